@@ -1,0 +1,240 @@
+#include "policy/validation.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <vector>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace osh::policy {
+namespace {
+
+using openshell::sandbox::v1::NetworkEndpoint;
+using openshell::sandbox::v1::SandboxPolicy;
+
+constexpr size_t kMaxPathLength = 4096;
+constexpr size_t kMaxPaths = 256;
+constexpr size_t kMaxMiddlewares = 10;
+
+const std::set<std::string, std::less<>> kProtocols = {"", "tcp", "rest", "websocket", "graphql",
+                                                       "sql", "json-rpc", "mcp"};
+const std::set<std::string, std::less<>> kL7Protocols = {"rest", "websocket", "graphql", "sql",
+                                                         "json-rpc", "mcp"};
+const std::set<std::string, std::less<>> kEnforcements = {"", "enforce", "audit"};
+const std::set<std::string, std::less<>> kAccess = {"", "read-only", "read-write", "full"};
+const std::set<std::string, std::less<>> kCompatibility = {"", "best_effort", "hard_requirement"};
+const std::set<std::string, std::less<>> kOnError = {"", "fail_closed", "fail_open"};
+
+std::string Quote(absl::string_view s) { return absl::StrCat("'", s, "'"); }
+
+std::optional<std::string> CheckFilesystemPath(absl::string_view path) {
+  if (path.empty() || path.front() != '/') return "must be an absolute path";
+  if (path.size() > kMaxPathLength) return absl::StrCat("longer than ", kMaxPathLength, " characters");
+  for (absl::string_view segment : absl::StrSplit(path, '/')) {
+    if (segment == "..") return "must not contain a '..' segment";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckRunAs(absl::string_view value) {
+  if (value.empty() || value == "sandbox") return std::nullopt;
+  if (value == "root") return "root is refused";
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    uint64_t id = 0;
+    if (value.size() > 10 || !absl::SimpleAtoi(value, &id)) return "numeric id out of range";
+    if (id == 0) return "root (id 0) is refused";
+    if (id > 4294967294ULL) return "numeric id must be from 1 to 4294967294";
+    return std::nullopt;
+  }
+  return absl::StrCat("must be empty, 'sandbox' or a numeric id, got ", Quote(value));
+}
+
+std::optional<std::string> CheckHost(absl::string_view host) {
+  if (host == "*" || host == "**") return "a bare wildcard host is refused";
+  std::vector<absl::string_view> labels = absl::StrSplit(host, '.');
+  bool wildcard = false;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    absl::string_view label = labels[i];
+    if (label.empty()) return absl::StrCat("empty label in ", Quote(host));
+    for (char c : label) {
+      if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '*')) {
+        return absl::StrCat("invalid character '", std::string(1, c), "' in ", Quote(host));
+      }
+    }
+    if (label.find('*') == absl::string_view::npos) continue;
+    if (i != 0) return absl::StrCat("wildcards are allowed only in the first label: ", Quote(host));
+    if (label.find("**") != absl::string_view::npos && label != "**") {
+      return absl::StrCat("'**' must be the whole first label: ", Quote(host));
+    }
+    wildcard = true;
+  }
+  if (wildcard && labels.size() < 3) {
+    return absl::StrCat("a wildcard over a top-level domain is refused: ", Quote(host));
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckIpOrCidr(absl::string_view entry) {
+  std::string address(entry);
+  int max_prefix = -1;
+  absl::string_view prefix_text;
+  if (const auto slash = entry.find('/'); slash != absl::string_view::npos) {
+    address = std::string(entry.substr(0, slash));
+    prefix_text = entry.substr(slash + 1);
+  }
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, address.c_str(), buf) == 1) {
+    max_prefix = 32;
+  } else if (inet_pton(AF_INET6, address.c_str(), buf) == 1) {
+    max_prefix = 128;
+  } else {
+    return absl::StrCat("not an IPv4/IPv6 address or CIDR: ", Quote(entry));
+  }
+  if (entry.find('/') != absl::string_view::npos) {
+    int prefix = -1;
+    if (prefix_text.empty() ||
+        !std::all_of(prefix_text.begin(), prefix_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        prefix_text.size() > 3 || !absl::SimpleAtoi(prefix_text, &prefix) || prefix > max_prefix) {
+      return absl::StrCat("invalid prefix length in ", Quote(entry));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::string& path) {
+  auto at = [&](absl::string_view field) { return absl::StrCat(path, ".", field); };
+  if (ep.host().empty()) {
+    if (ep.allowed_ips_size() == 0) return Violation{at("host"), "may be empty only when allowed_ips is set"};
+  } else if (auto error = CheckHost(ep.host())) {
+    return Violation{at("host"), *error};
+  }
+  if (ep.port() > 65535) return Violation{at("port"), "must be from 1 to 65535"};
+  for (int i = 0; i < ep.ports_size(); ++i) {
+    if (ep.ports(i) < 1 || ep.ports(i) > 65535) {
+      return Violation{absl::StrCat(path, ".ports[", i, "]"), "must be from 1 to 65535"};
+    }
+  }
+  if (ep.port() == 0 && ep.ports_size() == 0) return Violation{at("port"), "an endpoint needs port or ports"};
+  if (!kProtocols.contains(ep.protocol())) {
+    return Violation{at("protocol"), absl::StrCat("unsupported protocol ", Quote(ep.protocol()))};
+  }
+  const bool l7 = kL7Protocols.contains(ep.protocol());
+  if (!l7 && ep.rules_size() > 0) return Violation{at("rules"), "L7 rules need an L7 protocol"};
+  if (!l7 && ep.deny_rules_size() > 0) return Violation{at("deny_rules"), "L7 rules need an L7 protocol"};
+  if (!kEnforcements.contains(ep.enforcement())) {
+    return Violation{at("enforcement"), absl::StrCat("must be empty, 'enforce' or 'audit', got ", Quote(ep.enforcement()))};
+  }
+  if (!kAccess.contains(ep.access())) {
+    return Violation{at("access"),
+                     absl::StrCat("must be empty, 'read-only', 'read-write' or 'full', got ", Quote(ep.access()))};
+  }
+  if (!ep.access().empty() && ep.rules_size() > 0) {
+    return Violation{at("access"), "access may not be combined with rules"};
+  }
+  for (int i = 0; i < ep.allowed_ips_size(); ++i) {
+    if (auto error = CheckIpOrCidr(ep.allowed_ips(i))) {
+      return Violation{absl::StrCat(path, ".allowed_ips[", i, "]"), *error};
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
+  if (policy.version() != 1) {
+    return Violation{"version", absl::StrCat("must be 1, got ", policy.version())};
+  }
+  const auto& fs = policy.filesystem();
+  if (static_cast<size_t>(fs.read_only_size() + fs.read_write_size()) > kMaxPaths) {
+    return Violation{"filesystem", absl::StrCat("at most ", kMaxPaths, " paths in all")};
+  }
+  for (int i = 0; i < fs.read_only_size(); ++i) {
+    if (auto error = CheckFilesystemPath(fs.read_only(i))) {
+      return Violation{absl::StrCat("filesystem.read_only[", i, "]"), *error};
+    }
+  }
+  for (int i = 0; i < fs.read_write_size(); ++i) {
+    if (auto error = CheckFilesystemPath(fs.read_write(i))) {
+      return Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error};
+    }
+    if (fs.read_write(i) == "/") {
+      return Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"};
+    }
+  }
+  if (!kCompatibility.contains(policy.landlock().compatibility())) {
+    return Violation{"landlock.compatibility",
+                     absl::StrCat("must be empty, 'best_effort' or 'hard_requirement', got ",
+                                  Quote(policy.landlock().compatibility()))};
+  }
+  if (auto error = CheckRunAs(policy.process().run_as_user())) return Violation{"process.run_as_user", *error};
+  if (auto error = CheckRunAs(policy.process().run_as_group())) return Violation{"process.run_as_group", *error};
+
+  // Map iteration order is unspecified; check rules in key order so the first violation is stable.
+  std::vector<std::string> rule_ids;
+  for (const auto& [id, rule] : policy.network_policies()) rule_ids.push_back(id);
+  std::sort(rule_ids.begin(), rule_ids.end());
+  for (const auto& id : rule_ids) {
+    const auto& rule = policy.network_policies().at(id);
+    const std::string rule_path = absl::StrCat("network_policies.", id);
+    if (id.empty()) return Violation{"network_policies", "a rule id may not be empty"};
+    for (int i = 0; i < rule.endpoints_size(); ++i) {
+      if (auto v = CheckEndpoint(rule.endpoints(i), absl::StrCat(rule_path, ".endpoints[", i, "]"))) return v;
+    }
+    for (int i = 0; i < rule.binaries_size(); ++i) {
+      if (rule.binaries(i).path().empty()) {
+        return Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), "may not be empty"};
+      }
+    }
+  }
+
+  if (static_cast<size_t>(policy.network_middlewares_size()) > kMaxMiddlewares) {
+    return Violation{"network_middlewares", absl::StrCat("at most ", kMaxMiddlewares, " middleware configs")};
+  }
+  std::vector<std::string> middleware_ids;
+  for (const auto& [id, mw] : policy.network_middlewares()) middleware_ids.push_back(id);
+  std::sort(middleware_ids.begin(), middleware_ids.end());
+  std::map<int32_t, std::string> orders;
+  for (const auto& id : middleware_ids) {
+    const auto& mw = policy.network_middlewares().at(id);
+    const std::string mw_path = absl::StrCat("network_middlewares.", id);
+    if (!kOnError.contains(mw.on_error())) {
+      return Violation{mw_path + ".on_error",
+                       absl::StrCat("must be empty, 'fail_closed' or 'fail_open', got ", Quote(mw.on_error()))};
+    }
+    if (auto [it, inserted] = orders.emplace(mw.order(), id); !inserted) {
+      return Violation{mw_path + ".order", absl::StrCat("order ", mw.order(), " is also used by ", Quote(it->second))};
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status ValidatePolicy(const SandboxPolicy& policy) {
+  if (auto violation = FindViolation(policy)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid_policy: ", violation->path, ": ", violation->message));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> InternalMarkers(const SandboxPolicy& policy) {
+  std::vector<std::string> markers;
+  for (const auto& [id, rule] : policy.network_policies()) {
+    for (int i = 0; i < rule.endpoints_size(); ++i) {
+      const auto& ep = rule.endpoints(i);
+      const std::string path = absl::StrCat("network_policies.", id, ".endpoints[", i, "].");
+      if (ep.advisor_proposed()) markers.push_back(path + "advisor_proposed");
+      if (ep.provider_credentialed()) markers.push_back(path + "provider_credentialed");
+    }
+  }
+  std::sort(markers.begin(), markers.end());
+  return markers;
+}
+
+}  // namespace osh::policy

@@ -1,0 +1,28 @@
+// The validation rules of SCHEMA.md for openshell.sandbox.v1.SandboxPolicy. Pure functions.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+
+namespace osh::policy {
+
+// One broken rule: where (a field path such as "network_policies.gh.endpoints[0].host") and why.
+struct Violation {
+  std::string path;
+  std::string message;
+};
+
+// The first broken rule, or nothing when the policy is valid.
+std::optional<Violation> FindViolation(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+// OK, or INVALID_ARGUMENT "invalid_policy: <path>: <message>".
+absl::Status ValidatePolicy(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+// Notes on gateway-internal markers (advisor_proposed, provider_credentialed) set in a body, as
+// field paths; such a body is still relayed as issued, and the audit event notes them.
+std::vector<std::string> InternalMarkers(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+}  // namespace osh::policy

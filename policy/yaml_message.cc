@@ -1,0 +1,406 @@
+#include "policy/yaml_message.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/struct.pb.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace osh::policy {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// Parsing error carried up the recursion; converted to a Status at the module boundary.
+struct ReadError {
+  int line;
+  std::string path;
+  std::string message;
+};
+
+class Reader {
+ public:
+  Reader(const YamlReadOptions& options, LineMap* lines) : options_(options), lines_(lines) {}
+
+  void ReadMessage(const YAML::Node& node, Message* out, const std::string& path, bool top_level) {
+    Record(path, node);
+    if (node.IsNull()) return;
+    if (!node.IsMap()) Fail(node, path, "expected a mapping");
+    const Descriptor* descriptor = out->GetDescriptor();
+    if (descriptor->full_name() == "google.protobuf.Struct") {
+      ReadStruct(node, static_cast<google::protobuf::Struct*>(out), path);
+      return;
+    }
+    std::set<std::string> seen;
+    for (const auto& entry : node) {
+      const YAML::Node& key_node = entry.first;
+      if (!key_node.IsScalar()) Fail(key_node, path, "keys must be plain strings");
+      std::string key = key_node.Scalar();
+      const std::string key_path = Join(path, key);
+      if (!seen.insert(key).second) Fail(key_node, key_path, "duplicate key");
+      std::string field_name = key;
+      const FieldDescriptor* field = nullptr;
+      if (top_level) {
+        if (auto alias = options_.top_level_aliases.find(key); alias != options_.top_level_aliases.end()) {
+          field_name = alias->second;
+          field = descriptor->FindFieldByName(field_name);
+        } else {
+          bool aliased_away = false;
+          for (const auto& [file_key, proto_name] : options_.top_level_aliases) {
+            if (proto_name == key) aliased_away = true;
+          }
+          field = aliased_away ? nullptr : descriptor->FindFieldByName(key);
+        }
+      } else {
+        field = descriptor->FindFieldByName(key);
+      }
+      if (field == nullptr) Fail(key_node, key_path, UnknownKeyMessage(descriptor, key, top_level));
+      ReadField(entry.second, out, field, key_path);
+    }
+  }
+
+ private:
+  [[noreturn]] void Fail(const YAML::Node& node, const std::string& path, std::string message) {
+    throw ReadError{node.Mark().line + 1, path, std::move(message)};
+  }
+
+  void Record(const std::string& path, const YAML::Node& node) {
+    if (lines_ != nullptr && !path.empty()) lines_->emplace(path, node.Mark().line + 1);
+  }
+
+  static std::string Join(const std::string& path, const std::string& name) {
+    return path.empty() ? name : absl::StrCat(path, ".", name);
+  }
+
+  std::string UnknownKeyMessage(const Descriptor* descriptor, const std::string& key, bool top_level) {
+    std::string known;
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      std::string name = descriptor->field(i)->name();
+      if (top_level) {
+        for (const auto& [file_key, proto_name] : options_.top_level_aliases) {
+          if (proto_name == name) name = file_key;
+        }
+      }
+      absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+    }
+    return absl::StrCat("unknown key '", key, "' (known: ", known, ")");
+  }
+
+  void ReadField(const YAML::Node& node, Message* out, const FieldDescriptor* field, const std::string& path) {
+    Record(path, node);
+    if (node.IsNull()) return;  // `key:` with no value leaves the field unset.
+    const Reflection* reflection = out->GetReflection();
+    if (field->is_map()) {
+      if (!node.IsMap()) Fail(node, path, "expected a mapping");
+      const FieldDescriptor* key_field = field->message_type()->map_key();
+      const FieldDescriptor* value_field = field->message_type()->map_value();
+      std::set<std::string> seen;
+      for (const auto& entry : node) {
+        if (!entry.first.IsScalar()) Fail(entry.first, path, "map keys must be plain strings");
+        const std::string key = entry.first.Scalar();
+        const std::string entry_path = Join(path, key);
+        if (!seen.insert(key).second) Fail(entry.first, entry_path, "duplicate key");
+        Message* map_entry = reflection->AddMessage(out, field);
+        SetScalar(entry.first, map_entry, key_field, entry_path);
+        if (value_field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          ReadMessage(entry.second, map_entry->GetReflection()->MutableMessage(map_entry, value_field), entry_path,
+                      false);
+        } else {
+          Record(entry_path, entry.second);
+          SetScalar(entry.second, map_entry, value_field, entry_path);
+        }
+      }
+      return;
+    }
+    if (field->is_repeated()) {
+      if (!node.IsSequence()) Fail(node, path, "expected a list");
+      for (size_t i = 0; i < node.size(); ++i) {
+        const std::string item_path = absl::StrCat(path, "[", i, "]");
+        const YAML::Node item = node[i];
+        if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          ReadMessage(item, reflection->AddMessage(out, field), item_path, false);
+        } else {
+          Record(item_path, item);
+          AddScalar(item, out, field, item_path);
+        }
+      }
+      return;
+    }
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      ReadMessage(node, reflection->MutableMessage(out, field), path, false);
+      return;
+    }
+    SetScalar(node, out, field, path);
+  }
+
+  std::string ScalarText(const YAML::Node& node, const std::string& path, const char* expected) {
+    if (!node.IsScalar()) Fail(node, path, absl::StrCat("expected ", expected));
+    return node.Scalar();
+  }
+
+  uint64_t ReadUnsigned(const YAML::Node& node, const std::string& path, uint64_t max) {
+    const std::string text = ScalarText(node, path, "a number");
+    uint64_t value = 0;
+    const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), absl::ascii_isdigit);
+    if (!digits || !absl::SimpleAtoi(text, &value) || value > max) {
+      Fail(node, path, absl::StrCat("expected a whole number from 0 to ", max, ", got '", text, "'"));
+    }
+    return value;
+  }
+
+  int64_t ReadSigned(const YAML::Node& node, const std::string& path, int64_t min, int64_t max) {
+    const std::string text = ScalarText(node, path, "a number");
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(text, &value) || value < min || value > max) {
+      Fail(node, path, absl::StrCat("expected a whole number from ", min, " to ", max, ", got '", text, "'"));
+    }
+    return value;
+  }
+
+  bool ReadBool(const YAML::Node& node, const std::string& path) {
+    const std::string text = ScalarText(node, path, "true or false");
+    if (node.Tag() != "!" ) {
+      if (text == "true") return true;
+      if (text == "false") return false;
+    }
+    Fail(node, path, absl::StrCat("expected true or false, got '", text, "'"));
+  }
+
+  std::string ReadString(const YAML::Node& node, const std::string& path) {
+    return ScalarText(node, path, "a string");
+  }
+
+  void SetScalar(const YAML::Node& node, Message* out, const FieldDescriptor* field, const std::string& path) {
+    const Reflection* r = out->GetReflection();
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING: r->SetString(out, field, ReadString(node, path)); break;
+      case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(out, field, ReadBool(node, path)); break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        r->SetUInt32(out, field, static_cast<uint32_t>(ReadUnsigned(node, path, std::numeric_limits<uint32_t>::max())));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        r->SetUInt64(out, field, ReadUnsigned(node, path, std::numeric_limits<uint64_t>::max()));
+        break;
+      case FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(out, field, static_cast<int32_t>(ReadSigned(node, path, std::numeric_limits<int32_t>::min(),
+                                                                std::numeric_limits<int32_t>::max())));
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(out, field, ReadSigned(node, path, std::numeric_limits<int64_t>::min(),
+                                           std::numeric_limits<int64_t>::max()));
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const std::string text = ScalarText(node, path, "an enum name");
+        const auto* value = field->enum_type()->FindValueByName(text);
+        if (value == nullptr) Fail(node, path, absl::StrCat("unknown value '", text, "'"));
+        r->SetEnum(out, field, value);
+        break;
+      }
+      default: Fail(node, path, "unsupported field type");
+    }
+  }
+
+  void AddScalar(const YAML::Node& node, Message* out, const FieldDescriptor* field, const std::string& path) {
+    const Reflection* r = out->GetReflection();
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING: r->AddString(out, field, ReadString(node, path)); break;
+      case FieldDescriptor::CPPTYPE_BOOL: r->AddBool(out, field, ReadBool(node, path)); break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        r->AddUInt32(out, field, static_cast<uint32_t>(ReadUnsigned(node, path, std::numeric_limits<uint32_t>::max())));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        r->AddUInt64(out, field, ReadUnsigned(node, path, std::numeric_limits<uint64_t>::max()));
+        break;
+      default: Fail(node, path, "unsupported list type");
+    }
+  }
+
+  // google.protobuf.Struct: free-form configuration (middleware config).
+  void ReadStruct(const YAML::Node& node, google::protobuf::Struct* out, const std::string& path) {
+    std::set<std::string> seen;
+    for (const auto& entry : node) {
+      if (!entry.first.IsScalar()) Fail(entry.first, path, "keys must be plain strings");
+      const std::string key = entry.first.Scalar();
+      if (!seen.insert(key).second) Fail(entry.first, Join(path, key), "duplicate key");
+      ReadValue(entry.second, &(*out->mutable_fields())[key], Join(path, key));
+    }
+  }
+
+  void ReadValue(const YAML::Node& node, google::protobuf::Value* out, const std::string& path) {
+    Record(path, node);
+    if (node.IsNull()) {
+      out->set_null_value(google::protobuf::NULL_VALUE);
+    } else if (node.IsMap()) {
+      ReadStruct(node, out->mutable_struct_value(), path);
+    } else if (node.IsSequence()) {
+      auto* list = out->mutable_list_value();
+      for (size_t i = 0; i < node.size(); ++i) ReadValue(node[i], list->add_values(), absl::StrCat(path, "[", i, "]"));
+    } else {
+      const std::string& text = node.Scalar();
+      double number = 0;
+      if (node.Tag() == "!") {
+        out->set_string_value(text);  // quoted: always a string
+      } else if (text == "true" || text == "false") {
+        out->set_bool_value(text == "true");
+      } else if (absl::SimpleAtod(text, &number) && std::isfinite(number) && !text.empty() &&
+                 (absl::ascii_isdigit(text[0]) || text[0] == '-' || text[0] == '+' || text[0] == '.')) {
+        out->set_number_value(number);
+      } else {
+        out->set_string_value(text);
+      }
+    }
+  }
+
+  const YamlReadOptions& options_;
+  LineMap* lines_;
+};
+
+void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std::string, std::string>* renames);
+
+void EmitScalar(YAML::Emitter& out, const Message& message, const FieldDescriptor* field, int index) {
+  const Reflection* r = message.GetReflection();
+  const bool rep = index >= 0;
+  switch (field->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      out << (rep ? r->GetRepeatedString(message, field, index) : r->GetString(message, field));
+      break;
+    case FieldDescriptor::CPPTYPE_BOOL: out << (rep ? r->GetRepeatedBool(message, field, index) : r->GetBool(message, field)); break;
+    case FieldDescriptor::CPPTYPE_UINT32: out << (rep ? r->GetRepeatedUInt32(message, field, index) : r->GetUInt32(message, field)); break;
+    case FieldDescriptor::CPPTYPE_UINT64: out << (rep ? r->GetRepeatedUInt64(message, field, index) : r->GetUInt64(message, field)); break;
+    case FieldDescriptor::CPPTYPE_INT32: out << (rep ? r->GetRepeatedInt32(message, field, index) : r->GetInt32(message, field)); break;
+    case FieldDescriptor::CPPTYPE_INT64: out << (rep ? r->GetRepeatedInt64(message, field, index) : r->GetInt64(message, field)); break;
+    case FieldDescriptor::CPPTYPE_ENUM: out << (rep ? r->GetRepeatedEnum(message, field, index) : r->GetEnum(message, field))->name(); break;
+    default: out << YAML::Null;
+  }
+}
+
+void EmitValue(YAML::Emitter& out, const google::protobuf::Value& value) {
+  switch (value.kind_case()) {
+    case google::protobuf::Value::kStructValue:
+      out << YAML::BeginMap;
+      {
+        std::map<std::string, const google::protobuf::Value*> sorted;
+        for (const auto& [k, v] : value.struct_value().fields()) sorted[k] = &v;
+        for (const auto& [k, v] : sorted) { out << YAML::Key << k << YAML::Value; EmitValue(out, *v); }
+      }
+      out << YAML::EndMap;
+      break;
+    case google::protobuf::Value::kListValue:
+      out << YAML::BeginSeq;
+      for (const auto& v : value.list_value().values()) EmitValue(out, v);
+      out << YAML::EndSeq;
+      break;
+    case google::protobuf::Value::kBoolValue: out << value.bool_value(); break;
+    case google::protobuf::Value::kNumberValue: out << value.number_value(); break;
+    case google::protobuf::Value::kStringValue: out << YAML::DoubleQuoted << value.string_value(); break;
+    default: out << YAML::Null;
+  }
+}
+
+void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std::string, std::string>* renames) {
+  if (message.GetDescriptor()->full_name() == "google.protobuf.Struct") {
+    google::protobuf::Value value;
+    value.mutable_struct_value()->CopyFrom(message);
+    EmitValue(out, value);
+    return;
+  }
+  const Reflection* r = message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(message, &fields);  // in field-number order, set fields only
+  out << YAML::BeginMap;
+  for (const FieldDescriptor* field : fields) {
+    std::string name = field->name();
+    if (renames != nullptr) {
+      if (auto it = renames->find(name); it != renames->end()) name = it->second;
+    }
+    out << YAML::Key << name << YAML::Value;
+    if (field->is_map()) {
+      std::map<std::string, const Message*> sorted;
+      const FieldDescriptor* key_field = field->message_type()->map_key();
+      for (int i = 0; i < r->FieldSize(message, field); ++i) {
+        const Message& entry = r->GetRepeatedMessage(message, field, i);
+        sorted[entry.GetReflection()->GetString(entry, key_field)] = &entry;
+      }
+      out << YAML::BeginMap;
+      for (const auto& [key, entry] : sorted) {
+        out << YAML::Key << key << YAML::Value;
+        const FieldDescriptor* value_field = entry->GetDescriptor()->map_value();
+        if (value_field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          EmitMessage(out, entry->GetReflection()->GetMessage(*entry, value_field), nullptr);
+        } else {
+          EmitScalar(out, *entry, value_field, -1);
+        }
+      }
+      out << YAML::EndMap;
+    } else if (field->is_repeated()) {
+      out << YAML::BeginSeq;
+      for (int i = 0; i < r->FieldSize(message, field); ++i) {
+        if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          EmitMessage(out, r->GetRepeatedMessage(message, field, i), nullptr);
+        } else {
+          EmitScalar(out, message, field, i);
+        }
+      }
+      out << YAML::EndSeq;
+    } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      EmitMessage(out, r->GetMessage(message, field), nullptr);
+    } else {
+      EmitScalar(out, message, field, -1);
+    }
+  }
+  out << YAML::EndMap;
+}
+
+}  // namespace
+
+absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, const YamlReadOptions& options,
+                             Message* out, LineMap* lines) {
+  out->Clear();
+  try {
+    const YAML::Node root = YAML::Load(std::string(text));
+    if (!root.IsDefined() || root.IsNull()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": the document is empty"));
+    }
+    Reader reader(options, lines);
+    reader.ReadMessage(root, out, "", true);
+  } catch (const ReadError& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", error.line, ": ", error.path.empty() ? "" : error.path + ": ", error.message));
+  } catch (const YAML::Exception& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", error.mark.line + 1, ": syntax error: ", error.msg));
+  }
+  return absl::OkStatus();
+}
+
+std::string WriteYamlMessage(const Message& message, const std::map<std::string, std::string>& top_level_aliases) {
+  std::map<std::string, std::string> renames;
+  for (const auto& [file_key, proto_name] : top_level_aliases) renames[proto_name] = file_key;
+  YAML::Emitter out;
+  EmitMessage(out, message, &renames);
+  return std::string(out.c_str()) + "\n";
+}
+
+int LineOf(const LineMap& lines, absl::string_view path) {
+  std::string current(path);
+  while (!current.empty()) {
+    if (auto it = lines.find(current); it != lines.end()) return it->second;
+    const auto cut = current.find_last_of(".[");
+    if (cut == std::string::npos) break;
+    current.resize(cut);
+  }
+  return 0;
+}
+
+}  // namespace osh::policy

@@ -1,0 +1,39 @@
+// Schema-driven conversion between YAML/JSON documents and protobuf messages, using the message's
+// descriptor. JSON is read by the YAML 1.2 parser, so both formats report line numbers.
+//
+// Strict: unknown keys, duplicate keys, wrong types and out-of-range numbers are errors that name the
+// source, the line and the field path ("policy.yaml:7: network_policies.gh.endpoints[0].port: ...").
+#pragma once
+
+#include <map>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include <google/protobuf/message.h>
+
+#include "absl/status/status.h"
+
+namespace osh::policy {
+
+struct YamlReadOptions {
+  // Top-level key spellings that differ from the proto field name: file key -> field name.
+  std::map<std::string, std::string> top_level_aliases;
+};
+
+// Where each field came from: field path -> 1-based line.
+using LineMap = std::map<std::string, int>;
+
+// Parses `text` (YAML or JSON) into `out` (cleared first). `source` names the input in errors.
+// Errors are INVALID_ARGUMENT. On error `out` is left unspecified.
+absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, const YamlReadOptions& options,
+                             google::protobuf::Message* out, LineMap* lines);
+
+// Writes `message` as YAML with proto field names (top-level names renamed through `top_level_aliases`
+// reversed), omitting default values. Map keys are emitted in sorted order.
+std::string WriteYamlMessage(const google::protobuf::Message& message,
+                             const std::map<std::string, std::string>& top_level_aliases);
+
+// The line of `path` or of its nearest recorded ancestor; 0 when unknown.
+int LineOf(const LineMap& lines, absl::string_view path);
+
+}  // namespace osh::policy

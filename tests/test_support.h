@@ -1,0 +1,35 @@
+// Shared helpers for the test suite: test data paths, JSON loading, temp folders.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <google/protobuf/struct.pb.h>
+
+namespace osh::test {
+
+// The folder of the project's test data (tests/data), fixed at build time.
+std::filesystem::path DataDir();
+
+// Parses a JSON file into a Struct; fails the test on error.
+google::protobuf::Struct LoadJson(const std::filesystem::path& path);
+
+// Bytes from lowercase hex.
+std::string FromHex(const std::string& hex);
+
+// A fresh 0700 temp folder, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Writes `text` to `path` with `mode`.
+void WriteFile(const std::string& path, const std::string& text, int mode = 0600);
+
+}  // namespace osh::test

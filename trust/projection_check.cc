@@ -1,0 +1,141 @@
+#include "trust/projection_check.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/validation.h"
+#include "trust/encoding.h"
+
+namespace osh::trust {
+namespace {
+
+using openshell::policy::driver::v1::Projection;
+
+CheckResult Refuse(std::string reason, std::string detail) {
+  CheckResult result;
+  result.reason = std::move(reason);
+  result.detail = std::move(detail);
+  return result;
+}
+
+struct SignatureRef {
+  std::string key_id;
+  absl::string_view signature;
+};
+
+// Step 3: at least `threshold` distinct trusted keys with a valid signature over the signed bytes.
+CheckResult CheckSignatures(const Projection& p, const TrustStore& store, int64_t now, int64_t skew) {
+  std::vector<SignatureRef> signatures;
+  if (!p.signature().empty() || !p.signing_key_id().empty()) signatures.push_back({p.signing_key_id(), p.signature()});
+  for (const auto& extra : p.additional_signatures()) signatures.push_back({extra.key_id(), extra.signature()});
+  if (signatures.empty()) return Refuse(reason::kUnsigned, "the projection carries no signature");
+
+  const std::string signed_bytes = SignedBytes(p);
+  std::set<std::string> counted_fingerprints;
+  CheckResult result;
+  std::string first_reason, first_detail;
+  auto note = [&](const char* reason, std::string detail) {
+    if (first_reason.empty()) {
+      first_reason = reason;
+      first_detail = std::move(detail);
+    }
+  };
+  for (const auto& sig : signatures) {
+    const TrustedKey* key = store.Find(sig.key_id);
+    if (key == nullptr) {
+      note(reason::kUnknownKey, absl::StrCat("no trusted key '", sig.key_id, "'"));
+      continue;
+    }
+    if (key->revoked) {
+      note(reason::kKeyRevoked, absl::StrCat("key '", sig.key_id, "' is revoked"));
+      continue;
+    }
+    if (!key->public_key.Verify(signed_bytes, sig.signature)) {
+      note(reason::kBadSignature, absl::StrCat("signature by '", sig.key_id, "' (", key->public_key.algorithm(),
+                                               ") does not verify"));
+      continue;
+    }
+    if ((key->not_before_unix && now + skew < *key->not_before_unix) ||
+        (key->not_after_unix && now - skew > *key->not_after_unix)) {
+      note(reason::kKeyNotValidNow, absl::StrCat("key '", sig.key_id, "' is outside its validity window"));
+      continue;
+    }
+    if (counted_fingerprints.insert(key->public_key.fingerprint()).second) result.verified_key_ids.push_back(sig.key_id);
+  }
+  if (counted_fingerprints.size() >= store.threshold()) return result;
+  // No key counted: the first signature's own failure says most. Some counted: too few.
+  if (counted_fingerprints.empty()) return Refuse(first_reason, first_detail);
+  return Refuse(reason::kThresholdNotMet,
+                absl::StrCat(counted_fingerprints.size(), " of ", store.threshold(), " required distinct keys signed",
+                             first_reason.empty() ? "" : absl::StrCat(" (", first_reason, ": ", first_detail, ")")));
+}
+
+}  // namespace
+
+std::string CheckResult::Message() const { return absl::StrCat(reason, ": ", detail); }
+
+absl::Status CheckResult::ToStatus() const {
+  return ok() ? absl::OkStatus() : absl::FailedPreconditionError(Message());
+}
+
+CheckResult CheckProjection(const Projection& p, const CheckInput& input) {
+  // 1. Surface.
+  const auto& accepted = *input.accepted_surfaces;
+  if (std::find(accepted.begin(), accepted.end(), p.surface_id()) == accepted.end()) {
+    return Refuse(reason::kSurfaceNotAccepted, absl::StrCat("surface '", p.surface_id(), "' is not among the accepted [",
+                                                            absl::StrJoin(accepted, ", "), "]"));
+  }
+  // 2. Digest, recomputed from the body.
+  if (!policy::IsLowercaseHexDigest(p.policy_digest())) {
+    return Refuse(reason::kDigestMismatch, "policy_digest must be 64 lowercase hex characters");
+  }
+  if (const std::string actual = policy::Sha256Hex(p.body()); actual != p.policy_digest()) {
+    return Refuse(reason::kDigestMismatch,
+                  absl::StrCat("policy_digest ", p.policy_digest(), " but SHA-256 of the body is ", actual));
+  }
+  // 3. Trust.
+  CheckResult result;
+  if (input.trust_store != nullptr) {
+    result = CheckSignatures(p, *input.trust_store, input.now_unix, input.clock_skew_s);
+    if (!result.ok()) return result;
+  }
+  // 4. Context binding.
+  if (!p.context_digest().empty()) {
+    if (p.context_digest() != ContextDigest(*input.context)) {
+      return Refuse(reason::kContextMismatch,
+                    absl::StrCat("projection is bound to another runtime context than sandbox '",
+                                 input.context->sandbox_id(), "'"));
+    }
+  } else if (input.trust_store != nullptr && input.trust_store->require_context_binding()) {
+    return Refuse(reason::kContextMismatch, "the trust store requires context binding and context_digest is empty");
+  }
+  // 5. Expiry.
+  if (p.expires_at_unix() != 0 && p.expires_at_unix() <= input.now_unix - input.clock_skew_s) {
+    return Refuse(reason::kExpired, absl::StrCat("expired at ", p.expires_at_unix(), " (now ", input.now_unix,
+                                                 ", skew ", input.clock_skew_s, "s)"));
+  }
+  // 6. Rollback.
+  if (input.admitted_version && p.policy_version() < *input.admitted_version) {
+    return Refuse(reason::kRollback, absl::StrCat("policy_version ", p.policy_version(),
+                                                  " is older than the admitted ", *input.admitted_version));
+  }
+  // 7. Body: complete and valid.
+  auto policy = policy::ParseBodyStrict(p.body());
+  if (!policy.ok()) {
+    std::string message(policy.status().message());
+    const std::string prefix = absl::StrCat(reason::kIncompleteProjection, ": ");
+    if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+    return Refuse(reason::kIncompleteProjection, message);
+  }
+  if (auto violation = policy::FindViolation(*policy)) {
+    return Refuse(reason::kInvalidPolicy, absl::StrCat(violation->path, ": ", violation->message));
+  }
+  result.policy = *std::move(policy);
+  return result;
+}
+
+}  // namespace osh::trust

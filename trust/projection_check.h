@@ -1,0 +1,59 @@
+// The whole projection check of SPEC §3.3, in its order, before anything is persisted.
+// Pure: the same inputs give the same answer; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "trust/trust_store.h"
+
+namespace osh::trust {
+
+// Stable reason codes (SPEC §3.3), the first word of every refusal.
+namespace reason {
+inline constexpr char kSurfaceNotAccepted[] = "surface_not_accepted";
+inline constexpr char kDigestMismatch[] = "digest_mismatch";
+inline constexpr char kUnsigned[] = "unsigned";
+inline constexpr char kUnknownKey[] = "unknown_key";
+inline constexpr char kBadSignature[] = "bad_signature";
+inline constexpr char kKeyRevoked[] = "key_revoked";
+inline constexpr char kKeyNotValidNow[] = "key_not_valid_now";
+inline constexpr char kThresholdNotMet[] = "threshold_not_met";
+inline constexpr char kContextMismatch[] = "context_mismatch";
+inline constexpr char kExpired[] = "expired";
+inline constexpr char kRollback[] = "rollback";
+inline constexpr char kIncompleteProjection[] = "incomplete_projection";
+inline constexpr char kInvalidPolicy[] = "invalid_policy";
+inline constexpr char kNoVerifiedPolicy[] = "no_verified_policy";
+}  // namespace reason
+
+struct CheckInput {
+  const openshell::policy::driver::v1::RuntimeContext* context = nullptr;  // required
+  const std::vector<std::string>* accepted_surfaces = nullptr;              // required
+  const TrustStore* trust_store = nullptr;  // nullptr: no verification (verification = none)
+  int64_t now_unix = 0;
+  int64_t clock_skew_s = 60;
+  std::optional<uint64_t> admitted_version;  // set for an update of an admitted sandbox (rollback check)
+};
+
+struct CheckResult {
+  std::string reason;  // "" when admitted
+  std::string detail;
+  std::vector<std::string> verified_key_ids;  // the counted keys, in signature order
+  openshell::sandbox::v1::SandboxPolicy policy;  // the parsed body when ok
+
+  bool ok() const { return reason.empty(); }
+  // "reason_code: detail"
+  std::string Message() const;
+  // FAILED_PRECONDITION with Message(), or OK.
+  absl::Status ToStatus() const;
+};
+
+CheckResult CheckProjection(const openshell::policy::driver::v1::Projection& projection, const CheckInput& input);
+
+}  // namespace osh::trust
