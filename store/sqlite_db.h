@@ -1,0 +1,76 @@
+// A thin RAII layer over the SQLite C API: a connection, prepared statements, transactions.
+// Not thread-safe by itself; SqliteStore serialises access.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace osh::store {
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_) { other.stmt_ = nullptr; }
+  Stmt(const Stmt&) = delete;
+  ~Stmt();
+
+  // Binds by 1-based index; returns *this for chaining.
+  Stmt& Bind(int index, const std::string& text);
+  Stmt& BindBlob(int index, const std::string& bytes);
+  Stmt& Bind(int index, int64_t value);
+  Stmt& BindNull(int index);
+
+  // Steps once: true with a row, false when done. Errors carry SQLite's message.
+  absl::StatusOr<bool> Step();
+  // Steps to completion, expecting no rows.
+  absl::Status Run();
+
+  std::string Text(int column) const;
+  std::string Blob(int column) const;
+  int64_t Int(int column) const;
+  bool IsNull(int column) const;
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+};
+
+class Db {
+ public:
+  // Opens (creating with mode 0600) the database file.
+  static absl::StatusOr<Db> Open(const std::string& path);
+  Db(Db&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Db(const Db&) = delete;
+  ~Db();
+
+  absl::Status Exec(const std::string& sql);
+  absl::StatusOr<Stmt> Prepare(const std::string& sql);
+  int64_t Changes() const;
+  int64_t LastInsertRowId() const;
+
+ private:
+  explicit Db(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+};
+
+// BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit() succeeded.
+class Transaction {
+ public:
+  explicit Transaction(Db& db);
+  ~Transaction();
+  const absl::Status& begin_status() const { return begin_status_; }
+  absl::Status Commit();
+
+ private:
+  Db& db_;
+  absl::Status begin_status_;
+  bool done_ = false;
+};
+
+}  // namespace osh::store

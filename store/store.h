@@ -1,0 +1,105 @@
+// The gateway's persistent state behind one interface (SPEC §7). Implementations are thread-safe.
+//
+// Every method that changes state does so in one transaction together with the audit event that
+// records it: after a crash either all of it is there or none of it. Acknowledged writes are durable.
+// Errors are values: NOT_FOUND, ALREADY_EXISTS, ABORTED (expected revision mismatch), DATA_LOSS /
+// INTERNAL for storage failures.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "trust/audit_chain.h"
+
+namespace osh::store {
+
+using openshell::policy::driver::v1::Projection;
+using openshell::policy::driver::v1::RuntimeContext;
+using osh::trust::AuditEvent;
+
+struct SandboxRecord {
+  RuntimeContext context;
+  std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
+  std::string driver_handle;
+  Projection projection;       // the admitted envelope, body included, exactly as admitted
+  std::string verification;    // "none" or "verified"
+  std::vector<std::string> signing_key_ids;  // the keys that were counted
+  int64_t admitted_at_unix = 0;
+  int64_t updated_at_unix = 0;
+  openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
+  std::string load_error;
+  std::string reported_digest;
+  int64_t reported_at_unix = 0;
+  std::string last_refresh_error;
+};
+
+struct PolicyRevisionRecord {
+  std::string scope;
+  uint64_t revision = 0;  // per scope, from 1
+  uint64_t seq = 0;       // global, increasing across all scopes (the builtin driver's policy_version)
+  std::string digest;     // "" for a deletion
+  std::string body;       // deterministic serialization of the policy; "" for a deletion
+  int64_t created_at_unix = 0;
+  bool deleted() const { return digest.empty(); }
+};
+
+struct PendingRelease {
+  int64_t id = 0;
+  std::string driver_handle;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // --- Sandboxes -----------------------------------------------------------------------------
+  // ALREADY_EXISTS when the sandbox id (or the handle hash) is taken.
+  virtual absl::Status InsertSandbox(const SandboxRecord& record, AuditEvent event) = 0;
+  // Replaces the admitted projection of a sandbox (refresh / re-projection). NOT_FOUND if absent.
+  virtual absl::Status ReplaceProjection(const std::string& sandbox_id, const Projection& projection,
+                                         const std::string& verification, const std::vector<std::string>& key_ids,
+                                         int64_t now_unix, AuditEvent event) = 0;
+  // Records a refused refresh ("" clears it) together with its audit event.
+  virtual absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) = 0;
+  // Deletes the sandbox and queues the release of its driver handle, atomically. Returns false when
+  // there was no such sandbox (nothing is written then).
+  virtual absl::StatusOr<bool> DeleteSandbox(const std::string& sandbox_id, AuditEvent event) = 0;
+  virtual absl::Status RecordReport(const std::string& sandbox_id, const std::string& digest,
+                                    openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
+                                    int64_t now_unix, AuditEvent event) = 0;
+  virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() = 0;
+
+  // --- Driver handle releases (durable queue) ------------------------------------------------
+  virtual absl::Status QueueRelease(const std::string& driver_handle) = 0;
+  virtual absl::StatusOr<std::vector<PendingRelease>> PendingReleases() = 0;
+  virtual absl::Status CompleteRelease(int64_t id, AuditEvent event) = 0;
+
+  // --- Policies (builtin driver) -------------------------------------------------------------
+  // Appends a revision to `scope`: `body` set = a new policy, nullopt = a deletion. With
+  // `expected_revision`, ABORTED unless the scope's latest revision equals it (0: no live policy).
+  // Deleting a scope without a live policy is NOT_FOUND.
+  virtual absl::StatusOr<PolicyRevisionRecord> AppendPolicyRevision(const std::string& scope,
+                                                                    const std::optional<std::string>& body,
+                                                                    std::optional<uint64_t> expected_revision,
+                                                                    int64_t now_unix, AuditEvent event) = 0;
+  // The latest revision of a scope (possibly a deletion), or nullopt if it never had one.
+  virtual absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestPolicyRevision(const std::string& scope) = 0;
+  virtual absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) = 0;
+  // Every revision of `scope` ("" = all scopes), oldest first.
+  virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) = 0;
+  // Number of scopes whose latest revision is a live policy.
+  virtual absl::StatusOr<uint64_t> CountLivePolicies() = 0;
+
+  // --- Audit ----------------------------------------------------------------------------------
+  // Appends an event that records no state change (a refusal, a driver going down, ...).
+  virtual absl::Status AppendAudit(AuditEvent event) = 0;
+  virtual absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) = 0;
+};
+
+}  // namespace osh::store
