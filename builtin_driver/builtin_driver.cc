@@ -1,0 +1,205 @@
+#include "builtin_driver/builtin_driver.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "policy/body_codec.h"
+#include "policy/merge.h"
+#include "policy/scope.h"
+#include "policy/validation.h"
+#include "trust/encoding.h"
+
+namespace osh::builtin_driver {
+namespace {
+
+namespace driver_v1 = drivers::driver_v1;
+namespace gateway_v1 = drivers::gateway_v1;
+using openshell::sandbox::v1::SandboxPolicy;
+
+constexpr char kHandlePrefix[] = "builtin:";
+
+int64_t NowUnix() { return absl::ToUnixSeconds(absl::Now()); }
+
+gateway_v1::PolicyRevision ToProto(const store::PolicyRevisionRecord& r) {
+  gateway_v1::PolicyRevision out;
+  out.set_scope(r.scope);
+  out.set_revision(r.revision);
+  out.set_policy_digest(r.digest);
+  out.set_deleted(r.deleted());
+  out.set_created_at_unix(r.created_at_unix);
+  return out;
+}
+
+absl::StatusOr<driver_v1::RuntimeContext> DecodeHandle(const std::string& handle) {
+  std::string bytes;
+  driver_v1::RuntimeContext context;
+  if (handle.rfind(kHandlePrefix, 0) != 0 ||
+      !absl::WebSafeBase64Unescape(absl::string_view(handle).substr(sizeof(kHandlePrefix) - 1), &bytes) ||
+      !context.ParseFromString(bytes)) {
+    return absl::NotFoundError("unknown handle");
+  }
+  return context;
+}
+
+absl::Status CheckPolicy(const SandboxPolicy& policy) {
+  if (auto status = policy::CheckNoUnknownFields(policy); !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
+  }
+  return policy::ValidatePolicy(policy);
+}
+
+}  // namespace
+
+BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key)
+    : store_(store), signing_key_(std::move(signing_key)) {}
+
+absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
+  driver_v1::Capabilities caps;
+  caps.set_driver_name("builtin");
+  caps.set_driver_version(OSH_VERSION);
+  caps.set_api_version(1);
+  caps.add_supported_surfaces(kSurface);
+  caps.set_permits_mutation(true);
+  caps.set_signs_projections(signing_key_.has_value());
+  caps.add_features("policy_version");
+  caps.add_features("context_binding");
+  return caps;
+}
+
+absl::StatusOr<std::string> BuiltinDriver::AcquireHandle(const driver_v1::RuntimeContext& context) {
+  if (context.sandbox_id().empty()) return absl::InvalidArgumentError("context.sandbox_id: required");
+  if (context.user_subject().empty()) return absl::InvalidArgumentError("context.user_subject: required");
+  return absl::StrCat(kHandlePrefix, absl::WebSafeBase64Escape(policy::SerializeDeterministic(context)));
+}
+
+absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(const std::string& handle,
+                                                                             const std::string& surface_id) {
+  auto context = DecodeHandle(handle);
+  if (!context.ok()) return context.status();
+  driver_v1::GetProjectionResponse response;
+  if (surface_id != kSurface) {
+    response.mutable_no_verified_policy()->set_reason(absl::StrCat("the builtin driver serves only ", kSurface));
+    return response;
+  }
+  const std::vector<std::string> scopes = policy::ScopesFor(*context);
+  std::optional<store::PolicyRevisionRecord> chosen;
+  uint64_t version = 0;
+  for (const auto& scope : scopes) {
+    auto latest = store_->LatestPolicyRevision(scope);
+    if (!latest.ok()) return latest.status();
+    if (!*latest) continue;
+    version = std::max(version, (*latest)->seq);
+    if (!chosen && !(*latest)->deleted()) chosen = **latest;
+  }
+  if (!chosen) {
+    response.mutable_no_verified_policy()->set_reason(
+        absl::StrCat("no policy is set for any of the scopes ", absl::StrJoin(scopes, ", ")));
+    return response;
+  }
+  driver_v1::Projection* p = response.mutable_projection();
+  p->set_surface_id(kSurface);
+  p->set_policy_digest(chosen->digest);
+  p->set_body(chosen->body);
+  p->set_policy_version(version);
+  p->set_context_digest(trust::ContextDigest(*context));
+  p->set_issued_at_unix(chosen->created_at_unix);
+  (*p->mutable_audit_context())["builtin_scope"] = chosen->scope;
+  (*p->mutable_audit_context())["builtin_revision"] = absl::StrCat(chosen->revision);
+  if (signing_key_) {
+    auto signature = signing_key_->key.Sign(trust::SignedBytes(*p));
+    if (!signature.ok()) return signature.status();
+    p->set_signature(*signature);
+    p->set_signing_key_id(signing_key_->key_id);
+  }
+  return response;
+}
+
+absl::Status BuiltinDriver::ReleaseHandle(const std::string&) { return absl::OkStatus(); }
+
+absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::string& scope,
+                                                                 const std::optional<SandboxPolicy>& policy,
+                                                                 std::optional<uint64_t> expected_revision,
+                                                                 const std::string& what) {
+  if (auto status = policy::ValidateScope(scope); !status.ok()) return status;
+  std::optional<std::string> body;
+  if (policy) {
+    if (auto status = CheckPolicy(*policy); !status.ok()) return status;
+    body = policy::SerializeDeterministic(*policy);
+  }
+  store::AuditEvent event;
+  event.type = "mutation";
+  event.surface_id = kSurface;
+  event.outcome = "ok";
+  event.reason = absl::StrCat(what, " ", scope);
+  auto record = store_->AppendPolicyRevision(scope, body, expected_revision, NowUnix(), std::move(event));
+  if (!record.ok()) return record.status();
+  return ToProto(*record);
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::SetPolicy(const gateway_v1::SetPolicyRequest& request) {
+  std::optional<uint64_t> expected;
+  if (request.has_expected_revision()) expected = request.expected_revision();
+  return Append(request.scope(), request.policy(), expected, "set");
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request) {
+  if (auto status = policy::ValidateScope(request.scope()); !status.ok()) return status;
+  auto latest = store_->LatestPolicyRevision(request.scope());
+  if (!latest.ok()) return latest.status();
+  if (!*latest || (*latest)->deleted()) {
+    return absl::NotFoundError(absl::StrCat("scope '", request.scope(), "' has no policy to update"));
+  }
+  if (request.has_expected_revision() && request.expected_revision() != (*latest)->revision) {
+    return absl::AbortedError(absl::StrCat("scope '", request.scope(), "' is at revision ", (*latest)->revision,
+                                           ", expected ", request.expected_revision()));
+  }
+  SandboxPolicy policy;
+  if (!policy.ParseFromString((*latest)->body)) return absl::DataLossError("stored policy does not decode");
+  if (auto status = policy::ApplyMergeOperations(request.operations(), &policy); !status.ok()) return status;
+  // The revision read above is the expected one: a concurrent change in between is ABORTED, not lost.
+  return Append(request.scope(), policy, (*latest)->revision, "update");
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::DeletePolicy(const gateway_v1::DeletePolicyRequest& request) {
+  std::optional<uint64_t> expected;
+  if (request.has_expected_revision()) expected = request.expected_revision();
+  return Append(request.scope(), std::nullopt, expected, "delete");
+}
+
+absl::StatusOr<gateway_v1::GetPolicyResponse> BuiltinDriver::GetPolicy(const gateway_v1::GetPolicyRequest& request) {
+  if (auto status = policy::ValidateScope(request.scope()); !status.ok()) return status;
+  store::PolicyRevisionRecord record;
+  if (request.revision() == 0) {
+    auto latest = store_->LatestPolicyRevision(request.scope());
+    if (!latest.ok()) return latest.status();
+    if (!*latest) return absl::NotFoundError(absl::StrCat("scope '", request.scope(), "' has no policy"));
+    record = **latest;
+  } else {
+    auto found = store_->GetPolicyRevision(request.scope(), request.revision());
+    if (!found.ok()) return found.status();
+    record = *found;
+  }
+  gateway_v1::GetPolicyResponse response;
+  *response.mutable_revision() = ToProto(record);
+  if (!record.deleted() && !response.mutable_policy()->ParseFromString(record.body)) {
+    return absl::DataLossError("stored policy does not decode");
+  }
+  return response;
+}
+
+absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolicyRevisions(
+    const gateway_v1::ListPolicyRevisionsRequest& request) {
+  if (!request.scope().empty()) {
+    if (auto status = policy::ValidateScope(request.scope()); !status.ok()) return status;
+  }
+  auto records = store_->ListPolicyRevisions(request.scope());
+  if (!records.ok()) return records.status();
+  gateway_v1::ListPolicyRevisionsResponse response;
+  for (const auto& r : *records) *response.add_revisions() = ToProto(r);
+  return response;
+}
+
+absl::StatusOr<uint64_t> BuiltinDriver::CountPolicyScopes() { return store_->CountLivePolicies(); }
+
+}  // namespace osh::builtin_driver

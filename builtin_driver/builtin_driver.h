@@ -1,0 +1,59 @@
+// The builtin driver (SPEC §1): serves, for each sandbox, the most specific policy among the scopes
+// sandbox:<id>, tenant:<attributes.tenant_id>, default; permits mutation; optionally signs its
+// projections with a gateway key so sandboxes can verify end to end.
+//
+// Handles are self-describing (the runtime context, encoded), so they survive restarts without state.
+// policy_version is the highest global revision sequence among the sandbox's scopes (deletions count),
+// so it only grows for a given sandbox. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "drivers/policy_driver.h"
+#include "store/store.h"
+#include "trust/keys.h"
+
+namespace osh::builtin_driver {
+
+inline constexpr char kSurface[] = "openshell.sandbox.v1";
+
+struct SigningKey {
+  trust::PrivateKey key;
+  std::string key_id;
+};
+
+class BuiltinDriver final : public drivers::PolicyDriver, public drivers::PolicyAuthoring {
+ public:
+  // `store` must outlive the driver.
+  BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key);
+
+  std::string kind() const override { return "builtin"; }
+  absl::StatusOr<drivers::driver_v1::Capabilities> GetCapabilities() override;
+  absl::StatusOr<std::string> AcquireHandle(const drivers::driver_v1::RuntimeContext& context) override;
+  absl::StatusOr<drivers::driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
+                                                                         const std::string& surface_id) override;
+  absl::Status ReleaseHandle(const std::string& handle) override;
+  drivers::PolicyAuthoring* authoring() override { return this; }
+
+  absl::StatusOr<drivers::gateway_v1::PolicyRevision> SetPolicy(const drivers::gateway_v1::SetPolicyRequest& request) override;
+  absl::StatusOr<drivers::gateway_v1::PolicyRevision> UpdatePolicy(
+      const drivers::gateway_v1::UpdatePolicyRequest& request) override;
+  absl::StatusOr<drivers::gateway_v1::PolicyRevision> DeletePolicy(
+      const drivers::gateway_v1::DeletePolicyRequest& request) override;
+  absl::StatusOr<drivers::gateway_v1::GetPolicyResponse> GetPolicy(const drivers::gateway_v1::GetPolicyRequest& request) override;
+  absl::StatusOr<drivers::gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
+      const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
+  absl::StatusOr<uint64_t> CountPolicyScopes() override;
+
+ private:
+  absl::StatusOr<drivers::gateway_v1::PolicyRevision> Append(const std::string& scope,
+                                                            const std::optional<openshell::sandbox::v1::SandboxPolicy>& policy,
+                                                            std::optional<uint64_t> expected_revision,
+                                                            const std::string& what);
+  store::Store* store_;
+  std::optional<SigningKey> signing_key_;
+};
+
+}  // namespace osh::builtin_driver

@@ -1,0 +1,57 @@
+// The gateway's C++ driver interface: the PolicyDriver contract of SPEC §3 as seen from inside the
+// gateway. Exactly one driver is active; the builtin driver and the remote (socket) driver implement it.
+//
+// Thread safety: implementations are called concurrently from many threads.
+// Errors are absl::Status values with the contract's codes: INVALID_ARGUMENT (malformed context),
+// PERMISSION_DENIED (subject not served), NOT_FOUND (unknown handle), UNAVAILABLE (driver down).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+
+namespace osh::drivers {
+
+namespace driver_v1 = openshell::policy::driver::v1;
+namespace gateway_v1 = openshell::policy::gateway::v1;
+
+// Policy authoring, offered only by drivers that keep policies themselves (the builtin driver).
+// Every method records its audit event in the same transaction as the change.
+class PolicyAuthoring {
+ public:
+  virtual ~PolicyAuthoring() = default;
+  virtual absl::StatusOr<gateway_v1::PolicyRevision> SetPolicy(const gateway_v1::SetPolicyRequest& request) = 0;
+  virtual absl::StatusOr<gateway_v1::PolicyRevision> UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request) = 0;
+  virtual absl::StatusOr<gateway_v1::PolicyRevision> DeletePolicy(const gateway_v1::DeletePolicyRequest& request) = 0;
+  virtual absl::StatusOr<gateway_v1::GetPolicyResponse> GetPolicy(const gateway_v1::GetPolicyRequest& request) = 0;
+  virtual absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
+      const gateway_v1::ListPolicyRevisionsRequest& request) = 0;
+  virtual absl::StatusOr<uint64_t> CountPolicyScopes() = 0;
+};
+
+class PolicyDriver {
+ public:
+  virtual ~PolicyDriver() = default;
+
+  // "builtin" or "remote".
+  virtual std::string kind() const = 0;
+  // The driver's capabilities as last seen (UNAVAILABLE when it has never answered).
+  virtual absl::StatusOr<driver_v1::Capabilities> GetCapabilities() = 0;
+  virtual absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context) = 0;
+  virtual absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
+                                                                        const std::string& surface_id) = 0;
+  // Idempotent; NOT_FOUND is reported as OK.
+  virtual absl::Status ReleaseHandle(const std::string& handle) = 0;
+  // Whether new admissions can be served now (false while a remote driver is unreachable).
+  virtual bool available() const { return true; }
+  // nullptr unless the driver keeps policies the gateway may author.
+  virtual PolicyAuthoring* authoring() { return nullptr; }
+};
+
+}  // namespace osh::drivers

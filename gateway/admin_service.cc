@@ -1,0 +1,118 @@
+#include "gateway/admin_service.h"
+
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+#include <cstdlib>
+
+#include <grpcpp/support/byte_buffer.h>
+
+#include "absl/strings/str_cat.h"
+#include "gateway/log.h"
+#include "gateway/mutation_gate.h"
+#include "gateway/status_conversion.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kServicePrefix[] = "/openshell.policy.gateway.v1.PolicyGateway/";
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  for (const auto& slice : slices) out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return out;
+}
+
+// One unary call: gate, read the request, run the handler on the pool, write the response.
+class UnaryReactor final : public grpc::ServerGenericBidiReactor {
+ public:
+  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool) : handler_(handler), pool_(pool) {
+    StartRead(&request_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
+      return;
+    }
+    pool_->Submit([this] {
+      std::string response;
+      const absl::Status status = (*handler_)(Flatten(request_), &response);
+      if (!status.ok()) {
+        Finish(ToGrpc(status));
+        return;
+      }
+      grpc::Slice slice(response);
+      response_ = grpc::ByteBuffer(&slice, 1);
+      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    });
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  const AdminService::Handler* handler_;
+  WorkerPool* pool_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+};
+
+// A call that is answered without reading its request.
+class RefusedReactor final : public grpc::ServerGenericBidiReactor {
+ public:
+  explicit RefusedReactor(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+template <class Request, class Response>
+void AdminService::Add(const std::string& method, std::function<absl::StatusOr<Response>(const Request&)> fn) {
+  handlers_[absl::StrCat(kServicePrefix, method)] = [fn = std::move(fn)](const std::string& bytes, std::string* out) {
+    Request request;
+    if (!request.ParseFromString(bytes)) return absl::InvalidArgumentError("the request does not decode");
+    auto response = fn(request);
+    if (!response.ok()) return response.status();
+    *out = response->SerializeAsString();
+    return absl::OkStatus();
+  };
+}
+
+AdminService::AdminService(GatewayCore* core, WorkerPool* pool) : core_(core), pool_(pool) {
+  namespace v1 = gateway_v1;
+  Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
+  Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
+  Add<v1::GetSandboxRequest, v1::SandboxInfo>("GetSandbox", [core](const auto& r) { return core->GetSandbox(r.sandbox_id()); });
+  Add<v1::ListSandboxesRequest, v1::ListSandboxesResponse>("ListSandboxes", [core](const auto& r) { return core->ListSandboxes(r); });
+  Add<v1::RefreshSandboxRequest, v1::RefreshSandboxResponse>("RefreshSandbox", [core](const auto& r) { return core->Refresh(r.sandbox_id()); });
+  Add<v1::SetPolicyRequest, v1::PolicyRevision>("SetPolicy", [core](const auto& r) { return core->SetPolicy(r); });
+  Add<v1::UpdatePolicyRequest, v1::PolicyRevision>("UpdatePolicy", [core](const auto& r) { return core->UpdatePolicy(r); });
+  Add<v1::DeletePolicyRequest, v1::PolicyRevision>("DeletePolicy", [core](const auto& r) { return core->DeletePolicy(r); });
+  Add<v1::GetPolicyRequest, v1::GetPolicyResponse>("GetPolicy", [core](const auto& r) { return core->GetPolicy(r); });
+  Add<v1::ListPolicyRevisionsRequest, v1::ListPolicyRevisionsResponse>("ListPolicyRevisions", [core](const auto& r) { return core->ListPolicyRevisions(r); });
+  Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [core](const auto&) { return core->GetStatus(); });
+
+  const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
+  for (int i = 0; i < service->method_count(); ++i) {
+    const std::string path = absl::StrCat(kServicePrefix, service->method(i)->name());
+    if (!handlers_.contains(path)) {
+      LogError(absl::StrCat("internal error: no handler for ", path));
+      std::abort();
+    }
+  }
+}
+
+grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbackServerContext* context) {
+  const std::string& method = context->method();
+  // The gate first: deny by default, whatever the method is.
+  if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
+    pool_->Submit([core = core_, method] { core->RecordMutationRefused(method); });
+    return new RefusedReactor(ToGrpc(gate));
+  }
+  auto handler = handlers_.find(method);
+  if (handler == handlers_.end()) {
+    return new RefusedReactor(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("unknown method ", method)));
+  }
+  return new UnaryReactor(&handler->second, pool_);
+}
+
+}  // namespace osh::gateway

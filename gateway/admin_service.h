@@ -1,0 +1,38 @@
+// The PolicyGateway service on the admin socket, served through gRPC's generic callback API so that
+// the mutation gate runs on the method name before any handler is chosen: a method that is not
+// classified NON_MUTATING (including one added to the proto later) never reaches a handler while the
+// driver forbids mutation. Handlers run on the worker pool, never on gRPC's callback threads.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include <grpcpp/generic/async_generic_service.h>
+
+#include "gateway/gateway_core.h"
+#include "gateway/worker_pool.h"
+
+namespace osh::gateway {
+
+class AdminService final : public grpc::CallbackGenericService {
+ public:
+  // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
+  // handler here (a programming error caught by every test run).
+  AdminService(GatewayCore* core, WorkerPool* pool);
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
+
+  // The serialized request -> serialized response, or an error.
+  using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
+
+ private:
+  template <class Request, class Response>
+  void Add(const std::string& method, std::function<absl::StatusOr<Response>(const Request&)> fn);
+
+  GatewayCore* core_;
+  WorkerPool* pool_;
+  std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
+};
+
+}  // namespace osh::gateway

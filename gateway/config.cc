@@ -1,0 +1,167 @@
+#include "gateway/config.h"
+
+#include <cstdlib>
+
+#include <toml++/toml.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kGatewayTable[] = "openshell.gateway";
+constexpr char kPolicyTable[] = "openshell.gateway.policy";
+const std::vector<std::string> kListKeys = {"accepted_surfaces"};
+const std::vector<std::string> kIntKeys = {"driver_connect_timeout_ms", "refresh_interval_s", "clock_skew_s"};
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+const ConfigKey* FindKey(const std::string& name) {
+  for (const auto& key : ConfigKeys()) {
+    if (name == key.name) return &key;
+  }
+  return nullptr;
+}
+
+std::string Where(const std::string& path, const toml::source_region& source) {
+  return absl::StrCat(path, ":", source.begin.line);
+}
+
+absl::Status ReadTable(const std::string& path, const toml::table& table, const std::string& prefix,
+                       ConfigValues* out) {
+  for (const auto& [raw_key, node] : table) {
+    const std::string key(raw_key.str());
+    const std::string full = prefix.empty() ? key : absl::StrCat(prefix, ".", key);
+    if (const toml::table* sub = node.as_table()) {
+      if (full == "openshell" || full == kGatewayTable || full == kPolicyTable) {
+        if (auto status = ReadTable(path, *sub, full, out); !status.ok()) return status;
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown table '", full, "'"));
+    }
+    const ConfigKey* known = FindKey(key);
+    if (known == nullptr || prefix != known->table) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown key '", full, "'",
+                                                     known ? absl::StrCat(" (it belongs in [", known->table, "])") : ""));
+    }
+    if (Contains(kListKeys, key)) {
+      const toml::array* array = node.as_array();
+      if (array == nullptr) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a list of strings"));
+      std::vector<std::string> items;
+      for (const auto& item : *array) {
+        if (!item.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, item.source()), ": '", full, "' must be a list of strings"));
+        items.push_back(std::string(*item.value<std::string_view>()));
+      }
+      (*out)[key] = absl::StrJoin(items, ",");
+    } else if (Contains(kIntKeys, key)) {
+      if (!node.is_integer()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be an integer"));
+      (*out)[key] = absl::StrCat(*node.value<int64_t>());
+    } else {
+      if (!node.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a string"));
+      (*out)[key] = std::string(*node.value<std::string_view>());
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string Config::SqlitePath() const {
+  constexpr absl::string_view kPrefix = "sqlite:";
+  return absl::StartsWith(database, kPrefix) ? database.substr(kPrefix.size()) : database;
+}
+
+const std::vector<ConfigKey>& ConfigKeys() {
+  static const auto* keys = new std::vector<ConfigKey>{
+      {"state_dir", kGatewayTable, "folder for the database and sockets (created 0700)"},
+      {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
+      {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
+      {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
+      {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
+      {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
+      {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
+      {"refresh_interval_s", kPolicyTable, "poll the driver this often; 0: only on RefreshSandbox (default 0)"},
+      {"clock_skew_s", kPolicyTable, "allowed clock skew for key windows and expiry (default 60)"},
+      {"builtin_signing_key", kPolicyTable, "PEM private key the builtin driver signs projections with"},
+      {"builtin_signing_key_id", kPolicyTable, "key id for builtin_signing_key"},
+  };
+  return *keys;
+}
+
+absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path) {
+  ConfigValues values;
+  try {
+    const toml::table table = toml::parse_file(path);
+    if (auto status = ReadTable(path, table, "", &values); !status.ok()) return status;
+  } catch (const toml::parse_error& error) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", error.source().begin.line, ": ", std::string(error.description())));
+  }
+  return values;
+}
+
+ConfigValues ReadConfigEnvironment() {
+  ConfigValues values;
+  for (const auto& key : ConfigKeys()) {
+    const std::string name = absl::StrCat("POLICY_GATEWAY_", absl::AsciiStrToUpper(key.name));
+    if (const char* value = std::getenv(name.c_str()); value != nullptr) values[key.name] = value;
+  }
+  return values;
+}
+
+absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file) {
+  ConfigValues merged = file;
+  for (const auto& [k, v] : env) merged[k] = v;
+  for (const auto& [k, v] : flags) merged[k] = v;
+  Config config;
+  auto get_int = [&](const std::string& key, int64_t min, int64_t* out) -> absl::Status {
+    auto it = merged.find(key);
+    if (it == merged.end()) return absl::OkStatus();
+    if (!absl::SimpleAtoi(it->second, out) || *out < min) {
+      return absl::InvalidArgumentError(absl::StrCat(key, ": expected a whole number >= ", min, ", got '", it->second, "'"));
+    }
+    return absl::OkStatus();
+  };
+  auto get = [&](const std::string& key, std::string* out) {
+    if (auto it = merged.find(key); it != merged.end()) *out = it->second;
+  };
+  get("state_dir", &config.state_dir);
+  get("database", &config.database);
+  get("admin_socket", &config.admin_socket);
+  get("sandbox_socket", &config.sandbox_socket);
+  get("trust_store", &config.trust_store);
+  get("driver_socket", &config.driver_socket);
+  get("builtin_signing_key", &config.builtin_signing_key);
+  get("builtin_signing_key_id", &config.builtin_signing_key_id);
+  if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
+    config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
+    if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");
+  }
+  for (auto [key, min, out] : {std::tuple{"driver_connect_timeout_ms", int64_t{0}, &config.driver_connect_timeout_ms},
+                               std::tuple{"refresh_interval_s", int64_t{0}, &config.refresh_interval_s},
+                               std::tuple{"clock_skew_s", int64_t{0}, &config.clock_skew_s}}) {
+    if (auto status = get_int(key, min, out); !status.ok()) return status;
+  }
+  if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
+  if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
+  if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
+  if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
+  if (absl::StartsWith(config.database, "postgresql://") || absl::StartsWith(config.database, "postgres://")) {
+    return absl::InvalidArgumentError("database: PostgreSQL is not supported by this build yet; use sqlite:<path>");
+  }
+  if (config.SqlitePath().empty()) return absl::InvalidArgumentError("database: expected sqlite:<path>");
+  if (config.admin_socket == config.sandbox_socket) {
+    return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
+  }
+  if (config.builtin_signing_key.empty() != config.builtin_signing_key_id.empty()) {
+    return absl::InvalidArgumentError("builtin_signing_key and builtin_signing_key_id go together");
+  }
+  return config;
+}
+
+}  // namespace osh::gateway

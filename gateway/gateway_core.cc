@@ -1,0 +1,483 @@
+#include "gateway/gateway_core.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "gateway/log.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/scope.h"
+#include "policy/validation.h"
+#include "trust/projection_check.h"
+
+namespace osh::gateway {
+namespace {
+
+int64_t NowUnix() { return absl::ToUnixSeconds(absl::Now()); }
+
+constexpr char kVerificationNone[] = "none";
+constexpr char kVerificationVerified[] = "verified";
+constexpr uint32_t kDefaultPageSize = 100;
+constexpr uint32_t kMaxPageSize = 1000;
+
+// RAII: marks a sandbox id as being admitted, so two concurrent admissions of one id cannot race.
+class AdmissionSlot {
+ public:
+  AdmissionSlot(absl::Mutex* mu, std::set<std::string>* ids, std::string id) : mu_(mu), ids_(ids), id_(std::move(id)) {
+    absl::MutexLock lock(mu_);
+    acquired_ = ids_->insert(id_).second;
+  }
+  ~AdmissionSlot() {
+    if (!acquired_) return;
+    absl::MutexLock lock(mu_);
+    ids_->erase(id_);
+  }
+  bool acquired() const { return acquired_; }
+
+ private:
+  absl::Mutex* mu_;
+  std::set<std::string>* ids_;
+  std::string id_;
+  bool acquired_ = false;
+};
+
+store::AuditEvent EventFor(const std::string& type, const std::string& sandbox_id, const driver_v1::Projection* p) {
+  store::AuditEvent event;
+  event.type = type;
+  event.sandbox_id = sandbox_id;
+  if (p != nullptr) {
+    event.surface_id = p->surface_id();
+    event.policy_digest = p->policy_digest();
+    event.policy_version = p->policy_version();
+    event.audit_context = {p->audit_context().begin(), p->audit_context().end()};
+  }
+  return event;
+}
+
+// Notes gateway-internal markers in a driver-supplied body (SCHEMA.md): relayed as issued, audited.
+std::string MarkerNote(const openshell::sandbox::v1::SandboxPolicy& policy) {
+  const auto markers = policy::InternalMarkers(policy);
+  return markers.empty() ? "" : absl::StrCat("body sets gateway-internal markers: ", absl::StrJoin(markers, ", "));
+}
+
+gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
+  gateway_v1::SandboxInfo info;
+  const auto& r = s.record;
+  *info.mutable_context() = r.context;
+  info.set_surface_id(r.projection.surface_id());
+  info.set_policy_digest(r.projection.policy_digest());
+  info.set_policy_version(r.projection.policy_version());
+  for (const auto& id : r.signing_key_ids) info.add_signing_key_ids(id);
+  info.set_verification(r.verification);
+  info.set_load_status(r.load_status);
+  info.set_load_error(r.load_error);
+  info.set_reported_digest(r.reported_digest);
+  info.set_admitted_at_unix(r.admitted_at_unix);
+  info.set_updated_at_unix(r.updated_at_unix);
+  info.set_reported_at_unix(r.reported_at_unix);
+  info.set_expires_at_unix(r.projection.expires_at_unix());
+  info.set_last_refresh_error(r.last_refresh_error);
+  return info;
+}
+
+absl::Status DriverError(const absl::Status& status, const std::string& what) {
+  if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) {
+    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
+  }
+  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+}
+
+}  // namespace
+
+std::string MintSandboxHandle() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();  // never hand out a guessable handle
+  return absl::StrCat("sbh_", absl::WebSafeBase64Escape(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
+GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
+                         SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store)
+    : config_(config), store_(store), driver_(driver), registry_(registry), trust_store_(std::move(trust_store)) {}
+
+std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const {
+  absl::MutexLock lock(&trust_mu_);
+  return trust_store_;
+}
+
+bool GatewayCore::permits_mutation() const {
+  auto caps = driver_->GetCapabilities();
+  return caps.ok() && caps->permits_mutation() && driver_->authoring() != nullptr;
+}
+
+std::string GatewayCore::SurfaceFor() const {
+  auto caps = driver_->GetCapabilities();
+  if (caps.ok()) {
+    for (const auto& surface : config_.accepted_surfaces) {
+      const auto& supported = caps->supported_surfaces();
+      if (std::find(supported.begin(), supported.end(), surface) != supported.end()) return surface;
+    }
+  }
+  return config_.accepted_surfaces.front();
+}
+
+absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
+  auto records = store_->LoadSandboxes();
+  if (!records.ok()) return records.status();
+  const auto trust = trust_store();
+  size_t loaded = 0;
+  for (auto& record : *records) {
+    // Re-verify what was admitted, as of when it was admitted: digest, signatures, key windows, context
+    // binding and body. A row rewritten in the database fails here and is not served.
+    trust::CheckInput input;
+    input.context = &record.context;
+    input.accepted_surfaces = &config_.accepted_surfaces;
+    input.trust_store = record.verification == kVerificationVerified ? trust.get() : nullptr;
+    input.now_unix = record.updated_at_unix;
+    input.clock_skew_s = config_.clock_skew_s;
+    if (record.verification == kVerificationVerified && trust == nullptr) {
+      LogError(absl::StrCat("sandbox ", record.context.sandbox_id(),
+                            ": admitted with verification but no trust store is configured now; not served"));
+      continue;
+    }
+    const auto result = trust::CheckProjection(record.projection, input);
+    if (!result.ok()) {
+      LogError(absl::StrCat("sandbox ", record.context.sandbox_id(), ": stored envelope fails re-verification (",
+                            result.Message(), "); not served"));
+      store_->AppendAudit([&] {
+        auto e = EventFor("reverification_failed", record.context.sandbox_id(), &record.projection);
+        e.outcome = "refused";
+        e.reason = result.Message();
+        return e;
+      }()).IgnoreError();
+      continue;
+    }
+    registry_->Insert(std::move(record));
+    ++loaded;
+  }
+  return loaded;
+}
+
+void GatewayCore::ReleaseOrQueue(const std::string& driver_handle) {
+  if (driver_handle.empty()) return;
+  if (absl::Status status = driver_->ReleaseHandle(driver_handle); status.ok() || absl::IsNotFound(status)) return;
+  if (auto status = store_->QueueRelease(driver_handle); !status.ok()) {
+    LogError(absl::StrCat("cannot queue a driver handle release: ", status.ToString()));
+  }
+}
+
+absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context, const std::string& driver_handle,
+                                          const driver_v1::Projection* projection, const std::string& reason_code,
+                                          const std::string& detail) {
+  const std::string message = absl::StrCat(reason_code, ": ", detail);
+  auto event = EventFor("refusal", context.sandbox_id(), projection);
+  event.outcome = "refused";
+  event.reason = message;
+  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
+    LogError(absl::StrCat("cannot audit a refusal: ", status.ToString()));
+  }
+  ReleaseOrQueue(driver_handle);
+  LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message));
+  return absl::FailedPreconditionError(message);
+}
+
+absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
+  if (context.sandbox_id().empty()) return absl::InvalidArgumentError("context.sandbox_id: required");
+  if (context.user_subject().empty()) return absl::InvalidArgumentError("context.user_subject: required");
+  if (registry_->Contains(context.sandbox_id())) {
+    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
+  }
+  AdmissionSlot slot(&admitting_mu_, &admitting_, context.sandbox_id());
+  if (!slot.acquired()) {
+    return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
+  }
+  if (!driver_->available()) return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
+
+  auto handle = driver_->AcquireHandle(context);
+  if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
+  auto response = driver_->GetProjection(*handle, SurfaceFor());
+  if (!response.ok()) {
+    ReleaseOrQueue(*handle);
+    return DriverError(response.status(), "GetProjection");
+  }
+  if (response->has_no_verified_policy()) {
+    return RefuseAdmission(context, *handle, nullptr, trust::reason::kNoVerifiedPolicy,
+                           response->no_verified_policy().reason());
+  }
+  driver_v1::Projection projection = std::move(*response->mutable_projection());
+  projection.DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
+
+  const auto trust = trust_store();
+  trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &config_.accepted_surfaces;
+  input.trust_store = trust.get();
+  input.now_unix = NowUnix();
+  input.clock_skew_s = config_.clock_skew_s;
+  const auto result = trust::CheckProjection(projection, input);
+  if (!result.ok()) return RefuseAdmission(context, *handle, &projection, result.reason, result.detail);
+
+  const std::string sandbox_handle = MintSandboxHandle();
+  store::SandboxRecord record;
+  record.context = context;
+  record.handle_sha256 = policy::Sha256(sandbox_handle);
+  record.driver_handle = *handle;
+  record.projection = projection;
+  record.verification = trust ? kVerificationVerified : kVerificationNone;
+  record.signing_key_ids = result.verified_key_ids;
+  record.admitted_at_unix = record.updated_at_unix = input.now_unix;
+
+  auto event = EventFor("admission", context.sandbox_id(), &projection);
+  event.key_ids = result.verified_key_ids;
+  event.outcome = "ok";
+  event.reason = absl::StrCat("verification=", record.verification);
+  if (const std::string note = MarkerNote(result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  if (absl::Status status = store_->InsertSandbox(record, std::move(event)); !status.ok()) {
+    ReleaseOrQueue(*handle);
+    return status;
+  }
+  registry_->Insert(record);
+
+  gateway_v1::AdmitSandboxResponse out;
+  out.set_sandbox_id(context.sandbox_id());
+  out.set_sandbox_handle(sandbox_handle);
+  out.set_surface_id(projection.surface_id());
+  out.set_policy_digest(projection.policy_digest());
+  out.set_policy_version(projection.policy_version());
+  for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
+  out.set_verification(record.verification);
+  LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", projection.policy_digest(),
+                       " version ", projection.policy_version(), " verification ", record.verification));
+  return out;
+}
+
+absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {
+  if (sandbox_id.empty()) return absl::InvalidArgumentError("sandbox_id: required");
+  auto event = EventFor("deletion", sandbox_id, nullptr);
+  event.outcome = "ok";
+  auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
+  if (!deleted.ok()) return deleted.status();
+  registry_->Remove(sandbox_id);  // revokes the handle and closes watchers
+  gateway_v1::DeleteSandboxResponse out;
+  out.set_deleted(*deleted);
+  if (*deleted) {
+    LogInfo(absl::StrCat("deleted sandbox ", sandbox_id));
+    DeliverPendingReleases();
+  }
+  return out;
+}
+
+void GatewayCore::DeliverPendingReleases() {
+  absl::MutexLock lock(&release_mu_);
+  auto pending = store_->PendingReleases();
+  if (!pending.ok()) return;
+  for (const auto& release : *pending) {
+    const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
+    if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
+    store::AuditEvent event;
+    event.type = "release";
+    event.outcome = "ok";
+    event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+    if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {
+      LogError(absl::StrCat("cannot complete release #", release.id, ": ", s.ToString()));
+      return;
+    }
+  }
+}
+
+absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::string& sandbox_id) const {
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  return InfoFrom(*snapshot);
+}
+
+absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(
+    const gateway_v1::ListSandboxesRequest& request) const {
+  const uint32_t size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  std::string after;
+  if (!request.page_token().empty() && !absl::WebSafeBase64Unescape(request.page_token(), &after)) {
+    return absl::InvalidArgumentError("page_token: not a token from a previous ListSandboxes");
+  }
+  auto page = registry_->List(after, size + 1);
+  gateway_v1::ListSandboxesResponse out;
+  for (size_t i = 0; i < page.size() && i < size; ++i) *out.add_sandboxes() = InfoFrom(page[i]);
+  if (page.size() > size) {
+    out.set_next_page_token(absl::WebSafeBase64Escape(page[size - 1].record.context.sandbox_id()));
+  }
+  return out;
+}
+
+absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const std::string& sandbox_id) {
+  absl::MutexLock lock(&refresh_mu_);
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  const auto& current = *snapshot->projection;
+
+  auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
+                            const driver_v1::Projection* offered) -> absl::Status {
+    const std::string message = absl::StrCat(reason_code, ": ", detail);
+    auto event = EventFor("refresh", sandbox_id, offered);
+    event.outcome = "kept_last_good";
+    event.reason = message;
+    if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
+    registry_->SetRefreshError(sandbox_id, message);
+    LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message));
+    return absl::FailedPreconditionError(message);
+  };
+
+  auto response = driver_->GetProjection(snapshot->record.driver_handle, current.surface_id());
+  if (!response.ok()) return DriverError(response.status(), "GetProjection");
+  if (response->has_no_verified_policy()) {
+    return keep_last_good(trust::reason::kNoVerifiedPolicy, response->no_verified_policy().reason(), nullptr);
+  }
+  driver_v1::Projection projection = std::move(*response->mutable_projection());
+  projection.DiscardUnknownFields();
+
+  gateway_v1::RefreshSandboxResponse out;
+  if (policy::SerializeDeterministic(projection) == policy::SerializeDeterministic(current)) {
+    out.set_changed(false);
+    out.set_policy_digest(current.policy_digest());
+    out.set_policy_version(current.policy_version());
+    return out;
+  }
+  const auto trust = trust_store();
+  trust::CheckInput input;
+  input.context = &snapshot->record.context;
+  input.accepted_surfaces = &config_.accepted_surfaces;
+  input.trust_store = trust.get();
+  input.now_unix = NowUnix();
+  input.clock_skew_s = config_.clock_skew_s;
+  input.admitted_version = current.policy_version();
+  const auto result = trust::CheckProjection(projection, input);
+  if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
+
+  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  auto event = EventFor("refresh", sandbox_id, &projection);
+  event.key_ids = result.verified_key_ids;
+  event.outcome = "ok";
+  event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
+  if (const std::string note = MarkerNote(result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  if (auto status = store_->ReplaceProjection(sandbox_id, projection, verification, result.verified_key_ids,
+                                              input.now_unix, std::move(event));
+      !status.ok()) {
+    return status;
+  }
+  registry_->ReplaceProjection(sandbox_id, projection, verification, result.verified_key_ids, input.now_unix);
+  LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", projection.policy_digest(), " version ",
+                       projection.policy_version()));
+  out.set_changed(true);
+  out.set_policy_digest(projection.policy_digest());
+  out.set_policy_version(projection.policy_version());
+  return out;
+}
+
+uint32_t GatewayCore::Reproject(const std::string& scope) {
+  uint32_t changed = 0;
+  for (const auto& snapshot : registry_->All()) {
+    const auto scopes = policy::ScopesFor(snapshot.record.context);
+    if (std::find(scopes.begin(), scopes.end(), scope) == scopes.end()) continue;
+    auto result = Refresh(snapshot.record.context.sandbox_id());
+    if (result.ok() && result->changed()) ++changed;
+  }
+  return changed;
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
+    absl::StatusOr<gateway_v1::PolicyRevision> revision) {
+  if (!revision.ok()) return revision;
+  revision->set_sandboxes_updated(Reproject(revision->scope()));
+  LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),
+                       revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
+                       " sandbox(es) re-projected"));
+  return revision;
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::SetPolicy(const gateway_v1::SetPolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->SetPolicy(request));
+}
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->UpdatePolicy(request));
+}
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::DeletePolicy(const gateway_v1::DeletePolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->DeletePolicy(request));
+}
+
+absl::StatusOr<gateway_v1::GetPolicyResponse> GatewayCore::GetPolicy(const gateway_v1::GetPolicyRequest& request) {
+  if (driver_->authoring() == nullptr) return absl::FailedPreconditionError("the active driver keeps no policies here");
+  return driver_->authoring()->GetPolicy(request);
+}
+
+absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> GatewayCore::ListPolicyRevisions(
+    const gateway_v1::ListPolicyRevisionsRequest& request) {
+  if (driver_->authoring() == nullptr) return absl::FailedPreconditionError("the active driver keeps no policies here");
+  return driver_->authoring()->ListPolicyRevisions(request);
+}
+
+absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
+  gateway_v1::GetStatusResponse out;
+  out.set_gateway_version(OSH_VERSION);
+  out.set_driver_kind(driver_->kind());
+  if (auto caps = driver_->GetCapabilities(); caps.ok()) *out.mutable_capabilities() = *caps;
+  out.set_driver_state(driver_->available() ? "connected" : "unavailable");
+  for (const auto& s : config_.accepted_surfaces) out.add_accepted_surfaces(s);
+  const auto trust = trust_store();
+  out.set_verification(trust ? "trust_store" : "none");
+  out.set_trust_store(config_.trust_store);
+  if (trust) {
+    out.set_trust_threshold(trust->threshold());
+    for (const auto& key : trust->keys()) {
+      auto* info = out.add_trust_keys();
+      info->set_key_id(key.key_id);
+      info->set_algorithm(key.public_key.algorithm());
+      info->set_fingerprint(key.public_key.fingerprint());
+      info->set_not_before_unix(key.not_before_unix.value_or(0));
+      info->set_not_after_unix(key.not_after_unix.value_or(0));
+      info->set_revoked(key.revoked);
+    }
+  }
+  out.set_admitted_sandboxes(registry_->size());
+  out.set_watchers(registry_->watcher_count());
+  if (driver_->authoring() != nullptr) {
+    if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
+  }
+  if (auto pending = store_->PendingReleases(); pending.ok()) out.set_pending_releases(pending->size());
+  return out;
+}
+
+absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request) {
+  if (request.status() != gateway_v1::LOADED && request.status() != gateway_v1::FAILED) {
+    return absl::InvalidArgumentError("status: must be LOADED or FAILED");
+  }
+  if (request.policy_digest().empty()) return absl::InvalidArgumentError("policy_digest: required");
+  const int64_t now = NowUnix();
+  store::AuditEvent event;
+  event.type = "report";
+  event.sandbox_id = sandbox_id;
+  event.policy_digest = request.policy_digest();
+  event.outcome = request.status() == gateway_v1::LOADED ? "loaded" : "failed";
+  event.reason = request.error();
+  if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now,
+                                         std::move(event));
+      !status.ok()) {
+    return status;
+  }
+  registry_->SetReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now);
+  return absl::OkStatus();
+}
+
+void GatewayCore::RecordMutationRefused(const std::string& method) {
+  store::AuditEvent event;
+  event.type = "mutation_refused";
+  event.outcome = "refused";
+  event.reason = absl::StrCat("mutation_not_permitted: ", method);
+  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
+    LogError(absl::StrCat("cannot audit a refused mutation: ", status.ToString()));
+  }
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,93 @@
+// The gateway's behaviour, independent of transport: admission, refresh, deletion, reports, policy
+// mutation with re-projection, status. The gRPC services are thin adapters over this class.
+//
+// Every refusal is a Status whose message begins with the SPEC reason code ("reason_code: detail").
+// A refused admission persists nothing but its audit event, and releases the driver handle (queued
+// durably when the driver cannot be reached). Thread-safe.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "drivers/policy_driver.h"
+#include "gateway/config.h"
+#include "gateway/sandbox_registry.h"
+#include "store/store.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+
+namespace gateway_v1 = openshell::policy::gateway::v1;
+namespace driver_v1 = openshell::policy::driver::v1;
+
+class GatewayCore {
+ public:
+  // `store`, `driver` and `registry` must outlive the core. `trust_store` may be null (no verification).
+  GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+              std::shared_ptr<const trust::TrustStore> trust_store);
+
+  // Loads admitted sandboxes from the store into the registry, re-verifying each stored envelope
+  // (digest, signatures, body) so a rewritten database row is not served. Returns how many loaded.
+  absl::StatusOr<size_t> LoadAdmitted();
+
+  absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
+  absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
+  absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id) const;
+  absl::StatusOr<gateway_v1::ListSandboxesResponse> ListSandboxes(const gateway_v1::ListSandboxesRequest& request) const;
+  absl::StatusOr<gateway_v1::RefreshSandboxResponse> Refresh(const std::string& sandbox_id);
+
+  absl::StatusOr<gateway_v1::PolicyRevision> SetPolicy(const gateway_v1::SetPolicyRequest& request);
+  absl::StatusOr<gateway_v1::PolicyRevision> UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request);
+  absl::StatusOr<gateway_v1::PolicyRevision> DeletePolicy(const gateway_v1::DeletePolicyRequest& request);
+  absl::StatusOr<gateway_v1::GetPolicyResponse> GetPolicy(const gateway_v1::GetPolicyRequest& request);
+  absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
+      const gateway_v1::ListPolicyRevisionsRequest& request);
+  absl::StatusOr<gateway_v1::GetStatusResponse> GetStatus() const;
+
+  // A sandbox's report about the projection it loaded (the sandbox is already authenticated).
+  absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request);
+
+  // Records that the mutation gate refused `method`.
+  void RecordMutationRefused(const std::string& method);
+
+  // Delivers queued driver-handle releases; each is removed only once the driver acknowledged it.
+  void DeliverPendingReleases();
+
+  bool permits_mutation() const;
+
+ private:
+  std::shared_ptr<const trust::TrustStore> trust_store() const;
+  // The surface to ask the driver for: the first accepted surface the driver supports.
+  std::string SurfaceFor() const;
+  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const std::string& driver_handle,
+                               const driver_v1::Projection* projection, const std::string& reason_code,
+                               const std::string& detail);
+  void ReleaseOrQueue(const std::string& driver_handle);
+  // Re-projects every admitted sandbox whose effective policy may come from `scope`.
+  uint32_t Reproject(const std::string& scope);
+  absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
+
+  const Config config_;
+  store::Store* const store_;
+  drivers::PolicyDriver* const driver_;
+  SandboxRegistry* const registry_;
+
+  mutable absl::Mutex trust_mu_;
+  std::shared_ptr<const trust::TrustStore> trust_store_ ABSL_GUARDED_BY(trust_mu_);
+
+  absl::Mutex admitting_mu_;
+  std::set<std::string> admitting_ ABSL_GUARDED_BY(admitting_mu_);  // sandbox ids with an admission in flight
+  absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
+  absl::Mutex release_mu_;   // one release delivery at a time: each queued release is sent once
+};
+
+// The sandbox handle: 256 bits from the OpenSSL CSPRNG, base64url, with a recognisable prefix.
+std::string MintSandboxHandle();
+
+}  // namespace osh::gateway

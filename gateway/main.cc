@@ -1,0 +1,221 @@
+// policy-gateway: the daemon. See docs/policy-gateway.md for the manual.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "builtin_driver/builtin_driver.h"
+#include "gateway/admin_service.h"
+#include "gateway/config.h"
+#include "gateway/gateway_core.h"
+#include "gateway/log.h"
+#include "gateway/sandbox_registry.h"
+#include "gateway/sandbox_service.h"
+#include "gateway/unix_socket.h"
+#include "gateway/worker_pool.h"
+#include "policy/policy_file.h"
+#include "store/sqlite_store.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
+constexpr int kExitConfig = 2;
+constexpr int kExitStartup = 1;
+
+struct Listener {
+  std::unique_ptr<grpc::Server> server;
+  std::string path;
+};
+
+absl::StatusOr<Listener> Listen(const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic) {
+  if (auto status = PrepareServerSocketPath(socket_path); !status.ok()) return status;
+  const std::string absolute = std::filesystem::absolute(socket_path).lexically_normal().string();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", absolute), grpc::InsecureServerCredentials());
+  if (typed != nullptr) builder.RegisterService(typed);
+  if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
+  const mode_t old_mask = ::umask(0177);  // the socket is created 0600
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_mask);
+  if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
+  ::chmod(absolute.c_str(), 0600);
+  return Listener{std::move(server), absolute};
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"policy-gateway: decides which policy each sandbox enforces and proves it is the one an authority issued.\n"
+               "Precedence: flag > environment (POLICY_GATEWAY_<KEY>) > config file > default."};
+  app.set_version_flag("--version", OSH_VERSION);
+  std::string config_path;
+  app.add_option("--config", config_path, "TOML config file (env POLICY_GATEWAY_CONFIG)");
+  ConfigValues flags;
+  std::vector<std::string> surfaces;
+  std::map<std::string, std::string> flag_values;
+  for (const auto& key : ConfigKeys()) {
+    std::string flag = absl::StrCat("--", key.name);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (std::string(key.name) == "accepted_surfaces") {
+      app.add_option("--accepted-surface", surfaces, absl::StrCat(key.help, " (repeat for more)"));
+      continue;
+    }
+    app.add_option(flag, flag_values[key.name], key.help);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error) == 0 ? 0 : kExitConfig;
+  }
+  for (const auto& key : ConfigKeys()) {
+    std::string flag = absl::StrCat("--", key.name);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (std::string(key.name) != "accepted_surfaces" && app.count(flag) > 0) flags[key.name] = flag_values[key.name];
+  }
+  if (!surfaces.empty()) flags["accepted_surfaces"] = absl::StrJoin(surfaces, ",");
+  if (config_path.empty()) {
+    if (const char* env = std::getenv("POLICY_GATEWAY_CONFIG")) config_path = env;
+  }
+  ConfigValues file_values;
+  if (!config_path.empty()) {
+    auto read = ReadConfigFile(config_path);
+    if (!read.ok()) {
+      std::cerr << "policy-gateway: config: " << read.status().message() << "\n";
+      return kExitConfig;
+    }
+    file_values = *read;
+  }
+  auto config = ResolveConfig(flags, ReadConfigEnvironment(), file_values);
+  if (!config.ok()) {
+    std::cerr << "policy-gateway: config: " << config.status().message() << "\n";
+    return kExitConfig;
+  }
+
+  if (auto status = EnsurePrivateDir(config->state_dir); !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  const std::string db_path = config->SqlitePath();
+  if (auto status = EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string()); !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  auto store = store::SqliteStore::Open(db_path);
+  if (!store.ok()) {
+    LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));
+    return kExitStartup;
+  }
+
+  std::shared_ptr<const trust::TrustStore> trust_store;
+  if (!config->trust_store.empty()) {
+    auto loaded = trust::TrustStore::Load(config->trust_store);
+    if (!loaded.ok()) {
+      LogError(std::string(loaded.status().message()));
+      return kExitStartup;
+    }
+    trust_store = std::make_shared<const trust::TrustStore>(*std::move(loaded));
+    LogInfo(absl::StrCat("trust store ", config->trust_store, ": ", trust_store->keys().size(), " key(s), threshold ",
+                         trust_store->threshold()));
+  } else {
+    LogWarning("no trust store configured: projections are admitted with verification = none");
+  }
+
+  std::unique_ptr<drivers::PolicyDriver> driver;
+  if (!config->driver_socket.empty()) {
+    LogError("driver_socket: third-party drivers are not supported by this build yet");
+    return kExitStartup;
+  }
+  std::optional<builtin_driver::SigningKey> signing_key;
+  if (!config->builtin_signing_key.empty()) {
+    auto pem = policy::ReadFileToString(config->builtin_signing_key);
+    if (!pem.ok()) {
+      LogError(absl::StrCat("builtin_signing_key: ", pem.status().message()));
+      return kExitStartup;
+    }
+    auto key = trust::PrivateKey::FromPem(*pem);
+    if (!key.ok()) {
+      LogError(absl::StrCat("builtin_signing_key ", config->builtin_signing_key, ": ", key.status().message()));
+      return kExitStartup;
+    }
+    signing_key = builtin_driver::SigningKey{*std::move(key), config->builtin_signing_key_id};
+  }
+  driver = std::make_unique<builtin_driver::BuiltinDriver>(store->get(), std::move(signing_key));
+
+  SandboxRegistry registry;
+  GatewayCore core(*config, store->get(), driver.get(), &registry, trust_store);
+  auto loaded = core.LoadAdmitted();
+  if (!loaded.ok()) {
+    LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));
+    return kExitStartup;
+  }
+  core.DeliverPendingReleases();
+
+  WorkerPool pool(8);
+  AdminService admin_service(&core, &pool);
+  SandboxService sandbox_service(&registry, &core, &pool);
+  grpc::EnableDefaultHealthCheckService(true);
+  auto admin = Listen(config->admin_socket, nullptr, &admin_service);
+  if (!admin.ok()) {
+    LogError(std::string(admin.status().message()));
+    return kExitStartup;
+  }
+  auto sandbox = Listen(config->sandbox_socket, &sandbox_service, nullptr);
+  if (!sandbox.ok()) {
+    LogError(std::string(sandbox.status().message()));
+    admin->server->Shutdown();
+    return kExitStartup;
+  }
+  for (auto* server : {admin->server.get(), sandbox->server.get()}) {
+    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService, driver->available());
+  }
+  LogInfo(absl::StrCat("serving: driver ", driver->kind(), ", ", *loaded, " admitted sandbox(es), admin ", admin->path,
+                       ", sandbox ", sandbox->path, ", database ", db_path));
+
+  // Signals were blocked before any thread started; this thread alone receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  for (;;) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      LogInfo("SIGHUP: trust store reload is not available in this build");
+      continue;
+    }
+    LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
+    break;
+  }
+  registry.CloseAllWatchers();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  admin->server->Shutdown(deadline);
+  sandbox->server->Shutdown(deadline);
+  admin->server->Wait();
+  sandbox->server->Wait();
+  LogInfo("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace osh::gateway
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return osh::gateway::Run(argc, argv);
+}

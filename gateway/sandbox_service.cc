@@ -1,0 +1,151 @@
+#include "gateway/sandbox_service.h"
+
+#include <deque>
+
+#include "absl/synchronization/mutex.h"
+#include "gateway/status_conversion.h"
+
+namespace osh::gateway {
+namespace {
+
+const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid sandbox handle is required");
+constexpr size_t kMaxQueuedProjections = 16;
+
+// Streams the current projection, then each newly admitted one, until the handle is revoked, the
+// gateway stops or the client goes away. Registered with the registry for its whole life.
+class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
+ public:
+  WatchReactor(SandboxRegistry* registry, const std::string& handle) : registry_(registry) {
+    auto watched = registry_->Watch(handle, this);
+    absl::MutexLock lock(&mu_);
+    if (!watched) {
+      FinishLocked(kUnauthenticated);
+      return;
+    }
+    sandbox_id_ = watched->sandbox_id;
+    registered_ = true;
+    // A newer projection may already have arrived through OnProjection; never send an older one after it.
+    if (!started_) EnqueueLocked(watched->projection);
+  }
+
+  void OnProjection(ProjectionPtr projection) override {
+    absl::MutexLock lock(&mu_);
+    EnqueueLocked(std::move(projection));
+  }
+
+  void OnClosed(bool revoked) override {
+    absl::MutexLock lock(&mu_);
+    CloseLocked(revoked ? kUnauthenticated : grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping"));
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_.reset();
+    if (!ok) {
+      CloseLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      return;
+    }
+    if (closing_) {
+      FinishLocked(*closing_);
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    CloseLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    if (registered_) registry_->Unwatch(sandbox_id_, this);
+    delete this;
+  }
+
+ private:
+  void EnqueueLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || closing_) return;
+    started_ = true;
+    queue_.push_back(std::move(projection));
+    while (queue_.size() > kMaxQueuedProjections) queue_.pop_front();  // a slow reader gets the newest
+    if (!writing_) WriteNextLocked();
+  }
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (queue_.empty()) return;
+    writing_ = std::move(queue_.front());
+    queue_.pop_front();
+    StartWrite(writing_.get());
+  }
+  void CloseLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || closing_) return;
+    closing_ = std::move(status);
+    queue_.clear();
+    if (!writing_) FinishLocked(*closing_);
+  }
+  void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(std::move(status));
+  }
+
+  SandboxRegistry* registry_;
+  std::string sandbox_id_;
+  bool registered_ = false;
+  absl::Mutex mu_;
+  std::deque<ProjectionPtr> queue_ ABSL_GUARDED_BY(mu_);
+  ProjectionPtr writing_ ABSL_GUARDED_BY(mu_);  // keeps the message alive while gRPC writes it
+  std::optional<grpc::Status> closing_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+std::string BearerToken(const grpc::ServerContextBase& context) {
+  constexpr std::string_view kPrefix = "Bearer ";
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return "";
+  const std::string_view value(it->second.data(), it->second.size());
+  if (value.substr(0, kPrefix.size()) != kPrefix) return "";
+  return std::string(value.substr(kPrefix.size()));
+}
+
+SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool)
+    : registry_(registry), core_(core), pool_(pool) {}
+
+grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,
+                                                        const gateway_v1::GetProjectionRequest*,
+                                                        driver_v1::Projection* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto authenticated = registry_->Authenticate(BearerToken(*context));
+  if (!authenticated) {
+    reactor->Finish(kUnauthenticated);
+    return reactor;
+  }
+  *response = *authenticated->projection;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
+    grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
+  return new WatchReactor(registry_, BearerToken(*context));
+}
+
+grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,
+                                                             const gateway_v1::ReportPolicyStatusRequest* request,
+                                                             gateway_v1::ReportPolicyStatusResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto authenticated = registry_->Authenticate(BearerToken(*context));
+  if (!authenticated) {
+    reactor->Finish(kUnauthenticated);
+    return reactor;
+  }
+  pool_->Submit([core = core_, reactor, id = authenticated->sandbox_id, request] {
+    reactor->Finish(ToGrpc(core->Report(id, *request)));
+  });
+  return reactor;
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,37 @@
+// The SandboxPolicy service on the sandbox socket: sandboxes fetch and watch their admitted projection
+// and report whether they loaded it, authenticated by `authorization: Bearer <sandbox handle>`.
+// A wrong, revoked or missing handle gets UNAUTHENTICATED, with nothing that tells whether a sandbox
+// exists. Fetches are served from memory on gRPC's threads; reports go through the worker pool.
+#pragma once
+
+#include "gateway/gateway_core.h"
+#include "gateway/sandbox_registry.h"
+#include "gateway/worker_pool.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+namespace osh::gateway {
+
+class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
+ public:
+  // All pointers must outlive the service.
+  SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool);
+
+  grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* context,
+                                          const gateway_v1::GetProjectionRequest* request,
+                                          driver_v1::Projection* response) override;
+  grpc::ServerWriteReactor<driver_v1::Projection>* WatchProjection(
+      grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest* request) override;
+  grpc::ServerUnaryReactor* ReportPolicyStatus(grpc::CallbackServerContext* context,
+                                               const gateway_v1::ReportPolicyStatusRequest* request,
+                                               gateway_v1::ReportPolicyStatusResponse* response) override;
+
+ private:
+  SandboxRegistry* registry_;
+  GatewayCore* core_;
+  WorkerPool* pool_;
+};
+
+// The bearer token of a call, or "" when the metadata carries none.
+std::string BearerToken(const grpc::ServerContextBase& context);
+
+}  // namespace osh::gateway

@@ -1,0 +1,57 @@
+#include "gateway/unix_socket.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace osh::gateway {
+
+absl::Status EnsurePrivateDir(const std::string& dir) {
+  std::error_code error;
+  const std::filesystem::path path = std::filesystem::absolute(dir, error);
+  std::filesystem::path built;
+  for (const auto& part : path) {
+    built /= part;
+    if (::mkdir(built.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot create folder ", built.string(), ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PrepareServerSocketPath(const std::string& path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::FailedPreconditionError(absl::StrCat("socket path too long (max ", sizeof(sockaddr_un::sun_path) - 1, "): ", path));
+  }
+  const std::string dir = std::filesystem::absolute(path).parent_path().string();
+  if (auto status = EnsurePrivateDir(dir); !status.ok()) return status;
+  struct stat dir_st;
+  if (::stat(dir.c_str(), &dir_st) != 0) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", dir));
+  if (dir_st.st_uid != ::geteuid() || (dir_st.st_mode & 077) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("socket folder ", dir, " must be owned by uid ", ::geteuid(),
+                                                      " and not accessible to group or others (chmod 700 it)"));
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a socket"));
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) return absl::FailedPreconditionError(absl::StrCat("another process is listening on ", path));
+  if (err != ECONNREFUSED) return absl::FailedPreconditionError(absl::StrCat("cannot probe ", path, ": ", std::strerror(err)));
+  if (::unlink(path.c_str()) != 0) return absl::FailedPreconditionError(absl::StrCat("cannot remove stale ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace osh::gateway
