@@ -453,7 +453,9 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   if (request.status() != gateway_v1::LOADED && request.status() != gateway_v1::FAILED) {
     return absl::InvalidArgumentError("status: must be LOADED or FAILED");
   }
-  if (request.policy_digest().empty()) return absl::InvalidArgumentError("policy_digest: required");
+  if (!policy::IsLowercaseHexDigest(request.policy_digest())) {
+    return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
+  }
   const int64_t now = NowUnix();
   store::AuditEvent event;
   event.type = "report";

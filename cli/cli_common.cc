@@ -1,0 +1,78 @@
+#include "cli/cli_common.h"
+
+#include <filesystem>
+#include <iostream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace osh::cli {
+namespace {
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "OK";
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s) {
+  const std::string target = absl::StrCat("unix:", std::filesystem::absolute(socket_path).lexically_normal().string());
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s))) {
+    std::cerr << "error: cannot connect to " << socket_path << " (is the gateway running?)\n";
+    return nullptr;
+  }
+  return channel;
+}
+
+std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(options.timeout_s));
+  if (!handle.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", handle));
+  return context;
+}
+
+int ReportRpcError(const grpc::Status& status) {
+  std::cerr << "error: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                 status.error_message().rfind("driver_unavailable", 0) != 0
+             ? kExitUsage  // the connection itself failed
+             : kExitRefused;
+}
+
+int ReportLocalError(const absl::Status& status) {
+  std::cerr << "error: " << status.message() << "\n";
+  return kExitUsage;
+}
+
+std::string ToJson(const google::protobuf::Message& message, bool pretty) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  options.add_whitespace = pretty;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+}  // namespace osh::cli

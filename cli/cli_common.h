@@ -1,0 +1,41 @@
+// Shared plumbing of policyctl: connection settings, output format, exit codes, printing.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <google/protobuf/message.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+
+namespace osh::cli {
+
+// Exit codes: 0 success, 1 a refusal by the gateway (or a failed verification), 2 usage or I/O.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRefused = 1;
+inline constexpr int kExitUsage = 2;
+
+struct Options {
+  std::string output = "table";  // "table" or "json"
+  std::string admin_socket;
+  std::string sandbox_socket;
+  int timeout_s = 30;
+  bool json() const { return output == "json"; }
+};
+
+// A channel to a Unix socket, connected, or nullptr after printing why (exit 2).
+std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s);
+
+// A client context with the call deadline and, when given, the sandbox handle as bearer token.
+std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle = "");
+
+// Prints a failed call as "error: CODE: message" and returns its exit code (1: the gateway refused).
+int ReportRpcError(const grpc::Status& status);
+// Prints a local failure (file, parse) and returns kExitUsage.
+int ReportLocalError(const absl::Status& status);
+
+// Protobuf JSON mapping with proto field names and default values printed.
+std::string ToJson(const google::protobuf::Message& message, bool pretty = false);
+
+}  // namespace osh::cli

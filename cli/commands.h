@@ -1,0 +1,15 @@
+// policyctl's command groups. Each Add* registers subcommands on `app`; a subcommand's callback sets
+// `exit_code`. `options` is filled by the global flags before any callback runs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cli/cli_common.h"
+
+namespace osh::cli {
+
+void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code);  // admit delete get list refresh status
+void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_code);  // fetch watch report
+void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
+
+}  // namespace osh::cli

@@ -1,0 +1,38 @@
+// policyctl: the operator and sandbox CLI of the policy gateway. See docs/policyctl.md.
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/cli_common.h"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace osh::cli;
+  CLI::App app{"policyctl: operate the policy gateway (admin socket) and act as a sandbox (sandbox socket).\n"
+               "Exit status: 0 success, 1 refused by the gateway, 2 usage or I/O error."};
+  app.set_version_flag("--version", OSH_VERSION);
+  Options options;
+  const char* admin_env = std::getenv("POLICY_GATEWAY_ADMIN_SOCKET");
+  const char* sandbox_env = std::getenv("POLICY_GATEWAY_SANDBOX_SOCKET");
+  options.admin_socket = admin_env ? admin_env : "./var/admin.sock";
+  options.sandbox_socket = sandbox_env ? sandbox_env : "./var/sandbox.sock";
+  app.add_option("-o,--output", options.output, "output format")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  app.add_option("--admin-socket", options.admin_socket, "admin socket (env POLICY_GATEWAY_ADMIN_SOCKET)")->capture_default_str();
+  app.add_option("--sandbox-socket", options.sandbox_socket, "sandbox socket (env POLICY_GATEWAY_SANDBOX_SOCKET)")->capture_default_str();
+  app.add_option("--timeout", options.timeout_s, "seconds to wait for a connection and for each call")->capture_default_str();
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand
+
+  int exit_code = kExitUsage;
+  AddSandboxCommands(app, options, exit_code);
+  AddSandboxClientCommands(app, options, exit_code);
+  AddPolicyCommands(app, options, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int code = app.exit(error);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+  return exit_code;
+}

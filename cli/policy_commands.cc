@@ -1,0 +1,235 @@
+// policyctl policy set | update | delete | get | list (builtin driver policies, on the admin socket).
+#include <iomanip>
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/policy_file.h"
+#include "policy/yaml_message.h"
+
+namespace osh::cli {
+namespace {
+
+namespace v1 = openshell::policy::gateway::v1;
+
+std::unique_ptr<v1::PolicyGateway::Stub> AdminStub(const Options& options) {
+  auto channel = Connect(options.admin_socket, options.timeout_s);
+  return channel ? v1::PolicyGateway::NewStub(channel) : nullptr;
+}
+
+void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
+  if (options.json()) {
+    std::cout << ToJson(r) << "\n";
+    return;
+  }
+  std::cout << r.scope() << " revision " << r.revision() << (r.deleted() ? " (deleted)" : " digest " + r.policy_digest())
+            << "; " << r.sandboxes_updated() << " sandbox(es) re-projected\n";
+}
+
+// Parses "RULE=HOST:PORT" (PORT optional) into an endpoint selector.
+absl::StatusOr<v1::EndpointSelector> ParseEndpoint(const std::string& text) {
+  v1::EndpointSelector selector;
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) return absl::InvalidArgumentError(text + ": expected RULE=HOST[:PORT]");
+  selector.set_rule_id(text.substr(0, eq));
+  std::string host = text.substr(eq + 1);
+  if (const auto colon = host.rfind(':'); colon != std::string::npos) {
+    uint32_t port = 0;
+    if (!absl::SimpleAtoi(host.substr(colon + 1), &port) || port == 0 || port > 65535) {
+      return absl::InvalidArgumentError(text + ": bad port");
+    }
+    selector.set_port(port);
+    host.resize(colon);
+  }
+  if (host.empty()) return absl::InvalidArgumentError(text + ": expected RULE=HOST[:PORT]");
+  selector.set_host(host);
+  return selector;
+}
+
+}  // namespace
+
+void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
+  auto* policy = app.add_subcommand("policy", "Author builtin-driver policies per scope: default, tenant:<id>, sandbox:<id>");
+  policy->require_subcommand(1);
+
+  // set
+  {
+    auto* cmd = policy->add_subcommand("set", "Set the policy of a scope from a YAML or JSON policy file");
+    auto scope = std::make_shared<std::string>();
+    auto file = std::make_shared<std::string>();
+    auto expected_revision = std::make_shared<int64_t>(-1);
+    cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
+    cmd->add_option("--file,-f", *file, "policy file (YAML or JSON)")->required();
+    cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision (0: has none)");
+    cmd->callback([&options, &exit_code, scope, file, expected_revision] {
+      auto loaded = policy::LoadPolicyFile(*file);
+      if (!loaded.ok()) { exit_code = ReportLocalError(loaded.status()); return; }
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::SetPolicyRequest request;
+      request.set_scope(*scope);
+      *request.mutable_policy() = *loaded;
+      if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
+      v1::PolicyRevision response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->SetPolicy(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      PrintRevision(options, response);
+      exit_code = kExitOk;
+    });
+  }
+  // update
+  {
+    auto* cmd = policy->add_subcommand("update", "Apply merge operations to a scope's policy");
+    auto scope = std::make_shared<std::string>();
+    auto ops_file = std::make_shared<std::string>();
+    auto remove_rules = std::make_shared<std::vector<std::string>>();
+    auto remove_endpoints = std::make_shared<std::vector<std::string>>();
+    auto remove_binaries = std::make_shared<std::vector<std::string>>();
+    auto expected_revision = std::make_shared<int64_t>(-1);
+    cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
+    cmd->add_option("--ops", *ops_file,
+                    "YAML/JSON file with `operations:` (add_rule, remove_rule, add_allow_rules, add_deny_rules, "
+                    "remove_endpoint, remove_binary)");
+    cmd->add_option("--remove-rule", *remove_rules, "remove a network rule by id (repeatable)");
+    cmd->add_option("--remove-endpoint", *remove_endpoints, "remove endpoints RULE=HOST[:PORT] (repeatable)");
+    cmd->add_option("--remove-binary", *remove_binaries, "remove a binary RULE=PATH (repeatable)");
+    cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision");
+    cmd->callback([&options, &exit_code, scope, ops_file, remove_rules, remove_endpoints, remove_binaries, expected_revision] {
+      v1::UpdatePolicyRequest request;
+      if (!ops_file->empty()) {
+        auto text = policy::ReadFileToString(*ops_file);
+        if (!text.ok()) { exit_code = ReportLocalError(text.status()); return; }
+        if (auto status = policy::ReadYamlMessage(*text, *ops_file, {}, &request, nullptr); !status.ok()) {
+          exit_code = ReportLocalError(status);
+          return;
+        }
+        if (!request.scope().empty() || request.has_expected_revision()) {
+          exit_code = ReportLocalError(absl::InvalidArgumentError(*ops_file + ": only `operations` belongs in an ops file"));
+          return;
+        }
+      }
+      for (const auto& id : *remove_rules) request.add_operations()->mutable_remove_rule()->set_rule_id(id);
+      for (const auto& text : *remove_endpoints) {
+        auto selector = ParseEndpoint(text);
+        if (!selector.ok()) { exit_code = ReportLocalError(selector.status()); return; }
+        *request.add_operations()->mutable_remove_endpoint()->mutable_endpoint() = *selector;
+      }
+      for (const auto& text : *remove_binaries) {
+        const auto eq = text.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          exit_code = ReportLocalError(absl::InvalidArgumentError(text + ": expected RULE=PATH"));
+          return;
+        }
+        auto* op = request.add_operations()->mutable_remove_binary();
+        op->set_rule_id(text.substr(0, eq));
+        op->set_path(text.substr(eq + 1));
+      }
+      if (request.operations().empty()) {
+        exit_code = ReportLocalError(absl::InvalidArgumentError("policy update: give --ops FILE or a --remove-* flag"));
+        return;
+      }
+      request.set_scope(*scope);
+      if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::PolicyRevision response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->UpdatePolicy(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      PrintRevision(options, response);
+      exit_code = kExitOk;
+    });
+  }
+  // delete
+  {
+    auto* cmd = policy->add_subcommand("delete", "Delete the policy of a scope (recorded as a revision)");
+    auto scope = std::make_shared<std::string>();
+    auto expected_revision = std::make_shared<int64_t>(-1);
+    cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
+    cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision");
+    cmd->callback([&options, &exit_code, scope, expected_revision] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::DeletePolicyRequest request;
+      request.set_scope(*scope);
+      if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
+      v1::PolicyRevision response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->DeletePolicy(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      PrintRevision(options, response);
+      exit_code = kExitOk;
+    });
+  }
+  // get
+  {
+    auto* cmd = policy->add_subcommand("get", "Print a scope's policy (YAML policy file format; -o json for JSON)");
+    auto scope = std::make_shared<std::string>();
+    auto revision = std::make_shared<uint64_t>(0);
+    cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
+    cmd->add_option("--revision", *revision, "a past revision (default: the latest)");
+    cmd->callback([&options, &exit_code, scope, revision] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::GetPolicyRequest request;
+      request.set_scope(*scope);
+      request.set_revision(*revision);
+      v1::GetPolicyResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->GetPolicy(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::cout << "# " << response.revision().scope() << " revision " << response.revision().revision()
+                  << (response.revision().deleted() ? " (deleted)" : " digest " + response.revision().policy_digest()) << "\n";
+        if (!response.revision().deleted()) std::cout << policy::PolicyToYaml(response.policy());
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // list
+  {
+    auto* cmd = policy->add_subcommand("list", "List policy revisions (of one scope, or of all)");
+    auto scope = std::make_shared<std::string>();
+    cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id> (default: all scopes)");
+    cmd->callback([&options, &exit_code, scope] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::ListPolicyRevisionsRequest request;
+      request.set_scope(*scope);
+      v1::ListPolicyRevisionsResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->ListPolicyRevisions(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::cout << std::left << std::setw(28) << "SCOPE" << std::setw(10) << "REVISION" << std::setw(22) << "CREATED"
+                  << "DIGEST\n";
+        for (const auto& r : response.revisions()) {
+          std::cout << std::left << std::setw(28) << r.scope() << std::setw(10) << r.revision() << std::setw(22)
+                    << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(r.created_at_unix()), absl::UTCTimeZone())
+                    << (r.deleted() ? "(deleted)" : r.policy_digest()) << "\n";
+        }
+      }
+      exit_code = kExitOk;
+    });
+  }
+}
+
+}  // namespace osh::cli

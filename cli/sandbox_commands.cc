@@ -1,0 +1,226 @@
+// policyctl admit | delete | get | list | refresh | status (operator commands on the admin socket).
+#include <iomanip>
+#include <iostream>
+
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+namespace osh::cli {
+namespace {
+
+namespace v1 = openshell::policy::gateway::v1;
+
+std::string Time(int64_t unix) {
+  return unix == 0 ? "-" : absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix), absl::UTCTimeZone());
+}
+
+std::string LoadName(v1::LoadStatus status) {
+  return status == v1::LOADED ? "loaded" : status == v1::FAILED ? "failed" : "not reported";
+}
+
+void PrintSandbox(const v1::SandboxInfo& s) {
+  std::cout << "sandbox:        " << s.context().sandbox_id() << "\n"
+            << "subject:        " << s.context().user_subject() << "\n";
+  for (const auto& [k, v] : s.context().attributes()) std::cout << "attribute:      " << k << "=" << v << "\n";
+  std::cout << "surface:        " << s.surface_id() << "\n"
+            << "policy digest:  " << s.policy_digest() << "\n"
+            << "policy version: " << s.policy_version() << "\n"
+            << "verification:   " << s.verification() << "\n"
+            << "signing keys:   " << (s.signing_key_ids().empty() ? "-" : absl::StrJoin(s.signing_key_ids(), ", ")) << "\n"
+            << "load status:    " << LoadName(s.load_status()) << (s.load_error().empty() ? "" : ": " + s.load_error()) << "\n"
+            << "admitted:       " << Time(s.admitted_at_unix()) << "\n"
+            << "updated:        " << Time(s.updated_at_unix()) << "\n"
+            << "expires:        " << Time(s.expires_at_unix()) << "\n";
+  if (!s.last_refresh_error().empty()) std::cout << "refresh error:  " << s.last_refresh_error() << "\n";
+}
+
+std::unique_ptr<v1::PolicyGateway::Stub> AdminStub(const Options& options) {
+  auto channel = Connect(options.admin_socket, options.timeout_s);
+  return channel ? v1::PolicyGateway::NewStub(channel) : nullptr;
+}
+
+}  // namespace
+
+void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
+  // admit
+  {
+    auto* cmd = app.add_subcommand("admit", "Admit a sandbox: fetch, check and store its projection; print its handle");
+    auto context = std::make_shared<openshell::policy::driver::v1::RuntimeContext>();
+    auto attrs = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("--sandbox", *context->mutable_sandbox_id(), "sandbox id")->required();
+    cmd->add_option("--subject", *context->mutable_user_subject(), "user subject")->required();
+    cmd->add_option("--attr", *attrs, "attribute key=value (repeatable), e.g. tenant_id=acme");
+    cmd->callback([&options, &exit_code, context, attrs] {
+      for (const auto& kv : *attrs) {
+        const auto eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          exit_code = ReportLocalError(absl::InvalidArgumentError("--attr " + kv + ": expected key=value"));
+          return;
+        }
+        (*context->mutable_attributes())[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::AdmitSandboxRequest request;
+      *request.mutable_context() = *context;
+      v1::AdmitSandboxResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->AdmitSandbox(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::cout << "sandbox:        " << response.sandbox_id() << "\n"
+                  << "sandbox handle: " << response.sandbox_handle() << "   (shown once: give it to the sandbox)\n"
+                  << "surface:        " << response.surface_id() << "\n"
+                  << "policy digest:  " << response.policy_digest() << "\n"
+                  << "policy version: " << response.policy_version() << "\n"
+                  << "verification:   " << response.verification() << "\n"
+                  << "signing keys:   " << (response.signing_key_ids().empty() ? "-" : absl::StrJoin(response.signing_key_ids(), ", ")) << "\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // delete
+  {
+    auto* cmd = app.add_subcommand("delete", "Delete a sandbox: revoke its handle, release its driver handle (idempotent)");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("--sandbox", *id, "sandbox id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::DeleteSandboxRequest request;
+      request.set_sandbox_id(*id);
+      v1::DeleteSandboxResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->DeleteSandbox(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) std::cout << ToJson(response) << "\n";
+      else std::cout << (response.deleted() ? "deleted " : "no such sandbox (nothing to do): ") << *id << "\n";
+      exit_code = kExitOk;
+    });
+  }
+  // get
+  {
+    auto* cmd = app.add_subcommand("get", "Show one admitted sandbox");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("--sandbox", *id, "sandbox id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::GetSandboxRequest request;
+      request.set_sandbox_id(*id);
+      v1::SandboxInfo response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->GetSandbox(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) std::cout << ToJson(response) << "\n";
+      else PrintSandbox(response);
+      exit_code = kExitOk;
+    });
+  }
+  // list
+  {
+    auto* cmd = app.add_subcommand("list", "List admitted sandboxes (all pages)");
+    cmd->callback([&options, &exit_code] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::ListSandboxesResponse all;
+      v1::ListSandboxesRequest request;
+      request.set_page_size(1000);
+      for (;;) {
+        v1::ListSandboxesResponse page;
+        auto ctx = MakeContext(options);
+        if (auto status = stub->ListSandboxes(ctx.get(), request, &page); !status.ok()) {
+          exit_code = ReportRpcError(status);
+          return;
+        }
+        for (auto& s : *page.mutable_sandboxes()) *all.add_sandboxes() = std::move(s);
+        if (page.next_page_token().empty()) break;
+        request.set_page_token(page.next_page_token());
+      }
+      if (options.json()) {
+        std::cout << ToJson(all) << "\n";
+      } else {
+        std::cout << std::left << std::setw(24) << "SANDBOX" << std::setw(24) << "SUBJECT" << std::setw(14) << "DIGEST"
+                  << std::setw(9) << "VERSION" << std::setw(13) << "VERIFICATION" << "LOAD\n";
+        for (const auto& s : all.sandboxes()) {
+          std::cout << std::left << std::setw(24) << s.context().sandbox_id() << std::setw(24) << s.context().user_subject()
+                    << std::setw(14) << s.policy_digest().substr(0, 12) << std::setw(9) << s.policy_version()
+                    << std::setw(13) << s.verification() << LoadName(s.load_status()) << "\n";
+        }
+        std::cout << all.sandboxes_size() << " sandbox(es)\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // refresh
+  {
+    auto* cmd = app.add_subcommand("refresh", "Fetch a sandbox's projection again and admit it if it passes every check");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("--sandbox", *id, "sandbox id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::RefreshSandboxRequest request;
+      request.set_sandbox_id(*id);
+      v1::RefreshSandboxResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->RefreshSandbox(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) std::cout << ToJson(response) << "\n";
+      else std::cout << (response.changed() ? "admitted new projection " : "unchanged ") << response.policy_digest()
+                     << " version " << response.policy_version() << "\n";
+      exit_code = kExitOk;
+    });
+  }
+  // status
+  {
+    auto* cmd = app.add_subcommand("status", "Show the gateway's driver, trust store and counts");
+    cmd->callback([&options, &exit_code] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::GetStatusResponse s;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->GetStatus(ctx.get(), v1::GetStatusRequest(), &s); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(s) << "\n";
+      } else {
+        std::cout << "gateway version:    " << s.gateway_version() << "\n"
+                  << "driver:             " << s.driver_kind() << " (" << s.capabilities().driver_name() << " "
+                  << s.capabilities().driver_version() << "), " << s.driver_state() << "\n"
+                  << "permits mutation:   " << (s.capabilities().permits_mutation() ? "yes" : "no") << "\n"
+                  << "signs projections:  " << (s.capabilities().signs_projections() ? "yes" : "no") << "\n"
+                  << "accepted surfaces:  " << absl::StrJoin(s.accepted_surfaces(), ", ") << "\n"
+                  << "verification:       " << s.verification()
+                  << (s.trust_store().empty() ? "" : " (" + s.trust_store() + ")") << "\n";
+        if (!s.trust_keys().empty()) std::cout << "trust threshold:    " << s.trust_threshold() << "\n";
+        for (const auto& k : s.trust_keys()) {
+          std::cout << "trust key:          " << k.key_id() << " " << k.algorithm() << " " << k.fingerprint().substr(0, 16)
+                    << " " << Time(k.not_before_unix()) << ".." << Time(k.not_after_unix()) << (k.revoked() ? " REVOKED" : "")
+                    << "\n";
+        }
+        std::cout << "admitted sandboxes: " << s.admitted_sandboxes() << "\n"
+                  << "policy scopes:      " << s.policy_scopes() << "\n"
+                  << "watchers:           " << s.watchers() << "\n"
+                  << "pending releases:   " << s.pending_releases() << "\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+}
+
+}  // namespace osh::cli
