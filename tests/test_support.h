@@ -29,6 +29,9 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// The whole file (fails the test when unreadable).
+std::string ReadFile(const std::string& path);
+
 // Writes `text` to `path` with `mode`.
 void WriteFile(const std::string& path, const std::string& text, int mode = 0600);
 

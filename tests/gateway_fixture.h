@@ -1,0 +1,91 @@
+// A real policy-gateway process in a temp folder, with stubs for both of its sockets.
+#pragma once
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <grpcpp/grpcpp.h>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "tests/process.h"
+#include "tests/test_support.h"
+
+namespace osh::test {
+
+namespace gw = openshell::policy::gateway::v1;
+namespace drv = openshell::policy::driver::v1;
+
+class GatewayFixture {
+ public:
+  explicit GatewayFixture(std::vector<std::string> extra_args = {}) : extra_args_(std::move(extra_args)) { Start(); }
+
+  void Start() {
+    std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", state_dir()};
+    argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+    process_ = std::make_unique<Process>(argv, log_path());
+    REQUIRE(WaitForSocket(sandbox_socket()));
+    REQUIRE(WaitForSocket(admin_socket()));
+    admin_ = gw::PolicyGateway::NewStub(Channel(admin_socket()));
+    sandbox_ = gw::SandboxPolicy::NewStub(Channel(sandbox_socket()));
+  }
+  // SIGTERM; returns the exit status.
+  int Stop() {
+    process_->Signal(SIGTERM);
+    return process_->Wait();
+  }
+  void Kill9() {
+    process_->Signal(SIGKILL);
+    process_->Wait();
+  }
+
+  static std::shared_ptr<grpc::Channel> Channel(const std::string& socket) {
+    return grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  }
+  static std::unique_ptr<grpc::ClientContext> Context(const std::string& handle = "") {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    if (!handle.empty()) ctx->AddMetadata("authorization", "Bearer " + handle);
+    return ctx;
+  }
+
+  grpc::Status SetPolicy(const std::string& scope, const openshell::sandbox::v1::SandboxPolicy& policy,
+                         gw::PolicyRevision* out = nullptr) {
+    gw::SetPolicyRequest request;
+    request.set_scope(scope);
+    *request.mutable_policy() = policy;
+    gw::PolicyRevision ignored;
+    return admin_->SetPolicy(Context().get(), request, out ? out : &ignored);
+  }
+  grpc::Status Admit(const std::string& id, gw::AdmitSandboxResponse* out,
+                     const std::map<std::string, std::string>& attributes = {}) {
+    gw::AdmitSandboxRequest request;
+    request.mutable_context()->set_sandbox_id(id);
+    request.mutable_context()->set_user_subject("alice@example.com");
+    for (const auto& [k, v] : attributes) (*request.mutable_context()->mutable_attributes())[k] = v;
+    return admin_->AdmitSandbox(Context().get(), request, out);
+  }
+  grpc::Status Fetch(const std::string& handle, drv::Projection* out) {
+    return sandbox_->GetProjection(Context(handle).get(), gw::GetProjectionRequest(), out);
+  }
+
+  std::string state_dir() const { return (dir_.path() / "var").string(); }
+  std::string admin_socket() const { return state_dir() + "/admin.sock"; }
+  std::string sandbox_socket() const { return state_dir() + "/sandbox.sock"; }
+  std::string log_path() const { return (dir_.path() / "gateway.log").string(); }
+  std::string log() const { return ReadAll(log_path()); }
+  const TempDir& dir() const { return dir_; }
+  gw::PolicyGateway::Stub& admin() { return *admin_; }
+  gw::SandboxPolicy::Stub& sandbox() { return *sandbox_; }
+
+ private:
+  TempDir dir_;
+  std::vector<std::string> extra_args_;
+  std::unique_ptr<Process> process_;
+  std::unique_ptr<gw::PolicyGateway::Stub> admin_;
+  std::unique_ptr<gw::SandboxPolicy::Stub> sandbox_;
+};
+
+}  // namespace osh::test

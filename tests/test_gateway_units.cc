@@ -1,0 +1,154 @@
+// Gateway units without processes: the mutation gate over the service descriptor, configuration
+// precedence and errors, socket path preparation.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <cstring>
+
+#include "gateway/config.h"
+#include "gateway/mutation_gate.h"
+#include "gateway/unix_socket.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "tests/test_support.h"
+
+namespace v1 = openshell::policy::gateway::v1;
+
+TEST_CASE("mutation gate: every PolicyGateway method is classified", "[gate]") {
+  const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
+  REQUIRE(service != nullptr);
+  REQUIRE(service->method_count() >= 11);
+  for (int i = 0; i < service->method_count(); ++i) {
+    INFO(service->method(i)->full_name());
+    CHECK(osh::gateway::ClassOf(*service->method(i)) != v1::MUTATION_CLASS_UNSPECIFIED);
+  }
+}
+
+TEST_CASE("mutation gate: refuses exactly the mutating methods, and anything unknown", "[gate]") {
+  const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
+  std::set<std::string> refused;
+  for (int i = 0; i < service->method_count(); ++i) {
+    const std::string path = "/" + service->full_name() + "/" + service->method(i)->name();
+    CHECK(osh::gateway::CheckMutationGate(path, /*permits_mutation=*/true).ok());
+    auto status = osh::gateway::CheckMutationGate(path, /*permits_mutation=*/false);
+    if (!status.ok()) {
+      CHECK(absl::IsFailedPrecondition(status));
+      CHECK_THAT(std::string(status.message()), Catch::StartsWith("mutation_not_permitted: "));
+      refused.insert(service->method(i)->name());
+    }
+  }
+  CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy"});
+  // Deny by default: a method the descriptor does not know is refused too.
+  CHECK(absl::IsFailedPrecondition(
+      osh::gateway::CheckMutationGate("/openshell.policy.gateway.v1.PolicyGateway/RewriteEverything", false)));
+}
+
+TEST_CASE("config: flag > environment > file > default, with derived paths", "[config]") {
+  osh::test::TempDir dir;
+  const std::string file = dir / "gateway.toml";
+  osh::test::WriteFile(file, R"(
+[openshell.gateway]
+state_dir = "/srv/file"
+admin_socket = "/srv/file/admin.sock"
+
+[openshell.gateway.policy]
+accepted_surfaces = ["openshell.sandbox.v1", "other.v2"]
+clock_skew_s = 30
+refresh_interval_s = 5
+)");
+  auto values = osh::gateway::ReadConfigFile(file);
+  REQUIRE(values.ok());
+  auto defaults = osh::gateway::ResolveConfig({}, {}, {});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->state_dir == "./var");
+  CHECK(defaults->SqlitePath() == "./var/gateway.db");
+  CHECK(defaults->admin_socket == "./var/admin.sock");
+  CHECK(defaults->sandbox_socket == "./var/sandbox.sock");
+  CHECK(defaults->clock_skew_s == 60);
+  CHECK(defaults->trust_store.empty());
+  CHECK(defaults->driver_socket.empty());
+
+  auto from_file = osh::gateway::ResolveConfig({}, {}, *values);
+  REQUIRE(from_file.ok());
+  CHECK(from_file->state_dir == "/srv/file");
+  CHECK(from_file->sandbox_socket == "/srv/file/sandbox.sock");
+  CHECK(from_file->accepted_surfaces == std::vector<std::string>{"openshell.sandbox.v1", "other.v2"});
+  CHECK(from_file->clock_skew_s == 30);
+
+  auto env_wins = osh::gateway::ResolveConfig({}, {{"clock_skew_s", "10"}, {"state_dir", "/srv/env"}}, *values);
+  REQUIRE(env_wins.ok());
+  CHECK(env_wins->clock_skew_s == 10);
+  CHECK(env_wins->state_dir == "/srv/env");
+  CHECK(env_wins->admin_socket == "/srv/file/admin.sock");  // still from the file
+
+  auto flag_wins = osh::gateway::ResolveConfig({{"clock_skew_s", "1"}}, {{"clock_skew_s", "10"}}, *values);
+  REQUIRE(flag_wins.ok());
+  CHECK(flag_wins->clock_skew_s == 1);
+
+  setenv("POLICY_GATEWAY_TRUST_STORE", "/etc/t.json", 1);
+  CHECK(osh::gateway::ReadConfigEnvironment().at("trust_store") == "/etc/t.json");
+  unsetenv("POLICY_GATEWAY_TRUST_STORE");
+}
+
+TEST_CASE("config: unknown keys, wrong types and bad values are errors naming the key", "[config]") {
+  osh::test::TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[openshell.gateway]\nstate_dir = \"x\"\nstatedir = \"y\"\n", ":3: unknown key 'openshell.gateway.statedir'"},
+      {"[openshell.gateway]\ntrust_store = \"x\"\n", ":2: unknown key 'openshell.gateway.trust_store' (it belongs in [openshell.gateway.policy])"},
+      {"[openshell.other]\nx = 1\n", ":1: unknown table 'openshell.other'"},
+      {"[openshell.gateway.policy]\nclock_skew_s = \"60\"\n", ":2: 'openshell.gateway.policy.clock_skew_s' must be an integer"},
+      {"[openshell.gateway.policy]\naccepted_surfaces = \"a\"\n", ":2: 'openshell.gateway.policy.accepted_surfaces' must be a list"},
+      {"[openshell.gateway\n", ":1: "},
+  };
+  for (const auto& [text, expect] : cases) {
+    INFO(text);
+    const std::string file = dir / "c.toml";
+    osh::test::WriteFile(file, text);
+    auto values = osh::gateway::ReadConfigFile(file);
+    REQUIRE_FALSE(values.ok());
+    CHECK_THAT(std::string(values.status().message()), Catch::StartsWith(file) && Catch::Contains(expect));
+  }
+  CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"clock_skew_s", "-1"}}, {}, {}).status().message()),
+             Catch::StartsWith("clock_skew_s: expected a whole number >= 0"));
+  CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "postgresql://db/x"}}, {}, {}).status().message()),
+             Catch::Contains("PostgreSQL is not supported"));
+  CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
+}
+
+TEST_CASE("sockets: folder made private, stale socket replaced, live one refused", "[sockets]") {
+  osh::test::TempDir dir;
+  const std::string folder = dir / "run";
+  const std::string path = folder + "/a.sock";
+  REQUIRE(osh::gateway::PrepareServerSocketPath(path).ok());
+  struct stat st;
+  REQUIRE(stat(folder.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+
+  // A bound socket nobody listens on is stale: replaced.
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  CHECK(osh::gateway::PrepareServerSocketPath(path).ok());
+  CHECK(access(path.c_str(), F_OK) != 0);
+  close(fd);
+
+  // A listening socket is refused.
+  const int live = socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(bind(live, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(listen(live, 1) == 0);
+  auto status = osh::gateway::PrepareServerSocketPath(path);
+  CHECK_THAT(std::string(status.message()), Catch::Contains("another process is listening"));
+  close(live);
+
+  // A regular file is not replaced; a loose folder is refused.
+  unlink(path.c_str());
+  osh::test::WriteFile(path, "x");
+  CHECK_THAT(std::string(osh::gateway::PrepareServerSocketPath(path).message()), Catch::Contains("is not a socket"));
+  chmod(folder.c_str(), 0755);
+  CHECK_THAT(std::string(osh::gateway::PrepareServerSocketPath(folder + "/b.sock").message()), Catch::Contains("chmod 700"));
+}

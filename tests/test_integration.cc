@@ -1,0 +1,360 @@
+// The real daemon on real Unix sockets with a real SQLite file, driven through gRPC and policyctl.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/policy_file.h"
+#include "tests/gateway_fixture.h"
+
+using namespace osh::test;
+
+namespace {
+
+const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
+
+openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
+  auto policy = osh::policy::LoadPolicyFile(kExamples + name);
+  REQUIRE(policy.ok());
+  return *policy;
+}
+
+int Ctl(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
+  std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--admin-socket", g.admin_socket(), "--sandbox-socket",
+                                   g.sandbox_socket(), "--timeout", "10"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, out, err);
+}
+
+}  // namespace
+
+TEST_CASE("integration: set policy, admit, fetch, update with a watcher, report, delete", "[integration]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(admitted.sandbox_id() == "sb-1");
+  CHECK(admitted.verification() == "none");
+  CHECK(admitted.sandbox_handle().size() >= 40);  // 256 bits, base64url, prefixed
+
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.policy_digest() == admitted.policy_digest());
+  CHECK(osh::policy::Sha256Hex(fetched.body()) == fetched.policy_digest());
+  // The body is the stored canonical bytes of the policy that was set, byte for byte.
+  CHECK(fetched.body() == osh::policy::SerializeDeterministic(Example("github.yaml")));
+  drv::Projection again;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &again).ok());
+  CHECK(osh::policy::SerializeDeterministic(again) == osh::policy::SerializeDeterministic(fetched));
+
+  // A watcher sees the current projection, then the one a policy update re-projects.
+  auto watch_ctx = GatewayFixture::Context(admitted.sandbox_handle());
+  auto reader = g.sandbox().WatchProjection(watch_ctx.get(), gw::WatchProjectionRequest());
+  drv::Projection first, second;
+  REQUIRE(reader->Read(&first));
+  CHECK(first.policy_digest() == admitted.policy_digest());
+
+  gw::UpdatePolicyRequest update;
+  update.set_scope("default");
+  auto* op = update.add_operations()->mutable_remove_binary();
+  op->set_rule_id("github_api");
+  op->set_path("/usr/bin/curl");
+  gw::PolicyRevision revision;
+  REQUIRE(g.admin().UpdatePolicy(GatewayFixture::Context().get(), update, &revision).ok());
+  CHECK(revision.revision() == 2);
+  CHECK(revision.sandboxes_updated() == 1);
+  REQUIRE(reader->Read(&second));
+  CHECK(second.policy_digest() == revision.policy_digest());
+  CHECK(second.policy_version() > first.policy_version());
+  auto parsed = osh::policy::ParseBodyStrict(second.body());
+  REQUIRE(parsed.ok());
+  CHECK(parsed->network_policies().at("github_api").binaries_size() == 1);
+
+  // Report loaded: visible on the admin side.
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(second.policy_digest());
+  report.set_status(gw::LOADED);
+  gw::ReportPolicyStatusResponse report_response;
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &report_response).ok());
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-1");
+  gw::SandboxInfo info;
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.load_status() == gw::LOADED);
+  CHECK(info.reported_digest() == second.policy_digest());
+  CHECK(info.policy_digest() == second.policy_digest());
+
+  // Delete: the handle is refused, and the open watch ends UNAUTHENTICATED.
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  CHECK(deleted.deleted());
+  drv::Projection none;
+  CHECK(reader->Read(&none) == false);
+  CHECK(reader->Finish().error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(g.Fetch(admitted.sandbox_handle(), &none).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());  // idempotent
+  CHECK_FALSE(deleted.deleted());
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("integration: wrong, missing and malformed handles are UNAUTHENTICATED alike", "[integration]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  drv::Projection out;
+  for (const std::string& handle : {std::string("sbh_wrong"), std::string(""), admitted.sandbox_handle() + "x",
+                                    admitted.sandbox_handle().substr(0, 20)}) {
+    const auto status = g.Fetch(handle, &out);
+    CHECK(status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    CHECK(status.error_message() == "a valid sandbox handle is required");
+  }
+  gw::ReportPolicyStatusResponse r;
+  CHECK(g.sandbox().ReportPolicyStatus(GatewayFixture::Context("nope").get(), gw::ReportPolicyStatusRequest(), &r).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+  auto ctx = GatewayFixture::Context("nope");
+  auto reader = g.sandbox().WatchProjection(ctx.get(), gw::WatchProjectionRequest());
+  CHECK_FALSE(reader->Read(&out));
+  CHECK(reader->Finish().error_code() == grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_CASE("integration: refusals carry reason codes and persist nothing", "[integration]") {
+  GatewayFixture g;
+  gw::AdmitSandboxResponse admitted;
+  auto status = g.Admit("sb-1", &admitted);
+  CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(status.error_message(), Catch::StartsWith("no_verified_policy: "));
+  gw::ListSandboxesResponse list;
+  REQUIRE(g.admin().ListSandboxes(GatewayFixture::Context().get(), gw::ListSandboxesRequest(), &list).ok());
+  CHECK(list.sandboxes_size() == 0);
+
+  // Bad policy: INVALID_ARGUMENT with the field path; nothing stored.
+  auto bad = Example("github.yaml");
+  bad.mutable_network_policies()->at("github_api").mutable_endpoints(0)->set_host("*");
+  status = g.SetPolicy("default", bad);
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(status.error_message(), Catch::StartsWith("invalid_policy: network_policies.github_api.endpoints[0].host"));
+  gw::ListPolicyRevisionsResponse revisions;
+  REQUIRE(g.admin().ListPolicyRevisions(GatewayFixture::Context().get(), gw::ListPolicyRevisionsRequest(), &revisions).ok());
+  CHECK(revisions.revisions_size() == 0);
+
+  // Expected revision conflicts are ABORTED; a bad scope is INVALID_ARGUMENT.
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = Example("restrictive-default.yaml");
+  set.set_expected_revision(3);
+  gw::PolicyRevision rev;
+  CHECK(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &rev).error_code() == grpc::StatusCode::ABORTED);
+  set.set_expected_revision(0);
+  REQUIRE(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &rev).ok());
+  set.set_scope("team:x");
+  CHECK(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &rev).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  gw::AdmitSandboxRequest empty;
+  CHECK(g.admin().AdmitSandbox(GatewayFixture::Context().get(), empty, &admitted).error_code() ==
+        grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_CASE("integration: the most specific scope wins and mutations re-project only affected sandboxes", "[integration]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  REQUIRE(g.SetPolicy("tenant:acme", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse plain, acme;
+  REQUIRE(g.Admit("sb-plain", &plain).ok());
+  REQUIRE(g.Admit("sb-acme", &acme, {{"tenant_id", "acme"}}).ok());
+  CHECK(plain.policy_digest() == osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml"))));
+  CHECK(acme.policy_digest() == osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(Example("github.yaml"))));
+
+  auto own = Example("restrictive-default.yaml");
+  own.mutable_filesystem()->add_read_write("/sandbox");
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("sandbox:sb-acme", own, &revision).ok());
+  CHECK(revision.sandboxes_updated() == 1);
+  drv::Projection p;
+  REQUIRE(g.Fetch(acme.sandbox_handle(), &p).ok());
+  CHECK(p.policy_digest() == revision.policy_digest());
+  REQUIRE(g.Fetch(plain.sandbox_handle(), &p).ok());
+  CHECK(p.policy_digest() == plain.policy_digest());
+
+  // Deleting the sandbox scope falls back to the tenant policy with a higher version (no rollback).
+  gw::DeletePolicyRequest del;
+  del.set_scope("sandbox:sb-acme");
+  REQUIRE(g.admin().DeletePolicy(GatewayFixture::Context().get(), del, &revision).ok());
+  CHECK(revision.deleted());
+  REQUIRE(g.Fetch(acme.sandbox_handle(), &p).ok());
+  CHECK(p.policy_digest() == acme.policy_digest());
+  CHECK(p.policy_version() > acme.policy_version());
+}
+
+TEST_CASE("integration: kill -9 and restart loses nothing acknowledged", "[integration][durability]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  std::vector<gw::AdmitSandboxResponse> admitted(20);
+  std::vector<std::string> bytes;
+  for (size_t i = 0; i < admitted.size(); ++i) {
+    REQUIRE(g.Admit("sb-" + std::to_string(i), &admitted[i]).ok());
+    drv::Projection p;
+    REQUIRE(g.Fetch(admitted[i].sandbox_handle(), &p).ok());
+    bytes.push_back(osh::policy::SerializeDeterministic(p));
+  }
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(admitted[0].policy_digest());
+  report.set_status(gw::FAILED);
+  report.set_error("landlock unavailable");
+  gw::ReportPolicyStatusResponse ignored;
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted[0].sandbox_handle()).get(), report, &ignored).ok());
+  g.Kill9();
+
+  g.Start();
+  for (size_t i = 0; i < admitted.size(); ++i) {
+    drv::Projection p;
+    REQUIRE(g.Fetch(admitted[i].sandbox_handle(), &p).ok());
+    CHECK(osh::policy::SerializeDeterministic(p) == bytes[i]);  // every field identical after the crash
+  }
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-0");
+  gw::SandboxInfo info;
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.load_status() == gw::FAILED);
+  CHECK(info.load_error() == "landlock unavailable");
+  gw::GetPolicyRequest get_policy;
+  get_policy.set_scope("default");
+  gw::GetPolicyResponse policy;
+  REQUIRE(g.admin().GetPolicy(GatewayFixture::Context().get(), get_policy, &policy).ok());
+  CHECK(policy.revision().revision() == 1);
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("integration: kill -9 during concurrent admissions leaves every acknowledged one whole", "[integration][durability]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  std::mutex mu;
+  std::vector<gw::AdmitSandboxResponse> acknowledged;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; !stop && i < 10000; ++i) {
+        gw::AdmitSandboxResponse r;
+        if (g.Admit("sb-" + std::to_string(t) + "-" + std::to_string(i), &r).ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          acknowledged.push_back(r);
+        }
+      }
+    });
+  }
+  while (true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::lock_guard<std::mutex> lock(mu);
+    if (acknowledged.size() >= 30) break;
+  }
+  g.Kill9();
+  stop = true;
+  for (auto& c : clients) c.join();
+
+  g.Start();
+  for (const auto& a : acknowledged) {
+    drv::Projection p;
+    INFO(a.sandbox_id());
+    REQUIRE(g.Fetch(a.sandbox_handle(), &p).ok());
+    CHECK(p.policy_digest() == a.policy_digest());
+  }
+  // Nothing half-present: every listed sandbox is fetchable through its record and has a body.
+  gw::ListSandboxesRequest list_request;
+  list_request.set_page_size(1000);
+  gw::ListSandboxesResponse list;
+  REQUIRE(g.admin().ListSandboxes(GatewayFixture::Context().get(), list_request, &list).ok());
+  CHECK(static_cast<size_t>(list.sandboxes_size()) >= acknowledged.size());
+  for (const auto& s : list.sandboxes()) CHECK(s.policy_digest().size() == 64);
+}
+
+TEST_CASE("integration: policyctl exit codes and JSON output", "[integration][cli]") {
+  GatewayFixture g;
+  std::string out, err;
+  CHECK(Ctl(g, {"admit", "--sandbox", "sb-1", "--subject", "alice"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("no_verified_policy"));
+  CHECK(Ctl(g, {"policy", "set", "default", "-f", kExamples + "github.yaml"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"-o", "json", "admit", "--sandbox", "sb-1", "--subject", "alice", "--attr", "tenant_id=acme"}, &out, &err) == 0);
+  for (const char* field : {"\"sandbox_id\"", "\"sandbox_handle\"", "\"policy_digest\"", "\"policy_version\"",
+                            "\"verification\"", "\"signing_key_ids\""}) {
+    CHECK_THAT(out, Catch::Contains(field));
+  }
+  const auto start = out.find("sbh_");
+  REQUIRE(start != std::string::npos);
+  const std::string handle = out.substr(start, out.find('"', start) - start);
+  const std::string fetched = (g.dir().path() / "p.json").string();
+  CHECK(Ctl(g, {"fetch", "--handle", handle, "--out", fetched}, &out, &err) == 0);
+  CHECK_THAT(ReadAll(fetched), Catch::Contains("\"policy_digest\"") && Catch::Contains("\"body\""));
+  CHECK(Ctl(g, {"fetch", "--handle", "wrong"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
+  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a'), "--loaded"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", "short", "--loaded"}, &out, &err) == 1);
+  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a')}, &out, &err) == 2);
+  CHECK(Ctl(g, {"-o", "json", "list"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("sb-1"));
+  CHECK(Ctl(g, {"get", "--sandbox", "nope"}, &out, &err) == 1);
+  CHECK(Ctl(g, {"status"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("builtin"));
+  CHECK(Ctl(g, {"policy", "get", "default"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("filesystem_policy:"));
+  CHECK(Ctl(g, {"policy", "update", "default", "--remove-rule", "github_api"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("1 sandbox(es) re-projected"));
+  CHECK(Ctl(g, {"policy", "list"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("unchanged"));
+  CHECK(Ctl(g, {"delete", "--sandbox", "sb-1"}, &out, &err) == 0);
+
+  // Usage and I/O errors: 2, with a message naming what and where.
+  CHECK(Ctl(g, {"admit", "--sandbox", "x"}, &out, &err) == 2);
+  CHECK(Ctl(g, {"no-such-command"}, &out, &err) == 2);
+  const std::string bad_file = (g.dir().path() / "bad.yaml").string();
+  WriteFile(bad_file, "version: 1\nprocess:\n  run_as_user: root\n");
+  CHECK(Ctl(g, {"policy", "set", "default", "-f", bad_file}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains(bad_file + ":3: invalid_policy: process.run_as_user"));
+  CHECK(Ctl(g, {"policy", "set", "default", "-f", "/nonexistent.yaml"}, &out, &err) == 2);
+  std::vector<std::string> no_gateway = {OSH_POLICYCTL_BINARY, "--admin-socket", "/nonexistent/admin.sock", "--timeout", "1", "status"};
+  CHECK(RunCommand(no_gateway, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("cannot connect"));
+}
+
+TEST_CASE("integration: health, socket modes, a second instance and bad config", "[integration]") {
+  GatewayFixture g;
+  struct stat st;
+  REQUIRE(stat(g.state_dir().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  for (const auto& path : {g.admin_socket(), g.sandbox_socket(), g.state_dir() + "/gateway.db"}) {
+    REQUIRE(stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+  for (const auto& socket : {g.admin_socket(), g.sandbox_socket()}) {
+    auto health = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(socket));
+    for (const char* service : {"", "openshell.policy.gateway.v1.Admission"}) {
+      INFO(socket << " " << service);
+      grpc::health::v1::HealthCheckRequest request;
+      request.set_service(service);
+      grpc::health::v1::HealthCheckResponse response;
+      REQUIRE(health->Check(GatewayFixture::Context().get(), request, &response).ok());
+      CHECK(response.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+    }
+  }
+
+  // A second gateway on the same sockets refuses to start (nothing replaced while someone listens).
+  Process second({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir()}, (g.dir().path() / "second.log").string());
+  CHECK(second.Wait() == 1);
+  CHECK_THAT(ReadAll((g.dir().path() / "second.log").string()), Catch::Contains("another process is listening"));
+
+  const std::string config = (g.dir().path() / "bad.toml").string();
+  WriteFile(config, "[openshell.gateway]\nstate_dir = \"x\"\nsurprise = 1\n");
+  std::string out, err;
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--config", config}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains(config + ":3: unknown key 'openshell.gateway.surprise'"));
+  CHECK(g.Stop() == 0);
+}

@@ -1,0 +1,170 @@
+// Policy files (YAML and JSON): errors with file, line and field path; round trips; canonical bytes;
+// strict body parsing; merge operations.
+#include <catch2/catch.hpp>
+
+#include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/merge.h"
+#include "policy/policy_file.h"
+#include "policy/yaml_message.h"
+#include "tests/test_support.h"
+
+using osh::policy::ParsePolicyText;
+
+namespace {
+const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
+}
+
+TEST_CASE("policy file: the examples load", "[policy][file]") {
+  auto github = osh::policy::LoadPolicyFile(kExamples + "github.yaml");
+  REQUIRE(github.ok());
+  CHECK(github->network_policies().at("github_api").endpoints(0).host() == "api.github.com");
+  CHECK(github->process().run_as_user() == "sandbox");
+  auto restrictive = osh::policy::LoadPolicyFile(kExamples + "restrictive-default.yaml");
+  REQUIRE(restrictive.ok());
+  CHECK(osh::policy::SerializeDeterministic(*restrictive) ==
+        osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy()));
+}
+
+TEST_CASE("policy file: unknown keys are refused with their line", "[policy][file]") {
+  auto top = ParsePolicyText("version: 1\nlandlock:\n  compatibility: best_effort\nnetwork: {}\n", "p.yaml");
+  REQUIRE_FALSE(top.ok());
+  CHECK_THAT(std::string(top.status().message()), Catch::StartsWith("p.yaml:4: network: unknown key 'network'"));
+
+  auto nested = ParsePolicyText("version: 1\nprocess:\n  run_as_user: sandbox\n  run_as: x\n", "p.yaml");
+  REQUIRE_FALSE(nested.ok());
+  CHECK_THAT(std::string(nested.status().message()), Catch::StartsWith("p.yaml:4: process.run_as: unknown key"));
+
+  // The file spells the field `filesystem_policy`; `filesystem` is an unknown key.
+  auto proto_name = ParsePolicyText("version: 1\nfilesystem:\n  read_only: [/usr]\n", "p.yaml");
+  REQUIRE_FALSE(proto_name.ok());
+  CHECK_THAT(std::string(proto_name.status().message()), Catch::Contains("p.yaml:2: filesystem: unknown key 'filesystem'"));
+  CHECK_THAT(std::string(proto_name.status().message()), Catch::Contains("filesystem_policy"));
+}
+
+TEST_CASE("policy file: wrong types, duplicates and syntax errors name line and path", "[policy][file]") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"version: 1\nnetwork_policies:\n  r:\n    endpoints:\n      - host: a.example.com\n        port: https\n",
+       "p.yaml:6: network_policies.r.endpoints[0].port: expected a whole number"},
+      {"version: 1\nfilesystem_policy:\n  include_workdir: yes\n", "p.yaml:3: filesystem_policy.include_workdir: expected true or false"},
+      {"version: 1\nversion: 1\n", "p.yaml:2: version: duplicate key"},
+      {"version: 1\nfilesystem_policy:\n  read_only: /usr\n", "p.yaml:3: filesystem_policy.read_only: expected a list"},
+      {"version: 1\nlandlock: [a]\n", "p.yaml:2: landlock: expected a mapping"},
+      {"version: 1\nprocess: {run_as_user: [\n", "p.yaml:"},
+      {"", "p.yaml: the document is empty"},
+      {"version: -1\n", "p.yaml:1: version: expected a whole number from 0 to 4294967295"},
+  };
+  for (const auto& [text, expect] : cases) {
+    INFO(text);
+    auto policy = ParsePolicyText(text, "p.yaml");
+    REQUIRE_FALSE(policy.ok());
+    CHECK_THAT(std::string(policy.status().message()), Catch::StartsWith(expect));
+  }
+}
+
+TEST_CASE("policy file: JSON files load with line numbers too", "[policy][file]") {
+  const std::string json = R"({
+  "version": 1,
+  "filesystem_policy": {"include_workdir": true, "read_only": ["/usr"], "read_write": ["/tmp"]},
+  "network_policies": {"r": {"endpoints": [{"host": "a.example.com", "port": 443, "protocol": "rest"}]}}
+})";
+  auto policy = ParsePolicyText(json, "p.json");
+  REQUIRE(policy.ok());
+  CHECK(policy->network_policies().at("r").endpoints(0).port() == 443);
+
+  auto bad = ParsePolicyText("{\n  \"version\": 1,\n  \"bogus\": true\n}\n", "p.json");
+  REQUIRE_FALSE(bad.ok());
+  CHECK_THAT(std::string(bad.status().message()), Catch::StartsWith("p.json:3: bogus: unknown key"));
+}
+
+TEST_CASE("policy file: YAML and JSON round trips keep every field", "[policy][file]") {
+  auto original = osh::policy::LoadPolicyFile(kExamples + "github.yaml");
+  REQUIRE(original.ok());
+  (*original->mutable_network_middlewares())["m"].set_middleware("x");
+  auto* config = (*original->mutable_network_middlewares())["m"].mutable_config();
+  (*config->mutable_fields())["limit"].set_number_value(5);
+  (*config->mutable_fields())["name"].set_string_value("true");  // a string that looks like a bool stays a string
+  original->mutable_network_policies()->at("github_api").mutable_endpoints(0)->mutable_mcp()->set_strict_tool_names(false);
+
+  const std::string yaml = osh::policy::PolicyToYaml(*original);
+  auto again = ParsePolicyText(yaml, "roundtrip.yaml");
+  REQUIRE(again.ok());
+  CHECK(osh::policy::SerializeDeterministic(*again) == osh::policy::SerializeDeterministic(*original));
+  // proto3 optional presence survives (strict_tool_names: false is set, not absent)
+  CHECK(again->network_policies().at("github_api").endpoints(0).mcp().has_strict_tool_names());
+}
+
+TEST_CASE("canonical bytes: the same policy always serializes to the same bytes", "[policy][codec]") {
+  openshell::sandbox::v1::SandboxPolicy a, b;
+  a.set_version(1);
+  b.set_version(1);
+  for (const char* id : {"zeta", "alpha", "mid"}) (*a.mutable_network_policies())[id].set_name(id);
+  for (const char* id : {"mid", "zeta", "alpha"}) (*b.mutable_network_policies())[id].set_name(id);
+  const std::string bytes = osh::policy::SerializeDeterministic(a);
+  CHECK(bytes == osh::policy::SerializeDeterministic(b));
+  CHECK(osh::policy::Sha256Hex(bytes).size() == 64);
+}
+
+TEST_CASE("strict body: unknown fields are refused with their path", "[policy][codec]") {
+  openshell::sandbox::v1::SandboxPolicy policy = osh::policy::RestrictiveDefaultPolicy();
+  std::string body = osh::policy::SerializeDeterministic(policy);
+  CHECK(osh::policy::ParseBodyStrict(body).ok());
+
+  // field 99 (varint 1) at the top level
+  auto top = osh::policy::ParseBodyStrict(body + std::string("\x98\x06\x01", 3));
+  REQUIRE_FALSE(top.ok());
+  CHECK_THAT(std::string(top.status().message()), Catch::StartsWith("incomplete_projection: unknown field number 99"));
+
+  // field 9 inside process (message 4)
+  const std::string process = std::string("\x0a\x07sandbox", 9) + std::string("\x48\x01", 2);
+  auto nested = osh::policy::ParseBodyStrict(body + "\x22" + std::string(1, static_cast<char>(process.size())) + process);
+  REQUIRE_FALSE(nested.ok());
+  CHECK_THAT(std::string(nested.status().message()), Catch::Contains("unknown field number 9 in process"));
+
+  auto garbage = osh::policy::ParseBodyStrict(std::string("\xff\xff\xff", 3));
+  REQUIRE_FALSE(garbage.ok());
+  CHECK_THAT(std::string(garbage.status().message()), Catch::StartsWith("incomplete_projection:"));
+}
+
+TEST_CASE("merge operations: each applies, and a failing list changes nothing", "[policy][merge]") {
+  auto base = osh::policy::LoadPolicyFile(kExamples + "github.yaml");
+  REQUIRE(base.ok());
+  openshell::policy::gateway::v1::UpdatePolicyRequest request;
+  REQUIRE(osh::policy::ReadYamlMessage(osh::test::ReadFile(kExamples + "remove-curl.ops.yaml"), "ops.yaml", {}, &request, nullptr).ok());
+  auto policy = *base;
+  REQUIRE(osh::policy::ApplyMergeOperations(request.operations(), &policy).ok());
+  const auto& rule = policy.network_policies().at("github_api");
+  REQUIRE(rule.binaries_size() == 1);
+  CHECK(rule.binaries(0).path() == "/usr/bin/git");
+  REQUIRE(rule.endpoints(0).deny_rules_size() == 1);
+  CHECK(rule.endpoints(0).deny_rules(0).path() == "/admin/**");
+
+  openshell::policy::gateway::v1::UpdatePolicyRequest more;
+  auto* add = more.add_operations()->mutable_add_rule();
+  add->set_rule_id("pypi");
+  add->mutable_rule()->add_endpoints()->set_host("pypi.org");
+  auto* allow = more.add_operations()->mutable_add_allow_rules();
+  allow->mutable_endpoint()->set_rule_id("github_api");
+  allow->mutable_endpoint()->set_host("API.GITHUB.COM");
+  allow->add_rules()->mutable_allow()->set_method("GET");
+  more.add_operations()->mutable_remove_endpoint()->mutable_endpoint()->set_rule_id("github_api");
+  more.mutable_operations(2)->mutable_remove_endpoint()->mutable_endpoint()->set_host("github.com");
+  REQUIRE(osh::policy::ApplyMergeOperations(more.operations(), &policy).ok());
+  CHECK(policy.network_policies().contains("pypi"));
+  CHECK(policy.network_policies().at("github_api").endpoints_size() == 1);
+  CHECK(policy.network_policies().at("github_api").endpoints(0).rules_size() == 1);
+
+  openshell::policy::gateway::v1::UpdatePolicyRequest failing;
+  failing.add_operations()->mutable_remove_rule()->set_rule_id("pypi");
+  failing.add_operations()->mutable_remove_binary()->set_rule_id("github_api");
+  failing.mutable_operations(1)->mutable_remove_binary()->set_path("/nope");
+  const auto before = osh::policy::SerializeDeterministic(policy);
+  auto status = osh::policy::ApplyMergeOperations(failing.operations(), &policy);
+  CHECK(absl::IsNotFound(status));
+  CHECK_THAT(std::string(status.message()), Catch::StartsWith("operations[1]: rule 'github_api' has no binary '/nope'"));
+  CHECK(osh::policy::SerializeDeterministic(policy) == before);
+
+  openshell::policy::gateway::v1::UpdatePolicyRequest empty;
+  CHECK(absl::IsInvalidArgument(osh::policy::ApplyMergeOperations(empty.operations(), &policy)));
+}

@@ -1,0 +1,114 @@
+// Every validation rule of SCHEMA.md, accepted and refused, with the field path in the message.
+#include <catch2/catch.hpp>
+
+#include "policy/policy_file.h"
+#include "policy/validation.h"
+
+namespace {
+
+struct Case {
+  const char* name;
+  std::string yaml;
+  bool ok;
+  const char* expect;  // substring of the error ("" when ok)
+};
+
+std::string Base(const std::string& extra) { return "version: 1\n" + extra; }
+std::string Endpoint(const std::string& fields) {
+  return Base("network_policies:\n  r:\n    endpoints:\n      - " + fields + "\n");
+}
+
+}  // namespace
+
+TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the field", "[policy][validation]") {
+  const std::vector<Case> cases = {
+      {"version 1", Base(""), true, ""},
+      {"version 2", "version: 2\n", false, "invalid_policy: version: must be 1"},
+      {"version missing", "landlock: {compatibility: best_effort}\n", false, "version: must be 1"},
+      {"absolute path", Base("filesystem_policy: {read_only: [/usr]}\n"), true, ""},
+      {"relative path", Base("filesystem_policy: {read_only: [usr]}\n"), false, "filesystem_policy.read_only[0]: must be an absolute path"},
+      {"dotdot", Base("filesystem_policy: {read_write: [/tmp/../etc]}\n"), false, "filesystem_policy.read_write[0]: must not contain a '..' segment"},
+      {"long path", Base("filesystem_policy: {read_only: [/" + std::string(4096, 'a') + "]}\n"), false, "longer than 4096"},
+      {"path 4096 ok", Base("filesystem_policy: {read_only: [/" + std::string(4095, 'a') + "]}\n"), true, ""},
+      {"root rw", Base("filesystem_policy: {read_write: [/tmp, /]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
+      {"root ro ok", Base("filesystem_policy: {read_only: [/]}\n"), true, ""},
+      {"landlock hard", Base("landlock: {compatibility: hard_requirement}\n"), true, ""},
+      {"landlock bad", Base("landlock: {compatibility: strict}\n"), false, "landlock.compatibility"},
+      {"user sandbox", Base("process: {run_as_user: sandbox, run_as_group: '1000'}\n"), true, ""},
+      {"user root", Base("process: {run_as_user: root}\n"), false, "process.run_as_user: root is refused"},
+      {"user 0", Base("process: {run_as_user: '0'}\n"), false, "process.run_as_user: root (id 0)"},
+      {"group max", Base("process: {run_as_group: '4294967294'}\n"), true, ""},
+      {"group too big", Base("process: {run_as_group: '4294967295'}\n"), false, "process.run_as_group"},
+      {"user name", Base("process: {run_as_user: alice}\n"), false, "process.run_as_user: must be empty, 'sandbox' or a numeric id"},
+      {"host exact", Endpoint("{host: API.Example.com, port: 443}"), true, ""},
+      {"host one label glob", Endpoint("{host: '*.example.com', port: 443}"), true, ""},
+      {"host many labels glob", Endpoint("{host: '**.example.com', port: 443}"), true, ""},
+      {"host pattern in label", Endpoint("{host: '*-api.example.com', port: 443}"), true, ""},
+      {"bare star", Endpoint("{host: '*', port: 443}"), false, "network_policies.r.endpoints[0].host: a bare wildcard"},
+      {"bare double star", Endpoint("{host: '**', port: 443}"), false, "a bare wildcard"},
+      {"wildcard tld", Endpoint("{host: '*.com', port: 443}"), false, "top-level domain"},
+      {"wildcard last label", Endpoint("{host: 'example.*', port: 443}"), false, "only in the first label"},
+      {"double star inside label", Endpoint("{host: 'a**.example.com', port: 443}"), false, "'**' must be the whole first label"},
+      {"empty host without ips", Endpoint("{port: 443}"), false, "endpoints[0].host: may be empty only when allowed_ips is set"},
+      {"empty host with ips", Endpoint("{port: 443, allowed_ips: [10.0.0.0/8]}"), true, ""},
+      {"port 0 without ports", Endpoint("{host: a.example.com}"), false, "endpoints[0].port: an endpoint needs port or ports"},
+      {"port too big", Endpoint("{host: a.example.com, port: 70000}"), false, "endpoints[0].port: must be from 1 to 65535"},
+      {"ports list", Endpoint("{host: a.example.com, ports: [80, 443]}"), true, ""},
+      {"ports bad entry", Endpoint("{host: a.example.com, ports: [80, 0]}"), false, "endpoints[0].ports[1]: must be from 1 to 65535"},
+      {"protocol rest", Endpoint("{host: a.example.com, port: 443, protocol: rest}"), true, ""},
+      {"protocol bad", Endpoint("{host: a.example.com, port: 443, protocol: http}"), false, "endpoints[0].protocol: unsupported protocol 'http'"},
+      {"l7 rules need l7", Endpoint("{host: a.example.com, port: 443, rules: [{allow: {method: GET}}]}"), false, "endpoints[0].rules: L7 rules need an L7 protocol"},
+      {"l7 deny rules need l7", Endpoint("{host: a.example.com, port: 443, protocol: tcp, deny_rules: [{method: GET}]}"), false, "endpoints[0].deny_rules: L7 rules need an L7 protocol"},
+      {"l7 rules with rest", Endpoint("{host: a.example.com, port: 443, protocol: rest, rules: [{allow: {method: GET, path: /x}}], deny_rules: [{method: DELETE}]}"), true, ""},
+      {"enforcement audit", Endpoint("{host: a.example.com, port: 443, enforcement: audit}"), true, ""},
+      {"enforcement bad", Endpoint("{host: a.example.com, port: 443, enforcement: block}"), false, "endpoints[0].enforcement"},
+      {"access full", Endpoint("{host: a.example.com, port: 443, protocol: rest, access: full}"), true, ""},
+      {"access bad", Endpoint("{host: a.example.com, port: 443, access: everything}"), false, "endpoints[0].access"},
+      {"access with rules", Endpoint("{host: a.example.com, port: 443, protocol: rest, access: read-only, rules: [{allow: {method: GET}}]}"), false, "endpoints[0].access: access may not be combined with rules"},
+      {"ips v4 v6 cidr", Endpoint("{host: a.example.com, port: 443, allowed_ips: [192.0.2.1, '2001:db8::/32', 10.1.0.0/16]}"), true, ""},
+      {"ips bad", Endpoint("{host: a.example.com, port: 443, allowed_ips: [300.1.1.1]}"), false, "endpoints[0].allowed_ips[0]: not an IPv4/IPv6 address"},
+      {"ips bad prefix", Endpoint("{host: a.example.com, port: 443, allowed_ips: [10.0.0.0/33]}"), false, "endpoints[0].allowed_ips[0]: invalid prefix length"},
+      {"binary empty", Base("network_policies:\n  r:\n    binaries: [{path: ''}]\n"), false, "network_policies.r.binaries[0].path"},
+      {"middleware ok", Base("network_middlewares:\n  m1: {middleware: x, order: 1, on_error: fail_open, config: {a: 1, b: [x, true]}}\n  m2: {middleware: y, order: 2}\n"), true, ""},
+      {"middleware order dup", Base("network_middlewares:\n  m1: {order: 1}\n  m2: {order: 1}\n"), false, "network_middlewares.m2.order: order 1 is also used by 'm1'"},
+      {"middleware on_error bad", Base("network_middlewares:\n  m1: {on_error: retry}\n"), false, "network_middlewares.m1.on_error"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    auto policy = osh::policy::ParsePolicyText(c.yaml, "p.yaml");
+    if (c.ok) {
+      CHECK(policy.ok());
+      if (!policy.ok()) WARN(policy.status().message());
+    } else {
+      REQUIRE_FALSE(policy.ok());
+      CHECK(policy.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(policy.status().message()), Catch::Contains(c.expect));
+      CHECK_THAT(std::string(policy.status().message()), Catch::StartsWith("p.yaml:"));
+    }
+  }
+}
+
+TEST_CASE("policy rules: path and middleware counts are bounded", "[policy][validation]") {
+  openshell::sandbox::v1::SandboxPolicy policy;
+  policy.set_version(1);
+  for (int i = 0; i < 256; ++i) policy.mutable_filesystem()->add_read_only("/p" + std::to_string(i));
+  CHECK(osh::policy::ValidatePolicy(policy).ok());
+  policy.mutable_filesystem()->add_read_write("/one-more");
+  CHECK_THAT(std::string(osh::policy::ValidatePolicy(policy).message()), Catch::Contains("filesystem: at most 256 paths"));
+
+  openshell::sandbox::v1::SandboxPolicy middlewares;
+  middlewares.set_version(1);
+  for (int i = 0; i < 10; ++i) (*middlewares.mutable_network_middlewares())["m" + std::to_string(i)].set_order(i);
+  CHECK(osh::policy::ValidatePolicy(middlewares).ok());
+  (*middlewares.mutable_network_middlewares())["m10"].set_order(10);
+  CHECK_THAT(std::string(osh::policy::ValidatePolicy(middlewares).message()), Catch::Contains("at most 10 middleware"));
+}
+
+TEST_CASE("policy rules: internal markers are accepted and reported", "[policy][validation]") {
+  auto policy = osh::policy::ParsePolicyText(
+      Endpoint("{host: a.example.com, port: 443, advisor_proposed: true, provider_credentialed: true}"), "p.yaml");
+  REQUIRE(policy.ok());
+  const auto markers = osh::policy::InternalMarkers(*policy);
+  REQUIRE(markers.size() == 2);
+  CHECK(markers[0] == "network_policies.r.endpoints[0].advisor_proposed");
+}
