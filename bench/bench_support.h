@@ -1,0 +1,56 @@
+// Shared pieces of the benchmarks: a timed closed-loop load from client threads, and a 4 KiB policy.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "policy/body_codec.h"
+#include "policy/policy_file.h"
+
+namespace osh::bench {
+
+struct LoadResult {
+  double calls_per_second = 0;
+  uint64_t calls = 0;
+  uint64_t errors = 0;
+};
+
+// Runs `call` (true = success) from `threads` threads for `seconds`, after a short warm-up.
+inline LoadResult RunLoad(int threads, double seconds, const std::function<bool(int thread)>& call) {
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<uint64_t> calls{0}, errors{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const bool ok = call(t);
+        if (measuring.load(std::memory_order_relaxed)) (ok ? calls : errors).fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // warm-up: connections, caches
+  const auto start = std::chrono::steady_clock::now();
+  measuring = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  measuring = false;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stop = true;
+  for (auto& w : workers) w.join();
+  return {static_cast<double>(calls) / elapsed, calls, errors};
+}
+
+// A valid policy whose canonical body is at least `bytes` long.
+inline openshell::sandbox::v1::SandboxPolicy PolicyOfSize(size_t bytes) {
+  auto policy = policy::RestrictiveDefaultPolicy();
+  for (int i = 0; policy::SerializeDeterministic(policy).size() < bytes; ++i) {
+    policy.mutable_filesystem()->add_read_only("/opt/bench/tool-" + std::to_string(i) + "/share/data");
+  }
+  return policy;
+}
+
+}  // namespace osh::bench
