@@ -472,6 +472,37 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   return absl::OkStatus();
 }
 
+absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustStore() {
+  if (config_.trust_store.empty()) {
+    return absl::FailedPreconditionError("no trust store is configured (trust_store is unset)");
+  }
+  store::AuditEvent event;
+  event.type = "trust_store_reload";
+  auto loaded = trust::TrustStore::Load(config_.trust_store);
+  if (!loaded.ok()) {
+    const std::string message = absl::StrCat("trust_store_invalid: ", loaded.status().message(), "; the last good trust store stays in force");
+    event.outcome = "failed";
+    event.reason = message;
+    store_->AppendAudit(std::move(event)).IgnoreError();
+    LogError(absl::StrCat("trust store reload failed: ", message));
+    return absl::FailedPreconditionError(message);
+  }
+  auto fresh = std::make_shared<const trust::TrustStore>(*std::move(loaded));
+  gateway_v1::ReloadTrustStoreResponse out;
+  out.set_trust_store(config_.trust_store);
+  out.set_keys(static_cast<uint32_t>(fresh->keys().size()));
+  out.set_threshold(fresh->threshold());
+  {
+    absl::MutexLock lock(&trust_mu_);
+    trust_store_ = std::move(fresh);
+  }
+  event.outcome = "ok";
+  event.reason = absl::StrCat(out.keys(), " key(s), threshold ", out.threshold());
+  store_->AppendAudit(std::move(event)).IgnoreError();
+  LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
+  return out;
+}
+
 void GatewayCore::RecordMutationRefused(const std::string& method) {
   store::AuditEvent event;
   event.type = "mutation_refused";

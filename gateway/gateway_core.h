@@ -53,6 +53,10 @@ class GatewayCore {
   // A sandbox's report about the projection it loaded (the sandbox is already authenticated).
   absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request);
 
+  // Reloads the trust store from its file. On any error the last good store stays in force, and the
+  // failure is logged and audited (FAILED_PRECONDITION "trust_store_invalid: ...").
+  absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> ReloadTrustStore();
+
   // Records that the mutation gate refused `method`.
   void RecordMutationRefused(const std::string& method);
 

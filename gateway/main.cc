@@ -190,7 +190,8 @@ int Run(int argc, char** argv) {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
     if (signal_number == SIGHUP) {
-      LogInfo("SIGHUP: trust store reload is not available in this build");
+      LogInfo("SIGHUP: reloading the trust store");
+      pool.Submit([&core] { core.ReloadTrustStore().IgnoreError(); });  // logs and audits either way
       continue;
     }
     LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));

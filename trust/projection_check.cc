@@ -105,7 +105,7 @@ CheckResult CheckProjection(const Projection& p, const CheckInput& input) {
   }
   // 4. Context binding.
   if (!p.context_digest().empty()) {
-    if (p.context_digest() != ContextDigest(*input.context)) {
+    if (input.context != nullptr && p.context_digest() != ContextDigest(*input.context)) {
       return Refuse(reason::kContextMismatch,
                     absl::StrCat("projection is bound to another runtime context than sandbox '",
                                  input.context->sandbox_id(), "'"));

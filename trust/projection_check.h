@@ -33,7 +33,9 @@ inline constexpr char kNoVerifiedPolicy[] = "no_verified_policy";
 }  // namespace reason
 
 struct CheckInput {
-  const openshell::policy::driver::v1::RuntimeContext* context = nullptr;  // required
+  // The sandbox's runtime context; nullptr only for an offline check that has none (`policyctl verify`
+  // without --sandbox): then a non-empty context_digest is not compared.
+  const openshell::policy::driver::v1::RuntimeContext* context = nullptr;
   const std::vector<std::string>* accepted_surfaces = nullptr;              // required
   const TrustStore* trust_store = nullptr;  // nullptr: no verification (verification = none)
   int64_t now_unix = 0;
