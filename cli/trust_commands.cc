@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
@@ -198,10 +199,16 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
       input.clock_skew_s = *skew;
       const auto result = trust::CheckProjection(projection, input);
       if (options.json()) {
-        std::cout << "{\"result\":\"" << (result.ok() ? "ok" : result.reason) << "\",\"detail\":\""
-                  << absl::CHexEscape(result.detail) << "\",\"verified_key_ids\":[";
-        for (size_t i = 0; i < result.verified_key_ids.size(); ++i) std::cout << (i ? "," : "") << "\"" << result.verified_key_ids[i] << "\"";
-        std::cout << "],\"context_checked\":" << (*bound ? "true" : "false") << "}\n";
+        google::protobuf::Struct doc;
+        auto& fields = *doc.mutable_fields();
+        fields["result"].set_string_value(result.ok() ? "ok" : result.reason);
+        fields["detail"].set_string_value(result.detail);
+        fields["policy_digest"].set_string_value(projection.policy_digest());
+        fields["policy_version"].set_number_value(static_cast<double>(projection.policy_version()));
+        auto* ids = fields["verified_key_ids"].mutable_list_value();
+        for (const auto& id : result.verified_key_ids) ids->add_values()->set_string_value(id);
+        fields["context_checked"].set_bool_value(bool(*bound));
+        std::cout << ToJson(doc) << "\n";
       } else if (result.ok()) {
         std::cout << "ok\n"
                   << "digest:        " << projection.policy_digest() << "\n"

@@ -36,6 +36,8 @@ class GatewayFixture {
     process_->Signal(SIGTERM);
     return process_->Wait();
   }
+  void Signal(int signal_number) { process_->Signal(signal_number); }
+  bool running() { return process_->running(); }
   void Kill9() {
     process_->Signal(SIGKILL);
     process_->Wait();

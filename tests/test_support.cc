@@ -58,3 +58,23 @@ void WriteFile(const std::string& path, const std::string& text, int mode) {
 }
 
 }  // namespace osh::test
+
+namespace osh::test {
+
+std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>>& keys, int threshold,
+                           bool require_context_binding) {
+  google::protobuf::Struct doc;
+  (*doc.mutable_fields())["threshold"].set_number_value(threshold);
+  (*doc.mutable_fields())["require_context_binding"].set_bool_value(require_context_binding);
+  auto* list = (*doc.mutable_fields())["keys"].mutable_list_value();
+  for (const auto& [id, pem] : keys) {
+    auto* key = list->add_values()->mutable_struct_value()->mutable_fields();
+    (*key)["key_id"].set_string_value(id);
+    (*key)["public_key_pem"].set_string_value(pem);
+  }
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(doc, &json).ok());
+  return json;
+}
+
+}  // namespace osh::test

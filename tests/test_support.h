@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <google/protobuf/struct.pb.h>
 
@@ -34,5 +36,13 @@ std::string ReadFile(const std::string& path);
 
 // Writes `text` to `path` with `mode`.
 void WriteFile(const std::string& path, const std::string& text, int mode = 0600);
+
+}  // namespace osh::test
+
+namespace osh::test {
+
+// A trust-store JSON document (SPEC §4) with the given (key id, public key PEM) pairs.
+std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>>& keys, int threshold = 1,
+                           bool require_context_binding = false);
 
 }  // namespace osh::test

@@ -1,0 +1,197 @@
+// Trust end to end with real processes: policyctl keygen/sign/verify, a gateway with a trust store and a
+// builtin signing key, and trust-store reload by RPC and SIGHUP (a bad file keeps the last good store).
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "policy/policy_file.h"
+#include "tests/gateway_fixture.h"
+
+using namespace osh::test;
+
+namespace {
+
+int Ctl(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
+  args.insert(args.begin(), OSH_POLICYCTL_BINARY);
+  return RunCommand(args, out, err);
+}
+int CtlAt(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
+  std::vector<std::string> argv = {"--admin-socket", g.admin_socket(), "--sandbox-socket", g.sandbox_socket()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Ctl(argv, out, err);
+}
+
+// Makes a key pair with policyctl keygen; returns the public PEM.
+std::string Keygen(const TempDir& dir, const std::string& name, const std::string& algorithm = "ed25519") {
+  std::string out, err;
+  REQUIRE(Ctl({"keygen", "--algorithm", algorithm, "--out-private", dir / (name + ".key"), "--out-public",
+               dir / (name + ".pub")}, &out, &err) == 0);
+  return ReadFile(dir / (name + ".pub"));
+}
+
+std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+}  // namespace
+
+TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit codes", "[integration][trust][cli]") {
+  TempDir dir;
+  const std::string algorithm = GENERATE(std::string("ed25519"), std::string("ecdsa-p256"));
+  INFO(algorithm);
+  const std::string pub = Keygen(dir, "authority", algorithm);
+  struct stat st {};
+  REQUIRE(::stat((dir / "authority.key").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  const std::string policy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
+  WriteFile(dir / "trust.json", TrustStoreJson({{"authority", pub}}));
+
+  std::string out, err;
+  REQUIRE(Ctl({"sign", "--policy", policy, "--key", dir / "authority.key", "--key-id", "authority", "--sandbox", "sb-1",
+               "--subject", "alice@example.com", "--attr", "tenant_id=acme", "--version", "4", "--expires-in", "3600",
+               "--audit", "ticket=T-1", "--out", dir / "p.json"}, &out, &err) == 0);
+
+  const std::vector<std::string> verify = {"verify", "--projection", dir / "p.json", "--trust-store", dir / "trust.json"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto args = verify;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  CHECK(Ctl(with({"--sandbox", "sb-1", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out, &err) == 0);
+  CHECK(FirstLine(out) == "ok");
+  CHECK(Ctl(with({"--sandbox", "sb-2", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out) == 1);
+  CHECK(FirstLine(out) == "context_mismatch");
+  // Without a context the binding cannot be checked; the rest is, and the output says so.
+  CHECK(Ctl(verify, &out) == 0);
+  CHECK(absl::StrContains(out, "not checked"));
+  // An auditor's question: valid then? Two hours on, it has expired; long ago it was fine.
+  const int64_t now = std::time(nullptr);
+  CHECK(Ctl(with({"--now", std::to_string(now + 7200)}), &out) == 1);
+  CHECK(FirstLine(out) == "expired");
+  CHECK(Ctl(with({"--now", std::to_string(now - 7200)}), &out) == 0);
+  CHECK(Ctl(with({"--accepted-surface", "other.v1"}), &out) == 1);
+  CHECK(FirstLine(out) == "surface_not_accepted");
+  CHECK(Ctl(with({"-o", "json"}), &out) == 0);
+  CHECK(absl::StrContains(out, "\"result\":\"ok\""));
+  CHECK(absl::StrContains(out, "\"verified_key_ids\":[\"authority\"]"));
+
+  SECTION("a key the trust store does not know") {
+    const std::string other = Keygen(dir, "other", algorithm);
+    WriteFile(dir / "other-trust.json", TrustStoreJson({{"other", other}}));
+    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "other-trust.json"}, &out) == 1);
+    CHECK(FirstLine(out) == "unknown_key");
+    // Same id, different key: the signature does not verify.
+    WriteFile(dir / "swapped-trust.json", TrustStoreJson({{"authority", other}}));
+    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "swapped-trust.json"}, &out) == 1);
+    CHECK(FirstLine(out) == "bad_signature");
+  }
+  SECTION("a tampered body") {
+    std::string text = ReadFile(dir / "p.json");
+    const auto at = text.find("\"body\": \"") + 9;
+    text[at] = text[at] == 'C' ? 'D' : 'C';
+    WriteFile(dir / "p.json", text);
+    CHECK(Ctl(verify, &out) == 1);
+    CHECK(FirstLine(out) == "digest_mismatch");
+  }
+  SECTION("usage and I/O errors exit 2 and name the problem") {
+    CHECK(Ctl({"verify", "--projection", dir / "missing.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
+    CHECK(absl::StrContains(err, "missing.json"));
+    WriteFile(dir / "bad.json", "{ not json");
+    CHECK(Ctl({"verify", "--projection", dir / "bad.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
+    CHECK(absl::StrContains(err, "bad.json"));
+    CHECK(Ctl({"keygen", "--algorithm", "rsa", "--out-private", dir / "x", "--out-public", dir / "y"}, &out, &err) == 2);
+    CHECK(Ctl({"sign", "--policy", policy, "--key", dir / "authority.key"}, &out, &err) == 2);
+    CHECK(Ctl({"sign", "--policy", policy, "--key", dir / "authority.pub", "--key-id", "a"}, &out, &err) == 2);
+    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "trust.json", "--subject", "x"}, &out,
+              &err) == 2);
+  }
+}
+
+TEST_CASE("gateway with a trust store: builtin signing verifies end to end; unsigned is refused", "[integration][trust]") {
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", pub}}));
+
+  SECTION("signed by the gateway key: admitted verified, and the sandbox can verify what it fetched") {
+    GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                      "--builtin-signing-key-id", "gateway-key"});
+    REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+    gw::AdmitSandboxResponse admitted;
+    auto status = g.Admit("sb-signed", &admitted);
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    CHECK(admitted.verification() == "verified");
+    REQUIRE(admitted.signing_key_ids_size() == 1);
+    CHECK(admitted.signing_key_ids(0) == "gateway-key");
+    std::string out;
+    REQUIRE(CtlAt(g, {"fetch", "--handle", admitted.sandbox_handle(), "--out", keys / "fetched.json"}, &out) == 0);
+    CHECK(Ctl({"verify", "--projection", keys / "fetched.json", "--trust-store", keys / "trust.json", "--sandbox",
+               "sb-signed", "--subject", "alice@example.com"}, &out) == 0);
+    CHECK(FirstLine(out) == "ok");
+    // A restart re-verifies the stored envelope and serves it.
+    REQUIRE(g.Stop() == 0);
+    g.Start();
+    drv::Projection fetched;
+    CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  }
+  SECTION("a trust store but a driver that does not sign: refused `unsigned`, nothing admitted") {
+    GatewayFixture g({"--trust-store", keys / "trust.json"});
+    REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+    gw::AdmitSandboxResponse admitted;
+    auto status = g.Admit("sb-unsigned", &admitted);
+    CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK(absl::StartsWith(status.error_message(), "unsigned: "));
+    gw::GetSandboxRequest get;
+    get.set_sandbox_id("sb-unsigned");
+    gw::SandboxInfo info;
+    CHECK(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_CASE("trust store reload: good, then bad keeps good, then a new good store takes over (RPC and SIGHUP)",
+          "[integration][trust]") {
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  const std::string other = Keygen(keys, "other");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
+  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
+                    "gateway-key"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  // A bad file: refused, the last good store stays in force.
+  WriteFile(trust, "{\"keys\": [");
+  std::string out, err;
+  CHECK(CtlAt(g, {"trust", "reload"}, &out, &err) == 1);
+  CHECK(absl::StrContains(err, "trust_store_invalid"));
+  REQUIRE(g.Admit("sb-2", &admitted).ok());
+  CHECK(admitted.verification() == "verified");
+  // SIGHUP with the bad file: same.
+  g.Signal(SIGHUP);
+  REQUIRE(g.Admit("sb-3", &admitted).ok());
+
+  // A good store that no longer trusts the gateway key: admissions are now refused `unknown_key`.
+  WriteFile(trust, TrustStoreJson({{"other", other}}));
+  REQUIRE(CtlAt(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
+  CHECK(absl::StrContains(out, "\"keys\":1"));
+  auto status = g.Admit("sb-4", &admitted);
+  CHECK(absl::StartsWith(status.error_message(), "unknown_key: "));
+
+  // Back to the gateway key, by SIGHUP this time: admissions resume once the reload has run.
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
+  g.Signal(SIGHUP);
+  grpc::Status last;
+  for (int i = 0; i < 100; ++i) {
+    last = g.Admit("sb-5", &admitted);
+    if (last.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(last.ok());
+  gw::GetStatusResponse status_response;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status_response).ok());
+  CHECK(status_response.trust_keys_size() == 2);
+  CHECK(absl::StrContains(g.log(), "trust store reload failed"));
+}

@@ -1,0 +1,97 @@
+// Fresh keys of both algorithms, signed and checked through the same path the gateway uses.
+#include <catch2/catch.hpp>
+
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/policy_file.h"
+#include "tests/test_support.h"
+#include "trust/encoding.h"
+#include "trust/keys.h"
+#include "trust/projection_check.h"
+#include "trust/trust_store.h"
+
+namespace {
+
+using openshell::policy::driver::v1::Projection;
+using openshell::policy::driver::v1::RuntimeContext;
+
+Projection Unsigned(const RuntimeContext& context) {
+  Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body(osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy()));
+  p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
+  p.set_policy_version(7);
+  p.set_context_digest(osh::trust::ContextDigest(context));
+  p.set_issued_at_unix(1'800'000'000);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("fresh keys: sign and verify round trip for both algorithms", "[trust][keys]") {
+  const std::string algorithm = GENERATE(std::string("ed25519"), std::string("ecdsa-p256"));
+  INFO(algorithm);
+  auto key = osh::trust::PrivateKey::Generate(algorithm);
+  REQUIRE(key.ok());
+  // The private key survives a PEM round trip and keeps its algorithm.
+  auto reloaded = osh::trust::PrivateKey::FromPem(key->ToPem());
+  REQUIRE(reloaded.ok());
+  CHECK(reloaded->algorithm() == key->algorithm());
+
+  RuntimeContext context;
+  context.set_sandbox_id("sb-fresh");
+  context.set_user_subject("alice@example.com");
+  (*context.mutable_attributes())["tenant_id"] = "acme";
+  Projection p = Unsigned(context);
+  auto signature = reloaded->Sign(osh::trust::SignedBytes(p));
+  REQUIRE(signature.ok());
+  p.set_signature(*signature);
+  p.set_signing_key_id("fresh");
+
+  auto store = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"fresh", key->PublicKeyPem()}}));
+  REQUIRE(store.ok());
+  const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
+  osh::trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &surfaces;
+  input.trust_store = &*store;
+  input.now_unix = 1'800'000'100;
+  auto result = osh::trust::CheckProjection(p, input);
+  INFO(result.Message());
+  REQUIRE(result.ok());
+  CHECK(result.verified_key_ids == std::vector<std::string>{"fresh"});
+
+  SECTION("any changed signed field breaks the signature") {
+    Projection tampered = p;
+    tampered.set_policy_version(8);
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+    tampered = p;
+    (*tampered.mutable_audit_context())["who"] = "mallory";
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+    tampered = p;
+    tampered.set_expires_at_unix(1'900'000'000);
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+  }
+  SECTION("another sandbox's context is refused") {
+    RuntimeContext other = context;
+    other.set_sandbox_id("sb-other");
+    input.context = &other;
+    CHECK(osh::trust::CheckProjection(p, input).reason == "context_mismatch");
+  }
+  SECTION("a second key of the other algorithm counts towards a threshold of two") {
+    auto second = osh::trust::PrivateKey::Generate(algorithm == "ed25519" ? "ecdsa-p256" : "ed25519");
+    REQUIRE(second.ok());
+    auto two = osh::trust::TrustStore::Parse(
+        osh::test::TrustStoreJson({{"fresh", key->PublicKeyPem()}, {"second", second->PublicKeyPem()}}, 2));
+    REQUIRE(two.ok());
+    input.trust_store = &*two;
+    CHECK(osh::trust::CheckProjection(p, input).reason == "threshold_not_met");
+    auto* extra = p.add_additional_signatures();
+    extra->set_key_id("second");
+    extra->set_signature(*second->Sign(osh::trust::SignedBytes(p)));
+    auto both = osh::trust::CheckProjection(p, input);
+    INFO(both.Message());
+    CHECK(both.ok());
+    CHECK(both.verified_key_ids.size() == 2);
+  }
+}
