@@ -219,6 +219,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   input.trust_store = trust.get();
   input.now_unix = NowUnix();
   input.clock_skew_s = config_.clock_skew_s;
+  input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return RefuseAdmission(context, *handle, &projection, result.reason, result.detail);
 
@@ -236,7 +237,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   event.key_ids = result.verified_key_ids;
   event.outcome = "ok";
   event.reason = absl::StrCat("verification=", record.verification);
-  if (const std::string note = MarkerNote(result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (absl::Status status = store_->InsertSandbox(record, std::move(event)); !status.ok()) {
     ReleaseOrQueue(*handle);
     return status;
@@ -353,6 +354,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   input.now_unix = NowUnix();
   input.clock_skew_s = config_.clock_skew_s;
   input.admitted_version = current.policy_version();
+  input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
 
@@ -361,7 +363,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   event.key_ids = result.verified_key_ids;
   event.outcome = "ok";
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
-  if (const std::string note = MarkerNote(result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (auto status = store_->ReplaceProjection(sandbox_id, projection, verification, result.verified_key_ids,
                                               input.now_unix, std::move(event));
       !status.ok()) {

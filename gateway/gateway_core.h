@@ -20,6 +20,7 @@
 #include "gateway/sandbox_registry.h"
 #include "store/store.h"
 #include "trust/trust_store.h"
+#include "trust/validated_body_cache.h"
 
 namespace osh::gateway {
 
@@ -81,6 +82,8 @@ class GatewayCore {
   store::Store* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
+
+  trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
 
   mutable absl::Mutex trust_mu_;
   std::shared_ptr<const trust::TrustStore> trust_store_ ABSL_GUARDED_BY(trust_mu_);

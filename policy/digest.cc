@@ -6,10 +6,24 @@
 
 namespace osh::policy {
 
+namespace {
+
+// Fetched once: OpenSSL 3's implicit fetch behind EVP_sha256() costs a provider lookup on every call.
+const EVP_MD* FetchedSha256() {
+  static const EVP_MD* const md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (fetched == nullptr) std::abort();
+    return fetched;
+  }();
+  return md;
+}
+
+}  // namespace
+
 std::string Sha256(absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr) != 1) {
+  if (EVP_Digest(data.data(), data.size(), out, &len, FetchedSha256(), nullptr) != 1) {
     std::abort();  // SHA-256 cannot fail short of a broken OpenSSL; never return a wrong digest.
   }
   return std::string(reinterpret_cast<const char*>(out), len);

@@ -37,8 +37,9 @@ std::string Quote(absl::string_view s) { return absl::StrCat("'", s, "'"); }
 std::optional<std::string> CheckFilesystemPath(absl::string_view path) {
   if (path.empty() || path.front() != '/') return "must be an absolute path";
   if (path.size() > kMaxPathLength) return absl::StrCat("longer than ", kMaxPathLength, " characters");
-  for (absl::string_view segment : absl::StrSplit(path, '/')) {
-    if (segment == "..") return "must not contain a '..' segment";
+  // Every segment follows a '/', so a ".." segment is "/.." followed by '/' or the end.
+  for (size_t at = path.find("/.."); at != absl::string_view::npos; at = path.find("/..", at + 1)) {
+    if (at + 3 == path.size() || path[at + 3] == '/') return "must not contain a '..' segment";
   }
   return std::nullopt;
 }

@@ -9,6 +9,7 @@
 #include "trust/keys.h"
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
+#include "trust/validated_body_cache.h"
 
 namespace {
 
@@ -94,4 +95,50 @@ TEST_CASE("fresh keys: sign and verify round trip for both algorithms", "[trust]
     CHECK(both.ok());
     CHECK(both.verified_key_ids.size() == 2);
   }
+}
+
+TEST_CASE("validated body cache: reuses only bodies that passed, and never skips the digest", "[trust][cache]") {
+  RuntimeContext context;
+  context.set_sandbox_id("sb-cache");
+  context.set_user_subject("alice@example.com");
+  const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
+  osh::trust::ValidatedBodyCache cache(2);
+  osh::trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &surfaces;
+  input.body_cache = &cache;
+
+  Projection good = Unsigned(context);
+  REQUIRE(osh::trust::CheckProjection(good, input).ok());
+  CHECK(cache.size() == 1);
+  auto again = osh::trust::CheckProjection(good, input);
+  REQUIRE(again.ok());
+  CHECK(again.policy->version() == 1);
+
+  // Other bytes under the cached digest: the recomputed digest refuses them before the cache is asked.
+  Projection swapped = good;
+  swapped.set_body(swapped.body() + "x");
+  CHECK(osh::trust::CheckProjection(swapped, input).reason == "digest_mismatch");
+
+  // A body that fails validation is refused every time and never cached.
+  auto invalid = osh::policy::RestrictiveDefaultPolicy();
+  invalid.mutable_filesystem()->add_read_write("/");
+  Projection bad = good;
+  bad.set_body(osh::policy::SerializeDeterministic(invalid));
+  bad.set_policy_digest(osh::policy::Sha256Hex(bad.body()));
+  CHECK(osh::trust::CheckProjection(bad, input).reason == "invalid_policy");
+  CHECK(osh::trust::CheckProjection(bad, input).reason == "invalid_policy");
+  CHECK(cache.size() == 1);
+
+  // Bounded: the oldest entry goes first.
+  for (int i = 0; i < 3; ++i) {
+    auto policy = osh::policy::RestrictiveDefaultPolicy();
+    policy.mutable_filesystem()->add_read_only("/opt/" + std::to_string(i));
+    Projection p = good;
+    p.set_body(osh::policy::SerializeDeterministic(policy));
+    p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
+    REQUIRE(osh::trust::CheckProjection(p, input).ok());
+  }
+  CHECK(cache.size() == 2);
+  CHECK(cache.Find(good.policy_digest()) == nullptr);
 }

@@ -123,7 +123,13 @@ CheckResult CheckProjection(const Projection& p, const CheckInput& input) {
     return Refuse(reason::kRollback, absl::StrCat("policy_version ", p.policy_version(),
                                                   " is older than the admitted ", *input.admitted_version));
   }
-  // 7. Body: complete and valid.
+  // 7. Body: complete and valid (or the very same bytes were found so before).
+  if (input.body_cache != nullptr) {
+    if (auto cached = input.body_cache->Find(p.policy_digest())) {
+      result.policy = std::move(cached);
+      return result;
+    }
+  }
   auto policy = policy::ParseBodyStrict(p.body());
   if (!policy.ok()) {
     std::string message(policy.status().message());
@@ -134,7 +140,8 @@ CheckResult CheckProjection(const Projection& p, const CheckInput& input) {
   if (auto violation = policy::FindViolation(*policy)) {
     return Refuse(reason::kInvalidPolicy, absl::StrCat(violation->path, ": ", violation->message));
   }
-  result.policy = *std::move(policy);
+  result.policy = std::make_shared<const openshell::sandbox::v1::SandboxPolicy>(*std::move(policy));
+  if (input.body_cache != nullptr) input.body_cache->Insert(p.policy_digest(), result.policy);
   return result;
 }
 

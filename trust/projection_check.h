@@ -11,6 +11,7 @@
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "trust/trust_store.h"
+#include "trust/validated_body_cache.h"
 
 namespace osh::trust {
 
@@ -41,13 +42,15 @@ struct CheckInput {
   int64_t now_unix = 0;
   int64_t clock_skew_s = 60;
   std::optional<uint64_t> admitted_version;  // set for an update of an admitted sandbox (rollback check)
+  // Optional: reuses step 7's result for a body seen before (same recomputed digest). nullptr: always parse.
+  ValidatedBodyCache* body_cache = nullptr;
 };
 
 struct CheckResult {
   std::string reason;  // "" when admitted
   std::string detail;
   std::vector<std::string> verified_key_ids;  // the counted keys, in signature order
-  openshell::sandbox::v1::SandboxPolicy policy;  // the parsed body when ok
+  std::shared_ptr<const openshell::sandbox::v1::SandboxPolicy> policy;  // the parsed body when ok
 
   bool ok() const { return reason.empty(); }
   // "reason_code: detail"
