@@ -163,15 +163,25 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   return loaded;
 }
 
-void GatewayCore::ReleaseOrQueue(const std::string& driver_handle) {
-  if (driver_handle.empty()) return;
-  if (absl::Status status = driver_->ReleaseHandle(driver_handle); status.ok() || absl::IsNotFound(status)) return;
-  if (auto status = store_->QueueRelease(driver_handle); !status.ok()) {
-    LogError(absl::StrCat("cannot queue a driver handle release: ", status.ToString()));
+void GatewayCore::ReleaseAcquired(const Acquisition& acquired) {
+  const absl::Status status = driver_->ReleaseHandle(acquired.handle);
+  if (status.ok() || absl::IsNotFound(status)) {
+    store::AuditEvent event;
+    event.type = "release";
+    event.outcome = "ok";
+    event.reason = "driver handle of a refused admission released";
+    if (auto s = store_->CompleteRelease(acquired.id, std::move(event)); !s.ok()) {
+      LogError(absl::StrCat("cannot complete a driver handle release: ", s.ToString()));
+    }
+    return;
+  }
+  LogWarning(absl::StrCat("driver handle release queued (driver: ", status.message(), ")"));
+  if (auto s = store_->QueueAcquiredRelease(acquired.id); !s.ok()) {
+    LogError(absl::StrCat("cannot queue a driver handle release: ", s.ToString()));
   }
 }
 
-absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context, const std::string& driver_handle,
+absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context, const Acquisition& acquired,
                                           const driver_v1::Projection* projection, const std::string& reason_code,
                                           const std::string& detail) {
   const std::string message = absl::StrCat(reason_code, ": ", detail);
@@ -181,7 +191,7 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a refusal: ", status.ToString()));
   }
-  ReleaseOrQueue(driver_handle);
+  ReleaseAcquired(acquired);
   LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message));
   return absl::FailedPreconditionError(message);
 }
@@ -200,13 +210,20 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
 
   auto handle = driver_->AcquireHandle(context);
   if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
+  Acquisition acquired{0, *handle};
+  if (auto id = store_->RecordAcquired(*handle); id.ok()) {
+    acquired.id = *id;
+  } else {
+    driver_->ReleaseHandle(*handle).IgnoreError();
+    return id.status();
+  }
   auto response = driver_->GetProjection(*handle, SurfaceFor());
   if (!response.ok()) {
-    ReleaseOrQueue(*handle);
+    ReleaseAcquired(acquired);
     return DriverError(response.status(), "GetProjection");
   }
   if (response->has_no_verified_policy()) {
-    return RefuseAdmission(context, *handle, nullptr, trust::reason::kNoVerifiedPolicy,
+    return RefuseAdmission(context, acquired, nullptr, trust::reason::kNoVerifiedPolicy,
                            response->no_verified_policy().reason());
   }
   driver_v1::Projection projection = std::move(*response->mutable_projection());
@@ -221,13 +238,14 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   input.clock_skew_s = config_.clock_skew_s;
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
-  if (!result.ok()) return RefuseAdmission(context, *handle, &projection, result.reason, result.detail);
+  if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
 
   const std::string sandbox_handle = MintSandboxHandle();
   store::SandboxRecord record;
   record.context = context;
   record.handle_sha256 = policy::Sha256(sandbox_handle);
   record.driver_handle = *handle;
+  record.acquisition_id = acquired.id;
   record.projection = projection;
   record.verification = trust ? kVerificationVerified : kVerificationNone;
   record.signing_key_ids = result.verified_key_ids;
@@ -239,7 +257,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   event.reason = absl::StrCat("verification=", record.verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (absl::Status status = store_->InsertSandbox(record, std::move(event)); !status.ok()) {
-    ReleaseOrQueue(*handle);
+    ReleaseAcquired(acquired);
     return status;
   }
   registry_->Insert(record);

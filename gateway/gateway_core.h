@@ -70,10 +70,16 @@ class GatewayCore {
   std::shared_ptr<const trust::TrustStore> trust_store() const;
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;
-  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const std::string& driver_handle,
+  // A driver handle acquired for an admission in flight, and its durable "release unless admitted" note.
+  struct Acquisition {
+    int64_t id = 0;
+    std::string handle;
+  };
+  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const Acquisition& acquired,
                                const driver_v1::Projection* projection, const std::string& reason_code,
                                const std::string& detail);
-  void ReleaseOrQueue(const std::string& driver_handle);
+  // Releases the handle now, or makes its queued release due when the driver cannot take it.
+  void ReleaseAcquired(const Acquisition& acquired);
   // Re-projects every admitted sandbox whose effective policy may come from `scope`.
   uint32_t Reproject(const std::string& scope);
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);

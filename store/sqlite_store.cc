@@ -71,6 +71,10 @@ CREATE TABLE audit_events (
   hash          TEXT NOT NULL
 );
 )sql",
+    // 2: admissions in flight note their driver handle before anything else is written.
+    R"sql(
+ALTER TABLE pending_releases ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 int64_t NowMs() {
@@ -123,6 +127,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA foreign_keys=ON"));
   OSH_RETURN_IF_ERROR(store->Migrate());
   OSH_RETURN_IF_ERROR(store->LoadChainHead());
+  // No admission is in flight in a store just opened: handles noted by one that crashed are now due.
+  OSH_RETURN_IF_ERROR(store->db_.Exec("UPDATE pending_releases SET in_flight = 0 WHERE in_flight = 1"));
   return store;
 }
 
@@ -214,6 +220,12 @@ absl::Status SqliteStore::InsertSandbox(const SandboxRecord& r, AuditEvent event
   if (absl::Status s = stmt->Run(); !s.ok()) {
     if (absl::IsAlreadyExists(s)) return absl::AlreadyExistsError(absl::StrCat("sandbox '", r.context.sandbox_id(), "' is already admitted"));
     return s;
+  }
+  if (r.acquisition_id != 0) {
+    auto settle = db_.Prepare("DELETE FROM pending_releases WHERE id = ? AND in_flight = 1");
+    if (!settle.ok()) return settle.status();
+    settle->Bind(1, r.acquisition_id);
+    OSH_RETURN_IF_ERROR(settle->Run());
   }
   OSH_RETURN_IF_ERROR(InsertAudit(&event));
   return CommitWithAudit(txn, event);
@@ -333,17 +345,26 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   return out;
 }
 
-absl::Status SqliteStore::QueueRelease(const std::string& driver_handle) {
+absl::StatusOr<int64_t> SqliteStore::RecordAcquired(const std::string& driver_handle) {
   absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("INSERT INTO pending_releases (driver_handle, queued_at) VALUES (?, ?)");
+  auto stmt = db_.Prepare("INSERT INTO pending_releases (driver_handle, queued_at, in_flight) VALUES (?, ?, 1)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, driver_handle).Bind(2, NowMs() / 1000);
+  OSH_RETURN_IF_ERROR(stmt->Run());
+  return db_.LastInsertRowId();
+}
+
+absl::Status SqliteStore::QueueAcquiredRelease(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto stmt = db_.Prepare("UPDATE pending_releases SET in_flight = 0 WHERE id = ?");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, id);
   return stmt->Run();
 }
 
 absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
   absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("SELECT id, driver_handle FROM pending_releases ORDER BY id");
+  auto stmt = db_.Prepare("SELECT id, driver_handle FROM pending_releases WHERE in_flight = 0 ORDER BY id");
   if (!stmt.ok()) return stmt.status();
   std::vector<PendingRelease> out;
   for (;;) {

@@ -17,7 +17,7 @@ class SqliteStore final : public Store {
   // Opens or creates the database at `path` and migrates it to the current schema. Refuses a
   // database written by a newer gateway (FAILED_PRECONDITION).
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   absl::Status InsertSandbox(const SandboxRecord& record, AuditEvent event) override;
   absl::Status ReplaceProjection(const std::string& sandbox_id, const Projection& projection,
@@ -30,7 +30,8 @@ class SqliteStore final : public Store {
                             int64_t now_unix, AuditEvent event) override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
 
-  absl::Status QueueRelease(const std::string& driver_handle) override;
+  absl::StatusOr<int64_t> RecordAcquired(const std::string& driver_handle) override;
+  absl::Status QueueAcquiredRelease(int64_t id) override;
   absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;
   absl::Status CompleteRelease(int64_t id, AuditEvent event) override;
 

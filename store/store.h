@@ -27,6 +27,7 @@ struct SandboxRecord {
   RuntimeContext context;
   std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
   std::string driver_handle;
+  int64_t acquisition_id = 0;  // InsertSandbox only: the RecordAcquired row this admission settles
   Projection projection;       // the admitted envelope, body included, exactly as admitted
   std::string verification;    // "none" or "verified"
   std::vector<std::string> signing_key_ids;  // the keys that were counted
@@ -76,7 +77,13 @@ class Store {
   virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() = 0;
 
   // --- Driver handle releases (durable queue) ------------------------------------------------
-  virtual absl::Status QueueRelease(const std::string& driver_handle) = 0;
+  // A driver handle was just acquired for an admission in flight: durably noted as "release unless
+  // admitted", so a crash before the admission commits cannot leak it. InsertSandbox with the returned
+  // id removes the note in its transaction; QueueAcquiredRelease makes the release due. Notes left in
+  // flight by a crash become due when the store is opened again.
+  virtual absl::StatusOr<int64_t> RecordAcquired(const std::string& driver_handle) = 0;
+  virtual absl::Status QueueAcquiredRelease(int64_t id) = 0;
+  // Releases that are due (not in flight), oldest first.
   virtual absl::StatusOr<std::vector<PendingRelease>> PendingReleases() = 0;
   virtual absl::Status CompleteRelease(int64_t id, AuditEvent event) = 0;
 

@@ -208,3 +208,32 @@ TEST_CASE("store: a database from a newer gateway is refused", "[store]") {
   REQUIRE_FALSE(store.ok());
   CHECK_THAT(std::string(store.status().message()), Catch::Contains("schema version 99 is newer"));
 }
+
+TEST_CASE("store: an acquisition in flight is settled by its admission, or released after a crash", "[store]") {
+  osh::test::TempDir dir;
+  const std::string path = dir / "gateway.db";
+  {
+    auto store = osh::store::SqliteStore::Open(path);
+    REQUIRE(store.ok());
+    auto admitted = (*store)->RecordAcquired("dh-admitted");
+    auto refused = (*store)->RecordAcquired("dh-refused");
+    auto crashed = (*store)->RecordAcquired("dh-crashed");
+    REQUIRE((admitted.ok() && refused.ok() && crashed.ok()));
+    // In flight: not due for release yet.
+    CHECK((*store)->PendingReleases()->empty());
+    auto record = Sandbox("sb-a", "handle-a", "body-a");
+    record.driver_handle = "dh-admitted";
+    record.acquisition_id = *admitted;
+    REQUIRE((*store)->InsertSandbox(record, Event("admission")).ok());
+    REQUIRE((*store)->QueueAcquiredRelease(*refused).ok());
+    auto due = (*store)->PendingReleases();
+    REQUIRE(due->size() == 1);
+    CHECK((*due)[0].driver_handle == "dh-refused");
+  }  // "crash": dh-crashed was never settled
+  auto reopened = osh::store::SqliteStore::Open(path);
+  REQUIRE(reopened.ok());
+  auto due = (*reopened)->PendingReleases();
+  REQUIRE(due->size() == 2);
+  CHECK((*due)[0].driver_handle == "dh-refused");
+  CHECK((*due)[1].driver_handle == "dh-crashed");
+}
