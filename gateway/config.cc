@@ -17,7 +17,8 @@ namespace {
 constexpr char kGatewayTable[] = "openshell.gateway";
 constexpr char kPolicyTable[] = "openshell.gateway.policy";
 const std::vector<std::string> kListKeys = {"accepted_surfaces"};
-const std::vector<std::string> kIntKeys = {"driver_connect_timeout_ms", "refresh_interval_s", "clock_skew_s"};
+const std::vector<std::string> kIntKeys = {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s",
+                                           "clock_skew_s"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
@@ -86,6 +87,7 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
       {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
+      {"driver_call_timeout_ms", kPolicyTable, "deadline of each call to the driver (default 5000)"},
       {"refresh_interval_s", kPolicyTable, "poll the driver this often; 0: only on RefreshSandbox (default 0)"},
       {"clock_skew_s", kPolicyTable, "allowed clock skew for key windows and expiry (default 60)"},
       {"builtin_signing_key", kPolicyTable, "PEM private key the builtin driver signs projections with"},
@@ -143,6 +145,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
     if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");
   }
   for (auto [key, min, out] : {std::tuple{"driver_connect_timeout_ms", int64_t{0}, &config.driver_connect_timeout_ms},
+                               std::tuple{"driver_call_timeout_ms", int64_t{1}, &config.driver_call_timeout_ms},
                                std::tuple{"refresh_interval_s", int64_t{0}, &config.refresh_interval_s},
                                std::tuple{"clock_skew_s", int64_t{0}, &config.clock_skew_s}}) {
     if (auto status = get_int(key, min, out); !status.ok()) return status;

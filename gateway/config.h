@@ -24,6 +24,7 @@ struct Config {
   std::string trust_store;     // "": no verification
   std::string driver_socket;   // "": the builtin driver
   int64_t driver_connect_timeout_ms = 30000;
+  int64_t driver_call_timeout_ms = 5000;  // deadline of every driver call (an addition to SPEC §6)
   int64_t refresh_interval_s = 0;
   int64_t clock_skew_s = 60;
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign

@@ -358,7 +358,12 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   projection.DiscardUnknownFields();
 
   gateway_v1::RefreshSandboxResponse out;
-  if (policy::SerializeDeterministic(projection) == policy::SerializeDeterministic(current)) {
+  // The same policy, version, binding and lifetime: nothing to admit (a fresh issued_at and signature
+  // alone do not make a new projection, so polling does not churn the store or the watchers).
+  if (projection.surface_id() == current.surface_id() && projection.policy_digest() == current.policy_digest() &&
+      projection.policy_version() == current.policy_version() &&
+      projection.context_digest() == current.context_digest() &&
+      projection.expires_at_unix() == current.expires_at_unix()) {
     out.set_changed(false);
     out.set_policy_digest(current.policy_digest());
     out.set_policy_version(current.policy_version());
@@ -521,6 +526,30 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   store_->AppendAudit(std::move(event)).IgnoreError();
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
   return out;
+}
+
+void GatewayCore::OnDriverState(bool available, const std::string& detail) {
+  store::AuditEvent event;
+  event.type = available ? "driver_up" : "driver_down";
+  event.outcome = available ? "ok" : "unavailable";
+  event.reason = detail;
+  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
+    LogError(absl::StrCat("cannot audit a driver state change: ", status.ToString()));
+  }
+  if (available) {
+    LogInfo(absl::StrCat("policy driver available: ", detail, "; admissions are served"));
+  } else {
+    LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE: ", detail,
+                          "; admissions fail closed (admitted sandboxes are still served); retrying"));
+  }
+}
+
+absl::Status GatewayCore::ServingError(const driver_v1::Projection& projection) const {
+  if (projection.expires_at_unix() != 0 && projection.expires_at_unix() <= NowUnix() - config_.clock_skew_s) {
+    return absl::FailedPreconditionError(absl::StrCat(trust::reason::kExpired, ": the admitted projection expired at ",
+                                                      projection.expires_at_unix(), " and no fresh one was admitted"));
+  }
+  return absl::OkStatus();
 }
 
 void GatewayCore::RecordMutationRefused(const std::string& method) {

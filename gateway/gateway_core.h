@@ -66,6 +66,15 @@ class GatewayCore {
 
   bool permits_mutation() const;
 
+  // Records a change of the driver's reachability (audited as driver_up / driver_down, logged loudly).
+  void OnDriverState(bool available, const std::string& detail);
+
+  // Whether an admitted projection may still be served: FAILED_PRECONDITION "expired: ..." once its
+  // expires_at_unix has passed (with clock_skew_s), OK otherwise.
+  absl::Status ServingError(const driver_v1::Projection& projection) const;
+
+  const Config& config() const { return config_; }
+
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
   // The surface to ask the driver for: the first accepted surface the driver supports.

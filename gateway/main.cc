@@ -14,10 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "builtin_driver/builtin_driver.h"
+#include "drivers/remote_driver.h"
 #include "gateway/admin_service.h"
 #include "gateway/config.h"
 #include "gateway/gateway_core.h"
 #include "gateway/log.h"
+#include "gateway/refresh_scheduler.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
 #include "gateway/unix_socket.h"
@@ -130,12 +132,41 @@ int Run(int argc, char** argv) {
   }
 
   std::unique_ptr<drivers::PolicyDriver> driver;
+  drivers::RemoteDriver* remote = nullptr;
   if (!config->driver_socket.empty()) {
-    LogError("driver_socket: third-party drivers are not supported by this build yet");
-    return kExitStartup;
+    if (!config->builtin_signing_key.empty()) {
+      LogError("builtin_signing_key is for the builtin driver; it cannot be used with driver_socket");
+      return kExitConfig;
+    }
+    drivers::RemoteDriverOptions options;
+    options.socket_path = config->driver_socket;
+    options.connect_timeout_ms = config->driver_connect_timeout_ms;
+    options.call_timeout_ms = config->driver_call_timeout_ms;
+    options.accepted_surfaces = config->accepted_surfaces;
+    options.gateway_version = OSH_VERSION;
+    LogInfo(absl::StrCat("connecting to the policy driver on ", config->driver_socket, " (up to ",
+                         config->driver_connect_timeout_ms, " ms)"));
+    auto started = drivers::RemoteDriver::Start(options);
+    if (!started.ok()) {
+      LogError(absl::StrCat("policy driver: ", started.status().message()));
+      return kExitStartup;
+    }
+    remote = started->get();
+    if (auto caps = remote->GetCapabilities(); caps.ok()) {
+      LogInfo(absl::StrCat("policy driver '", caps->driver_name(), "' ", caps->driver_version(), ": permits_mutation=",
+                           caps->permits_mutation() ? "true" : "false", ", signs_projections=",
+                           caps->signs_projections() ? "true" : "false"));
+      if (trust_store == nullptr && !caps->signs_projections()) {
+        LogWarning("the driver does not sign and no trust store is configured: nothing proves where policies come from");
+      }
+    } else {
+      LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE at start-up (", config->driver_socket,
+                            "): starting degraded; admissions fail closed until it answers"));
+    }
+    driver = *std::move(started);
   }
   std::optional<builtin_driver::SigningKey> signing_key;
-  if (!config->builtin_signing_key.empty()) {
+  if (driver == nullptr && !config->builtin_signing_key.empty()) {
     auto pem = policy::ReadFileToString(config->builtin_signing_key);
     if (!pem.ok()) {
       LogError(absl::StrCat("builtin_signing_key: ", pem.status().message()));
@@ -148,7 +179,7 @@ int Run(int argc, char** argv) {
     }
     signing_key = builtin_driver::SigningKey{*std::move(key), config->builtin_signing_key_id};
   }
-  driver = std::make_unique<builtin_driver::BuiltinDriver>(store->get(), std::move(signing_key));
+  if (driver == nullptr) driver = std::make_unique<builtin_driver::BuiltinDriver>(store->get(), std::move(signing_key));
 
   SandboxRegistry registry;
   GatewayCore core(*config, store->get(), driver.get(), &registry, trust_store);
@@ -174,9 +205,25 @@ int Run(int argc, char** argv) {
     admin->server->Shutdown();
     return kExitStartup;
   }
-  for (auto* server : {admin->server.get(), sandbox->server.get()}) {
-    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService, driver->available());
+  // Admission health follows the driver; always read its current state, so updates cannot reorder.
+  absl::Mutex health_mu;
+  auto update_health = [&] {
+    absl::MutexLock lock(&health_mu);
+    for (auto* server : {admin->server.get(), sandbox->server.get()}) {
+      server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService, driver->available());
+    }
+  };
+  if (remote != nullptr) {
+    remote->SetStateListener([&core, &pool, &update_health](bool available, const std::string& detail) {
+      update_health();
+      pool.Submit([&core, available, detail] {
+        core.OnDriverState(available, detail);
+        if (available) core.DeliverPendingReleases();
+      });
+    });
   }
+  update_health();
+  RefreshScheduler scheduler(&core, &registry, driver.get(), config->refresh_interval_s);
   LogInfo(absl::StrCat("serving: driver ", driver->kind(), ", ", *loaded, " admitted sandbox(es), admin ", admin->path,
                        ", sandbox ", sandbox->path, ", database ", db_path));
 
@@ -197,6 +244,7 @@ int Run(int argc, char** argv) {
     LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
     break;
   }
+  if (remote != nullptr) remote->SetStateListener(nullptr);
   registry.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   admin->server->Shutdown(deadline);

@@ -15,7 +15,7 @@ constexpr size_t kMaxQueuedProjections = 16;
 // gateway stops or the client goes away. Registered with the registry for its whole life.
 class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
  public:
-  WatchReactor(SandboxRegistry* registry, const std::string& handle) : registry_(registry) {
+  WatchReactor(SandboxRegistry* registry, const GatewayCore* core, const std::string& handle) : registry_(registry) {
     auto watched = registry_->Watch(handle, this);
     absl::MutexLock lock(&mu_);
     if (!watched) {
@@ -24,6 +24,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     }
     sandbox_id_ = watched->sandbox_id;
     registered_ = true;
+    if (absl::Status serving = core->ServingError(*watched->projection); !serving.ok()) {
+      FinishLocked(ToGrpc(serving));
+      return;
+    }
     // A newer projection may already have arrived through OnProjection; never send an older one after it.
     if (!started_) EnqueueLocked(watched->projection);
   }
@@ -123,6 +127,10 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
     reactor->Finish(kUnauthenticated);
     return reactor;
   }
+  if (absl::Status serving = core_->ServingError(*authenticated->projection); !serving.ok()) {
+    reactor->Finish(ToGrpc(serving));
+    return reactor;
+  }
   *response = *authenticated->projection;
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -130,7 +138,7 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
     grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
-  return new WatchReactor(registry_, BearerToken(*context));
+  return new WatchReactor(registry_, core_, BearerToken(*context));
 }
 
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,

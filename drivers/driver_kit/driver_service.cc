@@ -1,0 +1,221 @@
+#include "drivers/driver_kit/driver_service.h"
+
+#include <openssl/rand.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/policy_file.h"
+#include "trust/encoding.h"
+
+namespace osh::driver_kit {
+namespace {
+
+constexpr char kSurface[] = "openshell.sandbox.v1";
+
+std::string NewHandle() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();
+  return absl::StrCat("h_", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+void Log(const std::string& line) { std::cerr << line << std::endl; }
+
+bool SomethingListens(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const bool listening = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return listening;
+}
+
+}  // namespace
+
+DriverService::DriverService(DriverOptions options, PolicySource source)
+    : options_(std::move(options)), source_(std::move(source)) {}
+
+grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerContext* ctx,
+                                                         const driver_v1::GetCapabilitiesRequest*,
+                                                         driver_v1::Capabilities* response) {
+  response->set_driver_name(options_.driver_name);
+  response->set_driver_version(options_.driver_version);
+  response->set_api_version(1);
+  response->add_supported_surfaces(kSurface);
+  response->set_permits_mutation(false);
+  response->set_signs_projections(options_.signing_key.has_value());
+  response->add_features("policy_version");
+  if (options_.bind_context) response->add_features("context_binding");
+  if (options_.expires_in_s > 0) response->add_features("expiry");
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerContext* ctx,
+                                                       const driver_v1::AcquireHandleRequest* request,
+                                                       driver_v1::AcquireHandleResponse* response) {
+  const auto& context = request->context();
+  if (context.sandbox_id().empty() || context.user_subject().empty()) {
+    return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "context.sandbox_id and context.user_subject are required"));
+  }
+  auto sourced = source_(context);
+  if (!sourced.ok() && (absl::IsNotFound(sourced.status()) || absl::IsPermissionDenied(sourced.status()))) {
+    Log(absl::StrCat("acquire refused: sandbox=", context.sandbox_id(), " subject=", context.user_subject(), ": ",
+                     sourced.status().message()));
+    return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(sourced.status().message())));
+  }
+  const std::string key = trust::ContextDigest(context);
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = by_context_.emplace(key, "");
+  if (inserted) {
+    it->second = NewHandle();
+    handles_[it->second] = context;
+    WriteHandlesFileLocked();
+  }
+  response->set_handle(it->second);
+  Log(absl::StrCat("acquire: handle=", it->second, " sandbox=", context.sandbox_id(), inserted ? "" : " (existing)"));
+  return Done(ctx, grpc::Status::OK);
+}
+
+absl::StatusOr<driver_v1::Projection> DriverService::Envelope(const SourcedPolicy& sourced,
+                                                              const driver_v1::RuntimeContext& context) const {
+  driver_v1::Projection p;
+  p.set_surface_id(kSurface);
+  p.set_body(policy::SerializeDeterministic(sourced.policy));
+  p.set_policy_digest(policy::Sha256Hex(p.body()));
+  p.set_policy_version(sourced.version);
+  if (options_.bind_context) p.set_context_digest(trust::ContextDigest(context));
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  p.set_issued_at_unix(now);
+  if (options_.expires_in_s > 0) p.set_expires_at_unix(now + options_.expires_in_s);
+  for (const auto& [k, v] : sourced.audit_context) (*p.mutable_audit_context())[k] = v;
+  if (options_.signing_key) {
+    auto signature = options_.signing_key->Sign(trust::SignedBytes(p));
+    if (!signature.ok()) return signature.status();
+    p.set_signature(*signature);
+    p.set_signing_key_id(options_.signing_key_id);
+  }
+  return p;
+}
+
+grpc::ServerUnaryReactor* DriverService::GetProjection(grpc::CallbackServerContext* ctx,
+                                                       const driver_v1::GetProjectionRequest* request,
+                                                       driver_v1::GetProjectionResponse* response) {
+  driver_v1::RuntimeContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = handles_.find(request->handle());
+    if (it == handles_.end()) return Done(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+    context = it->second;
+  }
+  if (!request->surface_id().empty() && request->surface_id() != kSurface) {
+    response->mutable_no_verified_policy()->set_reason(absl::StrCat("surface '", request->surface_id(), "' is not served"));
+    return Done(ctx, grpc::Status::OK);
+  }
+  auto sourced = source_(context);
+  if (!sourced.ok()) {
+    response->mutable_no_verified_policy()->set_reason(std::string(sourced.status().message()));
+    return Done(ctx, grpc::Status::OK);
+  }
+  auto projection = Envelope(*sourced, context);
+  if (!projection.ok()) return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(projection.status().message())));
+  *response->mutable_projection() = *std::move(projection);
+  return Done(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerContext* ctx,
+                                                       const driver_v1::ReleaseHandleRequest* request,
+                                                       driver_v1::ReleaseHandleResponse*) {
+  absl::MutexLock lock(&mu_);
+  auto it = handles_.find(request->handle());
+  if (it == handles_.end()) {
+    Log(absl::StrCat("release: handle=", request->handle(), " (unknown)"));
+    return Done(ctx, grpc::Status::OK);  // idempotent
+  }
+  by_context_.erase(trust::ContextDigest(it->second));
+  handles_.erase(it);
+  WriteHandlesFileLocked();
+  Log(absl::StrCat("release: handle=", request->handle()));
+  return Done(ctx, grpc::Status::OK);
+}
+
+void DriverService::WriteHandlesFileLocked() {
+  if (options_.handles_file.empty()) return;
+  const std::string tmp = options_.handles_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& [handle, context] : handles_) out << handle << " " << context.sandbox_id() << "\n";
+  }
+  std::rename(tmp.c_str(), options_.handles_file.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a socket"));
+    if (SomethingListens(path)) return absl::FailedPreconditionError(absl::StrCat(path, ": another process serves it"));
+    ::unlink(path.c_str());
+  }
+  const std::string absolute = std::filesystem::absolute(path).lexically_normal().string();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", absolute), grpc::InsecureServerCredentials());
+  builder.RegisterService(service);
+  const mode_t old_mask = ::umask(0177);
+  auto server = builder.BuildAndStart();
+  ::umask(old_mask);
+  if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
+  ::chmod(absolute.c_str(), 0600);
+  return server;
+}
+
+void BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+void RunUntilStopped(grpc::Server* server, const std::string& name) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int signal_number = 0;
+  while (sigwait(&signals, &signal_number) != 0) {
+  }
+  Log(absl::StrCat(name, ": stopping"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+absl::StatusOr<trust::PrivateKey> LoadPrivateKey(const std::string& path) {
+  auto pem = policy::ReadFileToString(path);
+  if (!pem.ok()) return pem.status();
+  auto key = trust::PrivateKey::FromPem(*pem);
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", key.status().message()));
+  return key;
+}
+
+}  // namespace osh::driver_kit

@@ -1,0 +1,86 @@
+// A reusable PolicyDriver server for the drivers shipped in this tree (null-policy-driver, the example
+// signing driver): handles, capabilities, projection envelopes (digest, optional context binding,
+// version, expiry, signature) and serving on a 0600 Unix socket. A driver supplies only its policy
+// source. Not used by the gateway.
+//
+// Thread-safe: the gRPC callback threads call the source concurrently.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "openshell/policy/driver/v1/driver.grpc.pb.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "trust/keys.h"
+
+namespace osh::driver_kit {
+
+namespace driver_v1 = openshell::policy::driver::v1;
+
+// What a driver's source says for one context.
+struct SourcedPolicy {
+  openshell::sandbox::v1::SandboxPolicy policy;
+  uint64_t version = 0;                         // 0: unversioned
+  std::map<std::string, std::string> audit_context;
+};
+
+// The policy for a context: NOT_FOUND / PERMISSION_DENIED refuse the subject at AcquireHandle;
+// any other error becomes no_verified_policy at GetProjection.
+using PolicySource = std::function<absl::StatusOr<SourcedPolicy>(const driver_v1::RuntimeContext&)>;
+
+struct DriverOptions {
+  std::string driver_name;
+  std::string driver_version;
+  std::optional<trust::PrivateKey> signing_key;  // unset: projections are unsigned
+  std::string signing_key_id;
+  bool bind_context = true;       // set context_digest
+  int64_t expires_in_s = 0;       // 0: projections never expire
+  std::string handles_file;       // "": none; else the live handle table is rewritten here on each change
+};
+
+class DriverService final : public driver_v1::PolicyDriver::CallbackService {
+ public:
+  DriverService(DriverOptions options, PolicySource source);
+
+  grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx, const driver_v1::GetCapabilitiesRequest*,
+                                            driver_v1::Capabilities* response) override;
+  grpc::ServerUnaryReactor* AcquireHandle(grpc::CallbackServerContext* ctx, const driver_v1::AcquireHandleRequest* request,
+                                          driver_v1::AcquireHandleResponse* response) override;
+  grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* ctx, const driver_v1::GetProjectionRequest* request,
+                                          driver_v1::GetProjectionResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const driver_v1::ReleaseHandleRequest* request,
+                                          driver_v1::ReleaseHandleResponse* response) override;
+
+  // Builds the envelope for `sourced`, bound to `context`, signed when a key is configured.
+  absl::StatusOr<driver_v1::Projection> Envelope(const SourcedPolicy& sourced, const driver_v1::RuntimeContext& context) const;
+
+ private:
+  void WriteHandlesFileLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const DriverOptions options_;
+  const PolicySource source_;
+  absl::Mutex mu_;
+  std::map<std::string, driver_v1::RuntimeContext> handles_ ABSL_GUARDED_BY(mu_);  // handle -> context
+  std::map<std::string, std::string> by_context_ ABSL_GUARDED_BY(mu_);            // context digest -> handle
+};
+
+// Serves `service` on a Unix socket created 0600 (a stale socket is replaced only if nothing listens).
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service);
+
+// Blocks until SIGTERM or SIGINT (which must be blocked in every thread, see BlockStopSignals), then
+// shuts the server down.
+void RunUntilStopped(grpc::Server* server, const std::string& name);
+// Blocks SIGTERM/SIGINT in the calling thread (call first thing in main, before any thread starts).
+void BlockStopSignals();
+
+// Reads a PEM private key file.
+absl::StatusOr<trust::PrivateKey> LoadPrivateKey(const std::string& path);
+
+}  // namespace osh::driver_kit

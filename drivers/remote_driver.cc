@@ -1,0 +1,262 @@
+#include "drivers/remote_driver.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace osh::drivers {
+namespace {
+
+absl::Status ToAbsl(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+std::string ListOrNone(const std::vector<std::string>& items) {
+  return items.empty() ? "(none)" : absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+}
+
+}  // namespace
+
+absl::Status CheckDriverSocket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("driver socket ", path, " does not exist"));
+    return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, ": ", std::strerror(errno)));
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, " is a symlink; refusing to follow it"));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, " is not a socket"));
+  }
+  if ((st.st_mode & S_IWOTH) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("driver socket ", path, " is writable by others (mode ", absl::StrCat(st.st_mode & 0777), "); refusing it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
+                               const std::vector<std::string>& accepted_surfaces) {
+  const std::vector<std::string> supported(capabilities.supported_surfaces().begin(),
+                                           capabilities.supported_surfaces().end());
+  if (capabilities.api_version() != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "driver '", capabilities.driver_name(), "' speaks api_version ", capabilities.api_version(),
+        "; this gateway speaks 1 (driver surfaces ", ListOrNone(supported), ", accepted surfaces ",
+        ListOrNone(accepted_surfaces), ")"));
+  }
+  for (const auto& surface : accepted_surfaces) {
+    if (std::find(supported.begin(), supported.end(), surface) != supported.end()) return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat("driver '", capabilities.driver_name(),
+                                                    "' supports no accepted surface: driver supports ",
+                                                    ListOrNone(supported), ", gateway accepts ",
+                                                    ListOrNone(accepted_surfaces)));
+}
+
+RemoteDriver::RemoteDriver(RemoteDriverOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<RemoteDriver>> RemoteDriver::Start(RemoteDriverOptions options) {
+  std::unique_ptr<RemoteDriver> driver(new RemoteDriver(std::move(options)));
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(driver->options_.connect_timeout_ms);
+  absl::Status last;
+  do {
+    last = driver->Connect(deadline);
+    if (last.ok()) break;
+    // An unsafe socket or an incompatible driver is a misconfiguration, not an outage.
+    if (absl::IsFailedPrecondition(last)) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::system_clock::now() < deadline);
+  {
+    absl::MutexLock lock(&driver->mu_);
+    if (!last.ok()) driver->last_problem_ = std::string(last.message());
+  }
+  driver->monitor_ = std::thread([d = driver.get()] { d->Monitor(); });
+  return driver;
+}
+
+RemoteDriver::~RemoteDriver() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (monitor_.joinable()) monitor_.join();
+}
+
+void RemoteDriver::SetStateListener(StateListener listener) {
+  absl::MutexLock lock(&mu_);
+  listener_ = std::move(listener);
+}
+
+absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
+  if (auto status = CheckDriverSocket(options_.socket_path); !status.ok()) return status;
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // A distinct argument per attempt: a new subchannel, never one shared with a previous connection.
+  args.SetInt("osh.driver_channel_generation", static_cast<int>(++channel_generation_));
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", options_.socket_path),
+                                           grpc::InsecureChannelCredentials(), args);
+  const auto connect_deadline =
+      std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms));
+  if (!channel->WaitForConnected(connect_deadline)) {
+    return absl::UnavailableError(absl::StrCat("driver socket ", options_.socket_path, ": no driver answers"));
+  }
+  auto stub = std::make_shared<Stub>(channel);
+  driver_v1::GetCapabilitiesRequest request;
+  request.set_gateway_version(options_.gateway_version);
+  for (const auto& s : options_.accepted_surfaces) request.add_accepted_surfaces(s);
+  driver_v1::Capabilities capabilities;
+  auto ctx = CallContext();
+  if (grpc::Status status = stub->GetCapabilities(ctx.get(), request, &capabilities); !status.ok()) {
+    return absl::UnavailableError(absl::StrCat("GetCapabilities: ", status.error_message()));
+  }
+  capabilities.DiscardUnknownFields();
+  if (auto status = CheckCapabilities(capabilities, options_.accepted_surfaces); !status.ok()) return status;
+  {
+    absl::MutexLock lock(&mu_);
+    stub_ = std::move(stub);
+    capabilities_ = capabilities;
+  }
+  MarkUp(absl::StrCat("driver '", capabilities.driver_name(), "' ", capabilities.driver_version(),
+                      " connected on ", options_.socket_path));
+  return absl::OkStatus();
+}
+
+std::shared_ptr<RemoteDriver::Stub> RemoteDriver::stub() const {
+  absl::MutexLock lock(&mu_);
+  return stub_;
+}
+
+std::unique_ptr<grpc::ClientContext> RemoteDriver::CallContext() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms));
+  return ctx;
+}
+
+void RemoteDriver::MarkUp(const std::string& detail) {
+  StateListener listener;
+  {
+    absl::MutexLock lock(&mu_);
+    last_problem_.clear();
+    if (available_.exchange(true)) return;
+    listener = listener_;
+  }
+  if (listener) listener(true, detail);
+}
+
+void RemoteDriver::MarkDown(const std::string& detail) {
+  StateListener listener;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool was_available = available_.exchange(false);
+    stub_.reset();
+    if (!was_available && detail == last_problem_) return;
+    last_problem_ = detail;
+    listener = listener_;
+  }
+  if (listener) listener(false, detail);
+}
+
+absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    MarkDown(absl::StrCat(method, ": ", status.error_message()));
+  }
+  return ToAbsl(status);
+}
+
+void RemoteDriver::Monitor() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(options_.probe_interval_ms));
+      if (stopping_) return;
+    }
+    if (!available()) {
+      const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
+      if (absl::Status status = Connect(deadline); !status.ok()) MarkDown(std::string(status.message()));
+      continue;
+    }
+    // Connected: probe, so a driver that died between calls is noticed without traffic.
+    auto current = stub();
+    if (current == nullptr) continue;
+    driver_v1::GetCapabilitiesRequest request;
+    request.set_gateway_version(options_.gateway_version);
+    for (const auto& s : options_.accepted_surfaces) request.add_accepted_surfaces(s);
+    driver_v1::Capabilities capabilities;
+    auto ctx = CallContext();
+    grpc::Status status = current->GetCapabilities(ctx.get(), request, &capabilities);
+    if (!status.ok()) {
+      MarkDown(absl::StrCat("GetCapabilities: ", status.error_message()));
+      continue;
+    }
+    capabilities.DiscardUnknownFields();
+    if (absl::Status compatible = CheckCapabilities(capabilities, options_.accepted_surfaces); !compatible.ok()) {
+      MarkDown(std::string(compatible.message()));
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    capabilities_ = capabilities;
+  }
+}
+
+absl::StatusOr<driver_v1::Capabilities> RemoteDriver::GetCapabilities() {
+  absl::MutexLock lock(&mu_);
+  if (!capabilities_) return absl::UnavailableError("the policy driver has never answered");
+  return *capabilities_;
+}
+
+absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context) {
+  auto current = stub();
+  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
+  driver_v1::AcquireHandleRequest request;
+  *request.mutable_context() = context;
+  driver_v1::AcquireHandleResponse response;
+  auto ctx = CallContext();
+  if (grpc::Status status = current->AcquireHandle(ctx.get(), request, &response); !status.ok()) {
+    return CallFailed(status, "AcquireHandle");
+  }
+  if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
+  return response.handle();
+}
+
+absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
+                                                                            const std::string& surface_id) {
+  auto current = stub();
+  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
+  driver_v1::GetProjectionRequest request;
+  request.set_handle(handle);
+  request.set_surface_id(surface_id);
+  driver_v1::GetProjectionResponse response;
+  auto ctx = CallContext();
+  if (grpc::Status status = current->GetProjection(ctx.get(), request, &response); !status.ok()) {
+    return CallFailed(status, "GetProjection");
+  }
+  if (!response.has_projection() && !response.has_no_verified_policy()) {
+    return absl::InternalError("GetProjection: the driver returned neither a projection nor no_verified_policy");
+  }
+  return response;
+}
+
+absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
+  auto current = stub();
+  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
+  driver_v1::ReleaseHandleRequest request;
+  request.set_handle(handle);
+  driver_v1::ReleaseHandleResponse response;
+  auto ctx = CallContext();
+  grpc::Status status = current->ReleaseHandle(ctx.get(), request, &response);
+  if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
+  return CallFailed(status, "ReleaseHandle");
+}
+
+}  // namespace osh::drivers

@@ -1,0 +1,93 @@
+// The remote driver: the PolicyDriver contract of SPEC §3 spoken over a Unix socket to an operator-run
+// process. Fail-closed: while the driver is unreachable, available() is false and every call answers
+// UNAVAILABLE at once; a background monitor reconnects (re-checking the socket file and capabilities
+// each time) and reports every change of state to the listener.
+//
+// Thread-safe. The monitor thread runs from Start() until destruction.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/synchronization/mutex.h"
+#include "drivers/policy_driver.h"
+#include "openshell/policy/driver/v1/driver.grpc.pb.h"
+
+namespace osh::drivers {
+
+struct RemoteDriverOptions {
+  std::string socket_path;
+  int64_t connect_timeout_ms = 30000;  // start-up: keep trying this long before starting degraded
+  int64_t call_timeout_ms = 5000;      // the deadline of every driver call
+  int64_t probe_interval_ms = 1000;    // how often a connected driver is probed, and a lost one retried
+  std::vector<std::string> accepted_surfaces;
+  std::string gateway_version;
+};
+
+// Checks the socket file before any connection: NOT_FOUND when it does not exist (yet);
+// FAILED_PRECONDITION when it is a symlink, not a socket, or writable by others.
+absl::Status CheckDriverSocket(const std::string& path);
+
+// api_version must be 1 and supported_surfaces must meet accepted_surfaces; otherwise
+// FAILED_PRECONDITION naming both lists.
+absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
+                               const std::vector<std::string>& accepted_surfaces);
+
+class RemoteDriver final : public PolicyDriver {
+ public:
+  // Called on every change of state (true = available) with a human-readable reason, and again while
+  // unavailable whenever the reason changes (e.g. the socket appeared but is unsafe). Called from the
+  // monitor thread or from the thread whose call found the driver gone; never with a lock held.
+  using StateListener = std::function<void(bool available, const std::string& detail)>;
+
+  // Connects with retry until connect_timeout_ms and checks capabilities. Errors mean the daemon must not
+  // start: an unsafe socket file, or an incompatible driver (wrong api_version, no surface overlap).
+  // A driver that is merely unreachable is not an error: it starts unavailable and keeps retrying.
+  static absl::StatusOr<std::unique_ptr<RemoteDriver>> Start(RemoteDriverOptions options);
+  ~RemoteDriver() override;
+
+  // Replaces the listener (it is not called for the state at the time of the call).
+  void SetStateListener(StateListener listener);
+
+  std::string kind() const override { return "remote"; }
+  absl::StatusOr<driver_v1::Capabilities> GetCapabilities() override;
+  absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context) override;
+  absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
+                                                                const std::string& surface_id) override;
+  absl::Status ReleaseHandle(const std::string& handle) override;
+  bool available() const override { return available_.load(); }
+
+ private:
+  explicit RemoteDriver(RemoteDriverOptions options);
+  using Stub = driver_v1::PolicyDriver::Stub;
+
+  // One connection attempt: socket check, fresh channel, wait for it until `deadline`, capabilities.
+  absl::Status Connect(std::chrono::system_clock::time_point deadline);
+  std::shared_ptr<Stub> stub() const;
+  std::unique_ptr<grpc::ClientContext> CallContext() const;
+  // Interprets a failed call: UNAVAILABLE means the driver is gone.
+  absl::Status CallFailed(const grpc::Status& status, const char* method);
+  void MarkDown(const std::string& detail);
+  void MarkUp(const std::string& detail);
+  void Monitor();
+
+  const RemoteDriverOptions options_;
+  std::atomic<bool> available_{false};
+  std::atomic<int64_t> channel_generation_{0};
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
+  std::optional<driver_v1::Capabilities> capabilities_ ABSL_GUARDED_BY(mu_);
+  StateListener listener_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
+  std::thread monitor_;
+};
+
+}  // namespace osh::drivers
