@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "gateway/clock.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -18,8 +19,6 @@
 
 namespace osh::gateway {
 namespace {
-
-int64_t NowUnix() { return absl::ToUnixSeconds(absl::Now()); }
 
 constexpr char kVerificationNone[] = "none";
 constexpr char kVerificationVerified[] = "verified";
@@ -176,7 +175,7 @@ void GatewayCore::ReleaseAcquired(const Acquisition& acquired) {
     return;
   }
   LogWarning(absl::StrCat("driver handle release queued (driver: ", status.message(), ")"));
-  if (auto s = store_->QueueAcquiredRelease(acquired.id); !s.ok()) {
+  if (auto s = store_->QueueAcquiredRelease(acquired.id, acquired.handle); !s.ok()) {
     LogError(absl::StrCat("cannot queue a driver handle release: ", s.ToString()));
   }
 }
@@ -208,15 +207,19 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   }
   if (!driver_->available()) return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
 
+  auto intent = store_->RecordAdmissionIntent(context);
+  if (!intent.ok()) return intent.status();
   auto handle = driver_->AcquireHandle(context);
-  if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
-  Acquisition acquired{0, *handle};
-  if (auto id = store_->RecordAcquired(*handle); id.ok()) {
-    acquired.id = *id;
-  } else {
-    driver_->ReleaseHandle(*handle).IgnoreError();
-    return id.status();
+  if (!handle.ok()) {
+    // Unreachable: a handle may exist that we never heard of; release it by context later.
+    if (absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status())) {
+      store_->QueueAcquiredRelease(*intent, "").IgnoreError();
+    } else {
+      store_->DropAdmissionIntent(*intent).IgnoreError();
+    }
+    return DriverError(handle.status(), "AcquireHandle");
   }
+  Acquisition acquired{*intent, *handle};
   auto response = driver_->GetProjection(*handle, SurfaceFor());
   if (!response.ok()) {
     ReleaseAcquired(acquired);
@@ -292,16 +295,37 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
 }
 
 void GatewayCore::DeliverPendingReleases() {
+  if (!driver_->available()) return;
   absl::MutexLock lock(&release_mu_);
   auto pending = store_->PendingReleases();
   if (!pending.ok()) return;
   for (const auto& release : *pending) {
-    const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
-    if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
     store::AuditEvent event;
     event.type = "release";
+    event.sandbox_id = release.context.sandbox_id();
     event.outcome = "ok";
-    event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+    if (release.driver_handle.empty()) {
+      // The handle of an admission that never finished was not recorded. Re-acquire it for the same
+      // context (drivers may return the same handle) and release that, unless the sandbox was
+      // admitted since or is being admitted now: then its live handle must stay.
+      AdmissionSlot slot(&admitting_mu_, &admitting_, release.context.sandbox_id());
+      if (!slot.acquired()) continue;
+      if (registry_->Contains(release.context.sandbox_id())) {
+        event.reason = absl::StrCat("release #", release.id, " dropped: the sandbox was admitted since");
+      } else {
+        auto handle = driver_->AcquireHandle(release.context);
+        if (!handle.ok() && (absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status()))) return;
+        if (handle.ok()) {
+          const absl::Status status = driver_->ReleaseHandle(*handle);
+          if (!status.ok() && !absl::IsNotFound(status)) return;
+        }
+        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id, ", by context)");
+      }
+    } else {
+      const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
+      if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
+      event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+    }
     if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {
       LogError(absl::StrCat("cannot complete release #", release.id, ": ", s.ToString()));
       return;

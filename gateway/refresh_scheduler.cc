@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/time/clock.h"
+#include "gateway/clock.h"
 
 namespace osh::gateway {
 
@@ -43,7 +44,7 @@ void RefreshScheduler::Run() {
 void RefreshScheduler::Tick() {
   if (!driver_->available()) return;
   core_->DeliverPendingReleases();
-  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  const int64_t now = NowUnix();
   std::map<std::string, int64_t> seen;
   for (const auto& snapshot : registry_->All()) {
     const std::string& id = snapshot.record.context.sandbox_id();

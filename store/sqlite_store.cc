@@ -74,6 +74,7 @@ CREATE TABLE audit_events (
     // 2: admissions in flight note their driver handle before anything else is written.
     R"sql(
 ALTER TABLE pending_releases ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pending_releases ADD COLUMN context BLOB NOT NULL DEFAULT x'';
 )sql",
 };
 
@@ -345,18 +346,27 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   return out;
 }
 
-absl::StatusOr<int64_t> SqliteStore::RecordAcquired(const std::string& driver_handle) {
+absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context) {
   absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("INSERT INTO pending_releases (driver_handle, queued_at, in_flight) VALUES (?, ?, 1)");
+  auto stmt = db_.Prepare(
+      "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context) VALUES ('', ?, 1, ?)");
   if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, driver_handle).Bind(2, NowMs() / 1000);
+  stmt->Bind(1, NowMs() / 1000).BindBlob(2, policy::SerializeDeterministic(context));
   OSH_RETURN_IF_ERROR(stmt->Run());
   return db_.LastInsertRowId();
 }
 
-absl::Status SqliteStore::QueueAcquiredRelease(int64_t id) {
+absl::Status SqliteStore::QueueAcquiredRelease(int64_t id, const std::string& driver_handle) {
   absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("UPDATE pending_releases SET in_flight = 0 WHERE id = ?");
+  auto stmt = db_.Prepare("UPDATE pending_releases SET in_flight = 0, driver_handle = ? WHERE id = ?");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, driver_handle).Bind(2, id);
+  return stmt->Run();
+}
+
+absl::Status SqliteStore::DropAdmissionIntent(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto stmt = db_.Prepare("DELETE FROM pending_releases WHERE id = ? AND in_flight = 1");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, id);
   return stmt->Run();
@@ -364,14 +374,16 @@ absl::Status SqliteStore::QueueAcquiredRelease(int64_t id) {
 
 absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
   absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("SELECT id, driver_handle FROM pending_releases WHERE in_flight = 0 ORDER BY id");
+  auto stmt = db_.Prepare("SELECT id, driver_handle, context FROM pending_releases WHERE in_flight = 0 ORDER BY id");
   if (!stmt.ok()) return stmt.status();
   std::vector<PendingRelease> out;
   for (;;) {
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    out.push_back({stmt->Int(0), stmt->Text(1)});
+    PendingRelease release{stmt->Int(0), stmt->Text(1), {}};
+    if (!release.context.ParseFromString(stmt->Blob(2))) return absl::DataLossError("sqlite: a pending release does not decode");
+    out.push_back(std::move(release));
   }
   return out;
 }

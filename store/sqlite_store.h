@@ -30,8 +30,9 @@ class SqliteStore final : public Store {
                             int64_t now_unix, AuditEvent event) override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
 
-  absl::StatusOr<int64_t> RecordAcquired(const std::string& driver_handle) override;
-  absl::Status QueueAcquiredRelease(int64_t id) override;
+  absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context) override;
+  absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) override;
+  absl::Status DropAdmissionIntent(int64_t id) override;
   absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;
   absl::Status CompleteRelease(int64_t id, AuditEvent event) override;
 

@@ -27,7 +27,7 @@ struct SandboxRecord {
   RuntimeContext context;
   std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
   std::string driver_handle;
-  int64_t acquisition_id = 0;  // InsertSandbox only: the RecordAcquired row this admission settles
+  int64_t acquisition_id = 0;  // InsertSandbox only: the RecordAdmissionIntent row this admission settles
   Projection projection;       // the admitted envelope, body included, exactly as admitted
   std::string verification;    // "none" or "verified"
   std::vector<std::string> signing_key_ids;  // the keys that were counted
@@ -52,7 +52,8 @@ struct PolicyRevisionRecord {
 
 struct PendingRelease {
   int64_t id = 0;
-  std::string driver_handle;
+  std::string driver_handle;  // "" when the handle never reached the store: re-acquire by `context` to release
+  RuntimeContext context;
 };
 
 class Store {
@@ -77,12 +78,14 @@ class Store {
   virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() = 0;
 
   // --- Driver handle releases (durable queue) ------------------------------------------------
-  // A driver handle was just acquired for an admission in flight: durably noted as "release unless
-  // admitted", so a crash before the admission commits cannot leak it. InsertSandbox with the returned
-  // id removes the note in its transaction; QueueAcquiredRelease makes the release due. Notes left in
-  // flight by a crash become due when the store is opened again.
-  virtual absl::StatusOr<int64_t> RecordAcquired(const std::string& driver_handle) = 0;
-  virtual absl::Status QueueAcquiredRelease(int64_t id) = 0;
+  // Before a driver handle is acquired for an admission, its context is durably noted ("release whatever
+  // is acquired for this unless admitted"), so a crash at any later point cannot leak the handle.
+  // InsertSandbox with the returned id removes the note in its transaction; QueueAcquiredRelease makes
+  // the release due (with the handle when known); DropAdmissionIntent forgets it (nothing was acquired).
+  // Notes left in flight by a crash become due, without a handle, when the store is opened again.
+  virtual absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context) = 0;
+  virtual absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) = 0;
+  virtual absl::Status DropAdmissionIntent(int64_t id) = 0;
   // Releases that are due (not in flight), oldest first.
   virtual absl::StatusOr<std::vector<PendingRelease>> PendingReleases() = 0;
   virtual absl::Status CompleteRelease(int64_t id, AuditEvent event) = 0;

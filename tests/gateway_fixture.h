@@ -20,12 +20,16 @@ namespace drv = openshell::policy::driver::v1;
 
 class GatewayFixture {
  public:
-  explicit GatewayFixture(std::vector<std::string> extra_args = {}) : extra_args_(std::move(extra_args)) { Start(); }
+  explicit GatewayFixture(std::vector<std::string> extra_args = {}, std::vector<std::string> env = {},
+                          std::string binary = OSH_GATEWAY_BINARY)
+      : extra_args_(std::move(extra_args)), env_(std::move(env)), binary_(std::move(binary)) {
+    Start();
+  }
 
   void Start() {
-    std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", state_dir()};
+    std::vector<std::string> argv = {binary_, "--state-dir", state_dir()};
     argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
-    process_ = std::make_unique<Process>(argv, log_path());
+    process_ = std::make_unique<Process>(argv, log_path(), "", env_);
     REQUIRE(WaitForSocket(sandbox_socket()));
     REQUIRE(WaitForSocket(admin_socket()));
     admin_ = gw::PolicyGateway::NewStub(Channel(admin_socket()));
@@ -85,9 +89,46 @@ class GatewayFixture {
  private:
   TempDir dir_;
   std::vector<std::string> extra_args_;
+  std::vector<std::string> env_;
+  std::string binary_;
   std::unique_ptr<Process> process_;
   std::unique_ptr<gw::PolicyGateway::Stub> admin_;
   std::unique_ptr<gw::SandboxPolicy::Stub> sandbox_;
+};
+
+// A driver process (null-policy-driver, fake-policy-driver, the example) on a socket in its own folder.
+class DriverProcess {
+ public:
+  DriverProcess(const TempDir& dir, std::string name, std::vector<std::string> args)
+      : dir_(dir), name_(std::move(name)), args_(std::move(args)) {}
+  std::string socket() const { return dir_ / (name_ + ".sock"); }
+  std::string log_path(int start = 0) const {
+    return dir_ / (name_ + "." + std::to_string(start > 0 ? start : starts_) + ".log");
+  }
+  // The log of the current run, or of the given run (1 = first start).
+  std::string log(int start = 0) const { return ReadAll(log_path(start)); }
+  void Start() {
+    ++starts_;
+    std::vector<std::string> argv = args_;
+    argv.insert(argv.begin() + 1, {"--socket", socket()});
+    process_ = std::make_unique<Process>(argv, log_path());
+    REQUIRE(WaitForSocket(socket()));
+  }
+  void Kill9() {
+    process_->Signal(SIGKILL);
+    process_->Wait();
+  }
+  int Stop() {
+    process_->Signal(SIGTERM);
+    return process_->Wait();
+  }
+
+ private:
+  const TempDir& dir_;
+  std::string name_;
+  std::vector<std::string> args_;
+  int starts_ = 0;
+  std::unique_ptr<Process> process_;
 };
 
 }  // namespace osh::test

@@ -209,31 +209,39 @@ TEST_CASE("store: a database from a newer gateway is refused", "[store]") {
   CHECK_THAT(std::string(store.status().message()), Catch::Contains("schema version 99 is newer"));
 }
 
-TEST_CASE("store: an acquisition in flight is settled by its admission, or released after a crash", "[store]") {
+TEST_CASE("store: an admission intent is settled by its admission, or its release is due after a crash", "[store]") {
   osh::test::TempDir dir;
   const std::string path = dir / "gateway.db";
+  auto context = [](const std::string& id) {
+    openshell::policy::driver::v1::RuntimeContext c;
+    c.set_sandbox_id(id);
+    c.set_user_subject("alice@example.com");
+    return c;
+  };
   {
     auto store = osh::store::SqliteStore::Open(path);
     REQUIRE(store.ok());
-    auto admitted = (*store)->RecordAcquired("dh-admitted");
-    auto refused = (*store)->RecordAcquired("dh-refused");
-    auto crashed = (*store)->RecordAcquired("dh-crashed");
-    REQUIRE((admitted.ok() && refused.ok() && crashed.ok()));
-    // In flight: not due for release yet.
-    CHECK((*store)->PendingReleases()->empty());
+    auto admitted = (*store)->RecordAdmissionIntent(context("sb-a"));
+    auto refused = (*store)->RecordAdmissionIntent(context("sb-r"));
+    auto failed = (*store)->RecordAdmissionIntent(context("sb-f"));
+    auto crashed = (*store)->RecordAdmissionIntent(context("sb-c"));
+    REQUIRE((admitted.ok() && refused.ok() && failed.ok() && crashed.ok()));
+    CHECK((*store)->PendingReleases()->empty());  // in flight: not due
     auto record = Sandbox("sb-a", "handle-a", "body-a");
     record.driver_handle = "dh-admitted";
     record.acquisition_id = *admitted;
     REQUIRE((*store)->InsertSandbox(record, Event("admission")).ok());
-    REQUIRE((*store)->QueueAcquiredRelease(*refused).ok());
+    REQUIRE((*store)->QueueAcquiredRelease(*refused, "dh-refused").ok());
+    REQUIRE((*store)->DropAdmissionIntent(*failed).ok());
     auto due = (*store)->PendingReleases();
     REQUIRE(due->size() == 1);
     CHECK((*due)[0].driver_handle == "dh-refused");
-  }  // "crash": dh-crashed was never settled
+    CHECK((*due)[0].context.sandbox_id() == "sb-r");
+  }  // "crash": sb-c's intent was never settled
   auto reopened = osh::store::SqliteStore::Open(path);
   REQUIRE(reopened.ok());
   auto due = (*reopened)->PendingReleases();
   REQUIRE(due->size() == 2);
-  CHECK((*due)[0].driver_handle == "dh-refused");
-  CHECK((*due)[1].driver_handle == "dh-crashed");
+  CHECK((*due)[1].driver_handle.empty());
+  CHECK((*due)[1].context.sandbox_id() == "sb-c");
 }

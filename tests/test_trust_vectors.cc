@@ -6,71 +6,14 @@
 
 #include "policy/digest.h"
 #include "tests/test_support.h"
+#include "tests/vectors.h"
 #include "trust/encoding.h"
 #include "trust/keys.h"
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
 
-namespace {
-
-using google::protobuf::Struct;
-using google::protobuf::Value;
-using openshell::policy::driver::v1::Projection;
-using openshell::policy::driver::v1::RuntimeContext;
+using namespace osh::test::vectors;
 using osh::test::FromHex;
-
-const Struct& Vectors() {
-  static const Struct vectors = osh::test::LoadJson(osh::test::DataDir() / "projection-vectors.json");
-  return vectors;
-}
-
-std::string Str(const Struct& s, const std::string& field) { return s.fields().at(field).string_value(); }
-
-std::string ToJson(const Value& value) {
-  std::string out;
-  REQUIRE(google::protobuf::util::MessageToJsonString(value, &out).ok());
-  return out;
-}
-
-RuntimeContext ContextFrom(const Struct& s) {
-  RuntimeContext context;
-  context.set_sandbox_id(Str(s, "sandbox_id"));
-  context.set_user_subject(Str(s, "user_subject"));
-  for (const auto& [k, v] : s.fields().at("attributes").struct_value().fields()) (*context.mutable_attributes())[k] = v.string_value();
-  return context;
-}
-
-// The same file read by the YAML 1.2 parser, which keeps number literals as text: Struct holds numbers
-// as doubles and would round 2^64-1.
-const YAML::Node& ExactVectors() {
-  static const YAML::Node vectors = YAML::LoadFile((osh::test::DataDir() / "projection-vectors.json").string());
-  return vectors;
-}
-
-// Envelope fields from a vector object; `exact` is the same object read for exact integers.
-Projection EnvelopeFrom(const Struct& s, const YAML::Node& exact) {
-  Projection p;
-  p.set_surface_id(Str(s, "surface_id"));
-  p.set_policy_digest(Str(s, "policy_digest"));
-  p.set_policy_version(std::stoull(exact["policy_version"].Scalar()));
-  p.set_context_digest(Str(s, "context_digest"));
-  p.set_issued_at_unix(std::stoll(exact["issued_at_unix"].Scalar()));
-  p.set_expires_at_unix(std::stoll(exact["expires_at_unix"].Scalar()));
-  for (const auto& [k, v] : s.fields().at("audit_context").struct_value().fields()) (*p.mutable_audit_context())[k] = v.string_value();
-  if (s.fields().contains("body")) p.set_body(FromHex(Str(s, "body")));
-  if (s.fields().contains("signature")) p.set_signature(FromHex(Str(s, "signature")));
-  if (s.fields().contains("signing_key_id")) p.set_signing_key_id(Str(s, "signing_key_id"));
-  if (s.fields().contains("additional_signatures")) {
-    for (const auto& sig : s.fields().at("additional_signatures").list_value().values()) {
-      auto* out = p.add_additional_signatures();
-      out->set_key_id(Str(sig.struct_value(), "key_id"));
-      out->set_signature(FromHex(Str(sig.struct_value(), "signature")));
-    }
-  }
-  return p;
-}
-
-}  // namespace
 
 TEST_CASE("vectors: context digests match byte for byte", "[trust][vectors]") {
   const auto& cases = Vectors().fields().at("context_digests").list_value().values();

@@ -1,0 +1,121 @@
+// fake-policy-driver: a real PolicyDriver gRPC server that misbehaves on purpose, for tests only.
+// It serves whatever GetProjectionResponse (protobuf JSON) is in --response-file, re-read on every call,
+// so a test can swap in a tampered, rolled-back, expired or foreign projection between calls. Its
+// capabilities are set by flags (wrong api_version, foreign surfaces), and it can stall every call.
+#include <signal.h>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "drivers/driver_kit/driver_service.h"
+#include "policy/policy_file.h"
+
+namespace {
+
+namespace drv = openshell::policy::driver::v1;
+
+struct FakeOptions {
+  uint32_t api_version = 1;
+  std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
+  bool permits_mutation = false;
+  bool signs = true;
+  std::string response_file;
+  int stall_ms = 0;
+  bool refuse_all = false;
+};
+
+class FakeDriver final : public drv::PolicyDriver::CallbackService {
+ public:
+  explicit FakeDriver(FakeOptions options) : options_(std::move(options)) {}
+
+  grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx, const drv::GetCapabilitiesRequest*,
+                                            drv::Capabilities* out) override {
+    out->set_driver_name("fake-policy-driver");
+    out->set_driver_version("test");
+    out->set_api_version(options_.api_version);
+    for (const auto& s : options_.surfaces) out->add_supported_surfaces(s);
+    out->set_permits_mutation(options_.permits_mutation);
+    out->set_signs_projections(options_.signs);
+    return Done(ctx, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* AcquireHandle(grpc::CallbackServerContext* ctx, const drv::AcquireHandleRequest* request,
+                                          drv::AcquireHandleResponse* out) override {
+    Stall();
+    if (options_.refuse_all) return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "subject not served"));
+    absl::MutexLock lock(&mu_);
+    const std::string handle = absl::StrCat("fake-", ++next_);
+    handles_[handle] = request->context().sandbox_id();
+    std::cerr << "acquire: handle=" << handle << " sandbox=" << request->context().sandbox_id() << std::endl;
+    out->set_handle(handle);
+    return Done(ctx, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* ctx, const drv::GetProjectionRequest* request,
+                                          drv::GetProjectionResponse* out) override {
+    Stall();
+    {
+      absl::MutexLock lock(&mu_);
+      if (handles_.count(request->handle()) == 0) return Done(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+    }
+    auto text = osh::policy::ReadFileToString(options_.response_file);
+    if (!text.ok()) return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(text.status().message())));
+    if (auto s = google::protobuf::util::JsonStringToMessage(*text, out); !s.ok()) {
+      return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, s.message().as_string()));
+    }
+    return Done(ctx, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
+                                          drv::ReleaseHandleResponse*) override {
+    absl::MutexLock lock(&mu_);
+    const bool known = handles_.erase(request->handle()) > 0;
+    std::cerr << "release: handle=" << request->handle() << (known ? "" : " (unknown)") << std::endl;
+    return Done(ctx, grpc::Status::OK);
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(std::move(status));
+    return reactor;
+  }
+  void Stall() const {
+    if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
+  }
+
+  const FakeOptions options_;
+  absl::Mutex mu_;
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::string> handles_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  osh::driver_kit::BlockStopSignals();
+  CLI::App app{"fake-policy-driver: a deliberately configurable PolicyDriver for tests"};
+  FakeOptions options;
+  std::string socket;
+  app.add_option("--socket", socket, "Unix socket")->required();
+  app.add_option("--response-file", options.response_file, "GetProjectionResponse JSON, re-read per call")->required();
+  app.add_option("--api-version", options.api_version, "api_version to claim");
+  app.add_option("--surface", options.surfaces, "supported surface (repeatable)");
+  app.add_flag("--permits-mutation", options.permits_mutation, "claim permits_mutation");
+  app.add_option("--stall-ms", options.stall_ms, "sleep this long in AcquireHandle and GetProjection");
+  app.add_flag("--refuse-all", options.refuse_all, "PERMISSION_DENIED for every AcquireHandle");
+  CLI11_PARSE(app, argc, argv);
+  FakeDriver service(options);
+  auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);
+  if (!server.ok()) {
+    std::cerr << "fake-policy-driver: " << server.status().message() << "\n";
+    return 1;
+  }
+  std::cerr << "fake-policy-driver: serving on " << socket << std::endl;
+  osh::driver_kit::RunUntilStopped(server->get(), "fake-policy-driver");
+  return 0;
+}

@@ -1,0 +1,498 @@
+// Third-party drivers over a Unix socket, with real processes: null-policy-driver, the deliberately
+// misbehaving fake-policy-driver, and the gateway daemon (SPEC §3, §5, §7).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/policy_file.h"
+#include "store/sqlite_store.h"
+#include "tests/gateway_fixture.h"
+#include "tests/vectors.h"
+#include "trust/encoding.h"
+#include "trust/keys.h"
+
+using namespace osh::test;
+
+namespace {
+
+const std::string kPolicy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
+
+std::string AdmissionHealth(GatewayFixture& g) {
+  auto stub = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(g.admin_socket()));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("openshell.policy.gateway.v1.Admission");
+  grpc::health::v1::HealthCheckResponse response;
+  auto status = stub->Check(GatewayFixture::Context().get(), request, &response);
+  if (!status.ok()) return "error";
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? "SERVING" : "NOT_SERVING";
+}
+
+template <typename F>
+bool Eventually(F condition, std::chrono::milliseconds limit = std::chrono::seconds(15)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+gw::GetStatusResponse Status(GatewayFixture& g) {
+  gw::GetStatusResponse out;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &out).ok());
+  return out;
+}
+
+size_t CountLines(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) n += absl::StrContains(line, needle) ? 1 : 0;
+  return n;
+}
+
+// Writes a GetProjectionResponse carrying `projection` for the fake driver.
+void Serve(const std::string& path, const drv::Projection& projection) {
+  drv::GetProjectionResponse response;
+  *response.mutable_projection() = projection;
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(path + ".tmp", json);
+  REQUIRE(std::rename((path + ".tmp").c_str(), path.c_str()) == 0);
+}
+
+// A signed projection of the example policy for `context`.
+drv::Projection Signed(const osh::trust::PrivateKey& key, const std::string& key_id, const drv::RuntimeContext& context,
+                       uint64_t version, int64_t expires_at = 0) {
+  drv::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  auto policy = osh::policy::LoadPolicyFile(kPolicy);
+  REQUIRE(policy.ok());
+  policy->mutable_filesystem()->add_read_only("/opt/v" + std::to_string(version));
+  p.set_body(osh::policy::SerializeDeterministic(*policy));
+  p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
+  p.set_policy_version(version);
+  p.set_context_digest(osh::trust::ContextDigest(context));
+  p.set_issued_at_unix(std::time(nullptr));
+  p.set_expires_at_unix(expires_at);
+  p.set_signing_key_id(key_id);
+  p.set_signature(*key.Sign(osh::trust::SignedBytes(p)));
+  return p;
+}
+
+drv::RuntimeContext Context(const std::string& id) {
+  drv::RuntimeContext c;
+  c.set_sandbox_id(id);
+  c.set_user_subject("alice@example.com");
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("remote: admit through the null driver; the mutation gate refuses every policy change", "[integration][remote]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--policy-version", "3"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  auto status = g.Admit("sb-1", &admitted);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  CHECK(admitted.verification() == "none");
+  CHECK(admitted.policy_version() == 3);
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.body() == osh::policy::SerializeDeterministic(*osh::policy::LoadPolicyFile(kPolicy)));
+  CHECK(fetched.context_digest() == osh::trust::ContextDigest(Context("sb-1")));
+  CHECK(Status(g).capabilities().driver_name() == "null-policy-driver");
+  CHECK(AdmissionHealth(g) == "SERVING");
+
+  // Every mutating method, refused before its handler runs.
+  gw::PolicyRevision revision;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = *osh::policy::LoadPolicyFile(kPolicy);
+  auto refused = g.admin().SetPolicy(GatewayFixture::Context().get(), set, &revision);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(refused.error_message(), "mutation_not_permitted: "));
+  gw::UpdatePolicyRequest update;
+  update.set_scope("default");
+  CHECK(absl::StartsWith(g.admin().UpdatePolicy(GatewayFixture::Context().get(), update, &revision).error_message(),
+                         "mutation_not_permitted: "));
+  gw::DeletePolicyRequest del;
+  del.set_scope("default");
+  CHECK(absl::StartsWith(g.admin().DeletePolicy(GatewayFixture::Context().get(), del, &revision).error_message(),
+                         "mutation_not_permitted: "));
+  // Non-mutating methods still work.
+  gw::RefreshSandboxRequest refresh;
+  refresh.set_sandbox_id("sb-1");
+  gw::RefreshSandboxResponse refreshed;
+  REQUIRE(g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok());
+  CHECK_FALSE(refreshed.changed());  // a fresh issued_at alone is not a new projection
+}
+
+TEST_CASE("remote: a signing null driver verifies end to end; with a trust store, an unsigned one is refused",
+          "[integration][remote][trust]") {
+  TempDir dir;
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  WriteFile(dir / "authority.key", key->ToPem());
+  WriteFile(dir / "trust.json", TrustStoreJson({{"authority", key->PublicKeyPem()}}, 1, true));
+
+  SECTION("signed") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--key", dir / "authority.key",
+                                       "--key-id", "authority"});
+    driver.Start();
+    GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", dir / "trust.json"});
+    gw::AdmitSandboxResponse admitted;
+    auto status = g.Admit("sb-1", &admitted);
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    CHECK(admitted.verification() == "verified");
+    CHECK(admitted.signing_key_ids(0) == "authority");
+    std::string out;
+    REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "--sandbox-socket", g.sandbox_socket(), "fetch", "--handle",
+                        admitted.sandbox_handle(), "--out", dir / "fetched.json"}, &out) == 0);
+    CHECK(RunCommand({OSH_POLICYCTL_BINARY, "verify", "--projection", dir / "fetched.json", "--trust-store",
+                      dir / "trust.json", "--sandbox", "sb-1", "--subject", "alice@example.com"}, &out) == 0);
+    CHECK(absl::StartsWith(out, "ok\n"));
+  }
+  SECTION("unsigned: refused, never admitted with a warning") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
+    driver.Start();
+    GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", dir / "trust.json"});
+    gw::AdmitSandboxResponse admitted;
+    auto status = g.Admit("sb-1", &admitted);
+    CHECK(absl::StartsWith(status.error_message(), "unsigned: "));
+    CHECK(Status(g).admitted_sandboxes() == 0);
+    // The refused admission's handle went back to the driver.
+    CHECK(Eventually([&] { return CountLines(driver.log(), "release: handle=") == 1; }));
+  }
+}
+
+TEST_CASE("remote: driver killed mid-run fails closed, keeps serving, queues releases, resumes", "[integration][remote]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--driver-call-timeout-ms", "2000"});
+  gw::AdmitSandboxResponse one, two;
+  REQUIRE(g.Admit("sb-1", &one).ok());
+  REQUIRE(g.Admit("sb-2", &two).ok());
+
+  driver.Kill9();
+  // Admission fails closed, promptly, with UNAVAILABLE (not a hang until the client's deadline).
+  gw::AdmitSandboxResponse three;
+  const auto started = std::chrono::steady_clock::now();
+  auto refused = g.Admit("sb-3", &three);
+  CHECK(refused.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(absl::StrContains(refused.error_message(), "driver_unavailable"));
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+  CHECK(Eventually([&] { return AdmissionHealth(g) == "NOT_SERVING"; }));
+  // Admitted sandboxes are still served, and can be deleted; the release waits in the queue.
+  drv::Projection fetched;
+  CHECK(g.Fetch(one.sandbox_handle(), &fetched).ok());
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-2");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  CHECK(Status(g).pending_releases() >= 1);
+
+  // The driver comes back: the queued release is delivered exactly once, admissions resume.
+  driver.Start();
+  CHECK(Eventually([&] { return AdmissionHealth(g) == "SERVING"; }));
+  CHECK(Eventually([&] { return Status(g).pending_releases() == 0; }));
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // further retries would show up here
+  const std::string first_run = driver.log(1);
+  const auto at = first_run.find(" sandbox=sb-2");
+  REQUIRE(at != std::string::npos);
+  const auto from = first_run.rfind("handle=", at) + 7;
+  const std::string sb2_handle = first_run.substr(from, at - from);
+  CHECK(CountLines(driver.log(), "release: handle=" + sb2_handle) == 1);
+  REQUIRE(g.Admit("sb-3", &three).ok());
+  CHECK(g.Fetch(one.sandbox_handle(), &fetched).ok());
+  CHECK(absl::StrContains(g.log(), "POLICY DRIVER UNAVAILABLE"));
+}
+
+TEST_CASE("remote: a missing driver starts the gateway degraded; admissions start when it appears",
+          "[integration][remote]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
+  GatewayFixture g({"--driver-socket", driver.socket(), "--driver-connect-timeout-ms", "300"});
+  CHECK(AdmissionHealth(g) == "NOT_SERVING");
+  gw::AdmitSandboxResponse admitted;
+  CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::UNAVAILABLE);
+  driver.Start();
+  CHECK(Eventually([&] { return g.Admit("sb-1", &admitted).ok(); }));
+  CHECK(AdmissionHealth(g) == "SERVING");
+
+  // A restart with the driver gone serves the admitted sandbox at once.
+  REQUIRE(g.Stop() == 0);
+  driver.Kill9();
+  g.Start();
+  drv::Projection fetched;
+  CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  CHECK(AdmissionHealth(g) == "NOT_SERVING");
+}
+
+TEST_CASE("remote: misconfiguration stops the daemon with a message naming both sides", "[integration][remote]") {
+  TempDir dir;
+  WriteFile(dir / "response.json", "{}");
+  auto run_gateway = [&](const std::string& socket, std::string* err) {
+    std::string out;
+    return RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--driver-socket", socket,
+                       "--driver-connect-timeout-ms", "2000"}, &out, err);
+  };
+  std::string err;
+  SECTION("wrong api_version") {
+    DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--api-version", "2"});
+    fake.Start();
+    CHECK(run_gateway(fake.socket(), &err) != 0);
+    CHECK(absl::StrContains(err, "api_version 2"));
+    CHECK(absl::StrContains(err, "openshell.sandbox.v1"));
+  }
+  SECTION("no surface overlap") {
+    DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--surface",
+                                     "acme.policy.v9"});
+    fake.Start();
+    CHECK(run_gateway(fake.socket(), &err) != 0);
+    CHECK(absl::StrContains(err, "acme.policy.v9"));
+    CHECK(absl::StrContains(err, "openshell.sandbox.v1"));
+  }
+  SECTION("unsafe socket files") {
+    DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+    fake.Start();
+    REQUIRE(::symlink(fake.socket().c_str(), (dir / "link.sock").c_str()) == 0);
+    CHECK(run_gateway(dir / "link.sock", &err) != 0);
+    CHECK(absl::StrContains(err, "symlink"));
+    WriteFile(dir / "file.sock", "");
+    CHECK(run_gateway(dir / "file.sock", &err) != 0);
+    CHECK(absl::StrContains(err, "not a socket"));
+    REQUIRE(::chmod(fake.socket().c_str(), 0666) == 0);
+    CHECK(run_gateway(fake.socket(), &err) != 0);
+    CHECK(absl::StrContains(err, "writable by others"));
+  }
+}
+
+TEST_CASE("remote: every failing golden vector is refused at admission with its reason; nothing persists",
+          "[integration][remote][vectors]") {
+  using namespace osh::test::vectors;
+  for (const auto& value : Vectors().fields().at("verification").list_value().values()) {
+    const auto& c = value.struct_value();
+    const std::string name = Str(c, "name"), expect = Str(c, "expect");
+    DYNAMIC_SECTION(name) {
+      TempDir dir;
+      YAML::Node exact;
+      for (size_t i = 0; i < ExactVectors()["verification"].size(); ++i) {
+        if (ExactVectors()["verification"][i]["name"].Scalar() == name) exact = ExactVectors()["verification"][i];
+      }
+      REQUIRE(exact.IsDefined());
+      Serve(dir / "response.json", EnvelopeFrom(c.fields().at("projection").struct_value(), exact["projection"]));
+      WriteFile(dir / "trust.json", ToJson(c.fields().at("trust_store")));
+      DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+      fake.Start();
+      std::vector<std::string> args = {"--driver-socket", fake.socket(), "--trust-store", dir / "trust.json"};
+      for (const auto& s : c.fields().at("accepted_surfaces").list_value().values()) {
+        args.insert(args.end(), {"--accepted-surface", s.string_value()});
+      }
+      GatewayFixture g(args, {"OSH_TEST_NOW_UNIX=" + exact["now_unix"].Scalar()}, OSH_GATEWAY_TESTCLOCK_BINARY);
+      gw::AdmitSandboxRequest request;
+      *request.mutable_context() = ContextFrom(c.fields().at("runtime_context").struct_value());
+      gw::AdmitSandboxResponse admitted;
+      auto status = g.admin().AdmitSandbox(GatewayFixture::Context().get(), request, &admitted);
+      INFO(status.error_message());
+      if (expect == "ok") {
+        CHECK(status.ok());
+        CHECK(admitted.verification() == "verified");
+      } else {
+        CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+        CHECK(absl::StartsWith(status.error_message(), expect + ": "));
+        CHECK(Status(g).admitted_sandboxes() == 0);
+        CHECK(Eventually([&] { return CountLines(fake.log(), "release: handle=") == 1; }));
+        // Nothing but the audit trail reached the database.
+        REQUIRE(g.Stop() == 0);
+        auto store = osh::store::SqliteStore::Open(g.state_dir() + "/gateway.db");
+        REQUIRE(store.ok());
+        CHECK((*store)->LoadSandboxes()->empty());
+        CHECK((*store)->PendingReleases()->empty());
+      }
+    }
+  }
+}
+
+TEST_CASE("remote: refresh admits a newer projection atomically, or keeps the last good one with the reason",
+          "[integration][remote][refresh]") {
+  TempDir dir;
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  auto other = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE((key.ok() && other.ok()));
+  WriteFile(dir / "trust.json", TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  const std::string response = dir / "response.json";
+  const auto context = Context("sb-1");
+  Serve(response, Signed(*key, "authority", context, 5));
+  DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", response});
+  fake.Start();
+  GatewayFixture g({"--driver-socket", fake.socket(), "--trust-store", dir / "trust.json"});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(admitted.policy_version() == 5);
+
+  auto watch_ctx = GatewayFixture::Context(admitted.sandbox_handle());
+  auto reader = g.sandbox().WatchProjection(watch_ctx.get(), gw::WatchProjectionRequest());
+  drv::Projection seen;
+  REQUIRE(reader->Read(&seen));
+  CHECK(seen.policy_version() == 5);
+
+  auto refresh = [&](gw::RefreshSandboxResponse* out) {
+    gw::RefreshSandboxRequest request;
+    request.set_sandbox_id("sb-1");
+    return g.admin().RefreshSandbox(GatewayFixture::Context().get(), request, out);
+  };
+  gw::RefreshSandboxResponse out;
+  // A newer version: admitted and pushed.
+  Serve(response, Signed(*key, "authority", context, 6));
+  REQUIRE(refresh(&out).ok());
+  CHECK(out.changed());
+  REQUIRE(reader->Read(&seen));
+  CHECK(seen.policy_version() == 6);
+
+  // Each bad projection is refused with its reason; the last good one stays and is still served.
+  struct Bad {
+    std::string reason;
+    drv::Projection projection;
+  };
+  std::vector<Bad> bad = {
+      {"rollback", Signed(*key, "authority", context, 4)},
+      {"context_mismatch", Signed(*key, "authority", Context("sb-2"), 7)},
+      {"unknown_key", Signed(*other, "stranger", context, 7)},
+      {"bad_signature", Signed(*other, "authority", context, 7)},
+      {"expired", Signed(*key, "authority", context, 7, std::time(nullptr) - 3600)},
+  };
+  bad.push_back({"digest_mismatch", Signed(*key, "authority", context, 7)});
+  bad.back().projection.set_body(bad.back().projection.body() + std::string(1, '\0'));
+  for (const auto& b : bad) {
+    INFO(b.reason);
+    Serve(response, b.projection);
+    auto status = refresh(&out);
+    CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK(absl::StartsWith(status.error_message(), b.reason + ": "));
+    gw::GetSandboxRequest get;
+    get.set_sandbox_id("sb-1");
+    gw::SandboxInfo info;
+    REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+    CHECK(info.policy_version() == 6);
+    CHECK(absl::StartsWith(info.last_refresh_error(), b.reason + ": "));
+    drv::Projection fetched;
+    REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+    CHECK(fetched.policy_version() == 6);
+  }
+}
+
+TEST_CASE("remote: projections with an expiry are refreshed in time, and one that expires is not served",
+          "[integration][remote][refresh]") {
+  TempDir dir;
+  SECTION("the null driver re-issues: the gateway refreshes before the expiry") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--expires-in", "4"});
+    driver.Start();
+    GatewayFixture g({"--driver-socket", driver.socket(), "--clock-skew-s", "0"});
+    gw::AdmitSandboxResponse admitted;
+    REQUIRE(g.Admit("sb-1", &admitted).ok());
+    drv::Projection first, later;
+    REQUIRE(g.Fetch(admitted.sandbox_handle(), &first).ok());
+    std::this_thread::sleep_for(std::chrono::seconds(6));
+    auto status = g.Fetch(admitted.sandbox_handle(), &later);
+    INFO(status.error_message());
+    CHECK(status.ok());
+    CHECK(later.expires_at_unix() > first.expires_at_unix());
+  }
+  SECTION("the driver offers nothing newer: after the expiry the projection is refused `expired`") {
+    auto key = osh::trust::PrivateKey::Generate("ed25519");
+    WriteFile(dir / "trust.json", TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+    Serve(dir / "response.json", Signed(*key, "authority", Context("sb-1"), 1, std::time(nullptr) + 3));
+    DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+    fake.Start();
+    GatewayFixture g({"--driver-socket", fake.socket(), "--trust-store", dir / "trust.json", "--clock-skew-s", "0"});
+    gw::AdmitSandboxResponse admitted;
+    REQUIRE(g.Admit("sb-1", &admitted).ok());
+    drv::Projection fetched;
+    CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    auto status = g.Fetch(admitted.sandbox_handle(), &fetched);
+    CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+    CHECK(absl::StartsWith(status.error_message(), "expired: "));
+  }
+}
+
+TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admission whole, handles match",
+          "[integration][remote][durability]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--handles-file", dir / "handles.txt"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  std::mutex mu;
+  std::map<std::string, std::string> acknowledged;  // sandbox id -> sandbox handle
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) {
+    clients.emplace_back([&, t] {
+      auto stub = gw::PolicyGateway::NewStub(GatewayFixture::Channel(g.admin_socket()));
+      for (int i = 0; !stop; ++i) {
+        gw::AdmitSandboxRequest request;
+        request.mutable_context()->set_sandbox_id("sb-" + std::to_string(t) + "-" + std::to_string(i));
+        request.mutable_context()->set_user_subject("storm@example.com");
+        gw::AdmitSandboxResponse response;
+        auto ctx = GatewayFixture::Context();
+        ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        if (stub->AdmitSandbox(ctx.get(), request, &response).ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          acknowledged[response.sandbox_id()] = response.sandbox_handle();
+        } else if (stop) {
+          break;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  g.Kill9();
+  stop = true;
+  for (auto& c : clients) c.join();
+  REQUIRE(acknowledged.size() > 5);
+
+  g.Start();
+  for (const auto& [id, handle] : acknowledged) {
+    drv::Projection fetched;
+    INFO(id);
+    CHECK(g.Fetch(handle, &fetched).ok());
+  }
+  // No half-present sandbox: every admitted one is whole (fetchable above, listed with a digest), and
+  // once the unfinished admissions' handles are released, the driver holds exactly the admitted ones.
+  CHECK(Eventually([&] { return Status(g).pending_releases() == 0; }));
+  std::set<std::string> gateway_ids;
+  gw::ListSandboxesRequest list_request;
+  list_request.set_page_size(200);
+  do {
+    gw::ListSandboxesResponse listed;
+    REQUIRE(g.admin().ListSandboxes(GatewayFixture::Context().get(), list_request, &listed).ok());
+    for (const auto& s : listed.sandboxes()) {
+      CHECK(osh::policy::IsLowercaseHexDigest(s.policy_digest()));
+      gateway_ids.insert(s.context().sandbox_id());
+    }
+    list_request.set_page_token(listed.next_page_token());
+  } while (!list_request.page_token().empty());
+  for (const auto& [id, handle] : acknowledged) CHECK(gateway_ids.count(id) == 1);
+  std::set<std::string> driver_ids;
+  CHECK(Eventually([&] {
+    driver_ids.clear();
+    for (absl::string_view line : absl::StrSplit(ReadAll(dir / "handles.txt"), '\n', absl::SkipEmpty())) {
+      driver_ids.insert(std::string(line.substr(line.find(' ') + 1)));
+    }
+    return driver_ids == gateway_ids;
+  }));
+  CHECK(driver_ids == gateway_ids);
+}
