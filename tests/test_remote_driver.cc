@@ -496,3 +496,62 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
   }));
   CHECK(driver_ids == gateway_ids);
 }
+
+TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision; rollback refused",
+          "[integration][remote][example]") {
+  TempDir dir;
+  std::string out;
+  REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "keygen", "--out-private", dir / "authority.key", "--out-public",
+                      dir / "authority.pub"}, &out) == 0);
+  std::filesystem::create_directory(dir / "policies");
+  const std::string examples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
+  std::filesystem::copy_file(examples + "restrictive-default.yaml", dir / "policies/default.yaml");
+  std::filesystem::copy_file(examples + "github.yaml", dir / "policies/alice@example.com.yaml");
+  WriteFile(dir / "trust.json", TrustStoreJson({{"authority", ReadFile(dir / "authority.pub")}}, 1, true));
+  DriverProcess driver(dir, "example", {OSH_EXAMPLE_DRIVER_BINARY, "--policies", dir / "policies", "--key",
+                                        dir / "authority.key", "--key-id", "authority"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", dir / "trust.json"});
+
+  gw::AdmitSandboxResponse alice, bob;
+  REQUIRE(g.Admit("sb-alice", &alice).ok());  // the fixture admits as alice@example.com
+  gw::AdmitSandboxRequest request;
+  request.mutable_context()->set_sandbox_id("sb-bob");
+  request.mutable_context()->set_user_subject("bob@example.com");
+  REQUIRE(g.admin().AdmitSandbox(GatewayFixture::Context().get(), request, &bob).ok());
+  CHECK(alice.verification() == "verified");
+  CHECK(bob.verification() == "verified");
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(alice.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.body() == osh::policy::SerializeDeterministic(*osh::policy::LoadPolicyFile(examples + "github.yaml")));
+  CHECK(fetched.audit_context().at("policy_file") == "alice@example.com.yaml");
+  REQUIRE(g.Fetch(bob.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.audit_context().at("policy_file") == "default.yaml");
+
+  auto refresh = [&](gw::RefreshSandboxResponse* response) {
+    gw::RefreshSandboxRequest r;
+    r.set_sandbox_id("sb-alice");
+    return g.admin().RefreshSandbox(GatewayFixture::Context().get(), r, response);
+  };
+  // A newer revision of alice's file: admitted with a higher version.
+  const auto alice_file = dir / "policies/alice@example.com.yaml";
+  std::filesystem::last_write_time(alice_file, std::filesystem::last_write_time(alice_file) + std::chrono::hours(1));
+  gw::RefreshSandboxResponse refreshed;
+  REQUIRE(refresh(&refreshed).ok());
+  CHECK(refreshed.changed());
+  CHECK(refreshed.policy_version() > alice.policy_version());
+  // An older revision put back: refused as a rollback, the newer one stays.
+  std::filesystem::last_write_time(alice_file, std::filesystem::last_write_time(alice_file) - std::chrono::hours(2));
+  auto status = refresh(&refreshed);
+  CHECK(absl::StartsWith(status.error_message(), "rollback: "));
+  REQUIRE(g.Fetch(alice.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.policy_version() > alice.policy_version());
+
+  // A subject that cannot name a file is refused by the driver; the gateway admits nothing.
+  request.mutable_context()->set_sandbox_id("sb-evil");
+  request.mutable_context()->set_user_subject("../../etc/passwd");
+  gw::AdmitSandboxResponse evil;
+  CHECK(g.admin().AdmitSandbox(GatewayFixture::Context().get(), request, &evil).error_code() ==
+        grpc::StatusCode::PERMISSION_DENIED);
+  CHECK(Status(g).admitted_sandboxes() == 2);
+}
