@@ -127,7 +127,8 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
     reactor->Finish(kUnauthenticated);
     return reactor;
   }
-  if (absl::Status serving = core_->ServingError(*authenticated->projection); !serving.ok()) {
+  if (absl::Status serving = core_ != nullptr ? core_->ServingError(*authenticated->projection) : absl::OkStatus();
+      !serving.ok()) {
     reactor->Finish(ToGrpc(serving));
     return reactor;
   }

@@ -14,6 +14,7 @@ namespace osh::gateway {
 class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
  public:
   // All pointers must outlive the service.
+  // `core` may be null only where no expiry or reports are needed (the transport benchmark).
   SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool);
 
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* context,

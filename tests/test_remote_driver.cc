@@ -96,7 +96,7 @@ drv::RuntimeContext Context(const std::string& id) {
 
 }  // namespace
 
-TEST_CASE("remote: admit through the null driver; the mutation gate refuses every policy change", "[integration][remote]") {
+TEST_CASE("remote: admit through the null driver, the mutation gate refuses every policy change", "[integration][remote]") {
   TempDir dir;
   DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--policy-version", "3"});
   driver.Start();
@@ -138,7 +138,7 @@ TEST_CASE("remote: admit through the null driver; the mutation gate refuses ever
   CHECK_FALSE(refreshed.changed());  // a fresh issued_at alone is not a new projection
 }
 
-TEST_CASE("remote: a signing null driver verifies end to end; with a trust store, an unsigned one is refused",
+TEST_CASE("remote: a signing null driver verifies end to end, with a trust store, an unsigned one is refused",
           "[integration][remote][trust]") {
   TempDir dir;
   auto key = osh::trust::PrivateKey::Generate("ed25519");
@@ -220,7 +220,7 @@ TEST_CASE("remote: driver killed mid-run fails closed, keeps serving, queues rel
   CHECK(absl::StrContains(g.log(), "POLICY DRIVER UNAVAILABLE"));
 }
 
-TEST_CASE("remote: a missing driver starts the gateway degraded; admissions start when it appears",
+TEST_CASE("remote: a missing driver starts the gateway degraded, admissions start when it appears",
           "[integration][remote]") {
   TempDir dir;
   DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
@@ -280,7 +280,7 @@ TEST_CASE("remote: misconfiguration stops the daemon with a message naming both 
   }
 }
 
-TEST_CASE("remote: every failing golden vector is refused at admission with its reason; nothing persists",
+TEST_CASE("remote: every failing golden vector is refused at admission with its reason, nothing persists",
           "[integration][remote][vectors]") {
   using namespace osh::test::vectors;
   for (const auto& value : Vectors().fields().at("verification").list_value().values()) {
@@ -497,7 +497,7 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
   CHECK(driver_ids == gateway_ids);
 }
 
-TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision; rollback refused",
+TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision, rollback refused",
           "[integration][remote][example]") {
   TempDir dir;
   std::string out;

@@ -108,7 +108,7 @@ TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit 
   }
 }
 
-TEST_CASE("gateway with a trust store: builtin signing verifies end to end; unsigned is refused", "[integration][trust]") {
+TEST_CASE("gateway with a trust store: builtin signing verifies end to end, unsigned is refused", "[integration][trust]") {
   TempDir keys;
   const std::string pub = Keygen(keys, "gateway");
   WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", pub}}));
