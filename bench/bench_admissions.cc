@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "bench/bench_support.h"
 #include "trust/keys.h"
 
 extern char** environ;
@@ -101,12 +102,6 @@ Measured Load(int threads, double seconds, const std::function<bool(int, uint64_
   return m;
 }
 
-std::string JsonEscapePem(const std::string& pem) {
-  std::string out;
-  for (char c : pem) out += c == '\n' ? std::string("\\n") : std::string(1, c);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,8 +123,7 @@ int main(int argc, char** argv) {
   { std::ofstream(dir + "/authority.key") << key->ToPem(); }
   ::chmod((dir + "/authority.key").c_str(), 0600);
   {
-    std::ofstream(dir + "/trust.json") << "{\"keys\":[{\"key_id\":\"authority\",\"public_key_pem\":\""
-                                       << JsonEscapePem(key->PublicKeyPem()) << "\"}]}";
+    std::ofstream(dir + "/trust.json") << osh::bench::TrustStoreJsonFor("authority", key->PublicKeyPem());
   }
   ::chmod((dir + "/trust.json").c_str(), 0600);
 

@@ -53,4 +53,11 @@ inline openshell::sandbox::v1::SandboxPolicy PolicyOfSize(size_t bytes) {
   return policy;
 }
 
+// A one-key trust store (SPEC §4, plain form) for `pem`.
+inline std::string TrustStoreJsonFor(const std::string& key_id, const std::string& pem) {
+  std::string escaped;
+  for (char c : pem) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return "{\"keys\":[{\"key_id\":\"" + key_id + "\",\"public_key_pem\":\"" + escaped + "\"}]}";
+}
+
 }  // namespace osh::bench

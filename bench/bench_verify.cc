@@ -46,12 +46,6 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-std::string JsonEscapePem(const std::string& pem) {
-  std::string out;
-  for (char c : pem) out += c == '\n' ? std::string("\\n") : std::string(1, c);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,8 +75,7 @@ int main(int argc, char** argv) {
   const std::string signed_bytes = osh::trust::SignedBytes(p);
   p.set_signature(*key->Sign(signed_bytes));
 
-  auto store = osh::trust::TrustStore::Parse("{\"keys\":[{\"key_id\":\"bench\",\"public_key_pem\":\"" +
-                                             JsonEscapePem(key->PublicKeyPem()) + "\"}]}");
+  auto store = osh::trust::TrustStore::Parse(osh::bench::TrustStoreJsonFor("bench", key->PublicKeyPem()));
   if (!store.ok()) return 1;
   const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
   osh::trust::CheckInput input;
