@@ -64,6 +64,18 @@ int ReportLocalError(const absl::Status& status) {
   return kExitUsage;
 }
 
+absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
+                        google::protobuf::Map<std::string, std::string>* out) {
+  for (const auto& kv : pairs) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(flag + " " + kv + ": expected key=value");
+    }
+    (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return absl::OkStatus();
+}
+
 std::string ToJson(const google::protobuf::Message& message, bool pretty) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;

@@ -3,7 +3,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include <google/protobuf/map.h>
 #include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
 
@@ -34,6 +36,10 @@ std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const s
 int ReportRpcError(const grpc::Status& status);
 // Prints a local failure (file, parse) and returns kExitUsage.
 int ReportLocalError(const absl::Status& status);
+
+// "key=value" arguments of `flag` into `out`; INVALID_ARGUMENT naming the flag and argument otherwise.
+absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
+                        google::protobuf::Map<std::string, std::string>* out);
 
 // Protobuf JSON mapping with proto field names and default values printed.
 std::string ToJson(const google::protobuf::Message& message, bool pretty = false);

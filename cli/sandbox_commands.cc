@@ -53,13 +53,9 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->add_option("--subject", *context->mutable_user_subject(), "user subject")->required();
     cmd->add_option("--attr", *attrs, "attribute key=value (repeatable), e.g. tenant_id=acme");
     cmd->callback([&options, &exit_code, context, attrs] {
-      for (const auto& kv : *attrs) {
-        const auto eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0) {
-          exit_code = ReportLocalError(absl::InvalidArgumentError("--attr " + kv + ": expected key=value"));
-          return;
-        }
-        (*context->mutable_attributes())[kv.substr(0, eq)] = kv.substr(eq + 1);
+      if (auto status = ParsePairs(*attrs, "--attr", context->mutable_attributes()); !status.ok()) {
+        exit_code = ReportLocalError(status);
+        return;
       }
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }

@@ -38,17 +38,6 @@ absl::Status WriteFileWithMode(const std::string& path, const std::string& text,
   return absl::OkStatus();
 }
 
-// "k=v" pairs into a map; INVALID_ARGUMENT naming the flag for a malformed one.
-absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
-                        google::protobuf::Map<std::string, std::string>* out) {
-  for (const auto& kv : pairs) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) return absl::InvalidArgumentError(absl::StrCat(flag, " ", kv, ": expected key=value"));
-    (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  return absl::OkStatus();
-}
-
 struct ContextFlags {
   std::string sandbox, subject;
   std::vector<std::string> attrs;
