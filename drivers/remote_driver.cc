@@ -82,7 +82,9 @@ absl::StatusOr<std::unique_ptr<RemoteDriver>> RemoteDriver::Start(RemoteDriverOp
   return driver;
 }
 
-RemoteDriver::~RemoteDriver() {
+RemoteDriver::~RemoteDriver() { Stop(); }
+
+void RemoteDriver::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

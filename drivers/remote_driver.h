@@ -50,7 +50,10 @@ class RemoteDriver final : public PolicyDriver {
   // start: an unsafe socket file, or an incompatible driver (wrong api_version, no surface overlap).
   // A driver that is merely unreachable is not an error: it starts unavailable and keeps retrying.
   static absl::StatusOr<std::unique_ptr<RemoteDriver>> Start(RemoteDriverOptions options);
-  ~RemoteDriver() override;
+  ~RemoteDriver() override;  // Stop()s
+
+  // Stops and joins the monitor: no listener call starts from it afterwards. Idempotent.
+  void Stop();
 
   // Replaces the listener (it is not called for the state at the time of the call).
   void SetStateListener(StateListener listener);

@@ -214,16 +214,15 @@ int Run(int argc, char** argv) {
     }
   };
   if (remote != nullptr) {
-    remote->SetStateListener([&core, &pool, &update_health](bool available, const std::string& detail) {
+    // Runs on the monitor thread, or on the thread whose driver call found it gone.
+    remote->SetStateListener([&core, &update_health](bool available, const std::string& detail) {
       update_health();
-      pool.Submit([&core, available, detail] {
-        core.OnDriverState(available, detail);
-        if (available) core.DeliverPendingReleases();
-      });
+      core.OnDriverState(available, detail);
+      if (available) core.DeliverPendingReleases();
     });
   }
   update_health();
-  RefreshScheduler scheduler(&core, &registry, driver.get(), config->refresh_interval_s);
+  auto scheduler = std::make_unique<RefreshScheduler>(&core, &registry, driver.get(), config->refresh_interval_s);
   LogInfo(absl::StrCat("serving: driver ", driver->kind(), ", ", *loaded, " admitted sandbox(es), admin ", admin->path,
                        ", sandbox ", sandbox->path, ", database ", db_path));
 
@@ -244,13 +243,19 @@ int Run(int argc, char** argv) {
     LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
     break;
   }
-  if (remote != nullptr) remote->SetStateListener(nullptr);
   registry.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   admin->server->Shutdown(deadline);
   sandbox->server->Shutdown(deadline);
   admin->server->Wait();
   sandbox->server->Wait();
+  // Quiesce every thread that may still touch the servers, the core or the driver, in order.
+  scheduler.reset();
+  if (remote != nullptr) {
+    remote->Stop();
+    remote->SetStateListener(nullptr);
+  }
+  pool.Shutdown();
   LogInfo("stopped");
   return 0;
 }

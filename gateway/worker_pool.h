@@ -1,5 +1,5 @@
 // A fixed pool of threads for work that may block (SQLite commits, driver calls), so gRPC's callback
-// threads never do. Thread-safe; the destructor finishes queued work, then joins.
+// threads never do. Thread-safe; Shutdown (or the destructor) finishes queued work, then joins.
 #pragma once
 
 #include <deque>
@@ -19,6 +19,9 @@ class WorkerPool {
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   void Submit(std::function<void()> work);
+  // Runs the queued work (including work it submits), then joins the threads. Idempotent; called
+  // by the destructor. Work submitted afterwards never runs.
+  void Shutdown();
 
  private:
   void Run();
