@@ -30,6 +30,7 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key);
 
   std::string kind() const override { return "builtin"; }
+  bool handles_need_release() const override { return false; }  // handles encode the context; no state
   absl::StatusOr<drivers::driver_v1::Capabilities> GetCapabilities() override;
   absl::StatusOr<std::string> AcquireHandle(const drivers::driver_v1::RuntimeContext& context) override;
   absl::StatusOr<drivers::driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,

@@ -48,6 +48,9 @@ class PolicyDriver {
                                                                         const std::string& surface_id) = 0;
   // Idempotent; NOT_FOUND is reported as OK.
   virtual absl::Status ReleaseHandle(const std::string& handle) = 0;
+  // False for a driver whose handles hold no state (releasing one does nothing): the gateway then keeps
+  // no durable record of handles in flight, saving a commit per admission.
+  virtual bool handles_need_release() const { return true; }
   // Whether new admissions can be served now (false while a remote driver is unreachable).
   virtual bool available() const { return true; }
   // nullptr unless the driver keeps policies the gateway may author.

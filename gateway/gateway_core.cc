@@ -163,6 +163,7 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
 }
 
 void GatewayCore::ReleaseAcquired(const Acquisition& acquired) {
+  if (acquired.id == 0) return;  // nothing to release (see PolicyDriver::handles_need_release)
   const absl::Status status = driver_->ReleaseHandle(acquired.handle);
   if (status.ok() || absl::IsNotFound(status)) {
     store::AuditEvent event;
@@ -207,19 +208,22 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   }
   if (!driver_->available()) return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
 
-  auto intent = store_->RecordAdmissionIntent(context);
-  if (!intent.ok()) return intent.status();
+  int64_t intent = 0;  // 0: the driver's handles need no release, so none is recorded
+  if (driver_->handles_need_release()) {
+    auto recorded = store_->RecordAdmissionIntent(context);
+    if (!recorded.ok()) return recorded.status();
+    intent = *recorded;
+  }
   auto handle = driver_->AcquireHandle(context);
   if (!handle.ok()) {
-    // Unreachable: a handle may exist that we never heard of; release it by context later.
-    if (absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status())) {
-      store_->QueueAcquiredRelease(*intent, "").IgnoreError();
-    } else {
-      store_->DropAdmissionIntent(*intent).IgnoreError();
+    if (intent != 0) {
+      // Unreachable: a handle may exist that we never heard of; release it by context later.
+      const bool unreachable = absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status());
+      (unreachable ? store_->QueueAcquiredRelease(intent, "") : store_->DropAdmissionIntent(intent)).IgnoreError();
     }
     return DriverError(handle.status(), "AcquireHandle");
   }
-  Acquisition acquired{*intent, *handle};
+  Acquisition acquired{intent, *handle};
   auto response = driver_->GetProjection(*handle, SurfaceFor());
   if (!response.ok()) {
     ReleaseAcquired(acquired);

@@ -223,7 +223,7 @@ absl::Status SqliteStore::InsertSandbox(const SandboxRecord& r, AuditEvent event
     return s;
   }
   if (r.acquisition_id != 0) {
-    auto settle = db_.Prepare("DELETE FROM pending_releases WHERE id = ? AND in_flight = 1");
+    auto settle = db_.Prepare("DELETE FROM pending_releases WHERE id = ?");  // in flight or not: admitted
     if (!settle.ok()) return settle.status();
     settle->Bind(1, r.acquisition_id);
     OSH_RETURN_IF_ERROR(settle->Run());
