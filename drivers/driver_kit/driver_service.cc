@@ -53,8 +53,8 @@ bool SomethingListens(const std::string& path) {
 
 }  // namespace
 
-DriverService::DriverService(DriverOptions options, PolicySource source)
-    : options_(std::move(options)), source_(std::move(source)) {}
+DriverService::DriverService(DriverOptions options, PolicySource source, SubjectCheck serves)
+    : options_(std::move(options)), source_(std::move(source)), serves_(std::move(serves)) {}
 
 grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerContext* ctx,
                                                          const driver_v1::GetCapabilitiesRequest*,
@@ -79,11 +79,10 @@ grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerConte
     return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                   "context.sandbox_id and context.user_subject are required"));
   }
-  auto sourced = source_(context);
-  if (!sourced.ok() && (absl::IsNotFound(sourced.status()) || absl::IsPermissionDenied(sourced.status()))) {
+  if (absl::Status served = serves_ ? serves_(context) : absl::OkStatus(); !served.ok()) {
     Log(absl::StrCat("acquire refused: sandbox=", context.sandbox_id(), " subject=", context.user_subject(), ": ",
-                     sourced.status().message()));
-    return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(sourced.status().message())));
+                     served.message()));
+    return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(served.message())));
   }
   const std::string key = trust::ContextDigest(context);
   absl::MutexLock lock(&mu_);

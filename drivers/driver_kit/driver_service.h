@@ -31,9 +31,11 @@ struct SourcedPolicy {
   std::map<std::string, std::string> audit_context;
 };
 
-// The policy for a context: NOT_FOUND / PERMISSION_DENIED refuse the subject at AcquireHandle;
-// any other error becomes no_verified_policy at GetProjection.
+// The policy for a context; an error becomes no_verified_policy at GetProjection.
 using PolicySource = std::function<absl::StatusOr<SourcedPolicy>(const driver_v1::RuntimeContext&)>;
+// Whether the driver serves a context at all, asked at AcquireHandle (cheap: no policy is built).
+// An error refuses the handle with PERMISSION_DENIED. Unset: every well-formed context is served.
+using SubjectCheck = std::function<absl::Status(const driver_v1::RuntimeContext&)>;
 
 struct DriverOptions {
   std::string driver_name;
@@ -47,7 +49,7 @@ struct DriverOptions {
 
 class DriverService final : public driver_v1::PolicyDriver::CallbackService {
  public:
-  DriverService(DriverOptions options, PolicySource source);
+  DriverService(DriverOptions options, PolicySource source, SubjectCheck serves = nullptr);
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx, const driver_v1::GetCapabilitiesRequest*,
                                             driver_v1::Capabilities* response) override;
@@ -66,6 +68,7 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
 
   const DriverOptions options_;
   const PolicySource source_;
+  const SubjectCheck serves_;
   absl::Mutex mu_;
   std::map<std::string, driver_v1::RuntimeContext> handles_ ABSL_GUARDED_BY(mu_);  // handle -> context
   std::map<std::string, std::string> by_context_ ABSL_GUARDED_BY(mu_);            // context digest -> handle

@@ -26,23 +26,28 @@ bool SafeSubject(const std::string& subject) {
   return true;
 }
 
+// The file that holds a subject's policy: <subject>.yaml, else default.yaml. PERMISSION_DENIED for a
+// subject that cannot name a file or has neither.
+absl::StatusOr<std::filesystem::path> PolicyFileFor(const std::filesystem::path& folder, const std::string& subject) {
+  if (!SafeSubject(subject)) return absl::PermissionDeniedError(absl::StrCat("subject '", subject, "' is not served"));
+  for (const auto& file : {folder / (subject + ".yaml"), folder / "default.yaml"}) {
+    if (std::filesystem::exists(file)) return file;
+  }
+  return absl::PermissionDeniedError(absl::StrCat("no policy for subject '", subject, "' and no default.yaml"));
+}
+
 absl::StatusOr<osh::driver_kit::SourcedPolicy> Source(const std::filesystem::path& folder,
                                                       const openshell::policy::driver::v1::RuntimeContext& context) {
-  if (!SafeSubject(context.user_subject())) {
-    return absl::PermissionDeniedError(absl::StrCat("subject '", context.user_subject(), "' is not served"));
-  }
-  std::filesystem::path file = folder / (context.user_subject() + ".yaml");
-  if (!std::filesystem::exists(file)) file = folder / "default.yaml";
+  auto file = PolicyFileFor(folder, context.user_subject());
+  if (!file.ok()) return file.status();
   struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("no policy for subject '", context.user_subject(), "' and no default.yaml"));
-  }
-  auto policy = osh::policy::LoadPolicyFile(file.string());
+  if (::stat(file->c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(file->string(), ": gone"));
+  auto policy = osh::policy::LoadPolicyFile(file->string());
   if (!policy.ok()) return absl::FailedPreconditionError(std::string(policy.status().message()));
   osh::driver_kit::SourcedPolicy sourced;
   sourced.policy = *std::move(policy);
   sourced.version = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(st.st_mtim.tv_nsec);
-  sourced.audit_context = {{"driver", "example-signing-driver"}, {"policy_file", file.filename().string()}};
+  sourced.audit_context = {{"driver", "example-signing-driver"}, {"policy_file", file->filename().string()}};
   return sourced;
 }
 
@@ -73,7 +78,9 @@ int main(int argc, char** argv) {
   options.signing_key_id = key_id;
   options.expires_in_s = expires_in;
   const std::filesystem::path policies(folder);
-  osh::driver_kit::DriverService service(std::move(options), [policies](const auto& context) { return Source(policies, context); });
+  osh::driver_kit::DriverService service(
+      std::move(options), [policies](const auto& context) { return Source(policies, context); },
+      [policies](const auto& context) { return PolicyFileFor(policies, context.user_subject()).status(); });
   auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);
   if (!server.ok()) {
     std::cerr << "example-signing-driver: " << server.status().message() << "\n";
