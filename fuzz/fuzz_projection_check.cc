@@ -1,10 +1,12 @@
 // libFuzzer target: the whole §3.3 projection check on arbitrary bytes.
 // The input is a serialized Projection; anything that does not parse as one is used as a body instead
 // (with a correct digest), so the body parser and validator are reached either way.
-// Invariants (abort on violation): the check never crashes; an admitted projection's digest is the
+// Invariants (abort on violation): the check never crashes; a refusal names a SPEC reason code and a
+// detail; an admitted projection's digest is the
 // SHA-256 of its body, its body passes validation, and with a trust store it names a verified key.
 #include <cstdint>
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,7 +37,13 @@ void Check(const openshell::policy::driver::v1::Projection& projection, const os
   input.admitted_version = admitted_version;
   const auto result = osh::trust::CheckProjection(projection, input);
   if (!result.ok()) {
-    if (result.Message().rfind(result.reason + ": ", 0) != 0) std::abort();
+    // Every refusal carries one of the SPEC's reason codes, and says why.
+    namespace r = osh::trust::reason;
+    static const std::set<std::string> kReasons = {
+        r::kSurfaceNotAccepted, r::kDigestMismatch, r::kUnsigned, r::kUnknownKey, r::kBadSignature,
+        r::kKeyRevoked, r::kKeyNotValidNow, r::kThresholdNotMet, r::kContextMismatch, r::kExpired,
+        r::kRollback, r::kIncompleteProjection, r::kInvalidPolicy};
+    if (kReasons.count(result.reason) == 0 || result.detail.empty()) std::abort();
     return;
   }
   if (osh::policy::Sha256Hex(projection.body()) != projection.policy_digest()) std::abort();
