@@ -1,5 +1,11 @@
 #include "cli/cli_common.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -72,6 +78,31 @@ absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string
       return absl::InvalidArgumentError(flag + " " + kv + ": expected key=value");
     }
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(const Options& options) {
+  auto channel = Connect(options.admin_socket, options.timeout_s);
+  return channel ? openshell::policy::gateway::v1::PolicyGateway::NewStub(channel) : nullptr;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
+  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot create ", temp, ": ", std::strerror(errno)));
+  int error = 0;
+  for (size_t written = 0; written < text.size() && error == 0;) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n > 0) written += static_cast<size_t>(n);
+    else if (errno != EINTR) error = errno;
+  }
+  if (error == 0 && (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0)) error = errno;
+  ::close(fd);
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
   }
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 namespace osh::cli {
 
@@ -28,6 +29,13 @@ struct Options {
 
 // A channel to a Unix socket, connected, or nullptr after printing why (exit 2).
 std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s);
+
+// A PolicyGateway stub on the admin socket, or nullptr after printing why (exit 2).
+std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(const Options& options);
+
+// Writes `text` to `path` with permission bits `mode`, atomically: a temporary file beside it, flushed
+// to disk, then renamed over `path`. On error nothing is left behind and `path` is unchanged.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode);
 
 // A client context with the call deadline and, when given, the sandbox handle as bearer token.
 std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle = "");

@@ -11,6 +11,7 @@ namespace osh::cli {
 void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code);  // admit delete get list refresh status
 void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_code);  // fetch watch report
 void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code);    // keygen sign verify trust reload
+void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 
 }  // namespace osh::cli

@@ -15,11 +15,6 @@ namespace {
 
 namespace v1 = openshell::policy::gateway::v1;
 
-std::unique_ptr<v1::PolicyGateway::Stub> AdminStub(const Options& options) {
-  auto channel = Connect(options.admin_socket, options.timeout_s);
-  return channel ? v1::PolicyGateway::NewStub(channel) : nullptr;
-}
-
 void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
   if (options.json()) {
     std::cout << ToJson(r) << "\n";

@@ -36,11 +36,6 @@ void PrintSandbox(const v1::SandboxInfo& s) {
   if (!s.last_refresh_error().empty()) std::cout << "refresh error:  " << s.last_refresh_error() << "\n";
 }
 
-std::unique_ptr<v1::PolicyGateway::Stub> AdminStub(const Options& options) {
-  auto channel = Connect(options.admin_socket, options.timeout_s);
-  return channel ? v1::PolicyGateway::NewStub(channel) : nullptr;
-}
-
 }  // namespace
 
 void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {

@@ -27,17 +27,6 @@ namespace {
 namespace v1 = openshell::policy::gateway::v1;
 namespace drv = openshell::policy::driver::v1;
 
-absl::Status WriteFileWithMode(const std::string& path, const std::string& text, mode_t mode) {
-  const mode_t old = ::umask(0777 & ~mode);
-  std::ofstream out(path, std::ios::trunc | std::ios::binary);
-  out << text;
-  out.close();
-  ::umask(old);
-  if (!out.good()) return absl::InternalError(absl::StrCat(path, ": cannot write"));
-  ::chmod(path.c_str(), mode);
-  return absl::OkStatus();
-}
-
 struct ContextFlags {
   std::string sandbox, subject;
   std::vector<std::string> attrs;
@@ -76,8 +65,8 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->callback([&exit_code, algorithm, private_path, public_path] {
       auto key = trust::PrivateKey::Generate(*algorithm);
       if (!key.ok()) { exit_code = ReportLocalError(key.status()); return; }
-      if (auto s = WriteFileWithMode(*private_path, key->ToPem(), 0600); !s.ok()) { exit_code = ReportLocalError(s); return; }
-      if (auto s = WriteFileWithMode(*public_path, key->PublicKeyPem(), 0644); !s.ok()) { exit_code = ReportLocalError(s); return; }
+      if (auto s = WriteFileAtomically(*private_path, key->ToPem(), 0600); !s.ok()) { exit_code = ReportLocalError(s); return; }
+      if (auto s = WriteFileAtomically(*public_path, key->PublicKeyPem(), 0644); !s.ok()) { exit_code = ReportLocalError(s); return; }
       auto pub = trust::PublicKey::FromPem(key->PublicKeyPem());
       std::cout << key->algorithm() << " key written: " << *private_path << " (private, 0600), " << *public_path
                 << " (public, fingerprint " << (pub.ok() ? pub->fingerprint() : "?") << ")\n";
@@ -142,7 +131,7 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
       const std::string json = ToJson(p, /*pretty=*/true) + "\n";
       if (out_path->empty()) {
         std::cout << json;
-      } else if (auto s = WriteFileWithMode(*out_path, json, 0644); !s.ok()) {
+      } else if (auto s = WriteFileAtomically(*out_path, json, 0644); !s.ok()) {
         exit_code = ReportLocalError(s);
         return;
       }

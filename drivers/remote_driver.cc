@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace osh::drivers {
@@ -36,7 +37,7 @@ absl::Status CheckDriverSocket(const std::string& path) {
   }
   if ((st.st_mode & S_IWOTH) != 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat("driver socket ", path, " is writable by others (mode ", absl::StrCat(st.st_mode & 0777), "); refusing it"));
+        absl::StrCat("driver socket ", path, " is writable by others (mode ", absl::StrFormat("%04o", st.st_mode & 07777), "); refusing it"));
   }
   return absl::OkStatus();
 }

@@ -91,6 +91,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool) : core_(core), p
   Add<v1::ListPolicyRevisionsRequest, v1::ListPolicyRevisionsResponse>("ListPolicyRevisions", [core](const auto& r) { return core->ListPolicyRevisions(r); });
   Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [core](const auto&) { return core->GetStatus(); });
   Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
+  Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
 
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {

@@ -15,6 +15,7 @@
 #include "policy/digest.h"
 #include "policy/scope.h"
 #include "policy/validation.h"
+#include "trust/audit_chain.h"
 #include "trust/projection_check.h"
 
 namespace osh::gateway {
@@ -523,6 +524,22 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   }
   registry_->SetReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now);
   return absl::OkStatus();
+}
+
+absl::StatusOr<gateway_v1::ListAuditEventsResponse> GatewayCore::ListAuditEvents(
+    const gateway_v1::ListAuditEventsRequest& request) {
+  constexpr uint32_t kDefaultLimit = 100, kMaxLimit = 1000;
+  const uint32_t limit = request.limit() == 0 ? kDefaultLimit : std::min(request.limit(), kMaxLimit);
+  const store::Store::ChainHead head = store_->AuditChainHead();
+  gateway_v1::ListAuditEventsResponse out;
+  if (request.after_seq() < head.seq) {  // else nothing to list (and after_seq may not fit the store's int64)
+    auto events = store_->ListAuditEvents(request.after_seq(), limit);
+    if (!events.ok()) return events.status();
+    for (const auto& event : *events) *out.add_events() = trust::ToProto(event);
+  }
+  out.set_head_seq(head.seq);
+  out.set_head_hash(head.hash);
+  return out;
 }
 
 absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustStore() {

@@ -58,6 +58,9 @@ class GatewayCore {
   // failure is logged and audited (FAILED_PRECONDITION "trust_store_invalid: ...").
   absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> ReloadTrustStore();
 
+  // The audit chain from after_seq on: at most `limit` events (0: 100, capped at 1000), and the head.
+  absl::StatusOr<gateway_v1::ListAuditEventsResponse> ListAuditEvents(const gateway_v1::ListAuditEventsRequest& request);
+
   // Records that the mutation gate refused `method`.
   void RecordMutationRefused(const std::string& method);
 

@@ -164,6 +164,7 @@ absl::Status SqliteStore::LoadChainHead() {
 }
 
 absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
+  trust::MakeTextUtf8(event);
   event->seq = last_seq_ + 1;
   if (event->time_unix_ms == 0) event->time_unix_ms = NowMs();
   event->prev_hash = last_hash_;
@@ -495,6 +496,11 @@ absl::Status SqliteStore::AppendAudit(AuditEvent event) {
   OSH_RETURN_IF_ERROR(txn.begin_status());
   OSH_RETURN_IF_ERROR(InsertAudit(&event));
   return CommitWithAudit(txn, event);
+}
+
+Store::ChainHead SqliteStore::AuditChainHead() {
+  absl::MutexLock lock(&mu_);
+  return {last_seq_, last_hash_};
 }
 
 absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {

@@ -47,6 +47,7 @@ class SqliteStore final : public Store {
 
   absl::Status AppendAudit(AuditEvent event) override;
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
+  ChainHead AuditChainHead() override;
 
  private:
   explicit SqliteStore(Db db) : db_(std::move(db)) {}

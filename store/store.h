@@ -109,7 +109,14 @@ class Store {
   // --- Audit ----------------------------------------------------------------------------------
   // Appends an event that records no state change (a refusal, a driver going down, ...).
   virtual absl::Status AppendAudit(AuditEvent event) = 0;
+  // Events with seq > after_seq, oldest first, at most `limit` (0: 1000).
   virtual absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) = 0;
+  // The newest event's seq and hash (0 and 64 zeros while the chain is empty).
+  struct ChainHead {
+    uint64_t seq = 0;
+    std::string hash;
+  };
+  virtual ChainHead AuditChainHead() = 0;
 };
 
 }  // namespace osh::store

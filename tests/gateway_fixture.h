@@ -131,4 +131,13 @@ class DriverProcess {
   std::unique_ptr<Process> process_;
 };
 
+// Runs policyctl against `g`'s sockets; returns its exit status.
+inline int Ctl(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr,
+               std::string* err = nullptr) {
+  std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--admin-socket", g.admin_socket(), "--sandbox-socket",
+                                   g.sandbox_socket(), "--timeout", "10"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, out, err);
+}
+
 }  // namespace osh::test

@@ -22,13 +22,6 @@ openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
   return *policy;
 }
 
-int Ctl(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
-  std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--admin-socket", g.admin_socket(), "--sandbox-socket",
-                                   g.sandbox_socket(), "--timeout", "10"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, out, err);
-}
-
 }  // namespace
 
 TEST_CASE("integration: set policy, admit, fetch, update with a watcher, report, delete", "[integration]") {

@@ -14,20 +14,16 @@ using namespace osh::test;
 
 namespace {
 
-int Ctl(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
+// policyctl without a gateway (keygen, sign, verify).
+int CtlOffline(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
   args.insert(args.begin(), OSH_POLICYCTL_BINARY);
   return RunCommand(args, out, err);
-}
-int CtlAt(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
-  std::vector<std::string> argv = {"--admin-socket", g.admin_socket(), "--sandbox-socket", g.sandbox_socket()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return Ctl(argv, out, err);
 }
 
 // Makes a key pair with policyctl keygen; returns the public PEM.
 std::string Keygen(const TempDir& dir, const std::string& name, const std::string& algorithm = "ed25519") {
   std::string out, err;
-  REQUIRE(Ctl({"keygen", "--algorithm", algorithm, "--out-private", dir / (name + ".key"), "--out-public",
+  REQUIRE(CtlOffline({"keygen", "--algorithm", algorithm, "--out-private", dir / (name + ".key"), "--out-public",
                dir / (name + ".pub")}, &out, &err) == 0);
   return ReadFile(dir / (name + ".pub"));
 }
@@ -48,7 +44,7 @@ TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit 
   WriteFile(dir / "trust.json", TrustStoreJson({{"authority", pub}}));
 
   std::string out, err;
-  REQUIRE(Ctl({"sign", "--policy", policy, "--key", dir / "authority.key", "--key-id", "authority", "--sandbox", "sb-1",
+  REQUIRE(CtlOffline({"sign", "--policy", policy, "--key", dir / "authority.key", "--key-id", "authority", "--sandbox", "sb-1",
                "--subject", "alice@example.com", "--attr", "tenant_id=acme", "--version", "4", "--expires-in", "3600",
                "--audit", "ticket=T-1", "--out", dir / "p.json"}, &out, &err) == 0);
 
@@ -58,32 +54,32 @@ TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit 
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   };
-  CHECK(Ctl(with({"--sandbox", "sb-1", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out, &err) == 0);
+  CHECK(CtlOffline(with({"--sandbox", "sb-1", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out, &err) == 0);
   CHECK(FirstLine(out) == "ok");
-  CHECK(Ctl(with({"--sandbox", "sb-2", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out) == 1);
+  CHECK(CtlOffline(with({"--sandbox", "sb-2", "--subject", "alice@example.com", "--attr", "tenant_id=acme"}), &out) == 1);
   CHECK(FirstLine(out) == "context_mismatch");
   // Without a context the binding cannot be checked; the rest is, and the output says so.
-  CHECK(Ctl(verify, &out) == 0);
+  CHECK(CtlOffline(verify, &out) == 0);
   CHECK(absl::StrContains(out, "not checked"));
   // An auditor's question: valid then? Two hours on, it has expired; long ago it was fine.
   const int64_t now = std::time(nullptr);
-  CHECK(Ctl(with({"--now", std::to_string(now + 7200)}), &out) == 1);
+  CHECK(CtlOffline(with({"--now", std::to_string(now + 7200)}), &out) == 1);
   CHECK(FirstLine(out) == "expired");
-  CHECK(Ctl(with({"--now", std::to_string(now - 7200)}), &out) == 0);
-  CHECK(Ctl(with({"--accepted-surface", "other.v1"}), &out) == 1);
+  CHECK(CtlOffline(with({"--now", std::to_string(now - 7200)}), &out) == 0);
+  CHECK(CtlOffline(with({"--accepted-surface", "other.v1"}), &out) == 1);
   CHECK(FirstLine(out) == "surface_not_accepted");
-  CHECK(Ctl(with({"-o", "json"}), &out) == 0);
+  CHECK(CtlOffline(with({"-o", "json"}), &out) == 0);
   CHECK(absl::StrContains(out, "\"result\":\"ok\""));
   CHECK(absl::StrContains(out, "\"verified_key_ids\":[\"authority\"]"));
 
   SECTION("a key the trust store does not know") {
     const std::string other = Keygen(dir, "other", algorithm);
     WriteFile(dir / "other-trust.json", TrustStoreJson({{"other", other}}));
-    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "other-trust.json"}, &out) == 1);
+    CHECK(CtlOffline({"verify", "--projection", dir / "p.json", "--trust-store", dir / "other-trust.json"}, &out) == 1);
     CHECK(FirstLine(out) == "unknown_key");
     // Same id, different key: the signature does not verify.
     WriteFile(dir / "swapped-trust.json", TrustStoreJson({{"authority", other}}));
-    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "swapped-trust.json"}, &out) == 1);
+    CHECK(CtlOffline({"verify", "--projection", dir / "p.json", "--trust-store", dir / "swapped-trust.json"}, &out) == 1);
     CHECK(FirstLine(out) == "bad_signature");
   }
   SECTION("a tampered body") {
@@ -91,19 +87,19 @@ TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit 
     const auto at = text.find("\"body\": \"") + 9;
     text[at] = text[at] == 'C' ? 'D' : 'C';
     WriteFile(dir / "p.json", text);
-    CHECK(Ctl(verify, &out) == 1);
+    CHECK(CtlOffline(verify, &out) == 1);
     CHECK(FirstLine(out) == "digest_mismatch");
   }
   SECTION("usage and I/O errors exit 2 and name the problem") {
-    CHECK(Ctl({"verify", "--projection", dir / "missing.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
+    CHECK(CtlOffline({"verify", "--projection", dir / "missing.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
     CHECK(absl::StrContains(err, "missing.json"));
     WriteFile(dir / "bad.json", "{ not json");
-    CHECK(Ctl({"verify", "--projection", dir / "bad.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
+    CHECK(CtlOffline({"verify", "--projection", dir / "bad.json", "--trust-store", dir / "trust.json"}, &out, &err) == 2);
     CHECK(absl::StrContains(err, "bad.json"));
-    CHECK(Ctl({"keygen", "--algorithm", "rsa", "--out-private", dir / "x", "--out-public", dir / "y"}, &out, &err) == 2);
-    CHECK(Ctl({"sign", "--policy", policy, "--key", dir / "authority.key"}, &out, &err) == 2);
-    CHECK(Ctl({"sign", "--policy", policy, "--key", dir / "authority.pub", "--key-id", "a"}, &out, &err) == 2);
-    CHECK(Ctl({"verify", "--projection", dir / "p.json", "--trust-store", dir / "trust.json", "--subject", "x"}, &out,
+    CHECK(CtlOffline({"keygen", "--algorithm", "rsa", "--out-private", dir / "x", "--out-public", dir / "y"}, &out, &err) == 2);
+    CHECK(CtlOffline({"sign", "--policy", policy, "--key", dir / "authority.key"}, &out, &err) == 2);
+    CHECK(CtlOffline({"sign", "--policy", policy, "--key", dir / "authority.pub", "--key-id", "a"}, &out, &err) == 2);
+    CHECK(CtlOffline({"verify", "--projection", dir / "p.json", "--trust-store", dir / "trust.json", "--subject", "x"}, &out,
               &err) == 2);
   }
 }
@@ -125,8 +121,8 @@ TEST_CASE("gateway with a trust store: builtin signing verifies end to end, unsi
     REQUIRE(admitted.signing_key_ids_size() == 1);
     CHECK(admitted.signing_key_ids(0) == "gateway-key");
     std::string out;
-    REQUIRE(CtlAt(g, {"fetch", "--handle", admitted.sandbox_handle(), "--out", keys / "fetched.json"}, &out) == 0);
-    CHECK(Ctl({"verify", "--projection", keys / "fetched.json", "--trust-store", keys / "trust.json", "--sandbox",
+    REQUIRE(Ctl(g, {"fetch", "--handle", admitted.sandbox_handle(), "--out", keys / "fetched.json"}, &out) == 0);
+    CHECK(CtlOffline({"verify", "--projection", keys / "fetched.json", "--trust-store", keys / "trust.json", "--sandbox",
                "sb-signed", "--subject", "alice@example.com"}, &out) == 0);
     CHECK(FirstLine(out) == "ok");
     // A restart re-verifies the stored envelope and serves it.
@@ -165,7 +161,7 @@ TEST_CASE("trust store reload: good, then bad keeps good, then a new good store 
   // A bad file: refused, the last good store stays in force.
   WriteFile(trust, "{\"keys\": [");
   std::string out, err;
-  CHECK(CtlAt(g, {"trust", "reload"}, &out, &err) == 1);
+  CHECK(Ctl(g, {"trust", "reload"}, &out, &err) == 1);
   CHECK(absl::StrContains(err, "trust_store_invalid"));
   REQUIRE(g.Admit("sb-2", &admitted).ok());
   CHECK(admitted.verification() == "verified");
@@ -175,7 +171,7 @@ TEST_CASE("trust store reload: good, then bad keeps good, then a new good store 
 
   // A good store that no longer trusts the gateway key: admissions are now refused `unknown_key`.
   WriteFile(trust, TrustStoreJson({{"other", other}}));
-  REQUIRE(CtlAt(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
+  REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
   CHECK(absl::StrContains(out, "\"keys\":1"));
   auto status = g.Admit("sb-4", &admitted);
   CHECK(absl::StartsWith(status.error_message(), "unknown_key: "));

@@ -1,27 +1,30 @@
 #include "trust/audit_chain.h"
 
+#include <google/protobuf/stubs/common.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "policy/digest.h"
+#include "trust/encoding.h"
 
 namespace osh::trust {
 namespace {
 
-void PutU32(std::string* out, uint32_t n) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((n >> shift) & 0xff));
-}
-void PutU64(std::string* out, uint64_t n) {
-  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>((n >> shift) & 0xff));
-}
-void PutField(std::string* out, const std::string& x) {
-  PutU32(out, static_cast<uint32_t>(x.size()));
-  out->append(x);
+namespace gateway_v1 = openshell::policy::gateway::v1;
+
+void MakeUtf8(std::string* text) {
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(text->data(), static_cast<int>(text->size()))) {
+    *text = absl::CHexEscape(*text);
+  }
 }
 
-std::string FromHex(const std::string& hex) {
-  std::string out;
-  out.reserve(hex.size() / 2);
-  auto nibble = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
-  return out;
+ChainVerdict Broken(ChainVerdict verdict, uint64_t seq, uint64_t line, std::string detail) {
+  verdict.whole = false;
+  verdict.first_broken_seq = seq;
+  verdict.line = line;
+  verdict.detail = std::move(detail);
+  return verdict;
 }
 
 }  // namespace
@@ -49,7 +52,115 @@ std::string CanonicalAuditBytes(const AuditEvent& e) {
 }
 
 std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event) {
-  return policy::Sha256Hex(FromHex(prev_hash_hex) + CanonicalAuditBytes(event));
+  return policy::Sha256Hex(absl::HexStringToBytes(prev_hash_hex) + CanonicalAuditBytes(event));
+}
+
+void MakeTextUtf8(AuditEvent* e) {
+  for (std::string* text : {&e->type, &e->sandbox_id, &e->surface_id, &e->policy_digest, &e->outcome, &e->reason}) {
+    MakeUtf8(text);
+  }
+  for (auto& id : e->key_ids) MakeUtf8(&id);
+  std::map<std::string, std::string> context;
+  for (const auto& [key, value] : e->audit_context) {
+    std::string k = key, v = value;
+    MakeUtf8(&k);
+    MakeUtf8(&v);
+    context.emplace(std::move(k), std::move(v));
+  }
+  e->audit_context = std::move(context);
+}
+
+gateway_v1::AuditEvent ToProto(const AuditEvent& e) {
+  gateway_v1::AuditEvent out;
+  out.set_seq(e.seq);
+  out.set_time_unix_ms(e.time_unix_ms);
+  out.set_type(e.type);
+  out.set_sandbox_id(e.sandbox_id);
+  out.set_surface_id(e.surface_id);
+  out.set_policy_digest(e.policy_digest);
+  out.set_policy_version(e.policy_version);
+  for (const auto& id : e.key_ids) out.add_key_ids(id);
+  out.set_outcome(e.outcome);
+  out.set_reason(e.reason);
+  for (const auto& [k, v] : e.audit_context) (*out.mutable_audit_context())[k] = v;
+  out.set_prev_hash(e.prev_hash);
+  out.set_hash(e.hash);
+  return out;
+}
+
+AuditEvent FromProto(const gateway_v1::AuditEvent& e) {
+  AuditEvent out;
+  out.seq = e.seq();
+  out.time_unix_ms = e.time_unix_ms();
+  out.type = e.type();
+  out.sandbox_id = e.sandbox_id();
+  out.surface_id = e.surface_id();
+  out.policy_digest = e.policy_digest();
+  out.policy_version = e.policy_version();
+  out.key_ids.assign(e.key_ids().begin(), e.key_ids().end());
+  out.outcome = e.outcome();
+  out.reason = e.reason();
+  out.audit_context = {e.audit_context().begin(), e.audit_context().end()};
+  out.prev_hash = e.prev_hash();
+  out.hash = e.hash();
+  return out;
+}
+
+std::string ToJsonLine(const AuditEvent& event) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  // Cannot fail: every text field is UTF-8 (MakeTextUtf8 ran before the event was stored).
+  (void)google::protobuf::util::MessageToJsonString(ToProto(event), &out, options);
+  return out;
+}
+
+ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash) {
+  ChainVerdict verdict;
+  bool anchor_seen = anchor_hash.empty();
+  std::string text;
+  uint64_t line = 0;
+  while (std::getline(lines, text)) {
+    ++line;
+    const uint64_t expected_seq = verdict.head_seq + 1;
+    gateway_v1::AuditEvent wire;
+    google::protobuf::util::JsonParseOptions strict;  // unknown fields are an error
+    if (auto s = google::protobuf::util::JsonStringToMessage(text, &wire, strict); !s.ok()) {
+      return Broken(verdict, expected_seq, line,
+                    absl::StrCat("line ", line, " is not an audit event: ", s.message().as_string()));
+    }
+    const AuditEvent event = FromProto(wire);
+    if (event.seq != expected_seq) {
+      return Broken(verdict, expected_seq, line,
+                    event.seq > expected_seq
+                        ? absl::StrCat("seq ", expected_seq, event.seq - 1 > expected_seq ? absl::StrCat("..", event.seq - 1) : "",
+                                       " missing: line ", line, " has seq ", event.seq)
+                        : absl::StrCat("line ", line, " has seq ", event.seq, ", expected ", expected_seq,
+                                       " (repeated or reordered)"));
+    }
+    if (event.prev_hash != verdict.head_hash) {
+      return Broken(verdict, event.seq, line,
+                    absl::StrCat("seq ", event.seq, ": prev_hash ", event.prev_hash, " does not link to ",
+                                 verdict.head_seq == 0 ? "the genesis hash " : absl::StrCat("seq ", verdict.head_seq, "'s hash "),
+                                 verdict.head_hash));
+    }
+    if (const std::string recomputed = ChainHash(event.prev_hash, event); recomputed != event.hash) {
+      return Broken(verdict, event.seq, line,
+                    absl::StrCat("seq ", event.seq, ": hash ", event.hash, " does not match its contents (recomputed ",
+                                 recomputed, "): the event was altered"));
+    }
+    ++verdict.events;
+    anchor_seen = anchor_seen || event.hash == anchor_hash;
+    verdict.head_seq = event.seq;
+    verdict.head_hash = event.hash;
+  }
+  if (!anchor_seen) {
+    return Broken(verdict, verdict.head_seq + 1, line + 1,
+                  absl::StrCat("no event carries the anchor hash ", anchor_hash, "; the export ends at seq ",
+                               verdict.head_seq, ": events are missing at the end (or the chain was rewritten)"));
+  }
+  return verdict;
 }
 
 }  // namespace osh::trust

@@ -1,11 +1,15 @@
-// The audit hash chain (SPEC §8): canonical event bytes and hash = SHA-256(prev_hash || canonical bytes).
-// Pure functions shared by the store (which writes the chain) and `policyctl audit verify` (offline).
+// The audit hash chain (SPEC §8): canonical event bytes, hash = SHA-256(prev_hash || canonical bytes),
+// the event's wire/JSON form, and the offline check of an export. Pure functions, thread-safe; shared by
+// the store (which writes the chain), the gateway (which lists it) and `policyctl audit` (offline).
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "openshell/policy/gateway/v1/gateway.pb.h"
 
 namespace osh::trust {
 
@@ -35,5 +39,35 @@ std::string CanonicalAuditBytes(const AuditEvent& event);
 
 // Lowercase hex SHA-256(raw prev_hash || canonical bytes).
 std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event);
+
+// Text fields that are not valid UTF-8 (a driver's error message, say) are replaced by their C escape,
+// so every event has a JSON form. The store applies this before hashing.
+void MakeTextUtf8(AuditEvent* event);
+
+// The wire form (openshell.policy.gateway.v1.AuditEvent) and back; lossless.
+openshell::policy::gateway::v1::AuditEvent ToProto(const AuditEvent& event);
+AuditEvent FromProto(const openshell::policy::gateway::v1::AuditEvent& event);
+
+// One line of `policyctl audit export`: the protobuf JSON mapping of the wire form, proto field names,
+// every field printed, no newline.
+std::string ToJsonLine(const AuditEvent& event);
+
+// The verdict of an offline chain check.
+struct ChainVerdict {
+  bool whole = true;
+  uint64_t events = 0;              // events read and found linked
+  uint64_t head_seq = 0;            // the last good event (0: none)
+  std::string head_hash = kGenesisHash;
+  // When not whole: the first seq whose link is broken, the 1-based line where it shows, and why.
+  uint64_t first_broken_seq = 0;
+  uint64_t line = 0;
+  std::string detail;
+};
+
+// Recomputes the chain of an export (JSON lines, from seq 1): each line must parse (no unknown fields),
+// carry the next seq, link to the previous hash and hash to its own `hash`. Stops at the first break.
+// `anchor_hash`, when non-empty, is a head hash recorded earlier: some event must carry it (catches a
+// truncated tail, which the chain alone cannot show).
+ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash = "");
 
 }  // namespace osh::trust

@@ -9,8 +9,6 @@
 #include "policy/digest.h"
 
 namespace osh::trust {
-namespace {
-
 void PutU32(std::string* out, uint32_t n) {
   for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((n >> shift) & 0xff));
 }
@@ -21,6 +19,8 @@ void PutField(std::string* out, absl::string_view x) {
   PutU32(out, static_cast<uint32_t>(x.size()));
   out->append(x.data(), x.size());
 }
+
+namespace {
 
 // U32(n) || F(k1) || F(v1) || ... with keys sorted bytewise.
 void PutSortedMap(std::string* out, const google::protobuf::Map<std::string, std::string>& map) {

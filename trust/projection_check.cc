@@ -27,7 +27,8 @@ struct SignatureRef {
   absl::string_view signature;
 };
 
-// Step 3: at least `threshold` distinct trusted keys with a valid signature over the signed bytes.
+}  // namespace
+
 CheckResult CheckSignatures(const Projection& p, const TrustStore& store, int64_t now, int64_t skew) {
   std::vector<SignatureRef> signatures;
   if (!p.signature().empty() || !p.signing_key_id().empty()) signatures.push_back({p.signing_key_id(), p.signature()});
@@ -73,8 +74,6 @@ CheckResult CheckSignatures(const Projection& p, const TrustStore& store, int64_
                 absl::StrCat(counted_fingerprints.size(), " of ", store.threshold(), " required distinct keys signed",
                              first_reason.empty() ? "" : absl::StrCat(" (", first_reason, ": ", first_detail, ")")));
 }
-
-}  // namespace
 
 std::string CheckResult::Message() const { return absl::StrCat(reason, ": ", detail); }
 

@@ -59,6 +59,11 @@ struct CheckResult {
   absl::Status ToStatus() const;
 };
 
+// Step 3 alone: at least the store's threshold of distinct trusted keys (by public key) carry a valid
+// signature over the signed bytes, each unrevoked and inside its window (± skew_s).
+CheckResult CheckSignatures(const openshell::policy::driver::v1::Projection& projection, const TrustStore& store,
+                            int64_t now_unix, int64_t skew_s);
+
 CheckResult CheckProjection(const openshell::policy::driver::v1::Projection& projection, const CheckInput& input);
 
 }  // namespace osh::trust

@@ -1,0 +1,164 @@
+// policyctl audit export | verify | head: the audit hash chain (SPEC §8). `verify` is offline.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <google/protobuf/struct.pb.h>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "trust/audit_chain.h"
+
+namespace osh::cli {
+namespace {
+
+namespace v1 = openshell::policy::gateway::v1;
+
+constexpr uint32_t kPage = 1000;
+
+google::protobuf::Value Number(uint64_t n) {
+  google::protobuf::Value v;
+  v.set_number_value(static_cast<double>(n));
+  return v;
+}
+google::protobuf::Value Text(const std::string& s) {
+  google::protobuf::Value v;
+  v.set_string_value(s);
+  return v;
+}
+
+std::string Range(uint64_t events, uint64_t head_seq) {
+  return events == 0 ? "no events" : absl::StrCat(events, " events (seq ", head_seq - events + 1, "..", head_seq, ")");
+}
+
+void AddExport(CLI::App& audit, const Options& options, int& exit_code) {
+  auto* cmd = audit.add_subcommand("export", "Write the audit chain as JSON lines, one event a line with its hash");
+  auto out_path = std::make_shared<std::string>();
+  cmd->add_option("--out", *out_path, "write here (atomically, 0600) instead of standard output");
+  cmd->callback([&options, &exit_code, out_path] {
+    auto stub = AdminStub(options);
+    if (!stub) { exit_code = kExitUsage; return; }
+    std::string lines;
+    uint64_t after = 0, events = 0, head_seq = 0;
+    std::string head_hash = trust::kGenesisHash;
+    for (bool first = true;; first = false) {
+      v1::ListAuditEventsRequest request;
+      request.set_after_seq(after);
+      request.set_limit(kPage);
+      v1::ListAuditEventsResponse response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->ListAuditEvents(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      // The export is the chain up to the head seen by the first page; later events wait for the next one.
+      const uint64_t target = first ? response.head_seq() : head_seq;
+      if (first) head_seq = target;
+      for (const auto& event : response.events()) {
+        if (event.seq() > target) break;
+        const std::string line = trust::ToJsonLine(trust::FromProto(event)) + "\n";
+        if (out_path->empty()) std::cout << line;
+        else lines += line;
+        after = event.seq();
+        head_hash = event.hash();
+        ++events;
+      }
+      if (response.events().empty() || after >= target) break;
+    }
+    if (!out_path->empty()) {
+      if (auto s = WriteFileAtomically(*out_path, lines, 0600); !s.ok()) { exit_code = ReportLocalError(s); return; }
+    }
+    std::cout.flush();
+    if (options.json() && !out_path->empty()) {
+      google::protobuf::Struct summary;
+      (*summary.mutable_fields())["file"] = Text(*out_path);
+      (*summary.mutable_fields())["events"] = Number(events);
+      (*summary.mutable_fields())["head_seq"] = Number(after);
+      (*summary.mutable_fields())["head_hash"] = Text(head_hash);
+      std::cout << ToJson(summary) << "\n";
+    } else {
+      std::cerr << "exported " << Range(events, after) << (out_path->empty() ? "" : " to " + *out_path)
+                << "; head hash " << head_hash << "\n";
+    }
+    exit_code = kExitOk;
+  });
+}
+
+void AddVerify(CLI::App& audit, const Options& options, int& exit_code) {
+  auto* cmd = audit.add_subcommand(
+      "verify", "Recompute an exported chain offline. Exit 0 when whole, 1 naming the first broken seq, 2 on I/O errors");
+  auto path = std::make_shared<std::string>();
+  auto anchor = std::make_shared<std::string>();
+  cmd->add_option("file", *path, "a file written by `policyctl audit export`")->required();
+  cmd->add_option("--anchor", *anchor,
+                  "a head hash recorded earlier (`policyctl audit head`): the export must contain it, which "
+                  "catches a truncated or rewritten tail");
+  cmd->callback([&options, &exit_code, path, anchor] {
+    std::ifstream in(*path, std::ios::binary);
+    if (!in) {
+      exit_code = ReportLocalError(absl::NotFoundError(absl::StrCat(*path, ": cannot open")));
+      return;
+    }
+    const trust::ChainVerdict verdict = trust::VerifyExport(in, *anchor);
+    if (in.bad()) {
+      exit_code = ReportLocalError(absl::DataLossError(absl::StrCat(*path, ": read error")));
+      return;
+    }
+    if (options.json()) {
+      google::protobuf::Struct out;
+      auto& f = *out.mutable_fields();
+      f["whole"].set_bool_value(verdict.whole);
+      f["events"] = Number(verdict.events);
+      f["head_seq"] = Number(verdict.head_seq);
+      f["head_hash"] = Text(verdict.head_hash);
+      if (!verdict.whole) {
+        f["first_broken_seq"] = Number(verdict.first_broken_seq);
+        f["line"] = Number(verdict.line);
+        f["detail"] = Text(verdict.detail);
+      }
+      std::cout << ToJson(out) << "\n";
+    } else if (verdict.whole) {
+      std::cout << "audit chain whole: " << Range(verdict.events, verdict.head_seq) << ", head hash "
+                << verdict.head_hash << "\n";
+    } else {
+      std::cout << "audit chain BROKEN at seq " << verdict.first_broken_seq << " (" << *path << ":" << verdict.line
+                << "): " << verdict.detail << "\n"
+                << "the " << Range(verdict.events, verdict.head_seq) << " before it are linked\n";
+    }
+    exit_code = verdict.whole ? kExitOk : kExitRefused;
+  });
+}
+
+void AddHead(CLI::App& audit, const Options& options, int& exit_code) {
+  auto* cmd = audit.add_subcommand("head", "Print the chain's newest seq and hash (record it as an anchor for verify)");
+  cmd->callback([&options, &exit_code] {
+    auto stub = AdminStub(options);
+    if (!stub) { exit_code = kExitUsage; return; }
+    v1::ListAuditEventsRequest request;
+    request.set_after_seq(UINT64_MAX);  // no events: the head only
+    v1::ListAuditEventsResponse response;
+    auto ctx = MakeContext(options);
+    if (auto status = stub->ListAuditEvents(ctx.get(), request, &response); !status.ok()) {
+      exit_code = ReportRpcError(status);
+      return;
+    }
+    if (options.json()) {
+      std::cout << ToJson(response) << "\n";
+    } else {
+      std::cout << "head seq:  " << response.head_seq() << "\nhead hash: " << response.head_hash() << "\n";
+    }
+    exit_code = kExitOk;
+  });
+}
+
+}  // namespace
+
+void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code) {
+  auto* audit = app.add_subcommand("audit", "The audit hash chain: export, verify (offline), head");
+  audit->require_subcommand(1);
+  AddExport(*audit, options, exit_code);
+  AddVerify(*audit, options, exit_code);
+  AddHead(*audit, options, exit_code);
+}
+
+}  // namespace osh::cli

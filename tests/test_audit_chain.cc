@@ -1,0 +1,187 @@
+// The audit chain's published form (docs/audit.md): canonical bytes and hash pinned by an independent
+// computation (Python's hashlib/struct), the JSON line round trip, and the offline verifier's verdicts.
+#include <catch2/catch.hpp>
+#include <sstream>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "trust/audit_chain.h"
+
+using osh::trust::AuditEvent;
+
+namespace {
+
+AuditEvent Admission() {
+  AuditEvent e;
+  e.seq = 1;
+  e.time_unix_ms = 1700000000000;
+  e.type = "admission";
+  e.sandbox_id = "sb-1";
+  e.surface_id = "openshell.sandbox.v1";
+  e.policy_digest = std::string(32 * 2, ' ');
+  for (int i = 0; i < 32; ++i) e.policy_digest.replace(i * 2, 2, "ab");
+  e.policy_version = 3;
+  e.key_ids = {"k1"};
+  e.outcome = "ok";
+  e.audit_context = {{"b", "2"}, {"a", "1"}};
+  e.prev_hash = osh::trust::kGenesisHash;
+  return e;
+}
+
+AuditEvent Refusal(const AuditEvent& previous) {
+  AuditEvent e;
+  e.seq = 2;
+  e.time_unix_ms = 1700000000001;
+  e.type = "refusal";
+  e.sandbox_id = "sb-2";
+  e.outcome = "refused";
+  e.reason = "unsigned: the projection carries no signature";
+  e.prev_hash = previous.hash;
+  return e;
+}
+
+// A chain of `n` events, exported as JSON lines.
+std::vector<std::string> ExportedChain(int n) {
+  std::vector<std::string> lines;
+  std::string prev = osh::trust::kGenesisHash;
+  for (int i = 1; i <= n; ++i) {
+    AuditEvent e = Admission();
+    e.seq = i;
+    e.sandbox_id = "sb-" + std::to_string(i);
+    e.prev_hash = prev;
+    e.hash = osh::trust::ChainHash(prev, e);
+    prev = e.hash;
+    lines.push_back(osh::trust::ToJsonLine(e));
+  }
+  return lines;
+}
+
+osh::trust::ChainVerdict Verify(const std::vector<std::string>& lines, const std::string& anchor = "") {
+  std::istringstream in(absl::StrJoin(lines, "\n") + (lines.empty() ? "" : "\n"));
+  return osh::trust::VerifyExport(in, anchor);
+}
+
+}  // namespace
+
+TEST_CASE("audit: canonical bytes and chain hashes match an independent computation", "[audit]") {
+  AuditEvent first = Admission();
+  first.hash = osh::trust::ChainHash(osh::trust::kGenesisHash, first);
+  CHECK(first.hash == "c0cd30703c10e5e806ff04215624559b7e95cf7b295e7b1ed15a768798bf1281");
+  const AuditEvent second = Refusal(first);
+  CHECK(osh::trust::ChainHash(first.hash, second) == "1dea5cba6bfbc85b2efad1bdc88659f09de93ab09f1f9ef052f3d74c77562627");
+  // Every field is covered: changing any one changes the hash.
+  const std::string base = osh::trust::ChainHash(osh::trust::kGenesisHash, first);
+  std::vector<std::function<void(AuditEvent&)>> edits = {
+      [](AuditEvent& e) { e.seq = 9; },           [](AuditEvent& e) { e.time_unix_ms += 1; },
+      [](AuditEvent& e) { e.type = "refusal"; },  [](AuditEvent& e) { e.sandbox_id = "sb-9"; },
+      [](AuditEvent& e) { e.surface_id = "x"; },  [](AuditEvent& e) { e.policy_digest[0] = 'c'; },
+      [](AuditEvent& e) { e.policy_version = 4; }, [](AuditEvent& e) { e.key_ids.push_back("k2"); },
+      [](AuditEvent& e) { e.outcome = "refused"; }, [](AuditEvent& e) { e.reason = "r"; },
+      [](AuditEvent& e) { e.audit_context["a"] = "9"; },
+  };
+  for (size_t i = 0; i < edits.size(); ++i) {
+    AuditEvent edited = first;
+    edits[i](edited);
+    CHECK(osh::trust::ChainHash(osh::trust::kGenesisHash, edited) != base);
+  }
+  CHECK(osh::trust::ChainHash(std::string(63, '0') + "1", first) != base);  // and the link
+}
+
+TEST_CASE("audit: a JSON line round-trips every field, and invalid UTF-8 is escaped before hashing", "[audit]") {
+  AuditEvent e = Admission();
+  e.hash = osh::trust::ChainHash(e.prev_hash, e);
+  const std::string line = osh::trust::ToJsonLine(e);
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK_THAT(line, Catch::Contains("\"seq\":\"1\"") && Catch::Contains("\"a\":\"1\"") &&
+                         Catch::Contains("\"b\":\"2\""));
+  std::istringstream in(line + "\n");
+  const auto verdict = osh::trust::VerifyExport(in);
+  CHECK(verdict.whole);
+  CHECK(verdict.head_hash == e.hash);
+
+  AuditEvent bad = Refusal(e);
+  bad.reason = std::string("driver said \xff\xfe");
+  bad.audit_context = {{"k\xc3", "v"}};
+  osh::trust::MakeTextUtf8(&bad);
+  CHECK(bad.reason == "driver said \\xff\\xfe");
+  CHECK(bad.audit_context.count("k\\xc3") == 1);
+  bad.hash = osh::trust::ChainHash(bad.prev_hash, bad);
+  std::istringstream two(line + "\n" + osh::trust::ToJsonLine(bad) + "\n");
+  CHECK(osh::trust::VerifyExport(two).whole);
+}
+
+TEST_CASE("audit verify: a whole chain passes, and each kind of break names the first broken seq", "[audit]") {
+  const auto lines = ExportedChain(6);
+  auto whole = Verify(lines);
+  CHECK(whole.whole);
+  CHECK(whole.events == 6);
+  CHECK(whole.head_seq == 6);
+  CHECK(Verify({}).whole);  // an empty chain is whole
+
+  SECTION("an edited field") {
+    auto edited = lines;
+    edited[2] = absl::StrReplaceAll(edited[2], {{"\"sb-3\"", "\"sb-X\""}});
+    auto v = Verify(edited);
+    CHECK_FALSE(v.whole);
+    CHECK(v.first_broken_seq == 3);
+    CHECK(v.line == 3);
+    CHECK_THAT(v.detail, Catch::Contains("does not match its contents"));
+    CHECK(v.events == 2);
+  }
+  SECTION("an edited event whose hash was recomputed breaks the next link") {
+    auto edited = lines;
+    AuditEvent e = Admission();
+    e.seq = 3;
+    e.sandbox_id = "sb-X";
+    auto ok = Verify({lines[0], lines[1]});
+    e.prev_hash = ok.head_hash;
+    e.hash = osh::trust::ChainHash(e.prev_hash, e);
+    edited[2] = osh::trust::ToJsonLine(e);
+    auto v = Verify(edited);
+    CHECK(v.first_broken_seq == 4);
+    CHECK_THAT(v.detail, Catch::Contains("does not link to seq 3's hash"));
+  }
+  SECTION("a deleted line") {
+    auto cut = lines;
+    cut.erase(cut.begin() + 3);
+    auto v = Verify(cut);
+    CHECK(v.first_broken_seq == 4);
+    CHECK(v.line == 4);
+    CHECK_THAT(v.detail, Catch::Contains("seq 4 missing: line 4 has seq 5"));
+  }
+  SECTION("the first line deleted") {
+    auto v = Verify({lines.begin() + 1, lines.end()});
+    CHECK(v.first_broken_seq == 1);
+  }
+  SECTION("two lines swapped") {
+    auto swapped = lines;
+    std::swap(swapped[1], swapped[2]);
+    CHECK(Verify(swapped).first_broken_seq == 2);
+  }
+  SECTION("a line repeated") {
+    auto repeated = lines;
+    repeated.insert(repeated.begin() + 2, lines[1]);
+    auto v = Verify(repeated);
+    CHECK(v.first_broken_seq == 3);
+    CHECK_THAT(v.detail, Catch::Contains("repeated or reordered"));
+  }
+  SECTION("garbage, an unknown field, a blank line") {
+    for (const std::string junk : {"not json", "{\"seq\":\"3\",\"surprise\":1}", ""}) {
+      auto broken = lines;
+      broken[2] = junk;
+      auto v = Verify(broken);
+      CHECK(v.first_broken_seq == 3);
+      CHECK_THAT(v.detail, Catch::Contains("line 3 is not an audit event"));
+    }
+  }
+  SECTION("a truncated tail passes alone, and fails against an anchor") {
+    const std::vector<std::string> truncated(lines.begin(), lines.begin() + 4);
+    CHECK(Verify(truncated).whole);
+    auto v = Verify(truncated, whole.head_hash);
+    CHECK_FALSE(v.whole);
+    CHECK(v.first_broken_seq == 5);
+    CHECK_THAT(v.detail, Catch::Contains("anchor"));
+    CHECK(Verify(lines, Verify({lines[0], lines[1]}).head_hash).whole);  // an older anchor is contained
+  }
+}
