@@ -65,7 +65,7 @@ grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerCon
   response->add_supported_surfaces(kSurface);
   response->set_permits_mutation(false);
   response->set_signs_projections(options_.signing_key.has_value());
-  response->add_features("policy_version");
+  if (options_.versioned) response->add_features("policy_version");
   if (options_.bind_context) response->add_features("context_binding");
   if (options_.expires_in_s > 0) response->add_features("expiry");
   return Done(ctx, grpc::Status::OK);

@@ -43,6 +43,7 @@ struct DriverOptions {
   std::optional<trust::PrivateKey> signing_key;  // unset: projections are unsigned
   std::string signing_key_id;
   bool bind_context = true;       // set context_digest
+  bool versioned = true;          // the source states versions (> 0): advertise the policy_version feature
   int64_t expires_in_s = 0;       // 0: projections never expire
   std::string handles_file;       // "": none; else the live handle table is rewritten here on each change
 };

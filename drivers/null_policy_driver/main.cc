@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   options.driver_version = OSH_VERSION;
   options.signing_key_id = key_id;
   options.bind_context = !no_context_binding;
+  options.versioned = version != 0;
   options.expires_in_s = expires_in;
   options.handles_file = handles_file;
   if (!key_path.empty()) {

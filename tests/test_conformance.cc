@@ -1,0 +1,213 @@
+// policy-driver-conformance against real driver processes: the drivers shipped in this tree pass every
+// check; a deliberately broken driver has each violated rule reported, and only that rule.
+#include <catch2/catch.hpp>
+#include <google/protobuf/util/json_util.h>
+#include <set>
+
+#include "absl/strings/str_join.h"
+#include "openshell/policy/conformance/v1/conformance.pb.h"
+#include "tests/gateway_fixture.h"
+
+using namespace osh::test;
+namespace conformance_v1 = openshell::policy::conformance::v1;
+
+namespace {
+
+const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
+
+const std::vector<std::string> kAllChecks = {
+    "socket", "capabilities.call", "capabilities.api_version", "capabilities.identity", "capabilities.surface",
+    "capabilities.signing", "acquire.valid", "acquire.malformed", "acquire.repeat", "projection.result",
+    "projection.surface", "projection.digest", "projection.body", "projection.signature",
+    "projection.context_binding", "projection.expiry", "projection.version", "projection.unknown_handle",
+    "wire.unknown_fields", "concurrency", "connection.drop", "release.idempotent", "release.unknown"};
+
+struct Run {
+  int exit_code = -1;
+  conformance_v1::Report report;
+  std::string out, err;
+  std::set<std::string> With(conformance_v1::Outcome outcome) const {
+    std::set<std::string> ids;
+    for (const auto& c : report.checks()) {
+      if (c.outcome() == outcome) ids.insert(c.id());
+    }
+    return ids;
+  }
+  std::string Detail(const std::string& id) const {
+    for (const auto& c : report.checks()) {
+      if (c.id() == id) return c.detail();
+    }
+    return "(no such check)";
+  }
+};
+
+Run Conformance(const std::string& socket, std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {OSH_CONFORMANCE_BINARY, "--socket", socket, "-o", "json", "--rounds", "3"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  Run run;
+  run.exit_code = RunCommand(argv, &run.out, &run.err);
+  if (run.exit_code == 0 || run.exit_code == 1) {
+    REQUIRE(google::protobuf::util::JsonStringToMessage(run.out, &run.report).ok());
+    std::vector<std::string> ids;
+    for (const auto& c : run.report.checks()) ids.push_back(c.id());
+    CHECK(ids == kAllChecks);  // every check, in its order, every time
+    CHECK(run.report.passed() + run.report.failed() + run.report.skipped() == kAllChecks.size());
+    CHECK((run.exit_code == 0) == (run.report.failed() == 0));
+  }
+  return run;
+}
+
+std::string Keys(const std::set<std::string>& ids) { return absl::StrJoin(ids, ", "); }
+
+// A key pair (policyctl keygen) and a trust store with it as "authority".
+void MakeAuthority(const TempDir& dir, bool require_binding) {
+  std::string out;
+  REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "keygen", "--out-private", dir / "authority.key", "--out-public",
+                      dir / "authority.pub"}, &out) == 0);
+  WriteFile(dir / "trust.json", TrustStoreJson({{"authority", ReadFile(dir / "authority.pub")}}, 1, require_binding));
+}
+
+}  // namespace
+
+TEST_CASE("conformance: the null driver and the example signing driver pass every check", "[integration][conformance]") {
+  TempDir dir;
+  MakeAuthority(dir, /*require_binding=*/true);
+
+  SECTION("null driver, unsigned: signature checks skipped") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml"});
+    driver.Start();
+    const Run run = Conformance(driver.socket());
+    CHECK(run.exit_code == 0);
+    CHECK(run.report.driver_name() == "null-policy-driver");
+    CHECK(run.With(conformance_v1::SKIPPED) == std::set<std::string>{"capabilities.signing", "projection.signature"});
+    // The table form, for people.
+    std::string out;
+    CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket()}, &out) == 0);
+    CHECK_THAT(out, Catch::Contains("pass  projection.digest") && Catch::Contains("21 passed, 0 failed, 2 skipped: conformant"));
+  }
+  SECTION("null driver, signed, against the trust store") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--key",
+                                       dir / "authority.key", "--key-id", "authority", "--expires-in", "600"});
+    driver.Start();
+    const Run run = Conformance(driver.socket(), {"--trust-store", dir / "trust.json"});
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::SKIPPED).empty());
+    CHECK(run.Detail("projection.signature") == "verified by authority");
+    CHECK_THAT(run.Detail("projection.expiry"), Catch::StartsWith("expires in "));
+  }
+  SECTION("null driver, unversioned and unbound") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml",
+                                       "--policy-version", "0", "--no-context-binding"});
+    driver.Start();
+    const Run run = Conformance(driver.socket());
+    CHECK(run.exit_code == 0);
+    CHECK(run.Detail("projection.version") == "unversioned (0)");
+    CHECK(run.With(conformance_v1::SKIPPED).count("projection.context_binding") == 1);
+    // A trust store that requires binding makes the same driver fail that check (and the signing ones).
+    const Run strict = Conformance(driver.socket(), {"--trust-store", dir / "trust.json"});
+    CHECK(strict.exit_code == 1);
+    CHECK(strict.With(conformance_v1::FAIL) ==
+          std::set<std::string>{"capabilities.signing", "projection.signature", "projection.context_binding"});
+  }
+  SECTION("example signing driver, per subject") {
+    std::filesystem::create_directory(dir / "policies");
+    std::filesystem::copy_file(kExamples + "github.yaml", dir / "policies/alice@example.com.yaml");
+    DriverProcess driver(dir, "example", {OSH_EXAMPLE_DRIVER_BINARY, "--policies", dir / "policies", "--key",
+                                          dir / "authority.key", "--key-id", "authority"});
+    driver.Start();
+    const Run run = Conformance(driver.socket(), {"--trust-store", dir / "trust.json", "--subject", "alice@example.com",
+                                                  "--attr", "tenant_id=acme"});
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::SKIPPED).empty());
+    // A subject the driver does not serve (no file, no default.yaml): reported, with what to do.
+    const Run stranger = Conformance(driver.socket(), {"--trust-store", dir / "trust.json", "--subject", "mallory"});
+    CHECK(stranger.exit_code == 1);
+    CHECK(stranger.With(conformance_v1::FAIL).count("acquire.valid") == 1);
+    CHECK_THAT(stranger.Detail("acquire.valid"), Catch::Contains("PERMISSION_DENIED") && Catch::Contains("--subject"));
+  }
+}
+
+TEST_CASE("conformance: each rule a broken driver violates is reported, and only that rule", "[integration][conformance]") {
+  TempDir dir;
+  MakeAuthority(dir, /*require_binding=*/true);
+  const std::vector<std::string> trust = {"--trust-store", dir / "trust.json"};
+  auto broken = [&](std::vector<std::string> violations) {
+    std::vector<std::string> argv = {OSH_BROKEN_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--key",
+                                     dir / "authority.key", "--key-id", "authority"};
+    for (const auto& v : violations) argv.insert(argv.end(), {"--violate", v});
+    return argv;
+  };
+
+  {  // The baseline: with nothing violated, the broken driver is conformant.
+    DriverProcess driver(dir, "baseline", broken({}));
+    driver.Start();
+    const Run run = Conformance(driver.socket(), trust);
+    INFO(run.out);
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::SKIPPED).empty());
+  }
+
+  // An unsound projection (wrong digest or context) is also seen by the checks that make many calls
+  // (concurrency, connection.drop): they verify every answer they get.
+  const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
+      {"api_version", {"capabilities.api_version"}},
+      {"no_name", {"capabilities.identity"}},
+      {"surface", {"capabilities.surface"}},
+      {"accept_empty", {"acquire.malformed"}},
+      {"no_policy", {"projection.result", "concurrency", "connection.drop"}},
+      {"digest", {"projection.digest", "concurrency", "connection.drop"}},
+      {"unknown_field", {"projection.body"}},
+      {"invalid_policy", {"projection.body"}},
+      {"bad_signature", {"projection.signature"}},
+      {"wrong_context", {"projection.context_binding", "concurrency", "connection.drop"}},
+      {"expired", {"projection.expiry"}},
+      {"rollback", {"projection.version"}},
+      {"any_handle", {"projection.unknown_handle"}},
+      {"strict_fields", {"wire.unknown_fields"}},
+      {"shared_handle", {"concurrency", "connection.drop"}},
+      {"release_twice", {"release.idempotent"}},
+      {"release_unknown", {"release.unknown"}},
+  };
+  std::set<std::string> every_failure;
+  std::vector<std::string> every_violation;
+  for (const auto& [violation, expected] : cases) {
+    DriverProcess driver(dir, violation, broken({violation}));
+    driver.Start();
+    const Run run = Conformance(driver.socket(), trust);
+    INFO("violation " << violation << ": failed [" << Keys(run.With(conformance_v1::FAIL)) << "]\n" << run.out);
+    CHECK(run.exit_code == 1);
+    CHECK(run.With(conformance_v1::FAIL) == expected);
+    if (violation != "no_policy") {  // no_policy hides every projection check behind it
+      every_violation.push_back(violation);
+      every_failure.insert(expected.begin(), expected.end());
+    }
+    driver.Stop();
+  }
+
+  // Everything at once: each violation still shows.
+  DriverProcess driver(dir, "all", broken(every_violation));
+  driver.Start();
+  const Run run = Conformance(driver.socket(), trust);
+  INFO(run.out);
+  CHECK(run.exit_code == 1);
+  CHECK(run.With(conformance_v1::FAIL) == every_failure);
+  CHECK_THAT(run.Detail("projection.digest"), Catch::Contains("but SHA-256 of the body is"));
+  CHECK_THAT(run.Detail("projection.signature"), Catch::StartsWith("bad_signature: "));
+  CHECK_THAT(run.Detail("projection.body"), Catch::Contains("4242"));
+  CHECK_THAT(run.Detail("release.idempotent"), Catch::Contains("FAILED_PRECONDITION"));
+}
+
+TEST_CASE("conformance: usage errors and a missing driver exit 2 with the reason", "[integration][conformance]") {
+  TempDir dir;
+  std::string out, err;
+  CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", dir / "nothing.sock"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("nothing.sock does not exist"));
+  CHECK(RunCommand({OSH_CONFORMANCE_BINARY}, &out, &err) == 2);
+  WriteFile(dir / "trust.json", "{ not json");
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml"});
+  driver.Start();
+  CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket(), "--trust-store", dir / "trust.json"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("trust.json"));
+  CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket(), "--attr", "novalue"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("--attr novalue"));
+}
