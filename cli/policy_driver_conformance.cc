@@ -6,7 +6,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "cli/cli_common.h"
+#include "drivers/remote_driver.h"
 #include "drivers/conformance/conformance.h"
 
 namespace {
@@ -54,6 +56,9 @@ int main(int argc, char** argv) {
   app.add_option("--socket", options.socket, "the driver's Unix socket")->required();
   app.add_option("--trust-store", trust_store_path,
                  "verify signatures (and context binding, if required) against this trust store");
+  std::string socket_owner;
+  app.add_option("--socket-owner", socket_owner,
+                 "user (name or uid) who may own the socket besides root and you (as the gateway's driver_socket_owner)");
   app.add_option("--surface", options.surface, "the policy surface to ask for")->capture_default_str();
   app.add_option("--sandbox-id", *options.context.mutable_sandbox_id(),
                  "sandbox id of the test context (default: a fresh random one)");
@@ -80,6 +85,11 @@ int main(int argc, char** argv) {
 
   if (auto status = ParsePairs(attributes, "--attr", options.context.mutable_attributes()); !status.ok()) {
     return ReportLocalError(status);
+  }
+  if (!socket_owner.empty()) {
+    auto uid = osh::drivers::ResolveUser(socket_owner);
+    if (!uid.ok()) return ReportLocalError(absl::InvalidArgumentError(absl::StrCat("--socket-owner: ", uid.status().message())));
+    options.socket_owner = *uid;
   }
   if (!trust_store_path.empty()) {
     auto store = osh::trust::TrustStore::Load(trust_store_path);

@@ -1,11 +1,14 @@
 #include "drivers/remote_driver.h"
 
+#include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -23,7 +26,19 @@ std::string ListOrNone(const std::vector<std::string>& items) {
 
 }  // namespace
 
-absl::Status CheckDriverSocket(const std::string& path) {
+absl::StatusOr<uid_t> ResolveUser(const std::string& user) {
+  uint32_t uid = 0;
+  if (absl::SimpleAtoi(user, &uid)) return static_cast<uid_t>(uid);
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("no user named '", user, "'"));
+  }
+  return found->pw_uid;
+}
+
+absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("driver socket ", path, " does not exist"));
@@ -34,6 +49,12 @@ absl::Status CheckDriverSocket(const std::string& path) {
   }
   if (!S_ISSOCK(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, " is not a socket"));
+  }
+  if (st.st_uid != ::geteuid() && st.st_uid != 0 && st.st_uid != allowed_owner) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "driver socket ", path, " is owned by uid ", st.st_uid, ", neither root, this process's user (", ::geteuid(),
+        ")", allowed_owner ? absl::StrCat(", nor driver_socket_owner (", *allowed_owner, ")") : "",
+        "; refusing it (set driver_socket_owner if the driver runs as that user)"));
   }
   if ((st.st_mode & S_IWOTH) != 0) {
     return absl::FailedPreconditionError(
@@ -99,7 +120,7 @@ void RemoteDriver::SetStateListener(StateListener listener) {
 }
 
 absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
-  if (auto status = CheckDriverSocket(options_.socket_path); !status.ok()) return status;
+  if (auto status = CheckDriverSocket(options_.socket_path, options_.socket_owner); !status.ok()) return status;
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);

@@ -6,6 +6,10 @@
 // Thread-safe. The monitor thread runs from Start() until destruction.
 #pragma once
 
+#include <sys/types.h>
+
+#include <optional>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -23,6 +27,7 @@ namespace osh::drivers {
 
 struct RemoteDriverOptions {
   std::string socket_path;
+  std::optional<uid_t> socket_owner;   // may own the socket besides root and this process's user
   int64_t connect_timeout_ms = 30000;  // start-up: keep trying this long before starting degraded
   int64_t call_timeout_ms = 5000;      // the deadline of every driver call
   int64_t probe_interval_ms = 1000;    // how often a connected driver is probed, and a lost one retried
@@ -31,8 +36,12 @@ struct RemoteDriverOptions {
 };
 
 // Checks the socket file before any connection: NOT_FOUND when it does not exist (yet);
-// FAILED_PRECONDITION when it is a symlink, not a socket, or writable by others.
-absl::Status CheckDriverSocket(const std::string& path);
+// FAILED_PRECONDITION when it is a symlink, not a socket, owned by a user other than this process's or
+// root, or writable by others.
+absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner = std::nullopt);
+
+// A user name or a numeric uid, as a uid; INVALID_ARGUMENT naming it when there is no such user.
+absl::StatusOr<uid_t> ResolveUser(const std::string& user);
 
 // api_version must be 1 and supported_surfaces must meet accepted_surfaces; otherwise
 // FAILED_PRECONDITION naming both lists.

@@ -88,6 +88,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
       {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
       {"driver_call_timeout_ms", kPolicyTable, "deadline of each call to the driver (default 5000)"},
+      {"driver_socket_owner", kPolicyTable,
+       "user (name or uid) who may own the driver socket, besides root and the gateway's own user"},
       {"refresh_interval_s", kPolicyTable, "poll the driver this often; 0: only on RefreshSandbox (default 0)"},
       {"clock_skew_s", kPolicyTable, "allowed clock skew for key windows and expiry (default 60)"},
       {"builtin_signing_key", kPolicyTable, "PEM private key the builtin driver signs projections with"},
@@ -138,6 +140,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("sandbox_socket", &config.sandbox_socket);
   get("trust_store", &config.trust_store);
   get("driver_socket", &config.driver_socket);
+  get("driver_socket_owner", &config.driver_socket_owner);
   get("builtin_signing_key", &config.builtin_signing_key);
   get("builtin_signing_key_id", &config.builtin_signing_key_id);
   if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {

@@ -25,6 +25,7 @@ struct Config {
   std::string driver_socket;   // "": the builtin driver
   int64_t driver_connect_timeout_ms = 30000;
   int64_t driver_call_timeout_ms = 5000;  // deadline of every driver call (an addition to SPEC §6)
+  std::string driver_socket_owner;        // may own the driver socket besides root and us ("": nobody else)
   int64_t refresh_interval_s = 0;
   int64_t clock_skew_s = 60;
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign

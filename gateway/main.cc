@@ -142,6 +142,14 @@ int Run(int argc, char** argv) {
     options.socket_path = config->driver_socket;
     options.connect_timeout_ms = config->driver_connect_timeout_ms;
     options.call_timeout_ms = config->driver_call_timeout_ms;
+    if (!config->driver_socket_owner.empty()) {
+      auto uid = drivers::ResolveUser(config->driver_socket_owner);
+      if (!uid.ok()) {
+        LogError(absl::StrCat("driver_socket_owner: ", uid.status().message()));
+        return kExitConfig;
+      }
+      options.socket_owner = *uid;
+    }
     options.accepted_surfaces = config->accepted_surfaces;
     options.gateway_version = OSH_VERSION;
     LogInfo(absl::StrCat("connecting to the policy driver on ", config->driver_socket, " (up to ",

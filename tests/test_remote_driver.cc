@@ -277,6 +277,23 @@ TEST_CASE("remote: misconfiguration stops the daemon with a message naming both 
     REQUIRE(::chmod(fake.socket().c_str(), 0666) == 0);
     CHECK(run_gateway(fake.socket(), &err) != 0);
     CHECK(absl::StrContains(err, "writable by others"));
+    REQUIRE(::chmod(fake.socket().c_str(), 0600) == 0);
+    // A socket another user owns (a process that raced to bind the path). Only root can make one here.
+    if (::geteuid() == 0) {
+      REQUIRE(::lchown(fake.socket().c_str(), 65534, 65534) == 0);
+      CHECK(run_gateway(fake.socket(), &err) != 0);
+      CHECK(absl::StrContains(err, "owned by uid 65534"));
+      // Named as the driver's user, the same socket is accepted.
+      GatewayFixture g({"--driver-socket", fake.socket(), "--driver-socket-owner", "65534"});
+      CHECK(Status(g).driver_state() == "connected");
+      g.Stop();
+      std::string out;
+      CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var2", "--driver-socket", fake.socket(),
+                        "--driver-socket-owner", "no-such-user-x"}, &out, &err) != 0);
+      CHECK(absl::StrContains(err, "driver_socket_owner: no user named 'no-such-user-x'"));
+    } else {
+      WARN("not root: a socket owned by another user cannot be made, so that refusal is untested here");
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
 
+#include "absl/strings/escaping.h"
 #include "policy/digest.h"
 #include "tests/test_support.h"
 #include "tests/vectors.h"
@@ -80,4 +81,32 @@ TEST_CASE("vectors: every bad trust store is refused with its own error", "[trus
     messages.insert(std::string(store.status().message()));
   }
   CHECK(messages.size() == static_cast<size_t>(cases.size()));  // each malformed shape has a distinct error
+}
+
+TEST_CASE("docs/driver-contract.md: the worked examples of signed bytes and context digest hold", "[trust][docs]") {
+  openshell::policy::driver::v1::RuntimeContext context;
+  context.set_sandbox_id("sb-1");
+  context.set_user_subject("alice@example.com");
+  (*context.mutable_attributes())["tenant_id"] = "acme";
+  const std::string context_digest = osh::trust::ContextDigest(context);
+  CHECK(context_digest == "ac5e901c3cf160e6a2b66c6357949e588faf8c9fd75af3aab2c3367e80e22fb5");
+
+  openshell::policy::driver::v1::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_policy_digest("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");  // SHA-256 of ""
+  p.set_policy_version(3);
+  p.set_context_digest(context_digest);
+  p.set_issued_at_unix(1700000000);
+  p.set_expires_at_unix(1700003600);
+  (*p.mutable_audit_context())["ticket"] = "CHG-42";
+  p.set_signature("not signed bytes");  // neither the signature nor the key id is covered
+  p.set_signing_key_id("any");
+  const std::string bytes = osh::trust::SignedBytes(p);
+  CHECK(bytes.size() == 242);
+  CHECK(absl::BytesToHexString(bytes) ==
+        "0000001e6f70656e7368656c6c2e706f6c6963792e70726f6a656374696f6e2e7631000000146f70656e7368656c6c2e7361"
+        "6e64626f782e7631000000406533623063343432393866633163313439616662663463383939366662393234323761653431"
+        "6534363439623933346361343935393931623738353262383535000000000000000300000040616335653930316333636631"
+        "3630653661326236366336333537393439653538386661663863396664373561663361616232633333363765383065323266"
+        "6235000000006553f100000000006553ff1000000001000000067469636b6574000000064348472d3432");
 }

@@ -154,7 +154,7 @@ class Harness {
 
   // --- checks --------------------------------------------------------------------------------------
   absl::Status CheckSocket() {
-    const absl::Status status = drivers::CheckDriverSocket(options_.socket);
+    const absl::Status status = drivers::CheckDriverSocket(options_.socket, options_.socket_owner);
     if (absl::IsNotFound(status)) return status;
     Verdict("socket", "a Unix socket, not a symlink, not writable by others (the gateway refuses anything else)",
             "SPEC §10", std::string(status.message()), "a Unix socket the gateway will connect to");

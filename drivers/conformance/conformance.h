@@ -5,7 +5,10 @@
 // Thread-safe in the sense that runs share nothing; one run uses several client threads itself.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -21,6 +24,7 @@ namespace conformance_v1 = openshell::policy::conformance::v1;
 struct ConformanceOptions {
   std::string socket;
   std::string surface = "openshell.sandbox.v1";
+  std::optional<uid_t> socket_owner;  // may own the socket besides root and us (the gateway's driver_socket_owner)
   // When set: the driver must sign, and every projection must verify under this store (SPEC §3.3 step 3).
   std::shared_ptr<const trust::TrustStore> trust_store;
   // A context the driver serves. An empty sandbox_id is replaced by a fresh random one.

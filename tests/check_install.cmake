@@ -1,0 +1,42 @@
+# Installs the build into PREFIX and checks the layout a driver author and an operator rely on.
+# Run by ctest (install_layout) with -DBUILD_DIR= -DPREFIX= -DPROTOC=.
+file(REMOVE_RECURSE "${PREFIX}")
+execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${PREFIX}"
+                RESULT_VARIABLE rc OUTPUT_QUIET)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "cmake --install failed (${rc})")
+endif()
+set(expected
+  bin/policy-gateway
+  bin/policyctl
+  bin/null-policy-driver
+  bin/policy-driver-conformance
+  share/openshell/proto/openshell/policy/driver/v1/driver.proto
+  share/openshell/proto/openshell/policy/gateway/v1/gateway.proto
+  share/openshell/proto/openshell/policy/conformance/v1/conformance.proto
+  share/openshell/proto/openshell/sandbox/v1/sandbox.proto
+  share/openshell/vectors/projection-vectors.json
+  share/doc/openshell-policy-gateway/driver-contract.md
+  share/doc/openshell-policy-gateway/threat-model.md
+  share/doc/openshell-policy-gateway/audit.md
+  share/doc/openshell-policy-gateway/policyctl.md)
+foreach(path ${expected})
+  if(NOT EXISTS "${PREFIX}/${path}")
+    message(FATAL_ERROR "not installed: ${path}")
+  endif()
+endforeach()
+foreach(program policy-gateway policyctl null-policy-driver policy-driver-conformance)
+  execute_process(COMMAND "${PREFIX}/bin/${program}" --help RESULT_VARIABLE rc OUTPUT_VARIABLE help ERROR_VARIABLE help)
+  if(NOT rc EQUAL 0 OR NOT help MATCHES "Usage")
+    message(FATAL_ERROR "${program} --help failed (${rc}): ${help}")
+  endif()
+endforeach()
+# The installed contract stands alone: driver.proto compiles from the installed tree (for C++ and with
+# the well-known types only).
+execute_process(COMMAND "${PROTOC}" -I "${PREFIX}/share/openshell/proto" --cpp_out=${PREFIX}
+                openshell/policy/driver/v1/driver.proto openshell/policy/gateway/v1/gateway.proto
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the installed protos do not compile: ${err}")
+endif()
+message(STATUS "install layout complete: ${PREFIX}")
