@@ -93,8 +93,13 @@ TEST_CASE("audit: a JSON line round-trips every field, and invalid UTF-8 is esca
   e.hash = osh::trust::ChainHash(e.prev_hash, e);
   const std::string line = osh::trust::ToJsonLine(e);
   CHECK(line.find('\n') == std::string::npos);
-  CHECK_THAT(line, Catch::Contains("\"seq\":\"1\"") && Catch::Contains("\"a\":\"1\"") &&
-                         Catch::Contains("\"b\":\"2\""));
+  // Map keys in sorted order, so one event always prints the same line (exports are byte-identical).
+  CHECK_THAT(line, Catch::Contains("\"seq\":\"1\"") && Catch::Contains("\"audit_context\":{\"a\":\"1\",\"b\":\"2\"}"));
+  AuditEvent many = e;
+  for (int i = 0; i < 50; ++i) many.audit_context["k" + std::to_string(10 + i * 41 % 50)] = "v";  // 10..59
+  const std::string first = osh::trust::ToJsonLine(many);
+  CHECK_THAT(first, Catch::Contains("{\"a\":\"1\",\"b\":\"2\",\"k10\":\"v\",\"k11\":\"v\",\"k12\":\"v\""));
+  for (int i = 0; i < 5; ++i) CHECK(osh::trust::ToJsonLine(many) == first);
   std::istringstream in(line + "\n");
   const auto verdict = osh::trust::VerifyExport(in);
   CHECK(verdict.whole);

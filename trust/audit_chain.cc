@@ -1,7 +1,11 @@
 #include "trust/audit_chain.h"
 
 #include <google/protobuf/stubs/common.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/type_resolver_util.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -107,12 +111,25 @@ AuditEvent FromProto(const gateway_v1::AuditEvent& e) {
 }
 
 std::string ToJsonLine(const AuditEvent& event) {
+  // Through deterministic binary (map entries sorted by key), so the same event always prints the same
+  // line and two exports of one chain are byte-identical.
+  std::string binary;
+  {
+    google::protobuf::io::StringOutputStream stream(&binary);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    ToProto(event).SerializeToCodedStream(&coded);
+  }
+  static auto* const resolver = google::protobuf::util::NewTypeResolverForDescriptorPool(  // thread-safe, never freed
+      "type.googleapis.com", google::protobuf::DescriptorPool::generated_pool());
+  static const std::string type_url =
+      absl::StrCat("type.googleapis.com/", gateway_v1::AuditEvent::descriptor()->full_name());
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string out;
   // Cannot fail: every text field is UTF-8 (MakeTextUtf8 ran before the event was stored).
-  (void)google::protobuf::util::MessageToJsonString(ToProto(event), &out, options);
+  (void)google::protobuf::util::BinaryToJsonString(resolver, type_url, binary, &out, options);
   return out;
 }
 
