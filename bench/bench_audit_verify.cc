@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/bench_support.h"
 #include "trust/audit_chain.h"
 
 namespace {
@@ -47,11 +48,6 @@ double Seconds(F f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,7 +78,7 @@ int main(int argc, char** argv) {
     }));
     all_ok &= verdict.whole && verdict.events == static_cast<uint64_t>(events);
   }
-  const double hash = Median(hash_rates), verify = Median(verify_rates);
+  const double hash = osh::bench::Median(hash_rates), verify = osh::bench::Median(verify_rates);
   std::printf("audit chain of %d events, %zu bytes exported (%.0f bytes/event), median of %d\n", events,
               exported.size(), static_cast<double>(exported.size()) / events, rounds);
   std::printf("baseline  recompute hashes (in memory)   %10.0f events/s\n", hash);

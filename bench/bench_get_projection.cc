@@ -49,11 +49,6 @@ std::unique_ptr<grpc::Server> Serve(grpc::Service* service, const std::string& s
   return builder.BuildAndStart();
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,7 +120,7 @@ int main(int argc, char** argv) {
     gateway.push_back(g.calls_per_second);
     std::printf("round %d: bare %.0f calls/s, gateway %.0f calls/s\n", r + 1, b.calls_per_second, g.calls_per_second);
   }
-  const double bare_median = Median(bare), gateway_median = Median(gateway);
+  const double bare_median = osh::bench::Median(bare), gateway_median = osh::bench::Median(gateway);
   std::printf("GetProjection, %zu-byte body, %d client threads, %d sandboxes, Unix sockets, median of %d rounds:\n",
               projection.body().size(), threads, sandboxes, rounds);
   std::printf("  bare gRPC callback server: %10.0f calls/s\n", bare_median);

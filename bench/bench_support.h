@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: a timed closed-loop load from client threads, and a 4 KiB policy.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -19,6 +20,12 @@ struct LoadResult {
   uint64_t calls = 0;
   uint64_t errors = 0;
 };
+
+// The median of a non-empty list of measurements (the upper one of an even count).
+inline double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 // Runs `call` (true = success) from `threads` threads for `seconds`, after a short warm-up.
 inline LoadResult RunLoad(int threads, double seconds, const std::function<bool(int thread)>& call) {

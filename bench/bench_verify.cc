@@ -41,11 +41,6 @@ double Rate(double seconds, const std::function<bool()>& op, bool* all_ok) {
   return static_cast<double>(calls) / std::chrono::duration<double>(now - start).count();
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -118,7 +113,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "a verification failed: the benchmark is not measuring what it claims\n");
     return 1;
   }
-  const double raw = Median(raw_rates), cold = Median(cold_rates), warm = Median(warm_rates);
+  const double raw = osh::bench::Median(raw_rates), cold = osh::bench::Median(cold_rates), warm = osh::bench::Median(warm_rates);
   std::printf("body %zu bytes, signed bytes %zu, %d rounds of %.2fs, single thread\n", p.body().size(),
               signed_bytes.size(), rounds, seconds);
   std::printf("raw EVP Ed25519 verify:  %10.0f verifications/s\n", raw);
