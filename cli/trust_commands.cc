@@ -1,7 +1,4 @@
 // policyctl keygen | sign | verify (offline, no gateway needed) and trust reload (admin socket).
-#include <sys/stat.h>
-
-#include <fstream>
 #include <iostream>
 
 #include <google/protobuf/struct.pb.h>
@@ -207,9 +204,8 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
     trust->require_subcommand(1);
     auto* cmd = trust->add_subcommand("reload", "Reload the gateway's trust store (a bad file keeps the last good one)");
     cmd->callback([&options, &exit_code] {
-      auto channel = Connect(options.admin_socket, options.timeout_s);
-      if (!channel) { exit_code = kExitUsage; return; }
-      auto stub = v1::PolicyGateway::NewStub(channel);
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
       v1::ReloadTrustStoreResponse response;
       auto ctx = MakeContext(options);
       if (auto status = stub->ReloadTrustStore(ctx.get(), v1::ReloadTrustStoreRequest(), &response); !status.ok()) {

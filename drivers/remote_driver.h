@@ -8,11 +8,10 @@
 
 #include <sys/types.h>
 
-#include <optional>
-
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>

@@ -1,6 +1,7 @@
 #include "store/sqlite_store.h"
 
 #include <chrono>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -74,9 +75,13 @@ CREATE TABLE audit_events (
     // 2: admissions in flight note their driver handle before anything else is written.
     R"sql(
 ALTER TABLE pending_releases ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+)sql",
+    // 3: the note is taken before the handle is acquired: it carries the context to release by.
+    R"sql(
 ALTER TABLE pending_releases ADD COLUMN context BLOB NOT NULL DEFAULT x'';
 )sql",
 };
+static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())

@@ -17,7 +17,7 @@ class SqliteStore final : public Store {
   // Opens or creates the database at `path` and migrates it to the current schema. Refuses a
   // database written by a newer gateway (FAILED_PRECONDITION).
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   absl::Status InsertSandbox(const SandboxRecord& record, AuditEvent event) override;
   absl::Status ReplaceProjection(const std::string& sandbox_id, const Projection& projection,

@@ -245,3 +245,25 @@ TEST_CASE("store: an admission intent is settled by its admission, or its releas
   CHECK((*due)[1].driver_handle.empty());
   CHECK((*due)[1].context.sandbox_id() == "sb-c");
 }
+
+TEST_CASE("store: a schema v2 database (as the remote-driver release shipped it) is migrated with its queue", "[store]") {
+  osh::test::TempDir dir;
+  const std::string path = dir / "gateway.db";
+  {  // Make a v2 database: today's schema without what v3 added, and a release queued the v2 way.
+    REQUIRE(SqliteStore::Open(path).ok());
+    auto db = osh::store::Db::Open(path);
+    REQUIRE(db.ok());
+    REQUIRE(db->Exec("ALTER TABLE pending_releases DROP COLUMN context").ok());
+    REQUIRE(db->Exec("INSERT INTO pending_releases (driver_handle, queued_at, in_flight) VALUES ('dh-v2', 1, 0)").ok());
+    REQUIRE(db->Exec("PRAGMA user_version = 2").ok());
+  }
+  auto store = SqliteStore::Open(path);
+  REQUIRE(store.ok());
+  auto due = (*store)->PendingReleases();
+  REQUIRE(due.ok());
+  REQUIRE(due->size() == 1);
+  CHECK((*due)[0].driver_handle == "dh-v2");
+  CHECK((*due)[0].context.sandbox_id().empty());
+  auto intent = (*store)->RecordAdmissionIntent(openshell::policy::driver::v1::RuntimeContext());
+  CHECK(intent.ok());
+}
