@@ -86,8 +86,13 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   return info;
 }
 
+// The driver did not answer (down, or too slow): what was asked may or may not have happened.
+bool DriverUnreachable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
 absl::Status DriverError(const absl::Status& status, const std::string& what) {
-  if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) {
+  if (DriverUnreachable(status)) {
     return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
   }
   return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
@@ -219,8 +224,9 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   if (!handle.ok()) {
     if (intent != 0) {
       // Unreachable: a handle may exist that we never heard of; release it by context later.
-      const bool unreachable = absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status());
-      (unreachable ? store_->QueueAcquiredRelease(intent, "") : store_->DropAdmissionIntent(intent)).IgnoreError();
+      absl::Status settled = DriverUnreachable(handle.status()) ? store_->QueueAcquiredRelease(intent, "")
+                                                                : store_->DropAdmissionIntent(intent);
+      if (!settled.ok()) LogError(absl::StrCat("cannot settle an admission intent: ", settled.ToString()));
     }
     return DriverError(handle.status(), "AcquireHandle");
   }
@@ -319,7 +325,7 @@ void GatewayCore::DeliverPendingReleases() {
         event.reason = absl::StrCat("release #", release.id, " dropped: the sandbox was admitted since");
       } else {
         auto handle = driver_->AcquireHandle(release.context);
-        if (!handle.ok() && (absl::IsUnavailable(handle.status()) || absl::IsDeadlineExceeded(handle.status()))) return;
+        if (!handle.ok() && DriverUnreachable(handle.status())) return;
         if (handle.ok()) {
           const absl::Status status = driver_->ReleaseHandle(*handle);
           if (!status.ok() && !absl::IsNotFound(status)) return;

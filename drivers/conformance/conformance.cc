@@ -1,5 +1,6 @@
 #include "drivers/conformance/conformance.h"
 
+#include <grpcpp/grpcpp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <chrono>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -33,6 +32,50 @@ using conformance_v1::Outcome;
 constexpr char kSandboxSurface[] = "openshell.sandbox.v1";
 constexpr int kUnknownFieldNumber = 4242;  // no message of the contract uses it
 
+// Every check, in report order: id, the rule it holds the driver to, and where the rule is written.
+struct CheckSpec {
+  const char* id;
+  const char* title;
+  const char* spec;
+};
+constexpr CheckSpec kChecks[] = {
+    {"socket", "a Unix socket, not a symlink, not writable by others, owned by root, you or --socket-owner",
+     "SPEC §10"},
+    {"capabilities.call", "GetCapabilities answers", "SPEC §3.1"},
+    {"capabilities.api_version", "api_version is 1 (anything else: the gateway refuses to start)", "SPEC §3.1"},
+    {"capabilities.identity", "driver_name is set (operators see it in status and audit)", "SPEC §3.1"},
+    {"capabilities.surface",
+     "supported_surfaces includes the surface under test (no overlap: the gateway refuses to start)", "SPEC §3.2"},
+    {"capabilities.signing", "signs_projections is true when a trust store is in force", "SPEC §3.3"},
+    {"acquire.valid", "AcquireHandle for a well-formed context returns a handle", "SPEC §3.2"},
+    {"acquire.malformed", "AcquireHandle refuses an empty context with INVALID_ARGUMENT", "SPEC §3.2"},
+    {"acquire.repeat", "acquiring twice for the same context works; both handles serve", "SPEC §3.2"},
+    {"projection.result", "GetProjection for the handle returns a projection", "SPEC §3.2"},
+    {"projection.surface", "surface_id is the surface asked for", "SPEC §3.3 step 1"},
+    {"projection.digest", "policy_digest is 64 lowercase hex and the SHA-256 of body", "SPEC §3.3 step 2"},
+    {"projection.body", "body parses with no unknown fields and passes validation", "SPEC §3.3 step 7"},
+    {"projection.signature", "signatures verify under the trust store (threshold, revocation, windows)",
+     "SPEC §3.3 step 3, §3.4"},
+    {"projection.context_binding", "context_digest, when set, is the digest of the handle's context",
+     "SPEC §3.3 step 4, §3.5"},
+    {"projection.expiry", "a stated expiry is in the future, issued_at is not", "SPEC §3.3 step 5"},
+    {"projection.version", "policy_version never goes backwards for a handle", "SPEC §3.3 step 6"},
+    {"projection.unknown_handle", "GetProjection for an unknown handle is NOT_FOUND", "SPEC §3.2"},
+    {"wire.unknown_fields", "requests carrying fields from a newer contract are accepted", "SPEC §3.1"},
+    {"concurrency", "concurrent clients each get a sound projection for their own context", "SPEC §3.2"},
+    {"connection.drop", "handles outlive the connection that acquired them; a dropped call harms nothing",
+     "SPEC §3.2, §7"},
+    {"release.idempotent", "ReleaseHandle succeeds, and again for the same handle", "SPEC §3.2"},
+    {"release.unknown", "ReleaseHandle for an unknown handle is OK or NOT_FOUND", "SPEC §3.2"},
+};
+
+const CheckSpec& SpecOf(absl::string_view id) {
+  for (const auto& check : kChecks) {
+    if (id == check.id) return check;
+  }
+  std::abort();  // a check id missing from kChecks is a programming error
+}
+
 std::string RandomHex(size_t bytes) {
   std::string raw(bytes, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes)) != 1) std::abort();
@@ -51,7 +94,8 @@ bool HasFeature(const driver_v1::Capabilities& caps, const std::string& feature)
 // Whether a projection is internally sound for `context`: its digest recomputes and, when bound, it is
 // bound to this very context. "" when sound, else why not.
 std::string SoundFor(const driver_v1::GetProjectionResponse& response, const driver_v1::RuntimeContext& context) {
-  if (!response.has_projection()) return absl::StrCat("no projection (no_verified_policy: ", response.no_verified_policy().reason(), ")");
+  if (!response.has_projection())
+    return absl::StrCat("no projection (no_verified_policy: ", response.no_verified_policy().reason(), ")");
   const auto& p = response.projection();
   if (policy::Sha256Hex(p.body()) != p.policy_digest()) return "policy_digest is not the SHA-256 of the body";
   if (!p.context_digest().empty() && p.context_digest() != trust::ContextDigest(context)) {
@@ -74,8 +118,8 @@ class Harness {
     if (absl::Status s = CheckSocket(); !s.ok()) return s;
     auto channel = NewChannel();
     if (!channel->WaitForConnected(Deadline(options_.connect_timeout_ms))) {
-      return absl::UnavailableError(absl::StrCat("nothing answers on ", options_.socket, " within ",
-                                                 options_.connect_timeout_ms, " ms"));
+      return absl::UnavailableError(
+          absl::StrCat("nothing answers on ", options_.socket, " within ", options_.connect_timeout_ms, " ms"));
     }
     stub_ = driver_v1::PolicyDriver::NewStub(channel);
     CheckCapabilities();
@@ -139,16 +183,18 @@ class Harness {
     return stub.ReleaseHandle(Call().get(), request, &response);
   }
 
-  void Add(const char* id, const char* title, const char* spec, Outcome outcome, std::string detail) {
+  void Add(const char* id, Outcome outcome, std::string detail) {
+    const CheckSpec& spec = SpecOf(id);
     auto* check = report_.add_checks();
-    check->set_id(id);
-    check->set_title(title);
-    check->set_spec(spec);
+    check->set_id(spec.id);
+    check->set_title(spec.title);
+    check->set_spec(spec.spec);
     check->set_outcome(outcome);
     check->set_detail(std::move(detail));
   }
-  void Verdict(const char* id, const char* title, const char* spec, const std::string& failure, std::string pass_detail) {
-    Add(id, title, spec, failure.empty() ? conformance_v1::PASS : conformance_v1::FAIL,
+  // PASS with `pass_detail` when `failure` is empty, else FAIL with it.
+  void Verdict(const char* id, const std::string& failure, std::string pass_detail) {
+    Add(id, failure.empty() ? conformance_v1::PASS : conformance_v1::FAIL,
         failure.empty() ? std::move(pass_detail) : failure);
   }
 
@@ -156,8 +202,7 @@ class Harness {
   absl::Status CheckSocket() {
     const absl::Status status = drivers::CheckDriverSocket(options_.socket, options_.socket_owner);
     if (absl::IsNotFound(status)) return status;
-    Verdict("socket", "a Unix socket, not a symlink, not writable by others (the gateway refuses anything else)",
-            "SPEC §10", std::string(status.message()), "a Unix socket the gateway will connect to");
+    Verdict("socket", std::string(status.message()), "a Unix socket the gateway will connect to");
     return absl::OkStatus();
   }
 
@@ -166,29 +211,26 @@ class Harness {
     request.set_gateway_version("policy-driver-conformance " OSH_VERSION);
     request.add_accepted_surfaces(options_.surface);
     grpc::Status status = stub_->GetCapabilities(Call().get(), request, &caps_);
-    Verdict("capabilities.call", "GetCapabilities answers", "SPEC §3.1", status.ok() ? "" : Describe(status), "answered");
+    Verdict("capabilities.call", status.ok() ? "" : Describe(status), "answered");
     report_.set_driver_name(caps_.driver_name());
     report_.set_driver_version(caps_.driver_version());
     if (!status.ok()) caps_.Clear();
-    Verdict("capabilities.api_version", "api_version is 1 (anything else: the gateway refuses to start)", "SPEC §3.1",
+    Verdict("capabilities.api_version",
             caps_.api_version() == 1 ? "" : absl::StrCat("api_version ", caps_.api_version()), "api_version 1");
-    Verdict("capabilities.identity", "driver_name is set (operators see it in status and audit)", "SPEC §3.1",
-            caps_.driver_name().empty() ? "driver_name is empty" : "",
+    Verdict("capabilities.identity", caps_.driver_name().empty() ? "driver_name is empty" : "",
             absl::StrCat(caps_.driver_name(), " ", caps_.driver_version()));
     const auto& surfaces = caps_.supported_surfaces();
     Verdict("capabilities.surface",
-            "supported_surfaces includes the surface under test (no overlap: the gateway refuses to start)", "SPEC §3.2",
             std::find(surfaces.begin(), surfaces.end(), options_.surface) != surfaces.end()
                 ? ""
                 : absl::StrCat("supported_surfaces [", absl::StrJoin(surfaces, ", "), "] lacks ", options_.surface),
             absl::StrCat("[", absl::StrJoin(surfaces, ", "), "]"));
     if (options_.trust_store == nullptr) {
-      Add("capabilities.signing", "signs_projections is true when a trust store is in force", "SPEC §3.3",
-          conformance_v1::SKIPPED,
+      Add("capabilities.signing", conformance_v1::SKIPPED,
           caps_.signs_projections() ? "the driver signs; give --trust-store to verify its signatures"
                                     : "no --trust-store (the driver does not sign)");
     } else {
-      Verdict("capabilities.signing", "signs_projections is true when a trust store is in force", "SPEC §3.3",
+      Verdict("capabilities.signing",
               caps_.signs_projections() ? "" : "signs_projections is false, but the trust store requires signatures",
               "signs_projections");
     }
@@ -197,9 +239,10 @@ class Harness {
   void CheckAcquire() {
     grpc::Status status = Acquire(*stub_, context_, &handle_);
     if (status.ok() && handle_.empty()) status = grpc::Status(grpc::StatusCode::INTERNAL, "OK with an empty handle");
-    Verdict("acquire.valid", "AcquireHandle for a well-formed context returns a handle", "SPEC §3.2",
-            status.ok() ? "" : absl::StrCat(Describe(status), " (for sandbox '", context_.sandbox_id(), "', subject '",
-                                           context_.user_subject(), "': pick a --subject the driver serves)"),
+    Verdict("acquire.valid",
+            status.ok() ? ""
+                        : absl::StrCat(Describe(status), " (for sandbox '", context_.sandbox_id(), "', subject '",
+                                       context_.user_subject(), "': pick a --subject the driver serves)"),
             absl::StrCat("handle for sandbox '", context_.sandbox_id(), "'"));
     if (!status.ok()) handle_.clear();
 
@@ -219,12 +262,10 @@ class Harness {
                                ", not INVALID_ARGUMENT");
       }
     }
-    Verdict("acquire.malformed", "AcquireHandle refuses an empty context with INVALID_ARGUMENT", "SPEC §3.2", failure,
-            "INVALID_ARGUMENT for an empty context and for none");
+    Verdict("acquire.malformed", failure, "INVALID_ARGUMENT for an empty context and for none");
 
     if (handle_.empty()) {
-      Add("acquire.repeat", "acquiring twice for the same context works; both handles serve", "SPEC §3.2",
-          conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
+      Add("acquire.repeat", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
       return;
     }
     std::string again;
@@ -234,21 +275,20 @@ class Harness {
       extra_handles_.push_back(again);
       status = Get(*stub_, again, &response);
     }
-    Verdict("acquire.repeat", "acquiring twice for the same context works; both handles serve", "SPEC §3.2",
-            status.ok() ? "" : Describe(status), again == handle_ ? "the same handle again" : "a second, working handle");
+    Verdict("acquire.repeat", status.ok() ? "" : Describe(status),
+            again == handle_ ? "the same handle again" : "a second, working handle");
   }
 
   void SkipProjectionChecks(const std::string& why) {
     for (const char* id : {"projection.surface", "projection.digest", "projection.body", "projection.signature",
                            "projection.context_binding", "projection.expiry", "projection.version"}) {
-      Add(id, "see docs/driver-contract.md", "SPEC §3.3", conformance_v1::SKIPPED, why);
+      Add(id, conformance_v1::SKIPPED, why);
     }
   }
 
   void CheckProjection() {
     if (handle_.empty()) {
-      Add("projection.result", "GetProjection for the handle returns a projection", "SPEC §3.2",
-          conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
+      Add("projection.result", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
       SkipProjectionChecks("needs a projection");
       return;
     }
@@ -259,8 +299,7 @@ class Harness {
       failure = absl::StrCat("no_verified_policy: ", response.no_verified_policy().reason(),
                              " (the gateway would refuse admission; pick a context the driver serves)");
     }
-    Verdict("projection.result", "GetProjection for the handle returns a projection", "SPEC §3.2", failure,
-            absl::StrCat(response.projection().body().size(), "-byte body"));
+    Verdict("projection.result", failure, absl::StrCat(response.projection().body().size(), "-byte body"));
     if (!failure.empty()) {
       SkipProjectionChecks("needs a projection (projection.result failed)");
       return;
@@ -269,21 +308,24 @@ class Harness {
     const int64_t now = absl::ToUnixSeconds(absl::Now());
     const int64_t skew = options_.clock_skew_s;
 
-    Verdict("projection.surface", "surface_id is the surface asked for", "SPEC §3.3 step 1",
-            p.surface_id() == options_.surface ? "" : absl::StrCat("surface_id '", p.surface_id(), "', asked for '", options_.surface, "'"),
+    Verdict("projection.surface",
+            p.surface_id() == options_.surface
+                ? ""
+                : absl::StrCat("surface_id '", p.surface_id(), "', asked for '", options_.surface, "'"),
             p.surface_id());
 
     const std::string actual = policy::Sha256Hex(p.body());
-    Verdict("projection.digest", "policy_digest is 64 lowercase hex and the SHA-256 of body", "SPEC §3.3 step 2",
+    Verdict("projection.digest",
             !policy::IsLowercaseHexDigest(p.policy_digest())
                 ? absl::StrCat("policy_digest '", p.policy_digest(), "' is not 64 lowercase hex characters")
-                : p.policy_digest() != actual ? absl::StrCat("policy_digest ", p.policy_digest(), " but SHA-256 of the body is ", actual)
-                                              : "",
+            : p.policy_digest() != actual
+                ? absl::StrCat("policy_digest ", p.policy_digest(), " but SHA-256 of the body is ", actual)
+                : "",
             p.policy_digest());
 
     if (p.surface_id() != kSandboxSurface) {
-      Add("projection.body", "body parses with no unknown fields and passes validation", "SPEC §3.3 step 7",
-          conformance_v1::SKIPPED, absl::StrCat("surface '", p.surface_id(), "' is not one this harness knows"));
+      Add("projection.body", conformance_v1::SKIPPED,
+          absl::StrCat("surface '", p.surface_id(), "' is not one this harness knows"));
     } else {
       std::string body_failure;
       auto parsed = policy::ParseBodyStrict(p.body());
@@ -292,39 +334,37 @@ class Harness {
       } else if (auto violation = policy::FindViolation(*parsed)) {
         body_failure = absl::StrCat("invalid_policy: ", violation->path, ": ", violation->message);
       }
-      Verdict("projection.body", "body parses with no unknown fields and passes validation", "SPEC §3.3 step 7",
-              body_failure, "a complete, valid openshell.sandbox.v1.SandboxPolicy");
+      Verdict("projection.body", body_failure, "a complete, valid openshell.sandbox.v1.SandboxPolicy");
     }
 
     if (options_.trust_store == nullptr) {
-      Add("projection.signature", "signatures verify under the trust store (threshold, revocation, windows)",
-          "SPEC §3.3 step 3, §3.4", conformance_v1::SKIPPED, "no --trust-store");
+      Add("projection.signature", conformance_v1::SKIPPED, "no --trust-store");
     } else {
       const trust::CheckResult trust = trust::CheckSignatures(p, *options_.trust_store, now, skew);
-      Verdict("projection.signature", "signatures verify under the trust store (threshold, revocation, windows)",
-              "SPEC §3.3 step 3, §3.4", trust.ok() ? "" : trust.Message(),
+      Verdict("projection.signature", trust.ok() ? "" : trust.Message(),
               absl::StrCat("verified by ", absl::StrJoin(trust.verified_key_ids, ", ")));
     }
 
-    if (!p.context_digest().empty()) {
-      Verdict("projection.context_binding", "context_digest, when set, is the digest of the handle's context",
-              "SPEC §3.3 step 4, §3.5",
-              p.context_digest() == trust::ContextDigest(context_) ? "" : "context_mismatch: context_digest is not the digest of the context the handle was acquired for",
-              "bound to this context");
-    } else if (options_.trust_store != nullptr && options_.trust_store->require_context_binding()) {
-      Verdict("projection.context_binding", "context_digest, when set, is the digest of the handle's context",
-              "SPEC §3.3 step 4, §3.5", "context_digest is empty, but the trust store requires context binding", "");
-    } else if (HasFeature(caps_, "context_binding")) {
-      Verdict("projection.context_binding", "context_digest, when set, is the digest of the handle's context",
-              "SPEC §3.3 step 4, §3.5", "features lists context_binding, but context_digest is empty", "");
+    const bool binding_required = options_.trust_store != nullptr && options_.trust_store->require_context_binding();
+    if (p.context_digest().empty() && !binding_required && !HasFeature(caps_, "context_binding")) {
+      Add("projection.context_binding", conformance_v1::SKIPPED,
+          "the driver does not bind projections (context_digest empty)");
     } else {
-      Add("projection.context_binding", "context_digest, when set, is the digest of the handle's context",
-          "SPEC §3.3 step 4, §3.5", conformance_v1::SKIPPED, "the driver does not bind projections (context_digest empty)");
+      std::string binding_failure;
+      if (p.context_digest().empty()) {
+        binding_failure = binding_required ? "context_digest is empty, but the trust store requires context binding"
+                                           : "features lists context_binding, but context_digest is empty";
+      } else if (p.context_digest() != trust::ContextDigest(context_)) {
+        binding_failure =
+            "context_mismatch: context_digest is not the digest of the context the handle was acquired for";
+      }
+      Verdict("projection.context_binding", binding_failure, "bound to this context");
     }
 
     std::string expiry_failure;
     if (p.expires_at_unix() != 0 && p.expires_at_unix() <= now - skew) {
-      expiry_failure = absl::StrCat("expired: expires_at_unix ", p.expires_at_unix(), " is in the past (now ", now, ")");
+      expiry_failure =
+          absl::StrCat("expired: expires_at_unix ", p.expires_at_unix(), " is in the past (now ", now, ")");
     } else if (p.issued_at_unix() > now + skew) {
       expiry_failure = absl::StrCat("issued_at_unix ", p.issued_at_unix(), " is in the future (now ", now, ")");
     } else if (p.expires_at_unix() != 0 && p.issued_at_unix() != 0 && p.expires_at_unix() < p.issued_at_unix()) {
@@ -332,30 +372,30 @@ class Harness {
     } else if (p.expires_at_unix() == 0 && HasFeature(caps_, "expiry")) {
       expiry_failure = "features lists expiry, but expires_at_unix is 0";
     }
-    Verdict("projection.expiry", "a stated expiry is in the future, issued_at is not", "SPEC §3.3 step 5",
-            expiry_failure,
+    Verdict("projection.expiry", expiry_failure,
             p.expires_at_unix() == 0 ? "never expires" : absl::StrCat("expires in ", p.expires_at_unix() - now, " s"));
 
     driver_v1::GetProjectionResponse again;
     const grpc::Status second = Get(*stub_, handle_, &again);
     std::string version_failure;
     if (!second.ok() || !again.has_projection()) {
-      version_failure = absl::StrCat("a second GetProjection failed: ", second.ok() ? "no projection" : Describe(second));
+      version_failure =
+          absl::StrCat("a second GetProjection failed: ", second.ok() ? "no projection" : Describe(second));
     } else if (again.projection().policy_version() < p.policy_version()) {
       version_failure = absl::StrCat("rollback: policy_version went from ", p.policy_version(), " to ",
                                      again.projection().policy_version(), " between two calls");
     } else if (p.policy_version() == 0 && HasFeature(caps_, "policy_version")) {
       version_failure = "features lists policy_version, but policy_version is 0";
     }
-    Verdict("projection.version", "policy_version never goes backwards for a handle", "SPEC §3.3 step 6",
-            version_failure,
-            p.policy_version() == 0 ? "unversioned (0)" : absl::StrCat("version ", again.projection().policy_version()));
+    Verdict(
+        "projection.version", version_failure,
+        p.policy_version() == 0 ? "unversioned (0)" : absl::StrCat("version ", again.projection().policy_version()));
   }
 
   void CheckUnknownHandle() {
     driver_v1::GetProjectionResponse response;
     const grpc::Status status = Get(*stub_, absl::StrCat("conformance-unknown-", RandomHex(8)), &response);
-    Verdict("projection.unknown_handle", "GetProjection for an unknown handle is NOT_FOUND", "SPEC §3.2",
+    Verdict("projection.unknown_handle",
             status.error_code() == grpc::StatusCode::NOT_FOUND
                 ? ""
                 : absl::StrCat("got ", status.ok() ? "OK" : Describe(status), ", not NOT_FOUND"),
@@ -374,14 +414,15 @@ class Harness {
     driver_v1::AcquireHandleRequest acquire;
     *acquire.mutable_context() = context_;
     acquire.GetReflection()->MutableUnknownFields(&acquire)->AddVarint(kUnknownFieldNumber, 1);
-    acquire.mutable_context()->GetReflection()->MutableUnknownFields(acquire.mutable_context())
+    acquire.mutable_context()
+        ->GetReflection()
+        ->MutableUnknownFields(acquire.mutable_context())
         ->AddLengthDelimited(kUnknownFieldNumber, "future");
     std::string handle;
     const grpc::Status acquired = Acquire(*stub_, acquire, &handle);
     note("AcquireHandle", acquired);
     if (acquired.ok() && !handle.empty() && handle != handle_) extra_handles_.push_back(handle);
-    Verdict("wire.unknown_fields", "requests carrying fields from a newer contract are accepted", "SPEC §3.1",
-            failure, "GetCapabilities and AcquireHandle ignore unknown fields");
+    Verdict("wire.unknown_fields", failure, "GetCapabilities and AcquireHandle ignore unknown fields");
   }
 
   void CheckConcurrency() {
@@ -398,34 +439,38 @@ class Harness {
           context.set_sandbox_id(absl::StrCat(context_.sandbox_id(), "-c", c, "-r", r));
           std::string handle, why;
           driver_v1::GetProjectionResponse response;
-          if (grpc::Status s = Acquire(*stub, context, &handle); !s.ok()) why = absl::StrCat("AcquireHandle: ", Describe(s));
-          else if (grpc::Status g = Get(*stub, handle, &response); !g.ok()) why = absl::StrCat("GetProjection: ", Describe(g));
-          else why = SoundFor(response, context);
+          if (grpc::Status s = Acquire(*stub, context, &handle); !s.ok())
+            why = absl::StrCat("AcquireHandle: ", Describe(s));
+          else if (grpc::Status g = Get(*stub, handle, &response); !g.ok())
+            why = absl::StrCat("GetProjection: ", Describe(g));
+          else
+            why = SoundFor(response, context);
           if (why.empty()) {
-            if (grpc::Status rel = Release(*stub, handle); !rel.ok()) why = absl::StrCat("ReleaseHandle: ", Describe(rel));
+            if (grpc::Status rel = Release(*stub, handle); !rel.ok())
+              why = absl::StrCat("ReleaseHandle: ", Describe(rel));
           }
           calls += 3;
           if (!why.empty()) {
             absl::MutexLock lock(&mu);
-            if (first_failure.empty()) first_failure = absl::StrCat("client ", c, ", sandbox '", context.sandbox_id(), "': ", why);
+            if (first_failure.empty())
+              first_failure = absl::StrCat("client ", c, ", sandbox '", context.sandbox_id(), "': ", why);
           }
         }
       });
     }
     for (auto& t : threads) t.join();
-    Verdict("concurrency", "concurrent clients each get a sound projection for their own context", "SPEC §3.2",
-            first_failure, absl::StrCat(clients, " clients x ", rounds, " rounds, ", calls.load(), " calls, each answer sound"));
+    Verdict("concurrency", first_failure,
+            absl::StrCat(clients, " clients x ", rounds, " rounds, ", calls.load(), " calls, each answer sound"));
   }
 
   void CheckDroppedConnection() {
-    const char* title = "handles outlive the connection that acquired them; a dropped call harms nothing";
     driver_v1::RuntimeContext context = context_;
     context.set_sandbox_id(absl::StrCat(context_.sandbox_id(), "-reconnect"));
     std::string handle;
     {
       auto first = driver_v1::PolicyDriver::NewStub(NewChannel());
       if (grpc::Status s = Acquire(*first, context, &handle); !s.ok()) {
-        Verdict("connection.drop", title, "SPEC §3.2, §7", absl::StrCat("AcquireHandle: ", Describe(s)), "");
+        Verdict("connection.drop", absl::StrCat("AcquireHandle: ", Describe(s)), "");
         return;
       }
       // A call abandoned mid-flight: the client gives up at once and the connection goes with it.
@@ -445,29 +490,28 @@ class Harness {
     } else {
       failure = SoundFor(response, context);
     }
-    if (grpc::Status s = Release(*second, handle); !s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND && failure.empty()) {
+    if (grpc::Status s = Release(*second, handle);
+        !s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND && failure.empty()) {
       failure = absl::StrCat("on a new connection, ReleaseHandle: ", Describe(s));
     }
-    Verdict("connection.drop", title, "SPEC §3.2, §7", failure, "the handle works on a new connection");
+    Verdict("connection.drop", failure, "the handle works on a new connection");
   }
 
   void CheckRelease() {
     auto released = [](const grpc::Status& s) { return s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND; };
     if (handle_.empty()) {
-      Add("release.idempotent", "ReleaseHandle succeeds, and again for the same handle", "SPEC §3.2",
-          conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
+      Add("release.idempotent", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
     } else {
       const grpc::Status first = Release(*stub_, handle_);
       const grpc::Status second = Release(*stub_, handle_);
-      Verdict("release.idempotent", "ReleaseHandle succeeds, and again for the same handle", "SPEC §3.2",
-              !first.ok() ? absl::StrCat("first release: ", Describe(first))
+      Verdict("release.idempotent",
+              !first.ok()         ? absl::StrCat("first release: ", Describe(first))
               : !released(second) ? absl::StrCat("second release: ", Describe(second), " (must be OK or NOT_FOUND)")
                                   : "",
               second.ok() ? "OK twice" : "OK, then NOT_FOUND");
     }
     const grpc::Status unknown = Release(*stub_, absl::StrCat("conformance-unknown-", RandomHex(8)));
-    Verdict("release.unknown", "ReleaseHandle for an unknown handle is OK or NOT_FOUND", "SPEC §3.2",
-            released(unknown) ? "" : Describe(unknown), unknown.ok() ? "OK" : "NOT_FOUND");
+    Verdict("release.unknown", released(unknown) ? "" : Describe(unknown), unknown.ok() ? "OK" : "NOT_FOUND");
   }
 
   const ConformanceOptions& options_;
@@ -476,7 +520,7 @@ class Harness {
   driver_v1::Capabilities caps_;
   std::string handle_;                      // acquired for context_
   std::vector<std::string> extra_handles_;  // other handles this run acquired, released at the end
-  std::atomic<int> connections_{0};  // numbers each connection (NewChannel is called from client threads)
+  std::atomic<int> connections_{0};         // numbers each connection (NewChannel is called from client threads)
   conformance_v1::Report report_;
 };
 
