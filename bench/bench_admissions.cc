@@ -61,6 +61,18 @@ class EmptyService final : public gw::PolicyGateway::CallbackService {
   }
 };
 
+// One stub per client thread, each on its own connection (a distinct channel argument).
+std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> StubPerThread(const std::string& socket, int threads) {
+  std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> stubs;
+  for (int t = 0; t < threads; ++t) {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.channel_id", t);
+    stubs.push_back(gw::PolicyGateway::NewStub(
+        grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args)));
+  }
+  return stubs;
+}
+
 struct Measured {
   double per_second = 0;
   double p50_ms = 0, p99_ms = 0;
@@ -134,13 +146,7 @@ int main(int argc, char** argv) {
                                "--trust-store", dir + "/trust.json"}, dir + "/gateway.log");
   if (gateway < 0 || !WaitForChannel(dir + "/var/admin.sock")) return 1;
 
-  std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> stubs;
-  for (int t = 0; t < threads; ++t) {
-    grpc::ChannelArguments args;
-    args.SetInt("grpc.channel_id", t);
-    stubs.push_back(gw::PolicyGateway::NewStub(
-        grpc::CreateCustomChannel("unix:" + dir + "/var/admin.sock", grpc::InsecureChannelCredentials(), args)));
-  }
+  const auto stubs = StubPerThread(dir + "/var/admin.sock", threads);
   const Measured admissions = Load(threads, seconds, [&](int t, uint64_t i) {
     gw::AdmitSandboxRequest request;
     request.mutable_context()->set_sandbox_id("sb-" + std::to_string(t) + "-" + std::to_string(i));
@@ -160,13 +166,7 @@ int main(int argc, char** argv) {
   builder.AddListeningPort("unix:" + dir + "/bare.sock", grpc::InsecureServerCredentials());
   builder.RegisterService(&empty);
   auto bare_server = builder.BuildAndStart();
-  std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> bare_stubs;
-  for (int t = 0; t < threads; ++t) {
-    grpc::ChannelArguments args;
-    args.SetInt("grpc.channel_id", t);
-    bare_stubs.push_back(gw::PolicyGateway::NewStub(
-        grpc::CreateCustomChannel("unix:" + dir + "/bare.sock", grpc::InsecureChannelCredentials(), args)));
-  }
+  const auto bare_stubs = StubPerThread(dir + "/bare.sock", threads);
   const Measured bare = Load(threads, seconds, [&](int t, uint64_t) {
     grpc::ClientContext ctx;
     gw::GetStatusResponse response;

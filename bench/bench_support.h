@@ -9,6 +9,9 @@
 #include <thread>
 #include <vector>
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "policy/body_codec.h"
 #include "policy/policy_file.h"
@@ -62,9 +65,14 @@ inline openshell::sandbox::v1::SandboxPolicy PolicyOfSize(size_t bytes) {
 
 // A one-key trust store (SPEC §4, plain form) for `pem`.
 inline std::string TrustStoreJsonFor(const std::string& key_id, const std::string& pem) {
-  std::string escaped;
-  for (char c : pem) escaped += c == '\n' ? std::string("\\n") : std::string(1, c);
-  return "{\"keys\":[{\"key_id\":\"" + key_id + "\",\"public_key_pem\":\"" + escaped + "\"}]}";
+  google::protobuf::Struct key;
+  (*key.mutable_fields())["key_id"].set_string_value(key_id);
+  (*key.mutable_fields())["public_key_pem"].set_string_value(pem);
+  google::protobuf::Struct store;
+  *(*store.mutable_fields())["keys"].mutable_list_value()->add_values()->mutable_struct_value() = key;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(store, &json);  // a Struct of strings always prints
+  return json;
 }
 
 }  // namespace osh::bench
