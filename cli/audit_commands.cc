@@ -1,6 +1,7 @@
 // policyctl audit export | verify | head: the audit hash chain (SPEC §8). `verify` is offline.
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <google/protobuf/struct.pb.h>
@@ -39,11 +40,12 @@ void AddExport(CLI::App& audit, const Options& options, int& exit_code) {
     auto stub = AdminStub(options);
     if (!stub) { exit_code = kExitUsage; return; }
     std::string lines;
-    uint64_t after = 0, events = 0, head_seq = 0;
+    uint64_t last_seq = 0;  // seqs run 1, 2, 3, ... without gaps: also how many events were exported
     std::string head_hash = trust::kGenesisHash;
-    for (bool first = true;; first = false) {
+    std::optional<uint64_t> target;  // the head when the export began; later events wait for the next one
+    do {
       v1::ListAuditEventsRequest request;
-      request.set_after_seq(after);
+      request.set_after_seq(last_seq);
       request.set_limit(kPage);
       v1::ListAuditEventsResponse response;
       auto ctx = MakeContext(options);
@@ -51,20 +53,17 @@ void AddExport(CLI::App& audit, const Options& options, int& exit_code) {
         exit_code = ReportRpcError(status);
         return;
       }
-      // The export is the chain up to the head seen by the first page; later events wait for the next one.
-      const uint64_t target = first ? response.head_seq() : head_seq;
-      if (first) head_seq = target;
+      if (!target) target = response.head_seq();
+      if (response.events().empty()) break;
       for (const auto& event : response.events()) {
-        if (event.seq() > target) break;
+        if (event.seq() > *target) break;
         const std::string line = trust::ToJsonLine(trust::FromProto(event)) + "\n";
         if (out_path->empty()) std::cout << line;
         else lines += line;
-        after = event.seq();
+        last_seq = event.seq();
         head_hash = event.hash();
-        ++events;
       }
-      if (response.events().empty() || after >= target) break;
-    }
+    } while (last_seq < *target);
     if (!out_path->empty()) {
       if (auto s = WriteFileAtomically(*out_path, lines, 0600); !s.ok()) { exit_code = ReportLocalError(s); return; }
     }
@@ -72,12 +71,12 @@ void AddExport(CLI::App& audit, const Options& options, int& exit_code) {
     if (options.json() && !out_path->empty()) {
       google::protobuf::Struct summary;
       (*summary.mutable_fields())["file"] = Text(*out_path);
-      (*summary.mutable_fields())["events"] = Number(events);
-      (*summary.mutable_fields())["head_seq"] = Number(after);
+      (*summary.mutable_fields())["events"] = Number(last_seq);
+      (*summary.mutable_fields())["head_seq"] = Number(last_seq);
       (*summary.mutable_fields())["head_hash"] = Text(head_hash);
       std::cout << ToJson(summary) << "\n";
     } else {
-      std::cerr << "exported " << Range(events, after) << (out_path->empty() ? "" : " to " + *out_path)
+      std::cerr << "exported " << Range(last_seq, last_seq) << (out_path->empty() ? "" : " to " + *out_path)
                 << "; head hash " << head_hash << "\n";
     }
     exit_code = kExitOk;

@@ -2,8 +2,8 @@
 // The input is a serialized Projection; anything that does not parse as one is used as a body instead
 // (with a correct digest), so the body parser and validator are reached either way.
 // Invariants (abort on violation): the check never crashes; a refusal names a SPEC reason code and a
-// detail; an admitted projection's digest is the
-// SHA-256 of its body, its body passes validation, and with a trust store it names a verified key.
+// detail; an admitted projection's digest is the SHA-256 of its body, its body passes validation, and
+// with a trust store it names a verified key.
 #include <cstdint>
 #include <cstdlib>
 #include <set>

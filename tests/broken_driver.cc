@@ -19,6 +19,7 @@
 namespace {
 
 namespace drv = openshell::policy::driver::v1;
+using osh::driver_kit::Finish;
 namespace kit = osh::driver_kit;
 
 const std::set<std::string> kViolations = {
@@ -41,12 +42,6 @@ const std::set<std::string> kViolations = {
     "release_unknown",   // releasing an unknown handle is INTERNAL
 };
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(std::move(status));
-  return reactor;
-}
-
 bool HasUnknownFields(const google::protobuf::Message& message) {
   return !message.GetReflection()->GetUnknownFields(message).empty();
 }
@@ -59,7 +54,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx, const drv::GetCapabilitiesRequest* request,
                                             drv::Capabilities* out) override {
-    if (Breaks("strict_fields") && HasUnknownFields(*request)) return Done(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "unknown field"});
+    if (Breaks("strict_fields") && HasUnknownFields(*request)) return Finish(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "unknown field"});
     out->set_driver_name(Breaks("no_name") ? "" : "broken-policy-driver");
     out->set_driver_version("test");
     out->set_api_version(Breaks("api_version") ? 2 : 1);
@@ -68,23 +63,23 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     out->add_features("policy_version");
     out->add_features("context_binding");
     out->add_features("expiry");
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
 
   grpc::ServerUnaryReactor* AcquireHandle(grpc::CallbackServerContext* ctx, const drv::AcquireHandleRequest* request,
                                           drv::AcquireHandleResponse* out) override {
     if (Breaks("strict_fields") && (HasUnknownFields(*request) || HasUnknownFields(request->context()))) {
-      return Done(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "unknown field"});
+      return Finish(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "unknown field"});
     }
     const auto& context = request->context();
     if ((context.sandbox_id().empty() || context.user_subject().empty()) && !Breaks("accept_empty")) {
-      return Done(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "context.sandbox_id and context.user_subject are required"});
+      return Finish(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "context.sandbox_id and context.user_subject are required"});
     }
     absl::MutexLock lock(&mu_);
     std::string handle = Breaks("shared_handle") ? "h-shared" : absl::StrCat("h-", ++next_);
     handles_.emplace(handle, context);  // shared: stays bound to the first context
     out->set_handle(handle);
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
 
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* ctx, const drv::GetProjectionRequest* request,
@@ -94,20 +89,20 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     {
       absl::MutexLock lock(&mu_);
       auto it = handles_.find(request->handle());
-      if (it == handles_.end() && !Breaks("any_handle")) return Done(ctx, {grpc::StatusCode::NOT_FOUND, "unknown handle"});
+      if (it == handles_.end() && !Breaks("any_handle")) return Finish(ctx, {grpc::StatusCode::NOT_FOUND, "unknown handle"});
       if (it != handles_.end()) context = it->second;
       call = ++projections_;
     }
     if (Breaks("no_policy")) {
       out->mutable_no_verified_policy()->set_reason("nothing to vouch for");
-      return Done(ctx, grpc::Status::OK);
+      return Finish(ctx, grpc::Status::OK);
     }
     kit::SourcedPolicy sourced = sourced_;
     if (Breaks("invalid_policy")) sourced.policy.mutable_process()->set_run_as_user("root");
     if (Breaks("rollback")) sourced.version = 1000 - call;
     if (Breaks("wrong_context")) context.set_sandbox_id(context.sandbox_id() + "-other");
     auto projection = envelope_.Envelope(sourced, context);
-    if (!projection.ok()) return Done(ctx, {grpc::StatusCode::INTERNAL, std::string(projection.status().message())});
+    if (!projection.ok()) return Finish(ctx, {grpc::StatusCode::INTERNAL, std::string(projection.status().message())});
     drv::Projection& p = *projection;
     if (Breaks("unknown_field")) {
       openshell::sandbox::v1::SandboxPolicy policy = sourced.policy;
@@ -132,7 +127,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
       p.set_signature(signature);
     }
     *out->mutable_projection() = std::move(p);
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
 
   grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
@@ -140,14 +135,14 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     absl::MutexLock lock(&mu_);
     if (handles_.erase(request->handle()) > 0) {
       released_.insert(request->handle());
-      return Done(ctx, grpc::Status::OK);
+      return Finish(ctx, grpc::Status::OK);
     }
     if (released_.count(request->handle()) > 0) {
-      if (Breaks("release_twice")) return Done(ctx, {grpc::StatusCode::FAILED_PRECONDITION, "already released"});
-      return Done(ctx, grpc::Status::OK);
+      if (Breaks("release_twice")) return Finish(ctx, {grpc::StatusCode::FAILED_PRECONDITION, "already released"});
+      return Finish(ctx, grpc::Status::OK);
     }
-    if (Breaks("release_unknown")) return Done(ctx, {grpc::StatusCode::INTERNAL, "no such handle"});
-    return Done(ctx, grpc::Status::OK);
+    if (Breaks("release_unknown")) return Finish(ctx, {grpc::StatusCode::INTERNAL, "no such handle"});
+    return Finish(ctx, grpc::Status::OK);
   }
 
  private:

@@ -20,6 +20,7 @@
 namespace {
 
 namespace drv = openshell::policy::driver::v1;
+using osh::driver_kit::Finish;
 
 struct FakeOptions {
   uint32_t api_version = 1;
@@ -43,47 +44,42 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
     for (const auto& s : options_.surfaces) out->add_supported_surfaces(s);
     out->set_permits_mutation(options_.permits_mutation);
     out->set_signs_projections(options_.signs);
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
   grpc::ServerUnaryReactor* AcquireHandle(grpc::CallbackServerContext* ctx, const drv::AcquireHandleRequest* request,
                                           drv::AcquireHandleResponse* out) override {
     Stall();
-    if (options_.refuse_all) return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "subject not served"));
+    if (options_.refuse_all) return Finish(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "subject not served"));
     absl::MutexLock lock(&mu_);
     const std::string handle = absl::StrCat("fake-", ++next_);
     handles_[handle] = request->context().sandbox_id();
     std::cerr << "acquire: handle=" << handle << " sandbox=" << request->context().sandbox_id() << std::endl;
     out->set_handle(handle);
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* ctx, const drv::GetProjectionRequest* request,
                                           drv::GetProjectionResponse* out) override {
     Stall();
     {
       absl::MutexLock lock(&mu_);
-      if (handles_.count(request->handle()) == 0) return Done(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+      if (handles_.count(request->handle()) == 0) return Finish(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
     }
     auto text = osh::policy::ReadFileToString(options_.response_file);
-    if (!text.ok()) return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(text.status().message())));
+    if (!text.ok()) return Finish(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(text.status().message())));
     if (auto s = google::protobuf::util::JsonStringToMessage(*text, out); !s.ok()) {
-      return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, s.message().as_string()));
+      return Finish(ctx, grpc::Status(grpc::StatusCode::INTERNAL, s.message().as_string()));
     }
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
   grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
                                           drv::ReleaseHandleResponse*) override {
     absl::MutexLock lock(&mu_);
     const bool known = handles_.erase(request->handle()) > 0;
     std::cerr << "release: handle=" << request->handle() << (known ? "" : " (unknown)") << std::endl;
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
 
  private:
-  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(std::move(status));
-    return reactor;
-  }
   void Stall() const {
     if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
   }

@@ -12,7 +12,6 @@
 
 namespace osh::test::vectors {
 
-
 using google::protobuf::Struct;
 using google::protobuf::Value;
 using openshell::policy::driver::v1::Projection;
@@ -69,6 +68,5 @@ inline Projection EnvelopeFrom(const Struct& s, const YAML::Node& exact) {
   }
   return p;
 }
-
 
 }  // namespace osh::test::vectors

@@ -32,12 +32,6 @@ std::string NewHandle() {
   return absl::StrCat("h_", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
 }
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(std::move(status));
-  return reactor;
-}
-
 void Log(const std::string& line) { std::cerr << line << std::endl; }
 
 bool SomethingListens(const std::string& path) {
@@ -52,6 +46,12 @@ bool SomethingListens(const std::string& path) {
 }
 
 }  // namespace
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
 
 DriverService::DriverService(DriverOptions options, PolicySource source, SubjectCheck serves)
     : options_(std::move(options)), source_(std::move(source)), serves_(std::move(serves)) {}
@@ -68,7 +68,7 @@ grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerCon
   if (options_.versioned) response->add_features("policy_version");
   if (options_.bind_context) response->add_features("context_binding");
   if (options_.expires_in_s > 0) response->add_features("expiry");
-  return Done(ctx, grpc::Status::OK);
+  return Finish(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerContext* ctx,
@@ -76,13 +76,13 @@ grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerConte
                                                        driver_v1::AcquireHandleResponse* response) {
   const auto& context = request->context();
   if (context.sandbox_id().empty() || context.user_subject().empty()) {
-    return Done(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+    return Finish(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                   "context.sandbox_id and context.user_subject are required"));
   }
   if (absl::Status served = serves_ ? serves_(context) : absl::OkStatus(); !served.ok()) {
     Log(absl::StrCat("acquire refused: sandbox=", context.sandbox_id(), " subject=", context.user_subject(), ": ",
                      served.message()));
-    return Done(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(served.message())));
+    return Finish(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(served.message())));
   }
   const std::string key = trust::ContextDigest(context);
   absl::MutexLock lock(&mu_);
@@ -94,7 +94,7 @@ grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerConte
   }
   response->set_handle(it->second);
   Log(absl::StrCat("acquire: handle=", it->second, " sandbox=", context.sandbox_id(), inserted ? "" : " (existing)"));
-  return Done(ctx, grpc::Status::OK);
+  return Finish(ctx, grpc::Status::OK);
 }
 
 absl::StatusOr<driver_v1::Projection> DriverService::Envelope(const SourcedPolicy& sourced,
@@ -125,22 +125,22 @@ grpc::ServerUnaryReactor* DriverService::GetProjection(grpc::CallbackServerConte
   {
     absl::MutexLock lock(&mu_);
     auto it = handles_.find(request->handle());
-    if (it == handles_.end()) return Done(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+    if (it == handles_.end()) return Finish(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
     context = it->second;
   }
   if (!request->surface_id().empty() && request->surface_id() != kSurface) {
     response->mutable_no_verified_policy()->set_reason(absl::StrCat("surface '", request->surface_id(), "' is not served"));
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
   auto sourced = source_(context);
   if (!sourced.ok()) {
     response->mutable_no_verified_policy()->set_reason(std::string(sourced.status().message()));
-    return Done(ctx, grpc::Status::OK);
+    return Finish(ctx, grpc::Status::OK);
   }
   auto projection = Envelope(*sourced, context);
-  if (!projection.ok()) return Done(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(projection.status().message())));
+  if (!projection.ok()) return Finish(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(projection.status().message())));
   *response->mutable_projection() = *std::move(projection);
-  return Done(ctx, grpc::Status::OK);
+  return Finish(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerContext* ctx,
@@ -150,13 +150,13 @@ grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerConte
   auto it = handles_.find(request->handle());
   if (it == handles_.end()) {
     Log(absl::StrCat("release: handle=", request->handle(), " (unknown)"));
-    return Done(ctx, grpc::Status::OK);  // idempotent
+    return Finish(ctx, grpc::Status::OK);  // idempotent
   }
   by_context_.erase(trust::ContextDigest(it->second));
   handles_.erase(it);
   WriteHandlesFileLocked();
   Log(absl::StrCat("release: handle=", request->handle()));
-  return Done(ctx, grpc::Status::OK);
+  return Finish(ctx, grpc::Status::OK);
 }
 
 void DriverService::WriteHandlesFileLocked() {

@@ -75,6 +75,9 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
   std::map<std::string, std::string> by_context_ ABSL_GUARDED_BY(mu_);            // context digest -> handle
 };
 
+// Finishes a unary callback call with `status` (its default reactor); returns the reactor to hand back.
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status status);
+
 // Serves `service` on a Unix socket created 0600 (a stale socket is replaced only if nothing listens).
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service);
 
