@@ -22,34 +22,16 @@
 #include <grpcpp/grpcpp.h>
 
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "bench/bench_process.h"
 #include "bench/bench_support.h"
 #include "trust/keys.h"
-
-extern char** environ;
 
 namespace {
 
 namespace gw = openshell::policy::gateway::v1;
+using osh::bench::Spawn;
+using osh::bench::WaitForChannel;
 using Clock = std::chrono::steady_clock;
-
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
-
-bool WaitForChannel(const std::string& socket) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  return channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20));
-}
 
 // The bare baseline: a callback server whose one method does nothing.
 class EmptyService final : public gw::PolicyGateway::CallbackService {

@@ -74,6 +74,9 @@ int main(int argc, char** argv) {
   projection.set_policy_digest(osh::policy::Sha256Hex(projection.body()));
   projection.set_policy_version(1);
   osh::gateway::SandboxRegistry registry;
+  osh::store::EnvelopeInterner interner;
+  const osh::store::EnvelopePtr envelope = interner.Intern(projection);
+  osh::store::ChangeBatch admitted;
   std::vector<std::string> handles;
   for (int i = 0; i < sandboxes; ++i) {
     osh::store::SandboxRecord record;
@@ -81,9 +84,10 @@ int main(int argc, char** argv) {
     record.context.set_user_subject("bench");
     handles.push_back(osh::gateway::MintSandboxHandle());
     record.handle_sha256 = osh::policy::Sha256(handles.back());
-    record.projection = projection;
-    registry.Insert(std::move(record));
+    record.envelope = envelope;
+    admitted.changes.push_back(osh::store::change::AdmitSandbox{std::move(record)});
   }
+  registry.OnCommitted(admitted, {});  // as the store would report the committed admissions
   osh::gateway::WorkerPool pool(2);
   osh::gateway::SandboxService gateway_service(&registry, /*core=*/nullptr, &pool);  // GetProjection needs no core
   BareService bare_service(projection);

@@ -51,8 +51,49 @@ absl::Status CheckPolicy(const SandboxPolicy& policy) {
 
 }  // namespace
 
-BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key)
-    : store_(store), signing_key_(std::move(signing_key)) {}
+BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context)
+    : store_(store), signing_key_(std::move(signing_key)), bind_context_(bind_context) {}
+
+absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Store* store,
+                                                                    std::optional<SigningKey> signing_key,
+                                                                    bool bind_context) {
+  std::unique_ptr<BuiltinDriver> driver(new BuiltinDriver(store, std::move(signing_key), bind_context));
+  auto revisions = store->ListPolicyRevisions("");
+  if (!revisions.ok()) return revisions.status();
+  absl::MutexLock lock(&driver->mu_);
+  for (auto& r : *revisions) {  // oldest first: the last one of each scope stays
+    driver->latest_[r.scope] = std::make_shared<const store::PolicyRevisionRecord>(std::move(r));
+  }
+  return driver;
+}
+
+BuiltinDriver::Revision BuiltinDriver::Latest(const std::string& scope) const {
+  absl::MutexLock lock(&mu_);
+  auto it = latest_.find(scope);
+  return it == latest_.end() ? nullptr : it->second;
+}
+
+std::pair<BuiltinDriver::Revision, uint64_t> BuiltinDriver::Resolve(const driver_v1::RuntimeContext& context,
+                                                                    std::vector<std::string>* scopes) const {
+  *scopes = policy::ScopesFor(context);
+  Revision chosen;
+  uint64_t version = 0;
+  for (const auto& scope : *scopes) {
+    Revision latest = Latest(scope);
+    if (latest == nullptr) continue;
+    version = std::max(version, latest->seq);
+    if (chosen == nullptr && !latest->deleted()) chosen = latest;
+  }
+  return {chosen, version};
+}
+
+std::string BuiltinDriver::ProjectionKey(const driver_v1::RuntimeContext& context) {
+  std::vector<std::string> scopes;
+  auto [chosen, version] = Resolve(context, &scopes);
+  if (chosen == nullptr) return "";  // refused per sandbox: no promise needed
+  return absl::StrCat(chosen->scope, "\n", chosen->revision, "\n", version, "\n",
+                      bind_context_ ? trust::ContextDigest(context) : "");
+}
 
 absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
   driver_v1::Capabilities caps;
@@ -63,7 +104,7 @@ absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
   caps.set_permits_mutation(true);
   caps.set_signs_projections(signing_key_.has_value());
   caps.add_features("policy_version");
-  caps.add_features("context_binding");
+  if (bind_context_) caps.add_features("context_binding");
   return caps;
 }
 
@@ -82,16 +123,8 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
     response.mutable_no_verified_policy()->set_reason(absl::StrCat("the builtin driver serves only ", kSurface));
     return response;
   }
-  const std::vector<std::string> scopes = policy::ScopesFor(*context);
-  std::optional<store::PolicyRevisionRecord> chosen;
-  uint64_t version = 0;
-  for (const auto& scope : scopes) {
-    auto latest = store_->LatestPolicyRevision(scope);
-    if (!latest.ok()) return latest.status();
-    if (!*latest) continue;
-    version = std::max(version, (*latest)->seq);
-    if (!chosen && !(*latest)->deleted()) chosen = **latest;
-  }
+  std::vector<std::string> scopes;
+  auto [chosen, version] = Resolve(*context, &scopes);
   if (!chosen) {
     response.mutable_no_verified_policy()->set_reason(
         absl::StrCat("no policy is set for any of the scopes ", absl::StrJoin(scopes, ", ")));
@@ -102,7 +135,7 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
   p->set_policy_digest(chosen->digest);
   p->set_body(chosen->body);
   p->set_policy_version(version);
-  p->set_context_digest(trust::ContextDigest(*context));
+  if (bind_context_) p->set_context_digest(trust::ContextDigest(*context));
   p->set_issued_at_unix(chosen->created_at_unix);
   (*p->mutable_audit_context())["builtin_scope"] = chosen->scope;
   (*p->mutable_audit_context())["builtin_revision"] = absl::StrCat(chosen->revision);
@@ -134,7 +167,15 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
   event.reason = absl::StrCat(what, " ", scope);
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, NowUnix(), std::move(event));
   if (!record.ok()) return record.status();
-  return ToProto(*record);
+  auto out = ToProto(*record);
+  {
+    absl::MutexLock lock(&mu_);
+    Revision& slot = latest_[scope];
+    if (slot == nullptr || slot->revision < record->revision) {
+      slot = std::make_shared<const store::PolicyRevisionRecord>(*std::move(record));
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::SetPolicy(const gateway_v1::SetPolicyRequest& request) {

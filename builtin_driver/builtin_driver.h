@@ -4,13 +4,19 @@
 //
 // Handles are self-describing (the runtime context, encoded), so they survive restarts without state.
 // policy_version is the highest global revision sequence among the sandbox's scopes (deletions count),
-// so it only grows for a given sandbox. Thread-safe.
+// so it only grows for a given sandbox. Projections are bound to the sandbox's context unless
+// `bind_context` is false: then every sandbox a revision applies to is served one identical projection
+// (one signature per change). Each scope's latest revision is kept in memory (loaded at construction,
+// updated by every append through this driver — the only writer of policies): serving a projection
+// reads no database. Thread-safe.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
 #include "store/store.h"
 #include "trust/keys.h"
@@ -27,7 +33,9 @@ struct SigningKey {
 class BuiltinDriver final : public drivers::PolicyDriver, public drivers::PolicyAuthoring {
  public:
   // `store` must outlive the driver.
-  BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key);
+  // Reads every scope's latest revision from the store (INTERNAL/DATA_LOSS on a store failure).
+  static absl::StatusOr<std::unique_ptr<BuiltinDriver>> Create(store::Store* store, std::optional<SigningKey> signing_key,
+                                                              bool bind_context = true);
 
   std::string kind() const override { return "builtin"; }
   bool handles_need_release() const override { return false; }  // handles encode the context; no state
@@ -47,14 +55,24 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   absl::StatusOr<drivers::gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
+  std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
 
  private:
+  using Revision = std::shared_ptr<const store::PolicyRevisionRecord>;
+  BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context);
+  Revision Latest(const std::string& scope) const;
+  // The revision a context is served (null: none) and its policy_version.
+  std::pair<Revision, uint64_t> Resolve(const drivers::driver_v1::RuntimeContext& context,
+                                        std::vector<std::string>* scopes) const;
   absl::StatusOr<drivers::gateway_v1::PolicyRevision> Append(const std::string& scope,
                                                             const std::optional<openshell::sandbox::v1::SandboxPolicy>& policy,
                                                             std::optional<uint64_t> expected_revision,
                                                             const std::string& what);
   store::Store* store_;
   std::optional<SigningKey> signing_key_;
+  const bool bind_context_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Revision> latest_ ABSL_GUARDED_BY(mu_);  // scope -> latest revision
 };
 
 }  // namespace osh::builtin_driver

@@ -20,6 +20,8 @@ const std::vector<std::string> kListKeys = {"accepted_surfaces"};
 const std::vector<std::string> kIntKeys = {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s",
                                            "clock_skew_s"};
 
+const std::vector<std::string> kBoolKeys = {"builtin_context_binding"};
+
 bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
 const ConfigKey* FindKey(const std::string& name) {
@@ -59,6 +61,9 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
         items.push_back(std::string(*item.value<std::string_view>()));
       }
       (*out)[key] = absl::StrJoin(items, ",");
+    } else if (Contains(kBoolKeys, key)) {
+      if (!node.is_boolean()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be true or false"));
+      (*out)[key] = *node.value<bool>() ? "true" : "false";
     } else if (Contains(kIntKeys, key)) {
       if (!node.is_integer()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be an integer"));
       (*out)[key] = absl::StrCat(*node.value<int64_t>());
@@ -94,6 +99,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"clock_skew_s", kPolicyTable, "allowed clock skew for key windows and expiry (default 60)"},
       {"builtin_signing_key", kPolicyTable, "PEM private key the builtin driver signs projections with"},
       {"builtin_signing_key_id", kPolicyTable, "key id for builtin_signing_key"},
+      {"builtin_context_binding", kPolicyTable,
+       "true (default): the builtin driver binds each projection to its sandbox's context; false: one "
+       "projection (and one signature) per policy revision, shared by every sandbox it applies to"},
   };
   return *keys;
 }
@@ -143,6 +151,11 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("driver_socket_owner", &config.driver_socket_owner);
   get("builtin_signing_key", &config.builtin_signing_key);
   get("builtin_signing_key_id", &config.builtin_signing_key_id);
+  if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
+    if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
+      return absl::InvalidArgumentError(absl::StrCat("builtin_context_binding: expected true or false, got '", it->second, "'"));
+    }
+  }
   if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
     if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");

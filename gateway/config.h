@@ -30,6 +30,7 @@ struct Config {
   int64_t clock_skew_s = 60;
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign
   std::string builtin_signing_key_id;
+  bool builtin_context_binding = true;  // false: the builtin driver serves one projection per revision
 
   // The SQLite file named by `database`.
   std::string SqlitePath() const;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -69,10 +70,11 @@ std::string MarkerNote(const openshell::sandbox::v1::SandboxPolicy& policy) {
 gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   gateway_v1::SandboxInfo info;
   const auto& r = s.record;
+  const auto& p = r.envelope->header();
   *info.mutable_context() = r.context;
-  info.set_surface_id(r.projection.surface_id());
-  info.set_policy_digest(r.projection.policy_digest());
-  info.set_policy_version(r.projection.policy_version());
+  info.set_surface_id(p.surface_id());
+  info.set_policy_digest(p.policy_digest());
+  info.set_policy_version(p.policy_version());
   for (const auto& id : r.signing_key_ids) info.add_signing_key_ids(id);
   info.set_verification(r.verification);
   info.set_load_status(r.load_status);
@@ -81,7 +83,7 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   info.set_admitted_at_unix(r.admitted_at_unix);
   info.set_updated_at_unix(r.updated_at_unix);
   info.set_reported_at_unix(r.reported_at_unix);
-  info.set_expires_at_unix(r.projection.expires_at_unix());
+  info.set_expires_at_unix(p.expires_at_unix());
   info.set_last_refresh_error(r.last_refresh_error);
   return info;
 }
@@ -108,7 +110,11 @@ std::string MintSandboxHandle() {
 
 GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
                          SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store)
-    : config_(config), store_(store), driver_(driver), registry_(registry), trust_store_(std::move(trust_store)) {}
+    : config_(config), store_(store), driver_(driver), registry_(registry), trust_store_(std::move(trust_store)) {
+  store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
+}
+
+GatewayCore::~GatewayCore() { store_->SetChangeListener(nullptr); }
 
 std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const {
   absl::MutexLock lock(&trust_mu_);
@@ -134,38 +140,98 @@ std::string GatewayCore::SurfaceFor() const {
 absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   auto records = store_->LoadSandboxes();
   if (!records.ok()) return records.status();
-  const auto trust = trust_store();
-  size_t loaded = 0;
-  for (auto& record : *records) {
-    // Re-verify what was admitted, as of when it was admitted: digest, signatures, key windows, context
-    // binding and body. A row rewritten in the database fails here and is not served.
-    trust::CheckInput input;
-    input.context = &record.context;
-    input.accepted_surfaces = &config_.accepted_surfaces;
-    input.trust_store = record.verification == kVerificationVerified ? trust.get() : nullptr;
-    input.now_unix = record.updated_at_unix;
-    input.clock_skew_s = config_.clock_skew_s;
-    if (record.verification == kVerificationVerified && trust == nullptr) {
-      LogError(absl::StrCat("sandbox ", record.context.sandbox_id(),
-                            ": admitted with verification but no trust store is configured now; not served"));
-      continue;
-    }
-    const auto result = trust::CheckProjection(record.projection, input);
-    if (!result.ok()) {
-      LogError(absl::StrCat("sandbox ", record.context.sandbox_id(), ": stored envelope fails re-verification (",
-                            result.Message(), "); not served"));
-      store_->AppendAudit([&] {
-        auto e = EventFor("reverification_failed", record.context.sandbox_id(), &record.projection);
-        e.outcome = "refused";
-        e.reason = result.Message();
-        return e;
-      }()).IgnoreError();
-      continue;
-    }
-    registry_->Insert(std::move(record));
-    ++loaded;
-  }
+  const size_t loaded = records->size();
+  registry_->Reset(*std::move(records));  // unverified until re-verified: lazily on use, and in the background
   return loaded;
+}
+
+absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                                      const store::Envelope& envelope, const std::string& verification,
+                                      int64_t updated_at_unix, const trust::TrustStore* trust) {
+  if (verification == kVerificationVerified && trust == nullptr) {
+    return absl::FailedPreconditionError(
+        "admitted with verification but no trust store is configured now");
+  }
+  // Re-verify what was admitted, as of when it was admitted: digest, signatures, key windows, context
+  // binding and body. A row rewritten in the database fails here and is not served.
+  driver_v1::Projection full;
+  envelope.CopyTo(&full);
+  trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &config_.accepted_surfaces;
+  input.trust_store = verification == kVerificationVerified ? trust : nullptr;
+  input.now_unix = updated_at_unix;
+  input.clock_skew_s = config_.clock_skew_s;
+  input.body_cache = &body_cache_;
+  const auto result = trust::CheckProjection(full, input);
+  if (!result.ok()) {
+    store_->AppendAudit([&] {
+      auto e = EventFor("reverification_failed", sandbox_id, &envelope.header());
+      e.outcome = "refused";
+      e.reason = result.Message();
+      return e;
+    }()).IgnoreError();
+    return result.ToStatus();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GatewayCore::EnsureVerified(const SandboxRegistry::Authenticated& admitted) {
+  if (admitted.verified) return absl::OkStatus();
+  driver_v1::RuntimeContext context;
+  if (!context.ParseFromString(admitted.context_bytes)) context.set_sandbox_id(admitted.sandbox_id);
+  absl::Status status = CheckStored(admitted.sandbox_id, context, *admitted.envelope, admitted.verification,
+                                    admitted.updated_at_unix, trust_store().get());
+  if (!status.ok()) {
+    LogError(absl::StrCat("sandbox ", admitted.sandbox_id, ": stored envelope fails re-verification (",
+                          status.message(), "); not served"));
+    registry_->Quarantine(admitted.sandbox_id);
+    return absl::UnauthenticatedError("a valid sandbox handle is required");
+  }
+  registry_->MarkVerified(admitted.sandbox_id, admitted.envelope);
+  return absl::OkStatus();
+}
+
+size_t GatewayCore::VerifyLoaded(size_t batch) {
+  size_t verified = 0, failed = 0;
+  std::string after;
+  const auto trust = trust_store();
+  // Envelopes without context binding are shared by many sandboxes: verify each (as of one admission
+  // time) once per pass.
+  absl::flat_hash_map<std::pair<const store::Envelope*, int64_t>, bool> shared_verdicts;
+  while (!stop_verifying_) {
+    const auto ids = registry_->Unverified(after, batch);
+    if (ids.empty()) break;
+    after = ids.back();
+    for (const auto& id : ids) {
+      auto snapshot = registry_->Get(id);
+      if (!snapshot || snapshot->verified) continue;
+      const auto& r = snapshot->record;
+      const bool shareable = r.envelope->header().context_digest().empty();
+      const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
+      absl::Status status;
+      if (auto known = shared_verdicts.find(key); shareable && known != shared_verdicts.end() && known->second) {
+        status = absl::OkStatus();
+      } else {
+        status = CheckStored(id, r.context, *r.envelope, r.verification, r.updated_at_unix, trust.get());
+        if (shareable) shared_verdicts[key] = status.ok();
+      }
+      if (status.ok()) {
+        registry_->MarkVerified(id, r.envelope);
+        ++verified;
+      } else {
+        LogError(absl::StrCat("sandbox ", id, ": stored envelope fails re-verification (", status.message(),
+                              "); not served"));
+        registry_->Quarantine(id);
+        ++failed;
+      }
+    }
+  }
+  if (verified + failed > 0) {
+    LogInfo(absl::StrCat("re-verified ", verified, " admitted sandbox(es) since start",
+                         failed > 0 ? absl::StrCat("; ", failed, " failed and are not served") : ""));
+  }
+  return verified;
 }
 
 void GatewayCore::ReleaseAcquired(const Acquisition& acquired) {
@@ -260,7 +326,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   record.handle_sha256 = policy::Sha256(sandbox_handle);
   record.driver_handle = *handle;
   record.acquisition_id = acquired.id;
-  record.projection = projection;
+  record.envelope = store_->envelopes().Intern(projection);
   record.verification = trust ? kVerificationVerified : kVerificationNone;
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = input.now_unix;
@@ -270,11 +336,10 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   event.outcome = "ok";
   event.reason = absl::StrCat("verification=", record.verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
-  if (absl::Status status = store_->InsertSandbox(record, std::move(event)); !status.ok()) {
+  if (absl::Status status = store_->InsertSandbox(std::move(record), std::move(event)); !status.ok()) {
     ReleaseAcquired(acquired);
     return status;
   }
-  registry_->Insert(record);
 
   gateway_v1::AdmitSandboxResponse out;
   out.set_sandbox_id(context.sandbox_id());
@@ -283,7 +348,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   out.set_policy_digest(projection.policy_digest());
   out.set_policy_version(projection.policy_version());
   for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
-  out.set_verification(record.verification);
+  out.set_verification(trust ? kVerificationVerified : kVerificationNone);
   LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", projection.policy_digest(),
                        " version ", projection.policy_version(), " verification ", record.verification));
   return out;
@@ -294,8 +359,7 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   auto event = EventFor("deletion", sandbox_id, nullptr);
   event.outcome = "ok";
   auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
-  if (!deleted.ok()) return deleted.status();
-  registry_->Remove(sandbox_id);  // revokes the handle and closes watchers
+  if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
   gateway_v1::DeleteSandboxResponse out;
   out.set_deleted(*deleted);
   if (*deleted) {
@@ -370,7 +434,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   absl::MutexLock lock(&refresh_mu_);
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
-  const auto& current = *snapshot->projection;
+  const auto& current = snapshot->record.envelope->header();
 
   auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
                             const driver_v1::Projection* offered) -> absl::Status {
@@ -379,7 +443,6 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     event.outcome = "kept_last_good";
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
-    registry_->SetRefreshError(sandbox_id, message);
     LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message));
     return absl::FailedPreconditionError(message);
   };
@@ -422,12 +485,11 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   event.outcome = "ok";
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
-  if (auto status = store_->ReplaceProjection(sandbox_id, projection, verification, result.verified_key_ids,
-                                              input.now_unix, std::move(event));
+  if (auto status = store_->ReplaceProjection(sandbox_id, store_->envelopes().Intern(projection), verification,
+                                              result.verified_key_ids, input.now_unix, std::move(event));
       !status.ok()) {
     return status;
   }
-  registry_->ReplaceProjection(sandbox_id, projection, verification, result.verified_key_ids, input.now_unix);
   LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", projection.policy_digest(), " version ",
                        projection.policy_version()));
   out.set_changed(true);
@@ -437,14 +499,108 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 uint32_t GatewayCore::Reproject(const std::string& scope) {
-  uint32_t changed = 0;
-  for (const auto& snapshot : registry_->All()) {
-    const auto scopes = policy::ScopesFor(snapshot.record.context);
-    if (std::find(scopes.begin(), scopes.end(), scope) == scopes.end()) continue;
-    auto result = Refresh(snapshot.record.context.sandbox_id());
-    if (result.ok() && result->changed()) ++changed;
+  absl::MutexLock lock(&refresh_mu_);
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  // The admitted sandboxes whose effective policy may come from `scope`.
+  const bool all = scope == policy::kDefaultScope;
+  auto members = registry_->Select([&](const std::string& context_bytes) {
+    if (all) return true;
+    driver_v1::RuntimeContext context;
+    if (!context.ParseFromString(context_bytes)) return false;
+    const auto scopes = policy::ScopesFor(context);
+    return std::find(scopes.begin(), scopes.end(), scope) != scopes.end();
+  });
+  // Sandboxes whose projection key is equal get byte-identical projections: fetch, check and store one
+  // per group (PolicyAuthoring::ProjectionKey), not one per sandbox.
+  struct Group {
+    std::vector<const SandboxRegistry::Member*> members;
+    driver_v1::RuntimeContext context;  // of the first member
+  };
+  absl::flat_hash_map<std::string, Group> groups;
+  for (const auto& m : members) {
+    driver_v1::RuntimeContext context;
+    context.ParseFromString(m.context_bytes);
+    std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
+    if (key.empty()) key = absl::StrCat("sandbox\n", m.sandbox_id);  // no promise: one group each
+    auto& group = groups[key];
+    if (group.members.empty()) group.context = std::move(context);
+    group.members.push_back(&m);
   }
-  return changed;
+
+  const auto trust = trust_store();
+  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  const int64_t now = NowUnix();
+  store::ChangeBatch batch;
+  std::map<std::string, size_t> moved_by_digest;
+  size_t unchanged = 0, kept = 0;
+  auto keep_last_good = [&](const Group& group, const std::string& message) {
+    for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
+    kept += group.members.size();
+  };
+  for (auto& [key, group] : groups) {
+    const auto* first = group.members.front();
+    auto response = driver_->GetProjection(first->driver_handle, first->envelope->header().surface_id());
+    if (!response.ok()) {
+      keep_last_good(group, DriverError(response.status(), "GetProjection").ToString());
+      continue;
+    }
+    if (response->has_no_verified_policy()) {
+      keep_last_good(group, absl::StrCat(trust::reason::kNoVerifiedPolicy, ": ", response->no_verified_policy().reason()));
+      continue;
+    }
+    driver_v1::Projection projection = std::move(*response->mutable_projection());
+    projection.DiscardUnknownFields();
+    trust::CheckInput input;
+    input.context = &group.context;
+    input.accepted_surfaces = &config_.accepted_surfaces;
+    input.trust_store = trust.get();
+    input.now_unix = now;
+    input.clock_skew_s = config_.clock_skew_s;
+    input.body_cache = &body_cache_;
+    const auto result = trust::CheckProjection(projection, input);  // once per group; rollback per member
+    if (!result.ok()) {
+      keep_last_good(group, result.Message());
+      continue;
+    }
+    store::EnvelopePtr envelope = store_->envelopes().Intern(projection);
+    store::change::ReplaceProjection move{{}, envelope, verification, result.verified_key_ids, now, false};
+    for (const auto* m : group.members) {
+      if (m->envelope == envelope) {
+        ++unchanged;
+      } else if (projection.policy_version() < m->envelope->header().policy_version()) {
+        batch.changes.push_back(store::change::SetRefreshError{
+            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", projection.policy_version(),
+                                        " is older than the admitted ", m->envelope->header().policy_version())});
+        ++kept;
+      } else {
+        move.sandbox_ids.push_back(m->sandbox_id);
+      }
+    }
+    if (!move.sandbox_ids.empty()) {
+      moved_by_digest[projection.policy_digest()] += move.sandbox_ids.size();
+      batch.changes.push_back(std::move(move));
+    }
+  }
+  if (batch.changes.empty()) return 0;
+  // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
+  store::AuditEvent event;
+  event.type = "reprojection";
+  event.outcome = kept == 0 ? "ok" : "partial";
+  std::vector<std::string> parts;
+  for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
+  event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",
+                              "; ", unchanged, " unchanged; ", kept, " kept the last good");
+  if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
+  batch.events.push_back(std::move(event));
+  auto committed = store_->Commit(std::move(batch));
+  if (!committed.ok()) {
+    LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
+    return 0;
+  }
+  uint32_t moved = 0;
+  for (const auto& [digest, n] : moved_by_digest) moved += static_cast<uint32_t>(n);
+  if (kept > 0) LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good"));
+  return moved;
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
@@ -528,7 +684,6 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
       !status.ok()) {
     return status;
   }
-  registry_->SetReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now);
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 // durably when the driver cannot be reached). Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <set>
@@ -33,9 +34,20 @@ class GatewayCore {
   GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
               std::shared_ptr<const trust::TrustStore> trust_store);
 
-  // Loads admitted sandboxes from the store into the registry, re-verifying each stored envelope
-  // (digest, signatures, body) so a rewritten database row is not served. Returns how many loaded.
+  ~GatewayCore();
+
+  // Loads admitted sandboxes from the store into the registry, unverified: nothing is served before its
+  // stored envelope is re-verified (digest, signatures, windows as of admission, binding, body), so a
+  // rewritten database row is not served. Returns how many loaded.
   absl::StatusOr<size_t> LoadAdmitted();
+  // Re-verifies one loaded sandbox now (a fetch or watch found it unverified). A failure is logged,
+  // audited (reverification_failed), takes the sandbox out of what is served, and is UNAUTHENTICATED.
+  absl::Status EnsureVerified(const SandboxRegistry::Authenticated& admitted);
+  // Re-verifies every loaded sandbox not yet verified (the background pass after start-up), `batch` at
+  // a time; envelopes shared by many sandboxes are verified once. Returns how many it verified.
+  size_t VerifyLoaded(size_t batch = 1024);
+  // Makes a running VerifyLoaded return soon (shutdown).
+  void StopVerifying() { stop_verifying_ = true; }
 
   absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
   absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
@@ -80,6 +92,9 @@ class GatewayCore {
 
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
+  absl::Status CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                           const store::Envelope& envelope, const std::string& verification, int64_t updated_at_unix,
+                           const trust::TrustStore* trust);
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;
   // A driver handle acquired for an admission in flight, and its durable "release unless admitted" note.
@@ -92,7 +107,8 @@ class GatewayCore {
                                const std::string& detail);
   // Releases the handle now, or makes its queued release due when the driver cannot take it.
   void ReleaseAcquired(const Acquisition& acquired);
-  // Re-projects every admitted sandbox whose effective policy may come from `scope`.
+  // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
+  // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
   uint32_t Reproject(const std::string& scope);
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
 
@@ -109,6 +125,7 @@ class GatewayCore {
   absl::Mutex admitting_mu_;
   std::set<std::string> admitting_ ABSL_GUARDED_BY(admitting_mu_);  // sandbox ids with an admission in flight
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
+  std::atomic<bool> stop_verifying_{false};
   absl::Mutex release_mu_;   // one release delivery at a time: each queued release is sent once
 };
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/health_check_service_server_builder_option.h>
@@ -187,7 +188,15 @@ int Run(int argc, char** argv) {
     }
     signing_key = builtin_driver::SigningKey{*std::move(key), config->builtin_signing_key_id};
   }
-  if (driver == nullptr) driver = std::make_unique<builtin_driver::BuiltinDriver>(store->get(), std::move(signing_key));
+  if (driver == nullptr) {
+    auto builtin = builtin_driver::BuiltinDriver::Create(store->get(), std::move(signing_key),
+                                                         config->builtin_context_binding);
+    if (!builtin.ok()) {
+      LogError(absl::StrCat("builtin driver: ", builtin.status().message()));
+      return kExitStartup;
+    }
+    driver = *std::move(builtin);
+  }
 
   SandboxRegistry registry;
   GatewayCore core(*config, store->get(), driver.get(), &registry, trust_store);
@@ -231,6 +240,9 @@ int Run(int argc, char** argv) {
   }
   update_health();
   auto scheduler = std::make_unique<RefreshScheduler>(&core, &registry, driver.get(), config->refresh_interval_s);
+  // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
+  // re-verifies the rest in the background.
+  std::thread verifier([&core] { core.VerifyLoaded(); });
   LogInfo(absl::StrCat("serving: driver ", driver->kind(), ", ", *loaded, " admitted sandbox(es), admin ", admin->path,
                        ", sandbox ", sandbox->path, ", database ", db_path));
 
@@ -258,6 +270,8 @@ int Run(int argc, char** argv) {
   admin->server->Wait();
   sandbox->server->Wait();
   // Quiesce every thread that may still touch the servers, the core or the driver, in order.
+  core.StopVerifying();
+  verifier.join();
   scheduler.reset();
   if (remote != nullptr) {
     remote->Stop();

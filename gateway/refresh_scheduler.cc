@@ -44,21 +44,9 @@ void RefreshScheduler::Run() {
 void RefreshScheduler::Tick() {
   if (!driver_->available()) return;
   core_->DeliverPendingReleases();
-  const int64_t now = NowUnix();
-  std::map<std::string, int64_t> seen;
-  for (const auto& snapshot : registry_->All()) {
-    const std::string& id = snapshot.record.context.sandbox_id();
-    const auto& p = *snapshot.projection;
-    auto it = last_attempt_.find(id);
-    const int64_t last = it != last_attempt_.end() ? it->second : snapshot.record.updated_at_unix;
-    seen[id] = last;
-    const bool interval_due = interval_s_ > 0 && now - last >= interval_s_;
-    const bool expiry_due = p.expires_at_unix() != 0 && now >= p.expires_at_unix() - RefreshLeadSeconds(p) && now > last;
-    if (!interval_due && !expiry_due) continue;
-    seen[id] = now;
+  for (const auto& id : registry_->TakeDueForRefresh(NowUnix(), interval_s_, &RefreshLeadSeconds)) {
     core_->Refresh(id).IgnoreError();  // a refusal keeps the last good projection; Refresh logs and audits it
   }
-  last_attempt_ = std::move(seen);  // forgets deleted sandboxes
 }
 
 }  // namespace osh::gateway

@@ -35,7 +35,6 @@ class RefreshScheduler {
   drivers::PolicyDriver* const driver_;
   const int64_t interval_s_;
   const absl::Duration tick_;
-  std::map<std::string, int64_t> last_attempt_;  // sandbox id -> unix seconds (scheduler thread only)
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

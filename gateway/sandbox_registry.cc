@@ -2,62 +2,150 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <type_traits>
+
+#include "policy/body_codec.h"
 #include "policy/digest.h"
 
 namespace osh::gateway {
 
-void SandboxRegistry::Insert(store::SandboxRecord record) {
+void SandboxRegistry::Reset(std::vector<store::SandboxRecord> records) {
   absl::MutexLock lock(&mu_);
-  const std::string id = record.context.sandbox_id();
-  id_by_handle_hash_[record.handle_sha256] = id;
-  Entry& entry = by_id_[id];
-  entry.projection = std::make_shared<const openshell::policy::driver::v1::Projection>(record.projection);
-  entry.record = std::move(record);
+  for (auto it = by_id_.begin(); it != by_id_.end();) RemoveLocked(it++, /*revoked=*/false);
+  for (auto& record : records) InsertLocked(std::move(record), /*verified=*/false);
 }
 
-bool SandboxRegistry::ReplaceProjection(const std::string& sandbox_id,
-                                        const openshell::policy::driver::v1::Projection& projection,
-                                        const std::string& verification, const std::vector<std::string>& key_ids,
-                                        int64_t now_unix) {
-  absl::MutexLock lock(&mu_);
-  auto it = by_id_.find(sandbox_id);
-  if (it == by_id_.end()) return false;
-  Entry& entry = it->second;
-  entry.projection = std::make_shared<const openshell::policy::driver::v1::Projection>(projection);
-  entry.record.projection = projection;
-  entry.record.verification = verification;
-  entry.record.signing_key_ids = key_ids;
-  entry.record.updated_at_unix = now_unix;
-  entry.record.last_refresh_error.clear();
-  for (ProjectionWatcher* watcher : entry.watchers) watcher->OnProjection(entry.projection);
-  return true;
+void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
+  const std::string id = r.context.sandbox_id();
+  if (auto old = by_id_.find(id); old != by_id_.end()) RemoveLocked(old, /*revoked=*/true);
+  auto [it, inserted] = by_id_.try_emplace(id);
+  Entry& e = it->second;
+  e.context_bytes = policy::SerializeDeterministic(r.context);
+  e.handle_sha256 = std::move(r.handle_sha256);
+  e.driver_handle = std::move(r.driver_handle);
+  SetEnvelopeLocked(e, std::move(r.envelope));
+  e.verification = std::move(r.verification);
+  e.signing_key_ids = std::move(r.signing_key_ids);
+  e.admitted_at_unix = r.admitted_at_unix;
+  e.updated_at_unix = r.updated_at_unix;
+  e.reported_at_unix = r.reported_at_unix;
+  e.load_status = r.load_status;
+  e.load_error = std::move(r.load_error);
+  e.reported_digest = std::move(r.reported_digest);
+  e.last_refresh_error = std::move(r.last_refresh_error);
+  e.verified = verified;
+  by_handle_hash_[e.handle_sha256] = &*it;
 }
 
-void SandboxRegistry::SetRefreshError(const std::string& sandbox_id, const std::string& error) {
-  absl::MutexLock lock(&mu_);
-  if (auto it = by_id_.find(sandbox_id); it != by_id_.end()) it->second.record.last_refresh_error = error;
+void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) {
+  if (entry.envelope && entry.envelope->header().expires_at_unix() != 0) --expiring_;
+  entry.envelope = std::move(envelope);
+  if (entry.envelope && entry.envelope->header().expires_at_unix() != 0) ++expiring_;
 }
 
-void SandboxRegistry::SetReport(const std::string& sandbox_id, const std::string& digest,
-                                openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
-                                int64_t now_unix) {
-  absl::MutexLock lock(&mu_);
-  auto it = by_id_.find(sandbox_id);
-  if (it == by_id_.end()) return;
-  it->second.record.load_status = status;
-  it->second.record.load_error = error;
-  it->second.record.reported_digest = digest;
-  it->second.record.reported_at_unix = now_unix;
-}
-
-bool SandboxRegistry::Remove(const std::string& sandbox_id) {
-  absl::MutexLock lock(&mu_);
-  auto it = by_id_.find(sandbox_id);
-  if (it == by_id_.end()) return false;
-  for (ProjectionWatcher* watcher : it->second.watchers) watcher->OnClosed(/*revoked=*/true);
-  id_by_handle_hash_.erase(it->second.record.handle_sha256);
+void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) {
+  for (ProjectionWatcher* watcher : it->second.watchers) watcher->OnClosed(revoked);
+  watchers_ -= it->second.watchers.size();
+  SetEnvelopeLocked(it->second, nullptr);
+  by_handle_hash_.erase(it->second.handle_sha256);
   by_id_.erase(it);
+}
+
+void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::CommitResult&) {
+  absl::MutexLock lock(&mu_);
+  for (const store::Change& change : batch.changes) {
+    std::visit(
+        [&](const auto& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          using T = std::decay_t<decltype(c)>;
+          if constexpr (std::is_same_v<T, store::change::AdmitSandbox>) {
+            InsertLocked(c.record, /*verified=*/true);  // checked at admission
+          } else if constexpr (std::is_same_v<T, store::change::ReplaceProjection>) {
+            ProjectionPtr shared;  // one message for every watcher of every sandbox moved here
+            for (const auto& id : c.sandbox_ids) {
+              auto it = by_id_.find(id);
+              if (it == by_id_.end()) continue;
+              Entry& e = it->second;
+              SetEnvelopeLocked(e, c.envelope);
+              e.verification = c.verification;
+              e.signing_key_ids = c.key_ids;
+              e.updated_at_unix = c.now_unix;
+              e.last_refresh_error.clear();
+              e.verified = true;
+              if (e.watchers.empty()) continue;
+              if (!shared) shared = c.envelope->Shared();
+              for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
+            }
+          } else if constexpr (std::is_same_v<T, store::change::SetRefreshError>) {
+            if (auto it = by_id_.find(c.sandbox_id); it != by_id_.end()) it->second.last_refresh_error = c.error;
+          } else if constexpr (std::is_same_v<T, store::change::DeleteSandbox>) {
+            if (auto it = by_id_.find(c.sandbox_id); it != by_id_.end()) RemoveLocked(it, /*revoked=*/true);
+          } else {
+            static_assert(std::is_same_v<T, store::change::RecordReport>);
+            auto it = by_id_.find(c.sandbox_id);
+            if (it == by_id_.end()) return;
+            it->second.load_status = c.status;
+            it->second.load_error = c.error;
+            it->second.reported_digest = c.digest;
+            it->second.reported_at_unix = c.now_unix;
+          }
+        },
+        change);
+  }
+}
+
+bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(sandbox_id);
+  if (it == by_id_.end() || it->second.envelope != envelope) return false;
+  it->second.verified = true;
   return true;
+}
+
+bool SandboxRegistry::Quarantine(const std::string& sandbox_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(sandbox_id);
+  if (it == by_id_.end()) return false;
+  RemoveLocked(it, /*revoked=*/true);
+  return true;
+}
+
+std::vector<std::string> SandboxRegistry::Unverified(const std::string& after, size_t limit) const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (auto it = by_id_.upper_bound(after); it != by_id_.end() && out.size() < limit; ++it) {
+    if (!it->second.verified) out.push_back(it->first);
+  }
+  return out;
+}
+
+SandboxRegistry::Snapshot SandboxRegistry::SnapshotOf(const std::string& id, const Entry& e) const {
+  Snapshot s;
+  store::SandboxRecord& r = s.record;
+  if (!r.context.ParseFromString(e.context_bytes)) r.context.set_sandbox_id(id);
+  r.handle_sha256 = e.handle_sha256;
+  r.driver_handle = e.driver_handle;
+  r.envelope = e.envelope;
+  r.verification = e.verification;
+  r.signing_key_ids = e.signing_key_ids;
+  r.admitted_at_unix = e.admitted_at_unix;
+  r.updated_at_unix = e.updated_at_unix;
+  r.load_status = e.load_status;
+  r.load_error = e.load_error;
+  r.reported_digest = e.reported_digest;
+  r.reported_at_unix = e.reported_at_unix;
+  r.last_refresh_error = e.last_refresh_error;
+  s.verified = e.verified;
+  return s;
+}
+
+SandboxRegistry::Authenticated SandboxRegistry::AuthenticatedOf(const std::string& id, const Entry& e) const {
+  Authenticated a{id, e.envelope, e.verified, {}, e.updated_at_unix, {}};
+  if (!e.verified) {
+    a.context_bytes = e.context_bytes;
+    a.verification = e.verification;
+  }
+  return a;
 }
 
 bool SandboxRegistry::Contains(const std::string& sandbox_id) const {
@@ -69,20 +157,33 @@ std::optional<SandboxRegistry::Snapshot> SandboxRegistry::Get(const std::string&
   absl::ReaderMutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
   if (it == by_id_.end()) return std::nullopt;
-  return Snapshot{it->second.record, it->second.projection};
+  return SnapshotOf(it->first, it->second);
 }
 
 std::vector<SandboxRegistry::Snapshot> SandboxRegistry::List(const std::string& after, size_t limit) const {
   absl::ReaderMutexLock lock(&mu_);
   std::vector<Snapshot> out;
   for (auto it = by_id_.upper_bound(after); it != by_id_.end() && out.size() < limit; ++it) {
-    out.push_back({it->second.record, it->second.projection});
+    out.push_back(SnapshotOf(it->first, it->second));
   }
   return out;
 }
 
-std::vector<SandboxRegistry::Snapshot> SandboxRegistry::All() const {
-  return List("", static_cast<size_t>(-1));
+std::vector<std::string> SandboxRegistry::TakeDueForRefresh(
+    int64_t now, int64_t interval_s, int64_t (*lead)(const openshell::policy::driver::v1::Projection&)) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> due;
+  if (interval_s <= 0 && expiring_ == 0) return due;
+  for (auto& [id, e] : by_id_) {
+    const int64_t last = std::max(e.last_refresh_attempt, e.updated_at_unix);
+    const auto& p = e.envelope->header();
+    const bool interval_due = interval_s > 0 && now - last >= interval_s;
+    const bool expiry_due = p.expires_at_unix() != 0 && now >= p.expires_at_unix() - lead(p) && now > last;
+    if (!interval_due && !expiry_due) continue;
+    e.last_refresh_attempt = now;
+    due.push_back(id);
+  }
+  return due;
 }
 
 size_t SandboxRegistry::size() const {
@@ -92,48 +193,53 @@ size_t SandboxRegistry::size() const {
 
 size_t SandboxRegistry::watcher_count() const {
   absl::ReaderMutexLock lock(&mu_);
-  size_t n = 0;
-  for (const auto& [id, entry] : by_id_) n += entry.watchers.size();
-  return n;
+  return watchers_;
 }
 
-const SandboxRegistry::Entry* SandboxRegistry::FindByHandleLocked(const std::string& handle) const {
+std::pair<const std::string, SandboxRegistry::Entry>* SandboxRegistry::FindByHandleLocked(
+    const std::string& handle) const {
   if (handle.empty()) return nullptr;
   const std::string hash = policy::Sha256(handle);
-  auto id = id_by_handle_hash_.find(hash);
-  if (id == id_by_handle_hash_.end()) return nullptr;
-  auto entry = by_id_.find(id->second);
-  if (entry == by_id_.end()) return nullptr;
-  const std::string& stored = entry->second.record.handle_sha256;
+  auto it = by_handle_hash_.find(hash);
+  if (it == by_handle_hash_.end()) return nullptr;
+  const std::string& stored = it->second->second.handle_sha256;
   if (stored.size() != hash.size() || CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) return nullptr;
-  return &entry->second;
+  return it->second;
 }
 
 std::optional<SandboxRegistry::Authenticated> SandboxRegistry::Authenticate(const std::string& handle) const {
   absl::ReaderMutexLock lock(&mu_);
-  const Entry* entry = FindByHandleLocked(handle);
-  if (entry == nullptr) return std::nullopt;
-  return Authenticated{entry->record.context.sandbox_id(), entry->projection};
+  auto* found = FindByHandleLocked(handle);
+  if (found == nullptr) return std::nullopt;
+  return AuthenticatedOf(found->first, found->second);
 }
 
 std::optional<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std::string& handle,
                                                                      ProjectionWatcher* watcher) {
   absl::MutexLock lock(&mu_);
-  const Entry* entry = FindByHandleLocked(handle);
-  if (entry == nullptr) return std::nullopt;
-  const_cast<Entry*>(entry)->watchers.insert(watcher);
-  return Authenticated{entry->record.context.sandbox_id(), entry->projection};
+  auto* found = FindByHandleLocked(handle);
+  if (found == nullptr) return std::nullopt;
+  found->second.watchers.push_back(watcher);
+  ++watchers_;
+  return AuthenticatedOf(found->first, found->second);
 }
 
 void SandboxRegistry::Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher) {
   absl::MutexLock lock(&mu_);
-  if (auto it = by_id_.find(sandbox_id); it != by_id_.end()) it->second.watchers.erase(watcher);
+  auto it = by_id_.find(sandbox_id);
+  if (it == by_id_.end()) return;
+  auto& list = it->second.watchers;
+  if (auto w = std::find(list.begin(), list.end(), watcher); w != list.end()) {
+    list.erase(w);
+    --watchers_;
+  }
 }
 
 void SandboxRegistry::CloseAllWatchers() {
   absl::MutexLock lock(&mu_);
   for (auto& [id, entry] : by_id_) {
     for (ProjectionWatcher* watcher : entry.watchers) watcher->OnClosed(/*revoked=*/false);
+    watchers_ -= entry.watchers.size();
     entry.watchers.clear();
   }
 }

@@ -1,17 +1,26 @@
 // The admitted sandboxes in memory: what sandboxes fetch is served from here, never from disk.
-// Mirrors the store (the store is written first; the registry follows once the write is durable).
+//
+// A cache of the store, never a second truth: it is filled from the store at start-up (Reset) and then
+// changes only by applying the batches the store reports as committed (store::ChangeListener), in
+// commit order. Entries are compact: the envelope (and its body) is shared with every sandbox served
+// the same projection; the runtime context is kept serialized.
+//
+// Entries loaded at start-up are *unverified* until the gateway re-verifies them (lazily on first use,
+// and in the background); nothing unverified is handed out as servable (Authenticated::verified).
+//
 // Thread-safe. Watchers are called with the registry lock held and must not call back into it.
 #pragma once
 
 #include <map>
 #include <memory>
-#include <set>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
-#include "store/store.h"
+#include "store/change.h"
 
 namespace osh::gateway {
 
@@ -20,47 +29,77 @@ using ProjectionPtr = std::shared_ptr<const openshell::policy::driver::v1::Proje
 class ProjectionWatcher {
  public:
   virtual ~ProjectionWatcher() = default;
-  // A newly admitted projection for the watched sandbox.
+  // A newly admitted projection for the watched sandbox (shared by every watcher of that envelope).
   virtual void OnProjection(ProjectionPtr projection) = 0;
   // The sandbox was deleted (its handle revoked) or the gateway is stopping: no more calls follow.
   virtual void OnClosed(bool revoked) = 0;
 };
 
-class SandboxRegistry {
+class SandboxRegistry final : public store::ChangeListener {
  public:
-  // A consistent copy of one sandbox's record.
+  // A consistent copy of one sandbox's record (the envelope is shared, not copied).
   struct Snapshot {
     store::SandboxRecord record;
-    ProjectionPtr projection;
+    bool verified = false;
   };
 
-  void Insert(store::SandboxRecord record);
-  // Replaces the admitted projection and notifies watchers. False if the sandbox is gone.
-  bool ReplaceProjection(const std::string& sandbox_id, const openshell::policy::driver::v1::Projection& projection,
-                         const std::string& verification, const std::vector<std::string>& key_ids, int64_t now_unix);
-  void SetRefreshError(const std::string& sandbox_id, const std::string& error);
-  void SetReport(const std::string& sandbox_id, const std::string& digest,
-                 openshell::policy::gateway::v1::LoadStatus status, const std::string& error, int64_t now_unix);
-  // Removes the sandbox, revoking its handle and closing its watchers. False if absent.
-  bool Remove(const std::string& sandbox_id);
+  // Replaces the whole content with what the store holds (start-up); every entry is unverified.
+  void Reset(std::vector<store::SandboxRecord> records);
+  // Applies a committed batch (see store::ChangeListener).
+  void OnCommitted(const store::ChangeBatch& batch, const store::CommitResult& result) override;
+
+  // Marks the sandbox verified, if it still holds `envelope`. Returns whether it did.
+  bool MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope);
+  // Drops a sandbox whose stored envelope failed re-verification from what is served (the store keeps
+  // the row for the operator); closes its watchers. False if absent.
+  bool Quarantine(const std::string& sandbox_id);
+  // Up to `limit` sandboxes still unverified, after `after` (exclusive), in id order.
+  std::vector<std::string> Unverified(const std::string& after, size_t limit) const;
 
   bool Contains(const std::string& sandbox_id) const;
   std::optional<Snapshot> Get(const std::string& sandbox_id) const;
   // Sandbox ids in order, after `after` (exclusive), at most `limit`.
   std::vector<Snapshot> List(const std::string& after, size_t limit) const;
-  std::vector<Snapshot> All() const;
   size_t size() const;
   size_t watcher_count() const;
 
-  // Authenticates a sandbox handle: the sandbox id and its current projection, or nothing.
+  // The sandboxes, with their driver handle and current envelope, whose runtime context `matches`
+  // (called under the lock with the serialized context). For a re-projection.
+  struct Member {
+    std::string sandbox_id;
+    std::string context_bytes;
+    std::string driver_handle;
+    store::EnvelopePtr envelope;
+  };
+  template <typename Pred>
+  std::vector<Member> Select(Pred matches) const {
+    absl::ReaderMutexLock lock(&mu_);
+    std::vector<Member> out;
+    for (const auto& [id, e] : by_id_) {
+      if (matches(e.context_bytes)) out.push_back({id, e.context_bytes, e.driver_handle, e.envelope});
+    }
+    return out;
+  }
+
+  // Refresh scheduling without copying records: the sandboxes due (interval since the last attempt,
+  // or within `lead(envelope)` seconds of expiry), each noted as attempted at `now`. O(1) when
+  // interval_s is 0 and nothing admitted expires.
+  std::vector<std::string> TakeDueForRefresh(int64_t now, int64_t interval_s,
+                                             int64_t (*lead)(const openshell::policy::driver::v1::Projection&));
+
+  // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing.
   // The lookup is by SHA-256 of the handle; the stored hash is then compared in constant time.
   struct Authenticated {
     std::string sandbox_id;
-    ProjectionPtr projection;
+    store::EnvelopePtr envelope;
+    bool verified = false;
+    std::string context_bytes;  // for re-verification when not verified
+    int64_t updated_at_unix = 0;
+    std::string verification;
   };
   std::optional<Authenticated> Authenticate(const std::string& handle) const;
 
-  // Registers a watcher for the sandbox the handle belongs to and returns its current projection;
+  // Registers a watcher for the sandbox the handle belongs to and returns its current envelope;
   // nothing (and no registration) for a bad handle.
   std::optional<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
@@ -69,15 +108,36 @@ class SandboxRegistry {
 
  private:
   struct Entry {
-    store::SandboxRecord record;
-    ProjectionPtr projection;
-    std::set<ProjectionWatcher*> watchers;
+    std::string context_bytes;  // serialized RuntimeContext
+    std::string handle_sha256;
+    std::string driver_handle;
+    store::EnvelopePtr envelope;
+    std::string verification;
+    std::vector<std::string> signing_key_ids;
+    int64_t admitted_at_unix = 0;
+    int64_t updated_at_unix = 0;
+    int64_t reported_at_unix = 0;
+    int64_t last_refresh_attempt = 0;
+    openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
+    std::string load_error;
+    std::string reported_digest;
+    std::string last_refresh_error;
+    bool verified = false;
+    std::vector<ProjectionWatcher*> watchers;
   };
-  const Entry* FindByHandleLocked(const std::string& handle) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Snapshot SnapshotOf(const std::string& id, const Entry& entry) const;
+  Authenticated AuthenticatedOf(const std::string& id, const Entry& entry) const;
+  std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> id_by_handle_hash_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
+  size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;  // entries whose envelope has an expiry
 };
 
 }  // namespace osh::gateway

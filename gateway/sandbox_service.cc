@@ -15,8 +15,10 @@ constexpr size_t kMaxQueuedProjections = 16;
 // gateway stops or the client goes away. Registered with the registry for its whole life.
 class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
  public:
-  WatchReactor(SandboxRegistry* registry, const GatewayCore* core, const std::string& handle) : registry_(registry) {
+  WatchReactor(SandboxRegistry* registry, GatewayCore* core, const std::string& handle) : registry_(registry) {
     auto watched = registry_->Watch(handle, this);
+    // Loaded but not yet re-verified since start: verify now (a failure closes this watch through OnClosed).
+    absl::Status verified = watched && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
     absl::MutexLock lock(&mu_);
     if (!watched) {
       FinishLocked(kUnauthenticated);
@@ -24,12 +26,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     }
     sandbox_id_ = watched->sandbox_id;
     registered_ = true;
-    if (absl::Status serving = core->ServingError(*watched->projection); !serving.ok()) {
+    if (!verified.ok()) {
+      FinishLocked(kUnauthenticated);
+      return;
+    }
+    if (absl::Status serving = core != nullptr ? core->ServingError(watched->envelope->header()) : absl::OkStatus();
+        !serving.ok()) {
       FinishLocked(ToGrpc(serving));
       return;
     }
     // A newer projection may already have arrived through OnProjection; never send an older one after it.
-    if (!started_) EnqueueLocked(watched->projection);
+    if (!started_) EnqueueLocked(watched->envelope->Shared());
   }
 
   void OnProjection(ProjectionPtr projection) override {
@@ -127,12 +134,16 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
     reactor->Finish(kUnauthenticated);
     return reactor;
   }
-  if (absl::Status serving = core_ != nullptr ? core_->ServingError(*authenticated->projection) : absl::OkStatus();
+  if (core_ != nullptr && !core_->EnsureVerified(*authenticated).ok()) {
+    reactor->Finish(kUnauthenticated);
+    return reactor;
+  }
+  if (absl::Status serving = core_ != nullptr ? core_->ServingError(authenticated->envelope->header()) : absl::OkStatus();
       !serving.ok()) {
     reactor->Finish(ToGrpc(serving));
     return reactor;
   }
-  *response = *authenticated->projection;
+  authenticated->envelope->CopyTo(response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -2,10 +2,13 @@
 
 #include <chrono>
 #include <iterator>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 
@@ -80,10 +83,22 @@ ALTER TABLE pending_releases ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE pending_releases ADD COLUMN context BLOB NOT NULL DEFAULT x'';
 )sql",
+    // 4: envelopes are content-addressed like bodies, so a scope's re-projection moves every sandbox
+    // with one statement per distinct envelope. The rows are filled in by MigrateEnvelopes (SHA-256 is
+    // not an SQL function), then the per-row envelope column goes.
+    R"sql(
+CREATE TABLE envelopes (
+  id            BLOB PRIMARY KEY,                      -- SHA-256 of header
+  header        BLOB NOT NULL,                         -- serialized Projection without its body
+  policy_digest TEXT NOT NULL REFERENCES bodies(digest)
+) WITHOUT ROWID;
+CREATE INDEX envelopes_by_digest ON envelopes(policy_digest);
+ALTER TABLE sandboxes ADD COLUMN envelope_id BLOB NOT NULL DEFAULT x'';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
-int64_t NowMs() {
+int64_t NowMs() {  // audit event times
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
@@ -115,6 +130,17 @@ PolicyRevisionRecord RevisionFrom(const Stmt& row) {
   r.created_at_unix = row.Int(4);
   r.body = row.Blob(5);
   return r;
+}
+
+// A list of sandbox ids as one JSON array, for `json_each(?)`: one statement whatever the count.
+absl::StatusOr<std::string> JsonIdList(const std::vector<std::string>& ids) {
+  google::protobuf::ListValue list;
+  for (const auto& id : ids) list.add_values()->set_string_value(id);
+  std::string json;
+  if (auto status = google::protobuf::util::MessageToJsonString(list, &json); !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sandbox ids: ", status.ToString()));
+  }
+  return json;
 }
 
 constexpr char kRevisionColumns[] =
@@ -152,10 +178,46 @@ absl::Status SqliteStore::Migrate() {
     Transaction txn(db_);
     OSH_RETURN_IF_ERROR(txn.begin_status());
     OSH_RETURN_IF_ERROR(db_.Exec(kMigrations[v]));
+    if (v + 1 == 4) OSH_RETURN_IF_ERROR(MigrateEnvelopes());
     OSH_RETURN_IF_ERROR(db_.Exec(absl::StrCat("PRAGMA user_version = ", v + 1)));
     OSH_RETURN_IF_ERROR(txn.Commit());
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::CreateSchemaAt(Db& db, int version) {
+  if (version < 0 || version > kSchemaVersion || version == 4) {
+    return absl::InvalidArgumentError("CreateSchemaAt: versions 0 to 3 (4 needs the store's own migration)");
+  }
+  for (int v = 0; v < version; ++v) OSH_RETURN_IF_ERROR(db.Exec(kMigrations[v]));
+  return db.Exec(absl::StrCat("PRAGMA user_version = ", version));
+}
+
+absl::Status SqliteStore::MigrateEnvelopes() {
+  auto rows = db_.Prepare("SELECT sandbox_id, envelope FROM sandboxes");
+  if (!rows.ok()) return rows.status();
+  std::vector<std::pair<std::string, std::string>> moved;
+  for (;;) {
+    auto row = rows->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    moved.emplace_back(rows->Text(0), rows->Blob(1));
+  }
+  for (const auto& [sandbox_id, header] : moved) {
+    const std::string id = policy::Sha256(header);
+    Projection decoded;
+    if (!decoded.ParseFromString(header)) return absl::DataLossError("sqlite: a sandbox envelope does not decode");
+    auto put = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
+    if (!put.ok()) return put.status();
+    put->BindBlob(1, id).BindBlob(2, header).Bind(3, decoded.policy_digest());
+    OSH_RETURN_IF_ERROR(put->Run());
+    auto link = db_.Prepare("UPDATE sandboxes SET envelope_id = ? WHERE sandbox_id = ?");
+    if (!link.ok()) return link.status();
+    link->BindBlob(1, id).Bind(2, sandbox_id);
+    OSH_RETURN_IF_ERROR(link->Run());
+  }
+  OSH_RETURN_IF_ERROR(db_.Exec("ALTER TABLE sandboxes DROP COLUMN envelope"));
+  return db_.Exec("CREATE INDEX sandboxes_by_envelope ON sandboxes(envelope_id)");
 }
 
 absl::Status SqliteStore::LoadChainHead() {
@@ -163,17 +225,138 @@ absl::Status SqliteStore::LoadChainHead() {
   if (!stmt.ok()) return stmt.status();
   auto row = stmt->Step();
   if (!row.ok()) return row.status();
-  last_seq_ = *row ? static_cast<uint64_t>(stmt->Int(0)) : 0;
-  last_hash_ = *row ? stmt->Text(1) : trust::kGenesisHash;
+  if (*row) chain_.Reset({static_cast<uint64_t>(stmt->Int(0)), stmt->Text(1)});
   return absl::OkStatus();
 }
 
+void SqliteStore::SetChangeListener(ChangeListener* listener) { listener_ = listener; }
+
+SqliteStore::CommitCounters SqliteStore::commit_counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+// --- Group commit -------------------------------------------------------------------------------
+
+absl::Status SqliteStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
+  Writer self{std::move(run), std::move(committed), absl::OkStatus(), false};
+  std::vector<Writer*> group;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_.push_back(&self);
+    auto can_lead = [this, &self]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return self.done || !leading_; };
+    queue_mu_.Await(absl::Condition(&can_lead));
+    if (self.done) return self.status;  // a leader committed it for us
+    leading_ = true;
+    group.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+  }
+  LeadGroup(std::move(group));
+  return self.status;
+}
+
+void SqliteStore::LeadGroup(std::vector<Writer*> group) {
+  {
+    absl::MutexLock lock(&mu_);
+    const trust::ChainSealer::Mark start = chain_.head();
+    Transaction txn(db_);
+    absl::Status begun = txn.begin_status();
+    size_t succeeded = 0;
+    for (Writer* w : group) {
+      if (!begun.ok()) {
+        w->status = begun;
+        continue;
+      }
+      const trust::ChainSealer::Mark before = chain_.head();
+      if (absl::Status s = db_.Exec("SAVEPOINT w"); !s.ok()) {
+        w->status = s;
+        continue;
+      }
+      w->status = w->run();
+      if (!w->status.ok()) {
+        db_.Exec("ROLLBACK TO w").IgnoreError();
+        chain_.Rewind(before);
+      } else {
+        ++succeeded;
+      }
+      db_.Exec("RELEASE w").IgnoreError();
+    }
+    if (begun.ok()) {
+      if (absl::Status s = txn.Commit(); !s.ok()) {
+        chain_.Rewind(start);
+        for (Writer* w : group) {
+          if (w->status.ok()) w->status = s;
+        }
+      } else {
+        ++counters_.transactions;
+        counters_.writes += succeeded;
+        // Durable now: the followers' "after commit" work, in commit order, before anyone returns.
+        for (Writer* w : group) {
+          if (w->status.ok() && w->committed) w->committed();
+        }
+      }
+    }
+  }
+  absl::MutexLock lock(&queue_mu_);
+  for (Writer* w : group) w->done = true;
+  leading_ = false;
+}
+
+// --- Changes --------------------------------------------------------------------------------
+
+absl::StatusOr<CommitResult> SqliteStore::Commit(ChangeBatch batch) {
+  CommitResult result;
+  auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
+    result.rows.assign(batch.changes.size(), 0);
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
+    }
+    for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+    return absl::OkStatus();
+  };
+  auto committed = [&] {
+    if (listener_ != nullptr) listener_->OnCommitted(batch, result);
+  };
+  OSH_RETURN_IF_ERROR(Write(run, committed));
+  return result;
+}
+
+absl::Status SqliteStore::ApplyChange(const Change& change, int64_t* rows) {
+  return std::visit(
+      [&](const auto& c) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
+          return Admit(c, rows);
+        } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
+          return Replace(c, rows);
+        } else if constexpr (std::is_same_v<T, change::DeleteSandbox>) {
+          return Delete(c, rows);
+        } else if constexpr (std::is_same_v<T, change::SetRefreshError>) {
+          auto stmt = db_.Prepare("UPDATE sandboxes SET last_refresh_error = ? WHERE sandbox_id = ?");
+          if (!stmt.ok()) return stmt.status();
+          stmt->Bind(1, c.error).Bind(2, c.sandbox_id);
+          OSH_RETURN_IF_ERROR(stmt->Run());
+          *rows = db_.Changes();
+          return absl::OkStatus();
+        } else {
+          static_assert(std::is_same_v<T, change::RecordReport>);
+          auto stmt = db_.Prepare(
+              "UPDATE sandboxes SET load_status = ?, load_error = ?, reported_digest = ?, reported_at = ? "
+              "WHERE sandbox_id = ?");
+          if (!stmt.ok()) return stmt.status();
+          stmt->Bind(1, static_cast<int64_t>(c.status)).Bind(2, c.error).Bind(3, c.digest).Bind(4, c.now_unix)
+              .Bind(5, c.sandbox_id);
+          OSH_RETURN_IF_ERROR(stmt->Run());
+          *rows = db_.Changes();
+          if (*rows == 0) return absl::NotFoundError(absl::StrCat("no sandbox '", c.sandbox_id, "'"));
+          return absl::OkStatus();
+        }
+      },
+      change);
+}
+
 absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
-  trust::MakeTextUtf8(event);
-  event->seq = last_seq_ + 1;
-  if (event->time_unix_ms == 0) event->time_unix_ms = NowMs();
-  event->prev_hash = last_hash_;
-  event->hash = trust::ChainHash(last_hash_, *event);
+  chain_.Seal(event, NowMs());
   auto stmt = db_.Prepare(
       "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
       "key_ids, outcome, reason, audit_context, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
@@ -186,13 +369,6 @@ absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
   return stmt->Run();
 }
 
-absl::Status SqliteStore::CommitWithAudit(Transaction& txn, const AuditEvent& event) {
-  OSH_RETURN_IF_ERROR(txn.Commit());
-  last_seq_ = event.seq;
-  last_hash_ = event.hash;
-  return absl::OkStatus();
-}
-
 absl::Status SqliteStore::PutBody(const std::string& digest, const std::string& body) {
   auto stmt = db_.Prepare("INSERT OR IGNORE INTO bodies (digest, body) VALUES (?, ?)");
   if (!stmt.ok()) return stmt.status();
@@ -200,32 +376,56 @@ absl::Status SqliteStore::PutBody(const std::string& digest, const std::string& 
   return stmt->Run();
 }
 
+absl::Status SqliteStore::PutEnvelope(const Envelope& envelope, std::string* id) {
+  OSH_RETURN_IF_ERROR(PutBody(envelope.policy_digest(), envelope.body()));
+  *id = policy::Sha256(envelope.header_bytes());
+  auto stmt = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
+  if (!stmt.ok()) return stmt.status();
+  stmt->BindBlob(1, *id).BindBlob(2, envelope.header_bytes()).Bind(3, envelope.policy_digest());
+  return stmt->Run();
+}
+
+absl::Status SqliteStore::DropEnvelopeIfUnused(const std::string& id) {
+  auto digest = db_.Prepare("SELECT policy_digest FROM envelopes WHERE id = ?1 AND NOT EXISTS "
+                            "(SELECT 1 FROM sandboxes WHERE envelope_id = ?1)");
+  if (!digest.ok()) return digest.status();
+  digest->BindBlob(1, id);
+  auto row = digest->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::OkStatus();
+  const std::string body_digest = digest->Text(0);
+  auto drop = db_.Prepare("DELETE FROM envelopes WHERE id = ?");
+  if (!drop.ok()) return drop.status();
+  drop->BindBlob(1, id);
+  OSH_RETURN_IF_ERROR(drop->Run());
+  return DropBodyIfUnused(body_digest);
+}
+
 absl::Status SqliteStore::DropBodyIfUnused(const std::string& digest) {
   auto stmt = db_.Prepare(
-      "DELETE FROM bodies WHERE digest = ?1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE policy_digest = ?1) "
+      "DELETE FROM bodies WHERE digest = ?1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = ?1) "
       "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = ?1)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, digest);
   return stmt->Run();
 }
 
-absl::Status SqliteStore::InsertSandbox(const SandboxRecord& r, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  OSH_RETURN_IF_ERROR(PutBody(r.projection.policy_digest(), r.projection.body()));
-  Projection envelope = r.projection;
-  envelope.clear_body();
+absl::Status SqliteStore::Admit(const change::AdmitSandbox& c, int64_t* rows) {
+  const SandboxRecord& r = c.record;
+  std::string envelope_id;
+  OSH_RETURN_IF_ERROR(PutEnvelope(*r.envelope, &envelope_id));
   auto stmt = db_.Prepare(
-      "INSERT INTO sandboxes (sandbox_id, context, handle_sha256, driver_handle, envelope, policy_digest, "
+      "INSERT INTO sandboxes (sandbox_id, context, handle_sha256, driver_handle, envelope_id, policy_digest, "
       "verification, signing_key_ids, admitted_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, r.context.sandbox_id()).BindBlob(2, policy::SerializeDeterministic(r.context))
-      .BindBlob(3, r.handle_sha256).Bind(4, r.driver_handle).BindBlob(5, policy::SerializeDeterministic(envelope))
-      .Bind(6, r.projection.policy_digest()).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
+      .BindBlob(3, r.handle_sha256).Bind(4, r.driver_handle).BindBlob(5, envelope_id)
+      .Bind(6, r.envelope->policy_digest()).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
       .Bind(9, r.admitted_at_unix).Bind(10, r.updated_at_unix);
   if (absl::Status s = stmt->Run(); !s.ok()) {
-    if (absl::IsAlreadyExists(s)) return absl::AlreadyExistsError(absl::StrCat("sandbox '", r.context.sandbox_id(), "' is already admitted"));
+    if (absl::IsAlreadyExists(s)) {
+      return absl::AlreadyExistsError(absl::StrCat("sandbox '", r.context.sandbox_id(), "' is already admitted"));
+    }
     return s;
   }
   if (r.acquisition_id != 0) {
@@ -234,97 +434,103 @@ absl::Status SqliteStore::InsertSandbox(const SandboxRecord& r, AuditEvent event
     settle->Bind(1, r.acquisition_id);
     OSH_RETURN_IF_ERROR(settle->Run());
   }
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
+  *rows = 1;
+  return absl::OkStatus();
 }
 
-absl::Status SqliteStore::ReplaceProjection(const std::string& sandbox_id, const Projection& projection,
-                                            const std::string& verification, const std::vector<std::string>& key_ids,
-                                            int64_t now_unix, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  auto old = db_.Prepare("SELECT policy_digest FROM sandboxes WHERE sandbox_id = ?");
+absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* rows) {
+  auto ids = JsonIdList(c.sandbox_ids);
+  if (!ids.ok()) return ids.status();
+  // The envelopes being left, to collect once nobody uses them.
+  auto old = db_.Prepare(
+      "SELECT DISTINCT envelope_id FROM sandboxes WHERE sandbox_id IN (SELECT value FROM json_each(?))");
   if (!old.ok()) return old.status();
-  old->Bind(1, sandbox_id);
-  auto row = old->Step();
-  if (!row.ok()) return row.status();
-  if (!*row) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "'"));
-  const std::string old_digest = old->Text(0);
-  OSH_RETURN_IF_ERROR(PutBody(projection.policy_digest(), projection.body()));
-  Projection envelope = projection;
-  envelope.clear_body();
+  old->Bind(1, *ids);
+  std::vector<std::string> old_ids;
+  for (;;) {
+    auto row = old->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    old_ids.push_back(old->Blob(0));
+  }
+  std::string envelope_id;
+  OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id));
   auto stmt = db_.Prepare(
-      "UPDATE sandboxes SET envelope = ?, policy_digest = ?, verification = ?, signing_key_ids = ?, updated_at = ?, "
-      "last_refresh_error = '' WHERE sandbox_id = ?");
+      "UPDATE sandboxes SET envelope_id = ?, policy_digest = ?, verification = ?, signing_key_ids = ?, "
+      "updated_at = ?, last_refresh_error = '' WHERE sandbox_id IN (SELECT value FROM json_each(?))");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, policy::SerializeDeterministic(envelope)).Bind(2, projection.policy_digest())
-      .Bind(3, verification).Bind(4, JoinIds(key_ids)).Bind(5, now_unix).Bind(6, sandbox_id);
+  stmt->BindBlob(1, envelope_id).Bind(2, c.envelope->policy_digest()).Bind(3, c.verification)
+      .Bind(4, JoinIds(c.key_ids)).Bind(5, c.now_unix).Bind(6, *ids);
   OSH_RETURN_IF_ERROR(stmt->Run());
-  if (old_digest != projection.policy_digest()) OSH_RETURN_IF_ERROR(DropBodyIfUnused(old_digest));
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
+  *rows = db_.Changes();
+  if (c.require_all && *rows != static_cast<int64_t>(c.sandbox_ids.size())) {
+    return absl::NotFoundError(c.sandbox_ids.size() == 1 ? absl::StrCat("no sandbox '", c.sandbox_ids[0], "'")
+                                                         : "some of the sandboxes are gone");
+  }
+  for (const auto& id : old_ids) {
+    if (id != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(id));
+  }
+  return absl::OkStatus();
 }
 
-absl::Status SqliteStore::SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  auto stmt = db_.Prepare("UPDATE sandboxes SET last_refresh_error = ? WHERE sandbox_id = ?");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, error).Bind(2, sandbox_id);
-  OSH_RETURN_IF_ERROR(stmt->Run());
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
-}
-
-absl::StatusOr<bool> SqliteStore::DeleteSandbox(const std::string& sandbox_id, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  auto find = db_.Prepare("SELECT driver_handle, policy_digest FROM sandboxes WHERE sandbox_id = ?");
+absl::Status SqliteStore::Delete(const change::DeleteSandbox& c, int64_t* rows) {
+  auto find = db_.Prepare("SELECT driver_handle, envelope_id FROM sandboxes WHERE sandbox_id = ?");
   if (!find.ok()) return find.status();
-  find->Bind(1, sandbox_id);
+  find->Bind(1, c.sandbox_id);
   auto row = find->Step();
   if (!row.ok()) return row.status();
-  if (!*row) return false;
+  if (!*row) return absl::NotFoundError(absl::StrCat("no sandbox '", c.sandbox_id, "'"));
   const std::string driver_handle = find->Text(0);
-  const std::string digest = find->Text(1);
+  const std::string envelope_id = find->Blob(1);
   auto del = db_.Prepare("DELETE FROM sandboxes WHERE sandbox_id = ?");
   if (!del.ok()) return del.status();
-  del->Bind(1, sandbox_id);
+  del->Bind(1, c.sandbox_id);
   OSH_RETURN_IF_ERROR(del->Run());
-  OSH_RETURN_IF_ERROR(DropBodyIfUnused(digest));
+  OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(envelope_id));
   auto queue = db_.Prepare("INSERT INTO pending_releases (driver_handle, queued_at) VALUES (?, ?)");
   if (!queue.ok()) return queue.status();
   queue->Bind(1, driver_handle).Bind(2, NowMs() / 1000);
   OSH_RETURN_IF_ERROR(queue->Run());
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  OSH_RETURN_IF_ERROR(CommitWithAudit(txn, event));
-  return true;
-}
-
-absl::Status SqliteStore::RecordReport(const std::string& sandbox_id, const std::string& digest, LoadStatus status,
-                                       const std::string& error, int64_t now_unix, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  auto stmt = db_.Prepare(
-      "UPDATE sandboxes SET load_status = ?, load_error = ?, reported_digest = ?, reported_at = ? WHERE sandbox_id = ?");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, static_cast<int64_t>(status)).Bind(2, error).Bind(3, digest).Bind(4, now_unix).Bind(5, sandbox_id);
-  OSH_RETURN_IF_ERROR(stmt->Run());
-  if (db_.Changes() == 0) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "'"));
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
+  *rows = 1;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   absl::MutexLock lock(&mu_);
+  // Bodies, then envelopes, each once; sandboxes then share them.
+  absl::flat_hash_map<std::string, BodyPtr> bodies;
+  {
+    auto stmt = db_.Prepare("SELECT digest, body FROM bodies WHERE digest IN (SELECT policy_digest FROM envelopes)");
+    if (!stmt.ok()) return stmt.status();
+    for (;;) {
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      std::string digest = stmt->Text(0);
+      bodies[digest] = envelopes().InternBody(digest, stmt->Blob(1));
+    }
+  }
+  absl::flat_hash_map<std::string, EnvelopePtr> by_id;
+  {
+    auto stmt = db_.Prepare("SELECT id, header, policy_digest FROM envelopes");
+    if (!stmt.ok()) return stmt.status();
+    for (;;) {
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      auto body = bodies.find(stmt->Text(2));
+      Projection probe;
+      std::string header = stmt->Blob(1);
+      if (body == bodies.end() || !probe.ParseFromString(header)) {
+        return absl::DataLossError("sqlite: an envelope row does not decode");
+      }
+      by_id[stmt->Blob(0)] = envelopes().Intern(std::move(header), body->second);
+    }
+  }
   auto stmt = db_.Prepare(
-      "SELECT s.context, s.handle_sha256, s.driver_handle, s.envelope, b.body, s.verification, s.signing_key_ids, "
-      "s.admitted_at, s.updated_at, s.load_status, s.load_error, s.reported_digest, s.reported_at, "
-      "s.last_refresh_error FROM sandboxes s JOIN bodies b ON b.digest = s.policy_digest ORDER BY s.sandbox_id");
+      "SELECT context, handle_sha256, driver_handle, envelope_id, verification, signing_key_ids, admitted_at, "
+      "updated_at, load_status, load_error, reported_digest, reported_at, last_refresh_error FROM sandboxes "
+      "ORDER BY sandbox_id");
   if (!stmt.ok()) return stmt.status();
   std::vector<SandboxRecord> out;
   for (;;) {
@@ -332,50 +538,58 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
     if (!row.ok()) return row.status();
     if (!*row) break;
     SandboxRecord r;
-    if (!r.context.ParseFromString(stmt->Blob(0)) || !r.projection.ParseFromString(stmt->Blob(3))) {
+    auto envelope = by_id.find(stmt->Blob(3));
+    if (!r.context.ParseFromString(stmt->Blob(0)) || envelope == by_id.end()) {
       return absl::DataLossError("sqlite: a sandbox row does not decode");
     }
     r.handle_sha256 = stmt->Blob(1);
     r.driver_handle = stmt->Text(2);
-    r.projection.set_body(stmt->Blob(4));
-    r.verification = stmt->Text(5);
-    r.signing_key_ids = SplitIds(stmt->Text(6));
-    r.admitted_at_unix = stmt->Int(7);
-    r.updated_at_unix = stmt->Int(8);
-    r.load_status = static_cast<LoadStatus>(stmt->Int(9));
-    r.load_error = stmt->Text(10);
-    r.reported_digest = stmt->Text(11);
-    r.reported_at_unix = stmt->Int(12);
-    r.last_refresh_error = stmt->Text(13);
+    r.envelope = envelope->second;
+    r.verification = stmt->Text(4);
+    r.signing_key_ids = SplitIds(stmt->Text(5));
+    r.admitted_at_unix = stmt->Int(6);
+    r.updated_at_unix = stmt->Int(7);
+    r.load_status = static_cast<LoadStatus>(stmt->Int(8));
+    r.load_error = stmt->Text(9);
+    r.reported_digest = stmt->Text(10);
+    r.reported_at_unix = stmt->Int(11);
+    r.last_refresh_error = stmt->Text(12);
     out.push_back(std::move(r));
   }
   return out;
 }
 
 absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare(
-      "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context) VALUES ('', ?, 1, ?)");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, NowMs() / 1000).BindBlob(2, policy::SerializeDeterministic(context));
-  OSH_RETURN_IF_ERROR(stmt->Run());
-  return db_.LastInsertRowId();
+  int64_t id = 0;
+  const std::string context_bytes = policy::SerializeDeterministic(context);
+  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare(
+        "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context) VALUES ('', ?, 1, ?)");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, NowMs() / 1000).BindBlob(2, context_bytes);
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    id = db_.LastInsertRowId();
+    return absl::OkStatus();
+  }));
+  return id;
 }
 
 absl::Status SqliteStore::QueueAcquiredRelease(int64_t id, const std::string& driver_handle) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("UPDATE pending_releases SET in_flight = 0, driver_handle = ? WHERE id = ?");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, driver_handle).Bind(2, id);
-  return stmt->Run();
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare("UPDATE pending_releases SET in_flight = 0, driver_handle = ? WHERE id = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, driver_handle).Bind(2, id);
+    return stmt->Run();
+  });
 }
 
 absl::Status SqliteStore::DropAdmissionIntent(int64_t id) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("DELETE FROM pending_releases WHERE id = ? AND in_flight = 1");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, id);
-  return stmt->Run();
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare("DELETE FROM pending_releases WHERE id = ? AND in_flight = 1");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, id);
+    return stmt->Run();
+  });
 }
 
 absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
@@ -395,16 +609,14 @@ absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
 }
 
 absl::Status SqliteStore::CompleteRelease(int64_t id, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  auto stmt = db_.Prepare("DELETE FROM pending_releases WHERE id = ?");
-  if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, id);
-  OSH_RETURN_IF_ERROR(stmt->Run());
-  if (db_.Changes() == 0) return absl::OkStatus();  // already completed: nothing to record twice
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare("DELETE FROM pending_releases WHERE id = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, id);
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    if (db_.Changes() == 0) return absl::OkStatus();  // already completed: nothing to record twice
+    return InsertAudit(&event);
+  });
 }
 
 absl::StatusOr<std::optional<PolicyRevisionRecord>> SqliteStore::LatestLocked(const std::string& scope) {
@@ -421,9 +633,8 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
                                                                        const std::optional<std::string>& body,
                                                                        std::optional<uint64_t> expected_revision,
                                                                        int64_t now_unix, AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
+  PolicyRevisionRecord record;
+  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
   auto latest = LatestLocked(scope);
   if (!latest.ok()) return latest.status();
   const uint64_t current = *latest ? (*latest)->revision : 0;
@@ -432,7 +643,6 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
     return absl::AbortedError(absl::StrCat("scope '", scope, "' is at revision ", live, ", expected ", *expected_revision));
   }
   if (!body && live == 0) return absl::NotFoundError(absl::StrCat("scope '", scope, "' has no policy"));
-  PolicyRevisionRecord record;
   record.scope = scope;
   record.revision = current + 1;
   record.created_at_unix = now_unix;
@@ -448,8 +658,8 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
   record.seq = static_cast<uint64_t>(db_.LastInsertRowId());
   event.policy_digest = record.digest;
   event.policy_version = record.seq;
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  OSH_RETURN_IF_ERROR(CommitWithAudit(txn, event));
+  return InsertAudit(&event);
+  }));
   return record;
 }
 
@@ -496,16 +706,12 @@ absl::StatusOr<uint64_t> SqliteStore::CountLivePolicies() {
 }
 
 absl::Status SqliteStore::AppendAudit(AuditEvent event) {
-  absl::MutexLock lock(&mu_);
-  Transaction txn(db_);
-  OSH_RETURN_IF_ERROR(txn.begin_status());
-  OSH_RETURN_IF_ERROR(InsertAudit(&event));
-  return CommitWithAudit(txn, event);
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertAudit(&event); });
 }
 
 Store::ChainHead SqliteStore::AuditChainHead() {
   absl::MutexLock lock(&mu_);
-  return {last_seq_, last_hash_};
+  return {chain_.head().seq, chain_.head().hash};
 }
 
 absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {

@@ -1,7 +1,14 @@
 // The embedded Store: one SQLite file (WAL, synchronous=FULL, file mode 0600), schema versioned by
 // PRAGMA user_version with forward-only migrations. Thread-safe: one connection behind a mutex.
+//
+// Writes are group-committed: a writer that finds another commit under way queues behind it, and the
+// next leader runs every queued write in one transaction (each inside its own savepoint, so one write's
+// failure leaves the others intact) and pays one fsync for all. Each writer returns only once its write
+// is durable (or refused).
 #pragma once
 
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,17 +24,13 @@ class SqliteStore final : public Store {
   // Opens or creates the database at `path` and migrates it to the current schema. Refuses a
   // database written by a newer gateway (FAILED_PRECONDITION).
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
+  // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
+  // migrations from a database an older release wrote.
+  static absl::Status CreateSchemaAt(Db& db, int version);
 
-  absl::Status InsertSandbox(const SandboxRecord& record, AuditEvent event) override;
-  absl::Status ReplaceProjection(const std::string& sandbox_id, const Projection& projection,
-                                 const std::string& verification, const std::vector<std::string>& key_ids,
-                                 int64_t now_unix, AuditEvent event) override;
-  absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) override;
-  absl::StatusOr<bool> DeleteSandbox(const std::string& sandbox_id, AuditEvent event) override;
-  absl::Status RecordReport(const std::string& sandbox_id, const std::string& digest,
-                            openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
-                            int64_t now_unix, AuditEvent event) override;
+  absl::StatusOr<CommitResult> Commit(ChangeBatch batch) override;
+  void SetChangeListener(ChangeListener* listener) override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
 
   absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context) override;
@@ -49,23 +52,53 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
+  // How many transactions the store committed and how many writes they carried (group commit at work).
+  struct CommitCounters {
+    uint64_t transactions = 0;
+    uint64_t writes = 0;
+  };
+  CommitCounters commit_counters() const;
+
  private:
   explicit SqliteStore(Db db) : db_(std::move(db)) {}
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MigrateEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadChainHead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Inserts the event inside the caller's open transaction; the chain head advances only after the
-  // caller commits (CommitWithAudit).
+
+  // One write: its statements (run inside the shared transaction) and what follows its commit.
+  struct Writer {
+    std::function<absl::Status()> run;
+    std::function<void()> committed;  // may be empty
+    absl::Status status;
+    bool done = false;
+  };
+  // Runs `run` in a group-committed transaction; `committed` runs after the commit is durable, in
+  // commit order, before this returns (on the leader's thread).
+  absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr);
+  void LeadGroup(std::vector<Writer*> group) ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Admit(const change::AdmitSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CommitWithAudit(Transaction& txn, const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutEnvelope(const Envelope& envelope, std::string* id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropBodyIfUnused(const std::string& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestLocked(const std::string& scope)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;  // the connection and the chain head
   Db db_ ABSL_GUARDED_BY(mu_);
-  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string last_hash_ ABSL_GUARDED_BY(mu_);
+  trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
+  CommitCounters counters_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex queue_mu_;  // the group-commit queue
+  std::deque<Writer*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool leading_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  ChangeListener* listener_ = nullptr;  // set before concurrent use
 };
 
 }  // namespace osh::store

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "store/change.h"
 #include "trust/audit_chain.h"
 
 namespace osh::store {
@@ -22,23 +23,6 @@ namespace osh::store {
 using openshell::policy::driver::v1::Projection;
 using openshell::policy::driver::v1::RuntimeContext;
 using osh::trust::AuditEvent;
-
-struct SandboxRecord {
-  RuntimeContext context;
-  std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
-  std::string driver_handle;
-  int64_t acquisition_id = 0;  // InsertSandbox only: the RecordAdmissionIntent row this admission settles
-  Projection projection;       // the admitted envelope, body included, exactly as admitted
-  std::string verification;    // "none" or "verified"
-  std::vector<std::string> signing_key_ids;  // the keys that were counted
-  int64_t admitted_at_unix = 0;
-  int64_t updated_at_unix = 0;
-  openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
-  std::string load_error;
-  std::string reported_digest;
-  int64_t reported_at_unix = 0;
-  std::string last_refresh_error;
-};
 
 struct PolicyRevisionRecord {
   std::string scope;
@@ -61,21 +45,24 @@ class Store {
   virtual ~Store() = default;
 
   // --- Sandboxes -----------------------------------------------------------------------------
-  // ALREADY_EXISTS when the sandbox id (or the handle hash) is taken.
-  virtual absl::Status InsertSandbox(const SandboxRecord& record, AuditEvent event) = 0;
-  // Replaces the admitted projection of a sandbox (refresh / re-projection). NOT_FOUND if absent.
-  virtual absl::Status ReplaceProjection(const std::string& sandbox_id, const Projection& projection,
-                                         const std::string& verification, const std::vector<std::string>& key_ids,
-                                         int64_t now_unix, AuditEvent event) = 0;
-  // Records a refused refresh ("" clears it) together with its audit event.
-  virtual absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) = 0;
-  // Deletes the sandbox and queues the release of its driver handle, atomically. Returns false when
-  // there was no such sandbox (nothing is written then).
-  virtual absl::StatusOr<bool> DeleteSandbox(const std::string& sandbox_id, AuditEvent event) = 0;
-  virtual absl::Status RecordReport(const std::string& sandbox_id, const std::string& digest,
-                                    openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
-                                    int64_t now_unix, AuditEvent event) = 0;
+  // Commits the batch in one transaction with its events; concurrent commits share one fsync (group
+  // commit). On success the change listener has applied the batch before this returns.
+  virtual absl::StatusOr<CommitResult> Commit(ChangeBatch batch) = 0;
+  // The one listener (the in-memory view); nullptr removes it. Set before concurrent use.
+  virtual void SetChangeListener(ChangeListener* listener) = 0;
+  // Every admitted sandbox; records with equal envelopes share one Envelope (and one body).
   virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() = 0;
+
+  // One-change conveniences over Commit.
+  absl::Status InsertSandbox(SandboxRecord record, AuditEvent event);
+  absl::Status ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope, const std::string& verification,
+                                 const std::vector<std::string>& key_ids, int64_t now_unix, AuditEvent event);
+  absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event);
+  // false (nothing written) when there was no such sandbox.
+  absl::StatusOr<bool> DeleteSandbox(const std::string& sandbox_id, AuditEvent event);
+  absl::Status RecordReport(const std::string& sandbox_id, const std::string& digest,
+                            openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
+                            int64_t now_unix, AuditEvent event);
 
   // --- Driver handle releases (durable queue) ------------------------------------------------
   // Before a driver handle is acquired for an admission, its context is durably noted ("release whatever
@@ -117,6 +104,13 @@ class Store {
     std::string hash;
   };
   virtual ChainHead AuditChainHead() = 0;
+
+  // Content-addressed envelopes and bodies: what LoadSandboxes returns and what the gateway admits share
+  // one copy of each distinct envelope and body.
+  EnvelopeInterner& envelopes() { return envelopes_; }
+
+ private:
+  EnvelopeInterner envelopes_;
 };
 
 }  // namespace osh::store

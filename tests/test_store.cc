@@ -30,11 +30,14 @@ osh::store::SandboxRecord Sandbox(const std::string& id, const std::string& hand
   (*r.context.mutable_attributes())["tenant_id"] = "acme";
   r.handle_sha256 = osh::policy::Sha256(handle);
   r.driver_handle = "dh-" + id;
-  r.projection.set_surface_id("openshell.sandbox.v1");
-  r.projection.set_body(body);
-  r.projection.set_policy_digest(osh::policy::Sha256Hex(body));
-  r.projection.set_policy_version(7);
-  (*r.projection.mutable_audit_context())["k"] = "v";
+  openshell::policy::driver::v1::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body(body);
+  p.set_policy_digest(osh::policy::Sha256Hex(body));
+  p.set_policy_version(7);
+  (*p.mutable_audit_context())["k"] = "v";
+  static osh::store::EnvelopeInterner interner;
+  r.envelope = interner.Intern(p);
   r.verification = "none";
   r.admitted_at_unix = r.updated_at_unix = 1000;
   return r;
@@ -152,9 +155,10 @@ TEST_CASE("store: sandboxes persist across reopen, bodies once per digest, handl
   REQUIRE(loaded->size() == 2);
   const auto& r = (*loaded)[0];
   CHECK(r.context.attributes().at("tenant_id") == "acme");
-  CHECK(r.projection.body() == "same-body");
-  CHECK(r.projection.policy_version() == 7);
-  CHECK(r.projection.audit_context().at("k") == "v");
+  CHECK(r.envelope->body() == "same-body");
+  CHECK(r.envelope->header().policy_version() == 7);
+  CHECK(r.envelope->header().audit_context().at("k") == "v");
+  CHECK(r.envelope == (*loaded)[1].envelope);  // one envelope (and body) shared by both sandboxes
   CHECK(r.load_status == openshell::policy::gateway::v1::LOADED);
   CHECK(r.handle_sha256 == osh::policy::Sha256("secret-handle-1"));
 
@@ -249,13 +253,40 @@ TEST_CASE("store: an admission intent is settled by its admission, or its releas
 TEST_CASE("store: a schema v2 database (as the remote-driver release shipped it) is migrated with its queue", "[store]") {
   osh::test::TempDir dir;
   const std::string path = dir / "gateway.db";
-  {  // Make a v2 database: today's schema without what v3 added, and a release queued the v2 way.
-    REQUIRE(SqliteStore::Open(path).ok());
+  const std::string body = "v2-body";
+  openshell::policy::driver::v1::Projection envelope;  // a v2 row keeps its envelope (no body) inline
+  envelope.set_surface_id("openshell.sandbox.v1");
+  envelope.set_policy_digest(osh::policy::Sha256Hex(body));
+  envelope.set_policy_version(3);
+  {  // A v2 database as that release wrote it: an admitted sandbox and a release queued the v2 way.
     auto db = osh::store::Db::Open(path);
     REQUIRE(db.ok());
-    REQUIRE(db->Exec("ALTER TABLE pending_releases DROP COLUMN context").ok());
+    REQUIRE(SqliteStore::CreateSchemaAt(*db, 2).ok());
     REQUIRE(db->Exec("INSERT INTO pending_releases (driver_handle, queued_at, in_flight) VALUES ('dh-v2', 1, 0)").ok());
-    REQUIRE(db->Exec("PRAGMA user_version = 2").ok());
+    auto put = db->Prepare("INSERT INTO bodies (digest, body) VALUES (?, ?)");
+    REQUIRE(put.ok());
+    put->Bind(1, envelope.policy_digest()).BindBlob(2, body);
+    REQUIRE(put->Run().ok());
+    openshell::policy::driver::v1::RuntimeContext context;
+    context.set_sandbox_id("sb-v2");
+    context.set_user_subject("alice");
+    auto row = db->Prepare(
+        "INSERT INTO sandboxes (sandbox_id, context, handle_sha256, driver_handle, envelope, policy_digest, "
+        "verification, signing_key_ids, admitted_at, updated_at) VALUES ('sb-v2', ?, ?, 'dh-1', ?, ?, 'none', '', 1, 1)");
+    REQUIRE(row.ok());
+    row->BindBlob(1, context.SerializeAsString()).BindBlob(2, osh::policy::Sha256("h"))
+        .BindBlob(3, envelope.SerializeAsString()).Bind(4, envelope.policy_digest());
+    REQUIRE(row->Run().ok());
+  }
+  {  // v4 moved the envelope into the content-addressed table: the sandbox loads whole.
+    auto store = SqliteStore::Open(path);
+    REQUIRE(store.ok());
+    auto loaded = (*store)->LoadSandboxes();
+    REQUIRE(loaded.ok());
+    REQUIRE(loaded->size() == 1);
+    CHECK((*loaded)[0].envelope->body() == body);
+    CHECK((*loaded)[0].envelope->header().policy_version() == 3);
+    CHECK((*loaded)[0].driver_handle == "dh-1");
   }
   auto store = SqliteStore::Open(path);
   REQUIRE(store.ok());

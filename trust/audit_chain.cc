@@ -180,4 +180,13 @@ ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash) {
   return verdict;
 }
 
+void ChainSealer::Seal(AuditEvent* event, int64_t now_unix_ms) {
+  MakeTextUtf8(event);
+  event->seq = head_.seq + 1;
+  if (event->time_unix_ms == 0) event->time_unix_ms = now_unix_ms;
+  event->prev_hash = head_.hash;
+  event->hash = ChainHash(head_.hash, *event);
+  head_ = {event->seq, event->hash};
+}
+
 }  // namespace osh::trust

@@ -44,6 +44,25 @@ std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event)
 // so every event has a JSON form. The store applies this before hashing.
 void MakeTextUtf8(AuditEvent* event);
 
+// The chain's head as a store advances it inside its transaction: Seal gives an event its seq, its time
+// (when unset), prev_hash and hash, and moves the head on; Rewind takes it back to a Mark when the
+// transaction (or a savepoint inside it) rolls back. Any backend shares this logic. Not thread-safe: the
+// store calls it under its write lock.
+class ChainSealer {
+ public:
+  struct Mark {
+    uint64_t seq = 0;
+    std::string hash = kGenesisHash;
+  };
+  void Reset(Mark head) { head_ = std::move(head); }
+  void Seal(AuditEvent* event, int64_t now_unix_ms);
+  const Mark& head() const { return head_; }
+  void Rewind(Mark mark) { head_ = std::move(mark); }
+
+ private:
+  Mark head_;
+};
+
 // The wire form (openshell.policy.gateway.v1.AuditEvent) and back; lossless.
 openshell::policy::gateway::v1::AuditEvent ToProto(const AuditEvent& event);
 AuditEvent FromProto(const openshell::policy::gateway::v1::AuditEvent& event);

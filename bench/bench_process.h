@@ -1,0 +1,50 @@
+// Real processes for the end-to-end benchmarks: spawn a binary with its output in a log file, wait for
+// a gRPC server on a Unix socket, read a process's resident memory.
+#pragma once
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+extern char** environ;
+
+namespace osh::bench {
+
+// Starts argv[0] with stdout and stderr appended to `log`; -1 when it cannot be started.
+inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+inline bool WaitForChannel(const std::string& socket, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  return channel->WaitForConnected(std::chrono::system_clock::now() + timeout);
+}
+
+// A field of /proc/<pid>/status in KiB ("VmRSS", "VmHWM"); 0 when unreadable.
+inline long ProcStatusKiB(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return 0;
+}
+
+}  // namespace osh::bench

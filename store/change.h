@@ -1,0 +1,96 @@
+// A state change as a value (LevelDB's WriteBatch is the model): the core builds a ChangeBatch, the store
+// commits it in one transaction together with its audit events, and then hands the very same batch to
+// its ChangeListener — the in-memory view (gateway/sandbox_registry) applies it. The view is therefore a
+// cache of the store, never a second truth: it learns of every committed change, in commit order, from
+// the store alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "store/envelope.h"
+#include "trust/audit_chain.h"
+
+namespace osh::store {
+
+using openshell::policy::driver::v1::RuntimeContext;
+using osh::trust::AuditEvent;
+
+struct SandboxRecord {
+  RuntimeContext context;
+  std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
+  std::string driver_handle;
+  int64_t acquisition_id = 0;  // AdmitSandbox only: the RecordAdmissionIntent row this admission settles
+  EnvelopePtr envelope;        // the admitted projection, exactly as admitted
+  std::string verification;    // "none" or "verified"
+  std::vector<std::string> signing_key_ids;  // the keys that were counted
+  int64_t admitted_at_unix = 0;
+  int64_t updated_at_unix = 0;
+  openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
+  std::string load_error;
+  std::string reported_digest;
+  int64_t reported_at_unix = 0;
+  std::string last_refresh_error;
+};
+
+namespace change {
+
+// ALREADY_EXISTS (and nothing of the batch is written) when the id or the handle hash is taken.
+struct AdmitSandbox {
+  SandboxRecord record;
+};
+// Moves every listed sandbox that still exists to `envelope` (refresh, re-projection of a whole scope).
+// With `require_all`, NOT_FOUND (nothing written) unless every listed sandbox exists.
+struct ReplaceProjection {
+  std::vector<std::string> sandbox_ids;
+  EnvelopePtr envelope;
+  std::string verification;
+  std::vector<std::string> key_ids;
+  int64_t now_unix = 0;
+  bool require_all = true;
+};
+// Records a refused refresh ("" clears it).
+struct SetRefreshError {
+  std::string sandbox_id;
+  std::string error;
+};
+// Deletes the sandbox and queues the release of its driver handle. NOT_FOUND (nothing written) if absent.
+struct DeleteSandbox {
+  std::string sandbox_id;
+};
+// NOT_FOUND (nothing written) if the sandbox is absent.
+struct RecordReport {
+  std::string sandbox_id;
+  std::string digest;
+  openshell::policy::gateway::v1::LoadStatus status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
+  std::string error;
+  int64_t now_unix = 0;
+};
+
+}  // namespace change
+
+using Change = std::variant<change::AdmitSandbox, change::ReplaceProjection, change::SetRefreshError,
+                            change::DeleteSandbox, change::RecordReport>;
+
+struct ChangeBatch {
+  std::vector<Change> changes;
+  std::vector<AuditEvent> events;  // appended to the chain in the same transaction, in this order
+};
+
+struct CommitResult {
+  std::vector<int64_t> rows;  // per change: how many sandboxes it touched
+};
+
+// Told of every committed batch, in commit order, on the committing thread, before the committer
+// returns. Must not call back into the store.
+class ChangeListener {
+ public:
+  virtual ~ChangeListener() = default;
+  virtual void OnCommitted(const ChangeBatch& batch, const CommitResult& result) = 0;
+};
+
+}  // namespace osh::store

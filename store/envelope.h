@@ -1,0 +1,79 @@
+// An admitted projection as the gateway holds it: an immutable envelope (every field but the body) and
+// a body shared by every envelope that carries the same bytes. Envelopes themselves are interned, so
+// 100k sandboxes served one projection hold one Envelope, and 100k individually signed projections of one
+// policy hold one body.
+//
+// Envelope is immutable once built; EnvelopePtr may be shared freely across threads. EnvelopeInterner
+// is thread-safe and holds weak references only: an envelope lives as long as a sandbox uses it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+
+namespace osh::store {
+
+using BodyPtr = std::shared_ptr<const std::string>;
+
+class Envelope {
+ public:
+  using Projection = openshell::policy::driver::v1::Projection;
+
+  // `header` must have no body; `header_bytes` is its deterministic serialization.
+  Envelope(Projection header, std::string header_bytes, BodyPtr body);
+
+  const Projection& header() const { return header_; }
+  // The stored form of the header (and the interning key together with the body's digest).
+  const std::string& header_bytes() const { return header_bytes_; }
+  const std::string& body() const { return *body_; }
+  const BodyPtr& shared_body() const { return body_; }
+  const std::string& policy_digest() const { return header_.policy_digest(); }
+
+  // The projection exactly as admitted: the header with its body (a copy; for one reply).
+  void CopyTo(Projection* out) const;
+  // The same, shared while anyone holds it: every watcher of every sandbox on this envelope is written
+  // one message, built once per envelope and change.
+  std::shared_ptr<const Projection> Shared() const;
+
+ private:
+  const Projection header_;
+  const std::string header_bytes_;
+  const BodyPtr body_;
+  mutable absl::Mutex mu_;
+  mutable std::weak_ptr<const Projection> shared_ ABSL_GUARDED_BY(mu_);
+};
+
+using EnvelopePtr = std::shared_ptr<const Envelope>;
+
+class EnvelopeInterner {
+ public:
+  using Projection = openshell::policy::driver::v1::Projection;
+
+  // The interned envelope of a whole projection (its body is split off and shared by digest; the digest
+  // field is trusted here only as a key: bodies are compared byte-for-byte on a hit).
+  EnvelopePtr Intern(const Projection& projection);
+  // The interned envelope for a stored header and body.
+  EnvelopePtr Intern(std::string header_bytes, const BodyPtr& body);
+  // The interned body for `bytes` (keyed by `digest`, compared byte-for-byte).
+  BodyPtr InternBody(const std::string& digest, std::string bytes);
+
+  size_t envelopes() const;
+  size_t bodies() const;
+
+ private:
+  EnvelopePtr InternLocked(Projection header, std::string header_bytes, const BodyPtr& body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BodyPtr InternBodyLocked(const std::string& digest, std::string bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  // Envelope key: header bytes + the body's address (bodies are interned first, so equal bodies share one).
+  absl::flat_hash_map<std::string, std::weak_ptr<const Envelope>> envelopes_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::weak_ptr<const std::string>> bodies_ ABSL_GUARDED_BY(mu_);
+  size_t inserts_since_sweep_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace osh::store

@@ -1,0 +1,43 @@
+#include "store/store.h"
+
+namespace osh::store {
+namespace {
+
+absl::Status CommitOne(Store* store, Change change, AuditEvent event) {
+  ChangeBatch batch;
+  batch.changes.push_back(std::move(change));
+  batch.events.push_back(std::move(event));
+  return store->Commit(std::move(batch)).status();
+}
+
+}  // namespace
+
+absl::Status Store::InsertSandbox(SandboxRecord record, AuditEvent event) {
+  return CommitOne(this, change::AdmitSandbox{std::move(record)}, std::move(event));
+}
+
+absl::Status Store::ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope,
+                                      const std::string& verification, const std::vector<std::string>& key_ids,
+                                      int64_t now_unix, AuditEvent event) {
+  return CommitOne(this, change::ReplaceProjection{{sandbox_id}, std::move(envelope), verification, key_ids, now_unix, true},
+                   std::move(event));
+}
+
+absl::Status Store::SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) {
+  return CommitOne(this, change::SetRefreshError{sandbox_id, error}, std::move(event));
+}
+
+absl::StatusOr<bool> Store::DeleteSandbox(const std::string& sandbox_id, AuditEvent event) {
+  absl::Status status = CommitOne(this, change::DeleteSandbox{sandbox_id}, std::move(event));
+  if (absl::IsNotFound(status)) return false;
+  if (!status.ok()) return status;
+  return true;
+}
+
+absl::Status Store::RecordReport(const std::string& sandbox_id, const std::string& digest,
+                                 openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
+                                 int64_t now_unix, AuditEvent event) {
+  return CommitOne(this, change::RecordReport{sandbox_id, digest, status, error, now_unix}, std::move(event));
+}
+
+}  // namespace osh::store
