@@ -1,0 +1,173 @@
+// The write path of the reshaped core: group commit (concurrent writes share one transaction, one
+// failing write leaves the others and the audit chain whole) and the registry as a cache that follows
+// the store's committed batches.
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "gateway/sandbox_registry.h"
+#include "policy/digest.h"
+#include "store/sqlite_store.h"
+#include "tests/test_support.h"
+
+using osh::store::AuditEvent;
+using osh::store::SqliteStore;
+
+namespace {
+
+osh::store::SandboxRecord Sandbox(osh::store::Store& store, const std::string& id) {
+  osh::store::SandboxRecord r;
+  r.context.set_sandbox_id(id);
+  r.context.set_user_subject("alice");
+  r.handle_sha256 = osh::policy::Sha256("handle-" + id);
+  r.driver_handle = "dh-" + id;
+  openshell::policy::driver::v1::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body("body");
+  p.set_policy_digest(osh::policy::Sha256Hex("body"));
+  r.envelope = store.envelopes().Intern(p);
+  r.verification = "none";
+  return r;
+}
+
+AuditEvent Event(const std::string& id) {
+  AuditEvent e;
+  e.type = "admission";
+  e.sandbox_id = id;
+  e.outcome = "ok";
+  return e;
+}
+
+// Holds the first committed batch's listener call until every other writer has queued up behind it.
+class HoldFirstCommit final : public osh::store::ChangeListener {
+ public:
+  explicit HoldFirstCommit(int others) : others_(others) {}
+  void OnCommitted(const osh::store::ChangeBatch&, const osh::store::CommitResult&) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (calls_++ > 0) return;
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(10), [this] { return queued_ == others_; });
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // from "about to commit" to queued
+  }
+  void WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return entered_; });
+  }
+  void Queued() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++queued_;
+    cv_.notify_all();
+  }
+
+ private:
+  const int others_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int calls_ = 0, queued_ = 0;
+  bool entered_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("store: concurrent writes share one commit, and a failing one leaves the others and the chain whole",
+          "[store][commit]") {
+  osh::test::TempDir dir;
+  auto store = SqliteStore::Open(dir / "g.db");
+  REQUIRE(store.ok());
+  constexpr int kOthers = 8;
+  HoldFirstCommit hold(kOthers);
+  (*store)->SetChangeListener(&hold);
+
+  std::thread first([&] { REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-0"), Event("sb-0")).ok()); });
+  hold.WaitEntered();  // sb-0 is committed; its leader is still busy
+  std::vector<std::thread> others;
+  std::vector<absl::Status> results(kOthers);
+  for (int i = 0; i < kOthers; ++i) {
+    others.emplace_back([&, i] {
+      // Writer 3 re-admits sb-0: refused, alone.
+      const std::string id = i == 3 ? "sb-0" : "sb-" + std::to_string(i + 1);
+      hold.Queued();
+      results[i] = (*store)->InsertSandbox(Sandbox(**store, id), Event(id));
+    });
+  }
+  first.join();
+  for (auto& t : others) t.join();
+  (*store)->SetChangeListener(nullptr);
+
+  for (int i = 0; i < kOthers; ++i) {
+    INFO("writer " << i);
+    const bool expected = i == 3 ? absl::IsAlreadyExists(results[i]) : results[i].ok();
+    CHECK(expected);
+  }
+  const auto counters = (*store)->commit_counters();
+  CHECK(counters.writes == kOthers);         // sb-0 plus seven others; the refused one is not counted
+  CHECK(counters.transactions == 2);         // sb-0 alone, then all the queued writers in one commit
+  auto loaded = (*store)->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(loaded->size() == kOthers);
+  // The chain has one event per successful write, linked without gaps.
+  auto events = (*store)->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == kOthers);
+  std::string prev = osh::trust::kGenesisHash;
+  for (size_t i = 0; i < events->size(); ++i) {
+    CHECK((*events)[i].seq == i + 1);
+    CHECK((*events)[i].prev_hash == prev);
+    CHECK((*events)[i].hash == osh::trust::ChainHash(prev, (*events)[i]));
+    prev = (*events)[i].hash;
+  }
+  CHECK((*store)->AuditChainHead().hash == prev);
+}
+
+TEST_CASE("registry: a cache that follows the store's committed batches, sharing envelopes", "[store][registry]") {
+  osh::test::TempDir dir;
+  auto store = SqliteStore::Open(dir / "g.db");
+  REQUIRE(store.ok());
+  osh::gateway::SandboxRegistry registry;
+  (*store)->SetChangeListener(&registry);
+  REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-1"), Event("sb-1")).ok());
+  REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-2"), Event("sb-2")).ok());
+  CHECK(registry.size() == 2);
+  CHECK(registry.Get("sb-1")->record.envelope == registry.Get("sb-2")->record.envelope);  // one shared envelope
+  auto authenticated = registry.Authenticate("handle-sb-1");
+  REQUIRE(authenticated);
+  CHECK(authenticated->verified);  // admitted through the core's checks
+
+  // A refused write changes nothing in the cache.
+  CHECK(absl::IsAlreadyExists((*store)->InsertSandbox(Sandbox(**store, "sb-1"), Event("sb-1"))));
+  CHECK(registry.size() == 2);
+
+  // One change moves both sandboxes.
+  openshell::policy::driver::v1::Projection next;
+  next.set_surface_id("openshell.sandbox.v1");
+  next.set_body("body-2");
+  next.set_policy_digest(osh::policy::Sha256Hex("body-2"));
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::ReplaceProjection{
+      {"sb-1", "sb-2", "sb-gone"}, (*store)->envelopes().Intern(next), "none", {}, 5, /*require_all=*/false});
+  batch.events.push_back(Event(""));
+  auto committed = (*store)->Commit(std::move(batch));
+  REQUIRE(committed.ok());
+  CHECK(committed->rows[0] == 2);
+  CHECK(registry.Get("sb-1")->record.envelope->body() == "body-2");
+  CHECK(registry.Get("sb-2")->record.envelope->body() == "body-2");
+
+  // A reload from the store gives the same content, unverified until re-verified.
+  auto loaded = (*store)->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  osh::gateway::SandboxRegistry reloaded;
+  reloaded.Reset(*std::move(loaded));
+  CHECK(reloaded.size() == 2);
+  CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
+  CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
+
+  REQUIRE(*(*store)->DeleteSandbox("sb-1", Event("sb-1")));
+  CHECK_FALSE(registry.Contains("sb-1"));
+  CHECK_FALSE(registry.Authenticate("handle-sb-1"));
+  (*store)->SetChangeListener(nullptr);
+}
