@@ -2,11 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "policy/body_codec.h"
+#include "policy/digest.h"
 
 namespace osh::store {
 
-Envelope::Envelope(Projection header, std::string header_bytes, BodyPtr body)
-    : header_(std::move(header)), header_bytes_(std::move(header_bytes)), body_(std::move(body)) {}
+Envelope::Envelope(Projection header, BodyPtr body) : header_(std::move(header)), body_(std::move(body)) {}
+
+std::string Envelope::HeaderBytes() const { return policy::SerializeDeterministic(header_); }
 
 void Envelope::CopyTo(Projection* out) const {
   *out = header_;
@@ -22,24 +24,30 @@ std::shared_ptr<const Envelope::Projection> Envelope::Shared() const {
   return full;
 }
 
+std::string EnvelopeInterner::KeyOf(const std::string& header_bytes, const BodyPtr& body) {
+  const auto address = reinterpret_cast<uintptr_t>(body.get());
+  return absl::StrCat(policy::Sha256(header_bytes),
+                      absl::string_view(reinterpret_cast<const char*>(&address), sizeof(address)));
+}
+
 EnvelopePtr EnvelopeInterner::Intern(const Projection& projection) {
   Projection header = projection;
   header.clear_body();
-  std::string header_bytes = policy::SerializeDeterministic(header);
+  const std::string header_bytes = policy::SerializeDeterministic(header);
   absl::MutexLock lock(&mu_);
   BodyPtr body = InternBodyLocked(projection.policy_digest(), projection.body());
-  return InternLocked(std::move(header), std::move(header_bytes), body);
+  return InternLocked(KeyOf(header_bytes, body), std::move(header), body);
 }
 
 EnvelopePtr EnvelopeInterner::Intern(std::string header_bytes, const BodyPtr& body) {
+  const std::string key = KeyOf(header_bytes, body);
   absl::MutexLock lock(&mu_);
-  const std::string key = absl::StrCat(header_bytes, "@", reinterpret_cast<uintptr_t>(body.get()));
   if (auto it = envelopes_.find(key); it != envelopes_.end()) {
     if (auto alive = it->second.lock()) return alive;
   }
   Projection header;
   header.ParseFromString(header_bytes);  // the caller checked it decodes (LoadSandboxes)
-  return InternLocked(std::move(header), std::move(header_bytes), body);
+  return InternLocked(key, std::move(header), body);
 }
 
 BodyPtr EnvelopeInterner::InternBody(const std::string& digest, std::string bytes) {
@@ -47,11 +55,10 @@ BodyPtr EnvelopeInterner::InternBody(const std::string& digest, std::string byte
   return InternBodyLocked(digest, std::move(bytes));
 }
 
-EnvelopePtr EnvelopeInterner::InternLocked(Projection header, std::string header_bytes, const BodyPtr& body) {
-  const std::string key = absl::StrCat(header_bytes, "@", reinterpret_cast<uintptr_t>(body.get()));
+EnvelopePtr EnvelopeInterner::InternLocked(const std::string& key, Projection header, const BodyPtr& body) {
   auto& slot = envelopes_[key];
   if (auto alive = slot.lock()) return alive;
-  auto made = std::make_shared<const Envelope>(std::move(header), std::move(header_bytes), body);
+  auto made = std::make_shared<const Envelope>(std::move(header), body);
   slot = made;
   if (++inserts_since_sweep_ > 1024 + envelopes_.size()) SweepLocked();
   return made;

@@ -22,12 +22,12 @@ class Envelope {
  public:
   using Projection = openshell::policy::driver::v1::Projection;
 
-  // `header` must have no body; `header_bytes` is its deterministic serialization.
-  Envelope(Projection header, std::string header_bytes, BodyPtr body);
+  // `header` must have no body.
+  Envelope(Projection header, BodyPtr body);
 
   const Projection& header() const { return header_; }
-  // The stored form of the header (and the interning key together with the body's digest).
-  const std::string& header_bytes() const { return header_bytes_; }
+  // The stored form of the header: its deterministic serialization (computed on each call).
+  std::string HeaderBytes() const;
   const std::string& body() const { return *body_; }
   const BodyPtr& shared_body() const { return body_; }
   const std::string& policy_digest() const { return header_.policy_digest(); }
@@ -40,7 +40,6 @@ class Envelope {
 
  private:
   const Projection header_;
-  const std::string header_bytes_;
   const BodyPtr body_;
   mutable absl::Mutex mu_;
   mutable std::weak_ptr<const Projection> shared_ ABSL_GUARDED_BY(mu_);
@@ -64,13 +63,14 @@ class EnvelopeInterner {
   size_t bodies() const;
 
  private:
-  EnvelopePtr InternLocked(Projection header, std::string header_bytes, const BodyPtr& body)
+  // Key: SHA-256 of the header bytes and the interned body's address (equal bodies share one address).
+  static std::string KeyOf(const std::string& header_bytes, const BodyPtr& body);
+  EnvelopePtr InternLocked(const std::string& key, Projection header, const BodyPtr& body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BodyPtr InternBodyLocked(const std::string& digest, std::string bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
-  // Envelope key: header bytes + the body's address (bodies are interned first, so equal bodies share one).
   absl::flat_hash_map<std::string, std::weak_ptr<const Envelope>> envelopes_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::weak_ptr<const std::string>> bodies_ ABSL_GUARDED_BY(mu_);
   size_t inserts_since_sweep_ ABSL_GUARDED_BY(mu_) = 0;

@@ -161,6 +161,13 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   OSH_RETURN_IF_ERROR(store->LoadChainHead());
   // No admission is in flight in a store just opened: handles noted by one that crashed are now due.
   OSH_RETURN_IF_ERROR(store->db_.Exec("UPDATE pending_releases SET in_flight = 0 WHERE in_flight = 1"));
+  // Reads go through a second connection: in WAL mode it reads the last committed state and never waits
+  // for a write transaction in progress (a scope's whole re-projection, say).
+  auto reader = Db::Open(path);
+  if (!reader.ok()) return reader.status();
+  absl::MutexLock read_lock(&store->read_mu_);
+  store->read_db_.emplace(*std::move(reader));
+  OSH_RETURN_IF_ERROR(store->read_db_->Exec("PRAGMA foreign_keys=ON"));
   return store;
 }
 
@@ -378,10 +385,11 @@ absl::Status SqliteStore::PutBody(const std::string& digest, const std::string& 
 
 absl::Status SqliteStore::PutEnvelope(const Envelope& envelope, std::string* id) {
   OSH_RETURN_IF_ERROR(PutBody(envelope.policy_digest(), envelope.body()));
-  *id = policy::Sha256(envelope.header_bytes());
+  const std::string header = envelope.HeaderBytes();
+  *id = policy::Sha256(header);
   auto stmt = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, *id).BindBlob(2, envelope.header_bytes()).Bind(3, envelope.policy_digest());
+  stmt->BindBlob(1, *id).BindBlob(2, header).Bind(3, envelope.policy_digest());
   return stmt->Run();
 }
 
@@ -529,8 +537,7 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   }
   auto stmt = db_.Prepare(
       "SELECT context, handle_sha256, driver_handle, envelope_id, verification, signing_key_ids, admitted_at, "
-      "updated_at, load_status, load_error, reported_digest, reported_at, last_refresh_error FROM sandboxes "
-      "ORDER BY sandbox_id");
+      "updated_at, load_status, load_error, reported_digest, reported_at, last_refresh_error FROM sandboxes");
   if (!stmt.ok()) return stmt.status();
   std::vector<SandboxRecord> out;
   for (;;) {
@@ -593,8 +600,8 @@ absl::Status SqliteStore::DropAdmissionIntent(int64_t id) {
 }
 
 absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare("SELECT id, driver_handle, context FROM pending_releases WHERE in_flight = 0 ORDER BY id");
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare("SELECT id, driver_handle, context FROM pending_releases WHERE in_flight = 0 ORDER BY id");
   if (!stmt.ok()) return stmt.status();
   std::vector<PendingRelease> out;
   for (;;) {
@@ -619,8 +626,8 @@ absl::Status SqliteStore::CompleteRelease(int64_t id, AuditEvent event) {
   });
 }
 
-absl::StatusOr<std::optional<PolicyRevisionRecord>> SqliteStore::LatestLocked(const std::string& scope) {
-  auto stmt = db_.Prepare(absl::StrCat(kRevisionColumns, "WHERE r.scope = ? ORDER BY r.revision DESC LIMIT 1"));
+absl::StatusOr<std::optional<PolicyRevisionRecord>> SqliteStore::LatestIn(Db& db, const std::string& scope) {
+  auto stmt = db.Prepare(absl::StrCat(kRevisionColumns, "WHERE r.scope = ? ORDER BY r.revision DESC LIMIT 1"));
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, scope);
   auto row = stmt->Step();
@@ -635,7 +642,7 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
                                                                        int64_t now_unix, AuditEvent event) {
   PolicyRevisionRecord record;
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-  auto latest = LatestLocked(scope);
+  auto latest = LatestIn(db_, scope);
   if (!latest.ok()) return latest.status();
   const uint64_t current = *latest ? (*latest)->revision : 0;
   const uint64_t live = (*latest && !(*latest)->deleted()) ? current : 0;
@@ -664,13 +671,13 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
 }
 
 absl::StatusOr<std::optional<PolicyRevisionRecord>> SqliteStore::LatestPolicyRevision(const std::string& scope) {
-  absl::MutexLock lock(&mu_);
-  return LatestLocked(scope);
+  absl::MutexLock lock(&read_mu_);
+  return LatestIn(*read_db_, scope);
 }
 
 absl::StatusOr<PolicyRevisionRecord> SqliteStore::GetPolicyRevision(const std::string& scope, uint64_t revision) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare(absl::StrCat(kRevisionColumns, "WHERE r.scope = ? AND r.revision = ?"));
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(absl::StrCat(kRevisionColumns, "WHERE r.scope = ? AND r.revision = ?"));
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, scope).Bind(2, static_cast<int64_t>(revision));
   auto row = stmt->Step();
@@ -680,8 +687,8 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::GetPolicyRevision(const std::s
 }
 
 absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisions(const std::string& scope) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare(absl::StrCat(kRevisionColumns, scope.empty() ? "" : "WHERE r.scope = ? ", "ORDER BY r.seq"));
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(absl::StrCat(kRevisionColumns, scope.empty() ? "" : "WHERE r.scope = ? ", "ORDER BY r.seq"));
   if (!stmt.ok()) return stmt.status();
   if (!scope.empty()) stmt->Bind(1, scope);
   std::vector<PolicyRevisionRecord> out;
@@ -695,8 +702,8 @@ absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisio
 }
 
 absl::StatusOr<uint64_t> SqliteStore::CountLivePolicies() {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare(
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(
       "SELECT COUNT(*) FROM policy_revisions r WHERE r.digest != '' AND r.revision = "
       "(SELECT MAX(revision) FROM policy_revisions WHERE scope = r.scope)");
   if (!stmt.ok()) return stmt.status();
@@ -715,8 +722,8 @@ Store::ChainHead SqliteStore::AuditChainHead() {
 }
 
 absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {
-  absl::MutexLock lock(&mu_);
-  auto stmt = db_.Prepare(
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(
       "SELECT seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
       "reason, audit_context, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?");
   if (!stmt.ok()) return stmt.status();

@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -86,13 +87,15 @@ class SqliteStore final : public Store {
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropBodyIfUnused(const std::string& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestLocked(const std::string& scope)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestIn(Db& db, const std::string& scope);
 
   mutable absl::Mutex mu_;  // the connection and the chain head
   Db db_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
   CommitCounters counters_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex read_mu_;  // the read connection
+  std::optional<Db> read_db_ ABSL_GUARDED_BY(read_mu_);
 
   absl::Mutex queue_mu_;  // the group-commit queue
   std::deque<Writer*> queue_ ABSL_GUARDED_BY(queue_mu_);
