@@ -101,7 +101,7 @@ TEST_CASE("fan-out: a scope's change moves every sandbox at once, all or none ac
   CHECK(g.Stop() == 0);
 }
 
-TEST_CASE("restart: a rewritten envelope is never served; the others are re-verified and served", "[integration][fleet]") {
+TEST_CASE("restart: a rewritten envelope is never served, and the others are re-verified and served", "[integration][fleet]") {
   TempDir keys;
   auto key = osh::trust::PrivateKey::Generate("ed25519");
   REQUIRE(key.ok());
