@@ -263,7 +263,7 @@ std::vector<std::string> Prefill(const std::string& db, bool builtin, const Opti
       p.set_issued_at_unix(now);
       p.set_signing_key_id("authority");
       p.set_signature(*key.Sign(osh::trust::SignedBytes(p)));
-      r.envelope = (*store)->envelopes().Intern(p);
+      r.envelope = (*store)->envelopes().Intern(std::move(p));
     }
     r.verification = "verified";
     r.signing_key_ids = {"authority"};

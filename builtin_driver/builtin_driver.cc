@@ -67,20 +67,16 @@ absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Stor
   return driver;
 }
 
-BuiltinDriver::Revision BuiltinDriver::Latest(const std::string& scope) const {
-  absl::MutexLock lock(&mu_);
-  auto it = latest_.find(scope);
-  return it == latest_.end() ? nullptr : it->second;
-}
-
 std::pair<BuiltinDriver::Revision, uint64_t> BuiltinDriver::Resolve(const driver_v1::RuntimeContext& context,
                                                                     std::vector<std::string>* scopes) const {
   *scopes = policy::ScopesFor(context);
   Revision chosen;
   uint64_t version = 0;
+  absl::MutexLock lock(&mu_);
   for (const auto& scope : *scopes) {
-    Revision latest = Latest(scope);
-    if (latest == nullptr) continue;
+    auto found = latest_.find(scope);
+    if (found == latest_.end()) continue;
+    const Revision& latest = found->second;
     version = std::max(version, latest->seq);
     if (chosen == nullptr && !latest->deleted()) chosen = latest;
   }

@@ -60,7 +60,6 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
  private:
   using Revision = std::shared_ptr<const store::PolicyRevisionRecord>;
   BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context);
-  Revision Latest(const std::string& scope) const;
   // The revision a context is served (null: none) and its policy_version.
   std::pair<Revision, uint64_t> Resolve(const drivers::driver_v1::RuntimeContext& context,
                                         std::vector<std::string>* scopes) const;

@@ -176,19 +176,29 @@ absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const drive
   return absl::OkStatus();
 }
 
+absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                                   const store::EnvelopePtr& envelope, const std::string& verification,
+                                   int64_t updated_at_unix, const trust::TrustStore* trust) {
+  absl::Status status = CheckStored(sandbox_id, context, *envelope, verification, updated_at_unix, trust);
+  if (!status.ok()) {
+    LogError(absl::StrCat("sandbox ", sandbox_id, ": stored envelope fails re-verification (", status.message(),
+                          "); not served"));
+    registry_->Quarantine(sandbox_id);
+    return status;
+  }
+  registry_->MarkVerified(sandbox_id, envelope);
+  return absl::OkStatus();
+}
+
 absl::Status GatewayCore::EnsureVerified(const SandboxRegistry::Authenticated& admitted) {
   if (admitted.verified) return absl::OkStatus();
   driver_v1::RuntimeContext context;
   if (!context.ParseFromString(admitted.context_bytes)) context.set_sandbox_id(admitted.sandbox_id);
-  absl::Status status = CheckStored(admitted.sandbox_id, context, *admitted.envelope, admitted.verification,
-                                    admitted.updated_at_unix, trust_store().get());
-  if (!status.ok()) {
-    LogError(absl::StrCat("sandbox ", admitted.sandbox_id, ": stored envelope fails re-verification (",
-                          status.message(), "); not served"));
-    registry_->Quarantine(admitted.sandbox_id);
+  if (!Reverify(admitted.sandbox_id, context, admitted.envelope, admitted.verification, admitted.updated_at_unix,
+                trust_store().get())
+           .ok()) {
     return absl::UnauthenticatedError("a valid sandbox handle is required");
   }
-  registry_->MarkVerified(admitted.sandbox_id, admitted.envelope);
   return absl::OkStatus();
 }
 
@@ -209,22 +219,14 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
       const auto& r = snapshot->record;
       const bool shareable = r.envelope->header().context_digest().empty();
       const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
-      absl::Status status;
       if (auto known = shared_verdicts.find(key); shareable && known != shared_verdicts.end() && known->second) {
-        status = absl::OkStatus();
-      } else {
-        status = CheckStored(id, r.context, *r.envelope, r.verification, r.updated_at_unix, trust.get());
-        if (shareable) shared_verdicts[key] = status.ok();
-      }
-      if (status.ok()) {
-        registry_->MarkVerified(id, r.envelope);
+        registry_->MarkVerified(id, r.envelope);  // the very same envelope, as of the same time, passed
         ++verified;
-      } else {
-        LogError(absl::StrCat("sandbox ", id, ": stored envelope fails re-verification (", status.message(),
-                              "); not served"));
-        registry_->Quarantine(id);
-        ++failed;
+        continue;
       }
+      const bool ok = Reverify(id, r.context, r.envelope, r.verification, r.updated_at_unix, trust.get()).ok();
+      if (shareable) shared_verdicts[key] = ok;
+      ++(ok ? verified : failed);
     }
   }
   if (verified + failed > 0) {
@@ -321,20 +323,23 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
 
   const std::string sandbox_handle = MintSandboxHandle();
+  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  const driver_v1::Projection& admitted = envelope->header();
   store::SandboxRecord record;
   record.context = context;
   record.handle_sha256 = policy::Sha256(sandbox_handle);
   record.driver_handle = *handle;
   record.acquisition_id = acquired.id;
-  record.envelope = store_->envelopes().Intern(projection);
-  record.verification = trust ? kVerificationVerified : kVerificationNone;
+  record.envelope = envelope;
+  record.verification = verification;
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = input.now_unix;
 
-  auto event = EventFor("admission", context.sandbox_id(), &projection);
+  auto event = EventFor("admission", context.sandbox_id(), &admitted);
   event.key_ids = result.verified_key_ids;
   event.outcome = "ok";
-  event.reason = absl::StrCat("verification=", record.verification);
+  event.reason = absl::StrCat("verification=", verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (absl::Status status = store_->InsertSandbox(std::move(record), std::move(event)); !status.ok()) {
     ReleaseAcquired(acquired);
@@ -344,13 +349,13 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   gateway_v1::AdmitSandboxResponse out;
   out.set_sandbox_id(context.sandbox_id());
   out.set_sandbox_handle(sandbox_handle);
-  out.set_surface_id(projection.surface_id());
-  out.set_policy_digest(projection.policy_digest());
-  out.set_policy_version(projection.policy_version());
+  out.set_surface_id(admitted.surface_id());
+  out.set_policy_digest(admitted.policy_digest());
+  out.set_policy_version(admitted.policy_version());
   for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
-  out.set_verification(trust ? kVerificationVerified : kVerificationNone);
-  LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", projection.policy_digest(),
-                       " version ", projection.policy_version(), " verification ", record.verification));
+  out.set_verification(verification);
+  LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", admitted.policy_digest(), " version ",
+                       admitted.policy_version(), " verification ", verification));
   return out;
 }
 
@@ -485,16 +490,16 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   event.outcome = "ok";
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
-  if (auto status = store_->ReplaceProjection(sandbox_id, store_->envelopes().Intern(projection), verification,
-                                              result.verified_key_ids, input.now_unix, std::move(event));
-      !status.ok()) {
-    return status;
-  }
-  LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", projection.policy_digest(), " version ",
-                       projection.policy_version()));
   out.set_changed(true);
   out.set_policy_digest(projection.policy_digest());
   out.set_policy_version(projection.policy_version());
+  if (auto status = store_->ReplaceProjection(sandbox_id, store_->envelopes().Intern(std::move(projection)),
+                                              verification, result.verified_key_ids, input.now_unix, std::move(event));
+      !status.ok()) {
+    return status;
+  }
+  LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", out.policy_digest(), " version ",
+                       out.policy_version()));
   return out;
 }
 
@@ -541,7 +546,7 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
     const auto* first = group.members.front();
     auto response = driver_->GetProjection(first->driver_handle, first->envelope->header().surface_id());
     if (!response.ok()) {
-      keep_last_good(group, DriverError(response.status(), "GetProjection").ToString());
+      keep_last_good(group, std::string(DriverError(response.status(), "GetProjection").message()));
       continue;
     }
     if (response->has_no_verified_policy()) {
@@ -562,14 +567,15 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
       keep_last_good(group, result.Message());
       continue;
     }
-    store::EnvelopePtr envelope = store_->envelopes().Intern(projection);
+    const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+    const uint64_t version = envelope->header().policy_version();
     store::change::ReplaceProjection move{{}, envelope, verification, result.verified_key_ids, now, false};
     for (const auto* m : group.members) {
       if (m->envelope == envelope) {
         ++unchanged;
-      } else if (projection.policy_version() < m->envelope->header().policy_version()) {
+      } else if (version < m->envelope->header().policy_version()) {
         batch.changes.push_back(store::change::SetRefreshError{
-            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", projection.policy_version(),
+            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
                                         " is older than the admitted ", m->envelope->header().policy_version())});
         ++kept;
       } else {
@@ -577,7 +583,7 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
       }
     }
     if (!move.sandbox_ids.empty()) {
-      moved_by_digest[projection.policy_digest()] += move.sandbox_ids.size();
+      moved_by_digest[envelope->policy_digest()] += move.sandbox_ids.size();
       batch.changes.push_back(std::move(move));
     }
   }

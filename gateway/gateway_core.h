@@ -92,6 +92,10 @@ class GatewayCore {
 
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
+  // CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
+  absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                        const store::EnvelopePtr& envelope, const std::string& verification, int64_t updated_at_unix,
+                        const trust::TrustStore* trust);
   absl::Status CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                            const store::Envelope& envelope, const std::string& verification, int64_t updated_at_unix,
                            const trust::TrustStore* trust);

@@ -30,23 +30,25 @@ std::string EnvelopeInterner::KeyOf(const std::string& header_bytes, const BodyP
                       absl::string_view(reinterpret_cast<const char*>(&address), sizeof(address)));
 }
 
-EnvelopePtr EnvelopeInterner::Intern(const Projection& projection) {
-  Projection header = projection;
-  header.clear_body();
-  const std::string header_bytes = policy::SerializeDeterministic(header);
+EnvelopePtr EnvelopeInterner::Intern(Projection projection) {
+  std::string body_bytes = std::move(*projection.mutable_body());
+  projection.clear_body();
+  const std::string header_bytes = policy::SerializeDeterministic(projection);
   absl::MutexLock lock(&mu_);
-  BodyPtr body = InternBodyLocked(projection.policy_digest(), projection.body());
-  return InternLocked(KeyOf(header_bytes, body), std::move(header), body);
+  BodyPtr body = InternBodyLocked(projection.policy_digest(), std::move(body_bytes));
+  return InternLocked(KeyOf(header_bytes, body), std::move(projection), body);
 }
 
-EnvelopePtr EnvelopeInterner::Intern(std::string header_bytes, const BodyPtr& body) {
+absl::StatusOr<EnvelopePtr> EnvelopeInterner::Intern(const std::string& header_bytes, const BodyPtr& body) {
   const std::string key = KeyOf(header_bytes, body);
   absl::MutexLock lock(&mu_);
   if (auto it = envelopes_.find(key); it != envelopes_.end()) {
     if (auto alive = it->second.lock()) return alive;
   }
   Projection header;
-  header.ParseFromString(header_bytes);  // the caller checked it decodes (LoadSandboxes)
+  if (!header.ParseFromString(header_bytes) || !header.body().empty()) {
+    return absl::DataLossError("a stored envelope header does not decode");
+  }
   return InternLocked(key, std::move(header), body);
 }
 
@@ -64,7 +66,7 @@ EnvelopePtr EnvelopeInterner::InternLocked(const std::string& key, Projection he
   return made;
 }
 
-BodyPtr EnvelopeInterner::InternBodyLocked(const std::string& digest, std::string bytes) {
+BodyPtr EnvelopeInterner::InternBodyLocked(const std::string& digest, std::string&& bytes) {
   auto& slot = bodies_[digest];
   if (auto alive = slot.lock(); alive && *alive == bytes) return alive;
   auto made = std::make_shared<const std::string>(std::move(bytes));

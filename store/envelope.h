@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 
@@ -51,11 +52,11 @@ class EnvelopeInterner {
  public:
   using Projection = openshell::policy::driver::v1::Projection;
 
-  // The interned envelope of a whole projection (its body is split off and shared by digest; the digest
+  // The interned envelope of a whole projection (its body is moved out and shared by digest; the digest
   // field is trusted here only as a key: bodies are compared byte-for-byte on a hit).
-  EnvelopePtr Intern(const Projection& projection);
-  // The interned envelope for a stored header and body.
-  EnvelopePtr Intern(std::string header_bytes, const BodyPtr& body);
+  EnvelopePtr Intern(Projection projection);
+  // The interned envelope for a stored header and body; DATA_LOSS when the header does not decode.
+  absl::StatusOr<EnvelopePtr> Intern(const std::string& header_bytes, const BodyPtr& body);
   // The interned body for `bytes` (keyed by `digest`, compared byte-for-byte).
   BodyPtr InternBody(const std::string& digest, std::string bytes);
 
@@ -67,7 +68,7 @@ class EnvelopeInterner {
   static std::string KeyOf(const std::string& header_bytes, const BodyPtr& body);
   EnvelopePtr InternLocked(const std::string& key, Projection header, const BodyPtr& body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  BodyPtr InternBodyLocked(const std::string& digest, std::string bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BodyPtr InternBodyLocked(const std::string& digest, std::string&& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;

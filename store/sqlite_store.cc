@@ -185,7 +185,7 @@ absl::Status SqliteStore::Migrate() {
     Transaction txn(db_);
     OSH_RETURN_IF_ERROR(txn.begin_status());
     OSH_RETURN_IF_ERROR(db_.Exec(kMigrations[v]));
-    if (v + 1 == 4) OSH_RETURN_IF_ERROR(MigrateEnvelopes());
+    if (v + 1 == kEnvelopesVersion) OSH_RETURN_IF_ERROR(MigrateEnvelopes());
     OSH_RETURN_IF_ERROR(db_.Exec(absl::StrCat("PRAGMA user_version = ", v + 1)));
     OSH_RETURN_IF_ERROR(txn.Commit());
   }
@@ -193,8 +193,8 @@ absl::Status SqliteStore::Migrate() {
 }
 
 absl::Status SqliteStore::CreateSchemaAt(Db& db, int version) {
-  if (version < 0 || version > kSchemaVersion || version == 4) {
-    return absl::InvalidArgumentError("CreateSchemaAt: versions 0 to 3 (4 needs the store's own migration)");
+  if (version < 0 || version >= kEnvelopesVersion) {  // v4 on needs the store's own code (MigrateEnvelopes)
+    return absl::InvalidArgumentError(absl::StrCat("CreateSchemaAt: versions 0 to ", kEnvelopesVersion - 1));
   }
   for (int v = 0; v < version; ++v) OSH_RETURN_IF_ERROR(db.Exec(kMigrations[v]));
   return db.Exec(absl::StrCat("PRAGMA user_version = ", version));
@@ -527,12 +527,10 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
       if (!row.ok()) return row.status();
       if (!*row) break;
       auto body = bodies.find(stmt->Text(2));
-      Projection probe;
-      std::string header = stmt->Blob(1);
-      if (body == bodies.end() || !probe.ParseFromString(header)) {
-        return absl::DataLossError("sqlite: an envelope row does not decode");
-      }
-      by_id[stmt->Blob(0)] = envelopes().Intern(std::move(header), body->second);
+      if (body == bodies.end()) return absl::DataLossError("sqlite: an envelope's body is missing");
+      auto envelope = envelopes().Intern(stmt->Blob(1), body->second);
+      if (!envelope.ok()) return absl::DataLossError(absl::StrCat("sqlite: ", envelope.status().message()));
+      by_id[stmt->Blob(0)] = *std::move(envelope);
     }
   }
   auto stmt = db_.Prepare(

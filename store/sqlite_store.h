@@ -26,6 +26,7 @@ class SqliteStore final : public Store {
   // database written by a newer gateway (FAILED_PRECONDITION).
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
   static constexpr int kSchemaVersion = 4;
+  static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
   static absl::Status CreateSchemaAt(Db& db, int version);

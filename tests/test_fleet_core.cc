@@ -114,6 +114,8 @@ TEST_CASE("restart: a rewritten envelope is never served, and the others are re-
   gw::AdmitSandboxResponse a, b;
   REQUIRE(g.Admit("sb-a", &a).ok());
   REQUIRE(g.Admit("sb-b", &b).ok());
+  CHECK_THAT(g.log(), Catch::Contains("admitted sandbox sb-b digest " + b.policy_digest() + " version " +
+                                      std::to_string(b.policy_version()) + " verification verified\n"));
   REQUIRE(g.Stop() == 0);
 
   {  // Rewrite sb-a's stored envelope: a higher policy_version, the old signature kept.

@@ -106,7 +106,10 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   }
   const auto counters = (*store)->commit_counters();
   CHECK(counters.writes == kOthers);         // sb-0 plus seven others; the refused one is not counted
-  CHECK(counters.transactions == 2);         // sb-0 alone, then all the queued writers in one commit
+  // sb-0 alone, then the queued writers together (normally in one commit; a writer that reached the
+  // queue late on a loaded machine may need a third). Without group commit this would be 9.
+  CHECK(counters.transactions >= 2);
+  CHECK(counters.transactions <= 3);
   auto loaded = (*store)->LoadSandboxes();
   REQUIRE(loaded.ok());
   CHECK(loaded->size() == kOthers);
