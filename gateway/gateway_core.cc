@@ -70,7 +70,7 @@ std::string MarkerNote(const openshell::sandbox::v1::SandboxPolicy& policy) {
 gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   gateway_v1::SandboxInfo info;
   const auto& r = s.record;
-  const auto& p = r.envelope->header();
+  const auto p = r.envelope->Header();
   *info.mutable_context() = r.context;
   info.set_surface_id(p.surface_id());
   info.set_policy_digest(p.policy_digest());
@@ -166,7 +166,7 @@ absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const drive
   const auto result = trust::CheckProjection(full, input);
   if (!result.ok()) {
     store_->AppendAudit([&] {
-      auto e = EventFor("reverification_failed", sandbox_id, &envelope.header());
+      auto e = EventFor("reverification_failed", sandbox_id, &full);
       e.outcome = "refused";
       e.reason = result.Message();
       return e;
@@ -217,7 +217,7 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
       auto snapshot = registry_->Get(id);
       if (!snapshot || snapshot->verified) continue;
       const auto& r = snapshot->record;
-      const bool shareable = r.envelope->header().context_digest().empty();
+      const bool shareable = !r.envelope->context_bound();
       const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
       if (auto known = shared_verdicts.find(key); shareable && known != shared_verdicts.end() && known->second) {
         registry_->MarkVerified(id, r.envelope);  // the very same envelope, as of the same time, passed
@@ -325,7 +325,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   const std::string sandbox_handle = MintSandboxHandle();
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
   const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
-  const driver_v1::Projection& admitted = envelope->header();
+  const driver_v1::Projection admitted = envelope->Header();
   store::SandboxRecord record;
   record.context = context;
   record.handle_sha256 = policy::Sha256(sandbox_handle);
@@ -439,7 +439,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   absl::MutexLock lock(&refresh_mu_);
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
-  const auto& current = snapshot->record.envelope->header();
+  const auto current = snapshot->record.envelope->Header();
 
   auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
                             const driver_v1::Projection* offered) -> absl::Status {
@@ -544,7 +544,7 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
   };
   for (auto& [key, group] : groups) {
     const auto* first = group.members.front();
-    auto response = driver_->GetProjection(first->driver_handle, first->envelope->header().surface_id());
+    auto response = driver_->GetProjection(first->driver_handle, first->envelope->Header().surface_id());
     if (!response.ok()) {
       keep_last_good(group, std::string(DriverError(response.status(), "GetProjection").message()));
       continue;
@@ -568,15 +568,15 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
       continue;
     }
     const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
-    const uint64_t version = envelope->header().policy_version();
+    const uint64_t version = envelope->policy_version();
     store::change::ReplaceProjection move{{}, envelope, verification, result.verified_key_ids, now, false};
     for (const auto* m : group.members) {
-      if (m->envelope == envelope) {
+      if (m->envelope->SameAs(*envelope)) {
         ++unchanged;
-      } else if (version < m->envelope->header().policy_version()) {
+      } else if (version < m->envelope->policy_version()) {
         batch.changes.push_back(store::change::SetRefreshError{
             m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
-                                        " is older than the admitted ", m->envelope->header().policy_version())});
+                                        " is older than the admitted ", m->envelope->policy_version())});
         ++kept;
       } else {
         move.sandbox_ids.push_back(m->sandbox_id);
@@ -756,10 +756,10 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
   }
 }
 
-absl::Status GatewayCore::ServingError(const driver_v1::Projection& projection) const {
-  if (projection.expires_at_unix() != 0 && projection.expires_at_unix() <= NowUnix() - config_.clock_skew_s) {
+absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
+  if (envelope.expires_at_unix() != 0 && envelope.expires_at_unix() <= NowUnix() - config_.clock_skew_s) {
     return absl::FailedPreconditionError(absl::StrCat(trust::reason::kExpired, ": the admitted projection expired at ",
-                                                      projection.expires_at_unix(), " and no fresh one was admitted"));
+                                                      envelope.expires_at_unix(), " and no fresh one was admitted"));
   }
   return absl::OkStatus();
 }

@@ -86,7 +86,7 @@ class GatewayCore {
 
   // Whether an admitted projection may still be served: FAILED_PRECONDITION "expired: ..." once its
   // expires_at_unix has passed (with clock_skew_s), OK otherwise.
-  absl::Status ServingError(const driver_v1::Projection& projection) const;
+  absl::Status ServingError(const store::Envelope& envelope) const;
 
   const Config& config() const { return config_; }
 

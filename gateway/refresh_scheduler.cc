@@ -7,11 +7,9 @@
 
 namespace osh::gateway {
 
-int64_t RefreshLeadSeconds(const driver_v1::Projection& projection) {
+int64_t RefreshLeadSeconds(int64_t issued_at_unix, int64_t expires_at_unix) {
   int64_t lead = 30;
-  if (projection.issued_at_unix() > 0 && projection.expires_at_unix() > projection.issued_at_unix()) {
-    lead = (projection.expires_at_unix() - projection.issued_at_unix()) / 4;
-  }
+  if (issued_at_unix > 0 && expires_at_unix > issued_at_unix) lead = (expires_at_unix - issued_at_unix) / 4;
   return std::clamp<int64_t>(lead, 1, 300);
 }
 

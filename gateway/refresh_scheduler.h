@@ -16,7 +16,7 @@ namespace osh::gateway {
 
 // When a projection that expires should be refreshed: a quarter of its stated lifetime before the end
 // (30 s when it states no issue time), at least 1 s and at most 300 s before.
-int64_t RefreshLeadSeconds(const driver_v1::Projection& projection);
+int64_t RefreshLeadSeconds(int64_t issued_at_unix, int64_t expires_at_unix);
 
 class RefreshScheduler {
  public:

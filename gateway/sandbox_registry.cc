@@ -10,6 +10,12 @@
 
 namespace osh::gateway {
 
+SandboxRegistry::HandleHash SandboxRegistry::ToHandleHash(const std::string& sha256) {
+  HandleHash out{};  // a hash of another length (never written by the gateway) can match no handle's hash
+  if (sha256.size() == out.size()) std::copy(sha256.begin(), sha256.end(), out.begin());
+  return out;
+}
+
 void SandboxRegistry::Reset(std::vector<store::SandboxRecord> records) {
   absl::MutexLock lock(&mu_);
   for (auto it = by_id_.begin(); it != by_id_.end();) RemoveLocked(it++, /*revoked=*/false);
@@ -22,7 +28,7 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
   auto [it, inserted] = by_id_.try_emplace(id);
   Entry& e = it->second;
   e.context_bytes = policy::SerializeDeterministic(r.context);
-  e.handle_sha256 = std::move(r.handle_sha256);
+  e.handle_sha256 = ToHandleHash(r.handle_sha256);
   e.driver_handle = std::move(r.driver_handle);
   SetEnvelopeLocked(e, std::move(r.envelope));
   e.verification = std::move(r.verification);
@@ -39,9 +45,9 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
 }
 
 void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) {
-  if (entry.envelope && entry.envelope->header().expires_at_unix() != 0) --expiring_;
+  if (entry.envelope && entry.envelope->expires_at_unix() != 0) --expiring_;
   entry.envelope = std::move(envelope);
-  if (entry.envelope && entry.envelope->header().expires_at_unix() != 0) ++expiring_;
+  if (entry.envelope && entry.envelope->expires_at_unix() != 0) ++expiring_;
 }
 
 void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) {
@@ -123,7 +129,7 @@ SandboxRegistry::Snapshot SandboxRegistry::SnapshotOf(const std::string& id, con
   Snapshot s;
   store::SandboxRecord& r = s.record;
   if (!r.context.ParseFromString(e.context_bytes)) r.context.set_sandbox_id(id);
-  r.handle_sha256 = e.handle_sha256;
+  r.handle_sha256.assign(e.handle_sha256.begin(), e.handle_sha256.end());
   r.driver_handle = e.driver_handle;
   r.envelope = e.envelope;
   r.verification = e.verification;
@@ -169,16 +175,16 @@ std::vector<SandboxRegistry::Snapshot> SandboxRegistry::List(const std::string& 
   return out;
 }
 
-std::vector<std::string> SandboxRegistry::TakeDueForRefresh(
-    int64_t now, int64_t interval_s, int64_t (*lead)(const openshell::policy::driver::v1::Projection&)) {
+std::vector<std::string> SandboxRegistry::TakeDueForRefresh(int64_t now, int64_t interval_s,
+                                                            int64_t (*lead)(int64_t issued_at, int64_t expires_at)) {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> due;
   if (interval_s <= 0 && expiring_ == 0) return due;
   for (auto& [id, e] : by_id_) {
     const int64_t last = std::max(e.last_refresh_attempt, e.updated_at_unix);
-    const auto& p = e.envelope->header();
+    const int64_t expires = e.envelope->expires_at_unix();
     const bool interval_due = interval_s > 0 && now - last >= interval_s;
-    const bool expiry_due = p.expires_at_unix() != 0 && now >= p.expires_at_unix() - lead(p) && now > last;
+    const bool expiry_due = expires != 0 && now >= expires - lead(e.envelope->issued_at_unix(), expires) && now > last;
     if (!interval_due && !expiry_due) continue;
     e.last_refresh_attempt = now;
     due.push_back(id);
@@ -199,11 +205,11 @@ size_t SandboxRegistry::watcher_count() const {
 std::pair<const std::string, SandboxRegistry::Entry>* SandboxRegistry::FindByHandleLocked(
     const std::string& handle) const {
   if (handle.empty()) return nullptr;
-  const std::string hash = policy::Sha256(handle);
+  const HandleHash hash = ToHandleHash(policy::Sha256(handle));
   auto it = by_handle_hash_.find(hash);
   if (it == by_handle_hash_.end()) return nullptr;
-  const std::string& stored = it->second->second.handle_sha256;
-  if (stored.size() != hash.size() || CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) return nullptr;
+  const HandleHash& stored = it->second->second.handle_sha256;
+  if (CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) return nullptr;
   return it->second;
 }
 

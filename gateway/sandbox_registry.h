@@ -11,6 +11,7 @@
 // Thread-safe. Watchers are called with the registry lock held and must not call back into it.
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -85,7 +86,7 @@ class SandboxRegistry final : public store::ChangeListener {
   // or within `lead(envelope)` seconds of expiry), each noted as attempted at `now`. O(1) when
   // interval_s is 0 and nothing admitted expires.
   std::vector<std::string> TakeDueForRefresh(int64_t now, int64_t interval_s,
-                                             int64_t (*lead)(const openshell::policy::driver::v1::Projection&));
+                                             int64_t (*lead)(int64_t issued_at, int64_t expires_at));
 
   // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing.
   // The lookup is by SHA-256 of the handle; the stored hash is then compared in constant time.
@@ -107,9 +108,11 @@ class SandboxRegistry final : public store::ChangeListener {
   void CloseAllWatchers();
 
  private:
+  using HandleHash = std::array<char, 32>;  // SHA-256 of the sandbox handle, inline (no allocation)
+  static HandleHash ToHandleHash(const std::string& sha256);
   struct Entry {
     std::string context_bytes;  // serialized RuntimeContext
-    std::string handle_sha256;
+    HandleHash handle_sha256;
     std::string driver_handle;
     store::EnvelopePtr envelope;
     std::string verification;
@@ -135,7 +138,7 @@ class SandboxRegistry final : public store::ChangeListener {
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<HandleHash, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
   size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;
   size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;  // entries whose envelope has an expiry
 };

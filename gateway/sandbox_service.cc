@@ -30,7 +30,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
       FinishLocked(kUnauthenticated);
       return;
     }
-    if (absl::Status serving = core != nullptr ? core->ServingError(watched->envelope->header()) : absl::OkStatus();
+    if (absl::Status serving = core != nullptr ? core->ServingError(*watched->envelope) : absl::OkStatus();
         !serving.ok()) {
       FinishLocked(ToGrpc(serving));
       return;
@@ -138,7 +138,7 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
     reactor->Finish(kUnauthenticated);
     return reactor;
   }
-  if (absl::Status serving = core_ != nullptr ? core_->ServingError(authenticated->envelope->header()) : absl::OkStatus();
+  if (absl::Status serving = core_ != nullptr ? core_->ServingError(*authenticated->envelope) : absl::OkStatus();
       !serving.ok()) {
     reactor->Finish(ToGrpc(serving));
     return reactor;

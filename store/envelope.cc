@@ -6,12 +6,22 @@
 
 namespace osh::store {
 
-Envelope::Envelope(Projection header, BodyPtr body) : header_(std::move(header)), body_(std::move(body)) {}
+Envelope::Envelope(const Projection& header, std::string header_bytes, BodyPtr body)
+    : header_bytes_(std::move(header_bytes)),
+      body_(std::move(body)),
+      policy_version_(header.policy_version()),
+      issued_at_unix_(header.issued_at_unix()),
+      expires_at_unix_(header.expires_at_unix()),
+      context_bound_(!header.context_digest().empty()) {}
 
-std::string Envelope::HeaderBytes() const { return policy::SerializeDeterministic(header_); }
+Envelope::Projection Envelope::Header() const {
+  Projection header;
+  header.ParseFromString(header_bytes_);  // bytes of a parsed message (checked when built)
+  return header;
+}
 
 void Envelope::CopyTo(Projection* out) const {
-  *out = header_;
+  out->ParseFromString(header_bytes_);
   out->set_body(*body_);
 }
 
@@ -33,23 +43,19 @@ std::string EnvelopeInterner::KeyOf(const std::string& header_bytes, const BodyP
 EnvelopePtr EnvelopeInterner::Intern(Projection projection) {
   std::string body_bytes = std::move(*projection.mutable_body());
   projection.clear_body();
-  const std::string header_bytes = policy::SerializeDeterministic(projection);
+  std::string header_bytes = policy::SerializeDeterministic(projection);
   absl::MutexLock lock(&mu_);
   BodyPtr body = InternBodyLocked(projection.policy_digest(), std::move(body_bytes));
-  return InternLocked(KeyOf(header_bytes, body), std::move(projection), body);
+  return MakeLocked(projection, std::move(header_bytes), body);
 }
 
 absl::StatusOr<EnvelopePtr> EnvelopeInterner::Intern(const std::string& header_bytes, const BodyPtr& body) {
-  const std::string key = KeyOf(header_bytes, body);
-  absl::MutexLock lock(&mu_);
-  if (auto it = envelopes_.find(key); it != envelopes_.end()) {
-    if (auto alive = it->second.lock()) return alive;
-  }
   Projection header;
   if (!header.ParseFromString(header_bytes) || !header.body().empty()) {
     return absl::DataLossError("a stored envelope header does not decode");
   }
-  return InternLocked(key, std::move(header), body);
+  absl::MutexLock lock(&mu_);
+  return MakeLocked(header, header_bytes, body);
 }
 
 BodyPtr EnvelopeInterner::InternBody(const std::string& digest, std::string bytes) {
@@ -57,10 +63,13 @@ BodyPtr EnvelopeInterner::InternBody(const std::string& digest, std::string byte
   return InternBodyLocked(digest, std::move(bytes));
 }
 
-EnvelopePtr EnvelopeInterner::InternLocked(const std::string& key, Projection header, const BodyPtr& body) {
-  auto& slot = envelopes_[key];
+EnvelopePtr EnvelopeInterner::MakeLocked(const Projection& header, std::string header_bytes, const BodyPtr& body) {
+  if (!header.context_digest().empty()) {  // one sandbox's own: nothing to share it with
+    return std::make_shared<const Envelope>(header, std::move(header_bytes), body);
+  }
+  auto& slot = envelopes_[KeyOf(header_bytes, body)];
   if (auto alive = slot.lock()) return alive;
-  auto made = std::make_shared<const Envelope>(std::move(header), body);
+  auto made = std::make_shared<const Envelope>(header, std::move(header_bytes), body);
   slot = made;
   if (++inserts_since_sweep_ > 1024 + envelopes_.size()) SweepLocked();
   return made;

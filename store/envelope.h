@@ -1,7 +1,8 @@
-// An admitted projection as the gateway holds it: an immutable envelope (every field but the body) and
-// a body shared by every envelope that carries the same bytes. Envelopes themselves are interned, so
-// 100k sandboxes served one projection hold one Envelope, and 100k individually signed projections of one
-// policy hold one body.
+// An admitted projection as the gateway holds it: an immutable envelope (every field but the body, kept
+// as its stored bytes plus the few fields read on hot paths) and a body shared by every envelope that
+// carries the same bytes. Envelopes without context binding are interned, so 100k sandboxes served one
+// projection hold one Envelope; a context-bound envelope belongs to one sandbox and is not looked up,
+// and 100k individually signed projections of one policy still hold one body.
 //
 // Envelope is immutable once built; EnvelopePtr may be shared freely across threads. EnvelopeInterner
 // is thread-safe and holds weak references only: an envelope lives as long as a sandbox uses it.
@@ -23,15 +24,24 @@ class Envelope {
  public:
   using Projection = openshell::policy::driver::v1::Projection;
 
-  // `header` must have no body.
-  Envelope(Projection header, BodyPtr body);
+  // `header` must have no body; `header_bytes` is its deterministic serialization.
+  Envelope(const Projection& header, std::string header_bytes, BodyPtr body);
 
-  const Projection& header() const { return header_; }
-  // The stored form of the header: its deterministic serialization (computed on each call).
-  std::string HeaderBytes() const;
+  // The header (every field but the body), parsed from its bytes on each call.
+  Projection Header() const;
+  // The stored form of the header: its deterministic serialization.
+  const std::string& header_bytes() const { return header_bytes_; }
   const std::string& body() const { return *body_; }
   const BodyPtr& shared_body() const { return body_; }
-  const std::string& policy_digest() const { return header_.policy_digest(); }
+  std::string policy_digest() const { return Header().policy_digest(); }
+  uint64_t policy_version() const { return policy_version_; }
+  int64_t issued_at_unix() const { return issued_at_unix_; }
+  int64_t expires_at_unix() const { return expires_at_unix_; }
+  bool context_bound() const { return context_bound_; }
+  // The same projection: equal header bytes and the same body.
+  bool SameAs(const Envelope& other) const {
+    return this == &other || (body_ == other.body_ && header_bytes_ == other.header_bytes_);
+  }
 
   // The projection exactly as admitted: the header with its body (a copy; for one reply).
   void CopyTo(Projection* out) const;
@@ -40,8 +50,12 @@ class Envelope {
   std::shared_ptr<const Projection> Shared() const;
 
  private:
-  const Projection header_;
+  const std::string header_bytes_;
   const BodyPtr body_;
+  const uint64_t policy_version_;
+  const int64_t issued_at_unix_;
+  const int64_t expires_at_unix_;
+  const bool context_bound_;
   mutable absl::Mutex mu_;
   mutable std::weak_ptr<const Projection> shared_ ABSL_GUARDED_BY(mu_);
 };
@@ -66,7 +80,8 @@ class EnvelopeInterner {
  private:
   // Key: SHA-256 of the header bytes and the interned body's address (equal bodies share one address).
   static std::string KeyOf(const std::string& header_bytes, const BodyPtr& body);
-  EnvelopePtr InternLocked(const std::string& key, Projection header, const BodyPtr& body)
+  // The shared envelope for an unbound header; a fresh one for a context-bound header.
+  EnvelopePtr MakeLocked(const Projection& header, std::string header_bytes, const BodyPtr& body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BodyPtr InternBodyLocked(const std::string& digest, std::string&& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

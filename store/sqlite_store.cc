@@ -383,13 +383,15 @@ absl::Status SqliteStore::PutBody(const std::string& digest, const std::string& 
   return stmt->Run();
 }
 
-absl::Status SqliteStore::PutEnvelope(const Envelope& envelope, std::string* id) {
-  OSH_RETURN_IF_ERROR(PutBody(envelope.policy_digest(), envelope.body()));
-  const std::string header = envelope.HeaderBytes();
+absl::Status SqliteStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
+  const std::string digest = envelope.policy_digest();
+  *digest_out = digest;
+  OSH_RETURN_IF_ERROR(PutBody(digest, envelope.body()));
+  const std::string& header = envelope.header_bytes();
   *id = policy::Sha256(header);
   auto stmt = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, *id).BindBlob(2, header).Bind(3, envelope.policy_digest());
+  stmt->BindBlob(1, *id).BindBlob(2, header).Bind(3, digest);
   return stmt->Run();
 }
 
@@ -420,15 +422,15 @@ absl::Status SqliteStore::DropBodyIfUnused(const std::string& digest) {
 
 absl::Status SqliteStore::Admit(const change::AdmitSandbox& c, int64_t* rows) {
   const SandboxRecord& r = c.record;
-  std::string envelope_id;
-  OSH_RETURN_IF_ERROR(PutEnvelope(*r.envelope, &envelope_id));
+  std::string envelope_id, digest;
+  OSH_RETURN_IF_ERROR(PutEnvelope(*r.envelope, &envelope_id, &digest));
   auto stmt = db_.Prepare(
       "INSERT INTO sandboxes (sandbox_id, context, handle_sha256, driver_handle, envelope_id, policy_digest, "
       "verification, signing_key_ids, admitted_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, r.context.sandbox_id()).BindBlob(2, policy::SerializeDeterministic(r.context))
       .BindBlob(3, r.handle_sha256).Bind(4, r.driver_handle).BindBlob(5, envelope_id)
-      .Bind(6, r.envelope->policy_digest()).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
+      .Bind(6, digest).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
       .Bind(9, r.admitted_at_unix).Bind(10, r.updated_at_unix);
   if (absl::Status s = stmt->Run(); !s.ok()) {
     if (absl::IsAlreadyExists(s)) {
@@ -461,13 +463,13 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
     if (!*row) break;
     old_ids.push_back(old->Blob(0));
   }
-  std::string envelope_id;
-  OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id));
+  std::string envelope_id, digest;
+  OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
   auto stmt = db_.Prepare(
       "UPDATE sandboxes SET envelope_id = ?, policy_digest = ?, verification = ?, signing_key_ids = ?, "
       "updated_at = ?, last_refresh_error = '' WHERE sandbox_id IN (SELECT value FROM json_each(?))");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, envelope_id).Bind(2, c.envelope->policy_digest()).Bind(3, c.verification)
+  stmt->BindBlob(1, envelope_id).Bind(2, digest).Bind(3, c.verification)
       .Bind(4, JoinIds(c.key_ids)).Bind(5, c.now_unix).Bind(6, *ids);
   OSH_RETURN_IF_ERROR(stmt->Run());
   *rows = db_.Changes();

@@ -84,7 +84,9 @@ class SqliteStore final : public Store {
   absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PutEnvelope(const Envelope& envelope, std::string* id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the envelope (and its body) if new; its id and policy digest.
+  absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropBodyIfUnused(const std::string& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

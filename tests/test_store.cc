@@ -156,8 +156,8 @@ TEST_CASE("store: sandboxes persist across reopen, bodies once per digest, handl
   const auto& r = (*loaded)[0];
   CHECK(r.context.attributes().at("tenant_id") == "acme");
   CHECK(r.envelope->body() == "same-body");
-  CHECK(r.envelope->header().policy_version() == 7);
-  CHECK(r.envelope->header().audit_context().at("k") == "v");
+  CHECK(r.envelope->Header().policy_version() == 7);
+  CHECK(r.envelope->Header().audit_context().at("k") == "v");
   CHECK(r.envelope == (*loaded)[1].envelope);  // one envelope (and body) shared by both sandboxes
   CHECK(r.load_status == openshell::policy::gateway::v1::LOADED);
   CHECK(r.handle_sha256 == osh::policy::Sha256("secret-handle-1"));
@@ -285,7 +285,7 @@ TEST_CASE("store: a schema v2 database (as the remote-driver release shipped it)
     REQUIRE(loaded.ok());
     REQUIRE(loaded->size() == 1);
     CHECK((*loaded)[0].envelope->body() == body);
-    CHECK((*loaded)[0].envelope->header().policy_version() == 3);
+    CHECK((*loaded)[0].envelope->Header().policy_version() == 3);
     CHECK((*loaded)[0].driver_handle == "dh-1");
   }
   auto store = SqliteStore::Open(path);
