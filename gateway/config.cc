@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include "absl/strings/ascii.h"
+#include "store/open_store.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -78,8 +79,7 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
 }  // namespace
 
 std::string Config::SqlitePath() const {
-  constexpr absl::string_view kPrefix = "sqlite:";
-  return absl::StartsWith(database, kPrefix) ? database.substr(kPrefix.size()) : database;
+  return store::SqlitePathOf(database);
 }
 
 const std::vector<ConfigKey>& ConfigKeys() {

@@ -26,7 +26,7 @@
 #include "gateway/unix_socket.h"
 #include "gateway/worker_pool.h"
 #include "policy/policy_file.h"
-#include "store/sqlite_store.h"
+#include "store/open_store.h"
 #include "trust/trust_store.h"
 
 namespace osh::gateway {
@@ -112,7 +112,7 @@ int Run(int argc, char** argv) {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
-  auto store = store::SqliteStore::Open(db_path);
+  auto store = store::OpenStore(config->database);
   if (!store.ok()) {
     LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));
     return kExitStartup;

@@ -1,6 +1,5 @@
-// The write path of the reshaped core: group commit (concurrent writes share one transaction, one
-// failing write leaves the others and the audit chain whole) and the registry as a cache that follows
-// the store's committed batches.
+// SQLite's group commit: concurrent writes share one transaction, and one failing write leaves the
+// others and the audit chain whole. (The registry following the store is in test_store_contract.cc.)
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -8,7 +7,6 @@
 
 #include <catch2/catch.hpp>
 
-#include "gateway/sandbox_registry.h"
 #include "policy/digest.h"
 #include "store/sqlite_store.h"
 #include "tests/test_support.h"
@@ -125,52 +123,4 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
     prev = (*events)[i].hash;
   }
   CHECK((*store)->AuditChainHead().hash == prev);
-}
-
-TEST_CASE("registry: a cache that follows the store's committed batches, sharing envelopes", "[store][registry]") {
-  osh::test::TempDir dir;
-  auto store = SqliteStore::Open(dir / "g.db");
-  REQUIRE(store.ok());
-  osh::gateway::SandboxRegistry registry;
-  (*store)->SetChangeListener(&registry);
-  REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-1"), Event("sb-1")).ok());
-  REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-2"), Event("sb-2")).ok());
-  CHECK(registry.size() == 2);
-  CHECK(registry.Get("sb-1")->record.envelope == registry.Get("sb-2")->record.envelope);  // one shared envelope
-  auto authenticated = registry.Authenticate("handle-sb-1");
-  REQUIRE(authenticated);
-  CHECK(authenticated->verified);  // admitted through the core's checks
-
-  // A refused write changes nothing in the cache.
-  CHECK(absl::IsAlreadyExists((*store)->InsertSandbox(Sandbox(**store, "sb-1"), Event("sb-1"))));
-  CHECK(registry.size() == 2);
-
-  // One change moves both sandboxes.
-  openshell::policy::driver::v1::Projection next;
-  next.set_surface_id("openshell.sandbox.v1");
-  next.set_body("body-2");
-  next.set_policy_digest(osh::policy::Sha256Hex("body-2"));
-  osh::store::ChangeBatch batch;
-  batch.changes.push_back(osh::store::change::ReplaceProjection{
-      {"sb-1", "sb-2", "sb-gone"}, (*store)->envelopes().Intern(next), "none", {}, 5, /*require_all=*/false});
-  batch.events.push_back(Event(""));
-  auto committed = (*store)->Commit(std::move(batch));
-  REQUIRE(committed.ok());
-  CHECK(committed->rows[0] == 2);
-  CHECK(registry.Get("sb-1")->record.envelope->body() == "body-2");
-  CHECK(registry.Get("sb-2")->record.envelope->body() == "body-2");
-
-  // A reload from the store gives the same content, unverified until re-verified.
-  auto loaded = (*store)->LoadSandboxes();
-  REQUIRE(loaded.ok());
-  osh::gateway::SandboxRegistry reloaded;
-  reloaded.Reset(*std::move(loaded));
-  CHECK(reloaded.size() == 2);
-  CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
-  CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
-
-  REQUIRE(*(*store)->DeleteSandbox("sb-1", Event("sb-1")));
-  CHECK_FALSE(registry.Contains("sb-1"));
-  CHECK_FALSE(registry.Authenticate("handle-sb-1"));
-  (*store)->SetChangeListener(nullptr);
 }

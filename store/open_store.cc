@@ -1,0 +1,28 @@
+#include "store/open_store.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "store/sqlite_store.h"
+
+namespace osh::store {
+
+std::string SqlitePathOf(const std::string& url) {
+  constexpr absl::string_view kScheme = "sqlite:";
+  if (absl::StartsWith(url, kScheme)) return url.substr(kScheme.size());
+  return absl::StrContains(url, "://") ? "" : url;
+}
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url) {
+  if (const std::string path = SqlitePathOf(url); !path.empty()) {
+    auto store = SqliteStore::Open(path);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+  if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
+    return absl::UnimplementedError("database: the PostgreSQL store is not part of this build yet; use sqlite:<path>");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("database: '", url, "' is not a store URL (expected sqlite:<path> or postgresql://...)"));
+}
+
+}  // namespace osh::store

@@ -1,0 +1,19 @@
+// The store named by a `database` URL (SPEC §6): "sqlite:<path>" (or a bare path) opens or creates the
+// embedded SQLite store; "postgresql://…" / "postgres://…" names the multi-replica store, which this build does not have
+// yet (UNIMPLEMENTED, saying so). Any other form is INVALID_ARGUMENT naming what is accepted.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "store/store.h"
+
+namespace osh::store {
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
+
+// The SQLite file of a "sqlite:<path>" URL or a bare path; "" for any other URL.
+std::string SqlitePathOf(const std::string& url);
+
+}  // namespace osh::store

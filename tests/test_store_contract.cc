@@ -1,0 +1,279 @@
+// The store contract: one set of tests, run against every backend the build has (today SQLite; the
+// PostgreSQL store joins by adding its URL to Backends()). Only the Store interface is used — nothing
+// here counts rows with SQL — so a backend passes by behaving, not by its schema.
+#include <catch2/catch.hpp>
+
+#include "gateway/sandbox_registry.h"
+#include "policy/digest.h"
+#include "store/open_store.h"
+#include "tests/test_support.h"
+#include "trust/audit_chain.h"
+
+using osh::store::AuditEvent;
+using osh::store::Store;
+
+namespace {
+
+// A backend: its name and the URL of a fresh, empty store inside `dir`.
+struct Backend {
+  std::string name;
+  std::string (*url)(const osh::test::TempDir& dir);
+};
+
+std::vector<Backend> Backends() {
+  return {{"sqlite", [](const osh::test::TempDir& dir) { return "sqlite:" + (dir / "gateway.db"); }}};
+}
+
+std::unique_ptr<Store> Open(const std::string& url) {
+  auto store = osh::store::OpenStore(url);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  return *std::move(store);
+}
+
+AuditEvent Event(const std::string& type) {
+  AuditEvent e;
+  e.type = type;
+  e.outcome = "ok";
+  return e;
+}
+
+osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std::string& handle,
+                                  const std::string& body) {
+  osh::store::SandboxRecord r;
+  r.context.set_sandbox_id(id);
+  r.context.set_user_subject("alice");
+  (*r.context.mutable_attributes())["tenant_id"] = "acme";
+  r.handle_sha256 = osh::policy::Sha256(handle);
+  r.driver_handle = "dh-" + id;
+  openshell::policy::driver::v1::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body(body);
+  p.set_policy_digest(osh::policy::Sha256Hex(body));
+  p.set_policy_version(7);
+  (*p.mutable_audit_context())["k"] = "v";
+  r.envelope = store.envelopes().Intern(p);
+  r.verification = "none";
+  r.admitted_at_unix = r.updated_at_unix = 1000;
+  return r;
+}
+
+openshell::policy::driver::v1::RuntimeContext Context(const std::string& id) {
+  openshell::policy::driver::v1::RuntimeContext c;
+  c.set_sandbox_id(id);
+  c.set_user_subject("alice@example.com");
+  return c;
+}
+
+// Every event links to the one before it, from genesis.
+void CheckChain(Store& store, size_t expected_events) {
+  auto events = store.ListAuditEvents(0, 1000);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == expected_events);
+  std::string prev = osh::trust::kGenesisHash;
+  for (size_t i = 0; i < events->size(); ++i) {
+    CHECK((*events)[i].seq == i + 1);
+    CHECK((*events)[i].prev_hash == prev);
+    CHECK((*events)[i].hash == osh::trust::ChainHash(prev, (*events)[i]));
+    prev = (*events)[i].hash;
+  }
+  CHECK(store.AuditChainHead().seq == expected_events);
+  CHECK(store.AuditChainHead().hash == prev);
+}
+
+}  // namespace
+
+TEST_CASE("store contract: policy revisions per scope with expected-revision checks", "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  auto& s = *store;
+
+  auto r1 = s.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 10, Event("mutation"));
+  REQUIRE(r1.ok());
+  CHECK(r1->revision == 1);
+  CHECK(r1->digest == osh::policy::Sha256Hex("body-1"));
+  // expected 0 means "no live policy": now wrong
+  CHECK(absl::IsAborted(
+      s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(0), 11, Event("mutation")).status()));
+  auto stale = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(5), 11, Event("mutation"));
+  CHECK(absl::IsAborted(stale.status()));
+  CHECK_THAT(std::string(stale.status().message()), Catch::Contains("at revision 1, expected 5"));
+  auto r2 = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(1), 12, Event("mutation"));
+  REQUIRE(r2.ok());
+  CHECK(r2->revision == 2);
+  auto t1 = s.AppendPolicyRevision("tenant:acme", std::string("body-t"), std::nullopt, 13, Event("mutation"));
+  REQUIRE(t1.ok());
+  CHECK(t1->revision == 1);
+  CHECK(t1->seq > r2->seq);  // the global sequence keeps growing across scopes
+  auto deleted = s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 14, Event("mutation"));
+  REQUIRE(deleted.ok());
+  CHECK(deleted->deleted());
+  CHECK(absl::IsNotFound(s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 15, Event("mutation")).status()));
+
+  auto latest = s.LatestPolicyRevision("default");
+  REQUIRE(latest.ok());
+  REQUIRE(latest->has_value());
+  CHECK((*latest)->body == "body-2");
+  CHECK(s.GetPolicyRevision("default", 1)->body == "body-1");
+  CHECK(absl::IsNotFound(s.GetPolicyRevision("default", 9).status()));
+  CHECK(s.ListPolicyRevisions("")->size() == 4);
+  CHECK(s.ListPolicyRevisions("tenant:acme")->size() == 2);
+  CHECK(*s.CountLivePolicies() == 1);
+  CheckChain(s, 4);  // one event per appended revision; the refused appends wrote none
+}
+
+TEST_CASE("store contract: a refused change writes nothing, and the chain stays whole", "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-1", "body-a"), Event("admission")).ok());
+  // Same id; then same handle hash under another id: both refused, neither leaves a trace.
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-2", "body-b"), Event("admission"))));
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), Event("admission"))));
+  // A report for a sandbox that is not there, a projection replaced for one that is not there.
+  CHECK(absl::IsNotFound(store->RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, Event("report"))));
+  CHECK(absl::IsNotFound(store->ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, "none", {}, 5,
+                                                  Event("refresh"))));
+  // A batch is all or nothing: its first change is fine, its second is refused.
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::SetRefreshError{"sb-1", "should not stay"});
+  batch.changes.push_back(osh::store::change::DeleteSandbox{"sb-missing"});
+  batch.events.push_back(Event("batch"));
+  CHECK(absl::IsNotFound(store->Commit(std::move(batch)).status()));
+
+  auto loaded = store->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 1);
+  CHECK((*loaded)[0].envelope->body() == "body-a");
+  CHECK((*loaded)[0].last_refresh_error.empty());
+  CheckChain(*store, 1);
+  REQUIRE(store->AppendAudit(Event("note")).ok());  // the next event links to the last good one
+  CheckChain(*store, 2);
+}
+
+TEST_CASE("store contract: sandboxes persist across reopen, sharing one body and envelope", "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  const std::string url = backend.url(dir);
+  {
+    auto store = Open(url);
+    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "secret-handle-1", "same-body"), Event("admission")).ok());
+    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "secret-handle-2", "same-body"), Event("admission")).ok());
+    REQUIRE(store->RecordReport("sb-1", "d", openshell::policy::gateway::v1::LOADED, "", 2000, Event("report")).ok());
+  }
+  auto store = Open(url);
+  auto loaded = store->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 2);
+  std::map<std::string, osh::store::SandboxRecord> by_id;
+  for (auto& r : *loaded) by_id[r.context.sandbox_id()] = r;
+  const auto& r = by_id.at("sb-1");
+  CHECK(r.context.attributes().at("tenant_id") == "acme");
+  CHECK(r.envelope->body() == "same-body");
+  CHECK(r.envelope->policy_version() == 7);
+  CHECK(r.envelope->Header().audit_context().at("k") == "v");
+  CHECK(r.envelope == by_id.at("sb-2").envelope);  // one envelope (and body) for both
+  CHECK(r.load_status == openshell::policy::gateway::v1::LOADED);
+  CHECK(r.handle_sha256 == osh::policy::Sha256("secret-handle-1"));
+  CHECK(r.driver_handle == "dh-sb-1");
+
+  // Delete queues the release in the same transaction; a second delete finds nothing and writes nothing.
+  REQUIRE(*store->DeleteSandbox("sb-1", Event("deletion")));
+  CHECK_FALSE(*store->DeleteSandbox("sb-1", Event("deletion")));
+  auto due = store->PendingReleases();
+  REQUIRE(due->size() == 1);
+  CHECK((*due)[0].driver_handle == "dh-sb-1");
+  REQUIRE(store->CompleteRelease((*due)[0].id, Event("release")).ok());
+  REQUIRE(store->CompleteRelease((*due)[0].id, Event("release")).ok());  // recorded once
+  CHECK(store->PendingReleases()->empty());
+  CheckChain(*store, 5);  // 2 admissions, report, deletion, release
+  auto remaining = store->LoadSandboxes();
+  REQUIRE(remaining->size() == 1);
+  CHECK((*remaining)[0].envelope->body() == "same-body");  // still used by sb-2
+}
+
+TEST_CASE("store contract: an admission intent is settled by its admission, or is due after a crash", "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  const std::string url = backend.url(dir);
+  {
+    auto store = Open(url);
+    auto admitted = store->RecordAdmissionIntent(Context("sb-a"));
+    auto refused = store->RecordAdmissionIntent(Context("sb-r"));
+    auto failed = store->RecordAdmissionIntent(Context("sb-f"));
+    auto crashed = store->RecordAdmissionIntent(Context("sb-c"));
+    REQUIRE((admitted.ok() && refused.ok() && failed.ok() && crashed.ok()));
+    CHECK(store->PendingReleases()->empty());  // in flight: not due
+    auto record = Sandbox(*store, "sb-a", "handle-a", "body-a");
+    record.acquisition_id = *admitted;
+    REQUIRE(store->InsertSandbox(record, Event("admission")).ok());
+    REQUIRE(store->QueueAcquiredRelease(*refused, "dh-refused").ok());
+    REQUIRE(store->DropAdmissionIntent(*failed).ok());
+    auto due = store->PendingReleases();
+    REQUIRE(due->size() == 1);
+    CHECK((*due)[0].driver_handle == "dh-refused");
+    CHECK((*due)[0].context.sandbox_id() == "sb-r");
+  }  // "crash": sb-c's intent was never settled
+  auto reopened = Open(url);
+  auto due = reopened->PendingReleases();
+  REQUIRE(due->size() == 2);
+  CHECK((*due)[1].driver_handle.empty());
+  CHECK((*due)[1].context.sandbox_id() == "sb-c");
+}
+
+TEST_CASE("store contract: the change listener sees every committed batch, in order, and nothing else",
+          "[store][contract][registry]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  osh::gateway::SandboxRegistry registry;
+  store->SetChangeListener(&registry);
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-sb-1", "body"), Event("admission")).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), Event("admission")).ok());
+  CHECK(registry.size() == 2);
+  CHECK(registry.Get("sb-1")->record.envelope == registry.Get("sb-2")->record.envelope);
+  auto authenticated = registry.Authenticate("handle-sb-1");
+  REQUIRE(authenticated);
+  CHECK(authenticated->verified);  // admitted through the core's checks
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "other", "body"), Event("admission"))));
+  CHECK(registry.size() == 2);  // a refused write changes nothing
+
+  // One change moves both sandboxes; one of the three named is gone, and that is fine here.
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::ReplaceProjection{
+      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, "none", {}, 5, /*require_all=*/false});
+  batch.events.push_back(Event("reprojection"));
+  auto committed = store->Commit(std::move(batch));
+  REQUIRE(committed.ok());
+  CHECK(committed->rows[0] == 2);
+  CHECK(registry.Get("sb-1")->record.envelope->body() == "body-2");
+  CHECK(registry.Get("sb-2")->record.envelope->body() == "body-2");
+
+  // A reload gives the same content, unverified until re-verified.
+  osh::gateway::SandboxRegistry reloaded;
+  reloaded.Reset(*store->LoadSandboxes());
+  CHECK(reloaded.size() == 2);
+  CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
+  CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
+
+  REQUIRE(*store->DeleteSandbox("sb-1", Event("deletion")));
+  CHECK_FALSE(registry.Contains("sb-1"));
+  CHECK_FALSE(registry.Authenticate("handle-sb-1"));
+  store->SetChangeListener(nullptr);
+}
+
+TEST_CASE("store: OpenStore by URL scheme", "[store]") {
+  osh::test::TempDir dir;
+  CHECK(osh::store::OpenStore("sqlite:" + (dir / "a.db")).ok());
+  CHECK(osh::store::OpenStore(dir / "b.db").ok());  // a bare path is a SQLite file
+  auto pg = osh::store::OpenStore("postgresql://gateway@db/openshell");
+  CHECK(absl::IsUnimplemented(pg.status()));
+  CHECK_THAT(std::string(pg.status().message()), Catch::Contains("PostgreSQL"));
+  CHECK(absl::IsInvalidArgument(osh::store::OpenStore("mysql://x/y").status()));
+}
