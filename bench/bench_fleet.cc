@@ -54,6 +54,7 @@ struct Options {
   size_t body_bytes = 4096;
   std::string gateway_binary = OSH_GATEWAY_BINARY;
   std::string driver_binary = OSH_NULL_DRIVER_BINARY;
+  bool keep = false;  // keep the temp folder (state, logs) for a closer look
 };
 
 struct Gateway {
@@ -82,10 +83,25 @@ grpc::Status Fetch(gw::SandboxPolicy::Stub* sandbox, const std::string& handle, 
 struct Started {
   double admin_ms = -1, fetch_ms = -1;
 };
+// Which file is at `path` now (inode and change time: an inode number may be reused at once); "" if none.
+std::string Identity(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_ino) + ":" + std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec);
+}
+
 Started Start(Gateway* g, const std::vector<std::string>& argv, const std::string& probe_handle) {
+  // The gateway creates its sockets once it is ready to serve: wait (cheaply) for a new admin socket
+  // before probing with gRPC, so the probes do not compete for the CPU with the start they measure.
+  const std::string admin_socket = g->dir + "/var/admin.sock";
+  const std::string stale = Identity(admin_socket);
   const auto t0 = Clock::now();
   g->pid = Spawn(argv, g->dir + "/gateway.log");
   Started s;
+  for (std::string now = Identity(admin_socket); MsSince(t0) < 60000 && (now.empty() || now == stale);
+       now = Identity(admin_socket)) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
   // A fresh channel for each probe, with its own subchannel: a channel that failed once waits out its
   // reconnect back-off (1 s and growing), which would measure the client, not the gateway.
   auto channel = [&](const std::string& socket) {
@@ -405,7 +421,11 @@ Figures RunMode(const Options& o, bool builtin) {
     ::kill(driver, SIGTERM);
     ::waitpid(driver, nullptr, 0);
   }
-  std::filesystem::remove_all(dir);
+  if (o.keep) {
+    std::printf("kept %s\n", dir.c_str());
+  } else {
+    std::filesystem::remove_all(dir);
+  }
   return f;
 }
 
@@ -448,6 +468,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", quick, "a small run for the test suite (2000 sandboxes, 200 watchers)");
   app.add_option("--gateway", o.gateway_binary, "policy-gateway binary")->capture_default_str();
   app.add_option("--driver", o.driver_binary, "null-policy-driver binary")->capture_default_str();
+  app.add_flag("--keep", o.keep, "keep each mode's temp folder (database, logs) and print its path");
   CLI11_PARSE(app, argc, argv);
   if (quick) {
     o.sandboxes = 2000;

@@ -19,15 +19,18 @@ SandboxRegistry::HandleHash SandboxRegistry::ToHandleHash(const std::string& sha
 void SandboxRegistry::Reset(std::vector<store::SandboxRecord> records) {
   absl::MutexLock lock(&mu_);
   for (auto it = by_id_.begin(); it != by_id_.end();) RemoveLocked(it++, /*revoked=*/false);
+  by_handle_hash_.reserve(records.size());
   for (auto& record : records) InsertLocked(std::move(record), /*verified=*/false);
 }
 
 void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
-  const std::string id = r.context.sandbox_id();
-  if (auto old = by_id_.find(id); old != by_id_.end()) RemoveLocked(old, /*revoked=*/true);
-  auto [it, inserted] = by_id_.try_emplace(id);
+  auto [it, inserted] = by_id_.try_emplace(r.context.sandbox_id());
+  if (!inserted) {  // re-admitted under the same id: the old entry's handle and watchers go
+    RemoveLocked(it, /*revoked=*/true);
+    it = by_id_.try_emplace(r.context.sandbox_id()).first;
+  }
   Entry& e = it->second;
-  e.context_bytes = policy::SerializeDeterministic(r.context);
+  e.context_bytes = r.context_bytes.empty() ? policy::SerializeDeterministic(r.context) : std::move(r.context_bytes);
   e.handle_sha256 = ToHandleHash(r.handle_sha256);
   e.driver_handle = std::move(r.driver_handle);
   SetEnvelopeLocked(e, std::move(r.envelope));

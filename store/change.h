@@ -22,6 +22,7 @@ using osh::trust::AuditEvent;
 
 struct SandboxRecord {
   RuntimeContext context;
+  std::string context_bytes;   // LoadSandboxes: the stored (deterministic) serialization of `context`; else ""
   std::string handle_sha256;   // 32 raw bytes; the sandbox handle itself is never stored
   std::string driver_handle;
   int64_t acquisition_id = 0;  // AdmitSandbox only: the RecordAdmissionIntent row this admission settles

@@ -1,5 +1,7 @@
 #include "store/envelope.h"
 
+#include <google/protobuf/arena.h>
+
 #include "absl/strings/str_cat.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -49,13 +51,20 @@ EnvelopePtr EnvelopeInterner::Intern(Projection projection) {
   return MakeLocked(projection, std::move(header_bytes), body);
 }
 
-absl::StatusOr<EnvelopePtr> EnvelopeInterner::Intern(const std::string& header_bytes, const BodyPtr& body) {
-  Projection header;
-  if (!header.ParseFromString(header_bytes) || !header.body().empty()) {
+absl::StatusOr<EnvelopePtr> EnvelopeInterner::Intern(std::string header_bytes, const BodyPtr& body) {
+  // The parsed header is only read for a few fields: parse it in a stack-backed arena, so loading 100k
+  // envelopes leaves no freed heap blocks between the ones kept.
+  alignas(8) char scratch[2048];
+  google::protobuf::ArenaOptions options;
+  options.initial_block = scratch;
+  options.initial_block_size = sizeof(scratch);
+  google::protobuf::Arena arena(options);
+  auto* header = google::protobuf::Arena::CreateMessage<Projection>(&arena);
+  if (!header->ParseFromString(header_bytes) || !header->body().empty()) {
     return absl::DataLossError("a stored envelope header does not decode");
   }
   absl::MutexLock lock(&mu_);
-  return MakeLocked(header, header_bytes, body);
+  return MakeLocked(*header, std::move(header_bytes), body);
 }
 
 BodyPtr EnvelopeInterner::InternBody(const std::string& digest, std::string bytes) {

@@ -70,7 +70,7 @@ class EnvelopeInterner {
   // field is trusted here only as a key: bodies are compared byte-for-byte on a hit).
   EnvelopePtr Intern(Projection projection);
   // The interned envelope for a stored header and body; DATA_LOSS when the header does not decode.
-  absl::StatusOr<EnvelopePtr> Intern(const std::string& header_bytes, const BodyPtr& body);
+  absl::StatusOr<EnvelopePtr> Intern(std::string header_bytes, const BodyPtr& body);
   // The interned body for `bytes` (keyed by `digest`, compared byte-for-byte).
   BodyPtr InternBody(const std::string& digest, std::string bytes);
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <iterator>
+#include <thread>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -520,48 +521,62 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
       bodies[digest] = envelopes().InternBody(digest, stmt->Blob(1));
     }
   }
+  // Envelopes on the read connection, in a second thread, while this one reads the sandbox rows.
   absl::flat_hash_map<std::string, EnvelopePtr> by_id;
-  {
-    auto stmt = db_.Prepare("SELECT id, header, policy_digest FROM envelopes");
+  absl::Status envelopes_read;
+  std::thread envelope_reader([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    absl::MutexLock read_lock(&read_mu_);
+    envelopes_read = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+      auto stmt = read_db_->Prepare("SELECT id, header, policy_digest FROM envelopes");
+      if (!stmt.ok()) return stmt.status();
+      for (;;) {
+        auto row = stmt->Step();
+        if (!row.ok()) return row.status();
+        if (!*row) return absl::OkStatus();
+        auto body = bodies.find(stmt->Text(2));
+        if (body == bodies.end()) return absl::DataLossError("sqlite: an envelope's body is missing");
+        auto envelope = envelopes().Intern(stmt->Blob(1), body->second);
+        if (!envelope.ok()) return absl::DataLossError(absl::StrCat("sqlite: ", envelope.status().message()));
+        by_id.emplace(stmt->Blob(0), *std::move(envelope));
+      }
+    }();
+  });
+  std::vector<SandboxRecord> out;
+  std::vector<std::string> envelope_ids;
+  absl::Status sandboxes_read = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare(
+        "SELECT context, handle_sha256, driver_handle, envelope_id, verification, signing_key_ids, admitted_at, "
+        "updated_at, load_status, load_error, reported_digest, reported_at, last_refresh_error FROM sandboxes");
     if (!stmt.ok()) return stmt.status();
     for (;;) {
       auto row = stmt->Step();
       if (!row.ok()) return row.status();
-      if (!*row) break;
-      auto body = bodies.find(stmt->Text(2));
-      if (body == bodies.end()) return absl::DataLossError("sqlite: an envelope's body is missing");
-      auto envelope = envelopes().Intern(stmt->Blob(1), body->second);
-      if (!envelope.ok()) return absl::DataLossError(absl::StrCat("sqlite: ", envelope.status().message()));
-      by_id[stmt->Blob(0)] = *std::move(envelope);
+      if (!*row) return absl::OkStatus();
+      SandboxRecord r;
+      r.context_bytes = stmt->Blob(0);
+      if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("sqlite: a sandbox row does not decode");
+      r.handle_sha256 = stmt->Blob(1);
+      r.driver_handle = stmt->Text(2);
+      envelope_ids.push_back(stmt->Blob(3));
+      r.verification = stmt->Text(4);
+      r.signing_key_ids = SplitIds(stmt->Text(5));
+      r.admitted_at_unix = stmt->Int(6);
+      r.updated_at_unix = stmt->Int(7);
+      r.load_status = static_cast<LoadStatus>(stmt->Int(8));
+      r.load_error = stmt->Text(9);
+      r.reported_digest = stmt->Text(10);
+      r.reported_at_unix = stmt->Int(11);
+      r.last_refresh_error = stmt->Text(12);
+      out.push_back(std::move(r));
     }
-  }
-  auto stmt = db_.Prepare(
-      "SELECT context, handle_sha256, driver_handle, envelope_id, verification, signing_key_ids, admitted_at, "
-      "updated_at, load_status, load_error, reported_digest, reported_at, last_refresh_error FROM sandboxes");
-  if (!stmt.ok()) return stmt.status();
-  std::vector<SandboxRecord> out;
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    SandboxRecord r;
-    auto envelope = by_id.find(stmt->Blob(3));
-    if (!r.context.ParseFromString(stmt->Blob(0)) || envelope == by_id.end()) {
-      return absl::DataLossError("sqlite: a sandbox row does not decode");
-    }
-    r.handle_sha256 = stmt->Blob(1);
-    r.driver_handle = stmt->Text(2);
-    r.envelope = envelope->second;
-    r.verification = stmt->Text(4);
-    r.signing_key_ids = SplitIds(stmt->Text(5));
-    r.admitted_at_unix = stmt->Int(6);
-    r.updated_at_unix = stmt->Int(7);
-    r.load_status = static_cast<LoadStatus>(stmt->Int(8));
-    r.load_error = stmt->Text(9);
-    r.reported_digest = stmt->Text(10);
-    r.reported_at_unix = stmt->Int(11);
-    r.last_refresh_error = stmt->Text(12);
-    out.push_back(std::move(r));
+  }();
+  envelope_reader.join();
+  OSH_RETURN_IF_ERROR(sandboxes_read);
+  OSH_RETURN_IF_ERROR(envelopes_read);
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto envelope = by_id.find(envelope_ids[i]);
+    if (envelope == by_id.end()) return absl::DataLossError("sqlite: a sandbox's envelope is missing");
+    out[i].envelope = envelope->second;
   }
   return out;
 }
