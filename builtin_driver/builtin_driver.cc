@@ -19,8 +19,6 @@ using openshell::sandbox::v1::SandboxPolicy;
 
 constexpr char kHandlePrefix[] = "builtin:";
 
-int64_t NowUnix() { return absl::ToUnixSeconds(absl::Now()); }
-
 gateway_v1::PolicyRevision ToProto(const store::PolicyRevisionRecord& r) {
   gateway_v1::PolicyRevision out;
   out.set_scope(r.scope);
@@ -51,13 +49,14 @@ absl::Status CheckPolicy(const SandboxPolicy& policy) {
 
 }  // namespace
 
-BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context)
-    : store_(store), signing_key_(std::move(signing_key)), bind_context_(bind_context) {}
+BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context,
+                             const store::Clock* clock)
+    : store_(store), signing_key_(std::move(signing_key)), bind_context_(bind_context), clock_(clock) {}
 
 absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Store* store,
                                                                     std::optional<SigningKey> signing_key,
-                                                                    bool bind_context) {
-  std::unique_ptr<BuiltinDriver> driver(new BuiltinDriver(store, std::move(signing_key), bind_context));
+                                                                    bool bind_context, const store::Clock* clock) {
+  std::unique_ptr<BuiltinDriver> driver(new BuiltinDriver(store, std::move(signing_key), bind_context, clock));
   auto revisions = store->ListPolicyRevisions("");
   if (!revisions.ok()) return revisions.status();
   absl::MutexLock lock(&driver->mu_);
@@ -161,7 +160,7 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
   event.surface_id = kSurface;
   event.outcome = "ok";
   event.reason = absl::StrCat(what, " ", scope);
-  auto record = store_->AppendPolicyRevision(scope, body, expected_revision, NowUnix(), std::move(event));
+  auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();
   auto out = ToProto(*record);
   {

@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
+#include "store/clock.h"
 #include "store/store.h"
 #include "trust/keys.h"
 
@@ -34,8 +35,10 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
  public:
   // `store` must outlive the driver.
   // Reads every scope's latest revision from the store (INTERNAL/DATA_LOSS on a store failure).
+  // `clock` (not owned) stamps revisions.
   static absl::StatusOr<std::unique_ptr<BuiltinDriver>> Create(store::Store* store, std::optional<SigningKey> signing_key,
-                                                              bool bind_context = true);
+                                                              bool bind_context = true,
+                                                              const store::Clock* clock = store::Clock::System());
 
   std::string kind() const override { return "builtin"; }
   bool handles_need_release() const override { return false; }  // handles encode the context; no state
@@ -59,7 +62,8 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
 
  private:
   using Revision = std::shared_ptr<const store::PolicyRevisionRecord>;
-  BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context);
+  BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context,
+                const store::Clock* clock);
   // The revision a context is served (null: none) and its policy_version.
   std::pair<Revision, uint64_t> Resolve(const drivers::driver_v1::RuntimeContext& context,
                                         std::vector<std::string>* scopes) const;
@@ -70,6 +74,7 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   store::Store* store_;
   std::optional<SigningKey> signing_key_;
   const bool bind_context_;
+  const store::Clock* const clock_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Revision> latest_ ABSL_GUARDED_BY(mu_);  // scope -> latest revision
 };

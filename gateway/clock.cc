@@ -1,9 +1,7 @@
 #include "gateway/clock.h"
 
-#include "absl/time/clock.h"
-
 namespace osh::gateway {
 
-int64_t NowUnix() { return absl::ToUnixSeconds(absl::Now()); }
+const store::Clock* DaemonClock() { return store::Clock::System(); }
 
 }  // namespace osh::gateway

@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "gateway/clock.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -110,8 +109,14 @@ std::string MintSandboxHandle() {
 }
 
 GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
-                         SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store)
-    : config_(config), store_(store), driver_(driver), registry_(registry), trust_store_(std::move(trust_store)) {
+                         SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store,
+                         const store::Clock* clock)
+    : config_(config),
+      store_(store),
+      driver_(driver),
+      registry_(registry),
+      clock_(clock),
+      trust_store_(std::move(trust_store)) {
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
 }
 
@@ -324,7 +329,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   input.context = &context;
   input.accepted_surfaces = &config_.accepted_surfaces;
   input.trust_store = trust.get();
-  input.now_unix = NowUnix();
+  input.now_unix = clock_->NowUnix();
   input.clock_skew_s = config_.clock_skew_s;
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
@@ -485,7 +490,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   input.context = &snapshot->record.context;
   input.accepted_surfaces = &config_.accepted_surfaces;
   input.trust_store = trust.get();
-  input.now_unix = NowUnix();
+  input.now_unix = clock_->NowUnix();
   input.clock_skew_s = config_.clock_skew_s;
   input.admitted_version = current.policy_version();
   input.body_cache = &body_cache_;
@@ -542,7 +547,7 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
 
   const auto trust = trust_store();
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
-  const int64_t now = NowUnix();
+  const int64_t now = clock_->NowUnix();
   store::ChangeBatch batch;
   std::map<std::string, size_t> moved_by_digest;
   size_t unchanged = 0, kept = 0;
@@ -686,7 +691,7 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   if (!policy::IsLowercaseHexDigest(request.policy_digest())) {
     return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
   }
-  const int64_t now = NowUnix();
+  const int64_t now = clock_->NowUnix();
   store::AuditEvent event;
   event.type = "report";
   event.sandbox_id = sandbox_id;
@@ -765,7 +770,7 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
 }
 
 absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
-  if (envelope.expires_at_unix() != 0 && envelope.expires_at_unix() <= NowUnix() - config_.clock_skew_s) {
+  if (envelope.expires_at_unix() != 0 && envelope.expires_at_unix() <= clock_->NowUnix() - config_.clock_skew_s) {
     return absl::FailedPreconditionError(absl::StrCat(trust::reason::kExpired, ": the admitted projection expired at ",
                                                       envelope.expires_at_unix(), " and no fresh one was admitted"));
   }

@@ -19,6 +19,7 @@
 #include "drivers/policy_driver.h"
 #include "gateway/config.h"
 #include "gateway/sandbox_registry.h"
+#include "store/clock.h"
 #include "store/store.h"
 #include "trust/trust_store.h"
 #include "trust/validated_body_cache.h"
@@ -30,9 +31,11 @@ namespace driver_v1 = openshell::policy::driver::v1;
 
 class GatewayCore {
  public:
-  // `store`, `driver` and `registry` must outlive the core. `trust_store` may be null (no verification).
+  // `store`, `driver`, `registry` and `clock` must outlive the core. `trust_store` may be null (no
+  // verification). Every time-based decision reads `clock`.
   GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
-              std::shared_ptr<const trust::TrustStore> trust_store);
+              std::shared_ptr<const trust::TrustStore> trust_store, const store::Clock* clock = store::Clock::System());
+  const store::Clock& clock() const { return *clock_; }
 
   ~GatewayCore();
 
@@ -120,6 +123,7 @@ class GatewayCore {
   store::Store* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
+  const store::Clock* const clock_;
 
   trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
 

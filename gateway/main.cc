@@ -17,6 +17,7 @@
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/remote_driver.h"
 #include "gateway/admin_service.h"
+#include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/gateway_core.h"
 #include "gateway/log.h"
@@ -112,7 +113,8 @@ int Run(int argc, char** argv) {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
-  auto store = store::OpenStore(config->database);
+  const store::Clock* clock = DaemonClock();
+  auto store = store::OpenStore(config->database, clock);
   if (!store.ok()) {
     LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));
     return kExitStartup;
@@ -190,7 +192,7 @@ int Run(int argc, char** argv) {
   }
   if (driver == nullptr) {
     auto builtin = builtin_driver::BuiltinDriver::Create(store->get(), std::move(signing_key),
-                                                         config->builtin_context_binding);
+                                                         config->builtin_context_binding, clock);
     if (!builtin.ok()) {
       LogError(absl::StrCat("builtin driver: ", builtin.status().message()));
       return kExitStartup;
@@ -199,7 +201,7 @@ int Run(int argc, char** argv) {
   }
 
   SandboxRegistry registry;
-  GatewayCore core(*config, store->get(), driver.get(), &registry, trust_store);
+  GatewayCore core(*config, store->get(), driver.get(), &registry, trust_store, clock);
   auto loaded = core.LoadAdmitted();
   if (!loaded.ok()) {
     LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));

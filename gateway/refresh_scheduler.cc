@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/time/clock.h"
-#include "gateway/clock.h"
 
 namespace osh::gateway {
 
@@ -42,7 +41,7 @@ void RefreshScheduler::Run() {
 void RefreshScheduler::Tick() {
   if (!driver_->available()) return;
   core_->DeliverPendingReleases();
-  for (const auto& id : registry_->TakeDueForRefresh(NowUnix(), interval_s_, &RefreshLeadSeconds)) {
+  for (const auto& id : registry_->TakeDueForRefresh(core_->clock().NowUnix(), interval_s_, &RefreshLeadSeconds)) {
     core_->Refresh(id).IgnoreError();  // a refusal keeps the last good projection; Refresh logs and audits it
   }
 }

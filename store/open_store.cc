@@ -12,9 +12,9 @@ std::string SqlitePathOf(const std::string& url) {
   return absl::StrContains(url, "://") ? "" : url;
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url) {
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock) {
   if (const std::string path = SqlitePathOf(url); !path.empty()) {
-    auto store = SqliteStore::Open(path);
+    auto store = SqliteStore::Open(path, clock);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(*std::move(store));
   }

@@ -7,11 +7,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "store/clock.h"
 #include "store/store.h"
 
 namespace osh::store {
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url);
+// `clock` (not owned) must outlive the store.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock = Clock::System());
 
 // The SQLite file of a "sqlite:<path>" URL or a bare path; "" for any other URL.
 std::string SqlitePathOf(const std::string& url);

@@ -99,10 +99,6 @@ ALTER TABLE sandboxes ADD COLUMN envelope_id BLOB NOT NULL DEFAULT x'';
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
-int64_t NowMs() {  // audit event times
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string JoinIds(const std::vector<std::string>& ids) { return absl::StrJoin(ids, ","); }
 std::vector<std::string> SplitIds(const std::string& text) {
@@ -150,10 +146,10 @@ constexpr char kRevisionColumns[] =
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const Clock* clock) {
   auto db = Db::Open(path);
   if (!db.ok()) return db.status();
-  std::unique_ptr<SqliteStore> store(new SqliteStore(*std::move(db)));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(*std::move(db), clock));
   absl::MutexLock lock(&store->mu_);
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA journal_mode=WAL"));
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA synchronous=FULL"));

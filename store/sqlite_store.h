@@ -15,6 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "store/clock.h"
 #include "store/sqlite_db.h"
 #include "store/store.h"
 
@@ -24,7 +25,9 @@ class SqliteStore final : public Store {
  public:
   // Opens or creates the database at `path` and migrates it to the current schema. Refuses a
   // database written by a newer gateway (FAILED_PRECONDITION).
-  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
+                                                           const Clock* clock = Clock::System());
   static constexpr int kSchemaVersion = 4;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
@@ -62,7 +65,8 @@ class SqliteStore final : public Store {
   CommitCounters commit_counters() const;
 
  private:
-  explicit SqliteStore(Db db) : db_(std::move(db)) {}
+  SqliteStore(Db db, const Clock* clock) : clock_(clock), db_(std::move(db)) {}
+  int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MigrateEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadChainHead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -92,6 +96,7 @@ class SqliteStore final : public Store {
   absl::Status DropBodyIfUnused(const std::string& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestIn(Db& db, const std::string& scope);
 
+  const Clock* const clock_;
   mutable absl::Mutex mu_;  // the connection and the chain head
   Db db_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);

@@ -3,18 +3,17 @@
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
-#include "absl/time/clock.h"
 #include "gateway/clock.h"
 
 namespace osh::gateway {
 
-int64_t NowUnix() {
-  static const int64_t pinned = [] {
+const store::Clock* DaemonClock() {
+  static const store::FakeClock pinned = [] {
     int64_t value = 0;
     const char* env = std::getenv("OSH_TEST_NOW_UNIX");
-    return env != nullptr && absl::SimpleAtoi(env, &value) ? value : int64_t{0};
+    return store::FakeClock(env != nullptr && absl::SimpleAtoi(env, &value) ? value * 1000 : 0);
   }();
-  return pinned != 0 ? pinned : absl::ToUnixSeconds(absl::Now());
+  return pinned.NowUnixMillis() != 0 ? &pinned : store::Clock::System();
 }
 
 }  // namespace osh::gateway

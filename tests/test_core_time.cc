@@ -1,0 +1,118 @@
+// The core in process on simulated time (a FakeClock injected into the store, the builtin driver and
+// the core): record times come from the one clock, expiry refuses serving exactly when the clock passes
+// it, and refresh scheduling is due exactly at its interval — no sleeping.
+#include <catch2/catch.hpp>
+
+#include "builtin_driver/builtin_driver.h"
+#include "gateway/gateway_core.h"
+#include "gateway/refresh_scheduler.h"
+#include "policy/policy_file.h"
+#include "store/sqlite_store.h"
+#include "tests/test_support.h"
+
+namespace gw = openshell::policy::gateway::v1;
+namespace drv = openshell::policy::driver::v1;
+
+namespace {
+
+constexpr int64_t kStart = 1'800'000'000;  // unix seconds
+
+struct InProcessCore {
+  osh::test::TempDir dir;
+  osh::store::FakeClock clock{kStart * 1000};
+  std::unique_ptr<osh::store::SqliteStore> store;
+  std::unique_ptr<osh::builtin_driver::BuiltinDriver> driver;
+  osh::gateway::SandboxRegistry registry;
+  osh::gateway::Config config;
+  std::unique_ptr<osh::gateway::GatewayCore> core;
+
+  InProcessCore() {
+    auto opened = osh::store::SqliteStore::Open(dir / "gateway.db", &clock);
+    REQUIRE(opened.ok());
+    store = *std::move(opened);
+    auto created = osh::builtin_driver::BuiltinDriver::Create(store.get(), std::nullopt, true, &clock);
+    REQUIRE(created.ok());
+    driver = *std::move(created);
+    core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr, &clock);
+  }
+};
+
+drv::RuntimeContext Context(const std::string& id) {
+  drv::RuntimeContext c;
+  c.set_sandbox_id(id);
+  c.set_user_subject("alice@example.com");
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("core on simulated time: revisions, admissions and audit events carry the injected clock's time",
+          "[core][time]") {
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  auto revision = t.core->SetPolicy(set);
+  REQUIRE(revision.ok());
+  CHECK(revision->created_at_unix() == kStart);
+
+  t.clock.AdvanceSeconds(90);
+  auto admitted = t.core->Admit(Context("sb-1"));
+  REQUIRE(admitted.ok());
+  auto info = t.core->GetSandbox("sb-1");
+  REQUIRE(info.ok());
+  CHECK(info->admitted_at_unix() == kStart + 90);
+
+  t.clock.AdvanceSeconds(10);
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(admitted->policy_digest());
+  report.set_status(gw::LOADED);
+  REQUIRE(t.core->Report("sb-1", report).ok());
+  CHECK(t.core->GetSandbox("sb-1")->reported_at_unix() == kStart + 100);
+
+  auto events = t.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 3);  // mutation, admission, report
+  CHECK((*events)[0].time_unix_ms == kStart * 1000);
+  CHECK((*events)[1].time_unix_ms == (kStart + 90) * 1000);
+  CHECK((*events)[2].time_unix_ms == (kStart + 100) * 1000);
+}
+
+TEST_CASE("core on simulated time: an admitted projection stops being served exactly when it expires",
+          "[core][time]") {
+  InProcessCore t;
+  drv::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body("b");
+  p.set_issued_at_unix(kStart);
+  p.set_expires_at_unix(kStart + 600);
+  const auto envelope = t.store->envelopes().Intern(p);
+  // Served until expiry plus the clock skew allowance (60 s by default), refused from then on.
+  t.clock.SetUnixMillis((kStart + 600 + t.config.clock_skew_s - 1) * 1000);
+  CHECK(t.core->ServingError(*envelope).ok());
+  t.clock.AdvanceSeconds(1);
+  const absl::Status expired = t.core->ServingError(*envelope);
+  CHECK(absl::IsFailedPrecondition(expired));
+  CHECK_THAT(std::string(expired.message()), Catch::StartsWith("expired: "));
+}
+
+TEST_CASE("core on simulated time: refresh is due exactly at its interval and ahead of expiry", "[core][time]") {
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  REQUIRE(t.core->Admit(Context("sb-1")).ok());  // updated at kStart
+  const int64_t interval = 300;
+  auto due = [&](int64_t at) { return t.registry.TakeDueForRefresh(at, interval, &osh::gateway::RefreshLeadSeconds); };
+  CHECK(due(kStart + interval - 1).empty());
+  CHECK(due(kStart + interval) == std::vector<std::string>{"sb-1"});
+  CHECK(due(kStart + interval).empty());  // attempted now: not again in the same second
+  CHECK(due(kStart + 2 * interval) == std::vector<std::string>{"sb-1"});
+  // With refresh off and nothing that expires, nothing is ever due (and nothing is walked).
+  CHECK(t.registry.TakeDueForRefresh(kStart + 10 * interval, 0, &osh::gateway::RefreshLeadSeconds).empty());
+  // A quarter of a projection's lifetime ahead of its expiry, at most 5 minutes.
+  CHECK(osh::gateway::RefreshLeadSeconds(kStart, kStart + 400) == 100);
+  CHECK(osh::gateway::RefreshLeadSeconds(kStart, kStart + 3600) == 300);
+  CHECK(osh::gateway::RefreshLeadSeconds(0, kStart) == 30);  // no issue time: 30 s
+}
