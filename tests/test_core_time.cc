@@ -37,12 +37,6 @@ struct InProcessCore {
   }
 };
 
-drv::RuntimeContext Context(const std::string& id) {
-  drv::RuntimeContext c;
-  c.set_sandbox_id(id);
-  c.set_user_subject("alice@example.com");
-  return c;
-}
 
 }  // namespace
 
@@ -57,7 +51,7 @@ TEST_CASE("core on simulated time: revisions, admissions and audit events carry 
   CHECK(revision->created_at_unix() == kStart);
 
   t.clock.AdvanceSeconds(90);
-  auto admitted = t.core->Admit(Context("sb-1"));
+  auto admitted = t.core->Admit(osh::test::ContextFor("sb-1"));
   REQUIRE(admitted.ok());
   auto info = t.core->GetSandbox("sb-1");
   REQUIRE(info.ok());
@@ -102,7 +96,7 @@ TEST_CASE("core on simulated time: refresh is due exactly at its interval and ah
   set.set_scope("default");
   *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
   REQUIRE(t.core->SetPolicy(set).ok());
-  REQUIRE(t.core->Admit(Context("sb-1")).ok());  // updated at kStart
+  REQUIRE(t.core->Admit(osh::test::ContextFor("sb-1")).ok());  // updated at kStart
   const int64_t interval = 300;
   auto due = [&](int64_t at) { return t.registry.TakeDueForRefresh(at, interval, &osh::gateway::RefreshLeadSeconds); };
   CHECK(due(kStart + interval - 1).empty());

@@ -87,12 +87,6 @@ drv::Projection Signed(const osh::trust::PrivateKey& key, const std::string& key
   return p;
 }
 
-drv::RuntimeContext Context(const std::string& id) {
-  drv::RuntimeContext c;
-  c.set_sandbox_id(id);
-  c.set_user_subject("alice@example.com");
-  return c;
-}
 
 }  // namespace
 
@@ -110,7 +104,7 @@ TEST_CASE("remote: admit through the null driver, the mutation gate refuses ever
   drv::Projection fetched;
   REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
   CHECK(fetched.body() == osh::policy::SerializeDeterministic(*osh::policy::LoadPolicyFile(kPolicy)));
-  CHECK(fetched.context_digest() == osh::trust::ContextDigest(Context("sb-1")));
+  CHECK(fetched.context_digest() == osh::trust::ContextDigest(osh::test::ContextFor("sb-1")));
   CHECK(Status(g).capabilities().driver_name() == "null-policy-driver");
   CHECK(AdmissionHealth(g) == "SERVING");
 
@@ -351,7 +345,7 @@ TEST_CASE("remote: refresh admits a newer projection atomically, or keeps the la
   REQUIRE((key.ok() && other.ok()));
   WriteFile(dir / "trust.json", TrustStoreJson({{"authority", key->PublicKeyPem()}}));
   const std::string response = dir / "response.json";
-  const auto context = Context("sb-1");
+  const auto context = osh::test::ContextFor("sb-1");
   Serve(response, Signed(*key, "authority", context, 5));
   DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", response});
   fake.Start();
@@ -386,7 +380,7 @@ TEST_CASE("remote: refresh admits a newer projection atomically, or keeps the la
   };
   std::vector<Bad> bad = {
       {"rollback", Signed(*key, "authority", context, 4)},
-      {"context_mismatch", Signed(*key, "authority", Context("sb-2"), 7)},
+      {"context_mismatch", Signed(*key, "authority", osh::test::ContextFor("sb-2"), 7)},
       {"unknown_key", Signed(*other, "stranger", context, 7)},
       {"bad_signature", Signed(*other, "authority", context, 7)},
       {"expired", Signed(*key, "authority", context, 7, std::time(nullptr) - 3600)},
@@ -431,7 +425,7 @@ TEST_CASE("remote: projections with an expiry are refreshed in time, and one tha
   SECTION("the driver offers nothing newer: after the expiry the projection is refused `expired`") {
     auto key = osh::trust::PrivateKey::Generate("ed25519");
     WriteFile(dir / "trust.json", TrustStoreJson({{"authority", key->PublicKeyPem()}}));
-    Serve(dir / "response.json", Signed(*key, "authority", Context("sb-1"), 1, std::time(nullptr) + 3));
+    Serve(dir / "response.json", Signed(*key, "authority", osh::test::ContextFor("sb-1"), 1, std::time(nullptr) + 3));
     DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
     fake.Start();
     GatewayFixture g({"--driver-socket", fake.socket(), "--trust-store", dir / "trust.json", "--clock-skew-s", "0"});

@@ -58,12 +58,6 @@ osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std
   return r;
 }
 
-openshell::policy::driver::v1::RuntimeContext Context(const std::string& id) {
-  openshell::policy::driver::v1::RuntimeContext c;
-  c.set_sandbox_id(id);
-  c.set_user_subject("alice@example.com");
-  return c;
-}
 
 // Every event links to the one before it, from genesis.
 void CheckChain(Store& store, size_t expected_events) {
@@ -203,10 +197,10 @@ TEST_CASE("store contract: an admission intent is settled by its admission, or i
   const std::string url = backend.url(dir);
   {
     auto store = Open(url);
-    auto admitted = store->RecordAdmissionIntent(Context("sb-a"));
-    auto refused = store->RecordAdmissionIntent(Context("sb-r"));
-    auto failed = store->RecordAdmissionIntent(Context("sb-f"));
-    auto crashed = store->RecordAdmissionIntent(Context("sb-c"));
+    auto admitted = store->RecordAdmissionIntent(osh::test::ContextFor("sb-a"));
+    auto refused = store->RecordAdmissionIntent(osh::test::ContextFor("sb-r"));
+    auto failed = store->RecordAdmissionIntent(osh::test::ContextFor("sb-f"));
+    auto crashed = store->RecordAdmissionIntent(osh::test::ContextFor("sb-c"));
     REQUIRE((admitted.ok() && refused.ok() && failed.ok() && crashed.ok()));
     CHECK(store->PendingReleases()->empty());  // in flight: not due
     auto record = Sandbox(*store, "sb-a", "handle-a", "body-a");

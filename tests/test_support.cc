@@ -77,4 +77,11 @@ std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>
   return json;
 }
 
+openshell::policy::driver::v1::RuntimeContext ContextFor(const std::string& sandbox_id, const std::string& subject) {
+  openshell::policy::driver::v1::RuntimeContext context;
+  context.set_sandbox_id(sandbox_id);
+  context.set_user_subject(subject);
+  return context;
+}
+
 }  // namespace osh::test

@@ -8,6 +8,8 @@
 
 #include <google/protobuf/struct.pb.h>
 
+#include "openshell/policy/driver/v1/driver.pb.h"
+
 namespace osh::test {
 
 // The folder of the project's test data (tests/data), fixed at build time.
@@ -44,5 +46,9 @@ namespace osh::test {
 // A trust-store JSON document (SPEC §4) with the given (key id, public key PEM) pairs.
 std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>>& keys, int threshold = 1,
                            bool require_context_binding = false);
+
+// A runtime context with the given sandbox id and the tests' usual subject.
+openshell::policy::driver::v1::RuntimeContext ContextFor(const std::string& sandbox_id,
+                                                         const std::string& subject = "alice@example.com");
 
 }  // namespace osh::test
