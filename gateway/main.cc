@@ -24,7 +24,7 @@
 #include "gateway/refresh_scheduler.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
-#include "gateway/unix_socket.h"
+#include "drivers/unix_server.h"
 #include "gateway/worker_pool.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"
@@ -43,18 +43,12 @@ struct Listener {
 };
 
 absl::StatusOr<Listener> Listen(const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic) {
-  if (auto status = PrepareServerSocketPath(socket_path); !status.ok()) return status;
-  const std::string absolute = std::filesystem::absolute(socket_path).lexically_normal().string();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", absolute), grpc::InsecureServerCredentials());
   if (typed != nullptr) builder.RegisterService(typed);
   if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
-  const mode_t old_mask = ::umask(0177);  // the socket is created 0600
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ::umask(old_mask);
-  if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
-  ::chmod(absolute.c_str(), 0600);
-  return Listener{std::move(server), absolute};
+  auto server = drivers::StartUnixServer(socket_path, builder);  // private folder, socket 0600
+  if (!server.ok()) return server.status();
+  return Listener{*std::move(server), std::filesystem::absolute(socket_path).lexically_normal().string()};
 }
 
 int Run(int argc, char** argv) {
@@ -104,12 +98,12 @@ int Run(int argc, char** argv) {
     return kExitConfig;
   }
 
-  if (auto status = EnsurePrivateDir(config->state_dir); !status.ok()) {
+  if (auto status = drivers::EnsurePrivateDir(config->state_dir); !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
   const std::string db_path = config->SqlitePath();
-  if (auto status = EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string()); !status.ok()) {
+  if (auto status = drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string()); !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
   }

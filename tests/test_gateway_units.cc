@@ -11,7 +11,7 @@
 
 #include "gateway/config.h"
 #include "gateway/mutation_gate.h"
-#include "gateway/unix_socket.h"
+#include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "tests/test_support.h"
 
@@ -118,11 +118,11 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
 }
 
-TEST_CASE("sockets: folder made private, stale socket replaced, live one refused", "[sockets]") {
+TEST_CASE("sockets: folder made private, stale socket replaced, live one refused, for gateway and drivers alike", "[sockets]") {
   osh::test::TempDir dir;
   const std::string folder = dir / "run";
   const std::string path = folder + "/a.sock";
-  REQUIRE(osh::gateway::PrepareServerSocketPath(path).ok());
+  REQUIRE(osh::drivers::PrepareServerSocketPath(path).ok());
   struct stat st;
   REQUIRE(stat(folder.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);
@@ -133,7 +133,7 @@ TEST_CASE("sockets: folder made private, stale socket replaced, live one refused
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
   REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  CHECK(osh::gateway::PrepareServerSocketPath(path).ok());
+  CHECK(osh::drivers::PrepareServerSocketPath(path).ok());
   CHECK(access(path.c_str(), F_OK) != 0);
   close(fd);
 
@@ -141,14 +141,29 @@ TEST_CASE("sockets: folder made private, stale socket replaced, live one refused
   const int live = socket(AF_UNIX, SOCK_STREAM, 0);
   REQUIRE(bind(live, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
   REQUIRE(listen(live, 1) == 0);
-  auto status = osh::gateway::PrepareServerSocketPath(path);
+  auto status = osh::drivers::PrepareServerSocketPath(path);
   CHECK_THAT(std::string(status.message()), Catch::Contains("another process is listening"));
   close(live);
 
   // A regular file is not replaced; a loose folder is refused.
   unlink(path.c_str());
   osh::test::WriteFile(path, "x");
-  CHECK_THAT(std::string(osh::gateway::PrepareServerSocketPath(path).message()), Catch::Contains("is not a socket"));
+  CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(path).message()), Catch::Contains("is not a socket"));
   chmod(folder.c_str(), 0755);
-  CHECK_THAT(std::string(osh::gateway::PrepareServerSocketPath(folder + "/b.sock").message()), Catch::Contains("chmod 700"));
+  CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(folder + "/b.sock").message()), Catch::Contains("chmod 700"));
+
+  // A driver's socket may live in a shared folder (the gateway must reach it), but the other checks hold.
+  using osh::drivers::SocketFolder;
+  CHECK(osh::drivers::PrepareServerSocketPath(folder + "/b.sock", SocketFolder::kAsIs).ok());
+  CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(path, SocketFolder::kAsIs).message()),
+             Catch::Contains("is not a socket"));
+  unlink(path.c_str());
+  const int driver_live = socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(bind(driver_live, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(listen(driver_live, 1) == 0);
+  CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(path, SocketFolder::kAsIs).message()),
+             Catch::Contains("another process is listening"));
+  close(driver_live);
+  CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(dir / "missing/c.sock", SocketFolder::kAsIs).message()),
+             Catch::Contains("cannot stat"));
 }

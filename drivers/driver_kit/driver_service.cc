@@ -2,9 +2,7 @@
 
 #include <openssl/rand.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +14,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "drivers/unix_server.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"
@@ -34,16 +33,6 @@ std::string NewHandle() {
 
 void Log(const std::string& line) { std::cerr << line << std::endl; }
 
-bool SomethingListens(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  const bool listening = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return listening;
-}
 
 }  // namespace
 
@@ -170,22 +159,10 @@ void DriverService::WriteHandlesFileLocked() {
 }
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a socket"));
-    if (SomethingListens(path)) return absl::FailedPreconditionError(absl::StrCat(path, ": another process serves it"));
-    ::unlink(path.c_str());
-  }
-  const std::string absolute = std::filesystem::absolute(path).lexically_normal().string();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", absolute), grpc::InsecureServerCredentials());
   builder.RegisterService(service);
-  const mode_t old_mask = ::umask(0177);
-  auto server = builder.BuildAndStart();
-  ::umask(old_mask);
-  if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
-  ::chmod(absolute.c_str(), 0600);
-  return server;
+  // The folder is the operator's: the gateway (perhaps another user) must reach the socket.
+  return drivers::StartUnixServer(path, builder, drivers::SocketFolder::kAsIs);
 }
 
 void BlockStopSignals() {

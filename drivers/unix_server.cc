@@ -1,4 +1,4 @@
-#include "gateway/unix_socket.h"
+#include "drivers/unix_server.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace osh::gateway {
+namespace osh::drivers {
 
 absl::Status EnsurePrivateDir(const std::string& dir) {
   std::error_code error;
@@ -26,15 +26,17 @@ absl::Status EnsurePrivateDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::Status PrepareServerSocketPath(const std::string& path) {
+absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folder) {
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::FailedPreconditionError(absl::StrCat("socket path too long (max ", sizeof(sockaddr_un::sun_path) - 1, "): ", path));
   }
   const std::string dir = std::filesystem::absolute(path).parent_path().string();
-  if (auto status = EnsurePrivateDir(dir); !status.ok()) return status;
+  if (folder == SocketFolder::kPrivate) {
+    if (auto status = EnsurePrivateDir(dir); !status.ok()) return status;
+  }
   struct stat dir_st;
   if (::stat(dir.c_str(), &dir_st) != 0) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", dir));
-  if (dir_st.st_uid != ::geteuid() || (dir_st.st_mode & 077) != 0) {
+  if (folder == SocketFolder::kPrivate && (dir_st.st_uid != ::geteuid() || (dir_st.st_mode & 077) != 0)) {
     return absl::FailedPreconditionError(absl::StrCat("socket folder ", dir, " must be owned by uid ", ::geteuid(),
                                                       " and not accessible to group or others (chmod 700 it)"));
   }
@@ -54,4 +56,17 @@ absl::Status PrepareServerSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
-}  // namespace osh::gateway
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string& path, grpc::ServerBuilder& builder,
+                                                             SocketFolder folder) {
+  if (auto status = PrepareServerSocketPath(path, folder); !status.ok()) return status;
+  const std::string absolute = std::filesystem::absolute(path).lexically_normal().string();
+  builder.AddListeningPort(absl::StrCat("unix:", absolute), grpc::InsecureServerCredentials());
+  const mode_t old_mask = ::umask(0177);  // the socket is created 0600
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_mask);
+  if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
+  ::chmod(absolute.c_str(), 0600);
+  return server;
+}
+
+}  // namespace osh::drivers

@@ -1,0 +1,34 @@
+// gRPC servers on Unix sockets, one way for the gateway's sockets and for the drivers shipped here.
+// The socket file is created 0600; a stale one (nothing answers on it) is replaced, a live one or a
+// file that is not a socket is refused. The gateway also requires its socket folder to be private (its
+// own, 0700); a driver's folder need not be (the gateway, maybe another user, must reach the socket).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace osh::drivers {
+
+enum class SocketFolder {
+  kPrivate,  // created 0700 if missing; must be owned by this user and closed to group and others
+  kAsIs,     // must exist; its permissions are the operator's choice
+};
+
+// Makes `path` ready for a server to bind (see above). FAILED_PRECONDITION naming the path otherwise
+// (a live listener, a non-socket file, a loose private folder, a path too long for a socket).
+absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folder = SocketFolder::kPrivate);
+
+// Prepares `path`, then builds and starts `builder`'s server listening on it (services already
+// registered), the socket created 0600. UNAVAILABLE when gRPC cannot listen.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string& path, grpc::ServerBuilder& builder,
+                                                             SocketFolder folder = SocketFolder::kPrivate);
+
+// Creates `dir` (and parents) if missing, with mode 0700 for what it creates.
+absl::Status EnsurePrivateDir(const std::string& dir);
+
+}  // namespace osh::drivers
