@@ -27,27 +27,6 @@ constexpr char kVerificationVerified[] = "verified";
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
 
-// RAII: marks a sandbox id as being admitted, so two concurrent admissions of one id cannot race.
-class AdmissionSlot {
- public:
-  AdmissionSlot(absl::Mutex* mu, std::set<std::string>* ids, std::string id) : mu_(mu), ids_(ids), id_(std::move(id)) {
-    absl::MutexLock lock(mu_);
-    acquired_ = ids_->insert(id_).second;
-  }
-  ~AdmissionSlot() {
-    if (!acquired_) return;
-    absl::MutexLock lock(mu_);
-    ids_->erase(id_);
-  }
-  bool acquired() const { return acquired_; }
-
- private:
-  absl::Mutex* mu_;
-  std::set<std::string>* ids_;
-  std::string id_;
-  bool acquired_ = false;
-};
-
 store::AuditEvent EventFor(const std::string& type, const std::string& sandbox_id, const driver_v1::Projection* p) {
   store::AuditEvent event;
   event.type = type;
@@ -88,11 +67,6 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   return info;
 }
 
-// The driver did not answer (down, or too slow): what was asked may or may not have happened.
-bool DriverUnreachable(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
-}
-
 absl::Status DriverError(const absl::Status& status, const std::string& what) {
   if (DriverUnreachable(status)) {
     return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
@@ -116,6 +90,7 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       driver_(driver),
       registry_(registry),
       clock_(clock),
+      handles_(store, driver, registry, &slots_),
       trust_store_(std::move(trust_store)) {
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
 }
@@ -249,26 +224,8 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
   return verified;
 }
 
-void GatewayCore::ReleaseAcquired(const Acquisition& acquired) {
-  if (acquired.id == 0) return;  // nothing to release (see PolicyDriver::handles_need_release)
-  const absl::Status status = driver_->ReleaseHandle(acquired.handle);
-  if (status.ok() || absl::IsNotFound(status)) {
-    store::AuditEvent event;
-    event.type = "release";
-    event.outcome = "ok";
-    event.reason = "driver handle of a refused admission released";
-    if (auto s = store_->CompleteRelease(acquired.id, std::move(event)); !s.ok()) {
-      LogError(absl::StrCat("cannot complete a driver handle release: ", s.ToString()));
-    }
-    return;
-  }
-  LogWarning(absl::StrCat("driver handle release queued (driver: ", status.message(), ")"));
-  if (auto s = store_->QueueAcquiredRelease(acquired.id, acquired.handle); !s.ok()) {
-    LogError(absl::StrCat("cannot queue a driver handle release: ", s.ToString()));
-  }
-}
-
-absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context, const Acquisition& acquired,
+absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context,
+                                          const DriverHandles::Acquired& acquired,
                                           const driver_v1::Projection* projection, const std::string& reason_code,
                                           const std::string& detail) {
   const std::string message = absl::StrCat(reason_code, ": ", detail);
@@ -278,7 +235,7 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a refusal: ", status.ToString()));
   }
-  ReleaseAcquired(acquired);
+  handles_.Release(acquired);
   LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message));
   return absl::FailedPreconditionError(message);
 }
@@ -289,32 +246,18 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   if (registry_->Contains(context.sandbox_id())) {
     return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
   }
-  AdmissionSlot slot(&admitting_mu_, &admitting_, context.sandbox_id());
-  if (!slot.acquired()) {
+  const AdmissionSlots::Slot slot = slots_.Take(context.sandbox_id());
+  if (!slot.taken()) {
     return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
   }
   if (!driver_->available()) return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
 
-  int64_t intent = 0;  // 0: the driver's handles need no release, so none is recorded
-  if (driver_->handles_need_release()) {
-    auto recorded = store_->RecordAdmissionIntent(context);
-    if (!recorded.ok()) return recorded.status();
-    intent = *recorded;
-  }
-  auto handle = driver_->AcquireHandle(context);
-  if (!handle.ok()) {
-    if (intent != 0) {
-      // Unreachable: a handle may exist that we never heard of; release it by context later.
-      absl::Status settled = DriverUnreachable(handle.status()) ? store_->QueueAcquiredRelease(intent, "")
-                                                                : store_->DropAdmissionIntent(intent);
-      if (!settled.ok()) LogError(absl::StrCat("cannot settle an admission intent: ", settled.ToString()));
-    }
-    return DriverError(handle.status(), "AcquireHandle");
-  }
-  Acquisition acquired{intent, *handle};
-  auto response = driver_->GetProjection(*handle, SurfaceFor());
+  auto handle = handles_.Acquire(context);
+  if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
+  const DriverHandles::Acquired& acquired = *handle;
+  auto response = driver_->GetProjection(acquired.handle, SurfaceFor());
   if (!response.ok()) {
-    ReleaseAcquired(acquired);
+    handles_.Release(acquired);
     return DriverError(response.status(), "GetProjection");
   }
   if (response->has_no_verified_policy()) {
@@ -342,8 +285,8 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   store::SandboxRecord record;
   record.context = context;
   record.handle_sha256 = policy::Sha256(sandbox_handle);
-  record.driver_handle = *handle;
-  record.acquisition_id = acquired.id;
+  record.driver_handle = acquired.handle;
+  record.acquisition_id = acquired.intent;
   record.envelope = envelope;
   record.verification = verification;
   record.signing_key_ids = result.verified_key_ids;
@@ -355,7 +298,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   event.reason = absl::StrCat("verification=", verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (absl::Status status = store_->InsertSandbox(std::move(record), std::move(event)); !status.ok()) {
-    ReleaseAcquired(acquired);
+    handles_.Release(acquired);
     return status;
   }
 
@@ -387,44 +330,7 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   return out;
 }
 
-void GatewayCore::DeliverPendingReleases() {
-  if (!driver_->available()) return;
-  absl::MutexLock lock(&release_mu_);
-  auto pending = store_->PendingReleases();
-  if (!pending.ok()) return;
-  for (const auto& release : *pending) {
-    store::AuditEvent event;
-    event.type = "release";
-    event.sandbox_id = release.context.sandbox_id();
-    event.outcome = "ok";
-    if (release.driver_handle.empty()) {
-      // The handle of an admission that never finished was not recorded. Re-acquire it for the same
-      // context (drivers may return the same handle) and release that, unless the sandbox was
-      // admitted since or is being admitted now: then its live handle must stay.
-      AdmissionSlot slot(&admitting_mu_, &admitting_, release.context.sandbox_id());
-      if (!slot.acquired()) continue;
-      if (registry_->Contains(release.context.sandbox_id())) {
-        event.reason = absl::StrCat("release #", release.id, " dropped: the sandbox was admitted since");
-      } else {
-        auto handle = driver_->AcquireHandle(release.context);
-        if (!handle.ok() && DriverUnreachable(handle.status())) return;
-        if (handle.ok()) {
-          const absl::Status status = driver_->ReleaseHandle(*handle);
-          if (!status.ok() && !absl::IsNotFound(status)) return;
-        }
-        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id, ", by context)");
-      }
-    } else {
-      const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
-      if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
-      event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
-    }
-    if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {
-      LogError(absl::StrCat("cannot complete release #", release.id, ": ", s.ToString()));
-      return;
-    }
-  }
-}
+void GatewayCore::DeliverPendingReleases() { handles_.DeliverQueued(); }
 
 absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::string& sandbox_id) const {
   auto snapshot = registry_->Get(sandbox_id);

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
 #include "gateway/config.h"
+#include "gateway/driver_handles.h"
 #include "gateway/sandbox_registry.h"
 #include "store/clock.h"
 #include "store/store.h"
@@ -104,16 +105,9 @@ class GatewayCore {
                            const trust::TrustStore* trust);
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;
-  // A driver handle acquired for an admission in flight, and its durable "release unless admitted" note.
-  struct Acquisition {
-    int64_t id = 0;
-    std::string handle;
-  };
-  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const Acquisition& acquired,
+  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const DriverHandles::Acquired& acquired,
                                const driver_v1::Projection* projection, const std::string& reason_code,
                                const std::string& detail);
-  // Releases the handle now, or makes its queued release due when the driver cannot take it.
-  void ReleaseAcquired(const Acquisition& acquired);
   // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
   uint32_t Reproject(const std::string& scope);
@@ -124,17 +118,16 @@ class GatewayCore {
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   const store::Clock* const clock_;
+  AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
+  DriverHandles handles_;    // the crash-safe driver-handle protocol
 
   trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
 
   mutable absl::Mutex trust_mu_;
   std::shared_ptr<const trust::TrustStore> trust_store_ ABSL_GUARDED_BY(trust_mu_);
 
-  absl::Mutex admitting_mu_;
-  std::set<std::string> admitting_ ABSL_GUARDED_BY(admitting_mu_);  // sandbox ids with an admission in flight
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
   std::atomic<bool> stop_verifying_{false};
-  absl::Mutex release_mu_;   // one release delivery at a time: each queued release is sent once
 };
 
 // The sandbox handle: 256 bits from the OpenSSL CSPRNG, base64url, with a recognisable prefix.

@@ -1,0 +1,101 @@
+#include "gateway/driver_handles.h"
+
+#include "absl/strings/str_cat.h"
+#include "gateway/log.h"
+
+namespace osh::gateway {
+
+bool DriverUnreachable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
+AdmissionSlots::Slot::~Slot() {
+  if (owner_ == nullptr) return;
+  absl::MutexLock lock(&owner_->mu_);
+  owner_->ids_.erase(id_);
+}
+
+AdmissionSlots::Slot AdmissionSlots::Take(const std::string& sandbox_id) {
+  absl::MutexLock lock(&mu_);
+  return Slot(ids_.insert(sandbox_id).second ? this : nullptr, sandbox_id);
+}
+
+absl::StatusOr<DriverHandles::Acquired> DriverHandles::Acquire(const drivers::driver_v1::RuntimeContext& context) {
+  Acquired acquired;
+  if (driver_->handles_need_release()) {
+    auto recorded = store_->RecordAdmissionIntent(context);
+    if (!recorded.ok()) return recorded.status();
+    acquired.intent = *recorded;
+  }
+  auto handle = driver_->AcquireHandle(context);
+  if (!handle.ok()) {
+    if (acquired.intent != 0) {
+      absl::Status settled = DriverUnreachable(handle.status()) ? store_->QueueAcquiredRelease(acquired.intent, "")
+                                                                : store_->DropAdmissionIntent(acquired.intent);
+      if (!settled.ok()) LogError(absl::StrCat("cannot settle an admission intent: ", settled.ToString()));
+    }
+    return handle.status();
+  }
+  acquired.handle = *std::move(handle);
+  return acquired;
+}
+
+void DriverHandles::Release(const Acquired& acquired) {
+  if (acquired.intent == 0) return;  // nothing to release (see PolicyDriver::handles_need_release)
+  const absl::Status status = driver_->ReleaseHandle(acquired.handle);
+  if (status.ok() || absl::IsNotFound(status)) {
+    store::AuditEvent event;
+    event.type = "release";
+    event.outcome = "ok";
+    event.reason = "driver handle of a refused admission released";
+    if (auto s = store_->CompleteRelease(acquired.intent, std::move(event)); !s.ok()) {
+      LogError(absl::StrCat("cannot complete a driver handle release: ", s.ToString()));
+    }
+    return;
+  }
+  LogWarning(absl::StrCat("driver handle release queued (driver: ", status.message(), ")"));
+  if (auto s = store_->QueueAcquiredRelease(acquired.intent, acquired.handle); !s.ok()) {
+    LogError(absl::StrCat("cannot queue a driver handle release: ", s.ToString()));
+  }
+}
+
+void DriverHandles::DeliverQueued() {
+  if (!driver_->available()) return;
+  absl::MutexLock lock(&deliver_mu_);
+  auto pending = store_->PendingReleases();
+  if (!pending.ok()) return;
+  for (const auto& release : *pending) {
+    store::AuditEvent event;
+    event.type = "release";
+    event.sandbox_id = release.context.sandbox_id();
+    event.outcome = "ok";
+    if (release.driver_handle.empty()) {
+      // The handle of an admission that never finished was not recorded. Re-acquire it for the same
+      // context (drivers may return the same handle) and release that, unless the sandbox was
+      // admitted since or is being admitted now: then its live handle must stay.
+      const AdmissionSlots::Slot slot = slots_->Take(release.context.sandbox_id());
+      if (!slot.taken()) continue;
+      if (registry_->Contains(release.context.sandbox_id())) {
+        event.reason = absl::StrCat("release #", release.id, " dropped: the sandbox was admitted since");
+      } else {
+        auto handle = driver_->AcquireHandle(release.context);
+        if (!handle.ok() && DriverUnreachable(handle.status())) return;
+        if (handle.ok()) {
+          const absl::Status status = driver_->ReleaseHandle(*handle);
+          if (!status.ok() && !absl::IsNotFound(status)) return;
+        }
+        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id, ", by context)");
+      }
+    } else {
+      const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
+      if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
+      event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+    }
+    if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {
+      LogError(absl::StrCat("cannot complete release #", release.id, ": ", s.ToString()));
+      return;
+    }
+  }
+}
+
+}  // namespace osh::gateway
