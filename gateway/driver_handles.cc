@@ -9,6 +9,13 @@ bool DriverUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
 }
 
+absl::Status DriverError(const absl::Status& status, const std::string& what) {
+  if (DriverUnreachable(status)) {
+    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
+  }
+  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+}
+
 AdmissionSlots::Slot::~Slot() {
   if (owner_ == nullptr) return;
   absl::MutexLock lock(&owner_->mu_);

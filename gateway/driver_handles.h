@@ -22,6 +22,9 @@ namespace osh::gateway {
 
 // The driver did not answer (down, or too slow): what was asked may or may not have happened.
 bool DriverUnreachable(const absl::Status& status);
+// A driver's error as the gateway reports it: `driver_unavailable: <what>: …` (UNAVAILABLE) when the
+// driver could not be reached, else the driver's own code with `<what>: …`.
+absl::Status DriverError(const absl::Status& status, const std::string& what);
 
 // Sandbox ids with an admission (or a release by context) in flight: one at a time per id.
 class AdmissionSlots {

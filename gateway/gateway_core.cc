@@ -22,8 +22,8 @@
 namespace osh::gateway {
 namespace {
 
-constexpr char kVerificationNone[] = "none";
-constexpr char kVerificationVerified[] = "verified";
+using store::kVerificationNone;
+using store::kVerificationVerified;
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
 
@@ -67,13 +67,6 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   return info;
 }
 
-absl::Status DriverError(const absl::Status& status, const std::string& what) {
-  if (DriverUnreachable(status)) {
-    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
-  }
-  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
-}
-
 }  // namespace
 
 std::string MintSandboxHandle() {
@@ -91,6 +84,7 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       registry_(registry),
       clock_(clock),
       handles_(store, driver, registry, &slots_),
+      reprojector_(config_, store, driver, registry, &body_cache_, clock),
       trust_store_(std::move(trust_store)) {
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
 }
@@ -423,109 +417,8 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 uint32_t GatewayCore::Reproject(const std::string& scope) {
-  absl::MutexLock lock(&refresh_mu_);
-  drivers::PolicyAuthoring* authoring = driver_->authoring();
-  // The admitted sandboxes whose effective policy may come from `scope`.
-  const bool all = scope == policy::kDefaultScope;
-  auto members = registry_->Select([&](const std::string& context_bytes) {
-    if (all) return true;
-    driver_v1::RuntimeContext context;
-    if (!context.ParseFromString(context_bytes)) return false;
-    const auto scopes = policy::ScopesFor(context);
-    return std::find(scopes.begin(), scopes.end(), scope) != scopes.end();
-  });
-  // Sandboxes whose projection key is equal get byte-identical projections: fetch, check and store one
-  // per group (PolicyAuthoring::ProjectionKey), not one per sandbox.
-  struct Group {
-    std::vector<const SandboxRegistry::Member*> members;
-    driver_v1::RuntimeContext context;  // of the first member
-  };
-  absl::flat_hash_map<std::string, Group> groups;
-  for (const auto& m : members) {
-    driver_v1::RuntimeContext context;
-    context.ParseFromString(m.context_bytes);
-    std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
-    if (key.empty()) key = absl::StrCat("sandbox\n", m.sandbox_id);  // no promise: one group each
-    auto& group = groups[key];
-    if (group.members.empty()) group.context = std::move(context);
-    group.members.push_back(&m);
-  }
-
-  const auto trust = trust_store();
-  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
-  const int64_t now = clock_->NowUnix();
-  store::ChangeBatch batch;
-  std::map<std::string, size_t> moved_by_digest;
-  size_t unchanged = 0, kept = 0;
-  auto keep_last_good = [&](const Group& group, const std::string& message) {
-    for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
-    kept += group.members.size();
-  };
-  for (auto& [key, group] : groups) {
-    const auto* first = group.members.front();
-    auto response = driver_->GetProjection(first->driver_handle, first->envelope->Header().surface_id());
-    if (!response.ok()) {
-      keep_last_good(group, std::string(DriverError(response.status(), "GetProjection").message()));
-      continue;
-    }
-    if (response->has_no_verified_policy()) {
-      keep_last_good(group, absl::StrCat(trust::reason::kNoVerifiedPolicy, ": ", response->no_verified_policy().reason()));
-      continue;
-    }
-    driver_v1::Projection projection = std::move(*response->mutable_projection());
-    projection.DiscardUnknownFields();
-    trust::CheckInput input;
-    input.context = &group.context;
-    input.accepted_surfaces = &config_.accepted_surfaces;
-    input.trust_store = trust.get();
-    input.now_unix = now;
-    input.clock_skew_s = config_.clock_skew_s;
-    input.body_cache = &body_cache_;
-    const auto result = trust::CheckProjection(projection, input);  // once per group; rollback per member
-    if (!result.ok()) {
-      keep_last_good(group, result.Message());
-      continue;
-    }
-    const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
-    const uint64_t version = envelope->policy_version();
-    store::change::ReplaceProjection move{{}, envelope, verification, result.verified_key_ids, now, false};
-    for (const auto* m : group.members) {
-      if (m->envelope->SameAs(*envelope)) {
-        ++unchanged;
-      } else if (version < m->envelope->policy_version()) {
-        batch.changes.push_back(store::change::SetRefreshError{
-            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
-                                        " is older than the admitted ", m->envelope->policy_version())});
-        ++kept;
-      } else {
-        move.sandbox_ids.push_back(m->sandbox_id);
-      }
-    }
-    if (!move.sandbox_ids.empty()) {
-      moved_by_digest[envelope->policy_digest()] += move.sandbox_ids.size();
-      batch.changes.push_back(std::move(move));
-    }
-  }
-  if (batch.changes.empty()) return 0;
-  // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
-  store::AuditEvent event;
-  event.type = "reprojection";
-  event.outcome = kept == 0 ? "ok" : "partial";
-  std::vector<std::string> parts;
-  for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
-  event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",
-                              "; ", unchanged, " unchanged; ", kept, " kept the last good");
-  if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
-  batch.events.push_back(std::move(event));
-  auto committed = store_->Commit(std::move(batch));
-  if (!committed.ok()) {
-    LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
-    return 0;
-  }
-  uint32_t moved = 0;
-  for (const auto& [digest, n] : moved_by_digest) moved += static_cast<uint32_t>(n);
-  if (kept > 0) LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good"));
-  return moved;
+  absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
+  return reprojector_.Run(scope, trust_store().get());
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(

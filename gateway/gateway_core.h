@@ -19,6 +19,7 @@
 #include "drivers/policy_driver.h"
 #include "gateway/config.h"
 #include "gateway/driver_handles.h"
+#include "gateway/reprojection.h"
 #include "gateway/sandbox_registry.h"
 #include "store/clock.h"
 #include "store/store.h"
@@ -120,6 +121,7 @@ class GatewayCore {
   const store::Clock* const clock_;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
+  Reprojector reprojector_;  // a builtin scope's re-projection
 
   trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
 

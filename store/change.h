@@ -20,6 +20,10 @@ namespace osh::store {
 using openshell::policy::driver::v1::RuntimeContext;
 using osh::trust::AuditEvent;
 
+// SandboxRecord::verification: admitted against a trust store, or without one.
+inline constexpr char kVerificationNone[] = "none";
+inline constexpr char kVerificationVerified[] = "verified";
+
 struct SandboxRecord {
   RuntimeContext context;
   std::string context_bytes;   // LoadSandboxes: the stored (deterministic) serialization of `context`; else ""
@@ -27,7 +31,7 @@ struct SandboxRecord {
   std::string driver_handle;
   int64_t acquisition_id = 0;  // AdmitSandbox only: the RecordAdmissionIntent row this admission settles
   EnvelopePtr envelope;        // the admitted projection, exactly as admitted
-  std::string verification;    // "none" or "verified"
+  std::string verification;    // kVerificationNone or kVerificationVerified
   std::vector<std::string> signing_key_ids;  // the keys that were counted
   int64_t admitted_at_unix = 0;
   int64_t updated_at_unix = 0;

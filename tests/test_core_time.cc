@@ -110,3 +110,47 @@ TEST_CASE("core on simulated time: refresh is due exactly at its interval and ah
   CHECK(osh::gateway::RefreshLeadSeconds(kStart, kStart + 3600) == 300);
   CHECK(osh::gateway::RefreshLeadSeconds(0, kStart) == 30);  // no issue time: 30 s
 }
+
+TEST_CASE("core in process: a scope's change moves exactly the sandboxes it applies to, with one audit event",
+          "[core][reprojection]") {
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  auto in_tenant = osh::test::ContextFor("sb-t");
+  (*in_tenant.mutable_attributes())["tenant_id"] = "acme";
+  for (const auto& context : {osh::test::ContextFor("sb-1"), osh::test::ContextFor("sb-2"), in_tenant}) {
+    REQUIRE(t.core->Admit(context).ok());
+  }
+  auto events_before = t.store->ListAuditEvents(0, 1000)->size();
+
+  // A tenant policy: only the tenant's sandbox moves.
+  set.set_scope("tenant:acme");
+  set.mutable_policy()->mutable_filesystem()->add_read_only("/opt/acme");
+  auto tenant = t.core->SetPolicy(set);
+  REQUIRE(tenant.ok());
+  CHECK(tenant->sandboxes_updated() == 1);
+  CHECK(t.core->GetSandbox("sb-t")->policy_digest() == tenant->policy_digest());
+  const std::string default_digest = t.core->GetSandbox("sb-1")->policy_digest();
+  CHECK(default_digest != tenant->policy_digest());
+
+  // The default changes: the two default sandboxes move; the tenant one keeps its more specific policy
+  // but is re-projected too (policy_version counts every scope it reads).
+  set.set_scope("default");
+  set.mutable_policy()->mutable_filesystem()->add_read_only("/opt/new-default");
+  auto changed = t.core->SetPolicy(set);
+  REQUIRE(changed.ok());
+  CHECK(changed->sandboxes_updated() == 3);
+  CHECK(t.core->GetSandbox("sb-1")->policy_digest() == changed->policy_digest());
+  CHECK(t.core->GetSandbox("sb-2")->policy_digest() == changed->policy_digest());
+  CHECK(t.core->GetSandbox("sb-t")->policy_digest() == tenant->policy_digest());
+  CHECK(t.core->GetSandbox("sb-t")->policy_version() == t.core->GetSandbox("sb-1")->policy_version());
+
+  // Each change wrote its mutation event and one re-projection summary, not one event per sandbox.
+  auto events = t.store->ListAuditEvents(0, 1000);
+  REQUIRE(events->size() == events_before + 4);
+  CHECK((*events)[events_before + 1].type == "reprojection");
+  CHECK((*events)[events_before + 3].type == "reprojection");
+  CHECK_THAT((*events)[events_before + 3].reason, Catch::Contains("scope default: "));
+}

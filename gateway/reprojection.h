@@ -1,0 +1,42 @@
+// The re-projection of a builtin scope (design.md, "Re-projection of a scope"): every admitted sandbox
+// the scope may apply to is grouped by PolicyAuthoring::ProjectionKey; per group one GetProjection,
+// one §3.3 check (rollback per sandbox) and one envelope; all groups move in one store transaction with
+// one summary audit event (`reprojection`) — all or none. Sandboxes that cannot move keep the last good
+// projection with `last_refresh_error` set, its reason code first.
+//
+// Callers serialize it with refreshes (the core holds its refresh lock). Everything passed in must
+// outlive it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "drivers/policy_driver.h"
+#include "gateway/config.h"
+#include "gateway/sandbox_registry.h"
+#include "store/clock.h"
+#include "store/store.h"
+#include "trust/trust_store.h"
+#include "trust/validated_body_cache.h"
+
+namespace osh::gateway {
+
+class Reprojector {
+ public:
+  Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+              trust::ValidatedBodyCache* body_cache, const store::Clock* clock);
+
+  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). Returns how
+  // many moved to a new projection (0 when the commit failed: nothing moved, and it is logged).
+  uint32_t Run(const std::string& scope, const trust::TrustStore* trust);
+
+ private:
+  const Config& config_;
+  store::Store* const store_;
+  drivers::PolicyDriver* const driver_;
+  SandboxRegistry* const registry_;
+  trust::ValidatedBodyCache* const body_cache_;
+  const store::Clock* const clock_;
+};
+
+}  // namespace osh::gateway
