@@ -1,0 +1,233 @@
+#include "gateway/daemon.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "builtin_driver/builtin_driver.h"
+#include "drivers/unix_server.h"
+#include "gateway/log.h"
+#include "policy/policy_file.h"
+#include "store/open_store.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
+
+}  // namespace
+
+Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock) {
+  std::unique_ptr<Daemon> daemon(new Daemon(config, clock));
+  for (int (Daemon::*step)() : {&Daemon::Build, &Daemon::StartDriver, &Daemon::Serve}) {
+    if (const int exit_code = (daemon.get()->*step)(); exit_code != 0) return {nullptr, exit_code};
+  }
+  return {std::move(daemon), 0};
+}
+
+int Daemon::Build() {
+  if (auto status = drivers::EnsurePrivateDir(config_.state_dir); !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  const std::string db_path = config_.SqlitePath();
+  if (auto status = drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string());
+      !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  auto store = store::OpenStore(config_.database, clock_);
+  if (!store.ok()) {
+    LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));
+    return kExitStartup;
+  }
+  store_ = *std::move(store);
+  if (!config_.trust_store.empty()) {
+    auto loaded = trust::TrustStore::Load(config_.trust_store);
+    if (!loaded.ok()) {
+      LogError(std::string(loaded.status().message()));
+      return kExitStartup;
+    }
+    trust_store_ = std::make_shared<const trust::TrustStore>(*std::move(loaded));
+    LogInfo(absl::StrCat("trust store ", config_.trust_store, ": ", trust_store_->keys().size(), " key(s), threshold ",
+                         trust_store_->threshold()));
+  } else {
+    LogWarning("no trust store configured: projections are admitted with verification = none");
+  }
+  return 0;
+}
+
+int Daemon::StartDriver() {
+  if (!config_.driver_socket.empty()) {
+    if (!config_.builtin_signing_key.empty()) {
+      LogError("builtin_signing_key is for the builtin driver; it cannot be used with driver_socket");
+      return kExitConfig;
+    }
+    drivers::RemoteDriverOptions options;
+    options.socket_path = config_.driver_socket;
+    options.connect_timeout_ms = config_.driver_connect_timeout_ms;
+    options.call_timeout_ms = config_.driver_call_timeout_ms;
+    if (!config_.driver_socket_owner.empty()) {
+      auto uid = drivers::ResolveUser(config_.driver_socket_owner);
+      if (!uid.ok()) {
+        LogError(absl::StrCat("driver_socket_owner: ", uid.status().message()));
+        return kExitConfig;
+      }
+      options.socket_owner = *uid;
+    }
+    options.accepted_surfaces = config_.accepted_surfaces;
+    options.gateway_version = OSH_VERSION;
+    LogInfo(absl::StrCat("connecting to the policy driver on ", config_.driver_socket, " (up to ",
+                         config_.driver_connect_timeout_ms, " ms)"));
+    auto started = drivers::RemoteDriver::Start(options);
+    if (!started.ok()) {
+      LogError(absl::StrCat("policy driver: ", started.status().message()));
+      return kExitStartup;
+    }
+    remote_ = started->get();
+    if (auto caps = remote_->GetCapabilities(); caps.ok()) {
+      LogInfo(absl::StrCat("policy driver '", caps->driver_name(), "' ", caps->driver_version(), ": permits_mutation=",
+                           caps->permits_mutation() ? "true" : "false", ", signs_projections=",
+                           caps->signs_projections() ? "true" : "false"));
+      if (trust_store_ == nullptr && !caps->signs_projections()) {
+        LogWarning("the driver does not sign and no trust store is configured: nothing proves where policies come from");
+      }
+    } else {
+      LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE at start-up (", config_.driver_socket,
+                            "): starting degraded; admissions fail closed until it answers"));
+    }
+    driver_ = *std::move(started);
+    return 0;
+  }
+  std::optional<builtin_driver::SigningKey> signing_key;
+  if (!config_.builtin_signing_key.empty()) {
+    auto pem = policy::ReadFileToString(config_.builtin_signing_key);
+    if (!pem.ok()) {
+      LogError(absl::StrCat("builtin_signing_key: ", pem.status().message()));
+      return kExitStartup;
+    }
+    auto key = trust::PrivateKey::FromPem(*pem);
+    if (!key.ok()) {
+      LogError(absl::StrCat("builtin_signing_key ", config_.builtin_signing_key, ": ", key.status().message()));
+      return kExitStartup;
+    }
+    signing_key = builtin_driver::SigningKey{*std::move(key), config_.builtin_signing_key_id};
+  }
+  auto builtin = builtin_driver::BuiltinDriver::Create(store_.get(), std::move(signing_key),
+                                                       config_.builtin_context_binding, clock_);
+  if (!builtin.ok()) {
+    LogError(absl::StrCat("builtin driver: ", builtin.status().message()));
+    return kExitStartup;
+  }
+  driver_ = *std::move(builtin);
+  return 0;
+}
+
+int Daemon::Serve() {
+  core_ = std::make_unique<GatewayCore>(config_, store_.get(), driver_.get(), &registry_, trust_store_, clock_);
+  auto loaded = core_->LoadAdmitted();
+  if (!loaded.ok()) {
+    LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));
+    return kExitStartup;
+  }
+  loaded_ = *loaded;
+  core_->DeliverPendingReleases();
+
+  pool_ = std::make_unique<WorkerPool>(8);
+  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get());
+  sandbox_service_ = std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  auto listen = [](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
+                   Listener* out) {
+    grpc::ServerBuilder builder;
+    if (typed != nullptr) builder.RegisterService(typed);
+    if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
+    auto server = drivers::StartUnixServer(socket_path, builder);  // private folder, socket 0600
+    if (!server.ok()) {
+      LogError(std::string(server.status().message()));
+      return false;
+    }
+    *out = {*std::move(server), std::filesystem::absolute(socket_path).lexically_normal().string()};
+    return true;
+  };
+  if (!listen(config_.admin_socket, nullptr, admin_service_.get(), &admin_) ||
+      !listen(config_.sandbox_socket, sandbox_service_.get(), nullptr, &sandbox_)) {
+    return kExitStartup;  // the destructor stops what did start
+  }
+  if (remote_ != nullptr) {
+    // Runs on the monitor thread, or on the thread whose driver call found it gone.
+    remote_->SetStateListener([this](bool available, const std::string& detail) {
+      UpdateHealth();
+      core_->OnDriverState(available, detail);
+      if (available) core_->DeliverPendingReleases();
+    });
+  }
+  UpdateHealth();
+  scheduler_ = std::make_unique<RefreshScheduler>(core_.get(), &registry_, driver_.get(), config_.refresh_interval_s);
+  // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
+  // re-verifies the rest in the background.
+  verifier_ = std::thread([this] { core_->VerifyLoaded(); });
+  LogInfo(absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_, " admitted sandbox(es), admin ", admin_.path,
+                       ", sandbox ", sandbox_.path, ", database ", config_.SqlitePath()));
+  return 0;
+}
+
+void Daemon::UpdateHealth() {
+  absl::MutexLock lock(&health_mu_);
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService, driver_->available());
+  }
+}
+
+int Daemon::ServeUntilStopped() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  for (;;) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      LogInfo("SIGHUP: reloading the trust store");
+      pool_->Submit([core = core_.get()] { core->ReloadTrustStore().IgnoreError(); });  // logs and audits either way
+      continue;
+    }
+    LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
+    break;
+  }
+  Stop();
+  LogInfo("stopped");
+  return 0;
+}
+
+void Daemon::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  registry_.CloseAllWatchers();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->Shutdown(deadline);
+  }
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->Wait();
+  }
+  // Quiesce every thread that may still touch the servers, the core or the driver, in order.
+  if (core_ != nullptr) core_->StopVerifying();
+  if (verifier_.joinable()) verifier_.join();
+  scheduler_.reset();
+  if (remote_ != nullptr) {
+    remote_->Stop();
+    remote_->SetStateListener(nullptr);
+  }
+  if (pool_ != nullptr) pool_->Shutdown();
+}
+
+Daemon::~Daemon() { Stop(); }
+
+}  // namespace osh::gateway

@@ -1,0 +1,86 @@
+// The policy-gateway process from start to stop, as one type whose members are declared in start-up
+// order: the clock, the store, the trust store, the driver, the registry and the core, the worker pool
+// and the services, the two listeners, then the background threads (refresh scheduler, start-up
+// re-verification). Stop() quiesces them in the one order that keeps every pointer valid: watchers
+// closed, servers drained, background threads joined, the driver's monitor stopped, the pool drained.
+//
+// Start logs what went wrong and says which exit code the process should end with (2: configuration,
+// 1: start-up). Not copyable; ServeUntilStopped runs on the thread that receives the signals.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/synchronization/mutex.h"
+#include "drivers/remote_driver.h"
+#include "gateway/admin_service.h"
+#include "gateway/config.h"
+#include "gateway/gateway_core.h"
+#include "gateway/refresh_scheduler.h"
+#include "gateway/sandbox_registry.h"
+#include "gateway/sandbox_service.h"
+#include "gateway/worker_pool.h"
+#include "store/clock.h"
+#include "store/store.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+
+inline constexpr int kExitConfig = 2;
+inline constexpr int kExitStartup = 1;
+
+class Daemon {
+ public:
+  struct Started {
+    std::unique_ptr<Daemon> daemon;  // null when it could not start
+    int exit_code = 0;               // when it could not: kExitConfig or kExitStartup
+  };
+  // Opens the store, loads the trust store, starts the driver, loads the admitted sandboxes and starts
+  // serving on both sockets. `clock` (not owned) must outlive the daemon.
+  static Started Start(const Config& config, const store::Clock* clock);
+
+  // Serves until SIGTERM or SIGINT (SIGHUP reloads the trust store), then stops. Returns the exit code.
+  // The caller must have blocked those signals in every thread before any started.
+  int ServeUntilStopped();
+
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+ private:
+  struct Listener {
+    std::unique_ptr<grpc::Server> server;
+    std::string path;
+  };
+  Daemon(const Config& config, const store::Clock* clock) : config_(config), clock_(clock) {}
+  // The steps of Start, in order; each returns 0 or the exit code to end with.
+  int Build();
+  int StartDriver();
+  int Serve();
+  void UpdateHealth();
+  // Idempotent; safe on a daemon that started only partly.
+  void Stop();
+
+  const Config config_;
+  const store::Clock* const clock_;
+  std::unique_ptr<store::Store> store_;
+  std::shared_ptr<const trust::TrustStore> trust_store_;
+  std::unique_ptr<drivers::PolicyDriver> driver_;
+  drivers::RemoteDriver* remote_ = nullptr;  // driver_, when it is the remote one
+  SandboxRegistry registry_;
+  std::unique_ptr<GatewayCore> core_;
+  size_t loaded_ = 0;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<SandboxService> sandbox_service_;
+  Listener admin_, sandbox_;
+  absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
+  std::unique_ptr<RefreshScheduler> scheduler_;
+  std::thread verifier_;
+  bool stopped_ = false;
+};
+
+}  // namespace osh::gateway
