@@ -2,6 +2,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "policy/body_codec.h"
@@ -11,6 +12,8 @@
 #include "trust/encoding.h"
 
 namespace osh::builtin_driver {
+
+namespace audit = trust::audit;
 namespace {
 
 namespace driver_v1 = drivers::driver_v1;
@@ -156,9 +159,9 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
     body = policy::SerializeDeterministic(*policy);
   }
   store::AuditEvent event;
-  event.type = "mutation";
+  event.type = audit::type::kMutation;
   event.surface_id = kSurface;
-  event.outcome = "ok";
+  event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat(what, " ", scope);
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();

@@ -1,9 +1,12 @@
 #include "gateway/driver_handles.h"
 
 #include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
 #include "gateway/log.h"
 
 namespace osh::gateway {
+
+namespace audit = trust::audit;
 
 bool DriverUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
@@ -52,8 +55,8 @@ void DriverHandles::Release(const Acquired& acquired) {
   const absl::Status status = driver_->ReleaseHandle(acquired.handle);
   if (status.ok() || absl::IsNotFound(status)) {
     store::AuditEvent event;
-    event.type = "release";
-    event.outcome = "ok";
+    event.type = audit::type::kRelease;
+    event.outcome = audit::outcome::kOk;
     event.reason = "driver handle of a refused admission released";
     if (auto s = store_->CompleteRelease(acquired.intent, std::move(event)); !s.ok()) {
       LogError(absl::StrCat("cannot complete a driver handle release: ", s.ToString()));
@@ -73,9 +76,9 @@ void DriverHandles::DeliverQueued() {
   if (!pending.ok()) return;
   for (const auto& release : *pending) {
     store::AuditEvent event;
-    event.type = "release";
+    event.type = audit::type::kRelease;
     event.sandbox_id = release.context.sandbox_id();
-    event.outcome = "ok";
+    event.outcome = audit::outcome::kOk;
     if (release.driver_handle.empty()) {
       // The handle of an admission that never finished was not recorded. Re-acquire it for the same
       // context (drivers may return the same handle) and release that, unless the sandbox was

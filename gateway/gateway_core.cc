@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gateway/log.h"
@@ -20,6 +21,8 @@
 #include "trust/projection_check.h"
 
 namespace osh::gateway {
+
+namespace audit = trust::audit;
 namespace {
 
 using store::kVerificationNone;
@@ -145,8 +148,8 @@ absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const drive
   const auto result = trust::CheckProjection(full, input);
   if (!result.ok()) {
     store_->AppendAudit([&] {
-      auto e = EventFor("reverification_failed", sandbox_id, &full);
-      e.outcome = "refused";
+      auto e = EventFor(audit::type::kReverificationFailed, sandbox_id, &full);
+      e.outcome = audit::outcome::kRefused;
       e.reason = result.Message();
       return e;
     }()).IgnoreError();
@@ -223,8 +226,8 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
                                           const driver_v1::Projection* projection, const std::string& reason_code,
                                           const std::string& detail) {
   const std::string message = absl::StrCat(reason_code, ": ", detail);
-  auto event = EventFor("refusal", context.sandbox_id(), projection);
-  event.outcome = "refused";
+  auto event = EventFor(audit::type::kRefusal, context.sandbox_id(), projection);
+  event.outcome = audit::outcome::kRefused;
   event.reason = message;
   if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a refusal: ", status.ToString()));
@@ -286,9 +289,9 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = input.now_unix;
 
-  auto event = EventFor("admission", context.sandbox_id(), &admitted);
+  auto event = EventFor(audit::type::kAdmission, context.sandbox_id(), &admitted);
   event.key_ids = result.verified_key_ids;
-  event.outcome = "ok";
+  event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat("verification=", verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   if (absl::Status status = store_->InsertSandbox(std::move(record), std::move(event)); !status.ok()) {
@@ -311,8 +314,8 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
 
 absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {
   if (sandbox_id.empty()) return absl::InvalidArgumentError("sandbox_id: required");
-  auto event = EventFor("deletion", sandbox_id, nullptr);
-  event.outcome = "ok";
+  auto event = EventFor(audit::type::kDeletion, sandbox_id, nullptr);
+  event.outcome = audit::outcome::kOk;
   auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
   if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
   gateway_v1::DeleteSandboxResponse out;
@@ -357,8 +360,8 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
                             const driver_v1::Projection* offered) -> absl::Status {
     const std::string message = absl::StrCat(reason_code, ": ", detail);
-    auto event = EventFor("refresh", sandbox_id, offered);
-    event.outcome = "kept_last_good";
+    auto event = EventFor(audit::type::kRefresh, sandbox_id, offered);
+    event.outcome = audit::outcome::kKeptLastGood;
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
     LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message));
@@ -398,9 +401,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
 
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
-  auto event = EventFor("refresh", sandbox_id, &projection);
+  auto event = EventFor(audit::type::kRefresh, sandbox_id, &projection);
   event.key_ids = result.verified_key_ids;
-  event.outcome = "ok";
+  event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   out.set_changed(true);
@@ -492,10 +495,10 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   }
   const int64_t now = clock_->NowUnix();
   store::AuditEvent event;
-  event.type = "report";
+  event.type = audit::type::kReport;
   event.sandbox_id = sandbox_id;
   event.policy_digest = request.policy_digest();
-  event.outcome = request.status() == gateway_v1::LOADED ? "loaded" : "failed";
+  event.outcome = request.status() == gateway_v1::LOADED ? audit::outcome::kLoaded : audit::outcome::kFailed;
   event.reason = request.error();
   if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now,
                                          std::move(event));
@@ -526,11 +529,11 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
     return absl::FailedPreconditionError("no trust store is configured (trust_store is unset)");
   }
   store::AuditEvent event;
-  event.type = "trust_store_reload";
+  event.type = audit::type::kTrustStoreReload;
   auto loaded = trust::TrustStore::Load(config_.trust_store);
   if (!loaded.ok()) {
     const std::string message = absl::StrCat("trust_store_invalid: ", loaded.status().message(), "; the last good trust store stays in force");
-    event.outcome = "failed";
+    event.outcome = audit::outcome::kFailed;
     event.reason = message;
     store_->AppendAudit(std::move(event)).IgnoreError();
     LogError(absl::StrCat("trust store reload failed: ", message));
@@ -545,7 +548,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
     absl::MutexLock lock(&trust_mu_);
     trust_store_ = std::move(fresh);
   }
-  event.outcome = "ok";
+  event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat(out.keys(), " key(s), threshold ", out.threshold());
   store_->AppendAudit(std::move(event)).IgnoreError();
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
@@ -554,8 +557,8 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
 
 void GatewayCore::OnDriverState(bool available, const std::string& detail) {
   store::AuditEvent event;
-  event.type = available ? "driver_up" : "driver_down";
-  event.outcome = available ? "ok" : "unavailable";
+  event.type = available ? audit::type::kDriverUp : audit::type::kDriverDown;
+  event.outcome = available ? audit::outcome::kOk : audit::outcome::kUnavailable;
   event.reason = detail;
   if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a driver state change: ", status.ToString()));
@@ -578,8 +581,8 @@ absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
 
 void GatewayCore::RecordMutationRefused(const std::string& method) {
   store::AuditEvent event;
-  event.type = "mutation_refused";
-  event.outcome = "refused";
+  event.type = audit::type::kMutationRefused;
+  event.outcome = audit::outcome::kRefused;
   event.reason = absl::StrCat("mutation_not_permitted: ", method);
   if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a refused mutation: ", status.ToString()));

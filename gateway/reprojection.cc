@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "gateway/driver_handles.h"
 #include "gateway/log.h"
@@ -12,6 +13,8 @@
 #include "trust/projection_check.h"
 
 namespace osh::gateway {
+
+namespace audit = trust::audit;
 
 using store::kVerificationNone;
 using store::kVerificationVerified;
@@ -106,8 +109,8 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
   if (batch.changes.empty()) return 0;
   // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
   store::AuditEvent event;
-  event.type = "reprojection";
-  event.outcome = kept == 0 ? "ok" : "partial";
+  event.type = audit::type::kReprojection;
+  event.outcome = kept == 0 ? audit::outcome::kOk : audit::outcome::kPartial;
   std::vector<std::string> parts;
   for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
   event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",

@@ -1,12 +1,16 @@
 // The audit chain's published form (docs/audit.md): canonical bytes and hash pinned by an independent
 // computation (Python's hashlib/struct), the JSON line round trip, and the offline verifier's verdicts.
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <regex>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "trust/audit_chain.h"
+#include "trust/audit_vocabulary.h"
 
 using osh::trust::AuditEvent;
 
@@ -189,4 +193,24 @@ TEST_CASE("audit verify: a whole chain passes, and each kind of break names the 
     CHECK_THAT(v.detail, Catch::Contains("anchor"));
     CHECK(Verify(lines, Verify({lines[0], lines[1]}).head_hash).whole);  // an older anchor is contained
   }
+}
+
+TEST_CASE("audit: the documented event types and outcomes are exactly the ones the gateway writes", "[audit]") {
+  // docs/audit.md's table: `type` (or `a` / `b`) | `outcome` (or `a` / `b`) | when — one row per type.
+  std::ifstream doc(std::string(OSH_SOURCE_DIR) + "/docs/audit.md");
+  REQUIRE(doc.good());
+  std::set<std::string> types, outcomes;
+  const std::regex row(R"(^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \| (`[a-z_]+`(?: / `[a-z_]+`)*) \|)"), name("`([a-z_]+)`");
+  auto names = [&](const std::string& column, std::set<std::string>* into) {
+    for (std::sregex_iterator it(column.begin(), column.end(), name), end; it != end; ++it) into->insert((*it)[1].str());
+  };
+  for (std::string line; std::getline(doc, line);) {
+    std::smatch m;
+    if (!std::regex_search(line, m, row) || m[1] == "`type`") continue;  // the header row names the columns
+    names(m[1], &types);
+    names(m[2], &outcomes);
+  }
+  namespace audit = osh::trust::audit;
+  CHECK(types == std::set<std::string>(std::begin(audit::kAllTypes), std::end(audit::kAllTypes)));
+  CHECK(outcomes == std::set<std::string>(std::begin(audit::kAllOutcomes), std::end(audit::kAllOutcomes)));
 }
