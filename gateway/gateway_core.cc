@@ -12,6 +12,7 @@
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "gateway/audit_recorder.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -29,19 +30,6 @@ using store::kVerificationNone;
 using store::kVerificationVerified;
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
-
-store::AuditEvent EventFor(const std::string& type, const std::string& sandbox_id, const driver_v1::Projection* p) {
-  store::AuditEvent event;
-  event.type = type;
-  event.sandbox_id = sandbox_id;
-  if (p != nullptr) {
-    event.surface_id = p->surface_id();
-    event.policy_digest = p->policy_digest();
-    event.policy_version = p->policy_version();
-    event.audit_context = {p->audit_context().begin(), p->audit_context().end()};
-  }
-  return event;
-}
 
 // Notes gateway-internal markers in a driver-supplied body (SCHEMA.md): relayed as issued, audited.
 std::string MarkerNote(const openshell::sandbox::v1::SandboxPolicy& policy) {
@@ -86,6 +74,7 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       driver_(driver),
       registry_(registry),
       clock_(clock),
+      audit_(store),
       handles_(store, driver, registry, &slots_),
       reprojector_(config_, store, driver, registry, &body_cache_, clock),
       trust_store_(std::move(trust_store)) {
@@ -147,12 +136,8 @@ absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const drive
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(full, input);
   if (!result.ok()) {
-    store_->AppendAudit([&] {
-      auto e = EventFor(audit::type::kReverificationFailed, sandbox_id, &full);
-      e.outcome = audit::outcome::kRefused;
-      e.reason = result.Message();
-      return e;
-    }()).IgnoreError();
+    audit_.Record(AuditRecorder::For(audit::type::kReverificationFailed, sandbox_id, &full), audit::outcome::kRefused,
+                  result.Message());
     return result.ToStatus();
   }
   return absl::OkStatus();
@@ -226,12 +211,8 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
                                           const driver_v1::Projection* projection, const std::string& reason_code,
                                           const std::string& detail) {
   const std::string message = absl::StrCat(reason_code, ": ", detail);
-  auto event = EventFor(audit::type::kRefusal, context.sandbox_id(), projection);
-  event.outcome = audit::outcome::kRefused;
-  event.reason = message;
-  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
-    LogError(absl::StrCat("cannot audit a refusal: ", status.ToString()));
-  }
+  audit_.Record(AuditRecorder::For(audit::type::kRefusal, context.sandbox_id(), projection), audit::outcome::kRefused,
+                message);
   handles_.Release(acquired);
   LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message));
   return absl::FailedPreconditionError(message);
@@ -289,7 +270,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = input.now_unix;
 
-  auto event = EventFor(audit::type::kAdmission, context.sandbox_id(), &admitted);
+  auto event = AuditRecorder::For(audit::type::kAdmission, context.sandbox_id(), &admitted);
   event.key_ids = result.verified_key_ids;
   event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat("verification=", verification);
@@ -314,7 +295,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
 
 absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {
   if (sandbox_id.empty()) return absl::InvalidArgumentError("sandbox_id: required");
-  auto event = EventFor(audit::type::kDeletion, sandbox_id, nullptr);
+  auto event = AuditRecorder::For(audit::type::kDeletion, sandbox_id, nullptr);
   event.outcome = audit::outcome::kOk;
   auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
   if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
@@ -360,7 +341,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
                             const driver_v1::Projection* offered) -> absl::Status {
     const std::string message = absl::StrCat(reason_code, ": ", detail);
-    auto event = EventFor(audit::type::kRefresh, sandbox_id, offered);
+    auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, offered);
     event.outcome = audit::outcome::kKeptLastGood;
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
@@ -401,7 +382,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
 
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
-  auto event = EventFor(audit::type::kRefresh, sandbox_id, &projection);
+  auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, &projection);
   event.key_ids = result.verified_key_ids;
   event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
@@ -528,14 +509,10 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   if (config_.trust_store.empty()) {
     return absl::FailedPreconditionError("no trust store is configured (trust_store is unset)");
   }
-  store::AuditEvent event;
-  event.type = audit::type::kTrustStoreReload;
   auto loaded = trust::TrustStore::Load(config_.trust_store);
   if (!loaded.ok()) {
     const std::string message = absl::StrCat("trust_store_invalid: ", loaded.status().message(), "; the last good trust store stays in force");
-    event.outcome = audit::outcome::kFailed;
-    event.reason = message;
-    store_->AppendAudit(std::move(event)).IgnoreError();
+    audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kFailed, message);
     LogError(absl::StrCat("trust store reload failed: ", message));
     return absl::FailedPreconditionError(message);
   }
@@ -548,21 +525,15 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
     absl::MutexLock lock(&trust_mu_);
     trust_store_ = std::move(fresh);
   }
-  event.outcome = audit::outcome::kOk;
-  event.reason = absl::StrCat(out.keys(), " key(s), threshold ", out.threshold());
-  store_->AppendAudit(std::move(event)).IgnoreError();
+  audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kOk,
+                absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
   return out;
 }
 
 void GatewayCore::OnDriverState(bool available, const std::string& detail) {
-  store::AuditEvent event;
-  event.type = available ? audit::type::kDriverUp : audit::type::kDriverDown;
-  event.outcome = available ? audit::outcome::kOk : audit::outcome::kUnavailable;
-  event.reason = detail;
-  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
-    LogError(absl::StrCat("cannot audit a driver state change: ", status.ToString()));
-  }
+  audit_.Record(AuditRecorder::For(available ? audit::type::kDriverUp : audit::type::kDriverDown, ""),
+                available ? audit::outcome::kOk : audit::outcome::kUnavailable, detail);
   if (available) {
     LogInfo(absl::StrCat("policy driver available: ", detail, "; admissions are served"));
   } else {
@@ -580,13 +551,8 @@ absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
 }
 
 void GatewayCore::RecordMutationRefused(const std::string& method) {
-  store::AuditEvent event;
-  event.type = audit::type::kMutationRefused;
-  event.outcome = audit::outcome::kRefused;
-  event.reason = absl::StrCat("mutation_not_permitted: ", method);
-  if (auto status = store_->AppendAudit(std::move(event)); !status.ok()) {
-    LogError(absl::StrCat("cannot audit a refused mutation: ", status.ToString()));
-  }
+  audit_.Record(AuditRecorder::For(audit::type::kMutationRefused, ""), audit::outcome::kRefused,
+                absl::StrCat("mutation_not_permitted: ", method));
 }
 
 }  // namespace osh::gateway

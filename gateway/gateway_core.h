@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
+#include "gateway/audit_recorder.h"
 #include "gateway/config.h"
 #include "gateway/driver_handles.h"
 #include "gateway/reprojection.h"
@@ -119,6 +120,7 @@ class GatewayCore {
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   const store::Clock* const clock_;
+  AuditRecorder audit_;      // events that record no state change
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
   Reprojector reprojector_;  // a builtin scope's re-projection

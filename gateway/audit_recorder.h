@@ -1,0 +1,33 @@
+// The audit events the core writes on their own: those that record no state change (a refused
+// admission, a stored envelope failing re-verification, the driver going up or down, a trust-store
+// reload, a refused mutation). Appending one never fails the caller's operation; a failure to append is
+// logged, never silently dropped. Events that record a state change travel in the same store batch as
+// the change (store::ChangeBatch), built with For().
+//
+// Thread-safe (the store is). The store must outlive the recorder.
+#pragma once
+
+#include <string>
+
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "store/store.h"
+
+namespace osh::gateway {
+
+class AuditRecorder {
+ public:
+  explicit AuditRecorder(store::Store* store) : store_(store) {}
+
+  // An event of `type` for `sandbox_id`, with the projection's surface, digest, version and audit
+  // context (verbatim) when there is one. Outcome and reason are the caller's.
+  static store::AuditEvent For(const char* type, const std::string& sandbox_id,
+                               const openshell::policy::driver::v1::Projection* projection = nullptr);
+
+  // Appends `event` with its outcome and reason to the chain.
+  void Record(store::AuditEvent event, const char* outcome, std::string reason);
+
+ private:
+  store::Store* const store_;
+};
+
+}  // namespace osh::gateway
