@@ -11,7 +11,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "policy/glob.h"
 
 namespace osh::policy {
 namespace {
@@ -69,17 +72,55 @@ std::optional<std::string> CheckHost(absl::string_view host) {
         return absl::StrCat("invalid character '", std::string(1, c), "' in ", Quote(host));
       }
     }
-    if (label.find('*') == absl::string_view::npos) continue;
-    if (i != 0) return absl::StrCat("wildcards are allowed only in the first label: ", Quote(host));
-    if (label.find("**") != absl::string_view::npos && label != "**") {
-      return absl::StrCat("'**' must be the whole first label: ", Quote(host));
-    }
+    const size_t stars = static_cast<size_t>(std::count(label.begin(), label.end(), '*'));
+    if (stars == 0) continue;
     wildcard = true;
+    if (i + 1 == labels.size()) return absl::StrCat("a wildcard top-level domain is refused: ", Quote(host));
+    if (i == 0) {
+      if (label == "**" || stars == 1) continue;
+      return absl::StrCat("'**' must be the whole first label, and a pattern in it has one '*': ", Quote(host));
+    }
+    if (label != "*") {
+      return absl::StrCat("after the first label a wildcard must be a whole label ('*'): ", Quote(host));
+    }
   }
   if (wildcard && labels.size() < 3) {
     return absl::StrCat("a wildcard over a top-level domain is refused: ", Quote(host));
   }
   return std::nullopt;
+}
+
+// Whether two labels of host patterns (literal, "*", "**", or one '*' inside) share a concrete label.
+bool LabelsIntersect(absl::string_view a, absl::string_view b) {
+  const bool a_wild = a.find('*') != absl::string_view::npos;
+  const bool b_wild = b.find('*') != absl::string_view::npos;
+  if (!a_wild && !b_wild) return a == b;
+  if (!a_wild) return SegmentMatches(b, a);
+  if (!b_wild) return SegmentMatches(a, b);
+  const size_t as = a.find('*'), bs = b.find('*');
+  const absl::string_view ap = a.substr(0, as), bp = b.substr(0, bs);
+  const absl::string_view ax = a.substr(a.rfind('*') + 1), bx = b.substr(b.rfind('*') + 1);
+  const bool prefixes = absl::StartsWith(ap, bp) || absl::StartsWith(bp, ap);
+  const bool suffixes = absl::EndsWith(ax, bx) || absl::EndsWith(bx, ax);
+  return prefixes && suffixes;
+}
+
+// Whether two valid host patterns (lower-cased) match a common host. A leading "**" covers one or
+// more labels, so the patterns are compared label by label from the right.
+bool HostsIntersect(absl::string_view a, absl::string_view b) {
+  if (a.find('*') == absl::string_view::npos && b.find('*') == absl::string_view::npos) return a == b;
+  std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
+  const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
+  if (a_deep) la.erase(la.begin());
+  if (b_deep) lb.erase(lb.begin());
+  if (!a_deep && !b_deep && la.size() != lb.size()) return false;
+  if (a_deep && !b_deep && lb.size() < la.size() + 1) return false;
+  if (b_deep && !a_deep && la.size() < lb.size() + 1) return false;
+  const size_t common = std::min(la.size(), lb.size());
+  for (size_t i = 1; i <= common; ++i) {
+    if (!LabelsIntersect(la[la.size() - i], lb[lb.size() - i])) return false;
+  }
+  return true;
 }
 
 std::optional<std::string> CheckIpOrCidr(absl::string_view entry) {
@@ -113,6 +154,7 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   auto at = [&](absl::string_view field) { return absl::StrCat(path, ".", field); };
   if (ep.host().empty()) {
     if (ep.allowed_ips_size() == 0) return Violation{at("host"), "may be empty only when allowed_ips is set"};
+    if (ep.protocol() == "tcp") return Violation{at("host"), "a 'tcp' endpoint needs a host"};
   } else if (auto error = CheckHost(ep.host())) {
     return Violation{at("host"), *error};
   }
@@ -139,9 +181,85 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   if (!ep.access().empty() && ep.rules_size() > 0) {
     return Violation{at("access"), "access may not be combined with rules"};
   }
+  if (!ep.access().empty() && ep.protocol() == "tcp") {
+    return Violation{at("access"), "an access preset needs an L7 protocol, not 'tcp'"};
+  }
+  if (ep.protocol() == "sql" && ep.enforcement() == "enforce") {
+    return Violation{at("enforcement"), "'sql' endpoints can only audit: enforcement 'enforce' is refused"};
+  }
+  for (int r = 0; r < ep.rules_size(); ++r) {
+    const auto& allow = ep.rules(r).allow();
+    if (allow.method().empty() && allow.path().empty() && allow.command().empty() && allow.query().empty() &&
+        allow.operation_type().empty() && allow.operation_name().empty() && allow.fields().empty() &&
+        allow.params().empty()) {
+      return Violation{absl::StrCat(path, ".rules[", r, "].allow"), "a rule that names nothing allows nothing"};
+    }
+  }
   for (int i = 0; i < ep.allowed_ips_size(); ++i) {
     if (auto error = CheckIpOrCidr(ep.allowed_ips(i))) {
       return Violation{absl::StrCat(path, ".allowed_ips[", i, "]"), *error};
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<uint32_t> EffectivePorts(const NetworkEndpoint& ep) {
+  if (ep.ports_size() > 0) return {ep.ports().begin(), ep.ports().end()};
+  return {ep.port()};
+}
+
+std::string TlsMode(absl::string_view tls) {
+  if (tls.empty() || tls == "terminate" || tls == "auto") return "auto";  // 'terminate' is deprecated: auto
+  return std::string(tls);
+}
+
+std::string AllowedIps(const NetworkEndpoint& ep) {
+  std::vector<std::string> ips(ep.allowed_ips().begin(), ep.allowed_ips().end());
+  std::sort(ips.begin(), ips.end());
+  return absl::StrJoin(ips, ",");
+}
+
+// Two endpoints that can serve the same host:port must agree on what the connection itself does
+// (TLS handling, the IPs it may resolve to, the credential injected): otherwise which one applies
+// would depend on evaluation order.
+std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::vector<std::string>& rule_ids) {
+  struct Located {
+    std::string where;
+    const NetworkEndpoint* ep;
+    std::string host;
+    std::vector<uint32_t> ports;
+  };
+  std::vector<Located> all;
+  for (const auto& id : rule_ids) {
+    const auto& rule = policy.network_policies().at(id);
+    for (int i = 0; i < rule.endpoints_size(); ++i) {
+      all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &rule.endpoints(i),
+                     absl::AsciiStrToLower(rule.endpoints(i).host()), EffectivePorts(rule.endpoints(i))});
+    }
+  }
+  for (size_t i = 0; i < all.size(); ++i) {
+    for (size_t j = i + 1; j < all.size(); ++j) {
+      const Located& a = all[i];
+      const Located& b = all[j];
+      const bool shared_port = std::any_of(a.ports.begin(), a.ports.end(), [&](uint32_t p) {
+        return std::find(b.ports.begin(), b.ports.end(), p) != b.ports.end();
+      });
+      if (!shared_port || a.host.empty() || b.host.empty() || !HostsIntersect(a.host, b.host)) continue;
+      std::string field, left, right;
+      if (TlsMode(a.ep->tls()) != TlsMode(b.ep->tls())) {
+        field = "tls", left = a.ep->tls(), right = b.ep->tls();
+      } else if (AllowedIps(*a.ep) != AllowedIps(*b.ep)) {
+        field = "allowed_ips", left = AllowedIps(*a.ep), right = AllowedIps(*b.ep);
+      } else if (a.ep->credential_binding().provider() != b.ep->credential_binding().provider()) {
+        field = "credential_binding.provider", left = a.ep->credential_binding().provider(),
+        right = b.ep->credential_binding().provider();
+      } else {
+        continue;
+      }
+      return Violation{"network_policies",
+                       absl::StrCat(a.where, " (", a.ep->host(), ") and ", b.where, " (", b.ep->host(),
+                                    ") serve the same host:port but disagree on ", field, ": ", Quote(left), " vs ",
+                                    Quote(right))};
     }
   }
   return std::nullopt;
@@ -195,6 +313,8 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
       }
     }
   }
+
+  if (auto v = FindAmbiguity(policy, rule_ids)) return v;
 
   if (static_cast<size_t>(policy.network_middlewares_size()) > kMaxMiddlewares) {
     return Violation{"network_middlewares", absl::StrCat("at most ", kMaxMiddlewares, " middleware configs")};

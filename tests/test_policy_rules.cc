@@ -47,7 +47,14 @@ TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the fie
       {"bare star", Endpoint("{host: '*', port: 443}"), false, "network_policies.r.endpoints[0].host: a bare wildcard"},
       {"bare double star", Endpoint("{host: '**', port: 443}"), false, "a bare wildcard"},
       {"wildcard tld", Endpoint("{host: '*.com', port: 443}"), false, "top-level domain"},
-      {"wildcard last label", Endpoint("{host: 'example.*', port: 443}"), false, "only in the first label"},
+      {"wildcard last label", Endpoint("{host: 'example.*', port: 443}"), false, "wildcard top-level domain"},
+      {"whole-label wildcard in a middle label", Endpoint("{host: '*.s3.*.amazonaws.com', port: 443}"), true, ""},
+      {"partial wildcard in a middle label", Endpoint("{host: 'a.s3-*.amazonaws.com', port: 443}"), false, "must be a whole label"},
+      {"globstar after the first label", Endpoint("{host: 'api.**.example.com', port: 443}"), false, "must be a whole label"},
+      {"tcp without a host", Endpoint("{port: 6379, protocol: tcp, allowed_ips: [10.0.0.0/8]}"), false, "endpoints[0].host: a 'tcp' endpoint needs a host"},
+      {"sql enforce", Endpoint("{host: db.internal, port: 5432, protocol: sql, enforcement: enforce}"), false, "endpoints[0].enforcement: 'sql' endpoints can only audit"},
+      {"rule naming nothing", Endpoint("{host: a.example.com, port: 443, protocol: rest, rules: [{allow: {method: ''}}]}"), false, "endpoints[0].rules[0].allow: a rule that names nothing"},
+      {"tcp with access", Endpoint("{host: a.example.com, port: 443, protocol: tcp, access: full}"), false, "endpoints[0].access: an access preset needs an L7 protocol"},
       {"double star inside label", Endpoint("{host: 'a**.example.com', port: 443}"), false, "'**' must be the whole first label"},
       {"empty host without ips", Endpoint("{port: 443}"), false, "endpoints[0].host: may be empty only when allowed_ips is set"},
       {"empty host with ips", Endpoint("{port: 443, allowed_ips: [10.0.0.0/8]}"), true, ""},
@@ -111,4 +118,27 @@ TEST_CASE("policy rules: internal markers are accepted and reported", "[policy][
   const auto markers = osh::policy::InternalMarkers(*policy);
   REQUIRE(markers.size() == 2);
   CHECK(markers[0] == "network_policies.r.endpoints[0].advisor_proposed");
+}
+
+TEST_CASE("policy rules: endpoints that serve the same host:port must agree on the connection", "[policy][validation]") {
+  auto load = [](const std::string& left, const std::string& right) {
+    return osh::policy::ParsePolicyText("version: 1\nnetwork_policies:\n  a:\n    endpoints: [" + left +
+                                            "]\n    binaries: [{path: /usr/bin/curl}]\n  b:\n    endpoints: [" + right +
+                                            "]\n    binaries: [{path: /usr/bin/curl}]\n",
+                                        "p.yaml");
+  };
+  // Overlapping hosts (a globstar over a deeper exact host), a shared port, different TLS: refused.
+  auto deep = load("{host: '**.example.com', port: 443, tls: skip}", "{host: a.b.example.com, ports: [80, 443]}");
+  REQUIRE_FALSE(deep.ok());
+  CHECK_THAT(std::string(deep.status().message()), Catch::Contains("disagree on tls"));
+  // A one-label wildcard cannot match a two-label name: no overlap, accepted.
+  CHECK(load("{host: '*.example.com', port: 443, tls: skip}", "{host: a.b.example.com, port: 443}").ok());
+  // Same host, no shared port: accepted. 'terminate' is the deprecated spelling of the default.
+  CHECK(load("{host: a.example.com, port: 443, tls: skip}", "{host: a.example.com, port: 8443}").ok());
+  CHECK(load("{host: a.example.com, port: 443, tls: terminate}", "{host: A.example.com, port: 443}").ok());
+  // Two intra-label patterns overlap when their fixed parts are compatible.
+  auto intra = load("{host: 'api-*.example.com', port: 443, allowed_ips: [10.0.0.1]}", "{host: '*-eu.example.com', port: 443}");
+  REQUIRE_FALSE(intra.ok());
+  CHECK_THAT(std::string(intra.status().message()), Catch::Contains("disagree on allowed_ips"));
+  CHECK(load("{host: 'api-*.example.com', port: 443, allowed_ips: [10.0.0.1]}", "{host: 'web-*.example.com', port: 443}").ok());
 }

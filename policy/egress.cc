@@ -1,0 +1,479 @@
+#include "policy/egress.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "policy/glob.h"
+
+namespace osh::policy {
+
+using openshell::sandbox::v1::NetworkEndpoint;
+using openshell::sandbox::v1::SandboxPolicy;
+
+absl::string_view VerdictName(EgressVerdict verdict) {
+  switch (verdict) {
+    case EgressVerdict::kAllow: return "allow";
+    case EgressVerdict::kDeny: return "deny";
+    case EgressVerdict::kAudit: return "audit";
+    case EgressVerdict::kUnsupported: return "unsupported";
+  }
+  return "deny";
+}
+
+std::vector<std::pair<std::string, std::string>> PresetRules(absl::string_view access) {
+  if (access == "read-only") return {{"GET", "**"}, {"HEAD", "**"}, {"OPTIONS", "**"}};
+  if (access == "read-write") {
+    return {{"GET", "**"}, {"HEAD", "**"}, {"OPTIONS", "**"}, {"POST", "**"}, {"PUT", "**"}, {"PATCH", "**"}};
+  }
+  if (access == "full") return {{"*", "**"}};
+  return {};
+}
+
+namespace {
+
+enum class Match { kNo, kYes, kUnknown };
+
+// A glob that may be outside the modelled language: then `unsupported` says why.
+struct MaybeGlob {
+  std::optional<Glob> glob;
+  std::string unsupported;
+  bool match_all = false;  // the REST path "**", which upstream matches without a glob
+
+  static MaybeGlob Of(absl::string_view pattern, char delimiter, int globstar_min) {
+    MaybeGlob out;
+    auto parsed = Glob::Parse(pattern, delimiter, globstar_min);
+    if (parsed.ok()) {
+      out.glob = std::move(*parsed);
+    } else {
+      out.unsupported = std::string(parsed.status().message());
+    }
+    return out;
+  }
+  Match Test(absl::string_view text) const {
+    if (match_all) return Match::kYes;
+    if (!glob) return Match::kUnknown;
+    return glob->Matches(text) ? Match::kYes : Match::kNo;
+  }
+};
+
+struct QueryMatcher {
+  std::string key;
+  std::vector<MaybeGlob> patterns;  // the `glob` (when set) and every `any`
+};
+
+struct Rule {
+  std::string method;
+  MaybeGlob path;
+  std::vector<QueryMatcher> query;
+  std::string label;
+};
+
+struct Endpoint {
+  size_t entry = 0;
+  std::string host;  // lower-cased
+  std::optional<Glob> host_glob;
+  bool hostless = false;
+  std::vector<uint32_t> ports;
+  std::string protocol;
+  bool enforce = false;
+  bool extended = false;  // protocol, allowed_ips or tls set: the endpoint whose L7 config applies
+  std::optional<MaybeGlob> path_scope;
+  std::vector<Rule> allow;
+  std::vector<Rule> deny;
+  std::string label;
+
+  bool HasPort(uint32_t port) const { return std::find(ports.begin(), ports.end(), port) != ports.end(); }
+};
+
+struct Entry {
+  std::string key;
+  absl::flat_hash_set<std::string> exact_binaries;
+  std::vector<MaybeGlob> glob_binaries;
+  std::vector<std::string> glob_sources;
+};
+
+bool HasControl(absl::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+MaybeGlob RestPath(absl::string_view pattern) {
+  if (pattern == "**") {
+    MaybeGlob all;
+    all.match_all = true;
+    return all;
+  }
+  return MaybeGlob::Of(pattern, '/', 0);
+}
+
+Rule CompileRule(absl::string_view method, absl::string_view path,
+                 const google::protobuf::Map<std::string, openshell::sandbox::v1::L7QueryMatcher>& query,
+                 std::string label) {
+  Rule rule;
+  rule.method = std::string(method);
+  rule.path = RestPath(path);
+  std::map<std::string, const openshell::sandbox::v1::L7QueryMatcher*> sorted;
+  for (const auto& [key, matcher] : query) sorted.emplace(key, &matcher);
+  for (const auto& [key, matcher] : sorted) {
+    QueryMatcher compiled;
+    compiled.key = key;
+    if (!matcher->glob().empty()) compiled.patterns.push_back(MaybeGlob::Of(matcher->glob(), '.', 0));
+    for (const auto& any : matcher->any()) compiled.patterns.push_back(MaybeGlob::Of(any, '.', 0));
+    rule.query.push_back(std::move(compiled));
+  }
+  rule.label = std::move(label);
+  return rule;
+}
+
+}  // namespace
+
+struct EgressPolicy::Compiled {
+  std::vector<Entry> entries;      // sorted by key
+  std::vector<Endpoint> endpoints;  // in (entry, endpoint) order
+  absl::flat_hash_map<std::string, std::vector<size_t>> exact_hosts;  // lower-cased host -> endpoints
+  std::vector<size_t> wildcard_hosts;
+  std::vector<size_t> hostless;
+};
+
+EgressPolicy::EgressPolicy(std::unique_ptr<Compiled> compiled) : compiled_(std::move(compiled)) {}
+EgressPolicy::~EgressPolicy() = default;
+
+std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& policy) {
+  auto c = std::make_unique<Compiled>();
+  std::vector<std::string> keys;
+  for (const auto& [key, rule] : policy.network_policies()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  for (size_t e = 0; e < keys.size(); ++e) {
+    const auto& source = policy.network_policies().at(keys[e]);
+    Entry entry;
+    entry.key = keys[e];
+    for (const auto& binary : source.binaries()) {
+      if (binary.path().find('*') == std::string::npos) {
+        entry.exact_binaries.insert(binary.path());
+      } else {
+        entry.glob_binaries.push_back(MaybeGlob::Of(binary.path(), '/', 0));
+        entry.glob_sources.push_back(binary.path());
+      }
+    }
+    c->entries.push_back(std::move(entry));
+    for (int i = 0; i < source.endpoints_size(); ++i) {
+      const NetworkEndpoint& ep = source.endpoints(i);
+      Endpoint out;
+      out.entry = e;
+      out.host = absl::AsciiStrToLower(ep.host());
+      out.hostless = ep.host().empty();
+      if (!out.hostless && out.host.find('*') != std::string::npos) {
+        auto glob = Glob::Parse(out.host, '.', 1);
+        if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
+      }
+      if (ep.ports_size() > 0) {
+        out.ports.assign(ep.ports().begin(), ep.ports().end());
+      } else {
+        out.ports.push_back(ep.port());
+      }
+      out.protocol = ep.protocol();
+      out.enforce = ep.enforcement() == "enforce";
+      out.extended = !ep.protocol().empty() || ep.allowed_ips_size() > 0 || !ep.tls().empty();
+      if (!ep.path().empty()) out.path_scope = RestPath(ep.path());
+      const std::string prefix = absl::StrCat("network_policies.", keys[e], ".endpoints[", i, "]");
+      out.label = absl::StrCat(prefix, " (", ep.host().empty() ? "*" : ep.host(), ":",
+                               absl::StrJoin(out.ports, ","), ")");
+      const google::protobuf::Map<std::string, openshell::sandbox::v1::L7QueryMatcher> no_query;
+      for (const auto& [method, path] : PresetRules(ep.access())) {
+        out.allow.push_back(CompileRule(method, path, no_query,
+                                        absl::StrCat(prefix, ".access ", ep.access(), " (", method, " ", path, ")")));
+      }
+      for (int r = 0; r < ep.rules_size(); ++r) {
+        const auto& allow = ep.rules(r).allow();
+        out.allow.push_back(CompileRule(allow.method(), allow.path(), allow.query(),
+                                        absl::StrCat(prefix, ".rules[", r, "] (", allow.method(), " ", allow.path(), ")")));
+      }
+      for (int r = 0; r < ep.deny_rules_size(); ++r) {
+        const auto& deny = ep.deny_rules(r);
+        out.deny.push_back(CompileRule(deny.method(), deny.path(), deny.query(),
+                                       absl::StrCat(prefix, ".deny_rules[", r, "] (", deny.method(), " ", deny.path(), ")")));
+      }
+      const size_t index = c->endpoints.size();
+      if (out.hostless) {
+        if (ep.allowed_ips_size() > 0) c->hostless.push_back(index);  // hostless without IPs matches nothing
+      } else if (out.host.find('*') != std::string::npos) {
+        c->wildcard_hosts.push_back(index);
+      } else {
+        c->exact_hosts[out.host].push_back(index);
+      }
+      c->endpoints.push_back(std::move(out));
+    }
+  }
+  return std::shared_ptr<const EgressPolicy>(new EgressPolicy(std::move(c)));
+}
+
+namespace {
+
+bool MethodMatches(absl::string_view actual, absl::string_view expected) {
+  if (expected == "*") return true;
+  if (absl::EqualsIgnoreCase(actual, expected)) return true;
+  return absl::EqualsIgnoreCase(actual, "HEAD") && absl::EqualsIgnoreCase(expected, "GET");
+}
+
+const std::vector<std::string>* QueryValues(const EgressRequest& request, absl::string_view key) {
+  for (const auto& [k, values] : request.query) {
+    if (k == key) return &values;
+  }
+  return nullptr;
+}
+
+// One value against one matcher: matches if any of its patterns does.
+Match ValueMatches(const QueryMatcher& matcher, absl::string_view value, std::string* why) {
+  bool unknown = false;
+  for (const MaybeGlob& pattern : matcher.patterns) {
+    switch (pattern.Test(value)) {
+      case Match::kYes: return Match::kYes;
+      case Match::kUnknown: unknown = true; *why = pattern.unsupported; break;
+      case Match::kNo: break;
+    }
+  }
+  return unknown ? Match::kUnknown : Match::kNo;
+}
+
+Match And(Match a, Match b) {
+  if (a == Match::kNo || b == Match::kNo) return Match::kNo;
+  if (a == Match::kUnknown || b == Match::kUnknown) return Match::kUnknown;
+  return Match::kYes;
+}
+
+// Allow side: every configured key present with at least one value, every value matching.
+Match AllowQueryMatches(const Rule& rule, const EgressRequest& request, std::string* why) {
+  Match result = Match::kYes;
+  for (const QueryMatcher& matcher : rule.query) {
+    const auto* values = QueryValues(request, matcher.key);
+    if (values == nullptr || values->empty()) return Match::kNo;
+    for (const std::string& value : *values) {
+      result = And(result, ValueMatches(matcher, value, why));
+      if (result == Match::kNo) return result;
+    }
+  }
+  return result;
+}
+
+// Deny side: no matchers matches anything; otherwise every configured key present and, for each key
+// with values, some value matching.
+Match DenyQueryMatches(const Rule& rule, const EgressRequest& request, std::string* why) {
+  Match result = Match::kYes;
+  for (const QueryMatcher& matcher : rule.query) {
+    const auto* values = QueryValues(request, matcher.key);
+    if (values == nullptr) return Match::kNo;
+    if (values->empty()) continue;
+    Match any = Match::kNo;
+    for (const std::string& value : *values) {
+      const Match m = ValueMatches(matcher, value, why);
+      if (m == Match::kYes) {
+        any = Match::kYes;
+        break;
+      }
+      if (m == Match::kUnknown) any = Match::kUnknown;
+    }
+    result = And(result, any);
+    if (result == Match::kNo) return result;
+  }
+  return result;
+}
+
+Match RuleMatches(const Rule& rule, const EgressRequest& request, bool deny_side, std::string* why) {
+  if (rule.method.empty() || !MethodMatches(request.method, rule.method)) return Match::kNo;
+  Match path = rule.path.Test(request.path);
+  if (path == Match::kUnknown) *why = rule.path.unsupported;
+  if (path == Match::kNo) return path;
+  return And(path, deny_side ? DenyQueryMatches(rule, request, why) : AllowQueryMatches(rule, request, why));
+}
+
+void SetDecision(EgressDecision* out, EgressVerdict verdict, absl::string_view reason) {
+  out->verdict = verdict;
+  out->reason.assign(reason.data(), reason.size());
+}
+
+}  // namespace
+
+EgressDecision EgressPolicy::Decide(const EgressIntent& intent) const {
+  EgressDecision decision;
+  Decide(intent, &decision);
+  return decision;
+}
+
+void EgressPolicy::Decide(const EgressIntent& intent, EgressDecision* out) const {
+  const Compiled& c = *compiled_;
+  out->matched_policy.clear();
+  out->endpoint.clear();
+  out->rule.clear();
+  out->reason.clear();
+  if (c.entries.empty()) return SetDecision(out, EgressVerdict::kDeny, "network connections not allowed by policy");
+  if (HasControl(intent.host) || HasControl(intent.binary) ||
+      std::any_of(intent.ancestors.begin(), intent.ancestors.end(), [](const std::string& a) { return HasControl(a); })) {
+    return SetDecision(out, EgressVerdict::kDeny,
+                       "policy evaluation error: the host or a process path contains a control character");
+  }
+
+  // Lower-case the host without allocating for any real DNS name.
+  char buffer[256];
+  std::string long_host;
+  absl::string_view host;
+  if (intent.host.size() <= sizeof(buffer)) {
+    for (size_t i = 0; i < intent.host.size(); ++i) buffer[i] = absl::ascii_tolower(static_cast<unsigned char>(intent.host[i]));
+    host = absl::string_view(buffer, intent.host.size());
+  } else {
+    long_host = absl::AsciiStrToLower(intent.host);
+    host = long_host;
+  }
+
+  // Endpoints matching host:port, in (entry key, endpoint) order.
+  absl::InlinedVector<size_t, 8> matches;
+  if (auto it = c.exact_hosts.find(host); it != c.exact_hosts.end()) {
+    for (size_t index : it->second) {
+      if (c.endpoints[index].HasPort(intent.port)) matches.push_back(index);
+    }
+  }
+  for (size_t index : c.wildcard_hosts) {
+    const Endpoint& ep = c.endpoints[index];
+    if (ep.HasPort(intent.port) && ep.host_glob && ep.host_glob->Matches(host)) matches.push_back(index);
+  }
+  for (size_t index : c.hostless) {
+    if (c.endpoints[index].HasPort(intent.port)) matches.push_back(index);
+  }
+  if (matches.empty()) {
+    out->verdict = EgressVerdict::kDeny;
+    absl::StrAppend(&out->reason, "endpoint ", intent.host, ":", intent.port, " is not allowed by any policy");
+    return;
+  }
+  if (matches.size() > 1) std::sort(matches.begin(), matches.end());
+  if (intent.binary.empty()) {
+    return SetDecision(out, EgressVerdict::kDeny,
+                       "binary identity unavailable: the process's executable path is required and was not given");
+  }
+
+  // Which entries with a matching endpoint also match the process (exe or an ancestor).
+  absl::InlinedVector<std::pair<size_t, Match>, 8> entries;  // (entry, binary match), distinct, in order
+  std::string unsupported;
+  for (size_t index : matches) {
+    const size_t e = c.endpoints[index].entry;
+    if (!entries.empty() && entries.back().first == e) continue;
+    const Entry& entry = c.entries[e];
+    Match binary = Match::kNo;
+    if (entry.exact_binaries.contains(intent.binary)) binary = Match::kYes;
+    for (size_t a = 0; binary != Match::kYes && a < intent.ancestors.size(); ++a) {
+      if (entry.exact_binaries.contains(intent.ancestors[a])) binary = Match::kYes;
+    }
+    for (size_t g = 0; binary != Match::kYes && g < entry.glob_binaries.size(); ++g) {
+      const MaybeGlob& glob = entry.glob_binaries[g];
+      Match m = glob.Test(intent.binary);
+      for (size_t a = 0; m == Match::kNo && a < intent.ancestors.size(); ++a) m = glob.Test(intent.ancestors[a]);
+      if (m == Match::kUnknown) unsupported = glob.unsupported;
+      if (m != Match::kNo) binary = m;
+    }
+    entries.emplace_back(e, binary);
+  }
+  const auto matched = std::find_if(entries.begin(), entries.end(), [](const auto& p) { return p.second != Match::kNo; });
+  if (matched != entries.end() && matched->second == Match::kUnknown) {
+    return SetDecision(out, EgressVerdict::kUnsupported, absl::StrCat("binary match undecidable: ", unsupported));
+  }
+  if (matched == entries.end()) {
+    out->verdict = EgressVerdict::kDeny;
+    const std::string ancestors = absl::StrJoin(intent.ancestors, " -> ");
+    const std::string cmdline = absl::StrJoin(intent.cmdline_paths, ", ");
+    for (const auto& [e, binary] : entries) {
+      if (!out->reason.empty()) out->reason.append("; ");
+      absl::StrAppend(&out->reason, "binary '", intent.binary, "' not allowed in policy '", c.entries[e].key,
+                      "' (ancestors: [", ancestors, "], cmdline: [", cmdline, "])");
+    }
+    return;
+  }
+  const size_t matched_entry = matched->first;
+  auto entry_matched = [&](size_t e) {
+    for (const auto& [candidate, binary] : entries) {
+      if (candidate == e) return binary == Match::kYes;
+    }
+    return false;
+  };
+  out->matched_policy.assign(c.entries[matched_entry].key);
+  for (size_t index : matches) {
+    if (c.endpoints[index].entry == matched_entry) {
+      out->endpoint.assign(c.endpoints[index].label);
+      break;
+    }
+  }
+  out->verdict = EgressVerdict::kAllow;
+  if (!intent.request) return;
+
+  // The endpoint whose L7 configuration applies: the first with extended config among matched entries.
+  const Endpoint* selected = nullptr;
+  for (size_t index : matches) {
+    const Endpoint& ep = c.endpoints[index];
+    if (ep.extended && entry_matched(ep.entry)) {
+      selected = &ep;
+      break;
+    }
+  }
+  if (selected == nullptr || selected->protocol.empty() || selected->protocol == "tcp") {
+    out->rule.assign("(none: no matched endpoint has an L7 protocol, so requests are not inspected)");
+    return;
+  }
+  out->endpoint.assign(selected->label);
+  if (selected->protocol != "rest") {
+    return SetDecision(out, EgressVerdict::kUnsupported,
+                       absl::StrCat("the endpoint's protocol is '", selected->protocol,
+                                    "': its requests are judged on their body or frames, which this evaluator does not model"));
+  }
+  const EgressRequest& request = *intent.request;
+  if (HasControl(request.method) || HasControl(request.path)) {
+    return SetDecision(out, EgressVerdict::kDeny, "policy evaluation error: the request contains a control character");
+  }
+  const Rule* allowing = nullptr;
+  const Rule* denying = nullptr;
+  bool unknown_allow = false, unknown_deny = false;
+  for (size_t index : matches) {
+    const Endpoint& ep = c.endpoints[index];
+    if (!entry_matched(ep.entry) || ep.protocol == "json-rpc") continue;
+    if (ep.path_scope) {
+      const Match scope = ep.path_scope->Test(request.path);
+      if (scope == Match::kUnknown) {
+        unknown_allow = unknown_deny = true;
+        unsupported = ep.path_scope->unsupported;
+      }
+      if (scope != Match::kYes) continue;
+    }
+    for (const Rule& rule : ep.allow) {
+      if (allowing != nullptr) break;
+      const Match m = RuleMatches(rule, request, false, &unsupported);
+      if (m == Match::kYes) allowing = &rule;
+      if (m == Match::kUnknown) unknown_allow = true;
+    }
+    for (const Rule& rule : ep.deny) {
+      if (denying != nullptr) break;
+      const Match m = RuleMatches(rule, request, true, &unsupported);
+      if (m == Match::kYes) denying = &rule;
+      if (m == Match::kUnknown) unknown_deny = true;
+    }
+  }
+  const EgressVerdict refused = selected->enforce ? EgressVerdict::kDeny : EgressVerdict::kAudit;
+  if (denying != nullptr) {
+    out->rule.assign(denying->label);
+    out->verdict = refused;
+    absl::StrAppend(&out->reason, request.method, " ", request.path, " blocked by deny rule");
+    return;
+  }
+  if (unknown_deny || (allowing == nullptr && unknown_allow)) {
+    return SetDecision(out, EgressVerdict::kUnsupported, absl::StrCat("a rule the request meets is undecidable: ", unsupported));
+  }
+  if (allowing != nullptr) {
+    out->rule.assign(allowing->label);
+    return;
+  }
+  out->verdict = refused;
+  absl::StrAppend(&out->reason, request.method, " ", request.path, " not permitted by policy");
+}
+
+}  // namespace osh::policy
