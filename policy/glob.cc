@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 
 namespace osh::policy {
@@ -98,26 +99,113 @@ std::string Glob::Symbolic() const {
   return out;
 }
 
-std::string Glob::Instance(absl::string_view filler, bool empty_globstar) const {
+std::string Glob::Instance(absl::string_view run, absl::string_view segments) const {
   std::string out;
   bool first = true;
   for (const Segment& segment : segments_) {
-    if (segment.globstar && empty_globstar && globstar_min_ == 0) continue;
+    if (segment.globstar && segments.empty() && globstar_min_ == 0) continue;
     if (!first) out.push_back(delimiter_);
     first = false;
     if (segment.globstar) {
-      out.append(filler.data(), filler.size());
+      out.append(segments.empty() ? run.data() : segments.data(), segments.empty() ? run.size() : segments.size());
       continue;
     }
     for (char c : segment.text) {
       if (c == '*') {
-        out.append(filler.data(), filler.size());
+        out.append(run.data(), run.size());
       } else {
         out.push_back(c);
       }
     }
   }
   return out;
+}
+
+namespace {
+
+// Whether two `*`-patterns of one segment share a string. When both sides are at a `*`, letting one
+// of them end first loses no common string.
+bool StarPatternsIntersect(absl::string_view a, absl::string_view b) {
+  std::vector<signed char> memo((a.size() + 1) * (b.size() + 1), -1);
+  auto at = [&](auto&& self, size_t i, size_t j) -> bool {
+    signed char& cached = memo[i * (b.size() + 1) + j];
+    if (cached >= 0) return cached != 0;
+    bool result;
+    if (i == a.size() && j == b.size()) {
+      result = true;
+    } else if (i < a.size() && a[i] == '*') {
+      result = self(self, i + 1, j) || (j < b.size() && self(self, i, j + 1));
+    } else if (j < b.size() && b[j] == '*') {
+      result = self(self, i, j + 1) || (i < a.size() && self(self, i + 1, j));
+    } else {
+      result = i < a.size() && j < b.size() && a[i] == b[j] && self(self, i + 1, j + 1);
+    }
+    cached = result ? 1 : 0;
+    return result;
+  };
+  return at(at, 0, 0);
+}
+
+}  // namespace
+
+bool Glob::SegmentsIntersect(size_t a, const Glob& other, size_t b, std::vector<signed char>& memo) const {
+  signed char& cached = memo[a * (other.segments_.size() + 1) + b];
+  if (cached >= 0) return cached != 0;
+  bool result = false;
+  const size_t na = segments_.size(), nb = other.segments_.size();
+  if (a == na && b == nb) {
+    result = true;
+  } else if (a < na && segments_[a].globstar) {
+    // A globstar ends here, or covers one more segment of the other side.
+    result = SegmentsIntersect(a + 1, other, b, memo) || (b < nb && SegmentsIntersect(a, other, b + 1, memo));
+  } else if (b < nb && other.segments_[b].globstar) {
+    result = SegmentsIntersect(a, other, b + 1, memo) || (a < na && SegmentsIntersect(a + 1, other, b, memo));
+  } else if (a < na && b < nb) {
+    result = StarPatternsIntersect(segments_[a].text, other.segments_[b].text) &&
+             SegmentsIntersect(a + 1, other, b + 1, memo);
+  }
+  cached = result ? 1 : 0;
+  return result;
+}
+
+bool Glob::Intersects(const Glob& other) const {
+  if (!has_wildcard_) return other.Matches(pattern_);
+  if (!other.has_wildcard_) return Matches(other.pattern_);
+  std::vector<signed char> memo((segments_.size() + 1) * (other.segments_.size() + 1), -1);
+  return SegmentsIntersect(0, other, 0, memo);
+}
+
+// Whether two labels of host patterns (literal, "*", "**", or one '*' inside) share a concrete label.
+static bool LabelsIntersect(absl::string_view a, absl::string_view b) {
+  const bool a_wild = a.find('*') != absl::string_view::npos;
+  const bool b_wild = b.find('*') != absl::string_view::npos;
+  if (!a_wild && !b_wild) return a == b;
+  if (!a_wild) return SegmentMatches(b, a);
+  if (!b_wild) return SegmentMatches(a, b);
+  const size_t as = a.find('*'), bs = b.find('*');
+  const absl::string_view ap = a.substr(0, as), bp = b.substr(0, bs);
+  const absl::string_view ax = a.substr(a.rfind('*') + 1), bx = b.substr(b.rfind('*') + 1);
+  const bool prefixes = absl::StartsWith(ap, bp) || absl::StartsWith(bp, ap);
+  const bool suffixes = absl::EndsWith(ax, bx) || absl::EndsWith(bx, ax);
+  return prefixes && suffixes;
+}
+
+// Whether two valid host patterns (lower-cased) match a common host. A leading "**" covers one or
+// more labels, so the patterns are compared label by label from the right.
+bool HostPatternsIntersect(absl::string_view a, absl::string_view b) {
+  if (a.find('*') == absl::string_view::npos && b.find('*') == absl::string_view::npos) return a == b;
+  std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
+  const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
+  if (a_deep) la.erase(la.begin());
+  if (b_deep) lb.erase(lb.begin());
+  if (!a_deep && !b_deep && la.size() != lb.size()) return false;
+  if (a_deep && !b_deep && lb.size() < la.size() + 1) return false;
+  if (b_deep && !a_deep && la.size() < lb.size() + 1) return false;
+  const size_t common = std::min(la.size(), lb.size());
+  for (size_t i = 1; i <= common; ++i) {
+    if (!LabelsIntersect(la[la.size() - i], lb[lb.size() - i])) return false;
+  }
+  return true;
 }
 
 }  // namespace osh::policy

@@ -34,9 +34,13 @@ class Glob {
   // segment becomes kAnySegments. Another glob covers this glob iff it Matches its Symbolic() form.
   std::string Symbolic() const;
 
-  // One concrete string the pattern matches, with each wildcard filled by `filler` (a `**` segment by
-  // `filler` too, or by nothing when `empty_globstar` and the pattern allows zero segments).
-  std::string Instance(absl::string_view filler, bool empty_globstar) const;
+  // One concrete string the pattern matches: each `*` filled with `run` (no delimiter in it), each `**`
+  // segment with `segments` (delimiters allowed; at least globstar_min segments), or left out when
+  // `segments` is empty and zero segments are allowed.
+  std::string Instance(absl::string_view run, absl::string_view segments) const;
+
+  // Whether some string matches both globs (same delimiter; for globstar_min 0, as paths use).
+  bool Intersects(const Glob& other) const;
 
   bool HasWildcard() const { return has_wildcard_; }
   const std::string& pattern() const { return pattern_; }
@@ -46,6 +50,7 @@ class Glob {
     bool globstar = false;
     std::string text;  // the segment's pattern when not a globstar
   };
+  bool SegmentsIntersect(size_t a, const Glob& other, size_t b, std::vector<signed char>& memo) const;
   bool MatchFrom(size_t pattern_at, const std::vector<absl::string_view>& text, size_t text_at,
                  std::vector<signed char>& memo) const;
 
@@ -55,6 +60,9 @@ class Glob {
   bool has_wildcard_ = false;
   std::vector<Segment> segments_;
 };
+
+// Whether two valid host patterns (lower-cased; SCHEMA.md's host rules) match a common host name.
+bool HostPatternsIntersect(absl::string_view a, absl::string_view b);
 
 // Whether a segment pattern with `*` wildcards matches one segment of (symbolic) text.
 bool SegmentMatches(absl::string_view pattern, absl::string_view text);

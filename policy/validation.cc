@@ -90,39 +90,6 @@ std::optional<std::string> CheckHost(absl::string_view host) {
   return std::nullopt;
 }
 
-// Whether two labels of host patterns (literal, "*", "**", or one '*' inside) share a concrete label.
-bool LabelsIntersect(absl::string_view a, absl::string_view b) {
-  const bool a_wild = a.find('*') != absl::string_view::npos;
-  const bool b_wild = b.find('*') != absl::string_view::npos;
-  if (!a_wild && !b_wild) return a == b;
-  if (!a_wild) return SegmentMatches(b, a);
-  if (!b_wild) return SegmentMatches(a, b);
-  const size_t as = a.find('*'), bs = b.find('*');
-  const absl::string_view ap = a.substr(0, as), bp = b.substr(0, bs);
-  const absl::string_view ax = a.substr(a.rfind('*') + 1), bx = b.substr(b.rfind('*') + 1);
-  const bool prefixes = absl::StartsWith(ap, bp) || absl::StartsWith(bp, ap);
-  const bool suffixes = absl::EndsWith(ax, bx) || absl::EndsWith(bx, ax);
-  return prefixes && suffixes;
-}
-
-// Whether two valid host patterns (lower-cased) match a common host. A leading "**" covers one or
-// more labels, so the patterns are compared label by label from the right.
-bool HostsIntersect(absl::string_view a, absl::string_view b) {
-  if (a.find('*') == absl::string_view::npos && b.find('*') == absl::string_view::npos) return a == b;
-  std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
-  const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
-  if (a_deep) la.erase(la.begin());
-  if (b_deep) lb.erase(lb.begin());
-  if (!a_deep && !b_deep && la.size() != lb.size()) return false;
-  if (a_deep && !b_deep && lb.size() < la.size() + 1) return false;
-  if (b_deep && !a_deep && la.size() < lb.size() + 1) return false;
-  const size_t common = std::min(la.size(), lb.size());
-  for (size_t i = 1; i <= common; ++i) {
-    if (!LabelsIntersect(la[la.size() - i], lb[lb.size() - i])) return false;
-  }
-  return true;
-}
-
 std::optional<std::string> CheckIpOrCidr(absl::string_view entry) {
   std::string address(entry);
   int max_prefix = -1;
@@ -244,7 +211,7 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
       const bool shared_port = std::any_of(a.ports.begin(), a.ports.end(), [&](uint32_t p) {
         return std::find(b.ports.begin(), b.ports.end(), p) != b.ports.end();
       });
-      if (!shared_port || a.host.empty() || b.host.empty() || !HostsIntersect(a.host, b.host)) continue;
+      if (!shared_port || a.host.empty() || b.host.empty() || !HostPatternsIntersect(a.host, b.host)) continue;
       std::string field, left, right;
       if (TlsMode(a.ep->tls()) != TlsMode(b.ep->tls())) {
         field = "tls", left = a.ep->tls(), right = b.ep->tls();

@@ -1,0 +1,584 @@
+#include "policy/containment.h"
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "policy/egress.h"
+#include "policy/glob.h"
+
+namespace osh::policy {
+
+using openshell::sandbox::v1::L7Allow;
+using openshell::sandbox::v1::L7DenyRule;
+using openshell::sandbox::v1::NetworkEndpoint;
+using openshell::sandbox::v1::SandboxPolicy;
+
+absl::Status ContainmentResult::ToStatus() const {
+  switch (verdict) {
+    case Containment::kInside: return absl::OkStatus();
+    case Containment::kOutside: return absl::FailedPreconditionError(absl::StrCat("exceeds_ceiling: ", detail));
+    case Containment::kUnknown: return absl::FailedPreconditionError(absl::StrCat("containment_unknown: ", detail));
+  }
+  return absl::FailedPreconditionError("containment_unknown");
+}
+
+namespace {
+
+constexpr absl::string_view kAnyMethod = "";  // a symbolic method: every method there is
+
+std::vector<std::string> SortedKeys(const SandboxPolicy& policy) {
+  std::vector<std::string> keys;
+  for (const auto& [key, rule] : policy.network_policies()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+std::vector<uint32_t> Ports(const NetworkEndpoint& ep) {
+  if (ep.ports_size() > 0) return {ep.ports().begin(), ep.ports().end()};
+  return {ep.port()};
+}
+
+template <typename RuleT>
+std::optional<std::string> UnmodelledRuleField(const RuleT& rule) {
+  if (!rule.query().empty()) return "query matchers";
+  if (!rule.command().empty()) return "a SQL command";
+  if (!rule.operation_type().empty() || !rule.operation_name().empty() || !rule.fields().empty()) return "GraphQL fields";
+  if (!rule.params().empty()) return "JSON-RPC params";
+  return std::nullopt;
+}
+
+std::optional<std::string> GlobProblem(absl::string_view pattern, char delimiter, int globstar_min) {
+  if (pattern == "**" && delimiter == '/') return std::nullopt;
+  auto glob = Glob::Parse(pattern, delimiter, globstar_min);
+  if (!glob.ok()) return std::string(glob.status().message());
+  return std::nullopt;
+}
+
+// The first construct of `policy` that containment does not decide, named.
+std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::string_view which) {
+  for (const auto& key : SortedKeys(policy)) {
+    const auto& entry = policy.network_policies().at(key);
+    for (int b = 0; b < entry.binaries_size(); ++b) {
+      const std::string& path = entry.binaries(b).path();
+      if (path.find('*') == std::string::npos) continue;
+      if (auto problem = GlobProblem(path, '/', 0)) {
+        return absl::StrCat(which, " network_policies.", key, ".binaries[", b, "]: ", *problem);
+      }
+    }
+    for (int i = 0; i < entry.endpoints_size(); ++i) {
+      const NetworkEndpoint& ep = entry.endpoints(i);
+      const std::string where = absl::StrCat(which, " network_policies.", key, ".endpoints[", i, "]");
+      if (!ep.protocol().empty() && ep.protocol() != "rest") {
+        return absl::StrCat(where, ": protocol '", ep.protocol(), "' (only L4 and REST endpoints are decided)");
+      }
+      if (ep.allowed_ips_size() > 0) return absl::StrCat(where, ": allowed_ips (checked after DNS, not decidable on policy)");
+      if (!ep.tls().empty()) return absl::StrCat(where, ": tls '", ep.tls(), "'");
+      if (ep.protocol().empty() && (ep.rules_size() > 0 || ep.deny_rules_size() > 0 || !ep.access().empty())) {
+        return absl::StrCat(where, ": REST rules on an endpoint without protocol 'rest'");
+      }
+      if (ep.protocol() == "rest" && ep.enforcement() != "enforce") {
+        return absl::StrCat(where, ": REST enforcement '", ep.enforcement().empty() ? "(unset: audit)" : ep.enforcement(),
+                            "' (only enforced REST is decided)");
+      }
+      if (!ep.path().empty()) {
+        if (auto problem = GlobProblem(ep.path(), '/', 0)) return absl::StrCat(where, ".path: ", *problem);
+      }
+      for (int r = 0; r < ep.rules_size(); ++r) {
+        const L7Allow& allow = ep.rules(r).allow();
+        if (auto field = UnmodelledRuleField(allow)) return absl::StrCat(where, ".rules[", r, "]: ", *field);
+        if (auto problem = GlobProblem(allow.path(), '/', 0)) return absl::StrCat(where, ".rules[", r, "]: ", *problem);
+      }
+      for (int r = 0; r < ep.deny_rules_size(); ++r) {
+        const L7DenyRule& deny = ep.deny_rules(r);
+        if (auto field = UnmodelledRuleField(deny)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *field);
+        if (auto problem = GlobProblem(deny.path(), '/', 0)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *problem);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::string Trimmed(absl::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  return std::string(path);
+}
+
+bool Under(absl::string_view path, absl::string_view base) {
+  const std::string p = Trimmed(path), b = Trimmed(base);
+  return b == "/" || p == b || absl::StartsWith(p, b + "/");
+}
+
+template <typename Paths>
+bool UnderAny(absl::string_view path, const Paths& bases) {
+  return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
+}
+
+std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  const auto& cand = candidate.filesystem();
+  const auto& ceil = ceiling.filesystem();
+  for (int i = 0; i < cand.read_write_size(); ++i) {
+    if (!UnderAny(cand.read_write(i), ceil.read_write())) {
+      return absl::StrCat("filesystem.read_write[", i, "] '", cand.read_write(i),
+                          "' is not under any read-write path of the ceiling");
+    }
+  }
+  for (int i = 0; i < cand.read_only_size(); ++i) {
+    if (!UnderAny(cand.read_only(i), ceil.read_only()) && !UnderAny(cand.read_only(i), ceil.read_write())) {
+      return absl::StrCat("filesystem.read_only[", i, "] '", cand.read_only(i), "' is not under any path of the ceiling");
+    }
+  }
+  if (cand.include_workdir() && !ceil.include_workdir() && !UnderAny("/sandbox", ceil.read_write())) {
+    return "filesystem.include_workdir adds the workdir (/sandbox) read-write; the ceiling does not";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  auto check = [](absl::string_view field, const std::string& cand, const std::string& ceil) -> std::optional<std::string> {
+    if (ceil.empty() || cand == ceil) return std::nullopt;
+    return absl::StrCat("process.", field, " '", cand, "' where the ceiling requires '", ceil, "'");
+  };
+  if (auto w = check("run_as_user", candidate.process().run_as_user(), ceiling.process().run_as_user())) return w;
+  if (auto w = check("run_as_group", candidate.process().run_as_group(), ceiling.process().run_as_group())) return w;
+  if (ceiling.landlock().compatibility() == "hard_requirement" &&
+      candidate.landlock().compatibility() != "hard_requirement") {
+    return absl::StrCat("landlock.compatibility '", candidate.landlock().compatibility(),
+                        "' where the ceiling requires 'hard_requirement'");
+  }
+  return std::nullopt;
+}
+
+// ---- network: the ceiling, indexed -------------------------------------------------------------
+
+struct PathPattern {
+  bool all = false;  // "**"
+  std::optional<Glob> glob;
+  static PathPattern Of(absl::string_view pattern) {
+    PathPattern p;
+    if (pattern == "**") {
+      p.all = true;
+    } else {
+      p.glob = *Glob::Parse(pattern, '/', 0);  // FindUnmodelled has refused unparseable ones
+    }
+    return p;
+  }
+  bool Covers(const PathPattern& other) const {
+    if (all) return true;
+    if (other.all) return false;
+    return glob->Matches(other.glob->Symbolic());
+  }
+  bool Intersects(const PathPattern& other) const {
+    if (all || other.all) return true;
+    return glob->Intersects(*other.glob);
+  }
+};
+
+struct MethodRule {
+  std::string method;
+  PathPattern path;
+};
+
+struct CeilingEndpoint {
+  size_t entry = 0;
+  std::string host;
+  std::optional<Glob> host_glob;
+  std::vector<uint32_t> ports;
+  bool rest = false;
+  std::optional<PathPattern> scope;
+  std::vector<MethodRule> allow;
+  std::vector<MethodRule> deny;
+};
+
+struct CeilingEntry {
+  absl::flat_hash_set<std::string> exact_binaries;
+  std::vector<Glob> glob_binaries;
+};
+
+// One thing the candidate allows, symbolically: a process (exact path or glob), a host (exact or
+// glob), a port, and optionally requests (a method or kAnyMethod, and a path pattern).
+struct Grant {
+  std::string binary;
+  std::optional<Glob> binary_glob;
+  std::string host;  // lower-cased
+  std::optional<Glob> host_glob;
+  uint32_t port = 0;
+  bool request = false;
+  bool uninspected = false;  // every request, because the endpoint has no L7 protocol
+  std::string method;  // kAnyMethod for every method
+  PathPattern path;
+  std::string where;  // the candidate's endpoint (and rule) it comes from
+};
+
+bool MethodCovers(absl::string_view rule, absl::string_view method) {
+  if (rule.empty()) return false;
+  if (rule == "*") return true;
+  if (method == kAnyMethod) return false;
+  return absl::EqualsIgnoreCase(rule, method) || (absl::EqualsIgnoreCase(method, "HEAD") && absl::EqualsIgnoreCase(rule, "GET"));
+}
+
+bool MethodMayMatch(absl::string_view rule, absl::string_view method) {
+  if (rule.empty()) return false;
+  if (rule == "*" || method == kAnyMethod) return true;
+  return MethodCovers(rule, method);
+}
+
+class PolicyIndex {
+ public:
+  // Concrete paths matching each of the ceiling's binaries: as ancestors, they make a process that
+  // every ceiling entry applies to (the worst case for the ceiling's deny rules).
+  std::vector<std::string> binary_instances;
+  // Concrete requests from the ceiling's rules: where its deny rules and the edges of its allow rules are.
+  std::vector<std::string> rule_methods;
+  std::vector<std::string> rule_paths;
+  std::vector<std::string> host_instances;  // a concrete host for each ceiling endpoint
+
+  explicit PolicyIndex(const SandboxPolicy& policy) {
+    for (const auto& key : SortedKeys(policy)) {
+      const auto& source = policy.network_policies().at(key);
+      CeilingEntry entry;
+      for (const auto& b : source.binaries()) {
+        if (b.path().find('*') == std::string::npos) {
+          entry.exact_binaries.insert(b.path());
+          binary_instances.push_back(b.path());
+        } else {
+          entry.glob_binaries.push_back(*Glob::Parse(b.path(), '/', 0));
+          binary_instances.push_back(entry.glob_binaries.back().Instance("oshw", "oshw"));
+        }
+      }
+      const size_t e = entries_.size();
+      entries_.push_back(std::move(entry));
+      if (source.binaries().empty()) continue;  // grants nothing
+      for (const auto& ep : source.endpoints()) {
+        CeilingEndpoint out;
+        out.entry = e;
+        out.host = absl::AsciiStrToLower(ep.host());
+        if (out.host.find('*') != std::string::npos) out.host_glob = *Glob::Parse(out.host, '.', 1);
+        out.ports = Ports(ep);
+        out.rest = ep.protocol() == "rest";
+        if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
+        for (const auto& [method, path] : PresetRules(ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
+        for (const auto& rule : ep.rules()) out.allow.push_back({rule.allow().method(), PathPattern::Of(rule.allow().path())});
+        for (const auto& rule : ep.deny_rules()) out.deny.push_back({rule.method(), PathPattern::Of(rule.path())});
+        for (const auto* rules : {&out.allow, &out.deny}) {
+          for (const MethodRule& rule : *rules) {
+            if (!rule.method.empty() && rule.method != "*") rule_methods.push_back(absl::AsciiStrToUpper(rule.method));
+            if (rule.path.all) continue;
+            rule_paths.push_back(rule.path.glob->Instance("oshw", "oshw/oshw"));
+            rule_paths.push_back(rule.path.glob->Instance("oshw", ""));
+          }
+        }
+        const size_t index = endpoints_.size();
+        host_instances.push_back(out.host_glob ? out.host_glob->Instance("oshw", "oshw.oshw") : out.host);
+        if (out.host_glob) {
+          wildcard_.push_back(index);
+        } else {
+          exact_[out.host].push_back(index);
+        }
+        endpoints_.push_back(std::move(out));
+      }
+    }
+    for (auto* list : {&rule_methods, &rule_paths, &host_instances, &binary_instances}) {
+      std::sort(list->begin(), list->end());
+      list->erase(std::unique(list->begin(), list->end()), list->end());
+    }
+  }
+
+  // Proven: the ceiling allows every concrete intent of `grant` that the candidate (`self`, the
+  // candidate's own index) does not deny itself.
+  bool Covers(const Grant& grant, const PolicyIndex& self) const {
+    bool connection = false;
+    std::vector<const CeilingEndpoint*> may_apply;
+    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
+      if (std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+      if (!HostMayMatch(ep, grant)) return;
+      // Any entry may apply to the request whatever its binaries: a process's ancestors are not
+      // bounded, so some process with this grant's binary also matches that entry's.
+      may_apply.push_back(&ep);
+      if (HostCovers(ep, grant) && BinaryCovers(entries_[ep.entry], grant)) connection = true;
+    });
+    if (!connection) return false;
+    if (!grant.request) return true;
+    bool inspected = false, allowed = false;
+    for (const CeilingEndpoint* ep : may_apply) {
+      if (!ep->rest) continue;
+      inspected = true;
+      const bool scope_may = !ep->scope || ep->scope->Intersects(grant.path);
+      if (!scope_may) continue;
+      for (const MethodRule& deny : ep->deny) {
+        if (!MethodMayMatch(deny.method, grant.method) || !deny.path.Intersects(grant.path)) continue;
+        if (!self.DeniesWhenever(grant, entries_[ep->entry], deny)) return false;
+      }
+      if (allowed || !HostCovers(*ep, grant) || !BinaryCovers(entries_[ep->entry], grant)) continue;
+      if (ep->scope && !ep->scope->Covers(grant.path)) continue;
+      for (const MethodRule& allow : ep->allow) {
+        if (MethodCovers(allow.method, grant.method) && allow.path.Covers(grant.path)) allowed = true;
+      }
+    }
+    return !inspected || allowed;
+  }
+
+  // Proven: this policy denies `rule`'s requests on `grant`'s connection for every process that the
+  // other policy's `entry` applies to — so a deny rule there takes nothing the candidate allows.
+  bool DeniesWhenever(const Grant& grant, const CeilingEntry& entry, const MethodRule& rule) const {
+    const std::string rule_method = rule.method == "*" ? std::string(kAnyMethod) : rule.method;
+    bool denies = false;
+    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
+      if (denies || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+      if (!HostCovers(ep, grant)) return;
+      const CeilingEntry& mine = entries_[ep.entry];
+      const bool applies = BinaryCovers(mine, grant) || CoversEntry(mine, entry);
+      if (!applies || (ep.scope && !ep.scope->Covers(rule.path))) return;
+      for (const MethodRule& deny : ep.deny) {
+        if (MethodCovers(deny.method, rule_method) && deny.path.Covers(rule.path)) denies = true;
+      }
+    });
+    return denies;
+  }
+
+  // Proven: the policy itself allows no request of `grant` — one of its deny rules applies to every
+  // process and request of it, or (for a grant of any request) an inspecting endpoint always applies,
+  // so the requests it allows are exactly those of its REST rules, each a grant of its own.
+  bool NeverAllows(const Grant& grant) const {
+    bool never = false;
+    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
+      if (never || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+      if (!HostCovers(ep, grant) || !BinaryCovers(entries_[ep.entry], grant)) return;
+      if (grant.uninspected) {
+        never = true;
+        return;
+      }
+      if (ep.scope && !ep.scope->Covers(grant.path)) return;
+      for (const MethodRule& deny : ep.deny) {
+        if (MethodCovers(deny.method, grant.method) && deny.path.Covers(grant.path)) never = true;
+      }
+    });
+    return never;
+  }
+
+ private:
+  template <typename F>
+  void ForEachCandidate(const Grant& grant, F&& f) const {
+    if (grant.host_glob) {
+      for (const auto& ep : endpoints_) f(ep);
+      return;
+    }
+    if (auto it = exact_.find(grant.host); it != exact_.end()) {
+      for (size_t index : it->second) f(endpoints_[index]);
+    }
+    for (size_t index : wildcard_) f(endpoints_[index]);
+  }
+  static bool HostCovers(const CeilingEndpoint& ep, const Grant& grant) {
+    if (!grant.host_glob) return ep.host_glob ? ep.host_glob->Matches(grant.host) : ep.host == grant.host;
+    return ep.host_glob && ep.host_glob->Matches(grant.host_glob->Symbolic());
+  }
+  static bool HostMayMatch(const CeilingEndpoint& ep, const Grant& grant) { return HostPatternsIntersect(ep.host, grant.host); }
+  // Every binary of `other` is covered by one of `mine` (as exact path or glob).
+  static bool CoversEntry(const CeilingEntry& mine, const CeilingEntry& other) {
+    if (other.exact_binaries.empty() && other.glob_binaries.empty()) return false;
+    for (const auto& exact : other.exact_binaries) {
+      if (mine.exact_binaries.contains(exact)) continue;
+      if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(exact); })) {
+        return false;
+      }
+    }
+    for (const Glob& glob : other.glob_binaries) {
+      const std::string symbolic = glob.Symbolic();
+      if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(symbolic); })) {
+        return false;
+      }
+    }
+    return true;
+  }
+  static bool BinaryCovers(const CeilingEntry& entry, const Grant& grant) {
+    if (!grant.binary_glob) {
+      if (entry.exact_binaries.contains(grant.binary)) return true;
+      return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
+                         [&](const Glob& g) { return g.Matches(grant.binary); });
+    }
+    const std::string symbolic = grant.binary_glob->Symbolic();
+    return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
+                       [&](const Glob& g) { return g.Matches(symbolic); });
+  }
+
+  std::vector<CeilingEntry> entries_;
+  std::vector<CeilingEndpoint> endpoints_;
+  absl::flat_hash_map<std::string, std::vector<size_t>> exact_;
+  std::vector<size_t> wildcard_;
+};
+
+// ---- network: the candidate's grants and concrete witnesses --------------------------------------
+
+std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
+  std::vector<Grant> grants;
+  for (const auto& key : SortedKeys(candidate)) {
+    const auto& entry = candidate.network_policies().at(key);
+    for (int i = 0; i < entry.endpoints_size(); ++i) {
+      const NetworkEndpoint& ep = entry.endpoints(i);
+      std::vector<std::pair<std::string, std::string>> rules;  // (method, path) the endpoint allows
+      if (ep.protocol() == "rest") {
+        for (const auto& [method, path] : PresetRules(ep.access())) rules.emplace_back(method, path);
+        for (const auto& rule : ep.rules()) rules.emplace_back(rule.allow().method(), rule.allow().path());
+      }
+      for (const auto& binary : entry.binaries()) {
+        for (uint32_t port : Ports(ep)) {
+          Grant base;
+          base.binary = binary.path();
+          if (base.binary.find('*') != std::string::npos) base.binary_glob = *Glob::Parse(base.binary, '/', 0);
+          base.host = absl::AsciiStrToLower(ep.host());
+          if (base.host.find('*') != std::string::npos) base.host_glob = *Glob::Parse(base.host, '.', 1);
+          base.port = port;
+          base.path = PathPattern::Of("**");
+          base.where = absl::StrCat("network_policies.", key, ".endpoints[", i, "] (", ep.host(), ":", port,
+                                    ") for binary '", binary.path(), "'");
+          grants.push_back(base);  // the connection itself
+          if (ep.protocol().empty()) {
+            Grant any = base;  // not inspected: every request passes
+            any.request = true;
+            any.uninspected = true;
+            any.method = std::string(kAnyMethod);
+            grants.push_back(std::move(any));
+            continue;
+          }
+          for (size_t r = 0; r < rules.size(); ++r) {
+            const auto& [method, path] = rules[r];
+            if (method.empty()) continue;  // allows nothing
+            std::vector<std::string> methods;
+            if (method == "*") {
+              methods.push_back(std::string(kAnyMethod));
+            } else {
+              methods.push_back(absl::AsciiStrToUpper(method));
+              if (absl::EqualsIgnoreCase(method, "GET")) methods.push_back("HEAD");
+            }
+            for (const auto& m : methods) {
+              Grant request = base;
+              request.request = true;
+              request.method = m;
+              request.path = PathPattern::Of(path);
+              grants.push_back(std::move(request));
+            }
+          }
+        }
+      }
+    }
+  }
+  return grants;
+}
+
+std::vector<std::string> Instances(const std::optional<Glob>& glob, const std::string& exact, char delimiter) {
+  if (!glob) return {exact};
+  const std::string two = delimiter == '.' ? "oshw.oshw" : "oshw/oshw";
+  std::vector<std::string> out = {glob->Instance("oshw", two), glob->Instance("oshw", "oshw"), glob->Instance("oshw", "")};
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// A concrete intent inside `grant` that the candidate allows and the ceiling does not, described.
+std::optional<std::string> FindWitness(const Grant& grant, const EgressPolicy& candidate, const EgressPolicy& ceiling,
+                                       const PolicyIndex& index) {
+  const std::vector<std::string>& every_ceiling_binary = index.binary_instances;
+  std::vector<std::string> methods;
+  std::vector<std::string> paths;
+  if (grant.request) {
+    if (grant.method == kAnyMethod) {
+      methods = {"OSH-WITNESS", "DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"};
+      methods.insert(methods.end(), index.rule_methods.begin(), index.rule_methods.end());
+    } else {
+      methods = {grant.method};
+    }
+    if (grant.path.all) {
+      paths = {"/", "/oshw/oshw"};
+    } else {
+      paths = Instances(grant.path.glob, "", '/');
+    }
+    // Where the ceiling's rules begin and end, when inside what the grant allows.
+    for (const std::string& path : index.rule_paths) {
+      if (grant.path.all || grant.path.glob->Matches(path)) paths.push_back(path);
+    }
+  } else {
+    methods = {""};
+    paths = {""};
+  }
+  std::vector<std::vector<std::string>> ancestries = {{}, every_ceiling_binary};
+  for (size_t i = 0; i < every_ceiling_binary.size() && i < 16; ++i) ancestries.push_back({every_ceiling_binary[i]});
+  // Concrete binaries and hosts inside the grant: its own instances and the ceiling's that it covers.
+  std::vector<std::string> binaries = Instances(grant.binary_glob, grant.binary, '/');
+  std::vector<std::string> hosts = Instances(grant.host_glob, grant.host, '.');
+  if (grant.binary_glob) {
+    for (const auto& b : index.binary_instances) {
+      if (grant.binary_glob->Matches(b)) binaries.push_back(b);
+    }
+  }
+  if (grant.host_glob) {
+    for (const auto& h : index.host_instances) {
+      if (grant.host_glob->Matches(h)) hosts.push_back(h);
+    }
+  }
+  for (const auto& ancestors : ancestries) {
+  for (const std::string& binary : binaries) {
+    for (const std::string& host : hosts) {
+      for (const std::string& method : methods) {
+        for (const std::string& path : paths) {
+          EgressIntent intent;
+          intent.host = host;
+          intent.port = grant.port;
+          intent.binary = binary;
+          intent.ancestors = ancestors;
+          if (grant.request) intent.request = EgressRequest{method, path, {}};
+          const EgressDecision allowed = candidate.Decide(intent);
+          if (allowed.verdict != EgressVerdict::kAllow && allowed.verdict != EgressVerdict::kAudit) continue;
+          const EgressDecision refused = ceiling.Decide(intent);
+          if (refused.verdict == EgressVerdict::kAllow) continue;
+          std::string what = absl::StrCat(grant.where, ": ", binary, " -> ", host, ":", grant.port);
+          if (!ancestors.empty()) absl::StrAppend(&what, " (with ancestors ", absl::StrJoin(ancestors, ", "), ")");
+          if (grant.request) absl::StrAppend(&what, " ", method, " ", path);
+          absl::StrAppend(&what, " is allowed by the candidate (",
+                          allowed.rule.empty() ? allowed.endpoint : allowed.rule, ") but not by the ceiling (",
+                          refused.reason, ")");
+          return what;
+        }
+      }
+    }
+  }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+ContainmentResult CheckContainment(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
+  if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
+  if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
+  if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
+
+  const PolicyIndex index(ceiling);
+  const PolicyIndex self(candidate);
+  std::shared_ptr<const EgressPolicy> candidate_eval, ceiling_eval;  // compiled on first need
+  for (const Grant& grant : GrantsOf(candidate)) {
+    if (grant.request && self.NeverAllows(grant)) continue;
+    if (index.Covers(grant, self)) continue;
+    if (!candidate_eval) {
+      candidate_eval = EgressPolicy::Compile(candidate);
+      ceiling_eval = EgressPolicy::Compile(ceiling);
+    }
+    if (auto witness = FindWitness(grant, *candidate_eval, *ceiling_eval, index)) return {Containment::kOutside, *witness};
+    std::string what = grant.where;
+    if (grant.request) {
+      absl::StrAppend(&what, ", requests ", grant.method == kAnyMethod ? "(any method)" : grant.method, " ",
+                      grant.path.all ? "**" : grant.path.glob->pattern());
+    }
+    return {Containment::kUnknown,
+            absl::StrCat(what, ": the ceiling covers it only in part or through several rules together, which is not decided")};
+  }
+  return {Containment::kInside, ""};
+}
+
+}  // namespace osh::policy
