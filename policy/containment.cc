@@ -1,6 +1,7 @@
 #include "policy/containment.h"
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -159,13 +160,13 @@ std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const
 
 struct PathPattern {
   bool all = false;  // "**"
-  std::optional<Glob> glob;
+  std::shared_ptr<const Glob> glob;
   static PathPattern Of(absl::string_view pattern) {
     PathPattern p;
     if (pattern == "**") {
       p.all = true;
     } else {
-      p.glob = *Glob::Parse(pattern, '/', 0);  // FindUnmodelled has refused unparseable ones
+      p.glob = std::make_shared<const Glob>(*Glob::Parse(pattern, '/', 0));  // FindUnmodelled refused bad ones
     }
     return p;
   }
@@ -205,9 +206,9 @@ struct CeilingEntry {
 // glob), a port, and optionally requests (a method or kAnyMethod, and a path pattern).
 struct Grant {
   std::string binary;
-  std::optional<Glob> binary_glob;
+  std::shared_ptr<const Glob> binary_glob;
   std::string host;  // lower-cased
-  std::optional<Glob> host_glob;
+  std::shared_ptr<const Glob> host_glob;
   uint32_t port = 0;
   bool request = false;
   bool uninspected = false;  // every request, because the endpoint has no L7 protocol
@@ -389,7 +390,7 @@ class PolicyIndex {
       }
     }
     for (const Glob& glob : other.glob_binaries) {
-      const std::string symbolic = glob.Symbolic();
+      const std::string& symbolic = glob.Symbolic();
       if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(symbolic); })) {
         return false;
       }
@@ -402,7 +403,7 @@ class PolicyIndex {
       return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
                          [&](const Glob& g) { return g.Matches(grant.binary); });
     }
-    const std::string symbolic = grant.binary_glob->Symbolic();
+    const std::string& symbolic = grant.binary_glob->Symbolic();
     return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
                        [&](const Glob& g) { return g.Matches(symbolic); });
   }
@@ -417,26 +418,36 @@ class PolicyIndex {
 
 std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
   std::vector<Grant> grants;
+  const PathPattern all_paths = PathPattern::Of("**");
   for (const auto& key : SortedKeys(candidate)) {
     const auto& entry = candidate.network_policies().at(key);
+    std::vector<std::pair<std::string, std::shared_ptr<const Glob>>> binaries;
+    for (const auto& binary : entry.binaries()) {
+      std::shared_ptr<const Glob> glob;
+      if (binary.path().find('*') != std::string::npos) glob = std::make_shared<const Glob>(*Glob::Parse(binary.path(), '/', 0));
+      binaries.emplace_back(binary.path(), std::move(glob));
+    }
     for (int i = 0; i < entry.endpoints_size(); ++i) {
       const NetworkEndpoint& ep = entry.endpoints(i);
-      std::vector<std::pair<std::string, std::string>> rules;  // (method, path) the endpoint allows
+      std::vector<std::pair<std::string, PathPattern>> rules;  // (method, path) the endpoint allows
       if (ep.protocol() == "rest") {
-        for (const auto& [method, path] : PresetRules(ep.access())) rules.emplace_back(method, path);
-        for (const auto& rule : ep.rules()) rules.emplace_back(rule.allow().method(), rule.allow().path());
+        for (const auto& [method, path] : PresetRules(ep.access())) rules.emplace_back(method, PathPattern::Of(path));
+        for (const auto& rule : ep.rules()) rules.emplace_back(rule.allow().method(), PathPattern::Of(rule.allow().path()));
       }
-      for (const auto& binary : entry.binaries()) {
+      const std::string host = absl::AsciiStrToLower(ep.host());
+      std::shared_ptr<const Glob> host_glob;
+      if (host.find('*') != std::string::npos) host_glob = std::make_shared<const Glob>(*Glob::Parse(host, '.', 1));
+      for (const auto& [binary, binary_glob] : binaries) {
         for (uint32_t port : Ports(ep)) {
           Grant base;
-          base.binary = binary.path();
-          if (base.binary.find('*') != std::string::npos) base.binary_glob = *Glob::Parse(base.binary, '/', 0);
-          base.host = absl::AsciiStrToLower(ep.host());
-          if (base.host.find('*') != std::string::npos) base.host_glob = *Glob::Parse(base.host, '.', 1);
+          base.binary = binary;
+          base.binary_glob = binary_glob;
+          base.host = host;
+          base.host_glob = host_glob;
           base.port = port;
-          base.path = PathPattern::Of("**");
+          base.path = all_paths;
           base.where = absl::StrCat("network_policies.", key, ".endpoints[", i, "] (", ep.host(), ":", port,
-                                    ") for binary '", binary.path(), "'");
+                                    ") for binary '", binary, "'");
           grants.push_back(base);  // the connection itself
           if (ep.protocol().empty()) {
             Grant any = base;  // not inspected: every request passes
@@ -460,7 +471,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
               Grant request = base;
               request.request = true;
               request.method = m;
-              request.path = PathPattern::Of(path);
+              request.path = path;
               grants.push_back(std::move(request));
             }
           }
@@ -471,7 +482,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
   return grants;
 }
 
-std::vector<std::string> Instances(const std::optional<Glob>& glob, const std::string& exact, char delimiter) {
+std::vector<std::string> Instances(const std::shared_ptr<const Glob>& glob, const std::string& exact, char delimiter) {
   if (!glob) return {exact};
   const std::string two = delimiter == '.' ? "oshw.oshw" : "oshw/oshw";
   std::vector<std::string> out = {glob->Instance("oshw", two), glob->Instance("oshw", "oshw"), glob->Instance("oshw", "")};

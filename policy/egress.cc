@@ -79,6 +79,7 @@ struct Endpoint {
   size_t entry = 0;
   std::string host;  // lower-cased
   std::optional<Glob> host_glob;
+  std::string host_suffix;  // a glob host's literal text after its last '*': a cheap first test
   bool hostless = false;
   std::vector<uint32_t> ports;
   std::string protocol;
@@ -171,6 +172,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       if (!out.hostless && out.host.find('*') != std::string::npos) {
         auto glob = Glob::Parse(out.host, '.', 1);
         if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
+        out.host_suffix = out.host.substr(out.host.rfind('*') + 1);
       }
       if (ep.ports_size() > 0) {
         out.ports.assign(ep.ports().begin(), ep.ports().end());
@@ -339,7 +341,8 @@ void EgressPolicy::Decide(const EgressIntent& intent, EgressDecision* out) const
   }
   for (size_t index : c.wildcard_hosts) {
     const Endpoint& ep = c.endpoints[index];
-    if (ep.HasPort(intent.port) && ep.host_glob && ep.host_glob->Matches(host)) matches.push_back(index);
+    if (!absl::EndsWith(host, ep.host_suffix) || !ep.HasPort(intent.port)) continue;
+    if (ep.host_glob && ep.host_glob->Matches(host)) matches.push_back(index);
   }
   for (size_t index : c.hostless) {
     if (c.endpoints[index].HasPort(intent.port)) matches.push_back(index);

@@ -1,5 +1,6 @@
 #include "policy/glob.h"
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
@@ -57,11 +58,12 @@ absl::StatusOr<Glob> Glob::Parse(absl::string_view pattern, char delimiter, int 
     }
     glob.segments_.push_back(std::move(segment));
   }
+  glob.symbolic_ = glob.BuildSymbolic();
   return glob;
 }
 
-bool Glob::MatchFrom(size_t pattern_at, const std::vector<absl::string_view>& text, size_t text_at,
-                     std::vector<signed char>& memo) const {
+template <typename Parts, typename Memo>
+bool Glob::MatchFrom(size_t pattern_at, const Parts& text, size_t text_at, Memo& memo) const {
   const size_t width = text.size() + 1;
   signed char& cached = memo[pattern_at * width + text_at];
   if (cached >= 0) return cached != 0;
@@ -81,12 +83,14 @@ bool Glob::MatchFrom(size_t pattern_at, const std::vector<absl::string_view>& te
 
 bool Glob::Matches(absl::string_view text) const {
   if (!has_wildcard_) return text == pattern_;
-  std::vector<absl::string_view> parts = absl::StrSplit(text, delimiter_);
-  std::vector<signed char> memo((segments_.size() + 1) * (parts.size() + 1), -1);
+  // Inline storage: no heap allocation for hosts, paths and binaries of ordinary size.
+  absl::InlinedVector<absl::string_view, 16> parts;
+  for (absl::string_view part : absl::StrSplit(text, delimiter_)) parts.push_back(part);
+  absl::InlinedVector<signed char, 512> memo((segments_.size() + 1) * (parts.size() + 1), -1);
   return MatchFrom(0, parts, 0, memo);
 }
 
-std::string Glob::Symbolic() const {
+std::string Glob::BuildSymbolic() const {
   std::string out;
   for (size_t i = 0; i < segments_.size(); ++i) {
     if (i > 0) out.push_back(delimiter_);

@@ -32,7 +32,7 @@ class Glob {
 
   // The symbolic text standing for every string the pattern matches: `*` becomes kAnyRun and a `**`
   // segment becomes kAnySegments. Another glob covers this glob iff it Matches its Symbolic() form.
-  std::string Symbolic() const;
+  const std::string& Symbolic() const { return symbolic_; }
 
   // One concrete string the pattern matches: each `*` filled with `run` (no delimiter in it), each `**`
   // segment with `segments` (delimiters allowed; at least globstar_min segments), or left out when
@@ -51,14 +51,16 @@ class Glob {
     std::string text;  // the segment's pattern when not a globstar
   };
   bool SegmentsIntersect(size_t a, const Glob& other, size_t b, std::vector<signed char>& memo) const;
-  bool MatchFrom(size_t pattern_at, const std::vector<absl::string_view>& text, size_t text_at,
-                 std::vector<signed char>& memo) const;
+  template <typename Parts, typename Memo>
+  bool MatchFrom(size_t pattern_at, const Parts& text, size_t text_at, Memo& memo) const;
+  std::string BuildSymbolic() const;
 
   std::string pattern_;
   char delimiter_ = '/';
   int globstar_min_ = 0;
   bool has_wildcard_ = false;
   std::vector<Segment> segments_;
+  std::string symbolic_;
 };
 
 // Whether two valid host patterns (lower-cased; SCHEMA.md's host rules) match a common host name.
