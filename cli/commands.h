@@ -12,6 +12,7 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code); 
 void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_code);  // fetch watch report
 void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code);    // keygen sign verify trust reload
 void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head
+void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 
 }  // namespace osh::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   AddSandboxCommands(app, options, exit_code);
   AddSandboxClientCommands(app, options, exit_code);
   AddPolicyCommands(app, options, exit_code);
+  AddDecideCommand(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);
   try {

@@ -77,7 +77,8 @@ void AdminService::Add(const std::string& method, std::function<absl::StatusOr<R
   };
 }
 
-AdminService::AdminService(GatewayCore* core, WorkerPool* pool) : core_(core), pool_(pool) {
+AdminService::AdminService(GatewayCore* core, WorkerPool* pool, const EgressDecisions* decisions)
+    : core_(core), pool_(pool) {
   namespace v1 = gateway_v1;
   Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
   Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
@@ -92,6 +93,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool) : core_(core), p
   Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [core](const auto&) { return core->GetStatus(); });
   Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
   Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
+  Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
 
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {

@@ -10,6 +10,7 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 
+#include "gateway/egress_decisions.h"
 #include "gateway/gateway_core.h"
 #include "gateway/worker_pool.h"
 
@@ -19,7 +20,8 @@ class AdminService final : public grpc::CallbackGenericService {
  public:
   // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
   // handler here (a programming error caught by every test run).
-  AdminService(GatewayCore* core, WorkerPool* pool);
+  // `decisions` answers EvaluateEgress; all three must outlive the service.
+  AdminService(GatewayCore* core, WorkerPool* pool, const EgressDecisions* decisions);
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
 

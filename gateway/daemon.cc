@@ -139,7 +139,8 @@ int Daemon::Serve() {
   core_->DeliverPendingReleases();
 
   pool_ = std::make_unique<WorkerPool>(8);
-  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get());
+  decisions_ = std::make_unique<EgressDecisions>(&registry_);
+  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), decisions_.get());
   sandbox_service_ = std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get());
   grpc::EnableDefaultHealthCheckService(true);
   auto listen = [](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,

@@ -74,6 +74,7 @@ class Daemon {
   std::unique_ptr<GatewayCore> core_;
   size_t loaded_ = 0;
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Listener admin_, sandbox_;
