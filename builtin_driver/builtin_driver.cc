@@ -156,6 +156,9 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
   std::optional<std::string> body;
   if (policy) {
     if (auto status = CheckPolicy(*policy); !status.ok()) return status;
+    if (guard_) {
+      if (auto status = guard_(*policy); !status.ok()) return status;
+    }
     body = policy::SerializeDeterministic(*policy);
   }
   store::AuditEvent event;

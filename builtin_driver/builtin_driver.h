@@ -59,6 +59,7 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
+  void SetPolicyGuard(PolicyGuard guard) override { guard_ = std::move(guard); }
 
  private:
   using Revision = std::shared_ptr<const store::PolicyRevisionRecord>;
@@ -75,6 +76,7 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   std::optional<SigningKey> signing_key_;
   const bool bind_context_;
   const store::Clock* const clock_;
+  PolicyGuard guard_;  // the gateway's ceiling check (none: accept)
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Revision> latest_ ABSL_GUARDED_BY(mu_);  // scope -> latest revision
 };

@@ -13,6 +13,7 @@ void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_c
 void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code);    // keygen sign verify trust reload
 void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
+void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 
 }  // namespace osh::cli

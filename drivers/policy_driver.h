@@ -6,6 +6,8 @@
 // PERMISSION_DENIED (subject not served), NOT_FOUND (unknown handle), UNAVAILABLE (driver down).
 #pragma once
 
+#include <functional>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +38,10 @@ class PolicyAuthoring {
   // A key such that contexts with equal keys are served byte-identical projections as of now ("": no
   // such promise). A scope's re-projection then fetches, checks and stores one projection per key.
   virtual std::string ProjectionKey(const driver_v1::RuntimeContext&) { return ""; }
+  // A check every new policy must pass before it is stored (the gateway's ceiling); its refusal is
+  // returned to the caller as is and nothing is stored. Set before concurrent use.
+  using PolicyGuard = std::function<absl::Status(const openshell::sandbox::v1::SandboxPolicy&)>;
+  virtual void SetPolicyGuard(PolicyGuard guard) = 0;
 };
 
 class PolicyDriver {

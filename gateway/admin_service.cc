@@ -94,6 +94,8 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, const EgressDeci
   Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
   Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
   Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
+  Add<v1::SetCeilingRequest, v1::SetCeilingResponse>("SetCeiling", [core](const auto& r) { return core->SetCeiling(r); });
+  Add<v1::GetCeilingRequest, v1::GetCeilingResponse>("GetCeiling", [core](const auto&) { return core->GetCeiling(); });
 
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {

@@ -1,5 +1,9 @@
 #include "gateway/gateway_core.h"
 
+#include "absl/strings/match.h"
+
+#include "policy/containment.h"
+
 #include <malloc.h>
 #include <openssl/rand.h>
 
@@ -76,9 +80,16 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       clock_(clock),
       audit_(store),
       handles_(store, driver, registry, &slots_),
-      reprojector_(config_, store, driver, registry, &body_cache_, clock),
+      ceiling_(store),
+      reprojector_(config_, store, driver, registry, &body_cache_, clock, &ceiling_),
       trust_store_(std::move(trust_store)) {
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
+  if (driver_->authoring() != nullptr) {
+    // Builtin SetPolicy/UpdatePolicy: the whole new policy must be inside the ceiling in force.
+    driver_->authoring()->SetPolicyGuard([this](const openshell::sandbox::v1::SandboxPolicy& candidate) {
+      return ceiling_.Check(candidate, policy::Sha256Hex(policy::SerializeDeterministic(candidate))).ToStatus();
+    });
+  }
 }
 
 GatewayCore::~GatewayCore() { store_->SetChangeListener(nullptr); }
@@ -106,6 +117,9 @@ std::string GatewayCore::SurfaceFor() const {
 
 absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   const absl::Time start = absl::Now();
+  if (absl::Status loaded = ceiling_.Load(trust_store().get(), clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
+    return loaded;
+  }
   auto records = store_->LoadSandboxes();
   if (!records.ok()) return records.status();
   const absl::Time read = absl::Now();
@@ -255,6 +269,9 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
+  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+    return RefuseAdmission(context, acquired, &projection, inside.reason, inside.detail);
+  }
 
   const std::string sandbox_handle = MintSandboxHandle();
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
@@ -364,6 +381,12 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
       projection.policy_version() == current.policy_version() &&
       projection.context_digest() == current.context_digest() &&
       projection.expires_at_unix() == current.expires_at_unix()) {
+    // Still the admitted projection: it must still be inside the ceiling in force (a narrower ceiling
+    // may have come since). Outside, it keeps being served — there is nothing better — and says why.
+    if (const auto inside = ceiling_.CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
+      if (snapshot->record.last_refresh_error == inside.Message()) return inside.ToStatus();  // said already
+      return keep_last_good(inside.reason, inside.detail, &projection);
+    }
     out.set_changed(false);
     out.set_policy_digest(current.policy_digest());
     out.set_policy_version(current.policy_version());
@@ -380,6 +403,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
+  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+    return keep_last_good(inside.reason, inside.detail, &projection);
+  }
 
   const std::string verification = trust ? kVerificationVerified : kVerificationNone;
   auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, &projection);
@@ -407,7 +433,14 @@ uint32_t GatewayCore::Reproject(const std::string& scope) {
 
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     absl::StatusOr<gateway_v1::PolicyRevision> revision) {
-  if (!revision.ok()) return revision;
+  if (!revision.ok()) {
+    const absl::string_view message = revision.status().message();
+    if (absl::StartsWith(message, trust::reason::kExceedsCeiling) || absl::StartsWith(message, trust::reason::kContainmentUnknown)) {
+      audit_.Record(AuditRecorder::For(audit::type::kMutation, ""), audit::outcome::kRefused, std::string(message));
+      LogWarning(absl::StrCat("policy mutation refused: ", message));
+    }
+    return revision;
+  }
   revision->set_sandboxes_updated(Reproject(revision->scope()));
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),
                        revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
@@ -464,7 +497,45 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
   if (auto pending = store_->PendingReleases(); pending.ok()) out.set_pending_releases(pending->size());
+  if (auto active = ceiling_.current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
   return out;
+}
+
+absl::StatusOr<gateway_v1::SetCeilingResponse> GatewayCore::SetCeiling(const gateway_v1::SetCeilingRequest& request) {
+  const auto trust = trust_store();
+  return ceiling_.Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s,
+                      [this](const openshell::sandbox::v1::SandboxPolicy& ceiling) { return CountOutside(ceiling); });
+}
+
+absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
+  auto active = ceiling_.current();
+  if (active == nullptr) return absl::NotFoundError("no ceiling is in force");
+  gateway_v1::GetCeilingResponse out;
+  *out.mutable_ceiling() = active->ceiling;
+  *out.mutable_info() = CeilingGuard::InfoOf(*active);
+  return out;
+}
+
+uint64_t GatewayCore::CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const {
+  // One containment check per distinct body, however many sandboxes share it.
+  absl::flat_hash_map<const std::string*, bool> inside_by_body;
+  uint64_t outside = 0;
+  std::string after;
+  for (;;) {
+    auto page = registry_->List(after, 4096);
+    if (page.empty()) break;
+    for (const auto& snapshot : page) {
+      const std::string* body = &snapshot.record.envelope->body();
+      auto [it, fresh] = inside_by_body.try_emplace(body, true);
+      if (fresh) {
+        auto parsed = policy::ParseBodyStrict(*body);
+        it->second = parsed.ok() && policy::CheckContainment(*parsed, ceiling).verdict == policy::Containment::kInside;
+      }
+      if (!it->second) ++outside;
+    }
+    after = page.back().record.context.sandbox_id();
+  }
+  return outside;
 }
 
 absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request) {

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
 #include "gateway/audit_recorder.h"
+#include "gateway/ceiling_guard.h"
 #include "gateway/config.h"
 #include "gateway/driver_handles.h"
 #include "gateway/reprojection.h"
@@ -69,6 +70,10 @@ class GatewayCore {
       const gateway_v1::ListPolicyRevisionsRequest& request);
   absl::StatusOr<gateway_v1::GetStatusResponse> GetStatus() const;
 
+  // The signed ceiling (docs/decisions-and-ceilings.md): put one in force, or read the one in force.
+  absl::StatusOr<gateway_v1::SetCeilingResponse> SetCeiling(const gateway_v1::SetCeilingRequest& request);
+  absl::StatusOr<gateway_v1::GetCeilingResponse> GetCeiling() const;
+
   // A sandbox's report about the projection it loaded (the sandbox is already authenticated).
   absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request);
 
@@ -113,6 +118,8 @@ class GatewayCore {
   // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
   uint32_t Reproject(const std::string& scope);
+  // Admitted sandboxes whose policy is not inside `ceiling`.
+  uint64_t CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const;
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
 
   const Config config_;
@@ -123,6 +130,7 @@ class GatewayCore {
   AuditRecorder audit_;      // events that record no state change
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
+  CeilingGuard ceiling_;     // the ceiling in force; every policy path checks containment in it
   Reprojector reprojector_;  // a builtin scope's re-projection
 
   trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest

@@ -16,7 +16,12 @@ absl::Status CheckMutationGate(const std::string& method_path, bool permits_muta
   std::string full_name = method_path.size() > 1 ? method_path.substr(1) : method_path;
   if (auto slash = full_name.rfind('/'); slash != std::string::npos) full_name[slash] = '.';
   const auto* method = google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(full_name);
-  if (method != nullptr && ClassOf(*method) == openshell::policy::gateway::v1::NON_MUTATING) return absl::OkStatus();
+  // A method that changes policy only with an authority's signature (SetCeiling) checks that signature
+  // itself: it is not the driver's to forbid.
+  if (method != nullptr && (ClassOf(*method) == openshell::policy::gateway::v1::NON_MUTATING ||
+                            ClassOf(*method) == openshell::policy::gateway::v1::AUTHORITY_SIGNED)) {
+    return absl::OkStatus();
+  }
   return absl::FailedPreconditionError(
       absl::StrCat("mutation_not_permitted: ", full_name,
                    " changes policy and the active driver does not permit mutation"));

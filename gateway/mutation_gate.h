@@ -1,6 +1,7 @@
 // The mutation gate (SPEC §5): one place that decides, from the `mutation_class` method option in
 // gateway.proto, whether a PolicyGateway method may run. Deny by default: a method that is not
-// classified NON_MUTATING is treated as mutating.
+// classified NON_MUTATING or AUTHORITY_SIGNED (it verifies an authority's signature itself: SetCeiling)
+// is treated as mutating.
 #pragma once
 
 #include <string>

@@ -21,8 +21,9 @@ using store::kVerificationVerified;
 namespace driver_v1 = drivers::driver_v1;
 
 Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
-                         SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock)
-    : config_(config), store_(store), driver_(driver), registry_(registry), body_cache_(body_cache), clock_(clock) {}
+                         SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling)
+    : config_(config), store_(store), driver_(driver), registry_(registry), body_cache_(body_cache), clock_(clock),
+      ceiling_(ceiling) {}
 
 uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
@@ -84,6 +85,10 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
     const auto result = trust::CheckProjection(projection, input);  // once per group; rollback per member
     if (!result.ok()) {
       keep_last_good(group, result.Message());
+      continue;
+    }
+    if (const auto inside = ceiling_->Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+      keep_last_good(group, inside.Message());
       continue;
     }
     const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));

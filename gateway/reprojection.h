@@ -12,6 +12,7 @@
 #include <string>
 
 #include "drivers/policy_driver.h"
+#include "gateway/ceiling_guard.h"
 #include "gateway/config.h"
 #include "gateway/sandbox_registry.h"
 #include "store/clock.h"
@@ -24,7 +25,7 @@ namespace osh::gateway {
 class Reprojector {
  public:
   Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
-              trust::ValidatedBodyCache* body_cache, const store::Clock* clock);
+              trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling);
 
   // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). Returns how
   // many moved to a new projection (0 when the commit failed: nothing moved, and it is logged).
@@ -37,6 +38,7 @@ class Reprojector {
   SandboxRegistry* const registry_;
   trust::ValidatedBodyCache* const body_cache_;
   const store::Clock* const clock_;
+  const CeilingGuard* const ceiling_;  // a new projection outside the ceiling keeps the last good
 };
 
 }  // namespace osh::gateway

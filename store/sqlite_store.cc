@@ -96,6 +96,14 @@ CREATE TABLE envelopes (
 CREATE INDEX envelopes_by_digest ON envelopes(policy_digest);
 ALTER TABLE sandboxes ADD COLUMN envelope_id BLOB NOT NULL DEFAULT x'';
 )sql",
+    // 5: the signed ceiling in force (one row), stored verbatim with its signatures.
+    R"sql(
+CREATE TABLE ceiling (
+  id      INTEGER PRIMARY KEY CHECK (id = 1),
+  version INTEGER NOT NULL,
+  ceiling BLOB NOT NULL                                  -- serialized openshell.policy.ceiling.v1.Ceiling
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -721,6 +729,34 @@ absl::StatusOr<uint64_t> SqliteStore::CountLivePolicies() {
   auto row = stmt->Step();
   if (!row.ok()) return row.status();
   return static_cast<uint64_t>(stmt->Int(0));
+}
+
+absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto current = db_.Prepare("SELECT version FROM ceiling WHERE id = 1");
+    if (!current.ok()) return current.status();
+    auto row = current->Step();
+    if (!row.ok()) return row.status();
+    if (*row && static_cast<uint64_t>(current->Int(0)) >= version) {
+      return absl::AbortedError(absl::StrCat("rollback: ceiling version ", version, " is not above the stored version ",
+                                             current->Int(0)));
+    }
+    auto stmt = db_.Prepare("INSERT OR REPLACE INTO ceiling (id, version, ceiling) VALUES (1, ?, ?)");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, static_cast<int64_t>(version)).BindBlob(2, ceiling_bytes);
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    return InsertAudit(&event);
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::LoadCeiling() {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare("SELECT ceiling FROM ceiling WHERE id = 1");
+  if (!stmt.ok()) return stmt.status();
+  auto row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(stmt->Blob(0));
 }
 
 absl::Status SqliteStore::AppendAudit(AuditEvent event) {

@@ -28,7 +28,7 @@ class SqliteStore final : public Store {
   // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -52,6 +52,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) override;
   absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) override;
   absl::StatusOr<uint64_t> CountLivePolicies() override;
+  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) override;
+  absl::StatusOr<std::optional<std::string>> LoadCeiling() override;
 
   absl::Status AppendAudit(AuditEvent event) override;
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;

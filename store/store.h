@@ -93,6 +93,14 @@ class Store {
   // Number of scopes whose latest revision is a live policy.
   virtual absl::StatusOr<uint64_t> CountLivePolicies() = 0;
 
+  // --- Ceiling (managed maximum) -----------------------------------------------------------------
+  // Replaces the ceiling in force with `ceiling_bytes` (a serialized, already verified Ceiling) of
+  // `version`, with `event`, in one transaction. ABORTED "rollback: ..." unless `version` is above the
+  // stored one (so of two concurrent sets, the lower loses).
+  virtual absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) = 0;
+  // The ceiling in force, serialized as stored, or nullopt.
+  virtual absl::StatusOr<std::optional<std::string>> LoadCeiling() = 0;
+
   // --- Audit ----------------------------------------------------------------------------------
   // Appends an event that records no state change (a refusal, a driver going down, ...).
   virtual absl::Status AppendAudit(AuditEvent event) = 0;

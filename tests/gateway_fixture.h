@@ -5,10 +5,14 @@
 
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "tests/process.h"
 #include "tests/test_support.h"
@@ -130,6 +134,24 @@ class DriverProcess {
   int starts_ = 0;
   std::unique_ptr<Process> process_;
 };
+
+// Polls `condition` every 50 ms until it holds or `limit` passes; returns its last value.
+template <typename F>
+bool Eventually(F condition, std::chrono::milliseconds limit = std::chrono::seconds(15)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+// Lines of `text` containing `needle`.
+inline size_t CountLines(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) n += absl::StrContains(line, needle) ? 1 : 0;
+  return n;
+}
 
 // Runs policyctl against `g`'s sockets; returns its exit status.
 inline int Ctl(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr,

@@ -41,6 +41,8 @@ TEST_CASE("mutation gate: refuses exactly the mutating methods, and anything unk
     }
   }
   CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy"});
+  // SetCeiling changes policy only with an authority's signature, which it checks itself.
+  CHECK(osh::gateway::ClassOf(*service->FindMethodByName("SetCeiling")) == v1::AUTHORITY_SIGNED);
   // Deny by default: a method the descriptor does not know is refused too.
   CHECK(absl::IsFailedPrecondition(
       osh::gateway::CheckMutationGate("/openshell.policy.gateway.v1.PolicyGateway/RewriteEverything", false)));

@@ -36,26 +36,10 @@ std::string AdmissionHealth(GatewayFixture& g) {
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? "SERVING" : "NOT_SERVING";
 }
 
-template <typename F>
-bool Eventually(F condition, std::chrono::milliseconds limit = std::chrono::seconds(15)) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
-
 gw::GetStatusResponse Status(GatewayFixture& g) {
   gw::GetStatusResponse out;
   REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &out).ok());
   return out;
-}
-
-size_t CountLines(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) n += absl::StrContains(line, needle) ? 1 : 0;
-  return n;
 }
 
 // Writes a GetProjectionResponse carrying `projection` for the fake driver.

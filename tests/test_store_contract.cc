@@ -271,3 +271,30 @@ TEST_CASE("store: OpenStore by URL scheme", "[store]") {
   CHECK_THAT(std::string(pg.status().message()), Catch::Contains("PostgreSQL"));
   CHECK(absl::IsInvalidArgument(osh::store::OpenStore("mysql://x/y").status()));
 }
+
+TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in version, and survives reopening", "[store][contract]") {
+  for (const Backend& backend : Backends()) {
+    DYNAMIC_SECTION(backend.name) {
+      osh::test::TempDir dir;
+      const std::string url = backend.url(dir);
+      {
+        auto store = Open(url);
+        REQUIRE(store->LoadCeiling().ok());
+        CHECK_FALSE(store->LoadCeiling()->has_value());
+        const uint64_t before = store->AuditChainHead().seq;
+        REQUIRE(store->SaveCeiling(std::string("v2\0bytes", 8), 2, Event("ceiling_set")).ok());
+        CHECK(store->AuditChainHead().seq == before + 1);
+        // Equal or lower versions are refused and change nothing (not even the audit chain).
+        auto same = store->SaveCeiling("other", 2, Event("ceiling_set"));
+        CHECK(same.code() == absl::StatusCode::kAborted);
+        CHECK_THAT(std::string(same.message()), Catch::StartsWith("rollback:"));
+        CHECK(store->SaveCeiling("older", 1, Event("ceiling_set")).code() == absl::StatusCode::kAborted);
+        CHECK(store->AuditChainHead().seq == before + 1);
+        CHECK(**store->LoadCeiling() == std::string("v2\0bytes", 8));
+        REQUIRE(store->SaveCeiling("v3", 3, Event("ceiling_set")).ok());
+      }
+      auto reopened = Open(url);
+      CHECK(**reopened->LoadCeiling() == "v3");
+    }
+  }
+}

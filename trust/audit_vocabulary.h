@@ -19,13 +19,14 @@ inline constexpr char kReport[] = "report";
 inline constexpr char kDriverUp[] = "driver_up";
 inline constexpr char kDriverDown[] = "driver_down";
 inline constexpr char kTrustStoreReload[] = "trust_store_reload";
+inline constexpr char kCeilingSet[] = "ceiling_set";
 }  // namespace type
 
 // Every event type, in docs/audit.md's order.
 inline constexpr const char* kAllTypes[] = {
     type::kAdmission, type::kRefusal,  type::kRefresh,         type::kReprojection, type::kReverificationFailed,
     type::kDeletion,  type::kRelease,  type::kMutation,        type::kMutationRefused, type::kReport,
-    type::kDriverUp,  type::kDriverDown, type::kTrustStoreReload};
+    type::kDriverUp,  type::kDriverDown, type::kTrustStoreReload, type::kCeilingSet};
 
 namespace outcome {
 inline constexpr char kOk[] = "ok";

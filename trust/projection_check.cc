@@ -22,11 +22,6 @@ CheckResult Refuse(std::string reason, std::string detail) {
   return result;
 }
 
-struct SignatureRef {
-  std::string key_id;
-  absl::string_view signature;
-};
-
 }  // namespace
 
 CheckResult CheckSignatures(const Projection& p, const TrustStore& store, int64_t now, int64_t skew) {
@@ -34,8 +29,12 @@ CheckResult CheckSignatures(const Projection& p, const TrustStore& store, int64_
   if (!p.signature().empty() || !p.signing_key_id().empty()) signatures.push_back({p.signing_key_id(), p.signature()});
   for (const auto& extra : p.additional_signatures()) signatures.push_back({extra.key_id(), extra.signature()});
   if (signatures.empty()) return Refuse(reason::kUnsigned, "the projection carries no signature");
+  return CheckSignaturesOver(SignedBytes(p), signatures, store, now, skew);
+}
 
-  const std::string signed_bytes = SignedBytes(p);
+CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vector<SignatureRef>& signatures,
+                                const TrustStore& store, int64_t now, int64_t skew) {
+  if (signatures.empty()) return Refuse(reason::kUnsigned, "no signature");
   std::set<std::string> counted_fingerprints;
   CheckResult result;
   std::string first_reason, first_detail;

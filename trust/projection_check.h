@@ -64,6 +64,15 @@ struct CheckResult {
 CheckResult CheckSignatures(const openshell::policy::driver::v1::Projection& projection, const TrustStore& store,
                             int64_t now_unix, int64_t skew_s);
 
+// The core of step 3 over any signed bytes (projections, ceilings): the same keys, threshold, windows
+// and revocation.
+struct SignatureRef {
+  std::string key_id;
+  absl::string_view signature;
+};
+CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vector<SignatureRef>& signatures,
+                                const TrustStore& store, int64_t now_unix, int64_t skew_s);
+
 CheckResult CheckProjection(const openshell::policy::driver::v1::Projection& projection, const CheckInput& input);
 
 }  // namespace osh::trust

@@ -1,0 +1,72 @@
+// The ceiling in force and the containment check every policy path runs against it: builtin
+// SetPolicy/UpdatePolicy (through the driver's policy guard), re-projection, and every admission and
+// refresh under any driver. A ceiling is put in force only when it verifies against the trust store
+// and its version is above the one in force; it is stored verbatim with its signatures and audited.
+// At start-up the stored ceiling is loaded and re-verified; one that no longer verifies (a key revoked
+// since) stays in force — it only ever narrows — and the log says so loudly.
+//
+// Check results are cached per (candidate body digest, ceiling version), so 100k sandboxes sharing one
+// policy cost one containment check. Thread-safe.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "store/store.h"
+#include "trust/ceiling.h"
+#include "trust/projection_check.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+
+class CeilingGuard {
+ public:
+  struct Active {
+    trust::CeilingMessage ceiling;
+    std::shared_ptr<const openshell::sandbox::v1::SandboxPolicy> policy;
+    std::vector<std::string> key_ids;
+    bool verified = true;  // false: loaded from the store and no longer verifies (still in force)
+  };
+
+  // `store` must outlive the guard.
+  explicit CeilingGuard(store::Store* store) : store_(store) {}
+
+  // Loads the stored ceiling (if any) and re-verifies it with `trust` (may be null).
+  absl::Status Load(const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s);
+
+  // The ceiling in force, or null.
+  std::shared_ptr<const Active> current() const;
+
+  // OK (reason empty) when no ceiling is in force or `candidate` is inside it; otherwise reason
+  // exceeds_ceiling or containment_unknown with the first widening or what cannot be decided.
+  // `digest` is the candidate body's SHA-256 (the cache key).
+  trust::CheckResult Check(const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest) const;
+  // The same for a serialized body (parsed strictly; a body that does not parse is reported as such).
+  trust::CheckResult CheckBody(const std::string& body) const;
+
+  // Verifies `ceiling` and puts it in force, stored and audited in one transaction; `count_outside`
+  // says how many admitted sandboxes the verified ceiling policy leaves outside (for the response and
+  // the audit reason). A refusal is FAILED_PRECONDITION "reason_code: detail" and is audited too.
+  absl::StatusOr<openshell::policy::gateway::v1::SetCeilingResponse> Set(
+      const trust::CeilingMessage& ceiling, const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s,
+      const std::function<uint64_t(const openshell::sandbox::v1::SandboxPolicy&)>& count_outside);
+
+  static openshell::policy::gateway::v1::CeilingInfo InfoOf(const Active& active);
+
+ private:
+  store::Store* const store_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<std::string, trust::CheckResult> cache_ ABSL_GUARDED_BY(mu_);
+  mutable std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace osh::gateway
