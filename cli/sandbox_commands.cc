@@ -208,6 +208,13 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                   << "policy scopes:      " << s.policy_scopes() << "\n"
                   << "watchers:           " << s.watchers() << "\n"
                   << "pending releases:   " << s.pending_releases() << "\n";
+        if (s.has_ceiling()) {
+          std::cout << "ceiling:            " << s.ceiling().ceiling_id() << " version " << s.ceiling().version()
+                    << (s.ceiling().audit_label().empty() ? "" : " '" + s.ceiling().audit_label() + "'") << " signed by "
+                    << absl::StrJoin(s.ceiling().key_ids(), ", ") << "\n";
+        } else {
+          std::cout << "ceiling:            none\n";
+        }
       }
       exit_code = kExitOk;
     });
