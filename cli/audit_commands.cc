@@ -17,9 +17,11 @@ namespace v1 = openshell::policy::gateway::v1;
 
 constexpr uint32_t kPage = 1000;
 
+// A 64-bit count or seq as a decimal string, as protobuf's JSON mapping writes uint64 (a JSON number is
+// a double and loses precision above 2^53).
 google::protobuf::Value Number(uint64_t n) {
   google::protobuf::Value v;
-  v.set_number_value(static_cast<double>(n));
+  v.set_string_value(absl::StrCat(n));
   return v;
 }
 google::protobuf::Value Text(const std::string& s) {

@@ -2,6 +2,8 @@
 #include <fstream>
 #include <iostream>
 
+#include <google/protobuf/struct.pb.h>
+
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -106,8 +108,13 @@ void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_c
         exit_code = ReportRpcError(status);
         return;
       }
-      if (options.json()) std::cout << "{\"reported\":true}\n";
-      else std::cout << "reported " << (*loaded ? "loaded" : "failed") << " for " << *digest << "\n";
+      if (options.json()) {
+        google::protobuf::Struct doc;
+        (*doc.mutable_fields())["reported"].set_bool_value(true);
+        std::cout << ToJson(doc) << "\n";
+      } else {
+        std::cout << "reported " << (*loaded ? "loaded" : "failed") << " for " << *digest << "\n";
+      }
       exit_code = kExitOk;
     });
   }

@@ -179,7 +179,8 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
         fields["result"].set_string_value(result.ok() ? "ok" : result.reason);
         fields["detail"].set_string_value(result.detail);
         fields["policy_digest"].set_string_value(projection.policy_digest());
-        fields["policy_version"].set_number_value(static_cast<double>(projection.policy_version()));
+        // 64-bit integers as decimal strings, as protobuf's JSON mapping writes them (a double loses precision).
+        fields["policy_version"].set_string_value(absl::StrCat(projection.policy_version()));
         auto* ids = fields["verified_key_ids"].mutable_list_value();
         for (const auto& id : result.verified_key_ids) ids->add_values()->set_string_value(id);
         fields["context_checked"].set_bool_value(bool(*bound));

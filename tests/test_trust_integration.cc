@@ -71,6 +71,11 @@ TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit 
   CHECK(CtlOffline(with({"-o", "json"}), &out) == 0);
   CHECK(absl::StrContains(out, "\"result\":\"ok\""));
   CHECK(absl::StrContains(out, "\"verified_key_ids\":[\"authority\"]"));
+  // 64-bit versions keep every digit: JSON from the CLI writes them as protobuf's JSON mapping does.
+  REQUIRE(CtlOffline({"sign", "--policy", policy, "--key", dir / "authority.key", "--key-id", "authority",
+                      "--version", "1152921504606846977", "--out", dir / "big.json"}, &out, &err) == 0);
+  CHECK(CtlOffline({"verify", "--projection", dir / "big.json", "--trust-store", dir / "trust.json", "-o", "json"}, &out) == 0);
+  CHECK(absl::StrContains(out, "\"policy_version\":\"1152921504606846977\""));
 
   SECTION("a key the trust store does not know") {
     const std::string other = Keygen(dir, "other", algorithm);
