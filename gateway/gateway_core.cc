@@ -59,6 +59,7 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   info.set_reported_at_unix(r.reported_at_unix);
   info.set_expires_at_unix(p.expires_at_unix());
   info.set_last_refresh_error(r.last_refresh_error);
+  info.set_reported_behind(!r.reported_digest.empty() && r.reported_digest != p.policy_digest());
   return info;
 }
 
@@ -552,6 +553,22 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   event.policy_digest = request.policy_digest();
   event.outcome = request.status() == gateway_v1::LOADED ? audit::outcome::kLoaded : audit::outcome::kFailed;
   event.reason = request.error();
+  // Only a digest the sandbox was given: the admitted one, or (during a change) the one before it.
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  const std::string admitted = snapshot->record.envelope->policy_digest();
+  if (request.policy_digest() != admitted) {
+    const bool previous = snapshot->previous_body != nullptr &&
+                          policy::Sha256Hex(*snapshot->previous_body) == request.policy_digest();
+    if (!previous) {
+      const std::string why = absl::StrCat("policy_digest: the sandbox was never given ", request.policy_digest(),
+                                           " (its admitted digest is ", admitted, ")");
+      audit_.Record(std::move(event), audit::outcome::kRefused, why);
+      return absl::InvalidArgumentError(why);
+    }
+    event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
+                                request.error().empty() ? "" : "; ", request.error());
+  }
   if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now,
                                          std::move(event));
       !status.ok()) {

@@ -75,6 +75,7 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               auto it = by_id_.find(id);
               if (it == by_id_.end()) continue;
               Entry& e = it->second;
+              if (e.envelope && e.envelope->shared_body() != c.envelope->shared_body()) e.previous_body = e.envelope->shared_body();
               SetEnvelopeLocked(e, c.envelope);
               e.verification = c.verification;
               e.signing_key_ids = c.key_ids;
@@ -145,6 +146,7 @@ SandboxRegistry::Snapshot SandboxRegistry::SnapshotOf(const std::string& id, con
   r.reported_at_unix = e.reported_at_unix;
   r.last_refresh_error = e.last_refresh_error;
   s.verified = e.verified;
+  s.previous_body = e.previous_body;
   return s;
 }
 

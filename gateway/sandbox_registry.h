@@ -42,6 +42,9 @@ class SandboxRegistry final : public store::ChangeListener {
   struct Snapshot {
     store::SandboxRecord record;
     bool verified = false;
+    // The body admitted before the current one, since this process started (not stored: after a restart
+    // only the current one is known). A sandbox still reporting about it is behind, not wrong.
+    store::BodyPtr previous_body;
   };
 
   // Replaces the whole content with what the store holds (start-up); every entry is unverified.
@@ -126,6 +129,7 @@ class SandboxRegistry final : public store::ChangeListener {
     std::string reported_digest;
     std::string last_refresh_error;
     bool verified = false;
+    store::BodyPtr previous_body;  // see Snapshot::previous_body
     std::vector<ProjectionWatcher*> watchers;
   };
   void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

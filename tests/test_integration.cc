@@ -79,6 +79,29 @@ TEST_CASE("integration: set policy, admit, fetch, update with a watcher, report,
   REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
   CHECK(info.load_status() == gw::LOADED);
   CHECK(info.reported_digest() == second.policy_digest());
+  CHECK_FALSE(info.reported_behind());
+
+  // A sandbox still on the previous digest during a change is behind, not wrong: recorded as such.
+  report.set_policy_digest(first.policy_digest());
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &report_response).ok());
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.reported_digest() == first.policy_digest());
+  CHECK(info.reported_behind());
+  // A digest it was never given (64 zeros) is refused, audited, and changes nothing.
+  report.set_policy_digest(std::string(64, '0'));
+  auto never = g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &report_response);
+  CHECK(never.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(never.error_message(), Catch::Contains("never given"));
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.reported_digest() == first.policy_digest());
+  gw::ListAuditEventsRequest list;
+  gw::ListAuditEventsResponse events;
+  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
+  CHECK(events.events(events.events_size() - 1).type() == "report");
+  CHECK(events.events(events.events_size() - 1).outcome() == "refused");
+  // Back on the admitted digest.
+  report.set_policy_digest(second.policy_digest());
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &report_response).ok());
   CHECK(info.policy_digest() == second.policy_digest());
 
   // Delete: the handle is refused, and the open watch ends UNAUTHENTICATED.
@@ -283,12 +306,17 @@ TEST_CASE("integration: policyctl exit codes and JSON output", "[integration][cl
   const auto start = out.find("sbh_");
   REQUIRE(start != std::string::npos);
   const std::string handle = out.substr(start, out.find('"', start) - start);
+  const auto digest_at = out.find("\"policy_digest\":\"");
+  REQUIRE(digest_at != std::string::npos);
+  const std::string digest = out.substr(digest_at + 17, 64);
   const std::string fetched = (g.dir().path() / "p.json").string();
   CHECK(Ctl(g, {"fetch", "--handle", handle, "--out", fetched}, &out, &err) == 0);
   CHECK_THAT(ReadAll(fetched), Catch::Contains("\"policy_digest\"") && Catch::Contains("\"body\""));
   CHECK(Ctl(g, {"fetch", "--handle", "wrong"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
-  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a'), "--loaded"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", digest, "--loaded"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a'), "--loaded"}, &out, &err) == 1);  // never given
+  CHECK_THAT(err, Catch::Contains("INVALID_ARGUMENT") && Catch::Contains("never given"));
   CHECK(Ctl(g, {"report", "--handle", handle, "--digest", "short", "--loaded"}, &out, &err) == 1);
   CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a')}, &out, &err) == 2);
   CHECK(Ctl(g, {"-o", "json", "list"}, &out, &err) == 0);
