@@ -262,7 +262,7 @@ std::vector<std::string> Prefill(const std::string& db, bool builtin, const Opti
     handles.push_back(osh::gateway::MintSandboxHandle());
     r.handle_sha256 = osh::policy::Sha256(handles.back());
     if (builtin) {
-      r.driver_handle = *driver->AcquireHandle(r.context);
+      r.driver_handle = *driver->AcquireHandle(r.context, "");
       if (!shared) {
         auto response = driver->GetProjection(r.driver_handle, "openshell.sandbox.v1");
         shared = (*store)->envelopes().Intern(response->projection());

@@ -106,7 +106,7 @@ absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
   return caps;
 }
 
-absl::StatusOr<std::string> BuiltinDriver::AcquireHandle(const driver_v1::RuntimeContext& context) {
+absl::StatusOr<std::string> BuiltinDriver::AcquireHandle(const driver_v1::RuntimeContext& context, const std::string&) {
   if (context.sandbox_id().empty()) return absl::InvalidArgumentError("context.sandbox_id: required");
   if (context.user_subject().empty()) return absl::InvalidArgumentError("context.user_subject: required");
   return absl::StrCat(kHandlePrefix, absl::WebSafeBase64Escape(policy::SerializeDeterministic(context)));

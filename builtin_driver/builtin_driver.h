@@ -43,7 +43,8 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   std::string kind() const override { return "builtin"; }
   bool handles_need_release() const override { return false; }  // handles encode the context; no state
   absl::StatusOr<drivers::driver_v1::Capabilities> GetCapabilities() override;
-  absl::StatusOr<std::string> AcquireHandle(const drivers::driver_v1::RuntimeContext& context) override;
+  absl::StatusOr<std::string> AcquireHandle(const drivers::driver_v1::RuntimeContext& context,
+                                            const std::string& idempotency_key = "") override;
   absl::StatusOr<drivers::driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
                                                                          const std::string& surface_id) override;
   absl::Status ReleaseHandle(const std::string& handle) override;

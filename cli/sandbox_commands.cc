@@ -207,7 +207,12 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
         std::cout << "admitted sandboxes: " << s.admitted_sandboxes() << "\n"
                   << "policy scopes:      " << s.policy_scopes() << "\n"
                   << "watchers:           " << s.watchers() << "\n"
-                  << "pending releases:   " << s.pending_releases() << "\n";
+                  << "pending releases:   " << s.pending_releases() << "\n"
+                  << "refresh errors:     " << s.refresh_errors() << "\n";
+        if (s.possibly_leaked_handles() > 0) {
+          std::cout << "possibly leaked:    " << s.possibly_leaked_handles()
+                    << " driver handle(s) (the driver ignores idempotency keys)\n";
+        }
         if (s.has_ceiling()) {
           std::cout << "ceiling:            " << s.ceiling().ceiling_id() << " version " << s.ceiling().version()
                     << (s.ceiling().audit_label().empty() ? "" : " '" + s.ceiling().audit_label() + "'") << " signed by "

@@ -52,7 +52,19 @@ class PolicyDriver {
   virtual std::string kind() const = 0;
   // The driver's capabilities as last seen (UNAVAILABLE when it has never answered).
   virtual absl::StatusOr<driver_v1::Capabilities> GetCapabilities() = 0;
-  virtual absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context) = 0;
+  // `idempotency_key` ("": none) is sent to drivers that take it (SPEC §3.2): the same key gives the
+  // same live handle from a driver that advertises `idempotent_acquire`.
+  virtual absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context,
+                                                    const std::string& idempotency_key) = 0;
+  // Whether the driver says it honours idempotency keys (feature `idempotent_acquire`).
+  bool honours_idempotency_key() {
+    auto caps = GetCapabilities();
+    if (!caps.ok()) return false;
+    for (const auto& f : caps->features()) {
+      if (f == "idempotent_acquire") return true;
+    }
+    return false;
+  }
   virtual absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
                                                                         const std::string& surface_id) = 0;
   // Idempotent; NOT_FOUND is reported as OK.

@@ -239,11 +239,13 @@ absl::StatusOr<driver_v1::Capabilities> RemoteDriver::GetCapabilities() {
   return *capabilities_;
 }
 
-absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context) {
+absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context,
+                                                       const std::string& idempotency_key) {
   auto current = stub();
   if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   driver_v1::AcquireHandleRequest request;
   *request.mutable_context() = context;
+  request.set_idempotency_key(idempotency_key);
   driver_v1::AcquireHandleResponse response;
   auto ctx = CallContext();
   if (grpc::Status status = current->AcquireHandle(ctx.get(), request, &response); !status.ok()) {

@@ -68,7 +68,8 @@ class RemoteDriver final : public PolicyDriver {
 
   std::string kind() const override { return "remote"; }
   absl::StatusOr<driver_v1::Capabilities> GetCapabilities() override;
-  absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context) override;
+  absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context,
+                                            const std::string& idempotency_key) override;
   absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
                                                                 const std::string& surface_id) override;
   absl::Status ReleaseHandle(const std::string& handle) override;

@@ -1,5 +1,9 @@
 #include "gateway/driver_handles.h"
 
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
+
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
 #include "gateway/log.h"
@@ -30,14 +34,22 @@ AdmissionSlots::Slot AdmissionSlots::Take(const std::string& sandbox_id) {
   return Slot(ids_.insert(sandbox_id).second ? this : nullptr, sandbox_id);
 }
 
+std::string NewIdempotencyKey() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();  // a repeated key would alias two admissions
+  return absl::StrCat("adm_", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
 absl::StatusOr<DriverHandles::Acquired> DriverHandles::Acquire(const drivers::driver_v1::RuntimeContext& context) {
   Acquired acquired;
+  std::string key;
   if (driver_->handles_need_release()) {
-    auto recorded = store_->RecordAdmissionIntent(context);
+    key = NewIdempotencyKey();
+    auto recorded = store_->RecordAdmissionIntent(context, key);
     if (!recorded.ok()) return recorded.status();
     acquired.intent = *recorded;
   }
-  auto handle = driver_->AcquireHandle(context);
+  auto handle = driver_->AcquireHandle(context, key);
   if (!handle.ok()) {
     if (acquired.intent != 0) {
       absl::Status settled = DriverUnreachable(handle.status()) ? store_->QueueAcquiredRelease(acquired.intent, "")
@@ -88,13 +100,26 @@ void DriverHandles::DeliverQueued() {
       if (registry_->Contains(release.context.sandbox_id())) {
         event.reason = absl::StrCat("release #", release.id, " dropped: the sandbox was admitted since");
       } else {
-        auto handle = driver_->AcquireHandle(release.context);
+        // With the admission's own idempotency key, a driver that honours keys returns exactly the handle
+        // it gave the crashed admission. One that does not may have given that admission another handle,
+        // which nothing can name now: counted and logged as a possible leak.
+        const bool by_key = !release.idempotency_key.empty() && driver_->honours_idempotency_key();
+        auto handle = driver_->AcquireHandle(release.context, release.idempotency_key);
         if (!handle.ok() && DriverUnreachable(handle.status())) return;
         if (handle.ok()) {
           const absl::Status status = driver_->ReleaseHandle(*handle);
           if (!status.ok() && !absl::IsNotFound(status)) return;
         }
-        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id, ", by context)");
+        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id,
+                                    by_key ? ", by its idempotency key)" : ", by context)");
+        if (!by_key) {
+          possible_leaks_.fetch_add(1, std::memory_order_relaxed);
+          absl::StrAppend(&event.reason, "; the driver does not honour idempotency keys, so a handle it gave the "
+                                         "unfinished admission may stay live in the driver");
+          LogWarning(absl::StrCat("release #", release.id, " for sandbox ", release.context.sandbox_id(),
+                                  ": the driver does not advertise idempotent_acquire; the unfinished admission's own "
+                                  "handle may have leaked in the driver"));
+        }
       }
     } else {
       const absl::Status status = driver_->ReleaseHandle(release.driver_handle);

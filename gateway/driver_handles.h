@@ -8,6 +8,7 @@
 // Thread-safe. The store, driver and registry must outlive it.
 #pragma once
 
+#include <atomic>
 #include <set>
 #include <string>
 
@@ -68,6 +69,8 @@ class DriverHandles {
   // Delivers queued releases in order, each removed (and audited) only once the driver acknowledged it;
   // stops at the first the driver cannot take. One delivery at a time.
   void DeliverQueued();
+  // Recoveries whose handle may have leaked: the driver does not honour idempotency keys (SPEC §3.2).
+  uint64_t possible_leaks() const { return possible_leaks_.load(std::memory_order_relaxed); }
 
  private:
   store::Store* const store_;
@@ -75,6 +78,10 @@ class DriverHandles {
   SandboxRegistry* const registry_;
   AdmissionSlots* const slots_;
   absl::Mutex deliver_mu_;  // each queued release is sent once
+  std::atomic<uint64_t> possible_leaks_{0};
 };
+
+// A fresh idempotency key for one admission (128 random bits).
+std::string NewIdempotencyKey();
 
 }  // namespace osh::gateway

@@ -1,6 +1,7 @@
 #include "gateway/gateway_core.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 
 #include "policy/containment.h"
 
@@ -359,6 +360,8 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
                             const driver_v1::Projection* offered) -> absl::Status {
     const std::string message = absl::StrCat(reason_code, ": ", detail);
+    // A failure repeated by the scheduler is said once: the same error again writes nothing.
+    if (snapshot->record.last_refresh_error == message) return absl::FailedPreconditionError(message);
     auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, offered);
     event.outcome = audit::outcome::kKeptLastGood;
     event.reason = message;
@@ -368,7 +371,18 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   };
 
   auto response = driver_->GetProjection(snapshot->record.driver_handle, current.surface_id());
-  if (!response.ok()) return DriverError(response.status(), "GetProjection");
+  if (!response.ok()) {
+    // Visible like any refused refresh: kept the last good, logged, audited, in last_refresh_error.
+    const absl::Status error = DriverError(response.status(), "GetProjection");
+    const bool unreachable = DriverUnreachable(response.status());
+    const absl::Status recorded =
+        keep_last_good(unreachable ? "driver_unavailable" : "driver_error",
+                       unreachable ? std::string(absl::StripPrefix(error.message(), "driver_unavailable: "))
+                                   : std::string(error.message()),
+                       nullptr);
+    if (!absl::IsFailedPrecondition(recorded)) return recorded;  // the store failed
+    return error;
+  }
   if (response->has_no_verified_policy()) {
     return keep_last_good(trust::reason::kNoVerifiedPolicy, response->no_verified_policy().reason(), nullptr);
   }
@@ -494,6 +508,8 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   }
   out.set_admitted_sandboxes(registry_->size());
   out.set_watchers(registry_->watcher_count());
+  out.set_refresh_errors(registry_->refresh_error_count());
+  out.set_possibly_leaked_handles(handles_.possible_leaks());
   if (driver_->authoring() != nullptr) {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }

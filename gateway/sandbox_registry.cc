@@ -42,7 +42,7 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
   e.load_status = r.load_status;
   e.load_error = std::move(r.load_error);
   e.reported_digest = std::move(r.reported_digest);
-  e.last_refresh_error = std::move(r.last_refresh_error);
+  SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
   e.verified = verified;
   by_handle_hash_[e.handle_sha256] = &*it;
 }
@@ -53,10 +53,17 @@ void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelop
   if (entry.envelope && entry.envelope->expires_at_unix() != 0) ++expiring_;
 }
 
+void SandboxRegistry::SetRefreshErrorLocked(Entry& entry, std::string error) {
+  if (!entry.last_refresh_error.empty()) --refresh_errors_;
+  entry.last_refresh_error = std::move(error);
+  if (!entry.last_refresh_error.empty()) ++refresh_errors_;
+}
+
 void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) {
   for (ProjectionWatcher* watcher : it->second.watchers) watcher->OnClosed(revoked);
   watchers_ -= it->second.watchers.size();
   SetEnvelopeLocked(it->second, nullptr);
+  SetRefreshErrorLocked(it->second, "");
   by_handle_hash_.erase(it->second.handle_sha256);
   by_id_.erase(it);
 }
@@ -80,14 +87,14 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               e.verification = c.verification;
               e.signing_key_ids = c.key_ids;
               e.updated_at_unix = c.now_unix;
-              e.last_refresh_error.clear();
+              SetRefreshErrorLocked(e, "");
               e.verified = true;
               if (e.watchers.empty()) continue;
               if (!shared) shared = c.envelope->Shared();
               for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
             }
           } else if constexpr (std::is_same_v<T, store::change::SetRefreshError>) {
-            if (auto it = by_id_.find(c.sandbox_id); it != by_id_.end()) it->second.last_refresh_error = c.error;
+            if (auto it = by_id_.find(c.sandbox_id); it != by_id_.end()) SetRefreshErrorLocked(it->second, c.error);
           } else if constexpr (std::is_same_v<T, store::change::DeleteSandbox>) {
             if (auto it = by_id_.find(c.sandbox_id); it != by_id_.end()) RemoveLocked(it, /*revoked=*/true);
           } else {
@@ -200,6 +207,11 @@ std::vector<std::string> SandboxRegistry::TakeDueForRefresh(int64_t now, int64_t
 size_t SandboxRegistry::size() const {
   absl::ReaderMutexLock lock(&mu_);
   return by_id_.size();
+}
+
+size_t SandboxRegistry::refresh_error_count() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return refresh_errors_;
 }
 
 size_t SandboxRegistry::watcher_count() const {

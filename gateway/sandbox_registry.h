@@ -66,6 +66,8 @@ class SandboxRegistry final : public store::ChangeListener {
   std::vector<Snapshot> List(const std::string& after, size_t limit) const;
   size_t size() const;
   size_t watcher_count() const;
+  // Sandboxes whose last refresh failed (last_refresh_error set).
+  size_t refresh_error_count() const;
 
   // The sandboxes, with their driver handle and current envelope, whose runtime context `matches`
   // (called under the lock with the serialized context). For a re-projection.
@@ -135,6 +137,7 @@ class SandboxRegistry final : public store::ChangeListener {
   void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetRefreshErrorLocked(Entry& entry, std::string error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Snapshot SnapshotOf(const std::string& id, const Entry& entry) const;
   Authenticated AuthenticatedOf(const std::string& id, const Entry& entry) const;
   std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
@@ -144,7 +147,8 @@ class SandboxRegistry final : public store::ChangeListener {
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<HandleHash, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
   size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;  // entries whose envelope has an expiry
+  size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error  // entries whose envelope has an expiry
 };
 
 }  // namespace osh::gateway

@@ -104,6 +104,11 @@ CREATE TABLE ceiling (
   ceiling BLOB NOT NULL                                  -- serialized openshell.policy.ceiling.v1.Ceiling
 );
 )sql",
+    // 6: the idempotency key an admission's AcquireHandle was sent with (SPEC §3.2), so recovery
+    // re-acquires exactly that handle.
+    R"sql(
+ALTER TABLE pending_releases ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -585,14 +590,16 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   return out;
 }
 
-absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context) {
+absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context,
+                                                         const std::string& idempotency_key) {
   int64_t id = 0;
   const std::string context_bytes = policy::SerializeDeterministic(context);
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto stmt = db_.Prepare(
-        "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context) VALUES ('', ?, 1, ?)");
+        "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context, idempotency_key) "
+        "VALUES ('', ?, 1, ?, ?)");
     if (!stmt.ok()) return stmt.status();
-    stmt->Bind(1, NowMs() / 1000).BindBlob(2, context_bytes);
+    stmt->Bind(1, NowMs() / 1000).BindBlob(2, context_bytes).Bind(3, idempotency_key);
     OSH_RETURN_IF_ERROR(stmt->Run());
     id = db_.LastInsertRowId();
     return absl::OkStatus();
@@ -620,14 +627,14 @@ absl::Status SqliteStore::DropAdmissionIntent(int64_t id) {
 
 absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
   absl::MutexLock lock(&read_mu_);
-  auto stmt = read_db_->Prepare("SELECT id, driver_handle, context FROM pending_releases WHERE in_flight = 0 ORDER BY id");
+  auto stmt = read_db_->Prepare("SELECT id, driver_handle, context, idempotency_key FROM pending_releases WHERE in_flight = 0 ORDER BY id");
   if (!stmt.ok()) return stmt.status();
   std::vector<PendingRelease> out;
   for (;;) {
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    PendingRelease release{stmt->Int(0), stmt->Text(1), {}};
+    PendingRelease release{stmt->Int(0), stmt->Text(1), {}, stmt->Text(3)};
     if (!release.context.ParseFromString(stmt->Blob(2))) return absl::DataLossError("sqlite: a pending release does not decode");
     out.push_back(std::move(release));
   }

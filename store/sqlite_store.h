@@ -28,7 +28,7 @@ class SqliteStore final : public Store {
   // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -38,7 +38,8 @@ class SqliteStore final : public Store {
   void SetChangeListener(ChangeListener* listener) override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
 
-  absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context) override;
+  absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
+                                                const std::string& idempotency_key = "") override;
   absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) override;
   absl::Status DropAdmissionIntent(int64_t id) override;
   absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;

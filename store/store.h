@@ -38,6 +38,7 @@ struct PendingRelease {
   int64_t id = 0;
   std::string driver_handle;  // "" when the handle never reached the store: re-acquire by `context` to release
   RuntimeContext context;
+  std::string idempotency_key;  // the key the acquisition was sent with ("": none)
 };
 
 class Store {
@@ -70,7 +71,8 @@ class Store {
   // InsertSandbox with the returned id removes the note in its transaction; QueueAcquiredRelease makes
   // the release due (with the handle when known); DropAdmissionIntent forgets it (nothing was acquired).
   // Notes left in flight by a crash become due, without a handle, when the store is opened again.
-  virtual absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context) = 0;
+  virtual absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
+                                                        const std::string& idempotency_key = "") = 0;
   virtual absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) = 0;
   virtual absl::Status DropAdmissionIntent(int64_t id) = 0;
   // Releases that are due (not in flight), oldest first.

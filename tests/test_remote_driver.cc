@@ -427,7 +427,13 @@ TEST_CASE("remote: projections with an expiry are refreshed in time, and one tha
 TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admission whole, handles match",
           "[integration][remote][durability]") {
   TempDir dir;
-  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--handles-file", dir / "handles.txt"});
+  // Also with a driver that hands out a new handle on every AcquireHandle (SPEC allows it): recovery must
+  // release the crashed admissions' own handles, by their idempotency keys.
+  const bool per_acquire = GENERATE(false, true);
+  INFO((per_acquire ? "a new handle per AcquireHandle" : "one handle per context"));
+  std::vector<std::string> args = {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--handles-file", dir / "handles.txt"};
+  if (per_acquire) args.push_back("--handle-per-acquire");
+  DriverProcess driver(dir, "null", args);
   driver.Start();
   GatewayFixture g({"--driver-socket", driver.socket()});
   std::mutex mu;
@@ -481,15 +487,19 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
     list_request.set_page_token(listed.next_page_token());
   } while (!list_request.page_token().empty());
   for (const auto& [id, handle] : acknowledged) CHECK(gateway_ids.count(id) == 1);
-  std::set<std::string> driver_ids;
+  // Exactly: one live driver handle per admitted sandbox, none left over (a multiset sees a leaked second).
+  const std::multiset<std::string> admitted_ids(gateway_ids.begin(), gateway_ids.end());
+  std::multiset<std::string> driver_ids;
   CHECK(Eventually([&] {
     driver_ids.clear();
     for (absl::string_view line : absl::StrSplit(ReadAll(dir / "handles.txt"), '\n', absl::SkipEmpty())) {
-      driver_ids.insert(std::string(line.substr(line.find(' ') + 1)));
+      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');  // handle, sandbox id, context, key
+      if (fields.size() >= 2) driver_ids.insert(std::string(fields[1]));
     }
-    return driver_ids == gateway_ids;
+    return driver_ids == admitted_ids;
   }));
-  CHECK(driver_ids == gateway_ids);
+  CHECK(driver_ids == admitted_ids);
+  CHECK(Status(g).possibly_leaked_handles() == 0);
 }
 
 TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision, rollback refused",
@@ -549,4 +559,63 @@ TEST_CASE("example signing driver: per-subject files, signed, bound, versioned b
   CHECK(g.admin().AdmitSandbox(GatewayFixture::Context().get(), request, &evil).error_code() ==
         grpc::StatusCode::PERMISSION_DENIED);
   CHECK(Status(g).admitted_sandboxes() == 2);
+}
+
+TEST_CASE("remote: a refresh the driver fails is visible; handles kept in a handles file survive a driver restart",
+          "[integration][remote]") {
+  TempDir dir;
+  SECTION("a driver that forgets its handles on restart: the failed refresh is logged, audited and shown") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
+    driver.Start();
+    GatewayFixture g({"--driver-socket", driver.socket()});
+    gw::AdmitSandboxResponse admitted;
+    REQUIRE(g.Admit("sb-1", &admitted).ok());
+    driver.Kill9();
+    driver.Start();  // a new process: sb-1's handle is unknown to it
+    REQUIRE(Eventually([&] { return Status(g).driver_state() == "connected"; }));
+    gw::RefreshSandboxRequest refresh;
+    refresh.set_sandbox_id("sb-1");
+    gw::RefreshSandboxResponse refreshed;
+    grpc::Status failed;
+    REQUIRE(Eventually([&] {
+      failed = g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed);
+      return failed.error_code() == grpc::StatusCode::NOT_FOUND;
+    }));
+    gw::GetSandboxRequest get;
+    get.set_sandbox_id("sb-1");
+    gw::SandboxInfo info;
+    REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+    CHECK_THAT(info.last_refresh_error(), Catch::StartsWith("driver_error: GetProjection: "));
+    CHECK(info.policy_digest() == admitted.policy_digest());  // the last good is kept and still served
+    drv::Projection fetched;
+    CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+    CHECK(Status(g).refresh_errors() == 1);
+    CHECK_THAT(g.log(), Catch::Contains("refresh of sb-1 kept the last good projection: driver_error"));
+    gw::ListAuditEventsResponse events;
+    REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), gw::ListAuditEventsRequest(), &events).ok());
+    const auto& last = events.events(events.events_size() - 1);
+    CHECK(last.type() == "refresh");
+    CHECK(last.outcome() == "kept_last_good");
+    // Said once: the same failure again adds no event.
+    CHECK(g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).error_code() ==
+          grpc::StatusCode::NOT_FOUND);
+    gw::ListAuditEventsResponse again;
+    REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), gw::ListAuditEventsRequest(), &again).ok());
+    CHECK(again.events_size() == events.events_size());
+  }
+  SECTION("a driver with a handles file: the handle survives its restart, refresh keeps working") {
+    DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--handles-file", dir / "handles.txt"});
+    driver.Start();
+    GatewayFixture g({"--driver-socket", driver.socket()});
+    gw::AdmitSandboxResponse admitted;
+    REQUIRE(g.Admit("sb-1", &admitted).ok());
+    driver.Kill9();
+    driver.Start();
+    CHECK_THAT(driver.log(), Catch::Contains("restored 1 live handle(s)"));
+    gw::RefreshSandboxRequest refresh;
+    refresh.set_sandbox_id("sb-1");
+    gw::RefreshSandboxResponse refreshed;
+    CHECK(Eventually([&] { return g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok(); }));
+    CHECK(Status(g).refresh_errors() == 0);
+  }
 }

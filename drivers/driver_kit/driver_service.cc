@@ -43,7 +43,38 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status 
 }
 
 DriverService::DriverService(DriverOptions options, PolicySource source, SubjectCheck serves)
-    : options_(std::move(options)), source_(std::move(source)), serves_(std::move(serves)) {}
+    : options_(std::move(options)), source_(std::move(source)), serves_(std::move(serves)) {
+  ReadHandlesFile();
+}
+
+void DriverService::AddHandleLocked(const std::string& handle, const driver_v1::RuntimeContext& context,
+                                    const std::string& key) {
+  handles_[handle] = context;
+  by_context_[trust::ContextDigest(context)] = handle;
+  if (!key.empty() && options_.honour_idempotency_key) {
+    by_key_[key] = handle;
+    key_of_[handle] = key;
+  }
+}
+
+void DriverService::ReadHandlesFile() {
+  if (options_.handles_file.empty()) return;
+  std::ifstream in(options_.handles_file);
+  std::string handle, sandbox_id, encoded, key;
+  absl::MutexLock lock(&mu_);
+  size_t restored = 0;
+  while (in >> handle >> sandbox_id >> encoded >> key) {
+    std::string bytes;
+    driver_v1::RuntimeContext context;
+    if (!absl::WebSafeBase64Unescape(encoded, &bytes) || !context.ParseFromString(bytes)) {
+      Log(absl::StrCat("handles file ", options_.handles_file, ": skipping an unreadable line for handle ", handle));
+      continue;
+    }
+    AddHandleLocked(handle, context, key == "-" ? "" : key);
+    ++restored;
+  }
+  if (restored > 0) Log(absl::StrCat("restored ", restored, " live handle(s) from ", options_.handles_file));
+}
 
 grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerContext* ctx,
                                                          const driver_v1::GetCapabilitiesRequest*,
@@ -57,6 +88,7 @@ grpc::ServerUnaryReactor* DriverService::GetCapabilities(grpc::CallbackServerCon
   if (options_.versioned) response->add_features("policy_version");
   if (options_.bind_context) response->add_features("context_binding");
   if (options_.expires_in_s > 0) response->add_features("expiry");
+  if (options_.honour_idempotency_key) response->add_features("idempotent_acquire");
   return Finish(ctx, grpc::Status::OK);
 }
 
@@ -73,16 +105,30 @@ grpc::ServerUnaryReactor* DriverService::AcquireHandle(grpc::CallbackServerConte
                      served.message()));
     return Finish(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(served.message())));
   }
-  const std::string key = trust::ContextDigest(context);
+  const std::string& key = request->idempotency_key();
   absl::MutexLock lock(&mu_);
-  auto [it, inserted] = by_context_.emplace(key, "");
-  if (inserted) {
-    it->second = NewHandle();
-    handles_[it->second] = context;
+  std::string handle;
+  bool existing = false;
+  if (!key.empty() && options_.honour_idempotency_key) {
+    if (auto it = by_key_.find(key); it != by_key_.end()) {
+      handle = it->second;
+      existing = true;
+    }
+  }
+  if (!existing && !options_.handle_per_acquire) {
+    if (auto it = by_context_.find(trust::ContextDigest(context)); it != by_context_.end()) {
+      handle = it->second;
+      existing = true;
+    }
+  }
+  if (!existing) {
+    handle = NewHandle();
+    AddHandleLocked(handle, context, key);
     WriteHandlesFileLocked();
   }
-  response->set_handle(it->second);
-  Log(absl::StrCat("acquire: handle=", it->second, " sandbox=", context.sandbox_id(), inserted ? "" : " (existing)"));
+  response->set_handle(handle);
+  Log(absl::StrCat("acquire: handle=", handle, " sandbox=", context.sandbox_id(), existing ? " (existing)" : "",
+                   key.empty() ? "" : absl::StrCat(" key=", key)));
   return Finish(ctx, grpc::Status::OK);
 }
 
@@ -141,7 +187,13 @@ grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerConte
     Log(absl::StrCat("release: handle=", request->handle(), " (unknown)"));
     return Finish(ctx, grpc::Status::OK);  // idempotent
   }
-  by_context_.erase(trust::ContextDigest(it->second));
+  if (auto by = by_context_.find(trust::ContextDigest(it->second)); by != by_context_.end() && by->second == it->first) {
+    by_context_.erase(by);
+  }
+  if (auto k = key_of_.find(it->first); k != key_of_.end()) {
+    by_key_.erase(k->second);
+    key_of_.erase(k);
+  }
   handles_.erase(it);
   WriteHandlesFileLocked();
   Log(absl::StrCat("release: handle=", request->handle()));
@@ -153,7 +205,11 @@ void DriverService::WriteHandlesFileLocked() {
   const std::string tmp = options_.handles_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& [handle, context] : handles_) out << handle << " " << context.sandbox_id() << "\n";
+    for (const auto& [handle, context] : handles_) {
+      const auto key = key_of_.find(handle);
+      out << handle << " " << context.sandbox_id() << " " << absl::WebSafeBase64Escape(context.SerializeAsString()) << " "
+          << (key == key_of_.end() ? "-" : key->second) << "\n";
+    }
   }
   std::rename(tmp.c_str(), options_.handles_file.c_str());
 }

@@ -45,7 +45,14 @@ struct DriverOptions {
   bool bind_context = true;       // set context_digest
   bool versioned = true;          // the source states versions (> 0): advertise the policy_version feature
   int64_t expires_in_s = 0;       // 0: projections never expire
-  std::string handles_file;       // "": none; else the live handle table is rewritten here on each change
+  // "": none; else the live handle table is rewritten here on each change and read back at start, so
+  // handles survive a restart of the driver. One line a handle: handle, sandbox id, base64url of the
+  // serialized context, idempotency key ("-" for none).
+  std::string handles_file;
+  // false: one handle per context (acquiring again returns it). true: a new handle on every call
+  // (SPEC allows that), except for a repeated idempotency key.
+  bool handle_per_acquire = false;
+  bool honour_idempotency_key = true;  // false: ignore the key (for tests of a driver that does)
 };
 
 class DriverService final : public driver_v1::PolicyDriver::CallbackService {
@@ -66,6 +73,10 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
 
  private:
   void WriteHandlesFileLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReadHandlesFile();
+  // Records a new live handle (and its key, when honoured).
+  void AddHandleLocked(const std::string& handle, const driver_v1::RuntimeContext& context, const std::string& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DriverOptions options_;
   const PolicySource source_;
@@ -73,6 +84,8 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
   absl::Mutex mu_;
   std::map<std::string, driver_v1::RuntimeContext> handles_ ABSL_GUARDED_BY(mu_);  // handle -> context
   std::map<std::string, std::string> by_context_ ABSL_GUARDED_BY(mu_);            // context digest -> handle
+  std::map<std::string, std::string> by_key_ ABSL_GUARDED_BY(mu_);                // idempotency key -> handle
+  std::map<std::string, std::string> key_of_ ABSL_GUARDED_BY(mu_);                // handle -> idempotency key
 };
 
 // Finishes a unary callback call with `status` (its default reactor); returns the reactor to hand back.

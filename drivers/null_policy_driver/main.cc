@@ -22,7 +22,12 @@ int main(int argc, char** argv) {
   app.add_option("--policy-version", version, "policy_version stamped on projections (0: unversioned)")->capture_default_str();
   app.add_option("--expires-in", expires_in, "seconds until each projection expires (0: never)")->capture_default_str();
   app.add_flag("--no-context-binding", no_context_binding, "leave context_digest empty");
-  app.add_option("--handles-file", handles_file, "rewrite the live handle table to this file on each change");
+  app.add_option("--handles-file", handles_file,
+                 "keep the live handle table in this file (rewritten on each change, read back at start)");
+  bool handle_per_acquire = false, ignore_keys = false;
+  app.add_flag("--handle-per-acquire", handle_per_acquire,
+               "a new handle on every AcquireHandle (as SPEC allows), except for a repeated idempotency key");
+  app.add_flag("--ignore-idempotency-key", ignore_keys, "ignore AcquireHandle's idempotency_key (for tests)");
   CLI11_PARSE(app, argc, argv);
   if (key_path.empty() != key_id.empty()) {
     std::cerr << "null-policy-driver: --key and --key-id go together\n";
@@ -42,6 +47,8 @@ int main(int argc, char** argv) {
   options.versioned = version != 0;
   options.expires_in_s = expires_in;
   options.handles_file = handles_file;
+  options.handle_per_acquire = handle_per_acquire;
+  options.honour_idempotency_key = !ignore_keys;
   if (!key_path.empty()) {
     auto key = osh::driver_kit::LoadPrivateKey(key_path);
     if (!key.ok()) {
