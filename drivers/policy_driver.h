@@ -74,6 +74,9 @@ class PolicyDriver {
   virtual bool handles_need_release() const { return true; }
   // Whether new admissions can be served now (false while a remote driver is unreachable).
   virtual bool available() const { return true; }
+  // Called when work arrives while the driver is unavailable: try to reach it now (bounded by the call
+  // deadline) instead of waiting for the next monitor tick. Returns available() afterwards.
+  virtual bool TryReconnect() { return available(); }
   // nullptr unless the driver keeps policies the gateway may author.
   virtual PolicyAuthoring* authoring() { return nullptr; }
 };

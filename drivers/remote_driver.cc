@@ -119,7 +119,24 @@ void RemoteDriver::SetStateListener(StateListener listener) {
   listener_ = std::move(listener);
 }
 
+bool RemoteDriver::TryReconnect() {
+  if (available()) return true;
+  absl::MutexLock connecting(&connect_mu_);  // a concurrent attempt finishes first; then look again
+  if (available()) return true;
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
+  if (absl::Status status = ConnectLocked(deadline); !status.ok()) {
+    MarkDown(std::string(status.message()));
+    return false;
+  }
+  return true;
+}
+
 absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
+  absl::MutexLock connecting(&connect_mu_);
+  return ConnectLocked(deadline);
+}
+
+absl::Status RemoteDriver::ConnectLocked(std::chrono::system_clock::time_point deadline) {
   if (auto status = CheckDriverSocket(options_.socket_path, options_.socket_owner); !status.ok()) return status;
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);

@@ -74,6 +74,7 @@ class RemoteDriver final : public PolicyDriver {
                                                                 const std::string& surface_id) override;
   absl::Status ReleaseHandle(const std::string& handle) override;
   bool available() const override { return available_.load(); }
+  bool TryReconnect() override;
 
  private:
   explicit RemoteDriver(RemoteDriverOptions options);
@@ -81,6 +82,7 @@ class RemoteDriver final : public PolicyDriver {
 
   // One connection attempt: socket check, fresh channel, wait for it until `deadline`, capabilities.
   absl::Status Connect(std::chrono::system_clock::time_point deadline);
+  absl::Status ConnectLocked(std::chrono::system_clock::time_point deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(connect_mu_);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call: UNAVAILABLE means the driver is gone.
@@ -93,6 +95,7 @@ class RemoteDriver final : public PolicyDriver {
   std::atomic<bool> available_{false};
   std::atomic<int64_t> channel_generation_{0};
 
+  absl::Mutex connect_mu_;  // one connection attempt at a time (monitor or a caller's TryReconnect)
   mutable absl::Mutex mu_;
   std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
   std::optional<driver_v1::Capabilities> capabilities_ ABSL_GUARDED_BY(mu_);

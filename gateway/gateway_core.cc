@@ -244,7 +244,10 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   if (!slot.taken()) {
     return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
   }
-  if (!driver_->available()) return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
+  // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
+  if (!driver_->available() && !driver_->TryReconnect()) {
+    return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
+  }
 
   auto handle = handles_.Acquire(context);
   if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");

@@ -619,3 +619,28 @@ TEST_CASE("remote: a refresh the driver fails is visible; handles kept in a hand
     CHECK(Status(g).refresh_errors() == 0);
   }
 }
+
+TEST_CASE("remote: an admission right after the driver came back connects at once, not at the next monitor tick",
+          "[integration][remote]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--handles-file", dir / "handles.txt"});
+  driver.Start();
+  // The monitor retries a lost driver once a second; an admission right after the restart must not wait
+  // for that tick (before the fix it failed with driver_unavailable unless the tick fell in between).
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  driver.Kill9();
+  // The next call finds it gone and marks it down.
+  gw::RefreshSandboxRequest refresh;
+  refresh.set_sandbox_id("sb-1");
+  gw::RefreshSandboxResponse refreshed;
+  CHECK(g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).error_code() ==
+        grpc::StatusCode::UNAVAILABLE);
+  REQUIRE(Status(g).driver_state() == "unavailable");
+  driver.Start();
+  auto status = g.Admit("sb-2", &admitted);
+  INFO(status.error_message());
+  CHECK(status.ok());
+  CHECK(Status(g).driver_state() == "connected");
+}
