@@ -21,6 +21,7 @@ const char* OutcomeName(conformance_v1::Outcome outcome) {
     case conformance_v1::PASS: return "pass";
     case conformance_v1::FAIL: return "FAIL";
     case conformance_v1::SKIPPED: return "skip";
+    case conformance_v1::WARN: return "WARN";
     default: return "?";
   }
 }
@@ -35,20 +36,25 @@ void PrintTable(const conformance_v1::Report& report) {
   for (const auto& check : report.checks()) {
     std::cout << std::left << std::setw(6) << OutcomeName(check.outcome()) << std::setw(static_cast<int>(width + 2))
               << check.id() << check.detail() << "\n";
-    if (check.outcome() == conformance_v1::FAIL) {
-      std::cout << std::string(6 + width + 2, ' ') << "requires: " << check.title() << " (" << check.spec() << ")\n";
+    if (check.outcome() == conformance_v1::FAIL || check.outcome() == conformance_v1::WARN) {
+      std::cout << std::string(6 + width + 2, ' ') << (check.outcome() == conformance_v1::FAIL ? "requires: " : "expects:  ")
+                << check.title() << " (docs/driver-contract.md " << check.spec() << ")\n";
     }
   }
-  std::cout << "\n" << report.passed() << " passed, " << report.failed() << " failed, " << report.skipped()
-            << " skipped: " << (report.failed() == 0 ? "conformant" : "NOT conformant") << "\n";
+  std::cout << "\n" << report.passed() << " passed, " << report.failed() << " failed, " << report.warnings()
+            << " warnings, " << report.skipped() << " skipped: "
+            << (report.failed() == 0 ? (report.warnings() == 0 ? "conformant" : "conformant, with warnings")
+                                     : "NOT conformant")
+            << "\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"policy-driver-conformance: exercise a running PolicyDriver against the driver contract (SPEC §3)\n"
-               "and print one row per check (pass / FAIL / skip, with the reason).\n"
-               "Exit status: 0 nothing failed, 1 a check failed, 2 usage error or no driver on the socket."};
+               "and print one row per check (pass / FAIL / WARN / skip, with the reason). WARN marks what the contract\n"
+               "allows but a gateway pays for: a `features` claim not honoured, an optional behaviour missing.\n"
+               "Exit status: 0 nothing failed (warnings allowed), 1 a check failed, 2 usage error or no driver on the socket."};
   app.set_version_flag("--version", OSH_VERSION);
   osh::conformance::ConformanceOptions options;
   std::string output = "table", trust_store_path;
@@ -76,6 +82,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--clock-skew-s", options.clock_skew_s, "tolerance for issued/expiry times and key windows")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--restart-cmd", options.restart_command,
+                 "shell command that restarts the driver; then check that a handle acquired before still serves");
   app.add_option("-o,--output", output, "output format")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   try {
     app.parse(argc, argv);

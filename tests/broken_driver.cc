@@ -40,6 +40,9 @@ const std::set<std::string> kViolations = {
     "shared_handle",     // one handle for every context, bound to the first
     "release_twice",     // a second release of a handle is FAILED_PRECONDITION
     "release_unknown",   // releasing an unknown handle is INTERNAL
+    // Allowed by the contract, reported as warnings (exit 0):
+    "ignore_key",        // ignores idempotency keys (a new handle per call) and does not claim idempotent_acquire
+    "unexpiring",        // claims the expiry feature but serves expires_at_unix = 0
 };
 
 bool HasUnknownFields(const google::protobuf::Message& message) {
@@ -63,6 +66,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     out->add_features("policy_version");
     out->add_features("context_binding");
     out->add_features("expiry");
+    if (!Breaks("ignore_key")) out->add_features("idempotent_acquire");
     return Finish(ctx, grpc::Status::OK);
   }
 
@@ -76,8 +80,16 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
       return Finish(ctx, {grpc::StatusCode::INVALID_ARGUMENT, "context.sandbox_id and context.user_subject are required"});
     }
     absl::MutexLock lock(&mu_);
+    const std::string& key = request->idempotency_key();
+    if (!key.empty() && !Breaks("ignore_key")) {
+      if (auto it = by_key_.find(key); it != by_key_.end() && handles_.count(it->second) > 0) {
+        out->set_handle(it->second);
+        return Finish(ctx, grpc::Status::OK);
+      }
+    }
     std::string handle = Breaks("shared_handle") ? "h-shared" : absl::StrCat("h-", ++next_);
     handles_.emplace(handle, context);  // shared: stays bound to the first context
+    if (!key.empty() && !Breaks("ignore_key")) by_key_[key] = handle;
     out->set_handle(handle);
     return Finish(ctx, grpc::Status::OK);
   }
@@ -115,6 +127,10 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     if (Breaks("expired")) {
       p.set_issued_at_unix(p.issued_at_unix() - 7200);
       p.set_expires_at_unix(p.issued_at_unix() + 3600);
+      Resign(&p);
+    }
+    if (Breaks("unexpiring")) {
+      p.set_expires_at_unix(0);
       Resign(&p);
     }
     if (Breaks("digest")) {
@@ -162,6 +178,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t projections_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, drv::RuntimeContext> handles_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> by_key_ ABSL_GUARDED_BY(mu_);  // idempotency key -> handle
   std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
 };
 

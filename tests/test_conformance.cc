@@ -17,10 +17,10 @@ const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/
 
 const std::vector<std::string> kAllChecks = {
     "socket", "capabilities.call", "capabilities.api_version", "capabilities.identity", "capabilities.surface",
-    "capabilities.signing", "acquire.valid", "acquire.malformed", "acquire.repeat", "projection.result",
+    "capabilities.signing", "acquire.valid", "acquire.malformed", "acquire.repeat", "acquire.idempotency", "projection.result",
     "projection.surface", "projection.digest", "projection.body", "projection.signature",
     "projection.context_binding", "projection.expiry", "projection.version", "projection.unknown_handle",
-    "wire.unknown_fields", "concurrency", "connection.drop", "release.idempotent", "release.unknown"};
+    "wire.unknown_fields", "concurrency", "connection.drop", "restart.handles", "release.idempotent", "release.unknown"};
 
 struct Run {
   int exit_code = -1;
@@ -51,7 +51,7 @@ Run Conformance(const std::string& socket, std::vector<std::string> extra = {}) 
     std::vector<std::string> ids;
     for (const auto& c : run.report.checks()) ids.push_back(c.id());
     CHECK(ids == kAllChecks);  // every check, in its order, every time
-    CHECK(run.report.passed() + run.report.failed() + run.report.skipped() == kAllChecks.size());
+    CHECK(run.report.passed() + run.report.failed() + run.report.skipped() + run.report.warnings() == kAllChecks.size());
     CHECK((run.exit_code == 0) == (run.report.failed() == 0));
   }
   return run;
@@ -79,11 +79,14 @@ TEST_CASE("conformance: the null driver and the example signing driver pass ever
     const Run run = Conformance(driver.socket());
     CHECK(run.exit_code == 0);
     CHECK(run.report.driver_name() == "null-policy-driver");
-    CHECK(run.With(conformance_v1::SKIPPED) == std::set<std::string>{"capabilities.signing", "projection.signature"});
+    CHECK(run.With(conformance_v1::SKIPPED) ==
+          std::set<std::string>{"capabilities.signing", "projection.signature", "restart.handles"});
+    CHECK(run.With(conformance_v1::WARN).empty());
+    CHECK(run.Detail("acquire.idempotency") == "one handle per context, whatever the key");
     // The table form, for people.
     std::string out;
     CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket()}, &out) == 0);
-    CHECK_THAT(out, Catch::Contains("pass  projection.digest") && Catch::Contains("21 passed, 0 failed, 2 skipped: conformant"));
+    CHECK_THAT(out, Catch::Contains("pass  projection.digest") && Catch::Contains("22 passed, 0 failed, 0 warnings, 3 skipped: conformant"));
   }
   SECTION("null driver, signed, against the trust store") {
     DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--key",
@@ -91,7 +94,7 @@ TEST_CASE("conformance: the null driver and the example signing driver pass ever
     driver.Start();
     const Run run = Conformance(driver.socket(), {"--trust-store", dir / "trust.json"});
     CHECK(run.exit_code == 0);
-    CHECK(run.With(conformance_v1::SKIPPED).empty());
+    CHECK(run.With(conformance_v1::SKIPPED) == std::set<std::string>{"restart.handles"});
     CHECK(run.Detail("projection.signature") == "verified by authority");
     CHECK_THAT(run.Detail("projection.expiry"), Catch::StartsWith("expires in "));
   }
@@ -118,7 +121,7 @@ TEST_CASE("conformance: the null driver and the example signing driver pass ever
     const Run run = Conformance(driver.socket(), {"--trust-store", dir / "trust.json", "--subject", "alice@example.com",
                                                   "--attr", "tenant_id=acme"});
     CHECK(run.exit_code == 0);
-    CHECK(run.With(conformance_v1::SKIPPED).empty());
+    CHECK(run.With(conformance_v1::SKIPPED) == std::set<std::string>{"restart.handles"});
     // A subject the driver does not serve (no file, no default.yaml): reported, with what to do.
     const Run stranger = Conformance(driver.socket(), {"--trust-store", dir / "trust.json", "--subject", "mallory"});
     CHECK(stranger.exit_code == 1);
@@ -144,7 +147,7 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
     const Run run = Conformance(driver.socket(), trust);
     INFO(run.out);
     CHECK(run.exit_code == 0);
-    CHECK(run.With(conformance_v1::SKIPPED).empty());
+    CHECK(run.With(conformance_v1::SKIPPED) == std::set<std::string>{"restart.handles"});
   }
 
   // An unsound projection (wrong digest or context) is also seen by the checks that make many calls
@@ -168,6 +171,28 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
       {"release_twice", {"release.idempotent"}},
       {"release_unknown", {"release.unknown"}},
   };
+  // Allowed by the contract but worth fixing: warnings, and the driver is still conformant (exit 0).
+  for (const auto& [violation, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"ignore_key", "acquire.idempotency"}, {"unexpiring", "projection.expiry"}}) {
+    DriverProcess driver(dir, violation, broken({violation}));
+    driver.Start();
+    const Run run = Conformance(driver.socket(), trust);
+    INFO("violation " << violation << "\n" << run.out);
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::FAIL).empty());
+    CHECK(run.With(conformance_v1::WARN) == std::set<std::string>{expected});
+    CHECK(run.report.warnings() == 1);
+    std::string table;
+    CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket(), "--trust-store", dir / "trust.json"}, &table) == 0);
+    CHECK_THAT(table, Catch::Contains("WARN  " + expected) && Catch::Contains("conformant, with warnings"));
+    driver.Stop();
+  }
+  CHECK_THAT([&] {
+    DriverProcess driver(dir, "ignore_key_detail", broken({"ignore_key"}));
+    driver.Start();
+    return Conformance(driver.socket(), trust).Detail("acquire.idempotency");
+  }(), Catch::Contains("can leak"));
+
   std::set<std::string> every_failure;
   std::vector<std::string> every_violation;
   for (const auto& [violation, expected] : cases) {
@@ -210,4 +235,27 @@ TEST_CASE("conformance: usage errors and a missing driver exit 2 with the reason
   CHECK_THAT(err, Catch::Contains("trust.json"));
   CHECK(RunCommand({OSH_CONFORMANCE_BINARY, "--socket", driver.socket(), "--attr", "novalue"}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("--attr novalue"));
+}
+
+TEST_CASE("conformance: every check cites a section that exists in docs/driver-contract.md", "[conformance]") {
+  const std::string doc = ReadFile(std::string(OSH_SOURCE_DIR) + "/docs/driver-contract.md");
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml"});
+  driver.Start();
+  const Run run = Conformance(driver.socket());
+  REQUIRE(run.report.checks_size() == static_cast<int>(kAllChecks.size()));
+  for (const auto& check : run.report.checks()) {
+    INFO(check.id() << ": " << check.spec());
+    CHECK_FALSE(absl::StrContains(check.spec(), "SPEC"));  // not a file outside the repository
+    size_t cited = 0;
+    for (size_t at = check.spec().find("§"); at != std::string::npos; at = check.spec().find("§", at + 1)) {
+      size_t end = at + std::string("§").size();
+      while (end < check.spec().size() && (std::isdigit(static_cast<unsigned char>(check.spec()[end])) || check.spec()[end] == '.')) ++end;
+      const std::string number = check.spec().substr(at + std::string("§").size(), end - at - std::string("§").size());
+      const bool section = number.find('.') == std::string::npos;
+      CHECK(absl::StrContains(doc, (section ? "\n## " + number + ". " : "\n### " + number + " ")));
+      ++cited;
+    }
+    CHECK(cited >= 1);
+  }
 }

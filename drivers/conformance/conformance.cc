@@ -40,33 +40,36 @@ struct CheckSpec {
 };
 constexpr CheckSpec kChecks[] = {
     {"socket", "a Unix socket, not a symlink, not writable by others, owned by root, you or --socket-owner",
-     "SPEC §10"},
-    {"capabilities.call", "GetCapabilities answers", "SPEC §3.1"},
-    {"capabilities.api_version", "api_version is 1 (anything else: the gateway refuses to start)", "SPEC §3.1"},
-    {"capabilities.identity", "driver_name is set (operators see it in status and audit)", "SPEC §3.1"},
+     "§1"},
+    {"capabilities.call", "GetCapabilities answers", "§2.1"},
+    {"capabilities.api_version", "api_version is 1 (anything else: the gateway refuses to start)", "§2.1"},
+    {"capabilities.identity", "driver_name is set (operators see it in status and audit)", "§2.1"},
     {"capabilities.surface",
-     "supported_surfaces includes the surface under test (no overlap: the gateway refuses to start)", "SPEC §3.2"},
-    {"capabilities.signing", "signs_projections is true when a trust store is in force", "SPEC §3.3"},
-    {"acquire.valid", "AcquireHandle for a well-formed context returns a handle", "SPEC §3.2"},
-    {"acquire.malformed", "AcquireHandle refuses an empty context with INVALID_ARGUMENT", "SPEC §3.2"},
-    {"acquire.repeat", "acquiring twice for the same context works; both handles serve", "SPEC §3.2"},
-    {"projection.result", "GetProjection for the handle returns a projection", "SPEC §3.2"},
-    {"projection.surface", "surface_id is the surface asked for", "SPEC §3.3 step 1"},
-    {"projection.digest", "policy_digest is 64 lowercase hex and the SHA-256 of body", "SPEC §3.3 step 2"},
-    {"projection.body", "body parses with no unknown fields and passes validation", "SPEC §3.3 step 7"},
+     "supported_surfaces includes the surface under test (no overlap: the gateway refuses to start)", "§2.1"},
+    {"capabilities.signing", "signs_projections is true when a trust store is in force", "§6"},
+    {"acquire.valid", "AcquireHandle for a well-formed context returns a handle", "§2.2"},
+    {"acquire.malformed", "AcquireHandle refuses an empty context with INVALID_ARGUMENT", "§2.2"},
+    {"acquire.repeat", "acquiring twice for the same context works; both handles serve", "§2.2"},
+    {"acquire.idempotency", "the same idempotency key returns the same live handle (optional: warn when ignored)",
+     "§2.2"},
+    {"projection.result", "GetProjection for the handle returns a projection", "§2.3"},
+    {"projection.surface", "surface_id is the surface asked for", "§3"},
+    {"projection.digest", "policy_digest is 64 lowercase hex and the SHA-256 of body", "§3"},
+    {"projection.body", "body parses with no unknown fields and passes validation", "§3"},
     {"projection.signature", "signatures verify under the trust store (threshold, revocation, windows)",
-     "SPEC §3.3 step 3, §3.4"},
+     "§3, §4"},
     {"projection.context_binding", "context_digest, when set, is the digest of the handle's context",
-     "SPEC §3.3 step 4, §3.5"},
-    {"projection.expiry", "a stated expiry is in the future, issued_at is not", "SPEC §3.3 step 5"},
-    {"projection.version", "policy_version never goes backwards for a handle", "SPEC §3.3 step 6"},
-    {"projection.unknown_handle", "GetProjection for an unknown handle is NOT_FOUND", "SPEC §3.2"},
-    {"wire.unknown_fields", "requests carrying fields from a newer contract are accepted", "SPEC §3.1"},
-    {"concurrency", "concurrent clients each get a sound projection for their own context", "SPEC §3.2"},
+     "§3, §5"},
+    {"projection.expiry", "a stated expiry is in the future, issued_at is not", "§3"},
+    {"projection.version", "policy_version never goes backwards for a handle", "§3"},
+    {"projection.unknown_handle", "GetProjection for an unknown handle is NOT_FOUND", "§2.3"},
+    {"wire.unknown_fields", "requests carrying fields from a newer contract are accepted", "§2.5"},
+    {"concurrency", "concurrent clients each get a sound projection for their own context", "§2.3"},
     {"connection.drop", "handles outlive the connection that acquired them; a dropped call harms nothing",
-     "SPEC §3.2, §7"},
-    {"release.idempotent", "ReleaseHandle succeeds, and again for the same handle", "SPEC §3.2"},
-    {"release.unknown", "ReleaseHandle for an unknown handle is OK or NOT_FOUND", "SPEC §3.2"},
+     "§2.2"},
+    {"release.idempotent", "ReleaseHandle succeeds, and again for the same handle", "§2.4"},
+    {"release.unknown", "ReleaseHandle for an unknown handle is OK or NOT_FOUND", "§2.4"},
+    {"restart.handles", "handles survive a restart of the driver (with --restart-cmd)", "§2.2"},
 };
 
 const CheckSpec& SpecOf(absl::string_view id) {
@@ -124,17 +127,20 @@ class Harness {
     stub_ = driver_v1::PolicyDriver::NewStub(channel);
     CheckCapabilities();
     CheckAcquire();
+    CheckIdempotency();
     CheckProjection();
     CheckUnknownHandle();
     CheckUnknownFields();
     CheckConcurrency();
     CheckDroppedConnection();
+    CheckRestart();
     CheckRelease();
     for (const auto& handle : extra_handles_) Release(*stub_, handle);
     for (const auto& check : report_.checks()) {
       if (check.outcome() == conformance_v1::PASS) report_.set_passed(report_.passed() + 1);
       if (check.outcome() == conformance_v1::FAIL) report_.set_failed(report_.failed() + 1);
       if (check.outcome() == conformance_v1::SKIPPED) report_.set_skipped(report_.skipped() + 1);
+      if (check.outcome() == conformance_v1::WARN) report_.set_warnings(report_.warnings() + 1);
     }
     return report_;
   }
@@ -196,6 +202,12 @@ class Harness {
   void Verdict(const char* id, const std::string& failure, std::string pass_detail) {
     Add(id, failure.empty() ? conformance_v1::PASS : conformance_v1::FAIL,
         failure.empty() ? std::move(pass_detail) : failure);
+  }
+  // FAIL for a contract violation; else WARN for a `features` claim not honoured (features are
+  // informational, SPEC §3.1); else PASS.
+  void Verdict(const char* id, const std::string& failure, const std::string& unhonoured_claim, std::string pass_detail) {
+    if (!failure.empty() || unhonoured_claim.empty()) return Verdict(id, failure, std::move(pass_detail));
+    Add(id, conformance_v1::WARN, unhonoured_claim);
   }
 
   // --- checks --------------------------------------------------------------------------------------
@@ -279,6 +291,81 @@ class Harness {
             again == handle_ ? "the same handle again" : "a second, working handle");
   }
 
+  // Same key, same live handle (what lets a gateway that crashed mid-admission release exactly the
+  // handle it got). Different keys may give the same handle only when the driver hands out one handle
+  // per context anyway. Optional: a driver that ignores keys is warned, with what it risks.
+  void CheckIdempotency() {
+    if (handle_.empty()) {
+      Add("acquire.idempotency", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
+      return;
+    }
+    auto acquire = [&](const std::string& key, std::string* handle) {
+      driver_v1::AcquireHandleRequest request;
+      *request.mutable_context() = context_;
+      request.set_idempotency_key(key);
+      const grpc::Status status = Acquire(*stub_, request, handle);
+      if (status.ok() && *handle != handle_ &&
+          std::find(extra_handles_.begin(), extra_handles_.end(), *handle) == extra_handles_.end()) {
+        extra_handles_.push_back(*handle);
+      }
+      return status;
+    };
+    const std::string k1 = absl::StrCat("conformance-", RandomHex(8)), k2 = absl::StrCat("conformance-", RandomHex(8));
+    std::string first, again, other, plain;
+    grpc::Status status = acquire(k1, &first);
+    if (status.ok()) status = acquire(k1, &again);
+    if (status.ok()) status = acquire(k2, &other);
+    if (status.ok()) status = Acquire(*stub_, context_, &plain);
+    if (status.ok() && plain != handle_) extra_handles_.push_back(plain);
+    const bool claimed = HasFeature(caps_, "idempotent_acquire");
+    if (!status.ok()) return Verdict("acquire.idempotency", Describe(status), "");
+    const bool per_context = plain == handle_;  // one handle per context: keys cannot tell admissions apart
+    if (first != again) {
+      return Add("acquire.idempotency", conformance_v1::WARN,
+                 absl::StrCat(claimed ? "features lists idempotent_acquire, but " : "",
+                              "the same idempotency key gave two handles: after a gateway crash mid-admission, the "
+                              "admission's handle can leak in the driver (SPEC §3.2)"));
+    }
+    if (!per_context && first == other) {
+      return Add("acquire.idempotency", conformance_v1::WARN,
+                 "two different idempotency keys gave the same handle while plain acquisitions get new ones: keys alias");
+    }
+    if (!claimed) {
+      return Add("acquire.idempotency", conformance_v1::WARN,
+                 "the same key gave the same handle, but features does not list idempotent_acquire, so the gateway "
+                 "cannot rely on it and counts possible leaks");
+    }
+    Verdict("acquire.idempotency", "",
+            per_context ? "one handle per context, whatever the key" : "the same handle per key, different per key");
+  }
+
+  // With --restart-cmd: a handle acquired before the driver restarts still serves after it.
+  void CheckRestart() {
+    if (options_.restart_command.empty()) {
+      return Add("restart.handles", conformance_v1::SKIPPED, "no --restart-cmd");
+    }
+    if (handle_.empty()) return Add("restart.handles", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
+    const int rc = std::system(options_.restart_command.c_str());
+    if (rc != 0) {
+      return Verdict("restart.handles", absl::StrCat("--restart-cmd exited with status ", rc), "");
+    }
+    stub_ = driver_v1::PolicyDriver::NewStub(NewChannel());
+    driver_v1::GetProjectionResponse response;
+    grpc::Status status;
+    const auto until = Deadline(options_.connect_timeout_ms);
+    do {
+      status = Get(*stub_, handle_, &response);
+      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    } while (std::chrono::system_clock::now() < until);
+    Verdict("restart.handles",
+            status.ok() && response.has_projection()
+                ? ""
+                : absl::StrCat("after the restart the handle gets ", status.ok() ? "no projection" : Describe(status),
+                               ": a gateway's admitted sandboxes would stop refreshing"),
+            "the handle serves after the restart");
+  }
+
   void SkipProjectionChecks(const std::string& why) {
     for (const char* id : {"projection.surface", "projection.digest", "projection.body", "projection.signature",
                            "projection.context_binding", "projection.expiry", "projection.version"}) {
@@ -350,18 +437,21 @@ class Harness {
       Add("projection.context_binding", conformance_v1::SKIPPED,
           "the driver does not bind projections (context_digest empty)");
     } else {
-      std::string binding_failure;
+      std::string binding_failure, binding_claim;
       if (p.context_digest().empty()) {
-        binding_failure = binding_required ? "context_digest is empty, but the trust store requires context binding"
-                                           : "features lists context_binding, but context_digest is empty";
+        if (binding_required) {
+          binding_failure = "context_digest is empty, but the trust store requires context binding";
+        } else {
+          binding_claim = "features lists context_binding, but context_digest is empty";
+        }
       } else if (p.context_digest() != trust::ContextDigest(context_)) {
         binding_failure =
             "context_mismatch: context_digest is not the digest of the context the handle was acquired for";
       }
-      Verdict("projection.context_binding", binding_failure, "bound to this context");
+      Verdict("projection.context_binding", binding_failure, binding_claim, "bound to this context");
     }
 
-    std::string expiry_failure;
+    std::string expiry_failure, expiry_claim;
     if (p.expires_at_unix() != 0 && p.expires_at_unix() <= now - skew) {
       expiry_failure =
           absl::StrCat("expired: expires_at_unix ", p.expires_at_unix(), " is in the past (now ", now, ")");
@@ -370,14 +460,14 @@ class Harness {
     } else if (p.expires_at_unix() != 0 && p.issued_at_unix() != 0 && p.expires_at_unix() < p.issued_at_unix()) {
       expiry_failure = "expires_at_unix is before issued_at_unix";
     } else if (p.expires_at_unix() == 0 && HasFeature(caps_, "expiry")) {
-      expiry_failure = "features lists expiry, but expires_at_unix is 0";
+      expiry_claim = "features lists expiry, but expires_at_unix is 0 (never expires)";
     }
-    Verdict("projection.expiry", expiry_failure,
+    Verdict("projection.expiry", expiry_failure, expiry_claim,
             p.expires_at_unix() == 0 ? "never expires" : absl::StrCat("expires in ", p.expires_at_unix() - now, " s"));
 
     driver_v1::GetProjectionResponse again;
     const grpc::Status second = Get(*stub_, handle_, &again);
-    std::string version_failure;
+    std::string version_failure, version_claim;
     if (!second.ok() || !again.has_projection()) {
       version_failure =
           absl::StrCat("a second GetProjection failed: ", second.ok() ? "no projection" : Describe(second));
@@ -385,10 +475,10 @@ class Harness {
       version_failure = absl::StrCat("rollback: policy_version went from ", p.policy_version(), " to ",
                                      again.projection().policy_version(), " between two calls");
     } else if (p.policy_version() == 0 && HasFeature(caps_, "policy_version")) {
-      version_failure = "features lists policy_version, but policy_version is 0";
+      version_claim = "features lists policy_version, but policy_version is 0";
     }
     Verdict(
-        "projection.version", version_failure,
+        "projection.version", version_failure, version_claim,
         p.policy_version() == 0 ? "unversioned (0)" : absl::StrCat("version ", again.projection().policy_version()));
   }
 

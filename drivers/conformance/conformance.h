@@ -34,6 +34,9 @@ struct ConformanceOptions {
   int64_t call_timeout_ms = 5000;
   int64_t connect_timeout_ms = 5000;
   int64_t clock_skew_s = 60;
+  // When set: run through /bin/sh to restart the driver (returning once it is restarting); the
+  // restart.handles check then asks for a handle acquired before.
+  std::string restart_command;
 };
 
 // Runs every check. NOT_FOUND when there is no socket at the path; UNAVAILABLE when nothing answers on
