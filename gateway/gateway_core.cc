@@ -64,6 +64,17 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   return info;
 }
 
+// The same keys signed both (a projection re-signed by another key after a rotation is a new one).
+bool SameSigners(const driver_v1::Projection& a, const driver_v1::Projection& b) {
+  if (a.signing_key_id() != b.signing_key_id() || a.additional_signatures_size() != b.additional_signatures_size()) {
+    return false;
+  }
+  for (int i = 0; i < a.additional_signatures_size(); ++i) {
+    if (a.additional_signatures(i).key_id() != b.additional_signatures(i).key_id()) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string MintSandboxHandle() {
@@ -373,6 +384,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     return absl::FailedPreconditionError(message);
   };
 
+  if (!driver_->available()) driver_->TryReconnect();  // back a moment ago: ask now, not at the next tick
   auto response = driver_->GetProjection(snapshot->record.driver_handle, current.surface_id());
   if (!response.ok()) {
     // Visible like any refused refresh: kept the last good, logged, audited, in last_refresh_error.
@@ -398,7 +410,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   if (projection.surface_id() == current.surface_id() && projection.policy_digest() == current.policy_digest() &&
       projection.policy_version() == current.policy_version() &&
       projection.context_digest() == current.context_digest() &&
-      projection.expires_at_unix() == current.expires_at_unix()) {
+      projection.expires_at_unix() == current.expires_at_unix() && SameSigners(projection, current)) {
     // Still the admitted projection: it must still be inside the ceiling in force (a narrower ceiling
     // may have come since). Outside, it keeps being served — there is nothing better — and says why.
     if (const auto inside = ceiling_.CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
@@ -513,6 +525,7 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   out.set_watchers(registry_->watcher_count());
   out.set_refresh_errors(registry_->refresh_error_count());
   out.set_possibly_leaked_handles(handles_.possible_leaks());
+  out.set_revoked_sandboxes(revoked_sandboxes_.load(std::memory_order_relaxed));
   if (driver_->authoring() != nullptr) {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
@@ -635,7 +648,68 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kOk,
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
+  out.set_sandboxes_refused(RecheckAdmitted(*trust_store()));
   return out;
+}
+
+uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
+  // One signature check per distinct envelope, as of the time it was admitted (key windows then).
+  absl::flat_hash_map<const store::Envelope*, std::string> verdicts;  // "" = verifies
+  auto verdict = [&](const store::SandboxRecord& r) -> const std::string& {
+    auto [it, fresh] = verdicts.try_emplace(r.envelope.get());
+    if (fresh) {
+      const trust::CheckResult result = trust::CheckSignatures(r.envelope->Header(), trust, r.updated_at_unix,
+                                                               config_.clock_skew_s);
+      it->second = result.ok() ? "" : result.Message();
+    }
+    return it->second;
+  };
+  std::vector<std::string> failing;
+  std::string after;
+  for (;;) {
+    auto page = registry_->List(after, 4096);
+    if (page.empty()) break;
+    for (const auto& snapshot : page) {
+      if (snapshot.record.verification == kVerificationVerified && !verdict(snapshot.record).empty()) {
+        failing.push_back(snapshot.record.context.sandbox_id());
+      }
+    }
+    after = page.back().record.context.sandbox_id();
+  }
+  absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>> revoked;
+  for (const std::string& id : failing) {
+    const auto refreshed = Refresh(id);  // a projection signed by a key still trusted replaces it
+    auto snapshot = registry_->Get(id);
+    if (!snapshot) continue;
+    const std::string& still = verdict(snapshot->record);
+    if (still.empty()) {
+      LogInfo(absl::StrCat("sandbox ", id, ": re-signed projection admitted after the trust-store reload"));
+      continue;
+    }
+    const std::string message = absl::StrCat(
+        trust::reason::kKeyRevoked, ": the admitted projection no longer verifies under the reloaded trust store (",
+        still, "); a refresh did not replace it",
+        refreshed.ok() ? "" : absl::StrCat(" (", refreshed.status().message(), ")"), "; not served");
+    revoked.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope, message);
+    auto event = AuditRecorder::For(audit::type::kRefresh, id);
+    event.outcome = audit::outcome::kRefused;
+    event.reason = message;
+    if (auto status = store_->SetRefreshError(id, message, std::move(event)); !status.ok()) {
+      LogError(absl::StrCat("sandbox ", id, ": cannot record the revocation: ", status.ToString()));
+    }
+    LogError(absl::StrCat("sandbox ", id, ": ", message));
+  }
+  uint64_t refused = 0;
+  for (const std::string& id : failing) {
+    auto snapshot = registry_->Get(id);
+    if (snapshot && revoked.contains(snapshot->record.envelope.get())) ++refused;
+  }
+  {
+    absl::MutexLock lock(&revoked_mu_);
+    revoked_ = std::move(revoked);
+  }
+  revoked_sandboxes_.store(refused, std::memory_order_relaxed);
+  return refused;
 }
 
 void GatewayCore::OnDriverState(bool available, const std::string& detail) {
@@ -650,6 +724,10 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
 }
 
 absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
+  if (revoked_sandboxes_.load(std::memory_order_relaxed) > 0) {
+    absl::MutexLock lock(&revoked_mu_);
+    if (auto it = revoked_.find(&envelope); it != revoked_.end()) return absl::FailedPreconditionError(it->second.second);
+  }
   if (envelope.expires_at_unix() != 0 && envelope.expires_at_unix() <= clock_->NowUnix() - config_.clock_skew_s) {
     return absl::FailedPreconditionError(absl::StrCat(trust::reason::kExpired, ": the admitted projection expired at ",
                                                       envelope.expires_at_unix(), " and no fresh one was admitted"));

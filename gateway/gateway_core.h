@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
@@ -120,6 +121,10 @@ class GatewayCore {
   uint32_t Reproject(const std::string& scope);
   // Admitted sandboxes whose policy is not inside `ceiling`.
   uint64_t CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const;
+  // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
+  // its admission); those that no longer verify are refreshed from the driver at once, and those still
+  // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.
+  uint64_t RecheckAdmitted(const trust::TrustStore& trust);
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
 
   const Config config_;
@@ -138,6 +143,10 @@ class GatewayCore {
   mutable absl::Mutex trust_mu_;
   std::shared_ptr<const trust::TrustStore> trust_store_ ABSL_GUARDED_BY(trust_mu_);
 
+  // Envelopes refused to fetchers after a reload (their signatures no longer verify), with the reason.
+  mutable absl::Mutex revoked_mu_;
+  absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>> revoked_ ABSL_GUARDED_BY(revoked_mu_);
+  std::atomic<size_t> revoked_sandboxes_{0};
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
   std::atomic<bool> stop_verifying_{false};
 };

@@ -196,3 +196,79 @@ TEST_CASE("trust store reload: good, then bad keeps good, then a new good store 
   CHECK(status_response.trust_keys_size() == 2);
   CHECK(absl::StrContains(g.log(), "trust store reload failed"));
 }
+
+TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once, re-signed ones keep being served",
+          "[integration][trust]") {
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  const std::string other = Keygen(keys, "other");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
+  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
+                    "gateway-key"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+
+  // Revoke the key that signed it. The builtin driver still signs with it, so the refresh tried at once
+  // cannot replace it: the sandbox is refused to fetchers, with the reason, audited and shown.
+  std::string json = TrustStoreJson({{"gateway-key", pub}, {"other", other}});
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
+  WriteFile(trust, json);
+  std::string out, err;
+  REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
+  CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"1\""));
+  auto refused = g.Fetch(admitted.sandbox_handle(), &fetched);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(refused.error_message(), "key_revoked: "));
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-1");
+  gw::SandboxInfo info;
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(absl::StartsWith(info.last_refresh_error(), "key_revoked: "));
+  gw::GetStatusResponse status;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  CHECK(status.revoked_sandboxes() == 1);
+  CHECK(absl::StrContains(g.log(), "sandbox sb-1: key_revoked"));
+
+  // Trusted again: the next reload serves it again.
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
+  REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
+  CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  CHECK(status.revoked_sandboxes() == 0);
+}
+
+TEST_CASE("trust store reload: a sandbox whose key is revoked is re-signed from the driver at once and kept",
+          "[integration][trust][remote]") {
+  TempDir keys;
+  const std::string a = Keygen(keys, "a");
+  const std::string b = Keygen(keys, "b");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"a", a}, {"b", b}}));
+  const std::string policy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
+  DriverProcess driver(keys, "null", {OSH_NULL_DRIVER_BINARY, "--policy", policy, "--key", keys / "a.key", "--key-id",
+                                      "a", "--handles-file", keys / "handles.txt"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", trust});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(admitted.signing_key_ids(0) == "a");
+  // The authority rotates: the driver now signs with b (its handles survive the restart), a is revoked.
+  driver.Stop();
+  // Same name, so the same socket path the gateway knows; a separate log.
+  DriverProcess restarted(keys, "null", {OSH_NULL_DRIVER_BINARY, "--policy", policy, "--key", keys / "b.key", "--key-id",
+                                         "b", "--handles-file", keys / "handles.txt"});
+  restarted.Start();
+  std::string json = TrustStoreJson({{"a", a}, {"b", b}});
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"a\"]");
+  WriteFile(trust, json);
+  std::string out, err;
+  REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
+  CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"0\""));
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.signing_key_id() == "b");
+}
