@@ -1,5 +1,9 @@
 #include "policy/yaml_message.h"
 
+#include <google/protobuf/stubs/common.h>
+
+#include <algorithm>
+
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/struct.pb.h>
 #include <yaml-cpp/yaml.h>
@@ -367,6 +371,15 @@ void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std:
 absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, const YamlReadOptions& options,
                              Message* out, LineMap* lines) {
   out->Clear();
+  // Protobuf strings are UTF-8: refuse other bytes here, with their line, rather than store text that
+  // cannot be written back as it was read.
+  const size_t valid = static_cast<size_t>(
+      google::protobuf::internal::UTF8SpnStructurallyValid(google::protobuf::StringPiece(text.data(), text.size())));
+  if (valid < text.size()) {
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(valid), '\n');
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", line, ": not valid UTF-8 (byte ", valid, " of the file)"));
+  }
   try {
     const YAML::Node root = YAML::Load(std::string(text));
     if (!root.IsDefined() || root.IsNull()) {

@@ -168,3 +168,12 @@ TEST_CASE("merge operations: each applies, and a failing list changes nothing", 
   openshell::policy::gateway::v1::UpdatePolicyRequest empty;
   CHECK(absl::IsInvalidArgument(osh::policy::ApplyMergeOperations(empty.operations(), &policy)));
 }
+
+TEST_CASE("policy files: bytes that are not UTF-8 are refused with their line, not stored", "[policy][file]") {
+  auto refused = osh::policy::ParsePolicyText("version: 1\nprocess:\n  run_as_user: \"sand\xff\"\n", "p.yaml");
+  REQUIRE_FALSE(refused.ok());
+  CHECK(absl::IsInvalidArgument(refused.status()));
+  CHECK_THAT(std::string(refused.status().message()), Catch::StartsWith("p.yaml:3: not valid UTF-8"));
+  CHECK(osh::policy::ParsePolicyText("version: 1\nnetwork_policies:\n  caf\xc3\xa9:\n    endpoints: [{host: a.example.com, port: 443}]\n",
+                                     "p.yaml").ok());  // UTF-8 beyond ASCII is fine
+}
