@@ -3,6 +3,7 @@
 #include <google/protobuf/stubs/common.h>
 
 #include <algorithm>
+#include <optional>
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/struct.pb.h>
@@ -368,6 +369,66 @@ void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std:
 
 }  // namespace
 
+namespace {
+
+bool HasControl(const std::string& text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && c != '\t' && c != '\n') || u == 0x7f;
+  });
+}
+
+// The field path of the first string (value or map key) holding a control character other than tab and
+// newline: such text cannot be written back as YAML as it was read, and no policy field needs it.
+std::optional<std::string> ControlCharacterAt(const Message& message, const std::string& prefix) {
+  const auto* reflection = message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const auto* field : fields) {
+    const std::string path = prefix.empty() ? field->name() : absl::StrCat(prefix, ".", field->name());
+    if (field->is_map()) {
+      const auto* key_field = field->message_type()->map_key();
+      const auto* value_field = field->message_type()->map_value();
+      for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+        const Message& entry = reflection->GetRepeatedMessage(message, field, i);
+        const std::string key = key_field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING
+                                    ? entry.GetReflection()->GetString(entry, key_field)
+                                    : "";
+        const std::string entry_path = absl::StrCat(path, ".", key);
+        if (HasControl(key)) return path;
+        if (value_field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING &&
+            HasControl(entry.GetReflection()->GetString(entry, value_field))) {
+          return entry_path;
+        }
+        if (value_field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+          if (auto inner = ControlCharacterAt(entry.GetReflection()->GetMessage(entry, value_field), entry_path)) return inner;
+        }
+      }
+    } else if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+      if (field->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+          if (HasControl(reflection->GetRepeatedString(message, field, i))) return absl::StrCat(path, "[", i, "]");
+        }
+      } else if (HasControl(reflection->GetString(message, field))) {
+        return path;
+      }
+    } else if (field->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (field->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+          if (auto inner = ControlCharacterAt(reflection->GetRepeatedMessage(message, field, i), absl::StrCat(path, "[", i, "]"))) {
+            return inner;
+          }
+        }
+      } else if (auto inner = ControlCharacterAt(reflection->GetMessage(message, field), path)) {
+        return inner;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, const YamlReadOptions& options,
                              Message* out, LineMap* lines) {
   out->Clear();
@@ -393,6 +454,11 @@ absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, c
   } catch (const YAML::Exception& error) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ":", error.mark.line + 1, ": syntax error: ", error.msg));
+  }
+  if (auto path = ControlCharacterAt(*out, "")) {
+    const int line = lines != nullptr && lines->contains(*path) ? lines->at(*path) : 0;
+    return absl::InvalidArgumentError(absl::StrCat(source, line > 0 ? absl::StrCat(":", line) : "", ": ", *path,
+                                                   ": a control character (only tab and newline are allowed)"));
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target for a given number of executions (or seconds), two at a time, from the
+# seeds kept in the repository plus the build's corpus; prints each target's final libFuzzer line
+# (executions, coverage, corpus) and fails if any target crashed.
+#   scripts/fuzz.sh [--runs N | --seconds S] [TARGET...]
+# Targets: projection_check trust_store policy_file decisions (default: all). Needs the build (clang).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=10000000 seconds=0
+targets=()
+while (($#)); do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+((${#targets[@]})) || targets=(projection_check trust_store policy_file decisions)
+bin=build/fuzz
+[[ -x $bin/fuzz_${targets[0]} ]] || { echo "fuzz.sh: build first (./scripts/build.sh, with clang installed)" >&2; exit 2; }
+logs=$(mktemp -d)
+run_one() {
+  local name=$1 corpus=$bin/corpus/$1
+  mkdir -p "$corpus"
+  local seeds=()
+  [[ -d fuzz/seeds/$name ]] && seeds=(fuzz/seeds/$name)
+  local limit=(-runs="$runs")
+  ((seconds > 0)) && limit=(-max_total_time="$seconds")
+  (cd "$logs" && "$OLDPWD/$bin/fuzz_$name" "${limit[@]}" -max_len=16384 -print_final_stats=1 "$OLDPWD/$corpus" \
+     "${seeds[@]/#/$OLDPWD/}") >"$logs/$name.log" 2>&1
+}
+status=0
+for ((i = 0; i < ${#targets[@]}; i += 2)); do
+  pids=()
+  for name in "${targets[@]:i:2}"; do run_one "$name" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+done
+for name in "${targets[@]}"; do
+  echo "== $name: $(grep -E '^#[0-9]+.*DONE|^#[0-9]+' "$logs/$name.log" | tail -1)"
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$logs/$name.log" || true
+  grep -q 'ERROR: libFuzzer\|SUMMARY: ' "$logs/$name.log" && { echo "   CRASH: see $logs/$name.log"; status=1; }
+done
+exit $status
