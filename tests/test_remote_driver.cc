@@ -561,7 +561,7 @@ TEST_CASE("example signing driver: per-subject files, signed, bound, versioned b
   CHECK(Status(g).admitted_sandboxes() == 2);
 }
 
-TEST_CASE("remote: a refresh the driver fails is visible; handles kept in a handles file survive a driver restart",
+TEST_CASE("remote: a refresh the driver fails is visible, and handles kept in a handles file survive a driver restart",
           "[integration][remote]") {
   TempDir dir;
   SECTION("a driver that forgets its handles on restart: the failed refresh is logged, audited and shown") {
