@@ -273,12 +273,27 @@ class Reader {
 
 void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std::string, std::string>* renames);
 
+// A string as a plain scalar when it is plainly safe (paths, hosts, ids), else double-quoted: the
+// emitter's own plain-scalar choice lets some text (leading or trailing spaces, a no-break space) read
+// back differently, and `policy get` output must set back byte for byte.
+void EmitString(YAML::Emitter& out, const std::string& text) {
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '/' ||
+           c == '@' || c == '+';
+  }) && text.front() != '-';
+  if (plain) {
+    out << text;
+  } else {
+    out << YAML::DoubleQuoted << text;
+  }
+}
+
 void EmitScalar(YAML::Emitter& out, const Message& message, const FieldDescriptor* field, int index) {
   const Reflection* r = message.GetReflection();
   const bool rep = index >= 0;
   switch (field->cpp_type()) {
     case FieldDescriptor::CPPTYPE_STRING:
-      out << (rep ? r->GetRepeatedString(message, field, index) : r->GetString(message, field));
+      EmitString(out, rep ? r->GetRepeatedString(message, field, index) : r->GetString(message, field));
       break;
     case FieldDescriptor::CPPTYPE_BOOL: out << (rep ? r->GetRepeatedBool(message, field, index) : r->GetBool(message, field)); break;
     case FieldDescriptor::CPPTYPE_UINT32: out << (rep ? r->GetRepeatedUInt32(message, field, index) : r->GetUInt32(message, field)); break;
@@ -339,7 +354,9 @@ void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std:
       }
       out << YAML::BeginMap;
       for (const auto& [key, entry] : sorted) {
-        out << YAML::Key << key << YAML::Value;
+        out << YAML::Key;
+        EmitString(out, key);
+        out << YAML::Value;
         const FieldDescriptor* value_field = entry->GetDescriptor()->map_value();
         if (value_field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
           EmitMessage(out, entry->GetReflection()->GetMessage(*entry, value_field), nullptr);
@@ -371,11 +388,13 @@ void EmitMessage(YAML::Emitter& out, const Message& message, const std::map<std:
 
 namespace {
 
+// Text a policy string may not hold: a control character other than tab and newline, or bytes that are
+// not UTF-8 (YAML escapes can produce them even from a valid file: yaml-cpp decodes "\_" to one byte).
 bool HasControl(const std::string& text) {
   return std::any_of(text.begin(), text.end(), [](char c) {
     const auto u = static_cast<unsigned char>(c);
     return (u < 0x20 && c != '\t' && c != '\n') || u == 0x7f;
-  });
+  }) || !google::protobuf::internal::IsStructurallyValidUTF8(text.data(), static_cast<int>(text.size()));
 }
 
 // The field path of the first string (value or map key) holding a control character other than tab and
@@ -458,7 +477,7 @@ absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, c
   if (auto path = ControlCharacterAt(*out, "")) {
     const int line = lines != nullptr && lines->contains(*path) ? lines->at(*path) : 0;
     return absl::InvalidArgumentError(absl::StrCat(source, line > 0 ? absl::StrCat(":", line) : "", ": ", *path,
-                                                   ": a control character (only tab and newline are allowed)"));
+                                                   ": a control character (only tab and newline are allowed) or text that is not UTF-8"));
   }
   return absl::OkStatus();
 }
