@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/policy_file.h"
 #include "tests/process.h"
 #include "tests/test_support.h"
 
@@ -151,6 +152,20 @@ inline size_t CountLines(const std::string& text, const std::string& needle) {
   size_t n = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) n += absl::StrContains(line, needle) ? 1 : 0;
   return n;
+}
+
+// The example policies shipped in examples/policies/, by file name.
+inline const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
+inline openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
+  auto policy = osh::policy::LoadPolicyFile(kExamples + name);
+  REQUIRE(policy.ok());
+  return *policy;
+}
+
+// policyctl without a gateway (keygen, sign, verify, ceiling sign|verify|check, decide -f).
+inline int CtlOffline(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
+  args.insert(args.begin(), OSH_POLICYCTL_BINARY);
+  return RunCommand(args, out, err);
 }
 
 // Runs policyctl against `g`'s sockets; returns its exit status.

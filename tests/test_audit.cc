@@ -19,7 +19,6 @@ using namespace osh::test;
 
 namespace {
 
-const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
 
 std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipEmpty());

@@ -13,7 +13,6 @@ namespace conformance_v1 = openshell::policy::conformance::v1;
 
 namespace {
 
-const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
 
 const std::vector<std::string> kAllChecks = {
     "socket", "capabilities.call", "capabilities.api_version", "capabilities.identity", "capabilities.surface",

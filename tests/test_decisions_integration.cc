@@ -9,18 +9,6 @@
 
 using namespace osh::test;
 
-namespace {
-
-const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
-
-openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
-  auto policy = osh::policy::LoadPolicyFile(kExamples + name);
-  REQUIRE(policy.ok());
-  return *policy;
-}
-
-}  // namespace
-
 TEST_CASE("decisions: EvaluateEgress answers for an admitted sandbox and for an inline policy", "[integration][decisions]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
@@ -66,12 +54,6 @@ TEST_CASE("decisions: EvaluateEgress answers for an admitted sandbox and for an 
 }
 
 namespace {
-
-// policyctl without a gateway.
-int CtlOffline(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
-  args.insert(args.begin(), OSH_POLICYCTL_BINARY);
-  return RunCommand(args, out, err);
-}
 
 void WriteKey(const TempDir& dir, const std::string& name) {
   auto key = osh::trust::PrivateKey::Generate("ed25519");

@@ -12,18 +12,6 @@
 
 using namespace osh::test;
 
-namespace {
-
-const std::string kExamples = std::string(OSH_SOURCE_DIR) + "/examples/policies/";
-
-openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
-  auto policy = osh::policy::LoadPolicyFile(kExamples + name);
-  REQUIRE(policy.ok());
-  return *policy;
-}
-
-}  // namespace
-
 TEST_CASE("integration: set policy, admit, fetch, update with a watcher, report, delete", "[integration]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());

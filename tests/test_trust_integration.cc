@@ -14,12 +14,6 @@ using namespace osh::test;
 
 namespace {
 
-// policyctl without a gateway (keygen, sign, verify).
-int CtlOffline(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr) {
-  args.insert(args.begin(), OSH_POLICYCTL_BINARY);
-  return RunCommand(args, out, err);
-}
-
 // Makes a key pair with policyctl keygen; returns the public PEM.
 std::string Keygen(const TempDir& dir, const std::string& name, const std::string& algorithm = "ed25519") {
   std::string out, err;
