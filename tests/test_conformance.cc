@@ -221,6 +221,56 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
   CHECK_THAT(run.Detail("release.idempotent"), Catch::Contains("FAILED_PRECONDITION"));
 }
 
+TEST_CASE("conformance: --restart-cmd checks that handles survive a kill -9 and restart of the driver",
+          "[integration][conformance]") {
+  TempDir dir;
+  // The driver runs in the background from a script, so that the restart command can replace it.
+  const std::string socket = dir / "null.sock";
+  auto start_driver = [&](bool keep_handles) {
+    WriteFile(dir / "start.sh",
+              "#!/bin/sh\n" + std::string(OSH_NULL_DRIVER_BINARY) + " --socket " + socket + " --policy " + kExamples +
+                  "github.yaml" + (keep_handles ? " --handles-file " + (dir / "handles.txt") : std::string()) + " >>" +
+                  (dir / "driver.log") + " 2>&1 </dev/null &\necho $! >" + (dir / "driver.pid") + "\n");
+    std::string out;
+    REQUIRE(RunCommand({"/bin/sh", dir / "start.sh"}, &out) == 0);
+    REQUIRE(WaitForSocket(socket));
+  };
+  const std::string restart = "pid=$(cat " + (dir / "driver.pid") + "); kill -9 $pid; " +
+                              "while kill -0 $pid 2>/dev/null; do sleep 0.05; done; sh " + (dir / "start.sh");
+  auto stop_driver = [&] {
+    std::string out;
+    RunCommand({"/bin/sh", "-c", "kill -9 $(cat " + (dir / "driver.pid") + ")"}, &out);
+  };
+  auto started_driver_pid = [&] { return ReadFile(dir / "driver.pid"); };
+
+  SECTION("a driver that keeps its handles in a file passes") {
+    start_driver(true);
+    const std::string first_pid = started_driver_pid();
+    const Run run = Conformance(socket, {"--restart-cmd", restart});
+    CHECK(started_driver_pid() != first_pid);  // it really was restarted
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::PASS).count("restart.handles") == 1);
+    CHECK(run.Detail("restart.handles") == "the handle serves after the restart");
+    stop_driver();
+  }
+  SECTION("a driver that forgets its handles fails restart.handles, and only that") {
+    start_driver(false);
+    const Run run = Conformance(socket, {"--restart-cmd", restart});
+    CHECK(run.exit_code == 1);
+    CHECK(run.With(conformance_v1::FAIL) == std::set<std::string>{"restart.handles"});
+    CHECK_THAT(run.Detail("restart.handles"), Catch::Contains("NOT_FOUND") && Catch::Contains("stop refreshing"));
+    stop_driver();
+  }
+  SECTION("a restart command that fails is reported with its status") {
+    start_driver(true);
+    const Run run = Conformance(socket, {"--restart-cmd", "exit 3"});
+    CHECK(run.exit_code == 1);
+    CHECK(run.With(conformance_v1::FAIL) == std::set<std::string>{"restart.handles"});
+    CHECK_THAT(run.Detail("restart.handles"), Catch::Contains("--restart-cmd exited with status 3"));
+    stop_driver();
+  }
+}
+
 TEST_CASE("conformance: usage errors and a missing driver exit 2 with the reason", "[integration][conformance]") {
   TempDir dir;
   std::string out, err;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <openssl/rand.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
@@ -347,7 +348,11 @@ class Harness {
     if (handle_.empty()) return Add("restart.handles", conformance_v1::SKIPPED, "needs a handle (acquire.valid failed)");
     const int rc = std::system(options_.restart_command.c_str());
     if (rc != 0) {
-      return Verdict("restart.handles", absl::StrCat("--restart-cmd exited with status ", rc), "");
+      const std::string how = rc == -1              ? "could not be run"
+                              : WIFEXITED(rc)       ? absl::StrCat("exited with status ", WEXITSTATUS(rc))
+                              : WIFSIGNALED(rc)     ? absl::StrCat("was killed by signal ", WTERMSIG(rc))
+                                                    : absl::StrCat("failed (wait status ", rc, ")");
+      return Verdict("restart.handles", absl::StrCat("--restart-cmd ", how), "");
     }
     stub_ = driver_v1::PolicyDriver::NewStub(NewChannel());
     driver_v1::GetProjectionResponse response;
