@@ -107,6 +107,16 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, const EgressDeci
   }
 }
 
+absl::Status AdminService::Dispatch(const std::string& method, const std::string& request, std::string* response) const {
+  if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
+    core_->RecordMutationRefused(method);
+    return gate;
+  }
+  auto handler = handlers_.find(method);
+  if (handler == handlers_.end()) return absl::UnimplementedError(absl::StrCat("unknown method ", method));
+  return handler->second(request, response);
+}
+
 grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbackServerContext* context) {
   const std::string& method = context->method();
   // The gate first: deny by default, whatever the method is.

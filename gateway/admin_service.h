@@ -28,6 +28,11 @@ class AdminService final : public grpc::CallbackGenericService {
   // The serialized request -> serialized response, or an error.
   using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
 
+  // One call as the admin socket serves it, synchronously on the calling thread: the mutation gate on
+  // `method` ("/openshell.policy.gateway.v1.PolicyGateway/AdmitSandbox"), then the request's decoding
+  // and its handler. For the in-process request fuzzer; the socket path shares everything but the thread.
+  absl::Status Dispatch(const std::string& method, const std::string& request, std::string* response) const;
+
  private:
   template <class Request, class Response>
   void Add(const std::string& method, std::function<absl::StatusOr<Response>(const Request&)> fn);

@@ -1,6 +1,10 @@
 #include "gateway/config.h"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include <toml++/toml.h>
 
@@ -106,15 +110,23 @@ const std::vector<ConfigKey>& ConfigKeys() {
   return *keys;
 }
 
-absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path) {
+absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name) {
   ConfigValues values;
   try {
-    const toml::table table = toml::parse_file(path);
-    if (auto status = ReadTable(path, table, "", &values); !status.ok()) return status;
+    const toml::table table = toml::parse(text, name);
+    if (auto status = ReadTable(name, table, "", &values); !status.ok()) return status;
   } catch (const toml::parse_error& error) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ":", error.source().begin.line, ": ", std::string(error.description())));
+    return absl::InvalidArgumentError(absl::StrCat(name, ":", error.source().begin.line, ": ", std::string(error.description())));
   }
   return values;
+}
+
+absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot be read: ", std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfigText(text.str(), path);
 }
 
 ConfigValues ReadConfigEnvironment() {

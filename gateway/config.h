@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -51,6 +52,8 @@ const std::vector<ConfigKey>& ConfigKeys();
 // Reads a TOML file into values. INVALID_ARGUMENT "<file>:<line>: ..." for syntax errors, unknown keys
 // and wrong types.
 absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path);
+// The same for TOML text already read; `name` stands for the file in messages.
+absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name);
 
 // Values from POLICY_GATEWAY_<KEY> variables.
 ConfigValues ReadConfigEnvironment();
