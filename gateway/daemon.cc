@@ -41,6 +41,16 @@ int Daemon::Build() {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
+  // Before anything touches the database: a second gateway on it would corrupt the first's chain and
+  // release its in-flight handles.
+  if (!db_path.empty()) {
+    auto lock = StateLock::Acquire(db_path);
+    if (!lock.ok()) {
+      LogError(absl::StrCat("database ", db_path, ": ", lock.status().message()));
+      return kExitStartup;
+    }
+    state_lock_ = *std::move(lock);
+  }
   auto store = store::OpenStore(config_.database, clock_);
   if (!store.ok()) {
     LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -19,6 +20,7 @@
 #include "gateway/admin_service.h"
 #include "gateway/config.h"
 #include "gateway/gateway_core.h"
+#include "gateway/state_lock.h"
 #include "gateway/refresh_scheduler.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
@@ -66,6 +68,7 @@ class Daemon {
 
   const Config config_;
   const store::Clock* const clock_;
+  std::optional<StateLock> state_lock_;  // held for the daemon's life (SQLite only)
   std::unique_ptr<store::Store> store_;
   std::shared_ptr<const trust::TrustStore> trust_store_;
   std::unique_ptr<drivers::PolicyDriver> driver_;

@@ -280,6 +280,42 @@ TEST_CASE("integration: kill -9 during concurrent admissions leaves every acknow
   for (const auto& s : list.sandboxes()) CHECK(s.policy_digest().size() == 64);
 }
 
+TEST_CASE("integration: a second gateway on the same SQLite database refuses before touching it", "[integration]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse first;
+  REQUIRE(g.Admit("sb-1", &first).ok());
+  std::string head_before, out, err;
+  REQUIRE(Ctl(g, {"audit", "head"}, &head_before, &err) == 0);
+
+  // Its own folder and sockets, the first one's database: refused at once, naming the holder.
+  const std::string other = (g.dir().path() / "other").string();
+  Process second({OSH_GATEWAY_BINARY, "--state-dir", other, "--database", "sqlite:" + g.state_dir() + "/gateway.db"},
+                 (g.dir().path() / "second.log").string());
+  CHECK(Eventually([&] { return !second.running(); }, std::chrono::seconds(10)));
+  if (second.running()) second.Signal(SIGKILL);  // it started: the bug this guards against
+  CHECK(second.Wait() == 1);
+  const std::string log = ReadAll((g.dir().path() / "second.log").string());
+  CHECK_THAT(log, Catch::Contains("in use by another gateway") && Catch::Contains("gateway.db.lock"));
+  CHECK_THAT(log, Catch::Contains("pid " + ReadAll(g.state_dir() + "/gateway.db.lock").substr(0, 2)));
+
+  // The first one did not notice: its chain is untouched and it goes on admitting and serving.
+  std::string head_after;
+  REQUIRE(Ctl(g, {"audit", "head"}, &head_after, &err) == 0);
+  CHECK(head_after == head_before);
+  gw::AdmitSandboxResponse next;
+  REQUIRE(g.Admit("sb-2", &next).ok());
+  drv::Projection fetched;
+  CHECK(g.Fetch(first.sandbox_handle(), &fetched).ok());
+  REQUIRE(Ctl(g, {"audit", "export", "--out", g.dir() / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"audit", "verify", g.dir() / "audit.jsonl"}, &out, &err) == 0);
+  // The lock goes with the process, even on kill -9: a restart finds the state free.
+  g.Kill9();
+  g.Start();
+  CHECK(g.Fetch(next.sandbox_handle(), &fetched).ok());
+  CHECK(g.Stop() == 0);
+}
+
 TEST_CASE("integration: policyctl exit codes and JSON output", "[integration][cli]") {
   GatewayFixture g;
   std::string out, err;
@@ -355,10 +391,15 @@ TEST_CASE("integration: health, socket modes, a second instance and bad config",
     }
   }
 
-  // A second gateway on the same sockets refuses to start (nothing replaced while someone listens).
+  // A second gateway on the same state refuses to start (its database is locked, see below); one with its
+  // own database but the same sockets refuses too (nothing replaced while someone listens).
   Process second({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir()}, (g.dir().path() / "second.log").string());
   CHECK(second.Wait() == 1);
-  CHECK_THAT(ReadAll((g.dir().path() / "second.log").string()), Catch::Contains("another process is listening"));
+  CHECK_THAT(ReadAll((g.dir().path() / "second.log").string()), Catch::Contains("in use by another gateway"));
+  Process third({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir(), "--database", "sqlite:" + (g.dir() / "third.db")},
+                (g.dir().path() / "third.log").string());
+  CHECK(third.Wait() == 1);
+  CHECK_THAT(ReadAll((g.dir().path() / "third.log").string()), Catch::Contains("another process is listening"));
 
   const std::string config = (g.dir().path() / "bad.toml").string();
   WriteFile(config, "[openshell.gateway]\nstate_dir = \"x\"\nsurprise = 1\n");
