@@ -143,11 +143,13 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   for (const auto& [k, v] : env) merged[k] = v;
   for (const auto& [k, v] : flags) merged[k] = v;
   Config config;
-  auto get_int = [&](const std::string& key, int64_t min, int64_t* out) -> absl::Status {
+  // Bounded both ways: a huge value would overflow the deadline and time arithmetic it feeds.
+  auto get_int = [&](const std::string& key, int64_t min, int64_t max, int64_t* out) -> absl::Status {
     auto it = merged.find(key);
     if (it == merged.end()) return absl::OkStatus();
-    if (!absl::SimpleAtoi(it->second, out) || *out < min) {
-      return absl::InvalidArgumentError(absl::StrCat(key, ": expected a whole number >= ", min, ", got '", it->second, "'"));
+    if (!absl::SimpleAtoi(it->second, out) || *out < min || *out > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": expected a whole number from ", min, " to ", max, ", got '", it->second, "'"));
     }
     return absl::OkStatus();
   };
@@ -172,11 +174,13 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
     if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");
   }
-  for (auto [key, min, out] : {std::tuple{"driver_connect_timeout_ms", int64_t{0}, &config.driver_connect_timeout_ms},
-                               std::tuple{"driver_call_timeout_ms", int64_t{1}, &config.driver_call_timeout_ms},
-                               std::tuple{"refresh_interval_s", int64_t{0}, &config.refresh_interval_s},
-                               std::tuple{"clock_skew_s", int64_t{0}, &config.clock_skew_s}}) {
-    if (auto status = get_int(key, min, out); !status.ok()) return status;
+  constexpr int64_t kDayMs = 86'400'000, kDayS = 86'400;
+  for (auto [key, min, max, out] :
+       {std::tuple{"driver_connect_timeout_ms", int64_t{0}, kDayMs, &config.driver_connect_timeout_ms},
+        std::tuple{"driver_call_timeout_ms", int64_t{1}, int64_t{600'000}, &config.driver_call_timeout_ms},
+        std::tuple{"refresh_interval_s", int64_t{0}, 365 * kDayS, &config.refresh_interval_s},
+        std::tuple{"clock_skew_s", int64_t{0}, kDayS, &config.clock_skew_s}}) {
+    if (auto status = get_int(key, min, max, out); !status.ok()) return status;
   }
   if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gateway/audit_recorder.h"
+#include "gateway/context_limits.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -246,8 +247,7 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
 }
 
 absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
-  if (context.sandbox_id().empty()) return absl::InvalidArgumentError("context.sandbox_id: required");
-  if (context.user_subject().empty()) return absl::InvalidArgumentError("context.user_subject: required");
+  if (absl::Status bounded = CheckContext(context); !bounded.ok()) return bounded;
   if (registry_->Contains(context.sandbox_id())) {
     return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
   }
@@ -335,6 +335,7 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   gateway_v1::DeleteSandboxResponse out;
   out.set_deleted(*deleted);
   if (*deleted) {
+    reports_.Forget(sandbox_id);
     LogInfo(absl::StrCat("deleted sandbox ", sandbox_id));
     DeliverPendingReleases();
   }
@@ -578,13 +579,18 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   if (!policy::IsLowercaseHexDigest(request.policy_digest())) {
     return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
   }
+  if (!reports_.Allow(sandbox_id, clock_->NowUnixMillis())) {
+    return absl::ResourceExhaustedError(absl::StrCat("rate_limited: at most ", kReportsPerSecond,
+                                                     " reports a second per sandbox (bursts of ", kReportBurst, ")"));
+  }
   const int64_t now = clock_->NowUnix();
+  const std::string error = BoundedText(request.error(), kMaxReportErrorBytes);
   store::AuditEvent event;
   event.type = audit::type::kReport;
   event.sandbox_id = sandbox_id;
   event.policy_digest = request.policy_digest();
   event.outcome = request.status() == gateway_v1::LOADED ? audit::outcome::kLoaded : audit::outcome::kFailed;
-  event.reason = request.error();
+  event.reason = error;
   // Only a digest the sandbox was given: the admitted one, or (during a change) the one before it.
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
@@ -599,9 +605,9 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
       return absl::InvalidArgumentError(why);
     }
     event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
-                                request.error().empty() ? "" : "; ", request.error());
+                                error.empty() ? "" : "; ", error);
   }
-  if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), request.error(), now,
+  if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
                                          std::move(event));
       !status.ok()) {
     return status;
@@ -618,7 +624,14 @@ absl::StatusOr<gateway_v1::ListAuditEventsResponse> GatewayCore::ListAuditEvents
   if (request.after_seq() < head.seq) {  // else nothing to list (and after_seq may not fit the store's int64)
     auto events = store_->ListAuditEvents(request.after_seq(), limit);
     if (!events.ok()) return events.status();
-    for (const auto& event : *events) *out.add_events() = trust::ToProto(event);
+    // Paged by bytes as well as by count: at least one event, then stop before passing kMaxPageBytes.
+    size_t bytes = 0;
+    for (const auto& event : *events) {
+      gateway_v1::AuditEvent wire = trust::ToProto(event);
+      bytes += wire.ByteSizeLong();
+      if (out.events_size() > 0 && bytes > kMaxAuditPageBytes) break;
+      *out.add_events() = std::move(wire);
+    }
   }
   out.set_head_seq(head.seq);
   out.set_head_hash(head.hash);

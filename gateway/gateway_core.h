@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
 #include "gateway/audit_recorder.h"
+#include "gateway/report_limiter.h"
 #include "gateway/ceiling_guard.h"
 #include "gateway/config.h"
 #include "gateway/driver_handles.h"
@@ -33,6 +34,12 @@ namespace osh::gateway {
 
 namespace gateway_v1 = openshell::policy::gateway::v1;
 namespace driver_v1 = openshell::policy::driver::v1;
+
+// Limits on what a sandbox can make the gateway keep (docs/policy-gateway.md, "Limits").
+inline constexpr size_t kMaxReportErrorBytes = 4096;  // a report's error text; longer is cut, with a marker
+inline constexpr int kReportsPerSecond = 2;           // ReportPolicyStatus per sandbox, refilled steadily
+inline constexpr int kReportBurst = 20;               // ... after a burst of this many
+inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
 
 class GatewayCore {
  public:
@@ -133,6 +140,7 @@ class GatewayCore {
   SandboxRegistry* const registry_;
   const store::Clock* const clock_;
   AuditRecorder audit_;      // events that record no state change
+  ReportLimiter reports_{kReportsPerSecond, kReportBurst};
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
   CeilingGuard ceiling_;     // the ceiling in force; every policy path checks containment in it

@@ -3,10 +3,12 @@
 #include <google/protobuf/stubs/common.h>
 
 #include <algorithm>
+#include <sstream>
 #include <optional>
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/struct.pb.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -446,6 +448,64 @@ std::optional<std::string> ControlCharacterAt(const Message& message, const std:
   return std::nullopt;
 }
 
+// Counts the nodes a YAML document expands to, aliases included, without building it: an alias bomb (a
+// few hundred bytes whose aliases expand to billions of nodes) is refused before YAML::Load builds or
+// anything walks it. Counts saturate at the limit.
+class ExpansionCounter final : public YAML::EventHandler {
+ public:
+  struct TooLarge {
+    YAML::Mark mark;
+  };
+  explicit ExpansionCounter(uint64_t limit) : limit_(limit) {}
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Leaf(mark, anchor); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    auto it = sizes_.find(anchor);
+    Add(mark, it == sizes_.end() ? 1 : it->second);
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, const std::string&) override {
+    Leaf(mark, anchor);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1, mark});
+  }
+  void OnSequenceEnd() override { Close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1, mark});
+  }
+  void OnMapEnd() override { Close(); }
+
+ private:
+  struct Open {
+    YAML::anchor_t anchor;
+    uint64_t nodes;
+    YAML::Mark mark;
+  };
+  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    if (anchor != YAML::NullAnchor) sizes_[anchor] = 1;
+    Add(mark, 1);
+  }
+  void Add(const YAML::Mark& mark, uint64_t nodes) {
+    uint64_t& into = open_.empty() ? total_ : open_.back().nodes;
+    into = std::min(limit_ + 1, into + nodes);
+    if (into > limit_ || total_ > limit_) throw TooLarge{mark};
+  }
+  void Close() {
+    if (open_.empty()) return;
+    const Open closed = open_.back();
+    open_.pop_back();
+    if (closed.anchor != YAML::NullAnchor) sizes_[closed.anchor] = closed.nodes;
+    Add(closed.mark, closed.nodes);
+  }
+
+  const uint64_t limit_;
+  uint64_t total_ = 0;
+  std::vector<Open> open_;
+  std::map<YAML::anchor_t, uint64_t> sizes_;
+};
+
 }  // namespace
 
 absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, const YamlReadOptions& options,
@@ -459,6 +519,21 @@ absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, c
     const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(valid), '\n');
     return absl::InvalidArgumentError(
         absl::StrCat(source, ":", line, ": not valid UTF-8 (byte ", valid, " of the file)"));
+  }
+  if (text.size() > kMaxYamlBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", text.size(), " bytes, more than the ", kMaxYamlBytes,
+                                                   " a policy file may have"));
+  }
+  try {
+    std::istringstream stream{std::string(text)};
+    YAML::Parser parser(stream);
+    ExpansionCounter counter(kMaxYamlNodes);
+    parser.HandleNextDocument(counter);
+  } catch (const ExpansionCounter::TooLarge& error) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", error.mark.line + 1, ": the document expands to more than ",
+                                                   kMaxYamlNodes, " nodes (aliases included): refused"));
+  } catch (const YAML::Exception&) {
+    // A syntax error: YAML::Load below reports it with its line.
   }
   try {
     const YAML::Node root = YAML::Load(std::string(text));

@@ -5,6 +5,7 @@
 // source, the line and the field path ("policy.yaml:7: network_policies.gh.endpoints[0].port: ...").
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -22,6 +23,11 @@ struct YamlReadOptions {
 
 // Where each field came from: field path -> 1-based line.
 using LineMap = std::map<std::string, int>;
+
+// Bounds on what ReadYamlMessage reads: the text's size, and the nodes the document expands to with
+// its aliases (a 475-byte alias bomb would otherwise expand to billions).
+inline constexpr size_t kMaxYamlBytes = 16 << 20;
+inline constexpr uint64_t kMaxYamlNodes = 1'000'000;
 
 // Parses `text` (YAML or JSON) into `out` (cleared first). `source` names the input in errors.
 // Errors are INVALID_ARGUMENT. On error `out` is left unspecified.

@@ -3,40 +3,20 @@
 // it, and refresh scheduling is due exactly at its interval — no sleeping.
 #include <catch2/catch.hpp>
 
-#include "builtin_driver/builtin_driver.h"
 #include "gateway/gateway_core.h"
 #include "gateway/refresh_scheduler.h"
 #include "policy/policy_file.h"
-#include "store/sqlite_store.h"
+#include "tests/in_process_core.h"
 #include "tests/test_support.h"
 
 namespace gw = openshell::policy::gateway::v1;
 namespace drv = openshell::policy::driver::v1;
 
+using osh::test::InProcessCore;
+
 namespace {
 
-constexpr int64_t kStart = 1'800'000'000;  // unix seconds
-
-struct InProcessCore {
-  osh::test::TempDir dir;
-  osh::store::FakeClock clock{kStart * 1000};
-  std::unique_ptr<osh::store::SqliteStore> store;
-  std::unique_ptr<osh::builtin_driver::BuiltinDriver> driver;
-  osh::gateway::SandboxRegistry registry;
-  osh::gateway::Config config;
-  std::unique_ptr<osh::gateway::GatewayCore> core;
-
-  InProcessCore() {
-    auto opened = osh::store::SqliteStore::Open(dir / "gateway.db", &clock);
-    REQUIRE(opened.ok());
-    store = *std::move(opened);
-    auto created = osh::builtin_driver::BuiltinDriver::Create(store.get(), std::nullopt, true, &clock);
-    REQUIRE(created.ok());
-    driver = *std::move(created);
-    core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr, &clock);
-  }
-};
-
+constexpr int64_t kStart = InProcessCore::kStart;
 
 }  // namespace
 

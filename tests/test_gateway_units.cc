@@ -114,7 +114,15 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
     CHECK_THAT(std::string(values.status().message()), Catch::StartsWith(file) && Catch::Contains(expect));
   }
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"clock_skew_s", "-1"}}, {}, {}).status().message()),
-             Catch::StartsWith("clock_skew_s: expected a whole number >= 0"));
+             Catch::StartsWith("clock_skew_s: expected a whole number from 0 to 86400"));
+  // Huge values are refused rather than overflowing the time arithmetic they feed.
+  for (const char* key : {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s", "clock_skew_s"}) {
+    INFO(key);
+    auto resolved = osh::gateway::ResolveConfig({{key, "9223372036854775807"}}, {}, {});
+    REQUIRE_FALSE(resolved.ok());
+    CHECK_THAT(std::string(resolved.status().message()), Catch::StartsWith(std::string(key) + ": expected a whole number from "));
+  }
+  CHECK(osh::gateway::ResolveConfig({{"driver_call_timeout_ms", "600000"}, {"clock_skew_s", "86400"}}, {}, {}).ok());
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "postgresql://db/x"}}, {}, {}).status().message()),
              Catch::Contains("PostgreSQL is not supported"));
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());

@@ -205,3 +205,32 @@ TEST_CASE("policy files: control characters in strings are refused with the fiel
   // Tab and newline stay allowed (a multi-line middleware config string, say).
   CHECK(osh::policy::ParsePolicyText("version: 1\nprocess: {run_as_user: \"sandbox\"}\n", "p.yaml").ok());
 }
+
+TEST_CASE("policy files: a YAML alias bomb is refused before it expands, aliases within bounds still work",
+          "[policy][file][limits]") {
+  // 9 levels of 9 aliases each, in the one field that takes free-form values (a middleware's config, a
+  // google.protobuf.Struct): under 600 bytes, 9^9 (387 million) nodes once expanded.
+  std::string bomb = "version: 1\nnetwork_middlewares:\n  m:\n    middleware: x\n    config:\n"
+                     "      x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n";
+  for (int level = 1; level <= 8; ++level) {
+    const std::string prior = "*a" + std::to_string(level - 1);
+    bomb += "      x" + std::to_string(level) + ": &a" + std::to_string(level) + " [" + prior;
+    for (int i = 1; i < 9; ++i) bomb += "," + prior;
+    bomb += "]\n";
+  }
+  REQUIRE(bomb.size() < 600);
+  auto refused = ParsePolicyText(bomb, "bomb.yaml");
+  REQUIRE_FALSE(refused.ok());
+  CHECK(absl::IsInvalidArgument(refused.status()));
+  CHECK_THAT(std::string(refused.status().message()),
+             Catch::StartsWith("bomb.yaml:") && Catch::Contains("expands to more than 1000000 nodes"));
+  // Anchors and aliases of a sensible size are ordinary YAML and load.
+  auto shared = ParsePolicyText(
+      "version: 1\nfilesystem_policy:\n  read_only: &system [/usr, /lib]\n  read_write: *system\n", "shared.yaml");
+  REQUIRE(shared.ok());
+  CHECK(shared->filesystem().read_write_size() == 2);
+  // And the size of the text itself is bounded.
+  auto huge = ParsePolicyText("version: 1\n# " + std::string(osh::policy::kMaxYamlBytes, 'x') + "\n", "huge.yaml");
+  REQUIRE_FALSE(huge.ok());
+  CHECK_THAT(std::string(huge.status().message()), Catch::Contains("a policy file may have"));
+}

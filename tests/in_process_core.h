@@ -1,0 +1,37 @@
+// The gateway core in process, wired as the daemon wires it but without sockets: SQLite in a temp
+// folder, the builtin driver, and a FakeClock injected into all three (tests move time by hand).
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <memory>
+
+#include "builtin_driver/builtin_driver.h"
+#include "gateway/gateway_core.h"
+#include "store/clock.h"
+#include "store/sqlite_store.h"
+#include "tests/test_support.h"
+
+namespace osh::test {
+
+struct InProcessCore {
+  static constexpr int64_t kStart = 1'800'000'000;  // unix seconds: where the clock starts
+  TempDir dir;
+  osh::store::FakeClock clock{kStart * 1000};
+  std::unique_ptr<osh::store::SqliteStore> store;
+  std::unique_ptr<osh::builtin_driver::BuiltinDriver> driver;
+  osh::gateway::SandboxRegistry registry;
+  osh::gateway::Config config;
+  std::unique_ptr<osh::gateway::GatewayCore> core;
+
+  InProcessCore() {
+    auto opened = osh::store::SqliteStore::Open(dir / "gateway.db", &clock);
+    REQUIRE(opened.ok());
+    store = *std::move(opened);
+    auto created = osh::builtin_driver::BuiltinDriver::Create(store.get(), std::nullopt, true, &clock);
+    REQUIRE(created.ok());
+    driver = *std::move(created);
+    core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr, &clock);
+  }
+};
+
+}  // namespace osh::test

@@ -1,0 +1,155 @@
+// Hostile inputs (issue 15) against the core in process: bounded admission contexts, bounded and escaped
+// report text, a per-sandbox report rate, and audit pages bounded by bytes.
+#include <catch2/catch.hpp>
+
+#include "absl/strings/match.h"
+#include "gateway/context_limits.h"
+#include "policy/policy_file.h"
+#include "tests/in_process_core.h"
+
+namespace gw = openshell::policy::gateway::v1;
+namespace drv = openshell::policy::driver::v1;
+using osh::test::InProcessCore;
+
+namespace {
+
+drv::RuntimeContext Context(const std::string& id) {
+  drv::RuntimeContext context;
+  context.set_sandbox_id(id);
+  context.set_user_subject("alice@example.com");
+  return context;
+}
+
+// An admitted sandbox in a core with the restrictive default policy.
+struct Admitted {
+  InProcessCore t;
+  gw::AdmitSandboxResponse sandbox;
+  Admitted() {
+    gw::SetPolicyRequest set;
+    set.set_scope("default");
+    *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+    REQUIRE(t.core->SetPolicy(set).ok());
+    auto admitted = t.core->Admit(Context("sb-1"));
+    REQUIRE(admitted.ok());
+    sandbox = *admitted;
+  }
+  absl::Status Report(const std::string& error) {
+    gw::ReportPolicyStatusRequest report;
+    report.set_policy_digest(sandbox.policy_digest());
+    report.set_status(gw::FAILED);
+    report.set_error(error);
+    return t.core->Report("sb-1", report);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("limits: admission contexts are bounded and free of control characters, naming the field", "[limits][core]") {
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  auto refused = [&](const drv::RuntimeContext& context, const std::string& field) {
+    auto admitted = t.core->Admit(context);
+    INFO(admitted.status());
+    CHECK(absl::IsInvalidArgument(admitted.status()));
+    CHECK(absl::StartsWith(admitted.status().message(), field));
+    CHECK(admitted.status().message().size() < 300);  // the message quotes nothing unbounded
+  };
+  refused(Context(std::string(3 << 20, 'x')), "context.sandbox_id: 3145728 bytes, at most 256");
+  refused(Context("sb\nINFO forged log line"), "context.sandbox_id: control characters");
+  refused(Context("sb-\xff"), "context.sandbox_id: not valid UTF-8");
+  drv::RuntimeContext subject = Context("sb-2");
+  subject.set_user_subject(std::string(5000, 's'));
+  refused(subject, "context.user_subject: 5000 bytes");
+  drv::RuntimeContext many = Context("sb-3");
+  for (int i = 0; i < 250000; ++i) (*many.mutable_attributes())["k" + std::to_string(i)] = "v";
+  refused(many, "context.attributes: 250000 entries, at most 64");
+  drv::RuntimeContext long_key = Context("sb-4");
+  (*long_key.mutable_attributes())[std::string(10000, 'k')] = "v";
+  refused(long_key, "context.attributes: key \"kkkk");
+  drv::RuntimeContext long_value = Context("sb-5");
+  (*long_value.mutable_attributes())["team"] = std::string(2000, 'v');
+  refused(long_value, "context.attributes[\"team\"]: 2000 bytes, at most 1024");
+  // Nothing was admitted or audited by the refusals; the limits themselves admit.
+  CHECK(t.registry.size() == 0);
+  drv::RuntimeContext fits = Context(std::string(256, 'i'));
+  fits.set_user_subject("bob@example.com");
+  for (int i = 0; i < 64; ++i) (*fits.mutable_attributes())[std::string(120, 'a') + std::to_string(i)] = std::string(1024, 'v');
+  CHECK(t.core->Admit(fits).ok());
+}
+
+TEST_CASE("limits: a report's error text is cut at 4 KiB with a marker, control characters escaped", "[limits][core]") {
+  Admitted a;
+  REQUIRE(a.Report(std::string(3900000, 'e')).ok());
+  auto info = a.t.core->GetSandbox("sb-1");
+  REQUIRE(info.ok());
+  CHECK(info->load_error().size() < osh::gateway::kMaxReportErrorBytes + 64);
+  CHECK(absl::EndsWith(info->load_error(), "…[truncated, 3900000 bytes]"));
+  auto events = a.t.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  CHECK(events->back().reason == info->load_error());
+
+  REQUIRE(a.Report("line one\n2026-01-01T00:00:00Z INFO forged\x1b[31m").ok());
+  info = a.t.core->GetSandbox("sb-1");
+  CHECK(info->load_error() == "line one\\n2026-01-01T00:00:00Z INFO forged\\033[31m");
+  // A multi-byte character is never cut in half.
+  CHECK(osh::gateway::BoundedText(std::string(10, 'a') + "é", 11) == "aaaaaaaaaa …[truncated, 12 bytes]");
+}
+
+TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[limits][core]") {
+  Admitted a;
+  int accepted = 0;
+  absl::Status last;
+  for (int i = 0; i < 100; ++i) {
+    last = a.Report("x");
+    if (last.ok()) ++accepted;
+  }
+  CHECK(accepted == osh::gateway::kReportBurst);
+  CHECK(absl::IsResourceExhausted(last));
+  CHECK(absl::StartsWith(last.message(), "rate_limited: "));
+  a.t.clock.AdvanceSeconds(1);
+  CHECK(a.Report("x").ok());
+  CHECK(a.Report("x").ok());
+  CHECK(absl::IsResourceExhausted(a.Report("x")));
+  // Another sandbox has its own bucket.
+  auto other = a.t.core->Admit(Context("sb-2"));
+  REQUIRE(other.ok());
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(other->policy_digest());
+  report.set_status(gw::LOADED);
+  CHECK(a.t.core->Report("sb-2", report).ok());
+  // The audit log holds what was accepted, nothing of what was refused.
+  auto events = a.t.store->ListAuditEvents(0, 1000);
+  REQUIRE(events.ok());
+  size_t reports = 0;
+  for (const auto& e : *events) reports += e.type == "report" ? 1 : 0;
+  CHECK(reports == static_cast<size_t>(osh::gateway::kReportBurst) + 3);
+}
+
+TEST_CASE("limits: audit pages are bounded by bytes as well as by count", "[limits][core]") {
+  Admitted a;
+  // 1.6 MB of events: 400 reports of 4000 bytes (the clock moves on whenever the rate limit bites).
+  for (int i = 0; i < 400; ++i) {
+    if (!a.Report(std::string(4000, 'a' + i % 26)).ok()) {
+      a.t.clock.AdvanceSeconds(10);
+      REQUIRE(a.Report(std::string(4000, 'a' + i % 26)).ok());
+    }
+  }
+  gw::ListAuditEventsRequest request;
+  request.set_limit(1000);
+  uint64_t seen = 0;
+  int pages = 0;
+  while (true) {
+    auto page = a.t.core->ListAuditEvents(request);
+    REQUIRE(page.ok());
+    if (page->events().empty()) break;
+    ++pages;
+    CHECK(page->ByteSizeLong() <= osh::gateway::kMaxAuditPageBytes + 8192);
+    for (const auto& e : page->events()) CHECK(e.seq() == ++seen);
+    request.set_after_seq(seen);
+  }
+  CHECK(seen == a.t.store->AuditChainHead().seq);
+  CHECK(pages >= 2);
+}
