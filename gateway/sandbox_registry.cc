@@ -1,5 +1,7 @@
 #include "gateway/sandbox_registry.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -237,11 +239,19 @@ std::optional<SandboxRegistry::Authenticated> SandboxRegistry::Authenticate(cons
   return AuthenticatedOf(found->first, found->second);
 }
 
-std::optional<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std::string& handle,
-                                                                     ProjectionWatcher* watcher) {
+absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std::string& handle,
+                                                                      ProjectionWatcher* watcher) {
   absl::MutexLock lock(&mu_);
   auto* found = FindByHandleLocked(handle);
-  if (found == nullptr) return std::nullopt;
+  if (found == nullptr) return absl::UnauthenticatedError("a valid sandbox handle is required");
+  if (found->second.watchers.size() >= kMaxWatchersPerSandbox) {
+    return absl::ResourceExhaustedError(absl::StrCat("watch_limit: the sandbox already has ", kMaxWatchersPerSandbox,
+                                                     " watch streams open; close one first"));
+  }
+  if (watchers_ >= kMaxWatchers) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("watch_limit: the gateway already serves ", kMaxWatchers, " watch streams"));
+  }
   found->second.watchers.push_back(watcher);
   ++watchers_;
   return AuthenticatedOf(found->first, found->second);

@@ -20,12 +20,18 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "store/change.h"
 
 namespace osh::gateway {
 
 using ProjectionPtr = std::shared_ptr<const openshell::policy::driver::v1::Projection>;
+
+// Bounds on watch streams (docs/policy-gateway.md, "Limits"): each pins a serialized copy of the
+// projection while gRPC writes it, so their number is bounded per sandbox and in total.
+inline constexpr size_t kMaxWatchersPerSandbox = 8;
+inline constexpr size_t kMaxWatchers = 10'000;
 
 class ProjectionWatcher {
  public:
@@ -105,9 +111,10 @@ class SandboxRegistry final : public store::ChangeListener {
   };
   std::optional<Authenticated> Authenticate(const std::string& handle) const;
 
-  // Registers a watcher for the sandbox the handle belongs to and returns its current envelope;
-  // nothing (and no registration) for a bad handle.
-  std::optional<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher);
+  // Registers a watcher for the sandbox the handle belongs to and returns its current envelope.
+  // UNAUTHENTICATED for a bad handle; RESOURCE_EXHAUSTED ("watch_limit: ...") when the sandbox already
+  // has kMaxWatchersPerSandbox watchers or the gateway kMaxWatchers. Nothing registered on error.
+  absl::StatusOr<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
   // Closes every watcher (gateway stopping); later Watch calls still work.
   void CloseAllWatchers();

@@ -2,6 +2,7 @@
 
 #include <deque>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/status_conversion.h"
 
@@ -9,7 +10,7 @@ namespace osh::gateway {
 namespace {
 
 const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid sandbox handle is required");
-constexpr size_t kMaxQueuedProjections = 16;
+constexpr size_t kMaxQueuedProjections = 4;  // not yet written to a watcher: beyond, it is dropped
 
 // Streams the current projection, then each newly admitted one, until the handle is revoked, the
 // gateway stops or the client goes away. Registered with the registry for its whole life.
@@ -18,10 +19,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
   WatchReactor(SandboxRegistry* registry, GatewayCore* core, const std::string& handle) : registry_(registry) {
     auto watched = registry_->Watch(handle, this);
     // Loaded but not yet re-verified since start: verify now (a failure closes this watch through OnClosed).
-    absl::Status verified = watched && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
+    absl::Status verified = watched.ok() && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
     absl::MutexLock lock(&mu_);
-    if (!watched) {
-      FinishLocked(kUnauthenticated);
+    if (!watched.ok()) {
+      FinishLocked(absl::IsUnauthenticated(watched.status()) ? kUnauthenticated : ToGrpc(watched.status()));
       return;
     }
     sandbox_id_ = watched->sandbox_id;
@@ -77,8 +78,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
   void EnqueueLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
     started_ = true;
+    if (queue_.size() >= kMaxQueuedProjections) {
+      // A reader this far behind is not reading: drop it rather than hold projections for it. It
+      // reconnects and gets the current one.
+      CloseLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                               absl::StrCat("slow_reader: ", queue_.size() + 1,
+                                            " projections behind; reconnect to get the current one")));
+      return;
+    }
     queue_.push_back(std::move(projection));
-    while (queue_.size() > kMaxQueuedProjections) queue_.pop_front();  // a slow reader gets the newest
     if (!writing_) WriteNextLocked();
   }
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

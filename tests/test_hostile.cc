@@ -1,0 +1,110 @@
+// Hostile sandboxes against the real gateway (issue 15): watch streams are bounded per sandbox, and a
+// watcher that stops reading is dropped once it falls behind rather than pinning projections forever.
+#include <catch2/catch.hpp>
+
+#include "absl/strings/match.h"
+#include "gateway/sandbox_registry.h"
+#include "tests/gateway_fixture.h"
+
+using namespace osh::test;
+
+namespace {
+
+// A watch stream on its own client context (so each can be cancelled alone).
+struct Watch {
+  std::unique_ptr<gw::SandboxPolicy::Stub> stub;  // only for a custom channel
+  std::unique_ptr<grpc::ClientContext> context;
+  std::unique_ptr<grpc::ClientReader<drv::Projection>> reader;
+  Watch(GatewayFixture& g, const std::string& handle) {
+    context = GatewayFixture::Context(handle);
+    reader = g.sandbox().WatchProjection(context.get(), gw::WatchProjectionRequest());
+  }
+  // On a channel whose flow-control window stays at 64 KiB: a client that does not read stops the
+  // server's writes at once (by default gRPC grows the window and buffers megabytes for it).
+  Watch(const std::string& socket, const std::string& handle) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 65536);
+    stub = gw::SandboxPolicy::NewStub(grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args));
+    context = GatewayFixture::Context(handle);
+    reader = stub->WatchProjection(context.get(), gw::WatchProjectionRequest());
+  }
+};
+
+// A policy of about `kilobytes` KiB (many network policies): big enough to fill gRPC's flow-control window.
+openshell::sandbox::v1::SandboxPolicy BigPolicy(int kilobytes, int revision) {
+  auto policy = Example("restrictive-default.yaml");
+  for (int i = 0; i < kilobytes * 8; ++i) {
+    auto& rule = (*policy.mutable_network_policies())["p" + std::to_string(i)];
+    auto* endpoint = rule.add_endpoints();
+    endpoint->set_host("h" + std::to_string(i) + "-r" + std::to_string(revision) + ".example.com");
+    endpoint->set_port(443);
+    rule.add_binaries()->set_path("/usr/bin/curl-" + std::to_string(i) + std::string(60, 'x'));
+  }
+  return policy;
+}
+
+}  // namespace
+
+TEST_CASE("hostile: watch streams per sandbox are capped, a closed one frees its place", "[integration][limits]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse sandbox, other;
+  REQUIRE(g.Admit("sb-1", &sandbox).ok());
+  REQUIRE(g.Admit("sb-2", &other).ok());
+  std::vector<std::unique_ptr<Watch>> open;
+  for (size_t i = 0; i < osh::gateway::kMaxWatchersPerSandbox; ++i) {
+    open.push_back(std::make_unique<Watch>(g, sandbox.sandbox_handle()));
+    drv::Projection first;
+    REQUIRE(open.back()->reader->Read(&first));  // registered and served
+  }
+  Watch refused(g, sandbox.sandbox_handle());
+  drv::Projection ignored;
+  CHECK_FALSE(refused.reader->Read(&ignored));
+  const grpc::Status status = refused.reader->Finish();
+  CHECK(status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(absl::StartsWith(status.error_message(), "watch_limit: "));
+  // Another sandbox is not affected.
+  Watch elsewhere(g, other.sandbox_handle());
+  CHECK(elsewhere.reader->Read(&ignored));
+  // Closing one stream makes room for one more.
+  open.front()->context->TryCancel();
+  open.front()->reader->Finish();
+  open.erase(open.begin());
+  CHECK(Eventually([&] {
+    Watch again(g, sandbox.sandbox_handle());
+    drv::Projection p;
+    const bool served = again.reader->Read(&p);
+    again.context->TryCancel();
+    again.reader->Finish();
+    return served;
+  }));
+  for (auto& w : open) w->context->TryCancel();
+  elsewhere.context->TryCancel();
+}
+
+TEST_CASE("hostile: a watcher that never reads is dropped once it falls behind", "[integration][limits]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", BigPolicy(512, 0)).ok());
+  gw::AdmitSandboxResponse sandbox;
+  REQUIRE(g.Admit("sb-1", &sandbox).ok());
+  Watch stalled(g.sandbox_socket(), sandbox.sandbox_handle());  // opened, never read until the end
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (int revision = 1; revision <= 12; ++revision) REQUIRE(g.SetPolicy("default", BigPolicy(512, revision)).ok());
+  // Reading now drains what reached the client's buffers, then the server's verdict.
+  drv::Projection p;
+  int received = 0;
+  while (stalled.reader->Read(&p)) ++received;
+  const grpc::Status status = stalled.reader->Finish();
+  INFO("received " << received << " before the end: " << status.error_message());
+  CHECK(status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(absl::StartsWith(status.error_message(), "slow_reader: "));
+  CHECK(received < 13);
+  // It reconnects and gets the current projection.
+  Watch fresh(g, sandbox.sandbox_handle());
+  REQUIRE(fresh.reader->Read(&p));
+  drv::Projection current;
+  REQUIRE(g.Fetch(sandbox.sandbox_handle(), &current).ok());
+  CHECK(p.policy_digest() == current.policy_digest());
+  fresh.context->TryCancel();
+}
