@@ -42,6 +42,7 @@ std::string NewIdempotencyKey() {
 
 absl::StatusOr<DriverHandles::Acquired> DriverHandles::Acquire(const drivers::driver_v1::RuntimeContext& context) {
   Acquired acquired;
+  acquired.sandbox_id = context.sandbox_id();
   std::string key;
   if (driver_->handles_need_release()) {
     key = NewIdempotencyKey();
@@ -64,12 +65,15 @@ absl::StatusOr<DriverHandles::Acquired> DriverHandles::Acquire(const drivers::dr
 
 void DriverHandles::Release(const Acquired& acquired) {
   if (acquired.intent == 0) return;  // nothing to release (see PolicyDriver::handles_need_release)
-  const absl::Status status = driver_->ReleaseHandle(acquired.handle);
+  const bool admitted_holds_it = registry_->HoldsDriverHandle(acquired.sandbox_id, acquired.handle);
+  const absl::Status status = admitted_holds_it ? absl::OkStatus() : driver_->ReleaseHandle(acquired.handle);
   if (status.ok() || absl::IsNotFound(status)) {
     store::AuditEvent event;
     event.type = audit::type::kRelease;
+    event.sandbox_id = acquired.sandbox_id;
     event.outcome = audit::outcome::kOk;
-    event.reason = "driver handle of a refused admission released";
+    event.reason = admitted_holds_it ? "driver handle of a refused admission kept: it is the admitted sandbox's"
+                                     : "driver handle of a refused admission released";
     if (auto s = store_->CompleteRelease(acquired.intent, std::move(event)); !s.ok()) {
       LogError(absl::StrCat("cannot complete a driver handle release: ", s.ToString()));
     }
@@ -121,6 +125,8 @@ void DriverHandles::DeliverQueued() {
                                   "handle may have leaked in the driver"));
         }
       }
+    } else if (registry_->HoldsDriverHandle(release.context.sandbox_id(), release.driver_handle)) {
+      event.reason = absl::StrCat("driver handle release #", release.id, " dropped: it is the admitted sandbox's");
     } else {
       const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
       if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order

@@ -59,12 +59,15 @@ class DriverHandles {
   struct Acquired {
     int64_t intent = 0;  // the durable note this admission settles (0: the driver's handles need none)
     std::string handle;
+    std::string sandbox_id;
   };
   // Notes the intent (when the driver's handles need releasing), then asks the driver. A driver error is
   // returned as the driver gave it, with the note settled: dropped when the driver answered, made a due
   // release by context when it could not be reached (a handle may exist that we never heard of).
   absl::StatusOr<Acquired> Acquire(const drivers::driver_v1::RuntimeContext& context);
-  // A handle that will not be admitted: released now (audited), or its release queued durably.
+  // A handle that will not be admitted: released now (audited), or its release queued durably — unless
+  // it is the live handle of the sandbox admitted under that id (a driver with one handle per context
+  // gives a racing admission the winner's handle): then only the note is settled.
   void Release(const Acquired& acquired);
   // Delivers queued releases in order, each removed (and audited) only once the driver acknowledged it;
   // stops at the first the driver cannot take. One delivery at a time.

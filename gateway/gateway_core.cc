@@ -255,6 +255,10 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   if (!slot.taken()) {
     return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
   }
+  // Again with the slot held: a racing admission may have finished between the check above and Take.
+  if (registry_->Contains(context.sandbox_id())) {
+    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
+  }
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
   if (!driver_->available() && !driver_->TryReconnect()) {
     return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
@@ -328,12 +332,19 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
 
 absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {
   if (sandbox_id.empty()) return absl::InvalidArgumentError("sandbox_id: required");
+  // Not while the id is being admitted: the answer "nothing deleted" would be followed by the admission.
+  std::optional<AdmissionSlots::Slot> slot(slots_.Take(sandbox_id));
+  if (!slot->taken()) {
+    return absl::AbortedError(absl::StrCat("admission_in_progress: sandbox '", sandbox_id,
+                                           "' is being admitted (or its handle released); retry the delete"));
+  }
   auto event = AuditRecorder::For(audit::type::kDeletion, sandbox_id, nullptr);
   event.outcome = audit::outcome::kOk;
   auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
   if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
   gateway_v1::DeleteSandboxResponse out;
   out.set_deleted(*deleted);
+  slot.reset();  // the queued releases may include this id's
   if (*deleted) {
     reports_.Forget(sandbox_id);
     LogInfo(absl::StrCat("deleted sandbox ", sandbox_id));

@@ -173,6 +173,12 @@ bool SandboxRegistry::Contains(const std::string& sandbox_id) const {
   return by_id_.contains(sandbox_id);
 }
 
+bool SandboxRegistry::HoldsDriverHandle(const std::string& sandbox_id, const std::string& driver_handle) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = by_id_.find(sandbox_id);
+  return it != by_id_.end() && it->second.driver_handle == driver_handle;
+}
+
 std::optional<SandboxRegistry::Snapshot> SandboxRegistry::Get(const std::string& sandbox_id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);

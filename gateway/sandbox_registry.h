@@ -67,6 +67,9 @@ class SandboxRegistry final : public store::ChangeListener {
   std::vector<std::string> Unverified(const std::string& after, size_t limit) const;
 
   bool Contains(const std::string& sandbox_id) const;
+  // Whether `sandbox_id` is admitted holding `driver_handle` (a driver may give one handle per context,
+  // so a refused or recovered admission's handle can be an admitted sandbox's: it must stay live).
+  bool HoldsDriverHandle(const std::string& sandbox_id, const std::string& driver_handle) const;
   std::optional<Snapshot> Get(const std::string& sandbox_id) const;
   // Sandbox ids in order, after `after` (exclusive), at most `limit`.
   std::vector<Snapshot> List(const std::string& after, size_t limit) const;

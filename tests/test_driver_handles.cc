@@ -24,6 +24,11 @@ class CountingDriver final : public osh::drivers::PolicyDriver {
     if (honour_keys && !key.empty()) {
       if (auto it = by_key.find(key); it != by_key.end() && live.count(it->second)) return it->second;
     }
+    if (per_context) {
+      for (const auto& h : live) {
+        if (h.ends_with(":" + context.sandbox_id())) return h;
+      }
+    }
     const std::string handle = "h" + std::to_string(++acquired) + ":" + context.sandbox_id();
     live.insert(handle);
     if (honour_keys && !key.empty()) by_key[key] = handle;
@@ -42,6 +47,7 @@ class CountingDriver final : public osh::drivers::PolicyDriver {
 
   bool reachable = true;
   bool honour_keys = true;
+  bool per_context = false;  // one handle per context: acquiring again returns the live one
   int acquired = 0, released = 0;
   std::set<std::string> live;
   std::map<std::string, std::string> by_key;
@@ -190,4 +196,48 @@ TEST_CASE("driver handles: every admission sends a fresh idempotency key", "[han
   for (int i = 0; i < 1000; ++i) keys.insert(osh::gateway::NewIdempotencyKey());
   CHECK(keys.size() == 1000);
   CHECK(keys.begin()->size() == 36);  // "adm_" + 128 bits in hex
+}
+
+TEST_CASE("driver handles: a losing admission's handle that is the winner's stays live (issue 15 item 6)", "[handles]") {
+  Fixture f;
+  f.driver.per_context = true;  // as null-policy-driver without --handle-per-acquire
+  f.store->SetChangeListener(&f.registry);
+  auto winner = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+  REQUIRE(winner.ok());
+  osh::store::SandboxRecord record;
+  record.context = osh::test::ContextFor("sb-1");
+  record.handle_sha256 = std::string(32, 'a');
+  record.driver_handle = winner->handle;
+  record.acquisition_id = winner->intent;
+  drv::Projection p;
+  p.set_body("b");
+  record.envelope = f.store->envelopes().Intern(p);
+  osh::trust::AuditEvent event;
+  event.type = "admission";
+  REQUIRE(f.store->InsertSandbox(record, event).ok());
+
+  // The loser of the race got the same handle (one per context) and is refused: releasing it would cut
+  // the admitted sandbox off from its driver.
+  auto loser = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+  REQUIRE(loser.ok());
+  REQUIRE(loser->handle == winner->handle);
+  f.handles.Release(*loser);
+  CHECK(f.driver.released == 0);
+  CHECK(f.driver.live.count(winner->handle) == 1);
+  CHECK(f.store->PendingReleases()->empty());
+  auto events = f.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  CHECK(events->back().reason == "driver handle of a refused admission kept: it is the admitted sandbox's");
+
+  // The same when the release had to be queued (driver down at the time) and is delivered later.
+  auto late = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+  REQUIRE(late.ok());
+  f.driver.reachable = false;
+  REQUIRE(f.store->QueueAcquiredRelease(late->intent, late->handle).ok());
+  f.driver.reachable = true;
+  f.handles.DeliverQueued();
+  CHECK(f.driver.released == 0);
+  CHECK(f.driver.live.count(winner->handle) == 1);
+  CHECK(f.store->PendingReleases()->empty());
+  f.store->SetChangeListener(nullptr);
 }

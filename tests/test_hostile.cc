@@ -2,8 +2,14 @@
 // watcher that stops reading is dropped once it falls behind rather than pinning projections forever.
 #include <catch2/catch.hpp>
 
+#include <google/protobuf/util/json_util.h>
+
+#include <future>
+
 #include "absl/strings/match.h"
 #include "gateway/sandbox_registry.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
 #include "tests/gateway_fixture.h"
 
 using namespace osh::test;
@@ -107,4 +113,38 @@ TEST_CASE("hostile: a watcher that never reads is dropped once it falls behind",
   REQUIRE(g.Fetch(sandbox.sandbox_handle(), &current).ok());
   CHECK(p.policy_digest() == current.policy_digest());
   fresh.context->TryCancel();
+}
+
+TEST_CASE("hostile: a delete during the same id's admission says so instead of \"nothing deleted\"",
+          "[integration][limits]") {
+  TempDir dir;
+  // A driver that takes 1.5 s per call, serving a valid unsigned projection.
+  drv::GetProjectionResponse response;
+  auto* p = response.mutable_projection();
+  p->set_surface_id("openshell.sandbox.v1");
+  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(dir / "response.json", json);
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "1500"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+
+  auto admission = std::async(std::launch::async, [&] {
+    gw::AdmitSandboxResponse admitted;
+    return g.Admit("sb-1", &admitted);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the admission is waiting for the driver
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  const grpc::Status during = g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted);
+  CHECK(during.error_code() == grpc::StatusCode::ABORTED);
+  CHECK(absl::StartsWith(during.error_message(), "admission_in_progress: "));
+  REQUIRE(admission.get().ok());
+  // Once the admission is over, the delete goes through.
+  const grpc::Status after = g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted);
+  CHECK(after.ok());
+  CHECK(deleted.deleted());
 }
