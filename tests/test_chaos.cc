@@ -274,7 +274,7 @@ TEST_CASE("chaos: 50 kill -9 / restart flaps of the driver during a storm", "[ch
     CHECK(ledger.stuck == 0);  // no admission or delete hung until its deadline
     INFO(ledger.first_unexpected);
     CHECK(ledger.refused_other == 0);
-    REQUIRE(ledger.admitted.size() > 20);
+    REQUIRE(ledger.admitted.size() + ledger.deleted.size() > 20);  // acknowledged admissions: the storm ran
   }
   CheckConsistent(g, ledger, setup.handles_file, setup.dir);
   // Admissions work at once with the driver back.
