@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -153,23 +154,45 @@ int Daemon::Serve() {
   admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), decisions_.get());
   sandbox_service_ = std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get());
   grpc::EnableDefaultHealthCheckService(true);
-  auto listen = [](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
-                   Listener* out) {
+  // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
+  // EMFILE), capped within the descriptor limit, raised to its hard limit first.
+  const size_t descriptors = RaiseDescriptorLimit();
+  const size_t admin_cap = std::clamp<size_t>(descriptors / 8, 16, 256);
+  const size_t sandbox_cap = descriptors > admin_cap + 512 ? descriptors - admin_cap - 512 : 64;
+  auto listen = [this](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
+                       size_t cap, bool sandbox, Listener* out) {
+    if (auto prepared = drivers::PrepareServerSocketPath(socket_path); !prepared.ok()) {  // private folder
+      LogError(std::string(prepared.message()));
+      return false;
+    }
     grpc::ServerBuilder builder;
     if (typed != nullptr) builder.RegisterService(typed);
     if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
-    auto server = drivers::StartUnixServer(socket_path, builder);  // private folder, socket 0600
-    if (!server.ok()) {
-      LogError(std::string(server.status().message()));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kConnectionIdleMs);  // idle peers are let go
+    out->path = std::filesystem::absolute(socket_path).lexically_normal().string();
+    out->server = builder.BuildAndStart();
+    if (out->server == nullptr) {
+      LogError(absl::StrCat("cannot start the server for ", out->path));
       return false;
     }
-    *out = {*std::move(server), std::filesystem::absolute(socket_path).lexically_normal().string()};
+    UnixAcceptor::Options options;
+    options.max_connections = cap;
+    if (sandbox) options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting); };
+    auto acceptor = UnixAcceptor::Start(out->path, out->server.get(), std::move(options));
+    if (!acceptor.ok()) {
+      LogError(std::string(acceptor.status().message()));
+      return false;
+    }
+    out->acceptor = *std::move(acceptor);
     return true;
   };
-  if (!listen(config_.admin_socket, nullptr, admin_service_.get(), &admin_) ||
-      !listen(config_.sandbox_socket, sandbox_service_.get(), nullptr, &sandbox_)) {
+  if (!listen(config_.admin_socket, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
+      !listen(config_.sandbox_socket, sandbox_service_.get(), nullptr, sandbox_cap, true, &sandbox_)) {
     return kExitStartup;  // the destructor stops what did start
   }
+  LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
+                       " on the admin socket (descriptor limit ", descriptors, "); idle ones close after ",
+                       kConnectionIdleMs / 1000, " s"));
   if (remote_ != nullptr) {
     // Runs on the monitor thread, or on the thread whose driver call found it gone.
     remote_->SetStateListener([this](bool available, const std::string& detail) {
@@ -186,6 +209,13 @@ int Daemon::Serve() {
   LogInfo(absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_, " admitted sandbox(es), admin ", admin_.path,
                        ", sandbox ", sandbox_.path, ", database ", config_.SqlitePath()));
   return 0;
+}
+
+void Daemon::SetSandboxListenerHealth(bool accepting) {
+  absl::MutexLock lock(&health_mu_);
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->GetHealthCheckService()->SetServingStatus("", accepting);
+  }
 }
 
 void Daemon::UpdateHealth() {
@@ -220,6 +250,7 @@ int Daemon::ServeUntilStopped() {
 void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  for (Listener* listener : {&admin_, &sandbox_}) listener->acceptor.reset();  // no new connections
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {

@@ -21,6 +21,7 @@
 #include "gateway/config.h"
 #include "gateway/gateway_core.h"
 #include "gateway/state_lock.h"
+#include "gateway/unix_acceptor.h"
 #include "gateway/refresh_scheduler.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
@@ -33,6 +34,8 @@ namespace osh::gateway {
 
 inline constexpr int kExitConfig = 2;
 inline constexpr int kExitStartup = 1;
+// A connection with no call in flight for this long is closed (gRPC's max_connection_idle).
+inline constexpr int kConnectionIdleMs = 120'000;
 
 class Daemon {
  public:
@@ -55,6 +58,7 @@ class Daemon {
  private:
   struct Listener {
     std::unique_ptr<grpc::Server> server;
+    std::unique_ptr<UnixAcceptor> acceptor;  // stopped before the server
     std::string path;
   };
   Daemon(const Config& config, const store::Clock* clock) : config_(config), clock_(clock) {}
@@ -63,6 +67,8 @@ class Daemon {
   int StartDriver();
   int Serve();
   void UpdateHealth();
+  // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
+  void SetSandboxListenerHealth(bool accepting);
   // Idempotent; safe on a daemon that started only partly.
   void Stop();
 

@@ -4,7 +4,14 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <future>
+
+#include "grpc/health/v1/health.grpc.pb.h"
 
 #include "absl/strings/match.h"
 #include "gateway/sandbox_registry.h"
@@ -147,4 +154,72 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
   const grpc::Status after = g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted);
   CHECK(after.ok());
   CHECK(deleted.deleted());
+}
+
+TEST_CASE("hostile: connections past the cap pause the sandbox listener, which serves again once they close",
+          "[integration][limits]") {
+  // The gateway under a 200-descriptor limit: its sandbox socket takes 64 connections at most.
+  TempDir dir;
+  const std::string state = dir / "var";
+  Process gateway({"/bin/sh", "-c", "ulimit -n 200 && exec " + std::string(OSH_GATEWAY_BINARY) + " --state-dir " + state},
+                  dir / "gateway.log");
+  REQUIRE(WaitForSocket(state + "/sandbox.sock"));
+  REQUIRE(WaitForSocket(state + "/admin.sock"));
+  auto admin = gw::PolicyGateway::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = Example("restrictive-default.yaml");
+  gw::PolicyRevision revision;
+  REQUIRE(admin->SetPolicy(GatewayFixture::Context().get(), set, &revision).ok());
+  gw::AdmitSandboxRequest admit;
+  admit.mutable_context()->set_sandbox_id("sb-1");
+  admit.mutable_context()->set_user_subject("alice@example.com");
+  gw::AdmitSandboxResponse sandbox;
+  REQUIRE(admin->AdmitSandbox(GatewayFixture::Context().get(), admit, &sandbox).ok());
+  auto health = [&] {
+    auto stub = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
+    grpc::health::v1::HealthCheckResponse response;
+    auto ctx = GatewayFixture::Context();
+    if (!stub->Check(ctx.get(), grpc::health::v1::HealthCheckRequest(), &response).ok()) return std::string("error");
+    return std::string(response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? "SERVING" : "NOT_SERVING");
+  };
+  auto fetch = [&] {
+    // A new channel each time: a cached connection would not show whether new ones are accepted.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto stub = gw::SandboxPolicy::NewStub(
+        grpc::CreateCustomChannel("unix:" + state + "/sandbox.sock", grpc::InsecureChannelCredentials(), args));
+    auto ctx = GatewayFixture::Context(sandbox.sandbox_handle());
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    drv::Projection p;
+    return stub->GetProjection(ctx.get(), gw::GetProjectionRequest(), &p).ok();
+  };
+  REQUIRE(fetch());
+
+  // 400 idle connections (no handle needed to connect), far past the cap and past the descriptor limit.
+  std::vector<int> idle;
+  for (int i = 0; i < 400; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, (state + "/sandbox.sock").c_str(), sizeof(address.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {  // backlog full
+      ::close(fd);
+      break;
+    }
+    idle.push_back(fd);
+  }
+  CHECK(idle.size() > 64);
+  CHECK(Eventually([&] { return health() == "NOT_SERVING"; }, std::chrono::seconds(10)));
+  CHECK(gateway.running());
+
+  // The peer leaves: the listener accepts again, without a restart, and health says so.
+  for (int fd : idle) ::close(fd);
+  CHECK(Eventually([&] { return fetch(); }, std::chrono::seconds(15)));
+  CHECK(Eventually([&] { return health() == "SERVING"; }, std::chrono::seconds(10)));
+  CHECK_THAT(ReadAll(dir / "gateway.log"), Catch::Contains("the cap (64): not accepting until some close") &&
+                                                Catch::Contains("accepting connections again"));
+  gateway.Signal(SIGTERM);
+  CHECK(gateway.Wait() == 0);
 }

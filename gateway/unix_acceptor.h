@@ -1,0 +1,66 @@
+// Accepts connections on a gateway Unix socket itself and hands each to a gRPC server
+// (grpc::AddInsecureChannelFromFd). gRPC 1.51's own listener stops accepting for good after a single
+// EMFILE (tcp_server_posix "Failed accept4: Too many open files"), so one peer holding idle connections
+// could shut every sandbox out until a restart. Here:
+//   - open connections are capped (`max_connections`); at the cap the acceptor pauses — the kernel's
+//     backlog holds new ones — and resumes as connections close;
+//   - an accept that fails for lack of descriptors is retried, never fatal;
+//   - `on_state(false)` / `on_state(true)` report pausing and resuming (health says NOT_SERVING between).
+// Connections the server closed are noticed by a sweep (fstat of each handed-over descriptor, compared by
+// inode) before every accept at the cap and at least once a second. Thread-safe; one thread of its own.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+
+namespace osh::gateway {
+
+class UnixAcceptor {
+ public:
+  struct Options {
+    size_t max_connections = 1024;
+    std::function<void(bool accepting)> on_state;  // called from the acceptor's thread; may be empty
+  };
+  // Binds `path` (already prepared: see drivers::PrepareServerSocketPath) with mode 0600 and starts
+  // accepting for `server` (started, and outliving the acceptor). UNAVAILABLE naming the path on failure.
+  static absl::StatusOr<std::unique_ptr<UnixAcceptor>> Start(const std::string& path, grpc::Server* server,
+                                                             Options options);
+  ~UnixAcceptor();  // stops accepting, closes the listening socket and removes its file
+
+  size_t open_connections() const { return open_.load(); }
+  bool accepting() const { return accepting_.load(); }
+
+ private:
+  UnixAcceptor(std::string path, int listen_fd, int wake_fd, grpc::Server* server, Options options);
+  void Run();
+  void Sweep();
+
+  struct Handed {
+    int fd;
+    ino_t inode;
+  };
+  const std::string path_;
+  const int listen_fd_;
+  const int wake_fd_;  // an eventfd: written to stop the thread
+  grpc::Server* const server_;
+  const Options options_;
+  std::vector<Handed> handed_;  // the acceptor thread's own
+  std::atomic<size_t> open_{0};
+  std::atomic<bool> accepting_{true};
+  std::thread thread_;
+};
+
+// Raises the soft limit on open descriptors to the hard limit; returns the limit now in force.
+size_t RaiseDescriptorLimit();
+
+}  // namespace osh::gateway
