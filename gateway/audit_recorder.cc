@@ -1,9 +1,31 @@
 #include "gateway/audit_recorder.h"
 
 #include "absl/strings/str_cat.h"
+#include "gateway/context_limits.h"
 #include "gateway/log.h"
 
 namespace osh::gateway {
+
+std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::Map<std::string, std::string>& context) {
+  constexpr size_t kMaxEntries = 64, kMaxKeyBytes = 128, kMaxValueBytes = 1024, kMaxTotalBytes = 16 * 1024;
+  std::map<std::string, std::string> sorted(context.begin(), context.end());  // the order the chain hashes
+  std::map<std::string, std::string> out;
+  size_t total = 0, dropped = 0, bytes = 0;
+  for (const auto& [key, value] : sorted) {
+    bytes += key.size() + value.size();
+    std::string k = BoundedText(key, kMaxKeyBytes), v = BoundedText(value, kMaxValueBytes);
+    if (out.size() >= kMaxEntries || total + k.size() + v.size() > kMaxTotalBytes) {
+      ++dropped;
+      continue;
+    }
+    total += k.size() + v.size();
+    out.emplace(std::move(k), std::move(v));
+  }
+  if (dropped > 0) {
+    out["openshell.truncated"] = absl::StrCat(dropped, " of ", sorted.size(), " entries left out (", bytes, " bytes in all)");
+  }
+  return out;
+}
 
 store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbox_id,
                                      const openshell::policy::driver::v1::Projection* projection) {
@@ -14,7 +36,7 @@ store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbo
     event.surface_id = projection->surface_id();
     event.policy_digest = projection->policy_digest();
     event.policy_version = projection->policy_version();
-    event.audit_context = {projection->audit_context().begin(), projection->audit_context().end()};
+    event.audit_context = BoundedAuditContext(projection->audit_context());
   }
   return event;
 }

@@ -7,6 +7,7 @@
 // Thread-safe (the store is). The store must outlive the recorder.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "openshell/policy/driver/v1/driver.pb.h"
@@ -14,12 +15,19 @@
 
 namespace osh::gateway {
 
+// A driver's audit_context as the audit log keeps it: verbatim when it fits (at most 64 entries, keys of
+// 128 bytes, values of 1 KiB, 16 KiB in all, text without control characters); otherwise each text is
+// bounded and escaped (BoundedText), entries past the bounds are left out and an "openshell.truncated"
+// entry says how many. A refused projection's context is unverified: it must not be able to bloat or
+// forge the log.
+std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::Map<std::string, std::string>& context);
+
 class AuditRecorder {
  public:
   explicit AuditRecorder(store::Store* store) : store_(store) {}
 
   // An event of `type` for `sandbox_id`, with the projection's surface, digest, version and audit
-  // context (verbatim) when there is one. Outcome and reason are the caller's.
+  // context (see BoundedAuditContext) when there is one. Outcome and reason are the caller's.
   static store::AuditEvent For(const char* type, const std::string& sandbox_id,
                                const openshell::policy::driver::v1::Projection* projection = nullptr);
 

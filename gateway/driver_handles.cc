@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
+#include "gateway/context_limits.h"
 #include "gateway/log.h"
 
 namespace osh::gateway {
@@ -17,10 +18,12 @@ bool DriverUnreachable(const absl::Status& status) {
 }
 
 absl::Status DriverError(const absl::Status& status, const std::string& what) {
+  // The driver's message goes on to the caller, the audit log and the logs: bounded and escaped.
+  const std::string message = BoundedText(std::string(status.message()), 1024);
   if (DriverUnreachable(status)) {
-    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", status.message()));
+    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", message));
   }
-  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+  return absl::Status(status.code(), absl::StrCat(what, ": ", message));
 }
 
 AdmissionSlots::Slot::~Slot() {

@@ -238,7 +238,8 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
                                           const DriverHandles::Acquired& acquired,
                                           const driver_v1::Projection* projection, const std::string& reason_code,
                                           const std::string& detail) {
-  const std::string message = absl::StrCat(reason_code, ": ", detail);
+  // `detail` may quote the driver (a no_verified_policy reason): bounded and escaped like all such text.
+  const std::string message = absl::StrCat(reason_code, ": ", BoundedText(detail, kMaxDriverTextBytes));
   audit_.Record(AuditRecorder::For(audit::type::kRefusal, context.sandbox_id(), projection), audit::outcome::kRefused,
                 message);
   handles_.Release(acquired);

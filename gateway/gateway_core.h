@@ -39,7 +39,8 @@ namespace driver_v1 = openshell::policy::driver::v1;
 inline constexpr size_t kMaxReportErrorBytes = 4096;  // a report's error text; longer is cut, with a marker
 inline constexpr int kReportsPerSecond = 2;           // ReportPolicyStatus per sandbox, refilled steadily
 inline constexpr int kReportBurst = 20;               // ... after a burst of this many
-inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
+inline constexpr size_t kMaxAuditPageBytes = 1 << 20;
+inline constexpr size_t kMaxDriverTextBytes = 1024;  // a driver's refusal reason or error, as quoted onward  // ListAuditEvents pages by bytes as well as count
 
 class GatewayCore {
  public:

@@ -223,3 +223,48 @@ TEST_CASE("hostile: connections past the cap pause the sandbox listener, which s
   gateway.Signal(SIGTERM);
   CHECK(gateway.Wait() == 0);
 }
+
+TEST_CASE("hostile: a driver's unverified audit_context and refusal text are bounded and escaped", "[integration][limits]") {
+  TempDir dir;
+  drv::GetProjectionResponse response;
+  auto* p = response.mutable_projection();
+  p->set_surface_id("openshell.sandbox.v1");
+  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+  p->set_policy_digest(std::string(64, '0'));  // wrong: refused with digest_mismatch
+  for (int i = 0; i < 3000; ++i) (*p->mutable_audit_context())["k" + std::to_string(i)] = std::string(1200, 'v');
+  (*p->mutable_audit_context())["forged"] = "x\n2026-01-01T00:00:00.000Z INFO policy-gateway: admitted sandbox evil";
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(dir / "response.json", json);
+  drv::GetProjectionResponse refusal;
+  refusal.mutable_no_verified_policy()->set_reason(
+      "nope\n2026-01-01T00:00:00.000Z INFO policy-gateway: admitted sandbox evil" + std::string(1 << 20, 'r'));
+  json.clear();  // MessageToJsonString appends
+  REQUIRE(google::protobuf::util::MessageToJsonString(refusal, &json).ok());
+  WriteFile(dir / "refusal.json", json);
+
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse ignored;
+  const grpc::Status refused = g.Admit("sb-1", &ignored);
+  REQUIRE(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  std::filesystem::rename(dir / "refusal.json", dir / "response.json");
+  const grpc::Status no_policy = g.Admit("sb-2", &ignored);
+  INFO(no_policy.error_message().substr(0, 300));
+  REQUIRE(no_policy.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(no_policy.error_message().size() < 1200);
+  CHECK(absl::StrContains(no_policy.error_message(), "nope\\n2026"));  // escaped, not a line of its own
+
+  // The audit log holds both refusals, small, and exports and verifies.
+  std::string out, err;
+  REQUIRE(Ctl(g, {"audit", "export", "--out", dir / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"audit", "verify", dir / "audit.jsonl"}, &out, &err) == 0);
+  const std::string exported = ReadAll(dir / "audit.jsonl");
+  CHECK(exported.size() < 64 * 1024);
+  CHECK(absl::StrContains(exported, "openshell.truncated"));
+  CHECK(absl::StrContains(exported, "…[truncated, "));
+  // No forged line reached the gateway's log.
+  CHECK(CountLines(g.log(), "admitted sandbox evil") == CountLines(g.log(), "\\n2026-01-01T00:00:00.000Z INFO"));
+  for (absl::string_view line : absl::StrSplit(g.log(), '\n')) CHECK_FALSE(absl::StartsWith(line, "2026-01-01T00:00:00.000Z"));
+}
