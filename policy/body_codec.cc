@@ -5,6 +5,7 @@
 #include <google/protobuf/unknown_field_set.h>
 
 #include "absl/strings/str_cat.h"
+#include "policy/strict_wire.h"
 
 namespace osh::policy {
 namespace {
@@ -74,6 +75,10 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParseBodyStrict(absl::stri
         "incomplete_projection: body is not a valid openshell.sandbox.v1.SandboxPolicy encoding");
   }
   if (auto status = CheckNoUnknownFields(policy); !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
+  }
+  // What the parse merged away: a field or map key given twice, a map entry's extra field.
+  if (auto status = CheckStrictWire(*policy.GetDescriptor(), body); !status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
   }
   return policy;

@@ -24,7 +24,8 @@ std::string SerializeDeterministic(const google::protobuf::Message& message);
 absl::Status CheckNoUnknownFields(const google::protobuf::Message& message);
 
 // Parses a body as openshell.sandbox.v1.SandboxPolicy. Errors (INVALID_ARGUMENT) begin with
-// "incomplete_projection: " for bytes that do not parse or carry unknown fields.
+// "incomplete_projection: " for bytes that do not parse, carry unknown fields, or mean something only
+// by protobuf's merge rules (see CheckStrictWire: a field or map key given twice, and the like).
 absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParseBodyStrict(absl::string_view body);
 
 }  // namespace osh::policy

@@ -234,3 +234,41 @@ TEST_CASE("policy files: a YAML alias bomb is refused before it expands, aliases
   REQUIRE_FALSE(huge.ok());
   CHECK_THAT(std::string(huge.status().message()), Catch::Contains("a policy file may have"));
 }
+
+TEST_CASE("strict body: encodings that mean something only by merge rules are refused (issue 15 item 7)",
+          "[policy][codec][limits]") {
+  using openshell::sandbox::v1::SandboxPolicy;
+  auto field = [](int number, const std::string& bytes) {  // a length-delimited field
+    std::string out;
+    out += static_cast<char>((number << 3) | 2);
+    out += static_cast<char>(bytes.size());
+    return out + bytes;
+  };
+  SandboxPolicy small;
+  small.set_version(1);
+  small.mutable_process()->set_run_as_user("sandbox");
+  const std::string body = osh::policy::SerializeDeterministic(small);
+  REQUIRE(osh::policy::ParseBodyStrict(body).ok());
+  auto refused = [](const std::string& bytes, const std::string& what) {
+    auto parsed = osh::policy::ParseBodyStrict(bytes);
+    INFO(what);
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(absl::IsInvalidArgument(parsed.status()));
+    CHECK_THAT(std::string(parsed.status().message()), Catch::StartsWith("incomplete_projection: " + what));
+  };
+  // A message field given twice: the parser merges the two, so "run_as_user" could be overridden unseen.
+  refused(body + field(4, field(1, "root")), "process: given twice");
+  // A scalar given twice: the last wins.
+  refused(body + std::string("\x08\x02", 2), "version: given twice");
+  // A map key given twice: the last entry wins.
+  const std::string rule_a = field(1, "a"), rule_b = field(1, "b");
+  const std::string entry_1 = field(1, "gh") + field(2, rule_a), entry_2 = field(1, "gh") + field(2, rule_b);
+  CHECK(osh::policy::ParseBodyStrict(body + field(5, entry_1)).ok());
+  refused(body + field(5, entry_1) + field(5, entry_2), "network_policies[\"gh\"]: map key given twice");
+  // A field other than key and value inside a map entry: the parser drops it without a trace.
+  refused(body + field(5, entry_1 + field(3, "x")), "network_policies: field 3 in a map entry");
+  // Inside a map value: the same rules.
+  refused(body + field(5, field(1, "gh") + field(2, rule_a + field(1, "again"))), "network_policies.name: given twice");
+  // A wire type that does not match the field: the parser keeps it as an unknown field.
+  refused(body + std::string("\x0d\x01\x00\x00\x00", 5), "unknown field number 1");
+}
