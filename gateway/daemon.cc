@@ -235,8 +235,7 @@ int Daemon::ServeUntilStopped() {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
     if (signal_number == SIGHUP) {
-      LogInfo("SIGHUP: reloading the trust store");
-      pool_->Submit([core = core_.get()] { core->ReloadTrustStore().IgnoreError(); });  // logs and audits either way
+      RequestTrustStoreReload();
       continue;
     }
     LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
@@ -245,6 +244,23 @@ int Daemon::ServeUntilStopped() {
   Stop();
   LogInfo("stopped");
   return 0;
+}
+
+void Daemon::RequestTrustStoreReload() {
+  // Coalesced: at most one reload runs and one more is pending, however many SIGHUPs arrive — a burst
+  // of them must not occupy the worker pool that admin calls and shutdown need.
+  if (reloads_requested_.fetch_add(1) > 0) {
+    LogInfo("SIGHUP: a trust-store reload is already under way; one more will follow it");
+    return;
+  }
+  LogInfo("SIGHUP: reloading the trust store");
+  pool_->Submit([this] {
+    uint64_t seen = 0;
+    do {
+      seen = reloads_requested_.load();
+      core_->ReloadTrustStore().IgnoreError();  // logs and audits either way
+    } while (reloads_requested_.fetch_sub(seen) != seen);
+  });
 }
 
 void Daemon::Stop() {

@@ -8,6 +8,7 @@
 // 1: start-up). Not copyable; ServeUntilStopped runs on the thread that receives the signals.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,8 @@ class Daemon {
   int StartDriver();
   int Serve();
   void UpdateHealth();
+  void RequestTrustStoreReload();
+  std::atomic<uint64_t> reloads_requested_{0};  // SIGHUPs not yet covered by a finished reload
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
   void SetSandboxListenerHealth(bool accepting);
   // Idempotent; safe on a daemon that started only partly.

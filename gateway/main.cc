@@ -2,7 +2,10 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -11,6 +14,7 @@
 #include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/daemon.h"
+#include "gateway/log.h"
 
 namespace osh::gateway {
 namespace {
@@ -62,7 +66,26 @@ int Run(int argc, char** argv) {
     return kExitConfig;
   }
 
+  // Start-up can take a while (a driver that does not answer yet, a large database): SIGTERM and SIGINT
+  // end it at once, as a kill would — every state change is a committed transaction, so nothing is torn.
+  std::atomic<bool> starting{true};
+  std::thread start_watch([&starting] {
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    const timespec tick{0, 50'000'000};
+    while (starting.load()) {
+      const int signal_number = sigtimedwait(&stop_signals, nullptr, &tick);
+      if (signal_number == SIGTERM || signal_number == SIGINT) {
+        LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", " during start-up: exiting"));
+        std::_Exit(kExitStartup);
+      }
+    }
+  });
   Daemon::Started started = Daemon::Start(*config, DaemonClock());
+  starting = false;
+  start_watch.join();
   if (started.daemon == nullptr) return started.exit_code;
   return started.daemon->ServeUntilStopped();
 }

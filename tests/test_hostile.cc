@@ -268,3 +268,17 @@ TEST_CASE("hostile: a driver's unverified audit_context and refusal text are bou
   CHECK(CountLines(g.log(), "admitted sandbox evil") == CountLines(g.log(), "\\n2026-01-01T00:00:00.000Z INFO"));
   for (absl::string_view line : absl::StrSplit(g.log(), '\n')) CHECK_FALSE(absl::StartsWith(line, "2026-01-01T00:00:00.000Z"));
 }
+
+TEST_CASE("hostile: SIGTERM during start-up ends the gateway at once", "[integration][limits]") {
+  // A driver socket nobody serves yet, with a 30 s connect timeout: start-up waits for it.
+  TempDir dir;
+  Process gateway({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--driver-socket", dir / "absent.sock",
+                   "--driver-connect-timeout-ms", "30000"},
+                  dir / "gateway.log");
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(dir / "gateway.log"), "connecting to the policy driver"); }));
+  const auto sent = std::chrono::steady_clock::now();
+  gateway.Signal(SIGTERM);
+  CHECK(gateway.Wait() == 1);
+  CHECK(std::chrono::steady_clock::now() - sent < std::chrono::seconds(5));
+  CHECK_THAT(ReadAll(dir / "gateway.log"), Catch::Contains("SIGTERM during start-up: exiting"));
+}

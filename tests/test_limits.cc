@@ -6,6 +6,7 @@
 #include "gateway/context_limits.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
+#include "trust/trust_store.h"
 
 namespace gw = openshell::policy::gateway::v1;
 namespace drv = openshell::policy::driver::v1;
@@ -152,4 +153,18 @@ TEST_CASE("limits: audit pages are bounded by bytes as well as by count", "[limi
   }
   CHECK(seen == a.t.store->AuditChainHead().seq);
   CHECK(pages >= 2);
+}
+
+TEST_CASE("limits: a trust store is bounded in size and nesting before it is parsed", "[limits][trust]") {
+  // 200 KB of nesting took the JSON parser over 11 minutes; now it is refused before parsing.
+  const std::string nested = "{\"keys\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto deep = osh::trust::TrustStore::Parse(nested);
+  REQUIRE_FALSE(deep.ok());
+  CHECK_THAT(std::string(deep.status().message()), Catch::Contains("nested more than 16 levels deep"));
+  // Brackets inside strings do not count.
+  auto quoted = osh::trust::TrustStore::Parse("{\"keys\": [], \"revoked_key_ids\": [\"" + std::string(100, '[') + "\"]}");
+  CHECK_FALSE(absl::StrContains(quoted.status().message(), "nested"));
+  auto huge = osh::trust::TrustStore::Parse("{\"keys\": [], \"x\": \"" + std::string(2 << 20, 'a') + "\"}");
+  REQUIRE_FALSE(huge.ok());
+  CHECK_THAT(std::string(huge.status().message()), Catch::Contains("a trust store may have"));
 }

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -62,7 +63,37 @@ const TrustedKey* TrustStore::Find(absl::string_view key_id) const {
   return nullptr;
 }
 
+namespace {
+
+// JSON nesting depth (objects and arrays), strings skipped; stops counting past `limit`.
+int NestingDepth(absl::string_view text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') deepest = std::max(deepest, ++depth);
+    else if (c == '}' || c == ']') --depth;
+    if (deepest > limit) break;
+  }
+  return deepest;
+}
+
+}  // namespace
+
 absl::StatusOr<TrustStore> TrustStore::Parse(absl::string_view json_text) {
+  // Bounded before the JSON parser sees it: deeply nested input makes it slow (quadratic or worse).
+  if (json_text.size() > kMaxTrustStoreBytes) {
+    return Bad(absl::StrCat(json_text.size(), " bytes, more than the ", kMaxTrustStoreBytes, " a trust store may have"));
+  }
+  if (NestingDepth(json_text, kMaxTrustStoreDepth) > kMaxTrustStoreDepth) {
+    return Bad(absl::StrCat("nested more than ", kMaxTrustStoreDepth, " levels deep (a trust store needs 3)"));
+  }
   Struct root;
   google::protobuf::util::JsonParseOptions options;
   if (!google::protobuf::util::JsonStringToMessage(std::string(json_text), &root, options).ok()) {

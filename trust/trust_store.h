@@ -23,6 +23,10 @@ struct TrustedKey {
   bool revoked = false;
 };
 
+// Bounds checked before the JSON is parsed (docs/policy-gateway.md, "Limits").
+inline constexpr size_t kMaxTrustStoreBytes = 1 << 20;
+inline constexpr int kMaxTrustStoreDepth = 16;
+
 class TrustStore {
  public:
   // Parses the JSON text. Every malformed shape is INVALID_ARGUMENT with its own message
