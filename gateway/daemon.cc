@@ -15,6 +15,7 @@
 #include "gateway/log.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"
+#include "trust/secure_path.h"
 
 namespace osh::gateway {
 namespace {
@@ -23,8 +24,9 @@ constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admissio
 
 }  // namespace
 
-Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock) {
+Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, std::function<void()> on_serving) {
   std::unique_ptr<Daemon> daemon(new Daemon(config, clock));
+  daemon->on_serving_ = std::move(on_serving);
   for (int (Daemon::*step)() : {&Daemon::Build, &Daemon::StartDriver, &Daemon::Serve}) {
     if (const int exit_code = (daemon.get()->*step)(); exit_code != 0) return {nullptr, exit_code};
   }
@@ -41,6 +43,15 @@ int Daemon::Build() {
       !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
+  }
+  // Whoever can write the database's folder can replace the database (and with it, bring back deleted
+  // sandboxes): only root and this user may.
+  if (!db_path.empty()) {
+    const std::string folder = std::filesystem::absolute(db_path).parent_path().string();
+    if (auto safe = trust::CheckNoOneElseCanWrite(folder, "database folder"); !safe.ok()) {
+      LogError(std::string(safe.message()));
+      return kExitStartup;
+    }
   }
   // Before anything touches the database: a second gateway on it would corrupt the first's chain and
   // release its in-flight handles.
@@ -186,6 +197,7 @@ int Daemon::Serve() {
     out->acceptor = *std::move(acceptor);
     return true;
   };
+  if (on_serving_) on_serving_();
   if (!listen(config_.admin_socket, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
       !listen(config_.sandbox_socket, sandbox_service_.get(), nullptr, sandbox_cap, true, &sandbox_)) {
     return kExitStartup;  // the destructor stops what did start

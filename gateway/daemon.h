@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,8 +46,9 @@ class Daemon {
     int exit_code = 0;               // when it could not: kExitConfig or kExitStartup
   };
   // Opens the store, loads the trust store, starts the driver, loads the admitted sandboxes and starts
-  // serving on both sockets. `clock` (not owned) must outlive the daemon.
-  static Started Start(const Config& config, const store::Clock* clock);
+  // serving on both sockets. `clock` (not owned) must outlive the daemon. `on_serving`, when set, is
+  // called just before the sockets are bound: start-up proper is over (see main.cc's SIGTERM handling).
+  static Started Start(const Config& config, const store::Clock* clock, std::function<void()> on_serving = nullptr);
 
   // Serves until SIGTERM or SIGINT (SIGHUP reloads the trust store), then stops. Returns the exit code.
   // The caller must have blocked those signals in every thread before any started.
@@ -69,7 +71,8 @@ class Daemon {
   int Serve();
   void UpdateHealth();
   void RequestTrustStoreReload();
-  std::atomic<uint64_t> reloads_requested_{0};  // SIGHUPs not yet covered by a finished reload
+  std::atomic<uint64_t> reloads_requested_{0};
+  std::function<void()> on_serving_;  // SIGHUPs not yet covered by a finished reload
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
   void SetSandboxListenerHealth(bool accepting);
   // Idempotent; safe on a daemon that started only partly.

@@ -1,10 +1,12 @@
 // policy-gateway: the daemon. See docs/policy-gateway.md for the manual.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -68,23 +70,34 @@ int Run(int argc, char** argv) {
 
   // Start-up can take a while (a driver that does not answer yet, a large database): SIGTERM and SIGINT
   // end it at once, as a kill would — every state change is a committed transaction, so nothing is torn.
-  std::atomic<bool> starting{true};
-  std::thread start_watch([&starting] {
+  // From just before the sockets are bound, a stop signal is left to ServeUntilStopped (a clean drain).
+  std::mutex start_mu;
+  bool starting = true;  // guarded by start_mu
+  std::thread start_watch([&] {
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
     const timespec tick{0, 50'000'000};
-    while (starting.load()) {
+    for (;;) {
       const int signal_number = sigtimedwait(&stop_signals, nullptr, &tick);
+      std::lock_guard<std::mutex> lock(start_mu);
+      if (!starting) {
+        if (signal_number > 0) ::kill(::getpid(), signal_number);  // pending again, for ServeUntilStopped
+        return;
+      }
       if (signal_number == SIGTERM || signal_number == SIGINT) {
         LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", " during start-up: exiting"));
         std::_Exit(kExitStartup);
       }
     }
   });
-  Daemon::Started started = Daemon::Start(*config, DaemonClock());
-  starting = false;
+  auto end_of_startup = [&] {
+    std::lock_guard<std::mutex> lock(start_mu);
+    starting = false;
+  };
+  Daemon::Started started = Daemon::Start(*config, DaemonClock(), end_of_startup);
+  end_of_startup();  // also when start-up failed before serving
   start_watch.join();
   if (started.daemon == nullptr) return started.exit_code;
   return started.daemon->ServeUntilStopped();

@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <future>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -281,4 +284,16 @@ TEST_CASE("hostile: SIGTERM during start-up ends the gateway at once", "[integra
   CHECK(gateway.Wait() == 1);
   CHECK(std::chrono::steady_clock::now() - sent < std::chrono::seconds(5));
   CHECK_THAT(ReadAll(dir / "gateway.log"), Catch::Contains("SIGTERM during start-up: exiting"));
+}
+
+TEST_CASE("hostile: a database folder others can write is refused at start", "[integration][limits]") {
+  TempDir dir;
+  const std::string open_folder = dir / "open";
+  std::filesystem::create_directory(open_folder);
+  ::chmod(open_folder.c_str(), 0777);
+  std::string out, err;
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--database", "sqlite:" + open_folder + "/gateway.db"},
+                   &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("database folder") && Catch::Contains(open_folder + " is writable by group or others"));
+  CHECK_FALSE(std::filesystem::exists(open_folder + "/gateway.db"));  // nothing was created
 }

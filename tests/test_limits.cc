@@ -1,11 +1,16 @@
 // Hostile inputs (issue 15) against the core in process: bounded admission contexts, bounded and escaped
 // report text, a per-sandbox report rate, and audit pages bounded by bytes.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "gateway/context_limits.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
+#include "trust/secure_path.h"
 #include "trust/trust_store.h"
 
 namespace gw = openshell::policy::gateway::v1;
@@ -167,4 +172,49 @@ TEST_CASE("limits: a trust store is bounded in size and nesting before it is par
   auto huge = osh::trust::TrustStore::Parse("{\"keys\": [], \"x\": \"" + std::string(2 << 20, 'a') + "\"}");
   REQUIRE_FALSE(huge.ok());
   CHECK_THAT(std::string(huge.status().message()), Catch::Contains("a trust store may have"));
+}
+
+TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictModes", "[limits][trust]") {
+  osh::test::TempDir dir;  // under /tmp: root-owned and sticky, which is allowed
+  const std::string folder = dir / "etc";
+  std::filesystem::create_directory(folder);
+  ::chmod(folder.c_str(), 0755);
+  const std::string file = folder + "/trust.json";
+  osh::test::WriteFile(file, "{}");
+  ::chmod(file.c_str(), 0644);
+  CHECK(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
+
+  ::chmod(file.c_str(), 0664);
+  auto loose_file = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
+  CHECK(absl::IsPermissionDenied(loose_file));
+  CHECK_THAT(std::string(loose_file.message()), Catch::Contains(file + " is writable by group or others"));
+  ::chmod(file.c_str(), 0644);
+
+  ::chmod(folder.c_str(), 0777);  // a world-writable parent: anyone could swap the file
+  auto loose_folder = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
+  CHECK(absl::IsPermissionDenied(loose_folder));
+  CHECK_THAT(std::string(loose_folder.message()), Catch::Contains(folder + " is writable by group or others"));
+  if (::geteuid() != 0) {
+    ::chmod(folder.c_str(), 01777);  // sticky, but not root's: still refused
+    CHECK_FALSE(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
+  }
+  ::chmod(folder.c_str(), 0755);
+
+  // A symlink is judged by what it points to.
+  const std::string link = dir / "link.json";
+  REQUIRE(::symlink(file.c_str(), link.c_str()) == 0);
+  CHECK(osh::trust::CheckNoOneElseCanWrite(link, "trust store").ok());
+
+  if (::geteuid() == 0) {  // ownership by another user can only be set up as root
+    REQUIRE(::chown(file.c_str(), 65534, 65534) == 0);
+    auto foreign = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
+    CHECK(absl::IsPermissionDenied(foreign));
+    CHECK_THAT(std::string(foreign.message()), Catch::Contains("is owned by uid 65534, neither root nor this user"));
+    REQUIRE(::chown(file.c_str(), 0, 0) == 0);
+    REQUIRE(::chown(folder.c_str(), 65534, 65534) == 0);
+    CHECK_THAT(std::string(osh::trust::CheckNoOneElseCanWrite(file, "trust store").message()),
+               Catch::Contains(folder + " is owned by uid 65534"));
+    REQUIRE(::chown(folder.c_str(), 0, 0) == 0);
+  }
+  CHECK(absl::IsNotFound(osh::trust::CheckNoOneElseCanWrite(dir / "missing.json", "trust store")));
 }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "trust/secure_path.h"
 #include "policy/policy_file.h"
 
 namespace osh::trust {
@@ -190,15 +191,7 @@ absl::StatusOr<TrustStore> TrustStore::Load(const std::string& path) {
     return absl::NotFoundError(absl::StrCat("trust store ", path, ": no such file"));
   }
   if (!S_ISREG(st.st_mode)) return absl::PermissionDeniedError(absl::StrCat("trust store ", path, ": not a regular file"));
-  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-    return absl::PermissionDeniedError(absl::StrCat("trust store ", path, ": writable by group or others (chmod go-w)"));
-  }
-  const std::filesystem::path folder = std::filesystem::absolute(path).parent_path();
-  struct stat dir_st;
-  if (stat(folder.c_str(), &dir_st) != 0 || (dir_st.st_mode & (S_IWGRP | S_IWOTH))) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("trust store ", path, ": its folder ", folder.string(), " is writable by group or others"));
-  }
+  if (absl::Status safe = CheckNoOneElseCanWrite(path, "trust store"); !safe.ok()) return safe;
   auto text = policy::ReadFileToString(path);
   if (!text.ok()) return absl::PermissionDeniedError(absl::StrCat("trust store ", text.status().message()));
   auto store = Parse(*text);

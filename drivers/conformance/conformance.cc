@@ -156,6 +156,9 @@ class Harness {
   std::shared_ptr<grpc::Channel> NewChannel() {
     grpc::ChannelArguments args;
     args.SetInt("osh.conformance_connection", ++connections_);
+    // A driver restarting (restart.handles) comes back within a fraction of a second: retry that often.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
     return grpc::CreateCustomChannel(absl::StrCat("unix:", options_.socket), grpc::InsecureChannelCredentials(), args);
   }
   std::unique_ptr<grpc::ClientContext> Call() const {
@@ -354,7 +357,10 @@ class Harness {
                                                     : absl::StrCat("failed (wait status ", rc, ")");
       return Verdict("restart.handles", absl::StrCat("--restart-cmd ", how), "");
     }
-    stub_ = driver_v1::PolicyDriver::NewStub(NewChannel());
+    // Wait for the restarted driver to listen, on a fresh channel.
+    std::shared_ptr<grpc::Channel> channel = NewChannel();
+    channel->WaitForConnected(Deadline(options_.connect_timeout_ms));
+    stub_ = driver_v1::PolicyDriver::NewStub(channel);
     driver_v1::GetProjectionResponse response;
     grpc::Status status;
     const auto until = Deadline(options_.connect_timeout_ms);
