@@ -72,7 +72,7 @@ struct Gateway {
     driver = *std::move(created);
     core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr);
     decisions = std::make_unique<osh::gateway::EgressDecisions>(&registry);
-    admin = std::make_unique<osh::gateway::AdminService>(core.get(), &pool, decisions.get());
+    admin = std::make_unique<osh::gateway::AdminService>(core.get(), &pool, &pool, decisions.get());
   }
   ~Gateway() {
     admin.reset();

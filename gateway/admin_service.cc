@@ -1,5 +1,7 @@
 #include "gateway/admin_service.h"
 
+#include <set>
+
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 #include <cstdlib>
@@ -77,8 +79,8 @@ void AdminService::Add(const std::string& method, std::function<absl::StatusOr<R
   };
 }
 
-AdminService::AdminService(GatewayCore* core, WorkerPool* pool, const EgressDecisions* decisions)
-    : core_(core), pool_(pool) {
+AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions)
+    : core_(core), pool_(pool), driver_pool_(driver_pool) {
   namespace v1 = gateway_v1;
   Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
   Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
@@ -128,7 +130,11 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   if (handler == handlers_.end()) {
     return new RefusedReactor(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("unknown method ", method)));
   }
-  return new UnaryReactor(&handler->second, pool_);
+  // The calls that wait on the driver get their own threads (see the header).
+  static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "AdmitSandbox"),
+                                                     absl::StrCat(kServicePrefix, "RefreshSandbox"),
+                                                     absl::StrCat(kServicePrefix, "ReloadTrustStore")};
+  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_);
 }
 
 }  // namespace osh::gateway

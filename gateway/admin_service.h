@@ -20,8 +20,10 @@ class AdminService final : public grpc::CallbackGenericService {
  public:
   // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
   // handler here (a programming error caught by every test run).
-  // `decisions` answers EvaluateEgress; all three must outlive the service.
-  AdminService(GatewayCore* core, WorkerPool* pool, const EgressDecisions* decisions);
+  // `decisions` answers EvaluateEgress. Calls that wait on the policy driver (AdmitSandbox,
+  // RefreshSandbox, ReloadTrustStore) run on `driver_pool`, everything else on `pool`, so deletes (the
+  // revocation path), reads and status never queue behind a stalled driver. All must outlive the service.
+  AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions);
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
 
@@ -39,6 +41,7 @@ class AdminService final : public grpc::CallbackGenericService {
 
   GatewayCore* core_;
   WorkerPool* pool_;
+  WorkerPool* driver_pool_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
 };
 

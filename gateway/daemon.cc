@@ -161,8 +161,9 @@ int Daemon::Serve() {
   core_->DeliverPendingReleases();
 
   pool_ = std::make_unique<WorkerPool>(8);
+  driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
   decisions_ = std::make_unique<EgressDecisions>(&registry_);
-  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), decisions_.get());
+  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get());
   sandbox_service_ = std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get());
   grpc::EnableDefaultHealthCheckService(true);
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
@@ -266,7 +267,7 @@ void Daemon::RequestTrustStoreReload() {
     return;
   }
   LogInfo("SIGHUP: reloading the trust store");
-  pool_->Submit([this] {
+  driver_pool_->Submit([this] {
     uint64_t seen = 0;
     do {
       seen = reloads_requested_.load();
@@ -295,6 +296,7 @@ void Daemon::Stop() {
     remote_->Stop();
     remote_->SetStateListener(nullptr);
   }
+  if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 
@@ -296,4 +297,49 @@ TEST_CASE("hostile: a database folder others can write is refused at start", "[i
                    &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("database folder") && Catch::Contains(open_folder + " is writable by group or others"));
   CHECK_FALSE(std::filesystem::exists(open_folder + "/gateway.db"));  // nothing was created
+}
+
+TEST_CASE("hostile: deletes, reads and status do not wait behind admissions stalled at the driver",
+          "[integration][limits]") {
+  TempDir dir;
+  drv::GetProjectionResponse response;
+  auto* p = response.mutable_projection();
+  p->set_surface_id("openshell.sandbox.v1");
+  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(dir / "response.json", json);
+  // Each driver call takes 2 s: an admission (AcquireHandle + GetProjection) takes 4 s.
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "2000"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+
+  std::atomic<int> admissions_done{0};
+  std::vector<std::thread> admissions;
+  for (int i = 0; i < 12; ++i) {  // more than the 8 worker threads
+    admissions.emplace_back([&, i] {
+      auto stub = gw::PolicyGateway::NewStub(GatewayFixture::Channel(g.admin_socket()));
+      gw::AdmitSandboxRequest request;
+      request.mutable_context()->set_sandbox_id("sb-" + std::to_string(i));
+      request.mutable_context()->set_user_subject("alice@example.com");
+      gw::AdmitSandboxResponse admitted;
+      stub->AdmitSandbox(GatewayFixture::Context().get(), request, &admitted);
+      ++admissions_done;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // every admission is waiting on the driver
+  REQUIRE(admissions_done == 0);
+  gw::GetStatusResponse status;
+  CHECK(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  gw::ListSandboxesResponse listed;
+  CHECK(g.admin().ListSandboxes(GatewayFixture::Context().get(), gw::ListSandboxesRequest(), &listed).ok());
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-unknown");
+  gw::DeleteSandboxResponse deleted;
+  CHECK(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  // All three were answered while the first admission was still at the driver.
+  CHECK(admissions_done == 0);
+  for (auto& t : admissions) t.join();
+  CHECK(admissions_done == 12);
 }
