@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "gateway/context_limits.h"
+#include "gateway/status_conversion.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
 #include "trust/secure_path.h"
@@ -217,4 +218,18 @@ TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictMod
     REQUIRE(::chown(folder.c_str(), 0, 0) == 0);
   }
   CHECK(absl::IsNotFound(osh::trust::CheckNoOneElseCanWrite(dir / "missing.json", "trust store")));
+}
+
+TEST_CASE("limits: storage errors reach clients as a stable message, the SQL only in the log", "[limits][core]") {
+  const grpc::Status answered = osh::gateway::ToGrpc(absl::InternalError(
+      "sqlite: INSERT INTO sandboxes (id, handle_sha256) VALUES (?, ?): database or disk is full"));
+  CHECK(answered.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK(answered.error_message() ==
+        "storage_error: the gateway's database could not complete the operation (INTERNAL); details are in the "
+        "gateway's log");
+  CHECK_FALSE(absl::StrContains(answered.error_message(), "INSERT"));
+  // Everything else passes through as it is.
+  const grpc::Status refused = osh::gateway::ToGrpc(absl::InvalidArgumentError("context.sandbox_id: required"));
+  CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(refused.error_message() == "context.sandbox_id: required");
 }
