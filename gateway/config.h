@@ -32,6 +32,8 @@ struct Config {
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign
   std::string builtin_signing_key_id;
   bool builtin_context_binding = true;  // false: the builtin driver serves one projection per revision
+  // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
+  bool accept_state_rollback = false;
 
   // The SQLite file named by `database`.
   std::string SqlitePath() const;

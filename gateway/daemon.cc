@@ -69,6 +69,25 @@ int Daemon::Build() {
     return kExitStartup;
   }
   store_ = *std::move(store);
+  if (!db_path.empty()) {
+    anchor_ = std::make_unique<HeadAnchor>(store_.get(), db_path);
+    if (absl::Status anchored = anchor_->Check(); !anchored.ok()) {
+      if (!config_.accept_state_rollback) {
+        LogError(absl::StrCat("database ", db_path, ": ", anchored.message()));
+        return kExitStartup;
+      }
+      LogWarning(absl::StrCat("database ", db_path, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
+      store::AuditEvent event;
+      event.type = "state_rollback_accepted";
+      event.outcome = "ok";
+      event.reason = std::string(anchored.message());
+      if (absl::Status audited = store_->AppendAudit(std::move(event)); !audited.ok()) {
+        LogError(absl::StrCat("cannot audit the accepted rollback: ", audited.message()));
+        return kExitStartup;
+      }
+    }
+    anchor_->Record();  // only reached when the state checked out or was accepted
+  }
   if (!config_.trust_store.empty()) {
     auto loaded = trust::TrustStore::Load(config_.trust_store);
     if (!loaded.ok()) {
@@ -219,6 +238,11 @@ int Daemon::Serve() {
   // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
   // re-verifies the rest in the background.
   verifier_ = std::thread([this] { core_->VerifyLoaded(); });
+  if (anchor_ != nullptr) {
+    anchor_thread_ = std::thread([this] {
+      while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) anchor_->Record();
+    });
+  }
   LogInfo(absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_, " admitted sandbox(es), admin ", admin_.path,
                        ", sandbox ", sandbox_.path, ", database ", config_.SqlitePath()));
   return 0;
@@ -298,6 +322,11 @@ void Daemon::Stop() {
   }
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
+  if (anchor_thread_.joinable()) {  // it served: record the final head, after the last change (never when
+    stop_anchor_.Notify();          // start-up failed — a refused rollback must stay refused)
+    anchor_thread_.join();
+    anchor_->Record();
+  }
 }
 
 Daemon::~Daemon() { Stop(); }

@@ -18,10 +18,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "drivers/remote_driver.h"
 #include "gateway/admin_service.h"
 #include "gateway/config.h"
 #include "gateway/gateway_core.h"
+#include "gateway/head_anchor.h"
 #include "gateway/state_lock.h"
 #include "gateway/unix_acceptor.h"
 #include "gateway/refresh_scheduler.h"
@@ -97,6 +99,9 @@ class Daemon {
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   std::unique_ptr<RefreshScheduler> scheduler_;
   std::thread verifier_;
+  std::unique_ptr<HeadAnchor> anchor_;  // SQLite only
+  std::thread anchor_thread_;           // records the head once a second while serving
+  absl::Notification stop_anchor_;
   bool stopped_ = false;
 };
 

@@ -39,6 +39,10 @@ int Run(int argc, char** argv) {
     }
     app.add_option(flag, flag_values[key.name], key.help);
   }
+  bool accept_state_rollback = false;
+  app.add_flag("--accept-state-rollback", accept_state_rollback,
+               "serve a database whose audit chain is behind the head recorded beside it (restored from a backup): "
+               "confirm once, after checking it is the state to serve; audited");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -67,6 +71,7 @@ int Run(int argc, char** argv) {
     std::cerr << "policy-gateway: config: " << config.status().message() << "\n";
     return kExitConfig;
   }
+  config->accept_state_rollback = accept_state_rollback;
 
   // Start-up can take a while (a driver that does not answer yet, a large database): SIGTERM and SIGINT
   // end it at once, as a kill would — every state change is a committed transaction, so nothing is torn.

@@ -381,3 +381,49 @@ TEST_CASE("hostile: sandboxes on one large policy share its body in memory", "[i
   // allocator slack, records) stays well under half of that. Measured: about 42 MB.
   CHECK(after - before < 100 * 1024);
 }
+
+TEST_CASE("hostile: a database restored from an older copy is refused until an operator accepts it",
+          "[integration][limits]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse deleted_later;
+  REQUIRE(g.Admit("sb-1", &deleted_later).ok());
+  REQUIRE(g.Stop() == 0);
+  // The "backup": the database as it is now, with sb-1 admitted.
+  const std::string db = g.state_dir() + "/gateway.db";
+  const std::string backup = g.dir() / "backup.db";
+  std::filesystem::copy_file(db, backup);
+  g.Start();
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  REQUIRE(deleted.deleted());
+  REQUIRE(g.Stop() == 0);
+
+  // Restored: sb-1 and its revoked handle would be back. The gateway refuses to serve it.
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
+  std::filesystem::copy_file(backup, db);
+  std::string out, err;
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir()}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("state_rollback: the database's audit chain ends at event") &&
+                      Catch::Contains("--accept-state-rollback"));
+
+  // The operator confirms: it serves that state, and the acceptance is audited.
+  Process accepted({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir(), "--accept-state-rollback"}, g.dir() / "accepted.log");
+  REQUIRE(WaitForSocket(g.sandbox_socket()));
+  REQUIRE(WaitForSocket(g.admin_socket()));
+  drv::Projection fetched;
+  auto sandbox = gw::SandboxPolicy::NewStub(GatewayFixture::Channel(g.sandbox_socket()));
+  CHECK(sandbox->GetProjection(GatewayFixture::Context(deleted_later.sandbox_handle()).get(), gw::GetProjectionRequest(),
+                               &fetched).ok());
+  REQUIRE(Ctl(g, {"audit", "export", "--out", g.dir() / "audit.jsonl"}, &out, &err) == 0);
+  INFO(ReadAll(g.dir() / "accepted.log"));
+  CHECK(absl::StrContains(ReadAll(g.dir() / "audit.jsonl"), "state_rollback_accepted"));
+  accepted.Signal(SIGTERM);
+  CHECK(accepted.Wait() == 0);
+  // From then on the record follows the accepted state: a plain restart serves.
+  g.Start();
+  CHECK(g.Fetch(deleted_later.sandbox_handle(), &fetched).ok());
+  CHECK(g.Stop() == 0);
+}
