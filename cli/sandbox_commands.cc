@@ -192,7 +192,8 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
       } else {
         std::cout << "gateway version:    " << s.gateway_version() << "\n"
                   << "driver:             " << s.driver_kind() << " (" << s.capabilities().driver_name() << " "
-                  << s.capabilities().driver_version() << "), " << s.driver_state() << "\n"
+                  << s.capabilities().driver_version() << "), " << s.driver_state()
+                  << (s.driver_state_detail().empty() ? "" : " (" + s.driver_state_detail() + ")") << "\n"
                   << "permits mutation:   " << (s.capabilities().permits_mutation() ? "yes" : "no") << "\n"
                   << "signs projections:  " << (s.capabilities().signs_projections() ? "yes" : "no") << "\n"
                   << "accepted surfaces:  " << absl::StrJoin(s.accepted_surfaces(), ", ") << "\n"

@@ -139,8 +139,9 @@ int Daemon::StartDriver() {
         LogWarning("the driver does not sign and no trust store is configured: nothing proves where policies come from");
       }
     } else {
-      LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE at start-up (", config_.driver_socket,
-                            "): starting degraded; admissions fail closed until it answers"));
+      startup_driver_error_ = std::string(caps.status().message());
+      LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE at start-up (", config_.driver_socket, ": ",
+                            startup_driver_error_, "): starting degraded; admissions fail closed until it answers"));
     }
     driver_ = *std::move(started);
     return 0;
@@ -177,6 +178,9 @@ int Daemon::Serve() {
     return kExitStartup;
   }
   loaded_ = *loaded;
+  if (!startup_driver_error_.empty() && !driver_->available()) {
+    core_->OnDriverState(false, absl::StrCat("not reachable at start-up: ", startup_driver_error_));
+  }
   core_->DeliverPendingReleases();
 
   pool_ = std::make_unique<WorkerPool>(8);

@@ -74,7 +74,8 @@ class Daemon {
   void UpdateHealth();
   void RequestTrustStoreReload();
   std::atomic<uint64_t> reloads_requested_{0};
-  std::function<void()> on_serving_;  // SIGHUPs not yet covered by a finished reload
+  std::function<void()> on_serving_;
+  std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)  // SIGHUPs not yet covered by a finished reload
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
   void SetSandboxListenerHealth(bool accepting);
   // Idempotent; safe on a daemon that started only partly.

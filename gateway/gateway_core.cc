@@ -518,6 +518,10 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   out.set_driver_kind(driver_->kind());
   if (auto caps = driver_->GetCapabilities(); caps.ok()) *out.mutable_capabilities() = *caps;
   out.set_driver_state(driver_->available() ? "connected" : "unavailable");
+  if (!driver_->available()) {
+    absl::MutexLock lock(&driver_detail_mu_);
+    out.set_driver_state_detail(driver_detail_.empty() ? "no answer from the driver yet" : driver_detail_);
+  }
   for (const auto& s : config_.accepted_surfaces) out.add_accepted_surfaces(s);
   const auto trust = trust_store();
   out.set_verification(trust ? "trust_store" : "none");
@@ -738,6 +742,10 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
 }
 
 void GatewayCore::OnDriverState(bool available, const std::string& detail) {
+  {
+    absl::MutexLock lock(&driver_detail_mu_);
+    driver_detail_ = available ? "" : BoundedText(detail, kMaxDriverTextBytes);
+  }
   audit_.Record(AuditRecorder::For(available ? audit::type::kDriverUp : audit::type::kDriverDown, ""),
                 available ? audit::outcome::kOk : audit::outcome::kUnavailable, detail);
   if (available) {

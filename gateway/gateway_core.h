@@ -141,6 +141,8 @@ class GatewayCore {
   SandboxRegistry* const registry_;
   const store::Clock* const clock_;
   AuditRecorder audit_;      // events that record no state change
+  mutable absl::Mutex driver_detail_mu_;
+  std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
   ReportLimiter reports_{kReportsPerSecond, kReportBurst};
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol

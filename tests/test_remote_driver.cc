@@ -204,11 +204,19 @@ TEST_CASE("remote: a missing driver starts the gateway degraded, admissions star
   DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
   GatewayFixture g({"--driver-socket", driver.socket(), "--driver-connect-timeout-ms", "300"});
   CHECK(AdmissionHealth(g) == "NOT_SERVING");
+  // Degraded, and saying why: in the log, in status, in the audit log.
+  CHECK_THAT(g.log(), Catch::Contains("POLICY DRIVER UNAVAILABLE at start-up (" + driver.socket() + ": "));
+  CHECK(Status(g).driver_state() == "unavailable");
+  CHECK_THAT(Status(g).driver_state_detail(), Catch::StartsWith("not reachable at start-up: "));
+  std::string status_text, err;
+  CHECK(Ctl(g, {"status"}, &status_text, &err) == 0);
+  CHECK_THAT(status_text, Catch::Contains("unavailable (not reachable at start-up: "));
   gw::AdmitSandboxResponse admitted;
   CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::UNAVAILABLE);
   driver.Start();
   CHECK(Eventually([&] { return g.Admit("sb-1", &admitted).ok(); }));
   CHECK(AdmissionHealth(g) == "SERVING");
+  CHECK(Status(g).driver_state_detail().empty());
 
   // A restart with the driver gone serves the admitted sandbox at once.
   REQUIRE(g.Stop() == 0);
