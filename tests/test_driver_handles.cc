@@ -60,6 +60,21 @@ struct Fixture {
   osh::gateway::SandboxRegistry registry;
   osh::gateway::AdmissionSlots slots;
   osh::gateway::DriverHandles handles{store.get(), &driver, &registry, &slots};
+
+  // Stores `sandbox_id` as admitted with the handle `acquired` got (as the core does after its checks).
+  void Admit(const std::string& sandbox_id, const osh::gateway::DriverHandles::Acquired& acquired) {
+    osh::store::SandboxRecord record;
+    record.context = osh::test::ContextFor(sandbox_id);
+    record.handle_sha256 = std::string(32, 'a');
+    record.driver_handle = acquired.handle;
+    record.acquisition_id = acquired.intent;
+    drv::Projection p;
+    p.set_body("b");
+    record.envelope = store->envelopes().Intern(p);
+    osh::trust::AuditEvent event;
+    event.type = "admission";
+    REQUIRE(store->InsertSandbox(record, event).ok());
+  }
 };
 
 }  // namespace
@@ -120,17 +135,7 @@ TEST_CASE("driver handles: a release by context never touches a sandbox admitted
   // sb-admitted was admitted since (its live handle must stay); sb-busy is being admitted right now.
   auto live = f.handles.Acquire(osh::test::ContextFor("sb-admitted"));
   REQUIRE(live.ok());
-  osh::store::SandboxRecord record;
-  record.context = osh::test::ContextFor("sb-admitted");
-  record.handle_sha256 = std::string(32, 'a');
-  record.driver_handle = live->handle;
-  record.acquisition_id = live->intent;
-  drv::Projection p;
-  p.set_body("b");
-  record.envelope = f.store->envelopes().Intern(p);
-  osh::trust::AuditEvent event;
-  event.type = "admission";
-  REQUIRE(f.store->InsertSandbox(record, event).ok());
+  f.Admit("sb-admitted", *live);
   {
     const auto busy = f.slots.Take("sb-busy");
     REQUIRE(busy.taken());
@@ -204,17 +209,7 @@ TEST_CASE("driver handles: a losing admission's handle that is the winner's stay
   f.store->SetChangeListener(&f.registry);
   auto winner = f.handles.Acquire(osh::test::ContextFor("sb-1"));
   REQUIRE(winner.ok());
-  osh::store::SandboxRecord record;
-  record.context = osh::test::ContextFor("sb-1");
-  record.handle_sha256 = std::string(32, 'a');
-  record.driver_handle = winner->handle;
-  record.acquisition_id = winner->intent;
-  drv::Projection p;
-  p.set_body("b");
-  record.envelope = f.store->envelopes().Intern(p);
-  osh::trust::AuditEvent event;
-  event.type = "admission";
-  REQUIRE(f.store->InsertSandbox(record, event).ok());
+  f.Admit("sb-1", *winner);
 
   // The loser of the race got the same handle (one per context) and is refused: releasing it would cut
   // the admitted sandbox off from its driver.

@@ -64,6 +64,18 @@ openshell::sandbox::v1::SandboxPolicy BigPolicy(int kilobytes, int revision) {
   return policy;
 }
 
+// A fake-policy-driver response file serving a valid unsigned projection of the restrictive default.
+void WriteExampleResponse(const std::string& path) {
+  drv::GetProjectionResponse response;
+  auto* p = response.mutable_projection();
+  p->set_surface_id("openshell.sandbox.v1");
+  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(path, json);
+}
+
 }  // namespace
 
 TEST_CASE("hostile: watch streams per sandbox are capped, a closed one frees its place", "[integration][limits]") {
@@ -133,14 +145,7 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
           "[integration][limits]") {
   TempDir dir;
   // A driver that takes 1.5 s per call, serving a valid unsigned projection.
-  drv::GetProjectionResponse response;
-  auto* p = response.mutable_projection();
-  p->set_surface_id("openshell.sandbox.v1");
-  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
-  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
-  std::string json;
-  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
-  WriteFile(dir / "response.json", json);
+  WriteExampleResponse(dir / "response.json");
   DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "1500"});
   driver.Start();
   GatewayFixture g({"--driver-socket", driver.socket()});
@@ -305,14 +310,7 @@ TEST_CASE("hostile: a database folder others can write is refused at start", "[i
 TEST_CASE("hostile: deletes, reads and status do not wait behind admissions stalled at the driver",
           "[integration][limits]") {
   TempDir dir;
-  drv::GetProjectionResponse response;
-  auto* p = response.mutable_projection();
-  p->set_surface_id("openshell.sandbox.v1");
-  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
-  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
-  std::string json;
-  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
-  WriteFile(dir / "response.json", json);
+  WriteExampleResponse(dir / "response.json");
   // Each driver call takes 2 s: an admission (AcquireHandle + GetProjection) takes 4 s.
   DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "2000"});
   driver.Start();
