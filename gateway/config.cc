@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include <toml++/toml.h>
@@ -21,9 +22,58 @@ namespace {
 
 constexpr char kGatewayTable[] = "openshell.gateway";
 constexpr char kPolicyTable[] = "openshell.gateway.policy";
+constexpr char kLimitsTable[] = "openshell.gateway.limits";
 const std::vector<std::string> kListKeys = {"accepted_surfaces"};
-const std::vector<std::string> kIntKeys = {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s",
-                                           "clock_skew_s"};
+
+// Whole-number keys: each bounded both ways, since a huge value would overflow the deadline, time and
+// size arithmetic it feeds.
+struct IntKey {
+  const char* name;
+  int64_t min;
+  int64_t max;
+  std::function<void(Config&, int64_t)> set;
+};
+template <typename T>
+std::function<void(Config&, int64_t)> Into(T Config::*field) {
+  return [field](Config& c, int64_t v) { c.*field = static_cast<T>(v); };
+}
+template <typename T>
+std::function<void(Config&, int64_t)> IntoLimit(T Limits::*field) {
+  return [field](Config& c, int64_t v) { c.limits.*field = static_cast<T>(v); };
+}
+std::function<void(Config&, int64_t)> IntoContextLimit(size_t ContextLimits::*field) {
+  return [field](Config& c, int64_t v) { c.limits.context.*field = static_cast<size_t>(v); };
+}
+const std::vector<IntKey>& IntKeys() {
+  constexpr int64_t kDayMs = 86'400'000, kDayS = 86'400, kMiB = 1 << 20;
+  static const auto* keys = new std::vector<IntKey>{
+      {"driver_connect_timeout_ms", 0, kDayMs, Into(&Config::driver_connect_timeout_ms)},
+      {"driver_call_timeout_ms", 1, 600'000, Into(&Config::driver_call_timeout_ms)},
+      {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
+      {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
+      {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
+      {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
+      {"connection_idle_timeout_s", 1, kDayS, IntoLimit(&Limits::connection_idle_timeout_s)},
+      {"max_watchers_per_sandbox", 1, 1000, IntoLimit(&Limits::max_watchers_per_sandbox)},
+      {"max_watchers", 1, 1'000'000, IntoLimit(&Limits::max_watchers)},
+      {"watch_backlog", 1, 64, IntoLimit(&Limits::watch_backlog)},
+      {"reports_per_second", 1, 1000, IntoLimit(&Limits::reports_per_second)},
+      {"report_burst", 1, 100'000, IntoLimit(&Limits::report_burst)},
+      {"max_report_error_bytes", 256, kMiB, IntoLimit(&Limits::max_report_error_bytes)},
+      {"max_sandbox_id_bytes", 16, 4096, IntoContextLimit(&ContextLimits::sandbox_id_bytes)},
+      {"max_user_subject_bytes", 16, 65'536, IntoContextLimit(&ContextLimits::user_subject_bytes)},
+      {"max_attributes", 0, 4096, IntoContextLimit(&ContextLimits::attributes)},
+      {"max_attribute_key_bytes", 16, 4096, IntoContextLimit(&ContextLimits::attribute_key_bytes)},
+      {"max_attribute_value_bytes", 16, 65'536, IntoContextLimit(&ContextLimits::attribute_value_bytes)},
+  };
+  return *keys;
+}
+const IntKey* FindIntKey(const std::string& name) {
+  for (const auto& key : IntKeys()) {
+    if (name == key.name) return &key;
+  }
+  return nullptr;
+}
 
 const std::vector<std::string> kBoolKeys = {"builtin_context_binding"};
 
@@ -46,7 +96,7 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
     const std::string key(raw_key.str());
     const std::string full = prefix.empty() ? key : absl::StrCat(prefix, ".", key);
     if (const toml::table* sub = node.as_table()) {
-      if (full == "openshell" || full == kGatewayTable || full == kPolicyTable) {
+      if (full == "openshell" || full == kGatewayTable || full == kPolicyTable || full == kLimitsTable) {
         if (auto status = ReadTable(path, *sub, full, out); !status.ok()) return status;
         continue;
       }
@@ -69,7 +119,7 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
     } else if (Contains(kBoolKeys, key)) {
       if (!node.is_boolean()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be true or false"));
       (*out)[key] = *node.value<bool>() ? "true" : "false";
-    } else if (Contains(kIntKeys, key)) {
+    } else if (FindIntKey(key) != nullptr) {
       if (!node.is_integer()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be an integer"));
       (*out)[key] = absl::StrCat(*node.value<int64_t>());
     } else {
@@ -106,6 +156,23 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"builtin_context_binding", kPolicyTable,
        "true (default): the builtin driver binds each projection to its sandbox's context; false: one "
        "projection (and one signature) per policy revision, shared by every sandbox it applies to"},
+      {"max_sandbox_connections", kLimitsTable,
+       "open connections on the sandbox socket; 0 (default): the descriptor limit less 512 and the admin cap"},
+      {"max_admin_connections", kLimitsTable,
+       "open connections on the admin socket; 0 (default): an eighth of the descriptor limit, 16 to 256"},
+      {"connection_idle_timeout_s", kLimitsTable, "close a connection with no call in flight after this (default 120)"},
+      {"max_watchers_per_sandbox", kLimitsTable, "open WatchPolicy streams per sandbox (default 8)"},
+      {"max_watchers", kLimitsTable, "open WatchPolicy streams in all (default 10000)"},
+      {"watch_backlog", kLimitsTable,
+       "projections not yet written to a watcher before it is dropped as a slow reader (default 4)"},
+      {"reports_per_second", kLimitsTable, "ReportPolicyStatus calls a second per sandbox, refilled steadily (default 2)"},
+      {"report_burst", kLimitsTable, "ReportPolicyStatus calls per sandbox in a burst (default 20)"},
+      {"max_report_error_bytes", kLimitsTable, "a report's error text is cut to this, with a marker (default 4096)"},
+      {"max_sandbox_id_bytes", kLimitsTable, "longest context.sandbox_id admitted (default 256)"},
+      {"max_user_subject_bytes", kLimitsTable, "longest context.user_subject admitted (default 1024)"},
+      {"max_attributes", kLimitsTable, "most context.attributes entries admitted (default 64)"},
+      {"max_attribute_key_bytes", kLimitsTable, "longest context.attributes key admitted (default 128)"},
+      {"max_attribute_value_bytes", kLimitsTable, "longest context.attributes value admitted (default 1024)"},
   };
   return *keys;
 }
@@ -143,16 +210,6 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   for (const auto& [k, v] : env) merged[k] = v;
   for (const auto& [k, v] : flags) merged[k] = v;
   Config config;
-  // Bounded both ways: a huge value would overflow the deadline and time arithmetic it feeds.
-  auto get_int = [&](const std::string& key, int64_t min, int64_t max, int64_t* out) -> absl::Status {
-    auto it = merged.find(key);
-    if (it == merged.end()) return absl::OkStatus();
-    if (!absl::SimpleAtoi(it->second, out) || *out < min || *out > max) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(key, ": expected a whole number from ", min, " to ", max, ", got '", it->second, "'"));
-    }
-    return absl::OkStatus();
-  };
   auto get = [&](const std::string& key, std::string* out) {
     if (auto it = merged.find(key); it != merged.end()) *out = it->second;
   };
@@ -174,13 +231,15 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
     if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");
   }
-  constexpr int64_t kDayMs = 86'400'000, kDayS = 86'400;
-  for (auto [key, min, max, out] :
-       {std::tuple{"driver_connect_timeout_ms", int64_t{0}, kDayMs, &config.driver_connect_timeout_ms},
-        std::tuple{"driver_call_timeout_ms", int64_t{1}, int64_t{600'000}, &config.driver_call_timeout_ms},
-        std::tuple{"refresh_interval_s", int64_t{0}, 365 * kDayS, &config.refresh_interval_s},
-        std::tuple{"clock_skew_s", int64_t{0}, kDayS, &config.clock_skew_s}}) {
-    if (auto status = get_int(key, min, max, out); !status.ok()) return status;
+  for (const IntKey& key : IntKeys()) {
+    auto it = merged.find(key.name);
+    if (it == merged.end()) continue;
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(it->second, &value) || value < key.min || value > key.max) {
+      return absl::InvalidArgumentError(absl::StrCat(key.name, ": expected a whole number from ", key.min, " to ",
+                                                     key.max, ", got '", it->second, "'"));
+    }
+    key.set(config, value);
   }
   if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");

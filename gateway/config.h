@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gateway/limits.h"
 
 namespace osh::gateway {
 
@@ -32,6 +33,7 @@ struct Config {
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign
   std::string builtin_signing_key_id;
   bool builtin_context_binding = true;  // false: the builtin driver serves one projection per revision
+  Limits limits;  // [openshell.gateway.limits]
   // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
   bool accept_state_rollback = false;
 
@@ -42,8 +44,8 @@ struct Config {
 // Raw values by key name ("state_dir", ...) as strings (lists comma-joined), one map per source.
 using ConfigValues = std::map<std::string, std::string>;
 
-// The keys, in the order of SPEC §6, with their TOML table ("openshell.gateway" or
-// "openshell.gateway.policy").
+// The keys, in the order of SPEC §6, with their TOML table ("openshell.gateway",
+// "openshell.gateway.policy" or, for the limits, "openshell.gateway.limits").
 struct ConfigKey {
   const char* name;
   const char* table;

@@ -7,17 +7,10 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "gateway/limits.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 
 namespace osh::gateway {
-
-struct ContextLimits {
-  size_t sandbox_id_bytes = 256;
-  size_t user_subject_bytes = 1024;
-  size_t attributes = 64;
-  size_t attribute_key_bytes = 128;
-  size_t attribute_value_bytes = 1024;
-};
 
 // Client- or driver-chosen free text made fit for the audit log and the logs: control characters
 // C-escaped (no forged lines), invalid UTF-8 escaped, and cut to at most `max_bytes` on a character

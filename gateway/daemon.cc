@@ -10,6 +10,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/unix_server.h"
 #include "gateway/log.h"
@@ -23,6 +24,30 @@ namespace {
 constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
 
 }  // namespace
+
+ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits) {
+  constexpr size_t kReserved = 512;  // the database, the driver, the trust store, logs
+  const size_t room = descriptors > kReserved ? descriptors - kReserved : 0;
+  ConnectionCaps caps;
+  std::vector<std::string> lowered;
+  const size_t admin_most = std::max<size_t>(16, room / 2);
+  caps.admin = limits.max_admin_connections != 0 ? limits.max_admin_connections : std::clamp<size_t>(descriptors / 8, 16, 256);
+  if (caps.admin > admin_most) {
+    lowered.push_back(absl::StrCat("max_admin_connections ", caps.admin, " lowered to ", admin_most));
+    caps.admin = admin_most;
+  }
+  const size_t sandbox_most = room > caps.admin ? room - caps.admin : 64;
+  caps.sandbox = limits.max_sandbox_connections != 0 ? limits.max_sandbox_connections : sandbox_most;
+  if (caps.sandbox > sandbox_most) {
+    lowered.push_back(absl::StrCat("max_sandbox_connections ", caps.sandbox, " lowered to ", sandbox_most));
+    caps.sandbox = sandbox_most;
+  }
+  if (!lowered.empty()) {
+    caps.lowered = absl::StrCat(absl::StrJoin(lowered, ", "), ": the descriptor limit is ", descriptors,
+                                " and ", kReserved, " stay for files and the driver (raise LimitNOFILE)");
+  }
+  return caps;
+}
 
 Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, std::function<void()> on_serving) {
   std::unique_ptr<Daemon> daemon(new Daemon(config, clock));
@@ -187,14 +212,18 @@ int Daemon::Serve() {
   driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
   decisions_ = std::make_unique<EgressDecisions>(&registry_);
   admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get());
-  sandbox_service_ = std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get());
+  registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
+  sandbox_service_ =
+      std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
   grpc::EnableDefaultHealthCheckService(true);
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
   const size_t descriptors = RaiseDescriptorLimit();
-  const size_t admin_cap = std::clamp<size_t>(descriptors / 8, 16, 256);
-  const size_t sandbox_cap = descriptors > admin_cap + 512 ? descriptors - admin_cap - 512 : 64;
-  auto listen = [this](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
+  const ConnectionCaps caps = ConnectionCapsFor(descriptors, config_.limits);
+  if (!caps.lowered.empty()) LogWarning(caps.lowered);
+  const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;
+  const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
+  auto listen = [this, idle_ms](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
                        size_t cap, bool sandbox, Listener* out) {
     if (auto prepared = drivers::PrepareServerSocketPath(socket_path); !prepared.ok()) {  // private folder
       LogError(std::string(prepared.message()));
@@ -203,7 +232,7 @@ int Daemon::Serve() {
     grpc::ServerBuilder builder;
     if (typed != nullptr) builder.RegisterService(typed);
     if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kConnectionIdleMs);  // idle peers are let go
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, idle_ms);  // idle peers are let go
     out->path = std::filesystem::absolute(socket_path).lexically_normal().string();
     out->server = builder.BuildAndStart();
     if (out->server == nullptr) {
@@ -228,7 +257,7 @@ int Daemon::Serve() {
   }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
                        " on the admin socket (descriptor limit ", descriptors, "); idle ones close after ",
-                       kConnectionIdleMs / 1000, " s"));
+                       config_.limits.connection_idle_timeout_s, " s"));
   if (remote_ != nullptr) {
     // Runs on the monitor thread, or on the thread whose driver call found it gone.
     remote_->SetStateListener([this](bool available, const std::string& detail) {

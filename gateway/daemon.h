@@ -38,8 +38,16 @@ namespace osh::gateway {
 
 inline constexpr int kExitConfig = 2;
 inline constexpr int kExitStartup = 1;
-// A connection with no call in flight for this long is closed (gRPC's max_connection_idle).
-inline constexpr int kConnectionIdleMs = 120'000;
+
+// Open-connection caps per socket within the descriptor limit (Limits::max_*_connections; 0 derives
+// them). Explicit caps the limit cannot hold (512 descriptors stay for the database, the driver and
+// files) are lowered, and `lowered` says so for the log.
+struct ConnectionCaps {
+  size_t sandbox = 0;
+  size_t admin = 0;
+  std::string lowered;
+};
+ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits);
 
 class Daemon {
  public:

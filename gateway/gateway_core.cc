@@ -93,6 +93,7 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       registry_(registry),
       clock_(clock),
       audit_(store),
+      reports_(config_.limits.reports_per_second, config_.limits.report_burst),
       handles_(store, driver, registry, &slots_),
       ceiling_(store),
       reprojector_(config_, store, driver, registry, &body_cache_, clock, &ceiling_),
@@ -248,7 +249,7 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
 }
 
 absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
-  if (absl::Status bounded = CheckContext(context); !bounded.ok()) return bounded;
+  if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return bounded;
   if (registry_->Contains(context.sandbox_id())) {
     return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
   }
@@ -596,11 +597,11 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
   }
   if (!reports_.Allow(sandbox_id, clock_->NowUnixMillis())) {
-    return absl::ResourceExhaustedError(absl::StrCat("rate_limited: at most ", kReportsPerSecond,
-                                                     " reports a second per sandbox (bursts of ", kReportBurst, ")"));
+    return absl::ResourceExhaustedError(absl::StrCat("rate_limited: at most ", config_.limits.reports_per_second,
+                                                     " reports a second per sandbox (bursts of ", config_.limits.report_burst, ")"));
   }
   const int64_t now = clock_->NowUnix();
-  const std::string error = BoundedText(request.error(), kMaxReportErrorBytes);
+  const std::string error = BoundedText(request.error(), config_.limits.max_report_error_bytes);
   store::AuditEvent event;
   event.type = audit::type::kReport;
   event.sandbox_id = sandbox_id;

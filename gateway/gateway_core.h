@@ -35,12 +35,9 @@ namespace osh::gateway {
 namespace gateway_v1 = openshell::policy::gateway::v1;
 namespace driver_v1 = openshell::policy::driver::v1;
 
-// Limits on what a sandbox can make the gateway keep (docs/policy-gateway.md, "Limits").
-inline constexpr size_t kMaxReportErrorBytes = 4096;  // a report's error text; longer is cut, with a marker
-inline constexpr int kReportsPerSecond = 2;           // ReportPolicyStatus per sandbox, refilled steadily
-inline constexpr int kReportBurst = 20;               // ... after a burst of this many
-inline constexpr size_t kMaxAuditPageBytes = 1 << 20;
-inline constexpr size_t kMaxDriverTextBytes = 1024;  // a driver's refusal reason or error, as quoted onward  // ListAuditEvents pages by bytes as well as count
+// Fixed limits (docs/policy-gateway.md, "Limits"); the settable ones are config.limits.
+inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
+inline constexpr size_t kMaxDriverTextBytes = 1024;    // a driver's refusal reason or error, as quoted onward
 
 class GatewayCore {
  public:
@@ -143,7 +140,7 @@ class GatewayCore {
   AuditRecorder audit_;      // events that record no state change
   mutable absl::Mutex driver_detail_mu_;
   std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
-  ReportLimiter reports_{kReportsPerSecond, kReportBurst};
+  ReportLimiter reports_;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
   CeilingGuard ceiling_;     // the ceiling in force; every policy path checks containment in it

@@ -200,6 +200,7 @@ std::vector<std::string> SandboxRegistry::TakeDueForRefresh(int64_t now, int64_t
   absl::MutexLock lock(&mu_);
   std::vector<std::string> due;
   if (interval_s <= 0 && expiring_ == 0) return due;
+  refresh_scan_visits_ += by_id_.size();
   for (auto& [id, e] : by_id_) {
     const int64_t last = std::max(e.last_refresh_attempt, e.updated_at_unix);
     const int64_t expires = e.envelope->expires_at_unix();
@@ -210,6 +211,17 @@ std::vector<std::string> SandboxRegistry::TakeDueForRefresh(int64_t now, int64_t
     due.push_back(id);
   }
   return due;
+}
+
+uint64_t SandboxRegistry::refresh_scan_visits() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return refresh_scan_visits_;
+}
+
+void SandboxRegistry::SetWatchLimits(size_t per_sandbox, size_t total) {
+  absl::MutexLock lock(&mu_);
+  max_watchers_per_sandbox_ = per_sandbox;
+  max_watchers_ = total;
 }
 
 size_t SandboxRegistry::size() const {
@@ -250,13 +262,13 @@ absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std:
   absl::MutexLock lock(&mu_);
   auto* found = FindByHandleLocked(handle);
   if (found == nullptr) return absl::UnauthenticatedError("a valid sandbox handle is required");
-  if (found->second.watchers.size() >= kMaxWatchersPerSandbox) {
-    return absl::ResourceExhaustedError(absl::StrCat("watch_limit: the sandbox already has ", kMaxWatchersPerSandbox,
-                                                     " watch streams open; close one first"));
+  if (found->second.watchers.size() >= max_watchers_per_sandbox_) {
+    return absl::ResourceExhaustedError(absl::StrCat("watch_limit: the sandbox already has ",
+                                                     max_watchers_per_sandbox_, " watch streams open; close one first"));
   }
-  if (watchers_ >= kMaxWatchers) {
+  if (watchers_ >= max_watchers_) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("watch_limit: the gateway already serves ", kMaxWatchers, " watch streams"));
+        absl::StrCat("watch_limit: the gateway already serves ", max_watchers_, " watch streams"));
   }
   found->second.watchers.push_back(watcher);
   ++watchers_;

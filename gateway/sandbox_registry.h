@@ -22,16 +22,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/limits.h"
 #include "store/change.h"
 
 namespace osh::gateway {
 
 using ProjectionPtr = std::shared_ptr<const openshell::policy::driver::v1::Projection>;
-
-// Bounds on watch streams (docs/policy-gateway.md, "Limits"): each pins a serialized copy of the
-// projection while gRPC writes it, so their number is bounded per sandbox and in total.
-inline constexpr size_t kMaxWatchersPerSandbox = 8;
-inline constexpr size_t kMaxWatchers = 10'000;
 
 class ProjectionWatcher {
  public:
@@ -101,6 +97,8 @@ class SandboxRegistry final : public store::ChangeListener {
   // interval_s is 0 and nothing admitted expires.
   std::vector<std::string> TakeDueForRefresh(int64_t now, int64_t interval_s,
                                              int64_t (*lead)(int64_t issued_at, int64_t expires_at));
+  // How many records TakeDueForRefresh has looked at, in all (what its scans cost).
+  uint64_t refresh_scan_visits() const;
 
   // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing.
   // The lookup is by SHA-256 of the handle; the stored hash is then compared in constant time.
@@ -116,9 +114,12 @@ class SandboxRegistry final : public store::ChangeListener {
 
   // Registers a watcher for the sandbox the handle belongs to and returns its current envelope.
   // UNAUTHENTICATED for a bad handle; RESOURCE_EXHAUSTED ("watch_limit: ...") when the sandbox already
-  // has kMaxWatchersPerSandbox watchers or the gateway kMaxWatchers. Nothing registered on error.
+  // has its most watchers or the gateway its most in all (SetWatchLimits). Nothing registered on error.
   absl::StatusOr<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
+  // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
+  // it). Defaults: Limits{}. Applies to later Watch calls.
+  void SetWatchLimits(size_t per_sandbox, size_t total);
   // Closes every watcher (gateway stopping); later Watch calls still work.
   void CloseAllWatchers();
 
@@ -158,6 +159,9 @@ class SandboxRegistry final : public store::ChangeListener {
   absl::flat_hash_map<HandleHash, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
   size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;
   size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t max_watchers_per_sandbox_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers_per_sandbox;
+  size_t max_watchers_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers;
+  uint64_t refresh_scan_visits_ ABSL_GUARDED_BY(mu_) = 0;
   size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error  // entries whose envelope has an expiry
 };
 

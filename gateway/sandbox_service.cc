@@ -10,13 +10,14 @@ namespace osh::gateway {
 namespace {
 
 const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid sandbox handle is required");
-constexpr size_t kMaxQueuedProjections = 4;  // not yet written to a watcher: beyond, it is dropped
 
 // Streams the current projection, then each newly admitted one, until the handle is revoked, the
 // gateway stops or the client goes away. Registered with the registry for its whole life.
 class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
  public:
-  WatchReactor(SandboxRegistry* registry, GatewayCore* core, const std::string& handle) : registry_(registry) {
+  // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
+  WatchReactor(SandboxRegistry* registry, GatewayCore* core, const std::string& handle, size_t backlog)
+      : registry_(registry), backlog_(backlog) {
     auto watched = registry_->Watch(handle, this);
     // Loaded but not yet re-verified since start: verify now (a failure closes this watch through OnClosed).
     absl::Status verified = watched.ok() && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
@@ -78,7 +79,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
   void EnqueueLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
     started_ = true;
-    if (queue_.size() >= kMaxQueuedProjections) {
+    if (queue_.size() >= backlog_) {
       // A reader this far behind is not reading: drop it rather than hold projections for it. It
       // reconnects and gets the current one.
       CloseLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -108,6 +109,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
   }
 
   SandboxRegistry* registry_;
+  const size_t backlog_;
   std::string sandbox_id_;
   bool registered_ = false;
   absl::Mutex mu_;
@@ -130,8 +132,8 @@ std::string BearerToken(const grpc::ServerContextBase& context) {
   return std::string(value.substr(kPrefix.size()));
 }
 
-SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool)
-    : registry_(registry), core_(core), pool_(pool) {}
+SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog)
+    : registry_(registry), core_(core), pool_(pool), watch_backlog_(watch_backlog) {}
 
 grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,
                                                         const gateway_v1::GetProjectionRequest*,
@@ -158,7 +160,7 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
     grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
-  return new WatchReactor(registry_, core_, BearerToken(*context));
+  return new WatchReactor(registry_, core_, BearerToken(*context), watch_backlog_);
 }
 
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,

@@ -15,7 +15,9 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
  public:
   // All pointers must outlive the service.
   // `core` may be null only where no expiry or reports are needed (the transport benchmark).
-  SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool);
+  // `watch_backlog`: projections a watcher may be behind before it is dropped (Limits::watch_backlog).
+  SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool,
+                 size_t watch_backlog = Limits().watch_backlog);
 
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* context,
                                           const gateway_v1::GetProjectionRequest* request,
@@ -30,6 +32,7 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   SandboxRegistry* registry_;
   GatewayCore* core_;
   WorkerPool* pool_;
+  const size_t watch_backlog_;
 };
 
 // The bearer token of a call, or "" when the metadata carries none.

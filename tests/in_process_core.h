@@ -3,6 +3,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <functional>
 #include <memory>
 
 #include "builtin_driver/builtin_driver.h"
@@ -23,7 +24,9 @@ struct InProcessCore {
   osh::gateway::Config config;
   std::unique_ptr<osh::gateway::GatewayCore> core;
 
-  InProcessCore() {
+  // `configure`, when set, adjusts the config (limits, skew, ...) before the core is made.
+  explicit InProcessCore(const std::function<void(osh::gateway::Config&)>& configure = nullptr) {
+    if (configure) configure(config);
     auto opened = osh::store::SqliteStore::Open(dir / "gateway.db", &clock);
     REQUIRE(opened.ok());
     store = *std::move(opened);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "gateway/config.h"
+#include "gateway/daemon.h"
 #include "gateway/mutation_gate.h"
 #include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -126,6 +127,63 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "postgresql://db/x"}}, {}, {}).status().message()),
              Catch::Contains("PostgreSQL is not supported"));
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
+}
+
+TEST_CASE("config: limits are settings in [openshell.gateway.limits], flags and environment, range-checked", "[config][limits]") {
+  osh::test::TempDir dir;
+  const std::string file = dir / "limits.toml";
+  osh::test::WriteFile(file,
+                       "[openshell.gateway.limits]\nmax_watchers_per_sandbox = 2\nreport_burst = 5\n"
+                       "max_sandbox_id_bytes = 64\nconnection_idle_timeout_s = 30\n");
+  auto values = osh::gateway::ReadConfigFile(file);
+  REQUIRE(values.ok());
+  auto config = osh::gateway::ResolveConfig({{"max_watchers", "100"}}, {{"watch_backlog", "2"}}, *values);
+  REQUIRE(config.ok());
+  CHECK(config->limits.max_watchers_per_sandbox == 2);
+  CHECK(config->limits.max_watchers == 100);
+  CHECK(config->limits.watch_backlog == 2);
+  CHECK(config->limits.report_burst == 5);
+  CHECK(config->limits.context.sandbox_id_bytes == 64);
+  CHECK(config->limits.connection_idle_timeout_s == 30);
+  // Untouched ones keep their defaults.
+  CHECK(config->limits.reports_per_second == osh::gateway::Limits().reports_per_second);
+  CHECK(config->limits.context.attributes == osh::gateway::ContextLimits().attributes);
+  // A limit outside its table, of the wrong type, or out of range is an error naming it.
+  osh::test::WriteFile(file, "[openshell.gateway.policy]\nmax_watchers = 5\n");
+  CHECK_THAT(std::string(osh::gateway::ReadConfigFile(file).status().message()),
+             Catch::Contains(":2: unknown key 'openshell.gateway.policy.max_watchers' (it belongs in [openshell.gateway.limits])"));
+  osh::test::WriteFile(file, "[openshell.gateway.limits]\nwatch_backlog = \"4\"\n");
+  CHECK_THAT(std::string(osh::gateway::ReadConfigFile(file).status().message()),
+             Catch::Contains(":2: 'openshell.gateway.limits.watch_backlog' must be an integer"));
+  for (const auto& [key, bad] : std::vector<std::pair<std::string, std::string>>{
+           {"max_watchers_per_sandbox", "0"}, {"watch_backlog", "65"}, {"max_report_error_bytes", "10"},
+           {"connection_idle_timeout_s", "0"}, {"max_sandbox_connections", "-1"}, {"reports_per_second", "x"}}) {
+    INFO(key << " = " << bad);
+    auto refused = osh::gateway::ResolveConfig({{key, bad}}, {}, {});
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(std::string(refused.status().message()), Catch::StartsWith(key + ": expected a whole number from "));
+  }
+}
+
+TEST_CASE("config: connection caps follow the descriptor limit, explicit ones lowered to what it holds", "[config][limits]") {
+  osh::gateway::Limits limits;
+  auto caps = osh::gateway::ConnectionCapsFor(1024, limits);
+  CHECK(caps.admin == 128);
+  CHECK(caps.sandbox == 1024 - 512 - 128);
+  CHECK(caps.lowered.empty());
+  caps = osh::gateway::ConnectionCapsFor(1'048'576, limits);
+  CHECK(caps.admin == 256);
+  CHECK(caps.sandbox == 1'048'576 - 512 - 256);
+  limits.max_sandbox_connections = 100;
+  limits.max_admin_connections = 20;
+  caps = osh::gateway::ConnectionCapsFor(1024, limits);
+  CHECK(caps.sandbox == 100);
+  CHECK(caps.admin == 20);
+  CHECK(caps.lowered.empty());
+  limits.max_sandbox_connections = 5000;
+  caps = osh::gateway::ConnectionCapsFor(1024, limits);
+  CHECK(caps.sandbox == 1024 - 512 - 20);
+  CHECK_THAT(caps.lowered, Catch::StartsWith("max_sandbox_connections 5000 lowered to 492: the descriptor limit is 1024"));
 }
 
 TEST_CASE("sockets: folder made private, stale socket replaced, live one refused, for gateway and drivers alike", "[sockets]") {

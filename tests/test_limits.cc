@@ -31,7 +31,7 @@ drv::RuntimeContext Context(const std::string& id) {
 struct Admitted {
   InProcessCore t;
   gw::AdmitSandboxResponse sandbox;
-  Admitted() {
+  explicit Admitted(const std::function<void(osh::gateway::Config&)>& configure = nullptr) : t(configure) {
     gw::SetPolicyRequest set;
     set.set_scope("default");
     *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
@@ -92,7 +92,7 @@ TEST_CASE("limits: a report's error text is cut at 4 KiB with a marker, control 
   REQUIRE(a.Report(std::string(3900000, 'e')).ok());
   auto info = a.t.core->GetSandbox("sb-1");
   REQUIRE(info.ok());
-  CHECK(info->load_error().size() < osh::gateway::kMaxReportErrorBytes + 64);
+  CHECK(info->load_error().size() < osh::gateway::Limits().max_report_error_bytes + 64);
   CHECK(absl::EndsWith(info->load_error(), "…[truncated, 3900000 bytes]"));
   auto events = a.t.store->ListAuditEvents(0, 100);
   REQUIRE(events.ok());
@@ -113,7 +113,7 @@ TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[
     last = a.Report("x");
     if (last.ok()) ++accepted;
   }
-  CHECK(accepted == osh::gateway::kReportBurst);
+  CHECK(accepted == osh::gateway::Limits().report_burst);
   CHECK(absl::IsResourceExhausted(last));
   CHECK(absl::StartsWith(last.message(), "rate_limited: "));
   a.t.clock.AdvanceSeconds(1);
@@ -132,7 +132,56 @@ TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[
   REQUIRE(events.ok());
   size_t reports = 0;
   for (const auto& e : *events) reports += e.type == "report" ? 1 : 0;
-  CHECK(reports == static_cast<size_t>(osh::gateway::kReportBurst) + 3);
+  CHECK(reports == static_cast<size_t>(osh::gateway::Limits().report_burst) + 3);
+}
+
+TEST_CASE("limits: an operator's settings replace the defaults for reports and contexts", "[limits][core]") {
+  Admitted a([](osh::gateway::Config& config) {
+    config.limits.report_burst = 3;
+    config.limits.reports_per_second = 1;
+    config.limits.max_report_error_bytes = 300;
+    config.limits.context.sandbox_id_bytes = 20;
+    config.limits.context.attributes = 1;
+  });
+  REQUIRE(a.Report(std::string(1000, 'e')).ok());
+  auto info = a.t.core->GetSandbox("sb-1");
+  REQUIRE(info.ok());
+  CHECK(info->load_error().size() < 300 + 64);
+  CHECK(absl::EndsWith(info->load_error(), "…[truncated, 1000 bytes]"));
+  CHECK(a.Report("x").ok());
+  CHECK(a.Report("x").ok());
+  const absl::Status limited = a.Report("x");
+  CHECK(absl::IsResourceExhausted(limited));
+  CHECK(limited.message() == "rate_limited: at most 1 reports a second per sandbox (bursts of 3)");
+  a.t.clock.AdvanceSeconds(1);
+  CHECK(a.Report("x").ok());
+  CHECK(absl::IsResourceExhausted(a.Report("x")));
+
+  auto too_long = a.t.core->Admit(Context(std::string(21, 'i')));
+  CHECK(absl::IsInvalidArgument(too_long.status()));
+  CHECK(absl::StartsWith(too_long.status().message(), "context.sandbox_id: 21 bytes, at most 20"));
+  drv::RuntimeContext two = Context("sb-2");
+  (*two.mutable_attributes())["a"] = "1";
+  (*two.mutable_attributes())["b"] = "2";
+  CHECK(absl::StartsWith(a.t.core->Admit(two).status().message(), "context.attributes: 2 entries, at most 1"));
+  two.mutable_attributes()->erase("b");
+  CHECK(a.t.core->Admit(two).ok());
+}
+
+TEST_CASE("limits: with refresh off and nothing expiring, the refresh scan looks at no record", "[limits][core]") {
+  // Issue 15 item 14: the scheduler used to copy every record each tick even with nothing to refresh.
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  for (int i = 0; i < 50; ++i) REQUIRE(t.core->Admit(Context("sb-" + std::to_string(i))).ok());
+  const auto lead = [](int64_t, int64_t) -> int64_t { return 30; };
+  for (int tick = 0; tick < 100; ++tick) CHECK(t.registry.TakeDueForRefresh(InProcessCore::kStart + tick, 0, lead).empty());
+  CHECK(t.registry.refresh_scan_visits() == 0);
+  // With an interval every record is looked at (and is due once the interval has passed).
+  CHECK(t.registry.TakeDueForRefresh(InProcessCore::kStart + 3600, 60, lead).size() == 50);
+  CHECK(t.registry.refresh_scan_visits() == 50);
 }
 
 TEST_CASE("limits: audit pages are bounded by bytes as well as by count", "[limits][core]") {
