@@ -266,3 +266,54 @@ TEST_CASE("trust store reload: a sandbox whose key is revoked is re-signed from 
   REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
   CHECK(fetched.signing_key_id() == "b");
 }
+
+TEST_CASE("trust store reload: a burst of SIGHUPs runs at most one reload and one more, and stalls nothing else",
+          "[integration][trust][remote][limits]") {
+  // Issue 15 item 5: each reload here waits on a driver that takes 600 ms per call (the revoked
+  // sandbox is refreshed at once), so 20 SIGHUPs within 100 ms would queue 20 slow reloads uncoalesced.
+  TempDir keys;
+  const std::string a = Keygen(keys, "a");
+  const std::string b = Keygen(keys, "b");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"a", a}, {"b", b}}));
+  const std::string policy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
+  std::string out, err;
+  REQUIRE(CtlOffline({"sign", "--policy", policy, "--key", keys / "a.key", "--key-id", "a", "--out", keys / "p.json"},
+                     &out, &err) == 0);
+  WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p.json") + "}");
+  DriverProcess driver(keys, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json", "--stall-ms", "600"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", trust});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  std::string json = TrustStoreJson({{"a", a}, {"b", b}});
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"a\"]");
+  WriteFile(trust, json);
+  for (int i = 0; i < 20; ++i) {
+    g.Signal(SIGHUP);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Calls that do not wait on the driver answer at once meanwhile.
+  gw::GetStatusResponse status;
+  auto quick = GatewayFixture::Context();
+  quick->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  CHECK(g.admin().GetStatus(quick.get(), gw::GetStatusRequest(), &status).ok());
+  // The reloads end (the sandbox is refused: its key is revoked and the driver still serves a-signed).
+  REQUIRE(Eventually([&] {
+    return g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok() &&
+           status.revoked_sandboxes() == 1;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // room for a pending reload to run
+  gw::ListAuditEventsRequest list;
+  list.set_limit(1000);
+  gw::ListAuditEventsResponse events;
+  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
+  int reloads = 0;
+  for (const auto& e : events.events()) reloads += e.type() == "trust_store_reload" ? 1 : 0;
+  INFO(g.log());
+  CHECK(reloads >= 1);
+  CHECK(reloads <= 2);
+  CHECK(absl::StrContains(g.log(), "a trust-store reload is already under way"));
+  CHECK(g.Stop() == 0);
+}
