@@ -1,5 +1,6 @@
 #include "gateway/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -23,26 +24,36 @@ namespace {
 constexpr char kGatewayTable[] = "openshell.gateway";
 constexpr char kPolicyTable[] = "openshell.gateway.policy";
 constexpr char kLimitsTable[] = "openshell.gateway.limits";
+constexpr char kEnvPrefix[] = "POLICY_GATEWAY_";
+constexpr char kConfigFileVariable[] = "POLICY_GATEWAY_CONFIG";
 const std::vector<std::string> kListKeys = {"accepted_surfaces"};
 
 // Whole-number keys: each bounded both ways, since a huge value would overflow the deadline, time and
 // size arithmetic it feeds.
+// Reads and writes one whole-number field of Config, whatever its type.
+struct Access {
+  std::function<void(Config&, int64_t)> set;
+  std::function<int64_t(const Config&)> get;
+};
 struct IntKey {
   const char* name;
   int64_t min;
   int64_t max;
-  std::function<void(Config&, int64_t)> set;
+  Access access;
 };
 template <typename T>
-std::function<void(Config&, int64_t)> Into(T Config::*field) {
-  return [field](Config& c, int64_t v) { c.*field = static_cast<T>(v); };
+Access Into(T Config::*field) {
+  return {[field](Config& c, int64_t v) { c.*field = static_cast<T>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.*field); }};
 }
 template <typename T>
-std::function<void(Config&, int64_t)> IntoLimit(T Limits::*field) {
-  return [field](Config& c, int64_t v) { c.limits.*field = static_cast<T>(v); };
+Access IntoLimit(T Limits::*field) {
+  return {[field](Config& c, int64_t v) { c.limits.*field = static_cast<T>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.limits.*field); }};
 }
-std::function<void(Config&, int64_t)> IntoContextLimit(size_t ContextLimits::*field) {
-  return [field](Config& c, int64_t v) { c.limits.context.*field = static_cast<size_t>(v); };
+Access IntoContextLimit(size_t ContextLimits::*field) {
+  return {[field](Config& c, int64_t v) { c.limits.context.*field = static_cast<size_t>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.limits.context.*field); }};
 }
 const std::vector<IntKey>& IntKeys() {
   constexpr int64_t kDayMs = 86'400'000, kDayS = 86'400, kMiB = 1 << 20;
@@ -91,13 +102,13 @@ std::string Where(const std::string& path, const toml::source_region& source) {
 }
 
 absl::Status ReadTable(const std::string& path, const toml::table& table, const std::string& prefix,
-                       ConfigValues* out) {
+                       ConfigValues* out, ConfigOrigins* origins) {
   for (const auto& [raw_key, node] : table) {
     const std::string key(raw_key.str());
     const std::string full = prefix.empty() ? key : absl::StrCat(prefix, ".", key);
     if (const toml::table* sub = node.as_table()) {
       if (full == "openshell" || full == kGatewayTable || full == kPolicyTable || full == kLimitsTable) {
-        if (auto status = ReadTable(path, *sub, full, out); !status.ok()) return status;
+        if (auto status = ReadTable(path, *sub, full, out, origins); !status.ok()) return status;
         continue;
       }
       return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown table '", full, "'"));
@@ -107,6 +118,7 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
       return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown key '", full, "'",
                                                      known ? absl::StrCat(" (it belongs in [", known->table, "])") : ""));
     }
+    if (origins != nullptr) (*origins)[key] = Where(path, node.source());
     if (Contains(kListKeys, key)) {
       const toml::array* array = node.as_array();
       if (array == nullptr) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a list of strings"));
@@ -177,38 +189,108 @@ const std::vector<ConfigKey>& ConfigKeys() {
   return *keys;
 }
 
-absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name) {
+absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name, ConfigOrigins* origins) {
   ConfigValues values;
   try {
     const toml::table table = toml::parse(text, name);
-    if (auto status = ReadTable(name, table, "", &values); !status.ok()) return status;
+    if (auto status = ReadTable(name, table, "", &values, origins); !status.ok()) return status;
   } catch (const toml::parse_error& error) {
     return absl::InvalidArgumentError(absl::StrCat(name, ":", error.source().begin.line, ": ", std::string(error.description())));
   }
   return values;
 }
 
-absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path) {
+absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path, ConfigOrigins* origins) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot be read: ", std::strerror(errno)));
   std::ostringstream text;
   text << in.rdbuf();
-  return ParseConfigText(text.str(), path);
+  return ParseConfigText(text.str(), path, origins);
 }
 
-ConfigValues ReadConfigEnvironment() {
+std::string EnvironmentName(const std::string& key) { return absl::StrCat(kEnvPrefix, absl::AsciiStrToUpper(key)); }
+std::string FlagName(const std::string& key) {
+  std::string flag = absl::StrCat("--", key);
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+absl::StatusOr<ConfigValues> ReadConfigEnvironment(const char* const* environment) {
   ConfigValues values;
-  for (const auto& key : ConfigKeys()) {
-    const std::string name = absl::StrCat("POLICY_GATEWAY_", absl::AsciiStrToUpper(key.name));
-    if (const char* value = std::getenv(name.c_str()); value != nullptr) values[key.name] = value;
+  for (const char* const* entry = environment; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    if (!text.starts_with(kEnvPrefix)) continue;
+    const size_t equals = text.find('=');
+    const std::string name(text.substr(0, equals));
+    if (name == kConfigFileVariable) continue;
+    const ConfigKey* known = nullptr;
+    for (const auto& key : ConfigKeys()) {
+      if (EnvironmentName(key.name) == name) known = &key;
+    }
+    if (known == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": not a setting (the variables are ", kEnvPrefix, "<KEY> for the config keys, and ",
+          kConfigFileVariable, "); unset it or fix its name"));
+    }
+    values[known->name] = equals == std::string_view::npos ? "" : std::string(text.substr(equals + 1));
   }
   return values;
 }
 
-absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file) {
+bool IsIntegerKey(const std::string& key) { return FindIntKey(key) != nullptr; }
+
+ConfigOrigins OriginsOf(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                        const ConfigOrigins& file_origins) {
+  ConfigOrigins origins;
+  for (const auto& key : ConfigKeys()) {
+    const std::string name = key.name;
+    if (flags.count(name)) {
+      origins[name] = absl::StrCat("flag ", name == "accepted_surfaces" ? "--accepted-surface" : FlagName(name));
+    } else if (env.count(name)) {
+      origins[name] = absl::StrCat("environment ", EnvironmentName(name));
+    } else if (file.count(name)) {
+      auto it = file_origins.find(name);
+      origins[name] = it != file_origins.end() ? it->second : "file";
+    } else {
+      origins[name] = "default";
+    }
+  }
+  return origins;
+}
+
+ConfigValues EffectiveValues(const Config& config) {
+  ConfigValues values = {
+      {"state_dir", config.state_dir},
+      {"database", config.database},
+      {"admin_socket", config.admin_socket},
+      {"sandbox_socket", config.sandbox_socket},
+      {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
+      {"trust_store", config.trust_store},
+      {"driver_socket", config.driver_socket},
+      {"driver_socket_owner", config.driver_socket_owner},
+      {"builtin_signing_key", config.builtin_signing_key},
+      {"builtin_signing_key_id", config.builtin_signing_key_id},
+      {"builtin_context_binding", config.builtin_context_binding ? "true" : "false"},
+  };
+  for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
+  return values;
+}
+
+absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                                     const ConfigOrigins& file_origins) {
   ConfigValues merged = file;
   for (const auto& [k, v] : env) merged[k] = v;
   for (const auto& [k, v] : flags) merged[k] = v;
+  const ConfigOrigins origins = OriginsOf(flags, env, file, file_origins);
+  // A bad value names its key and where it came from: a file's line first, as parse errors do.
+  auto bad = [&](const std::string& key, const std::string& message) {
+    auto it = origins.find(key);
+    const std::string origin = it == origins.end() ? "default" : it->second;
+    if (file.count(key) && !flags.count(key) && !env.count(key) && file_origins.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": ", key, ": ", message));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", message, origin == "default" ? "" : absl::StrCat(" (", origin, ")")));
+  };
   Config config;
   auto get = [&](const std::string& key, std::string* out) {
     if (auto it = merged.find(key); it != merged.end()) *out = it->second;
@@ -224,31 +306,30 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("builtin_signing_key_id", &config.builtin_signing_key_id);
   if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
     if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
-      return absl::InvalidArgumentError(absl::StrCat("builtin_context_binding: expected true or false, got '", it->second, "'"));
+      return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
     }
   }
   if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
-    if (config.accepted_surfaces.empty()) return absl::InvalidArgumentError("accepted_surfaces: must name at least one surface");
+    if (config.accepted_surfaces.empty()) return bad("accepted_surfaces", "must name at least one surface");
   }
   for (const IntKey& key : IntKeys()) {
     auto it = merged.find(key.name);
     if (it == merged.end()) continue;
     int64_t value = 0;
     if (!absl::SimpleAtoi(it->second, &value) || value < key.min || value > key.max) {
-      return absl::InvalidArgumentError(absl::StrCat(key.name, ": expected a whole number from ", key.min, " to ",
-                                                     key.max, ", got '", it->second, "'"));
+      return bad(key.name, absl::StrCat("expected a whole number from ", key.min, " to ", key.max, ", got '", it->second, "'"));
     }
-    key.set(config, value);
+    key.access.set(config, value);
   }
-  if (config.state_dir.empty()) return absl::InvalidArgumentError("state_dir: must not be empty");
+  if (config.state_dir.empty()) return bad("state_dir", "must not be empty");
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
   if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
   if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
   if (absl::StartsWith(config.database, "postgresql://") || absl::StartsWith(config.database, "postgres://")) {
-    return absl::InvalidArgumentError("database: PostgreSQL is not supported by this build yet; use sqlite:<path>");
+    return bad("database", "PostgreSQL is not supported by this build yet; use sqlite:<path>");
   }
-  if (config.SqlitePath().empty()) return absl::InvalidArgumentError("database: expected sqlite:<path>");
+  if (config.SqlitePath().empty()) return bad("database", "expected sqlite:<path>");
   if (config.admin_socket == config.sandbox_socket) {
     return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
   }

@@ -53,17 +53,37 @@ struct ConfigKey {
 };
 const std::vector<ConfigKey>& ConfigKeys();
 
-// Reads a TOML file into values. INVALID_ARGUMENT "<file>:<line>: ..." for syntax errors, unknown keys
-// and wrong types.
-absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path);
-// The same for TOML text already read; `name` stands for the file in messages.
-absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name);
+// Where each key's value came from: "flag --clock-skew-s", "environment POLICY_GATEWAY_CLOCK_SKEW_S",
+// "<file>:<line>" or "default".
+using ConfigOrigins = std::map<std::string, std::string>;
 
-// Values from POLICY_GATEWAY_<KEY> variables.
-ConfigValues ReadConfigEnvironment();
+// Reads a TOML file into values. INVALID_ARGUMENT "<file>:<line>: ..." for syntax errors, unknown keys
+// and wrong types. `origins`, when given, receives each key's "<file>:<line>".
+absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path, ConfigOrigins* origins = nullptr);
+// The same for TOML text already read; `name` stands for the file in messages.
+absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name,
+                                             ConfigOrigins* origins = nullptr);
+
+// Values from the POLICY_GATEWAY_<KEY> variables of `environment` (a NULL-terminated "NAME=value"
+// array, as `environ`). A POLICY_GATEWAY_* variable that names no key (POLICY_GATEWAY_CONFIG, the file,
+// aside) is INVALID_ARGUMENT naming it: a misspelt setting must not be ignored.
+absl::StatusOr<ConfigValues> ReadConfigEnvironment(const char* const* environment);
 
 // Merges the sources (flags > env > file > defaults), validates and derives the defaults that depend
-// on state_dir. INVALID_ARGUMENT naming the key for bad values.
-absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file);
+// on state_dir. INVALID_ARGUMENT naming the key and where the value came from: "<file>:<line>: key: ..."
+// for a file's value (with `file_origins`), "key: ... (flag --key)" or "(environment ...)" otherwise.
+absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                                     const ConfigOrigins& file_origins = {});
+
+// Each key's origin, as ResolveConfig ranks the sources.
+ConfigOrigins OriginsOf(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                        const ConfigOrigins& file_origins);
+// Each key's value in `config` as text (lists comma-joined; derived defaults filled in).
+ConfigValues EffectiveValues(const Config& config);
+// The flag and the environment variable of a key.
+std::string FlagName(const std::string& key);
+std::string EnvironmentName(const std::string& key);
+// Whether a key takes a whole number (for --help's type names).
+bool IsIntegerKey(const std::string& key);
 
 }  // namespace osh::gateway

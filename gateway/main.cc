@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -10,6 +11,8 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -21,6 +24,38 @@
 namespace osh::gateway {
 namespace {
 
+// --check-config: every key's effective value and where it came from, as a table or JSON.
+int PrintConfig(const Config& config, const ConfigOrigins& origins, const std::string& output) {
+  const ConfigValues values = EffectiveValues(config);
+  if (output == "json") {
+    google::protobuf::Struct root;
+    for (const auto& key : ConfigKeys()) {
+      google::protobuf::Struct entry;
+      (*entry.mutable_fields())["value"].set_string_value(values.at(key.name));
+      (*entry.mutable_fields())["source"].set_string_value(origins.at(key.name));
+      (*entry.mutable_fields())["table"].set_string_value(key.table);
+      *(*root.mutable_fields())[key.name].mutable_struct_value() = std::move(entry);
+    }
+    std::string json;
+    if (!google::protobuf::util::MessageToJsonString(root, &json).ok()) return kExitStartup;
+    std::cout << json << "\n";
+    return 0;
+  }
+  size_t key_width = 3, value_width = 5;
+  for (const auto& key : ConfigKeys()) {
+    key_width = std::max(key_width, std::strlen(key.name));
+    value_width = std::max(value_width, values.at(key.name).size());
+  }
+  auto row = [&](const std::string& a, const std::string& b, const std::string& c) {
+    std::cout << a << std::string(key_width + 2 - a.size(), ' ') << b << std::string(value_width + 2 - b.size(), ' ')
+              << c << "\n";
+  };
+  row("KEY", "VALUE", "SOURCE");
+  for (const auto& key : ConfigKeys()) row(key.name, values.at(key.name), origins.at(key.name));
+  std::cout << "config ok\n";
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"policy-gateway: decides which policy each sandbox enforces and proves it is the one an authority issued.\n"
                "Precedence: flag > environment (POLICY_GATEWAY_<KEY>) > config file > default."};
@@ -31,46 +66,54 @@ int Run(int argc, char** argv) {
   std::vector<std::string> surfaces;
   std::map<std::string, std::string> flag_values;
   for (const auto& key : ConfigKeys()) {
-    std::string flag = absl::StrCat("--", key.name);
-    std::replace(flag.begin(), flag.end(), '_', '-');
     if (std::string(key.name) == "accepted_surfaces") {
       app.add_option("--accepted-surface", surfaces, absl::StrCat(key.help, " (repeat for more)"));
       continue;
     }
-    app.add_option(flag, flag_values[key.name], key.help);
+    auto* option = app.add_option(FlagName(key.name), flag_values[key.name], key.help);
+    if (IsIntegerKey(key.name)) option->type_name("INT");
+    if (std::string(key.name) == "builtin_context_binding") option->type_name("BOOL");
   }
   bool accept_state_rollback = false;
   app.add_flag("--accept-state-rollback", accept_state_rollback,
                "serve a database whose audit chain is behind the head recorded beside it (restored from a backup): "
                "confirm once, after checking it is the state to serve; audited");
+  bool check_config = false;
+  std::string output = "text";
+  app.add_flag("--check-config", check_config,
+               "validate the configuration, print every key's effective value and its source (flag, environment, "
+               "file:line or default), and exit: 0 when valid, 2 when not; starts nothing");
+  app.add_option("-o,--output", output, "--check-config output")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error) == 0 ? 0 : kExitConfig;
   }
   for (const auto& key : ConfigKeys()) {
-    std::string flag = absl::StrCat("--", key.name);
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    if (std::string(key.name) != "accepted_surfaces" && app.count(flag) > 0) flags[key.name] = flag_values[key.name];
+    if (std::string(key.name) != "accepted_surfaces" && app.count(FlagName(key.name)) > 0) {
+      flags[key.name] = flag_values[key.name];
+    }
   }
   if (!surfaces.empty()) flags["accepted_surfaces"] = absl::StrJoin(surfaces, ",");
   if (config_path.empty()) {
     if (const char* env = std::getenv("POLICY_GATEWAY_CONFIG")) config_path = env;
   }
+  auto fail = [](const absl::Status& status) {
+    std::cerr << "policy-gateway: config: " << status.message() << "\n";
+    return kExitConfig;
+  };
   ConfigValues file_values;
+  ConfigOrigins file_origins;
   if (!config_path.empty()) {
-    auto read = ReadConfigFile(config_path);
-    if (!read.ok()) {
-      std::cerr << "policy-gateway: config: " << read.status().message() << "\n";
-      return kExitConfig;
-    }
+    auto read = ReadConfigFile(config_path, &file_origins);
+    if (!read.ok()) return fail(read.status());
     file_values = *read;
   }
-  auto config = ResolveConfig(flags, ReadConfigEnvironment(), file_values);
-  if (!config.ok()) {
-    std::cerr << "policy-gateway: config: " << config.status().message() << "\n";
-    return kExitConfig;
-  }
+  auto env_values = ReadConfigEnvironment(environ);
+  if (!env_values.ok()) return fail(env_values.status());
+  auto config = ResolveConfig(flags, *env_values, file_values, file_origins);
+  if (!config.ok()) return fail(config.status());
+  if (check_config) return PrintConfig(*config, OriginsOf(flags, *env_values, file_values, file_origins), output);
   config->accept_state_rollback = accept_state_rollback;
 
   // Start-up can take a while (a driver that does not answer yet, a large database): SIGTERM and SIGINT

@@ -91,10 +91,11 @@ bool WaitForSocket(const std::string& path, std::chrono::milliseconds timeout) {
   return false;
 }
 
-int RunCommand(const std::vector<std::string>& argv, std::string* output, std::string* err, const std::string& cwd) {
+int RunCommand(const std::vector<std::string>& argv, std::string* output, std::string* err, const std::string& cwd,
+               const std::vector<std::string>& env) {
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) return -1;
-  const pid_t pid = Spawn(argv, out_pipe[1], err_pipe[1], cwd, {});
+  const pid_t pid = Spawn(argv, out_pipe[1], err_pipe[1], cwd, env);
   close(out_pipe[1]);
   close(err_pipe[1]);
   std::string out_text, err_text;

@@ -32,8 +32,9 @@ class Process {
 bool WaitForSocket(const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // Runs a command to completion; returns its exit status and fills `output` with stdout (stderr to `err`).
+// `env`: "NAME=value" entries added to the environment.
 int RunCommand(const std::vector<std::string>& argv, std::string* output, std::string* err = nullptr,
-               const std::string& cwd = "");
+               const std::string& cwd = "", const std::vector<std::string>& env = {});
 
 std::string ReadAll(const std::string& path);
 

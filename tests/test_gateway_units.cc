@@ -91,9 +91,47 @@ refresh_interval_s = 5
   REQUIRE(flag_wins.ok());
   CHECK(flag_wins->clock_skew_s == 1);
 
-  setenv("POLICY_GATEWAY_TRUST_STORE", "/etc/t.json", 1);
-  CHECK(osh::gateway::ReadConfigEnvironment().at("trust_store") == "/etc/t.json");
-  unsetenv("POLICY_GATEWAY_TRUST_STORE");
+  const char* environment[] = {"HOME=/root", "POLICY_GATEWAY_TRUST_STORE=/etc/t.json", "POLICY_GATEWAY_CONFIG=/x.toml",
+                               "POLICY_GATEWAY_MAX_WATCHERS=9", nullptr};
+  auto env = osh::gateway::ReadConfigEnvironment(environment);
+  REQUIRE(env.ok());
+  CHECK(*env == osh::gateway::ConfigValues{{"trust_store", "/etc/t.json"}, {"max_watchers", "9"}});
+}
+
+TEST_CASE("config: a misspelt POLICY_GATEWAY_* variable is an error naming it, not ignored", "[config]") {
+  const char* environment[] = {"POLICY_GATEWAY_TRUST_STOR=/etc/t.json", nullptr};
+  auto env = osh::gateway::ReadConfigEnvironment(environment);
+  REQUIRE_FALSE(env.ok());
+  CHECK_THAT(std::string(env.status().message()), Catch::StartsWith("POLICY_GATEWAY_TRUST_STOR: not a setting"));
+}
+
+TEST_CASE("config: a bad value names where it came from — file:line, flag or variable", "[config]") {
+  osh::test::TempDir dir;
+  const std::string file = dir / "gateway.toml";
+  osh::test::WriteFile(file, "[openshell.gateway.policy]\n\nclock_skew_s = 999999\n");
+  osh::gateway::ConfigOrigins file_origins;
+  auto values = osh::gateway::ReadConfigFile(file, &file_origins);
+  REQUIRE(values.ok());
+  CHECK(file_origins.at("clock_skew_s") == file + ":3");
+  auto from_file = osh::gateway::ResolveConfig({}, {}, *values, file_origins);
+  CHECK(from_file.status().message() == file + ":3: clock_skew_s: expected a whole number from 0 to 86400, got '999999'");
+  auto from_env = osh::gateway::ResolveConfig({}, {{"clock_skew_s", "-5"}}, *values, file_origins);
+  CHECK(from_env.status().message() ==
+        "clock_skew_s: expected a whole number from 0 to 86400, got '-5' (environment POLICY_GATEWAY_CLOCK_SKEW_S)");
+  auto from_flag = osh::gateway::ResolveConfig({{"clock_skew_s", "x"}}, {}, *values, file_origins);
+  CHECK(from_flag.status().message() == "clock_skew_s: expected a whole number from 0 to 86400, got 'x' (flag --clock-skew-s)");
+  // Origins and effective values, as --check-config prints them.
+  auto ok = osh::gateway::ResolveConfig({{"state_dir", "/srv/x"}}, {{"clock_skew_s", "5"}}, {}, {});
+  REQUIRE(ok.ok());
+  const auto origins = osh::gateway::OriginsOf({{"state_dir", "/srv/x"}}, {{"clock_skew_s", "5"}}, {}, {});
+  CHECK(origins.at("state_dir") == "flag --state-dir");
+  CHECK(origins.at("clock_skew_s") == "environment POLICY_GATEWAY_CLOCK_SKEW_S");
+  CHECK(origins.at("trust_store") == "default");
+  const auto values_now = osh::gateway::EffectiveValues(*ok);
+  CHECK(values_now.at("database") == "sqlite:/srv/x/gateway.db");
+  CHECK(values_now.at("clock_skew_s") == "5");
+  CHECK(values_now.at("max_watchers") == "10000");
+  CHECK(values_now.size() == osh::gateway::ConfigKeys().size());
 }
 
 TEST_CASE("config: unknown keys, wrong types and bad values are errors naming the key", "[config]") {

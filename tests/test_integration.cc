@@ -408,3 +408,30 @@ TEST_CASE("integration: health, socket modes, a second instance and bad config",
   CHECK_THAT(err, Catch::Contains(config + ":3: unknown key 'openshell.gateway.surprise'"));
   CHECK(g.Stop() == 0);
 }
+
+TEST_CASE("integration: --check-config prints each value with its source and starts nothing", "[integration][config]") {
+  TempDir dir;
+  const std::string config = dir / "gateway.toml";
+  const std::string state = dir / "var";
+  WriteFile(config, "[openshell.gateway]\nstate_dir = \"" + state + "\"\n\n[openshell.gateway.limits]\nmax_watchers = 50\n");
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_GATEWAY_BINARY, "--config", config, "--clock-skew-s", "7", "--check-config"}, &out, &err, "",
+                     {"POLICY_GATEWAY_REPORT_BURST=9"}) == 0);
+  CHECK_THAT(out, Catch::Matches("(.|\n)*\nmax_watchers +50 +" + config + ":5\n(.|\n)*"));
+  CHECK_THAT(out, Catch::Matches("(.|\n)*\nclock_skew_s +7 +flag --clock-skew-s\n(.|\n)*"));
+  CHECK_THAT(out, Catch::Matches("(.|\n)*\nreport_burst +9 +environment POLICY_GATEWAY_REPORT_BURST\n(.|\n)*"));
+  CHECK_THAT(out, Catch::Matches("(.|\n)*\ndatabase +sqlite:" + state + "/gateway.db +default\n(.|\n)*"));
+  CHECK_THAT(out, Catch::EndsWith("config ok\n"));
+  CHECK_FALSE(std::filesystem::exists(state));  // nothing created, nothing started
+  REQUIRE(RunCommand({OSH_GATEWAY_BINARY, "--config", config, "--check-config", "-o", "json"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("\"max_watchers\":{"));
+  CHECK_THAT(out, Catch::Contains("\"source\":\"" + config + ":5\""));
+  // A bad value keeps its file:line; a misspelt variable is named; both exit 2 and create nothing.
+  WriteFile(config, "[openshell.gateway.limits]\nwatch_backlog = 0\n");
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--config", config, "--check-config"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains(config + ":2: watch_backlog: expected a whole number from 1 to 64, got '0'"));
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", state, "--check-config"}, &out, &err, "",
+                   {"POLICY_GATEWAY_STATEDIR=x"}) == 2);
+  CHECK_THAT(err, Catch::Contains("POLICY_GATEWAY_STATEDIR: not a setting"));
+  CHECK_FALSE(std::filesystem::exists(state));
+}
