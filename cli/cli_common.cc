@@ -1,7 +1,9 @@
 #include "cli/cli_common.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,7 +42,38 @@ const char* CodeName(grpc::StatusCode code) {
 
 }  // namespace
 
+absl::Status CheckSocketPath(const std::string& socket_path) {
+  struct stat st {};
+  if (::stat(socket_path.c_str(), &st) != 0) {
+    return absl::UnavailableError(absl::StrCat("no socket at ", socket_path, ": ", std::strerror(errno),
+                                               " (is the gateway running? is the path right?)"));
+  }
+  if (!S_ISSOCK(st.st_mode)) return absl::UnavailableError(absl::StrCat(socket_path, " is not a socket"));
+  // A socket file nobody listens on (a gateway that died) refuses at once; say so instead of waiting.
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string absolute = std::filesystem::absolute(socket_path).lexically_normal().string();
+  if (absolute.size() >= sizeof(address.sun_path)) return absl::OkStatus();  // let gRPC say what it makes of it
+  std::memcpy(address.sun_path, absolute.c_str(), absolute.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::OkStatus();
+  const int connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
+  const int error = errno;
+  ::close(fd);
+  if (connected != 0 && (error == ECONNREFUSED || error == ENOENT)) {
+    return absl::UnavailableError(absl::StrCat("nobody is listening on ", socket_path, " (is the gateway running?)"));
+  }
+  if (connected != 0 && error == EACCES) {
+    return absl::PermissionDeniedError(absl::StrCat(socket_path, ": permission denied (run as the gateway's user)"));
+  }
+  return absl::OkStatus();
+}
+
 std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s) {
+  if (absl::Status usable = CheckSocketPath(socket_path); !usable.ok()) {
+    std::cerr << "error: " << usable.message() << "\n";
+    return nullptr;
+  }
   const std::string target = absl::StrCat("unix:", std::filesystem::absolute(socket_path).lexically_normal().string());
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s))) {

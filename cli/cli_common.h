@@ -27,7 +27,12 @@ struct Options {
   bool json() const { return output == "json"; }
 };
 
-// A channel to a Unix socket, connected, or nullptr after printing why (exit 2).
+// OK when `socket_path` is a Unix socket something listens on; UNAVAILABLE at once, naming the path,
+// when it is missing, not a socket, or refuses (nobody listening); PERMISSION_DENIED when we may not.
+absl::Status CheckSocketPath(const std::string& socket_path);
+
+// A channel to a Unix socket, connected, or nullptr after printing why (exit 2). A missing or dead
+// socket fails at once (CheckSocketPath); a live one gets `timeout_s` to answer.
 std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s);
 
 // A PolicyGateway stub on the admin socket, or nullptr after printing why (exit 2).

@@ -15,5 +15,6 @@ void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);   
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
+void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code);    // health
 
 }  // namespace osh::cli

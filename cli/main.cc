@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   AddCeilingCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);
+  AddHealthCommand(app, options, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

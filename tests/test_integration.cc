@@ -1,5 +1,10 @@
 // The real daemon on real Unix sockets with a real SQLite file, driven through gRPC and policyctl.
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <catch2/catch.hpp>
 #include <thread>
@@ -434,4 +439,34 @@ TEST_CASE("integration: --check-config prints each value with its source and sta
                    {"POLICY_GATEWAY_STATEDIR=x"}) == 2);
   CHECK_THAT(err, Catch::Contains("POLICY_GATEWAY_STATEDIR: not a setting"));
   CHECK_FALSE(std::filesystem::exists(state));
+}
+
+TEST_CASE("integration: policyctl health says serving, not serving or unreachable, by exit status", "[integration][cli]") {
+  TempDir dir;
+  // A driver that is not there: the gateway starts degraded, admission NOT_SERVING, the socket serving.
+  GatewayFixture g({"--driver-socket", dir / "absent.sock", "--driver-connect-timeout-ms", "0"});
+  std::string out, err;
+  CHECK(Ctl(g, {"health"}, &out, &err) == 0);
+  CHECK(out == "SERVING\n");
+  CHECK(Ctl(g, {"health", "--sandbox"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"health", "--service", "openshell.policy.gateway.v1.Admission"}, &out, &err) == 1);
+  CHECK(out == "NOT_SERVING\n");
+  CHECK(Ctl(g, {"-o", "json", "health", "--service", "openshell.policy.gateway.v1.Admission"}, &out, &err) == 1);
+  CHECK_THAT(out, Catch::Contains("\"status\":\"NOT_SERVING\""));
+  CHECK(Ctl(g, {"health", "--service", "no.such.Service"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("unknown service 'no.such.Service'"));
+  // Unreachable: a path with no socket, and a socket file nobody listens on, both fail at once.
+  CHECK(CtlOffline({"health", "--admin-socket", dir / "missing.sock"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("no socket at " + (dir / "missing.sock")));
+  const std::string dead = dir / "dead.sock";
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, dead.c_str(), sizeof(address.sun_path) - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    ::close(fd);  // bound, never listened: what a crashed server leaves behind
+  }
+  CHECK(CtlOffline({"health", "--admin-socket", dead}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("nobody is listening on " + dead));
 }
