@@ -15,6 +15,8 @@ void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);   
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
+// trust init|add-key|revoke|show, on the `trust` subcommand.
+void AddTrustStoreFileCommands(CLI::App* trust, const Options& options, int& exit_code);
 void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code);    // health
 
 }  // namespace osh::cli

@@ -201,8 +201,9 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code) {
   }
   // trust reload
   {
-    auto* trust = app.add_subcommand("trust", "Trust-store operations on a running gateway");
+    auto* trust = app.add_subcommand("trust", "Trust stores: edit and show a file (offline); reload the gateway's");
     trust->require_subcommand(1);
+    AddTrustStoreFileCommands(trust, options, exit_code);
     auto* cmd = trust->add_subcommand("reload", "Reload the gateway's trust store (a bad file keeps the last good one)");
     cmd->callback([&options, &exit_code] {
       auto stub = AdminStub(options);

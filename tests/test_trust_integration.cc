@@ -317,3 +317,49 @@ TEST_CASE("trust store reload: a burst of SIGHUPs runs at most one reload and on
   CHECK(absl::StrContains(g.log(), "a trust-store reload is already under way"));
   CHECK(g.Stop() == 0);
 }
+
+TEST_CASE("policyctl trust init, add-key, revoke and show: a store the gateway loads, bad edits change nothing",
+          "[integration][trust][cli]") {
+  TempDir keys;
+  Keygen(keys, "gateway");
+  Keygen(keys, "other", "ecdsa-p256");
+  const std::string trust = keys / "trust.json";
+  std::string out, err;
+  REQUIRE(CtlOffline({"trust", "init", "--file", trust, "--key-id", "gateway-key", "--public-key", keys / "gateway.pub"},
+                     &out, &err) == 0);
+  struct stat st {};
+  REQUIRE(::stat(trust.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(CtlOffline({"trust", "add-key", "--file", trust, "--key-id", "other", "--public-key", keys / "other.pub",
+                      "--not-after", "2100-01-01T00:00:00Z"}, &out, &err) == 0);
+  // Refused edits name the problem and leave the file as it was.
+  const std::string before = ReadFile(trust);
+  CHECK(CtlOffline({"trust", "add-key", "--file", trust, "--key-id", "again", "--public-key", keys / "gateway.pub"},
+                   &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("the same public key is already listed as 'gateway-key'"));
+  CHECK(CtlOffline({"trust", "add-key", "--file", trust, "--key-id", "bad id", "--public-key", keys / "other.pub"},
+                   &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("invalid key id 'bad id'"));
+  CHECK(CtlOffline({"trust", "add-key", "--file", trust, "--key-id", "x", "--public-key", keys / "other.pub",
+                    "--threshold", "5"}, &out, &err) == 2);
+  CHECK(CtlOffline({"trust", "init", "--file", trust, "--key-id", "k", "--public-key", keys / "other.pub"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("exists (use --force to replace it)"));
+  CHECK(ReadFile(trust) == before);
+  CHECK(CtlOffline({"-o", "json", "trust", "show", "--file", trust}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("\"key_id\":\"other\""));
+  CHECK_THAT(out, Catch::Contains("\"not_after\":\"2100-01-01T00:00:00Z\""));
+
+  // The gateway loads it and verifies with it; a revocation by the tool and a reload stop admissions.
+  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
+                    "gateway-key"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(admitted.verification() == "verified");
+  REQUIRE(CtlOffline({"trust", "revoke", "--file", trust, "--key-id", "gateway-key"}, &out, &err) == 0);
+  CHECK(CtlOffline({"trust", "show", "--file", trust}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Matches("(.|\n)*gateway-key +ed25519 .* revoked\n(.|\n)*"));
+  REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
+  auto refused = g.Admit("sb-2", &admitted);
+  CHECK(absl::StartsWith(refused.error_message(), "key_revoked: "));
+}
