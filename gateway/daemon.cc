@@ -14,6 +14,7 @@
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/unix_server.h"
 #include "gateway/log.h"
+#include "gateway/service_manager.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"
 #include "trust/secure_path.h"
@@ -276,8 +277,11 @@ int Daemon::Serve() {
       while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) anchor_->Record();
     });
   }
-  LogInfo(absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_, " admitted sandbox(es), admin ", admin_.path,
-                       ", sandbox ", sandbox_.path, ", database ", config_.SqlitePath()));
+  const std::string serving = absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_,
+                                           " admitted sandbox(es), admin ", admin_.path, ", sandbox ", sandbox_.path,
+                                           ", database ", config_.SqlitePath());
+  LogInfo(serving);
+  NotifyReady(serving);  // a Type=notify unit is active from here
   return 0;
 }
 
@@ -309,6 +313,7 @@ int Daemon::ServeUntilStopped() {
       continue;
     }
     LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
+    NotifyStopping();
     break;
   }
   Stop();
@@ -325,11 +330,13 @@ void Daemon::RequestTrustStoreReload() {
   }
   LogInfo("SIGHUP: reloading the trust store");
   driver_pool_->Submit([this] {
+    NotifyReloading();
     uint64_t seen = 0;
     do {
       seen = reloads_requested_.load();
       core_->ReloadTrustStore().IgnoreError();  // logs and audits either way
     } while (reloads_requested_.fetch_sub(seen) != seen);
+    NotifyReloaded("serving (trust store reloaded)");
   });
 }
 

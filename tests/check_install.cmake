@@ -19,7 +19,10 @@ set(expected
   share/doc/openshell-policy-gateway/driver-contract.md
   share/doc/openshell-policy-gateway/threat-model.md
   share/doc/openshell-policy-gateway/audit.md
-  share/doc/openshell-policy-gateway/policyctl.md)
+  share/doc/openshell-policy-gateway/policyctl.md
+  share/doc/openshell-policy-gateway/trust-store.md
+  share/openshell/examples/gateway.toml
+  lib/systemd/system/policy-gateway.service)
 foreach(path ${expected})
   if(NOT EXISTS "${PREFIX}/${path}")
     message(FATAL_ERROR "not installed: ${path}")
