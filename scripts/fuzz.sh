@@ -2,22 +2,26 @@
 # Runs every libFuzzer target for a given number of executions (or seconds), two at a time, from the
 # seeds kept in the repository plus the build's corpus; prints each target's final libFuzzer line
 # (executions, coverage, corpus) and fails if any target crashed.
-#   scripts/fuzz.sh [--runs N | --seconds S] [--no-leak-check] [TARGET...]
+#   scripts/fuzz.sh [--runs N | --seconds S] [--chunk N] [--no-leak-check] [TARGET...]
 # Targets: projection_check trust_store policy_file decisions config gateway_requests (default: all).
 # Needs the build (clang). gateway_requests keeps the core's state between inputs, so it runs with
 # -detect_leaks=0 (a leak check after each input would report that state). --no-leak-check does the same
 # for every target: LeakSanitizer's per-input check slows long runs about 50-fold once the corpus grows
 # (leaks are still caught by the ASan+UBSan unit-test run in the suite and by runs without the flag).
+# --runs is reached in processes of --chunk executions each (default 1000000), each resuming from the
+# corpus the last one grew: a long-lived ASan process slows down about tenfold within an hour here
+# (madvise and TLB shootdowns), so restarting keeps the rate. Totals are summed over the chunks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=10000000 seconds=0 leak_check=1
+runs=10000000 seconds=0 leak_check=1 chunk=1000000
 targets=()
 while (($#)); do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --no-leak-check) leak_check=0; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --chunk) chunk="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -25,16 +29,29 @@ done
 bin=build/fuzz
 [[ -x $bin/fuzz_${targets[0]} ]] || { echo "fuzz.sh: build first (./scripts/build.sh, with clang installed)" >&2; exit 2; }
 logs=$(mktemp -d)
+echo "fuzz.sh: logs in $logs (progress: $logs/progress)"
 run_one() {
   local name=$1 corpus=$bin/corpus/$1
   mkdir -p "$corpus"
   local seeds=()
   [[ -d fuzz/seeds/$name ]] && seeds=(fuzz/seeds/$name)
-  local limit=(-runs="$runs")
-  ((seconds > 0)) && limit=(-max_total_time="$seconds")
-  [[ $name == gateway_requests || $leak_check == 0 ]] && limit+=(-detect_leaks=0)
-  (cd "$logs" && "$OLDPWD/$bin/fuzz_$name" "${limit[@]}" -max_len=16384 -print_final_stats=1 "$OLDPWD/$corpus" \
-     "${seeds[@]/#/$OLDPWD/}") >"$logs/$name.log" 2>&1
+  local extra=()
+  [[ $name == gateway_requests || $leak_check == 0 ]] && extra+=(-detect_leaks=0)
+  run_chunk() {  # $1: the limit flag
+    (cd "$logs" && "$OLDPWD/$bin/fuzz_$name" "$1" "${extra[@]}" -max_len=16384 -print_final_stats=1 \
+       "$OLDPWD/$corpus" "${seeds[@]/#/$OLDPWD/}") >>"$logs/$name.log" 2>&1
+  }
+  if ((seconds > 0)); then
+    run_chunk -max_total_time="$seconds"
+    return
+  fi
+  local done_runs=0 this
+  while ((done_runs < runs)); do
+    this=$((runs - done_runs < chunk ? runs - done_runs : chunk))
+    run_chunk -runs="$this" || return 1
+    done_runs=$((done_runs + $(grep 'stat::number_of_executed_units' "$logs/$name.log" | tail -1 | awk '{print $2}')))
+    echo "$name: $done_runs of $runs executions" >>"$logs/progress"
+  done
 }
 status=0
 for ((i = 0; i < ${#targets[@]}; i += 2)); do
@@ -44,7 +61,9 @@ for ((i = 0; i < ${#targets[@]}; i += 2)); do
 done
 for name in "${targets[@]}"; do
   echo "== $name: $(grep -E '^#[0-9]+.*DONE|^#[0-9]+' "$logs/$name.log" | tail -1)"
-  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$logs/$name.log" || true
+  echo "   executions in all: $(grep 'stat::number_of_executed_units' "$logs/$name.log" | awk '{s += $2} END {print s + 0}')" \
+       "in $(grep -c 'stat::number_of_executed_units' "$logs/$name.log") process(es);" \
+       "peak RSS $(grep 'stat::peak_rss_mb' "$logs/$name.log" | awk '$2 > m {m = $2} END {print m + 0}') MB"
   grep -q 'ERROR: libFuzzer\|SUMMARY: ' "$logs/$name.log" && { echo "   CRASH: see $logs/$name.log"; status=1; }
 done
 exit $status
