@@ -183,6 +183,20 @@ std::unique_ptr<grpc::ClientContext> RemoteDriver::CallContext() const {
   return ctx;
 }
 
+void RemoteDriver::SetCallObserver(CallObserver observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
+}
+
+void RemoteDriver::Observe(const char* method, const grpc::Status& status, absl::Time started) {
+  CallObserver observer;
+  {
+    absl::MutexLock lock(&mu_);
+    observer = observer_;
+  }
+  if (observer) observer(method, status.error_code(), absl::Now() - started);
+}
+
 void RemoteDriver::MarkUp(const std::string& detail) {
   StateListener listener;
   {
@@ -265,9 +279,10 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   request.set_idempotency_key(idempotency_key);
   driver_v1::AcquireHandleResponse response;
   auto ctx = CallContext();
-  if (grpc::Status status = current->AcquireHandle(ctx.get(), request, &response); !status.ok()) {
-    return CallFailed(status, "AcquireHandle");
-  }
+  const absl::Time started = absl::Now();
+  grpc::Status status = current->AcquireHandle(ctx.get(), request, &response);
+  Observe("AcquireHandle", status, started);
+  if (!status.ok()) return CallFailed(status, "AcquireHandle");
   if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
   return response.handle();
 }
@@ -281,9 +296,10 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
   request.set_surface_id(surface_id);
   driver_v1::GetProjectionResponse response;
   auto ctx = CallContext();
-  if (grpc::Status status = current->GetProjection(ctx.get(), request, &response); !status.ok()) {
-    return CallFailed(status, "GetProjection");
-  }
+  const absl::Time started = absl::Now();
+  grpc::Status status = current->GetProjection(ctx.get(), request, &response);
+  Observe("GetProjection", status, started);
+  if (!status.ok()) return CallFailed(status, "GetProjection");
   if (!response.has_projection() && !response.has_no_verified_policy()) {
     return absl::InternalError("GetProjection: the driver returned neither a projection nor no_verified_policy");
   }
@@ -297,7 +313,9 @@ absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
   request.set_handle(handle);
   driver_v1::ReleaseHandleResponse response;
   auto ctx = CallContext();
+  const absl::Time started = absl::Now();
   grpc::Status status = current->ReleaseHandle(ctx.get(), request, &response);
+  Observe("ReleaseHandle", status, started);
   if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return CallFailed(status, "ReleaseHandle");
 }

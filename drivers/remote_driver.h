@@ -19,6 +19,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "drivers/policy_driver.h"
 #include "openshell/policy/driver/v1/driver.grpc.pb.h"
 
@@ -66,6 +68,11 @@ class RemoteDriver final : public PolicyDriver {
   // Replaces the listener (it is not called for the state at the time of the call).
   void SetStateListener(StateListener listener);
 
+  // Called after each AcquireHandle, GetProjection and ReleaseHandle call that reached the wire, with the
+  // method, its status code and how long it took (for metrics). Replaces any earlier observer.
+  using CallObserver = std::function<void(const char* method, grpc::StatusCode code, absl::Duration took)>;
+  void SetCallObserver(CallObserver observer);
+
   std::string kind() const override { return "remote"; }
   absl::StatusOr<driver_v1::Capabilities> GetCapabilities() override;
   absl::StatusOr<std::string> AcquireHandle(const driver_v1::RuntimeContext& context,
@@ -88,6 +95,7 @@ class RemoteDriver final : public PolicyDriver {
   // Interprets a failed call: UNAVAILABLE means the driver is gone.
   absl::Status CallFailed(const grpc::Status& status, const char* method);
   void MarkDown(const std::string& detail);
+  void Observe(const char* method, const grpc::Status& status, absl::Time started);
   void MarkUp(const std::string& detail);
   void Monitor();
 
@@ -100,6 +108,7 @@ class RemoteDriver final : public PolicyDriver {
   std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
   std::optional<driver_v1::Capabilities> capabilities_ ABSL_GUARDED_BY(mu_);
   StateListener listener_ ABSL_GUARDED_BY(mu_);
+  CallObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
   std::thread monitor_;

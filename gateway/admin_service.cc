@@ -9,6 +9,7 @@
 #include <grpcpp/support/byte_buffer.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gateway/log.h"
 #include "gateway/mutation_gate.h"
 #include "gateway/status_conversion.h"
@@ -29,7 +30,9 @@ std::string Flatten(const grpc::ByteBuffer& buffer) {
 // One unary call: gate, read the request, run the handler on the pool, write the response.
 class UnaryReactor final : public grpc::ServerGenericBidiReactor {
  public:
-  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool) : handler_(handler), pool_(pool) {
+  // `metrics` may be null; `method` is the RPC's name ("AdmitSandbox") for it.
+  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool, Metrics* metrics, std::string method)
+      : handler_(handler), pool_(pool), metrics_(metrics), method_(std::move(method)), started_(absl::Now()) {
     StartRead(&request_);
   }
   void OnReadDone(bool ok) override {
@@ -40,6 +43,7 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
     pool_->Submit([this] {
       std::string response;
       const absl::Status status = (*handler_)(Flatten(request_), &response);
+      if (metrics_ != nullptr) metrics_->ObserveAdminCall(method_, status, absl::Now() - started_);
       if (!status.ok()) {
         Finish(ToGrpc(status));
         return;
@@ -54,6 +58,9 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
  private:
   const AdminService::Handler* handler_;
   WorkerPool* pool_;
+  Metrics* metrics_;
+  const std::string method_;
+  const absl::Time started_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
 };
@@ -134,7 +141,8 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "AdmitSandbox"),
                                                      absl::StrCat(kServicePrefix, "RefreshSandbox"),
                                                      absl::StrCat(kServicePrefix, "ReloadTrustStore")};
-  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_);
+  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_,
+                          method.substr(std::string_view(kServicePrefix).size()));
 }
 
 }  // namespace osh::gateway

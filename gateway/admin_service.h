@@ -12,6 +12,7 @@
 
 #include "gateway/egress_decisions.h"
 #include "gateway/gateway_core.h"
+#include "gateway/metrics.h"
 #include "gateway/worker_pool.h"
 
 namespace osh::gateway {
@@ -26,6 +27,10 @@ class AdminService final : public grpc::CallbackGenericService {
   AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions);
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
+
+  // Counts every call served from the socket (method, code, latency) in `metrics` (not owned; must
+  // outlive the service). Call before serving.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
   // The serialized request -> serialized response, or an error.
   using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
@@ -42,6 +47,7 @@ class AdminService final : public grpc::CallbackGenericService {
   GatewayCore* core_;
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
+  Metrics* metrics_ = nullptr;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
 };
 

@@ -154,6 +154,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"metrics_listen", kGatewayTable,
+       "host:port for Prometheus metrics over HTTP (GET /metrics), e.g. 127.0.0.1:9464; unset: off"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -264,6 +266,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"database", config.database},
       {"admin_socket", config.admin_socket},
       {"sandbox_socket", config.sandbox_socket},
+      {"metrics_listen", config.metrics_listen},
       {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
       {"trust_store", config.trust_store},
       {"driver_socket", config.driver_socket},
@@ -299,6 +302,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("database", &config.database);
   get("admin_socket", &config.admin_socket);
   get("sandbox_socket", &config.sandbox_socket);
+  get("metrics_listen", &config.metrics_listen);
   get("trust_store", &config.trust_store);
   get("driver_socket", &config.driver_socket);
   get("driver_socket_owner", &config.driver_socket_owner);

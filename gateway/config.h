@@ -22,6 +22,7 @@ struct Config {
   std::string database;        // "sqlite:<path>" (default: sqlite:<state_dir>/gateway.db)
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
+  std::string metrics_listen;  // "host:port" for GET /metrics (Prometheus); "": off
   std::vector<std::string> accepted_surfaces = {"openshell.sandbox.v1"};
   std::string trust_store;     // "": no verification
   std::string driver_socket;   // "": the builtin driver

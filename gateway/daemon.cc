@@ -14,9 +14,11 @@
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/unix_server.h"
 #include "gateway/log.h"
+#include "gateway/status_conversion.h"
 #include "gateway/service_manager.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"
+#include "store/sqlite_store.h"
 #include "trust/secure_path.h"
 
 namespace osh::gateway {
@@ -216,6 +218,13 @@ int Daemon::Serve() {
   registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
+  admin_service_->SetMetrics(&metrics_);
+  sandbox_service_->SetMetrics(&metrics_);
+  if (remote_ != nullptr) {
+    remote_->SetCallObserver([this](const char* method, grpc::StatusCode code, absl::Duration took) {
+      metrics_.ObserveDriverCall(method, StatusCodeName(code), took);
+    });
+  }
   grpc::EnableDefaultHealthCheckService(true);
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
@@ -277,12 +286,44 @@ int Daemon::Serve() {
       while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) anchor_->Record();
     });
   }
+  if (!config_.metrics_listen.empty()) {
+    auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); });
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      return kExitStartup;
+    }
+    metrics_server_ = *std::move(started);
+    LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url()));
+  }
   const std::string serving = absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_,
                                            " admitted sandbox(es), admin ", admin_.path, ", sandbox ", sandbox_.path,
                                            ", database ", config_.SqlitePath());
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
   return 0;
+}
+
+std::string Daemon::RenderMetrics() {
+  Metrics::Snapshot snapshot;
+  if (auto status = core_->GetStatus(); status.ok()) {
+    snapshot.admitted_sandboxes = status->admitted_sandboxes();
+    snapshot.watchers = status->watchers();
+    snapshot.driver_up = driver_->available();
+    snapshot.pending_releases = status->pending_releases();
+    snapshot.refresh_errors = status->refresh_errors();
+    snapshot.revoked_sandboxes = status->revoked_sandboxes();
+    snapshot.possibly_leaked_handles = status->possibly_leaked_handles();
+    for (const auto& key : status->trust_keys()) {
+      snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});
+    }
+  }
+  snapshot.audit_head_seq = store_->AuditChainHead().seq;
+  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {
+    const auto counters = sqlite->commit_counters();
+    snapshot.store_transactions = counters.transactions;
+    snapshot.store_writes = counters.writes;
+  }
+  return metrics_.Render(snapshot);
 }
 
 void Daemon::SetSandboxListenerHealth(bool accepting) {
@@ -343,6 +384,7 @@ void Daemon::RequestTrustStoreReload() {
 void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  metrics_server_.reset();  // scrapes read the core: they end first
   for (Listener* listener : {&admin_, &sandbox_}) listener->acceptor.reset();  // no new connections
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);

@@ -27,6 +27,8 @@
 #include "gateway/state_lock.h"
 #include "gateway/unix_acceptor.h"
 #include "gateway/refresh_scheduler.h"
+#include "gateway/metrics.h"
+#include "gateway/metrics_server.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
 #include "gateway/worker_pool.h"
@@ -80,6 +82,7 @@ class Daemon {
   int StartDriver();
   int Serve();
   void UpdateHealth();
+  std::string RenderMetrics();
   void RequestTrustStoreReload();
   std::atomic<uint64_t> reloads_requested_{0};
   std::function<void()> on_serving_;
@@ -104,6 +107,8 @@ class Daemon {
   std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
+  Metrics metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
   Listener admin_, sandbox_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   std::unique_ptr<RefreshScheduler> scheduler_;

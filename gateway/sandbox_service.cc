@@ -135,26 +135,32 @@ std::string BearerToken(const grpc::ServerContextBase& context) {
 SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog)
     : registry_(registry), core_(core), pool_(pool), watch_backlog_(watch_backlog) {}
 
+void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) const {
+  if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
+  reactor->Finish(std::move(status));
+}
+
 grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,
                                                         const gateway_v1::GetProjectionRequest*,
                                                         driver_v1::Projection* response) {
+  constexpr char kCall[] = "GetProjection";
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto authenticated = registry_->Authenticate(BearerToken(*context));
   if (!authenticated) {
-    reactor->Finish(kUnauthenticated);
+    Finish(reactor, kCall, kUnauthenticated);
     return reactor;
   }
   if (core_ != nullptr && !core_->EnsureVerified(*authenticated).ok()) {
-    reactor->Finish(kUnauthenticated);
+    Finish(reactor, kCall, kUnauthenticated);
     return reactor;
   }
   if (absl::Status serving = core_ != nullptr ? core_->ServingError(*authenticated->envelope) : absl::OkStatus();
       !serving.ok()) {
-    reactor->Finish(ToGrpc(serving));
+    Finish(reactor, kCall, ToGrpc(serving));
     return reactor;
   }
   authenticated->envelope->CopyTo(response);
-  reactor->Finish(grpc::Status::OK);
+  Finish(reactor, kCall, grpc::Status::OK);
   return reactor;
 }
 
@@ -166,14 +172,15 @@ grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,
                                                              const gateway_v1::ReportPolicyStatusRequest* request,
                                                              gateway_v1::ReportPolicyStatusResponse*) {
+  constexpr char kCall[] = "ReportPolicyStatus";
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto authenticated = registry_->Authenticate(BearerToken(*context));
   if (!authenticated) {
-    reactor->Finish(kUnauthenticated);
+    Finish(reactor, kCall, kUnauthenticated);
     return reactor;
   }
-  pool_->Submit([core = core_, reactor, id = authenticated->sandbox_id, request] {
-    reactor->Finish(ToGrpc(core->Report(id, *request)));
+  pool_->Submit([this, reactor, id = authenticated->sandbox_id, request] {
+    Finish(reactor, "ReportPolicyStatus", ToGrpc(core_->Report(id, *request)));
   });
   return reactor;
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "gateway/gateway_core.h"
+#include "gateway/metrics.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/worker_pool.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -28,11 +29,18 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
                                                const gateway_v1::ReportPolicyStatusRequest* request,
                                                gateway_v1::ReportPolicyStatusResponse* response) override;
 
+  // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
+  // service). Call before serving.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
+
  private:
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) const;
+
   SandboxRegistry* registry_;
   GatewayCore* core_;
   WorkerPool* pool_;
   const size_t watch_backlog_;
+  Metrics* metrics_ = nullptr;
 };
 
 // The bearer token of a call, or "" when the metadata carries none.

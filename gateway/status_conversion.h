@@ -25,4 +25,9 @@ inline grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(code, std::string(status.message()));
 }
 
+// "OK", "UNAUTHENTICATED", ... (the same names absl gives the same numbers).
+inline std::string StatusCodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
 }  // namespace osh::gateway

@@ -8,9 +8,12 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <sstream>
 
 #include "gateway/config.h"
 #include "gateway/daemon.h"
+#include "gateway/metrics.h"
 #include "gateway/mutation_gate.h"
 #include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -272,4 +275,57 @@ TEST_CASE("sockets: folder made private, stale socket replaced, live one refused
   close(driver_live);
   CHECK_THAT(std::string(osh::drivers::PrepareServerSocketPath(dir / "missing/c.sock", SocketFolder::kAsIs).message()),
              Catch::Contains("cannot stat"));
+}
+
+TEST_CASE("metrics: reason codes, cumulative histogram buckets and escaped labels in the exposition format", "[metrics]") {
+  using osh::gateway::Metrics;
+  CHECK(osh::gateway::ReasonCodeOf("digest_mismatch: the digest is not SHA-256(body)") == "digest_mismatch");
+  CHECK(osh::gateway::ReasonCodeOf("sandbox 'x' is already admitted") == "");
+  CHECK(osh::gateway::ReasonCodeOf("Digest: x") == "");
+  Metrics metrics;
+  metrics.ObserveAdminCall("AdmitSandbox", absl::OkStatus(), absl::Microseconds(300));
+  metrics.ObserveAdminCall("AdmitSandbox", absl::OkStatus(), absl::Milliseconds(3));
+  metrics.ObserveAdminCall("AdmitSandbox", absl::UnauthenticatedError("unsigned: no signature"), absl::Seconds(20));
+  metrics.ObserveAdminCall("AdmitSandbox", absl::InternalError("boom"), absl::Milliseconds(1));
+  metrics.ObserveDriverCall("GetProjection", "UNAVAILABLE", absl::Milliseconds(7));
+  Metrics::Snapshot snapshot;
+  snapshot.trust_keys.push_back({"key \"a\"\\b", 1900000000, true});
+  snapshot.trust_keys.push_back({"no-expiry", 0, false});
+  const std::string text = metrics.Render(snapshot);
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admissions_total{outcome=\"admitted\",reason=\"\"} 2\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admissions_total{outcome=\"refused\",reason=\"unsigned\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admissions_total{outcome=\"error\",reason=\"internal\"} 1\n"));
+  // Cumulative: 0.3 ms and 1 ms fall in le=0.001, 3 ms in le=0.005, 20 s only in +Inf.
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"0.0005\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"0.001\"} 2\n"));
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"0.005\"} 3\n"));
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"10\"} 3\n"));
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"+Inf\"} 4\n"));
+  CHECK_THAT(text, Catch::Contains("admin_call_duration_seconds_count{method=\"AdmitSandbox\"} 4\n"));
+  CHECK_THAT(text, Catch::Contains("driver_calls_total{method=\"GetProjection\",code=\"UNAVAILABLE\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains(
+      "policy_gateway_trust_key_not_after_timestamp_seconds{key_id=\"key \\\"a\\\"\\\\b\",revoked=\"true\"} 1900000000\n"));
+  CHECK_THAT(text, !Catch::Contains("key_id=\"no-expiry\""));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_trust_keys 2\n"));
+  // Every sample line belongs to a family declared with # TYPE before it.
+  std::set<std::string> declared;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) == 0) {
+      declared.insert(line.substr(7, line.find(' ', 7) - 7));
+      continue;
+    }
+    if (line.empty() || line[0] == '#') continue;
+    std::string family = line.substr(0, line.find_first_of("{ "));
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      const std::string s(suffix);
+      if (family.size() > s.size() && family.compare(family.size() - s.size(), s.size(), s) == 0 &&
+          declared.count(family.substr(0, family.size() - s.size()))) {
+        family = family.substr(0, family.size() - s.size());
+      }
+    }
+    INFO(line);
+    CHECK(declared.count(family) == 1);
+  }
 }

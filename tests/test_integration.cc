@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <catch2/catch.hpp>
+#include <httplib.h>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -499,4 +500,54 @@ TEST_CASE("integration: the gateway tells systemd it is ready, reloading and sto
   g.Signal(SIGTERM);
   CHECK_THAT(next(), Catch::StartsWith("STOPPING=1"));
   ::close(fd);
+}
+
+TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, refusals, fetches and driver calls",
+          "[integration][metrics]") {
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--metrics-listen", "127.0.0.1:0"});
+  std::string url;
+  REQUIRE(Eventually([&] {
+    const std::string log = g.log();
+    const size_t at = log.find("metrics: serving http://");
+    if (at == std::string::npos) return false;
+    url = log.substr(at + std::strlen("metrics: serving "));
+    url = url.substr(0, url.find('\n'));
+    return true;
+  }));
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
+  CHECK(g.Fetch("sbh_wrong", &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+
+  // (The second admission is refused before the driver is asked: one call of each.)
+  // Scraped with an HTTP client (cpp-httplib), as Prometheus would.
+  const std::string host_port = url.substr(std::strlen("http://"), url.find("/metrics") - std::strlen("http://"));
+  httplib::Client client(host_port);
+  auto response = client.Get("/metrics");
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  CHECK_THAT(response->get_header_value("Content-Type"), Catch::StartsWith("text/plain; version=0.0.4"));
+  const std::string& text = response->body;
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admissions_total{outcome=\"admitted\",reason=\"\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admissions_total{outcome=\"refused\",reason=\"already_exists\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_sandbox_calls_total{call=\"GetProjection\",code=\"OK\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_sandbox_calls_total{call=\"GetProjection\",code=\"UNAUTHENTICATED\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_calls_total{method=\"AcquireHandle\",code=\"OK\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_call_duration_seconds_count{method=\"GetProjection\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admitted_sandboxes 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_up 1\n"));
+  CHECK_THAT(text, Catch::Contains("# TYPE policy_gateway_admin_call_duration_seconds histogram\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"+Inf\"} 2\n"));
+  CHECK_THAT(text, Catch::Contains("\nprocess_open_fds "));
+  CHECK(client.Get("/other")->status == 404);
+  // A port already taken: the gateway does not start, and says why.
+  std::string out, err;
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "second", "--metrics-listen", host_port}, &out, &err) == 1);
+  CHECK_THAT(out + err, Catch::Contains("metrics_listen: cannot listen on " + host_port));
 }
