@@ -2,6 +2,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -14,6 +16,23 @@ namespace osh::cli {
 namespace {
 
 namespace v1 = openshell::policy::gateway::v1;
+
+// A policy file, or what `policy get -o json` printed (a GetPolicyResponse): its policy then goes through
+// the policy-file parser as YAML, so it is checked exactly as a file would be.
+absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> LoadPolicyOrGetOutput(const std::string& path) {
+  auto text = policy::ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  v1::GetPolicyResponse got;
+  if (text->find("\"revision\"") != std::string::npos &&
+      google::protobuf::util::JsonStringToMessage(*text, &got).ok() && (got.has_policy() || got.revision().deleted())) {
+    if (got.revision().deleted()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": the scope's revision ", got.revision().revision(),
+                                                     " is a deletion; there is no policy to set"));
+    }
+    return policy::ParsePolicyText(policy::PolicyToYaml(got.policy()), path);
+  }
+  return policy::ParsePolicyText(*text, path);
+}
 
 void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
   if (options.json()) {
@@ -57,10 +76,10 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
     auto file = std::make_shared<std::string>();
     auto expected_revision = std::make_shared<int64_t>(-1);
     cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
-    cmd->add_option("--file,-f", *file, "policy file (YAML or JSON)")->required();
+    cmd->add_option("--file,-f", *file, "policy file (YAML or JSON), or what `policy get -o json` printed")->required();
     cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision (0: has none)");
     cmd->callback([&options, &exit_code, scope, file, expected_revision] {
-      auto loaded = policy::LoadPolicyFile(*file);
+      auto loaded = LoadPolicyOrGetOutput(*file);
       if (!loaded.ok()) { exit_code = ReportLocalError(loaded.status()); return; }
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }

@@ -551,3 +551,32 @@ TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, r
   CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "second", "--metrics-listen", host_port}, &out, &err) == 1);
   CHECK_THAT(out + err, Catch::Contains("metrics_listen: cannot listen on " + host_port));
 }
+
+TEST_CASE("integration: what policy get -o json prints, policy set -f takes back", "[integration][cli]") {
+  GatewayFixture g;
+  std::string out, err;
+  REQUIRE(Ctl(g, {"policy", "set", "default", "-f", kExamples + "github.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g, {"-o", "json", "policy", "get", "default"}, &out, &err) == 0);
+  const std::string got = g.dir() / "got.json";
+  WriteFile(got, out);
+  REQUIRE(Ctl(g, {"policy", "set", "tenant:acme", "-f", got}, &out, &err) == 0);
+  std::string default_yaml, tenant_yaml;
+  REQUIRE(Ctl(g, {"policy", "get", "default"}, &default_yaml, &err) == 0);
+  REQUIRE(Ctl(g, {"policy", "get", "tenant:acme"}, &tenant_yaml, &err) == 0);
+  // Same digest: the same policy, byte for byte.
+  CHECK(default_yaml.substr(default_yaml.find(" digest ")) == tenant_yaml.substr(tenant_yaml.find(" digest ")));
+  // A deleted revision has no policy to set; a tampered document is checked as a policy file is.
+  REQUIRE(Ctl(g, {"policy", "delete", "tenant:acme"}, &out, &err) == 0);
+  REQUIRE(Ctl(g, {"-o", "json", "policy", "get", "tenant:acme"}, &out, &err) == 0);
+  WriteFile(got, out);
+  CHECK(Ctl(g, {"policy", "set", "tenant:other", "-f", got}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("is a deletion; there is no policy to set"));
+  REQUIRE(Ctl(g, {"-o", "json", "policy", "get", "default"}, &out, &err) == 0);
+  const size_t user = out.find("\"run_as_user\"");
+  REQUIRE(user != std::string::npos);
+  const size_t value = out.find('"', out.find(':', user) + 1);
+  out.replace(value + 1, out.find('"', value + 1) - value - 1, "root");
+  WriteFile(got, out);
+  CHECK(Ctl(g, {"policy", "set", "tenant:other", "-f", got}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("invalid_policy: process.run_as_user"));
+}
