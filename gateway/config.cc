@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "gateway/log.h"
 
 namespace osh::gateway {
 namespace {
@@ -154,6 +155,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"log_format", kGatewayTable, "text (default) or json: one JSON object a line"},
+      {"log_level", kGatewayTable, "info (default), warning or error: lines below it are dropped"},
       {"metrics_listen", kGatewayTable,
        "host:port for Prometheus metrics over HTTP (GET /metrics), e.g. 127.0.0.1:9464; unset: off"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
@@ -267,6 +270,8 @@ ConfigValues EffectiveValues(const Config& config) {
       {"admin_socket", config.admin_socket},
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
+      {"log_format", config.log_format},
+      {"log_level", config.log_level},
       {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
       {"trust_store", config.trust_store},
       {"driver_socket", config.driver_socket},
@@ -303,6 +308,10 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("admin_socket", &config.admin_socket);
   get("sandbox_socket", &config.sandbox_socket);
   get("metrics_listen", &config.metrics_listen);
+  get("log_format", &config.log_format);
+  get("log_level", &config.log_level);
+  if (auto parsed = ParseLogFormat(config.log_format); !parsed.ok()) return bad("log_format", std::string(parsed.status().message()));
+  if (auto parsed = ParseLogLevel(config.log_level); !parsed.ok()) return bad("log_level", std::string(parsed.status().message()));
   get("trust_store", &config.trust_store);
   get("driver_socket", &config.driver_socket);
   get("driver_socket_owner", &config.driver_socket_owner);

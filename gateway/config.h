@@ -23,6 +23,8 @@ struct Config {
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
   std::string metrics_listen;  // "host:port" for GET /metrics (Prometheus); "": off
+  std::string log_format = "text";  // "text" | "json"
+  std::string log_level = "info";   // "info" | "warning" | "error"
   std::vector<std::string> accepted_surfaces = {"openshell.sandbox.v1"};
   std::string trust_store;     // "": no verification
   std::string driver_socket;   // "": the builtin driver

@@ -113,6 +113,8 @@ int Run(int argc, char** argv) {
   if (!env_values.ok()) return fail(env_values.status());
   auto config = ResolveConfig(flags, *env_values, file_values, file_origins);
   if (!config.ok()) return fail(config.status());
+  SetLogFormat(*ParseLogFormat(config->log_format));  // both checked by ResolveConfig
+  SetMinimumLogLevel(*ParseLogLevel(config->log_level));
   if (check_config) return PrintConfig(*config, OriginsOf(flags, *env_values, file_values, file_origins), output);
   config->accept_state_rollback = accept_state_rollback;
 

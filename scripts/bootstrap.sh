@@ -8,7 +8,7 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libprotoc-dev
   libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libssl-dev libsqlite3-dev
-  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev
+  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libspdlog-dev
   clang libclang-rt-14-dev   # the libFuzzer targets (fuzz/) that the suite runs briefly
 )
 

@@ -7,7 +7,10 @@
 #include <cstring>
 
 #include <catch2/catch.hpp>
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <httplib.h>
+#include <sstream>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -579,4 +582,31 @@ TEST_CASE("integration: what policy get -o json prints, policy set -f takes back
   WriteFile(got, out);
   CHECK(Ctl(g, {"policy", "set", "tenant:other", "-f", got}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("invalid_policy: process.run_as_user"));
+}
+
+TEST_CASE("integration: log_format json writes one JSON object a line; log_level drops what is below it",
+          "[integration][config]") {
+  GatewayFixture g({"--log-format", "json", "--log-level", "warning"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());  // logged at info: dropped
+  CHECK(g.Stop() == 0);
+  const std::string log = g.log();
+  size_t lines = 0;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    INFO(line);
+    google::protobuf::Struct parsed;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok());
+    const auto& fields = parsed.fields();
+    REQUIRE(fields.count("level") == 1);
+    CHECK((fields.at("level").string_value() == "warning" || fields.at("level").string_value() == "error"));
+    CHECK(fields.at("logger").string_value() == "policy-gateway");
+    CHECK(fields.at("message").string_value().size() > 0);
+    CHECK_THAT(fields.at("time").string_value(), Catch::Matches(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"));
+    ++lines;
+  }
+  CHECK(lines >= 1);  // "no trust store configured" is a warning
+  CHECK_THAT(log, !Catch::Contains("\"level\":\"info\""));
+  CHECK_THAT(log, Catch::Contains("no trust store configured"));
 }

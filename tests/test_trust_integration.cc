@@ -24,6 +24,12 @@ std::string Keygen(const TempDir& dir, const std::string& name, const std::strin
 
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
 
+// A trust store's JSON (TrustStoreJson) with `key_id` listed as revoked.
+std::string WithRevoked(std::string json, const std::string& key_id) {
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"" + key_id + "\"]");
+  return json;
+}
+
 }  // namespace
 
 TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit codes", "[integration][trust][cli]") {
@@ -208,9 +214,7 @@ TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once,
 
   // Revoke the key that signed it. The builtin driver still signs with it, so the refresh tried at once
   // cannot replace it: the sandbox is refused to fetchers, with the reason, audited and shown.
-  std::string json = TrustStoreJson({{"gateway-key", pub}, {"other", other}});
-  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
-  WriteFile(trust, json);
+  WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}, {"other", other}}), "gateway-key"));
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
   CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"1\""));
@@ -256,9 +260,7 @@ TEST_CASE("trust store reload: a sandbox whose key is revoked is re-signed from 
   DriverProcess restarted(keys, "null", {OSH_NULL_DRIVER_BINARY, "--policy", policy, "--key", keys / "b.key", "--key-id",
                                          "b", "--handles-file", keys / "handles.txt"});
   restarted.Start();
-  std::string json = TrustStoreJson({{"a", a}, {"b", b}});
-  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"a\"]");
-  WriteFile(trust, json);
+  WriteFile(trust, WithRevoked(TrustStoreJson({{"a", a}, {"b", b}}), "a"));
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
   CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"0\""));
@@ -287,9 +289,7 @@ TEST_CASE("trust store reload: a burst of SIGHUPs runs at most one reload and on
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
 
-  std::string json = TrustStoreJson({{"a", a}, {"b", b}});
-  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"a\"]");
-  WriteFile(trust, json);
+  WriteFile(trust, WithRevoked(TrustStoreJson({{"a", a}, {"b", b}}), "a"));
   for (int i = 0; i < 20; ++i) {
     g.Signal(SIGHUP);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
