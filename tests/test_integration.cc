@@ -584,7 +584,7 @@ TEST_CASE("integration: what policy get -o json prints, policy set -f takes back
   CHECK_THAT(err, Catch::Contains("invalid_policy: process.run_as_user"));
 }
 
-TEST_CASE("integration: log_format json writes one JSON object a line; log_level drops what is below it",
+TEST_CASE("integration: log_format json writes one JSON object a line, and log_level drops what is below it",
           "[integration][config]") {
   GatewayFixture g({"--log-format", "json", "--log-level", "warning"});
   REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
