@@ -1,5 +1,6 @@
 // policyctl health: the gateway's gRPC health status, for probes and scripts.
 #include <iostream>
+#include <memory>
 
 #include "cli/commands.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -13,14 +14,14 @@ void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code) {
       "health",
       "Ask a gateway socket whether it is serving (gRPC health checking). Exit 0 serving, 1 not serving, "
       "2 unreachable — a missing socket or one nobody listens on fails at once");
-  static std::string service;
-  static bool sandbox = false;
-  cmd->add_option("--service", service,
+  auto service = std::make_shared<std::string>();
+  auto sandbox = std::make_shared<bool>(false);
+  cmd->add_option("--service", *service,
                   "service to ask about: \"\" (default) the socket as a whole, or e.g. "
                   "openshell.policy.gateway.v1.Admission (NOT_SERVING while the driver is down)");
-  cmd->add_flag("--sandbox", sandbox, "ask the sandbox socket instead of the admin socket");
-  cmd->callback([&options, &exit_code] {
-    const std::string& socket = sandbox ? options.sandbox_socket : options.admin_socket;
+  cmd->add_flag("--sandbox", *sandbox, "ask the sandbox socket instead of the admin socket");
+  cmd->callback([&options, &exit_code, service, sandbox] {
+    const std::string& socket = *sandbox ? options.sandbox_socket : options.admin_socket;
     auto channel = Connect(socket, options.timeout_s);
     if (!channel) {
       exit_code = kExitUsage;
@@ -28,13 +29,13 @@ void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code) {
     }
     auto stub = health_v1::Health::NewStub(channel);
     health_v1::HealthCheckRequest request;
-    request.set_service(service);
+    request.set_service(*service);
     health_v1::HealthCheckResponse response;
     auto ctx = MakeContext(options);
     if (auto status = stub->Check(ctx.get(), request, &response); !status.ok()) {
       // NOT_FOUND: the gateway does not know that service name.
       exit_code = status.error_code() == grpc::StatusCode::NOT_FOUND ? kExitUsage : ReportRpcError(status);
-      if (status.error_code() == grpc::StatusCode::NOT_FOUND) std::cerr << "error: unknown service '" << service << "'\n";
+      if (status.error_code() == grpc::StatusCode::NOT_FOUND) std::cerr << "error: unknown service '" << *service << "'\n";
       return;
     }
     const bool serving = response.status() == health_v1::HealthCheckResponse::SERVING;
