@@ -1,10 +1,5 @@
 #include "cli/cli_common.h"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -42,45 +37,23 @@ const char* CodeName(grpc::StatusCode code) {
 
 }  // namespace
 
-absl::Status CheckSocketPath(const std::string& socket_path) {
-  struct stat st {};
-  if (::stat(socket_path.c_str(), &st) != 0) {
-    return absl::UnavailableError(absl::StrCat("no socket at ", socket_path, ": ", std::strerror(errno),
-                                               " (is the gateway running? is the path right?)"));
-  }
-  if (!S_ISSOCK(st.st_mode)) return absl::UnavailableError(absl::StrCat(socket_path, " is not a socket"));
-  // A socket file nobody listens on (a gateway that died) refuses at once; say so instead of waiting.
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  const std::string absolute = std::filesystem::absolute(socket_path).lexically_normal().string();
-  if (absolute.size() >= sizeof(address.sun_path)) return absl::OkStatus();  // let gRPC say what it makes of it
-  std::memcpy(address.sun_path, absolute.c_str(), absolute.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::OkStatus();
-  const int connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
-  const int error = errno;
-  ::close(fd);
-  if (connected != 0 && (error == ECONNREFUSED || error == ENOENT)) {
-    return absl::UnavailableError(absl::StrCat("nobody is listening on ", socket_path, " (is the gateway running?)"));
-  }
-  if (connected != 0 && error == EACCES) {
-    return absl::PermissionDeniedError(absl::StrCat(socket_path, ": permission denied (run as the gateway's user)"));
-  }
-  return absl::OkStatus();
+sandbox_client::Endpoint EndpointFor(const Options& options, Api api) {
+  sandbox_client::Endpoint endpoint;
+  endpoint.unix_socket = api == Api::kAdmin ? options.admin_socket : options.sandbox_socket;
+  endpoint.server = options.server;
+  endpoint.ca_file = options.ca_file;
+  endpoint.cert_file = options.cert_file;
+  endpoint.key_file = options.key_file;
+  return endpoint;
 }
 
-std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s) {
-  if (absl::Status usable = CheckSocketPath(socket_path); !usable.ok()) {
-    std::cerr << "error: " << usable.message() << "\n";
+std::shared_ptr<grpc::Channel> Connect(const Options& options, Api api) {
+  auto channel = sandbox_client::OpenChannel(EndpointFor(options, api), std::chrono::seconds(options.timeout_s));
+  if (!channel.ok()) {
+    std::cerr << "error: " << channel.status().message() << "\n";
     return nullptr;
   }
-  const std::string target = absl::StrCat("unix:", std::filesystem::absolute(socket_path).lexically_normal().string());
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s))) {
-    std::cerr << "error: cannot connect to " << socket_path << " (is the gateway running?)\n";
-    return nullptr;
-  }
-  return channel;
+  return *std::move(channel);
 }
 
 std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle) {
@@ -116,28 +89,8 @@ absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string
 }
 
 std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(const Options& options) {
-  auto channel = Connect(options.admin_socket, options.timeout_s);
+  auto channel = Connect(options, Api::kAdmin);
   return channel ? openshell::policy::gateway::v1::PolicyGateway::NewStub(channel) : nullptr;
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot create ", temp, ": ", std::strerror(errno)));
-  int error = 0;
-  for (size_t written = 0; written < text.size() && error == 0;) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n > 0) written += static_cast<size_t>(n);
-    else if (errno != EINTR) error = errno;
-  }
-  if (error == 0 && (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0)) error = errno;
-  ::close(fd);
-  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
-  if (error != 0) {
-    ::unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
-  }
-  return absl::OkStatus();
 }
 
 std::string ToJson(const google::protobuf::Message& message, bool pretty) {

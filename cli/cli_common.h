@@ -10,6 +10,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "policy/policy_file.h"
+#include "sandbox_client/endpoint.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 namespace osh::cli {
@@ -23,24 +25,27 @@ struct Options {
   std::string output = "table";  // "table" or "json"
   std::string admin_socket;
   std::string sandbox_socket;
+  // --server host:port: the API a command uses over TCP instead of its socket (admin commands: the
+  // gateway's admin_listen; fetch/watch/report: its sandbox_listen), TLS with --ca (and --cert/--key).
+  std::string server;
+  std::string ca_file, cert_file, key_file;
   int timeout_s = 30;
   bool json() const { return output == "json"; }
 };
 
-// OK when `socket_path` is a Unix socket something listens on; UNAVAILABLE at once, naming the path,
-// when it is missing, not a socket, or refuses (nobody listening); PERMISSION_DENIED when we may not.
-absl::Status CheckSocketPath(const std::string& socket_path);
+enum class Api { kAdmin, kSandbox };
 
-// A channel to a Unix socket, connected, or nullptr after printing why (exit 2). A missing or dead
-// socket fails at once (CheckSocketPath); a live one gets `timeout_s` to answer.
-std::shared_ptr<grpc::Channel> Connect(const std::string& socket_path, int timeout_s);
+// Where `api` is reached with `options`: --server (TCP) when given, else the API's socket.
+sandbox_client::Endpoint EndpointFor(const Options& options, Api api);
+
+// A channel to `api`, connected, or nullptr after printing why (exit 2). A missing or dead socket fails
+// at once; a live one gets `timeout_s` to answer.
+std::shared_ptr<grpc::Channel> Connect(const Options& options, Api api);
 
 // A PolicyGateway stub on the admin socket, or nullptr after printing why (exit 2).
 std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(const Options& options);
 
-// Writes `text` to `path` with permission bits `mode`, atomically: a temporary file beside it, flushed
-// to disk, then renamed over `path`. On error nothing is left behind and `path` is unchanged.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode);
+using policy::WriteFileAtomically;  // files the CLI writes (keys, exports) are replaced atomically
 
 // A client context with the call deadline and, when given, the sandbox handle as bearer token.
 std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle = "");

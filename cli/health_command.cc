@@ -19,10 +19,9 @@ void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code) {
   cmd->add_option("--service", *service,
                   "service to ask about: \"\" (default) the socket as a whole, or e.g. "
                   "openshell.policy.gateway.v1.Admission (NOT_SERVING while the driver is down)");
-  cmd->add_flag("--sandbox", *sandbox, "ask the sandbox socket instead of the admin socket");
+  cmd->add_flag("--sandbox", *sandbox, "ask the sandbox API (socket, or --server) instead of the admin API");
   cmd->callback([&options, &exit_code, service, sandbox] {
-    const std::string& socket = *sandbox ? options.sandbox_socket : options.admin_socket;
-    auto channel = Connect(socket, options.timeout_s);
+    auto channel = Connect(options, *sandbox ? Api::kSandbox : Api::kAdmin);
     if (!channel) {
       exit_code = kExitUsage;
       return;

@@ -20,6 +20,19 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", options.output, "output format")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   app.add_option("--admin-socket", options.admin_socket, "admin socket (env POLICY_GATEWAY_ADMIN_SOCKET)")->capture_default_str();
   app.add_option("--sandbox-socket", options.sandbox_socket, "sandbox socket (env POLICY_GATEWAY_SANDBOX_SOCKET)")->capture_default_str();
+  auto from_env = [](const char* name, std::string* out) {
+    if (const char* value = std::getenv(name)) *out = value;
+  };
+  from_env("POLICYCTL_SERVER", &options.server);
+  from_env("POLICYCTL_CA", &options.ca_file);
+  from_env("POLICYCTL_CERT", &options.cert_file);
+  from_env("POLICYCTL_KEY", &options.key_file);
+  app.add_option("--server", options.server,
+                 "host:port of the gateway over TCP instead of a socket: its admin_listen for admin commands, its "
+                 "sandbox_listen for fetch/watch/report (env POLICYCTL_SERVER)");
+  app.add_option("--ca", options.ca_file, "PEM CA file that issued the gateway's certificate: TLS (env POLICYCTL_CA)");
+  app.add_option("--cert", options.cert_file, "PEM client certificate for mutual TLS (env POLICYCTL_CERT)");
+  app.add_option("--key", options.key_file, "PEM private key of --cert (env POLICYCTL_KEY)");
   app.add_option("--timeout", options.timeout_s, "seconds to wait for a connection and for each call")->capture_default_str();
   app.require_subcommand(1);
   app.fallthrough();  // global options may follow the subcommand

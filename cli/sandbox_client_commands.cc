@@ -1,21 +1,96 @@
-// policyctl fetch | watch | report (what a sandbox does, on the sandbox socket, with its handle).
+// policyctl fetch | watch | report: what a sandbox supervisor does, on the sandbox API (socket or
+// --server), with its handle — built on the supervisor library (sandbox_client/), so they verify and
+// report exactly as a supervisor linked with it does.
 #include <fstream>
 #include <iostream>
 
 #include <google/protobuf/struct.pb.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/commands.h"
-#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "sandbox_client/sandbox_client.h"
+#include "trust/trust_store.h"
 
 namespace osh::cli {
 namespace {
 
-namespace v1 = openshell::policy::gateway::v1;
+namespace driver_v1 = openshell::policy::driver::v1;
 
-std::unique_ptr<v1::SandboxPolicy::Stub> SandboxStub(const Options& options) {
-  auto channel = Connect(options.sandbox_socket, options.timeout_s);
-  return channel ? v1::SandboxPolicy::NewStub(channel) : nullptr;
+// The flags every sandbox-side command shares: the handle, and what to verify against.
+struct SandboxArgs {
+  std::string handle, handle_file;
+  std::string trust_store;
+  std::string sandbox_id, user_subject;
+  std::vector<std::string> attributes;
+};
+
+void AddHandleFlags(CLI::App* cmd, SandboxArgs& args) {
+  cmd->add_option("--handle-file", args.handle_file,
+                  absl::StrCat("file whose first line is the sandbox handle (default: $", sandbox_client::kHandleVariable, ")"));
+  cmd->add_option("--handle", args.handle,
+                  "the sandbox handle itself (visible to other local users in the process list: prefer --handle-file)");
+}
+
+void AddVerifyFlags(CLI::App* cmd, SandboxArgs& args) {
+  cmd->add_option("--trust-store", args.trust_store,
+                  "verify the projection end to end against this trust store (the sandbox's own copy)");
+  cmd->add_option("--sandbox-id", args.sandbox_id, "the sandbox's runtime context, which a bound projection must match");
+  cmd->add_option("--user-subject", args.user_subject, "runtime context: user subject");
+  cmd->add_option("--attr", args.attributes, "runtime context attribute key=value (repeatable)");
+}
+
+// The library client for `args`, or nullptr after printing why (exit 2).
+std::unique_ptr<sandbox_client::SandboxClient> MakeClient(const Options& options, const SandboxArgs& args,
+                                                          bool report = true) {
+  sandbox_client::ClientOptions client;
+  client.report = report;
+  client.endpoint = EndpointFor(options, Api::kSandbox);
+  client.call_timeout = std::chrono::seconds(options.timeout_s);
+  if (!args.handle.empty()) {
+    client.handle = args.handle;
+  } else {
+    auto handle = sandbox_client::ReadSandboxHandle(args.handle_file);
+    if (!handle.ok()) {
+      ReportLocalError(handle.status());
+      return nullptr;
+    }
+    client.handle = *std::move(handle);
+  }
+  if (!args.trust_store.empty()) {
+    auto store = trust::TrustStore::Load(args.trust_store);
+    if (!store.ok()) {
+      ReportLocalError(store.status());
+      return nullptr;
+    }
+    client.trust_store = std::make_shared<const trust::TrustStore>(*std::move(store));
+  }
+  if (!args.sandbox_id.empty() || !args.user_subject.empty() || !args.attributes.empty()) {
+    driver_v1::RuntimeContext context;
+    context.set_sandbox_id(args.sandbox_id);
+    context.set_user_subject(args.user_subject);
+    if (auto parsed = ParsePairs(args.attributes, "--attr", context.mutable_attributes()); !parsed.ok()) {
+      ReportLocalError(parsed);
+      return nullptr;
+    }
+    client.context = std::move(context);
+  }
+  auto connected = sandbox_client::SandboxClient::Connect(std::move(client));
+  if (!connected.ok()) {
+    ReportLocalError(connected.status());
+    return nullptr;
+  }
+  return *std::move(connected);
+}
+
+// A refusal by the gateway exits 1 (2 when it could not be reached); a failed verification exits 1.
+int ReportStatus(const absl::Status& status) {
+  return ReportRpcError(grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message())));
+}
+
+std::string Verification(const sandbox_client::VerifiedPolicy& verified, bool has_trust_store) {
+  if (!has_trust_store) return "verification none (no --trust-store)";
+  return absl::StrCat("verified by ", absl::StrJoin(verified.verified_key_ids, ", "));
 }
 
 }  // namespace
@@ -23,89 +98,102 @@ std::unique_ptr<v1::SandboxPolicy::Stub> SandboxStub(const Options& options) {
 void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_code) {
   // fetch
   {
-    auto* cmd = app.add_subcommand("fetch", "Fetch the admitted projection (protobuf JSON of openshell.policy.driver.v1.Projection)");
-    auto handle = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand(
+        "fetch", "Fetch the admitted projection (protobuf JSON of openshell.policy.driver.v1.Projection); with "
+                 "--trust-store, verify it as the sandbox would first (exit 1 if it does not pass)");
+    auto args = std::make_shared<SandboxArgs>();
     auto out = std::make_shared<std::string>();
-    cmd->add_option("--handle", *handle, "sandbox handle (from admit)")->required();
+    AddHandleFlags(cmd, *args);
+    AddVerifyFlags(cmd, *args);
     cmd->add_option("--out", *out, "write the projection to this file instead of standard output");
-    cmd->callback([&options, &exit_code, handle, out] {
-      auto stub = SandboxStub(options);
-      if (!stub) { exit_code = kExitUsage; return; }
-      openshell::policy::driver::v1::Projection projection;
-      auto ctx = MakeContext(options, *handle);
-      if (auto status = stub->GetProjection(ctx.get(), v1::GetProjectionRequest(), &projection); !status.ok()) {
-        exit_code = ReportRpcError(status);
+    cmd->callback([&options, &exit_code, args, out] {
+      auto client = MakeClient(options, *args);
+      if (!client) { exit_code = kExitUsage; return; }
+      auto projection = client->FetchUnverified();
+      if (!projection.ok()) { exit_code = ReportStatus(projection.status()); return; }
+      if (auto verified = client->Verify(*projection); !verified.ok()) {
+        std::cerr << "error: the projection does not pass verification: " << verified.status().message() << "\n";
+        exit_code = kExitRefused;
         return;
+      } else if (!args->trust_store.empty()) {
+        std::cerr << Verification(*verified, true) << "\n";
       }
-      const std::string json = ToJson(projection, /*pretty=*/true);
+      const std::string json = ToJson(*projection, /*pretty=*/true);
       if (out->empty()) {
         std::cout << json << "\n";
-      } else {
-        std::ofstream file(*out, std::ios::trunc);
-        file << json << "\n";
-        if (!file.good()) {
-          exit_code = ReportLocalError(absl::InternalError(absl::StrCat(*out, ": cannot write")));
-          return;
-        }
+      } else if (auto written = WriteFileAtomically(*out, json + "\n", 0644); !written.ok()) {
+        exit_code = ReportLocalError(written);
+        return;
       }
       exit_code = kExitOk;
     });
   }
   // watch
   {
-    auto* cmd = app.add_subcommand("watch", "Stream the admitted projection, then every newly admitted one");
-    auto handle = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand(
+        "watch", "Stream the admitted projection, then every newly admitted one, verifying each (reconnects "
+                 "with back-off; ends when the handle is revoked)");
+    auto args = std::make_shared<SandboxArgs>();
     auto count = std::make_shared<int>(0);
-    cmd->add_option("--handle", *handle, "sandbox handle (from admit)")->required();
-    cmd->add_option("--count", *count, "stop after this many projections (0: until the stream ends)");
-    cmd->callback([&options, &exit_code, handle, count] {
-      auto stub = SandboxStub(options);
-      if (!stub) { exit_code = kExitUsage; return; }
-      grpc::ClientContext ctx;  // no deadline: a watch lasts
-      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", *handle));
-      auto reader = stub->WatchProjection(&ctx, v1::WatchProjectionRequest());
-      openshell::policy::driver::v1::Projection projection;
+    auto report = std::make_shared<bool>(false);
+    AddHandleFlags(cmd, *args);
+    AddVerifyFlags(cmd, *args);
+    cmd->add_option("--count", *count, "stop after this many verified projections (0: until the stream ends)");
+    cmd->add_flag("--report", *report,
+                  "report each projection as a supervisor does: LOADED when it passes verification, FAILED with "
+                  "the reason when not");
+    cmd->callback([&options, &exit_code, args, count, report] {
+      auto client = MakeClient(options, *args, *report);
+      if (!client) { exit_code = kExitUsage; return; }
       int seen = 0;
-      while (reader->Read(&projection)) {
-        if (options.json()) std::cout << ToJson(projection) << std::endl;
-        else std::cout << "projection " << projection.policy_digest() << " version " << projection.policy_version() << std::endl;
-        if (*count > 0 && ++seen >= *count) {
-          ctx.TryCancel();
-          exit_code = kExitOk;
-          return;
-        }
-      }
-      const grpc::Status status = reader->Finish();
-      exit_code = status.ok() ? kExitOk : ReportRpcError(status);
+      auto* watching = client.get();
+      const bool verified_by_keys = !args->trust_store.empty();
+      const bool json = options.json();
+      const absl::Status ended = client->Watch(
+          [&](const sandbox_client::VerifiedPolicy& verified) {
+            if (json) {
+              std::cout << ToJson(verified.projection) << std::endl;
+            } else {
+              std::cout << "projection " << verified.digest() << " version " << verified.projection.policy_version()
+                        << " (" << Verification(verified, verified_by_keys) << ")" << std::endl;
+            }
+            if (*count > 0 && ++seen >= *count) watching->Stop();
+            return absl::OkStatus();
+          },
+          [&](const sandbox_client::WatchEvent& event) {
+            if (event.kind == sandbox_client::WatchEvent::kRejected) {
+              std::cerr << "rejected " << event.digest << ": " << event.detail << " (keeping the last good)" << std::endl;
+            } else if (event.kind == sandbox_client::WatchEvent::kDisconnected) {
+              std::cerr << "disconnected: " << event.detail << "; retrying in " << event.retry_in.count() << " ms"
+                        << std::endl;
+            } else if (event.kind == sandbox_client::WatchEvent::kReportFailed && *report) {
+              std::cerr << "report for " << event.digest << " failed: " << event.detail << std::endl;
+            }
+          });
+      exit_code = ended.ok() ? kExitOk : ReportStatus(ended);
     });
   }
   // report
   {
     auto* cmd = app.add_subcommand("report", "Report whether the sandbox loaded a projection");
-    auto handle = std::make_shared<std::string>();
+    auto args = std::make_shared<SandboxArgs>();
     auto digest = std::make_shared<std::string>();
     auto loaded = std::make_shared<bool>(false);
     auto failed = std::make_shared<std::string>();
-    cmd->add_option("--handle", *handle, "sandbox handle (from admit)")->required();
+    AddHandleFlags(cmd, *args);
     cmd->add_option("--digest", *digest, "policy digest the report is about")->required();
     auto* loaded_flag = cmd->add_flag("--loaded", *loaded, "the projection was loaded");
     auto* failed_opt = cmd->add_option("--failed", *failed, "the projection failed to load, with this message");
     loaded_flag->excludes(failed_opt);
-    cmd->callback([&options, &exit_code, handle, digest, loaded, failed, failed_opt] {
-      if (!*loaded && failed_opt->count() == 0) {
+    cmd->callback([&options, &exit_code, args, digest, loaded, failed, failed_opt] {
+      if (!*loaded && (failed_opt->count() == 0 || failed->empty())) {
         exit_code = ReportLocalError(absl::InvalidArgumentError("report: one of --loaded or --failed MSG is required"));
         return;
       }
-      auto stub = SandboxStub(options);
-      if (!stub) { exit_code = kExitUsage; return; }
-      v1::ReportPolicyStatusRequest request;
-      request.set_policy_digest(*digest);
-      request.set_status(*loaded ? v1::LOADED : v1::FAILED);
-      request.set_error(*failed);
-      v1::ReportPolicyStatusResponse response;
-      auto ctx = MakeContext(options, *handle);
-      if (auto status = stub->ReportPolicyStatus(ctx.get(), request, &response); !status.ok()) {
-        exit_code = ReportRpcError(status);
+      auto client = MakeClient(options, *args);
+      if (!client) { exit_code = kExitUsage; return; }
+      if (auto reported = client->Report(*digest, *loaded ? "" : *failed); !reported.ok()) {
+        exit_code = ReportStatus(reported);
         return;
       }
       if (options.json()) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gateway/log.h"
+#include "sandbox_client/endpoint.h"
 
 namespace osh::gateway {
 namespace {
@@ -155,6 +156,16 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"sandbox_listen", kGatewayTable,
+       "host:port to serve sandboxes over TCP with TLS as well (tls_cert, tls_key; a client certificate too "
+       "when tls_client_ca is set); without tls_cert only a loopback address, in plaintext, for development"},
+      {"admin_listen", kGatewayTable,
+       "host:port to serve the admin API over TCP with mutual TLS as well (tls_cert, tls_key and tls_client_ca "
+       "required)"},
+      {"tls_cert", kGatewayTable, "PEM certificate chain of the TCP listeners (reloaded on SIGHUP)"},
+      {"tls_key", kGatewayTable, "PEM private key of tls_cert (reloaded on SIGHUP)"},
+      {"tls_client_ca", kGatewayTable,
+       "PEM CA bundle; when set, TCP clients must present a certificate it issued (reloaded on SIGHUP)"},
       {"log_format", kGatewayTable, "text (default) or json: one JSON object a line"},
       {"log_level", kGatewayTable, "info (default), warning or error: lines below it are dropped"},
       {"metrics_listen", kGatewayTable,
@@ -227,7 +238,8 @@ absl::StatusOr<ConfigValues> ReadConfigEnvironment(const char* const* environmen
     if (!text.starts_with(kEnvPrefix)) continue;
     const size_t equals = text.find('=');
     const std::string name(text.substr(0, equals));
-    if (name == kConfigFileVariable) continue;
+    // The sandbox handle of policyctl and supervisors (sandbox_client) shares the prefix: not a setting.
+    if (name == kConfigFileVariable || name == "POLICY_GATEWAY_SANDBOX_HANDLE") continue;
     const ConfigKey* known = nullptr;
     for (const auto& key : ConfigKeys()) {
       if (EnvironmentName(key.name) == name) known = &key;
@@ -270,6 +282,11 @@ ConfigValues EffectiveValues(const Config& config) {
       {"admin_socket", config.admin_socket},
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
+      {"sandbox_listen", config.sandbox_listen},
+      {"admin_listen", config.admin_listen},
+      {"tls_cert", config.tls_cert},
+      {"tls_key", config.tls_key},
+      {"tls_client_ca", config.tls_client_ca},
       {"log_format", config.log_format},
       {"log_level", config.log_level},
       {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
@@ -308,6 +325,11 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("admin_socket", &config.admin_socket);
   get("sandbox_socket", &config.sandbox_socket);
   get("metrics_listen", &config.metrics_listen);
+  get("sandbox_listen", &config.sandbox_listen);
+  get("admin_listen", &config.admin_listen);
+  get("tls_cert", &config.tls_cert);
+  get("tls_key", &config.tls_key);
+  get("tls_client_ca", &config.tls_client_ca);
   get("log_format", &config.log_format);
   get("log_level", &config.log_level);
   if (auto parsed = ParseLogFormat(config.log_format); !parsed.ok()) return bad("log_format", std::string(parsed.status().message()));
@@ -345,6 +367,29 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (config.SqlitePath().empty()) return bad("database", "expected sqlite:<path>");
   if (config.admin_socket == config.sandbox_socket) {
     return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
+  }
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    return bad(config.tls_cert.empty() ? "tls_key" : "tls_cert", "tls_cert and tls_key go together");
+  }
+  if (!config.admin_listen.empty() && (config.tls_cert.empty() || config.tls_client_ca.empty())) {
+    return bad("admin_listen",
+               "the admin API over TCP requires mutual TLS: set tls_cert, tls_key and tls_client_ca (admin calls "
+               "change policy, and only a client certificate from tls_client_ca proves who makes them)");
+  }
+  if (!config.sandbox_listen.empty() && config.tls_cert.empty() && !sandbox_client::IsLoopbackHostPort(config.sandbox_listen)) {
+    return bad("sandbox_listen",
+               "a sandbox listener off loopback requires TLS: set tls_cert and tls_key (plaintext is allowed on a "
+               "loopback address only, for development)");
+  }
+  if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
+    return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");
+  }
+  for (const char* key : {"sandbox_listen", "admin_listen"}) {
+    const std::string& value = std::string_view(key) == "sandbox_listen" ? config.sandbox_listen : config.admin_listen;
+    const size_t colon = value.rfind(':');
+    if (!value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == value.size())) {
+      return bad(key, absl::StrCat("expected host:port, got '", value, "'"));
+    }
   }
   if (config.builtin_signing_key.empty() != config.builtin_signing_key_id.empty()) {
     return absl::InvalidArgumentError("builtin_signing_key and builtin_signing_key_id go together");

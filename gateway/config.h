@@ -22,6 +22,11 @@ struct Config {
   std::string database;        // "sqlite:<path>" (default: sqlite:<state_dir>/gateway.db)
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
+  std::string sandbox_listen;  // "host:port": SandboxPolicy over TCP with TLS too; "": Unix socket only
+  std::string admin_listen;    // "host:port": PolicyGateway over TCP with mutual TLS too; "": Unix socket only
+  std::string tls_cert;        // PEM certificate chain of both TCP listeners
+  std::string tls_key;         // its PEM private key
+  std::string tls_client_ca;   // PEM CA bundle: clients must present a certificate it issued ("": none asked)
   std::string metrics_listen;  // "host:port" for GET /metrics (Prometheus); "": off
   std::string log_format = "text";  // "text" | "json"
   std::string log_level = "info";   // "info" | "warning" | "error"

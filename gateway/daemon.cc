@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/unix_server.h"
 #include "gateway/log.h"
@@ -55,7 +56,7 @@ ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits) {
 Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, std::function<void()> on_serving) {
   std::unique_ptr<Daemon> daemon(new Daemon(config, clock));
   daemon->on_serving_ = std::move(on_serving);
-  for (int (Daemon::*step)() : {&Daemon::Build, &Daemon::StartDriver, &Daemon::Serve}) {
+  for (int (Daemon::*step)() : {&Daemon::Build, &Daemon::PrepareTls, &Daemon::StartDriver, &Daemon::Serve}) {
     if (const int exit_code = (daemon.get()->*step)(); exit_code != 0) return {nullptr, exit_code};
   }
   return {std::move(daemon), 0};
@@ -127,6 +128,26 @@ int Daemon::Build() {
                          trust_store_->threshold()));
   } else {
     LogWarning("no trust store configured: projections are admitted with verification = none");
+  }
+  return 0;
+}
+
+int Daemon::PrepareTls() {
+  if (config_.tls_cert.empty()) return 0;
+  auto credentials = TlsListenerCredentials::Create({config_.tls_cert, config_.tls_key, config_.tls_client_ca},
+                                                    config_.state_dir + "/tls");
+  if (!credentials.ok()) {
+    LogError(absl::StrCat("TLS: ", credentials.status().message()));
+    return kExitConfig;
+  }
+  tls_ = *std::move(credentials);
+  const TlsSummary& summary = tls_->initial_summary();
+  LogInfo(absl::StrCat("TLS: certificate ", summary.subject, ", valid until ",
+                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(summary.not_after_unix), absl::UTCTimeZone()),
+                       summary.client_certificates_required ? "; client certificates required (tls_client_ca)"
+                                                            : "; no client certificate asked for"));
+  if (summary.not_after_unix != 0 && summary.not_after_unix < clock_->NowUnix()) {
+    LogWarning(absl::StrCat("TLS: the certificate in ", config_.tls_cert, " has expired: clients will refuse it"));
   }
   return 0;
 }
@@ -233,8 +254,8 @@ int Daemon::Serve() {
   if (!caps.lowered.empty()) LogWarning(caps.lowered);
   const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;
   const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
-  auto listen = [this, idle_ms](const std::string& socket_path, grpc::Service* typed, grpc::CallbackGenericService* generic,
-                       size_t cap, bool sandbox, Listener* out) {
+  auto listen = [this, idle_ms](const std::string& socket_path, const std::string& tcp_listen, grpc::Service* typed,
+                                grpc::CallbackGenericService* generic, size_t cap, bool sandbox, Listener* out) {
     if (auto prepared = drivers::PrepareServerSocketPath(socket_path); !prepared.ok()) {  // private folder
       LogError(std::string(prepared.message()));
       return false;
@@ -243,11 +264,29 @@ int Daemon::Serve() {
     if (typed != nullptr) builder.RegisterService(typed);
     if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, idle_ms);  // idle peers are let go
+    int tcp_port = 0;
+    if (!tcp_listen.empty()) {
+      // Config validation guarantees: TLS whenever tls_ is set, else a loopback sandbox listener.
+      builder.AddListeningPort(tcp_listen, tls_ != nullptr ? tls_->credentials() : grpc::InsecureServerCredentials(),
+                               &tcp_port);
+    }
     out->path = std::filesystem::absolute(socket_path).lexically_normal().string();
     out->server = builder.BuildAndStart();
-    if (out->server == nullptr) {
-      LogError(absl::StrCat("cannot start the server for ", out->path));
+    if (out->server == nullptr || (!tcp_listen.empty() && tcp_port == 0)) {
+      LogError(absl::StrCat("cannot start the server for ", out->path,
+                            tcp_listen.empty() ? "" : absl::StrCat(" and ", tcp_listen, " (is the address in use?)")));
       return false;
+    }
+    if (!tcp_listen.empty()) {
+      out->tcp = absl::StrCat(tcp_listen.substr(0, tcp_listen.rfind(':')), ":", tcp_port);
+      if (tls_ != nullptr) {
+        LogInfo(absl::StrCat(sandbox ? "sandbox" : "admin", " API: listening on ", out->tcp, " with TLS",
+                             config_.tls_client_ca.empty() ? "" : " and client certificates (tls_client_ca)"));
+      } else {
+        LogWarning(absl::StrCat("sandbox API: listening on ", out->tcp,
+                                " in PLAINTEXT (loopback, no tls_cert): for development only; sandbox handles cross "
+                                "this connection unencrypted"));
+      }
     }
     UnixAcceptor::Options options;
     options.max_connections = cap;
@@ -261,8 +300,9 @@ int Daemon::Serve() {
     return true;
   };
   if (on_serving_) on_serving_();
-  if (!listen(config_.admin_socket, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
-      !listen(config_.sandbox_socket, sandbox_service_.get(), nullptr, sandbox_cap, true, &sandbox_)) {
+  if (!listen(config_.admin_socket, config_.admin_listen, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
+      !listen(config_.sandbox_socket, config_.sandbox_listen, sandbox_service_.get(), nullptr, sandbox_cap, true,
+              &sandbox_)) {
     return kExitStartup;  // the destructor stops what did start
   }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
@@ -296,7 +336,9 @@ int Daemon::Serve() {
     LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url()));
   }
   const std::string serving = absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_,
-                                           " admitted sandbox(es), admin ", admin_.path, ", sandbox ", sandbox_.path,
+                                           " admitted sandbox(es), admin ", admin_.path,
+                                           admin_.tcp.empty() ? "" : absl::StrCat(" and ", admin_.tcp), ", sandbox ", sandbox_.path,
+                                           sandbox_.tcp.empty() ? "" : absl::StrCat(" and ", sandbox_.tcp),
                                            ", database ", config_.SqlitePath());
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
@@ -376,9 +418,23 @@ void Daemon::RequestTrustStoreReload() {
     do {
       seen = reloads_requested_.load();
       core_->ReloadTrustStore().IgnoreError();  // logs and audits either way
+      ReloadTls();
     } while (reloads_requested_.fetch_sub(seen) != seen);
     NotifyReloaded("serving (trust store reloaded)");
   });
+}
+
+void Daemon::ReloadTls() {
+  if (tls_ == nullptr) return;
+  auto reloaded = tls_->Reload();
+  if (!reloaded.ok()) {
+    LogError(absl::StrCat("TLS reload failed, the last good certificate stays in use: ", reloaded.status().message()));
+    return;
+  }
+  LogInfo(absl::StrCat("TLS reloaded: certificate ", reloaded->subject, ", valid until ",
+                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(reloaded->not_after_unix),
+                                        absl::UTCTimeZone()),
+                       " (new connections use it within a second; open ones keep theirs)"));
 }
 
 void Daemon::Stop() {

@@ -31,6 +31,7 @@
 #include "gateway/metrics_server.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
+#include "gateway/tls_listener_credentials.h"
 #include "gateway/worker_pool.h"
 #include "store/clock.h"
 #include "store/store.h"
@@ -75,18 +76,22 @@ class Daemon {
     std::unique_ptr<grpc::Server> server;
     std::unique_ptr<UnixAcceptor> acceptor;  // stopped before the server
     std::string path;
+    std::string tcp;  // "host:port" actually bound, when it also listens on TCP
   };
   Daemon(const Config& config, const store::Clock* clock) : config_(config), clock_(clock) {}
   // The steps of Start, in order; each returns 0 or the exit code to end with.
   int Build();
   int StartDriver();
   int Serve();
+  // The credentials of the TCP listeners (null when there is none, or only a plaintext loopback one).
+  int PrepareTls();
   void UpdateHealth();
   std::string RenderMetrics();
   void RequestTrustStoreReload();
-  std::atomic<uint64_t> reloads_requested_{0};
+  void ReloadTls();  // part of each reload; logs either way
+  std::atomic<uint64_t> reloads_requested_{0};  // SIGHUPs not yet covered by a finished reload
   std::function<void()> on_serving_;
-  std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)  // SIGHUPs not yet covered by a finished reload
+  std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
   void SetSandboxListenerHealth(bool accepting);
   // Idempotent; safe on a daemon that started only partly.
@@ -108,6 +113,7 @@ class Daemon {
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Metrics metrics_;
+  std::unique_ptr<TlsListenerCredentials> tls_;
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
   Listener admin_, sandbox_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering

@@ -1,5 +1,9 @@
 #include "policy/policy_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -70,6 +74,26 @@ openshell::sandbox::v1::SandboxPolicy RestrictiveDefaultPolicy() {
   for (const char* p : {"/tmp", "/dev/null"}) fs->add_read_write(p);
   policy.mutable_landlock()->set_compatibility("best_effort");
   return policy;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
+  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot create ", temp, ": ", std::strerror(errno)));
+  int error = 0;
+  for (size_t written = 0; written < text.size() && error == 0;) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n > 0) written += static_cast<size_t>(n);
+    else if (errno != EINTR) error = errno;
+  }
+  if (error == 0 && (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0)) error = errno;
+  ::close(fd);
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace osh::policy

@@ -27,4 +27,8 @@ openshell::sandbox::v1::SandboxPolicy RestrictiveDefaultPolicy();
 // Reads a whole file into memory, with errors naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
+// Writes `text` to `path` with permission bits `mode`, atomically: a temporary file beside it, flushed
+// to disk, then renamed over `path`. On error nothing is left behind and `path` is unchanged.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode);
+
 }  // namespace osh::policy

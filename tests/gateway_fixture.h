@@ -168,6 +168,14 @@ inline int CtlOffline(std::vector<std::string> args, std::string* out = nullptr,
   return RunCommand(args, out, err);
 }
 
+// A new signing key "<dir>/<name>.key" (policyctl keygen); returns its public key PEM.
+inline std::string Keygen(const TempDir& dir, const std::string& name, const std::string& algorithm = "ed25519") {
+  std::string out, err;
+  REQUIRE(CtlOffline({"keygen", "--algorithm", algorithm, "--out-private", dir / (name + ".key"), "--out-public",
+                      dir / (name + ".pub")}, &out, &err) == 0);
+  return ReadFile(dir / (name + ".pub"));
+}
+
 // Runs policyctl against `g`'s sockets; returns its exit status.
 inline int Ctl(const GatewayFixture& g, std::vector<std::string> args, std::string* out = nullptr,
                std::string* err = nullptr) {

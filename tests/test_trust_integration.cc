@@ -15,13 +15,6 @@ using namespace osh::test;
 namespace {
 
 // Makes a key pair with policyctl keygen; returns the public PEM.
-std::string Keygen(const TempDir& dir, const std::string& name, const std::string& algorithm = "ed25519") {
-  std::string out, err;
-  REQUIRE(CtlOffline({"keygen", "--algorithm", algorithm, "--out-private", dir / (name + ".key"), "--out-public",
-               dir / (name + ".pub")}, &out, &err) == 0);
-  return ReadFile(dir / (name + ".pub"));
-}
-
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
 
 // A trust store's JSON (TrustStoreJson) with `key_id` listed as revoked.

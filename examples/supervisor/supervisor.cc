@@ -1,0 +1,118 @@
+// An example sandbox supervisor on the client library (sandbox_client/sandbox_client.h).
+//
+// It watches its sandbox's projection, lets the library verify each one against the supervisor's own
+// trust store and runtime context, "applies" a verified policy by writing it (protobuf JSON) to
+// --policy-out — a real supervisor would hand it to its filesystem, process and network enforcement — and
+// leaves reporting LOADED / FAILED to the library. A projection that fails verification never reaches
+// apply: the last good policy stays in force. SIGTERM or SIGINT stops it.
+//
+//   example-supervisor --socket ./var/sandbox.sock --handle-file handle --trust-store trust.json
+//                      --sandbox-id sb-1 --policy-out policy.json
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include "sandbox_client/sandbox_client.h"
+#include "trust/trust_store.h"
+
+namespace sc = osh::sandbox_client;
+
+namespace {
+
+// Writes the policy where the enforcement side picks it up: whole, or not at all.
+absl::Status Apply(const sc::VerifiedPolicy& verified, const std::string& path) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(*verified.policy, &json, options).ok()) {
+    return absl::InternalError("cannot print the policy");
+  }
+  const std::string temp = path + ".tmp";
+  std::ofstream(temp, std::ios::trunc) << json << "\n";
+  if (std::rename(temp.c_str(), path.c_str()) != 0) return absl::InternalError("cannot write " + path);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"example-supervisor: keep a sandbox's policy in force, verified end to end"};
+  sc::ClientOptions options;
+  std::string trust_store, policy_out = "policy.json", handle_file;
+  options.endpoint.unix_socket = "./var/sandbox.sock";
+  app.add_option("--socket", options.endpoint.unix_socket, "the gateway's sandbox socket")->capture_default_str();
+  app.add_option("--server", options.endpoint.server, "host:port of the gateway's sandbox_listen instead");
+  app.add_option("--ca", options.endpoint.ca_file, "CA of the gateway's certificate (TLS)");
+  app.add_option("--cert", options.endpoint.cert_file, "client certificate, if the gateway asks for one");
+  app.add_option("--key", options.endpoint.key_file, "its private key");
+  app.add_option("--handle-file", handle_file, "file holding the sandbox handle (default: $POLICY_GATEWAY_SANDBOX_HANDLE)");
+  app.add_option("--trust-store", trust_store, "the supervisor's own trust store (recommended)");
+  std::string sandbox_id;
+  app.add_option("--sandbox-id", sandbox_id, "this sandbox's id, which a bound projection must name");
+  app.add_option("--policy-out", policy_out, "where the policy in force is written")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  // Signals go to one thread, which stops the watch.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto handle = sc::ReadSandboxHandle(handle_file);
+  if (!handle.ok()) {
+    std::cerr << "error: " << handle.status().message() << "\n";
+    return 2;
+  }
+  options.handle = *handle;
+  if (!trust_store.empty()) {
+    auto store = osh::trust::TrustStore::Load(trust_store);
+    if (!store.ok()) {
+      std::cerr << "error: " << store.status().message() << "\n";
+      return 2;
+    }
+    options.trust_store = std::make_shared<const osh::trust::TrustStore>(*std::move(store));
+  }
+  if (!sandbox_id.empty()) {
+    options.context.emplace();
+    options.context->set_sandbox_id(sandbox_id);
+  }
+  auto client = sc::SandboxClient::Connect(std::move(options));
+  if (!client.ok()) {
+    std::cerr << "error: " << client.status().message() << "\n";
+    return 2;
+  }
+  std::thread stopper([&signals, watcher = client->get()] {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    watcher->Stop();
+  });
+  stopper.detach();
+
+  const absl::Status ended = (*client)->Watch(
+      [&](const sc::VerifiedPolicy& verified) { return Apply(verified, policy_out); },
+      [](const sc::WatchEvent& event) {
+        switch (event.kind) {
+          case sc::WatchEvent::kConnected: std::cerr << "connected\n"; break;
+          case sc::WatchEvent::kApplied: std::cerr << "applied " << event.digest << "\n"; break;
+          case sc::WatchEvent::kRejected:
+            std::cerr << "rejected " << event.digest << ": " << event.detail << " (last good kept)\n";
+            break;
+          case sc::WatchEvent::kDisconnected:
+            std::cerr << "disconnected (" << event.detail << "), retrying in " << event.retry_in.count() << " ms\n";
+            break;
+          case sc::WatchEvent::kReportFailed: std::cerr << "report failed: " << event.detail << "\n"; break;
+        }
+      });
+  if (!ended.ok()) {
+    std::cerr << "stopped: " << ended.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

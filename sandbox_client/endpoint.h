@@ -1,0 +1,41 @@
+// Where a gateway API is and how to reach it: a Unix socket, or host:port over TLS (server verified
+// against a CA file, with a client certificate when the gateway asks for one), or host:port in plaintext
+// on loopback for development. Shared by the sandbox client library and policyctl.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+
+namespace osh::sandbox_client {
+
+struct Endpoint {
+  std::string unix_socket;  // used when `server` is empty
+  std::string server;       // "host:port": TCP
+  std::string ca_file;      // PEM CA bundle that issued the gateway's certificate; "" with `server`: plaintext
+                            // (accepted for a loopback host only)
+  std::string cert_file;    // PEM client certificate chain (mTLS); with key_file
+  std::string key_file;
+
+  // "unix:/abs/path" or "host:port (TLS)" for messages.
+  std::string Describe() const;
+};
+
+// A channel to `endpoint`. Checks what can be checked at once — the socket exists and something listens,
+// the TLS files read, plaintext only to loopback — and returns UNAVAILABLE / INVALID_ARGUMENT naming it;
+// then waits up to `connect_timeout` for the connection (0: does not wait).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpoint,
+                                                           std::chrono::milliseconds connect_timeout);
+
+// OK when `socket_path` is a Unix socket something listens on; UNAVAILABLE at once, naming the path,
+// when it is missing, not a socket, or refuses (nobody listening); PERMISSION_DENIED when we may not.
+absl::Status CheckSocketPath(const std::string& socket_path);
+
+// Whether the host of "host:port" is a loopback address (127.0.0.0/8, [::1], localhost).
+bool IsLoopbackHostPort(const std::string& host_port);
+
+}  // namespace osh::sandbox_client

@@ -1,0 +1,137 @@
+// The client library for sandbox supervisors: fetch and watch the sandbox's admitted projection from the
+// gateway, verify it end to end before use, and report what became of it.
+//
+// Verification is the gateway's own check (SPEC §3.3, trust/projection_check.h) run again in the
+// sandbox with the sandbox's inputs: its own copy of the trust store (signatures, threshold, key windows,
+// revocation), its own runtime context (a context-bound projection must be bound to it), the surfaces it
+// accepts, expiry and, for each update, no rollback below the version in force. Without a trust store the
+// digest, surface, body, context and expiry are still checked (verification "none").
+//
+// Watch() keeps the last good projection: a pushed projection that fails verification is never handed to
+// the supervisor, and is reported FAILED with the reason; one the supervisor's `apply` refuses is reported
+// FAILED with its message; LOADED is reported only for the digest that was verified and applied. The
+// stream is re-opened after a disconnect with capped exponential back-off (with jitter); it ends for good
+// on UNAUTHENTICATED (the handle was revoked or the sandbox deleted) or on Stop().
+//
+// Thread safety: Fetch, Report and current() may be called from any thread; one Watch at a time; Stop()
+// from any thread ends it. Errors are absl::Status values naming what failed; nothing throws.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "sandbox_client/endpoint.h"
+
+namespace osh::trust {
+class TrustStore;
+}
+
+namespace osh::sandbox_client {
+
+// The environment variable a supervisor may take its handle from (never argv: it would show in ps).
+inline constexpr char kHandleVariable[] = "POLICY_GATEWAY_SANDBOX_HANDLE";
+
+// The sandbox handle from `handle_file` (its first line) when given, else from kHandleVariable.
+// INVALID_ARGUMENT naming the file or the variable when there is none or it is empty.
+absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file);
+
+struct ClientOptions {
+  Endpoint endpoint;
+  std::string handle;  // the sandbox handle (bearer token)
+  // Verification inputs. trust_store null: no signature check (verification "none").
+  std::shared_ptr<const trust::TrustStore> trust_store;
+  // The sandbox's own runtime context; when set, a context-bound projection must be bound to exactly it.
+  std::optional<openshell::policy::driver::v1::RuntimeContext> context;
+  std::vector<std::string> accepted_surfaces = {"openshell.sandbox.v1"};
+  int64_t clock_skew_s = 60;
+  std::function<int64_t()> now_unix;  // null: the system clock
+  bool report = true;  // Watch reports LOADED / FAILED for each projection it handles (false: a viewer)
+  std::chrono::milliseconds call_timeout{30000};
+  std::chrono::milliseconds initial_backoff{200};
+  std::chrono::milliseconds max_backoff{30000};
+};
+
+// A projection that passed verification, with its parsed policy.
+struct VerifiedPolicy {
+  openshell::policy::driver::v1::Projection projection;
+  std::shared_ptr<const openshell::sandbox::v1::SandboxPolicy> policy;
+  std::vector<std::string> verified_key_ids;  // empty with verification "none"
+  const std::string& digest() const { return projection.policy_digest(); }
+};
+
+// What the watch loop did, for the supervisor's log.
+struct WatchEvent {
+  enum Kind {
+    kConnected,     // the stream is open
+    kApplied,       // a verified projection was applied (and reported LOADED)
+    kRejected,      // a pushed projection failed verification or apply; the last good stays (reported FAILED)
+    kDisconnected,  // the stream ended; it is re-opened after `retry_in`
+    kReportFailed,  // a report could not be delivered (the projection stays applied)
+  };
+  Kind kind;
+  std::string digest;   // the projection concerned, if any
+  std::string detail;   // reason code and detail, or the stream's status
+  std::chrono::milliseconds retry_in{0};
+};
+
+class SandboxClient {
+ public:
+  // Opens the channel (does not wait for it; calls do, up to call_timeout). INVALID_ARGUMENT for bad
+  // options (no handle, unreadable TLS files, plaintext off loopback), UNAVAILABLE for a dead socket.
+  static absl::StatusOr<std::unique_ptr<SandboxClient>> Connect(ClientOptions options);
+
+  // Checks a projection as described above; `admitted_version`: the version in force (rollback check).
+  // FAILED_PRECONDITION "reason_code: detail" when it does not pass.
+  absl::StatusOr<VerifiedPolicy> Verify(const openshell::policy::driver::v1::Projection& projection,
+                                        std::optional<uint64_t> admitted_version = std::nullopt) const;
+
+  // GetProjection, then Verify (no rollback check). The gateway's status on a failed call; the
+  // verification failure (FAILED_PRECONDITION) when it does not pass. Does not report or apply.
+  absl::StatusOr<VerifiedPolicy> Fetch();
+  // The raw projection, unverified (for tools that show what the gateway serves).
+  absl::StatusOr<openshell::policy::driver::v1::Projection> FetchUnverified();
+
+  // ReportPolicyStatus for `digest`: LOADED when `error` is empty, else FAILED with it.
+  absl::Status Report(const std::string& digest, const std::string& error = "");
+
+  // The watch loop (see above). `apply` installs a verified policy in the sandbox and returns OK, or
+  // why it could not (reported FAILED). `on_event` may be null. Returns the status that ended it: OK
+  // after Stop(), UNAUTHENTICATED when the gateway no longer accepts the handle.
+  using ApplyFn = std::function<absl::Status(const VerifiedPolicy&)>;
+  using EventFn = std::function<void(const WatchEvent&)>;
+  absl::Status Watch(const ApplyFn& apply, const EventFn& on_event = nullptr);
+  void Stop();
+
+  // The policy in force: the last one verified and applied by Watch (null before the first).
+  std::shared_ptr<const VerifiedPolicy> current() const;
+
+ private:
+  SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  std::unique_ptr<grpc::ClientContext> CallContext() const;
+  // One projection from the stream: verify, apply, report; updates current_.
+  void Handle(const openshell::policy::driver::v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event);
+
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<openshell::policy::gateway::v1::SandboxPolicy::Stub> stub_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const VerifiedPolicy> current_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* watching_ ABSL_GUARDED_BY(mu_) = nullptr;  // the open stream's, for Stop()
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar stop_cv_;
+};
+
+}  // namespace osh::sandbox_client

@@ -1,0 +1,441 @@
+// Sandboxes on other hosts: the TLS listeners (sandbox_listen, admin_listen), policyctl --server, and
+// the supervisor client library (sandbox_client/) against the real gateway — plus, for what a real
+// gateway never serves, a misbehaving SandboxPolicy server (a real gRPC server in this process).
+#include <signal.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "sandbox_client/sandbox_client.h"
+#include "tests/gateway_fixture.h"
+#include "tests/test_pki.h"
+#include "trust/trust_store.h"
+
+namespace osh::test {
+namespace {
+
+namespace sc = osh::sandbox_client;
+
+// The host:port the gateway logged for `api` ("sandbox" or "admin").
+std::string ListenAddress(const GatewayFixture& g, const std::string& api) {
+  std::string address;
+  REQUIRE(Eventually([&] {
+    const std::string log = g.log();
+    const std::string marker = api + " API: listening on ";
+    const size_t at = log.find(marker);
+    if (at == std::string::npos) return false;
+    address = log.substr(at + marker.size());
+    address = address.substr(0, address.find(' '));
+    return true;
+  }));
+  return address;
+}
+
+std::shared_ptr<grpc::Channel> TlsChannel(const std::string& address, const CertFiles& ca, const CertFiles* client = nullptr) {
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = ReadFile(ca.cert);
+  if (client != nullptr) {
+    tls.pem_cert_chain = ReadFile(client->cert);
+    tls.pem_private_key = ReadFile(client->key);
+  }
+  return grpc::CreateChannel(address, grpc::SslCredentials(tls));
+}
+
+grpc::Status FetchOver(const std::shared_ptr<grpc::Channel>& channel, const std::string& handle, drv::Projection* out) {
+  auto stub = gw::SandboxPolicy::NewStub(channel);
+  auto context = GatewayFixture::Context(handle);
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return stub->GetProjection(context.get(), gw::GetProjectionRequest(), out);
+}
+
+// A string field of a JSON object policyctl printed ("" when absent).
+std::string JsonField(const std::string& json, const std::string& field) {
+  google::protobuf::Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(json, &doc).ok()) return "";
+  auto it = doc.fields().find(field);
+  return it == doc.fields().end() ? "" : it->second.string_value();
+}
+
+}  // namespace
+
+TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with a client certificate of tls_client_ca",
+          "[integration][tls]") {
+  TempDir pki;
+  const CertFiles ca = MakeCa(pki.path(), "ca");
+  const CertFiles server = MakeLeaf(pki.path(), "server", ca);
+  const CertFiles client = MakeLeaf(pki.path(), "client", ca);
+  const CertFiles expired = MakeLeaf(pki.path(), "expired-client", ca, -7200, -3600);
+  const CertFiles other_ca = MakeCa(pki.path(), "other-ca");
+  const CertFiles stranger = MakeLeaf(pki.path(), "stranger", other_ca);
+  GatewayFixture g({"--sandbox-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert,
+                    "--tls-key", server.key, "--tls-client-ca", ca.cert});
+  const std::string admin_address = ListenAddress(g, "admin");
+  const std::string sandbox_address = ListenAddress(g, "sandbox");
+  CHECK_THAT(g.log(), Catch::Contains("client certificates required"));
+
+  auto remote = [&](const std::vector<std::string>& tls, std::vector<std::string> args, std::string* out, std::string* err) {
+    std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--timeout", "5"};
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, out, err);
+  };
+  const std::vector<std::string> admin_tls = {"--server", admin_address, "--ca", ca.cert, "--cert", client.cert, "--key", client.key};
+  std::string out, err;
+  REQUIRE(remote(admin_tls, {"policy", "set", "default", "-f", kExamples + "github.yaml"}, &out, &err) == 0);
+  REQUIRE(remote(admin_tls, {"-o", "json", "admit", "--sandbox", "sb-1", "--subject", "alice@example.com"}, &out, &err) == 0);
+  const std::string handle = JsonField(out, "sandbox_handle");
+  const std::string digest = JsonField(out, "policy_digest");
+  REQUIRE(!handle.empty());
+
+  // Admin refused: without a client certificate, with one another CA issued, with an expired one, and
+  // to a client that does not trust the gateway's CA.
+  const std::vector<std::vector<std::string>> refused = {
+      {"--server", admin_address, "--ca", ca.cert},
+      {"--server", admin_address, "--ca", ca.cert, "--cert", stranger.cert, "--key", stranger.key},
+      {"--server", admin_address, "--ca", ca.cert, "--cert", expired.cert, "--key", expired.key},
+      {"--server", admin_address, "--ca", other_ca.cert, "--cert", client.cert, "--key", client.key},
+  };
+  for (const auto& tls : refused) {
+    INFO(absl::StrJoin(tls, " "));
+    CHECK(remote(tls, {"policy", "get", "default"}, &out, &err) == 2);
+    CHECK_THAT(err, Catch::Contains("cannot connect to " + admin_address + " (TLS)"));
+  }
+  // Plaintext to a non-loopback address is refused by the client before it connects.
+  CHECK(remote({"--server", "192.0.2.1:9"}, {"policy", "get", "default"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("TLS only"));
+
+  // The sandbox API over TLS: the handle is the credential, the client certificate an extra gate.
+  WriteFile(pki.path() / "handle", handle + "\n");
+  const std::vector<std::string> sandbox_tls = {"--server", sandbox_address, "--ca", ca.cert, "--cert", client.cert,
+                                                "--key", client.key};
+  REQUIRE(remote(sandbox_tls, {"-o", "json", "fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 0);
+  CHECK(JsonField(out, "policy_digest") == digest);
+  CHECK(remote(sandbox_tls, {"fetch", "--handle", "sbh_not_a_handle"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
+  CHECK(remote({"--server", sandbox_address, "--ca", ca.cert}, {"fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 2);
+  drv::Projection fetched;
+  CHECK(FetchOver(TlsChannel(sandbox_address, ca, &client), handle, &fetched).ok());
+  CHECK_FALSE(FetchOver(TlsChannel(sandbox_address, ca, &expired), handle, &fetched).ok());
+  // The Unix sockets serve as before.
+  CHECK(g.Fetch(handle, &fetched).ok());
+  // policyctl health over TLS.
+  CHECK(remote(sandbox_tls, {"health", "--sandbox"}, &out, &err) == 0);
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only, loudly", "[integration][tls]") {
+  TempDir dir;
+  const CertFiles ca = MakeCa(dir.path(), "ca");
+  const CertFiles server = MakeLeaf(dir.path(), "server", ca);
+  const CertFiles other = MakeLeaf(dir.path(), "other", ca);
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", server.key}, "requires mutual TLS"},
+      {{"--admin-listen", "127.0.0.1:0"}, "requires mutual TLS"},
+      {{"--sandbox-listen", "0.0.0.0:0"}, "requires TLS"},
+      {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert}, "tls_cert and tls_key go together"},
+      {{"--sandbox-listen", "127.0.0.1"}, "expected host:port"},
+      {{"--tls-cert", server.cert, "--tls-key", server.key}, "neither sandbox_listen nor admin_listen"},
+      {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", other.key}, "does not match"},
+      {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", dir.path() / "missing.pem", "--tls-key", server.key},
+       "missing.pem"},
+  };
+  for (const auto& c : cases) {
+    INFO(absl::StrJoin(c.args, " "));
+    std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", dir.path() / "var"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    std::string out, err;
+    CHECK(RunCommand(argv, &out, &err) == 2);
+    CHECK_THAT(out + err, Catch::Contains(c.says));
+    CHECK_FALSE(std::filesystem::exists(dir.path() / "var" / "sandbox.sock"));
+  }
+
+  GatewayFixture g({"--sandbox-listen", "127.0.0.1:0"});
+  const std::string address = ListenAddress(g, "sandbox");
+  CHECK_THAT(g.log(), Catch::Contains("PLAINTEXT"));
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "--server", address, "-o", "json", "fetch"}, &out, &err, "",
+                     {"POLICY_GATEWAY_SANDBOX_HANDLE=" + admitted.sandbox_handle()}) == 0);
+  CHECK(JsonField(out, "policy_digest") == admitted.policy_digest());
+  // No handle anywhere: a usage error naming where it is looked for.
+  CHECK(RunCommand({OSH_POLICYCTL_BINARY, "--server", address, "fetch"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("POLICY_GATEWAY_SANDBOX_HANDLE"));
+}
+
+TEST_CASE("TLS listeners: SIGHUP loads a new certificate, keeps the last good on a bad file, and drops no watch",
+          "[integration][tls]") {
+  TempDir pki;
+  const CertFiles ca1 = MakeCa(pki.path(), "ca1");
+  const CertFiles ca2 = MakeCa(pki.path(), "ca2");
+  const CertFiles first = MakeLeaf(pki.path(), "server1", ca1);
+  const CertFiles second = MakeLeaf(pki.path(), "server2", ca2);
+  const std::string cert = pki.path() / "tls.pem", key = pki.path() / "tls-key.pem";
+  WriteFile(cert, ReadFile(first.cert));
+  WriteFile(key, ReadFile(first.key));
+  GatewayFixture g({"--sandbox-listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key});
+  const std::string address = ListenAddress(g, "sandbox");
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  // A watch over TLS, opened with the first certificate.
+  auto watch_channel = TlsChannel(address, ca1);
+  auto watch_stub = gw::SandboxPolicy::NewStub(watch_channel);
+  grpc::ClientContext watch_context;
+  watch_context.AddMetadata("authorization", "Bearer " + admitted.sandbox_handle());
+  auto reader = watch_stub->WatchProjection(&watch_context, gw::WatchProjectionRequest());
+  drv::Projection pushed;
+  REQUIRE(reader->Read(&pushed));
+  CHECK(pushed.policy_digest() == admitted.policy_digest());
+
+  // A bad file: the reload fails, says so, and the first certificate stays in use.
+  WriteFile(cert, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n");
+  g.Signal(SIGHUP);
+  REQUIRE(Eventually([&] { return absl::StrContains(g.log(), "TLS reload failed, the last good certificate stays in use"); }));
+  drv::Projection fetched;
+  CHECK(FetchOver(TlsChannel(address, ca1), admitted.sandbox_handle(), &fetched).ok());
+
+  // The new certificate: new connections get it within a second or so; the open watch stays.
+  WriteFile(cert, ReadFile(second.cert));
+  WriteFile(key, ReadFile(second.key));
+  g.Signal(SIGHUP);
+  REQUIRE(Eventually([&] { return absl::StrContains(g.log(), "TLS reloaded: certificate CN=server2"); }));
+  REQUIRE(Eventually([&] { return FetchOver(TlsChannel(address, ca2), admitted.sandbox_handle(), &fetched).ok(); }));
+  CHECK_FALSE(FetchOver(TlsChannel(address, ca1), admitted.sandbox_handle(), &fetched).ok());
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  REQUIRE(reader->Read(&pushed));  // the stream opened before the rotation is still served
+  CHECK(pushed.policy_digest() != admitted.policy_digest());
+  watch_context.TryCancel();
+  reader->Finish();
+  CHECK(g.Stop() == 0);
+}
+
+namespace {
+
+// A SandboxPolicy server that serves what the test tells it to — a tampered projection among them —
+// and records reports. Its first watch streams the projections, then ends UNAVAILABLE; every later one
+// ends UNAVAILABLE at once (so a client reconnects, backing off further each time).
+class MisbehavingSandboxServer final : public gw::SandboxPolicy::Service {
+ public:
+  explicit MisbehavingSandboxServer(std::vector<drv::Projection> stream) : stream_(std::move(stream)) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~MisbehavingSandboxServer() override { server_->Shutdown(std::chrono::system_clock::now()); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  grpc::Status GetProjection(grpc::ServerContext*, const gw::GetProjectionRequest*, drv::Projection* out) override {
+    *out = stream_.front();
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchProjection(grpc::ServerContext*, const gw::WatchProjectionRequest*,
+                               grpc::ServerWriter<drv::Projection>* writer) override {
+    if (watches++ == 0) {
+      for (const auto& projection : stream_) writer->Write(projection);
+    }
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "test server drops the stream");
+  }
+  grpc::Status ReportPolicyStatus(grpc::ServerContext*, const gw::ReportPolicyStatusRequest* request,
+                                  gw::ReportPolicyStatusResponse*) override {
+    absl::MutexLock lock(&mu_);
+    reports_.push_back(*request);
+    return grpc::Status::OK;
+  }
+  std::vector<gw::ReportPolicyStatusRequest> reports() {
+    absl::MutexLock lock(&mu_);
+    return reports_;
+  }
+  std::atomic<int> watches{0};
+
+ private:
+  std::vector<drv::Projection> stream_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  std::vector<gw::ReportPolicyStatusRequest> reports_;
+};
+
+drv::Projection ProjectionFromJson(const std::string& json) {
+  drv::Projection projection;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json, &projection).ok());
+  return projection;
+}
+
+}  // namespace
+
+TEST_CASE("sandbox client: a tampered projection is rejected, the last good kept, FAILED reported; reconnects back off",
+          "[integration][sandbox_client]") {
+  TempDir dir;
+  const std::string a = Keygen(dir, "a");
+  WriteFile(dir / "trust.json", TrustStoreJson({{"a", a}}));
+  std::string out, err;
+  REQUIRE(CtlOffline({"sign", "--policy", kExamples + "github.yaml", "--key", dir / "a.key", "--key-id", "a", "--sandbox",
+                      "sb-1", "--subject", "alice@example.com", "--version", "2", "--out", dir / "good.json"}, &out, &err) == 0);
+  const drv::Projection good = ProjectionFromJson(ReadFile(dir / "good.json"));
+  drv::Projection tampered = good;
+  tampered.set_body(tampered.body() + "\x0a\x00");  // one more (empty) field: the bytes no longer match the digest
+  drv::Projection older = good;  // validly signed but a rollback below version 2
+  REQUIRE(CtlOffline({"sign", "--policy", kExamples + "restrictive-default.yaml", "--key", dir / "a.key", "--key-id", "a",
+                      "--sandbox", "sb-1", "--subject", "alice@example.com", "--version", "1", "--out", dir / "old.json"},
+                     &out, &err) == 0);
+  older = ProjectionFromJson(ReadFile(dir / "old.json"));
+  MisbehavingSandboxServer server({good, tampered, older});
+
+  sc::ClientOptions options;
+  options.endpoint.server = server.address();
+  options.handle = "sbh_test";
+  auto store = trust::TrustStore::Load(dir / "trust.json");
+  REQUIRE(store.ok());
+  options.trust_store = std::make_shared<const trust::TrustStore>(*std::move(store));
+  options.context = ContextFor("sb-1");
+  options.initial_backoff = std::chrono::milliseconds(20);
+  options.max_backoff = std::chrono::milliseconds(80);
+  auto client = sc::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+
+  std::vector<std::string> applied, rejected;
+  std::vector<std::chrono::milliseconds> retries;
+  const absl::Status ended = (*client)->Watch(
+      [&](const sc::VerifiedPolicy& verified) {
+        applied.push_back(verified.digest());
+        CHECK(verified.policy != nullptr);
+        CHECK(verified.verified_key_ids == std::vector<std::string>{"a"});
+        return absl::OkStatus();
+      },
+      [&](const sc::WatchEvent& event) {
+        if (event.kind == sc::WatchEvent::kRejected) rejected.push_back(event.detail);
+        if (event.kind == sc::WatchEvent::kDisconnected) {
+          retries.push_back(event.retry_in);
+          if (retries.size() == 5) (*client)->Stop();
+        }
+      });
+  CHECK(ended.ok());
+  // The good projection is applied; the tampered and the rolled-back ones are refused, never applied.
+  CHECK(applied == std::vector<std::string>{good.policy_digest()});
+  REQUIRE(rejected.size() == 2);
+  CHECK_THAT(rejected[0], Catch::StartsWith("digest_mismatch"));
+  CHECK_THAT(rejected[1], Catch::StartsWith("rollback"));
+  REQUIRE((*client)->current() != nullptr);
+  CHECK((*client)->current()->digest() == good.policy_digest());
+  // Reports: LOADED only for the verified digest, FAILED with the reason for the others.
+  const auto reports = server.reports();
+  REQUIRE(reports.size() == 3);
+  CHECK(reports[0].status() == gw::LOADED);
+  CHECK(reports[0].policy_digest() == good.policy_digest());
+  CHECK(reports[1].status() == gw::FAILED);
+  CHECK_THAT(reports[1].error(), Catch::StartsWith("digest_mismatch"));
+  for (const auto& report : reports) {
+    if (report.status() == gw::LOADED) CHECK(report.policy_digest() == good.policy_digest());
+  }
+  CHECK(reports[2].status() == gw::FAILED);
+  CHECK_THAT(reports[2].error(), Catch::StartsWith("rollback"));
+  // Back-off: doubling from 20 ms (the first stream had connected) to the 80 ms cap, each wait drawn
+  // from [half, whole] of it.
+  REQUIRE(retries.size() == 5);
+  const int64_t caps[] = {20, 40, 80, 80, 80};
+  for (size_t i = 0; i < retries.size(); ++i) {
+    INFO("retry " << i);
+    CHECK(retries[i].count() >= caps[i] / 2);
+    CHECK(retries[i].count() <= caps[i]);
+  }
+  CHECK(server.watches >= 5);
+
+  // Another trust store: the good projection itself is refused by Fetch, naming the reason.
+  const std::string b = Keygen(dir, "b");
+  WriteFile(dir / "other.json", TrustStoreJson({{"b", b}}));
+  auto other_store = trust::TrustStore::Load(dir / "other.json");
+  REQUIRE(other_store.ok());
+  options.trust_store = std::make_shared<const trust::TrustStore>(*std::move(other_store));
+  auto strict = sc::SandboxClient::Connect(options);
+  REQUIRE(strict.ok());
+  auto fetched = (*strict)->Fetch();
+  REQUIRE_FALSE(fetched.ok());
+  CHECK_THAT(std::string(fetched.status().message()), Catch::StartsWith("unknown_key"));
+  // And a context it is not bound to.
+  options.trust_store = nullptr;
+  options.context = ContextFor("sb-2");
+  auto elsewhere = sc::SandboxClient::Connect(options);
+  REQUIRE(elsewhere.ok());
+  CHECK_THAT(std::string((*elsewhere)->Fetch().status().message()), Catch::StartsWith("context_mismatch"));
+}
+
+TEST_CASE("sandbox client: against the real gateway, a projection its own trust store refuses keeps the last good",
+          "[integration][sandbox_client]") {
+  // The gateway trusts keys a and b; the sandbox only a. The driver first serves a projection signed by
+  // a, then one signed by b: the gateway admits and pushes it, the sandbox refuses it, says so, and
+  // keeps the first.
+  TempDir keys;
+  const std::string a = Keygen(keys, "a");
+  const std::string b = Keygen(keys, "b");
+  WriteFile(keys / "gateway-trust.json", TrustStoreJson({{"a", a}, {"b", b}}));
+  WriteFile(keys / "sandbox-trust.json", TrustStoreJson({{"a", a}}));
+  std::string out, err;
+  REQUIRE(CtlOffline({"sign", "--policy", kExamples + "github.yaml", "--key", keys / "a.key", "--key-id", "a", "--out",
+                      keys / "p1.json"}, &out, &err) == 0);
+  REQUIRE(CtlOffline({"sign", "--policy", kExamples + "restrictive-default.yaml", "--key", keys / "b.key", "--key-id", "b",
+                      "--out", keys / "p2.json"}, &out, &err) == 0);
+  WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p1.json") + "}");
+  DriverProcess driver(keys, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", keys / "gateway-trust.json"});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  WriteFile(keys / "handle", admitted.sandbox_handle() + "\n");
+
+  // The example supervisor, as an operator would run it.
+  const std::string policy_out = keys / "policy.json";
+  Process supervisor({OSH_EXAMPLE_SUPERVISOR_BINARY, "--socket", g.sandbox_socket(), "--handle-file", keys / "handle",
+                      "--trust-store", keys / "sandbox-trust.json", "--sandbox-id", "sb-1", "--policy-out", policy_out},
+                     keys / "supervisor.log");
+  REQUIRE(Eventually([&] { return std::filesystem::exists(policy_out); }));
+  CHECK_THAT(ReadFile(policy_out), Catch::Contains("github.com"));
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-1");
+  gw::SandboxInfo sandbox;
+  REQUIRE(Eventually([&] {
+    return g.admin().GetSandbox(GatewayFixture::Context().get(), get, &sandbox).ok() && sandbox.load_status() == gw::LOADED;
+  }));
+
+  WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p2.json") + "}");
+  gw::RefreshSandboxRequest refresh;
+  refresh.set_sandbox_id("sb-1");
+  gw::RefreshSandboxResponse refreshed;
+  REQUIRE(g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok());
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadFile(keys / "supervisor.log"), "rejected"); }));
+  CHECK_THAT(ReadFile(keys / "supervisor.log"), Catch::Contains("unknown_key"));
+  CHECK_THAT(ReadFile(policy_out), Catch::Contains("github.com"));  // the last good stays in force
+  REQUIRE(Eventually([&] {
+    return g.admin().GetSandbox(GatewayFixture::Context().get(), get, &sandbox).ok() && sandbox.load_status() == gw::FAILED;
+  }));
+  CHECK_THAT(sandbox.load_error(), Catch::Contains("unknown_key"));
+
+  // policyctl fetch verifies the same way.
+  CHECK(Ctl(g, {"fetch", "--handle-file", keys / "handle", "--trust-store", keys / "sandbox-trust.json"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("unknown_key"));
+  CHECK(Ctl(g, {"fetch", "--handle-file", keys / "handle", "--trust-store", keys / "gateway-trust.json"}, &out, &err) == 0);
+
+  // Deleting the sandbox revokes the handle: the supervisor's watch ends for good.
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  CHECK(supervisor.Wait(std::chrono::seconds(10)) == 1);
+  CHECK_THAT(ReadFile(keys / "supervisor.log"), Catch::Contains("stopped: a valid sandbox handle is required"));
+}
+
+}  // namespace osh::test
