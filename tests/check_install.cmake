@@ -22,7 +22,10 @@ set(expected
   share/doc/openshell-policy-gateway/policyctl.md
   share/doc/openshell-policy-gateway/trust-store.md
   share/openshell/examples/gateway.toml
-  lib/systemd/system/policy-gateway.service)
+  lib/systemd/system/policy-gateway.service
+  include/openshell-policy-gateway/sandbox_client/sandbox_client.h
+  lib/openshell-policy-gateway/libosh_sandbox_client.a
+  lib/pkgconfig/openshell-sandbox-client.pc)
 foreach(path ${expected})
   if(NOT EXISTS "${PREFIX}/${path}")
     message(FATAL_ERROR "not installed: ${path}")
@@ -41,5 +44,24 @@ execute_process(COMMAND "${PROTOC}" -I "${PREFIX}/share/openshell/proto" --cpp_o
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the installed protos do not compile: ${err}")
+endif()
+# The supervisor client library stands alone too: the example supervisor builds against the installed
+# headers, archives and pkg-config file only.
+set(ENV{PKG_CONFIG_PATH} "${PREFIX}/lib/pkgconfig")
+execute_process(COMMAND pkg-config --cflags --libs openshell-sandbox-client
+                RESULT_VARIABLE rc OUTPUT_VARIABLE flags ERROR_VARIABLE err OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "pkg-config openshell-sandbox-client: ${err}")
+endif()
+separate_arguments(flags UNIX_COMMAND "${flags}")
+execute_process(COMMAND c++ -std=c++20 "${SOURCE_DIR}/examples/supervisor/supervisor.cc" -o "${PREFIX}/example-supervisor"
+                        ${flags}
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the example supervisor does not build against the installed library: ${err}")
+endif()
+execute_process(COMMAND "${PREFIX}/example-supervisor" --help RESULT_VARIABLE rc OUTPUT_VARIABLE help)
+if(NOT rc EQUAL 0 OR NOT help MATCHES "--trust-store")
+  message(FATAL_ERROR "the example supervisor built against the installed library does not run (${rc})")
 endif()
 message(STATUS "install layout complete: ${PREFIX}")
