@@ -1,5 +1,6 @@
 #include "drivers/unix_server.h"
 
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -8,7 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace osh::drivers {
@@ -26,6 +29,41 @@ absl::Status EnsurePrivateDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+absl::Status EnsureGroupEnterableDir(const std::string& dir, gid_t gid) {
+  // Missing parents are made 0711: the group must pass through them to reach the socket.
+  std::filesystem::path built;
+  for (const auto& part : std::filesystem::absolute(dir).parent_path()) {
+    built /= part;
+    if (::mkdir(built.c_str(), 0711) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot create folder ", built.string(), ": ", std::strerror(errno)));
+    }
+  }
+  if (::mkdir(dir.c_str(), 0710) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create folder ", dir, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat("socket folder ", dir, " must be a folder owned by uid ", ::geteuid()));
+  }
+  if (::chown(dir.c_str(), static_cast<uid_t>(-1), gid) != 0 || ::chmod(dir.c_str(), 0710) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("socket folder ", dir, ": cannot give it to group ", gid, " with mode 0710: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<gid_t> ResolveGroup(const std::string& group) {
+  uint32_t gid = 0;
+  if (absl::SimpleAtoi(group, &gid)) return static_cast<gid_t>(gid);
+  std::vector<char> buffer(16384);
+  ::group entry{};
+  ::group* found = nullptr;
+  if (::getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("no group named '", group, "'"));
+  }
+  return found->gr_gid;
+}
+
 absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folder) {
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::FailedPreconditionError(absl::StrCat("socket path too long (max ", sizeof(sockaddr_un::sun_path) - 1, "): ", path));
@@ -36,6 +74,11 @@ absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folde
   }
   struct stat dir_st;
   if (::stat(dir.c_str(), &dir_st) != 0) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", dir));
+  if (folder == SocketFolder::kGroupEnterable &&
+      (dir_st.st_uid != ::geteuid() || (dir_st.st_mode & 067) != 0 || (dir_st.st_mode & 0010) == 0)) {
+    return absl::FailedPreconditionError(absl::StrCat("socket folder ", dir, " must be owned by uid ", ::geteuid(),
+                                                      ", enterable by its group and closed to others (chmod 710 it)"));
+  }
   if (folder == SocketFolder::kPrivate && (dir_st.st_uid != ::geteuid() || (dir_st.st_mode & 077) != 0)) {
     return absl::FailedPreconditionError(absl::StrCat("socket folder ", dir, " must be owned by uid ", ::geteuid(),
                                                       " and not accessible to group or others (chmod 700 it)"));

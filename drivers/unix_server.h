@@ -4,6 +4,8 @@
 // own, 0700); a driver's folder need not be (the gateway, maybe another user, must reach the socket).
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
 
@@ -17,6 +19,7 @@ namespace osh::drivers {
 enum class SocketFolder {
   kPrivate,  // created 0700 if missing; must be owned by this user and closed to group and others
   kAsIs,     // must exist; its permissions are the operator's choice
+  kGroupEnterable,  // already made by EnsureGroupEnterableDir: ours, 0710 (its group may enter, not list)
 };
 
 // Makes `path` ready for a server to bind (see above). FAILED_PRECONDITION naming the path otherwise
@@ -30,5 +33,13 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string&
 
 // Creates `dir` (and parents) if missing, with mode 0700 for what it creates.
 absl::Status EnsurePrivateDir(const std::string& dir);
+
+// Makes `dir` a folder `gid` may enter but not list or write: created if missing, owned by this user,
+// group `gid`, mode 0710 (missing parents are created 0711; existing ones must let the group through).
+// FAILED_PRECONDITION naming it when it is someone else's.
+absl::Status EnsureGroupEnterableDir(const std::string& dir, gid_t gid);
+
+// A group by name or number; INVALID_ARGUMENT naming it when there is none.
+absl::StatusOr<gid_t> ResolveGroup(const std::string& group);
 
 }  // namespace osh::drivers

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -156,6 +157,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"sandbox_socket_group", kGatewayTable,
+       "group (name or gid) whose members may connect to the sandbox socket: it becomes 0660, in a folder of its "
+       "own made 0710 for that group (sandbox_socket must not share state_dir's folder); unset: 0600"},
       {"sandbox_listen", kGatewayTable,
        "host:port to serve sandboxes over TCP with TLS as well (tls_cert, tls_key; a client certificate too "
        "when tls_client_ca is set); without tls_cert only a loopback address, in plaintext, for development"},
@@ -282,6 +286,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"admin_socket", config.admin_socket},
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
+      {"sandbox_socket_group", config.sandbox_socket_group},
       {"sandbox_listen", config.sandbox_listen},
       {"admin_listen", config.admin_listen},
       {"tls_cert", config.tls_cert},
@@ -325,6 +330,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("admin_socket", &config.admin_socket);
   get("sandbox_socket", &config.sandbox_socket);
   get("metrics_listen", &config.metrics_listen);
+  get("sandbox_socket_group", &config.sandbox_socket_group);
   get("sandbox_listen", &config.sandbox_listen);
   get("admin_listen", &config.admin_listen);
   get("tls_cert", &config.tls_cert);
@@ -367,6 +373,16 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (config.SqlitePath().empty()) return bad("database", "expected sqlite:<path>");
   if (config.admin_socket == config.sandbox_socket) {
     return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
+  }
+  if (!config.sandbox_socket_group.empty()) {
+    auto folder = [](const std::string& path) { return std::filesystem::absolute(path).lexically_normal().parent_path(); };
+    const auto sandbox_folder = folder(config.sandbox_socket);
+    if (sandbox_folder == folder(config.admin_socket) || sandbox_folder == folder(config.SqlitePath()) ||
+        sandbox_folder == std::filesystem::absolute(config.state_dir).lexically_normal()) {
+      return bad("sandbox_socket_group",
+                 absl::StrCat("needs sandbox_socket in a folder of its own (the group will be let into it), not ",
+                              sandbox_folder.string(), ", which holds the admin socket or the database"));
+    }
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return bad(config.tls_cert.empty() ? "tls_key" : "tls_cert", "tls_cert and tls_key go together");

@@ -22,6 +22,7 @@ struct Config {
   std::string database;        // "sqlite:<path>" (default: sqlite:<state_dir>/gateway.db)
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
+  std::string sandbox_socket_group;  // "": the sandbox socket is 0600; else 0660 for this group (its own folder)
   std::string sandbox_listen;  // "host:port": SandboxPolicy over TCP with TLS too; "": Unix socket only
   std::string admin_listen;    // "host:port": PolicyGateway over TCP with mutual TLS too; "": Unix socket only
   std::string tls_cert;        // PEM certificate chain of both TCP listeners

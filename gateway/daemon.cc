@@ -256,7 +256,24 @@ int Daemon::Serve() {
   const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
   auto listen = [this, idle_ms](const std::string& socket_path, const std::string& tcp_listen, grpc::Service* typed,
                                 grpc::CallbackGenericService* generic, size_t cap, bool sandbox, Listener* out) {
-    if (auto prepared = drivers::PrepareServerSocketPath(socket_path); !prepared.ok()) {  // private folder
+    std::optional<gid_t> group;
+    if (sandbox && !config_.sandbox_socket_group.empty()) {
+      auto gid = drivers::ResolveGroup(config_.sandbox_socket_group);
+      if (!gid.ok()) {
+        LogError(absl::StrCat("sandbox_socket_group: ", gid.status().message()));
+        return false;
+      }
+      group = *gid;
+      const std::string folder = std::filesystem::absolute(socket_path).lexically_normal().parent_path().string();
+      if (auto made = drivers::EnsureGroupEnterableDir(folder, *group); !made.ok()) {
+        LogError(std::string(made.message()));
+        return false;
+      }
+    }
+    if (auto prepared = drivers::PrepareServerSocketPath(socket_path, group.has_value()
+                                                                          ? drivers::SocketFolder::kGroupEnterable
+                                                                          : drivers::SocketFolder::kPrivate);
+        !prepared.ok()) {
       LogError(std::string(prepared.message()));
       return false;
     }
@@ -290,6 +307,11 @@ int Daemon::Serve() {
     }
     UnixAcceptor::Options options;
     options.max_connections = cap;
+    options.group = group;
+    if (group.has_value()) {
+      LogInfo(absl::StrCat("sandbox socket ", out->path, ": 0660 for group ", config_.sandbox_socket_group, " (gid ",
+                           *group, ")"));
+    }
     if (sandbox) options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting); };
     auto acceptor = UnixAcceptor::Start(out->path, out->server.get(), std::move(options));
     if (!acceptor.ok()) {

@@ -39,7 +39,16 @@ absl::StatusOr<std::unique_ptr<UnixAcceptor>> UnixAcceptor::Start(const std::str
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ", std::strerror(error)));
   }
-  ::chmod(path.c_str(), 0600);
+  if (options.group.has_value()) {
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), *options.group) != 0 || ::chmod(path.c_str(), 0660) != 0) {
+      const int error = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return absl::UnavailableError(absl::StrCat("cannot give ", path, " to group ", *options.group, ": ", std::strerror(error)));
+    }
+  } else {
+    ::chmod(path.c_str(), 0600);
+  }
   const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake < 0) {
     ::close(fd);

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,8 +31,10 @@ class UnixAcceptor {
   struct Options {
     size_t max_connections = 1024;
     std::function<void(bool accepting)> on_state;  // called from the acceptor's thread; may be empty
+    std::optional<gid_t> group;  // set: the socket is 0660 and owned by this group (else 0600)
   };
-  // Binds `path` (already prepared: see drivers::PrepareServerSocketPath) with mode 0600 and starts
+  // Binds `path` (already prepared: see drivers::PrepareServerSocketPath) with mode 0600 (0660 for
+  // `options.group`) and starts
   // accepting for `server` (started, and outliving the acceptor). UNAVAILABLE naming the path on failure.
   static absl::StatusOr<std::unique_ptr<UnixAcceptor>> Start(const std::string& path, grpc::Server* server,
                                                              Options options);

@@ -1,7 +1,13 @@
 // Sandboxes on other hosts: the TLS listeners (sandbox_listen, admin_listen), policyctl --server, and
 // the supervisor client library (sandbox_client/) against the real gateway — plus, for what a real
 // gateway never serves, a misbehaving SandboxPolicy server (a real gRPC server in this process).
+#include <grp.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -436,6 +442,70 @@ TEST_CASE("sandbox client: against the real gateway, a projection its own trust 
   REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
   CHECK(supervisor.Wait(std::chrono::seconds(10)) == 1);
   CHECK_THAT(ReadFile(keys / "supervisor.log"), Catch::Contains("stopped: a valid sandbox handle is required"));
+}
+
+}  // namespace osh::test
+
+namespace osh::test {
+namespace {
+
+// Whether a process with only group `gid` (as user nobody, when we are root) may connect to `path`.
+bool CanConnectAs(gid_t gid, const std::string& path) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const gid_t groups[] = {gid};
+    if (::setgroups(1, groups) != 0 || ::setgid(gid) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    ::_exit(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) != 3);
+  return WEXITSTATUS(status) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("sandbox_socket_group opens the sandbox socket to one group of local supervisors, and only to it",
+          "[integration][socket]") {
+  TempDir dir;
+  // As root the test proves it with another user; otherwise it checks the modes with our own group.
+  const bool root = ::geteuid() == 0;
+  const gid_t group = root ? 54321 : ::getegid();
+  const std::string state = dir.path() / "var", shared = dir.path() / "run" / "sandbox";
+  const std::string socket = shared + "/sandbox.sock";
+  REQUIRE(::chmod(dir.path().c_str(), 0711) == 0);  // as /run is: others may pass through
+  std::string out, err;
+  // Beside the database and the admin socket it is refused: the group would be let into that folder.
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", state, "--sandbox-socket-group", std::to_string(group)}, &out, &err) == 2);
+  CHECK_THAT(out + err, Catch::Contains("needs sandbox_socket in a folder of its own"));
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", state, "--sandbox-socket", socket, "--sandbox-socket-group",
+                    "no-such-group-here"}, &out, &err) == 1);
+  CHECK_THAT(out + err, Catch::Contains("no group named 'no-such-group-here'"));
+
+  Process gateway({OSH_GATEWAY_BINARY, "--state-dir", state, "--sandbox-socket", socket, "--sandbox-socket-group",
+                   std::to_string(group)}, dir.path() / "gateway.log");
+  REQUIRE(WaitForSocket(socket));
+  struct stat st {};
+  REQUIRE(::stat(socket.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0660);
+  CHECK(st.st_gid == group);
+  REQUIRE(::stat(shared.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0710);
+  CHECK(st.st_gid == group);
+  REQUIRE(::stat((state + "/admin.sock").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);  // the admin socket stays private
+  if (root) {
+    CHECK(CanConnectAs(group, socket));
+    CHECK_FALSE(CanConnectAs(group + 1, socket));
+    CHECK_FALSE(CanConnectAs(group, state + "/admin.sock"));
+  }
+  gateway.Signal(SIGTERM);
+  CHECK(gateway.Wait() == 0);
 }
 
 }  // namespace osh::test
