@@ -5,6 +5,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "policy/policy_file.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 namespace osh::cli {
@@ -115,6 +116,38 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
       }
       if (options.json()) std::cout << ToJson(response) << "\n";
       else PrintSandbox(response);
+      exit_code = kExitOk;
+    });
+  }
+  // show
+  {
+    auto* cmd = app.add_subcommand(
+        "show", "Show the policy a sandbox enforces, as YAML, with its digest, version, signing keys and verification");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("--sandbox", *id, "sandbox id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      auto stub = AdminStub(options);
+      if (!stub) { exit_code = kExitUsage; return; }
+      v1::GetSandboxRequest request;
+      request.set_sandbox_id(*id);
+      request.set_include_policy(true);
+      v1::SandboxInfo response;
+      auto ctx = MakeContext(options);
+      if (auto status = stub->GetSandbox(ctx.get(), request, &response); !status.ok()) {
+        exit_code = ReportRpcError(status);
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::cout << "# sandbox " << *id << "\n# digest " << response.policy_digest() << "\n# version "
+                  << response.policy_version() << "\n# verification " << response.verification()
+                  << (response.signing_key_ids().empty() ? std::string()
+                                                         : " by " + absl::StrJoin(response.signing_key_ids(), ", "))
+                  << "\n# load status " << LoadName(response.load_status())
+                  << (response.load_error().empty() ? "" : ": " + response.load_error()) << "\n"
+                  << policy::PolicyToYaml(response.policy());
+      }
       exit_code = kExitOk;
     });
   }

@@ -91,7 +91,9 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   namespace v1 = gateway_v1;
   Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
   Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
-  Add<v1::GetSandboxRequest, v1::SandboxInfo>("GetSandbox", [core](const auto& r) { return core->GetSandbox(r.sandbox_id()); });
+  Add<v1::GetSandboxRequest, v1::SandboxInfo>("GetSandbox", [core](const auto& r) {
+    return core->GetSandbox(r.sandbox_id(), r.include_policy());
+  });
   Add<v1::ListSandboxesRequest, v1::ListSandboxesResponse>("ListSandboxes", [core](const auto& r) { return core->ListSandboxes(r); });
   Add<v1::RefreshSandboxRequest, v1::RefreshSandboxResponse>("RefreshSandbox", [core](const auto& r) { return core->Refresh(r.sandbox_id()); });
   Add<v1::SetPolicyRequest, v1::PolicyRevision>("SetPolicy", [core](const auto& r) { return core->SetPolicy(r); });

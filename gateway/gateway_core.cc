@@ -357,10 +357,14 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
 
 void GatewayCore::DeliverPendingReleases() { handles_.DeliverQueued(); }
 
-absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::string& sandbox_id) const {
+absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::string& sandbox_id, bool include_policy) const {
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
-  return InfoFrom(*snapshot);
+  gateway_v1::SandboxInfo info = InfoFrom(*snapshot);
+  if (include_policy && !info.mutable_policy()->ParseFromString(snapshot->record.envelope->body())) {
+    return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
+  }
+  return info;
 }
 
 absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(

@@ -64,7 +64,8 @@ class GatewayCore {
 
   absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
   absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
-  absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id) const;
+  // `include_policy`: also the enforced policy, parsed from the admitted body.
+  absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id, bool include_policy = false) const;
   absl::StatusOr<gateway_v1::ListSandboxesResponse> ListSandboxes(const gateway_v1::ListSandboxesRequest& request) const;
   absl::StatusOr<gateway_v1::RefreshSandboxResponse> Refresh(const std::string& sandbox_id);
 
