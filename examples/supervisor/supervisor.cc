@@ -7,12 +7,13 @@
 // apply: the last good policy stays in force. SIGTERM or SIGINT stops it.
 //
 //   example-supervisor --socket ./var/sandbox.sock --handle-file handle --trust-store trust.json
-//                      --sandbox-id sb-1 --policy-out policy.json
+//                      --sandbox-id sb-1 --user-subject alice@example.com --policy-out policy.json
 #include <signal.h>
 
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <vector>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -53,8 +54,11 @@ int main(int argc, char** argv) {
   app.add_option("--key", options.endpoint.key_file, "its private key");
   app.add_option("--handle-file", handle_file, "file holding the sandbox handle (default: $POLICY_GATEWAY_SANDBOX_HANDLE)");
   app.add_option("--trust-store", trust_store, "the supervisor's own trust store (recommended)");
-  std::string sandbox_id;
-  app.add_option("--sandbox-id", sandbox_id, "this sandbox's id, which a bound projection must name");
+  std::string sandbox_id, user_subject;
+  std::vector<std::string> attributes;
+  app.add_option("--sandbox-id", sandbox_id, "this sandbox's runtime context, to which a bound projection must be bound");
+  app.add_option("--user-subject", user_subject, "runtime context: the user subject");
+  app.add_option("--attr", attributes, "runtime context: an attribute, key=value (repeatable)");
   app.add_option("--policy-out", policy_out, "where the policy in force is written")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -82,6 +86,15 @@ int main(int argc, char** argv) {
   if (!sandbox_id.empty()) {
     options.context.emplace();
     options.context->set_sandbox_id(sandbox_id);
+    options.context->set_user_subject(user_subject);
+    for (const std::string& pair : attributes) {
+      const size_t equals = pair.find('=');
+      if (equals == std::string::npos || equals == 0) {
+        std::cerr << "error: --attr " << pair << ": expected key=value\n";
+        return 2;
+      }
+      (*options.context->mutable_attributes())[pair.substr(0, equals)] = pair.substr(equals + 1);
+    }
   }
   auto client = sc::SandboxClient::Connect(std::move(options));
   if (!client.ok()) {
