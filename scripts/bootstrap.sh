@@ -9,6 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libssl-dev libsqlite3-dev
   libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libspdlog-dev
+  help2man   # man pages generated from each program's --help
   clang libclang-rt-14-dev   # the libFuzzer targets (fuzz/) that the suite runs briefly
 )
 

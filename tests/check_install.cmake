@@ -25,7 +25,10 @@ set(expected
   lib/systemd/system/policy-gateway.service
   include/openshell-policy-gateway/sandbox_client/sandbox_client.h
   lib/openshell-policy-gateway/libosh_sandbox_client.a
-  lib/pkgconfig/openshell-sandbox-client.pc)
+  lib/pkgconfig/openshell-sandbox-client.pc
+  share/man/man8/policy-gateway.8
+  share/man/man1/policyctl.1
+  share/bash-completion/completions/policyctl)
 foreach(path ${expected})
   if(NOT EXISTS "${PREFIX}/${path}")
     message(FATAL_ERROR "not installed: ${path}")
@@ -44,6 +47,15 @@ execute_process(COMMAND "${PROTOC}" -I "${PREFIX}/share/openshell/proto" --cpp_o
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the installed protos do not compile: ${err}")
+endif()
+# The man pages carry the programs' own options; the completion script is valid bash.
+file(READ "${PREFIX}/share/man/man1/policyctl.1" page)
+if(NOT page MATCHES "--server" OR NOT page MATCHES "SEE ALSO")
+  message(FATAL_ERROR "policyctl.1 lacks the options or SEE ALSO")
+endif()
+execute_process(COMMAND bash -n "${PREFIX}/share/bash-completion/completions/policyctl" RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the bash completion does not parse: ${err}")
 endif()
 # The supervisor client library stands alone too: the example supervisor builds against the installed
 # headers, archives and pkg-config file only.

@@ -1,0 +1,59 @@
+// The deployment files in deploy/ are well-formed: the Kubernetes manifests parse as YAML with the kinds
+// and references they need, and the gateway configuration they embed (and the example gateway.toml)
+// resolves as the gateway would resolve it.
+#include <catch2/catch.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+#include <string>
+
+#include "gateway/config.h"
+#include "policy/policy_file.h"
+
+namespace osh::test {
+
+TEST_CASE("deploy: the Kubernetes manifests parse and their gateway.toml resolves", "[deploy]") {
+  const std::string path = std::string(OSH_SOURCE_DIR) + "/deploy/kubernetes/policy-gateway.yaml";
+  std::vector<YAML::Node> documents;
+  REQUIRE_NOTHROW(documents = YAML::LoadAllFromFile(path));
+  std::set<std::string> kinds;
+  std::string config_text;
+  for (const auto& document : documents) {
+    REQUIRE(document["apiVersion"]);
+    REQUIRE(document["metadata"]["name"]);
+    kinds.insert(document["kind"].as<std::string>());
+    if (document["kind"].as<std::string>() == "ConfigMap") config_text = document["data"]["gateway.toml"].as<std::string>();
+    if (document["kind"].as<std::string>() == "StatefulSet") {
+      const auto pod = document["spec"]["template"]["spec"];
+      CHECK(pod["securityContext"]["runAsNonRoot"].as<bool>());
+      CHECK(document["spec"]["replicas"].as<int>() == 1);  // SQLite: one gateway per database
+      std::set<std::string> volumes;
+      for (const auto& volume : pod["volumes"]) volumes.insert(volume["name"].as<std::string>());
+      for (const auto& mount : pod["containers"][0]["volumeMounts"]) {
+        const std::string name = mount["name"].as<std::string>();
+        INFO(name);
+        CHECK((volumes.count(name) == 1 || name == "state"));  // state: the volume claim template
+      }
+    }
+  }
+  CHECK(kinds == std::set<std::string>{"ConfigMap", "StatefulSet", "Service"});
+  REQUIRE(!config_text.empty());
+  gateway::ConfigOrigins origins;
+  auto values = gateway::ParseConfigText(config_text, "policy-gateway.yaml gateway.toml", &origins);
+  REQUIRE(values.ok());
+  auto config = gateway::ResolveConfig({}, {}, *values, origins);
+  INFO(config.status().message());
+  REQUIRE(config.ok());
+  CHECK(!config->admin_listen.empty());
+  CHECK(!config->tls_client_ca.empty());
+}
+
+TEST_CASE("deploy: the example gateway.toml resolves", "[deploy]") {
+  const std::string path = std::string(OSH_SOURCE_DIR) + "/deploy/gateway.toml";
+  gateway::ConfigOrigins origins;
+  auto values = gateway::ReadConfigFile(path, &origins);
+  REQUIRE(values.ok());
+  CHECK(gateway::ResolveConfig({}, {}, *values, origins).ok());
+}
+
+}  // namespace osh::test
