@@ -1,5 +1,7 @@
 #include "gateway/admin_service.h"
 
+#include "store/audit_actor.h"
+
 #include <set>
 
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -31,8 +33,11 @@ std::string Flatten(const grpc::ByteBuffer& buffer) {
 class UnaryReactor final : public grpc::ServerGenericBidiReactor {
  public:
   // `metrics` may be null; `method` is the RPC's name ("AdmitSandbox") for it.
-  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool, Metrics* metrics, std::string method)
-      : handler_(handler), pool_(pool), metrics_(metrics), method_(std::move(method)), started_(absl::Now()) {
+  // `actor`: who calls (AdminService::CallerIdentity), recorded on the audit events the call causes.
+  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool, Metrics* metrics, std::string method,
+               std::string actor)
+      : handler_(handler), pool_(pool), metrics_(metrics), method_(std::move(method)), actor_(std::move(actor)),
+        started_(absl::Now()) {
     StartRead(&request_);
   }
   void OnReadDone(bool ok) override {
@@ -42,7 +47,11 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
     }
     pool_->Submit([this] {
       std::string response;
-      const absl::Status status = (*handler_)(Flatten(request_), &response);
+      absl::Status status;
+      {
+        store::AuditActorScope actor(actor_);
+        status = (*handler_)(Flatten(request_), &response);
+      }
       if (metrics_ != nullptr) metrics_->ObserveAdminCall(method_, status, absl::Now() - started_);
       if (!status.ok()) {
         Finish(ToGrpc(status));
@@ -60,6 +69,7 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
   WorkerPool* pool_;
   Metrics* metrics_;
   const std::string method_;
+  const std::string actor_;
   const absl::Time started_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
@@ -132,7 +142,10 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   const std::string& method = context->method();
   // The gate first: deny by default, whatever the method is.
   if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
-    pool_->Submit([core = core_, method] { core->RecordMutationRefused(method); });
+    pool_->Submit([core = core_, method, actor = caller_identity_ ? caller_identity_(*context) : ""] {
+      store::AuditActorScope scope(actor);
+      core->RecordMutationRefused(method);
+    });
     return new RefusedReactor(ToGrpc(gate));
   }
   auto handler = handlers_.find(method);
@@ -144,7 +157,8 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
                                                      absl::StrCat(kServicePrefix, "RefreshSandbox"),
                                                      absl::StrCat(kServicePrefix, "ReloadTrustStore")};
   return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_,
-                          method.substr(std::string_view(kServicePrefix).size()));
+                          method.substr(std::string_view(kServicePrefix).size()),
+                          caller_identity_ ? caller_identity_(*context) : "");
 }
 
 }  // namespace osh::gateway

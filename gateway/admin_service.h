@@ -32,6 +32,11 @@ class AdminService final : public grpc::CallbackGenericService {
   // outlive the service). Call before serving.
   void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
+  // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
+  // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
+  using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
+  void SetCallerIdentity(CallerIdentity identity) { caller_identity_ = std::move(identity); }
+
   // The serialized request -> serialized response, or an error.
   using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
 
@@ -48,6 +53,7 @@ class AdminService final : public grpc::CallbackGenericService {
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
   Metrics* metrics_ = nullptr;
+  CallerIdentity caller_identity_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
 };
 

@@ -9,6 +9,8 @@
 
 #include <grpcpp/health_check_service_interface.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -240,6 +242,24 @@ int Daemon::Serve() {
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
   admin_service_->SetMetrics(&metrics_);
+  // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
+  // the client certificate's subject on admin_listen.
+  admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {
+    const std::string peer = context.peer();
+    if (absl::StartsWith(peer, "fd:") && admin_.acceptor != nullptr) {
+      int fd = -1;
+      if (absl::SimpleAtoi(peer.substr(3), &fd)) {
+        if (auto uid = admin_.acceptor->PeerUid(fd)) return absl::StrCat("uid:", *uid);
+      }
+    }
+    if (auto auth = context.auth_context(); auth != nullptr) {
+      for (const char* property : {"x509_subject", "x509_common_name"}) {
+        const auto values = auth->FindPropertyValues(property);
+        if (!values.empty()) return absl::StrCat("x509:", std::string(values.front().data(), values.front().size()));
+      }
+    }
+    return peer;
+  });
   sandbox_service_->SetMetrics(&metrics_);
   if (remote_ != nullptr) {
     remote_->SetCallObserver([this](const char* method, grpc::StatusCode code, absl::Duration took) {

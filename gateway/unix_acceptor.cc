@@ -127,8 +127,25 @@ void UnixAcceptor::Run() {
     }
     handed_.push_back({fd, st.st_ino});
     open_ = handed_.size();
+    ucred peer{};
+    socklen_t peer_size = sizeof(peer);
+    {
+      absl::MutexLock lock(&peers_mu_);
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) == 0) {
+        peer_uids_[fd] = peer.uid;
+      } else {
+        peer_uids_.erase(fd);
+      }
+    }
     grpc::AddInsecureChannelFromFd(server_, fd);  // the server owns the descriptor from here
   }
+}
+
+std::optional<uid_t> UnixAcceptor::PeerUid(int fd) const {
+  absl::MutexLock lock(&peers_mu_);
+  auto it = peer_uids_.find(fd);
+  if (it == peer_uids_.end()) return std::nullopt;
+  return it->second;
 }
 
 size_t RaiseDescriptorLimit() {

@@ -22,7 +22,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace osh::gateway {
 
@@ -41,6 +43,9 @@ class UnixAcceptor {
   ~UnixAcceptor();  // stops accepting, closes the listening socket and removes its file
 
   size_t open_connections() const { return open_.load(); }
+  // The uid of the peer on an accepted connection, by its descriptor (gRPC names such a peer "fd:<n>");
+  // nullopt for a descriptor this acceptor did not hand over. Thread-safe.
+  std::optional<uid_t> PeerUid(int fd) const;
   bool accepting() const { return accepting_.load(); }
 
  private:
@@ -58,6 +63,8 @@ class UnixAcceptor {
   grpc::Server* const server_;
   const Options options_;
   std::vector<Handed> handed_;  // the acceptor thread's own
+  mutable absl::Mutex peers_mu_;
+  absl::flat_hash_map<int, uid_t> peer_uids_ ABSL_GUARDED_BY(peers_mu_);  // by descriptor, set as each is accepted
   std::atomic<size_t> open_{0};
   std::atomic<bool> accepting_{true};
   std::thread thread_;

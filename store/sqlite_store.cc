@@ -5,6 +5,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "store/audit_actor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -108,6 +109,11 @@ CREATE TABLE ceiling (
     // re-acquires exactly that handle.
     R"sql(
 ALTER TABLE pending_releases ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+)sql",
+    // 7: who caused each audit event (the admin caller); '' for events of the gateway itself and for
+    // every event written before, which hash as they always did.
+    R"sql(
+ALTER TABLE audit_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
 )sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
@@ -256,7 +262,7 @@ SqliteStore::CommitCounters SqliteStore::commit_counters() const {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status SqliteStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
-  Writer self{std::move(run), std::move(committed), absl::OkStatus(), false};
+  Writer self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
   std::vector<Writer*> group;
   {
     absl::MutexLock lock(&queue_mu_);
@@ -289,7 +295,10 @@ void SqliteStore::LeadGroup(std::vector<Writer*> group) {
         w->status = s;
         continue;
       }
-      w->status = w->run();
+      {
+        AuditActorScope actor(w->actor);  // the writer's, on the leader's thread
+        w->status = w->run();
+      }
       if (!w->status.ok()) {
         db_.Exec("ROLLBACK TO w").IgnoreError();
         chain_.Rewind(before);
@@ -373,16 +382,17 @@ absl::Status SqliteStore::ApplyChange(const Change& change, int64_t* rows) {
 }
 
 absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
+  if (event->actor.empty()) event->actor = AuditActorScope::Current();
   chain_.Seal(event, NowMs());
   auto stmt = db_.Prepare(
       "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
-      "key_ids, outcome, reason, audit_context, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+      "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, static_cast<int64_t>(event->seq)).Bind(2, event->time_unix_ms).Bind(3, event->type)
       .Bind(4, event->sandbox_id).Bind(5, event->surface_id).Bind(6, event->policy_digest)
       .Bind(7, static_cast<int64_t>(event->policy_version)).Bind(8, JoinIds(event->key_ids))
       .Bind(9, event->outcome).Bind(10, event->reason).BindBlob(11, EncodeContextMap(event->audit_context))
-      .Bind(12, event->prev_hash).Bind(13, event->hash);
+      .Bind(12, event->prev_hash).Bind(13, event->hash).Bind(14, event->actor);
   return stmt->Run();
 }
 
@@ -779,7 +789,7 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
   absl::MutexLock lock(&read_mu_);
   auto stmt = read_db_->Prepare(
       "SELECT seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
-      "reason, audit_context, prev_hash, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?");
+      "reason, audit_context, prev_hash, hash, actor FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, static_cast<int64_t>(after_seq)).Bind(2, static_cast<int64_t>(limit == 0 ? 1000 : limit));
   std::vector<AuditEvent> out;
@@ -801,6 +811,7 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
     e.audit_context = DecodeContextMap(stmt->Blob(10));
     e.prev_hash = stmt->Text(11);
     e.hash = stmt->Text(12);
+    e.actor = stmt->Text(13);
     out.push_back(std::move(e));
   }
   return out;

@@ -28,7 +28,7 @@ class SqliteStore final : public Store {
   // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
-  static constexpr int kSchemaVersion = 6;
+  static constexpr int kSchemaVersion = 7;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -80,6 +80,7 @@ class SqliteStore final : public Store {
     std::function<void()> committed;  // may be empty
     absl::Status status;
     bool done = false;
+    std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
   };
   // Runs `run` in a group-committed transaction; `committed` runs after the commit is durable, in
   // commit order, before this returns (on the leader's thread).

@@ -50,7 +50,7 @@ if(NOT rc EQUAL 0)
 endif()
 # The man pages carry the programs' own options; the completion script is valid bash.
 file(READ "${PREFIX}/share/man/man1/policyctl.1" page)
-if(NOT page MATCHES "--server" OR NOT page MATCHES "SEE ALSO")
+if(NOT page MATCHES "\\\\-\\\\-server" OR NOT page MATCHES "SEE ALSO")
   message(FATAL_ERROR "policyctl.1 lacks the options or SEE ALSO")
 endif()
 execute_process(COMMAND bash -n "${PREFIX}/share/bash-completion/completions/policyctl" RESULT_VARIABLE rc ERROR_VARIABLE err)

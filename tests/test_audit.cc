@@ -1,6 +1,8 @@
 // The audit chain through the real daemon and policyctl (SPEC §8): every kind of event lands in the
 // chain, `audit export` matches ListAuditEvents, `audit verify` passes the export and names the first
 // broken seq after a line is edited or deleted, or a database row is edited behind the gateway's back.
+#include <unistd.h>
+
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -209,5 +211,27 @@ TEST_CASE("audit: a third-party driver's audit_context and verifying keys are re
   const std::string exported = g.dir() / "audit.jsonl";
   REQUIRE(Ctl(g, {"audit", "export", "--out", exported}, &out, &err) == 0);
   CHECK_THAT(ReadAll(exported), Catch::Contains("\"policy_file\":\"default.yaml\""));
+  CHECK(Ctl(g, {"audit", "verify", exported}, &out, &err) == 0);
+}
+
+TEST_CASE("audit: each admin call's events name who made it (the peer's uid on the admin socket)",
+          "[integration][audit]") {
+  GatewayFixture g;
+  std::string out, err;
+  REQUIRE(Ctl(g, {"policy", "set", "default", "-f", kExamples + "github.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g, {"admit", "--sandbox", "sb-1", "--subject", "alice"}, &out, &err) == 0);
+  const std::string me = "uid:" + std::to_string(::geteuid());
+  int by_me = 0;
+  for (const auto& event : ListAll(g)) {
+    INFO(event.type() << " " << event.actor());
+    if (event.type() == "mutation" || event.type() == "admission") {
+      CHECK(event.actor() == me);
+      ++by_me;
+    }
+  }
+  CHECK(by_me == 2);
+  const std::string exported = g.dir() / "audit.jsonl";
+  REQUIRE(Ctl(g, {"audit", "export", "--out", exported}, &out, &err) == 0);
+  CHECK_THAT(ReadAll(exported), Catch::Contains("\"actor\":\"" + me + "\""));
   CHECK(Ctl(g, {"audit", "verify", exported}, &out, &err) == 0);
 }

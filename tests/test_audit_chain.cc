@@ -82,7 +82,7 @@ TEST_CASE("audit: canonical bytes and chain hashes match an independent computat
       [](AuditEvent& e) { e.surface_id = "x"; },  [](AuditEvent& e) { e.policy_digest[0] = 'c'; },
       [](AuditEvent& e) { e.policy_version = 4; }, [](AuditEvent& e) { e.key_ids.push_back("k2"); },
       [](AuditEvent& e) { e.outcome = "refused"; }, [](AuditEvent& e) { e.reason = "r"; },
-      [](AuditEvent& e) { e.audit_context["a"] = "9"; },
+      [](AuditEvent& e) { e.audit_context["a"] = "9"; }, [](AuditEvent& e) { e.actor = "uid:0"; },
   };
   for (size_t i = 0; i < edits.size(); ++i) {
     AuditEvent edited = first;
@@ -90,6 +90,12 @@ TEST_CASE("audit: canonical bytes and chain hashes match an independent computat
     CHECK(osh::trust::ChainHash(osh::trust::kGenesisHash, edited) != base);
   }
   CHECK(osh::trust::ChainHash(std::string(63, '0') + "1", first) != base);  // and the link
+  // An actor is appended only when there is one: events without (all earlier ones) hash as before.
+  AuditEvent with_actor = first;
+  with_actor.actor = "uid:1000";
+  const std::string plain = osh::trust::CanonicalAuditBytes(first);
+  CHECK(osh::trust::CanonicalAuditBytes(with_actor).substr(0, plain.size()) == plain);
+  CHECK(osh::trust::CanonicalAuditBytes(with_actor).size() > plain.size());
 }
 
 TEST_CASE("audit: a JSON line round-trips every field, and invalid UTF-8 is escaped before hashing", "[audit]") {
@@ -118,6 +124,18 @@ TEST_CASE("audit: a JSON line round-trips every field, and invalid UTF-8 is esca
   bad.hash = osh::trust::ChainHash(bad.prev_hash, bad);
   std::istringstream two(line + "\n" + osh::trust::ToJsonLine(bad) + "\n");
   CHECK(osh::trust::VerifyExport(two).whole);
+  // The actor travels in the export and is covered by the hash.
+  AuditEvent by_operator = Refusal(e);
+  by_operator.actor = "x509:CN=operator";
+  by_operator.hash = osh::trust::ChainHash(by_operator.prev_hash, by_operator);
+  const std::string actor_line = osh::trust::ToJsonLine(by_operator);
+  CHECK_THAT(actor_line, Catch::Contains("\"actor\":\"x509:CN=operator\""));
+  std::istringstream three(line + "\n" + actor_line + "\n");
+  CHECK(osh::trust::VerifyExport(three).whole);
+  std::string forged = actor_line;
+  forged.replace(forged.find("CN=operator"), 11, "CN=someone!");
+  std::istringstream four(line + "\n" + forged + "\n");
+  CHECK_FALSE(osh::trust::VerifyExport(four).whole);
 }
 
 TEST_CASE("audit verify: a whole chain passes, and each kind of break names the first broken seq", "[audit]") {

@@ -86,8 +86,9 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
   const std::string sandbox_address = ListenAddress(g, "sandbox");
   CHECK_THAT(g.log(), Catch::Contains("client certificates required"));
 
-  auto remote = [&](const std::vector<std::string>& tls, std::vector<std::string> args, std::string* out, std::string* err) {
-    std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--timeout", "5"};
+  auto remote = [&](const std::vector<std::string>& tls, std::vector<std::string> args, std::string* out, std::string* err,
+                    const char* timeout_s = "5") {
+    std::vector<std::string> argv = {OSH_POLICYCTL_BINARY, "--timeout", timeout_s};
     argv.insert(argv.end(), tls.begin(), tls.end());
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv, out, err);
@@ -110,7 +111,7 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
   };
   for (const auto& tls : refused) {
     INFO(absl::StrJoin(tls, " "));
-    CHECK(remote(tls, {"policy", "get", "default"}, &out, &err) == 2);
+    CHECK(remote(tls, {"policy", "get", "default"}, &out, &err, "2") == 2);
     CHECK_THAT(err, Catch::Contains("cannot connect to " + admin_address + " (TLS)"));
   }
   // Plaintext to a non-loopback address is refused by the client before it connects.
@@ -131,6 +132,19 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
   CHECK_FALSE(FetchOver(TlsChannel(sandbox_address, ca, &expired), handle, &fetched).ok());
   // The Unix sockets serve as before.
   CHECK(g.Fetch(handle, &fetched).ok());
+  // Who did it: the audit events of the remote admin calls name the client certificate's subject.
+  gw::ListAuditEventsRequest list;
+  list.set_limit(1000);
+  gw::ListAuditEventsResponse events;
+  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
+  int remote_events = 0;
+  for (const auto& event : events.events()) {
+    if (event.type() != "mutation" && event.type() != "admission") continue;
+    INFO(event.type() << " by " << event.actor());
+    CHECK_THAT(event.actor(), Catch::StartsWith("x509:") && Catch::Contains("CN=client"));
+    ++remote_events;
+  }
+  CHECK(remote_events == 2);
   // policyctl health over TLS.
   CHECK(remote(sandbox_tls, {"health", "--sandbox"}, &out, &err) == 0);
   CHECK(g.Stop() == 0);
@@ -284,7 +298,7 @@ drv::Projection ProjectionFromJson(const std::string& json) {
 
 }  // namespace
 
-TEST_CASE("sandbox client: a tampered projection is rejected, the last good kept, FAILED reported; reconnects back off",
+TEST_CASE("sandbox client: a tampered projection is rejected, the last good kept, FAILED reported, and reconnects back off",
           "[integration][sandbox_client]") {
   TempDir dir;
   const std::string a = Keygen(dir, "a");

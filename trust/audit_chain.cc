@@ -52,6 +52,10 @@ std::string CanonicalAuditBytes(const AuditEvent& e) {
     PutField(&out, k);
     PutField(&out, v);
   }
+  if (!e.actor.empty()) {
+    PutField(&out, "actor");
+    PutField(&out, e.actor);
+  }
   return out;
 }
 
@@ -60,7 +64,7 @@ std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event)
 }
 
 void MakeTextUtf8(AuditEvent* e) {
-  for (std::string* text : {&e->type, &e->sandbox_id, &e->surface_id, &e->policy_digest, &e->outcome, &e->reason}) {
+  for (std::string* text : {&e->type, &e->sandbox_id, &e->surface_id, &e->policy_digest, &e->outcome, &e->reason, &e->actor}) {
     MakeUtf8(text);
   }
   for (auto& id : e->key_ids) MakeUtf8(&id);
@@ -87,6 +91,7 @@ gateway_v1::AuditEvent ToProto(const AuditEvent& e) {
   out.set_outcome(e.outcome);
   out.set_reason(e.reason);
   for (const auto& [k, v] : e.audit_context) (*out.mutable_audit_context())[k] = v;
+  out.set_actor(e.actor);
   out.set_prev_hash(e.prev_hash);
   out.set_hash(e.hash);
   return out;
@@ -105,6 +110,7 @@ AuditEvent FromProto(const gateway_v1::AuditEvent& e) {
   out.outcome = e.outcome();
   out.reason = e.reason();
   out.audit_context = {e.audit_context().begin(), e.audit_context().end()};
+  out.actor = e.actor();
   out.prev_hash = e.prev_hash();
   out.hash = e.hash();
   return out;

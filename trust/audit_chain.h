@@ -25,6 +25,7 @@ struct AuditEvent {
   std::string outcome;       // "ok", "refused", "kept_last_good", "loaded", "failed", ...
   std::string reason;        // reason code and detail, or a note
   std::map<std::string, std::string> audit_context;  // the projection's audit_context, verbatim
+  std::string actor;         // who caused it: "uid:<n>" (admin socket), "x509:<subject>" (admin TLS), "" (the gateway)
   std::string prev_hash;     // lowercase hex, 64 zeros for the first event
   std::string hash;          // lowercase hex
 };
@@ -33,7 +34,9 @@ inline const std::string kGenesisHash(64, '0');
 
 // F("openshell.policy.audit.v1") || U64(seq) || I64(time_unix_ms) || F(type) || F(sandbox_id)
 // || F(surface_id) || F(policy_digest) || U64(policy_version) || U32(n) || F(key_id)...
-// || F(outcome) || F(reason) || U32(m) || F(k) || F(v)... (audit_context keys sorted bytewise);
+// || F(outcome) || F(reason) || U32(m) || F(k) || F(v)... (audit_context keys sorted bytewise)
+// [ || F("actor") || F(actor) ]  — only when actor is not empty, so events without one (all events
+// written before actors were recorded) hash as they always did; the encoding stays prefix-free.
 // F, U32, U64, I64 as in SPEC §3.4.
 std::string CanonicalAuditBytes(const AuditEvent& event);
 
