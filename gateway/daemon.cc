@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/match.h"
@@ -267,6 +268,10 @@ int Daemon::Serve() {
     });
   }
   grpc::EnableDefaultHealthCheckService(true);
+  // Server reflection (grpc.reflection.v1alpha) on the servers built from here: both sockets. It lists the
+  // typed services (health, reflection); PolicyGateway is served generically, so it is not listed but is
+  // resolved by name (`grpcurl … describe openshell.policy.gateway.v1.PolicyGateway`).
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
   const size_t descriptors = RaiseDescriptorLimit();

@@ -13,6 +13,9 @@
 #include <sstream>
 #include <thread>
 
+#include <google/protobuf/descriptor.pb.h>
+
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -628,4 +631,39 @@ TEST_CASE("integration: policyctl show --sandbox prints the enforced policy as Y
   CHECK_THAT(out, Catch::Contains("\"policy\":{"));
   CHECK(Ctl(g, {"show", "--sandbox", "sb-404"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("NOT_FOUND"));
+}
+
+TEST_CASE("integration: server reflection on the admin socket describes PolicyGateway", "[integration][reflection]") {
+  namespace rf = grpc::reflection::v1alpha;
+  GatewayFixture g;
+  auto stub = rf::ServerReflection::NewStub(GatewayFixture::Channel(g.admin_socket()));
+  auto context = GatewayFixture::Context();
+  auto stream = stub->ServerReflectionInfo(context.get());
+  rf::ServerReflectionRequest request;
+  rf::ServerReflectionResponse response;
+  request.set_list_services("");
+  REQUIRE(stream->Write(request));
+  REQUIRE(stream->Read(&response));
+  std::set<std::string> services;
+  for (const auto& service : response.list_services_response().service()) services.insert(service.name());
+  CHECK(services.count("grpc.health.v1.Health") == 1);
+  CHECK(services.count("grpc.reflection.v1alpha.ServerReflection") == 1);
+
+  request.set_file_containing_symbol("openshell.policy.gateway.v1.PolicyGateway");
+  REQUIRE(stream->Write(request));
+  REQUIRE(stream->Read(&response));
+  REQUIRE(response.has_file_descriptor_response());
+  bool described = false;
+  for (const auto& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+    google::protobuf::FileDescriptorProto file;
+    REQUIRE(file.ParseFromString(bytes));
+    if (file.name() != "openshell/policy/gateway/v1/gateway.proto") continue;
+    for (const auto& service : file.service()) {
+      if (service.name() != "PolicyGateway") continue;
+      for (const auto& method : service.method()) described |= method.name() == "AdmitSandbox";
+    }
+  }
+  CHECK(described);
+  stream->WritesDone();
+  CHECK(stream->Finish().ok());
 }
