@@ -244,7 +244,8 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   audit_.Record(AuditRecorder::For(audit::type::kRefusal, context.sandbox_id(), projection), audit::outcome::kRefused,
                 message);
   handles_.Release(acquired);
-  LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message));
+  LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message),
+          {{"event", "refusal"}, {"sandbox_id", context.sandbox_id()}, {"reason", reason_code}, {"detail", message}});
   return absl::FailedPreconditionError(message);
 }
 
@@ -328,7 +329,9 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
   out.set_verification(verification);
   LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", admitted.policy_digest(), " version ",
-                       admitted.policy_version(), " verification ", verification));
+                       admitted.policy_version(), " verification ", verification),
+          {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
+           {"version", absl::StrCat(admitted.policy_version())}, {"verification", verification}});
   return out;
 }
 
@@ -349,7 +352,7 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   slot.reset();  // the queued releases may include this id's
   if (*deleted) {
     reports_.Forget(sandbox_id);
-    LogInfo(absl::StrCat("deleted sandbox ", sandbox_id));
+    LogInfo(absl::StrCat("deleted sandbox ", sandbox_id), {{"event", "deletion"}, {"sandbox_id", sandbox_id}});
     DeliverPendingReleases();
   }
   return out;
@@ -398,7 +401,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     event.outcome = audit::outcome::kKeptLastGood;
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
-    LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message));
+    LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message),
+               {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"outcome", "kept_last_good"},
+                {"reason", message.substr(0, message.find(':'))}, {"detail", message}});
     return absl::FailedPreconditionError(message);
   };
 
@@ -470,7 +475,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     return status;
   }
   LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", out.policy_digest(), " version ",
-                       out.policy_version()));
+                       out.policy_version()),
+          {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"digest", out.policy_digest()},
+           {"version", absl::StrCat(out.policy_version())}});
   return out;
 }
 
@@ -485,14 +492,18 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     const absl::string_view message = revision.status().message();
     if (absl::StartsWith(message, trust::reason::kExceedsCeiling) || absl::StartsWith(message, trust::reason::kContainmentUnknown)) {
       audit_.Record(AuditRecorder::For(audit::type::kMutation, ""), audit::outcome::kRefused, std::string(message));
-      LogWarning(absl::StrCat("policy mutation refused: ", message));
+      LogWarning(absl::StrCat("policy mutation refused: ", message),
+                 {{"event", "mutation"}, {"outcome", "refused"},
+                  {"reason", std::string(message.substr(0, message.find(':')))}});
     }
     return revision;
   }
   revision->set_sandboxes_updated(Reproject(revision->scope()));
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),
                        revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
-                       " sandbox(es) re-projected"));
+                       " sandbox(es) re-projected"),
+          {{"event", "mutation"}, {"scope", revision->scope()}, {"revision", absl::StrCat(revision->revision())},
+           {"digest", revision->policy_digest()}, {"sandboxes_updated", absl::StrCat(revision->sandboxes_updated())}});
   return revision;
 }
 

@@ -5,6 +5,8 @@
 
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+
+#include "store/audit_actor.h"
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -79,7 +81,7 @@ absl::StatusOr<LogFormat> ParseLogFormat(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("expected text or json, got '", name, "'"));
 }
 
-void Log(LogLevel level, const std::string& message) {
+void Log(LogLevel level, const std::string& message, const LogFields& event_fields) {
   if (level < minimum_level.load(std::memory_order_relaxed)) return;
   Loggers& loggers = Get();
   if (format.load(std::memory_order_relaxed) == LogFormat::kText) {
@@ -92,9 +94,19 @@ void Log(LogLevel level, const std::string& message) {
   fields["level"].set_string_value(LowerName(level));
   fields["logger"].set_string_value("policy-gateway");
   fields["message"].set_string_value(message);
+  for (const auto& [name, value] : event_fields) {
+    if (!fields.contains(name)) fields[name].set_string_value(value);  // the four above stay what they are
+  }
+  if (const std::string& actor = store::AuditActorScope::Current(); !actor.empty() && !fields.contains("actor")) {
+    fields["actor"].set_string_value(actor);
+  }
   std::string json;
   if (!google::protobuf::util::MessageToJsonString(line, &json).ok()) {  // not valid UTF-8, say
-    fields["message"].set_string_value("(a log message that is not valid UTF-8 was dropped)");
+    line.Clear();
+    fields["time"].set_string_value(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()));
+    fields["level"].set_string_value(LowerName(level));
+    fields["logger"].set_string_value("policy-gateway");
+    fields["message"].set_string_value("(a log line that is not valid UTF-8 was dropped)");
     json.clear();
     (void)google::protobuf::util::MessageToJsonString(line, &json);
   }

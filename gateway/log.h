@@ -1,10 +1,14 @@
 // Logging to stderr through spdlog: one line per event, UTC time with milliseconds, level, message.
 // Text lines read "2026-11-27T20:08:00.123Z INFO policy-gateway: message"; JSON lines are one object
-// each, {"time","level","logger","message"}, written with protobuf's JSON writer (so every string is
-// escaped). Thread-safe. Callers bound and escape text they did not write (BoundedText).
+// each, {"time","level","logger","message"} plus the event's fields ("sandbox_id", "digest", "reason",
+// ...) and "actor" when an admin call caused it (store::AuditActorScope), written with protobuf's JSON
+// writer (so every string is escaped). Text lines carry the fields in the message already. Thread-safe.
+// Callers bound and escape text they did not write (BoundedText).
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -13,7 +17,10 @@ namespace osh::gateway {
 enum class LogLevel { kInfo, kWarning, kError };
 enum class LogFormat { kText, kJson };
 
-void Log(LogLevel level, const std::string& message);
+// Named values of a log line, for JSON lines ("sandbox_id", "digest", "version", "reason", "scope").
+using LogFields = std::vector<std::pair<std::string, std::string>>;
+
+void Log(LogLevel level, const std::string& message, const LogFields& fields = {});
 // Lines below `level` are dropped (default: kInfo, everything). Thread-safe.
 void SetMinimumLogLevel(LogLevel level);
 // Text (default) or JSON lines from now on. Thread-safe.
@@ -22,8 +29,10 @@ void SetLogFormat(LogFormat format);
 absl::StatusOr<LogLevel> ParseLogLevel(const std::string& name);
 absl::StatusOr<LogFormat> ParseLogFormat(const std::string& name);
 
-inline void LogInfo(const std::string& message) { Log(LogLevel::kInfo, message); }
-inline void LogWarning(const std::string& message) { Log(LogLevel::kWarning, message); }
+inline void LogInfo(const std::string& message, const LogFields& fields = {}) { Log(LogLevel::kInfo, message, fields); }
+inline void LogWarning(const std::string& message, const LogFields& fields = {}) {
+  Log(LogLevel::kWarning, message, fields);
+}
 inline void LogError(const std::string& message) { Log(LogLevel::kError, message); }
 
 }  // namespace osh::gateway

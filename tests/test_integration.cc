@@ -614,6 +614,29 @@ TEST_CASE("integration: log_format json writes one JSON object a line, and log_l
   CHECK_THAT(log, Catch::Contains("no trust store configured"));
 }
 
+TEST_CASE("integration: JSON log lines carry each event's fields and the admin caller", "[integration][config]") {
+  GatewayFixture g({"--log-format", "json"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(g.Stop() == 0);
+  std::map<std::string, google::protobuf::Struct> by_event;
+  std::istringstream in(g.log());
+  for (std::string line; std::getline(in, line);) {
+    google::protobuf::Struct parsed;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok());
+    if (parsed.fields().count("event")) by_event[parsed.fields().at("event").string_value()] = parsed;
+  }
+  REQUIRE(by_event.count("admission") == 1);
+  const auto& admission = by_event["admission"].fields();
+  CHECK(admission.at("sandbox_id").string_value() == "sb-1");
+  CHECK(admission.at("digest").string_value() == admitted.policy_digest());
+  CHECK(admission.at("version").string_value() == std::to_string(admitted.policy_version()));
+  CHECK(admission.at("actor").string_value() == "uid:" + std::to_string(::geteuid()));
+  REQUIRE(by_event.count("mutation") == 1);
+  CHECK(by_event["mutation"].fields().at("scope").string_value() == "default");
+}
+
 TEST_CASE("integration: policyctl show --sandbox prints the enforced policy as YAML with its provenance", "[integration][cli]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
