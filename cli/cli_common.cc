@@ -1,6 +1,7 @@
 #include "cli/cli_common.h"
 
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -91,6 +92,25 @@ absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string
 std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(const Options& options) {
   auto channel = Connect(options, Api::kAdmin);
   return channel ? openshell::policy::gateway::v1::PolicyGateway::NewStub(channel) : nullptr;
+}
+
+void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(headers.size(), 0);
+  auto widen = [&widths](const std::vector<std::string>& row) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  };
+  widen(headers);
+  for (const auto& row : rows) widen(row);
+  auto print = [&widths](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  };
+  print(headers);
+  for (const auto& row : rows) print(row);
 }
 
 std::string ToJson(const google::protobuf::Message& message, bool pretty) {

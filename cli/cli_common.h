@@ -59,6 +59,10 @@ int ReportLocalError(const absl::Status& status);
 absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
                         google::protobuf::Map<std::string, std::string>* out);
 
+// A table: each column as wide as its widest cell (header included), two spaces apart, the last column
+// unpadded.
+void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows);
+
 // Protobuf JSON mapping with proto field names and default values printed.
 std::string ToJson(const google::protobuf::Message& message, bool pretty = false);
 

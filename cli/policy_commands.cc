@@ -233,13 +233,13 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (options.json()) {
         std::cout << ToJson(response) << "\n";
       } else {
-        std::cout << std::left << std::setw(28) << "SCOPE" << std::setw(10) << "REVISION" << std::setw(22) << "CREATED"
-                  << "DIGEST\n";
+        std::vector<std::vector<std::string>> rows;
         for (const auto& r : response.revisions()) {
-          std::cout << std::left << std::setw(28) << r.scope() << std::setw(10) << r.revision() << std::setw(22)
-                    << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(r.created_at_unix()), absl::UTCTimeZone())
-                    << (r.deleted() ? "(deleted)" : r.policy_digest()) << "\n";
+          rows.push_back({r.scope(), std::to_string(r.revision()),
+                          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(r.created_at_unix()), absl::UTCTimeZone()),
+                          r.deleted() ? "(deleted)" : r.policy_digest()});
         }
+        PrintTable({"SCOPE", "REVISION", "CREATED", "DIGEST"}, rows);
       }
       exit_code = kExitOk;
     });

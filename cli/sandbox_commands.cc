@@ -174,13 +174,12 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (options.json()) {
         std::cout << ToJson(all) << "\n";
       } else {
-        std::cout << std::left << std::setw(24) << "SANDBOX" << std::setw(24) << "SUBJECT" << std::setw(14) << "DIGEST"
-                  << std::setw(9) << "VERSION" << std::setw(13) << "VERIFICATION" << "LOAD\n";
+        std::vector<std::vector<std::string>> rows;
         for (const auto& s : all.sandboxes()) {
-          std::cout << std::left << std::setw(24) << s.context().sandbox_id() << std::setw(24) << s.context().user_subject()
-                    << std::setw(14) << s.policy_digest().substr(0, 12) << std::setw(9) << s.policy_version()
-                    << std::setw(13) << s.verification() << LoadName(s.load_status()) << "\n";
+          rows.push_back({s.context().sandbox_id(), s.context().user_subject(), s.policy_digest().substr(0, 12),
+                          std::to_string(s.policy_version()), s.verification(), LoadName(s.load_status())});
         }
+        PrintTable({"SANDBOX", "SUBJECT", "DIGEST", "VERSION", "VERIFICATION", "LOAD"}, rows);
         std::cout << all.sandboxes_size() << " sandbox(es)\n";
       }
       exit_code = kExitOk;
