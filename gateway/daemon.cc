@@ -101,6 +101,9 @@ int Daemon::Build() {
     return kExitStartup;
   }
   store_ = *std::move(store);
+  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {  // before anything writes
+    sqlite->SetCommitObserver([this](absl::Duration took) { metrics_.ObserveStoreCommit(took); });
+  }
   if (!db_path.empty()) {
     anchor_ = std::make_unique<HeadAnchor>(store_.get(), db_path);
     if (absl::Status anchored = anchor_->Check(); !anchored.ok()) {

@@ -136,6 +136,11 @@ void Metrics::ObserveDriverCall(absl::string_view method, absl::string_view code
   Observe(&driver_latency_, {{"method", std::string(method)}}, absl::ToDoubleSeconds(took));
 }
 
+void Metrics::ObserveStoreCommit(absl::Duration took) {
+  absl::MutexLock lock(&mu_);
+  Observe(&store_commit_latency_, {}, absl::ToDoubleSeconds(took));
+}
+
 std::string Metrics::Render(const Snapshot& s) const {
   std::string out;
   auto counters = [&out](absl::string_view name, absl::string_view help, const std::map<Labels, uint64_t>& values) {
@@ -165,6 +170,8 @@ std::string Metrics::Render(const Snapshot& s) const {
              "Sandbox calls (GetProjection, WatchProjection, ReportPolicyStatus) by status code.", sandbox_calls_);
     counters("policy_gateway_driver_calls_total", "Calls to the policy driver by method and status code.", driver_calls_);
     histograms("policy_gateway_driver_call_duration_seconds", "Policy driver call latency by method.", driver_latency_);
+    histograms("policy_gateway_store_commit_duration_seconds", "Store transaction commit (fsync) latency.",
+               store_commit_latency_);
   }
   Gauge(&out, "policy_gateway_admitted_sandboxes", "Sandboxes admitted and served.", s.admitted_sandboxes);
   Gauge(&out, "policy_gateway_watchers", "Open WatchProjection streams.", s.watchers);

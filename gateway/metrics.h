@@ -56,6 +56,9 @@ class Metrics {
   // A call to the policy driver (AcquireHandle, GetProjection, ReleaseHandle).
   void ObserveDriverCall(absl::string_view method, absl::string_view code, absl::Duration took);
 
+  // A store transaction committed (made durable) in `took`.
+  void ObserveStoreCommit(absl::Duration took);
+
   std::string Render(const Snapshot& snapshot) const;
 
  private:
@@ -76,6 +79,7 @@ class Metrics {
   std::map<Labels, uint64_t> sandbox_calls_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, uint64_t> driver_calls_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> driver_latency_ ABSL_GUARDED_BY(mu_);
+  std::map<Labels, Histogram> store_commit_latency_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace osh::gateway

@@ -308,7 +308,10 @@ void SqliteStore::LeadGroup(std::vector<Writer*> group) {
       db_.Exec("RELEASE w").IgnoreError();
     }
     if (begun.ok()) {
-      if (absl::Status s = txn.Commit(); !s.ok()) {
+      const absl::Time commit_started = absl::Now();
+      absl::Status committed = txn.Commit();
+      if (commit_observer_) commit_observer_(absl::Now() - commit_started);
+      if (absl::Status s = std::move(committed); !s.ok()) {
         chain_.Rewind(start);
         for (Writer* w : group) {
           if (w->status.ok()) w->status = s;

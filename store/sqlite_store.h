@@ -15,6 +15,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "store/clock.h"
 #include "store/sqlite_db.h"
 #include "store/store.h"
@@ -66,6 +68,9 @@ class SqliteStore final : public Store {
     uint64_t writes = 0;
   };
   CommitCounters commit_counters() const;
+  // Told how long each transaction's commit (the fsync) took, on the committing thread; set before
+  // writing starts. Must be cheap and must not call back into the store.
+  void SetCommitObserver(std::function<void(absl::Duration)> observer) { commit_observer_ = std::move(observer); }
 
  private:
   SqliteStore(Db db, const Clock* clock) : clock_(clock), db_(std::move(db)) {}
@@ -105,6 +110,7 @@ class SqliteStore final : public Store {
   Db db_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
   CommitCounters counters_ ABSL_GUARDED_BY(mu_);
+  std::function<void(absl::Duration)> commit_observer_;
 
   absl::Mutex read_mu_;  // the read connection
   std::optional<Db> read_db_ ABSL_GUARDED_BY(read_mu_);

@@ -546,6 +546,9 @@ TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, r
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_sandbox_calls_total{call=\"GetProjection\",code=\"UNAUTHENTICATED\"} 1\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_calls_total{method=\"AcquireHandle\",code=\"OK\"} 1\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_call_duration_seconds_count{method=\"GetProjection\"} 1\n"));
+  // Every store commit is timed (the admission's, the refusal's audit event, ...).
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_store_commit_duration_seconds_bucket{le=\"+Inf\"} "));
+  CHECK_THAT(text, !Catch::Contains("\npolicy_gateway_store_commit_duration_seconds_count 0\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admitted_sandboxes 1\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_up 1\n"));
   CHECK_THAT(text, Catch::Contains("# TYPE policy_gateway_admin_call_duration_seconds histogram\n"));
