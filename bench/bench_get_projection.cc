@@ -1,7 +1,9 @@
 // Sandbox GetProjection throughput for a 4 KiB body: the gateway's real SandboxService (handle
 // authentication against a registry of admitted sandboxes) against a bare gRPC callback server that
 // returns the same bytes. Same process, same Unix-socket kind, same client load, alternating rounds;
-// prints both medians and the ratio.
+// prints both medians and the ratio. With --tls-cert/--tls-key/--tls-ca, both servers are also measured
+// over TCP on 127.0.0.1 with the gateway's own TLS credentials (TlsListenerCredentials), and the TLS
+// figures are reported as ratios against the Unix-socket ones of the same run.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -17,9 +19,11 @@
 #include "gateway/gateway_core.h"
 #include "gateway/sandbox_registry.h"
 #include "gateway/sandbox_service.h"
+#include "gateway/tls_listener_credentials.h"
 #include "gateway/worker_pool.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "policy/digest.h"
+#include "policy/policy_file.h"
 
 namespace {
 
@@ -49,6 +53,18 @@ std::unique_ptr<grpc::Server> Serve(grpc::Service* service, const std::string& s
   return builder.BuildAndStart();
 }
 
+// The same over TCP with TLS on 127.0.0.1; `target` receives "127.0.0.1:<port>".
+std::unique_ptr<grpc::Server> ServeTls(grpc::Service* service, std::shared_ptr<grpc::ServerCredentials> credentials,
+                                       std::string* target) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", std::move(credentials), &port);
+  builder.RegisterService(service);
+  auto server = builder.BuildAndStart();
+  *target = "127.0.0.1:" + std::to_string(port);
+  return server;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,7 +77,12 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "alternating rounds (the median is reported)")->capture_default_str();
   app.add_option("--sandboxes", sandboxes, "admitted sandboxes in the registry")->capture_default_str();
   app.add_option("--body-bytes", body_bytes, "minimum body size")->capture_default_str();
+  std::string tls_cert, tls_key, tls_ca;
+  app.add_option("--tls-cert", tls_cert, "also measure over TLS: the server certificate (must name 127.0.0.1)");
+  app.add_option("--tls-key", tls_key, "its private key");
+  app.add_option("--tls-ca", tls_ca, "the CA that issued it");
   CLI11_PARSE(app, argc, argv);
+  const bool with_tls = !tls_cert.empty();
 
   char dir_template[] = "/tmp/osh-bench-XXXXXX";
   const std::string dir = mkdtemp(dir_template);
@@ -94,13 +115,34 @@ int main(int argc, char** argv) {
   auto gateway_server = Serve(&gateway_service, dir + "/gateway.sock");
   auto bare_server = Serve(&bare_service, dir + "/bare.sock");
 
-  auto load = [&](const std::string& socket) {
+  std::unique_ptr<osh::gateway::TlsListenerCredentials> tls;
+  std::unique_ptr<grpc::Server> gateway_tls_server, bare_tls_server;
+  std::string gateway_tls, bare_tls;
+  std::shared_ptr<grpc::ChannelCredentials> client_tls;
+  if (with_tls) {
+    auto created = osh::gateway::TlsListenerCredentials::Create({tls_cert, tls_key, ""}, dir + "/tls");
+    auto ca = osh::policy::ReadFileToString(tls_ca);
+    if (!created.ok() || !ca.ok()) {
+      std::fprintf(stderr, "TLS: %s\n", std::string(!created.ok() ? created.status().message() : ca.status().message()).c_str());
+      return 2;
+    }
+    tls = *std::move(created);
+    gateway_tls_server = ServeTls(&gateway_service, tls->credentials(), &gateway_tls);
+    bare_tls_server = ServeTls(&bare_service, tls->credentials(), &bare_tls);
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = *ca;
+    client_tls = grpc::SslCredentials(options);
+  }
+
+  // `target`: "unix:<path>" or, over TLS, "127.0.0.1:<port>".
+  auto load = [&](const std::string& target) {
+    const bool over_tls = target.rfind("unix:", 0) != 0;
     std::vector<std::unique_ptr<gw::SandboxPolicy::Stub>> stubs;
     for (int t = 0; t < threads; ++t) {
       grpc::ChannelArguments args;
       args.SetInt("grpc.channel_id", t);  // one connection per client thread
-      stubs.push_back(gw::SandboxPolicy::NewStub(
-          grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args)));
+      stubs.push_back(gw::SandboxPolicy::NewStub(grpc::CreateCustomChannel(
+          target, over_tls ? client_tls : grpc::InsecureChannelCredentials(), args)));
     }
     return osh::bench::RunLoad(threads, seconds, [&](int t) {
       grpc::ClientContext context;
@@ -111,10 +153,23 @@ int main(int argc, char** argv) {
     });
   };
 
-  std::vector<double> bare, gateway;
+  std::vector<double> bare, gateway, bare_over_tls, gateway_over_tls;
   for (int r = 0; r < rounds; ++r) {
-    const auto b = load(dir + "/bare.sock");
-    const auto g = load(dir + "/gateway.sock");
+    const auto b = load("unix:" + dir + "/bare.sock");
+    const auto g = load("unix:" + dir + "/gateway.sock");
+    if (with_tls) {
+      const auto bt = load(bare_tls);
+      const auto gt = load(gateway_tls);
+      if (bt.errors + gt.errors > 0) {
+        std::fprintf(stderr, "errors over TLS: bare %lu, gateway %lu\n", static_cast<unsigned long>(bt.errors),
+                     static_cast<unsigned long>(gt.errors));
+        return 1;
+      }
+      bare_over_tls.push_back(bt.calls_per_second);
+      gateway_over_tls.push_back(gt.calls_per_second);
+      std::printf("round %d over TLS: bare %.0f calls/s, gateway %.0f calls/s\n", r + 1, bt.calls_per_second,
+                  gt.calls_per_second);
+    }
     if (b.errors + g.errors > 0) {
       std::fprintf(stderr, "errors during the run: bare %lu, gateway %lu\n", static_cast<unsigned long>(b.errors),
                    static_cast<unsigned long>(g.errors));
@@ -130,6 +185,17 @@ int main(int argc, char** argv) {
   std::printf("  bare gRPC callback server: %10.0f calls/s\n", bare_median);
   std::printf("  gateway SandboxService:    %10.0f calls/s\n", gateway_median);
   std::printf("  ratio gateway/bare:        %10.3f\n", gateway_median / bare_median);
+  if (with_tls) {
+    const double bare_tls_median = osh::bench::Median(bare_over_tls);
+    const double gateway_tls_median = osh::bench::Median(gateway_over_tls);
+    std::printf("Over TCP with TLS (127.0.0.1, the gateway's TlsListenerCredentials), same run:\n");
+    std::printf("  bare gRPC callback server: %10.0f calls/s\n", bare_tls_median);
+    std::printf("  gateway SandboxService:    %10.0f calls/s\n", gateway_tls_median);
+    std::printf("  ratio gateway/bare (TLS):  %10.3f\n", gateway_tls_median / bare_tls_median);
+    std::printf("  ratio gateway TLS/Unix:    %10.3f\n", gateway_tls_median / gateway_median);
+    gateway_tls_server->Shutdown();
+    bare_tls_server->Shutdown();
+  }
   gateway_server->Shutdown();
   bare_server->Shutdown();
   std::filesystem::remove_all(dir);
