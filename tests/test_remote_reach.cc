@@ -180,6 +180,15 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
     CHECK_FALSE(std::filesystem::exists(dir.path() / "var" / "sandbox.sock"));
   }
 
+  {
+    // An expired server certificate: the gateway starts (saying so), and clients refuse the handshake.
+    const CertFiles stale = MakeLeaf(dir.path(), "stale", ca, -7200, -3600);
+    GatewayFixture expired({"--sandbox-listen", "127.0.0.1:0", "--tls-cert", stale.cert, "--tls-key", stale.key});
+    CHECK_THAT(expired.log(), Catch::Contains("has expired: clients will refuse it"));
+    drv::Projection ignored;
+    const grpc::Status refused = FetchOver(TlsChannel(ListenAddress(expired, "sandbox"), ca), "sbh_any", &ignored);
+    CHECK(refused.error_code() == grpc::StatusCode::UNAVAILABLE);  // no handshake: never reaches the handle check
+  }
   GatewayFixture g({"--sandbox-listen", "127.0.0.1:0"});
   const std::string address = ListenAddress(g, "sandbox");
   CHECK_THAT(g.log(), Catch::Contains("PLAINTEXT"));
