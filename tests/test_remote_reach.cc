@@ -403,7 +403,7 @@ TEST_CASE("sandbox client: a tampered projection is rejected, the last good kept
   CHECK_THAT(std::string((*elsewhere)->Fetch().status().message()), Catch::StartsWith("context_mismatch"));
 }
 
-TEST_CASE("sandbox client: against the real gateway, a projection its own trust store refuses keeps the last good",
+TEST_CASE("sandbox client: a remote supervisor over TLS keeps the last good when its own trust store refuses a projection",
           "[integration][sandbox_client]") {
   // The gateway trusts keys a and b; the sandbox only a. The driver first serves a projection signed by
   // a, then one signed by b: the gateway admits and pushes it, the sandbox refuses it, says so, and
@@ -421,14 +421,19 @@ TEST_CASE("sandbox client: against the real gateway, a projection its own trust 
   WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p1.json") + "}");
   DriverProcess driver(keys, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json"});
   driver.Start();
-  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", keys / "gateway-trust.json"});
+  // The supervisor is "on another host": it reaches the sandbox API over TCP with TLS.
+  const CertFiles ca = MakeCa(keys.path(), "ca");
+  const CertFiles server = MakeLeaf(keys.path(), "server", ca);
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", keys / "gateway-trust.json", "--sandbox-listen",
+                    "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", server.key});
+  const std::string address = ListenAddress(g, "sandbox");
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
   WriteFile(keys / "handle", admitted.sandbox_handle() + "\n");
 
   // The example supervisor, as an operator would run it.
   const std::string policy_out = keys / "policy.json";
-  Process supervisor({OSH_EXAMPLE_SUPERVISOR_BINARY, "--socket", g.sandbox_socket(), "--handle-file", keys / "handle",
+  Process supervisor({OSH_EXAMPLE_SUPERVISOR_BINARY, "--server", address, "--ca", ca.cert, "--handle-file", keys / "handle",
                       "--trust-store", keys / "sandbox-trust.json", "--sandbox-id", "sb-1", "--policy-out", policy_out},
                      keys / "supervisor.log");
   REQUIRE(Eventually([&] { return std::filesystem::exists(policy_out); }));
