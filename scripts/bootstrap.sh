@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev libssl-dev libsqlite3-dev
   libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libspdlog-dev
   help2man   # man pages generated from each program's --help
+  libpq-dev postgresql   # PostgreSQL: the tests start a throw-away cluster (initdb) on a Unix socket
   clang libclang-rt-14-dev   # the libFuzzer targets (fuzz/) that the suite runs briefly
 )
 

@@ -1,0 +1,103 @@
+#include "tests/pg_cluster.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <libpq-fe.h>
+
+#include "tests/test_support.h"
+
+namespace osh::test {
+namespace {
+
+constexpr int kPort = 5432;  // names the socket file only: the server listens on no TCP address
+constexpr uid_t kUnprivileged = 65534;  // nobody
+
+// `argv` run as this user, or as nobody when we are root.
+std::vector<std::string> AsServerUser(std::vector<std::string> argv) {
+  if (::geteuid() != 0) return argv;
+  argv.insert(argv.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+  return argv;
+}
+
+std::string PercentEncode(const std::string& text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string PgCluster::BinDir() {
+  std::vector<std::filesystem::path> found;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/usr/lib/postgresql", error)) {
+    if (std::filesystem::exists(entry.path() / "bin" / "postgres")) found.push_back(entry.path() / "bin");
+  }
+  if (found.empty()) return "";
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return std::stoi(a.parent_path().filename().string()) < std::stoi(b.parent_path().filename().string());
+  });
+  return found.back().string();
+}
+
+PgCluster::PgCluster() {
+  const std::string bin = BinDir();
+  REQUIRE_FALSE(bin.empty());  // ./scripts/bootstrap.sh installs postgresql
+  char path[] = "/tmp/osh-pg-XXXXXX";
+  REQUIRE(::mkdtemp(path) != nullptr);
+  dir_ = path;
+  if (::geteuid() == 0) REQUIRE(::chown(dir_.c_str(), kUnprivileged, kUnprivileged) == 0);
+  std::string out, err;
+  const int initialized = RunCommand(AsServerUser({bin + "/initdb", "-D", dir_ + "/data", "-U", "postgres",
+                                                   "--auth=trust", "-E", "UTF8", "--no-sync"}),
+                                     &out, &err);
+  INFO(out << err);
+  REQUIRE(initialized == 0);
+  server_ = std::make_unique<Process>(
+      AsServerUser({bin + "/postgres", "-D", dir_ + "/data", "-k", dir_, "-p", std::to_string(kPort), "-c",
+                    "listen_addresses=", "-c", "max_connections=200"}),
+      dir_ + "/server.log");
+  // Up once it accepts a connection, not merely once the socket exists ("the database system is starting up").
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (PQping(ConnectionString().c_str()) != PQPING_OK && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(ReadAll(dir_ + "/server.log"));
+  REQUIRE(PQping(ConnectionString().c_str()) == PQPING_OK);
+}
+
+PgCluster::~PgCluster() {
+  if (server_ != nullptr) {
+    server_->Signal(SIGINT);  // fast shutdown
+    server_->Wait(std::chrono::seconds(30));
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string PgCluster::ConnectionString(const std::string& dbname) const {
+  return "host=" + dir_ + " port=" + std::to_string(kPort) + " user=postgres dbname=" + dbname;
+}
+
+std::string PgCluster::Url(const std::string& dbname) const {
+  return "postgresql://postgres@" + PercentEncode(dir_) + ":" + std::to_string(kPort) + "/" + dbname;
+}
+
+}  // namespace osh::test

@@ -1,0 +1,34 @@
+// A throw-away PostgreSQL cluster for tests (Debian's `postgresql` package): initdb into a temp folder,
+// the server on a Unix socket there (no TCP), removed at destruction. PostgreSQL refuses to run as root,
+// so when the suite runs as root the cluster runs as user nobody (setpriv). Not thread-safe; one per test.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "tests/process.h"
+
+namespace osh::test {
+
+class PgCluster {
+ public:
+  // Starts the cluster; REQUIREs (Catch) that it came up. The newest installed PostgreSQL is used.
+  PgCluster();
+  ~PgCluster();  // fast shutdown, then the folder is removed
+  PgCluster(const PgCluster&) = delete;
+
+  // A libpq connection string for the superuser `postgres` and database `dbname`.
+  std::string ConnectionString(const std::string& dbname = "postgres") const;
+  // The same as a postgresql:// URL (the socket folder as the host, percent-encoded).
+  std::string Url(const std::string& dbname = "postgres") const;
+  const std::string& dir() const { return dir_; }
+
+  // The installed server's bin folder, or "" when PostgreSQL is not installed.
+  static std::string BinDir();
+
+ private:
+  std::string dir_;
+  std::unique_ptr<Process> server_;
+};
+
+}  // namespace osh::test
