@@ -461,7 +461,7 @@ void Daemon::RequestTrustStoreReload() {
     LogInfo("SIGHUP: a trust-store reload is already under way; one more will follow it");
     return;
   }
-  LogInfo("SIGHUP: reloading the trust store");
+  LogInfo(tls_ != nullptr ? "SIGHUP: reloading the trust store and the TLS certificates" : "SIGHUP: reloading the trust store");
   driver_pool_->Submit([this] {
     NotifyReloading();
     uint64_t seen = 0;
