@@ -21,6 +21,24 @@ std::string LoadName(v1::LoadStatus status) {
   return status == v1::LOADED ? "loaded" : status == v1::FAILED ? "failed" : "not reported";
 }
 
+// GetSandbox on the admin API; false after setting `exit_code` and printing why.
+bool GetSandbox(const Options& options, const std::string& id, bool include_policy, v1::SandboxInfo* out, int* exit_code) {
+  auto stub = AdminStub(options);
+  if (!stub) {
+    *exit_code = kExitUsage;
+    return false;
+  }
+  v1::GetSandboxRequest request;
+  request.set_sandbox_id(id);
+  request.set_include_policy(include_policy);
+  auto ctx = MakeContext(options);
+  if (auto status = stub->GetSandbox(ctx.get(), request, out); !status.ok()) {
+    *exit_code = ReportRpcError(status);
+    return false;
+  }
+  return true;
+}
+
 void PrintSandbox(const v1::SandboxInfo& s) {
   std::cout << "sandbox:        " << s.context().sandbox_id() << "\n"
             << "subject:        " << s.context().user_subject() << "\n";
@@ -104,16 +122,8 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
     auto id = std::make_shared<std::string>();
     cmd->add_option("--sandbox", *id, "sandbox id")->required();
     cmd->callback([&options, &exit_code, id] {
-      auto stub = AdminStub(options);
-      if (!stub) { exit_code = kExitUsage; return; }
-      v1::GetSandboxRequest request;
-      request.set_sandbox_id(*id);
       v1::SandboxInfo response;
-      auto ctx = MakeContext(options);
-      if (auto status = stub->GetSandbox(ctx.get(), request, &response); !status.ok()) {
-        exit_code = ReportRpcError(status);
-        return;
-      }
+      if (!GetSandbox(options, *id, /*include_policy=*/false, &response, &exit_code)) return;
       if (options.json()) std::cout << ToJson(response) << "\n";
       else PrintSandbox(response);
       exit_code = kExitOk;
@@ -126,17 +136,8 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
     auto id = std::make_shared<std::string>();
     cmd->add_option("--sandbox", *id, "sandbox id")->required();
     cmd->callback([&options, &exit_code, id] {
-      auto stub = AdminStub(options);
-      if (!stub) { exit_code = kExitUsage; return; }
-      v1::GetSandboxRequest request;
-      request.set_sandbox_id(*id);
-      request.set_include_policy(true);
       v1::SandboxInfo response;
-      auto ctx = MakeContext(options);
-      if (auto status = stub->GetSandbox(ctx.get(), request, &response); !status.ok()) {
-        exit_code = ReportRpcError(status);
-        return;
-      }
+      if (!GetSandbox(options, *id, /*include_policy=*/true, &response, &exit_code)) return;
       if (options.json()) {
         std::cout << ToJson(response) << "\n";
       } else {
