@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "store/postgres_store.h"
 #include "store/sqlite_store.h"
 
 namespace osh::store {
@@ -19,7 +20,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const C
     return std::unique_ptr<Store>(*std::move(store));
   }
   if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
-    return absl::UnimplementedError("database: the PostgreSQL store is not part of this build yet; use sqlite:<path>");
+    auto store = PostgresStore::Open(url, clock);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("database: '", url, "' is not a store URL (expected sqlite:<path> or postgresql://...)"));

@@ -1,6 +1,6 @@
 // The store named by a `database` URL (SPEC §6): "sqlite:<path>" (or a bare path) opens or creates the
-// embedded SQLite store; "postgresql://…" / "postgres://…" names the multi-replica store, which this build does not have
-// yet (UNIMPLEMENTED, saying so). Any other form is INVALID_ARGUMENT naming what is accepted.
+// embedded SQLite store; "postgresql://…" / "postgres://…" opens the multi-replica PostgreSQL store (libpq: URL
+// parameters and PG* environment variables apply). Any other form is INVALID_ARGUMENT naming what is accepted.
 #pragma once
 
 #include <memory>

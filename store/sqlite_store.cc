@@ -7,22 +7,15 @@
 
 #include "store/audit_actor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
+#include "store/row_codec.h"
+#include "store/status_macros.h"
 
 namespace osh::store {
 namespace {
 
 using openshell::policy::gateway::v1::LoadStatus;
-
-#define OSH_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    if (absl::Status _s = (expr); !_s.ok()) return _s; \
-  } while (0)
 
 // Forward-only migrations: kMigrations[i] takes the schema from version i to i + 1.
 const char* const kMigrations[] = {
@@ -119,24 +112,6 @@ ALTER TABLE audit_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
 
-std::string JoinIds(const std::vector<std::string>& ids) { return absl::StrJoin(ids, ","); }
-std::vector<std::string> SplitIds(const std::string& text) {
-  if (text.empty()) return {};
-  return absl::StrSplit(text, ',');
-}
-
-// The audit context travels as a Projection with only audit_context set: one deterministic encoding.
-std::string EncodeContextMap(const std::map<std::string, std::string>& map) {
-  Projection holder;
-  for (const auto& [k, v] : map) (*holder.mutable_audit_context())[k] = v;
-  return policy::SerializeDeterministic(holder);
-}
-std::map<std::string, std::string> DecodeContextMap(const std::string& bytes) {
-  Projection holder;
-  holder.ParseFromString(bytes);
-  return {holder.audit_context().begin(), holder.audit_context().end()};
-}
-
 PolicyRevisionRecord RevisionFrom(const Stmt& row) {
   PolicyRevisionRecord r;
   r.seq = static_cast<uint64_t>(row.Int(0));
@@ -146,17 +121,6 @@ PolicyRevisionRecord RevisionFrom(const Stmt& row) {
   r.created_at_unix = row.Int(4);
   r.body = row.Blob(5);
   return r;
-}
-
-// A list of sandbox ids as one JSON array, for `json_each(?)`: one statement whatever the count.
-absl::StatusOr<std::string> JsonIdList(const std::vector<std::string>& ids) {
-  google::protobuf::ListValue list;
-  for (const auto& id : ids) list.add_values()->set_string_value(id);
-  std::string json;
-  if (auto status = google::protobuf::util::MessageToJsonString(list, &json); !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("sandbox ids: ", status.ToString()));
-  }
-  return json;
 }
 
 constexpr char kRevisionColumns[] =
@@ -262,73 +226,37 @@ SqliteStore::CommitCounters SqliteStore::commit_counters() const {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status SqliteStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
-  Writer self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
-  std::vector<Writer*> group;
-  {
-    absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(&self);
-    auto can_lead = [this, &self]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return self.done || !leading_; };
-    queue_mu_.Await(absl::Condition(&can_lead));
-    if (self.done) return self.status;  // a leader committed it for us
-    leading_ = true;
-    group.assign(queue_.begin(), queue_.end());
-    queue_.clear();
-  }
-  LeadGroup(std::move(group));
+  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
+  queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
 }
 
-void SqliteStore::LeadGroup(std::vector<Writer*> group) {
-  {
-    absl::MutexLock lock(&mu_);
-    const trust::ChainSealer::Mark start = chain_.head();
-    Transaction txn(db_);
-    absl::Status begun = txn.begin_status();
-    size_t succeeded = 0;
-    for (Writer* w : group) {
-      if (!begun.ok()) {
-        w->status = begun;
-        continue;
-      }
-      const trust::ChainSealer::Mark before = chain_.head();
-      if (absl::Status s = db_.Exec("SAVEPOINT w"); !s.ok()) {
-        w->status = s;
-        continue;
-      }
-      {
-        AuditActorScope actor(w->actor);  // the writer's, on the leader's thread
-        w->status = w->run();
-      }
-      if (!w->status.ok()) {
-        db_.Exec("ROLLBACK TO w").IgnoreError();
-        chain_.Rewind(before);
-      } else {
-        ++succeeded;
-      }
-      db_.Exec("RELEASE w").IgnoreError();
-    }
-    if (begun.ok()) {
-      const absl::Time commit_started = absl::Now();
-      absl::Status committed = txn.Commit();
-      if (commit_observer_) commit_observer_(absl::Now() - commit_started);
-      if (absl::Status s = std::move(committed); !s.ok()) {
-        chain_.Rewind(start);
-        for (Writer* w : group) {
-          if (w->status.ok()) w->status = s;
-        }
-      } else {
-        ++counters_.transactions;
-        counters_.writes += succeeded;
-        // Durable now: the followers' "after commit" work, in commit order, before anyone returns.
-        for (Writer* w : group) {
-          if (w->status.ok() && w->committed) w->committed();
-        }
-      }
-    }
+void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
+  absl::MutexLock lock(&mu_);
+  const trust::ChainSealer::Mark start = chain_.head();
+  Transaction txn(db_);
+  if (!txn.begin_status().ok()) {
+    for (GroupWrite* w : group) w->status = txn.begin_status();
+    return;
   }
-  absl::MutexLock lock(&queue_mu_);
-  for (Writer* w : group) w->done = true;
-  leading_ = false;
+  const size_t succeeded = RunInSavepoints(
+      group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return db_.Exec(sql); }, chain_);
+  const absl::Time commit_started = absl::Now();
+  absl::Status committed = txn.Commit();
+  if (commit_observer_) commit_observer_(absl::Now() - commit_started);
+  if (!committed.ok()) {
+    chain_.Rewind(start);
+    for (GroupWrite* w : group) {
+      if (w->status.ok()) w->status = committed;
+    }
+    return;
+  }
+  ++counters_.transactions;
+  counters_.writes += succeeded;
+  // Durable now: the followers' "after commit" work, in commit order, before anyone returns.
+  for (GroupWrite* w : group) {
+    if (w->status.ok() && w->committed) w->committed();
+  }
 }
 
 // --- Changes --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@
 // is durable (or refused).
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -18,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "store/clock.h"
+#include "store/group_commit.h"
 #include "store/sqlite_db.h"
 #include "store/store.h"
 
@@ -79,18 +79,10 @@ class SqliteStore final : public Store {
   absl::Status MigrateEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadChainHead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // One write: its statements (run inside the shared transaction) and what follows its commit.
-  struct Writer {
-    std::function<absl::Status()> run;
-    std::function<void()> committed;  // may be empty
-    absl::Status status;
-    bool done = false;
-    std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
-  };
   // Runs `run` in a group-committed transaction; `committed` runs after the commit is durable, in
   // commit order, before this returns (on the leader's thread).
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr);
-  void LeadGroup(std::vector<Writer*> group) ABSL_LOCKS_EXCLUDED(mu_);
+  void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Admit(const change::AdmitSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -115,9 +107,7 @@ class SqliteStore final : public Store {
   absl::Mutex read_mu_;  // the read connection
   std::optional<Db> read_db_ ABSL_GUARDED_BY(read_mu_);
 
-  absl::Mutex queue_mu_;  // the group-commit queue
-  std::deque<Writer*> queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool leading_ ABSL_GUARDED_BY(queue_mu_) = false;
+  GroupCommitQueue queue_;
 
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 };

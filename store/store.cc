@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <set>
+
 namespace osh::store {
 namespace {
 
@@ -38,6 +40,17 @@ absl::Status Store::RecordReport(const std::string& sandbox_id, const std::strin
                                  openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
                                  int64_t now_unix, AuditEvent event) {
   return CommitOne(this, change::RecordReport{sandbox_id, digest, status, error, now_unix}, std::move(event));
+}
+
+absl::StatusOr<std::vector<SandboxRecord>> Store::LoadSandboxesById(const std::vector<std::string>& ids) {
+  auto all = LoadSandboxes();
+  if (!all.ok()) return all.status();
+  const std::set<std::string> wanted(ids.begin(), ids.end());
+  std::vector<SandboxRecord> out;
+  for (auto& record : *all) {
+    if (wanted.count(record.context.sandbox_id()) != 0) out.push_back(std::move(record));
+  }
+  return out;
 }
 
 }  // namespace osh::store

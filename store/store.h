@@ -41,6 +41,31 @@ struct PendingRelease {
   std::string idempotency_key;  // the key the acquisition was sent with ("": none)
 };
 
+// What other replicas committed to a shared store (PostgresStore's change feed), as it stands now:
+// the sandboxes they changed, read back after the change (present), those they deleted (removed), the
+// policy scopes they appended to and whether they replaced the ceiling.
+struct RemoteChanges {
+  std::vector<SandboxRecord> sandboxes;
+  std::vector<std::string> removed;
+  std::vector<std::string> policy_scopes;
+  bool ceiling = false;
+};
+// Told of remote changes on the store's feed thread, in commit order, never concurrently with the
+// ChangeListener (so the view never applies an older state over a newer one). Must not write to the store.
+class RemoteChangeListener {
+ public:
+  virtual ~RemoteChangeListener() = default;
+  virtual void OnRemoteChanges(const RemoteChanges& changes) = 0;
+};
+
+// This process's place among the gateways sharing the store.
+struct ReplicaStatus {
+  std::string database_kind;  // "sqlite" or "postgresql"
+  std::string replica_id;     // unique among live replicas
+  uint32_t live_replicas = 1; // replicas whose heartbeat is fresh, this one included
+  bool database_reachable = true;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -53,6 +78,8 @@ class Store {
   virtual void SetChangeListener(ChangeListener* listener) = 0;
   // Every admitted sandbox; records with equal envelopes share one Envelope (and one body).
   virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() = 0;
+  // The listed sandboxes that exist (any order).
+  virtual absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxesById(const std::vector<std::string>& ids);
 
   // One-change conveniences over Commit.
   absl::Status InsertSandbox(SandboxRecord record, AuditEvent event);
@@ -114,6 +141,14 @@ class Store {
     std::string hash;
   };
   virtual ChainHead AuditChainHead() = 0;
+
+  // --- Replicas (a single-process store: one replica, no feed, every lease granted) -----------------
+  // The listener for changes other processes commit; nullptr removes it.
+  virtual void SetRemoteChangeListener(RemoteChangeListener* /*listener*/) {}
+  virtual ReplicaStatus replica_status() { return {"sqlite", "local", 1, true}; }
+  // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
+  // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.
+  virtual absl::StatusOr<bool> TryLease(const std::string& /*name*/, int64_t /*duration_ms*/) { return true; }
 
   // Content-addressed envelopes and bodies: what LoadSandboxes returns and what the gateway admits share
   // one copy of each distinct envelope and body.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <filesystem>
 #include <thread>
@@ -90,6 +91,28 @@ PgCluster::~PgCluster() {
   }
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string PgCluster::CreateDatabase() {
+  const std::string name = "t" + std::to_string(++databases_);
+  PGconn* conn = PQconnectdb(ConnectionString().c_str());
+  PGresult* result = PQexec(conn, ("CREATE DATABASE " + name).c_str());
+  const bool created = PQresultStatus(result) == PGRES_COMMAND_OK;
+  INFO(PQerrorMessage(conn));
+  PQclear(result);
+  PQfinish(conn);
+  REQUIRE(created);
+  return Url(name);
+}
+
+PgCluster& PgCluster::Shared() {
+  static PgCluster* shared = new PgCluster();  // stopped by the atexit below, after every test
+  static const bool registered = [] {
+    std::atexit([] { delete shared; });
+    return true;
+  }();
+  (void)registered;
+  return *shared;
 }
 
 std::string PgCluster::ConnectionString(const std::string& dbname) const {

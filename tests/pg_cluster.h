@@ -21,6 +21,11 @@ class PgCluster {
   std::string ConnectionString(const std::string& dbname = "postgres") const;
   // The same as a postgresql:// URL (the socket folder as the host, percent-encoded).
   std::string Url(const std::string& dbname = "postgres") const;
+  // A new, empty database in this cluster; its postgresql:// URL.
+  std::string CreateDatabase();
+  // One cluster for the whole test process (started on first use): tests that need a store only, not
+  // a server to stop or restart, take a fresh database in it.
+  static PgCluster& Shared();
   const std::string& dir() const { return dir_; }
 
   // The installed server's bin folder, or "" when PostgreSQL is not installed.
@@ -29,6 +34,7 @@ class PgCluster {
  private:
   std::string dir_;
   std::unique_ptr<Process> server_;
+  int databases_ = 0;
 };
 
 }  // namespace osh::test

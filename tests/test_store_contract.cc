@@ -1,11 +1,12 @@
-// The store contract: one set of tests, run against every backend the build has (today SQLite; the
-// PostgreSQL store joins by adding its URL to Backends()). Only the Store interface is used — nothing
+// The store contract: one set of tests, run against every backend the build has (SQLite, and PostgreSQL
+// in a throw-away cluster shared by the test process, a fresh database per test). Only the Store interface is used — nothing
 // here counts rows with SQL — so a backend passes by behaving, not by its schema.
 #include <catch2/catch.hpp>
 
 #include "gateway/sandbox_registry.h"
 #include "policy/digest.h"
 #include "store/open_store.h"
+#include "tests/pg_cluster.h"
 #include "tests/test_support.h"
 #include "trust/audit_chain.h"
 
@@ -21,7 +22,8 @@ struct Backend {
 };
 
 std::vector<Backend> Backends() {
-  return {{"sqlite", [](const osh::test::TempDir& dir) { return "sqlite:" + (dir / "gateway.db"); }}};
+  return {{"sqlite", [](const osh::test::TempDir& dir) { return "sqlite:" + (dir / "gateway.db"); }},
+          {"postgresql", [](const osh::test::TempDir&) { return osh::test::PgCluster::Shared().CreateDatabase(); }}};
 }
 
 std::unique_ptr<Store> Open(const std::string& url) {
@@ -266,9 +268,11 @@ TEST_CASE("store: OpenStore by URL scheme", "[store]") {
   osh::test::TempDir dir;
   CHECK(osh::store::OpenStore("sqlite:" + (dir / "a.db")).ok());
   CHECK(osh::store::OpenStore(dir / "b.db").ok());  // a bare path is a SQLite file
-  auto pg = osh::store::OpenStore("postgresql://gateway@db/openshell");
-  CHECK(absl::IsUnimplemented(pg.status()));
-  CHECK_THAT(std::string(pg.status().message()), Catch::Contains("PostgreSQL"));
+  // An unreachable PostgreSQL is UNAVAILABLE, naming the database but never the password.
+  auto pg = osh::store::OpenStore("postgresql://gateway:s3cret-pw@127.0.0.1:1/openshell?connect_timeout=2");
+  CHECK(absl::IsUnavailable(pg.status()));
+  CHECK_THAT(std::string(pg.status().message()), Catch::Contains("dbname=openshell"));
+  CHECK_THAT(std::string(pg.status().message()), !Catch::Contains("s3cret-pw"));
   CHECK(absl::IsInvalidArgument(osh::store::OpenStore("mysql://x/y").status()));
 }
 

@@ -1,0 +1,49 @@
+#include "store/group_commit.h"
+
+#include "store/audit_actor.h"
+
+namespace osh::store {
+
+void GroupCommitQueue::Submit(GroupWrite* write, absl::FunctionRef<void(const std::vector<GroupWrite*>&)> lead) {
+  std::vector<GroupWrite*> group;
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(write);
+    auto can_lead = [this, write]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return write->done || !leading_; };
+    mu_.Await(absl::Condition(&can_lead));
+    if (write->done) return;  // a leader committed it for us
+    leading_ = true;
+    group.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+  }
+  lead(group);
+  absl::MutexLock lock(&mu_);
+  for (GroupWrite* w : group) w->done = true;
+  leading_ = false;
+}
+
+size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,
+                       trust::ChainSealer& chain) {
+  size_t succeeded = 0;
+  for (GroupWrite* w : group) {
+    const trust::ChainSealer::Mark before = chain.head();
+    if (absl::Status s = exec("SAVEPOINT w"); !s.ok()) {
+      w->status = s;
+      continue;
+    }
+    {
+      AuditActorScope actor(w->actor);  // the writer's, on the leader's thread
+      w->status = w->run();
+    }
+    if (!w->status.ok()) {
+      exec("ROLLBACK TO w").IgnoreError();
+      chain.Rewind(before);
+    } else {
+      ++succeeded;
+    }
+    exec("RELEASE w").IgnoreError();
+  }
+  return succeeded;
+}
+
+}  // namespace osh::store

@@ -1,0 +1,76 @@
+// A thin RAII layer over libpq (Debian's libpq-dev): a connection, parameterised statements with binary
+// results, and SQLSTATE-aware errors. Not thread-safe by itself; PostgresStore serialises access.
+//
+// Errors: UNAVAILABLE when the server cannot be reached or the connection broke (the caller may
+// Reconnect()), ALREADY_EXISTS for a unique violation, ABORTED for serialization failures and deadlocks,
+// INTERNAL otherwise; messages carry the server's text, never the connection's password.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace osh::store {
+
+// Statement parameters: text values go as text, bytes as binary (bytea), integers as decimal text.
+class PgParams {
+ public:
+  PgParams& Add(const std::string& text);
+  PgParams& Add(const char* text) { return Add(std::string(text)); }
+  PgParams& AddBytes(const std::string& bytes);
+  PgParams& Add(int64_t value);
+
+ private:
+  friend class PgConn;
+  std::vector<std::string> values_;
+  std::vector<int> formats_;  // 0 text, 1 binary
+};
+
+// A query's result (binary format). Column accessors take 0-based row and column.
+class PgResult {
+ public:
+  explicit PgResult(PGresult* result) : result_(result, &PQclear) {}
+  int rows() const { return PQntuples(result_.get()); }
+  // Rows a command touched (UPDATE/DELETE/INSERT).
+  int64_t affected() const;
+  std::string Bytes(int row, int column) const;  // text and bytea columns alike
+  int64_t Int(int row, int column) const;        // int2/int4/int8/bool columns
+  bool IsNull(int row, int column) const { return PQgetisnull(result_.get(), row, column) != 0; }
+
+ private:
+  std::shared_ptr<PGresult> result_;
+};
+
+class PgConn {
+ public:
+  // Connects with a libpq connection string or postgresql:// URL (PG* environment variables fill in
+  // what it leaves out).
+  static absl::StatusOr<PgConn> Connect(const std::string& conninfo);
+  PgConn(PgConn&&) noexcept = default;
+  PgConn& operator=(PgConn&&) noexcept = default;
+
+  // One or more statements without parameters or rows.
+  absl::Status Exec(const std::string& sql);
+  // One statement with $1.. parameters.
+  absl::StatusOr<PgResult> Query(const std::string& sql, const PgParams& params = {});
+  // Re-establishes a broken connection (UNAVAILABLE while the server stays unreachable).
+  absl::Status Reconnect();
+  bool healthy() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+  PGconn* raw() const { return conn_.get(); }
+
+ private:
+  explicit PgConn(PGconn* conn) : conn_(conn, &PQfinish) {}
+  absl::Status ErrorOf(const PGresult* result) const;
+  std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
+};
+
+// `conninfo` for messages and logs: host, port, database and user, never the password.
+std::string RedactedConninfo(const std::string& conninfo);
+
+}  // namespace osh::store

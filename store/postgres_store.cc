@@ -1,0 +1,835 @@
+#include "store/postgres_store.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <iterator>
+#include <random>
+#include <set>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "store/audit_actor.h"
+#include "store/row_codec.h"
+#include "store/status_macros.h"
+
+namespace osh::store {
+namespace {
+
+using openshell::policy::gateway::v1::LoadStatus;
+
+// Forward-only migrations: kMigrations[i] takes the schema from version i to i + 1. Column meanings
+// are SQLite's (store/sqlite_store.cc); what is new here serves replicas.
+const char* const kMigrations[] = {
+    R"sql(
+CREATE TABLE bodies (
+  digest TEXT PRIMARY KEY,
+  body   BYTEA NOT NULL
+);
+CREATE TABLE envelopes (
+  id            BYTEA PRIMARY KEY,
+  header        BYTEA NOT NULL,
+  policy_digest TEXT NOT NULL REFERENCES bodies(digest)
+);
+CREATE INDEX envelopes_by_digest ON envelopes(policy_digest);
+CREATE TABLE sandboxes (
+  sandbox_id         TEXT PRIMARY KEY,
+  context            BYTEA NOT NULL,
+  handle_sha256      BYTEA NOT NULL UNIQUE,
+  driver_handle      TEXT NOT NULL,
+  envelope_id        BYTEA NOT NULL REFERENCES envelopes(id),
+  policy_digest      TEXT NOT NULL,
+  verification       TEXT NOT NULL,
+  signing_key_ids    TEXT NOT NULL,
+  admitted_at        BIGINT NOT NULL,
+  updated_at         BIGINT NOT NULL,
+  load_status        INTEGER NOT NULL DEFAULT 0,
+  load_error         TEXT NOT NULL DEFAULT '',
+  reported_digest    TEXT NOT NULL DEFAULT '',
+  reported_at        BIGINT NOT NULL DEFAULT 0,
+  last_refresh_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sandboxes_by_envelope ON sandboxes(envelope_id);
+-- in_flight_owner: the replica whose admission is in flight ('' = due); claimed_*: who is delivering it.
+CREATE TABLE pending_releases (
+  id              BIGSERIAL PRIMARY KEY,
+  driver_handle   TEXT NOT NULL,
+  queued_at       BIGINT NOT NULL,
+  in_flight_owner TEXT NOT NULL DEFAULT '',
+  context         BYTEA NOT NULL DEFAULT '',
+  idempotency_key TEXT NOT NULL DEFAULT '',
+  claimed_by      TEXT NOT NULL DEFAULT '',
+  claimed_until   BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE policy_revisions (
+  seq        BIGSERIAL PRIMARY KEY,
+  scope      TEXT NOT NULL,
+  revision   BIGINT NOT NULL,
+  digest     TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  UNIQUE (scope, revision)
+);
+CREATE TABLE audit_events (
+  seq            BIGINT PRIMARY KEY,
+  time_unix_ms   BIGINT NOT NULL,
+  type           TEXT NOT NULL,
+  sandbox_id     TEXT NOT NULL,
+  surface_id     TEXT NOT NULL,
+  policy_digest  TEXT NOT NULL,
+  policy_version BIGINT NOT NULL,
+  key_ids        TEXT NOT NULL,
+  outcome        TEXT NOT NULL,
+  reason         TEXT NOT NULL,
+  audit_context  BYTEA NOT NULL,
+  prev_hash      TEXT NOT NULL,
+  hash           TEXT NOT NULL,
+  actor          TEXT NOT NULL DEFAULT ''
+);
+-- The chain's head, locked by every write transaction first: the one serialisation point of all replicas.
+CREATE TABLE audit_head (
+  id   INTEGER PRIMARY KEY CHECK (id = 1),
+  seq  BIGINT NOT NULL,
+  hash TEXT NOT NULL
+);
+INSERT INTO audit_head VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE ceiling (
+  id      INTEGER PRIMARY KEY CHECK (id = 1),
+  version BIGINT NOT NULL,
+  ceiling BYTEA NOT NULL
+);
+-- The change feed: one row per committed batch that other replicas must apply.
+CREATE TABLE changes (
+  seq     BIGSERIAL PRIMARY KEY,
+  origin  TEXT NOT NULL,
+  kind    TEXT NOT NULL,                -- sandboxes (payload: JSON id list), policy (scope), ceiling
+  payload TEXT NOT NULL
+);
+CREATE TABLE replicas (
+  id           TEXT PRIMARY KEY,
+  started_at   BIGINT NOT NULL,
+  heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE leases (
+  name    TEXT PRIMARY KEY,
+  holder  TEXT NOT NULL,
+  expires BIGINT NOT NULL
+);
+)sql",
+};
+static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
+
+constexpr int64_t kMigrationLock = 0x6f73680001;  // pg_advisory_xact_lock key: "osh" + 1
+// The database's clock in milliseconds: replicas compare heartbeats and leases on one clock.
+constexpr char kDbNowMs[] = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+std::string NewReplicaId() {
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  std::random_device random;
+  return absl::StrFormat("%s:%d:%04x", host, ::getpid(), random() & 0xffff);
+}
+
+PolicyRevisionRecord RevisionFrom(const PgResult& r, int row) {
+  PolicyRevisionRecord out;
+  out.seq = static_cast<uint64_t>(r.Int(row, 0));
+  out.scope = r.Bytes(row, 1);
+  out.revision = static_cast<uint64_t>(r.Int(row, 2));
+  out.digest = r.Bytes(row, 3);
+  out.created_at_unix = r.Int(row, 4);
+  out.body = r.IsNull(row, 5) ? "" : r.Bytes(row, 5);
+  return out;
+}
+
+constexpr char kRevisionColumns[] =
+    "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, b.body FROM policy_revisions r "
+    "LEFT JOIN bodies b ON b.digest = r.digest ";
+
+}  // namespace
+
+PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id)
+    : clock_(clock), replica_id_(std::move(replica_id)), writer_(std::move(writer)), reader_(std::move(reader)),
+      feed_(std::move(feed)) {}
+
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock) {
+  auto writer = PgConn::Connect(conninfo);
+  if (!writer.ok()) return writer.status();
+  auto reader = PgConn::Connect(conninfo);
+  if (!reader.ok()) return reader.status();
+  auto feed = PgConn::Connect(conninfo);
+  if (!feed.ok()) return feed.status();
+  std::unique_ptr<PostgresStore> store(
+      new PostgresStore(*std::move(writer), *std::move(reader), *std::move(feed), clock, NewReplicaId()));
+  {
+    absl::MutexLock lock(&store->mu_);
+    OSH_RETURN_IF_ERROR(store->Migrate());
+  }
+  {
+    absl::MutexLock lock(&store->feed_mu_);
+    PgConn& feed_conn = store->feed_;
+    OSH_RETURN_IF_ERROR(feed_conn.Exec("LISTEN osh_changes"));
+    auto registered = feed_conn.Query(absl::StrCat("INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, ",
+                                                   kDbNowMs, ", ", kDbNowMs, ")"),
+                                      PgParams().Add(store->replica_id_));
+    if (!registered.ok()) return registered.status();
+    // The view is loaded after this: changes from here on are applied from the feed.
+    auto head = feed_conn.Query("SELECT COALESCE(MAX(seq), 0) FROM changes");
+    if (!head.ok()) return head.status();
+    store->feed_seq_ = head->Int(0, 0);
+    store->last_heartbeat_ok_ms_ = store->NowMs();
+  }
+  store->feed_thread_ = std::thread([s = store.get()] { s->FeedLoop(); });
+  return store;
+}
+
+PostgresStore::~PostgresStore() {
+  stopping_ = true;
+  if (feed_thread_.joinable()) feed_thread_.join();
+  absl::MutexLock lock(&feed_mu_);
+  // A clean stop: this replica's admissions in flight are due at once, and it no longer counts as live.
+  feed_.Query("UPDATE pending_releases SET in_flight_owner = '' WHERE in_flight_owner = $1", PgParams().Add(replica_id_))
+      .IgnoreError();
+  feed_.Query("UPDATE pending_releases SET claimed_by = '' WHERE claimed_by = $1", PgParams().Add(replica_id_))
+      .IgnoreError();
+  feed_.Query("DELETE FROM replicas WHERE id = $1", PgParams().Add(replica_id_)).IgnoreError();
+}
+
+absl::Status PostgresStore::Migrate() {
+  OSH_RETURN_IF_ERROR(writer_.Exec("BEGIN"));
+  auto migrate = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kMigrationLock)).status());
+    OSH_RETURN_IF_ERROR(writer_.Exec("CREATE TABLE IF NOT EXISTS osh_schema (version INTEGER NOT NULL)"));
+    auto version = writer_.Query("SELECT version FROM osh_schema");
+    if (!version.ok()) return version.status();
+    int64_t current = 0;
+    if (version->rows() == 0) {
+      OSH_RETURN_IF_ERROR(writer_.Exec("INSERT INTO osh_schema VALUES (0)"));
+    } else {
+      current = version->Int(0, 0);
+    }
+    if (current > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat("database schema version ", current,
+                                                        " is newer than this gateway's ", kSchemaVersion));
+    }
+    for (int64_t v = current; v < kSchemaVersion; ++v) OSH_RETURN_IF_ERROR(writer_.Exec(kMigrations[v]));
+    return writer_.Query("UPDATE osh_schema SET version = $1", PgParams().Add(int64_t{kSchemaVersion})).status();
+  };
+  if (absl::Status s = migrate(); !s.ok()) {
+    writer_.Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return writer_.Exec("COMMIT");
+}
+
+void PostgresStore::SetChangeListener(ChangeListener* listener) { listener_ = listener; }
+
+void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
+  absl::MutexLock lock(&feed_mu_);
+  remote_listener_ = listener;
+}
+
+// --- Group commit -------------------------------------------------------------------------------
+
+absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
+  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
+  queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
+  return self.status;
+}
+
+void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
+  absl::MutexLock lock(&mu_);
+  auto fail_all = [&](const absl::Status& status) {
+    writer_.Exec("ROLLBACK").IgnoreError();
+    for (GroupWrite* w : group) {
+      if (w->status.ok()) w->status = status;
+    }
+  };
+  if (!writer_.healthy()) {
+    if (absl::Status s = writer_.Reconnect(); !s.ok()) return fail_all(s);
+  }
+  // Every replica's writes queue here: the head row stays locked until this transaction ends.
+  if (absl::Status s = writer_.Exec("BEGIN"); !s.ok()) return fail_all(s);
+  auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+  if (!head.ok()) return fail_all(head.status());
+  if (head->rows() != 1) return fail_all(absl::DataLossError("postgresql: the audit head row is missing"));
+  chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+  const uint64_t start_seq = chain_.head().seq;
+  announced_ = false;
+  RunInSavepoints(
+      group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
+  if (chain_.head().seq != start_seq) {
+    auto moved = writer_.Query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                               PgParams().Add(static_cast<int64_t>(chain_.head().seq)).Add(chain_.head().hash));
+    if (!moved.ok()) return fail_all(moved.status());
+  }
+  if (announced_) {
+    if (absl::Status s = writer_.Exec("NOTIFY osh_changes"); !s.ok()) return fail_all(s);
+  }
+  // The feed applies nothing between this commit and this replica's own view update (see
+  // RemoteChangeListener): a remote change read after the commit is applied after ours.
+  absl::MutexLock apply(&feed_mu_);
+  if (absl::Status s = writer_.Exec("COMMIT"); !s.ok()) return fail_all(s);
+  for (GroupWrite* w : group) {
+    if (w->status.ok() && w->committed) w->committed();
+  }
+}
+
+absl::Status PostgresStore::Announce(const std::string& kind, const std::string& payload) {
+  announced_ = true;
+  return writer_.Query("INSERT INTO changes (origin, kind, payload) VALUES ($1, $2, $3)",
+                       PgParams().Add(replica_id_).Add(kind).Add(payload))
+      .status();
+}
+
+// --- Changes --------------------------------------------------------------------------------
+
+absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
+  CommitResult result;
+  auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
+    result.rows.assign(batch.changes.size(), 0);
+    std::vector<std::string> touched;
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
+      std::visit(
+          [&](const auto& c) {
+            using T = std::decay_t<decltype(c)>;
+            if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
+              touched.push_back(c.record.context.sandbox_id());
+            } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
+              touched.insert(touched.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
+            } else {
+              touched.push_back(c.sandbox_id);
+            }
+          },
+          batch.changes[i]);
+    }
+    if (!touched.empty()) {
+      auto ids = JsonIdList(touched);
+      if (!ids.ok()) return ids.status();
+      OSH_RETURN_IF_ERROR(Announce("sandboxes", *ids));
+    }
+    for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+    return absl::OkStatus();
+  };
+  auto committed = [&] {
+    if (listener_ != nullptr) listener_->OnCommitted(batch, result);
+  };
+  OSH_RETURN_IF_ERROR(Write(run, committed));
+  return result;
+}
+
+absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
+  return std::visit(
+      [&](const auto& c) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
+          const SandboxRecord& r = c.record;
+          std::string envelope_id, digest;
+          OSH_RETURN_IF_ERROR(PutEnvelope(*r.envelope, &envelope_id, &digest));
+          auto inserted = writer_.Query(
+              "INSERT INTO sandboxes (sandbox_id, context, handle_sha256, driver_handle, envelope_id, policy_digest, "
+              "verification, signing_key_ids, admitted_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+              PgParams().Add(r.context.sandbox_id()).AddBytes(policy::SerializeDeterministic(r.context))
+                  .AddBytes(r.handle_sha256).Add(r.driver_handle).AddBytes(envelope_id).Add(digest)
+                  .Add(r.verification).Add(JoinIds(r.signing_key_ids)).Add(r.admitted_at_unix).Add(r.updated_at_unix));
+          if (!inserted.ok()) {
+            if (absl::IsAlreadyExists(inserted.status())) {
+              return absl::AlreadyExistsError(absl::StrCat("sandbox '", r.context.sandbox_id(), "' is already admitted"));
+            }
+            return inserted.status();
+          }
+          if (r.acquisition_id != 0) {
+            OSH_RETURN_IF_ERROR(
+                writer_.Query("DELETE FROM pending_releases WHERE id = $1", PgParams().Add(r.acquisition_id)).status());
+          }
+          *rows = 1;
+          return absl::OkStatus();
+        } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
+          auto ids = JsonIdList(c.sandbox_ids);
+          if (!ids.ok()) return ids.status();
+          constexpr char kListed[] = "sandbox_id IN (SELECT json_array_elements_text($1::json))";
+          auto old = writer_.Query(absl::StrCat("SELECT DISTINCT envelope_id FROM sandboxes WHERE ", kListed),
+                                   PgParams().Add(*ids));
+          if (!old.ok()) return old.status();
+          std::string envelope_id, digest;
+          OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
+          auto moved = writer_.Query(
+              absl::StrCat("UPDATE sandboxes SET envelope_id = $2, policy_digest = $3, verification = $4, "
+                           "signing_key_ids = $5, updated_at = $6, last_refresh_error = '' WHERE ",
+                           kListed),
+              PgParams().Add(*ids).AddBytes(envelope_id).Add(digest).Add(c.verification).Add(JoinIds(c.key_ids))
+                  .Add(c.now_unix));
+          if (!moved.ok()) return moved.status();
+          *rows = moved->affected();
+          if (c.require_all && *rows != static_cast<int64_t>(c.sandbox_ids.size())) {
+            return absl::NotFoundError(c.sandbox_ids.size() == 1 ? absl::StrCat("no sandbox '", c.sandbox_ids[0], "'")
+                                                                 : "some of the sandboxes are gone");
+          }
+          for (int i = 0; i < old->rows(); ++i) {
+            if (old->Bytes(i, 0) != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(old->Bytes(i, 0)));
+          }
+          return absl::OkStatus();
+        } else if constexpr (std::is_same_v<T, change::DeleteSandbox>) {
+          auto gone = writer_.Query("DELETE FROM sandboxes WHERE sandbox_id = $1 RETURNING driver_handle, envelope_id",
+                                    PgParams().Add(c.sandbox_id));
+          if (!gone.ok()) return gone.status();
+          if (gone->rows() == 0) return absl::NotFoundError(absl::StrCat("no sandbox '", c.sandbox_id, "'"));
+          OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(gone->Bytes(0, 1)));
+          OSH_RETURN_IF_ERROR(writer_.Query("INSERT INTO pending_releases (driver_handle, queued_at) VALUES ($1, $2)",
+                                            PgParams().Add(gone->Bytes(0, 0)).Add(NowMs() / 1000))
+                                  .status());
+          *rows = 1;
+          return absl::OkStatus();
+        } else if constexpr (std::is_same_v<T, change::SetRefreshError>) {
+          auto set = writer_.Query("UPDATE sandboxes SET last_refresh_error = $1 WHERE sandbox_id = $2",
+                                   PgParams().Add(c.error).Add(c.sandbox_id));
+          if (!set.ok()) return set.status();
+          *rows = set->affected();
+          return absl::OkStatus();
+        } else {
+          static_assert(std::is_same_v<T, change::RecordReport>);
+          auto set = writer_.Query(
+              "UPDATE sandboxes SET load_status = $1, load_error = $2, reported_digest = $3, reported_at = $4 "
+              "WHERE sandbox_id = $5",
+              PgParams().Add(static_cast<int64_t>(c.status)).Add(c.error).Add(c.digest).Add(c.now_unix).Add(c.sandbox_id));
+          if (!set.ok()) return set.status();
+          *rows = set->affected();
+          if (*rows == 0) return absl::NotFoundError(absl::StrCat("no sandbox '", c.sandbox_id, "'"));
+          return absl::OkStatus();
+        }
+      },
+      change);
+}
+
+absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
+  if (event->actor.empty()) event->actor = AuditActorScope::Current();
+  chain_.Seal(event, NowMs());
+  return writer_
+      .Query("INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
+             "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) "
+             "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+             PgParams().Add(static_cast<int64_t>(event->seq)).Add(event->time_unix_ms).Add(event->type)
+                 .Add(event->sandbox_id).Add(event->surface_id).Add(event->policy_digest)
+                 .Add(static_cast<int64_t>(event->policy_version)).Add(JoinIds(event->key_ids)).Add(event->outcome)
+                 .Add(event->reason).AddBytes(EncodeContextMap(event->audit_context)).Add(event->prev_hash)
+                 .Add(event->hash).Add(event->actor))
+      .status();
+}
+
+absl::Status PostgresStore::PutBody(const std::string& digest, const std::string& body) {
+  return writer_.Query("INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       PgParams().Add(digest).AddBytes(body))
+      .status();
+}
+
+absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
+  *digest_out = envelope.policy_digest();
+  OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
+  *id = policy::Sha256(envelope.header_bytes());
+  return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                       PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
+      .status();
+}
+
+absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
+  auto dropped = writer_.Query(
+      "DELETE FROM envelopes e WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE envelope_id = $1) "
+      "RETURNING e.policy_digest",
+      PgParams().AddBytes(id));
+  if (!dropped.ok()) return dropped.status();
+  if (dropped->rows() == 0) return absl::OkStatus();
+  return writer_
+      .Query("DELETE FROM bodies WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = $1) "
+             "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = $1)",
+             PgParams().Add(dropped->Bytes(0, 0)))
+      .status();
+}
+
+// --- Reads ----------------------------------------------------------------------------------
+
+absl::StatusOr<PgResult> PostgresStore::Read(const std::string& sql, const PgParams& params) {
+  if (!reader_.healthy()) OSH_RETURN_IF_ERROR(reader_.Reconnect());
+  auto result = reader_.Query(sql, params);
+  if (!result.ok() && absl::IsUnavailable(result.status()) && reader_.Reconnect().ok()) {
+    return reader_.Query(sql, params);
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const std::string& where,
+                                                                       const std::string& arg) {
+  PgParams params;
+  if (!arg.empty()) params.Add(arg);
+  auto rows = Read(absl::StrCat(
+                       "SELECT s.context, s.handle_sha256, s.driver_handle, e.header, e.policy_digest, s.verification, "
+                       "s.signing_key_ids, s.admitted_at, s.updated_at, s.load_status, s.load_error, s.reported_digest, "
+                       "s.reported_at, s.last_refresh_error, b.body FROM sandboxes s "
+                       "JOIN envelopes e ON e.id = s.envelope_id JOIN bodies b ON b.digest = e.policy_digest ",
+                       where),
+                   params);
+  if (!rows.ok()) return rows.status();
+  std::vector<SandboxRecord> out;
+  out.reserve(rows->rows());
+  for (int i = 0; i < rows->rows(); ++i) {
+    SandboxRecord r;
+    r.context_bytes = rows->Bytes(i, 0);
+    if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("postgresql: a sandbox row does not decode");
+    r.handle_sha256 = rows->Bytes(i, 1);
+    r.driver_handle = rows->Bytes(i, 2);
+    auto envelope = envelopes().Intern(rows->Bytes(i, 3), envelopes().InternBody(rows->Bytes(i, 4), rows->Bytes(i, 14)));
+    if (!envelope.ok()) return absl::DataLossError(absl::StrCat("postgresql: ", envelope.status().message()));
+    r.envelope = *std::move(envelope);
+    r.verification = rows->Bytes(i, 5);
+    r.signing_key_ids = SplitIds(rows->Bytes(i, 6));
+    r.admitted_at_unix = rows->Int(i, 7);
+    r.updated_at_unix = rows->Int(i, 8);
+    r.load_status = static_cast<LoadStatus>(rows->Int(i, 9));
+    r.load_error = rows->Bytes(i, 10);
+    r.reported_digest = rows->Bytes(i, 11);
+    r.reported_at_unix = rows->Int(i, 12);
+    r.last_refresh_error = rows->Bytes(i, 13);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::LoadSandboxes() {
+  absl::MutexLock lock(&read_mu_);
+  return ReadSandboxes("", "");
+}
+
+absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::LoadSandboxesById(const std::vector<std::string>& ids) {
+  auto json = JsonIdList(ids);
+  if (!json.ok()) return json.status();
+  absl::MutexLock lock(&read_mu_);
+  return ReadSandboxes("WHERE s.sandbox_id IN (SELECT json_array_elements_text($1::json))", *json);
+}
+
+// --- Releases -------------------------------------------------------------------------------
+
+absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContext& context,
+                                                           const std::string& idempotency_key) {
+  int64_t id = 0;
+  const std::string context_bytes = policy::SerializeDeterministic(context);
+  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto inserted = writer_.Query(
+        "INSERT INTO pending_releases (driver_handle, queued_at, in_flight_owner, context, idempotency_key) "
+        "VALUES ('', $1, $2, $3, $4) RETURNING id",
+        PgParams().Add(NowMs() / 1000).Add(replica_id_).AddBytes(context_bytes).Add(idempotency_key));
+    if (!inserted.ok()) return inserted.status();
+    id = inserted->Int(0, 0);
+    return absl::OkStatus();
+  }));
+  return id;
+}
+
+absl::Status PostgresStore::QueueAcquiredRelease(int64_t id, const std::string& driver_handle) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return writer_
+        .Query("UPDATE pending_releases SET in_flight_owner = '', driver_handle = $1 WHERE id = $2",
+               PgParams().Add(driver_handle).Add(id))
+        .status();
+  });
+}
+
+absl::Status PostgresStore::DropAdmissionIntent(int64_t id) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return writer_.Query("DELETE FROM pending_releases WHERE id = $1 AND in_flight_owner <> ''", PgParams().Add(id))
+        .status();
+  });
+}
+
+absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
+  // Claims what is due and not being delivered by another live replica: notes no admission is settling
+  // (none in flight, or in flight on a replica that is gone), not claimed, or claimed by this replica,
+  // by a replica that is gone, or so long ago that the claimer must be stuck.
+  absl::MutexLock lock(&read_mu_);
+  auto claimed = Read(
+      absl::StrCat("UPDATE pending_releases p SET claimed_by = $1, claimed_until = ", kDbNowMs, " + $2 "
+                   "WHERE p.id IN (SELECT id FROM pending_releases WHERE "
+                   "(in_flight_owner = '' OR in_flight_owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ",
+                   kDbNowMs, " - $3)) AND (claimed_by IN ('', $1) OR claimed_until < ", kDbNowMs,
+                   " OR claimed_by NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs,
+                   " - $3)) ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+                   "RETURNING p.id, p.driver_handle, p.context, p.idempotency_key"),
+      PgParams().Add(replica_id_).Add(kReleaseClaimMs).Add(kReplicaLeaseMs));
+  if (!claimed.ok()) return claimed.status();
+  std::vector<PendingRelease> out;
+  for (int i = 0; i < claimed->rows(); ++i) {
+    PendingRelease release{claimed->Int(i, 0), claimed->Bytes(i, 1), {}, claimed->Bytes(i, 3)};
+    if (!release.context.ParseFromString(claimed->Bytes(i, 2))) {
+      return absl::DataLossError("postgresql: a pending release does not decode");
+    }
+    out.push_back(std::move(release));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+absl::Status PostgresStore::CompleteRelease(int64_t id, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto done = writer_.Query("DELETE FROM pending_releases WHERE id = $1", PgParams().Add(id));
+    if (!done.ok()) return done.status();
+    if (done->affected() == 0) return absl::OkStatus();  // already completed: nothing to record twice
+    return InsertAudit(&event);
+  });
+}
+
+// --- Policies -------------------------------------------------------------------------------
+
+absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const std::string& scope,
+                                                                         const std::optional<std::string>& body,
+                                                                         std::optional<uint64_t> expected_revision,
+                                                                         int64_t now_unix, AuditEvent event) {
+  PolicyRevisionRecord record;
+  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto latest = writer_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
+                                PgParams().Add(scope));
+    if (!latest.ok()) return latest.status();
+    const uint64_t current = latest->rows() ? static_cast<uint64_t>(latest->Int(0, 2)) : 0;
+    const uint64_t live = (latest->rows() && !latest->Bytes(0, 3).empty()) ? current : 0;
+    if (expected_revision && *expected_revision != live) {
+      return absl::AbortedError(absl::StrCat("scope '", scope, "' is at revision ", live, ", expected ", *expected_revision));
+    }
+    if (!body && live == 0) return absl::NotFoundError(absl::StrCat("scope '", scope, "' has no policy"));
+    record.scope = scope;
+    record.revision = current + 1;
+    record.created_at_unix = now_unix;
+    if (body) {
+      record.body = *body;
+      record.digest = policy::Sha256Hex(*body);
+      OSH_RETURN_IF_ERROR(PutBody(record.digest, record.body));
+    }
+    auto inserted = writer_.Query(
+        "INSERT INTO policy_revisions (scope, revision, digest, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
+        PgParams().Add(scope).Add(static_cast<int64_t>(record.revision)).Add(record.digest).Add(now_unix));
+    if (!inserted.ok()) return inserted.status();
+    record.seq = static_cast<uint64_t>(inserted->Int(0, 0));
+    OSH_RETURN_IF_ERROR(Announce("policy", scope));
+    event.policy_digest = record.digest;
+    event.policy_version = record.seq;
+    return InsertAudit(&event);
+  }));
+  return record;
+}
+
+absl::StatusOr<std::optional<PolicyRevisionRecord>> PostgresStore::LatestPolicyRevision(const std::string& scope) {
+  absl::MutexLock lock(&read_mu_);
+  auto latest = Read(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
+                     PgParams().Add(scope));
+  if (!latest.ok()) return latest.status();
+  if (latest->rows() == 0) return std::optional<PolicyRevisionRecord>();
+  return std::optional<PolicyRevisionRecord>(RevisionFrom(*latest, 0));
+}
+
+absl::StatusOr<PolicyRevisionRecord> PostgresStore::GetPolicyRevision(const std::string& scope, uint64_t revision) {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 AND r.revision = $2"),
+                    PgParams().Add(scope).Add(static_cast<int64_t>(revision)));
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return absl::NotFoundError(absl::StrCat("scope '", scope, "' has no revision ", revision));
+  return RevisionFrom(*found, 0);
+}
+
+absl::StatusOr<std::vector<PolicyRevisionRecord>> PostgresStore::ListPolicyRevisions(const std::string& scope) {
+  absl::MutexLock lock(&read_mu_);
+  PgParams params;
+  if (!scope.empty()) params.Add(scope);
+  auto found = Read(absl::StrCat(kRevisionColumns, scope.empty() ? "" : "WHERE r.scope = $1 ", "ORDER BY r.seq"), params);
+  if (!found.ok()) return found.status();
+  std::vector<PolicyRevisionRecord> out;
+  for (int i = 0; i < found->rows(); ++i) out.push_back(RevisionFrom(*found, i));
+  return out;
+}
+
+absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
+  absl::MutexLock lock(&read_mu_);
+  auto count = Read(
+      "SELECT COUNT(*) FROM policy_revisions r WHERE r.digest <> '' AND r.revision = "
+      "(SELECT MAX(revision) FROM policy_revisions WHERE scope = r.scope)");
+  if (!count.ok()) return count.status();
+  return static_cast<uint64_t>(count->Int(0, 0));
+}
+
+absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
+    if (!current.ok()) return current.status();
+    if (current->rows() && static_cast<uint64_t>(current->Int(0, 0)) >= version) {
+      return absl::AbortedError(absl::StrCat("rollback: ceiling version ", version,
+                                             " is not above the stored version ", current->Int(0, 0)));
+    }
+    OSH_RETURN_IF_ERROR(writer_
+                            .Query("INSERT INTO ceiling (id, version, ceiling) VALUES (1, $1, $2) "
+                                   "ON CONFLICT (id) DO UPDATE SET version = $1, ceiling = $2",
+                                   PgParams().Add(static_cast<int64_t>(version)).AddBytes(ceiling_bytes))
+                            .status());
+    OSH_RETURN_IF_ERROR(Announce("ceiling", ""));
+    return InsertAudit(&event);
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> PostgresStore::LoadCeiling() {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT ceiling FROM ceiling WHERE id = 1");
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(found->Bytes(0, 0));
+}
+
+// --- Audit ----------------------------------------------------------------------------------
+
+absl::Status PostgresStore::AppendAudit(AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertAudit(&event); });
+}
+
+Store::ChainHead PostgresStore::AuditChainHead() {
+  {
+    absl::MutexLock lock(&read_mu_);
+    auto head = Read("SELECT seq, hash FROM audit_head WHERE id = 1");
+    if (head.ok() && head->rows() == 1) return {static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)};
+  }
+  absl::MutexLock write_lock(&mu_);  // unreachable database: the last head this replica wrote
+  return {chain_.head().seq, chain_.head().hash};
+}
+
+absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  auto rows = Read(
+      "SELECT seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
+      "reason, audit_context, prev_hash, hash, actor FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+      PgParams().Add(static_cast<int64_t>(after_seq)).Add(static_cast<int64_t>(limit == 0 ? 1000 : limit)));
+  if (!rows.ok()) return rows.status();
+  std::vector<AuditEvent> out;
+  for (int i = 0; i < rows->rows(); ++i) {
+    AuditEvent e;
+    e.seq = static_cast<uint64_t>(rows->Int(i, 0));
+    e.time_unix_ms = rows->Int(i, 1);
+    e.type = rows->Bytes(i, 2);
+    e.sandbox_id = rows->Bytes(i, 3);
+    e.surface_id = rows->Bytes(i, 4);
+    e.policy_digest = rows->Bytes(i, 5);
+    e.policy_version = static_cast<uint64_t>(rows->Int(i, 6));
+    e.key_ids = SplitIds(rows->Bytes(i, 7));
+    e.outcome = rows->Bytes(i, 8);
+    e.reason = rows->Bytes(i, 9);
+    e.audit_context = DecodeContextMap(rows->Bytes(i, 10));
+    e.prev_hash = rows->Bytes(i, 11);
+    e.hash = rows->Bytes(i, 12);
+    e.actor = rows->Bytes(i, 13);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// --- Replicas -------------------------------------------------------------------------------
+
+ReplicaStatus PostgresStore::replica_status() {
+  ReplicaStatus status{"postgresql", replica_id_, 0, true};
+  absl::MutexLock lock(&read_mu_);
+  auto live = Read(absl::StrCat("SELECT COUNT(*) FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1"),
+                   PgParams().Add(kReplicaLeaseMs));
+  if (!live.ok()) {
+    status.database_reachable = false;
+    return status;
+  }
+  status.live_replicas = static_cast<uint32_t>(live->Int(0, 0));
+  return status;
+}
+
+absl::StatusOr<bool> PostgresStore::TryLease(const std::string& name, int64_t duration_ms) {
+  absl::MutexLock lock(&read_mu_);
+  auto taken = Read(absl::StrCat("INSERT INTO leases (name, holder, expires) VALUES ($1, $2, ", kDbNowMs, " + $3) "
+                                 "ON CONFLICT (name) DO UPDATE SET holder = $2, expires = ", kDbNowMs, " + $3 "
+                                 "WHERE leases.holder = $2 OR leases.expires < ", kDbNowMs, " RETURNING holder"),
+                    PgParams().Add(name).Add(replica_id_).Add(duration_ms));
+  if (!taken.ok()) return taken.status();
+  return taken->rows() == 1;
+}
+
+void PostgresStore::FeedLoop() {
+  while (!stopping_) {
+    int socket = -1;
+    {
+      absl::MutexLock lock(&feed_mu_);
+      socket = PQsocket(feed_.raw());
+    }
+    if (socket >= 0) {
+      pollfd pfd{socket, POLLIN, 0};
+      ::poll(&pfd, 1, 200);  // short, so a stop is prompt; the feed is read at least every kFeedPollMs
+    } else {
+      ::usleep(200 * 1000);
+    }
+    absl::MutexLock lock(&feed_mu_);
+    bool notified = false;
+    if (PQconsumeInput(feed_.raw()) == 1) {
+      while (PGnotify* n = PQnotifies(feed_.raw())) {
+        notified = true;
+        PQfreemem(n);
+      }
+    }
+    if (notified || NowMs() - last_heartbeat_ok_ms_ >= kFeedPollMs / 2) {
+      if (absl::Status s = PollFeed(); !s.ok() && !feed_.healthy()) {
+        if (feed_.Reconnect().ok()) feed_.Exec("LISTEN osh_changes").IgnoreError();
+      }
+    }
+  }
+}
+
+absl::Status PostgresStore::PollFeed() {
+  // The heartbeat (re-registering after the row was lost, say to a database restored from backup).
+  OSH_RETURN_IF_ERROR(feed_
+                          .Query(absl::StrCat("INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, ",
+                                              kDbNowMs, ", ", kDbNowMs, ") ON CONFLICT (id) DO UPDATE SET heartbeat_at = ",
+                                              kDbNowMs),
+                                 PgParams().Add(replica_id_))
+                          .status());
+  last_heartbeat_ok_ms_ = NowMs();
+  auto rows = feed_.Query("SELECT seq, origin, kind, payload FROM changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
+                          PgParams().Add(feed_seq_));
+  if (!rows.ok()) return rows.status();
+  if (rows->rows() == 0) return absl::OkStatus();
+  std::set<std::string> sandbox_ids, scopes;
+  bool ceiling = false;
+  for (int i = 0; i < rows->rows(); ++i) {
+    if (rows->Bytes(i, 1) == replica_id_) continue;  // applied when committed
+    const std::string kind = rows->Bytes(i, 2);
+    if (kind == "sandboxes") {
+      auto ids = ParseJsonIdList(rows->Bytes(i, 3));
+      if (!ids.ok()) return ids.status();
+      sandbox_ids.insert(ids->begin(), ids->end());
+    } else if (kind == "policy") {
+      scopes.insert(rows->Bytes(i, 3));
+    } else if (kind == "ceiling") {
+      ceiling = true;
+    }
+  }
+  const int64_t last_seq = rows->Int(rows->rows() - 1, 0);
+  if (remote_listener_ != nullptr && (!sandbox_ids.empty() || !scopes.empty() || ceiling)) {
+    RemoteChanges changes;
+    changes.policy_scopes.assign(scopes.begin(), scopes.end());
+    changes.ceiling = ceiling;
+    if (!sandbox_ids.empty()) {
+      auto json = JsonIdList({sandbox_ids.begin(), sandbox_ids.end()});
+      if (!json.ok()) return json.status();
+      // Lock order: feed_mu_, then read_mu_ (a commit waiting for feed_mu_ holds only mu_).
+      auto present = [&]() -> absl::StatusOr<std::vector<SandboxRecord>> {
+        absl::MutexLock read_lock(&read_mu_);
+        return ReadSandboxes("WHERE s.sandbox_id IN (SELECT json_array_elements_text($1::json))", *json);
+      }();
+      if (!present.ok()) return present.status();
+      std::set<std::string> gone = sandbox_ids;
+      for (const auto& r : *present) gone.erase(r.context.sandbox_id());
+      changes.sandboxes = *std::move(present);
+      changes.removed.assign(gone.begin(), gone.end());
+    }
+    remote_listener_->OnRemoteChanges(changes);
+  }
+  feed_seq_ = last_seq;
+  return absl::OkStatus();
+}
+
+}  // namespace osh::store

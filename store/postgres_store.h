@@ -1,0 +1,120 @@
+// The multi-replica Store on PostgreSQL (libpq). Several gateways ("replicas") may open one database at
+// once; each runs with its own sockets and in-memory view, and the database is the one truth:
+//  - every write transaction first locks the audit chain's head row, so writes from all replicas are
+//    serialised in the database and their events form one chain (no forks, no gaps);
+//  - every committed change is also written to a change feed (table `changes`, announced with NOTIFY
+//    osh_changes): the other replicas read it (on the notification, and at least every second in case
+//    one was missed) and apply what changed to their own view (SetRemoteChangeListener);
+//  - each replica keeps a heartbeat row; admission notes left in flight by a replica whose heartbeat is
+//    older than kReplicaLeaseMs are due for release, and due releases are claimed (FOR UPDATE SKIP
+//    LOCKED, for kReleaseClaimMs) so one replica delivers each.
+// Schema versioned in table osh_schema with forward-only migrations run under an advisory lock (replicas
+// starting together migrate once); a database written by a newer gateway is refused.
+//
+// Thread-safe. Writes are group-committed over one connection; reads use a second one; the feed and
+// heartbeat a third. A broken connection is re-established on the next use (UNAVAILABLE meanwhile:
+// nothing is acknowledged that did not commit).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "store/clock.h"
+#include "store/group_commit.h"
+#include "store/pg_conn.h"
+#include "store/store.h"
+
+namespace osh::store {
+
+class PostgresStore final : public Store {
+ public:
+  // `conninfo`: a postgresql:// URL or libpq connection string. `clock` (not owned) stamps events.
+  // UNAVAILABLE (naming the database, without its password) when it cannot be reached.
+  static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo,
+                                                             const Clock* clock = Clock::System());
+  ~PostgresStore() override;
+  static constexpr int kSchemaVersion = 1;
+  static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
+  static constexpr int64_t kReleaseClaimMs = 30000;  // a claimed release not completed by then is due again
+  static constexpr int64_t kFeedPollMs = 1000;       // the feed is read at least this often
+
+  absl::StatusOr<CommitResult> Commit(ChangeBatch batch) override;
+  void SetChangeListener(ChangeListener* listener) override;
+  absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
+  absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxesById(const std::vector<std::string>& ids) override;
+
+  absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
+                                                const std::string& idempotency_key = "") override;
+  absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) override;
+  absl::Status DropAdmissionIntent(int64_t id) override;
+  absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;
+  absl::Status CompleteRelease(int64_t id, AuditEvent event) override;
+
+  absl::StatusOr<PolicyRevisionRecord> AppendPolicyRevision(const std::string& scope,
+                                                            const std::optional<std::string>& body,
+                                                            std::optional<uint64_t> expected_revision,
+                                                            int64_t now_unix, AuditEvent event) override;
+  absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestPolicyRevision(const std::string& scope) override;
+  absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) override;
+  absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) override;
+  absl::StatusOr<uint64_t> CountLivePolicies() override;
+  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) override;
+  absl::StatusOr<std::optional<std::string>> LoadCeiling() override;
+
+  absl::Status AppendAudit(AuditEvent event) override;
+  absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
+  ChainHead AuditChainHead() override;
+
+  void SetRemoteChangeListener(RemoteChangeListener* listener) override;
+  ReplicaStatus replica_status() override;
+  absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
+
+ private:
+  PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id);
+  int64_t NowMs() const { return clock_->NowUnixMillis(); }
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr);
+  void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends to the change feed in the current transaction (`kind`: sandboxes, policy, ceiling).
+  absl::Status Announce(const std::string& kind, const std::string& payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sandboxes matching `where` (SQL over table s, with $1 = `arg` when not empty), on the read connection.
+  absl::StatusOr<std::vector<SandboxRecord>> ReadSandboxes(const std::string& where, const std::string& arg)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // A read on the read connection, reconnecting once if it had broken.
+  absl::StatusOr<PgResult> Read(const std::string& sql, const PgParams& params = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  void FeedLoop();
+  absl::Status PollFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_);
+
+  const Clock* const clock_;
+  const std::string replica_id_;
+  mutable absl::Mutex mu_;  // the write connection and the chain head
+  PgConn writer_ ABSL_GUARDED_BY(mu_);
+  trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
+  bool announced_ ABSL_GUARDED_BY(mu_) = false;  // the open transaction wrote to the feed
+  GroupCommitQueue queue_;
+  ChangeListener* listener_ = nullptr;  // set before concurrent use
+
+  absl::Mutex read_mu_;
+  PgConn reader_ ABSL_GUARDED_BY(read_mu_);
+
+  absl::Mutex feed_mu_;  // the feed connection, its position and listener
+  PgConn feed_ ABSL_GUARDED_BY(feed_mu_);
+  int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
+  int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread feed_thread_;
+};
+
+}  // namespace osh::store
