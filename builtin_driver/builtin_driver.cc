@@ -242,6 +242,18 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
   return response;
 }
 
+absl::Status BuiltinDriver::ReloadScope(const std::string& scope) {
+  auto latest = store_->LatestPolicyRevision(scope);
+  if (!latest.ok()) return latest.status();
+  if (!*latest) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  Revision& slot = latest_[scope];
+  if (slot == nullptr || slot->revision < (*latest)->revision) {
+    slot = std::make_shared<const store::PolicyRevisionRecord>(**std::move(latest));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> BuiltinDriver::CountPolicyScopes() { return store_->CountLivePolicies(); }
 
 }  // namespace osh::builtin_driver

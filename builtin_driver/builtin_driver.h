@@ -7,8 +7,8 @@
 // so it only grows for a given sandbox. Projections are bound to the sandbox's context unless
 // `bind_context` is false: then every sandbox a revision applies to is served one identical projection
 // (one signature per change). Each scope's latest revision is kept in memory (loaded at construction,
-// updated by every append through this driver — the only writer of policies): serving a projection
-// reads no database. Thread-safe.
+// updated by every append through this driver, and by ReloadScope when another replica appended):
+// serving a projection reads no database. Thread-safe.
 #pragma once
 
 #include <memory>
@@ -59,6 +59,7 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   absl::StatusOr<drivers::gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
+  absl::Status ReloadScope(const std::string& scope) override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
   void SetPolicyGuard(PolicyGuard guard) override { guard_ = std::move(guard); }
 

@@ -154,7 +154,8 @@ std::string Config::SqlitePath() const {
 const std::vector<ConfigKey>& ConfigKeys() {
   static const auto* keys = new std::vector<ConfigKey>{
       {"state_dir", kGatewayTable, "folder for the database and sockets (created 0700)"},
-      {"database", kGatewayTable, "sqlite:<path> (default: sqlite:<state_dir>/gateway.db)"},
+      {"database", kGatewayTable,
+       "sqlite:<path> (default: sqlite:<state_dir>/gateway.db), or postgresql://... for replicas (libpq URL; PG* variables apply)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
       {"sandbox_socket_group", kGatewayTable,
@@ -367,17 +368,16 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
   if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
   if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
-  if (absl::StartsWith(config.database, "postgresql://") || absl::StartsWith(config.database, "postgres://")) {
-    return bad("database", "PostgreSQL is not supported by this build yet; use sqlite:<path>");
+  if (config.SqlitePath().empty() && !store::IsPostgresUrl(config.database)) {
+    return bad("database", "expected sqlite:<path> or postgresql://...");
   }
-  if (config.SqlitePath().empty()) return bad("database", "expected sqlite:<path>");
   if (config.admin_socket == config.sandbox_socket) {
     return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
   }
   if (!config.sandbox_socket_group.empty()) {
     auto folder = [](const std::string& path) { return std::filesystem::absolute(path).lexically_normal().parent_path(); };
     const auto sandbox_folder = folder(config.sandbox_socket);
-    if (sandbox_folder == folder(config.admin_socket) || sandbox_folder == folder(config.SqlitePath()) ||
+    if (sandbox_folder == folder(config.admin_socket) || (!config.SqlitePath().empty() && sandbox_folder == folder(config.SqlitePath())) ||
         sandbox_folder == std::filesystem::absolute(config.state_dir).lexically_normal()) {
       return bad("sandbox_socket_group",
                  absl::StrCat("needs sandbox_socket in a folder of its own (the group will be let into it), not ",

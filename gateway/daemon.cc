@@ -70,8 +70,10 @@ int Daemon::Build() {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
-  const std::string db_path = config_.SqlitePath();
-  if (auto status = drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string());
+  const std::string db_path = config_.SqlitePath();  // "" for PostgreSQL
+  if (auto status = db_path.empty()
+                        ? absl::OkStatus()
+                        : drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string());
       !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
@@ -97,7 +99,7 @@ int Daemon::Build() {
   }
   auto store = store::OpenStore(config_.database, clock_);
   if (!store.ok()) {
-    LogError(absl::StrCat("database ", db_path, ": ", store.status().message()));
+    LogError(absl::StrCat("database ", store::DisplayName(config_.database), ": ", store.status().message()));
     return kExitStartup;
   }
   store_ = *std::move(store);
@@ -389,7 +391,7 @@ int Daemon::Serve() {
                                            " admitted sandbox(es), admin ", admin_.path,
                                            admin_.tcp.empty() ? "" : absl::StrCat(" and ", admin_.tcp), ", sandbox ", sandbox_.path,
                                            sandbox_.tcp.empty() ? "" : absl::StrCat(" and ", sandbox_.tcp),
-                                           ", database ", config_.SqlitePath());
+                                           ", database ", store::DisplayName(config_.database));
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
   return 0;

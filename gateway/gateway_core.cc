@@ -99,6 +99,7 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       reprojector_(config_, store, driver, registry, &body_cache_, clock, &ceiling_),
       trust_store_(std::move(trust_store)) {
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
+  store_->SetRemoteChangeListener(this);  // and what other replicas commit
   if (driver_->authoring() != nullptr) {
     // Builtin SetPolicy/UpdatePolicy: the whole new policy must be inside the ceiling in force.
     driver_->authoring()->SetPolicyGuard([this](const openshell::sandbox::v1::SandboxPolicy& candidate) {
@@ -107,7 +108,51 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
   }
 }
 
-GatewayCore::~GatewayCore() { store_->SetChangeListener(nullptr); }
+GatewayCore::~GatewayCore() {
+  store_->SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
+  store_->SetChangeListener(nullptr);
+}
+
+bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {
+  auto held = store_->TryLease(name, duration_ms);
+  return held.ok() && *held;
+}
+
+void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
+  const auto trust = trust_store();
+  std::vector<bool> verdicts;
+  verdicts.reserve(changes.sandboxes.size());
+  // As VerifyLoaded: a shared (not context-bound) envelope is checked once per admission time.
+  absl::flat_hash_map<std::pair<const store::Envelope*, int64_t>, bool> shared_verdicts;
+  for (const auto& r : changes.sandboxes) {
+    const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
+    if (auto known = shared_verdicts.find(key); !r.envelope->context_bound() && known != shared_verdicts.end()) {
+      verdicts.push_back(known->second);
+      continue;
+    }
+    absl::Status checked = CheckStored(r.context.sandbox_id(), r.context, *r.envelope, r.verification,
+                                       r.updated_at_unix, trust.get());
+    if (!r.envelope->context_bound()) shared_verdicts[key] = checked.ok();
+    if (!checked.ok()) {
+      LogError(absl::StrCat("sandbox ", r.context.sandbox_id(), ": envelope stored by another replica fails verification (",
+                            checked.message(), "); not served"));
+    }
+    verdicts.push_back(checked.ok());
+  }
+  registry_->ApplyRemote(changes.sandboxes, verdicts, changes.removed);
+  if (driver_->authoring() != nullptr) {
+    for (const auto& scope : changes.policy_scopes) {
+      if (absl::Status s = driver_->authoring()->ReloadScope(scope); !s.ok()) {
+        LogError(absl::StrCat("policy scope ", scope, ": cannot re-read another replica's revision: ", s.message()));
+      }
+    }
+  }
+  if (changes.ceiling) {
+    if (absl::Status s = ceiling_.Load(trust.get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
+      LogError(absl::StrCat("ceiling set by another replica: ", s.message()));
+    }
+  }
+}
 
 std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const {
   absl::MutexLock lock(&trust_mu_);
@@ -554,6 +599,11 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
       info->set_revoked(key.revoked);
     }
   }
+  const store::ReplicaStatus replica = store_->replica_status();
+  out.set_replica_id(replica.replica_id);
+  out.set_database_kind(replica.database_kind);
+  out.set_live_replicas(replica.live_replicas);
+  out.set_database_reachable(replica.database_reachable);
   out.set_admitted_sandboxes(registry_->size());
   out.set_watchers(registry_->watcher_count());
   out.set_refresh_errors(registry_->refresh_error_count());

@@ -39,7 +39,7 @@ namespace driver_v1 = openshell::policy::driver::v1;
 inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
 inline constexpr size_t kMaxDriverTextBytes = 1024;    // a driver's refusal reason or error, as quoted onward
 
-class GatewayCore {
+class GatewayCore final : private store::RemoteChangeListener {
  public:
   // `store`, `driver`, `registry` and `clock` must outlive the core. `trust_store` may be null (no
   // verification). Every time-based decision reads `clock`.
@@ -108,8 +108,16 @@ class GatewayCore {
 
   const Config& config() const { return config_; }
 
+  // Whether this replica holds (took or renewed) the fleet-wide lease `name` for `duration_ms`; false
+  // also when the database cannot say. Always true with a single-process store.
+  bool HoldsFleetLease(const std::string& name, int64_t duration_ms);
+
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
+  // Another replica's committed changes (PostgreSQL feed): each changed sandbox is checked as a stored
+  // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
+  // a changed ceiling is loaded and re-verified.
+  void OnRemoteChanges(const store::RemoteChanges& changes) override;
   // CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                         const store::EnvelopePtr& envelope, const std::string& verification, int64_t updated_at_unix,

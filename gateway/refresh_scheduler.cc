@@ -40,7 +40,9 @@ void RefreshScheduler::Run() {
 
 void RefreshScheduler::Tick() {
   if (!driver_->available()) return;
-  core_->DeliverPendingReleases();
+  core_->DeliverPendingReleases();  // each release claimed by one replica (Store::PendingReleases)
+  // Refreshes run once per fleet: on the replica holding the lease (always, with a single-process store).
+  if (!core_->HoldsFleetLease("refresh", 3 * absl::ToInt64Milliseconds(tick_))) return;
   for (const auto& id : registry_->TakeDueForRefresh(core_->clock().NowUnix(), interval_s_, &RefreshLeadSeconds)) {
     core_->Refresh(id).IgnoreError();  // a refusal keeps the last good projection; Refresh logs and audits it
   }

@@ -113,6 +113,44 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
   }
 }
 
+void SandboxRegistry::ApplyRemote(std::vector<store::SandboxRecord> present, const std::vector<bool>& verified,
+                                  const std::vector<std::string>& removed) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& id : removed) {
+    if (auto it = by_id_.find(id); it != by_id_.end()) RemoveLocked(it, /*revoked=*/true);
+  }
+  for (size_t i = 0; i < present.size(); ++i) {
+    store::SandboxRecord& r = present[i];
+    auto it = by_id_.find(r.context.sandbox_id());
+    if (!verified[i]) {
+      if (it != by_id_.end()) RemoveLocked(it, /*revoked=*/true);
+      continue;
+    }
+    if (it == by_id_.end() || it->second.handle_sha256 != ToHandleHash(r.handle_sha256)) {
+      InsertLocked(std::move(r), /*verified=*/true);  // new here, or re-admitted under the same id
+      continue;
+    }
+    Entry& e = it->second;
+    const bool moved = !e.envelope->SameAs(*r.envelope);
+    if (moved) {
+      if (e.envelope->shared_body() != r.envelope->shared_body()) e.previous_body = e.envelope->shared_body();
+      SetEnvelopeLocked(e, r.envelope);
+    }
+    e.verification = std::move(r.verification);
+    e.signing_key_ids = std::move(r.signing_key_ids);
+    e.updated_at_unix = r.updated_at_unix;
+    e.reported_at_unix = r.reported_at_unix;
+    e.load_status = r.load_status;
+    e.load_error = std::move(r.load_error);
+    e.reported_digest = std::move(r.reported_digest);
+    SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
+    e.verified = true;
+    if (!moved || e.watchers.empty()) continue;
+    ProjectionPtr shared = e.envelope->Shared();
+    for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
+  }
+}
+
 bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope) {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);

@@ -54,6 +54,12 @@ class SandboxRegistry final : public store::ChangeListener {
   // Applies a committed batch (see store::ChangeListener).
   void OnCommitted(const store::ChangeBatch& batch, const store::CommitResult& result) override;
 
+  // Applies what another replica committed (store::RemoteChanges), in feed order: `removed` go (their
+  // watchers closed as revoked); each of `present` is inserted or brought up to the stored record. A
+  // record whose verdict in `verified` (same index) is false is dropped from what is served, as a
+  // failed re-verification is. Watchers get a changed projection only when it is verified.
+  void ApplyRemote(std::vector<store::SandboxRecord> present, const std::vector<bool>& verified,
+                   const std::vector<std::string>& removed);
   // Marks the sandbox verified, if it still holds `envelope`. Returns whether it did.
   bool MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope);
   // Drops a sandbox whose stored envelope failed re-verification from what is served (the store keeps

@@ -13,13 +13,22 @@ std::string SqlitePathOf(const std::string& url) {
   return absl::StrContains(url, "://") ? "" : url;
 }
 
+bool IsPostgresUrl(const std::string& url) {
+  return absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://");
+}
+
+std::string DisplayName(const std::string& url) {
+  if (IsPostgresUrl(url)) return absl::StrCat("postgresql (", RedactedConninfo(url), ")");
+  return SqlitePathOf(url);
+}
+
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock) {
   if (const std::string path = SqlitePathOf(url); !path.empty()) {
     auto store = SqliteStore::Open(path, clock);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(*std::move(store));
   }
-  if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
+  if (IsPostgresUrl(url)) {
     auto store = PostgresStore::Open(url, clock);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(*std::move(store));

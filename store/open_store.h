@@ -17,5 +17,10 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const C
 
 // The SQLite file of a "sqlite:<path>" URL or a bare path; "" for any other URL.
 std::string SqlitePathOf(const std::string& url);
+// Whether `url` names the PostgreSQL store (postgresql:// or postgres://).
+bool IsPostgresUrl(const std::string& url);
+// The database for messages and logs: the SQLite path, or PostgreSQL's host, port, database and user
+// (never a password).
+std::string DisplayName(const std::string& url);
 
 }  // namespace osh::store

@@ -71,6 +71,11 @@ PgCluster::PgCluster() {
                                      &out, &err);
   INFO(out << err);
   REQUIRE(initialized == 0);
+  StartServer();
+}
+
+void PgCluster::StartServer() {
+  const std::string bin = BinDir();
   server_ = std::make_unique<Process>(
       AsServerUser({bin + "/postgres", "-D", dir_ + "/data", "-k", dir_, "-p", std::to_string(kPort), "-c",
                     "listen_addresses=", "-c", "max_connections=200"}),
@@ -84,11 +89,20 @@ PgCluster::PgCluster() {
   REQUIRE(PQping(ConnectionString().c_str()) == PQPING_OK);
 }
 
+void PgCluster::StopServer() {
+  if (server_ == nullptr) return;
+  server_->Signal(SIGINT);  // fast shutdown
+  server_->Wait(std::chrono::seconds(30));
+  server_.reset();
+}
+
+void PgCluster::Restart() {
+  StopServer();
+  StartServer();
+}
+
 PgCluster::~PgCluster() {
-  if (server_ != nullptr) {
-    server_->Signal(SIGINT);  // fast shutdown
-    server_->Wait(std::chrono::seconds(30));
-  }
+  StopServer();
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
 }

@@ -21,6 +21,8 @@ class PgCluster {
   std::string ConnectionString(const std::string& dbname = "postgres") const;
   // The same as a postgresql:// URL (the socket folder as the host, percent-encoded).
   std::string Url(const std::string& dbname = "postgres") const;
+  // Stops the server (fast shutdown: every connection is cut) and starts it again on the same data.
+  void Restart();
   // A new, empty database in this cluster; its postgresql:// URL.
   std::string CreateDatabase();
   // One cluster for the whole test process (started on first use): tests that need a store only, not
@@ -32,6 +34,8 @@ class PgCluster {
   static std::string BinDir();
 
  private:
+  void StartServer();
+  void StopServer();
   std::string dir_;
   std::unique_ptr<Process> server_;
   int databases_ = 0;

@@ -1,0 +1,272 @@
+// Active-active replicas (issue 11, docs/replicas.md): three real gateway processes on one real
+// PostgreSQL database (a throw-away cluster started by the test), each with its own sockets.
+#include <signal.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/str_split.h"
+
+#include "tests/gateway_fixture.h"
+#include "tests/pg_cluster.h"
+
+using namespace osh::test;
+
+namespace {
+
+gw::GetStatusResponse Status(GatewayFixture& g) {
+  gw::GetStatusResponse status;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  return status;
+}
+
+// The audit chain as `g` exports it, checked link by link from genesis; returns its length.
+size_t VerifiedChainLength(GatewayFixture& g) {
+  std::string out, err;
+  const std::string exported = g.dir() / "audit.jsonl";
+  REQUIRE(Ctl(g, {"audit", "export", "--out", exported}, &out, &err) == 0);
+  INFO(out << err);
+  REQUIRE(Ctl(g, {"audit", "verify", exported}, &out, &err) == 0);
+  size_t lines = 0;
+  for (char c : ReadAll(exported)) lines += c == '\n';
+  return lines;
+}
+
+std::vector<std::string> Database(const std::string& url) { return {"--database", url}; }
+
+}  // namespace
+
+TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes on 1; delete on 2 is refused on 1 and 3",
+          "[integration][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g1(Database(url)), g2(Database(url)), g3(Database(url));
+  REQUIRE(g1.SetPolicy("default", Example("github.yaml")).ok());
+
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g1.Admit("sb-1", &admitted).ok());
+  drv::Projection fetched;
+  REQUIRE(Eventually([&] { return g2.Fetch(admitted.sandbox_handle(), &fetched).ok(); }));
+  CHECK(fetched.policy_digest() == admitted.policy_digest());
+
+  REQUIRE(Eventually([&] {
+    drv::Projection p;
+    return g3.Fetch(admitted.sandbox_handle(), &p).ok();
+  }));
+  auto watch_ctx = GatewayFixture::Context(admitted.sandbox_handle());
+  auto reader = g3.sandbox().WatchProjection(watch_ctx.get(), gw::WatchProjectionRequest());
+  drv::Projection first;
+  REQUIRE(reader->Read(&first));
+  CHECK(first.policy_digest() == admitted.policy_digest());
+
+  // A mutation on replica 1 reaches the watcher on replica 3, and replica 2's own builtin driver serves it.
+  gw::UpdatePolicyRequest update;
+  update.set_scope("default");
+  auto* op = update.add_operations()->mutable_remove_binary();
+  op->set_rule_id("github_api");
+  op->set_path("/usr/bin/curl");
+  gw::PolicyRevision revision;
+  REQUIRE(g1.admin().UpdatePolicy(GatewayFixture::Context().get(), update, &revision).ok());
+  CHECK(revision.sandboxes_updated() == 1);
+  drv::Projection second;
+  REQUIRE(reader->Read(&second));
+  CHECK(second.policy_digest() == revision.policy_digest());
+  CHECK(second.policy_version() > first.policy_version());
+  gw::AdmitSandboxResponse on_two;
+  REQUIRE(g2.Admit("sb-2", &on_two).ok());
+  CHECK(on_two.policy_digest() == revision.policy_digest());
+
+  // Every replica knows the others and the database.
+  std::set<std::string> replica_ids;
+  for (GatewayFixture* g : {&g1, &g2, &g3}) {
+    const auto status = Status(*g);
+    CHECK(status.database_kind() == "postgresql");
+    CHECK(status.live_replicas() == 3);
+    CHECK(status.database_reachable());
+    CHECK(status.admitted_sandboxes() == 2);
+    replica_ids.insert(status.replica_id());
+  }
+  CHECK(replica_ids.size() == 3);
+
+  // Delete on 2: the handle is refused on 1 and 3, and 3's watch stream ends.
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g2.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  for (GatewayFixture* g : {&g1, &g3}) {
+    CHECK(Eventually([&] {
+      drv::Projection p;
+      return g->Fetch(admitted.sandbox_handle(), &p).error_code() == grpc::StatusCode::UNAUTHENTICATED;
+    }));
+  }
+  drv::Projection after_delete;
+  CHECK_FALSE(reader->Read(&after_delete));
+
+  // One audit chain, whole from any replica.
+  const size_t length = VerifiedChainLength(g3);
+  CHECK(length >= 6);  // policy set, 2 admissions, update, re-projection, deletion
+  CHECK(VerifiedChainLength(g1) == length);
+}
+
+TEST_CASE("replicas: the same sandbox id admitted on two replicas at once: exactly one wins", "[integration][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  TempDir dir;
+  const std::string handles_file = dir / "handles.txt";
+  DriverProcess driver(dir, "null",
+                       {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--handles-file", handles_file,
+                        "--handle-per-acquire"});
+  driver.Start();
+  std::vector<std::string> args = Database(url);
+  args.insert(args.end(), {"--driver-socket", driver.socket()});
+  GatewayFixture g1(args), g2(args);
+  constexpr int kIds = 20;
+  int wins = 0, already = 0, other = 0;
+  for (int i = 0; i < kIds; ++i) {
+    const std::string id = "race-" + std::to_string(i);
+    grpc::Status s1, s2;
+    gw::AdmitSandboxResponse r1, r2;
+    std::thread t1([&] { s1 = g1.Admit(id, &r1); });
+    std::thread t2([&] { s2 = g2.Admit(id, &r2); });
+    t1.join();
+    t2.join();
+    for (const grpc::Status* s : {&s1, &s2}) {
+      if (s->ok()) {
+        ++wins;
+      } else if (s->error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+        ++already;
+      } else {
+        ++other;
+        WARN(s->error_message());
+      }
+    }
+  }
+  CHECK(wins == kIds);
+  CHECK(already == kIds);
+  CHECK(other == 0);
+  // Each loser's driver handle is released: the driver ends holding one handle per admitted sandbox.
+  CHECK(Eventually([&] {
+    std::multiset<std::string> held;
+    for (absl::string_view line : absl::StrSplit(ReadAll(handles_file), '\n', absl::SkipEmpty())) {
+      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+      if (fields.size() >= 2) held.insert(std::string(fields[1]));
+    }
+    if (held.size() != kIds) return false;
+    for (int i = 0; i < kIds; ++i) {
+      if (held.count("race-" + std::to_string(i)) != 1) return false;
+    }
+    return true;
+  }));
+  CHECK(Status(g1).pending_releases() == 0);
+}
+
+TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three", "[integration][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  TempDir dir;
+  const std::string handles_file = dir / "handles.txt";
+  DriverProcess driver(dir, "null",
+                       {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--handles-file", handles_file,
+                        "--handle-per-acquire"});
+  driver.Start();
+  std::vector<std::string> args = Database(url);
+  args.insert(args.end(), {"--driver-socket", driver.socket()});
+  GatewayFixture g1(args), g2(args), g3(args);
+  std::vector<GatewayFixture*> replicas = {&g1, &g2, &g3};
+
+  std::mutex mu;
+  std::map<std::string, std::string> acknowledged;  // sandbox id -> handle
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 2; ++c) {
+      clients.emplace_back([&, r, c] {
+        auto stub = gw::PolicyGateway::NewStub(GatewayFixture::Channel(replicas[r]->admin_socket()));
+        for (int n = 0; !stop; ++n) {
+          const std::string id = "storm-" + std::to_string(r) + "-" + std::to_string(c) + "-" + std::to_string(n);
+          gw::AdmitSandboxRequest request;
+          request.mutable_context()->set_sandbox_id(id);
+          request.mutable_context()->set_user_subject("alice@example.com");
+          gw::AdmitSandboxResponse response;
+          auto ctx = GatewayFixture::Context();
+          ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+          if (stub->AdmitSandbox(ctx.get(), request, &response).ok()) {
+            std::lock_guard<std::mutex> lock(mu);
+            acknowledged[id] = response.sandbox_handle();
+          } else if (r == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));  // replica 1 is gone
+          }
+        }
+      });
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  g1.Kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  stop = true;
+  for (auto& t : clients) t.join();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    REQUIRE(acknowledged.size() > 10);
+    for (const auto& [id, handle] : acknowledged) {
+      INFO("acknowledged admission " << id);
+      drv::Projection p;
+      CHECK(g2.Fetch(handle, &p).ok());
+      CHECK(g3.Fetch(handle, &p).ok());
+    }
+  }
+  // The dead replica's admissions in flight are released by the survivors once its heartbeat is stale:
+  // the driver ends holding exactly one handle per admitted sandbox.
+  auto listed = [&] {
+    gw::ListSandboxesRequest request;
+    request.set_page_size(1000);
+    gw::ListSandboxesResponse response;
+    std::multiset<std::string> ids;
+    if (g2.admin().ListSandboxes(GatewayFixture::Context().get(), request, &response).ok()) {
+      for (const auto& s : response.sandboxes()) ids.insert(s.context().sandbox_id());
+    }
+    return ids;
+  };
+  auto held = [&] {
+    std::multiset<std::string> ids;
+    for (absl::string_view line : absl::StrSplit(ReadAll(handles_file), '\n', absl::SkipEmpty())) {
+      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+      if (fields.size() >= 2) ids.insert(std::string(fields[1]));
+    }
+    return ids;
+  };
+  CHECK(Eventually([&] { return held() == listed(); }, std::chrono::seconds(40)));
+  CHECK(Eventually([&] { return Status(g2).live_replicas() == 2; }, std::chrono::seconds(30)));
+  CHECK(VerifiedChainLength(g2) >= acknowledged.size());
+}
+
+TEST_CASE("replicas: PostgreSQL restarted underneath; an unreachable database stops the start", "[integration][postgres][replicas]") {
+  {
+    TempDir dir;
+    std::string out, err;
+    const int code = RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--database",
+                                 "postgresql://gateway:s3cret@127.0.0.1:1/fleet?connect_timeout=2"},
+                                &out, &err);
+    CHECK(code != 0);
+    CHECK_THAT(err + out, Catch::Contains("dbname=fleet"));
+    CHECK_THAT(err + out, !Catch::Contains("s3cret"));
+  }
+  auto cluster = std::make_unique<PgCluster>();
+  const std::string url = cluster->CreateDatabase();
+  GatewayFixture g1(Database(url)), g2(Database(url));
+  REQUIRE(g1.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse before;
+  REQUIRE(g1.Admit("sb-before", &before).ok());
+  cluster->Restart();
+  // Admissions resume on both replicas once they reconnect; nothing acknowledged is lost.
+  gw::AdmitSandboxResponse after1, after2;
+  CHECK(Eventually([&] { return g1.Admit("sb-after-1", &after1).ok(); }, std::chrono::seconds(30)));
+  CHECK(Eventually([&] { return g2.Admit("sb-after-2", &after2).ok(); }, std::chrono::seconds(30)));
+  drv::Projection p;
+  CHECK(g2.Fetch(before.sandbox_handle(), &p).ok());
+  CHECK(Eventually([&] { return g1.Fetch(after2.sandbox_handle(), &p).ok(); }));
+  CHECK(Eventually([&] { return Status(g1).live_replicas() == 2; }));
+  CHECK(VerifiedChainLength(g2) >= 4);
+}
