@@ -6,6 +6,8 @@
 #include <cstring>
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
+#include <optional>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -20,6 +22,9 @@
 #include "gateway/config.h"
 #include "gateway/daemon.h"
 #include "gateway/log.h"
+#include "gateway/state_lock.h"
+#include "store/migrate.h"
+#include "store/open_store.h"
 
 namespace osh::gateway {
 namespace {
@@ -56,6 +61,52 @@ int PrintConfig(const Config& config, const ConfigOrigins& origins, const std::s
   return 0;
 }
 
+// `policy-gateway migrate`: the whole state of one store copied into another, empty one.
+int Migrate(const std::string& from_url, const std::string& to_url, const std::string& output) {
+  auto fail = [](const std::string& what, const absl::Status& status) {
+    std::cerr << "policy-gateway migrate: " << what << ": " << status.message() << "\n";
+    return kExitStartup;
+  };
+  std::optional<StateLock> lock;  // a gateway serving the SQLite source would go on changing it
+  if (const std::string path = store::SqlitePathOf(from_url); !path.empty()) {
+    if (!std::filesystem::exists(path)) return fail(path, absl::NotFoundError("no such database file"));
+    auto acquired = StateLock::Acquire(path);
+    if (!acquired.ok()) return fail(path, acquired.status());
+    lock.emplace(*std::move(acquired));
+  }
+  auto from = store::OpenStore(from_url);
+  if (!from.ok()) return fail(absl::StrCat("--from ", store::DisplayName(from_url)), from.status());
+  auto to = store::OpenStore(to_url);
+  if (!to.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), to.status());
+  auto report = store::MigrateStore(**from, **to, [](const std::string& line) {
+    std::cerr << "policy-gateway migrate: " << line << "\n";
+  });
+  if (!report.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), report.status());
+  if (output == "json") {
+    google::protobuf::Struct root;
+    auto& fields = *root.mutable_fields();
+    fields["from"].set_string_value(store::DisplayName(from_url));
+    fields["to"].set_string_value(store::DisplayName(to_url));
+    fields["sandboxes"].set_number_value(static_cast<double>(report->sandboxes));
+    fields["pending_releases"].set_number_value(static_cast<double>(report->pending_releases));
+    fields["policy_revisions"].set_number_value(static_cast<double>(report->policy_revisions));
+    fields["audit_events"].set_number_value(static_cast<double>(report->audit_events));
+    fields["ceiling"].set_bool_value(report->ceiling);
+    fields["audit_head_hash"].set_string_value(report->head.hash);
+    std::string json;
+    if (!google::protobuf::util::MessageToJsonString(root, &json).ok()) return kExitStartup;
+    std::cout << json << "\n";
+    return 0;
+  }
+  std::cout << "migrated " << store::DisplayName(from_url) << " -> " << store::DisplayName(to_url) << "\n"
+            << "  sandboxes         " << report->sandboxes << "\n"
+            << "  pending releases  " << report->pending_releases << "\n"
+            << "  policy revisions  " << report->policy_revisions << "\n"
+            << "  ceiling           " << (report->ceiling ? "yes" : "none") << "\n"
+            << "  audit events      " << report->audit_events << " (head " << report->head.hash << ", same chain)\n";
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"policy-gateway: decides which policy each sandbox enforces and proves it is the one an authority issued.\n"
                "Precedence: flag > environment (POLICY_GATEWAY_<KEY>) > config file > default."};
@@ -84,11 +135,22 @@ int Run(int argc, char** argv) {
                "validate the configuration, print every key's effective value and its source (flag, environment, "
                "file:line or default), and exit: 0 when valid, 2 when not; starts nothing");
   app.add_option("-o,--output", output, "--check-config output")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  auto* migrate = app.add_subcommand(
+      "migrate",
+      "copy a gateway's whole state (sandboxes, handles, policies with revisions, pending releases, the ceiling and "
+      "the audit chain) from one database into another, empty one; stop every gateway using either first");
+  std::string migrate_from, migrate_to, migrate_output = "text";
+  migrate->add_option("--from", migrate_from, "the database to copy: sqlite:<path> (or a PostgreSQL URL)")->required();
+  migrate->add_option("--to", migrate_to, "the empty database to fill: postgresql://...")->required();
+  migrate->add_option("-o,--output", migrate_output, "summary format")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error) == 0 ? 0 : kExitConfig;
   }
+  if (*migrate) return Migrate(migrate_from, migrate_to, migrate_output);
   for (const auto& key : ConfigKeys()) {
     if (std::string(key.name) != "accepted_surfaces" && app.count(FlagName(key.name)) > 0) {
       flags[key.name] = flag_values[key.name];

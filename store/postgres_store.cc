@@ -407,15 +407,19 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
 absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
   if (event->actor.empty()) event->actor = AuditActorScope::Current();
   chain_.Seal(event, NowMs());
+  return InsertSealedAudit(*event);
+}
+
+absl::Status PostgresStore::InsertSealedAudit(const AuditEvent& event) {
   return writer_
       .Query("INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
              "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) "
              "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-             PgParams().Add(static_cast<int64_t>(event->seq)).Add(event->time_unix_ms).Add(event->type)
-                 .Add(event->sandbox_id).Add(event->surface_id).Add(event->policy_digest)
-                 .Add(static_cast<int64_t>(event->policy_version)).Add(JoinIds(event->key_ids)).Add(event->outcome)
-                 .Add(event->reason).AddBytes(EncodeContextMap(event->audit_context)).Add(event->prev_hash)
-                 .Add(event->hash).Add(event->actor))
+             PgParams().Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type)
+                 .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
+                 .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome)
+                 .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
+                 .Add(event.hash).Add(event.actor))
       .status();
 }
 
@@ -723,6 +727,75 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
     out.push_back(std::move(e));
   }
   return out;
+}
+
+// --- Migration ----------------------------------------------------------------------------
+
+absl::Status PostgresStore::ImportImage(const StoreImage& image) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto used = writer_.Query(
+        "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
+        "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling)");
+    if (!used.ok()) return used.status();
+    if (used->Int(0, 0) != 0) return absl::FailedPreconditionError("the target database is not empty");
+    for (const auto& r : image.revisions) {
+      if (!r.deleted()) OSH_RETURN_IF_ERROR(PutBody(r.digest, r.body));
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("INSERT INTO policy_revisions (seq, scope, revision, digest, created_at) "
+                                     "VALUES ($1, $2, $3, $4, $5)",
+                                     PgParams().Add(static_cast<int64_t>(r.seq)).Add(r.scope)
+                                         .Add(static_cast<int64_t>(r.revision)).Add(r.digest).Add(r.created_at_unix))
+                              .status());
+    }
+    // The next revision continues the global sequence (the builtin driver's policy_version only grows).
+    OSH_RETURN_IF_ERROR(writer_
+                            .Exec("SELECT setval(pg_get_serial_sequence('policy_revisions', 'seq'), "
+                                  "GREATEST((SELECT MAX(seq) FROM policy_revisions), 1), "
+                                  "(SELECT MAX(seq) FROM policy_revisions) IS NOT NULL)"));
+    for (const auto& record : image.sandboxes) {
+      int64_t rows = 0;
+      OSH_RETURN_IF_ERROR(ApplyChange(change::AdmitSandbox{record}, &rows));
+      OSH_RETURN_IF_ERROR(
+          writer_
+              .Query("UPDATE sandboxes SET load_status = $1, load_error = $2, reported_digest = $3, reported_at = $4, "
+                     "last_refresh_error = $5 WHERE sandbox_id = $6",
+                     PgParams().Add(static_cast<int64_t>(record.load_status)).Add(record.load_error)
+                         .Add(record.reported_digest).Add(record.reported_at_unix).Add(record.last_refresh_error)
+                         .Add(record.context.sandbox_id()))
+              .status());
+    }
+    for (const auto& release : image.releases) {
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("INSERT INTO pending_releases (driver_handle, queued_at, context, idempotency_key) "
+                                     "VALUES ($1, $2, $3, $4)",
+                                     PgParams().Add(release.driver_handle).Add(NowMs() / 1000)
+                                         .AddBytes(policy::SerializeDeterministic(release.context))
+                                         .Add(release.idempotency_key))
+                              .status());
+    }
+    if (image.ceiling) {
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("INSERT INTO ceiling (id, version, ceiling) VALUES (1, $1, $2)",
+                                     PgParams().Add(static_cast<int64_t>(image.ceiling_version)).AddBytes(*image.ceiling))
+                              .status());
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& events) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    for (const auto& event : events) {
+      if (event.seq != chain_.head().seq + 1 || event.prev_hash != chain_.head().hash ||
+          event.hash != trust::ChainHash(event.prev_hash, event)) {
+        return absl::DataLossError(absl::StrCat("audit event ", event.seq, " does not link to the chain's head (seq ",
+                                                chain_.head().seq, ")"));
+      }
+      OSH_RETURN_IF_ERROR(InsertSealedAudit(event));
+      chain_.Reset({event.seq, event.hash});  // LeadGroup writes the new head with the transaction
+    }
+    return absl::OkStatus();
+  });
 }
 
 // --- Replicas -------------------------------------------------------------------------------

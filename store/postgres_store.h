@@ -71,6 +71,9 @@ class PostgresStore final : public Store {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
+  absl::Status ImportImage(const StoreImage& image) override;
+  absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) override;
+
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;
   absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
@@ -83,6 +86,8 @@ class PostgresStore final : public Store {
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // INSERTs an already sealed event as it is.
+  absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -66,6 +66,17 @@ struct ReplicaStatus {
   bool database_reachable = true;
 };
 
+// A store's state as `policy-gateway migrate` moves it (everything but the audit chain, which moves
+// in pages): sandboxes with their handle hashes and driver handles, due driver-handle releases, every
+// policy revision with its global seq, and the ceiling in force.
+struct StoreImage {
+  std::vector<SandboxRecord> sandboxes;
+  std::vector<PendingRelease> releases;
+  std::vector<PolicyRevisionRecord> revisions;
+  std::optional<std::string> ceiling;
+  uint64_t ceiling_version = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -141,6 +152,17 @@ class Store {
     std::string hash;
   };
   virtual ChainHead AuditChainHead() = 0;
+
+  // --- Migration into this store (policy-gateway migrate) -----------------------------------------
+  // Writes `image` as it is (seqs and revisions kept) into this store, which must hold no sandbox,
+  // policy or audit event (FAILED_PRECONDITION otherwise). UNIMPLEMENTED where not supported.
+  virtual absl::Status ImportImage(const StoreImage& /*image*/) {
+    return absl::UnimplementedError("this store cannot be migrated into");
+  }
+  // Appends already sealed events verbatim; each must link to the chain's head (DATA_LOSS otherwise).
+  virtual absl::Status ImportAuditEvents(const std::vector<AuditEvent>& /*events*/) {
+    return absl::UnimplementedError("this store cannot be migrated into");
+  }
 
   // --- Replicas (a single-process store: one replica, no feed, every lease granted) -----------------
   // The listener for changes other processes commit; nullptr removes it.

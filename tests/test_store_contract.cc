@@ -2,6 +2,7 @@
 // in a throw-away cluster shared by the test process, a fresh database per test). Only the Store interface is used — nothing
 // here counts rows with SQL — so a backend passes by behaving, not by its schema.
 #include <catch2/catch.hpp>
+#include <libpq-fe.h>
 
 #include "gateway/sandbox_registry.h"
 #include "policy/digest.h"
@@ -262,6 +263,17 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   CHECK_FALSE(registry.Contains("sb-1"));
   CHECK_FALSE(registry.Authenticate("handle-sb-1"));
   store->SetChangeListener(nullptr);
+}
+
+TEST_CASE("store: PostgreSQL refuses a database whose schema is newer than it knows", "[store][postgres]") {
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  Open(url);  // created at the current version
+  PGconn* conn = PQconnectdb(url.c_str());
+  PQclear(PQexec(conn, "UPDATE osh_schema SET version = version + 1"));
+  PQfinish(conn);
+  auto newer = osh::store::OpenStore(url);
+  CHECK(newer.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(newer.status().message()), Catch::Contains("newer than this gateway's"));
 }
 
 TEST_CASE("store: OpenStore by URL scheme", "[store]") {

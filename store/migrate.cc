@@ -1,0 +1,69 @@
+#include "store/migrate.h"
+
+#include "absl/strings/str_cat.h"
+#include "openshell/policy/ceiling/v1/ceiling.pb.h"
+
+namespace osh::store {
+namespace {
+
+absl::Status Step(const absl::Status& status, const char* what) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to,
+                                             const std::function<void(const std::string&)>& progress) {
+  auto say = [&](const std::string& line) {
+    if (progress) progress(line);
+  };
+  MigrationReport report;
+  StoreImage image;
+  auto sandboxes = from.LoadSandboxes();
+  if (!sandboxes.ok()) return Step(sandboxes.status(), "reading sandboxes");
+  image.sandboxes = *std::move(sandboxes);
+  auto releases = from.PendingReleases();
+  if (!releases.ok()) return Step(releases.status(), "reading pending releases");
+  image.releases = *std::move(releases);
+  auto revisions = from.ListPolicyRevisions("");
+  if (!revisions.ok()) return Step(revisions.status(), "reading policy revisions");
+  image.revisions = *std::move(revisions);
+  auto ceiling = from.LoadCeiling();
+  if (!ceiling.ok()) return Step(ceiling.status(), "reading the ceiling");
+  if (*ceiling) {
+    openshell::policy::ceiling::v1::Ceiling parsed;
+    if (!parsed.ParseFromString(**ceiling)) return absl::DataLossError("reading the ceiling: it does not decode");
+    image.ceiling = **ceiling;
+    image.ceiling_version = parsed.version();
+  }
+  report.sandboxes = image.sandboxes.size();
+  report.pending_releases = image.releases.size();
+  report.policy_revisions = image.revisions.size();
+  report.ceiling = image.ceiling.has_value();
+  say(absl::StrCat("copying ", report.sandboxes, " sandbox(es), ", report.pending_releases, " pending release(s), ",
+                   report.policy_revisions, " policy revision(s)", report.ceiling ? " and the ceiling" : ""));
+  if (absl::Status s = to.ImportImage(image); !s.ok()) return Step(s, "writing the state");
+
+  const Store::ChainHead source_head = from.AuditChainHead();
+  constexpr uint32_t kPage = 1000;
+  for (uint64_t after = 0;;) {
+    auto page = from.ListAuditEvents(after, kPage);
+    if (!page.ok()) return Step(page.status(), "reading the audit chain");
+    if (page->empty()) break;
+    if (absl::Status s = to.ImportAuditEvents(*page); !s.ok()) return Step(s, "writing the audit chain");
+    report.audit_events += page->size();
+    after = page->back().seq;
+    if (report.audit_events % (100 * kPage) == 0) {
+      say(absl::StrCat("audit chain: ", report.audit_events, " of ", source_head.seq, " event(s)"));
+    }
+  }
+  report.head = to.AuditChainHead();
+  if (report.head.seq != source_head.seq || report.head.hash != source_head.hash) {
+    return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", report.head.seq, ", the source's at ",
+                                            source_head.seq));
+  }
+  return report;
+}
+
+}  // namespace osh::store
