@@ -368,6 +368,15 @@ int Daemon::Serve() {
       if (available) core_->DeliverPendingReleases();
     });
   }
+  store_->SetReachabilityListener([this](bool reachable) {
+    if (reachable) {
+      LogInfo(absl::StrCat("database ", store::DisplayName(config_.database), ": reachable again; admitting"));
+    } else {
+      LogError(absl::StrCat("database ", store::DisplayName(config_.database),
+                            ": unreachable; admissions and changes are refused until it answers (fetches go on)"));
+    }
+    UpdateHealth();
+  });
   UpdateHealth();
   scheduler_ = std::make_unique<RefreshScheduler>(core_.get(), &registry_, driver_.get(), config_.refresh_interval_s);
   // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
@@ -430,7 +439,8 @@ void Daemon::SetSandboxListenerHealth(bool accepting) {
 void Daemon::UpdateHealth() {
   absl::MutexLock lock(&health_mu_);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
-    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService, driver_->available());
+    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService,
+                                                      driver_->available() && store_->reachable());
   }
 }
 
@@ -494,6 +504,7 @@ void Daemon::Stop() {
   stopped_ = true;
   metrics_server_.reset();  // scrapes read the core: they end first
   for (Listener* listener : {&admin_, &sandbox_}) listener->acceptor.reset();  // no new connections
+  if (store_ != nullptr) store_->SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {

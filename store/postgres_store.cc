@@ -800,6 +800,11 @@ absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& eve
 
 // --- Replicas -------------------------------------------------------------------------------
 
+void PostgresStore::SetReachabilityListener(std::function<void(bool reachable)> listener) {
+  absl::MutexLock lock(&feed_mu_);
+  reachability_listener_ = std::move(listener);
+}
+
 ReplicaStatus PostgresStore::replica_status() {
   ReplicaStatus status{"postgresql", replica_id_, 0, true};
   absl::MutexLock lock(&read_mu_);
@@ -845,8 +850,15 @@ void PostgresStore::FeedLoop() {
       }
     }
     if (notified || NowMs() - last_heartbeat_ok_ms_ >= kFeedPollMs / 2) {
-      if (absl::Status s = PollFeed(); !s.ok() && !feed_.healthy()) {
-        if (feed_.Reconnect().ok()) feed_.Exec("LISTEN osh_changes").IgnoreError();
+      absl::Status polled = PollFeed();
+      if (!polled.ok() && !feed_.healthy()) {
+        if (feed_.Reconnect().ok()) {
+          feed_.Exec("LISTEN osh_changes").IgnoreError();
+          polled = PollFeed();  // catch up from the store on what was missed meanwhile
+        }
+      }
+      if (reachable_.exchange(polled.ok()) != polled.ok() && reachability_listener_) {
+        reachability_listener_(polled.ok());
       }
     }
   }

@@ -76,6 +76,8 @@ class PostgresStore final : public Store {
 
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;
+  bool reachable() const override { return reachable_; }
+  void SetReachabilityListener(std::function<void(bool reachable)> listener) override;
   absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
 
  private:
@@ -118,6 +120,8 @@ class PostgresStore final : public Store {
   int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
   int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  std::function<void(bool)> reachability_listener_ ABSL_GUARDED_BY(feed_mu_);
+  std::atomic<bool> reachable_{true};
   std::atomic<bool> stopping_{false};
   std::thread feed_thread_;
 };

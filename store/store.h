@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -168,6 +169,10 @@ class Store {
   // The listener for changes other processes commit; nullptr removes it.
   virtual void SetRemoteChangeListener(RemoteChangeListener* /*listener*/) {}
   virtual ReplicaStatus replica_status() { return {"sqlite", "local", 1, true}; }
+  // Whether the database answered the last heartbeat (always true for an embedded store), and a
+  // listener told of every change of that, on the store's own thread (must not call back into the store).
+  virtual bool reachable() const { return true; }
+  virtual void SetReachabilityListener(std::function<void(bool reachable)> /*listener*/) {}
   // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
   // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.
   virtual absl::StatusOr<bool> TryLease(const std::string& /*name*/, int64_t /*duration_ms*/) { return true; }

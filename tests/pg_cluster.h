@@ -23,6 +23,9 @@ class PgCluster {
   std::string Url(const std::string& dbname = "postgres") const;
   // Stops the server (fast shutdown: every connection is cut) and starts it again on the same data.
   void Restart();
+  // The two halves of Restart, for a test that works while the database is down.
+  void StopServer();
+  void StartServer();
   // A new, empty database in this cluster; its postgresql:// URL.
   std::string CreateDatabase();
   // One cluster for the whole test process (started on first use): tests that need a store only, not
@@ -34,8 +37,6 @@ class PgCluster {
   static std::string BinDir();
 
  private:
-  void StartServer();
-  void StopServer();
   std::string dir_;
   std::unique_ptr<Process> server_;
   int databases_ = 0;

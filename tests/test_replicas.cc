@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_split.h"
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
 
@@ -35,6 +36,17 @@ size_t VerifiedChainLength(GatewayFixture& g) {
   size_t lines = 0;
   for (char c : ReadAll(exported)) lines += c == '\n';
   return lines;
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus AdmissionHealth(GatewayFixture& g) {
+  auto health = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(g.admin_socket()));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service("openshell.policy.gateway.v1.Admission");
+  grpc::health::v1::HealthCheckResponse response;
+  if (!health->Check(GatewayFixture::Context().get(), request, &response).ok()) {
+    return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+  return response.status();
 }
 
 std::vector<std::string> Database(const std::string& url) { return {"--database", url}; }
@@ -259,7 +271,17 @@ TEST_CASE("replicas: PostgreSQL restarted underneath; an unreachable database st
   REQUIRE(g1.SetPolicy("default", Example("github.yaml")).ok());
   gw::AdmitSandboxResponse before;
   REQUIRE(g1.Admit("sb-before", &before).ok());
-  cluster->Restart();
+  // Database down: each replica says so (status and admission health) and refuses admissions; fetches go on.
+  cluster->StopServer();
+  CHECK(Eventually([&] { return !Status(g1).database_reachable(); }));
+  CHECK(Eventually([&] { return AdmissionHealth(g2) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; }));
+  gw::AdmitSandboxResponse refused;
+  CHECK_FALSE(g1.Admit("sb-during", &refused).ok());
+  drv::Projection served;
+  CHECK(g2.Fetch(before.sandbox_handle(), &served).ok());
+  cluster->StartServer();
+  CHECK(Eventually([&] { return AdmissionHealth(g2) == grpc::health::v1::HealthCheckResponse::SERVING; },
+                   std::chrono::seconds(30)));
   // Admissions resume on both replicas once they reconnect; nothing acknowledged is lost.
   gw::AdmitSandboxResponse after1, after2;
   CHECK(Eventually([&] { return g1.Admit("sb-after-1", &after1).ok(); }, std::chrono::seconds(30)));
