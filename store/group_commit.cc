@@ -25,6 +25,11 @@ void GroupCommitQueue::Submit(GroupWrite* write, absl::FunctionRef<void(const st
 size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,
                        trust::ChainSealer& chain) {
   size_t succeeded = 0;
+  if (group.size() == 1) {  // alone: a failure rolls the whole transaction back, no savepoint needed
+    AuditActorScope actor(group[0]->actor);
+    group[0]->status = group[0]->run();
+    return group[0]->status.ok() ? 1 : 0;
+  }
   for (GroupWrite* w : group) {
     const trust::ChainSealer::Mark before = chain.head();
     if (absl::Status s = exec("SAVEPOINT w"); !s.ok()) {

@@ -23,6 +23,7 @@ struct GroupWrite {
   absl::Status status;
   bool done = false;
   std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
+  bool touches_chain = true;  // false: writes no audit event and no change a view must apply
 };
 
 class GroupCommitQueue {
@@ -39,7 +40,8 @@ class GroupCommitQueue {
 
 // Runs each write of a group inside the leader's open transaction, each in its own savepoint, so one
 // write's failure (rolled back to its savepoint, its audit events un-sealed from `chain`) leaves the
-// others intact. `exec` runs one SQL statement on the transaction's connection. Returns how many succeeded.
+// others intact. `exec` runs one SQL statement on the transaction's connection. Returns how many succeeded;
+// when none did, the caller must roll the transaction back (a group of one runs without a savepoint).
 size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,
                        trust::ChainSealer& chain);
 

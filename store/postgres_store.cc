@@ -233,14 +233,24 @@ void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
 
 // --- Group commit -------------------------------------------------------------------------------
 
-absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
-  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
+absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed,
+                                  bool touches_chain) {
+  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current(),
+                  touches_chain};
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
 }
 
 void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   absl::MutexLock lock(&mu_);
+  const bool touches_chain =
+      std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
+  // A group that changes what replicas serve holds off this replica's feed from before it takes the
+  // head lock until its own view is updated: a remote change the feed reads afterwards is applied after
+  // ours (never an older state over a newer one), and the fleet-wide head lock is never held while
+  // waiting for the feed.
+  std::optional<absl::MutexLock> apply;
+  if (touches_chain) apply.emplace(&feed_mu_);
   auto fail_all = [&](const absl::Status& status) {
     writer_.Exec("ROLLBACK").IgnoreError();
     for (GroupWrite* w : group) {
@@ -250,28 +260,32 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   if (!writer_.healthy()) {
     if (absl::Status s = writer_.Reconnect(); !s.ok()) return fail_all(s);
   }
-  // Every replica's writes queue here: the head row stays locked until this transaction ends.
   if (absl::Status s = writer_.Exec("BEGIN"); !s.ok()) return fail_all(s);
-  auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
-  if (!head.ok()) return fail_all(head.status());
-  if (head->rows() != 1) return fail_all(absl::DataLossError("postgresql: the audit head row is missing"));
-  chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+  if (touches_chain) {
+    // Every replica's chain writes queue here: the head row stays locked until this transaction ends,
+    // so events (and change-feed rows) are numbered in commit order across the fleet.
+    auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+    if (!head.ok()) return fail_all(head.status());
+    if (head->rows() != 1) return fail_all(absl::DataLossError("postgresql: the audit head row is missing"));
+    chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+  }
   const uint64_t start_seq = chain_.head().seq;
   announced_ = false;
-  RunInSavepoints(
+  const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
+  if (succeeded == 0) {
+    writer_.Exec("ROLLBACK").IgnoreError();
+    return;
+  }
+  // The head, the notification and the commit in one round trip (values are digits and hex only).
+  std::string finish;
   if (chain_.head().seq != start_seq) {
-    auto moved = writer_.Query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-                               PgParams().Add(static_cast<int64_t>(chain_.head().seq)).Add(chain_.head().hash));
-    if (!moved.ok()) return fail_all(moved.status());
+    finish = absl::StrCat("UPDATE audit_head SET seq = ", chain_.head().seq, ", hash = '", chain_.head().hash,
+                          "' WHERE id = 1; ");
   }
-  if (announced_) {
-    if (absl::Status s = writer_.Exec("NOTIFY osh_changes"); !s.ok()) return fail_all(s);
-  }
-  // The feed applies nothing between this commit and this replica's own view update (see
-  // RemoteChangeListener): a remote change read after the commit is applied after ours.
-  absl::MutexLock apply(&feed_mu_);
-  if (absl::Status s = writer_.Exec("COMMIT"); !s.ok()) return fail_all(s);
+  if (announced_) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
+  absl::StrAppend(&finish, "COMMIT");
+  if (absl::Status s = writer_.Exec(finish); !s.ok()) return fail_all(s);
   for (GroupWrite* w : group) {
     if (w->status.ok() && w->committed) w->committed();
   }
@@ -526,7 +540,7 @@ absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContex
     if (!inserted.ok()) return inserted.status();
     id = inserted->Int(0, 0);
     return absl::OkStatus();
-  }));
+  }, nullptr, /*touches_chain=*/false));
   return id;
 }
 
@@ -536,14 +550,14 @@ absl::Status PostgresStore::QueueAcquiredRelease(int64_t id, const std::string& 
         .Query("UPDATE pending_releases SET in_flight_owner = '', driver_handle = $1 WHERE id = $2",
                PgParams().Add(driver_handle).Add(id))
         .status();
-  });
+  }, nullptr, /*touches_chain=*/false);
 }
 
 absl::Status PostgresStore::DropAdmissionIntent(int64_t id) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return writer_.Query("DELETE FROM pending_releases WHERE id = $1 AND in_flight_owner <> ''", PgParams().Add(id))
         .status();
-  });
+  }, nullptr, /*touches_chain=*/false);
 }
 
 absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {

@@ -84,7 +84,10 @@ class PostgresStore final : public Store {
   PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id);
   int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr);
+  // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
+  // note): it neither waits for the fleet-wide head lock nor holds off the feed.
+  absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
+                     bool touches_chain = true);
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

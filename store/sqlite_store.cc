@@ -241,6 +241,10 @@ void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return db_.Exec(sql); }, chain_);
+  if (succeeded == 0) {
+    chain_.Rewind(start);
+    return;  // the Transaction rolls back
+  }
   const absl::Time commit_started = absl::Now();
   absl::Status committed = txn.Commit();
   if (commit_observer_) commit_observer_(absl::Now() - commit_started);
