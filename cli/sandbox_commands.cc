@@ -238,7 +238,13 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                     << " " << Time(k.not_before_unix()) << ".." << Time(k.not_after_unix()) << (k.revoked() ? " REVOKED" : "")
                     << "\n";
         }
-        std::cout << "admitted sandboxes: " << s.admitted_sandboxes() << "\n"
+        std::cout << "database:           " << (s.database_kind().empty() ? "sqlite" : s.database_kind());
+        if (s.database_kind() == "postgresql") {
+          std::cout << (s.database_reachable() ? ", reachable" : ", UNREACHABLE") << "; replica " << s.replica_id()
+                    << " of " << s.live_replicas() << " live";
+        }
+        std::cout << "\n"
+                  << "admitted sandboxes: " << s.admitted_sandboxes() << "\n"
                   << "policy scopes:      " << s.policy_scopes() << "\n"
                   << "watchers:           " << s.watchers() << "\n"
                   << "pending releases:   " << s.pending_releases() << "\n"

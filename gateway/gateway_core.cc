@@ -612,7 +612,7 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   if (driver_->authoring() != nullptr) {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
-  if (auto pending = store_->PendingReleases(); pending.ok()) out.set_pending_releases(pending->size());
+  if (auto pending = store_->CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
   if (auto active = ceiling_.current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
   return out;
 }

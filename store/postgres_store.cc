@@ -587,6 +587,15 @@ absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
   return out;
 }
 
+absl::StatusOr<uint64_t> PostgresStore::CountPendingReleases() {
+  absl::MutexLock lock(&read_mu_);
+  auto count = Read(absl::StrCat("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner = '' OR in_flight_owner "
+                                 "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1)"),
+                    PgParams().Add(kReplicaLeaseMs));
+  if (!count.ok()) return count.status();
+  return static_cast<uint64_t>(count->Int(0, 0));
+}
+
 absl::Status PostgresStore::CompleteRelease(int64_t id, AuditEvent event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto done = writer_.Query("DELETE FROM pending_releases WHERE id = $1", PgParams().Add(id));

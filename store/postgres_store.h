@@ -55,6 +55,7 @@ class PostgresStore final : public Store {
   absl::Status DropAdmissionIntent(int64_t id) override;
   absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;
   absl::Status CompleteRelease(int64_t id, AuditEvent event) override;
+  absl::StatusOr<uint64_t> CountPendingReleases() override;
 
   absl::StatusOr<PolicyRevisionRecord> AppendPolicyRevision(const std::string& scope,
                                                             const std::optional<std::string>& body,

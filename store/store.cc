@@ -42,6 +42,12 @@ absl::Status Store::RecordReport(const std::string& sandbox_id, const std::strin
   return CommitOne(this, change::RecordReport{sandbox_id, digest, status, error, now_unix}, std::move(event));
 }
 
+absl::StatusOr<uint64_t> Store::CountPendingReleases() {
+  auto pending = PendingReleases();
+  if (!pending.ok()) return pending.status();
+  return pending->size();
+}
+
 absl::StatusOr<std::vector<SandboxRecord>> Store::LoadSandboxesById(const std::vector<std::string>& ids) {
   auto all = LoadSandboxes();
   if (!all.ok()) return all.status();

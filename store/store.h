@@ -117,6 +117,8 @@ class Store {
   // Releases that are due (not in flight), oldest first.
   virtual absl::StatusOr<std::vector<PendingRelease>> PendingReleases() = 0;
   virtual absl::Status CompleteRelease(int64_t id, AuditEvent event) = 0;
+  // How many releases are due (for status; unlike PendingReleases it claims nothing).
+  virtual absl::StatusOr<uint64_t> CountPendingReleases();
 
   // --- Policies (builtin driver) -------------------------------------------------------------
   // Appends a revision to `scope`: `body` set = a new policy, nullopt = a deletion. With

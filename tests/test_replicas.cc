@@ -95,14 +95,18 @@ TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes
   // Every replica knows the others and the database.
   std::set<std::string> replica_ids;
   for (GatewayFixture* g : {&g1, &g2, &g3}) {
+    CHECK(Eventually([&] { return Status(*g).admitted_sandboxes() == 2; }));  // sb-2 applied from the feed
     const auto status = Status(*g);
     CHECK(status.database_kind() == "postgresql");
     CHECK(status.live_replicas() == 3);
     CHECK(status.database_reachable());
-    CHECK(status.admitted_sandboxes() == 2);
     replica_ids.insert(status.replica_id());
   }
   CHECK(replica_ids.size() == 3);
+  std::string out, err;
+  REQUIRE(Ctl(g2, {"status"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("database:           postgresql, reachable; replica "));
+  CHECK_THAT(out, Catch::Contains(" of 3 live"));
 
   // Delete on 2: the handle is refused on 1 and 3, and 3's watch stream ends.
   gw::DeleteSandboxRequest del;
@@ -271,6 +275,8 @@ TEST_CASE("replicas: PostgreSQL restarted underneath; an unreachable database st
   REQUIRE(g1.SetPolicy("default", Example("github.yaml")).ok());
   gw::AdmitSandboxResponse before;
   REQUIRE(g1.Admit("sb-before", &before).ok());
+  drv::Projection known;  // replica 2 has applied the admission before the database goes
+  REQUIRE(Eventually([&] { return g2.Fetch(before.sandbox_handle(), &known).ok(); }));
   // Database down: each replica says so (status and admission health) and refuses admissions; fetches go on.
   cluster->StopServer();
   CHECK(Eventually([&] { return !Status(g1).database_reachable(); }));
