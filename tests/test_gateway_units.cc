@@ -165,8 +165,10 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
     CHECK_THAT(std::string(resolved.status().message()), Catch::StartsWith(std::string(key) + ": expected a whole number from "));
   }
   CHECK(osh::gateway::ResolveConfig({{"driver_call_timeout_ms", "600000"}, {"clock_skew_s", "86400"}}, {}, {}).ok());
-  CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "postgresql://db/x"}}, {}, {}).status().message()),
-             Catch::Contains("PostgreSQL is not supported"));
+  CHECK(osh::gateway::ResolveConfig({{"database", "postgresql://db/x"}}, {}, {}).ok());  // replicas (docs/replicas.md)
+  CHECK(osh::gateway::ResolveConfig({{"database", "postgres://db/x"}}, {}, {}).ok());
+  CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "mysql://db/x"}}, {}, {}).status().message()),
+             Catch::Contains("expected sqlite:<path> or postgresql://..."));
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
 }
 

@@ -53,7 +53,7 @@ std::vector<std::string> Database(const std::string& url) { return {"--database"
 
 }  // namespace
 
-TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes on 1; delete on 2 is refused on 1 and 3",
+TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes on 1, delete on 2 refused on 1 and 3",
           "[integration][postgres][replicas]") {
   const std::string url = PgCluster::Shared().CreateDatabase();
   GatewayFixture g1(Database(url)), g2(Database(url)), g3(Database(url));
@@ -258,7 +258,7 @@ TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three
   CHECK(VerifiedChainLength(g2) >= acknowledged.size());
 }
 
-TEST_CASE("replicas: PostgreSQL restarted underneath; an unreachable database stops the start", "[integration][postgres][replicas]") {
+TEST_CASE("replicas: PostgreSQL stopped and restarted underneath, and an unreachable database stops the start", "[integration][postgres][replicas]") {
   {
     TempDir dir;
     std::string out, err;

@@ -1,8 +1,11 @@
 // The store contract: one set of tests, run against every backend the build has (SQLite, and PostgreSQL
-// in a throw-away cluster shared by the test process, a fresh database per test). Only the Store interface is used — nothing
-// here counts rows with SQL — so a backend passes by behaving, not by its schema.
+// in a throw-away cluster shared by the test process, a fresh database per test). Only the Store
+// interface is used — nothing here counts rows with SQL — so a backend passes by behaving, not by its
+// schema.
 #include <catch2/catch.hpp>
 #include <libpq-fe.h>
+
+#include <thread>
 
 #include "gateway/sandbox_registry.h"
 #include "policy/digest.h"
@@ -313,4 +316,38 @@ TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in
       CHECK(**reopened->LoadCeiling() == "v3");
     }
   }
+}
+
+TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, and hold a lease one at a time",
+          "[store][postgres]") {
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  CHECK(a->replica_status().live_replicas == 2);
+  CHECK(a->replica_status().replica_id != b->replica_status().replica_id);
+  // Events from both replicas form one chain.
+  REQUIRE(a->InsertSandbox(Sandbox(*a, "sb-a", "handle-a", "body"), Event("admission")).ok());
+  REQUIRE(b->InsertSandbox(Sandbox(*b, "sb-b", "handle-b", "body"), Event("admission")).ok());
+  REQUIRE(a->AppendAudit(Event("note")).ok());
+  CheckChain(*b, 3);
+  // A same id admitted on the other replica is refused there.
+  CHECK(absl::IsAlreadyExists(b->InsertSandbox(Sandbox(*b, "sb-a", "other", "body"), Event("admission"))));
+  // A due release is claimed by one replica; the other sees it only once the claimer is gone.
+  REQUIRE(*b->DeleteSandbox("sb-b", Event("deletion")));
+  auto claimed = a->PendingReleases();
+  REQUIRE(claimed->size() == 1);
+  CHECK(b->PendingReleases()->empty());
+  CHECK(*b->CountPendingReleases() == 1);  // counting claims nothing
+  // A lease is held by one replica at a time and renewed by its holder.
+  CHECK(*a->TryLease("refresh", 60000));
+  CHECK_FALSE(*b->TryLease("refresh", 60000));
+  CHECK(*a->TryLease("refresh", 1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(*b->TryLease("refresh", 60000));  // a's ran out
+  a.reset();  // a clean stop hands its claims back
+  auto taken_over = b->PendingReleases();
+  REQUIRE(taken_over->size() == 1);
+  CHECK((*taken_over)[0].driver_handle == "dh-sb-b");
+  REQUIRE(b->CompleteRelease((*taken_over)[0].id, Event("release")).ok());
+  CHECK(b->PendingReleases()->empty());
 }
