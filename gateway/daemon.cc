@@ -416,6 +416,8 @@ std::string Daemon::RenderMetrics() {
     snapshot.refresh_errors = status->refresh_errors();
     snapshot.revoked_sandboxes = status->revoked_sandboxes();
     snapshot.possibly_leaked_handles = status->possibly_leaked_handles();
+    snapshot.database_reachable = status->database_reachable();
+    snapshot.live_replicas = status->live_replicas();
     for (const auto& key : status->trust_keys()) {
       snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});
     }

@@ -182,6 +182,10 @@ std::string Metrics::Render(const Snapshot& s) const {
         s.revoked_sandboxes);
   Gauge(&out, "policy_gateway_possibly_leaked_handles",
         "Driver handles that may have leaked (a driver that ignores idempotency keys).", s.possibly_leaked_handles);
+  Gauge(&out, "policy_gateway_database_reachable", "1 while the database answers (always 1 for SQLite).",
+        s.database_reachable ? 1 : 0);
+  Gauge(&out, "policy_gateway_live_replicas", "Gateways sharing the database whose heartbeat is fresh (1 for SQLite).",
+        s.live_replicas);
   Gauge(&out, "policy_gateway_audit_head_seq", "Sequence number of the newest audit event.", s.audit_head_seq);
   Header(&out, "policy_gateway_store_transactions_total", "counter", "Store commits (each one fsync).");
   absl::StrAppend(&out, "policy_gateway_store_transactions_total ", s.store_transactions, "\n");

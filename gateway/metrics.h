@@ -36,6 +36,8 @@ class Metrics {
     uint64_t audit_head_seq = 0;
     uint64_t store_transactions = 0;  // commits (each one fsync), and the writes they carried
     uint64_t store_writes = 0;
+    bool database_reachable = true;
+    uint32_t live_replicas = 1;  // gateways sharing the database whose heartbeat is fresh
     struct Key {
       std::string key_id;
       int64_t not_after_unix = 0;  // 0: none

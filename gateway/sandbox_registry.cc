@@ -36,17 +36,21 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
   e.handle_sha256 = ToHandleHash(r.handle_sha256);
   e.driver_handle = std::move(r.driver_handle);
   SetEnvelopeLocked(e, std::move(r.envelope));
+  e.admitted_at_unix = r.admitted_at_unix;
+  TakeRecordStateLocked(e, r);
+  e.verified = verified;
+  by_handle_hash_[e.handle_sha256] = &*it;
+}
+
+void SandboxRegistry::TakeRecordStateLocked(Entry& e, store::SandboxRecord& r) {
   e.verification = std::move(r.verification);
   e.signing_key_ids = std::move(r.signing_key_ids);
-  e.admitted_at_unix = r.admitted_at_unix;
   e.updated_at_unix = r.updated_at_unix;
   e.reported_at_unix = r.reported_at_unix;
   e.load_status = r.load_status;
   e.load_error = std::move(r.load_error);
   e.reported_digest = std::move(r.reported_digest);
   SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
-  e.verified = verified;
-  by_handle_hash_[e.handle_sha256] = &*it;
 }
 
 void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) {
@@ -136,14 +140,7 @@ void SandboxRegistry::ApplyRemote(std::vector<store::SandboxRecord> present, con
       if (e.envelope->shared_body() != r.envelope->shared_body()) e.previous_body = e.envelope->shared_body();
       SetEnvelopeLocked(e, r.envelope);
     }
-    e.verification = std::move(r.verification);
-    e.signing_key_ids = std::move(r.signing_key_ids);
-    e.updated_at_unix = r.updated_at_unix;
-    e.reported_at_unix = r.reported_at_unix;
-    e.load_status = r.load_status;
-    e.load_error = std::move(r.load_error);
-    e.reported_digest = std::move(r.reported_digest);
-    SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
+    TakeRecordStateLocked(e, r);
     e.verified = true;
     if (!moved || e.watchers.empty()) continue;
     ProjectionPtr shared = e.envelope->Shared();

@@ -154,6 +154,8 @@ class SandboxRegistry final : public store::ChangeListener {
   void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the record's stored state (verification, keys, times, load status, refresh error) into `entry`.
+  void TakeRecordStateLocked(Entry& entry, store::SandboxRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetRefreshErrorLocked(Entry& entry, std::string error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Snapshot SnapshotOf(const std::string& id, const Entry& entry) const;
   Authenticated AuthenticatedOf(const std::string& id, const Entry& entry) const;

@@ -51,6 +51,33 @@ grpc::health::v1::HealthCheckResponse::ServingStatus AdmissionHealth(GatewayFixt
 
 std::vector<std::string> Database(const std::string& url) { return {"--database", url}; }
 
+// A fresh database and one null-policy-driver process (a handle per acquisition, its live handles in a
+// file) that every replica started with `args` uses.
+struct ReplicasOfOneDriver {
+  ReplicasOfOneDriver()
+      : handles_file(dir / "handles.txt"),
+        driver(dir, "null",
+               {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--handles-file", handles_file,
+                "--handle-per-acquire"}) {
+    driver.Start();
+    args = Database(PgCluster::Shared().CreateDatabase());
+    args.insert(args.end(), {"--driver-socket", driver.socket()});
+  }
+  // The sandbox ids of the driver's live handles (one per handle).
+  std::multiset<std::string> Held() const {
+    std::multiset<std::string> ids;
+    for (absl::string_view line : absl::StrSplit(ReadAll(handles_file), '\n', absl::SkipEmpty())) {
+      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');  // handle, sandbox id, ...
+      if (fields.size() >= 2) ids.insert(std::string(fields[1]));
+    }
+    return ids;
+  }
+  TempDir dir;
+  std::string handles_file;
+  DriverProcess driver;
+  std::vector<std::string> args;
+};
+
 }  // namespace
 
 TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes on 1, delete on 2 refused on 1 and 3",
@@ -129,15 +156,8 @@ TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes
 }
 
 TEST_CASE("replicas: the same sandbox id admitted on two replicas at once: exactly one wins", "[integration][postgres][replicas]") {
-  const std::string url = PgCluster::Shared().CreateDatabase();
-  TempDir dir;
-  const std::string handles_file = dir / "handles.txt";
-  DriverProcess driver(dir, "null",
-                       {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--handles-file", handles_file,
-                        "--handle-per-acquire"});
-  driver.Start();
-  std::vector<std::string> args = Database(url);
-  args.insert(args.end(), {"--driver-socket", driver.socket()});
+  ReplicasOfOneDriver setup;
+  const std::vector<std::string>& args = setup.args;
   GatewayFixture g1(args), g2(args);
   constexpr int kIds = 20;
   int wins = 0, already = 0, other = 0;
@@ -165,11 +185,7 @@ TEST_CASE("replicas: the same sandbox id admitted on two replicas at once: exact
   CHECK(other == 0);
   // Each loser's driver handle is released: the driver ends holding one handle per admitted sandbox.
   CHECK(Eventually([&] {
-    std::multiset<std::string> held;
-    for (absl::string_view line : absl::StrSplit(ReadAll(handles_file), '\n', absl::SkipEmpty())) {
-      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-      if (fields.size() >= 2) held.insert(std::string(fields[1]));
-    }
+    const std::multiset<std::string> held = setup.Held();
     if (held.size() != kIds) return false;
     for (int i = 0; i < kIds; ++i) {
       if (held.count("race-" + std::to_string(i)) != 1) return false;
@@ -180,15 +196,8 @@ TEST_CASE("replicas: the same sandbox id admitted on two replicas at once: exact
 }
 
 TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three", "[integration][postgres][replicas]") {
-  const std::string url = PgCluster::Shared().CreateDatabase();
-  TempDir dir;
-  const std::string handles_file = dir / "handles.txt";
-  DriverProcess driver(dir, "null",
-                       {OSH_NULL_DRIVER_BINARY, "--policy", kExamples + "github.yaml", "--handles-file", handles_file,
-                        "--handle-per-acquire"});
-  driver.Start();
-  std::vector<std::string> args = Database(url);
-  args.insert(args.end(), {"--driver-socket", driver.socket()});
+  ReplicasOfOneDriver setup;
+  const std::vector<std::string>& args = setup.args;
   GatewayFixture g1(args), g2(args), g3(args);
   std::vector<GatewayFixture*> replicas = {&g1, &g2, &g3};
 
@@ -245,15 +254,7 @@ TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three
     }
     return ids;
   };
-  auto held = [&] {
-    std::multiset<std::string> ids;
-    for (absl::string_view line : absl::StrSplit(ReadAll(handles_file), '\n', absl::SkipEmpty())) {
-      const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
-      if (fields.size() >= 2) ids.insert(std::string(fields[1]));
-    }
-    return ids;
-  };
-  CHECK(Eventually([&] { return held() == listed(); }, std::chrono::seconds(40)));
+  CHECK(Eventually([&] { return setup.Held() == listed(); }, std::chrono::seconds(40)));
   CHECK(Eventually([&] { return Status(g2).live_replicas() == 2; }, std::chrono::seconds(30)));
   CHECK(VerifiedChainLength(g2) >= acknowledged.size());
 }
