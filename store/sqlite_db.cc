@@ -7,10 +7,53 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 namespace osh::store {
+
+// Idle prepared statements of one connection, by SQL text. Bounded: SQL built with a variable number of
+// parameters would otherwise grow it without end; past the bound a statement is finalized, not kept.
+class StatementCache {
+ public:
+  ~StatementCache() {
+    for (auto& [sql, statements] : idle_) {
+      for (sqlite3_stmt* stmt : statements) sqlite3_finalize(stmt);
+    }
+  }
+  sqlite3_stmt* Take(const std::string& sql) {
+    absl::MutexLock lock(&mu_);
+    auto it = idle_.find(sql);
+    if (it == idle_.end() || it->second.empty()) return nullptr;
+    sqlite3_stmt* stmt = it->second.back();
+    it->second.pop_back();
+    return stmt;
+  }
+  void Give(sqlite3_stmt* stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = idle_.find(sqlite3_sql(stmt));
+      if (it == idle_.end() && idle_.size() < kMaxTexts) it = idle_.try_emplace(sqlite3_sql(stmt)).first;
+      if (it != idle_.end() && it->second.size() < kMaxPerText) {
+        it->second.push_back(stmt);
+        return;
+      }
+    }
+    sqlite3_finalize(stmt);
+  }
+
+ private:
+  static constexpr size_t kMaxTexts = 256, kMaxPerText = 4;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<sqlite3_stmt*>> idle_ ABSL_GUARDED_BY(mu_);
+};
+
 namespace {
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
@@ -24,7 +67,12 @@ absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
 }  // namespace
 
 Stmt::~Stmt() {
-  if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+  if (stmt_ == nullptr) return;
+  if (cache_ != nullptr) {
+    cache_->Give(stmt_);
+  } else {
+    sqlite3_finalize(stmt_);
+  }
 }
 
 Stmt& Stmt::Bind(int index, const std::string& text) {
@@ -87,7 +135,12 @@ absl::StatusOr<Db> Db::Open(const std::string& path) {
   return Db(db);
 }
 
+Db::Db(sqlite3* db) : db_(db), cache_(std::make_unique<StatementCache>()) {}
+
+Db::Db(Db&& other) noexcept : db_(other.db_), cache_(std::move(other.cache_)) { other.db_ = nullptr; }
+
 Db::~Db() {
+  cache_.reset();  // its statements are finalized before the connection closes
   if (db_ != nullptr) sqlite3_close_v2(db_);
 }
 
@@ -103,23 +156,32 @@ absl::Status Db::Exec(const std::string& sql) {
 }
 
 absl::StatusOr<Stmt> Db::Prepare(const std::string& sql) {
+  if (sqlite3_stmt* cached = cache_->Take(sql)) return Stmt(db_, cached, cache_.get());
   sqlite3_stmt* stmt = nullptr;
-  const int rc = sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr);
+  const int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+                                    nullptr);
   if (rc != SQLITE_OK) return SqliteError(db_, rc, absl::StrCat("prepare ", sql));
-  return Stmt(db_, stmt);
+  if (stmt == nullptr) return absl::InvalidArgumentError(absl::StrCat("sqlite: prepare: no statement in '", sql, "'"));
+  return Stmt(db_, stmt, cache_.get());
+}
+
+absl::Status Db::Run(const std::string& sql) {
+  auto stmt = Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  return stmt->Run();
 }
 
 int64_t Db::Changes() const { return sqlite3_changes64(db_); }
 int64_t Db::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 
-Transaction::Transaction(Db& db) : db_(db) { begin_status_ = db_.Exec("BEGIN IMMEDIATE"); }
+Transaction::Transaction(Db& db) : db_(db) { begin_status_ = db_.Run("BEGIN IMMEDIATE"); }
 
 Transaction::~Transaction() {
-  if (!done_ && begin_status_.ok()) db_.Exec("ROLLBACK").IgnoreError();
+  if (!done_ && begin_status_.ok()) db_.Run("ROLLBACK").IgnoreError();
 }
 
 absl::Status Transaction::Commit() {
-  absl::Status status = db_.Exec("COMMIT");
+  absl::Status status = db_.Run("COMMIT");
   if (status.ok()) done_ = true;
   return status;
 }

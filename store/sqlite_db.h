@@ -1,8 +1,10 @@
 // A thin RAII layer over the SQLite C API: a connection, prepared statements, transactions.
-// Not thread-safe by itself; SqliteStore serialises access.
+// Not thread-safe by itself; SqliteStore serialises access (the statement cache alone is thread-safe,
+// for a connection opened with SQLITE_OPEN_FULLMUTEX that several readers share).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -13,10 +15,14 @@ struct sqlite3_stmt;
 
 namespace osh::store {
 
+class StatementCache;
+
+// A prepared statement. Prepared through Db::Prepare, it goes back to the connection's cache when it is
+// destroyed (reset, bindings cleared), so the same SQL is compiled once per connection, not per use.
 class Stmt {
  public:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_) { other.stmt_ = nullptr; }
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, StatementCache* cache = nullptr) : db_(db), stmt_(stmt), cache_(cache) {}
+  Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_), cache_(other.cache_) { other.stmt_ = nullptr; }
   Stmt(const Stmt&) = delete;
   ~Stmt();
 
@@ -39,24 +45,30 @@ class Stmt {
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_;
+  StatementCache* cache_;
 };
 
 class Db {
  public:
   // Opens (creating with mode 0600) the database file.
   static absl::StatusOr<Db> Open(const std::string& path);
-  Db(Db&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Db(Db&& other) noexcept;
   Db(const Db&) = delete;
-  ~Db();
+  ~Db();  // every Stmt of this connection must be gone by then
 
+  // Any SQL, several statements allowed (schema, pragmas); compiled every time.
   absl::Status Exec(const std::string& sql);
+  // One statement, from the cache when it was prepared before on this connection.
   absl::StatusOr<Stmt> Prepare(const std::string& sql);
+  // Prepare(sql) and run it to completion (transaction control, savepoints).
+  absl::Status Run(const std::string& sql);
   int64_t Changes() const;
   int64_t LastInsertRowId() const;
 
  private:
-  explicit Db(sqlite3* db) : db_(db) {}
+  explicit Db(sqlite3* db);
   sqlite3* db_;
+  std::unique_ptr<StatementCache> cache_;  // stable across moves: statements point at it
 };
 
 // BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit() succeeded.

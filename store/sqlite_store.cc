@@ -240,7 +240,7 @@ void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     return;
   }
   const size_t succeeded = RunInSavepoints(
-      group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return db_.Exec(sql); }, chain_);
+      group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return db_.Run(sql); }, chain_);
   if (succeeded == 0) {
     chain_.Rewind(start);
     return;  // the Transaction rolls back

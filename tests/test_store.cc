@@ -142,3 +142,51 @@ TEST_CASE("store: a schema v2 database (as the remote-driver release shipped it)
   auto intent = (*store)->RecordAdmissionIntent(openshell::policy::driver::v1::RuntimeContext());
   CHECK(intent.ok());
 }
+
+TEST_CASE("sqlite: a statement prepared again comes from the cache reset, with no old bindings or row", "[store]") {
+  osh::test::TempDir dir;
+  auto db = osh::store::Db::Open(dir / "cache.db");
+  REQUIRE(db.ok());
+  REQUIRE(db->Exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two')").ok());
+  const std::string select = "SELECT v FROM t WHERE k = ?";
+  {
+    auto stmt = db->Prepare(select);
+    REQUIRE(stmt.ok());
+    stmt->Bind(1, int64_t{2});
+    auto row = stmt->Step();
+    REQUIRE(row.ok());
+    REQUIRE(*row);
+    CHECK(stmt->Text(0) == "two");
+  }  // left on its row: the cache resets it
+  {
+    auto again = db->Prepare(select);
+    REQUIRE(again.ok());
+    auto row = again->Step();  // not bound this time: k = NULL matches nothing
+    REQUIRE(row.ok());
+    CHECK_FALSE(*row);
+  }
+  // A write is not blocked by a cached reader left mid-row (its read transaction ended at reset).
+  CHECK(db->Run("INSERT INTO t VALUES (3, 'three')").ok());
+  // The schema changes under a cached statement: it is recompiled, not stale.
+  REQUIRE(db->Run("ALTER TABLE t ADD COLUMN w TEXT DEFAULT 'x'").ok());
+  {
+    auto star = db->Prepare("SELECT * FROM t WHERE k = 3");
+    REQUIRE(star.ok());
+    auto row = star->Step();
+    REQUIRE(row.ok());
+    REQUIRE(*row);
+    CHECK(star->Text(2) == "x");
+  }
+  // Many statements of one text alive at once, and a bad statement refused with SQLite's message.
+  std::vector<osh::store::Stmt> held;
+  for (int i = 0; i < 10; ++i) {
+    auto stmt = db->Prepare(select);
+    REQUIRE(stmt.ok());
+    held.push_back(*std::move(stmt));
+  }
+  held.clear();
+  auto bad = db->Prepare("SELEC nothing");
+  REQUIRE_FALSE(bad.ok());
+  CHECK_THAT(std::string(bad.status().message()), Catch::Contains("syntax error"));
+  CHECK_FALSE(db->Run("   ").ok());
+}
