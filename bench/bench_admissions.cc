@@ -167,6 +167,22 @@ std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> StubPerThread(const std::s
   return stubs;
 }
 
+// Sends each process SIGTERM, then waits for all of them.
+void Stop(std::initializer_list<pid_t> pids) {
+  for (pid_t pid : pids) ::kill(pid, SIGTERM);
+  for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+}
+
+// Admits sandbox "sb-<thread>-<i>"; true when it was admitted as verified.
+bool AdmitOne(gw::PolicyGateway::Stub* stub, int thread, uint64_t i) {
+  gw::AdmitSandboxRequest request;
+  request.mutable_context()->set_sandbox_id("sb-" + std::to_string(thread) + "-" + std::to_string(i));
+  request.mutable_context()->set_user_subject("bench@example.com");
+  gw::AdmitSandboxResponse response;
+  grpc::ClientContext ctx;
+  return stub->AdmitSandbox(&ctx, request, &response).ok() && response.verification() == "verified";
+}
+
 struct Measured {
   double per_second = 0;
   double p50_ms = 0, p99_ms = 0;
@@ -270,18 +286,8 @@ int main(int argc, char** argv) {
   if (gateway < 0 || !WaitForChannel(dir + "/var/admin.sock")) return 1;
 
   const auto stubs = StubPerThread(dir + "/var/admin.sock", threads);
-  const Measured admissions = Load(threads, seconds, [&](int t, uint64_t i) {
-    gw::AdmitSandboxRequest request;
-    request.mutable_context()->set_sandbox_id("sb-" + std::to_string(t) + "-" + std::to_string(i));
-    request.mutable_context()->set_user_subject("bench@example.com");
-    gw::AdmitSandboxResponse response;
-    grpc::ClientContext ctx;
-    return stubs[t]->AdmitSandbox(&ctx, request, &response).ok() && response.verification() == "verified";
-  });
-  ::kill(gateway, SIGTERM);
-  ::kill(driver, SIGTERM);
-  ::waitpid(gateway, nullptr, 0);
-  ::waitpid(driver, nullptr, 0);
+  const Measured admissions = Load(threads, seconds, [&](int t, uint64_t i) { return AdmitOne(stubs[t].get(), t, i); });
+  Stop({gateway, driver});
 
   // Baseline 1: a bare unary round trip on the same socket kind, same client threads.
   EmptyService empty;
@@ -308,18 +314,8 @@ int main(int argc, char** argv) {
                                     dir + "/floor-gateway.log");
   if (floor_gateway < 0 || !WaitForChannel(dir + "/floor-gateway.sock")) return 1;
   const auto floor_stubs = StubPerThread(dir + "/floor-gateway.sock", threads);
-  const Measured floor = Load(threads, seconds, [&](int t, uint64_t i) {
-    gw::AdmitSandboxRequest request;
-    request.mutable_context()->set_sandbox_id("sb-" + std::to_string(t) + "-" + std::to_string(i));
-    request.mutable_context()->set_user_subject("bench@example.com");
-    gw::AdmitSandboxResponse response;
-    grpc::ClientContext ctx;
-    return floor_stubs[t]->AdmitSandbox(&ctx, request, &response).ok() && response.verification() == "verified";
-  });
-  ::kill(floor_gateway, SIGTERM);
-  ::kill(floor_driver, SIGTERM);
-  ::waitpid(floor_gateway, nullptr, 0);
-  ::waitpid(floor_driver, nullptr, 0);
+  const Measured floor = Load(threads, seconds, [&](int t, uint64_t i) { return AdmitOne(floor_stubs[t].get(), t, i); });
+  Stop({floor_gateway, floor_driver});
 
   // The disk: one 4 KiB append and fsync in the state folder's file system, one thread (what each of an
   // admission's two durable commits waits for at least).
