@@ -43,14 +43,30 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
 }
 
 void SandboxRegistry::TakeRecordStateLocked(Entry& e, store::SandboxRecord& r) {
-  e.verification = std::move(r.verification);
-  e.signing_key_ids = std::move(r.signing_key_ids);
+  e.verified_by = SharedVerificationLocked(std::move(r.verification), std::move(r.signing_key_ids));
   e.updated_at_unix = r.updated_at_unix;
-  e.reported_at_unix = r.reported_at_unix;
-  e.load_status = r.load_status;
-  e.load_error = std::move(r.load_error);
-  e.reported_digest = std::move(r.reported_digest);
+  SetReportLocked(e, r.load_status, std::move(r.load_error), std::move(r.reported_digest), r.reported_at_unix);
   SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
+}
+
+std::shared_ptr<const SandboxRegistry::Verification> SandboxRegistry::SharedVerificationLocked(
+    std::string verification, std::vector<std::string> key_ids) {
+  if (last_verification_ && last_verification_->verification == verification && last_verification_->key_ids == key_ids) {
+    return last_verification_;
+  }
+  last_verification_ = std::make_shared<const Verification>(Verification{std::move(verification), std::move(key_ids)});
+  return last_verification_;
+}
+
+void SandboxRegistry::SetReportLocked(Entry& e, openshell::policy::gateway::v1::LoadStatus status, std::string error, std::string digest,
+                                      int64_t at_unix) {
+  const bool none = status == openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED && error.empty() && digest.empty() && at_unix == 0;
+  if (none && !e.reports) return;
+  if (!e.reports) e.reports = std::make_unique<Reports>();
+  e.reports->load_status = status;
+  e.reports->load_error = std::move(error);
+  e.reports->reported_digest = std::move(digest);
+  e.reports->reported_at_unix = at_unix;
 }
 
 void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) {
@@ -60,9 +76,13 @@ void SandboxRegistry::SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelop
 }
 
 void SandboxRegistry::SetRefreshErrorLocked(Entry& entry, std::string error) {
-  if (!entry.last_refresh_error.empty()) --refresh_errors_;
-  entry.last_refresh_error = std::move(error);
-  if (!entry.last_refresh_error.empty()) ++refresh_errors_;
+  if (!entry.reports) {
+    if (error.empty()) return;
+    entry.reports = std::make_unique<Reports>();
+  }
+  if (!entry.reports->last_refresh_error.empty()) --refresh_errors_;
+  entry.reports->last_refresh_error = std::move(error);
+  if (!entry.reports->last_refresh_error.empty()) ++refresh_errors_;
 }
 
 void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) {
@@ -90,8 +110,7 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               Entry& e = it->second;
               if (e.envelope && e.envelope->shared_body() != c.envelope->shared_body()) e.previous_body = e.envelope->shared_body();
               SetEnvelopeLocked(e, c.envelope);
-              e.verification = c.verification;
-              e.signing_key_ids = c.key_ids;
+              e.verified_by = SharedVerificationLocked(c.verification, c.key_ids);
               e.updated_at_unix = c.now_unix;
               SetRefreshErrorLocked(e, "");
               e.verified = true;
@@ -107,10 +126,7 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
             static_assert(std::is_same_v<T, store::change::RecordReport>);
             auto it = by_id_.find(c.sandbox_id);
             if (it == by_id_.end()) return;
-            it->second.load_status = c.status;
-            it->second.load_error = c.error;
-            it->second.reported_digest = c.digest;
-            it->second.reported_at_unix = c.now_unix;
+            SetReportLocked(it->second, c.status, c.error, c.digest, c.now_unix);
           }
         },
         change);
@@ -180,15 +196,19 @@ SandboxRegistry::Snapshot SandboxRegistry::SnapshotOf(const std::string& id, con
   r.handle_sha256.assign(e.handle_sha256.begin(), e.handle_sha256.end());
   r.driver_handle = e.driver_handle;
   r.envelope = e.envelope;
-  r.verification = e.verification;
-  r.signing_key_ids = e.signing_key_ids;
+  if (e.verified_by) {
+    r.verification = e.verified_by->verification;
+    r.signing_key_ids = e.verified_by->key_ids;
+  }
   r.admitted_at_unix = e.admitted_at_unix;
   r.updated_at_unix = e.updated_at_unix;
-  r.load_status = e.load_status;
-  r.load_error = e.load_error;
-  r.reported_digest = e.reported_digest;
-  r.reported_at_unix = e.reported_at_unix;
-  r.last_refresh_error = e.last_refresh_error;
+  if (e.reports) {
+    r.load_status = e.reports->load_status;
+    r.load_error = e.reports->load_error;
+    r.reported_digest = e.reports->reported_digest;
+    r.reported_at_unix = e.reports->reported_at_unix;
+    r.last_refresh_error = e.reports->last_refresh_error;
+  }
   s.verified = e.verified;
   s.previous_body = e.previous_body;
   return s;
@@ -198,7 +218,7 @@ SandboxRegistry::Authenticated SandboxRegistry::AuthenticatedOf(const std::strin
   Authenticated a{id, e.envelope, e.verified, {}, e.updated_at_unix, {}};
   if (!e.verified) {
     a.context_bytes = e.context_bytes;
-    a.verification = e.verification;
+    if (e.verified_by) a.verification = e.verified_by->verification;
   }
   return a;
 }

@@ -132,25 +132,39 @@ class SandboxRegistry final : public store::ChangeListener {
  private:
   using HandleHash = std::array<char, 32>;  // SHA-256 of the sandbox handle, inline (no allocation)
   static HandleHash ToHandleHash(const std::string& sha256);
+  // How a sandbox's projection was verified; one object shared by every sandbox verified alike.
+  struct Verification {
+    std::string verification;
+    std::vector<std::string> key_ids;
+  };
+  // What a sandbox reported and its last refresh error: held only once one of them is set (most
+  // sandboxes of a large fleet carry none, and these strings would cost ~100 bytes each).
+  struct Reports {
+    openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
+    std::string load_error;
+    std::string reported_digest;
+    int64_t reported_at_unix = 0;
+    std::string last_refresh_error;
+  };
   struct Entry {
     std::string context_bytes;  // serialized RuntimeContext
     HandleHash handle_sha256;
     std::string driver_handle;
     store::EnvelopePtr envelope;
-    std::string verification;
-    std::vector<std::string> signing_key_ids;
+    std::shared_ptr<const Verification> verified_by;
     int64_t admitted_at_unix = 0;
     int64_t updated_at_unix = 0;
-    int64_t reported_at_unix = 0;
     int64_t last_refresh_attempt = 0;
-    openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
-    std::string load_error;
-    std::string reported_digest;
-    std::string last_refresh_error;
+    std::unique_ptr<Reports> reports;  // null: no report and no refresh error
     bool verified = false;
     store::BodyPtr previous_body;  // see Snapshot::previous_body
     std::vector<ProjectionWatcher*> watchers;
   };
+  // The shared Verification for these values (the last one made, when equal; else a new one).
+  std::shared_ptr<const Verification> SharedVerificationLocked(std::string verification, std::vector<std::string> key_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetReportLocked(Entry& entry, openshell::policy::gateway::v1::LoadStatus status, std::string error,
+                       std::string digest, int64_t at_unix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -170,6 +184,7 @@ class SandboxRegistry final : public store::ChangeListener {
   size_t max_watchers_per_sandbox_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers_per_sandbox;
   size_t max_watchers_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers;
   uint64_t refresh_scan_visits_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const Verification> last_verification_ ABSL_GUARDED_BY(mu_);
   size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error  // entries whose envelope has an expiry
 };
 

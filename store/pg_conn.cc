@@ -33,19 +33,19 @@ PgParams& PgParams::AddBytes(const std::string& bytes) {
 PgParams& PgParams::Add(int64_t value) { return Add(std::to_string(value)); }
 
 int64_t PgResult::affected() const {
-  const char* tuples = PQcmdTuples(result_.get());
+  const char* tuples = Pq().PQcmdTuples(result_.get());
   return (tuples == nullptr || *tuples == '\0') ? 0 : std::strtoll(tuples, nullptr, 10);
 }
 
 std::string PgResult::Bytes(int row, int column) const {
-  return std::string(PQgetvalue(result_.get(), row, column), PQgetlength(result_.get(), row, column));
+  return std::string(Pq().PQgetvalue(result_.get(), row, column), Pq().PQgetlength(result_.get(), row, column));
 }
 
 int64_t PgResult::Int(int row, int column) const {
   if (IsNull(row, column)) return 0;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(PQgetvalue(result_.get(), row, column));
+  const auto* bytes = reinterpret_cast<const unsigned char*>(Pq().PQgetvalue(result_.get(), row, column));
   uint64_t value = 0;
-  switch (PQftype(result_.get(), column)) {
+  switch (Pq().PQftype(result_.get(), column)) {
     case kBoolOid:
       return bytes[0] != 0;
     case kInt2Oid:
@@ -62,31 +62,32 @@ int64_t PgResult::Int(int row, int column) const {
 }
 
 absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
-  PgConn conn(PQconnectdb(conninfo.c_str()));
+  if (auto loaded = LoadLibPq(); !loaded.ok()) return loaded.status();
+  PgConn conn(Pq().PQconnectdb(conninfo.c_str()));
   if (conn.conn_ == nullptr) return absl::ResourceExhaustedError("postgresql: out of memory");
-  if (PQstatus(conn.raw()) != CONNECTION_OK) {
+  if (Pq().PQstatus(conn.raw()) != CONNECTION_OK) {
     return absl::UnavailableError(absl::StrCat("postgresql (", RedactedConninfo(conninfo),
-                                               "): ", Trimmed(PQerrorMessage(conn.raw()))));
+                                               "): ", Trimmed(Pq().PQerrorMessage(conn.raw()))));
   }
   // The server's NOTICEs ("relation ... already exists, skipping") are not errors: not printed.
-  PQsetNoticeProcessor(conn.raw(), [](void*, const char*) {}, nullptr);
+  Pq().PQsetNoticeProcessor(conn.raw(), [](void*, const char*) {}, nullptr);
   return conn;
 }
 
 absl::Status PgConn::Reconnect() {
-  PQreset(conn_.get());
-  if (PQstatus(conn_.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(absl::StrCat("postgresql: ", Trimmed(PQerrorMessage(conn_.get()))));
+  Pq().PQreset(conn_.get());
+  if (Pq().PQstatus(conn_.get()) != CONNECTION_OK) {
+    return absl::UnavailableError(absl::StrCat("postgresql: ", Trimmed(Pq().PQerrorMessage(conn_.get()))));
   }
   return absl::OkStatus();
 }
 
 absl::Status PgConn::ErrorOf(const PGresult* result) const {
-  const char* state = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  const char* state = result == nullptr ? nullptr : Pq().PQresultErrorField(result, PG_DIAG_SQLSTATE);
   const std::string message =
-      absl::StrCat("postgresql: ", Trimmed(result == nullptr ? PQerrorMessage(conn_.get()) : PQresultErrorMessage(result)));
+      absl::StrCat("postgresql: ", Trimmed(result == nullptr ? Pq().PQerrorMessage(conn_.get()) : Pq().PQresultErrorMessage(result)));
   const std::string code = state == nullptr ? "" : state;
-  if (PQstatus(conn_.get()) != CONNECTION_OK || absl::StartsWith(code, "08") || code == "57P01" ||
+  if (Pq().PQstatus(conn_.get()) != CONNECTION_OK || absl::StartsWith(code, "08") || code == "57P01" ||
       code == "57P02" || code == "57P03") {
     return absl::UnavailableError(message);
   }
@@ -96,10 +97,10 @@ absl::Status PgConn::ErrorOf(const PGresult* result) const {
 }
 
 absl::Status PgConn::Exec(const std::string& sql) {
-  PGresult* result = PQexec(conn_.get(), sql.c_str());
-  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
+  PGresult* result = Pq().PQexec(conn_.get(), sql.c_str());
+  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : Pq().PQresultStatus(result);
   absl::Status out = (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) ? absl::OkStatus() : ErrorOf(result);
-  PQclear(result);
+  Pq().PQclear(result);
   return out;
 }
 
@@ -110,22 +111,23 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
     values.push_back(v.data());
     lengths.push_back(static_cast<int>(v.size()));
   }
-  PGresult* result = PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+  PGresult* result = Pq().PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
                                   values.data(), lengths.data(), params.formats_.data(), /*resultFormat=*/1);
-  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
+  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : Pq().PQresultStatus(result);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     absl::Status error = ErrorOf(result);
-    PQclear(result);
+    Pq().PQclear(result);
     return error;
   }
   return PgResult(result);
 }
 
 std::string RedactedConninfo(const std::string& conninfo) {
+  if (!LoadLibPq().ok()) return "a PostgreSQL database (libpq is not installed)";
   char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  PQconninfoOption* options = Pq().PQconninfoParse(conninfo.c_str(), &error);
   if (options == nullptr) {
-    PQfreemem(error);
+    Pq().PQfreemem(error);
     return "an unparsable connection string";
   }
   std::vector<std::string> parts;
@@ -136,7 +138,7 @@ std::string RedactedConninfo(const std::string& conninfo) {
       parts.push_back(absl::StrCat(keyword, "=", o->val));
     }
   }
-  PQconninfoFree(options);
+  Pq().PQconninfoFree(options);
   return parts.empty() ? "defaults from PG* variables" : absl::StrJoin(parts, " ");
 }
 

@@ -6,7 +6,6 @@
 // INTERNAL otherwise; messages carry the server's text, never the connection's password.
 #pragma once
 
-#include <libpq-fe.h>
 
 #include <cstdint>
 #include <memory>
@@ -15,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "store/libpq.h"
 
 namespace osh::store {
 
@@ -35,13 +35,13 @@ class PgParams {
 // A query's result (binary format). Column accessors take 0-based row and column.
 class PgResult {
  public:
-  explicit PgResult(PGresult* result) : result_(result, &PQclear) {}
-  int rows() const { return PQntuples(result_.get()); }
+  explicit PgResult(PGresult* result) : result_(result, Pq().PQclear) {}
+  int rows() const { return Pq().PQntuples(result_.get()); }
   // Rows a command touched (UPDATE/DELETE/INSERT).
   int64_t affected() const;
   std::string Bytes(int row, int column) const;  // text and bytea columns alike
   int64_t Int(int row, int column) const;        // int2/int4/int8/bool columns
-  bool IsNull(int row, int column) const { return PQgetisnull(result_.get(), row, column) != 0; }
+  bool IsNull(int row, int column) const { return Pq().PQgetisnull(result_.get(), row, column) != 0; }
 
  private:
   std::shared_ptr<PGresult> result_;
@@ -61,11 +61,11 @@ class PgConn {
   absl::StatusOr<PgResult> Query(const std::string& sql, const PgParams& params = {});
   // Re-establishes a broken connection (UNAVAILABLE while the server stays unreachable).
   absl::Status Reconnect();
-  bool healthy() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+  bool healthy() const { return Pq().PQstatus(conn_.get()) == CONNECTION_OK; }
   PGconn* raw() const { return conn_.get(); }
 
  private:
-  explicit PgConn(PGconn* conn) : conn_(conn, &PQfinish) {}
+  explicit PgConn(PGconn* conn) : conn_(conn, Pq().PQfinish) {}
   absl::Status ErrorOf(const PGresult* result) const;
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
 };

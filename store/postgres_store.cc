@@ -856,7 +856,7 @@ void PostgresStore::FeedLoop() {
     int socket = -1;
     {
       absl::MutexLock lock(&feed_mu_);
-      socket = PQsocket(feed_.raw());
+      socket = Pq().PQsocket(feed_.raw());
     }
     if (socket >= 0) {
       pollfd pfd{socket, POLLIN, 0};
@@ -866,10 +866,10 @@ void PostgresStore::FeedLoop() {
     }
     absl::MutexLock lock(&feed_mu_);
     bool notified = false;
-    if (PQconsumeInput(feed_.raw()) == 1) {
-      while (PGnotify* n = PQnotifies(feed_.raw())) {
+    if (Pq().PQconsumeInput(feed_.raw()) == 1) {
+      while (PGnotify* n = Pq().PQnotifies(feed_.raw())) {
         notified = true;
-        PQfreemem(n);
+        Pq().PQfreemem(n);
       }
     }
     if (notified || NowMs() - last_heartbeat_ok_ms_ >= kFeedPollMs / 2) {

@@ -20,7 +20,7 @@ done
 grep -q '^ExecStart=/usr/bin/policy-gateway --config /etc/openshell/gateway.toml$' \
   "$root/usr/lib/systemd/system/policy-gateway.service" || { echo "deb: the unit's ExecStart is not /usr/bin/..." >&2; exit 1; }
 depends=$(dpkg-deb -f "$deb" Depends)
-for library in libgrpc libprotobuf libsqlite3 libssl libsystemd; do
+for library in libgrpc libprotobuf libsqlite3 libssl libsystemd libpq5; do  # libpq5: loaded at run time
   grep -q "$library" <<<"$depends" || { echo "deb: Depends lacks $library: $depends" >&2; exit 1; }
 done
 dpkg-deb -e "$deb" "$work/control"
