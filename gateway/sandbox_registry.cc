@@ -51,16 +51,18 @@ void SandboxRegistry::TakeRecordStateLocked(Entry& e, store::SandboxRecord& r) {
 
 std::shared_ptr<const SandboxRegistry::Verification> SandboxRegistry::SharedVerificationLocked(
     std::string verification, std::vector<std::string> key_ids) {
-  if (last_verification_ && last_verification_->verification == verification && last_verification_->key_ids == key_ids) {
+  if (last_verification_ && last_verification_->verification == verification &&
+      last_verification_->key_ids == key_ids) {
     return last_verification_;
   }
   last_verification_ = std::make_shared<const Verification>(Verification{std::move(verification), std::move(key_ids)});
   return last_verification_;
 }
 
-void SandboxRegistry::SetReportLocked(Entry& e, openshell::policy::gateway::v1::LoadStatus status, std::string error, std::string digest,
-                                      int64_t at_unix) {
-  const bool none = status == openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED && error.empty() && digest.empty() && at_unix == 0;
+void SandboxRegistry::SetReportLocked(Entry& e, openshell::policy::gateway::v1::LoadStatus status, std::string error,
+                                      std::string digest, int64_t at_unix) {
+  const bool none = status == openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED && error.empty() &&
+                    digest.empty() && at_unix == 0;
   if (none && !e.reports) return;
   if (!e.reports) e.reports = std::make_unique<Reports>();
   e.reports->load_status = status;
@@ -104,13 +106,14 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
             InsertLocked(c.record, /*verified=*/true);  // checked at admission
           } else if constexpr (std::is_same_v<T, store::change::ReplaceProjection>) {
             ProjectionPtr shared;  // one message for every watcher of every sandbox moved here
+            const auto verified_by = SharedVerificationLocked(c.verification, c.key_ids);
             for (const auto& id : c.sandbox_ids) {
               auto it = by_id_.find(id);
               if (it == by_id_.end()) continue;
               Entry& e = it->second;
               if (e.envelope && e.envelope->shared_body() != c.envelope->shared_body()) e.previous_body = e.envelope->shared_body();
               SetEnvelopeLocked(e, c.envelope);
-              e.verified_by = SharedVerificationLocked(c.verification, c.key_ids);
+              e.verified_by = verified_by;
               e.updated_at_unix = c.now_unix;
               SetRefreshErrorLocked(e, "");
               e.verified = true;

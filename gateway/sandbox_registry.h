@@ -161,7 +161,8 @@ class SandboxRegistry final : public store::ChangeListener {
     std::vector<ProjectionWatcher*> watchers;
   };
   // The shared Verification for these values (the last one made, when equal; else a new one).
-  std::shared_ptr<const Verification> SharedVerificationLocked(std::string verification, std::vector<std::string> key_ids)
+  std::shared_ptr<const Verification> SharedVerificationLocked(std::string verification,
+                                                               std::vector<std::string> key_ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetReportLocked(Entry& entry, openshell::policy::gateway::v1::LoadStatus status, std::string error,
                        std::string digest, int64_t at_unix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -180,12 +181,12 @@ class SandboxRegistry final : public store::ChangeListener {
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<HandleHash, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
   size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t expiring_ ABSL_GUARDED_BY(mu_) = 0;  // entries whose envelope has an expiry
   size_t max_watchers_per_sandbox_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers_per_sandbox;
   size_t max_watchers_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers;
   uint64_t refresh_scan_visits_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<const Verification> last_verification_ ABSL_GUARDED_BY(mu_);
-  size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error  // entries whose envelope has an expiry
+  std::shared_ptr<const Verification> last_verification_ ABSL_GUARDED_BY(mu_);  // see SharedVerificationLocked
+  size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error
 };
 
 }  // namespace osh::gateway

@@ -6,7 +6,6 @@
 // INTERNAL otherwise; messages carry the server's text, never the connection's password.
 #pragma once
 
-
 #include <cstdint>
 #include <memory>
 #include <string>

@@ -67,12 +67,7 @@ absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
 }  // namespace
 
 Stmt::~Stmt() {
-  if (stmt_ == nullptr) return;
-  if (cache_ != nullptr) {
-    cache_->Give(stmt_);
-  } else {
-    sqlite3_finalize(stmt_);
-  }
+  if (stmt_ != nullptr) cache_->Give(stmt_);
 }
 
 Stmt& Stmt::Bind(int index, const std::string& text) {

@@ -17,11 +17,11 @@ namespace osh::store {
 
 class StatementCache;
 
-// A prepared statement. Prepared through Db::Prepare, it goes back to the connection's cache when it is
+// A prepared statement (made by Db::Prepare). It goes back to the connection's cache when it is
 // destroyed (reset, bindings cleared), so the same SQL is compiled once per connection, not per use.
 class Stmt {
  public:
-  Stmt(sqlite3* db, sqlite3_stmt* stmt, StatementCache* cache = nullptr) : db_(db), stmt_(stmt), cache_(cache) {}
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, StatementCache* cache) : db_(db), stmt_(stmt), cache_(cache) {}
   Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_), cache_(other.cache_) { other.stmt_ = nullptr; }
   Stmt(const Stmt&) = delete;
   ~Stmt();
