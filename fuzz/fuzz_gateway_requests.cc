@@ -32,7 +32,7 @@ namespace {
 
 namespace v1 = openshell::policy::gateway::v1;
 
-constexpr int kResetEvery = 500;  // the state (audit events, revisions) grows per input; listing it is what costs
+constexpr int kResetEvery = 100;  // the state (audit events, revisions) grows per input; listing it is what costs
 constexpr const char* kMethods[] = {
     "SetPolicy",     "UpdatePolicy",  "DeletePolicy",        "GetPolicy",       "ListPolicyRevisions",
     "AdmitSandbox",  "DeleteSandbox", "GetSandbox",          "ListSandboxes",   "RefreshSandbox",
