@@ -64,7 +64,10 @@ absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Stor
   if (!revisions.ok()) return revisions.status();
   absl::MutexLock lock(&driver->mu_);
   for (auto& r : *revisions) {  // oldest first: the last one of each scope stays
-    driver->latest_[r.scope] = std::make_shared<const store::PolicyRevisionRecord>(std::move(r));
+    // The key is copied before the record is moved: in `m[r.scope] = f(std::move(r))` the right side is
+    // evaluated first (C++17), which once filed every revision under "".
+    std::string scope = r.scope;
+    driver->latest_[std::move(scope)] = std::make_shared<const store::PolicyRevisionRecord>(std::move(r));
   }
   return driver;
 }
@@ -91,6 +94,19 @@ std::string BuiltinDriver::ProjectionKey(const driver_v1::RuntimeContext& contex
   if (chosen == nullptr) return "";  // refused per sandbox: no promise needed
   return absl::StrCat(chosen->scope, "\n", chosen->revision, "\n", version, "\n",
                       bind_context_ ? trust::ContextDigest(context) : "");
+}
+
+bool BuiltinDriver::IsCurrent(const driver_v1::RuntimeContext& context, const driver_v1::Projection& served) {
+  std::vector<std::string> scopes;
+  auto [chosen, version] = Resolve(context, &scopes);
+  if (chosen == nullptr || served.policy_version() != version || served.policy_digest() != chosen->digest) return false;
+  const auto& stamped = served.audit_context();
+  const auto scope = stamped.find("builtin_scope");
+  const auto revision = stamped.find("builtin_revision");
+  return scope != stamped.end() && scope->second == chosen->scope && revision != stamped.end() &&
+         revision->second == absl::StrCat(chosen->revision) &&
+         (!bind_context_ || served.context_digest() == trust::ContextDigest(context)) &&
+         served.signing_key_id() == (signing_key_ ? signing_key_->key_id : std::string());
 }
 
 absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
@@ -121,7 +137,20 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
     response.mutable_no_verified_policy()->set_reason(absl::StrCat("the builtin driver serves only ", kSurface));
     return response;
   }
-  std::vector<std::string> scopes;
+  std::vector<std::string> scopes = policy::ScopesFor(*context);
+  std::vector<std::string> unsynced;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& scope : scopes) {
+      if (unsynced_.contains(scope)) unsynced.push_back(scope);
+    }
+  }
+  for (const auto& scope : unsynced) {
+    if (absl::Status reloaded = ReloadScope(scope); !reloaded.ok()) {
+      return absl::UnavailableError(absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read: ",
+                                                 reloaded.message()));
+    }
+  }
   auto [chosen, version] = Resolve(*context, &scopes);
   if (!chosen) {
     response.mutable_no_verified_policy()->set_reason(
@@ -244,9 +273,13 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
 
 absl::Status BuiltinDriver::ReloadScope(const std::string& scope) {
   auto latest = store_->LatestPolicyRevision(scope);
-  if (!latest.ok()) return latest.status();
-  if (!*latest) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
+  if (!latest.ok()) {
+    unsynced_.insert(scope);
+    return latest.status();
+  }
+  unsynced_.erase(scope);
+  if (!*latest) return absl::OkStatus();
   Revision& slot = latest_[scope];
   if (slot == nullptr || slot->revision < (*latest)->revision) {
     slot = std::make_shared<const store::PolicyRevisionRecord>(**std::move(latest));

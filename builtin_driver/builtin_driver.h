@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
 #include "store/clock.h"
@@ -59,8 +60,11 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   absl::StatusOr<drivers::gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
+  // Re-reads `scope`'s latest revision (another replica appended). On a store failure the scope is marked
+  // unsynced until a later reload succeeds: projections for contexts naming it are UNAVAILABLE meanwhile.
   absl::Status ReloadScope(const std::string& scope) override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
+  bool IsCurrent(const drivers::driver_v1::RuntimeContext& context, const drivers::driver_v1::Projection& served) override;
   void SetPolicyGuard(PolicyGuard guard) override { guard_ = std::move(guard); }
 
  private:
@@ -81,6 +85,9 @@ class BuiltinDriver final : public drivers::PolicyDriver, public drivers::Policy
   PolicyGuard guard_;  // the gateway's ceiling check (none: accept)
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Revision> latest_ ABSL_GUARDED_BY(mu_);  // scope -> latest revision
+  // Scopes another replica changed that could not be re-read (the store was unreachable): a context that
+  // names one is answered UNAVAILABLE (after one more try), never with a stale or missing revision.
+  absl::flat_hash_set<std::string> unsynced_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace osh::builtin_driver

@@ -40,7 +40,12 @@ void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
     return;
   }
   std::cout << r.scope() << " revision " << r.revision() << (r.deleted() ? " (deleted)" : " digest " + r.policy_digest())
-            << "; " << r.sandboxes_updated() << " sandbox(es) re-projected\n";
+            << "; " << r.sandboxes_updated() << " sandbox(es) re-projected";
+  if (r.sandboxes_kept_last_good() > 0) {
+    std::cout << ", " << r.sandboxes_kept_last_good()
+              << " kept their last good projection (see `policyctl list` and each one's refresh error)";
+  }
+  std::cout << "\n";
 }
 
 // Parses "RULE=HOST:PORT" (PORT optional) into an endpoint selector.

@@ -21,6 +21,13 @@ std::string LoadName(v1::LoadStatus status) {
   return status == v1::LOADED ? "loaded" : status == v1::FAILED ? "failed" : "not reported";
 }
 
+// The load status as an operator must read it: a report about an earlier digest than the one served is
+// not "loaded" (the sandbox has not said it runs what it is served).
+std::string LoadName(const v1::SandboxInfo& s) {
+  if (s.load_status() == v1::LOAD_STATUS_UNSPECIFIED || !s.reported_behind()) return LoadName(s.load_status());
+  return LoadName(s.load_status()) + " (an earlier digest; not yet the current one)";
+}
+
 // GetSandbox on the admin API; false after setting `exit_code` and printing why.
 bool GetSandbox(const Options& options, const std::string& id, bool include_policy, v1::SandboxInfo* out, int* exit_code) {
   auto stub = AdminStub(options);
@@ -48,7 +55,7 @@ void PrintSandbox(const v1::SandboxInfo& s) {
             << "policy version: " << s.policy_version() << "\n"
             << "verification:   " << s.verification() << "\n"
             << "signing keys:   " << (s.signing_key_ids().empty() ? "-" : absl::StrJoin(s.signing_key_ids(), ", ")) << "\n"
-            << "load status:    " << LoadName(s.load_status()) << (s.load_error().empty() ? "" : ": " + s.load_error()) << "\n"
+            << "load status:    " << LoadName(s) << (s.load_error().empty() ? "" : ": " + s.load_error()) << "\n"
             << "admitted:       " << Time(s.admitted_at_unix()) << "\n"
             << "updated:        " << Time(s.updated_at_unix()) << "\n"
             << "expires:        " << Time(s.expires_at_unix()) << "\n";
@@ -178,7 +185,10 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& s : all.sandboxes()) {
           rows.push_back({s.context().sandbox_id(), s.context().user_subject(), s.policy_digest().substr(0, 12),
-                          std::to_string(s.policy_version()), s.verification(), LoadName(s.load_status())});
+                          std::to_string(s.policy_version()), s.verification(),
+                          s.reported_behind() && s.load_status() != v1::LOAD_STATUS_UNSPECIFIED
+                              ? LoadName(s.load_status()) + " (behind)"
+                              : LoadName(s.load_status())});
         }
         PrintTable({"SANDBOX", "SUBJECT", "DIGEST", "VERSION", "VERIFICATION", "LOAD"}, rows);
         std::cout << all.sandboxes_size() << " sandbox(es)\n";

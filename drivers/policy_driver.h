@@ -40,6 +40,9 @@ class PolicyAuthoring {
   // A key such that contexts with equal keys are served byte-identical projections as of now ("": no
   // such promise). A scope's re-projection then fetches, checks and stores one projection per key.
   virtual std::string ProjectionKey(const driver_v1::RuntimeContext&) { return ""; }
+  // True when `served` (an admitted projection's header) is what this driver would serve `context` now,
+  // so a re-projection can pass it by without fetching and signing again (false: no such promise).
+  virtual bool IsCurrent(const driver_v1::RuntimeContext&, const driver_v1::Projection& /*served*/) { return false; }
   // A check every new policy must pass before it is stored (the gateway's ceiling); its refusal is
   // returned to the caller as is and nothing is stored. Set before concurrent use.
   using PolicyGuard = std::function<absl::Status(const openshell::sandbox::v1::SandboxPolicy&)>;

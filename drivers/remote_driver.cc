@@ -284,6 +284,15 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   Observe("AcquireHandle", status, started);
   if (!status.ok()) return CallFailed(status, "AcquireHandle");
   if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
+  // A handle is stored and sent back verbatim: one that a store could not keep whole (a NUL byte) or that
+  // would bloat every row is refused here, as a driver error (issue 25.8).
+  if (response.handle().size() > kMaxDriverHandleBytes) {
+    return absl::InternalError(absl::StrCat("AcquireHandle: the driver returned a handle of ", response.handle().size(),
+                                            " bytes, at most ", kMaxDriverHandleBytes));
+  }
+  if (response.handle().find('\0') != std::string::npos) {
+    return absl::InternalError("AcquireHandle: the driver returned a handle with a NUL byte");
+  }
   return response.handle();
 }
 

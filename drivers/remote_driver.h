@@ -49,6 +49,9 @@ absl::StatusOr<uid_t> ResolveUser(const std::string& user);
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
                                const std::vector<std::string>& accepted_surfaces);
 
+// The longest driver handle the gateway keeps; a longer one, or one with a NUL byte, is a driver error.
+inline constexpr size_t kMaxDriverHandleBytes = 4096;
+
 class RemoteDriver final : public PolicyDriver {
  public:
   // Called on every change of state (true = available) with a human-readable reason, and again while

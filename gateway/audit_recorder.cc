@@ -33,8 +33,10 @@ store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbo
   event.type = type;
   event.sandbox_id = sandbox_id;
   if (projection != nullptr) {
-    event.surface_id = projection->surface_id();
-    event.policy_digest = projection->policy_digest();
+    // Unverified in a refusal (a driver's words): bounded and escaped like every other text an event quotes,
+    // so no NUL, newline or megabyte reaches the chain (issue 25.8, 25.13). Checked values pass unchanged.
+    event.surface_id = BoundedText(projection->surface_id(), kMaxAuditFieldBytes);
+    event.policy_digest = BoundedText(projection->policy_digest(), kMaxAuditFieldBytes);
     event.policy_version = projection->policy_version();
     event.audit_context = BoundedAuditContext(projection->audit_context());
   }
@@ -43,7 +45,8 @@ store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbo
 
 void AuditRecorder::Record(store::AuditEvent event, const char* outcome, std::string reason) {
   event.outcome = outcome;
-  event.reason = std::move(reason);
+  // A reason may quote what a driver or a client sent (a surface, a driver's no_verified_policy text).
+  event.reason = BoundedText(reason, kMaxAuditReasonBytes);
   const std::string type = event.type;
   if (absl::Status status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a ", type, " event: ", status.ToString()));

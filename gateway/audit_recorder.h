@@ -22,6 +22,11 @@ namespace osh::gateway {
 // forge the log.
 std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::Map<std::string, std::string>& context);
 
+// An event's surface and digest (a refused projection's are a driver's unverified words) and its reason
+// are bounded and escaped the same way (BoundedText): no NUL, control character or megabyte reaches the log.
+inline constexpr size_t kMaxAuditFieldBytes = 256;
+inline constexpr size_t kMaxAuditReasonBytes = 8192;
+
 class AuditRecorder {
  public:
   explicit AuditRecorder(store::Store* store) : store_(store) {}

@@ -67,7 +67,12 @@ const std::vector<IntKey>& IntKeys() {
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
       {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
       {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
+      {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
       {"connection_idle_timeout_s", 1, kDayS, IntoLimit(&Limits::connection_idle_timeout_s)},
+      {"handshake_timeout_s", 1, 300, IntoLimit(&Limits::handshake_timeout_s)},
+      {"max_streams_per_connection", 1, 10'000, IntoLimit(&Limits::max_streams_per_connection)},
+      {"max_transport_memory_mb", 32, 1 << 20, IntoLimit(&Limits::max_transport_memory_mb)},
+      {"max_sandbox_peer_kib_per_s", 0, 1 << 20, IntoLimit(&Limits::max_sandbox_peer_kib_per_s)},
       {"max_watchers_per_sandbox", 1, 1000, IntoLimit(&Limits::max_watchers_per_sandbox)},
       {"max_watchers", 1, 1'000'000, IntoLimit(&Limits::max_watchers)},
       {"watch_backlog", 1, 64, IntoLimit(&Limits::watch_backlog)},
@@ -163,18 +168,25 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "own made 0710 for that group (sandbox_socket must not share state_dir's folder); unset: 0600"},
       {"sandbox_listen", kGatewayTable,
        "host:port to serve sandboxes over TCP with TLS as well (tls_cert, tls_key; a client certificate too "
-       "when tls_client_ca is set); without tls_cert only a loopback address, in plaintext, for development"},
+       "when sandbox_client_ca is set); without tls_cert only a loopback address, in plaintext, for development"},
       {"admin_listen", kGatewayTable,
        "host:port to serve the admin API over TCP with mutual TLS as well (tls_cert, tls_key and tls_client_ca "
        "required)"},
       {"tls_cert", kGatewayTable, "PEM certificate chain of the TCP listeners (reloaded on SIGHUP)"},
       {"tls_key", kGatewayTable, "PEM private key of tls_cert (reloaded on SIGHUP)"},
       {"tls_client_ca", kGatewayTable,
-       "PEM CA bundle; when set, TCP clients must present a certificate it issued (reloaded on SIGHUP)"},
+       "PEM CA bundle of operators: admin_listen's clients must present a certificate it issued (reloaded on "
+       "SIGHUP); it does not gate sandbox_listen"},
+      {"sandbox_client_ca", kGatewayTable,
+       "PEM CA bundle of supervisors: when set, sandbox_listen's clients must present a certificate it issued "
+       "(reloaded on SIGHUP); must not be tls_client_ca (a supervisor's certificate would be an operator's)"},
       {"log_format", kGatewayTable, "text (default) or json: one JSON object a line"},
       {"log_level", kGatewayTable, "info (default), warning or error: lines below it are dropped"},
       {"metrics_listen", kGatewayTable,
        "host:port for Prometheus metrics over HTTP (GET /metrics), e.g. 127.0.0.1:9464; unset: off"},
+      {"metrics_allow", kGatewayTable,
+       "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
+       "unset: any address that reaches the port"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -193,7 +205,18 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "open connections on the sandbox socket; 0 (default): the descriptor limit less 512 and the admin cap"},
       {"max_admin_connections", kLimitsTable,
        "open connections on the admin socket; 0 (default): an eighth of the descriptor limit, 16 to 256"},
+      {"max_connections_per_peer", kLimitsTable,
+       "open connections one peer process may hold on a socket; past it a connection is closed at once; 0 "
+       "(default): a quarter of that socket's cap"},
       {"connection_idle_timeout_s", kLimitsTable, "close a connection with no call in flight after this (default 120)"},
+      {"handshake_timeout_s", kLimitsTable,
+       "close a connection whose HTTP/2 (and TLS) handshake has not finished after this (default 10)"},
+      {"max_streams_per_connection", kLimitsTable, "calls open at once on one connection (HTTP/2 streams; default 100)"},
+      {"max_sandbox_peer_kib_per_s", kLimitsTable,
+       "KiB a second one address may send to sandbox_listen, over all its connections; past it reading pauses "
+       "(default 64; 0: unlimited)"},
+      {"max_transport_memory_mb", kLimitsTable,
+       "memory gRPC may hold for one listener's connections and calls; past it, connections are shed (default 1024)"},
       {"max_watchers_per_sandbox", kLimitsTable, "open WatchPolicy streams per sandbox (default 8)"},
       {"max_watchers", kLimitsTable, "open WatchPolicy streams in all (default 10000)"},
       {"watch_backlog", kLimitsTable,
@@ -287,12 +310,14 @@ ConfigValues EffectiveValues(const Config& config) {
       {"admin_socket", config.admin_socket},
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
+      {"metrics_allow", config.metrics_allow},
       {"sandbox_socket_group", config.sandbox_socket_group},
       {"sandbox_listen", config.sandbox_listen},
       {"admin_listen", config.admin_listen},
       {"tls_cert", config.tls_cert},
       {"tls_key", config.tls_key},
       {"tls_client_ca", config.tls_client_ca},
+      {"sandbox_client_ca", config.sandbox_client_ca},
       {"log_format", config.log_format},
       {"log_level", config.log_level},
       {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
@@ -331,12 +356,17 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("admin_socket", &config.admin_socket);
   get("sandbox_socket", &config.sandbox_socket);
   get("metrics_listen", &config.metrics_listen);
+  get("metrics_allow", &config.metrics_allow);
+  if (!config.metrics_allow.empty() && config.metrics_listen.empty()) {
+    return bad("metrics_allow", "is set but metrics_listen is not: nothing would use it");
+  }
   get("sandbox_socket_group", &config.sandbox_socket_group);
   get("sandbox_listen", &config.sandbox_listen);
   get("admin_listen", &config.admin_listen);
   get("tls_cert", &config.tls_cert);
   get("tls_key", &config.tls_key);
   get("tls_client_ca", &config.tls_client_ca);
+  get("sandbox_client_ca", &config.sandbox_client_ca);
   get("log_format", &config.log_format);
   get("log_level", &config.log_level);
   if (auto parsed = ParseLogFormat(config.log_format); !parsed.ok()) return bad("log_format", std::string(parsed.status().message()));
@@ -396,6 +426,19 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
     return bad("sandbox_listen",
                "a sandbox listener off loopback requires TLS: set tls_cert and tls_key (plaintext is allowed on a "
                "loopback address only, for development)");
+  }
+  if (!config.sandbox_client_ca.empty() && config.sandbox_listen.empty()) {
+    return bad("sandbox_client_ca", "is set but sandbox_listen is not: nothing would use it");
+  }
+  if (!config.sandbox_client_ca.empty() && config.tls_cert.empty()) {
+    return bad("sandbox_client_ca", "client certificates need TLS: set tls_cert and tls_key");
+  }
+  if (!config.tls_client_ca.empty() && !config.sandbox_client_ca.empty() &&
+      std::filesystem::absolute(config.tls_client_ca).lexically_normal() ==
+          std::filesystem::absolute(config.sandbox_client_ca).lexically_normal()) {
+    return bad("sandbox_client_ca",
+               "is tls_client_ca: any supervisor's certificate would then be an operator's on admin_listen; give "
+               "supervisors a CA of their own");
   }
   if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
     return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");

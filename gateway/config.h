@@ -27,8 +27,10 @@ struct Config {
   std::string admin_listen;    // "host:port": PolicyGateway over TCP with mutual TLS too; "": Unix socket only
   std::string tls_cert;        // PEM certificate chain of both TCP listeners
   std::string tls_key;         // its PEM private key
-  std::string tls_client_ca;   // PEM CA bundle: clients must present a certificate it issued ("": none asked)
+  std::string tls_client_ca;   // PEM CA bundle of operators: admin_listen's clients must present a certificate it issued
+  std::string sandbox_client_ca;  // PEM CA bundle of supervisors, for sandbox_listen ("": no certificate asked)
   std::string metrics_listen;  // "host:port" for GET /metrics (Prometheus); "": off
+  std::string metrics_allow;   // comma-separated CIDRs that may scrape it; "": any
   std::string log_format = "text";  // "text" | "json"
   std::string log_level = "info";   // "info" | "warning" | "error"
   std::vector<std::string> accepted_surfaces = {"openshell.sandbox.v1"};

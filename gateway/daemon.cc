@@ -1,6 +1,7 @@
 #include "gateway/daemon.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "builtin_driver/builtin_driver.h"
 #include "drivers/unix_server.h"
@@ -142,20 +144,44 @@ int Daemon::Build() {
 
 int Daemon::PrepareTls() {
   if (config_.tls_cert.empty()) return 0;
-  auto credentials = TlsListenerCredentials::Create({config_.tls_cert, config_.tls_key, config_.tls_client_ca},
-                                                    config_.state_dir + "/tls");
-  if (!credentials.ok()) {
-    LogError(absl::StrCat("TLS: ", credentials.status().message()));
-    return kExitConfig;
+  if (!config_.tls_client_ca.empty() && !config_.sandbox_client_ca.empty()) {
+    // Config validation compares the paths; the same bundle under two names is refused here.
+    auto admin_ca = policy::ReadFileToString(config_.tls_client_ca);
+    auto sandbox_ca = policy::ReadFileToString(config_.sandbox_client_ca);
+    if (admin_ca.ok() && sandbox_ca.ok() && *admin_ca == *sandbox_ca) {
+      LogError(absl::StrCat("sandbox_client_ca ", config_.sandbox_client_ca, " holds the same CA bundle as tls_client_ca ",
+                            config_.tls_client_ca,
+                            ": any supervisor's certificate would be an operator's on admin_listen; give supervisors "
+                            "a CA of their own"));
+      return kExitConfig;
+    }
   }
-  tls_ = *std::move(credentials);
-  const TlsSummary& summary = tls_->initial_summary();
-  LogInfo(absl::StrCat("TLS: certificate ", summary.subject, ", valid until ",
-                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(summary.not_after_unix), absl::UTCTimeZone()),
-                       summary.client_certificates_required ? "; client certificates required (tls_client_ca)"
-                                                            : "; no client certificate asked for"));
-  if (summary.not_after_unix != 0 && summary.not_after_unix < clock_->NowUnix()) {
-    LogWarning(absl::StrCat("TLS: the certificate in ", config_.tls_cert, " has expired: clients will refuse it"));
+  struct Side {
+    const std::string& listen;
+    const std::string& client_ca;
+    const char* ca_key;
+    const char* name;
+    std::unique_ptr<TlsListenerCredentials>* out;
+  };
+  for (const Side& side : {Side{config_.admin_listen, config_.tls_client_ca, "tls_client_ca", "admin", &admin_tls_},
+                           Side{config_.sandbox_listen, config_.sandbox_client_ca, "sandbox_client_ca", "sandbox",
+                                &sandbox_tls_}}) {
+    if (side.listen.empty()) continue;
+    auto credentials = TlsListenerCredentials::Create({config_.tls_cert, config_.tls_key, side.client_ca},
+                                                      absl::StrCat(config_.state_dir, "/tls/", side.name));
+    if (!credentials.ok()) {
+      LogError(absl::StrCat("TLS (", side.name, " listener): ", credentials.status().message()));
+      return kExitConfig;
+    }
+    *side.out = *std::move(credentials);
+    const TlsSummary& summary = (*side.out)->initial_summary();
+    LogInfo(absl::StrCat("TLS (", side.name, " listener): certificate ", summary.subject, ", valid until ",
+                         absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(summary.not_after_unix), absl::UTCTimeZone()),
+                         summary.client_certificates_required ? absl::StrCat("; client certificates required (", side.ca_key, ")")
+                                                              : std::string("; no client certificate asked for")));
+    if (summary.not_after_unix != 0 && summary.not_after_unix < clock_->NowUnix()) {
+      LogWarning(absl::StrCat("TLS: the certificate in ", config_.tls_cert, " has expired: clients will refuse it"));
+    }
   }
   return 0;
 }
@@ -284,7 +310,11 @@ int Daemon::Serve() {
   if (!caps.lowered.empty()) LogWarning(caps.lowered);
   const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;
   const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
-  auto listen = [this, idle_ms](const std::string& socket_path, const std::string& tcp_listen, grpc::Service* typed,
+  const auto PerPeer = [this](size_t cap) {
+    return config_.limits.max_connections_per_peer != 0 ? config_.limits.max_connections_per_peer
+                                                        : std::max<size_t>(1, cap / 4);
+  };
+  auto listen = [this, idle_ms, PerPeer](const std::string& socket_path, const std::string& tcp_listen, grpc::Service* typed,
                                 grpc::CallbackGenericService* generic, size_t cap, bool sandbox, Listener* out) {
     std::optional<gid_t> group;
     if (sandbox && !config_.sandbox_socket_group.empty()) {
@@ -311,24 +341,72 @@ int Daemon::Serve() {
     if (typed != nullptr) builder.RegisterService(typed);
     if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, idle_ms);  // idle peers are let go
-    int tcp_port = 0;
+    // What one unauthenticated peer can make gRPC hold (issue 25.6): a handshake deadline, a bound on
+    // streams per connection, a memory quota per listener, and (sandbox API) requests no larger than a report.
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               static_cast<int>(config_.limits.handshake_timeout_s * 1000));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               static_cast<int>(config_.limits.max_streams_per_connection));
+    builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+    grpc::ResourceQuota quota(sandbox ? "sandbox-api" : "admin-api");
+    quota.Resize(config_.limits.max_transport_memory_mb << 20);
+    builder.SetResourceQuota(quota);
+    if (sandbox) builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.sandbox_request_bytes()));
+    // gRPC sets SO_REUSEPORT by default: a second gateway could then bind the same port and the kernel
+    // would split connections between them. Off: a taken port is an error at start.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    int relay_port = 0;
+    TlsListenerCredentials* tls = sandbox ? sandbox_tls_.get() : admin_tls_.get();
+    std::string relay_socket;
     if (!tcp_listen.empty()) {
-      // Config validation guarantees: TLS whenever tls_ is set, else a loopback sandbox listener.
-      builder.AddListeningPort(tcp_listen, tls_ != nullptr ? tls_->credentials() : grpc::InsecureServerCredentials(),
-                               &tcp_port);
+      // TCP is accepted by our TcpFront (see its header: caps, per-peer share, EMFILE-safe, no SO_REUSEPORT),
+      // which relays each connection to gRPC's TLS listener on a private Unix socket in the state folder.
+      auto front = TcpFront::Bind(tcp_listen);
+      if (!front.ok()) {
+        LogError(absl::StrCat(sandbox ? "sandbox_listen: " : "admin_listen: ", front.status().message()));
+        listen_error_ = kExitConfig;  // a taken or bad address: the operator's to fix
+        return false;
+      }
+      out->front = *std::move(front);
+      relay_socket = absl::StrCat(std::filesystem::absolute(config_.state_dir).lexically_normal().string(), "/",
+                                  sandbox ? "sandbox" : "admin", "-tcp.sock");
+      if (auto prepared = drivers::PrepareServerSocketPath(relay_socket); !prepared.ok()) {
+        LogError(std::string(prepared.message()));
+        return false;
+      }
+      // Config validation guarantees: TLS whenever tls_cert is set, else a loopback sandbox listener.
+      builder.AddListeningPort("unix:" + relay_socket,
+                               tls != nullptr ? tls->credentials() : grpc::InsecureServerCredentials(), &relay_port);
     }
     out->path = std::filesystem::absolute(socket_path).lexically_normal().string();
     out->server = builder.BuildAndStart();
-    if (out->server == nullptr || (!tcp_listen.empty() && tcp_port == 0)) {
+    if (out->server == nullptr || (!tcp_listen.empty() && relay_port == 0)) {
       LogError(absl::StrCat("cannot start the server for ", out->path,
-                            tcp_listen.empty() ? "" : absl::StrCat(" and ", tcp_listen, " (is the address in use?)")));
+                            tcp_listen.empty() ? "" : absl::StrCat(" and ", relay_socket)));
       return false;
     }
     if (!tcp_listen.empty()) {
-      out->tcp = absl::StrCat(tcp_listen.substr(0, tcp_listen.rfind(':')), ":", tcp_port);
-      if (tls_ != nullptr) {
+      ::chmod(relay_socket.c_str(), 0600);
+      TcpFront::Options front_options;
+      // Each relayed connection costs three descriptors (two in the front, one in gRPC): the socket's
+      // share of the descriptor budget is split between its Unix socket and its TCP front.
+      front_options.max_connections = std::max<size_t>(16, cap / 6);
+      front_options.max_per_peer = PerPeer(front_options.max_connections);
+      // The sandbox API takes no certificate (unless sandbox_client_ca): bound what one address can send
+      // (rapid reset). The admin API needs a client certificate before any HTTP/2 frame is read.
+      if (sandbox) front_options.max_bytes_per_peer_per_s = config_.limits.max_sandbox_peer_kib_per_s * 1024;
+      if (sandbox) front_options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting, /*tcp=*/true); };
+      if (auto started = out->front->Start(relay_socket, std::move(front_options)); !started.ok()) {
+        LogError(absl::StrCat(tcp_listen, ": ", started.message()));
+        return false;
+      }
+      cap = std::max<size_t>(16, cap / 2);
+      out->tcp = out->front->address();
+      if (tls != nullptr) {
+        const std::string& ca = sandbox ? config_.sandbox_client_ca : config_.tls_client_ca;
         LogInfo(absl::StrCat(sandbox ? "sandbox" : "admin", " API: listening on ", out->tcp, " with TLS",
-                             config_.tls_client_ca.empty() ? "" : " and client certificates (tls_client_ca)"));
+                             ca.empty() ? "" : (sandbox ? " and client certificates (sandbox_client_ca)"
+                                                        : " and client certificates (tls_client_ca)")));
       } else {
         LogWarning(absl::StrCat("sandbox API: listening on ", out->tcp,
                                 " in PLAINTEXT (loopback, no tls_cert): for development only; sandbox handles cross "
@@ -337,12 +415,13 @@ int Daemon::Serve() {
     }
     UnixAcceptor::Options options;
     options.max_connections = cap;
+    options.max_per_peer = PerPeer(cap);
     options.group = group;
     if (group.has_value()) {
       LogInfo(absl::StrCat("sandbox socket ", out->path, ": 0660 for group ", config_.sandbox_socket_group, " (gid ",
                            *group, ")"));
     }
-    if (sandbox) options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting); };
+    if (sandbox) options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting, /*tcp=*/false); };
     auto acceptor = UnixAcceptor::Start(out->path, out->server.get(), std::move(options));
     if (!acceptor.ok()) {
       LogError(std::string(acceptor.status().message()));
@@ -355,10 +434,11 @@ int Daemon::Serve() {
   if (!listen(config_.admin_socket, config_.admin_listen, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
       !listen(config_.sandbox_socket, config_.sandbox_listen, sandbox_service_.get(), nullptr, sandbox_cap, true,
               &sandbox_)) {
-    return kExitStartup;  // the destructor stops what did start
+    return listen_error_;  // the destructor stops what did start
   }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
-                       " on the admin socket (descriptor limit ", descriptors, "); idle ones close after ",
+                       " on the admin socket (descriptor limit ", descriptors, "), of which one peer process may hold ",
+                       PerPeer(sandbox_cap), " and ", PerPeer(admin_cap), "; idle ones close after ",
                        config_.limits.connection_idle_timeout_s, " s"));
   if (remote_ != nullptr) {
     // Runs on the monitor thread, or on the thread whose driver call found it gone.
@@ -382,16 +462,26 @@ int Daemon::Serve() {
   // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
   // re-verifies the rest in the background.
   verifier_ = std::thread([this] { core_->VerifyLoaded(); });
-  if (anchor_ != nullptr) {
-    anchor_thread_ = std::thread([this] {
-      while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) anchor_->Record();
-    });
-  }
+  // Once a second: the SQLite head anchor; once a minute: handle-guessing (sandbox calls refused for a
+  // wrong handle) is logged and audited, so it never goes unseen.
+  anchor_thread_ = std::thread([this] {
+    absl::Time last_report = absl::Now();
+    while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      if (anchor_ != nullptr) anchor_->Record();
+      if (absl::Now() - last_report >= kAuthFailureWindow) {
+        ReportAuthFailures(absl::Now() - last_report);
+        last_report = absl::Now();
+      }
+    }
+    ReportAuthFailures(absl::Now() - last_report);
+  });
   if (!config_.metrics_listen.empty()) {
-    auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); });
+    MetricsServer::Options metrics_options;
+    metrics_options.allow = absl::StrSplit(config_.metrics_allow, ',', absl::SkipWhitespace());
+    auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); }, metrics_options);
     if (!started.ok()) {
       LogError(std::string(started.status().message()));
-      return kExitStartup;
+      return kExitConfig;  // a taken or bad address: the operator's to fix (exit 2, as a taken TCP listener)
     }
     metrics_server_ = *std::move(started);
     LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url()));
@@ -431,8 +521,10 @@ std::string Daemon::RenderMetrics() {
   return metrics_.Render(snapshot);
 }
 
-void Daemon::SetSandboxListenerHealth(bool accepting) {
+void Daemon::SetSandboxListenerHealth(bool accepting, bool tcp) {
   absl::MutexLock lock(&health_mu_);
+  (tcp ? sandbox_tcp_accepting_ : sandbox_unix_accepting_) = accepting;
+  accepting = sandbox_tcp_accepting_ && sandbox_unix_accepting_;
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->GetHealthCheckService()->SetServingStatus("", accepting);
   }
@@ -475,7 +567,7 @@ void Daemon::RequestTrustStoreReload() {
     LogInfo("SIGHUP: a trust-store reload is already under way; one more will follow it");
     return;
   }
-  LogInfo(tls_ != nullptr ? "SIGHUP: reloading the trust store and the TLS certificates" : "SIGHUP: reloading the trust store");
+  LogInfo(admin_tls_ != nullptr || sandbox_tls_ != nullptr ? "SIGHUP: reloading the trust store and the TLS certificates" : "SIGHUP: reloading the trust store");
   driver_pool_->Submit([this] {
     NotifyReloading();
     uint64_t seen = 0;
@@ -489,23 +581,29 @@ void Daemon::RequestTrustStoreReload() {
 }
 
 void Daemon::ReloadTls() {
-  if (tls_ == nullptr) return;
-  auto reloaded = tls_->Reload();
-  if (!reloaded.ok()) {
-    LogError(absl::StrCat("TLS reload failed, the last good certificate stays in use: ", reloaded.status().message()));
-    return;
+  for (auto [tls, name] : {std::pair{admin_tls_.get(), "admin"}, std::pair{sandbox_tls_.get(), "sandbox"}}) {
+    if (tls == nullptr) continue;
+    auto reloaded = tls->Reload();
+    if (!reloaded.ok()) {
+      LogError(absl::StrCat("TLS reload failed, the last good certificate stays in use (", name, " listener): ",
+                            reloaded.status().message()));
+      continue;
+    }
+    LogInfo(absl::StrCat("TLS reloaded: certificate ", reloaded->subject, " (", name, " listener), valid until ",
+                         absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(reloaded->not_after_unix),
+                                          absl::UTCTimeZone()),
+                         " (new connections use it within a second; open ones keep theirs)"));
   }
-  LogInfo(absl::StrCat("TLS reloaded: certificate ", reloaded->subject, ", valid until ",
-                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(reloaded->not_after_unix),
-                                        absl::UTCTimeZone()),
-                       " (new connections use it within a second; open ones keep theirs)"));
 }
 
 void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
   metrics_server_.reset();  // scrapes read the core: they end first
-  for (Listener* listener : {&admin_, &sandbox_}) listener->acceptor.reset();  // no new connections
+  for (Listener* listener : {&admin_, &sandbox_}) {  // no new connections
+    listener->acceptor.reset();
+    listener->front.reset();
+  }
   if (store_ != nullptr) store_->SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
@@ -528,8 +626,20 @@ void Daemon::Stop() {
   if (anchor_thread_.joinable()) {  // it served: record the final head, after the last change (never when
     stop_anchor_.Notify();          // start-up failed — a refused rollback must stay refused)
     anchor_thread_.join();
-    anchor_->Record();
+    if (anchor_ != nullptr) anchor_->Record();
   }
+}
+
+void Daemon::ReportAuthFailures(absl::Duration window) {
+  if (sandbox_service_ == nullptr || core_ == nullptr) return;
+  const SandboxService::AuthFailures failed = sandbox_service_->TakeAuthFailures();
+  if (failed.total() == 0) return;
+  const std::string what =
+      absl::StrCat(failed.total(), " sandbox call(s) refused for a wrong, revoked or missing handle in the last ",
+                   absl::ToInt64Seconds(window), " s (GetProjection ", failed.get, ", WatchProjection ", failed.watch,
+                   ", ReportPolicyStatus ", failed.report, ")");
+  LogWarning(what);
+  core_->RecordAuthenticationFailures(what);
 }
 
 Daemon::~Daemon() { Stop(); }

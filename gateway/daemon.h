@@ -25,6 +25,7 @@
 #include "gateway/gateway_core.h"
 #include "gateway/head_anchor.h"
 #include "gateway/state_lock.h"
+#include "gateway/tcp_front.h"
 #include "gateway/unix_acceptor.h"
 #include "gateway/refresh_scheduler.h"
 #include "gateway/metrics.h"
@@ -75,6 +76,7 @@ class Daemon {
   struct Listener {
     std::unique_ptr<grpc::Server> server;
     std::unique_ptr<UnixAcceptor> acceptor;  // stopped before the server
+    std::unique_ptr<TcpFront> front;         // TCP (sandbox_listen, admin_listen): stopped before the server
     std::string path;
     std::string tcp;  // "host:port" actually bound, when it also listens on TCP
   };
@@ -93,7 +95,12 @@ class Daemon {
   std::function<void()> on_serving_;
   std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
-  void SetSandboxListenerHealth(bool accepting);
+  // The sandbox socket's acceptor (tcp false) or TCP front (tcp true) paused or resumed; health "" is
+  // SERVING while both accept.
+  void SetSandboxListenerHealth(bool accepting, bool tcp);
+  // Logs and audits the sandbox calls refused for a bad handle since the last report (none: nothing).
+  void ReportAuthFailures(absl::Duration window);
+  static constexpr absl::Duration kAuthFailureWindow = absl::Seconds(60);
   // Idempotent; safe on a daemon that started only partly.
   void Stop();
 
@@ -113,14 +120,20 @@ class Daemon {
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Metrics metrics_;
-  std::unique_ptr<TlsListenerCredentials> tls_;
+  // TLS of the TCP listeners: one certificate, and a client CA each (tls_client_ca gates admin_listen only,
+  // sandbox_client_ca sandbox_listen), so no supervisor's certificate is ever an operator's.
+  int listen_error_ = kExitStartup;  // Serve's exit code when a listener cannot start (a taken TCP port: kExitConfig)
+  std::unique_ptr<TlsListenerCredentials> admin_tls_;
+  std::unique_ptr<TlsListenerCredentials> sandbox_tls_;
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
   Listener admin_, sandbox_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
+  bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
+  bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   std::unique_ptr<RefreshScheduler> scheduler_;
   std::thread verifier_;
   std::unique_ptr<HeadAnchor> anchor_;  // SQLite only
-  std::thread anchor_thread_;           // records the head once a second while serving
+  std::thread anchor_thread_;           // while serving: the head once a second (SQLite), auth failures once a minute
   absl::Notification stop_anchor_;
   bool stopped_ = false;
 };

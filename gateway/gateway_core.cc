@@ -110,7 +110,38 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
 
 GatewayCore::~GatewayCore() {
   store_->SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
+  {
+    absl::MutexLock lock(&remote_scopes_mu_);
+    stopping_remote_scopes_ = true;
+  }
+  if (remote_scopes_thread_.joinable()) remote_scopes_thread_.join();
   store_->SetChangeListener(nullptr);
+}
+
+void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
+  absl::MutexLock lock(&remote_scopes_mu_);
+  remote_scopes_.insert(scope);
+  if (remote_scopes_thread_.joinable()) return;
+  remote_scopes_thread_ = std::thread([this] {
+    for (;;) {
+      std::set<std::string> scopes;
+      {
+        absl::MutexLock lock(&remote_scopes_mu_);
+        remote_scopes_mu_.Await(absl::Condition(this, &GatewayCore::RemoteScopesDue));
+        if (stopping_remote_scopes_) return;
+        scopes.swap(remote_scopes_);
+      }
+      for (const auto& scope : scopes) {
+        // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
+        const Reprojector::Outcome moved = Reproject(scope);
+        if (moved.moved > 0 || moved.kept > 0) {
+          LogInfo(absl::StrCat("policy scope ", scope, " changed on another replica: ", moved.moved,
+                               " sandbox(es) re-projected here",
+                               moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
+        }
+      }
+    }
+  });
 }
 
 bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {
@@ -144,7 +175,12 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
     for (const auto& scope : changes.policy_scopes) {
       if (absl::Status s = driver_->authoring()->ReloadScope(scope); !s.ok()) {
         LogError(absl::StrCat("policy scope ", scope, ": cannot re-read another replica's revision: ", s.message()));
+        continue;
       }
+      // The replica that changed the scope re-projected the sandboxes it knew of; ones this replica admitted
+      // meanwhile may not have been among them (issue 25.2). Not here: this runs inside the store's feed
+      // delivery, and a re-projection commits.
+      QueueRemoteReprojection(scope);
     }
   }
   if (changes.ceiling) {
@@ -294,6 +330,10 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   return absl::FailedPreconditionError(message);
 }
 
+void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
+  audit_.Record(AuditRecorder::For(audit::type::kAuthenticationFailures, ""), audit::outcome::kRefused, summary);
+}
+
 absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
   if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return bounded;
   if (registry_->Contains(context.sandbox_id())) {
@@ -312,6 +352,11 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
     return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
   }
 
+  // What the driver would serve this context as of now: if a policy change (here, or committed by another
+  // replica) lands between this fetch and the commit, the re-projection it triggers may not see this
+  // sandbox yet — so the admission re-checks after its commit and moves itself (issue 25.2).
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  const std::string key_before = authoring != nullptr ? authoring->ProjectionKey(context) : "";
   auto handle = handles_.Acquire(context);
   if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
   const DriverHandles::Acquired& acquired = *handle;
@@ -377,6 +422,16 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
                        admitted.policy_version(), " verification ", verification),
           {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
            {"version", absl::StrCat(admitted.policy_version())}, {"verification", verification}});
+  if (authoring != nullptr && authoring->ProjectionKey(context) != key_before) {
+    // The policy changed while this admission was in flight: move it now, as the change's re-projection
+    // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
+    if (auto moved = Refresh(context.sandbox_id()); moved.ok() && moved->changed()) {
+      out.set_policy_digest(moved->policy_digest());
+      out.set_policy_version(moved->policy_version());
+      LogInfo(absl::StrCat("sandbox ", context.sandbox_id(), ": its policy changed during admission; now at digest ",
+                           moved->policy_digest()));
+    }
+  }
   return out;
 }
 
@@ -526,7 +581,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   return out;
 }
 
-uint32_t GatewayCore::Reproject(const std::string& scope) {
+Reprojector::Outcome GatewayCore::Reproject(const std::string& scope) {
   absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
   return reprojector_.Run(scope, trust_store().get());
 }
@@ -543,10 +598,12 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     }
     return revision;
   }
-  revision->set_sandboxes_updated(Reproject(revision->scope()));
+  const Reprojector::Outcome moved = Reproject(revision->scope());
+  revision->set_sandboxes_updated(moved.moved);
+  revision->set_sandboxes_kept_last_good(moved.kept);
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),
                        revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
-                       " sandbox(es) re-projected"),
+                       " sandbox(es) re-projected", moved.kept == 0 ? "" : absl::StrCat(", ", moved.kept, " kept the last good")),
           {{"event", "mutation"}, {"scope", revision->scope()}, {"revision", absl::StrCat(revision->revision())},
            {"digest", revision->policy_digest()}, {"sandboxes_updated", absl::StrCat(revision->sandboxes_updated())}});
   return revision;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -63,6 +64,8 @@ class GatewayCore final : private store::RemoteChangeListener {
   void StopVerifying() { stop_verifying_ = true; }
 
   absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
+  // Audits (authentication_failures, refused) a summary of sandbox calls refused for a bad handle.
+  void RecordAuthenticationFailures(const std::string& summary);
   absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
   // `include_policy`: also the enforced policy, parsed from the admitted body.
   absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id, bool include_policy = false) const;
@@ -132,7 +135,13 @@ class GatewayCore final : private store::RemoteChangeListener {
                                const std::string& detail);
   // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
-  uint32_t Reproject(const std::string& scope);
+  Reprojector::Outcome Reproject(const std::string& scope);
+  // Re-projects `scope` on this replica's own thread (started on first use), after another replica
+  // changed it: queued scopes are coalesced.
+  void QueueRemoteReprojection(const std::string& scope);
+  bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
+    return stopping_remote_scopes_ || !remote_scopes_.empty();
+  }
   // Admitted sandboxes whose policy is not inside `ceiling`.
   uint64_t CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const;
   // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
@@ -165,6 +174,10 @@ class GatewayCore final : private store::RemoteChangeListener {
   absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>> revoked_ ABSL_GUARDED_BY(revoked_mu_);
   std::atomic<size_t> revoked_sandboxes_{0};
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
+  absl::Mutex remote_scopes_mu_;
+  std::set<std::string> remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_);  // changed by another replica, to re-project
+  bool stopping_remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_) = false;
+  std::thread remote_scopes_thread_;  // started by the first QueueRemoteReprojection
   std::atomic<bool> stop_verifying_{false};
 };
 

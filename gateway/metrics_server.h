@@ -1,28 +1,39 @@
-// Serves the Prometheus metrics over plain HTTP (GET /metrics) on `metrics_listen`, with cpp-httplib on
-// a thread of its own. Anything else is 404. Off unless configured.
+// Serves the Prometheus metrics over plain HTTP (GET /metrics) on `metrics_listen`, with civetweb (Debian's
+// libcivetweb) on a fixed set of worker threads of its own. Anything else is 404. Off unless configured.
+//
+// What a hostile client can do is bounded: a request must arrive whole (headers included) within
+// `request_timeout_ms` or its connection is closed, so slow-header clients hold a worker for that long at
+// most; connections are not kept alive; `allow` (CIDRs) refuses every other source address with 403.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
-namespace httplib {
-class Server;
-}
+struct mg_context;
 
 namespace osh::gateway {
 
 class MetricsServer {
  public:
+  using Render = std::function<std::string()>;
+  struct Options {
+    int request_timeout_ms = 2000;
+    int threads = 8;
+    std::vector<std::string> allow;  // CIDRs ("10.0.0.0/8"); empty: any address
+  };
   // `listen` is "host:port" ("[::1]:9464" for IPv6; port 0 picks a free one). `render` is called for
-  // each scrape, on the server's thread, and must be thread-safe. INVALID_ARGUMENT for a malformed
-  // address, UNAVAILABLE when it cannot be bound.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
-                                                               std::function<std::string()> render);
-  ~MetricsServer();  // stops serving and joins the thread
+  // each scrape, on a server thread, and must be thread-safe. INVALID_ARGUMENT for a malformed
+  // address, UNAVAILABLE when it cannot be bound (in use, or not an address of this host).
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen, Render render,
+                                                               const Options& options);
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen, Render render) {
+    return Start(listen, std::move(render), Options());
+  }
+  ~MetricsServer();  // stops serving and joins the workers
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
@@ -31,8 +42,8 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  std::unique_ptr<Render> render_;
+  mg_context* context_ = nullptr;
   std::string url_;
 };
 

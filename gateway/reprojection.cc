@@ -25,7 +25,7 @@ Reprojector::Reprojector(const Config& config, store::Store* store, drivers::Pol
     : config_(config), store_(store), driver_(driver), registry_(registry), body_cache_(body_cache), clock_(clock),
       ceiling_(ceiling) {}
 
-uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
+Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   // The admitted sandboxes whose effective policy may come from `scope`.
   const bool all = scope == policy::kDefaultScope;
@@ -43,9 +43,14 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
     driver_v1::RuntimeContext context;  // of the first member
   };
   absl::flat_hash_map<std::string, Group> groups;
+  size_t current = 0;  // already served what the driver serves now (another replica moved them, or nothing changed)
   for (const auto& m : members) {
     driver_v1::RuntimeContext context;
     context.ParseFromString(m.context_bytes);
+    if (authoring != nullptr && authoring->IsCurrent(context, m.envelope->Header())) {
+      ++current;
+      continue;
+    }
     std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
     if (key.empty()) key = absl::StrCat("sandbox\n", m.sandbox_id);  // no promise: one group each
     auto& group = groups[key];
@@ -57,7 +62,7 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
   const int64_t now = clock_->NowUnix();
   store::ChangeBatch batch;
   std::map<std::string, size_t> moved_by_digest;
-  size_t unchanged = 0, kept = 0;
+  size_t unchanged = current, kept = 0;
   auto keep_last_good = [&](const Group& group, const std::string& message) {
     for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
     kept += group.members.size();
@@ -111,7 +116,7 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
       batch.changes.push_back(std::move(move));
     }
   }
-  if (batch.changes.empty()) return 0;
+  if (batch.changes.empty()) return {};
   // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
   store::AuditEvent event;
   event.type = audit::type::kReprojection;
@@ -125,12 +130,13 @@ uint32_t Reprojector::Run(const std::string& scope, const trust::TrustStore* tru
   auto committed = store_->Commit(std::move(batch));
   if (!committed.ok()) {
     LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
-    return 0;
+    return {};
   }
-  uint32_t moved = 0;
-  for (const auto& [digest, n] : moved_by_digest) moved += static_cast<uint32_t>(n);
+  Outcome outcome;
+  for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);
+  outcome.kept = static_cast<uint32_t>(kept);
   if (kept > 0) LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good"));
-  return moved;
+  return outcome;
 }
 
 }  // namespace osh::gateway

@@ -27,9 +27,12 @@ class Reprojector {
   Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
               trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling);
 
-  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). Returns how
-  // many moved to a new projection (0 when the commit failed: nothing moved, and it is logged).
-  uint32_t Run(const std::string& scope, const trust::TrustStore* trust);
+  struct Outcome {
+    uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
+    uint32_t kept = 0;   // kept the last good projection (refused, rollback, driver error), reason recorded
+  };
+  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification).
+  Outcome Run(const std::string& scope, const trust::TrustStore* trust);
 
  private:
   const Config& config_;

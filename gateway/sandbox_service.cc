@@ -16,27 +16,33 @@ const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid 
 class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
  public:
   // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
-  WatchReactor(SandboxRegistry* registry, GatewayCore* core, const std::string& handle, size_t backlog)
-      : registry_(registry), backlog_(backlog) {
+  WatchReactor(SandboxService* service, SandboxRegistry* registry, GatewayCore* core, const std::string& handle,
+               size_t backlog)
+      : service_(service), registry_(registry), backlog_(backlog) {
     auto watched = registry_->Watch(handle, this);
     // Loaded but not yet re-verified since start: verify now (a failure closes this watch through OnClosed).
     absl::Status verified = watched.ok() && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
     absl::MutexLock lock(&mu_);
     if (!watched.ok()) {
-      FinishLocked(absl::IsUnauthenticated(watched.status()) ? kUnauthenticated : ToGrpc(watched.status()));
+      const grpc::Status refused = absl::IsUnauthenticated(watched.status()) ? kUnauthenticated : ToGrpc(watched.status());
+      service_->ObserveWatchStart(refused);
+      FinishLocked(refused);
       return;
     }
     sandbox_id_ = watched->sandbox_id;
     registered_ = true;
     if (!verified.ok()) {
+      service_->ObserveWatchStart(kUnauthenticated);
       FinishLocked(kUnauthenticated);
       return;
     }
     if (absl::Status serving = core != nullptr ? core->ServingError(*watched->envelope) : absl::OkStatus();
         !serving.ok()) {
+      service_->ObserveWatchStart(ToGrpc(serving));
       FinishLocked(ToGrpc(serving));
       return;
     }
+    service_->ObserveWatchStart(grpc::Status::OK);
     // A newer projection may already have arrived through OnProjection; never send an older one after it.
     if (!started_) EnqueueLocked(watched->envelope->Shared());
   }
@@ -108,6 +114,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     Finish(std::move(status));
   }
 
+  SandboxService* const service_;
   SandboxRegistry* registry_;
   const size_t backlog_;
   std::string sandbox_id_;
@@ -135,9 +142,25 @@ std::string BearerToken(const grpc::ServerContextBase& context) {
 SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog)
     : registry_(registry), core_(core), pool_(pool), watch_backlog_(watch_backlog) {}
 
-void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) const {
+void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) {
   if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    (std::string_view(call) == "GetProjection" ? failed_get_ : failed_report_).fetch_add(1, std::memory_order_relaxed);
+  }
   reactor->Finish(std::move(status));
+}
+
+void SandboxService::ObserveWatchStart(const grpc::Status& status) {
+  if (metrics_ != nullptr) metrics_->ObserveSandboxCall("WatchProjection", StatusCodeName(status.error_code()));
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) failed_watch_.fetch_add(1, std::memory_order_relaxed);
+}
+
+SandboxService::AuthFailures SandboxService::TakeAuthFailures() {
+  AuthFailures out;
+  out.get = failed_get_.exchange(0);
+  out.watch = failed_watch_.exchange(0);
+  out.report = failed_report_.exchange(0);
+  return out;
 }
 
 grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,
@@ -166,7 +189,7 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
     grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
-  return new WatchReactor(registry_, core_, BearerToken(*context), watch_backlog_);
+  return new WatchReactor(this, registry_, core_, BearerToken(*context), watch_backlog_);
 }
 
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,

@@ -4,6 +4,8 @@
 // exists. Fetches are served from memory on gRPC's threads; reports go through the worker pool.
 #pragma once
 
+#include <atomic>
+
 #include "gateway/gateway_core.h"
 #include "gateway/metrics.h"
 #include "gateway/sandbox_registry.h"
@@ -33,14 +35,26 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   // service). Call before serving.
   void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
+  // Calls refused for a wrong, revoked or missing handle since the last Take (handle guessing leaves a
+  // trace: the daemon logs and audits them once a minute). Thread-safe.
+  struct AuthFailures {
+    uint64_t get = 0, watch = 0, report = 0;
+    uint64_t total() const { return get + watch + report; }
+  };
+  AuthFailures TakeAuthFailures();
+  // A WatchProjection stream refused at its start (UNAUTHENTICATED) or opened (OK): counted like the
+  // unary calls. Called by the stream's reactor.
+  void ObserveWatchStart(const grpc::Status& status);
+
  private:
-  void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) const;
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
 
   SandboxRegistry* registry_;
   GatewayCore* core_;
   WorkerPool* pool_;
   const size_t watch_backlog_;
   Metrics* metrics_ = nullptr;
+  std::atomic<uint64_t> failed_get_{0}, failed_watch_{0}, failed_report_{0};
 };
 
 // The bearer token of a call, or "" when the metadata carries none.

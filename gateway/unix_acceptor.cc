@@ -73,9 +73,13 @@ UnixAcceptor::~UnixAcceptor() {
 
 void UnixAcceptor::Sweep() {
   size_t kept = 0;
+  per_peer_.clear();
   for (const Handed& h : handed_) {
     struct stat st;
-    if (::fstat(h.fd, &st) == 0 && st.st_ino == h.inode && S_ISSOCK(st.st_mode)) handed_[kept++] = h;
+    if (::fstat(h.fd, &st) == 0 && st.st_ino == h.inode && S_ISSOCK(st.st_mode)) {
+      handed_[kept++] = h;
+      if (h.peer != 0) ++per_peer_[h.peer];
+    }
   }
   handed_.resize(kept);
   open_ = handed_.size();
@@ -125,13 +129,33 @@ void UnixAcceptor::Run() {
       ::close(fd);
       continue;
     }
-    handed_.push_back({fd, st.st_ino});
-    open_ = handed_.size();
     ucred peer{};
     socklen_t peer_size = sizeof(peer);
+    const bool known = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) == 0;
+    if (known && options_.max_per_peer != 0 && peer.pid != 0) {
+      size_t& held = per_peer_[peer.pid];
+      if (held >= options_.max_per_peer) {
+        // Counts may be up to a second stale (closed connections are found by the sweep): sweep once
+        // before refusing.
+        Sweep();
+        last_sweep = std::chrono::steady_clock::now();
+      }
+      if (per_peer_[peer.pid] >= options_.max_per_peer) {
+        ::close(fd);
+        if (refused_over_share_++ % 1000 == 0) {
+          LogWarning(absl::StrCat(path_, ": process ", peer.pid, " (uid ", peer.uid, ") holds ", per_peer_[peer.pid],
+                                  " connections, its share (max_connections_per_peer): refusing more (",
+                                  refused_over_share_, " refused so far)"));
+        }
+        continue;
+      }
+      ++per_peer_[peer.pid];
+    }
+    handed_.push_back({fd, st.st_ino, known ? peer.pid : 0});
+    open_ = handed_.size();
     {
       absl::MutexLock lock(&peers_mu_);
-      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) == 0) {
+      if (known) {
         peer_uids_[fd] = peer.uid;
       } else {
         peer_uids_.erase(fd);

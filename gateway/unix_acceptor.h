@@ -5,7 +5,9 @@
 //   - open connections are capped (`max_connections`); at the cap the acceptor pauses — the kernel's
 //     backlog holds new ones — and resumes as connections close;
 //   - an accept that fails for lack of descriptors is retried, never fatal;
-//   - `on_state(false)` / `on_state(true)` report pausing and resuming (health says NOT_SERVING between).
+//   - `on_state(false)` / `on_state(true)` report pausing and resuming (health says NOT_SERVING between);
+//   - one peer process (by SO_PEERCRED pid) holds at most `max_per_peer` of them: a connection past its
+//     share is accepted and closed at once, so one local peer cannot stall every sandbox by filling the cap.
 // Connections the server closed are noticed by a sweep (fstat of each handed-over descriptor, compared by
 // inode) before every accept at the cap and at least once a second. Thread-safe; one thread of its own.
 #pragma once
@@ -32,6 +34,7 @@ class UnixAcceptor {
  public:
   struct Options {
     size_t max_connections = 1024;
+    size_t max_per_peer = 0;  // connections one peer process may hold open; 0: no share beyond the cap
     std::function<void(bool accepting)> on_state;  // called from the acceptor's thread; may be empty
     std::optional<gid_t> group;  // set: the socket is 0660 and owned by this group (else 0600)
   };
@@ -56,6 +59,7 @@ class UnixAcceptor {
   struct Handed {
     int fd;
     ino_t inode;
+    pid_t peer;  // 0: unknown
   };
   const std::string path_;
   const int listen_fd_;
@@ -63,6 +67,8 @@ class UnixAcceptor {
   grpc::Server* const server_;
   const Options options_;
   std::vector<Handed> handed_;  // the acceptor thread's own
+  absl::flat_hash_map<pid_t, size_t> per_peer_;  // open connections by peer process (the acceptor thread's own)
+  uint64_t refused_over_share_ = 0;  // the acceptor thread's own; logged now and then
   mutable absl::Mutex peers_mu_;
   absl::flat_hash_map<int, uid_t> peer_uids_ ABSL_GUARDED_BY(peers_mu_);  // by descriptor, set as each is accepted
   std::atomic<size_t> open_{0};

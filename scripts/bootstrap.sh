@@ -8,8 +8,9 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libprotoc-dev
   libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libssl-dev libsqlite3-dev
-  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libspdlog-dev
+  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libcivetweb-dev libspdlog-dev
   help2man   # man pages generated from each program's --help
+  python3-h2   # the hostile HTTP/2 client of the hostile-input tests (tests/tools/h2_flood.py)
   libpq-dev postgresql   # PostgreSQL: the tests start a throw-away cluster (initdb) on a Unix socket
   clang libclang-rt-14-dev   # the libFuzzer targets (fuzz/) that the suite runs briefly
 )

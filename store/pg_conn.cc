@@ -21,6 +21,7 @@ std::string Trimmed(const char* message) {
 }  // namespace
 
 PgParams& PgParams::Add(const std::string& text) {
+  if (!first_nul_text_ && text.find('\0') != std::string::npos) first_nul_text_ = values_.size();
   values_.push_back(text);
   formats_.push_back(0);
   return *this;
@@ -105,6 +106,12 @@ absl::Status PgConn::Exec(const std::string& sql) {
 }
 
 absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& params) {
+  if (params.first_nul_text_) {
+    // libpq sends text parameters NUL-terminated: the server would store the value cut at the NUL while
+    // the audit chain hashed it whole. Refused instead, before anything is sent.
+    return absl::InvalidArgumentError(absl::StrCat("text parameter $", *params.first_nul_text_ + 1,
+                                                   " holds a NUL byte, which PostgreSQL text cannot store"));
+  }
   std::vector<const char*> values;
   std::vector<int> lengths;
   for (const auto& v : params.values_) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,9 @@
 
 namespace osh::store {
 
-// Statement parameters: text values go as text, bytes as binary (bytea), integers as decimal text.
+// Statement parameters: text values go as text, bytes as binary (bytea), integers as decimal text. A text
+// value holding a NUL byte makes the query INVALID_ARGUMENT (PostgreSQL text cannot hold one; libpq would
+// cut it there), so nothing is ever stored other than as written.
 class PgParams {
  public:
   PgParams& Add(const std::string& text);
@@ -29,6 +32,7 @@ class PgParams {
   friend class PgConn;
   std::vector<std::string> values_;
   std::vector<int> formats_;  // 0 text, 1 binary
+  std::optional<size_t> first_nul_text_;  // a text value with a NUL byte: PgConn::Query refuses it
 };
 
 // A query's result (binary format). Column accessors take 0-based row and column.

@@ -5,7 +5,9 @@
 
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <string>
@@ -145,6 +147,21 @@ bool Eventually(F condition, std::chrono::milliseconds limit = std::chrono::seco
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return condition();
+}
+
+// What a log says right after `marker`, up to the next space, newline or "/metrics" (an address the
+// gateway logged: "sandbox API: listening on ", "metrics: serving http://"). Waits for it to be logged.
+inline std::string LoggedAfter(const std::function<std::string()>& log, const std::string& marker) {
+  std::string found;
+  REQUIRE(Eventually([&] {
+    const std::string text = log();
+    const size_t at = text.find(marker);
+    if (at == std::string::npos) return false;
+    found = text.substr(at + marker.size());
+    found = found.substr(0, std::min({found.find(' '), found.find('\n'), found.find("/metrics")}));
+    return true;
+  }));
+  return found;
 }
 
 // Lines of `text` containing `needle`.

@@ -36,7 +36,7 @@ TEST_CASE("deploy: the Kubernetes manifests parse and their gateway.toml resolve
       }
     }
   }
-  CHECK(kinds == std::set<std::string>{"ConfigMap", "StatefulSet", "Service"});
+  CHECK(kinds == std::set<std::string>{"ConfigMap", "StatefulSet", "Service", "NetworkPolicy"});
   REQUIRE(!config_text.empty());
   gateway::ConfigOrigins origins;
   auto values = gateway::ParseConfigText(config_text, "policy-gateway.yaml gateway.toml", &origins);
@@ -46,6 +46,9 @@ TEST_CASE("deploy: the Kubernetes manifests parse and their gateway.toml resolve
   REQUIRE(config.ok());
   CHECK(!config->admin_listen.empty());
   CHECK(!config->tls_client_ca.empty());
+  CHECK(!config->sandbox_client_ca.empty());
+  CHECK(config->sandbox_client_ca != config->tls_client_ca);  // a supervisor is never an operator
+  CHECK(!config->metrics_allow.empty());                      // metrics: not open to every address
 }
 
 TEST_CASE("deploy: the example gateway.toml resolves", "[deploy]") {

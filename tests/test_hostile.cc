@@ -25,6 +25,11 @@
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "tests/gateway_fixture.h"
+#include "tests/pg_cluster.h"
+
+#include <httplib.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 using namespace osh::test;
 
@@ -75,6 +80,36 @@ void WriteExampleResponse(const std::string& path) {
   REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
   WriteFile(path, json);
 }
+
+// A gateway started by the shell under `ulimit -n descriptors` (with `args`), the restrictive default set
+// and sandbox sb-1 admitted.
+struct LimitedGateway {
+  LimitedGateway(int descriptors, const std::string& args) : state(dir / "var") {
+    process = std::make_unique<Process>(
+        std::vector<std::string>{"/bin/sh", "-c",
+                                 "ulimit -n " + std::to_string(descriptors) + " && exec " +
+                                     std::string(OSH_GATEWAY_BINARY) + " --state-dir " + state + " " + args},
+        dir / "gateway.log");
+    REQUIRE(WaitForSocket(state + "/sandbox.sock"));
+    REQUIRE(WaitForSocket(state + "/admin.sock"));
+    admin = gw::PolicyGateway::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
+    gw::SetPolicyRequest set;
+    set.set_scope("default");
+    *set.mutable_policy() = Example("restrictive-default.yaml");
+    gw::PolicyRevision revision;
+    REQUIRE(admin->SetPolicy(GatewayFixture::Context().get(), set, &revision).ok());
+    gw::AdmitSandboxRequest admit;
+    admit.mutable_context()->set_sandbox_id("sb-1");
+    admit.mutable_context()->set_user_subject("alice@example.com");
+    REQUIRE(admin->AdmitSandbox(GatewayFixture::Context().get(), admit, &sandbox).ok());
+  }
+  std::string log() const { return ReadAll(dir / "gateway.log"); }
+  TempDir dir;
+  std::string state;
+  std::unique_ptr<Process> process;
+  std::unique_ptr<gw::PolicyGateway::Stub> admin;
+  gw::AdmitSandboxResponse sandbox;
+};
 
 }  // namespace
 
@@ -189,23 +224,11 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
 TEST_CASE("hostile: connections past the cap pause the sandbox listener, which serves again once they close",
           "[integration][limits]") {
   // The gateway under a 200-descriptor limit: its sandbox socket takes 64 connections at most.
-  TempDir dir;
-  const std::string state = dir / "var";
-  Process gateway({"/bin/sh", "-c", "ulimit -n 200 && exec " + std::string(OSH_GATEWAY_BINARY) + " --state-dir " + state},
-                  dir / "gateway.log");
-  REQUIRE(WaitForSocket(state + "/sandbox.sock"));
-  REQUIRE(WaitForSocket(state + "/admin.sock"));
-  auto admin = gw::PolicyGateway::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
-  gw::SetPolicyRequest set;
-  set.set_scope("default");
-  *set.mutable_policy() = Example("restrictive-default.yaml");
-  gw::PolicyRevision revision;
-  REQUIRE(admin->SetPolicy(GatewayFixture::Context().get(), set, &revision).ok());
-  gw::AdmitSandboxRequest admit;
-  admit.mutable_context()->set_sandbox_id("sb-1");
-  admit.mutable_context()->set_user_subject("alice@example.com");
-  gw::AdmitSandboxResponse sandbox;
-  REQUIRE(admin->AdmitSandbox(GatewayFixture::Context().get(), admit, &sandbox).ok());
+  // One peer (this process) may fill the cap here: the per-peer share is the next test's.
+  LimitedGateway limited(200, "--max-connections-per-peer 1000");
+  const std::string& state = limited.state;
+  const gw::AdmitSandboxResponse& sandbox = limited.sandbox;
+  Process& gateway = *limited.process;
   auto health = [&] {
     auto stub = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
     grpc::health::v1::HealthCheckResponse response;
@@ -248,10 +271,44 @@ TEST_CASE("hostile: connections past the cap pause the sandbox listener, which s
   for (int fd : idle) ::close(fd);
   CHECK(Eventually([&] { return fetch(); }, std::chrono::seconds(15)));
   CHECK(Eventually([&] { return health() == "SERVING"; }, std::chrono::seconds(10)));
-  CHECK_THAT(ReadAll(dir / "gateway.log"), Catch::Contains("the cap (64): not accepting until some close") &&
+  CHECK_THAT(limited.log(), Catch::Contains("the cap (64): not accepting until some close") &&
                                                 Catch::Contains("accepting connections again"));
   gateway.Signal(SIGTERM);
   CHECK(gateway.Wait() == 0);
+}
+
+TEST_CASE("hostile: one local peer holding connections gets its share, not the sandbox socket's whole cap",
+          "[integration][limits]") {
+  // Regression (issue 25.15): one local process holding the cap's worth of idle connections paused the
+  // sandbox listener for every other sandbox.
+  GatewayFixture g({"--max-sandbox-connections", "120"});  // a share of 30 a peer process
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse sandbox;
+  REQUIRE(g.Admit("sb-1", &sandbox).ok());
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, g.sandbox_socket().c_str(), sizeof(address.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+      ::close(fd);
+      break;
+    }
+    idle.push_back(fd);
+  }
+  CHECK(idle.size() > 120);  // all were taken off the backlog: the ones past the share were closed at once
+  CHECK(Eventually([&] { return absl::StrContains(g.log(), "its share (max_connections_per_peer)"); }));
+  // Another process still fetches, over a new connection, while this one holds its share.
+  WriteFile(g.dir() / "handle", sandbox.sandbox_handle() + "\n");
+  for (int i = 0; i < 5; ++i) {
+    std::string out, err;
+    INFO(err);
+    CHECK(Ctl(g, {"fetch", "--handle-file", g.dir() / "handle"}, &out, &err) == 0);
+  }
+  for (int fd : idle) ::close(fd);
+  CHECK(g.Stop() == 0);
 }
 
 TEST_CASE("hostile: a driver's unverified audit_context and refusal text are bounded and escaped", "[integration][limits]") {
@@ -297,6 +354,182 @@ TEST_CASE("hostile: a driver's unverified audit_context and refusal text are bou
   // No forged line reached the gateway's log.
   CHECK(CountLines(g.log(), "admitted sandbox evil") == CountLines(g.log(), "\\n2026-01-01T00:00:00.000Z INFO"));
   for (absl::string_view line : absl::StrSplit(g.log(), '\n')) CHECK_FALSE(absl::StartsWith(line, "2026-01-01T00:00:00.000Z"));
+}
+
+TEST_CASE("hostile: a driver's surface with a NUL byte, or of 3 MiB, is audited bounded and the chain verifies",
+          "[integration][limits][postgres]") {
+  // Regression (issues 25.8 and 25.13): a refused projection's surface_id was stored verbatim — 3 MiB in
+  // one event — and on PostgreSQL a NUL cut the stored value while the chain hashed it whole, so `audit
+  // verify` failed for good.
+  const std::string database = GENERATE(as<std::string>{}, "sqlite", "postgresql");
+  INFO("database " << database);
+  TempDir dir;
+  std::vector<std::string> args;
+  if (database == "postgresql") args = {"--database", PgCluster::Shared().CreateDatabase()};
+  for (const std::string& surface : {std::string("openshell.sandbox.v1\0evil", 25), std::string(3 << 20, 's')}) {
+    drv::GetProjectionResponse response;
+    auto* p = response.mutable_projection();
+    p->set_surface_id(surface);
+    p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+    p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+    std::string json;
+    REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+    WriteFile(dir / ("response-" + std::to_string(surface.size()) + ".json"), json);
+  }
+  std::filesystem::copy_file(dir / "response-25.json", dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  args.insert(args.end(), {"--driver-socket", driver.socket()});
+  GatewayFixture g(args);
+  gw::AdmitSandboxResponse ignored;
+  CHECK(g.Admit("sb-nul", &ignored).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  std::filesystem::rename(dir / ("response-" + std::to_string(3 << 20) + ".json"), dir / "response.json");
+  CHECK(g.Admit("sb-huge", &ignored).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+
+  std::string out, err;
+  REQUIRE(Ctl(g, {"audit", "export", "--out", dir / "audit.jsonl"}, &out, &err) == 0);
+  INFO(err);
+  CHECK(Ctl(g, {"audit", "verify", dir / "audit.jsonl"}, &out, &err) == 0);
+  const std::string exported = ReadAll(dir / "audit.jsonl");
+  CHECK(exported.size() < 64 * 1024);
+  CHECK(absl::StrContains(exported, "openshell.sandbox.v1\\\\000evil"));  // escaped in the event, then in JSON
+  CHECK(g.Stop() == 0);
+  // And after a restart the stored chain still verifies from the database.
+  g.Start();
+  REQUIRE(Ctl(g, {"audit", "export", "--out", dir / "audit2.jsonl"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"audit", "verify", dir / "audit2.jsonl"}, &out, &err) == 0);
+}
+
+TEST_CASE("hostile: slow-header clients do not blind the metrics listener; metrics_allow refuses others",
+          "[integration][limits][metrics]") {
+  // Regression (issue 25.14): ten connections sending their headers a byte at a time held every worker of
+  // the metrics server, and scrapes hung.
+  GatewayFixture g({"--metrics-listen", "127.0.0.1:0"});
+  const std::string host_port = LoggedAfter([&] { return g.log(); }, "metrics: serving http://");
+  const int port = std::stoi(host_port.substr(host_port.rfind(':') + 1));
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 10; ++i) {
+    slow.emplace_back([&stop, port] {
+      while (!stop) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(static_cast<uint16_t>(port));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+          const std::string start = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+          if (::send(fd, start.data(), start.size(), MSG_NOSIGNAL) > 0) {
+            // A byte every 200 ms, never the end of the headers, for as long as the server keeps the connection.
+            while (!stop && ::send(fd, "a", 1, MSG_NOSIGNAL) == 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          }
+        }
+        ::close(fd);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int scraped = 0;
+  for (int i = 0; i < 5; ++i) {
+    httplib::Client client(host_port);
+    client.set_connection_timeout(10);
+    client.set_read_timeout(10);
+    auto response = client.Get("/metrics");
+    scraped += response && response->status == 200 ? 1 : 0;
+  }
+  stop = true;
+  for (auto& t : slow) t.join();
+  CHECK(scraped == 5);
+  CHECK(g.Stop() == 0);
+
+  // metrics_allow: an address outside it is refused (403), inside it scrapes.
+  for (const auto& [allow, status] : std::vector<std::pair<std::string, int>>{{"10.0.0.0/8", 403}, {"127.0.0.0/8", 200}}) {
+    GatewayFixture limited({"--metrics-listen", "127.0.0.1:0", "--metrics-allow", allow});
+    const std::string at = LoggedAfter([&] { return limited.log(); }, "metrics: serving http://");
+    httplib::Client client(at);
+    auto response = client.Get("/metrics");
+    if (status == 200) {
+      REQUIRE(response);
+      CHECK(response->status == 200);
+    } else {
+      CHECK((!response || response->status == 403));  // civetweb closes a refused address's connection
+    }
+  }
+}
+
+TEST_CASE("hostile: idle TCP connections past the descriptor limit do not kill the TCP listener",
+          "[integration][limits]") {
+  // Regression (issue 25.5): gRPC 1.51's own TCP listener stopped accepting for good after one EMFILE, so
+  // idle connections (no TLS handshake, nothing) shut every remote sandbox out until a restart.
+  LimitedGateway limited(300, "--sandbox-listen 127.0.0.1:0");
+  const gw::AdmitSandboxResponse& sandbox = limited.sandbox;
+  Process& gateway = *limited.process;
+  const std::string address = LoggedAfter([&] { return limited.log(); }, "sandbox API: listening on ");
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  auto fetch = [&] {
+    std::string out, err;
+    return RunCommand({OSH_POLICYCTL_BINARY, "--server", address, "--timeout", "3", "fetch"}, &out, &err, "",
+                      {"POLICY_GATEWAY_SANDBOX_HANDLE=" + sandbox.sandbox_handle()}) == 0;
+  };
+  REQUIRE(fetch());
+  std::vector<int> idle;
+  for (int i = 0; i < 1500; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+      ::close(fd);
+      break;
+    }
+    idle.push_back(fd);
+  }
+  CHECK(idle.size() > 300);  // more than the gateway has descriptors
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CHECK(gateway.running());
+  for (int fd : idle) ::close(fd);
+  // The peer left: new TCP connections are accepted again, without a restart.
+  CHECK(Eventually([&] { return fetch(); }, std::chrono::seconds(20)));
+  gateway.Signal(SIGTERM);
+  CHECK(gateway.Wait() == 0);
+}
+
+TEST_CASE("hostile: handle guessing leaves a trace: logged, audited and counted, watches too", "[integration][limits]") {
+  // Regression (issue 25.17): thousands of wrong handles a second left no audit line, and refused
+  // WatchProjection streams were not even in the metrics.
+  GatewayFixture g({"--metrics-listen", "127.0.0.1:0"});
+  for (int i = 0; i < 30; ++i) {
+    drv::Projection p;
+    CHECK(g.Fetch("sbh_guess_" + std::to_string(i), &p).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  for (int i = 0; i < 7; ++i) {
+    Watch watch(g, "sbh_guess_w" + std::to_string(i));
+    drv::Projection p;
+    CHECK_FALSE(watch.reader->Read(&p));
+    CHECK(watch.reader->Finish().error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const std::string host_port = LoggedAfter([&] { return g.log(); }, "metrics: serving http://");
+  httplib::Client client(host_port);
+  auto scraped = client.Get("/metrics");
+  REQUIRE(scraped);
+  CHECK_THAT(scraped->body, Catch::Contains("policy_gateway_sandbox_calls_total{call=\"WatchProjection\",code=\"UNAUTHENTICATED\"} 7"));
+  REQUIRE(g.Stop() == 0);  // the window's failures are reported at the latest when the gateway stops
+  CHECK_THAT(g.log(), Catch::Contains("37 sandbox call(s) refused for a wrong, revoked or missing handle"));
+  g.Start();
+  gw::ListAuditEventsRequest list;
+  list.set_limit(1000);
+  gw::ListAuditEventsResponse events;
+  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
+  int found = 0;
+  for (const auto& event : events.events()) {
+    if (event.type() != "authentication_failures") continue;
+    ++found;
+    CHECK(event.outcome() == "refused");
+    CHECK_THAT(event.reason(), Catch::Contains("GetProjection 30, WatchProjection 7, ReportPolicyStatus 0"));
+  }
+  CHECK(found == 1);
 }
 
 TEST_CASE("hostile: SIGTERM during start-up ends the gateway at once", "[integration][limits]") {
@@ -441,5 +674,41 @@ TEST_CASE("hostile: a database restored from an older copy is refused until an o
   // From then on the record follows the accepted state: a plain restart serves.
   g.Start();
   CHECK(g.Fetch(deleted_later.sandbox_handle(), &fetched).ok());
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("hostile: unauthenticated HTTP/2 floods (half-sent messages, rapid reset) leave memory bounded",
+          "[integration][limits]") {
+  // Regression (issue 25.6): over sandbox_listen, with no certificate and no handle, 640 streams each
+  // announcing a 3.9 MB message crashed the gateway, and HTTP/2 rapid reset grew its memory ~60 MB/s for
+  // good. The sandbox API now refuses a request over 64 KiB as soon as its length is announced, bounds
+  // streams per connection, and gRPC's memory per listener.
+  GatewayFixture g({"--sandbox-listen", "127.0.0.1:0"});
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  const std::string pid = std::string(absl::StripAsciiWhitespace(ReadAll(g.state_dir() + "/gateway.db.lock")));
+  const std::string address = LoggedAfter([&] { return g.log(); }, "sandbox API: listening on ");
+  const std::string flood = std::string(OSH_SOURCE_DIR) + "/tests/tools/h2_flood.py";
+  const long before = ResidentKb(pid);
+  std::string out, err;
+  for (const std::vector<std::string>& target : {std::vector<std::string>{"--tcp", address},
+                                                 std::vector<std::string>{"--unix", g.sandbox_socket()}}) {
+    std::vector<std::string> half = {"/usr/bin/python3", flood, "halfsent", "--streams", "640", "--seconds", "3"};
+    half.insert(half.end(), target.begin(), target.end());
+    REQUIRE(RunCommand(half, &out, &err) == 0);
+    INFO(out << err);
+    CHECK(g.running());
+    std::vector<std::string> reset = {"/usr/bin/python3", flood, "rapidreset", "--seconds", "8"};
+    reset.insert(reset.end(), target.begin(), target.end());
+    REQUIRE(RunCommand(reset, &out, &err) == 0);
+    INFO(out << err);
+    CHECK(g.running());
+  }
+  const long after = ResidentKb(pid);
+  INFO("resident before " << before << " kB, after the floods " << after << " kB");
+  CHECK(after - before < 150 * 1024);
+  drv::Projection p;
+  CHECK(g.Fetch(admitted.sandbox_handle(), &p).ok());  // and it still serves
   CHECK(g.Stop() == 0);
 }

@@ -211,6 +211,54 @@ TEST_CASE("integration: the most specific scope wins and mutations re-project on
   CHECK(p.policy_version() > acme.policy_version());
 }
 
+TEST_CASE("integration: after a restart the builtin driver serves every scope's own policy", "[integration][durability]") {
+  // Regression (issue 25.1): on restart every stored revision was filed under the scope "" (the key was read
+  // after the record was moved), so admissions failed with no_verified_policy and the first mutation moved
+  // sandboxes off their own scope onto the mutated one.
+  GatewayFixture g;
+  const auto restrictive = Example("restrictive-default.yaml");
+  const auto github = Example("github.yaml");
+  auto own = restrictive;
+  own.mutable_filesystem()->add_read_write("/sandbox");
+  const auto digest = [](const openshell::sandbox::v1::SandboxPolicy& p) {
+    return osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(p));
+  };
+  REQUIRE(g.SetPolicy("default", github).ok());
+  REQUIRE(g.SetPolicy("tenant:acme", restrictive).ok());
+  REQUIRE(g.SetPolicy("sandbox:sb-own", own).ok());
+  gw::AdmitSandboxResponse own_before, acme_before;
+  REQUIRE(g.Admit("sb-own", &own_before).ok());
+  REQUIRE(g.Admit("sb-acme", &acme_before, {{"tenant_id", "acme"}}).ok());
+  CHECK(own_before.policy_digest() == digest(own));
+  CHECK(acme_before.policy_digest() == digest(restrictive));
+  REQUIRE(g.Stop() == 0);
+
+  g.Start();
+  gw::AdmitSandboxResponse plain, acme2, own2;
+  REQUIRE(g.Admit("sb-plain", &plain).ok());
+  CHECK(plain.policy_digest() == digest(github));
+  REQUIRE(g.Admit("sb-acme-2", &acme2, {{"tenant_id", "acme"}}).ok());
+  CHECK(acme2.policy_digest() == digest(restrictive));
+
+  // A mutation of `default` after the restart moves only the sandboxes that `default` serves.
+  auto narrower = github;
+  narrower.mutable_network_policies()->clear();
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("default", narrower, &revision).ok());
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {own_before.sandbox_handle(), digest(own)},
+      {acme_before.sandbox_handle(), digest(restrictive)},
+      {acme2.sandbox_handle(), digest(restrictive)},
+      {plain.sandbox_handle(), digest(narrower)}};
+  for (const auto& [handle, want] : expected) {
+    drv::Projection p;
+    REQUIRE(g.Fetch(handle, &p).ok());
+    CHECK(p.policy_digest() == want);
+    CHECK(p.audit_context().at("builtin_scope") != "");
+  }
+  CHECK(g.Stop() == 0);
+}
+
 TEST_CASE("integration: kill -9 and restart loses nothing acknowledged", "[integration][durability]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
@@ -572,7 +620,7 @@ TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, r
   CHECK(client.Get("/other")->status == 404);
   // A port already taken: the gateway does not start, and says why.
   std::string out, err;
-  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "second", "--metrics-listen", host_port}, &out, &err) == 1);
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "second", "--metrics-listen", host_port}, &out, &err) == 2);
   CHECK_THAT(out + err, Catch::Contains("metrics_listen: cannot listen on " + host_port));
 }
 
@@ -707,4 +755,27 @@ TEST_CASE("integration: server reflection on the admin socket describes PolicyGa
   CHECK(described);
   stream->WritesDone();
   CHECK(stream->Finish().ok());
+}
+
+TEST_CASE("integration: list and get do not say loaded for a sandbox that loaded an earlier digest", "[integration][cli]") {
+  // Regression (issue 25.18): `list`/`get` said `loaded` for a sandbox whose last report was about an older
+  // digest than the one it is served (reported_behind was only in JSON).
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(admitted.policy_digest());
+  report.set_status(gw::LOADED);
+  gw::ReportPolicyStatusResponse ignored;
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &ignored).ok());
+  std::string out, err;
+  REQUIRE(Ctl(g, {"list"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("loaded") && !Catch::Contains("behind"));
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());  // served a new digest now
+  REQUIRE(Ctl(g, {"list"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("loaded (behind)"));
+  REQUIRE(Ctl(g, {"get", "--sandbox", "sb-1"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("load status:    loaded (an earlier digest; not yet the current one)"));
+  CHECK(g.Stop() == 0);
 }

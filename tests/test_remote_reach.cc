@@ -31,17 +31,7 @@ namespace sc = osh::sandbox_client;
 
 // The host:port the gateway logged for `api` ("sandbox" or "admin").
 std::string ListenAddress(const GatewayFixture& g, const std::string& api) {
-  std::string address;
-  REQUIRE(Eventually([&] {
-    const std::string log = g.log();
-    const std::string marker = api + " API: listening on ";
-    const size_t at = log.find(marker);
-    if (at == std::string::npos) return false;
-    address = log.substr(at + marker.size());
-    address = address.substr(0, address.find(' '));
-    return true;
-  }));
-  return address;
+  return LoggedAfter([&] { return g.log(); }, api + " API: listening on ");
 }
 
 std::shared_ptr<grpc::Channel> TlsChannel(const std::string& address, const CertFiles& ca, const CertFiles* client = nullptr) {
@@ -80,8 +70,12 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
   const CertFiles expired = MakeLeaf(pki.path(), "expired-client", ca, -7200, -3600);
   const CertFiles other_ca = MakeCa(pki.path(), "other-ca");
   const CertFiles stranger = MakeLeaf(pki.path(), "stranger", other_ca);
+  // Supervisors have a CA of their own (sandbox_client_ca): their certificates open the sandbox listener
+  // and never the admin one.
+  const CertFiles supervisors_ca = MakeCa(pki.path(), "supervisors-ca");
+  const CertFiles supervisor = MakeLeaf(pki.path(), "supervisor", supervisors_ca);
   GatewayFixture g({"--sandbox-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert,
-                    "--tls-key", server.key, "--tls-client-ca", ca.cert});
+                    "--tls-key", server.key, "--tls-client-ca", ca.cert, "--sandbox-client-ca", supervisors_ca.cert});
   const std::string admin_address = ListenAddress(g, "admin");
   const std::string sandbox_address = ListenAddress(g, "sandbox");
   CHECK_THAT(g.log(), Catch::Contains("client certificates required"));
@@ -108,6 +102,8 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
       {"--server", admin_address, "--ca", ca.cert, "--cert", stranger.cert, "--key", stranger.key},
       {"--server", admin_address, "--ca", ca.cert, "--cert", expired.cert, "--key", expired.key},
       {"--server", admin_address, "--ca", other_ca.cert, "--cert", client.cert, "--key", client.key},
+      // Regression (issue 25.4): a supervisor's certificate was an operator's when one CA gated both listeners.
+      {"--server", admin_address, "--ca", ca.cert, "--cert", supervisor.cert, "--key", supervisor.key},
   };
   for (const auto& tls : refused) {
     INFO(absl::StrJoin(tls, " "));
@@ -120,16 +116,18 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
 
   // The sandbox API over TLS: the handle is the credential, the client certificate an extra gate.
   WriteFile(pki.path() / "handle", handle + "\n");
-  const std::vector<std::string> sandbox_tls = {"--server", sandbox_address, "--ca", ca.cert, "--cert", client.cert,
-                                                "--key", client.key};
+  const std::vector<std::string> sandbox_tls = {"--server", sandbox_address, "--ca", ca.cert, "--cert", supervisor.cert,
+                                                "--key", supervisor.key};
   REQUIRE(remote(sandbox_tls, {"-o", "json", "fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 0);
   CHECK(JsonField(out, "policy_digest") == digest);
   CHECK(remote(sandbox_tls, {"fetch", "--handle", "sbh_not_a_handle"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
   CHECK(remote({"--server", sandbox_address, "--ca", ca.cert}, {"fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 2);
   drv::Projection fetched;
-  CHECK(FetchOver(TlsChannel(sandbox_address, ca, &client), handle, &fetched).ok());
+  CHECK(FetchOver(TlsChannel(sandbox_address, ca, &supervisor), handle, &fetched).ok());
   CHECK_FALSE(FetchOver(TlsChannel(sandbox_address, ca, &expired), handle, &fetched).ok());
+  // An operator's certificate is not a supervisor's either: the sandbox listener asks for sandbox_client_ca's.
+  CHECK_FALSE(FetchOver(TlsChannel(sandbox_address, ca, &client), handle, &fetched).ok());
   // The Unix sockets serve as before.
   CHECK(g.Fetch(handle, &fetched).ok());
   // Who did it: the audit events of the remote admin calls name the client certificate's subject.
@@ -169,7 +167,17 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
       {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", other.key}, "does not match"},
       {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", dir.path() / "missing.pem", "--tls-key", server.key},
        "missing.pem"},
+      // One CA for operators and supervisors would make every supervisor an operator (issue 25.4): refused by
+      // path, and by content under another name.
+      {{"--sandbox-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key",
+        server.key, "--tls-client-ca", ca.cert, "--sandbox-client-ca", ca.cert},
+       "give supervisors a CA of their own"},
+      {{"--sandbox-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key",
+        server.key, "--tls-client-ca", ca.cert, "--sandbox-client-ca", dir.path() / "ca-copy.pem"},
+       "give supervisors a CA of their own"},
+      {{"--sandbox-listen", "127.0.0.1:0", "--sandbox-client-ca", ca.cert}, "client certificates need TLS"},
   };
+  WriteFile(dir.path() / "ca-copy.pem", ReadFile(ca.cert));
   for (const auto& c : cases) {
     INFO(absl::StrJoin(c.args, " "));
     std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", dir.path() / "var"};
@@ -202,6 +210,18 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
   // No handle anywhere: a usage error naming where it is looked for.
   CHECK(RunCommand({OSH_POLICYCTL_BINARY, "--server", address, "fetch"}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("POLICY_GATEWAY_SANDBOX_HANDLE"));
+  // A second gateway on the port this one serves (issue 25.5): gRPC's default SO_REUSEPORT let it bind, and
+  // the kernel split connections between the two. Now a configuration error, and the first keeps serving.
+  {
+    Process second({OSH_GATEWAY_BINARY, "--state-dir", dir.path() / "second", "--sandbox-listen", address},
+                   dir.path() / "second.log");
+    CHECK(second.Wait(std::chrono::seconds(10)) == 2);  // -1: it bound the port too and went on serving
+    CHECK_THAT(ReadAll(dir.path() / "second.log"), Catch::Contains(address) && Catch::Contains("in use"));
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "--server", address, "-o", "json", "fetch"}, &out, &err, "",
+                         {"POLICY_GATEWAY_SANDBOX_HANDLE=" + admitted.sandbox_handle()}) == 0);
+    }
+  }
 }
 
 TEST_CASE("TLS listeners: SIGHUP loads a new certificate, keeps the last good on a bad file, and drops no watch",

@@ -10,7 +10,10 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/gateway_fixture.h"
@@ -342,4 +345,64 @@ TEST_CASE("replicas: migrate moves a single-node SQLite state to PostgreSQL, the
   REQUIRE(r2.SetPolicy("default", Example("restrictive-default.yaml"), &next).ok());
   CHECK(next.revision() == 2);
   CHECK(Eventually([&] { return r1.Fetch(admitted[0].sandbox_handle(), &p).ok() && p.policy_version() == 3; }));
+}
+
+TEST_CASE("replicas: a policy change on one replica reaches what another is admitting at the same time",
+          "[integration][postgres][replicas]") {
+  // Regression (issue 25.2): six threads admitting on B while A narrowed `default` left some of B's new
+  // sandboxes on the withdrawn policy indefinitely, with no error anywhere: A re-projected only what it
+  // knew of, and B's feed only reloaded the scope.
+  const std::vector<std::string> args = Database(PgCluster::Shared().CreateDatabase());
+  GatewayFixture a(args), b(args);
+  REQUIRE(a.SetPolicy("default", Example("github.yaml")).ok());
+  auto narrowed = Example("github.yaml");
+  narrowed.mutable_network_policies()->clear();
+  const std::string narrowed_digest = osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(narrowed));
+  std::mutex mu;
+  std::vector<std::string> handles;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> admitters;
+  for (int t = 0; t < 6; ++t) {
+    admitters.emplace_back([&, t] {
+      for (int i = 0; !stop; ++i) {
+        gw::AdmitSandboxResponse admitted;
+        if (b.Admit(absl::StrCat("sb-", t, "-", i), &admitted).ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          handles.push_back(admitted.sandbox_handle());
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  REQUIRE(a.SetPolicy("default", narrowed).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  stop = true;
+  for (auto& t : admitters) t.join();
+  REQUIRE(handles.size() > 20);
+  // Every sandbox, on either replica, ends on the narrowed policy.
+  for (const auto& handle : handles) {
+    for (GatewayFixture* g : {&a, &b}) {
+      CHECK(Eventually([&] {
+        drv::Projection p;
+        return g->Fetch(handle, &p).ok() && p.policy_digest() == narrowed_digest;
+      }, std::chrono::seconds(20)));
+    }
+  }
+}
+
+TEST_CASE("replicas: after a restart on PostgreSQL the builtin driver serves every scope's own policy",
+          "[integration][postgres][replicas]") {
+  // Regression (issue 25.1) on the replicated store: revisions filed under "" after a restart.
+  GatewayFixture g(Database(PgCluster::Shared().CreateDatabase()));
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  REQUIRE(g.SetPolicy("tenant:acme", Example("restrictive-default.yaml")).ok());
+  REQUIRE(g.Stop() == 0);
+  g.Start();
+  gw::AdmitSandboxResponse plain, acme;
+  REQUIRE(g.Admit("sb-plain", &plain).ok());
+  REQUIRE(g.Admit("sb-acme", &acme, {{"tenant_id", "acme"}}).ok());
+  CHECK(plain.policy_digest() == osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(Example("github.yaml"))));
+  CHECK(acme.policy_digest() ==
+        osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml"))));
+  CHECK(g.Stop() == 0);
 }

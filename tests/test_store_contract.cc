@@ -7,8 +7,10 @@
 
 #include <thread>
 
+#include "builtin_driver/builtin_driver.h"
 #include "gateway/sandbox_registry.h"
 #include "policy/digest.h"
+#include "policy/policy_file.h"
 #include "store/open_store.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_support.h"
@@ -350,4 +352,84 @@ TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, 
   CHECK((*taken_over)[0].driver_handle == "dh-sb-b");
   REQUIRE(b->CompleteRelease((*taken_over)[0].id, Event("release")).ok());
   CHECK(b->PendingReleases()->empty());
+}
+
+TEST_CASE("store contract: text with a NUL byte is stored whole or refused, never cut", "[store][contract]") {
+  // Regression (issue 25.8): libpq sends text parameters NUL-terminated, so PostgreSQL kept an event's
+  // surface cut at the NUL while the chain had hashed it whole — `audit verify` failed for good — and a
+  // driver handle was kept cut (refresh and release then used another handle).
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  const std::string url = backend.url(dir);
+  auto store = Open(url);
+  AuditEvent event = Event("refusal");
+  event.surface_id = std::string("openshell.sandbox.v1\0evil", 25);
+  event.reason = std::string("reason\0tail", 11);
+  const absl::Status appended = store->AppendAudit(event);
+  auto record = Sandbox(*store, "sb-1", "handle-1", "body-a");
+  record.driver_handle = std::string("dh\0cut", 6);
+  const absl::Status inserted = store->InsertSandbox(record, Event("admission"));
+  for (const absl::Status* status : {&appended, &inserted}) {
+    INFO(status->ToString());
+    CHECK((status->ok() || absl::IsInvalidArgument(*status)));
+  }
+  auto events = store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  if (appended.ok()) {
+    REQUIRE(!events->empty());
+    CHECK(events->front().surface_id == event.surface_id);
+    CHECK(events->front().reason == event.reason);
+  }
+  CheckChain(*store, events->size());  // whatever was kept hashes as written
+  auto loaded = store->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  if (inserted.ok()) {
+    REQUIRE(loaded->size() == 1);
+    CHECK((*loaded)[0].driver_handle == record.driver_handle);
+  } else {
+    CHECK(loaded->empty());
+  }
+  // Reopened from disk: still whole.
+  store.reset();
+  store = Open(url);
+  CheckChain(*store, events->size());
+}
+
+TEST_CASE("builtin driver: a scope another replica changed that cannot be re-read is UNAVAILABLE, not no_verified_policy",
+          "[store][postgres]") {
+  // Issue 25.1: with the database down, the builtin driver must not answer as if no policy existed.
+  osh::test::PgCluster cluster;
+  const std::string url = cluster.CreateDatabase();
+  auto writer = Open(url);   // "replica A"
+  auto reader = Open(url);   // "replica B"
+  auto a = osh::builtin_driver::BuiltinDriver::Create(writer.get(), std::nullopt);
+  REQUIRE(a.ok());
+  auto b = osh::builtin_driver::BuiltinDriver::Create(reader.get(), std::nullopt);
+  REQUIRE(b.ok());
+  openshell::policy::gateway::v1::SetPolicyRequest set;
+  set.set_scope("tenant:acme");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  auto set_status = (*a)->SetPolicy(set);
+  INFO(set_status.status());
+  REQUIRE(set_status.ok());
+  openshell::policy::driver::v1::RuntimeContext context;
+  context.set_sandbox_id("sb-1");
+  context.set_user_subject("alice");
+  (*context.mutable_attributes())["tenant_id"] = "acme";
+  auto handle = (*b)->AcquireHandle(context);
+  REQUIRE(handle.ok());
+  cluster.StopServer();
+  CHECK_FALSE((*b)->ReloadScope("tenant:acme").ok());  // the feed told B; the store cannot answer
+  auto during = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
+  INFO(during.status());
+  CHECK(absl::IsUnavailable(during.status()));
+  cluster.StartServer();
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {  // the store reconnects
+    auto after = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
+    served = after.ok() && after->has_projection();
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(served);
 }

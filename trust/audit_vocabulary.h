@@ -20,13 +20,14 @@ inline constexpr char kDriverUp[] = "driver_up";
 inline constexpr char kDriverDown[] = "driver_down";
 inline constexpr char kTrustStoreReload[] = "trust_store_reload";
 inline constexpr char kCeilingSet[] = "ceiling_set";
+inline constexpr char kAuthenticationFailures[] = "authentication_failures";
 }  // namespace type
 
 // Every event type, in docs/audit.md's order.
 inline constexpr const char* kAllTypes[] = {
     type::kAdmission, type::kRefusal,  type::kRefresh,         type::kReprojection, type::kReverificationFailed,
     type::kDeletion,  type::kRelease,  type::kMutation,        type::kMutationRefused, type::kReport,
-    type::kDriverUp,  type::kDriverDown, type::kTrustStoreReload, type::kCeilingSet};
+    type::kDriverUp,  type::kDriverDown, type::kTrustStoreReload, type::kCeilingSet, type::kAuthenticationFailures};
 
 namespace outcome {
 inline constexpr char kOk[] = "ok";

@@ -1,0 +1,61 @@
+// Accepts the gateway's TCP connections (sandbox_listen, admin_listen) itself and relays each, byte for
+// byte, to the gRPC server's TLS listener on a private Unix socket. gRPC 1.51 offers no way to hand it an
+// accepted descriptor with TLS (grpc_server_add_channel_from_fd is insecure-only), and its own TCP
+// listener stops accepting for good after one EMFILE — 20k idle connections killed a listener until a
+// restart. Here, as UnixAcceptor does for the Unix sockets:
+//   - open connections are capped (`max_connections`; each costs three descriptors: two here, one in
+//     gRPC); at the cap the front pauses — the kernel's backlog holds new ones — and resumes as they close;
+//   - one peer address holds at most `max_per_peer` of them; a connection past its share is closed at once;
+//   - one peer address sends at most `max_bytes_per_peer_per_s` (reading pauses, never drops);
+//   - an accept that fails for lack of descriptors is retried, never fatal;
+//   - the port is bound with SO_REUSEADDR only: a port another process serves is an error at Bind, never
+//     shared (gRPC's own listener sets SO_REUSEPORT, and the kernel split connections between gateways).
+// TLS and HTTP/2 stay gRPC's (never parsed here); gRPC's handshake timeout and idle timeout close a
+// connection that does not get on, and the relay follows (a close on either side closes both).
+// Thread-safe; one thread of its own.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace osh::gateway {
+
+class TcpFront {
+ public:
+  struct Options {
+    size_t max_connections = 1024;
+    size_t max_per_peer = 256;  // connections one peer address may hold open; 0: no share beyond the cap
+    // Bytes a second one peer address may send, over all its connections (a token bucket holding one
+    // second's worth, 64 KiB at least); 0: unlimited. Past it the front stops reading from that peer until
+    // the bucket refills: TCP's own flow control then slows the sender. gRPC 1.51 holds on to every stream a
+    // client opens and resets at once (HTTP/2 "rapid reset") until its handler has run, so the rate at which
+    // a peer can open streams must be bounded before gRPC sees them.
+    size_t max_bytes_per_peer_per_s = 0;
+    std::function<void(bool accepting)> on_state;  // called from the front's thread; may be empty
+  };
+  // Binds and listens on `listen` ("host:port", "[v6]:port"; port 0 picks a free one). INVALID_ARGUMENT for
+  // a malformed address, FAILED_PRECONDITION naming it when it is in use or not this host's.
+  static absl::StatusOr<std::unique_ptr<TcpFront>> Bind(const std::string& listen);
+  ~TcpFront();  // stops accepting, closes every relayed connection and the listening socket
+  TcpFront(const TcpFront&) = delete;
+  TcpFront& operator=(const TcpFront&) = delete;
+
+  // "host:port" as bound (the port gRPC clients dial).
+  const std::string& address() const { return address_; }
+  // Starts relaying accepted connections to the Unix socket `backend` (a gRPC server listens there).
+  // Call once.
+  absl::Status Start(const std::string& backend, Options options);
+  size_t open_connections() const;
+
+ private:
+  class Loop;
+  TcpFront(int listen_fd, std::string address);
+  const int listen_fd_;
+  const std::string address_;
+  std::unique_ptr<Loop> loop_;
+};
+
+}  // namespace osh::gateway
