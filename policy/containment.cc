@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <new>
 #include <optional>
 #include <vector>
 
@@ -55,9 +56,9 @@ std::optional<std::string> UnmodelledRuleField(const RuleT& rule) {
   return std::nullopt;
 }
 
-std::optional<std::string> GlobProblem(absl::string_view pattern, char delimiter, int globstar_min) {
+std::optional<std::string> GlobProblem(absl::string_view pattern, char delimiter) {
   if (pattern == "**" && delimiter == '/') return std::nullopt;
-  auto glob = Glob::Parse(pattern, delimiter, globstar_min);
+  auto glob = Glob::Parse(pattern, delimiter);
   if (!glob.ok()) return std::string(glob.status().message());
   return std::nullopt;
 }
@@ -69,7 +70,7 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
     for (int b = 0; b < entry.binaries_size(); ++b) {
       const std::string& path = entry.binaries(b).path();
       if (path.find('*') == std::string::npos) continue;
-      if (auto problem = GlobProblem(path, '/', 0)) {
+      if (auto problem = GlobProblem(path, '/')) {
         return absl::StrCat(which, " network_policies.", key, ".binaries[", b, "]: ", *problem);
       }
     }
@@ -89,17 +90,17 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
                             "' (only enforced REST is decided)");
       }
       if (!ep.path().empty()) {
-        if (auto problem = GlobProblem(ep.path(), '/', 0)) return absl::StrCat(where, ".path: ", *problem);
+        if (auto problem = GlobProblem(ep.path(), '/')) return absl::StrCat(where, ".path: ", *problem);
       }
       for (int r = 0; r < ep.rules_size(); ++r) {
         const L7Allow& allow = ep.rules(r).allow();
         if (auto field = UnmodelledRuleField(allow)) return absl::StrCat(where, ".rules[", r, "]: ", *field);
-        if (auto problem = GlobProblem(allow.path(), '/', 0)) return absl::StrCat(where, ".rules[", r, "]: ", *problem);
+        if (auto problem = GlobProblem(allow.path(), '/')) return absl::StrCat(where, ".rules[", r, "]: ", *problem);
       }
       for (int r = 0; r < ep.deny_rules_size(); ++r) {
         const L7DenyRule& deny = ep.deny_rules(r);
         if (auto field = UnmodelledRuleField(deny)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *field);
-        if (auto problem = GlobProblem(deny.path(), '/', 0)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *problem);
+        if (auto problem = GlobProblem(deny.path(), '/')) return absl::StrCat(where, ".deny_rules[", r, "]: ", *problem);
       }
     }
   }
@@ -166,7 +167,7 @@ struct PathPattern {
     if (pattern == "**") {
       p.all = true;
     } else {
-      p.glob = std::make_shared<const Glob>(*Glob::Parse(pattern, '/', 0));  // FindUnmodelled refused bad ones
+      p.glob = std::make_shared<const Glob>(*Glob::Parse(pattern, '/'));  // FindUnmodelled refused bad ones
     }
     return p;
   }
@@ -249,7 +250,7 @@ class PolicyIndex {
           entry.exact_binaries.insert(b.path());
           binary_instances.push_back(b.path());
         } else {
-          entry.glob_binaries.push_back(*Glob::Parse(b.path(), '/', 0));
+          entry.glob_binaries.push_back(*Glob::Parse(b.path(), '/'));
           binary_instances.push_back(entry.glob_binaries.back().Instance("oshw", "oshw"));
         }
       }
@@ -260,7 +261,7 @@ class PolicyIndex {
         CeilingEndpoint out;
         out.entry = e;
         out.host = absl::AsciiStrToLower(ep.host());
-        if (out.host.find('*') != std::string::npos) out.host_glob = *Glob::Parse(out.host, '.', 1);
+        if (out.host.find('*') != std::string::npos) out.host_glob = *Glob::Parse(out.host, '.');
         out.ports = Ports(ep);
         out.rest = ep.protocol() == "rest";
         if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
@@ -424,7 +425,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
     std::vector<std::pair<std::string, std::shared_ptr<const Glob>>> binaries;
     for (const auto& binary : entry.binaries()) {
       std::shared_ptr<const Glob> glob;
-      if (binary.path().find('*') != std::string::npos) glob = std::make_shared<const Glob>(*Glob::Parse(binary.path(), '/', 0));
+      if (binary.path().find('*') != std::string::npos) glob = std::make_shared<const Glob>(*Glob::Parse(binary.path(), '/'));
       binaries.emplace_back(binary.path(), std::move(glob));
     }
     for (int i = 0; i < entry.endpoints_size(); ++i) {
@@ -436,7 +437,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
       }
       const std::string host = absl::AsciiStrToLower(ep.host());
       std::shared_ptr<const Glob> host_glob;
-      if (host.find('*') != std::string::npos) host_glob = std::make_shared<const Glob>(*Glob::Parse(host, '.', 1));
+      if (host.find('*') != std::string::npos) host_glob = std::make_shared<const Glob>(*Glob::Parse(host, '.'));
       for (const auto& [binary, binary_glob] : binaries) {
         for (uint32_t port : Ports(ep)) {
           Grant base;
@@ -562,11 +563,57 @@ std::optional<std::string> FindWitness(const Grant& grant, const EgressPolicy& c
   return std::nullopt;
 }
 
+// A candidate endpoint that carries REST controls scoped by a `path` is not decided by a ceiling
+// endpoint that can serve the same host:port without inspecting requests (no protocol): which L7
+// configuration upstream's relay selects for a request outside that path is chosen by the Rust side
+// (crates/openshell-supervisor-network/src/l7/mod.rs `endpoint_path_matches`, whose `/x/**` also takes
+// `/x`, unlike Rego's `path_matches`), so neither proof nor witness is sound there: containment_unknown.
+std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  for (const auto& key : SortedKeys(candidate)) {
+    const auto& entry = candidate.network_policies().at(key);
+    for (int i = 0; i < entry.endpoints_size(); ++i) {
+      const NetworkEndpoint& ep = entry.endpoints(i);
+      if (ep.path().empty()) continue;
+      const std::string host = absl::AsciiStrToLower(ep.host());
+      const std::vector<uint32_t> ports = Ports(ep);
+      for (const auto& ceiling_key : SortedKeys(ceiling)) {
+        const auto& ceiling_entry = ceiling.network_policies().at(ceiling_key);
+        for (int j = 0; j < ceiling_entry.endpoints_size(); ++j) {
+          const NetworkEndpoint& c = ceiling_entry.endpoints(j);
+          if (!c.protocol().empty()) continue;
+          const std::vector<uint32_t> cports = Ports(c);
+          const bool shared = std::any_of(ports.begin(), ports.end(), [&](uint32_t p) {
+            return std::find(cports.begin(), cports.end(), p) != cports.end();
+          });
+          if (!shared || !HostPatternsIntersect(absl::AsciiStrToLower(c.host()), host)) continue;
+          return absl::StrCat("candidate network_policies.", key, ".endpoints[", i, "] carries REST controls (path '",
+                              ep.path(), "') on a host:port that ceiling network_policies.", ceiling_key, ".endpoints[",
+                              j, "] allows without inspection (L4): an L4 ceiling endpoint does not decide it");
+        }
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
+static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate, const SandboxPolicy& ceiling);
+
+// No exception leaves the library: the work is bounded by validation's bounds, so only the allocator
+// can still throw, and then the answer fails closed (unknown is a refusal).
 ContainmentResult CheckContainment(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  try {
+    return CheckContainmentBounded(candidate, ceiling);
+  } catch (const std::bad_alloc&) {
+    return {Containment::kUnknown, "out of memory while checking containment"};
+  }
+}
+
+static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
+  if (auto what = PathScopedOverL4(candidate, ceiling)) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

@@ -8,7 +8,7 @@
 // `inside` only when proven for every intent, `outside` only with a concrete intent the candidate
 // allows and the ceiling refuses (named in the result), and `unknown` otherwise — including every
 // construct the check does not model (GraphQL, WebSocket, JSON-RPC, MCP, SQL, explicit tcp, query
-// matchers, allowed_ips, tls, non-enforced REST, glob syntax beyond * and **). Fail closed: unknown
+// matchers, allowed_ips, tls, non-enforced REST, glob syntax beyond *, ** and ?, a path-scoped REST endpoint over an L4 ceiling endpoint). Fail closed: unknown
 // is a refusal. Pure; thread-safe.
 #pragma once
 

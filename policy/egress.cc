@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <new>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -46,9 +47,9 @@ struct MaybeGlob {
   std::string unsupported;
   bool match_all = false;  // the REST path "**", which upstream matches without a glob
 
-  static MaybeGlob Of(absl::string_view pattern, char delimiter, int globstar_min) {
+  static MaybeGlob Of(absl::string_view pattern, char delimiter) {
     MaybeGlob out;
-    auto parsed = Glob::Parse(pattern, delimiter, globstar_min);
+    auto parsed = Glob::Parse(pattern, delimiter);
     if (parsed.ok()) {
       out.glob = std::move(*parsed);
     } else {
@@ -100,6 +101,37 @@ struct Entry {
   std::vector<std::string> glob_sources;
 };
 
+// Bounds on one intent (docs/decisions-and-ceilings.md, "Bounds"): beyond them the answer is
+// `unsupported`, never a guess, and matching work stays bounded (O(pattern × subject), both bounded).
+constexpr size_t kMaxIntentHost = 1024;
+constexpr size_t kMaxIntentPath = 8192;  // the executable, each ancestor, the request path
+constexpr size_t kMaxIntentAncestors = 256;
+constexpr size_t kMaxIntentQueryValues = 1024;  // query values in all
+
+std::optional<std::string> IntentTooLarge(const EgressIntent& intent) {
+  if (intent.host.size() > kMaxIntentHost) return absl::StrCat("the host is longer than ", kMaxIntentHost, " bytes");
+  if (intent.binary.size() > kMaxIntentPath) return absl::StrCat("the binary path is longer than ", kMaxIntentPath, " bytes");
+  if (intent.ancestors.size() > kMaxIntentAncestors) return absl::StrCat("more than ", kMaxIntentAncestors, " ancestors");
+  for (const auto& a : intent.ancestors) {
+    if (a.size() > kMaxIntentPath) return absl::StrCat("an ancestor path is longer than ", kMaxIntentPath, " bytes");
+  }
+  if (intent.request) {
+    if (intent.request->path.size() > kMaxIntentPath || intent.request->method.size() > kMaxIntentPath) {
+      return absl::StrCat("the request method or path is longer than ", kMaxIntentPath, " bytes");
+    }
+    size_t values = 0;
+    for (const auto& [key, list] : intent.request->query) {
+      values += list.size() + 1;
+      if (key.size() > kMaxIntentPath) return absl::StrCat("a query key is longer than ", kMaxIntentPath, " bytes");
+      for (const auto& v : list) {
+        if (v.size() > kMaxIntentPath) return absl::StrCat("a query value is longer than ", kMaxIntentPath, " bytes");
+      }
+    }
+    if (values > kMaxIntentQueryValues) return absl::StrCat("more than ", kMaxIntentQueryValues, " query keys and values");
+  }
+  return std::nullopt;
+}
+
 bool HasControl(absl::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
@@ -110,7 +142,7 @@ MaybeGlob RestPath(absl::string_view pattern) {
     all.match_all = true;
     return all;
   }
-  return MaybeGlob::Of(pattern, '/', 0);
+  return MaybeGlob::Of(pattern, '/');
 }
 
 Rule CompileRule(absl::string_view method, absl::string_view path,
@@ -124,8 +156,8 @@ Rule CompileRule(absl::string_view method, absl::string_view path,
   for (const auto& [key, matcher] : sorted) {
     QueryMatcher compiled;
     compiled.key = key;
-    if (!matcher->glob().empty()) compiled.patterns.push_back(MaybeGlob::Of(matcher->glob(), '.', 0));
-    for (const auto& any : matcher->any()) compiled.patterns.push_back(MaybeGlob::Of(any, '.', 0));
+    if (!matcher->glob().empty()) compiled.patterns.push_back(MaybeGlob::Of(matcher->glob(), '.'));
+    for (const auto& any : matcher->any()) compiled.patterns.push_back(MaybeGlob::Of(any, '.'));
     rule.query.push_back(std::move(compiled));
   }
   rule.label = std::move(label);
@@ -158,7 +190,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       if (binary.path().find('*') == std::string::npos) {
         entry.exact_binaries.insert(binary.path());
       } else {
-        entry.glob_binaries.push_back(MaybeGlob::Of(binary.path(), '/', 0));
+        entry.glob_binaries.push_back(MaybeGlob::Of(binary.path(), '/'));
         entry.glob_sources.push_back(binary.path());
       }
     }
@@ -170,9 +202,9 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       out.host = absl::AsciiStrToLower(ep.host());
       out.hostless = ep.host().empty();
       if (!out.hostless && out.host.find('*') != std::string::npos) {
-        auto glob = Glob::Parse(out.host, '.', 1);
+        auto glob = Glob::Parse(out.host, '.');
         if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
-        out.host_suffix = out.host.substr(out.host.rfind('*') + 1);
+        out.host_suffix = out.host.substr(out.host.find_last_of("*?") + 1);  // literal text only
       }
       if (ep.ports_size() > 0) {
         out.ports.assign(ep.ports().begin(), ep.ports().end());
@@ -308,11 +340,27 @@ EgressDecision EgressPolicy::Decide(const EgressIntent& intent) const {
 }
 
 void EgressPolicy::Decide(const EgressIntent& intent, EgressDecision* out) const {
+  // No exception leaves the library (issue 25, item 7): the work is bounded (see IntentTooLarge and the
+  // validation bounds), so only the allocator can still throw, and then the answer fails closed.
+  try {
+    DecideBounded(intent, out);
+  } catch (const std::bad_alloc&) {
+    out->matched_policy.clear();
+    out->rule.clear();
+    out->verdict = EgressVerdict::kUnsupported;
+    out->reason.assign("policy evaluation error: out of memory");
+  }
+}
+
+void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out) const {
   const Compiled& c = *compiled_;
   out->matched_policy.clear();
   out->endpoint.clear();
   out->rule.clear();
   out->reason.clear();
+  if (auto too_large = IntentTooLarge(intent)) {
+    return SetDecision(out, EgressVerdict::kUnsupported, absl::StrCat("the intent exceeds the evaluator's bounds: ", *too_large));
+  }
   if (c.entries.empty()) return SetDecision(out, EgressVerdict::kDeny, "network connections not allowed by policy");
   if (HasControl(intent.host) || HasControl(intent.binary) ||
       std::any_of(intent.ancestors.begin(), intent.ancestors.end(), [](const std::string& a) { return HasControl(a); })) {

@@ -66,6 +66,7 @@ class EgressPolicy {
 
  private:
   explicit EgressPolicy(std::unique_ptr<Compiled> compiled);
+  void DecideBounded(const EgressIntent& intent, EgressDecision* out) const;
   std::unique_ptr<Compiled> compiled_;
 };
 

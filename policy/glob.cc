@@ -1,21 +1,35 @@
 #include "policy/glob.h"
 
+#include <algorithm>
+
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace osh::policy {
 
+namespace {
+
+// One pattern character against one text character: a literal equals itself; `?` is any one character
+// (globset's `Any`), including the symbolic kAnyChar but not a symbolic run.
+bool CharMatches(char pattern, char text) {
+  if (pattern == '?') return text != kAnyRun;
+  return pattern == text && text != kAnyRun && text != kAnyChar;
+}
+
+}  // namespace
+
 bool SegmentMatches(absl::string_view pattern, absl::string_view text) {
-  // Iterative wildcard matching with one backtrack point: linear in practice, no allocation.
+  // Iterative wildcard matching with one backtrack point (the last `*`): O(|pattern| × |text|) at worst,
+  // no allocation, no recursion. Exact for `*` and `?`.
   size_t p = 0, t = 0, star = absl::string_view::npos, resume = 0;
   while (t < text.size()) {
     if (p < pattern.size() && pattern[p] == '*') {
       star = p++;
       resume = t;
-    } else if (p < pattern.size() && pattern[p] == text[t] && text[t] != kAnyRun) {
+    } else if (p < pattern.size() && CharMatches(pattern[p], text[t])) {
       ++p;
       ++t;
     } else if (star != absl::string_view::npos) {
@@ -29,32 +43,36 @@ bool SegmentMatches(absl::string_view pattern, absl::string_view text) {
   return p == pattern.size();
 }
 
-absl::StatusOr<Glob> Glob::Parse(absl::string_view pattern, char delimiter, int globstar_min) {
+absl::StatusOr<Glob> Glob::Parse(absl::string_view pattern, char delimiter) {
   Glob glob;
   glob.pattern_ = std::string(pattern);
   glob.delimiter_ = delimiter;
-  glob.globstar_min_ = globstar_min;
   for (char c : pattern) {
-    if (c == '?' || c == '[' || c == ']' || c == '{' || c == '}' || c == '<' || c == '>' || c == '\\') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unsupported glob '", pattern, "': '", std::string(1, c), "' is glob syntax outside the modelled language (only * and **)"));
+    if (c == '[' || c == ']' || c == '{' || c == '}' || c == '<' || c == '>' || c == '\\') {
+      return absl::InvalidArgumentError(absl::StrCat("unsupported glob '", pattern, "': '", std::string(1, c),
+                                                     "' is glob syntax outside the modelled language (*, ** and ?)"));
     }
-    if (c == kAnyRun || c == kAnySegments) {
+    if (c == kAnyRun || c == kAnySegments || c == kAnyChar || c == kSomeSegments) {
       return absl::InvalidArgumentError(absl::StrCat("unsupported glob '", pattern, "': control character"));
     }
   }
-  for (absl::string_view part : absl::StrSplit(pattern, delimiter)) {
-    Segment segment;
+  std::vector<absl::string_view> parts = absl::StrSplit(pattern, delimiter);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const absl::string_view part = parts[i];
     if (part == "**") {
-      segment.globstar = true;
       glob.has_wildcard_ = true;
-    } else {
-      if (part.find("**") != absl::string_view::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unsupported glob '", pattern, "': '**' must be a whole segment"));
-      }
-      if (part.find('*') != absl::string_view::npos) glob.has_wildcard_ = true;
-      segment.text = std::string(part);
+      // globset: a trailing `/**` is `RecursiveSuffix` (`/.*`, one segment or more) unless the whole
+      // pattern is `**` (`.*`); with `.` every `**` keeps a literal `.` beside it, so it needs one or more.
+      const bool one_or_more = delimiter != '/' || (i + 1 == parts.size() && parts.size() > 1);
+      glob.segments_.push_back({true, one_or_more, ""});
+      continue;
+    }
+    Segment segment;
+    // globset's `parse_star`: `**` that is not a whole segment is two `ZeroOrMore`, i.e. `*`.
+    for (char c : part) {
+      if (c == '*' && !segment.text.empty() && segment.text.back() == '*') continue;
+      segment.text.push_back(c);
+      if (c == '*' || c == '?') glob.has_wildcard_ = true;
     }
     glob.segments_.push_back(std::move(segment));
   }
@@ -62,23 +80,52 @@ absl::StatusOr<Glob> Glob::Parse(absl::string_view pattern, char delimiter, int 
   return glob;
 }
 
-template <typename Parts, typename Memo>
-bool Glob::MatchFrom(size_t pattern_at, const Parts& text, size_t text_at, Memo& memo) const {
-  const size_t width = text.size() + 1;
-  signed char& cached = memo[pattern_at * width + text_at];
-  if (cached >= 0) return cached != 0;
-  bool result = false;
-  if (pattern_at == segments_.size()) {
-    result = text_at == text.size();
-  } else if (segments_[pattern_at].globstar) {
-    for (size_t take = static_cast<size_t>(globstar_min_); text_at + take <= text.size() && !result; ++take) {
-      result = MatchFrom(pattern_at + 1, text, text_at + take, memo);
+namespace {
+
+bool IsSymbolicSegments(absl::string_view part) {
+  return part.size() == 1 && (part[0] == kAnySegments || part[0] == kSomeSegments);
+}
+
+}  // namespace
+
+template <typename Parts>
+bool Glob::MatchParts(const Parts& text) const {
+  // reach[j]: the segments seen so far match text[0, j). Two rows, no recursion.
+  const size_t n = text.size();
+  absl::InlinedVector<char, 64> reach(n + 1, 0), next(n + 1, 0);
+  reach[0] = 1;
+  for (const Segment& segment : segments_) {
+    bool any = false;
+    if (segment.globstar && !segment.some) {
+      char seen = 0;  // reach[0..j]
+      for (size_t j = 0; j <= n; ++j) {
+        seen |= reach[j];
+        next[j] = seen;
+        any |= seen != 0;
+      }
+    } else if (segment.globstar) {
+      // One or more: some j < j' reached, with a part in [j, j') that is surely a segment (concrete or
+      // kSomeSegments; a kAnySegments part may stand for none).
+      char seen = 0, sure = 0;  // reach[0..j'-1], and reach[0..p] for the last sure part p < j'
+      for (size_t j = 0; j <= n; ++j) {
+        next[j] = sure;
+        any |= sure != 0;
+        if (j == n) break;
+        seen |= reach[j];
+        if (text[j] != absl::string_view(&kAnySegments, 1)) sure = seen;
+      }
+    } else {
+      next[0] = 0;
+      for (size_t j = 0; j < n; ++j) {
+        const bool ok = reach[j] && !IsSymbolicSegments(text[j]) && SegmentMatches(segment.text, text[j]);
+        next[j + 1] = ok ? 1 : 0;
+        any |= ok;
+      }
     }
-  } else if (text_at < text.size() && text[text_at] != absl::string_view(&kAnySegments, 1)) {
-    result = SegmentMatches(segments_[pattern_at].text, text[text_at]) && MatchFrom(pattern_at + 1, text, text_at + 1, memo);
+    if (!any) return false;
+    std::swap(reach, next);
   }
-  cached = result ? 1 : 0;
-  return result;
+  return reach[n] != 0;
 }
 
 bool Glob::Matches(absl::string_view text) const {
@@ -86,8 +133,7 @@ bool Glob::Matches(absl::string_view text) const {
   // Inline storage: no heap allocation for hosts, paths and binaries of ordinary size.
   absl::InlinedVector<absl::string_view, 16> parts;
   for (absl::string_view part : absl::StrSplit(text, delimiter_)) parts.push_back(part);
-  absl::InlinedVector<signed char, 512> memo((segments_.size() + 1) * (parts.size() + 1), -1);
-  return MatchFrom(0, parts, 0, memo);
+  return MatchParts(parts);
 }
 
 std::string Glob::BuildSymbolic() const {
@@ -95,10 +141,10 @@ std::string Glob::BuildSymbolic() const {
   for (size_t i = 0; i < segments_.size(); ++i) {
     if (i > 0) out.push_back(delimiter_);
     if (segments_[i].globstar) {
-      out.push_back(kAnySegments);
+      out.push_back(segments_[i].some ? kSomeSegments : kAnySegments);
       continue;
     }
-    for (char c : segments_[i].text) out.push_back(c == '*' ? kAnyRun : c);
+    for (char c : segments_[i].text) out.push_back(c == '*' ? kAnyRun : c == '?' ? kAnyChar : c);
   }
   return out;
 }
@@ -107,18 +153,19 @@ std::string Glob::Instance(absl::string_view run, absl::string_view segments) co
   std::string out;
   bool first = true;
   for (const Segment& segment : segments_) {
-    if (segment.globstar && segments.empty() && globstar_min_ == 0) continue;
+    if (segment.globstar && segments.empty() && !segment.some) continue;
     if (!first) out.push_back(delimiter_);
     first = false;
     if (segment.globstar) {
-      out.append(segments.empty() ? run.data() : segments.data(), segments.empty() ? run.size() : segments.size());
+      const absl::string_view fill = segments.empty() ? run : segments;
+      out.append(fill.data(), fill.size());
       continue;
     }
     for (char c : segment.text) {
       if (c == '*') {
         out.append(run.data(), run.size());
       } else {
-        out.push_back(c);
+        out.push_back(c == '?' ? 'q' : c);
       }
     }
   }
@@ -127,77 +174,94 @@ std::string Glob::Instance(absl::string_view run, absl::string_view segments) co
 
 namespace {
 
-// Whether two `*`-patterns of one segment share a string. When both sides are at a `*`, letting one
-// of them end first loses no common string.
+// Whether two `*`/`?` patterns of one segment share a string. Reachability over (i, j) prefix pairs,
+// row by row: when both sides are at a `*`, letting one of them end first loses no common string.
 bool StarPatternsIntersect(absl::string_view a, absl::string_view b) {
-  std::vector<signed char> memo((a.size() + 1) * (b.size() + 1), -1);
-  auto at = [&](auto&& self, size_t i, size_t j) -> bool {
-    signed char& cached = memo[i * (b.size() + 1) + j];
-    if (cached >= 0) return cached != 0;
-    bool result;
-    if (i == a.size() && j == b.size()) {
-      result = true;
-    } else if (i < a.size() && a[i] == '*') {
-      result = self(self, i + 1, j) || (j < b.size() && self(self, i, j + 1));
-    } else if (j < b.size() && b[j] == '*') {
-      result = self(self, i, j + 1) || (i < a.size() && self(self, i + 1, j));
-    } else {
-      result = i < a.size() && j < b.size() && a[i] == b[j] && self(self, i + 1, j + 1);
+  const size_t na = a.size(), nb = b.size();
+  std::vector<char> row(nb + 1, 0), next(nb + 1, 0);
+  row[0] = 1;
+  for (size_t i = 0; i <= na; ++i) {
+    std::fill(next.begin(), next.end(), 0);
+    for (size_t j = 0; j <= nb; ++j) {
+      if (!row[j]) continue;
+      if (i < na && a[i] == '*') {
+        next[j] = 1;
+        if (j < nb) row[j + 1] = 1;
+      } else if (j < nb && b[j] == '*') {
+        row[j + 1] = 1;
+        if (i < na) next[j] = 1;
+      } else if (i < na && j < nb && (a[i] == b[j] || a[i] == '?' || b[j] == '?')) {
+        next[j + 1] = 1;
+      }
     }
-    cached = result ? 1 : 0;
-    return result;
-  };
-  return at(at, 0, 0);
+    if (i == na) return row[nb] != 0;
+    std::swap(row, next);
+  }
+  return false;
 }
 
 }  // namespace
 
-bool Glob::SegmentsIntersect(size_t a, const Glob& other, size_t b, std::vector<signed char>& memo) const {
-  signed char& cached = memo[a * (other.segments_.size() + 1) + b];
-  if (cached >= 0) return cached != 0;
-  bool result = false;
-  const size_t na = segments_.size(), nb = other.segments_.size();
-  if (a == na && b == nb) {
-    result = true;
-  } else if (a < na && segments_[a].globstar) {
-    // A globstar ends here, or covers one more segment of the other side.
-    result = SegmentsIntersect(a + 1, other, b, memo) || (b < nb && SegmentsIntersect(a, other, b + 1, memo));
-  } else if (b < nb && other.segments_[b].globstar) {
-    result = SegmentsIntersect(a, other, b + 1, memo) || (a < na && SegmentsIntersect(a + 1, other, b, memo));
-  } else if (a < na && b < nb) {
-    result = StarPatternsIntersect(segments_[a].text, other.segments_[b].text) &&
-             SegmentsIntersect(a + 1, other, b + 1, memo);
-  }
-  cached = result ? 1 : 0;
-  return result;
-}
-
 bool Glob::Intersects(const Glob& other) const {
   if (!has_wildcard_) return other.Matches(pattern_);
   if (!other.has_wildcard_) return Matches(other.pattern_);
-  std::vector<signed char> memo((segments_.size() + 1) * (other.segments_.size() + 1), -1);
-  return SegmentsIntersect(0, other, 0, memo);
+  // reach(i, j): some string matches both segments_[0, i) and other.segments_[0, j). Every step moves
+  // to (i+1, j), (i, j+1) or (i+1, j+1), so rows in order settle it with two rows of memory.
+  // A globstar that needs a segment is `*` then a zero-or-more globstar: the same language.
+  auto expand = [](const std::vector<Segment>& in) {
+    std::vector<Segment> out;
+    out.reserve(in.size());
+    for (const Segment& s : in) {
+      if (s.globstar && s.some) out.push_back({false, false, "*"});
+      out.push_back(s.globstar ? Segment{true, false, ""} : s);
+    }
+    return out;
+  };
+  const std::vector<Segment> a = expand(segments_), b = expand(other.segments_);
+  const size_t na = a.size(), nb = b.size();
+  std::vector<char> row(nb + 1, 0), next(nb + 1, 0);
+  row[0] = 1;
+  for (size_t i = 0; i <= na; ++i) {
+    std::fill(next.begin(), next.end(), 0);
+    for (size_t j = 0; j <= nb; ++j) {
+      if (!row[j]) continue;
+      if (i < na && a[i].globstar) {
+        next[j] = 1;                   // the globstar ends here
+        if (j < nb) row[j + 1] = 1;    // or covers one more segment of the other side
+      } else if (j < nb && b[j].globstar) {
+        row[j + 1] = 1;
+        if (i < na) next[j] = 1;
+      } else if (i < na && j < nb && StarPatternsIntersect(a[i].text, b[j].text)) {
+        next[j + 1] = 1;
+      }
+    }
+    if (i == na) return row[nb] != 0;
+    std::swap(row, next);
+  }
+  return false;
 }
 
-// Whether two labels of host patterns (literal, "*", "**", or one '*' inside) share a concrete label.
-static bool LabelsIntersect(absl::string_view a, absl::string_view b) {
-  const bool a_wild = a.find('*') != absl::string_view::npos;
-  const bool b_wild = b.find('*') != absl::string_view::npos;
+namespace {
+
+// Whether two labels of host patterns share a concrete label. A label of a host without `*` is literal
+// (its `?` is a plain character); otherwise `*` and `?` are wildcards.
+bool LabelsIntersect(absl::string_view a, bool a_glob, absl::string_view b, bool b_glob) {
+  const bool a_wild = a_glob && a.find_first_of("*?") != absl::string_view::npos;
+  const bool b_wild = b_glob && b.find_first_of("*?") != absl::string_view::npos;
   if (!a_wild && !b_wild) return a == b;
   if (!a_wild) return SegmentMatches(b, a);
   if (!b_wild) return SegmentMatches(a, b);
-  const size_t as = a.find('*'), bs = b.find('*');
-  const absl::string_view ap = a.substr(0, as), bp = b.substr(0, bs);
-  const absl::string_view ax = a.substr(a.rfind('*') + 1), bx = b.substr(b.rfind('*') + 1);
-  const bool prefixes = absl::StartsWith(ap, bp) || absl::StartsWith(bp, ap);
-  const bool suffixes = absl::EndsWith(ax, bx) || absl::EndsWith(bx, ax);
-  return prefixes && suffixes;
+  return StarPatternsIntersect(a, b);
 }
+
+}  // namespace
 
 // Whether two valid host patterns (lower-cased) match a common host. A leading "**" covers one or
 // more labels, so the patterns are compared label by label from the right.
 bool HostPatternsIntersect(absl::string_view a, absl::string_view b) {
-  if (a.find('*') == absl::string_view::npos && b.find('*') == absl::string_view::npos) return a == b;
+  const bool a_glob = a.find('*') != absl::string_view::npos;
+  const bool b_glob = b.find('*') != absl::string_view::npos;
+  if (!a_glob && !b_glob) return a == b;
   std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
   const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
   if (a_deep) la.erase(la.begin());
@@ -207,7 +271,7 @@ bool HostPatternsIntersect(absl::string_view a, absl::string_view b) {
   if (b_deep && !a_deep && la.size() < lb.size() + 1) return false;
   const size_t common = std::min(la.size(), lb.size());
   for (size_t i = 1; i <= common; ++i) {
-    if (!LabelsIntersect(la[la.size() - i], lb[lb.size() - i])) return false;
+    if (!LabelsIntersect(la[la.size() - i], a_glob, lb[lb.size() - i], b_glob)) return false;
   }
   return true;
 }

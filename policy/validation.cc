@@ -26,6 +26,21 @@ constexpr size_t kMaxPathLength = 4096;
 constexpr size_t kMaxPaths = 256;
 constexpr size_t kMaxMiddlewares = 10;
 
+// Bounds on what one policy may ask the evaluator to hold (issue 25, item 7). They are ours, not
+// upstream's: each keeps the work of matching, containment and the ambiguity check bounded, so a policy
+// that exceeds one can never be stored, admitted or evaluated. docs/decisions-and-ceilings.md
+// ("Bounds") lists them; a change here is a change there.
+constexpr size_t kMaxPolicyBytes = 4 << 20;     // the serialized policy
+constexpr size_t kMaxRules = 1024;              // network_policies entries
+constexpr size_t kMaxEndpoints = 1024;          // endpoints, in all entries together
+constexpr size_t kMaxBinaries = 1024;           // binaries, in all entries together
+constexpr size_t kMaxPortsPerEndpoint = 256;    // `ports` of one endpoint
+constexpr size_t kMaxL7RulesPerEndpoint = 256;  // `rules` plus `deny_rules` of one endpoint
+constexpr size_t kMaxMatchersPerRule = 64;      // `query` plus `params` keys of one rule, and `any` entries of one matcher
+constexpr size_t kMaxHostLength = 253;          // a DNS name's longest text form
+constexpr size_t kMaxGlobLength = 4096;         // a binary path, endpoint or rule path, method, or query glob
+constexpr size_t kMaxGlobSegments = 256;        // '/'-separated segments of a binary path or REST path
+
 const std::set<std::string, std::less<>> kProtocols = {"", "tcp", "rest", "websocket", "graphql",
                                                        "sql", "json-rpc", "mcp"};
 const std::set<std::string, std::less<>> kL7Protocols = {"rest", "websocket", "graphql", "sql",
@@ -60,7 +75,12 @@ std::optional<std::string> CheckRunAs(absl::string_view value) {
   return absl::StrCat("must be empty, 'sandbox' or a numeric id, got ", Quote(value));
 }
 
+// Upstream's host rules: crates/openshell-supervisor-network/src/l7/mod.rs `validate_host_wildcard` and
+// crates/openshell-policy/src/lib.rs (`TldWildcard`, `InvalidHostWildcard`). Only `*` makes a host a
+// glob there; `?` is accepted (Rego globs it, one character inside a label, when the host also has a
+// `*`; otherwise the host is compared exactly), so it is valid here too.
 std::optional<std::string> CheckHost(absl::string_view host) {
+  if (host.size() > kMaxHostLength) return absl::StrCat("longer than ", kMaxHostLength, " characters");
   if (host == "*" || host == "**") return "a bare wildcard host is refused";
   std::vector<absl::string_view> labels = absl::StrSplit(host, '.');
   bool wildcard = false;
@@ -68,7 +88,7 @@ std::optional<std::string> CheckHost(absl::string_view host) {
     absl::string_view label = labels[i];
     if (label.empty()) return absl::StrCat("empty label in ", Quote(host));
     for (char c : label) {
-      if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '*')) {
+      if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '*' || c == '?')) {
         return absl::StrCat("invalid character '", std::string(1, c), "' in ", Quote(host));
       }
     }
@@ -117,6 +137,66 @@ std::optional<std::string> CheckIpOrCidr(absl::string_view entry) {
   return std::nullopt;
 }
 
+// A glob's size: at most kMaxGlobLength characters and, split at `delimiter`, kMaxGlobSegments segments.
+std::optional<std::string> CheckGlobSize(absl::string_view glob, char delimiter) {
+  if (glob.size() > kMaxGlobLength) return absl::StrCat("longer than ", kMaxGlobLength, " characters");
+  if (static_cast<size_t>(std::count(glob.begin(), glob.end(), delimiter)) + 1 > kMaxGlobSegments) {
+    return absl::StrCat("more than ", kMaxGlobSegments, " '", std::string(1, delimiter), "'-separated segments");
+  }
+  return std::nullopt;
+}
+
+bool IsIpLiteral(absl::string_view host) {
+  std::string text(host);
+  if (text.size() > 2 && text.front() == '[' && text.back() == ']') text = text.substr(1, text.size() - 2);
+  unsigned char buf[16];
+  return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+// A query (or params) matcher: upstream's `validate_matcher_value` (crates/openshell-supervisor-network/
+// src/l7/mod.rs) refuses `any: []` ("list must not be empty") and `glob` together with `any`; a matcher
+// with neither matches no value at runtime (`query_value_matches` needs a non-empty glob or any).
+template <typename Matchers>
+std::optional<Violation> CheckMatchers(const Matchers& matchers, const std::string& path) {
+  std::vector<std::string> keys;
+  for (const auto& [key, matcher] : matchers) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  for (const auto& key : keys) {
+    const auto& matcher = matchers.at(key);
+    const std::string where = absl::StrCat(path, ".", key);
+    if (!matcher.glob().empty() && matcher.any_size() > 0) {
+      return Violation{where, "a matcher cannot specify both `glob` and `any`"};
+    }
+    if (matcher.glob().empty() && matcher.any_size() == 0) {
+      return Violation{where + ".any", "list must not be empty (a matcher needs `glob` or a non-empty `any`)"};
+    }
+    if (static_cast<size_t>(matcher.any_size()) > kMaxMatchersPerRule) {
+      return Violation{where + ".any", absl::StrCat("at most ", kMaxMatchersPerRule, " patterns")};
+    }
+    if (auto error = CheckGlobSize(matcher.glob(), '.')) return Violation{where + ".glob", *error};
+    for (int i = 0; i < matcher.any_size(); ++i) {
+      if (matcher.any(i).empty()) return Violation{absl::StrCat(where, ".any[", i, "]"), "may not be empty"};
+      if (auto error = CheckGlobSize(matcher.any(i), '.')) return Violation{absl::StrCat(where, ".any[", i, "]"), *error};
+    }
+  }
+  return std::nullopt;
+}
+
+// The size bounds and matchers of one allow or deny rule.
+template <typename RuleT>
+std::optional<Violation> CheckRule(const RuleT& rule, const std::string& path) {
+  if (rule.method().size() > kMaxGlobLength) {
+    return Violation{path + ".method", absl::StrCat("longer than ", kMaxGlobLength, " characters")};
+  }
+  if (auto error = CheckGlobSize(rule.path(), '/')) return Violation{path + ".path", *error};
+  if (static_cast<size_t>(rule.query_size() + rule.params_size()) > kMaxMatchersPerRule) {
+    return Violation{path, absl::StrCat("at most ", kMaxMatchersPerRule, " query and params matchers")};
+  }
+  if (auto v = CheckMatchers(rule.query(), path + ".query")) return v;
+  if (auto v = CheckMatchers(rule.params(), path + ".params")) return v;
+  return std::nullopt;
+}
+
 std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::string& path) {
   auto at = [&](absl::string_view field) { return absl::StrCat(path, ".", field); };
   if (ep.host().empty()) {
@@ -124,8 +204,15 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
     if (ep.protocol() == "tcp") return Violation{at("host"), "a 'tcp' endpoint needs a host"};
   } else if (auto error = CheckHost(ep.host())) {
     return Violation{at("host"), *error};
+  } else if (ep.protocol() == "tcp" && IsIpLiteral(ep.host())) {
+    // Explicit tcp takes a DNS selector (crates/openshell-policy/src/lib.rs, the explicit-tcp host rules);
+    // an address belongs in allowed_ips.
+    return Violation{at("host"), "a 'tcp' endpoint's host must be a DNS name, not an IP literal (use allowed_ips)"};
   }
   if (ep.port() > 65535) return Violation{at("port"), "must be from 1 to 65535"};
+  if (static_cast<size_t>(ep.ports_size()) > kMaxPortsPerEndpoint) {
+    return Violation{at("ports"), absl::StrCat("at most ", kMaxPortsPerEndpoint, " ports")};
+  }
   for (int i = 0; i < ep.ports_size(); ++i) {
     if (ep.ports(i) < 1 || ep.ports(i) > 65535) {
       return Violation{absl::StrCat(path, ".ports[", i, "]"), "must be from 1 to 65535"};
@@ -154,6 +241,35 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   if (ep.protocol() == "sql" && ep.enforcement() == "enforce") {
     return Violation{at("enforcement"), "'sql' endpoints can only audit: enforcement 'enforce' is refused"};
   }
+  // Upstream's loader, crates/openshell-policy/src/l7_validate.rs `validate_l7_endpoint_semantics`
+  // (also crates/openshell-supervisor-network/src/l7/mod.rs `validate_l7_policies`):
+  //   rule 4: json-rpc requires explicit rules; rule 5: every other L7 protocol but mcp requires rules or
+  //   access; rule 6: mcp requires rules unless mcp.allow_all_known_mcp_methods.
+  const bool has_rules = ep.rules_size() > 0;
+  const bool has_access = !ep.access().empty();
+  //   rule 9: deny_rules require a base allow set (rules or access), except for mcp.
+  if (ep.deny_rules_size() > 0 && ep.protocol() != "mcp" && !has_rules && !has_access) {
+    return Violation{at("deny_rules"), "deny_rules require rules or access to define the base allow set"};
+  }
+  if (ep.protocol() == "json-rpc" && !has_rules) {
+    return Violation{at("rules"), "protocol json-rpc requires explicit rules with allow.method"};
+  }
+  if (l7 && ep.protocol() != "mcp" && ep.protocol() != "json-rpc" && !has_rules && !has_access) {
+    return Violation{at("rules"), "protocol requires rules or access to define allowed traffic"};
+  }
+  if (ep.protocol() == "mcp" && !has_rules && !has_access && !ep.mcp().allow_all_known_mcp_methods()) {
+    return Violation{at("rules"), "protocol mcp requires rules when mcp.allow_all_known_mcp_methods is false"};
+  }
+  // l7/mod.rs `validate_l7_policies`: "endpoint path must start with '/' or be '**'".
+  if (!ep.path().empty()) {
+    if (ep.path().front() != '/' && ep.path() != "**") {
+      return Violation{at("path"), absl::StrCat("must start with '/' or be '**', got ", Quote(ep.path()))};
+    }
+    if (auto error = CheckGlobSize(ep.path(), '/')) return Violation{at("path"), *error};
+  }
+  if (static_cast<size_t>(ep.rules_size() + ep.deny_rules_size()) > kMaxL7RulesPerEndpoint) {
+    return Violation{at("rules"), absl::StrCat("at most ", kMaxL7RulesPerEndpoint, " rules and deny_rules together")};
+  }
   for (int r = 0; r < ep.rules_size(); ++r) {
     const auto& allow = ep.rules(r).allow();
     if (allow.method().empty() && allow.path().empty() && allow.command().empty() && allow.query().empty() &&
@@ -161,6 +277,10 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
         allow.params().empty()) {
       return Violation{absl::StrCat(path, ".rules[", r, "].allow"), "a rule that names nothing allows nothing"};
     }
+    if (auto v = CheckRule(allow, absl::StrCat(path, ".rules[", r, "].allow"))) return v;
+  }
+  for (int r = 0; r < ep.deny_rules_size(); ++r) {
+    if (auto v = CheckRule(ep.deny_rules(r), absl::StrCat(path, ".deny_rules[", r, "]"))) return v;
   }
   for (int i = 0; i < ep.allowed_ips_size(); ++i) {
     if (auto error = CheckIpOrCidr(ep.allowed_ips(i))) {
@@ -170,9 +290,29 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   return std::nullopt;
 }
 
+// Sorted and without repeats, so two endpoints' ports are compared by one merge.
 std::vector<uint32_t> EffectivePorts(const NetworkEndpoint& ep) {
-  if (ep.ports_size() > 0) return {ep.ports().begin(), ep.ports().end()};
-  return {ep.port()};
+  std::vector<uint32_t> ports;
+  if (ep.ports_size() > 0) {
+    ports.assign(ep.ports().begin(), ep.ports().end());
+  } else {
+    ports.push_back(ep.port());
+  }
+  std::sort(ports.begin(), ports.end());
+  ports.erase(std::unique(ports.begin(), ports.end()), ports.end());
+  return ports;
+}
+
+bool SharePort(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
+  for (size_t i = 0, j = 0; i < a.size() && j < b.size();) {
+    if (a[i] == b[j]) return true;
+    if (a[i] < b[j]) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return false;
 }
 
 std::string TlsMode(absl::string_view tls) {
@@ -208,12 +348,17 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
     for (size_t j = i + 1; j < all.size(); ++j) {
       const Located& a = all[i];
       const Located& b = all[j];
-      const bool shared_port = std::any_of(a.ports.begin(), a.ports.end(), [&](uint32_t p) {
-        return std::find(b.ports.begin(), b.ports.end(), p) != b.ports.end();
-      });
-      if (!shared_port || a.host.empty() || b.host.empty() || !HostPatternsIntersect(a.host, b.host)) continue;
+      if (a.host.empty() || b.host.empty() || !SharePort(a.ports, b.ports) || !HostPatternsIntersect(a.host, b.host)) {
+        continue;
+      }
       std::string field, left, right;
-      if (TlsMode(a.ep->tls()) != TlsMode(b.ep->tls())) {
+      // An explicit `tcp` endpoint (native L4) beside one with the protocol omitted (the explicit proxy)
+      // on the same host:port: which transport applies would depend on order (upstream's
+      // crates/openshell-policy/src/ambiguity.rs refuses it with the other connection-level conflicts).
+      const bool a_tcp = a.ep->protocol() == "tcp", b_tcp = b.ep->protocol() == "tcp";
+      if ((a_tcp && b.ep->protocol().empty()) || (b_tcp && a.ep->protocol().empty())) {
+        field = "protocol", left = a.ep->protocol(), right = b.ep->protocol();
+      } else if (TlsMode(a.ep->tls()) != TlsMode(b.ep->tls())) {
         field = "tls", left = a.ep->tls(), right = b.ep->tls();
       } else if (AllowedIps(*a.ep) != AllowedIps(*b.ep)) {
         field = "allowed_ips", left = AllowedIps(*a.ep), right = AllowedIps(*b.ep);
@@ -263,6 +408,24 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
   if (auto error = CheckRunAs(policy.process().run_as_user())) return Violation{"process.run_as_user", *error};
   if (auto error = CheckRunAs(policy.process().run_as_group())) return Violation{"process.run_as_group", *error};
 
+  if (const size_t bytes = policy.ByteSizeLong(); bytes > kMaxPolicyBytes) {
+    return Violation{"network_policies", absl::StrCat("the policy is ", bytes, " bytes; at most ", kMaxPolicyBytes)};
+  }
+  if (static_cast<size_t>(policy.network_policies_size()) > kMaxRules) {
+    return Violation{"network_policies", absl::StrCat("at most ", kMaxRules, " entries")};
+  }
+  size_t endpoints = 0, binaries = 0;
+  for (const auto& [id, rule] : policy.network_policies()) {
+    endpoints += static_cast<size_t>(rule.endpoints_size());
+    binaries += static_cast<size_t>(rule.binaries_size());
+  }
+  if (endpoints > kMaxEndpoints) {
+    return Violation{"network_policies", absl::StrCat("at most ", kMaxEndpoints, " endpoints in all, got ", endpoints)};
+  }
+  if (binaries > kMaxBinaries) {
+    return Violation{"network_policies", absl::StrCat("at most ", kMaxBinaries, " binaries in all, got ", binaries)};
+  }
+
   // Map iteration order is unspecified; check rules in key order so the first violation is stable.
   std::vector<std::string> rule_ids;
   for (const auto& [id, rule] : policy.network_policies()) rule_ids.push_back(id);
@@ -277,6 +440,9 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
     for (int i = 0; i < rule.binaries_size(); ++i) {
       if (rule.binaries(i).path().empty()) {
         return Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), "may not be empty"};
+      }
+      if (auto error = CheckGlobSize(rule.binaries(i).path(), '/')) {
+        return Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), *error};
       }
     }
   }

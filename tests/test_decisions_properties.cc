@@ -78,8 +78,8 @@ SandboxPolicy RandomPolicy(std::mt19937& rng) {
   return policy;
 }
 
-std::string Fill(std::mt19937& rng, const std::string& pattern, char delimiter, int globstar_min) {
-  auto glob = osh::policy::Glob::Parse(pattern, delimiter, globstar_min);
+std::string Fill(std::mt19937& rng, const std::string& pattern, char delimiter) {
+  auto glob = osh::policy::Glob::Parse(pattern, delimiter);
   REQUIRE(glob.ok());
   const std::vector<std::string> runs = {"a", "acme", "tool", "", "api"};
   const std::string two = delimiter == '.' ? "x.y" : "x/y";
@@ -98,20 +98,20 @@ std::vector<EgressIntent> IntentsFrom(std::mt19937& rng, const SandboxPolicy& po
     const auto* entry = Pick(rng, entries).second;
     const auto& ep = entry->endpoints(std::uniform_int_distribution<int>(0, entry->endpoints_size() - 1)(rng));
     EgressIntent intent;
-    intent.host = Fill(rng, ep.host(), '.', 1);
+    intent.host = Fill(rng, ep.host(), '.');
     intent.port = ep.ports_size() > 0 ? ep.ports(0) : ep.port();
     const std::string& binary = entry->binaries(std::uniform_int_distribution<int>(0, entry->binaries_size() - 1)(rng)).path();
-    intent.binary = binary.find('*') == std::string::npos ? binary : Fill(rng, binary, '/', 0);
+    intent.binary = binary.find('*') == std::string::npos ? binary : Fill(rng, binary, '/');
     if (Chance(rng, 0.2)) std::swap(intent.binary, intent.ancestors.emplace_back("/usr/local/bin/launcher"));
     if (Chance(rng, 0.7)) {
       osh::policy::EgressRequest request;
       if (ep.rules_size() > 0 && Chance(rng, 0.8)) {
         const auto& allow = ep.rules(std::uniform_int_distribution<int>(0, ep.rules_size() - 1)(rng)).allow();
         request.method = allow.method() == "*" ? Pick(rng, kMethods) : allow.method();
-        request.path = allow.path() == "**" ? "/anything/at/all" : Fill(rng, allow.path(), '/', 0);
+        request.path = allow.path() == "**" ? "/anything/at/all" : Fill(rng, allow.path(), '/');
       } else {
         request.method = Pick(rng, kMethods);
-        request.path = Fill(rng, Pick(rng, kPaths) == "**" ? "/x" : Pick(rng, kPaths), '/', 0);
+        request.path = Fill(rng, Pick(rng, kPaths) == "**" ? "/x" : Pick(rng, kPaths), '/');
       }
       if (request.method == "*") request.method = "PATCH";
       if (Chance(rng, 0.1)) request.method = "HEAD";

@@ -67,7 +67,7 @@ TEST_CASE("policy file: JSON files load with line numbers too", "[policy][file]"
   const std::string json = R"({
   "version": 1,
   "filesystem_policy": {"include_workdir": true, "read_only": ["/usr"], "read_write": ["/tmp"]},
-  "network_policies": {"r": {"endpoints": [{"host": "a.example.com", "port": 443, "protocol": "rest"}]}}
+  "network_policies": {"r": {"endpoints": [{"host": "a.example.com", "port": 443, "protocol": "rest", "access": "full"}]}}
 })";
   auto policy = ParsePolicyText(json, "p.json");
   REQUIRE(policy.ok());

@@ -62,7 +62,9 @@ TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the fie
       {"port too big", Endpoint("{host: a.example.com, port: 70000}"), false, "endpoints[0].port: must be from 1 to 65535"},
       {"ports list", Endpoint("{host: a.example.com, ports: [80, 443]}"), true, ""},
       {"ports bad entry", Endpoint("{host: a.example.com, ports: [80, 0]}"), false, "endpoints[0].ports[1]: must be from 1 to 65535"},
-      {"protocol rest", Endpoint("{host: a.example.com, port: 443, protocol: rest}"), true, ""},
+      {"protocol rest", Endpoint("{host: a.example.com, port: 443, protocol: rest, access: read-only}"), true, ""},
+      // Upstream's loader (l7_validate.rs rule 5) refuses an L7 endpoint that allows nothing: issue 25, item 3.
+      {"protocol rest without rules or access", Endpoint("{host: a.example.com, port: 443, protocol: rest}"), false, "endpoints[0].rules: protocol requires rules or access"},
       {"protocol bad", Endpoint("{host: a.example.com, port: 443, protocol: http}"), false, "endpoints[0].protocol: unsupported protocol 'http'"},
       {"l7 rules need l7", Endpoint("{host: a.example.com, port: 443, rules: [{allow: {method: GET}}]}"), false, "endpoints[0].rules: L7 rules need an L7 protocol"},
       {"l7 deny rules need l7", Endpoint("{host: a.example.com, port: 443, protocol: tcp, deny_rules: [{method: GET}]}"), false, "endpoints[0].deny_rules: L7 rules need an L7 protocol"},

@@ -1,0 +1,348 @@
+// Issue 25, items 3 and 7: the policy library agrees with upstream's enforcer (its Rego and its glob
+// matcher, regorus/globset) and stays bounded on hostile input. Each case names the upstream rule.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+
+#include "policy/containment.h"
+#include "policy/egress.h"
+#include "policy/glob.h"
+#include "policy/policy_file.h"
+#include "policy/validation.h"
+
+namespace {
+
+using osh::policy::CheckContainment;
+using osh::policy::Containment;
+using osh::policy::EgressIntent;
+using osh::policy::EgressPolicy;
+using osh::policy::EgressRequest;
+using osh::policy::EgressVerdict;
+using osh::policy::Glob;
+
+openshell::sandbox::v1::SandboxPolicy Load(const std::string& yaml) {
+  auto policy = osh::policy::ParsePolicyText(yaml, "p.yaml");
+  INFO(yaml);
+  if (!policy.ok()) FAIL(std::string(policy.status().message()));
+  return *policy;
+}
+
+absl::Status LoadStatus(const std::string& yaml) { return osh::policy::ParsePolicyText(yaml, "p.yaml").status(); }
+
+std::string Rest(const std::string& endpoint_fields, const std::string& binary = "/usr/bin/curl") {
+  return "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - {host: api.example.com, port: 443, " +
+         endpoint_fields + "}\n    binaries: [{path: '" + binary + "'}]\n";
+}
+
+std::string OneEndpoint(const std::string& endpoint) {
+  return "version: 1\nnetwork_policies:\n  r:\n    endpoints:\n      - " + endpoint + "\n    binaries: [{path: /usr/bin/curl}]\n";
+}
+
+EgressVerdict Decide(const openshell::sandbox::v1::SandboxPolicy& policy, const std::string& host, const std::string& method,
+                     const std::string& path, const std::string& binary = "/usr/bin/curl",
+                     std::vector<std::pair<std::string, std::vector<std::string>>> query = {}) {
+  EgressIntent intent;
+  intent.host = host;
+  intent.port = 443;
+  intent.binary = binary;
+  if (!method.empty()) intent.request = EgressRequest{method, path, std::move(query)};
+  return EgressPolicy::Compile(policy)->Decide(intent).verdict;
+}
+
+bool GlobMatches(const std::string& pattern, char delimiter, const std::string& text) {
+  auto glob = Glob::Parse(pattern, delimiter);
+  REQUIRE(glob.ok());
+  return glob->Matches(text);
+}
+
+}  // namespace
+
+// ---- item 3: the glob language of upstream's `glob.match` (regorus 0.9.1 on globset) ----------------
+
+TEST_CASE("glob: a trailing /** needs a segment, like globset's RecursiveSuffix", "[policy][glob][semantics]") {
+  CHECK_FALSE(GlobMatches("/repos/**", '/', "/repos"));
+  CHECK(GlobMatches("/repos/**", '/', "/repos/"));
+  CHECK(GlobMatches("/repos/**", '/', "/repos/a"));
+  CHECK(GlobMatches("/repos/**", '/', "/repos/a/b/c"));
+  CHECK_FALSE(GlobMatches("/repos/**", '/', "/reposx"));
+  // A leading or middle `**/` is globset's RecursivePrefix / RecursiveZeroOrMore: zero or more.
+  CHECK(GlobMatches("/**/info/refs", '/', "/info/refs"));
+  CHECK(GlobMatches("/**/info/refs", '/', "/o/r.git/info/refs"));
+  CHECK(GlobMatches("/a/**/b", '/', "/a/b"));
+  CHECK(GlobMatches("**/python3", '/', "python3"));
+  CHECK(GlobMatches("**/python3", '/', "/usr/bin/python3"));
+  // The whole pattern `**` matches everything (globset special-cases it to `.*`).
+  CHECK(GlobMatches("**", '/', ""));
+  CHECK(GlobMatches("**", '/', "/a/b"));
+  // `/**` is any absolute path, including `/`.
+  CHECK(GlobMatches("/**", '/', "/"));
+  CHECK(GlobMatches("/**", '/', "/usr/bin/x"));
+}
+
+TEST_CASE("glob: with the '.' delimiter every ** needs a segment", "[policy][glob][semantics]") {
+  CHECK_FALSE(GlobMatches("**.example.com", '.', "example.com"));
+  CHECK(GlobMatches("**.example.com", '.', "a.example.com"));
+  CHECK(GlobMatches("**.example.com", '.', "a.b.example.com"));
+  // Query values: globset sees `a/./**`, a RecursiveSuffix after a literal '.', so `a.**` needs `a.`.
+  CHECK_FALSE(GlobMatches("a.**", '.', "a"));
+  CHECK(GlobMatches("a.**", '.', "a.b"));
+  CHECK(GlobMatches("a.**", '.', "a.b.c"));
+  CHECK_FALSE(GlobMatches("a.**.b", '.', "a.b"));
+  CHECK(GlobMatches("a.**.b", '.', "a.x.b"));
+  CHECK(GlobMatches("**", '.', "anything.at.all"));
+}
+
+TEST_CASE("glob: ? is one character in a segment and glued stars are one *", "[policy][glob][semantics]") {
+  CHECK(GlobMatches("/usr/bin/python3.?", '/', "/usr/bin/python3.1"));
+  CHECK_FALSE(GlobMatches("/usr/bin/python3.?", '/', "/usr/bin/python3.11"));
+  CHECK_FALSE(GlobMatches("/usr/bin/?", '/', "/usr/bin/"));
+  CHECK_FALSE(GlobMatches("/a?b", '/', "/a/b"));
+  CHECK(GlobMatches("a?.example.com", '.', "ab.example.com"));
+  CHECK_FALSE(GlobMatches("a?.example.com", '.', "a.example.com"));
+  // globset's parse_star: `**` that is not a whole segment is two ZeroOrMore, i.e. `*`.
+  CHECK(GlobMatches("/opt/tool**", '/', "/opt/tool-1"));
+  CHECK_FALSE(GlobMatches("/opt/tool**", '/', "/opt/tool/x"));
+  CHECK(GlobMatches("/opt/***/x", '/', "/opt/abc/x"));
+  CHECK_FALSE(GlobMatches("/opt/***/x", '/', "/opt/a/b/x"));
+  // Coverage and intersection understand `?`.
+  auto one = Glob::Parse("/v?/items", '/');
+  auto any = Glob::Parse("/v*/items", '/');
+  REQUIRE(one.ok());
+  REQUIRE(any.ok());
+  CHECK(any->Matches(one->Symbolic()));
+  CHECK_FALSE(one->Matches(any->Symbolic()));
+  CHECK(one->Intersects(*any));
+  CHECK_FALSE(one->Intersects(*Glob::Parse("/v12/items", '/')));
+}
+
+TEST_CASE("egress: GET /repos is denied under a GET /repos/** rule", "[policy][egress][semantics]") {
+  const auto policy = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/repos/**'}}]"));
+  CHECK(Decide(policy, "api.example.com", "GET", "/repos") == EgressVerdict::kDeny);
+  CHECK(Decide(policy, "api.example.com", "GET", "/repos/acme") == EgressVerdict::kAllow);
+  CHECK(Decide(policy, "api.example.com", "GET", "/repos/acme/app/pulls") == EgressVerdict::kAllow);
+}
+
+TEST_CASE("egress: a trailing .** in a query glob needs a label", "[policy][egress][semantics]") {
+  const auto policy = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: /dl, query: {v: {glob: 'v1.**'}}}}]"));
+  CHECK(Decide(policy, "api.example.com", "GET", "/dl", "/usr/bin/curl", {{"v", {"v1.2"}}}) == EgressVerdict::kAllow);
+  CHECK(Decide(policy, "api.example.com", "GET", "/dl", "/usr/bin/curl", {{"v", {"v1"}}}) == EgressVerdict::kDeny);
+}
+
+TEST_CASE("egress: hosts with ? are valid and decided exactly", "[policy][egress][semantics]") {
+  // With a `*` the host is a glob (Rego `endpoint_allowed` globs hosts that contain `*`): `?` is one character.
+  const auto glob = Load(OneEndpoint("{host: '*.a?.example.com', port: 443}"));
+  CHECK(Decide(glob, "x.ab.example.com", "", "") == EgressVerdict::kAllow);
+  CHECK(Decide(glob, "x.abc.example.com", "", "") == EgressVerdict::kDeny);
+  // Without a `*` it is compared exactly (lower-cased), `?` included.
+  const auto exact = Load(OneEndpoint("{host: 'a?.example.com', port: 443}"));
+  CHECK(Decide(exact, "ab.example.com", "", "") == EgressVerdict::kDeny);
+  CHECK(Decide(exact, "A?.example.com", "", "") == EgressVerdict::kAllow);
+  // Containment decides them too (a policy is inside itself; a narrower `?` is inside a `*`).
+  CHECK(CheckContainment(glob, glob).verdict == Containment::kInside);
+  const auto wide = Load(OneEndpoint("{host: '*.*.example.com', port: 443}"));
+  CHECK(CheckContainment(glob, wide).verdict == Containment::kInside);
+  CHECK(CheckContainment(wide, glob).verdict == Containment::kOutside);
+}
+
+TEST_CASE("containment: a ceiling allowing GET /repos/** does not cover GET /repos", "[policy][containment][semantics]") {
+  const auto ceiling = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/repos/**'}}]"));
+  const auto candidate = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: /repos}}]"));
+  const auto result = CheckContainment(candidate, ceiling);
+  CHECK(result.verdict == Containment::kOutside);
+  CHECK_THAT(result.detail, Catch::Contains("GET /repos is allowed by the candidate"));
+  const auto deeper = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/repos/*/x'}}]"));
+  CHECK(CheckContainment(deeper, ceiling).verdict == Containment::kInside);
+  CHECK(CheckContainment(ceiling, ceiling).verdict == Containment::kInside);
+  // A middle `**` (zero or more) is wider than a trailing one (one or more).
+  const auto middle = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/repos/**/x'}}]"));
+  CHECK(CheckContainment(middle, ceiling).verdict == Containment::kInside);
+  const auto tail_ceiling = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/a/**/x'}}]"));
+  const auto tail = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/a/x'}}]"));
+  CHECK(CheckContainment(tail, tail_ceiling).verdict == Containment::kInside);
+}
+
+TEST_CASE("containment: an L4-only ceiling endpoint does not decide a path-scoped REST endpoint", "[policy][containment][semantics]") {
+  const auto ceiling = Load(Rest("enforcement: enforce"));
+  const auto candidate =
+      Load(Rest("protocol: rest, enforcement: enforce, path: '/api/**', rules: [{allow: {method: GET, path: '/api/**'}}]"));
+  const auto result = CheckContainment(candidate, ceiling);
+  CHECK(result.verdict == Containment::kUnknown);
+  CHECK_THAT(std::string(result.ToStatus().message()), Catch::StartsWith("containment_unknown:"));
+  CHECK_THAT(result.detail, Catch::Contains("path '/api/**'"));
+  // Without a path the L4 ceiling still decides it (inside).
+  const auto unscoped = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/api/**'}}]"));
+  CHECK(CheckContainment(unscoped, ceiling).verdict == Containment::kInside);
+}
+
+TEST_CASE("validation: upstream loader rules", "[policy][validation][semantics]") {
+  struct Case {
+    const char* name;
+    std::string yaml;
+    const char* field;  // "" = valid
+  };
+  const std::vector<Case> cases = {
+      // crates/openshell-policy/src/l7_validate.rs rule 5
+      {"rest without rules or access", Rest("protocol: rest"), "network_policies.api.endpoints[0].rules: protocol requires rules or access"},
+      {"rest with access", Rest("protocol: rest, access: read-only"), ""},
+      // rule 9
+      {"deny_rules without an allow base", Rest("protocol: rest, deny_rules: [{method: DELETE, path: '/**'}]"),
+       "network_policies.api.endpoints[0].deny_rules: deny_rules require rules or access"},
+      // rule 4
+      {"json-rpc without rules", Rest("protocol: json-rpc, access: full"), "network_policies.api.endpoints[0].rules: protocol json-rpc requires explicit rules"},
+      // l7/mod.rs validate_matcher_value
+      {"query matcher with an empty any", Rest("protocol: rest, rules: [{allow: {method: GET, path: /x, query: {k: {any: []}}}}]"),
+       "network_policies.api.endpoints[0].rules[0].allow.query.k.any: list must not be empty"},
+      {"query matcher with any", Rest("protocol: rest, rules: [{allow: {method: GET, path: /x, query: {k: {any: [a, b]}}}}]"), ""},
+      // l7/mod.rs validate_l7_policies: endpoint path
+      {"endpoint path without a leading slash", Rest("protocol: rest, access: full, path: 'api/**'"),
+       "network_policies.api.endpoints[0].path: must start with '/' or be '**'"},
+      {"endpoint path **", Rest("protocol: rest, access: full, path: '**'"), ""},
+      // explicit tcp takes a DNS selector
+      {"tcp with an IPv4 literal", OneEndpoint("{host: 10.1.2.3, port: 5432, protocol: tcp}"),
+       "network_policies.r.endpoints[0].host: a 'tcp' endpoint's host must be a DNS name"},
+      {"tcp with an IPv6 literal", OneEndpoint("{host: '::1', port: 5432, protocol: tcp}"), "endpoints[0].host"},
+      {"tcp with a DNS name", OneEndpoint("{host: db.example.com, port: 5432, protocol: tcp}"), ""},
+      {"omitted protocol with an IP literal", OneEndpoint("{host: 10.1.2.3, port: 5432}"), ""},
+      // ambiguity.rs: explicit tcp beside an omitted protocol on the same host:port
+      {"tcp beside omitted protocol",
+       "version: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: db.example.com, port: 5432, protocol: tcp}]\n"
+       "    binaries: [{path: /usr/bin/psql}]\n  b:\n    endpoints: [{host: db.example.com, ports: [5432, 5433]}]\n"
+       "    binaries: [{path: /usr/bin/psql}]\n",
+       "network_policies: network_policies.a.endpoints[0] (db.example.com) and network_policies.b.endpoints[0] (db.example.com) serve the same host:port but disagree on protocol"},
+      {"tcp beside omitted protocol on another port",
+       "version: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: db.example.com, port: 5432, protocol: tcp}]\n"
+       "    binaries: [{path: /usr/bin/psql}]\n  b:\n    endpoints: [{host: db.example.com, port: 5433}]\n"
+       "    binaries: [{path: /usr/bin/psql}]\n",
+       ""},
+      // hosts with `?` are valid upstream
+      {"host with ?", OneEndpoint("{host: 'api-?.example.com', port: 443}"), ""},
+      {"glob host with ?", OneEndpoint("{host: '*.v?.example.com', port: 443}"), ""},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const absl::Status status = LoadStatus(c.yaml);
+    if (std::string(c.field).empty()) {
+      CHECK(status.ok());
+      if (!status.ok()) WARN(std::string(status.message()));
+    } else {
+      REQUIRE_FALSE(status.ok());
+      CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(status.message()), Catch::Contains("invalid_policy: "));
+      CHECK_THAT(std::string(status.message()), Catch::Contains(c.field));
+    }
+  }
+}
+
+// ---- item 7: bounded work, no crash ---------------------------------------------------------------
+
+TEST_CASE("glob: matching a very deep ** pattern is iterative", "[policy][glob][bounds]") {
+  // 200k globstar segments: MatchFrom recursed once per segment (stack overflow) before.
+  std::string pattern;
+  for (int i = 0; i < 200000; ++i) pattern += "/**";
+  pattern += "/x";
+  auto glob = Glob::Parse(pattern, '/');
+  REQUIRE(glob.ok());
+  CHECK(glob->Matches("/a/b/x"));
+  CHECK_FALSE(glob->Matches("/a/b/y"));
+  CHECK(glob->Intersects(*Glob::Parse("/*/x", '/')));
+}
+
+TEST_CASE("glob: a long pattern against a long subject needs no pattern×subject table", "[policy][glob][bounds]") {
+  // 200k × 2M segments: the memo was 4e11 bytes (bad_alloc, escaping as an exception) before; now two
+  // subject-sized rows, and the first segment that matches nowhere ends the work.
+  std::string pattern = "/b";
+  for (int i = 0; i < 200000; ++i) pattern += "/*";
+  std::string text;
+  for (int i = 0; i < 2000000; ++i) text += "/a";
+  auto glob = Glob::Parse(pattern, '/');
+  REQUIRE(glob.ok());
+  CHECK_FALSE(glob->Matches(text));
+}
+
+TEST_CASE("validation: bounds on paths, segments, ports and sizes", "[policy][validation][bounds]") {
+  std::string deep;
+  for (int i = 0; i < 300; ++i) deep += "/**";
+  const absl::Status deep_binary = LoadStatus(Rest("access: full, protocol: rest", deep));
+  REQUIRE_FALSE(deep_binary.ok());
+  CHECK_THAT(std::string(deep_binary.message()), Catch::Contains("network_policies.api.binaries[0].path: more than 256 '/'-separated segments"));
+  const absl::Status long_binary = LoadStatus(Rest("access: full, protocol: rest", "/" + std::string(5000, 'a')));
+  REQUIRE_FALSE(long_binary.ok());
+  CHECK_THAT(std::string(long_binary.message()), Catch::Contains("binaries[0].path: longer than 4096"));
+  CHECK(LoadStatus(Rest("access: full, protocol: rest", "/usr/**/bin/*")).ok());
+
+  const absl::Status long_rule = LoadStatus(Rest("protocol: rest, rules: [{allow: {method: GET, path: '" + deep + "'}}]"));
+  REQUIRE_FALSE(long_rule.ok());
+  CHECK_THAT(std::string(long_rule.message()), Catch::Contains("endpoints[0].rules[0].allow.path: more than 256"));
+
+  std::string ports;
+  for (int p = 1; p <= 257; ++p) ports += (p > 1 ? "," : "") + std::to_string(p);
+  const absl::Status many_ports = LoadStatus(OneEndpoint("{host: a.example.com, ports: [" + ports + "]}"));
+  REQUIRE_FALSE(many_ports.ok());
+  CHECK_THAT(std::string(many_ports.message()), Catch::Contains("network_policies.r.endpoints[0].ports: at most 256 ports"));
+
+  const absl::Status long_host = LoadStatus(OneEndpoint("{host: " + std::string(250, 'a') + ".example.com, port: 443}"));
+  REQUIRE_FALSE(long_host.ok());
+  CHECK_THAT(std::string(long_host.message()), Catch::Contains("endpoints[0].host: longer than 253"));
+
+  openshell::sandbox::v1::SandboxPolicy many;
+  many.set_version(1);
+  for (int i = 0; i < 1025; ++i) {
+    auto& rule = (*many.mutable_network_policies())["r" + std::to_string(i)];
+    auto* ep = rule.add_endpoints();
+    ep->set_host("h" + std::to_string(i) + ".example.com");
+    ep->set_port(443);
+  }
+  CHECK_THAT(std::string(osh::policy::ValidatePolicy(many).message()), Catch::Contains("network_policies: at most 1024 entries"));
+}
+
+TEST_CASE("validation: two endpoints with huge port lists are refused at once", "[policy][validation][bounds]") {
+  // 100k ports each on one host: the ambiguity check compared them pairwise (1e10 steps) before.
+  openshell::sandbox::v1::SandboxPolicy policy;
+  policy.set_version(1);
+  for (int e = 0; e < 2; ++e) {
+    auto& rule = (*policy.mutable_network_policies())["r" + std::to_string(e)];
+    rule.add_binaries()->set_path("/usr/bin/curl");
+    auto* ep = rule.add_endpoints();
+    ep->set_host("api.example.com");
+    for (int p = 0; p < 100000; ++p) ep->add_ports(static_cast<uint32_t>(1 + (p * 2 + e) % 65535));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status status = osh::policy::ValidatePolicy(policy);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  REQUIRE_FALSE(status.ok());
+  CHECK_THAT(std::string(status.message()), Catch::Contains("network_policies.r0.endpoints[0].ports: at most 256 ports"));
+  CHECK(elapsed < std::chrono::seconds(2));
+}
+
+TEST_CASE("validation: the ambiguity check merges sorted port lists", "[policy][validation][bounds]") {
+  // The most endpoints, each with the most ports, all on one host and agreeing: accepted, quickly.
+  openshell::sandbox::v1::SandboxPolicy policy;
+  policy.set_version(1);
+  for (int e = 0; e < 512; ++e) {
+    auto& rule = (*policy.mutable_network_policies())["r" + std::to_string(e)];
+    rule.add_binaries()->set_path("/usr/bin/curl");
+    auto* ep = rule.add_endpoints();
+    ep->set_host("api.example.com");
+    for (int p = 0; p < 256; ++p) ep->add_ports(static_cast<uint32_t>(60000 - p * 7 - e));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(osh::policy::ValidatePolicy(policy).ok());
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("egress: an intent beyond the bounds is unsupported, not evaluated", "[policy][egress][bounds]") {
+  const auto policy = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/**/x'}}]", "/usr/**/curl"));
+  EgressIntent intent;
+  intent.host = "api.example.com";
+  intent.port = 443;
+  intent.binary = "/usr/bin/curl";
+  std::string path;
+  for (int i = 0; i < 100000; ++i) path += "/a";
+  intent.request = EgressRequest{"GET", path, {}};
+  const auto decision = EgressPolicy::Compile(policy)->Decide(intent);
+  CHECK(decision.verdict == EgressVerdict::kUnsupported);
+  CHECK_THAT(decision.reason, Catch::Contains("exceeds the evaluator's bounds"));
+  intent.request->path = "/a/b/x";
+  CHECK(EgressPolicy::Compile(policy)->Decide(intent).verdict == EgressVerdict::kAllow);
+}
