@@ -129,6 +129,11 @@ TEST_CASE("example supervisor: the highest version applied survives a restart, a
   supervisor = StartSupervisor(g, handle_file, s.dir / "supervisor.3.log", args);
   CHECK(supervisor->Wait(std::chrono::seconds(10)) == 2);
   CHECK_THAT(ReadFile(s.dir / "supervisor.3.log"), Catch::Contains("state file " + state_file + ": corrupt"));
+  WriteFile(state_file, "openshell.sandbox_client.state.v1\npolicy_version 2\npolicy_digest " + std::string(64, 'a') + "\n");
+  ::chmod(state_file.c_str(), 0666);
+  supervisor = StartSupervisor(g, handle_file, s.dir / "supervisor.5.log", args);
+  CHECK(supervisor->Wait(std::chrono::seconds(10)) == 2);
+  CHECK_THAT(ReadFile(s.dir / "supervisor.5.log"), Catch::Contains("writable by group or others"));
   std::filesystem::remove(state_file);
   supervisor = StartSupervisor(g, handle_file, s.dir / "supervisor.4.log", args);
   CHECK(supervisor->Wait(std::chrono::seconds(10)) == 2);
