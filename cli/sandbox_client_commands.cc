@@ -74,6 +74,10 @@ std::unique_ptr<sandbox_client::SandboxClient> MakeClient(const Options& options
       return nullptr;
     }
     client.context = std::move(context);
+  } else {
+    // A viewer without the sandbox's context: a context-bound projection is shown with its binding unchecked
+    // (fetch says so with --trust-store). A supervisor on the library refuses it instead.
+    client.allow_unchecked_context = true;
   }
   auto connected = sandbox_client::SandboxClient::Connect(std::move(client));
   if (!connected.ok()) {
@@ -117,6 +121,9 @@ void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_c
         return;
       } else if (!args->trust_store.empty()) {
         std::cerr << Verification(*verified, true) << "\n";
+        if (!projection->context_digest().empty() && args->sandbox_id.empty()) {
+          std::cerr << "context binding not checked (no --sandbox-id/--user-subject)\n";
+        }
       }
       const std::string json = ToJson(*projection, /*pretty=*/true);
       if (out->empty()) {

@@ -1,11 +1,21 @@
 #include "sandbox_client/sandbox_client.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "trust/projection_check.h"
@@ -19,6 +29,98 @@ namespace gateway_v1 = openshell::policy::gateway::v1;
 
 absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+// The state file: the highest policy_version applied, and the digest it was applied with.
+constexpr char kStateHeader[] = "openshell.sandbox_client.state.v1";
+
+absl::Status StateError(const std::string& path, const std::string& why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("state file ", path, ": ", why,
+                   " (it holds the highest policy version applied, for rollback protection; it is never read as 0: "
+                   "restore it, or remove it together with the applied policy to start afresh)"));
+}
+
+// The version recorded in `path`; 0 when the file does not exist (a first start).
+absl::StatusOr<uint64_t> LoadState(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return uint64_t{0};
+    return StateError(path, absl::StrCat("cannot be read: ", std::strerror(errno)));
+  }
+  struct stat st {};
+  std::string text;
+  int error = ::fstat(fd, &st) != 0 ? errno : 0;
+  if (error == 0 && S_ISREG(st.st_mode) && st.st_size <= 4096) {
+    char buffer[4097];
+    for (;;) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        text.append(buffer, static_cast<size_t>(n));
+        if (text.size() > 4096) break;
+      } else if (n == 0) {
+        break;
+      } else if (errno != EINTR) {
+        error = errno;
+        break;
+      }
+    }
+  }
+  ::close(fd);
+  if (error != 0) return StateError(path, absl::StrCat("cannot be read: ", std::strerror(error)));
+  if (!S_ISREG(st.st_mode)) return StateError(path, "not a regular file");
+  if ((st.st_mode & 022) != 0) return StateError(path, "writable by group or others (expected mode 0600)");
+  if (text.size() > 4096) return StateError(path, "corrupt: too large");
+  const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  // header, "policy_version N", "policy_digest D", and the final newline's empty piece.
+  if (lines.size() != 4 || lines[0] != kStateHeader || !lines[3].empty()) {
+    return StateError(path, absl::StrCat("corrupt: expected the lines '", kStateHeader,
+                                         "', 'policy_version N', 'policy_digest D'"));
+  }
+  uint64_t version = 0;
+  absl::string_view number = lines[1];
+  if (!absl::ConsumePrefix(&number, "policy_version ") || number.empty() ||
+      number.find_first_not_of("0123456789") != absl::string_view::npos || !absl::SimpleAtoi(number, &version)) {
+    return StateError(path, "corrupt: bad policy_version line");
+  }
+  absl::string_view digest = lines[2];
+  if (!absl::ConsumePrefix(&digest, "policy_digest ") || digest.size() != 64 ||
+      digest.find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
+    return StateError(path, "corrupt: bad policy_digest line");
+  }
+  return version;
+}
+
+// Replaces `path` with the state for `version`: a 0600 temporary file in the same folder, fsync'd,
+// renamed over it, and the folder fsync'd, so that a crash leaves the old state or the new one.
+absl::Status SaveState(const std::string& path, uint64_t version, const std::string& digest) {
+  const std::string text = absl::StrCat(kStateHeader, "\npolicy_version ", version, "\npolicy_digest ", digest, "\n");
+  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
+  ::unlink(temp.c_str());  // a leftover of a crash of this process id
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::InternalError(absl::StrCat("state file ", path, ": cannot create ", temp, ": ", std::strerror(errno)));
+  int error = 0;
+  for (size_t written = 0; written < text.size() && error == 0;) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n > 0) written += static_cast<size_t>(n);
+    else if (errno != EINTR) error = errno;
+  }
+  if (error == 0 && (::fchmod(fd, 0600) != 0 || ::fsync(fd) != 0)) error = errno;
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0) {
+    ::unlink(temp.c_str());
+    return absl::InternalError(absl::StrCat("state file ", path, ": cannot write: ", std::strerror(error)));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0 || ::fsync(dir) != 0) error = errno;
+  if (dir >= 0) ::close(dir);
+  if (error != 0) {
+    return absl::InternalError(absl::StrCat("state file ", path, ": cannot sync its folder ", folder, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -41,10 +143,11 @@ absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file) {
   return handle;
 }
 
-SandboxClient::SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel)
+SandboxClient::SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel, uint64_t floor)
     : options_(std::move(options)),
       channel_(std::move(channel)),
-      stub_(gateway_v1::SandboxPolicy::NewStub(channel_)) {}
+      stub_(gateway_v1::SandboxPolicy::NewStub(channel_)),
+      floor_(floor) {}
 
 absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOptions options) {
   if (options.handle.empty()) return absl::InvalidArgumentError("no sandbox handle");
@@ -52,9 +155,33 @@ absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOpti
   if (options.initial_backoff.count() <= 0 || options.max_backoff < options.initial_backoff) {
     return absl::InvalidArgumentError("back-off: need 0 < initial_backoff <= max_backoff");
   }
+  if (options.backoff_reset_after.count() <= 0) return absl::InvalidArgumentError("back-off: need backoff_reset_after > 0");
+  if (options.context.has_value() && (options.context->sandbox_id().empty() || options.context->user_subject().empty())) {
+    return absl::InvalidArgumentError("runtime context: sandbox_id and user_subject are both required");
+  }
+  if (!options.context.has_value() && !options.allow_unchecked_context && options.trust_store != nullptr &&
+      options.trust_store->require_context_binding()) {
+    return absl::InvalidArgumentError(
+        "the trust store requires context binding: give this sandbox's runtime context (sandbox id and user subject)");
+  }
+  uint64_t floor = 0;
+  if (!options.state_file.empty()) {
+    auto loaded = LoadState(options.state_file);
+    if (!loaded.ok()) return loaded.status();
+    floor = *loaded;
+  }
   auto channel = OpenChannel(options.endpoint, std::chrono::milliseconds(0));
   if (!channel.ok()) return channel.status();
-  return std::unique_ptr<SandboxClient>(new SandboxClient(std::move(options), *std::move(channel)));
+  return std::unique_ptr<SandboxClient>(new SandboxClient(std::move(options), *std::move(channel), floor));
+}
+
+int64_t SandboxClient::NowUnix() const {
+  return options_.now_unix ? options_.now_unix() : absl::ToUnixSeconds(absl::Now());
+}
+
+uint64_t SandboxClient::applied_version_floor() const {
+  absl::MutexLock lock(&mu_);
+  return floor_;
 }
 
 std::unique_ptr<grpc::ClientContext> SandboxClient::CallContext() const {
@@ -70,11 +197,18 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Verify(const driver_v1::Projection
   if (options_.context.has_value()) input.context = &*options_.context;
   input.accepted_surfaces = &options_.accepted_surfaces;
   input.trust_store = options_.trust_store.get();
-  input.now_unix = options_.now_unix ? options_.now_unix() : absl::ToUnixSeconds(absl::Now());
+  input.now_unix = NowUnix();
   input.clock_skew_s = options_.clock_skew_s;
   input.admitted_version = admitted_version;
   trust::CheckResult result = trust::CheckProjection(projection, input);
   if (!result.ok()) return result.ToStatus();
+  // CheckProjection skips the comparison when it has no context (an offline check); a sandbox must not.
+  if (!projection.context_digest().empty() && !options_.context.has_value() && !options_.allow_unchecked_context) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        trust::reason::kContextMismatch, ": the projection is bound to a runtime context (context_digest ",
+        projection.context_digest(), ") and this supervisor was given none to check it against (set its sandbox id "
+        "and user subject)"));
+  }
   VerifiedPolicy verified;
   verified.projection = projection;
   verified.policy = std::move(result.policy);
@@ -95,7 +229,8 @@ absl::StatusOr<driver_v1::Projection> SandboxClient::FetchUnverified() {
 absl::StatusOr<VerifiedPolicy> SandboxClient::Fetch() {
   auto projection = FetchUnverified();
   if (!projection.ok()) return projection.status();
-  return Verify(*projection);
+  const uint64_t floor = applied_version_floor();
+  return Verify(*projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
 }
 
 absl::Status SandboxClient::Report(const std::string& digest, const std::string& error) {
@@ -113,25 +248,49 @@ std::shared_ptr<const VerifiedPolicy> SandboxClient::current() const {
   return current_;
 }
 
+void SandboxClient::Emit(const EventFn& on_event, const WatchEvent& event) {
+  if (!on_event) return;
+  absl::MutexLock lock(&event_mu_);
+  on_event(event);
+}
+
 void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event) {
   auto emit = [&](WatchEvent::Kind kind, const std::string& detail) {
-    if (on_event) on_event({kind, projection.policy_digest(), detail, std::chrono::milliseconds(0)});
+    Emit(on_event, {kind, projection.policy_digest(), detail, std::chrono::milliseconds(0)});
   };
-  const std::shared_ptr<const VerifiedPolicy> in_force = current();
+  absl::MutexLock serialized(&apply_mu_);
+  std::shared_ptr<const VerifiedPolicy> in_force;
+  uint64_t floor = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    in_force = current_;
+    floor = floor_;
+  }
   // The stream opens with the projection in force; after a reconnect it is usually the one applied.
   if (in_force != nullptr && in_force->projection.SerializeAsString() == projection.SerializeAsString()) return;
-  std::optional<uint64_t> admitted_version;
-  if (in_force != nullptr && in_force->projection.policy_version() != 0) {
-    admitted_version = in_force->projection.policy_version();
+  // No rollback below the highest version applied, in this process or (state_file) before it.
+  absl::StatusOr<VerifiedPolicy> verified = Verify(projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
+  absl::Status outcome = verified.status();
+  if (verified.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
+    // Recorded before it is applied: a crash in between must not let an older one in after a restart.
+    outcome = SaveState(options_.state_file, projection.policy_version(), projection.policy_digest());
+    if (outcome.ok()) {
+      absl::MutexLock lock(&mu_);
+      floor_ = projection.policy_version();
+    } else {
+      outcome = absl::InternalError(absl::StrCat("not applied: ", outcome.message()));
+    }
   }
-  absl::StatusOr<VerifiedPolicy> verified = Verify(projection, admitted_version);
-  absl::Status outcome = verified.ok() ? apply(*verified) : verified.status();
+  if (outcome.ok()) outcome = apply(*verified);
   if (!outcome.ok() && verified.ok() && outcome.message().empty()) outcome = absl::UnknownError("apply failed");
   const std::string failure = outcome.ok() ? "" : std::string(outcome.message());
   if (outcome.ok()) {
     auto applied = std::make_shared<const VerifiedPolicy>(*std::move(verified));
     absl::MutexLock lock(&mu_);
     current_ = std::move(applied);
+    expiry_handled_ = nullptr;
+    floor_ = std::max(floor_, projection.policy_version());
+    expiry_cv_.SignalAll();  // a new expiry to wait for
   }
   emit(outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, failure);
   if (!options_.report) return;
@@ -140,7 +299,88 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   }
 }
 
-absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event) {
+void SandboxClient::ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw) {
+  mu_.Lock();
+  while (!watch_done_) {
+    const VerifiedPolicy* policy = current_.get();
+    const int64_t expires = policy != nullptr ? policy->projection.expires_at_unix() : 0;
+    if (policy == nullptr || expires == 0 || expiry_handled_ == policy) {
+      expiry_cv_.Wait(&mu_);
+      continue;
+    }
+    // Expired as Verify sees it: expires_at_unix <= now - clock_skew_s. Re-read the clock at least every
+    // second (the clock may be the caller's, or jump).
+    const int64_t due = expires + options_.clock_skew_s;
+    const int64_t now = NowUnix();
+    if (now < due) {
+      const int64_t seconds = std::min<int64_t>(due - now, 1);
+      expiry_cv_.WaitWithTimeout(&mu_, absl::Seconds(seconds));
+      continue;
+    }
+    // Expired. Act under apply_mu_ (never during an apply), then check it is still the policy in force.
+    mu_.Unlock();
+    absl::MutexLock serialized(&apply_mu_);
+    mu_.Lock();
+    if (watch_done_ || current_.get() != policy) continue;
+    const std::shared_ptr<const VerifiedPolicy> expired = current_;
+    const bool fail_closed = options_.on_expiry == ClientOptions::OnExpiry::kFailClosed;
+    expiry_handled_ = policy;
+    mu_.Unlock();
+    const std::string why = absl::StrCat(trust::reason::kExpired, ": the policy in force (version ",
+                                         expired->projection.policy_version(), ") expired at ", expires,
+                                         " and no newer projection arrived");
+    absl::Status withdrawn = absl::OkStatus();
+    if (fail_closed) {
+      withdrawn = withdraw ? withdraw(*expired) : absl::FailedPreconditionError("no withdraw function");
+    }
+    std::string detail = why;
+    if (!fail_closed) {
+      detail += " (kept in force)";
+    } else if (withdrawn.ok()) {
+      detail += " (withdrawn: fail closed)";
+    } else {
+      detail += absl::StrCat(" (could not be withdrawn: ", withdrawn.message(), "; the watch ends)");
+    }
+    Emit(on_event, {WatchEvent::kExpired, expired->digest(), detail, std::chrono::milliseconds(0)});
+    if (options_.report) {
+      if (absl::Status reported = Report(expired->digest(), why); !reported.ok()) {
+        Emit(on_event, {WatchEvent::kReportFailed, expired->digest(), std::string(reported.message()),
+                        std::chrono::milliseconds(0)});
+      }
+    }
+    mu_.Lock();
+    if (fail_closed) {
+      current_ = nullptr;
+      if (!withdrawn.ok()) {
+        ended_ = absl::FailedPreconditionError(detail);
+        if (watching_ != nullptr) watching_->TryCancel();
+        stop_cv_.SignalAll();
+      }
+    }
+  }
+  mu_.Unlock();
+}
+
+absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event, const WithdrawFn& withdraw) {
+  {
+    absl::MutexLock lock(&mu_);
+    watch_done_ = false;
+    ended_ = absl::OkStatus();
+  }
+  std::thread expiry([this, &on_event, &withdraw] { ExpiryLoop(on_event, withdraw); });
+  struct EndExpiry {
+    SandboxClient* client;
+    std::thread* thread;
+    ~EndExpiry() {
+      {
+        absl::MutexLock lock(&client->mu_);
+        client->watch_done_ = true;
+        client->expiry_cv_.SignalAll();
+      }
+      thread->join();
+    }
+  } end_expiry{this, &expiry};
+
   std::mt19937_64 random(std::random_device{}());
   std::chrono::milliseconds backoff = options_.initial_backoff;
   for (;;) {
@@ -149,36 +389,44 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event)
     {
       absl::MutexLock lock(&mu_);
       if (stopped_) return absl::OkStatus();
+      if (!ended_.ok()) return ended_;
       watching_ = &context;
     }
+    const auto opened = std::chrono::steady_clock::now();
     auto reader = stub_->WatchProjection(&context, gateway_v1::WatchProjectionRequest());
     driver_v1::Projection projection;
     bool connected = false;
     while (reader->Read(&projection)) {
       if (!connected) {
         connected = true;
-        backoff = options_.initial_backoff;
-        if (on_event) on_event({WatchEvent::kConnected, "", "", std::chrono::milliseconds(0)});
+        Emit(on_event, {WatchEvent::kConnected, "", "", std::chrono::milliseconds(0)});
       }
       Handle(projection, apply, on_event);
     }
     const grpc::Status status = reader->Finish();
+    // Only a stream that stayed up a while starts the back-off again: one that delivers the projection in
+    // force and is dropped at once (a gateway crashing in a loop) keeps backing off.
+    if (connected && std::chrono::steady_clock::now() - opened >= options_.backoff_reset_after) {
+      backoff = options_.initial_backoff;
+    }
     absl::MutexLock lock(&mu_);
     watching_ = nullptr;
     if (stopped_) return absl::OkStatus();
+    if (!ended_.ok()) return ended_;
     if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) return FromGrpc(status);
     // Full jitter over [backoff/2, backoff]: replicas of a restarted gateway are not all hit at once.
     const auto wait = std::chrono::milliseconds(
         backoff.count() / 2 + static_cast<int64_t>(random() % static_cast<uint64_t>(backoff.count() / 2 + 1)));
     if (on_event) {
       mu_.Unlock();
-      on_event({WatchEvent::kDisconnected, "", FromGrpc(status).ToString(), wait});
+      Emit(on_event, {WatchEvent::kDisconnected, "", FromGrpc(status).ToString(), wait});
       mu_.Lock();
     }
     const absl::Time until = absl::Now() + absl::FromChrono(wait);
-    while (!stopped_ && !stop_cv_.WaitWithDeadline(&mu_, until)) {
+    while (!stopped_ && ended_.ok() && !stop_cv_.WaitWithDeadline(&mu_, until)) {
     }
     if (stopped_) return absl::OkStatus();
+    if (!ended_.ok()) return ended_;
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
 }

@@ -3,15 +3,18 @@
 //
 // Verification is the gateway's own check (SPEC §3.3, trust/projection_check.h) run again in the
 // sandbox with the sandbox's inputs: its own copy of the trust store (signatures, threshold, key windows,
-// revocation), its own runtime context (a context-bound projection must be bound to it), the surfaces it
-// accepts, expiry and, for each update, no rollback below the version in force. Without a trust store the
-// digest, surface, body, context and expiry are still checked (verification "none").
+// revocation), its own runtime context (a context-bound projection must be bound to it; without a context
+// a bound projection is refused, since it cannot be checked), the surfaces it accepts, expiry and no
+// rollback below the highest version applied — kept in a state file across restarts when one is given.
+// Without a trust store the digest, surface, body, context and expiry are still checked (verification "none").
 //
 // Watch() keeps the last good projection: a pushed projection that fails verification is never handed to
 // the supervisor, and is reported FAILED with the reason; one the supervisor's `apply` refuses is reported
-// FAILED with its message; LOADED is reported only for the digest that was verified and applied. The
-// stream is re-opened after a disconnect with capped exponential back-off (with jitter); it ends for good
-// on UNAUTHENTICATED (the handle was revoked or the sandbox deleted) or on Stop().
+// FAILED with its message; LOADED is reported only for the digest that was verified and applied. A policy
+// in force that reaches its expires_at_unix with no newer one is reported FAILED and, by default, withdrawn
+// (fail closed). The stream is re-opened after a disconnect with capped exponential back-off (with jitter),
+// which starts again from the beginning only after a stream stayed up a while; it ends for good on
+// UNAUTHENTICATED (the handle was revoked or the sandbox deleted) or on Stop().
 //
 // Thread safety: Fetch, Report and current() may be called from any thread; one Watch at a time; Stop()
 // from any thread ends it. Errors are absl::Status values naming what failed; nothing throws.
@@ -61,6 +64,31 @@ struct ClientOptions {
   std::chrono::milliseconds call_timeout{30000};
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{30000};
+  // The back-off starts again from initial_backoff only after a stream stayed open this long (a gateway
+  // that accepts a stream and drops it at once is not reconnected to every initial_backoff).
+  std::chrono::milliseconds backoff_reset_after{30000};
+
+  // Rollback protection across restarts. Non-empty: the highest policy_version handed to `apply` is kept
+  // in this file (mode 0600, written to a temporary file in the same folder, fsync'd, renamed over it,
+  // the folder fsync'd) before `apply` is called; Connect loads it, and no projection below it is accepted
+  // (`rollback`), also after a restart. A missing file is a first start (nothing applied yet); an
+  // unreadable or corrupt one, or one group/others may write, makes Connect fail (never read as 0).
+  // Empty: the version in force is remembered in memory only.
+  std::string state_file;
+
+  // A projection that carries a context_digest can only be checked against `context`. Without `context`
+  // such a projection is refused (`context_mismatch`), and a trust store with require_context_binding makes
+  // Connect fail: a supervisor that does not know its own context must not apply another sandbox's policy.
+  // true: accept them with the context unchecked (for viewers such as `policyctl fetch` without --sandbox-id).
+  bool allow_unchecked_context = false;
+
+  // When the policy in force reaches expires_at_unix (+ clock_skew_s) and no newer projection arrived,
+  // Watch reports it FAILED ("expired: ...") and emits kExpired. kFailClosed (the default) then withdraws
+  // it: the `withdraw` function given to Watch is called and current() becomes null; with no `withdraw`
+  // function (or when it fails), Watch ends with FAILED_PRECONDITION "expired: ..." so that the supervisor
+  // stops. kKeepLastGood leaves it in force (still reported FAILED).
+  enum class OnExpiry { kFailClosed, kKeepLastGood };
+  OnExpiry on_expiry = OnExpiry::kFailClosed;
 };
 
 // A projection that passed verification, with its parsed policy.
@@ -79,6 +107,7 @@ struct WatchEvent {
     kRejected,      // a pushed projection failed verification or apply; the last good stays (reported FAILED)
     kDisconnected,  // the stream ended; it is re-opened after `retry_in`
     kReportFailed,  // a report could not be delivered (the projection stays applied)
+    kExpired,       // the policy in force expired with no newer one (reported FAILED; withdrawn unless kKeepLastGood)
   };
   Kind kind;
   std::string digest;   // the projection concerned, if any
@@ -89,7 +118,9 @@ struct WatchEvent {
 class SandboxClient {
  public:
   // Opens the channel (does not wait for it; calls do, up to call_timeout). INVALID_ARGUMENT for bad
-  // options (no handle, unreadable TLS files, plaintext off loopback), UNAVAILABLE for a dead socket.
+  // options (no handle, unreadable TLS files, plaintext off loopback, a context without sandbox_id or
+  // user_subject, no context while the trust store requires context binding), UNAVAILABLE for a dead
+  // socket; FAILED_PRECONDITION for a state_file that cannot be read or is corrupt (naming the file).
   static absl::StatusOr<std::unique_ptr<SandboxClient>> Connect(ClientOptions options);
 
   // Checks a projection as described above; `admitted_version`: the version in force (rollback check).
@@ -97,7 +128,7 @@ class SandboxClient {
   absl::StatusOr<VerifiedPolicy> Verify(const openshell::policy::driver::v1::Projection& projection,
                                         std::optional<uint64_t> admitted_version = std::nullopt) const;
 
-  // GetProjection, then Verify (no rollback check). The gateway's status on a failed call; the
+  // GetProjection, then Verify (rollback checked only against the state file's version). The gateway's status on a failed call; the
   // verification failure (FAILED_PRECONDITION) when it does not pass. Does not report or apply.
   absl::StatusOr<VerifiedPolicy> Fetch();
   // The raw projection, unverified (for tools that show what the gateway serves).
@@ -107,30 +138,49 @@ class SandboxClient {
   absl::Status Report(const std::string& digest, const std::string& error = "");
 
   // The watch loop (see above). `apply` installs a verified policy in the sandbox and returns OK, or
-  // why it could not (reported FAILED). `on_event` may be null. Returns the status that ended it: OK
-  // after Stop(), UNAUTHENTICATED when the gateway no longer accepts the handle.
+  // why it could not (reported FAILED). `on_event` may be null; it is called from the watching thread
+  // and, for kExpired, from the expiry timer's thread, one call at a time. `withdraw` removes an expired
+  // policy from enforcement (deny everything until a newer one is applied) and returns OK, or why it could
+  // not. `apply` and `withdraw` never run concurrently. Returns the status that ended it: OK after Stop(),
+  // UNAUTHENTICATED when the gateway no longer accepts the handle, FAILED_PRECONDITION "expired: ..." when
+  // the policy in force expired and could not be withdrawn (see ClientOptions::on_expiry).
   using ApplyFn = std::function<absl::Status(const VerifiedPolicy&)>;
   using EventFn = std::function<void(const WatchEvent&)>;
-  absl::Status Watch(const ApplyFn& apply, const EventFn& on_event = nullptr);
+  using WithdrawFn = std::function<absl::Status(const VerifiedPolicy& expired)>;
+  absl::Status Watch(const ApplyFn& apply, const EventFn& on_event = nullptr, const WithdrawFn& withdraw = nullptr);
   void Stop();
 
-  // The policy in force: the last one verified and applied by Watch (null before the first).
+  // The policy in force: the last one verified and applied by Watch (null before the first, and after an
+  // expired one was withdrawn).
   std::shared_ptr<const VerifiedPolicy> current() const;
+  // The highest policy_version applied (or loaded from the state file): nothing below it is accepted.
+  uint64_t applied_version_floor() const;
 
  private:
-  SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel, uint64_t floor);
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // One projection from the stream: verify, apply, report; updates current_.
   void Handle(const openshell::policy::driver::v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event);
+  // The expiry timer of one Watch: waits for the policy in force to expire, then reports and withdraws it.
+  void ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw);
+  int64_t NowUnix() const;
+  void Emit(const EventFn& on_event, const WatchEvent& event);
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<openshell::policy::gateway::v1::SandboxPolicy::Stub> stub_;
+  absl::Mutex apply_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // serializes Handle and the expiry action
+  absl::Mutex event_mu_;                            // one on_event call at a time
   mutable absl::Mutex mu_;
   std::shared_ptr<const VerifiedPolicy> current_ ABSL_GUARDED_BY(mu_);
+  uint64_t floor_ ABSL_GUARDED_BY(mu_) = 0;  // the highest version applied or recorded in state_file
+  const VerifiedPolicy* expiry_handled_ ABSL_GUARDED_BY(mu_) = nullptr;  // kKeepLastGood: reported once
   grpc::ClientContext* watching_ ABSL_GUARDED_BY(mu_) = nullptr;  // the open stream's, for Stop()
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool watch_done_ ABSL_GUARDED_BY(mu_) = false;  // tells the expiry timer to end
+  absl::Status ended_ ABSL_GUARDED_BY(mu_);       // set by the expiry timer when Watch must end
   absl::CondVar stop_cv_;
+  absl::CondVar expiry_cv_;
 };
 
 }  // namespace osh::sandbox_client

@@ -454,7 +454,8 @@ TEST_CASE("sandbox client: a remote supervisor over TLS keeps the last good when
   // The example supervisor, as an operator would run it.
   const std::string policy_out = keys / "policy.json";
   Process supervisor({OSH_EXAMPLE_SUPERVISOR_BINARY, "--server", address, "--ca", ca.cert, "--handle-file", keys / "handle",
-                      "--trust-store", keys / "sandbox-trust.json", "--sandbox-id", "sb-1", "--policy-out", policy_out},
+                      "--trust-store", keys / "sandbox-trust.json", "--sandbox-id", "sb-1", "--user-subject", "alice@example.com",
+                      "--policy-out", policy_out},
                      keys / "supervisor.log");
   REQUIRE(Eventually([&] { return std::filesystem::exists(policy_out); }));
   CHECK_THAT(ReadFile(policy_out), Catch::Contains("github.com"));

@@ -6,11 +6,27 @@
 // leaves reporting LOADED / FAILED to the library. A projection that fails verification never reaches
 // apply: the last good policy stays in force. SIGTERM or SIGINT stops it.
 //
+// Fail-closed rules it adds to the library's checks:
+// - rollback across restarts: the highest policy_version applied is kept in --state-file (default
+//   <policy-out>.state, 0600, replaced atomically); a projection below it is refused after a restart too.
+//   A corrupt or unreadable state file, or a --policy-out without its state file, stops it at start (2).
+// - context: without --sandbox-id/--user-subject a projection bound to a context (context_digest) is refused;
+//   a trust store with require_context_binding needs them to start.
+// - expiry: when the policy in force reaches expires_at_unix (+ --clock-skew-s) with no newer one, it is
+//   reported FAILED and --policy-out is removed (no policy file: the enforcement side denies everything)
+//   until a newer verified projection is applied; --keep-expired keeps it in force instead.
+//
 //   example-supervisor --socket ./var/sandbox.sock --handle-file handle --trust-store trust.json
 //                      --sandbox-id sb-1 --user-subject alice@example.com --policy-out policy.json
 #include <signal.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <vector>
@@ -26,6 +42,16 @@ namespace sc = osh::sandbox_client;
 
 namespace {
 
+// Makes a rename or unlink in the folder of `path` durable.
+absl::Status SyncFolderOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  return synced ? absl::OkStatus() : absl::InternalError("cannot sync the folder of " + path);
+}
+
 // Writes the policy where the enforcement side picks it up: whole, or not at all.
 absl::Status Apply(const sc::VerifiedPolicy& verified, const std::string& path) {
   std::string json;
@@ -35,9 +61,22 @@ absl::Status Apply(const sc::VerifiedPolicy& verified, const std::string& path) 
     return absl::InternalError("cannot print the policy");
   }
   const std::string temp = path + ".tmp";
-  std::ofstream(temp, std::ios::trunc) << json << "\n";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << json << "\n";
+    out.flush();
+    if (!out) return absl::InternalError("cannot write " + temp);
+  }
   if (std::rename(temp.c_str(), path.c_str()) != 0) return absl::InternalError("cannot write " + path);
-  return absl::OkStatus();
+  return SyncFolderOf(path);
+}
+
+// Fail closed when the policy in force expired: no policy file, so the enforcement side denies everything.
+absl::Status Withdraw(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::InternalError("cannot remove " + path + ": " + std::strerror(errno));
+  }
+  return SyncFolderOf(path);
 }
 
 }  // namespace
@@ -56,11 +95,31 @@ int main(int argc, char** argv) {
   app.add_option("--trust-store", trust_store, "the supervisor's own trust store (recommended)");
   std::string sandbox_id, user_subject;
   std::vector<std::string> attributes;
-  app.add_option("--sandbox-id", sandbox_id, "this sandbox's runtime context, to which a bound projection must be bound");
-  app.add_option("--user-subject", user_subject, "runtime context: the user subject");
+  app.add_option("--sandbox-id", sandbox_id,
+                 "this sandbox's runtime context (with --user-subject), to which a bound projection must be bound; "
+                 "without it, projections bound to a context are refused");
+  app.add_option("--user-subject", user_subject, "runtime context: the user subject (required with --sandbox-id)");
   app.add_option("--attr", attributes, "runtime context: an attribute, key=value (repeatable)");
-  app.add_option("--policy-out", policy_out, "where the policy in force is written")->capture_default_str();
+  app.add_option("--policy-out", policy_out, "where the policy in force is written (removed when it expires)")
+      ->capture_default_str();
+  std::string state_file;
+  app.add_option("--state-file", state_file,
+                 "where the highest policy version applied is kept, so that no older projection is applied after a "
+                 "restart (default: <policy-out>.state)");
+  app.add_option("--clock-skew-s", options.clock_skew_s, "tolerance for expires_at_unix and key windows, seconds")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  bool keep_expired = false;
+  app.add_flag("--keep-expired", keep_expired,
+               "keep an expired policy in force (still reported FAILED) instead of removing --policy-out");
+  app.footer(
+      "Exit status: 0 after SIGTERM/SIGINT; 1 when the watch ends (the handle was revoked or the sandbox deleted, "
+      "or an expired policy could not be removed); 2 for a usage or start-up error (including an unreadable or "
+      "corrupt state file).");
   CLI11_PARSE(app, argc, argv);
+  if (state_file.empty()) state_file = policy_out + ".state";
+  options.state_file = state_file;
+  if (keep_expired) options.on_expiry = sc::ClientOptions::OnExpiry::kKeepLastGood;
 
   // Signals go to one thread, which stops the watch.
   sigset_t signals;
@@ -82,6 +141,19 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.trust_store = std::make_shared<const osh::trust::TrustStore>(*std::move(store));
+  }
+  // A policy file without the state that records its version: the state was lost, and with it the
+  // rollback protection. Refuse rather than start from version 0.
+  struct stat st {};
+  if (::stat(policy_out.c_str(), &st) == 0 && ::stat(state_file.c_str(), &st) != 0 && errno == ENOENT) {
+    std::cerr << "error: " << policy_out << " exists but its state file " << state_file
+              << " does not: the highest version applied is unknown (restore the state file, or remove " << policy_out
+              << " to start afresh)\n";
+    return 2;
+  }
+  if (sandbox_id.empty() != user_subject.empty() || (sandbox_id.empty() && !attributes.empty())) {
+    std::cerr << "error: the runtime context needs both --sandbox-id and --user-subject\n";
+    return 2;
   }
   if (!sandbox_id.empty()) {
     options.context.emplace();
@@ -121,8 +193,10 @@ int main(int argc, char** argv) {
             std::cerr << "disconnected (" << event.detail << "), retrying in " << event.retry_in.count() << " ms\n";
             break;
           case sc::WatchEvent::kReportFailed: std::cerr << "report failed: " << event.detail << "\n"; break;
+          case sc::WatchEvent::kExpired: std::cerr << "expired " << event.digest << ": " << event.detail << "\n"; break;
         }
-      });
+      },
+      [&](const sc::VerifiedPolicy&) { return Withdraw(policy_out); });
   if (!ended.ok()) {
     std::cerr << "stopped: " << ended.message() << "\n";
     return 1;
