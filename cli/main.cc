@@ -5,10 +5,12 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/cli_common.h"
+#include "sandbox_client/endpoint.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
   using namespace osh::cli;
+  osh::sandbox_client::QuietGrpcLogs();  // errors are reported as statuses with hints, not gRPC core's log lines
   CLI::App app{"policyctl: operate the policy gateway (admin socket) and act as a sandbox (sandbox socket).\n"
                "Exit status: 0 success, 1 refused by the gateway, 2 usage or I/O error."};
   app.set_version_flag("--version", OSH_VERSION);

@@ -1,11 +1,14 @@
 // policyctl policy set | update | delete | get | list (builtin driver policies, on the admin socket).
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
+#include <thread>
 
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
@@ -33,6 +36,32 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> LoadPolicyOrGetOutput(cons
   }
   return policy::ParsePolicyText(*text, path);
 }
+
+// A mutation re-projects every sandbox of the scope before it answers: over a large fleet with context
+// binding that is one signature and one check per sandbox. Its call gets at least 10 minutes (more with a
+// longer --timeout), and after 5 s the operator is told what it is waiting for (issue 25.16).
+class MutationCall {
+ public:
+  explicit MutationCall(const Options& options) : context_(MakeContext(options)) {
+    context_->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(std::max(options.timeout_s, 600)));
+    notice_ = std::thread([this] {
+      if (!done_.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+        std::cerr << "policyctl: the gateway is re-projecting the scope's sandboxes (a signature and a check each); "
+                     "waiting for it to finish. Interrupting leaves it running; `policyctl list` shows the result.\n";
+      }
+    });
+  }
+  ~MutationCall() {
+    done_.Notify();
+    notice_.join();
+  }
+  grpc::ClientContext* get() { return context_.get(); }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> context_;
+  absl::Notification done_;
+  std::thread notice_;
+};
 
 void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
   if (options.json()) {
@@ -93,7 +122,7 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       *request.mutable_policy() = *loaded;
       if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
       v1::PolicyRevision response;
-      auto ctx = MakeContext(options);
+      MutationCall ctx(options);
       if (auto status = stub->SetPolicy(ctx.get(), request, &response); !status.ok()) {
         exit_code = ReportRpcError(status);
         return;
@@ -158,7 +187,7 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }
       v1::PolicyRevision response;
-      auto ctx = MakeContext(options);
+      MutationCall ctx(options);
       if (auto status = stub->UpdatePolicy(ctx.get(), request, &response); !status.ok()) {
         exit_code = ReportRpcError(status);
         return;
@@ -181,7 +210,7 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       request.set_scope(*scope);
       if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
       v1::PolicyRevision response;
-      auto ctx = MakeContext(options);
+      MutationCall ctx(options);
       if (auto status = stub->DeletePolicy(ctx.get(), request, &response); !status.ok()) {
         exit_code = ReportRpcError(status);
         return;

@@ -34,10 +34,11 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
  public:
   // `metrics` may be null; `method` is the RPC's name ("AdmitSandbox") for it.
   // `actor`: who calls (AdminService::CallerIdentity), recorded on the audit events the call causes.
+  // `max_queued` (0: no bound) and `deadline` (when the work must have started) bound the wait on `pool`.
   UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool, Metrics* metrics, std::string method,
-               std::string actor)
+               std::string actor, size_t max_queued = 0, absl::Time deadline = absl::InfiniteFuture())
       : handler_(handler), pool_(pool), metrics_(metrics), method_(std::move(method)), actor_(std::move(actor)),
-        started_(absl::Now()) {
+        started_(absl::Now()), max_queued_(max_queued), deadline_(deadline) {
     StartRead(&request_);
   }
   void OnReadDone(bool ok) override {
@@ -45,13 +46,35 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
       return;
     }
-    pool_->Submit([this] {
+    auto work = [this] {
+      if (absl::Now() > deadline_) {
+        Answer(absl::DeadlineExceededError(absl::StrCat(method_, ": not started before its deadline (the gateway is busy)")));
+        return;
+      }
       std::string response;
       absl::Status status;
       {
         store::AuditActorScope actor(actor_);
-        status = (*handler_)(Flatten(request_), &response);
+        try {
+          status = (*handler_)(Flatten(request_), &response);
+        } catch (const std::exception& error) {  // e.g. bad_alloc: the call fails, the gateway goes on
+          status = absl::InternalError(absl::StrCat(method_, ": ", error.what()));
+        }
       }
+      Answer(std::move(status), std::move(response));
+    };
+    if (max_queued_ == 0) {
+      pool_->Submit(std::move(work));
+    } else if (!pool_->TrySubmit(std::move(work), max_queued_)) {
+      Answer(absl::ResourceExhaustedError(
+          absl::StrCat("decisions_busy: ", max_queued_, " ", method_, " calls are already waiting; retry later")));
+    }
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Answer(absl::Status status, std::string response = "") {
+    {
       if (metrics_ != nullptr) metrics_->ObserveAdminCall(method_, status, absl::Now() - started_);
       if (!status.ok()) {
         Finish(ToGrpc(status));
@@ -60,17 +83,17 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
       grpc::Slice slice(response);
       response_ = grpc::ByteBuffer(&slice, 1);
       StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
-    });
+    }
   }
-  void OnDone() override { delete this; }
 
- private:
   const AdminService::Handler* handler_;
   WorkerPool* pool_;
   Metrics* metrics_;
   const std::string method_;
   const std::string actor_;
   const absl::Time started_;
+  const size_t max_queued_;
+  const absl::Time deadline_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
 };
@@ -156,9 +179,13 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "AdmitSandbox"),
                                                      absl::StrCat(kServicePrefix, "RefreshSandbox"),
                                                      absl::StrCat(kServicePrefix, "ReloadTrustStore")};
-  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_,
-                          method.substr(std::string_view(kServicePrefix).size()),
-                          caller_identity_ ? caller_identity_(*context) : "");
+  const std::string name = method.substr(std::string_view(kServicePrefix).size());
+  const std::string actor = caller_identity_ ? caller_identity_(*context) : "";
+  if (decisions_pool_ != nullptr && name == "EvaluateEgress") {
+    const absl::Time deadline = std::min(absl::Now() + decisions_deadline_, absl::FromChrono(context->deadline()));
+    return new UnaryReactor(&handler->second, decisions_pool_, metrics_, name, actor, decisions_max_queued_, deadline);
+  }
+  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_, name, actor);
 }
 
 }  // namespace osh::gateway

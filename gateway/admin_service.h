@@ -32,6 +32,16 @@ class AdminService final : public grpc::CallbackGenericService {
   // outlive the service). Call before serving.
   void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
+  // EvaluateEgress on a pool of its own (not owned; must outlive the service): at most `max_queued`
+  // decisions wait for it (more: RESOURCE_EXHAUSTED, decisions_busy), and a decision that has not started
+  // within `deadline` of its arrival (or by the call's own deadline) is DEADLINE_EXCEEDED, so decisions
+  // never hold up admin calls. Unset: decisions run on `pool`. Call before serving.
+  void SetDecisionsPool(WorkerPool* pool, size_t max_queued, absl::Duration deadline) {
+    decisions_pool_ = pool;
+    decisions_max_queued_ = max_queued;
+    decisions_deadline_ = deadline;
+  }
+
   // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
   // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
   using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
@@ -52,6 +62,9 @@ class AdminService final : public grpc::CallbackGenericService {
   GatewayCore* core_;
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
+  WorkerPool* decisions_pool_ = nullptr;
+  size_t decisions_max_queued_ = 0;
+  absl::Duration decisions_deadline_ = absl::InfiniteDuration();
   Metrics* metrics_ = nullptr;
   CallerIdentity caller_identity_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"

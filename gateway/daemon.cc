@@ -270,6 +270,10 @@ int Daemon::Serve() {
   driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
   decisions_ = std::make_unique<EgressDecisions>(&registry_);
   admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get());
+  // EvaluateEgress never ties up the pool every other admin call uses: two threads of its own, 256 waiting
+  // at most, and a decision not started within 10 s is DEADLINE_EXCEEDED.
+  decisions_pool_ = std::make_unique<WorkerPool>(2);
+  admin_service_->SetDecisionsPool(decisions_pool_.get(), 256, absl::Seconds(10));
   registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
@@ -622,6 +626,7 @@ void Daemon::Stop() {
     remote_->SetStateListener(nullptr);
   }
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
+  if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
   if (anchor_thread_.joinable()) {  // it served: record the final head, after the last change (never when
     stop_anchor_.Notify();          // start-up failed — a refused rollback must stay refused)

@@ -115,7 +115,8 @@ class Daemon {
   std::unique_ptr<GatewayCore> core_;
   size_t loaded_ = 0;
   std::unique_ptr<WorkerPool> pool_;         // admin and sandbox calls that do not wait on the driver
-  std::unique_ptr<WorkerPool> driver_pool_;  // those that do (see AdminService)
+  std::unique_ptr<WorkerPool> driver_pool_;
+  std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;

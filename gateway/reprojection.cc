@@ -1,12 +1,16 @@
 #include "gateway/reprojection.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
+#include <thread>
 #include <map>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "gateway/driver_handles.h"
 #include "gateway/log.h"
 #include "policy/scope.h"
@@ -19,6 +23,45 @@ namespace audit = trust::audit;
 using store::kVerificationNone;
 using store::kVerificationVerified;
 namespace driver_v1 = drivers::driver_v1;
+
+namespace {
+
+// Runs fn(0..n-1) on up to hardware_concurrency threads (this one included), logging progress every 5 s
+// for a large scope so an operator sees a long change advance.
+void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::string& scope) {
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / 64 + 1);
+  std::atomic<size_t> next{0}, done{0};
+  std::atomic<bool> finished{false};
+  std::thread progress;
+  if (n >= 1000) {
+    progress = std::thread([&] {
+      const absl::Time started = absl::Now();
+      absl::Time last = started;
+      while (!finished.load()) {
+        absl::SleepFor(absl::Milliseconds(100));
+        if (absl::Now() - last >= absl::Seconds(5)) {
+          last = absl::Now();
+          LogInfo(absl::StrCat("re-projection of scope ", scope, ": ", done.load(), " of ", n, " projection(s) signed and checked in ",
+                               absl::FormatDuration(absl::Trunc(last - started, absl::Seconds(1)))));
+        }
+      }
+    });
+  }
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      fn(i);
+      ++done;
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  finished = true;
+  if (progress.joinable()) progress.join();
+}
+
+}  // namespace
 
 Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
                          SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling)
@@ -67,16 +110,30 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
     for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
     kept += group.members.size();
   };
-  for (auto& [key, group] : groups) {
+  // Fetch, sign (the driver) and check one projection per group — in parallel: with context binding a
+  // scope of 100k sandboxes is 100k groups, each a signature and a verify (issue 25.16). Then the batch is
+  // built in order, alone.
+  struct Verdict {
+    std::string refused;  // non-empty: the group keeps the last good, with this message
+    store::EnvelopePtr envelope;
+    std::vector<std::string> key_ids;
+  };
+  std::vector<Group*> order;
+  order.reserve(groups.size());
+  for (auto& [key, group] : groups) order.push_back(&group);
+  std::vector<Verdict> verdicts(order.size());
+  auto decide = [&](size_t i) {
+    const Group& group = *order[i];
+    Verdict& verdict = verdicts[i];
     const auto* first = group.members.front();
     auto response = driver_->GetProjection(first->driver_handle, first->envelope->Header().surface_id());
     if (!response.ok()) {
-      keep_last_good(group, std::string(DriverError(response.status(), "GetProjection").message()));
-      continue;
+      verdict.refused = std::string(DriverError(response.status(), "GetProjection").message());
+      return;
     }
     if (response->has_no_verified_policy()) {
-      keep_last_good(group, absl::StrCat(trust::reason::kNoVerifiedPolicy, ": ", response->no_verified_policy().reason()));
-      continue;
+      verdict.refused = absl::StrCat(trust::reason::kNoVerifiedPolicy, ": ", response->no_verified_policy().reason());
+      return;
     }
     driver_v1::Projection projection = std::move(*response->mutable_projection());
     projection.DiscardUnknownFields();
@@ -89,16 +146,27 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
     input.body_cache = body_cache_;
     const auto result = trust::CheckProjection(projection, input);  // once per group; rollback per member
     if (!result.ok()) {
-      keep_last_good(group, result.Message());
-      continue;
+      verdict.refused = result.Message();
+      return;
     }
     if (const auto inside = ceiling_->Check(*result.policy, projection.policy_digest()); !inside.ok()) {
-      keep_last_good(group, inside.Message());
+      verdict.refused = inside.Message();
+      return;
+    }
+    verdict.envelope = store_->envelopes().Intern(std::move(projection));
+    verdict.key_ids = result.verified_key_ids;
+  };
+  ParallelFor(order.size(), decide, scope);
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Group& group = *order[i];
+    Verdict& verdict = verdicts[i];
+    if (!verdict.refused.empty()) {
+      keep_last_good(group, verdict.refused);
       continue;
     }
-    const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+    const store::EnvelopePtr& envelope = verdict.envelope;
     const uint64_t version = envelope->policy_version();
-    store::change::ReplaceProjection move{{}, envelope, verification, result.verified_key_ids, now, false};
+    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false};
     for (const auto* m : group.members) {
       if (m->envelope->SameAs(*envelope)) {
         ++unchanged;

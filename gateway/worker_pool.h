@@ -19,6 +19,8 @@ class WorkerPool {
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   void Submit(std::function<void()> work);
+  // Submits unless `max_queued` pieces of work are already waiting; false (and `work` not run) then.
+  bool TrySubmit(std::function<void()> work, size_t max_queued);
   // Runs the queued work (including work it submits), then joins the threads. Idempotent; called
   // by the destructor. Work submitted afterwards never runs.
   void Shutdown();

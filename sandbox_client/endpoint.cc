@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -73,6 +74,8 @@ absl::Status CheckSocketPath(const std::string& socket_path) {
   }
   return absl::OkStatus();
 }
+
+void QuietGrpcLogs() { ::setenv("GRPC_VERBOSITY", "NONE", /*overwrite=*/0); }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpoint,
                                                            std::chrono::milliseconds connect_timeout) {

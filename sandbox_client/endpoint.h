@@ -14,7 +14,7 @@
 namespace osh::sandbox_client {
 
 struct Endpoint {
-  std::string unix_socket;  // used when `server` is empty
+  std::string unix_socket = "./var/sandbox.sock";  // used when `server` is empty; the gateway's default sandbox socket
   std::string server;       // "host:port": TCP
   std::string ca_file;      // PEM CA bundle that issued the gateway's certificate; "" with `server`: plaintext
                             // (accepted for a loopback host only)
@@ -28,6 +28,11 @@ struct Endpoint {
 // A channel to `endpoint`. Checks what can be checked at once — the socket exists and something listens,
 // the TLS files read, plaintext only to loopback — and returns UNAVAILABLE / INVALID_ARGUMENT naming it;
 // then waits up to `connect_timeout` for the connection (0: does not wait).
+// gRPC core writes its own error lines (a failed TLS handshake, say) to stderr unless GRPC_VERBOSITY says
+// otherwise; QuietGrpcLogs() sets GRPC_VERBOSITY=NONE unless the environment already sets it. Programs call
+// it first thing in main (policyctl and the example supervisor do), before gRPC starts; errors still reach
+// the caller as statuses, with hints.
+void QuietGrpcLogs();
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpoint,
                                                            std::chrono::milliseconds connect_timeout);
 

@@ -712,3 +712,43 @@ TEST_CASE("hostile: unauthenticated HTTP/2 floods (half-sent messages, rapid res
   CHECK(g.Fetch(admitted.sandbox_handle(), &p).ok());  // and it still serves
   CHECK(g.Stop() == 0);
 }
+
+TEST_CASE("hostile: heavy EvaluateEgress calls do not hold up the other admin calls", "[integration][limits]") {
+  // Regression (issue 25.7): two endpoints with 600k ports each tied up the shared admin pool for minutes
+  // (a quadratic check), so deletes and status waited behind them. Now such a policy is refused by its
+  // bounds, and decisions run on a bounded pool of their own.
+  GatewayFixture g;
+  gw::EvaluateEgressRequest heavy;
+  auto* policy = heavy.mutable_policy();
+  *policy = Example("github.yaml");
+  for (const char* name : {"a", "b"}) {
+    auto* endpoint = (*policy->mutable_network_policies())[name].add_endpoints();
+    endpoint->set_host("h.example.com");
+    for (uint32_t port = 1; port <= 600000; ++port) endpoint->add_ports(1 + port % 65535);
+    (*policy->mutable_network_policies())[name].add_binaries()->set_path("/usr/bin/curl");
+  }
+  heavy.set_host("h.example.com");
+  heavy.set_port(443);
+  heavy.set_binary("/usr/bin/curl");
+  std::vector<std::thread> callers;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 12; ++i) {
+    callers.emplace_back([&] {
+      gw::EvaluateEgressResponse response;
+      auto context = GatewayFixture::Context();
+      context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      const grpc::Status status = g.admin().EvaluateEgress(context.get(), heavy, &response);
+      if (status.error_code() != grpc::StatusCode::OK) ++answered;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (int i = 0; i < 5; ++i) {
+    gw::GetStatusResponse status;
+    auto context = GatewayFixture::Context();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    CHECK(g.admin().GetStatus(context.get(), gw::GetStatusRequest(), &status).ok());
+  }
+  for (auto& caller : callers) caller.join();
+  CHECK(answered == 12);  // each refused (invalid_policy: too many ports), none decided
+  CHECK(g.Stop() == 0);
+}

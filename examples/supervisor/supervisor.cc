@@ -82,6 +82,7 @@ absl::Status Withdraw(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sc::QuietGrpcLogs();  // errors are reported as statuses with hints, not gRPC core's log lines
   CLI::App app{"example-supervisor: keep a sandbox's policy in force, verified end to end"};
   sc::ClientOptions options;
   std::string trust_store, policy_out = "policy.json", handle_file;
