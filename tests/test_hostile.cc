@@ -57,14 +57,18 @@ struct Watch {
 };
 
 // A policy of about `kilobytes` KiB (many network policies): big enough to fill gRPC's flow-control window.
+// Within the policy bounds (at most 1024 rules and 1024 binaries in all, paths of 4096 characters): up to
+// 1000 rules, each with one binary whose path makes the rule about kilobytes/rules KiB.
 openshell::sandbox::v1::SandboxPolicy BigPolicy(int kilobytes, int revision) {
   auto policy = Example("restrictive-default.yaml");
-  for (int i = 0; i < kilobytes * 8; ++i) {
+  const int rules = std::min(kilobytes, 1000);
+  const size_t path_bytes = std::min<size_t>(4000, static_cast<size_t>(kilobytes) * 1024 / rules - 60);
+  for (int i = 0; i < rules; ++i) {
     auto& rule = (*policy.mutable_network_policies())["p" + std::to_string(i)];
     auto* endpoint = rule.add_endpoints();
     endpoint->set_host("h" + std::to_string(i) + "-r" + std::to_string(revision) + ".example.com");
     endpoint->set_port(443);
-    rule.add_binaries()->set_path("/usr/bin/curl-" + std::to_string(i) + std::string(60, 'x'));
+    rule.add_binaries()->set_path("/usr/bin/curl-" + std::to_string(i) + std::string(path_bytes, 'x'));
   }
   return policy;
 }
@@ -400,7 +404,7 @@ TEST_CASE("hostile: a driver's surface with a NUL byte, or of 3 MiB, is audited 
   CHECK(Ctl(g, {"audit", "verify", dir / "audit2.jsonl"}, &out, &err) == 0);
 }
 
-TEST_CASE("hostile: slow-header clients do not blind the metrics listener; metrics_allow refuses others",
+TEST_CASE("hostile: slow-header clients do not blind the metrics listener, and metrics_allow refuses others",
           "[integration][limits][metrics]") {
   // Regression (issue 25.14): ten connections sending their headers a byte at a time held every worker of
   // the metrics server, and scrapes hung.

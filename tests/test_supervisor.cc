@@ -232,7 +232,7 @@ TEST_CASE("example supervisor: a policy that expires with no newer one is report
   CHECK(keeper->Wait() == 0);
 }
 
-TEST_CASE("example supervisor: reconnecting does not start the back-off again; only a stream that stayed up does",
+TEST_CASE("example supervisor: reconnecting does not start the back-off again, only a stream that stayed up does",
           "[integration][sandbox_client][supervisor]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
