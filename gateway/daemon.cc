@@ -108,14 +108,21 @@ int Daemon::Build() {
   if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {  // before anything writes
     sqlite->SetCommitObserver([this](absl::Duration took) { metrics_.ObserveStoreCommit(took); });
   }
-  if (!db_path.empty()) {
-    anchor_ = std::make_unique<HeadAnchor>(store_.get(), db_path);
+  store_->SetNoticeListener([](const std::string& notice) { LogWarning(notice); });
+  {
+    // Rollback detection: SQLite records the head beside the database file; a PostgreSQL replica in its own
+    // state_dir (each replica keeps the head it last saw: a database restored from a dump, or another
+    // database given under the same state_dir, is refused alike).
+    const std::string anchored_at =
+        db_path.empty() ? (std::filesystem::path(config_.state_dir) / "postgresql").string() : db_path;
+    const std::string database = db_path.empty() ? store::DisplayName(config_.database) : db_path;
+    anchor_ = std::make_unique<HeadAnchor>(store_.get(), anchored_at);
     if (absl::Status anchored = anchor_->Check(); !anchored.ok()) {
       if (!config_.accept_state_rollback) {
-        LogError(absl::StrCat("database ", db_path, ": ", anchored.message()));
+        LogError(absl::StrCat("database ", database, ": ", anchored.message()));
         return kExitStartup;
       }
-      LogWarning(absl::StrCat("database ", db_path, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
+      LogWarning(absl::StrCat("database ", database, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
       store::AuditEvent event;
       event.type = "state_rollback_accepted";
       event.outcome = "ok";
@@ -466,7 +473,7 @@ int Daemon::Serve() {
   // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
   // re-verifies the rest in the background.
   verifier_ = std::thread([this] { core_->VerifyLoaded(); });
-  // Once a second: the SQLite head anchor; once a minute: handle-guessing (sandbox calls refused for a
+  // Once a second: the head anchor; once a minute: handle-guessing (sandbox calls refused for a
   // wrong handle) is logged and audited, so it never goes unseen.
   anchor_thread_ = std::thread([this] {
     absl::Time last_report = absl::Now();
@@ -609,6 +616,7 @@ void Daemon::Stop() {
     listener->front.reset();
   }
   if (store_ != nullptr) store_->SetReachabilityListener(nullptr);  // it updates the servers' health
+  if (store_ != nullptr) store_->SetNoticeListener(nullptr);
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {

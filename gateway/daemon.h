@@ -133,8 +133,8 @@ class Daemon {
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   std::unique_ptr<RefreshScheduler> scheduler_;
   std::thread verifier_;
-  std::unique_ptr<HeadAnchor> anchor_;  // SQLite only
-  std::thread anchor_thread_;           // while serving: the head once a second (SQLite), auth failures once a minute
+  std::unique_ptr<HeadAnchor> anchor_;  // beside the SQLite file, or in state_dir for PostgreSQL
+  std::thread anchor_thread_;           // while serving: the head once a second, auth failures once a minute
   absl::Notification stop_anchor_;
   bool stopped_ = false;
 };

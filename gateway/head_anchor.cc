@@ -43,6 +43,9 @@ void HeadAnchor::Record() {
   const store::Store::ChainHead head = store_->AuditChainHead();
   absl::MutexLock lock(&mu_);
   if (head.seq == recorded_seq_) return;
+  // Never backwards: a replica that cannot read a shared database reports the last head it wrote itself,
+  // which other replicas may have passed.
+  if (recorded_seq_ != UINT64_MAX && head.seq < recorded_seq_) return;
   const std::string tmp = path_ + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);

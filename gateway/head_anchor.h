@@ -1,5 +1,5 @@
-// Rollback detection for the SQLite state: the audit chain's head (seq and hash) is recorded in
-// "<database>.head", outside the database, after changes (at most a second late) and at stop. At start
+// Rollback detection: the audit chain's head (seq and hash) is recorded in "<database>.head" beside a
+// SQLite file, or "<state_dir>/postgresql.head" for a PostgreSQL replica, outside the database, after changes (at most a second late) and at stop. At start
 // the database must still contain that event with that hash: a database restored from an older copy
 // (which would bring deleted sandboxes back, their revoked handles working again) has a shorter chain or
 // a different event there, and the gateway refuses to serve it until an operator confirms with
@@ -17,7 +17,7 @@ namespace osh::gateway {
 
 class HeadAnchor {
  public:
-  // `store` must outlive the anchor.
+  // `store` must outlive the anchor; the record is "<database_path>.head".
   HeadAnchor(store::Store* store, std::string database_path)
       : store_(store), path_(std::move(database_path) + ".head") {}
 

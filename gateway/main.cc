@@ -10,12 +10,14 @@
 #include <optional>
 #include <iostream>
 #include <mutex>
+#include <chrono>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
@@ -63,7 +65,7 @@ int PrintConfig(const Config& config, const ConfigOrigins& origins, const std::s
 }
 
 // `policy-gateway migrate`: the whole state of one store copied into another, empty one.
-int Migrate(const std::string& from_url, const std::string& to_url, const std::string& output) {
+int Migrate(const std::string& from_url, const std::string& to_url, const std::string& output, bool replace_target) {
   auto fail = [](const std::string& what, const absl::Status& status) {
     std::cerr << "policy-gateway migrate: " << what << ": " << status.message() << "\n";
     return kExitStartup;
@@ -75,11 +77,26 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
     if (!acquired.ok()) return fail(path, acquired.status());
     lock.emplace(*std::move(acquired));
   }
-  auto from = store::OpenStore(from_url);
+  auto from = store::OpenStore(from_url, store::Clock::System(), store::StoreRole::kMigration);
   if (!from.ok()) return fail(absl::StrCat("--from ", store::DisplayName(from_url)), from.status());
-  auto to = store::OpenStore(to_url);
+  auto to = store::OpenStore(to_url, store::Clock::System(), store::StoreRole::kMigration);
   if (!to.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), to.status());
-  auto report = store::MigrateStore(**from, **to, [](const std::string& line) {
+  store::MigrationOptions options;
+  options.source_name = store::DisplayName(from_url);
+  options.replace_target = replace_target;
+  // Test hook (integration tests only: a copy slow enough to be cut short at a known point): audit pages
+  // of N events, each followed by a progress line and a 300 ms pause.
+  if (const char* slow = std::getenv("OSH_TEST_MIGRATE_SLOW_PAGES"); slow != nullptr) {
+    uint32_t page = 0;
+    if (absl::SimpleAtoi(slow, &page) && page > 0) {
+      options.audit_page = page;
+      options.after_audit_page = [](uint64_t copied) {
+        std::cerr << "policy-gateway migrate: audit chain: " << copied << " event(s) copied" << std::endl;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      };
+    }
+  }
+  auto report = store::MigrateStore(**from, **to, options, [](const std::string& line) {
     std::cerr << "policy-gateway migrate: " << line << "\n";
   });
   if (!report.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), report.status());
@@ -141,6 +158,10 @@ int Run(int argc, char** argv) {
       "copy a gateway's whole state (sandboxes, handles, policies with revisions, pending releases, the ceiling and "
       "the audit chain) from one database into another, empty one; stop every gateway using either first");
   std::string migrate_from, migrate_to, migrate_output = "text";
+  bool migrate_replace_target = false;
+  migrate->add_flag("--replace-target", migrate_replace_target,
+                    "the target holds what an interrupted migration left (gateways refuse it): empty it and copy "
+                    "again (refused on a target no migration marked)");
   migrate->add_option("--from", migrate_from, "the database to copy: sqlite:<path> (or a PostgreSQL URL)")->required();
   migrate->add_option("--to", migrate_to, "the empty database to fill: postgresql://...")->required();
   migrate->add_option("-o,--output", migrate_output, "summary format")
@@ -151,7 +172,7 @@ int Run(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     return app.exit(error) == 0 ? 0 : kExitConfig;
   }
-  if (*migrate) return Migrate(migrate_from, migrate_to, migrate_output);
+  if (*migrate) return Migrate(migrate_from, migrate_to, migrate_output, migrate_replace_target);
   for (const auto& key : ConfigKeys()) {
     if (std::string(key.name) != "accepted_surfaces" && app.count(FlagName(key.name)) > 0) {
       flags[key.name] = flag_values[key.name];

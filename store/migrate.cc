@@ -13,11 +13,23 @@ absl::Status Step(const absl::Status& status, const char* what) {
 
 }  // namespace
 
-absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to,
+absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const MigrationOptions& options,
                                              const std::function<void(const std::string&)>& progress) {
   auto say = [&](const std::string& line) {
     if (progress) progress(line);
   };
+  for (auto [store, side] : {std::pair{&from, "the source"}, std::pair{&to, "the target"}}) {
+    const ReplicaStatus replicas = store->replica_status();
+    if (!replicas.database_reachable) return absl::UnavailableError(absl::StrCat(side, " cannot be reached"));
+    if (replicas.database_kind == "postgresql" && replicas.live_replicas > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          side, " has ", replicas.live_replicas,
+          " live gateway replica(s) (a heartbeat within the last 10 s): stop every gateway on either database first"));
+    }
+  }
+  if (absl::Status s = to.BeginImport(options.source_name, options.replace_target); !s.ok()) {
+    return Step(s, "marking the target");
+  }
   MigrationReport report;
   StoreImage image;
   auto sandboxes = from.LoadSandboxes();
@@ -46,7 +58,7 @@ absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to,
   if (absl::Status s = to.ImportImage(image); !s.ok()) return Step(s, "writing the state");
 
   const Store::ChainHead source_head = from.AuditChainHead();
-  constexpr uint32_t kPage = 1000;
+  const uint32_t kPage = options.audit_page == 0 ? 1000 : options.audit_page;
   for (uint64_t after = 0;;) {
     auto page = from.ListAuditEvents(after, kPage);
     if (!page.ok()) return Step(page.status(), "reading the audit chain");
@@ -54,10 +66,13 @@ absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to,
     if (absl::Status s = to.ImportAuditEvents(*page); !s.ok()) return Step(s, "writing the audit chain");
     report.audit_events += page->size();
     after = page->back().seq;
+    if (options.after_audit_page) options.after_audit_page(report.audit_events);
     if (report.audit_events % (100 * kPage) == 0) {
       say(absl::StrCat("audit chain: ", report.audit_events, " of ", source_head.seq, " event(s)"));
     }
   }
+  // The final commit: the marker goes only if the target's chain ends on the source's head.
+  if (absl::Status s = to.FinishImport(source_head); !s.ok()) return Step(s, "finishing");
   report.head = to.AuditChainHead();
   if (report.head.seq != source_head.seq || report.head.hash != source_head.hash) {
     return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", report.head.seq, ", the source's at ",

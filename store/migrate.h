@@ -22,9 +22,21 @@ struct MigrationReport {
   Store::ChainHead head;  // the chain's head, equal in both stores
 };
 
-// `progress` (may be empty) is told what is being copied, a line at a time. Errors name the step; on
-// an error the target may hold part of the state: drop and recreate it before trying again.
-absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to,
+struct MigrationOptions {
+  std::string source_name;      // the source as messages name it (never a password): kept in the marker
+  bool replace_target = false;  // empty a target an interrupted migration left (marked), then copy
+  uint32_t audit_page = 1000;   // audit events per transaction
+  // Called after each audit page is committed (tests use it to cut a copy short); may be empty.
+  std::function<void(uint64_t copied)> after_audit_page;
+};
+
+// Refused (FAILED_PRECONDITION) while either store has a live replica (a heartbeat within
+// PostgresStore::kReplicaLeaseMs): a replica writing meanwhile would fork the chains. The target is
+// marked (Store::BeginImport) before anything is copied and unmarked in the final commit, once its
+// chain ends on the source's head: a copy cut short (kill -9, a lost connection) leaves a marked target
+// that gateways refuse and that `--replace-target` empties and fills again.
+// `progress` (may be empty) is told what is being copied, a line at a time. Errors name the step.
+absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const MigrationOptions& options,
                                              const std::function<void(const std::string&)>& progress = nullptr);
 
 }  // namespace osh::store

@@ -22,14 +22,14 @@ std::string DisplayName(const std::string& url) {
   return SqlitePathOf(url);
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock) {
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock, StoreRole role) {
   if (const std::string path = SqlitePathOf(url); !path.empty()) {
     auto store = SqliteStore::Open(path, clock);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(*std::move(store));
   }
   if (IsPostgresUrl(url)) {
-    auto store = PostgresStore::Open(url, clock);
+    auto store = PostgresStore::Open(url, clock, /*replica=*/role == StoreRole::kGateway);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(*std::move(store));
   }

@@ -12,8 +12,14 @@
 
 namespace osh::store {
 
+// Who opens the store: a gateway (on PostgreSQL: a replica with a heartbeat and the change feed, refused
+// on the target of an unfinished migration) or `policy-gateway migrate` (no heartbeat, no feed: it must
+// not count as a live replica, and it may open an unfinished migration's target to replace it).
+enum class StoreRole { kGateway, kMigration };
+
 // `clock` (not owned) must outlive the store.
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock = Clock::System());
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock = Clock::System(),
+                                                 StoreRole role = StoreRole::kGateway);
 
 // The SQLite file of a "sqlite:<path>" URL or a bare path; "" for any other URL.
 std::string SqlitePathOf(const std::string& url);

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "store/audit_actor.h"
@@ -119,6 +120,15 @@ CREATE TABLE leases (
   expires BIGINT NOT NULL
 );
 )sql",
+    // 1 -> 2: the marker of a migration into this database that has not finished (policy-gateway migrate
+    // writes it before copying and removes it in its final commit; a gateway refuses the database meanwhile).
+    R"sql(
+CREATE TABLE migration_marker (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  source     TEXT NOT NULL,
+  started_at BIGINT NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -154,7 +164,8 @@ PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Cl
     : clock_(clock), replica_id_(std::move(replica_id)), writer_(std::move(writer)), reader_(std::move(reader)),
       feed_(std::move(feed)) {}
 
-absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock) {
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock,
+                                                                  bool replica) {
   auto writer = PgConn::Connect(conninfo);
   if (!writer.ok()) return writer.status();
   auto reader = PgConn::Connect(conninfo);
@@ -166,6 +177,18 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   {
     absl::MutexLock lock(&store->mu_);
     OSH_RETURN_IF_ERROR(store->Migrate());
+  }
+  store->replica_ = replica;
+  if (!replica) return store;  // policy-gateway migrate: no heartbeat, no feed
+  // Before this replica registers: the target of a migration that has not finished holds part of a state
+  // (and part of its audit chain, which would fork from the source's if served).
+  if (auto marker = store->MigrationMarker(); !marker.ok()) {
+    return marker.status();
+  } else if (marker->has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database is the target of a migration that did not finish (", **marker,
+        "): it holds only part of that state and is not served. Run `policy-gateway migrate --from <the same "
+        "source> --to <this database> --replace-target` to copy it again (stop every gateway on it first)"));
   }
   {
     absl::MutexLock lock(&store->feed_mu_);
@@ -188,6 +211,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
 PostgresStore::~PostgresStore() {
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
+  if (!replica_) return;
   absl::MutexLock lock(&feed_mu_);
   // A clean stop: this replica's admissions in flight are due at once, and it no longer counts as live.
   feed_.Query("UPDATE pending_releases SET in_flight_owner = '' WHERE in_flight_owner = $1", PgParams().Add(replica_id_))
@@ -821,6 +845,64 @@ absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& eve
   });
 }
 
+absl::Status PostgresStore::BeginImport(const std::string& source, bool replace) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto marker = writer_.Query("SELECT source FROM migration_marker WHERE id = 1");
+    if (!marker.ok()) return marker.status();
+    if (marker->rows() != 0 && !replace) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the target database holds part of a migration that did not finish (from ", marker->Bytes(0, 0),
+          "): run again with --replace-target to empty it and copy again"));
+    }
+    if (marker->rows() == 0) {
+      auto used = writer_.Query(
+          "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
+          "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases)");
+      if (!used.ok()) return used.status();
+      if (used->Int(0, 0) != 0) {
+        return absl::FailedPreconditionError(
+            replace ? "the target database is not empty and holds no unfinished migration: --replace-target only "
+                      "replaces what an interrupted migration left, never a database gateways wrote"
+                    : "the target database is not empty");
+      }
+    } else {
+      // An interrupted migration's partial copy: removed, with the marker kept (rewritten below), in this
+      // transaction — a crash here leaves either the old partial copy or an empty, marked target.
+      OSH_RETURN_IF_ERROR(writer_.Exec(
+          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, ceiling, changes, "
+          "leases RESTART IDENTITY"));
+      OSH_RETURN_IF_ERROR(writer_.Exec(
+          "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000'"));
+      chain_.Reset({0, std::string(64, '0')});
+    }
+    return writer_
+        .Query("INSERT INTO migration_marker (id, source, started_at) VALUES (1, $1, $2) "
+               "ON CONFLICT (id) DO UPDATE SET source = $1, started_at = $2",
+               PgParams().Add(source).Add(NowMs() / 1000))
+        .status();
+  });
+}
+
+absl::Status PostgresStore::FinishImport(const ChainHead& expected) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (chain_.head().seq != expected.seq || chain_.head().hash != expected.hash) {
+      return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", chain_.head().seq, ", the source's at ",
+                                              expected.seq, ": the target stays marked as unfinished"));
+    }
+    return writer_.Exec("DELETE FROM migration_marker");
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> PostgresStore::MigrationMarker() {
+  absl::MutexLock lock(&read_mu_);
+  auto marker = Read("SELECT source, started_at FROM migration_marker WHERE id = 1");
+  if (!marker.ok()) return marker.status();
+  if (marker->rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(absl::StrCat(
+      "from ", marker->Bytes(0, 0), ", started ",
+      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(marker->Int(0, 1)), absl::UTCTimeZone())));
+}
+
 // --- Replicas -------------------------------------------------------------------------------
 
 void PostgresStore::SetReachabilityListener(std::function<void(bool reachable)> listener) {
@@ -839,6 +921,40 @@ ReplicaStatus PostgresStore::replica_status() {
   }
   status.live_replicas = static_cast<uint32_t>(live->Int(0, 0));
   return status;
+}
+
+void PostgresStore::SetNoticeListener(std::function<void(const std::string& notice)> listener) {
+  absl::MutexLock lock(&feed_mu_);
+  notice_listener_ = std::move(listener);
+}
+
+absl::Status PostgresStore::ExpireDeadReplicas() {
+  // A replica's row outlives it only as long as a takeover may still need to tell it is dead (its claims
+  // and in-flight notes name it); after kReplicaExpiryMs it is removed, so `replicas` holds the fleet that
+  // is, not every process that ever ran. A replica that comes back re-registers with its next heartbeat.
+  auto expired = feed_.Query(absl::StrCat("DELETE FROM replicas WHERE heartbeat_at < ", kDbNowMs,
+                                          " - $1 RETURNING id, ", kDbNowMs, " - heartbeat_at"),
+                             PgParams().Add(kReplicaExpiryMs));
+  if (!expired.ok()) return expired.status();
+  // Admission notes still marked in flight on a replica that is gone are settled: made due (no owner),
+  // so every replica counts and delivers them as any other release, and none refers to a deleted row.
+  auto settled = feed_.Query(
+      absl::StrCat("UPDATE pending_releases p SET in_flight_owner = '' FROM pending_releases old "
+                   "WHERE p.id = old.id AND p.in_flight_owner <> '' AND p.in_flight_owner NOT IN "
+                   "(SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1) "
+                   "RETURNING p.id, old.in_flight_owner"),
+      PgParams().Add(kReplicaLeaseMs));
+  if (!settled.ok()) return settled.status();
+  if (!notice_listener_) return absl::OkStatus();
+  for (int i = 0; i < expired->rows(); ++i) {
+    notice_listener_(absl::StrCat("replica ", expired->Bytes(i, 0), " expired: no heartbeat for ",
+                                  expired->Int(i, 1) / 1000, " s (its row in `replicas` is deleted)"));
+  }
+  for (int i = 0; i < settled->rows(); ++i) {
+    notice_listener_(absl::StrCat("admission note #", settled->Int(i, 0), " was left in flight by replica ",
+                                  settled->Bytes(i, 1), ", which is gone: its driver handle is due for release"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> PostgresStore::TryLease(const std::string& name, int64_t duration_ms) {
@@ -896,6 +1012,10 @@ absl::Status PostgresStore::PollFeed() {
                                  PgParams().Add(replica_id_))
                           .status());
   last_heartbeat_ok_ms_ = NowMs();
+  if (last_heartbeat_ok_ms_ - last_expiry_pass_ms_ >= kExpiryPassMs) {
+    OSH_RETURN_IF_ERROR(ExpireDeadReplicas());
+    last_expiry_pass_ms_ = last_heartbeat_ok_ms_;
+  }
   auto rows = feed_.Query("SELECT seq, origin, kind, payload FROM changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
                           PgParams().Add(feed_seq_));
   if (!rows.ok()) return rows.status();

@@ -36,11 +36,15 @@ class PostgresStore final : public Store {
  public:
   // `conninfo`: a postgresql:// URL or libpq connection string. `clock` (not owned) stamps events.
   // UNAVAILABLE (naming the database, without its password) when it cannot be reached.
+  // `replica`: a gateway replica (heartbeat, change feed; FAILED_PRECONDITION on the target of an
+  // unfinished migration); false for `policy-gateway migrate`, which neither heartbeats nor reads the feed.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo,
-                                                             const Clock* clock = Clock::System());
+                                                             const Clock* clock = Clock::System(), bool replica = true);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
+  static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
+  static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
   static constexpr int64_t kReleaseClaimMs = 30000;  // a claimed release not completed by then is due again
   static constexpr int64_t kFeedPollMs = 1000;       // the feed is read at least this often
 
@@ -74,6 +78,10 @@ class PostgresStore final : public Store {
 
   absl::Status ImportImage(const StoreImage& image) override;
   absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) override;
+  absl::Status BeginImport(const std::string& source, bool replace) override;
+  absl::Status FinishImport(const ChainHead& expected) override;
+  absl::StatusOr<std::optional<std::string>> MigrationMarker() override;
+  void SetNoticeListener(std::function<void(const std::string& notice)> listener) override;
 
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;
@@ -106,6 +114,9 @@ class PostgresStore final : public Store {
   absl::StatusOr<PgResult> Read(const std::string& sql, const PgParams& params = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   void FeedLoop();
   absl::Status PollFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_);
+  // Deletes replica rows silent for kReplicaExpiryMs and makes admission notes left in flight by a
+  // replica that is gone due (in_flight_owner cleared), telling the notice listener of each.
+  absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_);
 
   const Clock* const clock_;
   const std::string replica_id_;
@@ -125,6 +136,9 @@ class PostgresStore final : public Store {
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
   int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
   std::function<void(bool)> reachability_listener_ ABSL_GUARDED_BY(feed_mu_);
+  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(feed_mu_);
+  int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  bool replica_ = true;  // set before the feed thread starts
   std::atomic<bool> reachable_{true};
   std::atomic<bool> stopping_{false};
   std::thread feed_thread_;

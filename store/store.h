@@ -166,6 +166,21 @@ class Store {
   virtual absl::Status ImportAuditEvents(const std::vector<AuditEvent>& /*events*/) {
     return absl::UnimplementedError("this store cannot be migrated into");
   }
+  // Marks this store as the target of a migration from `source` (a display name, never a password),
+  // committed before anything is copied, so that a copy cut short is never served (see
+  // MigrationMarker). FAILED_PRECONDITION unless the store is empty, or — with `replace` — holds the
+  // marker of an interrupted migration (then everything in it is removed in the same transaction).
+  virtual absl::Status BeginImport(const std::string& /*source*/, bool /*replace*/) {
+    return absl::UnimplementedError("this store cannot be migrated into");
+  }
+  // The migration's final commit: removes the marker if the chain's head is `expected` (DATA_LOSS
+  // otherwise, the marker stays).
+  virtual absl::Status FinishImport(const ChainHead& /*expected*/) {
+    return absl::UnimplementedError("this store cannot be migrated into");
+  }
+  // The marker of a migration into this store that has not finished ("from <source>, started <time>"),
+  // or nullopt. A gateway refuses a store that holds one.
+  virtual absl::StatusOr<std::optional<std::string>> MigrationMarker() { return std::optional<std::string>(); }
 
   // --- Replicas (a single-process store: one replica, no feed, every lease granted) -----------------
   // The listener for changes other processes commit; nullptr removes it.
@@ -178,6 +193,9 @@ class Store {
   // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
   // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.
   virtual absl::StatusOr<bool> TryLease(const std::string& /*name*/, int64_t /*duration_ms*/) { return true; }
+  // Told of housekeeping worth a log line (expired replica rows, settled admission notes), on the store's
+  // own thread (must not call back into the store); nullptr removes it.
+  virtual void SetNoticeListener(std::function<void(const std::string& notice)> /*listener*/) {}
 
   // Content-addressed envelopes and bodies: what LoadSandboxes returns and what the gateway admits share
   // one copy of each distinct envelope and body.

@@ -10,6 +10,9 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "policy/body_codec.h"
@@ -18,6 +21,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
+#include "tests/test_support.h"
 
 using namespace osh::test;
 
@@ -405,4 +409,213 @@ TEST_CASE("replicas: after a restart on PostgreSQL the builtin driver serves eve
   CHECK(acme.policy_digest() ==
         osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml"))));
   CHECK(g.Stop() == 0);
+}
+
+namespace {
+
+// Runs `sql` on `url` with the cluster's own psql; its exit status.
+int Psql(const std::string& url, const std::string& sql, std::string* out = nullptr) {
+  std::string ignored, err;
+  const int code = RunCommand({PgCluster::BinDir() + "/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d",
+                               url, "-c", sql},
+                              out != nullptr ? out : &ignored, &err);
+  INFO(err);
+  return code;
+}
+
+// The "hash" of the last event in a `policyctl audit export` file.
+std::string LastHash(const std::string& exported) {
+  const std::string text = ReadAll(exported);
+  const size_t line = text.rfind('\n', text.size() >= 2 ? text.size() - 2 : 0);
+  const std::string last = text.substr(line == std::string::npos ? 0 : line + 1);
+  const size_t at = last.find("\"hash\":\"");
+  if (at == std::string::npos) return "";
+  return last.substr(at + 8, 64);
+}
+
+}  // namespace
+
+TEST_CASE("replicas: a PostgreSQL database restored from an older dump is refused until an operator accepts it",
+          "[integration][postgres][replicas]") {
+  // Regression (issue 25.11): the head anchor existed only for SQLite, so a PostgreSQL database restored
+  // from a dump brought a deleted sandbox back and its revoked handle worked again, unnoticed.
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g(Database(url));
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse deleted_later;
+  REQUIRE(g.Admit("sb-1", &deleted_later).ok());
+  REQUIRE(g.Stop() == 0);
+  g.Start();  // a second start on the same database serves it
+  // The "backup": a dump taken with the cluster's own pg_dump while sb-1 is admitted.
+  const std::string dump = g.dir() / "dump.sql";
+  std::string out, err;
+  REQUIRE(RunCommand({PgCluster::BinDir() + "/pg_dump", "--no-owner", "-f", dump, "-d", url}, &out, &err) == 0);
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-1");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  REQUIRE(deleted.deleted());
+  REQUIRE(g.Stop() == 0);
+
+  // Restored into a fresh database, whose URL the replica is then given with the same state_dir.
+  const std::string restored = PgCluster::Shared().CreateDatabase();
+  REQUIRE(RunCommand({PgCluster::BinDir() + "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", restored, "-f", dump},
+                     &out, &err) == 0);
+  {
+    Process refused({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir(), "--database", restored}, g.dir() / "refused.log");
+    const int code = refused.Wait(std::chrono::seconds(20));
+    INFO(ReadAll(g.dir() / "refused.log"));
+    CHECK(code == 1);  // -1: still running, serving the restored state
+    CHECK_THAT(ReadAll(g.dir() / "refused.log"),
+               Catch::Contains("state_rollback: the database's audit chain ends at event") &&
+                   Catch::Contains("--accept-state-rollback") && Catch::Contains("postgresql.head"));
+  }
+  // The operator confirms: it serves that state, and the acceptance is audited.
+  {
+    Process accepted({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir(), "--database", restored, "--accept-state-rollback"},
+                     g.dir() / "accepted.log");
+    REQUIRE(WaitForSocket(g.sandbox_socket()));
+    REQUIRE(WaitForSocket(g.admin_socket()));
+    drv::Projection fetched;
+    auto sandbox = gw::SandboxPolicy::NewStub(GatewayFixture::Channel(g.sandbox_socket()));
+    CHECK(sandbox->GetProjection(GatewayFixture::Context(deleted_later.sandbox_handle()).get(),
+                                 gw::GetProjectionRequest(), &fetched).ok());
+    REQUIRE(Ctl(g, {"audit", "export", "--out", g.dir() / "audit.jsonl"}, &out, &err) == 0);
+    INFO(ReadAll(g.dir() / "accepted.log"));
+    CHECK(absl::StrContains(ReadAll(g.dir() / "audit.jsonl"), "state_rollback_accepted"));
+    accepted.Signal(SIGTERM);
+    CHECK(accepted.Wait() == 0);
+  }
+  // From then on the record follows the accepted state: a plain restart on it serves.
+  Process plain({OSH_GATEWAY_BINARY, "--state-dir", g.state_dir(), "--database", restored}, g.dir() / "plain.log");
+  CHECK(WaitForSocket(g.admin_socket()));
+  CHECK(plain.running());
+  plain.Signal(SIGTERM);
+  CHECK(plain.Wait() == 0);
+}
+
+TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways refuse; --replace-target copies it again",
+          "[integration][postgres][replicas]") {
+  // Regression (issue 25.12): kill -9 mid-copy left a target with part of the sandboxes and of the chain
+  // that a gateway served silently, its chain forking from the source's.
+  GatewayFixture single;
+  REQUIRE(single.SetPolicy("default", Example("github.yaml")).ok());
+  std::vector<gw::AdmitSandboxResponse> admitted(30);
+  for (int i = 0; i < 30; ++i) REQUIRE(single.Admit("sb-" + std::to_string(i), &admitted[i]).ok());
+  gw::DeleteSandboxRequest del;
+  del.set_sandbox_id("sb-29");
+  gw::DeleteSandboxResponse deleted;
+  REQUIRE(single.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  std::string out, err;
+  const std::string single_chain = single.dir() / "single.jsonl";
+  REQUIRE(Ctl(single, {"audit", "export", "--out", single_chain}, &out, &err) == 0);
+  const std::string source_head = LastHash(single_chain);
+  REQUIRE(source_head.size() == 64);
+  REQUIRE(single.Stop() == 0);
+  const std::string from = "sqlite:" + single.state_dir() + "/gateway.db";
+
+  // No migration into (or out of) a database a replica is heartbeating on.
+  {
+    const std::string busy = PgCluster::Shared().CreateDatabase();
+    GatewayFixture replica(Database(busy));
+    CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", busy}, &out, &err) != 0);
+    CHECK_THAT(err, Catch::Contains("live gateway replica"));
+    CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", busy, "--to", PgCluster::Shared().CreateDatabase()},
+                     &out, &err) != 0);
+    CHECK_THAT(err, Catch::Contains("the source has 1 live gateway replica"));
+  }
+
+  // kill -9 mid-copy: the audit chain goes in pages of 5 events (test hook), the migration is killed
+  // after its first page is committed.
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  TempDir work;
+  {
+    Process migrate({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url}, work / "migrate.log", "",
+                    {"OSH_TEST_MIGRATE_SLOW_PAGES=5"});
+    REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(work / "migrate.log"), "event(s) copied"); }));
+    migrate.Signal(SIGKILL);
+    migrate.Wait();
+    INFO(ReadAll(work / "migrate.log"));
+    CHECK_THAT(ReadAll(work / "migrate.log"), !Catch::Contains("migrated"));
+  }
+  std::string count;
+  REQUIRE(Psql(url, "SELECT COUNT(*) FROM audit_events", &count) == 0);
+  INFO("events in the cut-short target: " << count);
+  CHECK(std::stoi(count) < 31);
+
+  // A gateway refuses the marked target, naming the fix.
+  {
+    Process refused({OSH_GATEWAY_BINARY, "--state-dir", work / "var", "--database", url}, work / "refused.log");
+    const int code = refused.Wait(std::chrono::seconds(20));
+    INFO(ReadAll(work / "refused.log"));
+    CHECK(code == 1);
+    CHECK_THAT(ReadAll(work / "refused.log"),
+               Catch::Contains("migration that did not finish") && Catch::Contains("--replace-target"));
+  }
+  // A plain migration into it is refused too; --replace-target empties it and copies again.
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("--replace-target"));
+  REQUIRE(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url, "--replace-target", "-o", "json"},
+                     &out, &err) == 0);
+  INFO(out << err);
+  CHECK_THAT(out, Catch::Contains("\"sandboxes\":29"));
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("\"audit_head_hash\":\"", source_head, "\"")));
+  // --replace-target never empties a database that is not an unfinished migration's target.
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url, "--replace-target"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("holds no unfinished migration"));
+
+  // Served now: the same chain as the source's, verified from genesis, and the same handles.
+  GatewayFixture r1(Database(url));
+  drv::Projection p;
+  CHECK(r1.Fetch(admitted[0].sandbox_handle(), &p).ok());
+  CHECK(r1.Fetch(admitted[29].sandbox_handle(), &p).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  VerifiedChainLength(r1);
+  const std::string single_lines = ReadAll(single_chain);
+  CHECK(ReadAll(r1.dir() / "audit.jsonl").substr(0, single_lines.size()) == single_lines);
+}
+
+TEST_CASE("replicas: a dead replica's row expires and an admission note it left in flight is settled",
+          "[integration][postgres][replicas]") {
+  // Regression (issue 25.17): rows of replicas that died stayed in `replicas` for good, and so did the
+  // in-flight mark of an admission note a dead replica left.
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  ReplicasOfOneDriver setup;
+  const std::string url = setup.args[1];
+  GatewayFixture g(setup.args);
+  // The driver is down meanwhile, so nothing delivers the note before the live replica settles it.
+  REQUIRE(setup.driver.Stop() == 0);
+  // A replica that died minutes ago: its row and an admission note it left in flight for sb-ghost.
+  const std::string context = osh::policy::SerializeDeterministic(ContextFor("sb-ghost"));
+  REQUIRE(Psql(url, absl::StrCat(
+                        "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ('ghost:1:dead', 0, "
+                        "(extract(epoch from clock_timestamp()) * 1000)::bigint - 300000); "
+                        "INSERT INTO pending_releases (driver_handle, queued_at, in_flight_owner, context, idempotency_key) "
+                        "VALUES ('', 0, 'ghost:1:dead', '\\x",
+                        absl::BytesToHexString(context), "'::bytea, 'adm_ghost')")) == 0);
+  auto query = [&](const std::string& sql) {
+    std::string rows;
+    if (Psql(url, sql, &rows) != 0) return std::string("error");
+    return std::string(absl::StripAsciiWhitespace(rows));
+  };
+  // The live replica deletes the row and settles the note (due, no owner), and says so in its log.
+  CHECK(Eventually([&] { return query("SELECT COUNT(*) FROM replicas WHERE id = 'ghost:1:dead'") == "0"; },
+                   std::chrono::seconds(20)));
+  CHECK(Eventually([&] { return query("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner <> ''") == "0"; },
+                   std::chrono::seconds(20)));
+  CHECK(Eventually([&] {
+    const std::string log = ReadAll(g.log_path());
+    return absl::StrContains(log, "replica ghost:1:dead expired") &&
+           absl::StrContains(log, "left in flight by replica ghost:1:dead");
+  }));
+  // With the driver back, the settled note is delivered like any due release.
+  setup.driver.Start();
+  CHECK(Eventually([&] { return query("SELECT COUNT(*) FROM pending_releases") == "0"; }, std::chrono::seconds(30)));
+  CHECK(setup.Held().count("sb-ghost") == 0);
+  CHECK(Status(g).pending_releases() == 0);
+  CHECK(Status(g).live_replicas() == 1);
+  // A replica that is alive is never expired.
+  std::string rows;
+  REQUIRE(Psql(url, "SELECT COUNT(*) FROM replicas", &rows) == 0);
+  CHECK(absl::StripAsciiWhitespace(rows) == "1");
 }
