@@ -363,3 +363,42 @@ TEST_CASE("ceiling: a gateway whose database lost the ceiling the audit chain re
   CHECK_THAT(out + err, Catch::Contains("ceiling_missing: the audit chain records that ceiling version 1") &&
                             Catch::Contains("the database holds no ceiling"));
 }
+
+// Issue 25.17, while running: a ceiling row deleted under a running gateway does not lift the ceiling.
+// The gateway keeps the one in force, and a commit checked against it is refused (ceiling_missing) rather
+// than made against no ceiling.
+TEST_CASE("ceiling: a ceiling row deleted under a running gateway does not lift the ceiling",
+          "[integration][ceiling][issue25]") {
+  TempDir keys;
+  WriteKey(keys, "authority");
+  WriteKey(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                    "--builtin-signing-key-id", "gateway-key"},
+                   {}, GatewayBinary());
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  std::string out, err;
+  REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "c1.json")}, &out, &err) == 0);
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  {
+    sqlite3* db = nullptr;
+    const std::string path = g.state_dir() + "/gateway.db";
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    REQUIRE(sqlite3_exec(db, "DELETE FROM ceiling", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  const grpc::Status refused = g.Admit("sb-2", &admitted);
+  CHECK(refused.error_code() == grpc::StatusCode::DATA_LOSS);
+  CHECK_THAT(refused.error_message(), Catch::StartsWith("ceiling_missing: "));
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-2");
+  gw::SandboxInfo info;
+  CHECK(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).error_code() == grpc::StatusCode::NOT_FOUND);
+  gw::GetStatusResponse status;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  CHECK(status.ceiling().version() == 1);  // still in force here
+  CHECK(g.Stop() == 0);
+}
