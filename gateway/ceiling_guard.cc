@@ -40,9 +40,22 @@ gateway_v1::CeilingInfo CeilingGuard::InfoOf(const Active& active) {
 absl::Status CeilingGuard::Load(const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s) {
   auto stored = store_->LoadCeiling();
   if (!stored.ok()) return stored.status();
-  if (!stored->has_value()) return absl::OkStatus();
+  const auto in_force = current();
+  if (!stored->has_value()) {
+    if (in_force == nullptr) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the ceiling in force here ('",
+                                            in_force->ceiling.ceiling_id(), "' version ", in_force->ceiling.version(),
+                                            ") is no longer in the database; it stays in force, and nothing checked "
+                                            "against it commits until a ceiling is stored again"));
+  }
   auto active = std::make_shared<Active>();
   if (!active->ceiling.ParseFromString(**stored)) return absl::DataLossError("the stored ceiling does not decode");
+  if (in_force != nullptr && active->ceiling.version() <= in_force->ceiling.version()) {
+    if (active->ceiling.version() == in_force->ceiling.version()) return absl::OkStatus();  // already in force
+    return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the database holds ceiling version ",
+                                            active->ceiling.version(), ", older than the one in force here (",
+                                            in_force->ceiling.version(), "); the newer one stays in force"));
+  }
   trust::CeilingCheckInput input;
   input.trust_store = trust;
   input.now_unix = now_unix;
@@ -61,9 +74,42 @@ absl::Status CeilingGuard::Load(const trust::TrustStore* trust, int64_t now_unix
                             active->ceiling.version(), " no longer verifies (", verified.Message(),
                             "); it stays in force because a ceiling only narrows — set a newly signed one"));
   }
-  absl::MutexLock lock(&mu_);
-  active_ = std::move(active);
+  Install(std::move(active));
   return absl::OkStatus();
+}
+
+void CeilingGuard::Install(std::shared_ptr<const Active> active) {
+  absl::MutexLock lock(&mu_);
+  if (active_ != nullptr && active_->ceiling.version() >= active->ceiling.version()) return;
+  active_ = std::move(active);
+}
+
+absl::Status CeilingGuard::CheckAgainstAudit() const {
+  auto latest = store_->LatestAuditEvent(audit::type::kCeilingSet, audit::outcome::kOk);
+  if (!latest.ok()) return latest.status();
+  if (!latest->has_value()) return absl::OkStatus();  // no ceiling was ever put in force
+  const store::AuditEvent& set = **latest;
+  const auto active = current();
+  const std::string recorded = absl::StrCat("the audit chain records that ceiling version ", set.policy_version,
+                                            " (policy digest ", set.policy_digest, ") was put in force (event ",
+                                            set.seq, ")");
+  if (active == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        trust::reason::kCeilingMissing, ": ", recorded,
+        ", but the database holds no ceiling (its row was deleted, or the database was restored without it); "
+        "refusing to run without it: restore the database from a backup that has it"));
+  }
+  if (active->ceiling.version() != set.policy_version || active->ceiling.policy_digest() != set.policy_digest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        trust::reason::kCeilingMissing, ": ", recorded, ", but the database holds version ", active->ceiling.version(),
+        " (policy digest ", active->ceiling.policy_digest(),
+        "); the ceiling row was replaced behind the gateway's back: restore the database from a backup that has it"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t CeilingGuard::StampOf(const std::shared_ptr<const Active>& active) {
+  return active == nullptr ? store::kNoCeiling : static_cast<int64_t>(active->ceiling.version());
 }
 
 std::shared_ptr<const CeilingGuard::Active> CeilingGuard::current() const {
@@ -72,8 +118,15 @@ std::shared_ptr<const CeilingGuard::Active> CeilingGuard::current() const {
 }
 
 trust::CheckResult CeilingGuard::Check(const openshell::sandbox::v1::SandboxPolicy& candidate,
-                                       const std::string& digest) const {
-  auto active = current();
+                                       const std::string& digest, int64_t* stamp) const {
+  const auto active = current();
+  if (stamp != nullptr) *stamp = StampOf(active);
+  return CheckAgainst(active, candidate, digest);
+}
+
+trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active>& active,
+                                              const openshell::sandbox::v1::SandboxPolicy& candidate,
+                                              const std::string& digest) const {
   if (active == nullptr) return {};
   const std::string key = absl::StrCat(active->ceiling.version(), ":", digest);
   {
@@ -105,9 +158,9 @@ trust::CheckResult CeilingGuard::CheckBody(const std::string& body) const {
   return Check(*parsed, policy::Sha256Hex(body));
 }
 
-absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(
-    const trust::CeilingMessage& ceiling, const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s,
-    const std::function<uint64_t(const openshell::sandbox::v1::SandboxPolicy&)>& count_outside) {
+absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::CeilingMessage& ceiling,
+                                                                 const trust::TrustStore* trust, int64_t now_unix,
+                                                                 int64_t skew_s) {
   AuditRecorder audit(store_);
   store::AuditEvent event = AuditRecorder::For(audit::type::kCeilingSet, "");
   event.policy_digest = ceiling.policy_digest();
@@ -124,13 +177,26 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(
                  absl::StrCat(verified.Message(), " (ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(), ")"));
     return verified.ToStatus();
   }
-  const uint64_t outside = count_outside(*verified.policy);
   event.outcome = audit::outcome::kOk;
   event.key_ids = verified.verified_key_ids;
-  event.reason = absl::StrCat("ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(),
-                              ceiling.audit_label().empty() ? "" : absl::StrCat(" label '", ceiling.audit_label(), "'"),
-                              " in force; ", outside, " admitted sandbox(es) outside it");
-  if (absl::Status saved = store_->SaveCeiling(ceiling.SerializeAsString(), ceiling.version(), event); !saved.ok()) {
+  // Counted inside SaveCeiling's transaction: every projection put in force before it is counted, and
+  // every later commit must have been checked against this ceiling (store::ChangeBatch::checked_ceiling).
+  uint64_t outside = 0;
+  const auto& ceiling_policy = *verified.policy;
+  auto complete = [&](const std::vector<store::Store::AdmittedBody>& admitted, store::AuditEvent* e) {
+    outside = 0;
+    for (const auto& held : admitted) {
+      auto parsed = policy::ParseBodyStrict(held.body);
+      const bool inside =
+          parsed.ok() && policy::CheckContainment(*parsed, ceiling_policy).verdict == policy::Containment::kInside;
+      if (!inside) outside += held.sandboxes;
+    }
+    e->reason = absl::StrCat("ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(),
+                             ceiling.audit_label().empty() ? "" : absl::StrCat(" label '", ceiling.audit_label(), "'"),
+                             " in force; ", outside, " admitted sandbox(es) outside it");
+  };
+  if (absl::Status saved = store_->SaveCeiling(ceiling.SerializeAsString(), ceiling.version(), event, complete);
+      !saved.ok()) {
     if (absl::IsAborted(saved)) return absl::FailedPreconditionError(saved.message());  // "rollback: ..." (a race)
     return saved;
   }
@@ -141,11 +207,9 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(
   gateway_v1::SetCeilingResponse response;
   *response.mutable_ceiling() = InfoOf(*active);
   response.set_sandboxes_outside(outside);
-  {
-    absl::MutexLock lock(&mu_);
-    active_ = std::move(active);
-  }
-  LogInfo(event.reason);
+  Install(std::move(active));
+  LogInfo(absl::StrCat("ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(), " in force; ", outside,
+                       " admitted sandbox(es) outside it"));
   return response;
 }
 

@@ -39,29 +39,48 @@ class CeilingGuard {
   // `store` must outlive the guard.
   explicit CeilingGuard(store::Store* store) : store_(store) {}
 
-  // Loads the stored ceiling (if any) and re-verifies it with `trust` (may be null).
+  // Loads the stored ceiling (if any) and re-verifies it with `trust` (may be null). A ceiling only
+  // moves forward: a stored one not newer than the one in force changes nothing. DATA_LOSS when the
+  // database holds no ceiling, or an older one, while a ceiling is in force here (its row was deleted or
+  // rolled back): the one in force stays, and commits checked against it are refused until it is set again.
   absl::Status Load(const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s);
+
+  // At start-up, after Load: FAILED_PRECONDITION "ceiling_missing: ..." when the audit chain's newest
+  // successful ceiling_set names a ceiling (version and policy digest) that is not the one the database
+  // holds — the row was deleted or replaced behind the gateway's back (issue 25.17).
+  absl::Status CheckAgainstAudit() const;
 
   // The ceiling in force, or null.
   std::shared_ptr<const Active> current() const;
+  // The stamp a commit carries for `active` (store::ChangeBatch::checked_ceiling): its version, or
+  // store::kNoCeiling for null.
+  static int64_t StampOf(const std::shared_ptr<const Active>& active);
 
   // OK (reason empty) when no ceiling is in force or `candidate` is inside it; otherwise reason
   // exceeds_ceiling or containment_unknown with the first widening or what cannot be decided.
-  // `digest` is the candidate body's SHA-256 (the cache key).
-  trust::CheckResult Check(const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest) const;
+  // `digest` is the candidate body's SHA-256 (the cache key). `stamp`, when given, receives the stamp
+  // of the ceiling the candidate was checked against (the commit must carry it).
+  trust::CheckResult Check(const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest,
+                           int64_t* stamp = nullptr) const;
+  // The same against a given ceiling (null: none in force).
+  trust::CheckResult CheckAgainst(const std::shared_ptr<const Active>& active,
+                                  const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest) const;
   // The same for a serialized body (parsed strictly; a body that does not parse is reported as such).
   trust::CheckResult CheckBody(const std::string& body) const;
 
-  // Verifies `ceiling` and puts it in force, stored and audited in one transaction; `count_outside`
-  // says how many admitted sandboxes the verified ceiling policy leaves outside (for the response and
-  // the audit reason). A refusal is FAILED_PRECONDITION "reason_code: detail" and is audited too.
+  // Verifies `ceiling` and puts it in force, stored and audited in one transaction. How many admitted
+  // sandboxes the verified ceiling leaves outside is counted inside that transaction (the store's
+  // completer), so admissions racing it are either counted or refused (issue 25.10). A refusal is
+  // FAILED_PRECONDITION "reason_code: detail" and is audited too.
   absl::StatusOr<openshell::policy::gateway::v1::SetCeilingResponse> Set(
-      const trust::CeilingMessage& ceiling, const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s,
-      const std::function<uint64_t(const openshell::sandbox::v1::SandboxPolicy&)>& count_outside);
+      const trust::CeilingMessage& ceiling, const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s);
 
   static openshell::policy::gateway::v1::CeilingInfo InfoOf(const Active& active);
 
  private:
+  // Puts `active` in force unless the one in force is as new or newer.
+  void Install(std::shared_ptr<const Active> active);
+
   store::Store* const store_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);

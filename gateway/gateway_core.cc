@@ -216,6 +216,8 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   if (absl::Status loaded = ceiling_.Load(trust_store().get(), clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
     return loaded;
   }
+  // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
+  if (absl::Status recorded = ceiling_.CheckAgainstAudit(); !recorded.ok()) return recorded;
   auto records = store_->LoadSandboxes();
   if (!records.ok()) return records.status();
   const absl::Time read = absl::Now();
@@ -382,7 +384,8 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
-  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+  int64_t ceiling_stamp = store::kNoCeiling;  // the ceiling it was checked against: the commit carries it
+  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest(), &ceiling_stamp); !inside.ok()) {
     return RefuseAdmission(context, acquired, &projection, inside.reason, inside.detail);
   }
 
@@ -405,9 +408,27 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   event.outcome = audit::outcome::kOk;
   event.reason = absl::StrCat("verification=", verification);
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
-  if (absl::Status status = store_->InsertSandbox(std::move(record), std::move(event)); !status.ok()) {
-    handles_.Release(acquired);
-    return status;
+  // The store refuses the commit (ceiling_changed) if a ceiling other than the one checked was stored
+  // meanwhile — here or on another replica: check again against the new one, and commit or refuse
+  // (issue 25.10).
+  for (int attempt = 0;; ++attempt) {
+    store::ChangeBatch batch;
+    batch.changes.push_back(store::change::AdmitSandbox{record});
+    batch.events.push_back(event);
+    batch.checked_ceiling = ceiling_stamp;
+    auto committed = store_->Commit(std::move(batch));
+    if (committed.ok()) break;
+    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) {
+      handles_.Release(acquired);
+      return committed.status();
+    }
+    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) {
+      handles_.Release(acquired);
+      return reloaded;
+    }
+    if (const auto inside = ceiling_.Check(*result.policy, admitted.policy_digest(), &ceiling_stamp); !inside.ok()) {
+      return RefuseAdmission(context, acquired, &admitted, inside.reason, inside.detail);
+    }
   }
 
   gateway_v1::AdmitSandboxResponse out;
@@ -556,7 +577,8 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(projection, input);
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
-  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+  int64_t ceiling_stamp = store::kNoCeiling;
+  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest(), &ceiling_stamp); !inside.ok()) {
     return keep_last_good(inside.reason, inside.detail, &projection);
   }
 
@@ -569,10 +591,22 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   out.set_changed(true);
   out.set_policy_digest(projection.policy_digest());
   out.set_policy_version(projection.policy_version());
-  if (auto status = store_->ReplaceProjection(sandbox_id, store_->envelopes().Intern(std::move(projection)),
-                                              verification, result.verified_key_ids, input.now_unix, std::move(event));
-      !status.ok()) {
-    return status;
+  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  // As in Admit: refused by the store if another ceiling was stored since the check (issue 25.10).
+  for (int attempt = 0;; ++attempt) {
+    store::ChangeBatch batch;
+    batch.changes.push_back(store::change::ReplaceProjection{
+        {sandbox_id}, envelope, verification, result.verified_key_ids, input.now_unix, true});
+    batch.events.push_back(event);
+    batch.checked_ceiling = ceiling_stamp;
+    auto committed = store_->Commit(std::move(batch));
+    if (committed.ok()) break;
+    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return committed.status();
+    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return reloaded;
+    if (const auto inside = ceiling_.Check(*result.policy, envelope->policy_digest(), &ceiling_stamp); !inside.ok()) {
+      const driver_v1::Projection offered = envelope->Header();
+      return keep_last_good(inside.reason, inside.detail, &offered);
+    }
   }
   LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", out.policy_digest(), " version ",
                        out.policy_version()),
@@ -676,8 +710,7 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
 
 absl::StatusOr<gateway_v1::SetCeilingResponse> GatewayCore::SetCeiling(const gateway_v1::SetCeilingRequest& request) {
   const auto trust = trust_store();
-  return ceiling_.Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s,
-                      [this](const openshell::sandbox::v1::SandboxPolicy& ceiling) { return CountOutside(ceiling); });
+  return ceiling_.Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s);
 }
 
 absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
@@ -689,26 +722,10 @@ absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
   return out;
 }
 
-uint64_t GatewayCore::CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const {
-  // One containment check per distinct body, however many sandboxes share it.
-  absl::flat_hash_map<const std::string*, bool> inside_by_body;
-  uint64_t outside = 0;
-  std::string after;
-  for (;;) {
-    auto page = registry_->List(after, 4096);
-    if (page.empty()) break;
-    for (const auto& snapshot : page) {
-      const std::string* body = &snapshot.record.envelope->body();
-      auto [it, fresh] = inside_by_body.try_emplace(body, true);
-      if (fresh) {
-        auto parsed = policy::ParseBodyStrict(*body);
-        it->second = parsed.ok() && policy::CheckContainment(*parsed, ceiling).verdict == policy::Containment::kInside;
-      }
-      if (!it->second) ++outside;
-    }
-    after = page.back().record.context.sandbox_id();
-  }
-  return outside;
+absl::Status GatewayCore::ReloadCeiling() {
+  absl::Status loaded = ceiling_.Load(trust_store().get(), clock_->NowUnix(), config_.clock_skew_s);
+  if (!loaded.ok()) LogError(absl::StrCat("reloading the ceiling: ", loaded.message()));
+  return loaded;
 }
 
 absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request) {

@@ -39,6 +39,8 @@ namespace driver_v1 = openshell::policy::driver::v1;
 // Fixed limits (docs/policy-gateway.md, "Limits"); the settable ones are config.limits.
 inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
 inline constexpr size_t kMaxDriverTextBytes = 1024;    // a driver's refusal reason or error, as quoted onward
+// How often a commit refused because the ceiling changed under it is checked again and retried.
+inline constexpr int kMaxCeilingRetries = 3;
 
 class GatewayCore final : private store::RemoteChangeListener {
  public:
@@ -142,8 +144,10 @@ class GatewayCore final : private store::RemoteChangeListener {
   bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
     return stopping_remote_scopes_ || !remote_scopes_.empty();
   }
-  // Admitted sandboxes whose policy is not inside `ceiling`.
-  uint64_t CountOutside(const openshell::sandbox::v1::SandboxPolicy& ceiling) const;
+  // After a commit refused with ceiling_changed: loads the ceiling the database holds now (the caller
+  // then checks its candidate again). An error (ceiling_missing: the database lost the one in force) is
+  // what the caller returns.
+  absl::Status ReloadCeiling();
   // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
   // its admission); those that no longer verify are refreshed from the driver at once, and those still
   // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.

@@ -64,12 +64,26 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::str
 }  // namespace
 
 Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
-                         SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling)
+                         SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock, CeilingGuard* ceiling)
     : config_(config), store_(store), driver_(driver), registry_(registry), body_cache_(body_cache), clock_(clock),
       ceiling_(ceiling) {}
 
 Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
+  for (int attempt = 0; attempt <= 3; ++attempt) {
+    if (auto outcome = Attempt(scope, trust)) return *outcome;
+    // Another ceiling was stored since the check: load it and re-project against it.
+    if (absl::Status loaded = ceiling_->Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
+      LogError(absl::StrCat("re-projection of scope ", scope, ": ", loaded.message(), "; nothing moved"));
+      return {};
+    }
+  }
+  LogError(absl::StrCat("re-projection of scope ", scope, ": the ceiling kept changing; nothing moved"));
+  return {};
+}
+
+std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
+  const auto ceiling = ceiling_->current();  // every group is checked against this one, and the commit says so
   // The admitted sandboxes whose effective policy may come from `scope`.
   const bool all = scope == policy::kDefaultScope;
   auto members = registry_->Select([&](const std::string& context_bytes) {
@@ -149,7 +163,7 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
       verdict.refused = result.Message();
       return;
     }
-    if (const auto inside = ceiling_->Check(*result.policy, projection.policy_digest()); !inside.ok()) {
+    if (const auto inside = ceiling_->CheckAgainst(ceiling, *result.policy, projection.policy_digest()); !inside.ok()) {
       verdict.refused = inside.Message();
       return;
     }
@@ -184,7 +198,7 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
       batch.changes.push_back(std::move(move));
     }
   }
-  if (batch.changes.empty()) return {};
+  if (batch.changes.empty()) return Outcome{};
   // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
   store::AuditEvent event;
   event.type = audit::type::kReprojection;
@@ -195,10 +209,12 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
                               "; ", unchanged, " unchanged; ", kept, " kept the last good");
   if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
   batch.events.push_back(std::move(event));
+  batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
   auto committed = store_->Commit(std::move(batch));
+  if (store::IsCeilingChanged(committed.status())) return std::nullopt;
   if (!committed.ok()) {
     LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
-    return {};
+    return Outcome{};
   }
   Outcome outcome;
   for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);

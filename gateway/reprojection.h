@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "drivers/policy_driver.h"
@@ -25,23 +26,28 @@ namespace osh::gateway {
 class Reprojector {
  public:
   Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
-              trust::ValidatedBodyCache* body_cache, const store::Clock* clock, const CeilingGuard* ceiling);
+              trust::ValidatedBodyCache* body_cache, const store::Clock* clock, CeilingGuard* ceiling);
 
   struct Outcome {
     uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
     uint32_t kept = 0;   // kept the last good projection (refused, rollback, driver error), reason recorded
   };
-  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification).
+  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). The commit
+  // carries the ceiling every new projection was checked against; if the store refuses it because another
+  // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated.
   Outcome Run(const std::string& scope, const trust::TrustStore* trust);
 
  private:
+  // One run against the ceiling in force now; nullopt when the store refused it for a changed ceiling.
+  std::optional<Outcome> Attempt(const std::string& scope, const trust::TrustStore* trust);
+
   const Config& config_;
   store::Store* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   trust::ValidatedBodyCache* const body_cache_;
   const store::Clock* const clock_;
-  const CeilingGuard* const ceiling_;  // a new projection outside the ceiling keeps the last good
+  CeilingGuard* const ceiling_;  // a new projection outside the ceiling keeps the last good
 };
 
 }  // namespace osh::gateway

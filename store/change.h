@@ -6,10 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "store/envelope.h"
@@ -81,10 +84,32 @@ struct RecordReport {
 using Change = std::variant<change::AdmitSandbox, change::ReplaceProjection, change::SetRefreshError,
                             change::DeleteSandbox, change::RecordReport>;
 
+// ChangeBatch::checked_ceiling when no ceiling was in force.
+inline constexpr int64_t kNoCeiling = -1;
+// The start of the message of a batch refused because the ceiling changed (issue 25.10).
+inline constexpr char kCeilingChanged[] = "ceiling_changed";
+
 struct ChangeBatch {
   std::vector<Change> changes;
   std::vector<AuditEvent> events;  // appended to the chain in the same transaction, in this order
+  // The ceiling the batch's new projections were checked against: its version, or kNoCeiling. When set,
+  // the store refuses the whole batch (ABORTED "ceiling_changed: ...", nothing written) inside its
+  // transaction unless the stored ceiling is exactly that one. The check is serialised against
+  // SaveCeiling (SQLite: the one writer; PostgreSQL: both lock the chain's head row first), so nothing
+  // checked against an older ceiling commits once a newer one is stored. Every batch that puts a
+  // projection in force (admission, refresh, re-projection) sets it.
+  std::optional<int64_t> checked_ceiling;
 };
+
+// Whether a commit was refused because the stored ceiling is not the one the batch was checked against.
+inline bool IsCeilingChanged(const absl::Status& status) {
+  return absl::IsAborted(status) && absl::StartsWith(status.message(), kCeilingChanged);
+}
+inline absl::Status CeilingChangedError(int64_t checked, int64_t stored) {
+  auto name = [](int64_t v) { return v == kNoCeiling ? std::string("none") : std::string("version ") + std::to_string(v); };
+  return absl::AbortedError(std::string(kCeilingChanged) + ": checked against ceiling " + name(checked) +
+                            " but the ceiling in the database is " + name(stored));
+}
 
 struct CommitResult {
   std::vector<int64_t> rows;  // per change: how many sandboxes it touched

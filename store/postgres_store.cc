@@ -129,6 +129,10 @@ CREATE TABLE migration_marker (
   started_at BIGINT NOT NULL
 );
 )sql",
+    // 2 -> 3: the newest ceiling_set event is found at start without a scan (issue 25.17).
+    R"sql(
+CREATE INDEX audit_ceiling_sets ON audit_events(seq) WHERE type = 'ceiling_set';
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -328,6 +332,7 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
   CommitResult result;
   auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
     result.rows.assign(batch.changes.size(), 0);
+    if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     std::vector<std::string> touched;
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
@@ -705,7 +710,40 @@ absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
   return static_cast<uint64_t>(count->Int(0, 0));
 }
 
-absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) {
+absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
+  // A statement of its own, after LeadGroup locked the head row: in READ COMMITTED it sees a SaveCeiling
+  // that committed while this transaction waited for the lock (SaveCeiling holds the same lock).
+  auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
+  if (!current.ok()) return current.status();
+  const int64_t stored = current->rows() ? current->Int(0, 0) : kNoCeiling;
+  if (stored != checked) return CeilingChangedError(checked, stored);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(const std::string& type,
+                                                                          const std::string& outcome) {
+  std::optional<uint64_t> seq;
+  {
+    absl::MutexLock lock(&read_mu_);
+    // The literal type lets PostgreSQL use the partial index for ceiling_set.
+    auto found = type == "ceiling_set"
+                     ? Read("SELECT seq FROM audit_events WHERE type = 'ceiling_set' AND outcome = $1 "
+                            "ORDER BY seq DESC LIMIT 1",
+                            PgParams().Add(outcome))
+                     : Read("SELECT seq FROM audit_events WHERE type = $2 AND outcome = $1 ORDER BY seq DESC LIMIT 1",
+                            PgParams().Add(outcome).Add(type));
+    if (!found.ok()) return found.status();
+    if (found->rows() > 0) seq = static_cast<uint64_t>(found->Int(0, 0));
+  }
+  if (!seq) return std::optional<AuditEvent>();
+  auto events = ListAuditEvents(*seq - 1, 1);
+  if (!events.ok()) return events.status();
+  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("postgresql: an audit event vanished");
+  return std::optional<AuditEvent>(std::move(events->front()));
+}
+
+absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
+                                        const CeilingEventCompleter& complete) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
@@ -719,6 +757,18 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
                                    PgParams().Add(static_cast<int64_t>(version)).AddBytes(ceiling_bytes))
                             .status());
     OSH_RETURN_IF_ERROR(Announce("ceiling", ""));
+    if (complete) {
+      // Under the head lock: every batch checked against an older ceiling committed before this
+      // statement (and is counted) or will be refused (ceiling_changed).
+      auto bodies = writer_.Query(
+          "SELECT b.body, COUNT(*) FROM sandboxes s JOIN bodies b ON b.digest = s.policy_digest GROUP BY b.digest, b.body");
+      if (!bodies.ok()) return bodies.status();
+      std::vector<AdmittedBody> admitted;
+      for (int i = 0; i < bodies->rows(); ++i) {
+        admitted.push_back({bodies->Bytes(i, 0), static_cast<uint64_t>(bodies->Int(i, 1))});
+      }
+      complete(admitted, &event);
+    }
     return InsertAudit(&event);
   });
 }

@@ -41,7 +41,7 @@ class PostgresStore final : public Store {
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo,
                                                              const Clock* clock = Clock::System(), bool replica = true);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
@@ -69,7 +69,9 @@ class PostgresStore final : public Store {
   absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) override;
   absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) override;
   absl::StatusOr<uint64_t> CountLivePolicies() override;
-  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) override;
+  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
+                           const CeilingEventCompleter& complete = nullptr) override;
+  absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(const std::string& type, const std::string& outcome) override;
   absl::StatusOr<std::optional<std::string>> LoadCeiling() override;
 
   absl::Status AppendAudit(AuditEvent event) override;
@@ -100,6 +102,9 @@ class PostgresStore final : public Store {
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
+  // Only inside a transaction that holds the chain's head row (as SaveCeiling's does).
+  absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -108,6 +108,11 @@ ALTER TABLE pending_releases ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT ''
     R"sql(
 ALTER TABLE audit_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
 )sql",
+    // 8: the newest ceiling_set event is found at start without a scan (it names the ceiling the database
+    // must hold: issue 25.17).
+    R"sql(
+CREATE INDEX audit_ceiling_sets ON audit_events(seq) WHERE type = 'ceiling_set';
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -269,6 +274,7 @@ absl::StatusOr<CommitResult> SqliteStore::Commit(ChangeBatch batch) {
   CommitResult result;
   auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
     result.rows.assign(batch.changes.size(), 0);
+    if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
@@ -683,7 +689,41 @@ absl::StatusOr<uint64_t> SqliteStore::CountLivePolicies() {
   return static_cast<uint64_t>(stmt->Int(0));
 }
 
-absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) {
+absl::Status SqliteStore::CheckCeilingUnchanged(int64_t checked) {
+  auto current = db_.Prepare("SELECT version FROM ceiling WHERE id = 1");
+  if (!current.ok()) return current.status();
+  auto row = current->Step();
+  if (!row.ok()) return row.status();
+  const int64_t stored = *row ? current->Int(0) : kNoCeiling;
+  if (stored != checked) return CeilingChangedError(checked, stored);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(const std::string& type,
+                                                                        const std::string& outcome) {
+  std::optional<uint64_t> seq;
+  {
+    absl::MutexLock lock(&read_mu_);
+    // The literal type lets SQLite use the partial index for ceiling_set.
+    const std::string literal = type == "ceiling_set" ? "'ceiling_set'" : "?2";
+    auto stmt = read_db_->Prepare(absl::StrCat("SELECT seq FROM audit_events WHERE type = ", literal,
+                                               " AND outcome = ?1 ORDER BY seq DESC LIMIT 1"));
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, outcome);
+    if (type != "ceiling_set") stmt->Bind(2, type);
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    if (*row) seq = static_cast<uint64_t>(stmt->Int(0));
+  }
+  if (!seq) return std::optional<AuditEvent>();
+  auto events = ListAuditEvents(*seq - 1, 1);
+  if (!events.ok()) return events.status();
+  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("sqlite: an audit event vanished");
+  return std::optional<AuditEvent>(std::move(events->front()));
+}
+
+absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
+                                      const CeilingEventCompleter& complete) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto current = db_.Prepare("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
@@ -697,6 +737,19 @@ absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, static_cast<int64_t>(version)).BindBlob(2, ceiling_bytes);
     OSH_RETURN_IF_ERROR(stmt->Run());
+    if (complete) {
+      auto bodies = db_.Prepare(
+          "SELECT b.body, COUNT(*) FROM sandboxes s JOIN bodies b ON b.digest = s.policy_digest GROUP BY s.policy_digest");
+      if (!bodies.ok()) return bodies.status();
+      std::vector<AdmittedBody> admitted;
+      for (;;) {
+        auto row = bodies->Step();
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        admitted.push_back({bodies->Blob(0), static_cast<uint64_t>(bodies->Int(1))});
+      }
+      complete(admitted, &event);
+    }
     return InsertAudit(&event);
   });
 }

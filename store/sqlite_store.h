@@ -30,7 +30,7 @@ class SqliteStore final : public Store {
   // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 8;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -55,7 +55,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) override;
   absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) override;
   absl::StatusOr<uint64_t> CountLivePolicies() override;
-  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) override;
+  absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
+                           const CeilingEventCompleter& complete = nullptr) override;
+  absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(const std::string& type, const std::string& outcome) override;
   absl::StatusOr<std::optional<std::string>> LoadCeiling() override;
 
   absl::Status AppendAudit(AuditEvent event) override;
@@ -89,6 +91,8 @@ class SqliteStore final : public Store {
   absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
+  absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores the envelope (and its body) if new; its id and policy digest.
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

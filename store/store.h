@@ -137,12 +137,28 @@ class Store {
   virtual absl::StatusOr<uint64_t> CountLivePolicies() = 0;
 
   // --- Ceiling (managed maximum) -----------------------------------------------------------------
+  // One distinct admitted body and how many sandboxes hold it (SaveCeiling's completer).
+  struct AdmittedBody {
+    std::string body;
+    uint64_t sandboxes = 0;
+  };
+  // Called inside SaveCeiling's transaction, after the new ceiling is written and before `event` is
+  // appended, with every distinct admitted body as the transaction sees it: completes the event (how many
+  // sandboxes the new ceiling leaves outside, say). Runs under the store's write lock: must not call
+  // back into the store.
+  using CeilingEventCompleter = std::function<void(const std::vector<AdmittedBody>& admitted, AuditEvent* event)>;
   // Replaces the ceiling in force with `ceiling_bytes` (a serialized, already verified Ceiling) of
   // `version`, with `event`, in one transaction. ABORTED "rollback: ..." unless `version` is above the
-  // stored one (so of two concurrent sets, the lower loses).
-  virtual absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event) = 0;
+  // stored one (so of two concurrent sets, the lower loses). Serialised against every batch that carries
+  // checked_ceiling (change.h): those committed before it are what `complete` sees, those after it must
+  // have been checked against this ceiling.
+  virtual absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
+                                   const CeilingEventCompleter& complete = nullptr) = 0;
   // The ceiling in force, serialized as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> LoadCeiling() = 0;
+  // The newest event of `type` with `outcome` in the audit chain, or nullopt (indexed for ceiling_set).
+  virtual absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(const std::string& type,
+                                                                     const std::string& outcome) = 0;
 
   // --- Audit ----------------------------------------------------------------------------------
   // Appends an event that records no state change (a refusal, a driver going down, ...).

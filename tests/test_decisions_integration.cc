@@ -1,7 +1,16 @@
 // Egress decisions and ceilings through the real daemon and policyctl.
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
 #include <catch2/catch.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "policy/policy_file.h"
 #include "trust/ceiling.h"
 #include "trust/keys.h"
@@ -211,5 +220,185 @@ TEST_CASE("ceiling: a third-party driver's projection outside the ceiling is ref
   CHECK_THAT(status.error_message(), Catch::StartsWith("exceeds_ceiling: ") && Catch::Contains("api.github.com"));
   // The refused admission's handle went back to the driver.
   CHECK(Eventually([&] { return CountLines(driver.log(), "release: handle=") == 1; }));
+  CHECK(g.Stop() == 0);
+}
+
+namespace {
+
+// The gateway binary under test: OSH_TEST_GATEWAY_BINARY, when set, runs these tests against another build
+// (how the issue 25 tests below were shown to fail on the code before their fix).
+std::string GatewayBinary() {
+  const char* other = std::getenv("OSH_TEST_GATEWAY_BINARY");
+  return other != nullptr && *other != '\0' ? other : OSH_GATEWAY_BINARY;
+}
+
+gw::SetCeilingRequest CeilingRequest(const std::string& file) {
+  auto parsed = osh::trust::ParseCeilingJson(ReadFile(file), file);
+  REQUIRE(parsed.ok());
+  gw::SetCeilingRequest request;
+  *request.mutable_ceiling() = *std::move(parsed);
+  return request;
+}
+
+std::vector<std::string> AdmittedIds(GatewayFixture& g) {
+  std::vector<std::string> ids;
+  gw::ListSandboxesRequest list;
+  list.set_page_size(1000);
+  for (;;) {
+    gw::ListSandboxesResponse page;
+    REQUIRE(g.admin().ListSandboxes(GatewayFixture::Context().get(), list, &page).ok());
+    for (const auto& s : page.sandboxes()) ids.push_back(s.context().sandbox_id());
+    if (page.next_page_token().empty()) break;
+    list.set_page_token(page.next_page_token());
+  }
+  return ids;
+}
+
+}  // namespace
+
+// Issue 25.10: the ceiling check and the admission's commit were not atomic — an admission checked against
+// the old ceiling committed after SetCeiling stored (and counted against) the new one.
+TEST_CASE("ceiling: admissions racing SetCeiling commit inside the ceiling in force or are refused, and are counted",
+          "[integration][ceiling][issue25]") {
+  TempDir keys;
+  WriteKey(keys, "authority");
+  WriteKey(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                    "--builtin-signing-key-id", "gateway-key"},
+                   {}, GatewayBinary());
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  std::string out, err;
+  REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "wide.json")}, &out, &err) == 0);
+  const gw::SetCeilingRequest narrow = CeilingRequest(SignCeiling(keys, kExamples + "restrictive-default.yaml", 2, "narrow.json"));
+
+  // Admissions from 6 threads (every one is inside the wide ceiling and outside the narrow one) while
+  // the narrow ceiling is put in force.
+  std::atomic<bool> stop{false}, acknowledged{false};
+  std::atomic<int> next{0}, admitted{0}, admitted_after_ack{0}, refused_after_ack{0}, other_errors{0};
+  std::mutex mu;
+  std::vector<std::string> unexpected;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        const bool started_after_ack = acknowledged;
+        gw::AdmitSandboxResponse response;
+        const grpc::Status status = g.Admit(absl::StrCat("sb-", next++), &response);
+        if (status.ok()) {
+          ++admitted;
+          if (started_after_ack) ++admitted_after_ack;
+        } else if (absl::StartsWith(status.error_message(), "exceeds_ceiling: ")) {
+          if (started_after_ack) ++refused_after_ack;
+        } else {
+          ++other_errors;
+          std::lock_guard<std::mutex> lock(mu);
+          unexpected.push_back(status.error_message());
+        }
+      }
+    });
+  }
+  REQUIRE(Eventually([&] { return admitted >= 30; }));
+  gw::SetCeilingResponse set;
+  const grpc::Status set_status = g.admin().SetCeiling(GatewayFixture::Context().get(), narrow, &set);
+  acknowledged = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  stop = true;
+  for (auto& thread : threads) thread.join();
+  REQUIRE(set_status.ok());
+  INFO("unexpected errors: " << absl::StrJoin(unexpected, " | "));
+  CHECK(other_errors == 0);
+
+  // Nothing admitted after SetCeiling answered; every admitted sandbox (all outside the narrow ceiling)
+  // committed before the ceiling did, and SetCeiling counted exactly those.
+  CHECK(admitted_after_ack == 0);
+  CHECK(refused_after_ack > 0);
+  const std::vector<std::string> ids = AdmittedIds(g);
+  CHECK(ids.size() == static_cast<size_t>(admitted.load()));
+  CHECK(set.sandboxes_outside() == ids.size());
+  // The audit event of the set says the same count.
+  REQUIRE(Ctl(g, {"audit", "export", "-o", "json"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("version 2 label 'security review 42' in force; ", ids.size(),
+                                               " admitted sandbox(es) outside it")));
+  CHECK(g.Stop() == 0);
+}
+
+// Issue 25.17: a ceiling row deleted from the database while the gateway was stopped went unnoticed: it
+// started and ran without a ceiling. The audit chain's newest ceiling_set names the ceiling that must be there.
+TEST_CASE("ceiling: a gateway whose database lost the ceiling the audit chain records refuses to start",
+          "[integration][ceiling][issue25]") {
+  TempDir keys;
+  WriteKey(keys, "authority");
+  WriteKey(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  const std::vector<std::string> args = {"--trust-store", keys / "trust.json", "--builtin-signing-key",
+                                         keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"};
+  GatewayFixture g(args, {}, GatewayBinary());
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  std::string out, err;
+  REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "c1.json")}, &out, &err) == 0);
+  REQUIRE(g.Stop() == 0);
+
+  // Restarted as it is: the ceiling is there, the gateway starts.
+  g.Start();
+  REQUIRE(Ctl(g, {"ceiling", "get"}, &out, &err) == 0);
+  REQUIRE(g.Stop() == 0);
+
+  // The row deleted behind its back: refused, naming what is missing, exit 1, nothing served.
+  const std::string db_path = g.state_dir() + "/gateway.db";
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DELETE FROM ceiling", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  // (Under timeout(1): a gateway that starts anyway is stopped after 15 s, exit 124.)
+  std::vector<std::string> argv = {"/usr/bin/timeout", "15", GatewayBinary(), "--state-dir", g.state_dir()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int exit_status = RunCommand(argv, &out, &err);
+  INFO(out << err);
+  CHECK(exit_status == 1);
+  CHECK_THAT(out + err, Catch::Contains("ceiling_missing: the audit chain records that ceiling version 1") &&
+                            Catch::Contains("the database holds no ceiling"));
+}
+
+// Issue 25.17, while running: a ceiling row deleted under a running gateway does not lift the ceiling.
+// The gateway keeps the one in force, and a commit checked against it is refused (ceiling_missing) rather
+// than made against no ceiling.
+TEST_CASE("ceiling: a ceiling row deleted under a running gateway does not lift the ceiling",
+          "[integration][ceiling][issue25]") {
+  TempDir keys;
+  WriteKey(keys, "authority");
+  WriteKey(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                    "--builtin-signing-key-id", "gateway-key"},
+                   {}, GatewayBinary());
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  std::string out, err;
+  REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "c1.json")}, &out, &err) == 0);
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  {
+    sqlite3* db = nullptr;
+    const std::string path = g.state_dir() + "/gateway.db";
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    REQUIRE(sqlite3_exec(db, "DELETE FROM ceiling", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  const grpc::Status refused = g.Admit("sb-2", &admitted);
+  CHECK(refused.error_code() == grpc::StatusCode::DATA_LOSS);
+  CHECK_THAT(refused.error_message(), Catch::StartsWith("ceiling_missing: "));
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("sb-2");
+  gw::SandboxInfo info;
+  CHECK(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).error_code() == grpc::StatusCode::NOT_FOUND);
+  gw::GetStatusResponse status;
+  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
+  CHECK(status.ceiling().version() == 1);  // still in force here
   CHECK(g.Stop() == 0);
 }

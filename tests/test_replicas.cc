@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <set>
@@ -14,9 +15,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
+#include "trust/ceiling.h"
+#include "trust/keys.h"
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/gateway_fixture.h"
@@ -618,4 +622,80 @@ TEST_CASE("replicas: a dead replica's row expires and an admission note it left 
   std::string rows;
   REQUIRE(Psql(url, "SELECT COUNT(*) FROM replicas", &rows) == 0);
   CHECK(absl::StripAsciiWhitespace(rows) == "1");
+}
+
+// Issue 25.10 across replicas: an admission on B checked against the ceiling B had in memory committed
+// after A's SetCeiling had stored (and been acknowledged for) a narrower one, until B's feed caught up.
+TEST_CASE("replicas: no admission on B commits outside a ceiling A's SetCeiling acknowledged",
+          "[integration][postgres][replicas][ceiling][issue25]") {
+  TempDir keys;
+  for (const char* name : {"authority", "gateway"}) {
+    auto key = osh::trust::PrivateKey::Generate("ed25519");
+    REQUIRE(key.ok());
+    WriteFile(keys / (std::string(name) + ".key"), key->ToPem());
+    WriteFile(keys / (std::string(name) + ".pub"), key->PublicKeyPem());
+  }
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  auto sign = [&](const std::string& policy_file, int version, const std::string& name) {
+    std::string out, err;
+    REQUIRE(CtlOffline({"ceiling", "sign", "-f", policy_file, "--id", "corp-max", "--version", std::to_string(version),
+                        "--key", keys / "authority.key", "--key-id", "authority", "--out", keys / name},
+                       &out, &err) == 0);
+    auto parsed = osh::trust::ParseCeilingJson(ReadFile(keys / name), name);
+    REQUIRE(parsed.ok());
+    gw::SetCeilingRequest request;
+    *request.mutable_ceiling() = *std::move(parsed);
+    return request;
+  };
+  const char* other = std::getenv("OSH_TEST_GATEWAY_BINARY");  // another build (to show the test fails there)
+  const std::string binary = other != nullptr && *other != '\0' ? other : OSH_GATEWAY_BINARY;
+  std::vector<std::string> args = Database(PgCluster::Shared().CreateDatabase());
+  args.insert(args.end(), {"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                           "--builtin-signing-key-id", "gateway-key"});
+  GatewayFixture a(args, {}, binary), b(args, {}, binary);
+  REQUIRE(a.SetPolicy("default", Example("github.yaml")).ok());
+  gw::SetCeilingResponse set;
+  REQUIRE(a.admin().SetCeiling(GatewayFixture::Context().get(), sign(kExamples + "github.yaml", 1, "wide.json"), &set).ok());
+  REQUIRE(Eventually([&] { return Status(b).ceiling().version() == 1; }));
+  const gw::SetCeilingRequest narrow = sign(kExamples + "restrictive-default.yaml", 2, "narrow.json");
+
+  // Admissions on B from 6 threads (inside the wide ceiling, outside the narrow one) while A sets the narrow one.
+  std::atomic<bool> stop{false}, acknowledged{false};
+  std::atomic<int> next{0}, admitted{0}, admitted_after_ack{0}, other_errors{0};
+  std::mutex mu;
+  std::vector<std::string> unexpected;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        const bool started_after_ack = acknowledged;
+        gw::AdmitSandboxResponse response;
+        const grpc::Status status = b.Admit(absl::StrCat("sb-", next++), &response);
+        if (status.ok()) {
+          ++admitted;
+          if (started_after_ack) ++admitted_after_ack;
+        } else if (!absl::StartsWith(status.error_message(), "exceeds_ceiling: ")) {
+          ++other_errors;
+          std::lock_guard<std::mutex> lock(mu);
+          unexpected.push_back(status.error_message());
+        }
+      }
+    });
+  }
+  REQUIRE(Eventually([&] { return admitted >= 20; }));
+  const grpc::Status set_status = a.admin().SetCeiling(GatewayFixture::Context().get(), narrow, &set);
+  acknowledged = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  stop = true;
+  for (auto& thread : threads) thread.join();
+  REQUIRE(set_status.ok());
+  INFO("unexpected errors: " << absl::StrJoin(unexpected, " | "));
+  CHECK(other_errors == 0);
+  // Every sandbox B admitted is outside the narrow ceiling: each one must have committed before A's
+  // ceiling did — none after A acknowledged it — and A's count is exactly them.
+  CHECK(admitted_after_ack == 0);
+  CHECK(set.sandboxes_outside() == static_cast<uint64_t>(admitted.load()));
+  REQUIRE(Eventually([&] { return Status(a).admitted_sandboxes() == static_cast<uint64_t>(admitted.load()); }));
+  CHECK(Status(b).admitted_sandboxes() == static_cast<uint64_t>(admitted.load()));
 }

@@ -2,6 +2,8 @@
 // in a throw-away cluster shared by the test process, a fresh database per test). Only the Store
 // interface is used — nothing here counts rows with SQL — so a backend passes by behaving, not by its
 // schema.
+#include <map>
+
 #include <catch2/catch.hpp>
 #include <libpq-fe.h>
 
@@ -318,6 +320,55 @@ TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in
       CHECK(**reopened->LoadCeiling() == "v3");
     }
   }
+}
+
+TEST_CASE("store contract: a batch checked against another ceiling than the stored one is refused whole (issue 25.10)",
+          "[store][contract][issue25]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  auto admit = [&](const std::string& id, int64_t checked) {
+    osh::store::ChangeBatch batch;
+    batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(*store, id, "handle-" + id, "body-" + id)});
+    batch.events.push_back(Event("admission"));
+    batch.checked_ceiling = checked;
+    return store->Commit(std::move(batch)).status();
+  };
+  // No ceiling stored: only a batch checked against none commits.
+  REQUIRE(admit("sb-1", osh::store::kNoCeiling).ok());
+  auto refused = admit("sb-2", 1);
+  CHECK(osh::store::IsCeilingChanged(refused));
+  CHECK_THAT(std::string(refused.message()), Catch::StartsWith("ceiling_changed: checked against ceiling version 1"));
+  // SaveCeiling's completer sees every admitted body with its count, inside the transaction.
+  REQUIRE(admit("sb-3", osh::store::kNoCeiling).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-4", "handle-4", "body-sb-1"), Event("admission")).ok());
+  std::map<std::string, uint64_t> seen;
+  REQUIRE(store->SaveCeiling("c2", 2, Event("ceiling_set"),
+                             [&](const std::vector<Store::AdmittedBody>& admitted, AuditEvent* event) {
+                               for (const auto& b : admitted) seen[b.body] = b.sandboxes;
+                               event->reason = "counted";
+                             })
+              .ok());
+  CHECK(seen == std::map<std::string, uint64_t>{{"body-sb-1", 2}, {"body-sb-3", 1}});
+  // Now only a batch checked against version 2 commits; nothing of a refused one is written.
+  const uint64_t head = store->AuditChainHead().seq;
+  CHECK(osh::store::IsCeilingChanged(admit("sb-5", osh::store::kNoCeiling)));
+  CHECK(osh::store::IsCeilingChanged(admit("sb-5", 1)));
+  CHECK(store->AuditChainHead().seq == head);
+  REQUIRE(admit("sb-5", 2).ok());
+  auto loaded = store->LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(loaded->size() == 4);
+  // The newest successful ceiling_set is found (refused ones and other events passed by).
+  AuditEvent refused_set = Event("ceiling_set");
+  refused_set.outcome = "refused";
+  REQUIRE(store->AppendAudit(refused_set).ok());
+  auto latest = store->LatestAuditEvent("ceiling_set", "ok");
+  REQUIRE(latest.ok());
+  REQUIRE(latest->has_value());
+  CHECK((*latest)->reason == "counted");
+  CHECK_FALSE(store->LatestAuditEvent("no_such_type", "ok")->has_value());
 }
 
 TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, and hold a lease one at a time",

@@ -24,6 +24,8 @@ namespace reason {
 inline constexpr char kInvalidCeiling[] = "invalid_ceiling";
 inline constexpr char kExceedsCeiling[] = "exceeds_ceiling";
 inline constexpr char kContainmentUnknown[] = "containment_unknown";
+// The database lost the ceiling the audit chain says is in force (row deleted or replaced): issue 25.17.
+inline constexpr char kCeilingMissing[] = "ceiling_missing";
 }  // namespace reason
 
 // The exact bytes a ceiling's signatures cover.
