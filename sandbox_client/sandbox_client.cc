@@ -31,6 +31,17 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+// A call that found no gateway over TLS says where to look ("Socket closed" alone told nothing: issue 25.18).
+absl::Status FromGrpc(const grpc::Status& status, const Endpoint& endpoint) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE || endpoint.server.empty() || endpoint.ca_file.empty()) {
+    return FromGrpc(status);
+  }
+  return absl::UnavailableError(absl::StrCat(
+      status.error_message(), " (", endpoint.Describe(),
+      ": is the gateway running? does the CA file match its certificate, and its name the host? does it ask for a "
+      "client certificate from sandbox_client_ca?)"));
+}
+
 // The state file: the highest policy_version applied, and the digest it was applied with.
 constexpr char kStateHeader[] = "openshell.sandbox_client.state.v1";
 
@@ -221,7 +232,7 @@ absl::StatusOr<driver_v1::Projection> SandboxClient::FetchUnverified() {
   auto context = CallContext();
   if (grpc::Status status = stub_->GetProjection(context.get(), gateway_v1::GetProjectionRequest(), &projection);
       !status.ok()) {
-    return FromGrpc(status);
+    return FromGrpc(status, options_.endpoint);
   }
   return projection;
 }
@@ -240,7 +251,7 @@ absl::Status SandboxClient::Report(const std::string& digest, const std::string&
   request.set_error(error);
   gateway_v1::ReportPolicyStatusResponse response;
   auto context = CallContext();
-  return FromGrpc(stub_->ReportPolicyStatus(context.get(), request, &response));
+  return FromGrpc(stub_->ReportPolicyStatus(context.get(), request, &response), options_.endpoint);
 }
 
 std::shared_ptr<const VerifiedPolicy> SandboxClient::current() const {
@@ -419,7 +430,7 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
         backoff.count() / 2 + static_cast<int64_t>(random() % static_cast<uint64_t>(backoff.count() / 2 + 1)));
     if (on_event) {
       mu_.Unlock();
-      Emit(on_event, {WatchEvent::kDisconnected, "", FromGrpc(status).ToString(), wait});
+      Emit(on_event, {WatchEvent::kDisconnected, "", FromGrpc(status, options_.endpoint).ToString(), wait});
       mu_.Lock();
     }
     const absl::Time until = absl::Now() + absl::FromChrono(wait);

@@ -113,8 +113,20 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
     CHECK_THAT(err, !Catch::Contains("ssl_transport_security") && !Catch::Contains("Handshake failed"));
   }
   // Issue 25.18: the client library's endpoint defaults to the gateway's default sandbox socket (it was
-  // empty: "no socket at :").
+  // empty: "no socket at :"), and a TLS mistake says where to look instead of a bare "Socket closed".
   CHECK(sc::Endpoint().unix_socket == "./var/sandbox.sock");
+  {
+    sc::ClientOptions wrong_ca;
+    wrong_ca.endpoint.server = sandbox_address;
+    wrong_ca.endpoint.ca_file = other_ca.cert;
+    wrong_ca.handle = handle;
+    wrong_ca.allow_unchecked_context = true;
+    auto client = sc::SandboxClient::Connect(wrong_ca);
+    REQUIRE(client.ok());
+    auto fetched_wrong = (*client)->FetchUnverified();
+    CHECK(absl::IsUnavailable(fetched_wrong.status()));
+    CHECK_THAT(std::string(fetched_wrong.status().message()), Catch::Contains("does the CA file match its certificate"));
+  }
   // Plaintext to a non-loopback address is refused by the client before it connects.
   CHECK(remote({"--server", "192.0.2.1:9"}, {"policy", "get", "default"}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("TLS only"));
