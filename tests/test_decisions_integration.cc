@@ -71,6 +71,18 @@ void WriteKey(const TempDir& dir, const std::string& name) {
   WriteFile(dir / (name + ".pub"), key->PublicKeyPem());
 }
 
+// Keys "authority" (signs ceilings) and "gateway" (the builtin driver's signing key) in `keys`, a trust
+// store holding both, and the gateway flags that use them.
+std::vector<std::string> SigningGatewayArgs(const TempDir& keys) {
+  WriteKey(keys, "authority");
+  WriteKey(keys, "gateway");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
+  return {"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+          "--builtin-signing-key-id", "gateway-key"};
+}
+
+
 // A signed ceiling file made with policyctl from `policy_file`.
 std::string SignCeiling(const TempDir& dir, const std::string& policy_file, int version, const std::string& name) {
   std::string out, err;
@@ -86,12 +98,7 @@ std::string SignCeiling(const TempDir& dir, const std::string& policy_file, int 
 TEST_CASE("ceiling: set signed, widening refused with the widening named, narrowing accepted, rollback and unsigned refused",
           "[integration][ceiling]") {
   TempDir keys;
-  WriteKey(keys, "authority");
-  WriteKey(keys, "gateway");
-  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
-                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
-  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
-                    "--builtin-signing-key-id", "gateway-key"});
+  GatewayFixture g(SigningGatewayArgs(keys));
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
@@ -261,13 +268,7 @@ std::vector<std::string> AdmittedIds(GatewayFixture& g) {
 TEST_CASE("ceiling: admissions racing SetCeiling commit inside the ceiling in force or are refused, and are counted",
           "[integration][ceiling][issue25]") {
   TempDir keys;
-  WriteKey(keys, "authority");
-  WriteKey(keys, "gateway");
-  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
-                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
-  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
-                    "--builtin-signing-key-id", "gateway-key"},
-                   {}, GatewayBinary());
+  GatewayFixture g(SigningGatewayArgs(keys), {}, GatewayBinary());
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   std::string out, err;
   REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "wide.json")}, &out, &err) == 0);
@@ -329,12 +330,7 @@ TEST_CASE("ceiling: admissions racing SetCeiling commit inside the ceiling in fo
 TEST_CASE("ceiling: a gateway whose database lost the ceiling the audit chain records refuses to start",
           "[integration][ceiling][issue25]") {
   TempDir keys;
-  WriteKey(keys, "authority");
-  WriteKey(keys, "gateway");
-  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
-                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
-  const std::vector<std::string> args = {"--trust-store", keys / "trust.json", "--builtin-signing-key",
-                                         keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"};
+  const std::vector<std::string> args = SigningGatewayArgs(keys);
   GatewayFixture g(args, {}, GatewayBinary());
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   std::string out, err;
@@ -370,13 +366,7 @@ TEST_CASE("ceiling: a gateway whose database lost the ceiling the audit chain re
 TEST_CASE("ceiling: a ceiling row deleted under a running gateway does not lift the ceiling",
           "[integration][ceiling][issue25]") {
   TempDir keys;
-  WriteKey(keys, "authority");
-  WriteKey(keys, "gateway");
-  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
-                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
-  GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
-                    "--builtin-signing-key-id", "gateway-key"},
-                   {}, GatewayBinary());
+  GatewayFixture g(SigningGatewayArgs(keys), {}, GatewayBinary());
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   std::string out, err;
   REQUIRE(Ctl(g, {"ceiling", "set", SignCeiling(keys, kExamples + "github.yaml", 1, "c1.json")}, &out, &err) == 0);
