@@ -499,7 +499,7 @@ TEST_CASE("replicas: a PostgreSQL database restored from an older dump is refuse
   CHECK(plain.Wait() == 0);
 }
 
-TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways refuse; --replace-target copies it again",
+TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways refuse, and --replace-target copies it again",
           "[integration][postgres][replicas]") {
   // Regression (issue 25.12): kill -9 mid-copy left a target with part of the sandboxes and of the chain
   // that a gateway served silently, its chain forking from the source's.
