@@ -65,7 +65,7 @@ TEST_CASE("deploy: the example gateway.toml resolves", "[deploy]") {
 
 namespace osh::test {
 
-TEST_CASE("suite: no test name holds a ';' (ctest splits a name there and runs two halves that match nothing)",
+TEST_CASE("suite: no test name holds a semicolon (ctest splits a name there and runs two halves that match nothing)",
           "[deploy]") {
   for (const auto& entry : std::filesystem::directory_iterator(std::string(OSH_SOURCE_DIR) + "/tests")) {
     if (entry.path().extension() != ".cc") continue;
