@@ -27,20 +27,25 @@
 namespace osh::gateway {
 namespace {
 
-constexpr size_t kBufferBytes = 64 * 1024;
+constexpr size_t kBufferBytes = 32 * 1024;
 
-// Bytes read from one side, not yet written to the other.
+// Bytes read from one side, not yet written to the other. Its memory is held only while it holds bytes:
+// ten thousand idle watch streams hold no buffers.
 struct Buffer {
-  std::vector<char> bytes = std::vector<char>(kBufferBytes);
+  std::unique_ptr<char[]> bytes;
   size_t begin = 0, end = 0;
   bool empty() const { return begin == end; }
-  bool full() const { return end == bytes.size() && begin == 0; }
-  size_t room() const { return bytes.size() - end; }
+  size_t room() const { return kBufferBytes - end; }
+  char* data() {
+    if (bytes == nullptr) bytes.reset(new char[kBufferBytes]);
+    return bytes.get();
+  }
   void Compact() {
     if (begin == end) {
       begin = end = 0;
+      bytes.reset();
     } else if (begin > 0 && room() == 0) {
-      std::memmove(bytes.data(), bytes.data() + begin, end - begin);
+      std::memmove(bytes.get(), bytes.get() + begin, end - begin);
       end -= begin;
       begin = 0;
     }
@@ -275,7 +280,7 @@ class TcpFront::Loop {
         }
         want = std::min(want, static_cast<size_t>(peer->tokens));
       }
-      const ssize_t n = ::read(end.fd, in.bytes.data() + in.end, want);
+      const ssize_t n = ::read(end.fd, in.data() + in.end, want);
       if (n > 0) {
         in.end += static_cast<size_t>(n);
         if (peer != nullptr) peer->tokens -= static_cast<double>(n);
@@ -295,7 +300,7 @@ class TcpFront::Loop {
   bool Write(End& end) {
     Buffer& out = Outbox(end);
     while (!out.empty()) {
-      const ssize_t n = ::send(end.fd, out.bytes.data() + out.begin, out.end - out.begin, MSG_NOSIGNAL);
+      const ssize_t n = ::send(end.fd, out.data() + out.begin, out.end - out.begin, MSG_NOSIGNAL);
       if (n > 0) {
         out.begin += static_cast<size_t>(n);
       } else if (n < 0 && errno == EINTR) {
@@ -336,6 +341,9 @@ class TcpFront::Loop {
   }
 
   void Rearm(End& end) {
+    for (Buffer* buffer : {&Inbox(end), &Outbox(end)}) {
+      if (buffer->empty()) buffer->Compact();  // gives an empty buffer's memory back
+    }
     uint32_t events = 0;
     const bool paused = &end == &end.conn->client && end.conn->throttled;
     if (!end.eof && !paused && Inbox(end).room() + Inbox(end).begin > 0) events |= EPOLLIN;
