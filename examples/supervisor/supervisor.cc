@@ -35,6 +35,7 @@
 #include <CLI/CLI.hpp>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/str_cat.h"
 #include "sandbox_client/sandbox_client.h"
 #include "trust/trust_store.h"
 
@@ -80,6 +81,9 @@ absl::Status Withdraw(const std::string& path) {
 }
 
 }  // namespace
+
+// One event a line, written whole (stderr is unbuffered: a line written piece by piece can be read half).
+static void Say(const std::string& line) { std::cerr << line + "\n" << std::flush; }
 
 int main(int argc, char** argv) {
   sc::QuietGrpcLogs();  // errors are reported as statuses with hints, not gRPC core's log lines
@@ -186,15 +190,15 @@ int main(int argc, char** argv) {
       [](const sc::WatchEvent& event) {
         switch (event.kind) {
           case sc::WatchEvent::kConnected: std::cerr << "connected\n"; break;
-          case sc::WatchEvent::kApplied: std::cerr << "applied " << event.digest << "\n"; break;
+          case sc::WatchEvent::kApplied: Say(absl::StrCat("applied ", event.digest)); break;
           case sc::WatchEvent::kRejected:
-            std::cerr << "rejected " << event.digest << ": " << event.detail << " (last good kept)\n";
+            Say(absl::StrCat("rejected ", event.digest, ": ", event.detail, " (last good kept)"));
             break;
           case sc::WatchEvent::kDisconnected:
-            std::cerr << "disconnected (" << event.detail << "), retrying in " << event.retry_in.count() << " ms\n";
+            Say(absl::StrCat("disconnected (", event.detail, "), retrying in ", event.retry_in.count(), " ms"));
             break;
-          case sc::WatchEvent::kReportFailed: std::cerr << "report failed: " << event.detail << "\n"; break;
-          case sc::WatchEvent::kExpired: std::cerr << "expired " << event.digest << ": " << event.detail << "\n"; break;
+          case sc::WatchEvent::kReportFailed: Say(absl::StrCat("report failed: ", event.detail)); break;
+          case sc::WatchEvent::kExpired: Say(absl::StrCat("expired ", event.digest, ": ", event.detail)); break;
         }
       },
       [&](const sc::VerifiedPolicy&) { return Withdraw(policy_out); });
