@@ -174,23 +174,25 @@ std::string Glob::Instance(absl::string_view run, absl::string_view segments) co
 
 namespace {
 
-// Whether two `*`/`?` patterns of one segment share a string. Reachability over (i, j) prefix pairs,
-// row by row: when both sides are at a `*`, letting one of them end first loses no common string.
-bool StarPatternsIntersect(absl::string_view a, absl::string_view b) {
-  const size_t na = a.size(), nb = b.size();
+// Whether two sequences share a member, by reachability over (i, j) prefix pairs, row by row with two rows
+// of memory: `a_star(i)`/`b_star(j)` say whether an element matches any run (possibly empty) of the other
+// side's elements, `same(i, j)` whether two plain elements share one. When both sides are at a star,
+// letting one of them end first loses no common member.
+template <typename AStar, typename BStar, typename Same>
+bool SequencesIntersect(size_t na, size_t nb, AStar a_star, BStar b_star, Same same) {
   std::vector<char> row(nb + 1, 0), next(nb + 1, 0);
   row[0] = 1;
   for (size_t i = 0; i <= na; ++i) {
     std::fill(next.begin(), next.end(), 0);
     for (size_t j = 0; j <= nb; ++j) {
       if (!row[j]) continue;
-      if (i < na && a[i] == '*') {
-        next[j] = 1;
-        if (j < nb) row[j + 1] = 1;
-      } else if (j < nb && b[j] == '*') {
+      if (i < na && a_star(i)) {
+        next[j] = 1;                 // the star ends here
+        if (j < nb) row[j + 1] = 1;  // or covers one more element of the other side
+      } else if (j < nb && b_star(j)) {
         row[j + 1] = 1;
         if (i < na) next[j] = 1;
-      } else if (i < na && j < nb && (a[i] == b[j] || a[i] == '?' || b[j] == '?')) {
+      } else if (i < na && j < nb && same(i, j)) {
         next[j + 1] = 1;
       }
     }
@@ -200,13 +202,19 @@ bool StarPatternsIntersect(absl::string_view a, absl::string_view b) {
   return false;
 }
 
+// Whether two `*`/`?` patterns of one segment share a string.
+bool StarPatternsIntersect(absl::string_view a, absl::string_view b) {
+  return SequencesIntersect(
+      a.size(), b.size(), [&](size_t i) { return a[i] == '*'; }, [&](size_t j) { return b[j] == '*'; },
+      [&](size_t i, size_t j) { return a[i] == b[j] || a[i] == '?' || b[j] == '?'; });
+}
+
 }  // namespace
 
 bool Glob::Intersects(const Glob& other) const {
   if (!has_wildcard_) return other.Matches(pattern_);
   if (!other.has_wildcard_) return Matches(other.pattern_);
-  // reach(i, j): some string matches both segments_[0, i) and other.segments_[0, j). Every step moves
-  // to (i+1, j), (i, j+1) or (i+1, j+1), so rows in order settle it with two rows of memory.
+  // Segment by segment (SequencesIntersect), globstars being the stars.
   // A globstar that needs a segment is `*` then a zero-or-more globstar: the same language.
   auto expand = [](const std::vector<Segment>& in) {
     std::vector<Segment> out;
@@ -218,27 +226,9 @@ bool Glob::Intersects(const Glob& other) const {
     return out;
   };
   const std::vector<Segment> a = expand(segments_), b = expand(other.segments_);
-  const size_t na = a.size(), nb = b.size();
-  std::vector<char> row(nb + 1, 0), next(nb + 1, 0);
-  row[0] = 1;
-  for (size_t i = 0; i <= na; ++i) {
-    std::fill(next.begin(), next.end(), 0);
-    for (size_t j = 0; j <= nb; ++j) {
-      if (!row[j]) continue;
-      if (i < na && a[i].globstar) {
-        next[j] = 1;                   // the globstar ends here
-        if (j < nb) row[j + 1] = 1;    // or covers one more segment of the other side
-      } else if (j < nb && b[j].globstar) {
-        row[j + 1] = 1;
-        if (i < na) next[j] = 1;
-      } else if (i < na && j < nb && StarPatternsIntersect(a[i].text, b[j].text)) {
-        next[j + 1] = 1;
-      }
-    }
-    if (i == na) return row[nb] != 0;
-    std::swap(row, next);
-  }
-  return false;
+  return SequencesIntersect(
+      a.size(), b.size(), [&](size_t i) { return a[i].globstar; }, [&](size_t j) { return b[j].globstar; },
+      [&](size_t i, size_t j) { return StarPatternsIntersect(a[i].text, b[j].text); });
 }
 
 namespace {
