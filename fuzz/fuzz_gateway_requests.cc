@@ -72,7 +72,7 @@ struct Gateway {
     Check(created.ok());
     driver = *std::move(created);
     core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr);
-    decisions = std::make_unique<osh::gateway::EgressDecisions>(&registry);
+    decisions = std::make_unique<osh::gateway::EgressDecisions>(&registry, &core->clock());
     admin = std::make_unique<osh::gateway::AdminService>(core.get(), &pool, &pool, decisions.get());
   }
   ~Gateway() {

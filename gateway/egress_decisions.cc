@@ -34,9 +34,11 @@ absl::StatusOr<gateway_v1::EvaluateEgressResponse> EgressDecisions::Evaluate(
   std::string body;
   switch (request.policy_source_case()) {
     case gateway_v1::EvaluateEgressRequest::kSandboxId: {
-      auto snapshot = registry_->Get(request.sandbox_id());
-      if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", request.sandbox_id(), "' is admitted"));
-      body = snapshot->record.envelope->body();
+      // What the sandbox is served, under the same rule as its fetches: nothing is answered for a sandbox
+      // whose projection is unverified, revoked or expired.
+      auto served = registry_->Lookup(request.sandbox_id(), clock_->NowUnix());
+      if (!served.ok()) return served.status();
+      body = served->envelope->body();
       break;
     }
     case gateway_v1::EvaluateEgressRequest::kPolicy:

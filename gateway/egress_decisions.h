@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/sandbox_registry.h"
+#include "store/clock.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "gateway/egress_intent.h"
 #include "policy/egress.h"
@@ -21,12 +22,14 @@ namespace osh::gateway {
 
 class EgressDecisions {
  public:
-  // `registry` must outlive this object.
-  explicit EgressDecisions(const SandboxRegistry* registry, size_t capacity = 64)
-      : registry_(registry), capacity_(capacity) {}
+  // `registry` and `clock` must outlive this object.
+  EgressDecisions(SandboxRegistry* registry, const store::Clock* clock, size_t capacity = 64)
+      : registry_(registry), clock_(clock), capacity_(capacity) {}
 
-  // NOT_FOUND for an unknown sandbox; INVALID_ARGUMENT "invalid_policy: <field>: ..." for an invalid
-  // inline policy or a missing policy source.
+  // For a sandbox: its served projection under the registry's serving rule (SandboxRegistry::Lookup:
+  // NOT_FOUND for no servable sandbox, FAILED_PRECONDITION "key_revoked: ..." / "expired: ..." as a fetch
+  // gets). INVALID_ARGUMENT "invalid_policy: <field>: ..." for an invalid inline policy or a missing
+  // policy source.
   absl::StatusOr<openshell::policy::gateway::v1::EvaluateEgressResponse> Evaluate(
       const openshell::policy::gateway::v1::EvaluateEgressRequest& request) const;
 
@@ -35,7 +38,8 @@ class EgressDecisions {
   absl::StatusOr<std::shared_ptr<const policy::EgressPolicy>> Compiled(const std::string& digest,
                                                                        const std::string& body) const;
 
-  const SandboxRegistry* const registry_;
+  SandboxRegistry* const registry_;
+  const store::Clock* const clock_;
   const size_t capacity_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const policy::EgressPolicy>> cache_ ABSL_GUARDED_BY(mu_);

@@ -95,15 +95,15 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       audit_(store),
       reports_(config_.limits.reports_per_second, config_.limits.report_burst),
       handles_(store, driver, registry, &slots_),
-      ceiling_(store),
-      reprojector_(config_, store, driver, registry, &body_cache_, clock, &ceiling_),
-      trust_store_(std::move(trust_store)) {
+      gate_(config_, store, clock, &audit_, std::move(trust_store)),
+      reprojector_(config_, store, driver, registry, &gate_, clock) {
+  registry_->SetServingChecks(&gate_);  // fetches, watches and egress decisions ask the gate through the registry
   store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
   store_->SetRemoteChangeListener(this);  // and what other replicas commit
   if (driver_->authoring() != nullptr) {
     // Builtin SetPolicy/UpdatePolicy: the whole new policy must be inside the ceiling in force.
     driver_->authoring()->SetPolicyGuard([this](const openshell::sandbox::v1::SandboxPolicy& candidate) {
-      return ceiling_.Check(candidate, policy::Sha256Hex(policy::SerializeDeterministic(candidate))).ToStatus();
+      return gate_.ceiling().Check(candidate, policy::Sha256Hex(policy::SerializeDeterministic(candidate))).ToStatus();
     });
   }
 }
@@ -161,8 +161,8 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
       verdicts.push_back(known->second);
       continue;
     }
-    absl::Status checked = CheckStored(r.context.sandbox_id(), r.context, *r.envelope, r.verification,
-                                       r.updated_at_unix, trust.get());
+    absl::Status checked = gate_.CheckStored(r.context.sandbox_id(), r.context, *r.envelope, r.verification,
+                                             r.updated_at_unix, trust.get());
     if (!r.envelope->context_bound()) shared_verdicts[key] = checked.ok();
     if (!checked.ok()) {
       LogError(absl::StrCat("sandbox ", r.context.sandbox_id(), ": envelope stored by another replica fails verification (",
@@ -184,16 +184,13 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
     }
   }
   if (changes.ceiling) {
-    if (absl::Status s = ceiling_.Load(trust.get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
+    if (absl::Status s = gate_.ceiling().Load(trust.get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
       LogError(absl::StrCat("ceiling set by another replica: ", s.message()));
     }
   }
 }
 
-std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const {
-  absl::MutexLock lock(&trust_mu_);
-  return trust_store_;
-}
+std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const { return gate_.trust(); }
 
 bool GatewayCore::permits_mutation() const {
   auto caps = driver_->GetCapabilities();
@@ -213,11 +210,9 @@ std::string GatewayCore::SurfaceFor() const {
 
 absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   const absl::Time start = absl::Now();
-  if (absl::Status loaded = ceiling_.Load(trust_store().get(), clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
-    return loaded;
-  }
+  if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
   // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
-  if (absl::Status recorded = ceiling_.CheckAgainstAudit(); !recorded.ok()) return recorded;
+  if (absl::Status recorded = gate_.ceiling().CheckAgainstAudit(); !recorded.ok()) return recorded;
   auto records = store_->LoadSandboxes();
   if (!records.ok()) return records.status();
   const absl::Time read = absl::Now();
@@ -228,37 +223,10 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   return loaded;
 }
 
-absl::Status GatewayCore::CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
-                                      const store::Envelope& envelope, const std::string& verification,
-                                      int64_t updated_at_unix, const trust::TrustStore* trust) {
-  if (verification == kVerificationVerified && trust == nullptr) {
-    return absl::FailedPreconditionError(
-        "admitted with verification but no trust store is configured now");
-  }
-  // Re-verify what was admitted, as of when it was admitted: digest, signatures, key windows, context
-  // binding and body. A row rewritten in the database fails here and is not served.
-  driver_v1::Projection full;
-  envelope.CopyTo(&full);
-  trust::CheckInput input;
-  input.context = &context;
-  input.accepted_surfaces = &config_.accepted_surfaces;
-  input.trust_store = verification == kVerificationVerified ? trust : nullptr;
-  input.now_unix = updated_at_unix;
-  input.clock_skew_s = config_.clock_skew_s;
-  input.body_cache = &body_cache_;
-  const auto result = trust::CheckProjection(full, input);
-  if (!result.ok()) {
-    audit_.Record(AuditRecorder::For(audit::type::kReverificationFailed, sandbox_id, &full), audit::outcome::kRefused,
-                  result.Message());
-    return result.ToStatus();
-  }
-  return absl::OkStatus();
-}
-
 absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                                    const store::EnvelopePtr& envelope, const std::string& verification,
                                    int64_t updated_at_unix, const trust::TrustStore* trust) {
-  absl::Status status = CheckStored(sandbox_id, context, *envelope, verification, updated_at_unix, trust);
+  absl::Status status = gate_.CheckStored(sandbox_id, context, *envelope, verification, updated_at_unix, trust);
   if (!status.ok()) {
     LogError(absl::StrCat("sandbox ", sandbox_id, ": stored envelope fails re-verification (", status.message(),
                           "); not served"));
@@ -266,18 +234,6 @@ absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v
     return status;
   }
   registry_->MarkVerified(sandbox_id, envelope);
-  return absl::OkStatus();
-}
-
-absl::Status GatewayCore::EnsureVerified(const SandboxRegistry::Authenticated& admitted) {
-  if (admitted.verified) return absl::OkStatus();
-  driver_v1::RuntimeContext context;
-  if (!context.ParseFromString(admitted.context_bytes)) context.set_sandbox_id(admitted.sandbox_id);
-  if (!Reverify(admitted.sandbox_id, context, admitted.envelope, admitted.verification, admitted.updated_at_unix,
-                trust_store().get())
-           .ok()) {
-    return absl::UnauthenticatedError("a valid sandbox handle is required");
-  }
   return absl::OkStatus();
 }
 
@@ -374,23 +330,14 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   driver_v1::Projection projection = std::move(*response->mutable_projection());
   projection.DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
 
-  const auto trust = trust_store();
-  trust::CheckInput input;
-  input.context = &context;
-  input.accepted_surfaces = &config_.accepted_surfaces;
-  input.trust_store = trust.get();
-  input.now_unix = clock_->NowUnix();
-  input.clock_skew_s = config_.clock_skew_s;
-  input.body_cache = &body_cache_;
-  const auto result = trust::CheckProjection(projection, input);
+  const int64_t now = clock_->NowUnix();
+  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, context, now);
+  const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
-  int64_t ceiling_stamp = store::kNoCeiling;  // the ceiling it was checked against: the commit carries it
-  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest(), &ceiling_stamp); !inside.ok()) {
-    return RefuseAdmission(context, acquired, &projection, inside.reason, inside.detail);
-  }
+  int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
 
   const std::string sandbox_handle = MintSandboxHandle();
-  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  const std::string& verification = verdict.verification;
   const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
   const driver_v1::Projection admitted = envelope->Header();
   store::SandboxRecord record;
@@ -401,7 +348,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   record.envelope = envelope;
   record.verification = verification;
   record.signing_key_ids = result.verified_key_ids;
-  record.admitted_at_unix = record.updated_at_unix = input.now_unix;
+  record.admitted_at_unix = record.updated_at_unix = now;
 
   auto event = AuditRecorder::For(audit::type::kAdmission, context.sandbox_id(), &admitted);
   event.key_ids = result.verified_key_ids;
@@ -426,7 +373,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
       handles_.Release(acquired);
       return reloaded;
     }
-    if (const auto inside = ceiling_.Check(*result.policy, admitted.policy_digest(), &ceiling_stamp); !inside.ok()) {
+    if (const auto inside = gate_.CheckCeiling(*result.policy, admitted.policy_digest(), &ceiling_stamp); !inside.ok()) {
       return RefuseAdmission(context, acquired, &admitted, inside.reason, inside.detail);
     }
   }
@@ -557,7 +504,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
       projection.expires_at_unix() == current.expires_at_unix() && SameSigners(projection, current)) {
     // Still the admitted projection: it must still be inside the ceiling in force (a narrower ceiling
     // may have come since). Outside, it keeps being served — there is nothing better — and says why.
-    if (const auto inside = ceiling_.CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
+    if (const auto inside = gate_.ceiling().CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
       if (snapshot->record.last_refresh_error == inside.Message()) return inside.ToStatus();  // said already
       return keep_last_good(inside.reason, inside.detail, &projection);
     }
@@ -566,23 +513,12 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     out.set_policy_version(current.policy_version());
     return out;
   }
-  const auto trust = trust_store();
-  trust::CheckInput input;
-  input.context = &snapshot->record.context;
-  input.accepted_surfaces = &config_.accepted_surfaces;
-  input.trust_store = trust.get();
-  input.now_unix = clock_->NowUnix();
-  input.clock_skew_s = config_.clock_skew_s;
-  input.admitted_version = current.policy_version();
-  input.body_cache = &body_cache_;
-  const auto result = trust::CheckProjection(projection, input);
+  const int64_t now = clock_->NowUnix();
+  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, snapshot->record.context, now, current.policy_version());
+  const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
-  int64_t ceiling_stamp = store::kNoCeiling;
-  if (const auto inside = ceiling_.Check(*result.policy, projection.policy_digest(), &ceiling_stamp); !inside.ok()) {
-    return keep_last_good(inside.reason, inside.detail, &projection);
-  }
-
-  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  int64_t ceiling_stamp = verdict.ceiling_stamp;
+  const std::string& verification = verdict.verification;
   auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, &projection);
   event.key_ids = result.verified_key_ids;
   event.outcome = audit::outcome::kOk;
@@ -596,14 +532,14 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   for (int attempt = 0;; ++attempt) {
     store::ChangeBatch batch;
     batch.changes.push_back(store::change::ReplaceProjection{
-        {sandbox_id}, envelope, verification, result.verified_key_ids, input.now_unix, true});
+        {sandbox_id}, envelope, verification, result.verified_key_ids, now, true});
     batch.events.push_back(event);
     batch.checked_ceiling = ceiling_stamp;
     auto committed = store_->Commit(std::move(batch));
     if (committed.ok()) break;
     if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return committed.status();
     if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return reloaded;
-    if (const auto inside = ceiling_.Check(*result.policy, envelope->policy_digest(), &ceiling_stamp); !inside.ok()) {
+    if (const auto inside = gate_.CheckCeiling(*result.policy, envelope->policy_digest(), &ceiling_stamp); !inside.ok()) {
       const driver_v1::Projection offered = envelope->Header();
       return keep_last_good(inside.reason, inside.detail, &offered);
     }
@@ -699,22 +635,22 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   out.set_watchers(registry_->watcher_count());
   out.set_refresh_errors(registry_->refresh_error_count());
   out.set_possibly_leaked_handles(handles_.possible_leaks());
-  out.set_revoked_sandboxes(revoked_sandboxes_.load(std::memory_order_relaxed));
+  out.set_revoked_sandboxes(gate_.revoked_sandboxes());
   if (driver_->authoring() != nullptr) {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
   if (auto pending = store_->CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
-  if (auto active = ceiling_.current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
+  if (auto active = gate_.ceiling().current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
   return out;
 }
 
 absl::StatusOr<gateway_v1::SetCeilingResponse> GatewayCore::SetCeiling(const gateway_v1::SetCeilingRequest& request) {
   const auto trust = trust_store();
-  return ceiling_.Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s);
+  return gate_.ceiling().Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s);
 }
 
 absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
-  auto active = ceiling_.current();
+  auto active = gate_.ceiling().current();
   if (active == nullptr) return absl::NotFoundError("no ceiling is in force");
   gateway_v1::GetCeilingResponse out;
   *out.mutable_ceiling() = active->ceiling;
@@ -723,7 +659,7 @@ absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
 }
 
 absl::Status GatewayCore::ReloadCeiling() {
-  absl::Status loaded = ceiling_.Load(trust_store().get(), clock_->NowUnix(), config_.clock_skew_s);
+  absl::Status loaded = gate_.ReloadCeiling();
   if (!loaded.ok()) LogError(absl::StrCat("reloading the ceiling: ", loaded.message()));
   return loaded;
 }
@@ -810,10 +746,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   out.set_trust_store(config_.trust_store);
   out.set_keys(static_cast<uint32_t>(fresh->keys().size()));
   out.set_threshold(fresh->threshold());
-  {
-    absl::MutexLock lock(&trust_mu_);
-    trust_store_ = std::move(fresh);
-  }
+  gate_.SetTrust(std::move(fresh));
   audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kOk,
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
@@ -845,7 +778,7 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     }
     after = page.back().record.context.sandbox_id();
   }
-  absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>> revoked;
+  ProjectionGate::RevokedEnvelopes revoked;
   for (const std::string& id : failing) {
     const auto refreshed = Refresh(id);  // a projection signed by a key still trusted replaces it
     auto snapshot = registry_->Get(id);
@@ -873,11 +806,7 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     auto snapshot = registry_->Get(id);
     if (snapshot && revoked.contains(snapshot->record.envelope.get())) ++refused;
   }
-  {
-    absl::MutexLock lock(&revoked_mu_);
-    revoked_ = std::move(revoked);
-  }
-  revoked_sandboxes_.store(refused, std::memory_order_relaxed);
+  gate_.SetRevoked(std::move(revoked), refused);
   return refused;
 }
 
@@ -894,18 +823,6 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
     LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE: ", detail,
                           "; admissions fail closed (admitted sandboxes are still served); retrying"));
   }
-}
-
-absl::Status GatewayCore::ServingError(const store::Envelope& envelope) const {
-  if (revoked_sandboxes_.load(std::memory_order_relaxed) > 0) {
-    absl::MutexLock lock(&revoked_mu_);
-    if (auto it = revoked_.find(&envelope); it != revoked_.end()) return absl::FailedPreconditionError(it->second.second);
-  }
-  if (envelope.expires_at_unix() != 0 && envelope.expires_at_unix() <= clock_->NowUnix() - config_.clock_skew_s) {
-    return absl::FailedPreconditionError(absl::StrCat(trust::reason::kExpired, ": the admitted projection expired at ",
-                                                      envelope.expires_at_unix(), " and no fresh one was admitted"));
-  }
-  return absl::OkStatus();
 }
 
 void GatewayCore::RecordMutationRefused(const std::string& method) {

@@ -24,6 +24,7 @@
 #include "gateway/ceiling_guard.h"
 #include "gateway/config.h"
 #include "gateway/driver_handles.h"
+#include "gateway/projection_gate.h"
 #include "gateway/reprojection.h"
 #include "gateway/sandbox_registry.h"
 #include "store/clock.h"
@@ -56,9 +57,6 @@ class GatewayCore final : private store::RemoteChangeListener {
   // stored envelope is re-verified (digest, signatures, windows as of admission, binding, body), so a
   // rewritten database row is not served. Returns how many loaded.
   absl::StatusOr<size_t> LoadAdmitted();
-  // Re-verifies one loaded sandbox now (a fetch or watch found it unverified). A failure is logged,
-  // audited (reverification_failed), takes the sandbox out of what is served, and is UNAUTHENTICATED.
-  absl::Status EnsureVerified(const SandboxRegistry::Authenticated& admitted);
   // Re-verifies every loaded sandbox not yet verified (the background pass after start-up), `batch` at
   // a time; envelopes shared by many sandboxes are verified once. Returns how many it verified.
   size_t VerifyLoaded(size_t batch = 1024);
@@ -107,9 +105,9 @@ class GatewayCore final : private store::RemoteChangeListener {
   // Records a change of the driver's reachability (audited as driver_up / driver_down, logged loudly).
   void OnDriverState(bool available, const std::string& detail);
 
-  // Whether an admitted projection may still be served: FAILED_PRECONDITION "expired: ..." once its
-  // expires_at_unix has passed (with clock_skew_s), OK otherwise.
-  absl::Status ServingError(const store::Envelope& envelope) const;
+  // The gate every admission, refresh and re-projection passes and the registry's serving rule asks
+  // (trust store, ceiling, revocations).
+  const ProjectionGate& gate() const { return gate_; }
 
   const Config& config() const { return config_; }
 
@@ -123,13 +121,10 @@ class GatewayCore final : private store::RemoteChangeListener {
   // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
   // a changed ceiling is loaded and re-verified.
   void OnRemoteChanges(const store::RemoteChanges& changes) override;
-  // CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
+  // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                         const store::EnvelopePtr& envelope, const std::string& verification, int64_t updated_at_unix,
                         const trust::TrustStore* trust);
-  absl::Status CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
-                           const store::Envelope& envelope, const std::string& verification, int64_t updated_at_unix,
-                           const trust::TrustStore* trust);
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;
   absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const DriverHandles::Acquired& acquired,
@@ -165,18 +160,8 @@ class GatewayCore final : private store::RemoteChangeListener {
   ReportLimiter reports_;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
-  CeilingGuard ceiling_;     // the ceiling in force; every policy path checks containment in it
+  ProjectionGate gate_;      // trust store, ceiling, body cache, revocations: every check of a projection
   Reprojector reprojector_;  // a builtin scope's re-projection
-
-  trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
-
-  mutable absl::Mutex trust_mu_;
-  std::shared_ptr<const trust::TrustStore> trust_store_ ABSL_GUARDED_BY(trust_mu_);
-
-  // Envelopes refused to fetchers after a reload (their signatures no longer verify), with the reason.
-  mutable absl::Mutex revoked_mu_;
-  absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>> revoked_ ABSL_GUARDED_BY(revoked_mu_);
-  std::atomic<size_t> revoked_sandboxes_{0};
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
   absl::Mutex remote_scopes_mu_;
   std::set<std::string> remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_);  // changed by another replica, to re-project

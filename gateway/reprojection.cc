@@ -20,8 +20,6 @@ namespace osh::gateway {
 
 namespace audit = trust::audit;
 
-using store::kVerificationNone;
-using store::kVerificationVerified;
 namespace driver_v1 = drivers::driver_v1;
 
 namespace {
@@ -64,15 +62,14 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::str
 }  // namespace
 
 Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
-                         SandboxRegistry* registry, trust::ValidatedBodyCache* body_cache, const store::Clock* clock, CeilingGuard* ceiling)
-    : config_(config), store_(store), driver_(driver), registry_(registry), body_cache_(body_cache), clock_(clock),
-      ceiling_(ceiling) {}
+                         SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock)
+    : config_(config), store_(store), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
 
 Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
   for (int attempt = 0; attempt <= 3; ++attempt) {
     if (auto outcome = Attempt(scope, trust)) return *outcome;
     // Another ceiling was stored since the check: load it and re-project against it.
-    if (absl::Status loaded = ceiling_->Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
+    if (absl::Status loaded = gate_->ceiling().Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
       LogError(absl::StrCat("re-projection of scope ", scope, ": ", loaded.message(), "; nothing moved"));
       return {};
     }
@@ -83,7 +80,7 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
 
 std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
-  const auto ceiling = ceiling_->current();  // every group is checked against this one, and the commit says so
+  const auto ceiling = gate_->ceiling().current();  // every group is checked against this one, and the commit says so
   // The admitted sandboxes whose effective policy may come from `scope`.
   const bool all = scope == policy::kDefaultScope;
   auto members = registry_->Select([&](const std::string& context_bytes) {
@@ -115,7 +112,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     group.members.push_back(&m);
   }
 
-  const std::string verification = trust ? kVerificationVerified : kVerificationNone;
+  const std::string verification = ProjectionGate::VerificationWith(trust);
   const int64_t now = clock_->NowUnix();
   store::ChangeBatch batch;
   std::map<std::string, size_t> moved_by_digest;
@@ -151,22 +148,13 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     }
     driver_v1::Projection projection = std::move(*response->mutable_projection());
     projection.DiscardUnknownFields();
-    trust::CheckInput input;
-    input.context = &group.context;
-    input.accepted_surfaces = &config_.accepted_surfaces;
-    input.trust_store = trust;
-    input.now_unix = now;
-    input.clock_skew_s = config_.clock_skew_s;
-    input.body_cache = body_cache_;
-    const auto result = trust::CheckProjection(projection, input);  // once per group; rollback per member
-    if (!result.ok()) {
-      verdict.refused = result.Message();
+    // Once per group (rollback is judged per member below), against the ceiling of this attempt.
+    const ProjectionGate::Verdict checked = gate_->CheckNew(projection, group.context, now, std::nullopt, trust, &ceiling);
+    if (!checked.ok()) {
+      verdict.refused = checked.result.Message();
       return;
     }
-    if (const auto inside = ceiling_->CheckAgainst(ceiling, *result.policy, projection.policy_digest()); !inside.ok()) {
-      verdict.refused = inside.Message();
-      return;
-    }
+    const trust::CheckResult& result = checked.result;
     verdict.envelope = store_->envelopes().Intern(std::move(projection));
     verdict.key_ids = result.verified_key_ids;
   };

@@ -13,20 +13,19 @@
 #include <string>
 
 #include "drivers/policy_driver.h"
-#include "gateway/ceiling_guard.h"
 #include "gateway/config.h"
+#include "gateway/projection_gate.h"
 #include "gateway/sandbox_registry.h"
 #include "store/clock.h"
 #include "store/store.h"
 #include "trust/trust_store.h"
-#include "trust/validated_body_cache.h"
 
 namespace osh::gateway {
 
 class Reprojector {
  public:
   Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
-              trust::ValidatedBodyCache* body_cache, const store::Clock* clock, CeilingGuard* ceiling);
+              ProjectionGate* gate, const store::Clock* clock);
 
   struct Outcome {
     uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
@@ -45,9 +44,8 @@ class Reprojector {
   store::Store* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
-  trust::ValidatedBodyCache* const body_cache_;
+  ProjectionGate* const gate_;  // checks each new projection; one outside the ceiling keeps the last good
   const store::Clock* const clock_;
-  CeilingGuard* const ceiling_;  // a new projection outside the ceiling keeps the last good
 };
 
 }  // namespace osh::gateway

@@ -1,5 +1,7 @@
 #include "gateway/sandbox_registry.h"
 
+#include "gateway/log.h"
+
 #include "absl/strings/str_cat.h"
 
 #include <openssl/crypto.h>
@@ -315,9 +317,55 @@ std::optional<SandboxRegistry::Authenticated> SandboxRegistry::Authenticate(cons
   return AuthenticatedOf(found->first, found->second);
 }
 
+void SandboxRegistry::SetServingChecks(ServingChecks* checks) { checks_ = checks; }
+
+absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Servable(Authenticated found, int64_t now_unix,
+                                                                         const absl::Status& refused_unverified) {
+  if (!found.verified) {
+    // Loaded at start-up (or from another replica) and not re-verified yet: verify now, outside the lock.
+    absl::Status verified =
+        checks_ == nullptr ? absl::FailedPreconditionError("no serving checks are set")
+                           : checks_->VerifyLoaded(found.sandbox_id, found.context_bytes, *found.envelope,
+                                                   found.verification, found.updated_at_unix);
+    if (!verified.ok()) {
+      LogError(absl::StrCat("sandbox ", found.sandbox_id, ": stored envelope fails re-verification (",
+                            verified.message(), "); not served"));
+      Quarantine(found.sandbox_id);
+      return refused_unverified;
+    }
+    MarkVerified(found.sandbox_id, found.envelope);
+    found.verified = true;
+  }
+  if (checks_ != nullptr) {
+    if (absl::Status serving = checks_->ServingError(*found.envelope, now_unix); !serving.ok()) return serving;
+  }
+  return found;
+}
+
+absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Serve(const std::string& handle, int64_t now_unix) {
+  const absl::Status refused = absl::UnauthenticatedError("a valid sandbox handle is required");
+  auto found = Authenticate(handle);
+  if (!found) return refused;
+  return Servable(*std::move(found), now_unix, refused);
+}
+
+absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Lookup(const std::string& sandbox_id, int64_t now_unix) {
+  const absl::Status refused = absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  std::optional<Authenticated> found;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = by_id_.find(sandbox_id);
+    if (it != by_id_.end()) found = AuthenticatedOf(it->first, it->second);
+  }
+  if (!found) return refused;
+  return Servable(*std::move(found), now_unix, refused);
+}
+
 absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std::string& handle,
-                                                                      ProjectionWatcher* watcher) {
+                                                                      ProjectionWatcher* watcher, int64_t now_unix) {
+  if (auto served = Serve(handle, now_unix); !served.ok()) return served.status();
   absl::MutexLock lock(&mu_);
+  // Found again under the lock: a projection admitted since is one the commit's checks passed.
   auto* found = FindByHandleLocked(handle);
   if (found == nullptr) return absl::UnauthenticatedError("a valid sandbox handle is required");
   if (found->second.watchers.size() >= max_watchers_per_sandbox_) {

@@ -38,6 +38,21 @@ class ProjectionWatcher {
   virtual void OnClosed(bool revoked) = 0;
 };
 
+// What the serving rule asks of the gate that owns the trust store (gateway/projection_gate.h). The
+// registry declares it, so the rule has one home without the registry knowing of trust or ceilings.
+class ServingChecks {
+ public:
+  virtual ~ServingChecks() = default;
+  // A loaded sandbox's stored envelope re-verified as of its admission: OK, or why it fails (the
+  // failure is audited by the implementation).
+  virtual absl::Status VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,
+                                    const store::Envelope& envelope, const std::string& verification,
+                                    int64_t updated_at_unix) = 0;
+  // Whether an admitted envelope may be served at `now_unix`: FAILED_PRECONDITION "key_revoked: ..." (its
+  // signatures no longer verify after a trust-store reload) or "expired: ...", OK otherwise.
+  virtual absl::Status ServingError(const store::Envelope& envelope, int64_t now_unix) const = 0;
+};
+
 class SandboxRegistry final : public store::ChangeListener {
  public:
   // A consistent copy of one sandbox's record (the envelope is shared, not copied).
@@ -106,7 +121,8 @@ class SandboxRegistry final : public store::ChangeListener {
   // How many records TakeDueForRefresh has looked at, in all (what its scans cost).
   uint64_t refresh_scan_visits() const;
 
-  // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing.
+  // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing. Not the serving
+  // rule (see Serve): for calls that need only the sandbox's identity (ReportPolicyStatus).
   // The lookup is by SHA-256 of the handle; the stored hash is then compared in constant time.
   struct Authenticated {
     std::string sandbox_id;
@@ -118,10 +134,26 @@ class SandboxRegistry final : public store::ChangeListener {
   };
   std::optional<Authenticated> Authenticate(const std::string& handle) const;
 
-  // Registers a watcher for the sandbox the handle belongs to and returns its current envelope.
-  // UNAUTHENTICATED for a bad handle; RESOURCE_EXHAUSTED ("watch_limit: ...") when the sandbox already
-  // has its most watchers or the gateway its most in all (SetWatchLimits). Nothing registered on error.
-  absl::StatusOr<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher);
+  // The serving rule, the one answer to "may this sandbox be served now?", asked by fetches, watches and
+  // egress decisions alike: the sandbox is admitted (and, by Serve, the handle is its own), its stored
+  // envelope verified (a loaded sandbox not yet re-verified is verified now through `checks`; one that
+  // fails is quarantined: taken out of what is served, its watchers closed), and its envelope neither
+  // revoked nor expired (`checks`). `checks` must outlive the registry's use; until it is set nothing
+  // unverified is served and nothing is judged revoked or expired.
+  void SetServingChecks(ServingChecks* checks);
+  // By sandbox handle (the sandbox API): UNAUTHENTICATED "a valid sandbox handle is required" for a handle
+  // of no servable sandbox (unknown, or quarantined now); FAILED_PRECONDITION "key_revoked: ..." /
+  // "expired: ..." from the checks.
+  absl::StatusOr<Authenticated> Serve(const std::string& handle, int64_t now_unix);
+  // By sandbox id (operators' questions about a sandbox, e.g. EvaluateEgress): NOT_FOUND for no servable
+  // sandbox of that id; the same FAILED_PRECONDITION refusals as Serve.
+  absl::StatusOr<Authenticated> Lookup(const std::string& sandbox_id, int64_t now_unix);
+
+  // Registers a watcher for the sandbox the handle belongs to, once the serving rule (Serve) allows it,
+  // and returns its current envelope. Serve's refusals; RESOURCE_EXHAUSTED ("watch_limit: ...") when the
+  // sandbox already has its most watchers or the gateway its most in all (SetWatchLimits). Nothing
+  // registered on error.
+  absl::StatusOr<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher, int64_t now_unix);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
   // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
   // it). Defaults: Limits{}. Applies to later Watch calls.
@@ -176,6 +208,11 @@ class SandboxRegistry final : public store::ChangeListener {
   Authenticated AuthenticatedOf(const std::string& id, const Entry& entry) const;
   std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The serving rule's verified/revoked/expired part for a sandbox found by Serve or Lookup.
+  // `refused_unverified` is what a sandbox that fails re-verification answers.
+  absl::StatusOr<Authenticated> Servable(Authenticated found, int64_t now_unix, const absl::Status& refused_unverified);
+
+  ServingChecks* checks_ = nullptr;  // set once at wiring, before serving
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);

@@ -16,12 +16,11 @@ const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid 
 class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
  public:
   // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
-  WatchReactor(SandboxService* service, SandboxRegistry* registry, GatewayCore* core, const std::string& handle,
+  WatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
                size_t backlog)
       : service_(service), registry_(registry), backlog_(backlog) {
-    auto watched = registry_->Watch(handle, this);
-    // Loaded but not yet re-verified since start: verify now (a failure closes this watch through OnClosed).
-    absl::Status verified = watched.ok() && core != nullptr ? core->EnsureVerified(*watched) : absl::OkStatus();
+    // The serving rule (SandboxRegistry::Serve), then registration: nothing unservable is ever streamed.
+    auto watched = registry_->Watch(handle, this, now_unix);
     absl::MutexLock lock(&mu_);
     if (!watched.ok()) {
       const grpc::Status refused = absl::IsUnauthenticated(watched.status()) ? kUnauthenticated : ToGrpc(watched.status());
@@ -31,17 +30,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     }
     sandbox_id_ = watched->sandbox_id;
     registered_ = true;
-    if (!verified.ok()) {
-      service_->ObserveWatchStart(kUnauthenticated);
-      FinishLocked(kUnauthenticated);
-      return;
-    }
-    if (absl::Status serving = core != nullptr ? core->ServingError(*watched->envelope) : absl::OkStatus();
-        !serving.ok()) {
-      service_->ObserveWatchStart(ToGrpc(serving));
-      FinishLocked(ToGrpc(serving));
-      return;
-    }
     service_->ObserveWatchStart(grpc::Status::OK);
     // A newer projection may already have arrived through OnProjection; never send an older one after it.
     if (!started_) EnqueueLocked(watched->envelope->Shared());
@@ -140,7 +128,11 @@ std::string BearerToken(const grpc::ServerContextBase& context) {
 }
 
 SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog)
-    : registry_(registry), core_(core), pool_(pool), watch_backlog_(watch_backlog) {}
+    : registry_(registry),
+      core_(core),
+      clock_(core != nullptr ? &core->clock() : store::Clock::System()),
+      pool_(pool),
+      watch_backlog_(watch_backlog) {}
 
 void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) {
   if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
@@ -168,28 +160,19 @@ grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerCont
                                                         driver_v1::Projection* response) {
   constexpr char kCall[] = "GetProjection";
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto authenticated = registry_->Authenticate(BearerToken(*context));
-  if (!authenticated) {
-    Finish(reactor, kCall, kUnauthenticated);
+  auto served = registry_->Serve(BearerToken(*context), clock_->NowUnix());
+  if (!served.ok()) {
+    Finish(reactor, kCall, absl::IsUnauthenticated(served.status()) ? kUnauthenticated : ToGrpc(served.status()));
     return reactor;
   }
-  if (core_ != nullptr && !core_->EnsureVerified(*authenticated).ok()) {
-    Finish(reactor, kCall, kUnauthenticated);
-    return reactor;
-  }
-  if (absl::Status serving = core_ != nullptr ? core_->ServingError(*authenticated->envelope) : absl::OkStatus();
-      !serving.ok()) {
-    Finish(reactor, kCall, ToGrpc(serving));
-    return reactor;
-  }
-  authenticated->envelope->CopyTo(response);
+  served->envelope->CopyTo(response);
   Finish(reactor, kCall, grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
     grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
-  return new WatchReactor(this, registry_, core_, BearerToken(*context), watch_backlog_);
+  return new WatchReactor(this, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_);
 }
 
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,

@@ -17,7 +17,8 @@ namespace osh::gateway {
 class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
  public:
   // All pointers must outlive the service.
-  // `core` may be null only where no expiry or reports are needed (the transport benchmark).
+  // `core` may be null only where no reports are needed (the transport benchmark): what may be served is
+  // the registry's serving rule either way (SandboxRegistry::Serve), on the core's clock or the system's.
   // `watch_backlog`: projections a watcher may be behind before it is dropped (Limits::watch_backlog).
   SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool,
                  size_t watch_backlog = Limits().watch_backlog);
@@ -51,6 +52,7 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
 
   SandboxRegistry* registry_;
   GatewayCore* core_;
+  const store::Clock* clock_;
   WorkerPool* pool_;
   const size_t watch_backlog_;
   Metrics* metrics_ = nullptr;

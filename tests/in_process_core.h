@@ -24,16 +24,25 @@ struct InProcessCore {
   osh::gateway::Config config;
   std::unique_ptr<osh::gateway::GatewayCore> core;
 
-  // `configure`, when set, adjusts the config (limits, skew, ...) before the core is made.
-  explicit InProcessCore(const std::function<void(osh::gateway::Config&)>& configure = nullptr) {
+  // `configure`, when set, adjusts the config (limits, skew, trust_store, ...) before the core is made;
+  // `signing_key` signs the builtin driver's projections. With config.trust_store set, the core verifies
+  // against the trust store loaded from it.
+  explicit InProcessCore(const std::function<void(osh::gateway::Config&)>& configure = nullptr,
+                         std::optional<osh::builtin_driver::SigningKey> signing_key = std::nullopt) {
     if (configure) configure(config);
     auto opened = osh::store::SqliteStore::Open(dir / "gateway.db", &clock);
     REQUIRE(opened.ok());
     store = *std::move(opened);
-    auto created = osh::builtin_driver::BuiltinDriver::Create(store.get(), std::nullopt, true, &clock);
+    auto created = osh::builtin_driver::BuiltinDriver::Create(store.get(), std::move(signing_key), true, &clock);
     REQUIRE(created.ok());
     driver = *std::move(created);
-    core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr, &clock);
+    std::shared_ptr<const osh::trust::TrustStore> trust;
+    if (!config.trust_store.empty()) {
+      auto loaded = osh::trust::TrustStore::Load(config.trust_store);
+      REQUIRE(loaded.ok());
+      trust = std::make_shared<const osh::trust::TrustStore>(*std::move(loaded));
+    }
+    core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, trust, &clock);
   }
 };
 

@@ -52,24 +52,6 @@ TEST_CASE("core on simulated time: revisions, admissions and audit events carry 
   CHECK((*events)[2].time_unix_ms == (kStart + 100) * 1000);
 }
 
-TEST_CASE("core on simulated time: an admitted projection stops being served exactly when it expires",
-          "[core][time]") {
-  InProcessCore t;
-  drv::Projection p;
-  p.set_surface_id("openshell.sandbox.v1");
-  p.set_body("b");
-  p.set_issued_at_unix(kStart);
-  p.set_expires_at_unix(kStart + 600);
-  const auto envelope = t.store->envelopes().Intern(p);
-  // Served until expiry plus the clock skew allowance (60 s by default), refused from then on.
-  t.clock.SetUnixMillis((kStart + 600 + t.config.clock_skew_s - 1) * 1000);
-  CHECK(t.core->ServingError(*envelope).ok());
-  t.clock.AdvanceSeconds(1);
-  const absl::Status expired = t.core->ServingError(*envelope);
-  CHECK(absl::IsFailedPrecondition(expired));
-  CHECK_THAT(std::string(expired.message()), Catch::StartsWith("expired: "));
-}
-
 TEST_CASE("core on simulated time: refresh is due exactly at its interval and ahead of expiry", "[core][time]") {
   InProcessCore t;
   gw::SetPolicyRequest set;

@@ -1,0 +1,165 @@
+// The serving rule (issue 26, step 1): one answer to "may this sandbox be served?", asked by fetches,
+// watches and egress decisions alike. An egress decision about a sandbox whose projection is unverified
+// (a rewritten row found after a restart), revoked (key revoked + trust-store reload), expired or
+// quarantined is refused with the same reason a fetch of it gets — it was answered before.
+#include <catch2/catch.hpp>
+
+#include "gateway/egress_decisions.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/policy_file.h"
+#include "tests/in_process_core.h"
+#include "tests/test_support.h"
+#include "trust/keys.h"
+
+namespace gw = openshell::policy::gateway::v1;
+namespace drv = openshell::policy::driver::v1;
+
+using osh::test::InProcessCore;
+
+namespace {
+
+constexpr int64_t kStart = InProcessCore::kStart;
+
+gw::EvaluateEgressRequest AskAbout(const std::string& sandbox_id) {
+  gw::EvaluateEgressRequest request;
+  request.set_sandbox_id(sandbox_id);
+  request.set_host("api.example.com");
+  request.set_port(443);
+  request.set_binary("/usr/bin/curl");
+  return request;
+}
+
+// Commits `sandbox_id` with `projection` and `handle` straight to the store (the registry follows it), as
+// an admission would after its checks: the rule is then judged on what is served.
+void Commit(InProcessCore& t, const std::string& sandbox_id, const drv::Projection& projection,
+            const std::string& handle) {
+  osh::store::SandboxRecord record;
+  record.context = osh::test::ContextFor(sandbox_id);
+  record.handle_sha256 = osh::policy::Sha256(handle);
+  record.driver_handle = "driver-" + sandbox_id;
+  record.envelope = t.store->envelopes().Intern(projection);
+  record.verification = osh::store::kVerificationNone;
+  record.admitted_at_unix = record.updated_at_unix = t.clock.NowUnix();
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::AdmitSandbox{record});
+  REQUIRE(t.store->Commit(std::move(batch)).ok());
+}
+
+drv::Projection ProjectionOf(const openshell::sandbox::v1::SandboxPolicy& policy) {
+  drv::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body(osh::policy::SerializeDeterministic(policy));
+  p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
+  p.set_policy_version(1);
+  p.set_issued_at_unix(kStart);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("serving rule: an expired projection is refused to egress decisions as to fetches", "[core][serving]") {
+  InProcessCore t;
+  drv::Projection p = ProjectionOf(osh::policy::RestrictiveDefaultPolicy());
+  p.set_expires_at_unix(kStart + 600);
+  Commit(t, "sb-exp", p, "osh_sb_handle-exp");
+  osh::gateway::EgressDecisions decisions(&t.registry, &t.clock);
+  REQUIRE(decisions.Evaluate(AskAbout("sb-exp")).ok());  // served: answered
+  REQUIRE(t.registry.Serve("osh_sb_handle-exp", t.clock.NowUnix()).ok());
+
+  t.clock.AdvanceSeconds(600 + t.config.clock_skew_s);
+  const auto fetched = t.registry.Serve("osh_sb_handle-exp", t.clock.NowUnix());
+  const auto decided = decisions.Evaluate(AskAbout("sb-exp"));
+  REQUIRE_FALSE(fetched.ok());
+  REQUIRE_FALSE(decided.ok());
+  CHECK(absl::IsFailedPrecondition(decided.status()));
+  CHECK_THAT(std::string(decided.status().message()), Catch::StartsWith("expired: "));
+  CHECK(decided.status() == fetched.status());
+}
+
+TEST_CASE("serving rule: an unverified sandbox whose stored envelope fails re-verification is never answered for",
+          "[core][serving]") {
+  InProcessCore t;
+  // A stored envelope whose body is not the one its digest names (a rewritten row).
+  drv::Projection p = ProjectionOf(osh::policy::RestrictiveDefaultPolicy());
+  p.set_policy_digest(std::string(64, 'a'));
+  Commit(t, "sb-bad", p, "osh_sb_handle-bad");
+  drv::Projection good = ProjectionOf(osh::policy::RestrictiveDefaultPolicy());
+  Commit(t, "sb-good", good, "osh_sb_handle-good");
+  // As after a restart: everything loaded from the store, unverified until checked.
+  REQUIRE(t.core->LoadAdmitted().ok());
+  osh::gateway::EgressDecisions decisions(&t.registry, &t.clock);
+
+  SECTION("asked by egress first") {
+    const auto decided = decisions.Evaluate(AskAbout("sb-bad"));
+    REQUIRE_FALSE(decided.ok());
+    CHECK(absl::IsNotFound(decided.status()));
+    // Quarantined: a fetch with its handle is refused as any unknown handle is.
+    CHECK(absl::IsUnauthenticated(t.registry.Serve("osh_sb_handle-bad", t.clock.NowUnix()).status()));
+  }
+  SECTION("fetched first") {
+    CHECK(absl::IsUnauthenticated(t.registry.Serve("osh_sb_handle-bad", t.clock.NowUnix()).status()));
+    CHECK(absl::IsNotFound(decisions.Evaluate(AskAbout("sb-bad")).status()));
+  }
+  // The re-verification failure is audited with its reason code; the good one is verified and served.
+  auto events = t.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  bool audited = false;
+  for (const auto& e : *events) {
+    audited = audited || (e.type == "reverification_failed" && e.sandbox_id == "sb-bad" &&
+                          absl::StartsWith(e.reason, "digest_mismatch: "));
+  }
+  CHECK(audited);
+  CHECK(decisions.Evaluate(AskAbout("sb-good")).ok());
+  CHECK(t.registry.Serve("osh_sb_handle-good", t.clock.NowUnix()).ok());
+}
+
+TEST_CASE("serving rule: a projection whose key was revoked by a trust-store reload is refused to egress decisions",
+          "[core][serving]") {
+  osh::test::TempDir keys;
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  const std::string trust_path = keys / "trust.json";
+  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  InProcessCore t([&](osh::gateway::Config& config) { config.trust_store = trust_path; },
+                  osh::builtin_driver::SigningKey{*key, "gateway-key"});
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  auto admitted = t.core->Admit(osh::test::ContextFor("sb-1"));
+  REQUIRE(admitted.ok());
+  CHECK(admitted->verification() == "verified");
+  osh::gateway::EgressDecisions decisions(&t.registry, &t.clock);
+  REQUIRE(decisions.Evaluate(AskAbout("sb-1")).ok());
+
+  // The key is revoked: the builtin driver still signs with it, so the refresh cannot replace the projection.
+  std::string json = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
+  osh::test::WriteFile(trust_path, json);
+  auto reloaded = t.core->ReloadTrustStore();
+  REQUIRE(reloaded.ok());
+  CHECK(reloaded->sandboxes_refused() == 1);
+
+  const auto fetched = t.registry.Serve(admitted->sandbox_handle(), t.clock.NowUnix());
+  const auto decided = decisions.Evaluate(AskAbout("sb-1"));
+  REQUIRE_FALSE(fetched.ok());
+  REQUIRE_FALSE(decided.ok());
+  CHECK_THAT(std::string(decided.status().message()), Catch::StartsWith("key_revoked: "));
+  CHECK(decided.status() == fetched.status());
+}
+
+TEST_CASE("serving rule: the gate judges expiry exactly at expires_at plus the clock skew", "[core][serving][time]") {
+  InProcessCore t;
+  drv::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body("b");
+  p.set_issued_at_unix(kStart);
+  p.set_expires_at_unix(kStart + 600);
+  const auto envelope = t.store->envelopes().Intern(p);
+  const int64_t last_served = kStart + 600 + t.config.clock_skew_s - 1;
+  CHECK(t.core->gate().ServingError(*envelope, last_served).ok());
+  const absl::Status expired = t.core->gate().ServingError(*envelope, last_served + 1);
+  CHECK(absl::IsFailedPrecondition(expired));
+  CHECK_THAT(std::string(expired.message()), Catch::StartsWith("expired: "));
+}
