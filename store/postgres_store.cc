@@ -17,6 +17,7 @@
 #include "store/audit_actor.h"
 #include "store/row_codec.h"
 #include "store/status_macros.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -294,7 +295,7 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     // so events (and change-feed rows) are numbered in commit order across the fleet.
     auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
     if (!head.ok()) return fail_all(head.status());
-    if (head->rows() != 1) return fail_all(absl::DataLossError("postgresql: the audit head row is missing"));
+    if (head->rows() != 1) return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
     chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
   }
   const uint64_t start_seq = chain_.head().seq;
@@ -523,11 +524,11 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const st
   for (int i = 0; i < rows->rows(); ++i) {
     SandboxRecord r;
     r.context_bytes = rows->Bytes(i, 0);
-    if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("postgresql: a sandbox row does not decode");
+    if (!r.context.ParseFromString(r.context_bytes)) return PostgresStorageError(absl::StatusCode::kDataLoss, ": a sandbox row does not decode");
     r.handle_sha256 = rows->Bytes(i, 1);
     r.driver_handle = rows->Bytes(i, 2);
     auto envelope = envelopes().Intern(rows->Bytes(i, 3), envelopes().InternBody(rows->Bytes(i, 4), rows->Bytes(i, 14)));
-    if (!envelope.ok()) return absl::DataLossError(absl::StrCat("postgresql: ", envelope.status().message()));
+    if (!envelope.ok()) return PostgresStorageError(absl::StatusCode::kDataLoss, absl::StrCat(": ", envelope.status().message()));
     r.envelope = *std::move(envelope);
     r.verification = rows->Bytes(i, 5);
     r.signing_key_ids = SplitIds(rows->Bytes(i, 6));
@@ -608,7 +609,7 @@ absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
   for (int i = 0; i < claimed->rows(); ++i) {
     PendingRelease release{claimed->Int(i, 0), claimed->Bytes(i, 1), {}, claimed->Bytes(i, 3)};
     if (!release.context.ParseFromString(claimed->Bytes(i, 2))) {
-      return absl::DataLossError("postgresql: a pending release does not decode");
+      return PostgresStorageError(absl::StatusCode::kDataLoss, ": a pending release does not decode");
     }
     out.push_back(std::move(release));
   }
@@ -738,7 +739,7 @@ absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(const 
   if (!seq) return std::optional<AuditEvent>();
   auto events = ListAuditEvents(*seq - 1, 1);
   if (!events.ok()) return events.status();
-  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("postgresql: an audit event vanished");
+  if (events->empty() || events->front().seq != *seq) return PostgresStorageError(absl::StatusCode::kDataLoss, ": an audit event vanished");
   return std::optional<AuditEvent>(std::move(events->front()));
 }
 

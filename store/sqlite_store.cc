@@ -11,6 +11,7 @@
 #include "policy/digest.h"
 #include "store/row_codec.h"
 #include "store/status_macros.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -198,7 +199,7 @@ absl::Status SqliteStore::MigrateEnvelopes() {
   for (const auto& [sandbox_id, header] : moved) {
     const std::string id = policy::Sha256(header);
     Projection decoded;
-    if (!decoded.ParseFromString(header)) return absl::DataLossError("sqlite: a sandbox envelope does not decode");
+    if (!decoded.ParseFromString(header)) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox envelope does not decode");
     auto put = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
     if (!put.ok()) return put.status();
     put->BindBlob(1, id).BindBlob(2, header).Bind(3, decoded.policy_digest());
@@ -494,9 +495,9 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
         if (!row.ok()) return row.status();
         if (!*row) return absl::OkStatus();
         auto body = bodies.find(stmt->Text(2));
-        if (body == bodies.end()) return absl::DataLossError("sqlite: an envelope's body is missing");
+        if (body == bodies.end()) return SqliteStorageError(absl::StatusCode::kDataLoss, "an envelope's body is missing");
         auto envelope = envelopes().Intern(stmt->Blob(1), body->second);
-        if (!envelope.ok()) return absl::DataLossError(absl::StrCat("sqlite: ", envelope.status().message()));
+        if (!envelope.ok()) return SqliteStorageError(absl::StatusCode::kDataLoss, envelope.status().message());
         by_id.emplace(stmt->Blob(0), *std::move(envelope));
       }
     }();
@@ -514,7 +515,7 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
       if (!*row) return absl::OkStatus();
       SandboxRecord r;
       r.context_bytes = stmt->Blob(0);
-      if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("sqlite: a sandbox row does not decode");
+      if (!r.context.ParseFromString(r.context_bytes)) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox row does not decode");
       r.handle_sha256 = stmt->Blob(1);
       r.driver_handle = stmt->Text(2);
       envelope_ids.push_back(stmt->Blob(3));
@@ -535,7 +536,7 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   OSH_RETURN_IF_ERROR(envelopes_read);
   for (size_t i = 0; i < out.size(); ++i) {
     auto envelope = by_id.find(envelope_ids[i]);
-    if (envelope == by_id.end()) return absl::DataLossError("sqlite: a sandbox's envelope is missing");
+    if (envelope == by_id.end()) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox's envelope is missing");
     out[i].envelope = envelope->second;
   }
   return out;
@@ -586,7 +587,7 @@ absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
     if (!row.ok()) return row.status();
     if (!*row) break;
     PendingRelease release{stmt->Int(0), stmt->Text(1), {}, stmt->Text(3)};
-    if (!release.context.ParseFromString(stmt->Blob(2))) return absl::DataLossError("sqlite: a pending release does not decode");
+    if (!release.context.ParseFromString(stmt->Blob(2))) return SqliteStorageError(absl::StatusCode::kDataLoss, "a pending release does not decode");
     out.push_back(std::move(release));
   }
   return out;
@@ -718,7 +719,7 @@ absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(const st
   if (!seq) return std::optional<AuditEvent>();
   auto events = ListAuditEvents(*seq - 1, 1);
   if (!events.ok()) return events.status();
-  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("sqlite: an audit event vanished");
+  if (events->empty() || events->front().seq != *seq) return SqliteStorageError(absl::StatusCode::kDataLoss, "an audit event vanished");
   return std::optional<AuditEvent>(std::move(events->front()));
 }
 
