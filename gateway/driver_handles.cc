@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
+#include "common/errors.h"
 #include "gateway/context_limits.h"
 #include "gateway/log.h"
 
@@ -21,7 +22,7 @@ absl::Status DriverError(const absl::Status& status, const std::string& what) {
   // The driver's message goes on to the caller, the audit log and the logs: bounded and escaped.
   const std::string message = BoundedText(std::string(status.message()), 1024);
   if (DriverUnreachable(status)) {
-    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", message));
+    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", absl::StrCat(what, ": ", message));
   }
   return absl::Status(status.code(), absl::StrCat(what, ": ", message));
 }

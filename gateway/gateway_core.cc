@@ -17,6 +17,7 @@
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/errors.h"
 #include "gateway/audit_recorder.h"
 #include "gateway/context_limits.h"
 #include "gateway/log.h"
@@ -329,7 +330,7 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   handles_.Release(acquired);
   LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message),
           {{"event", "refusal"}, {"sandbox_id", context.sandbox_id()}, {"reason", reason_code}, {"detail", message}});
-  return absl::FailedPreconditionError(message);
+  return common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, BoundedText(detail, kMaxDriverTextBytes));
 }
 
 void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
@@ -351,7 +352,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   }
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
   if (!driver_->available() && !driver_->TryReconnect()) {
-    return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
+    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable");
   }
 
   // What the driver would serve this context as of now: if a policy change (here, or committed by another
@@ -517,15 +518,16 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
                             const driver_v1::Projection* offered) -> absl::Status {
     const std::string message = absl::StrCat(reason_code, ": ", detail);
     // A failure repeated by the scheduler is said once: the same error again writes nothing.
-    if (snapshot->record.last_refresh_error == message) return absl::FailedPreconditionError(message);
+    const absl::Status refused = common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, detail);
+    if (snapshot->record.last_refresh_error == message) return refused;
     auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, offered);
     event.outcome = audit::outcome::kKeptLastGood;
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
     LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message),
                {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"outcome", "kept_last_good"},
-                {"reason", message.substr(0, message.find(':'))}, {"detail", message}});
-    return absl::FailedPreconditionError(message);
+                {"reason", reason_code}, {"detail", message}});
+    return refused;
   };
 
   if (!driver_->available()) driver_->TryReconnect();  // back a moment ago: ask now, not at the next tick
@@ -624,11 +626,12 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     absl::StatusOr<gateway_v1::PolicyRevision> revision) {
   if (!revision.ok()) {
     const absl::string_view message = revision.status().message();
-    if (absl::StartsWith(message, trust::reason::kExceedsCeiling) || absl::StartsWith(message, trust::reason::kContainmentUnknown)) {
+    const std::string reason = common::ReasonOf(revision.status());
+    if (reason == trust::reason::kExceedsCeiling || reason == trust::reason::kContainmentUnknown) {
       audit_.Record(AuditRecorder::For(audit::type::kMutation, ""), audit::outcome::kRefused, std::string(message));
       LogWarning(absl::StrCat("policy mutation refused: ", message),
                  {{"event", "mutation"}, {"outcome", "refused"},
-                  {"reason", std::string(message.substr(0, message.find(':')))}});
+                  {"reason", reason}});
     }
     return revision;
   }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/grpc_status.h"
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
 
@@ -27,9 +28,7 @@ namespace {
 namespace driver_v1 = openshell::policy::driver::v1;
 namespace gateway_v1 = openshell::policy::gateway::v1;
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
+using common::FromGrpc;
 
 // A call that found no gateway over TLS says where to look ("Socket closed" alone told nothing: issue 25.18).
 absl::Status FromGrpc(const grpc::Status& status, const Endpoint& endpoint) {
