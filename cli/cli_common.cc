@@ -45,10 +45,11 @@ int ReportRpcError(const grpc::Status& status) { return ReportError(common::From
 
 int ReportError(const absl::Status& status) {
   std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
-  // The reason code from the status details (ReasonOf falls back to the text for older gateways).
-  return status.code() == absl::StatusCode::kUnavailable && common::ReasonOf(status) != "driver_unavailable"
-             ? kExitUsage  // the connection itself failed
-             : kExitRefused;
+  // UNAVAILABLE with a reason code (driver_unavailable, storage_error) is the gateway's answer; without one
+  // the connection itself failed. The code comes from the status details (ReasonOf reads the text only
+  // from a gateway that sends none).
+  return status.code() == absl::StatusCode::kUnavailable && common::ReasonOf(status).empty() ? kExitUsage
+                                                                                              : kExitRefused;
 }
 
 int ReportLocalError(const absl::Status& status) {
