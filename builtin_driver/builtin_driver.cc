@@ -191,9 +191,9 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
     body = policy::SerializeDeterministic(*policy);
   }
   store::AuditEvent event;
-  event.type = audit::type::kMutation;
+  event.type = audit::Type::kMutation;
   event.surface_id = kSurface;
-  event.outcome = audit::outcome::kOk;
+  event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat(what, " ", scope);
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();

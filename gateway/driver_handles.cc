@@ -73,9 +73,9 @@ void DriverHandles::Release(const Acquired& acquired) {
   const absl::Status status = admitted_holds_it ? absl::OkStatus() : driver_->ReleaseHandle(acquired.handle);
   if (status.ok() || absl::IsNotFound(status)) {
     store::AuditEvent event;
-    event.type = audit::type::kRelease;
+    event.type = audit::Type::kRelease;
     event.sandbox_id = acquired.sandbox_id;
-    event.outcome = audit::outcome::kOk;
+    event.outcome = audit::Outcome::kOk;
     event.reason = admitted_holds_it ? "driver handle of a refused admission kept: it is the admitted sandbox's"
                                      : "driver handle of a refused admission released";
     if (auto s = store_->CompleteRelease(acquired.intent, std::move(event)); !s.ok()) {
@@ -96,9 +96,9 @@ void DriverHandles::DeliverQueued() {
   if (!pending.ok()) return;
   for (const auto& release : *pending) {
     store::AuditEvent event;
-    event.type = audit::type::kRelease;
+    event.type = audit::Type::kRelease;
     event.sandbox_id = release.context.sandbox_id();
-    event.outcome = audit::outcome::kOk;
+    event.outcome = audit::Outcome::kOk;
     if (release.driver_handle.empty()) {
       // The handle of an admission that never finished was not recorded. Re-acquire it for the same
       // context (drivers may return the same handle) and release that, unless the sandbox was

@@ -330,10 +330,10 @@ absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
       "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
       "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, static_cast<int64_t>(event->seq)).Bind(2, event->time_unix_ms).Bind(3, event->type)
+  stmt->Bind(1, static_cast<int64_t>(event->seq)).Bind(2, event->time_unix_ms).Bind(3, event->type.name())
       .Bind(4, event->sandbox_id).Bind(5, event->surface_id).Bind(6, event->policy_digest)
       .Bind(7, static_cast<int64_t>(event->policy_version)).Bind(8, JoinIds(event->key_ids))
-      .Bind(9, event->outcome).Bind(10, event->reason).BindBlob(11, EncodeContextMap(event->audit_context))
+      .Bind(9, event->outcome.name()).Bind(10, event->reason).BindBlob(11, EncodeContextMap(event->audit_context))
       .Bind(12, event->prev_hash).Bind(13, event->hash).Bind(14, event->actor);
   return stmt->Run();
 }
@@ -392,7 +392,7 @@ absl::Status SqliteStore::Admit(const change::AdmitSandbox& c, int64_t* rows) {
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, r.context.sandbox_id()).BindBlob(2, policy::SerializeDeterministic(r.context))
       .BindBlob(3, r.handle_sha256).Bind(4, r.driver_handle).BindBlob(5, envelope_id)
-      .Bind(6, digest).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
+      .Bind(6, digest).Bind(7, std::string(NameOf(r.verification))).Bind(8, JoinIds(r.signing_key_ids))
       .Bind(9, r.admitted_at_unix).Bind(10, r.updated_at_unix);
   if (absl::Status s = stmt->Run(); !s.ok()) {
     if (absl::IsAlreadyExists(s)) {
@@ -431,7 +431,7 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
       "UPDATE sandboxes SET envelope_id = ?, policy_digest = ?, verification = ?, signing_key_ids = ?, "
       "updated_at = ?, last_refresh_error = '' WHERE sandbox_id IN (SELECT value FROM json_each(?))");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, envelope_id).Bind(2, digest).Bind(3, c.verification)
+  stmt->BindBlob(1, envelope_id).Bind(2, digest).Bind(3, std::string(NameOf(c.verification)))
       .Bind(4, JoinIds(c.key_ids)).Bind(5, c.now_unix).Bind(6, *ids);
   OSH_RETURN_IF_ERROR(stmt->Run());
   *rows = db_.Changes();
@@ -519,7 +519,7 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
       r.handle_sha256 = stmt->Blob(1);
       r.driver_handle = stmt->Text(2);
       envelope_ids.push_back(stmt->Blob(3));
-      r.verification = stmt->Text(4);
+      r.verification = VerificationFromStored(stmt->Text(4));
       r.signing_key_ids = SplitIds(stmt->Text(5));
       r.admitted_at_unix = stmt->Int(6);
       r.updated_at_unix = stmt->Int(7);
@@ -700,8 +700,9 @@ absl::Status SqliteStore::CheckCeilingUnchanged(int64_t checked) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(const std::string& type,
-                                                                        const std::string& outcome) {
+absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(trust::audit::Type type_enum,
+                                                                        trust::audit::Outcome outcome_enum) {
+  const std::string type(trust::audit::NameOf(type_enum)), outcome(trust::audit::NameOf(outcome_enum));
   std::optional<uint64_t> seq;
   {
     absl::MutexLock lock(&read_mu_);
@@ -789,13 +790,13 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
     AuditEvent e;
     e.seq = static_cast<uint64_t>(stmt->Int(0));
     e.time_unix_ms = stmt->Int(1);
-    e.type = stmt->Text(2);
+    e.type = trust::audit::TypeWord::FromStored(stmt->Text(2));
     e.sandbox_id = stmt->Text(3);
     e.surface_id = stmt->Text(4);
     e.policy_digest = stmt->Text(5);
     e.policy_version = static_cast<uint64_t>(stmt->Int(6));
     e.key_ids = SplitIds(stmt->Text(7));
-    e.outcome = stmt->Text(8);
+    e.outcome = trust::audit::OutcomeWord::FromStored(stmt->Text(8));
     e.reason = stmt->Text(9);
     e.audit_context = DecodeContextMap(stmt->Blob(10));
     e.prev_hash = stmt->Text(11);

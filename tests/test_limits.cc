@@ -132,7 +132,7 @@ TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[
   auto events = a.t.store->ListAuditEvents(0, 1000);
   REQUIRE(events.ok());
   size_t reports = 0;
-  for (const auto& e : *events) reports += e.type == "report" ? 1 : 0;
+  for (const auto& e : *events) reports += e.type == osh::trust::audit::Type::kReport ? 1 : 0;
   CHECK(reports == static_cast<size_t>(osh::gateway::Limits().report_burst) + 3);
 }
 
