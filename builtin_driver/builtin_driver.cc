@@ -5,6 +5,7 @@
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/errors.h"
 #include "policy/body_codec.h"
 #include "policy/merge.h"
 #include "policy/scope.h"
@@ -147,8 +148,9 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
   }
   for (const auto& scope : unsynced) {
     if (absl::Status reloaded = ReloadScope(scope); !reloaded.ok()) {
-      return absl::UnavailableError(absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read: ",
-                                                 reloaded.message()));
+      return common::Annotated(reloaded,
+                               absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read"),
+                               absl::StatusCode::kUnavailable);
     }
   }
   auto [chosen, version] = Resolve(*context, &scopes);

@@ -70,6 +70,17 @@ absl::Status WithReason(absl::Status status, absl::string_view reason) {
   return status;
 }
 
+absl::Status Annotated(const absl::Status& status, absl::string_view context) {
+  return Annotated(status, context, status.code());
+}
+
+absl::Status Annotated(const absl::Status& status, absl::string_view context, absl::StatusCode code) {
+  if (status.ok()) return status;
+  absl::Status out(code, absl::StrCat(context, ": ", status.message()));
+  status.ForEachPayload([&out](absl::string_view type_url, const absl::Cord& payload) { out.SetPayload(type_url, payload); });
+  return out;
+}
+
 std::string ErrorInfoBytes(const absl::Status& status) {
   const auto payload = status.GetPayload(kErrorInfoTypeUrl);
   return payload ? std::string(*payload) : std::string();

@@ -42,6 +42,12 @@ std::string ReasonOf(const absl::Status& status);
 // kept. For statuses built elsewhere (a client's local check, a peer's text) that need a typed reason.
 absl::Status WithReason(absl::Status status, absl::string_view reason);
 
+// `status` (not OK) with `context` in front of its message ("context: message"), its code or `code` when
+// given, and every payload kept: a storage error wrapped by a caller stays one (and is scrubbed), a
+// refusal keeps its reason. OK stays OK.
+absl::Status Annotated(const absl::Status& status, absl::string_view context);
+absl::Status Annotated(const absl::Status& status, absl::string_view context, absl::StatusCode code);
+
 // The status's ErrorInfo payload serialized (the Any value); empty when it has none.
 std::string ErrorInfoBytes(const absl::Status& status);
 

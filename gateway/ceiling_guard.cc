@@ -1,6 +1,7 @@
 #include "gateway/ceiling_guard.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/errors.h"
 #include "gateway/audit_recorder.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
@@ -197,7 +198,8 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
   };
   if (absl::Status saved = store_->SaveCeiling(ceiling.SerializeAsString(), ceiling.version(), event, complete);
       !saved.ok()) {
-    if (absl::IsAborted(saved)) return absl::FailedPreconditionError(saved.message());  // "rollback: ..." (a race)
+    // "rollback: ..." (a race); a storage error (a serialization failure) stays one, to be scrubbed.
+    if (absl::IsAborted(saved) && !common::IsStorageError(saved)) return absl::FailedPreconditionError(saved.message());
     return saved;
   }
   auto active = std::make_shared<Active>();

@@ -21,10 +21,12 @@ bool DriverUnreachable(const absl::Status& status) {
 absl::Status DriverError(const absl::Status& status, const std::string& what) {
   // The driver's message goes on to the caller, the audit log and the logs: bounded and escaped.
   const std::string message = BoundedText(std::string(status.message()), 1024);
+  // The builtin driver's own store failed: a storage error (scrubbed at the edge), not the driver's words.
+  if (common::IsStorageError(status)) return common::Annotated(status, what);
   if (DriverUnreachable(status)) {
     return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", absl::StrCat(what, ": ", message));
   }
-  return absl::Status(status.code(), absl::StrCat(what, ": ", message));
+  return common::Annotated(absl::Status(status.code(), message), what);
 }
 
 AdmissionSlots::Slot::~Slot() {

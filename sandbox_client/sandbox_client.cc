@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/errors.h"
 #include "common/grpc_status.h"
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
@@ -214,10 +215,11 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Verify(const driver_v1::Projection
   if (!result.ok()) return result.ToStatus();
   // CheckProjection skips the comparison when it has no context (an offline check); a sandbox must not.
   if (!projection.context_digest().empty() && !options_.context.has_value() && !options_.allow_unchecked_context) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        trust::reason::kContextMismatch, ": the projection is bound to a runtime context (context_digest ",
-        projection.context_digest(), ") and this supervisor was given none to check it against (set its sandbox id "
-        "and user subject)"));
+    return common::Refused(absl::StatusCode::kFailedPrecondition, trust::reason::kContextMismatch,
+                           absl::StrCat("the projection is bound to a runtime context (context_digest ",
+                                        projection.context_digest(),
+                                        ") and this supervisor was given none to check it against (set its sandbox "
+                                        "id and user subject)"));
   }
   VerifiedPolicy verified;
   verified.projection = projection;

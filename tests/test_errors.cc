@@ -9,12 +9,11 @@
 #include "absl/strings/match.h"
 #include "common/errors.h"
 #include "common/grpc_status.h"
+#include "gateway/driver_handles.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "store/pg_conn.h"
-#include "store/sqlite_db.h"
 #include "tests/pg_cluster.h"
-#include "tests/test_support.h"
 #include "trust/projection_check.h"
 
 using osh::common::FromGrpc;
@@ -126,17 +125,8 @@ TEST_CASE("errors: ToGrpc and FromGrpc round-trip code, message and reason", "[e
   CHECK(ToGrpc(absl::NotFoundError("no sandbox 'a'")).error_details().empty());
 }
 
-TEST_CASE("errors: both stores' own failures are storage errors", "[errors][store][postgres]") {
-  osh::test::TempDir dir;
-  auto db = osh::store::Db::Open(dir / "x.db");
-  REQUIRE(db.ok());
-  REQUIRE(db->Exec("CREATE TABLE t (id TEXT PRIMARY KEY)").ok());
-  REQUIRE(db->Exec("INSERT INTO t VALUES ('a')").ok());
-  const absl::Status sqlite_dup = db->Exec("INSERT INTO t VALUES ('a')");
-  CHECK(absl::IsAlreadyExists(sqlite_dup));
-  CHECK(IsStorageError(sqlite_dup));
-  CHECK(IsStorageError(db->Exec("SELECT nope FROM nothing")));
-
+// SQLite's: "limits: storage errors reach clients as a stable message" (test_limits.cc).
+TEST_CASE("errors: PostgreSQL's own failures are storage errors", "[errors][store][postgres]") {
   auto conn = osh::store::PgConn::Connect(osh::test::PgCluster::Shared().CreateDatabase());
   REQUIRE(conn.ok());
   REQUIRE(conn->Exec("CREATE TABLE t (id TEXT PRIMARY KEY)").ok());
@@ -148,4 +138,22 @@ TEST_CASE("errors: both stores' own failures are storage errors", "[errors][stor
   CHECK(IsStorageError(conn->Exec("SELECT nope FROM nothing")));
   const auto refused = osh::store::PgConn::Connect("postgresql:///nodb?host=/nonexistent&connect_timeout=1");
   CHECK(IsStorageError(refused.status()));
+}
+
+TEST_CASE("errors: a storage error wrapped by a caller stays one, and is still scrubbed", "[errors]") {
+  const absl::Status storage =
+      StorageError(absl::StatusCode::kInternal, "postgresql", "postgresql: ERROR:  relation \"policy_revisions\" does not exist");
+  const absl::Status wrapped = osh::common::Annotated(storage, "policy scope default changed on another replica and cannot be re-read",
+                                                      absl::StatusCode::kUnavailable);
+  CHECK(wrapped.code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(wrapped.message()), Catch::StartsWith("policy scope default changed") && Catch::Contains("policy_revisions"));
+  CHECK(IsStorageError(wrapped));
+  // The builtin driver's store failing under GetProjection: not "driver_unavailable: …" with the SQL in it.
+  const grpc::Status answered = ToGrpc(osh::gateway::DriverError(wrapped, "GetProjection"));
+  CHECK_THAT(answered.error_message(), Catch::StartsWith("storage_error: "));
+  CHECK_FALSE(absl::StrContains(answered.error_message(), "policy_revisions"));
+  // A driver's own failure keeps its reason; a refusal wrapped keeps its reason too.
+  CHECK(ReasonOf(osh::gateway::DriverError(absl::UnavailableError("connection refused"), "GetProjection")) == "driver_unavailable");
+  CHECK(ReasonOf(osh::common::Annotated(Refused(absl::StatusCode::kFailedPrecondition, "expired", "at 5"), "refresh")) == "expired");
+  CHECK(osh::common::Annotated(absl::OkStatus(), "x").ok());
 }
