@@ -24,13 +24,13 @@ std::vector<AuditEvent> MakeChain(int n) {
     AuditEvent e;
     e.seq = i;
     e.time_unix_ms = 1763800000000 + i;
-    e.type = i % 3 == 0 ? "refresh" : "admission";
+    e.type = i % 3 == 0 ? osh::trust::audit::Type::kRefresh : osh::trust::audit::Type::kAdmission;
     e.sandbox_id = "sb-" + std::to_string(i);
     e.surface_id = "openshell.sandbox.v1";
     e.policy_digest = std::string(64, 'a');
     e.policy_version = i;
     e.key_ids = {"authority"};
-    e.outcome = "ok";
+    e.outcome = osh::trust::audit::Outcome::kOk;
     e.reason = "verification=verified";
     e.audit_context = {{"driver", "example-signing-driver"}, {"policy_file", "alice@example.com.yaml"}};
     e.prev_hash = prev;

@@ -281,7 +281,7 @@ std::vector<std::string> Prefill(const std::string& db, bool builtin, const Opti
       p.set_signature(*key.Sign(osh::trust::SignedBytes(p)));
       r.envelope = (*store)->envelopes().Intern(std::move(p));
     }
-    r.verification = "verified";
+    r.verification = osh::store::Verification::kVerified;
     r.signing_key_ids = {"authority"};
     r.admitted_at_unix = r.updated_at_unix = now;
     batch.changes.push_back(osh::store::change::AdmitSandbox{std::move(r)});

@@ -5,6 +5,7 @@
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/errors.h"
 #include "policy/body_codec.h"
 #include "policy/merge.h"
 #include "policy/scope.h"
@@ -147,8 +148,9 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
   }
   for (const auto& scope : unsynced) {
     if (absl::Status reloaded = ReloadScope(scope); !reloaded.ok()) {
-      return absl::UnavailableError(absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read: ",
-                                                 reloaded.message()));
+      return common::Annotated(reloaded,
+                               absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read"),
+                               absl::StatusCode::kUnavailable);
     }
   }
   auto [chosen, version] = Resolve(*context, &scopes);
@@ -191,9 +193,9 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
     body = policy::SerializeDeterministic(*policy);
   }
   store::AuditEvent event;
-  event.type = audit::type::kMutation;
+  event.type = audit::Type::kMutation;
   event.surface_id = kSurface;
-  event.outcome = audit::outcome::kOk;
+  event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat(what, " ", scope);
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();

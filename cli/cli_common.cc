@@ -10,33 +10,10 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "common/grpc_status.h"
 
 namespace osh::cli {
-namespace {
-
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "OK";
-  }
-}
-
-}  // namespace
 
 sandbox_client::Endpoint EndpointFor(const Options& options, Api api) {
   sandbox_client::Endpoint endpoint;
@@ -64,12 +41,15 @@ std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const s
   return context;
 }
 
-int ReportRpcError(const grpc::Status& status) {
-  std::cerr << "error: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
-  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-                 status.error_message().rfind("driver_unavailable", 0) != 0
-             ? kExitUsage  // the connection itself failed
-             : kExitRefused;
+int ReportRpcError(const grpc::Status& status) { return ReportError(common::FromGrpc(status)); }
+
+int ReportError(const absl::Status& status) {
+  std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
+  // UNAVAILABLE with a reason code (driver_unavailable, storage_error) is the gateway's answer; without one
+  // the connection itself failed. The code comes from the status details (ReasonOf reads the text only
+  // from a gateway that sends none).
+  return status.code() == absl::StatusCode::kUnavailable && common::ReasonOf(status).empty() ? kExitUsage
+                                                                                              : kExitRefused;
 }
 
 int ReportLocalError(const absl::Status& status) {

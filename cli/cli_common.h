@@ -50,8 +50,11 @@ using policy::WriteFileAtomically;  // files the CLI writes (keys, exports) are 
 // A client context with the call deadline and, when given, the sandbox handle as bearer token.
 std::unique_ptr<grpc::ClientContext> MakeContext(const Options& options, const std::string& handle = "");
 
-// Prints a failed call as "error: CODE: message" and returns its exit code (1: the gateway refused).
+// Prints a failed call as "error: CODE: message" and returns its exit code (1: the gateway refused or
+// failed, with a reason code; 2: UNAVAILABLE without one — the gateway could not be reached).
 int ReportRpcError(const grpc::Status& status);
+// The same for a status a client library returned (common::FromGrpc kept the reason code of the details).
+int ReportError(const absl::Status& status);
 // Prints a local failure (file, parse) and returns kExitUsage.
 int ReportLocalError(const absl::Status& status);
 

@@ -89,7 +89,7 @@ std::unique_ptr<sandbox_client::SandboxClient> MakeClient(const Options& options
 
 // A refusal by the gateway exits 1 (2 when it could not be reached); a failed verification exits 1.
 int ReportStatus(const absl::Status& status) {
-  return ReportRpcError(grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message())));
+  return ReportError(status);
 }
 
 std::string Verification(const sandbox_client::VerifiedPolicy& verified, bool has_trust_store) {

@@ -12,13 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_status.h"
 
 namespace osh::drivers {
 namespace {
-
-absl::Status ToAbsl(const grpc::Status& status) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
 
 std::string ListOrNone(const std::vector<std::string>& items) {
   return items.empty() ? "(none)" : absl::StrCat("[", absl::StrJoin(items, ", "), "]");
@@ -225,7 +222,7 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     MarkDown(absl::StrCat(method, ": ", status.error_message()));
   }
-  return ToAbsl(status);
+  return common::FromGrpc(status);
 }
 
 void RemoteDriver::Monitor() {

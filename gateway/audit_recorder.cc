@@ -27,7 +27,7 @@ std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::M
   return out;
 }
 
-store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbox_id,
+store::AuditEvent AuditRecorder::For(trust::audit::Type type, const std::string& sandbox_id,
                                      const openshell::policy::driver::v1::Projection* projection) {
   store::AuditEvent event;
   event.type = type;
@@ -43,11 +43,11 @@ store::AuditEvent AuditRecorder::For(const char* type, const std::string& sandbo
   return event;
 }
 
-void AuditRecorder::Record(store::AuditEvent event, const char* outcome, std::string reason) {
+void AuditRecorder::Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
   event.outcome = outcome;
   // A reason may quote what a driver or a client sent (a surface, a driver's no_verified_policy text).
   event.reason = BoundedText(reason, kMaxAuditReasonBytes);
-  const std::string type = event.type;
+  const std::string type = event.type.name();
   if (absl::Status status = store_->AppendAudit(std::move(event)); !status.ok()) {
     LogError(absl::StrCat("cannot audit a ", type, " event: ", status.ToString()));
   }

@@ -33,11 +33,11 @@ class AuditRecorder {
 
   // An event of `type` for `sandbox_id`, with the projection's surface, digest, version and audit
   // context (see BoundedAuditContext) when there is one. Outcome and reason are the caller's.
-  static store::AuditEvent For(const char* type, const std::string& sandbox_id,
+  static store::AuditEvent For(trust::audit::Type type, const std::string& sandbox_id,
                                const openshell::policy::driver::v1::Projection* projection = nullptr);
 
   // Appends `event` with its outcome and reason to the chain.
-  void Record(store::AuditEvent event, const char* outcome, std::string reason);
+  void Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
 
  private:
   store::Store* const store_;

@@ -1,6 +1,7 @@
 #include "gateway/ceiling_guard.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/errors.h"
 #include "gateway/audit_recorder.h"
 #include "gateway/log.h"
 #include "policy/body_codec.h"
@@ -85,7 +86,7 @@ void CeilingGuard::Install(std::shared_ptr<const Active> active) {
 }
 
 absl::Status CeilingGuard::CheckAgainstAudit() const {
-  auto latest = store_->LatestAuditEvent(audit::type::kCeilingSet, audit::outcome::kOk);
+  auto latest = store_->LatestAuditEvent(audit::Type::kCeilingSet, audit::Outcome::kOk);
   if (!latest.ok()) return latest.status();
   if (!latest->has_value()) return absl::OkStatus();  // no ceiling was ever put in force
   const store::AuditEvent& set = **latest;
@@ -162,7 +163,7 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
                                                                  const trust::TrustStore* trust, int64_t now_unix,
                                                                  int64_t skew_s) {
   AuditRecorder audit(store_);
-  store::AuditEvent event = AuditRecorder::For(audit::type::kCeilingSet, "");
+  store::AuditEvent event = AuditRecorder::For(audit::Type::kCeilingSet, "");
   event.policy_digest = ceiling.policy_digest();
   event.policy_version = ceiling.version();
   auto in_force = current();
@@ -173,11 +174,11 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
   if (in_force != nullptr) input.in_force_version = in_force->ceiling.version();
   const trust::CheckResult verified = trust::CheckCeiling(ceiling, input);
   if (!verified.ok()) {
-    audit.Record(event, audit::outcome::kRefused,
+    audit.Record(event, audit::Outcome::kRefused,
                  absl::StrCat(verified.Message(), " (ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(), ")"));
     return verified.ToStatus();
   }
-  event.outcome = audit::outcome::kOk;
+  event.outcome = audit::Outcome::kOk;
   event.key_ids = verified.verified_key_ids;
   // Counted inside SaveCeiling's transaction: every projection put in force before it is counted, and
   // every later commit must have been checked against this ceiling (store::ChangeBatch::checked_ceiling).
@@ -197,7 +198,8 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
   };
   if (absl::Status saved = store_->SaveCeiling(ceiling.SerializeAsString(), ceiling.version(), event, complete);
       !saved.ok()) {
-    if (absl::IsAborted(saved)) return absl::FailedPreconditionError(saved.message());  // "rollback: ..." (a race)
+    // "rollback: ..." (a race); a storage error (a serialization failure) stays one, to be scrubbed.
+    if (absl::IsAborted(saved) && !common::IsStorageError(saved)) return absl::FailedPreconditionError(saved.message());
     return saved;
   }
   auto active = std::make_shared<Active>();

@@ -25,6 +25,7 @@
 #include "policy/policy_file.h"
 #include "store/open_store.h"
 #include "store/sqlite_store.h"
+#include "trust/audit_vocabulary.h"
 #include "trust/secure_path.h"
 
 namespace osh::gateway {
@@ -124,8 +125,8 @@ int Daemon::Build() {
       }
       LogWarning(absl::StrCat("database ", database, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
       store::AuditEvent event;
-      event.type = "state_rollback_accepted";
-      event.outcome = "ok";
+      event.type = trust::audit::Type::kStateRollbackAccepted;
+      event.outcome = trust::audit::Outcome::kOk;
       event.reason = std::string(anchored.message());
       if (absl::Status audited = store_->AppendAudit(std::move(event)); !audited.ok()) {
         LogError(absl::StrCat("cannot audit the accepted rollback: ", audited.message()));

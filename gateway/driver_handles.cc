@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
+#include "common/errors.h"
 #include "gateway/context_limits.h"
 #include "gateway/log.h"
 
@@ -20,10 +21,12 @@ bool DriverUnreachable(const absl::Status& status) {
 absl::Status DriverError(const absl::Status& status, const std::string& what) {
   // The driver's message goes on to the caller, the audit log and the logs: bounded and escaped.
   const std::string message = BoundedText(std::string(status.message()), 1024);
+  // The builtin driver's own store failed: a storage error (scrubbed at the edge), not the driver's words.
+  if (common::IsStorageError(status)) return common::Annotated(status, what);
   if (DriverUnreachable(status)) {
-    return absl::UnavailableError(absl::StrCat("driver_unavailable: ", what, ": ", message));
+    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", absl::StrCat(what, ": ", message));
   }
-  return absl::Status(status.code(), absl::StrCat(what, ": ", message));
+  return common::Annotated(absl::Status(status.code(), message), what);
 }
 
 AdmissionSlots::Slot::~Slot() {
@@ -72,9 +75,9 @@ void DriverHandles::Release(const Acquired& acquired) {
   const absl::Status status = admitted_holds_it ? absl::OkStatus() : driver_->ReleaseHandle(acquired.handle);
   if (status.ok() || absl::IsNotFound(status)) {
     store::AuditEvent event;
-    event.type = audit::type::kRelease;
+    event.type = audit::Type::kRelease;
     event.sandbox_id = acquired.sandbox_id;
-    event.outcome = audit::outcome::kOk;
+    event.outcome = audit::Outcome::kOk;
     event.reason = admitted_holds_it ? "driver handle of a refused admission kept: it is the admitted sandbox's"
                                      : "driver handle of a refused admission released";
     if (auto s = store_->CompleteRelease(acquired.intent, std::move(event)); !s.ok()) {
@@ -95,9 +98,9 @@ void DriverHandles::DeliverQueued() {
   if (!pending.ok()) return;
   for (const auto& release : *pending) {
     store::AuditEvent event;
-    event.type = audit::type::kRelease;
+    event.type = audit::Type::kRelease;
     event.sandbox_id = release.context.sandbox_id();
-    event.outcome = audit::outcome::kOk;
+    event.outcome = audit::Outcome::kOk;
     if (release.driver_handle.empty()) {
       // The handle of an admission that never finished was not recorded. Re-acquire it for the same
       // context (drivers may return the same handle) and release that, unless the sandbox was

@@ -17,6 +17,7 @@
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/errors.h"
 #include "gateway/audit_recorder.h"
 #include "gateway/context_limits.h"
 #include "gateway/log.h"
@@ -32,8 +33,7 @@ namespace osh::gateway {
 namespace audit = trust::audit;
 namespace {
 
-using store::kVerificationNone;
-using store::kVerificationVerified;
+using store::Verification;
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
 
@@ -52,7 +52,7 @@ gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
   info.set_policy_digest(p.policy_digest());
   info.set_policy_version(p.policy_version());
   for (const auto& id : r.signing_key_ids) info.add_signing_key_ids(id);
-  info.set_verification(r.verification);
+  info.set_verification(std::string(NameOf(r.verification)));
   info.set_load_status(r.load_status);
   info.set_load_error(r.load_error);
   info.set_reported_digest(r.reported_digest);
@@ -224,7 +224,7 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
 }
 
 absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
-                                   const store::EnvelopePtr& envelope, const std::string& verification,
+                                   const store::EnvelopePtr& envelope, Verification verification,
                                    int64_t updated_at_unix, const trust::TrustStore* trust) {
   absl::Status status = gate_.CheckStored(sandbox_id, context, *envelope, verification, updated_at_unix, trust);
   if (!status.ok()) {
@@ -280,16 +280,16 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
                                           const std::string& detail) {
   // `detail` may quote the driver (a no_verified_policy reason): bounded and escaped like all such text.
   const std::string message = absl::StrCat(reason_code, ": ", BoundedText(detail, kMaxDriverTextBytes));
-  audit_.Record(AuditRecorder::For(audit::type::kRefusal, context.sandbox_id(), projection), audit::outcome::kRefused,
+  audit_.Record(AuditRecorder::For(audit::Type::kRefusal, context.sandbox_id(), projection), audit::Outcome::kRefused,
                 message);
   handles_.Release(acquired);
   LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message),
           {{"event", "refusal"}, {"sandbox_id", context.sandbox_id()}, {"reason", reason_code}, {"detail", message}});
-  return absl::FailedPreconditionError(message);
+  return common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, BoundedText(detail, kMaxDriverTextBytes));
 }
 
 void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
-  audit_.Record(AuditRecorder::For(audit::type::kAuthenticationFailures, ""), audit::outcome::kRefused, summary);
+  audit_.Record(AuditRecorder::For(audit::Type::kAuthenticationFailures, ""), audit::Outcome::kRefused, summary);
 }
 
 absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
@@ -307,7 +307,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   }
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
   if (!driver_->available() && !driver_->TryReconnect()) {
-    return absl::UnavailableError("driver_unavailable: the policy driver is not reachable");
+    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable");
   }
 
   // What the driver would serve this context as of now: if a policy change (here, or committed by another
@@ -337,7 +337,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
 
   const std::string sandbox_handle = MintSandboxHandle();
-  const std::string& verification = verdict.verification;
+  const Verification verification = verdict.verification;
   const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
   const driver_v1::Projection admitted = envelope->Header();
   store::SandboxRecord record;
@@ -350,10 +350,10 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = now;
 
-  auto event = AuditRecorder::For(audit::type::kAdmission, context.sandbox_id(), &admitted);
+  auto event = AuditRecorder::For(audit::Type::kAdmission, context.sandbox_id(), &admitted);
   event.key_ids = result.verified_key_ids;
-  event.outcome = audit::outcome::kOk;
-  event.reason = absl::StrCat("verification=", verification);
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("verification=", NameOf(verification));
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   // The store refuses the commit (ceiling_changed) if a ceiling other than the one checked was stored
   // meanwhile — here or on another replica: check again against the new one, and commit or refuse
@@ -385,11 +385,11 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   out.set_policy_digest(admitted.policy_digest());
   out.set_policy_version(admitted.policy_version());
   for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
-  out.set_verification(verification);
+  out.set_verification(std::string(NameOf(verification)));
   LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", admitted.policy_digest(), " version ",
-                       admitted.policy_version(), " verification ", verification),
+                       admitted.policy_version(), " verification ", NameOf(verification)),
           {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
-           {"version", absl::StrCat(admitted.policy_version())}, {"verification", verification}});
+           {"version", absl::StrCat(admitted.policy_version())}, {"verification", std::string(NameOf(verification))}});
   if (authoring != nullptr && authoring->ProjectionKey(context) != key_before) {
     // The policy changed while this admission was in flight: move it now, as the change's re-projection
     // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
@@ -411,8 +411,8 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
     return absl::AbortedError(absl::StrCat("admission_in_progress: sandbox '", sandbox_id,
                                            "' is being admitted (or its handle released); retry the delete"));
   }
-  auto event = AuditRecorder::For(audit::type::kDeletion, sandbox_id, nullptr);
-  event.outcome = audit::outcome::kOk;
+  auto event = AuditRecorder::For(audit::Type::kDeletion, sandbox_id, nullptr);
+  event.outcome = audit::Outcome::kOk;
   auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
   if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
   gateway_v1::DeleteSandboxResponse out;
@@ -464,15 +464,16 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
                             const driver_v1::Projection* offered) -> absl::Status {
     const std::string message = absl::StrCat(reason_code, ": ", detail);
     // A failure repeated by the scheduler is said once: the same error again writes nothing.
-    if (snapshot->record.last_refresh_error == message) return absl::FailedPreconditionError(message);
-    auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, offered);
-    event.outcome = audit::outcome::kKeptLastGood;
+    const absl::Status refused = common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, detail);
+    if (snapshot->record.last_refresh_error == message) return refused;
+    auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, offered);
+    event.outcome = audit::Outcome::kKeptLastGood;
     event.reason = message;
     if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
     LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message),
                {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"outcome", "kept_last_good"},
-                {"reason", message.substr(0, message.find(':'))}, {"detail", message}});
-    return absl::FailedPreconditionError(message);
+                {"reason", reason_code}, {"detail", message}});
+    return refused;
   };
 
   if (!driver_->available()) driver_->TryReconnect();  // back a moment ago: ask now, not at the next tick
@@ -518,10 +519,10 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
   int64_t ceiling_stamp = verdict.ceiling_stamp;
-  const std::string& verification = verdict.verification;
-  auto event = AuditRecorder::For(audit::type::kRefresh, sandbox_id, &projection);
+  const Verification verification = verdict.verification;
+  auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, &projection);
   event.key_ids = result.verified_key_ids;
-  event.outcome = audit::outcome::kOk;
+  event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
   out.set_changed(true);
@@ -560,11 +561,12 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     absl::StatusOr<gateway_v1::PolicyRevision> revision) {
   if (!revision.ok()) {
     const absl::string_view message = revision.status().message();
-    if (absl::StartsWith(message, trust::reason::kExceedsCeiling) || absl::StartsWith(message, trust::reason::kContainmentUnknown)) {
-      audit_.Record(AuditRecorder::For(audit::type::kMutation, ""), audit::outcome::kRefused, std::string(message));
+    const std::string reason = common::ReasonOf(revision.status());
+    if (reason == trust::reason::kExceedsCeiling || reason == trust::reason::kContainmentUnknown) {
+      audit_.Record(AuditRecorder::For(audit::Type::kMutation, ""), audit::Outcome::kRefused, std::string(message));
       LogWarning(absl::StrCat("policy mutation refused: ", message),
                  {{"event", "mutation"}, {"outcome", "refused"},
-                  {"reason", std::string(message.substr(0, message.find(':')))}});
+                  {"reason", reason}});
     }
     return revision;
   }
@@ -678,10 +680,10 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   const int64_t now = clock_->NowUnix();
   const std::string error = BoundedText(request.error(), config_.limits.max_report_error_bytes);
   store::AuditEvent event;
-  event.type = audit::type::kReport;
+  event.type = audit::Type::kReport;
   event.sandbox_id = sandbox_id;
   event.policy_digest = request.policy_digest();
-  event.outcome = request.status() == gateway_v1::LOADED ? audit::outcome::kLoaded : audit::outcome::kFailed;
+  event.outcome = request.status() == gateway_v1::LOADED ? audit::Outcome::kLoaded : audit::Outcome::kFailed;
   event.reason = error;
   // Only a digest the sandbox was given: the admitted one, or (during a change) the one before it.
   auto snapshot = registry_->Get(sandbox_id);
@@ -693,7 +695,7 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     if (!previous) {
       const std::string why = absl::StrCat("policy_digest: the sandbox was never given ", request.policy_digest(),
                                            " (its admitted digest is ", admitted, ")");
-      audit_.Record(std::move(event), audit::outcome::kRefused, why);
+      audit_.Record(std::move(event), audit::Outcome::kRefused, why);
       return absl::InvalidArgumentError(why);
     }
     event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
@@ -737,7 +739,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   auto loaded = trust::TrustStore::Load(config_.trust_store);
   if (!loaded.ok()) {
     const std::string message = absl::StrCat("trust_store_invalid: ", loaded.status().message(), "; the last good trust store stays in force");
-    audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kFailed, message);
+    audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kFailed, message);
     LogError(absl::StrCat("trust store reload failed: ", message));
     return absl::FailedPreconditionError(message);
   }
@@ -747,7 +749,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   out.set_keys(static_cast<uint32_t>(fresh->keys().size()));
   out.set_threshold(fresh->threshold());
   gate_.SetTrust(std::move(fresh));
-  audit_.Record(AuditRecorder::For(audit::type::kTrustStoreReload, ""), audit::outcome::kOk,
+  audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kOk,
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
   out.set_sandboxes_refused(RecheckAdmitted(*trust_store()));
@@ -772,7 +774,7 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     auto page = registry_->List(after, 4096);
     if (page.empty()) break;
     for (const auto& snapshot : page) {
-      if (snapshot.record.verification == kVerificationVerified && !verdict(snapshot.record).empty()) {
+      if (snapshot.record.verification == Verification::kVerified && !verdict(snapshot.record).empty()) {
         failing.push_back(snapshot.record.context.sandbox_id());
       }
     }
@@ -793,8 +795,8 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
         still, "); a refresh did not replace it",
         refreshed.ok() ? "" : absl::StrCat(" (", refreshed.status().message(), ")"), "; not served");
     revoked.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope, message);
-    auto event = AuditRecorder::For(audit::type::kRefresh, id);
-    event.outcome = audit::outcome::kRefused;
+    auto event = AuditRecorder::For(audit::Type::kRefresh, id);
+    event.outcome = audit::Outcome::kRefused;
     event.reason = message;
     if (auto status = store_->SetRefreshError(id, message, std::move(event)); !status.ok()) {
       LogError(absl::StrCat("sandbox ", id, ": cannot record the revocation: ", status.ToString()));
@@ -815,8 +817,8 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
     absl::MutexLock lock(&driver_detail_mu_);
     driver_detail_ = available ? "" : BoundedText(detail, kMaxDriverTextBytes);
   }
-  audit_.Record(AuditRecorder::For(available ? audit::type::kDriverUp : audit::type::kDriverDown, ""),
-                available ? audit::outcome::kOk : audit::outcome::kUnavailable, detail);
+  audit_.Record(AuditRecorder::For(available ? audit::Type::kDriverUp : audit::Type::kDriverDown, ""),
+                available ? audit::Outcome::kOk : audit::Outcome::kUnavailable, detail);
   if (available) {
     LogInfo(absl::StrCat("policy driver available: ", detail, "; admissions are served"));
   } else {
@@ -826,7 +828,7 @@ void GatewayCore::OnDriverState(bool available, const std::string& detail) {
 }
 
 void GatewayCore::RecordMutationRefused(const std::string& method) {
-  audit_.Record(AuditRecorder::For(audit::type::kMutationRefused, ""), audit::outcome::kRefused,
+  audit_.Record(AuditRecorder::For(audit::Type::kMutationRefused, ""), audit::Outcome::kRefused,
                 absl::StrCat("mutation_not_permitted: ", method));
 }
 

@@ -123,7 +123,7 @@ class GatewayCore final : private store::RemoteChangeListener {
   void OnRemoteChanges(const store::RemoteChanges& changes) override;
   // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
-                        const store::EnvelopePtr& envelope, const std::string& verification, int64_t updated_at_unix,
+                        const store::EnvelopePtr& envelope, store::Verification verification, int64_t updated_at_unix,
                         const trust::TrustStore* trust);
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/errors.h"
 
 namespace osh::gateway {
 namespace {
@@ -84,15 +85,6 @@ ProcessFigures ReadProcess() {
 
 }  // namespace
 
-std::string ReasonCodeOf(absl::string_view message) {
-  const size_t colon = message.find(':');
-  if (colon == absl::string_view::npos || colon == 0 || colon > 40) return "";
-  for (char c : message.substr(0, colon)) {
-    if (!((c >= 'a' && c <= 'z') || c == '_')) return "";
-  }
-  return std::string(message.substr(0, colon));
-}
-
 Metrics::Metrics() : started_(absl::Now()) {}
 
 void Metrics::Observe(std::map<Labels, Histogram>* histograms, const Labels& labels, double seconds) {
@@ -116,7 +108,7 @@ void Metrics::ObserveAdminCall(absl::string_view method, const absl::Status& sta
   if (method == "AdmitSandbox") {
     // Refusals carry their reason code; a refusal without one is named by its status code
     // ("already_exists"); internal failures are errors.
-    std::string reason = ReasonCodeOf(status.message());
+    std::string reason = common::ReasonOf(status);
     const bool internal = status.code() == absl::StatusCode::kInternal || status.code() == absl::StatusCode::kUnknown ||
                           status.code() == absl::StatusCode::kDataLoss;
     if (!status.ok() && reason.empty()) reason = absl::AsciiStrToLower(code);

@@ -18,10 +18,6 @@
 
 namespace osh::gateway {
 
-// A refusal's stable reason code ("digest_mismatch: ..." -> "digest_mismatch"), or "" when the message
-// does not start with one.
-std::string ReasonCodeOf(absl::string_view message);
-
 class Metrics {
  public:
   // What is read at scrape time.

@@ -22,8 +22,8 @@ void ProjectionGate::SetTrust(std::shared_ptr<const trust::TrustStore> trust) {
   trust_ = std::move(trust);
 }
 
-std::string ProjectionGate::VerificationWith(const trust::TrustStore* trust) {
-  return trust != nullptr ? store::kVerificationVerified : store::kVerificationNone;
+store::Verification ProjectionGate::VerificationWith(const trust::TrustStore* trust) {
+  return trust != nullptr ? store::Verification::kVerified : store::Verification::kNone;
 }
 
 ProjectionGate::Verdict ProjectionGate::CheckNew(const driver_v1::Projection& projection,
@@ -74,9 +74,9 @@ trust::CheckResult ProjectionGate::CheckCeiling(const openshell::sandbox::v1::Sa
 }
 
 absl::Status ProjectionGate::CheckStored(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
-                                         const store::Envelope& envelope, const std::string& verification,
+                                         const store::Envelope& envelope, store::Verification verification,
                                          int64_t updated_at_unix, const trust::TrustStore* trust) {
-  if (verification == store::kVerificationVerified && trust == nullptr) {
+  if (verification == store::Verification::kVerified && trust == nullptr) {
     return absl::FailedPreconditionError("admitted with verification but no trust store is configured now");
   }
   // Re-verify what was admitted, as of when it was admitted: digest, signatures, key windows, context
@@ -86,13 +86,13 @@ absl::Status ProjectionGate::CheckStored(const std::string& sandbox_id, const dr
   trust::CheckInput input;
   input.context = &context;
   input.accepted_surfaces = &config_.accepted_surfaces;
-  input.trust_store = verification == store::kVerificationVerified ? trust : nullptr;
+  input.trust_store = verification == store::Verification::kVerified ? trust : nullptr;
   input.now_unix = updated_at_unix;
   input.clock_skew_s = config_.clock_skew_s;
   input.body_cache = &body_cache_;
   const auto result = trust::CheckProjection(full, input);
   if (!result.ok()) {
-    audit_->Record(AuditRecorder::For(audit::type::kReverificationFailed, sandbox_id, &full), audit::outcome::kRefused,
+    audit_->Record(AuditRecorder::For(audit::Type::kReverificationFailed, sandbox_id, &full), audit::Outcome::kRefused,
                    result.Message());
     return result.ToStatus();
   }
@@ -108,7 +108,7 @@ void ProjectionGate::SetRevoked(RevokedEnvelopes revoked, uint64_t sandboxes) {
 }
 
 absl::Status ProjectionGate::VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,
-                                          const store::Envelope& envelope, const std::string& verification,
+                                          const store::Envelope& envelope, store::Verification verification,
                                           int64_t updated_at_unix) {
   driver_v1::RuntimeContext context;
   if (!context.ParseFromString(context_bytes)) context.set_sandbox_id(sandbox_id);

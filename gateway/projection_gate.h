@@ -42,8 +42,8 @@ class ProjectionGate final : public ServingChecks {
   // The trust store in force (null: no verification), and its replacement after a reload.
   std::shared_ptr<const trust::TrustStore> trust() const;
   void SetTrust(std::shared_ptr<const trust::TrustStore> trust);
-  // "verified" with a trust store in force, "none" without (store::kVerification*).
-  static std::string VerificationWith(const trust::TrustStore* trust);
+  // kVerified with a trust store in force, kNone without.
+  static store::Verification VerificationWith(const trust::TrustStore* trust);
 
   CeilingGuard& ceiling() { return ceiling_; }
   const CeilingGuard& ceiling() const { return ceiling_; }
@@ -55,7 +55,7 @@ class ProjectionGate final : public ServingChecks {
   struct Verdict {
     trust::CheckResult result;
     int64_t ceiling_stamp = store::kNoCeiling;
-    std::string verification;
+    store::Verification verification = store::Verification::kNone;
     bool ok() const { return result.ok(); }
   };
   // The projection check as of `now` against `trust` (rollback against `admitted_version` when set; the
@@ -80,7 +80,7 @@ class ProjectionGate final : public ServingChecks {
   // in force when omitted): digest, signatures, key windows, context binding and body. A failure is
   // audited (reverification_failed) and returned (FAILED_PRECONDITION "reason: detail").
   absl::Status CheckStored(const std::string& sandbox_id, const openshell::policy::driver::v1::RuntimeContext& context,
-                           const store::Envelope& envelope, const std::string& verification, int64_t updated_at_unix,
+                           const store::Envelope& envelope, store::Verification verification, int64_t updated_at_unix,
                            const trust::TrustStore* trust);
 
   // The envelopes refused to fetchers after a trust-store reload (their signatures no longer verify),
@@ -91,7 +91,7 @@ class ProjectionGate final : public ServingChecks {
 
   // ServingChecks (the registry's serving rule).
   absl::Status VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,
-                            const store::Envelope& envelope, const std::string& verification,
+                            const store::Envelope& envelope, store::Verification verification,
                             int64_t updated_at_unix) override;
   absl::Status ServingError(const store::Envelope& envelope, int64_t now_unix) const override;
 

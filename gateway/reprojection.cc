@@ -20,6 +20,7 @@ namespace osh::gateway {
 
 namespace audit = trust::audit;
 
+using store::Verification;
 namespace driver_v1 = drivers::driver_v1;
 
 namespace {
@@ -112,7 +113,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     group.members.push_back(&m);
   }
 
-  const std::string verification = ProjectionGate::VerificationWith(trust);
+  const Verification verification = ProjectionGate::VerificationWith(trust);
   const int64_t now = clock_->NowUnix();
   store::ChangeBatch batch;
   std::map<std::string, size_t> moved_by_digest;
@@ -189,8 +190,8 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   if (batch.changes.empty()) return Outcome{};
   // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
   store::AuditEvent event;
-  event.type = audit::type::kReprojection;
-  event.outcome = kept == 0 ? audit::outcome::kOk : audit::outcome::kPartial;
+  event.type = audit::Type::kReprojection;
+  event.outcome = kept == 0 ? audit::Outcome::kOk : audit::Outcome::kPartial;
   std::vector<std::string> parts;
   for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
   event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",

@@ -45,19 +45,19 @@ void SandboxRegistry::InsertLocked(store::SandboxRecord r, bool verified) {
 }
 
 void SandboxRegistry::TakeRecordStateLocked(Entry& e, store::SandboxRecord& r) {
-  e.verified_by = SharedVerificationLocked(std::move(r.verification), std::move(r.signing_key_ids));
+  e.verified_by = SharedVerificationLocked(r.verification, std::move(r.signing_key_ids));
   e.updated_at_unix = r.updated_at_unix;
   SetReportLocked(e, r.load_status, std::move(r.load_error), std::move(r.reported_digest), r.reported_at_unix);
   SetRefreshErrorLocked(e, std::move(r.last_refresh_error));
 }
 
 std::shared_ptr<const SandboxRegistry::Verification> SandboxRegistry::SharedVerificationLocked(
-    std::string verification, std::vector<std::string> key_ids) {
+    store::Verification verification, std::vector<std::string> key_ids) {
   if (last_verification_ && last_verification_->verification == verification &&
       last_verification_->key_ids == key_ids) {
     return last_verification_;
   }
-  last_verification_ = std::make_shared<const Verification>(Verification{std::move(verification), std::move(key_ids)});
+  last_verification_ = std::make_shared<const Verification>(Verification{verification, std::move(key_ids)});
   return last_verification_;
 }
 

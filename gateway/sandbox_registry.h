@@ -46,7 +46,7 @@ class ServingChecks {
   // A loaded sandbox's stored envelope re-verified as of its admission: OK, or why it fails (the
   // failure is audited by the implementation).
   virtual absl::Status VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,
-                                    const store::Envelope& envelope, const std::string& verification,
+                                    const store::Envelope& envelope, store::Verification verification,
                                     int64_t updated_at_unix) = 0;
   // Whether an admitted envelope may be served at `now_unix`: FAILED_PRECONDITION "key_revoked: ..." (its
   // signatures no longer verify after a trust-store reload) or "expired: ...", OK otherwise.
@@ -130,7 +130,7 @@ class SandboxRegistry final : public store::ChangeListener {
     bool verified = false;
     std::string context_bytes;  // for re-verification when not verified
     int64_t updated_at_unix = 0;
-    std::string verification;
+    store::Verification verification = store::Verification::kNone;
   };
   std::optional<Authenticated> Authenticate(const std::string& handle) const;
 
@@ -166,7 +166,7 @@ class SandboxRegistry final : public store::ChangeListener {
   static HandleHash ToHandleHash(const std::string& sha256);
   // How a sandbox's projection was verified; one object shared by every sandbox verified alike.
   struct Verification {
-    std::string verification;
+    store::Verification verification = store::Verification::kNone;
     std::vector<std::string> key_ids;
   };
   // What a sandbox reported and its last refresh error: held only once one of them is set (most
@@ -193,7 +193,7 @@ class SandboxRegistry final : public store::ChangeListener {
     std::vector<ProjectionWatcher*> watchers;
   };
   // The shared Verification for these values (the last one made, when equal; else a new one).
-  std::shared_ptr<const Verification> SharedVerificationLocked(std::string verification,
+  std::shared_ptr<const Verification> SharedVerificationLocked(store::Verification verification,
                                                                std::vector<std::string> key_ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetReportLocked(Entry& entry, openshell::policy::gateway::v1::LoadStatus status, std::string error,

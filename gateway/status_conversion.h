@@ -1,6 +1,7 @@
-// absl::Status <-> grpc::Status at the service edge (the code numbers are the same by design).
-// Storage errors ("sqlite: …", "postgresql: …", with SQL, server and file details) are logged in full and replaced by a stable
-// message naming only their kind: clients get no SQL text, operators find the details in the log.
+// absl::Status -> grpc::Status at the gateway's service edge: common::ToGrpc (common/grpc_status.h) with
+// the gateway's log as the sink of storage errors — a storage error (marked by its payload, from either
+// backend) is logged in full and answered as "storage_error: …" naming no SQL, table, column, file or
+// server text; every other status keeps its message and carries its reason code in the error details.
 #pragma once
 
 #include <grpcpp/support/status.h>
@@ -8,28 +9,16 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/grpc_status.h"
 #include "gateway/log.h"
 
 namespace osh::gateway {
 
 inline grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  const auto code = static_cast<grpc::StatusCode>(status.code());
-  // Both stores name themselves first ("sqlite: …", "postgresql: …", "postgresql (host…): …"). Issue 26
-  // replaces this prefix test with a status payload.
-  if (absl::StartsWith(status.message(), "sqlite: ") || absl::StartsWith(status.message(), "postgresql")) {
-    LogError(absl::StrCat("storage error answered as ", absl::StatusCodeToString(status.code()), ": ", status.message()));
-    return grpc::Status(code, absl::StrCat("storage_error: the gateway's database could not complete the operation (",
-                                           absl::StatusCodeToString(status.code()), "); details are in the gateway's log"));
-  }
-  return grpc::Status(code, std::string(status.message()));
+  return common::ToGrpc(status, [](absl::string_view full_text) { LogError(std::string(full_text)); });
 }
 
-// "OK", "UNAUTHENTICATED", ... (the same names absl gives the same numbers).
-inline std::string StatusCodeName(grpc::StatusCode code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
+using common::StatusCodeName;
 
 }  // namespace osh::gateway

@@ -18,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/errors.h"
+#include "common/grpc_status.h"
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
 
@@ -27,9 +29,7 @@ namespace {
 namespace driver_v1 = openshell::policy::driver::v1;
 namespace gateway_v1 = openshell::policy::gateway::v1;
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
+using common::FromGrpc;
 
 // A call that found no gateway over TLS says where to look ("Socket closed" alone told nothing: issue 25.18).
 absl::Status FromGrpc(const grpc::Status& status, const Endpoint& endpoint) {
@@ -215,10 +215,11 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Verify(const driver_v1::Projection
   if (!result.ok()) return result.ToStatus();
   // CheckProjection skips the comparison when it has no context (an offline check); a sandbox must not.
   if (!projection.context_digest().empty() && !options_.context.has_value() && !options_.allow_unchecked_context) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        trust::reason::kContextMismatch, ": the projection is bound to a runtime context (context_digest ",
-        projection.context_digest(), ") and this supervisor was given none to check it against (set its sandbox id "
-        "and user subject)"));
+    return common::Refused(absl::StatusCode::kFailedPrecondition, trust::reason::kContextMismatch,
+                           absl::StrCat("the projection is bound to a runtime context (context_digest ",
+                                        projection.context_digest(),
+                                        ") and this supervisor was given none to check it against (set its sandbox "
+                                        "id and user subject)"));
   }
   VerifiedPolicy verified;
   verified.projection = projection;

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "common/name_table.h"
 #include "store/envelope.h"
 #include "trust/audit_chain.h"
 
@@ -23,9 +24,19 @@ namespace osh::store {
 using openshell::policy::driver::v1::RuntimeContext;
 using osh::trust::AuditEvent;
 
-// SandboxRecord::verification: admitted against a trust store, or without one.
-inline constexpr char kVerificationNone[] = "none";
-inline constexpr char kVerificationVerified[] = "verified";
+// SandboxRecord::verification: admitted against a trust store, or without one (stored and shown to
+// admins as its name).
+enum class Verification { kNone, kVerified };
+inline constexpr common::NameTable<Verification, 2> kVerificationNames{{{
+    {Verification::kNone, "none"},
+    {Verification::kVerified, "verified"},
+}}};
+inline constexpr absl::string_view NameOf(Verification verification) { return kVerificationNames.Name(verification); }
+// A stored name; one this build does not know reads as kVerified, which fails closed (re-verified against
+// the trust store, and refused when none is configured).
+inline Verification VerificationFromStored(absl::string_view name) {
+  return kVerificationNames.Parse(name).value_or(Verification::kVerified);
+}
 
 struct SandboxRecord {
   RuntimeContext context;
@@ -34,7 +45,7 @@ struct SandboxRecord {
   std::string driver_handle;
   int64_t acquisition_id = 0;  // AdmitSandbox only: the RecordAdmissionIntent row this admission settles
   EnvelopePtr envelope;        // the admitted projection, exactly as admitted
-  std::string verification;    // kVerificationNone or kVerificationVerified
+  Verification verification = Verification::kNone;
   std::vector<std::string> signing_key_ids;  // the keys that were counted
   int64_t admitted_at_unix = 0;
   int64_t updated_at_unix = 0;
@@ -56,7 +67,7 @@ struct AdmitSandbox {
 struct ReplaceProjection {
   std::vector<std::string> sandbox_ids;
   EnvelopePtr envelope;
-  std::string verification;
+  Verification verification = Verification::kNone;
   std::vector<std::string> key_ids;
   int64_t now_unix = 0;
   bool require_all = true;

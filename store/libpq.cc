@@ -6,6 +6,7 @@
 
 #include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -20,13 +21,15 @@ absl::Status Load() {
   void* library = dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
     const char* why = dlerror();
-    return absl::UnavailableError(absl::StrCat("PostgreSQL client library ", kLibrary, " cannot be loaded (",
-                                               why ? why : "unknown error", "): install Debian's libpq5"));
+    return PostgresStorageError(absl::StatusCode::kUnavailable,
+                                absl::StrCat(": the client library ", kLibrary, " cannot be loaded (",
+                                             why ? why : "unknown error", "): install Debian's libpq5"));
   }
 #define OSH_LIBPQ_RESOLVE(name)                                                                    \
   table.name = reinterpret_cast<decltype(table.name)>(dlsym(library, #name));                     \
   if (table.name == nullptr) {                                                                     \
-    return absl::UnavailableError(absl::StrCat(kLibrary, " has no ", #name, ": too old a libpq")); \
+    return PostgresStorageError(absl::StatusCode::kUnavailable,                                 \
+                                absl::StrCat(": ", kLibrary, " has no ", #name, ": too old a libpq")); \
   }
   OSH_LIBPQ_FUNCTIONS(OSH_LIBPQ_RESOLVE)
 #undef OSH_LIBPQ_RESOLVE

@@ -1,14 +1,14 @@
 #include "store/migrate.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/errors.h"
 #include "openshell/policy/ceiling/v1/ceiling.pb.h"
 
 namespace osh::store {
 namespace {
 
 absl::Status Step(const absl::Status& status, const char* what) {
-  if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+  return common::Annotated(status, what);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -65,10 +66,10 @@ int64_t PgResult::Int(int row, int column) const {
 absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
   if (auto loaded = LoadLibPq(); !loaded.ok()) return loaded.status();
   PgConn conn(Pq().PQconnectdb(conninfo.c_str()));
-  if (conn.conn_ == nullptr) return absl::ResourceExhaustedError("postgresql: out of memory");
+  if (conn.conn_ == nullptr) return PostgresStorageError(absl::StatusCode::kResourceExhausted, ": out of memory");
   if (Pq().PQstatus(conn.raw()) != CONNECTION_OK) {
-    return absl::UnavailableError(absl::StrCat("postgresql (", RedactedConninfo(conninfo),
-                                               "): ", Trimmed(Pq().PQerrorMessage(conn.raw()))));
+    return PostgresStorageError(absl::StatusCode::kUnavailable, absl::StrCat(" (", RedactedConninfo(conninfo), "): ",
+                                                                            Trimmed(Pq().PQerrorMessage(conn.raw()))));
   }
   // The server's NOTICEs ("relation ... already exists, skipping") are not errors: not printed.
   Pq().PQsetNoticeProcessor(conn.raw(), [](void*, const char*) {}, nullptr);
@@ -78,7 +79,7 @@ absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
 absl::Status PgConn::Reconnect() {
   Pq().PQreset(conn_.get());
   if (Pq().PQstatus(conn_.get()) != CONNECTION_OK) {
-    return absl::UnavailableError(absl::StrCat("postgresql: ", Trimmed(Pq().PQerrorMessage(conn_.get()))));
+    return PostgresStorageError(absl::StatusCode::kUnavailable, absl::StrCat(": ", Trimmed(Pq().PQerrorMessage(conn_.get()))));
   }
   return absl::OkStatus();
 }
@@ -86,15 +87,15 @@ absl::Status PgConn::Reconnect() {
 absl::Status PgConn::ErrorOf(const PGresult* result) const {
   const char* state = result == nullptr ? nullptr : Pq().PQresultErrorField(result, PG_DIAG_SQLSTATE);
   const std::string message =
-      absl::StrCat("postgresql: ", Trimmed(result == nullptr ? Pq().PQerrorMessage(conn_.get()) : Pq().PQresultErrorMessage(result)));
+      absl::StrCat(": ", Trimmed(result == nullptr ? Pq().PQerrorMessage(conn_.get()) : Pq().PQresultErrorMessage(result)));
   const std::string code = state == nullptr ? "" : state;
   if (Pq().PQstatus(conn_.get()) != CONNECTION_OK || absl::StartsWith(code, "08") || code == "57P01" ||
       code == "57P02" || code == "57P03") {
-    return absl::UnavailableError(message);
+    return PostgresStorageError(absl::StatusCode::kUnavailable, message);
   }
-  if (code == "23505") return absl::AlreadyExistsError(message);
-  if (code == "40001" || code == "40P01") return absl::AbortedError(message);
-  return absl::InternalError(message);
+  if (code == "23505") return PostgresStorageError(absl::StatusCode::kAlreadyExists, message);
+  if (code == "40001" || code == "40P01") return PostgresStorageError(absl::StatusCode::kAborted, message);
+  return PostgresStorageError(absl::StatusCode::kInternal, message);
 }
 
 absl::Status PgConn::Exec(const std::string& sql) {

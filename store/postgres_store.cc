@@ -17,6 +17,7 @@
 #include "store/audit_actor.h"
 #include "store/row_codec.h"
 #include "store/status_macros.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -294,7 +295,7 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     // so events (and change-feed rows) are numbered in commit order across the fleet.
     auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
     if (!head.ok()) return fail_all(head.status());
-    if (head->rows() != 1) return fail_all(absl::DataLossError("postgresql: the audit head row is missing"));
+    if (head->rows() != 1) return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
     chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
   }
   const uint64_t start_seq = chain_.head().seq;
@@ -377,7 +378,7 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
               "verification, signing_key_ids, admitted_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
               PgParams().Add(r.context.sandbox_id()).AddBytes(policy::SerializeDeterministic(r.context))
                   .AddBytes(r.handle_sha256).Add(r.driver_handle).AddBytes(envelope_id).Add(digest)
-                  .Add(r.verification).Add(JoinIds(r.signing_key_ids)).Add(r.admitted_at_unix).Add(r.updated_at_unix));
+                  .Add(std::string(NameOf(r.verification))).Add(JoinIds(r.signing_key_ids)).Add(r.admitted_at_unix).Add(r.updated_at_unix));
           if (!inserted.ok()) {
             if (absl::IsAlreadyExists(inserted.status())) {
               return absl::AlreadyExistsError(absl::StrCat("sandbox '", r.context.sandbox_id(), "' is already admitted"));
@@ -403,7 +404,7 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
               absl::StrCat("UPDATE sandboxes SET envelope_id = $2, policy_digest = $3, verification = $4, "
                            "signing_key_ids = $5, updated_at = $6, last_refresh_error = '' WHERE ",
                            kListed),
-              PgParams().Add(*ids).AddBytes(envelope_id).Add(digest).Add(c.verification).Add(JoinIds(c.key_ids))
+              PgParams().Add(*ids).AddBytes(envelope_id).Add(digest).Add(std::string(NameOf(c.verification))).Add(JoinIds(c.key_ids))
                   .Add(c.now_unix));
           if (!moved.ok()) return moved.status();
           *rows = moved->affected();
@@ -458,9 +459,9 @@ absl::Status PostgresStore::InsertSealedAudit(const AuditEvent& event) {
       .Query("INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
              "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) "
              "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-             PgParams().Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type)
+             PgParams().Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type.name())
                  .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
-                 .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome)
+                 .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome.name())
                  .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
                  .Add(event.hash).Add(event.actor))
       .status();
@@ -523,13 +524,13 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const st
   for (int i = 0; i < rows->rows(); ++i) {
     SandboxRecord r;
     r.context_bytes = rows->Bytes(i, 0);
-    if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("postgresql: a sandbox row does not decode");
+    if (!r.context.ParseFromString(r.context_bytes)) return PostgresStorageError(absl::StatusCode::kDataLoss, ": a sandbox row does not decode");
     r.handle_sha256 = rows->Bytes(i, 1);
     r.driver_handle = rows->Bytes(i, 2);
     auto envelope = envelopes().Intern(rows->Bytes(i, 3), envelopes().InternBody(rows->Bytes(i, 4), rows->Bytes(i, 14)));
-    if (!envelope.ok()) return absl::DataLossError(absl::StrCat("postgresql: ", envelope.status().message()));
+    if (!envelope.ok()) return PostgresStorageError(absl::StatusCode::kDataLoss, absl::StrCat(": ", envelope.status().message()));
     r.envelope = *std::move(envelope);
-    r.verification = rows->Bytes(i, 5);
+    r.verification = VerificationFromStored(rows->Bytes(i, 5));
     r.signing_key_ids = SplitIds(rows->Bytes(i, 6));
     r.admitted_at_unix = rows->Int(i, 7);
     r.updated_at_unix = rows->Int(i, 8);
@@ -608,7 +609,7 @@ absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
   for (int i = 0; i < claimed->rows(); ++i) {
     PendingRelease release{claimed->Int(i, 0), claimed->Bytes(i, 1), {}, claimed->Bytes(i, 3)};
     if (!release.context.ParseFromString(claimed->Bytes(i, 2))) {
-      return absl::DataLossError("postgresql: a pending release does not decode");
+      return PostgresStorageError(absl::StatusCode::kDataLoss, ": a pending release does not decode");
     }
     out.push_back(std::move(release));
   }
@@ -720,8 +721,9 @@ absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(const std::string& type,
-                                                                          const std::string& outcome) {
+absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust::audit::Type type_enum,
+                                                                          trust::audit::Outcome outcome_enum) {
+  const std::string type(trust::audit::NameOf(type_enum)), outcome(trust::audit::NameOf(outcome_enum));
   std::optional<uint64_t> seq;
   {
     absl::MutexLock lock(&read_mu_);
@@ -738,7 +740,7 @@ absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(const 
   if (!seq) return std::optional<AuditEvent>();
   auto events = ListAuditEvents(*seq - 1, 1);
   if (!events.ok()) return events.status();
-  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("postgresql: an audit event vanished");
+  if (events->empty() || events->front().seq != *seq) return PostgresStorageError(absl::StatusCode::kDataLoss, ": an audit event vanished");
   return std::optional<AuditEvent>(std::move(events->front()));
 }
 
@@ -809,13 +811,13 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
     AuditEvent e;
     e.seq = static_cast<uint64_t>(rows->Int(i, 0));
     e.time_unix_ms = rows->Int(i, 1);
-    e.type = rows->Bytes(i, 2);
+    e.type = trust::audit::TypeWord::FromStored(rows->Bytes(i, 2));
     e.sandbox_id = rows->Bytes(i, 3);
     e.surface_id = rows->Bytes(i, 4);
     e.policy_digest = rows->Bytes(i, 5);
     e.policy_version = static_cast<uint64_t>(rows->Int(i, 6));
     e.key_ids = SplitIds(rows->Bytes(i, 7));
-    e.outcome = rows->Bytes(i, 8);
+    e.outcome = trust::audit::OutcomeWord::FromStored(rows->Bytes(i, 8));
     e.reason = rows->Bytes(i, 9);
     e.audit_context = DecodeContextMap(rows->Bytes(i, 10));
     e.prev_hash = rows->Bytes(i, 11);

@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 
@@ -57,11 +58,12 @@ class StatementCache {
 namespace {
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
-  const std::string message = absl::StrCat("sqlite: ", what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  if ((rc & 0xff) == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(message);
-  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return absl::UnavailableError(message);
-  if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) return absl::DataLossError(message);
-  return absl::InternalError(message);
+  const std::string message = absl::StrCat(what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) code = absl::StatusCode::kAlreadyExists;
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) code = absl::StatusCode::kUnavailable;
+  if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) code = absl::StatusCode::kDataLoss;
+  return SqliteStorageError(code, message);
 }
 
 }  // namespace
@@ -116,7 +118,7 @@ bool Stmt::IsNull(int column) const { return sqlite3_column_type(stmt_, column) 
 absl::StatusOr<Db> Db::Open(const std::string& path) {
   // Create the file ourselves so it is 0600 from the first byte; SQLite gives -wal/-shm the same mode.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("database ", path, ": ", std::strerror(errno)));
+  if (fd < 0) return SqliteStorageError(absl::StatusCode::kInternal, absl::StrCat("database ", path, ": ", std::strerror(errno)));
   fchmod(fd, 0600);
   ::close(fd);
   sqlite3* db = nullptr;
@@ -156,7 +158,7 @@ absl::StatusOr<Stmt> Db::Prepare(const std::string& sql) {
   const int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
                                     nullptr);
   if (rc != SQLITE_OK) return SqliteError(db_, rc, absl::StrCat("prepare ", sql));
-  if (stmt == nullptr) return absl::InvalidArgumentError(absl::StrCat("sqlite: prepare: no statement in '", sql, "'"));
+  if (stmt == nullptr) return SqliteStorageError(absl::StatusCode::kInvalidArgument, absl::StrCat("prepare: no statement in '", sql, "'"));
   return Stmt(db_, stmt, cache_.get());
 }
 

@@ -11,6 +11,7 @@
 #include "policy/digest.h"
 #include "store/row_codec.h"
 #include "store/status_macros.h"
+#include "store/storage_error.h"
 
 namespace osh::store {
 namespace {
@@ -198,7 +199,7 @@ absl::Status SqliteStore::MigrateEnvelopes() {
   for (const auto& [sandbox_id, header] : moved) {
     const std::string id = policy::Sha256(header);
     Projection decoded;
-    if (!decoded.ParseFromString(header)) return absl::DataLossError("sqlite: a sandbox envelope does not decode");
+    if (!decoded.ParseFromString(header)) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox envelope does not decode");
     auto put = db_.Prepare("INSERT OR IGNORE INTO envelopes (id, header, policy_digest) VALUES (?, ?, ?)");
     if (!put.ok()) return put.status();
     put->BindBlob(1, id).BindBlob(2, header).Bind(3, decoded.policy_digest());
@@ -329,10 +330,10 @@ absl::Status SqliteStore::InsertAudit(AuditEvent* event) {
       "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
       "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, static_cast<int64_t>(event->seq)).Bind(2, event->time_unix_ms).Bind(3, event->type)
+  stmt->Bind(1, static_cast<int64_t>(event->seq)).Bind(2, event->time_unix_ms).Bind(3, event->type.name())
       .Bind(4, event->sandbox_id).Bind(5, event->surface_id).Bind(6, event->policy_digest)
       .Bind(7, static_cast<int64_t>(event->policy_version)).Bind(8, JoinIds(event->key_ids))
-      .Bind(9, event->outcome).Bind(10, event->reason).BindBlob(11, EncodeContextMap(event->audit_context))
+      .Bind(9, event->outcome.name()).Bind(10, event->reason).BindBlob(11, EncodeContextMap(event->audit_context))
       .Bind(12, event->prev_hash).Bind(13, event->hash).Bind(14, event->actor);
   return stmt->Run();
 }
@@ -391,7 +392,7 @@ absl::Status SqliteStore::Admit(const change::AdmitSandbox& c, int64_t* rows) {
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, r.context.sandbox_id()).BindBlob(2, policy::SerializeDeterministic(r.context))
       .BindBlob(3, r.handle_sha256).Bind(4, r.driver_handle).BindBlob(5, envelope_id)
-      .Bind(6, digest).Bind(7, r.verification).Bind(8, JoinIds(r.signing_key_ids))
+      .Bind(6, digest).Bind(7, std::string(NameOf(r.verification))).Bind(8, JoinIds(r.signing_key_ids))
       .Bind(9, r.admitted_at_unix).Bind(10, r.updated_at_unix);
   if (absl::Status s = stmt->Run(); !s.ok()) {
     if (absl::IsAlreadyExists(s)) {
@@ -430,7 +431,7 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
       "UPDATE sandboxes SET envelope_id = ?, policy_digest = ?, verification = ?, signing_key_ids = ?, "
       "updated_at = ?, last_refresh_error = '' WHERE sandbox_id IN (SELECT value FROM json_each(?))");
   if (!stmt.ok()) return stmt.status();
-  stmt->BindBlob(1, envelope_id).Bind(2, digest).Bind(3, c.verification)
+  stmt->BindBlob(1, envelope_id).Bind(2, digest).Bind(3, std::string(NameOf(c.verification)))
       .Bind(4, JoinIds(c.key_ids)).Bind(5, c.now_unix).Bind(6, *ids);
   OSH_RETURN_IF_ERROR(stmt->Run());
   *rows = db_.Changes();
@@ -494,9 +495,9 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
         if (!row.ok()) return row.status();
         if (!*row) return absl::OkStatus();
         auto body = bodies.find(stmt->Text(2));
-        if (body == bodies.end()) return absl::DataLossError("sqlite: an envelope's body is missing");
+        if (body == bodies.end()) return SqliteStorageError(absl::StatusCode::kDataLoss, "an envelope's body is missing");
         auto envelope = envelopes().Intern(stmt->Blob(1), body->second);
-        if (!envelope.ok()) return absl::DataLossError(absl::StrCat("sqlite: ", envelope.status().message()));
+        if (!envelope.ok()) return SqliteStorageError(absl::StatusCode::kDataLoss, envelope.status().message());
         by_id.emplace(stmt->Blob(0), *std::move(envelope));
       }
     }();
@@ -514,11 +515,11 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
       if (!*row) return absl::OkStatus();
       SandboxRecord r;
       r.context_bytes = stmt->Blob(0);
-      if (!r.context.ParseFromString(r.context_bytes)) return absl::DataLossError("sqlite: a sandbox row does not decode");
+      if (!r.context.ParseFromString(r.context_bytes)) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox row does not decode");
       r.handle_sha256 = stmt->Blob(1);
       r.driver_handle = stmt->Text(2);
       envelope_ids.push_back(stmt->Blob(3));
-      r.verification = stmt->Text(4);
+      r.verification = VerificationFromStored(stmt->Text(4));
       r.signing_key_ids = SplitIds(stmt->Text(5));
       r.admitted_at_unix = stmt->Int(6);
       r.updated_at_unix = stmt->Int(7);
@@ -535,7 +536,7 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   OSH_RETURN_IF_ERROR(envelopes_read);
   for (size_t i = 0; i < out.size(); ++i) {
     auto envelope = by_id.find(envelope_ids[i]);
-    if (envelope == by_id.end()) return absl::DataLossError("sqlite: a sandbox's envelope is missing");
+    if (envelope == by_id.end()) return SqliteStorageError(absl::StatusCode::kDataLoss, "a sandbox's envelope is missing");
     out[i].envelope = envelope->second;
   }
   return out;
@@ -586,7 +587,7 @@ absl::StatusOr<std::vector<PendingRelease>> SqliteStore::PendingReleases() {
     if (!row.ok()) return row.status();
     if (!*row) break;
     PendingRelease release{stmt->Int(0), stmt->Text(1), {}, stmt->Text(3)};
-    if (!release.context.ParseFromString(stmt->Blob(2))) return absl::DataLossError("sqlite: a pending release does not decode");
+    if (!release.context.ParseFromString(stmt->Blob(2))) return SqliteStorageError(absl::StatusCode::kDataLoss, "a pending release does not decode");
     out.push_back(std::move(release));
   }
   return out;
@@ -699,8 +700,9 @@ absl::Status SqliteStore::CheckCeilingUnchanged(int64_t checked) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(const std::string& type,
-                                                                        const std::string& outcome) {
+absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(trust::audit::Type type_enum,
+                                                                        trust::audit::Outcome outcome_enum) {
+  const std::string type(trust::audit::NameOf(type_enum)), outcome(trust::audit::NameOf(outcome_enum));
   std::optional<uint64_t> seq;
   {
     absl::MutexLock lock(&read_mu_);
@@ -718,7 +720,7 @@ absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(const st
   if (!seq) return std::optional<AuditEvent>();
   auto events = ListAuditEvents(*seq - 1, 1);
   if (!events.ok()) return events.status();
-  if (events->empty() || events->front().seq != *seq) return absl::DataLossError("sqlite: an audit event vanished");
+  if (events->empty() || events->front().seq != *seq) return SqliteStorageError(absl::StatusCode::kDataLoss, "an audit event vanished");
   return std::optional<AuditEvent>(std::move(events->front()));
 }
 
@@ -788,13 +790,13 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
     AuditEvent e;
     e.seq = static_cast<uint64_t>(stmt->Int(0));
     e.time_unix_ms = stmt->Int(1);
-    e.type = stmt->Text(2);
+    e.type = trust::audit::TypeWord::FromStored(stmt->Text(2));
     e.sandbox_id = stmt->Text(3);
     e.surface_id = stmt->Text(4);
     e.policy_digest = stmt->Text(5);
     e.policy_version = static_cast<uint64_t>(stmt->Int(6));
     e.key_ids = SplitIds(stmt->Text(7));
-    e.outcome = stmt->Text(8);
+    e.outcome = trust::audit::OutcomeWord::FromStored(stmt->Text(8));
     e.reason = stmt->Text(9);
     e.audit_context = DecodeContextMap(stmt->Blob(10));
     e.prev_hash = stmt->Text(11);

@@ -57,7 +57,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<uint64_t> CountLivePolicies() override;
   absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
                            const CeilingEventCompleter& complete = nullptr) override;
-  absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(const std::string& type, const std::string& outcome) override;
+  absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(trust::audit::Type type, trust::audit::Outcome outcome) override;
   absl::StatusOr<std::optional<std::string>> LoadCeiling() override;
 
   absl::Status AppendAudit(AuditEvent event) override;

@@ -19,7 +19,7 @@ absl::Status Store::InsertSandbox(SandboxRecord record, AuditEvent event) {
 }
 
 absl::Status Store::ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope,
-                                      const std::string& verification, const std::vector<std::string>& key_ids,
+                                      Verification verification, const std::vector<std::string>& key_ids,
                                       int64_t now_unix, AuditEvent event) {
   return CommitOne(this, change::ReplaceProjection{{sandbox_id}, std::move(envelope), verification, key_ids, now_unix, true},
                    std::move(event));

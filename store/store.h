@@ -95,7 +95,7 @@ class Store {
 
   // One-change conveniences over Commit.
   absl::Status InsertSandbox(SandboxRecord record, AuditEvent event);
-  absl::Status ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope, const std::string& verification,
+  absl::Status ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope, Verification verification,
                                  const std::vector<std::string>& key_ids, int64_t now_unix, AuditEvent event);
   absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event);
   // false (nothing written) when there was no such sandbox.
@@ -157,8 +157,8 @@ class Store {
   // The ceiling in force, serialized as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> LoadCeiling() = 0;
   // The newest event of `type` with `outcome` in the audit chain, or nullopt (indexed for ceiling_set).
-  virtual absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(const std::string& type,
-                                                                     const std::string& outcome) = 0;
+  virtual absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(trust::audit::Type type,
+                                                                     trust::audit::Outcome outcome) = 0;
 
   // --- Audit ----------------------------------------------------------------------------------
   // Appends an event that records no state change (a refusal, a driver going down, ...).

@@ -7,12 +7,14 @@
 #include <sstream>
 
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "trust/audit_chain.h"
 #include "trust/audit_vocabulary.h"
 
 using osh::trust::AuditEvent;
+namespace audit = osh::trust::audit;
 
 namespace {
 
@@ -20,14 +22,14 @@ AuditEvent Admission() {
   AuditEvent e;
   e.seq = 1;
   e.time_unix_ms = 1700000000000;
-  e.type = "admission";
+  e.type = audit::Type::kAdmission;
   e.sandbox_id = "sb-1";
   e.surface_id = "openshell.sandbox.v1";
   e.policy_digest = std::string(32 * 2, ' ');
   for (int i = 0; i < 32; ++i) e.policy_digest.replace(i * 2, 2, "ab");
   e.policy_version = 3;
   e.key_ids = {"k1"};
-  e.outcome = "ok";
+  e.outcome = audit::Outcome::kOk;
   e.audit_context = {{"b", "2"}, {"a", "1"}};
   e.prev_hash = osh::trust::kGenesisHash;
   return e;
@@ -37,9 +39,9 @@ AuditEvent Refusal(const AuditEvent& previous) {
   AuditEvent e;
   e.seq = 2;
   e.time_unix_ms = 1700000000001;
-  e.type = "refusal";
+  e.type = audit::Type::kRefusal;
   e.sandbox_id = "sb-2";
-  e.outcome = "refused";
+  e.outcome = audit::Outcome::kRefused;
   e.reason = "unsigned: the projection carries no signature";
   e.prev_hash = previous.hash;
   return e;
@@ -78,10 +80,10 @@ TEST_CASE("audit: canonical bytes and chain hashes match an independent computat
   const std::string base = osh::trust::ChainHash(osh::trust::kGenesisHash, first);
   std::vector<std::function<void(AuditEvent&)>> edits = {
       [](AuditEvent& e) { e.seq = 9; },           [](AuditEvent& e) { e.time_unix_ms += 1; },
-      [](AuditEvent& e) { e.type = "refusal"; },  [](AuditEvent& e) { e.sandbox_id = "sb-9"; },
+      [](AuditEvent& e) { e.type = audit::Type::kRefusal; },  [](AuditEvent& e) { e.sandbox_id = "sb-9"; },
       [](AuditEvent& e) { e.surface_id = "x"; },  [](AuditEvent& e) { e.policy_digest[0] = 'c'; },
       [](AuditEvent& e) { e.policy_version = 4; }, [](AuditEvent& e) { e.key_ids.push_back("k2"); },
-      [](AuditEvent& e) { e.outcome = "refused"; }, [](AuditEvent& e) { e.reason = "r"; },
+      [](AuditEvent& e) { e.outcome = audit::Outcome::kRefused; }, [](AuditEvent& e) { e.reason = "r"; },
       [](AuditEvent& e) { e.audit_context["a"] = "9"; }, [](AuditEvent& e) { e.actor = "uid:0"; },
   };
   for (size_t i = 0; i < edits.size(); ++i) {
@@ -228,7 +230,38 @@ TEST_CASE("audit: the documented event types and outcomes are exactly the ones t
     names(m[1], &types);
     names(m[2], &outcomes);
   }
-  namespace audit = osh::trust::audit;
-  CHECK(types == std::set<std::string>(std::begin(audit::kAllTypes), std::end(audit::kAllTypes)));
-  CHECK(outcomes == std::set<std::string>(std::begin(audit::kAllOutcomes), std::end(audit::kAllOutcomes)));
+  // Every enumerator's name, from its one table.
+  std::set<std::string> named_types, named_outcomes;
+  for (const auto& [type, name] : audit::kTypeNames) named_types.emplace(name);
+  for (const auto& [outcome, name] : audit::kOutcomeNames) named_outcomes.emplace(name);
+  CHECK(types == named_types);
+  CHECK(outcomes == named_outcomes);
+}
+
+TEST_CASE("audit: each vocabulary table names every enumerator once, in order, and reads back", "[audit]") {
+  // In enum order, so the last enumerator's value + 1 entries cover them all (a new enumerator without a
+  // name, or a name out of place, fails here).
+  int i = 0;
+  std::set<absl::string_view> names;
+  for (const auto& [type, name] : audit::kTypeNames) {
+    CHECK(static_cast<int>(type) == i++);
+    CHECK(names.insert(name).second);
+    CHECK(audit::kTypeNames.Parse(name) == type);
+    CHECK(audit::TypeWord(type).name() == name);
+    CHECK(audit::TypeWord::FromStored(std::string(name)).value() == type);
+  }
+  CHECK(static_cast<size_t>(audit::Type::kStateRollbackAccepted) + 1 == audit::kTypeNames.size());
+  i = 0;
+  names.clear();
+  for (const auto& [outcome, name] : audit::kOutcomeNames) {
+    CHECK(static_cast<int>(outcome) == i++);
+    CHECK(names.insert(name).second);
+    CHECK(audit::OutcomeWord(outcome) == audit::OutcomeWord::FromStored(std::string(name)));
+  }
+  CHECK(static_cast<size_t>(audit::Outcome::kUnavailable) + 1 == audit::kOutcomeNames.size());
+  // A name a newer gateway wrote is kept verbatim (the chain hashes it), known to be unknown.
+  const auto newer = audit::TypeWord::FromStored("written_by_a_newer_gateway");
+  CHECK(newer.name() == "written_by_a_newer_gateway");
+  CHECK_FALSE(newer.value().has_value());
+  CHECK_FALSE(newer == audit::Type::kAdmission);
 }

@@ -112,7 +112,7 @@ TEST_CASE("core in process: a scope's change moves exactly the sandboxes it appl
   // Each change wrote its mutation event and one re-projection summary, not one event per sandbox.
   auto events = t.store->ListAuditEvents(0, 1000);
   REQUIRE(events->size() == events_before + 4);
-  CHECK((*events)[events_before + 1].type == "reprojection");
-  CHECK((*events)[events_before + 3].type == "reprojection");
+  CHECK((*events)[events_before + 1].type == osh::trust::audit::Type::kReprojection);
+  CHECK((*events)[events_before + 3].type == osh::trust::audit::Type::kReprojection);
   CHECK_THAT((*events)[events_before + 3].reason, Catch::Contains("scope default: "));
 }

@@ -72,7 +72,7 @@ struct Fixture {
     p.set_body("b");
     record.envelope = store->envelopes().Intern(p);
     osh::trust::AuditEvent event;
-    event.type = "admission";
+    event.type = osh::trust::audit::Type::kAdmission;
     REQUIRE(store->InsertSandbox(record, event).ok());
   }
 };

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "gateway/context_limits.h"
 #include "gateway/status_conversion.h"
+#include "store/sqlite_db.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
 #include "trust/secure_path.h"
@@ -131,7 +132,7 @@ TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[
   auto events = a.t.store->ListAuditEvents(0, 1000);
   REQUIRE(events.ok());
   size_t reports = 0;
-  for (const auto& e : *events) reports += e.type == "report" ? 1 : 0;
+  for (const auto& e : *events) reports += e.type == osh::trust::audit::Type::kReport ? 1 : 0;
   CHECK(reports == static_cast<size_t>(osh::gateway::Limits().report_burst) + 3);
 }
 
@@ -270,13 +271,20 @@ TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictMod
 }
 
 TEST_CASE("limits: storage errors reach clients as a stable message, the SQL only in the log", "[limits][core]") {
-  const grpc::Status answered = osh::gateway::ToGrpc(absl::InternalError(
-      "sqlite: INSERT INTO sandboxes (id, handle_sha256) VALUES (?, ?): database or disk is full"));
-  CHECK(answered.error_code() == grpc::StatusCode::INTERNAL);
+  // A real SQLite failure (the store marks it as a storage error; the text does not decide: issue 26).
+  osh::test::TempDir dir;
+  auto db = osh::store::Db::Open(dir / "full.db");
+  REQUIRE(db.ok());
+  REQUIRE(db->Exec("CREATE TABLE sandboxes (id TEXT PRIMARY KEY, handle_sha256 BLOB)").ok());
+  REQUIRE(db->Exec("INSERT INTO sandboxes (id, handle_sha256) VALUES ('a', x'00')").ok());
+  const absl::Status failed = db->Exec("INSERT INTO sandboxes (id, handle_sha256) VALUES ('a', x'00')");
+  REQUIRE_THAT(std::string(failed.message()), Catch::StartsWith("sqlite: ") && Catch::Contains("sandboxes.id"));
+  const grpc::Status answered = osh::gateway::ToGrpc(failed);
+  CHECK(answered.error_code() == grpc::StatusCode::ALREADY_EXISTS);
   CHECK(answered.error_message() ==
-        "storage_error: the gateway's database could not complete the operation (INTERNAL); details are in the "
+        "storage_error: the gateway's database could not complete the operation (ALREADY_EXISTS); details are in the "
         "gateway's log");
-  CHECK_FALSE(absl::StrContains(answered.error_message(), "INSERT"));
+  CHECK_FALSE(absl::StrContains(answered.error_message(), "sandboxes"));
   // Everything else passes through as it is.
   const grpc::Status refused = osh::gateway::ToGrpc(absl::InvalidArgumentError("context.sandbox_id: required"));
   CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);

@@ -19,7 +19,7 @@ using osh::test::InProcessCore;
 
 namespace {
 
-constexpr int64_t kStart = InProcessCore::kStart;
+constexpr int64_t kServingStart = InProcessCore::kStart;
 
 gw::EvaluateEgressRequest AskAbout(const std::string& sandbox_id) {
   gw::EvaluateEgressRequest request;
@@ -39,7 +39,7 @@ void Commit(InProcessCore& t, const std::string& sandbox_id, const drv::Projecti
   record.handle_sha256 = osh::policy::Sha256(handle);
   record.driver_handle = "driver-" + sandbox_id;
   record.envelope = t.store->envelopes().Intern(projection);
-  record.verification = osh::store::kVerificationNone;
+  record.verification = osh::store::Verification::kNone;
   record.admitted_at_unix = record.updated_at_unix = t.clock.NowUnix();
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::AdmitSandbox{record});
@@ -52,7 +52,7 @@ drv::Projection ProjectionOf(const openshell::sandbox::v1::SandboxPolicy& policy
   p.set_body(osh::policy::SerializeDeterministic(policy));
   p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
   p.set_policy_version(1);
-  p.set_issued_at_unix(kStart);
+  p.set_issued_at_unix(kServingStart);
   return p;
 }
 
@@ -61,7 +61,7 @@ drv::Projection ProjectionOf(const openshell::sandbox::v1::SandboxPolicy& policy
 TEST_CASE("serving rule: an expired projection is refused to egress decisions as to fetches", "[core][serving]") {
   InProcessCore t;
   drv::Projection p = ProjectionOf(osh::policy::RestrictiveDefaultPolicy());
-  p.set_expires_at_unix(kStart + 600);
+  p.set_expires_at_unix(kServingStart + 600);
   Commit(t, "sb-exp", p, "osh_sb_handle-exp");
   osh::gateway::EgressDecisions decisions(&t.registry, &t.clock);
   REQUIRE(decisions.Evaluate(AskAbout("sb-exp")).ok());  // served: answered
@@ -106,7 +106,7 @@ TEST_CASE("serving rule: an unverified sandbox whose stored envelope fails re-ve
   REQUIRE(events.ok());
   bool audited = false;
   for (const auto& e : *events) {
-    audited = audited || (e.type == "reverification_failed" && e.sandbox_id == "sb-bad" &&
+    audited = audited || (e.type == osh::trust::audit::Type::kReverificationFailed && e.sandbox_id == "sb-bad" &&
                           absl::StartsWith(e.reason, "digest_mismatch: "));
   }
   CHECK(audited);
@@ -154,10 +154,10 @@ TEST_CASE("serving rule: the gate judges expiry exactly at expires_at plus the c
   drv::Projection p;
   p.set_surface_id("openshell.sandbox.v1");
   p.set_body("b");
-  p.set_issued_at_unix(kStart);
-  p.set_expires_at_unix(kStart + 600);
+  p.set_issued_at_unix(kServingStart);
+  p.set_expires_at_unix(kServingStart + 600);
   const auto envelope = t.store->envelopes().Intern(p);
-  const int64_t last_served = kStart + 600 + t.config.clock_skew_s - 1;
+  const int64_t last_served = kServingStart + 600 + t.config.clock_skew_s - 1;
   CHECK(t.core->gate().ServingError(*envelope, last_served).ok());
   const absl::Status expired = t.core->gate().ServingError(*envelope, last_served + 1);
   CHECK(absl::IsFailedPrecondition(expired));

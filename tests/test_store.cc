@@ -18,8 +18,8 @@ namespace {
 
 AuditEvent Event(const std::string& type) {
   AuditEvent e;
-  e.type = type;
-  e.outcome = "ok";
+  e.type = osh::trust::audit::TypeWord::FromStored(type);  // as a store reads it back
+  e.outcome = osh::trust::audit::Outcome::kOk;
   return e;
 }
 
@@ -38,7 +38,7 @@ osh::store::SandboxRecord Sandbox(const std::string& id, const std::string& hand
   (*p.mutable_audit_context())["k"] = "v";
   static osh::store::EnvelopeInterner interner;
   r.envelope = interner.Intern(p);
-  r.verification = "none";
+  r.verification = osh::store::Verification::kNone;
   r.admitted_at_unix = r.updated_at_unix = 1000;
   return r;
 }

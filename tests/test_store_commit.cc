@@ -27,15 +27,15 @@ osh::store::SandboxRecord Sandbox(osh::store::Store& store, const std::string& i
   p.set_body("body");
   p.set_policy_digest(osh::policy::Sha256Hex("body"));
   r.envelope = store.envelopes().Intern(p);
-  r.verification = "none";
+  r.verification = osh::store::Verification::kNone;
   return r;
 }
 
 AuditEvent Event(const std::string& id) {
   AuditEvent e;
-  e.type = "admission";
+  e.type = osh::trust::audit::Type::kAdmission;
   e.sandbox_id = id;
-  e.outcome = "ok";
+  e.outcome = osh::trust::audit::Outcome::kOk;
   return e;
 }
 

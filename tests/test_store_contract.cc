@@ -43,8 +43,8 @@ std::unique_ptr<Store> Open(const std::string& url) {
 
 AuditEvent Event(const std::string& type) {
   AuditEvent e;
-  e.type = type;
-  e.outcome = "ok";
+  e.type = osh::trust::audit::TypeWord::FromStored(type);  // as a store reads it back
+  e.outcome = osh::trust::audit::Outcome::kOk;
   return e;
 }
 
@@ -63,7 +63,7 @@ osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std
   p.set_policy_version(7);
   (*p.mutable_audit_context())["k"] = "v";
   r.envelope = store.envelopes().Intern(p);
-  r.verification = "none";
+  r.verification = osh::store::Verification::kNone;
   r.admitted_at_unix = r.updated_at_unix = 1000;
   return r;
 }
@@ -139,7 +139,7 @@ TEST_CASE("store contract: a refused change writes nothing, and the chain stays 
   CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), Event("admission"))));
   // A report for a sandbox that is not there, a projection replaced for one that is not there.
   CHECK(absl::IsNotFound(store->RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, Event("report"))));
-  CHECK(absl::IsNotFound(store->ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, "none", {}, 5,
+  CHECK(absl::IsNotFound(store->ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, osh::store::Verification::kNone, {}, 5,
                                                   Event("refresh"))));
   // A batch is all or nothing: its first change is fine, its second is refused.
   osh::store::ChangeBatch batch;
@@ -251,7 +251,7 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   // One change moves both sandboxes; one of the three named is gone, and that is fine here.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::ReplaceProjection{
-      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, "none", {}, 5, /*require_all=*/false});
+      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false});
   batch.events.push_back(Event("reprojection"));
   auto committed = store->Commit(std::move(batch));
   REQUIRE(committed.ok());
@@ -362,13 +362,13 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
   CHECK(loaded->size() == 4);
   // The newest successful ceiling_set is found (refused ones and other events passed by).
   AuditEvent refused_set = Event("ceiling_set");
-  refused_set.outcome = "refused";
+  refused_set.outcome = osh::trust::audit::Outcome::kRefused;
   REQUIRE(store->AppendAudit(refused_set).ok());
-  auto latest = store->LatestAuditEvent("ceiling_set", "ok");
+  auto latest = store->LatestAuditEvent(osh::trust::audit::Type::kCeilingSet, osh::trust::audit::Outcome::kOk);
   REQUIRE(latest.ok());
   REQUIRE(latest->has_value());
   CHECK((*latest)->reason == "counted");
-  CHECK_FALSE(store->LatestAuditEvent("no_such_type", "ok")->has_value());
+  CHECK_FALSE(store->LatestAuditEvent(osh::trust::audit::Type::kStateRollbackAccepted, osh::trust::audit::Outcome::kOk)->has_value());
 }
 
 TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, and hold a lease one at a time",

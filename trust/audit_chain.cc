@@ -38,14 +38,14 @@ std::string CanonicalAuditBytes(const AuditEvent& e) {
   PutField(&out, "openshell.policy.audit.v1");
   PutU64(&out, e.seq);
   PutU64(&out, static_cast<uint64_t>(e.time_unix_ms));
-  PutField(&out, e.type);
+  PutField(&out, e.type.name());
   PutField(&out, e.sandbox_id);
   PutField(&out, e.surface_id);
   PutField(&out, e.policy_digest);
   PutU64(&out, e.policy_version);
   PutU32(&out, static_cast<uint32_t>(e.key_ids.size()));
   for (const auto& id : e.key_ids) PutField(&out, id);
-  PutField(&out, e.outcome);
+  PutField(&out, e.outcome.name());
   PutField(&out, e.reason);
   PutU32(&out, static_cast<uint32_t>(e.audit_context.size()));
   for (const auto& [k, v] : e.audit_context) {  // std::map<std::string> orders bytewise
@@ -64,9 +64,13 @@ std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event)
 }
 
 void MakeTextUtf8(AuditEvent* e) {
-  for (std::string* text : {&e->type, &e->sandbox_id, &e->surface_id, &e->policy_digest, &e->outcome, &e->reason, &e->actor}) {
-    MakeUtf8(text);
-  }
+  for (std::string* text : {&e->sandbox_id, &e->surface_id, &e->policy_digest, &e->reason, &e->actor}) MakeUtf8(text);
+  // A writer names an enumerator (valid UTF-8); an event read back may carry a newer gateway's name.
+  std::string type = e->type.name(), outcome = e->outcome.name();
+  MakeUtf8(&type);
+  MakeUtf8(&outcome);
+  e->type = audit::TypeWord::FromStored(std::move(type));
+  e->outcome = audit::OutcomeWord::FromStored(std::move(outcome));
   for (auto& id : e->key_ids) MakeUtf8(&id);
   std::map<std::string, std::string> context;
   for (const auto& [key, value] : e->audit_context) {
@@ -82,13 +86,13 @@ gateway_v1::AuditEvent ToProto(const AuditEvent& e) {
   gateway_v1::AuditEvent out;
   out.set_seq(e.seq);
   out.set_time_unix_ms(e.time_unix_ms);
-  out.set_type(e.type);
+  out.set_type(e.type.name());
   out.set_sandbox_id(e.sandbox_id);
   out.set_surface_id(e.surface_id);
   out.set_policy_digest(e.policy_digest);
   out.set_policy_version(e.policy_version);
   for (const auto& id : e.key_ids) out.add_key_ids(id);
-  out.set_outcome(e.outcome);
+  out.set_outcome(e.outcome.name());
   out.set_reason(e.reason);
   for (const auto& [k, v] : e.audit_context) (*out.mutable_audit_context())[k] = v;
   out.set_actor(e.actor);
@@ -101,13 +105,13 @@ AuditEvent FromProto(const gateway_v1::AuditEvent& e) {
   AuditEvent out;
   out.seq = e.seq();
   out.time_unix_ms = e.time_unix_ms();
-  out.type = e.type();
+  out.type = audit::TypeWord::FromStored(e.type());
   out.sandbox_id = e.sandbox_id();
   out.surface_id = e.surface_id();
   out.policy_digest = e.policy_digest();
   out.policy_version = e.policy_version();
   out.key_ids.assign(e.key_ids().begin(), e.key_ids().end());
-  out.outcome = e.outcome();
+  out.outcome = audit::OutcomeWord::FromStored(e.outcome());
   out.reason = e.reason();
   out.audit_context = {e.audit_context().begin(), e.audit_context().end()};
   out.actor = e.actor();

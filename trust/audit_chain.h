@@ -10,19 +10,20 @@
 #include <vector>
 
 #include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "trust/audit_vocabulary.h"
 
 namespace osh::trust {
 
 struct AuditEvent {
   uint64_t seq = 0;          // 1, 2, 3, ... assigned by the store
   int64_t time_unix_ms = 0;
-  std::string type;          // "admission", "refusal", "refresh", "release", "deletion", "mutation", ...
+  audit::TypeWord type;      // audit::Type::kAdmission, ... (hashed and stored as its name)
   std::string sandbox_id;
   std::string surface_id;
   std::string policy_digest;
   uint64_t policy_version = 0;
   std::vector<std::string> key_ids;  // verified key ids
-  std::string outcome;       // "ok", "refused", "kept_last_good", "loaded", "failed", ...
+  audit::OutcomeWord outcome;  // audit::Outcome::kOk, ... (hashed and stored as its name)
   std::string reason;        // reason code and detail, or a note
   std::map<std::string, std::string> audit_context;  // the projection's audit_context, verbatim
   std::string actor;         // who caused it: "uid:<n>" (admin socket), "x509:<subject>" (admin TLS), "" (the gateway)

@@ -1,46 +1,118 @@
 // The audit log's vocabulary (SPEC §8, docs/audit.md): every event type and outcome the gateway writes,
-// named once. Events carry them as strings (they are hashed into the chain as text), so these are the
-// only spellings; a test keeps docs/audit.md's table equal to kAllTypes and kAllOutcomes.
+// an enum each with one name table. Writers name an enumerator (AuditEvent's fields accept nothing
+// else); the chain hashes and the stores keep the table's name, byte for byte as before. A test keeps
+// docs/audit.md's table equal to kTypeNames and kOutcomeNames.
 #pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/string_view.h"
+#include "common/name_table.h"
 
 namespace osh::trust::audit {
 
-namespace type {
-inline constexpr char kAdmission[] = "admission";
-inline constexpr char kRefusal[] = "refusal";
-inline constexpr char kRefresh[] = "refresh";
-inline constexpr char kReprojection[] = "reprojection";
-inline constexpr char kReverificationFailed[] = "reverification_failed";
-inline constexpr char kDeletion[] = "deletion";
-inline constexpr char kRelease[] = "release";
-inline constexpr char kMutation[] = "mutation";
-inline constexpr char kMutationRefused[] = "mutation_refused";
-inline constexpr char kReport[] = "report";
-inline constexpr char kDriverUp[] = "driver_up";
-inline constexpr char kDriverDown[] = "driver_down";
-inline constexpr char kTrustStoreReload[] = "trust_store_reload";
-inline constexpr char kCeilingSet[] = "ceiling_set";
-inline constexpr char kAuthenticationFailures[] = "authentication_failures";
-}  // namespace type
+enum class Type {
+  kAdmission,
+  kRefusal,
+  kRefresh,
+  kReprojection,
+  kReverificationFailed,
+  kDeletion,
+  kRelease,
+  kMutation,
+  kMutationRefused,
+  kReport,
+  kDriverUp,
+  kDriverDown,
+  kTrustStoreReload,
+  kCeilingSet,
+  kAuthenticationFailures,
+  kStateRollbackAccepted,
+};
 
 // Every event type, in docs/audit.md's order.
-inline constexpr const char* kAllTypes[] = {
-    type::kAdmission, type::kRefusal,  type::kRefresh,         type::kReprojection, type::kReverificationFailed,
-    type::kDeletion,  type::kRelease,  type::kMutation,        type::kMutationRefused, type::kReport,
-    type::kDriverUp,  type::kDriverDown, type::kTrustStoreReload, type::kCeilingSet, type::kAuthenticationFailures};
+inline constexpr common::NameTable<Type, 16> kTypeNames{{{
+    {Type::kAdmission, "admission"},
+    {Type::kRefusal, "refusal"},
+    {Type::kRefresh, "refresh"},
+    {Type::kReprojection, "reprojection"},
+    {Type::kReverificationFailed, "reverification_failed"},
+    {Type::kDeletion, "deletion"},
+    {Type::kRelease, "release"},
+    {Type::kMutation, "mutation"},
+    {Type::kMutationRefused, "mutation_refused"},
+    {Type::kReport, "report"},
+    {Type::kDriverUp, "driver_up"},
+    {Type::kDriverDown, "driver_down"},
+    {Type::kTrustStoreReload, "trust_store_reload"},
+    {Type::kCeilingSet, "ceiling_set"},
+    {Type::kAuthenticationFailures, "authentication_failures"},
+    {Type::kStateRollbackAccepted, "state_rollback_accepted"},
+}}};
 
-namespace outcome {
-inline constexpr char kOk[] = "ok";
-inline constexpr char kRefused[] = "refused";
-inline constexpr char kKeptLastGood[] = "kept_last_good";
-inline constexpr char kPartial[] = "partial";  // a re-projection in which some sandboxes kept the last good
-inline constexpr char kLoaded[] = "loaded";
-inline constexpr char kFailed[] = "failed";
-inline constexpr char kUnavailable[] = "unavailable";
-}  // namespace outcome
+enum class Outcome {
+  kOk,
+  kRefused,
+  kKeptLastGood,
+  kPartial,  // a re-projection in which some sandboxes kept the last good
+  kLoaded,
+  kFailed,
+  kUnavailable,
+};
 
-inline constexpr const char* kAllOutcomes[] = {outcome::kOk,     outcome::kRefused, outcome::kKeptLastGood,
-                                               outcome::kPartial, outcome::kLoaded, outcome::kFailed,
-                                               outcome::kUnavailable};
+inline constexpr common::NameTable<Outcome, 7> kOutcomeNames{{{
+    {Outcome::kOk, "ok"},
+    {Outcome::kRefused, "refused"},
+    {Outcome::kKeptLastGood, "kept_last_good"},
+    {Outcome::kPartial, "partial"},
+    {Outcome::kLoaded, "loaded"},
+    {Outcome::kFailed, "failed"},
+    {Outcome::kUnavailable, "unavailable"},
+}}};
+
+inline constexpr absl::string_view NameOf(Type type) { return kTypeNames.Name(type); }
+inline constexpr absl::string_view NameOf(Outcome outcome) { return kOutcomeNames.Name(outcome); }
+
+template <typename Enum>
+struct NamesOf;
+template <>
+struct NamesOf<Type> {
+  static constexpr const auto& kTable = kTypeNames;
+};
+template <>
+struct NamesOf<Outcome> {
+  static constexpr const auto& kTable = kOutcomeNames;
+};
+
+// An event's type or outcome as it is hashed and stored: the name of an enumerator, or — only for an
+// event read back (a database or an export) written by a newer gateway — a name this build does not
+// know, kept verbatim so the chain still verifies. Built from an enumerator by writers
+// (`event.type = audit::Type::kReport`), from text only by FromStored. Empty until set.
+template <typename Enum>
+class Word {
+ public:
+  Word() = default;
+  Word(Enum value) : name_(NamesOf<Enum>::kTable.Name(value)) {}  // NOLINT: implicit by design
+  static Word FromStored(std::string name) {
+    Word word;
+    word.name_ = std::move(name);
+    return word;
+  }
+  const std::string& name() const { return name_; }
+  // The enumerator, or nullopt for an empty or unknown name.
+  std::optional<Enum> value() const { return NamesOf<Enum>::kTable.Parse(name_); }
+  bool empty() const { return name_.empty(); }
+
+  friend bool operator==(const Word& a, const Word& b) { return a.name_ == b.name_; }
+  friend bool operator==(const Word& word, Enum value) { return word.name_ == NamesOf<Enum>::kTable.Name(value); }
+
+ private:
+  std::string name_;
+};
+
+using TypeWord = Word<Type>;
+using OutcomeWord = Word<Outcome>;
 
 }  // namespace osh::trust::audit

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/errors.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/validation.h"
@@ -77,7 +78,7 @@ CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vect
 std::string CheckResult::Message() const { return absl::StrCat(reason, ": ", detail); }
 
 absl::Status CheckResult::ToStatus() const {
-  return ok() ? absl::OkStatus() : absl::FailedPreconditionError(Message());
+  return ok() ? absl::OkStatus() : common::Refused(absl::StatusCode::kFailedPrecondition, reason, detail);
 }
 
 CheckResult CheckProjection(const Projection& p, const CheckInput& input) {

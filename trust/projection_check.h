@@ -55,7 +55,7 @@ struct CheckResult {
   bool ok() const { return reason.empty(); }
   // "reason_code: detail"
   std::string Message() const;
-  // FAILED_PRECONDITION with Message(), or OK.
+  // FAILED_PRECONDITION with Message() and the reason as its payload (common::Refused), or OK.
   absl::Status ToStatus() const;
 };
 

@@ -1,0 +1,127 @@
+// Issue 26 §3's regression: a PostgreSQL failure — a constraint the gateway did not expect, the server
+// stopped or restarted under a running gateway — reaches admin clients (gRPC and policyctl) and sandbox
+// clients (gRPC and policyctl's sandbox client) as "storage_error: …" with the reason in the gRPC error
+// details, naming no table, column, constraint or SQL; the gateway's log keeps the server's full text.
+// (Before, the scrub keyed on the message prefix "sqlite: " and PostgreSQL's server text went out.)
+// Black-box on purpose: the same file runs against an older gateway.
+#include <catch2/catch.hpp>
+
+#include "absl/strings/match.h"
+#include "tests/gateway_fixture.h"
+#include "tests/pg_cluster.h"
+#include "tests/test_support.h"
+
+using namespace osh::test;
+
+namespace {
+
+// Names that would tell a client about the schema or the server.
+constexpr const char* kLeaks[] = {"postgresql", "ERROR", "relation", "constraint", "osh_test_", "sandboxes",
+                                  "audit_events", "sandbox_id", "INSERT", "UPDATE", "server closed", "socket"};
+
+void CheckScrubbedText(const std::string& text) {
+  INFO(text);
+  for (const char* leak : kLeaks) CHECK_FALSE(absl::StrContains(text, leak));
+}
+
+// A failed call answered as a scrubbed storage error, its reason in the details as well as the text.
+void CheckScrubbed(const grpc::Status& status) {
+  INFO(status.error_message());
+  REQUIRE_FALSE(status.ok());
+  CHECK_THAT(status.error_message(), Catch::StartsWith("storage_error: "));
+  CHECK(absl::StrContains(status.error_details(), "storage_error"));  // google.rpc.ErrorInfo.reason
+  CheckScrubbedText(status.error_message());
+  CheckScrubbedText(status.error_details());
+}
+
+int Psql(const std::string& url, const std::string& sql) {
+  std::string out, err;
+  const int code = RunCommand({PgCluster::BinDir() + "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql},
+                              &out, &err);
+  INFO(out << err);
+  return code;
+}
+
+grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::string& digest) {
+  gw::ReportPolicyStatusRequest request;
+  request.set_policy_digest(digest);
+  request.set_status(gw::LOADED);
+  gw::ReportPolicyStatusResponse response;
+  return g.sandbox().ReportPolicyStatus(GatewayFixture::Context(handle).get(), request, &response);
+}
+
+}  // namespace
+
+TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and sandbox clients as a scrubbed storage_error",
+          "[integration][postgres][errors]") {
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g({"--database", url});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  // Constraints the gateway knows nothing of (an operator's, say): the next admission of sb-2 and every
+  // report violate them inside PostgreSQL.
+  REQUIRE(Psql(url, "ALTER TABLE sandboxes ADD CONSTRAINT osh_test_no_sb_2 CHECK (sandbox_id <> 'sb-2')") == 0);
+  REQUIRE(Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report')") == 0);
+
+  gw::AdmitSandboxResponse refused;
+  CheckScrubbed(g.Admit("sb-2", &refused));  // admin gRPC API
+  std::string out, err;
+  CHECK(Ctl(g, {"admit", "--sandbox", "sb-2", "--subject", "alice"}, &out, &err) == 1);  // policyctl
+  CHECK_THAT(err, Catch::Contains("storage_error: "));
+  CheckScrubbedText(out + err);
+
+  CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest()));  // sandbox gRPC API
+  CHECK(Ctl(g, {"report", "--handle", admitted.sandbox_handle(), "--digest", admitted.policy_digest(), "--loaded"},
+            &out, &err) == 1);  // the sandbox client library, through policyctl
+  CHECK_THAT(err, Catch::Contains("storage_error: "));
+  CheckScrubbedText(out + err);
+
+  // Operators find the server's own words in the gateway's log.
+  CHECK_THAT(g.log(), Catch::Contains("osh_test_no_sb_2") && Catch::Contains("osh_test_no_report"));
+  // Gone the constraints, the same calls succeed.
+  REQUIRE(Psql(url, "ALTER TABLE sandboxes DROP CONSTRAINT osh_test_no_sb_2") == 0);
+  REQUIRE(Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_report") == 0);
+  CHECK(g.Admit("sb-2", &refused).ok());
+  CHECK(Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok());
+}
+
+TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway reaches clients as a scrubbed storage_error",
+          "[integration][postgres][errors]") {
+  auto cluster = std::make_unique<PgCluster>();
+  const std::string url = cluster->CreateDatabase();
+  GatewayFixture g({"--database", url});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  // Restarted between two requests: the gateway's connections are cut; whatever fails on them is scrubbed.
+  cluster->Restart();
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status reported = Report(g, admitted.sandbox_handle(), admitted.policy_digest());
+    if (!reported.ok()) CheckScrubbed(reported);
+    gw::AdmitSandboxResponse again;
+    const grpc::Status admit = g.Admit("sb-r" + std::to_string(i), &again);
+    if (!admit.ok()) CheckScrubbed(admit);
+  }
+
+  // Stopped: every request that needs the database fails, scrubbed, for the sandbox and the admin.
+  cluster->StopServer();
+  CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest()));
+  std::string out, err;
+  CHECK(Ctl(g, {"report", "--handle", admitted.sandbox_handle(), "--digest", admitted.policy_digest(), "--loaded"},
+            &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("storage_error: "));
+  CheckScrubbedText(out + err);
+  const grpc::Status mutation = g.SetPolicy("tenant:acme", Example("github.yaml"));
+  REQUIRE_FALSE(mutation.ok());
+  CheckScrubbed(mutation);
+  CHECK(Ctl(g, {"delete", "--sandbox", "sb-1"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("storage_error: "));
+  CheckScrubbedText(out + err);
+
+  cluster->StartServer();
+  CHECK(Eventually([&] { return Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok(); },
+                   std::chrono::seconds(30)));
+}
