@@ -14,10 +14,6 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-std::string Join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : absl::StrCat(prefix, ".", name);
-}
-
 absl::Status CheckRecursive(const Message& message, const std::string& path) {
   const Reflection* reflection = message.GetReflection();
   const auto& unknown = reflection->GetUnknownFields(message);
@@ -30,7 +26,7 @@ absl::Status CheckRecursive(const Message& message, const std::string& path) {
   reflection->ListFields(message, &fields);
   for (const FieldDescriptor* field : fields) {
     if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    const std::string field_path = Join(path, field->name());
+    const std::string field_path = JoinFieldPath(path, field->name());
     if (field->is_repeated()) {
       const int n = reflection->FieldSize(message, field);
       for (int i = 0; i < n; ++i) {
@@ -40,7 +36,7 @@ absl::Status CheckRecursive(const Message& message, const std::string& path) {
           // Name map entries by key where the key is a string.
           const auto* key_field = child.GetDescriptor()->map_key();
           if (key_field->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
-            child_path = Join(field_path, child.GetReflection()->GetString(child, key_field));
+            child_path = JoinFieldPath(field_path, child.GetReflection()->GetString(child, key_field));
           }
         }
         if (auto status = CheckRecursive(child, child_path); !status.ok()) return status;
@@ -54,6 +50,10 @@ absl::Status CheckRecursive(const Message& message, const std::string& path) {
 }
 
 }  // namespace
+
+std::string JoinFieldPath(const std::string& path, const std::string& name) {
+  return path.empty() ? name : absl::StrCat(path, ".", name);
+}
 
 std::string SerializeDeterministic(const Message& message) {
   std::string out;

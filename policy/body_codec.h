@@ -16,6 +16,9 @@
 
 namespace osh::policy {
 
+// A field path as every error message names one: "network_policies.api.endpoints" ("" + name = name).
+std::string JoinFieldPath(const std::string& path, const std::string& name);
+
 // Deterministic serialization of any message (maps in key order).
 std::string SerializeDeterministic(const google::protobuf::Message& message);
 

@@ -1,5 +1,7 @@
 #include "policy/strict_wire.h"
 
+#include "policy/body_codec.h"
+
 #include <map>
 #include <set>
 
@@ -21,10 +23,6 @@ constexpr int kMaxDepth = 64;
 
 absl::Status Refuse(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(path.empty() ? what : absl::StrCat(path, ": ", what));
-}
-
-std::string Join(const std::string& path, const std::string& name) {
-  return path.empty() ? name : absl::StrCat(path, ".", name);
 }
 
 WireFormatLite::WireType ExpectedWireType(const FieldDescriptor& field) {
@@ -101,7 +99,7 @@ absl::Status CheckMessage(const Descriptor& type, absl::string_view bytes, const
     if (field == nullptr) {
       return Refuse(path, absl::StrCat("unknown field number ", number, " in ", type.full_name()));
     }
-    const std::string field_path = Join(path, field->name());
+    const std::string field_path = JoinFieldPath(path, field->name());
     const bool packed = field->is_packable() && wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
     if (wire_type != ExpectedWireType(*field) && !packed) return Refuse(field_path, "wrong wire type");
 

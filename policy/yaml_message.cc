@@ -1,5 +1,7 @@
 #include "policy/yaml_message.h"
 
+#include "policy/body_codec.h"
+
 #include <google/protobuf/stubs/common.h>
 
 #include <algorithm>
@@ -54,7 +56,7 @@ class Reader {
       const YAML::Node& key_node = entry.first;
       if (!key_node.IsScalar()) Fail(key_node, path, "keys must be plain strings");
       std::string key = key_node.Scalar();
-      const std::string key_path = Join(path, key);
+      const std::string key_path = JoinFieldPath(path, key);
       if (!seen.insert(key).second) Fail(key_node, key_path, "duplicate key");
       std::string field_name = key;
       const FieldDescriptor* field = nullptr;
@@ -86,10 +88,6 @@ class Reader {
     if (lines_ != nullptr && !path.empty()) lines_->emplace(path, node.Mark().line + 1);
   }
 
-  static std::string Join(const std::string& path, const std::string& name) {
-    return path.empty() ? name : absl::StrCat(path, ".", name);
-  }
-
   std::string UnknownKeyMessage(const Descriptor* descriptor, const std::string& key, bool top_level) {
     std::string known;
     for (int i = 0; i < descriptor->field_count(); ++i) {
@@ -116,7 +114,7 @@ class Reader {
       for (const auto& entry : node) {
         if (!entry.first.IsScalar()) Fail(entry.first, path, "map keys must be plain strings");
         const std::string key = entry.first.Scalar();
-        const std::string entry_path = Join(path, key);
+        const std::string entry_path = JoinFieldPath(path, key);
         if (!seen.insert(key).second) Fail(entry.first, entry_path, "duplicate key");
         Message* map_entry = reflection->AddMessage(out, field);
         SetScalar(entry.first, map_entry, key_field, entry_path);
@@ -239,8 +237,8 @@ class Reader {
     for (const auto& entry : node) {
       if (!entry.first.IsScalar()) Fail(entry.first, path, "keys must be plain strings");
       const std::string key = entry.first.Scalar();
-      if (!seen.insert(key).second) Fail(entry.first, Join(path, key), "duplicate key");
-      ReadValue(entry.second, &(*out->mutable_fields())[key], Join(path, key));
+      if (!seen.insert(key).second) Fail(entry.first, JoinFieldPath(path, key), "duplicate key");
+      ReadValue(entry.second, &(*out->mutable_fields())[key], JoinFieldPath(path, key));
     }
   }
 

@@ -4,7 +4,7 @@
 # (executions, coverage, corpus) and fails if any target crashed.
 #   scripts/fuzz.sh [--runs N | --seconds S] [--chunk N] [--no-leak-check] [TARGET...]
 # Targets: projection_check trust_store policy_file decisions config gateway_requests (default: all).
-# Needs the build (clang). gateway_requests keeps the core's state between inputs, so it runs with
+# Builds its own clang tree (build-fuzz/). gateway_requests keeps the core's state between inputs, so it runs with
 # -detect_leaks=0 (a leak check after each input would report that state). --no-leak-check does the same
 # for every target: LeakSanitizer's per-input check slows long runs about 50-fold once the corpus grows
 # (leaks are still caught by the ASan+UBSan unit-test run in the suite and by runs without the flag).
@@ -28,8 +28,21 @@ while (($#)); do
   esac
 done
 ((${#targets[@]})) || targets=(projection_check trust_store policy_file decisions config gateway_requests)
-bin=build/fuzz
-[[ -x $bin/fuzz_${targets[0]} ]] || { echo "fuzz.sh: build first (./scripts/build.sh, with clang installed)" >&2; exit 2; }
+# The libFuzzer tree (clang, coverage + ASan): fuzz/CMakeLists.txt, built here into build-fuzz/ against
+# the main build's generated proto library. (The suite does not use it: it runs the same harnesses from
+# the ASan tree, build-asan/, with fuzz/replay_main.cc.)
+bin=build-fuzz
+clangxx=$(command -v clang++ || command -v clang++-14 || true)
+[[ -n $clangxx ]] || { echo "fuzz.sh: clang++ is needed (./scripts/bootstrap.sh installs it)" >&2; exit 2; }
+echo "fuzz.sh: building the generated proto library (build/) and the libFuzzer targets (build-fuzz/)"
+./scripts/build.sh osh_proto >/dev/null
+if [[ ! -f $bin/build.ninja ]]; then
+  cmake -S fuzz -B "$bin" -G Ninja -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DOSH_SOURCE_ROOT="$PWD" -DOSH_PROTO_LIBRARY="$PWD/build/proto/libosh_proto.a" -DOSH_PROTO_INCLUDE="$PWD/build/proto/gen" >/dev/null
+fi
+cmake --build "$bin" -- -j"$(nproc)" >/dev/null
+[[ -d $bin/corpus/projection_check ]] || { mkdir -p "$bin/corpus/projection_check" "$bin/corpus/trust_store" &&
+  "$bin/make_seeds" "$bin/corpus/projection_check" "$bin/corpus/trust_store"; }
 export ASAN_OPTIONS=${ASAN_OPTIONS:-malloc_context_size=0:quarantine_size_mb=8:thread_local_quarantine_size_kb=64:max_malloc_fill_size=0}
 logs=$(mktemp -d)
 echo "fuzz.sh: logs in $logs (progress: $logs/progress)"

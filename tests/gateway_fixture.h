@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "policy/policy_file.h"
 #include "tests/process.h"
@@ -91,6 +92,22 @@ class GatewayFixture {
   std::string log() const { return ReadAll(log_path()); }
   const TempDir& dir() const { return dir_; }
   gw::PolicyGateway::Stub& admin() { return *admin_; }
+  // GetStatus, which must succeed.
+  gw::GetStatusResponse Status() {
+    gw::GetStatusResponse out;
+    REQUIRE(admin().GetStatus(Context().get(), gw::GetStatusRequest(), &out).ok());
+    return out;
+  }
+  // What the health service says of admissions ("openshell.policy.gateway.v1.Admission"); UNKNOWN when it
+  // does not answer.
+  grpc::health::v1::HealthCheckResponse::ServingStatus AdmissionHealth() {
+    auto health = grpc::health::v1::Health::NewStub(Channel(admin_socket()));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service("openshell.policy.gateway.v1.Admission");
+    grpc::health::v1::HealthCheckResponse response;
+    if (!health->Check(Context().get(), request, &response).ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+    return response.status();
+  }
   gw::SandboxPolicy::Stub& sandbox() { return *sandbox_; }
 
  private:

@@ -45,6 +45,14 @@ std::string PercentEncode(const std::string& text) {
 
 }  // namespace
 
+int PgCluster::Psql(const std::string& url, const std::string& sql, std::string* out) {
+  std::string ignored, err;
+  const int code = RunCommand({BinDir() + "/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql},
+                              out != nullptr ? out : &ignored, &err);
+  INFO(err);
+  return code;
+}
+
 std::string PgCluster::BinDir() {
   std::vector<std::filesystem::path> found;
   std::error_code error;

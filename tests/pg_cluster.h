@@ -35,6 +35,9 @@ class PgCluster {
 
   // The installed server's bin folder, or "" when PostgreSQL is not installed.
   static std::string BinDir();
+  // Runs `sql` with the server's psql against `url` (stop at the first error; tuples only, unaligned, into
+  // `out` when given). Returns psql's exit code (0: every statement succeeded).
+  static int Psql(const std::string& url, const std::string& sql, std::string* out = nullptr);
 
  private:
   std::string dir_;

@@ -22,7 +22,7 @@ PrivateKey Key(const char* algorithm = "ed25519") {
   return *std::move(key);
 }
 
-TrustStore Store(const std::string& json) {
+TrustStore TrustStoreOf(const std::string& json) {
   auto store = TrustStore::Parse(json);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
@@ -37,8 +37,8 @@ TEST_CASE("ceiling: signed, co-signed for k-of-n, and each refusal in order", "[
   auto ceiling = osh::trust::MakeCeiling(policy, "corp-max", 3, "review 42", 1'800'000'000);
   CHECK(ceiling.policy_digest().size() == 64);
 
-  const TrustStore one = Store(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}, {"b", b.PublicKeyPem()}}));
-  const TrustStore two = Store(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}, {"b", b.PublicKeyPem()}}, 2));
+  const TrustStore one = TrustStoreOf(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}, {"b", b.PublicKeyPem()}}));
+  const TrustStore two = TrustStoreOf(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}, {"b", b.PublicKeyPem()}}, 2));
   CeilingCheckInput input;
   input.trust_store = &one;
   input.now_unix = 1'800'000'000;
@@ -82,7 +82,7 @@ TEST_CASE("ceiling: signed, co-signed for k-of-n, and each refusal in order", "[
   auto by_stranger = osh::trust::MakeCeiling(policy, "corp-max", 3, "", 0);
   REQUIRE(osh::trust::SignCeiling(&by_stranger, stranger, "nobody").ok());
   CHECK(CheckCeiling(by_stranger, input).reason == "unknown_key");
-  const TrustStore revoked = Store(R"({"keys":[{"key_id":"a","public_key_pem":")" +
+  const TrustStore revoked = TrustStoreOf(R"({"keys":[{"key_id":"a","public_key_pem":")" +
                                    absl::StrReplaceAll(a.PublicKeyPem(), {{"\n", "\\n"}}) +
                                    R"("}],"revoked_key_ids":["a"]})");
   input.trust_store = &revoked;
@@ -99,7 +99,7 @@ TEST_CASE("ceiling: signed, co-signed for k-of-n, and each refusal in order", "[
 
 TEST_CASE("ceiling: a projection signature over the same digest does not verify as a ceiling", "[trust][ceiling]") {
   const PrivateKey a = Key();
-  const TrustStore store = Store(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}}));
+  const TrustStore store = TrustStoreOf(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}}));
   auto ceiling = osh::trust::MakeCeiling(osh::policy::RestrictiveDefaultPolicy(), "corp", 1, "", 100);
   openshell::policy::driver::v1::Projection projection;
   projection.set_surface_id("openshell.sandbox.v1");

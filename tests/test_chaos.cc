@@ -129,12 +129,6 @@ class Storm {
   std::vector<std::thread> threads_;
 };
 
-gw::GetStatusResponse Status(GatewayFixture& g) {
-  gw::GetStatusResponse out;
-  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &out).ok());
-  return out;
-}
-
 std::multiset<std::string> ListedIds(GatewayFixture& g) {
   std::multiset<std::string> ids;
   gw::ListSandboxesRequest request;
@@ -182,10 +176,10 @@ void CheckConsistent(GatewayFixture& g, Ledger& ledger, const std::string& handl
   }
   // Once the unfinished admissions' and the deletes' handles are released, the driver holds exactly one
   // live handle per admitted sandbox.
-  CHECK(Eventually([&] { return Status(g).pending_releases() == 0; }, std::chrono::seconds(30)));
+  CHECK(Eventually([&] { return g.Status().pending_releases() == 0; }, std::chrono::seconds(30)));
   CHECK(Eventually([&] { return DriverHandleIds(handles_file) == listed; }));
   CHECK(DriverHandleIds(handles_file) == listed);
-  CHECK(Status(g).possibly_leaked_handles() == 0);
+  CHECK(g.Status().possibly_leaked_handles() == 0);
   // The audit chain verifies from its first event.
   std::string out, err;
   const std::string exported = dir / "audit.jsonl";

@@ -26,22 +26,6 @@ namespace {
 
 const std::string kPolicy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
 
-std::string AdmissionHealth(GatewayFixture& g) {
-  auto stub = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(g.admin_socket()));
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service("openshell.policy.gateway.v1.Admission");
-  grpc::health::v1::HealthCheckResponse response;
-  auto status = stub->Check(GatewayFixture::Context().get(), request, &response);
-  if (!status.ok()) return "error";
-  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? "SERVING" : "NOT_SERVING";
-}
-
-gw::GetStatusResponse Status(GatewayFixture& g) {
-  gw::GetStatusResponse out;
-  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &out).ok());
-  return out;
-}
-
 // Writes a GetProjectionResponse carrying `projection` for the fake driver.
 void Serve(const std::string& path, const drv::Projection& projection) {
   drv::GetProjectionResponse response;
@@ -89,8 +73,8 @@ TEST_CASE("remote: admit through the null driver, the mutation gate refuses ever
   REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
   CHECK(fetched.body() == osh::policy::SerializeDeterministic(*osh::policy::LoadPolicyFile(kPolicy)));
   CHECK(fetched.context_digest() == osh::trust::ContextDigest(osh::test::ContextFor("sb-1")));
-  CHECK(Status(g).capabilities().driver_name() == "null-policy-driver");
-  CHECK(AdmissionHealth(g) == "SERVING");
+  CHECK(g.Status().capabilities().driver_name() == "null-policy-driver");
+  CHECK(g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::SERVING);
 
   // Every mutating method, refused before its handler runs.
   gw::PolicyRevision revision;
@@ -149,7 +133,7 @@ TEST_CASE("remote: a signing null driver verifies end to end, with a trust store
     gw::AdmitSandboxResponse admitted;
     auto status = g.Admit("sb-1", &admitted);
     CHECK(absl::StartsWith(status.error_message(), "unsigned: "));
-    CHECK(Status(g).admitted_sandboxes() == 0);
+    CHECK(g.Status().admitted_sandboxes() == 0);
     // The refused admission's handle went back to the driver.
     CHECK(Eventually([&] { return CountLines(driver.log(), "release: handle=") == 1; }));
   }
@@ -172,7 +156,7 @@ TEST_CASE("remote: driver killed mid-run fails closed, keeps serving, queues rel
   CHECK(refused.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(absl::StrContains(refused.error_message(), "driver_unavailable"));
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
-  CHECK(Eventually([&] { return AdmissionHealth(g) == "NOT_SERVING"; }));
+  CHECK(Eventually([&] { return g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::NOT_SERVING; }));
   // Admitted sandboxes are still served, and can be deleted; the release waits in the queue.
   drv::Projection fetched;
   CHECK(g.Fetch(one.sandbox_handle(), &fetched).ok());
@@ -180,12 +164,12 @@ TEST_CASE("remote: driver killed mid-run fails closed, keeps serving, queues rel
   del.set_sandbox_id("sb-2");
   gw::DeleteSandboxResponse deleted;
   REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
-  CHECK(Status(g).pending_releases() >= 1);
+  CHECK(g.Status().pending_releases() >= 1);
 
   // The driver comes back: the queued release is delivered exactly once, admissions resume.
   driver.Start();
-  CHECK(Eventually([&] { return AdmissionHealth(g) == "SERVING"; }));
-  CHECK(Eventually([&] { return Status(g).pending_releases() == 0; }));
+  CHECK(Eventually([&] { return g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::SERVING; }));
+  CHECK(Eventually([&] { return g.Status().pending_releases() == 0; }));
   std::this_thread::sleep_for(std::chrono::seconds(2));  // further retries would show up here
   const std::string first_run = driver.log(1);
   const auto at = first_run.find(" sandbox=sb-2");
@@ -203,11 +187,11 @@ TEST_CASE("remote: a missing driver starts the gateway degraded, admissions star
   TempDir dir;
   DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy});
   GatewayFixture g({"--driver-socket", driver.socket(), "--driver-connect-timeout-ms", "300"});
-  CHECK(AdmissionHealth(g) == "NOT_SERVING");
+  CHECK(g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   // Degraded, and saying why: in the log, in status, in the audit log.
   CHECK_THAT(g.log(), Catch::Contains("POLICY DRIVER UNAVAILABLE at start-up (" + driver.socket() + ": "));
-  CHECK(Status(g).driver_state() == "unavailable");
-  CHECK_THAT(Status(g).driver_state_detail(), Catch::StartsWith("not reachable at start-up: "));
+  CHECK(g.Status().driver_state() == "unavailable");
+  CHECK_THAT(g.Status().driver_state_detail(), Catch::StartsWith("not reachable at start-up: "));
   std::string status_text, err;
   CHECK(Ctl(g, {"status"}, &status_text, &err) == 0);
   CHECK_THAT(status_text, Catch::Contains("unavailable (not reachable at start-up: "));
@@ -215,8 +199,8 @@ TEST_CASE("remote: a missing driver starts the gateway degraded, admissions star
   CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::UNAVAILABLE);
   driver.Start();
   CHECK(Eventually([&] { return g.Admit("sb-1", &admitted).ok(); }));
-  CHECK(AdmissionHealth(g) == "SERVING");
-  CHECK(Status(g).driver_state_detail().empty());
+  CHECK(g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::SERVING);
+  CHECK(g.Status().driver_state_detail().empty());
 
   // A restart with the driver gone serves the admitted sandbox at once.
   REQUIRE(g.Stop() == 0);
@@ -224,7 +208,7 @@ TEST_CASE("remote: a missing driver starts the gateway degraded, admissions star
   g.Start();
   drv::Projection fetched;
   CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
-  CHECK(AdmissionHealth(g) == "NOT_SERVING");
+  CHECK(g.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 }
 
 TEST_CASE("remote: misconfiguration stops the daemon with a message naming both sides", "[integration][remote]") {
@@ -271,7 +255,7 @@ TEST_CASE("remote: misconfiguration stops the daemon with a message naming both 
       CHECK(absl::StrContains(err, "owned by uid 65534"));
       // Named as the driver's user, the same socket is accepted.
       GatewayFixture g({"--driver-socket", fake.socket(), "--driver-socket-owner", "65534"});
-      CHECK(Status(g).driver_state() == "connected");
+      CHECK(g.Status().driver_state() == "connected");
       g.Stop();
       std::string out;
       CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var2", "--driver-socket", fake.socket(),
@@ -316,7 +300,7 @@ TEST_CASE("remote: every failing golden vector is refused at admission with its 
       } else {
         CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
         CHECK(absl::StartsWith(status.error_message(), expect + ": "));
-        CHECK(Status(g).admitted_sandboxes() == 0);
+        CHECK(g.Status().admitted_sandboxes() == 0);
         CHECK(Eventually([&] { return CountLines(fake.log(), "release: handle=") == 1; }));
         // Nothing but the audit trail reached the database.
         REQUIRE(g.Stop() == 0);
@@ -481,7 +465,7 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
   }
   // No half-present sandbox: every admitted one is whole (fetchable above, listed with a digest), and
   // once the unfinished admissions' handles are released, the driver holds exactly the admitted ones.
-  CHECK(Eventually([&] { return Status(g).pending_releases() == 0; }));
+  CHECK(Eventually([&] { return g.Status().pending_releases() == 0; }));
   std::set<std::string> gateway_ids;
   gw::ListSandboxesRequest list_request;
   list_request.set_page_size(200);
@@ -507,7 +491,7 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
     return driver_ids == admitted_ids;
   }));
   CHECK(driver_ids == admitted_ids);
-  CHECK(Status(g).possibly_leaked_handles() == 0);
+  CHECK(g.Status().possibly_leaked_handles() == 0);
 }
 
 TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision, rollback refused",
@@ -566,7 +550,7 @@ TEST_CASE("example signing driver: per-subject files, signed, bound, versioned b
   gw::AdmitSandboxResponse evil;
   CHECK(g.admin().AdmitSandbox(GatewayFixture::Context().get(), request, &evil).error_code() ==
         grpc::StatusCode::PERMISSION_DENIED);
-  CHECK(Status(g).admitted_sandboxes() == 2);
+  CHECK(g.Status().admitted_sandboxes() == 2);
 }
 
 TEST_CASE("remote: a refresh the driver fails is visible, and handles kept in a handles file survive a driver restart",
@@ -580,7 +564,7 @@ TEST_CASE("remote: a refresh the driver fails is visible, and handles kept in a 
     REQUIRE(g.Admit("sb-1", &admitted).ok());
     driver.Kill9();
     driver.Start();  // a new process: sb-1's handle is unknown to it
-    REQUIRE(Eventually([&] { return Status(g).driver_state() == "connected"; }));
+    REQUIRE(Eventually([&] { return g.Status().driver_state() == "connected"; }));
     gw::RefreshSandboxRequest refresh;
     refresh.set_sandbox_id("sb-1");
     gw::RefreshSandboxResponse refreshed;
@@ -597,7 +581,7 @@ TEST_CASE("remote: a refresh the driver fails is visible, and handles kept in a 
     CHECK(info.policy_digest() == admitted.policy_digest());  // the last good is kept and still served
     drv::Projection fetched;
     CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
-    CHECK(Status(g).refresh_errors() == 1);
+    CHECK(g.Status().refresh_errors() == 1);
     CHECK_THAT(g.log(), Catch::Contains("refresh of sb-1 kept the last good projection: driver_error"));
     gw::ListAuditEventsResponse events;
     REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), gw::ListAuditEventsRequest(), &events).ok());
@@ -624,7 +608,7 @@ TEST_CASE("remote: a refresh the driver fails is visible, and handles kept in a 
     refresh.set_sandbox_id("sb-1");
     gw::RefreshSandboxResponse refreshed;
     CHECK(Eventually([&] { return g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok(); }));
-    CHECK(Status(g).refresh_errors() == 0);
+    CHECK(g.Status().refresh_errors() == 0);
   }
 }
 
@@ -645,10 +629,10 @@ TEST_CASE("remote: an admission right after the driver came back connects at onc
   gw::RefreshSandboxResponse refreshed;
   CHECK(g.admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).error_code() ==
         grpc::StatusCode::UNAVAILABLE);
-  REQUIRE(Status(g).driver_state() == "unavailable");
+  REQUIRE(g.Status().driver_state() == "unavailable");
   driver.Start();
   auto status = g.Admit("sb-2", &admitted);
   INFO(status.error_message());
   CHECK(status.ok());
-  CHECK(Status(g).driver_state() == "connected");
+  CHECK(g.Status().driver_state() == "connected");
 }

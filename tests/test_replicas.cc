@@ -31,12 +31,6 @@ using namespace osh::test;
 
 namespace {
 
-gw::GetStatusResponse Status(GatewayFixture& g) {
-  gw::GetStatusResponse status;
-  REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
-  return status;
-}
-
 // The audit chain as `g` exports it, checked link by link from genesis; returns its length.
 size_t VerifiedChainLength(GatewayFixture& g) {
   std::string out, err;
@@ -47,17 +41,6 @@ size_t VerifiedChainLength(GatewayFixture& g) {
   size_t lines = 0;
   for (char c : ReadAll(exported)) lines += c == '\n';
   return lines;
-}
-
-grpc::health::v1::HealthCheckResponse::ServingStatus AdmissionHealth(GatewayFixture& g) {
-  auto health = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(g.admin_socket()));
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service("openshell.policy.gateway.v1.Admission");
-  grpc::health::v1::HealthCheckResponse response;
-  if (!health->Check(GatewayFixture::Context().get(), request, &response).ok()) {
-    return grpc::health::v1::HealthCheckResponse::UNKNOWN;
-  }
-  return response.status();
 }
 
 std::vector<std::string> Database(const std::string& url) { return {"--database", url}; }
@@ -133,8 +116,8 @@ TEST_CASE("replicas: admit on 1, fetch on 2, watch on 3 while the policy changes
   // Every replica knows the others and the database.
   std::set<std::string> replica_ids;
   for (GatewayFixture* g : {&g1, &g2, &g3}) {
-    CHECK(Eventually([&] { return Status(*g).admitted_sandboxes() == 2; }));  // sb-2 applied from the feed
-    const auto status = Status(*g);
+    CHECK(Eventually([&] { return g->Status().admitted_sandboxes() == 2; }));  // sb-2 applied from the feed
+    const auto status = g->Status();
     CHECK(status.database_kind() == "postgresql");
     CHECK(status.live_replicas() == 3);
     CHECK(status.database_reachable());
@@ -203,7 +186,7 @@ TEST_CASE("replicas: the same sandbox id admitted on two replicas at once: exact
     }
     return true;
   }));
-  CHECK(Status(g1).pending_releases() == 0);
+  CHECK(g1.Status().pending_releases() == 0);
 }
 
 TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three", "[integration][postgres][replicas]") {
@@ -266,7 +249,7 @@ TEST_CASE("replicas: kill -9 of a replica during an admission storm on all three
     return ids;
   };
   CHECK(Eventually([&] { return setup.Held() == listed(); }, std::chrono::seconds(40)));
-  CHECK(Eventually([&] { return Status(g2).live_replicas() == 2; }, std::chrono::seconds(30)));
+  CHECK(Eventually([&] { return g2.Status().live_replicas() == 2; }, std::chrono::seconds(30)));
   CHECK(VerifiedChainLength(g2) >= acknowledged.size());
 }
 
@@ -291,14 +274,14 @@ TEST_CASE("replicas: PostgreSQL stopped and restarted underneath, and an unreach
   REQUIRE(Eventually([&] { return g2.Fetch(before.sandbox_handle(), &known).ok(); }));
   // Database down: each replica says so (status and admission health) and refuses admissions; fetches go on.
   cluster->StopServer();
-  CHECK(Eventually([&] { return !Status(g1).database_reachable(); }));
-  CHECK(Eventually([&] { return AdmissionHealth(g2) == grpc::health::v1::HealthCheckResponse::NOT_SERVING; }));
+  CHECK(Eventually([&] { return !g1.Status().database_reachable(); }));
+  CHECK(Eventually([&] { return g2.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::NOT_SERVING; }));
   gw::AdmitSandboxResponse refused;
   CHECK_FALSE(g1.Admit("sb-during", &refused).ok());
   drv::Projection served;
   CHECK(g2.Fetch(before.sandbox_handle(), &served).ok());
   cluster->StartServer();
-  CHECK(Eventually([&] { return AdmissionHealth(g2) == grpc::health::v1::HealthCheckResponse::SERVING; },
+  CHECK(Eventually([&] { return g2.AdmissionHealth() == grpc::health::v1::HealthCheckResponse::SERVING; },
                    std::chrono::seconds(30)));
   // Admissions resume on both replicas once they reconnect; nothing acknowledged is lost.
   gw::AdmitSandboxResponse after1, after2;
@@ -307,7 +290,7 @@ TEST_CASE("replicas: PostgreSQL stopped and restarted underneath, and an unreach
   drv::Projection p;
   CHECK(g2.Fetch(before.sandbox_handle(), &p).ok());
   CHECK(Eventually([&] { return g1.Fetch(after2.sandbox_handle(), &p).ok(); }));
-  CHECK(Eventually([&] { return Status(g1).live_replicas() == 2; }));
+  CHECK(Eventually([&] { return g1.Status().live_replicas() == 2; }));
   CHECK(VerifiedChainLength(g2) >= 4);
 }
 
@@ -418,15 +401,6 @@ TEST_CASE("replicas: after a restart on PostgreSQL the builtin driver serves eve
 namespace {
 
 // Runs `sql` on `url` with the cluster's own psql; its exit status.
-int Psql(const std::string& url, const std::string& sql, std::string* out = nullptr) {
-  std::string ignored, err;
-  const int code = RunCommand({PgCluster::BinDir() + "/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d",
-                               url, "-c", sql},
-                              out != nullptr ? out : &ignored, &err);
-  INFO(err);
-  return code;
-}
-
 // The "hash" of the last event in a `policyctl audit export` file.
 std::string LastHash(const std::string& exported) {
   const std::string text = ReadAll(exported);
@@ -544,7 +518,7 @@ TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways r
     CHECK_THAT(ReadAll(work / "migrate.log"), !Catch::Contains("migrated"));
   }
   std::string count;
-  REQUIRE(Psql(url, "SELECT COUNT(*) FROM audit_events", &count) == 0);
+  REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM audit_events", &count) == 0);
   INFO("events in the cut-short target: " << count);
   CHECK(std::stoi(count) < 31);
 
@@ -591,7 +565,7 @@ TEST_CASE("replicas: a dead replica's row expires and an admission note it left 
   REQUIRE(setup.driver.Stop() == 0);
   // A replica that died minutes ago: its row and an admission note it left in flight for sb-ghost.
   const std::string context = osh::policy::SerializeDeterministic(ContextFor("sb-ghost"));
-  REQUIRE(Psql(url, absl::StrCat(
+  REQUIRE(PgCluster::Psql(url, absl::StrCat(
                         "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ('ghost:1:dead', 0, "
                         "(extract(epoch from clock_timestamp()) * 1000)::bigint - 300000); "
                         "INSERT INTO pending_releases (driver_handle, queued_at, in_flight_owner, context, idempotency_key) "
@@ -599,7 +573,7 @@ TEST_CASE("replicas: a dead replica's row expires and an admission note it left 
                         absl::BytesToHexString(context), "'::bytea, 'adm_ghost')")) == 0);
   auto query = [&](const std::string& sql) {
     std::string rows;
-    if (Psql(url, sql, &rows) != 0) return std::string("error");
+    if (PgCluster::Psql(url, sql, &rows) != 0) return std::string("error");
     return std::string(absl::StripAsciiWhitespace(rows));
   };
   // The live replica deletes the row and settles the note (due, no owner), and says so in its log.
@@ -616,11 +590,11 @@ TEST_CASE("replicas: a dead replica's row expires and an admission note it left 
   setup.driver.Start();
   CHECK(Eventually([&] { return query("SELECT COUNT(*) FROM pending_releases") == "0"; }, std::chrono::seconds(30)));
   CHECK(setup.Held().count("sb-ghost") == 0);
-  CHECK(Status(g).pending_releases() == 0);
-  CHECK(Status(g).live_replicas() == 1);
+  CHECK(g.Status().pending_releases() == 0);
+  CHECK(g.Status().live_replicas() == 1);
   // A replica that is alive is never expired.
   std::string rows;
-  REQUIRE(Psql(url, "SELECT COUNT(*) FROM replicas", &rows) == 0);
+  REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM replicas", &rows) == 0);
   CHECK(absl::StripAsciiWhitespace(rows) == "1");
 }
 
@@ -657,7 +631,7 @@ TEST_CASE("replicas: no admission on B commits outside a ceiling A's SetCeiling 
   REQUIRE(a.SetPolicy("default", Example("github.yaml")).ok());
   gw::SetCeilingResponse set;
   REQUIRE(a.admin().SetCeiling(GatewayFixture::Context().get(), sign(kExamples + "github.yaml", 1, "wide.json"), &set).ok());
-  REQUIRE(Eventually([&] { return Status(b).ceiling().version() == 1; }));
+  REQUIRE(Eventually([&] { return b.Status().ceiling().version() == 1; }));
   const gw::SetCeilingRequest narrow = sign(kExamples + "restrictive-default.yaml", 2, "narrow.json");
 
   // Admissions on B from 6 threads (inside the wide ceiling, outside the narrow one) while A sets the narrow one.
@@ -696,6 +670,6 @@ TEST_CASE("replicas: no admission on B commits outside a ceiling A's SetCeiling 
   // ceiling did — none after A acknowledged it — and A's count is exactly them.
   CHECK(admitted_after_ack == 0);
   CHECK(set.sandboxes_outside() == static_cast<uint64_t>(admitted.load()));
-  REQUIRE(Eventually([&] { return Status(a).admitted_sandboxes() == static_cast<uint64_t>(admitted.load()); }));
-  CHECK(Status(b).admitted_sandboxes() == static_cast<uint64_t>(admitted.load()));
+  REQUIRE(Eventually([&] { return a.Status().admitted_sandboxes() == static_cast<uint64_t>(admitted.load()); }));
+  CHECK(b.Status().admitted_sandboxes() == static_cast<uint64_t>(admitted.load()));
 }

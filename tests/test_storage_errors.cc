@@ -34,14 +34,6 @@ void CheckScrubbed(const grpc::Status& status) {
   CheckScrubbedText(status.error_details());
 }
 
-int Psql(const std::string& url, const std::string& sql) {
-  std::string out, err;
-  const int code = RunCommand({PgCluster::BinDir() + "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql},
-                              &out, &err);
-  INFO(out << err);
-  return code;
-}
-
 grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::string& digest) {
   gw::ReportPolicyStatusRequest request;
   request.set_policy_digest(digest);
@@ -62,8 +54,8 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   REQUIRE(g.Admit("sb-1", &admitted).ok());
   // Constraints the gateway knows nothing of (an operator's, say): the next admission of sb-2 and every
   // report violate them inside PostgreSQL.
-  REQUIRE(Psql(url, "ALTER TABLE sandboxes ADD CONSTRAINT osh_test_no_sb_2 CHECK (sandbox_id <> 'sb-2')") == 0);
-  REQUIRE(Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report')") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE sandboxes ADD CONSTRAINT osh_test_no_sb_2 CHECK (sandbox_id <> 'sb-2')") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report')") == 0);
 
   gw::AdmitSandboxResponse refused;
   CheckScrubbed(g.Admit("sb-2", &refused));  // admin gRPC API
@@ -81,8 +73,8 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   // Operators find the server's own words in the gateway's log.
   CHECK_THAT(g.log(), Catch::Contains("osh_test_no_sb_2") && Catch::Contains("osh_test_no_report"));
   // Gone the constraints, the same calls succeed.
-  REQUIRE(Psql(url, "ALTER TABLE sandboxes DROP CONSTRAINT osh_test_no_sb_2") == 0);
-  REQUIRE(Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_report") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE sandboxes DROP CONSTRAINT osh_test_no_sb_2") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_report") == 0);
   CHECK(g.Admit("sb-2", &refused).ok());
   CHECK(Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok());
 }

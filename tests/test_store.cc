@@ -16,13 +16,6 @@ using osh::store::SqliteStore;
 
 namespace {
 
-AuditEvent Event(const std::string& type) {
-  AuditEvent e;
-  e.type = osh::trust::audit::TypeWord::FromStored(type);  // as a store reads it back
-  e.outcome = osh::trust::audit::Outcome::kOk;
-  return e;
-}
-
 osh::store::SandboxRecord Sandbox(const std::string& id, const std::string& handle, const std::string& body) {
   osh::store::SandboxRecord r;
   r.context.set_sandbox_id(id);
@@ -61,8 +54,8 @@ TEST_CASE("sqlite: the file is 0600, rows are content-addressed and collected, a
   {
     auto store = SqliteStore::Open(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->InsertSandbox(Sandbox("sb-1", "secret-handle-1", "same-body"), Event("admission")).ok());
-    REQUIRE((*store)->InsertSandbox(Sandbox("sb-2", "secret-handle-2", "same-body"), Event("admission")).ok());
+    REQUIRE((*store)->InsertSandbox(Sandbox("sb-1", "secret-handle-1", "same-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE((*store)->InsertSandbox(Sandbox("sb-2", "secret-handle-2", "same-body"), osh::test::StoredEvent("admission")).ok());
   }
   CHECK(Count(path, "bodies") == 1);  // content-addressed
   CHECK(Count(path, "envelopes") == 1);
@@ -74,9 +67,9 @@ TEST_CASE("sqlite: the file is 0600, rows are content-addressed and collected, a
   CHECK(raw.find("secret-handle-1") == std::string::npos);
   auto store = SqliteStore::Open(path);
   REQUIRE(store.ok());
-  REQUIRE(*(*store)->DeleteSandbox("sb-1", Event("deletion")));
+  REQUIRE(*(*store)->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
   CHECK(Count(path, "bodies") == 1);  // still used by sb-2
-  REQUIRE(*(*store)->DeleteSandbox("sb-2", Event("deletion")));
+  REQUIRE(*(*store)->DeleteSandbox("sb-2", osh::test::StoredEvent("deletion")));
   CHECK(Count(path, "envelopes") == 0);  // collected with their last sandbox
   CHECK(Count(path, "bodies") == 0);
 }

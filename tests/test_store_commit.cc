@@ -31,7 +31,7 @@ osh::store::SandboxRecord Sandbox(osh::store::Store& store, const std::string& i
   return r;
 }
 
-AuditEvent Event(const std::string& id) {
+AuditEvent AdmissionEvent(const std::string& id) {
   AuditEvent e;
   e.type = osh::trust::audit::Type::kAdmission;
   e.sandbox_id = id;
@@ -81,7 +81,7 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   HoldFirstCommit hold(kOthers);
   (*store)->SetChangeListener(&hold);
 
-  std::thread first([&] { REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-0"), Event("sb-0")).ok()); });
+  std::thread first([&] { REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
   hold.WaitEntered();  // sb-0 is committed; its leader is still busy
   std::vector<std::thread> others;
   std::vector<absl::Status> results(kOthers);
@@ -90,7 +90,7 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
       // Writer 3 re-admits sb-0: refused, alone.
       const std::string id = i == 3 ? "sb-0" : "sb-" + std::to_string(i + 1);
       hold.Queued();
-      results[i] = (*store)->InsertSandbox(Sandbox(**store, id), Event(id));
+      results[i] = (*store)->InsertSandbox(Sandbox(**store, id), AdmissionEvent(id));
     });
   }
   first.join();

@@ -41,13 +41,6 @@ std::unique_ptr<Store> Open(const std::string& url) {
   return *std::move(store);
 }
 
-AuditEvent Event(const std::string& type) {
-  AuditEvent e;
-  e.type = osh::trust::audit::TypeWord::FromStored(type);  // as a store reads it back
-  e.outcome = osh::trust::audit::Outcome::kOk;
-  return e;
-}
-
 osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std::string& handle,
                                   const std::string& body) {
   osh::store::SandboxRecord r;
@@ -94,27 +87,27 @@ TEST_CASE("store contract: policy revisions per scope with expected-revision che
   auto store = Open(backend.url(dir));
   auto& s = *store;
 
-  auto r1 = s.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 10, Event("mutation"));
+  auto r1 = s.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 10, osh::test::StoredEvent("mutation"));
   REQUIRE(r1.ok());
   CHECK(r1->revision == 1);
   CHECK(r1->digest == osh::policy::Sha256Hex("body-1"));
   // expected 0 means "no live policy": now wrong
   CHECK(absl::IsAborted(
-      s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(0), 11, Event("mutation")).status()));
-  auto stale = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(5), 11, Event("mutation"));
+      s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(0), 11, osh::test::StoredEvent("mutation")).status()));
+  auto stale = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(5), 11, osh::test::StoredEvent("mutation"));
   CHECK(absl::IsAborted(stale.status()));
   CHECK_THAT(std::string(stale.status().message()), Catch::Contains("at revision 1, expected 5"));
-  auto r2 = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(1), 12, Event("mutation"));
+  auto r2 = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(1), 12, osh::test::StoredEvent("mutation"));
   REQUIRE(r2.ok());
   CHECK(r2->revision == 2);
-  auto t1 = s.AppendPolicyRevision("tenant:acme", std::string("body-t"), std::nullopt, 13, Event("mutation"));
+  auto t1 = s.AppendPolicyRevision("tenant:acme", std::string("body-t"), std::nullopt, 13, osh::test::StoredEvent("mutation"));
   REQUIRE(t1.ok());
   CHECK(t1->revision == 1);
   CHECK(t1->seq > r2->seq);  // the global sequence keeps growing across scopes
-  auto deleted = s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 14, Event("mutation"));
+  auto deleted = s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 14, osh::test::StoredEvent("mutation"));
   REQUIRE(deleted.ok());
   CHECK(deleted->deleted());
-  CHECK(absl::IsNotFound(s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 15, Event("mutation")).status()));
+  CHECK(absl::IsNotFound(s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 15, osh::test::StoredEvent("mutation")).status()));
 
   auto latest = s.LatestPolicyRevision("default");
   REQUIRE(latest.ok());
@@ -133,19 +126,19 @@ TEST_CASE("store contract: a refused change writes nothing, and the chain stays 
   INFO("backend " << backend.name);
   osh::test::TempDir dir;
   auto store = Open(backend.url(dir));
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-1", "body-a"), Event("admission")).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-1", "body-a"), osh::test::StoredEvent("admission")).ok());
   // Same id; then same handle hash under another id: both refused, neither leaves a trace.
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-2", "body-b"), Event("admission"))));
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), Event("admission"))));
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-2", "body-b"), osh::test::StoredEvent("admission"))));
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), osh::test::StoredEvent("admission"))));
   // A report for a sandbox that is not there, a projection replaced for one that is not there.
-  CHECK(absl::IsNotFound(store->RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, Event("report"))));
+  CHECK(absl::IsNotFound(store->RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, osh::test::StoredEvent("report"))));
   CHECK(absl::IsNotFound(store->ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, osh::store::Verification::kNone, {}, 5,
-                                                  Event("refresh"))));
+                                                  osh::test::StoredEvent("refresh"))));
   // A batch is all or nothing: its first change is fine, its second is refused.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::SetRefreshError{"sb-1", "should not stay"});
   batch.changes.push_back(osh::store::change::DeleteSandbox{"sb-missing"});
-  batch.events.push_back(Event("batch"));
+  batch.events.push_back(osh::test::StoredEvent("batch"));
   CHECK(absl::IsNotFound(store->Commit(std::move(batch)).status()));
 
   auto loaded = store->LoadSandboxes();
@@ -154,7 +147,7 @@ TEST_CASE("store contract: a refused change writes nothing, and the chain stays 
   CHECK((*loaded)[0].envelope->body() == "body-a");
   CHECK((*loaded)[0].last_refresh_error.empty());
   CheckChain(*store, 1);
-  REQUIRE(store->AppendAudit(Event("note")).ok());  // the next event links to the last good one
+  REQUIRE(store->AppendAudit(osh::test::StoredEvent("note")).ok());  // the next event links to the last good one
   CheckChain(*store, 2);
 }
 
@@ -165,9 +158,9 @@ TEST_CASE("store contract: sandboxes persist across reopen, sharing one body and
   const std::string url = backend.url(dir);
   {
     auto store = Open(url);
-    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "secret-handle-1", "same-body"), Event("admission")).ok());
-    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "secret-handle-2", "same-body"), Event("admission")).ok());
-    REQUIRE(store->RecordReport("sb-1", "d", openshell::policy::gateway::v1::LOADED, "", 2000, Event("report")).ok());
+    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "secret-handle-1", "same-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "secret-handle-2", "same-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(store->RecordReport("sb-1", "d", openshell::policy::gateway::v1::LOADED, "", 2000, osh::test::StoredEvent("report")).ok());
   }
   auto store = Open(url);
   auto loaded = store->LoadSandboxes();
@@ -186,13 +179,13 @@ TEST_CASE("store contract: sandboxes persist across reopen, sharing one body and
   CHECK(r.driver_handle == "dh-sb-1");
 
   // Delete queues the release in the same transaction; a second delete finds nothing and writes nothing.
-  REQUIRE(*store->DeleteSandbox("sb-1", Event("deletion")));
-  CHECK_FALSE(*store->DeleteSandbox("sb-1", Event("deletion")));
+  REQUIRE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+  CHECK_FALSE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
   auto due = store->PendingReleases();
   REQUIRE(due->size() == 1);
   CHECK((*due)[0].driver_handle == "dh-sb-1");
-  REQUIRE(store->CompleteRelease((*due)[0].id, Event("release")).ok());
-  REQUIRE(store->CompleteRelease((*due)[0].id, Event("release")).ok());  // recorded once
+  REQUIRE(store->CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());
+  REQUIRE(store->CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());  // recorded once
   CHECK(store->PendingReleases()->empty());
   CheckChain(*store, 5);  // 2 admissions, report, deletion, release
   auto remaining = store->LoadSandboxes();
@@ -215,7 +208,7 @@ TEST_CASE("store contract: an admission intent is settled by its admission, or i
     CHECK(store->PendingReleases()->empty());  // in flight: not due
     auto record = Sandbox(*store, "sb-a", "handle-a", "body-a");
     record.acquisition_id = *admitted;
-    REQUIRE(store->InsertSandbox(record, Event("admission")).ok());
+    REQUIRE(store->InsertSandbox(record, osh::test::StoredEvent("admission")).ok());
     REQUIRE(store->QueueAcquiredRelease(*refused, "dh-refused").ok());
     REQUIRE(store->DropAdmissionIntent(*failed).ok());
     auto due = store->PendingReleases();
@@ -238,21 +231,21 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   auto store = Open(backend.url(dir));
   osh::gateway::SandboxRegistry registry;
   store->SetChangeListener(&registry);
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-sb-1", "body"), Event("admission")).ok());
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), Event("admission")).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-sb-1", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), osh::test::StoredEvent("admission")).ok());
   CHECK(registry.size() == 2);
   CHECK(registry.Get("sb-1")->record.envelope == registry.Get("sb-2")->record.envelope);
   auto authenticated = registry.Authenticate("handle-sb-1");
   REQUIRE(authenticated);
   CHECK(authenticated->verified);  // admitted through the core's checks
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "other", "body"), Event("admission"))));
+  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "other", "body"), osh::test::StoredEvent("admission"))));
   CHECK(registry.size() == 2);  // a refused write changes nothing
 
   // One change moves both sandboxes; one of the three named is gone, and that is fine here.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::ReplaceProjection{
       {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false});
-  batch.events.push_back(Event("reprojection"));
+  batch.events.push_back(osh::test::StoredEvent("reprojection"));
   auto committed = store->Commit(std::move(batch));
   REQUIRE(committed.ok());
   CHECK(committed->rows[0] == 2);
@@ -266,7 +259,7 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
   CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
 
-  REQUIRE(*store->DeleteSandbox("sb-1", Event("deletion")));
+  REQUIRE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
   CHECK_FALSE(registry.Contains("sb-1"));
   CHECK_FALSE(registry.Authenticate("handle-sb-1"));
   store->SetChangeListener(nullptr);
@@ -305,16 +298,16 @@ TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in
         REQUIRE(store->LoadCeiling().ok());
         CHECK_FALSE(store->LoadCeiling()->has_value());
         const uint64_t before = store->AuditChainHead().seq;
-        REQUIRE(store->SaveCeiling(std::string("v2\0bytes", 8), 2, Event("ceiling_set")).ok());
+        REQUIRE(store->SaveCeiling(std::string("v2\0bytes", 8), 2, osh::test::StoredEvent("ceiling_set")).ok());
         CHECK(store->AuditChainHead().seq == before + 1);
         // Equal or lower versions are refused and change nothing (not even the audit chain).
-        auto same = store->SaveCeiling("other", 2, Event("ceiling_set"));
+        auto same = store->SaveCeiling("other", 2, osh::test::StoredEvent("ceiling_set"));
         CHECK(same.code() == absl::StatusCode::kAborted);
         CHECK_THAT(std::string(same.message()), Catch::StartsWith("rollback:"));
-        CHECK(store->SaveCeiling("older", 1, Event("ceiling_set")).code() == absl::StatusCode::kAborted);
+        CHECK(store->SaveCeiling("older", 1, osh::test::StoredEvent("ceiling_set")).code() == absl::StatusCode::kAborted);
         CHECK(store->AuditChainHead().seq == before + 1);
         CHECK(**store->LoadCeiling() == std::string("v2\0bytes", 8));
-        REQUIRE(store->SaveCeiling("v3", 3, Event("ceiling_set")).ok());
+        REQUIRE(store->SaveCeiling("v3", 3, osh::test::StoredEvent("ceiling_set")).ok());
       }
       auto reopened = Open(url);
       CHECK(**reopened->LoadCeiling() == "v3");
@@ -331,7 +324,7 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
   auto admit = [&](const std::string& id, int64_t checked) {
     osh::store::ChangeBatch batch;
     batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(*store, id, "handle-" + id, "body-" + id)});
-    batch.events.push_back(Event("admission"));
+    batch.events.push_back(osh::test::StoredEvent("admission"));
     batch.checked_ceiling = checked;
     return store->Commit(std::move(batch)).status();
   };
@@ -342,9 +335,9 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
   CHECK_THAT(std::string(refused.message()), Catch::StartsWith("ceiling_changed: checked against ceiling version 1"));
   // SaveCeiling's completer sees every admitted body with its count, inside the transaction.
   REQUIRE(admit("sb-3", osh::store::kNoCeiling).ok());
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-4", "handle-4", "body-sb-1"), Event("admission")).ok());
+  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-4", "handle-4", "body-sb-1"), osh::test::StoredEvent("admission")).ok());
   std::map<std::string, uint64_t> seen;
-  REQUIRE(store->SaveCeiling("c2", 2, Event("ceiling_set"),
+  REQUIRE(store->SaveCeiling("c2", 2, osh::test::StoredEvent("ceiling_set"),
                              [&](const std::vector<Store::AdmittedBody>& admitted, AuditEvent* event) {
                                for (const auto& b : admitted) seen[b.body] = b.sandboxes;
                                event->reason = "counted";
@@ -361,7 +354,7 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
   REQUIRE(loaded.ok());
   CHECK(loaded->size() == 4);
   // The newest successful ceiling_set is found (refused ones and other events passed by).
-  AuditEvent refused_set = Event("ceiling_set");
+  AuditEvent refused_set = osh::test::StoredEvent("ceiling_set");
   refused_set.outcome = osh::trust::audit::Outcome::kRefused;
   REQUIRE(store->AppendAudit(refused_set).ok());
   auto latest = store->LatestAuditEvent(osh::trust::audit::Type::kCeilingSet, osh::trust::audit::Outcome::kOk);
@@ -379,14 +372,14 @@ TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, 
   CHECK(a->replica_status().live_replicas == 2);
   CHECK(a->replica_status().replica_id != b->replica_status().replica_id);
   // Events from both replicas form one chain.
-  REQUIRE(a->InsertSandbox(Sandbox(*a, "sb-a", "handle-a", "body"), Event("admission")).ok());
-  REQUIRE(b->InsertSandbox(Sandbox(*b, "sb-b", "handle-b", "body"), Event("admission")).ok());
-  REQUIRE(a->AppendAudit(Event("note")).ok());
+  REQUIRE(a->InsertSandbox(Sandbox(*a, "sb-a", "handle-a", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(b->InsertSandbox(Sandbox(*b, "sb-b", "handle-b", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(a->AppendAudit(osh::test::StoredEvent("note")).ok());
   CheckChain(*b, 3);
   // A same id admitted on the other replica is refused there.
-  CHECK(absl::IsAlreadyExists(b->InsertSandbox(Sandbox(*b, "sb-a", "other", "body"), Event("admission"))));
+  CHECK(absl::IsAlreadyExists(b->InsertSandbox(Sandbox(*b, "sb-a", "other", "body"), osh::test::StoredEvent("admission"))));
   // A due release is claimed by one replica; the other sees it only once the claimer is gone.
-  REQUIRE(*b->DeleteSandbox("sb-b", Event("deletion")));
+  REQUIRE(*b->DeleteSandbox("sb-b", osh::test::StoredEvent("deletion")));
   auto claimed = a->PendingReleases();
   REQUIRE(claimed->size() == 1);
   CHECK(b->PendingReleases()->empty());
@@ -401,7 +394,7 @@ TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, 
   auto taken_over = b->PendingReleases();
   REQUIRE(taken_over->size() == 1);
   CHECK((*taken_over)[0].driver_handle == "dh-sb-b");
-  REQUIRE(b->CompleteRelease((*taken_over)[0].id, Event("release")).ok());
+  REQUIRE(b->CompleteRelease((*taken_over)[0].id, osh::test::StoredEvent("release")).ok());
   CHECK(b->PendingReleases()->empty());
 }
 
@@ -414,13 +407,13 @@ TEST_CASE("store contract: text with a NUL byte is stored whole or refused, neve
   osh::test::TempDir dir;
   const std::string url = backend.url(dir);
   auto store = Open(url);
-  AuditEvent event = Event("refusal");
+  AuditEvent event = osh::test::StoredEvent("refusal");
   event.surface_id = std::string("openshell.sandbox.v1\0evil", 25);
   event.reason = std::string("reason\0tail", 11);
   const absl::Status appended = store->AppendAudit(event);
   auto record = Sandbox(*store, "sb-1", "handle-1", "body-a");
   record.driver_handle = std::string("dh\0cut", 6);
-  const absl::Status inserted = store->InsertSandbox(record, Event("admission"));
+  const absl::Status inserted = store->InsertSandbox(record, osh::test::StoredEvent("admission"));
   for (const absl::Status* status : {&appended, &inserted}) {
     INFO(status->ToString());
     CHECK((status->ok() || absl::IsInvalidArgument(*status)));

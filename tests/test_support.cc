@@ -84,4 +84,11 @@ openshell::policy::driver::v1::RuntimeContext ContextFor(const std::string& sand
   return context;
 }
 
+osh::trust::AuditEvent StoredEvent(const std::string& type) {
+  osh::trust::AuditEvent e;
+  e.type = osh::trust::audit::TypeWord::FromStored(type);
+  e.outcome = osh::trust::audit::Outcome::kOk;
+  return e;
+}
+
 }  // namespace osh::test

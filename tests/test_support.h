@@ -1,6 +1,8 @@
 // Shared helpers for the test suite: test data paths, JSON loading, temp folders.
 #pragma once
 
+#include "trust/audit_chain.h"
+
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -42,6 +44,9 @@ void WriteFile(const std::string& path, const std::string& text, int mode = 0600
 }  // namespace osh::test
 
 namespace osh::test {
+
+// An audit event of type `type` with outcome ok, its type held as a store reads it back (any name).
+osh::trust::AuditEvent StoredEvent(const std::string& type);
 
 // A trust-store JSON document (SPEC §4) with the given (key id, public key PEM) pairs.
 std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>>& keys, int threshold = 1,
