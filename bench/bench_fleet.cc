@@ -31,7 +31,7 @@
 #include "bench/bench_process.h"
 #include "bench/bench_support.h"
 #include "builtin_driver/builtin_driver.h"
-#include "gateway/gateway_core.h"
+#include "gateway/core/gateway_core.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "policy/digest.h"
 #include "store/sqlite_store.h"

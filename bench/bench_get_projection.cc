@@ -15,12 +15,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include "bench/bench_support.h"
-#include "gateway/config.h"
-#include "gateway/gateway_core.h"
-#include "gateway/sandbox_registry.h"
-#include "gateway/sandbox_service.h"
-#include "gateway/tls_listener_credentials.h"
-#include "gateway/worker_pool.h"
+#include "gateway/core/config.h"
+#include "gateway/core/gateway_core.h"
+#include "gateway/core/sandbox_registry.h"
+#include "gateway/server/sandbox_service.h"
+#include "gateway/server/tls_listener_credentials.h"
+#include "gateway/core/worker_pool.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
-#include "gateway/egress_intent.h"
+#include "gateway/core/egress_intent.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"

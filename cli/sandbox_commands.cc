@@ -148,7 +148,8 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (options.json()) {
         std::cout << ToJson(response) << "\n";
       } else {
-        std::cout << "# sandbox " << *id << "\n# digest " << response.policy_digest() << "\n# version "
+        // "policy_version", not "version": the YAML's own `version:` below is the schema's version.
+        std::cout << "# sandbox " << *id << "\n# digest " << response.policy_digest() << "\n# policy_version "
                   << response.policy_version() << "\n# verification " << response.verification()
                   << (response.signing_key_ids().empty() ? std::string()
                                                          : " by " + absl::StrJoin(response.signing_key_ids(), ", "))

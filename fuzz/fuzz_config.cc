@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "gateway/config.h"
+#include "gateway/core/config.h"
 
 namespace {
 void Check(bool condition) {

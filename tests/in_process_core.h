@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "builtin_driver/builtin_driver.h"
-#include "gateway/gateway_core.h"
+#include "gateway/core/gateway_core.h"
 #include "store/clock.h"
 #include "store/sqlite_store.h"
 #include "tests/test_support.h"

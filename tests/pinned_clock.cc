@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
-#include "gateway/clock.h"
+#include "gateway/core/clock.h"
 
 namespace osh::gateway {
 

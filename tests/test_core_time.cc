@@ -3,8 +3,8 @@
 // it, and refresh scheduling is due exactly at its interval — no sleeping.
 #include <catch2/catch.hpp>
 
-#include "gateway/gateway_core.h"
-#include "gateway/refresh_scheduler.h"
+#include "gateway/core/gateway_core.h"
+#include "gateway/core/refresh_scheduler.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
 #include "tests/test_support.h"

@@ -5,11 +5,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <set>
 #include <string>
 
-#include "gateway/config.h"
+#include "gateway/core/config.h"
 #include "policy/policy_file.h"
 
 namespace osh::test {
@@ -79,6 +80,62 @@ TEST_CASE("suite: no test name holds a semicolon (ctest splits a name there and 
       CHECK(line.substr(at + 11, end - at - 11).find(';') == std::string::npos);
     }
   }
+}
+
+}  // namespace osh::test
+
+namespace osh::test {
+
+// The house's floors (README, "What is where"): a file may include its own folder's headers and those of
+// a folder on a lower floor, never one on its own floor or above — so no arrow points up and no two
+// folders include each other. A folder not listed here fails the test until it is given its floor.
+TEST_CASE("layout: every project include points down the layers (no upward arrows, no circles)", "[deploy]") {
+  const std::map<std::string, int> floor = {
+      {"proto", 0},          {"common", 1},         {"policy", 2},
+      {"trust", 3},          {"store", 4},          {"drivers", 4},
+      {"sandbox_client", 4}, {"builtin_driver", 5}, {"drivers/driver_kit", 5},
+      {"drivers/conformance", 5}, {"gateway/core", 6}, {"drivers/null_policy_driver", 6},
+      {"examples/signing_driver", 6}, {"examples/supervisor", 6}, {"gateway/server", 7},
+      {"cli", 8}};
+  // "gateway/core/x.h" -> "gateway/core"; "policy/x.h" -> "policy"; generated protos -> "proto".
+  auto folder_of = [](const std::string& path) {
+    if (path.rfind("openshell/", 0) == 0 || path.rfind("google/", 0) == 0 || path.rfind("grpc/", 0) == 0) {
+      return std::string("proto");
+    }
+    const size_t first = path.find('/');
+    if (first == std::string::npos) return std::string();
+    const std::string top = path.substr(0, first);
+    const size_t second = path.find('/', first + 1);
+    if ((top == "gateway" || top == "drivers" || top == "examples") && second != std::string::npos) {
+      return path.substr(0, second);
+    }
+    return top;
+  };
+  const std::filesystem::path root(OSH_SOURCE_DIR);
+  size_t checked = 0;
+  for (const auto& [name, own_floor] : floor) {
+    if (name == "proto") continue;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root / name)) {
+      const auto ext = entry.path().extension();
+      if (ext != ".h" && ext != ".cc") continue;
+      const std::string relative = std::filesystem::relative(entry.path(), root).string();
+      if (folder_of(relative) != name) continue;  // a sub-folder with a floor of its own
+      std::ifstream in(entry.path());
+      std::string line;
+      for (int number = 1; std::getline(in, line); ++number) {
+        if (line.rfind("#include \"", 0) != 0) continue;
+        const std::string included = line.substr(10, line.find('"', 10) - 10);
+        const std::string target = folder_of(included);
+        if (target == name || target.empty()) continue;
+        if (floor.count(target) == 0 && !std::filesystem::exists(root / target)) continue;  // a library's (absl/...)
+        INFO(relative << ":" << number << " includes " << included);
+        REQUIRE(floor.count(target) == 1);
+        CHECK(floor.at(target) < own_floor);
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked > 100);  // the scan saw the tree
 }
 
 }  // namespace osh::test

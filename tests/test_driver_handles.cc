@@ -2,7 +2,7 @@
 // in-process driver that counts what it is asked and can be made unreachable on purpose.
 #include <catch2/catch.hpp>
 
-#include "gateway/driver_handles.h"
+#include "gateway/core/driver_handles.h"
 #include "store/sqlite_store.h"
 #include "tests/test_support.h"
 

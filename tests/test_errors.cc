@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "common/errors.h"
 #include "common/grpc_status.h"
-#include "gateway/driver_handles.h"
+#include "gateway/core/driver_handles.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "store/pg_conn.h"

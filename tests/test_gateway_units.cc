@@ -11,10 +11,10 @@
 #include <set>
 #include <sstream>
 
-#include "gateway/config.h"
-#include "gateway/daemon.h"
-#include "gateway/metrics.h"
-#include "gateway/mutation_gate.h"
+#include "gateway/core/config.h"
+#include "gateway/server/daemon.h"
+#include "gateway/server/metrics.h"
+#include "gateway/core/mutation_gate.h"
 #include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "tests/test_support.h"

@@ -21,7 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
-#include "gateway/sandbox_registry.h"
+#include "gateway/core/sandbox_registry.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "tests/gateway_fixture.h"

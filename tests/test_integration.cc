@@ -440,6 +440,11 @@ TEST_CASE("integration: health, socket modes, a second instance and bad config",
     REQUIRE(stat(path.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
   }
+  // The audit head anchor, written within a second of an event, is as private (it was 0644).
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  const std::string anchor = g.state_dir() + "/gateway.db.head";
+  REQUIRE(Eventually([&] { return stat(anchor.c_str(), &st) == 0; }));
+  CHECK((st.st_mode & 0777) == 0600);
   for (const auto& socket : {g.admin_socket(), g.sandbox_socket()}) {
     auto health = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(socket));
     for (const char* service : {"", "openshell.policy.gateway.v1.Admission"}) {

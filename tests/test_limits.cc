@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
-#include "gateway/context_limits.h"
-#include "gateway/status_conversion.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/server/status_conversion.h"
 #include "store/sqlite_db.h"
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"

@@ -4,7 +4,7 @@
 // quarantined is refused with the same reason a fetch of it gets — it was answered before.
 #include <catch2/catch.hpp>
 
-#include "gateway/egress_decisions.h"
+#include "gateway/core/egress_decisions.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"

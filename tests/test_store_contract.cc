@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "builtin_driver/builtin_driver.h"
-#include "gateway/sandbox_registry.h"
+#include "gateway/core/sandbox_registry.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"

@@ -1,7 +1,0 @@
-#include "gateway/clock.h"
-
-namespace osh::gateway {
-
-const store::Clock* DaemonClock() { return store::Clock::System(); }
-
-}  // namespace osh::gateway

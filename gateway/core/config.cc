@@ -1,0 +1,459 @@
+#include "gateway/core/config.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "absl/strings/ascii.h"
+#include "store/open_store.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gateway/core/log.h"
+#include "sandbox_client/endpoint.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kGatewayTable[] = "openshell.gateway";
+constexpr char kPolicyTable[] = "openshell.gateway.policy";
+constexpr char kLimitsTable[] = "openshell.gateway.limits";
+constexpr char kEnvPrefix[] = "POLICY_GATEWAY_";
+constexpr char kConfigFileVariable[] = "POLICY_GATEWAY_CONFIG";
+const std::vector<std::string> kListKeys = {"accepted_surfaces"};
+
+// Whole-number keys: each bounded both ways, since a huge value would overflow the deadline, time and
+// size arithmetic it feeds.
+// Reads and writes one whole-number field of Config, whatever its type.
+struct Access {
+  std::function<void(Config&, int64_t)> set;
+  std::function<int64_t(const Config&)> get;
+};
+struct IntKey {
+  const char* name;
+  int64_t min;
+  int64_t max;
+  Access access;
+};
+template <typename T>
+Access Into(T Config::*field) {
+  return {[field](Config& c, int64_t v) { c.*field = static_cast<T>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.*field); }};
+}
+template <typename T>
+Access IntoLimit(T Limits::*field) {
+  return {[field](Config& c, int64_t v) { c.limits.*field = static_cast<T>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.limits.*field); }};
+}
+Access IntoContextLimit(size_t ContextLimits::*field) {
+  return {[field](Config& c, int64_t v) { c.limits.context.*field = static_cast<size_t>(v); },
+          [field](const Config& c) { return static_cast<int64_t>(c.limits.context.*field); }};
+}
+const std::vector<IntKey>& IntKeys() {
+  constexpr int64_t kDayMs = 86'400'000, kDayS = 86'400, kMiB = 1 << 20;
+  static const auto* keys = new std::vector<IntKey>{
+      {"driver_connect_timeout_ms", 0, kDayMs, Into(&Config::driver_connect_timeout_ms)},
+      {"driver_call_timeout_ms", 1, 600'000, Into(&Config::driver_call_timeout_ms)},
+      {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
+      {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
+      {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
+      {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
+      {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
+      {"connection_idle_timeout_s", 1, kDayS, IntoLimit(&Limits::connection_idle_timeout_s)},
+      {"handshake_timeout_s", 1, 300, IntoLimit(&Limits::handshake_timeout_s)},
+      {"max_streams_per_connection", 1, 10'000, IntoLimit(&Limits::max_streams_per_connection)},
+      {"max_transport_memory_mb", 32, 1 << 20, IntoLimit(&Limits::max_transport_memory_mb)},
+      {"max_sandbox_peer_kib_per_s", 0, 1 << 20, IntoLimit(&Limits::max_sandbox_peer_kib_per_s)},
+      {"max_watchers_per_sandbox", 1, 1000, IntoLimit(&Limits::max_watchers_per_sandbox)},
+      {"max_watchers", 1, 1'000'000, IntoLimit(&Limits::max_watchers)},
+      {"watch_backlog", 1, 64, IntoLimit(&Limits::watch_backlog)},
+      {"reports_per_second", 1, 1000, IntoLimit(&Limits::reports_per_second)},
+      {"report_burst", 1, 100'000, IntoLimit(&Limits::report_burst)},
+      {"max_report_error_bytes", 256, kMiB, IntoLimit(&Limits::max_report_error_bytes)},
+      {"max_sandbox_id_bytes", 16, 4096, IntoContextLimit(&ContextLimits::sandbox_id_bytes)},
+      {"max_user_subject_bytes", 16, 65'536, IntoContextLimit(&ContextLimits::user_subject_bytes)},
+      {"max_attributes", 0, 4096, IntoContextLimit(&ContextLimits::attributes)},
+      {"max_attribute_key_bytes", 16, 4096, IntoContextLimit(&ContextLimits::attribute_key_bytes)},
+      {"max_attribute_value_bytes", 16, 65'536, IntoContextLimit(&ContextLimits::attribute_value_bytes)},
+  };
+  return *keys;
+}
+const IntKey* FindIntKey(const std::string& name) {
+  for (const auto& key : IntKeys()) {
+    if (name == key.name) return &key;
+  }
+  return nullptr;
+}
+
+const std::vector<std::string> kBoolKeys = {"builtin_context_binding"};
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+const ConfigKey* FindKey(const std::string& name) {
+  for (const auto& key : ConfigKeys()) {
+    if (name == key.name) return &key;
+  }
+  return nullptr;
+}
+
+std::string Where(const std::string& path, const toml::source_region& source) {
+  return absl::StrCat(path, ":", source.begin.line);
+}
+
+absl::Status ReadTable(const std::string& path, const toml::table& table, const std::string& prefix,
+                       ConfigValues* out, ConfigOrigins* origins) {
+  for (const auto& [raw_key, node] : table) {
+    const std::string key(raw_key.str());
+    const std::string full = prefix.empty() ? key : absl::StrCat(prefix, ".", key);
+    if (const toml::table* sub = node.as_table()) {
+      if (full == "openshell" || full == kGatewayTable || full == kPolicyTable || full == kLimitsTable) {
+        if (auto status = ReadTable(path, *sub, full, out, origins); !status.ok()) return status;
+        continue;
+      }
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown table '", full, "'"));
+    }
+    const ConfigKey* known = FindKey(key);
+    if (known == nullptr || prefix != known->table) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown key '", full, "'",
+                                                     known ? absl::StrCat(" (it belongs in [", known->table, "])") : ""));
+    }
+    if (origins != nullptr) (*origins)[key] = Where(path, node.source());
+    if (Contains(kListKeys, key)) {
+      const toml::array* array = node.as_array();
+      if (array == nullptr) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a list of strings"));
+      std::vector<std::string> items;
+      for (const auto& item : *array) {
+        if (!item.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, item.source()), ": '", full, "' must be a list of strings"));
+        items.push_back(std::string(*item.value<std::string_view>()));
+      }
+      (*out)[key] = absl::StrJoin(items, ",");
+    } else if (Contains(kBoolKeys, key)) {
+      if (!node.is_boolean()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be true or false"));
+      (*out)[key] = *node.value<bool>() ? "true" : "false";
+    } else if (FindIntKey(key) != nullptr) {
+      if (!node.is_integer()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be an integer"));
+      (*out)[key] = absl::StrCat(*node.value<int64_t>());
+    } else {
+      if (!node.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a string"));
+      (*out)[key] = std::string(*node.value<std::string_view>());
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string Config::SqlitePath() const {
+  return store::SqlitePathOf(database);
+}
+
+const std::vector<ConfigKey>& ConfigKeys() {
+  static const auto* keys = new std::vector<ConfigKey>{
+      {"state_dir", kGatewayTable, "folder for the database and sockets (created 0700)"},
+      {"database", kGatewayTable,
+       "sqlite:<path> (default: sqlite:<state_dir>/gateway.db), or postgresql://... for replicas (libpq URL; PG* variables apply)"},
+      {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
+      {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"sandbox_socket_group", kGatewayTable,
+       "group (name or gid) whose members may connect to the sandbox socket: it becomes 0660, in a folder of its "
+       "own made 0710 for that group (sandbox_socket must not share state_dir's folder); unset: 0600"},
+      {"sandbox_listen", kGatewayTable,
+       "host:port to serve sandboxes over TCP with TLS as well (tls_cert, tls_key; a client certificate too "
+       "when sandbox_client_ca is set); without tls_cert only a loopback address, in plaintext, for development"},
+      {"admin_listen", kGatewayTable,
+       "host:port to serve the admin API over TCP with mutual TLS as well (tls_cert, tls_key and tls_client_ca "
+       "required)"},
+      {"tls_cert", kGatewayTable, "PEM certificate chain of the TCP listeners (reloaded on SIGHUP)"},
+      {"tls_key", kGatewayTable, "PEM private key of tls_cert (reloaded on SIGHUP)"},
+      {"tls_client_ca", kGatewayTable,
+       "PEM CA bundle of operators: admin_listen's clients must present a certificate it issued (reloaded on "
+       "SIGHUP); it does not gate sandbox_listen"},
+      {"sandbox_client_ca", kGatewayTable,
+       "PEM CA bundle of supervisors: when set, sandbox_listen's clients must present a certificate it issued "
+       "(reloaded on SIGHUP); must not be tls_client_ca (a supervisor's certificate would be an operator's)"},
+      {"log_format", kGatewayTable, "text (default) or json: one JSON object a line"},
+      {"log_level", kGatewayTable, "info (default), warning or error: lines below it are dropped"},
+      {"metrics_listen", kGatewayTable,
+       "host:port for Prometheus metrics over HTTP (GET /metrics), e.g. 127.0.0.1:9464; unset: off"},
+      {"metrics_allow", kGatewayTable,
+       "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
+       "unset: any address that reaches the port"},
+      {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
+      {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
+      {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
+      {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
+      {"driver_call_timeout_ms", kPolicyTable, "deadline of each call to the driver (default 5000)"},
+      {"driver_socket_owner", kPolicyTable,
+       "user (name or uid) who may own the driver socket, besides root and the gateway's own user"},
+      {"refresh_interval_s", kPolicyTable, "poll the driver this often; 0: only on RefreshSandbox (default 0)"},
+      {"clock_skew_s", kPolicyTable, "allowed clock skew for key windows and expiry (default 60)"},
+      {"builtin_signing_key", kPolicyTable, "PEM private key the builtin driver signs projections with"},
+      {"builtin_signing_key_id", kPolicyTable, "key id for builtin_signing_key"},
+      {"builtin_context_binding", kPolicyTable,
+       "true (default): the builtin driver binds each projection to its sandbox's context; false: one "
+       "projection (and one signature) per policy revision, shared by every sandbox it applies to"},
+      {"max_sandbox_connections", kLimitsTable,
+       "open connections on the sandbox socket; 0 (default): the descriptor limit less 512 and the admin cap"},
+      {"max_admin_connections", kLimitsTable,
+       "open connections on the admin socket; 0 (default): an eighth of the descriptor limit, 16 to 256"},
+      {"max_connections_per_peer", kLimitsTable,
+       "open connections one peer process may hold on a socket; past it a connection is closed at once; 0 "
+       "(default): a quarter of that socket's cap"},
+      {"connection_idle_timeout_s", kLimitsTable, "close a connection with no call in flight after this (default 120)"},
+      {"handshake_timeout_s", kLimitsTable,
+       "close a connection whose HTTP/2 (and TLS) handshake has not finished after this (default 10)"},
+      {"max_streams_per_connection", kLimitsTable, "calls open at once on one connection (HTTP/2 streams; default 100)"},
+      {"max_sandbox_peer_kib_per_s", kLimitsTable,
+       "KiB a second one address may send to sandbox_listen, over all its connections; past it reading pauses "
+       "(default 64; 0: unlimited)"},
+      {"max_transport_memory_mb", kLimitsTable,
+       "memory gRPC may hold for one listener's connections and calls; past it, connections are shed (default 1024)"},
+      {"max_watchers_per_sandbox", kLimitsTable, "open WatchProjection streams per sandbox (default 8)"},
+      {"max_watchers", kLimitsTable, "open WatchProjection streams in all (default 10000)"},
+      {"watch_backlog", kLimitsTable,
+       "projections not yet written to a watcher before it is dropped as a slow reader (default 4)"},
+      {"reports_per_second", kLimitsTable, "ReportPolicyStatus calls a second per sandbox, refilled steadily (default 2)"},
+      {"report_burst", kLimitsTable, "ReportPolicyStatus calls per sandbox in a burst (default 20)"},
+      {"max_report_error_bytes", kLimitsTable, "a report's error text is cut to this, with a marker (default 4096)"},
+      {"max_sandbox_id_bytes", kLimitsTable, "longest context.sandbox_id admitted (default 256)"},
+      {"max_user_subject_bytes", kLimitsTable, "longest context.user_subject admitted (default 1024)"},
+      {"max_attributes", kLimitsTable, "most context.attributes entries admitted (default 64)"},
+      {"max_attribute_key_bytes", kLimitsTable, "longest context.attributes key admitted (default 128)"},
+      {"max_attribute_value_bytes", kLimitsTable, "longest context.attributes value admitted (default 1024)"},
+  };
+  return *keys;
+}
+
+absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name, ConfigOrigins* origins) {
+  ConfigValues values;
+  try {
+    const toml::table table = toml::parse(text, name);
+    if (auto status = ReadTable(name, table, "", &values, origins); !status.ok()) return status;
+  } catch (const toml::parse_error& error) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ":", error.source().begin.line, ": ", std::string(error.description())));
+  }
+  return values;
+}
+
+absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path, ConfigOrigins* origins) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot be read: ", std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfigText(text.str(), path, origins);
+}
+
+std::string EnvironmentName(const std::string& key) { return absl::StrCat(kEnvPrefix, absl::AsciiStrToUpper(key)); }
+std::string FlagName(const std::string& key) {
+  std::string flag = absl::StrCat("--", key);
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+absl::StatusOr<ConfigValues> ReadConfigEnvironment(const char* const* environment) {
+  ConfigValues values;
+  for (const char* const* entry = environment; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    if (!text.starts_with(kEnvPrefix)) continue;
+    const size_t equals = text.find('=');
+    const std::string name(text.substr(0, equals));
+    // The sandbox handle of policyctl and supervisors (sandbox_client) shares the prefix: not a setting.
+    if (name == kConfigFileVariable || name == "POLICY_GATEWAY_SANDBOX_HANDLE") continue;
+    const ConfigKey* known = nullptr;
+    for (const auto& key : ConfigKeys()) {
+      if (EnvironmentName(key.name) == name) known = &key;
+    }
+    if (known == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": not a setting (the variables are ", kEnvPrefix, "<KEY> for the config keys, and ",
+          kConfigFileVariable, "); unset it or fix its name"));
+    }
+    values[known->name] = equals == std::string_view::npos ? "" : std::string(text.substr(equals + 1));
+  }
+  return values;
+}
+
+bool IsIntegerKey(const std::string& key) { return FindIntKey(key) != nullptr; }
+
+ConfigOrigins OriginsOf(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                        const ConfigOrigins& file_origins) {
+  ConfigOrigins origins;
+  for (const auto& key : ConfigKeys()) {
+    const std::string name = key.name;
+    if (flags.count(name)) {
+      origins[name] = absl::StrCat("flag ", name == "accepted_surfaces" ? "--accepted-surface" : FlagName(name));
+    } else if (env.count(name)) {
+      origins[name] = absl::StrCat("environment ", EnvironmentName(name));
+    } else if (file.count(name)) {
+      auto it = file_origins.find(name);
+      origins[name] = it != file_origins.end() ? it->second : "file";
+    } else {
+      origins[name] = "default";
+    }
+  }
+  return origins;
+}
+
+ConfigValues EffectiveValues(const Config& config) {
+  ConfigValues values = {
+      {"state_dir", config.state_dir},
+      {"database", config.database},
+      {"admin_socket", config.admin_socket},
+      {"sandbox_socket", config.sandbox_socket},
+      {"metrics_listen", config.metrics_listen},
+      {"metrics_allow", config.metrics_allow},
+      {"sandbox_socket_group", config.sandbox_socket_group},
+      {"sandbox_listen", config.sandbox_listen},
+      {"admin_listen", config.admin_listen},
+      {"tls_cert", config.tls_cert},
+      {"tls_key", config.tls_key},
+      {"tls_client_ca", config.tls_client_ca},
+      {"sandbox_client_ca", config.sandbox_client_ca},
+      {"log_format", config.log_format},
+      {"log_level", config.log_level},
+      {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
+      {"trust_store", config.trust_store},
+      {"driver_socket", config.driver_socket},
+      {"driver_socket_owner", config.driver_socket_owner},
+      {"builtin_signing_key", config.builtin_signing_key},
+      {"builtin_signing_key_id", config.builtin_signing_key_id},
+      {"builtin_context_binding", config.builtin_context_binding ? "true" : "false"},
+  };
+  for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
+  return values;
+}
+
+absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValues& env, const ConfigValues& file,
+                                     const ConfigOrigins& file_origins) {
+  ConfigValues merged = file;
+  for (const auto& [k, v] : env) merged[k] = v;
+  for (const auto& [k, v] : flags) merged[k] = v;
+  const ConfigOrigins origins = OriginsOf(flags, env, file, file_origins);
+  // A bad value names its key and where it came from: a file's line first, as parse errors do.
+  auto bad = [&](const std::string& key, const std::string& message) {
+    auto it = origins.find(key);
+    const std::string origin = it == origins.end() ? "default" : it->second;
+    if (file.count(key) && !flags.count(key) && !env.count(key) && file_origins.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": ", key, ": ", message));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", message, origin == "default" ? "" : absl::StrCat(" (", origin, ")")));
+  };
+  Config config;
+  auto get = [&](const std::string& key, std::string* out) {
+    if (auto it = merged.find(key); it != merged.end()) *out = it->second;
+  };
+  get("state_dir", &config.state_dir);
+  get("database", &config.database);
+  get("admin_socket", &config.admin_socket);
+  get("sandbox_socket", &config.sandbox_socket);
+  get("metrics_listen", &config.metrics_listen);
+  get("metrics_allow", &config.metrics_allow);
+  if (!config.metrics_allow.empty() && config.metrics_listen.empty()) {
+    return bad("metrics_allow", "is set but metrics_listen is not: nothing would use it");
+  }
+  get("sandbox_socket_group", &config.sandbox_socket_group);
+  get("sandbox_listen", &config.sandbox_listen);
+  get("admin_listen", &config.admin_listen);
+  get("tls_cert", &config.tls_cert);
+  get("tls_key", &config.tls_key);
+  get("tls_client_ca", &config.tls_client_ca);
+  get("sandbox_client_ca", &config.sandbox_client_ca);
+  get("log_format", &config.log_format);
+  get("log_level", &config.log_level);
+  if (auto parsed = ParseLogFormat(config.log_format); !parsed.ok()) return bad("log_format", std::string(parsed.status().message()));
+  if (auto parsed = ParseLogLevel(config.log_level); !parsed.ok()) return bad("log_level", std::string(parsed.status().message()));
+  get("trust_store", &config.trust_store);
+  get("driver_socket", &config.driver_socket);
+  get("driver_socket_owner", &config.driver_socket_owner);
+  get("builtin_signing_key", &config.builtin_signing_key);
+  get("builtin_signing_key_id", &config.builtin_signing_key_id);
+  if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
+    if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
+      return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
+    }
+  }
+  if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
+    config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
+    if (config.accepted_surfaces.empty()) return bad("accepted_surfaces", "must name at least one surface");
+  }
+  for (const IntKey& key : IntKeys()) {
+    auto it = merged.find(key.name);
+    if (it == merged.end()) continue;
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(it->second, &value) || value < key.min || value > key.max) {
+      return bad(key.name, absl::StrCat("expected a whole number from ", key.min, " to ", key.max, ", got '", it->second, "'"));
+    }
+    key.access.set(config, value);
+  }
+  if (config.state_dir.empty()) return bad("state_dir", "must not be empty");
+  if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
+  if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
+  if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
+  if (config.SqlitePath().empty() && !store::IsPostgresUrl(config.database)) {
+    return bad("database", "expected sqlite:<path> or postgresql://...");
+  }
+  if (config.admin_socket == config.sandbox_socket) {
+    return absl::InvalidArgumentError("admin_socket and sandbox_socket must differ");
+  }
+  if (!config.sandbox_socket_group.empty()) {
+    auto folder = [](const std::string& path) { return std::filesystem::absolute(path).lexically_normal().parent_path(); };
+    const auto sandbox_folder = folder(config.sandbox_socket);
+    if (sandbox_folder == folder(config.admin_socket) || (!config.SqlitePath().empty() && sandbox_folder == folder(config.SqlitePath())) ||
+        sandbox_folder == std::filesystem::absolute(config.state_dir).lexically_normal()) {
+      return bad("sandbox_socket_group",
+                 absl::StrCat("needs sandbox_socket in a folder of its own (the group will be let into it), not ",
+                              sandbox_folder.string(), ", which holds the admin socket or the database"));
+    }
+  }
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    return bad(config.tls_cert.empty() ? "tls_key" : "tls_cert", "tls_cert and tls_key go together");
+  }
+  if (!config.admin_listen.empty() && (config.tls_cert.empty() || config.tls_client_ca.empty())) {
+    return bad("admin_listen",
+               "the admin API over TCP requires mutual TLS: set tls_cert, tls_key and tls_client_ca (admin calls "
+               "change policy, and only a client certificate from tls_client_ca proves who makes them)");
+  }
+  if (!config.sandbox_listen.empty() && config.tls_cert.empty() && !sandbox_client::IsLoopbackHostPort(config.sandbox_listen)) {
+    return bad("sandbox_listen",
+               "a sandbox listener off loopback requires TLS: set tls_cert and tls_key (plaintext is allowed on a "
+               "loopback address only, for development)");
+  }
+  if (!config.sandbox_client_ca.empty() && config.sandbox_listen.empty()) {
+    return bad("sandbox_client_ca", "is set but sandbox_listen is not: nothing would use it");
+  }
+  if (!config.sandbox_client_ca.empty() && config.tls_cert.empty()) {
+    return bad("sandbox_client_ca", "client certificates need TLS: set tls_cert and tls_key");
+  }
+  if (!config.tls_client_ca.empty() && !config.sandbox_client_ca.empty() &&
+      std::filesystem::absolute(config.tls_client_ca).lexically_normal() ==
+          std::filesystem::absolute(config.sandbox_client_ca).lexically_normal()) {
+    return bad("sandbox_client_ca",
+               "is tls_client_ca: any supervisor's certificate would then be an operator's on admin_listen; give "
+               "supervisors a CA of their own");
+  }
+  if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
+    return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");
+  }
+  for (const char* key : {"sandbox_listen", "admin_listen"}) {
+    const std::string& value = std::string_view(key) == "sandbox_listen" ? config.sandbox_listen : config.admin_listen;
+    const size_t colon = value.rfind(':');
+    if (!value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == value.size())) {
+      return bad(key, absl::StrCat("expected host:port, got '", value, "'"));
+    }
+  }
+  if (config.builtin_signing_key.empty() != config.builtin_signing_key_id.empty()) {
+    return absl::InvalidArgumentError("builtin_signing_key and builtin_signing_key_id go together");
+  }
+  return config;
+}
+
+}  // namespace osh::gateway

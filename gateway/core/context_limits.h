@@ -1,0 +1,24 @@
+// What an admission's RuntimeContext may hold (docs/policy-gateway.md, "Limits"): sizes and counts
+// bounded, text valid UTF-8 without control characters — so that one sandbox cannot make `list`, the
+// audit log or the logs unusable for everyone. Pure functions, thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gateway/core/limits.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+
+namespace osh::gateway {
+
+// Client- or driver-chosen free text made fit for the audit log and the logs: control characters
+// C-escaped (no forged lines), invalid UTF-8 escaped, and cut to at most `max_bytes` on a character
+// boundary with " …[truncated, N bytes]" appended saying how long it was.
+std::string BoundedText(const std::string& text, size_t max_bytes);
+
+// OK, or INVALID_ARGUMENT naming the field ("context.attributes[\"team\"]: ...") and the limit.
+absl::Status CheckContext(const openshell::policy::driver::v1::RuntimeContext& context,
+                          const ContextLimits& limits = ContextLimits());
+
+}  // namespace osh::gateway

@@ -1,0 +1,835 @@
+#include "gateway/core/gateway_core.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+
+#include "policy/containment.h"
+
+#include <malloc.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/errors.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/core/log.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/scope.h"
+#include "policy/validation.h"
+#include "trust/audit_chain.h"
+#include "trust/projection_check.h"
+
+namespace osh::gateway {
+
+namespace audit = trust::audit;
+namespace {
+
+using store::Verification;
+constexpr uint32_t kDefaultPageSize = 100;
+constexpr uint32_t kMaxPageSize = 1000;
+
+// Notes gateway-internal markers in a driver-supplied body (SCHEMA.md): relayed as issued, audited.
+std::string MarkerNote(const openshell::sandbox::v1::SandboxPolicy& policy) {
+  const auto markers = policy::InternalMarkers(policy);
+  return markers.empty() ? "" : absl::StrCat("body sets gateway-internal markers: ", absl::StrJoin(markers, ", "));
+}
+
+gateway_v1::SandboxInfo InfoFrom(const SandboxRegistry::Snapshot& s) {
+  gateway_v1::SandboxInfo info;
+  const auto& r = s.record;
+  const auto p = r.envelope->Header();
+  *info.mutable_context() = r.context;
+  info.set_surface_id(p.surface_id());
+  info.set_policy_digest(p.policy_digest());
+  info.set_policy_version(p.policy_version());
+  for (const auto& id : r.signing_key_ids) info.add_signing_key_ids(id);
+  info.set_verification(std::string(NameOf(r.verification)));
+  info.set_load_status(r.load_status);
+  info.set_load_error(r.load_error);
+  info.set_reported_digest(r.reported_digest);
+  info.set_admitted_at_unix(r.admitted_at_unix);
+  info.set_updated_at_unix(r.updated_at_unix);
+  info.set_reported_at_unix(r.reported_at_unix);
+  info.set_expires_at_unix(p.expires_at_unix());
+  info.set_last_refresh_error(r.last_refresh_error);
+  info.set_reported_behind(!r.reported_digest.empty() && r.reported_digest != p.policy_digest());
+  return info;
+}
+
+// The same keys signed both (a projection re-signed by another key after a rotation is a new one).
+bool SameSigners(const driver_v1::Projection& a, const driver_v1::Projection& b) {
+  if (a.signing_key_id() != b.signing_key_id() || a.additional_signatures_size() != b.additional_signatures_size()) {
+    return false;
+  }
+  for (int i = 0; i < a.additional_signatures_size(); ++i) {
+    if (a.additional_signatures(i).key_id() != b.additional_signatures(i).key_id()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string MintSandboxHandle() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();  // never hand out a guessable handle
+  return absl::StrCat("sbh_", absl::WebSafeBase64Escape(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
+GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
+                         SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store,
+                         const store::Clock* clock)
+    : config_(config),
+      store_(store),
+      driver_(driver),
+      registry_(registry),
+      clock_(clock),
+      audit_(store),
+      reports_(config_.limits.reports_per_second, config_.limits.report_burst),
+      handles_(store, driver, registry, &slots_),
+      gate_(config_, store, clock, &audit_, std::move(trust_store)),
+      reprojector_(config_, store, driver, registry, &gate_, clock) {
+  registry_->SetServingChecks(&gate_);  // fetches, watches and egress decisions ask the gate through the registry
+  store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
+  store_->SetRemoteChangeListener(this);  // and what other replicas commit
+  if (driver_->authoring() != nullptr) {
+    // Builtin SetPolicy/UpdatePolicy: the whole new policy must be inside the ceiling in force.
+    driver_->authoring()->SetPolicyGuard([this](const openshell::sandbox::v1::SandboxPolicy& candidate) {
+      return gate_.ceiling().Check(candidate, policy::Sha256Hex(policy::SerializeDeterministic(candidate))).ToStatus();
+    });
+  }
+}
+
+GatewayCore::~GatewayCore() {
+  store_->SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
+  {
+    absl::MutexLock lock(&remote_scopes_mu_);
+    stopping_remote_scopes_ = true;
+  }
+  if (remote_scopes_thread_.joinable()) remote_scopes_thread_.join();
+  store_->SetChangeListener(nullptr);
+}
+
+void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
+  absl::MutexLock lock(&remote_scopes_mu_);
+  remote_scopes_.insert(scope);
+  if (remote_scopes_thread_.joinable()) return;
+  remote_scopes_thread_ = std::thread([this] {
+    for (;;) {
+      std::set<std::string> scopes;
+      {
+        absl::MutexLock lock(&remote_scopes_mu_);
+        remote_scopes_mu_.Await(absl::Condition(this, &GatewayCore::RemoteScopesDue));
+        if (stopping_remote_scopes_) return;
+        scopes.swap(remote_scopes_);
+      }
+      for (const auto& scope : scopes) {
+        // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
+        const Reprojector::Outcome moved = Reproject(scope);
+        if (moved.moved > 0 || moved.kept > 0) {
+          LogInfo(absl::StrCat("policy scope ", scope, " changed on another replica: ", moved.moved,
+                               " sandbox(es) re-projected here",
+                               moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
+        }
+      }
+    }
+  });
+}
+
+bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {
+  auto held = store_->TryLease(name, duration_ms);
+  return held.ok() && *held;
+}
+
+void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
+  const auto trust = trust_store();
+  std::vector<bool> verdicts;
+  verdicts.reserve(changes.sandboxes.size());
+  // As VerifyLoaded: a shared (not context-bound) envelope is checked once per admission time.
+  absl::flat_hash_map<std::pair<const store::Envelope*, int64_t>, bool> shared_verdicts;
+  for (const auto& r : changes.sandboxes) {
+    const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
+    if (auto known = shared_verdicts.find(key); !r.envelope->context_bound() && known != shared_verdicts.end()) {
+      verdicts.push_back(known->second);
+      continue;
+    }
+    absl::Status checked = gate_.CheckStored(r.context.sandbox_id(), r.context, *r.envelope, r.verification,
+                                             r.updated_at_unix, trust.get());
+    if (!r.envelope->context_bound()) shared_verdicts[key] = checked.ok();
+    if (!checked.ok()) {
+      LogError(absl::StrCat("sandbox ", r.context.sandbox_id(), ": envelope stored by another replica fails verification (",
+                            checked.message(), "); not served"));
+    }
+    verdicts.push_back(checked.ok());
+  }
+  registry_->ApplyRemote(changes.sandboxes, verdicts, changes.removed);
+  if (driver_->authoring() != nullptr) {
+    for (const auto& scope : changes.policy_scopes) {
+      if (absl::Status s = driver_->authoring()->ReloadScope(scope); !s.ok()) {
+        LogError(absl::StrCat("policy scope ", scope, ": cannot re-read another replica's revision: ", s.message()));
+        continue;
+      }
+      // The replica that changed the scope re-projected the sandboxes it knew of; ones this replica admitted
+      // meanwhile may not have been among them (issue 25.2). Not here: this runs inside the store's feed
+      // delivery, and a re-projection commits.
+      QueueRemoteReprojection(scope);
+    }
+  }
+  if (changes.ceiling) {
+    if (absl::Status s = gate_.ceiling().Load(trust.get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
+      LogError(absl::StrCat("ceiling set by another replica: ", s.message()));
+    }
+  }
+}
+
+std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const { return gate_.trust(); }
+
+bool GatewayCore::permits_mutation() const {
+  auto caps = driver_->GetCapabilities();
+  return caps.ok() && caps->permits_mutation() && driver_->authoring() != nullptr;
+}
+
+std::string GatewayCore::SurfaceFor() const {
+  auto caps = driver_->GetCapabilities();
+  if (caps.ok()) {
+    for (const auto& surface : config_.accepted_surfaces) {
+      const auto& supported = caps->supported_surfaces();
+      if (std::find(supported.begin(), supported.end(), surface) != supported.end()) return surface;
+    }
+  }
+  return config_.accepted_surfaces.front();
+}
+
+absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
+  const absl::Time start = absl::Now();
+  if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
+  // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
+  if (absl::Status recorded = gate_.ceiling().CheckAgainstAudit(); !recorded.ok()) return recorded;
+  auto records = store_->LoadSandboxes();
+  if (!records.ok()) return records.status();
+  const absl::Time read = absl::Now();
+  const size_t loaded = records->size();
+  registry_->Reset(*std::move(records));  // unverified until re-verified: lazily on use, and in the background
+  LogInfo(absl::StrCat("loaded ", loaded, " admitted sandbox(es) in ", absl::FormatDuration(absl::Now() - start),
+                       " (store ", absl::FormatDuration(read - start), ")"));
+  return loaded;
+}
+
+absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                                   const store::EnvelopePtr& envelope, Verification verification,
+                                   int64_t updated_at_unix, const trust::TrustStore* trust) {
+  absl::Status status = gate_.CheckStored(sandbox_id, context, *envelope, verification, updated_at_unix, trust);
+  if (!status.ok()) {
+    LogError(absl::StrCat("sandbox ", sandbox_id, ": stored envelope fails re-verification (", status.message(),
+                          "); not served"));
+    registry_->Quarantine(sandbox_id);
+    return status;
+  }
+  registry_->MarkVerified(sandbox_id, envelope);
+  return absl::OkStatus();
+}
+
+size_t GatewayCore::VerifyLoaded(size_t batch) {
+  size_t verified = 0, failed = 0;
+  std::string after;
+  const auto trust = trust_store();
+  // Envelopes without context binding are shared by many sandboxes: verify each (as of one admission
+  // time) once per pass.
+  absl::flat_hash_map<std::pair<const store::Envelope*, int64_t>, bool> shared_verdicts;
+  while (!stop_verifying_) {
+    const auto ids = registry_->Unverified(after, batch);
+    if (ids.empty()) break;
+    after = ids.back();
+    for (const auto& id : ids) {
+      auto snapshot = registry_->Get(id);
+      if (!snapshot || snapshot->verified) continue;
+      const auto& r = snapshot->record;
+      const bool shareable = !r.envelope->context_bound();
+      const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
+      if (auto known = shared_verdicts.find(key); shareable && known != shared_verdicts.end() && known->second) {
+        registry_->MarkVerified(id, r.envelope);  // the very same envelope, as of the same time, passed
+        ++verified;
+        continue;
+      }
+      const bool ok = Reverify(id, r.context, r.envelope, r.verification, r.updated_at_unix, trust.get()).ok();
+      if (shareable) shared_verdicts[key] = ok;
+      ++(ok ? verified : failed);
+    }
+  }
+  // Loading and this pass made and dropped a copy of every row and envelope (in several threads' malloc
+  // arenas): give the memory back, or a large fleet keeps tens of MB it will never use again.
+  ::malloc_trim(0);
+  if (verified + failed > 0) {
+    LogInfo(absl::StrCat("re-verified ", verified, " admitted sandbox(es) since start",
+                         failed > 0 ? absl::StrCat("; ", failed, " failed and are not served") : ""));
+  }
+  return verified;
+}
+
+absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& context,
+                                          const DriverHandles::Acquired& acquired,
+                                          const driver_v1::Projection* projection, const std::string& reason_code,
+                                          const std::string& detail) {
+  // `detail` may quote the driver (a no_verified_policy reason): bounded and escaped like all such text.
+  const std::string message = absl::StrCat(reason_code, ": ", BoundedText(detail, kMaxDriverTextBytes));
+  audit_.Record(AuditRecorder::For(audit::Type::kRefusal, context.sandbox_id(), projection), audit::Outcome::kRefused,
+                message);
+  handles_.Release(acquired);
+  LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", message),
+          {{"event", "refusal"}, {"sandbox_id", context.sandbox_id()}, {"reason", reason_code}, {"detail", message}});
+  return common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, BoundedText(detail, kMaxDriverTextBytes));
+}
+
+void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
+  audit_.Record(AuditRecorder::For(audit::Type::kAuthenticationFailures, ""), audit::Outcome::kRefused, summary);
+}
+
+absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
+  if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return bounded;
+  if (registry_->Contains(context.sandbox_id())) {
+    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
+  }
+  const AdmissionSlots::Slot slot = slots_.Take(context.sandbox_id());
+  if (!slot.taken()) {
+    return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
+  }
+  // Again with the slot held: a racing admission may have finished between the check above and Take.
+  if (registry_->Contains(context.sandbox_id())) {
+    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
+  }
+  // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
+  if (!driver_->available() && !driver_->TryReconnect()) {
+    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable");
+  }
+
+  // What the driver would serve this context as of now: if a policy change (here, or committed by another
+  // replica) lands between this fetch and the commit, the re-projection it triggers may not see this
+  // sandbox yet — so the admission re-checks after its commit and moves itself (issue 25.2).
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  const std::string key_before = authoring != nullptr ? authoring->ProjectionKey(context) : "";
+  auto handle = handles_.Acquire(context);
+  if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
+  const DriverHandles::Acquired& acquired = *handle;
+  auto response = driver_->GetProjection(acquired.handle, SurfaceFor());
+  if (!response.ok()) {
+    handles_.Release(acquired);
+    return DriverError(response.status(), "GetProjection");
+  }
+  if (response->has_no_verified_policy()) {
+    return RefuseAdmission(context, acquired, nullptr, trust::reason::kNoVerifiedPolicy,
+                           response->no_verified_policy().reason());
+  }
+  driver_v1::Projection projection = std::move(*response->mutable_projection());
+  projection.DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
+
+  const int64_t now = clock_->NowUnix();
+  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, context, now);
+  const trust::CheckResult& result = verdict.result;
+  if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
+  int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
+
+  const std::string sandbox_handle = MintSandboxHandle();
+  const Verification verification = verdict.verification;
+  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  const driver_v1::Projection admitted = envelope->Header();
+  store::SandboxRecord record;
+  record.context = context;
+  record.handle_sha256 = policy::Sha256(sandbox_handle);
+  record.driver_handle = acquired.handle;
+  record.acquisition_id = acquired.intent;
+  record.envelope = envelope;
+  record.verification = verification;
+  record.signing_key_ids = result.verified_key_ids;
+  record.admitted_at_unix = record.updated_at_unix = now;
+
+  auto event = AuditRecorder::For(audit::Type::kAdmission, context.sandbox_id(), &admitted);
+  event.key_ids = result.verified_key_ids;
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("verification=", NameOf(verification));
+  if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  // The store refuses the commit (ceiling_changed) if a ceiling other than the one checked was stored
+  // meanwhile — here or on another replica: check again against the new one, and commit or refuse
+  // (issue 25.10).
+  for (int attempt = 0;; ++attempt) {
+    store::ChangeBatch batch;
+    batch.changes.push_back(store::change::AdmitSandbox{record});
+    batch.events.push_back(event);
+    batch.checked_ceiling = ceiling_stamp;
+    auto committed = store_->Commit(std::move(batch));
+    if (committed.ok()) break;
+    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) {
+      handles_.Release(acquired);
+      return committed.status();
+    }
+    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) {
+      handles_.Release(acquired);
+      return reloaded;
+    }
+    if (const auto inside = gate_.CheckCeiling(*result.policy, admitted.policy_digest(), &ceiling_stamp); !inside.ok()) {
+      return RefuseAdmission(context, acquired, &admitted, inside.reason, inside.detail);
+    }
+  }
+
+  gateway_v1::AdmitSandboxResponse out;
+  out.set_sandbox_id(context.sandbox_id());
+  out.set_sandbox_handle(sandbox_handle);
+  out.set_surface_id(admitted.surface_id());
+  out.set_policy_digest(admitted.policy_digest());
+  out.set_policy_version(admitted.policy_version());
+  for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
+  out.set_verification(std::string(NameOf(verification)));
+  LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", admitted.policy_digest(), " version ",
+                       admitted.policy_version(), " verification ", NameOf(verification)),
+          {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
+           {"version", absl::StrCat(admitted.policy_version())}, {"verification", std::string(NameOf(verification))}});
+  if (authoring != nullptr && authoring->ProjectionKey(context) != key_before) {
+    // The policy changed while this admission was in flight: move it now, as the change's re-projection
+    // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
+    if (auto moved = Refresh(context.sandbox_id()); moved.ok() && moved->changed()) {
+      out.set_policy_digest(moved->policy_digest());
+      out.set_policy_version(moved->policy_version());
+      LogInfo(absl::StrCat("sandbox ", context.sandbox_id(), ": its policy changed during admission; now at digest ",
+                           moved->policy_digest()));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {
+  if (sandbox_id.empty()) return absl::InvalidArgumentError("sandbox_id: required");
+  // Not while the id is being admitted: the answer "nothing deleted" would be followed by the admission.
+  std::optional<AdmissionSlots::Slot> slot(slots_.Take(sandbox_id));
+  if (!slot->taken()) {
+    return absl::AbortedError(absl::StrCat("admission_in_progress: sandbox '", sandbox_id,
+                                           "' is being admitted (or its handle released); retry the delete"));
+  }
+  auto event = AuditRecorder::For(audit::Type::kDeletion, sandbox_id, nullptr);
+  event.outcome = audit::Outcome::kOk;
+  auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
+  if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
+  gateway_v1::DeleteSandboxResponse out;
+  out.set_deleted(*deleted);
+  slot.reset();  // the queued releases may include this id's
+  if (*deleted) {
+    reports_.Forget(sandbox_id);
+    LogInfo(absl::StrCat("deleted sandbox ", sandbox_id), {{"event", "deletion"}, {"sandbox_id", sandbox_id}});
+    DeliverPendingReleases();
+  }
+  return out;
+}
+
+void GatewayCore::DeliverPendingReleases() { handles_.DeliverQueued(); }
+
+absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::string& sandbox_id, bool include_policy) const {
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  gateway_v1::SandboxInfo info = InfoFrom(*snapshot);
+  if (include_policy && !info.mutable_policy()->ParseFromString(snapshot->record.envelope->body())) {
+    return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
+  }
+  return info;
+}
+
+absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(
+    const gateway_v1::ListSandboxesRequest& request) const {
+  const uint32_t size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  std::string after;
+  if (!request.page_token().empty() && !absl::WebSafeBase64Unescape(request.page_token(), &after)) {
+    return absl::InvalidArgumentError("page_token: not a token from a previous ListSandboxes");
+  }
+  auto page = registry_->List(after, size + 1);
+  gateway_v1::ListSandboxesResponse out;
+  for (size_t i = 0; i < page.size() && i < size; ++i) *out.add_sandboxes() = InfoFrom(page[i]);
+  if (page.size() > size) {
+    out.set_next_page_token(absl::WebSafeBase64Escape(page[size - 1].record.context.sandbox_id()));
+  }
+  return out;
+}
+
+absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const std::string& sandbox_id) {
+  absl::MutexLock lock(&refresh_mu_);
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  const auto current = snapshot->record.envelope->Header();
+
+  auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
+                            const driver_v1::Projection* offered) -> absl::Status {
+    const std::string message = absl::StrCat(reason_code, ": ", detail);
+    // A failure repeated by the scheduler is said once: the same error again writes nothing.
+    const absl::Status refused = common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, detail);
+    if (snapshot->record.last_refresh_error == message) return refused;
+    auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, offered);
+    event.outcome = audit::Outcome::kKeptLastGood;
+    event.reason = message;
+    if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
+    LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message),
+               {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"outcome", "kept_last_good"},
+                {"reason", reason_code}, {"detail", message}});
+    return refused;
+  };
+
+  if (!driver_->available()) driver_->TryReconnect();  // back a moment ago: ask now, not at the next tick
+  auto response = driver_->GetProjection(snapshot->record.driver_handle, current.surface_id());
+  if (!response.ok()) {
+    // Visible like any refused refresh: kept the last good, logged, audited, in last_refresh_error.
+    const absl::Status error = DriverError(response.status(), "GetProjection");
+    const bool unreachable = DriverUnreachable(response.status());
+    const absl::Status recorded =
+        keep_last_good(unreachable ? "driver_unavailable" : "driver_error",
+                       unreachable ? std::string(absl::StripPrefix(error.message(), "driver_unavailable: "))
+                                   : std::string(error.message()),
+                       nullptr);
+    if (!absl::IsFailedPrecondition(recorded)) return recorded;  // the store failed
+    return error;
+  }
+  if (response->has_no_verified_policy()) {
+    return keep_last_good(trust::reason::kNoVerifiedPolicy, response->no_verified_policy().reason(), nullptr);
+  }
+  driver_v1::Projection projection = std::move(*response->mutable_projection());
+  projection.DiscardUnknownFields();
+
+  gateway_v1::RefreshSandboxResponse out;
+  // The same policy, version, binding and lifetime: nothing to admit (a fresh issued_at and signature
+  // alone do not make a new projection, so polling does not churn the store or the watchers).
+  if (projection.surface_id() == current.surface_id() && projection.policy_digest() == current.policy_digest() &&
+      projection.policy_version() == current.policy_version() &&
+      projection.context_digest() == current.context_digest() &&
+      projection.expires_at_unix() == current.expires_at_unix() && SameSigners(projection, current)) {
+    // Still the admitted projection: it must still be inside the ceiling in force (a narrower ceiling
+    // may have come since). Outside, it keeps being served — there is nothing better — and says why.
+    if (const auto inside = gate_.ceiling().CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
+      if (snapshot->record.last_refresh_error == inside.Message()) return inside.ToStatus();  // said already
+      return keep_last_good(inside.reason, inside.detail, &projection);
+    }
+    out.set_changed(false);
+    out.set_policy_digest(current.policy_digest());
+    out.set_policy_version(current.policy_version());
+    return out;
+  }
+  const int64_t now = clock_->NowUnix();
+  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, snapshot->record.context, now, current.policy_version());
+  const trust::CheckResult& result = verdict.result;
+  if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
+  int64_t ceiling_stamp = verdict.ceiling_stamp;
+  const Verification verification = verdict.verification;
+  auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, &projection);
+  event.key_ids = result.verified_key_ids;
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("admitted; previous digest ", current.policy_digest());
+  if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
+  out.set_changed(true);
+  out.set_policy_digest(projection.policy_digest());
+  out.set_policy_version(projection.policy_version());
+  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  // As in Admit: refused by the store if another ceiling was stored since the check (issue 25.10).
+  for (int attempt = 0;; ++attempt) {
+    store::ChangeBatch batch;
+    batch.changes.push_back(store::change::ReplaceProjection{
+        {sandbox_id}, envelope, verification, result.verified_key_ids, now, true});
+    batch.events.push_back(event);
+    batch.checked_ceiling = ceiling_stamp;
+    auto committed = store_->Commit(std::move(batch));
+    if (committed.ok()) break;
+    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return committed.status();
+    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return reloaded;
+    if (const auto inside = gate_.CheckCeiling(*result.policy, envelope->policy_digest(), &ceiling_stamp); !inside.ok()) {
+      const driver_v1::Projection offered = envelope->Header();
+      return keep_last_good(inside.reason, inside.detail, &offered);
+    }
+  }
+  LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", out.policy_digest(), " version ",
+                       out.policy_version()),
+          {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"digest", out.policy_digest()},
+           {"version", absl::StrCat(out.policy_version())}});
+  return out;
+}
+
+Reprojector::Outcome GatewayCore::Reproject(const std::string& scope) {
+  absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
+  return reprojector_.Run(scope, trust_store().get());
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
+    absl::StatusOr<gateway_v1::PolicyRevision> revision) {
+  if (!revision.ok()) {
+    const absl::string_view message = revision.status().message();
+    const std::string reason = common::ReasonOf(revision.status());
+    if (reason == trust::reason::kExceedsCeiling || reason == trust::reason::kContainmentUnknown) {
+      audit_.Record(AuditRecorder::For(audit::Type::kMutation, ""), audit::Outcome::kRefused, std::string(message));
+      LogWarning(absl::StrCat("policy mutation refused: ", message),
+                 {{"event", "mutation"}, {"outcome", "refused"},
+                  {"reason", reason}});
+    }
+    return revision;
+  }
+  const Reprojector::Outcome moved = Reproject(revision->scope());
+  revision->set_sandboxes_updated(moved.moved);
+  revision->set_sandboxes_kept_last_good(moved.kept);
+  LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),
+                       revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
+                       " sandbox(es) re-projected", moved.kept == 0 ? "" : absl::StrCat(", ", moved.kept, " kept the last good")),
+          {{"event", "mutation"}, {"scope", revision->scope()}, {"revision", absl::StrCat(revision->revision())},
+           {"digest", revision->policy_digest()}, {"sandboxes_updated", absl::StrCat(revision->sandboxes_updated())}});
+  return revision;
+}
+
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::SetPolicy(const gateway_v1::SetPolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->SetPolicy(request));
+}
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->UpdatePolicy(request));
+}
+absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::DeletePolicy(const gateway_v1::DeletePolicyRequest& request) {
+  return AfterMutation(driver_->authoring()->DeletePolicy(request));
+}
+
+absl::StatusOr<gateway_v1::GetPolicyResponse> GatewayCore::GetPolicy(const gateway_v1::GetPolicyRequest& request) {
+  if (driver_->authoring() == nullptr) return absl::FailedPreconditionError("the active driver keeps no policies here");
+  return driver_->authoring()->GetPolicy(request);
+}
+
+absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> GatewayCore::ListPolicyRevisions(
+    const gateway_v1::ListPolicyRevisionsRequest& request) {
+  if (driver_->authoring() == nullptr) return absl::FailedPreconditionError("the active driver keeps no policies here");
+  return driver_->authoring()->ListPolicyRevisions(request);
+}
+
+absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
+  gateway_v1::GetStatusResponse out;
+  out.set_gateway_version(OSH_VERSION);
+  out.set_driver_kind(driver_->kind());
+  if (auto caps = driver_->GetCapabilities(); caps.ok()) *out.mutable_capabilities() = *caps;
+  out.set_driver_state(driver_->available() ? "connected" : "unavailable");
+  if (!driver_->available()) {
+    absl::MutexLock lock(&driver_detail_mu_);
+    out.set_driver_state_detail(driver_detail_.empty() ? "no answer from the driver yet" : driver_detail_);
+  }
+  for (const auto& s : config_.accepted_surfaces) out.add_accepted_surfaces(s);
+  const auto trust = trust_store();
+  out.set_verification(trust ? "trust_store" : "none");
+  out.set_trust_store(config_.trust_store);
+  if (trust) {
+    out.set_trust_threshold(trust->threshold());
+    for (const auto& key : trust->keys()) {
+      auto* info = out.add_trust_keys();
+      info->set_key_id(key.key_id);
+      info->set_algorithm(key.public_key.algorithm());
+      info->set_fingerprint(key.public_key.fingerprint());
+      info->set_not_before_unix(key.not_before_unix.value_or(0));
+      info->set_not_after_unix(key.not_after_unix.value_or(0));
+      info->set_revoked(key.revoked);
+    }
+  }
+  const store::ReplicaStatus replica = store_->replica_status();
+  out.set_replica_id(replica.replica_id);
+  out.set_database_kind(replica.database_kind);
+  out.set_live_replicas(replica.live_replicas);
+  out.set_database_reachable(replica.database_reachable);
+  out.set_admitted_sandboxes(registry_->size());
+  out.set_watchers(registry_->watcher_count());
+  out.set_refresh_errors(registry_->refresh_error_count());
+  out.set_possibly_leaked_handles(handles_.possible_leaks());
+  out.set_revoked_sandboxes(gate_.revoked_sandboxes());
+  if (driver_->authoring() != nullptr) {
+    if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
+  }
+  if (auto pending = store_->CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
+  if (auto active = gate_.ceiling().current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
+  return out;
+}
+
+absl::StatusOr<gateway_v1::SetCeilingResponse> GatewayCore::SetCeiling(const gateway_v1::SetCeilingRequest& request) {
+  const auto trust = trust_store();
+  return gate_.ceiling().Set(request.ceiling(), trust.get(), clock_->NowUnix(), config_.clock_skew_s);
+}
+
+absl::StatusOr<gateway_v1::GetCeilingResponse> GatewayCore::GetCeiling() const {
+  auto active = gate_.ceiling().current();
+  if (active == nullptr) return absl::NotFoundError("no ceiling is in force");
+  gateway_v1::GetCeilingResponse out;
+  *out.mutable_ceiling() = active->ceiling;
+  *out.mutable_info() = CeilingGuard::InfoOf(*active);
+  return out;
+}
+
+absl::Status GatewayCore::ReloadCeiling() {
+  absl::Status loaded = gate_.ReloadCeiling();
+  if (!loaded.ok()) LogError(absl::StrCat("reloading the ceiling: ", loaded.message()));
+  return loaded;
+}
+
+absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request) {
+  if (request.status() != gateway_v1::LOADED && request.status() != gateway_v1::FAILED) {
+    return absl::InvalidArgumentError("status: must be LOADED or FAILED");
+  }
+  if (!policy::IsLowercaseHexDigest(request.policy_digest())) {
+    return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
+  }
+  if (!reports_.Allow(sandbox_id, clock_->NowUnixMillis())) {
+    return absl::ResourceExhaustedError(absl::StrCat("rate_limited: at most ", config_.limits.reports_per_second,
+                                                     " reports a second per sandbox (bursts of ", config_.limits.report_burst, ")"));
+  }
+  const int64_t now = clock_->NowUnix();
+  const std::string error = BoundedText(request.error(), config_.limits.max_report_error_bytes);
+  store::AuditEvent event;
+  event.type = audit::Type::kReport;
+  event.sandbox_id = sandbox_id;
+  event.policy_digest = request.policy_digest();
+  event.outcome = request.status() == gateway_v1::LOADED ? audit::Outcome::kLoaded : audit::Outcome::kFailed;
+  event.reason = error;
+  // Only a digest the sandbox was given: the admitted one, or (during a change) the one before it.
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  const std::string admitted = snapshot->record.envelope->policy_digest();
+  if (request.policy_digest() != admitted) {
+    const bool previous = snapshot->previous_body != nullptr &&
+                          policy::Sha256Hex(*snapshot->previous_body) == request.policy_digest();
+    if (!previous) {
+      const std::string why = absl::StrCat("policy_digest: the sandbox was never given ", request.policy_digest(),
+                                           " (its admitted digest is ", admitted, ")");
+      audit_.Record(std::move(event), audit::Outcome::kRefused, why);
+      return absl::InvalidArgumentError(why);
+    }
+    event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
+                                error.empty() ? "" : "; ", error);
+  }
+  if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
+                                         std::move(event));
+      !status.ok()) {
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<gateway_v1::ListAuditEventsResponse> GatewayCore::ListAuditEvents(
+    const gateway_v1::ListAuditEventsRequest& request) {
+  constexpr uint32_t kDefaultLimit = 100, kMaxLimit = 1000;
+  const uint32_t limit = request.limit() == 0 ? kDefaultLimit : std::min(request.limit(), kMaxLimit);
+  const store::Store::ChainHead head = store_->AuditChainHead();
+  gateway_v1::ListAuditEventsResponse out;
+  if (request.after_seq() < head.seq) {  // else nothing to list (and after_seq may not fit the store's int64)
+    auto events = store_->ListAuditEvents(request.after_seq(), limit);
+    if (!events.ok()) return events.status();
+    // Paged by bytes as well as by count: at least one event, then stop before passing kMaxPageBytes.
+    size_t bytes = 0;
+    for (const auto& event : *events) {
+      gateway_v1::AuditEvent wire = trust::ToProto(event);
+      bytes += wire.ByteSizeLong();
+      if (out.events_size() > 0 && bytes > kMaxAuditPageBytes) break;
+      *out.add_events() = std::move(wire);
+    }
+  }
+  out.set_head_seq(head.seq);
+  out.set_head_hash(head.hash);
+  return out;
+}
+
+absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustStore() {
+  if (config_.trust_store.empty()) {
+    return absl::FailedPreconditionError("no trust store is configured (trust_store is unset)");
+  }
+  auto loaded = trust::TrustStore::Load(config_.trust_store);
+  if (!loaded.ok()) {
+    const std::string message = absl::StrCat("trust_store_invalid: ", loaded.status().message(), "; the last good trust store stays in force");
+    audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kFailed, message);
+    LogError(absl::StrCat("trust store reload failed: ", message));
+    return absl::FailedPreconditionError(message);
+  }
+  auto fresh = std::make_shared<const trust::TrustStore>(*std::move(loaded));
+  gateway_v1::ReloadTrustStoreResponse out;
+  out.set_trust_store(config_.trust_store);
+  out.set_keys(static_cast<uint32_t>(fresh->keys().size()));
+  out.set_threshold(fresh->threshold());
+  gate_.SetTrust(std::move(fresh));
+  audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kOk,
+                absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
+  LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
+  out.set_sandboxes_refused(RecheckAdmitted(*trust_store()));
+  return out;
+}
+
+uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
+  // One signature check per distinct envelope, as of the time it was admitted (key windows then).
+  absl::flat_hash_map<const store::Envelope*, std::string> verdicts;  // "" = verifies
+  auto verdict = [&](const store::SandboxRecord& r) -> const std::string& {
+    auto [it, fresh] = verdicts.try_emplace(r.envelope.get());
+    if (fresh) {
+      const trust::CheckResult result = trust::CheckSignatures(r.envelope->Header(), trust, r.updated_at_unix,
+                                                               config_.clock_skew_s);
+      it->second = result.ok() ? "" : result.Message();
+    }
+    return it->second;
+  };
+  std::vector<std::string> failing;
+  std::string after;
+  for (;;) {
+    auto page = registry_->List(after, 4096);
+    if (page.empty()) break;
+    for (const auto& snapshot : page) {
+      if (snapshot.record.verification == Verification::kVerified && !verdict(snapshot.record).empty()) {
+        failing.push_back(snapshot.record.context.sandbox_id());
+      }
+    }
+    after = page.back().record.context.sandbox_id();
+  }
+  ProjectionGate::RevokedEnvelopes revoked;
+  for (const std::string& id : failing) {
+    const auto refreshed = Refresh(id);  // a projection signed by a key still trusted replaces it
+    auto snapshot = registry_->Get(id);
+    if (!snapshot) continue;
+    const std::string& still = verdict(snapshot->record);
+    if (still.empty()) {
+      LogInfo(absl::StrCat("sandbox ", id, ": re-signed projection admitted after the trust-store reload"));
+      continue;
+    }
+    const std::string message = absl::StrCat(
+        trust::reason::kKeyRevoked, ": the admitted projection no longer verifies under the reloaded trust store (",
+        still, "); a refresh did not replace it",
+        refreshed.ok() ? "" : absl::StrCat(" (", refreshed.status().message(), ")"), "; not served");
+    revoked.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope, message);
+    auto event = AuditRecorder::For(audit::Type::kRefresh, id);
+    event.outcome = audit::Outcome::kRefused;
+    event.reason = message;
+    if (auto status = store_->SetRefreshError(id, message, std::move(event)); !status.ok()) {
+      LogError(absl::StrCat("sandbox ", id, ": cannot record the revocation: ", status.ToString()));
+    }
+    LogError(absl::StrCat("sandbox ", id, ": ", message));
+  }
+  uint64_t refused = 0;
+  for (const std::string& id : failing) {
+    auto snapshot = registry_->Get(id);
+    if (snapshot && revoked.contains(snapshot->record.envelope.get())) ++refused;
+  }
+  gate_.SetRevoked(std::move(revoked), refused);
+  return refused;
+}
+
+void GatewayCore::OnDriverState(bool available, const std::string& detail) {
+  {
+    absl::MutexLock lock(&driver_detail_mu_);
+    driver_detail_ = available ? "" : BoundedText(detail, kMaxDriverTextBytes);
+  }
+  audit_.Record(AuditRecorder::For(available ? audit::Type::kDriverUp : audit::Type::kDriverDown, ""),
+                available ? audit::Outcome::kOk : audit::Outcome::kUnavailable, detail);
+  if (available) {
+    LogInfo(absl::StrCat("policy driver available: ", detail, "; admissions are served"));
+  } else {
+    LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE: ", detail,
+                          "; admissions fail closed (admitted sandboxes are still served); retrying"));
+  }
+}
+
+void GatewayCore::RecordMutationRefused(const std::string& method) {
+  audit_.Record(AuditRecorder::For(audit::Type::kMutationRefused, ""), audit::Outcome::kRefused,
+                absl::StrCat("mutation_not_permitted: ", method));
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,176 @@
+// The gateway's behaviour, independent of transport: admission, refresh, deletion, reports, policy
+// mutation with re-projection, status. The gRPC services are thin adapters over this class.
+//
+// Every refusal is a Status whose message begins with the SPEC reason code ("reason_code: detail").
+// A refused admission persists nothing but its audit event, and releases the driver handle (queued
+// durably when the driver cannot be reached). Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "drivers/policy_driver.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/report_limiter.h"
+#include "gateway/core/ceiling_guard.h"
+#include "gateway/core/config.h"
+#include "gateway/core/driver_handles.h"
+#include "gateway/core/projection_gate.h"
+#include "gateway/core/reprojection.h"
+#include "gateway/core/sandbox_registry.h"
+#include "store/clock.h"
+#include "store/store.h"
+#include "trust/trust_store.h"
+#include "trust/validated_body_cache.h"
+
+namespace osh::gateway {
+
+namespace gateway_v1 = openshell::policy::gateway::v1;
+namespace driver_v1 = openshell::policy::driver::v1;
+
+// Fixed limits (docs/policy-gateway.md, "Limits"); the settable ones are config.limits.
+inline constexpr size_t kMaxAuditPageBytes = 1 << 20;  // ListAuditEvents pages by bytes as well as count
+inline constexpr size_t kMaxDriverTextBytes = 1024;    // a driver's refusal reason or error, as quoted onward
+// How often a commit refused because the ceiling changed under it is checked again and retried.
+inline constexpr int kMaxCeilingRetries = 3;
+
+class GatewayCore final : private store::RemoteChangeListener {
+ public:
+  // `store`, `driver`, `registry` and `clock` must outlive the core. `trust_store` may be null (no
+  // verification). Every time-based decision reads `clock`.
+  GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+              std::shared_ptr<const trust::TrustStore> trust_store, const store::Clock* clock = store::Clock::System());
+  const store::Clock& clock() const { return *clock_; }
+
+  ~GatewayCore();
+
+  // Loads admitted sandboxes from the store into the registry, unverified: nothing is served before its
+  // stored envelope is re-verified (digest, signatures, windows as of admission, binding, body), so a
+  // rewritten database row is not served. Returns how many loaded.
+  absl::StatusOr<size_t> LoadAdmitted();
+  // Re-verifies every loaded sandbox not yet verified (the background pass after start-up), `batch` at
+  // a time; envelopes shared by many sandboxes are verified once. Returns how many it verified.
+  size_t VerifyLoaded(size_t batch = 1024);
+  // Makes a running VerifyLoaded return soon (shutdown).
+  void StopVerifying() { stop_verifying_ = true; }
+
+  absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
+  // Audits (authentication_failures, refused) a summary of sandbox calls refused for a bad handle.
+  void RecordAuthenticationFailures(const std::string& summary);
+  absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
+  // `include_policy`: also the enforced policy, parsed from the admitted body.
+  absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id, bool include_policy = false) const;
+  absl::StatusOr<gateway_v1::ListSandboxesResponse> ListSandboxes(const gateway_v1::ListSandboxesRequest& request) const;
+  absl::StatusOr<gateway_v1::RefreshSandboxResponse> Refresh(const std::string& sandbox_id);
+
+  absl::StatusOr<gateway_v1::PolicyRevision> SetPolicy(const gateway_v1::SetPolicyRequest& request);
+  absl::StatusOr<gateway_v1::PolicyRevision> UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request);
+  absl::StatusOr<gateway_v1::PolicyRevision> DeletePolicy(const gateway_v1::DeletePolicyRequest& request);
+  absl::StatusOr<gateway_v1::GetPolicyResponse> GetPolicy(const gateway_v1::GetPolicyRequest& request);
+  absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
+      const gateway_v1::ListPolicyRevisionsRequest& request);
+  absl::StatusOr<gateway_v1::GetStatusResponse> GetStatus() const;
+
+  // The signed ceiling (docs/decisions-and-ceilings.md): put one in force, or read the one in force.
+  absl::StatusOr<gateway_v1::SetCeilingResponse> SetCeiling(const gateway_v1::SetCeilingRequest& request);
+  absl::StatusOr<gateway_v1::GetCeilingResponse> GetCeiling() const;
+
+  // A sandbox's report about the projection it loaded (the sandbox is already authenticated).
+  absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request);
+
+  // Reloads the trust store from its file. On any error the last good store stays in force, and the
+  // failure is logged and audited (FAILED_PRECONDITION "trust_store_invalid: ...").
+  absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> ReloadTrustStore();
+
+  // The audit chain from after_seq on: at most `limit` events (0: 100, capped at 1000), and the head.
+  absl::StatusOr<gateway_v1::ListAuditEventsResponse> ListAuditEvents(const gateway_v1::ListAuditEventsRequest& request);
+
+  // Records that the mutation gate refused `method`.
+  void RecordMutationRefused(const std::string& method);
+
+  // Delivers queued driver-handle releases; each is removed only once the driver acknowledged it.
+  void DeliverPendingReleases();
+
+  bool permits_mutation() const;
+
+  // Records a change of the driver's reachability (audited as driver_up / driver_down, logged loudly).
+  void OnDriverState(bool available, const std::string& detail);
+
+  // The gate every admission, refresh and re-projection passes and the registry's serving rule asks
+  // (trust store, ceiling, revocations).
+  const ProjectionGate& gate() const { return gate_; }
+
+  const Config& config() const { return config_; }
+
+  // Whether this replica holds (took or renewed) the fleet-wide lease `name` for `duration_ms`; false
+  // also when the database cannot say. Always true with a single-process store.
+  bool HoldsFleetLease(const std::string& name, int64_t duration_ms);
+
+ private:
+  std::shared_ptr<const trust::TrustStore> trust_store() const;
+  // Another replica's committed changes (PostgreSQL feed): each changed sandbox is checked as a stored
+  // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
+  // a changed ceiling is loaded and re-verified.
+  void OnRemoteChanges(const store::RemoteChanges& changes) override;
+  // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
+  absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
+                        const store::EnvelopePtr& envelope, store::Verification verification, int64_t updated_at_unix,
+                        const trust::TrustStore* trust);
+  // The surface to ask the driver for: the first accepted surface the driver supports.
+  std::string SurfaceFor() const;
+  absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const DriverHandles::Acquired& acquired,
+                               const driver_v1::Projection* projection, const std::string& reason_code,
+                               const std::string& detail);
+  // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
+  // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
+  Reprojector::Outcome Reproject(const std::string& scope);
+  // Re-projects `scope` on this replica's own thread (started on first use), after another replica
+  // changed it: queued scopes are coalesced.
+  void QueueRemoteReprojection(const std::string& scope);
+  bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
+    return stopping_remote_scopes_ || !remote_scopes_.empty();
+  }
+  // After a commit refused with ceiling_changed: loads the ceiling the database holds now (the caller
+  // then checks its candidate again). An error (ceiling_missing: the database lost the one in force) is
+  // what the caller returns.
+  absl::Status ReloadCeiling();
+  // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
+  // its admission); those that no longer verify are refreshed from the driver at once, and those still
+  // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.
+  uint64_t RecheckAdmitted(const trust::TrustStore& trust);
+  absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
+
+  const Config config_;
+  store::Store* const store_;
+  drivers::PolicyDriver* const driver_;
+  SandboxRegistry* const registry_;
+  const store::Clock* const clock_;
+  AuditRecorder audit_;      // events that record no state change
+  mutable absl::Mutex driver_detail_mu_;
+  std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
+  ReportLimiter reports_;
+  AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
+  DriverHandles handles_;    // the crash-safe driver-handle protocol
+  ProjectionGate gate_;      // trust store, ceiling, body cache, revocations: every check of a projection
+  Reprojector reprojector_;  // a builtin scope's re-projection
+  absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
+  absl::Mutex remote_scopes_mu_;
+  std::set<std::string> remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_);  // changed by another replica, to re-project
+  bool stopping_remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_) = false;
+  std::thread remote_scopes_thread_;  // started by the first QueueRemoteReprojection
+  std::atomic<bool> stop_verifying_{false};
+};
+
+// The sandbox handle: 256 bits from the OpenSSL CSPRNG, base64url, with a recognisable prefix.
+std::string MintSandboxHandle();
+
+}  // namespace osh::gateway

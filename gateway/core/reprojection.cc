@@ -1,0 +1,215 @@
+#include "gateway/core/reprojection.h"
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <thread>
+#include <map>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "trust/audit_vocabulary.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "gateway/core/driver_handles.h"
+#include "gateway/core/log.h"
+#include "policy/scope.h"
+#include "trust/projection_check.h"
+
+namespace osh::gateway {
+
+namespace audit = trust::audit;
+
+using store::Verification;
+namespace driver_v1 = drivers::driver_v1;
+
+namespace {
+
+// Runs fn(0..n-1) on up to hardware_concurrency threads (this one included), logging progress every 5 s
+// for a large scope so an operator sees a long change advance.
+void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::string& scope) {
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), n / 64 + 1);
+  std::atomic<size_t> next{0}, done{0};
+  std::atomic<bool> finished{false};
+  std::thread progress;
+  if (n >= 1000) {
+    progress = std::thread([&] {
+      const absl::Time started = absl::Now();
+      absl::Time last = started;
+      while (!finished.load()) {
+        absl::SleepFor(absl::Milliseconds(100));
+        if (absl::Now() - last >= absl::Seconds(5)) {
+          last = absl::Now();
+          LogInfo(absl::StrCat("re-projection of scope ", scope, ": ", done.load(), " of ", n, " projection(s) signed and checked in ",
+                               absl::FormatDuration(absl::Trunc(last - started, absl::Seconds(1)))));
+        }
+      }
+    });
+  }
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      fn(i);
+      ++done;
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  finished = true;
+  if (progress.joinable()) progress.join();
+}
+
+}  // namespace
+
+Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
+                         SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock)
+    : config_(config), store_(store), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
+
+Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
+  for (int attempt = 0; attempt <= 3; ++attempt) {
+    if (auto outcome = Attempt(scope, trust)) return *outcome;
+    // Another ceiling was stored since the check: load it and re-project against it.
+    if (absl::Status loaded = gate_->ceiling().Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
+      LogError(absl::StrCat("re-projection of scope ", scope, ": ", loaded.message(), "; nothing moved"));
+      return {};
+    }
+  }
+  LogError(absl::StrCat("re-projection of scope ", scope, ": the ceiling kept changing; nothing moved"));
+  return {};
+}
+
+std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  const auto ceiling = gate_->ceiling().current();  // every group is checked against this one, and the commit says so
+  // The admitted sandboxes whose effective policy may come from `scope`.
+  const bool all = scope == policy::kDefaultScope;
+  auto members = registry_->Select([&](const std::string& context_bytes) {
+    if (all) return true;
+    driver_v1::RuntimeContext context;
+    if (!context.ParseFromString(context_bytes)) return false;
+    const auto scopes = policy::ScopesFor(context);
+    return std::find(scopes.begin(), scopes.end(), scope) != scopes.end();
+  });
+  // Sandboxes whose projection key is equal get byte-identical projections: fetch, check and store one
+  // per group (PolicyAuthoring::ProjectionKey), not one per sandbox.
+  struct Group {
+    std::vector<const SandboxRegistry::Member*> members;
+    driver_v1::RuntimeContext context;  // of the first member
+  };
+  absl::flat_hash_map<std::string, Group> groups;
+  size_t current = 0;  // already served what the driver serves now (another replica moved them, or nothing changed)
+  for (const auto& m : members) {
+    driver_v1::RuntimeContext context;
+    context.ParseFromString(m.context_bytes);
+    if (authoring != nullptr && authoring->IsCurrent(context, m.envelope->Header())) {
+      ++current;
+      continue;
+    }
+    std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
+    if (key.empty()) key = absl::StrCat("sandbox\n", m.sandbox_id);  // no promise: one group each
+    auto& group = groups[key];
+    if (group.members.empty()) group.context = std::move(context);
+    group.members.push_back(&m);
+  }
+
+  const Verification verification = ProjectionGate::VerificationWith(trust);
+  const int64_t now = clock_->NowUnix();
+  store::ChangeBatch batch;
+  std::map<std::string, size_t> moved_by_digest;
+  size_t unchanged = current, kept = 0;
+  auto keep_last_good = [&](const Group& group, const std::string& message) {
+    for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
+    kept += group.members.size();
+  };
+  // Fetch, sign (the driver) and check one projection per group — in parallel: with context binding a
+  // scope of 100k sandboxes is 100k groups, each a signature and a verify (issue 25.16). Then the batch is
+  // built in order, alone.
+  struct Verdict {
+    std::string refused;  // non-empty: the group keeps the last good, with this message
+    store::EnvelopePtr envelope;
+    std::vector<std::string> key_ids;
+  };
+  std::vector<Group*> order;
+  order.reserve(groups.size());
+  for (auto& [key, group] : groups) order.push_back(&group);
+  std::vector<Verdict> verdicts(order.size());
+  auto decide = [&](size_t i) {
+    const Group& group = *order[i];
+    Verdict& verdict = verdicts[i];
+    const auto* first = group.members.front();
+    auto response = driver_->GetProjection(first->driver_handle, first->envelope->Header().surface_id());
+    if (!response.ok()) {
+      verdict.refused = std::string(DriverError(response.status(), "GetProjection").message());
+      return;
+    }
+    if (response->has_no_verified_policy()) {
+      verdict.refused = absl::StrCat(trust::reason::kNoVerifiedPolicy, ": ", response->no_verified_policy().reason());
+      return;
+    }
+    driver_v1::Projection projection = std::move(*response->mutable_projection());
+    projection.DiscardUnknownFields();
+    // Once per group (rollback is judged per member below), against the ceiling of this attempt.
+    const ProjectionGate::Verdict checked = gate_->CheckNew(projection, group.context, now, std::nullopt, trust, &ceiling);
+    if (!checked.ok()) {
+      verdict.refused = checked.result.Message();
+      return;
+    }
+    const trust::CheckResult& result = checked.result;
+    verdict.envelope = store_->envelopes().Intern(std::move(projection));
+    verdict.key_ids = result.verified_key_ids;
+  };
+  ParallelFor(order.size(), decide, scope);
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Group& group = *order[i];
+    Verdict& verdict = verdicts[i];
+    if (!verdict.refused.empty()) {
+      keep_last_good(group, verdict.refused);
+      continue;
+    }
+    const store::EnvelopePtr& envelope = verdict.envelope;
+    const uint64_t version = envelope->policy_version();
+    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false};
+    for (const auto* m : group.members) {
+      if (m->envelope->SameAs(*envelope)) {
+        ++unchanged;
+      } else if (version < m->envelope->policy_version()) {
+        batch.changes.push_back(store::change::SetRefreshError{
+            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
+                                        " is older than the admitted ", m->envelope->policy_version())});
+        ++kept;
+      } else {
+        move.sandbox_ids.push_back(m->sandbox_id);
+      }
+    }
+    if (!move.sandbox_ids.empty()) {
+      moved_by_digest[envelope->policy_digest()] += move.sandbox_ids.size();
+      batch.changes.push_back(std::move(move));
+    }
+  }
+  if (batch.changes.empty()) return Outcome{};
+  // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
+  store::AuditEvent event;
+  event.type = audit::Type::kReprojection;
+  event.outcome = kept == 0 ? audit::Outcome::kOk : audit::Outcome::kPartial;
+  std::vector<std::string> parts;
+  for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
+  event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",
+                              "; ", unchanged, " unchanged; ", kept, " kept the last good");
+  if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
+  batch.events.push_back(std::move(event));
+  batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
+  auto committed = store_->Commit(std::move(batch));
+  if (store::IsCeilingChanged(committed.status())) return std::nullopt;
+  if (!committed.ok()) {
+    LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
+    return Outcome{};
+  }
+  Outcome outcome;
+  for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);
+  outcome.kept = static_cast<uint32_t>(kept);
+  if (kept > 0) LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good"));
+  return outcome;
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,51 @@
+// The re-projection of a builtin scope (design.md, "Re-projection of a scope"): every admitted sandbox
+// the scope may apply to is grouped by PolicyAuthoring::ProjectionKey; per group one GetProjection,
+// one §3.3 check (rollback per sandbox) and one envelope; all groups move in one store transaction with
+// one summary audit event (`reprojection`) — all or none. Sandboxes that cannot move keep the last good
+// projection with `last_refresh_error` set, its reason code first.
+//
+// Callers serialize it with refreshes (the core holds its refresh lock). Everything passed in must
+// outlive it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "drivers/policy_driver.h"
+#include "gateway/core/config.h"
+#include "gateway/core/projection_gate.h"
+#include "gateway/core/sandbox_registry.h"
+#include "store/clock.h"
+#include "store/store.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+
+class Reprojector {
+ public:
+  Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+              ProjectionGate* gate, const store::Clock* clock);
+
+  struct Outcome {
+    uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
+    uint32_t kept = 0;   // kept the last good projection (refused, rollback, driver error), reason recorded
+  };
+  // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). The commit
+  // carries the ceiling every new projection was checked against; if the store refuses it because another
+  // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated.
+  Outcome Run(const std::string& scope, const trust::TrustStore* trust);
+
+ private:
+  // One run against the ceiling in force now; nullopt when the store refused it for a changed ceiling.
+  std::optional<Outcome> Attempt(const std::string& scope, const trust::TrustStore* trust);
+
+  const Config& config_;
+  store::Store* const store_;
+  drivers::PolicyDriver* const driver_;
+  SandboxRegistry* const registry_;
+  ProjectionGate* const gate_;  // checks each new projection; one outside the ceiling keeps the last good
+  const store::Clock* const clock_;
+};
+
+}  // namespace osh::gateway

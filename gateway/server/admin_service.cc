@@ -1,0 +1,191 @@
+#include "gateway/server/admin_service.h"
+
+#include "store/audit_actor.h"
+
+#include <set>
+
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+#include <cstdlib>
+
+#include <grpcpp/support/byte_buffer.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gateway/core/log.h"
+#include "gateway/core/mutation_gate.h"
+#include "gateway/server/status_conversion.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kServicePrefix[] = "/openshell.policy.gateway.v1.PolicyGateway/";
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  for (const auto& slice : slices) out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return out;
+}
+
+// One unary call: gate, read the request, run the handler on the pool, write the response.
+class UnaryReactor final : public grpc::ServerGenericBidiReactor {
+ public:
+  // `metrics` may be null; `method` is the RPC's name ("AdmitSandbox") for it.
+  // `actor`: who calls (AdminService::CallerIdentity), recorded on the audit events the call causes.
+  // `max_queued` (0: no bound) and `deadline` (when the work must have started) bound the wait on `pool`.
+  UnaryReactor(const AdminService::Handler* handler, WorkerPool* pool, Metrics* metrics, std::string method,
+               std::string actor, size_t max_queued = 0, absl::Time deadline = absl::InfiniteFuture())
+      : handler_(handler), pool_(pool), metrics_(metrics), method_(std::move(method)), actor_(std::move(actor)),
+        started_(absl::Now()), max_queued_(max_queued), deadline_(deadline) {
+    StartRead(&request_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
+      return;
+    }
+    auto work = [this] {
+      if (absl::Now() > deadline_) {
+        Answer(absl::DeadlineExceededError(absl::StrCat(method_, ": not started before its deadline (the gateway is busy)")));
+        return;
+      }
+      std::string response;
+      absl::Status status;
+      {
+        store::AuditActorScope actor(actor_);
+        try {
+          status = (*handler_)(Flatten(request_), &response);
+        } catch (const std::exception& error) {  // e.g. bad_alloc: the call fails, the gateway goes on
+          status = absl::InternalError(absl::StrCat(method_, ": ", error.what()));
+        }
+      }
+      Answer(std::move(status), std::move(response));
+    };
+    if (max_queued_ == 0) {
+      pool_->Submit(std::move(work));
+    } else if (!pool_->TrySubmit(std::move(work), max_queued_)) {
+      Answer(absl::ResourceExhaustedError(
+          absl::StrCat("decisions_busy: ", max_queued_, " ", method_, " calls are already waiting; retry later")));
+    }
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Answer(absl::Status status, std::string response = "") {
+    {
+      if (metrics_ != nullptr) metrics_->ObserveAdminCall(method_, status, absl::Now() - started_);
+      if (!status.ok()) {
+        Finish(ToGrpc(status));
+        return;
+      }
+      grpc::Slice slice(response);
+      response_ = grpc::ByteBuffer(&slice, 1);
+      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    }
+  }
+
+  const AdminService::Handler* handler_;
+  WorkerPool* pool_;
+  Metrics* metrics_;
+  const std::string method_;
+  const std::string actor_;
+  const absl::Time started_;
+  const size_t max_queued_;
+  const absl::Time deadline_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+};
+
+// A call that is answered without reading its request.
+class RefusedReactor final : public grpc::ServerGenericBidiReactor {
+ public:
+  explicit RefusedReactor(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+template <class Request, class Response>
+void AdminService::Add(const std::string& method, std::function<absl::StatusOr<Response>(const Request&)> fn) {
+  handlers_[absl::StrCat(kServicePrefix, method)] = [fn = std::move(fn)](const std::string& bytes, std::string* out) {
+    Request request;
+    if (!request.ParseFromString(bytes)) return absl::InvalidArgumentError("the request does not decode");
+    auto response = fn(request);
+    if (!response.ok()) return response.status();
+    *out = response->SerializeAsString();
+    return absl::OkStatus();
+  };
+}
+
+AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions)
+    : core_(core), pool_(pool), driver_pool_(driver_pool) {
+  namespace v1 = gateway_v1;
+  Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
+  Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
+  Add<v1::GetSandboxRequest, v1::SandboxInfo>("GetSandbox", [core](const auto& r) {
+    return core->GetSandbox(r.sandbox_id(), r.include_policy());
+  });
+  Add<v1::ListSandboxesRequest, v1::ListSandboxesResponse>("ListSandboxes", [core](const auto& r) { return core->ListSandboxes(r); });
+  Add<v1::RefreshSandboxRequest, v1::RefreshSandboxResponse>("RefreshSandbox", [core](const auto& r) { return core->Refresh(r.sandbox_id()); });
+  Add<v1::SetPolicyRequest, v1::PolicyRevision>("SetPolicy", [core](const auto& r) { return core->SetPolicy(r); });
+  Add<v1::UpdatePolicyRequest, v1::PolicyRevision>("UpdatePolicy", [core](const auto& r) { return core->UpdatePolicy(r); });
+  Add<v1::DeletePolicyRequest, v1::PolicyRevision>("DeletePolicy", [core](const auto& r) { return core->DeletePolicy(r); });
+  Add<v1::GetPolicyRequest, v1::GetPolicyResponse>("GetPolicy", [core](const auto& r) { return core->GetPolicy(r); });
+  Add<v1::ListPolicyRevisionsRequest, v1::ListPolicyRevisionsResponse>("ListPolicyRevisions", [core](const auto& r) { return core->ListPolicyRevisions(r); });
+  Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [core](const auto&) { return core->GetStatus(); });
+  Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
+  Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
+  Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
+  Add<v1::SetCeilingRequest, v1::SetCeilingResponse>("SetCeiling", [core](const auto& r) { return core->SetCeiling(r); });
+  Add<v1::GetCeilingRequest, v1::GetCeilingResponse>("GetCeiling", [core](const auto&) { return core->GetCeiling(); });
+
+  const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
+  for (int i = 0; i < service->method_count(); ++i) {
+    const std::string path = absl::StrCat(kServicePrefix, service->method(i)->name());
+    if (!handlers_.contains(path)) {
+      LogError(absl::StrCat("internal error: no handler for ", path));
+      std::abort();
+    }
+  }
+}
+
+absl::Status AdminService::Dispatch(const std::string& method, const std::string& request, std::string* response) const {
+  if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
+    core_->RecordMutationRefused(method);
+    return gate;
+  }
+  auto handler = handlers_.find(method);
+  if (handler == handlers_.end()) return absl::UnimplementedError(absl::StrCat("unknown method ", method));
+  return handler->second(request, response);
+}
+
+grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbackServerContext* context) {
+  const std::string& method = context->method();
+  // The gate first: deny by default, whatever the method is.
+  if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
+    pool_->Submit([core = core_, method, actor = caller_identity_ ? caller_identity_(*context) : ""] {
+      store::AuditActorScope scope(actor);
+      core->RecordMutationRefused(method);
+    });
+    return new RefusedReactor(ToGrpc(gate));
+  }
+  auto handler = handlers_.find(method);
+  if (handler == handlers_.end()) {
+    return new RefusedReactor(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("unknown method ", method)));
+  }
+  // The calls that wait on the driver get their own threads (see the header).
+  static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "AdmitSandbox"),
+                                                     absl::StrCat(kServicePrefix, "RefreshSandbox"),
+                                                     absl::StrCat(kServicePrefix, "ReloadTrustStore")};
+  const std::string name = method.substr(std::string_view(kServicePrefix).size());
+  const std::string actor = caller_identity_ ? caller_identity_(*context) : "";
+  if (decisions_pool_ != nullptr && name == "EvaluateEgress") {
+    const absl::Time deadline = std::min(absl::Now() + decisions_deadline_, absl::FromChrono(context->deadline()));
+    return new UnaryReactor(&handler->second, decisions_pool_, metrics_, name, actor, decisions_max_queued_, deadline);
+  }
+  return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_, name, actor);
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,73 @@
+// The PolicyGateway service on the admin socket, served through gRPC's generic callback API so that
+// the mutation gate runs on the method name before any handler is chosen: a method that is not
+// classified NON_MUTATING (including one added to the proto later) never reaches a handler while the
+// driver forbids mutation. Handlers run on the worker pool, never on gRPC's callback threads.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include <grpcpp/generic/async_generic_service.h>
+
+#include "gateway/core/egress_decisions.h"
+#include "gateway/core/gateway_core.h"
+#include "gateway/server/metrics.h"
+#include "gateway/core/worker_pool.h"
+
+namespace osh::gateway {
+
+class AdminService final : public grpc::CallbackGenericService {
+ public:
+  // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
+  // handler here (a programming error caught by every test run).
+  // `decisions` answers EvaluateEgress. Calls that wait on the policy driver (AdmitSandbox,
+  // RefreshSandbox, ReloadTrustStore) run on `driver_pool`, everything else on `pool`, so deletes (the
+  // revocation path), reads and status never queue behind a stalled driver. All must outlive the service.
+  AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions);
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
+
+  // Counts every call served from the socket (method, code, latency) in `metrics` (not owned; must
+  // outlive the service). Call before serving.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
+
+  // EvaluateEgress on a pool of its own (not owned; must outlive the service): at most `max_queued`
+  // decisions wait for it (more: RESOURCE_EXHAUSTED, decisions_busy), and a decision that has not started
+  // within `deadline` of its arrival (or by the call's own deadline) is DEADLINE_EXCEEDED, so decisions
+  // never hold up admin calls. Unset: decisions run on `pool`. Call before serving.
+  void SetDecisionsPool(WorkerPool* pool, size_t max_queued, absl::Duration deadline) {
+    decisions_pool_ = pool;
+    decisions_max_queued_ = max_queued;
+    decisions_deadline_ = deadline;
+  }
+
+  // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
+  // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
+  using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
+  void SetCallerIdentity(CallerIdentity identity) { caller_identity_ = std::move(identity); }
+
+  // The serialized request -> serialized response, or an error.
+  using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
+
+  // One call as the admin socket serves it, synchronously on the calling thread: the mutation gate on
+  // `method` ("/openshell.policy.gateway.v1.PolicyGateway/AdmitSandbox"), then the request's decoding
+  // and its handler. For the in-process request fuzzer; the socket path shares everything but the thread.
+  absl::Status Dispatch(const std::string& method, const std::string& request, std::string* response) const;
+
+ private:
+  template <class Request, class Response>
+  void Add(const std::string& method, std::function<absl::StatusOr<Response>(const Request&)> fn);
+
+  GatewayCore* core_;
+  WorkerPool* pool_;
+  WorkerPool* driver_pool_;
+  WorkerPool* decisions_pool_ = nullptr;
+  size_t decisions_max_queued_ = 0;
+  absl::Duration decisions_deadline_ = absl::InfiniteDuration();
+  Metrics* metrics_ = nullptr;
+  CallerIdentity caller_identity_;
+  std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
+};
+
+}  // namespace osh::gateway

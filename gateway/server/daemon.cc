@@ -1,0 +1,668 @@
+#include "gateway/server/daemon.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "builtin_driver/builtin_driver.h"
+#include "drivers/unix_server.h"
+#include "gateway/core/log.h"
+#include "gateway/server/status_conversion.h"
+#include "gateway/server/service_manager.h"
+#include "policy/policy_file.h"
+#include "store/open_store.h"
+#include "store/sqlite_store.h"
+#include "trust/audit_vocabulary.h"
+#include "trust/secure_path.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
+
+}  // namespace
+
+ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits) {
+  constexpr size_t kReserved = 512;  // the database, the driver, the trust store, logs
+  const size_t room = descriptors > kReserved ? descriptors - kReserved : 0;
+  ConnectionCaps caps;
+  std::vector<std::string> lowered;
+  const size_t admin_most = std::max<size_t>(16, room / 2);
+  caps.admin = limits.max_admin_connections != 0 ? limits.max_admin_connections : std::clamp<size_t>(descriptors / 8, 16, 256);
+  if (caps.admin > admin_most) {
+    lowered.push_back(absl::StrCat("max_admin_connections ", caps.admin, " lowered to ", admin_most));
+    caps.admin = admin_most;
+  }
+  const size_t sandbox_most = room > caps.admin ? room - caps.admin : 64;
+  caps.sandbox = limits.max_sandbox_connections != 0 ? limits.max_sandbox_connections : sandbox_most;
+  if (caps.sandbox > sandbox_most) {
+    lowered.push_back(absl::StrCat("max_sandbox_connections ", caps.sandbox, " lowered to ", sandbox_most));
+    caps.sandbox = sandbox_most;
+  }
+  if (!lowered.empty()) {
+    caps.lowered = absl::StrCat(absl::StrJoin(lowered, ", "), ": the descriptor limit is ", descriptors,
+                                " and ", kReserved, " stay for files and the driver (raise LimitNOFILE)");
+  }
+  return caps;
+}
+
+Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, std::function<void()> on_serving) {
+  std::unique_ptr<Daemon> daemon(new Daemon(config, clock));
+  daemon->on_serving_ = std::move(on_serving);
+  for (int (Daemon::*step)() : {&Daemon::Build, &Daemon::PrepareTls, &Daemon::StartDriver, &Daemon::Serve}) {
+    if (const int exit_code = (daemon.get()->*step)(); exit_code != 0) return {nullptr, exit_code};
+  }
+  return {std::move(daemon), 0};
+}
+
+int Daemon::Build() {
+  if (auto status = drivers::EnsurePrivateDir(config_.state_dir); !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  const std::string db_path = config_.SqlitePath();  // "" for PostgreSQL
+  if (auto status = db_path.empty()
+                        ? absl::OkStatus()
+                        : drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string());
+      !status.ok()) {
+    LogError(std::string(status.message()));
+    return kExitStartup;
+  }
+  // Whoever can write the database's folder can replace the database (and with it, bring back deleted
+  // sandboxes): only root and this user may.
+  if (!db_path.empty()) {
+    const std::string folder = std::filesystem::absolute(db_path).parent_path().string();
+    if (auto safe = trust::CheckNoOneElseCanWrite(folder, "database folder"); !safe.ok()) {
+      LogError(std::string(safe.message()));
+      return kExitStartup;
+    }
+  }
+  // Before anything touches the database: a second gateway on it would corrupt the first's chain and
+  // release its in-flight handles.
+  if (!db_path.empty()) {
+    auto lock = StateLock::Acquire(db_path);
+    if (!lock.ok()) {
+      LogError(absl::StrCat("database ", db_path, ": ", lock.status().message()));
+      return kExitStartup;
+    }
+    state_lock_ = *std::move(lock);
+  }
+  auto store = store::OpenStore(config_.database, clock_);
+  if (!store.ok()) {
+    LogError(absl::StrCat("database ", store::DisplayName(config_.database), ": ", store.status().message()));
+    return kExitStartup;
+  }
+  store_ = *std::move(store);
+  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {  // before anything writes
+    sqlite->SetCommitObserver([this](absl::Duration took) { metrics_.ObserveStoreCommit(took); });
+  }
+  store_->SetNoticeListener([](const std::string& notice) { LogWarning(notice); });
+  {
+    // Rollback detection: SQLite records the head beside the database file; a PostgreSQL replica in its own
+    // state_dir (each replica keeps the head it last saw: a database restored from a dump, or another
+    // database given under the same state_dir, is refused alike).
+    const std::string anchored_at =
+        db_path.empty() ? (std::filesystem::path(config_.state_dir) / "postgresql").string() : db_path;
+    const std::string database = db_path.empty() ? store::DisplayName(config_.database) : db_path;
+    anchor_ = std::make_unique<HeadAnchor>(store_.get(), anchored_at);
+    if (absl::Status anchored = anchor_->Check(); !anchored.ok()) {
+      if (!config_.accept_state_rollback) {
+        LogError(absl::StrCat("database ", database, ": ", anchored.message()));
+        return kExitStartup;
+      }
+      LogWarning(absl::StrCat("database ", database, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
+      store::AuditEvent event;
+      event.type = trust::audit::Type::kStateRollbackAccepted;
+      event.outcome = trust::audit::Outcome::kOk;
+      event.reason = std::string(anchored.message());
+      if (absl::Status audited = store_->AppendAudit(std::move(event)); !audited.ok()) {
+        LogError(absl::StrCat("cannot audit the accepted rollback: ", audited.message()));
+        return kExitStartup;
+      }
+    }
+    anchor_->Record();  // only reached when the state checked out or was accepted
+  }
+  if (!config_.trust_store.empty()) {
+    auto loaded = trust::TrustStore::Load(config_.trust_store);
+    if (!loaded.ok()) {
+      LogError(std::string(loaded.status().message()));
+      return kExitStartup;
+    }
+    trust_store_ = std::make_shared<const trust::TrustStore>(*std::move(loaded));
+    LogInfo(absl::StrCat("trust store ", config_.trust_store, ": ", trust_store_->keys().size(), " key(s), threshold ",
+                         trust_store_->threshold()));
+  } else {
+    LogWarning("no trust store configured: projections are admitted with verification = none");
+  }
+  return 0;
+}
+
+int Daemon::PrepareTls() {
+  if (config_.tls_cert.empty()) return 0;
+  if (!config_.tls_client_ca.empty() && !config_.sandbox_client_ca.empty()) {
+    // Config validation compares the paths; the same bundle under two names is refused here.
+    auto admin_ca = policy::ReadFileToString(config_.tls_client_ca);
+    auto sandbox_ca = policy::ReadFileToString(config_.sandbox_client_ca);
+    if (admin_ca.ok() && sandbox_ca.ok() && *admin_ca == *sandbox_ca) {
+      LogError(absl::StrCat("sandbox_client_ca ", config_.sandbox_client_ca, " holds the same CA bundle as tls_client_ca ",
+                            config_.tls_client_ca,
+                            ": any supervisor's certificate would be an operator's on admin_listen; give supervisors "
+                            "a CA of their own"));
+      return kExitConfig;
+    }
+  }
+  struct Side {
+    const std::string& listen;
+    const std::string& client_ca;
+    const char* ca_key;
+    const char* name;
+    std::unique_ptr<TlsListenerCredentials>* out;
+  };
+  for (const Side& side : {Side{config_.admin_listen, config_.tls_client_ca, "tls_client_ca", "admin", &admin_tls_},
+                           Side{config_.sandbox_listen, config_.sandbox_client_ca, "sandbox_client_ca", "sandbox",
+                                &sandbox_tls_}}) {
+    if (side.listen.empty()) continue;
+    auto credentials = TlsListenerCredentials::Create({config_.tls_cert, config_.tls_key, side.client_ca},
+                                                      absl::StrCat(config_.state_dir, "/tls/", side.name));
+    if (!credentials.ok()) {
+      LogError(absl::StrCat("TLS (", side.name, " listener): ", credentials.status().message()));
+      return kExitConfig;
+    }
+    *side.out = *std::move(credentials);
+    const TlsSummary& summary = (*side.out)->initial_summary();
+    LogInfo(absl::StrCat("TLS (", side.name, " listener): certificate ", summary.subject, ", valid until ",
+                         absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(summary.not_after_unix), absl::UTCTimeZone()),
+                         summary.client_certificates_required ? absl::StrCat("; client certificates required (", side.ca_key, ")")
+                                                              : std::string("; no client certificate asked for")));
+    if (summary.not_after_unix != 0 && summary.not_after_unix < clock_->NowUnix()) {
+      LogWarning(absl::StrCat("TLS: the certificate in ", config_.tls_cert, " has expired: clients will refuse it"));
+    }
+  }
+  return 0;
+}
+
+int Daemon::StartDriver() {
+  if (!config_.driver_socket.empty()) {
+    if (!config_.builtin_signing_key.empty()) {
+      LogError("builtin_signing_key is for the builtin driver; it cannot be used with driver_socket");
+      return kExitConfig;
+    }
+    drivers::RemoteDriverOptions options;
+    options.socket_path = config_.driver_socket;
+    options.connect_timeout_ms = config_.driver_connect_timeout_ms;
+    options.call_timeout_ms = config_.driver_call_timeout_ms;
+    if (!config_.driver_socket_owner.empty()) {
+      auto uid = drivers::ResolveUser(config_.driver_socket_owner);
+      if (!uid.ok()) {
+        LogError(absl::StrCat("driver_socket_owner: ", uid.status().message()));
+        return kExitConfig;
+      }
+      options.socket_owner = *uid;
+    }
+    options.accepted_surfaces = config_.accepted_surfaces;
+    options.gateway_version = OSH_VERSION;
+    LogInfo(absl::StrCat("connecting to the policy driver on ", config_.driver_socket, " (up to ",
+                         config_.driver_connect_timeout_ms, " ms)"));
+    auto started = drivers::RemoteDriver::Start(options);
+    if (!started.ok()) {
+      LogError(absl::StrCat("policy driver: ", started.status().message()));
+      return kExitStartup;
+    }
+    remote_ = started->get();
+    if (auto caps = remote_->GetCapabilities(); caps.ok()) {
+      LogInfo(absl::StrCat("policy driver '", caps->driver_name(), "' ", caps->driver_version(), ": permits_mutation=",
+                           caps->permits_mutation() ? "true" : "false", ", signs_projections=",
+                           caps->signs_projections() ? "true" : "false"));
+      if (trust_store_ == nullptr && !caps->signs_projections()) {
+        LogWarning("the driver does not sign and no trust store is configured: nothing proves where policies come from");
+      }
+    } else {
+      startup_driver_error_ = std::string(caps.status().message());
+      LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE at start-up (", config_.driver_socket, ": ",
+                            startup_driver_error_, "): starting degraded; admissions fail closed until it answers"));
+    }
+    driver_ = *std::move(started);
+    return 0;
+  }
+  std::optional<builtin_driver::SigningKey> signing_key;
+  if (!config_.builtin_signing_key.empty()) {
+    auto pem = policy::ReadFileToString(config_.builtin_signing_key);
+    if (!pem.ok()) {
+      LogError(absl::StrCat("builtin_signing_key: ", pem.status().message()));
+      return kExitStartup;
+    }
+    auto key = trust::PrivateKey::FromPem(*pem);
+    if (!key.ok()) {
+      LogError(absl::StrCat("builtin_signing_key ", config_.builtin_signing_key, ": ", key.status().message()));
+      return kExitStartup;
+    }
+    signing_key = builtin_driver::SigningKey{*std::move(key), config_.builtin_signing_key_id};
+  }
+  auto builtin = builtin_driver::BuiltinDriver::Create(store_.get(), std::move(signing_key),
+                                                       config_.builtin_context_binding, clock_);
+  if (!builtin.ok()) {
+    LogError(absl::StrCat("builtin driver: ", builtin.status().message()));
+    return kExitStartup;
+  }
+  driver_ = *std::move(builtin);
+  return 0;
+}
+
+int Daemon::Serve() {
+  core_ = std::make_unique<GatewayCore>(config_, store_.get(), driver_.get(), &registry_, trust_store_, clock_);
+  auto loaded = core_->LoadAdmitted();
+  if (!loaded.ok()) {
+    LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));
+    return kExitStartup;
+  }
+  loaded_ = *loaded;
+  if (!startup_driver_error_.empty() && !driver_->available()) {
+    core_->OnDriverState(false, absl::StrCat("not reachable at start-up: ", startup_driver_error_));
+  }
+  core_->DeliverPendingReleases();
+
+  pool_ = std::make_unique<WorkerPool>(8);
+  driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
+  decisions_ = std::make_unique<EgressDecisions>(&registry_, &core_->clock());
+  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get());
+  // EvaluateEgress never ties up the pool every other admin call uses: two threads of its own, 256 waiting
+  // at most, and a decision not started within 10 s is DEADLINE_EXCEEDED.
+  decisions_pool_ = std::make_unique<WorkerPool>(2);
+  admin_service_->SetDecisionsPool(decisions_pool_.get(), 256, absl::Seconds(10));
+  registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
+  sandbox_service_ =
+      std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
+  admin_service_->SetMetrics(&metrics_);
+  // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
+  // the client certificate's subject on admin_listen.
+  admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {
+    const std::string peer = context.peer();
+    if (absl::StartsWith(peer, "fd:") && admin_.acceptor != nullptr) {
+      int fd = -1;
+      if (absl::SimpleAtoi(peer.substr(3), &fd)) {
+        if (auto uid = admin_.acceptor->PeerUid(fd)) return absl::StrCat("uid:", *uid);
+      }
+    }
+    if (auto auth = context.auth_context(); auth != nullptr) {
+      for (const char* property : {"x509_subject", "x509_common_name"}) {
+        const auto values = auth->FindPropertyValues(property);
+        if (!values.empty()) return absl::StrCat("x509:", std::string(values.front().data(), values.front().size()));
+      }
+    }
+    return peer;
+  });
+  sandbox_service_->SetMetrics(&metrics_);
+  if (remote_ != nullptr) {
+    remote_->SetCallObserver([this](const char* method, grpc::StatusCode code, absl::Duration took) {
+      metrics_.ObserveDriverCall(method, StatusCodeName(code), took);
+    });
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  // Server reflection (grpc.reflection.v1alpha) on the servers built from here: both sockets. It lists the
+  // typed services (health, reflection); PolicyGateway is served generically, so it is not listed but is
+  // resolved by name (`grpcurl … describe openshell.policy.gateway.v1.PolicyGateway`).
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
+  // EMFILE), capped within the descriptor limit, raised to its hard limit first.
+  const size_t descriptors = RaiseDescriptorLimit();
+  const ConnectionCaps caps = ConnectionCapsFor(descriptors, config_.limits);
+  if (!caps.lowered.empty()) LogWarning(caps.lowered);
+  const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;
+  const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
+  const auto PerPeer = [this](size_t cap) {
+    return config_.limits.max_connections_per_peer != 0 ? config_.limits.max_connections_per_peer
+                                                        : std::max<size_t>(1, cap / 4);
+  };
+  auto listen = [this, idle_ms, PerPeer](const std::string& socket_path, const std::string& tcp_listen, grpc::Service* typed,
+                                grpc::CallbackGenericService* generic, size_t cap, bool sandbox, Listener* out) {
+    std::optional<gid_t> group;
+    if (sandbox && !config_.sandbox_socket_group.empty()) {
+      auto gid = drivers::ResolveGroup(config_.sandbox_socket_group);
+      if (!gid.ok()) {
+        LogError(absl::StrCat("sandbox_socket_group: ", gid.status().message()));
+        return false;
+      }
+      group = *gid;
+      const std::string folder = std::filesystem::absolute(socket_path).lexically_normal().parent_path().string();
+      if (auto made = drivers::EnsureGroupEnterableDir(folder, *group); !made.ok()) {
+        LogError(std::string(made.message()));
+        return false;
+      }
+    }
+    if (auto prepared = drivers::PrepareServerSocketPath(socket_path, group.has_value()
+                                                                          ? drivers::SocketFolder::kGroupEnterable
+                                                                          : drivers::SocketFolder::kPrivate);
+        !prepared.ok()) {
+      LogError(std::string(prepared.message()));
+      return false;
+    }
+    grpc::ServerBuilder builder;
+    if (typed != nullptr) builder.RegisterService(typed);
+    if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, idle_ms);  // idle peers are let go
+    // What one unauthenticated peer can make gRPC hold (issue 25.6): a handshake deadline, a bound on
+    // streams per connection, a memory quota per listener, and (sandbox API) requests no larger than a report.
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               static_cast<int>(config_.limits.handshake_timeout_s * 1000));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               static_cast<int>(config_.limits.max_streams_per_connection));
+    builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+    grpc::ResourceQuota quota(sandbox ? "sandbox-api" : "admin-api");
+    quota.Resize(config_.limits.max_transport_memory_mb << 20);
+    builder.SetResourceQuota(quota);
+    if (sandbox) builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.sandbox_request_bytes()));
+    // gRPC sets SO_REUSEPORT by default: a second gateway could then bind the same port and the kernel
+    // would split connections between them. Off: a taken port is an error at start.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    int relay_port = 0;
+    TlsListenerCredentials* tls = sandbox ? sandbox_tls_.get() : admin_tls_.get();
+    std::string relay_socket;
+    if (!tcp_listen.empty()) {
+      // TCP is accepted by our TcpFront (see its header: caps, per-peer share, EMFILE-safe, no SO_REUSEPORT),
+      // which relays each connection to gRPC's TLS listener on a private Unix socket in the state folder.
+      auto front = TcpFront::Bind(tcp_listen);
+      if (!front.ok()) {
+        LogError(absl::StrCat(sandbox ? "sandbox_listen: " : "admin_listen: ", front.status().message()));
+        listen_error_ = kExitConfig;  // a taken or bad address: the operator's to fix
+        return false;
+      }
+      out->front = *std::move(front);
+      relay_socket = absl::StrCat(std::filesystem::absolute(config_.state_dir).lexically_normal().string(), "/",
+                                  sandbox ? "sandbox" : "admin", "-tcp.sock");
+      if (auto prepared = drivers::PrepareServerSocketPath(relay_socket); !prepared.ok()) {
+        LogError(std::string(prepared.message()));
+        return false;
+      }
+      // Config validation guarantees: TLS whenever tls_cert is set, else a loopback sandbox listener.
+      builder.AddListeningPort("unix:" + relay_socket,
+                               tls != nullptr ? tls->credentials() : grpc::InsecureServerCredentials(), &relay_port);
+    }
+    out->path = std::filesystem::absolute(socket_path).lexically_normal().string();
+    out->server = builder.BuildAndStart();
+    if (out->server == nullptr || (!tcp_listen.empty() && relay_port == 0)) {
+      LogError(absl::StrCat("cannot start the server for ", out->path,
+                            tcp_listen.empty() ? "" : absl::StrCat(" and ", relay_socket)));
+      return false;
+    }
+    if (!tcp_listen.empty()) {
+      ::chmod(relay_socket.c_str(), 0600);
+      TcpFront::Options front_options;
+      // Each relayed connection costs three descriptors (two in the front, one in gRPC): the socket's
+      // share of the descriptor budget is split between its Unix socket and its TCP front.
+      front_options.max_connections = std::max<size_t>(16, cap / 6);
+      front_options.max_per_peer = PerPeer(front_options.max_connections);
+      // The sandbox API takes no certificate (unless sandbox_client_ca): bound what one address can send
+      // (rapid reset). The admin API needs a client certificate before any HTTP/2 frame is read.
+      if (sandbox) front_options.max_bytes_per_peer_per_s = config_.limits.max_sandbox_peer_kib_per_s * 1024;
+      if (sandbox) front_options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting, /*tcp=*/true); };
+      if (auto started = out->front->Start(relay_socket, std::move(front_options)); !started.ok()) {
+        LogError(absl::StrCat(tcp_listen, ": ", started.message()));
+        return false;
+      }
+      cap = std::max<size_t>(16, cap / 2);
+      out->tcp = out->front->address();
+      if (tls != nullptr) {
+        const std::string& ca = sandbox ? config_.sandbox_client_ca : config_.tls_client_ca;
+        LogInfo(absl::StrCat(sandbox ? "sandbox" : "admin", " API: listening on ", out->tcp, " with TLS",
+                             ca.empty() ? "" : (sandbox ? " and client certificates (sandbox_client_ca)"
+                                                        : " and client certificates (tls_client_ca)")));
+      } else {
+        LogWarning(absl::StrCat("sandbox API: listening on ", out->tcp,
+                                " in PLAINTEXT (loopback, no tls_cert): for development only; sandbox handles cross "
+                                "this connection unencrypted"));
+      }
+    }
+    UnixAcceptor::Options options;
+    options.max_connections = cap;
+    options.max_per_peer = PerPeer(cap);
+    options.group = group;
+    if (group.has_value()) {
+      LogInfo(absl::StrCat("sandbox socket ", out->path, ": 0660 for group ", config_.sandbox_socket_group, " (gid ",
+                           *group, ")"));
+    }
+    if (sandbox) options.on_state = [this](bool accepting) { SetSandboxListenerHealth(accepting, /*tcp=*/false); };
+    auto acceptor = UnixAcceptor::Start(out->path, out->server.get(), std::move(options));
+    if (!acceptor.ok()) {
+      LogError(std::string(acceptor.status().message()));
+      return false;
+    }
+    out->acceptor = *std::move(acceptor);
+    return true;
+  };
+  if (on_serving_) on_serving_();
+  if (!listen(config_.admin_socket, config_.admin_listen, nullptr, admin_service_.get(), admin_cap, false, &admin_) ||
+      !listen(config_.sandbox_socket, config_.sandbox_listen, sandbox_service_.get(), nullptr, sandbox_cap, true,
+              &sandbox_)) {
+    return listen_error_;  // the destructor stops what did start
+  }
+  LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
+                       " on the admin socket (descriptor limit ", descriptors, "), of which one peer process may hold ",
+                       PerPeer(sandbox_cap), " and ", PerPeer(admin_cap), "; idle ones close after ",
+                       config_.limits.connection_idle_timeout_s, " s"));
+  if (remote_ != nullptr) {
+    // Runs on the monitor thread, or on the thread whose driver call found it gone.
+    remote_->SetStateListener([this](bool available, const std::string& detail) {
+      UpdateHealth();
+      core_->OnDriverState(available, detail);
+      if (available) core_->DeliverPendingReleases();
+    });
+  }
+  store_->SetReachabilityListener([this](bool reachable) {
+    if (reachable) {
+      LogInfo(absl::StrCat("database ", store::DisplayName(config_.database), ": reachable again; admitting"));
+    } else {
+      LogError(absl::StrCat("database ", store::DisplayName(config_.database),
+                            ": unreachable; admissions and changes are refused until it answers (fetches go on)"));
+    }
+    UpdateHealth();
+  });
+  UpdateHealth();
+  scheduler_ = std::make_unique<RefreshScheduler>(core_.get(), &registry_, driver_.get(), config_.refresh_interval_s);
+  // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
+  // re-verifies the rest in the background.
+  verifier_ = std::thread([this] { core_->VerifyLoaded(); });
+  // Once a second: the head anchor; once a minute: handle-guessing (sandbox calls refused for a
+  // wrong handle) is logged and audited, so it never goes unseen.
+  anchor_thread_ = std::thread([this] {
+    absl::Time last_report = absl::Now();
+    while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      if (anchor_ != nullptr) anchor_->Record();
+      if (absl::Now() - last_report >= kAuthFailureWindow) {
+        ReportAuthFailures(absl::Now() - last_report);
+        last_report = absl::Now();
+      }
+    }
+    ReportAuthFailures(absl::Now() - last_report);
+  });
+  if (!config_.metrics_listen.empty()) {
+    MetricsServer::Options metrics_options;
+    metrics_options.allow = absl::StrSplit(config_.metrics_allow, ',', absl::SkipWhitespace());
+    auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); }, metrics_options);
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      return kExitConfig;  // a taken or bad address: the operator's to fix (exit 2, as a taken TCP listener)
+    }
+    metrics_server_ = *std::move(started);
+    LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url()));
+  }
+  const std::string serving = absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_,
+                                           " admitted sandbox(es), admin ", admin_.path,
+                                           admin_.tcp.empty() ? "" : absl::StrCat(" and ", admin_.tcp), ", sandbox ", sandbox_.path,
+                                           sandbox_.tcp.empty() ? "" : absl::StrCat(" and ", sandbox_.tcp),
+                                           ", database ", store::DisplayName(config_.database));
+  LogInfo(serving);
+  NotifyReady(serving);  // a Type=notify unit is active from here
+  return 0;
+}
+
+std::string Daemon::RenderMetrics() {
+  Metrics::Snapshot snapshot;
+  if (auto status = core_->GetStatus(); status.ok()) {
+    snapshot.admitted_sandboxes = status->admitted_sandboxes();
+    snapshot.watchers = status->watchers();
+    snapshot.driver_up = driver_->available();
+    snapshot.pending_releases = status->pending_releases();
+    snapshot.refresh_errors = status->refresh_errors();
+    snapshot.revoked_sandboxes = status->revoked_sandboxes();
+    snapshot.possibly_leaked_handles = status->possibly_leaked_handles();
+    snapshot.database_reachable = status->database_reachable();
+    snapshot.live_replicas = status->live_replicas();
+    for (const auto& key : status->trust_keys()) {
+      snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});
+    }
+  }
+  snapshot.audit_head_seq = store_->AuditChainHead().seq;
+  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {
+    const auto counters = sqlite->commit_counters();
+    snapshot.store_transactions = counters.transactions;
+    snapshot.store_writes = counters.writes;
+  }
+  return metrics_.Render(snapshot);
+}
+
+void Daemon::SetSandboxListenerHealth(bool accepting, bool tcp) {
+  absl::MutexLock lock(&health_mu_);
+  (tcp ? sandbox_tcp_accepting_ : sandbox_unix_accepting_) = accepting;
+  accepting = sandbox_tcp_accepting_ && sandbox_unix_accepting_;
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->GetHealthCheckService()->SetServingStatus("", accepting);
+  }
+}
+
+void Daemon::UpdateHealth() {
+  absl::MutexLock lock(&health_mu_);
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService,
+                                                      driver_->available() && store_->reachable());
+  }
+}
+
+int Daemon::ServeUntilStopped() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  for (;;) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      RequestTrustStoreReload();
+      continue;
+    }
+    LogInfo(absl::StrCat(signal_number == SIGTERM ? "SIGTERM" : "SIGINT", ": draining"));
+    NotifyStopping();
+    break;
+  }
+  Stop();
+  LogInfo("stopped");
+  return 0;
+}
+
+void Daemon::RequestTrustStoreReload() {
+  // Coalesced: at most one reload runs and one more is pending, however many SIGHUPs arrive — a burst
+  // of them must not occupy the worker pool that admin calls and shutdown need.
+  if (reloads_requested_.fetch_add(1) > 0) {
+    LogInfo("SIGHUP: a trust-store reload is already under way; one more will follow it");
+    return;
+  }
+  const bool tls = admin_tls_ != nullptr || sandbox_tls_ != nullptr;
+  if (config_.trust_store.empty()) {
+    // Said either way: an operator who sent SIGHUP sees what it did.
+    LogInfo(tls ? "SIGHUP: no trust store is configured (trust_store is unset); reloading the TLS certificates"
+                : "SIGHUP: no trust store is configured (trust_store is unset) and no TLS listener: nothing to reload");
+  } else {
+    LogInfo(tls ? "SIGHUP: reloading the trust store and the TLS certificates" : "SIGHUP: reloading the trust store");
+  }
+  driver_pool_->Submit([this] {
+    NotifyReloading();
+    uint64_t seen = 0;
+    do {
+      seen = reloads_requested_.load();
+      if (!config_.trust_store.empty()) core_->ReloadTrustStore().IgnoreError();  // logs and audits either way
+      ReloadTls();
+    } while (reloads_requested_.fetch_sub(seen) != seen);
+    NotifyReloaded("serving (trust store reloaded)");
+  });
+}
+
+void Daemon::ReloadTls() {
+  for (auto [tls, name] : {std::pair{admin_tls_.get(), "admin"}, std::pair{sandbox_tls_.get(), "sandbox"}}) {
+    if (tls == nullptr) continue;
+    auto reloaded = tls->Reload();
+    if (!reloaded.ok()) {
+      LogError(absl::StrCat("TLS reload failed, the last good certificate stays in use (", name, " listener): ",
+                            reloaded.status().message()));
+      continue;
+    }
+    LogInfo(absl::StrCat("TLS reloaded: certificate ", reloaded->subject, " (", name, " listener), valid until ",
+                         absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(reloaded->not_after_unix),
+                                          absl::UTCTimeZone()),
+                         " (new connections use it within a second; open ones keep theirs)"));
+  }
+}
+
+void Daemon::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  metrics_server_.reset();  // scrapes read the core: they end first
+  for (Listener* listener : {&admin_, &sandbox_}) {  // no new connections
+    listener->acceptor.reset();
+    listener->front.reset();
+  }
+  if (store_ != nullptr) store_->SetReachabilityListener(nullptr);  // it updates the servers' health
+  if (store_ != nullptr) store_->SetNoticeListener(nullptr);
+  registry_.CloseAllWatchers();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->Shutdown(deadline);
+  }
+  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
+    if (server != nullptr) server->Wait();
+  }
+  // Quiesce every thread that may still touch the servers, the core or the driver, in order.
+  if (core_ != nullptr) core_->StopVerifying();
+  if (verifier_.joinable()) verifier_.join();
+  scheduler_.reset();
+  if (remote_ != nullptr) {
+    remote_->Stop();
+    remote_->SetStateListener(nullptr);
+  }
+  if (driver_pool_ != nullptr) driver_pool_->Shutdown();
+  if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();
+  if (pool_ != nullptr) pool_->Shutdown();
+  if (anchor_thread_.joinable()) {  // it served: record the final head, after the last change (never when
+    stop_anchor_.Notify();          // start-up failed — a refused rollback must stay refused)
+    anchor_thread_.join();
+    if (anchor_ != nullptr) anchor_->Record();
+  }
+}
+
+void Daemon::ReportAuthFailures(absl::Duration window) {
+  if (sandbox_service_ == nullptr || core_ == nullptr) return;
+  const SandboxService::AuthFailures failed = sandbox_service_->TakeAuthFailures();
+  if (failed.total() == 0) return;
+  const std::string what =
+      absl::StrCat(failed.total(), " sandbox call(s) refused for a wrong, revoked or missing handle in the last ",
+                   absl::ToInt64Seconds(window), " s (GetProjection ", failed.get, ", WatchProjection ", failed.watch,
+                   ", ReportPolicyStatus ", failed.report, ")");
+  LogWarning(what);
+  core_->RecordAuthenticationFailures(what);
+}
+
+Daemon::~Daemon() { Stop(); }
+
+}  // namespace osh::gateway

@@ -1,0 +1,58 @@
+#include "gateway/server/head_anchor.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gateway/core/log.h"
+#include "policy/policy_file.h"
+
+namespace osh::gateway {
+
+absl::Status HeadAnchor::Check() {
+  auto text = policy::ReadFileToString(path_);
+  if (!text.ok()) return absl::OkStatus();  // no record yet (a new database, or a first start)
+  const std::vector<std::string> fields = absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ');
+  uint64_t seq = 0;
+  if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &seq) || fields[1].size() != 64) {
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": not a head record (\"<seq> <hash>\")"));
+  }
+  const store::Store::ChainHead head = store_->AuditChainHead();
+  const std::string rolled_back = absl::StrCat(
+      "state_rollback: the database's audit chain ", "%s", "; ", path_, " recorded event ", seq, " with hash ", fields[1],
+      ". The database was restored from an older copy or replaced: deleted sandboxes and revoked handles could be "
+      "served again. Start with --accept-state-rollback once you have confirmed this state is the one to serve");
+  auto explain = [&](const std::string& what) {
+    std::string message = rolled_back;
+    message.replace(message.find("%s"), 2, what);
+    return absl::FailedPreconditionError(message);
+  };
+  if (seq == 0) return absl::OkStatus();
+  if (head.seq < seq) return explain(absl::StrCat("ends at event ", head.seq));
+  auto events = store_->ListAuditEvents(seq - 1, 1);
+  if (!events.ok() || events->empty() || (*events)[0].hash != fields[1]) {
+    return explain(absl::StrCat("has another event ", seq));
+  }
+  return absl::OkStatus();
+}
+
+void HeadAnchor::Record() {
+  const store::Store::ChainHead head = store_->AuditChainHead();
+  absl::MutexLock lock(&mu_);
+  if (head.seq == recorded_seq_) return;
+  // Never backwards: a replica that cannot read a shared database reports the last head it wrote itself,
+  // which other replicas may have passed.
+  if (recorded_seq_ != UINT64_MAX && head.seq < recorded_seq_) return;
+  // 0600 like everything else the gateway keeps in its state folder; flushed, then renamed into place.
+  if (absl::Status written = policy::WriteFileAtomically(path_, absl::StrCat(head.seq, " ", head.hash, "\n"), 0600);
+      !written.ok()) {
+    LogError(absl::StrCat("cannot record the audit head in ", path_, ": ", written.message()));
+    return;
+  }
+  recorded_seq_ = head.seq;
+}
+
+}  // namespace osh::gateway

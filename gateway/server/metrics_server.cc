@@ -1,0 +1,89 @@
+#include "gateway/server/metrics_server.h"
+
+#include <civetweb.h>
+
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gateway/core/log.h"
+
+namespace osh::gateway {
+namespace {
+
+// civetweb calls this for GET /metrics (and every other method on that path).
+int ServeMetrics(mg_connection* conn, void* cbdata) {
+  const mg_request_info* request = mg_get_request_info(conn);
+  if (request == nullptr || std::string_view(request->request_method) != "GET") {
+    mg_send_http_error(conn, 405, "%s", "only GET\n");
+    return 405;
+  }
+  const std::string body = static_cast<const MetricsServer::Render*>(cbdata)->operator()();
+  mg_send_http_ok(conn, "text/plain; version=0.0.4; charset=utf-8", static_cast<long long>(body.size()));
+  mg_write(conn, body.data(), body.size());
+  return 200;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen, Render render,
+                                                                     const Options& options) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics_listen: expected host:port, got '", listen, "'"));
+  }
+  std::string host = listen.substr(0, colon);
+  const bool ipv6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  static const unsigned initialised = mg_init_library(0);
+  (void)initialised;
+  auto self = std::unique_ptr<MetricsServer>(new MetricsServer());
+  self->render_ = std::make_unique<Render>(std::move(render));
+  // civetweb, not a hand-made loop: a request's headers must arrive within request_timeout_ms in all (a
+  // slow client cannot hold a worker longer), a fixed set of workers, no keep-alive, no file serving, and
+  // SO_REUSEADDR only (a port another gateway serves is an error, not a shared port).
+  const std::string ports = ipv6 ? absl::StrCat("+", host, ":", port) : absl::StrCat(host, ":", port);
+  const std::string timeout = absl::StrCat(options.request_timeout_ms);
+  const std::string threads = absl::StrCat(options.threads);
+  std::string acl;
+  if (!options.allow.empty()) {
+    std::vector<std::string> entries = {"-0.0.0.0/0"};
+    for (const auto& cidr : options.allow) entries.push_back(absl::StrCat("+", cidr));
+    acl = absl::StrJoin(entries, ",");
+  }
+  std::vector<const char*> config = {"listening_ports", ports.c_str(),   "num_threads",        threads.c_str(),
+                                     "request_timeout_ms", timeout.c_str(), "enable_keep_alive", "no",
+                                     "linger_timeout_ms", "0"};
+  if (!acl.empty()) config.insert(config.end(), {"access_control_list", acl.c_str()});
+  config.push_back(nullptr);
+  mg_callbacks callbacks{};
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    LogWarning(absl::StrCat("metrics server: ", message));
+    return 1;
+  };
+  mg_init_data init{};
+  init.callbacks = &callbacks;
+  init.configuration_options = config.data();
+  char error[256] = {0};
+  mg_error_data errors{};
+  errors.text = error;
+  errors.text_buffer_size = sizeof(error);
+  self->context_ = mg_start2(&init, &errors);
+  if (self->context_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("metrics_listen: cannot listen on ", listen, error[0] ? ": " : "", error));
+  }
+  mg_set_request_handler(self->context_, "/metrics$", ServeMetrics, self->render_.get());
+  mg_server_port bound[4];
+  const int n = mg_get_server_ports(self->context_, 4, bound);
+  const int actual = n > 0 ? bound[0].port : port;
+  self->url_ = absl::StrCat("http://", host, ":", actual, "/metrics");
+  return self;
+}
+
+MetricsServer::~MetricsServer() {
+  if (context_ != nullptr) mg_stop(context_);
+}
+
+}  // namespace osh::gateway

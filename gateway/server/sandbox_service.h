@@ -1,0 +1,65 @@
+// The SandboxPolicy service on the sandbox socket: sandboxes fetch and watch their admitted projection
+// and report whether they loaded it, authenticated by `authorization: Bearer <sandbox handle>`.
+// A wrong, revoked or missing handle gets UNAUTHENTICATED, with nothing that tells whether a sandbox
+// exists. Fetches are served from memory on gRPC's threads; reports go through the worker pool.
+#pragma once
+
+#include <atomic>
+
+#include "gateway/core/gateway_core.h"
+#include "gateway/server/metrics.h"
+#include "gateway/core/sandbox_registry.h"
+#include "gateway/core/worker_pool.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+namespace osh::gateway {
+
+class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
+ public:
+  // All pointers must outlive the service.
+  // `core` may be null only where no reports are needed (the transport benchmark): what may be served is
+  // the registry's serving rule either way (SandboxRegistry::Serve), on the core's clock or the system's.
+  // `watch_backlog`: projections a watcher may be behind before it is dropped (Limits::watch_backlog).
+  SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool,
+                 size_t watch_backlog = Limits().watch_backlog);
+
+  grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* context,
+                                          const gateway_v1::GetProjectionRequest* request,
+                                          driver_v1::Projection* response) override;
+  grpc::ServerWriteReactor<driver_v1::Projection>* WatchProjection(
+      grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest* request) override;
+  grpc::ServerUnaryReactor* ReportPolicyStatus(grpc::CallbackServerContext* context,
+                                               const gateway_v1::ReportPolicyStatusRequest* request,
+                                               gateway_v1::ReportPolicyStatusResponse* response) override;
+
+  // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
+  // service). Call before serving.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
+
+  // Calls refused for a wrong, revoked or missing handle since the last Take (handle guessing leaves a
+  // trace: the daemon logs and audits them once a minute). Thread-safe.
+  struct AuthFailures {
+    uint64_t get = 0, watch = 0, report = 0;
+    uint64_t total() const { return get + watch + report; }
+  };
+  AuthFailures TakeAuthFailures();
+  // A WatchProjection stream refused at its start (UNAUTHENTICATED) or opened (OK): counted like the
+  // unary calls. Called by the stream's reactor.
+  void ObserveWatchStart(const grpc::Status& status);
+
+ private:
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
+
+  SandboxRegistry* registry_;
+  GatewayCore* core_;
+  const store::Clock* clock_;
+  WorkerPool* pool_;
+  const size_t watch_backlog_;
+  Metrics* metrics_ = nullptr;
+  std::atomic<uint64_t> failed_get_{0}, failed_watch_{0}, failed_report_{0};
+};
+
+// The bearer token of a call, or "" when the metadata carries none.
+std::string BearerToken(const grpc::ServerContextBase& context);
+
+}  // namespace osh::gateway

@@ -1,0 +1,27 @@
+#include "gateway/server/service_manager.h"
+
+#include <systemd/sd-daemon.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace osh::gateway {
+namespace {
+
+void Send(const std::string& state) { sd_notify(0, state.c_str()); }
+
+// A STATUS= value on one line (sd_notify separates assignments by newlines).
+std::string OneLine(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+}  // namespace
+
+void NotifyReady(const std::string& status) { Send(absl::StrCat("READY=1\nSTATUS=", OneLine(status))); }
+void NotifyReloading() { Send("RELOADING=1\nSTATUS=reloading the trust store"); }
+void NotifyReloaded(const std::string& status) { Send(absl::StrCat("READY=1\nSTATUS=", OneLine(status))); }
+void NotifyStopping() { Send("STOPPING=1\nSTATUS=draining"); }
+
+}  // namespace osh::gateway
