@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages the project builds and tests with. Idempotent: quiet and fast when
+# Installs the Debian 12 packages the project builds and tests with, plus any named as arguments
+# (scripts/fuzz.sh adds clang for libFuzzer; the suite does not need it). Idempotent: quiet and fast when
 # everything is already present. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -12,8 +13,8 @@ PACKAGES=(
   help2man   # man pages generated from each program's --help
   python3-h2   # the hostile HTTP/2 client of the hostile-input tests (tests/tools/h2_flood.py)
   libpq-dev postgresql   # PostgreSQL: the tests start a throw-away cluster (initdb) on a Unix socket
-  clang libclang-rt-14-dev   # the libFuzzer targets (fuzz/) that the suite runs briefly
 )
+PACKAGES+=("$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

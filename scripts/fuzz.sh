@@ -32,8 +32,9 @@ done
 # the main build's generated proto library. (The suite does not use it: it runs the same harnesses from
 # the ASan tree, build-asan/, with fuzz/replay_main.cc.)
 bin=build-fuzz
+./scripts/bootstrap.sh clang libclang-rt-14-dev  # libFuzzer and its sanitizer runtimes (only this script needs them)
 clangxx=$(command -v clang++ || command -v clang++-14 || true)
-[[ -n $clangxx ]] || { echo "fuzz.sh: clang++ is needed (./scripts/bootstrap.sh installs it)" >&2; exit 2; }
+[[ -n $clangxx ]] || { echo "fuzz.sh: clang++ is not on PATH after installing clang" >&2; exit 2; }
 echo "fuzz.sh: building the generated proto library (build/) and the libFuzzer targets (build-fuzz/)"
 ./scripts/build.sh osh_proto >/dev/null
 if [[ ! -f $bin/build.ninja ]]; then
