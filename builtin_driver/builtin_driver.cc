@@ -53,24 +53,32 @@ absl::Status CheckPolicy(const SandboxPolicy& policy) {
 
 }  // namespace
 
-BuiltinDriver::BuiltinDriver(store::Store* store, std::optional<SigningKey> signing_key, bool bind_context,
+BuiltinDriver::BuiltinDriver(store::PolicyRevisions* store, std::optional<SigningKey> signing_key, bool bind_context,
                              const store::Clock* clock)
     : store_(store), signing_key_(std::move(signing_key)), bind_context_(bind_context), clock_(clock) {}
 
-absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Store* store,
+BuiltinDriver::~BuiltinDriver() { store_->revision_listeners().Remove(this); }
+
+absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::PolicyRevisions* store,
                                                                     std::optional<SigningKey> signing_key,
                                                                     bool bind_context, const store::Clock* clock) {
   std::unique_ptr<BuiltinDriver> driver(new BuiltinDriver(store, std::move(signing_key), bind_context, clock));
+  // Listening before reading: a revision committed in between is delivered, and Install keeps the newer.
+  store->revision_listeners().Add(driver.get());
   auto revisions = store->ListPolicyRevisions("");
   if (!revisions.ok()) return revisions.status();
-  absl::MutexLock lock(&driver->mu_);
-  for (auto& r : *revisions) {  // oldest first: the last one of each scope stays
-    // The key is copied before the record is moved: in `m[r.scope] = f(std::move(r))` the right side is
-    // evaluated first (C++17), which once filed every revision under "".
-    std::string scope = r.scope;
-    driver->latest_[std::move(scope)] = std::make_shared<const store::PolicyRevisionRecord>(std::move(r));
-  }
+  for (const auto& r : *revisions) driver->Install(r);  // oldest first: the last one of each scope stays
   return driver;
+}
+
+void BuiltinDriver::OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool /*remote*/) { Install(revision); }
+
+void BuiltinDriver::Install(const store::PolicyRevisionRecord& revision) {
+  absl::MutexLock lock(&mu_);
+  Revision& slot = latest_[revision.scope];
+  if (slot == nullptr || slot->revision < revision.revision) {
+    slot = std::make_shared<const store::PolicyRevisionRecord>(revision);
+  }
 }
 
 std::pair<BuiltinDriver::Revision, uint64_t> BuiltinDriver::Resolve(const driver_v1::RuntimeContext& context,
@@ -138,21 +146,7 @@ absl::StatusOr<driver_v1::GetProjectionResponse> BuiltinDriver::GetProjection(co
     response.mutable_no_verified_policy()->set_reason(absl::StrCat("the builtin driver serves only ", kSurface));
     return response;
   }
-  std::vector<std::string> scopes = policy::ScopesFor(*context);
-  std::vector<std::string> unsynced;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& scope : scopes) {
-      if (unsynced_.contains(scope)) unsynced.push_back(scope);
-    }
-  }
-  for (const auto& scope : unsynced) {
-    if (absl::Status reloaded = ReloadScope(scope); !reloaded.ok()) {
-      return common::Annotated(reloaded,
-                               absl::StrCat("policy scope ", scope, " changed on another replica and cannot be re-read"),
-                               absl::StatusCode::kUnavailable);
-    }
-  }
+  std::vector<std::string> scopes;
   auto [chosen, version] = Resolve(*context, &scopes);
   if (!chosen) {
     response.mutable_no_verified_policy()->set_reason(
@@ -197,17 +191,10 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
   event.surface_id = kSurface;
   event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat(what, " ", scope);
+  // The store tells this driver of the revision (OnPolicyRevision) before it returns.
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();
-  auto out = ToProto(*record);
-  {
-    absl::MutexLock lock(&mu_);
-    Revision& slot = latest_[scope];
-    if (slot == nullptr || slot->revision < record->revision) {
-      slot = std::make_shared<const store::PolicyRevisionRecord>(*std::move(record));
-    }
-  }
-  return out;
+  return ToProto(*record);
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::SetPolicy(const gateway_v1::SetPolicyRequest& request) {
@@ -271,22 +258,6 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
   gateway_v1::ListPolicyRevisionsResponse response;
   for (const auto& r : *records) *response.add_revisions() = ToProto(r);
   return response;
-}
-
-absl::Status BuiltinDriver::ReloadScope(const std::string& scope) {
-  auto latest = store_->LatestPolicyRevision(scope);
-  absl::MutexLock lock(&mu_);
-  if (!latest.ok()) {
-    unsynced_.insert(scope);
-    return latest.status();
-  }
-  unsynced_.erase(scope);
-  if (!*latest) return absl::OkStatus();
-  Revision& slot = latest_[scope];
-  if (slot == nullptr || slot->revision < (*latest)->revision) {
-    slot = std::make_shared<const store::PolicyRevisionRecord>(**std::move(latest));
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> BuiltinDriver::CountPolicyScopes() { return store_->CountLivePolicies(); }

@@ -35,8 +35,6 @@ class PolicyAuthoring {
   virtual absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
       const gateway_v1::ListPolicyRevisionsRequest& request) = 0;
   virtual absl::StatusOr<uint64_t> CountPolicyScopes() = 0;
-  // Another gateway sharing the store appended to `scope`: re-read its latest revision.
-  virtual absl::Status ReloadScope(const std::string& /*scope*/) { return absl::OkStatus(); }
   // A key such that contexts with equal keys are served byte-identical projections as of now ("": no
   // such promise). A scope's re-projection then fetches, checks and stores one projection per key.
   virtual std::string ProjectionKey(const driver_v1::RuntimeContext&) { return ""; }

@@ -13,21 +13,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "trust/secure_path.h"
 
 namespace osh::drivers {
-
-absl::Status EnsurePrivateDir(const std::string& dir) {
-  std::error_code error;
-  const std::filesystem::path path = std::filesystem::absolute(dir, error);
-  std::filesystem::path built;
-  for (const auto& part : path) {
-    built /= part;
-    if (::mkdir(built.c_str(), 0700) != 0 && errno != EEXIST) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot create folder ", built.string(), ": ", std::strerror(errno)));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::Status EnsureGroupEnterableDir(const std::string& dir, gid_t gid) {
   // Missing parents are made 0711: the group must pass through them to reach the socket.
@@ -70,7 +58,7 @@ absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folde
   }
   const std::string dir = std::filesystem::absolute(path).parent_path().string();
   if (folder == SocketFolder::kPrivate) {
-    if (auto status = EnsurePrivateDir(dir); !status.ok()) return status;
+    if (auto status = trust::EnsurePrivateDir(dir); !status.ok()) return status;
   }
   struct stat dir_st;
   if (::stat(dir.c_str(), &dir_st) != 0) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", dir));

@@ -31,9 +31,6 @@ absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folde
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string& path, grpc::ServerBuilder& builder,
                                                              SocketFolder folder = SocketFolder::kPrivate);
 
-// Creates `dir` (and parents) if missing, with mode 0700 for what it creates.
-absl::Status EnsurePrivateDir(const std::string& dir);
-
 // Makes `dir` a folder `gid` may enter but not list or write: created if missing, owned by this user,
 // group `gid`, mode 0710 (missing parents are created 0711; existing ones must let the group through).
 // FAILED_PRECONDITION naming it when it is someone else's.

@@ -13,13 +13,17 @@ absl::Status Step(const absl::Status& status, const char* what) {
 
 }  // namespace
 
-absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const MigrationOptions& options,
+absl::StatusOr<MigrationReport> MigrateStore(Database& source, Database& target, const MigrationOptions& options,
                                              const std::function<void(const std::string&)>& progress) {
+  Importer* const importer = target.importer();
+  if (importer == nullptr) {
+    return absl::UnimplementedError("this kind of database cannot be migrated into (the target must be PostgreSQL)");
+  }
   auto say = [&](const std::string& line) {
     if (progress) progress(line);
   };
-  for (auto [store, side] : {std::pair{&from, "the source"}, std::pair{&to, "the target"}}) {
-    const ReplicaStatus replicas = store->replica_status();
+  for (auto [store, side] : {std::pair{&source, "the source"}, std::pair{&target, "the target"}}) {
+    const ReplicaStatus replicas = store->replication().replica_status();
     if (!replicas.database_reachable) return absl::UnavailableError(absl::StrCat(side, " cannot be reached"));
     if (replicas.database_kind == "postgresql" && replicas.live_replicas > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -27,21 +31,21 @@ absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const Migra
           " live gateway replica(s) (a heartbeat within the last 10 s): stop every gateway on either database first"));
     }
   }
-  if (absl::Status s = to.BeginImport(options.source_name, options.replace_target); !s.ok()) {
+  if (absl::Status s = importer->BeginImport(options.source_name, options.replace_target); !s.ok()) {
     return Step(s, "marking the target");
   }
   MigrationReport report;
   StoreImage image;
-  auto sandboxes = from.LoadSandboxes();
+  auto sandboxes = source.sandboxes().LoadSandboxes();
   if (!sandboxes.ok()) return Step(sandboxes.status(), "reading sandboxes");
   image.sandboxes = *std::move(sandboxes);
-  auto releases = from.PendingReleases();
+  auto releases = source.releases().PendingReleases();
   if (!releases.ok()) return Step(releases.status(), "reading pending releases");
   image.releases = *std::move(releases);
-  auto revisions = from.ListPolicyRevisions("");
+  auto revisions = source.revisions().ListPolicyRevisions("");
   if (!revisions.ok()) return Step(revisions.status(), "reading policy revisions");
   image.revisions = *std::move(revisions);
-  auto ceiling = from.LoadCeiling();
+  auto ceiling = source.ceiling().LoadCeiling();
   if (!ceiling.ok()) return Step(ceiling.status(), "reading the ceiling");
   if (*ceiling) {
     openshell::policy::ceiling::v1::Ceiling parsed;
@@ -55,15 +59,15 @@ absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const Migra
   report.ceiling = image.ceiling.has_value();
   say(absl::StrCat("copying ", report.sandboxes, " sandbox(es), ", report.pending_releases, " pending release(s), ",
                    report.policy_revisions, " policy revision(s)", report.ceiling ? " and the ceiling" : ""));
-  if (absl::Status s = to.ImportImage(image); !s.ok()) return Step(s, "writing the state");
+  if (absl::Status s = importer->ImportImage(image); !s.ok()) return Step(s, "writing the state");
 
-  const Store::ChainHead source_head = from.AuditChainHead();
+  const AuditLog::ChainHead source_head = source.audit().AuditChainHead();
   const uint32_t kPage = options.audit_page == 0 ? 1000 : options.audit_page;
   for (uint64_t after = 0;;) {
-    auto page = from.ListAuditEvents(after, kPage);
+    auto page = source.audit().ListAuditEvents(after, kPage);
     if (!page.ok()) return Step(page.status(), "reading the audit chain");
     if (page->empty()) break;
-    if (absl::Status s = to.ImportAuditEvents(*page); !s.ok()) return Step(s, "writing the audit chain");
+    if (absl::Status s = importer->ImportAuditEvents(*page); !s.ok()) return Step(s, "writing the audit chain");
     report.audit_events += page->size();
     after = page->back().seq;
     if (options.after_audit_page) options.after_audit_page(report.audit_events);
@@ -72,8 +76,8 @@ absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const Migra
     }
   }
   // The final commit: the marker goes only if the target's chain ends on the source's head.
-  if (absl::Status s = to.FinishImport(source_head); !s.ok()) return Step(s, "finishing");
-  report.head = to.AuditChainHead();
+  if (absl::Status s = importer->FinishImport(source_head); !s.ok()) return Step(s, "finishing");
+  report.head = target.audit().AuditChainHead();
   if (report.head.seq != source_head.seq || report.head.hash != source_head.hash) {
     return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", report.head.seq, ", the source's at ",
                                             source_head.seq));

@@ -19,7 +19,7 @@ struct MigrationReport {
   uint64_t policy_revisions = 0;
   uint64_t audit_events = 0;
   bool ceiling = false;
-  Store::ChainHead head;  // the chain's head, equal in both stores
+  AuditLog::ChainHead head;  // the chain's head, equal in both stores
 };
 
 struct MigrationOptions {
@@ -32,11 +32,12 @@ struct MigrationOptions {
 
 // Refused (FAILED_PRECONDITION) while either store has a live replica (a heartbeat within
 // PostgresStore::kReplicaLeaseMs): a replica writing meanwhile would fork the chains. The target is
-// marked (Store::BeginImport) before anything is copied and unmarked in the final commit, once its
+// marked (Importer::BeginImport) before anything is copied and unmarked in the final commit, once its
 // chain ends on the source's head: a copy cut short (kill -9, a lost connection) leaves a marked target
 // that gateways refuse and that `--replace-target` empties and fills again.
 // `progress` (may be empty) is told what is being copied, a line at a time. Errors name the step.
-absl::StatusOr<MigrationReport> MigrateStore(Store& from, Store& to, const MigrationOptions& options,
+// UNIMPLEMENTED when `to` cannot be migrated into (it has no Importer).
+absl::StatusOr<MigrationReport> MigrateStore(Database& from, Database& to, const MigrationOptions& options,
                                              const std::function<void(const std::string&)>& progress = nullptr);
 
 }  // namespace osh::store

@@ -1,5 +1,7 @@
 #include "store/open_store.h"
 
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "store/postgres_store.h"
@@ -22,16 +24,21 @@ std::string DisplayName(const std::string& url) {
   return SqlitePathOf(url);
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock, StoreRole role) {
+std::string AnchorPathFor(const std::string& url, const std::string& state_dir) {
+  if (const std::string path = SqlitePathOf(url); !path.empty()) return path + ".head";
+  return (std::filesystem::path(state_dir) / "postgresql.head").string();
+}
+
+absl::StatusOr<std::unique_ptr<Database>> OpenStore(const std::string& url, const StoreOptions& options) {
   if (const std::string path = SqlitePathOf(url); !path.empty()) {
-    auto store = SqliteStore::Open(path, clock);
+    auto store = SqliteStore::Open(path, options);
     if (!store.ok()) return store.status();
-    return std::unique_ptr<Store>(*std::move(store));
+    return std::unique_ptr<Database>(*std::move(store));
   }
   if (IsPostgresUrl(url)) {
-    auto store = PostgresStore::Open(url, clock, /*replica=*/role == StoreRole::kGateway);
+    auto store = PostgresStore::Open(url, options);
     if (!store.ok()) return store.status();
-    return std::unique_ptr<Store>(*std::move(store));
+    return std::unique_ptr<Database>(*std::move(store));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("database: '", url, "' is not a store URL (expected sqlite:<path> or postgresql://...)"));

@@ -12,14 +12,13 @@
 
 namespace osh::store {
 
-// Who opens the store: a gateway (on PostgreSQL: a replica with a heartbeat and the change feed, refused
-// on the target of an unfinished migration) or `policy-gateway migrate` (no heartbeat, no feed: it must
-// not count as a live replica, and it may open an unfinished migration's target to replace it).
-enum class StoreRole { kGateway, kMigration };
+absl::StatusOr<std::unique_ptr<Database>> OpenStore(const std::string& url, const StoreOptions& options = {});
 
-// `clock` (not owned) must outlive the store.
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& url, const Clock* clock = Clock::System(),
-                                                 StoreRole role = StoreRole::kGateway);
+// Where a gateway anchors the audit head of the store at `url` (StoreOptions::anchor_path): beside a
+// SQLite file ("<file>.head"); "<state_dir>/postgresql.head" for a PostgreSQL replica (each replica keeps
+// the head it last saw: a database restored from a dump, or another database given under the same
+// state_dir, is refused alike).
+std::string AnchorPathFor(const std::string& url, const std::string& state_dir);
 
 // The SQLite file of a "sqlite:<path>" URL or a bare path; "" for any other URL.
 std::string SqlitePathOf(const std::string& url);

@@ -171,6 +171,16 @@ PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Cl
 
 absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock,
                                                                   bool replica) {
+  StoreOptions options;
+  options.clock = clock;
+  options.role = replica ? StoreRole::kGateway : StoreRole::kMigration;
+  return Open(conninfo, options);
+}
+
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo,
+                                                                  const StoreOptions& options) {
+  const Clock* const clock = options.clock;
+  const bool replica = options.role == StoreRole::kGateway;
   auto writer = PgConn::Connect(conninfo);
   if (!writer.ok()) return writer.status();
   auto reader = PgConn::Connect(conninfo);
@@ -184,6 +194,10 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     OSH_RETURN_IF_ERROR(store->Migrate());
   }
   store->replica_ = replica;
+  {
+    absl::MutexLock lock(&store->feed_mu_);
+    store->notice_listener_ = options.notice;
+  }
   if (!replica) return store;  // policy-gateway migrate: no heartbeat, no feed
   // Before this replica registers: the target of a migration that has not finished holds part of a state
   // (and part of its audit chain, which would fork from the source's if served).
@@ -210,10 +224,14 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     store->last_heartbeat_ok_ms_ = store->NowMs();
   }
   store->feed_thread_ = std::thread([s = store.get()] { s->FeedLoop(); });
+  auto anchor = AnchorOpenedStore(store.get(), options);
+  if (!anchor.ok()) return anchor.status();
+  store->anchor_ = *std::move(anchor);
   return store;
 }
 
 PostgresStore::~PostgresStore() {
+  anchor_.reset();  // its last record reads the chain head
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
   if (!replica_) return;
@@ -669,7 +687,7 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
     event.policy_digest = record.digest;
     event.policy_version = record.seq;
     return InsertAudit(&event);
-  }));
+  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); }));
   return record;
 }
 
@@ -772,7 +790,7 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
       complete(admitted, &event);
     }
     return InsertAudit(&event);
-  });
+  }, [&] { ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(ceiling_bytes, version, /*remote=*/false); }); });
 }
 
 absl::StatusOr<std::optional<std::string>> PostgresStore::LoadCeiling() {
@@ -789,7 +807,13 @@ absl::Status PostgresStore::AppendAudit(AuditEvent event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertAudit(&event); });
 }
 
-Store::ChainHead PostgresStore::AuditChainHead() {
+StoreStats PostgresStore::Stats() {
+  StoreStats stats;
+  stats.audit_head_seq = AuditChainHead().seq;
+  return stats;
+}
+
+AuditLog::ChainHead PostgresStore::AuditChainHead() {
   {
     absl::MutexLock lock(&read_mu_);
     auto head = Read("SELECT seq, hash FROM audit_head WHERE id = 1");
@@ -975,11 +999,6 @@ ReplicaStatus PostgresStore::replica_status() {
   return status;
 }
 
-void PostgresStore::SetNoticeListener(std::function<void(const std::string& notice)> listener) {
-  absl::MutexLock lock(&feed_mu_);
-  notice_listener_ = std::move(listener);
-}
-
 absl::Status PostgresStore::ExpireDeadReplicas() {
   // A replica's row outlives it only as long as a takeover may still need to tell it is dead (its claims
   // and in-flight notes name it); after kReplicaExpiryMs it is removed, so `replicas` holds the fleet that
@@ -1088,26 +1107,39 @@ absl::Status PostgresStore::PollFeed() {
     }
   }
   const int64_t last_seq = rows->Int(rows->rows() - 1, 0);
-  if (remote_listener_ != nullptr && (!sandbox_ids.empty() || !scopes.empty() || ceiling)) {
+  // Everything is read before anything is delivered: a read that fails leaves the position where it was,
+  // and the whole range is read again on the next poll.
+  std::vector<PolicyRevisionRecord> revisions;
+  for (const auto& scope : scopes) {
+    auto latest = feed_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
+                              PgParams().Add(scope));
+    if (!latest.ok()) return latest.status();
+    if (latest->rows() != 0) revisions.push_back(RevisionFrom(*latest, 0));
+  }
+  std::optional<std::pair<std::string, uint64_t>> stored_ceiling;
+  if (ceiling) {
+    auto found = feed_.Query("SELECT ceiling, version FROM ceiling WHERE id = 1");
+    if (!found.ok()) return found.status();
+    if (found->rows() != 0) stored_ceiling.emplace(found->Bytes(0, 0), static_cast<uint64_t>(found->Int(0, 1)));
+  }
+  if (remote_listener_ != nullptr && !sandbox_ids.empty()) {
     RemoteChanges changes;
-    changes.policy_scopes.assign(scopes.begin(), scopes.end());
-    changes.ceiling = ceiling;
-    if (!sandbox_ids.empty()) {
-      auto json = JsonIdList({sandbox_ids.begin(), sandbox_ids.end()});
-      if (!json.ok()) return json.status();
-      // Lock order: feed_mu_, then read_mu_ (a commit waiting for feed_mu_ holds only mu_).
-      auto present = [&]() -> absl::StatusOr<std::vector<SandboxRecord>> {
-        absl::MutexLock read_lock(&read_mu_);
-        return ReadSandboxes("WHERE s.sandbox_id IN (SELECT json_array_elements_text($1::json))", *json);
-      }();
-      if (!present.ok()) return present.status();
-      std::set<std::string> gone = sandbox_ids;
-      for (const auto& r : *present) gone.erase(r.context.sandbox_id());
-      changes.sandboxes = *std::move(present);
-      changes.removed.assign(gone.begin(), gone.end());
-    }
+    auto json = JsonIdList({sandbox_ids.begin(), sandbox_ids.end()});
+    if (!json.ok()) return json.status();
+    // Lock order: feed_mu_, then read_mu_ (a commit waiting for feed_mu_ holds only mu_).
+    auto present = [&]() -> absl::StatusOr<std::vector<SandboxRecord>> {
+      absl::MutexLock read_lock(&read_mu_);
+      return ReadSandboxes("WHERE s.sandbox_id IN (SELECT json_array_elements_text($1::json))", *json);
+    }();
+    if (!present.ok()) return present.status();
+    std::set<std::string> gone = sandbox_ids;
+    for (const auto& r : *present) gone.erase(r.context.sandbox_id());
+    changes.sandboxes = *std::move(present);
+    changes.removed.assign(gone.begin(), gone.end());
     remote_listener_->OnRemoteChanges(changes);
   }
+  for (const auto& revision : revisions) revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(revision, /*remote=*/true); });
+  if (stored_ceiling) ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(stored_ceiling->first, stored_ceiling->second, /*remote=*/true); });
   feed_seq_ = last_seq;
   return absl::OkStatus();
 }

@@ -1,4 +1,4 @@
-// The multi-replica Store on PostgreSQL (libpq). Several gateways ("replicas") may open one database at
+// The multi-replica store on PostgreSQL (libpq). Several gateways ("replicas") may open one database at
 // once; each runs with its own sockets and in-memory view, and the database is the one truth:
 //  - every write transaction first locks the audit chain's head row, so writes from all replicas are
 //    serialised in the database and their events form one chain (no forks, no gaps);
@@ -27,12 +27,14 @@
 #include "absl/synchronization/mutex.h"
 #include "store/clock.h"
 #include "store/group_commit.h"
+#include "store/head_anchor.h"
 #include "store/pg_conn.h"
 #include "store/store.h"
 
 namespace osh::store {
 
-class PostgresStore final : public Store {
+// One object plays every role (store.h).
+class PostgresStore final : public SingleObjectDatabase, public Importer {
  public:
   // `conninfo`: a postgresql:// URL or libpq connection string. `clock` (not owned) stamps events.
   // UNAVAILABLE (naming the database, without its password) when it cannot be reached.
@@ -40,6 +42,9 @@ class PostgresStore final : public Store {
   // unfinished migration); false for `policy-gateway migrate`, which neither heartbeats nor reads the feed.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo,
                                                              const Clock* clock = Clock::System(), bool replica = true);
+  // The same with options (store.h): role kMigration opens it as `replica` = false; anchor_path adds
+  // rollback detection; notice is told of expired replicas and settled admission notes.
+  static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo, const StoreOptions& options);
   ~PostgresStore() override;
   static constexpr int kSchemaVersion = 3;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
@@ -83,13 +88,15 @@ class PostgresStore final : public Store {
   absl::Status BeginImport(const std::string& source, bool replace) override;
   absl::Status FinishImport(const ChainHead& expected) override;
   absl::StatusOr<std::optional<std::string>> MigrationMarker() override;
-  void SetNoticeListener(std::function<void(const std::string& notice)> listener) override;
 
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;
   bool reachable() const override { return reachable_; }
   void SetReachabilityListener(std::function<void(bool reachable)> listener) override;
   absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
+
+  Importer* importer() override { return this; }
+  StoreStats Stats() override;
 
  private:
   PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id);
@@ -147,6 +154,7 @@ class PostgresStore final : public Store {
   std::atomic<bool> reachable_{true};
   std::atomic<bool> stopping_{false};
   std::thread feed_thread_;
+  std::unique_ptr<HeadAnchor> anchor_;  // StoreOptions::anchor_path; reset first in the destructor
 };
 
 }  // namespace osh::store

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <iterator>
+#include <filesystem>
 #include <thread>
 #include <type_traits>
 
@@ -12,6 +13,7 @@
 #include "store/row_codec.h"
 #include "store/status_macros.h"
 #include "store/storage_error.h"
+#include "trust/secure_path.h"
 
 namespace osh::store {
 namespace {
@@ -136,9 +138,43 @@ constexpr char kRevisionColumns[] =
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const Clock* clock) {
+  StoreOptions options;
+  options.clock = clock;
+  return Open(path, options);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreOptions& options) {
+  std::optional<StateLock> state_lock;
+  if (options.exclusive) {
+    // Whoever can write the database's folder can replace the database (and with it, bring back deleted
+    // sandboxes): only root and this user may. Then, before anything touches the database, the lock: a
+    // second gateway on it would corrupt the first's chain and release its in-flight handles.
+    if (options.role == StoreRole::kGateway) {
+      const std::string folder = std::filesystem::absolute(path).parent_path().string();
+      OSH_RETURN_IF_ERROR(trust::EnsurePrivateDir(folder));
+      OSH_RETURN_IF_ERROR(trust::CheckNoOneElseCanWrite(folder, "database folder"));
+    }
+    auto lock = StateLock::Acquire(path);
+    if (!lock.ok()) return lock.status();
+    state_lock.emplace(*std::move(lock));
+  }
+  auto store = OpenUnguarded(path, options);
+  if (!store.ok()) return store.status();
+  (*store)->commit_observer_ = options.commit_observer;
+  auto anchor = AnchorOpenedStore(store->get(), options);
+  if (!anchor.ok()) return anchor.status();
+  (*store)->anchor_ = *std::move(anchor);
+  (*store)->state_lock_ = std::move(state_lock);
+  return store;
+}
+
+SqliteStore::~SqliteStore() { anchor_.reset(); }  // its last record reads the chain head
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnguarded(const std::string& path,
+                                                                        const StoreOptions& options) {
   auto db = Db::Open(path);
   if (!db.ok()) return db.status();
-  std::unique_ptr<SqliteStore> store(new SqliteStore(*std::move(db), clock));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(*std::move(db), options.clock));
   absl::MutexLock lock(&store->mu_);
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA journal_mode=WAL"));
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA synchronous=FULL"));
@@ -224,9 +260,11 @@ absl::Status SqliteStore::LoadChainHead() {
 
 void SqliteStore::SetChangeListener(ChangeListener* listener) { listener_ = listener; }
 
-SqliteStore::CommitCounters SqliteStore::commit_counters() const {
+StoreStats SqliteStore::Stats() {
   absl::MutexLock lock(&mu_);
-  return counters_;
+  StoreStats stats = counters_;
+  stats.audit_head_seq = chain_.head().seq;
+  return stats;
 }
 
 // --- Group commit -------------------------------------------------------------------------------
@@ -644,7 +682,7 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
   event.policy_digest = record.digest;
   event.policy_version = record.seq;
   return InsertAudit(&event);
-  }));
+  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); }));
   return record;
 }
 
@@ -753,7 +791,7 @@ absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t
       complete(admitted, &event);
     }
     return InsertAudit(&event);
-  });
+  }, [&] { ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(ceiling_bytes, version, /*remote=*/false); }); });
 }
 
 absl::StatusOr<std::optional<std::string>> SqliteStore::LoadCeiling() {
@@ -770,7 +808,7 @@ absl::Status SqliteStore::AppendAudit(AuditEvent event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertAudit(&event); });
 }
 
-Store::ChainHead SqliteStore::AuditChainHead() {
+AuditLog::ChainHead SqliteStore::AuditChainHead() {
   absl::MutexLock lock(&mu_);
   return {chain_.head().seq, chain_.head().hash};
 }

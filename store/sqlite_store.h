@@ -1,4 +1,4 @@
-// The embedded Store: one SQLite file (WAL, synchronous=FULL, file mode 0600), schema versioned by
+// The embedded store: one SQLite file (WAL, synchronous=FULL, file mode 0600), schema versioned by
 // PRAGMA user_version with forward-only migrations. Thread-safe: one connection behind a mutex.
 //
 // Writes are group-committed: a writer that finds another commit under way queues behind it, and the
@@ -18,18 +18,24 @@
 #include "absl/time/time.h"
 #include "store/clock.h"
 #include "store/group_commit.h"
+#include "store/head_anchor.h"
 #include "store/sqlite_db.h"
+#include "store/state_lock.h"
 #include "store/store.h"
 
 namespace osh::store {
 
-class SqliteStore final : public Store {
+// One object plays every role (store.h); Replication is a single process's (the defaults).
+class SqliteStore final : public SingleObjectDatabase {
  public:
   // Opens or creates the database at `path` and migrates it to the current schema. Refuses a
-  // database written by a newer gateway (FAILED_PRECONDITION).
-  // `clock` (not owned; must outlive the store) stamps audit events and queued releases.
+  // database written by a newer gateway (FAILED_PRECONDITION). With options.exclusive: the folder check
+  // and the state lock; with options.anchor_path: rollback detection (see StoreOptions).
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path, const StoreOptions& options);
+  // A plain open (tests, tools): `clock` (not owned; must outlive the store) stamps events and releases.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
+  ~SqliteStore() override;
   static constexpr int kSchemaVersion = 8;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
@@ -64,18 +70,13 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
-  // How many transactions the store committed and how many writes they carried (group commit at work).
-  struct CommitCounters {
-    uint64_t transactions = 0;
-    uint64_t writes = 0;
-  };
-  CommitCounters commit_counters() const;
-  // Told how long each transaction's commit (the fsync) took, on the committing thread; set before
-  // writing starts. Must be cheap and must not call back into the store.
-  void SetCommitObserver(std::function<void(absl::Duration)> observer) { commit_observer_ = std::move(observer); }
+  // Transactions committed and the writes they carried (group commit at work), and the audit head.
+  StoreStats Stats() override;
 
  private:
   SqliteStore(Db db, const Clock* clock) : clock_(clock), db_(std::move(db)) {}
+  // Open without the folder check, the lock and the anchor.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> OpenUnguarded(const std::string& path, const StoreOptions& options);
   int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MigrateEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -105,7 +106,7 @@ class SqliteStore final : public Store {
   mutable absl::Mutex mu_;  // the connection and the chain head
   Db db_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
-  CommitCounters counters_ ABSL_GUARDED_BY(mu_);
+  StoreStats counters_ ABSL_GUARDED_BY(mu_);
   std::function<void(absl::Duration)> commit_observer_;
 
   absl::Mutex read_mu_;  // the read connection
@@ -114,6 +115,9 @@ class SqliteStore final : public Store {
   GroupCommitQueue queue_;
 
   ChangeListener* listener_ = nullptr;  // set before concurrent use
+
+  std::optional<StateLock> state_lock_;  // StoreOptions::exclusive: held as long as the store is open
+  std::unique_ptr<HeadAnchor> anchor_;   // destroyed first (its thread reads the chain head)
 };
 
 }  // namespace osh::store

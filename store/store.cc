@@ -5,7 +5,7 @@
 namespace osh::store {
 namespace {
 
-absl::Status CommitOne(Store* store, Change change, AuditEvent event) {
+absl::Status CommitOne(SandboxStore* store, Change change, AuditEvent event) {
   ChangeBatch batch;
   batch.changes.push_back(std::move(change));
   batch.events.push_back(std::move(event));
@@ -14,41 +14,41 @@ absl::Status CommitOne(Store* store, Change change, AuditEvent event) {
 
 }  // namespace
 
-absl::Status Store::InsertSandbox(SandboxRecord record, AuditEvent event) {
+absl::Status SandboxStore::InsertSandbox(SandboxRecord record, AuditEvent event) {
   return CommitOne(this, change::AdmitSandbox{std::move(record)}, std::move(event));
 }
 
-absl::Status Store::ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope,
+absl::Status SandboxStore::ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope,
                                       Verification verification, const std::vector<std::string>& key_ids,
                                       int64_t now_unix, AuditEvent event) {
   return CommitOne(this, change::ReplaceProjection{{sandbox_id}, std::move(envelope), verification, key_ids, now_unix, true},
                    std::move(event));
 }
 
-absl::Status Store::SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) {
+absl::Status SandboxStore::SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event) {
   return CommitOne(this, change::SetRefreshError{sandbox_id, error}, std::move(event));
 }
 
-absl::StatusOr<bool> Store::DeleteSandbox(const std::string& sandbox_id, AuditEvent event) {
+absl::StatusOr<bool> SandboxStore::DeleteSandbox(const std::string& sandbox_id, AuditEvent event) {
   absl::Status status = CommitOne(this, change::DeleteSandbox{sandbox_id}, std::move(event));
   if (absl::IsNotFound(status)) return false;
   if (!status.ok()) return status;
   return true;
 }
 
-absl::Status Store::RecordReport(const std::string& sandbox_id, const std::string& digest,
+absl::Status SandboxStore::RecordReport(const std::string& sandbox_id, const std::string& digest,
                                  openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
                                  int64_t now_unix, AuditEvent event) {
   return CommitOne(this, change::RecordReport{sandbox_id, digest, status, error, now_unix}, std::move(event));
 }
 
-absl::StatusOr<uint64_t> Store::CountPendingReleases() {
+absl::StatusOr<uint64_t> ReleaseQueue::CountPendingReleases() {
   auto pending = PendingReleases();
   if (!pending.ok()) return pending.status();
   return pending->size();
 }
 
-absl::StatusOr<std::vector<SandboxRecord>> Store::LoadSandboxesById(const std::vector<std::string>& ids) {
+absl::StatusOr<std::vector<SandboxRecord>> SandboxStore::LoadSandboxesById(const std::vector<std::string>& ids) {
   auto all = LoadSandboxes();
   if (!all.ok()) return all.status();
   const std::set<std::string> wanted(ids.begin(), ids.end());

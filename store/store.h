@@ -1,4 +1,5 @@
-// The gateway's persistent state behind one interface (SPEC §7). Implementations are thread-safe.
+// The gateway's persistent state (SPEC §7), as narrow roles a Database hands out. Implementations are
+// thread-safe.
 //
 // Every method that changes state does so in one transaction together with the audit event that
 // records it: after a crash either all of it is there or none of it. Acknowledged writes are durable.
@@ -6,6 +7,7 @@
 // INTERNAL for storage failures.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -14,9 +16,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "absl/time/time.h"
 #include "store/change.h"
+#include "store/clock.h"
 #include "trust/audit_chain.h"
 
 namespace osh::store {
@@ -42,14 +48,12 @@ struct PendingRelease {
   std::string idempotency_key;  // the key the acquisition was sent with ("": none)
 };
 
-// What other replicas committed to a shared store (PostgresStore's change feed), as it stands now:
-// the sandboxes they changed, read back after the change (present), those they deleted (removed), the
-// policy scopes they appended to and whether they replaced the ceiling.
+// The sandboxes other replicas committed to a shared store (PostgresStore's change feed), as they stand
+// now: those they changed, read back after the change (present), and those they deleted (removed).
+// Policy revisions and the ceiling reach their own listeners (RevisionListener, CeilingListener).
 struct RemoteChanges {
   std::vector<SandboxRecord> sandboxes;
   std::vector<std::string> removed;
-  std::vector<std::string> policy_scopes;
-  bool ceiling = false;
 };
 // Told of remote changes on the store's feed thread, in commit order, never concurrently with the
 // ChangeListener (so the view never applies an older state over a newer one). Must not write to the store.
@@ -78,11 +82,41 @@ struct StoreImage {
   uint64_t ceiling_version = 0;
 };
 
-class Store {
+// Listeners of one kind of change (RevisionListener, CeilingListener), not owned: each must outlive its
+// subscription. Deliveries hold the set's lock, so Remove waits for one in progress; listeners never call
+// back into the store (their contract), so this cannot deadlock with a commit. Delivered in the order
+// they were added.
+template <typename Listener>
+class ListenerSet {
  public:
-  virtual ~Store() = default;
+  void Add(Listener* listener) {
+    absl::MutexLock lock(&mu_);
+    listeners_.push_back(listener);
+  }
+  void Remove(Listener* listener) {
+    absl::MutexLock lock(&mu_);
+    listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+  }
+  template <typename Deliver>
+  void ForEach(const Deliver& deliver) {
+    absl::MutexLock lock(&mu_);
+    for (Listener* listener : listeners_) deliver(*listener);
+  }
 
-  // --- Sandboxes -----------------------------------------------------------------------------
+ private:
+  absl::Mutex mu_;
+  std::vector<Listener*> listeners_ ABSL_GUARDED_BY(mu_);
+};
+
+// --- The roles -------------------------------------------------------------------------------------
+// A Database (below) hands out one object per role; each consumer takes only the role it needs (the
+// builtin driver PolicyRevisions, the driver-handle protocol ReleaseQueue and SandboxStore, the audit
+// recorder AuditLog, ...). Every role is thread-safe and lives as long as its Database.
+
+// Admitted sandboxes: committed as change batches (change.h) with their audit events.
+class SandboxStore {
+ public:
+  virtual ~SandboxStore() = default;
   // Commits the batch in one transaction with its events; concurrent commits share one fsync (group
   // commit). On success the change listener has applied the batch before this returns.
   virtual absl::StatusOr<CommitResult> Commit(ChangeBatch batch) = 0;
@@ -104,12 +138,23 @@ class Store {
                             openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
                             int64_t now_unix, AuditEvent event);
 
-  // --- Driver handle releases (durable queue) ------------------------------------------------
-  // Before a driver handle is acquired for an admission, its context is durably noted ("release whatever
-  // is acquired for this unless admitted"), so a crash at any later point cannot leak the handle.
-  // InsertSandbox with the returned id removes the note in its transaction; QueueAcquiredRelease makes
-  // the release due (with the handle when known); DropAdmissionIntent forgets it (nothing was acquired).
-  // Notes left in flight by a crash become due, without a handle, when the store is opened again.
+  // Content-addressed envelopes and bodies: what LoadSandboxes returns and what the gateway admits share
+  // one copy of each distinct envelope and body.
+  EnvelopeInterner& envelopes() { return envelopes_; }
+
+ private:
+  EnvelopeInterner envelopes_;
+};
+
+// Driver handle releases (a durable queue). Before a driver handle is acquired for an admission, its
+// context is durably noted ("release whatever is acquired for this unless admitted"), so a crash at any
+// later point cannot leak the handle. SandboxStore::InsertSandbox with the returned id removes the note in
+// its transaction; QueueAcquiredRelease makes the release due (with the handle when known);
+// DropAdmissionIntent forgets it (nothing was acquired). Notes left in flight by a crash become due,
+// without a handle, when the store is opened again.
+class ReleaseQueue {
+ public:
+  virtual ~ReleaseQueue() = default;
   virtual absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
                                                         const std::string& idempotency_key = "") = 0;
   virtual absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) = 0;
@@ -119,11 +164,25 @@ class Store {
   virtual absl::Status CompleteRelease(int64_t id, AuditEvent event) = 0;
   // How many releases are due (for status; unlike PendingReleases it claims nothing).
   virtual absl::StatusOr<uint64_t> CountPendingReleases();
+};
 
-  // --- Policies (builtin driver) -------------------------------------------------------------
+// Told of every policy revision appended — by this process (on the committing thread, after the commit,
+// before AppendPolicyRevision returns) and by another replica (on the store's feed thread, read back
+// from the database) — in commit order per scope. Must not call back into the store.
+class RevisionListener {
+ public:
+  virtual ~RevisionListener() = default;
+  virtual void OnPolicyRevision(const PolicyRevisionRecord& revision, bool remote) = 0;
+};
+
+// The builtin driver's policies: revisions per scope.
+class PolicyRevisions {
+ public:
+  virtual ~PolicyRevisions() = default;
   // Appends a revision to `scope`: `body` set = a new policy, nullopt = a deletion. With
   // `expected_revision`, ABORTED unless the scope's latest revision equals it (0: no live policy).
-  // Deleting a scope without a live policy is NOT_FOUND.
+  // Deleting a scope without a live policy is NOT_FOUND. The revision listeners have been told of it
+  // before this returns.
   virtual absl::StatusOr<PolicyRevisionRecord> AppendPolicyRevision(const std::string& scope,
                                                                     const std::optional<std::string>& body,
                                                                     std::optional<uint64_t> expected_revision,
@@ -136,7 +195,26 @@ class Store {
   // Number of scopes whose latest revision is a live policy.
   virtual absl::StatusOr<uint64_t> CountLivePolicies() = 0;
 
-  // --- Ceiling (managed maximum) -----------------------------------------------------------------
+  // Who is told of each revision (implementations deliver every committed one: see RevisionListener).
+  ListenerSet<RevisionListener>& revision_listeners() { return revision_listeners_; }
+
+ private:
+  ListenerSet<RevisionListener> revision_listeners_;
+};
+
+// Told of every ceiling stored — by this process (on the committing thread, after the commit, before
+// SaveCeiling returns) and by another replica (on the feed thread, read back from the database): the
+// serialized ceiling as stored and its version. Must not call back into the store.
+class CeilingListener {
+ public:
+  virtual ~CeilingListener() = default;
+  virtual void OnCeiling(const std::string& ceiling_bytes, uint64_t version, bool remote) = 0;
+};
+
+// The ceiling (managed maximum) in force.
+class CeilingStore {
+ public:
+  virtual ~CeilingStore() = default;
   // One distinct admitted body and how many sandboxes hold it (SaveCeiling's completer).
   struct AdmittedBody {
     std::string body;
@@ -151,16 +229,23 @@ class Store {
   // `version`, with `event`, in one transaction. ABORTED "rollback: ..." unless `version` is above the
   // stored one (so of two concurrent sets, the lower loses). Serialised against every batch that carries
   // checked_ceiling (change.h): those committed before it are what `complete` sees, those after it must
-  // have been checked against this ceiling.
+  // have been checked against this ceiling. The ceiling listeners have been told before this returns.
   virtual absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
                                    const CeilingEventCompleter& complete = nullptr) = 0;
   // The ceiling in force, serialized as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> LoadCeiling() = 0;
-  // The newest event of `type` with `outcome` in the audit chain, or nullopt (indexed for ceiling_set).
-  virtual absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(trust::audit::Type type,
-                                                                     trust::audit::Outcome outcome) = 0;
 
-  // --- Audit ----------------------------------------------------------------------------------
+  // Who is told of each ceiling stored (see CeilingListener).
+  ListenerSet<CeilingListener>& ceiling_listeners() { return ceiling_listeners_; }
+
+ private:
+  ListenerSet<CeilingListener> ceiling_listeners_;
+};
+
+// The audit log.
+class AuditLog {
+ public:
+  virtual ~AuditLog() = default;
   // Appends an event that records no state change (a refusal, a driver going down, ...).
   virtual absl::Status AppendAudit(AuditEvent event) = 0;
   // Events with seq > after_seq, oldest first, at most `limit` (0: 1000).
@@ -171,35 +256,17 @@ class Store {
     std::string hash;
   };
   virtual ChainHead AuditChainHead() = 0;
+  // The newest event of `type` with `outcome`, or nullopt (indexed for ceiling_set).
+  virtual absl::StatusOr<std::optional<AuditEvent>> LatestAuditEvent(trust::audit::Type type,
+                                                                     trust::audit::Outcome outcome) = 0;
+};
 
-  // --- Migration into this store (policy-gateway migrate) -----------------------------------------
-  // Writes `image` as it is (seqs and revisions kept) into this store, which must hold no sandbox,
-  // policy or audit event (FAILED_PRECONDITION otherwise). UNIMPLEMENTED where not supported.
-  virtual absl::Status ImportImage(const StoreImage& /*image*/) {
-    return absl::UnimplementedError("this store cannot be migrated into");
-  }
-  // Appends already sealed events verbatim; each must link to the chain's head (DATA_LOSS otherwise).
-  virtual absl::Status ImportAuditEvents(const std::vector<AuditEvent>& /*events*/) {
-    return absl::UnimplementedError("this store cannot be migrated into");
-  }
-  // Marks this store as the target of a migration from `source` (a display name, never a password),
-  // committed before anything is copied, so that a copy cut short is never served (see
-  // MigrationMarker). FAILED_PRECONDITION unless the store is empty, or — with `replace` — holds the
-  // marker of an interrupted migration (then everything in it is removed in the same transaction).
-  virtual absl::Status BeginImport(const std::string& /*source*/, bool /*replace*/) {
-    return absl::UnimplementedError("this store cannot be migrated into");
-  }
-  // The migration's final commit: removes the marker if the chain's head is `expected` (DATA_LOSS
-  // otherwise, the marker stays).
-  virtual absl::Status FinishImport(const ChainHead& /*expected*/) {
-    return absl::UnimplementedError("this store cannot be migrated into");
-  }
-  // The marker of a migration into this store that has not finished ("from <source>, started <time>"),
-  // or nullopt. A gateway refuses a store that holds one.
-  virtual absl::StatusOr<std::optional<std::string>> MigrationMarker() { return std::optional<std::string>(); }
-
-  // --- Replicas (a single-process store: one replica, no feed, every lease granted) -----------------
-  // The listener for changes other processes commit; nullptr removes it.
+// This process's place among the gateways sharing the store. The defaults are a single-process store's:
+// one replica, no feed, every lease granted, always reachable.
+class Replication {
+ public:
+  virtual ~Replication() = default;
+  // The listener for sandbox changes other processes commit; nullptr removes it.
   virtual void SetRemoteChangeListener(RemoteChangeListener* /*listener*/) {}
   virtual ReplicaStatus replica_status() { return {"sqlite", "local", 1, true}; }
   // Whether the database answered the last heartbeat (always true for an embedded store), and a
@@ -209,16 +276,96 @@ class Store {
   // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
   // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.
   virtual absl::StatusOr<bool> TryLease(const std::string& /*name*/, int64_t /*duration_ms*/) { return true; }
-  // Told of housekeeping worth a log line (expired replica rows, settled admission notes), on the store's
-  // own thread (must not call back into the store); nullptr removes it.
-  virtual void SetNoticeListener(std::function<void(const std::string& notice)> /*listener*/) {}
+};
 
-  // Content-addressed envelopes and bodies: what LoadSandboxes returns and what the gateway admits share
-  // one copy of each distinct envelope and body.
-  EnvelopeInterner& envelopes() { return envelopes_; }
+// Migration into this store (policy-gateway migrate).
+class Importer {
+ public:
+  virtual ~Importer() = default;
+  // Writes `image` as it is (seqs and revisions kept) into this store, which must hold no sandbox,
+  // policy or audit event (FAILED_PRECONDITION otherwise).
+  virtual absl::Status ImportImage(const StoreImage& image) = 0;
+  // Appends already sealed events verbatim; each must link to the chain's head (DATA_LOSS otherwise).
+  virtual absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) = 0;
+  // Marks this store as the target of a migration from `source` (a display name, never a password),
+  // committed before anything is copied, so that a copy cut short is never served (see
+  // MigrationMarker). FAILED_PRECONDITION unless the store is empty, or — with `replace` — holds the
+  // marker of an interrupted migration (then everything in it is removed in the same transaction).
+  virtual absl::Status BeginImport(const std::string& source, bool replace) = 0;
+  // The migration's final commit: removes the marker if the chain's head is `expected` (DATA_LOSS
+  // otherwise, the marker stays).
+  virtual absl::Status FinishImport(const AuditLog::ChainHead& expected) = 0;
+  // The marker of a migration into this store that has not finished ("from <source>, started <time>"),
+  // or nullopt. A gateway refuses a store that holds one.
+  virtual absl::StatusOr<std::optional<std::string>> MigrationMarker() = 0;
+};
 
- private:
-  EnvelopeInterner envelopes_;
+// What the metrics show of a store.
+struct StoreStats {
+  uint64_t transactions = 0;  // committed write transactions (group commit: each may carry several writes)
+  uint64_t writes = 0;
+  uint64_t audit_head_seq = 0;
+};
+
+// Who opens a store: a gateway (on PostgreSQL: a replica with a heartbeat and the change feed, refused
+// on the target of an unfinished migration) or `policy-gateway migrate` (no heartbeat, no feed: it must
+// not count as a live replica, and it may open an unfinished migration's target to replace it).
+enum class StoreRole { kGateway, kMigration };
+
+// How a store is opened (open_store.h). The defaults open it plainly, as tests and tools do.
+struct StoreOptions {
+  const Clock* clock = Clock::System();  // not owned; must outlive the store. Stamps events and releases.
+  StoreRole role = StoreRole::kGateway;
+  // SQLite: this process is the state's only user (a gateway; `migrate` reading a SQLite source). Open
+  // takes the one-process lock "<file>.lock" for as long as the store is open (FAILED_PRECONDITION naming
+  // the holder's pid); for a gateway it first creates the file's folder (0700) if missing and refuses a
+  // folder anyone but root and this user can write (whoever can could replace the database and bring
+  // deleted sandboxes back).
+  bool exclusive = false;
+  // Rollback detection (head_anchor.h): the file that records the audit head outside the database (""
+  // none; AnchorPathFor gives a gateway's). A database that no longer holds the recorded head is refused
+  // (FAILED_PRECONDITION "state_rollback: ...") unless `accept_state_rollback`, which appends a
+  // state_rollback_accepted event and says so through `notice`.
+  std::string anchor_path;
+  bool accept_state_rollback = false;
+  // Housekeeping worth a log line (an accepted rollback, expired replica rows, settled admission notes),
+  // on whichever thread found it; must not call back into the store.
+  std::function<void(const std::string& notice)> notice;
+  // How long each write transaction's commit (the fsync) took, on the committing thread (SQLite). Cheap;
+  // must not call back into the store.
+  std::function<void(absl::Duration took)> commit_observer;
+};
+
+// One opened store (open_store.h): hands out its roles. Owns them; they live as long as it does.
+class Database {
+ public:
+  virtual ~Database() = default;
+  virtual SandboxStore& sandboxes() = 0;
+  virtual ReleaseQueue& releases() = 0;
+  virtual PolicyRevisions& revisions() = 0;
+  virtual CeilingStore& ceiling() = 0;
+  virtual AuditLog& audit() = 0;
+  virtual Replication& replication() = 0;
+  // nullptr when this kind of store cannot be migrated into.
+  virtual Importer* importer() { return nullptr; }
+  virtual StoreStats Stats() = 0;
+};
+
+// A Database whose one object plays every role but Importer (both backends are built so).
+class SingleObjectDatabase : public Database,
+                             public SandboxStore,
+                             public ReleaseQueue,
+                             public PolicyRevisions,
+                             public CeilingStore,
+                             public AuditLog,
+                             public Replication {
+ public:
+  SandboxStore& sandboxes() final { return *this; }
+  ReleaseQueue& releases() final { return *this; }
+  PolicyRevisions& revisions() final { return *this; }
+  CeilingStore& ceiling() final { return *this; }
+  AuditLog& audit() final { return *this; }
+  Replication& replication() final { return *this; }
 };
 
 }  // namespace osh::store

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include <catch2/catch.hpp>
 
 #include "policy/digest.h"
@@ -182,4 +184,71 @@ TEST_CASE("sqlite: a statement prepared again comes from the cache reset, with n
   REQUIRE_FALSE(bad.ok());
   CHECK_THAT(std::string(bad.status().message()), Catch::Contains("syntax error"));
   CHECK_FALSE(db->Run("   ").ok());
+}
+
+TEST_CASE("sqlite: an exclusive open takes the one-gateway lock and a gateway's checks its folder", "[store]") {
+  // Issue 26.2: the state lock and the folder check live in SqliteStore::Open (StoreOptions), not the daemon.
+  osh::test::TempDir dir;
+  const std::string path = (dir.path() / "state" / "gateway.db").string();
+  osh::store::StoreOptions options;
+  options.exclusive = true;
+  auto first = SqliteStore::Open(path, options);
+  INFO(first.status());
+  REQUIRE(first.ok());  // the missing folder was created (0700)
+  struct stat st {};
+  REQUIRE(::stat((dir / "state").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  auto second = SqliteStore::Open(path, options);
+  REQUIRE(absl::IsFailedPrecondition(second.status()));
+  CHECK(second.status().message().find(std::to_string(::getpid())) != std::string::npos);  // names the holder
+  CHECK(SqliteStore::Open(path).ok());  // a plain open (tests, tools) takes no lock
+  first->reset();                        // closing releases it
+  CHECK(SqliteStore::Open(path, options).ok());
+
+  ::chmod((dir / "state").c_str(), 0777);  // anyone could replace the database
+  auto loose = SqliteStore::Open(path, options);
+  REQUIRE(absl::IsPermissionDenied(loose.status()));
+  CHECK(loose.status().message().find("database folder") != std::string::npos);
+}
+
+TEST_CASE("sqlite: a store opened with an anchor refuses a rolled-back copy unless accepted, then audits it", "[store]") {
+  osh::test::TempDir dir;
+  const std::string path = dir / "gateway.db";
+  osh::store::StoreOptions options;
+  options.anchor_path = path + ".head";
+  std::vector<std::string> notices;
+  options.notice = [&](const std::string& n) { notices.push_back(n); };
+  {
+    auto store = SqliteStore::Open(path, options);
+    REQUIRE(store.ok());
+    AuditEvent event;
+    event.type = osh::trust::audit::Type::kRelease;
+    REQUIRE((*store)->AppendAudit(event).ok());
+    REQUIRE((*store)->AppendAudit(event).ok());
+  }  // closing records the head: event 2
+  REQUIRE(osh::test::ReadFile(path + ".head").rfind("2 ", 0) == 0);
+  // Roll the database back to a one-event chain: a fresh store with one event stands for an old copy.
+  std::filesystem::remove(path);
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  {
+    auto fresh = SqliteStore::Open(path);
+    REQUIRE(fresh.ok());
+    AuditEvent event;
+    event.type = osh::trust::audit::Type::kRelease;
+    REQUIRE((*fresh)->AppendAudit(event).ok());
+  }
+  auto refused = SqliteStore::Open(path, options);
+  REQUIRE(absl::IsFailedPrecondition(refused.status()));
+  CHECK(refused.status().message().find("state_rollback") == 0);
+  options.accept_state_rollback = true;
+  auto accepted = SqliteStore::Open(path, options);
+  INFO(accepted.status());
+  REQUIRE(accepted.ok());
+  auto events = (*accepted)->ListAuditEvents(0, 10);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 2);
+  CHECK(events->back().type == osh::trust::audit::Type::kStateRollbackAccepted);
+  REQUIRE(notices.size() == 1);
+  CHECK(notices[0].find("accepted (--accept-state-rollback)") != std::string::npos);
 }

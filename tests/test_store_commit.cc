@@ -16,7 +16,7 @@ using osh::store::SqliteStore;
 
 namespace {
 
-osh::store::SandboxRecord Sandbox(osh::store::Store& store, const std::string& id) {
+osh::store::SandboxRecord Sandbox(osh::store::Database& store, const std::string& id) {
   osh::store::SandboxRecord r;
   r.context.set_sandbox_id(id);
   r.context.set_user_subject("alice");
@@ -26,7 +26,7 @@ osh::store::SandboxRecord Sandbox(osh::store::Store& store, const std::string& i
   p.set_surface_id("openshell.sandbox.v1");
   p.set_body("body");
   p.set_policy_digest(osh::policy::Sha256Hex("body"));
-  r.envelope = store.envelopes().Intern(p);
+  r.envelope = store.sandboxes().envelopes().Intern(p);
   r.verification = osh::store::Verification::kNone;
   return r;
 }
@@ -79,9 +79,9 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   REQUIRE(store.ok());
   constexpr int kOthers = 8;
   HoldFirstCommit hold(kOthers);
-  (*store)->SetChangeListener(&hold);
+  (*store)->sandboxes().SetChangeListener(&hold);
 
-  std::thread first([&] { REQUIRE((*store)->InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
+  std::thread first([&] { REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
   hold.WaitEntered();  // sb-0 is committed; its leader is still busy
   std::vector<std::thread> others;
   std::vector<absl::Status> results(kOthers);
@@ -90,29 +90,29 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
       // Writer 3 re-admits sb-0: refused, alone.
       const std::string id = i == 3 ? "sb-0" : "sb-" + std::to_string(i + 1);
       hold.Queued();
-      results[i] = (*store)->InsertSandbox(Sandbox(**store, id), AdmissionEvent(id));
+      results[i] = (*store)->sandboxes().InsertSandbox(Sandbox(**store, id), AdmissionEvent(id));
     });
   }
   first.join();
   for (auto& t : others) t.join();
-  (*store)->SetChangeListener(nullptr);
+  (*store)->sandboxes().SetChangeListener(nullptr);
 
   for (int i = 0; i < kOthers; ++i) {
     INFO("writer " << i);
     const bool expected = i == 3 ? absl::IsAlreadyExists(results[i]) : results[i].ok();
     CHECK(expected);
   }
-  const auto counters = (*store)->commit_counters();
+  const auto counters = (*store)->Stats();
   CHECK(counters.writes == kOthers);         // sb-0 plus seven others; the refused one is not counted
   // sb-0 alone, then the queued writers together (normally in one commit; a writer that reached the
   // queue late on a loaded machine may need a third). Without group commit this would be 9.
   CHECK(counters.transactions >= 2);
   CHECK(counters.transactions <= 3);
-  auto loaded = (*store)->LoadSandboxes();
+  auto loaded = (*store)->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   CHECK(loaded->size() == kOthers);
   // The chain has one event per successful write, linked without gaps.
-  auto events = (*store)->ListAuditEvents(0, 100);
+  auto events = (*store)->audit().ListAuditEvents(0, 100);
   REQUIRE(events.ok());
   REQUIRE(events->size() == kOthers);
   std::string prev = osh::trust::kGenesisHash;
@@ -122,5 +122,5 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
     CHECK((*events)[i].hash == osh::trust::ChainHash(prev, (*events)[i]));
     prev = (*events)[i].hash;
   }
-  CHECK((*store)->AuditChainHead().hash == prev);
+  CHECK((*store)->audit().AuditChainHead().hash == prev);
 }

@@ -19,7 +19,7 @@
 #include "trust/audit_chain.h"
 
 using osh::store::AuditEvent;
-using osh::store::Store;
+using osh::store::Database;
 
 namespace {
 
@@ -34,14 +34,14 @@ std::vector<Backend> Backends() {
           {"postgresql", [](const osh::test::TempDir&) { return osh::test::PgCluster::Shared().CreateDatabase(); }}};
 }
 
-std::unique_ptr<Store> Open(const std::string& url) {
+std::unique_ptr<Database> Open(const std::string& url) {
   auto store = osh::store::OpenStore(url);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   return *std::move(store);
 }
 
-osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std::string& handle,
+osh::store::SandboxRecord Sandbox(Database& store, const std::string& id, const std::string& handle,
                                   const std::string& body) {
   osh::store::SandboxRecord r;
   r.context.set_sandbox_id(id);
@@ -55,7 +55,7 @@ osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std
   p.set_policy_digest(osh::policy::Sha256Hex(body));
   p.set_policy_version(7);
   (*p.mutable_audit_context())["k"] = "v";
-  r.envelope = store.envelopes().Intern(p);
+  r.envelope = store.sandboxes().envelopes().Intern(p);
   r.verification = osh::store::Verification::kNone;
   r.admitted_at_unix = r.updated_at_unix = 1000;
   return r;
@@ -63,8 +63,8 @@ osh::store::SandboxRecord Sandbox(Store& store, const std::string& id, const std
 
 
 // Every event links to the one before it, from genesis.
-void CheckChain(Store& store, size_t expected_events) {
-  auto events = store.ListAuditEvents(0, 1000);
+void CheckChain(Database& store, size_t expected_events) {
+  auto events = store.audit().ListAuditEvents(0, 1000);
   REQUIRE(events.ok());
   REQUIRE(events->size() == expected_events);
   std::string prev = osh::trust::kGenesisHash;
@@ -74,8 +74,8 @@ void CheckChain(Store& store, size_t expected_events) {
     CHECK((*events)[i].hash == osh::trust::ChainHash(prev, (*events)[i]));
     prev = (*events)[i].hash;
   }
-  CHECK(store.AuditChainHead().seq == expected_events);
-  CHECK(store.AuditChainHead().hash == prev);
+  CHECK(store.audit().AuditChainHead().seq == expected_events);
+  CHECK(store.audit().AuditChainHead().hash == prev);
 }
 
 }  // namespace
@@ -87,37 +87,37 @@ TEST_CASE("store contract: policy revisions per scope with expected-revision che
   auto store = Open(backend.url(dir));
   auto& s = *store;
 
-  auto r1 = s.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 10, osh::test::StoredEvent("mutation"));
+  auto r1 = s.revisions().AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 10, osh::test::StoredEvent("mutation"));
   REQUIRE(r1.ok());
   CHECK(r1->revision == 1);
   CHECK(r1->digest == osh::policy::Sha256Hex("body-1"));
   // expected 0 means "no live policy": now wrong
   CHECK(absl::IsAborted(
-      s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(0), 11, osh::test::StoredEvent("mutation")).status()));
-  auto stale = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(5), 11, osh::test::StoredEvent("mutation"));
+      s.revisions().AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(0), 11, osh::test::StoredEvent("mutation")).status()));
+  auto stale = s.revisions().AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(5), 11, osh::test::StoredEvent("mutation"));
   CHECK(absl::IsAborted(stale.status()));
   CHECK_THAT(std::string(stale.status().message()), Catch::Contains("at revision 1, expected 5"));
-  auto r2 = s.AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(1), 12, osh::test::StoredEvent("mutation"));
+  auto r2 = s.revisions().AppendPolicyRevision("default", std::string("body-2"), std::optional<uint64_t>(1), 12, osh::test::StoredEvent("mutation"));
   REQUIRE(r2.ok());
   CHECK(r2->revision == 2);
-  auto t1 = s.AppendPolicyRevision("tenant:acme", std::string("body-t"), std::nullopt, 13, osh::test::StoredEvent("mutation"));
+  auto t1 = s.revisions().AppendPolicyRevision("tenant:acme", std::string("body-t"), std::nullopt, 13, osh::test::StoredEvent("mutation"));
   REQUIRE(t1.ok());
   CHECK(t1->revision == 1);
   CHECK(t1->seq > r2->seq);  // the global sequence keeps growing across scopes
-  auto deleted = s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 14, osh::test::StoredEvent("mutation"));
+  auto deleted = s.revisions().AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 14, osh::test::StoredEvent("mutation"));
   REQUIRE(deleted.ok());
   CHECK(deleted->deleted());
-  CHECK(absl::IsNotFound(s.AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 15, osh::test::StoredEvent("mutation")).status()));
+  CHECK(absl::IsNotFound(s.revisions().AppendPolicyRevision("tenant:acme", std::nullopt, std::nullopt, 15, osh::test::StoredEvent("mutation")).status()));
 
-  auto latest = s.LatestPolicyRevision("default");
+  auto latest = s.revisions().LatestPolicyRevision("default");
   REQUIRE(latest.ok());
   REQUIRE(latest->has_value());
   CHECK((*latest)->body == "body-2");
-  CHECK(s.GetPolicyRevision("default", 1)->body == "body-1");
-  CHECK(absl::IsNotFound(s.GetPolicyRevision("default", 9).status()));
-  CHECK(s.ListPolicyRevisions("")->size() == 4);
-  CHECK(s.ListPolicyRevisions("tenant:acme")->size() == 2);
-  CHECK(*s.CountLivePolicies() == 1);
+  CHECK(s.revisions().GetPolicyRevision("default", 1)->body == "body-1");
+  CHECK(absl::IsNotFound(s.revisions().GetPolicyRevision("default", 9).status()));
+  CHECK(s.revisions().ListPolicyRevisions("")->size() == 4);
+  CHECK(s.revisions().ListPolicyRevisions("tenant:acme")->size() == 2);
+  CHECK(*s.revisions().CountLivePolicies() == 1);
   CheckChain(s, 4);  // one event per appended revision; the refused appends wrote none
 }
 
@@ -126,28 +126,28 @@ TEST_CASE("store contract: a refused change writes nothing, and the chain stays 
   INFO("backend " << backend.name);
   osh::test::TempDir dir;
   auto store = Open(backend.url(dir));
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-1", "body-a"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "handle-1", "body-a"), osh::test::StoredEvent("admission")).ok());
   // Same id; then same handle hash under another id: both refused, neither leaves a trace.
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-2", "body-b"), osh::test::StoredEvent("admission"))));
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), osh::test::StoredEvent("admission"))));
+  CHECK(absl::IsAlreadyExists(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "handle-2", "body-b"), osh::test::StoredEvent("admission"))));
+  CHECK(absl::IsAlreadyExists(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-2", "handle-1", "body-c"), osh::test::StoredEvent("admission"))));
   // A report for a sandbox that is not there, a projection replaced for one that is not there.
-  CHECK(absl::IsNotFound(store->RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, osh::test::StoredEvent("report"))));
-  CHECK(absl::IsNotFound(store->ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, osh::store::Verification::kNone, {}, 5,
+  CHECK(absl::IsNotFound(store->sandboxes().RecordReport("sb-9", "d", openshell::policy::gateway::v1::LOADED, "", 5, osh::test::StoredEvent("report"))));
+  CHECK(absl::IsNotFound(store->sandboxes().ReplaceProjection("sb-9", Sandbox(*store, "x", "y", "body-z").envelope, osh::store::Verification::kNone, {}, 5,
                                                   osh::test::StoredEvent("refresh"))));
   // A batch is all or nothing: its first change is fine, its second is refused.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::SetRefreshError{"sb-1", "should not stay"});
   batch.changes.push_back(osh::store::change::DeleteSandbox{"sb-missing"});
   batch.events.push_back(osh::test::StoredEvent("batch"));
-  CHECK(absl::IsNotFound(store->Commit(std::move(batch)).status()));
+  CHECK(absl::IsNotFound(store->sandboxes().Commit(std::move(batch)).status()));
 
-  auto loaded = store->LoadSandboxes();
+  auto loaded = store->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   REQUIRE(loaded->size() == 1);
   CHECK((*loaded)[0].envelope->body() == "body-a");
   CHECK((*loaded)[0].last_refresh_error.empty());
   CheckChain(*store, 1);
-  REQUIRE(store->AppendAudit(osh::test::StoredEvent("note")).ok());  // the next event links to the last good one
+  REQUIRE(store->audit().AppendAudit(osh::test::StoredEvent("note")).ok());  // the next event links to the last good one
   CheckChain(*store, 2);
 }
 
@@ -158,12 +158,12 @@ TEST_CASE("store contract: sandboxes persist across reopen, sharing one body and
   const std::string url = backend.url(dir);
   {
     auto store = Open(url);
-    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "secret-handle-1", "same-body"), osh::test::StoredEvent("admission")).ok());
-    REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "secret-handle-2", "same-body"), osh::test::StoredEvent("admission")).ok());
-    REQUIRE(store->RecordReport("sb-1", "d", openshell::policy::gateway::v1::LOADED, "", 2000, osh::test::StoredEvent("report")).ok());
+    REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "secret-handle-1", "same-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-2", "secret-handle-2", "same-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(store->sandboxes().RecordReport("sb-1", "d", openshell::policy::gateway::v1::LOADED, "", 2000, osh::test::StoredEvent("report")).ok());
   }
   auto store = Open(url);
-  auto loaded = store->LoadSandboxes();
+  auto loaded = store->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   REQUIRE(loaded->size() == 2);
   std::map<std::string, osh::store::SandboxRecord> by_id;
@@ -179,16 +179,16 @@ TEST_CASE("store contract: sandboxes persist across reopen, sharing one body and
   CHECK(r.driver_handle == "dh-sb-1");
 
   // Delete queues the release in the same transaction; a second delete finds nothing and writes nothing.
-  REQUIRE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
-  CHECK_FALSE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
-  auto due = store->PendingReleases();
+  REQUIRE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+  CHECK_FALSE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+  auto due = store->releases().PendingReleases();
   REQUIRE(due->size() == 1);
   CHECK((*due)[0].driver_handle == "dh-sb-1");
-  REQUIRE(store->CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());
-  REQUIRE(store->CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());  // recorded once
-  CHECK(store->PendingReleases()->empty());
+  REQUIRE(store->releases().CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());
+  REQUIRE(store->releases().CompleteRelease((*due)[0].id, osh::test::StoredEvent("release")).ok());  // recorded once
+  CHECK(store->releases().PendingReleases()->empty());
   CheckChain(*store, 5);  // 2 admissions, report, deletion, release
-  auto remaining = store->LoadSandboxes();
+  auto remaining = store->sandboxes().LoadSandboxes();
   REQUIRE(remaining->size() == 1);
   CHECK((*remaining)[0].envelope->body() == "same-body");  // still used by sb-2
 }
@@ -200,24 +200,24 @@ TEST_CASE("store contract: an admission intent is settled by its admission, or i
   const std::string url = backend.url(dir);
   {
     auto store = Open(url);
-    auto admitted = store->RecordAdmissionIntent(osh::test::ContextFor("sb-a"));
-    auto refused = store->RecordAdmissionIntent(osh::test::ContextFor("sb-r"));
-    auto failed = store->RecordAdmissionIntent(osh::test::ContextFor("sb-f"));
-    auto crashed = store->RecordAdmissionIntent(osh::test::ContextFor("sb-c"));
+    auto admitted = store->releases().RecordAdmissionIntent(osh::test::ContextFor("sb-a"));
+    auto refused = store->releases().RecordAdmissionIntent(osh::test::ContextFor("sb-r"));
+    auto failed = store->releases().RecordAdmissionIntent(osh::test::ContextFor("sb-f"));
+    auto crashed = store->releases().RecordAdmissionIntent(osh::test::ContextFor("sb-c"));
     REQUIRE((admitted.ok() && refused.ok() && failed.ok() && crashed.ok()));
-    CHECK(store->PendingReleases()->empty());  // in flight: not due
+    CHECK(store->releases().PendingReleases()->empty());  // in flight: not due
     auto record = Sandbox(*store, "sb-a", "handle-a", "body-a");
     record.acquisition_id = *admitted;
-    REQUIRE(store->InsertSandbox(record, osh::test::StoredEvent("admission")).ok());
-    REQUIRE(store->QueueAcquiredRelease(*refused, "dh-refused").ok());
-    REQUIRE(store->DropAdmissionIntent(*failed).ok());
-    auto due = store->PendingReleases();
+    REQUIRE(store->sandboxes().InsertSandbox(record, osh::test::StoredEvent("admission")).ok());
+    REQUIRE(store->releases().QueueAcquiredRelease(*refused, "dh-refused").ok());
+    REQUIRE(store->releases().DropAdmissionIntent(*failed).ok());
+    auto due = store->releases().PendingReleases();
     REQUIRE(due->size() == 1);
     CHECK((*due)[0].driver_handle == "dh-refused");
     CHECK((*due)[0].context.sandbox_id() == "sb-r");
   }  // "crash": sb-c's intent was never settled
   auto reopened = Open(url);
-  auto due = reopened->PendingReleases();
+  auto due = reopened->releases().PendingReleases();
   REQUIRE(due->size() == 2);
   CHECK((*due)[1].driver_handle.empty());
   CHECK((*due)[1].context.sandbox_id() == "sb-c");
@@ -230,15 +230,15 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   osh::test::TempDir dir;
   auto store = Open(backend.url(dir));
   osh::gateway::SandboxRegistry registry;
-  store->SetChangeListener(&registry);
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-1", "handle-sb-1", "body"), osh::test::StoredEvent("admission")).ok());
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), osh::test::StoredEvent("admission")).ok());
+  store->sandboxes().SetChangeListener(&registry);
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "handle-sb-1", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), osh::test::StoredEvent("admission")).ok());
   CHECK(registry.size() == 2);
   CHECK(registry.Get("sb-1")->record.envelope == registry.Get("sb-2")->record.envelope);
   auto authenticated = registry.Authenticate("handle-sb-1");
   REQUIRE(authenticated);
   CHECK(authenticated->verified);  // admitted through the core's checks
-  CHECK(absl::IsAlreadyExists(store->InsertSandbox(Sandbox(*store, "sb-1", "other", "body"), osh::test::StoredEvent("admission"))));
+  CHECK(absl::IsAlreadyExists(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "other", "body"), osh::test::StoredEvent("admission"))));
   CHECK(registry.size() == 2);  // a refused write changes nothing
 
   // One change moves both sandboxes; one of the three named is gone, and that is fine here.
@@ -246,7 +246,7 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   batch.changes.push_back(osh::store::change::ReplaceProjection{
       {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false});
   batch.events.push_back(osh::test::StoredEvent("reprojection"));
-  auto committed = store->Commit(std::move(batch));
+  auto committed = store->sandboxes().Commit(std::move(batch));
   REQUIRE(committed.ok());
   CHECK(committed->rows[0] == 2);
   CHECK(registry.Get("sb-1")->record.envelope->body() == "body-2");
@@ -254,15 +254,15 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
 
   // A reload gives the same content, unverified until re-verified.
   osh::gateway::SandboxRegistry reloaded;
-  reloaded.Reset(*store->LoadSandboxes());
+  reloaded.Reset(*store->sandboxes().LoadSandboxes());
   CHECK(reloaded.size() == 2);
   CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
   CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
 
-  REQUIRE(*store->DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+  REQUIRE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
   CHECK_FALSE(registry.Contains("sb-1"));
   CHECK_FALSE(registry.Authenticate("handle-sb-1"));
-  store->SetChangeListener(nullptr);
+  store->sandboxes().SetChangeListener(nullptr);
 }
 
 TEST_CASE("store: PostgreSQL refuses a database whose schema is newer than it knows", "[store][postgres]") {
@@ -295,22 +295,22 @@ TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in
       const std::string url = backend.url(dir);
       {
         auto store = Open(url);
-        REQUIRE(store->LoadCeiling().ok());
-        CHECK_FALSE(store->LoadCeiling()->has_value());
-        const uint64_t before = store->AuditChainHead().seq;
-        REQUIRE(store->SaveCeiling(std::string("v2\0bytes", 8), 2, osh::test::StoredEvent("ceiling_set")).ok());
-        CHECK(store->AuditChainHead().seq == before + 1);
+        REQUIRE(store->ceiling().LoadCeiling().ok());
+        CHECK_FALSE(store->ceiling().LoadCeiling()->has_value());
+        const uint64_t before = store->audit().AuditChainHead().seq;
+        REQUIRE(store->ceiling().SaveCeiling(std::string("v2\0bytes", 8), 2, osh::test::StoredEvent("ceiling_set")).ok());
+        CHECK(store->audit().AuditChainHead().seq == before + 1);
         // Equal or lower versions are refused and change nothing (not even the audit chain).
-        auto same = store->SaveCeiling("other", 2, osh::test::StoredEvent("ceiling_set"));
+        auto same = store->ceiling().SaveCeiling("other", 2, osh::test::StoredEvent("ceiling_set"));
         CHECK(same.code() == absl::StatusCode::kAborted);
         CHECK_THAT(std::string(same.message()), Catch::StartsWith("rollback:"));
-        CHECK(store->SaveCeiling("older", 1, osh::test::StoredEvent("ceiling_set")).code() == absl::StatusCode::kAborted);
-        CHECK(store->AuditChainHead().seq == before + 1);
-        CHECK(**store->LoadCeiling() == std::string("v2\0bytes", 8));
-        REQUIRE(store->SaveCeiling("v3", 3, osh::test::StoredEvent("ceiling_set")).ok());
+        CHECK(store->ceiling().SaveCeiling("older", 1, osh::test::StoredEvent("ceiling_set")).code() == absl::StatusCode::kAborted);
+        CHECK(store->audit().AuditChainHead().seq == before + 1);
+        CHECK(**store->ceiling().LoadCeiling() == std::string("v2\0bytes", 8));
+        REQUIRE(store->ceiling().SaveCeiling("v3", 3, osh::test::StoredEvent("ceiling_set")).ok());
       }
       auto reopened = Open(url);
-      CHECK(**reopened->LoadCeiling() == "v3");
+      CHECK(**reopened->ceiling().LoadCeiling() == "v3");
     }
   }
 }
@@ -326,7 +326,7 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
     batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(*store, id, "handle-" + id, "body-" + id)});
     batch.events.push_back(osh::test::StoredEvent("admission"));
     batch.checked_ceiling = checked;
-    return store->Commit(std::move(batch)).status();
+    return store->sandboxes().Commit(std::move(batch)).status();
   };
   // No ceiling stored: only a batch checked against none commits.
   REQUIRE(admit("sb-1", osh::store::kNoCeiling).ok());
@@ -335,33 +335,33 @@ TEST_CASE("store contract: a batch checked against another ceiling than the stor
   CHECK_THAT(std::string(refused.message()), Catch::StartsWith("ceiling_changed: checked against ceiling version 1"));
   // SaveCeiling's completer sees every admitted body with its count, inside the transaction.
   REQUIRE(admit("sb-3", osh::store::kNoCeiling).ok());
-  REQUIRE(store->InsertSandbox(Sandbox(*store, "sb-4", "handle-4", "body-sb-1"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-4", "handle-4", "body-sb-1"), osh::test::StoredEvent("admission")).ok());
   std::map<std::string, uint64_t> seen;
-  REQUIRE(store->SaveCeiling("c2", 2, osh::test::StoredEvent("ceiling_set"),
-                             [&](const std::vector<Store::AdmittedBody>& admitted, AuditEvent* event) {
+  REQUIRE(store->ceiling().SaveCeiling("c2", 2, osh::test::StoredEvent("ceiling_set"),
+                             [&](const std::vector<osh::store::CeilingStore::AdmittedBody>& admitted, AuditEvent* event) {
                                for (const auto& b : admitted) seen[b.body] = b.sandboxes;
                                event->reason = "counted";
                              })
               .ok());
   CHECK(seen == std::map<std::string, uint64_t>{{"body-sb-1", 2}, {"body-sb-3", 1}});
   // Now only a batch checked against version 2 commits; nothing of a refused one is written.
-  const uint64_t head = store->AuditChainHead().seq;
+  const uint64_t head = store->audit().AuditChainHead().seq;
   CHECK(osh::store::IsCeilingChanged(admit("sb-5", osh::store::kNoCeiling)));
   CHECK(osh::store::IsCeilingChanged(admit("sb-5", 1)));
-  CHECK(store->AuditChainHead().seq == head);
+  CHECK(store->audit().AuditChainHead().seq == head);
   REQUIRE(admit("sb-5", 2).ok());
-  auto loaded = store->LoadSandboxes();
+  auto loaded = store->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   CHECK(loaded->size() == 4);
   // The newest successful ceiling_set is found (refused ones and other events passed by).
   AuditEvent refused_set = osh::test::StoredEvent("ceiling_set");
   refused_set.outcome = osh::trust::audit::Outcome::kRefused;
-  REQUIRE(store->AppendAudit(refused_set).ok());
-  auto latest = store->LatestAuditEvent(osh::trust::audit::Type::kCeilingSet, osh::trust::audit::Outcome::kOk);
+  REQUIRE(store->audit().AppendAudit(refused_set).ok());
+  auto latest = store->audit().LatestAuditEvent(osh::trust::audit::Type::kCeilingSet, osh::trust::audit::Outcome::kOk);
   REQUIRE(latest.ok());
   REQUIRE(latest->has_value());
   CHECK((*latest)->reason == "counted");
-  CHECK_FALSE(store->LatestAuditEvent(osh::trust::audit::Type::kStateRollbackAccepted, osh::trust::audit::Outcome::kOk)->has_value());
+  CHECK_FALSE(store->audit().LatestAuditEvent(osh::trust::audit::Type::kStateRollbackAccepted, osh::trust::audit::Outcome::kOk)->has_value());
 }
 
 TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, and hold a lease one at a time",
@@ -369,33 +369,33 @@ TEST_CASE("store: PostgreSQL replicas share one chain, claim each release once, 
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);
   auto b = Open(url);
-  CHECK(a->replica_status().live_replicas == 2);
-  CHECK(a->replica_status().replica_id != b->replica_status().replica_id);
+  CHECK(a->replication().replica_status().live_replicas == 2);
+  CHECK(a->replication().replica_status().replica_id != b->replication().replica_status().replica_id);
   // Events from both replicas form one chain.
-  REQUIRE(a->InsertSandbox(Sandbox(*a, "sb-a", "handle-a", "body"), osh::test::StoredEvent("admission")).ok());
-  REQUIRE(b->InsertSandbox(Sandbox(*b, "sb-b", "handle-b", "body"), osh::test::StoredEvent("admission")).ok());
-  REQUIRE(a->AppendAudit(osh::test::StoredEvent("note")).ok());
+  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-a", "handle-a", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(b->sandboxes().InsertSandbox(Sandbox(*b, "sb-b", "handle-b", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(a->audit().AppendAudit(osh::test::StoredEvent("note")).ok());
   CheckChain(*b, 3);
   // A same id admitted on the other replica is refused there.
-  CHECK(absl::IsAlreadyExists(b->InsertSandbox(Sandbox(*b, "sb-a", "other", "body"), osh::test::StoredEvent("admission"))));
+  CHECK(absl::IsAlreadyExists(b->sandboxes().InsertSandbox(Sandbox(*b, "sb-a", "other", "body"), osh::test::StoredEvent("admission"))));
   // A due release is claimed by one replica; the other sees it only once the claimer is gone.
-  REQUIRE(*b->DeleteSandbox("sb-b", osh::test::StoredEvent("deletion")));
-  auto claimed = a->PendingReleases();
+  REQUIRE(*b->sandboxes().DeleteSandbox("sb-b", osh::test::StoredEvent("deletion")));
+  auto claimed = a->releases().PendingReleases();
   REQUIRE(claimed->size() == 1);
-  CHECK(b->PendingReleases()->empty());
-  CHECK(*b->CountPendingReleases() == 1);  // counting claims nothing
+  CHECK(b->releases().PendingReleases()->empty());
+  CHECK(*b->releases().CountPendingReleases() == 1);  // counting claims nothing
   // A lease is held by one replica at a time and renewed by its holder.
-  CHECK(*a->TryLease("refresh", 60000));
-  CHECK_FALSE(*b->TryLease("refresh", 60000));
-  CHECK(*a->TryLease("refresh", 1));
+  CHECK(*a->replication().TryLease("refresh", 60000));
+  CHECK_FALSE(*b->replication().TryLease("refresh", 60000));
+  CHECK(*a->replication().TryLease("refresh", 1));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  CHECK(*b->TryLease("refresh", 60000));  // a's ran out
+  CHECK(*b->replication().TryLease("refresh", 60000));  // a's ran out
   a.reset();  // a clean stop hands its claims back
-  auto taken_over = b->PendingReleases();
+  auto taken_over = b->releases().PendingReleases();
   REQUIRE(taken_over->size() == 1);
   CHECK((*taken_over)[0].driver_handle == "dh-sb-b");
-  REQUIRE(b->CompleteRelease((*taken_over)[0].id, osh::test::StoredEvent("release")).ok());
-  CHECK(b->PendingReleases()->empty());
+  REQUIRE(b->releases().CompleteRelease((*taken_over)[0].id, osh::test::StoredEvent("release")).ok());
+  CHECK(b->releases().PendingReleases()->empty());
 }
 
 TEST_CASE("store contract: text with a NUL byte is stored whole or refused, never cut", "[store][contract]") {
@@ -410,15 +410,15 @@ TEST_CASE("store contract: text with a NUL byte is stored whole or refused, neve
   AuditEvent event = osh::test::StoredEvent("refusal");
   event.surface_id = std::string("openshell.sandbox.v1\0evil", 25);
   event.reason = std::string("reason\0tail", 11);
-  const absl::Status appended = store->AppendAudit(event);
+  const absl::Status appended = store->audit().AppendAudit(event);
   auto record = Sandbox(*store, "sb-1", "handle-1", "body-a");
   record.driver_handle = std::string("dh\0cut", 6);
-  const absl::Status inserted = store->InsertSandbox(record, osh::test::StoredEvent("admission"));
+  const absl::Status inserted = store->sandboxes().InsertSandbox(record, osh::test::StoredEvent("admission"));
   for (const absl::Status* status : {&appended, &inserted}) {
     INFO(status->ToString());
     CHECK((status->ok() || absl::IsInvalidArgument(*status)));
   }
-  auto events = store->ListAuditEvents(0, 100);
+  auto events = store->audit().ListAuditEvents(0, 100);
   REQUIRE(events.ok());
   if (appended.ok()) {
     REQUIRE(!events->empty());
@@ -426,7 +426,7 @@ TEST_CASE("store contract: text with a NUL byte is stored whole or refused, neve
     CHECK(events->front().reason == event.reason);
   }
   CheckChain(*store, events->size());  // whatever was kept hashes as written
-  auto loaded = store->LoadSandboxes();
+  auto loaded = store->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   if (inserted.ok()) {
     REQUIRE(loaded->size() == 1);
@@ -440,40 +440,54 @@ TEST_CASE("store contract: text with a NUL byte is stored whole or refused, neve
   CheckChain(*store, events->size());
 }
 
-TEST_CASE("builtin driver: a scope another replica changed that cannot be re-read is UNAVAILABLE, not no_verified_policy",
+TEST_CASE("builtin driver: a revision another replica appends reaches this replica's driver through the store's feed",
           "[store][postgres]") {
-  // Issue 25.1: with the database down, the builtin driver must not answer as if no policy existed.
+  // Issue 26.2: revisions are a change kind the store delivers (RevisionListener), here and from other
+  // replicas, read back in the same poll as the change itself — no re-read that can fail half-way.
   osh::test::PgCluster cluster;
   const std::string url = cluster.CreateDatabase();
   auto writer = Open(url);   // "replica A"
   auto reader = Open(url);   // "replica B"
-  auto a = osh::builtin_driver::BuiltinDriver::Create(writer.get(), std::nullopt);
+  auto a = osh::builtin_driver::BuiltinDriver::Create(&writer->revisions(), std::nullopt);
   REQUIRE(a.ok());
-  auto b = osh::builtin_driver::BuiltinDriver::Create(reader.get(), std::nullopt);
+  auto b = osh::builtin_driver::BuiltinDriver::Create(&reader->revisions(), std::nullopt);
   REQUIRE(b.ok());
-  openshell::policy::gateway::v1::SetPolicyRequest set;
-  set.set_scope("tenant:acme");
-  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
-  auto set_status = (*a)->SetPolicy(set);
-  INFO(set_status.status());
-  REQUIRE(set_status.ok());
   openshell::policy::driver::v1::RuntimeContext context;
   context.set_sandbox_id("sb-1");
   context.set_user_subject("alice");
   (*context.mutable_attributes())["tenant_id"] = "acme";
   auto handle = (*b)->AcquireHandle(context);
   REQUIRE(handle.ok());
-  cluster.StopServer();
-  CHECK_FALSE((*b)->ReloadScope("tenant:acme").ok());  // the feed told B; the store cannot answer
-  auto during = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
-  INFO(during.status());
-  CHECK(absl::IsUnavailable(during.status()));
-  cluster.StartServer();
-  bool served = false;
-  for (int i = 0; i < 100 && !served; ++i) {  // the store reconnects
-    auto after = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
-    served = after.ok() && after->has_projection();
-    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto before = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
+  REQUIRE(before.ok());
+  CHECK(before->has_no_verified_policy());  // nothing set yet
+
+  openshell::policy::gateway::v1::SetPolicyRequest set;
+  set.set_scope("tenant:acme");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  auto set_status = (*a)->SetPolicy(set);
+  INFO(set_status.status());
+  REQUIRE(set_status.ok());
+  auto served_digest = [&]() -> std::string {
+    auto p = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
+    return p.ok() && p->has_projection() ? p->projection().policy_digest() : "";
+  };
+  std::string digest;
+  for (int i = 0; i < 100 && digest.empty(); ++i) {  // the feed is read on NOTIFY, and at least every second
+    digest = served_digest();
+    if (digest.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  CHECK(served);
+  CHECK(digest == set_status->policy_digest());
+
+  // A deletion travels the same way: B stops serving the scope's policy.
+  openshell::policy::gateway::v1::DeletePolicyRequest del;
+  del.set_scope("tenant:acme");
+  REQUIRE((*a)->DeletePolicy(del).ok());
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    auto p = (*b)->GetProjection(*handle, "openshell.sandbox.v1");
+    refused = p.ok() && p->has_no_verified_policy();
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(refused);
 }

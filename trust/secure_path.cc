@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -31,6 +33,19 @@ absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& 
     }
     if (at == at.parent_path()) return absl::OkStatus();  // reached /
   }
+}
+
+absl::Status EnsurePrivateDir(const std::string& dir) {
+  std::error_code error;
+  const std::filesystem::path path = std::filesystem::absolute(dir, error);
+  std::filesystem::path built;
+  for (const auto& part : path) {
+    built /= part;
+    if (::mkdir(built.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot create folder ", built.string(), ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace osh::trust

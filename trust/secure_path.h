@@ -14,4 +14,8 @@ namespace osh::trust {
 // the fix. NOT_FOUND when the path does not exist.
 absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& what);
 
+// Creates `dir` (and parents) if missing, with mode 0700 for what it creates. FAILED_PRECONDITION naming
+// the folder that cannot be created.
+absl::Status EnsurePrivateDir(const std::string& dir);
+
 }  // namespace osh::trust

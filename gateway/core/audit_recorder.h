@@ -29,7 +29,7 @@ inline constexpr size_t kMaxAuditReasonBytes = 8192;
 
 class AuditRecorder {
  public:
-  explicit AuditRecorder(store::Store* store) : store_(store) {}
+  explicit AuditRecorder(store::AuditLog* log) : store_(log) {}
 
   // An event of `type` for `sandbox_id`, with the projection's surface, digest, version and audit
   // context (see BoundedAuditContext) when there is one. Outcome and reason are the caller's.
@@ -40,7 +40,7 @@ class AuditRecorder {
   void Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
 
  private:
-  store::Store* const store_;
+  store::AuditLog* const store_;
 };
 
 }  // namespace osh::gateway

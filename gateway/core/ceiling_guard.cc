@@ -41,16 +41,22 @@ gateway_v1::CeilingInfo CeilingGuard::InfoOf(const Active& active) {
 absl::Status CeilingGuard::Load(const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s) {
   auto stored = store_->LoadCeiling();
   if (!stored.ok()) return stored.status();
-  const auto in_force = current();
   if (!stored->has_value()) {
+    const auto in_force = current();
     if (in_force == nullptr) return absl::OkStatus();
     return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the ceiling in force here ('",
                                             in_force->ceiling.ceiling_id(), "' version ", in_force->ceiling.version(),
                                             ") is no longer in the database; it stays in force, and nothing checked "
                                             "against it commits until a ceiling is stored again"));
   }
+  return Adopt(**stored, trust, now_unix, skew_s);
+}
+
+absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::TrustStore* trust, int64_t now_unix,
+                                 int64_t skew_s) {
+  const auto in_force = current();
   auto active = std::make_shared<Active>();
-  if (!active->ceiling.ParseFromString(**stored)) return absl::DataLossError("the stored ceiling does not decode");
+  if (!active->ceiling.ParseFromString(ceiling_bytes)) return absl::DataLossError("the stored ceiling does not decode");
   if (in_force != nullptr && active->ceiling.version() <= in_force->ceiling.version()) {
     if (active->ceiling.version() == in_force->ceiling.version()) return absl::OkStatus();  // already in force
     return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the database holds ceiling version ",
@@ -86,7 +92,7 @@ void CeilingGuard::Install(std::shared_ptr<const Active> active) {
 }
 
 absl::Status CeilingGuard::CheckAgainstAudit() const {
-  auto latest = store_->LatestAuditEvent(audit::Type::kCeilingSet, audit::Outcome::kOk);
+  auto latest = log_->LatestAuditEvent(audit::Type::kCeilingSet, audit::Outcome::kOk);
   if (!latest.ok()) return latest.status();
   if (!latest->has_value()) return absl::OkStatus();  // no ceiling was ever put in force
   const store::AuditEvent& set = **latest;
@@ -162,7 +168,7 @@ trust::CheckResult CeilingGuard::CheckBody(const std::string& body) const {
 absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::CeilingMessage& ceiling,
                                                                  const trust::TrustStore* trust, int64_t now_unix,
                                                                  int64_t skew_s) {
-  AuditRecorder audit(store_);
+  AuditRecorder audit(log_);
   store::AuditEvent event = AuditRecorder::For(audit::Type::kCeilingSet, "");
   event.policy_digest = ceiling.policy_digest();
   event.policy_version = ceiling.version();
@@ -184,7 +190,7 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
   // every later commit must have been checked against this ceiling (store::ChangeBatch::checked_ceiling).
   uint64_t outside = 0;
   const auto& ceiling_policy = *verified.policy;
-  auto complete = [&](const std::vector<store::Store::AdmittedBody>& admitted, store::AuditEvent* e) {
+  auto complete = [&](const std::vector<store::CeilingStore::AdmittedBody>& admitted, store::AuditEvent* e) {
     outside = 0;
     for (const auto& held : admitted) {
       auto parsed = policy::ParseBodyStrict(held.body);
@@ -202,14 +208,12 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
     if (absl::IsAborted(saved) && !common::IsStorageError(saved)) return absl::FailedPreconditionError(saved.message());
     return saved;
   }
-  auto active = std::make_shared<Active>();
-  active->ceiling = ceiling;
-  active->policy = verified.policy;
-  active->key_ids = verified.verified_key_ids;
+  Active stored;  // in force already: the store told the gate, which adopted it
+  stored.ceiling = ceiling;
+  stored.key_ids = verified.verified_key_ids;
   gateway_v1::SetCeilingResponse response;
-  *response.mutable_ceiling() = InfoOf(*active);
+  *response.mutable_ceiling() = InfoOf(stored);
   response.set_sandboxes_outside(outside);
-  Install(std::move(active));
   LogInfo(absl::StrCat("ceiling '", ceiling.ceiling_id(), "' version ", ceiling.version(), " in force; ", outside,
                        " admitted sandbox(es) outside it"));
   return response;

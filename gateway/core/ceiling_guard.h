@@ -36,14 +36,16 @@ class CeilingGuard {
     bool verified = true;  // false: loaded from the store and no longer verifies (still in force)
   };
 
-  // `store` must outlive the guard.
-  explicit CeilingGuard(store::Store* store) : store_(store) {}
+  // `store` and `log` must outlive the guard.
+  CeilingGuard(store::CeilingStore* store, store::AuditLog* log) : store_(store), log_(log) {}
 
   // Loads the stored ceiling (if any) and re-verifies it with `trust` (may be null). A ceiling only
   // moves forward: a stored one not newer than the one in force changes nothing. DATA_LOSS when the
   // database holds no ceiling, or an older one, while a ceiling is in force here (its row was deleted or
   // rolled back): the one in force stays, and commits checked against it are refused until it is set again.
   absl::Status Load(const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s);
+  // The same for a ceiling as stored (`ceiling_bytes`), as the store tells its listeners of one.
+  absl::Status Adopt(const std::string& ceiling_bytes, const trust::TrustStore* trust, int64_t now_unix, int64_t skew_s);
 
   // At start-up, after Load: FAILED_PRECONDITION "ceiling_missing: ..." when the audit chain's newest
   // successful ceiling_set names a ceiling (version and policy digest) that is not the one the database
@@ -68,7 +70,8 @@ class CeilingGuard {
   // The same for a serialized body (parsed strictly; a body that does not parse is reported as such).
   trust::CheckResult CheckBody(const std::string& body) const;
 
-  // Verifies `ceiling` and puts it in force, stored and audited in one transaction. How many admitted
+  // Verifies `ceiling` and stores it, audited, in one transaction; it is in force once the store has told
+  // its ceiling listeners (the projection gate, which Adopts it) — before this returns. How many admitted
   // sandboxes the verified ceiling leaves outside is counted inside that transaction (the store's
   // completer), so admissions racing it are either counted or refused (issue 25.10). A refusal is
   // FAILED_PRECONDITION "reason_code: detail" and is audited too.
@@ -81,7 +84,8 @@ class CeilingGuard {
   // Puts `active` in force unless the one in force is as new or newer.
   void Install(std::shared_ptr<const Active> active);
 
-  store::Store* const store_;
+  store::CeilingStore* const store_;
+  store::AuditLog* const log_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);
   mutable absl::flat_hash_map<std::string, trust::CheckResult> cache_ ABSL_GUARDED_BY(mu_);

@@ -53,7 +53,7 @@ class AdmissionSlots {
 
 class DriverHandles {
  public:
-  DriverHandles(store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry, AdmissionSlots* slots)
+  DriverHandles(store::ReleaseQueue* store, drivers::PolicyDriver* driver, SandboxRegistry* registry, AdmissionSlots* slots)
       : store_(store), driver_(driver), registry_(registry), slots_(slots) {}
 
   struct Acquired {
@@ -76,7 +76,7 @@ class DriverHandles {
   uint64_t possible_leaks() const { return possible_leaks_.load(std::memory_order_relaxed); }
 
  private:
-  store::Store* const store_;
+  store::ReleaseQueue* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   AdmissionSlots* const slots_;

@@ -84,7 +84,7 @@ std::string MintSandboxHandle() {
   return absl::StrCat("sbh_", absl::WebSafeBase64Escape(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
 }
 
-GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
+GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::PolicyDriver* driver,
                          SandboxRegistry* registry, std::shared_ptr<const trust::TrustStore> trust_store,
                          const store::Clock* clock)
     : config_(config),
@@ -92,14 +92,15 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
       driver_(driver),
       registry_(registry),
       clock_(clock),
-      audit_(store),
+      audit_(&store->audit()),
       reports_(config_.limits.reports_per_second, config_.limits.report_burst),
-      handles_(store, driver, registry, &slots_),
-      gate_(config_, store, clock, &audit_, std::move(trust_store)),
-      reprojector_(config_, store, driver, registry, &gate_, clock) {
+      handles_(&store->releases(), driver, registry, &slots_),
+      gate_(config_, &store->ceiling(), &store->audit(), clock, &audit_, std::move(trust_store)),
+      reprojector_(config_, &store->sandboxes(), driver, registry, &gate_, clock) {
   registry_->SetServingChecks(&gate_);  // fetches, watches and egress decisions ask the gate through the registry
-  store_->SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
-  store_->SetRemoteChangeListener(this);  // and what other replicas commit
+  store_->sandboxes().SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
+  store_->replication().SetRemoteChangeListener(this);  // and what other replicas commit
+  if (driver_->authoring() != nullptr) store_->revisions().revision_listeners().Add(this);
   if (driver_->authoring() != nullptr) {
     // Builtin SetPolicy/UpdatePolicy: the whole new policy must be inside the ceiling in force.
     driver_->authoring()->SetPolicyGuard([this](const openshell::sandbox::v1::SandboxPolicy& candidate) {
@@ -109,13 +110,14 @@ GatewayCore::GatewayCore(const Config& config, store::Store* store, drivers::Pol
 }
 
 GatewayCore::~GatewayCore() {
-  store_->SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
+  store_->replication().SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
+  store_->revisions().revision_listeners().Remove(this);
   {
     absl::MutexLock lock(&remote_scopes_mu_);
     stopping_remote_scopes_ = true;
   }
   if (remote_scopes_thread_.joinable()) remote_scopes_thread_.join();
-  store_->SetChangeListener(nullptr);
+  store_->sandboxes().SetChangeListener(nullptr);
 }
 
 void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
@@ -145,7 +147,7 @@ void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
 }
 
 bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {
-  auto held = store_->TryLease(name, duration_ms);
+  auto held = store_->replication().TryLease(name, duration_ms);
   return held.ok() && *held;
 }
 
@@ -171,23 +173,13 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
     verdicts.push_back(checked.ok());
   }
   registry_->ApplyRemote(changes.sandboxes, verdicts, changes.removed);
-  if (driver_->authoring() != nullptr) {
-    for (const auto& scope : changes.policy_scopes) {
-      if (absl::Status s = driver_->authoring()->ReloadScope(scope); !s.ok()) {
-        LogError(absl::StrCat("policy scope ", scope, ": cannot re-read another replica's revision: ", s.message()));
-        continue;
-      }
-      // The replica that changed the scope re-projected the sandboxes it knew of; ones this replica admitted
-      // meanwhile may not have been among them (issue 25.2). Not here: this runs inside the store's feed
-      // delivery, and a re-projection commits.
-      QueueRemoteReprojection(scope);
-    }
-  }
-  if (changes.ceiling) {
-    if (absl::Status s = gate_.ceiling().Load(trust.get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
-      LogError(absl::StrCat("ceiling set by another replica: ", s.message()));
-    }
-  }
+}
+
+void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) {
+  // A local change re-projects its scope itself (Mutate). The replica that changed the scope re-projected
+  // the sandboxes it knew of; ones this replica admitted meanwhile may not have been among them. Not here:
+  // this runs inside the store's feed delivery, and a re-projection commits.
+  if (remote) QueueRemoteReprojection(revision.scope);
 }
 
 std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const { return gate_.trust(); }
@@ -213,7 +205,7 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
   // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
   if (absl::Status recorded = gate_.ceiling().CheckAgainstAudit(); !recorded.ok()) return recorded;
-  auto records = store_->LoadSandboxes();
+  auto records = store_->sandboxes().LoadSandboxes();
   if (!records.ok()) return records.status();
   const absl::Time read = absl::Now();
   const size_t loaded = records->size();
@@ -338,7 +330,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
 
   const std::string sandbox_handle = MintSandboxHandle();
   const Verification verification = verdict.verification;
-  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  const store::EnvelopePtr envelope = store_->sandboxes().envelopes().Intern(std::move(projection));
   const driver_v1::Projection admitted = envelope->Header();
   store::SandboxRecord record;
   record.context = context;
@@ -363,7 +355,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
     batch.changes.push_back(store::change::AdmitSandbox{record});
     batch.events.push_back(event);
     batch.checked_ceiling = ceiling_stamp;
-    auto committed = store_->Commit(std::move(batch));
+    auto committed = store_->sandboxes().Commit(std::move(batch));
     if (committed.ok()) break;
     if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) {
       handles_.Release(acquired);
@@ -413,7 +405,7 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   }
   auto event = AuditRecorder::For(audit::Type::kDeletion, sandbox_id, nullptr);
   event.outcome = audit::Outcome::kOk;
-  auto deleted = store_->DeleteSandbox(sandbox_id, std::move(event));
+  auto deleted = store_->sandboxes().DeleteSandbox(sandbox_id, std::move(event));
   if (!deleted.ok()) return deleted.status();  // the registry revoked the handle and closed watchers
   gateway_v1::DeleteSandboxResponse out;
   out.set_deleted(*deleted);
@@ -469,7 +461,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, offered);
     event.outcome = audit::Outcome::kKeptLastGood;
     event.reason = message;
-    if (auto status = store_->SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
+    if (auto status = store_->sandboxes().SetRefreshError(sandbox_id, message, std::move(event)); !status.ok()) return status;
     LogWarning(absl::StrCat("refresh of ", sandbox_id, " kept the last good projection: ", message),
                {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"outcome", "kept_last_good"},
                 {"reason", reason_code}, {"detail", message}});
@@ -528,7 +520,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   out.set_changed(true);
   out.set_policy_digest(projection.policy_digest());
   out.set_policy_version(projection.policy_version());
-  const store::EnvelopePtr envelope = store_->envelopes().Intern(std::move(projection));
+  const store::EnvelopePtr envelope = store_->sandboxes().envelopes().Intern(std::move(projection));
   // As in Admit: refused by the store if another ceiling was stored since the check (issue 25.10).
   for (int attempt = 0;; ++attempt) {
     store::ChangeBatch batch;
@@ -536,7 +528,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
         {sandbox_id}, envelope, verification, result.verified_key_ids, now, true});
     batch.events.push_back(event);
     batch.checked_ceiling = ceiling_stamp;
-    auto committed = store_->Commit(std::move(batch));
+    auto committed = store_->sandboxes().Commit(std::move(batch));
     if (committed.ok()) break;
     if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return committed.status();
     if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return reloaded;
@@ -628,7 +620,7 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
       info->set_revoked(key.revoked);
     }
   }
-  const store::ReplicaStatus replica = store_->replica_status();
+  const store::ReplicaStatus replica = store_->replication().replica_status();
   out.set_replica_id(replica.replica_id);
   out.set_database_kind(replica.database_kind);
   out.set_live_replicas(replica.live_replicas);
@@ -641,7 +633,7 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   if (driver_->authoring() != nullptr) {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
-  if (auto pending = store_->CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
+  if (auto pending = store_->releases().CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
   if (auto active = gate_.ceiling().current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
   return out;
 }
@@ -701,7 +693,7 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
                                 error.empty() ? "" : "; ", error);
   }
-  if (auto status = store_->RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
+  if (auto status = store_->sandboxes().RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
                                          std::move(event));
       !status.ok()) {
     return status;
@@ -713,10 +705,10 @@ absl::StatusOr<gateway_v1::ListAuditEventsResponse> GatewayCore::ListAuditEvents
     const gateway_v1::ListAuditEventsRequest& request) {
   constexpr uint32_t kDefaultLimit = 100, kMaxLimit = 1000;
   const uint32_t limit = request.limit() == 0 ? kDefaultLimit : std::min(request.limit(), kMaxLimit);
-  const store::Store::ChainHead head = store_->AuditChainHead();
+  const store::AuditLog::ChainHead head = store_->audit().AuditChainHead();
   gateway_v1::ListAuditEventsResponse out;
   if (request.after_seq() < head.seq) {  // else nothing to list (and after_seq may not fit the store's int64)
-    auto events = store_->ListAuditEvents(request.after_seq(), limit);
+    auto events = store_->audit().ListAuditEvents(request.after_seq(), limit);
     if (!events.ok()) return events.status();
     // Paged by bytes as well as by count: at least one event, then stop before passing kMaxPageBytes.
     size_t bytes = 0;
@@ -798,7 +790,7 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     auto event = AuditRecorder::For(audit::Type::kRefresh, id);
     event.outcome = audit::Outcome::kRefused;
     event.reason = message;
-    if (auto status = store_->SetRefreshError(id, message, std::move(event)); !status.ok()) {
+    if (auto status = store_->sandboxes().SetRefreshError(id, message, std::move(event)); !status.ok()) {
       LogError(absl::StrCat("sandbox ", id, ": cannot record the revocation: ", status.ToString()));
     }
     LogError(absl::StrCat("sandbox ", id, ": ", message));

@@ -43,11 +43,11 @@ inline constexpr size_t kMaxDriverTextBytes = 1024;    // a driver's refusal rea
 // How often a commit refused because the ceiling changed under it is checked again and retried.
 inline constexpr int kMaxCeilingRetries = 3;
 
-class GatewayCore final : private store::RemoteChangeListener {
+class GatewayCore final : private store::RemoteChangeListener, private store::RevisionListener {
  public:
   // `store`, `driver`, `registry` and `clock` must outlive the core. `trust_store` may be null (no
   // verification). Every time-based decision reads `clock`.
-  GatewayCore(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+  GatewayCore(const Config& config, store::Database* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
               std::shared_ptr<const trust::TrustStore> trust_store, const store::Clock* clock = store::Clock::System());
   const store::Clock& clock() const { return *clock_; }
 
@@ -121,6 +121,9 @@ class GatewayCore final : private store::RemoteChangeListener {
   // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
   // a changed ceiling is loaded and re-verified.
   void OnRemoteChanges(const store::RemoteChanges& changes) override;
+  // A revision another replica appended: the sandboxes of its scope this replica admitted are re-projected
+  // (issue 25.2). The driver's cache already has it (it listens first).
+  void OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) override;
   // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                         const store::EnvelopePtr& envelope, store::Verification verification, int64_t updated_at_unix,
@@ -150,7 +153,7 @@ class GatewayCore final : private store::RemoteChangeListener {
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
 
   const Config config_;
-  store::Store* const store_;
+  store::Database* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   const store::Clock* const clock_;

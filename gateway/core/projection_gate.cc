@@ -1,6 +1,7 @@
 #include "gateway/core/projection_gate.h"
 
 #include "absl/strings/str_cat.h"
+#include "gateway/core/log.h"
 #include "trust/audit_vocabulary.h"
 
 namespace osh::gateway {
@@ -8,9 +9,20 @@ namespace osh::gateway {
 namespace audit = trust::audit;
 namespace driver_v1 = openshell::policy::driver::v1;
 
-ProjectionGate::ProjectionGate(const Config& config, store::Store* store, const store::Clock* clock,
-                               AuditRecorder* audit, std::shared_ptr<const trust::TrustStore> trust)
-    : config_(config), clock_(clock), audit_(audit), ceiling_(store), trust_(std::move(trust)) {}
+ProjectionGate::ProjectionGate(const Config& config, store::CeilingStore* ceilings, store::AuditLog* log,
+                               const store::Clock* clock, AuditRecorder* audit,
+                               std::shared_ptr<const trust::TrustStore> trust)
+    : config_(config), clock_(clock), audit_(audit), ceilings_(ceilings), ceiling_(ceilings, log), trust_(std::move(trust)) {
+  ceilings_->ceiling_listeners().Add(this);
+}
+
+ProjectionGate::~ProjectionGate() { ceilings_->ceiling_listeners().Remove(this); }
+
+void ProjectionGate::OnCeiling(const std::string& ceiling_bytes, uint64_t version, bool remote) {
+  if (absl::Status s = ceiling_.Adopt(ceiling_bytes, trust().get(), clock_->NowUnix(), config_.clock_skew_s); !s.ok()) {
+    LogError(absl::StrCat("ceiling version ", version, remote ? " set by another replica" : "", ": ", s.message()));
+  }
+}
 
 std::shared_ptr<const trust::TrustStore> ProjectionGate::trust() const {
   absl::MutexLock lock(&trust_mu_);

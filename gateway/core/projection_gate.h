@@ -34,10 +34,14 @@
 
 namespace osh::gateway {
 
-class ProjectionGate final : public ServingChecks {
+class ProjectionGate final : public ServingChecks, private store::CeilingListener {
  public:
-  ProjectionGate(const Config& config, store::Store* store, const store::Clock* clock, AuditRecorder* audit,
-                 std::shared_ptr<const trust::TrustStore> trust);
+  // `ceilings` and `log` must outlive the gate; the gate listens to `ceilings` for as long as it lives,
+  // so the ceiling in force follows the store — a ceiling set here or by another replica is adopted
+  // (re-verified with the trust store in force) as the store commits it.
+  ProjectionGate(const Config& config, store::CeilingStore* ceilings, store::AuditLog* log, const store::Clock* clock,
+                 AuditRecorder* audit, std::shared_ptr<const trust::TrustStore> trust);
+  ~ProjectionGate() override;
 
   // The trust store in force (null: no verification), and its replacement after a reload.
   std::shared_ptr<const trust::TrustStore> trust() const;
@@ -96,9 +100,12 @@ class ProjectionGate final : public ServingChecks {
   absl::Status ServingError(const store::Envelope& envelope, int64_t now_unix) const override;
 
  private:
+  void OnCeiling(const std::string& ceiling_bytes, uint64_t version, bool remote) override;
+
   const Config& config_;
   const store::Clock* const clock_;
   AuditRecorder* const audit_;
+  store::CeilingStore* const ceilings_;
   CeilingGuard ceiling_;
   trust::ValidatedBodyCache body_cache_;  // bodies that passed step 7, by recomputed digest
 

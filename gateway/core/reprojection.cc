@@ -62,7 +62,7 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::str
 
 }  // namespace
 
-Reprojector::Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver,
+Reprojector::Reprojector(const Config& config, store::SandboxStore* store, drivers::PolicyDriver* driver,
                          SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock)
     : config_(config), store_(store), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
 

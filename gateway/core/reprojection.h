@@ -24,7 +24,7 @@ namespace osh::gateway {
 
 class Reprojector {
  public:
-  Reprojector(const Config& config, store::Store* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
+  Reprojector(const Config& config, store::SandboxStore* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
               ProjectionGate* gate, const store::Clock* clock);
 
   struct Outcome {
@@ -41,7 +41,7 @@ class Reprojector {
   std::optional<Outcome> Attempt(const std::string& scope, const trust::TrustStore* trust);
 
   const Config& config_;
-  store::Store* const store_;
+  store::SandboxStore* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   ProjectionGate* const gate_;  // checks each new projection; one outside the ceiling keeps the last good

@@ -24,7 +24,6 @@
 #include "gateway/server/service_manager.h"
 #include "policy/policy_file.h"
 #include "store/open_store.h"
-#include "store/sqlite_store.h"
 #include "trust/audit_vocabulary.h"
 #include "trust/secure_path.h"
 
@@ -69,72 +68,26 @@ Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, s
 }
 
 int Daemon::Build() {
-  if (auto status = drivers::EnsurePrivateDir(config_.state_dir); !status.ok()) {
+  if (auto status = trust::EnsurePrivateDir(config_.state_dir); !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
   }
-  const std::string db_path = config_.SqlitePath();  // "" for PostgreSQL
-  if (auto status = db_path.empty()
-                        ? absl::OkStatus()
-                        : drivers::EnsurePrivateDir(std::filesystem::absolute(db_path).parent_path().string());
-      !status.ok()) {
-    LogError(std::string(status.message()));
-    return kExitStartup;
-  }
-  // Whoever can write the database's folder can replace the database (and with it, bring back deleted
-  // sandboxes): only root and this user may.
-  if (!db_path.empty()) {
-    const std::string folder = std::filesystem::absolute(db_path).parent_path().string();
-    if (auto safe = trust::CheckNoOneElseCanWrite(folder, "database folder"); !safe.ok()) {
-      LogError(std::string(safe.message()));
-      return kExitStartup;
-    }
-  }
-  // Before anything touches the database: a second gateway on it would corrupt the first's chain and
-  // release its in-flight handles.
-  if (!db_path.empty()) {
-    auto lock = StateLock::Acquire(db_path);
-    if (!lock.ok()) {
-      LogError(absl::StrCat("database ", db_path, ": ", lock.status().message()));
-      return kExitStartup;
-    }
-    state_lock_ = *std::move(lock);
-  }
-  auto store = store::OpenStore(config_.database, clock_);
+  // The store takes the one-gateway lock and checks its folder (SQLite), and refuses a rolled-back
+  // database unless the operator accepted it (both); see store::StoreOptions.
+  store::StoreOptions options;
+  options.clock = clock_;
+  options.role = store::StoreRole::kGateway;
+  options.exclusive = true;
+  options.anchor_path = store::AnchorPathFor(config_.database, config_.state_dir);
+  options.accept_state_rollback = config_.accept_state_rollback;
+  options.notice = [](const std::string& notice) { LogWarning(notice); };
+  options.commit_observer = [this](absl::Duration took) { metrics_.ObserveStoreCommit(took); };
+  auto store = store::OpenStore(config_.database, options);
   if (!store.ok()) {
     LogError(absl::StrCat("database ", store::DisplayName(config_.database), ": ", store.status().message()));
     return kExitStartup;
   }
   store_ = *std::move(store);
-  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {  // before anything writes
-    sqlite->SetCommitObserver([this](absl::Duration took) { metrics_.ObserveStoreCommit(took); });
-  }
-  store_->SetNoticeListener([](const std::string& notice) { LogWarning(notice); });
-  {
-    // Rollback detection: SQLite records the head beside the database file; a PostgreSQL replica in its own
-    // state_dir (each replica keeps the head it last saw: a database restored from a dump, or another
-    // database given under the same state_dir, is refused alike).
-    const std::string anchored_at =
-        db_path.empty() ? (std::filesystem::path(config_.state_dir) / "postgresql").string() : db_path;
-    const std::string database = db_path.empty() ? store::DisplayName(config_.database) : db_path;
-    anchor_ = std::make_unique<HeadAnchor>(store_.get(), anchored_at);
-    if (absl::Status anchored = anchor_->Check(); !anchored.ok()) {
-      if (!config_.accept_state_rollback) {
-        LogError(absl::StrCat("database ", database, ": ", anchored.message()));
-        return kExitStartup;
-      }
-      LogWarning(absl::StrCat("database ", database, ": ", anchored.message(), " — accepted (--accept-state-rollback)"));
-      store::AuditEvent event;
-      event.type = trust::audit::Type::kStateRollbackAccepted;
-      event.outcome = trust::audit::Outcome::kOk;
-      event.reason = std::string(anchored.message());
-      if (absl::Status audited = store_->AppendAudit(std::move(event)); !audited.ok()) {
-        LogError(absl::StrCat("cannot audit the accepted rollback: ", audited.message()));
-        return kExitStartup;
-      }
-    }
-    anchor_->Record();  // only reached when the state checked out or was accepted
-  }
   if (!config_.trust_store.empty()) {
     auto loaded = trust::TrustStore::Load(config_.trust_store);
     if (!loaded.ok()) {
@@ -251,7 +204,7 @@ int Daemon::StartDriver() {
     }
     signing_key = builtin_driver::SigningKey{*std::move(key), config_.builtin_signing_key_id};
   }
-  auto builtin = builtin_driver::BuiltinDriver::Create(store_.get(), std::move(signing_key),
+  auto builtin = builtin_driver::BuiltinDriver::Create(&store_->revisions(), std::move(signing_key),
                                                        config_.builtin_context_binding, clock_);
   if (!builtin.ok()) {
     LogError(absl::StrCat("builtin driver: ", builtin.status().message()));
@@ -460,7 +413,7 @@ int Daemon::Serve() {
       if (available) core_->DeliverPendingReleases();
     });
   }
-  store_->SetReachabilityListener([this](bool reachable) {
+  store_->replication().SetReachabilityListener([this](bool reachable) {
     if (reachable) {
       LogInfo(absl::StrCat("database ", store::DisplayName(config_.database), ": reachable again; admitting"));
     } else {
@@ -474,12 +427,11 @@ int Daemon::Serve() {
   // Loaded sandboxes are served as soon as the sockets answer, each re-verified on first use; this pass
   // re-verifies the rest in the background.
   verifier_ = std::thread([this] { core_->VerifyLoaded(); });
-  // Once a second: the head anchor; once a minute: handle-guessing (sandbox calls refused for a
-  // wrong handle) is logged and audited, so it never goes unseen.
-  anchor_thread_ = std::thread([this] {
+  // Once a minute: handle-guessing (sandbox calls refused for a wrong handle) is logged and audited, so
+  // it never goes unseen.
+  housekeeping_thread_ = std::thread([this] {
     absl::Time last_report = absl::Now();
-    while (!stop_anchor_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
-      if (anchor_ != nullptr) anchor_->Record();
+    while (!stop_housekeeping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       if (absl::Now() - last_report >= kAuthFailureWindow) {
         ReportAuthFailures(absl::Now() - last_report);
         last_report = absl::Now();
@@ -524,12 +476,10 @@ std::string Daemon::RenderMetrics() {
       snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});
     }
   }
-  snapshot.audit_head_seq = store_->AuditChainHead().seq;
-  if (auto* sqlite = dynamic_cast<store::SqliteStore*>(store_.get())) {
-    const auto counters = sqlite->commit_counters();
-    snapshot.store_transactions = counters.transactions;
-    snapshot.store_writes = counters.writes;
-  }
+  const store::StoreStats stats = store_->Stats();
+  snapshot.audit_head_seq = stats.audit_head_seq;
+  snapshot.store_transactions = stats.transactions;
+  snapshot.store_writes = stats.writes;
   return metrics_.Render(snapshot);
 }
 
@@ -546,7 +496,7 @@ void Daemon::UpdateHealth() {
   absl::MutexLock lock(&health_mu_);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService,
-                                                      driver_->available() && store_->reachable());
+                                                      driver_->available() && store_->replication().reachable());
   }
 }
 
@@ -623,8 +573,7 @@ void Daemon::Stop() {
     listener->acceptor.reset();
     listener->front.reset();
   }
-  if (store_ != nullptr) store_->SetReachabilityListener(nullptr);  // it updates the servers' health
-  if (store_ != nullptr) store_->SetNoticeListener(nullptr);
+  if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
@@ -644,10 +593,9 @@ void Daemon::Stop() {
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
-  if (anchor_thread_.joinable()) {  // it served: record the final head, after the last change (never when
-    stop_anchor_.Notify();          // start-up failed — a refused rollback must stay refused)
-    anchor_thread_.join();
-    if (anchor_ != nullptr) anchor_->Record();
+  if (housekeeping_thread_.joinable()) {
+    stop_housekeeping_.Notify();
+    housekeeping_thread_.join();
   }
 }
 

@@ -23,8 +23,6 @@
 #include "gateway/server/admin_service.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
-#include "gateway/server/head_anchor.h"
-#include "gateway/server/state_lock.h"
 #include "gateway/server/tcp_front.h"
 #include "gateway/server/unix_acceptor.h"
 #include "gateway/core/refresh_scheduler.h"
@@ -106,8 +104,7 @@ class Daemon {
 
   const Config config_;
   const store::Clock* const clock_;
-  std::optional<StateLock> state_lock_;  // held for the daemon's life (SQLite only)
-  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::Database> store_;  // holds the state lock and the head anchor
   std::shared_ptr<const trust::TrustStore> trust_store_;
   std::unique_ptr<drivers::PolicyDriver> driver_;
   drivers::RemoteDriver* remote_ = nullptr;  // driver_, when it is the remote one
@@ -133,9 +130,8 @@ class Daemon {
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   std::unique_ptr<RefreshScheduler> scheduler_;
   std::thread verifier_;
-  std::unique_ptr<HeadAnchor> anchor_;  // beside the SQLite file, or in state_dir for PostgreSQL
-  std::thread anchor_thread_;           // while serving: the head once a second, auth failures once a minute
-  absl::Notification stop_anchor_;
+  std::thread housekeeping_thread_;  // while serving: auth failures once a minute
+  absl::Notification stop_housekeeping_;
   bool stopped_ = false;
 };
 

@@ -25,7 +25,6 @@
 #include "gateway/core/config.h"
 #include "gateway/server/daemon.h"
 #include "gateway/core/log.h"
-#include "gateway/server/state_lock.h"
 #include "store/migrate.h"
 #include "store/open_store.h"
 
@@ -70,16 +69,17 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
     std::cerr << "policy-gateway migrate: " << what << ": " << status.message() << "\n";
     return kExitStartup;
   };
-  std::optional<StateLock> lock;  // a gateway serving the SQLite source would go on changing it
-  if (const std::string path = store::SqlitePathOf(from_url); !path.empty()) {
-    if (!std::filesystem::exists(path)) return fail(path, absl::NotFoundError("no such database file"));
-    auto acquired = StateLock::Acquire(path);
-    if (!acquired.ok()) return fail(path, acquired.status());
-    lock.emplace(*std::move(acquired));
+  if (const std::string path = store::SqlitePathOf(from_url); !path.empty() && !std::filesystem::exists(path)) {
+    return fail(path, absl::NotFoundError("no such database file"));
   }
-  auto from = store::OpenStore(from_url, store::Clock::System(), store::StoreRole::kMigration);
+  store::StoreOptions source;
+  source.role = store::StoreRole::kMigration;
+  source.exclusive = true;  // a gateway serving a SQLite source would go on changing it
+  auto from = store::OpenStore(from_url, source);
   if (!from.ok()) return fail(absl::StrCat("--from ", store::DisplayName(from_url)), from.status());
-  auto to = store::OpenStore(to_url, store::Clock::System(), store::StoreRole::kMigration);
+  store::StoreOptions target;
+  target.role = store::StoreRole::kMigration;
+  auto to = store::OpenStore(to_url, target);
   if (!to.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), to.status());
   store::MigrationOptions options;
   options.source_name = store::DisplayName(from_url);

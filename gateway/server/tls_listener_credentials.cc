@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "drivers/unix_server.h"
+#include "trust/secure_path.h"
 #include "policy/policy_file.h"
 
 namespace osh::gateway {
@@ -116,7 +117,7 @@ absl::StatusOr<TlsSummary> CheckTlsFiles(const TlsFiles& files) {
 
 absl::StatusOr<std::unique_ptr<TlsListenerCredentials>> TlsListenerCredentials::Create(const TlsFiles& files,
                                                                                        const std::string& staging_dir) {
-  if (auto made = drivers::EnsurePrivateDir(staging_dir); !made.ok()) return made;
+  if (auto made = trust::EnsurePrivateDir(staging_dir); !made.ok()) return made;
   std::unique_ptr<TlsListenerCredentials> credentials(new TlsListenerCredentials(files, staging_dir));
   auto staged = credentials->CheckAndStage();
   if (!staged.ok()) return staged.status();
@@ -153,7 +154,7 @@ absl::StatusOr<TlsSummary> TlsListenerCredentials::CheckAndStage() {
   const std::string folder = absl::StrCat(staging_dir_, "/", generation);
   std::error_code ignored;
   std::filesystem::remove_all(folder, ignored);  // left by an earlier run
-  if (auto made = drivers::EnsurePrivateDir(folder); !made.ok()) return made;
+  if (auto made = trust::EnsurePrivateDir(folder); !made.ok()) return made;
   for (const auto& [name, text] : {std::pair<const char*, const std::string*>{"key.pem", &checked->key},
                                    {"cert.pem", &checked->cert}, {"client_ca.pem", &checked->client_ca}}) {
     if (auto written = policy::WriteFileAtomically(absl::StrCat(folder, "/", name), *text, 0600); !written.ok()) {

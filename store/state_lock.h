@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace osh::gateway {
+namespace osh::store {
 
 class StateLock {
  public:
@@ -30,4 +30,4 @@ class StateLock {
   int fd_ = -1;
 };
 
-}  // namespace osh::gateway
+}  // namespace osh::store

@@ -1,4 +1,4 @@
-#include "gateway/server/head_anchor.h"
+#include "store/head_anchor.h"
 
 #include <cstdio>
 #include <fstream>
@@ -7,10 +7,24 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "gateway/core/log.h"
 #include "policy/policy_file.h"
+#include "store/store.h"
 
-namespace osh::gateway {
+namespace osh::store {
+
+HeadAnchor::~HeadAnchor() {
+  if (!thread_.joinable()) return;  // never started: a refused rollback must stay refused
+  stop_.Notify();
+  thread_.join();
+  Record();  // the final head, after the last change
+}
+
+void HeadAnchor::StartRecording() {
+  Record();
+  thread_ = std::thread([this] {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) Record();
+  });
+}
 
 absl::Status HeadAnchor::Check() {
   auto text = policy::ReadFileToString(path_);
@@ -20,7 +34,7 @@ absl::Status HeadAnchor::Check() {
   if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &seq) || fields[1].size() != 64) {
     return absl::FailedPreconditionError(absl::StrCat(path_, ": not a head record (\"<seq> <hash>\")"));
   }
-  const store::Store::ChainHead head = store_->AuditChainHead();
+  const AuditLog::ChainHead head = log_->AuditChainHead();
   const std::string rolled_back = absl::StrCat(
       "state_rollback: the database's audit chain ", "%s", "; ", path_, " recorded event ", seq, " with hash ", fields[1],
       ". The database was restored from an older copy or replaced: deleted sandboxes and revoked handles could be "
@@ -32,7 +46,7 @@ absl::Status HeadAnchor::Check() {
   };
   if (seq == 0) return absl::OkStatus();
   if (head.seq < seq) return explain(absl::StrCat("ends at event ", head.seq));
-  auto events = store_->ListAuditEvents(seq - 1, 1);
+  auto events = log_->ListAuditEvents(seq - 1, 1);
   if (!events.ok() || events->empty() || (*events)[0].hash != fields[1]) {
     return explain(absl::StrCat("has another event ", seq));
   }
@@ -40,7 +54,7 @@ absl::Status HeadAnchor::Check() {
 }
 
 void HeadAnchor::Record() {
-  const store::Store::ChainHead head = store_->AuditChainHead();
+  const AuditLog::ChainHead head = log_->AuditChainHead();
   absl::MutexLock lock(&mu_);
   if (head.seq == recorded_seq_) return;
   // Never backwards: a replica that cannot read a shared database reports the last head it wrote itself,
@@ -49,10 +63,28 @@ void HeadAnchor::Record() {
   // 0600 like everything else the gateway keeps in its state folder; flushed, then renamed into place.
   if (absl::Status written = policy::WriteFileAtomically(path_, absl::StrCat(head.seq, " ", head.hash, "\n"), 0600);
       !written.ok()) {
-    LogError(absl::StrCat("cannot record the audit head in ", path_, ": ", written.message()));
+    if (notice_) notice_(absl::StrCat("cannot record the audit head in ", path_, ": ", written.message()));
     return;
   }
   recorded_seq_ = head.seq;
 }
 
-}  // namespace osh::gateway
+absl::StatusOr<std::unique_ptr<HeadAnchor>> AnchorOpenedStore(AuditLog* log, const StoreOptions& options) {
+  if (options.anchor_path.empty()) return nullptr;
+  auto anchor = std::make_unique<HeadAnchor>(log, options.anchor_path, options.notice);
+  if (absl::Status anchored = anchor->Check(); !anchored.ok()) {
+    if (!options.accept_state_rollback) return anchored;
+    AuditEvent event;
+    event.type = trust::audit::Type::kStateRollbackAccepted;
+    event.outcome = trust::audit::Outcome::kOk;
+    event.reason = std::string(anchored.message());
+    if (absl::Status audited = log->AppendAudit(std::move(event)); !audited.ok()) {
+      return absl::Status(audited.code(), absl::StrCat("cannot audit the accepted rollback: ", audited.message()));
+    }
+    if (options.notice) options.notice(absl::StrCat(anchored.message(), " — accepted (--accept-state-rollback)"));
+  }
+  anchor->StartRecording();  // only reached when the state checked out or was accepted
+  return anchor;
+}
+
+}  // namespace osh::store

@@ -1,4 +1,4 @@
-#include "gateway/server/state_lock.h"
+#include "store/state_lock.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -11,7 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
-namespace osh::gateway {
+namespace osh::store {
 
 absl::StatusOr<StateLock> StateLock::Acquire(const std::string& database_path) {
   std::string path = database_path + ".lock";
@@ -52,4 +52,4 @@ StateLock::~StateLock() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-}  // namespace osh::gateway
+}  // namespace osh::store
