@@ -114,7 +114,7 @@ absl::StatusOr<Tile> ParseTilePath(absl::string_view path) {
   } else if (!absl::SimpleAtoi(parts[1], &tile.level) || tile.level < 0 || tile.level > 63) {
     return bad();
   }
-  if (parts.size() >= 5 && absl::EndsWith(parts[parts.size() - 2], ".p")) {
+  if (parts.size() >= 4 && absl::EndsWith(parts[parts.size() - 2], ".p")) {
     if (!absl::SimpleAtoi(parts.back(), &tile.width) || tile.width < 1 || tile.width >= kTileWidth) return bad();
     parts.pop_back();
     parts.back().remove_suffix(2);
