@@ -479,7 +479,7 @@ TEST_CASE("tlog: cosignature/v1 signs the timestamped message, uses key type 0x0
   {
     const std::string vkey = witness->VerifierKey();
     std::string typed;
-    REQUIRE(absl::Base64Unescape(vkey.substr(vkey.rfind('+') + 1), &typed));
+    REQUIRE(absl::Base64Unescape(vkey.substr(vkey.find('+', vkey.find('+') + 1) + 1), &typed));
     CHECK(typed == std::string(1, '\x04') + witness_key.public_key().raw());
   }
   // The signature is u64 timestamp || Ed25519 over the message: checked with the raw key here.
