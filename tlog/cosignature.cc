@@ -42,7 +42,7 @@ CosignatureV1Verifier::CosignatureV1Verifier(std::string name, Ed25519PublicKey 
 
 absl::StatusOr<std::unique_ptr<CosignatureV1Verifier>> CosignatureV1Verifier::Create(absl::string_view name,
                                                                                      Ed25519PublicKey key) {
-  if (!IsValidKeyName(name)) return absl::InvalidArgumentError(absl::StrCat("invalid cosigner name \"", name, "\""));
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   return std::unique_ptr<CosignatureV1Verifier>(new CosignatureV1Verifier(std::string(name), std::move(key)));
 }
 
@@ -65,7 +65,7 @@ CosignatureV1Signer::CosignatureV1Signer(std::string name, Ed25519PrivateKey key
 
 absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> CosignatureV1Signer::Create(absl::string_view name,
                                                                                  Ed25519PrivateKey key, Clock clock) {
-  if (!IsValidKeyName(name)) return absl::InvalidArgumentError(absl::StrCat("invalid cosigner name \"", name, "\""));
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   if (!clock) clock = [] { return static_cast<uint64_t>(std::time(nullptr)); };
   return std::unique_ptr<CosignatureV1Signer>(new CosignatureV1Signer(std::string(name), std::move(key), std::move(clock)));
 }

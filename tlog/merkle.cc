@@ -80,32 +80,6 @@ Hash SubTreeHash(int64_t lo, int64_t hi, const std::vector<Hash>& hashes, size_t
   return h;
 }
 
-void LeafProofIndex(int64_t lo, int64_t hi, int64_t n, std::vector<int64_t>& need) {
-  if (lo + 1 == hi) return;
-  const int64_t k = MaxPow2(hi - lo).first;
-  if (n < lo + k) {
-    LeafProofIndex(lo, lo + k, n, need);
-    SubTreeIndex(lo + k, hi, need);
-  } else {
-    SubTreeIndex(lo, lo + k, need);
-    LeafProofIndex(lo + k, hi, n, need);
-  }
-}
-
-void LeafProof(int64_t lo, int64_t hi, int64_t n, const std::vector<Hash>& hashes, size_t& pos, Proof& out) {
-  if (lo + 1 == hi) return;
-  const int64_t k = MaxPow2(hi - lo).first;
-  Hash th;
-  if (n < lo + k) {
-    LeafProof(lo, lo + k, n, hashes, pos, out);
-    th = SubTreeHash(lo + k, hi, hashes, pos);
-  } else {
-    th = SubTreeHash(lo, lo + k, hashes, pos);
-    LeafProof(lo + k, hi, n, hashes, pos, out);
-  }
-  out.push_back(th);
-}
-
 // Runs the first `len` hashes of the proof over [lo, hi); the last of them is the top sibling.
 absl::StatusOr<Hash> RunRecordProof(const Proof& p, size_t len, int64_t lo, int64_t hi, int64_t n, const Hash& leaf) {
   if (lo + 1 == hi) {
@@ -124,37 +98,49 @@ absl::StatusOr<Hash> RunRecordProof(const Proof& p, size_t len, int64_t lo, int6
   return NodeHash(p[len - 1], *th);
 }
 
-void TreeProofIndex(int64_t lo, int64_t hi, int64_t n, std::vector<int64_t>& need) {
-  if (n == hi) {
-    if (lo != 0) SubTreeIndex(lo, hi, need);
+enum class ProofKind { kInclusion, kConsistency };
+
+// RFC 9162's proof recursion over [lo, hi) for leaf n (inclusion, §2.1.3) or the first n leaves
+// (consistency, §2.1.4): calls visit.Subtree(lo, hi) for each subtree whose hash the proof carries, in
+// the order their stored hashes are read, and visit.Sibling(value) with what Subtree returned, deepest
+// first (the proof's order).
+template <typename Visit>
+void WalkProof(ProofKind kind, int64_t lo, int64_t hi, int64_t n, Visit& visit) {
+  const bool inclusion = kind == ProofKind::kInclusion;
+  if (inclusion ? lo + 1 == hi : n == hi) {
+    if (!inclusion && lo != 0) visit.Sibling(visit.Subtree(lo, hi));
     return;
   }
   const int64_t k = MaxPow2(hi - lo).first;
-  if (n <= lo + k) {
-    TreeProofIndex(lo, lo + k, n, need);
-    SubTreeIndex(lo + k, hi, need);
+  if (inclusion ? n < lo + k : n <= lo + k) {
+    WalkProof(kind, lo, lo + k, n, visit);
+    visit.Sibling(visit.Subtree(lo + k, hi));
   } else {
-    SubTreeIndex(lo, lo + k, need);
-    TreeProofIndex(lo + k, hi, n, need);
+    auto left = visit.Subtree(lo, lo + k);
+    WalkProof(kind, lo + k, hi, n, visit);
+    visit.Sibling(left);
   }
 }
 
-void TreeProof(int64_t lo, int64_t hi, int64_t n, const std::vector<Hash>& hashes, size_t& pos, Proof& out) {
-  if (n == hi) {
-    if (lo != 0) out.push_back(SubTreeHash(lo, hi, hashes, pos));
-    return;
+// First pass: the stored hashes a proof needs.
+struct ProofIndexes {
+  std::vector<int64_t> need;
+  bool Subtree(int64_t lo, int64_t hi) {
+    SubTreeIndex(lo, hi, need);
+    return true;
   }
-  const int64_t k = MaxPow2(hi - lo).first;
-  Hash th;
-  if (n <= lo + k) {
-    TreeProof(lo, lo + k, n, hashes, pos, out);
-    th = SubTreeHash(lo + k, hi, hashes, pos);
-  } else {
-    th = SubTreeHash(lo, lo + k, hashes, pos);
-    TreeProof(lo + k, hi, n, hashes, pos, out);
-  }
-  out.push_back(th);
-}
+  void Sibling(bool) {}
+};
+
+// Second pass: the proof from those hashes.
+struct ProofBuilder {
+  explicit ProofBuilder(const std::vector<Hash>& read) : hashes(read) {}
+  const std::vector<Hash>& hashes;
+  size_t pos = 0;
+  Proof proof;
+  Hash Subtree(int64_t lo, int64_t hi) { return SubTreeHash(lo, hi, hashes, pos); }
+  void Sibling(const Hash& h) { proof.push_back(h); }
+};
 
 // {hash of the old tree, hash of the new tree} as the proof implies them.
 absl::StatusOr<std::pair<Hash, Hash>> RunTreeProof(const Proof& p, size_t len, int64_t lo, int64_t hi, int64_t n,
@@ -184,6 +170,18 @@ absl::StatusOr<std::vector<Hash>> ReadExactly(const HashReader& reader, const st
   absl::StatusOr<std::vector<Hash>> hashes = reader.ReadHashes(indexes);
   if (hashes.ok() && hashes->size() != indexes.size()) return CountMismatch(indexes.size(), hashes->size());
   return hashes;
+}
+
+// The proof of `kind` for (t, n), reading what it needs from `reader`.
+absl::StatusOr<Proof> Prove(ProofKind kind, int64_t t, int64_t n, const HashReader& reader) {
+  ProofIndexes indexes;
+  WalkProof(kind, 0, t, n, indexes);
+  if (indexes.need.empty()) return Proof{};
+  absl::StatusOr<std::vector<Hash>> hashes = ReadExactly(reader, indexes.need);
+  if (!hashes.ok()) return hashes.status();
+  ProofBuilder builder(*hashes);
+  WalkProof(kind, 0, t, n, builder);
+  return std::move(builder.proof);
 }
 
 }  // namespace merkle_internal
@@ -283,15 +281,7 @@ absl::StatusOr<Hash> TreeHash(int64_t n, const HashReader& reader) {
 
 absl::StatusOr<Proof> ProveRecord(int64_t t, int64_t n, const HashReader& reader) {
   if (t < 0 || n < 0 || n >= t) return absl::InvalidArgumentError("tlog: ProveRecord wants 0 <= index < size");
-  std::vector<int64_t> indexes;
-  LeafProofIndex(0, t, n, indexes);
-  Proof proof;
-  if (indexes.empty()) return proof;
-  absl::StatusOr<std::vector<Hash>> hashes = ReadExactly(reader, indexes);
-  if (!hashes.ok()) return hashes.status();
-  size_t pos = 0;
-  LeafProof(0, t, n, *hashes, pos, proof);
-  return proof;
+  return Prove(ProofKind::kInclusion, t, n, reader);
 }
 
 absl::Status CheckRecord(const Proof& proof, int64_t t, const Hash& th, int64_t n, const Hash& h) {
@@ -303,15 +293,7 @@ absl::Status CheckRecord(const Proof& proof, int64_t t, const Hash& th, int64_t 
 
 absl::StatusOr<Proof> ProveTree(int64_t t, int64_t n, const HashReader& reader) {
   if (t < 1 || n < 1 || n > t) return absl::InvalidArgumentError("tlog: ProveTree wants 1 <= old size <= size");
-  std::vector<int64_t> indexes;
-  TreeProofIndex(0, t, n, indexes);
-  Proof proof;
-  if (indexes.empty()) return proof;
-  absl::StatusOr<std::vector<Hash>> hashes = ReadExactly(reader, indexes);
-  if (!hashes.ok()) return hashes.status();
-  size_t pos = 0;
-  TreeProof(0, t, n, *hashes, pos, proof);
-  return proof;
+  return Prove(ProofKind::kConsistency, t, n, reader);
 }
 
 absl::Status CheckTree(const Proof& proof, int64_t t, const Hash& th, int64_t n, const Hash& h) {

@@ -111,6 +111,11 @@ bool IsValidKeyName(absl::string_view name) {
   return true;
 }
 
+absl::Status ValidateKeyName(absl::string_view name) {
+  if (IsValidKeyName(name)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("invalid key name \"", name, "\" (empty, a space, '+' or not UTF-8)"));
+}
+
 uint32_t KeyId(absl::string_view name, uint8_t signature_type, absl::string_view public_key) {
   std::string input = absl::StrCat(name, "\n");
   input.push_back(static_cast<char>(signature_type));
@@ -132,7 +137,7 @@ Ed25519NoteVerifier::Ed25519NoteVerifier(std::string name, Ed25519PublicKey key)
 
 absl::StatusOr<std::unique_ptr<Ed25519NoteVerifier>> Ed25519NoteVerifier::Create(absl::string_view name,
                                                                                  Ed25519PublicKey key) {
-  if (!IsValidKeyName(name)) return absl::InvalidArgumentError(absl::StrCat("invalid key name \"", name, "\""));
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   return std::unique_ptr<Ed25519NoteVerifier>(new Ed25519NoteVerifier(std::string(name), std::move(key)));
 }
 
@@ -147,7 +152,7 @@ Ed25519NoteSigner::Ed25519NoteSigner(std::string name, Ed25519PrivateKey key)
 
 absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Ed25519NoteSigner::Create(absl::string_view name,
                                                                              Ed25519PrivateKey key) {
-  if (!IsValidKeyName(name)) return absl::InvalidArgumentError(absl::StrCat("invalid key name \"", name, "\""));
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   return std::unique_ptr<Ed25519NoteSigner>(new Ed25519NoteSigner(std::string(name), std::move(key)));
 }
 
@@ -192,7 +197,7 @@ std::string Ed25519NoteSigner::SignerKey() const {
 }
 
 absl::StatusOr<std::string> VerifierKeyFromPem(absl::string_view name, absl::string_view pem) {
-  if (!IsValidKeyName(name)) return absl::InvalidArgumentError(absl::StrCat("invalid key name \"", name, "\""));
+  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   absl::StatusOr<Ed25519PublicKey> key = Ed25519PublicKey::FromPem(pem);
   if (!key.ok()) {
     absl::StatusOr<Ed25519PrivateKey> private_key = Ed25519PrivateKey::FromPem(pem);

@@ -38,6 +38,8 @@ inline constexpr size_t kMaxSignatures = 100;          // the spec: at least 16 
 inline constexpr size_t kMaxNoteSize = 1 << 20;        // 1 MiB
 
 bool IsValidKeyName(absl::string_view name);
+// OK, or INVALID_ARGUMENT naming the bad key name.
+absl::Status ValidateKeyName(absl::string_view name);
 uint32_t KeyId(absl::string_view name, uint8_t signature_type, absl::string_view public_key);
 
 class NoteVerifier {
