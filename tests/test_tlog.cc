@@ -269,13 +269,24 @@ TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashRe
   TileWriteOptions options;
   options.sync = false;
   int64_t published = 0;
-  for (int64_t size : {1, 255, 256, 300, 600, 65536 + 700}) {
+  for (int64_t size : {1, 255, 256, 300, 600, 601, 65536 + 700}) {
     while (static_cast<int64_t>(entries.size()) < size) {
       entries.push_back(TlogTestEntry(static_cast<int>(entries.size())));
       store.Append(entries.back());
     }
+    options.sync = size <= 601;  // the fsync path too, where it is cheap
     REQUIRE(WriteTiles(dir, published, size, store, reader, options).ok());
     published = size;
+    if (size == 601) {
+      // Two checkpoints' partials of a tile that is still partial: both stay served.
+      CHECK(std::filesystem::exists(scratch.dir / "tile/0/002.p/88"));
+      CHECK(std::filesystem::exists(scratch.dir / "tile/0/002.p/89"));
+      CHECK(std::filesystem::exists(scratch.dir / "tile/entries/002.p/88"));
+      // Publishing the same step again (a retry after a crash) writes nothing and succeeds.
+      absl::StatusOr<TileWriteStats> again = WriteTiles(dir, 600, 601, store, reader, options);
+      REQUIRE(again.ok());
+      CHECK(again->files_written == 0);
+    }
     const Hash root = *TreeHash(size, store);
     DirTileFetcher fetcher(dir);
     TileHashReader tiles(size, root, fetcher);
@@ -288,6 +299,7 @@ TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashRe
   const int64_t size = published;
   // Superseded partials are gone; the partials of the current size are there; bundles decode to entries.
   CHECK(!std::filesystem::exists(scratch.dir / "tile/0/001.p"));
+  CHECK(!std::filesystem::exists(scratch.dir / "tile/0/002.p"));  // tile 002 is full now
   CHECK(std::filesystem::exists(scratch.dir / "tile/0/258.p/188"));
   CHECK(std::filesystem::exists(scratch.dir / "tile/entries/258.p/188"));
   CHECK(std::filesystem::exists(scratch.dir / "tile/2/000.p/1"));
@@ -434,6 +446,7 @@ TEST_CASE("tlog: checkpoints format and parse strictly, and open only with the l
   cp.extensions = {"ext one"};
   CHECK(*ParseCheckpoint(*FormatCheckpoint(cp)) == cp);
   CHECK(ParseCheckpoint("o\n0\n" + HashToBase64(EmptyTreeHash()) + "\n")->size == 0);
+  CHECK(ParseCheckpoint("a log+not a URL\n1\n" + HashToBase64(EmptyTreeHash()) + "\n")->origin == "a log+not a URL");
   for (const std::string& bad : {
            std::string("example.com/log\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I="),        // no newline
            std::string("example.com/log\n05\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),     // leading zero
@@ -500,6 +513,11 @@ TEST_CASE("tlog: cosignature/v1 signs the timestamped message, uses key type 0x0
   // A plain Ed25519 note signature by the same key is not a cosignature (and vice versa).
   auto plain = *Ed25519NoteSigner::Create("witness.example.com/w1", witness_key);
   CHECK(!(*witness_verifier)->Verify(text, *plain->Sign(text)));
+  // The spec's example cosignature line: key ID, then the timestamp of its example message, then 64 bytes.
+  const NoteSignature spec_line{"witness.example.com/w1", 0x8d66cf3f,
+                                "jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA=="};
+  CHECK(*CosignatureV1Timestamp(spec_line) == 1679315147);
+  CHECK(SignatureBytes(spec_line)->size() == kCosignatureV1Size);
   // In a checkpoint: log + cosigner, quorum counted, the timestamp read back.
   auto log = *Ed25519NoteSigner::Create("example.com/behind-the-sofa", *Ed25519PrivateKey::Generate());
   auto log_verifier = *ParseVerifierKey(log->VerifierKey());

@@ -7,7 +7,9 @@
 namespace osh::tlog {
 
 absl::StatusOr<std::string> FormatCheckpoint(const Checkpoint& cp) {
-  if (!IsValidKeyName(cp.origin)) return absl::InvalidArgumentError("checkpoint origin: empty, or a space, '+' or not UTF-8");
+  if (cp.origin.empty() || cp.origin.find('\n') != std::string::npos) {
+    return absl::InvalidArgumentError("checkpoint origin: empty or more than one line");
+  }
   if (cp.size < 0) return absl::InvalidArgumentError("checkpoint: negative tree size");
   std::string text = absl::StrCat(cp.origin, "\n", cp.size, "\n", HashToBase64(cp.root), "\n");
   for (const std::string& line : cp.extensions) {
@@ -27,7 +29,7 @@ absl::StatusOr<Checkpoint> ParseCheckpoint(absl::string_view text) {
   if (lines.size() < 3) return bad("fewer than three lines");
   Checkpoint cp;
   cp.origin = std::string(lines[0]);
-  if (!IsValidKeyName(cp.origin)) return bad("origin is empty or has a space, '+' or invalid UTF-8");
+  if (cp.origin.empty()) return bad("empty origin");
   const absl::string_view size = lines[1];
   if (size.empty() || size.size() > 19 || size.find_first_not_of("0123456789") != absl::string_view::npos ||
       (size.size() > 1 && size[0] == '0') || !absl::SimpleAtoi(size, &cp.size) || cp.size < 0) {

@@ -1,7 +1,8 @@
 // C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint): the note text of a signed tree head.
 //   <origin>\n<tree size, decimal, no leading zeroes>\n<base64 root hash>\n[<extension line>\n...]
-// The origin is non-empty (and a valid key name: the log signs with its origin as key name); extension
-// lines are non-empty. Parsing is strict: exactly this shape, canonical decimal and base64, nothing else.
+// The origin is non-empty (the spec recommends a schema-less URL without spaces or '+', which our logs use
+// as their key name too, but a client MUST NOT assume it, so any non-empty line parses); extension lines
+// are non-empty. The text is note text: tlog/note.h already refuses control characters and bad UTF-8. Parsing is strict: exactly this shape, canonical decimal and base64, nothing else.
 // Errors: INVALID_ARGUMENT for a malformed body; OpenCheckpoint adds OpenNote's (tlog/note.h) and
 // PERMISSION_DENIED for a wrong origin, a missing log signature or too few cosignatures.
 #pragma once

@@ -2,8 +2,9 @@
 // It checks a log our C++ library wrote with golang.org/x/mod/sumdb/tlog and sumdb/note, which we did not
 // write, and writes a checkpoint and proofs of its own for the C++ side to check:
 //   - DIR/checkpoint opens with note.Open and the verifier key in DIR/vkey;
-//   - the tree hash recomputed from the C2SP tiles under DIR through tlog.TileHashReader (which checks
-//     every tile it reads against the checkpoint) equals the checkpoint's root;
+//   - the tree hash recomputed from the C2SP tiles under DIR through tlog.TileHashReader (which checks the
+//     tiles on the tree's right edge against the checkpoint) equals the checkpoint's root, and every full
+//     tile hashes to its entry in the tile above (checked here explicitly);
 //   - every entry in the entry bundles hashes to its level-0 tile hash;
 //   - every proof in DIR/proofs.txt verifies with tlog.CheckRecord / tlog.CheckTree, for roots that
 //     TreeHash recomputes from the tiles, and equals the proof tlog computes from the tiles;
