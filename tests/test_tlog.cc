@@ -545,4 +545,26 @@ TEST_CASE("tlog: cosignature/v1 signs the timestamped message, uses key type 0x0
   CHECK(absl::IsPermissionDenied(OpenCheckpoint(spliced, "", *log_verifier, cosigners, 1).status()));
 }
 
+TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused", "[tlog]") {
+  auto log = *Ed25519NoteSigner::Create("example.com/log", *Ed25519PrivateKey::Generate());
+  auto witness = *CosignatureV1Signer::Create("witness.example/w", *Ed25519PrivateKey::Generate(), [] { return uint64_t{1700000000}; });
+  auto log_verifier = *ParseVerifierKey(log->VerifierKey());
+  auto witness_verifier = *ParseVerifierKey(witness->VerifierKey());
+  const NoteVerifier* cosigners[] = {witness_verifier.get()};
+  const NoteSigner* signers[] = {log.get(), witness.get()};
+  const std::string note = *SignCheckpoint(Checkpoint{"example.com/log", 1234, RecordHash("x"), {"ext"}}, signers);
+  REQUIRE(OpenCheckpoint(note, "example.com/log", *log_verifier, cosigners, 1).ok());
+  int refused = 0;
+  for (size_t i = 0; i < note.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string changed = note;
+      changed[i] = static_cast<char>(changed[i] ^ (1 << bit));
+      INFO("byte " << i << " bit " << bit);
+      CHECK(!OpenCheckpoint(changed, "example.com/log", *log_verifier, cosigners, 1).ok());
+      ++refused;
+    }
+  }
+  CHECK(refused == static_cast<int>(note.size()) * 8);
+}
+
 }  // namespace osh::tlog

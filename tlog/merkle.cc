@@ -309,6 +309,7 @@ int64_t MemoryHashStore::AppendRecordHash(const Hash& record_hash) {
   absl::MutexLock lock(&mu_);
   // The reader reads hashes_ directly: the lock is held, and every index it is asked for is stored.
   absl::StatusOr<std::vector<Hash>> added = StoredHashesForRecordHash(size_, record_hash, VectorHashReader(hashes_));
+  if (!added.ok()) return -1;  // unreachable: every hash an append reads is stored
   hashes_.insert(hashes_.end(), added->begin(), added->end());
   return size_++;
 }

@@ -104,7 +104,7 @@ class VectorHashReader final : public HashReader {
 // threads (a reader/writer lock); a proof computed while appends run sees some prefix of the log.
 class MemoryHashStore final : public HashReader {
  public:
-  // Appends the entry, returning its index.
+  // Appends the entry, returning its index (never fails: every hash an append reads is in the store).
   int64_t Append(absl::string_view entry);
   int64_t AppendRecordHash(const Hash& record_hash);
   int64_t size() const;  // entries appended
