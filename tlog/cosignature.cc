@@ -37,49 +37,25 @@ absl::StatusOr<uint64_t> CosignatureV1Timestamp(const NoteSignature& signature) 
   return ReadBigEndian64(*bytes);
 }
 
-CosignatureV1Verifier::CosignatureV1Verifier(std::string name, Ed25519PublicKey key)
-    : name_(std::move(name)), key_(std::move(key)), key_id_(KeyId(name_, kSignatureTypeCosignatureV1, key_.raw())) {}
-
-absl::StatusOr<std::unique_ptr<CosignatureV1Verifier>> CosignatureV1Verifier::Create(absl::string_view name,
-                                                                                     Ed25519PublicKey key) {
-  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
-  return std::unique_ptr<CosignatureV1Verifier>(new CosignatureV1Verifier(std::string(name), std::move(key)));
-}
-
-bool CosignatureV1Verifier::Verify(absl::string_view text, absl::string_view signature) const {
+bool VerifyCosignatureV1(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature) {
   if (signature.size() != kCosignatureV1Size) return false;
   const uint64_t timestamp = ReadBigEndian64(signature);
   if (timestamp > kMaxTimestamp) return false;
-  return key_.Verify(CosignatureV1Message(text, timestamp), signature.substr(8));
+  return key.Verify(CosignatureV1Message(text, timestamp), signature.substr(8));
 }
-
-std::string CosignatureV1Verifier::VerifierKey() const {
-  return FormatVerifierKey(name_, kSignatureTypeCosignatureV1, key_.raw());
-}
-
-CosignatureV1Signer::CosignatureV1Signer(std::string name, Ed25519PrivateKey key, Clock clock)
-    : name_(std::move(name)),
-      key_(std::move(key)),
-      clock_(std::move(clock)),
-      key_id_(KeyId(name_, kSignatureTypeCosignatureV1, key_.public_key().raw())) {}
 
 absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> CosignatureV1Signer::Create(absl::string_view name,
                                                                                  Ed25519PrivateKey key, Clock clock) {
-  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
   if (!clock) clock = [] { return static_cast<uint64_t>(std::time(nullptr)); };
-  return std::unique_ptr<CosignatureV1Signer>(new CosignatureV1Signer(std::string(name), std::move(key), std::move(clock)));
+  return Make<CosignatureV1Signer>(name, std::move(key), std::move(clock));
 }
 
 absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) const {
   const uint64_t timestamp = clock_();
   if (timestamp > kMaxTimestamp) return absl::InvalidArgumentError("cosignature timestamp beyond 2^63 - 1");
-  absl::StatusOr<std::string> sig = key_.Sign(CosignatureV1Message(text, timestamp));
+  absl::StatusOr<std::string> sig = key().Sign(CosignatureV1Message(text, timestamp));
   if (!sig.ok()) return sig.status();
   return BigEndian64(timestamp) + *sig;
-}
-
-std::string CosignatureV1Signer::VerifierKey() const {
-  return FormatVerifierKey(name_, kSignatureTypeCosignatureV1, key_.public_key().raw());
 }
 
 }  // namespace osh::tlog

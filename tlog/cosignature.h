@@ -27,40 +27,24 @@ std::string CosignatureV1Message(absl::string_view checkpoint_text, uint64_t tim
 // The timestamp of a cosignature line (INVALID_ARGUMENT unless 72 bytes after the key ID).
 absl::StatusOr<uint64_t> CosignatureV1Timestamp(const NoteSignature& signature);
 
-class CosignatureV1Verifier final : public NoteVerifier {
- public:
-  static absl::StatusOr<std::unique_ptr<CosignatureV1Verifier>> Create(absl::string_view name, Ed25519PublicKey key);
-  const std::string& name() const override { return name_; }
-  uint32_t key_id() const override { return key_id_; }
-  bool Verify(absl::string_view text, absl::string_view signature) const override;
-  // <name>+<hex>+<base64(0x04 || pub)>
-  std::string VerifierKey() const;
+// cosignature/v1 (type 0x04): `signature` is timestamp || Ed25519 of CosignatureV1Message(text, timestamp).
+bool VerifyCosignatureV1(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature);
+using CosignatureV1Verifier = Ed25519TypedVerifier<kSignatureTypeCosignatureV1, &VerifyCosignatureV1>;
 
- private:
-  CosignatureV1Verifier(std::string name, Ed25519PublicKey key);
-  std::string name_;
-  Ed25519PublicKey key_;
-  uint32_t key_id_;
-};
-
-class CosignatureV1Signer final : public NoteSigner {
+class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519PrivateKey, kSignatureTypeCosignatureV1> {
  public:
   using Clock = std::function<uint64_t()>;  // POSIX seconds
   // `clock` defaults to the system clock.
   static absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> Create(absl::string_view name, Ed25519PrivateKey key,
                                                                      Clock clock = nullptr);
-  const std::string& name() const override { return name_; }
-  uint32_t key_id() const override { return key_id_; }
   // timestamp || Ed25519 signature, at the clock's time (INVALID_ARGUMENT if it exceeds 2^63 - 1).
   absl::StatusOr<std::string> Sign(absl::string_view text) const override;
-  std::string VerifierKey() const;
 
  private:
-  CosignatureV1Signer(std::string name, Ed25519PrivateKey key, Clock clock);
-  std::string name_;
-  Ed25519PrivateKey key_;
+  friend Ed25519Keyed;
+  CosignatureV1Signer(std::string name, Ed25519PrivateKey key, Clock clock)
+      : Ed25519Keyed(std::move(name), std::move(key)), clock_(std::move(clock)) {}
   Clock clock_;
-  uint32_t key_id_;
 };
 
 }  // namespace osh::tlog

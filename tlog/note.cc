@@ -132,28 +132,8 @@ std::string FormatVerifierKey(absl::string_view name, uint8_t signature_type, ab
   return absl::StrFormat("%s+%08x+%s", name, KeyId(name, signature_type, public_key), absl::Base64Escape(typed));
 }
 
-Ed25519NoteVerifier::Ed25519NoteVerifier(std::string name, Ed25519PublicKey key)
-    : name_(std::move(name)), key_(std::move(key)), key_id_(KeyId(name_, kSignatureTypeEd25519, key_.raw())) {}
-
-absl::StatusOr<std::unique_ptr<Ed25519NoteVerifier>> Ed25519NoteVerifier::Create(absl::string_view name,
-                                                                                 Ed25519PublicKey key) {
-  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
-  return std::unique_ptr<Ed25519NoteVerifier>(new Ed25519NoteVerifier(std::string(name), std::move(key)));
-}
-
-bool Ed25519NoteVerifier::Verify(absl::string_view text, absl::string_view signature) const {
-  return key_.Verify(text, signature);
-}
-
-Ed25519NoteSigner::Ed25519NoteSigner(std::string name, Ed25519PrivateKey key)
-    : name_(std::move(name)),
-      key_(std::move(key)),
-      key_id_(KeyId(name_, kSignatureTypeEd25519, key_.public_key().raw())) {}
-
-absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Ed25519NoteSigner::Create(absl::string_view name,
-                                                                             Ed25519PrivateKey key) {
-  if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
-  return std::unique_ptr<Ed25519NoteSigner>(new Ed25519NoteSigner(std::string(name), std::move(key)));
+bool VerifyEd25519NoteSignature(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature) {
+  return key.Verify(text, signature);
 }
 
 absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Ed25519NoteSigner::FromSignerKey(absl::string_view skey) {
@@ -184,16 +164,12 @@ absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Ed25519NoteSigner::FromPem(ab
   return Create(name, *std::move(key));
 }
 
-absl::StatusOr<std::string> Ed25519NoteSigner::Sign(absl::string_view text) const { return key_.Sign(text); }
-
-std::string Ed25519NoteSigner::VerifierKey() const {
-  return FormatVerifierKey(name_, kSignatureTypeEd25519, key_.public_key().raw());
-}
+absl::StatusOr<std::string> Ed25519NoteSigner::Sign(absl::string_view text) const { return key().Sign(text); }
 
 std::string Ed25519NoteSigner::SignerKey() const {
   std::string typed(1, static_cast<char>(kSignatureTypeEd25519));
-  typed.append(key_.seed());
-  return absl::StrFormat("PRIVATE+KEY+%s+%08x+%s", name_, key_id_, absl::Base64Escape(typed));
+  typed.append(key().seed());
+  return absl::StrFormat("PRIVATE+KEY+%s+%08x+%s", name(), key_id(), absl::Base64Escape(typed));
 }
 
 absl::StatusOr<std::string> VerifierKeyFromPem(absl::string_view name, absl::string_view pem) {

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -60,45 +61,86 @@ class NoteSigner {
   virtual absl::StatusOr<std::string> Sign(absl::string_view text) const = 0;
 };
 
-// Ed25519 note signatures (type 0x01).
-class Ed25519NoteVerifier final : public NoteVerifier {
+// <name>+<8 hex of KeyId(name, type, key)>+<base64(type || key)>.
+std::string FormatVerifierKey(absl::string_view name, uint8_t signature_type, absl::string_view public_key);
+
+inline const std::string& PublicKeyBytes(const Ed25519PublicKey& key) { return key.raw(); }
+inline const std::string& PublicKeyBytes(const Ed25519PrivateKey& key) { return key.public_key().raw(); }
+
+// What every Ed25519-based verifier (Interface = NoteVerifier, Key = Ed25519PublicKey) or signer
+// (NoteSigner, Ed25519PrivateKey) carries: a valid key name, the key, and the key ID they make with the
+// signature type (0x01 note signatures, 0x04 cosignature/v1). Immutable.
+template <typename Interface, typename Key, uint8_t kSignatureType>
+class Ed25519Keyed : public Interface {
  public:
-  static absl::StatusOr<std::unique_ptr<Ed25519NoteVerifier>> Create(absl::string_view name, Ed25519PublicKey key);
-  const std::string& name() const override { return name_; }
-  uint32_t key_id() const override { return key_id_; }
-  bool Verify(absl::string_view text, absl::string_view signature) const override;
-  const Ed25519PublicKey& key() const { return key_; }
+  const std::string& name() const final { return name_; }
+  uint32_t key_id() const final { return key_id_; }
+  const Key& key() const { return key_; }
+  // <name>+<hex>+<base64(type || public key)>
+  std::string VerifierKey() const { return FormatVerifierKey(name_, kSignatureType, PublicKeyBytes(key_)); }
+
+ protected:
+  Ed25519Keyed(std::string name, Key key)
+      : name_(std::move(name)), key_(std::move(key)), key_id_(KeyId(name_, kSignatureType, PublicKeyBytes(key_))) {}
+
+  // The derived object, after checking the key name (INVALID_ARGUMENT). Derived befriends this class.
+  template <typename Derived, typename... Extra>
+  static absl::StatusOr<std::unique_ptr<Derived>> Make(absl::string_view name, Key key, Extra&&... extra) {
+    if (absl::Status s = ValidateKeyName(name); !s.ok()) return s;
+    return std::unique_ptr<Derived>(new Derived(std::string(name), std::move(key), std::forward<Extra>(extra)...));
+  }
 
  private:
-  Ed25519NoteVerifier(std::string name, Ed25519PublicKey key);
   std::string name_;
-  Ed25519PublicKey key_;
+  Key key_;
   uint32_t key_id_;
 };
 
-class Ed25519NoteSigner final : public NoteSigner {
+// How a signature type checks `signature` (the line's bytes after the key ID) of a note's `text`.
+using Ed25519VerifyFunction = bool (*)(const Ed25519PublicKey& key, absl::string_view text,
+                                       absl::string_view signature);
+
+// A verifier of one Ed25519-based signature type: Ed25519NoteVerifier here, CosignatureV1Verifier in
+// tlog/cosignature.h.
+template <uint8_t kSignatureType, Ed25519VerifyFunction kVerify>
+class Ed25519TypedVerifier final : public Ed25519Keyed<NoteVerifier, Ed25519PublicKey, kSignatureType> {
+  using Base = Ed25519Keyed<NoteVerifier, Ed25519PublicKey, kSignatureType>;
+
  public:
-  static absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Create(absl::string_view name, Ed25519PrivateKey key);
+  static absl::StatusOr<std::unique_ptr<Ed25519TypedVerifier>> Create(absl::string_view name, Ed25519PublicKey key) {
+    return Base::template Make<Ed25519TypedVerifier>(name, std::move(key));
+  }
+  bool Verify(absl::string_view text, absl::string_view signature) const override {
+    return kVerify(this->key(), text, signature);
+  }
+
+ private:
+  friend Base;
+  using Base::Base;
+};
+
+// Ed25519 note signatures (type 0x01): Ed25519 over the text.
+bool VerifyEd25519NoteSignature(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature);
+using Ed25519NoteVerifier = Ed25519TypedVerifier<kSignatureTypeEd25519, &VerifyEd25519NoteSignature>;
+
+class Ed25519NoteSigner final : public Ed25519Keyed<NoteSigner, Ed25519PrivateKey, kSignatureTypeEd25519> {
+ public:
+  static absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> Create(absl::string_view name, Ed25519PrivateKey key) {
+    return Make<Ed25519NoteSigner>(name, std::move(key));
+  }
   // From Go's signer key text (PRIVATE+KEY+...); INVALID_ARGUMENT if malformed or its key ID is wrong.
   static absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> FromSignerKey(absl::string_view skey);
   // From the log key: a PEM Ed25519 private key (PKCS#8), signing as `name`.
   static absl::StatusOr<std::unique_ptr<Ed25519NoteSigner>> FromPem(absl::string_view name, absl::string_view pem);
 
-  const std::string& name() const override { return name_; }
-  uint32_t key_id() const override { return key_id_; }
   absl::StatusOr<std::string> Sign(absl::string_view text) const override;
-  std::string VerifierKey() const;  // <name>+<hex>+<base64(0x01 || pub)>
-  std::string SignerKey() const;    // PRIVATE+KEY+<name>+<hex>+<base64(0x01 || seed)>
+  std::string SignerKey() const;  // PRIVATE+KEY+<name>+<hex>+<base64(0x01 || seed)>
 
  private:
-  Ed25519NoteSigner(std::string name, Ed25519PrivateKey key);
-  std::string name_;
-  Ed25519PrivateKey key_;
-  uint32_t key_id_;
+  friend Ed25519Keyed;
+  using Ed25519Keyed::Ed25519Keyed;
 };
 
-// <name>+<8 hex of KeyId(name, type, key)>+<base64(type || key)>.
-std::string FormatVerifierKey(absl::string_view name, uint8_t signature_type, absl::string_view public_key);
 // The verifier key text of a PEM Ed25519 public or private key, named `name` (type 0x01).
 absl::StatusOr<std::string> VerifierKeyFromPem(absl::string_view name, absl::string_view pem);
 // Parses a verifier key: type 0x01 gives an Ed25519NoteVerifier, 0x04 a CosignatureV1Verifier
