@@ -226,7 +226,7 @@ TEST_CASE("tlog: tile paths are C2SP's, and only the canonical spelling parses",
   }
 }
 
-TEST_CASE("tlog: the tiles of a tree are C2SP's example (70,000 entries; 256 entries)", "[tlog]") {
+TEST_CASE("tlog: the tiles of a tree are C2SP's example (70,000 entries, and 256)", "[tlog]") {
   const std::vector<Tile> tiles = TilesForSize(70000);
   int full0 = 0, full1 = 0;
   std::vector<Tile> partial;
@@ -260,7 +260,7 @@ TEST_CASE("tlog: entry bundles frame entries with a big-endian uint16 length, st
   CHECK(absl::IsInvalidArgument(DecodeEntryBundle(std::string("\x00", 1)).status()));
 }
 
-TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashReader; corruption is caught", "[tlog]") {
+TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashReader, and corruption is caught", "[tlog]") {
   TlogScratch scratch;
   const std::string dir = scratch.dir.string();
   std::vector<std::string> entries;
@@ -364,7 +364,7 @@ TEST_CASE("tlog: signed notes open and sign exactly as Go's sumdb/note (its test
   CHECK(absl::IsInvalidArgument(Ed25519NoteSigner::FromSignerKey("PRIVATE+KEY+PeterNeumann+c74f20a4+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz").status()));
 }
 
-TEST_CASE("tlog: notes are parsed strictly; unknown signatures are ignored, a bad known one rejects", "[tlog]") {
+TEST_CASE("tlog: notes are parsed strictly, unknown signatures are ignored, a bad known one rejects", "[tlog]") {
   auto key = Ed25519PrivateKey::Generate();
   auto signer = *Ed25519NoteSigner::Create("log.example/a", *key);
   auto other = *Ed25519NoteSigner::Create("other.example/b", *Ed25519PrivateKey::Generate());
