@@ -96,7 +96,8 @@ class DirTileFetcher final : public TileFetcher {
 // Reads stored hashes of the tree of `size` entries with root `root` from tiles, and answers only after
 // checking every tile it used against that root: the tiles covering the tree's right edge must hash to
 // the root, and every other tile to its hash in the (already checked) tile above. A port of Go's
-// tlog.TileHashReader. The fetcher must outlive the reader. Thread safety: as the fetcher's.
+// tlog.TileHashReader, except that every tile beyond the right edge is checked (the x/mod in Debian 12
+// starts that loop at the count of edge subtrees, not of edge tiles, and skips some). The fetcher must outlive the reader. Thread safety: as the fetcher's.
 class TileHashReader final : public HashReader {
  public:
   TileHashReader(int64_t size, const Hash& root, const TileFetcher& fetcher)
