@@ -92,11 +92,11 @@ namespace osh::test {
 TEST_CASE("layout: every project include points down the layers (no upward arrows, no circles)", "[deploy]") {
   const std::map<std::string, int> floor = {
       {"proto", 0},          {"common", 1},         {"policy", 2},
-      {"trust", 3},          {"store", 4},          {"drivers", 4},
-      {"sandbox_client", 4}, {"builtin_driver", 5}, {"drivers/driver_kit", 5},
-      {"drivers/conformance", 5}, {"gateway/core", 6}, {"drivers/null_policy_driver", 6},
-      {"examples/signing_driver", 6}, {"examples/supervisor", 6}, {"gateway/server", 7},
-      {"cli", 8}};
+      {"trust", 3},          {"tlog", 4},           {"store", 5},
+      {"drivers", 5},        {"sandbox_client", 5}, {"builtin_driver", 6},
+      {"drivers/driver_kit", 6}, {"drivers/conformance", 6}, {"gateway/core", 7},
+      {"drivers/null_policy_driver", 7}, {"examples/signing_driver", 7}, {"examples/supervisor", 7},
+      {"gateway/server", 8}, {"cli", 9}};
   // "gateway/core/x.h" -> "gateway/core"; "policy/x.h" -> "policy"; generated protos -> "proto".
   auto folder_of = [](const std::string& path) {
     if (path.rfind("openshell/", 0) == 0 || path.rfind("google/", 0) == 0 || path.rfind("grpc/", 0) == 0) {

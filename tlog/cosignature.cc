@@ -1,0 +1,61 @@
+#include "tlog/cosignature.h"
+
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+
+namespace osh::tlog {
+
+namespace cosignature_internal {
+
+constexpr uint64_t kMaxTimestamp = (uint64_t{1} << 63) - 1;
+
+uint64_t ReadBigEndian64(absl::string_view bytes) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(bytes[i]);
+  return v;
+}
+
+std::string BigEndian64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xFF);
+  return out;
+}
+
+}  // namespace cosignature_internal
+
+using namespace cosignature_internal;
+
+std::string CosignatureV1Message(absl::string_view checkpoint_text, uint64_t timestamp) {
+  return absl::StrCat("cosignature/v1\ntime ", timestamp, "\n", checkpoint_text);
+}
+
+absl::StatusOr<uint64_t> CosignatureV1Timestamp(const NoteSignature& signature) {
+  absl::StatusOr<std::string> bytes = SignatureBytes(signature);
+  if (!bytes.ok()) return bytes.status();
+  if (bytes->size() != kCosignatureV1Size) return absl::InvalidArgumentError("not a cosignature/v1 (72 bytes)");
+  return ReadBigEndian64(*bytes);
+}
+
+bool VerifyCosignatureV1(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature) {
+  if (signature.size() != kCosignatureV1Size) return false;
+  const uint64_t timestamp = ReadBigEndian64(signature);
+  if (timestamp > kMaxTimestamp) return false;
+  return key.Verify(CosignatureV1Message(text, timestamp), signature.substr(8));
+}
+
+absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> CosignatureV1Signer::Create(absl::string_view name,
+                                                                                 Ed25519PrivateKey key, Clock clock) {
+  if (!clock) clock = [] { return static_cast<uint64_t>(std::time(nullptr)); };
+  return Make<CosignatureV1Signer>(name, std::move(key), std::move(clock));
+}
+
+absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) const {
+  const uint64_t timestamp = clock_();
+  if (timestamp > kMaxTimestamp) return absl::InvalidArgumentError("cosignature timestamp beyond 2^63 - 1");
+  absl::StatusOr<std::string> sig = key().Sign(CosignatureV1Message(text, timestamp));
+  if (!sig.ok()) return sig.status();
+  return BigEndian64(timestamp) + *sig;
+}
+
+}  // namespace osh::tlog

@@ -1,0 +1,50 @@
+// C2SP tlog-cosignature (https://c2sp.org/tlog-cosignature), the Ed25519 type "cosignature/v1": a note
+// signature (signature type 0x04, key ID = SHA-256(name || "\n" || 0x04 || public key)[:4]) whose bytes
+// are a timestamped_signature: u64 big-endian POSIX timestamp || 64-byte Ed25519 signature of
+//   "cosignature/v1\n" "time <timestamp, decimal, no leading zeroes>\n" <the whole checkpoint text>
+// A cosignature states that, as of that time, this is the largest consistent tree the cosigner has seen
+// for the origin. Timestamps above 2^63 - 1 never verify.
+//
+// Verifier and signer are immutable and safe to share across threads (the signer's clock must be too).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "tlog/ed25519.h"
+#include "tlog/note.h"
+
+namespace osh::tlog {
+
+inline constexpr size_t kCosignatureV1Size = 8 + kEd25519SignatureSize;
+
+// The message a cosignature/v1 signs.
+std::string CosignatureV1Message(absl::string_view checkpoint_text, uint64_t timestamp);
+// The timestamp of a cosignature line (INVALID_ARGUMENT unless 72 bytes after the key ID).
+absl::StatusOr<uint64_t> CosignatureV1Timestamp(const NoteSignature& signature);
+
+// cosignature/v1 (type 0x04): `signature` is timestamp || Ed25519 of CosignatureV1Message(text, timestamp).
+bool VerifyCosignatureV1(const Ed25519PublicKey& key, absl::string_view text, absl::string_view signature);
+using CosignatureV1Verifier = Ed25519TypedVerifier<kSignatureTypeCosignatureV1, &VerifyCosignatureV1>;
+
+class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519PrivateKey, kSignatureTypeCosignatureV1> {
+ public:
+  using Clock = std::function<uint64_t()>;  // POSIX seconds
+  // `clock` defaults to the system clock.
+  static absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> Create(absl::string_view name, Ed25519PrivateKey key,
+                                                                     Clock clock = nullptr);
+  // timestamp || Ed25519 signature, at the clock's time (INVALID_ARGUMENT if it exceeds 2^63 - 1).
+  absl::StatusOr<std::string> Sign(absl::string_view text) const override;
+
+ private:
+  friend Ed25519Keyed;
+  CosignatureV1Signer(std::string name, Ed25519PrivateKey key, Clock clock)
+      : Ed25519Keyed(std::move(name), std::move(key)), clock_(std::move(clock)) {}
+  Clock clock_;
+};
+
+}  // namespace osh::tlog

@@ -1,0 +1,148 @@
+// C2SP tlog-tiles (https://c2sp.org/tlog-tiles): the Merkle tree served as static tiles of height 8
+// (256 hashes, 8,192 bytes when full) and the entries as bundles.
+//   tile/<L>/<N>[.p/<W>]        hash tile: level L (0..63), index N, width W (1..255) if partial
+//   tile/entries/<N>[.p/<W>]    entry bundle: entries [N*256, N*256+W), each a big-endian uint16 length
+//                               then the entry's bytes
+// N is written in zero-padded 3-digit path elements, all but the last prefixed with "x" (1234067 is
+// "x001/x234/067"). Tile k at level L holds MTH(D[(k*256+i)*256^L : (k*256+i+1)*256^L]), i < W; in stored
+// hash terms these are StoredHashIndex(8*L, k*256+i).
+//
+// Pure functions here, except the writer (WriteTiles, WriteFileAtomically) and DirTileFetcher, which touch
+// only the directory they are given. Errors are values: INVALID_ARGUMENT for malformed paths, bundles and
+// tiles, NOT_FOUND for a missing file, DATA_LOSS for tiles that do not hash to the trusted tree (a tile
+// server lying or a file corrupted), FAILED_PRECONDITION when an existing immutable file differs from what
+// would be written (the log forked), INTERNAL for I/O failures.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "tlog/merkle.h"
+
+namespace osh::tlog {
+
+inline constexpr int kTileHeight = 8;
+inline constexpr int kTileWidth = 1 << kTileHeight;  // 256
+inline constexpr int kEntriesLevel = -1;             // the "level" of an entry bundle
+inline constexpr size_t kMaxEntrySize = 0xFFFF;      // a bundle frames each entry with a uint16 length
+
+struct Tile {
+  int level = 0;           // 0..63, or kEntriesLevel for an entry bundle
+  int64_t n = 0;           // index within the level
+  int width = kTileWidth;  // 1..256; 256 is a full tile
+
+  bool full() const { return width == kTileWidth; }
+  bool operator==(const Tile&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const Tile& t) {
+    return H::combine(std::move(h), t.level, t.n, t.width);
+  }
+};
+
+// "x001/x234/067" for 1234067, "000" for 0.
+std::string TileIndexPath(int64_t n);
+// The C2SP path of a tile or bundle, relative to the log's prefix (no leading slash).
+std::string TilePath(const Tile& tile);
+// Strict inverse of TilePath: only the canonical spelling parses.
+absl::StatusOr<Tile> ParseTilePath(absl::string_view path);
+
+// The smallest tile holding stored hash `index` (its width reaches just that hash), and the hash's byte
+// offset in the tile's data.
+Tile TileForStoredHash(int64_t index, size_t* offset = nullptr);
+// The hash tiles a tree of `size` entries consists of: every full tile, and at each level the partial
+// tile of width floor(size / 256^L) mod 256 when that is not 0. Level by level, left to right.
+std::vector<Tile> TilesForSize(int64_t size);
+// The hash tiles to publish when the log grows from a published `old_size` to `new_size`: the full tiles
+// completed in between and, per level, the partial tile of the new size when it is not one that existed
+// already. Entry bundles follow level 0: BundleOf(tile) for each level-0 tile.
+std::vector<Tile> NewTiles(int64_t old_size, int64_t new_size);
+inline Tile BundleOf(const Tile& level0) { return Tile{kEntriesLevel, level0.n, level0.width}; }
+
+// The bytes of a hash tile, read from stored hashes (width * 32 bytes).
+absl::StatusOr<std::string> ReadTileData(const Tile& tile, const HashReader& reader);
+// The stored hash `index` as the data of `tile` implies it (hashing inside the tile for levels between
+// tile levels). INVALID_ARGUMENT if the index is not in the tile or the data is too short.
+absl::StatusOr<Hash> HashFromTile(const Tile& tile, absl::string_view data, int64_t index);
+
+// Entry bundle framing. INVALID_ARGUMENT for an entry over 65,535 bytes, or a bundle that does not parse
+// exactly (truncated length or entry, trailing bytes).
+absl::StatusOr<std::string> EncodeEntryBundle(absl::Span<const std::string> entries);
+absl::StatusOr<std::vector<std::string>> DecodeEntryBundle(absl::string_view data);
+
+// Where tiles come from (a directory, an HTTP client, a cache). ReadTiles answers data[i] for tiles[i].
+class TileFetcher {
+ public:
+  virtual ~TileFetcher() = default;
+  virtual absl::StatusOr<std::vector<std::string>> ReadTiles(absl::Span<const Tile> tiles) const = 0;
+};
+
+// Reads tiles from a directory laid out as C2SP says (the log's prefix). A partial tile that is gone is
+// read from the full tile when that exists (the spec lets logs delete partials once the full tile is
+// there). Stateless apart from the path; safe from any thread.
+class DirTileFetcher final : public TileFetcher {
+ public:
+  explicit DirTileFetcher(std::string dir) : dir_(std::move(dir)) {}
+  absl::StatusOr<std::vector<std::string>> ReadTiles(absl::Span<const Tile> tiles) const override;
+
+ private:
+  std::string dir_;
+};
+
+// Reads stored hashes of the tree of `size` entries with root `root` from tiles, and answers only after
+// checking every tile it used against that root: the tiles covering the tree's right edge must hash to
+// the root, and every other tile to its hash in the (already checked) tile above. A port of Go's
+// tlog.TileHashReader, except that every tile beyond the right edge is checked (the x/mod in Debian 12
+// starts that loop at the count of edge subtrees, not of edge tiles, and skips some). The fetcher must outlive the reader. Thread safety: as the fetcher's.
+class TileHashReader final : public HashReader {
+ public:
+  TileHashReader(int64_t size, const Hash& root, const TileFetcher& fetcher)
+      : size_(size), root_(root), fetcher_(fetcher) {}
+  absl::StatusOr<std::vector<Hash>> ReadHashes(absl::Span<const int64_t> indexes) const override;
+
+ private:
+  int64_t size_;
+  Hash root_;
+  const TileFetcher& fetcher_;
+};
+
+// Where the writer reads entries from, for the bundles: entries [begin, end), in order.
+class EntryReader {
+ public:
+  virtual ~EntryReader() = default;
+  virtual absl::StatusOr<std::vector<std::string>> ReadEntries(int64_t begin, int64_t end) const = 0;
+};
+
+struct TileWriteOptions {
+  // fsync each file and its directory before the rename is relied on (off only for benchmarks and tests).
+  bool sync = true;
+  // Once a full tile or bundle is written, delete its partial versions (C2SP: "MAY delete any partial tile
+  // once the corresponding full tile is available"). Partials of a tile that is still partial are kept:
+  // each belongs to a tree size a checkpoint was produced for, and MUST stay served.
+  bool delete_superseded_partials = true;
+};
+
+struct TileWriteStats {
+  int64_t files_written = 0;
+  int64_t bytes_written = 0;
+  int64_t partials_deleted = 0;
+};
+
+// Publishes what growing from `old_size` to `new_size` adds under `dir`: the hash tiles of NewTiles and
+// the matching entry bundles, each written to a temporary file and renamed into place. An immutable file
+// that already exists with the same bytes is left alone (a retry after a crash); with other bytes it is
+// FAILED_PRECONDITION and nothing else is written. Write the checkpoint for new_size only after this
+// succeeds. Not safe to run concurrently on one directory (one sequencer writes a log).
+absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_size, int64_t new_size,
+                                          const HashReader& hashes, const EntryReader& entries,
+                                          const TileWriteOptions& options = {});
+
+// Writes `data` to `path` through a temporary file in the same directory and a rename, creating the
+// directories on the way (files 0644: tiles are public). With `sync`, the file and directory are fsynced.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view data, bool sync);
+
+}  // namespace osh::tlog
