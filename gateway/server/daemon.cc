@@ -88,6 +88,28 @@ int Daemon::Build() {
     return kExitStartup;
   }
   store_ = *std::move(store);
+  if (!config_.log_signing_key.empty()) {
+    auto pem = policy::ReadFileToString(config_.log_signing_key);
+    if (!pem.ok()) {
+      LogError(absl::StrCat("log_signing_key: ", pem.status().message()));
+      return kExitStartup;
+    }
+    LogSequencerOptions log_options;
+    log_options.dir = (std::filesystem::path(config_.state_dir) / "log").string();
+    log_options.origin = config_.log_origin;
+    log_options.signing_key_pem = *std::move(pem);
+    log_options.interval = absl::Milliseconds(config_.log_integrate_interval_ms);
+    auto log = LogSequencer::Open(&store_->audit(), std::move(log_options));
+    if (!log.ok()) {
+      LogError(absl::StrCat("verifiable log (", config_.state_dir, "/log): ", log.status().message()));
+      return kExitStartup;
+    }
+    log_ = *std::move(log);
+    const LogSequencer::Published published = log_->current();
+    LogInfo(absl::StrCat("verifiable log '", config_.log_origin, "': ", published.size, " entries, verifier key ",
+                         log_->verifier_key()));
+    log_->Start([](const absl::Status& failed) { LogError(absl::StrCat("verifiable log: ", failed.message())); });
+  }
   if (!config_.trust_store.empty()) {
     auto loaded = trust::TrustStore::Load(config_.trust_store);
     if (!loaded.ok()) {

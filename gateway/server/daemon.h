@@ -23,6 +23,7 @@
 #include "gateway/server/admin_service.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/log_sequencer.h"
 #include "gateway/server/tcp_front.h"
 #include "gateway/server/unix_acceptor.h"
 #include "gateway/core/refresh_scheduler.h"
@@ -105,6 +106,7 @@ class Daemon {
   const Config config_;
   const store::Clock* const clock_;
   std::unique_ptr<store::Database> store_;  // holds the state lock and the head anchor
+  std::unique_ptr<LogSequencer> log_;       // the verifiable log, when log_signing_key is set
   std::shared_ptr<const trust::TrustStore> trust_store_;
   std::unique_ptr<drivers::PolicyDriver> driver_;
   drivers::RemoteDriver* remote_ = nullptr;  // driver_, when it is the remote one
