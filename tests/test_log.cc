@@ -4,6 +4,7 @@
 // loses no committed event (the next checkpoint covers it); and a database rewritten (even with the hash
 // chain recomputed) or rolled back under the log is refused at start.
 #include <catch2/catch.hpp>
+#include <httplib.h>
 
 #include <filesystem>
 #include <thread>
@@ -135,6 +136,48 @@ TEST_CASE("log: every audit event is an entry of the published tree, proven with
   CHECK(osh::tlog::CheckTree(*consistency, after.size, after.root, checkpoint.size, checkpoint.root).ok());
   CHECK(std::filesystem::exists(log_dir + "/tile/0/000"));  // the first full tile
   CHECK(std::filesystem::exists(log_dir + "/tile/entries/000"));
+}
+
+TEST_CASE("log: log_listen serves the checkpoint and tiles read-only over HTTP, and nothing else of the state",
+          "[integration][log]") {
+  LogKey key;
+  std::vector<std::string> flags = key.Flags();
+  flags.insert(flags.end(), {"--log-listen", "127.0.0.1:0"});
+  GatewayFixture g(flags);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  AdmitSome(g, 0, 3);
+  const std::string log_dir = g.state_dir() + "/log";
+  WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));
+  const std::string host_port = LoggedAfter([&] { return g.log(); }, "verifiable log: serving http://");
+  httplib::Client client(host_port.substr(0, host_port.find('/')));
+  // The served checkpoint is the published one, and every file it names is served byte for byte.
+  auto checkpoint = client.Get("/checkpoint");
+  REQUIRE(checkpoint);
+  CHECK(checkpoint->status == 200);
+  CHECK(checkpoint->get_header_value("Cache-Control") == "no-cache");
+  CHECK(checkpoint->body == ReadAll(log_dir + "/checkpoint"));
+  const auto opened = PublishedCheckpoint(log_dir, key.pem);
+  for (const auto& tile : osh::tlog::TilesForSize(opened.size)) {
+    for (const auto& t : {tile, osh::tlog::BundleOf(tile)}) {
+      if (t.level == osh::tlog::kEntriesLevel && tile.level != 0) continue;
+      const std::string path = osh::tlog::TilePath(t);
+      INFO(path);
+      auto served = client.Get("/" + path);
+      REQUIRE(served);
+      CHECK(served->status == 200);
+      CHECK(served->body == ReadAll(log_dir + "/" + path));
+    }
+  }
+  for (const char* hostile : {"/gateway.db", "/tile/../../gateway.db", "/tile/0/..%2F..%2Fgateway.db", "/tile/x",
+                              "/log.key", "/"}) {
+    INFO(hostile);
+    auto refused = client.Get(hostile);
+    REQUIRE(refused);
+    CHECK(refused->status == 404);
+  }
+  auto post = client.Post("/checkpoint", "x", "text/plain");
+  REQUIRE(post);
+  CHECK(post->status == 405);
 }
 
 TEST_CASE("log: a database rewritten or rolled back under the log is refused at start", "[integration][log]") {

@@ -196,6 +196,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "store): the audit log is published as a Merkle tree, tiles and signed checkpoints under <state_dir>/log; "
        "unset: no log"},
       {"log_origin", kGatewayTable, "the log's name: its checkpoints' origin line and its key's name (default: <hostname>/policy-gateway)"},
+      {"log_listen", kGatewayTable,
+       "host:port serving the verifiable log read-only over plain HTTP (GET /checkpoint, /tile/...; public: no "
+       "allow list); may equal metrics_listen to share its server; unset: off"},
       {"log_integrate_interval_ms", kGatewayTable,
        "how often audit events committed since the last checkpoint are integrated and a new checkpoint signed (default 200)"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
@@ -340,6 +343,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"builtin_context_binding", config.builtin_context_binding ? "true" : "false"},
       {"log_signing_key", config.log_signing_key},
       {"log_origin", config.log_origin},
+      {"log_listen", config.log_listen},
   };
   for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
   return values;
@@ -391,6 +395,10 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("builtin_signing_key_id", &config.builtin_signing_key_id);
   get("log_signing_key", &config.log_signing_key);
   get("log_origin", &config.log_origin);
+  get("log_listen", &config.log_listen);
+  if (!config.log_listen.empty() && config.log_signing_key.empty()) {
+    return bad("log_listen", "is set but log_signing_key is not: there is no log to serve");
+  }
   if (!config.log_origin.empty() && config.log_signing_key.empty()) {
     return bad("log_origin", "is set but log_signing_key is not: there is no log to name");
   }

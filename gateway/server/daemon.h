@@ -126,6 +126,7 @@ class Daemon {
   std::unique_ptr<TlsListenerCredentials> admin_tls_;
   std::unique_ptr<TlsListenerCredentials> sandbox_tls_;
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
+  std::unique_ptr<MetricsServer> log_server_;      // when log_listen is set apart from metrics_listen
   Listener admin_, sandbox_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
