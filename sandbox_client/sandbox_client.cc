@@ -21,6 +21,7 @@
 #include "common/errors.h"
 #include "common/grpc_status.h"
 #include "trust/projection_check.h"
+#include "sandbox_client/private_file.h"
 #include "trust/trust_store.h"
 
 namespace osh::sandbox_client {
@@ -54,34 +55,10 @@ absl::Status StateError(const std::string& path, const std::string& why) {
 
 // The version recorded in `path`; 0 when the file does not exist (a first start).
 absl::StatusOr<uint64_t> LoadState(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    if (errno == ENOENT) return uint64_t{0};
-    return StateError(path, absl::StrCat("cannot be read: ", std::strerror(errno)));
-  }
-  struct stat st {};
-  std::string text;
-  int error = ::fstat(fd, &st) != 0 ? errno : 0;
-  if (error == 0 && S_ISREG(st.st_mode) && st.st_size <= 4096) {
-    char buffer[4097];
-    for (;;) {
-      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        text.append(buffer, static_cast<size_t>(n));
-        if (text.size() > 4096) break;
-      } else if (n == 0) {
-        break;
-      } else if (errno != EINTR) {
-        error = errno;
-        break;
-      }
-    }
-  }
-  ::close(fd);
-  if (error != 0) return StateError(path, absl::StrCat("cannot be read: ", std::strerror(error)));
-  if (!S_ISREG(st.st_mode)) return StateError(path, "not a regular file");
-  if ((st.st_mode & 022) != 0) return StateError(path, "writable by group or others (expected mode 0600)");
-  if (text.size() > 4096) return StateError(path, "corrupt: too large");
+  auto read = ReadPrivateFile(path, 4096);
+  if (!read.ok()) return StateError(path, std::string(read.status().message()));
+  if (!read->has_value()) return uint64_t{0};
+  const std::string& text = **read;
   const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
   // header, "policy_version N", "policy_digest D", and the final newline's empty piece.
   if (lines.size() != 4 || lines[0] != kStateHeader || !lines[3].empty()) {
@@ -102,36 +79,11 @@ absl::StatusOr<uint64_t> LoadState(const std::string& path) {
   return version;
 }
 
-// Replaces `path` with the state for `version`: a 0600 temporary file in the same folder, fsync'd,
-// renamed over it, and the folder fsync'd, so that a crash leaves the old state or the new one.
+// Replaces `path` with the state for `version` (WritePrivateFileAtomically: a crash leaves the old state or
+// the new one).
 absl::Status SaveState(const std::string& path, uint64_t version, const std::string& digest) {
-  const std::string text = absl::StrCat(kStateHeader, "\npolicy_version ", version, "\npolicy_digest ", digest, "\n");
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  ::unlink(temp.c_str());  // a leftover of a crash of this process id
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("state file ", path, ": cannot create ", temp, ": ", std::strerror(errno)));
-  int error = 0;
-  for (size_t written = 0; written < text.size() && error == 0;) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n > 0) written += static_cast<size_t>(n);
-    else if (errno != EINTR) error = errno;
-  }
-  if (error == 0 && (::fchmod(fd, 0600) != 0 || ::fsync(fd) != 0)) error = errno;
-  if (::close(fd) != 0 && error == 0) error = errno;
-  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
-  if (error != 0) {
-    ::unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat("state file ", path, ": cannot write: ", std::strerror(error)));
-  }
-  const size_t slash = path.rfind('/');
-  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0 || ::fsync(dir) != 0) error = errno;
-  if (dir >= 0) ::close(dir);
-  if (error != 0) {
-    return absl::InternalError(absl::StrCat("state file ", path, ": cannot sync its folder ", folder, ": ", std::strerror(error)));
-  }
-  return absl::OkStatus();
+  return WritePrivateFileAtomically(
+      path, absl::StrCat(kStateHeader, "\npolicy_version ", version, "\npolicy_digest ", digest, "\n"), "state file");
 }
 
 }  // namespace
@@ -181,9 +133,45 @@ absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOpti
     if (!loaded.ok()) return loaded.status();
     floor = *loaded;
   }
+  std::unique_ptr<LogProofVerifier> log;
+  if (options.require_log_proof) {
+    if (!options.context.has_value()) {
+      return absl::InvalidArgumentError(
+          "require_log_proof needs this sandbox's runtime context: the log's entry must name its sandbox id");
+    }
+    auto created = LogProofVerifier::Create(
+        {options.log_key, options.witness_keys, options.witness_quorum, options.log_state_file});
+    if (!created.ok()) return created.status();
+    log = *std::move(created);
+  }
   auto channel = OpenChannel(options.endpoint, std::chrono::milliseconds(0));
   if (!channel.ok()) return channel.status();
-  return std::unique_ptr<SandboxClient>(new SandboxClient(std::move(options), *std::move(channel), floor));
+  std::unique_ptr<SandboxClient> client(new SandboxClient(std::move(options), *std::move(channel), floor));
+  absl::MutexLock lock(&client->log_mu_);
+  client->log_ = std::move(log);
+  return client;
+}
+
+absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection) {
+  absl::MutexLock lock(&log_mu_);
+  if (log_ == nullptr) return absl::OkStatus();
+  const auto deadline = std::chrono::steady_clock::now() + options_.log_proof_wait;
+  for (;;) {
+    gateway_v1::GetLogProofRequest request;
+    request.set_known_size(log_->known_size());
+    gateway_v1::LogProof proof;
+    auto context = CallContext();
+    const grpc::Status status = stub_->GetLogProof(context.get(), request, &proof);
+    if (status.ok()) return log_->Check(proof, projection, options_.context->sandbox_id());
+    // Pending: integrated within log_integrate_interval_ms. Anything else (no log at all included) is a
+    // missing proof, and a projection without one is not applied.
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() >= deadline) {
+      return common::Refused(absl::StatusCode::kFailedPrecondition, "log_proof_invalid",
+                             absl::StrCat("no proof that the gateway logged this projection: ",
+                                          FromGrpc(status, options_.endpoint).message()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 int64_t SandboxClient::NowUnix() const {
@@ -242,7 +230,10 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Fetch() {
   auto projection = FetchUnverified();
   if (!projection.ok()) return projection.status();
   const uint64_t floor = applied_version_floor();
-  return Verify(*projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
+  auto verified = Verify(*projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
+  if (!verified.ok()) return verified;
+  if (absl::Status logged = ProveLogged(*projection); !logged.ok()) return logged;
+  return verified;
 }
 
 absl::Status SandboxClient::Report(const std::string& digest, const std::string& error) {
@@ -283,7 +274,8 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   // No rollback below the highest version applied, in this process or (state_file) before it.
   absl::StatusOr<VerifiedPolicy> verified = Verify(projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
   absl::Status outcome = verified.status();
-  if (verified.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
+  if (outcome.ok()) outcome = ProveLogged(projection);
+  if (outcome.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
     // Recorded before it is applied: a crash in between must not let an older one in after a restart.
     outcome = SaveState(options_.state_file, projection.policy_version(), projection.policy_digest());
     if (outcome.ok()) {

@@ -36,6 +36,7 @@
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "sandbox_client/endpoint.h"
+#include "sandbox_client/log_proof.h"
 
 namespace osh::trust {
 class TrustStore;
@@ -89,6 +90,20 @@ struct ClientOptions {
   // stops. kKeepLastGood leaves it in force (still reported FAILED).
   enum class OnExpiry { kFailClosed, kKeepLastGood };
   OnExpiry on_expiry = OnExpiry::kFailClosed;
+
+  // The verifiable log (docs/audit.md, "Proofs for sandboxes"). With require_log_proof, Fetch returns and
+  // Watch applies a projection only with a valid proof that the gateway logged it for this sandbox
+  // (GetLogProof, checked by sandbox_client/log_proof.h): an entry naming `context`'s sandbox id and the
+  // projection's digest and version, in a checkpoint signed with `log_key` and cosigned by `witness_quorum`
+  // of `witness_keys`, extending the newest checkpoint seen before (kept in `log_state_file` across restarts
+  // when given). Otherwise FAILED_PRECONDITION "log_proof_invalid: ..." (reported FAILED by Watch, the last
+  // good stays). An entry not yet under a checkpoint is waited for up to `log_proof_wait`. Needs `context`.
+  bool require_log_proof = false;
+  std::string log_key;                    // the log's verifier key: <origin>+<hex>+<base64>
+  std::vector<std::string> witness_keys;  // cosignature/v1 verifier keys
+  size_t witness_quorum = 0;
+  std::string log_state_file;
+  std::chrono::milliseconds log_proof_wait{10000};
 };
 
 // A projection that passed verification, with its parsed policy.
@@ -164,6 +179,8 @@ class SandboxClient {
   // The expiry timer of one Watch: waits for the policy in force to expire, then reports and withdraws it.
   void ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw);
   int64_t NowUnix() const;
+  // With require_log_proof: the log's proof for `projection` (waiting while pending), checked.
+  absl::Status ProveLogged(const openshell::policy::driver::v1::Projection& projection);
   void Emit(const EventFn& on_event, const WatchEvent& event);
 
   const ClientOptions options_;
@@ -179,6 +196,8 @@ class SandboxClient {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool watch_done_ ABSL_GUARDED_BY(mu_) = false;  // tells the expiry timer to end
   absl::Status ended_ ABSL_GUARDED_BY(mu_);       // set by the expiry timer when Watch must end
+  absl::Mutex log_mu_;
+  std::unique_ptr<LogProofVerifier> log_ ABSL_GUARDED_BY(log_mu_);  // with require_log_proof
   absl::CondVar stop_cv_;
   absl::CondVar expiry_cv_;
 };

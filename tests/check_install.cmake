@@ -24,6 +24,9 @@ set(expected
   share/openshell/examples/gateway.toml
   lib/systemd/system/policy-gateway.service
   include/openshell-policy-gateway/sandbox_client/sandbox_client.h
+  include/openshell-policy-gateway/sandbox_client/log_proof.h
+  include/openshell-policy-gateway/tlog/merkle.h
+  lib/openshell-policy-gateway/libosh_tlog.a
   lib/openshell-policy-gateway/libosh_sandbox_client.a
   lib/pkgconfig/openshell-sandbox-client.pc
   share/man/man8/policy-gateway.8

@@ -3,11 +3,17 @@
 // <state_dir>/log); every entry proves against the checkpoint with the log's verifier key alone; kill -9
 // loses no committed event (the next checkpoint covers it); and a database rewritten (even with the hash
 // chain recomputed) or rolled back under the log is refused at start.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <httplib.h>
 
 #include <filesystem>
 #include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sandbox_client/sandbox_client.h"
 
 #include "tests/gateway_fixture.h"
 #include "tlog/checkpoint.h"
@@ -239,4 +245,196 @@ TEST_CASE("log: a database rewritten or rolled back under the log is refused at 
     CHECK(StartRefused(g.state_dir(), other.Flags(), log_path) == 1);
     CHECK_THAT(ReadAll(log_path), Catch::Contains("does not open with this log key"));
   }
+}
+
+TEST_CASE("log: a sandbox gets the proof that its projection was logged, through admission and re-projection",
+          "[integration][log]") {
+  LogKey key;
+  GatewayFixture g(key.Flags());
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-proof", &admitted).ok());
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  auto verifier = osh::tlog::ParseVerifierKey(*vkey);
+  REQUIRE(verifier.ok());
+
+  // Fetches the proof (retrying while the entry is pending) and checks it as a supervisor would.
+  auto proven = [&](uint64_t known_size, gw::LogProof* out) {
+    grpc::Status status;
+    for (int i = 0; i < 200; ++i) {
+      gw::GetLogProofRequest request;
+      request.set_known_size(known_size);
+      status = g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, out);
+      if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    drv::Projection served;
+    REQUIRE(g.Fetch(admitted.sandbox_handle(), &served).ok());
+    CHECK(out->entry().sandbox_id() == "sb-proof");
+    CHECK(out->entry().policy_digest() == served.policy_digest());
+    CHECK(out->entry().policy_version() == served.policy_version());
+    CHECK(out->index() == out->entry().seq() - 1);
+    auto opened = osh::tlog::OpenCheckpoint(out->checkpoint(), kOrigin, **verifier);
+    REQUIRE(opened.ok());
+    osh::tlog::Proof proof;
+    for (const auto& h : out->inclusion_proof()) {
+      auto hash = osh::tlog::HashFromBytes(h);
+      REQUIRE(hash.ok());
+      proof.push_back(*hash);
+    }
+    const std::string entry = osh::trust::CanonicalAuditBytes(osh::trust::FromProto(out->entry()));
+    CHECK(osh::tlog::CheckRecord(proof, opened->checkpoint.size, opened->checkpoint.root,
+                                 static_cast<int64_t>(out->index()), osh::tlog::RecordHash(entry))
+              .ok());
+    return opened->checkpoint;
+  };
+  gw::LogProof first;
+  const auto first_checkpoint = proven(0, &first);
+  CHECK(first.entry().type() == "admission");
+  CHECK(first.consistency_proof().empty());
+
+  // A policy change re-projects the sandbox: its proof names the new projection, in an entry of its own,
+  // and proves the new checkpoint extends the one the supervisor saw.
+  auto narrower = osh::policy::RestrictiveDefaultPolicy();
+  narrower.mutable_filesystem()->add_read_only("/srv/extra");
+  REQUIRE(g.SetPolicy("default", narrower).ok());
+  gw::LogProof second;
+  osh::tlog::Checkpoint second_checkpoint;
+  for (int i = 0; i < 100; ++i) {  // until the served projection's entry is the re-projection's
+    second_checkpoint = proven(static_cast<uint64_t>(first_checkpoint.size), &second);
+    if (second.entry().type() == "reprojection") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(second.entry().type() == "reprojection");
+  CHECK(second.entry().seq() > first.entry().seq());
+  osh::tlog::Proof consistency;
+  for (const auto& h : second.consistency_proof()) consistency.push_back(*osh::tlog::HashFromBytes(h));
+  CHECK(osh::tlog::CheckTree(consistency, second_checkpoint.size, second_checkpoint.root, first_checkpoint.size,
+                             first_checkpoint.root)
+            .ok());
+
+  // Without a handle: UNAUTHENTICATED, as a fetch.
+  gw::LogProof none;
+  CHECK(g.sandbox().GetLogProof(GatewayFixture::Context("sbh_wrong").get(), gw::GetLogProofRequest(), &none).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_CASE("log: without a log key GetLogProof says log_disabled", "[integration][log]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  gw::LogProof proof;
+  const grpc::Status status =
+      g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), gw::GetLogProofRequest(), &proof);
+  CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(status.error_message(), Catch::StartsWith("log_disabled"));
+}
+
+namespace {
+
+// A supervisor's client for `handle`, requiring log proofs, its context naming `sandbox_id`.
+absl::StatusOr<std::unique_ptr<osh::sandbox_client::SandboxClient>> ProvingClient(GatewayFixture& g,
+                                                                                  const std::string& handle,
+                                                                                  const std::string& sandbox_id,
+                                                                                  const std::string& log_key,
+                                                                                  const std::string& state_file) {
+  osh::sandbox_client::ClientOptions options;
+  options.endpoint.unix_socket = g.sandbox_socket();
+  options.handle = handle;
+  options.context.emplace();
+  options.context->set_sandbox_id(sandbox_id);
+  options.context->set_user_subject("alice@example.com");
+  options.require_log_proof = true;
+  options.log_key = log_key;
+  options.log_state_file = state_file;
+  options.log_proof_wait = std::chrono::milliseconds(5000);
+  return osh::sandbox_client::SandboxClient::Connect(options);
+}
+
+}  // namespace
+
+TEST_CASE("log: the client library applies a projection only with a valid proof that it was logged for this sandbox",
+          "[integration][log]") {
+  LogKey key;
+  std::vector<std::string> flags = key.Flags();
+  flags.insert(flags.end(), {"--builtin-context-binding", "false"});  // the log, not the context, must catch a swap
+  GatewayFixture g(flags);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse a, b;
+  REQUIRE(g.Admit("sb-a", &a).ok());
+  REQUIRE(g.Admit("sb-b", &b).ok());
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const std::string state = g.dir() / "log-state";
+
+  auto good = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, state);
+  REQUIRE(good.ok());
+  auto fetched = (*good)->Fetch();
+  INFO(fetched.status());
+  CHECK(fetched.ok());
+  const std::string kept = ReadAll(state);  // the newest checkpoint verified, on disk
+  CHECK_THAT(kept, Catch::StartsWith("openshell.sandbox_client.log.v1\nsize "));
+  struct stat st {};
+  REQUIRE(::stat(state.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  SECTION("another sandbox's handle: the entry names another sandbox") {
+    auto swapped = ProvingClient(g, b.sandbox_handle(), "sb-a", *vkey, g.dir() / "swapped-state");
+    REQUIRE(swapped.ok());
+    auto refused = (*swapped)->Fetch();
+    REQUIRE(absl::IsFailedPrecondition(refused.status()));
+    CHECK_THAT(std::string(refused.status().message()),
+               Catch::StartsWith("log_proof_invalid") && Catch::Contains("names sandbox 'sb-b'"));
+  }
+  SECTION("another log key: the checkpoint does not verify") {
+    LogKey other;
+    auto other_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, other.pem);
+    auto wrong = ProvingClient(g, a.sandbox_handle(), "sb-a", *other_vkey, g.dir() / "wrong-state");
+    REQUIRE(wrong.ok());
+    CHECK_THAT(std::string(wrong->get()->Fetch().status().message()),
+               Catch::StartsWith("log_proof_invalid") && Catch::Contains("checkpoint"));
+  }
+  SECTION("a checkpoint seen before that this log does not extend: a fork, or a log rolled back") {
+    // The state as a supervisor would hold it had the gateway shown it another tree of the same size.
+    const std::vector<std::string> lines = absl::StrSplit(kept, '\n');
+    const std::string forked = absl::StrCat(lines[0], "\n", lines[1], "\nroot ",
+                                            osh::tlog::HashToBase64(osh::tlog::RecordHash("another tree")), "\n");
+    WriteFile(g.dir() / "forked-state", forked, 0600);
+    auto fork = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, g.dir() / "forked-state");
+    REQUIRE(fork.ok());
+    auto refused = fork->get()->Fetch();
+    CHECK_THAT(std::string(refused.status().message()), Catch::StartsWith("log_proof_invalid"));
+    WriteFile(g.dir() / "ahead-state", absl::StrCat(lines[0], "\nsize 1000000\n", lines[2], "\n"), 0600);
+    auto ahead = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, g.dir() / "ahead-state");
+    REQUIRE(ahead.ok());
+    CHECK_THAT(std::string(ahead->get()->Fetch().status().message()), Catch::StartsWith("log_proof_invalid"));
+  }
+  SECTION("a restart of the supervisor keeps what it saw; the log moving on is accepted with a consistency proof") {
+    AdmitSome(g, 0, 5);
+    auto restarted = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, state);
+    REQUIRE(restarted.ok());
+    for (int i = 0; i < 100 && ReadAll(state) == kept; ++i) {  // until a newer checkpoint covers the admissions
+      REQUIRE(restarted->get()->Fetch().ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(ReadAll(state) != kept);
+  }
+}
+
+TEST_CASE("log: a client that requires proofs refuses a gateway that keeps no log", "[integration][log]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  auto client = ProvingClient(g, admitted.sandbox_handle(), "sb-1", *vkey, "");
+  REQUIRE(client.ok());
+  auto refused = client->get()->Fetch();
+  CHECK_THAT(std::string(refused.status().message()),
+             Catch::StartsWith("log_proof_invalid") && Catch::Contains("log_disabled"));
 }

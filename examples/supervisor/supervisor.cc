@@ -114,6 +114,15 @@ int main(int argc, char** argv) {
   app.add_option("--clock-skew-s", options.clock_skew_s, "tolerance for expires_at_unix and key windows, seconds")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-key", options.log_key,
+                 "the gateway's verifiable-log verifier key (<origin>+<hex>+<base64>, in its start-up log): apply a "
+                 "projection only with a proof that it was logged for this sandbox (needs --sandbox-id)");
+  app.add_option("--witness-key", options.witness_keys, "a witness's cosignature verifier key (repeatable)");
+  app.add_option("--witness-quorum", options.witness_quorum, "how many witnesses must have cosigned the checkpoint")
+      ->capture_default_str();
+  std::string log_state_file;
+  app.add_option("--log-state-file", log_state_file,
+                 "where the newest log checkpoint verified is kept (default: <policy-out>.log-state)");
   bool keep_expired = false;
   app.add_flag("--keep-expired", keep_expired,
                "keep an expired policy in force (still reported FAILED) instead of removing --policy-out");
@@ -124,6 +133,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (state_file.empty()) state_file = policy_out + ".state";
   options.state_file = state_file;
+  options.require_log_proof = !options.log_key.empty();
+  options.log_state_file = log_state_file.empty() ? policy_out + ".log-state" : log_state_file;
   if (keep_expired) options.on_expiry = sc::ClientOptions::OnExpiry::kKeepLastGood;
 
   // Signals go to one thread, which stops the watch.

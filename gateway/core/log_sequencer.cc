@@ -9,8 +9,10 @@
 #include "tlog/checkpoint.h"
 #include "tlog/tiles.h"
 #include "trust/audit_chain.h"
+#include "trust/audit_vocabulary.h"
 
 namespace osh::gateway {
+namespace audit = trust::audit;
 namespace {
 
 constexpr char kInconsistent[] = "log_inconsistent";
@@ -108,6 +110,7 @@ absl::Status LogSequencer::AppendPending() {
       }
       last_hash_ = event.hash;
       hashes_.Append(trust::CanonicalAuditBytes(event));
+      IndexForSandbox(index, event);
     }
     if (events->size() < options_.page) return absl::OkStatus();
   }
@@ -164,6 +167,54 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   absl::MutexLock lock(&published_mu_);
   published_ = {size, *root, *std::move(note)};
   return size;
+}
+
+void LogSequencer::IndexForSandbox(int64_t index, const trust::AuditEvent& event) {
+  if (event.sandbox_id.empty()) return;
+  const bool puts_in_force = (event.type == audit::Type::kAdmission || event.type == audit::Type::kRefresh ||
+                              event.type == audit::Type::kReprojection) &&
+                             event.outcome == audit::Outcome::kOk && !event.policy_digest.empty();
+  absl::MutexLock lock(&published_mu_);
+  if (puts_in_force) {
+    sandbox_entries_[event.sandbox_id] = SandboxEntry{index, event};
+  } else if (event.type == audit::Type::kDeletion && event.outcome == audit::Outcome::kOk) {
+    sandbox_entries_.erase(event.sandbox_id);
+  }
+}
+
+absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(const std::string& sandbox_id,
+                                                                                const std::string& policy_digest,
+                                                                                uint64_t known_size) const {
+  Published published;
+  SandboxEntry entry;
+  {
+    absl::MutexLock lock(&published_mu_);
+    published = published_;
+    auto found = sandbox_entries_.find(sandbox_id);
+    if (found == sandbox_entries_.end() || found->second.event.policy_digest != policy_digest ||
+        found->second.index >= published.size) {
+      return absl::UnavailableError(absl::StrCat(
+          "log_pending: the entry for this sandbox's projection is not under a checkpoint yet; retry shortly"));
+    }
+    entry = found->second;
+  }
+  if (known_size > static_cast<uint64_t>(published.size)) {
+    return absl::OutOfRangeError(absl::StrCat("known_size ", known_size, " is beyond the checkpoint's ", published.size,
+                                              " entries: this is not the log you verified before"));
+  }
+  auto inclusion = ProveInclusion(entry.index, published.size);
+  if (!inclusion.ok()) return inclusion.status();
+  openshell::policy::gateway::v1::LogProof proof;
+  *proof.mutable_entry() = trust::ToProto(entry.event);
+  proof.set_index(static_cast<uint64_t>(entry.index));
+  for (const auto& hash : *inclusion) proof.add_inclusion_proof(std::string(tlog::HashBytes(hash)));
+  proof.set_checkpoint(published.checkpoint);
+  if (known_size > 0 && known_size < static_cast<uint64_t>(published.size)) {
+    auto consistency = ProveConsistency(static_cast<int64_t>(known_size), published.size);
+    if (!consistency.ok()) return consistency.status();
+    for (const auto& hash : *consistency) proof.add_consistency_proof(std::string(tlog::HashBytes(hash)));
+  }
+  return proof;
 }
 
 LogSequencer::Published LogSequencer::current() const {

@@ -32,6 +32,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "absl/container/flat_hash_map.h"
+#include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "store/store.h"
 #include "tlog/merkle.h"
 #include "tlog/note.h"
@@ -72,6 +74,14 @@ class LogSequencer {
   absl::StatusOr<tlog::Proof> ProveInclusion(int64_t index, int64_t size) const;
   // Consistency proof that the tree of `old_size` is a prefix of the tree of `size`.
   absl::StatusOr<tlog::Proof> ProveConsistency(int64_t old_size, int64_t size) const;
+  // The proof for a sandbox (GetLogProof): the newest entry that put a projection in force for
+  // `sandbox_id` (admission, refresh, or its own re-projection event) — which must name `policy_digest`,
+  // the projection served now — with its inclusion proof under the current checkpoint, and a consistency
+  // proof from `known_size` (0: none). UNAVAILABLE "log_pending: ..." while that entry is not integrated
+  // (or is not yet logged under this digest); OUT_OF_RANGE for a known_size beyond the checkpoint.
+  absl::StatusOr<openshell::policy::gateway::v1::LogProof> ProofFor(const std::string& sandbox_id,
+                                                                    const std::string& policy_digest,
+                                                                    uint64_t known_size) const;
   // The log key's verifier key in note format (<origin>+<hash>+<base64>).
   std::string verifier_key() const { return verifier_key_; }
 
@@ -82,6 +92,8 @@ class LogSequencer {
   absl::Status AppendPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status CheckAgainstPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::StatusOr<int64_t> Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
+  // Keeps sandbox_entries_ up to date with entry `index`.
+  void IndexForSandbox(int64_t index, const trust::AuditEvent& event);
 
   store::AuditLog* const log_;
   const LogSequencerOptions options_;
@@ -94,6 +106,12 @@ class LogSequencer {
 
   mutable absl::Mutex published_mu_;
   Published published_ ABSL_GUARDED_BY(published_mu_);
+  // Per sandbox, the newest integrated event that put a projection in force (erased on deletion).
+  struct SandboxEntry {
+    int64_t index = 0;
+    trust::AuditEvent event;
+  };
+  absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
 
   absl::Notification stop_;
   std::thread thread_;

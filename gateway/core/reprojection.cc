@@ -117,6 +117,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   const int64_t now = clock_->NowUnix();
   store::ChangeBatch batch;
   std::map<std::string, size_t> moved_by_digest;
+  std::vector<store::AuditEvent> per_sandbox;  // with the verifiable log: one event per sandbox moved
   size_t unchanged = current, kept = 0;
   auto keep_last_good = [&](const Group& group, const std::string& message) {
     for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
@@ -184,6 +185,18 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     }
     if (!move.sandbox_ids.empty()) {
       moved_by_digest[envelope->policy_digest()] += move.sandbox_ids.size();
+      if (!config_.log_signing_key.empty()) {
+        // With the verifiable log, each sandbox's move is an entry of its own, naming it, the digest and
+        // the version: the entry its proof (GetLogProof) shows it. Appended after the summary below.
+        const auto header = envelope->Header();
+        for (const auto& id : move.sandbox_ids) {
+          store::AuditEvent moved = AuditRecorder::For(audit::Type::kReprojection, id, &header);
+          moved.outcome = audit::Outcome::kOk;
+          moved.key_ids = move.key_ids;
+          moved.reason = absl::StrCat("scope ", scope);
+          per_sandbox.push_back(std::move(moved));
+        }
+      }
       batch.changes.push_back(std::move(move));
     }
   }
@@ -198,6 +211,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
                               "; ", unchanged, " unchanged; ", kept, " kept the last good");
   if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
   batch.events.push_back(std::move(event));
+  for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
   auto committed = store_->Commit(std::move(batch));
   if (store::IsCeilingChanged(committed.status())) return std::nullopt;

@@ -280,6 +280,7 @@ int Daemon::Serve() {
     return peer;
   });
   sandbox_service_->SetMetrics(&metrics_);
+  sandbox_service_->SetLog(log_.get());
   if (remote_ != nullptr) {
     remote_->SetCallObserver([this](const char* method, grpc::StatusCode code, absl::Duration took) {
       metrics_.ObserveDriverCall(method, StatusCodeName(code), took);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/errors.h"
 #include "gateway/server/status_conversion.h"
 
 namespace osh::gateway {
@@ -137,7 +138,7 @@ SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, Wor
 void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) {
   if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-    (std::string_view(call) == "GetProjection" ? failed_get_ : failed_report_).fetch_add(1, std::memory_order_relaxed);
+    (std::string_view(call) == "ReportPolicyStatus" ? failed_report_ : failed_get_).fetch_add(1, std::memory_order_relaxed);
   }
   reactor->Finish(std::move(status));
 }
@@ -155,17 +156,45 @@ SandboxService::AuthFailures SandboxService::TakeAuthFailures() {
   return out;
 }
 
+std::optional<SandboxRegistry::Authenticated> SandboxService::ServeOrFinish(const grpc::CallbackServerContext& context,
+                                                                          grpc::ServerUnaryReactor* reactor,
+                                                                          const char* call) {
+  auto served = registry_->Serve(BearerToken(context), clock_->NowUnix());
+  if (served.ok()) return *std::move(served);
+  Finish(reactor, call, absl::IsUnauthenticated(served.status()) ? kUnauthenticated : ToGrpc(served.status()));
+  return std::nullopt;
+}
+
 grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,
                                                         const gateway_v1::GetProjectionRequest*,
                                                         driver_v1::Projection* response) {
   constexpr char kCall[] = "GetProjection";
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto served = registry_->Serve(BearerToken(*context), clock_->NowUnix());
-  if (!served.ok()) {
-    Finish(reactor, kCall, absl::IsUnauthenticated(served.status()) ? kUnauthenticated : ToGrpc(served.status()));
+  auto served = ServeOrFinish(*context, reactor, kCall);
+  if (!served) return reactor;
+  served->envelope->CopyTo(response);
+  Finish(reactor, kCall, grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SandboxService::GetLogProof(grpc::CallbackServerContext* context,
+                                                      const gateway_v1::GetLogProofRequest* request,
+                                                      gateway_v1::LogProof* response) {
+  constexpr char kCall[] = "GetLogProof";
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto served = ServeOrFinish(*context, reactor, kCall);
+  if (!served) return reactor;
+  if (log_ == nullptr) {
+    Finish(reactor, kCall, ToGrpc(common::Refused(absl::StatusCode::kFailedPrecondition, "log_disabled",
+                                                  "this gateway keeps no verifiable log (log_signing_key is not set)")));
     return reactor;
   }
-  served->envelope->CopyTo(response);
+  auto proof = log_->ProofFor(served->sandbox_id, served->envelope->policy_digest(), request->known_size());
+  if (!proof.ok()) {
+    Finish(reactor, kCall, ToGrpc(proof.status()));
+    return reactor;
+  }
+  *response = *std::move(proof);
   Finish(reactor, kCall, grpc::Status::OK);
   return reactor;
 }

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/log_sequencer.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/sandbox_registry.h"
 #include "gateway/core/worker_pool.h"
@@ -31,6 +33,12 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   grpc::ServerUnaryReactor* ReportPolicyStatus(grpc::CallbackServerContext* context,
                                                const gateway_v1::ReportPolicyStatusRequest* request,
                                                gateway_v1::ReportPolicyStatusResponse* response) override;
+  // The proof that the projection served now was logged; FAILED_PRECONDITION log_disabled without a log.
+  grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* context,
+                                        const gateway_v1::GetLogProofRequest* request,
+                                        gateway_v1::LogProof* response) override;
+  // The verifiable log (not owned; must outlive the service), when the gateway keeps one. Call before serving.
+  void SetLog(const LogSequencer* log) { log_ = log; }
 
   // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
   // service). Call before serving.
@@ -49,6 +57,10 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
+  // The serving rule for the caller's handle; when it refuses, finishes the call (UNAUTHENTICATED for any
+  // handle problem) and returns nullopt.
+  std::optional<SandboxRegistry::Authenticated> ServeOrFinish(const grpc::CallbackServerContext& context,
+                                                              grpc::ServerUnaryReactor* reactor, const char* call);
 
   SandboxRegistry* registry_;
   GatewayCore* core_;
@@ -56,6 +68,7 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   WorkerPool* pool_;
   const size_t watch_backlog_;
   Metrics* metrics_ = nullptr;
+  const LogSequencer* log_ = nullptr;
   std::atomic<uint64_t> failed_get_{0}, failed_watch_{0}, failed_report_{0};
 };
 
