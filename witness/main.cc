@@ -90,8 +90,8 @@ int Serve(const std::string& config_path, bool check_only) {
   stopper.detach();
   const auto [host, port] = *SplitListenAddress(config->listen);
   WitnessLog(WitnessLogLevel::kInfo,
-             absl::StrCat("witness ", verifier_key, " listening on ", host, ":", (*server)->port(), ", POST ",
-                          config->submission_prefix, kAddCheckpointPath, "; ", config->logs.size(),
+             absl::StrCat("witness ", verifier_key, " listening on ", host, ":", (*server)->port(), " (POST ",
+                          config->submission_prefix, kAddCheckpointPath, "); ", config->logs.size(),
                           " log(s); state ", config->state_file));
   (*server)->Run();
   WitnessLog(WitnessLogLevel::kInfo, "stopped");
