@@ -1,0 +1,36 @@
+// libFuzzer target: C2SP tlog-tiles paths and entry bundles (tlog/tiles.h) on arbitrary bytes.
+// Invariants (abort on violation): never crashes; only canonical paths parse (TilePath gives the input
+// back) and they name a valid tile; a bundle that decodes re-encodes to the same bytes; refusals are
+// INVALID_ARGUMENT.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "tlog/tiles.h"
+
+namespace {
+void TilePathCheck(bool condition) {
+  if (!condition) std::abort();
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace osh::tlog;
+  const std::string input(reinterpret_cast<const char*>(data), size);
+  absl::StatusOr<Tile> tile = ParseTilePath(input);
+  if (tile.ok()) {
+    TilePathCheck(TilePath(*tile) == input);
+    TilePathCheck(tile->level >= kEntriesLevel && tile->level < 64 && tile->n >= 0 && tile->width >= 1 &&
+                  tile->width <= kTileWidth);
+  } else {
+    TilePathCheck(absl::IsInvalidArgument(tile.status()));
+  }
+  absl::StatusOr<std::vector<std::string>> entries = DecodeEntryBundle(input);
+  if (entries.ok()) {
+    absl::StatusOr<std::string> again = EncodeEntryBundle(*entries);
+    TilePathCheck(again.ok() && *again == input);
+  } else {
+    TilePathCheck(absl::IsInvalidArgument(entries.status()));
+  }
+  return 0;
+}
