@@ -86,8 +86,10 @@ struct LogTrustFlags {
   std::vector<std::string> witness_keys;
   int quorum = -1;
   std::string origin;
+  std::string where;  // --log, for the commands that read the published log
 
-  void Add(CLI::App* cmd, bool witnesses = true) {
+  void Add(CLI::App* cmd, bool witnesses = true, bool log = true) {
+    if (log) cmd->add_option("--log", where, "the log: a directory or an http(s) URL prefix")->required();
     cmd->add_option("--key", key, "the log's verifier key (<name>+<hex8>+<base64>), or a file holding it")->required();
     cmd->add_option("--origin", origin, "the origin the checkpoint must carry (default: any)");
     if (!witnesses) return;
@@ -130,6 +132,23 @@ struct LogTrust {
   }
 };
 
+// The trust the flags give and the log --log names; kExitUsage failures for bad keys or a bad --log.
+struct LogContext {
+  LogTrust trust;
+  std::unique_ptr<tlog::PathTileFetcher> source;
+
+  std::optional<LogFailure> Open(const LogTrustFlags& flags, const Options& options) {
+    absl::StatusOr<LogTrust> t = LogTrust::From(flags);
+    if (!t.ok()) return LogIo(t.status());
+    trust = *std::move(t);
+    if (flags.where.empty()) return std::nullopt;
+    absl::StatusOr<std::unique_ptr<tlog::PathTileFetcher>> s = OpenLogSource(flags.where, options.timeout_s);
+    if (!s.ok()) return LogIo(s.status());
+    source = *std::move(s);
+    return std::nullopt;
+  }
+};
+
 // "name (time)" of each verified cosignature (not the log's).
 std::vector<std::pair<std::string, std::string>> LogCosigners(const tlog::OpenedCheckpoint& opened, const tlog::NoteVerifier& log) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -166,6 +185,18 @@ std::string LogDescribe(const tlog::Checkpoint& cp) {
 
 absl::StatusOr<std::string> LogReadFile(const std::string& path) { return policy::ReadFileToString(path); }
 
+// A tile read for `cp` failed: tiles that do not hash to its root, or that the log does not have, mean the
+// checkpoint does not verify (1); anything else is I/O (2).
+LogFailure LogTileFailure(const absl::Status& status, const std::string& name, const tlog::Checkpoint& cp) {
+  if (absl::IsDataLoss(status)) {
+    return LogBad(absl::StrCat("the log's tiles do not hash to ", name, " (", LogDescribe(cp), "): ", status.message()));
+  }
+  if (absl::IsNotFound(status)) {
+    return LogBad(absl::StrCat("tiles of ", name, " (", LogDescribe(cp), ") are missing from the log: ", status.message()));
+  }
+  return LogIo(status);
+}
+
 // Checks that `next` extends `prev` with a consistency proof computed from the log's tiles (which are
 // themselves checked against next's root). kExitRefused failures name the fork or the shrink.
 std::optional<LogFailure> LogCheckExtends(const tlog::Checkpoint& prev, const tlog::Checkpoint& next,
@@ -186,12 +217,7 @@ std::optional<LogFailure> LogCheckExtends(const tlog::Checkpoint& prev, const tl
   if (prev.size == 0) return std::nullopt;
   tlog::TileHashReader reader(next.size, next.root, source);
   absl::StatusOr<tlog::Proof> proof = tlog::ProveTree(next.size, prev.size, reader);
-  if (!proof.ok()) {
-    if (absl::IsDataLoss(proof.status())) {
-      return LogBad(absl::StrCat("the log's tiles do not hash to ", next_name, " (", LogDescribe(next), "): ", proof.status().message()));
-    }
-    return LogIo(proof.status());
-  }
+  if (!proof.ok()) return LogTileFailure(proof.status(), next_name, next);
   if (!tlog::CheckTree(*proof, next.size, next.root, prev.size, prev.root).ok()) {
     return LogBad(absl::StrCat("FORK: ", next_name, " (", LogDescribe(next), ") does not extend ", prev_name, " (", LogDescribe(prev),
                                "): the consistency proof from the log's tiles does not verify"));
@@ -239,16 +265,13 @@ void AddLogKeygen(CLI::App& log, const Options& options, int& exit_code) {
 
 void AddLogCheckpoint(CLI::App& log, const Options& options, int& exit_code) {
   auto* cmd = log.add_subcommand("checkpoint", "Fetch the log's checkpoint, verify its signature (and cosignatures), print it");
-  auto where = std::make_shared<std::string>();
   auto flags = std::make_shared<LogTrustFlags>();
-  cmd->add_option("--log", *where, "the log: a directory or an http(s) URL prefix")->required();
   flags->Add(cmd);
-  cmd->callback([&options, &exit_code, where, flags] {
-    absl::StatusOr<LogTrust> trust = LogTrust::From(*flags);
-    if (!trust.ok()) { exit_code = LogReport(options, LogIo(trust.status())); return; }
-    absl::StatusOr<std::unique_ptr<tlog::PathTileFetcher>> source = OpenLogSource(*where, options.timeout_s);
-    if (!source.ok()) { exit_code = LogReport(options, LogIo(source.status())); return; }
-    absl::StatusOr<std::string> note = (*source)->Fetch("checkpoint");
+  cmd->callback([&options, &exit_code, flags] {
+    LogContext ctx;
+    if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
+    const LogTrust* trust = &ctx.trust;
+    absl::StatusOr<std::string> note = ctx.source->Fetch("checkpoint");
     if (!note.ok()) { exit_code = LogReport(options, LogIo(note.status())); return; }
     absl::StatusOr<tlog::OpenedCheckpoint> opened = trust->Open(*note);
     if (!opened.ok()) {
@@ -275,17 +298,14 @@ void AddLogConsistency(CLI::App& log, const Options& options, int& exit_code) {
                                  "Verify two checkpoint files and that NEW extends OLD (consistency proof from the log's tiles)");
   auto old_path = std::make_shared<std::string>();
   auto new_path = std::make_shared<std::string>();
-  auto where = std::make_shared<std::string>();
   auto flags = std::make_shared<LogTrustFlags>();
   cmd->add_option("old", *old_path, "the older checkpoint (a signed note file)")->required();
   cmd->add_option("new", *new_path, "the newer checkpoint")->required();
-  cmd->add_option("--log", *where, "the log: a directory or an http(s) URL prefix")->required();
-  flags->Add(cmd);
-  cmd->callback([&options, &exit_code, old_path, new_path, where, flags] {
-    absl::StatusOr<LogTrust> trust = LogTrust::From(*flags);
-    if (!trust.ok()) { exit_code = LogReport(options, LogIo(trust.status())); return; }
-    absl::StatusOr<std::unique_ptr<tlog::PathTileFetcher>> source = OpenLogSource(*where, options.timeout_s);
-    if (!source.ok()) { exit_code = LogReport(options, LogIo(source.status())); return; }
+  flags->Add(cmd, /*witnesses=*/false);
+  cmd->callback([&options, &exit_code, old_path, new_path, flags] {
+    LogContext ctx;
+    if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
+    const LogTrust* trust = &ctx.trust;
     std::vector<tlog::Checkpoint> cps;
     for (const std::string* path : {old_path.get(), new_path.get()}) {
       absl::StatusOr<std::string> note = LogReadFile(*path);
@@ -297,7 +317,7 @@ void AddLogConsistency(CLI::App& log, const Options& options, int& exit_code) {
       }
       cps.push_back(opened->checkpoint);
     }
-    if (std::optional<LogFailure> f = LogCheckExtends(cps[0], cps[1], **source, "OLD " + *old_path, "NEW " + *new_path)) {
+    if (std::optional<LogFailure> f = LogCheckExtends(cps[0], cps[1], *ctx.source, "OLD " + *old_path, "NEW " + *new_path)) {
       exit_code = LogReport(options, *f);
       return;
     }
@@ -383,10 +403,11 @@ void AddLogVerifyProof(CLI::App& log, const Options& options, int& exit_code) {
   auto path = std::make_shared<std::string>();
   auto flags = std::make_shared<LogTrustFlags>();
   cmd->add_option("file", *path, "the proof bundle, JSON (docs/policyctl.md)")->required();
-  flags->Add(cmd);
+  flags->Add(cmd, /*witnesses=*/true, /*log=*/false);
   cmd->callback([&options, &exit_code, path, flags] {
-    absl::StatusOr<LogTrust> trust = LogTrust::From(*flags);
-    if (!trust.ok()) { exit_code = LogReport(options, LogIo(trust.status())); return; }
+    LogContext ctx;
+    if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
+    const LogTrust* trust = &ctx.trust;
     absl::StatusOr<std::string> json = LogReadFile(*path);
     if (!json.ok()) { exit_code = LogReport(options, LogIo(json.status())); return; }
     absl::StatusOr<LogProofBundle> bundle = LogParseProofBundle(*json, *path);
@@ -468,10 +489,12 @@ std::optional<LogFailure> LogMonitorOnce(const LogTrust& trust, const tlog::Path
     for (int64_t i = from; i < first + width; ++i) indexes.push_back(tlog::StoredHashIndex(0, i));
     absl::StatusOr<std::vector<tlog::Hash>> hashes = reader.ReadHashes(indexes);
     if (!hashes.ok()) {
-      if (!absl::IsDataLoss(hashes.status())) return LogIo(hashes.status());
-      *first_bad_entry = from;
-      return LogBad(absl::StrCat("entry ", from, ": the log's level-0 tile does not hash to the checkpoint (",
-                                 LogDescribe(next), "): ", hashes.status().message()));
+      LogFailure failure = LogTileFailure(hashes.status(), "the log's checkpoint", next);
+      if (failure.exit_code == kExitRefused) {
+        *first_bad_entry = from;
+        failure.message = absl::StrCat("entry ", from, ": ", failure.message);
+      }
+      return failure;
     }
     for (int64_t i = from; i < first + width; ++i) {
       const size_t in_bundle = static_cast<size_t>(i - first);
@@ -503,27 +526,24 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
       "monitor",
       "Follow a log from the last verified checkpoint in --state: verify the new checkpoint, its consistency "
       "with the last one and every new entry; record it. Exit 1 naming the first bad entry or checkpoint");
-  auto where = std::make_shared<std::string>();
   auto state = std::make_shared<std::string>();
   auto follow = std::make_shared<bool>(false);
   auto interval = std::make_shared<std::string>("10s");
   auto flags = std::make_shared<LogTrustFlags>();
-  cmd->add_option("--log", *where, "the log: a directory or an http(s) URL prefix")->required();
   cmd->add_option("--state", *state, "the last verified checkpoint (a signed note file; none: start from size 0), replaced atomically")
       ->required();
   cmd->add_flag("--follow", *follow, "keep monitoring every --interval until something does not verify");
   cmd->add_option("--interval", *interval, "time between checks with --follow (e.g. 10s, 500ms, 1m)")->capture_default_str();
   flags->Add(cmd);
-  cmd->callback([&options, &exit_code, where, state, follow, interval, flags] {
+  cmd->callback([&options, &exit_code, state, follow, interval, flags] {
     absl::Duration every;
     if (!absl::ParseDuration(*interval, &every) || every <= absl::ZeroDuration()) {
       exit_code = LogReport(options, LogIo(absl::InvalidArgumentError(absl::StrCat("--interval ", *interval, ": not a duration"))));
       return;
     }
-    absl::StatusOr<LogTrust> trust = LogTrust::From(*flags);
-    if (!trust.ok()) { exit_code = LogReport(options, LogIo(trust.status())); return; }
-    absl::StatusOr<std::unique_ptr<tlog::PathTileFetcher>> source = OpenLogSource(*where, options.timeout_s);
-    if (!source.ok()) { exit_code = LogReport(options, LogIo(source.status())); return; }
+    LogContext ctx;
+    if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
+    const LogTrust* trust = &ctx.trust;
     std::optional<tlog::Checkpoint> prev;
     if (std::filesystem::exists(*state)) {
       absl::StatusOr<std::string> note = LogReadFile(*state);
@@ -537,14 +557,14 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
       prev = opened->checkpoint;
     }
     if (!options.json()) {
-      std::cerr << "monitoring " << *where << " from " << (prev ? absl::StrCat(prev->origin, " ", LogDescribe(*prev)) : "size 0 (no state yet)")
+      std::cerr << "monitoring " << flags->where << " from " << (prev ? absl::StrCat(prev->origin, " ", LogDescribe(*prev)) : "size 0 (no state yet)")
                 << "\n";
     }
     for (;;) {
       LogMonitorStep step;
       int64_t first_bad_entry = -1;
       const int64_t from = prev ? prev->size : 0;
-      std::optional<LogFailure> failure = LogMonitorOnce(*trust, **source, prev, !options.json(), &step, &first_bad_entry);
+      std::optional<LogFailure> failure = LogMonitorOnce(*trust, *ctx.source, prev, !options.json(), &step, &first_bad_entry);
       if (failure) {
         Struct json;
         auto& f = *json.mutable_fields();

@@ -7,14 +7,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz/fuzz_check.h"
 #include "fuzz/fuzz_log_key.h"
 #include "tlog/checkpoint.h"
-
-namespace {
-void CheckpointCheck(bool condition) {
-  if (!condition) std::abort();
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace osh::tlog;
@@ -22,19 +17,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<Checkpoint> cp = ParseCheckpoint(input);
   if (cp.ok()) {
     absl::StatusOr<std::string> text = FormatCheckpoint(*cp);
-    CheckpointCheck(text.ok() && *text == input);
-    CheckpointCheck(cp->size >= 0 && !cp->origin.empty());
+    osh::fuzz::FuzzCheck(text.ok() && *text == input);
+    osh::fuzz::FuzzCheck(cp->size >= 0 && !cp->origin.empty());
   } else {
-    CheckpointCheck(absl::IsInvalidArgument(cp.status()));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(cp.status()));
   }
   static const std::unique_ptr<Ed25519NoteVerifier> log = osh::fuzz::FuzzLogVerifier();
   absl::StatusOr<OpenedCheckpoint> opened = OpenCheckpoint(input, osh::fuzz::kLogOrigin, *log);
   if (opened.ok()) {
-    CheckpointCheck(opened->checkpoint.origin == osh::fuzz::kLogOrigin);
-    CheckpointCheck(ParseCheckpoint(opened->note.text).ok());
+    osh::fuzz::FuzzCheck(opened->checkpoint.origin == osh::fuzz::kLogOrigin);
+    osh::fuzz::FuzzCheck(ParseCheckpoint(opened->note.text).ok());
   } else {
     const absl::Status& s = opened.status();
-    CheckpointCheck(absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsUnauthenticated(s));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsUnauthenticated(s));
   }
   return 0;
 }

@@ -8,14 +8,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz/fuzz_check.h"
 #include "fuzz/fuzz_log_key.h"
 #include "tlog/note.h"
-
-namespace {
-void NoteCheck(bool condition) {
-  if (!condition) std::abort();
-}
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace osh::tlog;
@@ -24,24 +19,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const NoteVerifier* known[] = {verifier.get()};
   absl::StatusOr<Note> note = OpenNote(input, known);
   if (!note.ok()) {
-    NoteCheck(absl::IsInvalidArgument(note.status()) || absl::IsPermissionDenied(note.status()) ||
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(note.status()) || absl::IsPermissionDenied(note.status()) ||
               absl::IsUnauthenticated(note.status()));
-    NoteCheck(!note.status().message().empty());
+    osh::fuzz::FuzzCheck(!note.status().message().empty());
   } else {
-    NoteCheck(!note->text.empty() && note->text.back() == '\n');
-    NoteCheck(note->verified.size() == 1 && note->verified[0].name == osh::fuzz::kLogOrigin);
+    osh::fuzz::FuzzCheck(!note->text.empty() && note->text.back() == '\n');
+    osh::fuzz::FuzzCheck(note->verified.size() == 1 && note->verified[0].name == osh::fuzz::kLogOrigin);
     for (const auto* list : {&note->verified, &note->unverified}) {
-      for (const NoteSignature& sig : *list) NoteCheck(SignatureBytes(sig).ok());
+      for (const NoteSignature& sig : *list) osh::fuzz::FuzzCheck(SignatureBytes(sig).ok());
     }
     absl::StatusOr<std::string> again = SignNote(note->text, {}, note->unverified);
-    NoteCheck(again.ok() || note->unverified.empty());
+    osh::fuzz::FuzzCheck(again.ok() || note->unverified.empty());
   }
   // The same bytes as a verifier key: parses, or INVALID_ARGUMENT; a parsed key has a valid name.
   absl::StatusOr<std::unique_ptr<NoteVerifier>> key = ParseVerifierKey(input);
   if (key.ok()) {
-    NoteCheck(IsValidKeyName((*key)->name()));
+    osh::fuzz::FuzzCheck(IsValidKeyName((*key)->name()));
   } else {
-    NoteCheck(absl::IsInvalidArgument(key.status()));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(key.status()));
   }
   return 0;
 }

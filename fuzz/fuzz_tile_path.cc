@@ -6,31 +6,27 @@
 #include <cstdlib>
 #include <string>
 
-#include "tlog/tiles.h"
+#include "fuzz/fuzz_check.h"
 
-namespace {
-void TilePathCheck(bool condition) {
-  if (!condition) std::abort();
-}
-}  // namespace
+#include "tlog/tiles.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace osh::tlog;
   const std::string input(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<Tile> tile = ParseTilePath(input);
   if (tile.ok()) {
-    TilePathCheck(TilePath(*tile) == input);
-    TilePathCheck(tile->level >= kEntriesLevel && tile->level < 64 && tile->n >= 0 && tile->width >= 1 &&
+    osh::fuzz::FuzzCheck(TilePath(*tile) == input);
+    osh::fuzz::FuzzCheck(tile->level >= kEntriesLevel && tile->level < 64 && tile->n >= 0 && tile->width >= 1 &&
                   tile->width <= kTileWidth);
   } else {
-    TilePathCheck(absl::IsInvalidArgument(tile.status()));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(tile.status()));
   }
   absl::StatusOr<std::vector<std::string>> entries = DecodeEntryBundle(input);
   if (entries.ok()) {
     absl::StatusOr<std::string> again = EncodeEntryBundle(*entries);
-    TilePathCheck(again.ok() && *again == input);
+    osh::fuzz::FuzzCheck(again.ok() && *again == input);
   } else {
-    TilePathCheck(absl::IsInvalidArgument(entries.status()));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(entries.status()));
   }
   return 0;
 }

@@ -10,15 +10,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "fuzz/fuzz_check.h"
 #include "fuzz/fuzz_log_key.h"
 #include "tlog/checkpoint.h"
 #include "witness/witness.h"
 
 namespace {
-
-void WitnessRequestCheck(bool condition) {
-  if (!condition) std::abort();
-}
 
 const std::string& WitnessFuzzState() {
   static const std::string* path = [] {
@@ -36,27 +33,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<witness::AddCheckpointRequest> request = witness::ParseAddCheckpointRequest(body);
   if (request.ok()) {
-    WitnessRequestCheck(witness::FormatAddCheckpointRequest(request->old_size, request->proof, request->checkpoint) == body);
-    WitnessRequestCheck(request->proof.size() <= witness::kMaxProofLines);
+    osh::fuzz::FuzzCheck(witness::FormatAddCheckpointRequest(request->old_size, request->proof, request->checkpoint) == body);
+    osh::fuzz::FuzzCheck(request->proof.size() <= witness::kMaxProofLines);
   } else {
-    WitnessRequestCheck(absl::IsInvalidArgument(request.status()));
+    osh::fuzz::FuzzCheck(absl::IsInvalidArgument(request.status()));
   }
   ::unlink(WitnessFuzzState().c_str());
   auto cosigner = tlog::CosignatureV1Signer::Create(fuzz::kWitnessName, fuzz::FuzzLogKey(), [] { return uint64_t{1'900'000'000}; });
   static const std::string log_key = fuzz::FuzzLogVerifier()->VerifierKey();
   auto w = witness::Witness::Create(*std::move(cosigner), {{fuzz::kLogOrigin, log_key}}, WitnessFuzzState());
-  WitnessRequestCheck(w.ok());
+  osh::fuzz::FuzzCheck(w.ok());
   const witness::WitnessResponse r = (*w)->AddCheckpoint(body);
-  WitnessRequestCheck(r.status == 200 || r.status == 400 || r.status == 403 || r.status == 404 || r.status == 409 ||
+  osh::fuzz::FuzzCheck(r.status == 200 || r.status == 400 || r.status == 403 || r.status == 404 || r.status == 409 ||
                       r.status == 422);
-  WitnessRequestCheck(!r.body.empty() && r.body.back() == '\n');
+  osh::fuzz::FuzzCheck(!r.body.empty() && r.body.back() == '\n');
   if (r.status == 200) {
-    WitnessRequestCheck(request.ok());
+    osh::fuzz::FuzzCheck(request.ok());
     auto witness_key = tlog::ParseVerifierKey((*w)->cosigner().VerifierKey());
     const tlog::NoteVerifier* cosigners[] = {witness_key->get()};
     static const std::unique_ptr<tlog::Ed25519NoteVerifier> log = fuzz::FuzzLogVerifier();
-    WitnessRequestCheck(tlog::OpenCheckpoint(request->checkpoint + r.body, fuzz::kLogOrigin, *log, cosigners, 1).ok());
+    osh::fuzz::FuzzCheck(tlog::OpenCheckpoint(request->checkpoint + r.body, fuzz::kLogOrigin, *log, cosigners, 1).ok());
   }
-  if (r.status == 409 && r.content_type == witness::kSizeContentType) WitnessRequestCheck(r.body == "0\n");
+  if (r.status == 409 && r.content_type == witness::kSizeContentType) osh::fuzz::FuzzCheck(r.body == "0\n");
   return 0;
 }

@@ -22,7 +22,7 @@
 namespace osh::test {
 namespace {
 
-constexpr char kOrigin[] = "gateway.test/policy-gateway";
+constexpr char kLogToolsOrigin[] = "gateway.test/policy-gateway";
 
 int LogCtl(std::vector<std::string> args, std::string* out, std::string* err) {
   args.insert(args.begin(), {OSH_POLICYCTL_BINARY, "log"});
@@ -40,7 +40,7 @@ void EditBundle(const TestLog& log, int64_t n, const std::function<void(std::vec
 
 struct LogTools {
   TempDir dir;
-  TestLog log{dir / "log", kOrigin};
+  TestLog log{dir / "log", kLogToolsOrigin};
   std::string vkey_file = dir / "log.vkey";
   std::string state = dir / "monitor.state";
   LogTools() { WriteFile(vkey_file, log.VerifierKey() + "\n", 0644); }
@@ -56,19 +56,19 @@ struct LogTools {
 TEST_CASE("log tools: policyctl log keygen writes the key 0600 and its verifier key, and never overwrites", "[log_tools]") {
   TempDir dir;
   std::string out, err;
-  REQUIRE(LogCtl({"keygen", "--origin", kOrigin, "--out", dir / "log.pem"}, &out, &err) == 0);
+  REQUIRE(LogCtl({"keygen", "--origin", kLogToolsOrigin, "--out", dir / "log.pem"}, &out, &err) == 0);
   struct stat st {};
   REQUIRE(::stat((dir / "log.pem").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
   const std::string vkey = ReadFile(dir / "log.pub");
   CHECK(vkey == out);
-  CHECK(vkey.rfind(absl::StrCat(kOrigin, "+"), 0) == 0);
+  CHECK(vkey.rfind(absl::StrCat(kLogToolsOrigin, "+"), 0) == 0);
   // The verifier key is the key of the PEM, as tlog reads both.
-  auto from_pem = tlog::VerifierKeyFromPem(kOrigin, ReadFile(dir / "log.pem"));
+  auto from_pem = tlog::VerifierKeyFromPem(kLogToolsOrigin, ReadFile(dir / "log.pem"));
   REQUIRE(from_pem.ok());
   CHECK(*from_pem + "\n" == vkey);
   const std::string pem = ReadFile(dir / "log.pem");
-  CHECK(LogCtl({"keygen", "--origin", kOrigin, "--out", dir / "log.pem"}, &out, &err) == 2);
+  CHECK(LogCtl({"keygen", "--origin", kLogToolsOrigin, "--out", dir / "log.pem"}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("already exists"));
   CHECK(ReadFile(dir / "log.pem") == pem);
   CHECK(ReadFile(dir / "log.pub") == vkey);
@@ -85,7 +85,7 @@ TEST_CASE("log tools: a good log verifies: checkpoint, monitor from nothing and 
   REQUIRE(LogCtl({"-o", "json", "checkpoint", "--log", t.log.dir(), "--key", t.log.VerifierKey()}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("\"size\":\"700\""));
   // Another key: the checkpoint does not verify (exit 1).
-  TestLog other("", kOrigin);
+  TestLog other("", kLogToolsOrigin);
   CHECK(LogCtl({"checkpoint", "--log", t.log.dir(), "--key", other.VerifierKey()}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("does not verify"));
 
@@ -140,11 +140,17 @@ TEST_CASE("log tools: monitor refuses a forked checkpoint and a shrinking one, n
   CHECK(t.Monitor(&out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("FORK"));
   CHECK_THAT(err, Catch::Contains("size 400 root " + tlog::HashToBase64(other)));
-  // A larger tree that does not extend the recorded one (the tiles are this log's: they do not hash to it).
+  // A larger tree without its tiles, and one that does not extend the recorded one (the tiles published
+  // are this log's: they do not hash to it).
   WriteFile(t.log.dir() + "/checkpoint", t.log.Sign(450, other), 0644);
   CHECK(t.Monitor(&out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("size 450"));
-  // A checkpoint that shrinks.
+  CHECK_THAT(err, Catch::Contains("missing"));
+  t.log.Grow(450);
+  WriteFile(t.log.dir() + "/checkpoint", t.log.Sign(450, other), 0644);
+  CHECK(t.Monitor(&out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("do not hash to the log's checkpoint (size 450"));
+  // A checkpoint that shrinks (the log's own, of an earlier size).
   WriteFile(t.log.dir() + "/checkpoint", t.log.CheckpointAt(399), 0644);
   CHECK(t.Monitor(&out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("SHRINK"));
@@ -187,7 +193,7 @@ TEST_CASE("log tools: consistency verifies that NEW extends OLD, and names a for
   CHECK(run("new", "new") == 0);
   CHECK(run("new", "old") == 1);
   CHECK_THAT(err, Catch::Contains("SHRINK"));
-  TestLog forked("", kOrigin, "forked");
+  TestLog forked("", kLogToolsOrigin, "forked");
   forked.Grow(100);
   WriteFile(t.dir / "forked-old", t.log.Sign(100, forked.Root(100)), 0644);
   CHECK(run("forked-old", "new") == 1);
@@ -221,7 +227,7 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint)) == 0);
   CHECK_THAT(out, Catch::Contains("OK: entry 321"));
   CHECK_THAT(out, Catch::Contains(t.log.EntryText(i)));
-  CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint), {"-o", "json", "--origin", kOrigin}) == 0);
+  CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint), {"-o", "json", "--origin", kLogToolsOrigin}) == 0);
   CHECK_THAT(out, Catch::Contains("\"ok\":true"));
   // The entry altered, another index, a proof of another entry, a checkpoint by another key, an index
   // beyond the tree, a witness quorum not met: exit 1, naming what fails.
@@ -229,7 +235,7 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   CHECK_THAT(err, Catch::Contains("the inclusion proof does not verify"));
   CHECK(verify(bundle(i + 1, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint)) == 1);
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i + 1, 900), checkpoint)) == 1);
-  TestLog other("", kOrigin);
+  TestLog other("", kLogToolsOrigin);
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), other.Grow(900))) == 1);
   CHECK_THAT(err, Catch::Contains("the checkpoint does not verify"));
   CHECK(verify(bundle(900, t.log.EntryText(i), {}, checkpoint)) == 1);
@@ -240,7 +246,7 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   // Cosigned: the quorum is met.
   const tlog::NoteSigner* signers[] = {witness->get()};
   auto opened = tlog::OpenCheckpoint(checkpoint, "", **tlog::ParseVerifierKey(t.log.VerifierKey()));
-  const std::string cosigned = *tlog::SignNote(opened->note.text, signers, opened->note.unverified);
+  const std::string cosigned = *tlog::SignNote(opened->note.text, signers, opened->note.verified);
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), cosigned), {"--witness-key", (*witness)->VerifierKey()}) == 0);
   // Malformed bundles are usage errors (exit 2).
   CHECK(verify("{\"index\": 1}") == 2);
@@ -252,7 +258,7 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
 
 TEST_CASE("log tools: policy-log-witness cosigns over HTTP, keeps its state across a restart and refuses a fork", "[log_tools]") {
   TempDir dir;
-  TestLog log("", kOrigin);
+  TestLog log("", kLogToolsOrigin);
   std::string out, err;
   REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", dir / "witness.pem"}, &out, &err) == 0);
   const std::string witness_vkey(absl::StripAsciiWhitespace(out));
@@ -262,7 +268,7 @@ TEST_CASE("log tools: policy-log-witness cosigns over HTTP, keeps its state acro
   CHECK(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", dir / "witness.pem"}, &out, &err) == 2);
   WriteFile(dir / "witness.toml",
             absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", dir / "witness.pem", "\"\nlisten = \"127.0.0.1:0\"\n",
-                         "state_file = \"", dir / "state.toml", "\"\nrequest_timeout_s = 5\n[[log]]\norigin = \"", kOrigin,
+                         "state_file = \"", dir / "state.toml", "\"\nrequest_timeout_s = 5\n[[log]]\norigin = \"", kLogToolsOrigin,
                          "\"\nkey = \"", log.VerifierKey(), "\"\n"));
   REQUIRE(RunCommand({OSH_WITNESS_BINARY, "--config", dir / "witness.toml", "--check-config"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains(witness_vkey));
@@ -282,7 +288,7 @@ TEST_CASE("log tools: policy-log-witness cosigns over HTTP, keeps its state acro
     auto log_key = tlog::ParseVerifierKey(log.VerifierKey());
     REQUIRE(witness_key.ok());
     const tlog::NoteVerifier* cosigners[] = {witness_key->get()};
-    return tlog::OpenCheckpoint(note + lines, kOrigin, **log_key, cosigners, 1).ok();
+    return tlog::OpenCheckpoint(note + lines, kLogToolsOrigin, **log_key, cosigners, 1).ok();
   };
 
   auto first = start(1);

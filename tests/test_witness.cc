@@ -18,7 +18,7 @@ using witness::FormatAddCheckpointRequest;
 using witness::Witness;
 using witness::WitnessResponse;
 
-constexpr char kWitnessName[] = "witness.test/w1";
+constexpr char kTestWitnessName[] = "witness.test/w1";
 
 struct WitnessFixture {
   TempDir dir;
@@ -29,7 +29,7 @@ struct WitnessFixture {
   WitnessFixture() { Restart(); }
   void Restart() {
     witness.reset();
-    auto cosigner = tlog::CosignatureV1Signer::Create(kWitnessName, key);
+    auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, key);
     REQUIRE(cosigner.ok());
     auto created = Witness::Create(*std::move(cosigner), {{log.origin(), log.VerifierKey()}}, dir / "state.toml");
     REQUIRE(created.ok());
@@ -45,7 +45,7 @@ struct WitnessFixture {
   }
   // The cosignature answered verifies as the witness's, on that checkpoint.
   bool Cosigned(const std::string& note, const WitnessResponse& r) {
-    auto cosigner = tlog::CosignatureV1Signer::Create(kWitnessName, key);
+    auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, key);
     auto witness_key = tlog::ParseVerifierKey((*cosigner)->VerifierKey());
     auto log_key = tlog::ParseVerifierKey(log.VerifierKey());
     const tlog::NoteVerifier* cosigners[] = {witness_key->get()};
@@ -195,12 +195,12 @@ TEST_CASE("witness: a state file that does not parse or disagrees with its note 
   REQUIRE(at != std::string::npos);
   state.replace(at, 9, "size = 11");
   WriteFile(f.dir / "state.toml", state);
-  auto cosigner = tlog::CosignatureV1Signer::Create(kWitnessName, f.key);
+  auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
   auto created = Witness::Create(*std::move(cosigner), {{f.log.origin(), f.log.VerifierKey()}}, f.dir / "state.toml");
   REQUIRE_FALSE(created.ok());
   CHECK_THAT(std::string(created.status().message()), Catch::Contains("does not carry the size and root"));
   WriteFile(f.dir / "state.toml", "not toml [");
-  cosigner = tlog::CosignatureV1Signer::Create(kWitnessName, f.key);
+  cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
   CHECK_FALSE(Witness::Create(*std::move(cosigner), {}, f.dir / "state.toml").ok());
 }
 
