@@ -2,8 +2,8 @@
 // answered by a witness of the fuzz log that starts from an empty state for each input. Invariants (abort
 // on violation): never crashes; a body that parses is the canonical form of what it parsed to; the answer
 // is one of the spec's statuses (200, 400, 403, 404, 409, 422) with a body; 409 about the size is
-// text/x.tlog.size; 200 is a cosignature line that verifies on the checkpoint sent, and only for a body
-// that parses.
+// text/x.tlog.size; 200 only for a body that parses and a checkpoint the log signed, and it is a
+// cosignature that verifies on that checkpoint's text.
 #include <unistd.h>
 
 #include <cstdint>
@@ -49,10 +49,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   osh::fuzz::FuzzCheck(!r.body.empty() && r.body.back() == '\n');
   if (r.status == 200) {
     osh::fuzz::FuzzCheck(request.ok());
-    auto witness_key = tlog::ParseVerifierKey((*w)->cosigner().VerifierKey());
-    const tlog::NoteVerifier* cosigners[] = {witness_key->get()};
+    // The checkpoint opens under the log key, and the answer is a cosignature of its text (the request's
+    // own signature lines, even one claiming the witness's name, are not the witness's business).
     static const std::unique_ptr<tlog::Ed25519NoteVerifier> log = fuzz::FuzzLogVerifier();
-    osh::fuzz::FuzzCheck(tlog::OpenCheckpoint(request->checkpoint + r.body, fuzz::kLogOrigin, *log, cosigners, 1).ok());
+    absl::StatusOr<tlog::OpenedCheckpoint> opened = tlog::OpenCheckpoint(request->checkpoint, fuzz::kLogOrigin, *log);
+    osh::fuzz::FuzzCheck(opened.ok());
+    auto witness_key = tlog::ParseVerifierKey((*w)->cosigner().VerifierKey());
+    const tlog::NoteVerifier* known[] = {witness_key->get()};
+    osh::fuzz::FuzzCheck(tlog::OpenNote(opened->note.text + "\n" + r.body, known).ok());
   }
   if (r.status == 409 && r.content_type == witness::kSizeContentType) osh::fuzz::FuzzCheck(r.body == "0\n");
   return 0;
