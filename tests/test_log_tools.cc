@@ -9,6 +9,7 @@
 #include <httplib.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tests/gateway_fixture.h"
@@ -156,6 +157,23 @@ TEST_CASE("log tools: monitor refuses a forked checkpoint and a shrinking one, n
   CHECK_THAT(err, Catch::Contains("SHRINK"));
   CHECK_THAT(err, Catch::Contains("size 399"));
   CHECK(ReadFile(t.state) == recorded);
+}
+
+TEST_CASE("log tools: monitor --follow verifies each new checkpoint and stops at a fork", "[log_tools]") {
+  LogTools t;
+  t.log.Grow(100);
+  Process follower({OSH_POLICYCTL_BINARY, "log", "monitor", "--log", t.log.dir(), "--key", t.vkey_file, "--state", t.state,
+                    "--follow", "--interval", "100ms"},
+                   t.dir / "follow.log");
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(t.dir / "follow.log"), "entries 0..99 verified"); }));
+  t.log.Grow(300);
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(t.dir / "follow.log"), "entries 100..299 verified (200 new)"); }));
+  tlog::Hash other = t.log.Root(300);
+  other[9] ^= 4;
+  WriteFile(t.log.dir() + "/checkpoint", t.log.Sign(300, other), 0644);
+  CHECK(follower.Wait(std::chrono::seconds(10)) == 1);
+  CHECK_THAT(ReadAll(t.dir / "follow.log"), Catch::Contains("FORK"));
+  CHECK(ReadFile(t.state) == t.log.CheckpointAt(300));
 }
 
 TEST_CASE("log tools: monitor reads a log served over HTTP", "[log_tools]") {
