@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "tests/gateway_fixture.h"
 #include "tests/process.h"
-#include "tests/test_log.h"
+#include "tests/log_fixture.h"
 #include "tests/test_support.h"
 #include "tlog/checkpoint.h"
 #include "tlog/cosignature.h"

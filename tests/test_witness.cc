@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "tests/test_log.h"
+#include "tests/log_fixture.h"
 #include "tests/test_support.h"
 #include "tlog/cosignature.h"
 #include "witness/config.h"

@@ -1,4 +1,4 @@
-#include "tests/test_log.h"
+#include "tests/log_fixture.h"
 
 #include <stdexcept>
 

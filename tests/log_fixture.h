@@ -1,4 +1,4 @@
-// A verifiable log for tests, written with the tlog library: deterministic entries, tiles and entry bundles
+// tests/log_fixture.h: a verifiable log for tests, written with the tlog library: deterministic entries, tiles and entry bundles
 // under a folder (C2SP tlog-tiles), checkpoints signed by a fresh Ed25519 log key, and the proofs a log
 // would give (consistency for witnesses, inclusion for proof bundles). Used in process (the witness's unit
 // tests) and on disk for the real policyctl and policy-log-witness (integration tests).
