@@ -109,6 +109,20 @@ class GatewayFixture {
     return response.status();
   }
   gw::SandboxPolicy::Stub& sandbox() { return *sandbox_; }
+  // The whole audit log through ListAuditEvents, in small pages (paging is part of what is tested).
+  std::vector<gw::AuditEvent> AuditEvents() {
+    std::vector<gw::AuditEvent> all;
+    gw::ListAuditEventsRequest request;
+    for (;;) {
+      request.set_limit(2);
+      gw::ListAuditEventsResponse response;
+      REQUIRE(admin().ListAuditEvents(Context().get(), request, &response).ok());
+      if (response.events().empty()) break;
+      for (const auto& e : response.events()) all.push_back(e);
+      request.set_after_seq(all.back().seq());
+    }
+    return all;
+  }
 
  private:
   TempDir dir_;

@@ -3,7 +3,6 @@
 // broken seq after a line is edited or deleted, or a database row is edited behind the gateway's back.
 #include <unistd.h>
 
-#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
@@ -34,32 +33,6 @@ std::string Field(const std::string& json, const std::string& name) {
   return json.substr(from, json.find('"', from) - from);
 }
 
-// Runs SQL against the gateway's database file while the gateway runs (WAL allows a second writer).
-void EditDatabase(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  char* error = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-  INFO((error ? error : ""));
-  sqlite3_free(error);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
-}
-
-std::vector<gw::AuditEvent> ListAll(GatewayFixture& g) {
-  std::vector<gw::AuditEvent> all;
-  gw::ListAuditEventsRequest request;
-  for (;;) {
-    request.set_limit(2);  // small pages: paging is part of what is tested
-    gw::ListAuditEventsResponse response;
-    REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), request, &response).ok());
-    if (response.events().empty()) break;
-    for (const auto& e : response.events()) all.push_back(e);
-    request.set_after_seq(all.back().seq());
-  }
-  return all;
-}
 
 }  // namespace
 
@@ -78,7 +51,7 @@ TEST_CASE("audit: every operation is chained, export matches the RPC, verify nam
   REQUIRE(Ctl(g, {"delete", "--sandbox", "sb-1"}, &out, &err) == 0);
 
   // ListAuditEvents: paged, seq 1.., linked.
-  const auto events = ListAll(g);
+  const auto events = g.AuditEvents();
   REQUIRE(events.size() >= 6);
   std::set<std::string> types;
   for (size_t i = 0; i < events.size(); ++i) {
@@ -191,7 +164,7 @@ TEST_CASE("audit: a third-party driver's audit_context and verifying keys are re
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
 
-  const auto events = ListAll(g);
+  const auto events = g.AuditEvents();
   const gw::AuditEvent* admission = nullptr;
   for (const auto& e : events) {
     if (e.type() == "admission") admission = &e;
@@ -222,7 +195,7 @@ TEST_CASE("audit: each admin call's events name who made it (the peer's uid on t
   REQUIRE(Ctl(g, {"admit", "--sandbox", "sb-1", "--subject", "alice"}, &out, &err) == 0);
   const std::string me = "uid:" + std::to_string(::geteuid());
   int by_me = 0;
-  for (const auto& event : ListAll(g)) {
+  for (const auto& event : g.AuditEvents()) {
     INFO(event.type() << " " << event.actor());
     if (event.type() == "mutation" || event.type() == "admission") {
       CHECK(event.actor() == me);

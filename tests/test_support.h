@@ -35,6 +35,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// Runs SQL against a SQLite database file, also while a gateway has it open (WAL allows a second writer);
+// fails the test on an error.
+void EditDatabase(const std::string& path, const std::string& sql);
+
 // The whole file (fails the test when unreadable).
 std::string ReadFile(const std::string& path);
 

@@ -1,7 +1,10 @@
 #include "gateway/core/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -65,6 +68,7 @@ const std::vector<IntKey>& IntKeys() {
       {"driver_call_timeout_ms", 1, 600'000, Into(&Config::driver_call_timeout_ms)},
       {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
+      {"log_integrate_interval_ms", 10, 60'000, Into(&Config::log_integrate_interval_ms)},
       {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
       {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
       {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
@@ -187,6 +191,16 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"metrics_allow", kGatewayTable,
        "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
        "unset: any address that reaches the port"},
+      {"log_signing_key", kGatewayTable,
+       "PEM Ed25519 private key of the verifiable log (policyctl log keygen; its own key, never one of the trust "
+       "store): the audit log is published as a Merkle tree, tiles and signed checkpoints under <state_dir>/log; "
+       "unset: no log"},
+      {"log_origin", kGatewayTable, "the log's name: its checkpoints' origin line and its key's name (default: <hostname>/policy-gateway)"},
+      {"log_listen", kGatewayTable,
+       "host:port serving the verifiable log read-only over plain HTTP (GET /checkpoint, /tile/...; public: no "
+       "allow list); may equal metrics_listen to share its server; unset: off"},
+      {"log_integrate_interval_ms", kGatewayTable,
+       "how often audit events committed since the last checkpoint are integrated and a new checkpoint signed (default 200)"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -327,6 +341,9 @@ ConfigValues EffectiveValues(const Config& config) {
       {"builtin_signing_key", config.builtin_signing_key},
       {"builtin_signing_key_id", config.builtin_signing_key_id},
       {"builtin_context_binding", config.builtin_context_binding ? "true" : "false"},
+      {"log_signing_key", config.log_signing_key},
+      {"log_origin", config.log_origin},
+      {"log_listen", config.log_listen},
   };
   for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
   return values;
@@ -376,6 +393,15 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("driver_socket_owner", &config.driver_socket_owner);
   get("builtin_signing_key", &config.builtin_signing_key);
   get("builtin_signing_key_id", &config.builtin_signing_key_id);
+  get("log_signing_key", &config.log_signing_key);
+  get("log_origin", &config.log_origin);
+  get("log_listen", &config.log_listen);
+  if (!config.log_listen.empty() && config.log_signing_key.empty()) {
+    return bad("log_listen", "is set but log_signing_key is not: there is no log to serve");
+  }
+  if (!config.log_origin.empty() && config.log_signing_key.empty()) {
+    return bad("log_origin", "is set but log_signing_key is not: there is no log to name");
+  }
   if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
     if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
       return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
@@ -398,6 +424,11 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
   if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
   if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
+  if (!config.log_signing_key.empty() && config.log_origin.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "localhost");
+    config.log_origin = absl::StrCat(host, "/policy-gateway");
+  }
   if (config.SqlitePath().empty() && !store::IsPostgresUrl(config.database)) {
     return bad("database", "expected sqlite:<path> or postgresql://...");
   }

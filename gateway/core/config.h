@@ -44,6 +44,11 @@ struct Config {
   std::string builtin_signing_key;     // PEM private key file; "": the builtin driver does not sign
   std::string builtin_signing_key_id;
   bool builtin_context_binding = true;  // false: the builtin driver serves one projection per revision
+  // The verifiable log (docs/audit.md): off unless log_signing_key is set.
+  std::string log_signing_key;    // PEM Ed25519 private key of the log (policyctl log keygen); never a trust-store key
+  std::string log_origin;         // the checkpoints' origin line (default: <hostname>/policy-gateway)
+  int64_t log_integrate_interval_ms = 200;
+  std::string log_listen;         // "host:port" serving <state_dir>/log read-only over HTTP ("": off; may be metrics_listen)  // how often pending audit events are integrated and a checkpoint signed
   Limits limits;  // [openshell.gateway.limits]
   // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
   bool accept_state_rollback = false;

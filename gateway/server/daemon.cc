@@ -88,6 +88,28 @@ int Daemon::Build() {
     return kExitStartup;
   }
   store_ = *std::move(store);
+  if (!config_.log_signing_key.empty()) {
+    auto pem = policy::ReadFileToString(config_.log_signing_key);
+    if (!pem.ok()) {
+      LogError(absl::StrCat("log_signing_key: ", pem.status().message()));
+      return kExitStartup;
+    }
+    LogSequencerOptions log_options;
+    log_options.dir = (std::filesystem::path(config_.state_dir) / "log").string();
+    log_options.origin = config_.log_origin;
+    log_options.signing_key_pem = *std::move(pem);
+    log_options.interval = absl::Milliseconds(config_.log_integrate_interval_ms);
+    auto log = LogSequencer::Open(&store_->audit(), std::move(log_options));
+    if (!log.ok()) {
+      LogError(absl::StrCat("verifiable log (", config_.state_dir, "/log): ", log.status().message()));
+      return kExitStartup;
+    }
+    log_ = *std::move(log);
+    const LogSequencer::Published published = log_->current();
+    LogInfo(absl::StrCat("verifiable log '", config_.log_origin, "': ", published.size, " entries, verifier key ",
+                         log_->verifier_key()));
+    log_->Start([](const absl::Status& failed) { LogError(absl::StrCat("verifiable log: ", failed.message())); });
+  }
   if (!config_.trust_store.empty()) {
     auto loaded = trust::TrustStore::Load(config_.trust_store);
     if (!loaded.ok()) {
@@ -439,16 +461,31 @@ int Daemon::Serve() {
     }
     ReportAuthFailures(absl::Now() - last_report);
   });
+  const std::string log_dir = (std::filesystem::path(config_.state_dir) / "log").string();
+  const bool log_shares_metrics = !config_.log_listen.empty() && config_.log_listen == config_.metrics_listen;
   if (!config_.metrics_listen.empty()) {
     MetricsServer::Options metrics_options;
     metrics_options.allow = absl::StrSplit(config_.metrics_allow, ',', absl::SkipWhitespace());
+    if (log_shares_metrics) metrics_options.log_dir = log_dir;
     auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); }, metrics_options);
     if (!started.ok()) {
       LogError(std::string(started.status().message()));
       return kExitConfig;  // a taken or bad address: the operator's to fix (exit 2, as a taken TCP listener)
     }
     metrics_server_ = *std::move(started);
-    LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url()));
+    LogInfo(absl::StrCat("metrics: serving ", metrics_server_->url(), log_shares_metrics ? " and the verifiable log" : ""));
+  }
+  if (!config_.log_listen.empty() && !log_shares_metrics) {
+    MetricsServer::Options log_options;  // public: anyone may audit the log
+    log_options.log_dir = log_dir;
+    log_options.name = "log_listen";
+    auto started = MetricsServer::Start(config_.log_listen, nullptr, log_options);
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      return kExitConfig;
+    }
+    log_server_ = *std::move(started);
+    LogInfo(absl::StrCat("verifiable log: serving ", log_server_->url(), "checkpoint and tile/..."));
   }
   const std::string serving = absl::StrCat("serving: driver ", driver_->kind(), ", ", loaded_,
                                            " admitted sandbox(es), admin ", admin_.path,
@@ -569,6 +606,7 @@ void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
   metrics_server_.reset();  // scrapes read the core: they end first
+  log_server_.reset();
   for (Listener* listener : {&admin_, &sandbox_}) {  // no new connections
     listener->acceptor.reset();
     listener->front.reset();

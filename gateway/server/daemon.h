@@ -23,6 +23,7 @@
 #include "gateway/server/admin_service.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/log_sequencer.h"
 #include "gateway/server/tcp_front.h"
 #include "gateway/server/unix_acceptor.h"
 #include "gateway/core/refresh_scheduler.h"
@@ -105,6 +106,7 @@ class Daemon {
   const Config config_;
   const store::Clock* const clock_;
   std::unique_ptr<store::Database> store_;  // holds the state lock and the head anchor
+  std::unique_ptr<LogSequencer> log_;       // the verifiable log, when log_signing_key is set
   std::shared_ptr<const trust::TrustStore> trust_store_;
   std::unique_ptr<drivers::PolicyDriver> driver_;
   drivers::RemoteDriver* remote_ = nullptr;  // driver_, when it is the remote one
@@ -124,6 +126,7 @@ class Daemon {
   std::unique_ptr<TlsListenerCredentials> admin_tls_;
   std::unique_ptr<TlsListenerCredentials> sandbox_tls_;
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
+  std::unique_ptr<MetricsServer> log_server_;      // when log_listen is set apart from metrics_listen
   Listener admin_, sandbox_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gateway/core/log.h"
+#include "policy/policy_file.h"
+#include "tlog/tiles.h"
 
 namespace osh::gateway {
 namespace {
@@ -25,6 +27,36 @@ int ServeMetrics(mg_connection* conn, void* cbdata) {
   return 200;
 }
 
+// GET /checkpoint and /tile/...: only the canonical C2SP paths (tlog::ParseTilePath), read from the log's
+// folder. Nothing else of the folder (temporary files of a write in progress, say) is reachable.
+int ServeLog(mg_connection* conn, void* cbdata) {
+  const mg_request_info* request = mg_get_request_info(conn);
+  if (request == nullptr || std::string_view(request->request_method) != "GET") {
+    mg_send_http_error(conn, 405, "%s", "only GET\n");
+    return 405;
+  }
+  const std::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
+  const std::string relative(uri.substr(uri.empty() ? 0 : 1));
+  const bool checkpoint = relative == "checkpoint";
+  absl::StatusOr<tlog::Tile> tile = checkpoint ? absl::StatusOr<tlog::Tile>(tlog::Tile{}) : tlog::ParseTilePath(relative);
+  if (!tile.ok()) {
+    mg_send_http_error(conn, 404, "%s", "not a log path\n");
+    return 404;
+  }
+  auto data = policy::ReadFileToString(*static_cast<const std::string*>(cbdata) + "/" + relative);
+  if (!data.ok()) {
+    mg_send_http_error(conn, 404, "%s", "not published\n");
+    return 404;
+  }
+  // A full tile never changes; a partial one is replaced by its full tile and the checkpoint moves on.
+  const char* cache = checkpoint ? "no-cache" : tile->full() ? "public, max-age=31536000, immutable" : "public, max-age=60";
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: %s\r\nConnection: close\r\n\r\n",
+            checkpoint ? "text/plain; charset=utf-8" : "application/octet-stream", data->size(), cache);
+  mg_write(conn, data->data(), data->size());
+  return 200;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen, Render render,
@@ -33,7 +65,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   int port = -1;
   if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
       port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics_listen: expected host:port, got '", listen, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(options.name, ": expected host:port, got '", listen, "'"));
   }
   std::string host = listen.substr(0, colon);
   const bool ipv6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
@@ -60,7 +92,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   config.push_back(nullptr);
   mg_callbacks callbacks{};
   callbacks.log_message = [](const mg_connection*, const char* message) {
-    LogWarning(absl::StrCat("metrics server: ", message));
+    LogWarning(absl::StrCat("HTTP server: ", message));
     return 1;
   };
   mg_init_data init{};
@@ -72,13 +104,18 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   errors.text_buffer_size = sizeof(error);
   self->context_ = mg_start2(&init, &errors);
   if (self->context_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("metrics_listen: cannot listen on ", listen, error[0] ? ": " : "", error));
+    return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", listen, error[0] ? ": " : "", error));
   }
-  mg_set_request_handler(self->context_, "/metrics$", ServeMetrics, self->render_.get());
+  if (*self->render_) mg_set_request_handler(self->context_, "/metrics$", ServeMetrics, self->render_.get());
+  if (!options.log_dir.empty()) {
+    self->log_dir_ = std::make_unique<std::string>(options.log_dir);
+    mg_set_request_handler(self->context_, "/checkpoint$", ServeLog, self->log_dir_.get());
+    mg_set_request_handler(self->context_, "/tile/", ServeLog, self->log_dir_.get());
+  }
   mg_server_port bound[4];
   const int n = mg_get_server_ports(self->context_, 4, bound);
   const int actual = n > 0 ? bound[0].port : port;
-  self->url_ = absl::StrCat("http://", host, ":", actual, "/metrics");
+  self->url_ = absl::StrCat("http://", host, ":", actual, *self->render_ ? "/metrics" : "/");
   return self;
 }
 

@@ -1,5 +1,7 @@
-// Serves the Prometheus metrics over plain HTTP (GET /metrics) on `metrics_listen`, with civetweb (Debian's
-// libcivetweb) on a fixed set of worker threads of its own. Anything else is 404. Off unless configured.
+// Serves the Prometheus metrics over plain HTTP (GET /metrics) on `metrics_listen`, and/or the verifiable
+// log's static files (GET /checkpoint, /tile/...: C2SP tlog-tiles paths, read-only) on `log_listen` — one
+// server when the two share an address — with civetweb (Debian's libcivetweb) on a fixed set of worker
+// threads of its own. Anything else is 404. Off unless configured.
 //
 // What a hostile client can do is bounded: a request must arrive whole (headers included) within
 // `request_timeout_ms` or its connection is closed, so slow-header clients hold a worker for that long at
@@ -24,9 +26,11 @@ class MetricsServer {
     int request_timeout_ms = 2000;
     int threads = 8;
     std::vector<std::string> allow;  // CIDRs ("10.0.0.0/8"); empty: any address
+    std::string log_dir;             // serve the log published here ("": no log paths)
+    std::string name = "metrics_listen";  // the config key, for messages
   };
   // `listen` is "host:port" ("[::1]:9464" for IPv6; port 0 picks a free one). `render` is called for
-  // each scrape, on a server thread, and must be thread-safe. INVALID_ARGUMENT for a malformed
+  // each scrape, on a server thread, and must be thread-safe; empty: no /metrics. INVALID_ARGUMENT for a malformed
   // address, UNAVAILABLE when it cannot be bound (in use, or not an address of this host).
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen, Render render,
                                                                const Options& options);
@@ -37,12 +41,13 @@ class MetricsServer {
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
-  // "http://host:port/metrics", with the port actually bound.
+  // "http://host:port/metrics" (or "http://host:port/" without metrics), with the port actually bound.
   const std::string& url() const { return url_; }
 
  private:
   MetricsServer() = default;
   std::unique_ptr<Render> render_;
+  std::unique_ptr<std::string> log_dir_;
   mg_context* context_ = nullptr;
   std::string url_;
 };

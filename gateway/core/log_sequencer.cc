@@ -1,0 +1,188 @@
+#include "gateway/core/log_sequencer.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "policy/policy_file.h"
+#include "tlog/checkpoint.h"
+#include "tlog/tiles.h"
+#include "trust/audit_chain.h"
+
+namespace osh::gateway {
+namespace {
+
+constexpr char kInconsistent[] = "log_inconsistent";
+
+// Entries [begin, end) of the tree are the events with seq begin+1 .. end, read back from the audit log.
+class AuditEntryReader final : public tlog::EntryReader {
+ public:
+  explicit AuditEntryReader(store::AuditLog* log) : log_(log) {}
+  absl::StatusOr<std::vector<std::string>> ReadEntries(int64_t begin, int64_t end) const override {
+    std::vector<std::string> entries;
+    entries.reserve(static_cast<size_t>(end - begin));
+    for (int64_t at = begin; at < end;) {
+      const uint32_t want = static_cast<uint32_t>(std::min<int64_t>(end - at, 1000));
+      auto events = log_->ListAuditEvents(static_cast<uint64_t>(at), want);
+      if (!events.ok()) return events.status();
+      if (events->empty()) return absl::DataLossError(absl::StrCat("audit event ", at + 1, " is missing"));
+      for (const auto& event : *events) {
+        if (static_cast<int64_t>(event.seq) != at + 1) {
+          return absl::DataLossError(absl::StrCat("audit event ", at + 1, " is missing (found ", event.seq, ")"));
+        }
+        entries.push_back(trust::CanonicalAuditBytes(event));
+        if (++at == end) break;
+      }
+    }
+    return entries;
+  }
+
+ private:
+  store::AuditLog* const log_;
+};
+
+}  // namespace
+
+LogSequencer::LogSequencer(store::AuditLog* log, LogSequencerOptions options, std::unique_ptr<tlog::NoteSigner> signer,
+                           std::string verifier_key)
+    : log_(log), options_(std::move(options)), signer_(std::move(signer)), verifier_key_(std::move(verifier_key)) {
+  last_hash_ = trust::kGenesisHash;
+}
+
+absl::StatusOr<std::unique_ptr<LogSequencer>> LogSequencer::Open(store::AuditLog* log, LogSequencerOptions options) {
+  if (options.origin.empty()) return absl::InvalidArgumentError("log_origin must not be empty");
+  auto signer = tlog::Ed25519NoteSigner::FromPem(options.origin, options.signing_key_pem);
+  if (!signer.ok()) return common::Annotated(signer.status(), "log_signing_key");
+  std::string verifier_key = (*signer)->VerifierKey();
+  std::unique_ptr<LogSequencer> sequencer(
+      new LogSequencer(log, std::move(options), *std::move(signer), std::move(verifier_key)));
+  {
+    absl::MutexLock lock(&sequencer->integrate_mu_);
+    if (absl::Status rebuilt = sequencer->AppendPending(); !rebuilt.ok()) return rebuilt;
+    if (absl::Status checked = sequencer->CheckAgainstPublished(); !checked.ok()) return checked;
+    if (auto published = sequencer->Publish(); !published.ok()) return published.status();
+  }
+  return sequencer;
+}
+
+LogSequencer::~LogSequencer() {
+  if (thread_.joinable()) {
+    stop_.Notify();
+    thread_.join();
+  }
+  IntegrateOnce().IgnoreError();  // best effort: the next Open integrates whatever this misses
+}
+
+void LogSequencer::Start(std::function<void(const absl::Status&)> on_error) {
+  thread_ = std::thread([this, on_error = std::move(on_error)] {
+    while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
+      if (auto integrated = IntegrateOnce(); !integrated.ok() && on_error) on_error(integrated.status());
+    }
+  });
+}
+
+absl::StatusOr<int64_t> LogSequencer::IntegrateOnce() {
+  absl::MutexLock lock(&integrate_mu_);
+  if (absl::Status appended = AppendPending(); !appended.ok()) return appended;
+  return Publish();
+}
+
+absl::Status LogSequencer::AppendPending() {
+  for (;;) {
+    const int64_t size = hashes_.size();
+    auto events = log_->ListAuditEvents(static_cast<uint64_t>(size), options_.page);
+    if (!events.ok()) return events.status();
+    if (events->empty()) return absl::OkStatus();
+    for (const auto& event : *events) {
+      const int64_t index = hashes_.size();
+      if (static_cast<int64_t>(event.seq) != index + 1) {
+        return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": the audit log has event ", event.seq,
+                                                          " where event ", index + 1, " belongs"));
+      }
+      // The chain the tree replaces is checked as it is taken in: an event rewritten in the database (its
+      // stored hash no longer its own, or its link broken) never becomes an entry.
+      if (event.prev_hash != last_hash_ || trust::ChainHash(event.prev_hash, event) != event.hash) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            kInconsistent, ": audit event ", event.seq, " does not verify against the hash chain (rewritten in the database?)"));
+      }
+      last_hash_ = event.hash;
+      hashes_.Append(trust::CanonicalAuditBytes(event));
+    }
+    if (events->size() < options_.page) return absl::OkStatus();
+  }
+}
+
+absl::Status LogSequencer::CheckAgainstPublished() {
+  const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
+  auto text = policy::ReadFileToString(path);
+  if (!text.ok()) return absl::OkStatus();  // nothing published yet: a new log
+  auto verifier = tlog::ParseVerifierKey(verifier_key_);
+  if (!verifier.ok()) return verifier.status();
+  auto opened = tlog::OpenCheckpoint(*text, options_.origin, **verifier);
+  if (!opened.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kInconsistent, ": ", path, " does not open with this log key and origin (", opened.status().message(),
+        "); a log's key and origin never change — move the folder away to start a new log"));
+  }
+  const tlog::Checkpoint& published = opened->checkpoint;
+  if (published.size > hashes_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kInconsistent, ": the published checkpoint covers ", published.size, " entries but the audit log holds ",
+        hashes_.size(), " events: the database was rolled back under the log; serving it would fork the log "
+        "sandboxes and witnesses hold"));
+  }
+  auto root = tlog::TreeHash(published.size, hashes_);
+  if (!root.ok()) return root.status();
+  if (*root != published.root) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kInconsistent, ": the first ", published.size, " audit events no longer give the published root ",
+        tlog::HashToBase64(published.root), " (they give ", tlog::HashToBase64(*root),
+        "): the database was rewritten under the log"));
+  }
+  absl::MutexLock lock(&published_mu_);
+  published_ = {published.size, published.root, *std::move(text)};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> LogSequencer::Publish() {
+  const Published before = current();
+  const int64_t size = hashes_.size();
+  if (size == before.size && !before.checkpoint.empty()) return size;
+  AuditEntryReader entries(log_);
+  tlog::TileWriteOptions write;
+  write.sync = options_.sync;
+  if (auto written = tlog::WriteTiles(options_.dir, before.size, size, hashes_, entries, write); !written.ok()) {
+    return written.status();
+  }
+  auto root = tlog::TreeHash(size, hashes_);
+  if (!root.ok()) return root.status();
+  auto note = tlog::SignCheckpoint(tlog::Checkpoint{options_.origin, size, *root, {}}, {signer_.get()});
+  if (!note.ok()) return note.status();
+  const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
+  if (absl::Status written = tlog::WriteFileAtomically(path, *note, options_.sync); !written.ok()) return written;
+  absl::MutexLock lock(&published_mu_);
+  published_ = {size, *root, *std::move(note)};
+  return size;
+}
+
+LogSequencer::Published LogSequencer::current() const {
+  absl::MutexLock lock(&published_mu_);
+  return published_;
+}
+
+absl::StatusOr<tlog::Proof> LogSequencer::ProveInclusion(int64_t index, int64_t size) const {
+  if (index < 0 || index >= size || size > hashes_.size()) {
+    return absl::OutOfRangeError(absl::StrCat("entry ", index, " is not in a tree of ", size, " entries"));
+  }
+  return tlog::ProveRecord(size, index, hashes_);
+}
+
+absl::StatusOr<tlog::Proof> LogSequencer::ProveConsistency(int64_t old_size, int64_t size) const {
+  if (old_size < 1 || old_size > size || size > hashes_.size()) {
+    return absl::OutOfRangeError(absl::StrCat("no consistency proof from ", old_size, " to ", size));
+  }
+  return tlog::ProveTree(size, old_size, hashes_);
+}
+
+}  // namespace osh::gateway
