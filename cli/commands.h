@@ -18,5 +18,7 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);  
 // trust init|add-key|revoke|show, on the `trust` subcommand.
 void AddTrustStoreFileCommands(CLI::App* trust, const Options& options, int& exit_code);
 void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code);    // health
+// log keygen|checkpoint|consistency|verify-proof|monitor (the verifiable log's static files; offline).
+void AddLogCommands(CLI::App& app, const Options& options, int& exit_code);
 
 }  // namespace osh::cli

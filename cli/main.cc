@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);
   AddHealthCommand(app, options, exit_code);
+  AddLogCommands(app, options, exit_code);
   if (argc == 1) {  // no command: the list of commands, not only "a subcommand is required"
     std::cerr << app.help();
     return kExitUsage;

@@ -76,7 +76,9 @@ openshell::sandbox::v1::SandboxPolicy RestrictiveDefaultPolicy() {
   return policy;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
+namespace {
+
+absl::Status PutFileAtomically(const std::string& path, const std::string& text, unsigned mode, bool replace) {
   const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot create ", temp, ": ", std::strerror(errno)));
@@ -88,12 +90,22 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
   }
   if (error == 0 && (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0)) error = errno;
   ::close(fd);
-  if (error == 0 && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
-  if (error != 0) {
-    ::unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
-  }
+  if (error == 0 && replace && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error == 0 && !replace && ::link(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error != 0 || !replace) ::unlink(temp.c_str());
+  if (error == EEXIST && !replace) return absl::AlreadyExistsError(absl::StrCat(path, ": already exists (not replaced)"));
+  if (error != 0) return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
+  return PutFileAtomically(path, text, mode, /*replace=*/true);
+}
+
+absl::Status CreateFileAtomically(const std::string& path, const std::string& text, unsigned mode) {
+  return PutFileAtomically(path, text, mode, /*replace=*/false);
 }
 
 }  // namespace osh::policy

@@ -3,7 +3,8 @@
 # seeds kept in the repository plus the build's corpus; prints each target's final libFuzzer line
 # (executions, coverage, corpus) and fails if any target crashed.
 #   scripts/fuzz.sh [--runs N | --seconds S] [--chunk N] [--no-leak-check] [TARGET...]
-# Targets: projection_check trust_store policy_file decisions config gateway_requests (default: all).
+# Targets: projection_check trust_store policy_file decisions config gateway_requests note checkpoint tile_path
+# witness_request (default: all).
 # Builds its own clang tree (build-fuzz/). gateway_requests keeps the core's state between inputs, so it runs with
 # -detect_leaks=0 (a leak check after each input would report that state). --no-leak-check does the same
 # for every target: LeakSanitizer's per-input check slows long runs about 50-fold once the corpus grows
@@ -23,11 +24,12 @@ while (($#)); do
     --seconds) seconds="$2"; shift 2 ;;
     --no-leak-check) leak_check=0; shift ;;
     --chunk) chunk="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-((${#targets[@]})) || targets=(projection_check trust_store policy_file decisions config gateway_requests)
+((${#targets[@]})) || targets=(projection_check trust_store policy_file decisions config gateway_requests note checkpoint tile_path
+                                witness_request)
 # The libFuzzer tree (clang, coverage + ASan): fuzz/CMakeLists.txt, built here into build-fuzz/ against
 # the main build's generated proto library. (The suite does not use it: it runs the same harnesses from
 # the ASan tree, build-asan/, with fuzz/replay_main.cc.)

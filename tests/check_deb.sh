@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 deb=$(ls "$work"/out/*.deb)
 root=$work/root
 dpkg-deb -x "$deb" "$root"
-for path in usr/bin/policy-gateway usr/bin/policyctl usr/bin/null-policy-driver usr/bin/policy-driver-conformance \
+for path in usr/bin/policy-gateway usr/bin/policyctl usr/bin/null-policy-driver usr/bin/policy-driver-conformance usr/bin/policy-log-witness \
             usr/lib/systemd/system/policy-gateway.service usr/share/openshell/examples/gateway.toml \
             usr/share/openshell/proto/openshell/policy/driver/v1/driver.proto \
             usr/share/doc/openshell-policy-gateway/policy-gateway.md usr/share/doc/openshell-policy-gateway/trust-store.md; do

@@ -11,6 +11,7 @@ set(expected
   bin/policyctl
   bin/null-policy-driver
   bin/policy-driver-conformance
+  bin/policy-log-witness
   share/openshell/proto/openshell/policy/driver/v1/driver.proto
   share/openshell/proto/openshell/policy/gateway/v1/gateway.proto
   share/openshell/proto/openshell/policy/conformance/v1/conformance.proto
@@ -21,6 +22,7 @@ set(expected
   share/doc/openshell-policy-gateway/audit.md
   share/doc/openshell-policy-gateway/policyctl.md
   share/doc/openshell-policy-gateway/trust-store.md
+  share/doc/openshell-policy-gateway/witness.md
   share/openshell/examples/gateway.toml
   lib/systemd/system/policy-gateway.service
   include/openshell-policy-gateway/sandbox_client/sandbox_client.h
@@ -31,13 +33,14 @@ set(expected
   lib/pkgconfig/openshell-sandbox-client.pc
   share/man/man8/policy-gateway.8
   share/man/man1/policyctl.1
+  share/man/man8/policy-log-witness.8
   share/bash-completion/completions/policyctl)
 foreach(path ${expected})
   if(NOT EXISTS "${PREFIX}/${path}")
     message(FATAL_ERROR "not installed: ${path}")
   endif()
 endforeach()
-foreach(program policy-gateway policyctl null-policy-driver policy-driver-conformance)
+foreach(program policy-gateway policyctl null-policy-driver policy-driver-conformance policy-log-witness)
   execute_process(COMMAND "${PREFIX}/bin/${program}" --help RESULT_VARIABLE rc OUTPUT_VARIABLE help ERROR_VARIABLE help)
   if(NOT rc EQUAL 0 OR NOT help MATCHES "Usage")
     message(FATAL_ERROR "${program} --help failed (${rc}): ${help}")

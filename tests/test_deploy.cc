@@ -93,7 +93,7 @@ TEST_CASE("layout: every project include points down the layers (no upward arrow
   const std::map<std::string, int> floor = {
       {"proto", 0},          {"common", 1},         {"policy", 2},
       {"trust", 3},          {"tlog", 4},           {"store", 5},
-      {"drivers", 5},        {"sandbox_client", 5}, {"builtin_driver", 6},
+      {"drivers", 5},        {"sandbox_client", 5}, {"builtin_driver", 6}, {"witness", 6},
       {"drivers/driver_kit", 6}, {"drivers/conformance", 6}, {"gateway/core", 7},
       {"drivers/null_policy_driver", 7}, {"examples/signing_driver", 7}, {"examples/supervisor", 7},
       {"gateway/server", 8}, {"cli", 9}};

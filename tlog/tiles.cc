@@ -212,13 +212,17 @@ absl::StatusOr<std::vector<std::string>> DecodeEntryBundle(absl::string_view dat
   return entries;
 }
 
-absl::StatusOr<std::vector<std::string>> DirTileFetcher::ReadTiles(absl::Span<const Tile> tiles) const {
+absl::StatusOr<std::string> DirTileFetcher::Fetch(const std::string& path) const {
+  return ReadWholeFile(absl::StrCat(dir_, "/", path));
+}
+
+absl::StatusOr<std::vector<std::string>> PathTileFetcher::ReadTiles(absl::Span<const Tile> tiles) const {
   std::vector<std::string> out;
   out.reserve(tiles.size());
   for (const Tile& tile : tiles) {
-    absl::StatusOr<std::string> data = ReadWholeFile(absl::StrCat(dir_, "/", TilePath(tile)));
+    absl::StatusOr<std::string> data = Fetch(TilePath(tile));
     if (absl::IsNotFound(data.status()) && !tile.full()) {
-      data = ReadWholeFile(absl::StrCat(dir_, "/", TilePath(Tile{tile.level, tile.n, kTileWidth})));
+      data = Fetch(TilePath(Tile{tile.level, tile.n, kTileWidth}));
       if (data.ok() && tile.level != kEntriesLevel && data->size() == static_cast<size_t>(kTileWidth) * kHashSize) {
         data->resize(static_cast<size_t>(tile.width) * kHashSize);
       } else if (data.ok() && tile.level == kEntriesLevel) {

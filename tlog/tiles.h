@@ -81,13 +81,24 @@ class TileFetcher {
   virtual absl::StatusOr<std::vector<std::string>> ReadTiles(absl::Span<const Tile> tiles) const = 0;
 };
 
-// Reads tiles from a directory laid out as C2SP says (the log's prefix). A partial tile that is gone is
+// Reads tiles by their C2SP path below the log's prefix, from wherever Fetch reads files (a directory,
+// an HTTP server: see policyctl's log commands). A partial tile that is gone (Fetch answers NOT_FOUND) is
 // read from the full tile when that exists (the spec lets logs delete partials once the full tile is
-// there). Stateless apart from the path; safe from any thread.
-class DirTileFetcher final : public TileFetcher {
+// there). Thread safety: as Fetch's.
+class PathTileFetcher : public TileFetcher {
+ public:
+  // The bytes of the file at `path` (relative, no leading slash: "checkpoint", "tile/0/000"), NOT_FOUND
+  // when there is none, another error when it cannot be read.
+  virtual absl::StatusOr<std::string> Fetch(const std::string& path) const = 0;
+  absl::StatusOr<std::vector<std::string>> ReadTiles(absl::Span<const Tile> tiles) const final;
+};
+
+// Reads a log from a directory laid out as C2SP says (the log's prefix). Stateless apart from the path;
+// safe from any thread.
+class DirTileFetcher final : public PathTileFetcher {
  public:
   explicit DirTileFetcher(std::string dir) : dir_(std::move(dir)) {}
-  absl::StatusOr<std::vector<std::string>> ReadTiles(absl::Span<const Tile> tiles) const override;
+  absl::StatusOr<std::string> Fetch(const std::string& path) const override;
 
  private:
   std::string dir_;

@@ -1,0 +1,236 @@
+// policy-log-witness's protocol in process (witness/witness.h): the C2SP tlog-witness add-checkpoint
+// answers, the state it keeps across restarts, its configuration.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "tests/log_fixture.h"
+#include "tests/test_support.h"
+#include "tlog/cosignature.h"
+#include "witness/config.h"
+#include "witness/witness.h"
+
+namespace osh::test {
+namespace {
+
+using witness::FormatAddCheckpointRequest;
+using witness::Witness;
+using witness::WitnessResponse;
+
+constexpr char kTestWitnessName[] = "witness.test/w1";
+
+struct WitnessFixture {
+  TempDir dir;
+  TestLog log{"", "log.test/policy-gateway"};
+  tlog::Ed25519PrivateKey key = *tlog::Ed25519PrivateKey::Generate();
+  std::unique_ptr<Witness> witness;
+
+  WitnessFixture() { Restart(); }
+  void Restart() {
+    witness.reset();
+    auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, key);
+    REQUIRE(cosigner.ok());
+    auto created = Witness::Create(*std::move(cosigner), {{log.origin(), log.VerifierKey()}}, dir / "state.toml");
+    REQUIRE(created.ok());
+    witness = *std::move(created);
+  }
+  WitnessResponse Add(int64_t old_size, const tlog::Proof& proof, const std::string& note) {
+    return witness->AddCheckpoint(FormatAddCheckpointRequest(old_size, proof, note));
+  }
+  // Grows the log to `size` and submits it with a proof from `old_size`.
+  WitnessResponse Extend(int64_t old_size, int64_t size) {
+    const std::string note = log.Grow(size);
+    return Add(old_size, log.Consistency(old_size, size), note);
+  }
+  // The cosignature answered verifies as the witness's, on that checkpoint.
+  bool Cosigned(const std::string& note, const WitnessResponse& r) {
+    auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, key);
+    auto witness_key = tlog::ParseVerifierKey((*cosigner)->VerifierKey());
+    auto log_key = tlog::ParseVerifierKey(log.VerifierKey());
+    const tlog::NoteVerifier* cosigners[] = {witness_key->get()};
+    return tlog::OpenCheckpoint(note + r.body, log.origin(), **log_key, cosigners, 1).ok();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("witness: a fresh log is cosigned from old 0, then each extension with a valid consistency proof", "[witness]") {
+  WitnessFixture f;
+  const std::string first = f.log.Grow(10);
+  WitnessResponse r = f.Add(0, {}, first);
+  REQUIRE(r.status == 200);
+  CHECK(r.body.rfind("\xE2\x80\x94 witness.test/w1 ", 0) == 0);
+  CHECK(r.body.back() == '\n');
+  CHECK(f.Cosigned(first, r));
+  CHECK(f.witness->Held(f.log.origin())->size == 10);
+
+  const std::string second = f.log.Grow(300);
+  r = f.Add(10, f.log.Consistency(10, 300), second);
+  REQUIRE(r.status == 200);
+  CHECK(f.Cosigned(second, r));
+  CHECK_FALSE(f.Cosigned(first, r));  // a cosignature is of its checkpoint only
+  CHECK(f.witness->Held(f.log.origin())->root == f.log.Root(300));
+  // The same checkpoint again is cosigned again (nothing changes).
+  CHECK(f.Add(300, {}, second).status == 200);
+}
+
+TEST_CASE("witness: a wrong old size is 409 with the size held, as text/x.tlog.size", "[witness]") {
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 5).status == 200);
+  const std::string note = f.log.Grow(8);
+  for (int64_t old_size : {int64_t{0}, int64_t{4}, int64_t{6}}) {
+    WitnessResponse r = f.Add(old_size, {}, note);
+    CHECK(r.status == 409);
+    CHECK(r.content_type == "text/x.tlog.size");
+    CHECK(r.body == "5\n");
+  }
+  CHECK(f.witness->Held(f.log.origin())->size == 5);
+}
+
+TEST_CASE("witness: a fork is refused, at the same size (409) and beyond it (422)", "[witness]") {
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 20).status == 200);
+  tlog::Hash other = f.log.Root(20);
+  other[0] ^= 1;
+  WitnessResponse r = f.Add(20, {}, f.log.Sign(20, other));
+  CHECK(r.status == 409);
+  CHECK_THAT(r.body, Catch::Contains("fork"));
+  CHECK_THAT(r.log_message, Catch::Contains("FORK"));
+  // A tree of 30 entries that does not extend the 20 cosigned: another log signed with the same key.
+  TestLog forked("", f.log.origin(), "forked");
+  forked.Grow(30);
+  tlog::Hash root30 = forked.Root(30);
+  r = f.Add(20, forked.Consistency(20, 30), f.log.Sign(30, root30));
+  CHECK(r.status == 422);
+  // A valid-looking proof that is not for these trees, and a proof when old is 0 or the sizes are equal.
+  r = f.Add(20, f.log.Consistency(10, 30), f.log.Grow(30));
+  CHECK(r.status == 422);
+  CHECK(f.Add(20, f.log.Consistency(20, 30), f.log.Grow(30)).status == 200);
+  CHECK(f.Add(30, f.log.Consistency(20, 30), f.log.Grow(30)).status == 422);
+  CHECK(f.witness->Held(f.log.origin())->root == f.log.Root(30));
+}
+
+TEST_CASE("witness: a fresh log submitted with a non-empty proof from old 0 is 422", "[witness]") {
+  WitnessFixture f;
+  const std::string note = f.log.Grow(8);
+  CHECK(f.Add(0, f.log.Consistency(4, 8), note).status == 422);
+  CHECK_FALSE(f.witness->Held(f.log.origin()).has_value());
+}
+
+TEST_CASE("witness: a shrinking checkpoint is refused (400 when old exceeds its size, 409 otherwise)", "[witness]") {
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 50).status == 200);
+  const std::string smaller = f.log.CheckpointAt(40);
+  WitnessResponse r = f.Add(50, {}, smaller);
+  CHECK(r.status == 400);
+  r = f.Add(40, {}, smaller);
+  CHECK(r.status == 409);
+  CHECK(r.body == "50\n");
+  CHECK(f.witness->Held(f.log.origin())->size == 50);
+}
+
+TEST_CASE("witness: a checkpoint without a valid signature by the log's key is 403", "[witness]") {
+  WitnessFixture f;
+  TestLog impostor("", f.log.origin());  // same origin, another key
+  const std::string note = impostor.Grow(3);
+  WitnessResponse r = f.Add(0, {}, note);
+  CHECK(r.status == 403);
+  // The log's own signature, altered.
+  std::string tampered = f.log.Grow(3);
+  tampered[tampered.size() - 5] = tampered[tampered.size() - 5] == 'A' ? 'B' : 'A';
+  CHECK(f.Add(0, {}, tampered).status == 403);
+  CHECK_FALSE(f.witness->Held(f.log.origin()).has_value());
+}
+
+TEST_CASE("witness: an unknown origin is 404", "[witness]") {
+  WitnessFixture f;
+  TestLog other("", "other.test/log");
+  CHECK(f.Add(0, {}, other.Grow(3)).status == 404);
+}
+
+TEST_CASE("witness: malformed bodies are 400", "[witness]") {
+  WitnessFixture f;
+  const std::string note = f.log.Grow(4);
+  const std::string hash = tlog::HashToBase64(f.log.Root(2));
+  std::string many = "old 0\n";
+  for (int i = 0; i < 64; ++i) many += hash + "\n";
+  for (const std::string& body :
+       {std::string(""), std::string("garbage"), std::string("old 0\n"), "old 01\n\n" + note, "old -1\n\n" + note,
+        "old 0 \n\n" + note, "OLD 0\n\n" + note, "old 0\nnot base64!\n\n" + note, "old 0\n" + hash.substr(4) + "\n\n" + note,
+        many + "\n" + note, std::string("old 0\n\n"), std::string("old 0\n\nnot a note\n"),
+        std::string("old 0\n\nlog.test/policy-gateway\n4\nnot-a-hash\n\n\xE2\x80\x94 x AAAA\n"),
+        "old 5\n\n" + note /* old beyond the checkpoint's size */}) {
+    INFO(body);
+    const WitnessResponse r = f.witness->AddCheckpoint(body);
+    CHECK(r.status == 400);
+    CHECK_FALSE(r.body.empty());
+  }
+  CHECK_FALSE(f.witness->Held(f.log.origin()).has_value());
+  CHECK(witness::ParseAddCheckpointRequest(FormatAddCheckpointRequest(7, f.log.Consistency(2, 4), note))->old_size == 7);
+}
+
+TEST_CASE("witness: a restart keeps what was cosigned (0600 state), so a fork is still refused", "[witness]") {
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 100).status == 200);
+  struct stat st {};
+  REQUIRE(::stat((f.dir / "state.toml").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  f.Restart();
+  REQUIRE(f.witness->Held(f.log.origin()).has_value());
+  CHECK(f.witness->Held(f.log.origin())->size == 100);
+  CHECK(f.witness->Held(f.log.origin())->note == f.log.CheckpointAt(100));
+  tlog::Hash other = f.log.Root(100);
+  other[31] ^= 0x80;
+  CHECK(f.Add(100, {}, f.log.Sign(100, other)).status == 409);
+  CHECK(f.Add(0, {}, f.log.CheckpointAt(100)).status == 409);
+  CHECK(f.Extend(100, 120).status == 200);
+}
+
+TEST_CASE("witness: a state file that does not parse or disagrees with its note stops the witness", "[witness]") {
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 10).status == 200);
+  std::string state = ReadFile(f.dir / "state.toml");
+  const size_t at = state.find("size = 10");
+  REQUIRE(at != std::string::npos);
+  state.replace(at, 9, "size = 11");
+  WriteFile(f.dir / "state.toml", state);
+  auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
+  auto created = Witness::Create(*std::move(cosigner), {{f.log.origin(), f.log.VerifierKey()}}, f.dir / "state.toml");
+  REQUIRE_FALSE(created.ok());
+  CHECK_THAT(std::string(created.status().message()), Catch::Contains("does not carry the size and root"));
+  WriteFile(f.dir / "state.toml", "not toml [");
+  cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
+  CHECK_FALSE(Witness::Create(*std::move(cosigner), {}, f.dir / "state.toml").ok());
+}
+
+TEST_CASE("witness: configuration files", "[witness]") {
+  const std::string good =
+      "name = \"witness.test/w1\"\nkey_file = \"/k.pem\"\nlisten = \"127.0.0.1:0\"\nstate_file = \"/s.toml\"\n"
+      "request_timeout_s = 5\n[[log]]\norigin = \"a.test/log\"\nkey = \"a.test/log+01234567+AQ\"\n";
+  auto config = witness::ParseWitnessConfig(good, "w.toml");
+  REQUIRE(config.ok());
+  CHECK(config->name == "witness.test/w1");
+  CHECK(config->request_timeout_s == 5);
+  CHECK(config->max_request_bytes == witness::kMaxRequestBytes);
+  REQUIRE(config->logs.size() == 1);
+  CHECK(config->logs[0].origin == "a.test/log");
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"colour = \"red\"\n" + good, "w.toml:1: unknown key 'colour'"},
+           {good + "colour = \"red\"\n", "w.toml:9: unknown key 'log.colour'"},
+           {"name = \"w\"\nkey_file = \"k\"\nstate_file = \"s\"\n", "no [[log]]"},
+           {"key_file = \"k\"\nstate_file = \"s\"\n[[log]]\norigin = \"o\"\nkey = \"k\"\n", "'name' is required"},
+           {"name = \"w w\"\nkey_file = \"k\"\nstate_file = \"s\"\n[[log]]\norigin = \"o\"\nkey = \"k\"\n", "name"},
+           {good + "max_request_bytes = 0\n", "max_request_bytes"},
+           {"name = \"w\"\nkey_file = \"k\"\nstate_file = \"s\"\nlisten = \"nowhere\"\n[[log]]\norigin = \"o\"\nkey = \"k\"\n",
+            "not host:port"},
+           {good + "[[log]]\norigin = \"b\"\n", "needs a non-empty origin and key"},
+           {"name = [\n", "w.toml:"}}) {
+    INFO(text);
+    auto bad = witness::ParseWitnessConfig(text, "w.toml");
+    REQUIRE_FALSE(bad.ok());
+    CHECK_THAT(std::string(bad.status().message()), Catch::Contains(why));
+  }
+}
+
+}  // namespace osh::test
