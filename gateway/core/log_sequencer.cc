@@ -240,7 +240,7 @@ void LogSequencer::IndexForSandbox(int64_t index, const trust::AuditEvent& event
                              event.outcome == audit::Outcome::kOk && !event.policy_digest.empty();
   absl::MutexLock lock(&published_mu_);
   if (puts_in_force) {
-    sandbox_entries_[event.sandbox_id] = SandboxEntry{index, event};
+    sandbox_entries_[event.sandbox_id] = SandboxEntry{index, event, nullptr, 0};
   } else if (event.type == audit::Type::kDeletion && event.outcome == audit::Outcome::kOk) {
     sandbox_entries_.erase(event.sandbox_id);
   }
@@ -250,6 +250,7 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
                                                                                 const std::string& policy_digest,
                                                                                 uint64_t known_size) const {
   Published published;
+  std::shared_ptr<const openshell::policy::gateway::v1::LogProof> cached;
   SandboxEntry entry;
   {
     absl::MutexLock lock(&published_mu_);
@@ -260,19 +261,32 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
       return absl::UnavailableError(absl::StrCat(
           "log_pending: the entry for this sandbox's projection is not under a checkpoint yet; retry shortly"));
     }
-    entry = found->second;
+    if (found->second.proof != nullptr && found->second.proof_size == published.size) cached = found->second.proof;
+    else entry = found->second;
   }
   if (known_size > static_cast<uint64_t>(published.size)) {
     return absl::OutOfRangeError(absl::StrCat("known_size ", known_size, " is beyond the checkpoint's ", published.size,
                                               " entries: this is not the log you verified before"));
   }
-  auto inclusion = ProveInclusion(entry.index, published.size);
-  if (!inclusion.ok()) return inclusion.status();
-  openshell::policy::gateway::v1::LogProof proof;
-  *proof.mutable_entry() = trust::ToProto(entry.event);
-  proof.set_index(static_cast<uint64_t>(entry.index));
-  for (const auto& hash : *inclusion) proof.add_inclusion_proof(std::string(tlog::HashBytes(hash)));
-  proof.set_checkpoint(published.checkpoint);
+  if (cached == nullptr) {
+    // The proof against this checkpoint, computed once and kept until the next checkpoint: every
+    // supervisor of a fleet asks for it after each change.
+    auto inclusion = ProveInclusion(entry.index, published.size);
+    if (!inclusion.ok()) return inclusion.status();
+    auto built = std::make_shared<openshell::policy::gateway::v1::LogProof>();
+    *built->mutable_entry() = trust::ToProto(entry.event);
+    built->set_index(static_cast<uint64_t>(entry.index));
+    for (const auto& hash : *inclusion) built->add_inclusion_proof(std::string(tlog::HashBytes(hash)));
+    built->set_checkpoint(published.checkpoint);
+    absl::MutexLock lock(&published_mu_);
+    auto found = sandbox_entries_.find(sandbox_id);
+    if (found != sandbox_entries_.end() && found->second.index == entry.index && published_.size == published.size) {
+      found->second.proof = built;
+      found->second.proof_size = published.size;
+    }
+    cached = std::move(built);
+  }
+  openshell::policy::gateway::v1::LogProof proof = *cached;
   if (known_size > 0 && known_size < static_cast<uint64_t>(published.size)) {
     auto consistency = ProveConsistency(static_cast<int64_t>(known_size), published.size);
     if (!consistency.ok()) return consistency.status();

@@ -121,8 +121,11 @@ class LogSequencer {
   struct SandboxEntry {
     int64_t index = 0;
     trust::AuditEvent event;
+    // Its proof against the checkpoint of proof_size entries (without a consistency proof), once asked.
+    std::shared_ptr<const openshell::policy::gateway::v1::LogProof> proof;
+    int64_t proof_size = 0;
   };
-  absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
+  mutable absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
 
   absl::Notification stop_;
   std::thread thread_;
