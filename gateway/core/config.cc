@@ -1,5 +1,6 @@
 #include "gateway/core/config.h"
 
+#include "common/host_port.h"
 #include "gateway/core/log_witnesses.h"
 
 #include <unistd.h>
@@ -494,12 +495,12 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
     return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");
   }
-  for (const char* key : {"sandbox_listen", "admin_listen"}) {
-    const std::string& value = std::string_view(key) == "sandbox_listen" ? config.sandbox_listen : config.admin_listen;
-    const size_t colon = value.rfind(':');
-    if (!value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == value.size())) {
-      return bad(key, absl::StrCat("expected host:port, got '", value, "'"));
-    }
+  for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"sandbox_listen", &config.sandbox_listen},
+                                    {"admin_listen", &config.admin_listen},
+                                    {"metrics_listen", &config.metrics_listen},
+                                    {"log_listen", &config.log_listen}}) {
+    if (value->empty()) continue;
+    if (auto parsed = common::ParseHostPort(*value); !parsed.ok()) return bad(key, std::string(parsed.status().message()));
   }
   if (config.builtin_signing_key.empty() != config.builtin_signing_key_id.empty()) {
     return absl::InvalidArgumentError("builtin_signing_key and builtin_signing_key_id go together");

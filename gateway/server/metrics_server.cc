@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/host_port.h"
 #include "gateway/core/log.h"
 #include "policy/policy_file.h"
 #include "tlog/tiles.h"
@@ -68,14 +69,11 @@ int ServeLog(mg_connection* conn, void* cbdata) {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen, Render render,
                                                                      const Options& options) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(options.name, ": expected host:port, got '", listen, "'"));
-  }
-  std::string host = listen.substr(0, colon);
-  const bool ipv6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  auto parsed = common::ParseHostPort(listen);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(options.name, ": ", parsed.status().message()));
+  const bool ipv6 = parsed->ipv6;
+  const std::string host = ipv6 ? absl::StrCat("[", parsed->host, "]") : parsed->host;
+  const int port = parsed->port;
   static const unsigned initialised = mg_init_library(0);
   (void)initialised;
   auto self = std::unique_ptr<MetricsServer>(new MetricsServer());
