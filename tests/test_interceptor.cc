@@ -93,7 +93,13 @@ struct ClaimsSpec {
   std::string aud = absl::StrCat("\"", kAudience, "\"");  // JSON value
   std::string exp;                                         // JSON value; "" = now + 900
   std::string caller_kind = "\"gateway\"";                  // JSON value; "" = absent
+
+  ClaimsSpec Iss(std::string v) const { ClaimsSpec c = *this; c.iss = std::move(v); return c; }
+  ClaimsSpec Aud(std::string v) const { ClaimsSpec c = *this; c.aud = std::move(v); return c; }
+  ClaimsSpec Exp(std::string v) const { ClaimsSpec c = *this; c.exp = std::move(v); return c; }
+  ClaimsSpec CallerKind(std::string v) const { ClaimsSpec c = *this; c.caller_kind = std::move(v); return c; }
 };
+
 std::string Claims(const ClaimsSpec& spec, int64_t now) {
   std::string claims = absl::StrCat(R"({"iss":")", spec.iss, R"(","aud":)", spec.aud, R"(,"sub":")", spec.iss,
                                     R"(","iat":)", now, R"(,"exp":)", spec.exp.empty() ? absl::StrCat(now + 900) : spec.exp,
@@ -104,11 +110,14 @@ std::string Claims(const ClaimsSpec& spec, int64_t now) {
 
 // Every way the README's checklist says a token is refused, each with the step that must refuse it.
 std::vector<std::pair<std::string, std::string>> BrokenTokens(const MintKey& key, const MintKey& other, int64_t now) {
-  const std::string good = Mint(key, Claims({}, now));
+  const std::string good = Mint(key, Claims(ClaimsSpec(), now));
   const std::string header = good.substr(0, good.find('.'));
-  const std::string claims = B64Url(Claims({}, now));
-  std::string tampered = good;
-  tampered[good.find('.') + 5] = tampered[good.find('.') + 5] == 'A' ? 'B' : 'A';
+  const std::string claims = B64Url(Claims(ClaimsSpec(), now));
+  const std::string signature = good.substr(good.rfind('.') + 1);
+  // Claims changed after signing (valid JSON, the original signature), and claims that are not base64url JSON.
+  const std::string tampered = header + "." + B64Url(Claims(ClaimsSpec().Exp(absl::StrCat(now + 86400)), now)) + "." + signature;
+  std::string garbled = good;
+  garbled[good.find('.') + 5] = garbled[good.find('.') + 5] == 'A' ? 'B' : 'A';
   return {
       {"", "authorization"},
       {"Basic dXNlcjpwYXNz", "authorization"},
@@ -118,18 +127,19 @@ std::vector<std::pair<std::string, std::string>> BrokenTokens(const MintKey& key
       {"Bearer " + B64Url(R"({"alg":"HS256","typ":"openshell-ext+jwt","kid":"gw-kid-1"})") + "." + claims + "." +
            B64Url(std::string(32, 'k')),
        "alg"},
-      {"Bearer " + Mint(key, Claims({}, now), "JWT"), "typ"},
-      {"Bearer " + Mint(key, Claims({}, now), "openshell-ext+jwt", "gw-kid-2"), "kid"},
-      {"Bearer " + Mint(other, Claims({}, now)), "signature"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec(), now), "JWT"), "typ"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec(), now), "openshell-ext+jwt", "gw-kid-2"), "kid"},
+      {"Bearer " + Mint(other, Claims(ClaimsSpec(), now)), "signature"},
       {"Bearer " + tampered, "signature"},
-      {"Bearer " + header + "." + claims + "." + good.substr(good.rfind('.') + 1) + "x", "signature"},
-      {"Bearer " + Mint(key, Claims({.iss = "openshell-gateway:other"}, now)), "iss"},
-      {"Bearer " + Mint(key, Claims({.aud = R"("urn:openshell:extension:interceptor:other")"}, now)), "aud"},
-      {"Bearer " + Mint(key, Claims({.aud = absl::StrCat(R"([")", kAudience, R"("])")}, now)), "aud"},
-      {"Bearer " + Mint(key, Claims({.exp = absl::StrCat(now - 3600)}, now)), "exp"},
-      {"Bearer " + Mint(key, Claims({.exp = absl::StrCat("\"", now + 900, "\"")}, now)), "exp"},
-      {"Bearer " + Mint(key, Claims({.caller_kind = ""}, now)), "caller_kind"},
-      {"Bearer " + Mint(key, Claims({.caller_kind = "\"sandbox\""}, now)), "caller_kind"},
+      {"Bearer " + garbled, "token"},
+      {"Bearer " + header + "." + claims + "." + signature.substr(0, signature.size() - 4) + "AAAA", "signature"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Iss("openshell-gateway:other"), now)), "iss"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Aud(R"("urn:openshell:extension:interceptor:other")"), now)), "aud"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Aud(absl::StrCat(R"([")", kAudience, R"("])")), now)), "aud"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Exp(absl::StrCat(now - 3600)), now)), "exp"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Exp(absl::StrCat("\"", now + 900, "\"")), now)), "exp"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().CallerKind(""), now)), "caller_kind"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().CallerKind("\"sandbox\""), now)), "caller_kind"},
   };
 }
 
@@ -263,7 +273,7 @@ class InterceptorGateway {
     stub_ = icv1::GatewayInterceptor::NewStub(
         grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args));
     key_ = std::make_unique<MintKey>(RfcPrivatePem());
-    token_ = "Bearer " + Mint(*key_, Claims({}, std::time(nullptr)));
+    token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
   }
 
   std::string socket() const { return sock_ / "interceptor.sock"; }
@@ -314,10 +324,12 @@ class InterceptorGateway {
     }
     if (validate) CHECK(result.patches().empty());
     decision_ids_.push_back(result.log_annotations().at("policy-gateway/decision-id"));
+    phases_.push_back(validate ? "validate" : "modify_operation");
     return result;
   }
   int evaluations() const { return evaluations_; }
   const std::vector<std::string>& decision_ids() const { return decision_ids_; }
+  const std::vector<std::string>& phases() const { return phases_; }
 
  private:
   TempDir keys_, sock_;
@@ -327,6 +339,7 @@ class InterceptorGateway {
   std::string token_;
   int evaluations_ = 0;
   std::vector<std::string> decision_ids_;
+  std::vector<std::string> phases_;
 };
 
 std::string CreateSandboxJson(const std::string& name, const std::string& policy, const std::string& providers = "") {
@@ -395,7 +408,7 @@ TEST_CASE("interceptor: every broken token of the README's checklist is refused 
   REQUIRE(other_key.ok());
   MintKey other(other_key->ToPem());
   // The good one, twice (the OpenShell gateway reuses its token: a repeated jti is fine).
-  const std::string good = "Bearer " + Mint(key, Claims({}, now));
+  const std::string good = "Bearer " + Mint(key, Claims(ClaimsSpec(), now));
   CHECK((*verifier)->Verify(good, now).ok());
   CHECK((*verifier)->Verify(good, now + 1).ok());
   for (const auto& [authorization, step] : BrokenTokens(key, other, now)) {
@@ -573,7 +586,7 @@ TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, wi
   InterceptorGateway g;
   CHECK(Eventually([&] { return absl::StrContains(g.gateway().log(), "a JWKS of 1 Ed25519 key(s): gw-kid-1"); }));
   icv1::InterceptorManifest manifest;
-  const std::string token = "Bearer " + Mint(g.key(), Claims({}, std::time(nullptr)));
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
   CHECK(manifest.name() == "policy-gateway");
   CHECK(manifest.failure_policy() == "fail_closed");
@@ -793,20 +806,22 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes; one audit ev
 
   // One audit event per Evaluate, carrying the decision id the result's log annotations gave.
   std::vector<gw::AuditEvent> interceptions;
-  REQUIRE(Eventually([&] {
+  const bool all_audited = Eventually([&] {
     interceptions.clear();
     for (const auto& event : g.gateway().AuditEvents()) {
       if (event.type() == "interception") interceptions.push_back(event);
     }
     return static_cast<int>(interceptions.size()) == g.evaluations();
-  }));
+  }, std::chrono::seconds(5));
+  INFO("audited " << interceptions.size() << " of " << g.evaluations() << " evaluations");
+  REQUIRE(all_audited);
   for (size_t i = 0; i < interceptions.size(); ++i) {
     const auto& event = interceptions[i];
     INFO(event.ShortDebugString());
     CHECK(event.audit_context().at("decision_id") == g.decision_ids()[i]);
     CHECK(event.audit_context().at("principal_kind") == "user");
     CHECK(event.audit_context().at("principal_subject") == "alice@example.com");
-    CHECK(event.audit_context().at("phase") == "validate");
+    CHECK(event.audit_context().at("phase") == g.phases()[i]);
     CHECK(event.actor() == "openshell:user:alice@example.com");
   }
   CHECK(interceptions[0].audit_context().at("rpc") == "openshell.v1.OpenShell/CreateSandbox");

@@ -87,6 +87,20 @@ struct InterceptorEvaluator::Outcome {
   std::string Reason() const { return reason_code.empty() ? detail : absl::StrCat(reason_code, ": ", detail); }
 };
 
+namespace {
+
+// Decodes the payload strictly into `request`; false (with the deny set) when it does not decode.
+template <typename Outcome>
+bool DecodeOrDeny(const google::protobuf::Struct& payload, google::protobuf::Message* request, Outcome* out) {
+  if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
   interceptor_v1::InterceptorManifest manifest;
   manifest.set_name("policy-gateway");
@@ -135,10 +149,7 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
 
 void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::CreateSandboxRequest request;
-  if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    return;
-  }
+  if (!DecodeOrDeny(payload, &request, out)) return;
   out->sandbox = request.name();
   if (!request.spec().has_policy()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
@@ -152,10 +163,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& p
 
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
-  if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    return;
-  }
+  if (!DecodeOrDeny(payload, &request, out)) return;
   out->sandbox = request.global() ? "" : request.name();
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
@@ -226,9 +234,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "UpdateConfig") return DecideUpdateConfig(payload, validate, out);
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.sandbox_name();
     std::vector<std::string> providers;
     SandboxPolicy own;
@@ -242,9 +248,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   }
   if (method == "DetachSandboxProvider") {
     os_v1::DetachSandboxProviderRequest request;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.sandbox_name();
     if (validate) records_.RemoveProvider(request.sandbox_name(), request.provider_name());
     return;
@@ -255,9 +259,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::ApproveDraftChunkRequest one;
     os_v1::ApproveAllDraftChunksRequest all;
     request = method == "ApproveDraftChunk" ? static_cast<google::protobuf::Message*>(&one) : &all;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, request, out)) return;
     out->sandbox = method == "ApproveDraftChunk" ? one.name() : all.name();
     return out->Deny(absl::StatusCode::kPermissionDenied, kApprovalUnverifiable,
                      "a draft-chunk approval carries chunk ids, not their content, so the policy it makes cannot be "
@@ -265,17 +267,13 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   }
   if (method == "EditDraftChunk") {
     os_v1::EditDraftChunkRequest request;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
     return;
   }
   if (method == "UndoDraftChunk") {
     os_v1::UndoDraftChunkRequest request;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, &request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
     if (validate) records_.Forget(request.name());
     return;
@@ -287,9 +285,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     google::protobuf::Message* request = &delete_request;
     if (method == "ImportProviderProfiles") request = &import_request;
     if (method == "UpdateProviderProfiles") request = &update_request;
-    if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
-      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
-    }
+    if (!DecodeOrDeny(payload, request, out)) return;
     return;  // no catalogue is managed here yet: upstream's own catalogue is not this gateway's to guard
   }
   out->Deny(absl::StatusCode::kPermissionDenied, "unbound_method",
