@@ -11,6 +11,7 @@
 #include <set>
 
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
@@ -269,9 +270,10 @@ class InterceptorGateway {
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    channel_args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // hyper pings on, whatever the data
     channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
-    stub_ = icv1::GatewayInterceptor::NewStub(
-        grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args));
+    channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
+    stub_ = icv1::GatewayInterceptor::NewStub(channel_);
     key_ = std::make_unique<MintKey>(RfcPrivatePem());
     token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
   }
@@ -279,6 +281,7 @@ class InterceptorGateway {
   std::string socket() const { return sock_ / "interceptor.sock"; }
   GatewayFixture& gateway() { return *gateway_; }
   icv1::GatewayInterceptor::Stub& stub() { return *stub_; }
+  grpc::Channel& channel() { return *channel_; }
   const MintKey& key() const { return *key_; }
 
   std::unique_ptr<grpc::ClientContext> Context(const std::string& authorization) const {
@@ -334,6 +337,7 @@ class InterceptorGateway {
  private:
   TempDir keys_, sock_;
   std::unique_ptr<GatewayFixture> gateway_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<icv1::GatewayInterceptor::Stub> stub_;
   std::unique_ptr<MintKey> key_;
   std::string token_;
@@ -492,7 +496,7 @@ TEST_CASE("interceptor: the README's governance hash vectors reproduce", "[inter
   r_jwt_free(jwt);
 }
 
-TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's; host-and-port targets must be unambiguous",
+TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's, host-and-port targets must be unambiguous",
           "[interceptor]") {
   openshell::sandbox::v1::SandboxPolicy policy;
   REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &policy).ok());
@@ -518,7 +522,7 @@ TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's; host-and-port t
   CHECK(refused.code() == absl::StatusCode::kFailedPrecondition);
   CHECK_THAT(std::string(refused.message()),
              Catch::StartsWith("invalid_merge_operation: mergeOperations[1]: ambiguous: rules pypi, pypi2"));
-  CHECK(unchanged.SerializeAsString() == merged.SerializeAsString());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(unchanged, merged));
   // A target that does not exist is named.
   os_v1::UpdateConfigRequest missing;
   REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"mergeOperations": [{"removeRule": {"ruleName": "nope"}}]})",
@@ -527,7 +531,7 @@ TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's; host-and-port t
              Catch::Contains("mergeOperations[0]") && Catch::Contains("nope"));
 }
 
-TEST_CASE("interceptor: config keys are validated with clear errors; admit mode is refused as not built yet",
+TEST_CASE("interceptor: config keys are validated with clear errors, admit mode is refused as not built yet",
           "[interceptor][config]") {
   using osh::gateway::ResolveConfig;
   auto ok = ResolveConfig({{"interceptor_socket", "/run/pg/i.sock"}}, {}, {});
@@ -580,7 +584,7 @@ TEST_CASE("interceptor: a real gateway refuses admit mode at start and says when
   CHECK(g.gateway().Stop() == 0);
 }
 
-TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, with the audience; tokens are checked "
+TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, with the audience, tokens are checked "
           "on the socket",
           "[interceptor][integration]") {
   InterceptorGateway g;
@@ -773,7 +777,7 @@ TEST_CASE("interceptor: ceiling mode decides CreateSandbox and every UpdateConfi
   CHECK(g.gateway().Stop() == 0);
 }
 
-TEST_CASE("interceptor: providers, draft chunks and profile writes; one audit event per Evaluate", "[interceptor][integration]") {
+TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit event per Evaluate", "[interceptor][integration]") {
   InterceptorGateway g;
   REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
   // AttachSandboxProvider carries only names: with no catalogue the provider's layer is unknown, refused.
@@ -835,5 +839,24 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes; one audit ev
   std::string out, err;
   REQUIRE(Ctl(g.gateway(), {"audit", "export", "--out", g.gateway().dir() / "audit.jsonl"}, &out, &err) == 0);
   CHECK(CtlOffline({"audit", "verify", g.gateway().dir() / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its one connection (no GOAWAY too_many_pings)",
+          "[interceptor][integration][keepalive]") {
+  // A default gRPC server answers pings every 10 s without calls with GOAWAY after about 30 s; the next
+  // call then races a reconnect and can fail closed (README §1). Idle for 35 s, the connection must stay.
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/false);
+  icv1::InterceptorManifest manifest;
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  for (int i = 0; i < 35; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    INFO("after " << i + 1 << " s idle");
+    REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  }
+  CHECK(g.Evaluate("UpdateConfig", true, R"({"settingKey": "x", "settingValue": {"boolValue": true}, "global": true})").allowed());
+  CHECK(g.channel().GetState(false) == GRPC_CHANNEL_READY);
   CHECK(g.gateway().Stop() == 0);
 }
