@@ -271,6 +271,7 @@ class InterceptorGateway {
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     channel_args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // hyper pings on, whatever the data
+    channel_args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
     channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
     channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
     stub_ = icv1::GatewayInterceptor::NewStub(channel_);
@@ -845,13 +846,13 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit ev
 TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its one connection (no GOAWAY too_many_pings)",
           "[interceptor][integration][keepalive]") {
   // A default gRPC server answers pings every 10 s without calls with GOAWAY after about 30 s; the next
-  // call then races a reconnect and can fail closed (README §1). Idle for 35 s, the connection must stay.
+  // call then races a reconnect and can fail closed (README §1). Idle for 45 s, the connection must stay.
   InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/false);
   icv1::InterceptorManifest manifest;
   const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
   REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
-  for (int i = 0; i < 35; ++i) {
+  for (int i = 0; i < 45; ++i) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     INFO("after " << i + 1 << " s idle");
     REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
