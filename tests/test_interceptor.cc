@@ -368,10 +368,6 @@ void CheckDeny(const icv1::InterceptorResult& result, const std::string& status_
   CHECK(absl::StartsWith(result.reason(), reason_start));
 }
 
-}  // namespace osh::test::interceptor_test
-
-using namespace osh::test;
-using namespace osh::test::interceptor_test;
 
 TEST_CASE("interceptor: the README's token vector verifies with a fixed clock, from the JWKS and from the PEM",
           "[interceptor]") {
@@ -861,3 +857,5 @@ TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its on
   CHECK(g.channel().GetState(false) == GRPC_CHANNEL_READY);
   CHECK(g.gateway().Stop() == 0);
 }
+
+}  // namespace osh::test::interceptor_test

@@ -54,7 +54,7 @@ std::string InterceptorBindingId(const std::string& method) {
   return id;
 }
 
-std::string NewDecisionId() {
+std::string InterceptorNewDecisionId() {
   unsigned char bytes[8];
   if (RAND_bytes(bytes, sizeof(bytes)) != 1) return "d-unavailable";
   return absl::StrCat("d-", policy::ToHex(std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes))));
@@ -65,7 +65,7 @@ std::string InterceptorPrincipal(const interceptor_v1::InterceptorEvaluation& ev
   return it == evaluation.principal().end() ? "" : it->second;
 }
 
-constexpr char kApprovalUnverifiable[] = "approval_unverifiable";
+constexpr char kInterceptorApprovalUnverifiable[] = "approval_unverifiable";
 
 }  // namespace
 
@@ -91,7 +91,7 @@ namespace {
 
 // Decodes the payload strictly into `request`; false (with the deny set) when it does not decode.
 template <typename Outcome>
-bool DecodeOrDeny(const google::protobuf::Struct& payload, google::protobuf::Message* request, Outcome* out) {
+bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::protobuf::Message* request, Outcome* out) {
   if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
     return false;
@@ -149,7 +149,7 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
 
 void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::CreateSandboxRequest request;
-  if (!DecodeOrDeny(payload, &request, out)) return;
+  if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
   out->sandbox = request.name();
   if (!request.spec().has_policy()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
@@ -163,7 +163,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& p
 
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
-  if (!DecodeOrDeny(payload, &request, out)) return;
+  if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
   out->sandbox = request.global() ? "" : request.name();
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
@@ -221,7 +221,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
   }
   if (request.setting_key() == "proposal_approval_mode" && !request.delete_setting() &&
       absl::AsciiStrToLower(request.setting_value().string_value()) == "auto") {
-    out->Deny(absl::StatusCode::kPermissionDenied, kApprovalUnverifiable,
+    out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
               "auto-approval applies proposals never checked here; send UpdateConfig with the policy");
   }
 }
@@ -234,7 +234,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "UpdateConfig") return DecideUpdateConfig(payload, validate, out);
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
-    if (!DecodeOrDeny(payload, &request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.sandbox_name();
     std::vector<std::string> providers;
     SandboxPolicy own;
@@ -248,7 +248,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   }
   if (method == "DetachSandboxProvider") {
     os_v1::DetachSandboxProviderRequest request;
-    if (!DecodeOrDeny(payload, &request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.sandbox_name();
     if (validate) records_.RemoveProvider(request.sandbox_name(), request.provider_name());
     return;
@@ -259,21 +259,21 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::ApproveDraftChunkRequest one;
     os_v1::ApproveAllDraftChunksRequest all;
     request = method == "ApproveDraftChunk" ? static_cast<google::protobuf::Message*>(&one) : &all;
-    if (!DecodeOrDeny(payload, request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, request, out)) return;
     out->sandbox = method == "ApproveDraftChunk" ? one.name() : all.name();
-    return out->Deny(absl::StatusCode::kPermissionDenied, kApprovalUnverifiable,
+    return out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
                      "a draft-chunk approval carries chunk ids, not their content, so the policy it makes cannot be "
                      "checked against the ceiling; send UpdateConfig with the policy (full, or mergeOperations)");
   }
   if (method == "EditDraftChunk") {
     os_v1::EditDraftChunkRequest request;
-    if (!DecodeOrDeny(payload, &request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
     return;
   }
   if (method == "UndoDraftChunk") {
     os_v1::UndoDraftChunkRequest request;
-    if (!DecodeOrDeny(payload, &request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
     if (validate) records_.Forget(request.name());
     return;
@@ -285,7 +285,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     google::protobuf::Message* request = &delete_request;
     if (method == "ImportProviderProfiles") request = &import_request;
     if (method == "UpdateProviderProfiles") request = &update_request;
-    if (!DecodeOrDeny(payload, request, out)) return;
+    if (!InterceptorDecodeOrDeny(payload, request, out)) return;
     return;  // no catalogue is managed here yet: upstream's own catalogue is not this gateway's to guard
   }
   out->Deny(absl::StatusCode::kPermissionDenied, "unbound_method",
@@ -313,7 +313,7 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
   }
 
   interceptor_v1::InterceptorResult result;
-  const std::string decision_id = NewDecisionId();
+  const std::string decision_id = InterceptorNewDecisionId();
   const std::string decision = outcome.allowed ? "allow" : "deny";
   result.set_allowed(outcome.allowed);
   auto& annotations = *result.mutable_log_annotations();

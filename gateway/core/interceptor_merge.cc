@@ -15,7 +15,7 @@ namespace osh::gateway {
 
 namespace {
 
-namespace ours = openshell::policy::gateway::v1;
+namespace merge_ours = openshell::policy::gateway::v1;
 using openshell::sandbox::v1::SandboxPolicy;
 
 constexpr char kInvalidMergeOperation[] = "invalid_merge_operation";
@@ -38,9 +38,9 @@ std::vector<std::string> MergeRulesWithEndpoint(const SandboxPolicy& policy, con
 }
 
 // The selector of an operation naming only host and port, resolved against `policy`.
-absl::StatusOr<ours::EndpointSelector> MergeResolveSelector(const SandboxPolicy& policy, const std::string& rule_name,
+absl::StatusOr<merge_ours::EndpointSelector> MergeResolveSelector(const SandboxPolicy& policy, const std::string& rule_name,
                                                             const std::string& host, uint32_t port) {
-  ours::EndpointSelector selector;
+  merge_ours::EndpointSelector selector;
   selector.set_host(host);
   selector.set_port(port);
   if (!rule_name.empty()) {
@@ -59,9 +59,9 @@ absl::StatusOr<ours::EndpointSelector> MergeResolveSelector(const SandboxPolicy&
   return selector;
 }
 
-absl::StatusOr<ours::PolicyMergeOperation> MergeTranslate(const openshell::v1::PolicyMergeOperation& op,
+absl::StatusOr<merge_ours::PolicyMergeOperation> MergeTranslate(const openshell::v1::PolicyMergeOperation& op,
                                                           const SandboxPolicy& policy) {
-  ours::PolicyMergeOperation out;
+  merge_ours::PolicyMergeOperation out;
   switch (op.operation_case()) {
     case openshell::v1::PolicyMergeOperation::kAddRule: {
       auto* add = out.mutable_add_rule();
@@ -116,7 +116,7 @@ absl::Status ApplyUpstreamMergeOperations(
     auto translated = MergeTranslate(operations[i], working);
     absl::Status status = translated.status();
     if (status.ok()) {
-      google::protobuf::RepeatedPtrField<ours::PolicyMergeOperation> one;
+      google::protobuf::RepeatedPtrField<merge_ours::PolicyMergeOperation> one;
       *one.Add() = *std::move(translated);
       status = policy::ApplyMergeOperations(one, &working);
     }

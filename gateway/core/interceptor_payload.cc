@@ -6,15 +6,15 @@
 
 namespace osh::gateway {
 
-namespace pb_util = google::protobuf::util;
+namespace interceptor_json = google::protobuf::util;
 
 absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request) {
   request->Clear();
   std::string json;
-  if (auto status = pb_util::MessageToJsonString(payload, &json); !status.ok()) {
+  if (auto status = interceptor_json::MessageToJsonString(payload, &json); !status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("payload: ", status.message().as_string()));
   }
-  if (auto status = pb_util::JsonStringToMessage(json, request); !status.ok()) {
+  if (auto status = interceptor_json::JsonStringToMessage(json, request); !status.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(request->GetDescriptor()->full_name(), ": ", status.message().as_string()));
   }
@@ -23,12 +23,12 @@ absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, g
 
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message) {
   std::string json;
-  if (auto status = pb_util::MessageToJsonString(message, &json); !status.ok()) {
+  if (auto status = interceptor_json::MessageToJsonString(message, &json); !status.ok()) {
     return absl::InternalError(absl::StrCat("ProtoJSON of ", message.GetDescriptor()->full_name(), ": ",
                                             status.message().as_string()));
   }
   google::protobuf::Value value;
-  if (auto status = pb_util::JsonStringToMessage(json, &value); !status.ok()) {
+  if (auto status = interceptor_json::JsonStringToMessage(json, &value); !status.ok()) {
     return absl::InternalError(absl::StrCat("ProtoJSON as a Value: ", status.message().as_string()));
   }
   return value;

@@ -35,7 +35,7 @@ struct InterceptorJwt {
 };
 
 // An Ed25519 public key: OKP, crv Ed25519, no private part.
-bool IsEd25519PublicKey(jwk_t* jwk) {
+bool InterceptorIsEd25519PublicKey(jwk_t* jwk) {
   unsigned int bits = 0;
   const int type = r_jwk_key_type(jwk, &bits, 0);
   const char* crv = r_jwk_get_property_str(jwk, "crv");
@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifi
                                   reinterpret_cast<const unsigned char*>(text.data()), text.size()) != RHN_OK) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": not a PEM public key (SPKI)"));
     }
-    if (!IsEd25519PublicKey(key.jwk)) return absl::InvalidArgumentError(absl::StrCat(name, ": not an Ed25519 public key"));
+    if (!InterceptorIsEd25519PublicKey(key.jwk)) return absl::InvalidArgumentError(absl::StrCat(name, ": not an Ed25519 public key"));
     if (r_jwks_append_jwk(keys->jwks, key.jwk) != RHN_OK) return absl::InternalError("librhonabwy: cannot keep the key");
     summary = "an Ed25519 public key (PEM: any kid)";
   } else {
@@ -92,7 +92,7 @@ absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifi
     for (size_t i = 0; i < n; ++i) {
       InterceptorJwk key{r_jwks_get_at(keys->jwks, i)};
       const char* kid = r_jwk_get_property_str(key.jwk, "kid");
-      if (!IsEd25519PublicKey(key.jwk)) {
+      if (!InterceptorIsEd25519PublicKey(key.jwk)) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": key ", i, " is not an Ed25519 public key (OKP, crv Ed25519)"));
       }
       if (kid == nullptr || *kid == '\0') return absl::InvalidArgumentError(absl::StrCat(name, ": key ", i, " has no kid"));
