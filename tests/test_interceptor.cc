@@ -27,6 +27,7 @@
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "tests/gateway_fixture.h"
+#include <httplib.h>
 #include "trust/keys.h"
 
 namespace osh::test::interceptor_test {
@@ -252,7 +253,8 @@ class InterceptorGateway {
     WriteFile(keys_ / "authority.key", authority->ToPem());
     WriteFile(keys_ / "trust.json", TrustStoreJson({{"authority", authority->PublicKeyPem()}}));
     WriteFile(keys_ / "jwks.json", kVectorJwks);
-    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--interceptor-socket", socket()};
+    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--interceptor-socket", socket(),
+                                     "--metrics-listen", "127.0.0.1:0"};
     if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
     gateway_ = std::make_unique<GatewayFixture>(args);
     REQUIRE(WaitForSocket(socket()));
@@ -280,6 +282,15 @@ class InterceptorGateway {
   }
 
   std::string socket() const { return sock_ / "interceptor.sock"; }
+  // The Prometheus text the gateway serves at metrics_listen.
+  std::string Metrics() {
+    const std::string host_port = LoggedAfter([&] { return gateway_->log(); }, "metrics: serving http://");
+    httplib::Client client(host_port);
+    auto response = client.Get("/metrics");
+    REQUIRE(response);
+    REQUIRE(response->status == 200);
+    return response->body;
+  }
   GatewayFixture& gateway() { return *gateway_; }
   icv1::GatewayInterceptor::Stub& stub() { return *stub_; }
   grpc::Channel& channel() { return *channel_; }
@@ -832,6 +843,17 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit ev
   CHECK(interceptions[1].outcome() == "refused");
   CHECK_THAT(interceptions[1].reason(), Catch::StartsWith("unknown_provider: "));
   CHECK(interceptions[1].audit_context().at("decision") == "deny");
+  // Metrics per intercepted RPC, phase and decision, with a latency histogram.
+  const std::string metrics = g.Metrics();
+  INFO(metrics);
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"ApproveDraftChunk\",phase=\"validate\",decision=\"deny\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"CreateSandbox\",phase=\"validate\",decision=\"allow\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"other\",phase=\"validate\",decision=\"deny\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_call_duration_seconds_count{method=\"UpdateConfig\",phase=\"modify_operation\"} 1\n"));
   // The chain still verifies with the new events in it.
   std::string out, err;
   REQUIRE(Ctl(g.gateway(), {"audit", "export", "--out", g.gateway().dir() / "audit.jsonl"}, &out, &err) == 0);

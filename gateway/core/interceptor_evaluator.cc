@@ -101,6 +101,13 @@ bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::pr
 
 }  // namespace
 
+bool IsInterceptorBoundMethod(absl::string_view method) {
+  for (const auto& [bound, unused] : kInterceptorBindings) {
+    if (method == bound) return true;
+  }
+  return false;
+}
+
 interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
   interceptor_v1::InterceptorManifest manifest;
   manifest.set_name("policy-gateway");

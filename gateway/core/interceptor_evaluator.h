@@ -39,6 +39,9 @@ inline constexpr char kAnnotationDecision[] = "policy-gateway/decision";
 inline constexpr char kAnnotationReasonCode[] = "policy-gateway/reason-code";
 inline constexpr char kAnnotationCandidateDigest[] = "policy-gateway/candidate-digest";
 
+// True for the RPCs the manifest binds ("CreateSandbox", ...): a bounded set, for metric labels.
+bool IsInterceptorBoundMethod(absl::string_view method);
+
 class InterceptorEvaluator {
  public:
   struct Options {

@@ -14,7 +14,8 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
                                                                                 const CeilingGuard* ceiling,
                                                                                 store::AuditLog* audit,
                                                                                 const store::Clock* clock,
-                                                                                size_t max_connections) {
+                                                                                size_t max_connections,
+                                                                                Metrics* metrics) {
   std::unique_ptr<InterceptorListener> listener(new InterceptorListener());
   if (!config.interceptor_gateway_keys.empty()) {
     auto verifier = InterceptorTokenVerifier::Load(
@@ -27,6 +28,12 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);
+  if (metrics != nullptr) {
+    listener->service_->SetObserver([metrics](absl::string_view method, absl::string_view phase,
+                                              absl::string_view decision, absl::Duration took) {
+      metrics->ObserveInterceptorCall(method, phase, decision, took);
+    });
+  }
 
   std::optional<gid_t> group;
   const std::string& socket_path = config.interceptor_socket;

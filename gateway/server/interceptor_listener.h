@@ -22,6 +22,7 @@
 #include "gateway/core/interceptor_token.h"
 #include "gateway/core/worker_pool.h"
 #include "gateway/server/interceptor_service.h"
+#include "gateway/server/metrics.h"
 #include "gateway/server/unix_acceptor.h"
 #include "store/clock.h"
 #include "store/store.h"
@@ -32,10 +33,10 @@ class InterceptorListener {
  public:
   // Loads interceptor_gateway_keys (INVALID_ARGUMENT naming the file), binds interceptor_socket
   // (UNAVAILABLE naming it) and serves; logs what it serves and how callers are authenticated. The
-  // ceiling guard, audit log and clock must outlive the listener.
+  // ceiling guard, audit log, clock and metrics (may be null) must outlive the listener.
   static absl::StatusOr<std::unique_ptr<InterceptorListener>> Start(const Config& config, const CeilingGuard* ceiling,
                                                                     store::AuditLog* audit, const store::Clock* clock,
-                                                                    size_t max_connections);
+                                                                    size_t max_connections, Metrics* metrics);
   ~InterceptorListener();
 
   const std::string& path() const { return path_; }

@@ -23,12 +23,19 @@ grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext&
   return ToGrpc(verified);
 }
 
+void InterceptorService::Observe(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                                 absl::Time started) const {
+  if (observer_) observer_(method, phase, decision, absl::Now() - started);
+}
+
 grpc::ServerUnaryReactor* InterceptorService::Describe(grpc::CallbackServerContext* context,
                                                        const interceptor_v1::DescribeRequest* /*request*/,
                                                        interceptor_v1::InterceptorManifest* response) {
+  const absl::Time started = absl::Now();
   auto* reactor = context->DefaultReactor();
   grpc::Status status = Authenticate(*context, "Describe");
   if (status.ok()) *response = evaluator_->Describe();
+  Observe("Describe", "", status.ok() ? "ok" : "unauthenticated", started);
   reactor->Finish(status);
   return reactor;
 }
@@ -36,15 +43,24 @@ grpc::ServerUnaryReactor* InterceptorService::Describe(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerContext* context,
                                                        const interceptor_v1::InterceptorEvaluation* request,
                                                        interceptor_v1::InterceptorResult* response) {
+  const absl::Time started = absl::Now();
   auto* reactor = context->DefaultReactor();
   grpc::Status status = Authenticate(*context, "Evaluate");
   if (!status.ok()) {
+    Observe("Evaluate", "", "unauthenticated", started);  // the request is not read before the token is checked
     reactor->Finish(status);
     return reactor;
   }
   // The decision appends to the audit log: off gRPC's callback thread.
-  pool_->Submit([this, reactor, request, response] {
+  pool_->Submit([this, reactor, request, response, started] {
     *response = evaluator_->Evaluate(*request);
+    const char* phase = request->has_modify_operation() ? "modify_operation"
+                         : request->has_validate()      ? "validate"
+                         : request->has_post_commit()   ? "post_commit"
+                                                        : "unspecified";
+    // Metric labels stay a bounded set whatever a caller names.
+    Observe(IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other", phase,
+            response->allowed() ? "allow" : "deny", started);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -53,8 +69,10 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
     grpc::CallbackServerContext* context, const interceptor_v1::ProviderProfileSnapshotRequest* /*request*/,
     interceptor_v1::ProviderProfileSnapshot* /*response*/) {
+  const absl::Time started = absl::Now();
   auto* reactor = context->DefaultReactor();
   grpc::Status status = Authenticate(*context, "SnapshotProviderProfiles");
+  Observe("SnapshotProviderProfiles", "", status.ok() ? "unimplemented" : "unauthenticated", started);
   if (status.ok()) {
     status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                           "provider_profiles_unavailable: this gateway serves no provider-profile catalogue yet");

@@ -11,6 +11,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/interceptor_token.h"
@@ -38,15 +42,23 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
 
+  // Each call's method, phase, decision and latency (Metrics::ObserveInterceptorCall); null: none. Call
+  // before serving.
+  using Observer = std::function<void(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                                      absl::Duration took)>;
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+
  private:
   // OK, or UNAUTHENTICATED (logged as a warning, counted).
   grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method);
+  void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
 
   InterceptorEvaluator* const evaluator_;
   const InterceptorTokenVerifier* const verifier_;
   WorkerPool* const pool_;
   const store::Clock* const clock_;
   std::atomic<uint64_t> unauthenticated_{0};
+  Observer observer_;
 };
 
 }  // namespace osh::gateway
