@@ -1,5 +1,7 @@
 #include "gateway/core/config.h"
 
+#include "gateway/core/log_witnesses.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,7 +34,7 @@ constexpr char kPolicyTable[] = "openshell.gateway.policy";
 constexpr char kLimitsTable[] = "openshell.gateway.limits";
 constexpr char kEnvPrefix[] = "POLICY_GATEWAY_";
 constexpr char kConfigFileVariable[] = "POLICY_GATEWAY_CONFIG";
-const std::vector<std::string> kListKeys = {"accepted_surfaces"};
+const std::vector<std::string> kListKeys = {"accepted_surfaces", "log_witnesses"};
 
 // Whole-number keys: each bounded both ways, since a huge value would overflow the deadline, time and
 // size arithmetic it feeds.
@@ -69,6 +71,7 @@ const std::vector<IntKey>& IntKeys() {
       {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
       {"log_integrate_interval_ms", 10, 60'000, Into(&Config::log_integrate_interval_ms)},
+      {"log_witness_timeout_ms", 10, 60'000, Into(&Config::log_witness_timeout_ms)},
       {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
       {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
       {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
@@ -233,6 +236,13 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "allow list); may equal metrics_listen to share its server; unset: off"},
       {"log_integrate_interval_ms", kGatewayTable,
        "how often audit events committed since the last checkpoint are integrated and a new checkpoint signed (default 200)"},
+      {"log_witnesses", kGatewayTable,
+       "witnesses asked to cosign each checkpoint (C2SP tlog-witness), each \"<url> <verifier key>\": the prefix of "
+       "its add-checkpoint endpoint and its cosignature/v1 key as policy-log-witness prints it; the published "
+       "checkpoint carries the cosignatures collected; unset: none"},
+      {"log_witness_timeout_ms", kGatewayTable,
+       "how long one add-checkpoint request to a witness may take (default 1000); a witness that fails is asked "
+       "again 10 s later"},
       {"interceptor_socket", kGatewayTable,
        "Unix socket serving openshell.gateway_interceptor.v1.GatewayInterceptor to an OpenShell gateway "
        "(docs/openshell-interceptor.md); unset: no interceptor"},
@@ -393,6 +403,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"log_signing_key", config.log_signing_key},
       {"log_origin", config.log_origin},
       {"log_listen", config.log_listen},
+      {"log_witnesses", absl::StrJoin(config.log_witnesses, ",")},
       {"interceptor_socket", config.interceptor_socket},
       {"interceptor_socket_group", config.interceptor_socket_group},
       {"interceptor_mode", config.interceptor_mode},
@@ -456,6 +467,15 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   }
   if (!config.log_origin.empty() && config.log_signing_key.empty()) {
     return bad("log_origin", "is set but log_signing_key is not: there is no log to name");
+  }
+  if (auto it = merged.find("log_witnesses"); it != merged.end()) {
+    config.log_witnesses = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
+    for (const std::string& witness : config.log_witnesses) {
+      if (auto parsed = ParseLogWitness(witness); !parsed.ok()) return bad("log_witnesses", std::string(parsed.status().message()));
+    }
+    if (!config.log_witnesses.empty() && config.log_signing_key.empty()) {
+      return bad("log_witnesses", "are set but log_signing_key is not: there is no log to witness");
+    }
   }
   if (auto status = ResolveInterceptorKeys(merged, bad, &config); !status.ok()) return status;
   if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {

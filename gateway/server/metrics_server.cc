@@ -14,13 +14,23 @@
 namespace osh::gateway {
 namespace {
 
+// Answers 405 to anything but GET. A small request body is read first: closing a connection with unread
+// bytes makes the kernel reset it, and the client may then lose the answer before it reads it.
+int RefuseMethod(mg_connection* conn) {
+  char sink[4096];
+  for (size_t drained = 0; drained < 64 * 1024;) {
+    const int n = mg_read(conn, sink, sizeof sink);
+    if (n <= 0) break;
+    drained += static_cast<size_t>(n);
+  }
+  mg_send_http_error(conn, 405, "%s", "only GET\n");
+  return 405;
+}
+
 // civetweb calls this for GET /metrics (and every other method on that path).
 int ServeMetrics(mg_connection* conn, void* cbdata) {
   const mg_request_info* request = mg_get_request_info(conn);
-  if (request == nullptr || std::string_view(request->request_method) != "GET") {
-    mg_send_http_error(conn, 405, "%s", "only GET\n");
-    return 405;
-  }
+  if (request == nullptr || std::string_view(request->request_method) != "GET") return RefuseMethod(conn);
   const std::string body = static_cast<const MetricsServer::Render*>(cbdata)->operator()();
   mg_send_http_ok(conn, "text/plain; version=0.0.4; charset=utf-8", static_cast<long long>(body.size()));
   mg_write(conn, body.data(), body.size());
@@ -31,10 +41,7 @@ int ServeMetrics(mg_connection* conn, void* cbdata) {
 // folder. Nothing else of the folder (temporary files of a write in progress, say) is reachable.
 int ServeLog(mg_connection* conn, void* cbdata) {
   const mg_request_info* request = mg_get_request_info(conn);
-  if (request == nullptr || std::string_view(request->request_method) != "GET") {
-    mg_send_http_error(conn, 405, "%s", "only GET\n");
-    return 405;
-  }
+  if (request == nullptr || std::string_view(request->request_method) != "GET") return RefuseMethod(conn);
   const std::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
   const std::string relative(uri.substr(uri.empty() ? 0 : 1));
   const bool checkpoint = relative == "checkpoint";
