@@ -250,7 +250,7 @@ TEST_CASE("audit: each vocabulary table names every enumerator once, in order, a
     CHECK(audit::TypeWord(type).name() == name);
     CHECK(audit::TypeWord::FromStored(std::string(name)).value() == type);
   }
-  CHECK(static_cast<size_t>(audit::Type::kStateRollbackAccepted) + 1 == audit::kTypeNames.size());
+  CHECK(static_cast<size_t>(audit::Type::kInterception) + 1 == audit::kTypeNames.size());
   i = 0;
   names.clear();
   for (const auto& [outcome, name] : audit::kOutcomeNames) {

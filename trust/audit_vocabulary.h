@@ -30,10 +30,11 @@ enum class Type {
   kCeilingSet,
   kAuthenticationFailures,
   kStateRollbackAccepted,
+  kInterception,  // one Evaluate of the OpenShell gateway interceptor (docs/openshell-interceptor.md)
 };
 
 // Every event type, in docs/audit.md's order.
-inline constexpr common::NameTable<Type, 16> kTypeNames{{{
+inline constexpr common::NameTable<Type, 17> kTypeNames{{{
     {Type::kAdmission, "admission"},
     {Type::kRefusal, "refusal"},
     {Type::kRefresh, "refresh"},
@@ -50,6 +51,7 @@ inline constexpr common::NameTable<Type, 16> kTypeNames{{{
     {Type::kCeilingSet, "ceiling_set"},
     {Type::kAuthenticationFailures, "authentication_failures"},
     {Type::kStateRollbackAccepted, "state_rollback_accepted"},
+    {Type::kInterception, "interception"},
 }}};
 
 enum class Outcome {

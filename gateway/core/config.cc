@@ -158,6 +158,38 @@ absl::Status ReadTable(const std::string& path, const toml::table& table, const 
   return absl::OkStatus();
 }
 
+
+// The interceptor_* keys (docs/openshell-interceptor.md): read, and checked on their own; the socket's
+// relation to the other sockets is checked with them in ResolveConfig.
+template <typename Bad>
+absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, Config* config) {
+  auto get = [&](const char* key, std::string* out) {
+    if (auto it = merged.find(key); it != merged.end()) *out = it->second;
+  };
+  get("interceptor_socket", &config->interceptor_socket);
+  get("interceptor_socket_group", &config->interceptor_socket_group);
+  get("interceptor_mode", &config->interceptor_mode);
+  get("interceptor_gateway_keys", &config->interceptor_gateway_keys);
+  get("interceptor_gateway_id", &config->interceptor_gateway_id);
+  get("interceptor_audience", &config->interceptor_audience);
+  if (config->interceptor_mode == "admit") {
+    return bad("interceptor_mode",
+               "admit is not built yet (this version serves ceiling mode only; see docs/openshell-interceptor.md)");
+  }
+  if (config->interceptor_mode != "ceiling") {
+    return bad("interceptor_mode", absl::StrCat("expected ceiling or admit, got '", config->interceptor_mode, "'"));
+  }
+  if (config->interceptor_socket.empty()) {
+    for (const char* key : {"interceptor_socket_group", "interceptor_mode", "interceptor_gateway_keys",
+                            "interceptor_gateway_id", "interceptor_audience"}) {
+      if (merged.count(key)) return bad(key, "is set but interceptor_socket is not: nothing would use it");
+    }
+  }
+  if (config->interceptor_gateway_id.empty()) return bad("interceptor_gateway_id", "must not be empty");
+  if (config->interceptor_audience.empty()) return bad("interceptor_audience", "must not be empty");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string Config::SqlitePath() const {
@@ -212,6 +244,23 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"log_witness_timeout_ms", kGatewayTable,
        "how long one add-checkpoint request to a witness may take (default 1000); a witness that fails is asked "
        "again 10 s later"},
+      {"interceptor_socket", kGatewayTable,
+       "Unix socket serving openshell.gateway_interceptor.v1.GatewayInterceptor to an OpenShell gateway "
+       "(docs/openshell-interceptor.md); unset: no interceptor"},
+      {"interceptor_socket_group", kGatewayTable,
+       "group (name or gid) whose members (the OpenShell gateway's user) may connect to interceptor_socket: it "
+       "becomes 0660, in a folder of its own made 0710 for that group; unset: 0600"},
+      {"interceptor_mode", kGatewayTable,
+       "ceiling (default): the request's own policy stays and every path that can widen a sandbox is checked "
+       "against the signed ceiling; admit is not built yet (refused)"},
+      {"interceptor_gateway_keys", kGatewayTable,
+       "the OpenShell gateway's extension-token key: a JWKS file or an Ed25519 public-key PEM; every call must then "
+       "carry its EdDSA bearer JWT; unset: no token is asked (the socket's permissions are the only check)"},
+      {"interceptor_gateway_id", kGatewayTable,
+       "the OpenShell gateway's gateway_id: tokens must say iss = openshell-gateway:<id> (default: openshell)"},
+      {"interceptor_audience", kGatewayTable,
+       "the aud tokens must carry, also returned by Describe (default: "
+       "urn:openshell:extension:interceptor:policy-gateway)"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -356,6 +405,12 @@ ConfigValues EffectiveValues(const Config& config) {
       {"log_origin", config.log_origin},
       {"log_listen", config.log_listen},
       {"log_witnesses", absl::StrJoin(config.log_witnesses, ",")},
+      {"interceptor_socket", config.interceptor_socket},
+      {"interceptor_socket_group", config.interceptor_socket_group},
+      {"interceptor_mode", config.interceptor_mode},
+      {"interceptor_gateway_keys", config.interceptor_gateway_keys},
+      {"interceptor_gateway_id", config.interceptor_gateway_id},
+      {"interceptor_audience", config.interceptor_audience},
   };
   for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
   return values;
@@ -423,6 +478,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
       return bad("log_witnesses", "are set but log_signing_key is not: there is no log to witness");
     }
   }
+  if (auto status = ResolveInterceptorKeys(merged, bad, &config); !status.ok()) return status;
   if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
     if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
       return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
@@ -464,6 +520,25 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
       return bad("sandbox_socket_group",
                  absl::StrCat("needs sandbox_socket in a folder of its own (the group will be let into it), not ",
                               sandbox_folder.string(), ", which holds the admin socket or the database"));
+    }
+  }
+  if (!config.interceptor_socket.empty()) {
+    const auto interceptor = std::filesystem::absolute(config.interceptor_socket).lexically_normal();
+    for (const std::string* other : {&config.admin_socket, &config.sandbox_socket}) {
+      if (interceptor == std::filesystem::absolute(*other).lexically_normal()) {
+        return bad("interceptor_socket", absl::StrCat("is ", *other, ", a socket the gateway already serves"));
+      }
+    }
+  }
+  if (!config.interceptor_socket_group.empty()) {
+    auto folder = [](const std::string& path) { return std::filesystem::absolute(path).lexically_normal().parent_path(); };
+    const auto interceptor_folder = folder(config.interceptor_socket);
+    if (interceptor_folder == folder(config.admin_socket) || interceptor_folder == folder(config.sandbox_socket) ||
+        (!config.SqlitePath().empty() && interceptor_folder == folder(config.SqlitePath())) ||
+        interceptor_folder == std::filesystem::absolute(config.state_dir).lexically_normal()) {
+      return bad("interceptor_socket_group",
+                 absl::StrCat("needs interceptor_socket in a folder of its own (the group will be let into it), not ",
+                              interceptor_folder.string(), ", which holds another socket or the database"));
     }
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {

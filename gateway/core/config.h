@@ -52,6 +52,13 @@ struct Config {
   std::vector<std::string> log_witnesses;
   int64_t log_witness_timeout_ms = 1000;  // each add-checkpoint request
   std::string log_listen;         // "host:port" serving <state_dir>/log read-only over HTTP ("": off; may be metrics_listen)  // how often pending audit events are integrated and a checkpoint signed
+  // The OpenShell gateway interceptor (docs/openshell-interceptor.md): off unless interceptor_socket is set.
+  std::string interceptor_socket;        // Unix socket of openshell.gateway_interceptor.v1.GatewayInterceptor
+  std::string interceptor_socket_group;  // "": 0600; else 0660 for this group (its own folder)
+  std::string interceptor_mode = "ceiling";  // "ceiling" (phase 1); "admit" is refused at load: not built yet
+  std::string interceptor_gateway_keys;  // JWKS file or Ed25519 SPKI PEM of the OpenShell gateway; "": no tokens
+  std::string interceptor_gateway_id = "openshell";  // iss = openshell-gateway:<id>
+  std::string interceptor_audience = "urn:openshell:extension:interceptor:policy-gateway";
   Limits limits;  // [openshell.gateway.limits]
   // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
   bool accept_state_rollback = false;

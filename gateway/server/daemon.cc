@@ -439,6 +439,15 @@ int Daemon::Serve() {
               &sandbox_)) {
     return listen_error_;  // the destructor stops what did start
   }
+  if (!config_.interceptor_socket.empty()) {
+    auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(), clock_, admin_cap,
+                                                 &metrics_);
+    if (!interceptor.ok()) {
+      LogError(absl::StrCat("interceptor: ", interceptor.status().message()));
+      return interceptor.status().code() == absl::StatusCode::kInvalidArgument ? kExitConfig : kExitStartup;
+    }
+    interceptor_ = *std::move(interceptor);
+  }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
                        " on the admin socket (descriptor limit ", descriptors, "), of which one peer process may hold ",
                        PerPeer(sandbox_cap), " and ", PerPeer(admin_cap), "; idle ones close after ",
@@ -507,6 +516,7 @@ int Daemon::Serve() {
                                            " admitted sandbox(es), admin ", admin_.path,
                                            admin_.tcp.empty() ? "" : absl::StrCat(" and ", admin_.tcp), ", sandbox ", sandbox_.path,
                                            sandbox_.tcp.empty() ? "" : absl::StrCat(" and ", sandbox_.tcp),
+                                           interceptor_ == nullptr ? "" : absl::StrCat(", interceptor ", interceptor_->path()),
                                            ", database ", store::DisplayName(config_.database));
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
@@ -627,6 +637,7 @@ void Daemon::Stop() {
     listener->acceptor.reset();
     listener->front.reset();
   }
+  interceptor_.reset();  // drains its calls: they read the ceiling and append to the audit log
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);

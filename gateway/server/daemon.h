@@ -21,6 +21,7 @@
 #include "absl/synchronization/notification.h"
 #include "drivers/remote_driver.h"
 #include "gateway/server/admin_service.h"
+#include "gateway/server/interceptor_listener.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
@@ -128,6 +129,7 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
   std::unique_ptr<MetricsServer> log_server_;      // when log_listen is set apart from metrics_listen
   Listener admin_, sandbox_;
+  std::unique_ptr<InterceptorListener> interceptor_;  // when interceptor_socket is set; stopped with the listeners
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;

@@ -128,6 +128,13 @@ void Metrics::ObserveDriverCall(absl::string_view method, absl::string_view code
   Observe(&driver_latency_, {{"method", std::string(method)}}, absl::ToDoubleSeconds(took));
 }
 
+void Metrics::ObserveInterceptorCall(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                                     absl::Duration took) {
+  absl::MutexLock lock(&mu_);
+  ++interceptor_calls_[{{"method", std::string(method)}, {"phase", std::string(phase)}, {"decision", std::string(decision)}}];
+  Observe(&interceptor_latency_, {{"method", std::string(method)}, {"phase", std::string(phase)}}, absl::ToDoubleSeconds(took));
+}
+
 void Metrics::ObserveStoreCommit(absl::Duration took) {
   absl::MutexLock lock(&mu_);
   Observe(&store_commit_latency_, {}, absl::ToDoubleSeconds(took));
@@ -164,6 +171,10 @@ std::string Metrics::Render(const Snapshot& s) const {
     histograms("policy_gateway_driver_call_duration_seconds", "Policy driver call latency by method.", driver_latency_);
     histograms("policy_gateway_store_commit_duration_seconds", "Store transaction commit (fsync) latency.",
                store_commit_latency_);
+    counters("policy_gateway_interceptor_calls_total",
+             "OpenShell gateway interceptor calls by intercepted method, phase and decision.", interceptor_calls_);
+    histograms("policy_gateway_interceptor_call_duration_seconds",
+               "OpenShell gateway interceptor call latency by intercepted method and phase.", interceptor_latency_);
   }
   Gauge(&out, "policy_gateway_admitted_sandboxes", "Sandboxes admitted and served.", s.admitted_sandboxes);
   Gauge(&out, "policy_gateway_watchers", "Open WatchProjection streams.", s.watchers);

@@ -54,6 +54,12 @@ class Metrics {
   // A call to the policy driver (AcquireHandle, GetProjection, ReleaseHandle).
   void ObserveDriverCall(absl::string_view method, absl::string_view code, absl::Duration took);
 
+  // An interceptor call (docs/openshell-interceptor.md): `method` the intercepted RPC ("CreateSandbox") or
+  // "Describe" / "SnapshotProviderProfiles", `phase` ("modify_operation", "validate", ... or "" for those),
+  // `decision` ("allow", "deny", "unauthenticated", "ok", "unimplemented").
+  void ObserveInterceptorCall(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                              absl::Duration took);
+
   // A store transaction committed (made durable) in `took`.
   void ObserveStoreCommit(absl::Duration took);
 
@@ -78,6 +84,8 @@ class Metrics {
   std::map<Labels, uint64_t> driver_calls_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> driver_latency_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> store_commit_latency_ ABSL_GUARDED_BY(mu_);
+  std::map<Labels, uint64_t> interceptor_calls_ ABSL_GUARDED_BY(mu_);
+  std::map<Labels, Histogram> interceptor_latency_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace osh::gateway

@@ -1,0 +1,361 @@
+#include "gateway/core/interceptor_evaluator.h"
+
+#include <openssl/rand.h>
+
+#include <array>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "common/errors.h"
+#include "gateway/core/context_limits.h"
+#include "absl/strings/str_cat.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/interceptor_merge.h"
+#include "gateway/core/interceptor_payload.h"
+#include "gateway/core/log.h"
+#include "openshell/v1/openshell_v1_subset.pb.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/validation.h"
+
+namespace osh::gateway {
+
+using openshell::sandbox::v1::SandboxPolicy;
+namespace os_v1 = openshell::v1;
+
+namespace {
+
+constexpr char kInterceptorService[] = "openshell.v1.OpenShell";
+
+// The bound RPCs, in the manifest's order, and whether each also has a modify phase.
+constexpr std::array<std::pair<const char*, bool>, 11> kInterceptorBindings{{
+    {"CreateSandbox", true},
+    {"UpdateConfig", true},
+    {"AttachSandboxProvider", false},
+    {"DetachSandboxProvider", false},
+    {"ApproveDraftChunk", false},
+    {"ApproveAllDraftChunks", false},
+    {"EditDraftChunk", false},
+    {"UndoDraftChunk", false},
+    {"ImportProviderProfiles", false},
+    {"UpdateProviderProfiles", false},
+    {"DeleteProviderProfile", false},
+}};
+
+// "CreateSandbox" -> "pg-create-sandbox".
+std::string InterceptorBindingId(const std::string& method) {
+  std::string id = "pg";
+  for (const char c : method) {
+    if (absl::ascii_isupper(c)) id.push_back('-');
+    id.push_back(absl::ascii_tolower(c));
+  }
+  return id;
+}
+
+std::string InterceptorNewDecisionId() {
+  unsigned char bytes[8];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return "d-unavailable";
+  return absl::StrCat("d-", policy::ToHex(std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes))));
+}
+
+std::string InterceptorPrincipal(const interceptor_v1::InterceptorEvaluation& evaluation, const char* key) {
+  auto it = evaluation.principal().find(key);
+  return it == evaluation.principal().end() ? "" : it->second;
+}
+
+constexpr char kInterceptorApprovalUnverifiable[] = "approval_unverifiable";
+
+}  // namespace
+
+struct InterceptorEvaluator::Outcome {
+  bool allowed = true;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string reason_code;
+  std::string detail;
+  std::string sandbox;            // the sandbox the request names ("" for global writes and others)
+  std::string candidate_digest;   // when a candidate was checked
+  std::vector<interceptor_v1::JsonPatch> patches;
+
+  void Deny(absl::StatusCode status, std::string code_name, std::string why) {
+    allowed = false;
+    code = status;
+    reason_code = std::move(code_name);
+    detail = std::move(why);
+  }
+  std::string Reason() const { return reason_code.empty() ? detail : absl::StrCat(reason_code, ": ", detail); }
+};
+
+namespace {
+
+// Decodes the payload strictly into `request`; false (with the deny set) when it does not decode.
+template <typename Outcome>
+bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::protobuf::Message* request, Outcome* out) {
+  if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsInterceptorBoundMethod(absl::string_view method) {
+  for (const auto& [bound, unused] : kInterceptorBindings) {
+    if (method == bound) return true;
+  }
+  return false;
+}
+
+interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
+  interceptor_v1::InterceptorManifest manifest;
+  manifest.set_name("policy-gateway");
+  manifest.set_failure_policy("fail_closed");
+  manifest.set_provider_profiles(false);  // no profile catalogue in phase 1
+  manifest.set_expected_audience(options_.audience);
+  for (const auto& [method, modify] : kInterceptorBindings) {
+    auto* binding = manifest.add_bindings();
+    binding->set_id(InterceptorBindingId(method));
+    binding->mutable_selector()->set_rpc(absl::StrCat(kInterceptorService, "/", method));
+    if (modify) binding->add_phases(interceptor_v1::GATEWAY_INTERCEPTOR_PHASE_MODIFY_OPERATION);
+    binding->add_phases(interceptor_v1::GATEWAY_INTERCEPTOR_PHASE_VALIDATE);
+    binding->set_failure_policy("fail_closed");
+  }
+  return manifest;
+}
+
+bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::vector<std::string>& providers,
+                                          Outcome* out) const {
+  // Provider layers come from this gateway's profile catalogue; phase 1 has none, so every provider is
+  // unknown and refused (a layer that cannot be composed cannot be checked).
+  for (const std::string& provider : providers) {
+    out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider",
+              absl::StrCat("provider '", provider,
+                           "' has no profile in this gateway's catalogue (none is served yet), so its policy layer "
+                           "cannot be checked against the ceiling"));
+    return false;
+  }
+  const SandboxPolicy& candidate = own;
+  out->candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
+  if (absl::Status valid = policy::ValidatePolicy(candidate); !valid.ok()) {
+    // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
+    std::string message(valid.message());
+    constexpr absl::string_view kPrefix = "invalid_policy: ";
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_policy",
+              absl::StartsWith(message, kPrefix) ? message.substr(kPrefix.size()) : message);
+    return false;
+  }
+  const trust::CheckResult checked = ceiling_->Check(candidate, out->candidate_digest);
+  if (!checked.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, checked.reason, checked.detail);
+    return false;
+  }
+  return true;
+}
+
+void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
+  os_v1::CreateSandboxRequest request;
+  if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+  out->sandbox = request.name();
+  if (!request.spec().has_policy()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
+              "ceiling mode checks the sandbox's own policy: send spec.policy");
+    return;
+  }
+  const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
+  if (!CheckCandidate(request.spec().policy(), providers, out)) return;
+  if (validate && !request.name().empty()) records_.Put(request.name(), {request.spec().policy(), providers});
+}
+
+void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
+  os_v1::UpdateConfigRequest request;
+  if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+  out->sandbox = request.global() ? "" : request.name();
+  if (request.merge_operations_size() > 0) {
+    if (request.global() || request.has_policy()) {
+      out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+                "mergeOperations apply to one sandbox's policy, without policy and without global");
+      return;
+    }
+    if (validate) {
+      // Our modify phase replaces them; reaching validate they would be merged by upstream's own rules,
+      // unchecked.
+      out->Deny(absl::StatusCode::kPermissionDenied, "merge_unverifiable",
+                "mergeOperations reached the validate phase unreplaced (bind UpdateConfig's modify_operation "
+                "phase to this interceptor), or send UpdateConfig with the full policy");
+      return;
+    }
+    auto record = records_.Get(request.name());
+    if (!record.has_value()) {
+      out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
+                absl::StrCat("no policy is recorded here for sandbox '", request.name(),
+                             "', so mergeOperations cannot be applied and checked; send UpdateConfig with the full "
+                             "policy"));
+      return;
+    }
+    SandboxPolicy merged = record->policy;
+    if (absl::Status applied = ApplyUpstreamMergeOperations(request.merge_operations(), &merged); !applied.ok()) {
+      out->Deny(absl::StatusCode::kFailedPrecondition, common::ReasonOf(applied),
+                std::string(absl::StripPrefix(applied.message(), absl::StrCat(common::ReasonOf(applied), ": "))));
+      return;
+    }
+    if (!CheckCandidate(merged, record->providers, out)) return;
+    auto value = MessageToInterceptorValue(merged);
+    if (!value.ok()) {
+      out->Deny(absl::StatusCode::kFailedPrecondition, "internal_error", std::string(value.status().message()));
+      return;
+    }
+    auto* remove = &out->patches.emplace_back();
+    remove->set_op("remove");
+    remove->set_path("/mergeOperations");
+    auto* add = &out->patches.emplace_back();
+    add->set_op("add");
+    add->set_path("/policy");
+    *add->mutable_value() = *std::move(value);
+    return;
+  }
+  if (request.has_policy()) {
+    std::vector<std::string> providers;
+    if (!request.global()) {
+      if (auto record = records_.Get(request.name())) providers = record->providers;
+    }
+    if (!CheckCandidate(request.policy(), providers, out)) return;
+    if (validate && !request.global() && !request.name().empty()) {
+      records_.Put(request.name(), {request.policy(), providers});
+    }
+    return;
+  }
+  if (request.setting_key() == "proposal_approval_mode" && !request.delete_setting() &&
+      absl::AsciiStrToLower(request.setting_value().string_value()) == "auto") {
+    out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
+              "auto-approval applies proposals never checked here; send UpdateConfig with the policy");
+  }
+}
+
+void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out) {
+  const google::protobuf::Struct& payload = validate ? evaluation.validate().proposed_operation()
+                                                     : evaluation.modify_operation().proposed_operation();
+  const std::string& method = evaluation.method();
+  if (method == "CreateSandbox") return DecideCreateSandbox(payload, validate, out);
+  if (method == "UpdateConfig") return DecideUpdateConfig(payload, validate, out);
+  if (method == "AttachSandboxProvider") {
+    os_v1::AttachSandboxProviderRequest request;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+    out->sandbox = request.sandbox_name();
+    std::vector<std::string> providers;
+    SandboxPolicy own;
+    if (auto record = records_.Get(request.sandbox_name())) {
+      providers = record->providers;
+      own = record->policy;
+    }
+    providers.push_back(request.provider_name());
+    CheckCandidate(own, providers, out);  // refuses: no catalogue yet
+    return;
+  }
+  if (method == "DetachSandboxProvider") {
+    os_v1::DetachSandboxProviderRequest request;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+    out->sandbox = request.sandbox_name();
+    if (validate) records_.RemoveProvider(request.sandbox_name(), request.provider_name());
+    return;
+  }
+  if (method == "ApproveDraftChunk" || method == "ApproveAllDraftChunks") {
+    // The sandbox name is read for the audit event only; the request carries chunk ids, not content.
+    google::protobuf::Message* request = nullptr;
+    os_v1::ApproveDraftChunkRequest one;
+    os_v1::ApproveAllDraftChunksRequest all;
+    request = method == "ApproveDraftChunk" ? static_cast<google::protobuf::Message*>(&one) : &all;
+    if (!InterceptorDecodeOrDeny(payload, request, out)) return;
+    out->sandbox = method == "ApproveDraftChunk" ? one.name() : all.name();
+    return out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
+                     "a draft-chunk approval carries chunk ids, not their content, so the policy it makes cannot be "
+                     "checked against the ceiling; send UpdateConfig with the policy (full, or mergeOperations)");
+  }
+  if (method == "EditDraftChunk") {
+    os_v1::EditDraftChunkRequest request;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+    out->sandbox = request.name();
+    return;
+  }
+  if (method == "UndoDraftChunk") {
+    os_v1::UndoDraftChunkRequest request;
+    if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+    out->sandbox = request.name();
+    if (validate) records_.Forget(request.name());
+    return;
+  }
+  if (method == "ImportProviderProfiles" || method == "UpdateProviderProfiles" || method == "DeleteProviderProfile") {
+    os_v1::ImportProviderProfilesRequest import_request;
+    os_v1::UpdateProviderProfilesRequest update_request;
+    os_v1::DeleteProviderProfileRequest delete_request;
+    google::protobuf::Message* request = &delete_request;
+    if (method == "ImportProviderProfiles") request = &import_request;
+    if (method == "UpdateProviderProfiles") request = &update_request;
+    if (!InterceptorDecodeOrDeny(payload, request, out)) return;
+    return;  // no catalogue is managed here yet: upstream's own catalogue is not this gateway's to guard
+  }
+  out->Deny(absl::StatusCode::kPermissionDenied, "unbound_method",
+            absl::StrCat(kInterceptorService, "/", method, " is not bound to this interceptor"));
+}
+
+interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation) {
+  Outcome outcome;
+  std::string phase;
+  switch (evaluation.phase_case()) {
+    case interceptor_v1::InterceptorEvaluation::kModifyOperation: phase = "modify_operation"; break;
+    case interceptor_v1::InterceptorEvaluation::kValidate: phase = "validate"; break;
+    case interceptor_v1::InterceptorEvaluation::kPostCommit: phase = "post_commit"; break;
+    case interceptor_v1::InterceptorEvaluation::PHASE_NOT_SET: phase = "unspecified"; break;
+  }
+  if (evaluation.service() != kInterceptorService) {
+    outcome.Deny(absl::StatusCode::kPermissionDenied, "unbound_method",
+                 absl::StrCat("service '", evaluation.service(), "' is not bound to this interceptor"));
+  } else if (evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::kPostCommit) {
+    // No binding has post_commit; a post-commit deny is a contract violation upstream: allow, and record.
+  } else if (evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::PHASE_NOT_SET) {
+    outcome.Deny(absl::StatusCode::kPermissionDenied, "invalid_request", "the evaluation names no phase");
+  } else {
+    Decide(evaluation, evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::kValidate, &outcome);
+  }
+
+  interceptor_v1::InterceptorResult result;
+  const std::string decision_id = InterceptorNewDecisionId();
+  const std::string decision = outcome.allowed ? "allow" : "deny";
+  result.set_allowed(outcome.allowed);
+  auto& annotations = *result.mutable_log_annotations();
+  annotations[kAnnotationDecisionId] = decision_id;
+  annotations[kAnnotationDecision] = decision;
+  if (!outcome.candidate_digest.empty()) annotations[kAnnotationCandidateDigest] = outcome.candidate_digest;
+  if (!outcome.allowed) {
+    result.set_reason(outcome.Reason());
+    result.set_status_code(outcome.code == absl::StatusCode::kFailedPrecondition ? "FAILED_PRECONDITION"
+                                                                                 : "PERMISSION_DENIED");
+    annotations[kAnnotationReasonCode] = outcome.reason_code;
+  } else {
+    for (auto& patch : outcome.patches) *result.add_patches() = std::move(patch);
+  }
+
+  const std::string kind = InterceptorPrincipal(evaluation, "kind");
+  const std::string subject = kind == "sandbox" ? InterceptorPrincipal(evaluation, "sandbox_id")
+                                                : InterceptorPrincipal(evaluation, "subject");
+  const std::string rpc = absl::StrCat(evaluation.service(), "/", evaluation.method());
+  store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kInterception, outcome.sandbox);
+  event.policy_digest = outcome.candidate_digest;
+  event.actor = BoundedText(absl::StrCat("openshell:", kind.empty() ? "unknown" : kind, ":", subject), kMaxAuditFieldBytes);
+  event.audit_context = {
+      {"decision_id", decision_id},
+      {"rpc", BoundedText(rpc, kMaxAuditFieldBytes)},
+      {"phase", phase},
+      {"decision", decision},
+      {"principal_kind", BoundedText(kind, kMaxAuditFieldBytes)},
+      {"principal_subject", BoundedText(subject, kMaxAuditFieldBytes)},
+  };
+  event.sandbox_id = BoundedText(event.sandbox_id, kMaxAuditFieldBytes);
+  AuditRecorder(audit_).Record(std::move(event),
+                               outcome.allowed ? trust::audit::Outcome::kOk : trust::audit::Outcome::kRefused,
+                               outcome.allowed ? absl::StrCat(rpc, " ", phase, ": allowed") : outcome.Reason());
+  return result;
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,78 @@
+// The OpenShell gateway interceptor's decisions (docs/openshell-interceptor.md; the contract is
+// ../shared/interceptor/README.md): Describe's manifest and every Evaluate, knowing no gRPC server (the
+// service in gateway/server authenticates the caller and hands the evaluation over). Phase 1 serves
+// `ceiling` mode: the request's own policy stays, and every path that can widen a sandbox's authority is
+// decided on an absolute candidate checked against the signed ceiling in force (exact containment), or
+// refused:
+//   CreateSandbox          spec.policy composed with its providers' layers, checked (modify and validate);
+//   UpdateConfig           a full policy (sandbox or global) checked; mergeOperations applied at modify to
+//                          the policy recorded for the sandbox and replaced by the result (patches remove
+//                          /mergeOperations and add /policy); unknown sandbox: unknown_sandbox;
+//                          proposal_approval_mode = auto: approval_unverifiable;
+//   AttachSandboxProvider  the provider must be a profile of the catalogue (none in phase 1): unknown_provider;
+//   DetachSandboxProvider  narrows: allowed, recorded;
+//   ApproveDraftChunk, ApproveAllDraftChunks: approval_unverifiable (only chunk ids travel);
+//   EditDraftChunk         allowed (a proposal, not the policy); UndoDraftChunk allowed (narrows), and the
+//                          sandbox's record is dropped (its policy changed in a way not seen here);
+//   provider-profile writes allowed and recorded (no catalogue is managed here in phase 1).
+// A deny's reason is "reason_code: detail" and its status_code PERMISSION_DENIED, or FAILED_PRECONDITION
+// where the state is unknown. Every Evaluate is one audit event (type interception) whose decision id,
+// decision, reason code and candidate digest are also the result's log_annotations.
+//
+// Thread-safe. The ceiling guard and the audit log must outlive the evaluator.
+#pragma once
+
+#include <string>
+
+#include "gateway/core/ceiling_guard.h"
+#include "gateway/core/interceptor_records.h"
+#include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
+#include "store/store.h"
+
+namespace osh::gateway {
+
+namespace interceptor_v1 = openshell::gateway_interceptor::v1;
+
+// Log-annotation keys (README §9).
+inline constexpr char kAnnotationDecisionId[] = "policy-gateway/decision-id";
+inline constexpr char kAnnotationDecision[] = "policy-gateway/decision";
+inline constexpr char kAnnotationReasonCode[] = "policy-gateway/reason-code";
+inline constexpr char kAnnotationCandidateDigest[] = "policy-gateway/candidate-digest";
+
+// True for the RPCs the manifest binds ("CreateSandbox", ...): a bounded set, for metric labels.
+bool IsInterceptorBoundMethod(absl::string_view method);
+
+class InterceptorEvaluator {
+ public:
+  struct Options {
+    std::string audience;  // Describe's expected_audience
+  };
+
+  InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, Options options)
+      : ceiling_(ceiling), audit_(audit), options_(std::move(options)) {}
+
+  // The manifest: name policy-gateway, fail_closed, exactly one binding per RPC, expected_audience.
+  interceptor_v1::InterceptorManifest Describe() const;
+
+  // Always a result (a malformed evaluation is a deny, never a gRPC error): allow, allow with patches
+  // (modify phase only), or deny; audited.
+  interceptor_v1::InterceptorResult Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation);
+
+  const InterceptorRecords& records() const { return records_; }
+
+ private:
+  struct Outcome;
+  void Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out);
+  void DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out);
+  void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
+  // Checks `own` composed with the layers of `providers` against the ceiling; fills the candidate digest.
+  bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
+                      Outcome* out) const;
+
+  const CeilingGuard* const ceiling_;
+  store::AuditLog* const audit_;
+  const Options options_;
+  InterceptorRecords records_;
+};
+
+}  // namespace osh::gateway

@@ -1,0 +1,101 @@
+#include "gateway/server/interceptor_listener.h"
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "drivers/unix_server.h"
+#include "gateway/core/log.h"
+
+namespace osh::gateway {
+
+absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(const Config& config,
+                                                                                const CeilingGuard* ceiling,
+                                                                                store::AuditLog* audit,
+                                                                                const store::Clock* clock,
+                                                                                size_t max_connections,
+                                                                                Metrics* metrics) {
+  std::unique_ptr<InterceptorListener> listener(new InterceptorListener());
+  if (!config.interceptor_gateway_keys.empty()) {
+    auto verifier = InterceptorTokenVerifier::Load(
+        config.interceptor_gateway_keys, {config.interceptor_gateway_id, config.interceptor_audience});
+    if (!verifier.ok()) return absl::InvalidArgumentError(absl::StrCat("interceptor_gateway_keys: ", verifier.status().message()));
+    listener->verifier_ = *std::move(verifier);
+  }
+  listener->evaluator_ = std::make_unique<InterceptorEvaluator>(ceiling, audit,
+                                                                InterceptorEvaluator::Options{config.interceptor_audience});
+  listener->pool_ = std::make_unique<WorkerPool>(4);
+  listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
+                                                            listener->pool_.get(), clock);
+  if (metrics != nullptr) {
+    listener->service_->SetObserver([metrics](absl::string_view method, absl::string_view phase,
+                                              absl::string_view decision, absl::Duration took) {
+      metrics->ObserveInterceptorCall(method, phase, decision, took);
+    });
+  }
+
+  std::optional<gid_t> group;
+  const std::string& socket_path = config.interceptor_socket;
+  if (!config.interceptor_socket_group.empty()) {
+    auto gid = drivers::ResolveGroup(config.interceptor_socket_group);
+    if (!gid.ok()) return absl::InvalidArgumentError(absl::StrCat("interceptor_socket_group: ", gid.status().message()));
+    group = *gid;
+    const std::string folder = std::filesystem::absolute(socket_path).lexically_normal().parent_path().string();
+    if (auto made = drivers::EnsureGroupEnterableDir(folder, *group); !made.ok()) return made;
+  }
+  if (auto prepared = drivers::PrepareServerSocketPath(
+          socket_path, group.has_value() ? drivers::SocketFolder::kGroupEnterable : drivers::SocketFolder::kPrivate);
+      !prepared.ok()) {
+    return prepared;
+  }
+  grpc::ServerBuilder builder;
+  builder.RegisterService(listener->service_.get());
+  // README §1: pings every 10 s, also while idle, on one connection held for the OpenShell gateway's life.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, static_cast<int>(config.limits.handshake_timeout_s * 1000));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(config.limits.max_streams_per_connection));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // An intercepted request is at most 1 MiB + 5 bytes upstream; its Struct envelope adds a little.
+  builder.SetMaxReceiveMessageSize(2 << 20);
+  grpc::ResourceQuota quota("interceptor-api");
+  quota.Resize(config.limits.max_transport_memory_mb << 20);
+  builder.SetResourceQuota(quota);
+  listener->path_ = std::filesystem::absolute(socket_path).lexically_normal().string();
+  listener->server_ = builder.BuildAndStart();
+  if (listener->server_ == nullptr) return absl::UnavailableError(absl::StrCat("cannot start the server for ", listener->path_));
+  UnixAcceptor::Options options;
+  options.max_connections = max_connections;
+  options.max_per_peer = max_connections;
+  options.group = group;
+  auto acceptor = UnixAcceptor::Start(listener->path_, listener->server_.get(), std::move(options));
+  if (!acceptor.ok()) return acceptor.status();
+  listener->acceptor_ = *std::move(acceptor);
+
+  const std::string mode = group.has_value() ? absl::StrCat("0660 for group ", config.interceptor_socket_group) : "0600";
+  LogInfo(absl::StrCat("interceptor: serving openshell.gateway_interceptor.v1.GatewayInterceptor on ", listener->path_,
+                       " (", mode, "), mode ", config.interceptor_mode));
+  if (listener->verifier_ != nullptr) {
+    LogInfo(absl::StrCat("interceptor: callers must present the OpenShell gateway's extension token (iss ",
+                         listener->verifier_->issuer(), ", aud ", config.interceptor_audience, "), verified with ",
+                         listener->verifier_->summary(), " from ", config.interceptor_gateway_keys));
+  } else {
+    LogWarning(absl::StrCat("interceptor: interceptor_gateway_keys is unset: no caller token is asked; only the Unix "
+                            "socket serves and its permissions (", mode, ") are the only check of who calls"));
+  }
+  return listener;
+}
+
+InterceptorListener::~InterceptorListener() {
+  acceptor_.reset();  // no new connections
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+  }
+  if (pool_ != nullptr) pool_->Shutdown();
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,84 @@
+#include "gateway/server/interceptor_service.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gateway/core/log.h"
+#include "gateway/server/status_conversion.h"
+
+namespace osh::gateway {
+
+grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext& context, const char* method) {
+  if (verifier_ == nullptr) return grpc::Status::OK;
+  std::string authorization;
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization.assign(it->second.data(), it->second.size());
+  }
+  const absl::Status verified = verifier_->Verify(authorization, clock_->NowUnix());
+  if (verified.ok()) return grpc::Status::OK;
+  const uint64_t count = unauthenticated_.fetch_add(1) + 1;
+  LogWarning(absl::StrCat("interceptor: ", method, " refused (UNAUTHENTICATED): ", verified.message()),
+             {{"refused_calls", absl::StrCat(count)}});
+  return ToGrpc(verified);
+}
+
+void InterceptorService::Observe(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                                 absl::Time started) const {
+  if (observer_) observer_(method, phase, decision, absl::Now() - started);
+}
+
+grpc::ServerUnaryReactor* InterceptorService::Describe(grpc::CallbackServerContext* context,
+                                                       const interceptor_v1::DescribeRequest* /*request*/,
+                                                       interceptor_v1::InterceptorManifest* response) {
+  const absl::Time started = absl::Now();
+  auto* reactor = context->DefaultReactor();
+  grpc::Status status = Authenticate(*context, "Describe");
+  if (status.ok()) *response = evaluator_->Describe();
+  Observe("Describe", "", status.ok() ? "ok" : "unauthenticated", started);
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerContext* context,
+                                                       const interceptor_v1::InterceptorEvaluation* request,
+                                                       interceptor_v1::InterceptorResult* response) {
+  const absl::Time started = absl::Now();
+  auto* reactor = context->DefaultReactor();
+  grpc::Status status = Authenticate(*context, "Evaluate");
+  if (!status.ok()) {
+    Observe("Evaluate", "", "unauthenticated", started);  // the request is not read before the token is checked
+    reactor->Finish(status);
+    return reactor;
+  }
+  // The decision appends to the audit log: off gRPC's callback thread.
+  pool_->Submit([this, reactor, request, response, started] {
+    *response = evaluator_->Evaluate(*request);
+    const char* phase = request->has_modify_operation() ? "modify_operation"
+                         : request->has_validate()      ? "validate"
+                         : request->has_post_commit()   ? "post_commit"
+                                                        : "unspecified";
+    // Metric labels stay a bounded set whatever a caller names.
+    Observe(IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other", phase,
+            response->allowed() ? "allow" : "deny", started);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
+    grpc::CallbackServerContext* context, const interceptor_v1::ProviderProfileSnapshotRequest* /*request*/,
+    interceptor_v1::ProviderProfileSnapshot* /*response*/) {
+  const absl::Time started = absl::Now();
+  auto* reactor = context->DefaultReactor();
+  grpc::Status status = Authenticate(*context, "SnapshotProviderProfiles");
+  Observe("SnapshotProviderProfiles", "", status.ok() ? "unimplemented" : "unauthenticated", started);
+  if (status.ok()) {
+    status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          "provider_profiles_unavailable: this gateway serves no provider-profile catalogue yet");
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,64 @@
+// openshell.gateway_interceptor.v1.GatewayInterceptor (docs/openshell-interceptor.md), served on
+// interceptor_socket to an OpenShell gateway: authenticates each call (InterceptorTokenVerifier, when
+// interceptor_gateway_keys is set: a missing or bad token is UNAUTHENTICATED, which the OpenShell gateway
+// treats as its failure policy, fail_closed) and hands Describe and Evaluate to the InterceptorEvaluator.
+// Evaluate runs on the worker pool (it appends to the audit log); Describe on gRPC's thread.
+// SnapshotProviderProfiles is UNIMPLEMENTED in phase 1 (the manifest says provider_profiles false, so the
+// OpenShell gateway never calls it).
+//
+// Thread-safe. Every pointer must outlive the service; `verifier` may be null (no tokens asked).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+#include "gateway/core/interceptor_evaluator.h"
+#include "gateway/core/interceptor_token.h"
+#include "gateway/core/worker_pool.h"
+#include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
+#include "store/clock.h"
+
+namespace osh::gateway {
+
+class InterceptorService final : public interceptor_v1::GatewayInterceptor::CallbackService {
+ public:
+  InterceptorService(InterceptorEvaluator* evaluator, const InterceptorTokenVerifier* verifier, WorkerPool* pool,
+                     const store::Clock* clock)
+      : evaluator_(evaluator), verifier_(verifier), pool_(pool), clock_(clock) {}
+
+  grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* context, const interceptor_v1::DescribeRequest* request,
+                                     interceptor_v1::InterceptorManifest* response) override;
+  grpc::ServerUnaryReactor* Evaluate(grpc::CallbackServerContext* context,
+                                     const interceptor_v1::InterceptorEvaluation* request,
+                                     interceptor_v1::InterceptorResult* response) override;
+  grpc::ServerUnaryReactor* SnapshotProviderProfiles(grpc::CallbackServerContext* context,
+                                                     const interceptor_v1::ProviderProfileSnapshotRequest* request,
+                                                     interceptor_v1::ProviderProfileSnapshot* response) override;
+
+  // Calls refused for their token since start.
+  uint64_t unauthenticated() const { return unauthenticated_.load(); }
+
+  // Each call's method, phase, decision and latency (Metrics::ObserveInterceptorCall); null: none. Call
+  // before serving.
+  using Observer = std::function<void(absl::string_view method, absl::string_view phase, absl::string_view decision,
+                                      absl::Duration took)>;
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+
+ private:
+  // OK, or UNAUTHENTICATED (logged as a warning, counted).
+  grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method);
+  void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
+
+  InterceptorEvaluator* const evaluator_;
+  const InterceptorTokenVerifier* const verifier_;
+  WorkerPool* const pool_;
+  const store::Clock* const clock_;
+  std::atomic<uint64_t> unauthenticated_{0};
+  Observer observer_;
+};
+
+}  // namespace osh::gateway

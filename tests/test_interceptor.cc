@@ -1,0 +1,883 @@
+// The OpenShell gateway interceptor (issue 28, phase 1; docs/openshell-interceptor.md). The tests play the
+// OpenShell gateway from its contract (../shared/interceptor/README.md), not from our code: payloads are
+// the README's ProtoJSON read into a google.protobuf.Struct (every number a double, int64 as strings),
+// tokens are minted (and broken each way the README's checklist lists) with librhonabwy, patches are
+// applied the way RFC 6902 says to the request JSON, and the patched request is decoded strictly into
+// the upstream request type before its fields are checked. The gateway is the real binary on real sockets.
+#include <rhonabwy.h>
+#include <sys/stat.h>
+
+#include <ctime>
+#include <set>
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+
+#include <catch2/catch.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gateway/core/config.h"
+#include "gateway/core/interceptor_governance.h"
+#include "gateway/core/interceptor_merge.h"
+#include "gateway/core/interceptor_token.h"
+#include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
+#include "openshell/v1/openshell_v1_subset.pb.h"
+#include "tests/gateway_fixture.h"
+#include <httplib.h>
+#include "trust/keys.h"
+
+namespace osh::test::interceptor_test {
+
+namespace icv1 = openshell::gateway_interceptor::v1;
+namespace os_v1 = openshell::v1;
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+// RFC 8032 §7.1 TEST 1.
+const char kSeedHex[] = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+const char kPublicHex[] = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const char kVectorJwks[] =
+    R"({"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"gw-kid-1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]})";
+const char kVectorToken[] =
+    "eyJ0eXAiOiJvcGVuc2hlbGwtZXh0K2p3dCIsImFsZyI6IkVkRFNBIiwia2lkIjoiZ3cta2lkLTEifQ."
+    "eyJpc3MiOiJvcGVuc2hlbGwtZ2F0ZXdheTpvcGVuc2hlbGwiLCJhdWQiOiJ1cm46b3BlbnNoZWxsOmV4dGVuc2lvbjppbnRlcmNlcHRvcjpwb2xp"
+    "Y3ktZ2F0ZXdheSIsInN1YiI6Im9wZW5zaGVsbC1nYXRld2F5Om9wZW5zaGVsbCIsImlhdCI6MTc2NzIyNTYwMCwiZXhwIjoxNzY3MjI2NTAwLCJq"
+    "dGkiOiIwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDAiLCJjYWxsZXJfa2luZCI6ImdhdGV3YXkifQ."
+    "4x0uzvdIikLaXO5wp7VzvorYrj_iwxy8Gk09BzJDn59F130X2FWp78O4N7AASh226NmhR_5qIeKLJeJy2MLVAQ";
+const char kAudience[] = "urn:openshell:extension:interceptor:policy-gateway";
+const char kIssuer[] = "openshell-gateway:openshell";
+
+std::string B64Url(const std::string& bytes) { return absl::WebSafeBase64Escape(bytes); }
+
+std::string Pem(const char* label, const std::string& der) {
+  std::string body = absl::Base64Escape(der), out = absl::StrCat("-----BEGIN ", label, "-----\n");
+  for (size_t i = 0; i < body.size(); i += 64) absl::StrAppend(&out, body.substr(i, 64), "\n");
+  return absl::StrCat(out, "-----END ", label, "-----\n");
+}
+// The RFC key as SPKI and PKCS#8 PEM (fixed DER prefixes of RFC 8410).
+std::string RfcPublicPem() { return Pem("PUBLIC KEY", FromHex("302a300506032b6570032100") + FromHex(kPublicHex)); }
+std::string RfcPrivatePem() { return Pem("PRIVATE KEY", FromHex("302e020100300506032b657004220420") + FromHex(kSeedHex)); }
+
+// A private key as librhonabwy holds it, for minting.
+struct MintKey {
+  jwk_t* jwk = nullptr;
+  explicit MintKey(const std::string& private_pem) {
+    REQUIRE(r_jwk_init(&jwk) == RHN_OK);
+    REQUIRE(r_jwk_import_from_pem_der(jwk, R_X509_TYPE_PRIVKEY, R_FORMAT_PEM,
+                                      reinterpret_cast<const unsigned char*>(private_pem.data()), private_pem.size()) == RHN_OK);
+  }
+  ~MintKey() { r_jwk_free(jwk); }
+};
+
+// An EdDSA JWS over `claims` (JSON text) with header typ and kid, signed by `key`.
+std::string Mint(const MintKey& key, const std::string& claims, const std::string& typ = "openshell-ext+jwt",
+                 const std::string& kid = "gw-kid-1") {
+  jwt_t* jwt = nullptr;
+  REQUIRE(r_jwt_init(&jwt) == RHN_OK);
+  REQUIRE(r_jwt_set_full_claims_json_str(jwt, claims.c_str()) == RHN_OK);
+  REQUIRE(r_jwt_set_header_str_value(jwt, "typ", typ.c_str()) == RHN_OK);
+  REQUIRE(r_jwt_set_header_str_value(jwt, "kid", kid.c_str()) == RHN_OK);
+  REQUIRE(r_jwt_set_sign_alg(jwt, R_JWA_ALG_EDDSA) == RHN_OK);
+  char* token = r_jwt_serialize_signed(jwt, key.jwk, 0);
+  REQUIRE(token != nullptr);
+  std::string out(token);
+  r_free(token);
+  r_jwt_free(jwt);
+  return out;
+}
+
+struct ClaimsSpec {
+  std::string iss = kIssuer;
+  std::string aud = absl::StrCat("\"", kAudience, "\"");  // JSON value
+  std::string exp;                                         // JSON value; "" = now + 900
+  std::string caller_kind = "\"gateway\"";                  // JSON value; "" = absent
+
+  ClaimsSpec Iss(std::string v) const { ClaimsSpec c = *this; c.iss = std::move(v); return c; }
+  ClaimsSpec Aud(std::string v) const { ClaimsSpec c = *this; c.aud = std::move(v); return c; }
+  ClaimsSpec Exp(std::string v) const { ClaimsSpec c = *this; c.exp = std::move(v); return c; }
+  ClaimsSpec CallerKind(std::string v) const { ClaimsSpec c = *this; c.caller_kind = std::move(v); return c; }
+};
+
+std::string Claims(const ClaimsSpec& spec, int64_t now) {
+  std::string claims = absl::StrCat(R"({"iss":")", spec.iss, R"(","aud":)", spec.aud, R"(,"sub":")", spec.iss,
+                                    R"(","iat":)", now, R"(,"exp":)", spec.exp.empty() ? absl::StrCat(now + 900) : spec.exp,
+                                    R"(,"jti":"00000000-0000-4000-8000-000000000000")");
+  if (!spec.caller_kind.empty()) absl::StrAppend(&claims, R"(,"caller_kind":)", spec.caller_kind);
+  return claims + "}";
+}
+
+// Every way the README's checklist says a token is refused, each with the step that must refuse it.
+std::vector<std::pair<std::string, std::string>> BrokenTokens(const MintKey& key, const MintKey& other, int64_t now) {
+  const std::string good = Mint(key, Claims(ClaimsSpec(), now));
+  const std::string header = good.substr(0, good.find('.'));
+  const std::string claims = B64Url(Claims(ClaimsSpec(), now));
+  const std::string signature = good.substr(good.rfind('.') + 1);
+  // Claims changed after signing (valid JSON, the original signature), and claims that are not base64url JSON.
+  const std::string tampered = header + "." + B64Url(Claims(ClaimsSpec().Exp(absl::StrCat(now + 86400)), now)) + "." + signature;
+  std::string garbled = good;
+  garbled[good.find('.') + 5] = garbled[good.find('.') + 5] == 'A' ? 'B' : 'A';
+  return {
+      {"", "authorization"},
+      {"Basic dXNlcjpwYXNz", "authorization"},
+      {"Bearer ", "token"},
+      {"Bearer not.a-token", "token"},
+      {"Bearer " + B64Url(R"({"alg":"none","typ":"openshell-ext+jwt","kid":"gw-kid-1"})") + "." + claims + ".", "token"},
+      {"Bearer " + B64Url(R"({"alg":"HS256","typ":"openshell-ext+jwt","kid":"gw-kid-1"})") + "." + claims + "." +
+           B64Url(std::string(32, 'k')),
+       "alg"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec(), now), "JWT"), "typ"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec(), now), "openshell-ext+jwt", "gw-kid-2"), "kid"},
+      {"Bearer " + Mint(other, Claims(ClaimsSpec(), now)), "signature"},
+      {"Bearer " + tampered, "signature"},
+      {"Bearer " + garbled, "token"},
+      {"Bearer " + header + "." + claims + "." + signature.substr(0, signature.size() - 4) + "AAAA", "signature"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Iss("openshell-gateway:other"), now)), "iss"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Aud(R"("urn:openshell:extension:interceptor:other")"), now)), "aud"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Aud(absl::StrCat(R"([")", kAudience, R"("])")), now)), "aud"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Exp(absl::StrCat(now - 3600)), now)), "exp"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().Exp(absl::StrCat("\"", now + 900, "\"")), now)), "exp"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().CallerKind(""), now)), "caller_kind"},
+      {"Bearer " + Mint(key, Claims(ClaimsSpec().CallerKind("\"sandbox\""), now)), "caller_kind"},
+  };
+}
+
+Struct FromProtoJson(const std::string& json) {
+  Struct out;
+  const auto status = google::protobuf::util::JsonStringToMessage(json, &out);
+  INFO(json);
+  REQUIRE(status.ok());
+  return out;
+}
+
+// RFC 6901 pointer tokens of `path` ("/a/b~1c" -> {"a", "b/c"}).
+std::vector<std::string> PointerTokens(const std::string& path) {
+  std::vector<std::string> tokens;
+  REQUIRE(absl::StartsWith(path, "/"));
+  for (absl::string_view token : absl::StrSplit(path.substr(1), '/')) {
+    tokens.push_back(absl::StrReplaceAll(token, {{"~1", "/"}, {"~0", "~"}}));
+  }
+  return tokens;
+}
+
+// RFC 6902 add / remove / replace on objects (the operations this product's results use), atomically as
+// the OpenShell gateway applies one result: a failing patch fails the test.
+Struct ApplyPatches(const Struct& document, const google::protobuf::RepeatedPtrField<icv1::JsonPatch>& patches) {
+  Value root;
+  *root.mutable_struct_value() = document;
+  for (const auto& patch : patches) {
+    const auto tokens = PointerTokens(patch.path());
+    Value* parent = &root;
+    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+      REQUIRE(parent->has_struct_value());
+      auto* fields = parent->mutable_struct_value()->mutable_fields();
+      REQUIRE(fields->count(tokens[i]) == 1);  // add needs the parent to exist
+      parent = &(*fields)[tokens[i]];
+    }
+    REQUIRE(parent->has_struct_value());
+    auto* fields = parent->mutable_struct_value()->mutable_fields();
+    if (patch.op() == "add") {
+      (*fields)[tokens.back()] = patch.value();  // add on an existing member replaces it
+    } else if (patch.op() == "remove") {
+      REQUIRE(fields->erase(tokens.back()) == 1);  // remove needs it present
+    } else if (patch.op() == "replace") {
+      REQUIRE(fields->count(tokens.back()) == 1);
+      (*fields)[tokens.back()] = patch.value();
+    } else {
+      FAIL("unexpected op " << patch.op());
+    }
+  }
+  return root.struct_value();
+}
+
+// Strict ProtoJSON decoding of a Struct into the upstream request type, as the OpenShell gateway does.
+template <typename Message>
+Message Decode(const Struct& payload) {
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(payload, &json).ok());
+  Message message;
+  INFO(json);
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json, &message).ok());
+  return message;
+}
+
+// The README §5 policy every example starts from (numbers with .0: doubles in the Struct).
+const char kBasePolicyJson[] = R"({
+  "version": 1.0,
+  "filesystem": {"includeWorkdir": true, "readOnly": ["/usr", "/etc"], "readWrite": ["/sandbox"]},
+  "landlock": {"compatibility": "best_effort"},
+  "process": {"runAsUser": "sandbox", "runAsGroup": "sandbox"},
+  "networkPolicies": {
+    "api": {
+      "name": "api",
+      "endpoints": [
+        {"host": "api.github.com", "port": 443.0, "protocol": "rest", "enforcement": "enforce", "access": "read-only"}
+      ],
+      "binaries": [{"path": "/usr/bin/curl"}]
+    }
+  }
+})";
+
+// The ceiling: the README's API rule, pypi for pip, and a read-only corporate mirror host for nobody.
+const char kCeilingYaml[] = R"(version: 1
+filesystem_policy:
+  include_workdir: true
+  read_only: [/usr, /lib, /etc, /app, /proc, /dev/urandom, /var/log]
+  read_write: [/sandbox, /tmp, /dev/null]
+landlock:
+  compatibility: best_effort
+process:
+  run_as_user: sandbox
+  run_as_group: sandbox
+network_policies:
+  api:
+    name: api
+    endpoints:
+      - { host: api.github.com, port: 443, protocol: rest, enforcement: enforce, access: read-only }
+    binaries: [{ path: /usr/bin/curl }]
+  pypi:
+    name: pypi
+    endpoints: [{ host: pypi.org, port: 443 }]
+    binaries: [{ path: /usr/bin/pip }]
+)";
+
+// A real gateway with the interceptor on its own socket, a JWKS holding the RFC key, and a signed ceiling.
+class InterceptorGateway {
+ public:
+  explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true) {
+    auto authority = osh::trust::PrivateKey::Generate("ed25519");
+    REQUIRE(authority.ok());
+    WriteFile(keys_ / "authority.key", authority->ToPem());
+    WriteFile(keys_ / "trust.json", TrustStoreJson({{"authority", authority->PublicKeyPem()}}));
+    WriteFile(keys_ / "jwks.json", kVectorJwks);
+    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--interceptor-socket", socket(),
+                                     "--metrics-listen", "127.0.0.1:0"};
+    if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
+    gateway_ = std::make_unique<GatewayFixture>(args);
+    REQUIRE(WaitForSocket(socket()));
+    if (with_ceiling) {
+      WriteFile(keys_ / "ceiling.yaml", kCeilingYaml);
+      std::string out, err;
+      REQUIRE(CtlOffline({"ceiling", "sign", "-f", keys_ / "ceiling.yaml", "--id", "corp-max", "--version", "1", "--key",
+                          keys_ / "authority.key", "--key-id", "authority", "--out", keys_ / "ceiling.json"},
+                         &out, &err) == 0);
+      REQUIRE(Ctl(*gateway_, {"ceiling", "set", keys_ / "ceiling.json"}, &out, &err) == 0);
+    }
+    // As the OpenShell gateway's client connects: one connection, keepalive every 10 s also while idle, and
+    // the authority it sends over a Unix socket.
+    grpc::ChannelArguments channel_args;
+    channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+    channel_args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    channel_args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // hyper pings on, whatever the data
+    channel_args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
+    channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
+    stub_ = icv1::GatewayInterceptor::NewStub(channel_);
+    key_ = std::make_unique<MintKey>(RfcPrivatePem());
+    token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
+  }
+
+  std::string socket() const { return sock_ / "interceptor.sock"; }
+  // The Prometheus text the gateway serves at metrics_listen.
+  std::string Metrics() {
+    const std::string host_port = LoggedAfter([&] { return gateway_->log(); }, "metrics: serving http://");
+    httplib::Client client(host_port);
+    auto response = client.Get("/metrics");
+    REQUIRE(response);
+    REQUIRE(response->status == 200);
+    return response->body;
+  }
+  GatewayFixture& gateway() { return *gateway_; }
+  icv1::GatewayInterceptor::Stub& stub() { return *stub_; }
+  grpc::Channel& channel() { return *channel_; }
+  const MintKey& key() const { return *key_; }
+
+  std::unique_ptr<grpc::ClientContext> Context(const std::string& authorization) const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (!authorization.empty()) context->AddMetadata("authorization", authorization);
+    return context;
+  }
+
+  // One Evaluate of openshell.v1.OpenShell/<method> in `phase` with the request `json`, by alice.
+  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const std::string& json) {
+    return Evaluate(method, validate, FromProtoJson(json));
+  }
+  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload) {
+    icv1::InterceptorEvaluation evaluation;
+    evaluation.set_interceptor_name("policy-gateway");
+    evaluation.set_binding_id("pg-test");
+    evaluation.set_service("openshell.v1.OpenShell");
+    evaluation.set_method(method);
+    (*evaluation.mutable_principal())["kind"] = "user";
+    (*evaluation.mutable_principal())["subject"] = "alice@example.com";
+    (*evaluation.mutable_principal())["provider"] = "oidc";
+    if (validate) {
+      *evaluation.mutable_validate()->mutable_proposed_operation() = payload;
+    } else {
+      *evaluation.mutable_modify_operation()->mutable_proposed_operation() = payload;
+    }
+    icv1::InterceptorResult result;
+    const grpc::Status status = stub_->Evaluate(Context(token_).get(), evaluation, &result);
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    ++evaluations_;
+    // Every result carries its decision in the log annotations, and a deny never says OK.
+    CHECK(result.log_annotations().at("policy-gateway/decision") == (result.allowed() ? "allow" : "deny"));
+    CHECK(absl::StartsWith(result.log_annotations().at("policy-gateway/decision-id"), "d-"));
+    if (!result.allowed()) {
+      CHECK((result.status_code() == "PERMISSION_DENIED" || result.status_code() == "FAILED_PRECONDITION"));
+      CHECK(absl::StartsWith(result.reason(), result.log_annotations().at("policy-gateway/reason-code") + ": "));
+      CHECK(result.patches().empty());
+    } else {
+      CHECK(result.reason().empty());
+      CHECK(result.log_annotations().count("policy-gateway/reason-code") == 0);
+    }
+    if (validate) CHECK(result.patches().empty());
+    decision_ids_.push_back(result.log_annotations().at("policy-gateway/decision-id"));
+    phases_.push_back(validate ? "validate" : "modify_operation");
+    return result;
+  }
+  int evaluations() const { return evaluations_; }
+  const std::vector<std::string>& decision_ids() const { return decision_ids_; }
+  const std::vector<std::string>& phases() const { return phases_; }
+
+ private:
+  TempDir keys_, sock_;
+  std::unique_ptr<GatewayFixture> gateway_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<icv1::GatewayInterceptor::Stub> stub_;
+  std::unique_ptr<MintKey> key_;
+  std::string token_;
+  int evaluations_ = 0;
+  std::vector<std::string> decision_ids_;
+  std::vector<std::string> phases_;
+};
+
+std::string CreateSandboxJson(const std::string& name, const std::string& policy, const std::string& providers = "") {
+  return absl::StrCat(R"({"spec": {"environment": {"LOG_LEVEL": "debug"}, "template": {"image": "ghcr.io/example/agent:1.4"},
+                      "policy": )", policy, providers.empty() ? "" : absl::StrCat(R"(, "providers": )", providers),
+                      R"(}, "name": ")", name, R"(", "labels": {"team": "platform"}})");
+}
+
+// The base policy with one more rule.
+std::string BasePolicyWith(const std::string& rule_name, const std::string& rule) {
+  std::string policy = kBasePolicyJson;
+  const size_t at = policy.rfind("}\n  }\n}");
+  REQUIRE(at != std::string::npos);
+  return policy.substr(0, at + 1) + absl::StrCat(R"(, ")", rule_name, R"(": )", rule) + policy.substr(at + 1);
+}
+
+void CheckDeny(const icv1::InterceptorResult& result, const std::string& status_code, const std::string& reason_start) {
+  INFO(result.reason());
+  CHECK_FALSE(result.allowed());
+  CHECK(result.status_code() == status_code);
+  CHECK(absl::StartsWith(result.reason(), reason_start));
+}
+
+
+TEST_CASE("interceptor: the README's token vector verifies with a fixed clock, from the JWKS and from the PEM",
+          "[interceptor]") {
+  const osh::gateway::InterceptorTokenVerifier::Options options{"openshell", kAudience};
+  auto jwks = osh::gateway::InterceptorTokenVerifier::FromText(kVectorJwks, "jwks.json", options);
+  REQUIRE(jwks.ok());
+  CHECK((*jwks)->issuer() == kIssuer);
+  const int64_t iat = 1767225600, exp = 1767226500;
+  CHECK((*jwks)->Verify(absl::StrCat("Bearer ", kVectorToken), iat + 100).ok());
+  CHECK((*jwks)->Verify(absl::StrCat("Bearer ", kVectorToken), exp + 30).ok());  // within the skew
+  const auto expired = (*jwks)->Verify(absl::StrCat("Bearer ", kVectorToken), exp + 3600);
+  CHECK(expired.code() == absl::StatusCode::kUnauthenticated);
+  CHECK(absl::StartsWith(expired.message(), "exp: "));
+  // A PEM has no kid: its one key is tried whatever the token's kid.
+  auto pem = osh::gateway::InterceptorTokenVerifier::FromText(RfcPublicPem(), "public.pem", options);
+  REQUIRE(pem.ok());
+  CHECK((*pem)->Verify(absl::StrCat("Bearer ", kVectorToken), iat + 100).ok());
+  // Another gateway_id or audience refuses the vector.
+  auto other = osh::gateway::InterceptorTokenVerifier::FromText(kVectorJwks, "jwks.json", {"other", kAudience});
+  REQUIRE(other.ok());
+  CHECK(absl::StartsWith((*other)->Verify(absl::StrCat("Bearer ", kVectorToken), iat + 100).message(), "iss: "));
+  // Key files that are not an Ed25519 public key are refused at load, naming the file.
+  for (const std::string& bad : {std::string("{}"), std::string(R"({"keys":[]})"), RfcPrivatePem(),
+                                 std::string(R"({"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]})")}) {
+    INFO(bad);
+    auto refused = osh::gateway::InterceptorTokenVerifier::FromText(bad, "k.json", options);
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StartsWith(refused.status().message(), "k.json: "));
+  }
+}
+
+TEST_CASE("interceptor: every broken token of the README's checklist is refused at its step", "[interceptor]") {
+  const osh::gateway::InterceptorTokenVerifier::Options options{"openshell", kAudience};
+  auto verifier = osh::gateway::InterceptorTokenVerifier::FromText(kVectorJwks, "jwks.json", options);
+  REQUIRE(verifier.ok());
+  const int64_t now = 1800000000;
+  MintKey key(RfcPrivatePem());
+  auto other_key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(other_key.ok());
+  MintKey other(other_key->ToPem());
+  // The good one, twice (the OpenShell gateway reuses its token: a repeated jti is fine).
+  const std::string good = "Bearer " + Mint(key, Claims(ClaimsSpec(), now));
+  CHECK((*verifier)->Verify(good, now).ok());
+  CHECK((*verifier)->Verify(good, now + 1).ok());
+  for (const auto& [authorization, step] : BrokenTokens(key, other, now)) {
+    INFO(authorization);
+    const auto refused = (*verifier)->Verify(authorization, now);
+    CHECK(refused.code() == absl::StatusCode::kUnauthenticated);
+    CHECK(absl::StartsWith(refused.message(), step + ": "));
+  }
+}
+
+TEST_CASE("interceptor: the README's governance hash vectors reproduce", "[interceptor]") {
+  using osh::gateway::GovernanceCanonicalJson;
+  CHECK(*osh::gateway::GovernancePolicyHash({}) ==
+        "sha256:v2:0d47b4d841685875cd91a2134bf16f16891d1d42799b4932ad784f9690c657a2");
+  const std::string v2 =
+      R"({"filesystem":{"includeWorkdir":true,"readOnly":["/usr","/lib","/proc","/dev/urandom","/app","/etc","/var/log"],"readWrite":["/sandbox","/tmp","/dev/null"]},"landlock":{"compatibility":"best_effort"},"networkPolicies":{"my_api":{"binaries":[{"path":"/usr/bin/curl"}],"endpoints":[{"access":"full","enforcement":"enforce","host":"api-1.example.com","port":443,"ports":[443],"protocol":"rest"}],"name":"my-api"}},"version":1})";
+  openshell::sandbox::v1::SandboxPolicy policy;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(v2, &policy).ok());
+  CHECK(*GovernanceCanonicalJson(policy) == v2);
+  const std::string v2_hash = "sha256:v2:ba5bbcf293c2bd0ffcaa704fa468142bf409a196b2d09e00f84f678de229a3fc";
+  CHECK(*osh::gateway::GovernancePolicyHash(policy) == v2_hash);
+  os_v1::ProviderProfile github;
+  CHECK(*osh::gateway::GovernanceProfileHash(github) ==
+        "sha256:v2:2fd2266f2a6854f10090e3c3d1e0f1f3a490a322edb822c4e7cb345043865bfd");
+  github.set_id("github");
+  CHECK(*osh::gateway::GovernanceProfileHash(github) ==
+        "sha256:v2:4feefcaebc33c685f69fa746e6cd3a6f1660f5a40888613b7df08bb81873bfd2");
+  CHECK(*osh::gateway::GovernanceSnapshotHash({}) ==
+        "sha256:v2:f9f6d81f640c64fdaeec69b6d89bdc4a65a8b58d6f879bcbb397638101e69f15");
+  CHECK(*osh::gateway::GovernanceSnapshotHash({github}) ==
+        "sha256:v2:7fd6466578488652f117e23a6a9bcad87efd731e862d047cac41ebc27defb72f");
+  CHECK(osh::gateway::UpstreamSnapshotRevision({}) ==
+        "sha256:ab8e0e78fc1d6bf43df784f4d73039cb8047cf739093ad2738589d5f9508c97e");
+  CHECK(osh::gateway::UpstreamSnapshotRevision({github}) ==
+        "sha256:1f23b26b8333cc87afc700ddd823146df5029a62c94fb380287806d81e3664e7");
+  // The README §7 example profile, as the typed message its YAML file stands for.
+  os_v1::ProviderProfile example;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({
+    "id": "github", "displayName": "GitHub", "description": "REST API access and git over HTTPS for gh and git",
+    "category": "PROVIDER_PROFILE_CATEGORY_SOURCE_CONTROL",
+    "credentials": [{"name": "api_token", "description": "a personal access or app installation token",
+                     "envVars": ["GITHUB_TOKEN", "GH_TOKEN"], "required": true, "authStyle": "bearer",
+                     "headerName": "authorization"}],
+    "discovery": {"credentials": ["api_token"]},
+    "endpoints": [
+      {"host": "api.github.com", "port": 443, "protocol": "rest", "enforcement": "enforce", "access": "read-only"},
+      {"host": "github.com", "port": 443, "protocol": "rest", "enforcement": "enforce",
+       "rules": [{"allow": {"method": "GET", "path": "/**"}}, {"allow": {"method": "POST", "path": "/**/git-upload-pack"}}],
+       "denyRules": [{"method": "POST", "path": "/**/git-receive-pack"}]}],
+    "binaries": [{"path": "/usr/bin/gh"}, {"path": "/usr/bin/git"}]})", &example).ok());
+  CHECK(*osh::gateway::GovernanceProfileHash(example) ==
+        "sha256:v2:9ce2f666cf5747e12c4d4a00011fbd31766a9b2a1541e7823869a7c9f0a427a1");
+  // Its signature annotations are not part of its hash.
+  (*example.mutable_annotations())["openshell.nvidia.com/profile-hash"] = "x";
+  CHECK(*osh::gateway::GovernanceProfileHash(example) ==
+        "sha256:v2:9ce2f666cf5747e12c4d4a00011fbd31766a9b2a1541e7823869a7c9f0a427a1");
+  // Escaping: only '"', '\' and control characters; '/' and non-ASCII stay raw.
+  openshell::sandbox::v1::NetworkBinary binary;
+  binary.set_path("/a\"b\\c\n\x01/é");
+  CHECK(*GovernanceCanonicalJson(binary) == "{\"path\":\"/a\\\"b\\\\c\\n\\u0001/é\"}");
+
+  // The README's policy signature carries the V2 hash, signed by the RFC 8032 key (verified with librhonabwy).
+  const std::string signature =
+      "eyJ0eXAiOiJKV1QiLCJhbGciOiJFZERTQSIsImtpZCI6IjA2ZTNmZDhmZGEyOWJiNjBhYjU5NTU3ZGU2MWVkYjBhIn0."
+      "eyJzdWIiOiJwb2xpY3kueWFtbCIsImlzcyI6Im9wZW5zaGVsbC1nb3Zlcm5hbmNlLWludGVyY2VwdG9yIiwiYXVkIjoib3BlbnNoZWxsLWdvdmVybmFu"
+      "Y2UtcG9saWN5IiwiaWF0IjoxNzY3MjI1NjAwLCJleHAiOjAsImhhc2hfYWxnb3JpdGhtIjoib3BlbnNoZWxsLWdvdmVybmFuY2UtcHJvdG9qc29uLXNo"
+      "YTI1Ni12MiIsInBvbGljeV9zaGEyNTYiOiJzaGEyNTY6djI6YmE1YmJjZjI5M2MyYmQwZmZjYWE3MDRmYTQ2ODE0MmJmNDA5YTE5NmIyZDA5ZTAwZjg0"
+      "ZjY3OGRlMjI5YTNmYyJ9.dPgGpat3U2Ptb4ig5ccYYsrGbv5R5Mal0toM0opFOhbkYW1eEvlPVXUTHja7nhUlCeObeKdlfBN-aM6DTcqeCw";
+  jwt_t* jwt = nullptr;
+  jwk_t* pub = nullptr;
+  REQUIRE(r_jwt_init(&jwt) == RHN_OK);
+  REQUIRE(r_jwk_init(&pub) == RHN_OK);
+  const std::string public_pem = RfcPublicPem();
+  REQUIRE(r_jwk_import_from_pem_der(pub, R_X509_TYPE_PUBKEY, R_FORMAT_PEM,
+                                    reinterpret_cast<const unsigned char*>(public_pem.data()), public_pem.size()) == RHN_OK);
+  REQUIRE(r_jwt_parse(jwt, signature.c_str(), 0) == RHN_OK);
+  CHECK(r_jwt_verify_signature(jwt, pub, 0) == RHN_OK);
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "policy_sha256")) == v2_hash);
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "hash_algorithm")) == osh::gateway::kGovernanceHashAlgorithm);
+  r_jwk_free(pub);
+  r_jwt_free(jwt);
+}
+
+TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's, host-and-port targets must be unambiguous",
+          "[interceptor]") {
+  openshell::sandbox::v1::SandboxPolicy policy;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &policy).ok());
+  os_v1::UpdateConfigRequest request;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"name": "b", "mergeOperations": [
+      {"addRule": {"ruleName": "pypi", "rule": {"endpoints": [{"host": "pypi.org", "port": 443}], "binaries": [{"path": "/usr/bin/pip"}]}}},
+      {"addAllowRules": {"host": "API.github.com", "port": 443, "rules": [{"allow": {"method": "GET", "path": "/repos/**"}}]}},
+      {"addDenyRules": {"host": "pypi.org", "port": 443, "denyRules": [{"method": "POST", "path": "/**"}]}},
+      {"removeBinary": {"ruleName": "api", "binaryPath": "/usr/bin/curl"}}]})", &request).ok());
+  auto merged = policy;
+  REQUIRE(osh::gateway::ApplyUpstreamMergeOperations(request.merge_operations(), &merged).ok());
+  CHECK(merged.network_policies().at("pypi").name() == "pypi");
+  CHECK(merged.network_policies().at("pypi").endpoints(0).deny_rules(0).method() == "POST");
+  CHECK(merged.network_policies().at("api").endpoints(0).rules(0).allow().path() == "/repos/**");
+  CHECK(merged.network_policies().at("api").binaries().empty());
+  // Two rules with pypi.org:443: a host-and-port target is ambiguous and refused; nothing changes.
+  os_v1::UpdateConfigRequest ambiguous;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"mergeOperations": [
+      {"addRule": {"ruleName": "pypi2", "rule": {"endpoints": [{"host": "pypi.org", "port": 443}]}}},
+      {"removeEndpoint": {"host": "pypi.org", "port": 443}}]})", &ambiguous).ok());
+  auto unchanged = merged;
+  const auto refused = osh::gateway::ApplyUpstreamMergeOperations(ambiguous.merge_operations(), &unchanged);
+  CHECK(refused.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(refused.message()),
+             Catch::StartsWith("invalid_merge_operation: mergeOperations[1]: ambiguous: rules pypi, pypi2"));
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(unchanged, merged));
+  // A target that does not exist is named.
+  os_v1::UpdateConfigRequest missing;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"mergeOperations": [{"removeRule": {"ruleName": "nope"}}]})",
+                                                      &missing).ok());
+  CHECK_THAT(std::string(osh::gateway::ApplyUpstreamMergeOperations(missing.merge_operations(), &unchanged).message()),
+             Catch::Contains("mergeOperations[0]") && Catch::Contains("nope"));
+}
+
+TEST_CASE("interceptor: config keys are validated with clear errors, admit mode is refused as not built yet",
+          "[interceptor][config]") {
+  using osh::gateway::ResolveConfig;
+  auto ok = ResolveConfig({{"interceptor_socket", "/run/pg/i.sock"}}, {}, {});
+  REQUIRE(ok.ok());
+  CHECK(ok->interceptor_mode == "ceiling");
+  CHECK(ok->interceptor_gateway_id == "openshell");
+  CHECK(ok->interceptor_audience == kAudience);
+  const std::vector<std::pair<osh::gateway::ConfigValues, std::string>> bad = {
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"}},
+       "interceptor_mode: admit is not built yet"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "allow-all"}},
+       "interceptor_mode: expected ceiling or admit, got 'allow-all'"},
+      {{{"interceptor_gateway_keys", "/x/jwks.json"}},
+       "interceptor_gateway_keys: is set but interceptor_socket is not"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_audience", ""}}, "interceptor_audience: must not be empty"},
+      {{{"interceptor_socket", "/s/admin.sock"}, {"state_dir", "/s"}}, "interceptor_socket: is /s/admin.sock"},
+      {{{"interceptor_socket", "/s/i.sock"}, {"state_dir", "/s"}, {"interceptor_socket_group", "wheel"}},
+       "interceptor_socket_group: needs interceptor_socket in a folder of its own"},
+  };
+  for (const auto& [flags, message] : bad) {
+    auto refused = ResolveConfig(flags, {}, {});
+    INFO(refused.status().message());
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StartsWith(refused.status().message(), message));
+  }
+  // The documentation names every key.
+  const std::string doc = ReadFile(std::string(OSH_SOURCE_DIR) + "/docs/policy-gateway.md");
+  for (const char* key : {"interceptor_socket", "interceptor_socket_group", "interceptor_mode",
+                          "interceptor_gateway_keys", "interceptor_gateway_id", "interceptor_audience"}) {
+    CHECK_THAT(doc, Catch::Contains(absl::StrCat("| `", key, "` |")));
+  }
+}
+
+TEST_CASE("interceptor: a real gateway refuses admit mode at start and says when callers are not authenticated",
+          "[interceptor][integration]") {
+  TempDir dir, sock;
+  std::string out, err;
+  const int code = RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--interceptor-socket",
+                               sock / "i.sock", "--interceptor-mode", "admit"}, &out, &err);
+  CHECK(code == 2);
+  CHECK_THAT(out + err, Catch::Contains("interceptor_mode: admit is not built yet"));
+  // Without keys: the socket serves, 0600, and the log says no token is asked.
+  InterceptorGateway g(/*with_keys=*/false, /*with_ceiling=*/false);
+  struct stat st {};
+  REQUIRE(::stat(g.socket().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(Eventually([&] { return absl::StrContains(g.gateway().log(), "interceptor_gateway_keys is unset: no caller token is asked"); }));
+  icv1::InterceptorManifest manifest;
+  CHECK(g.stub().Describe(g.Context("").get(), icv1::DescribeRequest(), &manifest).ok());
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, with the audience, tokens are checked "
+          "on the socket",
+          "[interceptor][integration]") {
+  InterceptorGateway g;
+  CHECK(Eventually([&] { return absl::StrContains(g.gateway().log(), "a JWKS of 1 Ed25519 key(s): gw-kid-1"); }));
+  icv1::InterceptorManifest manifest;
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  CHECK(manifest.name() == "policy-gateway");
+  CHECK(manifest.failure_policy() == "fail_closed");
+  CHECK(manifest.expected_audience() == kAudience);
+  CHECK_FALSE(manifest.provider_profiles());
+  const std::vector<std::pair<std::string, bool>> expected = {
+      {"CreateSandbox", true},          {"UpdateConfig", true},          {"AttachSandboxProvider", false},
+      {"DetachSandboxProvider", false}, {"ApproveDraftChunk", false},    {"ApproveAllDraftChunks", false},
+      {"EditDraftChunk", false},        {"UndoDraftChunk", false},       {"ImportProviderProfiles", false},
+      {"UpdateProviderProfiles", false}, {"DeleteProviderProfile", false}};
+  REQUIRE(manifest.bindings_size() == static_cast<int>(expected.size()));
+  std::set<std::string> ids, rpcs;
+  for (int i = 0; i < manifest.bindings_size(); ++i) {
+    const auto& binding = manifest.bindings(i);
+    INFO(binding.ShortDebugString());
+    CHECK(ids.insert(binding.id()).second);
+    CHECK(rpcs.insert(binding.selector().rpc()).second);
+    CHECK(binding.selector().rpc() == "openshell.v1.OpenShell/" + expected[i].first);
+    std::vector<int> phases(binding.phases().begin(), binding.phases().end());
+    CHECK(phases == (expected[i].second ? std::vector<int>{2, 3} : std::vector<int>{3}));
+    CHECK((binding.failure_policy() == "fail_closed" || binding.failure_policy().empty()));
+  }
+  // Every broken token is UNAUTHENTICATED on every method, which the OpenShell gateway treats as fail closed.
+  auto other_key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(other_key.ok());
+  MintKey other(other_key->ToPem());
+  for (const auto& [authorization, step] : BrokenTokens(g.key(), other, std::time(nullptr))) {
+    INFO(authorization);
+    icv1::InterceptorManifest ignored;
+    const auto refused = g.stub().Describe(g.Context(authorization).get(), icv1::DescribeRequest(), &ignored);
+    CHECK(refused.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    CHECK(absl::StartsWith(refused.error_message(), step + ": "));
+  }
+  icv1::InterceptorResult result;
+  icv1::InterceptorEvaluation evaluation;
+  *evaluation.mutable_validate()->mutable_proposed_operation() = FromProtoJson("{}");
+  CHECK(g.stub().Evaluate(g.Context("").get(), evaluation, &result).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  icv1::ProviderProfileSnapshot snapshot;
+  CHECK(g.stub().SnapshotProviderProfiles(g.Context("").get(), {}, &snapshot).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).error_code() ==
+        grpc::StatusCode::UNIMPLEMENTED);
+  CHECK_THAT(g.gateway().log(), Catch::Contains("interceptor: Describe refused (UNAUTHENTICATED): aud: "));
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: ceiling mode decides CreateSandbox and every UpdateConfig path on the absolute candidate",
+          "[interceptor][integration]") {
+  InterceptorGateway g;
+  const std::string base = kBasePolicyJson;
+
+  SECTION("CreateSandbox: inside the ceiling is allowed in both phases; a widening or a provider is refused") {
+    const std::string create = CreateSandboxJson("build-7", base);
+    const Struct payload = FromProtoJson(create);
+    // From ProtoJSON, every number is a double in the Struct.
+    CHECK(payload.fields().at("spec").struct_value().fields().at("policy").struct_value().fields().at("version").number_value() == 1.0);
+    auto modify = g.Evaluate("CreateSandbox", false, payload);
+    CHECK(modify.allowed());
+    CHECK(modify.patches().empty());  // ceiling mode: the request's own policy stays
+    const std::string digest = modify.log_annotations().at("policy-gateway/candidate-digest");
+    CHECK(digest.size() == 64);
+    auto validate = g.Evaluate("CreateSandbox", true, payload);
+    CHECK(validate.allowed());
+    CHECK(validate.log_annotations().at("policy-gateway/candidate-digest") == digest);
+
+    // The README's example names the provider github: with no catalogue its layer cannot be checked.
+    CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-8", base, R"(["github"])")),
+              "FAILED_PRECONDITION", "unknown_provider: provider 'github'");
+    // Bypass attempt: a host the ceiling does not allow, named in the reason as policyctl ceiling check does.
+    const auto widened = g.Evaluate(
+        "CreateSandbox", true,
+        CreateSandboxJson("build-9", BasePolicyWith("exfil", R"({"name": "exfil", "endpoints": [{"host": "evil.example.com", "port": 443.0}],
+                                                                  "binaries": [{"path": "/usr/bin/curl"}]})")));
+    CheckDeny(widened, "PERMISSION_DENIED", "exceeds_ceiling: ");
+    CHECK_THAT(widened.reason(), Catch::Contains("evil.example.com:443") && Catch::Contains("/usr/bin/curl"));
+    CHECK(widened.log_annotations().at("policy-gateway/reason-code") == "exceeds_ceiling");
+    CHECK(widened.log_annotations().count("policy-gateway/candidate-digest") == 1);
+    // Widening the filesystem is just as refused (containment is on the whole policy).
+    std::string writable = base;
+    writable = absl::StrReplaceAll(writable, {{R"("readWrite": ["/sandbox"])", R"("readWrite": ["/sandbox", "/etc"])"}});
+    CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-10", writable)), "PERMISSION_DENIED",
+              "exceeds_ceiling: ");
+    // Strict decoding: an unknown field, a non-integral port and a missing policy are refused, never half-checked.
+    CheckDeny(g.Evaluate("CreateSandbox", true, R"({"spec": {"policy": {"version": 1.0}, "gpuDevice": "x"}})"),
+              "PERMISSION_DENIED", "invalid_request: openshell.v1.CreateSandboxRequest");
+    CheckDeny(g.Evaluate("CreateSandbox", true,
+                         CreateSandboxJson("b", absl::StrReplaceAll(base, {{"443.0", "443.5"}}))),
+              "PERMISSION_DENIED", "invalid_request: ");
+    CheckDeny(g.Evaluate("CreateSandbox", true, R"({"name": "b", "spec": {"template": {"image": "x"}}})"),
+              "PERMISSION_DENIED", "policy_required: ");
+  }
+
+  SECTION("UpdateConfig: full, merged and global policies; proposal auto-approval") {
+    REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", base)).allowed());
+    // The README's full policy (validate): pypi by ports, int64 as a string.
+    const std::string full = absl::StrCat(
+        R"({"name": "build-7", "policy": )",
+        BasePolicyWith("pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "ports": [443.0]}], "binaries": [{"path": "/usr/bin/pip"}]})"),
+        R"(, "expectedResourceVersion": "7", "annotations": {"example.com/ticket": "SEC-1042"}})");
+    CHECK(FromProtoJson(full).fields().at("expectedResourceVersion").string_value() == "7");
+    CHECK(g.Evaluate("UpdateConfig", true, full).allowed());
+    // Bypass attempt: pip may not reach the API.
+    CheckDeny(g.Evaluate("UpdateConfig", true,
+                         absl::StrCat(R"({"name": "build-7", "policy": )",
+                                      BasePolicyWith("pip_api", R"({"endpoints": [{"host": "api.github.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})"),
+                                      "}")),
+              "PERMISSION_DENIED", "exceeds_ceiling: ");
+
+    // Merge operations (modify): applied to the recorded policy (the full one just allowed) and replaced by
+    // the absolute result, which is then validated and committed as is.
+    const std::string merge = R"({"name": "build-7", "mergeOperations": [
+        {"addRule": {"ruleName": "pypi2", "rule": {"endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}},
+        {"removeBinary": {"ruleName": "api", "binaryPath": "/usr/bin/curl"}}]})";
+    const Struct merge_payload = FromProtoJson(merge);
+    const auto merged = g.Evaluate("UpdateConfig", false, merge_payload);
+    REQUIRE(merged.allowed());
+    REQUIRE(merged.patches_size() == 2);
+    CHECK(merged.patches(0).op() == "remove");
+    CHECK(merged.patches(0).path() == "/mergeOperations");
+    CHECK(merged.patches(1).op() == "add");
+    CHECK(merged.patches(1).path() == "/policy");
+    CHECK(merged.patches(1).from().empty());
+    const Struct patched = ApplyPatches(merge_payload, merged.patches());
+    const auto request = Decode<os_v1::UpdateConfigRequest>(patched);
+    CHECK(request.name() == "build-7");
+    CHECK(request.merge_operations().empty());
+    REQUIRE(request.has_policy());
+    const auto& rules = request.policy().network_policies();
+    CHECK(rules.size() == 3);
+    CHECK(rules.at("api").binaries().empty());
+    CHECK(rules.at("api").endpoints(0).host() == "api.github.com");
+    CHECK(rules.at("api").endpoints(0).port() == 443);
+    CHECK(rules.at("api").endpoints(0).access() == "read-only");
+    CHECK(rules.at("pypi").endpoints(0).ports(0) == 443);
+    CHECK(rules.at("pypi2").name() == "pypi2");
+    CHECK(rules.at("pypi2").endpoints(0).host() == "pypi.org");
+    CHECK(rules.at("pypi2").binaries(0).path() == "/usr/bin/pip");
+    CHECK(request.policy().filesystem().read_write(0) == "/sandbox");
+    CHECK(request.policy().process().run_as_user() == "sandbox");
+    // The patch value is ProtoJSON too: the port is a double in the Value.
+    CHECK(merged.patches(1).value().struct_value().fields().at("networkPolicies").struct_value().fields().at("api")
+              .struct_value().fields().at("endpoints").list_value().values(0).struct_value().fields().at("port")
+              .number_value() == 443.0);
+    auto validated = g.Evaluate("UpdateConfig", true, patched);
+    CHECK(validated.allowed());
+    CHECK(validated.log_annotations().at("policy-gateway/candidate-digest") ==
+          merged.log_annotations().at("policy-gateway/candidate-digest"));
+    // The next merge starts from the policy just validated: curl is gone from api, so removing it again fails.
+    CheckDeny(g.Evaluate("UpdateConfig", false, merge), "FAILED_PRECONDITION", "invalid_merge_operation: mergeOperations[1]");
+
+    // Bypass attempts on the merge path: a widening rule; an unknown sandbox; merges reaching validate.
+    const auto widening = g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [
+        {"addRule": {"ruleName": "x", "rule": {"endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}}]})");
+    CheckDeny(widening, "PERMISSION_DENIED", "exceeds_ceiling: ");
+    CHECK_THAT(widening.reason(), Catch::Contains("evil.example.com:443"));
+    CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "nobody", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+              "FAILED_PRECONDITION", "unknown_sandbox: no policy is recorded here for sandbox 'nobody'");
+    CheckDeny(g.Evaluate("UpdateConfig", true, merge), "PERMISSION_DENIED", "merge_unverifiable: ");
+
+    // Global policy writes are checked like sandbox policies (upstream's example lets them bypass its baseline).
+    const std::string global = R"({"policy": {"version": 1.0,
+        "filesystem": {"includeWorkdir": true, "readOnly": ["/usr", "/etc"], "readWrite": ["/sandbox"]},
+        "landlock": {"compatibility": "best_effort"}, "process": {"runAsUser": "sandbox", "runAsGroup": "sandbox"},
+        "networkPolicies": {"mirror": {"name": "mirror", "endpoints": [{"host": "mirror.corp.example.com", "port": 443.0}],
+                                       "binaries": [{"path": "/usr/bin/pip"}]}}}, "global": true})";
+    const auto global_refused = g.Evaluate("UpdateConfig", true, global);
+    CheckDeny(global_refused, "PERMISSION_DENIED", "exceeds_ceiling: ");
+    CHECK_THAT(global_refused.reason(), Catch::Contains("mirror.corp.example.com:443"));
+    CHECK(g.Evaluate("UpdateConfig", true,
+                     absl::StrReplaceAll(global, {{"mirror.corp.example.com", "pypi.org"}})).allowed());
+
+    // proposal_approval_mode = auto: the README's deny, field by field.
+    const auto automatic = g.Evaluate("UpdateConfig", true,
+                                      R"({"settingKey": "proposal_approval_mode", "settingValue": {"stringValue": "auto"}, "global": true})");
+    CHECK_FALSE(automatic.allowed());
+    CHECK(automatic.reason() ==
+          "approval_unverifiable: auto-approval applies proposals never checked here; send UpdateConfig with the policy");
+    CHECK(automatic.status_code() == "PERMISSION_DENIED");
+    CHECK(automatic.log_annotations().at("policy-gateway/reason-code") == "approval_unverifiable");
+    CHECK(g.Evaluate("UpdateConfig", true,
+                     R"({"settingKey": "proposal_approval_mode", "settingValue": {"stringValue": "manual"}, "global": true})")
+              .allowed());
+  }
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit event per Evaluate", "[interceptor][integration]") {
+  InterceptorGateway g;
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
+  // AttachSandboxProvider carries only names: with no catalogue the provider's layer is unknown, refused.
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi", "expectedResourceVersion": "3"})"),
+            "FAILED_PRECONDITION", "unknown_provider: provider 'pypi'");
+  // Detaching narrows: allowed (and audited).
+  CHECK(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi"})").allowed());
+  // Draft-chunk approvals carry chunk ids only: refused, naming the way that works.
+  const auto approve = g.Evaluate("ApproveDraftChunk", true, R"({"name": "build-7", "chunkId": "chunk-5c1e", "reviewToken": "rvt-8d2a"})");
+  CheckDeny(approve, "PERMISSION_DENIED", "approval_unverifiable: ");
+  CHECK_THAT(approve.reason(), Catch::Contains("send UpdateConfig with the policy"));
+  CheckDeny(g.Evaluate("ApproveAllDraftChunks", true,
+                       R"({"name": "build-7", "includeSecurityFlagged": true, "approvals": [{"chunkId": "c1", "reviewToken": "t"}]})"),
+            "PERMISSION_DENIED", "approval_unverifiable: ");
+  CHECK(g.Evaluate("EditDraftChunk", true,
+                   R"({"name": "build-7", "chunkId": "c1", "proposedRule": {"endpoints": [{"host": "evil.example.com", "port": 443.0}]}})")
+            .allowed());
+  // Undoing a chunk changes the stored policy in a way not seen here: merges are refused until a full policy.
+  CHECK(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c1"})").allowed());
+  CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+  // Profile writes decode strictly (enum names, doubles) and are allowed: no catalogue is managed here yet.
+  CHECK(g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "slack", "displayName": "Slack",
+      "category": "PROVIDER_PROFILE_CATEGORY_MESSAGING", "credentials": [{"name": "bot_token", "envVars": ["SLACK_BOT_TOKEN"], "required": true}],
+      "endpoints": [{"host": "slack.com", "port": 443.0, "protocol": "rest", "enforcement": "enforce", "access": "read-write"}],
+      "binaries": [{"path": "/usr/bin/curl"}]}, "source": "slack.yaml"}]})").allowed());
+  CHECK(g.Evaluate("DeleteProviderProfile", true, R"({"id": "slack"})").allowed());
+  // An RPC this interceptor does not bind is refused.
+  CheckDeny(g.Evaluate("DeleteSandbox", true, R"({"name": "build-7"})"), "PERMISSION_DENIED", "unbound_method: ");
+
+  // One audit event per Evaluate, carrying the decision id the result's log annotations gave.
+  std::vector<gw::AuditEvent> interceptions;
+  const bool all_audited = Eventually([&] {
+    interceptions.clear();
+    for (const auto& event : g.gateway().AuditEvents()) {
+      if (event.type() == "interception") interceptions.push_back(event);
+    }
+    return static_cast<int>(interceptions.size()) == g.evaluations();
+  }, std::chrono::seconds(5));
+  INFO("audited " << interceptions.size() << " of " << g.evaluations() << " evaluations");
+  REQUIRE(all_audited);
+  for (size_t i = 0; i < interceptions.size(); ++i) {
+    const auto& event = interceptions[i];
+    INFO(event.ShortDebugString());
+    CHECK(event.audit_context().at("decision_id") == g.decision_ids()[i]);
+    CHECK(event.audit_context().at("principal_kind") == "user");
+    CHECK(event.audit_context().at("principal_subject") == "alice@example.com");
+    CHECK(event.audit_context().at("phase") == g.phases()[i]);
+    CHECK(event.actor() == "openshell:user:alice@example.com");
+  }
+  CHECK(interceptions[0].audit_context().at("rpc") == "openshell.v1.OpenShell/CreateSandbox");
+  CHECK(interceptions[0].outcome() == "ok");
+  CHECK(interceptions[0].sandbox_id() == "build-7");
+  CHECK(interceptions[0].policy_digest().size() == 64);
+  CHECK(interceptions[1].outcome() == "refused");
+  CHECK_THAT(interceptions[1].reason(), Catch::StartsWith("unknown_provider: "));
+  CHECK(interceptions[1].audit_context().at("decision") == "deny");
+  // Metrics per intercepted RPC, phase and decision, with a latency histogram.
+  const std::string metrics = g.Metrics();
+  INFO(metrics);
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"ApproveDraftChunk\",phase=\"validate\",decision=\"deny\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"CreateSandbox\",phase=\"validate\",decision=\"allow\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_calls_total{method=\"other\",phase=\"validate\",decision=\"deny\"} 1\n"));
+  CHECK_THAT(metrics, Catch::Contains(
+      "\npolicy_gateway_interceptor_call_duration_seconds_count{method=\"UpdateConfig\",phase=\"modify_operation\"} 1\n"));
+  // The chain still verifies with the new events in it.
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"audit", "export", "--out", g.gateway().dir() / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(CtlOffline({"audit", "verify", g.gateway().dir() / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its one connection (no GOAWAY too_many_pings)",
+          "[interceptor][integration][keepalive]") {
+  // A default gRPC server answers pings every 10 s without calls with GOAWAY after about 30 s; the next
+  // call then races a reconnect and can fail closed (README §1). Idle for 45 s, the connection must stay.
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/false);
+  icv1::InterceptorManifest manifest;
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  for (int i = 0; i < 45; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    INFO("after " << i + 1 << " s idle");
+    REQUIRE(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  }
+  CHECK(g.Evaluate("UpdateConfig", true, R"({"settingKey": "x", "settingValue": {"boolValue": true}, "global": true})").allowed());
+  CHECK(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+}  // namespace osh::test::interceptor_test
