@@ -117,6 +117,7 @@ class Daemon {
   std::unique_ptr<WorkerPool> driver_pool_;
   std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
+  std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Metrics metrics_;
