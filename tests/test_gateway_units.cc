@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "gateway/core/config.h"
+#include "gateway/core/drift.h"
 #include "gateway/server/daemon.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/mutation_gate.h"
@@ -328,5 +329,57 @@ TEST_CASE("metrics: reason codes, cumulative histogram buckets and escaped label
     }
     INFO(line);
     CHECK(declared.count(family) == 1);
+  }
+}
+
+TEST_CASE("drift: each state from served, loaded, desired and the last refresh error, first match wins", "[drift]") {
+  const std::string served(64, 'a'), other(64, 'b');
+  auto info = [&](v1::LoadStatus status, const std::string& reported, const std::string& refresh_error = "") {
+    v1::SandboxInfo s;
+    s.set_policy_digest(served);
+    s.set_policy_version(7);
+    s.set_load_status(status);
+    s.set_reported_digest(reported);
+    s.set_load_error(status == v1::FAILED ? "cannot apply" : "");
+    s.set_last_refresh_error(refresh_error);
+    return s;
+  };
+  using Desired = osh::drivers::PolicyAuthoring::Desired;
+  const Desired same{served, 7, "scope default revision 3"};
+  auto drift = [](v1::SandboxInfo s, const std::optional<Desired>& desired) {
+    osh::gateway::FillDrift(desired, &s);
+    return s;
+  };
+  CHECK(drift(info(v1::LOADED, served), same).drift() == v1::DRIFT_IN_SYNC);
+  CHECK(drift(info(v1::LOADED, served), same).drift_state() == "in_sync");
+  // Unknown desired: the served projection stands for it.
+  const v1::SandboxInfo unknown = drift(info(v1::LOADED, served), std::nullopt);
+  CHECK(unknown.drift() == v1::DRIFT_IN_SYNC);
+  CHECK_FALSE(unknown.desired_known());
+  CHECK(unknown.desired_digest() == served);
+  CHECK(unknown.desired_source() == "served");
+  // Never reported, or reported only an earlier digest (LOADED or FAILED): not_reported.
+  CHECK(drift(info(v1::LOAD_STATUS_UNSPECIFIED, ""), same).drift_state() == "not_reported");
+  CHECK(drift(info(v1::LOADED, other), same).drift_state() == "not_reported");
+  CHECK(drift(info(v1::FAILED, other), same).drift_state() == "not_reported");
+  const v1::SandboxInfo failed = drift(info(v1::FAILED, served), same);
+  CHECK(failed.drift_state() == "load_failed");
+  CHECK_THAT(failed.drift_reason(), Catch::Contains("cannot apply"));
+  // Desired moved on (another digest, or only another version): refresh_pending, naming both.
+  const v1::SandboxInfo pending = drift(info(v1::LOADED, served), Desired{other, 8, "scope tenant:acme revision 1"});
+  CHECK(pending.drift_state() == "refresh_pending");
+  CHECK_THAT(pending.drift_reason(), Catch::Contains("scope tenant:acme revision 1"));
+  CHECK(drift(info(v1::LOADED, served), Desired{served, 8, "x"}).drift_state() == "refresh_pending");
+  CHECK(drift(info(v1::LOADED, served), Desired{"", 9, "no policy"}).drift_state() == "refresh_pending");
+  // A kept-last-good refresh: by the ceiling, or otherwise; before pending, after a failed load.
+  CHECK(drift(info(v1::LOADED, served, "exceeds_ceiling: adds api.github.com"), Desired{other, 8, "x"}).drift_state() ==
+        "refused_by_ceiling");
+  CHECK(drift(info(v1::LOADED, served, "containment_unknown: regex"), same).drift_state() == "refused_by_ceiling");
+  CHECK(drift(info(v1::LOADED, served, "driver_unavailable: down"), same).drift_state() == "refresh_failed");
+  CHECK(drift(info(v1::FAILED, served, "driver_unavailable: down"), same).drift_state() == "load_failed");
+  // Every state has its name.
+  for (int state = v1::DriftState_MIN; state <= v1::DriftState_MAX; ++state) {
+    if (state == v1::DRIFT_STATE_UNSPECIFIED) continue;
+    CHECK_FALSE(osh::gateway::kDriftStateNames.Name(static_cast<v1::DriftState>(state)).empty());
   }
 }
