@@ -13,6 +13,11 @@
 
 #include "gateway/core/config.h"
 #include "gateway/core/drift.h"
+#include "gateway/core/audit_feed.h"
+#include "common/errors.h"
+#include "store/sqlite_store.h"
+#include "absl/time/clock.h"
+#include <atomic>
 #include "gateway/server/daemon.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/mutation_gate.h"
@@ -382,4 +387,73 @@ TEST_CASE("drift: each state from served, loaded, desired and the last refresh e
     if (state == v1::DRIFT_STATE_UNSPECIFIED) continue;
     CHECK_FALSE(osh::gateway::kDriftStateNames.Name(static_cast<v1::DriftState>(state)).empty());
   }
+}
+
+TEST_CASE("audit feed: from a cursor, in order and once, then live; a lagging reader ends; close ends all",
+          "[audit_stream]") {
+  osh::test::TempDir dir;
+  auto store = osh::store::SqliteStore::Open(dir / "gateway.db", osh::store::StoreOptions{});
+  REQUIRE(store.ok());
+  osh::store::AuditLog& log = (*store)->audit();
+  auto append = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      osh::store::AuditEvent event;
+      event.type = osh::trust::audit::Type::kRelease;
+      REQUIRE(log.AppendAudit(event).ok());
+    }
+  };
+  append(5);
+  osh::gateway::AuditFeed::Options options;
+  options.backlog = 4;
+  options.page = 2;
+  options.poll = absl::Milliseconds(5);
+  options.max_subscriptions = 2;
+  osh::gateway::AuditFeed feed(&log, options);
+  std::atomic<int> wakes{0};
+  // Takes until `seq` or 5 s; returns the seqs taken.
+  auto take_until = [](osh::gateway::AuditSubscription& s, uint64_t seq) {
+    std::vector<uint64_t> taken;
+    const absl::Time end = absl::Now() + absl::Seconds(5);
+    while ((taken.empty() || taken.back() < seq) && absl::Now() < end) {
+      auto next = s.Take();
+      if (!next.end.ok()) break;
+      if (next.event != nullptr) taken.push_back(next.event->seq());
+      else absl::SleepFor(absl::Milliseconds(2));
+    }
+    return taken;
+  };
+  auto reader = feed.Subscribe(2, [&] { ++wakes; });
+  REQUIRE(reader.ok());
+  CHECK(take_until(**reader, 5) == std::vector<uint64_t>{3, 4, 5});  // caught up a page at a time, backlog 4
+  append(7);  // more than the backlog at once: a reader that takes keeps up
+  CHECK(take_until(**reader, 12) == std::vector<uint64_t>{6, 7, 8, 9, 10, 11, 12});
+  CHECK((*reader)->cursor() == 12);
+  CHECK(wakes > 0);
+
+  // A caught-up subscription nobody takes from: ended once a new event finds no room.
+  auto idle = feed.Subscribe(12, [] {});
+  REQUIRE(idle.ok());
+  CHECK(absl::IsResourceExhausted(feed.Subscribe(0, [] {}).status()));  // max_subscriptions
+  CHECK(osh::common::ReasonOf(feed.Subscribe(0, [] {}).status()) == "audit_streams_limit");
+  absl::SleepFor(absl::Milliseconds(50));  // the feed has seen head 12
+  for (int i = 0; i < 6; ++i) {
+    append(1);
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  CHECK(take_until(**reader, 18).size() == 6);
+  osh::gateway::AuditSubscription::Next lagged;
+  for (int i = 0; i < 100 && lagged.end.ok(); ++i) {
+    lagged = (*idle)->Take();
+    if (lagged.end.ok()) absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(absl::IsResourceExhausted(lagged.end));
+  CHECK(osh::common::ReasonOf(lagged.end) == "audit_stream_lagging");
+  feed.Unsubscribe(*idle);
+  CHECK(feed.subscriptions() == 1);
+
+  feed.Close();
+  CHECK(absl::IsUnavailable((*reader)->Take().end));
+  CHECK(osh::common::ReasonOf((*reader)->Take().end) == "gateway_stopping");
+  CHECK(absl::IsUnavailable(feed.Subscribe(0, [] {}).status()));
+  feed.Unsubscribe(*reader);
 }

@@ -145,8 +145,7 @@ void AuditFeed::Run() {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return kicked_ || closed_; };
-      mu_.AwaitWithTimeout(absl::Condition(&due), options_.poll);
+      mu_.AwaitWithTimeout(absl::Condition(this, &AuditFeed::Due), options_.poll);
       if (closed_) return;
       kicked_ = false;
       if (subscriptions_.empty()) continue;

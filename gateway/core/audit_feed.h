@@ -92,6 +92,7 @@ class AuditFeed {
   friend class AuditSubscription;
   using EventPtr = AuditSubscription::EventPtr;
   void Run();
+  bool Due() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return kicked_ || closed_; }
   // One round: new events to caught-up subscriptions, then a page to each behind one with room.
   void Deliver();
   // Asks the thread for a round now (a behind subscription made room).
