@@ -3,6 +3,7 @@
 // OCSF), and a reader that stops reading does not hold the gateway.
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include <atomic>
 #include <set>
@@ -141,6 +142,7 @@ TEST_CASE("audit stream: existing events, then new ones; resumed after a restart
   const uint64_t head2 = HeadSeq(g);
   REQUIRE(Eventually([&] { return stream->last_seq() == head2; }));
 
+  REQUIRE(Eventually([&] { return JsonLineSeqs(ReadAll(tail_log)).size() == head2; }));
   // The gateway stops: the stream ends UNAVAILABLE gateway_stopping; its last seq is the cursor.
   REQUIRE(g.Stop() == 0);
   REQUIRE(Eventually([&] { return stream->done(); }));
@@ -164,7 +166,7 @@ TEST_CASE("audit stream: existing events, then new ones; resumed after a restart
   for (size_t i = 0; i < listed.size(); ++i) {
     CHECK(received[i].seq() == i + 1);
     CHECK(received[i].hash() == listed[i].hash());
-    CHECK(received[i].SerializeAsString() == listed[i].SerializeAsString());
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(received[i], listed[i]));
   }
 
   // The CLI's follow reconnected after the restart and printed each seq once.

@@ -71,7 +71,7 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   CHECK(fresh.desired_source() == "scope default revision 1");
 
   auto loader = StartDriftSupervisor(g, dir, "sb-ok", ok.sandbox_handle(), dir / "ok.json");
-  auto failer = StartDriftSupervisor(g, dir, "sb-fail", failing.sandbox_handle(), dir / "missing" / "fail.json");
+  auto failer = StartDriftSupervisor(g, dir, "sb-fail", failing.sandbox_handle(), dir / "missing/fail.json");
 
   std::string out, err;
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-ok", "--timeout", "20s"}, &out, &err) == 0);

@@ -33,6 +33,11 @@ uint64_t AuditSubscription::cursor() const {
   return taken_through_;
 }
 
+absl::Status AuditSubscription::end() const {
+  absl::MutexLock lock(&mu_);
+  return end_;
+}
+
 AuditFeed::AuditFeed(store::AuditLog* log, Options options) : log_(log), options_(options) {}
 
 AuditFeed::~AuditFeed() {

@@ -45,6 +45,8 @@ class AuditSubscription {
   Next Take();
   // The last seq handed out by Take (the cursor to resume from).
   uint64_t cursor() const;
+  // Why the subscription ended (OK while it has not), whether or not Take has returned it yet.
+  absl::Status end() const;
 
  private:
   friend class AuditFeed;

@@ -72,6 +72,12 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || subscription_ == nullptr) return;
     if (writing_) {
+      if (!closing_) {
+        if (absl::Status end = subscription_->end(); !end.ok()) {  // ended while a write is pending
+          closing_ = ToGrpc(end);
+          closing_since_ = absl::Now();
+        }
+      }
       // Stopping: at once; otherwise (lagging) a reader that still reads gets the reason after its write.
       const bool stuck = closing_ && (closing_->error_code() == grpc::StatusCode::UNAVAILABLE ||
                                       absl::Now() - closing_since_ > kStuckWriteGrace);
