@@ -5,7 +5,12 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -119,6 +124,16 @@ std::vector<uint64_t> JsonLineSeqs(const std::string& text) {
   return seqs;
 }
 
+// A report about a digest the sandbox was never given: refused, and audited (report, refused).
+void RefusedReport(GatewayFixture& g, const std::string& handle) {
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(std::string(64, '0'));
+  report.set_status(gw::LOADED);
+  gw::ReportPolicyStatusResponse ignored;
+  REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(handle).get(), report, &ignored).error_code() ==
+          grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 
 TEST_CASE("audit stream: existing events, then new ones; resumed after a restart with its cursor, none lost or repeated",
@@ -190,11 +205,11 @@ TEST_CASE("audit stream: existing events, then new ones; resumed after a restart
 TEST_CASE("audit tail: text, JSON and OCSF lines, --after", "[integration][audit_stream]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  AdmitOk(g, "sb-1");
-  gw::AdmitSandboxResponse refused;
-  REQUIRE(g.Admit("sb-1", &refused).error_code() == grpc::StatusCode::ALREADY_EXISTS);
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  RefusedReport(g, admitted.sandbox_handle());
   const std::vector<gw::AuditEvent> events = g.AuditEvents();
-  REQUIRE(events.size() >= 2);
+  REQUIRE(events.size() == 3);
 
   std::string out, err;
   REQUIRE(Ctl(g, {"audit", "tail"}, &out, &err) == 0);
@@ -230,7 +245,11 @@ TEST_CASE("audit tail: text, JSON and OCSF lines, --after", "[integration][audit
       CHECK(f.at("activity_id").number_value() == 1);
       CHECK(f.at("entity").struct_value().fields().at("name").string_value() == "sb-1");
     }
-    if (events[i].type() == "refusal") CHECK(f.at("status").string_value() == "Failure");
+    if (events[i].type() == "report") {
+      CHECK(class_uid == 5019);  // Device Config State Change
+      CHECK(f.at("status").string_value() == "Failure");
+      CHECK(f.at("device").struct_value().fields().at("name").string_value() == "sb-1");
+    }
   }
   CHECK(Ctl(g, {"audit", "tail", "-o", "yaml"}, &out, &err) == 2);
 }
@@ -300,6 +319,49 @@ TEST_CASE("audit stream: a reader that stops reading is ended, and holds neither
   CHECK(std::chrono::steady_clock::now() - stopping < std::chrono::seconds(4));
   second_context.TryCancel();
   second->Finish().ok();
+}
+
+}  // namespace osh::test
+
+namespace osh::test {
+
+TEST_CASE("audit_syslog: each event committed while the gateway runs, one RFC 5424 line with structured data",
+          "[integration][audit_stream]") {
+  TempDir dir;
+  const std::string path = dir / "syslog.sock";
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof address.sun_path);
+  std::memcpy(address.sun_path, path.data(), path.size());
+  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  timeval wait{10, 0};
+  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait) == 0);
+
+  GatewayFixture g({"--audit-syslog", "true", "--audit-syslog-socket", path});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  RefusedReport(g, admitted.sandbox_handle());
+  std::vector<std::string> lines;
+  char buffer[65536];
+  while (lines.size() < 3) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    REQUIRE(n > 0);
+    lines.emplace_back(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  const std::vector<gw::AuditEvent> events = g.AuditEvents();
+  REQUIRE(events.size() == 3);
+  INFO(lines[0] << "\n" << lines[1] << "\n" << lines[2]);
+  // <authpriv.info>1 TIME HOST policy-gateway PID audit [openshell@32473 seq=… type=… …] reason
+  CHECK_THAT(lines[0], Catch::StartsWith("<86>1 ") && Catch::Contains(" policy-gateway ") &&
+                           Catch::Contains(" audit [openshell@32473 seq=\"1\" type=\"mutation\" outcome=\"ok\""));
+  CHECK_THAT(lines[1], Catch::Contains("seq=\"2\" type=\"admission\" outcome=\"ok\" sandbox_id=\"sb-1\" policy_digest=\"" +
+                                       admitted.policy_digest() + "\""));
+  CHECK_THAT(lines[1], Catch::Contains("hash=\"" + events[1].hash() + "\"] verification=none"));
+  CHECK_THAT(lines[2], Catch::StartsWith("<84>1 ") && Catch::Contains("type=\"report\" outcome=\"refused\""));
 }
 
 }  // namespace osh::test

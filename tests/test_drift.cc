@@ -4,7 +4,6 @@
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
 
-#include <cstring>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -27,25 +26,12 @@ std::unique_ptr<Process> StartDriftSupervisor(const GatewayFixture& g, const Tem
       dir / (sandbox_id + ".supervisor.log"));
 }
 
-gw::SandboxInfo Info(GatewayFixture& g, const std::string& sandbox_id) {
+gw::SandboxInfo DriftInfo(GatewayFixture& g, const std::string& sandbox_id) {
   gw::GetSandboxRequest request;
   request.set_sandbox_id(sandbox_id);
   gw::SandboxInfo info;
   REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), request, &info).ok());
   return info;
-}
-
-std::string MetricsUrl(const GatewayFixture& g) {
-  std::string url;
-  REQUIRE(Eventually([&] {
-    const std::string log = g.log();
-    const size_t at = log.find("metrics: serving http://");
-    if (at == std::string::npos) return false;
-    url = log.substr(at + std::strlen("metrics: serving http://"));
-    url = url.substr(0, url.find("/metrics"));
-    return true;
-  }));
-  return url;
 }
 
 }  // namespace
@@ -62,7 +48,7 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   REQUIRE(g.Admit("sb-silent", &silent).ok());
 
   // Freshly admitted, nobody has reported: every one drifts (not_reported), and says what it should get.
-  gw::SandboxInfo fresh = Info(g, "sb-ok");
+  gw::SandboxInfo fresh = DriftInfo(g, "sb-ok");
   CHECK(fresh.drift() == gw::DRIFT_NOT_REPORTED);
   CHECK(fresh.drift_state() == "not_reported");
   CHECK(fresh.desired_known());
@@ -82,7 +68,7 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   err.clear();
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-fail", "--loaded", "--timeout", "20s"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("sandbox sb-fail failed to load " + failing.policy_digest().substr(0, 12)));
-  const gw::SandboxInfo failed = Info(g, "sb-fail");
+  const gw::SandboxInfo failed = DriftInfo(g, "sb-fail");
   REQUIRE(failed.load_status() == gw::FAILED);
   CHECK_FALSE(failed.load_error().empty());
   CHECK_THAT(err, Catch::Contains(failed.load_error()));
@@ -97,8 +83,8 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-none", "--timeout", "10s"}, &out, &err) == 1);
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-ok", "--timeout", "soon"}, &out, &err) == 2);
 
-  CHECK(Info(g, "sb-ok").drift() == gw::DRIFT_IN_SYNC);
-  CHECK(Info(g, "sb-ok").drift_reason().empty());
+  CHECK(DriftInfo(g, "sb-ok").drift() == gw::DRIFT_IN_SYNC);
+  CHECK(DriftInfo(g, "sb-ok").drift_reason().empty());
 
   // list --drift: the drifting ones only, with the reason.
   REQUIRE(Ctl(g, {"list", "--drift"}, &out, &err) == 0);
@@ -121,7 +107,7 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   CHECK_THAT(out, Catch::Contains("3 sandbox(es)"));
 
   // Metrics: sandboxes by drift state, every state present.
-  httplib::Client metrics(MetricsUrl(g));
+  httplib::Client metrics(LoggedAfter([&] { return g.log(); }, "metrics: serving http://"));
   auto scraped = metrics.Get("/metrics");
   REQUIRE(scraped);
   INFO(scraped->body);
@@ -134,12 +120,12 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   // and `wait` (for the current digest) returns once it has.
   gw::PolicyRevision second;
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &second).ok());
-  const gw::SandboxInfo moved = Info(g, "sb-ok");
+  const gw::SandboxInfo moved = DriftInfo(g, "sb-ok");
   REQUIRE(moved.policy_digest() == second.policy_digest());
   CHECK(moved.desired_source() == "scope default revision 2");
   REQUIRE(Ctl(g, {"wait", "--sandbox", "sb-ok", "--timeout", "20s"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("loaded " + second.policy_digest().substr(0, 12)));
-  CHECK(Info(g, "sb-ok").drift() == gw::DRIFT_IN_SYNC);
+  CHECK(DriftInfo(g, "sb-ok").drift() == gw::DRIFT_IN_SYNC);
   // The old digest is no longer what it loads: waiting for it times out.
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-ok", "--digest", ok.policy_digest(), "--timeout", "1"}, &out, &err) == 3);
 

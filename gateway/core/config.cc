@@ -100,7 +100,7 @@ const IntKey* FindIntKey(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<std::string> kBoolKeys = {"builtin_context_binding"};
+const std::vector<std::string> kBoolKeys = {"builtin_context_binding", "audit_syslog"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
@@ -193,6 +193,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"metrics_allow", kGatewayTable,
        "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
        "unset: any address that reaches the port"},
+      {"audit_syslog", kGatewayTable,
+       "true: also send every audit event to the local syslog, one RFC 5424 line with structured data (default false)"},
+      {"audit_syslog_socket", kGatewayTable, "the Unix datagram socket audit_syslog sends to (default /dev/log)"},
       {"log_signing_key", kGatewayTable,
        "PEM Ed25519 private key of the verifiable log (policyctl log keygen; its own key, never one of the trust "
        "store): the audit log is published as a Merkle tree, tiles and signed checkpoints under <state_dir>/log; "
@@ -330,6 +333,8 @@ ConfigValues EffectiveValues(const Config& config) {
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
       {"metrics_allow", config.metrics_allow},
+      {"audit_syslog", config.audit_syslog ? "true" : "false"},
+      {"audit_syslog_socket", config.audit_syslog_socket},
       {"sandbox_socket_group", config.sandbox_socket_group},
       {"sandbox_listen", config.sandbox_listen},
       {"admin_listen", config.admin_listen},
@@ -412,6 +417,10 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
       return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
     }
   }
+  if (auto it = merged.find("audit_syslog"); it != merged.end() && !absl::SimpleAtob(it->second, &config.audit_syslog)) {
+    return bad("audit_syslog", absl::StrCat("expected true or false, got '", it->second, "'"));
+  }
+  get("audit_syslog_socket", &config.audit_syslog_socket);
   if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
     if (config.accepted_surfaces.empty()) return bad("accepted_surfaces", "must name at least one surface");

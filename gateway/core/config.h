@@ -49,6 +49,8 @@ struct Config {
   std::string log_origin;         // the checkpoints' origin line (default: <hostname>/policy-gateway)
   int64_t log_integrate_interval_ms = 200;
   std::string log_listen;         // "host:port" serving <state_dir>/log read-only over HTTP ("": off; may be metrics_listen)  // how often pending audit events are integrated and a checkpoint signed
+  bool audit_syslog = false;                  // every audit event to the local syslog too (docs/audit.md)
+  std::string audit_syslog_socket = "/dev/log";  // ... over this Unix datagram socket
   Limits limits;  // [openshell.gateway.limits]
   // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
   bool accept_state_rollback = false;

@@ -266,6 +266,14 @@ int Daemon::Serve() {
   feed_options.max_subscriptions = config_.limits.max_audit_streams;
   audit_feed_ = std::make_unique<AuditFeed>(&store_->audit(), feed_options);
   admin_service_->SetAuditFeed(audit_feed_.get());
+  if (config_.audit_syslog) {
+    auto syslog = AuditSyslog::Start(audit_feed_.get(), &store_->audit(), config_.audit_syslog_socket);
+    if (!syslog.ok()) {
+      LogError(std::string(syslog.status().message()));
+      return kExitStartup;
+    }
+    audit_syslog_ = *std::move(syslog);
+  }
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
   // the client certificate's subject on admin_listen.
   admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {
@@ -622,6 +630,7 @@ void Daemon::Stop() {
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
   if (audit_feed_ != nullptr) audit_feed_->Close();  // audit streams end UNAVAILABLE gateway_stopping
+  audit_syslog_.reset();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->Shutdown(deadline);
