@@ -256,10 +256,10 @@ TEST_CASE("audit tail: text, JSON and OCSF lines, --after", "[integration][audit
 
 TEST_CASE("audit stream: a reader that stops reading is ended, and holds neither other streams nor the gateway",
           "[integration][audit_stream]") {
-  // Large events (reports with 64 KiB errors) quickly fill what the transport buffers for a stream nobody
-  // reads; 8 events of backlog then end it.
-  GatewayFixture g({"--audit-stream-backlog", "8", "--max-report-error-bytes", "65536", "--reports-per-second", "1000",
-                    "--report-burst", "100000"});
+  // Large events (reports with 60 KB errors) quickly fill what the transport buffers for a stream nobody
+  // reads; then 8 events wait for it, and a second later it is ended.
+  GatewayFixture g({"--audit-stream-backlog", "8", "--audit-stream-stall-s", "1", "--max-report-error-bytes", "65536",
+                    "--reports-per-second", "1000", "--report-burst", "100000"});
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
@@ -291,8 +291,10 @@ TEST_CASE("audit stream: a reader that stops reading is ended, and holds neither
   g.Status();
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
 
-  // The abandoned one was ended rather than buffered for: reading it now gives what the transport held,
-  // far from every event, then its end (the reason, or a cancel once its write stayed stuck).
+  // The abandoned one was ended rather than buffered for (its reader took nothing for a second while events
+  // waited): reading it now gives what the transport held, far from every event, then its end (the reason,
+  // or a cancel once its write stayed stuck).
+  std::this_thread::sleep_for(std::chrono::seconds(4));
   uint64_t got = 0;
   gw::AuditEvent event;
   while (abandoned->Read(&event)) ++got;

@@ -19,6 +19,7 @@ AuditSubscription::Next AuditSubscription::Take() {
       queue_.pop_front();
       queued_bytes_ -= next.event->ByteSizeLong();
       taken_through_ = next.event->seq();
+      last_take_ = absl::Now();
     } else if (!end_.ok()) {
       next.end = end_;
     }
@@ -119,16 +120,11 @@ void AuditFeed::Wake(AuditSubscription& s) {
   if (s.wake_) s.wake_();
 }
 
-bool AuditFeed::Offer(AuditSubscription& s, const EventPtr& event, bool live) {
+bool AuditFeed::Offer(AuditSubscription& s, const EventPtr& event) {
   if (!s.end_.ok() || event->seq() != s.queued_through_ + 1) return false;
   const size_t bytes = event->ByteSizeLong();
   if (s.queue_.size() >= options_.backlog || (!s.queue_.empty() && s.queued_bytes_ + bytes > options_.backlog_bytes)) {
-    if (live) {
-      End(s, common::Refused(absl::StatusCode::kResourceExhausted, "audit_stream_lagging",
-                             absl::StrCat("the reader is ", s.queue_.size(), " events behind the chain's head (seq ",
-                                          event->seq(), "); resume with after_seq ", s.taken_through_)));
-    }
-    return false;
+    return false;  // no room: it falls behind, and catches up from the log as its reader takes
   }
   s.queue_.push_back(event);
   s.queued_bytes_ += bytes;
@@ -178,16 +174,23 @@ void AuditFeed::Deliver() {
     for (size_t i = 0; i < subscriptions.size(); ++i) {
       AuditSubscription& s = *subscriptions[i];
       absl::MutexLock lock(&s.mu_);
-      const bool had_end = !s.end_.ok();
-      for (const auto& event : *page) woken[i] = Offer(s, event, /*live=*/true) || woken[i];
-      woken[i] = woken[i] || (!had_end && !s.end_.ok());
+      for (const auto& event : *page) woken[i] = Offer(s, event) || woken[i];
     }
     seen_ = page->back()->seq();
   }
-  // Ended ones still open are woken every round: a stream whose reader stopped reading cancels itself.
+  // A reader that took nothing for `stall` while events wait is ended; ended ones still open are woken
+  // every round (a stream whose write is stuck cancels itself).
+  const absl::Time now = absl::Now();
   for (size_t i = 0; i < subscriptions.size(); ++i) {
-    absl::MutexLock lock(&subscriptions[i]->mu_);
-    woken[i] = woken[i] || !subscriptions[i]->end_.ok();
+    AuditSubscription& s = *subscriptions[i];
+    absl::MutexLock lock(&s.mu_);
+    if (s.end_.ok() && !s.queue_.empty() && now - s.last_take_ > options_.stall) {
+      End(s, common::Refused(absl::StatusCode::kResourceExhausted, "audit_stream_lagging",
+                             absl::StrCat("the reader took no event for ", absl::FormatDuration(now - s.last_take_),
+                                          " while ", s.queue_.size(), " waited (the newest seq ", seen_,
+                                          "); resume with after_seq ", s.taken_through_)));
+    }
+    woken[i] = woken[i] || !s.end_.ok();
   }
   // Behind subscriptions: one page each, as much as it has room for.
   for (size_t i = 0; i < subscriptions.size(); ++i) {
@@ -204,7 +207,7 @@ void AuditFeed::Deliver() {
     if (!page.ok()) continue;  // logged above when the log fails; the next round tries again
     absl::MutexLock lock(&s.mu_);
     // The rest follows as the reader takes these (Take kicks the feed when the queue is empty).
-    for (const auto& event : *page) woken[i] = Offer(s, event, /*live=*/false) || woken[i];
+    for (const auto& event : *page) woken[i] = Offer(s, event) || woken[i];
   }
   for (size_t i = 0; i < subscriptions.size(); ++i) {
     if (woken[i]) Wake(*subscriptions[i]);

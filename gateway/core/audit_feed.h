@@ -2,12 +2,13 @@
 //
 // One thread serves every subscription. While any is open it reads the chain's head every `poll` (and at
 // once when a subscriber makes room); new events are read from the log once and shared by every
-// subscription that is caught up. A subscription that is behind (it asked for older events, or its reader
-// is slow) is filled from the log page by page, only as its reader makes room: catching up never holds
-// more than `backlog` events for it. A caught-up subscription that has no room for the new events (its
-// reader stopped reading) is ended with RESOURCE_EXHAUSTED "audit_stream_lagging" instead of being
-// buffered for. Each subscription gets every event after its cursor exactly once, in seq order; the seq is
-// the cursor to resume from, in this process or after a restart (the log is the store's).
+// subscription that is caught up and has room for them. A subscription that is behind (it asked for older
+// events, or its reader is slower than the chain grows) is filled from the log page by page, only as its
+// reader takes what it was given: no subscription ever holds more than `backlog` events (`backlog_bytes`).
+// A subscription whose reader takes nothing for `stall` while events wait for it (it stopped reading) is
+// ended with RESOURCE_EXHAUSTED "audit_stream_lagging" and its queue dropped. Each subscription gets every
+// event after its cursor exactly once, in seq order; the seq is the cursor to resume from, in this process
+// or after a restart (the log is the store's).
 //
 // Thread-safe. The log must outlive the feed.
 #pragma once
@@ -58,6 +59,7 @@ class AuditSubscription {
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t queued_through_ ABSL_GUARDED_BY(mu_);  // the seq of the last event queued (or the start cursor)
   uint64_t taken_through_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_take_ ABSL_GUARDED_BY(mu_) = absl::Now();  // when the reader last took an event (or subscribed)
   absl::Status end_ ABSL_GUARDED_BY(mu_);          // set once: the subscription is over
   // Called (on the feed's thread) when something was queued or the subscription ended; cleared by
   // Unsubscribe, which waits for a call in progress.
@@ -71,6 +73,7 @@ class AuditFeed {
     absl::Duration poll = absl::Milliseconds(20);  // how often the head is read while anyone subscribes
     size_t backlog = 1024;                         // events queued for one subscription at most
     size_t backlog_bytes = 16 << 20;               // ... and their serialized bytes at most
+    absl::Duration stall = absl::Seconds(10);      // a reader that takes nothing this long while events wait ends
     size_t max_subscriptions = 256;
     uint32_t page = 256;                           // events read from the log at a time
   };
@@ -100,9 +103,8 @@ class AuditFeed {
   // Asks the thread for a round now (a behind subscription made room).
   void Kick();
   static void End(AuditSubscription& s, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu_);
-  // Appends `event` if it is the next one `s` needs and there is room; ends `s` as lagging when
-  // `live` and there is none. Returns whether it appended.
-  bool Offer(AuditSubscription& s, const EventPtr& event, bool live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu_);
+  // Appends `event` if it is the next one `s` needs and there is room. Returns whether it appended.
+  bool Offer(AuditSubscription& s, const EventPtr& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu_);
   static void Wake(AuditSubscription& s);
   absl::StatusOr<std::vector<EventPtr>> Read(uint64_t after_seq, uint32_t limit);
 

@@ -264,6 +264,7 @@ int Daemon::Serve() {
   AuditFeed::Options feed_options;  // WatchAuditEvents (docs/audit.md, "The event stream")
   feed_options.backlog = config_.limits.audit_stream_backlog;
   feed_options.max_subscriptions = config_.limits.max_audit_streams;
+  feed_options.stall = absl::Seconds(config_.limits.audit_stream_stall_s);
   audit_feed_ = std::make_unique<AuditFeed>(&store_->audit(), feed_options);
   admin_service_->SetAuditFeed(audit_feed_.get());
   if (config_.audit_syslog) {
