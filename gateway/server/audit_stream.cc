@@ -28,28 +28,36 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
     if (ok && request_.Dump(&slices).ok()) {
       for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
     }
-    absl::MutexLock lock(&mu_);
-    if (!ok || !request.ParseFromString(bytes)) {
-      CloseLocked(absl::InvalidArgumentError("WatchAuditEvents: the request does not decode"));
-      return;
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok || !request.ParseFromString(bytes)) {
+        CloseLocked(absl::InvalidArgumentError("WatchAuditEvents: the request does not decode"));
+        return;
+      }
+      auto subscribed = feed_->Subscribe(request.after_seq(), [this] { Pump(); });
+      if (!subscribed.ok()) {
+        CloseLocked(subscribed.status());
+        return;
+      }
+      subscription_ = *std::move(subscribed);
+      cancel = PumpLocked();
     }
-    auto subscribed = feed_->Subscribe(request.after_seq(), [this] { Pump(); });
-    if (!subscribed.ok()) {
-      CloseLocked(subscribed.status());
-      return;
-    }
-    subscription_ = *std::move(subscribed);
-    PumpLocked();
+    if (cancel) context_->TryCancel();
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      CloseLocked(absl::CancelledError("write failed"));
-      return;
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        CloseLocked(absl::CancelledError("write failed"));
+        return;
+      }
+      cancel = PumpLocked();
     }
-    PumpLocked();
+    if (cancel) context_->TryCancel();
   }
 
   void OnCancel() override {
@@ -63,14 +71,20 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   }
 
  private:
+  // From the feed's thread (the subscription's wake), which holds the subscription until it returns.
   void Pump() {
-    absl::MutexLock lock(&mu_);
-    PumpLocked();
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mu_);
+      cancel = PumpLocked();
+    }
+    if (cancel) context_->TryCancel();
   }
-  // Writes the next event, or finishes with the subscription's end. A write still pending long after the
-  // end (a reader that stopped reading) cancels the call rather than holding it.
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || subscription_ == nullptr) return;
+  // Writes the next event, or finishes with the subscription's end. Returns true when the call must be
+  // cancelled — a write still pending long after the end (a reader that stopped reading) — which the caller
+  // does once it released mu_ (TryCancel may run OnCancel on this thread).
+  bool PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || subscription_ == nullptr) return false;
     if (writing_) {
       if (!closing_) {
         if (absl::Status end = subscription_->end(); !end.ok()) {  // ended while a write is pending
@@ -83,24 +97,25 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
                                       absl::Now() - closing_since_ > kStuckWriteGrace);
       if (stuck && !cancelled_) {
         cancelled_ = true;
-        context_->TryCancel();  // the pending write completes (OnWriteDone(false)), then the call finishes
+        return true;  // the pending write completes (OnWriteDone(false)), then the call finishes
       }
-      return;
+      return false;
     }
     if (closing_) {
       FinishLocked(*closing_);
-      return;
+      return false;
     }
     AuditSubscription::Next next = subscription_->Take();
     if (!next.end.ok()) {
       CloseLocked(next.end);
-      return;
+      return false;
     }
-    if (next.event == nullptr) return;
+    if (next.event == nullptr) return false;
     grpc::Slice slice(next.event->SerializeAsString());
     response_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     StartWrite(&response_);
+    return false;
   }
   void CloseLocked(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
