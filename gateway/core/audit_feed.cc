@@ -91,6 +91,7 @@ void AuditFeed::Close() {
   for (const auto& s : ended) {
     {
       absl::MutexLock lock(&s->mu_);
+      s->end_ = absl::OkStatus();  // stopping overrides an earlier end (a lagging stream's pending write ends now)
       End(*s, common::Refused(absl::StatusCode::kUnavailable, "gateway_stopping",
                               "the gateway is stopping; resume from the last seq received"));
     }

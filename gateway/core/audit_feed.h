@@ -89,7 +89,8 @@ class AuditFeed {
   absl::StatusOr<std::shared_ptr<AuditSubscription>> Subscribe(uint64_t after_seq, std::function<void()> wake);
   // Forgets the subscription; once it returns `wake` is never called again.
   void Unsubscribe(const std::shared_ptr<AuditSubscription>& subscription);
-  // Ends every subscription with UNAVAILABLE "gateway_stopping" (their queues dropped) and refuses new ones.
+  // Ends every subscription with UNAVAILABLE "gateway_stopping" (their queues dropped; it replaces an earlier
+  // end, which Take has then not returned yet) and refuses new ones.
   void Close();
   size_t subscriptions() const;
 

@@ -51,8 +51,8 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      if (!ok) {
-        CloseLocked(absl::CancelledError("write failed"));
+      if (!ok) {  // cancelled (by us, a stuck write) or the client went away: finish with what ended it
+        FinishLocked(closing_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "write failed")));
         return;
       }
       cancel = PumpLocked();
@@ -63,6 +63,7 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
     CloseLocked(absl::CancelledError("cancelled"));
+    if (closing_ && !writing_) FinishLocked(*closing_);  // closing while a write was pending: it has ended
   }
 
   void OnDone() override {
@@ -71,7 +72,7 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   }
 
  private:
-  // From the feed's thread (the subscription's wake), which holds the subscription until it returns.
+  // A subscription wake (the feed thread, or Close), which holds the subscription until it returns.
   void Pump() {
     bool cancel = false;
     {
@@ -86,15 +87,13 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   bool PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || subscription_ == nullptr) return false;
     if (writing_) {
-      if (!closing_) {
-        if (absl::Status end = subscription_->end(); !end.ok()) {  // ended while a write is pending
-          closing_ = ToGrpc(end);
-          closing_since_ = absl::Now();
-        }
+      const absl::Status end = subscription_->end();
+      if (!closing_ && !end.ok()) {  // ended while a write is pending
+        closing_ = ToGrpc(end);
+        closing_since_ = absl::Now();
       }
       // Stopping: at once; otherwise (lagging) a reader that still reads gets the reason after its write.
-      const bool stuck = closing_ && (closing_->error_code() == grpc::StatusCode::UNAVAILABLE ||
-                                      absl::Now() - closing_since_ > kStuckWriteGrace);
+      const bool stuck = closing_ && (absl::IsUnavailable(end) || absl::Now() - closing_since_ > kStuckWriteGrace);
       if (stuck && !cancelled_) {
         cancelled_ = true;
         return true;  // the pending write completes (OnWriteDone(false)), then the call finishes
