@@ -136,7 +136,7 @@ void RefusedReport(GatewayFixture& g, const std::string& handle) {
 
 }  // namespace
 
-TEST_CASE("audit stream: existing events, then new ones; resumed after a restart with its cursor, none lost or repeated",
+TEST_CASE("audit stream: existing events, then new ones, resumed after a restart with its cursor, none lost or repeated",
           "[integration][audit_stream]") {
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());

@@ -389,7 +389,7 @@ TEST_CASE("drift: each state from served, loaded, desired and the last refresh e
   }
 }
 
-TEST_CASE("audit feed: from a cursor, in order and once, then live; a lagging reader ends; close ends all",
+TEST_CASE("audit feed: from a cursor, in order and once, then live, a stalled reader ends, close ends all",
           "[audit_stream]") {
   osh::test::TempDir dir;
   auto store = osh::store::SqliteStore::Open(dir / "gateway.db", osh::store::StoreOptions{});
