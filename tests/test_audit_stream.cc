@@ -5,12 +5,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <cstring>
 #include <set>
 #include <thread>
 
@@ -334,29 +329,17 @@ TEST_CASE("audit_syslog: each event committed while the gateway runs, one RFC 54
           "[integration][audit_stream]") {
   TempDir dir;
   const std::string path = dir / "syslog.sock";
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  REQUIRE(path.size() < sizeof address.sun_path);
-  std::memcpy(address.sun_path, path.data(), path.size());
-  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  timeval wait{10, 0};
-  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait) == 0);
-
+  DatagramListener collector(path);
   GatewayFixture g({"--audit-syslog", "true", "--audit-syslog-socket", path});
   REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
   RefusedReport(g, admitted.sandbox_handle());
   std::vector<std::string> lines;
-  char buffer[65536];
   while (lines.size() < 3) {
-    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-    REQUIRE(n > 0);
-    lines.emplace_back(buffer, static_cast<size_t>(n));
+    lines.push_back(collector.Next());
+    REQUIRE_FALSE(lines.back().empty());
   }
-  ::close(fd);
   const std::vector<gw::AuditEvent> events = g.AuditEvents();
   REQUIRE(events.size() == 3);
   INFO(lines[0] << "\n" << lines[1] << "\n" << lines[2]);
