@@ -46,7 +46,7 @@ absl::StatusOr<driver_v1::RuntimeContext> DecodeHandle(const std::string& handle
 
 absl::Status CheckPolicy(const SandboxPolicy& policy) {
   if (auto status = policy::CheckNoUnknownFields(policy); !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
+    return common::Refused(absl::StatusCode::kInvalidArgument, "incomplete_projection", status.message());
   }
   return policy::ValidatePolicy(policy);
 }

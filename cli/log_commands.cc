@@ -1,6 +1,7 @@
-// policyctl log keygen | checkpoint | consistency | verify-proof | monitor: the verifiable log (issue 27)
+// policyctl log keygen | checkpoint | consistency | verify-proof | monitor | prove: the verifiable log (issue 27)
 // published as C2SP tlog-tiles static files, read from a directory or an http(s) URL (cli/log_source.h).
-// Everything here is offline or reads the published files only; nothing asks the gateway. Exit status:
+// Everything here is offline or reads the published files only, but `prove`, which asks the gateway's
+// admin API for a sandbox's proof (and verifies it as the sandbox would). Exit status:
 // 0 verified, 1 something does not verify (named), 2 usage or I/O. See docs/policyctl.md, "Verifiable log".
 #include <sys/stat.h>
 
@@ -28,10 +29,12 @@
 #include "tlog/merkle.h"
 #include "tlog/note.h"
 #include "tlog/tiles.h"
+#include "trust/audit_chain.h"
 
 namespace osh::cli {
 namespace {
 
+namespace gw_v1 = openshell::policy::gateway::v1;
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
@@ -607,17 +610,118 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
   });
 }
 
+// policyctl log prove --sandbox ID: the one log command that asks the gateway (the admin API's
+// ProveSandbox), then checks what it answered exactly as the sandbox's client library would: the
+// checkpoint's signatures, the inclusion proof of the entry, and that the entry names this sandbox and the
+// projection the gateway serves it now.
+void AddLogProve(CLI::App& log, const Options& options, int& exit_code) {
+  auto* cmd = log.add_subcommand("prove",
+                                 "Ask the gateway for the log's proof of a sandbox's served projection and verify it "
+                                 "(checkpoint signatures, inclusion, the entry names the sandbox and its digest)");
+  auto sandbox = std::make_shared<std::string>();
+  auto out_path = std::make_shared<std::string>();
+  auto flags = std::make_shared<LogTrustFlags>();
+  cmd->add_option("--sandbox", *sandbox, "the sandbox id")->required();
+  cmd->add_option("--out", *out_path, "also write the proof bundle (JSON) for `log verify-proof` to FILE");
+  flags->Add(cmd, /*witnesses=*/true, /*log=*/false);
+  cmd->callback([&options, &exit_code, sandbox, out_path, flags] {
+    LogContext ctx;
+    if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
+    auto stub = AdminStub(options);
+    if (!stub) { exit_code = kExitUsage; return; }
+    gw_v1::GetSandboxRequest get;
+    get.set_sandbox_id(*sandbox);
+    gw_v1::SandboxInfo info;
+    if (grpc::Status s = stub->GetSandbox(MakeContext(options).get(), get, &info); !s.ok()) {
+      exit_code = ReportRpcError(s);
+      return;
+    }
+    gw_v1::ProveSandboxRequest request;
+    request.set_sandbox_id(*sandbox);
+    gw_v1::LogProof proof;
+    if (grpc::Status s = stub->ProveSandbox(MakeContext(options).get(), request, &proof); !s.ok()) {
+      exit_code = ReportRpcError(s);
+      return;
+    }
+    const std::string entry = trust::CanonicalAuditBytes(trust::FromProto(proof.entry()));
+    tlog::Proof inclusion;
+    for (const std::string& h : proof.inclusion_proof()) {
+      absl::StatusOr<tlog::Hash> hash = tlog::HashFromBytes(h);
+      if (!hash.ok()) { exit_code = LogReport(options, LogBad("the inclusion proof holds a hash that is not 32 bytes")); return; }
+      inclusion.push_back(*hash);
+    }
+    Struct out;
+    (*out.mutable_fields())["sandbox_id"] = LogText(*sandbox);
+    (*out.mutable_fields())["index"] = LogNumber(static_cast<int64_t>(proof.index()));
+    absl::StatusOr<tlog::OpenedCheckpoint> opened = ctx.trust.Open(proof.checkpoint());
+    if (!opened.ok()) {
+      exit_code = LogReport(options, LogBad(absl::StrCat("the checkpoint does not verify: ", opened.status().message())), out);
+      return;
+    }
+    const tlog::Checkpoint& cp = opened->checkpoint;
+    const int64_t index = static_cast<int64_t>(proof.index());
+    std::optional<LogFailure> failure;
+    if (proof.entry().seq() != proof.index() + 1) {
+      failure = LogBad(absl::StrCat("the entry is audit event ", proof.entry().seq(), ", not event ", index + 1, " at index ", index));
+    } else if (index >= cp.size) {
+      failure = LogBad(absl::StrCat("entry ", index, " is beyond the checkpoint (size ", cp.size, ")"));
+    } else if (!tlog::CheckRecord(inclusion, cp.size, cp.root, index, tlog::RecordHash(entry)).ok()) {
+      failure = LogBad(absl::StrCat("the inclusion proof does not verify: entry ", index, " is not proven in the tree of ",
+                                    LogDescribe(cp)));
+    } else if (proof.entry().sandbox_id() != *sandbox) {
+      failure = LogBad(absl::StrCat("entry ", index, " names sandbox '", proof.entry().sandbox_id(), "', not '", *sandbox, "'"));
+    } else if (proof.entry().policy_digest() != info.policy_digest()) {
+      failure = LogBad(absl::StrCat("entry ", index, " names policy digest ", proof.entry().policy_digest(),
+                                    " but the gateway serves the sandbox ", info.policy_digest()));
+    }
+    if (failure) { exit_code = LogReport(options, *failure, out); return; }
+    if (!out_path->empty()) {
+      Struct bundle;
+      auto& b = *bundle.mutable_fields();
+      b["index"] = LogNumber(index);
+      b["entry"] = LogText(absl::Base64Escape(entry));
+      for (const tlog::Hash& h : inclusion) *b["inclusion_proof"].mutable_list_value()->add_values() = LogText(tlog::HashToBase64(h));
+      if (inclusion.empty()) b["inclusion_proof"].mutable_list_value();
+      b["checkpoint"] = LogText(proof.checkpoint());
+      if (absl::Status w = WriteFileAtomically(*out_path, ToJson(bundle, /*pretty=*/true) + "\n", 0644); !w.ok()) {
+        exit_code = LogReport(options, LogIo(w));
+        return;
+      }
+    }
+    if (options.json()) {
+      out = LogCheckpointJson(*opened, *ctx.trust.log);
+      auto& f = *out.mutable_fields();
+      f["ok"].set_bool_value(true);
+      f["sandbox_id"] = LogText(*sandbox);
+      f["index"] = LogNumber(index);
+      f["type"] = LogText(proof.entry().type());
+      f["policy_digest"] = LogText(proof.entry().policy_digest());
+      f["policy_version"] = LogNumber(static_cast<int64_t>(proof.entry().policy_version()));
+      std::cout << ToJson(out) << "\n";
+    } else {
+      std::cout << "OK: sandbox " << *sandbox << " is served " << proof.entry().policy_digest() << " (version "
+                << proof.entry().policy_version() << "), logged as entry " << index << " (" << proof.entry().type()
+                << ") of " << cp.origin << " at " << LogDescribe(cp) << "\n";
+      for (const auto& [name, time] : LogCosigners(*opened, *ctx.trust.log)) {
+        std::cout << "  cosigned by " << name << (time.empty() ? "" : " at ") << time << "\n";
+      }
+    }
+    exit_code = kExitOk;
+  });
+}
+
 }  // namespace
 
 void AddLogCommands(CLI::App& app, const Options& options, int& exit_code) {
   auto* log = app.add_subcommand("log", "The verifiable log, as published static files (a directory or an http(s) URL): "
-                                        "keygen, checkpoint, consistency, verify-proof, monitor. Exit 1: does not verify");
+                                        "keygen, checkpoint, consistency, verify-proof, monitor; and prove, which asks the gateway. Exit 1: does not verify");
   log->require_subcommand(1);
   AddLogKeygen(*log, options, exit_code);
   AddLogCheckpoint(*log, options, exit_code);
   AddLogConsistency(*log, options, exit_code);
   AddLogVerifyProof(*log, options, exit_code);
   AddLogMonitor(*log, options, exit_code);
+  AddLogProve(*log, options, exit_code);
 }
 
 }  // namespace osh::cli

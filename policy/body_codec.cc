@@ -1,5 +1,7 @@
 #include "policy/body_codec.h"
 
+#include "common/errors.h"
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/unknown_field_set.h>
@@ -75,11 +77,11 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParseBodyStrict(absl::stri
         "incomplete_projection: body is not a valid openshell.sandbox.v1.SandboxPolicy encoding");
   }
   if (auto status = CheckNoUnknownFields(policy); !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
+    return common::Refused(absl::StatusCode::kInvalidArgument, "incomplete_projection", status.message());
   }
   // What the parse merged away: a field or map key given twice, a map entry's extra field.
   if (auto status = CheckStrictWire(*policy.GetDescriptor(), body); !status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("incomplete_projection: ", status.message()));
+    return common::Refused(absl::StatusCode::kInvalidArgument, "incomplete_projection", status.message());
   }
   return policy;
 }

@@ -1,5 +1,7 @@
 #include "policy/containment.h"
 
+#include "common/errors.h"
+
 #include <algorithm>
 #include <memory>
 #include <new>
@@ -25,10 +27,10 @@ using openshell::sandbox::v1::SandboxPolicy;
 absl::Status ContainmentResult::ToStatus() const {
   switch (verdict) {
     case Containment::kInside: return absl::OkStatus();
-    case Containment::kOutside: return absl::FailedPreconditionError(absl::StrCat("exceeds_ceiling: ", detail));
-    case Containment::kUnknown: return absl::FailedPreconditionError(absl::StrCat("containment_unknown: ", detail));
+    case Containment::kOutside: return common::Refused(absl::StatusCode::kFailedPrecondition, "exceeds_ceiling", detail);
+    case Containment::kUnknown: return common::Refused(absl::StatusCode::kFailedPrecondition, "containment_unknown", detail);
   }
-  return absl::FailedPreconditionError("containment_unknown");
+  return common::Refused(absl::StatusCode::kFailedPrecondition, "containment_unknown", "no verdict");
 }
 
 namespace {

@@ -1,5 +1,7 @@
 #include "policy/validation.h"
 
+#include "common/errors.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -472,7 +474,8 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
 
 absl::Status ValidatePolicy(const SandboxPolicy& policy) {
   if (auto violation = FindViolation(policy)) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid_policy: ", violation->path, ": ", violation->message));
+    return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_policy",
+                           absl::StrCat(violation->path, ": ", violation->message));
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,7 @@
 #include "store/postgres_store.h"
 
+#include "common/errors.h"
+
 #include <poll.h>
 #include <unistd.h>
 
@@ -768,8 +770,9 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
     if (current->rows() && static_cast<uint64_t>(current->Int(0, 0)) >= version) {
-      return absl::AbortedError(absl::StrCat("rollback: ceiling version ", version,
-                                             " is not above the stored version ", current->Int(0, 0)));
+      return common::Refused(absl::StatusCode::kAborted, "rollback",
+                             absl::StrCat("ceiling version ", version, " is not above the stored version ",
+                                          current->Int(0, 0)));
     }
     OSH_RETURN_IF_ERROR(writer_
                             .Query("INSERT INTO ceiling (id, version, ceiling) VALUES (1, $1, $2) "

@@ -1,5 +1,7 @@
 #include "store/sqlite_store.h"
 
+#include "common/errors.h"
+
 #include <chrono>
 #include <iterator>
 #include <filesystem>
@@ -770,8 +772,9 @@ absl::Status SqliteStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t
     auto row = current->Step();
     if (!row.ok()) return row.status();
     if (*row && static_cast<uint64_t>(current->Int(0)) >= version) {
-      return absl::AbortedError(absl::StrCat("rollback: ceiling version ", version, " is not above the stored version ",
-                                             current->Int(0)));
+      return common::Refused(absl::StatusCode::kAborted, "rollback",
+                             absl::StrCat("ceiling version ", version, " is not above the stored version ",
+                                          current->Int(0)));
     }
     auto stmt = db_.Prepare("INSERT OR REPLACE INTO ceiling (id, version, ceiling) VALUES (1, ?, ?)");
     if (!stmt.ok()) return stmt.status();

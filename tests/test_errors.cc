@@ -15,6 +15,8 @@
 #include "store/pg_conn.h"
 #include "tests/pg_cluster.h"
 #include "trust/projection_check.h"
+#include "policy/containment.h"
+#include "policy/validation.h"
 
 using osh::common::FromGrpc;
 using osh::common::IsStorageError;
@@ -57,6 +59,29 @@ TEST_CASE("errors: Refused keeps the SPEC message and carries the reason as a pa
   result.detail = "the digest is not SHA-256(body)";
   CHECK(result.ToStatus().message() == result.Message());
   CHECK(ReasonOf(result.ToStatus()) == "digest_mismatch");
+}
+
+TEST_CASE("errors: the policy layer's refusals carry their reason as a payload, not only as text", "[errors]") {
+  // What gateway code asks ReasonOf about must not depend on a message prefix (issue 26).
+  auto has_payload = [](const absl::Status& status, const std::string& reason) {
+    absl::Status stripped(status.code(), "no prefix here");  // the message alone would give no reason
+    CHECK(osh::common::ReasonOf(stripped) != reason);
+    return osh::common::ReasonOf(status) == reason && status.GetPayload(osh::common::kErrorInfoTypeUrl).has_value();
+  };
+  openshell::sandbox::v1::SandboxPolicy bad;
+  bad.set_version(1);
+  bad.mutable_filesystem()->add_read_only("relative/path");
+  const absl::Status invalid = osh::policy::ValidatePolicy(bad);
+  REQUIRE_FALSE(invalid.ok());
+  CHECK(has_payload(invalid, "invalid_policy"));
+  osh::policy::ContainmentResult outside;
+  outside.verdict = osh::policy::Containment::kOutside;
+  outside.detail = "network: a wider endpoint";
+  CHECK(has_payload(outside.ToStatus(), "exceeds_ceiling"));
+  CHECK(outside.ToStatus().message() == "exceeds_ceiling: network: a wider endpoint");
+  osh::policy::ContainmentResult unknown;
+  unknown.verdict = osh::policy::Containment::kUnknown;
+  CHECK(has_payload(unknown.ToStatus(), "containment_unknown"));
 }
 
 TEST_CASE("errors: ReasonOf reads the message prefix only for statuses without a payload", "[errors]") {

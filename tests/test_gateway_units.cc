@@ -10,7 +10,9 @@
 #include <cstring>
 #include <set>
 #include <sstream>
+#include <tuple>
 
+#include "common/host_port.h"
 #include "gateway/core/config.h"
 #include "gateway/core/drift.h"
 #include "gateway/core/audit_feed.h"
@@ -176,6 +178,29 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "mysql://db/x"}}, {}, {}).status().message()),
              Catch::Contains("expected sqlite:<path> or postgresql://..."));
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
+}
+
+TEST_CASE("config: every host:port listener is parsed by one rule", "[config]") {
+  for (const auto& [text, host, port, ipv6] : std::vector<std::tuple<std::string, std::string, int, bool>>{
+           {"127.0.0.1:0", "127.0.0.1", 0, false}, {"[::1]:9464", "::1", 9464, true}, {"gw.example:65535", "gw.example", 65535, false}}) {
+    INFO(text);
+    auto parsed = osh::common::ParseHostPort(text);
+    REQUIRE(parsed.ok());
+    CHECK(parsed->host == host);
+    CHECK(parsed->port == port);
+    CHECK(parsed->ipv6 == ipv6);
+  }
+  for (const char* bad : {"127.0.0.1", ":80", "host:", "host:65536", "host:-1", "host:+80", "host:8 0", "host:0x50"}) {
+    INFO(bad);
+    CHECK_THAT(std::string(osh::common::ParseHostPort(bad).status().message()), Catch::Contains("expected host:port"));
+  }
+  // The config check and the listeners agree: a bad value is refused at load, naming its key.
+  for (const char* key : {"sandbox_listen", "metrics_listen"}) {  // (admin_listen without mutual TLS is refused first)
+    INFO(key);
+    auto resolved = osh::gateway::ResolveConfig({{key, "localhost:http"}}, {}, {});
+    REQUIRE_FALSE(resolved.ok());
+    CHECK_THAT(std::string(resolved.status().message()), Catch::StartsWith(std::string(key) + ": expected host:port"));
+  }
 }
 
 TEST_CASE("config: limits are settings in [openshell.gateway.limits], flags and environment, range-checked", "[config][limits]") {

@@ -270,6 +270,48 @@ TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictMod
   CHECK(absl::IsNotFound(osh::trust::CheckNoOneElseCanWrite(dir / "missing.json", "trust store")));
 }
 
+TEST_CASE("limits: private keys no one else may read are read, any other is refused naming the fix", "[limits][trust]") {
+  osh::test::TempDir dir;
+  const std::string key = dir / "log.key";
+  osh::test::WriteFile(key, "-----BEGIN PRIVATE KEY-----\n", 0600);
+  auto read = osh::trust::ReadPrivateKeyFile(key, "log_signing_key");
+  REQUIRE(read.ok());
+  CHECK(*read == "-----BEGIN PRIVATE KEY-----\n");
+  ::chmod(key.c_str(), 0400);
+  CHECK(osh::trust::ReadPrivateKeyFile(key, "log_signing_key").ok());
+
+  for (const mode_t mode : {0604, 0644, 0606, 0601, 0620, 0610}) {
+    INFO("mode " << std::oct << mode);
+    ::chmod(key.c_str(), mode);
+    auto refused = osh::trust::ReadPrivateKeyFile(key, "log_signing_key");
+    CHECK(absl::IsPermissionDenied(refused.status()));
+    CHECK_THAT(std::string(refused.status().message()), Catch::StartsWith("log_signing_key " + key + ": "));
+  }
+  ::chmod(key.c_str(), 0604);
+  CHECK_THAT(std::string(osh::trust::ReadPrivateKeyFile(key, "k").status().message()),
+             Catch::Contains("not be accessible to others") && Catch::Contains("chmod o-rwx"));
+
+  // Group read: only for a group this process is in (a Kubernetes Secret mounted 0440 under the fsGroup).
+  ::chmod(key.c_str(), 0640);
+  REQUIRE(::chown(key.c_str(), ::geteuid(), ::getegid()) == 0);
+  CHECK(osh::trust::ReadPrivateKeyFile(key, "k").ok());
+  if (::geteuid() == 0) {  // another group can only be set up as root
+    REQUIRE(::chown(key.c_str(), 0, 54321) == 0);
+    auto foreign = osh::trust::ReadPrivateKeyFile(key, "k");
+    CHECK(absl::IsPermissionDenied(foreign.status()));
+    CHECK_THAT(std::string(foreign.status().message()),
+               Catch::Contains("readable by group 54321, which this process is not in") && Catch::Contains("chmod g-r"));
+  }
+
+  // A symlink is judged by what it points to; a folder, or nothing, is not a key.
+  ::chmod(key.c_str(), 0600);
+  const std::string link = dir / "link.key";
+  REQUIRE(::symlink(key.c_str(), link.c_str()) == 0);
+  CHECK(osh::trust::ReadPrivateKeyFile(link, "k").ok());
+  CHECK(absl::IsPermissionDenied(osh::trust::ReadPrivateKeyFile(dir.path(), "k").status()));
+  CHECK(absl::IsNotFound(osh::trust::ReadPrivateKeyFile(dir / "missing.key", "k").status()));
+}
+
 TEST_CASE("limits: storage errors reach clients as a stable message, the SQL only in the log", "[limits][core]") {
   // A real SQLite failure (the store marks it as a storage error; the text does not decide: issue 26).
   osh::test::TempDir dir;

@@ -10,14 +10,17 @@
 #include <catch2/catch.hpp>
 #include <httplib.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "sandbox_client/sandbox_client.h"
 
 #include "tests/gateway_fixture.h"
+#include "tests/process.h"
 #include "tlog/checkpoint.h"
 #include "tlog/tiles.h"
 #include "trust/audit_chain.h"
@@ -242,6 +245,23 @@ TEST_CASE("log: a database rewritten or rolled back under the log is refused at 
     CHECK(StartRefused(g.state_dir(), flags, log_path) == 1);
     CHECK_THAT(ReadAll(log_path), Catch::Contains("log_inconsistent") && Catch::Contains("rolled back"));
   }
+  SECTION("a published checkpoint that cannot be read is not taken for a new log") {
+    REQUIRE(g.Stop() == 0);
+    const std::string checkpoint = log_dir + "/checkpoint";
+    std::filesystem::remove(checkpoint);
+    std::filesystem::create_symlink(checkpoint, checkpoint);  // a loop: open fails with ELOOP, not ENOENT
+    const std::string log_path = g.dir() / "refused.log";
+    CHECK(StartRefused(g.state_dir(), key.Flags(), log_path) == 1);
+    CHECK_THAT(ReadAll(log_path), Catch::Contains("log_inconsistent: cannot check the published checkpoint") &&
+                                      Catch::Contains(checkpoint));
+  }
+  SECTION("a log key others can read is refused, naming the fix") {
+    REQUIRE(g.Stop() == 0);
+    ::chmod(key.path.c_str(), 0644);
+    const std::string log_path = g.dir() / "refused.log";
+    CHECK(StartRefused(g.state_dir(), key.Flags(), log_path) == 1);
+    CHECK_THAT(ReadAll(log_path), Catch::Contains("log_signing_key " + key.path) && Catch::Contains("chmod o-rwx"));
+  }
   SECTION("another log key for the same log") {
     REQUIRE(g.Stop() == 0);
     LogKey other;
@@ -320,6 +340,57 @@ TEST_CASE("log: a sandbox gets the proof that its projection was logged, through
                              first_checkpoint.root)
             .ok());
 
+  // An operator asks for the same proof by sandbox id (policyctl log prove) and checks it the same way; the
+  // bundle it writes verifies offline.
+  std::string out, err;
+  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-proof", "--key", *vkey, "--out", g.dir() / "bundle.json"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::StartsWith("OK: sandbox sb-proof is served ") && Catch::Contains("(reprojection) of " + std::string(kOrigin)));
+  CHECK(Ctl(g, {"log", "verify-proof", g.dir() / "bundle.json", "--key", *vkey}, &out, &err) == 0);
+  CHECK(Ctl(g, {"-o", "json", "log", "prove", "--sandbox", "sb-proof", "--key", *vkey}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("\"ok\":true") && Catch::Contains("\"type\":\"reprojection\""));
+  LogKey stranger;
+  auto stranger_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, stranger.pem);
+  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-proof", "--key", *stranger_vkey}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("the checkpoint does not verify"));
+  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-nobody", "--key", *vkey}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("sb-nobody"));
+
+  // A caller claiming to have verified a larger tree than this one holds: OUT_OF_RANGE (that was another log).
+  for (const uint64_t beyond : {static_cast<uint64_t>(second_checkpoint.size) + 1, uint64_t{1} << 62, ~uint64_t{0}}) {
+    gw::GetLogProofRequest request;
+    request.set_known_size(beyond);
+    gw::LogProof out;
+    const grpc::Status status =
+        g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, &out);
+    CHECK(status.error_code() == grpc::StatusCode::OUT_OF_RANGE);
+  }
+
+  // Many sandboxes' supervisors asking at once get proofs that all verify.
+  std::vector<std::thread> askers;
+  std::atomic<int> verified{0};
+  for (int t = 0; t < 8; ++t) {
+    askers.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        gw::GetLogProofRequest request;
+        request.set_known_size(static_cast<uint64_t>(first_checkpoint.size));
+        gw::LogProof out;
+        if (!g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, &out).ok()) continue;
+        auto opened = osh::tlog::OpenCheckpoint(out.checkpoint(), kOrigin, **verifier);
+        if (!opened.ok()) continue;
+        osh::tlog::Proof proof;
+        for (const auto& h : out.inclusion_proof()) proof.push_back(*osh::tlog::HashFromBytes(h));
+        const std::string entry = osh::trust::CanonicalAuditBytes(osh::trust::FromProto(out.entry()));
+        if (osh::tlog::CheckRecord(proof, opened->checkpoint.size, opened->checkpoint.root,
+                                   static_cast<int64_t>(out.index()), osh::tlog::RecordHash(entry))
+                .ok()) {
+          ++verified;
+        }
+      }
+    });
+  }
+  for (auto& t : askers) t.join();
+  CHECK(verified == 8 * 25);
+
   // Without a handle: UNAUTHENTICATED, as a fetch.
   gw::LogProof none;
   CHECK(g.sandbox().GetLogProof(GatewayFixture::Context("sbh_wrong").get(), gw::GetLogProofRequest(), &none).error_code() ==
@@ -336,6 +407,11 @@ TEST_CASE("log: without a log key GetLogProof says log_disabled", "[integration]
       g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), gw::GetLogProofRequest(), &proof);
   CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK_THAT(status.error_message(), Catch::StartsWith("log_disabled"));
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  std::string out, err;
+  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-1", "--key", *vkey}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("log_disabled"));
 }
 
 namespace {
@@ -441,4 +517,95 @@ TEST_CASE("log: a client that requires proofs refuses a gateway that keeps no lo
   auto refused = client->get()->Fetch();
   CHECK_THAT(std::string(refused.status().message()),
              Catch::StartsWith("log_proof_invalid") && Catch::Contains("log_disabled"));
+}
+
+TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothing, a quorum holds in the client",
+          "[integration][log]") {
+  LogKey key;
+  auto log_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(log_vkey.ok());
+  // A real policy-log-witness that knows this log.
+  TempDir wdir;
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", wdir / "w1.pem"}, &out, &err) == 0);
+  const std::string w1_vkey(absl::StripAsciiWhitespace(out));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/down", "--out", wdir / "w2.pem"}, &out, &err) == 0);
+  const std::string down_vkey(absl::StripAsciiWhitespace(out));
+  WriteFile(wdir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", wdir / "w1.pem",
+                                           "\"\nlisten = \"127.0.0.1:0\"\nstate_file = \"", wdir / "state.toml",
+                                           "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"", *log_vkey, "\"\n"));
+  auto witness = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"},
+                                           wdir / "w1.log");
+  const std::string w1 = LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, "listening on ");
+  // The second witness is down: nothing listens on its port.
+  const std::string witnesses = absl::StrCat("http://", w1, " ", w1_vkey, ",http://127.0.0.1:1/prefix ", down_vkey);
+  std::vector<std::string> flags = key.Flags();
+  flags.insert(flags.end(), {"--log-witnesses", witnesses, "--log-witness-timeout-ms", "500"});
+  GatewayFixture g(flags);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-w", &admitted).ok());
+  const std::string log_dir = g.state_dir() + "/log";
+
+  auto log_verifier = osh::tlog::ParseVerifierKey(*log_vkey);
+  auto w1_verifier = osh::tlog::ParseVerifierKey(w1_vkey);
+  auto down_verifier = osh::tlog::ParseVerifierKey(down_vkey);
+  REQUIRE((log_verifier.ok() && w1_verifier.ok() && down_verifier.ok()));
+  // The published checkpoint covers every event and carries w1's cosignature (and not the down one's).
+  auto cosigned_by_w1 = [&](int64_t size) {
+    for (int i = 0; i < 500; ++i) {
+      const std::string note = ReadAll(log_dir + "/checkpoint");
+      const osh::tlog::NoteVerifier* cosigners[] = {w1_verifier->get()};
+      auto opened = osh::tlog::OpenCheckpoint(note, kOrigin, **log_verifier, cosigners, 1);
+      if (opened.ok() && opened->checkpoint.size >= size) return note;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL("no checkpoint of " << size << " entries cosigned by w1: " << ReadAll(log_dir + "/checkpoint"));
+    return std::string();
+  };
+  const std::string note = cosigned_by_w1(static_cast<int64_t>(g.AuditEvents().size()));
+  const osh::tlog::NoteVerifier* both[] = {w1_verifier->get(), down_verifier->get()};
+  CHECK_FALSE(osh::tlog::OpenCheckpoint(note, kOrigin, **log_verifier, both, 2).ok());
+  CHECK_THAT(g.log(), Catch::Contains("witness witness.test/down (http://127.0.0.1:1/prefix): ") &&
+                          Catch::Contains("published without its cosignature"));
+
+  // A supervisor requiring w1's cosignature applies its projection; one requiring both refuses it.
+  osh::sandbox_client::ClientOptions options;
+  options.endpoint.unix_socket = g.sandbox_socket();
+  options.handle = admitted.sandbox_handle();
+  options.context.emplace();
+  options.context->set_sandbox_id("sb-w");
+  options.context->set_user_subject("alice@example.com");
+  options.require_log_proof = true;
+  options.log_key = *log_vkey;
+  options.witness_keys = {w1_vkey};
+  options.witness_quorum = 1;
+  options.log_state_file = g.dir() / "log-state";
+  options.log_proof_wait = std::chrono::milliseconds(5000);
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  auto fetched = (*client)->Fetch();
+  INFO(fetched.status());
+  CHECK(fetched.ok());
+  options.witness_keys = {w1_vkey, down_vkey};
+  options.witness_quorum = 2;
+  options.log_state_file = g.dir() / "log-state-2";
+  options.log_proof_wait = std::chrono::milliseconds(300);
+  auto strict = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(strict.ok());
+  CHECK_FALSE((*strict)->Fetch().ok());
+
+  // A restarted gateway does not know what w1 holds: w1 answers 409 with its size, and the gateway sends the
+  // new checkpoint once more with a consistency proof from there.
+  REQUIRE(g.Stop() == 0);
+  g.Start();
+  AdmitSome(g, 0, 3);
+  cosigned_by_w1(static_cast<int64_t>(g.AuditEvents().size()));
+
+  // A witness that comes back is asked again after its back-off and cosigns from where it stands.
+  witness->Signal(SIGTERM);
+  CHECK(witness->Wait() == 0);
+  AdmitSome(g, 3, 2);
+  WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));  // published without w1
+  CHECK_THAT(g.log(), Catch::Contains("witness witness.test/w1 (http://" + w1 + "): "));
 }

@@ -3,12 +3,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <vector>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "policy/policy_file.h"
 
 namespace osh::trust {
 
@@ -33,6 +37,31 @@ absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& 
     }
     if (at == at.parent_path()) return absl::OkStatus();  // reached /
   }
+}
+
+absl::StatusOr<std::string> ReadPrivateKeyFile(const std::string& path, const std::string& what) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(message) : absl::PermissionDeniedError(message);
+  }
+  if (!S_ISREG(st.st_mode)) return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": not a regular file"));
+  const auto refuse = [&](absl::string_view why, absl::string_view fix) {
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", why, " (mode ",
+                                                    absl::StrFormat("%04o", st.st_mode & 07777), "; ", fix, ")"));
+  };
+  if ((st.st_mode & S_IRWXO) != 0) return refuse("a private key must not be accessible to others", "chmod o-rwx");
+  if ((st.st_mode & (S_IWGRP | S_IXGRP)) != 0) return refuse("a private key must not be writable by its group", "chmod g-wx");
+  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != ::getegid()) {
+    std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))));
+    const int n = groups.empty() ? 0 : ::getgroups(static_cast<int>(groups.size()), groups.data());
+    if (std::find(groups.begin(), groups.begin() + std::max(0, n), st.st_gid) == groups.begin() + std::max(0, n)) {
+      return refuse(absl::StrCat("readable by group ", st.st_gid, ", which this process is not in"), "chmod g-r");
+    }
+  }
+  if (absl::Status safe = CheckNoOneElseCanWrite(path, what); !safe.ok()) return safe;
+  return policy::ReadFileToString(path);
 }
 
 absl::Status EnsurePrivateDir(const std::string& dir) {

@@ -7,12 +7,20 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace osh::trust {
 
 // OK, or PERMISSION_DENIED "<what> <path>: <component> is …" naming the first component at fault and
 // the fix. NOT_FOUND when the path does not exist.
 absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& what);
+
+// Reads a private key file the way OpenSSH reads one: it must be a regular file (symlinks resolved) that
+// no one else can read or replace — no permission bits for others, none for the group but read, and group
+// read only when the file's group is one this process is in (a Kubernetes Secret mounted 0440 under the
+// pod's fsGroup) — and CheckNoOneElseCanWrite must hold. NOT_FOUND when missing; PERMISSION_DENIED naming
+// the file, what is wrong and the chmod that fixes it.
+absl::StatusOr<std::string> ReadPrivateKeyFile(const std::string& path, const std::string& what);
 
 // Creates `dir` (and parents) if missing, with mode 0700 for what it creates. FAILED_PRECONDITION naming
 // the folder that cannot be created.

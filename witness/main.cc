@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "policy/policy_file.h"
+#include "trust/secure_path.h"
 #include "tlog/cosignature.h"
 #include "tlog/ed25519.h"
 #include "witness/config.h"
@@ -25,7 +26,7 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
 absl::StatusOr<std::unique_ptr<osh::tlog::CosignatureV1Signer>> LoadCosigner(const WitnessConfig& config) {
-  absl::StatusOr<std::string> pem = osh::policy::ReadFileToString(config.key_file);
+  absl::StatusOr<std::string> pem = osh::trust::ReadPrivateKeyFile(config.key_file, "witness key");
   if (!pem.ok()) return pem.status();
   absl::StatusOr<osh::tlog::Ed25519PrivateKey> key = osh::tlog::Ed25519PrivateKey::FromPem(*pem);
   if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat(config.key_file, ": ", key.status().message()));

@@ -1,5 +1,8 @@
 #include "gateway/core/config.h"
 
+#include "common/host_port.h"
+#include "gateway/core/log_witnesses.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,7 +35,7 @@ constexpr char kPolicyTable[] = "openshell.gateway.policy";
 constexpr char kLimitsTable[] = "openshell.gateway.limits";
 constexpr char kEnvPrefix[] = "POLICY_GATEWAY_";
 constexpr char kConfigFileVariable[] = "POLICY_GATEWAY_CONFIG";
-const std::vector<std::string> kListKeys = {"accepted_surfaces"};
+const std::vector<std::string> kListKeys = {"accepted_surfaces", "log_witnesses"};
 
 // Whole-number keys: each bounded both ways, since a huge value would overflow the deadline, time and
 // size arithmetic it feeds.
@@ -69,6 +72,7 @@ const std::vector<IntKey>& IntKeys() {
       {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
       {"log_integrate_interval_ms", 10, 60'000, Into(&Config::log_integrate_interval_ms)},
+      {"log_witness_timeout_ms", 10, 60'000, Into(&Config::log_witness_timeout_ms)},
       {"max_sandbox_connections", 0, 1'000'000, IntoLimit(&Limits::max_sandbox_connections)},
       {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
       {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
@@ -207,6 +211,13 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "allow list); may equal metrics_listen to share its server; unset: off"},
       {"log_integrate_interval_ms", kGatewayTable,
        "how often audit events committed since the last checkpoint are integrated and a new checkpoint signed (default 200)"},
+      {"log_witnesses", kGatewayTable,
+       "witnesses asked to cosign each checkpoint (C2SP tlog-witness), each \"<url> <verifier key>\": the prefix of "
+       "its add-checkpoint endpoint and its cosignature/v1 key as policy-log-witness prints it; the published "
+       "checkpoint carries the cosignatures collected; unset: none"},
+      {"log_witness_timeout_ms", kGatewayTable,
+       "how long one add-checkpoint request to a witness may take (default 1000); a witness that fails is asked "
+       "again 10 s later"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -358,6 +369,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"log_signing_key", config.log_signing_key},
       {"log_origin", config.log_origin},
       {"log_listen", config.log_listen},
+      {"log_witnesses", absl::StrJoin(config.log_witnesses, ",")},
   };
   for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
   return values;
@@ -415,6 +427,15 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   }
   if (!config.log_origin.empty() && config.log_signing_key.empty()) {
     return bad("log_origin", "is set but log_signing_key is not: there is no log to name");
+  }
+  if (auto it = merged.find("log_witnesses"); it != merged.end()) {
+    config.log_witnesses = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
+    for (const std::string& witness : config.log_witnesses) {
+      if (auto parsed = ParseLogWitness(witness); !parsed.ok()) return bad("log_witnesses", std::string(parsed.status().message()));
+    }
+    if (!config.log_witnesses.empty() && config.log_signing_key.empty()) {
+      return bad("log_witnesses", "are set but log_signing_key is not: there is no log to witness");
+    }
   }
   if (auto it = merged.find("builtin_context_binding"); it != merged.end()) {
     if (!absl::SimpleAtob(it->second, &config.builtin_context_binding)) {
@@ -492,12 +513,12 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
     return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");
   }
-  for (const char* key : {"sandbox_listen", "admin_listen"}) {
-    const std::string& value = std::string_view(key) == "sandbox_listen" ? config.sandbox_listen : config.admin_listen;
-    const size_t colon = value.rfind(':');
-    if (!value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == value.size())) {
-      return bad(key, absl::StrCat("expected host:port, got '", value, "'"));
-    }
+  for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"sandbox_listen", &config.sandbox_listen},
+                                    {"admin_listen", &config.admin_listen},
+                                    {"metrics_listen", &config.metrics_listen},
+                                    {"log_listen", &config.log_listen}}) {
+    if (value->empty()) continue;
+    if (auto parsed = common::ParseHostPort(*value); !parsed.ok()) return bad(key, std::string(parsed.status().message()));
   }
   if (config.builtin_signing_key.empty() != config.builtin_signing_key_id.empty()) {
     return absl::InvalidArgumentError("builtin_signing_key and builtin_signing_key_id go together");

@@ -48,6 +48,9 @@ struct Config {
   std::string log_signing_key;    // PEM Ed25519 private key of the log (policyctl log keygen); never a trust-store key
   std::string log_origin;         // the checkpoints' origin line (default: <hostname>/policy-gateway)
   int64_t log_integrate_interval_ms = 200;
+  // Witnesses that cosign each checkpoint: "<url> <cosignature verifier key>" each (docs/audit.md).
+  std::vector<std::string> log_witnesses;
+  int64_t log_witness_timeout_ms = 1000;  // each add-checkpoint request
   std::string log_listen;         // "host:port" serving <state_dir>/log read-only over HTTP ("": off; may be metrics_listen)  // how often pending audit events are integrated and a checkpoint signed
   bool audit_syslog = false;                  // every audit event to the local syslog too (docs/audit.md)
   std::string audit_syslog_socket = "/dev/log";  // ... over this Unix datagram socket

@@ -401,8 +401,9 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   // Not while the id is being admitted: the answer "nothing deleted" would be followed by the admission.
   std::optional<AdmissionSlots::Slot> slot(slots_.Take(sandbox_id));
   if (!slot->taken()) {
-    return absl::AbortedError(absl::StrCat("admission_in_progress: sandbox '", sandbox_id,
-                                           "' is being admitted (or its handle released); retry the delete"));
+    return common::Refused(absl::StatusCode::kAborted, "admission_in_progress",
+                           absl::StrCat("sandbox '", sandbox_id,
+                                        "' is being admitted (or its handle released); retry the delete"));
   }
   auto event = AuditRecorder::For(audit::Type::kDeletion, sandbox_id, nullptr);
   event.outcome = audit::Outcome::kOk;
@@ -694,8 +695,9 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     return absl::InvalidArgumentError("policy_digest: expected 64 lowercase hex characters");
   }
   if (!reports_.Allow(sandbox_id, clock_->NowUnixMillis())) {
-    return absl::ResourceExhaustedError(absl::StrCat("rate_limited: at most ", config_.limits.reports_per_second,
-                                                     " reports a second per sandbox (bursts of ", config_.limits.report_burst, ")"));
+    return common::Refused(absl::StatusCode::kResourceExhausted, "rate_limited",
+                           absl::StrCat("at most ", config_.limits.reports_per_second,
+                                        " reports a second per sandbox (bursts of ", config_.limits.report_burst, ")"));
   }
   const int64_t now = clock_->NowUnix();
   const std::string error = BoundedText(request.error(), config_.limits.max_report_error_bytes);

@@ -1,5 +1,7 @@
 #include "gateway/core/log_sequencer.h"
 
+#include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <utility>
 
@@ -16,6 +18,9 @@ namespace audit = trust::audit;
 namespace {
 
 constexpr char kInconsistent[] = "log_inconsistent";
+// The most entries kept in memory for the entry bundles not yet written (a few checkpoint intervals' worth
+// at any admission rate this gateway reaches; beyond it, the oldest are read back from the audit log).
+constexpr size_t kMaxCachedEntries = 1 << 16;
 
 // Entries [begin, end) of the tree are the events with seq begin+1 .. end, read back from the audit log.
 class AuditEntryReader final : public tlog::EntryReader {
@@ -44,6 +49,33 @@ class AuditEntryReader final : public tlog::EntryReader {
   store::AuditLog* const log_;
 };
 
+// Serves [begin, end) from the sequencer's copy of the newest entries (a suffix of the tree) where it
+// holds them and reads the part before it back from the audit log: that part is only ever needed for the
+// first checkpoint after Open, or when the copy was cut short (see kMaxCachedEntries).
+class CachedEntryReader final : public tlog::EntryReader {
+ public:
+  CachedEntryReader(store::AuditLog* log, int64_t cache_begin, const std::deque<std::string>& cache)
+      : log_(log), cache_begin_(cache_begin), cache_(cache) {}
+  absl::StatusOr<std::vector<std::string>> ReadEntries(int64_t begin, int64_t end) const override {
+    std::vector<std::string> entries;
+    if (begin < cache_begin_) {
+      auto read = AuditEntryReader(log_).ReadEntries(begin, std::min(end, cache_begin_));
+      if (!read.ok()) return read.status();
+      entries = *std::move(read);
+      begin = std::min(end, cache_begin_);
+    }
+    const int64_t cache_end = cache_begin_ + static_cast<int64_t>(cache_.size());
+    if (end > cache_end) return absl::InternalError(absl::StrCat("log entry ", cache_end, " was never appended"));
+    entries.insert(entries.end(), cache_.begin() + (begin - cache_begin_), cache_.begin() + (end - cache_begin_));
+    return entries;
+  }
+
+ private:
+  store::AuditLog* const log_;
+  const int64_t cache_begin_;
+  const std::deque<std::string>& cache_;
+};
+
 }  // namespace
 
 LogSequencer::LogSequencer(store::AuditLog* log, LogSequencerOptions options, std::unique_ptr<tlog::NoteSigner> signer,
@@ -62,6 +94,7 @@ absl::StatusOr<std::unique_ptr<LogSequencer>> LogSequencer::Open(store::AuditLog
   {
     absl::MutexLock lock(&sequencer->integrate_mu_);
     if (absl::Status rebuilt = sequencer->AppendPending(); !rebuilt.ok()) return rebuilt;
+    sequencer->rebuilt_ = true;  // from here on, the newest entries are kept for the next entry bundle
     if (absl::Status checked = sequencer->CheckAgainstPublished(); !checked.ok()) return checked;
     if (auto published = sequencer->Publish(); !published.ok()) return published.status();
   }
@@ -109,7 +142,17 @@ absl::Status LogSequencer::AppendPending() {
             kInconsistent, ": audit event ", event.seq, " does not verify against the hash chain (rewritten in the database?)"));
       }
       last_hash_ = event.hash;
-      hashes_.Append(trust::CanonicalAuditBytes(event));
+      std::string entry = trust::CanonicalAuditBytes(event);
+      hashes_.Append(entry);
+      if (rebuilt_) {
+        open_bundle_.push_back(std::move(entry));
+        if (open_bundle_.size() > kMaxCachedEntries) {  // checkpoints failing for long: bound the memory
+          open_bundle_.pop_front();
+          ++open_bundle_begin_;
+        }
+      } else {
+        open_bundle_begin_ = hashes_.size();
+      }
       IndexForSandbox(index, event);
     }
     if (events->size() < options_.page) return absl::OkStatus();
@@ -119,7 +162,13 @@ absl::Status LogSequencer::AppendPending() {
 absl::Status LogSequencer::CheckAgainstPublished() {
   const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
   auto text = policy::ReadFileToString(path);
-  if (!text.ok()) return absl::OkStatus();  // nothing published yet: a new log
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();  // nothing published yet: a new log
+  if (!text.ok()) {
+    // Unreadable is not absent: taking it for a new log would publish a checkpoint without checking that
+    // the tree still extends the one sandboxes and witnesses hold.
+    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": cannot check the published checkpoint: ",
+                                                      text.status().message()));
+  }
   auto verifier = tlog::ParseVerifierKey(verifier_key_);
   if (!verifier.ok()) return verifier.status();
   auto opened = tlog::OpenCheckpoint(*text, options_.origin, **verifier);
@@ -152,7 +201,7 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
   if (size == before.size && !before.checkpoint.empty()) return size;
-  AuditEntryReader entries(log_);
+  CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
   write.sync = options_.sync;
   if (auto written = tlog::WriteTiles(options_.dir, before.size, size, hashes_, entries, write); !written.ok()) {
@@ -160,10 +209,25 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   }
   auto root = tlog::TreeHash(size, hashes_);
   if (!root.ok()) return root.status();
-  auto note = tlog::SignCheckpoint(tlog::Checkpoint{options_.origin, size, *root, {}}, {signer_.get()});
+  const tlog::Checkpoint checkpoint{options_.origin, size, *root, {}};
+  auto note = tlog::SignCheckpoint(checkpoint, {signer_.get()});
   if (!note.ok()) return note.status();
+  if (options_.witnesses != nullptr) {
+    const std::vector<tlog::NoteSignature> cosignatures = options_.witnesses->Collect(
+        *note, size, [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); });
+    if (!cosignatures.empty()) {
+      note = tlog::SignCheckpoint(checkpoint, {signer_.get()}, cosignatures);
+      if (!note.ok()) return note.status();
+    }
+  }
   const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
   if (absl::Status written = tlog::WriteFileAtomically(path, *note, options_.sync); !written.ok()) return written;
+  // Keep only the entries of the bundle that is still open (full bundles are never written again).
+  const int64_t keep_from = size - size % tlog::kTileWidth;
+  while (open_bundle_begin_ < keep_from && !open_bundle_.empty()) {
+    open_bundle_.pop_front();
+    ++open_bundle_begin_;
+  }
   absl::MutexLock lock(&published_mu_);
   published_ = {size, *root, *std::move(note)};
   return size;
@@ -176,7 +240,7 @@ void LogSequencer::IndexForSandbox(int64_t index, const trust::AuditEvent& event
                              event.outcome == audit::Outcome::kOk && !event.policy_digest.empty();
   absl::MutexLock lock(&published_mu_);
   if (puts_in_force) {
-    sandbox_entries_[event.sandbox_id] = SandboxEntry{index, event};
+    sandbox_entries_[event.sandbox_id] = SandboxEntry{index, event, nullptr, 0};
   } else if (event.type == audit::Type::kDeletion && event.outcome == audit::Outcome::kOk) {
     sandbox_entries_.erase(event.sandbox_id);
   }
@@ -186,6 +250,7 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
                                                                                 const std::string& policy_digest,
                                                                                 uint64_t known_size) const {
   Published published;
+  std::shared_ptr<const openshell::policy::gateway::v1::LogProof> cached;
   SandboxEntry entry;
   {
     absl::MutexLock lock(&published_mu_);
@@ -196,19 +261,32 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
       return absl::UnavailableError(absl::StrCat(
           "log_pending: the entry for this sandbox's projection is not under a checkpoint yet; retry shortly"));
     }
-    entry = found->second;
+    if (found->second.proof != nullptr && found->second.proof_size == published.size) cached = found->second.proof;
+    else entry = found->second;
   }
   if (known_size > static_cast<uint64_t>(published.size)) {
     return absl::OutOfRangeError(absl::StrCat("known_size ", known_size, " is beyond the checkpoint's ", published.size,
                                               " entries: this is not the log you verified before"));
   }
-  auto inclusion = ProveInclusion(entry.index, published.size);
-  if (!inclusion.ok()) return inclusion.status();
-  openshell::policy::gateway::v1::LogProof proof;
-  *proof.mutable_entry() = trust::ToProto(entry.event);
-  proof.set_index(static_cast<uint64_t>(entry.index));
-  for (const auto& hash : *inclusion) proof.add_inclusion_proof(std::string(tlog::HashBytes(hash)));
-  proof.set_checkpoint(published.checkpoint);
+  if (cached == nullptr) {
+    // The proof against this checkpoint, computed once and kept until the next checkpoint: every
+    // supervisor of a fleet asks for it after each change.
+    auto inclusion = ProveInclusion(entry.index, published.size);
+    if (!inclusion.ok()) return inclusion.status();
+    auto built = std::make_shared<openshell::policy::gateway::v1::LogProof>();
+    *built->mutable_entry() = trust::ToProto(entry.event);
+    built->set_index(static_cast<uint64_t>(entry.index));
+    for (const auto& hash : *inclusion) built->add_inclusion_proof(std::string(tlog::HashBytes(hash)));
+    built->set_checkpoint(published.checkpoint);
+    absl::MutexLock lock(&published_mu_);
+    auto found = sandbox_entries_.find(sandbox_id);
+    if (found != sandbox_entries_.end() && found->second.index == entry.index && published_.size == published.size) {
+      found->second.proof = built;
+      found->second.proof_size = published.size;
+    }
+    cached = std::move(built);
+  }
+  openshell::policy::gateway::v1::LogProof proof = *cached;
   if (known_size > 0 && known_size < static_cast<uint64_t>(published.size)) {
     auto consistency = ProveConsistency(static_cast<int64_t>(known_size), published.size);
     if (!consistency.ok()) return consistency.status();

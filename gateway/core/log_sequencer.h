@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "store/store.h"
+#include "gateway/core/log_witnesses.h"
 #include "tlog/merkle.h"
 #include "tlog/note.h"
 
@@ -47,6 +49,9 @@ struct LogSequencerOptions {
   absl::Duration interval = absl::Milliseconds(200);
   uint32_t page = 1000;         // events read from the audit log at a time
   bool sync = true;             // fsync tiles and the checkpoint (off only in benchmarks)
+  // Witnesses asked to cosign each new checkpoint before it is published (null: none). The checkpoint
+  // published carries the cosignatures collected; a witness that does not answer only misses from it.
+  std::shared_ptr<LogWitnesses> witnesses;
 };
 
 class LogSequencer {
@@ -103,6 +108,12 @@ class LogSequencer {
   absl::Mutex integrate_mu_;  // one integration at a time
   tlog::MemoryHashStore hashes_;  // thread-safe on its own
   std::string last_hash_ ABSL_GUARDED_BY(integrate_mu_);  // the chain hash of the last event appended
+  // The canonical bytes of the entries from open_bundle_begin_ to the tree's size: the next checkpoint's
+  // entry bundles are written from them rather than read back from the audit log. Filled only once the
+  // tree was rebuilt at Open (rebuilt_), trimmed to the open bundle after each checkpoint.
+  bool rebuilt_ ABSL_GUARDED_BY(integrate_mu_) = false;
+  int64_t open_bundle_begin_ ABSL_GUARDED_BY(integrate_mu_) = 0;
+  std::deque<std::string> open_bundle_ ABSL_GUARDED_BY(integrate_mu_);
 
   mutable absl::Mutex published_mu_;
   Published published_ ABSL_GUARDED_BY(published_mu_);
@@ -110,8 +121,11 @@ class LogSequencer {
   struct SandboxEntry {
     int64_t index = 0;
     trust::AuditEvent event;
+    // Its proof against the checkpoint of proof_size entries (without a consistency proof), once asked.
+    std::shared_ptr<const openshell::policy::gateway::v1::LogProof> proof;
+    int64_t proof_size = 0;
   };
-  absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
+  mutable absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
 
   absl::Notification stop_;
   std::thread thread_;

@@ -1,5 +1,7 @@
 #include "gateway/core/sandbox_registry.h"
 
+#include "common/errors.h"
+
 #include "gateway/core/log.h"
 
 #include "absl/strings/str_cat.h"
@@ -369,8 +371,9 @@ absl::StatusOr<SandboxRegistry::Authenticated> SandboxRegistry::Watch(const std:
   auto* found = FindByHandleLocked(handle);
   if (found == nullptr) return absl::UnauthenticatedError("a valid sandbox handle is required");
   if (found->second.watchers.size() >= max_watchers_per_sandbox_) {
-    return absl::ResourceExhaustedError(absl::StrCat("watch_limit: the sandbox already has ",
-                                                     max_watchers_per_sandbox_, " watch streams open; close one first"));
+    return common::Refused(absl::StatusCode::kResourceExhausted, "watch_limit",
+                           absl::StrCat("the sandbox already has ", max_watchers_per_sandbox_,
+                                        " watch streams open; close one first"));
   }
   if (watchers_ >= max_watchers_) {
     return absl::ResourceExhaustedError(

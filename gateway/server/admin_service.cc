@@ -1,5 +1,7 @@
 #include "gateway/server/admin_service.h"
 
+#include "common/errors.h"
+
 #include "store/audit_actor.h"
 
 #include <set>
@@ -50,7 +52,8 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
     }
     auto work = [this] {
       if (absl::Now() > deadline_) {
-        Answer(absl::DeadlineExceededError(absl::StrCat(method_, ": not started before its deadline (the gateway is busy)")));
+        Answer(common::Refused(absl::StatusCode::kDeadlineExceeded, "decisions_busy",
+                               absl::StrCat(method_, " was not started before its deadline (the gateway is busy); retry later")));
         return;
       }
       std::string response;
@@ -68,8 +71,8 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
     if (max_queued_ == 0) {
       pool_->Submit(std::move(work));
     } else if (!pool_->TrySubmit(std::move(work), max_queued_)) {
-      Answer(absl::ResourceExhaustedError(
-          absl::StrCat("decisions_busy: ", max_queued_, " ", method_, " calls are already waiting; retry later")));
+      Answer(common::Refused(absl::StatusCode::kResourceExhausted, "decisions_busy",
+                             absl::StrCat(max_queued_, " ", method_, " calls are already waiting; retry later")));
     }
   }
   void OnDone() override { delete this; }
@@ -142,6 +145,15 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
   Add<v1::SetCeilingRequest, v1::SetCeilingResponse>("SetCeiling", [core](const auto& r) { return core->SetCeiling(r); });
   Add<v1::GetCeilingRequest, v1::GetCeilingResponse>("GetCeiling", [core](const auto&) { return core->GetCeiling(); });
+  Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {
+    auto info = core_->GetSandbox(r.sandbox_id(), /*include_policy=*/false);
+    if (!info.ok()) return info.status();
+    if (log_ == nullptr) {
+      return common::Refused(absl::StatusCode::kFailedPrecondition, "log_disabled",
+                             "this gateway keeps no verifiable log (log_signing_key is not set)");
+    }
+    return log_->ProofFor(r.sandbox_id(), info->policy_digest(), r.known_size());
+  });
 
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {

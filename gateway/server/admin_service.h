@@ -13,6 +13,7 @@
 #include "gateway/core/audit_feed.h"
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/log_sequencer.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/worker_pool.h"
 
@@ -47,6 +48,10 @@ class AdminService final : public grpc::CallbackGenericService {
   // UNAVAILABLE. Call before serving.
   void SetAuditFeed(AuditFeed* feed) { audit_feed_ = feed; }
 
+  // The verifiable log ProveSandbox answers from (not owned; must outlive the service); unset: every
+  // ProveSandbox is FAILED_PRECONDITION "log_disabled". Call before serving.
+  void SetLog(const LogSequencer* log) { log_ = log; }
+
   // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
   // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
   using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
@@ -68,6 +73,7 @@ class AdminService final : public grpc::CallbackGenericService {
   GatewayCore* core_;
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
+  const LogSequencer* log_ = nullptr;
   WorkerPool* decisions_pool_ = nullptr;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();

@@ -89,9 +89,9 @@ int Daemon::Build() {
   }
   store_ = *std::move(store);
   if (!config_.log_signing_key.empty()) {
-    auto pem = policy::ReadFileToString(config_.log_signing_key);
+    auto pem = trust::ReadPrivateKeyFile(config_.log_signing_key, "log_signing_key");
     if (!pem.ok()) {
-      LogError(absl::StrCat("log_signing_key: ", pem.status().message()));
+      LogError(std::string(pem.status().message()));
       return kExitStartup;
     }
     LogSequencerOptions log_options;
@@ -99,6 +99,19 @@ int Daemon::Build() {
     log_options.origin = config_.log_origin;
     log_options.signing_key_pem = *std::move(pem);
     log_options.interval = absl::Milliseconds(config_.log_integrate_interval_ms);
+    if (!config_.log_witnesses.empty()) {
+      std::vector<LogWitnessConfig> witnesses;
+      for (const std::string& item : config_.log_witnesses) witnesses.push_back(*ParseLogWitness(item));  // checked by ResolveConfig
+      LogWitnesses::Options witness_options;
+      witness_options.timeout = absl::Milliseconds(config_.log_witness_timeout_ms);
+      auto created = LogWitnesses::Create(witnesses, witness_options);
+      if (!created.ok()) {
+        LogError(absl::StrCat("log_witnesses: ", created.status().message()));
+        return kExitStartup;
+      }
+      (*created)->set_on_change([](const std::string& change) { LogWarning(absl::StrCat("verifiable log: ", change)); });
+      log_options.witnesses = *std::move(created);
+    }
     auto log = LogSequencer::Open(&store_->audit(), std::move(log_options));
     if (!log.ok()) {
       LogError(absl::StrCat("verifiable log (", config_.state_dir, "/log): ", log.status().message()));
@@ -107,7 +120,8 @@ int Daemon::Build() {
     log_ = *std::move(log);
     const LogSequencer::Published published = log_->current();
     LogInfo(absl::StrCat("verifiable log '", config_.log_origin, "': ", published.size, " entries, verifier key ",
-                         log_->verifier_key()));
+                         log_->verifier_key(), config_.log_witnesses.empty() ? "" :
+                         absl::StrCat(", ", config_.log_witnesses.size(), " witness(es)")));
     log_->Start([](const absl::Status& failed) { LogError(absl::StrCat("verifiable log: ", failed.message())); });
   }
   if (!config_.trust_store.empty()) {
@@ -214,9 +228,9 @@ int Daemon::StartDriver() {
   }
   std::optional<builtin_driver::SigningKey> signing_key;
   if (!config_.builtin_signing_key.empty()) {
-    auto pem = policy::ReadFileToString(config_.builtin_signing_key);
+    auto pem = trust::ReadPrivateKeyFile(config_.builtin_signing_key, "builtin_signing_key");
     if (!pem.ok()) {
-      LogError(absl::StrCat("builtin_signing_key: ", pem.status().message()));
+      LogError(std::string(pem.status().message()));
       return kExitStartup;
     }
     auto key = trust::PrivateKey::FromPem(*pem);
@@ -275,6 +289,7 @@ int Daemon::Serve() {
     }
     audit_syslog_ = *std::move(syslog);
   }
+  admin_service_->SetLog(log_.get());
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
   // the client certificate's subject on admin_listen.
   admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/host_port.h"
 #include "gateway/core/log.h"
 #include "policy/policy_file.h"
 #include "tlog/tiles.h"
@@ -14,13 +15,23 @@
 namespace osh::gateway {
 namespace {
 
+// Answers 405 to anything but GET. A small request body is read first: closing a connection with unread
+// bytes makes the kernel reset it, and the client may then lose the answer before it reads it.
+int RefuseMethod(mg_connection* conn) {
+  char sink[4096];
+  for (size_t drained = 0; drained < 64 * 1024;) {
+    const int n = mg_read(conn, sink, sizeof sink);
+    if (n <= 0) break;
+    drained += static_cast<size_t>(n);
+  }
+  mg_send_http_error(conn, 405, "%s", "only GET\n");
+  return 405;
+}
+
 // civetweb calls this for GET /metrics (and every other method on that path).
 int ServeMetrics(mg_connection* conn, void* cbdata) {
   const mg_request_info* request = mg_get_request_info(conn);
-  if (request == nullptr || std::string_view(request->request_method) != "GET") {
-    mg_send_http_error(conn, 405, "%s", "only GET\n");
-    return 405;
-  }
+  if (request == nullptr || std::string_view(request->request_method) != "GET") return RefuseMethod(conn);
   const std::string body = static_cast<const MetricsServer::Render*>(cbdata)->operator()();
   mg_send_http_ok(conn, "text/plain; version=0.0.4; charset=utf-8", static_cast<long long>(body.size()));
   mg_write(conn, body.data(), body.size());
@@ -31,10 +42,7 @@ int ServeMetrics(mg_connection* conn, void* cbdata) {
 // folder. Nothing else of the folder (temporary files of a write in progress, say) is reachable.
 int ServeLog(mg_connection* conn, void* cbdata) {
   const mg_request_info* request = mg_get_request_info(conn);
-  if (request == nullptr || std::string_view(request->request_method) != "GET") {
-    mg_send_http_error(conn, 405, "%s", "only GET\n");
-    return 405;
-  }
+  if (request == nullptr || std::string_view(request->request_method) != "GET") return RefuseMethod(conn);
   const std::string_view uri = request->local_uri != nullptr ? request->local_uri : "";
   const std::string relative(uri.substr(uri.empty() ? 0 : 1));
   const bool checkpoint = relative == "checkpoint";
@@ -61,14 +69,11 @@ int ServeLog(mg_connection* conn, void* cbdata) {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& listen, Render render,
                                                                      const Options& options) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(options.name, ": expected host:port, got '", listen, "'"));
-  }
-  std::string host = listen.substr(0, colon);
-  const bool ipv6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  auto parsed = common::ParseHostPort(listen);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(options.name, ": ", parsed.status().message()));
+  const bool ipv6 = parsed->ipv6;
+  const std::string host = ipv6 ? absl::StrCat("[", parsed->host, "]") : parsed->host;
+  const int port = parsed->port;
   static const unsigned initialised = mg_init_library(0);
   (void)initialised;
   auto self = std::unique_ptr<MetricsServer>(new MetricsServer());

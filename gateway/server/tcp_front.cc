@@ -1,5 +1,7 @@
 #include "gateway/server/tcp_front.h"
 
+#include "common/host_port.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -390,14 +392,10 @@ class TcpFront::Loop {
 };
 
 absl::StatusOr<std::unique_ptr<TcpFront>> TcpFront::Bind(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("expected host:port, got '", listen, "'"));
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  auto parsed = common::ParseHostPort(listen);
+  if (!parsed.ok()) return parsed.status();
+  const std::string host = parsed->host;
+  const int port = parsed->port;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -430,7 +428,7 @@ absl::StatusOr<std::unique_ptr<TcpFront>> TcpFront::Bind(const std::string& list
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size);
   const int actual = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(bound).sin6_port
                                                        : reinterpret_cast<sockaddr_in&>(bound).sin_port);
-  const std::string shown = absl::StrCat(listen.substr(0, colon), ":", actual);
+  const std::string shown = absl::StrCat(parsed->ipv6 ? absl::StrCat("[", host, "]") : host, ":", actual);
   return std::unique_ptr<TcpFront>(new TcpFront(fd, shown));
 }
 

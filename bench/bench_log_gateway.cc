@@ -1,0 +1,214 @@
+// The verifiable log at the gateway (issue 27), on a real policy-gateway process (builtin driver, SQLite,
+// a log key) over its sockets:
+//  1. GetLogProof against GetProjection (4 KiB body) from the same client threads, alternating rounds,
+//     medians: the proof's cost beside the fetch it follows.
+//  2. Admission -> provable: one thread admits at a fixed rate; for each admission, the time from its
+//     answer until GetLogProof for its handle stops answering log_pending (the sequencer has integrated
+//     it under a signed checkpoint); p50 and p99. The baseline is the log's own integration interval.
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "bench/bench_process.h"
+#include "bench/bench_support.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/policy_file.h"
+#include "trust/keys.h"
+
+namespace {
+
+namespace gw = openshell::policy::gateway::v1;
+namespace drv = openshell::policy::driver::v1;
+using BenchClock = std::chrono::steady_clock;
+
+std::shared_ptr<grpc::Channel> LogBenchChannel(const std::string& socket, int id) {
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.channel_id", id);  // one connection per client thread
+  return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"The verifiable log at the gateway: GetLogProof beside GetProjection, and admission -> provable latency"};
+  int threads = 4, rounds = 3, rate = 200, interval_ms = 200;
+  double seconds = 2.0, admit_seconds = 5.0;
+  app.add_option("--threads", threads, "client threads for the call rates")->capture_default_str();
+  app.add_option("--seconds", seconds, "measured seconds per round and call")->capture_default_str();
+  app.add_option("--rounds", rounds, "alternating rounds (medians reported)")->capture_default_str();
+  app.add_option("--rate", rate, "admissions per second for the latency figure")->capture_default_str();
+  app.add_option("--admit-seconds", admit_seconds, "how long to admit at --rate")->capture_default_str();
+  app.add_option("--interval-ms", interval_ms, "the gateway's log_integrate_interval_ms")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  char pattern[] = "/tmp/bench-log-gw-XXXXXX";
+  const std::string dir = ::mkdtemp(pattern);
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  if (!key.ok() || !osh::policy::CreateFileAtomically(dir + "/log.key", key->ToPem(), 0600).ok()) {
+    std::fprintf(stderr, "cannot write the log key\n");
+    return 1;
+  }
+  const std::string state = dir + "/state";
+  const pid_t gateway = osh::bench::Spawn(
+      {OSH_GATEWAY_BINARY, "--state-dir", state, "--log-signing-key", dir + "/log.key", "--log-origin",
+       "bench.example/policy-gateway", "--log-integrate-interval-ms", std::to_string(interval_ms)},
+      dir + "/gateway.log");
+  if (gateway < 0 || !osh::bench::WaitForChannel(state + "/sandbox.sock")) {
+    std::fprintf(stderr, "the gateway did not start (see %s/gateway.log)\n", dir.c_str());
+    return 1;
+  }
+  auto admin = gw::PolicyGateway::NewStub(LogBenchChannel(state + "/admin.sock", 1000));
+  {
+    gw::SetPolicyRequest request;
+    request.set_scope("default");
+    *request.mutable_policy() = osh::bench::PolicyOfSize(4096);
+    grpc::ClientContext ctx;
+    gw::PolicyRevision revision;
+    if (!admin->SetPolicy(&ctx, request, &revision).ok()) {
+      std::fprintf(stderr, "SetPolicy failed\n");
+      return 1;
+    }
+  }
+  auto admit = [&](const std::string& id, gw::AdmitSandboxResponse* out) {
+    gw::AdmitSandboxRequest request;
+    request.mutable_context()->set_sandbox_id(id);
+    request.mutable_context()->set_user_subject("bench@example.com");
+    grpc::ClientContext ctx;
+    return admin->AdmitSandbox(&ctx, request, out).ok();
+  };
+  std::vector<std::string> handles;
+  for (int i = 0; i < 64; ++i) {
+    gw::AdmitSandboxResponse response;
+    if (!admit("fetch-" + std::to_string(i), &response)) return 1;
+    handles.push_back(response.sandbox_handle());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * interval_ms));  // every entry under a checkpoint
+
+  // 1. The call rates.
+  std::vector<std::unique_ptr<gw::SandboxPolicy::Stub>> stubs;
+  for (int t = 0; t < threads; ++t) stubs.push_back(gw::SandboxPolicy::NewStub(LogBenchChannel(state + "/sandbox.sock", t)));
+  std::vector<uint64_t> turn(static_cast<size_t>(threads), 0);
+  auto context_for = [&](int t) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", "Bearer " + handles[(static_cast<size_t>(t) * 7919 + turn[t]++) % handles.size()]);
+    return ctx;
+  };
+  std::vector<double> fetch_rates, proof_rates, both_rates;
+  uint64_t errors = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const auto fetched = osh::bench::RunLoad(threads, seconds, [&](int t) {
+      drv::Projection projection;
+      return stubs[t]->GetProjection(context_for(t).get(), gw::GetProjectionRequest(), &projection).ok();
+    });
+    const auto proven = osh::bench::RunLoad(threads, seconds, [&](int t) {
+      gw::LogProof proof;
+      return stubs[t]->GetLogProof(context_for(t).get(), gw::GetLogProofRequest(), &proof).ok();
+    });
+    const auto both = osh::bench::RunLoad(threads, seconds, [&](int t) {
+      drv::Projection projection;
+      gw::LogProof proof;
+      return stubs[t]->GetProjection(context_for(t).get(), gw::GetProjectionRequest(), &projection).ok() &&
+             stubs[t]->GetLogProof(context_for(t).get(), gw::GetLogProofRequest(), &proof).ok();
+    });
+    fetch_rates.push_back(fetched.calls_per_second);
+    proof_rates.push_back(proven.calls_per_second);
+    both_rates.push_back(both.calls_per_second);
+    errors += fetched.errors + proven.errors + both.errors;
+  }
+  const double fetch = osh::bench::Median(fetch_rates), proof = osh::bench::Median(proof_rates),
+               both = osh::bench::Median(both_rates);
+
+  // 2. Admission -> provable, at a fixed admission rate.
+  struct Pending {
+    std::string handle;
+    BenchClock::time_point answered;
+  };
+  std::mutex mu;
+  std::deque<Pending> pending;
+  bool admitting = true;
+  std::vector<double> latencies_ms;
+  std::thread poller([&] {
+    auto stub = gw::SandboxPolicy::NewStub(LogBenchChannel(state + "/sandbox.sock", 999));
+    for (;;) {
+      Pending next;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (pending.empty()) {
+          if (!admitting) return;
+        } else {
+          next = pending.front();
+        }
+      }
+      if (next.handle.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", "Bearer " + next.handle);
+      gw::LogProof out;
+      const grpc::Status status = stub->GetLogProof(&ctx, gw::GetLogProofRequest(), &out);
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      pending.pop_front();
+      if (status.ok()) {
+        latencies_ms.push_back(std::chrono::duration<double, std::milli>(BenchClock::now() - next.answered).count());
+      } else {
+        ++errors;
+      }
+    }
+  });
+  const auto period = std::chrono::duration_cast<BenchClock::duration>(std::chrono::duration<double>(1.0 / rate));
+  const auto start = BenchClock::now();
+  int admitted = 0;
+  for (auto at = start; at - start < std::chrono::duration<double>(admit_seconds); at += period) {
+    std::this_thread::sleep_until(at);
+    gw::AdmitSandboxResponse response;
+    if (!admit("latency-" + std::to_string(admitted), &response)) {
+      ++errors;
+      continue;
+    }
+    ++admitted;
+    std::lock_guard<std::mutex> lock(mu);
+    pending.push_back({response.sandbox_handle(), BenchClock::now()});
+  }
+  const double achieved = admitted / std::chrono::duration<double>(BenchClock::now() - start).count();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    admitting = false;
+  }
+  poller.join();
+
+  std::printf("gateway with a log (SQLite, builtin driver, 4 KiB body, %d client threads, median of %d)\n", threads, rounds);
+  std::printf("  GetProjection:                   %8.0f calls/s\n", fetch);
+  std::printf("  GetLogProof:                     %8.0f calls/s   ratio to GetProjection %.3f\n", proof, proof / fetch);
+  std::printf("  GetProjection then GetLogProof:  %8.0f pairs/s   ratio to GetProjection %.3f\n", both, both / fetch);
+  std::printf("admission -> provable (log_integrate_interval_ms %d), %.0f admissions/s for %.0f s, %zu measured\n",
+              interval_ms, achieved, admit_seconds, latencies_ms.size());
+  std::printf("  p50 %.1f ms   p99 %.1f ms   max %.1f ms   (targets: p50 <= 250 ms, p99 <= 1000 ms)\n",
+              Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99), Percentile(latencies_ms, 1.0));
+  std::printf("errors: %llu\n", static_cast<unsigned long long>(errors));
+  ::kill(gateway, SIGTERM);
+  int status = 0;
+  ::waitpid(gateway, &status, 0);
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
+  return errors == 0 && !latencies_ms.empty() ? 0 : 1;
+}
