@@ -118,6 +118,20 @@ bool BuiltinDriver::IsCurrent(const driver_v1::RuntimeContext& context, const dr
          served.signing_key_id() == (signing_key_ ? signing_key_->key_id : std::string());
 }
 
+std::optional<drivers::PolicyAuthoring::Desired> BuiltinDriver::DesiredFor(const driver_v1::RuntimeContext& context) {
+  std::vector<std::string> scopes;
+  auto [chosen, version] = Resolve(context, &scopes);
+  Desired out;
+  out.policy_version = version;
+  if (chosen == nullptr) {
+    out.source = absl::StrCat("no policy for any of the scopes ", absl::StrJoin(scopes, ", "));
+    return out;
+  }
+  out.policy_digest = chosen->digest;
+  out.source = absl::StrCat("scope ", chosen->scope, " revision ", chosen->revision);
+  return out;
+}
+
 absl::StatusOr<driver_v1::Capabilities> BuiltinDriver::GetCapabilities() {
   driver_v1::Capabilities caps;
   caps.set_driver_name("builtin");

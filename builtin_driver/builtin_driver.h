@@ -65,6 +65,7 @@ class BuiltinDriver final : public drivers::PolicyDriver,
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
   bool IsCurrent(const drivers::driver_v1::RuntimeContext& context, const drivers::driver_v1::Projection& served) override;
+  std::optional<Desired> DesiredFor(const drivers::driver_v1::RuntimeContext& context) override;
   void SetPolicyGuard(PolicyGuard guard) override { guard_ = std::move(guard); }
 
  private:

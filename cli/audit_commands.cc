@@ -155,11 +155,12 @@ void AddHead(CLI::App& audit, const Options& options, int& exit_code) {
 }  // namespace
 
 void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code) {
-  auto* audit = app.add_subcommand("audit", "The audit hash chain: export, verify (offline), head");
+  auto* audit = app.add_subcommand("audit", "The audit hash chain: export, verify (offline), head, tail");
   audit->require_subcommand(1);
   AddExport(*audit, options, exit_code);
   AddVerify(*audit, options, exit_code);
   AddHead(*audit, options, exit_code);
+  AddAuditTail(*audit, options, exit_code);
 }
 
 }  // namespace osh::cli

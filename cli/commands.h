@@ -11,7 +11,9 @@ namespace osh::cli {
 void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code);  // admit delete get list refresh status
 void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_code);  // fetch watch report
 void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code);    // keygen sign verify trust reload
-void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head
+void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head|tail
+void AddAuditTail(CLI::App& audit, const Options& options, int& exit_code);      // audit tail, on `audit`
+void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code);      // wait (a sandbox's load report)
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list

@@ -60,6 +60,29 @@ void PrintSandbox(const v1::SandboxInfo& s) {
             << "updated:        " << Time(s.updated_at_unix()) << "\n"
             << "expires:        " << Time(s.expires_at_unix()) << "\n";
   if (!s.last_refresh_error().empty()) std::cout << "refresh error:  " << s.last_refresh_error() << "\n";
+  std::cout << "desired:        "
+            << (s.desired_known() ? s.desired_digest().empty() ? "none" : s.desired_digest() : "(as served)")
+            << (s.desired_known() ? " version " + std::to_string(s.desired_version()) + " (" + s.desired_source() + ")" : "")
+            << "\n"
+            << "drift:          " << s.drift_state() << (s.drift_reason().empty() ? "" : ": " + s.drift_reason()) << "\n";
+}
+
+// `list --drift`: what each drifting sandbox is served, loaded and should get, and why it drifts.
+void PrintDriftTable(const v1::ListSandboxesResponse& drifting) {
+  auto short_digest = [](const std::string& d) { return d.empty() ? std::string("-") : d.substr(0, 12); };
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : drifting.sandboxes()) {
+    rows.push_back({s.context().sandbox_id(), s.drift_state(),
+                    short_digest(s.policy_digest()) + " v" + std::to_string(s.policy_version()),
+                    s.load_status() == v1::LOAD_STATUS_UNSPECIFIED
+                        ? "-"
+                        : short_digest(s.reported_digest()) + " " + LoadName(s.load_status()),
+                    s.desired_known() ? short_digest(s.desired_digest()) + " v" + std::to_string(s.desired_version())
+                                      : "(served)",
+                    s.drift_reason()});
+  }
+  PrintTable({"SANDBOX", "DRIFT", "SERVED", "LOADED", "DESIRED", "REASON"}, rows);
+  std::cout << drifting.sandboxes_size() << " drifting sandbox(es)\n";
 }
 
 }  // namespace
@@ -163,7 +186,10 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
   // list
   {
     auto* cmd = app.add_subcommand("list", "List admitted sandboxes (all pages)");
-    cmd->callback([&options, &exit_code] {
+    auto drift = std::make_shared<bool>(false);
+    cmd->add_flag("--drift", *drift,
+                  "only sandboxes that do not run what they should (not in_sync), with the reason");
+    cmd->callback([&options, &exit_code, drift] {
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }
       v1::ListSandboxesResponse all;
@@ -176,12 +202,16 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
           exit_code = ReportRpcError(status);
           return;
         }
-        for (auto& s : *page.mutable_sandboxes()) *all.add_sandboxes() = std::move(s);
+        for (auto& s : *page.mutable_sandboxes()) {
+          if (!*drift || s.drift() != v1::DRIFT_IN_SYNC) *all.add_sandboxes() = std::move(s);
+        }
         if (page.next_page_token().empty()) break;
         request.set_page_token(page.next_page_token());
       }
       if (options.json()) {
         std::cout << ToJson(all) << "\n";
+      } else if (*drift) {
+        PrintDriftTable(all);
       } else {
         std::vector<std::vector<std::string>> rows;
         for (const auto& s : all.sandboxes()) {

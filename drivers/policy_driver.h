@@ -41,6 +41,15 @@ class PolicyAuthoring {
   // True when `served` (an admitted projection's header) is what this driver would serve `context` now,
   // so a re-projection can pass it by without fetching and signing again (false: no such promise).
   virtual bool IsCurrent(const driver_v1::RuntimeContext&, const driver_v1::Projection& /*served*/) { return false; }
+  // What this driver would serve `context` now, read from memory (no store, no signing): the policy's
+  // digest ("" when no scope of the context has a live policy), its policy_version, and where it comes
+  // from ("scope sandbox:sb-1 revision 3"). nullopt: the driver cannot say cheaply.
+  struct Desired {
+    std::string policy_digest;
+    uint64_t policy_version = 0;
+    std::string source;
+  };
+  virtual std::optional<Desired> DesiredFor(const driver_v1::RuntimeContext&) { return std::nullopt; }
   // A check every new policy must pass before it is stored (the gateway's ceiling); its refusal is
   // returned to the caller as is and nothing is stored. Set before concurrent use.
   using PolicyGuard = std::function<absl::Status(const openshell::sandbox::v1::SandboxPolicy&)>;

@@ -14,6 +14,12 @@
 
 #include "common/host_port.h"
 #include "gateway/core/config.h"
+#include "gateway/core/drift.h"
+#include "gateway/core/audit_feed.h"
+#include "common/errors.h"
+#include "store/sqlite_store.h"
+#include "absl/time/clock.h"
+#include <atomic>
 #include "gateway/server/daemon.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/mutation_gate.h"
@@ -354,4 +360,124 @@ TEST_CASE("metrics: reason codes, cumulative histogram buckets and escaped label
     INFO(line);
     CHECK(declared.count(family) == 1);
   }
+}
+
+TEST_CASE("drift: each state from served, loaded, desired and the last refresh error, first match wins", "[drift]") {
+  const std::string served(64, 'a'), other(64, 'b');
+  auto info = [&](v1::LoadStatus status, const std::string& reported, const std::string& refresh_error = "") {
+    v1::SandboxInfo s;
+    s.set_policy_digest(served);
+    s.set_policy_version(7);
+    s.set_load_status(status);
+    s.set_reported_digest(reported);
+    s.set_load_error(status == v1::FAILED ? "cannot apply" : "");
+    s.set_last_refresh_error(refresh_error);
+    return s;
+  };
+  using Desired = osh::drivers::PolicyAuthoring::Desired;
+  const Desired same{served, 7, "scope default revision 3"};
+  auto drift = [](v1::SandboxInfo s, const std::optional<Desired>& desired) {
+    osh::gateway::FillDrift(desired, &s);
+    return s;
+  };
+  CHECK(drift(info(v1::LOADED, served), same).drift() == v1::DRIFT_IN_SYNC);
+  CHECK(drift(info(v1::LOADED, served), same).drift_state() == "in_sync");
+  // Unknown desired: the served projection stands for it.
+  const v1::SandboxInfo unknown = drift(info(v1::LOADED, served), std::nullopt);
+  CHECK(unknown.drift() == v1::DRIFT_IN_SYNC);
+  CHECK_FALSE(unknown.desired_known());
+  CHECK(unknown.desired_digest() == served);
+  CHECK(unknown.desired_source() == "served");
+  // Never reported, or reported only an earlier digest (LOADED or FAILED): not_reported.
+  CHECK(drift(info(v1::LOAD_STATUS_UNSPECIFIED, ""), same).drift_state() == "not_reported");
+  CHECK(drift(info(v1::LOADED, other), same).drift_state() == "not_reported");
+  CHECK(drift(info(v1::FAILED, other), same).drift_state() == "not_reported");
+  const v1::SandboxInfo failed = drift(info(v1::FAILED, served), same);
+  CHECK(failed.drift_state() == "load_failed");
+  CHECK_THAT(failed.drift_reason(), Catch::Contains("cannot apply"));
+  // Desired moved on (another digest, or only another version): refresh_pending, naming both.
+  const v1::SandboxInfo pending = drift(info(v1::LOADED, served), Desired{other, 8, "scope tenant:acme revision 1"});
+  CHECK(pending.drift_state() == "refresh_pending");
+  CHECK_THAT(pending.drift_reason(), Catch::Contains("scope tenant:acme revision 1"));
+  CHECK(drift(info(v1::LOADED, served), Desired{served, 8, "x"}).drift_state() == "refresh_pending");
+  CHECK(drift(info(v1::LOADED, served), Desired{"", 9, "no policy"}).drift_state() == "refresh_pending");
+  // A kept-last-good refresh: by the ceiling, or otherwise; before pending, after a failed load.
+  CHECK(drift(info(v1::LOADED, served, "exceeds_ceiling: adds api.github.com"), Desired{other, 8, "x"}).drift_state() ==
+        "refused_by_ceiling");
+  CHECK(drift(info(v1::LOADED, served, "containment_unknown: regex"), same).drift_state() == "refused_by_ceiling");
+  CHECK(drift(info(v1::LOADED, served, "driver_unavailable: down"), same).drift_state() == "refresh_failed");
+  CHECK(drift(info(v1::FAILED, served, "driver_unavailable: down"), same).drift_state() == "load_failed");
+  // Every state has its name.
+  for (int state = v1::DriftState_MIN; state <= v1::DriftState_MAX; ++state) {
+    if (state == v1::DRIFT_STATE_UNSPECIFIED) continue;
+    CHECK_FALSE(osh::gateway::kDriftStateNames.Name(static_cast<v1::DriftState>(state)).empty());
+  }
+}
+
+TEST_CASE("audit feed: from a cursor, in order and once, then live, a stalled reader ends, close ends all",
+          "[audit_stream]") {
+  osh::test::TempDir dir;
+  auto store = osh::store::SqliteStore::Open(dir / "gateway.db", osh::store::StoreOptions{});
+  REQUIRE(store.ok());
+  osh::store::AuditLog& log = (*store)->audit();
+  auto append = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      osh::store::AuditEvent event;
+      event.type = osh::trust::audit::Type::kRelease;
+      REQUIRE(log.AppendAudit(event).ok());
+    }
+  };
+  append(5);
+  osh::gateway::AuditFeed::Options options;
+  options.backlog = 4;
+  options.page = 2;
+  options.poll = absl::Milliseconds(5);
+  options.stall = absl::Seconds(1);
+  options.max_subscriptions = 2;
+  osh::gateway::AuditFeed feed(&log, options);
+  std::atomic<int> wakes{0};
+  // Takes until `seq` or 5 s; returns the seqs taken.
+  auto take_until = [](osh::gateway::AuditSubscription& s, uint64_t seq) {
+    std::vector<uint64_t> taken;
+    const absl::Time end = absl::Now() + absl::Seconds(5);
+    while ((taken.empty() || taken.back() < seq) && absl::Now() < end) {
+      auto next = s.Take();
+      if (!next.end.ok()) break;
+      if (next.event != nullptr) taken.push_back(next.event->seq());
+      else absl::SleepFor(absl::Milliseconds(2));
+    }
+    return taken;
+  };
+  auto reader = feed.Subscribe(2, [&] { ++wakes; });
+  REQUIRE(reader.ok());
+  CHECK(take_until(**reader, 5) == std::vector<uint64_t>{3, 4, 5});  // caught up a page at a time, backlog 4
+  append(7);  // more than the backlog at once: a reader that takes gets them all, the rest from the log
+  CHECK(take_until(**reader, 12) == std::vector<uint64_t>{6, 7, 8, 9, 10, 11, 12});
+  CHECK((*reader)->cursor() == 12);
+  CHECK(wakes > 0);
+
+  // A subscription nobody takes from: ended once events waited for it longer than `stall`.
+  auto idle = feed.Subscribe(12, [] {});
+  REQUIRE(idle.ok());
+  CHECK(absl::IsResourceExhausted(feed.Subscribe(0, [] {}).status()));  // max_subscriptions
+  CHECK(osh::common::ReasonOf(feed.Subscribe(0, [] {}).status()) == "audit_streams_limit");
+  absl::SleepFor(absl::Milliseconds(50));  // the feed has seen head 12
+  for (int i = 0; i < 6; ++i) {
+    append(1);
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  CHECK(take_until(**reader, 18).size() == 6);
+  for (int i = 0; i < 300 && (*idle)->end().ok(); ++i) absl::SleepFor(absl::Milliseconds(10));  // never taking
+  const osh::gateway::AuditSubscription::Next lagged = (*idle)->Take();
+  CHECK(lagged.event == nullptr);  // its queue was dropped
+  CHECK(absl::IsResourceExhausted(lagged.end));
+  CHECK(osh::common::ReasonOf(lagged.end) == "audit_stream_lagging");
+  feed.Unsubscribe(*idle);
+  CHECK(feed.subscriptions() == 1);
+
+  feed.Close();
+  CHECK(absl::IsUnavailable((*reader)->Take().end));
+  CHECK(osh::common::ReasonOf((*reader)->Take().end) == "gateway_stopping");
+  CHECK(absl::IsUnavailable(feed.Subscribe(0, [] {}).status()));
+  feed.Unsubscribe(*reader);
 }

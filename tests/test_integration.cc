@@ -547,19 +547,8 @@ TEST_CASE("integration: policyctl health says serving, not serving or unreachabl
 TEST_CASE("integration: the gateway tells systemd it is ready, reloading and stopping (sd_notify)", "[integration]") {
   TempDir dir;
   const std::string notify = dir / "notify.sock";
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, notify.c_str(), sizeof(address.sun_path) - 1);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  auto next = [&] {
-    char buffer[4096];
-    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-    return n > 0 ? std::string(buffer, n) : std::string();
-  };
+  DatagramListener listener(notify);
+  auto next = [&] { return listener.Next(); };
   GatewayFixture g({}, {"NOTIFY_SOCKET=" + notify});
   const std::string ready = next();
   CHECK_THAT(ready, Catch::StartsWith("READY=1\nSTATUS=serving: driver builtin"));
@@ -571,7 +560,6 @@ TEST_CASE("integration: the gateway tells systemd it is ready, reloading and sto
   CHECK_THAT(next(), Catch::StartsWith("READY=1"));
   g.Signal(SIGTERM);
   CHECK_THAT(next(), Catch::StartsWith("STOPPING=1"));
-  ::close(fd);
 }
 
 TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, refusals, fetches and driver calls",

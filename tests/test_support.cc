@@ -2,11 +2,14 @@
 
 #include <sqlite3.h>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -103,6 +106,28 @@ osh::trust::AuditEvent StoredEvent(const std::string& type) {
   e.type = osh::trust::audit::TypeWord::FromStored(type);
   e.outcome = osh::trust::audit::Outcome::kOk;
   return e;
+}
+
+DatagramListener::DatagramListener(const std::string& path, int timeout_s) {
+  fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd_ >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof address.sun_path);
+  std::memcpy(address.sun_path, path.data(), path.size());
+  REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  timeval wait{timeout_s, 0};
+  REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait) == 0);
+}
+
+DatagramListener::~DatagramListener() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string DatagramListener::Next() {
+  char buffer[65536];
+  const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string();
 }
 
 }  // namespace osh::test

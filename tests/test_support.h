@@ -42,6 +42,20 @@ void EditDatabase(const std::string& path, const std::string& sql);
 // The whole file (fails the test when unreadable).
 std::string ReadFile(const std::string& path);
 
+// A Unix datagram socket bound at `path` that a test reads what the gateway sends it (sd_notify, syslog).
+// Next() is the next datagram, or "" when none came within `timeout_s`. Closed when destroyed.
+class DatagramListener {
+ public:
+  explicit DatagramListener(const std::string& path, int timeout_s = 10);
+  ~DatagramListener();
+  DatagramListener(const DatagramListener&) = delete;
+  DatagramListener& operator=(const DatagramListener&) = delete;
+  std::string Next();
+
+ private:
+  int fd_ = -1;
+};
+
 // Writes `text` to `path` with `mode`.
 void WriteFile(const std::string& path, const std::string& text, int mode = 0600);
 

@@ -84,6 +84,9 @@ const std::vector<IntKey>& IntKeys() {
       {"max_watchers_per_sandbox", 1, 1000, IntoLimit(&Limits::max_watchers_per_sandbox)},
       {"max_watchers", 1, 1'000'000, IntoLimit(&Limits::max_watchers)},
       {"watch_backlog", 1, 64, IntoLimit(&Limits::watch_backlog)},
+      {"max_audit_streams", 1, 100'000, IntoLimit(&Limits::max_audit_streams)},
+      {"audit_stream_backlog", 1, 1'000'000, IntoLimit(&Limits::audit_stream_backlog)},
+      {"audit_stream_stall_s", 1, kDayS, IntoLimit(&Limits::audit_stream_stall_s)},
       {"reports_per_second", 1, 1000, IntoLimit(&Limits::reports_per_second)},
       {"report_burst", 1, 100'000, IntoLimit(&Limits::report_burst)},
       {"max_report_error_bytes", 256, kMiB, IntoLimit(&Limits::max_report_error_bytes)},
@@ -102,7 +105,7 @@ const IntKey* FindIntKey(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<std::string> kBoolKeys = {"builtin_context_binding"};
+const std::vector<std::string> kBoolKeys = {"builtin_context_binding", "audit_syslog"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
@@ -227,6 +230,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"metrics_allow", kGatewayTable,
        "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
        "unset: any address that reaches the port"},
+      {"audit_syslog", kGatewayTable,
+       "true: also send every audit event to the local syslog, one RFC 5424 line with structured data (default false)"},
+      {"audit_syslog_socket", kGatewayTable, "the Unix datagram socket audit_syslog sends to (default /dev/log)"},
       {"log_signing_key", kGatewayTable,
        "PEM Ed25519 private key of the verifiable log (policyctl log keygen; its own key, never one of the trust "
        "store): the audit log is published as a Merkle tree, tiles and signed checkpoints under <state_dir>/log; "
@@ -295,6 +301,12 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"max_watchers", kLimitsTable, "open WatchProjection streams in all (default 10000)"},
       {"watch_backlog", kLimitsTable,
        "projections not yet written to a watcher before it is dropped as a slow reader (default 4)"},
+      {"max_audit_streams", kLimitsTable, "open WatchAuditEvents streams on the admin API (default 256)"},
+      {"audit_stream_backlog", kLimitsTable,
+       "audit events queued for one WatchAuditEvents stream; a slower reader catches up from the database (default 1024)"},
+      {"audit_stream_stall_s", kLimitsTable,
+       "a WatchAuditEvents stream whose reader takes no event this long while events wait is ended as lagging "
+       "(default 10)"},
       {"reports_per_second", kLimitsTable, "ReportPolicyStatus calls a second per sandbox, refilled steadily (default 2)"},
       {"report_burst", kLimitsTable, "ReportPolicyStatus calls per sandbox in a burst (default 20)"},
       {"max_report_error_bytes", kLimitsTable, "a report's error text is cut to this, with a marker (default 4096)"},
@@ -385,6 +397,8 @@ ConfigValues EffectiveValues(const Config& config) {
       {"sandbox_socket", config.sandbox_socket},
       {"metrics_listen", config.metrics_listen},
       {"metrics_allow", config.metrics_allow},
+      {"audit_syslog", config.audit_syslog ? "true" : "false"},
+      {"audit_syslog_socket", config.audit_syslog_socket},
       {"sandbox_socket_group", config.sandbox_socket_group},
       {"sandbox_listen", config.sandbox_listen},
       {"admin_listen", config.admin_listen},
@@ -484,6 +498,10 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
       return bad("builtin_context_binding", absl::StrCat("expected true or false, got '", it->second, "'"));
     }
   }
+  if (auto it = merged.find("audit_syslog"); it != merged.end() && !absl::SimpleAtob(it->second, &config.audit_syslog)) {
+    return bad("audit_syslog", absl::StrCat("expected true or false, got '", it->second, "'"));
+  }
+  get("audit_syslog_socket", &config.audit_syslog_socket);
   if (auto it = merged.find("accepted_surfaces"); it != merged.end()) {
     config.accepted_surfaces = absl::StrSplit(it->second, ',', absl::SkipWhitespace());
     if (config.accepted_surfaces.empty()) return bad("accepted_surfaces", "must name at least one surface");

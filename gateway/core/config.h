@@ -59,6 +59,8 @@ struct Config {
   std::string interceptor_gateway_keys;  // JWKS file or Ed25519 SPKI PEM of the OpenShell gateway; "": no tokens
   std::string interceptor_gateway_id = "openshell";  // iss = openshell-gateway:<id>
   std::string interceptor_audience = "urn:openshell:extension:interceptor:policy-gateway";
+  bool audit_syslog = false;                  // every audit event to the local syslog too (docs/audit.md)
+  std::string audit_syslog_socket = "/dev/log";  // ... over this Unix datagram socket
   Limits limits;  // [openshell.gateway.limits]
   // Not a config key: the flag --accept-state-rollback, an operator's one-off confirmation (HeadAnchor).
   bool accept_state_rollback = false;

@@ -20,6 +20,7 @@
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
 #include "gateway/core/context_limits.h"
+#include "gateway/core/drift.h"
 #include "gateway/core/log.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -425,6 +426,7 @@ absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::strin
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
   gateway_v1::SandboxInfo info = InfoFrom(*snapshot);
+  FillDriftOf(&info);
   if (include_policy && !info.mutable_policy()->ParseFromString(snapshot->record.envelope->body())) {
     return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
   }
@@ -440,11 +442,37 @@ absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(
   }
   auto page = registry_->List(after, size + 1);
   gateway_v1::ListSandboxesResponse out;
-  for (size_t i = 0; i < page.size() && i < size; ++i) *out.add_sandboxes() = InfoFrom(page[i]);
+  for (size_t i = 0; i < page.size() && i < size; ++i) {
+    gateway_v1::SandboxInfo* info = out.add_sandboxes();
+    *info = InfoFrom(page[i]);
+    FillDriftOf(info);
+  }
   if (page.size() > size) {
     out.set_next_page_token(absl::WebSafeBase64Escape(page[size - 1].record.context.sandbox_id()));
   }
   return out;
+}
+
+void GatewayCore::FillDriftOf(gateway_v1::SandboxInfo* info) const {
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  FillDrift(authoring != nullptr ? authoring->DesiredFor(info->context()) : std::nullopt, info);
+}
+
+std::vector<std::pair<std::string, uint64_t>> GatewayCore::CountByDrift() const {
+  std::vector<std::pair<std::string, uint64_t>> counts;
+  for (const auto& [state, name] : kDriftStateNames) counts.emplace_back(std::string(name), 0);
+  std::string after;
+  for (;;) {
+    const auto page = registry_->List(after, kMaxPageSize);
+    for (const auto& snapshot : page) {
+      gateway_v1::SandboxInfo info = InfoFrom(snapshot);
+      FillDriftOf(&info);
+      for (auto& [name, count] : counts) count += name == info.drift_state() ? 1 : 0;
+    }
+    if (page.size() < kMaxPageSize) break;
+    after = page.back().record.context.sandbox_id();
+  }
+  return counts;
 }
 
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const std::string& sandbox_id) {

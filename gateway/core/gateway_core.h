@@ -71,6 +71,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id, bool include_policy = false) const;
   absl::StatusOr<gateway_v1::ListSandboxesResponse> ListSandboxes(const gateway_v1::ListSandboxesRequest& request) const;
   absl::StatusOr<gateway_v1::RefreshSandboxResponse> Refresh(const std::string& sandbox_id);
+  // Admitted sandboxes by drift state (gateway/core/drift.h), every state named in kDriftStateNames' order
+  // with its count (0 included), for the metrics. O(admitted sandboxes): one pass over the registry.
+  std::vector<std::pair<std::string, uint64_t>> CountByDrift() const;
 
   absl::StatusOr<gateway_v1::PolicyRevision> SetPolicy(const gateway_v1::SetPolicyRequest& request);
   absl::StatusOr<gateway_v1::PolicyRevision> UpdatePolicy(const gateway_v1::UpdatePolicyRequest& request);
@@ -117,6 +120,8 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
 
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
+  // SandboxInfo's desired_* and drift fields (gateway/core/drift.h), desired as the driver says it.
+  void FillDriftOf(gateway_v1::SandboxInfo* info) const;
   // Another replica's committed changes (PostgreSQL feed): each changed sandbox is checked as a stored
   // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
   // a changed ceiling is loaded and re-verified.

@@ -36,6 +36,9 @@ struct Limits {
   size_t max_watchers_per_sandbox = 8;      // open WatchProjection streams per sandbox
   size_t max_watchers = 10'000;             // ... and in all
   size_t watch_backlog = 4;                 // projections not yet written to a watcher before it is dropped
+  size_t max_audit_streams = 256;           // open WatchAuditEvents streams (admin API)
+  size_t audit_stream_backlog = 1024;       // events queued for one (more: it catches up from the database)
+  int64_t audit_stream_stall_s = 10;        // one whose reader takes nothing this long while events wait ends
   int reports_per_second = 2;               // ReportPolicyStatus per sandbox, refilled steadily
   int report_burst = 20;                    // ... after a burst of this many
   size_t max_report_error_bytes = 4096;     // a report's error text; longer is cut, with a marker

@@ -16,12 +16,14 @@
 #include "absl/time/clock.h"
 #include "gateway/core/log.h"
 #include "gateway/core/mutation_gate.h"
+#include "gateway/server/audit_stream.h"
 #include "gateway/server/status_conversion.h"
 
 namespace osh::gateway {
 namespace {
 
 constexpr char kServicePrefix[] = "/openshell.policy.gateway.v1.PolicyGateway/";
+constexpr char kWatchAuditEvents[] = "/openshell.policy.gateway.v1.PolicyGateway/WatchAuditEvents";
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
@@ -156,6 +158,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {
     const std::string path = absl::StrCat(kServicePrefix, service->method(i)->name());
+    if (path == kWatchAuditEvents) continue;  // the one stream: its own reactor (CreateReactor)
     if (!handlers_.contains(path)) {
       LogError(absl::StrCat("internal error: no handler for ", path));
       std::abort();
@@ -168,6 +171,7 @@ absl::Status AdminService::Dispatch(const std::string& method, const std::string
     core_->RecordMutationRefused(method);
     return gate;
   }
+  if (method == kWatchAuditEvents) return absl::UnimplementedError("WatchAuditEvents is a stream: not dispatched here");
   auto handler = handlers_.find(method);
   if (handler == handlers_.end()) return absl::UnimplementedError(absl::StrCat("unknown method ", method));
   return handler->second(request, response);
@@ -182,6 +186,12 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
       core->RecordMutationRefused(method);
     });
     return new RefusedReactor(ToGrpc(gate));
+  }
+  if (method == kWatchAuditEvents) {
+    if (audit_feed_ == nullptr) {
+      return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, "audit streams are not served here"));
+    }
+    return NewAuditStreamReactor(audit_feed_, metrics_, context);
   }
   auto handler = handlers_.find(method);
   if (handler == handlers_.end()) {

@@ -10,6 +10,7 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 
+#include "gateway/core/audit_feed.h"
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
@@ -43,6 +44,10 @@ class AdminService final : public grpc::CallbackGenericService {
     decisions_deadline_ = deadline;
   }
 
+  // The feed WatchAuditEvents streams from (not owned; must outlive the service). Unset: that method is
+  // UNAVAILABLE. Call before serving.
+  void SetAuditFeed(AuditFeed* feed) { audit_feed_ = feed; }
+
   // The verifiable log ProveSandbox answers from (not owned; must outlive the service); unset: every
   // ProveSandbox is FAILED_PRECONDITION "log_disabled". Call before serving.
   void SetLog(const LogSequencer* log) { log_ = log; }
@@ -58,6 +63,7 @@ class AdminService final : public grpc::CallbackGenericService {
   // One call as the admin socket serves it, synchronously on the calling thread: the mutation gate on
   // `method` ("/openshell.policy.gateway.v1.PolicyGateway/AdmitSandbox"), then the request's decoding
   // and its handler. For the in-process request fuzzer; the socket path shares everything but the thread.
+  // A streaming method (WatchAuditEvents) is UNIMPLEMENTED here.
   absl::Status Dispatch(const std::string& method, const std::string& request, std::string* response) const;
 
  private:
@@ -72,6 +78,7 @@ class AdminService final : public grpc::CallbackGenericService {
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();
   Metrics* metrics_ = nullptr;
+  AuditFeed* audit_feed_ = nullptr;
   CallerIdentity caller_identity_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
 };

@@ -275,6 +275,20 @@ int Daemon::Serve() {
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
   admin_service_->SetMetrics(&metrics_);
+  AuditFeed::Options feed_options;  // WatchAuditEvents (docs/audit.md, "The event stream")
+  feed_options.backlog = config_.limits.audit_stream_backlog;
+  feed_options.max_subscriptions = config_.limits.max_audit_streams;
+  feed_options.stall = absl::Seconds(config_.limits.audit_stream_stall_s);
+  audit_feed_ = std::make_unique<AuditFeed>(&store_->audit(), feed_options);
+  admin_service_->SetAuditFeed(audit_feed_.get());
+  if (config_.audit_syslog) {
+    auto syslog = AuditSyslog::Start(audit_feed_.get(), &store_->audit(), config_.audit_syslog_socket);
+    if (!syslog.ok()) {
+      LogError(std::string(syslog.status().message()));
+      return kExitStartup;
+    }
+    audit_syslog_ = *std::move(syslog);
+  }
   admin_service_->SetLog(log_.get());
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
   // the client certificate's subject on admin_listen.
@@ -535,6 +549,8 @@ std::string Daemon::RenderMetrics() {
     snapshot.possibly_leaked_handles = status->possibly_leaked_handles();
     snapshot.database_reachable = status->database_reachable();
     snapshot.live_replicas = status->live_replicas();
+    snapshot.sandboxes_by_drift = core_->CountByDrift();
+    snapshot.audit_streams = audit_feed_ != nullptr ? audit_feed_->subscriptions() : 0;
     for (const auto& key : status->trust_keys()) {
       snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});
     }
@@ -640,6 +656,8 @@ void Daemon::Stop() {
   interceptor_.reset();  // drains its calls: they read the ceiling and append to the audit log
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   registry_.CloseAllWatchers();
+  if (audit_feed_ != nullptr) audit_feed_->Close();  // audit streams end UNAVAILABLE gateway_stopping
+  audit_syslog_.reset();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->Shutdown(deadline);

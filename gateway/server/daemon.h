@@ -22,6 +22,7 @@
 #include "drivers/remote_driver.h"
 #include "gateway/server/admin_service.h"
 #include "gateway/server/interceptor_listener.h"
+#include "gateway/server/audit_syslog.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
@@ -118,6 +119,8 @@ class Daemon {
   std::unique_ptr<WorkerPool> driver_pool_;
   std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
+  std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
+  std::unique_ptr<AuditSyslog> audit_syslog_;  // with audit_syslog; ends when the feed closes
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Metrics metrics_;

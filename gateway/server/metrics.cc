@@ -194,6 +194,13 @@ std::string Metrics::Render(const Snapshot& s) const {
   absl::StrAppend(&out, "policy_gateway_store_transactions_total ", s.store_transactions, "\n");
   Header(&out, "policy_gateway_store_writes_total", "counter", "Store writes, several per commit under load.");
   absl::StrAppend(&out, "policy_gateway_store_writes_total ", s.store_writes, "\n");
+  Header(&out, "policy_gateway_sandboxes_by_drift", "gauge",
+         "Admitted sandboxes by drift state (in_sync, not_reported, load_failed, refresh_pending, "
+         "refused_by_ceiling, refresh_failed).");
+  for (const auto& [state, count] : s.sandboxes_by_drift) {
+    absl::StrAppend(&out, "policy_gateway_sandboxes_by_drift", LabelText(Labels{{"state", state}}), " ", count, "\n");
+  }
+  Gauge(&out, "policy_gateway_audit_streams", "Open WatchAuditEvents streams.", s.audit_streams);
   Gauge(&out, "policy_gateway_trust_keys", "Keys in the trust store in force.", static_cast<double>(s.trust_keys.size()));
   Header(&out, "policy_gateway_trust_key_not_after_timestamp_seconds", "gauge",
          "When each trusted key stops counting (keys with a not_after only).");

@@ -40,6 +40,8 @@ class Metrics {
       bool revoked = false;
     };
     std::vector<Key> trust_keys;
+    std::vector<std::pair<std::string, uint64_t>> sandboxes_by_drift;  // drift state name -> sandboxes
+    uint64_t audit_streams = 0;  // open WatchAuditEvents streams
   };
 
   Metrics();
