@@ -47,7 +47,8 @@ absl::StatusOr<SplitUrl> SplitWitnessUrl(const std::string& url) {
 
 struct LogWitnesses::Witness {
   LogWitnessConfig config;
-  SplitUrl url;
+  std::string origin;  // scheme://host[:port] of config.url
+  std::string prefix;  // its path before /add-checkpoint
   std::unique_ptr<tlog::NoteVerifier> verifier;
   // Guarded by the owner's status_mu_ (read by Status, written by Collect's round).
   int64_t cosigned_size = -1;
@@ -84,7 +85,9 @@ absl::StatusOr<std::unique_ptr<LogWitnesses>> LogWitnesses::Create(const std::ve
     }
     auto witness = std::make_unique<Witness>();
     witness->config = config;
-    witness->url = *SplitWitnessUrl(config.url);
+    const SplitUrl split = *SplitWitnessUrl(config.url);
+    witness->origin = split.origin;
+    witness->prefix = split.prefix;
     witness->verifier = *tlog::ParseVerifierKey(config.verifier_key);
     built.push_back(std::move(witness));
   }
@@ -175,7 +178,8 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
         }
         proof = *std::move(proven);
       }
-      const Answer answer = PostAddCheckpoint(witness.url, witness::FormatAddCheckpointRequest(old_size, proof, note),
+      const Answer answer = PostAddCheckpoint(SplitUrl{witness.origin, witness.prefix},
+                                              witness::FormatAddCheckpointRequest(old_size, proof, note),
                                               options_.timeout);
       if (answer.status == 0) {
         outcome.error = answer.error;
