@@ -711,7 +711,10 @@ TEST_CASE("hostile: unauthenticated HTTP/2 floods (half-sent messages, rapid res
   }
   const long after = ResidentKb(pid);
   INFO("resident before " << before << " kB, after the floods " << after << " kB");
-  CHECK(after - before < 150 * 1024);
+  // What stays resident is the allocator's high-water mark of resets in flight, which depends on how fast
+  // the host drains them: measured 5 to 195 MB (a busy CI host), and a further round adds next to nothing.
+  // The regression grew ~60 MB/s for good: about 1 GB over these 16 seconds of resets.
+  CHECK(after - before < 400 * 1024);
   drv::Projection p;
   CHECK(g.Fetch(admitted.sandbox_handle(), &p).ok());  // and it still serves
   CHECK(g.Stop() == 0);
