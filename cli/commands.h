@@ -15,6 +15,13 @@ void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);   
 void AddAuditTail(CLI::App& audit, const Options& options, int& exit_code);      // audit tail, on `audit`
 void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code);      // wait (a sandbox's load report)
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
+
+// decide --replay (replay_command.cc): the intents of `replay_file` against `policy_file` or the admitted
+// `sandbox`, and against `against_file` when given. Exit 0, or 1 when against two some decision changes.
+struct ReplayArgs {
+  std::string replay_file, policy_file, sandbox, against_file;
+};
+int RunDecideReplay(const Options& options, const ReplayArgs& args);
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 // trust init|add-key|revoke|show, on the `trust` subcommand.

@@ -1,6 +1,7 @@
 // policyctl decide: what a policy decides for one egress intent — an admitted sandbox's policy (asked of
 // the gateway, EvaluateEgress) or a policy file (evaluated here, offline, by the same library).
 // Exit status: 0 allow, 1 deny, 3 audit, 4 unsupported, 2 bad input (an invalid policy names the field).
+// With --replay FILE, many recorded intents at once (replay_command.cc).
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -48,26 +49,44 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
       "decide",
       "What a policy decides for one egress intent: allow, deny, audit (allowed only because enforcement is not "
       "'enforce') or unsupported (depends on something not modelled). Exit 0 allow, 1 deny, 3 audit, "
-      "4 unsupported, 2 bad input");
+      "4 unsupported, 2 bad input. With --replay, recorded intents (JSON lines) against one policy, or against "
+      "two with --against: exit 0, or 1 when some decision changes");
   struct Flags {
-    std::string sandbox, file, host, binary, method, path;
+    std::string sandbox, file, host, binary, method, path, replay, against;
     uint32_t port = 0;
     std::vector<std::string> ancestors, cmdline, query;
   };
   auto f = std::make_shared<Flags>();
   auto* source = cmd->add_option_group("policy", "the policy to ask");
   source->add_option("--sandbox", f->sandbox, "an admitted sandbox's id (asks the gateway)");
-  source->add_option("-f,--file", f->file, "a policy file, YAML or JSON (evaluated offline)");
+  source->add_option("-f,--file,--policy", f->file, "a policy file, YAML or JSON (evaluated offline)");
   source->require_option(1);
-  cmd->add_option("--host", f->host, "destination host name")->required();
-  cmd->add_option("--port", f->port, "destination port")->required()->check(CLI::Range(1, 65535));
-  cmd->add_option("--binary", f->binary, "the process's executable path (kernel-resolved)")->required();
+  auto* replay = cmd->add_option("--replay", f->replay,
+                                 "recorded intents, one EvaluateEgress intent as JSON per line ('-': standard input); "
+                                 "prints the decisions grouped by rule, with counts and one example each");
+  cmd->add_option("--against", f->against,
+                  "with --replay: a second policy file; prints only the decisions that change, grouped by the "
+                  "rules that change them")
+      ->needs(replay);
+  auto* host = cmd->add_option("--host", f->host, "destination host name")->excludes(replay);
+  auto* port = cmd->add_option("--port", f->port, "destination port")->check(CLI::Range(1, 65535))->excludes(replay);
+  auto* binary = cmd->add_option("--binary", f->binary, "the process's executable path (kernel-resolved)")->excludes(replay);
   cmd->add_option("--ancestor", f->ancestors, "an ancestor's executable path (repeatable, nearest first)");
   cmd->add_option("--cmdline-path", f->cmdline, "a path from the command line (evidence only; never grants)");
   cmd->add_option("--method", f->method, "REST request method (asks about one request on the connection)");
   cmd->add_option("--path", f->path, "REST request path (canonical), with --method");
   cmd->add_option("--query", f->query, "query parameter key=value (repeatable; a key may repeat), with --method");
-  cmd->callback([&options, &exit_code, f] {
+  cmd->callback([&options, &exit_code, f, host, port, binary] {
+    if (!f->replay.empty()) {
+      exit_code = RunDecideReplay(options, ReplayArgs{f->replay, f->file, f->sandbox, f->against});
+      return;
+    }
+    for (const CLI::Option* needed : {host, port, binary}) {
+      if (needed->count() == 0) {
+        exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(needed->get_name(), " is required (or --replay FILE)")));
+        return;
+      }
+    }
     v1::EvaluateEgressRequest request;
     request.set_host(f->host);
     request.set_port(f->port);

@@ -10,6 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libssl-dev libsqlite3-dev
   libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libcivetweb-dev libspdlog-dev
+  libsimdjson-dev   # JSON lines read fast: policyctl decide --replay (recorded egress intents)
   librhonabwy-dev   # JOSE (EdDSA JWT, JWKS): the OpenShell gateway interceptor's caller authentication
   help2man   # man pages generated from each program's --help
   python3-h2   # the hostile HTTP/2 client of the hostile-input tests (tests/tools/h2_flood.py)
