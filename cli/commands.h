@@ -24,6 +24,8 @@ struct ReplayArgs {
 int RunDecideReplay(const Options& options, const ReplayArgs& args);
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
+// policy lint|fmt|test (offline, policy files as code), on the `policy` subcommand.
+void AddPolicyFileCommands(CLI::App* policy, const Options& options, int& exit_code);
 // trust init|add-key|revoke|show, on the `trust` subcommand.
 void AddTrustStoreFileCommands(CLI::App* trust, const Options& options, int& exit_code);
 void AddHealthCommand(CLI::App& app, const Options& options, int& exit_code);    // health

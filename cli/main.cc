@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   AddWaitCommand(app, options, exit_code);
   AddSandboxClientCommands(app, options, exit_code);
   AddPolicyCommands(app, options, exit_code);
+  AddPolicyFileCommands(app.get_subcommand("policy"), options, exit_code);
   AddDecideCommand(app, options, exit_code);
   AddCeilingCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);

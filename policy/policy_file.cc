@@ -9,7 +9,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "policy/validation.h"
 #include "policy/yaml_message.h"
 
@@ -21,6 +23,18 @@ const std::map<std::string, std::string>& FileAliases() {
   return *aliases;
 }
 
+// At most this many errors from one lint run (each field reports its first).
+constexpr size_t kMaxLintErrors = 1000;
+
+// "<source>:<line>: invalid_policy: <path>: <message>", with the file's spelling of the top-level key.
+std::string DescribeViolation(const Violation& violation, const LineMap& lines, absl::string_view source) {
+  std::string path = violation.path;
+  if (path.rfind("filesystem", 0) == 0) path.replace(0, std::strlen("filesystem"), "filesystem_policy");
+  const int line = LineOf(lines, path);  // the line map has the file's keys
+  return absl::StrCat(source, line > 0 ? absl::StrCat(":", line) : "", ": invalid_policy: ", path, ": ",
+                      violation.message);
+}
+
 }  // namespace
 
 absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParsePolicyText(absl::string_view text,
@@ -30,14 +44,41 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParsePolicyText(absl::stri
   YamlReadOptions options{FileAliases()};
   if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) return status;
   if (auto violation = FindViolation(policy)) {
-    std::string path = violation->path;
-    // Report the file's spelling of the top-level key.
-    if (path.rfind("filesystem", 0) == 0) path.replace(0, std::strlen("filesystem"), "filesystem_policy");
-    const int line = LineOf(lines, violation->path);
-    return absl::InvalidArgumentError(absl::StrCat(source, line > 0 ? absl::StrCat(":", line) : "",
-                                                   ": invalid_policy: ", path, ": ", violation->message));
+    return absl::InvalidArgumentError(DescribeViolation(*violation, lines, source));
   }
   return policy;
+}
+
+std::vector<std::string> LintPolicyText(absl::string_view text, absl::string_view source) {
+  openshell::sandbox::v1::SandboxPolicy policy;
+  LineMap lines;
+  YamlReadOptions options{FileAliases()};
+  if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) {
+    return {std::string(status.message())};
+  }
+  std::vector<std::string> errors;
+  for (const Violation& violation : FindViolations(policy, kMaxLintErrors)) {
+    errors.push_back(DescribeViolation(violation, lines, source));
+  }
+  return errors;
+}
+
+absl::StatusOr<std::string> FormatPolicyText(absl::string_view text, absl::string_view source) {
+  openshell::sandbox::v1::SandboxPolicy policy;
+  LineMap lines;
+  YamlReadOptions options{FileAliases()};
+  if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) return status;
+  // The opening comment block: leading lines that are comments or blank, less trailing blank ones.
+  std::string header;
+  size_t kept = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    const absl::string_view stripped = absl::StripLeadingAsciiWhitespace(line);
+    if (!stripped.empty() && stripped.front() != '#') break;
+    absl::StrAppend(&header, absl::StripTrailingAsciiWhitespace(line), "\n");
+    if (!stripped.empty()) kept = header.size();
+  }
+  header.resize(kept);
+  return absl::StrCat(header, PolicyToYaml(policy));
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -14,6 +15,17 @@ namespace osh::policy {
 // the form "<source>:<line>: <field path>: <what>" (validation errors: "... invalid_policy: ...").
 absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParsePolicyText(absl::string_view text,
                                                                       absl::string_view source);
+
+// Every error of a policy document, each "<source>:<line>: <what>" as ParsePolicyText words its first: a
+// structural error (YAML syntax, an unknown key, a wrong type) stops the reading and is the only one;
+// otherwise every broken validation rule (FindViolations), in the order of the rules. Empty: valid.
+std::vector<std::string> LintPolicyText(absl::string_view text, absl::string_view source);
+
+// The document in canonical form (PolicyToYaml: proto field order, sorted map keys, defaults omitted),
+// after the comment block that opens it, which is kept verbatim (comments inside the document are not:
+// the YAML parser does not keep them). Idempotent. Structural errors as ParsePolicyText; a document that
+// reads but breaks validation rules is formatted all the same (lint says what is wrong).
+absl::StatusOr<std::string> FormatPolicyText(absl::string_view text, absl::string_view source);
 
 // Reads and parses a file; an unreadable file is NOT_FOUND / PERMISSION_DENIED naming the path.
 absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> LoadPolicyFile(const std::string& path);

@@ -381,40 +381,50 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
 
 }  // namespace
 
-std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
+std::vector<Violation> FindViolations(const SandboxPolicy& policy, size_t limit) {
+  std::vector<Violation> out;
+  // true once `limit` violations are found: the caller returns them.
+  auto found = [&](Violation v) {
+    out.push_back(std::move(v));
+    return out.size() >= limit;
+  };
   if (policy.version() != 1) {
-    return Violation{"version", absl::StrCat("must be 1, got ", policy.version())};
+    if (found(Violation{"version", absl::StrCat("must be 1, got ", policy.version())})) return out;
   }
   const auto& fs = policy.filesystem();
   if (static_cast<size_t>(fs.read_only_size() + fs.read_write_size()) > kMaxPaths) {
-    return Violation{"filesystem", absl::StrCat("at most ", kMaxPaths, " paths in all")};
+    if (found(Violation{"filesystem", absl::StrCat("at most ", kMaxPaths, " paths in all")})) return out;
   }
   for (int i = 0; i < fs.read_only_size(); ++i) {
     if (auto error = CheckFilesystemPath(fs.read_only(i))) {
-      return Violation{absl::StrCat("filesystem.read_only[", i, "]"), *error};
+      if (found(Violation{absl::StrCat("filesystem.read_only[", i, "]"), *error})) return out;
     }
   }
   for (int i = 0; i < fs.read_write_size(); ++i) {
     if (auto error = CheckFilesystemPath(fs.read_write(i))) {
-      return Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error};
+      if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error})) return out;
     }
     if (fs.read_write(i) == "/") {
-      return Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"};
+      if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"})) return out;
     }
   }
   if (!kCompatibility.contains(policy.landlock().compatibility())) {
-    return Violation{"landlock.compatibility",
+    if (found(Violation{"landlock.compatibility",
                      absl::StrCat("must be empty, 'best_effort' or 'hard_requirement', got ",
-                                  Quote(policy.landlock().compatibility()))};
+                                  Quote(policy.landlock().compatibility()))})) return out;
   }
-  if (auto error = CheckRunAs(policy.process().run_as_user())) return Violation{"process.run_as_user", *error};
-  if (auto error = CheckRunAs(policy.process().run_as_group())) return Violation{"process.run_as_group", *error};
+  if (auto error = CheckRunAs(policy.process().run_as_user()); error && found(Violation{"process.run_as_user", *error})) {
+    return out;
+  }
+  if (auto error = CheckRunAs(policy.process().run_as_group()); error && found(Violation{"process.run_as_group", *error})) {
+    return out;
+  }
 
   if (const size_t bytes = policy.ByteSizeLong(); bytes > kMaxPolicyBytes) {
-    return Violation{"network_policies", absl::StrCat("the policy is ", bytes, " bytes; at most ", kMaxPolicyBytes)};
+    if (found(Violation{"network_policies", absl::StrCat("the policy is ", bytes, " bytes; at most ", kMaxPolicyBytes)})) return out;
   }
   if (static_cast<size_t>(policy.network_policies_size()) > kMaxRules) {
-    return Violation{"network_policies", absl::StrCat("at most ", kMaxRules, " entries")};
+    if (found(Violation{"network_policies", absl::StrCat("at most ", kMaxRules, " entries")})) return out;
   }
   size_t endpoints = 0, binaries = 0;
   for (const auto& [id, rule] : policy.network_policies()) {
@@ -422,11 +432,13 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
     binaries += static_cast<size_t>(rule.binaries_size());
   }
   if (endpoints > kMaxEndpoints) {
-    return Violation{"network_policies", absl::StrCat("at most ", kMaxEndpoints, " endpoints in all, got ", endpoints)};
+    if (found(Violation{"network_policies", absl::StrCat("at most ", kMaxEndpoints, " endpoints in all, got ", endpoints)})) return out;
   }
   if (binaries > kMaxBinaries) {
-    return Violation{"network_policies", absl::StrCat("at most ", kMaxBinaries, " binaries in all, got ", binaries)};
+    if (found(Violation{"network_policies", absl::StrCat("at most ", kMaxBinaries, " binaries in all, got ", binaries)})) return out;
   }
+  // Past a bound nothing further is checked: each check below is sized by what the bounds allow.
+  if (!out.empty() && out.back().path == "network_policies") return out;
 
   // Map iteration order is unspecified; check rules in key order so the first violation is stable.
   std::vector<std::string> rule_ids;
@@ -435,24 +447,27 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
   for (const auto& id : rule_ids) {
     const auto& rule = policy.network_policies().at(id);
     const std::string rule_path = absl::StrCat("network_policies.", id);
-    if (id.empty()) return Violation{"network_policies", "a rule id may not be empty"};
+    if (id.empty() && found(Violation{"network_policies", "a rule id may not be empty"})) return out;
     for (int i = 0; i < rule.endpoints_size(); ++i) {
-      if (auto v = CheckEndpoint(rule.endpoints(i), absl::StrCat(rule_path, ".endpoints[", i, "]"))) return v;
+      if (auto v = CheckEndpoint(rule.endpoints(i), absl::StrCat(rule_path, ".endpoints[", i, "]")); v && found(*v)) return out;
     }
     for (int i = 0; i < rule.binaries_size(); ++i) {
       if (rule.binaries(i).path().empty()) {
-        return Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), "may not be empty"};
+        if (found(Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), "may not be empty"})) return out;
       }
       if (auto error = CheckGlobSize(rule.binaries(i).path(), '/')) {
-        return Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), *error};
+        if (found(Violation{absl::StrCat(rule_path, ".binaries[", i, "].path"), *error})) return out;
       }
     }
   }
 
-  if (auto v = FindAmbiguity(policy, rule_ids)) return v;
+  // Ambiguity is judged between valid endpoints only.
+  if (out.empty()) {
+    if (auto v = FindAmbiguity(policy, rule_ids); v && found(*v)) return out;
+  }
 
   if (static_cast<size_t>(policy.network_middlewares_size()) > kMaxMiddlewares) {
-    return Violation{"network_middlewares", absl::StrCat("at most ", kMaxMiddlewares, " middleware configs")};
+    if (found(Violation{"network_middlewares", absl::StrCat("at most ", kMaxMiddlewares, " middleware configs")})) return out;
   }
   std::vector<std::string> middleware_ids;
   for (const auto& [id, mw] : policy.network_middlewares()) middleware_ids.push_back(id);
@@ -462,14 +477,20 @@ std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
     const auto& mw = policy.network_middlewares().at(id);
     const std::string mw_path = absl::StrCat("network_middlewares.", id);
     if (!kOnError.contains(mw.on_error())) {
-      return Violation{mw_path + ".on_error",
-                       absl::StrCat("must be empty, 'fail_closed' or 'fail_open', got ", Quote(mw.on_error()))};
+      if (found(Violation{mw_path + ".on_error",
+                       absl::StrCat("must be empty, 'fail_closed' or 'fail_open', got ", Quote(mw.on_error()))})) return out;
     }
     if (auto [it, inserted] = orders.emplace(mw.order(), id); !inserted) {
-      return Violation{mw_path + ".order", absl::StrCat("order ", mw.order(), " is also used by ", Quote(it->second))};
+      if (found(Violation{mw_path + ".order", absl::StrCat("order ", mw.order(), " is also used by ", Quote(it->second))})) return out;
     }
   }
-  return std::nullopt;
+  return out;
+}
+
+std::optional<Violation> FindViolation(const SandboxPolicy& policy) {
+  std::vector<Violation> first = FindViolations(policy, 1);
+  if (first.empty()) return std::nullopt;
+  return std::move(first.front());
 }
 
 absl::Status ValidatePolicy(const SandboxPolicy& policy) {

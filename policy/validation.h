@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
@@ -17,6 +18,11 @@ struct Violation {
 
 // The first broken rule, or nothing when the policy is valid.
 std::optional<Violation> FindViolation(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+// Up to `limit` broken rules, in the order FindViolation meets them (its answer is the first): one per
+// field at most (each endpoint, path, binary, middleware reports its first). Past a size bound nothing
+// further is checked, and ambiguity between endpoints is judged only when every endpoint is valid.
+std::vector<Violation> FindViolations(const openshell::sandbox::v1::SandboxPolicy& policy, size_t limit);
 
 // OK, or INVALID_ARGUMENT "invalid_policy: <path>: <message>".
 absl::Status ValidatePolicy(const openshell::sandbox::v1::SandboxPolicy& policy);
