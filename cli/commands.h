@@ -15,6 +15,7 @@ void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);   
 void AddAuditTail(CLI::App& audit, const Options& options, int& exit_code);      // audit tail, on `audit`
 void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code);      // wait (a sandbox's load report)
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
+void AddDiffCommand(CLI::App& app, const Options& options, int& exit_code);     // diff (ExplainChange)
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 // trust init|add-key|revoke|show, on the `trust` subcommand.

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   AddSandboxClientCommands(app, options, exit_code);
   AddPolicyCommands(app, options, exit_code);
   AddDecideCommand(app, options, exit_code);
+  AddDiffCommand(app, options, exit_code);
   AddCeilingCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);

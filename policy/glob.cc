@@ -252,7 +252,7 @@ bool HostPatternsIntersect(absl::string_view a, absl::string_view b) {
   const bool a_glob = a.find('*') != absl::string_view::npos;
   const bool b_glob = b.find('*') != absl::string_view::npos;
   if (!a_glob && !b_glob) return a == b;
-  std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
+  absl::InlinedVector<absl::string_view, 16> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
   const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
   if (a_deep) la.erase(la.begin());
   if (b_deep) lb.erase(lb.begin());
