@@ -218,7 +218,7 @@ std::string RefusingRule(const EgressDecision& d) {
   return absl::StrCat("(no rule: ", d.reason, ")");
 }
 
-// Grants whose differences merge into one class: the same rule of the same endpoint, one verdict.
+// Grants whose differences merge into one class: the same endpoint and path pattern, one verdict.
 struct MergedClass {
   bool decided = true;
   bool partial = false;
@@ -273,8 +273,9 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
     std::optional<Witness> witness = FindWitness(grant, *allowing_eval, *refusing_eval, refusing_index);
     const bool decided = witness.has_value();
     const bool partial = decided && !(allowing_index.Covers(grant, empty_index) && !refusing_index.MayAllowAny(grant));
-    const auto key = std::make_tuple(decided, partial, grant.entry, grant.endpoint, grant.rule_label, grant.request,
-                                     grant.uninspected);
+    // Rules of one endpoint on the same path merge (a preset's GET, HEAD and OPTIONS are one class).
+    const auto key = std::make_tuple(decided, partial, grant.entry, grant.endpoint, grant.request ? grant.path.Text() : "",
+                                     grant.request, grant.uninspected);
     auto [it, inserted] = by_key.emplace(key, merged.size());
     if (inserted) {
       MergedClass m;

@@ -2,7 +2,7 @@
 // the other does not, in both directions, each with a concrete witness and the rules of each side that
 // decide it — filesystem (path × read/write), process identity, network (binary × host × port × method ×
 // path, where modelled). Classes are a policy's own rules (an endpoint, an allow rule, a filesystem path)
-// merged over its binaries, ports and a GET rule's HEAD, never concrete requests one by one.
+// merged over its binaries, ports and the methods of rules on the same path, never concrete requests one by one.
 //
 // Exactness. Every witness is judged by the egress evaluator (policy/egress.h) and the filesystem rule
 // below: an `added` witness is allowed by `to` and denied by `from`, a `removed` one the reverse. A class
