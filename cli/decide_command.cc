@@ -1,7 +1,11 @@
 // policyctl decide: what a policy decides for one egress intent — an admitted sandbox's policy (asked of
 // the gateway, EvaluateEgress) or a policy file (evaluated here, offline, by the same library).
+// With --fs-path, what a policy file lets the sandbox do at a filesystem path (read, or write), by the
+// rule `policyctl diff` judges filesystem classes with (policy/explain.h, FilesystemAccessOf).
 // Exit status: 0 allow, 1 deny, 3 audit, 4 unsupported, 2 bad input (an invalid policy names the field).
 #include <iostream>
+
+#include <google/protobuf/struct.pb.h>
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
@@ -10,6 +14,7 @@
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/egress.h"
+#include "policy/explain.h"
 #include "policy/policy_file.h"
 
 namespace osh::cli {
@@ -50,7 +55,7 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
       "'enforce') or unsupported (depends on something not modelled). Exit 0 allow, 1 deny, 3 audit, "
       "4 unsupported, 2 bad input");
   struct Flags {
-    std::string sandbox, file, host, binary, method, path;
+    std::string sandbox, file, host, binary, method, path, fs_path, access = "read";
     uint32_t port = 0;
     std::vector<std::string> ancestors, cmdline, query;
   };
@@ -59,15 +64,43 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
   source->add_option("--sandbox", f->sandbox, "an admitted sandbox's id (asks the gateway)");
   source->add_option("-f,--file", f->file, "a policy file, YAML or JSON (evaluated offline)");
   source->require_option(1);
-  cmd->add_option("--host", f->host, "destination host name")->required();
-  cmd->add_option("--port", f->port, "destination port")->required()->check(CLI::Range(1, 65535));
-  cmd->add_option("--binary", f->binary, "the process's executable path (kernel-resolved)")->required();
+  cmd->add_option("--host", f->host, "destination host name (required unless --fs-path)");
+  cmd->add_option("--port", f->port, "destination port (required unless --fs-path)")->check(CLI::Range(1, 65535));
+  cmd->add_option("--binary", f->binary, "the process's executable path, kernel-resolved (required unless --fs-path)");
+  cmd->add_option("--fs-path", f->fs_path, "instead of egress: a filesystem path, judged with -f (allow: the access is granted)");
+  cmd->add_option("--access", f->access, "with --fs-path: read or write")->check(CLI::IsMember({"read", "write"}));
   cmd->add_option("--ancestor", f->ancestors, "an ancestor's executable path (repeatable, nearest first)");
   cmd->add_option("--cmdline-path", f->cmdline, "a path from the command line (evidence only; never grants)");
   cmd->add_option("--method", f->method, "REST request method (asks about one request on the connection)");
   cmd->add_option("--path", f->path, "REST request path (canonical), with --method");
   cmd->add_option("--query", f->query, "query parameter key=value (repeatable; a key may repeat), with --method");
   cmd->callback([&options, &exit_code, f] {
+    if (!f->fs_path.empty()) {
+      if (f->file.empty()) {
+        exit_code = ReportLocalError(absl::InvalidArgumentError("--fs-path is judged offline: give -f POLICY"));
+        return;
+      }
+      auto policy = policy::LoadPolicyFile(f->file);
+      if (!policy.ok()) { exit_code = ReportLocalError(policy.status()); return; }
+      const policy::FilesystemAccess access = policy::FilesystemAccessOf(*policy, f->fs_path);
+      const bool allowed = f->access == "write" ? access.write : access.read;
+      if (options.json()) {
+        google::protobuf::Struct out;
+        (*out.mutable_fields())["decision"].set_string_value(allowed ? "allow" : "deny");
+        (*out.mutable_fields())["access"].set_string_value(access.write ? "read-write" : access.read ? "read" : "none");
+        std::cout << ToJson(out) << "\n";
+      } else {
+        std::cout << "decision:       " << (allowed ? "allow" : "deny") << "\n";
+        std::cout << "access:         " << (access.write ? "read-write" : access.read ? "read" : "none") << " at "
+                  << f->fs_path << "\n";
+      }
+      exit_code = allowed ? kExitOk : kExitDeny;
+      return;
+    }
+    if (f->host.empty() || f->port == 0 || f->binary.empty()) {
+      exit_code = ReportLocalError(absl::InvalidArgumentError("decide: --host, --port and --binary are required (or --fs-path)"));
+      return;
+    }
     v1::EvaluateEgressRequest request;
     request.set_host(f->host);
     request.set_port(f->port);

@@ -58,7 +58,7 @@ size_t RevisionCount(GatewayFixture& g) {
 
 }  // namespace
 
-TEST_CASE("explain: policyctl diff on files, scope revisions and a sandbox; ExplainChange refusals", "[integration][explain]") {
+TEST_CASE("explain: policyctl diff on files, scope revisions and a sandbox, and ExplainChange refusals", "[integration][explain]") {
   TempDir dir;
   GatewayFixture g;
   const std::string old_file = kExamples + "github.yaml";
@@ -81,8 +81,14 @@ TEST_CASE("explain: policyctl diff on files, scope revisions and a sandbox; Expl
     CHECK(fields.contains("description"));
     CHECK(fields.contains("rules"));
     if (fields.at("area").string_value() != "network") {
-      CHECK(fields.at("witness").struct_value().fields().at("path").string_value() == "/data");
-      CHECK(fields.at("witness").struct_value().fields().at("access").string_value() == "read-write");
+      const auto& witness = fields.at("witness").struct_value().fields();
+      CHECK(witness.at("path").string_value() == "/data");
+      CHECK(witness.at("access").string_value() == "read-write");
+      // `decide -f --fs-path` judges it as the class says: written (and read) under the new file only.
+      for (const char* access : {"read", "write"}) {
+        CHECK(CtlOffline({"decide", "-f", new_file, "--fs-path", "/data", "--access", access}, &out, &err) == 0);
+        CHECK(CtlOffline({"decide", "-f", old_file, "--fs-path", "/data", "--access", access}, &out, &err) == 1);
+      }
       continue;
     }
     ++network;
