@@ -178,12 +178,15 @@ std::set<std::string> ChangedKeys(const Map& a, const Map& b) {
   return changed;
 }
 
-// The host:ports that a changed entry of either policy may serve. An intent's decision depends only on
-// the entries with an endpoint serving its host:port (their content and key order): where every such
-// entry is the same in both policies, so is the decision.
-class ChangedEndpoints {
+// The network entries that can decide a changed request. An intent's decision depends only on the
+// entries with an endpoint serving its host:port (their content and key order), so a decision can change
+// only where a changed entry (different, or on one side only) serves the host:port. Keeping the changed
+// entries and every entry with an endpoint that may serve a host:port of theirs keeps, for each such
+// intent, every entry that serves it: the kept parts of the two policies decide those intents exactly
+// as the whole policies do, and every other intent is decided the same by both.
+class RelevantEntries {
  public:
-  ChangedEndpoints(const SandboxPolicy& from, const SandboxPolicy& to)
+  RelevantEntries(const SandboxPolicy& from, const SandboxPolicy& to)
       : keys_(ChangedKeys(from.network_policies(), to.network_policies())) {
     for (const SandboxPolicy* p : {&from, &to}) {
       for (const auto& key : keys_) {
@@ -194,16 +197,34 @@ class ChangedEndpoints {
     }
   }
   bool empty() const { return keys_.empty(); }
-  // False only when proven that no intent of `grant` (an entry not among the changed ones) changes.
-  bool MayChange(const Grant& grant) const {
-    if (keys_.contains(grant.entry)) return true;
-    for (const auto& [host, ports] : endpoints_) {
-      if (std::find(ports.begin(), ports.end(), grant.port) != ports.end() && HostPatternsIntersect(host, grant.host)) return true;
+
+  // `policy` with only the relevant entries (its other fields as they are).
+  SandboxPolicy Of(const SandboxPolicy& policy) const {
+    SandboxPolicy out = policy;
+    auto* entries = out.mutable_network_policies();
+    for (auto it = entries->begin(); it != entries->end();) {
+      it = Relevant(it->first, it->second) ? std::next(it) : entries->erase(it);
+    }
+    return out;
+  }
+
+ private:
+  bool Relevant(const std::string& key, const openshell::sandbox::v1::NetworkPolicyRule& entry) const {
+    if (keys_.contains(key)) return true;
+    for (const auto& ep : entry.endpoints()) {
+      const std::string host = absl::AsciiStrToLower(ep.host());
+      const std::vector<uint32_t> ports = Ports(ep);
+      for (const auto& [changed_host, changed_ports] : endpoints_) {
+        const bool port = std::any_of(ports.begin(), ports.end(), [&](uint32_t p) {
+          return std::find(changed_ports.begin(), changed_ports.end(), p) != changed_ports.end();
+        });
+        // A hostless endpoint (allowed_ips) serves any host on its ports.
+        if (port && (host.empty() || changed_host.empty() || HostPatternsIntersect(host, changed_host))) return true;
+      }
     }
     return false;
   }
 
- private:
   std::set<std::string> keys_;
   std::vector<std::pair<std::string, std::vector<uint32_t>>> endpoints_;
 };
@@ -246,8 +267,8 @@ std::string DescribeMerged(const MergedClass& m) {
   return absl::StrCat(absl::StrJoin(methods, "|"), " ", where, " ", g.path.all ? "** (any path)" : g.path.Text(), who);
 }
 
-void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusing, const ChangedEndpoints& changes,
-                      Direction direction, std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
+void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusing, Direction direction,
+                      std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
   const absl::string_view verb = direction == Direction::kAdded ? "newly allowed" : "no longer allowed";
   if (auto what = PathScopedOverL4(allowing, refusing, direction == Direction::kAdded ? "to" : "from",
                                    direction == Direction::kAdded ? "from" : "to")) {
@@ -263,7 +284,6 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
   std::vector<MergedClass> merged;
   std::map<std::tuple<bool, bool, std::string, int, std::string, bool, bool>, size_t> by_key;
   for (const Grant& grant : grants) {
-    if (!changes.MayChange(grant)) continue;
     if (grant.request && allowing_index.NeverAllows(grant)) continue;
     if (refusing_index.Covers(grant, allowing_index)) continue;
     if (!allowing_eval) {
@@ -337,10 +357,12 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
   }
 }
 
-void NetworkDelta(const SandboxPolicy& from, const SandboxPolicy& to, ChangeExplanation* out) {
-  const ChangedEndpoints changes(from, to);
-  const bool middlewares_equal = ChangedKeys(from.network_middlewares(), to.network_middlewares()).empty();
-  if (changes.empty() && middlewares_equal) return;  // the same network rules decide the same
+void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to, ChangeExplanation* out) {
+  const RelevantEntries relevant(whole_from, whole_to);
+  const bool middlewares_equal = ChangedKeys(whole_from.network_middlewares(), whole_to.network_middlewares()).empty();
+  if (relevant.empty() && middlewares_equal) return;  // the same network rules decide the same
+  // Only the entries that can decide a changed request are compared (and must be modelled).
+  const SandboxPolicy from = relevant.Of(whole_from), to = relevant.Of(whole_to);
   auto unmodelled = FindUnmodelled(from, "from");
   if (!unmodelled) unmodelled = FindUnmodelled(to, "to");
   if (!unmodelled && !middlewares_equal) unmodelled = "network_middlewares differ (middlewares are not modelled)";
@@ -350,8 +372,8 @@ void NetworkDelta(const SandboxPolicy& from, const SandboxPolicy& to, ChangeExpl
     out->unknown.push_back(std::move(c));
     return;
   }
-  NetworkDirection(to, from, changes, Direction::kAdded, &out->added, &out->unknown);
-  NetworkDirection(from, to, changes, Direction::kRemoved, &out->removed, &out->unknown);
+  NetworkDirection(to, from, Direction::kAdded, &out->added, &out->unknown);
+  NetworkDirection(from, to, Direction::kRemoved, &out->removed, &out->unknown);
 }
 
 ChangeExplanation ExplainBounded(const SandboxPolicy& from, const SandboxPolicy& to) {

@@ -10,7 +10,8 @@
 // (then every request of the class changes). Where the model of policy/containment_model.h does not
 // decide (GraphQL, WebSocket, JSON-RPC, MCP, SQL, explicit tcp, query matchers, allowed_ips, tls,
 // non-enforced REST, network_middlewares, a rule covered only by several rules of the other side
-// together), the answer is an `unknown` class naming why — never a guess.
+// together), the answer is an `unknown` class naming why — never a guess. Only the entries that can
+// decide a changed request are compared: the changed ones and those serving a host:port of theirs.
 //
 // Witness processes have no ancestors unless one is needed (then the witness names them): a process's
 // ancestors are unbounded, so proofs assume the worst case, as containment does.

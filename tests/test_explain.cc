@@ -274,3 +274,32 @@ TEST_CASE("explain: undecided constructs are unknown, never a guess", "[explain]
   CHECK(e.unknown[0].description.find("graphql") != std::string::npos);
   CHECK(ExplainChange(*from, *from).empty());  // identical: nothing, even where not modelled
 }
+
+TEST_CASE("explain: a construct that is not modelled matters only where a changed entry's host:port is served", "[explain]") {
+  auto from = osh::policy::ParsePolicyText(R"({"version":1,"network_policies":{
+    "g":{"binaries":[{"path":"/usr/bin/gh"}],"endpoints":[{"host":"graphql.example.com","port":443,"protocol":"graphql",
+         "enforcement":"enforce","rules":[{"allow":{"operation_type":"query"}}]}]},
+    "r":{"binaries":[{"path":"/usr/bin/gh"}],"endpoints":[{"host":"api.example.com","port":443,"protocol":"rest",
+         "enforcement":"enforce","rules":[{"allow":{"method":"GET","path":"/repos/**"}}]}]}}})", "from");
+  REQUIRE(from.ok());
+  // A rule added on api.example.com: the GraphQL entry serves another host, so the change is decided.
+  SandboxPolicy to = *from;
+  auto* post = (*to.mutable_network_policies())["r"].mutable_endpoints(0)->add_rules()->mutable_allow();
+  post->set_method("POST");
+  post->set_path("/repos/*/issues");
+  ChangeExplanation e = ExplainChange(*from, to);
+  INFO(ShowAll(e));
+  REQUIRE(e.added.size() == 1);
+  CHECK(e.added[0].description == "POST api.example.com:443 /repos/*/issues for /usr/bin/gh");
+  CHECK(e.unknown.empty());
+  CheckWitness(e.added[0], to, *from);
+  // A binary added to an entry on the GraphQL host:port: unknown.
+  SandboxPolicy near = *from;
+  (*near.mutable_network_policies())["n"] = (*near.mutable_network_policies())["r"];
+  (*near.mutable_network_policies())["n"].mutable_endpoints(0)->set_host("*.example.com");
+  e = ExplainChange(*from, near);
+  INFO(ShowAll(e));
+  CHECK(e.added.empty());
+  REQUIRE(e.unknown.size() == 1);
+  CHECK(e.unknown[0].description.find("graphql") != std::string::npos);
+}
