@@ -3,6 +3,7 @@
 // explain properties.
 #pragma once
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -91,6 +92,7 @@ inline std::vector<EgressIntent> IntentsFrom(std::mt19937& rng, const SandboxPol
   std::vector<EgressIntent> out;
   std::vector<std::pair<std::string, const openshell::sandbox::v1::NetworkPolicyRule*>> entries;
   for (const auto& [key, entry] : policy.network_policies()) entries.emplace_back(key, &entry);
+  std::sort(entries.begin(), entries.end());  // a map's iteration order varies between runs
   for (int n = 0; n < count; ++n) {
     const auto* entry = Pick(rng, entries).second;
     const auto& ep = entry->endpoints(std::uniform_int_distribution<int>(0, entry->endpoints_size() - 1)(rng));

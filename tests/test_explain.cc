@@ -1,5 +1,6 @@
 // ExplainChange (policy/explain.h): properties on random policy pairs (fixed seed), the upstream-derived
 // containment vectors used as diff cases, and worked examples whose wording docs/explain.md shows.
+#include <algorithm>
 #include <random>
 
 #include <catch2/catch.hpp>
@@ -46,7 +47,11 @@ SandboxPolicy ExplainRandomPolicy(std::mt19937& rng) {
 // A variation of `base`: some entries dropped, some rules, hosts, binaries and paths changed.
 SandboxPolicy Mutate(std::mt19937& rng, const SandboxPolicy& base) {
   SandboxPolicy out = base;
-  for (auto& [key, entry] : *out.mutable_network_policies()) {
+  std::vector<std::string> keys;  // in key order: a map's iteration order would make the draws vary
+  for (const auto& [key, entry] : out.network_policies()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  for (const auto& key : keys) {
+    auto& entry = (*out.mutable_network_policies())[key];
     if (osh::test::Chance(rng, 0.2)) entry.mutable_binaries(0)->set_path(osh::test::Pick(rng, osh::test::kBinaries));
     auto* ep = entry.mutable_endpoints(0);
     if (osh::test::Chance(rng, 0.2)) ep->set_host(osh::test::Pick(rng, osh::test::kHosts));
@@ -134,7 +139,7 @@ void CheckWitness(const ChangeClass& c, const SandboxPolicy& allowing, const San
   }
 }
 
-bool Allows(EgressVerdict v) { return v == EgressVerdict::kAllow; }
+bool IsAllowed(EgressVerdict v) { return v == EgressVerdict::kAllow; }
 
 }  // namespace
 
@@ -170,7 +175,7 @@ TEST_CASE("explain: every witness changes decision as its class says, both ways,
     const auto old_eval = EgressPolicy::Compile(from);
     const auto new_eval = EgressPolicy::Compile(to);
     for (const auto& intent : osh::test::IntentsFrom(rng, to, 20)) {
-      if (!Allows(new_eval->Decide(intent).verdict) || Allows(old_eval->Decide(intent).verdict)) continue;
+      if (!IsAllowed(new_eval->Decide(intent).verdict) || IsAllowed(old_eval->Decide(intent).verdict)) continue;
       ++sampled_changes;
       bool network_reported = !forward.unknown.empty();
       for (const auto& c : forward.added) network_reported |= c.area == ChangeArea::kNetwork;
