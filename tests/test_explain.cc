@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "policy/containment.h"
 #include "policy/egress.h"
 #include "policy/explain.h"
@@ -141,11 +142,32 @@ void CheckWitness(const ChangeClass& c, const SandboxPolicy& allowing, const San
 
 bool IsAllowed(EgressVerdict v) { return v == EgressVerdict::kAllow; }
 
+// A whole network class (not partial) changes for every request it describes: the witness's request for
+// each exact binary the description names ("... for /usr/bin/a, /usr/bin/b") changes as the witness does.
+int CheckWholeOverBinaries(const ChangeClass& c, const SandboxPolicy& allowing, const SandboxPolicy& refusing) {
+  if (c.area != ChangeArea::kNetwork || c.partial || !c.intent || !c.intent->ancestors.empty()) return 0;
+  const size_t at = c.description.rfind(" for ");
+  REQUIRE(at != std::string::npos);
+  int checked = 0;
+  absl::string_view binaries = absl::string_view(c.description).substr(at + 5);
+  binaries = binaries.substr(0, binaries.find(", every request (not inspected)"));
+  for (absl::string_view binary : absl::StrSplit(binaries, ", ")) {
+    if (binary.find('*') != absl::string_view::npos) continue;
+    osh::policy::EgressIntent intent = *c.intent;
+    intent.binary = std::string(binary);
+    INFO(Show(c) << " | binary " << binary);
+    CHECK(EgressPolicy::Compile(allowing)->Decide(intent).verdict == EgressVerdict::kAllow);
+    CHECK(EgressPolicy::Compile(refusing)->Decide(intent).verdict == EgressVerdict::kDeny);
+    ++checked;
+  }
+  return checked;
+}
+
 }  // namespace
 
 TEST_CASE("explain: every witness changes decision as its class says, both ways, on random pairs", "[explain][property]") {
   std::mt19937 rng(20261203);
-  int added = 0, removed = 0, unknown = 0, whole = 0, sampled_changes = 0;
+  int added = 0, removed = 0, unknown = 0, whole = 0, whole_binaries = 0, sampled_changes = 0;
   for (int round = 0; round < 600; ++round) {
     const SandboxPolicy from = ExplainRandomPolicy(rng);
     const SandboxPolicy to = osh::test::Chance(rng, 0.5) ? Mutate(rng, from) : ExplainRandomPolicy(rng);
@@ -158,8 +180,12 @@ TEST_CASE("explain: every witness changes decision as its class says, both ways,
     for (const ChangeClass& c : forward.added) {
       CheckWitness(c, to, from);
       if (!c.partial) ++whole;
+      whole_binaries += CheckWholeOverBinaries(c, to, from);
     }
-    for (const ChangeClass& c : forward.removed) CheckWitness(c, from, to);
+    for (const ChangeClass& c : forward.removed) {
+      CheckWitness(c, from, to);
+      whole_binaries += CheckWholeOverBinaries(c, from, to);
+    }
     for (const ChangeClass& c : forward.unknown) CHECK_FALSE(c.intent.has_value());
     added += static_cast<int>(forward.added.size());
     removed += static_cast<int>(forward.removed.size());
@@ -186,10 +212,12 @@ TEST_CASE("explain: every witness changes decision as its class says, both ways,
     CHECK(ExplainChange(from, from).empty());
   }
   INFO("added " << added << " removed " << removed << " unknown " << unknown << " whole " << whole
+                << " whole-class binaries checked " << whole_binaries
                 << " sampled changes " << sampled_changes);
   CHECK(added >= 1000);
   CHECK(removed >= 1000);
   CHECK(whole >= 300);
+  CHECK(whole_binaries >= 300);
   CHECK(sampled_changes >= 500);
   CHECK(unknown * 10 < added + removed);  // undecided classes stay rare on this vocabulary
 }
