@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/errors.h"
 #include "policy/body_codec.h"
+#include "policy/explain.h"
 #include "policy/merge.h"
 #include "policy/scope.h"
 #include "policy/validation.h"
@@ -205,6 +206,27 @@ absl::StatusOr<gateway_v1::PolicyRevision> BuiltinDriver::Append(const std::stri
   event.surface_id = kSurface;
   event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat(what, " ", scope);
+  if (policy) {
+    // The change's summary (docs/explain.md): classes of request added, removed and undecided against the
+    // revision read here (named, so the summary stays exact if another change lands before this one).
+    auto latest = store_->LatestPolicyRevision(scope);
+    if (!latest.ok()) return latest.status();
+    SandboxPolicy previous;
+    uint64_t previous_revision = 0;
+    if (*latest && !(*latest)->deleted()) {
+      auto parsed = policy::ParseBodyStrict((*latest)->body);
+      if (!parsed.ok()) return parsed.status();
+      previous = *std::move(parsed);
+      previous_revision = (*latest)->revision;
+    } else {
+      previous.set_version(policy->version());
+    }
+    const policy::ChangeExplanation change = policy::ExplainChange(previous, *policy);
+    event.audit_context["change.from_revision"] = absl::StrCat(previous_revision);
+    event.audit_context["change.added"] = absl::StrCat(change.added.size());
+    event.audit_context["change.removed"] = absl::StrCat(change.removed.size());
+    event.audit_context["change.unknown"] = absl::StrCat(change.unknown.size());
+  }
   // The store tells this driver of the revision (OnPolicyRevision) before it returns.
   auto record = store_->AppendPolicyRevision(scope, body, expected_revision, clock_->NowUnix(), std::move(event));
   if (!record.ok()) return record.status();

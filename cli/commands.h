@@ -22,6 +22,7 @@ struct ReplayArgs {
   std::string replay_file, policy_file, sandbox, against_file;
 };
 int RunDecideReplay(const Options& options, const ReplayArgs& args);
+void AddDiffCommand(CLI::App& app, const Options& options, int& exit_code);     // diff (ExplainChange)
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 // policy lint|fmt|test (offline, policy files as code), on the `policy` subcommand.

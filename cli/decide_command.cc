@@ -1,8 +1,12 @@
 // policyctl decide: what a policy decides for one egress intent — an admitted sandbox's policy (asked of
 // the gateway, EvaluateEgress) or a policy file (evaluated here, offline, by the same library).
+// With --fs-path, what a policy file lets the sandbox do at a filesystem path (read, or write), by the
+// rule `policyctl diff` judges filesystem classes with (policy/explain.h, FilesystemAccessOf).
 // Exit status: 0 allow, 1 deny, 3 audit, 4 unsupported, 2 bad input (an invalid policy names the field).
 // With --replay FILE, many recorded intents at once (replay_command.cc).
 #include <iostream>
+
+#include <google/protobuf/struct.pb.h>
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
@@ -11,6 +15,7 @@
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/egress.h"
+#include "policy/explain.h"
 #include "policy/policy_file.h"
 
 namespace osh::cli {
@@ -52,7 +57,7 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
       "4 unsupported, 2 bad input. With --replay, recorded intents (JSON lines) against one policy, or against "
       "two with --against: exit 0, or 1 when some decision changes");
   struct Flags {
-    std::string sandbox, file, host, binary, method, path, replay, against;
+    std::string sandbox, file, host, binary, method, path, replay, against, fs_path, access = "read";
     uint32_t port = 0;
     std::vector<std::string> ancestors, cmdline, query;
   };
@@ -71,6 +76,8 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
   auto* host = cmd->add_option("--host", f->host, "destination host name")->excludes(replay);
   auto* port = cmd->add_option("--port", f->port, "destination port")->check(CLI::Range(1, 65535))->excludes(replay);
   auto* binary = cmd->add_option("--binary", f->binary, "the process's executable path (kernel-resolved)")->excludes(replay);
+  auto* fs_path = cmd->add_option("--fs-path", f->fs_path, "instead of egress: a filesystem path, judged with -f (allow: the access is granted)")->excludes(replay);
+  cmd->add_option("--access", f->access, "with --fs-path: read or write")->check(CLI::IsMember({"read", "write"}))->needs(fs_path);
   cmd->add_option("--ancestor", f->ancestors, "an ancestor's executable path (repeatable, nearest first)");
   cmd->add_option("--cmdline-path", f->cmdline, "a path from the command line (evidence only; never grants)");
   cmd->add_option("--method", f->method, "REST request method (asks about one request on the connection)");
@@ -81,9 +88,31 @@ void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code) {
       exit_code = RunDecideReplay(options, ReplayArgs{f->replay, f->file, f->sandbox, f->against});
       return;
     }
+    if (!f->fs_path.empty()) {
+      if (f->file.empty()) {
+        exit_code = ReportLocalError(absl::InvalidArgumentError("--fs-path is judged offline: give -f POLICY"));
+        return;
+      }
+      auto policy = policy::LoadPolicyFile(f->file);
+      if (!policy.ok()) { exit_code = ReportLocalError(policy.status()); return; }
+      const policy::FilesystemAccess access = policy::FilesystemAccessOf(*policy, f->fs_path);
+      const bool allowed = f->access == "write" ? access.write : access.read;
+      if (options.json()) {
+        google::protobuf::Struct out;
+        (*out.mutable_fields())["decision"].set_string_value(allowed ? "allow" : "deny");
+        (*out.mutable_fields())["access"].set_string_value(access.write ? "read-write" : access.read ? "read" : "none");
+        std::cout << ToJson(out) << "\n";
+      } else {
+        std::cout << "decision:       " << (allowed ? "allow" : "deny") << "\n";
+        std::cout << "access:         " << (access.write ? "read-write" : access.read ? "read" : "none") << " at "
+                  << f->fs_path << "\n";
+      }
+      exit_code = allowed ? kExitOk : kExitDeny;
+      return;
+    }
     for (const CLI::Option* needed : {host, port, binary}) {
       if (needed->count() == 0) {
-        exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(needed->get_name(), " is required (or --replay FILE)")));
+        exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(needed->get_name(), " is required (or --replay FILE, or --fs-path PATH)")));
         return;
       }
     }

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   AddPolicyCommands(app, options, exit_code);
   AddPolicyFileCommands(app.get_subcommand("policy"), options, exit_code);
   AddDecideCommand(app, options, exit_code);
+  AddDiffCommand(app, options, exit_code);
   AddCeilingCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);

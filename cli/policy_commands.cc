@@ -11,7 +11,11 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "cli/diff_output.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/body_codec.h"
+#include "policy/containment.h"
+#include "policy/merge.h"
 #include "policy/policy_file.h"
 #include "policy/yaml_message.h"
 
@@ -77,6 +81,74 @@ void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
   std::cout << "\n";
 }
 
+// --dry-run of `policy set` and `policy update`: the diff of the scope's latest revision (none: an empty
+// policy) against `candidate`, and the verdict of the ceiling in force, asked with read-only calls
+// (ExplainChange, GetCeiling; the containment check is the library the gateway's guard uses), so the
+// gateway changes nothing. Exit 0 when the ceiling (or its absence) would admit the candidate, 1 when
+// it would refuse it, 2 bad input or a gateway error.
+int DryRun(const Options& options, v1::PolicyGateway::Stub& stub, const std::string& scope,
+           const openshell::sandbox::v1::SandboxPolicy& candidate) {
+  v1::ExplainChangeRequest request;
+  {
+    v1::GetPolicyRequest get;
+    get.set_scope(scope);
+    v1::GetPolicyResponse latest;
+    auto ctx = MakeContext(options);
+    const grpc::Status status = stub.GetPolicy(ctx.get(), get, &latest);
+    if (status.ok() && !latest.revision().deleted()) {
+      auto* from = request.mutable_from()->mutable_scope_revision();
+      from->set_scope(scope);
+      from->set_revision(latest.revision().revision());
+    } else if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      request.mutable_from()->mutable_policy()->set_version(candidate.version());  // nothing yet
+    } else {
+      ReportRpcError(status);
+      return kExitUsage;
+    }
+  }
+  *request.mutable_to()->mutable_policy() = candidate;
+  v1::ExplainChangeResponse diff;
+  {
+    auto ctx = MakeContext(options);
+    if (auto status = stub.ExplainChange(ctx.get(), request, &diff); !status.ok()) {
+      ReportRpcError(status);
+      return kExitUsage;
+    }
+  }
+  std::string verdict;
+  bool admitted = true;
+  {
+    v1::GetCeilingResponse ceiling;
+    auto ctx = MakeContext(options);
+    const grpc::Status status = stub.GetCeiling(ctx.get(), v1::GetCeilingRequest(), &ceiling);
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      verdict = "no ceiling in force";
+    } else if (!status.ok()) {
+      ReportRpcError(status);
+      return kExitUsage;
+    } else {
+      auto ceiling_policy = policy::ParseBodyStrict(ceiling.ceiling().body());
+      if (!ceiling_policy.ok()) return ReportLocalError(ceiling_policy.status());
+      const auto result = policy::CheckContainment(candidate, *ceiling_policy);
+      admitted = result.verdict == policy::Containment::kInside;
+      verdict = admitted ? absl::StrCat("inside ceiling '", ceiling.ceiling().ceiling_id(), "' version ", ceiling.ceiling().version())
+                         : std::string(result.ToStatus().message());
+    }
+  }
+  if (options.json()) {
+    google::protobuf::Struct report = DiffToStruct(diff);
+    auto& ceiling = *(*report.mutable_fields())["ceiling"].mutable_struct_value()->mutable_fields();
+    ceiling["verdict"].set_string_value(verdict);
+    ceiling["admitted"].set_bool_value(admitted);
+    (*report.mutable_fields())["dry_run"].set_bool_value(true);
+    std::cout << ToJson(report) << "\n";
+  } else {
+    PrintDiff(options, diff);
+    std::cout << "ceiling: " << verdict << "\n" << "dry run: nothing was changed\n";
+  }
+  return admitted ? kExitOk : kExitRefused;
+}
+
 // Parses "RULE=HOST:PORT" (PORT optional) into an endpoint selector.
 absl::StatusOr<v1::EndpointSelector> ParseEndpoint(const std::string& text) {
   v1::EndpointSelector selector;
@@ -112,11 +184,19 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->add_option("scope", *scope, "default | tenant:<id> | sandbox:<id>")->required();
     cmd->add_option("--file,-f", *file, "policy file (YAML or JSON), or what `policy get -o json` printed")->required();
     cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision (0: has none)");
-    cmd->callback([&options, &exit_code, scope, file, expected_revision] {
+    auto dry_run = std::make_shared<bool>(false);
+    cmd->add_flag("--dry-run", *dry_run,
+                  "print what the change newly allows and no longer allows and the ceiling's verdict; change nothing "
+                  "(exit 0 admitted, 1 refused by the ceiling)");
+    cmd->callback([&options, &exit_code, scope, file, expected_revision, dry_run] {
       auto loaded = LoadPolicyOrGetOutput(*file);
       if (!loaded.ok()) { exit_code = ReportLocalError(loaded.status()); return; }
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }
+      if (*dry_run) {
+        exit_code = DryRun(options, *stub, *scope, *loaded);
+        return;
+      }
       v1::SetPolicyRequest request;
       request.set_scope(*scope);
       *request.mutable_policy() = *loaded;
@@ -148,7 +228,12 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->add_option("--remove-endpoint", *remove_endpoints, "remove endpoints RULE=HOST[:PORT] (repeatable)");
     cmd->add_option("--remove-binary", *remove_binaries, "remove a binary RULE=PATH (repeatable)");
     cmd->add_option("--expected-revision", *expected_revision, "refuse unless the scope is at this revision");
-    cmd->callback([&options, &exit_code, scope, ops_file, remove_rules, remove_endpoints, remove_binaries, expected_revision] {
+    auto dry_run = std::make_shared<bool>(false);
+    cmd->add_flag("--dry-run", *dry_run,
+                  "apply the operations to the latest revision here, print what the result newly allows and no longer "
+                  "allows and the ceiling's verdict; change nothing (exit 0 admitted, 1 refused by the ceiling)");
+    cmd->callback([&options, &exit_code, scope, ops_file, remove_rules, remove_endpoints, remove_binaries, expected_revision,
+                   dry_run] {
       v1::UpdatePolicyRequest request;
       if (!ops_file->empty()) {
         auto text = policy::ReadFileToString(*ops_file);
@@ -186,6 +271,35 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (*expected_revision >= 0) request.set_expected_revision(static_cast<uint64_t>(*expected_revision));
       auto stub = AdminStub(options);
       if (!stub) { exit_code = kExitUsage; return; }
+      if (*dry_run) {
+        // The same merge the builtin driver applies (policy/merge.h), on the revision read here.
+        v1::GetPolicyRequest get;
+        get.set_scope(*scope);
+        v1::GetPolicyResponse latest;
+        auto ctx = MakeContext(options);
+        if (auto status = stub->GetPolicy(ctx.get(), get, &latest); !status.ok()) {
+          ReportRpcError(status);
+          exit_code = kExitUsage;
+          return;
+        }
+        if (latest.revision().deleted()) {
+          exit_code = ReportLocalError(absl::NotFoundError(absl::StrCat("scope '", *scope, "' has no policy to update")));
+          return;
+        }
+        if (request.has_expected_revision() && request.expected_revision() != latest.revision().revision()) {
+          exit_code = ReportLocalError(absl::AbortedError(absl::StrCat("scope '", *scope, "' is at revision ",
+                                                                       latest.revision().revision(), ", expected ",
+                                                                       request.expected_revision())));
+          return;
+        }
+        openshell::sandbox::v1::SandboxPolicy merged = latest.policy();
+        if (auto status = policy::ApplyMergeOperations(request.operations(), &merged); !status.ok()) {
+          exit_code = ReportLocalError(status);
+          return;
+        }
+        exit_code = DryRun(options, *stub, *scope, merged);
+        return;
+      }
       v1::PolicyRevision response;
       MutationCall ctx(options);
       if (auto status = stub->UpdatePolicy(ctx.get(), request, &response); !status.ok()) {

@@ -3,7 +3,9 @@
 // Invariants (abort on violation): never crashes; a decision is deterministic and names a matched policy
 // exactly when it allows, audits or denies at L7; a policy is never outside itself, and checking it is
 // deterministic; when the second policy is found inside the first, every intent the second allows the
-// first allows too (unless the first cannot decide it).
+// first allows too (unless the first cannot decide it). ExplainChange (policy/explain.h) between the two:
+// symmetric (A->B added is B->A removed), nothing for a policy against itself, and every
+// added network witness allowed by the second policy and denied by the first.
 #include <cstdint>
 #include <cstdlib>
 #include <sstream>
@@ -13,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "policy/containment.h"
 #include "policy/egress.h"
+#include "policy/explain.h"
 #include "policy/policy_file.h"
 
 namespace {
@@ -47,6 +50,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto inside = osh::policy::CheckContainment(*candidate, *ceiling);
   if (osh::policy::CheckContainment(*candidate, *ceiling).detail != inside.detail) std::abort();
   if (osh::policy::CheckContainment(*candidate, *candidate).verdict == osh::policy::Containment::kOutside) std::abort();
+  const auto change = osh::policy::ExplainChange(*ceiling, *candidate);
+  const auto back = osh::policy::ExplainChange(*candidate, *ceiling);
+  if (change.added.size() != back.removed.size() || change.removed.size() != back.added.size()) std::abort();
+  if (!osh::policy::ExplainChange(*candidate, *candidate).empty()) std::abort();
+  for (const auto& added : change.added) {
+    if (!added.intent) continue;
+    if (candidate_eval->Decide(*added.intent).verdict != EgressVerdict::kAllow) std::abort();
+    if (ceiling_eval->Decide(*added.intent).verdict != EgressVerdict::kDeny) std::abort();
+  }
   for (const auto& intent : Intents(parts[2])) {
     const auto first = candidate_eval->Decide(intent);
     const auto second = candidate_eval->Decide(intent);

@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "policy/containment_model.h"
 #include "policy/egress.h"
 #include "policy/glob.h"
 
@@ -33,9 +34,7 @@ absl::Status ContainmentResult::ToStatus() const {
   return common::Refused(absl::StatusCode::kFailedPrecondition, "containment_unknown", "no verdict");
 }
 
-namespace {
-
-constexpr absl::string_view kAnyMethod = "";  // a symbolic method: every method there is
+namespace containment_model {
 
 std::vector<std::string> SortedKeys(const SandboxPolicy& policy) {
   std::vector<std::string> keys;
@@ -50,7 +49,7 @@ std::vector<uint32_t> Ports(const NetworkEndpoint& ep) {
 }
 
 template <typename RuleT>
-std::optional<std::string> UnmodelledRuleField(const RuleT& rule) {
+static std::optional<std::string> UnmodelledRuleField(const RuleT& rule) {
   if (!rule.query().empty()) return "query matchers";
   if (!rule.command().empty()) return "a SQL command";
   if (!rule.operation_type().empty() || !rule.operation_name().empty() || !rule.fields().empty()) return "GraphQL fields";
@@ -58,7 +57,7 @@ std::optional<std::string> UnmodelledRuleField(const RuleT& rule) {
   return std::nullopt;
 }
 
-std::optional<std::string> GlobProblem(absl::string_view pattern, char delimiter) {
+static std::optional<std::string> GlobProblem(absl::string_view pattern, char delimiter) {
   if (pattern == "**" && delimiter == '/') return std::nullopt;
   auto glob = Glob::Parse(pattern, delimiter);
   if (!glob.ok()) return std::string(glob.status().message());
@@ -109,7 +108,7 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
   return std::nullopt;
 }
 
-std::string Trimmed(absl::string_view path) {
+static std::string Trimmed(absl::string_view path) {
   while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   return std::string(path);
 }
@@ -119,12 +118,11 @@ bool Under(absl::string_view path, absl::string_view base) {
   return b == "/" || p == b || absl::StartsWith(p, b + "/");
 }
 
-template <typename Paths>
-bool UnderAny(absl::string_view path, const Paths& bases) {
+bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases) {
   return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
 }
 
-std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
   const auto& cand = candidate.filesystem();
   const auto& ceil = ceiling.filesystem();
   for (int i = 0; i < cand.read_write_size(); ++i) {
@@ -144,7 +142,7 @@ std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, co
   return std::nullopt;
 }
 
-std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+static std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
   auto check = [](absl::string_view field, const std::string& cand, const std::string& ceil) -> std::optional<std::string> {
     if (ceil.empty() || cand == ceil) return std::nullopt;
     return absl::StrCat("process.", field, " '", cand, "' where the ceiling requires '", ceil, "'");
@@ -161,64 +159,26 @@ std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const
 
 // ---- network: the ceiling, indexed -------------------------------------------------------------
 
-struct PathPattern {
-  bool all = false;  // "**"
-  std::shared_ptr<const Glob> glob;
-  static PathPattern Of(absl::string_view pattern) {
-    PathPattern p;
-    if (pattern == "**") {
-      p.all = true;
-    } else {
-      p.glob = std::make_shared<const Glob>(*Glob::Parse(pattern, '/'));  // FindUnmodelled refused bad ones
-    }
-    return p;
+PathPattern PathPattern::Of(absl::string_view pattern) {
+  PathPattern p;
+  if (pattern == "**") {
+    p.all = true;
+  } else {
+    p.glob = std::make_shared<const Glob>(*Glob::Parse(pattern, '/'));  // FindUnmodelled refused bad ones
   }
-  bool Covers(const PathPattern& other) const {
-    if (all) return true;
-    if (other.all) return false;
-    return glob->Matches(other.glob->Symbolic());
-  }
-  bool Intersects(const PathPattern& other) const {
-    if (all || other.all) return true;
-    return glob->Intersects(*other.glob);
-  }
-};
+  return p;
+}
 
-struct MethodRule {
-  std::string method;
-  PathPattern path;
-};
+bool PathPattern::Covers(const PathPattern& other) const {
+  if (all) return true;
+  if (other.all) return false;
+  return glob->Matches(other.glob->Symbolic());
+}
 
-struct CeilingEndpoint {
-  size_t entry = 0;
-  std::string host;
-  std::optional<Glob> host_glob;
-  std::vector<uint32_t> ports;
-  bool rest = false;
-  std::optional<PathPattern> scope;
-  std::vector<MethodRule> allow;
-  std::vector<MethodRule> deny;
-};
-
-struct CeilingEntry {
-  absl::flat_hash_set<std::string> exact_binaries;
-  std::vector<Glob> glob_binaries;
-};
-
-// One thing the candidate allows, symbolically: a process (exact path or glob), a host (exact or
-// glob), a port, and optionally requests (a method or kAnyMethod, and a path pattern).
-struct Grant {
-  std::string binary;
-  std::shared_ptr<const Glob> binary_glob;
-  std::string host;  // lower-cased
-  std::shared_ptr<const Glob> host_glob;
-  uint32_t port = 0;
-  bool request = false;
-  bool uninspected = false;  // every request, because the endpoint has no L7 protocol
-  std::string method;  // kAnyMethod for every method
-  PathPattern path;
-  std::string where;  // the candidate's endpoint (and rule) it comes from
-};
+bool PathPattern::Intersects(const PathPattern& other) const {
+  if (all || other.all) return true;
+  return glob->Intersects(*other.glob);
+}
 
 bool MethodCovers(absl::string_view rule, absl::string_view method) {
   if (rule.empty()) return false;
@@ -233,189 +193,197 @@ bool MethodMayMatch(absl::string_view rule, absl::string_view method) {
   return MethodCovers(rule, method);
 }
 
-class PolicyIndex {
- public:
-  // Concrete paths matching each of the ceiling's binaries: as ancestors, they make a process that
-  // every ceiling entry applies to (the worst case for the ceiling's deny rules).
-  std::vector<std::string> binary_instances;
-  // Concrete requests from the ceiling's rules: where its deny rules and the edges of its allow rules are.
-  std::vector<std::string> rule_methods;
-  std::vector<std::string> rule_paths;
-  std::vector<std::string> host_instances;  // a concrete host for each ceiling endpoint
-
-  explicit PolicyIndex(const SandboxPolicy& policy) {
-    for (const auto& key : SortedKeys(policy)) {
-      const auto& source = policy.network_policies().at(key);
-      CeilingEntry entry;
-      for (const auto& b : source.binaries()) {
-        if (b.path().find('*') == std::string::npos) {
-          entry.exact_binaries.insert(b.path());
-          binary_instances.push_back(b.path());
-        } else {
-          entry.glob_binaries.push_back(*Glob::Parse(b.path(), '/'));
-          binary_instances.push_back(entry.glob_binaries.back().Instance("oshw", "oshw"));
-        }
-      }
-      const size_t e = entries_.size();
-      entries_.push_back(std::move(entry));
-      if (source.binaries().empty()) continue;  // grants nothing
-      for (const auto& ep : source.endpoints()) {
-        CeilingEndpoint out;
-        out.entry = e;
-        out.host = absl::AsciiStrToLower(ep.host());
-        if (out.host.find('*') != std::string::npos) out.host_glob = *Glob::Parse(out.host, '.');
-        out.ports = Ports(ep);
-        out.rest = ep.protocol() == "rest";
-        if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
-        for (const auto& [method, path] : PresetRules(ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
-        for (const auto& rule : ep.rules()) out.allow.push_back({rule.allow().method(), PathPattern::Of(rule.allow().path())});
-        for (const auto& rule : ep.deny_rules()) out.deny.push_back({rule.method(), PathPattern::Of(rule.path())});
-        for (const auto* rules : {&out.allow, &out.deny}) {
-          for (const MethodRule& rule : *rules) {
-            if (!rule.method.empty() && rule.method != "*") rule_methods.push_back(absl::AsciiStrToUpper(rule.method));
-            if (rule.path.all) continue;
-            rule_paths.push_back(rule.path.glob->Instance("oshw", "oshw/oshw"));
-            rule_paths.push_back(rule.path.glob->Instance("oshw", ""));
-          }
-        }
-        const size_t index = endpoints_.size();
-        host_instances.push_back(out.host_glob ? out.host_glob->Instance("oshw", "oshw.oshw") : out.host);
-        if (out.host_glob) {
-          wildcard_.push_back(index);
-        } else {
-          exact_[out.host].push_back(index);
-        }
-        endpoints_.push_back(std::move(out));
+// binary_instances: concrete paths matching each of the policy's binaries: as ancestors, they make a
+// process that every entry applies to (the worst case for its deny rules). rule_methods, rule_paths:
+// concrete requests from its rules (where its deny rules and the edges of its allow rules are).
+// host_instances: a concrete host for each endpoint.
+PolicyIndex::PolicyIndex(const SandboxPolicy& policy) {
+  for (const auto& key : SortedKeys(policy)) {
+    const auto& source = policy.network_policies().at(key);
+    IndexedEntry entry;
+    for (const auto& b : source.binaries()) {
+      if (b.path().find('*') == std::string::npos) {
+        entry.exact_binaries.insert(b.path());
+        binary_instances.push_back(b.path());
+      } else {
+        entry.glob_binaries.push_back(*Glob::Parse(b.path(), '/'));
+        binary_instances.push_back(entry.glob_binaries.back().Instance("oshw", "oshw"));
       }
     }
-    for (auto* list : {&rule_methods, &rule_paths, &host_instances, &binary_instances}) {
-      std::sort(list->begin(), list->end());
-      list->erase(std::unique(list->begin(), list->end()), list->end());
+    const size_t e = entries_.size();
+    entries_.push_back(std::move(entry));
+    if (source.binaries().empty()) continue;  // grants nothing
+    for (const auto& ep : source.endpoints()) {
+      IndexedEndpoint out;
+      out.entry = e;
+      out.host = absl::AsciiStrToLower(ep.host());
+      if (out.host.find('*') != std::string::npos) out.host_glob = *Glob::Parse(out.host, '.');
+      out.ports = Ports(ep);
+      out.rest = ep.protocol() == "rest";
+      if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
+      for (const auto& [method, path] : PresetRules(ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
+      for (const auto& rule : ep.rules()) out.allow.push_back({rule.allow().method(), PathPattern::Of(rule.allow().path())});
+      for (const auto& rule : ep.deny_rules()) out.deny.push_back({rule.method(), PathPattern::Of(rule.path())});
+      for (const auto* rules : {&out.allow, &out.deny}) {
+        for (const MethodRule& rule : *rules) {
+          if (!rule.method.empty() && rule.method != "*") rule_methods.push_back(absl::AsciiStrToUpper(rule.method));
+          if (rule.path.all) continue;
+          rule_paths.push_back(rule.path.glob->Instance("oshw", "oshw/oshw"));
+          rule_paths.push_back(rule.path.glob->Instance("oshw", ""));
+        }
+      }
+      const size_t index = endpoints_.size();
+      host_instances.push_back(out.host_glob ? out.host_glob->Instance("oshw", "oshw.oshw") : out.host);
+      if (out.host_glob) {
+        wildcard_.push_back(index);
+      } else {
+        exact_[out.host].push_back(index);
+      }
+      endpoints_.push_back(std::move(out));
     }
   }
+  for (auto* list : {&rule_methods, &rule_paths, &host_instances, &binary_instances}) {
+    std::sort(list->begin(), list->end());
+    list->erase(std::unique(list->begin(), list->end()), list->end());
+  }
+}
 
-  // Proven: the ceiling allows every concrete intent of `grant` that the candidate (`self`, the
-  // candidate's own index) does not deny itself.
-  bool Covers(const Grant& grant, const PolicyIndex& self) const {
-    bool connection = false;
-    std::vector<const CeilingEndpoint*> may_apply;
-    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
-      if (std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
-      if (!HostMayMatch(ep, grant)) return;
-      // Any entry may apply to the request whatever its binaries: a process's ancestors are not
-      // bounded, so some process with this grant's binary also matches that entry's.
-      may_apply.push_back(&ep);
-      if (HostCovers(ep, grant) && BinaryCovers(entries_[ep.entry], grant)) connection = true;
-    });
-    if (!connection) return false;
-    if (!grant.request) return true;
-    bool inspected = false, allowed = false;
-    for (const CeilingEndpoint* ep : may_apply) {
-      if (!ep->rest) continue;
-      inspected = true;
-      const bool scope_may = !ep->scope || ep->scope->Intersects(grant.path);
-      if (!scope_may) continue;
-      for (const MethodRule& deny : ep->deny) {
-        if (!MethodMayMatch(deny.method, grant.method) || !deny.path.Intersects(grant.path)) continue;
-        if (!self.DeniesWhenever(grant, entries_[ep->entry], deny)) return false;
-      }
-      if (allowed || !HostCovers(*ep, grant) || !BinaryCovers(entries_[ep->entry], grant)) continue;
-      if (ep->scope && !ep->scope->Covers(grant.path)) continue;
-      for (const MethodRule& allow : ep->allow) {
-        if (MethodCovers(allow.method, grant.method) && allow.path.Covers(grant.path)) allowed = true;
-      }
+template <typename F>
+void PolicyIndex::ForEachCandidate(const Grant& grant, F&& f) const {
+  if (grant.host_glob) {
+    for (const auto& ep : endpoints_) f(ep);
+    return;
+  }
+  if (auto it = exact_.find(grant.host); it != exact_.end()) {
+    for (size_t index : it->second) f(endpoints_[index]);
+  }
+  for (size_t index : wildcard_) f(endpoints_[index]);
+}
+
+// Proven: the ceiling allows every concrete intent of `grant` that the candidate (`self`, the
+// candidate's own index) does not deny itself.
+bool PolicyIndex::Covers(const Grant& grant, const PolicyIndex& self) const {
+  bool connection = false;
+  std::vector<const IndexedEndpoint*> may_apply;
+  ForEachCandidate(grant, [&](const IndexedEndpoint& ep) {
+    if (std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+    if (!HostPatternsIntersect(ep.host, grant.host)) return;
+    // Any entry may apply to the request whatever its binaries: a process's ancestors are not
+    // bounded, so some process with this grant's binary also matches that entry's.
+    may_apply.push_back(&ep);
+    if (HostCovers(ep, grant) && BinaryCovers(entries_[ep.entry], grant)) connection = true;
+  });
+  if (!connection) return false;
+  if (!grant.request) return true;
+  bool inspected = false, allowed = false;
+  for (const IndexedEndpoint* ep : may_apply) {
+    if (!ep->rest) continue;
+    inspected = true;
+    const bool scope_may = !ep->scope || ep->scope->Intersects(grant.path);
+    if (!scope_may) continue;
+    for (const MethodRule& deny : ep->deny) {
+      if (!MethodMayMatch(deny.method, grant.method) || !deny.path.Intersects(grant.path)) continue;
+      if (!self.DeniesWhenever(grant, entries_[ep->entry], deny)) return false;
     }
-    return !inspected || allowed;
+    if (allowed || !HostCovers(*ep, grant) || !BinaryCovers(entries_[ep->entry], grant)) continue;
+    if (ep->scope && !ep->scope->Covers(grant.path)) continue;
+    for (const MethodRule& allow : ep->allow) {
+      if (MethodCovers(allow.method, grant.method) && allow.path.Covers(grant.path)) allowed = true;
+    }
   }
+  return !inspected || allowed;
+}
 
-  // Proven: this policy denies `rule`'s requests on `grant`'s connection for every process that the
-  // other policy's `entry` applies to — so a deny rule there takes nothing the candidate allows.
-  bool DeniesWhenever(const Grant& grant, const CeilingEntry& entry, const MethodRule& rule) const {
-    const std::string rule_method = rule.method == "*" ? std::string(kAnyMethod) : rule.method;
-    bool denies = false;
-    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
-      if (denies || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
-      if (!HostCovers(ep, grant)) return;
-      const CeilingEntry& mine = entries_[ep.entry];
-      const bool applies = BinaryCovers(mine, grant) || CoversEntry(mine, entry);
-      if (!applies || (ep.scope && !ep.scope->Covers(rule.path))) return;
-      for (const MethodRule& deny : ep.deny) {
-        if (MethodCovers(deny.method, rule_method) && deny.path.Covers(rule.path)) denies = true;
-      }
-    });
-    return denies;
-  }
+// Proven: this policy denies `rule`'s requests on `grant`'s connection for every process that the
+// other policy's `entry` applies to — so a deny rule there takes nothing the candidate allows.
+bool PolicyIndex::DeniesWhenever(const Grant& grant, const IndexedEntry& entry, const MethodRule& rule) const {
+  const std::string rule_method = rule.method == "*" ? std::string(kAnyMethod) : rule.method;
+  bool denies = false;
+  ForEachCandidate(grant, [&](const IndexedEndpoint& ep) {
+    if (denies || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+    if (!HostCovers(ep, grant)) return;
+    const IndexedEntry& mine = entries_[ep.entry];
+    const bool applies = BinaryCovers(mine, grant) || CoversEntry(mine, entry);
+    if (!applies || (ep.scope && !ep.scope->Covers(rule.path))) return;
+    for (const MethodRule& deny : ep.deny) {
+      if (MethodCovers(deny.method, rule_method) && deny.path.Covers(rule.path)) denies = true;
+    }
+  });
+  return denies;
+}
 
-  // Proven: the policy itself allows no request of `grant` — one of its deny rules applies to every
-  // process and request of it, or (for a grant of any request) an inspecting endpoint always applies,
-  // so the requests it allows are exactly those of its REST rules, each a grant of its own.
-  bool NeverAllows(const Grant& grant) const {
-    bool never = false;
-    ForEachCandidate(grant, [&](const CeilingEndpoint& ep) {
-      if (never || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
-      if (!HostCovers(ep, grant) || !BinaryCovers(entries_[ep.entry], grant)) return;
-      if (grant.uninspected) {
-        never = true;
-        return;
-      }
-      if (ep.scope && !ep.scope->Covers(grant.path)) return;
-      for (const MethodRule& deny : ep.deny) {
-        if (MethodCovers(deny.method, grant.method) && deny.path.Covers(grant.path)) never = true;
-      }
-    });
-    return never;
-  }
-
- private:
-  template <typename F>
-  void ForEachCandidate(const Grant& grant, F&& f) const {
-    if (grant.host_glob) {
-      for (const auto& ep : endpoints_) f(ep);
+// Proven: the policy itself allows no request of `grant` — one of its deny rules applies to every
+// process and request of it, or (for a grant of any request) an inspecting endpoint always applies,
+// so the requests it allows are exactly those of its REST rules, each a grant of its own.
+bool PolicyIndex::NeverAllows(const Grant& grant) const {
+  bool never = false;
+  ForEachCandidate(grant, [&](const IndexedEndpoint& ep) {
+    if (never || !ep.rest || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+    if (!HostCovers(ep, grant) || !BinaryCovers(entries_[ep.entry], grant)) return;
+    if (grant.uninspected) {
+      never = true;
       return;
     }
-    if (auto it = exact_.find(grant.host); it != exact_.end()) {
-      for (size_t index : it->second) f(endpoints_[index]);
+    if (ep.scope && !ep.scope->Covers(grant.path)) return;
+    for (const MethodRule& deny : ep.deny) {
+      if (MethodCovers(deny.method, grant.method) && deny.path.Covers(grant.path)) never = true;
     }
-    for (size_t index : wildcard_) f(endpoints_[index]);
-  }
-  static bool HostCovers(const CeilingEndpoint& ep, const Grant& grant) {
-    if (!grant.host_glob) return ep.host_glob ? ep.host_glob->Matches(grant.host) : ep.host == grant.host;
-    return ep.host_glob && ep.host_glob->Matches(grant.host_glob->Symbolic());
-  }
-  static bool HostMayMatch(const CeilingEndpoint& ep, const Grant& grant) { return HostPatternsIntersect(ep.host, grant.host); }
-  // Every binary of `other` is covered by one of `mine` (as exact path or glob).
-  static bool CoversEntry(const CeilingEntry& mine, const CeilingEntry& other) {
-    if (other.exact_binaries.empty() && other.glob_binaries.empty()) return false;
-    for (const auto& exact : other.exact_binaries) {
-      if (mine.exact_binaries.contains(exact)) continue;
-      if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(exact); })) {
-        return false;
-      }
-    }
-    for (const Glob& glob : other.glob_binaries) {
-      const std::string& symbolic = glob.Symbolic();
-      if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(symbolic); })) {
-        return false;
-      }
-    }
-    return true;
-  }
-  static bool BinaryCovers(const CeilingEntry& entry, const Grant& grant) {
-    if (!grant.binary_glob) {
-      if (entry.exact_binaries.contains(grant.binary)) return true;
-      return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
-                         [&](const Glob& g) { return g.Matches(grant.binary); });
-    }
-    const std::string& symbolic = grant.binary_glob->Symbolic();
-    return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
-                       [&](const Glob& g) { return g.Matches(symbolic); });
-  }
+  });
+  return never;
+}
 
-  std::vector<CeilingEntry> entries_;
-  std::vector<CeilingEndpoint> endpoints_;
-  absl::flat_hash_map<std::string, std::vector<size_t>> exact_;
-  std::vector<size_t> wildcard_;
-};
+bool PolicyIndex::MayAllowAny(const Grant& grant) const {
+  bool may = false;
+  ForEachCandidate(grant, [&](const IndexedEndpoint& ep) {
+    if (may || std::find(ep.ports.begin(), ep.ports.end(), grant.port) == ep.ports.end()) return;
+    if (!HostPatternsIntersect(ep.host, grant.host)) return;
+    // Any entry may apply whatever its binaries (ancestors are not bounded); only entries with
+    // binaries are indexed, and an entry without binaries grants nothing.
+    if (!grant.request || !ep.rest) {
+      may = true;
+      return;
+    }
+    if (ep.scope && !ep.scope->Intersects(grant.path)) return;
+    for (const MethodRule& allow : ep.allow) {
+      if (MethodMayMatch(allow.method, grant.method) && allow.path.Intersects(grant.path)) may = true;
+    }
+  });
+  return may;
+}
+
+bool PolicyIndex::HostCovers(const IndexedEndpoint& ep, const Grant& grant) {
+  if (!grant.host_glob) return ep.host_glob ? ep.host_glob->Matches(grant.host) : ep.host == grant.host;
+  return ep.host_glob && ep.host_glob->Matches(grant.host_glob->Symbolic());
+}
+
+// Every binary of `other` is covered by one of `mine` (as exact path or glob).
+bool PolicyIndex::CoversEntry(const IndexedEntry& mine, const IndexedEntry& other) {
+  if (other.exact_binaries.empty() && other.glob_binaries.empty()) return false;
+  for (const auto& exact : other.exact_binaries) {
+    if (mine.exact_binaries.contains(exact)) continue;
+    if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(exact); })) {
+      return false;
+    }
+  }
+  for (const Glob& glob : other.glob_binaries) {
+    const std::string& symbolic = glob.Symbolic();
+    if (std::none_of(mine.glob_binaries.begin(), mine.glob_binaries.end(), [&](const Glob& g) { return g.Matches(symbolic); })) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool PolicyIndex::BinaryCovers(const IndexedEntry& entry, const Grant& grant) {
+  if (!grant.binary_glob) {
+    if (entry.exact_binaries.contains(grant.binary)) return true;
+    return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
+                       [&](const Glob& g) { return g.Matches(grant.binary); });
+  }
+  const std::string& symbolic = grant.binary_glob->Symbolic();
+  return std::any_of(entry.glob_binaries.begin(), entry.glob_binaries.end(),
+                     [&](const Glob& g) { return g.Matches(symbolic); });
+}
 
 // ---- network: the candidate's grants and concrete witnesses --------------------------------------
 
@@ -432,17 +400,35 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
     }
     for (int i = 0; i < entry.endpoints_size(); ++i) {
       const NetworkEndpoint& ep = entry.endpoints(i);
-      std::vector<std::pair<std::string, PathPattern>> rules;  // (method, path) the endpoint allows
+      struct AllowRule {
+        std::string method;
+        PathPattern path;
+        std::string label;  // as EgressDecision::rule names it
+      };
+      const std::string prefix = absl::StrCat("network_policies.", key, ".endpoints[", i, "]");
+      std::vector<AllowRule> rules;  // what the endpoint allows
       if (ep.protocol() == "rest") {
-        for (const auto& [method, path] : PresetRules(ep.access())) rules.emplace_back(method, PathPattern::Of(path));
-        for (const auto& rule : ep.rules()) rules.emplace_back(rule.allow().method(), PathPattern::Of(rule.allow().path()));
+        for (const auto& [method, path] : PresetRules(ep.access())) {
+          rules.push_back({method, PathPattern::Of(path), absl::StrCat(prefix, ".access ", ep.access(), " (", method, " ", path, ")")});
+        }
+        for (int r = 0; r < ep.rules_size(); ++r) {
+          const auto& allow = ep.rules(r).allow();
+          rules.push_back({allow.method(), PathPattern::Of(allow.path()),
+                           absl::StrCat(prefix, ".rules[", r, "] (", allow.method(), " ", allow.path(), ")")});
+        }
       }
+      const std::vector<uint32_t> ports = Ports(ep);
+      const std::string endpoint_label =
+          absl::StrCat(prefix, " (", ep.host().empty() ? "*" : ep.host(), ":", absl::StrJoin(ports, ","), ")");
       const std::string host = absl::AsciiStrToLower(ep.host());
       std::shared_ptr<const Glob> host_glob;
       if (host.find('*') != std::string::npos) host_glob = std::make_shared<const Glob>(*Glob::Parse(host, '.'));
       for (const auto& [binary, binary_glob] : binaries) {
-        for (uint32_t port : Ports(ep)) {
+        for (uint32_t port : ports) {
           Grant base;
+          base.entry = key;
+          base.endpoint = i;
+          base.endpoint_label = endpoint_label;
           base.binary = binary;
           base.binary_glob = binary_glob;
           base.host = host;
@@ -460,8 +446,8 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
             grants.push_back(std::move(any));
             continue;
           }
-          for (size_t r = 0; r < rules.size(); ++r) {
-            const auto& [method, path] = rules[r];
+          for (const AllowRule& rule : rules) {
+            const std::string& method = rule.method;
             if (method.empty()) continue;  // allows nothing
             std::vector<std::string> methods;
             if (method == "*") {
@@ -474,7 +460,8 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
               Grant request = base;
               request.request = true;
               request.method = m;
-              request.path = path;
+              request.path = rule.path;
+              request.rule_label = rule.label;
               grants.push_back(std::move(request));
             }
           }
@@ -485,7 +472,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
   return grants;
 }
 
-std::vector<std::string> Instances(const std::shared_ptr<const Glob>& glob, const std::string& exact, char delimiter) {
+static std::vector<std::string> Instances(const std::shared_ptr<const Glob>& glob, const std::string& exact, char delimiter) {
   if (!glob) return {exact};
   const std::string two = delimiter == '.' ? "oshw.oshw" : "oshw/oshw";
   std::vector<std::string> out = {glob->Instance("oshw", two), glob->Instance("oshw", "oshw"), glob->Instance("oshw", "")};
@@ -494,73 +481,73 @@ std::vector<std::string> Instances(const std::shared_ptr<const Glob>& glob, cons
   return out;
 }
 
-// A concrete intent inside `grant` that the candidate allows and the ceiling does not, described.
-std::optional<std::string> FindWitness(const Grant& grant, const EgressPolicy& candidate, const EgressPolicy& ceiling,
-                                       const PolicyIndex& index) {
-  const std::vector<std::string>& every_ceiling_binary = index.binary_instances;
-  std::vector<std::string> methods;
-  std::vector<std::string> paths;
+std::optional<Witness> FindWitness(const Grant& grant, const EgressPolicy& candidate, const EgressPolicy& ceiling,
+                                   const PolicyIndex& index) {
+  // Two passes: the grant's own instances with no ancestors (where a witness almost always is, found
+  // without building the rest), then everything: the other policy's instances inside the grant (where
+  // its rules begin and end) and ancestors that make its entries apply.
+  const std::vector<std::string> no_ancestors;
+  std::vector<const std::vector<std::string>*> ancestries = {&no_ancestors};
+  std::vector<std::string> methods, paths;
+  std::vector<std::string> binaries = Instances(grant.binary_glob, grant.binary, '/');
+  std::vector<std::string> hosts = Instances(grant.host_glob, grant.host, '.');
   if (grant.request) {
     if (grant.method == kAnyMethod) {
       methods = {"OSH-WITNESS", "DELETE", "POST", "PUT", "PATCH", "GET", "HEAD", "OPTIONS"};
-      methods.insert(methods.end(), index.rule_methods.begin(), index.rule_methods.end());
     } else {
       methods = {grant.method};
     }
-    if (grant.path.all) {
-      paths = {"/", "/oshw/oshw"};
-    } else {
-      paths = Instances(grant.path.glob, "", '/');
-    }
-    // Where the ceiling's rules begin and end, when inside what the grant allows.
-    for (const std::string& path : index.rule_paths) {
-      if (grant.path.all || grant.path.glob->Matches(path)) paths.push_back(path);
-    }
+    paths = grant.path.all ? std::vector<std::string>{"/", "/oshw/oshw"} : Instances(grant.path.glob, "", '/');
   } else {
     methods = {""};
     paths = {""};
   }
-  std::vector<std::vector<std::string>> ancestries = {{}, every_ceiling_binary};
-  for (size_t i = 0; i < every_ceiling_binary.size() && i < 16; ++i) ancestries.push_back({every_ceiling_binary[i]});
-  // Concrete binaries and hosts inside the grant: its own instances and the ceiling's that it covers.
-  std::vector<std::string> binaries = Instances(grant.binary_glob, grant.binary, '/');
-  std::vector<std::string> hosts = Instances(grant.host_glob, grant.host, '.');
-  if (grant.binary_glob) {
-    for (const auto& b : index.binary_instances) {
-      if (grant.binary_glob->Matches(b)) binaries.push_back(b);
+  std::vector<std::vector<std::string>> singles;
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) {
+      if (grant.request && grant.method == kAnyMethod) {
+        methods.insert(methods.end(), index.rule_methods.begin(), index.rule_methods.end());
+      }
+      // Where the other policy's rules begin and end, when inside what the grant allows.
+      for (const std::string& path : index.rule_paths) {
+        if (grant.request && (grant.path.all || grant.path.glob->Matches(path))) paths.push_back(path);
+      }
+      if (grant.binary_glob) {
+        for (const auto& b : index.binary_instances) {
+          if (grant.binary_glob->Matches(b)) binaries.push_back(b);
+        }
+      }
+      if (grant.host_glob) {
+        for (const auto& h : index.host_instances) {
+          if (grant.host_glob->Matches(h)) hosts.push_back(h);
+        }
+      }
+      // Ancestors: every binary of the other policy at once, then each of the first 16 alone.
+      for (size_t i = 0; i < index.binary_instances.size() && i < 16; ++i) singles.push_back({index.binary_instances[i]});
+      ancestries.push_back(&index.binary_instances);
+      for (const auto& single : singles) ancestries.push_back(&single);
     }
-  }
-  if (grant.host_glob) {
-    for (const auto& h : index.host_instances) {
-      if (grant.host_glob->Matches(h)) hosts.push_back(h);
-    }
-  }
-  for (const auto& ancestors : ancestries) {
-  for (const std::string& binary : binaries) {
-    for (const std::string& host : hosts) {
-      for (const std::string& method : methods) {
-        for (const std::string& path : paths) {
-          EgressIntent intent;
-          intent.host = host;
-          intent.port = grant.port;
-          intent.binary = binary;
-          intent.ancestors = ancestors;
-          if (grant.request) intent.request = EgressRequest{method, path, {}};
-          const EgressDecision allowed = candidate.Decide(intent);
-          if (allowed.verdict != EgressVerdict::kAllow && allowed.verdict != EgressVerdict::kAudit) continue;
-          const EgressDecision refused = ceiling.Decide(intent);
-          if (refused.verdict == EgressVerdict::kAllow) continue;
-          std::string what = absl::StrCat(grant.where, ": ", binary, " -> ", host, ":", grant.port);
-          if (!ancestors.empty()) absl::StrAppend(&what, " (with ancestors ", absl::StrJoin(ancestors, ", "), ")");
-          if (grant.request) absl::StrAppend(&what, " ", method, " ", path);
-          absl::StrAppend(&what, " is allowed by the candidate (",
-                          allowed.rule.empty() ? allowed.endpoint : allowed.rule, ") but not by the ceiling (",
-                          refused.reason, ")");
-          return what;
+    for (const auto* ancestors : ancestries) {
+      for (const std::string& binary : binaries) {
+        for (const std::string& host : hosts) {
+          for (const std::string& method : methods) {
+            for (const std::string& path : paths) {
+              EgressIntent intent;
+              intent.host = host;
+              intent.port = grant.port;
+              intent.binary = binary;
+              intent.ancestors = *ancestors;
+              if (grant.request) intent.request = EgressRequest{method, path, {}};
+              EgressDecision allowed = candidate.Decide(intent);
+              if (allowed.verdict != EgressVerdict::kAllow && allowed.verdict != EgressVerdict::kAudit) continue;
+              EgressDecision refused = ceiling.Decide(intent);
+              if (refused.verdict == EgressVerdict::kAllow) continue;
+              return Witness{std::move(intent), std::move(allowed), std::move(refused)};
+            }
+          }
         }
       }
     }
-  }
   }
   return std::nullopt;
 }
@@ -570,7 +557,8 @@ std::optional<std::string> FindWitness(const Grant& grant, const EgressPolicy& c
 // configuration upstream's relay selects for a request outside that path is chosen by the Rust side
 // (crates/openshell-supervisor-network/src/l7/mod.rs `endpoint_path_matches`, whose `/x/**` also takes
 // `/x`, unlike Rego's `path_matches`), so neither proof nor witness is sound there: containment_unknown.
-std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
+                                            absl::string_view candidate_name, absl::string_view ceiling_name) {
   for (const auto& key : SortedKeys(candidate)) {
     const auto& entry = candidate.network_policies().at(key);
     for (int i = 0; i < entry.endpoints_size(); ++i) {
@@ -588,9 +576,10 @@ std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, cons
             return std::find(cports.begin(), cports.end(), p) != cports.end();
           });
           if (!shared || !HostPatternsIntersect(absl::AsciiStrToLower(c.host()), host)) continue;
-          return absl::StrCat("candidate network_policies.", key, ".endpoints[", i, "] carries REST controls (path '",
-                              ep.path(), "') on a host:port that ceiling network_policies.", ceiling_key, ".endpoints[",
-                              j, "] allows without inspection (L4): an L4 ceiling endpoint does not decide it");
+          return absl::StrCat(candidate_name, " network_policies.", key, ".endpoints[", i, "] carries REST controls (path '",
+                              ep.path(), "') on a host:port that ", ceiling_name, " network_policies.", ceiling_key,
+                              ".endpoints[", j, "] allows without inspection (L4): an L4 ", ceiling_name,
+                              " endpoint does not decide it");
         }
       }
     }
@@ -598,7 +587,17 @@ std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, cons
   return std::nullopt;
 }
 
-}  // namespace
+// The widening a witness shows, in words.
+static std::string DescribeWidening(const Grant& grant, const Witness& w) {
+  std::string what = absl::StrCat(grant.where, ": ", w.intent.binary, " -> ", w.intent.host, ":", grant.port);
+  if (!w.intent.ancestors.empty()) absl::StrAppend(&what, " (with ancestors ", absl::StrJoin(w.intent.ancestors, ", "), ")");
+  if (w.intent.request) absl::StrAppend(&what, " ", w.intent.request->method, " ", w.intent.request->path);
+  absl::StrAppend(&what, " is allowed by the candidate (", w.allowed.rule.empty() ? w.allowed.endpoint : w.allowed.rule,
+                  ") but not by the ceiling (", w.refused.reason, ")");
+  return what;
+}
+
+}  // namespace containment_model
 
 static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate, const SandboxPolicy& ceiling);
 
@@ -613,9 +612,10 @@ ContainmentResult CheckContainment(const SandboxPolicy& candidate, const Sandbox
 }
 
 static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  using namespace containment_model;  // NOLINT(google-build-using-namespace): this file is the model's home
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
-  if (auto what = PathScopedOverL4(candidate, ceiling)) return {Containment::kUnknown, *what};
+  if (auto what = PathScopedOverL4(candidate, ceiling, "candidate", "ceiling")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 
@@ -629,7 +629,9 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
       candidate_eval = EgressPolicy::Compile(candidate);
       ceiling_eval = EgressPolicy::Compile(ceiling);
     }
-    if (auto witness = FindWitness(grant, *candidate_eval, *ceiling_eval, index)) return {Containment::kOutside, *witness};
+    if (auto witness = FindWitness(grant, *candidate_eval, *ceiling_eval, index)) {
+      return {Containment::kOutside, DescribeWidening(grant, *witness)};
+    }
     std::string what = grant.where;
     if (grant.request) {
       absl::StrAppend(&what, ", requests ", grant.method == kAnyMethod ? "(any method)" : grant.method, " ",

@@ -252,16 +252,31 @@ bool HostPatternsIntersect(absl::string_view a, absl::string_view b) {
   const bool a_glob = a.find('*') != absl::string_view::npos;
   const bool b_glob = b.find('*') != absl::string_view::npos;
   if (!a_glob && !b_glob) return a == b;
-  std::vector<absl::string_view> la = absl::StrSplit(a, '.'), lb = absl::StrSplit(b, '.');
-  const bool a_deep = la.front() == "**", b_deep = lb.front() == "**";
-  if (a_deep) la.erase(la.begin());
-  if (b_deep) lb.erase(lb.begin());
-  if (!a_deep && !b_deep && la.size() != lb.size()) return false;
-  if (a_deep && !b_deep && lb.size() < la.size() + 1) return false;
-  if (b_deep && !a_deep && la.size() < lb.size() + 1) return false;
-  const size_t common = std::min(la.size(), lb.size());
-  for (size_t i = 1; i <= common; ++i) {
-    if (!LabelsIntersect(la[la.size() - i], a_glob, lb[lb.size() - i], b_glob)) return false;
+  // Labels are walked from the right in place (no split, no allocation: this runs per endpoint pair).
+  struct Labels {
+    absl::string_view rest;  // the labels after a leading "**" one
+    bool deep = false;
+    size_t count = 0;
+    explicit Labels(absl::string_view host) : rest(host) {
+      deep = host == "**" || absl::StartsWith(host, "**.");
+      if (deep) rest.remove_prefix(std::min<size_t>(3, host.size()));
+      count = deep && rest.empty() ? 0 : static_cast<size_t>(std::count(rest.begin(), rest.end(), '.')) + 1;
+    }
+    absl::string_view PopLast() {
+      const size_t dot = rest.rfind('.');
+      absl::string_view label = dot == absl::string_view::npos ? rest : rest.substr(dot + 1);
+      rest = dot == absl::string_view::npos ? absl::string_view() : rest.substr(0, dot);
+      return label;
+    }
+  };
+  Labels la(a), lb(b);
+  if (!la.deep && !lb.deep && la.count != lb.count) return false;
+  if (la.deep && !lb.deep && lb.count < la.count + 1) return false;
+  if (lb.deep && !la.deep && la.count < lb.count + 1) return false;
+  const size_t common = std::min(la.count, lb.count);
+  for (size_t i = 0; i < common; ++i) {
+    const absl::string_view x = la.PopLast(), y = lb.PopLast();
+    if (!LabelsIntersect(x, a_glob, y, b_glob)) return false;
   }
   return true;
 }

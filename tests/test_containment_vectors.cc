@@ -8,6 +8,7 @@
 #include "policy/containment.h"
 #include "policy/policy_file.h"
 #include "tests/test_support.h"
+#include "tests/vectors.h"
 
 using google::protobuf::Struct;
 using osh::policy::CheckContainment;
@@ -21,16 +22,8 @@ TEST_CASE("containment vectors: every upstream case is decided as upstream's dra
     const Struct& c = item.struct_value();
     const std::string name = c.fields().at("name").string_value();
     INFO(name);
-    auto load = [&](const char* field) {
-      std::string json;
-      REQUIRE(google::protobuf::util::MessageToJsonString(c.fields().at(field), &json).ok());
-      auto policy = osh::policy::ParsePolicyText(json, name + "." + field);
-      INFO((policy.ok() ? "" : std::string(policy.status().message())));
-      REQUIRE(policy.ok());
-      return *policy;
-    };
-    const auto ceiling = load("ceiling");
-    const auto candidate = load("candidate");
+    const auto ceiling = osh::test::vectors::PolicyOfCase(c, "ceiling");
+    const auto candidate = osh::test::vectors::PolicyOfCase(c, "candidate");
     const Struct& expect = c.fields().at("expect").struct_value();
     const bool contained = expect.fields().at("contained").bool_value();
     const bool unsupported = expect.fields().contains("unsupported") && expect.fields().at("unsupported").bool_value();

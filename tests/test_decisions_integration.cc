@@ -116,38 +116,6 @@ TEST_CASE("decisions: policyctl decide --replay, against an admitted sandbox thr
   CHECK(g.Stop() == 0);
 }
 
-namespace {
-
-void WriteKey(const TempDir& dir, const std::string& name) {
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
-  WriteFile(dir / (name + ".key"), key->ToPem());
-  WriteFile(dir / (name + ".pub"), key->PublicKeyPem());
-}
-
-// Keys "authority" (signs ceilings) and "gateway" (the builtin driver's signing key) in `keys`, a trust
-// store holding both, and the gateway flags that use them.
-std::vector<std::string> SigningGatewayArgs(const TempDir& keys) {
-  WriteKey(keys, "authority");
-  WriteKey(keys, "gateway");
-  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
-                                                 {"gateway-key", ReadFile(keys / "gateway.pub")}}));
-  return {"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
-          "--builtin-signing-key-id", "gateway-key"};
-}
-
-
-// A signed ceiling file made with policyctl from `policy_file`.
-std::string SignCeiling(const TempDir& dir, const std::string& policy_file, int version, const std::string& name) {
-  std::string out, err;
-  const std::string path = dir / name;
-  REQUIRE(CtlOffline({"ceiling", "sign", "-f", policy_file, "--id", "corp-max", "--version", std::to_string(version),
-                      "--label", "security review 42", "--key", dir / "authority.key", "--key-id", "authority",
-                      "--out", path}, &out, &err) == 0);
-  return path;
-}
-
-}  // namespace
 
 TEST_CASE("ceiling: set signed, widening refused with the widening named, narrowing accepted, rollback and unsigned refused",
           "[integration][ceiling]") {

@@ -346,3 +346,29 @@ TEST_CASE("egress: an intent beyond the bounds is unsupported, not evaluated", "
   intent.request->path = "/a/b/x";
   CHECK(EgressPolicy::Compile(policy)->Decide(intent).verdict == EgressVerdict::kAllow);
 }
+
+TEST_CASE("glob: host patterns intersect label by label from the right", "[policy][glob][semantics]") {
+  using osh::policy::HostPatternsIntersect;
+  struct Case {
+    const char* a;
+    const char* b;
+    bool intersect;
+  };
+  const Case cases[] = {
+      {"api.x.com", "api.x.com", true},        {"api.x.com", "web.x.com", false},
+      {"*.x.com", "a.x.com", true},            {"*.x.com", "a.b.x.com", false},
+      {"*.x.com", "x.com", false},             {"**.x.com", "x.com", false},
+      {"**.x.com", "a.b.x.com", true},         {"**.x.com", "*.y.com", false},
+      {"**.x.com", "**.b.x.com", true},        {"**.x.com", "**.y.com", false},
+      {"**.com", "*.x.com", true},             {"*-api.x.com", "a-api.x.com", true},
+      {"*-api.x.com", "api.x.com", false},     {"*.s3.*.amazonaws.com", "b.s3.us-east-1.amazonaws.com", true},
+      {"*.s3.*.amazonaws.com", "b.s3.amazonaws.com", false}, {"*.v?.x.com", "a.v1.x.com", true},
+      {"*.v?.x.com", "a.v12.x.com", false},    {"a?.x.com", "ab.x.com", false},  // no '*': '?' is literal
+      {"*.x.com", "*.x.com", true},            {"a.*.com", "*.b.com", true},
+  };
+  for (const Case& c : cases) {
+    INFO(c.a << " ~ " << c.b);
+    CHECK(HostPatternsIntersect(c.a, c.b) == c.intersect);
+    CHECK(HostPatternsIntersect(c.b, c.a) == c.intersect);
+  }
+}

@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "openshell/policy/driver/v1/driver.pb.h"
+#include "policy/policy_file.h"
 #include "tests/test_support.h"
 
 namespace osh::test::vectors {
@@ -67,6 +68,18 @@ inline Projection EnvelopeFrom(const Struct& s, const YAML::Node& exact) {
     }
   }
   return p;
+}
+
+// The policy a case of containment-vectors.json gives as `field` ("ceiling", "candidate"), through the
+// policy-file parser (so it is validated as a file would be).
+inline openshell::sandbox::v1::SandboxPolicy PolicyOfCase(const Struct& c, const std::string& field) {
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(c.fields().at(field), &json).ok());
+  const std::string where = Str(c, "name") + "." + field;
+  auto policy = osh::policy::ParsePolicyText(json, where);
+  INFO((policy.ok() ? "" : std::string(policy.status().message())));
+  REQUIRE(policy.ok());
+  return *policy;
 }
 
 }  // namespace osh::test::vectors

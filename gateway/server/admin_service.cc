@@ -124,7 +124,8 @@ void AdminService::Add(const std::string& method, std::function<absl::StatusOr<R
   };
 }
 
-AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions)
+AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions,
+                           const ChangeExplainer* explainer)
     : core_(core), pool_(pool), driver_pool_(driver_pool) {
   namespace v1 = gateway_v1;
   Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
@@ -143,6 +144,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
   Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
   Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
+  Add<v1::ExplainChangeRequest, v1::ExplainChangeResponse>("ExplainChange", [explainer](const auto& r) { return explainer->Explain(r); });
   Add<v1::SetCeilingRequest, v1::SetCeilingResponse>("SetCeiling", [core](const auto& r) { return core->SetCeiling(r); });
   Add<v1::GetCeilingRequest, v1::GetCeilingResponse>("GetCeiling", [core](const auto&) { return core->GetCeiling(); });
   Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {
@@ -203,7 +205,7 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
                                                      absl::StrCat(kServicePrefix, "ReloadTrustStore")};
   const std::string name = method.substr(std::string_view(kServicePrefix).size());
   const std::string actor = caller_identity_ ? caller_identity_(*context) : "";
-  if (decisions_pool_ != nullptr && name == "EvaluateEgress") {
+  if (decisions_pool_ != nullptr && (name == "EvaluateEgress" || name == "ExplainChange")) {
     const absl::Time deadline = std::min(absl::Now() + decisions_deadline_, absl::FromChrono(context->deadline()));
     return new UnaryReactor(&handler->second, decisions_pool_, metrics_, name, actor, decisions_max_queued_, deadline);
   }

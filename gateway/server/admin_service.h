@@ -11,6 +11,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 
 #include "gateway/core/audit_feed.h"
+#include "gateway/core/change_explainer.h"
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
@@ -23,10 +24,11 @@ class AdminService final : public grpc::CallbackGenericService {
  public:
   // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
   // handler here (a programming error caught by every test run).
-  // `decisions` answers EvaluateEgress. Calls that wait on the policy driver (AdmitSandbox,
+  // `decisions` answers EvaluateEgress, `explainer` ExplainChange. Calls that wait on the policy driver (AdmitSandbox,
   // RefreshSandbox, ReloadTrustStore) run on `driver_pool`, everything else on `pool`, so deletes (the
   // revocation path), reads and status never queue behind a stalled driver. All must outlive the service.
-  AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions);
+  AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions,
+               const ChangeExplainer* explainer);
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
 
@@ -34,7 +36,7 @@ class AdminService final : public grpc::CallbackGenericService {
   // outlive the service). Call before serving.
   void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
-  // EvaluateEgress on a pool of its own (not owned; must outlive the service): at most `max_queued`
+  // EvaluateEgress and ExplainChange on a pool of their own (not owned; must outlive the service): at most `max_queued`
   // decisions wait for it (more: RESOURCE_EXHAUSTED, decisions_busy), and a decision that has not started
   // within `deadline` of its arrival (or by the call's own deadline) is DEADLINE_EXCEEDED, so decisions
   // never hold up admin calls. Unset: decisions run on `pool`. Call before serving.

@@ -266,7 +266,11 @@ int Daemon::Serve() {
   pool_ = std::make_unique<WorkerPool>(8);
   driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
   decisions_ = std::make_unique<EgressDecisions>(&registry_, &core_->clock());
-  admin_service_ = std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get());
+  explainer_ = std::make_unique<ChangeExplainer>(&registry_, &core_->clock(), [core = core_.get()](const auto& r) {
+    return core->GetPolicy(r);
+  });
+  admin_service_ =
+      std::make_unique<AdminService>(core_.get(), pool_.get(), driver_pool_.get(), decisions_.get(), explainer_.get());
   // EvaluateEgress never ties up the pool every other admin call uses: two threads of its own, 256 waiting
   // at most, and a decision not started within 10 s is DEADLINE_EXCEEDED.
   decisions_pool_ = std::make_unique<WorkerPool>(2);

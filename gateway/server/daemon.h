@@ -117,8 +117,9 @@ class Daemon {
   size_t loaded_ = 0;
   std::unique_ptr<WorkerPool> pool_;         // admin and sandbox calls that do not wait on the driver
   std::unique_ptr<WorkerPool> driver_pool_;
-  std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress only  // those that do (see AdminService)
+  std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
+  std::unique_ptr<ChangeExplainer> explainer_;  // ExplainChange
   std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
   std::unique_ptr<AuditSyslog> audit_syslog_;  // with audit_syslog; ends when the feed closes
   std::unique_ptr<AdminService> admin_service_;

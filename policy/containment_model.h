@@ -1,0 +1,149 @@
+// The model under containment (policy/containment.h) and change explanation (policy/explain.h): what of
+// a policy's network rules is decided exactly, a policy's grants as symbolic (binary, host, port, method,
+// path) sets, an index that proves one policy allows every request of another's grant, and the search
+// for a concrete witness intent. One home for this algebra: containment and explain both use it.
+//
+// Preconditions: every policy given here is valid (ValidatePolicy) and has no construct FindUnmodelled
+// names (the index parses its globs assuming both). Pure; an index is immutable once built and may be
+// shared across threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "policy/egress.h"
+#include "policy/glob.h"
+
+namespace osh::policy::containment_model {
+
+inline constexpr absl::string_view kAnyMethod = "";  // a symbolic method: every method there is
+
+std::vector<std::string> SortedKeys(const openshell::sandbox::v1::SandboxPolicy& policy);
+std::vector<uint32_t> Ports(const openshell::sandbox::v1::NetworkEndpoint& ep);
+
+// The first network construct of `policy` that is not decided (GraphQL, WebSocket, JSON-RPC, MCP, SQL,
+// explicit tcp, query matchers, allowed_ips, tls, non-enforced REST, glob syntax beyond *, ** and ?),
+// named with `which` ("ceiling", "candidate", "from", "to") and its field path.
+std::optional<std::string> FindUnmodelled(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
+
+// A path-scoped REST endpoint of `candidate` on a host:port that an L4 endpoint of `other` serves:
+// not decided (see containment.cc), named with the two policies' names ("candidate", "ceiling").
+std::optional<std::string> PathScopedOverL4(const openshell::sandbox::v1::SandboxPolicy& candidate,
+                                            const openshell::sandbox::v1::SandboxPolicy& other,
+                                            absl::string_view candidate_name, absl::string_view other_name);
+
+// Filesystem paths by prefix: `path` is `base` or below it (trailing slashes ignored; "/" is above all).
+bool Under(absl::string_view path, absl::string_view base);
+bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases);
+
+// A REST path pattern: `**` (everything) or a '/'-glob.
+struct PathPattern {
+  bool all = false;
+  std::shared_ptr<const Glob> glob;
+  static PathPattern Of(absl::string_view pattern);
+  bool Covers(const PathPattern& other) const;
+  bool Intersects(const PathPattern& other) const;
+  std::string Text() const { return all ? "**" : glob->pattern(); }
+};
+
+struct MethodRule {
+  std::string method;
+  PathPattern path;
+};
+
+struct IndexedEndpoint {
+  size_t entry = 0;
+  std::string host;
+  std::optional<Glob> host_glob;
+  std::vector<uint32_t> ports;
+  bool rest = false;
+  std::optional<PathPattern> scope;
+  std::vector<MethodRule> allow;
+  std::vector<MethodRule> deny;
+};
+
+struct IndexedEntry {
+  absl::flat_hash_set<std::string> exact_binaries;
+  std::vector<Glob> glob_binaries;
+};
+
+// One thing a policy allows, symbolically: a process (exact path or glob), a host (exact or glob), a
+// port, and optionally requests (a method or kAnyMethod, and a path pattern).
+struct Grant {
+  std::string binary;
+  std::shared_ptr<const Glob> binary_glob;
+  std::string host;  // lower-cased
+  std::shared_ptr<const Glob> host_glob;
+  uint32_t port = 0;
+  bool request = false;
+  bool uninspected = false;  // every request, because the endpoint has no L7 protocol
+  std::string method;        // kAnyMethod for every method
+  PathPattern path;
+  std::string where;     // the endpoint (and binary) it comes from, for messages
+  std::string entry;     // the network_policies key
+  int endpoint = 0;      // index in the entry's endpoints
+  std::string endpoint_label;  // as EgressDecision::endpoint names it
+  std::string rule_label;      // as EgressDecision::rule names it; "" for the connection itself
+};
+
+bool MethodCovers(absl::string_view rule, absl::string_view method);
+bool MethodMayMatch(absl::string_view rule, absl::string_view method);
+
+// A policy's network rules, indexed for proofs about grants (of this policy or another).
+class PolicyIndex {
+ public:
+  explicit PolicyIndex(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+  // Concrete instances where this policy's rules begin and end (witness search material).
+  std::vector<std::string> binary_instances;
+  std::vector<std::string> rule_methods;
+  std::vector<std::string> rule_paths;
+  std::vector<std::string> host_instances;
+
+  // Proven: this policy allows every concrete intent of `grant` (any ancestors) that `self` (the
+  // grant's own policy's index) does not deny itself.
+  bool Covers(const Grant& grant, const PolicyIndex& self) const;
+  // Proven: this policy denies `rule`'s requests on `grant`'s connection for every process that the
+  // other policy's `entry` applies to.
+  bool DeniesWhenever(const Grant& grant, const IndexedEntry& entry, const MethodRule& rule) const;
+  // Proven: this policy allows no request of `grant` (see containment.cc).
+  bool NeverAllows(const Grant& grant) const;
+  // False only when proven that this policy allows no intent of `grant`, whatever the process's
+  // ancestors: no endpoint may serve its host:port, or (for requests) none has an allow rule that may
+  // meet its method and path while every one that may serve it inspects requests.
+  bool MayAllowAny(const Grant& grant) const;
+
+ private:
+  template <typename F>
+  void ForEachCandidate(const Grant& grant, F&& f) const;
+  static bool HostCovers(const IndexedEndpoint& ep, const Grant& grant);
+  static bool CoversEntry(const IndexedEntry& mine, const IndexedEntry& other);
+  static bool BinaryCovers(const IndexedEntry& entry, const Grant& grant);
+
+  std::vector<IndexedEntry> entries_;
+  std::vector<IndexedEndpoint> endpoints_;
+  absl::flat_hash_map<std::string, std::vector<size_t>> exact_;
+  std::vector<size_t> wildcard_;
+};
+
+// Every grant of `policy`, in key, endpoint, binary, port, rule order.
+std::vector<Grant> GrantsOf(const openshell::sandbox::v1::SandboxPolicy& policy);
+
+// A concrete intent inside `grant` that `allowing` allows (or audits) and `refusing` does not allow,
+// with both decisions; nullopt when the search finds none. `index` is `refusing`'s index.
+struct Witness {
+  EgressIntent intent;
+  EgressDecision allowed;
+  EgressDecision refused;
+};
+std::optional<Witness> FindWitness(const Grant& grant, const EgressPolicy& allowing, const EgressPolicy& refusing,
+                                   const PolicyIndex& index);
+
+}  // namespace osh::policy::containment_model

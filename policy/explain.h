@@ -1,0 +1,70 @@
+// The exact authority a change adds (and takes away): every class of request that one policy allows and
+// the other does not, in both directions, each with a concrete witness and the rules of each side that
+// decide it — filesystem (path × read/write), process identity, network (binary × host × port × method ×
+// path, where modelled). Classes are a policy's own rules (an endpoint, an allow rule, a filesystem path)
+// merged over its binaries, ports and the methods of rules on the same path, never concrete requests one by one.
+//
+// Exactness. Every witness is judged by the egress evaluator (policy/egress.h) and the filesystem rule
+// below: an `added` witness is allowed by `to` and denied by `from`, a `removed` one the reverse. A class
+// is `partial` unless proven that the allowing side allows all of it and the other side none of it
+// (then every request of the class changes). Where the model of policy/containment_model.h does not
+// decide (GraphQL, WebSocket, JSON-RPC, MCP, SQL, explicit tcp, query matchers, allowed_ips, tls,
+// non-enforced REST, network_middlewares, a rule covered only by several rules of the other side
+// together), the answer is an `unknown` class naming why — never a guess. Only the entries that can
+// decide a changed request are compared: the changed ones and those serving a host:port of theirs.
+//
+// Witness processes have no ancestors unless one is needed (then the witness names them): a process's
+// ancestors are unbounded, so proofs assume the worst case, as containment does.
+//
+// Pure (no I/O, no clock); thread-safe (no shared state). Both policies must be valid (ValidatePolicy).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "policy/egress.h"
+
+namespace osh::policy {
+
+enum class ChangeArea { kFilesystem, kProcess, kNetwork };
+absl::string_view ChangeAreaName(ChangeArea area);  // "filesystem", "process", "network"
+
+struct ChangeClass {
+  ChangeArea area = ChangeArea::kNetwork;
+  std::string description;  // e.g. "GET|HEAD api.github.com:443/repos/** for /usr/bin/gh"
+  bool partial = false;     // only some requests of the description change (see above)
+  // What each side says: the rule (or endpoint, or filesystem field) that allows, or why it refuses.
+  std::vector<std::string> from_rules;
+  std::vector<std::string> to_rules;
+  // The witness: network (an egress intent), filesystem (path and "read", "write" or "read-write"), or
+  // process (the field and the value it takes). Unknown classes have none.
+  std::optional<EgressIntent> intent;
+  std::string fs_path, fs_access;
+  std::string process_field, process_value;
+};
+
+struct ChangeExplanation {
+  std::vector<ChangeClass> added;    // allowed by `to`, not by `from`
+  std::vector<ChangeClass> removed;  // allowed by `from`, not by `to`
+  std::vector<ChangeClass> unknown;  // not decided: may be added or removed (the description says which)
+  bool empty() const { return added.empty() && removed.empty() && unknown.empty(); }
+};
+
+// Deterministic: the same pair gives the same classes in the same order. ExplainChange(a, b).added and
+// ExplainChange(b, a).removed are the same classes. Never throws (out of memory gives an unknown class).
+ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& from,
+                                const openshell::sandbox::v1::SandboxPolicy& to);
+
+// What a policy lets the sandbox do at a filesystem path (by prefix, as the sandbox enforces it):
+// read under read_only or read_write paths, write under read_write; include_workdir adds /sandbox
+// read-write.
+struct FilesystemAccess {
+  bool read = false;
+  bool write = false;
+};
+FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path);
+
+}  // namespace osh::policy
