@@ -14,6 +14,7 @@ void AddTrustCommands(CLI::App& app, const Options& options, int& exit_code);   
 void AddAuditCommands(CLI::App& app, const Options& options, int& exit_code);    // audit export|verify|head|tail
 void AddAuditTail(CLI::App& audit, const Options& options, int& exit_code);      // audit tail, on `audit`
 void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code);      // wait (a sandbox's load report)
+void AddSandboxEventsCommand(CLI::App& app, const Options& options, int& exit_code);  // events (WatchSandboxes)
 void AddDecideCommand(CLI::App& app, const Options& options, int& exit_code);   // decide (egress decisions)
 
 // decide --replay (replay_command.cc): the intents of `replay_file` against `policy_file` or the admitted

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   int exit_code = kExitUsage;
   AddSandboxCommands(app, options, exit_code);
   AddWaitCommand(app, options, exit_code);
+  AddSandboxEventsCommand(app, options, exit_code);
   AddSandboxClientCommands(app, options, exit_code);
   AddPolicyCommands(app, options, exit_code);
   AddPolicyFileCommands(app.get_subcommand("policy"), options, exit_code);

@@ -15,84 +15,10 @@
 #include "common/errors.h"
 #include "common/grpc_status.h"
 #include "tests/gateway_fixture.h"
+#include "tests/stream_reader.h"
 
 namespace osh::test {
 namespace {
-
-// A stream read on its own thread into `events`, until it ends (`status`). With `resume`, a stream ended
-// as lagging is reopened after the last seq received (what a client that keeps up but was outpaced does).
-class StreamReader {
- public:
-  StreamReader(const GatewayFixture& g, uint64_t after_seq, bool resume = false)
-      : stub_(gw::PolicyGateway::NewStub(GatewayFixture::Channel(g.admin_socket()))) {
-    thread_ = std::thread([this, after_seq, resume] {
-      uint64_t after = after_seq;
-      for (;;) {
-        gw::WatchAuditEventsRequest request;
-        request.set_after_seq(after);
-        grpc::ClientContext* context = nullptr;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (stopping_) break;
-          context_ = std::make_unique<grpc::ClientContext>();
-          context = context_.get();
-        }
-        auto reader = stub_->WatchAuditEvents(context, request);
-        gw::AuditEvent event;
-        while (reader->Read(&event)) {
-          std::lock_guard<std::mutex> lock(mu_);
-          events_.push_back(event);
-          after = event.seq();
-        }
-        grpc::Status status = reader->Finish();
-        std::lock_guard<std::mutex> lock(mu_);
-        status_ = status;
-        if (resume && status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-          ++resumed_;
-          continue;
-        }
-        break;
-      }
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    });
-  }
-  ~StreamReader() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      if (context_ != nullptr) context_->TryCancel();
-    }
-    thread_.join();
-  }
-  std::vector<gw::AuditEvent> events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-  uint64_t last_seq() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_.empty() ? 0 : events_.back().seq();
-  }
-  bool done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-  grpc::Status status() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return status_;
-  }
-
- private:
-  std::unique_ptr<gw::PolicyGateway::Stub> stub_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::vector<gw::AuditEvent> events_;
-  grpc::Status status_;
-  bool done_ = false;
-  bool stopping_ = false;
-  int resumed_ = 0;
-};
 
 uint64_t HeadSeq(GatewayFixture& g) {
   gw::ListAuditEventsRequest request;
@@ -146,7 +72,7 @@ TEST_CASE("audit stream: existing events, then new ones, resumed after a restart
                 "json"},
                tail_log);
 
-  auto stream = std::make_unique<StreamReader>(g, 0);
+  auto stream = std::make_unique<AuditStreamReader>(g, 0);
   REQUIRE(Eventually([&] { return stream->last_seq() == head1; }));
   AdmitOk(g, "sb-3");  // live, after the stream caught up
   const uint64_t head2 = HeadSeq(g);
@@ -166,7 +92,7 @@ TEST_CASE("audit stream: existing events, then new ones, resumed after a restart
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
   const uint64_t head3 = HeadSeq(g);
   REQUIRE(head3 > cursor);
-  auto resumed = std::make_unique<StreamReader>(g, cursor);
+  auto resumed = std::make_unique<AuditStreamReader>(g, cursor);
   REQUIRE(Eventually([&] { return resumed->last_seq() == head3; }));
   for (const auto& e : resumed->events()) received.push_back(e);
 
@@ -191,7 +117,7 @@ TEST_CASE("audit stream: existing events, then new ones, resumed after a restart
   CHECK_THAT(tailed, Catch::Contains("resuming after seq " + std::to_string(head2)));
 
   // A cursor at the head: nothing old, then the next event.
-  auto at_head = std::make_unique<StreamReader>(g, head3);
+  auto at_head = std::make_unique<AuditStreamReader>(g, head3);
   AdmitOk(g, "sb-5");
   REQUIRE(Eventually([&] { return at_head->last_seq() == head3 + 1; }));
   CHECK(at_head->events().size() == 1);
@@ -264,7 +190,7 @@ TEST_CASE("audit stream: a reader that stops reading is ended, and holds neither
   grpc::ClientContext abandoned_context;
   gw::WatchAuditEventsRequest request;
   auto abandoned = stub->WatchAuditEvents(&abandoned_context, request);
-  auto reading = std::make_unique<StreamReader>(g, 0, /*resume=*/true);  // a reader that keeps reading
+  auto reading = std::make_unique<AuditStreamReader>(g, 0, /*resume=*/true);  // a reader that keeps reading
 
   constexpr int kReports = 300;
   const std::string big(60000, 'x');

@@ -301,7 +301,7 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"max_watchers", kLimitsTable, "open WatchProjection streams in all (default 10000)"},
       {"watch_backlog", kLimitsTable,
        "projections not yet written to a watcher before it is dropped as a slow reader (default 4)"},
-      {"max_audit_streams", kLimitsTable, "open WatchAuditEvents streams on the admin API (default 256)"},
+      {"max_audit_streams", kLimitsTable, "open WatchAuditEvents and WatchSandboxes streams on the admin API (default 256)"},
       {"audit_stream_backlog", kLimitsTable,
        "audit events queued for one WatchAuditEvents stream; a slower reader catches up from the database (default 1024)"},
       {"audit_stream_stall_s", kLimitsTable,

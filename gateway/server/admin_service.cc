@@ -24,6 +24,7 @@ namespace {
 
 constexpr char kServicePrefix[] = "/openshell.policy.gateway.v1.PolicyGateway/";
 constexpr char kWatchAuditEvents[] = "/openshell.policy.gateway.v1.PolicyGateway/WatchAuditEvents";
+constexpr char kWatchSandboxes[] = "/openshell.policy.gateway.v1.PolicyGateway/WatchSandboxes";
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
@@ -160,7 +161,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");
   for (int i = 0; i < service->method_count(); ++i) {
     const std::string path = absl::StrCat(kServicePrefix, service->method(i)->name());
-    if (path == kWatchAuditEvents) continue;  // the one stream: its own reactor (CreateReactor)
+    if (path == kWatchAuditEvents || path == kWatchSandboxes) continue;  // the streams: their own reactor (CreateReactor)
     if (!handlers_.contains(path)) {
       LogError(absl::StrCat("internal error: no handler for ", path));
       std::abort();
@@ -173,7 +174,9 @@ absl::Status AdminService::Dispatch(const std::string& method, const std::string
     core_->RecordMutationRefused(method);
     return gate;
   }
-  if (method == kWatchAuditEvents) return absl::UnimplementedError("WatchAuditEvents is a stream: not dispatched here");
+  if (method == kWatchAuditEvents || method == kWatchSandboxes) {
+    return absl::UnimplementedError(absl::StrCat(method, " is a stream: not dispatched here"));
+  }
   auto handler = handlers_.find(method);
   if (handler == handlers_.end()) return absl::UnimplementedError(absl::StrCat("unknown method ", method));
   return handler->second(request, response);
@@ -189,11 +192,13 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
     });
     return new RefusedReactor(ToGrpc(gate));
   }
-  if (method == kWatchAuditEvents) {
+  if (method == kWatchAuditEvents || method == kWatchSandboxes) {
     if (audit_feed_ == nullptr) {
       return new RefusedReactor(grpc::Status(grpc::StatusCode::UNAVAILABLE, "audit streams are not served here"));
     }
-    return NewAuditStreamReactor(audit_feed_, metrics_, context);
+    const bool audit = method == kWatchAuditEvents;
+    return NewAuditStreamReactor(audit_feed_, metrics_, context, audit ? "WatchAuditEvents" : "WatchSandboxes",
+                                 audit ? AuditEventsOpener() : SandboxEventsOpener());
   }
   auto handler = handlers_.find(method);
   if (handler == handlers_.end()) {

@@ -46,7 +46,7 @@ class AdminService final : public grpc::CallbackGenericService {
     decisions_deadline_ = deadline;
   }
 
-  // The feed WatchAuditEvents streams from (not owned; must outlive the service). Unset: that method is
+  // The feed WatchAuditEvents and WatchSandboxes stream from (not owned; must outlive the service). Unset: they are
   // UNAVAILABLE. Call before serving.
   void SetAuditFeed(AuditFeed* feed) { audit_feed_ = feed; }
 
@@ -65,7 +65,7 @@ class AdminService final : public grpc::CallbackGenericService {
   // One call as the admin socket serves it, synchronously on the calling thread: the mutation gate on
   // `method` ("/openshell.policy.gateway.v1.PolicyGateway/AdmitSandbox"), then the request's decoding
   // and its handler. For the in-process request fuzzer; the socket path shares everything but the thread.
-  // A streaming method (WatchAuditEvents) is UNIMPLEMENTED here.
+  // A streaming method (WatchAuditEvents, WatchSandboxes) is UNIMPLEMENTED here.
   absl::Status Dispatch(const std::string& method, const std::string& request, std::string* response) const;
 
  private:

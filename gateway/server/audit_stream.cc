@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/errors.h"
+#include "gateway/core/sandbox_events.h"
 #include "gateway/server/status_conversion.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 
@@ -16,13 +17,14 @@ namespace {
 
 class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
  public:
-  AuditStreamReactor(AuditFeed* feed, Metrics* metrics, grpc::GenericCallbackServerContext* context)
-      : feed_(feed), metrics_(metrics), context_(context), started_(absl::Now()) {
+  AuditStreamReactor(AuditFeed* feed, Metrics* metrics, grpc::GenericCallbackServerContext* context, std::string method,
+                     AuditStreamOpener opener)
+      : feed_(feed), metrics_(metrics), context_(context), started_(absl::Now()), method_(std::move(method)),
+        opener_(std::move(opener)) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
-    openshell::policy::gateway::v1::WatchAuditEventsRequest request;
     std::vector<grpc::Slice> slices;
     std::string bytes;
     if (ok && request_.Dump(&slices).ok()) {
@@ -31,11 +33,14 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
     bool cancel = false;
     {
       absl::MutexLock lock(&mu_);
-      if (!ok || !request.ParseFromString(bytes)) {
-        CloseLocked(absl::InvalidArgumentError("WatchAuditEvents: the request does not decode"));
+      absl::StatusOr<AuditStreamSpec> spec =
+          ok ? opener_(bytes) : absl::InvalidArgumentError(absl::StrCat(method_, ": no request"));
+      if (!spec.ok()) {
+        CloseLocked(spec.status());
         return;
       }
-      auto subscribed = feed_->Subscribe(request.after_seq(), [this] { Pump(); });
+      render_ = std::move(spec->render);
+      auto subscribed = feed_->Subscribe(spec->after_seq, [this] { Pump(); });
       if (!subscribed.ok()) {
         CloseLocked(subscribed.status());
         return;
@@ -104,13 +109,17 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
       FinishLocked(*closing_);
       return false;
     }
-    AuditSubscription::Next next = subscription_->Take();
-    if (!next.end.ok()) {
-      CloseLocked(next.end);
-      return false;
+    std::optional<std::string> message;
+    while (!message) {  // the events the stream passes over are taken at once
+      AuditSubscription::Next next = subscription_->Take();
+      if (!next.end.ok()) {
+        CloseLocked(next.end);
+        return false;
+      }
+      if (next.event == nullptr) return false;
+      message = render_(*next.event);
     }
-    if (next.event == nullptr) return false;
-    grpc::Slice slice(next.event->SerializeAsString());
+    grpc::Slice slice(*message);
     response_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     StartWrite(&response_);
@@ -126,7 +135,7 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
     if (finished_) return;
     finished_ = true;
     if (metrics_ != nullptr) {
-      metrics_->ObserveAdminCall("WatchAuditEvents", common::FromGrpc(status), absl::Now() - started_);
+      metrics_->ObserveAdminCall(method_, common::FromGrpc(status), absl::Now() - started_);
     }
     Finish(std::move(status));
   }
@@ -135,6 +144,9 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
   Metrics* const metrics_;
   grpc::GenericCallbackServerContext* const context_;  // valid until OnDone
   const absl::Time started_;
+  const std::string method_;
+  const AuditStreamOpener opener_;
+  std::function<std::optional<std::string>(const openshell::policy::gateway::v1::AuditEvent&)> render_;  // set once read
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
   std::shared_ptr<AuditSubscription> subscription_;
@@ -148,9 +160,34 @@ class AuditStreamReactor final : public grpc::ServerGenericBidiReactor {
 
 }  // namespace
 
+AuditStreamOpener AuditEventsOpener() {
+  return [](const std::string& bytes) -> absl::StatusOr<AuditStreamSpec> {
+    openshell::policy::gateway::v1::WatchAuditEventsRequest request;
+    if (!request.ParseFromString(bytes)) return absl::InvalidArgumentError("WatchAuditEvents: the request does not decode");
+    return AuditStreamSpec{request.after_seq(), [](const openshell::policy::gateway::v1::AuditEvent& event) {
+                             return std::optional<std::string>(event.SerializeAsString());
+                           }};
+  };
+}
+
+AuditStreamOpener SandboxEventsOpener() {
+  return [](const std::string& bytes) -> absl::StatusOr<AuditStreamSpec> {
+    openshell::policy::gateway::v1::WatchSandboxesRequest request;
+    if (!request.ParseFromString(bytes)) return absl::InvalidArgumentError("WatchSandboxes: the request does not decode");
+    return AuditStreamSpec{request.after_seq(), [sandbox_id = request.sandbox_id()](
+                                                    const openshell::policy::gateway::v1::AuditEvent& event) {
+                             std::optional<std::string> out;
+                             auto change = SandboxEventOf(event);
+                             if (change && SandboxFilterKeeps(*change, sandbox_id)) out = change->SerializeAsString();
+                             return out;
+                           }};
+  };
+}
+
 grpc::ServerGenericBidiReactor* NewAuditStreamReactor(AuditFeed* feed, Metrics* metrics,
-                                                      grpc::GenericCallbackServerContext* context) {
-  return new AuditStreamReactor(feed, metrics, context);
+                                                      grpc::GenericCallbackServerContext* context, std::string method,
+                                                      AuditStreamOpener opener) {
+  return new AuditStreamReactor(feed, metrics, context, std::move(method), std::move(opener));
 }
 
 }  // namespace osh::gateway

@@ -200,7 +200,7 @@ std::string Metrics::Render(const Snapshot& s) const {
   for (const auto& [state, count] : s.sandboxes_by_drift) {
     absl::StrAppend(&out, "policy_gateway_sandboxes_by_drift", LabelText(Labels{{"state", state}}), " ", count, "\n");
   }
-  Gauge(&out, "policy_gateway_audit_streams", "Open WatchAuditEvents streams.", s.audit_streams);
+  Gauge(&out, "policy_gateway_audit_streams", "Open WatchAuditEvents and WatchSandboxes streams.", s.audit_streams);
   Gauge(&out, "policy_gateway_trust_keys", "Keys in the trust store in force.", static_cast<double>(s.trust_keys.size()));
   Header(&out, "policy_gateway_trust_key_not_after_timestamp_seconds", "gauge",
          "When each trusted key stops counting (keys with a not_after only).");
