@@ -30,16 +30,11 @@ namespace gw = openshell::policy::gateway::v1;
 namespace drv = openshell::policy::driver::v1;
 using BenchClock = std::chrono::steady_clock;
 
-std::shared_ptr<grpc::Channel> LogBenchChannel(const std::string& socket, int id) {
-  grpc::ChannelArguments args;
-  args.SetInt("grpc.channel_id", id);  // one connection per client thread
-  return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
-}
+using osh::bench::Percentile;
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+// One connection per client thread.
+std::shared_ptr<grpc::Channel> LogBenchChannel(const std::string& socket, int id) {
+  return osh::bench::ChannelWithId(socket, id);
 }
 
 }  // namespace
@@ -73,17 +68,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto admin = gw::PolicyGateway::NewStub(LogBenchChannel(state + "/admin.sock", 1000));
-  {
-    gw::SetPolicyRequest request;
-    request.set_scope("default");
-    *request.mutable_policy() = osh::bench::PolicyOfSize(4096);
-    grpc::ClientContext ctx;
-    gw::PolicyRevision revision;
-    if (!admin->SetPolicy(&ctx, request, &revision).ok()) {
-      std::fprintf(stderr, "SetPolicy failed\n");
-      return 1;
-    }
-  }
+  if (!osh::bench::SetDefaultPolicy(*admin, 4096)) return 1;
   auto admit = [&](const std::string& id, gw::AdmitSandboxResponse* out) {
     gw::AdmitSandboxRequest request;
     request.mutable_context()->set_sandbox_id(id);

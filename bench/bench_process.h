@@ -7,11 +7,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+
+#include "bench/bench_support.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 extern char** environ;
 
@@ -35,6 +39,25 @@ inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& log)
 inline bool WaitForChannel(const std::string& socket, std::chrono::seconds timeout = std::chrono::seconds(20)) {
   auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   return channel->WaitForConnected(std::chrono::system_clock::now() + timeout);
+}
+
+// A channel of its own (its own connection): channels created with different ids are not shared.
+inline std::shared_ptr<grpc::Channel> ChannelWithId(const std::string& socket, int id) {
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.channel_id", id);
+  return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
+}
+
+// SetPolicy of the "default" scope to a policy of `bytes` (PolicyOfSize); false (said on stderr) when refused.
+inline bool SetDefaultPolicy(openshell::policy::gateway::v1::PolicyGateway::Stub& admin, size_t bytes) {
+  openshell::policy::gateway::v1::SetPolicyRequest request;
+  request.set_scope("default");
+  *request.mutable_policy() = PolicyOfSize(bytes);
+  grpc::ClientContext ctx;
+  openshell::policy::gateway::v1::PolicyRevision revision;
+  if (admin.SetPolicy(&ctx, request, &revision).ok()) return true;
+  std::fprintf(stderr, "SetPolicy failed\n");
+  return false;
 }
 
 // A field of /proc/<pid>/status in KiB ("VmRSS", "VmHWM"); 0 when unreadable.

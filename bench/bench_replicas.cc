@@ -138,11 +138,8 @@ void StopAll(std::vector<Gateway>& gateways) {
   gateways.clear();
 }
 
-std::shared_ptr<grpc::Channel> ChannelTo(const std::string& socket, int id) {
-  grpc::ChannelArguments args;
-  args.SetInt("grpc.channel_id", id);  // one connection per client thread
-  return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
-}
+// One connection per client thread.
+std::shared_ptr<grpc::Channel> ChannelTo(const std::string& socket, int id) { return osh::bench::ChannelWithId(socket, id); }
 
 gw::SetPolicyRequest Policy(int variant) {
   gw::SetPolicyRequest request;
@@ -230,11 +227,7 @@ std::vector<double> Propagation(const Gateway& one, const Gateway& two, int roun
   return out;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
+using osh::bench::Percentile;
 
 }  // namespace
 

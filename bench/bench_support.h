@@ -30,6 +30,13 @@ inline double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// The p-quantile (0..1) of `v` (the nearest rank at or above it; 1 gives the max); 0 for an empty list.
+inline double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
 // Runs `call` (true = success) from `threads` threads for `seconds`, after a short warm-up.
 inline LoadResult RunLoad(int threads, double seconds, const std::function<bool(int thread)>& call) {
   std::atomic<bool> measuring{false}, stop{false};
