@@ -249,6 +249,7 @@ struct MergedClass {
   std::vector<uint32_t> ports;
   std::optional<Witness> witness;
   std::vector<std::string> allowing, refusing;
+  std::vector<NetworkShare> shares;
 };
 
 template <typename T>
@@ -308,6 +309,8 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
     AddOnce(&m.methods, grant.method);
     AddOnce(&m.binaries, grant.binary);
     AddOnce(&m.ports, grant.port);
+    m.shares.push_back(NetworkShare{grant.binary, grant.host, grant.port, grant.request, grant.uninspected,
+                                    grant.method, grant.request ? grant.path.Text() : ""});
     if (decided) {  // each grant's rules are named; the first grant's witness stands for the class
       AddOnce(&m.allowing, AllowingRule(witness->allowed));
       AddOnce(&m.refusing, RefusingRule(witness->refused));
@@ -331,6 +334,7 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
       folded[u] = true;
       for (const auto& r : requests.allowing) AddOnce(&connection.allowing, r);
       for (const auto& r : requests.refusing) AddOnce(&connection.refusing, r);
+      connection.shares.insert(connection.shares.end(), requests.shares.begin(), requests.shares.end());
       connection.every_request = true;
       break;
     }
@@ -340,6 +344,7 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
     MergedClass& m = merged[i];
     ChangeClass c;
     c.area = ChangeArea::kNetwork;
+    c.shares = std::move(m.shares);
     std::string description = DescribeMerged(m);
     if (m.every_request) absl::StrAppend(&description, ", every request (not inspected)");
     if (!m.decided) {
@@ -403,6 +408,37 @@ ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& fro
 FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path) {
   return {explain_detail::UnderSome(path, explain_detail::ReadablePaths(policy)),
           explain_detail::UnderSome(path, explain_detail::WritablePaths(policy))};
+}
+
+namespace {
+
+// Whether `text` matches `pattern` with `delimiter`; a pattern without wildcards is the exact text.
+bool ShareMatches(const std::string& pattern, char delimiter, absl::string_view text) {
+  if (pattern.find_first_of("*?") == std::string::npos) return pattern == text;
+  auto glob = Glob::Parse(pattern, delimiter);
+  return glob.ok() && glob->Matches(text);
+}
+
+bool ShareDescribes(const NetworkShare& share, const EgressIntent& intent) {
+  if (share.port != intent.port) return false;
+  const std::string host = absl::AsciiStrToLower(intent.host);
+  // A host without `*` is an exact name even with `?` (policy/glob.h).
+  if (share.host.find('*') == std::string::npos ? share.host != host : !ShareMatches(share.host, '.', host)) return false;
+  bool process = ShareMatches(share.binary, '/', intent.binary);
+  for (size_t a = 0; !process && a < intent.ancestors.size(); ++a) process = ShareMatches(share.binary, '/', intent.ancestors[a]);
+  if (!process) return false;
+  if (!intent.request) return !share.request;
+  if (!share.request) return false;
+  if (share.uninspected) return true;
+  return (share.method == containment_model::kAnyMethod || containment_model::MethodCovers(share.method, intent.request->method)) &&
+         (share.path == "**" || ShareMatches(share.path, '/', intent.request->path));
+}
+
+}  // namespace
+
+bool ClassDescribes(const ChangeClass& c, const EgressIntent& intent) {
+  if (c.area != ChangeArea::kNetwork) return false;
+  return std::any_of(c.shares.begin(), c.shares.end(), [&](const NetworkShare& s) { return ShareDescribes(s, intent); });
 }
 
 }  // namespace osh::policy

@@ -32,6 +32,18 @@ namespace osh::policy {
 enum class ChangeArea { kFilesystem, kProcess, kNetwork };
 absl::string_view ChangeAreaName(ChangeArea area);  // "filesystem", "process", "network"
 
+// One rule's share of a network class: what its description is made of, for ClassDescribes. A request
+// share (`request`) is one method on one path glob (`**`: any path), or every request (`uninspected`).
+struct NetworkShare {
+  std::string binary;  // exact path or glob
+  std::string host;    // lower-cased; a glob when it has `*`
+  uint32_t port = 0;
+  bool request = false;
+  bool uninspected = false;
+  std::string method;  // with `request`: "*" any method
+  std::string path;    // with `request`: a path glob
+};
+
 struct ChangeClass {
   ChangeArea area = ChangeArea::kNetwork;
   std::string description;  // e.g. "GET|HEAD api.github.com:443/repos/** for /usr/bin/gh"
@@ -44,7 +56,16 @@ struct ChangeClass {
   std::optional<EgressIntent> intent;
   std::string fs_path, fs_access;
   std::string process_field, process_value;
+  // Network classes (decided or not): the rule shares merged into the class.
+  std::vector<NetworkShare> shares;
 };
+
+// Whether `intent` is one of the requests a network class describes: some share's binary is the intent's
+// executable or one of its ancestors, its host and port are the intent's, and — for an intent with a
+// request — its method and path are the request's (or it lets every request through); an intent without
+// a request is a connection, of a connection share. A superset test: a `partial` class describes more than
+// changes. False for other areas and for the unknown classes that name no rule.
+bool ClassDescribes(const ChangeClass& c, const EgressIntent& intent);
 
 struct ChangeExplanation {
   std::vector<ChangeClass> added;    // allowed by `to`, not by `from`
