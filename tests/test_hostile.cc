@@ -198,6 +198,35 @@ TEST_CASE("hostile: a watcher that never reads is dropped once it falls behind",
   fresh.context->TryCancel();
 }
 
+TEST_CASE("hostile: a watcher whose pending write fails is let go, whether cancelled or closed by a stop",
+          "[integration][limits]") {
+  // A client that cancels while a write to it waits frees its watcher slot at once.
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", BigPolicy(512, 0)).ok());
+  gw::AdmitSandboxResponse sandbox;
+  REQUIRE(g.Admit("sb-1", &sandbox).ok());
+  for (int i = 0; i < 3; ++i) {
+    Watch stalled(g.sandbox_socket(), sandbox.sandbox_handle());  // its first projection outgrows the window
+    REQUIRE(Eventually([&] { return g.Status().watchers() == 1; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the write waits for a reader
+    stalled.context->TryCancel();
+    stalled.reader->Finish();
+    CHECK(Eventually([&] { return g.Status().watchers() == 0; }, std::chrono::seconds(5)));
+  }
+  // A stop while a write waits for a reader that never reads: the call is closed (UNAVAILABLE) with the
+  // write pending; the servers' 5 s shutdown deadline cancels it and the gateway exits. Before, the failed
+  // write of a closing call never finished it and the stop hung until killed.
+  Watch stalled(g.sandbox_socket(), sandbox.sandbox_handle());
+  REQUIRE(Eventually([&] { return g.Status().watchers() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto stopping = std::chrono::steady_clock::now();
+  CHECK(g.Stop() == 0);
+  const auto took = std::chrono::steady_clock::now() - stopping;
+  INFO("stop took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took < std::chrono::seconds(8));
+  stalled.context->TryCancel();
+}
+
 TEST_CASE("hostile: a delete during the same id's admission says so instead of \"nothing deleted\"",
           "[integration][limits]") {
   TempDir dir;

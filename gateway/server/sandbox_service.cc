@@ -49,8 +49,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_.reset();
-    if (!ok) {
+    if (!ok) {  // cancelled (the client went away, or the servers' shutdown deadline): the call is over
       CloseLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      FinishLocked(*closing_);  // also when it was already closing (revoked, stopping) with this write pending
       return;
     }
     if (closing_) {
