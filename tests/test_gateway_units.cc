@@ -163,6 +163,20 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
     REQUIRE_FALSE(values.ok());
     CHECK_THAT(std::string(values.status().message()), Catch::StartsWith(file) && Catch::Contains(expect));
   }
+  // Every unknown key and wrong type of a file in one run, one a line, in file order (the TOML tables are
+  // read in key order: `zz_unknown` sorts after `admin_socket` but stands before it).
+  {
+    const std::string file = dir / "many.toml";
+    osh::test::WriteFile(file, "[openshell.gateway]\nzz_unknown = 1\nadmin_socket = 5\n[openshell.gateway.limits]\n"
+                               "max_watchers = \"x\"\n[openshell.gateway.policy]\naccepted_surfaces = [\"a\", 2]\n");
+    auto values = osh::gateway::ReadConfigFile(file);
+    REQUIRE_FALSE(values.ok());
+    CHECK(std::string(values.status().message()) ==
+          file + ":2: unknown key 'openshell.gateway.zz_unknown'\n" + file +
+              ":3: 'openshell.gateway.admin_socket' must be a string\n" + file +
+              ":5: 'openshell.gateway.limits.max_watchers' must be an integer\n" + file +
+              ":7: 'openshell.gateway.policy.accepted_surfaces' must be a list of strings");
+  }
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"clock_skew_s", "-1"}}, {}, {}).status().message()),
              Catch::StartsWith("clock_skew_s: expected a whole number from 0 to 86400"));
   // Huge values are refused rather than overflowing the time arithmetic they feed.

@@ -120,45 +120,69 @@ std::string Where(const std::string& path, const toml::source_region& source) {
   return absl::StrCat(path, ":", source.begin.line);
 }
 
-absl::Status ReadTable(const std::string& path, const toml::table& table, const std::string& prefix,
-                       ConfigValues* out, ConfigOrigins* origins) {
+// One error of a config file: its line (for file order) and the message ("file:line: what").
+struct FileError {
+  uint32_t line = 0;
+  std::string message;
+};
+
+// Reads every key of `table` into `out`; each key that is unknown or of the wrong type adds an error (the
+// rest are still read, so one run reports them all).
+void ReadTable(const std::string& path, const toml::table& table, const std::string& prefix, ConfigValues* out,
+               ConfigOrigins* origins, std::vector<FileError>* errors) {
+  auto bad = [&](const toml::source_region& source, const std::string& what) {
+    errors->push_back({source.begin.line, absl::StrCat(Where(path, source), ": ", what)});
+  };
   for (const auto& [raw_key, node] : table) {
     const std::string key(raw_key.str());
     const std::string full = prefix.empty() ? key : absl::StrCat(prefix, ".", key);
     if (const toml::table* sub = node.as_table()) {
       if (full == "openshell" || full == kGatewayTable || full == kPolicyTable || full == kLimitsTable) {
-        if (auto status = ReadTable(path, *sub, full, out, origins); !status.ok()) return status;
-        continue;
+        ReadTable(path, *sub, full, out, origins, errors);
+      } else {
+        bad(node.source(), absl::StrCat("unknown table '", full, "'"));
       }
-      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown table '", full, "'"));
+      continue;
     }
     const ConfigKey* known = FindKey(key);
     if (known == nullptr || prefix != known->table) {
-      return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": unknown key '", full, "'",
-                                                     known ? absl::StrCat(" (it belongs in [", known->table, "])") : ""));
+      bad(node.source(), absl::StrCat("unknown key '", full, "'", known ? absl::StrCat(" (it belongs in [", known->table, "])") : ""));
+      continue;
     }
     if (origins != nullptr) (*origins)[key] = Where(path, node.source());
     if (Contains(kListKeys, key)) {
       const toml::array* array = node.as_array();
-      if (array == nullptr) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a list of strings"));
       std::vector<std::string> items;
-      for (const auto& item : *array) {
-        if (!item.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, item.source()), ": '", full, "' must be a list of strings"));
-        items.push_back(std::string(*item.value<std::string_view>()));
+      bool strings = array != nullptr;
+      for (size_t i = 0; strings && i < array->size(); ++i) {
+        const toml::node& item = *array->get(i);
+        if (!item.is_string()) {
+          bad(item.source(), absl::StrCat("'", full, "' must be a list of strings"));
+          strings = false;
+        } else {
+          items.push_back(std::string(*item.value<std::string_view>()));
+        }
       }
-      (*out)[key] = absl::StrJoin(items, ",");
+      if (array == nullptr) bad(node.source(), absl::StrCat("'", full, "' must be a list of strings"));
+      if (strings) (*out)[key] = absl::StrJoin(items, ",");
     } else if (Contains(kBoolKeys, key)) {
-      if (!node.is_boolean()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be true or false"));
-      (*out)[key] = *node.value<bool>() ? "true" : "false";
+      if (!node.is_boolean()) {
+        bad(node.source(), absl::StrCat("'", full, "' must be true or false"));
+      } else {
+        (*out)[key] = *node.value<bool>() ? "true" : "false";
+      }
     } else if (FindIntKey(key) != nullptr) {
-      if (!node.is_integer()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be an integer"));
-      (*out)[key] = absl::StrCat(*node.value<int64_t>());
+      if (!node.is_integer()) {
+        bad(node.source(), absl::StrCat("'", full, "' must be an integer"));
+      } else {
+        (*out)[key] = absl::StrCat(*node.value<int64_t>());
+      }
+    } else if (!node.is_string()) {
+      bad(node.source(), absl::StrCat("'", full, "' must be a string"));
     } else {
-      if (!node.is_string()) return absl::InvalidArgumentError(absl::StrCat(Where(path, node.source()), ": '", full, "' must be a string"));
       (*out)[key] = std::string(*node.value<std::string_view>());
     }
   }
-  return absl::OkStatus();
 }
 
 
@@ -323,7 +347,14 @@ absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::s
   ConfigValues values;
   try {
     const toml::table table = toml::parse(text, name);
-    if (auto status = ReadTable(name, table, "", &values, origins); !status.ok()) return status;
+    std::vector<FileError> errors;
+    ReadTable(name, table, "", &values, origins, &errors);
+    if (!errors.empty()) {  // every one, in file order (a table is read in key order)
+      std::stable_sort(errors.begin(), errors.end(), [](const FileError& a, const FileError& b) { return a.line < b.line; });
+      std::vector<std::string> lines;
+      for (const auto& e : errors) lines.push_back(e.message);
+      return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+    }
   } catch (const toml::parse_error& error) {
     return absl::InvalidArgumentError(absl::StrCat(name, ":", error.source().begin.line, ": ", std::string(error.description())));
   }

@@ -85,8 +85,9 @@ const std::vector<ConfigKey>& ConfigKeys();
 // "<file>:<line>" or "default".
 using ConfigOrigins = std::map<std::string, std::string>;
 
-// Reads a TOML file into values. INVALID_ARGUMENT "<file>:<line>: ..." for syntax errors, unknown keys
-// and wrong types. `origins`, when given, receives each key's "<file>:<line>".
+// Reads a TOML file into values. INVALID_ARGUMENT "<file>:<line>: ..." for a syntax error (the first:
+// the parser stops there), else for every unknown key or table and every value of the wrong type, one a
+// line in file order. `origins`, when given, receives each key's "<file>:<line>".
 absl::StatusOr<ConfigValues> ReadConfigFile(const std::string& path, ConfigOrigins* origins = nullptr);
 // The same for TOML text already read; `name` stands for the file in messages.
 absl::StatusOr<ConfigValues> ParseConfigText(std::string_view text, const std::string& name,
