@@ -502,8 +502,11 @@ TEST_CASE("integration: --check-config prints each value with its source and sta
   CHECK_THAT(out, Catch::EndsWith("config ok\n"));
   CHECK_FALSE(std::filesystem::exists(state));  // nothing created, nothing started
   REQUIRE(RunCommand({OSH_GATEWAY_BINARY, "--config", config, "--check-config", "-o", "json"}, &out, &err) == 0);
-  CHECK_THAT(out, Catch::Contains("\"max_watchers\":{"));
-  CHECK_THAT(out, Catch::Contains("\"source\":\"" + config + ":5\""));
+  // Keys in the documented order, values typed as in TOML (numbers, true/false, lists).
+  CHECK_THAT(out, Catch::StartsWith("{\"state_dir\":{\"value\":"));
+  CHECK_THAT(out, Catch::Contains("\"max_watchers\":{\"value\":50,\"source\":\"" + config + ":5\""));
+  CHECK_THAT(out, Catch::Contains("\"audit_syslog\":{\"value\":false,"));
+  CHECK_THAT(out, Catch::Contains("\"accepted_surfaces\":{\"value\":[\"openshell.sandbox.v1\"],"));
   // A bad value keeps its file:line; a misspelt variable is named; both exit 2 and create nothing.
   WriteFile(config, "[openshell.gateway.limits]\nwatch_backlog = 0\n");
   CHECK(RunCommand({OSH_GATEWAY_BINARY, "--config", config, "--check-config"}, &out, &err) == 2);

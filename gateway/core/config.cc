@@ -219,6 +219,13 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
 
 }  // namespace
 
+ConfigValueType ConfigValueTypeOf(const std::string& key) {
+  if (Contains(kListKeys, key)) return ConfigValueType::kList;
+  if (Contains(kBoolKeys, key)) return ConfigValueType::kBoolean;
+  if (FindIntKey(key) != nullptr) return ConfigValueType::kInteger;
+  return ConfigValueType::kString;
+}
+
 std::string Config::SqlitePath() const {
   return store::SqlitePathOf(database);
 }

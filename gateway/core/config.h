@@ -81,6 +81,11 @@ struct ConfigKey {
 };
 const std::vector<ConfigKey>& ConfigKeys();
 
+// How a key's value is written in TOML (and in --check-config's JSON): a string, a whole number, true or
+// false, or a list of strings (comma-joined in ConfigValues).
+enum class ConfigValueType { kString, kInteger, kBoolean, kList };
+ConfigValueType ConfigValueTypeOf(const std::string& key);
+
 // Where each key's value came from: "flag --clock-skew-s", "environment POLICY_GATEWAY_CLOCK_SKEW_S",
 // "<file>:<line>" or "default".
 using ConfigOrigins = std::map<std::string, std::string>;

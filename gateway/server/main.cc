@@ -9,11 +9,13 @@
 #include <filesystem>
 #include <optional>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <chrono>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <jansson.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -21,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gateway/core/clock.h"
 #include "gateway/core/config.h"
 #include "gateway/server/daemon.h"
@@ -34,18 +37,38 @@ namespace {
 // --check-config: every key's effective value and where it came from, as a table or JSON.
 int PrintConfig(const Config& config, const ConfigOrigins& origins, const std::string& output) {
   const ConfigValues values = EffectiveValues(config);
-  if (output == "json") {
-    google::protobuf::Struct root;
+  if (output == "json") {  // keys in the order of SPEC §6, each value typed as in TOML (jansson keeps the order)
+    std::unique_ptr<json_t, decltype(&json_decref)> root(json_object(), &json_decref);
     for (const auto& key : ConfigKeys()) {
-      google::protobuf::Struct entry;
-      (*entry.mutable_fields())["value"].set_string_value(values.at(key.name));
-      (*entry.mutable_fields())["source"].set_string_value(origins.at(key.name));
-      (*entry.mutable_fields())["table"].set_string_value(key.table);
-      *(*root.mutable_fields())[key.name].mutable_struct_value() = std::move(entry);
+      const std::string& text = values.at(key.name);
+      json_t* value = nullptr;
+      int64_t number = 0;
+      switch (ConfigValueTypeOf(key.name)) {
+        case ConfigValueType::kInteger:
+          value = absl::SimpleAtoi(text, &number) ? json_integer(number) : json_stringn(text.data(), text.size());
+          break;
+        case ConfigValueType::kBoolean:
+          value = json_boolean(text == "true");
+          break;
+        case ConfigValueType::kList:
+          value = json_array();
+          for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+            json_array_append_new(value, json_stringn(item.data(), item.size()));
+          }
+          break;
+        case ConfigValueType::kString:
+          value = json_stringn(text.data(), text.size());
+          break;
+      }
+      json_t* entry = json_object();
+      json_object_set_new(entry, "value", value != nullptr ? value : json_null());  // null: not UTF-8
+      json_object_set_new(entry, "source", json_string(origins.at(key.name).c_str()));
+      json_object_set_new(entry, "table", json_string(key.table));
+      json_object_set_new(root.get(), key.name, entry);
     }
-    std::string json;
-    if (!google::protobuf::util::MessageToJsonString(root, &json).ok()) return kExitStartup;
-    std::cout << json << "\n";
+    std::unique_ptr<char, decltype(&free)> json(json_dumps(root.get(), JSON_COMPACT | JSON_PRESERVE_ORDER), &free);
+    if (json == nullptr) return kExitStartup;
+    std::cout << json.get() << "\n";
     return 0;
   }
   size_t key_width = 3, value_width = 5;
