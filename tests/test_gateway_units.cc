@@ -14,6 +14,7 @@
 
 #include "common/host_port.h"
 #include "gateway/core/config.h"
+#include "gateway/core/log.h"
 #include "gateway/core/drift.h"
 #include "gateway/core/audit_feed.h"
 #include "common/errors.h"
@@ -192,6 +193,15 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"database", "mysql://db/x"}}, {}, {}).status().message()),
              Catch::Contains("expected sqlite:<path> or postgresql://..."));
   CHECK_FALSE(osh::gateway::ResolveConfig({{"builtin_signing_key", "k.pem"}}, {}, {}).ok());
+}
+
+TEST_CASE("log: a multi-line message (libpq's errors) is one text line", "[config]") {
+  CHECK(osh::gateway::OneLine("connection to server on socket \"/tmp/x/.s.PGSQL.5432\" failed: No such file or directory\n"
+                              "\tIs the server running locally and accepting connections on that socket?\n") ==
+        "connection to server on socket \"/tmp/x/.s.PGSQL.5432\" failed: No such file or directory; Is the server "
+        "running locally and accepting connections on that socket?");
+  CHECK(osh::gateway::OneLine("a\r\nb\x01" "c\x7f") == "a; b\\x01c\\x7f");
+  CHECK(osh::gateway::OneLine("plain\ttabs stay") == "plain\ttabs stay");
 }
 
 TEST_CASE("config: every host:port listener is parsed by one rule", "[config]") {

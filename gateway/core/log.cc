@@ -11,6 +11,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -81,11 +82,31 @@ absl::StatusOr<LogFormat> ParseLogFormat(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("expected text or json, got '", name, "'"));
 }
 
+std::string OneLine(const std::string& message) {
+  const absl::string_view text = absl::StripTrailingAsciiWhitespace(message);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n' || c == '\r') {
+      while (i + 1 < text.size() && (text[i + 1] == '\n' || text[i + 1] == '\r' || text[i + 1] == '\t' || text[i + 1] == ' ')) ++i;
+      out += "; ";
+    } else if (c < 0x20 && c != '\t') {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    } else if (c == 0x7f) {
+      out += "\\x7f";
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 void Log(LogLevel level, const std::string& message, const LogFields& event_fields) {
   if (level < minimum_level.load(std::memory_order_relaxed)) return;
   Loggers& loggers = Get();
   if (format.load(std::memory_order_relaxed) == LogFormat::kText) {
-    loggers.text->log(SpdlogLevel(level), "{}", message);
+    loggers.text->log(SpdlogLevel(level), "{}", OneLine(message));
     return;
   }
   google::protobuf::Struct line;

@@ -21,6 +21,10 @@ enum class LogFormat { kText, kJson };
 using LogFields = std::vector<std::pair<std::string, std::string>>;
 
 void Log(LogLevel level, const std::string& message, const LogFields& fields = {});
+// A message as one text line: trailing whitespace dropped, each line break (with the indentation after it)
+// made "; ", any other control character written \xNN — what a multi-line library error (libpq's) becomes
+// in the text format. JSON lines escape on their own.
+std::string OneLine(const std::string& message);
 // Lines below `level` are dropped (default: kInfo, everything). Thread-safe.
 void SetMinimumLogLevel(LogLevel level);
 // Text (default) or JSON lines from now on. Thread-safe.
