@@ -486,7 +486,7 @@ TEST_CASE("audit feed: from a cursor, in order and once, then live, a stalled re
   feed.Unsubscribe(*reader);
 }
 
-TEST_CASE("interceptor records: kept in the store before the allow, read through it; a store that fails is a deny "
+TEST_CASE("interceptor records: kept in the store before the allow and read through it, a store that fails is a deny "
           "(fail closed), its text only in the log",
           "[interceptor][interceptor_records]") {
   namespace icv1 = openshell::gateway_interceptor::v1;
