@@ -136,6 +136,15 @@ CREATE TABLE migration_marker (
     R"sql(
 CREATE INDEX audit_ceiling_sets ON audit_events(seq) WHERE type = 'ceiling_set';
 )sql",
+    // 3 -> 4: the OpenShell interceptor's record per sandbox name (the base of mergeOperations), shared by
+    // the replicas and kept across restarts (InterceptorRecordStore).
+    R"sql(
+CREATE TABLE interceptor_records (
+  sandbox    TEXT PRIMARY KEY,
+  record     BYTEA NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -855,13 +864,50 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
   return out;
 }
 
+// --- Interceptor records ----------------------------------------------------------------------
+// No audit event and nothing a view applies: these writes neither take the fleet-wide head lock nor hold
+// off the feed. Reads go to the database every time, so a record another replica wrote is seen at once.
+
+absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return writer_
+        .Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3) "
+               "ON CONFLICT (sandbox) DO UPDATE SET record = $2, updated_at = $3",
+               PgParams().Add(sandbox).AddBytes(record).Add(NowMs()))
+        .status();
+  }, nullptr, /*touches_chain=*/false);
+}
+
+absl::StatusOr<std::optional<std::string>> PostgresStore::GetInterceptorRecord(const std::string& sandbox) {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT record FROM interceptor_records WHERE sandbox = $1", PgParams().Add(sandbox));
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(found->Bytes(0, 0));
+}
+
+absl::Status PostgresStore::DeleteInterceptorRecord(const std::string& sandbox) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return writer_.Query("DELETE FROM interceptor_records WHERE sandbox = $1", PgParams().Add(sandbox)).status();
+  }, nullptr, /*touches_chain=*/false);
+}
+
+absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptorRecords() {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  if (!found.ok()) return found.status();
+  std::vector<InterceptorRecordRow> out;
+  for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
+  return out;
+}
+
 // --- Migration ----------------------------------------------------------------------------
 
 absl::Status PostgresStore::ImportImage(const StoreImage& image) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
-        "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling)");
+        "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records)");
     if (!used.ok()) return used.status();
     if (used->Int(0, 0) != 0) return absl::FailedPreconditionError("the target database is not empty");
     for (const auto& r : image.revisions) {
@@ -905,6 +951,12 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
                                      PgParams().Add(static_cast<int64_t>(image.ceiling_version)).AddBytes(*image.ceiling))
                               .status());
     }
+    for (const auto& row : image.interceptor_records) {
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3)",
+                                     PgParams().Add(row.sandbox).AddBytes(row.record).Add(NowMs()))
+                              .status());
+    }
     return absl::OkStatus();
   });
 }
@@ -936,7 +988,8 @@ absl::Status PostgresStore::BeginImport(const std::string& source, bool replace)
     if (marker->rows() == 0) {
       auto used = writer_.Query(
           "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
-          "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases)");
+          "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases) + "
+          "(SELECT COUNT(*) FROM interceptor_records)");
       if (!used.ok()) return used.status();
       if (used->Int(0, 0) != 0) {
         return absl::FailedPreconditionError(
@@ -949,7 +1002,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, bool replace)
       // transaction — a crash here leaves either the old partial copy or an empty, marked target.
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, ceiling, changes, "
-          "leases RESTART IDENTITY"));
+          "leases, interceptor_records RESTART IDENTITY"));
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000'"));
       chain_.Reset({0, std::string(64, '0')});

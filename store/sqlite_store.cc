@@ -118,6 +118,15 @@ ALTER TABLE audit_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
     R"sql(
 CREATE INDEX audit_ceiling_sets ON audit_events(seq) WHERE type = 'ceiling_set';
 )sql",
+    // 9: the OpenShell interceptor's record per sandbox name (the base of mergeOperations), so it survives
+    // a restart (InterceptorRecordStore).
+    R"sql(
+CREATE TABLE interceptor_records (
+  sandbox    TEXT PRIMARY KEY,                        -- the OpenShell sandbox's name
+  record     BLOB NOT NULL,                           -- serialized openshell.policy.interceptor.v1.InterceptorRecord
+  updated_at INTEGER NOT NULL                         -- unix ms
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -844,6 +853,54 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
     e.hash = stmt->Text(12);
     e.actor = stmt->Text(13);
     out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// --- Interceptor records ----------------------------------------------------------------------
+
+absl::Status SqliteStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record) {
+  return WriteInterceptorRecord(sandbox, &record);
+}
+
+absl::Status SqliteStore::DeleteInterceptorRecord(const std::string& sandbox) {
+  return WriteInterceptorRecord(sandbox, nullptr);
+}
+
+absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare(record != nullptr
+                                ? "INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES (?, ?, ?) ON "
+                                  "CONFLICT (sandbox) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at"
+                                : "DELETE FROM interceptor_records WHERE sandbox = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, sandbox);
+    if (record != nullptr) stmt->BindBlob(2, *record).Bind(3, NowMs());
+    return stmt->Run();
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetInterceptorRecord(const std::string& sandbox) {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare("SELECT record FROM interceptor_records WHERE sandbox = ?");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, sandbox);
+  auto row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(stmt->Blob(0));
+}
+
+absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRecords() {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  if (!stmt.ok()) return stmt.status();
+  std::vector<InterceptorRecordRow> out;
+  for (;;) {
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    out.push_back({stmt->Text(0), stmt->Blob(1)});
   }
   return out;
 }

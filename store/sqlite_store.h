@@ -36,7 +36,7 @@ class SqliteStore final : public SingleObjectDatabase {
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
   ~SqliteStore() override;
-  static constexpr int kSchemaVersion = 8;
+  static constexpr int kSchemaVersion = 9;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -70,6 +70,11 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
+  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) override;
+  absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
+  absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
+  absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
+
   // Transactions committed and the writes they carried (group commit at work), and the audit head.
   StoreStats Stats() override;
 
@@ -92,6 +97,8 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores `*record` as the sandbox's interceptor record, or removes it (nullptr).
+  absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores the envelope (and its body) if new; its id and policy digest.

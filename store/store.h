@@ -71,15 +71,23 @@ struct ReplicaStatus {
   bool database_reachable = true;
 };
 
+// One OpenShell sandbox's interceptor record (InterceptorRecordStore): the sandbox's name and the record
+// as stored (a serialized openshell.policy.interceptor.v1.InterceptorRecord, opaque to the store).
+struct InterceptorRecordRow {
+  std::string sandbox;
+  std::string record;
+};
+
 // A store's state as `policy-gateway migrate` moves it (everything but the audit chain, which moves
 // in pages): sandboxes with their handle hashes and driver handles, due driver-handle releases, every
-// policy revision with its global seq, and the ceiling in force.
+// policy revision with its global seq, the ceiling in force, and the interceptor's records.
 struct StoreImage {
   std::vector<SandboxRecord> sandboxes;
   std::vector<PendingRelease> releases;
   std::vector<PolicyRevisionRecord> revisions;
   std::optional<std::string> ceiling;
   uint64_t ceiling_version = 0;
+  std::vector<InterceptorRecordRow> interceptor_records;
 };
 
 // Listeners of one kind of change (RevisionListener, CeilingListener), not owned: each must outlive its
@@ -261,6 +269,24 @@ class AuditLog {
                                                                      trust::audit::Outcome outcome) = 0;
 };
 
+// The OpenShell gateway interceptor's records (gateway/core/interceptor_records.h), one per OpenShell
+// sandbox name: the base later mergeOperations are applied to. Kept here so that they survive a restart
+// and every replica on a shared store reads the same one. The record is opaque bytes to the store (a
+// serialized openshell.policy.interceptor.v1.InterceptorRecord). These writes carry no audit event of
+// their own: the interceptor audits each decision (type interception) by itself.
+class InterceptorRecordStore {
+ public:
+  virtual ~InterceptorRecordStore() = default;
+  // Creates or replaces the sandbox's record; durable when this returns OK.
+  virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) = 0;
+  // The sandbox's record as last committed (by any replica), or nullopt.
+  virtual absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) = 0;
+  // Removes the sandbox's record (OK when there was none).
+  virtual absl::Status DeleteInterceptorRecord(const std::string& sandbox) = 0;
+  // Every record, ordered by sandbox name (policy-gateway migrate).
+  virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() = 0;
+};
+
 // This process's place among the gateways sharing the store. The defaults are a single-process store's:
 // one replica, no feed, every lease granted, always reachable.
 class Replication {
@@ -346,6 +372,7 @@ class Database {
   virtual CeilingStore& ceiling() = 0;
   virtual AuditLog& audit() = 0;
   virtual Replication& replication() = 0;
+  virtual InterceptorRecordStore& interceptor_records() = 0;
   // nullptr when this kind of store cannot be migrated into.
   virtual Importer* importer() { return nullptr; }
   virtual StoreStats Stats() = 0;
@@ -358,7 +385,8 @@ class SingleObjectDatabase : public Database,
                              public PolicyRevisions,
                              public CeilingStore,
                              public AuditLog,
-                             public Replication {
+                             public Replication,
+                             public InterceptorRecordStore {
  public:
   SandboxStore& sandboxes() final { return *this; }
   ReleaseQueue& releases() final { return *this; }
@@ -366,6 +394,7 @@ class SingleObjectDatabase : public Database,
   CeilingStore& ceiling() final { return *this; }
   AuditLog& audit() final { return *this; }
   Replication& replication() final { return *this; }
+  InterceptorRecordStore& interceptor_records() final { return *this; }
 };
 
 }  // namespace osh::store

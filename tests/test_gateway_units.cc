@@ -13,7 +13,11 @@
 #include <tuple>
 
 #include "common/host_port.h"
+#include "gateway/core/ceiling_guard.h"
 #include "gateway/core/config.h"
+#include "gateway/core/interceptor_evaluator.h"
+#include "google/protobuf/util/json_util.h"
+#include "store/sqlite_db.h"
 #include "gateway/core/log.h"
 #include "gateway/core/drift.h"
 #include "gateway/core/audit_feed.h"
@@ -504,4 +508,62 @@ TEST_CASE("audit feed: from a cursor, in order and once, then live, a stalled re
   CHECK(osh::common::ReasonOf((*reader)->Take().end) == "gateway_stopping");
   CHECK(absl::IsUnavailable(feed.Subscribe(0, [] {}).status()));
   feed.Unsubscribe(*reader);
+}
+
+TEST_CASE("interceptor records: kept in the store before the allow and read through it, a store that fails is a deny "
+          "(fail closed), its text only in the log",
+          "[interceptor][interceptor_records]") {
+  namespace icv1 = openshell::gateway_interceptor::v1;
+  osh::test::TempDir dir;
+  const std::string path = dir / "gateway.db";
+  auto store = osh::store::SqliteStore::Open(path);
+  REQUIRE(store.ok());
+  osh::gateway::CeilingGuard ceiling(store->get(), store->get());  // no ceiling in force: candidates are allowed
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud"});
+  auto evaluation = [](const std::string& method, bool validate, const std::string& json) {
+    icv1::InterceptorEvaluation e;
+    e.set_service("openshell.v1.OpenShell");
+    e.set_method(method);
+    google::protobuf::Struct* payload = validate ? e.mutable_validate()->mutable_proposed_operation()
+                                                 : e.mutable_modify_operation()->mutable_proposed_operation();
+    REQUIRE(google::protobuf::util::JsonStringToMessage(json, payload).ok());
+    return e;
+  };
+  const std::string create = R"({"name": "build-7", "spec": {"policy": {"version": 1.0,
+      "filesystem": {"includeWorkdir": true, "readOnly": ["/usr"], "readWrite": ["/sandbox"]},
+      "networkPolicies": {"api": {"name": "api", "endpoints": [{"host": "api.github.com", "port": 443.0}],
+                                  "binaries": [{"path": "/usr/bin/curl"}]}}}, "providers": []}})";
+  const auto allowed = evaluator.Evaluate(evaluation("CreateSandbox", true, create));
+  INFO(allowed.reason());
+  REQUIRE(allowed.allowed());
+  // In the store, as the record the next merge starts from.
+  auto stored = (*store)->GetInterceptorRecord("build-7");
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  osh::gateway::InterceptorRecords::Record record;
+  REQUIRE(osh::gateway::InterceptorRecords::Decode(**stored, &record));
+  CHECK(record.policy.network_policies().at("api").endpoints(0).host() == "api.github.com");
+  CHECK(record.providers.empty());
+
+  // The store fails underneath (its table gone): nothing that needs the record is allowed.
+  {
+    auto db = osh::store::Db::Open(path);
+    REQUIRE(db.ok());
+    REQUIRE(db->Exec("DROP TABLE interceptor_records").ok());
+  }
+  const std::string merge = R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})";
+  for (const auto& [method, validate, json] :
+       std::vector<std::tuple<std::string, bool, std::string>>{{"CreateSandbox", true, create},
+                                                              {"UpdateConfig", false, merge},
+                                                              {"DetachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "p"})"},
+                                                              {"UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c"})"}}) {
+    INFO(method);
+    const auto denied = evaluator.Evaluate(evaluation(method, validate, json));
+    CHECK_FALSE(denied.allowed());
+    CHECK(denied.status_code() == "FAILED_PRECONDITION");
+    CHECK_THAT(denied.reason(), Catch::StartsWith("storage_error: the interceptor's record of sandbox 'build-7' could not be"));
+    CHECK_THAT(denied.reason(), !Catch::Contains("interceptor_records"));  // the SQL error stays in the log
+  }
+  // The modify phase of a create stores nothing, so it does not depend on the store.
+  CHECK(evaluator.Evaluate(evaluation("CreateSandbox", false, create)).allowed());
 }

@@ -27,6 +27,7 @@
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "tests/gateway_fixture.h"
+#include "tests/pg_cluster.h"
 #include <httplib.h>
 #include "trust/keys.h"
 
@@ -244,10 +245,11 @@ network_policies:
     binaries: [{ path: /usr/bin/pip }]
 )";
 
-// A real gateway with the interceptor on its own socket, a JWKS holding the RFC key, and a signed ceiling.
+// A real gateway with the interceptor on its own socket, a JWKS holding the RFC key, and a signed ceiling;
+// `extra_args` go to the gateway as well (a --database, say).
 class InterceptorGateway {
  public:
-  explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true) {
+  explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true, std::vector<std::string> extra_args = {}) {
     auto authority = osh::trust::PrivateKey::Generate("ed25519");
     REQUIRE(authority.ok());
     WriteFile(keys_ / "authority.key", authority->ToPem());
@@ -256,6 +258,7 @@ class InterceptorGateway {
     std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--interceptor-socket", socket(),
                                      "--metrics-listen", "127.0.0.1:0"};
     if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
     gateway_ = std::make_unique<GatewayFixture>(args);
     REQUIRE(WaitForSocket(socket()));
     if (with_ceiling) {
@@ -266,8 +269,23 @@ class InterceptorGateway {
                          &out, &err) == 0);
       REQUIRE(Ctl(*gateway_, {"ceiling", "set", keys_ / "ceiling.json"}, &out, &err) == 0);
     }
-    // As the OpenShell gateway's client connects: one connection, keepalive every 10 s also while idle, and
-    // the authority it sends over a Unix socket.
+    Connect();
+    key_ = std::make_unique<MintKey>(RfcPrivatePem());
+    token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
+  }
+
+  // Stops the gateway (SIGTERM, a clean exit) and starts it again on the same state, then connects again
+  // as the OpenShell gateway would.
+  void Restart() {
+    REQUIRE(gateway_->Stop() == 0);
+    gateway_->Start();
+    REQUIRE(WaitForSocket(socket()));
+    Connect();
+  }
+
+  // As the OpenShell gateway's client connects: one connection, keepalive every 10 s also while idle, and
+  // the authority it sends over a Unix socket.
+  void Connect() {
     grpc::ChannelArguments channel_args;
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
@@ -277,8 +295,7 @@ class InterceptorGateway {
     channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
     channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
     stub_ = icv1::GatewayInterceptor::NewStub(channel_);
-    key_ = std::make_unique<MintKey>(RfcPrivatePem());
-    token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
+    REQUIRE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
   }
 
   std::string socket() const { return sock_ / "interceptor.sock"; }
@@ -878,6 +895,79 @@ TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its on
   CHECK(g.Evaluate("UpdateConfig", true, R"({"settingKey": "x", "settingValue": {"boolValue": true}, "global": true})").allowed());
   CHECK(g.channel().GetState(false) == GRPC_CHANNEL_READY);
   CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations after it apply to them, "
+          "a forgotten sandbox stays unknown",
+          "[interceptor][integration][interceptor_records]") {
+  InterceptorGateway g;
+  // build-7: created, then given a full policy with pypi (the record is that policy, not the created one).
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
+  const std::string with_pypi = BasePolicyWith(
+      "pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})");
+  REQUIRE(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-7", "policy": )", with_pypi, "}")).allowed());
+  // build-8: created, then a draft chunk undone: forgotten.
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-8", kBasePolicyJson)).allowed());
+  REQUIRE(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-8", "chunkId": "c1"})").allowed());
+
+  g.Restart();
+
+  // The merge applies to the recorded full policy: removing pypi works (it would be rule-not-found on the
+  // created policy, and unknown_sandbox with no record at all).
+  const std::string merge = R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "pypi"}}]})";
+  const Struct merge_payload = FromProtoJson(merge);
+  const auto merged = g.Evaluate("UpdateConfig", false, merge_payload);
+  INFO(merged.reason());
+  REQUIRE(merged.allowed());
+  REQUIRE(merged.patches_size() == 2);
+  const auto request = Decode<os_v1::UpdateConfigRequest>(ApplyPatches(merge_payload, merged.patches()));
+  REQUIRE(request.has_policy());
+  CHECK(request.policy().network_policies().size() == 1);
+  CHECK(request.policy().network_policies().count("api") == 1);
+  // The ceiling is still checked on the merged result.
+  CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [
+      {"addRule": {"ruleName": "x", "rule": {"endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}}]})"),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  // Forgotten before the restart, forgotten after it.
+  CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-8", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: two replicas on one PostgreSQL database share the records: recorded on A, merged on B",
+          "[interceptor][integration][interceptor_records][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  // No ceiling (each replica has a trust store of its own): every well-formed candidate is allowed, so what
+  // is checked here is which base a merge is applied to.
+  InterceptorGateway a(/*with_keys=*/true, /*with_ceiling=*/false, {"--database", url});
+  InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, {"--database", url});
+  const std::string with_pypi = BasePolicyWith(
+      "pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})");
+  REQUIRE(a.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", with_pypi)).allowed());
+
+  // B applies the merge to A's record, and validates (records) the result.
+  const std::string remove_pypi = R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "pypi"}}]})";
+  const Struct remove_pypi_payload = FromProtoJson(remove_pypi);
+  const auto on_b = b.Evaluate("UpdateConfig", false, remove_pypi_payload);
+  INFO(on_b.reason());
+  REQUIRE(on_b.allowed());
+  const Struct patched = ApplyPatches(remove_pypi_payload, on_b.patches());
+  const auto request = Decode<os_v1::UpdateConfigRequest>(patched);
+  CHECK(request.policy().network_policies().size() == 1);
+  REQUIRE(b.Evaluate("UpdateConfig", true, patched).allowed());
+
+  // A sees B's newer record at once (no stale copy): pypi is gone, so removing it again fails there.
+  CheckDeny(a.Evaluate("UpdateConfig", false, remove_pypi), "FAILED_PRECONDITION", "invalid_merge_operation: ");
+  const auto on_a = a.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})");
+  INFO(on_a.reason());
+  CHECK(on_a.allowed());
+  // A sandbox neither replica recorded is unknown on both.
+  for (InterceptorGateway* g : {&a, &b}) {
+    CheckDeny(g->Evaluate("UpdateConfig", false, R"({"name": "nobody", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+              "FAILED_PRECONDITION", "unknown_sandbox: ");
+  }
+  CHECK(a.gateway().Stop() == 0);
+  CHECK(b.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

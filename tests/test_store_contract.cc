@@ -13,7 +13,12 @@
 #include "gateway/core/sandbox_registry.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"
+#include "absl/strings/str_cat.h"
+#include "store/migrate.h"
 #include "store/open_store.h"
+#include "store/postgres_store.h"
+#include "store/sqlite_db.h"
+#include "store/sqlite_store.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_support.h"
 #include "trust/audit_chain.h"
@@ -490,4 +495,105 @@ TEST_CASE("builtin driver: a revision another replica appends reaches this repli
     if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK(refused);
+}
+
+TEST_CASE("store contract: interceptor records are put, replaced, read back, listed and deleted, without events, and "
+          "survive reopening",
+          "[store][contract][interceptor_records]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    const std::string bytes("rec\0ord-1", 9);  // opaque bytes, NUL included
+    {
+      auto store = Open(url);
+      auto& records = store->interceptor_records();
+      const uint64_t head = store->audit().AuditChainHead().seq;
+      auto none = records.GetInterceptorRecord("build-7");
+      REQUIRE(none.ok());
+      CHECK_FALSE(none->has_value());
+      REQUIRE(records.PutInterceptorRecord("build-7", "first").ok());
+      REQUIRE(records.PutInterceptorRecord("build-7", bytes).ok());  // replaces
+      REQUIRE(records.PutInterceptorRecord("alpha", "a").ok());
+      REQUIRE(records.PutInterceptorRecord("gone", "g").ok());
+      CHECK(**records.GetInterceptorRecord("build-7") == bytes);
+      REQUIRE(records.DeleteInterceptorRecord("gone").ok());
+      CHECK(records.DeleteInterceptorRecord("never-there").ok());
+      CHECK_FALSE(records.GetInterceptorRecord("gone")->has_value());
+      // The interceptor audits its decisions itself: the records add nothing to the chain.
+      CHECK(store->audit().AuditChainHead().seq == head);
+    }
+    auto reopened = Open(url);
+    auto listed = reopened->interceptor_records().ListInterceptorRecords();
+    REQUIRE(listed.ok());
+    REQUIRE(listed->size() == 2);
+    CHECK((*listed)[0].sandbox == "alpha");
+    CHECK((*listed)[0].record == "a");
+    CHECK((*listed)[1].sandbox == "build-7");
+    CHECK((*listed)[1].record == bytes);
+  }
+}
+
+TEST_CASE("store: PostgreSQL replicas read each other's interceptor records at once", "[store][postgres][interceptor_records]") {
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  REQUIRE(a->interceptor_records().PutInterceptorRecord("build-7", "from-a").ok());
+  CHECK(**b->interceptor_records().GetInterceptorRecord("build-7") == "from-a");
+  REQUIRE(b->interceptor_records().PutInterceptorRecord("build-7", "from-b").ok());
+  CHECK(**a->interceptor_records().GetInterceptorRecord("build-7") == "from-b");
+  REQUIRE(a->interceptor_records().DeleteInterceptorRecord("build-7").ok());
+  CHECK_FALSE(b->interceptor_records().GetInterceptorRecord("build-7")->has_value());
+}
+
+TEST_CASE("store: a database of the schema before interceptor records is upgraded, its state kept",
+          "[store][interceptor_records]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    {
+      auto store = Open(url);
+      REQUIRE(store->revisions().AppendPolicyRevision("default", std::string("body"), std::nullopt, 1,
+                                                      osh::test::StoredEvent("policy_set")).ok());
+    }
+    // Back to the previous schema version, as the release before this one left it.
+    if (backend.name == "sqlite") {
+      auto db = osh::store::Db::Open(dir / "gateway.db");
+      REQUIRE(db.ok());
+      REQUIRE(db->Exec("DROP TABLE interceptor_records").ok());
+      REQUIRE(db->Exec(absl::StrCat("PRAGMA user_version = ", osh::store::SqliteStore::kSchemaVersion - 1)).ok());
+    } else {
+      PGconn* conn = PQconnectdb(url.c_str());
+      REQUIRE(PQstatus(conn) == CONNECTION_OK);
+      PQclear(PQexec(conn, "DROP TABLE interceptor_records"));
+      PQclear(PQexec(conn, absl::StrCat("UPDATE osh_schema SET version = ",
+                                        osh::store::PostgresStore::kSchemaVersion - 1).c_str()));
+      PQfinish(conn);
+    }
+    auto upgraded = Open(url);
+    CHECK((*upgraded->revisions().LatestPolicyRevision("default"))->body == "body");
+    CHECK_FALSE(upgraded->interceptor_records().GetInterceptorRecord("build-7")->has_value());
+    REQUIRE(upgraded->interceptor_records().PutInterceptorRecord("build-7", "r").ok());
+    CHECK(**upgraded->interceptor_records().GetInterceptorRecord("build-7") == "r");
+  }
+}
+
+TEST_CASE("store: migrate copies the interceptor records from SQLite to PostgreSQL", "[store][postgres][interceptor_records]") {
+  osh::test::TempDir dir;
+  auto source = Open("sqlite:" + (dir / "gateway.db"));
+  REQUIRE(source->interceptor_records().PutInterceptorRecord("build-7", std::string("r\0", 2)).ok());
+  REQUIRE(source->interceptor_records().PutInterceptorRecord("build-8", "s").ok());
+  osh::store::StoreOptions options;
+  options.role = osh::store::StoreRole::kMigration;
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto target = osh::store::OpenStore(url, options);
+  REQUIRE(target.ok());
+  auto report = osh::store::MigrateStore(*source, **target, {"test", false, 1000, nullptr});
+  INFO(report.status().ToString());
+  REQUIRE(report.ok());
+  CHECK(report->interceptor_records == 2);
+  auto replica = Open(url);
+  CHECK(**replica->interceptor_records().GetInterceptorRecord("build-7") == std::string("r\0", 2));
+  CHECK(**replica->interceptor_records().GetInterceptorRecord("build-8") == "s");
 }

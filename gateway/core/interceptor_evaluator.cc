@@ -85,6 +85,15 @@ struct InterceptorEvaluator::Outcome {
     detail = std::move(why);
   }
   std::string Reason() const { return reason_code.empty() ? detail : absl::StrCat(reason_code, ": ", detail); }
+  // The sandbox's record could not be read or written (`doing`: "read", "stored", "removed"): fail closed.
+  // The store's own text goes to the log only, never to the caller.
+  void RecordFailed(const std::string& name, const char* doing, const absl::Status& status) {
+    LogError(absl::StrCat("interceptor: the record of sandbox '", name, "' could not be ", doing, ": ",
+                          absl::StatusCodeToString(status.code()), ": ", status.message()));
+    Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
+         absl::StrCat("the interceptor's record of sandbox '", name, "' could not be ", doing,
+                      ", so nothing that depends on it is allowed (fail closed); try again"));
+  }
 };
 
 namespace {
@@ -165,7 +174,12 @@ void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& p
   }
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   if (!CheckCandidate(request.spec().policy(), providers, out)) return;
-  if (validate && !request.name().empty()) records_.Put(request.name(), {request.spec().policy(), providers});
+  if (validate && !request.name().empty()) {
+    // Stored before the allow is answered: an allowed state is never lost to a restart.
+    if (absl::Status put = records_.Put(request.name(), {request.spec().policy(), providers}); !put.ok()) {
+      out->RecordFailed(request.name(), "stored", put);
+    }
+  }
 }
 
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
@@ -186,7 +200,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
                 "phase to this interceptor), or send UpdateConfig with the full policy");
       return;
     }
-    auto record = records_.Get(request.name());
+    auto stored = records_.Get(request.name());
+    if (!stored.ok()) return out->RecordFailed(request.name(), "read", stored.status());
+    const std::optional<InterceptorRecords::Record>& record = *stored;
     if (!record.has_value()) {
       out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
                 absl::StrCat("no policy is recorded here for sandbox '", request.name(),
@@ -218,11 +234,15 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
   if (request.has_policy()) {
     std::vector<std::string> providers;
     if (!request.global()) {
-      if (auto record = records_.Get(request.name())) providers = record->providers;
+      auto record = records_.Get(request.name());
+      if (!record.ok()) return out->RecordFailed(request.name(), "read", record.status());
+      if (record->has_value()) providers = (*record)->providers;
     }
     if (!CheckCandidate(request.policy(), providers, out)) return;
     if (validate && !request.global() && !request.name().empty()) {
-      records_.Put(request.name(), {request.policy(), providers});
+      if (absl::Status put = records_.Put(request.name(), {request.policy(), providers}); !put.ok()) {
+        out->RecordFailed(request.name(), "stored", put);
+      }
     }
     return;
   }
@@ -245,9 +265,11 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     out->sandbox = request.sandbox_name();
     std::vector<std::string> providers;
     SandboxPolicy own;
-    if (auto record = records_.Get(request.sandbox_name())) {
-      providers = record->providers;
-      own = record->policy;
+    auto record = records_.Get(request.sandbox_name());
+    if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
+    if (record->has_value()) {
+      providers = (*record)->providers;
+      own = (*record)->policy;
     }
     providers.push_back(request.provider_name());
     CheckCandidate(own, providers, out);  // refuses: no catalogue yet
@@ -257,7 +279,11 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::DetachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.sandbox_name();
-    if (validate) records_.RemoveProvider(request.sandbox_name(), request.provider_name());
+    if (validate) {
+      if (absl::Status removed = records_.RemoveProvider(request.sandbox_name(), request.provider_name()); !removed.ok()) {
+        out->RecordFailed(request.sandbox_name(), "stored", removed);
+      }
+    }
     return;
   }
   if (method == "ApproveDraftChunk" || method == "ApproveAllDraftChunks") {
@@ -282,7 +308,11 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::UndoDraftChunkRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
-    if (validate) records_.Forget(request.name());
+    if (validate) {
+      if (absl::Status forgotten = records_.Forget(request.name()); !forgotten.ok()) {
+        out->RecordFailed(request.name(), "removed", forgotten);
+      }
+    }
     return;
   }
   if (method == "ImportProviderProfiles" || method == "UpdateProviderProfiles" || method == "DeleteProviderProfile") {

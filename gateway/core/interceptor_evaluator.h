@@ -16,10 +16,12 @@
 //                          sandbox's record is dropped (its policy changed in a way not seen here);
 //   provider-profile writes allowed and recorded (no catalogue is managed here in phase 1).
 // A deny's reason is "reason_code: detail" and its status_code PERMISSION_DENIED, or FAILED_PRECONDITION
-// where the state is unknown. Every Evaluate is one audit event (type interception) whose decision id,
+// where the state is unknown. The sandboxes' records are kept in the store (InterceptorRecords): a record
+// is durable before the allow that made it is answered, and a record that cannot be read or written is a
+// deny (storage_error, FAILED_PRECONDITION): fail closed. Every Evaluate is one audit event (type interception) whose decision id,
 // decision, reason code and candidate digest are also the result's log_annotations.
 //
-// Thread-safe. The ceiling guard and the audit log must outlive the evaluator.
+// Thread-safe. The ceiling guard, the audit log and the record store must outlive the evaluator.
 #pragma once
 
 #include <string>
@@ -48,8 +50,9 @@ class InterceptorEvaluator {
     std::string audience;  // Describe's expected_audience
   };
 
-  InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, Options options)
-      : ceiling_(ceiling), audit_(audit), options_(std::move(options)) {}
+  InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, store::InterceptorRecordStore* records,
+                       Options options)
+      : ceiling_(ceiling), audit_(audit), options_(std::move(options)), records_(records) {}
 
   // The manifest: name policy-gateway, fail_closed, exactly one binding per RPC, expected_audience.
   interceptor_v1::InterceptorManifest Describe() const;

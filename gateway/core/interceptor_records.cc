@@ -2,36 +2,58 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+#include "openshell/policy/interceptor/v1/interceptor_record.pb.h"
+#include "policy/body_codec.h"
+
 namespace osh::gateway {
 
-void InterceptorRecords::Put(const std::string& sandbox, Record record) {
-  absl::MutexLock lock(&mu_);
-  records_[sandbox] = std::move(record);
+std::string InterceptorRecords::Encode(const Record& record) {
+  openshell::policy::interceptor::v1::InterceptorRecord stored;
+  *stored.mutable_policy() = record.policy;
+  for (const std::string& provider : record.providers) stored.add_providers(provider);
+  return policy::SerializeDeterministic(stored);
 }
 
-std::optional<InterceptorRecords::Record> InterceptorRecords::Get(const std::string& sandbox) const {
-  absl::MutexLock lock(&mu_);
-  auto it = records_.find(sandbox);
-  if (it == records_.end()) return std::nullopt;
-  return it->second;
+bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
+  openshell::policy::interceptor::v1::InterceptorRecord stored;
+  if (!stored.ParseFromString(bytes)) return false;
+  record->policy = stored.policy();
+  record->providers.assign(stored.providers().begin(), stored.providers().end());
+  return true;
 }
 
-void InterceptorRecords::Forget(const std::string& sandbox) {
-  absl::MutexLock lock(&mu_);
-  records_.erase(sandbox);
+absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record) {
+  absl::MutexLock lock(&write_mu_);
+  return store_->PutInterceptorRecord(sandbox, Encode(record));
 }
 
-void InterceptorRecords::RemoveProvider(const std::string& sandbox, const std::string& provider) {
-  absl::MutexLock lock(&mu_);
-  auto it = records_.find(sandbox);
-  if (it == records_.end()) return;
-  auto& providers = it->second.providers;
-  providers.erase(std::remove(providers.begin(), providers.end(), provider), providers.end());
+absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox) const {
+  auto stored = store_->GetInterceptorRecord(sandbox);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return std::optional<Record>();
+  Record record;
+  if (!Decode(**stored, &record)) {
+    return absl::DataLossError(absl::StrCat("the interceptor's stored record of sandbox '", sandbox, "' does not decode"));
+  }
+  return std::optional<Record>(std::move(record));
 }
 
-size_t InterceptorRecords::size() const {
-  absl::MutexLock lock(&mu_);
-  return records_.size();
+absl::Status InterceptorRecords::Forget(const std::string& sandbox) {
+  absl::MutexLock lock(&write_mu_);
+  return store_->DeleteInterceptorRecord(sandbox);
+}
+
+absl::Status InterceptorRecords::RemoveProvider(const std::string& sandbox, const std::string& provider) {
+  absl::MutexLock lock(&write_mu_);
+  auto record = Get(sandbox);
+  if (!record.ok()) return record.status();
+  if (!record->has_value()) return absl::OkStatus();
+  auto& providers = (*record)->providers;
+  const auto kept = std::remove(providers.begin(), providers.end(), provider);
+  if (kept == providers.end()) return absl::OkStatus();  // not attached: nothing to write
+  providers.erase(kept, providers.end());
+  return store_->PutInterceptorRecord(sandbox, Encode(**record));
 }
 
 }  // namespace osh::gateway

@@ -4,18 +4,26 @@
 // commit (the OpenShell handler can still refuse), so a record may be ahead of upstream; it is never wider
 // than what was checked against the ceiling.
 //
-// Phase 1 keeps the records in memory: after a restart of policy-gateway every sandbox is unknown again
-// (mergeOperations are refused with unknown_sandbox until a full UpdateConfig records it). Thread-safe.
+// The records live in the gateway's store (store::InterceptorRecordStore; one row per sandbox name, a
+// serialized openshell.policy.interceptor.v1.InterceptorRecord), so they survive a restart of
+// policy-gateway and every replica on a shared PostgreSQL database sees the same ones. Nothing is cached
+// here: Get reads the store each time, so a record another replica wrote (or replaced) is what the next
+// merge is applied to. Put returns only once the record is durable; an error from any method means the
+// caller must not allow what depends on it (the evaluator denies: fail closed).
+//
+// Writes from this process are serialised (RemoveProvider reads, edits and writes back); between replicas
+// the last write of a sandbox's record wins, as the OpenShell gateway's own last write does. Thread-safe.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
+#include "store/store.h"
 
 namespace osh::gateway {
 
@@ -26,17 +34,26 @@ class InterceptorRecords {
     std::vector<std::string> providers;
   };
 
-  void Put(const std::string& sandbox, Record record);
-  std::optional<Record> Get(const std::string& sandbox) const;
+  // `store` (not owned) must outlive this.
+  explicit InterceptorRecords(store::InterceptorRecordStore* store) : store_(store) {}
+
+  // Records `record` as the sandbox's, durably.
+  absl::Status Put(const std::string& sandbox, const Record& record);
+  // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
+  // record does not decode.
+  absl::StatusOr<std::optional<Record>> Get(const std::string& sandbox) const;
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
-  void Forget(const std::string& sandbox);
+  absl::Status Forget(const std::string& sandbox);
   // Drops `provider` from the sandbox's providers (a detach); nothing when the sandbox is unknown.
-  void RemoveProvider(const std::string& sandbox, const std::string& provider);
-  size_t size() const;
+  absl::Status RemoveProvider(const std::string& sandbox, const std::string& provider);
+
+  // The stored form of a record, and back (false when the bytes do not decode).
+  static std::string Encode(const Record& record);
+  static bool Decode(const std::string& bytes, Record* record);
 
  private:
-  mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
+  store::InterceptorRecordStore* const store_;
+  absl::Mutex write_mu_;  // this process's writes, one at a time
 };
 
 }  // namespace osh::gateway

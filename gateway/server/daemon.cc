@@ -458,7 +458,8 @@ int Daemon::Serve() {
     return listen_error_;  // the destructor stops what did start
   }
   if (!config_.interceptor_socket.empty()) {
-    auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(), clock_, admin_cap,
+    auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
+                                                 &store_->interceptor_records(), clock_, admin_cap,
                                                  &metrics_);
     if (!interceptor.ok()) {
       LogError(absl::StrCat("interceptor: ", interceptor.status().message()));

@@ -13,6 +13,7 @@ namespace osh::gateway {
 absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(const Config& config,
                                                                                 const CeilingGuard* ceiling,
                                                                                 store::AuditLog* audit,
+                                                                                store::InterceptorRecordStore* records,
                                                                                 const store::Clock* clock,
                                                                                 size_t max_connections,
                                                                                 Metrics* metrics) {
@@ -23,8 +24,8 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
     if (!verifier.ok()) return absl::InvalidArgumentError(absl::StrCat("interceptor_gateway_keys: ", verifier.status().message()));
     listener->verifier_ = *std::move(verifier);
   }
-  listener->evaluator_ = std::make_unique<InterceptorEvaluator>(ceiling, audit,
-                                                                InterceptorEvaluator::Options{config.interceptor_audience});
+  listener->evaluator_ = std::make_unique<InterceptorEvaluator>(
+      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);

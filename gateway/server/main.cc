@@ -131,6 +131,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
     fields["sandboxes"].set_number_value(static_cast<double>(report->sandboxes));
     fields["pending_releases"].set_number_value(static_cast<double>(report->pending_releases));
     fields["policy_revisions"].set_number_value(static_cast<double>(report->policy_revisions));
+    fields["interceptor_records"].set_number_value(static_cast<double>(report->interceptor_records));
     fields["audit_events"].set_number_value(static_cast<double>(report->audit_events));
     fields["ceiling"].set_bool_value(report->ceiling);
     fields["audit_head_hash"].set_string_value(report->head.hash);
@@ -143,6 +144,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
             << "  sandboxes         " << report->sandboxes << "\n"
             << "  pending releases  " << report->pending_releases << "\n"
             << "  policy revisions  " << report->policy_revisions << "\n"
+            << "  interceptor       " << report->interceptor_records << " sandbox record(s)\n"
             << "  ceiling           " << (report->ceiling ? "yes" : "none") << "\n"
             << "  audit events      " << report->audit_events << " (head " << report->head.hash << ", same chain)\n";
   return 0;
