@@ -90,13 +90,16 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
   return listener;
 }
 
-InterceptorListener::~InterceptorListener() {
+void InterceptorListener::Stop(std::chrono::system_clock::time_point deadline) {
   acceptor_.reset();  // no new connections
   if (server_ != nullptr) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Shutdown(deadline);
     server_->Wait();
+    server_.reset();
   }
   if (pool_ != nullptr) pool_->Shutdown();
 }
+
+InterceptorListener::~InterceptorListener() { Stop(std::chrono::system_clock::now() + std::chrono::seconds(5)); }
 
 }  // namespace osh::gateway

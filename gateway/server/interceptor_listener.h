@@ -10,6 +10,8 @@
 // the server (5 s) and the pool. Not thread-safe itself (the daemon starts and stops it).
 #pragma once
 
+#include <chrono>
+
 #include <memory>
 #include <string>
 
@@ -40,6 +42,9 @@ class InterceptorListener {
                                                                     store::InterceptorRecordStore* records,
                                                                     const store::Clock* clock,
                                                                     size_t max_connections, Metrics* metrics);
+  // Stops accepting, then waits for the calls in progress until `deadline` (those still running then are
+  // cancelled). Idempotent; the destructor stops with a 5 s deadline if this was not called.
+  void Stop(std::chrono::system_clock::time_point deadline);
   ~InterceptorListener();
 
   const std::string& path() const { return path_; }
