@@ -24,11 +24,6 @@ google::protobuf::Value Number(uint64_t n) {
   v.set_string_value(absl::StrCat(n));
   return v;
 }
-google::protobuf::Value Text(const std::string& s) {
-  google::protobuf::Value v;
-  v.set_string_value(s);
-  return v;
-}
 
 std::string Range(uint64_t events, uint64_t head_seq) {
   return events == 0 ? "no events" : absl::StrCat(events, " events (seq ", head_seq - events + 1, "..", head_seq, ")");
@@ -72,10 +67,10 @@ void AddExport(CLI::App& audit, const Options& options, int& exit_code) {
     std::cout.flush();
     if (options.json() && !out_path->empty()) {
       google::protobuf::Struct summary;
-      (*summary.mutable_fields())["file"] = Text(*out_path);
+      (*summary.mutable_fields())["file"] = TextValue(*out_path);
       (*summary.mutable_fields())["events"] = Number(last_seq);
       (*summary.mutable_fields())["head_seq"] = Number(last_seq);
-      (*summary.mutable_fields())["head_hash"] = Text(head_hash);
+      (*summary.mutable_fields())["head_hash"] = TextValue(head_hash);
       std::cout << ToJson(summary) << "\n";
     } else {
       std::cerr << "exported " << Range(last_seq, last_seq) << (out_path->empty() ? "" : " to " + *out_path)
@@ -111,11 +106,11 @@ void AddVerify(CLI::App& audit, const Options& options, int& exit_code) {
       f["whole"].set_bool_value(verdict.whole);
       f["events"] = Number(verdict.events);
       f["head_seq"] = Number(verdict.head_seq);
-      f["head_hash"] = Text(verdict.head_hash);
+      f["head_hash"] = TextValue(verdict.head_hash);
       if (!verdict.whole) {
         f["first_broken_seq"] = Number(verdict.first_broken_seq);
         f["line"] = Number(verdict.line);
-        f["detail"] = Text(verdict.detail);
+        f["detail"] = TextValue(verdict.detail);
       }
       std::cout << ToJson(out) << "\n";
     } else if (verdict.whole) {

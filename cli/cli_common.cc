@@ -93,6 +93,12 @@ void PrintTable(const std::vector<std::string>& headers, const std::vector<std::
   for (const auto& row : rows) print(row);
 }
 
+google::protobuf::Value TextValue(const std::string& text) {
+  google::protobuf::Value value;
+  value.set_string_value(text);
+  return value;
+}
+
 std::string ToJson(const google::protobuf::Message& message, bool pretty) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;

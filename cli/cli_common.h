@@ -7,6 +7,7 @@
 
 #include <google/protobuf/map.h>
 #include <google/protobuf/message.h>
+#include <google/protobuf/struct.pb.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
@@ -68,5 +69,7 @@ void PrintTable(const std::vector<std::string>& headers, const std::vector<std::
 
 // Protobuf JSON mapping with proto field names and default values printed.
 std::string ToJson(const google::protobuf::Message& message, bool pretty = false);
+// A JSON string value, for the Struct documents the commands print.
+google::protobuf::Value TextValue(const std::string& text);
 
 }  // namespace osh::cli

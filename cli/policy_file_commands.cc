@@ -22,11 +22,6 @@ namespace v1 = openshell::policy::gateway::v1;
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-Value FileText(const std::string& s) {
-  Value v;
-  v.set_string_value(s);
-  return v;
-}
 
 int LintFiles(const Options& options, const std::vector<std::string>& files) {
   int exit_code = kExitOk;
@@ -39,9 +34,9 @@ int LintFiles(const Options& options, const std::vector<std::string>& files) {
     if (!errors.empty()) exit_code = kExitRefused;
     if (options.json()) {
       Struct result;
-      (*result.mutable_fields())["file"] = FileText(file);
+      (*result.mutable_fields())["file"] = TextValue(file);
       auto* list = (*result.mutable_fields())["errors"].mutable_list_value();
-      for (const auto& e : errors) *list->add_values() = FileText(e);
+      for (const auto& e : errors) *list->add_values() = TextValue(e);
       *results->add_values()->mutable_struct_value() = result;
     } else {
       for (const auto& e : errors) std::cout << e << "\n";
@@ -129,13 +124,13 @@ int RunPolicyTests(const Options& options, const std::string& file, const std::s
     rows.push_back({pass ? "PASS" : "FAIL", name, c.expect(), got, detail});
     Struct result;
     auto& f = *result.mutable_fields();
-    f["name"] = FileText(name);
+    f["name"] = TextValue(name);
     f["line"].set_number_value(line);
-    f["expect"] = FileText(c.expect());
-    f["got"] = FileText(got);
-    f["matched_policy"] = FileText(decision.matched_policy);
-    f["rule"] = FileText(decision.rule);
-    f["reason"] = FileText(decision.reason);
+    f["expect"] = TextValue(c.expect());
+    f["got"] = TextValue(got);
+    f["matched_policy"] = TextValue(decision.matched_policy);
+    f["rule"] = TextValue(decision.rule);
+    f["reason"] = TextValue(decision.reason);
     f["pass"].set_bool_value(pass);
     *list->add_values()->mutable_struct_value() = result;
   }

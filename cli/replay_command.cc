@@ -82,38 +82,33 @@ absl::StatusOr<policy::ReplayReport> ReplayThroughGateway(const Options& options
   return std::move(tally).Finish();
 }
 
-Value Text(const std::string& s) {
-  Value v;
-  v.set_string_value(s);
-  return v;
-}
 
 void PrintJson(const policy::ReplayReport& report, bool two) {
   Struct out;
   auto& fields = *out.mutable_fields();
-  fields["intents"] = Text(absl::StrCat(report.intents));  // 64-bit counts as decimal strings (ProtoJSON)
-  if (two) fields["changed"] = Text(absl::StrCat(report.changed));
+  fields["intents"] = TextValue(absl::StrCat(report.intents));  // 64-bit counts as decimal strings (ProtoJSON)
+  if (two) fields["changed"] = TextValue(absl::StrCat(report.changed));
   auto* groups = fields["groups"].mutable_list_value();
   for (const auto& g : report.groups) {
     Struct group;
     auto& gf = *group.mutable_fields();
-    gf["count"] = Text(absl::StrCat(g.count));
+    gf["count"] = TextValue(absl::StrCat(g.count));
     Struct from;
-    (*from.mutable_fields())["decision"] = Text(g.from_verdict);
-    (*from.mutable_fields())["rule"] = Text(g.from_rule);
+    (*from.mutable_fields())["decision"] = TextValue(g.from_verdict);
+    (*from.mutable_fields())["rule"] = TextValue(g.from_rule);
     *gf["from"].mutable_struct_value() = from;
     if (two) {
       Struct to;
-      (*to.mutable_fields())["decision"] = Text(g.to_verdict);
-      (*to.mutable_fields())["rule"] = Text(g.to_rule);
+      (*to.mutable_fields())["decision"] = TextValue(g.to_verdict);
+      (*to.mutable_fields())["rule"] = TextValue(g.to_rule);
       *gf["to"].mutable_struct_value() = to;
     }
     Struct example;
     (*example.mutable_fields())["line"].set_number_value(static_cast<double>(g.example_line));
     Value intent;
-    if (!google::protobuf::util::JsonStringToMessage(g.example, &intent).ok()) intent = Text(g.example);
+    if (!google::protobuf::util::JsonStringToMessage(g.example, &intent).ok()) intent = TextValue(g.example);
     (*example.mutable_fields())["intent"] = intent;
-    (*example.mutable_fields())["reason"] = Text(g.example_reason);
+    (*example.mutable_fields())["reason"] = TextValue(g.example_reason);
     *gf["example"].mutable_struct_value() = example;
     *groups->add_values()->mutable_struct_value() = group;
   }

@@ -15,7 +15,7 @@ namespace {
 
 namespace v1 = openshell::policy::gateway::v1;
 
-std::string EventLine(const v1::SandboxEvent& e, bool json) {
+std::string SandboxEventLine(const v1::SandboxEvent& e, bool json) {
   if (json) return ToJson(e);
   const std::string when = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(e.time_unix_ms()),
                                             absl::UTCTimeZone());
@@ -30,7 +30,7 @@ std::string EventLine(const v1::SandboxEvent& e, bool json) {
   return line;
 }
 
-struct Watch {
+struct EventsWatch {
   uint64_t after = 0;
   std::string sandbox;
   uint64_t count = 0;  // 0: until killed
@@ -38,7 +38,7 @@ struct Watch {
 };
 
 // Streams from `w->after` until the stream ends or --count is reached (OK then).
-grpc::Status StreamOnce(const std::shared_ptr<grpc::Channel>& channel, bool json, Watch* w) {
+grpc::Status StreamEventsOnce(const std::shared_ptr<grpc::Channel>& channel, bool json, EventsWatch* w) {
   auto stub = v1::PolicyGateway::NewStub(channel);
   grpc::ClientContext context;  // no deadline: a stream for as long as the gateway keeps it
   v1::WatchSandboxesRequest request;
@@ -48,7 +48,7 @@ grpc::Status StreamOnce(const std::shared_ptr<grpc::Channel>& channel, bool json
   v1::SandboxEvent event;
   while (reader->Read(&event)) {
     if (event.seq() <= w->after) continue;  // never printed twice
-    std::cout << EventLine(event, json) << std::endl;
+    std::cout << SandboxEventLine(event, json) << std::endl;
     w->after = event.seq();
     if (w->count != 0 && ++w->printed >= w->count) {
       context.TryCancel();
@@ -59,11 +59,11 @@ grpc::Status StreamOnce(const std::shared_ptr<grpc::Channel>& channel, bool json
   return reader->Finish();
 }
 
-int Follow(const Options& options, Watch w) {
+int FollowEvents(const Options& options, EventsWatch w) {
   auto delay = std::chrono::milliseconds(200);
   for (;;) {
     auto channel = Connect(options, Api::kAdmin);
-    grpc::Status ended = channel ? StreamOnce(channel, options.json(), &w)
+    grpc::Status ended = channel ? StreamEventsOnce(channel, options.json(), &w)
                                  : grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot connect");
     if (ended.ok()) return kExitOk;
     const absl::Status status = common::FromGrpc(ended);
@@ -84,12 +84,12 @@ void AddSandboxEventsCommand(CLI::App& app, const Options& options, int& exit_co
       "events",
       "Sandbox state changes as they happen (WatchSandboxes): admitted, refreshed, reprojected, reported, deleted, "
       "... one a line, from the audit chain after --after; follows across gateway restarts until killed or --count");
-  auto w = std::make_shared<Watch>();
+  auto w = std::make_shared<EventsWatch>();
   cmd->add_option("--after", w->after, "the audit seq to start after (0: every change recorded); print the last seq "
                                        "seen to resume exactly there");
   cmd->add_option("--sandbox", w->sandbox, "only this sandbox's changes (and the scope re-projections)");
   cmd->add_option("--count", w->count, "stop after this many changes (0: follow until killed)");
-  cmd->callback([&options, &exit_code, w] { exit_code = Follow(options, *w); });
+  cmd->callback([&options, &exit_code, w] { exit_code = FollowEvents(options, *w); });
 }
 
 }  // namespace osh::cli

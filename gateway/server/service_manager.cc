@@ -3,19 +3,12 @@
 #include <systemd/sd-daemon.h>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/core/log.h"  // OneLine: a STATUS= value on one line (sd_notify separates assignments by newlines)
 
 namespace osh::gateway {
 namespace {
 
 void Send(const std::string& state) { sd_notify(0, state.c_str()); }
-
-// A STATUS= value on one line (sd_notify separates assignments by newlines).
-std::string OneLine(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
 
 }  // namespace
 
