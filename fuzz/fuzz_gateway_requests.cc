@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "google/protobuf/stubs/logging.h"
 #include "builtin_driver/builtin_driver.h"
+#include "gateway/core/change_explainer.h"
 #include "gateway/server/admin_service.h"
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/gateway_core.h"
@@ -53,6 +54,7 @@ struct Gateway {
   osh::gateway::Config config;
   std::unique_ptr<osh::gateway::GatewayCore> core;
   std::unique_ptr<osh::gateway::EgressDecisions> decisions;
+  std::unique_ptr<osh::gateway::ChangeExplainer> explainer;
   osh::gateway::WorkerPool pool{1};
   std::unique_ptr<osh::gateway::AdminService> admin;
   osh::trust::ChainSealer::Mark checked;  // the audit chain is verified up to here
@@ -73,7 +75,9 @@ struct Gateway {
     driver = *std::move(created);
     core = std::make_unique<osh::gateway::GatewayCore>(config, store.get(), driver.get(), &registry, nullptr);
     decisions = std::make_unique<osh::gateway::EgressDecisions>(&registry, &core->clock());
-    admin = std::make_unique<osh::gateway::AdminService>(core.get(), &pool, &pool, decisions.get());
+    explainer = std::make_unique<osh::gateway::ChangeExplainer>(
+        &registry, &core->clock(), [core = core.get()](const auto& r) { return core->GetPolicy(r); });
+    admin = std::make_unique<osh::gateway::AdminService>(core.get(), &pool, &pool, decisions.get(), explainer.get());
   }
   ~Gateway() {
     admin.reset();
