@@ -1,12 +1,29 @@
 // policyctl: the operator and sandbox CLI of the policy gateway. See docs/policyctl.md.
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "cli/cli_common.h"
 #include "sandbox_client/endpoint.h"
 #include "cli/commands.h"
+
+namespace {
+
+// A socket policyctl uses when no flag or variable names one: the Quickstart's ./var/<name>; without one
+// there, the packaged service's (the systemd unit's RuntimeDirectory) when it exists; else ./var/<name>,
+// which the error then names.
+std::string DefaultSocket(const std::string& name) {
+  const std::string local = "./var/" + name;
+  const std::string packaged = "/run/openshell-policy-gateway/" + name;
+  std::error_code ec;
+  if (!std::filesystem::exists(local, ec) && std::filesystem::exists(packaged, ec)) return packaged;
+  return local;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace osh::cli;
@@ -17,11 +34,13 @@ int main(int argc, char** argv) {
   Options options;
   const char* admin_env = std::getenv("POLICY_GATEWAY_ADMIN_SOCKET");
   const char* sandbox_env = std::getenv("POLICY_GATEWAY_SANDBOX_SOCKET");
-  options.admin_socket = admin_env ? admin_env : "./var/admin.sock";
-  options.sandbox_socket = sandbox_env ? sandbox_env : "./var/sandbox.sock";
+  options.admin_socket = admin_env ? admin_env : DefaultSocket("admin.sock");
+  options.sandbox_socket = sandbox_env ? sandbox_env : DefaultSocket("sandbox.sock");
   app.add_option("-o,--output", options.output, "output format")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  app.add_option("--admin-socket", options.admin_socket, "admin socket (env POLICY_GATEWAY_ADMIN_SOCKET)")->capture_default_str();
-  app.add_option("--sandbox-socket", options.sandbox_socket, "sandbox socket (env POLICY_GATEWAY_SANDBOX_SOCKET)")->capture_default_str();
+  app.add_option("--admin-socket", options.admin_socket, "admin socket (env POLICY_GATEWAY_ADMIN_SOCKET; default ./var/admin.sock, or the packaged service's "
+                 "/run/openshell-policy-gateway/admin.sock when there is none in ./var)")->capture_default_str();
+  app.add_option("--sandbox-socket", options.sandbox_socket, "sandbox socket (env POLICY_GATEWAY_SANDBOX_SOCKET; default ./var/sandbox.sock, or "
+                 "/run/openshell-policy-gateway/sandbox.sock as for --admin-socket)")->capture_default_str();
   auto from_env = [](const char* name, std::string* out) {
     if (const char* value = std::getenv(name)) *out = value;
   };

@@ -2,9 +2,22 @@
 # Run by ctest (install_layout) with -DBUILD_DIR= -DPREFIX= -DPROTOC=.
 file(REMOVE_RECURSE "${PREFIX}")
 execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${PREFIX}"
-                RESULT_VARIABLE rc OUTPUT_QUIET)
+                RESULT_VARIABLE rc OUTPUT_VARIABLE install_log)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cmake --install failed (${rc})")
+endif()
+# The conffile is only in the package: a plain install never writes /etc (nor anything outside PREFIX).
+string(REGEX MATCHALL "-- (Installing|Up-to-date): [^\n]*" installed "${install_log}")
+foreach(line ${installed})
+  string(REGEX REPLACE "^-- [A-Za-z-]+: " "" path "${line}")
+  string(FIND "${path}" "${PREFIX}/" at)
+  if(NOT at EQUAL 0)
+    message(FATAL_ERROR "cmake --install --prefix wrote outside the prefix: ${path}")
+  endif()
+endforeach()
+list(LENGTH installed count)
+if(count LESS 20)
+  message(FATAL_ERROR "cmake --install listed ${count} file(s): ${install_log}")
 endif()
 set(expected
   bin/policy-gateway
@@ -31,9 +44,16 @@ set(expected
   lib/openshell-policy-gateway/libosh_tlog.a
   lib/openshell-policy-gateway/libosh_sandbox_client.a
   lib/pkgconfig/openshell-sandbox-client.pc
-  share/man/man8/policy-gateway.8
-  share/man/man1/policyctl.1
-  share/man/man8/policy-log-witness.8
+  share/man/man8/policy-gateway.8.gz
+  share/man/man1/policyctl.1.gz
+  share/man/man8/policy-log-witness.8.gz
+  share/doc/openshell-policy-gateway/copyright
+  share/doc/openshell-policy-gateway/changelog.gz
+  share/doc/openshell-policy-gateway/contract/SPEC.md
+  share/doc/openshell-policy-gateway/contract/SCHEMA.md
+  share/openshell/examples/policies/github.yaml
+  libexec/openshell-policy-gateway/example-signing-driver
+  libexec/openshell-policy-gateway/example-supervisor
   share/bash-completion/completions/policyctl)
 foreach(path ${expected})
   if(NOT EXISTS "${PREFIX}/${path}")
@@ -55,7 +75,10 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the installed protos do not compile: ${err}")
 endif()
 # The man pages carry the programs' own options; the completion script is valid bash.
-file(READ "${PREFIX}/share/man/man1/policyctl.1" page)
+execute_process(COMMAND gzip -dc "${PREFIX}/share/man/man1/policyctl.1.gz" OUTPUT_VARIABLE page RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "policyctl.1.gz does not decompress")
+endif()
 if(NOT page MATCHES "\\\\-\\\\-server" OR NOT page MATCHES "SEE ALSO")
   message(FATAL_ERROR "policyctl.1 lacks the options or SEE ALSO")
 endif()
