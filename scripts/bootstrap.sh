@@ -15,6 +15,7 @@ PACKAGES=(
   libjansson-dev    # JSON with keys in order and typed values: policy-gateway --check-config -o json
   help2man   # man pages generated from each program's --help
   python3-h2   # the hostile HTTP/2 client of the hostile-input tests (tests/tools/h2_flood.py)
+  python3-grpcio python3-protobuf   # the Python example driver (examples/python_driver) and its conformance test
   libpq-dev postgresql   # PostgreSQL: the tests start a throw-away cluster (initdb) on a Unix socket
   golang-go golang-golang-x-mod-dev   # the verifiable log's interop test: Go's sumdb/tlog and sumdb/note check ours
 )

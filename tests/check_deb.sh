@@ -13,6 +13,7 @@ root=$work/root
 dpkg-deb -x "$deb" "$root"
 for path in usr/bin/policy-gateway usr/bin/policyctl usr/bin/null-policy-driver usr/bin/policy-driver-conformance usr/bin/policy-log-witness \
             usr/lib/systemd/system/policy-gateway.service usr/share/openshell/examples/gateway.toml \
+            usr/share/openshell/examples/python_driver/driver.py \
             usr/share/openshell/proto/openshell/policy/driver/v1/driver.proto \
             usr/share/doc/openshell-policy-gateway/policy-gateway.md usr/share/doc/openshell-policy-gateway/trust-store.md; do
   [[ -e $root/$path ]] || { echo "deb: missing /$path" >&2; exit 1; }
