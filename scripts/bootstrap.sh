@@ -17,6 +17,7 @@ PACKAGES=(
   help2man   # man pages generated from each program's --help
   lintian    # the suite checks the Debian packages with it (tests/check_deb.sh)
   python3-h2   # the hostile HTTP/2 client of the hostile-input tests (tests/tools/h2_flood.py)
+  python3-grpcio python3-protobuf   # the Python example driver (examples/python_driver) and its conformance test
   libpq-dev postgresql   # PostgreSQL: the tests start a throw-away cluster (initdb) on a Unix socket
   golang-go golang-golang-x-mod-dev   # the verifiable log's interop test: Go's sumdb/tlog and sumdb/note check ours
 )

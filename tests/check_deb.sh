@@ -31,6 +31,7 @@ in_package "$dev" usr/lib/openshell-policy-gateway/libosh_sandbox_client.a usr/l
   usr/include/openshell-policy-gateway/sandbox_client/sandbox_client.h usr/share/doc/libopenshell-sandbox-client-dev/copyright
 in_package "$examples" usr/libexec/openshell-policy-gateway/example-signing-driver \
   usr/libexec/openshell-policy-gateway/example-supervisor usr/share/openshell/examples/policies/github.yaml \
+  usr/share/openshell/examples/python_driver/driver.py usr/share/openshell/examples/python_driver/check_conformance.sh \
   usr/share/doc/openshell-policy-gateway-examples/copyright
 # The runtime package holds no archive or header (they are the -dev package's).
 if dpkg-deb -c "$gateway" | grep -qE '\.a$|/include/'; then echo "deb: archives or headers in the runtime package" >&2; exit 1; fi

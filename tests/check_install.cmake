@@ -37,6 +37,8 @@ set(expected
   share/doc/openshell-policy-gateway/trust-store.md
   share/doc/openshell-policy-gateway/witness.md
   share/openshell/examples/gateway.toml
+  share/openshell/examples/python_driver/driver.py
+  share/openshell/examples/python_driver/policy.txtpb
   lib/systemd/system/policy-gateway.service
   include/openshell-policy-gateway/sandbox_client/sandbox_client.h
   include/openshell-policy-gateway/sandbox_client/log_proof.h

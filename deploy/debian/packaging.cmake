@@ -14,7 +14,7 @@ install(FILES ${PROJECT_SOURCE_DIR}/deploy/gateway.toml DESTINATION /etc/openshe
 
 # Examples: everything under examples/ but the C++ sources and build files of the built ones.
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/examples/ DESTINATION share/openshell/examples COMPONENT examples
-        PATTERN "CMakeLists.txt" EXCLUDE PATTERN "*.cc" EXCLUDE PATTERN "__pycache__" EXCLUDE)
+        USE_SOURCE_PERMISSIONS PATTERN "CMakeLists.txt" EXCLUDE PATTERN "*.cc" EXCLUDE PATTERN "__pycache__" EXCLUDE)
 install(TARGETS example-signing-driver example-supervisor RUNTIME DESTINATION libexec/openshell-policy-gateway
         COMPONENT examples)
 
