@@ -78,7 +78,9 @@ archives, headers and a pkg-config file (openshell-sandbox-client).")
 
 set(CPACK_DEBIAN_EXAMPLES_PACKAGE_NAME "openshell-policy-gateway-examples")
 set(CPACK_DEBIAN_EXAMPLES_PACKAGE_SECTION "admin")
-set(CPACK_DEBIAN_EXAMPLES_PACKAGE_DEPENDS "openshell-policy-gateway (= ${PROJECT_VERSION})")
+set(CPACK_DEBIAN_EXAMPLES_PACKAGE_DEPENDS "openshell-policy-gateway (= ${PROJECT_VERSION}), python3")
+# The Python driver runs with these (and its stubs are generated with protoc and grpc_python_plugin).
+set(CPACK_DEBIAN_EXAMPLES_PACKAGE_SUGGESTS "python3-grpcio, python3-protobuf, protobuf-compiler-grpc")
 set(CPACK_DEBIAN_EXAMPLES_DESCRIPTION "OpenShell policy gateway examples: policies, ceilings and drivers
 What the OpenShell policy gateway's walkthroughs use: example sandbox
 policies and merge operations, ceilings, a minimal PolicyDriver in Python
