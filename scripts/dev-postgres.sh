@@ -20,8 +20,8 @@ port=5433
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [[ -x $bin/postgres ]] || { echo "dev-postgres: PostgreSQL's server is not installed (./scripts/bootstrap.sh installs it)" >&2; exit 2; }
 
-as_server() {  # runs "$@" as the folder's owner: nobody when we are root
-  if [[ $(id -u) -eq 0 ]]; then setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; else "$@"; fi
+as_server() {  # runs "$@" as the folder's owner: nobody when we are root (from /, which nobody can enter)
+  if [[ $(id -u) -eq 0 ]]; then (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$@"); else "$@"; fi
 }
 url() {
   local encoded
