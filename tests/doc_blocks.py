@@ -165,6 +165,7 @@ class Shell:
                               text=True).stdout.split()
         self.base = " ".join(base + ["__osh_rc", "__osh_v", "__osh_base"])
         self.background = []
+        self.groups = []  # process groups of the blocks run so far: what they left running is stopped at the end
 
     def script(self, body, strict, save=True):
         return "\n".join([
@@ -181,14 +182,25 @@ class Shell:
         ]) + "\n"
 
     def run(self, body, strict, timeout):
+        """(exit code, output); (None, output so far) when it ran out of time (its whole group is killed).
+
+        Output goes to a file, not a pipe, so a block may leave a daemon running with `&` (as a person at a
+        terminal would): the block is done when its shell exits, and what it left running is stopped with
+        the background blocks (each block is a process group of its own)."""
+        out_path = os.path.join(self.work, ".doc-test", "output")
+        with open(out_path, "wb") as out:
+            p = subprocess.Popen(["bash", "--norc", "--noprofile", "-c", self.script(body, strict)], env=self.env,
+                                 cwd=self.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        self.groups.append(p.pid)
         try:
-            p = subprocess.run(["bash", "--norc", "--noprofile", "-c", self.script(body, strict)], env=self.env,
-                               cwd=self.work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
-            return p.returncode, p.stdout.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode("utf-8", "replace")
-            return None, out
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            rc = None
+        with open(out_path, "rb") as f:
+            return rc, f.read().decode("utf-8", "replace")
 
     def start(self, body, log):
         out = open(log, "w")
@@ -199,6 +211,11 @@ class Shell:
         return p
 
     def stop_background(self):
+        for group in self.groups:  # daemons a block left running with `&`
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for p, _ in self.background:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -210,6 +227,12 @@ class Shell:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.background = []
+        for group in self.groups:  # what ignored SIGTERM
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.groups = []
 
 
 def checkout(source, build, work):
