@@ -26,7 +26,8 @@ Directives: HTML comments just above a block (they do not render).
   <!-- doc-test: background -->          an `sh` block that starts a daemon: run in the background,
                                          stopped (SIGTERM, then SIGKILL after 10 s) at the end or at a
                                          standalone <!-- doc-test: stop -->
-  <!-- doc-test: wait-for: PATH -->      after the block, wait until PATH exists (a socket; 30 s)
+  <!-- doc-test: wait-for: PATH -->      after the block, wait until PATH exists (a socket; 30 s): of a
+                                         `background` block, or of a daemon an `sh` block left running with `&`
   <!-- doc-test: timeout: SECONDS -->    the block's limit (default 120)
 Exit status: 0 every block ran as written, 1 one did not (file:line, the command, what it printed).
 """
@@ -188,7 +189,9 @@ class Shell:
         terminal would): the block is done when its shell exits, and what it left running is stopped with
         the background blocks (each block is a process group of its own)."""
         out_path = os.path.join(self.work, ".doc-test", "output")
-        with open(out_path, "wb") as out:
+        open(out_path, "wb").close()
+        # Appending: what a daemon left by an earlier block still writes lands after, never over, this output.
+        with open(out_path, "ab") as out:
             p = subprocess.Popen(["bash", "--norc", "--noprofile", "-c", self.script(body, strict)], env=self.env,
                                  cwd=self.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
@@ -339,9 +342,13 @@ def main():
                 elif not fails and rc != 0:
                     failed = f"{where}: the block exited {rc}"
                 else:
-                    path = directive(block, "wait-for")
-                    if path and not os.path.exists(os.path.join(work, path)):
-                        failed = f"{where}: {path} does not exist after the block"
+                    path = directive(block, "wait-for")  # e.g. the socket of a daemon the block left running with &
+                    if path:
+                        target, deadline = os.path.join(work, path), time.time() + 30
+                        while not os.path.exists(target) and time.time() < deadline:
+                            time.sleep(0.05)
+                        if not os.path.exists(target):
+                            failed = f"{where}: {path} did not appear within 30 s of the block"
                 if failed:
                     break
             ran += 1
