@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   osh::sandbox_client::QuietGrpcLogs();  // errors are reported as statuses with hints, not gRPC core's log lines
   CLI::App app{"policyctl: operate the policy gateway (admin socket) and act as a sandbox (sandbox socket).\n"
                "Exit status: 0 success, 1 refused by the gateway, 2 usage or I/O error."};
+  app.name("policyctl");  // the usage line names the program also when help is printed before parsing
   app.set_version_flag("--version", OSH_VERSION);
   Options options;
   const char* admin_env = std::getenv("POLICY_GATEWAY_ADMIN_SOCKET");

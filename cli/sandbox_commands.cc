@@ -281,8 +281,12 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
         }
         std::cout << "database:           " << (s.database_kind().empty() ? "sqlite" : s.database_kind());
         if (s.database_kind() == "postgresql") {
-          std::cout << (s.database_reachable() ? ", reachable" : ", UNREACHABLE") << "; replica " << s.replica_id()
-                    << " of " << s.live_replicas() << " live";
+          // Unreachable, the number of live replicas is unknown (not 0: this one is live).
+          if (s.database_reachable()) {
+            std::cout << ", reachable; replica " << s.replica_id() << " of " << s.live_replicas() << " live";
+          } else {
+            std::cout << ", UNREACHABLE; replica " << s.replica_id() << " (live replicas unknown)";
+          }
         }
         std::cout << "\n"
                   << "admitted sandboxes: " << s.admitted_sandboxes() << "\n"

@@ -10,11 +10,13 @@ phase() { phases+=("$(printf '%-34s %5d s' "$1" $((SECONDS - t0)))"); t0=$SECOND
 
 ./scripts/bootstrap.sh
 phase "packages (scripts/bootstrap.sh)"
-./scripts/build.sh
+# The unit tests are run once, under the sanitizers, from build-asan/ (OSH_UNIT_TESTS_FROM): build/ does
+# not compile a copy of its own.
+OSH_CMAKE_OPTIONS="-DOSH_UNIT_TESTS_FROM=$PWD/build-asan" ./scripts/build.sh
 phase "build (build/)"
-# The unit tests and the fuzz targets' harnesses again, built with AddressSanitizer and
-# UndefinedBehaviorSanitizer in their own folder; the suite below runs them (test "sanitizers: unit tests
-# under ASan+UBSan", tests fuzz_*). Only those targets are built there, at -O1 -g1 (what the sanitizers'
+# The unit tests and the fuzz targets' harnesses, built with AddressSanitizer and
+# UndefinedBehaviorSanitizer in their own folder; the suite below runs them (each unit test by its name,
+# tests fuzz_*). Only those targets are built there, at -O1 -g1 (what the sanitizers'
 # own documentation advises: reports keep their line numbers, and it compiles faster than -O2 -g).
 # The generated protobuf code and Catch2's runner, which are not ours and are not instrumented there, are
 # taken from build/ (OSH_PLAIN_TREE) instead of being compiled a second time.

@@ -35,6 +35,9 @@ class GatewayFixture {
     Start();
   }
 
+  // The flags of the next Start (a restart with another configuration).
+  void SetExtraArgs(std::vector<std::string> extra_args) { extra_args_ = std::move(extra_args); }
+
   void Start() {
     std::vector<std::string> argv = {binary_, "--state-dir", state_dir()};
     argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());

@@ -21,6 +21,20 @@ using namespace osh::test;
 
 namespace {
 
+// Whether the audit chain records a failed re-verification of the sandbox, with a reason that starts so.
+bool ReverificationFailureAudited(GatewayFixture& g, const std::string& sandbox_id, const std::string& reason_prefix) {
+  gw::ListAuditEventsRequest list;
+  list.set_limit(1000);
+  gw::ListAuditEventsResponse events;
+  if (!g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok()) return false;
+  for (const auto& e : events.events()) {
+    if (e.type() == "reverification_failed" && e.sandbox_id() == sandbox_id && e.reason().rfind(reason_prefix, 0) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 openshell::sandbox::v1::SandboxPolicy Variant(int n) {
   auto policy = osh::policy::RestrictiveDefaultPolicy();
   policy.mutable_filesystem()->add_read_only("/opt/variant-" + std::to_string(n));
@@ -101,6 +115,48 @@ TEST_CASE("fan-out: a scope's change moves every sandbox at once, all or none ac
   CHECK(g.Stop() == 0);
 }
 
+TEST_CASE("restart: sandboxes admitted without a trust store are not served by the gateway restarted with one, unless they verify under it", "[integration][fleet]") {
+  TempDir keys;
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  WriteFile(keys / "gateway.key", key->ToPem());
+  ::chmod((keys / "gateway.key").c_str(), 0600);
+  auto other = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(other.ok());
+  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  // No trust store (development): sb-unsigned is admitted unsigned, sb-signed signed by the builtin key.
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Variant(0)).ok());
+  gw::AdmitSandboxResponse unsigned_sb, signed_sb;
+  REQUIRE(g.Admit("sb-unsigned", &unsigned_sb).ok());
+  REQUIRE(g.Stop() == 0);
+  g.SetExtraArgs({"--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"});
+  g.Start();
+  REQUIRE(g.Admit("sb-signed", &signed_sb).ok());  // signed by the builtin key now; sb-unsigned stays unsigned
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(unsigned_sb.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.signature().empty());
+  REQUIRE(g.Fetch(signed_sb.sandbox_handle(), &fetched).ok());
+  CHECK_FALSE(fetched.signature().empty());
+  REQUIRE(g.Stop() == 0);
+  // Restarted with a trust store: the unsigned envelope is not served (audited `unsigned`); the signed one
+  // verifies under the store and is served.
+  g.SetExtraArgs({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
+                  "--builtin-signing-key-id", "gateway-key"});
+  g.Start();
+  CHECK(g.Fetch(unsigned_sb.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  REQUIRE(g.Fetch(signed_sb.sandbox_handle(), &fetched).ok());
+  CHECK(fetched.policy_digest() == signed_sb.policy_digest());
+  CHECK(ReverificationFailureAudited(g, "sb-unsigned", "unsigned: "));
+  // A trust store naming another key: the signed one no longer verifies either.
+  REQUIRE(g.Stop() == 0);
+  WriteFile(keys / "trust.json", TrustStoreJson({{"other-key", other->PublicKeyPem()}}));
+  g.SetExtraArgs({"--trust-store", keys / "trust.json"});
+  g.Start();
+  CHECK(g.Fetch(signed_sb.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(g.Stop() == 0);
+}
+
 TEST_CASE("restart: a rewritten envelope is never served, and the others are re-verified and served", "[integration][fleet]") {
   TempDir keys;
   auto key = osh::trust::PrivateKey::Generate("ed25519");
@@ -144,15 +200,6 @@ TEST_CASE("restart: a rewritten envelope is never served, and the others are re-
   gw::SandboxInfo info;
   CHECK(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).error_code() == grpc::StatusCode::NOT_FOUND);
   // The refusal is audited with its reason code.
-  gw::ListAuditEventsRequest list;
-  list.set_limit(1000);
-  gw::ListAuditEventsResponse events;
-  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
-  bool audited = false;
-  for (const auto& e : events.events()) {
-    audited = audited || (e.type() == "reverification_failed" && e.sandbox_id() == "sb-a" &&
-                          e.reason().rfind("bad_signature: ", 0) == 0);
-  }
-  CHECK(audited);
+  CHECK(ReverificationFailureAudited(g, "sb-a", "bad_signature: "));
   CHECK(g.Stop() == 0);
 }

@@ -98,7 +98,10 @@ absl::Status ProjectionGate::CheckStored(const std::string& sandbox_id, const dr
   trust::CheckInput input;
   input.context = &context;
   input.accepted_surfaces = &config_.accepted_surfaces;
-  input.trust_store = verification == store::Verification::kVerified ? trust : nullptr;
+  // Against the trust store in force, whenever there is one: a sandbox admitted while none was configured
+  // (verification none) is served by a gateway that now has one only if its envelope would have been
+  // admitted under it (issue 30: a restart with a trust store kept serving unsigned projections).
+  input.trust_store = trust;
   input.now_unix = updated_at_unix;
   input.clock_skew_s = config_.clock_skew_s;
   input.body_cache = &body_cache_;

@@ -406,6 +406,10 @@ int Daemon::Serve() {
                             tcp_listen.empty() ? "" : absl::StrCat(" and ", relay_socket)));
       return false;
     }
+    // The Admission health service answers from the first connection on (not "unknown service" until
+    // UpdateHealth below runs): a client that waits for the socket and then asks gets SERVING or NOT_SERVING.
+    out->server->GetHealthCheckService()->SetServingStatus(
+        kAdmissionHealthService, driver_->available() && store_->replication().reachable());
     if (!tcp_listen.empty()) {
       ::chmod(relay_socket.c_str(), 0600);
       TcpFront::Options front_options;
