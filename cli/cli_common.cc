@@ -1,8 +1,10 @@
 #include "cli/cli_common.h"
 
+#include <jansson.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -107,6 +109,18 @@ std::string ToJson(const google::protobuf::Message& message, bool pretty) {
   std::string out;
   if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
   if (!out.empty() && out.back() == '\n') out.pop_back();
+  if (message.GetDescriptor()->full_name() == "google.protobuf.Struct") {
+    // A Struct's fields are a map, printed in hash order, so the same answer came out in a different key
+    // order from run to run: printed again with its keys sorted (jansson), at every level.
+    json_error_t error;
+    json_t* parsed = json_loadb(out.data(), out.size(), 0, &error);
+    if (parsed != nullptr) {
+      char* sorted = json_dumps(parsed, JSON_SORT_KEYS | JSON_ENCODE_ANY | (pretty ? JSON_INDENT(2) : JSON_COMPACT));
+      if (sorted != nullptr) out = sorted;
+      std::free(sorted);
+      json_decref(parsed);
+    }
+  }
   return out;
 }
 

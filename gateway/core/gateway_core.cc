@@ -230,6 +230,22 @@ absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v
   return absl::OkStatus();
 }
 
+GatewayCore::CeilingCommit GatewayCore::CommitUnderCeiling(const std::function<store::ChangeBatch()>& make_batch,
+                                                           const openshell::sandbox::v1::SandboxPolicy& policy,
+                                                           const std::string& digest, int64_t ceiling_stamp) {
+  for (int attempt = 0;; ++attempt) {
+    store::ChangeBatch batch = make_batch();
+    batch.checked_ceiling = ceiling_stamp;
+    auto committed = store_->sandboxes().Commit(std::move(batch));
+    if (committed.ok()) return {};
+    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return {committed.status(), {}};
+    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return {reloaded, {}};
+    if (auto inside = gate_.CheckCeiling(policy, digest, &ceiling_stamp); !inside.ok()) {
+      return {absl::OkStatus(), std::move(inside)};
+    }
+  }
+}
+
 size_t GatewayCore::VerifyLoaded(size_t batch) {
   size_t verified = 0, failed = 0;
   std::string after;
@@ -327,7 +343,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, context, now);
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
-  int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
+  const int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
 
   const std::string sandbox_handle = MintSandboxHandle();
   const Verification verification = verdict.verification;
@@ -351,24 +367,20 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   // The store refuses the commit (ceiling_changed) if a ceiling other than the one checked was stored
   // meanwhile — here or on another replica: check again against the new one, and commit or refuse
   // (issue 25.10).
-  for (int attempt = 0;; ++attempt) {
-    store::ChangeBatch batch;
-    batch.changes.push_back(store::change::AdmitSandbox{record});
-    batch.events.push_back(event);
-    batch.checked_ceiling = ceiling_stamp;
-    auto committed = store_->sandboxes().Commit(std::move(batch));
-    if (committed.ok()) break;
-    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) {
-      handles_.Release(acquired);
-      return committed.status();
-    }
-    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) {
-      handles_.Release(acquired);
-      return reloaded;
-    }
-    if (const auto inside = gate_.CheckCeiling(*result.policy, admitted.policy_digest(), &ceiling_stamp); !inside.ok()) {
-      return RefuseAdmission(context, acquired, &admitted, inside.reason, inside.detail);
-    }
+  const CeilingCommit committed = CommitUnderCeiling(
+      [&] {
+        store::ChangeBatch batch;
+        batch.changes.push_back(store::change::AdmitSandbox{record});
+        batch.events.push_back(event);
+        return batch;
+      },
+      *result.policy, admitted.policy_digest(), ceiling_stamp);
+  if (committed.outside) {
+    return RefuseAdmission(context, acquired, &admitted, committed.outside->reason, committed.outside->detail);
+  }
+  if (!committed.status.ok()) {
+    handles_.Release(acquired);
+    return committed.status;
   }
 
   gateway_v1::AdmitSandboxResponse out;
@@ -539,7 +551,6 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, snapshot->record.context, now, current.policy_version());
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
-  int64_t ceiling_stamp = verdict.ceiling_stamp;
   const Verification verification = verdict.verification;
   auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, &projection);
   event.key_ids = result.verified_key_ids;
@@ -551,21 +562,20 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   out.set_policy_version(projection.policy_version());
   const store::EnvelopePtr envelope = store_->sandboxes().envelopes().Intern(std::move(projection));
   // As in Admit: refused by the store if another ceiling was stored since the check (issue 25.10).
-  for (int attempt = 0;; ++attempt) {
-    store::ChangeBatch batch;
-    batch.changes.push_back(store::change::ReplaceProjection{
-        {sandbox_id}, envelope, verification, result.verified_key_ids, now, true});
-    batch.events.push_back(event);
-    batch.checked_ceiling = ceiling_stamp;
-    auto committed = store_->sandboxes().Commit(std::move(batch));
-    if (committed.ok()) break;
-    if (!store::IsCeilingChanged(committed.status()) || attempt == kMaxCeilingRetries) return committed.status();
-    if (absl::Status reloaded = ReloadCeiling(); !reloaded.ok()) return reloaded;
-    if (const auto inside = gate_.CheckCeiling(*result.policy, envelope->policy_digest(), &ceiling_stamp); !inside.ok()) {
-      const driver_v1::Projection offered = envelope->Header();
-      return keep_last_good(inside.reason, inside.detail, &offered);
-    }
+  const CeilingCommit committed = CommitUnderCeiling(
+      [&] {
+        store::ChangeBatch batch;
+        batch.changes.push_back(store::change::ReplaceProjection{
+            {sandbox_id}, envelope, verification, result.verified_key_ids, now, true});
+        batch.events.push_back(event);
+        return batch;
+      },
+      *result.policy, envelope->policy_digest(), verdict.ceiling_stamp);
+  if (committed.outside) {
+    const driver_v1::Projection offered = envelope->Header();
+    return keep_last_good(committed.outside->reason, committed.outside->detail, &offered);
   }
+  if (!committed.status.ok()) return committed.status;
   LogInfo(absl::StrCat("refreshed sandbox ", sandbox_id, " to digest ", out.policy_digest(), " version ",
                        out.policy_version()),
           {{"event", "refresh"}, {"sandbox_id", sandbox_id}, {"digest", out.policy_digest()},

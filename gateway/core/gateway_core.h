@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -151,6 +152,19 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // then checks its candidate again). An error (ceiling_missing: the database lost the one in force) is
   // what the caller returns.
   absl::Status ReloadCeiling();
+  // Commits the batch `make_batch` builds for a candidate checked against the ceiling stamped
+  // `ceiling_stamp`, one rule for admissions and refreshes (issue 25.10): when the store refuses it because
+  // another ceiling was stored since (ceiling_changed, here or on another replica), loads that ceiling,
+  // checks `policy` (digest `digest`) against it and commits again with its stamp, at most
+  // kMaxCeilingRetries times. `outside` is set when the new ceiling refuses the candidate (the caller
+  // refuses it as it would have at the first check); else `status` is the commit's (or the reload's).
+  struct CeilingCommit {
+    absl::Status status;
+    std::optional<trust::CheckResult> outside;
+  };
+  CeilingCommit CommitUnderCeiling(const std::function<store::ChangeBatch()>& make_batch,
+                                   const openshell::sandbox::v1::SandboxPolicy& policy, const std::string& digest,
+                                   int64_t ceiling_stamp);
   // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
   // its admission); those that no longer verify are refreshed from the driver at once, and those still
   // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.

@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/core/log.h"
+#include "gateway/server/peer_share.h"
 
 namespace osh::gateway {
 namespace {
@@ -189,11 +190,7 @@ class TcpFront::Loop {
       std::string peer = PeerAddress(address);
       if (options_.max_per_peer != 0 && per_peer_[peer].connections >= options_.max_per_peer) {
         ::close(fd);
-        if (refused_over_share_++ % 1000 == 0) {
-          LogWarning(absl::StrCat(address_, ": ", peer, " holds ", per_peer_[peer].connections,
-                                  " connections, its share (max_connections_per_peer): refusing more (",
-                                  refused_over_share_, " refused so far)"));
-        }
+        share_refusals_.Refused(address_, peer, per_peer_[peer].connections);
         continue;
       }
       const int backend = ConnectBackend();
@@ -386,7 +383,7 @@ class TcpFront::Loop {
   absl::flat_hash_set<Conn*> closed_;
   absl::flat_hash_map<std::string, Peer> per_peer_;
   absl::flat_hash_set<Conn*> throttled_;
-  uint64_t refused_over_share_ = 0;
+  ShareRefusals share_refusals_;
   bool warned_backend_ = false;
   std::atomic<size_t> open_{0};
 };

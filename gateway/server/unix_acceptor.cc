@@ -142,11 +142,8 @@ void UnixAcceptor::Run() {
       }
       if (per_peer_[peer.pid] >= options_.max_per_peer) {
         ::close(fd);
-        if (refused_over_share_++ % 1000 == 0) {
-          LogWarning(absl::StrCat(path_, ": process ", peer.pid, " (uid ", peer.uid, ") holds ", per_peer_[peer.pid],
-                                  " connections, its share (max_connections_per_peer): refusing more (",
-                                  refused_over_share_, " refused so far)"));
-        }
+        share_refusals_.Refused(path_, absl::StrCat("process ", peer.pid, " (uid ", peer.uid, ")"),
+                                per_peer_[peer.pid]);
         continue;
       }
       ++per_peer_[peer.pid];

@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/server/peer_share.h"
 
 namespace osh::gateway {
 
@@ -68,7 +69,7 @@ class UnixAcceptor {
   const Options options_;
   std::vector<Handed> handed_;  // the acceptor thread's own
   absl::flat_hash_map<pid_t, size_t> per_peer_;  // open connections by peer process (the acceptor thread's own)
-  uint64_t refused_over_share_ = 0;  // the acceptor thread's own; logged now and then
+  ShareRefusals share_refusals_;  // the acceptor thread's own
   mutable absl::Mutex peers_mu_;
   absl::flat_hash_map<int, uid_t> peer_uids_ ABSL_GUARDED_BY(peers_mu_);  // by descriptor, set as each is accepted
   std::atomic<size_t> open_{0};
