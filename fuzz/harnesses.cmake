@@ -5,6 +5,9 @@
 set(OSH_FUZZ_DIR ${PROJECT_SOURCE_DIR}/fuzz)
 add_library(osh_fuzz_runner OBJECT ${OSH_FUZZ_DIR}/replay_main.cc)
 target_link_libraries(osh_fuzz_runner PUBLIC CLI11::CLI11)
+# The runner only reads files and mutates bytes for the harness, which is what the sanitizers watch:
+# compiled plainly, like the code that is not ours (most of its compile time is CLI11's headers).
+target_compile_options(osh_fuzz_runner PRIVATE ${OSH_NOT_OURS_OPTIONS})
 foreach(name projection_check trust_store policy_file decisions config gateway_requests)
   add_executable(fuzz_${name} ${OSH_FUZZ_DIR}/fuzz_${name}.cc)
   set_target_properties(fuzz_${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/fuzz)

@@ -4,14 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-# OSH_CMAKE_OPTIONS: more -D options for the configuration (scripts/test.sh passes one); given, they are
-# applied to an existing build folder too.
 if [ ! -f build/build.ninja ]; then
   # -g1: line tables only (backtraces and sanitizer reports keep file:line; the .deb is stripped anyway),
   # for a build that takes a fifth less time than -g.
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" ${OSH_CMAKE_OPTIONS:-} >/dev/null
-elif [ -n "${OSH_CMAKE_OPTIONS:-}" ]; then
-  cmake -S . -B build ${OSH_CMAKE_OPTIONS} >/dev/null
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" >/dev/null
 fi
 cmake --build build -- -j"$(nproc)" ${1:+"$@"}
