@@ -21,6 +21,15 @@ using namespace osh::test;
 
 namespace {
 
+// A new Ed25519 key, its private PEM written 0600 at `path` (the builtin driver's signing key).
+osh::trust::PrivateKey WriteGatewayKey(const std::string& path) {
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  WriteFile(path, key->ToPem());
+  ::chmod(path.c_str(), 0600);
+  return *std::move(key);
+}
+
 // Whether the audit chain records a failed re-verification of the sandbox, with a reason that starts so.
 bool ReverificationFailureAudited(GatewayFixture& g, const std::string& sandbox_id, const std::string& reason_prefix) {
   gw::ListAuditEventsRequest list;
@@ -117,13 +126,10 @@ TEST_CASE("fan-out: a scope's change moves every sandbox at once, all or none ac
 
 TEST_CASE("restart: sandboxes admitted without a trust store are not served by the gateway restarted with one, unless they verify under it", "[integration][fleet]") {
   TempDir keys;
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
-  WriteFile(keys / "gateway.key", key->ToPem());
-  ::chmod((keys / "gateway.key").c_str(), 0600);
+  const osh::trust::PrivateKey key = WriteGatewayKey(keys / "gateway.key");
   auto other = osh::trust::PrivateKey::Generate("ed25519");
   REQUIRE(other.ok());
-  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", key.PublicKeyPem()}}));
   // No trust store (development): sb-unsigned is admitted unsigned, sb-signed signed by the builtin key.
   GatewayFixture g;
   REQUIRE(g.SetPolicy("default", Variant(0)).ok());
@@ -159,11 +165,8 @@ TEST_CASE("restart: sandboxes admitted without a trust store are not served by t
 
 TEST_CASE("restart: a rewritten envelope is never served, and the others are re-verified and served", "[integration][fleet]") {
   TempDir keys;
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
-  WriteFile(keys / "gateway.key", key->ToPem());
-  ::chmod((keys / "gateway.key").c_str(), 0600);
-  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  const osh::trust::PrivateKey key = WriteGatewayKey(keys / "gateway.key");
+  WriteFile(keys / "trust.json", TrustStoreJson({{"gateway-key", key.PublicKeyPem()}}));
   GatewayFixture g({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
                     "--builtin-signing-key-id", "gateway-key"});
   REQUIRE(g.SetPolicy("default", Variant(0)).ok());
