@@ -31,10 +31,35 @@ absl::StatusOr<MigrationReport> MigrateStore(Database& source, Database& target,
           " live gateway replica(s) (a heartbeat within the last 10 s): stop every gateway on either database first"));
     }
   }
-  if (absl::Status s = importer->BeginImport(options.source_name, options.replace_target); !s.ok()) {
+  MigrationReport report;
+  if (options.begin == Importer::Begin::kResume) {
+    // Checked before anything is written: a chain that is not a prefix of the source's is left as it is.
+    auto marker = importer->MigrationMarker();
+    if (!marker.ok()) return Step(marker.status(), "reading the target's migration marker");
+    if (!marker->has_value()) {
+      return absl::FailedPreconditionError("the target database holds no unfinished migration: there is nothing to --resume");
+    }
+    if ((*marker)->source != options.source_name) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the target's unfinished migration is from ", (*marker)->source, ", not from ", options.source_name,
+          ": --resume continues only the same source's copy (--replace-target copies again)"));
+    }
+    const AuditLog::ChainHead copied = target.audit().AuditChainHead();
+    if (copied.seq > 0) {
+      auto same = source.audit().ListAuditEvents(copied.seq - 1, 1);
+      if (!same.ok()) return Step(same.status(), "reading the audit chain");
+      if (same->empty() || same->front().seq != copied.seq || same->front().hash != copied.hash) {
+        return absl::DataLossError(absl::StrCat(
+            "the target's copy of the audit chain (to seq ", copied.seq,
+            ") is not a prefix of the source's chain: the source changed since the migration was interrupted; "
+            "run with --replace-target to copy again from the start"));
+      }
+    }
+    report.resumed_after = copied.seq;
+  }
+  if (absl::Status s = importer->BeginImport(options.source_name, options.begin); !s.ok()) {
     return Step(s, "marking the target");
   }
-  MigrationReport report;
   StoreImage image;
   auto sandboxes = source.sandboxes().LoadSandboxes();
   if (!sandboxes.ok()) return Step(sandboxes.status(), "reading sandboxes");
@@ -68,16 +93,19 @@ absl::StatusOr<MigrationReport> MigrateStore(Database& source, Database& target,
 
   const AuditLog::ChainHead source_head = source.audit().AuditChainHead();
   const uint32_t kPage = options.audit_page == 0 ? 1000 : options.audit_page;
-  for (uint64_t after = 0;;) {
+  if (report.resumed_after > 0) {
+    say(absl::StrCat("audit chain: resuming after seq ", report.resumed_after, " (checked against the source's)"));
+  }
+  for (uint64_t after = report.resumed_after;;) {
     auto page = source.audit().ListAuditEvents(after, kPage);
     if (!page.ok()) return Step(page.status(), "reading the audit chain");
     if (page->empty()) break;
     if (absl::Status s = importer->ImportAuditEvents(*page); !s.ok()) return Step(s, "writing the audit chain");
     report.audit_events += page->size();
     after = page->back().seq;
-    if (options.after_audit_page) options.after_audit_page(report.audit_events);
+    if (options.after_audit_page) options.after_audit_page(after);
     if (report.audit_events % (100 * kPage) == 0) {
-      say(absl::StrCat("audit chain: ", report.audit_events, " of ", source_head.seq, " event(s)"));
+      say(absl::StrCat("audit chain: ", after, " of ", source_head.seq, " event(s)"));
     }
   }
   // The final commit: the marker goes only if the target's chain ends on the source's head.

@@ -216,9 +216,10 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     return marker.status();
   } else if (marker->has_value()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the database is the target of a migration that did not finish (", **marker,
+        "the database is the target of a migration that did not finish (", (*marker)->Describe(),
         "): it holds only part of that state and is not served. Run `policy-gateway migrate --from <the same "
-        "source> --to <this database> --replace-target` to copy it again (stop every gateway on it first)"));
+        "source> --to <this database> --resume` to finish it, or `--replace-target` to copy it again (stop every gateway on "
+        "it first)"));
   }
   {
     absl::MutexLock lock(&store->feed_mu_);
@@ -907,9 +908,9 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
-        "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records)");
+        "(SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records)");
     if (!used.ok()) return used.status();
-    if (used->Int(0, 0) != 0) return absl::FailedPreconditionError("the target database is not empty");
+    if (used->Int(0, 0) != 0) return absl::FailedPreconditionError("the target database's state is not empty");
     for (const auto& r : image.revisions) {
       if (!r.deleted()) OSH_RETURN_IF_ERROR(PutBody(r.digest, r.body));
       OSH_RETURN_IF_ERROR(writer_
@@ -976,16 +977,21 @@ absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& eve
   });
 }
 
-absl::Status PostgresStore::BeginImport(const std::string& source, bool replace) {
+absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto marker = writer_.Query("SELECT source FROM migration_marker WHERE id = 1");
     if (!marker.ok()) return marker.status();
-    if (marker->rows() != 0 && !replace) {
+    const bool marked = marker->rows() != 0;
+    if (marked && begin == Begin::kFresh) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the target database holds part of a migration that did not finish (from ", marker->Bytes(0, 0),
-          "): run again with --replace-target to empty it and copy again"));
+          "): run again with --resume to continue it, or --replace-target to empty it and copy again"));
     }
-    if (marker->rows() == 0) {
+    if (!marked) {
+      if (begin == Begin::kResume) {
+        return absl::FailedPreconditionError(
+            "the target database holds no unfinished migration: there is nothing to --resume");
+      }
       auto used = writer_.Query(
           "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
           "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases) + "
@@ -993,10 +999,23 @@ absl::Status PostgresStore::BeginImport(const std::string& source, bool replace)
       if (!used.ok()) return used.status();
       if (used->Int(0, 0) != 0) {
         return absl::FailedPreconditionError(
-            replace ? "the target database is not empty and holds no unfinished migration: --replace-target only "
-                      "replaces what an interrupted migration left, never a database gateways wrote"
-                    : "the target database is not empty");
+            begin == Begin::kReplace
+                ? "the target database is not empty and holds no unfinished migration: --replace-target only "
+                  "replaces what an interrupted migration left, never a database gateways wrote"
+                : "the target database is not empty");
       }
+    } else if (begin == Begin::kResume) {
+      if (marker->Bytes(0, 0) != source) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the target's unfinished migration is from ", marker->Bytes(0, 0), ", not from ", source,
+            ": --resume continues only the same source's copy (--replace-target copies again)"));
+      }
+      // The state is copied again whole (one transaction, cheap); the audit chain copied so far stays
+      // and MigrateStore continues it once it has checked it is a prefix of the source's.
+      OSH_RETURN_IF_ERROR(writer_.Exec(
+          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, ceiling, changes, leases, "
+          "interceptor_records RESTART IDENTITY"));
+      return absl::OkStatus();  // the marker stays as it was
     } else {
       // An interrupted migration's partial copy: removed, with the marker kept (rewritten below), in this
       // transaction — a crash here leaves either the old partial copy or an empty, marked target.
@@ -1025,14 +1044,12 @@ absl::Status PostgresStore::FinishImport(const ChainHead& expected) {
   });
 }
 
-absl::StatusOr<std::optional<std::string>> PostgresStore::MigrationMarker() {
+absl::StatusOr<std::optional<Importer::Mark>> PostgresStore::MigrationMarker() {
   absl::MutexLock lock(&read_mu_);
   auto marker = Read("SELECT source, started_at FROM migration_marker WHERE id = 1");
   if (!marker.ok()) return marker.status();
-  if (marker->rows() == 0) return std::optional<std::string>();
-  return std::optional<std::string>(absl::StrCat(
-      "from ", marker->Bytes(0, 0), ", started ",
-      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(marker->Int(0, 1)), absl::UTCTimeZone())));
+  if (marker->rows() == 0) return std::optional<Mark>();
+  return std::optional<Mark>(Mark{marker->Bytes(0, 0), marker->Int(0, 1)});
 }
 
 // --- Replicas -------------------------------------------------------------------------------

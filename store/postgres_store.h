@@ -90,9 +90,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   absl::Status ImportImage(const StoreImage& image) override;
   absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) override;
-  absl::Status BeginImport(const std::string& source, bool replace) override;
+  absl::Status BeginImport(const std::string& source, Begin begin) override;
   absl::Status FinishImport(const ChainHead& expected) override;
-  absl::StatusOr<std::optional<std::string>> MigrationMarker() override;
+  absl::StatusOr<std::optional<Mark>> MigrationMarker() override;
 
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;

@@ -2,6 +2,9 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
 namespace osh::store {
 namespace {
 
@@ -57,6 +60,11 @@ absl::StatusOr<std::vector<SandboxRecord>> SandboxStore::LoadSandboxesById(const
     if (wanted.count(record.context.sandbox_id()) != 0) out.push_back(std::move(record));
   }
   return out;
+}
+
+std::string Importer::Mark::Describe() const {
+  return absl::StrCat("from ", source, ", started ",
+                      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(started_unix), absl::UTCTimeZone()));
 }
 
 }  // namespace osh::store

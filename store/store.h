@@ -309,21 +309,35 @@ class Importer {
  public:
   virtual ~Importer() = default;
   // Writes `image` as it is (seqs and revisions kept) into this store, which must hold no sandbox,
-  // policy or audit event (FAILED_PRECONDITION otherwise).
+  // policy, ceiling or interceptor record (FAILED_PRECONDITION otherwise; audit events may be there: a
+  // resumed migration keeps the chain it copied).
   virtual absl::Status ImportImage(const StoreImage& image) = 0;
   // Appends already sealed events verbatim; each must link to the chain's head (DATA_LOSS otherwise).
   virtual absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) = 0;
+  // How BeginImport treats a target that holds an interrupted migration's marker.
+  enum class Begin {
+    kFresh,    // the target must be empty (unmarked)
+    kReplace,  // it must hold the marker: everything in it is removed, the marker kept
+    kResume,   // it must hold the marker of a migration from the same source: the state (sandboxes,
+               // releases, revisions, ceiling, interceptor records) is removed, the audit chain copied so
+               // far is kept for MigrateStore to continue after checking it against the source's
+  };
   // Marks this store as the target of a migration from `source` (a display name, never a password),
   // committed before anything is copied, so that a copy cut short is never served (see
-  // MigrationMarker). FAILED_PRECONDITION unless the store is empty, or — with `replace` — holds the
-  // marker of an interrupted migration (then everything in it is removed in the same transaction).
-  virtual absl::Status BeginImport(const std::string& source, bool replace) = 0;
+  // MigrationMarker). FAILED_PRECONDITION when the target is not what `begin` requires; what it removes
+  // goes in the same transaction as the marker is (re)written.
+  virtual absl::Status BeginImport(const std::string& source, Begin begin) = 0;
   // The migration's final commit: removes the marker if the chain's head is `expected` (DATA_LOSS
   // otherwise, the marker stays).
   virtual absl::Status FinishImport(const AuditLog::ChainHead& expected) = 0;
-  // The marker of a migration into this store that has not finished ("from <source>, started <time>"),
-  // or nullopt. A gateway refuses a store that holds one.
-  virtual absl::StatusOr<std::optional<std::string>> MigrationMarker() = 0;
+  // The marker of a migration into this store that has not finished, or nullopt. A gateway refuses a
+  // store that holds one.
+  struct Mark {
+    std::string source;  // MigrationOptions::source_name of the migration that wrote it
+    int64_t started_unix = 0;
+    std::string Describe() const;  // "from <source>, started <RFC 3339 time>"
+  };
+  virtual absl::StatusOr<std::optional<Mark>> MigrationMarker() = 0;
 };
 
 // What the metrics show of a store.

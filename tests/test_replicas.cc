@@ -480,6 +480,25 @@ TEST_CASE("replicas: a PostgreSQL database restored from an older dump is refuse
   CHECK(plain.Wait() == 0);
 }
 
+namespace {
+
+// `policy-gateway migrate` from `from` into `url` with audit pages of 5 events, killed (-9) once its first
+// page is committed; returns the events the target holds then.
+int MigrateCutShort(const std::string& from, const std::string& url, const TempDir& work, const std::string& log) {
+  Process migrate({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url}, work / log, "",
+                  {"OSH_TEST_MIGRATE_SLOW_PAGES=5"});
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(work / log), "event(s) copied"); }));
+  migrate.Signal(SIGKILL);
+  migrate.Wait();
+  INFO(ReadAll(work / log));
+  CHECK_THAT(ReadAll(work / log), !Catch::Contains("migrated"));
+  std::string count;
+  REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM audit_events", &count) == 0);
+  return std::stoi(count);
+}
+
+}  // namespace
+
 TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways refuse, and --replace-target copies it again",
           "[integration][postgres][replicas]") {
   // Regression (issue 25.12): kill -9 mid-copy left a target with part of the sandboxes and of the chain
@@ -515,19 +534,7 @@ TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways r
   // after its first page is committed.
   const std::string url = PgCluster::Shared().CreateDatabase();
   TempDir work;
-  {
-    Process migrate({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url}, work / "migrate.log", "",
-                    {"OSH_TEST_MIGRATE_SLOW_PAGES=5"});
-    REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(work / "migrate.log"), "event(s) copied"); }));
-    migrate.Signal(SIGKILL);
-    migrate.Wait();
-    INFO(ReadAll(work / "migrate.log"));
-    CHECK_THAT(ReadAll(work / "migrate.log"), !Catch::Contains("migrated"));
-  }
-  std::string count;
-  REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM audit_events", &count) == 0);
-  INFO("events in the cut-short target: " << count);
-  CHECK(std::stoi(count) < 31);
+  CHECK(MigrateCutShort(from, url, work, "migrate.log") < 31);
 
   // A gateway refuses the marked target, naming the fix.
   {
@@ -558,6 +565,87 @@ TEST_CASE("replicas: a migration cut short by kill -9 leaves a target gateways r
   VerifiedChainLength(r1);
   const std::string single_lines = ReadAll(single_chain);
   CHECK(ReadAll(r1.dir() / "audit.jsonl").substr(0, single_lines.size()) == single_lines);
+}
+
+
+TEST_CASE("replicas: --resume finishes a migration cut short, and refuses one whose source changed under it",
+          "[integration][postgres][replicas]") {
+  // Issue 25.12: an interrupted migration is continued, not only copied again: the state is written
+  // again whole and the chain from where the copy stopped, once its copied part is checked against the
+  // source's.
+  GatewayFixture single;
+  REQUIRE(single.SetPolicy("default", Example("github.yaml")).ok());
+  std::vector<gw::AdmitSandboxResponse> admitted(31);
+  for (int i = 0; i < 30; ++i) REQUIRE(single.Admit("sb-" + std::to_string(i), &admitted[i]).ok());
+  REQUIRE(single.Stop() == 0);
+  const std::string from = "sqlite:" + single.state_dir() + "/gateway.db";
+  TempDir work;
+  std::string out, err;
+
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  const int copied = MigrateCutShort(from, url, work, "migrate.log");
+  REQUIRE(copied > 0);
+  REQUIRE(copied < 31);
+  // --resume and --replace-target together are a usage error; the gateway's refusal names both ways.
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url, "--resume", "--replace-target"}, &out,
+                   &err) != 0);
+  {
+    Process refused({OSH_GATEWAY_BINARY, "--state-dir", work / "var", "--database", url}, work / "refused.log");
+    CHECK(refused.Wait(std::chrono::seconds(20)) == 1);
+    CHECK_THAT(ReadAll(work / "refused.log"), Catch::Contains("--resume") && Catch::Contains("--replace-target"));
+  }
+
+  // The source goes on meanwhile (its chain grows, a sandbox is added): what --resume writes is the
+  // source as it is now.
+  single.Start();
+  REQUIRE(single.Admit("sb-30", &admitted[30]).ok());
+  const std::string source_chain = single.dir() / "source.jsonl";
+  REQUIRE(Ctl(single, {"audit", "export", "--out", source_chain}, &out, &err) == 0);
+  const std::string source_head = LastHash(source_chain);
+  REQUIRE(single.Stop() == 0);
+
+  REQUIRE(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url, "--resume", "-o", "json"}, &out,
+                     &err) == 0);
+  INFO(out << err);
+  CHECK_THAT(err, Catch::Contains(absl::StrCat("resuming after seq ", copied)));
+  CHECK_THAT(out, Catch::Contains("\"sandboxes\":31"));
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("\"audit_resumed_after\":", copied)));
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("\"audit_head_hash\":\"", source_head, "\"")));
+  // Finished: nothing left to resume.
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url, "--resume"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("nothing to --resume"));
+  {
+    GatewayFixture r1(Database(url));
+    drv::Projection p;
+    CHECK(r1.Fetch(admitted[0].sandbox_handle(), &p).ok());
+    CHECK(r1.Fetch(admitted[30].sandbox_handle(), &p).ok());
+    VerifiedChainLength(r1);
+    const std::string source_lines = ReadAll(source_chain);
+    CHECK(ReadAll(r1.dir() / "audit.jsonl").substr(0, source_lines.size()) == source_lines);
+  }
+
+  // Another interrupted migration; then the source is another database at the same path (a restored or
+  // replaced file): its chain does not continue what was copied, so --resume refuses and writes nothing.
+  const std::string url2 = PgCluster::Shared().CreateDatabase();
+  const int copied2 = MigrateCutShort(from, url2, work, "migrate2.log");
+  REQUIRE(copied2 > 0);
+  GatewayFixture other;
+  REQUIRE(other.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse other_admitted;
+  REQUIRE(other.Admit("other-0", &other_admitted).ok());
+  REQUIRE(other.Stop() == 0);
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", "sqlite:" + other.state_dir() + "/gateway.db", "--to",
+                    url2, "--resume"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("not from") && Catch::Contains("--replace-target"));
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(single.state_dir() + "/gateway.db" + suffix);
+  std::filesystem::copy_file(other.state_dir() + "/gateway.db", single.state_dir() + "/gateway.db");
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "migrate", "--from", from, "--to", url2, "--resume"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("not a prefix of the source's chain") && Catch::Contains("--replace-target"));
+  std::string count;
+  REQUIRE(PgCluster::Psql(url2, "SELECT COUNT(*) FROM audit_events", &count) == 0);
+  CHECK(std::stoi(count) == copied2);
+  REQUIRE(PgCluster::Psql(url2, "SELECT COUNT(*) FROM migration_marker", &count) == 0);
+  CHECK(std::stoi(count) == 1);
 }
 
 TEST_CASE("replicas: a dead replica's row expires and an admission note it left in flight is settled",

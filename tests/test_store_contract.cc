@@ -589,7 +589,7 @@ TEST_CASE("store: migrate copies the interceptor records from SQLite to PostgreS
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto target = osh::store::OpenStore(url, options);
   REQUIRE(target.ok());
-  auto report = osh::store::MigrateStore(*source, **target, {"test", false, 1000, nullptr});
+  auto report = osh::store::MigrateStore(*source, **target, {"test", osh::store::Importer::Begin::kFresh, 1000, nullptr});
   INFO(report.status().ToString());
   REQUIRE(report.ok());
   CHECK(report->interceptor_records == 2);

@@ -87,7 +87,8 @@ int PrintConfig(const Config& config, const ConfigOrigins& origins, const std::s
 }
 
 // `policy-gateway migrate`: the whole state of one store copied into another, empty one.
-int Migrate(const std::string& from_url, const std::string& to_url, const std::string& output, bool replace_target) {
+int Migrate(const std::string& from_url, const std::string& to_url, const std::string& output,
+            store::Importer::Begin begin) {
   auto fail = [](const std::string& what, const absl::Status& status) {
     std::cerr << "policy-gateway migrate: " << what << ": " << status.message() << "\n";
     return kExitStartup;
@@ -106,7 +107,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
   if (!to.ok()) return fail(absl::StrCat("--to ", store::DisplayName(to_url)), to.status());
   store::MigrationOptions options;
   options.source_name = store::DisplayName(from_url);
-  options.replace_target = replace_target;
+  options.begin = begin;
   // Test hook (integration tests only: a copy slow enough to be cut short at a known point): audit pages
   // of N events, each followed by a progress line and a 300 ms pause.
   if (const char* slow = std::getenv("OSH_TEST_MIGRATE_SLOW_PAGES"); slow != nullptr) {
@@ -133,6 +134,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
     fields["policy_revisions"].set_number_value(static_cast<double>(report->policy_revisions));
     fields["interceptor_records"].set_number_value(static_cast<double>(report->interceptor_records));
     fields["audit_events"].set_number_value(static_cast<double>(report->audit_events));
+    fields["audit_resumed_after"].set_number_value(static_cast<double>(report->resumed_after));
     fields["ceiling"].set_bool_value(report->ceiling);
     fields["audit_head_hash"].set_string_value(report->head.hash);
     std::string json;
@@ -146,7 +148,9 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
             << "  policy revisions  " << report->policy_revisions << "\n"
             << "  interceptor       " << report->interceptor_records << " sandbox record(s)\n"
             << "  ceiling           " << (report->ceiling ? "yes" : "none") << "\n"
-            << "  audit events      " << report->audit_events << " (head " << report->head.hash << ", same chain)\n";
+            << "  audit events      " << report->audit_events;
+  if (report->resumed_after > 0) std::cout << " after the " << report->resumed_after << " the interrupted run copied";
+  std::cout << " (head " << report->head.hash << ", same chain)\n";
   return 0;
 }
 
@@ -183,10 +187,16 @@ int Run(int argc, char** argv) {
       "copy a gateway's whole state (sandboxes, handles, policies with revisions, pending releases, the ceiling and "
       "the audit chain) from one database into another, empty one; stop every gateway using either first");
   std::string migrate_from, migrate_to, migrate_output = "text";
-  bool migrate_replace_target = false;
-  migrate->add_flag("--replace-target", migrate_replace_target,
-                    "the target holds what an interrupted migration left (gateways refuse it): empty it and copy "
-                    "again (refused on a target no migration marked)");
+  bool migrate_replace_target = false, migrate_resume = false;
+  auto* replace_flag = migrate->add_flag(
+      "--replace-target", migrate_replace_target,
+      "the target holds what an interrupted migration left (gateways refuse it): empty it and copy again (refused on "
+      "a target no migration marked)");
+  migrate->add_flag("--resume", migrate_resume,
+                    "continue an interrupted migration from the same source: the state is copied again, the audit "
+                    "chain from where the copy stopped once its copied part is checked against the source's (refused "
+                    "if the source's chain changed meanwhile: then --replace-target)")
+      ->excludes(replace_flag);
   migrate->add_option("--from", migrate_from, "the database to copy: sqlite:<path> (or a PostgreSQL URL)")->required();
   migrate->add_option("--to", migrate_to, "the empty database to fill: postgresql://...")->required();
   migrate->add_option("-o,--output", migrate_output, "summary format")
@@ -197,7 +207,12 @@ int Run(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     return app.exit(error) == 0 ? 0 : kExitConfig;
   }
-  if (*migrate) return Migrate(migrate_from, migrate_to, migrate_output, migrate_replace_target);
+  if (*migrate) {
+    return Migrate(migrate_from, migrate_to, migrate_output,
+                   migrate_resume           ? store::Importer::Begin::kResume
+                   : migrate_replace_target ? store::Importer::Begin::kReplace
+                                            : store::Importer::Begin::kFresh);
+  }
   for (const auto& key : ConfigKeys()) {
     if (std::string(key.name) != "accepted_surfaces" && app.count(FlagName(key.name)) > 0) {
       flags[key.name] = flag_values[key.name];
