@@ -9,10 +9,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -152,9 +154,23 @@ absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOpti
   return client;
 }
 
-absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection) {
+bool SandboxClient::log_required() {
+  absl::MutexLock lock(&log_mu_);
+  return log_ != nullptr;
+}
+
+absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
+                                        const gateway_v1::ServedProjection* served) {
   absl::MutexLock lock(&log_mu_);
   if (log_ == nullptr) return absl::OkStatus();
+  if (served != nullptr && served->has_proof() &&
+      log_->Check(served->proof(), projection, options_.context->sandbox_id()).ok()) {
+    return absl::OkStatus();
+  }
+  if (served != nullptr && !served->has_proof() && !absl::StartsWith(served->log_status(), "log_pending")) {
+    return common::Refused(absl::StatusCode::kFailedPrecondition, "log_proof_invalid",
+                           absl::StrCat("no proof that the gateway logged this projection: ", served->log_status()));
+  }
   const auto deadline = std::chrono::steady_clock::now() + options_.log_proof_wait;
   for (;;) {
     gateway_v1::GetLogProofRequest request;
@@ -227,6 +243,23 @@ absl::StatusOr<driver_v1::Projection> SandboxClient::FetchUnverified() {
 }
 
 absl::StatusOr<VerifiedPolicy> SandboxClient::Fetch() {
+  if (log_required()) {  // the projection and its proof in one call
+    gateway_v1::GetServedProjectionRequest request;
+    {
+      absl::MutexLock lock(&log_mu_);
+      request.set_known_size(log_->known_size());
+    }
+    gateway_v1::ServedProjection served;
+    auto context = CallContext();
+    if (grpc::Status status = stub_->GetServedProjection(context.get(), request, &served); !status.ok()) {
+      return FromGrpc(status, options_.endpoint);
+    }
+    const uint64_t floor = applied_version_floor();
+    auto verified = Verify(served.projection(), floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
+    if (!verified.ok()) return verified;
+    if (absl::Status logged = ProveLogged(served.projection(), &served); !logged.ok()) return logged;
+    return verified;
+  }
   auto projection = FetchUnverified();
   if (!projection.ok()) return projection.status();
   const uint64_t floor = applied_version_floor();
@@ -257,7 +290,8 @@ void SandboxClient::Emit(const EventFn& on_event, const WatchEvent& event) {
   on_event(event);
 }
 
-void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event) {
+void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event,
+                          const gateway_v1::ServedProjection* served) {
   auto emit = [&](WatchEvent::Kind kind, const std::string& detail) {
     Emit(on_event, {kind, projection.policy_digest(), detail, std::chrono::milliseconds(0)});
   };
@@ -274,7 +308,7 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   // No rollback below the highest version applied, in this process or (state_file) before it.
   absl::StatusOr<VerifiedPolicy> verified = Verify(projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
   absl::Status outcome = verified.status();
-  if (outcome.ok()) outcome = ProveLogged(projection);
+  if (outcome.ok()) outcome = ProveLogged(projection, served);
   if (outcome.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
     // Recorded before it is applied: a crash in between must not let an older one in after a restart.
     outcome = SaveState(options_.state_file, projection.policy_version(), projection.policy_digest());
@@ -397,17 +431,8 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
       watching_ = &context;
     }
     const auto opened = std::chrono::steady_clock::now();
-    auto reader = stub_->WatchProjection(&context, gateway_v1::WatchProjectionRequest());
-    driver_v1::Projection projection;
-    bool connected = false;
-    while (reader->Read(&projection)) {
-      if (!connected) {
-        connected = true;
-        Emit(on_event, {WatchEvent::kConnected, "", "", std::chrono::milliseconds(0)});
-      }
-      Handle(projection, apply, on_event);
-    }
-    const grpc::Status status = reader->Finish();
+    grpc::Status status;
+    const bool connected = ReadStream(&context, apply, on_event, &status);
     // Only a stream that stayed up a while starts the back-off again: one that delivers the projection in
     // force and is dropped at once (a gateway crashing in a loop) keeps backing off.
     if (connected && std::chrono::steady_clock::now() - opened >= options_.backoff_reset_after) {
@@ -433,6 +458,52 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
     if (!ended_.ok()) return ended_;
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
+}
+
+bool SandboxClient::ReadStream(grpc::ClientContext* context, const ApplyFn& apply, const EventFn& on_event,
+                               grpc::Status* ended) {
+  bool connected = false;
+  auto connect = [&] {
+    if (connected) return;
+    connected = true;
+    Emit(on_event, {WatchEvent::kConnected, "", "", std::chrono::milliseconds(0)});
+  };
+  if (!log_required()) {
+    auto reader = stub_->WatchProjection(context, gateway_v1::WatchProjectionRequest());
+    driver_v1::Projection projection;
+    while (reader->Read(&projection)) {
+      connect();
+      Handle(projection, apply, on_event);
+    }
+    *ended = reader->Finish();
+    return connected;
+  }
+  gateway_v1::GetServedProjectionRequest request;
+  {
+    absl::MutexLock lock(&log_mu_);
+    request.set_known_size(log_->known_size());
+  }
+  auto reader = stub_->WatchServedProjection(context, request);
+  gateway_v1::ServedProjection message;
+  std::optional<gateway_v1::ServedProjection> pending;  // its proof is on its way
+  while (reader->Read(&message)) {
+    connect();
+    if (message.has_projection()) {
+      pending.reset();
+      if (!message.has_proof() && absl::StartsWith(message.log_status(), "log_pending")) {
+        pending = std::move(message);
+        continue;
+      }
+      Handle(message.projection(), apply, on_event, &message);
+    } else if (pending.has_value() && message.has_proof()) {
+      *pending->mutable_proof() = message.proof();
+      pending->clear_log_status();
+      Handle(pending->projection(), apply, on_event, &*pending);
+      pending.reset();
+    }
+  }
+  *ended = reader->Finish();
+  return connected;
 }
 
 void SandboxClient::Stop() {

@@ -174,13 +174,24 @@ class SandboxClient {
  private:
   SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel, uint64_t floor);
   std::unique_ptr<grpc::ClientContext> CallContext() const;
-  // One projection from the stream: verify, apply, report; updates current_.
-  void Handle(const openshell::policy::driver::v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event);
+  // One projection from the stream: verify, apply, report; updates current_. `served`: the message of
+  // WatchServedProjection it came with (its proof), when the stream was that one.
+  void Handle(const openshell::policy::driver::v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event,
+              const openshell::policy::gateway::v1::ServedProjection* served = nullptr);
+  // One stream until it ends (its status in `ended`): WatchServedProjection with require_log_proof — a
+  // projection whose proof is pending is held, and handled when its proof follows on the stream (a newer
+  // projection supersedes it) — else WatchProjection. True once a message arrived.
+  bool ReadStream(grpc::ClientContext* context, const ApplyFn& apply, const EventFn& on_event, grpc::Status* ended);
   // The expiry timer of one Watch: waits for the policy in force to expire, then reports and withdraws it.
   void ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw);
   int64_t NowUnix() const;
-  // With require_log_proof: the log's proof for `projection` (waiting while pending), checked.
-  absl::Status ProveLogged(const openshell::policy::driver::v1::Projection& projection);
+  // With require_log_proof: the log's proof for `projection`, checked: `served`'s proof when it carries
+  // one that checks; otherwise asked with GetLogProof (waiting while pending) — also when the stream's
+  // proof does not check against this client's newest checkpoint (its consistency proof starts from the
+  // stream's previous one, which this client may not have verified).
+  absl::Status ProveLogged(const openshell::policy::driver::v1::Projection& projection,
+                           const openshell::policy::gateway::v1::ServedProjection* served = nullptr);
+  bool log_required();
   void Emit(const EventFn& on_event, const WatchEvent& event);
 
   const ClientOptions options_;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "sandbox_client/log_proof.h"
 #include "sandbox_client/sandbox_client.h"
 
 #include "tests/gateway_fixture.h"
@@ -397,23 +398,6 @@ TEST_CASE("log: a sandbox gets the proof that its projection was logged, through
         grpc::StatusCode::UNAUTHENTICATED);
 }
 
-TEST_CASE("log: without a log key GetLogProof says log_disabled", "[integration][log]") {
-  GatewayFixture g;
-  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
-  gw::LogProof proof;
-  const grpc::Status status =
-      g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), gw::GetLogProofRequest(), &proof);
-  CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
-  CHECK_THAT(status.error_message(), Catch::StartsWith("log_disabled"));
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  std::string out, err;
-  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-1", "--key", *vkey}, &out, &err) != 0);
-  CHECK_THAT(err, Catch::Contains("log_disabled"));
-}
-
 namespace {
 
 // A supervisor's client for `handle`, requiring log proofs, its context naming `sandbox_id`.
@@ -436,6 +420,123 @@ absl::StatusOr<std::unique_ptr<osh::sandbox_client::SandboxClient>> ProvingClien
 }
 
 }  // namespace
+
+TEST_CASE("log: WatchServedProjection brings each projection with its proof, and a pending proof follows on the stream",
+          "[integration][log]") {
+  // Issue 27.5: the proof travels beside the projection; one not integrated yet follows on the stream.
+  LogKey key;
+  std::vector<std::string> flags = key.Flags();
+  flags.back() = "1000";  // integrations far apart: a projection pushed at once finds its entry pending
+  GatewayFixture g(flags);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-w", &admitted).ok());
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  // The stream's proofs checked in order as a supervisor does: each one's consistency proof starts from
+  // the checkpoint of the one before.
+  auto verifier = osh::sandbox_client::LogProofVerifier::Create({*vkey, {}, 0, ""});
+  REQUIRE(verifier.ok());
+
+  auto context = GatewayFixture::Context(admitted.sandbox_handle());
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = g.sandbox().WatchServedProjection(context.get(), gw::GetServedProjectionRequest());
+  drv::Projection current;  // the projection the next proof-only message proves
+  // Reads until the proof of the projection of `digest` has arrived and checked; true if it came alone.
+  auto follow = [&](const std::string& digest) {
+    gw::ServedProjection message;
+    bool came_alone = false;
+    while (reader->Read(&message)) {
+      if (message.has_projection()) {
+        CHECK(message.has_proof() == message.log_status().empty());
+        current = message.projection();
+        if (!message.has_proof()) {
+          CHECK_THAT(message.log_status(), Catch::StartsWith("log_pending"));
+          continue;
+        }
+      } else {
+        REQUIRE(message.has_proof());  // a proof alone proves the projection sent before it
+        came_alone = true;
+      }
+      const absl::Status checked = (*verifier)->Check(message.proof(), current, "sb-w");
+      INFO(checked);
+      CHECK(checked.ok());
+      if (current.policy_digest() == digest) return came_alone;
+    }
+    FAIL("the stream ended before the proof of " << digest);
+    return false;
+  };
+  follow(admitted.policy_digest());
+
+  // Each change is pushed at once, before the next integration: its proof follows on its own.
+  int followed = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto narrower = osh::policy::RestrictiveDefaultPolicy();
+    narrower.mutable_filesystem()->add_read_only("/srv/extra-" + std::to_string(i));
+    REQUIRE(g.SetPolicy("default", narrower).ok());
+    drv::Projection served;
+    REQUIRE(g.Fetch(admitted.sandbox_handle(), &served).ok());
+    if (follow(served.policy_digest())) ++followed;
+  }
+  CHECK(followed >= 1);
+
+  // The unary form: the projection served now, with its proof or the reason there is none yet.
+  gw::GetServedProjectionRequest request;
+  request.set_known_size((*verifier)->known_size());
+  gw::ServedProjection once;
+  REQUIRE(g.sandbox().GetServedProjection(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, &once).ok());
+  CHECK(once.projection().policy_digest() == current.policy_digest());
+  if (once.has_proof()) {
+    CHECK((*verifier)->Check(once.proof(), once.projection(), "sb-w").ok());
+  } else {
+    CHECK_THAT(once.log_status(), Catch::StartsWith("log_pending"));
+  }
+  CHECK(g.sandbox().GetServedProjection(GatewayFixture::Context("sbh_wrong").get(), request, &once).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+
+  // The client library's watch (require_log_proof) applies a change whose proof came after it.
+  auto client = ProvingClient(g, admitted.sandbox_handle(), "sb-w", *vkey, g.dir() / "client-state");
+  REQUIRE(client.ok());
+  std::thread watching([&] {
+    (*client)->Watch([](const osh::sandbox_client::VerifiedPolicy&) { return absl::OkStatus(); }).IgnoreError();
+  });
+  CHECK(Eventually([&] { return (*client)->current() != nullptr; }));
+  auto last = osh::policy::RestrictiveDefaultPolicy();
+  last.mutable_filesystem()->add_read_only("/srv/last");
+  REQUIRE(g.SetPolicy("default", last).ok());
+  drv::Projection served;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &served).ok());
+  CHECK(Eventually([&] {
+    auto in_force = (*client)->current();
+    return in_force != nullptr && in_force->digest() == served.policy_digest();
+  }));
+  (*client)->Stop();
+  watching.join();
+}
+
+TEST_CASE("log: without a log key GetLogProof says log_disabled", "[integration][log]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  gw::LogProof proof;
+  const grpc::Status status =
+      g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), gw::GetLogProofRequest(), &proof);
+  CHECK(status.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(status.error_message(), Catch::StartsWith("log_disabled"));
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  std::string out, err;
+  CHECK(Ctl(g, {"log", "prove", "--sandbox", "sb-1", "--key", *vkey}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("log_disabled"));
+  gw::ServedProjection served;
+  REQUIRE(g.sandbox().GetServedProjection(GatewayFixture::Context(admitted.sandbox_handle()).get(),
+                                          gw::GetServedProjectionRequest(), &served).ok());
+  CHECK(served.projection().policy_digest() == admitted.policy_digest());
+  CHECK_FALSE(served.has_proof());
+  CHECK_THAT(served.log_status(), Catch::StartsWith("log_disabled"));
+}
+
 
 TEST_CASE("log: the client library applies a projection only with a valid proof that it was logged for this sandbox",
           "[integration][log]") {

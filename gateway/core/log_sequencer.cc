@@ -111,10 +111,24 @@ LogSequencer::~LogSequencer() {
 
 void LogSequencer::Start(std::function<void(const absl::Status&)> on_error) {
   thread_ = std::thread([this, on_error = std::move(on_error)] {
+    int64_t told = current().size;
     while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
-      if (auto integrated = IntegrateOnce(); !integrated.ok() && on_error) on_error(integrated.status());
+      auto integrated = IntegrateOnce();
+      if (!integrated.ok()) {
+        if (on_error) on_error(integrated.status());
+        continue;
+      }
+      if (*integrated <= told) continue;
+      told = *integrated;
+      absl::MutexLock lock(&listener_mu_);
+      if (published_listener_) published_listener_(told);
     }
   });
+}
+
+void LogSequencer::SetPublishedListener(std::function<void(int64_t size)> listener) {
+  absl::MutexLock lock(&listener_mu_);
+  published_listener_ = std::move(listener);
 }
 
 absl::StatusOr<int64_t> LogSequencer::IntegrateOnce() {

@@ -68,6 +68,10 @@ class LogSequencer {
   // Runs IntegrateOnce every options.interval on a thread of its own until destruction; failures are
   // told to `on_error` (and retried next time).
   void Start(std::function<void(const absl::Status&)> on_error);
+  // `listener` is called on Start's thread, with no lock of the sequencer held, after each integration
+  // that grew the published tree (with its new size). Replaces the listener before; an empty one clears
+  // it, and once SetPublishedListener returns the old one is not running nor called again. Thread-safe.
+  void SetPublishedListener(std::function<void(int64_t size)> listener);
 
   struct Published {
     int64_t size = 0;         // entries the checkpoint covers
@@ -127,6 +131,8 @@ class LogSequencer {
   };
   mutable absl::flat_hash_map<std::string, SandboxEntry> sandbox_entries_ ABSL_GUARDED_BY(published_mu_);
 
+  absl::Mutex listener_mu_;  // held while the listener runs
+  std::function<void(int64_t)> published_listener_ ABSL_GUARDED_BY(listener_mu_);
   absl::Notification stop_;
   std::thread thread_;
 };

@@ -314,6 +314,9 @@ int Daemon::Serve() {
   });
   sandbox_service_->SetMetrics(&metrics_);
   sandbox_service_->SetLog(log_.get());
+  if (log_ != nullptr) {
+    log_->SetPublishedListener([service = sandbox_service_.get()](int64_t) { service->OnCheckpoint(); });
+  }
   if (remote_ != nullptr) {
     remote_->SetCallObserver([this](const char* method, grpc::StatusCode code, absl::Duration took) {
       metrics_.ObserveDriverCall(method, StatusCodeName(code), took);
@@ -667,6 +670,8 @@ void Daemon::Stop() {
   if (interceptor_ != nullptr) interceptor_->Stop(deadline);  // drains its calls: they read the ceiling and append to the audit log
   interceptor_.reset();
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
+  // The sequencer outlives the sandbox service: it tells it of checkpoints no more.
+  if (log_ != nullptr) log_->SetPublishedListener(nullptr);
   registry_.CloseAllWatchers();
   if (audit_feed_ != nullptr) audit_feed_->Close();  // audit streams end UNAVAILABLE gateway_stopping
   audit_syslog_.reset();

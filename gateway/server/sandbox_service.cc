@@ -6,46 +6,18 @@
 #include "absl/synchronization/mutex.h"
 #include "common/errors.h"
 #include "gateway/server/status_conversion.h"
+#include "tlog/checkpoint.h"
 
 namespace osh::gateway {
 namespace {
 
 const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED, "a valid sandbox handle is required");
 
-// Streams the current projection, then each newly admitted one, until the handle is revoked, the
-// gateway stops or the client goes away. Registered with the registry for its whole life.
-class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection>, public ProjectionWatcher {
+// A server stream written one message at a time from a bounded queue; the subclass feeds it and owns the
+// call's end (OnDone). A reader `backlog` messages behind is dropped as a slow reader.
+template <typename Message>
+class QueuedStream : public grpc::ServerWriteReactor<Message> {
  public:
-  // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
-  WatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
-               size_t backlog)
-      : service_(service), registry_(registry), backlog_(backlog) {
-    // The serving rule (SandboxRegistry::Serve), then registration: nothing unservable is ever streamed.
-    auto watched = registry_->Watch(handle, this, now_unix);
-    absl::MutexLock lock(&mu_);
-    if (!watched.ok()) {
-      const grpc::Status refused = absl::IsUnauthenticated(watched.status()) ? kUnauthenticated : ToGrpc(watched.status());
-      service_->ObserveWatchStart(refused);
-      FinishLocked(refused);
-      return;
-    }
-    sandbox_id_ = watched->sandbox_id;
-    registered_ = true;
-    service_->ObserveWatchStart(grpc::Status::OK);
-    // A newer projection may already have arrived through OnProjection; never send an older one after it.
-    if (!started_) EnqueueLocked(watched->envelope->Shared());
-  }
-
-  void OnProjection(ProjectionPtr projection) override {
-    absl::MutexLock lock(&mu_);
-    EnqueueLocked(std::move(projection));
-  }
-
-  void OnClosed(bool revoked) override {
-    absl::MutexLock lock(&mu_);
-    CloseLocked(revoked ? kUnauthenticated : grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping"));
-  }
-
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_.reset();
@@ -66,13 +38,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     CloseLocked(grpc::Status::CANCELLED);
   }
 
-  void OnDone() override {
-    if (registered_) registry_->Unwatch(sandbox_id_, this);
-    delete this;
-  }
+ protected:
+  using Ptr = std::shared_ptr<const Message>;
+  explicit QueuedStream(size_t backlog) : backlog_(backlog) {}
 
- private:
-  void EnqueueLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void EnqueueLocked(Ptr message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
     started_ = true;
     if (queue_.size() >= backlog_) {
@@ -83,14 +53,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
                                             " projections behind; reconnect to get the current one")));
       return;
     }
-    queue_.push_back(std::move(projection));
+    queue_.push_back(std::move(message));
     if (!writing_) WriteNextLocked();
-  }
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (queue_.empty()) return;
-    writing_ = std::move(queue_.front());
-    queue_.pop_front();
-    StartWrite(writing_.get());
   }
   void CloseLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
@@ -98,23 +62,163 @@ class WatchReactor final : public grpc::ServerWriteReactor<driver_v1::Projection
     queue_.clear();
     if (!writing_) FinishLocked(*closing_);
   }
+  // The registry closed the watch: the handle was revoked, or the gateway is stopping.
+  void CloseWatch(bool revoked) {
+    absl::MutexLock lock(&mu_);
+    CloseLocked(revoked ? kUnauthenticated : grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping"));
+  }
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    Finish(std::move(status));
+    this->Finish(std::move(status));
+  }
+
+  absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // something was enqueued (or the stream closed)
+
+ private:
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (queue_.empty()) return;
+    writing_ = std::move(queue_.front());
+    queue_.pop_front();
+    this->StartWrite(writing_.get());
+  }
+
+  const size_t backlog_;
+  std::deque<Ptr> queue_ ABSL_GUARDED_BY(mu_);
+  Ptr writing_ ABSL_GUARDED_BY(mu_);  // keeps the message alive while gRPC writes it
+  std::optional<grpc::Status> closing_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Registers `watcher` with the registry for `handle` (the serving rule first: nothing unservable is ever
+// streamed) and counts the stream's start; the refusal to finish it with, if any.
+std::optional<grpc::Status> StartWatch(SandboxService* service, SandboxRegistry* registry, const std::string& handle,
+                                       ProjectionWatcher* watcher, int64_t now_unix, const char* call,
+                                       SandboxRegistry::Authenticated* watched) {
+  auto started = registry->Watch(handle, watcher, now_unix);
+  if (!started.ok()) {
+    const grpc::Status refused = absl::IsUnauthenticated(started.status()) ? kUnauthenticated : ToGrpc(started.status());
+    service->ObserveWatchStart(call, refused);
+    return refused;
+  }
+  service->ObserveWatchStart(call, grpc::Status::OK);
+  *watched = *std::move(started);
+  return std::nullopt;
+}
+
+// Streams the current projection, then each newly admitted one, until the handle is revoked, the
+// gateway stops or the client goes away. Registered with the registry for its whole life.
+class WatchReactor final : public QueuedStream<driver_v1::Projection>, public ProjectionWatcher {
+ public:
+  // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
+  WatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
+               size_t backlog)
+      : QueuedStream(backlog), registry_(registry) {
+    SandboxRegistry::Authenticated watched;
+    const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchProjection", &watched);
+    absl::MutexLock lock(&mu_);
+    if (refused) {
+      FinishLocked(*refused);
+      return;
+    }
+    sandbox_id_ = watched.sandbox_id;
+    registered_ = true;
+    // A newer projection may already have arrived through OnProjection; never send an older one after it.
+    if (!started_) EnqueueLocked(watched.envelope->Shared());
+  }
+
+  void OnProjection(ProjectionPtr projection) override {
+    absl::MutexLock lock(&mu_);
+    EnqueueLocked(std::move(projection));
+  }
+  void OnClosed(bool revoked) override { CloseWatch(revoked); }
+  void OnDone() override {
+    if (registered_) registry_->Unwatch(sandbox_id_, this);
+    delete this;
+  }
+
+ private:
+  SandboxRegistry* registry_;
+  std::string sandbox_id_;
+  bool registered_ = false;
+};
+
+// WatchServedProjection's stream: as WatchReactor, each projection wrapped with its proof when there is
+// one; while the newest projection sent waits for its proof, each checkpoint (OnCheckpoint) tries again
+// and sends the proof alone once it exists. Registered with the registry and the service for its life.
+class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjection>,
+                                 public ProjectionWatcher,
+                                 public SandboxService::ProofWaiter {
+ public:
+  ServedWatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
+                     size_t backlog, uint64_t known_size)
+      : QueuedStream(backlog), service_(service), registry_(registry) {
+    SandboxRegistry::Authenticated watched;
+    const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchServedProjection", &watched);
+    if (!refused) service_->AddProofWaiter(this);  // before mu_: the service's lock is taken first
+    absl::MutexLock lock(&mu_);
+    known_size_ = known_size;
+    if (refused) {
+      FinishLocked(*refused);
+      return;
+    }
+    sandbox_id_ = watched.sandbox_id;
+    registered_ = true;
+    if (!started_) EnqueueServedLocked(watched.envelope->Shared());
+  }
+
+  void OnProjection(ProjectionPtr projection) override {
+    absl::MutexLock lock(&mu_);
+    EnqueueServedLocked(std::move(projection));
+  }
+  void OnClosed(bool revoked) override { CloseWatch(revoked); }
+  // A new checkpoint: the proof of the projection sent last, if it waits for one and it exists now.
+  void OnCheckpoint() override {
+    if (!awaiting_.load(std::memory_order_acquire)) return;
+    absl::MutexLock lock(&mu_);
+    if (!awaiting_.load(std::memory_order_relaxed)) return;
+    auto message = std::make_shared<gateway_v1::ServedProjection>();
+    if (ProveLocked(awaiting_digest_, message.get())) EnqueueLocked(std::move(message));
+  }
+  void OnDone() override {
+    if (registered_) {
+      service_->RemoveProofWaiter(this);
+      registry_->Unwatch(sandbox_id_, this);
+    }
+    delete this;
+  }
+
+ private:
+  void EnqueueServedLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto message = std::make_shared<gateway_v1::ServedProjection>();
+    *message->mutable_projection() = *projection;
+    ProveLocked(projection->policy_digest(), message.get());
+    EnqueueLocked(std::move(message));
+  }
+  // Fills `message` with the proof for `digest` (true) or the reason there is none; awaiting_ says
+  // whether a later checkpoint may bring it. Set before asking, so that a checkpoint published meanwhile
+  // is not missed: its OnCheckpoint waits for mu_ and asks again.
+  bool ProveLocked(const std::string& digest, gateway_v1::ServedProjection* message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    awaiting_digest_ = digest;
+    awaiting_.store(true, std::memory_order_release);
+    auto proof = service_->ProveServed(sandbox_id_, digest, known_size_, message);
+    if (proof.ok()) {
+      known_size_ = *proof;
+      awaiting_.store(false, std::memory_order_release);
+      return true;
+    }
+    if (!absl::IsUnavailable(proof.status())) awaiting_.store(false, std::memory_order_release);  // none will come
+    return false;
   }
 
   SandboxService* const service_;
-  SandboxRegistry* registry_;
-  const size_t backlog_;
+  SandboxRegistry* const registry_;
   std::string sandbox_id_;
   bool registered_ = false;
-  absl::Mutex mu_;
-  std::deque<ProjectionPtr> queue_ ABSL_GUARDED_BY(mu_);
-  ProjectionPtr writing_ ABSL_GUARDED_BY(mu_);  // keeps the message alive while gRPC writes it
-  std::optional<grpc::Status> closing_ ABSL_GUARDED_BY(mu_);
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t known_size_ ABSL_GUARDED_BY(mu_) = 0;  // the checkpoint of the last proof sent (or the request's)
+  std::atomic<bool> awaiting_{false};
+  std::string awaiting_digest_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -144,8 +248,8 @@ void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call,
   reactor->Finish(std::move(status));
 }
 
-void SandboxService::ObserveWatchStart(const grpc::Status& status) {
-  if (metrics_ != nullptr) metrics_->ObserveSandboxCall("WatchProjection", StatusCodeName(status.error_code()));
+void SandboxService::ObserveWatchStart(const char* call, const grpc::Status& status) {
+  if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) failed_watch_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -198,6 +302,63 @@ grpc::ServerUnaryReactor* SandboxService::GetLogProof(grpc::CallbackServerContex
   *response = *std::move(proof);
   Finish(reactor, kCall, grpc::Status::OK);
   return reactor;
+}
+
+grpc::ServerUnaryReactor* SandboxService::GetServedProjection(grpc::CallbackServerContext* context,
+                                                              const gateway_v1::GetServedProjectionRequest* request,
+                                                              gateway_v1::ServedProjection* response) {
+  constexpr char kCall[] = "GetServedProjection";
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto served = ServeOrFinish(*context, reactor, kCall);
+  if (!served) return reactor;
+  served->envelope->CopyTo(response->mutable_projection());
+  ProveServed(served->sandbox_id, served->envelope->policy_digest(), request->known_size(), response).IgnoreError();
+  Finish(reactor, kCall, grpc::Status::OK);
+  return reactor;
+}
+
+absl::StatusOr<uint64_t> SandboxService::ProveServed(const std::string& sandbox_id, const std::string& policy_digest,
+                                                     uint64_t known_size, gateway_v1::ServedProjection* message) const {
+  message->clear_proof();
+  message->clear_log_status();
+  if (log_ == nullptr) {
+    const absl::Status disabled = common::Refused(absl::StatusCode::kFailedPrecondition, "log_disabled",
+                                                  "this gateway keeps no verifiable log (log_signing_key is not set)");
+    message->set_log_status(std::string(disabled.message()));
+    return disabled;
+  }
+  auto proof = log_->ProofFor(sandbox_id, policy_digest, known_size);
+  if (!proof.ok()) {
+    message->set_log_status(std::string(proof.status().message()));
+    return proof.status();
+  }
+  // The checkpoint's size: the start of the next consistency proof on a stream.
+  const std::string& note = proof->checkpoint();
+  auto checkpoint = tlog::ParseCheckpoint(note.substr(0, note.find("\n\n") + 1));
+  if (!checkpoint.ok()) return checkpoint.status();
+  *message->mutable_proof() = *std::move(proof);
+  return static_cast<uint64_t>(checkpoint->size);
+}
+
+void SandboxService::AddProofWaiter(ProofWaiter* waiter) {
+  absl::MutexLock lock(&waiters_mu_);
+  waiters_.insert(waiter);
+}
+
+void SandboxService::RemoveProofWaiter(ProofWaiter* waiter) {
+  absl::MutexLock lock(&waiters_mu_);
+  waiters_.erase(waiter);
+}
+
+void SandboxService::OnCheckpoint() {
+  absl::MutexLock lock(&waiters_mu_);
+  for (ProofWaiter* waiter : waiters_) waiter->OnCheckpoint();
+}
+
+grpc::ServerWriteReactor<gateway_v1::ServedProjection>* SandboxService::WatchServedProjection(
+    grpc::CallbackServerContext* context, const gateway_v1::GetServedProjectionRequest* request) {
+  return new ServedWatchReactor(this, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_,
+                                request->known_size());
 }
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(

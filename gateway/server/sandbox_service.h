@@ -7,6 +7,8 @@
 #include <atomic>
 #include <optional>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
 #include "gateway/server/metrics.h"
@@ -37,8 +39,37 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* context,
                                         const gateway_v1::GetLogProofRequest* request,
                                         gateway_v1::LogProof* response) override;
+  // The projection with its proof (GetLogProof's) or the reason there is none (log_status).
+  grpc::ServerUnaryReactor* GetServedProjection(grpc::CallbackServerContext* context,
+                                                const gateway_v1::GetServedProjectionRequest* request,
+                                                gateway_v1::ServedProjection* response) override;
+  // WatchProjection with proofs; a proof that was pending follows on the stream at the next checkpoint
+  // that covers it (OnCheckpoint).
+  grpc::ServerWriteReactor<gateway_v1::ServedProjection>* WatchServedProjection(
+      grpc::CallbackServerContext* context, const gateway_v1::GetServedProjectionRequest* request) override;
   // The verifiable log (not owned; must outlive the service), when the gateway keeps one. Call before serving.
   void SetLog(const LogSequencer* log) { log_ = log; }
+  // A new checkpoint was published (LogSequencer::SetPublishedListener): every WatchServedProjection
+  // stream waiting for a proof asks again. Thread-safe.
+  void OnCheckpoint();
+
+  // A stream told of each checkpoint while it lives (WatchServedProjection's). Lock order: the service's
+  // set, then the waiter's own lock; a waiter never calls Add/Remove holding its lock.
+  class ProofWaiter {
+   public:
+    virtual void OnCheckpoint() = 0;
+
+   protected:
+    ~ProofWaiter() = default;
+  };
+  void AddProofWaiter(ProofWaiter* waiter);
+  void RemoveProofWaiter(ProofWaiter* waiter);
+  // Sets `message`'s proof for `sandbox_id`'s projection of `policy_digest` (consistency from
+  // `known_size`) and returns the size of the checkpoint it is against; or sets log_status and returns
+  // why there is none: FAILED_PRECONDITION log_disabled, UNAVAILABLE log_pending (a later checkpoint
+  // brings it), OUT_OF_RANGE (known_size beyond the log).
+  absl::StatusOr<uint64_t> ProveServed(const std::string& sandbox_id, const std::string& policy_digest,
+                                       uint64_t known_size, gateway_v1::ServedProjection* message) const;
 
   // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
   // service). Call before serving.
@@ -51,9 +82,9 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
     uint64_t total() const { return get + watch + report; }
   };
   AuthFailures TakeAuthFailures();
-  // A WatchProjection stream refused at its start (UNAUTHENTICATED) or opened (OK): counted like the
-  // unary calls. Called by the stream's reactor.
-  void ObserveWatchStart(const grpc::Status& status);
+  // A WatchProjection or WatchServedProjection (`call`) stream refused at its start (UNAUTHENTICATED)
+  // or opened (OK): counted like the unary calls. Called by the stream's reactor.
+  void ObserveWatchStart(const char* call, const grpc::Status& status);
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
@@ -70,6 +101,8 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   Metrics* metrics_ = nullptr;
   const LogSequencer* log_ = nullptr;
   std::atomic<uint64_t> failed_get_{0}, failed_watch_{0}, failed_report_{0};
+  absl::Mutex waiters_mu_;
+  absl::flat_hash_set<ProofWaiter*> waiters_ ABSL_GUARDED_BY(waiters_mu_);
 };
 
 // The bearer token of a call, or "" when the metadata carries none.
