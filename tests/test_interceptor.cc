@@ -1060,6 +1060,10 @@ TEST_CASE("interceptor: interceptor_listen serves over TLS with the token only, 
     CHECK_THAT(ReadAll(second / "gateway.log"), Catch::Contains("interceptor_listen: ") && Catch::Contains("in use"));
   }
   REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  // SIGHUP reloads its certificate with the other listeners'; the open connection goes on.
+  g.gateway().Signal(SIGHUP);
+  CHECK(Eventually([&] { return absl::StrContains(g.gateway().log(), "(interceptor listener), valid until"); }));
+  CHECK(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
   CHECK(g.gateway().Stop() == 0);
 }
 
