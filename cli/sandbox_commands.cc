@@ -1,6 +1,8 @@
 // policyctl admit | delete | get | list | refresh | status (operator commands on the admin socket).
 #include <iomanip>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -304,6 +306,19 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                     << absl::StrJoin(s.ceiling().key_ids(), ", ") << "\n";
         } else {
           std::cout << "ceiling:            none\n";
+        }
+        if (s.has_interceptor()) {
+          const v1::InterceptorStatus& i = s.interceptor();
+          std::vector<std::string> listeners;
+          if (!i.socket().empty()) listeners.push_back(i.socket());
+          if (!i.listen().empty()) listeners.push_back(i.listen() + " (TLS)");
+          std::cout << "interceptor:        " << absl::StrJoin(listeners, " and ") << ", mode " << i.mode() << ", "
+                    << (i.callers_authenticated() ? "callers authenticated by token" : "no caller token asked") << "\n"
+                    << "interceptor calls:  Evaluate " << i.evaluate_allowed() << " allowed, " << i.evaluate_patched()
+                    << " patched, " << i.evaluate_denied() << " denied; " << i.unauthenticated()
+                    << " unauthenticated (since start)\n";
+        } else {
+          std::cout << "interceptor:        off\n";
         }
       }
       exit_code = kExitOk;

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 
 #include <ctime>
+#include <filesystem>
+#include <initializer_list>
 #include <set>
 
 #include <google/protobuf/util/json_util.h>
@@ -28,6 +30,7 @@
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
+#include "tests/test_pki.h"
 #include <httplib.h>
 #include "trust/keys.h"
 
@@ -249,18 +252,21 @@ network_policies:
 // `extra_args` go to the gateway as well (a --database, say).
 class InterceptorGateway {
  public:
-  explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true, std::vector<std::string> extra_args = {}) {
+  // Without `unix_socket` the gateway gets no interceptor_socket (extra_args give it interceptor_listen) and
+  // the test connects with ConnectTls.
+  explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true, std::vector<std::string> extra_args = {},
+                              bool unix_socket = true) {
     auto authority = osh::trust::PrivateKey::Generate("ed25519");
     REQUIRE(authority.ok());
     WriteFile(keys_ / "authority.key", authority->ToPem());
     WriteFile(keys_ / "trust.json", TrustStoreJson({{"authority", authority->PublicKeyPem()}}));
     WriteFile(keys_ / "jwks.json", kVectorJwks);
-    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--interceptor-socket", socket(),
-                                     "--metrics-listen", "127.0.0.1:0"};
+    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--metrics-listen", "127.0.0.1:0"};
+    if (unix_socket) args.insert(args.end(), {"--interceptor-socket", socket()});
     if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     gateway_ = std::make_unique<GatewayFixture>(args);
-    REQUIRE(WaitForSocket(socket()));
+    if (unix_socket) REQUIRE(WaitForSocket(socket()));
     if (with_ceiling) {
       WriteFile(keys_ / "ceiling.yaml", kCeilingYaml);
       std::string out, err;
@@ -269,7 +275,7 @@ class InterceptorGateway {
                          &out, &err) == 0);
       REQUIRE(Ctl(*gateway_, {"ceiling", "set", keys_ / "ceiling.json"}, &out, &err) == 0);
     }
-    Connect();
+    if (unix_socket) Connect();
     key_ = std::make_unique<MintKey>(RfcPrivatePem());
     token_ = "Bearer " + Mint(*key_, Claims(ClaimsSpec(), std::time(nullptr)));
   }
@@ -286,16 +292,29 @@ class InterceptorGateway {
   // As the OpenShell gateway's client connects: one connection, keepalive every 10 s also while idle, and
   // the authority it sends over a Unix socket.
   void Connect() {
+    grpc::ChannelArguments channel_args = ClientArguments();
+    channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
+    channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
+    stub_ = icv1::GatewayInterceptor::NewStub(channel_);
+    REQUIRE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+  }
+  // The same client over TCP with TLS (interceptor_listen at `address`), trusting the CA in `ca_pem`.
+  void ConnectTls(const std::string& address, const std::string& ca_pem) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ca_pem;
+    channel_ = grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), ClientArguments());
+    stub_ = icv1::GatewayInterceptor::NewStub(channel_);
+    REQUIRE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+  }
+  // The OpenShell gateway client's keepalive (README §1): every 10 s, also while idle.
+  static grpc::ChannelArguments ClientArguments() {
     grpc::ChannelArguments channel_args;
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
     channel_args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     channel_args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // hyper pings on, whatever the data
     channel_args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-    channel_args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "[::]:50051");
-    channel_ = grpc::CreateCustomChannel("unix:" + socket(), grpc::InsecureChannelCredentials(), channel_args);
-    stub_ = icv1::GatewayInterceptor::NewStub(channel_);
-    REQUIRE(channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+    return channel_args;
   }
 
   std::string socket() const { return sock_ / "interceptor.sock"; }
@@ -312,6 +331,7 @@ class InterceptorGateway {
   icv1::GatewayInterceptor::Stub& stub() { return *stub_; }
   grpc::Channel& channel() { return *channel_; }
   const MintKey& key() const { return *key_; }
+  std::string KeysFile() const { return keys_ / "jwks.json"; }  // interceptor_gateway_keys (the README's JWKS)
 
   std::unique_ptr<grpc::ClientContext> Context(const std::string& authorization) const {
     auto context = std::make_unique<grpc::ClientContext>();
@@ -570,7 +590,17 @@ TEST_CASE("interceptor: config keys are validated with clear errors, admit mode 
       {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "allow-all"}},
        "interceptor_mode: expected ceiling or admit, got 'allow-all'"},
       {{{"interceptor_gateway_keys", "/x/jwks.json"}},
-       "interceptor_gateway_keys: is set but interceptor_socket is not"},
+       "interceptor_gateway_keys: is set but neither interceptor_socket nor interceptor_listen is"},
+      // interceptor_listen: tokens and TLS are required, the address must parse, the group is the socket's.
+      {{{"interceptor_listen", "127.0.0.1:9443"}, {"tls_cert", "/x/c.pem"}, {"tls_key", "/x/k.pem"}},
+       "interceptor_listen: the interceptor over TCP requires interceptor_gateway_keys"},
+      {{{"interceptor_listen", "127.0.0.1:9443"}, {"interceptor_gateway_keys", "/x/jwks.json"}},
+       "interceptor_listen: the interceptor over TCP requires TLS: set tls_cert and tls_key"},
+      {{{"interceptor_listen", "127.0.0.1"}, {"interceptor_gateway_keys", "/x/jwks.json"}},
+       "interceptor_listen: expected host:port"},
+      {{{"interceptor_listen", "127.0.0.1:9443"}, {"interceptor_gateway_keys", "/x/jwks.json"},
+        {"tls_cert", "/x/c.pem"}, {"tls_key", "/x/k.pem"}, {"interceptor_socket_group", "wheel"}},
+       "interceptor_socket_group: is set but interceptor_socket is not"},
       {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_audience", ""}}, "interceptor_audience: must not be empty"},
       {{{"interceptor_socket", "/s/admin.sock"}, {"state_dir", "/s"}}, "interceptor_socket: is /s/admin.sock"},
       {{{"interceptor_socket", "/s/i.sock"}, {"state_dir", "/s"}, {"interceptor_socket_group", "wheel"}},
@@ -583,8 +613,16 @@ TEST_CASE("interceptor: config keys are validated with clear errors, admit mode 
     CHECK(absl::StartsWith(refused.status().message(), message));
   }
   // The documentation names every key.
+  // TCP alone, with tokens and TLS (tls_cert then serves interceptor_listen only).
+  auto tcp = ResolveConfig({{"interceptor_listen", "127.0.0.1:9443"}, {"interceptor_gateway_keys", "/x/jwks.json"},
+                            {"tls_cert", "/x/c.pem"}, {"tls_key", "/x/k.pem"}},
+                           {}, {});
+  REQUIRE(tcp.ok());
+  CHECK(tcp->interceptor_socket.empty());
+  CHECK(tcp->interceptor_listen == "127.0.0.1:9443");
+  CHECK(osh::gateway::EffectiveValues(*tcp).at("interceptor_listen") == "127.0.0.1:9443");
   const std::string doc = ReadFile(std::string(OSH_SOURCE_DIR) + "/docs/policy-gateway.md");
-  for (const char* key : {"interceptor_socket", "interceptor_socket_group", "interceptor_mode",
+  for (const char* key : {"interceptor_socket", "interceptor_listen", "interceptor_socket_group", "interceptor_mode",
                           "interceptor_gateway_keys", "interceptor_gateway_id", "interceptor_audience"}) {
     CHECK_THAT(doc, Catch::Contains(absl::StrCat("| `", key, "` |")));
   }
@@ -894,6 +932,161 @@ TEST_CASE("interceptor: the OpenShell gateway's idle keepalive pings keep its on
   }
   CHECK(g.Evaluate("UpdateConfig", true, R"({"settingKey": "x", "settingValue": {"boolValue": true}, "global": true})").allowed());
   CHECK(g.channel().GetState(false) == GRPC_CHANNEL_READY);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+// A field of the JSON object policyctl printed, by its path, as text ("" when absent or an object).
+std::string JsonPath(const std::string& json, std::initializer_list<const char*> path) {
+  Struct doc;
+  if (!google::protobuf::util::JsonStringToMessage(json, &doc).ok()) return "";
+  const Struct* at = &doc;
+  size_t depth = 0;
+  for (const char* key : path) {
+    auto it = at->fields().find(key);
+    if (it == at->fields().end()) return "";
+    const Value& value = it->second;
+    if (++depth < path.size()) {
+      if (!value.has_struct_value()) return "";
+      at = &value.struct_value();
+      continue;
+    }
+    if (value.has_string_value()) return value.string_value();
+    if (value.has_bool_value()) return value.bool_value() ? "true" : "false";
+    if (value.has_number_value()) return absl::StrCat(value.number_value());
+  }
+  return "";
+}
+
+TEST_CASE("interceptor: interceptor_listen serves over TLS with the token only, refuses plaintext, a taken port "
+          "exits 2, and policyctl status shows listeners, mode and counts",
+          "[interceptor][integration][tls]") {
+  TempDir pki;
+  const CertFiles ca = MakeCa(pki.path(), "ca");
+  const CertFiles server = MakeLeaf(pki.path(), "server", ca);
+  const std::vector<std::string> tls = {"--tls-cert", server.cert, "--tls-key", server.key};
+  {
+    // Refused at load, before anything starts: TCP without tokens, TCP without TLS.
+    TempDir dir;
+    std::string out, err;
+    CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--interceptor-listen", "127.0.0.1:0", "--tls-cert",
+                      server.cert, "--tls-key", server.key}, &out, &err) == 2);
+    CHECK_THAT(out + err, Catch::Contains("interceptor_listen: the interceptor over TCP requires interceptor_gateway_keys"));
+    CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--interceptor-listen", "127.0.0.1:0",
+                      "--interceptor-gateway-keys", pki / "jwks.json"}, &out, &err) == 2);
+    CHECK_THAT(out + err, Catch::Contains("interceptor_listen: the interceptor over TCP requires TLS"));
+  }
+
+  // TCP only: no interceptor_socket.
+  std::vector<std::string> args = {"--interceptor-listen", "127.0.0.1:0"};
+  args.insert(args.end(), tls.begin(), tls.end());
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, args, /*unix_socket=*/false);
+  const std::string address =
+      LoggedAfter([&] { return g.gateway().log(); }, "GatewayInterceptor on ");
+  INFO(address);
+  REQUIRE(absl::StartsWith(address, "127.0.0.1:"));
+  CHECK_FALSE(absl::EndsWith(address, ":0"));
+  CHECK_THAT(g.gateway().log(), Catch::Contains("TLS (interceptor listener): certificate") &&
+                                    Catch::Contains("with TLS (no client certificate asked: the token authenticates)"));
+  CHECK_FALSE(std::filesystem::exists(g.socket()));
+  g.ConnectTls(address, ReadFile(ca.cert));
+
+  // Describe with the OpenShell gateway's token; without one, or with a broken one, UNAUTHENTICATED.
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  icv1::InterceptorManifest manifest;
+  REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  CHECK(manifest.name() == "policy-gateway");
+  CHECK(manifest.expected_audience() == kAudience);
+  CHECK(g.stub().Describe(g.Context("").get(), icv1::DescribeRequest(), &manifest).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+  icv1::InterceptorEvaluation unsigned_call;
+  unsigned_call.set_method("CreateSandbox");
+  *unsigned_call.mutable_validate()->mutable_proposed_operation() = FromProtoJson(CreateSandboxJson("x", kBasePolicyJson));
+  icv1::InterceptorResult refused;
+  CHECK(g.stub().Evaluate(g.Context("").get(), unsigned_call, &refused).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  auto other_key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(other_key.ok());
+  const std::string forged = "Bearer " + Mint(MintKey(other_key->ToPem()), Claims(ClaimsSpec(), std::time(nullptr)));
+  CHECK(g.stub().Evaluate(g.Context(forged).get(), unsigned_call, &refused).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+
+  // Evaluate over TLS: allowed, patched (mergeOperations replaced by the absolute policy), denied.
+  const std::string base = kBasePolicyJson;
+  CHECK(g.Evaluate("CreateSandbox", false, CreateSandboxJson("tcp-1", base)).allowed());
+  CHECK(g.Evaluate("CreateSandbox", true, CreateSandboxJson("tcp-1", base)).allowed());
+  const auto merged = g.Evaluate("UpdateConfig", false, R"({"name": "tcp-1", "mergeOperations": [
+      {"addRule": {"ruleName": "pypi", "rule": {"endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}}]})");
+  CHECK(merged.allowed());
+  CHECK(merged.patches_size() == 2);
+  CheckDeny(g.Evaluate("CreateSandbox", true,
+                       CreateSandboxJson("tcp-2", BasePolicyWith("exfil", R"({"name": "exfil", "endpoints": [{"host": "evil.example.com", "port": 443.0}],
+                                                                              "binaries": [{"path": "/usr/bin/curl"}]})"))),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+
+  // A plaintext client gets no answer: the port speaks TLS only.
+  {
+    auto plain = icv1::GatewayInterceptor::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    icv1::InterceptorManifest ignored;
+    const grpc::Status status = plain->Describe(g.Context(token).get(), icv1::DescribeRequest(), &ignored);
+    INFO(status.error_message());
+    CHECK_FALSE(status.ok());
+    CHECK((status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED));
+  }
+
+  // policyctl status: the listener, the mode and the counts, as text and as JSON.
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"status"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("interceptor:        ", address,
+                                               " (TLS), mode ceiling, callers authenticated by token")));
+  CHECK_THAT(out, Catch::Contains("interceptor calls:  Evaluate 2 allowed, 1 patched, 1 denied; 3 unauthenticated"));
+  REQUIRE(Ctl(g.gateway(), {"-o", "json", "status"}, &out, &err) == 0);
+  CHECK(JsonPath(out, {"interceptor", "listen"}) == address);
+  CHECK(JsonPath(out, {"interceptor", "socket"}).empty());
+  CHECK(JsonPath(out, {"interceptor", "mode"}) == "ceiling");
+  CHECK(JsonPath(out, {"interceptor", "callers_authenticated"}) == "true");
+  CHECK(JsonPath(out, {"interceptor", "evaluate_allowed"}) == "2");
+  CHECK(JsonPath(out, {"interceptor", "evaluate_patched"}) == "1");
+  CHECK(JsonPath(out, {"interceptor", "evaluate_denied"}) == "1");
+  CHECK(JsonPath(out, {"interceptor", "unauthenticated"}) == "3");
+
+  // A second gateway on the port this one serves: a configuration error (exit 2), and this one goes on.
+  {
+    TempDir second;
+    std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", second / "var", "--interceptor-listen", address,
+                                     "--interceptor-gateway-keys", g.KeysFile()};
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    Process taken(argv, second / "gateway.log");
+    CHECK(taken.Wait(std::chrono::seconds(20)) == 2);
+    CHECK_THAT(ReadAll(second / "gateway.log"), Catch::Contains("interceptor_listen: ") && Catch::Contains("in use"));
+  }
+  REQUIRE(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  // SIGHUP reloads its certificate with the other listeners'; the open connection goes on.
+  g.gateway().Signal(SIGHUP);
+  CHECK(Eventually([&] { return absl::StrContains(g.gateway().log(), "(interceptor listener), valid until"); }));
+  CHECK(g.stub().Describe(g.Context(token).get(), icv1::DescribeRequest(), &manifest).ok());
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: policyctl status says the interceptor is off, or the socket and that no token is asked",
+          "[interceptor][integration]") {
+  {
+    GatewayFixture off;
+    std::string out, err;
+    REQUIRE(Ctl(off, {"status"}, &out, &err) == 0);
+    CHECK_THAT(out, Catch::Contains("interceptor:        off"));
+    REQUIRE(Ctl(off, {"-o", "json", "status"}, &out, &err) == 0);
+    CHECK_THAT(out, !Catch::Contains("\"interceptor\""));
+  }
+  InterceptorGateway g(/*with_keys=*/false, /*with_ceiling=*/false);
+  CHECK(g.Evaluate("UpdateConfig", true, R"({"settingKey": "x", "settingValue": {"boolValue": true}, "global": true})").allowed());
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"status"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains(absl::StrCat("interceptor:        ", std::filesystem::absolute(g.socket()).lexically_normal().string(),
+                                               ", mode ceiling, no caller token asked")));
+  CHECK_THAT(out, Catch::Contains("interceptor calls:  Evaluate 1 allowed, 0 patched, 0 denied; 0 unauthenticated"));
+  REQUIRE(Ctl(g.gateway(), {"-o", "json", "status"}, &out, &err) == 0);
+  CHECK(JsonPath(out, {"interceptor", "listen"}).empty());
+  CHECK(JsonPath(out, {"interceptor", "callers_authenticated"}) == "false");
   CHECK(g.gateway().Stop() == 0);
 }
 

@@ -180,7 +180,7 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
       {{"--sandbox-listen", "0.0.0.0:0"}, "requires TLS"},
       {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert}, "tls_cert and tls_key go together"},
       {{"--sandbox-listen", "127.0.0.1"}, "expected host:port"},
-      {{"--tls-cert", server.cert, "--tls-key", server.key}, "neither sandbox_listen nor admin_listen"},
+      {{"--tls-cert", server.cert, "--tls-key", server.key}, "none of sandbox_listen, admin_listen and interceptor_listen"},
       {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", other.key}, "does not match"},
       {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", dir.path() / "missing.pem", "--tls-key", server.key},
        "missing.pem"},

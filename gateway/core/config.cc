@@ -194,6 +194,7 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
     if (auto it = merged.find(key); it != merged.end()) *out = it->second;
   };
   get("interceptor_socket", &config->interceptor_socket);
+  get("interceptor_listen", &config->interceptor_listen);
   get("interceptor_socket_group", &config->interceptor_socket_group);
   get("interceptor_mode", &config->interceptor_mode);
   get("interceptor_gateway_keys", &config->interceptor_gateway_keys);
@@ -206,10 +207,27 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   if (config->interceptor_mode != "ceiling") {
     return bad("interceptor_mode", absl::StrCat("expected ceiling or admit, got '", config->interceptor_mode, "'"));
   }
-  if (config->interceptor_socket.empty()) {
-    for (const char* key : {"interceptor_socket_group", "interceptor_mode", "interceptor_gateway_keys",
-                            "interceptor_gateway_id", "interceptor_audience"}) {
-      if (merged.count(key)) return bad(key, "is set but interceptor_socket is not: nothing would use it");
+  if (config->interceptor_socket.empty() && merged.count("interceptor_socket_group")) {
+    return bad("interceptor_socket_group", "is set but interceptor_socket is not: nothing would use it");
+  }
+  if (config->interceptor_socket.empty() && config->interceptor_listen.empty()) {
+    for (const char* key : {"interceptor_mode", "interceptor_gateway_keys", "interceptor_gateway_id",
+                            "interceptor_audience"}) {
+      if (merged.count(key)) {
+        return bad(key, "is set but neither interceptor_socket nor interceptor_listen is: nothing would use it");
+      }
+    }
+  }
+  if (!config->interceptor_listen.empty()) {
+    if (auto parsed = common::ParseHostPort(config->interceptor_listen); !parsed.ok()) {
+      return bad("interceptor_listen", std::string(parsed.status().message()));
+    }
+    // Over TCP the socket's permissions no longer say who calls: only the OpenShell gateway's token does.
+    if (config->interceptor_gateway_keys.empty()) {
+      return bad("interceptor_listen",
+                 "the interceptor over TCP requires interceptor_gateway_keys (the OpenShell gateway's extension-token "
+                 "key): every call must carry its token, since anyone who reaches the port could otherwise decide "
+                 "what sandboxes may do");
     }
   }
   if (config->interceptor_gateway_id.empty()) return bad("interceptor_gateway_id", "must not be empty");
@@ -283,7 +301,11 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "again 10 s later"},
       {"interceptor_socket", kGatewayTable,
        "Unix socket serving openshell.gateway_interceptor.v1.GatewayInterceptor to an OpenShell gateway "
-       "(docs/openshell-interceptor.md); unset: no interceptor"},
+       "(docs/openshell-interceptor.md); unset (and no interceptor_listen): no interceptor"},
+      {"interceptor_listen", kGatewayTable,
+       "host:port to serve the interceptor over TCP with TLS as well (tls_cert, tls_key; no client certificate "
+       "asked): requires interceptor_gateway_keys, since every call must carry the OpenShell gateway's token; "
+       "unset: off"},
       {"interceptor_socket_group", kGatewayTable,
        "group (name or gid) whose members (the OpenShell gateway's user) may connect to interceptor_socket: it "
        "becomes 0660, in a folder of its own made 0710 for that group; unset: 0600"},
@@ -292,7 +314,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "against the signed ceiling; admit is not built yet (refused)"},
       {"interceptor_gateway_keys", kGatewayTable,
        "the OpenShell gateway's extension-token key: a JWKS file or an Ed25519 public-key PEM; every call must then "
-       "carry its EdDSA bearer JWT; unset: no token is asked (the socket's permissions are the only check)"},
+       "carry its EdDSA bearer JWT; unset: no token is asked (the socket's permissions are the only check; "
+       "refused with interceptor_listen)"},
       {"interceptor_gateway_id", kGatewayTable,
        "the OpenShell gateway's gateway_id: tokens must say iss = openshell-gateway:<id> (default: openshell)"},
       {"interceptor_audience", kGatewayTable,
@@ -458,6 +481,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"log_listen", config.log_listen},
       {"log_witnesses", absl::StrJoin(config.log_witnesses, ",")},
       {"interceptor_socket", config.interceptor_socket},
+      {"interceptor_listen", config.interceptor_listen},
       {"interceptor_socket_group", config.interceptor_socket_group},
       {"interceptor_mode", config.interceptor_mode},
       {"interceptor_gateway_keys", config.interceptor_gateway_keys},
@@ -578,6 +602,11 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
                               sandbox_folder.string(), ", which holds the admin socket or the database"));
     }
   }
+  if (!config.interceptor_listen.empty() && config.tls_cert.empty()) {
+    return bad("interceptor_listen",
+               "the interceptor over TCP requires TLS: set tls_cert and tls_key (the OpenShell gateway's token and "
+               "every request it sends would otherwise cross the network in plaintext)");
+  }
   if (!config.interceptor_socket.empty()) {
     const auto interceptor = std::filesystem::absolute(config.interceptor_socket).lexically_normal();
     for (const std::string* other : {&config.admin_socket, &config.sandbox_socket}) {
@@ -623,8 +652,9 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
                "is tls_client_ca: any supervisor's certificate would then be an operator's on admin_listen; give "
                "supervisors a CA of their own");
   }
-  if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty()) {
-    return bad("tls_cert", "is set but neither sandbox_listen nor admin_listen is: nothing would use it");
+  if (!config.tls_cert.empty() && config.sandbox_listen.empty() && config.admin_listen.empty() &&
+      config.interceptor_listen.empty()) {
+    return bad("tls_cert", "is set but none of sandbox_listen, admin_listen and interceptor_listen is: nothing would use it");
   }
   for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"sandbox_listen", &config.sandbox_listen},
                                     {"admin_listen", &config.admin_listen},

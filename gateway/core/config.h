@@ -25,7 +25,7 @@ struct Config {
   std::string sandbox_socket_group;  // "": the sandbox socket is 0600; else 0660 for this group (its own folder)
   std::string sandbox_listen;  // "host:port": SandboxPolicy over TCP with TLS too; "": Unix socket only
   std::string admin_listen;    // "host:port": PolicyGateway over TCP with mutual TLS too; "": Unix socket only
-  std::string tls_cert;        // PEM certificate chain of both TCP listeners
+  std::string tls_cert;        // PEM certificate chain of the TCP listeners (and interceptor_listen's)
   std::string tls_key;         // its PEM private key
   std::string tls_client_ca;   // PEM CA bundle of operators: admin_listen's clients must present a certificate it issued
   std::string sandbox_client_ca;  // PEM CA bundle of supervisors, for sandbox_listen ("": no certificate asked)
@@ -52,8 +52,11 @@ struct Config {
   std::vector<std::string> log_witnesses;
   int64_t log_witness_timeout_ms = 1000;  // each add-checkpoint request
   std::string log_listen;         // "host:port" serving <state_dir>/log read-only over HTTP ("": off; may be metrics_listen)  // how often pending audit events are integrated and a checkpoint signed
-  // The OpenShell gateway interceptor (docs/openshell-interceptor.md): off unless interceptor_socket is set.
+  // The OpenShell gateway interceptor (docs/openshell-interceptor.md): off unless interceptor_socket or
+  // interceptor_listen is set.
   std::string interceptor_socket;        // Unix socket of openshell.gateway_interceptor.v1.GatewayInterceptor
+  // "host:port": the same service over TCP with TLS (tls_cert, tls_key); requires interceptor_gateway_keys
+  std::string interceptor_listen;
   std::string interceptor_socket_group;  // "": 0600; else 0660 for this group (its own folder)
   std::string interceptor_mode = "ceiling";  // "ceiling" (phase 1); "admit" is refused at load: not built yet
   std::string interceptor_gateway_keys;  // JWKS file or Ed25519 SPKI PEM of the OpenShell gateway; "": no tokens

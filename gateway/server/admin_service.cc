@@ -141,7 +141,11 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::DeletePolicyRequest, v1::PolicyRevision>("DeletePolicy", [core](const auto& r) { return core->DeletePolicy(r); });
   Add<v1::GetPolicyRequest, v1::GetPolicyResponse>("GetPolicy", [core](const auto& r) { return core->GetPolicy(r); });
   Add<v1::ListPolicyRevisionsRequest, v1::ListPolicyRevisionsResponse>("ListPolicyRevisions", [core](const auto& r) { return core->ListPolicyRevisions(r); });
-  Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [core](const auto&) { return core->GetStatus(); });
+  Add<v1::GetStatusRequest, v1::GetStatusResponse>("GetStatus", [this, core](const auto&) {
+    auto status = core->GetStatus();
+    if (status.ok() && status_extension_) status_extension_(&*status);
+    return status;
+  });
   Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
   Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
   Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });

@@ -59,6 +59,11 @@ class AdminService final : public grpc::CallbackGenericService {
   using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
   void SetCallerIdentity(CallerIdentity identity) { caller_identity_ = std::move(identity); }
 
+  // Adds what the core does not know to each GetStatus response (the interceptor's listeners and counts),
+  // on the pool's thread after the core filled it; unset: nothing added. Call before serving.
+  using StatusExtension = std::function<void(gateway_v1::GetStatusResponse*)>;
+  void SetStatusExtension(StatusExtension extension) { status_extension_ = std::move(extension); }
+
   // The serialized request -> serialized response, or an error.
   using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
 
@@ -82,6 +87,7 @@ class AdminService final : public grpc::CallbackGenericService {
   Metrics* metrics_ = nullptr;
   AuditFeed* audit_feed_ = nullptr;
   CallerIdentity caller_identity_;
+  StatusExtension status_extension_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
 };
 

@@ -160,9 +160,12 @@ int Daemon::PrepareTls() {
     const char* name;
     std::unique_ptr<TlsListenerCredentials>* out;
   };
+  static const std::string kNoClientCa;
   for (const Side& side : {Side{config_.admin_listen, config_.tls_client_ca, "tls_client_ca", "admin", &admin_tls_},
                            Side{config_.sandbox_listen, config_.sandbox_client_ca, "sandbox_client_ca", "sandbox",
-                                &sandbox_tls_}}) {
+                                &sandbox_tls_},
+                           // The OpenShell gateway authenticates with its extension token, not a certificate.
+                           Side{config_.interceptor_listen, kNoClientCa, "", "interceptor", &interceptor_tls_}}) {
     if (side.listen.empty()) continue;
     auto credentials = TlsListenerCredentials::Create({config_.tls_cert, config_.tls_key, side.client_ca},
                                                       absl::StrCat(config_.state_dir, "/tls/", side.name));
@@ -294,6 +297,11 @@ int Daemon::Serve() {
     audit_syslog_ = *std::move(syslog);
   }
   admin_service_->SetLog(log_.get());
+  admin_service_->SetStatusExtension([this](gateway_v1::GetStatusResponse* response) {
+    if (const InterceptorListener* interceptor = interceptor_status_.load(); interceptor != nullptr) {
+      interceptor->FillStatus(response->mutable_interceptor());
+    }
+  });
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
   // the client certificate's subject on admin_listen.
   admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {
@@ -464,15 +472,28 @@ int Daemon::Serve() {
               &sandbox_)) {
     return listen_error_;  // the destructor stops what did start
   }
-  if (!config_.interceptor_socket.empty()) {
+  if (!config_.interceptor_socket.empty() || !config_.interceptor_listen.empty()) {
+    InterceptorListener::Options interceptor_options;
+    interceptor_options.max_connections = admin_cap;
+    interceptor_options.max_per_peer = PerPeer(std::max<size_t>(16, admin_cap / 6));
+    if (!config_.interceptor_listen.empty()) {
+      auto front = TcpFront::Bind(config_.interceptor_listen);
+      if (!front.ok()) {
+        LogError(absl::StrCat("interceptor_listen: ", front.status().message()));
+        return kExitConfig;  // a taken or bad address: the operator's to fix
+      }
+      interceptor_options.front = *std::move(front);
+      interceptor_options.tls = interceptor_tls_.get();
+    }
     auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
-                                                 &store_->interceptor_records(), clock_, admin_cap,
-                                                 &metrics_);
+                                                 &store_->interceptor_records(), clock_, &metrics_,
+                                                 std::move(interceptor_options));
     if (!interceptor.ok()) {
       LogError(absl::StrCat("interceptor: ", interceptor.status().message()));
       return interceptor.status().code() == absl::StatusCode::kInvalidArgument ? kExitConfig : kExitStartup;
     }
     interceptor_ = *std::move(interceptor);
+    interceptor_status_.store(interceptor_.get());
   }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
                        " on the admin socket (descriptor limit ", descriptors, "), of which one peer process may hold ",
@@ -542,7 +563,7 @@ int Daemon::Serve() {
                                            " admitted sandbox(es), admin ", admin_.path,
                                            admin_.tcp.empty() ? "" : absl::StrCat(" and ", admin_.tcp), ", sandbox ", sandbox_.path,
                                            sandbox_.tcp.empty() ? "" : absl::StrCat(" and ", sandbox_.tcp),
-                                           interceptor_ == nullptr ? "" : absl::StrCat(", interceptor ", interceptor_->path()),
+                                           interceptor_ == nullptr ? "" : absl::StrCat(", interceptor ", interceptor_->Describe()),
                                            ", database ", store::DisplayName(config_.database));
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
@@ -620,7 +641,7 @@ void Daemon::RequestTrustStoreReload() {
     LogInfo("SIGHUP: a trust-store reload is already under way; one more will follow it");
     return;
   }
-  const bool tls = admin_tls_ != nullptr || sandbox_tls_ != nullptr;
+  const bool tls = admin_tls_ != nullptr || sandbox_tls_ != nullptr || interceptor_tls_ != nullptr;
   if (config_.trust_store.empty()) {
     // Said either way: an operator who sent SIGHUP sees what it did.
     LogInfo(tls ? "SIGHUP: no trust store is configured (trust_store is unset); reloading the TLS certificates"
@@ -641,7 +662,8 @@ void Daemon::RequestTrustStoreReload() {
 }
 
 void Daemon::ReloadTls() {
-  for (auto [tls, name] : {std::pair{admin_tls_.get(), "admin"}, std::pair{sandbox_tls_.get(), "sandbox"}}) {
+  for (auto [tls, name] : {std::pair{admin_tls_.get(), "admin"}, std::pair{sandbox_tls_.get(), "sandbox"},
+                           std::pair{interceptor_tls_.get(), "interceptor"}}) {
     if (tls == nullptr) continue;
     auto reloaded = tls->Reload();
     if (!reloaded.ok()) {
@@ -668,7 +690,6 @@ void Daemon::Stop() {
   // One deadline for every server: calls in progress get 5 s in all, not 5 s per server.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   if (interceptor_ != nullptr) interceptor_->Stop(deadline);  // drains its calls: they read the ceiling and append to the audit log
-  interceptor_.reset();
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   // The sequencer outlives the sandbox service: it tells it of checkpoints no more.
   if (log_ != nullptr) log_->SetPublishedListener(nullptr);
@@ -681,6 +702,8 @@ void Daemon::Stop() {
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->Wait();
   }
+  interceptor_status_.store(nullptr);  // no GetStatus runs any more
+  interceptor_.reset();
   // Quiesce every thread that may still touch the servers, the core or the driver, in order.
   if (core_ != nullptr) core_->StopVerifying();
   if (verifier_.joinable()) verifier_.join();

@@ -130,10 +130,14 @@ class Daemon {
   int listen_error_ = kExitStartup;  // Serve's exit code when a listener cannot start (a taken TCP port: kExitConfig)
   std::unique_ptr<TlsListenerCredentials> admin_tls_;
   std::unique_ptr<TlsListenerCredentials> sandbox_tls_;
+  std::unique_ptr<TlsListenerCredentials> interceptor_tls_;  // interceptor_listen: no client certificate asked
   std::unique_ptr<MetricsServer> metrics_server_;  // when metrics_listen is set; stopped first
   std::unique_ptr<MetricsServer> log_server_;      // when log_listen is set apart from metrics_listen
   Listener admin_, sandbox_;
-  std::unique_ptr<InterceptorListener> interceptor_;  // when interceptor_socket is set; stopped with the listeners
+  // When interceptor_socket or interceptor_listen is set; stopped with the listeners, destroyed after the
+  // admin server (GetStatus reads it through interceptor_status_, set once it serves).
+  std::unique_ptr<InterceptorListener> interceptor_;
+  std::atomic<const InterceptorListener*> interceptor_status_{nullptr};
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;

@@ -54,6 +54,13 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   // The decision appends to the audit log: off gRPC's callback thread.
   pool_->Submit([this, reactor, request, response, started] {
     *response = evaluator_->Evaluate(*request);
+    if (!response->allowed()) {
+      evaluate_denied_.fetch_add(1);
+    } else if (response->patches().empty()) {
+      evaluate_allowed_.fetch_add(1);
+    } else {
+      evaluate_patched_.fetch_add(1);
+    }
     const char* phase = request->has_modify_operation() ? "modify_operation"
                          : request->has_validate()      ? "validate"
                          : request->has_post_commit()   ? "post_commit"

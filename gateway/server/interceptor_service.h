@@ -1,5 +1,5 @@
 // openshell.gateway_interceptor.v1.GatewayInterceptor (docs/openshell-interceptor.md), served on
-// interceptor_socket to an OpenShell gateway: authenticates each call (InterceptorTokenVerifier, when
+// interceptor_socket and/or interceptor_listen to an OpenShell gateway: authenticates each call (InterceptorTokenVerifier, when
 // interceptor_gateway_keys is set: a missing or bad token is UNAUTHENTICATED, which the OpenShell gateway
 // treats as its failure policy, fail_closed) and hands Describe and Evaluate to the InterceptorEvaluator.
 // Evaluate runs on the worker pool (it appends to the audit log); Describe on gRPC's thread.
@@ -42,6 +42,17 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
 
+  // Evaluate calls answered since start, by decision: allowed without patches, allowed with patches
+  // (the request rewritten), denied. Unauthenticated calls are not among them (unauthenticated()).
+  struct EvaluateCounts {
+    uint64_t allowed = 0;
+    uint64_t patched = 0;
+    uint64_t denied = 0;
+  };
+  EvaluateCounts evaluate_counts() const {
+    return {evaluate_allowed_.load(), evaluate_patched_.load(), evaluate_denied_.load()};
+  }
+
   // Each call's method, phase, decision and latency (Metrics::ObserveInterceptorCall); null: none. Call
   // before serving.
   using Observer = std::function<void(absl::string_view method, absl::string_view phase, absl::string_view decision,
@@ -58,6 +69,9 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   WorkerPool* const pool_;
   const store::Clock* const clock_;
   std::atomic<uint64_t> unauthenticated_{0};
+  std::atomic<uint64_t> evaluate_allowed_{0};
+  std::atomic<uint64_t> evaluate_patched_{0};
+  std::atomic<uint64_t> evaluate_denied_{0};
   Observer observer_;
 };
 
