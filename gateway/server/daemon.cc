@@ -238,6 +238,7 @@ int Daemon::StartDriver() {
       LogError(absl::StrCat("builtin_signing_key ", config_.builtin_signing_key, ": ", key.status().message()));
       return kExitStartup;
     }
+    profile_signing_key_ = *key;
     signing_key = builtin_driver::SigningKey{*std::move(key), config_.builtin_signing_key_id};
   }
   auto builtin = builtin_driver::BuiltinDriver::Create(&store_->revisions(), std::move(signing_key),
@@ -252,6 +253,7 @@ int Daemon::StartDriver() {
 
 int Daemon::Serve() {
   core_ = std::make_unique<GatewayCore>(config_, store_.get(), driver_.get(), &registry_, trust_store_, clock_);
+  if (profile_signing_key_.has_value()) core_->provider_profiles().SetSigningKey(*profile_signing_key_);
   auto loaded = core_->LoadAdmitted();
   if (!loaded.ok()) {
     LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));
@@ -463,7 +465,8 @@ int Daemon::Serve() {
   }
   if (!config_.interceptor_socket.empty()) {
     auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
-                                                 &store_->interceptor_records(), clock_, admin_cap,
+                                                 &store_->interceptor_records(), &core_->provider_profiles(), clock_,
+                                                 admin_cap,
                                                  &metrics_);
     if (!interceptor.ok()) {
       LogError(absl::StrCat("interceptor: ", interceptor.status().message()));

@@ -14,6 +14,7 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
                                                                                 const CeilingGuard* ceiling,
                                                                                 store::AuditLog* audit,
                                                                                 store::InterceptorRecordStore* records,
+                                                                                const ProviderProfileCatalogue* profiles,
                                                                                 const store::Clock* clock,
                                                                                 size_t max_connections,
                                                                                 Metrics* metrics) {
@@ -25,7 +26,7 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
     listener->verifier_ = *std::move(verifier);
   }
   listener->evaluator_ = std::make_unique<InterceptorEvaluator>(
-      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience});
+      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience, profiles});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);

@@ -35,11 +35,12 @@ class InterceptorListener {
  public:
   // Loads interceptor_gateway_keys (INVALID_ARGUMENT naming the file), binds interceptor_socket
   // (UNAVAILABLE naming it) and serves; logs what it serves and how callers are authenticated. The
-  // ceiling guard, audit log, record store (the sandboxes' records, InterceptorRecords), clock and metrics
-  // (may be null) must outlive the listener.
+  // ceiling guard, audit log, record store (the sandboxes' records, InterceptorRecords), provider-profile
+  // catalogue, clock and metrics (may be null) must outlive the listener.
   static absl::StatusOr<std::unique_ptr<InterceptorListener>> Start(const Config& config, const CeilingGuard* ceiling,
                                                                     store::AuditLog* audit,
                                                                     store::InterceptorRecordStore* records,
+                                                                    const ProviderProfileCatalogue* profiles,
                                                                     const store::Clock* clock,
                                                                     size_t max_connections, Metrics* metrics);
   // Stops accepting, then waits for the calls in progress until `deadline` (those still running then are
