@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   AddDecideCommand(app, options, exit_code);
   AddDiffCommand(app, options, exit_code);
   AddCeilingCommands(app, options, exit_code);
+  AddProfileCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);
   AddHealthCommand(app, options, exit_code);

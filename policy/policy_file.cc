@@ -41,7 +41,8 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParsePolicyText(absl::stri
                                                                       absl::string_view source) {
   openshell::sandbox::v1::SandboxPolicy policy;
   LineMap lines;
-  YamlReadOptions options{FileAliases()};
+  YamlReadOptions options;
+  options.top_level_aliases = FileAliases();
   if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) return status;
   if (auto violation = FindViolation(policy)) {
     return absl::InvalidArgumentError(DescribeViolation(*violation, lines, source));
@@ -52,7 +53,8 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ParsePolicyText(absl::stri
 std::vector<std::string> LintPolicyText(absl::string_view text, absl::string_view source) {
   openshell::sandbox::v1::SandboxPolicy policy;
   LineMap lines;
-  YamlReadOptions options{FileAliases()};
+  YamlReadOptions options;
+  options.top_level_aliases = FileAliases();
   if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) {
     return {std::string(status.message())};
   }
@@ -66,7 +68,8 @@ std::vector<std::string> LintPolicyText(absl::string_view text, absl::string_vie
 absl::StatusOr<std::string> FormatPolicyText(absl::string_view text, absl::string_view source) {
   openshell::sandbox::v1::SandboxPolicy policy;
   LineMap lines;
-  YamlReadOptions options{FileAliases()};
+  YamlReadOptions options;
+  options.top_level_aliases = FileAliases();
   if (auto status = ReadYamlMessage(text, source, options, &policy, &lines); !status.ok()) return status;
   // The opening comment block: leading lines that are comments or blank, less trailing blank ones.
   std::string header;

@@ -45,8 +45,18 @@ class Reader {
   void ReadMessage(const YAML::Node& node, Message* out, const std::string& path, bool top_level) {
     Record(path, node);
     if (node.IsNull()) return;
-    if (!node.IsMap()) Fail(node, path, "expected a mapping");
     const Descriptor* descriptor = out->GetDescriptor();
+    if (node.IsScalar()) {
+      if (auto shorthand = options_.scalar_as_field.find(descriptor->full_name());
+          shorthand != options_.scalar_as_field.end()) {
+        const FieldDescriptor* field = descriptor->FindFieldByName(shorthand->second);
+        if (field != nullptr) {
+          SetScalar(node, out, field, path);
+          return;
+        }
+      }
+    }
+    if (!node.IsMap()) Fail(node, path, "expected a mapping");
     if (descriptor->full_name() == "google.protobuf.Struct") {
       ReadStruct(node, static_cast<google::protobuf::Struct*>(out), path);
       return;
@@ -74,6 +84,14 @@ class Reader {
       } else {
         field = descriptor->FindFieldByName(key);
       }
+      if (field == nullptr) {
+        if (auto entry_key = options_.map_entry_keys.find(absl::StrCat(descriptor->full_name(), ".", key));
+            entry_key != options_.map_entry_keys.end()) {
+          ReadMapEntryKey(entry.second, out, entry_key->second.first, entry_key->second.second, key_path);
+          continue;
+        }
+      }
+      if (field != nullptr && options_.refused_fields.contains(field->full_name())) field = nullptr;
       if (field == nullptr) Fail(key_node, key_path, UnknownKeyMessage(descriptor, key, top_level));
       ReadField(entry.second, out, field, key_path);
     }
@@ -88,9 +106,46 @@ class Reader {
     if (lines_ != nullptr && !path.empty()) lines_->emplace(path, node.Mark().line + 1);
   }
 
+  // `key: value` read as `<map_field>: {<entry_key>: value}` (YamlReadOptions::map_entry_keys).
+  void ReadMapEntryKey(const YAML::Node& value, Message* out, const std::string& map_field,
+                       const std::string& entry_key, const std::string& path) {
+    const FieldDescriptor* field = out->GetDescriptor()->FindFieldByName(map_field);
+    if (field == nullptr || !field->is_map()) Fail(value, path, "unsupported shorthand");
+    const Reflection* reflection = out->GetReflection();
+    Message* map_entry = reflection->AddMessage(out, field);
+    const FieldDescriptor* key_field = field->message_type()->map_key();
+    const FieldDescriptor* value_field = field->message_type()->map_value();
+    map_entry->GetReflection()->SetString(map_entry, key_field, entry_key);
+    Record(path, value);
+    if (value_field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      ReadMessage(value, map_entry->GetReflection()->MutableMessage(map_entry, value_field), path, false);
+    } else {
+      SetScalar(value, map_entry, value_field, path);
+    }
+  }
+
+  // An enum value by its full name, or (short_enum_names) by its last words.
+  const google::protobuf::EnumValueDescriptor* FindEnumValue(const google::protobuf::EnumDescriptor* type,
+                                                             const std::string& text) {
+    if (const auto* exact = type->FindValueByName(text); exact != nullptr) return exact;
+    if (!options_.short_enum_names || text.empty()) return nullptr;
+    std::string wanted = absl::AsciiStrToUpper(text);
+    std::replace(wanted.begin(), wanted.end(), '-', '_');
+    if (wanted == "UNSPECIFIED") return nullptr;
+    for (int i = 0; i < type->value_count(); ++i) {
+      const std::string& name = type->value(i)->name();
+      if (name.size() > wanted.size() && name.compare(name.size() - wanted.size(), wanted.size(), wanted) == 0 &&
+          name[name.size() - wanted.size() - 1] == '_') {
+        return type->value(i);
+      }
+    }
+    return nullptr;
+  }
+
   std::string UnknownKeyMessage(const Descriptor* descriptor, const std::string& key, bool top_level) {
     std::string known;
     for (int i = 0; i < descriptor->field_count(); ++i) {
+      if (options_.refused_fields.contains(descriptor->field(i)->full_name())) continue;
       std::string name = descriptor->field(i)->name();
       if (top_level) {
         for (const auto& [file_key, proto_name] : options_.top_level_aliases) {
@@ -130,6 +185,9 @@ class Reader {
     }
     if (field->is_repeated()) {
       if (!node.IsSequence()) Fail(node, path, "expected a list");
+      if (node.size() == 0 && options_.non_empty_lists.contains(field->full_name())) {
+        Fail(node, path, "an empty list is refused here (leave the key out instead)");
+      }
       for (size_t i = 0; i < node.size(); ++i) {
         const std::string item_path = absl::StrCat(path, "[", i, "]");
         const YAML::Node item = node[i];
@@ -207,7 +265,7 @@ class Reader {
         break;
       case FieldDescriptor::CPPTYPE_ENUM: {
         const std::string text = ScalarText(node, path, "an enum name");
-        const auto* value = field->enum_type()->FindValueByName(text);
+        const auto* value = FindEnumValue(field->enum_type(), text);
         if (value == nullptr) Fail(node, path, absl::StrCat("unknown value '", text, "'"));
         r->SetEnum(out, field, value);
         break;

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
+#include <utility>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -19,6 +21,21 @@ namespace osh::policy {
 struct YamlReadOptions {
   // Top-level key spellings that differ from the proto field name: file key -> field name.
   std::map<std::string, std::string> top_level_aliases;
+
+  // Shorthands of upstream's provider-profile files (../shared/interceptor/README.md §7); all off for
+  // policy files. A scalar where a message of this full name is expected sets this one string field of
+  // it ("openshell.sandbox.v1.NetworkBinary" -> "path" reads `- /usr/bin/gh`).
+  std::map<std::string, std::string> scalar_as_field;
+  // A key that sets one entry of a map field: "<message full name>.<key>" -> {map field, entry key}
+  // ({"openshell.sandbox.v1.L7Allow.tool", {"params", "name"}} reads `tool: X` as `params: {name: X}`).
+  std::map<std::string, std::pair<std::string, std::string>> map_entry_keys;
+  // Fields (full names) refused like unknown keys.
+  std::set<std::string> refused_fields;
+  // Repeated fields (full names) refused when given as an empty list.
+  std::set<std::string> non_empty_lists;
+  // Enum values are also accepted by the last words of their name, case-insensitively and with '-' for
+  // '_' ("source-control" for PROVIDER_PROFILE_CATEGORY_SOURCE_CONTROL); never the UNSPECIFIED value.
+  bool short_enum_names = false;
 };
 
 // Where each field came from: field path -> 1-based line.

@@ -81,14 +81,18 @@ absl::StatusOr<MigrationReport> MigrateStore(Database& source, Database& target,
   auto records = source.interceptor_records().ListInterceptorRecords();
   if (!records.ok()) return Step(records.status(), "reading the interceptor's records");
   image.interceptor_records = *std::move(records);
+  auto profiles = source.provider_profiles().ListProviderProfiles();
+  if (!profiles.ok()) return Step(profiles.status(), "reading the provider-profile catalogue");
+  image.provider_profiles = *std::move(profiles);
   report.sandboxes = image.sandboxes.size();
   report.pending_releases = image.releases.size();
   report.policy_revisions = image.revisions.size();
   report.ceiling = image.ceiling.has_value();
   report.interceptor_records = image.interceptor_records.size();
+  report.provider_profiles = image.provider_profiles.size();
   say(absl::StrCat("copying ", report.sandboxes, " sandbox(es), ", report.pending_releases, " pending release(s), ",
                    report.policy_revisions, " policy revision(s), ", report.interceptor_records,
-                   " interceptor record(s)", report.ceiling ? " and the ceiling" : ""));
+                   " interceptor record(s), ", report.provider_profiles, " provider profile(s)", report.ceiling ? " and the ceiling" : ""));
   if (absl::Status s = importer->ImportImage(image); !s.ok()) return Step(s, "writing the state");
 
   const AuditLog::ChainHead source_head = source.audit().AuditChainHead();

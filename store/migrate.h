@@ -1,6 +1,6 @@
 // Moves one store's whole state into another (`policy-gateway migrate`): sandboxes (handle hashes and
 // driver handles), due driver-handle releases, every policy revision (seqs kept, so policy_version
-// continues), the ceiling in force, the OpenShell interceptor's records, and the audit chain verbatim, so it verifies as the same chain.
+// continues), the ceiling in force, the OpenShell interceptor's records and provider-profile catalogue, and the audit chain verbatim, so it verifies as the same chain.
 // The target must be empty; neither store may be in use by a gateway meanwhile.
 #pragma once
 
@@ -19,6 +19,7 @@ struct MigrationReport {
   uint64_t policy_revisions = 0;
   uint64_t audit_events = 0;  // copied by this run (after resumed_after)
   uint64_t interceptor_records = 0;
+  uint64_t provider_profiles = 0;
   bool ceiling = false;
   AuditLog::ChainHead head;  // the chain's head, equal in both stores
   uint64_t resumed_after = 0;  // kResume: the events the interrupted copy had written (checked, kept)

@@ -145,6 +145,15 @@ CREATE TABLE interceptor_records (
   updated_at BIGINT NOT NULL
 );
 )sql",
+    // 4 -> 5: the provider-profile catalogue the interceptor serves (ProviderProfileStore), shared by the
+    // replicas.
+    R"sql(
+CREATE TABLE provider_profiles (
+  id         TEXT COLLATE "C" PRIMARY KEY,
+  profile    BYTEA NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -902,13 +911,55 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptor
   return out;
 }
 
+// --- Provider profiles ----------------------------------------------------------------------
+// Each change with its audit event (the chain's head lock, like a policy change); reads go to the database
+// every time, so a profile another replica wrote is served at once.
+
+absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    OSH_RETURN_IF_ERROR(writer_
+                            .Query("INSERT INTO provider_profiles (id, profile, updated_at) VALUES ($1, $2, $3) "
+                                   "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
+                                   PgParams().Add(id).AddBytes(profile).Add(NowMs()))
+                            .status());
+    return InsertAudit(&event);
+  });
+}
+
+absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
+    if (!deleted.ok()) return deleted.status();
+    if (deleted->affected() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    return InsertAudit(&event);
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> PostgresStore::GetProviderProfile(const std::string& id) {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT profile FROM provider_profiles WHERE id = $1", PgParams().Add(id));
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(found->Bytes(0, 0));
+}
+
+absl::StatusOr<std::vector<ProviderProfileRow>> PostgresStore::ListProviderProfiles() {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT id, profile FROM provider_profiles ORDER BY id");
+  if (!found.ok()) return found.status();
+  std::vector<ProviderProfileRow> out;
+  for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
+  return out;
+}
+
 // --- Migration ----------------------------------------------------------------------------
 
 absl::Status PostgresStore::ImportImage(const StoreImage& image) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
-        "(SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records)");
+        "(SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records) + "
+        "(SELECT COUNT(*) FROM provider_profiles)");
     if (!used.ok()) return used.status();
     if (used->Int(0, 0) != 0) return absl::FailedPreconditionError("the target database's state is not empty");
     for (const auto& r : image.revisions) {
@@ -958,6 +1009,12 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
                                      PgParams().Add(row.sandbox).AddBytes(row.record).Add(NowMs()))
                               .status());
     }
+    for (const auto& row : image.provider_profiles) {
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("INSERT INTO provider_profiles (id, profile, updated_at) VALUES ($1, $2, $3)",
+                                     PgParams().Add(row.id).AddBytes(row.profile).Add(NowMs()))
+                              .status());
+    }
     return absl::OkStatus();
   });
 }
@@ -995,7 +1052,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       auto used = writer_.Query(
           "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
           "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases) + "
-          "(SELECT COUNT(*) FROM interceptor_records)");
+          "(SELECT COUNT(*) FROM interceptor_records) + (SELECT COUNT(*) FROM provider_profiles)");
       if (!used.ok()) return used.status();
       if (used->Int(0, 0) != 0) {
         return absl::FailedPreconditionError(
@@ -1014,14 +1071,14 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       // and MigrateStore continues it once it has checked it is a prefix of the source's.
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, ceiling, changes, leases, "
-          "interceptor_records RESTART IDENTITY"));
+          "interceptor_records, provider_profiles RESTART IDENTITY"));
       return absl::OkStatus();  // the marker stays as it was
     } else {
       // An interrupted migration's partial copy: removed, with the marker kept (rewritten below), in this
       // transaction — a crash here leaves either the old partial copy or an empty, marked target.
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, ceiling, changes, "
-          "leases, interceptor_records RESTART IDENTITY"));
+          "leases, interceptor_records, provider_profiles RESTART IDENTITY"));
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000'"));
       chain_.Reset({0, std::string(64, '0')});

@@ -127,6 +127,14 @@ CREATE TABLE interceptor_records (
   updated_at INTEGER NOT NULL                         -- unix ms
 ) WITHOUT ROWID;
 )sql",
+    // 10: the provider-profile catalogue the interceptor serves (ProviderProfileStore), one row per id.
+    R"sql(
+CREATE TABLE provider_profiles (
+  id         TEXT PRIMARY KEY,                        -- the profile's id
+  profile    BLOB NOT NULL,                           -- serialized openshell.v1.ProviderProfile (signature annotations included)
+  updated_at INTEGER NOT NULL                         -- unix ms
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -880,28 +888,77 @@ absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, con
   });
 }
 
-absl::StatusOr<std::optional<std::string>> SqliteStore::GetInterceptorRecord(const std::string& sandbox) {
+absl::StatusOr<std::optional<std::string>> SqliteStore::ReadBlobByKey(const char* sql, const std::string& key) {
   absl::MutexLock lock(&read_mu_);
-  auto stmt = read_db_->Prepare("SELECT record FROM interceptor_records WHERE sandbox = ?");
+  auto stmt = read_db_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
-  stmt->Bind(1, sandbox);
+  stmt->Bind(1, key);
   auto row = stmt->Step();
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<std::string>();
   return std::optional<std::string>(stmt->Blob(0));
 }
 
-absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRecords() {
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> SqliteStore::ReadKeyedBlobs(const char* sql) {
   absl::MutexLock lock(&read_mu_);
-  auto stmt = read_db_->Prepare("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  auto stmt = read_db_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
-  std::vector<InterceptorRecordRow> out;
+  std::vector<std::pair<std::string, std::string>> out;
   for (;;) {
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    out.push_back({stmt->Text(0), stmt->Blob(1)});
+    out.emplace_back(stmt->Text(0), stmt->Blob(1));
   }
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetInterceptorRecord(const std::string& sandbox) {
+  return ReadBlobByKey("SELECT record FROM interceptor_records WHERE sandbox = ?", sandbox);
+}
+
+absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRecords() {
+  auto rows = ReadKeyedBlobs("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  if (!rows.ok()) return rows.status();
+  std::vector<InterceptorRecordRow> out;
+  for (auto& [sandbox, record] : *rows) out.push_back({std::move(sandbox), std::move(record)});
+  return out;
+}
+
+// --- Provider profiles ----------------------------------------------------------------------
+
+absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare(
+        "INSERT INTO provider_profiles (id, profile, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "profile = excluded.profile, updated_at = excluded.updated_at");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, id).BindBlob(2, profile).Bind(3, NowMs());
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    return InsertAudit(&event);
+  });
+}
+
+absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare("DELETE FROM provider_profiles WHERE id = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, id);
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    if (db_.Changes() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    return InsertAudit(&event);
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetProviderProfile(const std::string& id) {
+  return ReadBlobByKey("SELECT profile FROM provider_profiles WHERE id = ?", id);
+}
+
+absl::StatusOr<std::vector<ProviderProfileRow>> SqliteStore::ListProviderProfiles() {
+  auto rows = ReadKeyedBlobs("SELECT id, profile FROM provider_profiles ORDER BY id");
+  if (!rows.ok()) return rows.status();
+  std::vector<ProviderProfileRow> out;
+  for (auto& [id, profile] : *rows) out.push_back({std::move(id), std::move(profile)});
   return out;
 }
 

@@ -36,7 +36,7 @@ class SqliteStore final : public SingleObjectDatabase {
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
   ~SqliteStore() override;
-  static constexpr int kSchemaVersion = 9;
+  static constexpr int kSchemaVersion = 10;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -75,6 +75,11 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
+  absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) override;
+  absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) override;
+  absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
+  absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
+
   // Transactions committed and the writes they carried (group commit at work), and the audit head.
   StoreStats Stats() override;
 
@@ -97,6 +102,10 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On the read connection: the blob (column 0) of the one row `sql` selects with `key` bound to its ?,
+  // or nullopt; every (text, blob) row `sql` selects.
+  absl::StatusOr<std::optional<std::string>> ReadBlobByKey(const char* sql, const std::string& key);
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadKeyedBlobs(const char* sql);
   // Stores `*record` as the sandbox's interceptor record, or removes it (nullptr).
   absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.

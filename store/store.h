@@ -78,9 +78,17 @@ struct InterceptorRecordRow {
   std::string record;
 };
 
+// One profile of the provider-profile catalogue (ProviderProfileStore): its id and the profile as stored
+// (a serialized openshell.v1.ProviderProfile, signature annotations included; opaque to the store).
+struct ProviderProfileRow {
+  std::string id;
+  std::string profile;
+};
+
 // A store's state as `policy-gateway migrate` moves it (everything but the audit chain, which moves
 // in pages): sandboxes with their handle hashes and driver handles, due driver-handle releases, every
-// policy revision with its global seq, the ceiling in force, and the interceptor's records.
+// policy revision with its global seq, the ceiling in force, the interceptor's records and the
+// provider-profile catalogue.
 struct StoreImage {
   std::vector<SandboxRecord> sandboxes;
   std::vector<PendingRelease> releases;
@@ -88,6 +96,7 @@ struct StoreImage {
   std::optional<std::string> ceiling;
   uint64_t ceiling_version = 0;
   std::vector<InterceptorRecordRow> interceptor_records;
+  std::vector<ProviderProfileRow> provider_profiles;
 };
 
 // Listeners of one kind of change (RevisionListener, CeilingListener), not owned: each must outlive its
@@ -287,6 +296,23 @@ class InterceptorRecordStore {
   virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() = 0;
 };
 
+// The provider-profile catalogue the OpenShell interceptor serves and composes (gateway/core/
+// provider_profiles.h), one row per profile id. Like a policy change, every change is committed in one
+// transaction with its audit event. Reads go to the database each time, so every replica on a shared
+// store serves the same catalogue as soon as it is committed.
+class ProviderProfileStore {
+ public:
+  virtual ~ProviderProfileStore() = default;
+  // Creates or replaces the profile `id` with `event`; durable when this returns OK.
+  virtual absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) = 0;
+  // Removes the profile `id` with `event`; NOT_FOUND, and nothing written, when there is none.
+  virtual absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) = 0;
+  // The profile `id` as stored, or nullopt.
+  virtual absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) = 0;
+  // Every profile, ordered by id (bytewise).
+  virtual absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() = 0;
+};
+
 // This process's place among the gateways sharing the store. The defaults are a single-process store's:
 // one replica, no feed, every lease granted, always reachable.
 class Replication {
@@ -387,6 +413,7 @@ class Database {
   virtual AuditLog& audit() = 0;
   virtual Replication& replication() = 0;
   virtual InterceptorRecordStore& interceptor_records() = 0;
+  virtual ProviderProfileStore& provider_profiles() = 0;
   // nullptr when this kind of store cannot be migrated into.
   virtual Importer* importer() { return nullptr; }
   virtual StoreStats Stats() = 0;
@@ -400,7 +427,8 @@ class SingleObjectDatabase : public Database,
                              public CeilingStore,
                              public AuditLog,
                              public Replication,
-                             public InterceptorRecordStore {
+                             public InterceptorRecordStore,
+                             public ProviderProfileStore {
  public:
   SandboxStore& sandboxes() final { return *this; }
   ReleaseQueue& releases() final { return *this; }
@@ -409,6 +437,7 @@ class SingleObjectDatabase : public Database,
   AuditLog& audit() final { return *this; }
   Replication& replication() final { return *this; }
   InterceptorRecordStore& interceptor_records() final { return *this; }
+  ProviderProfileStore& provider_profiles() final { return *this; }
 };
 
 }  // namespace osh::store

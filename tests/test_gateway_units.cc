@@ -16,6 +16,9 @@
 #include "gateway/core/ceiling_guard.h"
 #include "gateway/core/config.h"
 #include "gateway/core/interceptor_evaluator.h"
+#include "gateway/core/interceptor_governance.h"
+#include "gateway/core/provider_catalogue.h"
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "store/sqlite_db.h"
 #include "gateway/core/log.h"
@@ -57,7 +60,8 @@ TEST_CASE("mutation gate: refuses exactly the mutating methods, and anything unk
       refused.insert(service->method(i)->name());
     }
   }
-  CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy"});
+  CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy", "SetProviderProfile",
+                                         "DeleteProviderProfile"});
   // SetCeiling changes policy only with an authority's signature, which it checks itself.
   CHECK(osh::gateway::ClassOf(*service->FindMethodByName("SetCeiling")) == v1::AUTHORITY_SIGNED);
   // Deny by default: a method the descriptor does not know is refused too.
@@ -519,7 +523,7 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   auto store = osh::store::SqliteStore::Open(path);
   REQUIRE(store.ok());
   osh::gateway::CeilingGuard ceiling(store->get(), store->get());  // no ceiling in force: candidates are allowed
-  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud"});
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", nullptr});
   auto evaluation = [](const std::string& method, bool validate, const std::string& json) {
     icv1::InterceptorEvaluation e;
     e.set_service("openshell.v1.OpenShell");
@@ -566,4 +570,93 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   }
   // The modify phase of a create stores nothing, so it does not depend on the store.
   CHECK(evaluator.Evaluate(evaluation("CreateSandbox", false, create)).allowed());
+}
+
+TEST_CASE("provider catalogue: profiles are signed and verified against the trust store, and a rewritten row or a revoked "
+          "key is never served or composed",
+          "[interceptor][provider_profiles]") {
+  namespace icv1 = openshell::gateway_interceptor::v1;
+  osh::test::TempDir dir;
+  auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
+  REQUIRE(store.ok());
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  auto trusted = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  REQUIRE(trusted.ok());
+  std::shared_ptr<const osh::trust::TrustStore> trust = std::make_shared<osh::trust::TrustStore>(*trusted);
+  osh::gateway::ProviderProfileCatalogue catalogue(store->get(), [&trust] { return trust; },
+                                                   osh::store::Clock::System());
+  openshell::v1::ProviderProfile pypi;
+  pypi.set_id("pypi");
+  pypi.set_display_name("PyPI");
+  auto* endpoint = pypi.add_endpoints();
+  endpoint->set_host("pypi.org");
+  endpoint->set_port(443);
+  pypi.add_binaries()->set_path("/usr/bin/pip");
+
+  // A trust store and no signing key: nothing is stored that could not be served.
+  auto unsigned_set = catalogue.Set(pypi);
+  CHECK(osh::common::ReasonOf(unsigned_set.status()) == "profile_unsigned");
+  // A signing key outside the trust store: refused the same way.
+  auto stranger = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(stranger.ok());
+  catalogue.SetSigningKey(*stranger);
+  CHECK(osh::common::ReasonOf(catalogue.Set(pypi).status()) == "profile_signature_untrusted");
+  CHECK(*catalogue.Count() == 0);
+
+  catalogue.SetSigningKey(*key);
+  auto stored = catalogue.Set(pypi);
+  INFO(stored.status().ToString());
+  REQUIRE(stored.ok());
+  CHECK(stored->hash == *osh::gateway::GovernanceProfileHash(pypi));
+  CHECK(stored->kid.size() == 32);
+  REQUIRE(catalogue.Get("pypi").ok());
+  auto snapshot = catalogue.Snapshot();
+  REQUIRE(snapshot.ok());
+  CHECK(snapshot->profiles_size() == 1);
+
+  // The evaluator composes it, and refuses an unknown provider.
+  osh::gateway::CeilingGuard ceiling(store->get(), store->get());
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", &catalogue});
+  CHECK(evaluator.Describe().provider_profiles());
+  auto create = [](const std::string& providers) {
+    icv1::InterceptorEvaluation e;
+    e.set_service("openshell.v1.OpenShell");
+    e.set_method("CreateSandbox");
+    REQUIRE(google::protobuf::util::JsonStringToMessage(
+                absl::StrCat(R"({"name": "build-7", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": )",
+                             providers, "}}"),
+                e.mutable_modify_operation()->mutable_proposed_operation())
+                .ok());
+    return e;
+  };
+  CHECK(evaluator.Evaluate(create(R"(["pypi"])")).allowed());
+  CHECK_THAT(evaluator.Evaluate(create(R"(["nosuch"])")).reason(), Catch::StartsWith("unknown_provider: "));
+
+  // A row rewritten in the database (a wider endpoint, the signature kept): not served, not composed.
+  openshell::v1::ProviderProfile tampered = stored->profile;
+  tampered.mutable_endpoints(0)->set_host("evil.example.com");
+  REQUIRE((*store)->PutProviderProfile("pypi", tampered.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+  CHECK(osh::common::ReasonOf(catalogue.Get("pypi").status()) == "profile_unverified");
+  CHECK(osh::common::ReasonOf(catalogue.Snapshot().status()) == "profile_unverified");
+  const auto refused = evaluator.Evaluate(create(R"(["pypi"])"));
+  CHECK_FALSE(refused.allowed());
+  CHECK(refused.status_code() == "FAILED_PRECONDITION");
+  CHECK_THAT(refused.reason(), Catch::StartsWith("profile_unverified: provider profile 'pypi': its hash is "));
+
+  // Signed again, then its key revoked in the trust store: no longer verified.
+  REQUIRE(catalogue.Set(pypi).ok());
+  REQUIRE(catalogue.Get("pypi").ok());
+  std::string revoked_json = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
+  revoked_json.insert(1, R"("revoked_key_ids": ["gateway-key"], )");
+  auto revoked = osh::trust::TrustStore::Parse(revoked_json);
+  REQUIRE(revoked.ok());
+  trust = std::make_shared<osh::trust::TrustStore>(*revoked);
+  CHECK(osh::common::ReasonOf(catalogue.Get("pypi").status()) == "profile_unverified");
+
+  // Deleting: NOT_FOUND the second time; Describe follows the catalogue.
+  REQUIRE(catalogue.Delete("pypi").ok());
+  CHECK(catalogue.Delete("pypi").code() == absl::StatusCode::kNotFound);
+  CHECK_FALSE(evaluator.Describe().provider_profiles());
+  CHECK(osh::common::ReasonOf(evaluator.SnapshotProviderProfiles().status()) == "provider_profiles_empty");
 }

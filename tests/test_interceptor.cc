@@ -1,4 +1,4 @@
-// The OpenShell gateway interceptor (issue 28, phase 1; docs/openshell-interceptor.md). The tests play the
+// The OpenShell gateway interceptor (issue 28; docs/openshell-interceptor.md). The tests play the
 // OpenShell gateway from its contract (../shared/interceptor/README.md), not from our code: payloads are
 // the README's ProtoJSON read into a google.protobuf.Struct (every number a double, int64 as strings),
 // tokens are minted (and broken each way the README's checklist lists) with librhonabwy, patches are
@@ -26,6 +26,8 @@
 #include "gateway/core/interceptor_governance.h"
 #include "gateway/core/interceptor_merge.h"
 #include "gateway/core/interceptor_token.h"
+#include "gateway/core/provider_catalogue.h"
+#include "policy/provider_profile.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "tests/gateway_fixture.h"
@@ -250,19 +252,38 @@ network_policies:
 
 // A real gateway with the interceptor on its own socket, a JWKS holding the RFC key, and a signed ceiling;
 // `extra_args` go to the gateway as well (a --database, say).
+// How a test gateway signs provider profiles: not (a trust store, no signing key: `profile set` is refused),
+// with builtin_signing_key (in the trust store), or without a trust store at all (no ceiling either;
+// profiles are stored and served unsigned).
+enum class ProfileSigning { kNone, kSigned, kNoTrustStore };
+
 class InterceptorGateway {
  public:
   // Without `unix_socket` the gateway gets no interceptor_socket (extra_args give it interceptor_listen) and
   // the test connects with ConnectTls.
   explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true, std::vector<std::string> extra_args = {},
-                              bool unix_socket = true) {
+                              ProfileSigning signing = ProfileSigning::kNone, bool unix_socket = true) {
     auto authority = osh::trust::PrivateKey::Generate("ed25519");
     REQUIRE(authority.ok());
     WriteFile(keys_ / "authority.key", authority->ToPem());
-    WriteFile(keys_ / "trust.json", TrustStoreJson({{"authority", authority->PublicKeyPem()}}));
-    WriteFile(keys_ / "jwks.json", kVectorJwks);
-    std::vector<std::string> args = {"--trust-store", keys_ / "trust.json", "--metrics-listen", "127.0.0.1:0"};
+    std::vector<std::pair<std::string, std::string>> trusted = {{"authority", authority->PublicKeyPem()}};
+    std::vector<std::string> args = {"--metrics-listen", "127.0.0.1:0"};
     if (unix_socket) args.insert(args.end(), {"--interceptor-socket", socket()});
+    if (signing == ProfileSigning::kSigned) {
+      auto gateway_key = osh::trust::PrivateKey::Generate("ed25519");
+      REQUIRE(gateway_key.ok());
+      WriteFile(keys_ / "gateway.key", gateway_key->ToPem());
+      trusted.emplace_back("gateway-key", gateway_key->PublicKeyPem());
+      signing_public_pem_ = gateway_key->PublicKeyPem();
+      args.insert(args.end(), {"--builtin-signing-key", keys_ / "gateway.key", "--builtin-signing-key-id", "gateway-key"});
+    }
+    WriteFile(keys_ / "trust.json", TrustStoreJson(trusted));
+    WriteFile(keys_ / "jwks.json", kVectorJwks);
+    if (signing != ProfileSigning::kNoTrustStore) {
+      args.insert(args.end(), {"--trust-store", keys_ / "trust.json"});
+    } else {
+      with_ceiling = false;  // a ceiling is verified against the trust store
+    }
     if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     gateway_ = std::make_unique<GatewayFixture>(args);
@@ -332,6 +353,9 @@ class InterceptorGateway {
   grpc::Channel& channel() { return *channel_; }
   const MintKey& key() const { return *key_; }
   std::string KeysFile() const { return keys_ / "jwks.json"; }  // interceptor_gateway_keys (the README's JWKS)
+  // The public key (PEM) profiles are signed with (ProfileSigning::kSigned).
+  const std::string& signing_public_pem() const { return signing_public_pem_; }
+  const TempDir& keys() const { return keys_; }
 
   std::unique_ptr<grpc::ClientContext> Context(const std::string& authorization) const {
     auto context = std::make_unique<grpc::ClientContext>();
@@ -390,6 +414,7 @@ class InterceptorGateway {
   std::unique_ptr<icv1::GatewayInterceptor::Stub> stub_;
   std::unique_ptr<MintKey> key_;
   std::string token_;
+  std::string signing_public_pem_;
   int evaluations_ = 0;
   std::vector<std::string> decision_ids_;
   std::vector<std::string> phases_;
@@ -694,8 +719,10 @@ TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, wi
   icv1::ProviderProfileSnapshot snapshot;
   CHECK(g.stub().SnapshotProviderProfiles(g.Context("").get(), {}, &snapshot).error_code() ==
         grpc::StatusCode::UNAUTHENTICATED);
-  CHECK(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).error_code() ==
-        grpc::StatusCode::UNIMPLEMENTED);
+  // An empty catalogue is not served (upstream refuses an empty list): the manifest says so, too.
+  const auto empty = g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot);
+  CHECK(empty.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(empty.error_message(), "provider_profiles_empty: "));
   CHECK_THAT(g.gateway().log(), Catch::Contains("interceptor: Describe refused (UNAUTHENTICATED): aud: "));
   CHECK(g.gateway().Stop() == 0);
 }
@@ -719,7 +746,7 @@ TEST_CASE("interceptor: ceiling mode decides CreateSandbox and every UpdateConfi
     CHECK(validate.allowed());
     CHECK(validate.log_annotations().at("policy-gateway/candidate-digest") == digest);
 
-    // The README's example names the provider github: with no catalogue its layer cannot be checked.
+    // The README's example names the provider github: with no profile of that id its layer cannot be checked.
     CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-8", base, R"(["github"])")),
               "FAILED_PRECONDITION", "unknown_provider: provider 'github'");
     // Bypass attempt: a host the ceiling does not allow, named in the reason as policyctl ceiling check does.
@@ -843,7 +870,7 @@ TEST_CASE("interceptor: ceiling mode decides CreateSandbox and every UpdateConfi
 TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit event per Evaluate", "[interceptor][integration]") {
   InterceptorGateway g;
   REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
-  // AttachSandboxProvider carries only names: with no catalogue the provider's layer is unknown, refused.
+  // AttachSandboxProvider carries only names: with no profile of that id the provider's layer is unknown, refused.
   CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi", "expectedResourceVersion": "3"})"),
             "FAILED_PRECONDITION", "unknown_provider: provider 'pypi'");
   // Detaching narrows: allowed (and audited).
@@ -862,7 +889,7 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit ev
   CHECK(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c1"})").allowed());
   CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
             "FAILED_PRECONDITION", "unknown_sandbox: ");
-  // Profile writes decode strictly (enum names, doubles) and are allowed: no catalogue is managed here yet.
+  // Profile writes decode strictly (enum names, doubles) and are allowed while this gateway's catalogue is empty.
   CHECK(g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "slack", "displayName": "Slack",
       "category": "PROVIDER_PROFILE_CATEGORY_MESSAGING", "credentials": [{"name": "bot_token", "envVars": ["SLACK_BOT_TOKEN"], "required": true}],
       "endpoints": [{"host": "slack.com", "port": 443.0, "protocol": "rest", "enforcement": "enforce", "access": "read-write"}],
@@ -979,7 +1006,7 @@ TEST_CASE("interceptor: interceptor_listen serves over TLS with the token only, 
   // TCP only: no interceptor_socket.
   std::vector<std::string> args = {"--interceptor-listen", "127.0.0.1:0"};
   args.insert(args.end(), tls.begin(), tls.end());
-  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, args, /*unix_socket=*/false);
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, args, ProfileSigning::kNone, /*unix_socket=*/false);
   const std::string address =
       LoggedAfter([&] { return g.gateway().log(); }, "GatewayInterceptor on ");
   INFO(address);
@@ -1161,6 +1188,345 @@ TEST_CASE("interceptor: two replicas on one PostgreSQL database share the record
   }
   CHECK(a.gateway().Stop() == 0);
   CHECK(b.gateway().Stop() == 0);
+}
+
+
+// --- Provider profiles (issue 28 phase 2) ------------------------------------------------------------
+
+// README §7's example profile file, verbatim.
+const char kGithubProfileYaml[] = R"(id: github
+display_name: GitHub
+description: REST API access and git over HTTPS for gh and git
+category: source_control
+credentials:
+  - name: api_token
+    description: a personal access or app installation token
+    env_vars: [GITHUB_TOKEN, GH_TOKEN]
+    required: true
+    auth_style: bearer
+    header_name: authorization
+discovery:
+  credentials: [api_token]
+endpoints:
+  - host: api.github.com
+    port: 443
+    protocol: rest
+    enforcement: enforce
+    access: read-only
+  - host: github.com
+    port: 443
+    protocol: rest
+    enforcement: enforce
+    rules:
+      - allow: { method: GET, path: "/**" }
+      - allow: { method: POST, path: "/**/git-upload-pack" }
+    deny_rules:
+      - { method: POST, path: "/**/git-receive-pack" }
+binaries: [/usr/bin/gh, /usr/bin/git]
+)";
+const char kGithubProfileHash[] = "sha256:v2:9ce2f666cf5747e12c4d4a00011fbd31766a9b2a1541e7823869a7c9f0a427a1";
+const char kGithubSnapshotRevision[] = "sha256:v2:1909f6d2e95b70a25b7b8813b297dd5fc5a525e05834355ca3e0c443475e232c";
+
+// A profile inside the test ceiling (its `pypi` rule): pip to pypi.org:443, no credentials.
+const char kPypiProfileYaml[] = R"(id: pypi
+display_name: PyPI
+category: DATA
+endpoints:
+  - host: pypi.org
+    port: 443
+binaries: [/usr/bin/pip]
+)";
+
+TEST_CASE("provider profiles: upstream's file form parses to the profile of the README's hash and revision vectors",
+          "[interceptor][provider_profiles]") {
+  auto github = osh::policy::ParseProviderProfileText(kGithubProfileYaml, "github.yaml");
+  INFO(github.status().ToString());
+  REQUIRE(github.ok());
+  CHECK(github->category() == os_v1::PROVIDER_PROFILE_CATEGORY_SOURCE_CONTROL);
+  REQUIRE(github->binaries_size() == 2);
+  CHECK(github->binaries(1).path() == "/usr/bin/git");
+  CHECK(github->endpoints(0).ports().empty());  // `port` stays port
+  CHECK(*osh::gateway::GovernanceProfileHash(*github) == kGithubProfileHash);
+  CHECK(*osh::gateway::GovernanceSnapshotHash({*github}) == kGithubSnapshotRevision);
+  // The shorthands: `tool: X` is params {name: X}, a bare glob is a query matcher, categories and
+  // strategies by their short names (any case, '-' for '_'), {path, harness} binaries; category defaults to other.
+  auto mcp = osh::policy::ParseProviderProfileText(R"(id: mcp-tools
+display_name: MCP tools
+credentials:
+  - name: key
+    refresh: { strategy: OAuth2-Client-Credentials }
+endpoints:
+  - host: mcp.example.com
+    port: 443
+    protocol: rest
+    rules:
+      - allow: { method: POST, path: /mcp, tool: search_* }
+      - allow: { method: GET, path: /q, query: { q: "a*" } }
+binaries: [{ path: /usr/bin/agent, harness: true }]
+)", "mcp.yaml");
+  INFO(mcp.status().ToString());
+  REQUIRE(mcp.ok());
+  CHECK(mcp->category() == os_v1::PROVIDER_PROFILE_CATEGORY_OTHER);
+  CHECK(mcp->credentials(0).refresh().strategy() == os_v1::PROVIDER_CREDENTIAL_REFRESH_STRATEGY_OAUTH2_CLIENT_CREDENTIALS);
+  CHECK(mcp->endpoints(0).rules(0).allow().params().at("name").glob() == "search_*");
+  CHECK(mcp->endpoints(0).rules(1).allow().query().at("q").glob() == "a*");
+  CHECK(mcp->binaries(0).harness());
+}
+
+TEST_CASE("provider profiles: a bad profile file is refused naming the file, the line and the field",
+          "[interceptor][provider_profiles]") {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      // text, expected message start (after "bad.yaml:"), what it is
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    hosts: b\n", "5: endpoints[0].hosts: unknown key 'hosts'",
+       "an unknown key"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    port: 443\n    rules: []\n",
+       "6: endpoints[0].rules: an empty list is refused", "rules: []"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    deny_rules: []\n",
+       "5: endpoints[0].deny_rules: an empty list is refused", "deny_rules: []"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    port: 443\n    provider_credentialed: true\n",
+       "6: endpoints[0].provider_credentialed: unknown key", "a composition marker"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    credential_binding: {}\n",
+       "5: endpoints[0].credential_binding: unknown key", "credential_binding"},
+      {"id: x\ndisplay_name: X\ncategory: bogus\n", "3: category: unknown value 'bogus'", "an unknown category"},
+      {"id: x\ndescription: no display name\n", " invalid_profile: display_name: required", "a missing display_name"},
+      {"display_name: X\n", " invalid_profile: id: required", "a missing id"},
+      {"id: has space\ndisplay_name: X\n", "1: invalid_profile: id: 'has space'", "a bad id"},
+      {"id: x\ndisplay_name: X\nannotations:\n  openshell.nvidia.com/profile-hash: forged\n",
+       "4: invalid_profile: annotations.openshell.nvidia.com/profile-hash: set by this gateway", "a signature annotation"},
+      {"id: x\ndisplay_name: X\ndiscovery: { credentials: [nope] }\n",
+       "3: invalid_profile: discovery.credentials[0]: 'nope' is not one of the profile's credentials", "discovery"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    port: 99999\n",
+       "5: invalid_profile: endpoints[0].port: must be from 1 to 65535", "a port out of range"},
+      {"id: x\ndisplay_name: X\nendpoints:\n  - port: 443\n", "4: invalid_profile: endpoints[0].", "an endpoint without a host"},
+      {"id: x\ndisplay_name: [unclosed\n", "3: syntax error", "a YAML syntax error"},
+      {"id: x\ndisplay_name: X\nresource_version: 3\n", "3: invalid_profile: resource_version: set by the OpenShell gateway",
+       "resource_version"},
+  };
+  for (const auto& [text, expected, what] : cases) {
+    INFO(what << "\n" << text);
+    auto parsed = osh::policy::ParseProviderProfileText(text, "bad.yaml");
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(parsed.status().message()), Catch::StartsWith("bad.yaml:" + expected));
+  }
+}
+
+TEST_CASE("provider profiles: the governance JWT reproduces the README's policy signature vector", "[interceptor][provider_profiles]") {
+  auto key = osh::trust::PrivateKey::FromPem(RfcPrivatePem());
+  REQUIRE(key.ok());
+  auto public_key = osh::trust::PublicKey::FromPem(RfcPublicPem());
+  REQUIRE(public_key.ok());
+  CHECK(osh::gateway::GovernanceKid(*public_key) == "06e3fd8fda29bb60ab59557de61edb0a");
+  const std::string claims = absl::StrCat(
+      R"({"sub":"policy.yaml","iss":"openshell-governance-interceptor","aud":"openshell-governance-policy","iat":1767225600,"exp":0,"hash_algorithm":")",
+      osh::gateway::kGovernanceHashAlgorithm,
+      R"(","policy_sha256":"sha256:v2:ba5bbcf293c2bd0ffcaa704fa468142bf409a196b2d09e00f84f678de229a3fc"})");
+  auto token = osh::gateway::GovernanceJwt(*key, "06e3fd8fda29bb60ab59557de61edb0a", claims);
+  REQUIRE(token.ok());
+  CHECK(*token ==
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJFZERTQSIsImtpZCI6IjA2ZTNmZDhmZGEyOWJiNjBhYjU5NTU3ZGU2MWVkYjBhIn0."
+        "eyJzdWIiOiJwb2xpY3kueWFtbCIsImlzcyI6Im9wZW5zaGVsbC1nb3Zlcm5hbmNlLWludGVyY2VwdG9yIiwiYXVkIjoib3BlbnNoZWxsLWdvdmVybmFu"
+        "Y2UtcG9saWN5IiwiaWF0IjoxNzY3MjI1NjAwLCJleHAiOjAsImhhc2hfYWxnb3JpdGhtIjoib3BlbnNoZWxsLWdvdmVybmFuY2UtcHJvdG9qc29uLXNo"
+        "YTI1Ni12MiIsInBvbGljeV9zaGEyNTYiOiJzaGEyNTY6djI6YmE1YmJjZjI5M2MyYmQwZmZjYWE3MDRmYTQ2ODE0MmJmNDA5YTE5NmIyZDA5ZTAwZjg0"
+        "ZjY3OGRlMjI5YTNmYyJ9.dPgGpat3U2Ptb4ig5ccYYsrGbv5R5Mal0toM0opFOhbkYW1eEvlPVXUTHja7nhUlCeObeKdlfBN-aM6DTcqeCw");
+}
+
+TEST_CASE("provider profiles: without a trust store, the README's example is served with the README's revision",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g(true, false, {}, ProfileSigning::kNoTrustStore);
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  std::string out, err;
+  INFO(out << err);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("signed:    no"));
+  icv1::ProviderProfileSnapshot snapshot;
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).ok());
+  CHECK(snapshot.revision() == kGithubSnapshotRevision);
+  REQUIRE(snapshot.profiles_size() == 1);
+  CHECK(*osh::gateway::GovernanceProfileHash(snapshot.profiles(0)) == kGithubProfileHash);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: policyctl profile set|get|list|delete against a real gateway, signed, audited, served",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  icv1::InterceptorManifest manifest;
+  REQUIRE(g.stub().Describe(g.Context(token).get(), {}, &manifest).ok());
+  CHECK_FALSE(manifest.provider_profiles());
+
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  auto public_key = osh::trust::PublicKey::FromPem(g.signing_public_pem());
+  REQUIRE(public_key.ok());
+  const std::string kid = osh::gateway::GovernanceKid(*public_key);
+  CHECK_THAT(out, Catch::Contains("profile github (GitHub)") && Catch::Contains(kGithubProfileHash) &&
+                      Catch::Contains("signed:    kid " + kid));
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+
+  // get: YAML that sets again as it is, or JSON with the hash.
+  REQUIRE(Ctl(g.gateway(), {"profile", "get", "github"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::StartsWith("# hash " + std::string(kGithubProfileHash) + ", signed by kid " + kid));
+  CHECK_THAT(out, Catch::Contains("openshell.nvidia.com/profile-signature"));
+  REQUIRE(Ctl(g.gateway(), {"profile", "get", "github", "-o", "json"}, &out, &err) == 0);
+  gw::ProviderProfileInfo info;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
+  CHECK(info.profile_hash() == kGithubProfileHash);
+  CHECK(info.signature_kid() == kid);
+  CHECK(info.profile().display_name() == "GitHub");
+  CHECK(Ctl(g.gateway(), {"profile", "get", "nosuch"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("NOT_FOUND"));
+
+  // list, and the snapshot the interceptor serves: the same profiles and revision.
+  REQUIRE(Ctl(g.gateway(), {"profile", "list", "-o", "json"}, &out, &err) == 0);
+  gw::ListProviderProfilesResponse listed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &listed).ok());
+  REQUIRE(listed.profiles_size() == 2);
+  CHECK(listed.profiles(0).profile().id() == "github");
+  CHECK(listed.profiles(1).profile().id() == "pypi");
+  REQUIRE(Ctl(g.gateway(), {"profile", "list"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("github") && Catch::Contains("PyPI") && Catch::Contains("revision " + listed.revision()));
+
+  icv1::ProviderProfileSnapshot snapshot;
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).ok());
+  REQUIRE(snapshot.profiles_size() == 2);
+  std::vector<os_v1::ProviderProfile> served(snapshot.profiles().begin(), snapshot.profiles().end());
+  // This product's revision: the governance snapshot hash of the profiles exactly as served.
+  CHECK(snapshot.revision() == *osh::gateway::GovernanceSnapshotHash(served));
+  CHECK(snapshot.revision() == listed.revision());
+  CHECK(snapshot.revision() != kGithubSnapshotRevision);  // the signature annotations are part of it
+  const os_v1::ProviderProfile& github = snapshot.profiles(0);
+  // The profile hash is the README vector's: the signature's annotations are left out of it.
+  CHECK(*osh::gateway::GovernanceProfileHash(github) == kGithubProfileHash);
+  CHECK(github.annotations().at("openshell.nvidia.com/profile-hash") == kGithubProfileHash);
+  CHECK(github.annotations().at("openshell.nvidia.com/profile-signature-kid") == kid);
+  // The signature is the governance format's, verified here with librhonabwy and the gateway's public key.
+  const std::string jws = github.annotations().at("openshell.nvidia.com/profile-signature");
+  jwt_t* jwt = nullptr;
+  jwk_t* pub = nullptr;
+  REQUIRE(r_jwt_init(&jwt) == RHN_OK);
+  REQUIRE(r_jwk_init(&pub) == RHN_OK);
+  REQUIRE(r_jwk_import_from_pem_der(pub, R_X509_TYPE_PUBKEY, R_FORMAT_PEM,
+                                    reinterpret_cast<const unsigned char*>(g.signing_public_pem().data()),
+                                    g.signing_public_pem().size()) == RHN_OK);
+  REQUIRE(r_jwt_parse(jwt, jws.c_str(), 0) == RHN_OK);
+  CHECK(r_jwt_verify_signature(jwt, pub, 0) == RHN_OK);
+  CHECK(std::string(r_jwt_get_header_str_value(jwt, "kid")) == kid);
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "sub")) == "provider-profile:github");
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "aud")) == "openshell-governance-profile");
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "profile_id")) == "github");
+  CHECK(std::string(r_jwt_get_claim_str_value(jwt, "profile_sha256")) == kGithubProfileHash);
+  r_jwk_free(pub);
+  r_jwt_free(jwt);
+
+  REQUIRE(g.stub().Describe(g.Context(token).get(), {}, &manifest).ok());
+  CHECK(manifest.provider_profiles());
+
+  // The gateway validates what it is sent, whatever the client (a profile with signature annotations of its own).
+  gw::SetProviderProfileRequest forged;
+  forged.mutable_profile()->set_id("forged");
+  forged.mutable_profile()->set_display_name("Forged");
+  (*forged.mutable_profile()->mutable_annotations())["openshell.nvidia.com/profile-signature"] = "x.y.z";
+  gw::ProviderProfileInfo ignored;
+  const auto refused = g.gateway().admin().SetProviderProfile(GatewayFixture::Context().get(), forged, &ignored);
+  CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(refused.error_message(), Catch::StartsWith("invalid_profile: annotations.openshell.nvidia.com/profile-signature: "));
+
+  // delete, and again (NOT_FOUND); the catalogue follows at once.
+  REQUIRE(Ctl(g.gateway(), {"profile", "delete", "pypi"}, &out, &err) == 0);
+  CHECK(Ctl(g.gateway(), {"profile", "delete", "pypi"}, &out, &err) == 1);
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).ok());
+  CHECK(snapshot.profiles_size() == 1);
+
+  // One audit event (mutation) per change, naming the profile; the refused ones wrote none.
+  std::vector<gw::AuditEvent> changes;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "mutation" && event.audit_context().count("provider_profile") == 1) changes.push_back(event);
+  }
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0].audit_context().at("provider_profile") == "github");
+  CHECK(changes[0].audit_context().at("change") == "set");
+  CHECK(changes[0].audit_context().at("profile_hash") == kGithubProfileHash);
+  CHECK(changes[0].audit_context().at("profile_signature_kid") == kid);
+  CHECK(changes[2].audit_context().at("provider_profile") == "pypi");
+  CHECK(changes[2].audit_context().at("change") == "delete");
+  CHECK(changes[2].outcome() == "ok");
+
+  // Served from the store: the same after a restart.
+  g.Restart();
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).ok());
+  CHECK(snapshot.profiles_size() == 1);
+  CHECK(snapshot.profiles(0).id() == "github");
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: a bad file changes nothing, and without a signing key a trust store refuses profiles",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g;  // a trust store, no signing key
+  std::string out, err;
+  WriteFile(g.keys() / "bad.yaml", "id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    hosts: b\n");
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "bad.yaml"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains(g.keys() / "bad.yaml" + ":5: endpoints[0].hosts: unknown key 'hosts'"));
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("profile_unsigned: "));
+  REQUIRE(Ctl(g.gateway(), {"profile", "list", "-o", "json"}, &out, &err) == 0);
+  gw::ListProviderProfilesResponse listed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &listed).ok());
+  CHECK(listed.profiles_size() == 0);
+  for (const auto& event : g.gateway().AuditEvents()) CHECK(event.audit_context().count("provider_profile") == 0);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: every provider path is checked on the composed candidate, and profile writes are refused",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
+
+  // A provider whose layer stays inside the ceiling: allowed, and composed into what follows.
+  const auto inside = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi"})");
+  CHECK(inside.allowed());
+  // The ceiling bypass: github's layer (gh and git to github.com) is outside the ceiling, though the
+  // request names no host at all: refused on the composed candidate, naming the first widening.
+  const auto wide = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "github"})");
+  CheckDeny(wide, "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_THAT(wide.reason(), Catch::Contains("github.com") && Catch::Contains("/usr/bin/g"));
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "nosuch"})"),
+            "FAILED_PRECONDITION", "unknown_provider: provider 'nosuch'");
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "never-seen", "providerName": "pypi"})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+
+  // CreateSandbox with providers composes them too.
+  CHECK(g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-8", kBasePolicyJson, R"(["pypi"])")).allowed());
+  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-9", kBasePolicyJson, R"(["pypi", "github"])")),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  // The candidate digest is the composed candidate's, not the sandbox's own policy's.
+  const auto own = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson));
+  const auto composed = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson, R"(["pypi"])"));
+  CHECK(own.log_annotations().at("policy-gateway/candidate-digest") !=
+        composed.log_annotations().at("policy-gateway/candidate-digest"));
+
+  // A full policy for build-7 is composed with the pypi layer it recorded at the attach: still inside.
+  CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-7", "policy": )", kBasePolicyJson, "}")).allowed());
+
+  // Profile writes through upstream: this gateway's catalogue is authoritative.
+  const auto import = g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "github", "displayName": "GitHub",
+      "endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/gh"}]}, "source": "gh.yaml"}]})");
+  CheckDeny(import, "PERMISSION_DENIED", "profile_catalogue_managed: ");
+  CHECK_THAT(import.reason(), Catch::Contains("policyctl profile"));
+  CheckDeny(g.Evaluate("UpdateProviderProfiles", true, R"({"id": "github", "profile": {"profile": {"id": "github", "displayName": "GitHub"}}})"),
+            "PERMISSION_DENIED", "profile_catalogue_managed: ");
+  CheckDeny(g.Evaluate("DeleteProviderProfile", true, R"({"id": "github"})"), "PERMISSION_DENIED",
+            "profile_catalogue_managed: ");
+  CHECK(g.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

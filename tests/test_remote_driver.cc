@@ -92,6 +92,20 @@ TEST_CASE("remote: admit through the null driver, the mutation gate refuses ever
   del.set_scope("default");
   CHECK(absl::StartsWith(g.admin().DeletePolicy(GatewayFixture::Context().get(), del, &revision).error_message(),
                          "mutation_not_permitted: "));
+  // Provider profiles widen what sandboxes reach through the OpenShell interceptor: the same gate.
+  gw::SetProviderProfileRequest profile;
+  profile.mutable_profile()->set_id("pypi");
+  profile.mutable_profile()->set_display_name("PyPI");
+  gw::ProviderProfileInfo stored;
+  CHECK(absl::StartsWith(g.admin().SetProviderProfile(GatewayFixture::Context().get(), profile, &stored).error_message(),
+                         "mutation_not_permitted: "));
+  gw::DeleteProviderProfileRequest drop;
+  drop.set_id("pypi");
+  gw::DeleteProviderProfileResponse dropped;
+  CHECK(absl::StartsWith(g.admin().DeleteProviderProfile(GatewayFixture::Context().get(), drop, &dropped).error_message(),
+                         "mutation_not_permitted: "));
+  gw::ListProviderProfilesResponse listed;
+  CHECK(g.admin().ListProviderProfiles(GatewayFixture::Context().get(), {}, &listed).ok());  // reads still work
   // Non-mutating methods still work.
   gw::RefreshSandboxRequest refresh;
   refresh.set_sandbox_id("sb-1");

@@ -547,7 +547,7 @@ TEST_CASE("store: PostgreSQL replicas read each other's interceptor records at o
 }
 
 TEST_CASE("store: a database of the schema before interceptor records is upgraded, its state kept",
-          "[store][interceptor_records]") {
+          "[store][interceptor_records][provider_profiles]") {
   const Backend backend = GENERATE(from_range(Backends()));
   DYNAMIC_SECTION(backend.name) {
     osh::test::TempDir dir;
@@ -562,13 +562,15 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       auto db = osh::store::Db::Open(dir / "gateway.db");
       REQUIRE(db.ok());
       REQUIRE(db->Exec("DROP TABLE interceptor_records").ok());
-      REQUIRE(db->Exec(absl::StrCat("PRAGMA user_version = ", osh::store::SqliteStore::kSchemaVersion - 1)).ok());
+      REQUIRE(db->Exec("DROP TABLE provider_profiles").ok());
+      REQUIRE(db->Exec(absl::StrCat("PRAGMA user_version = ", osh::store::SqliteStore::kSchemaVersion - 2)).ok());
     } else {
       PGconn* conn = PQconnectdb(url.c_str());
       REQUIRE(PQstatus(conn) == CONNECTION_OK);
       PQclear(PQexec(conn, "DROP TABLE interceptor_records"));
+      PQclear(PQexec(conn, "DROP TABLE provider_profiles"));
       PQclear(PQexec(conn, absl::StrCat("UPDATE osh_schema SET version = ",
-                                        osh::store::PostgresStore::kSchemaVersion - 1).c_str()));
+                                        osh::store::PostgresStore::kSchemaVersion - 2).c_str()));
       PQfinish(conn);
     }
     auto upgraded = Open(url);
@@ -576,14 +578,67 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
     CHECK_FALSE(upgraded->interceptor_records().GetInterceptorRecord("build-7")->has_value());
     REQUIRE(upgraded->interceptor_records().PutInterceptorRecord("build-7", "r").ok());
     CHECK(**upgraded->interceptor_records().GetInterceptorRecord("build-7") == "r");
+    // The migration after it (the provider-profile catalogue) ran too.
+    REQUIRE(upgraded->provider_profiles().PutProviderProfile("github", "p", osh::test::StoredEvent("mutation")).ok());
+    CHECK(**upgraded->provider_profiles().GetProviderProfile("github") == "p");
   }
 }
 
-TEST_CASE("store: migrate copies the interceptor records from SQLite to PostgreSQL", "[store][postgres][interceptor_records]") {
+TEST_CASE("store contract: provider profiles are put, replaced, read back, listed and deleted, each change with its "
+          "audit event, and survive reopening",
+          "[store][contract][provider_profiles]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    const std::string bytes("prof\0ile-1", 10);  // opaque bytes, NUL included
+    {
+      auto store = Open(url);
+      auto& profiles = store->provider_profiles();
+      const uint64_t head = store->audit().AuditChainHead().seq;
+      auto none = profiles.GetProviderProfile("github");
+      REQUIRE(none.ok());
+      CHECK_FALSE(none->has_value());
+      REQUIRE(profiles.PutProviderProfile("github", "first", osh::test::StoredEvent("mutation")).ok());
+      REQUIRE(profiles.PutProviderProfile("github", bytes, osh::test::StoredEvent("mutation")).ok());  // replaces
+      REQUIRE(profiles.PutProviderProfile("Zeta", "z", osh::test::StoredEvent("mutation")).ok());
+      REQUIRE(profiles.PutProviderProfile("gone", "g", osh::test::StoredEvent("mutation")).ok());
+      CHECK(**profiles.GetProviderProfile("github") == bytes);
+      REQUIRE(profiles.DeleteProviderProfile("gone", osh::test::StoredEvent("mutation")).ok());
+      CHECK(store->audit().AuditChainHead().seq == head + 5);  // one event per change
+      // Deleting what is not there is NOT_FOUND and writes nothing, not even its event.
+      const absl::Status missing = profiles.DeleteProviderProfile("never-there", osh::test::StoredEvent("mutation"));
+      CHECK(missing.code() == absl::StatusCode::kNotFound);
+      CHECK(store->audit().AuditChainHead().seq == head + 5);
+      CHECK_FALSE(profiles.GetProviderProfile("gone")->has_value());
+    }
+    auto reopened = Open(url);
+    auto listed = reopened->provider_profiles().ListProviderProfiles();
+    REQUIRE(listed.ok());
+    REQUIRE(listed->size() == 2);
+    CHECK((*listed)[0].id == "Zeta");  // bytewise order
+    CHECK((*listed)[0].profile == "z");
+    CHECK((*listed)[1].id == "github");
+    CHECK((*listed)[1].profile == bytes);
+  }
+}
+
+TEST_CASE("store: PostgreSQL replicas read each other's provider profiles at once", "[store][postgres][provider_profiles]") {
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  REQUIRE(a->provider_profiles().PutProviderProfile("github", "from-a", osh::test::StoredEvent("mutation")).ok());
+  CHECK(**b->provider_profiles().GetProviderProfile("github") == "from-a");
+  REQUIRE(b->provider_profiles().DeleteProviderProfile("github", osh::test::StoredEvent("mutation")).ok());
+  CHECK_FALSE(a->provider_profiles().GetProviderProfile("github")->has_value());
+}
+
+TEST_CASE("store: migrate copies the interceptor records and provider profiles from SQLite to PostgreSQL", "[store][postgres][interceptor_records][provider_profiles]") {
   osh::test::TempDir dir;
   auto source = Open("sqlite:" + (dir / "gateway.db"));
   REQUIRE(source->interceptor_records().PutInterceptorRecord("build-7", std::string("r\0", 2)).ok());
   REQUIRE(source->interceptor_records().PutInterceptorRecord("build-8", "s").ok());
+  REQUIRE(source->provider_profiles().PutProviderProfile("github", std::string("p\0", 2), osh::test::StoredEvent("mutation")).ok());
   osh::store::StoreOptions options;
   options.role = osh::store::StoreRole::kMigration;
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
@@ -593,7 +648,9 @@ TEST_CASE("store: migrate copies the interceptor records from SQLite to PostgreS
   INFO(report.status().ToString());
   REQUIRE(report.ok());
   CHECK(report->interceptor_records == 2);
+  CHECK(report->provider_profiles == 1);
   auto replica = Open(url);
   CHECK(**replica->interceptor_records().GetInterceptorRecord("build-7") == std::string("r\0", 2));
   CHECK(**replica->interceptor_records().GetInterceptorRecord("build-8") == "s");
+  CHECK(**replica->provider_profiles().GetProviderProfile("github") == std::string("p\0", 2));
 }

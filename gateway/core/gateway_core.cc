@@ -97,7 +97,8 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
       reports_(config_.limits.reports_per_second, config_.limits.report_burst),
       handles_(&store->releases(), driver, registry, &slots_),
       gate_(config_, &store->ceiling(), &store->audit(), clock, &audit_, std::move(trust_store)),
-      reprojector_(config_, &store->sandboxes(), driver, registry, &gate_, clock) {
+      reprojector_(config_, &store->sandboxes(), driver, registry, &gate_, clock),
+      profiles_(&store->provider_profiles(), [this] { return this->trust_store(); }, clock) {
   registry_->SetServingChecks(&gate_);  // fetches, watches and egress decisions ask the gate through the registry
   store_->sandboxes().SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
   store_->replication().SetRemoteChangeListener(this);  // and what other replicas commit

@@ -26,6 +26,7 @@
 #include "gateway/core/config.h"
 #include "gateway/core/driver_handles.h"
 #include "gateway/core/projection_gate.h"
+#include "gateway/core/provider_catalogue.h"
 #include "gateway/core/reprojection.h"
 #include "gateway/core/sandbox_registry.h"
 #include "store/clock.h"
@@ -115,6 +116,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
 
   const Config& config() const { return config_; }
 
+  // The provider-profile catalogue (SetProviderProfile, ..., and the interceptor), verified against the
+  // trust store in force.
+  ProviderProfileCatalogue& provider_profiles() { return profiles_; }
+
   // Whether this replica holds (took or renewed) the fleet-wide lease `name` for `duration_ms`; false
   // also when the database cannot say. Always true with a single-process store.
   bool HoldsFleetLease(const std::string& name, int64_t duration_ms);
@@ -184,6 +189,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   DriverHandles handles_;    // the crash-safe driver-handle protocol
   ProjectionGate gate_;      // trust store, ceiling, body cache, revocations: every check of a projection
   Reprojector reprojector_;  // a builtin scope's re-projection
+  ProviderProfileCatalogue profiles_;
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
   absl::Mutex remote_scopes_mu_;
   std::set<std::string> remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_);  // changed by another replica, to re-project

@@ -18,6 +18,7 @@
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
+#include "policy/provider_profile.h"
 #include "policy/validation.h"
 
 namespace osh::gateway {
@@ -110,6 +111,20 @@ bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::pr
 
 }  // namespace
 
+absl::StatusOr<interceptor_v1::ProviderProfileSnapshot> InterceptorEvaluator::SnapshotProviderProfiles() const {
+  if (options_.profiles == nullptr) {
+    return common::Refused(absl::StatusCode::kFailedPrecondition, "provider_profiles_empty",
+                           "this gateway serves no provider-profile catalogue");
+  }
+  auto snapshot = options_.profiles->Snapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  if (snapshot->profiles_size() == 0) {
+    return common::Refused(absl::StatusCode::kFailedPrecondition, "provider_profiles_empty",
+                           "the provider-profile catalogue holds no profile (policyctl profile set)");
+  }
+  return snapshot;
+}
+
 bool IsInterceptorBoundMethod(absl::string_view method) {
   for (const auto& [bound, unused] : kInterceptorBindings) {
     if (method == bound) return true;
@@ -121,7 +136,15 @@ interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
   interceptor_v1::InterceptorManifest manifest;
   manifest.set_name("policy-gateway");
   manifest.set_failure_policy("fail_closed");
-  manifest.set_provider_profiles(false);  // no profile catalogue in phase 1
+  bool catalogue = false;
+  if (options_.profiles != nullptr) {
+    auto count = options_.profiles->Count();
+    if (!count.ok()) {
+      LogError(absl::StrCat("interceptor: Describe cannot count the provider profiles: ", count.status().message()));
+    }
+    catalogue = count.ok() && *count > 0;
+  }
+  manifest.set_provider_profiles(catalogue);
   manifest.set_expected_audience(options_.audience);
   for (const auto& [method, modify] : kInterceptorBindings) {
     auto* binding = manifest.add_bindings();
@@ -134,18 +157,46 @@ interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
   return manifest;
 }
 
-bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::vector<std::string>& providers,
-                                          Outcome* out) const {
-  // Provider layers come from this gateway's profile catalogue; phase 1 has none, so every provider is
-  // unknown and refused (a layer that cannot be composed cannot be checked).
+bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& providers,
+                                            std::vector<ProviderProfileCatalogue::Entry>* entries, Outcome* out) const {
+  // Provider layers come from this gateway's profile catalogue: a provider without a (verified) profile
+  // is refused, since a layer that cannot be composed cannot be checked.
+  entries->reserve(providers.size());
   for (const std::string& provider : providers) {
-    out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider",
-              absl::StrCat("provider '", provider,
-                           "' has no profile in this gateway's catalogue (none is served yet), so its policy layer "
-                           "cannot be checked against the ceiling"));
+    absl::StatusOr<ProviderProfileCatalogue::Entry> entry =
+        options_.profiles == nullptr ? absl::NotFoundError("no catalogue") : options_.profiles->Get(provider);
+    if (entry.ok()) {
+      entries->push_back(*std::move(entry));
+      continue;
+    }
+    if (entry.status().code() == absl::StatusCode::kNotFound) {
+      out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider",
+                absl::StrCat("provider '", provider,
+                             "' has no profile in this gateway's catalogue (policyctl profile list), so its policy "
+                             "layer cannot be checked against the ceiling"));
+    } else if (common::ReasonOf(entry.status()) == "profile_unverified") {
+      out->Deny(absl::StatusCode::kFailedPrecondition, "profile_unverified",
+                std::string(absl::StripPrefix(entry.status().message(), "profile_unverified: ")));
+    } else {
+      LogError(absl::StrCat("interceptor: the provider profile '", provider, "' could not be read: ",
+                            entry.status().message()));
+      out->Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
+                absl::StrCat("the provider profile '", provider,
+                             "' could not be read, so nothing that depends on it is allowed (fail closed); try again"));
+    }
     return false;
   }
-  const SandboxPolicy& candidate = own;
+  return true;
+}
+
+bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::vector<std::string>& providers,
+                                          Outcome* out) const {
+  std::vector<ProviderProfileCatalogue::Entry> entries;
+  if (!ResolveProviders(providers, &entries, out)) return false;
+  std::vector<std::pair<std::string, const openshell::v1::ProviderProfile*>> layers;
+  layers.reserve(providers.size());
+  for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &entries[i].profile);
+  const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
   out->candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
   if (absl::Status valid = policy::ValidatePolicy(candidate); !valid.ok()) {
     // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
@@ -267,12 +318,27 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     SandboxPolicy own;
     auto record = records_.Get(request.sandbox_name());
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
-    if (record->has_value()) {
-      providers = (*record)->providers;
-      own = (*record)->policy;
+    if (!record->has_value()) {
+      // An unknown provider is refused as such; a known one cannot be composed with a policy not seen here.
+      std::vector<ProviderProfileCatalogue::Entry> ignored;
+      if (!ResolveProviders({request.provider_name()}, &ignored, out)) return;
+      return out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
+                       absl::StrCat("no policy is recorded here for sandbox '", request.sandbox_name(),
+                                    "', so the candidate composed with provider '", request.provider_name(),
+                                    "' cannot be checked against the ceiling; send UpdateConfig with the full policy "
+                                    "first"));
     }
+    providers = (*record)->providers;
+    own = (*record)->policy;
     providers.push_back(request.provider_name());
-    CheckCandidate(own, providers, out);  // refuses: no catalogue yet
+    // The whole composed candidate, the new layer included.
+    if (!CheckCandidate(own, providers, out)) return;
+    if (validate) {
+      // Later candidates of this sandbox compose the attached provider's layer too.
+      if (absl::Status put = records_.Put(request.sandbox_name(), {own, providers}); !put.ok()) {
+        out->RecordFailed(request.sandbox_name(), "stored", put);
+      }
+    }
     return;
   }
   if (method == "DetachSandboxProvider") {
@@ -323,7 +389,20 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (method == "ImportProviderProfiles") request = &import_request;
     if (method == "UpdateProviderProfiles") request = &update_request;
     if (!InterceptorDecodeOrDeny(payload, request, out)) return;
-    return;  // no catalogue is managed here yet: upstream's own catalogue is not this gateway's to guard
+    if (options_.profiles == nullptr) return;  // no catalogue here: upstream's own is not this gateway's to guard
+    auto count = options_.profiles->Count();
+    if (!count.ok()) {
+      LogError(absl::StrCat("interceptor: the provider profiles could not be counted: ", count.status().message()));
+      return out->Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
+                       "this gateway's provider-profile catalogue could not be read, so a profile write is not "
+                       "allowed (fail closed); try again");
+    }
+    if (*count > 0) {
+      return out->Deny(absl::StatusCode::kPermissionDenied, "profile_catalogue_managed",
+                       absl::StrCat("provider profiles are managed in this gateway's signed catalogue (", *count,
+                                    " profile(s)); author them with `policyctl profile set|delete`, not ", method));
+    }
+    return;  // an empty catalogue manages nothing: upstream's own profiles are not this gateway's to guard
   }
   out->Deny(absl::StatusCode::kPermissionDenied, "unbound_method",
             absl::StrCat(kInterceptorService, "/", method, " is not bound to this interceptor"));

@@ -1,33 +1,46 @@
 // The OpenShell gateway interceptor's decisions (docs/openshell-interceptor.md; the contract is
-// ../shared/interceptor/README.md): Describe's manifest and every Evaluate, knowing no gRPC server (the
-// service in gateway/server authenticates the caller and hands the evaluation over). Phase 1 serves
-// `ceiling` mode: the request's own policy stays, and every path that can widen a sandbox's authority is
-// decided on an absolute candidate checked against the signed ceiling in force (exact containment), or
-// refused:
-//   CreateSandbox          spec.policy composed with its providers' layers, checked (modify and validate);
-//   UpdateConfig           a full policy (sandbox or global) checked; mergeOperations applied at modify to
-//                          the policy recorded for the sandbox and replaced by the result (patches remove
-//                          /mergeOperations and add /policy); unknown sandbox: unknown_sandbox;
-//                          proposal_approval_mode = auto: approval_unverifiable;
-//   AttachSandboxProvider  the provider must be a profile of the catalogue (none in phase 1): unknown_provider;
+// ../shared/interceptor/README.md): Describe's manifest, every Evaluate, and the provider-profile snapshot,
+// knowing no gRPC server (the service in gateway/server authenticates the caller and hands the call over).
+// It serves `ceiling` mode: the request's own policy stays, and every path that can widen a sandbox's
+// authority is decided on an absolute candidate checked against the signed ceiling in force (exact
+// containment), or refused. The candidate is always the whole composed policy: the sandbox's own policy
+// plus one `_provider_<name>` layer per provider, from this gateway's profile catalogue
+// (ProviderProfileCatalogue; README §7 "Composition", policy::ComposeProviderLayers), where a provider
+// name is the id of a catalogue profile:
+//   CreateSandbox          spec.policy composed with spec.providers' layers, checked (modify and validate);
+//   UpdateConfig           a full policy (sandbox or global) checked, composed with the sandbox's recorded
+//                          providers; mergeOperations applied at modify to the policy recorded for the
+//                          sandbox and replaced by the result (patches remove /mergeOperations and add
+//                          /policy); unknown sandbox: unknown_sandbox; proposal_approval_mode = auto:
+//                          approval_unverifiable;
+//   AttachSandboxProvider  the sandbox's recorded policy and providers plus the new one, composed, checked
+//                          (and recorded at validate); a sandbox with no record: unknown_sandbox;
 //   DetachSandboxProvider  narrows: allowed, recorded;
 //   ApproveDraftChunk, ApproveAllDraftChunks: approval_unverifiable (only chunk ids travel);
 //   EditDraftChunk         allowed (a proposal, not the policy); UndoDraftChunk allowed (narrows), and the
 //                          sandbox's record is dropped (its policy changed in a way not seen here);
-//   provider-profile writes allowed and recorded (no catalogue is managed here in phase 1).
+//   ImportProviderProfiles, UpdateProviderProfiles, DeleteProviderProfile: refused with
+//                          profile_catalogue_managed while the catalogue holds at least one profile (the
+//                          catalogue is then this gateway's, authored with `policyctl profile`); allowed
+//                          and recorded while it is empty.
+// A provider with no catalogue profile is refused (unknown_provider, FAILED_PRECONDITION), as is one whose
+// stored profile does not verify against the trust store (profile_unverified).
 // A deny's reason is "reason_code: detail" and its status_code PERMISSION_DENIED, or FAILED_PRECONDITION
 // where the state is unknown. The sandboxes' records are kept in the store (InterceptorRecords): a record
-// is durable before the allow that made it is answered, and a record that cannot be read or written is a
-// deny (storage_error, FAILED_PRECONDITION): fail closed. Every Evaluate is one audit event (type interception) whose decision id,
-// decision, reason code and candidate digest are also the result's log_annotations.
+// is durable before the allow that made it is answered, and a record (or profile) that cannot be read or
+// written is a deny (storage_error, FAILED_PRECONDITION): fail closed. Every Evaluate is one audit event
+// (type interception) whose decision id, decision, reason code and candidate digest are also the result's
+// log_annotations.
 //
-// Thread-safe. The ceiling guard, the audit log and the record store must outlive the evaluator.
+// Thread-safe. The ceiling guard, the audit log, the record store and the catalogue must outlive the
+// evaluator.
 #pragma once
 
 #include <string>
 
 #include "gateway/core/ceiling_guard.h"
 #include "gateway/core/interceptor_records.h"
+#include "gateway/core/provider_catalogue.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
 #include "store/store.h"
 
@@ -48,14 +61,22 @@ class InterceptorEvaluator {
  public:
   struct Options {
     std::string audience;  // Describe's expected_audience
+    // The provider-profile catalogue (not owned); null: an empty one (every provider is unknown).
+    const ProviderProfileCatalogue* profiles = nullptr;
   };
 
   InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, store::InterceptorRecordStore* records,
                        Options options)
       : ceiling_(ceiling), audit_(audit), options_(std::move(options)), records_(records) {}
 
-  // The manifest: name policy-gateway, fail_closed, exactly one binding per RPC, expected_audience.
+  // The manifest: name policy-gateway, fail_closed, exactly one binding per RPC, expected_audience, and
+  // provider_profiles true when the catalogue holds at least one profile.
   interceptor_v1::InterceptorManifest Describe() const;
+
+  // SnapshotProviderProfiles: the catalogue, verified, with revision = the governance snapshot hash
+  // (README §7, "This product's revision"). FAILED_PRECONDITION "provider_profiles_empty" when it holds
+  // none (upstream refuses an empty list), "profile_unverified" when a profile does not verify.
+  absl::StatusOr<interceptor_v1::ProviderProfileSnapshot> SnapshotProviderProfiles() const;
 
   // Always a result (a malformed evaluation is a deny, never a gRPC error): allow, allow with patches
   // (modify phase only), or deny; audited.
@@ -68,7 +89,12 @@ class InterceptorEvaluator {
   void Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out);
   void DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out);
   void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
-  // Checks `own` composed with the layers of `providers` against the ceiling; fills the candidate digest.
+  // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
+  // profile_unverified, storage_error) when one has none.
+  bool ResolveProviders(const std::vector<std::string>& providers, std::vector<ProviderProfileCatalogue::Entry>* entries,
+                        Outcome* out) const;
+  // Checks `own` composed with the catalogue layers of `providers` against the ceiling; fills the
+  // candidate digest (of the composed candidate).
   bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
                       Outcome* out) const;
 

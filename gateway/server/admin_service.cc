@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gateway/core/interceptor_governance.h"
 #include "gateway/core/log.h"
 #include "gateway/core/mutation_gate.h"
 #include "gateway/server/audit_stream.h"
@@ -152,6 +153,43 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ExplainChangeRequest, v1::ExplainChangeResponse>("ExplainChange", [explainer](const auto& r) { return explainer->Explain(r); });
   Add<v1::SetCeilingRequest, v1::SetCeilingResponse>("SetCeiling", [core](const auto& r) { return core->SetCeiling(r); });
   Add<v1::GetCeilingRequest, v1::GetCeilingResponse>("GetCeiling", [core](const auto&) { return core->GetCeiling(); });
+  auto info_of = [](ProviderProfileCatalogue::Entry entry) {
+    v1::ProviderProfileInfo info;
+    *info.mutable_profile() = std::move(entry.profile);
+    info.set_profile_hash(std::move(entry.hash));
+    info.set_signature_kid(std::move(entry.kid));
+    return info;
+  };
+  Add<v1::SetProviderProfileRequest, v1::ProviderProfileInfo>(
+      "SetProviderProfile", [core, info_of](const auto& r) -> absl::StatusOr<v1::ProviderProfileInfo> {
+        auto entry = core->provider_profiles().Set(r.profile());
+        if (!entry.ok()) return entry.status();
+        return info_of(*std::move(entry));
+      });
+  Add<v1::GetProviderProfileRequest, v1::ProviderProfileInfo>(
+      "GetProviderProfile", [core, info_of](const auto& r) -> absl::StatusOr<v1::ProviderProfileInfo> {
+        auto entry = core->provider_profiles().Get(r.id());
+        if (!entry.ok()) return entry.status();
+        return info_of(*std::move(entry));
+      });
+  Add<v1::ListProviderProfilesRequest, v1::ListProviderProfilesResponse>(
+      "ListProviderProfiles", [core, info_of](const auto&) -> absl::StatusOr<v1::ListProviderProfilesResponse> {
+        auto entries = core->provider_profiles().List();
+        if (!entries.ok()) return entries.status();
+        std::vector<openshell::v1::ProviderProfile> profiles;
+        for (const auto& entry : *entries) profiles.push_back(entry.profile);
+        auto revision = GovernanceSnapshotHash(std::move(profiles));
+        if (!revision.ok()) return revision.status();
+        v1::ListProviderProfilesResponse out;
+        for (auto& entry : *entries) *out.add_profiles() = info_of(std::move(entry));
+        out.set_revision(*std::move(revision));
+        return out;
+      });
+  Add<v1::DeleteProviderProfileRequest, v1::DeleteProviderProfileResponse>(
+      "DeleteProviderProfile", [core](const auto& r) -> absl::StatusOr<v1::DeleteProviderProfileResponse> {
+        if (absl::Status deleted = core->provider_profiles().Delete(r.id()); !deleted.ok()) return deleted;
+        return v1::DeleteProviderProfileResponse();
+      });
   Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {
     auto info = core_->GetSandbox(r.sandbox_id(), /*include_policy=*/false);
     if (!info.ok()) return info.status();

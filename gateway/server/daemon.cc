@@ -241,6 +241,7 @@ int Daemon::StartDriver() {
       LogError(absl::StrCat("builtin_signing_key ", config_.builtin_signing_key, ": ", key.status().message()));
       return kExitStartup;
     }
+    profile_signing_key_ = *key;
     signing_key = builtin_driver::SigningKey{*std::move(key), config_.builtin_signing_key_id};
   }
   auto builtin = builtin_driver::BuiltinDriver::Create(&store_->revisions(), std::move(signing_key),
@@ -255,6 +256,7 @@ int Daemon::StartDriver() {
 
 int Daemon::Serve() {
   core_ = std::make_unique<GatewayCore>(config_, store_.get(), driver_.get(), &registry_, trust_store_, clock_);
+  if (profile_signing_key_.has_value()) core_->provider_profiles().SetSigningKey(*profile_signing_key_);
   auto loaded = core_->LoadAdmitted();
   if (!loaded.ok()) {
     LogError(absl::StrCat("loading admitted sandboxes: ", loaded.status().message()));
@@ -486,8 +488,8 @@ int Daemon::Serve() {
       interceptor_options.tls = interceptor_tls_.get();
     }
     auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
-                                                 &store_->interceptor_records(), clock_, &metrics_,
-                                                 std::move(interceptor_options));
+                                                 &store_->interceptor_records(), &core_->provider_profiles(), clock_,
+                                                 &metrics_, std::move(interceptor_options));
     if (!interceptor.ok()) {
       LogError(absl::StrCat("interceptor: ", interceptor.status().message()));
       return interceptor.status().code() == absl::StatusCode::kInvalidArgument ? kExitConfig : kExitStartup;

@@ -95,6 +95,7 @@ class Daemon {
   std::atomic<uint64_t> reloads_requested_{0};  // SIGHUPs not yet covered by a finished reload
   std::function<void()> on_serving_;
   std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)
+  std::optional<trust::PrivateKey> profile_signing_key_;  // builtin_signing_key: also signs provider profiles
   // "" on both sockets follows whether the sandbox socket accepts connections (NOT_SERVING at its cap).
   // The sandbox socket's acceptor (tcp false) or TCP front (tcp true) paused or resumed; health "" is
   // SERVING while both accept.

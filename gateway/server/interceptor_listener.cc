@@ -17,6 +17,7 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
                                                                                 const CeilingGuard* ceiling,
                                                                                 store::AuditLog* audit,
                                                                                 store::InterceptorRecordStore* records,
+                                                                                const ProviderProfileCatalogue* profiles,
                                                                                 const store::Clock* clock,
                                                                                 Metrics* metrics, Options options) {
   std::unique_ptr<InterceptorListener> listener(new InterceptorListener());
@@ -34,7 +35,7 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
     return absl::InvalidArgumentError("interceptor_listen: requires interceptor_gateway_keys");
   }
   listener->evaluator_ = std::make_unique<InterceptorEvaluator>(
-      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience});
+      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience, profiles});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);

@@ -53,10 +53,12 @@ class InterceptorListener {
   // Loads interceptor_gateway_keys (INVALID_ARGUMENT naming the file), binds interceptor_socket when set
   // (UNAVAILABLE or FAILED_PRECONDITION naming it), starts relaying `options.front` when given, and serves;
   // logs what it serves and how callers are authenticated. The ceiling guard, audit log, record store
-  // (the sandboxes' records, InterceptorRecords), clock and metrics (may be null) must outlive the listener.
+  // (the sandboxes' records, InterceptorRecords), provider-profile catalogue, clock and metrics (may be
+  // null) must outlive the listener.
   static absl::StatusOr<std::unique_ptr<InterceptorListener>> Start(const Config& config, const CeilingGuard* ceiling,
                                                                     store::AuditLog* audit,
                                                                     store::InterceptorRecordStore* records,
+                                                                    const ProviderProfileCatalogue* profiles,
                                                                     const store::Clock* clock, Metrics* metrics,
                                                                     Options options);
   // Stops accepting, then waits for the calls in progress until `deadline` (those still running then are

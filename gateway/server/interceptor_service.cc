@@ -75,16 +75,28 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
     grpc::CallbackServerContext* context, const interceptor_v1::ProviderProfileSnapshotRequest* /*request*/,
-    interceptor_v1::ProviderProfileSnapshot* /*response*/) {
+    interceptor_v1::ProviderProfileSnapshot* response) {
   const absl::Time started = absl::Now();
   auto* reactor = context->DefaultReactor();
   grpc::Status status = Authenticate(*context, "SnapshotProviderProfiles");
-  Observe("SnapshotProviderProfiles", "", status.ok() ? "unimplemented" : "unauthenticated", started);
-  if (status.ok()) {
-    status = grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "provider_profiles_unavailable: this gateway serves no provider-profile catalogue yet");
+  if (!status.ok()) {
+    Observe("SnapshotProviderProfiles", "", "unauthenticated", started);
+    reactor->Finish(status);
+    return reactor;
   }
-  reactor->Finish(status);
+  // The catalogue is read from the store: off gRPC's callback thread.
+  pool_->Submit([this, reactor, response, started] {
+    auto snapshot = evaluator_->SnapshotProviderProfiles();
+    if (!snapshot.ok()) {
+      LogWarning(absl::StrCat("interceptor: SnapshotProviderProfiles refused: ", snapshot.status().message()));
+      Observe("SnapshotProviderProfiles", "", "error", started);
+      reactor->Finish(ToGrpc(snapshot.status()));
+      return;
+    }
+    *response = *std::move(snapshot);
+    Observe("SnapshotProviderProfiles", "", "ok", started);
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

@@ -2,9 +2,11 @@
 // interceptor_socket and/or interceptor_listen to an OpenShell gateway: authenticates each call (InterceptorTokenVerifier, when
 // interceptor_gateway_keys is set: a missing or bad token is UNAUTHENTICATED, which the OpenShell gateway
 // treats as its failure policy, fail_closed) and hands Describe and Evaluate to the InterceptorEvaluator.
-// Evaluate runs on the worker pool (it appends to the audit log); Describe on gRPC's thread.
-// SnapshotProviderProfiles is UNIMPLEMENTED in phase 1 (the manifest says provider_profiles false, so the
-// OpenShell gateway never calls it).
+// Evaluate and SnapshotProviderProfiles run on the worker pool (they append to the audit log, read the
+// store); Describe on gRPC's thread. SnapshotProviderProfiles answers the catalogue
+// (InterceptorEvaluator::SnapshotProviderProfiles), or its refusal as a gRPC status (FAILED_PRECONDITION
+// provider_profiles_empty / profile_unverified): upstream then answers UNAVAILABLE and its supervisors
+// keep their last good policy.
 //
 // Thread-safe. Every pointer must outlive the service; `verifier` may be null (no tokens asked).
 #pragma once

@@ -133,6 +133,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
     fields["pending_releases"].set_number_value(static_cast<double>(report->pending_releases));
     fields["policy_revisions"].set_number_value(static_cast<double>(report->policy_revisions));
     fields["interceptor_records"].set_number_value(static_cast<double>(report->interceptor_records));
+    fields["provider_profiles"].set_number_value(static_cast<double>(report->provider_profiles));
     fields["audit_events"].set_number_value(static_cast<double>(report->audit_events));
     fields["audit_resumed_after"].set_number_value(static_cast<double>(report->resumed_after));
     fields["ceiling"].set_bool_value(report->ceiling);
@@ -147,6 +148,7 @@ int Migrate(const std::string& from_url, const std::string& to_url, const std::s
             << "  pending releases  " << report->pending_releases << "\n"
             << "  policy revisions  " << report->policy_revisions << "\n"
             << "  interceptor       " << report->interceptor_records << " sandbox record(s)\n"
+            << "  provider profiles " << report->provider_profiles << "\n"
             << "  ceiling           " << (report->ceiling ? "yes" : "none") << "\n"
             << "  audit events      " << report->audit_events;
   if (report->resumed_after > 0) std::cout << " after the " << report->resumed_after << " the interrupted run copied";

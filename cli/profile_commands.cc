@@ -1,0 +1,130 @@
+// policyctl profile set | get | list | delete (admin socket): the provider-profile catalogue the OpenShell
+// interceptor serves and composes (docs/openshell-interceptor.md, "Provider profiles"). Profile files are
+// upstream's YAML form (../shared/interceptor/README.md §7), read by policy::LoadProviderProfileFile.
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/provider_profile.h"
+
+namespace osh::cli {
+namespace {
+
+namespace v1 = openshell::policy::gateway::v1;
+
+void PrintProfileSummary(const v1::ProviderProfileInfo& info) {
+  std::cout << "profile " << info.profile().id() << " (" << info.profile().display_name() << ")\n"
+            << "hash:      " << info.profile_hash() << "\n"
+            << "signed:    " << (info.signature_kid().empty() ? "no" : "kid " + info.signature_kid()) << "\n";
+}
+
+// One call on the admin socket; false (with `exit_code` set, the error printed) when it failed.
+template <typename Request, typename Response>
+bool CallAdmin(const Options& options, int& exit_code,
+               grpc::Status (v1::PolicyGateway::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+               const Request& request, Response* response) {
+  auto stub = AdminStub(options);
+  if (!stub) {
+    exit_code = kExitUsage;
+    return false;
+  }
+  auto ctx = MakeContext(options);
+  if (const grpc::Status status = ((*stub).*method)(ctx.get(), request, response); !status.ok()) {
+    exit_code = ReportRpcError(status);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {
+  auto* profile = app.add_subcommand(
+      "profile", "The provider-profile catalogue the OpenShell interceptor serves and checks against the ceiling");
+  profile->require_subcommand(1);
+
+  // set
+  {
+    auto* cmd = profile->add_subcommand(
+        "set", "Create or replace a provider profile from a profile file (upstream's YAML form); signed when the "
+               "gateway has a signing key (behind the mutation gate)");
+    auto file = std::make_shared<std::string>();
+    cmd->add_option("-f,--file", *file, "profile file (YAML or JSON)")->required();
+    cmd->callback([&options, &exit_code, file] {
+      auto parsed = policy::LoadProviderProfileFile(*file);
+      if (!parsed.ok()) { exit_code = ReportLocalError(parsed.status()); return; }
+      v1::SetProviderProfileRequest request;
+      *request.mutable_profile() = *std::move(parsed);
+      v1::ProviderProfileInfo response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::SetProviderProfile, request, &response)) return;
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        PrintProfileSummary(response);
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // get
+  {
+    auto* cmd = profile->add_subcommand("get", "Show a provider profile as stored (YAML, or -o json with its hash)");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("id", *id, "profile id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      v1::GetProviderProfileRequest request;
+      request.set_id(*id);
+      v1::ProviderProfileInfo response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::GetProviderProfile, request, &response)) return;
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::cout << "# hash " << response.profile_hash()
+                  << (response.signature_kid().empty() ? "" : absl::StrCat(", signed by kid ", response.signature_kid()))
+                  << "\n"
+                  << policy::ProviderProfileToYaml(response.profile());
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // list
+  {
+    auto* cmd = profile->add_subcommand("list", "List the catalogue's profiles and the revision it is served with");
+    cmd->callback([&options, &exit_code] {
+      v1::ListProviderProfilesResponse response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::ListProviderProfiles,
+                     v1::ListProviderProfilesRequest(), &response)) {
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& info : response.profiles()) {
+          rows.push_back({info.profile().id(), info.profile().display_name(),
+                          absl::StrCat(info.profile().endpoints_size()),
+                          info.signature_kid().empty() ? "-" : info.signature_kid(), info.profile_hash()});
+        }
+        PrintTable({"ID", "DISPLAY NAME", "ENDPOINTS", "SIGNED BY", "HASH"}, rows);
+        std::cout << "revision " << response.revision() << " (" << response.profiles_size() << " profile(s))\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // delete
+  {
+    auto* cmd = profile->add_subcommand("delete", "Remove a provider profile (behind the mutation gate)");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("id", *id, "profile id")->required();
+    cmd->callback([&options, &exit_code, id] {
+      v1::DeleteProviderProfileRequest request;
+      request.set_id(*id);
+      v1::DeleteProviderProfileResponse response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::DeleteProviderProfile, request, &response)) return;
+      std::cout << (options.json() ? ToJson(response) : "deleted profile " + *id) << "\n";
+      exit_code = kExitOk;
+    });
+  }
+}
+
+}  // namespace osh::cli

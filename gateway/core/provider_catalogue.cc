@@ -1,0 +1,225 @@
+#include "gateway/core/provider_catalogue.h"
+
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/core/interceptor_governance.h"
+#include "policy/provider_profile.h"
+
+namespace osh::gateway {
+
+namespace os_v1 = openshell::v1;
+namespace audit = trust::audit;
+
+namespace {
+
+std::string Base64Url(absl::string_view bytes) {
+  std::string out;
+  absl::WebSafeBase64Escape(bytes, &out);  // unpadded
+  return out;
+}
+
+// base64url(header) "." base64url(claims): what the signature covers.
+std::string GovernanceSigningInput(const std::string& kid, const std::string& claims_json) {
+  return absl::StrCat(Base64Url(absl::StrCat(R"({"typ":"JWT","alg":"EdDSA","kid":")", kid, R"("})")), ".",
+                      Base64Url(claims_json));
+}
+
+absl::Status ProfileUnverified(const std::string& id, absl::string_view why) {
+  return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_unverified",
+                         absl::StrCat("provider profile '", id, "': ", why));
+}
+
+}  // namespace
+
+std::string GovernanceKid(const trust::PublicKey& key) { return key.fingerprint().substr(0, 32); }
+
+std::string GovernanceProfileClaims(const std::string& profile_id, const std::string& profile_hash) {
+  // The id is [A-Za-z0-9._-] (policy::ValidateProviderProfile) and the hash "sha256:v2:<hex>": nothing
+  // to escape.
+  return absl::StrCat(R"({"sub":"provider-profile:)", profile_id,
+                      R"(","iss":"openshell-governance-interceptor","aud":"openshell-governance-profile",)",
+                      R"("iat":0,"exp":0,"hash_algorithm":")", kGovernanceHashAlgorithm, R"(","profile_id":")",
+                      profile_id, R"(","profile_sha256":")", profile_hash, R"("})");
+}
+
+absl::StatusOr<std::string> GovernanceJwt(const trust::PrivateKey& key, const std::string& kid,
+                                          const std::string& claims_json) {
+  if (key.algorithm() != trust::kEd25519) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the governance format signs with Ed25519 only (the key is ", key.algorithm(), ")"));
+  }
+  const std::string input = GovernanceSigningInput(kid, claims_json);
+  auto signature = key.Sign(input);
+  if (!signature.ok()) return signature.status();
+  return absl::StrCat(input, ".", Base64Url(*signature));
+}
+
+ProviderProfileCatalogue::ProviderProfileCatalogue(store::ProviderProfileStore* store,
+                                                   std::function<std::shared_ptr<const trust::TrustStore>()> trust,
+                                                   const store::Clock* clock)
+    : store_(store), trust_(std::move(trust)), clock_(clock) {}
+
+void ProviderProfileCatalogue::SetSigningKey(trust::PrivateKey key) {
+  absl::MutexLock lock(&key_mu_);
+  key_ = std::move(key);
+}
+
+absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os_v1::ProviderProfile profile) {
+  if (absl::Status valid = policy::ValidateProviderProfile(profile); !valid.ok()) return valid;
+  auto hash = GovernanceProfileHash(profile);
+  if (!hash.ok()) return hash.status();
+  std::optional<trust::PrivateKey> key;
+  {
+    absl::MutexLock lock(&key_mu_);
+    key = key_;
+  }
+  const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
+  Entry entry;
+  entry.hash = *hash;
+  if (key.has_value() && key->algorithm() == trust::kEd25519) {
+    auto public_key = trust::PublicKey::FromPem(key->PublicKeyPem());
+    if (!public_key.ok()) return public_key.status();
+    entry.kid = GovernanceKid(*public_key);
+    auto token = GovernanceJwt(*key, entry.kid, GovernanceProfileClaims(profile.id(), *hash));
+    if (!token.ok()) return token.status();
+    auto& annotations = *profile.mutable_annotations();
+    annotations[policy::kProfileSignatureAnnotation] = *token;
+    annotations[policy::kProfileHashAnnotation] = *hash;
+    annotations[policy::kProfileSignatureKidAnnotation] = entry.kid;
+  } else if (trust != nullptr) {
+    return common::Refused(
+        absl::StatusCode::kFailedPrecondition, "profile_unsigned",
+        key.has_value()
+            ? absl::StrCat("a trust store is configured, so every profile must be signed by one of its keys, and the "
+                           "governance format signs with Ed25519 only (builtin_signing_key is ",
+                           key->algorithm(), ")")
+            : "a trust store is configured, so every profile must be signed by one of its keys, and this gateway has "
+              "no signing key (builtin_signing_key)");
+  }
+  const std::string bytes = profile.SerializeAsString();
+  if (trust != nullptr) {
+    // Never store what would not be served: the signature must verify against the trust store now.
+    auto verified = Verified({profile.id(), bytes}, trust.get());
+    if (!verified.ok()) {
+      return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_signature_untrusted",
+                             absl::StrCat("the signing key (kid ", entry.kid,
+                                          ") is not an Ed25519 key of the trust store that is valid now: ",
+                                          verified.status().message()));
+    }
+  }
+  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("provider profile ", profile.id(), " set");
+  event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
+  if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
+  if (absl::Status put = store_->PutProviderProfile(profile.id(), bytes, std::move(event)); !put.ok()) return put;
+  entry.profile = std::move(profile);
+  return entry;
+}
+
+absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
+  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("provider profile ", id, " deleted");
+  event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
+  absl::Status deleted = store_->DeleteProviderProfile(id, std::move(event));
+  if (deleted.code() == absl::StatusCode::kNotFound) {
+    return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
+  }
+  return deleted;
+}
+
+absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verified(
+    const store::ProviderProfileRow& row, const trust::TrustStore* trust) const {
+  Entry entry;
+  if (!entry.profile.ParseFromString(row.profile) || entry.profile.id() != row.id) {
+    return absl::DataLossError(absl::StrCat("provider profile '", row.id, "': the stored profile does not decode"));
+  }
+  auto hash = GovernanceProfileHash(entry.profile);
+  if (!hash.ok()) return hash.status();
+  entry.hash = *hash;
+  const auto& annotations = entry.profile.annotations();
+  const auto kid = annotations.find(policy::kProfileSignatureKidAnnotation);
+  if (kid != annotations.end()) entry.kid = kid->second;
+  if (trust == nullptr) return entry;
+  const auto token = annotations.find(policy::kProfileSignatureAnnotation);
+  const auto stated_hash = annotations.find(policy::kProfileHashAnnotation);
+  if (token == annotations.end() || stated_hash == annotations.end() || kid == annotations.end()) {
+    return ProfileUnverified(row.id, "not signed (a trust store is configured)");
+  }
+  if (stated_hash->second != entry.hash) {
+    return ProfileUnverified(row.id, absl::StrCat("its hash is ", entry.hash, ", not the signed ", stated_hash->second));
+  }
+  const std::string input = GovernanceSigningInput(entry.kid, GovernanceProfileClaims(row.id, entry.hash));
+  if (!absl::StartsWith(token->second, absl::StrCat(input, "."))) {
+    return ProfileUnverified(row.id, "its signature is not over this profile's claims");
+  }
+  std::string signature;
+  if (!absl::WebSafeBase64Unescape(absl::string_view(token->second).substr(input.size() + 1), &signature)) {
+    return ProfileUnverified(row.id, "its signature is not base64url");
+  }
+  const int64_t now = clock_->NowUnix();
+  for (const trust::TrustedKey& key : trust->keys()) {
+    if (key.revoked || key.public_key.algorithm() != trust::kEd25519 || GovernanceKid(key.public_key) != entry.kid) {
+      continue;
+    }
+    if ((key.not_before_unix && now < *key.not_before_unix) || (key.not_after_unix && now > *key.not_after_unix)) {
+      continue;
+    }
+    if (key.public_key.Verify(input, signature)) return entry;
+  }
+  return ProfileUnverified(row.id, absl::StrCat("no Ed25519 key of the trust store with kid ", entry.kid,
+                                                " (not revoked, valid now) verifies its signature"));
+}
+
+absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Get(const std::string& id) const {
+  auto stored = store_->GetProviderProfile(id);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
+  const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
+  return Verified({id, **stored}, trust.get());
+}
+
+absl::StatusOr<std::vector<ProviderProfileCatalogue::Entry>> ProviderProfileCatalogue::List() const {
+  auto rows = store_->ListProviderProfiles();
+  if (!rows.ok()) return rows.status();
+  const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
+  std::vector<Entry> out;
+  out.reserve(rows->size());
+  for (const auto& row : *rows) {
+    auto entry = Verified(row, trust.get());
+    if (!entry.ok()) return entry.status();
+    out.push_back(*std::move(entry));
+  }
+  return out;
+}
+
+absl::StatusOr<openshell::gateway_interceptor::v1::ProviderProfileSnapshot> ProviderProfileCatalogue::Snapshot() const {
+  auto entries = List();
+  if (!entries.ok()) return entries.status();
+  openshell::gateway_interceptor::v1::ProviderProfileSnapshot snapshot;
+  std::vector<os_v1::ProviderProfile> profiles;
+  profiles.reserve(entries->size());
+  for (auto& entry : *entries) {
+    *snapshot.add_profiles() = entry.profile;
+    profiles.push_back(std::move(entry.profile));
+  }
+  auto revision = GovernanceSnapshotHash(std::move(profiles));
+  if (!revision.ok()) return revision.status();
+  snapshot.set_revision(*revision);
+  return snapshot;
+}
+
+absl::StatusOr<size_t> ProviderProfileCatalogue::Count() const {
+  auto rows = store_->ListProviderProfiles();
+  if (!rows.ok()) return rows.status();
+  return rows->size();
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,94 @@
+// The provider-profile catalogue (docs/openshell-interceptor.md, "Provider profiles"; the contract is
+// ../shared/interceptor/README.md §7 and §8): the profiles operators author with `policyctl profile`,
+// kept in the store (store::ProviderProfileStore, one audit event per change), served by the
+// interceptor's SnapshotProviderProfiles and composed into every candidate it checks against the ceiling.
+//
+// Signing (README §8): with a signing key (the gateway's builtin_signing_key, Ed25519) every profile set
+// is signed as upstream's governance interceptor signs one: an EdDSA JWT (header {"typ":"JWT","alg":
+// "EdDSA","kid":<kid>}, kid = hex of the first 16 bytes of SHA-256 of the key's SPKI DER; claims sub
+// "provider-profile:<id>", iss "openshell-governance-interceptor", aud "openshell-governance-profile",
+// iat 0, exp 0, hash_algorithm, profile_id, profile_sha256 = GovernanceProfileHash) carried in the
+// annotations openshell.nvidia.com/profile-signature, -hash and -signature-kid. With a trust store,
+// every profile must carry such a signature by a trust-store Ed25519 key (matched by that kid, not
+// revoked, inside its window now) over the profile as stored: Set refuses a profile it cannot sign so
+// (profile_unsigned, profile_signature_untrusted), and a stored profile that does not verify (a rewritten
+// row, a key revoked since) is never served or composed (profile_unverified). Without a trust store,
+// profiles are served as stored.
+//
+// Nothing is cached: every read goes to the store, so every replica on a shared database serves the same
+// catalogue as soon as a change is committed. Thread-safe; the store must outlive the catalogue.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
+#include "openshell/v1/openshell_v1_subset.pb.h"
+#include "store/clock.h"
+#include "store/store.h"
+#include "trust/keys.h"
+#include "trust/trust_store.h"
+
+namespace osh::gateway {
+
+// The JWT the governance format carries (README §8): base64url(header) "." base64url(claims) "."
+// base64url(signature), the header {"typ":"JWT","alg":"EdDSA","kid":<kid>}, `claims_json` verbatim.
+// INVALID_ARGUMENT unless `key` is Ed25519.
+absl::StatusOr<std::string> GovernanceJwt(const trust::PrivateKey& key, const std::string& kid,
+                                          const std::string& claims_json);
+// The governance kid of a public key: hex of the first 16 bytes of SHA-256 of its SPKI DER.
+std::string GovernanceKid(const trust::PublicKey& key);
+// The claims of a profile's signature, in the README's order, without whitespace.
+std::string GovernanceProfileClaims(const std::string& profile_id, const std::string& profile_hash);
+
+class ProviderProfileCatalogue {
+ public:
+  // `trust` answers the trust store in force (null: none, profiles are not verified).
+  ProviderProfileCatalogue(store::ProviderProfileStore* store,
+                           std::function<std::shared_ptr<const trust::TrustStore>()> trust,
+                           const store::Clock* clock);
+
+  // The key profiles are signed with from now on. Only an Ed25519 key signs (the governance format's);
+  // with another, profiles are stored unsigned, or refused (profile_unsigned) when a trust store is set.
+  void SetSigningKey(trust::PrivateKey key);
+
+  // One profile as stored, with its governance hash and the kid of its signature ("" unsigned).
+  struct Entry {
+    openshell::v1::ProviderProfile profile;
+    std::string hash;
+    std::string kid;
+  };
+
+  // Validates (policy::ValidateProviderProfile), signs when a key is set, and stores the profile,
+  // creating or replacing the one of its id, with one audit event (type mutation). What is stored.
+  absl::StatusOr<Entry> Set(openshell::v1::ProviderProfile profile);
+  // Removes the profile `id` with one audit event; NOT_FOUND when there is none.
+  absl::Status Delete(const std::string& id);
+  // The profile `id` as stored (NOT_FOUND when none), verified as for serving.
+  absl::StatusOr<Entry> Get(const std::string& id) const;
+  // Every profile, ordered by id, verified as for serving.
+  absl::StatusOr<std::vector<Entry>> List() const;
+  // What SnapshotProviderProfiles serves: every profile as stored, verified, and revision = the
+  // governance snapshot hash over them. A profile that does not verify fails the whole snapshot
+  // (FAILED_PRECONDITION profile_unverified): OpenShell then keeps the sandboxes' last good policies.
+  absl::StatusOr<openshell::gateway_interceptor::v1::ProviderProfileSnapshot> Snapshot() const;
+  // How many profiles are stored.
+  absl::StatusOr<size_t> Count() const;
+
+ private:
+  // Decodes a stored profile and, with a trust store, checks its signature.
+  absl::StatusOr<Entry> Verified(const store::ProviderProfileRow& row, const trust::TrustStore* trust) const;
+
+  store::ProviderProfileStore* const store_;
+  const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
+  const store::Clock* const clock_;
+  mutable absl::Mutex key_mu_;
+  std::optional<trust::PrivateKey> key_ ABSL_GUARDED_BY(key_mu_);
+};
+
+}  // namespace osh::gateway
