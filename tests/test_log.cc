@@ -493,6 +493,18 @@ TEST_CASE("log: WatchServedProjection brings each projection with its proof, and
   }
   CHECK(g.sandbox().GetServedProjection(GatewayFixture::Context("sbh_wrong").get(), request, &once).error_code() ==
         grpc::StatusCode::UNAUTHENTICATED);
+  {  // a guessed handle opens no stream; a known_size beyond the log gets the projection and why no proof
+    auto guessed = GatewayFixture::Context("sbh_wrong");
+    auto refused = g.sandbox().WatchServedProjection(guessed.get(), gw::GetServedProjectionRequest());
+    gw::ServedProjection none;
+    CHECK_FALSE(refused->Read(&none));
+    CHECK(refused->Finish().error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    gw::GetServedProjectionRequest beyond;
+    beyond.set_known_size(uint64_t{1} << 40);
+    REQUIRE(g.sandbox().GetServedProjection(GatewayFixture::Context(admitted.sandbox_handle()).get(), beyond, &once).ok());
+    CHECK_FALSE(once.has_proof());
+    CHECK_THAT(once.log_status(), Catch::Contains("beyond the checkpoint"));
+  }
 
   // The client library's watch (require_log_proof) applies a change whose proof came after it.
   auto client = ProvingClient(g, admitted.sandbox_handle(), "sb-w", *vkey, g.dir() / "client-state");

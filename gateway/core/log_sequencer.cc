@@ -262,7 +262,8 @@ void LogSequencer::IndexForSandbox(int64_t index, const trust::AuditEvent& event
 
 absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(const std::string& sandbox_id,
                                                                                 const std::string& policy_digest,
-                                                                                uint64_t known_size) const {
+                                                                                uint64_t known_size,
+                                                                                int64_t* checkpoint_size) const {
   Published published;
   std::shared_ptr<const openshell::policy::gateway::v1::LogProof> cached;
   SandboxEntry entry;
@@ -306,6 +307,7 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
     if (!consistency.ok()) return consistency.status();
     for (const auto& hash : *consistency) proof.add_consistency_proof(std::string(tlog::HashBytes(hash)));
   }
+  if (checkpoint_size != nullptr) *checkpoint_size = published.size;
   return proof;
 }
 

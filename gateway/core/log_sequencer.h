@@ -88,9 +88,11 @@ class LogSequencer {
   // the projection served now — with its inclusion proof under the current checkpoint, and a consistency
   // proof from `known_size` (0: none). UNAVAILABLE "log_pending: ..." while that entry is not integrated
   // (or is not yet logged under this digest); OUT_OF_RANGE for a known_size beyond the checkpoint.
+  // `checkpoint_size` (may be null) gets the size of the checkpoint the proof is against.
   absl::StatusOr<openshell::policy::gateway::v1::LogProof> ProofFor(const std::string& sandbox_id,
                                                                     const std::string& policy_digest,
-                                                                    uint64_t known_size) const;
+                                                                    uint64_t known_size,
+                                                                    int64_t* checkpoint_size = nullptr) const;
   // The log key's verifier key in note format (<origin>+<hash>+<base64>).
   std::string verifier_key() const { return verifier_key_; }
 

@@ -6,7 +6,6 @@
 #include "absl/synchronization/mutex.h"
 #include "common/errors.h"
 #include "gateway/server/status_conversion.h"
-#include "tlog/checkpoint.h"
 
 namespace osh::gateway {
 namespace {
@@ -327,17 +326,14 @@ absl::StatusOr<uint64_t> SandboxService::ProveServed(const std::string& sandbox_
     message->set_log_status(std::string(disabled.message()));
     return disabled;
   }
-  auto proof = log_->ProofFor(sandbox_id, policy_digest, known_size);
+  int64_t checkpoint_size = 0;  // the start of the next consistency proof on a stream
+  auto proof = log_->ProofFor(sandbox_id, policy_digest, known_size, &checkpoint_size);
   if (!proof.ok()) {
     message->set_log_status(std::string(proof.status().message()));
     return proof.status();
   }
-  // The checkpoint's size: the start of the next consistency proof on a stream.
-  const std::string& note = proof->checkpoint();
-  auto checkpoint = tlog::ParseCheckpoint(note.substr(0, note.find("\n\n") + 1));
-  if (!checkpoint.ok()) return checkpoint.status();
   *message->mutable_proof() = *std::move(proof);
-  return static_cast<uint64_t>(checkpoint->size);
+  return static_cast<uint64_t>(checkpoint_size);
 }
 
 void SandboxService::AddProofWaiter(ProofWaiter* waiter) {
