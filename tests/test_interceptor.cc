@@ -29,7 +29,7 @@
 #include "gateway/core/provider_catalogue.h"
 #include "policy/provider_profile.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
-#include "openshell/v1/openshell_v1_subset.pb.h"
+#include "openshell/v1/openshell_v1_subset.grpc.pb.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_pki.h"
@@ -261,8 +261,11 @@ class InterceptorGateway {
  public:
   // Without `unix_socket` the gateway gets no interceptor_socket (extra_args give it interceptor_listen) and
   // the test connects with ConnectTls.
+  // `before_start`, when given, runs once the keys exist (keys/authority.key signs what the trust store's
+  // "authority" key verifies) and returns more arguments for the gateway (a driver it started, say).
   explicit InterceptorGateway(bool with_keys = true, bool with_ceiling = true, std::vector<std::string> extra_args = {},
-                              ProfileSigning signing = ProfileSigning::kNone, bool unix_socket = true) {
+                              ProfileSigning signing = ProfileSigning::kNone, bool unix_socket = true,
+                              const std::function<std::vector<std::string>(const TempDir& keys)>& before_start = nullptr) {
     auto authority = osh::trust::PrivateKey::Generate("ed25519");
     REQUIRE(authority.ok());
     WriteFile(keys_ / "authority.key", authority->ToPem());
@@ -286,6 +289,10 @@ class InterceptorGateway {
     }
     if (with_keys) args.insert(args.end(), {"--interceptor-gateway-keys", keys_ / "jwks.json"});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
+    if (before_start) {
+      const std::vector<std::string> more = before_start(keys_);
+      args.insert(args.end(), more.begin(), more.end());
+    }
     gateway_ = std::make_unique<GatewayFixture>(args);
     if (unix_socket) REQUIRE(WaitForSocket(socket()));
     if (with_ceiling) {
@@ -368,14 +375,15 @@ class InterceptorGateway {
   icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const std::string& json) {
     return Evaluate(method, validate, FromProtoJson(json));
   }
-  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload) {
+  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload,
+                                   const std::string& subject = "alice@example.com") {
     icv1::InterceptorEvaluation evaluation;
     evaluation.set_interceptor_name("policy-gateway");
     evaluation.set_binding_id("pg-test");
     evaluation.set_service("openshell.v1.OpenShell");
     evaluation.set_method(method);
     (*evaluation.mutable_principal())["kind"] = "user";
-    (*evaluation.mutable_principal())["subject"] = "alice@example.com";
+    (*evaluation.mutable_principal())["subject"] = subject;
     (*evaluation.mutable_principal())["provider"] = "oidc";
     if (validate) {
       *evaluation.mutable_validate()->mutable_proposed_operation() = payload;
@@ -435,7 +443,7 @@ std::string BasePolicyWith(const std::string& rule_name, const std::string& rule
 }
 
 void CheckDeny(const icv1::InterceptorResult& result, const std::string& status_code, const std::string& reason_start) {
-  INFO(result.reason());
+  INFO("expected " << reason_start << ", got " << result.reason());
   CHECK_FALSE(result.allowed());
   CHECK(result.status_code() == status_code);
   CHECK(absl::StartsWith(result.reason(), reason_start));
@@ -601,7 +609,7 @@ TEST_CASE("interceptor: mergeOperations map onto UpdatePolicy's, host-and-port t
              Catch::Contains("mergeOperations[0]") && Catch::Contains("nope"));
 }
 
-TEST_CASE("interceptor: config keys are validated with clear errors, admit mode is refused as not built yet",
+TEST_CASE("interceptor: config keys are validated with clear errors, admit mode's push keys with it",
           "[interceptor][config]") {
   using osh::gateway::ResolveConfig;
   auto ok = ResolveConfig({{"interceptor_socket", "/run/pg/i.sock"}}, {}, {});
@@ -610,8 +618,20 @@ TEST_CASE("interceptor: config keys are validated with clear errors, admit mode 
   CHECK(ok->interceptor_gateway_id == "openshell");
   CHECK(ok->interceptor_audience == kAudience);
   const std::vector<std::pair<osh::gateway::ConfigValues, std::string>> bad = {
-      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"}},
-       "interceptor_mode: admit is not built yet"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_openshell_endpoint", "unix:///x/os.sock"}},
+       "interceptor_openshell_endpoint: is set but interceptor_mode is not admit"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"}, {"interceptor_openshell_endpoint", "os:443"}},
+       "interceptor_openshell_endpoint: expected unix:///<path> or https://<host>:<port>, got 'os:443'"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"}, {"interceptor_openshell_token_file", "/t"}},
+       "interceptor_openshell_token_file: is set but interceptor_openshell_endpoint is not"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"},
+        {"interceptor_openshell_endpoint", "https://os.example:7443"}, {"interceptor_openshell_client_cert", "/c.pem"}},
+       "interceptor_openshell_client_key: the client certificate and its key are set together"},
+      {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"},
+        {"interceptor_openshell_endpoint", "unix:///x/os.sock"}, {"interceptor_openshell_ca", "/ca.pem"}},
+       "interceptor_openshell_ca: is set but interceptor_openshell_endpoint is a Unix socket"},
+      {{{"interceptor_mode", "admit"}},
+       "interceptor_mode: is set but neither interceptor_socket nor interceptor_listen is"},
       {{{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "allow-all"}},
        "interceptor_mode: expected ceiling or admit, got 'allow-all'"},
       {{{"interceptor_gateway_keys", "/x/jwks.json"}},
@@ -647,20 +667,32 @@ TEST_CASE("interceptor: config keys are validated with clear errors, admit mode 
   CHECK(tcp->interceptor_listen == "127.0.0.1:9443");
   CHECK(osh::gateway::EffectiveValues(*tcp).at("interceptor_listen") == "127.0.0.1:9443");
   const std::string doc = ReadFile(std::string(OSH_SOURCE_DIR) + "/docs/policy-gateway.md");
+  auto admit = ResolveConfig({{"interceptor_socket", "/x/i.sock"}, {"interceptor_mode", "admit"},
+                              {"interceptor_openshell_endpoint", "https://os.example:7443"},
+                              {"interceptor_openshell_token_file", "/t"}},
+                             {}, {});
+  REQUIRE(admit.ok());
+  CHECK(osh::gateway::EffectiveValues(*admit).at("interceptor_openshell_endpoint") == "https://os.example:7443");
   for (const char* key : {"interceptor_socket", "interceptor_listen", "interceptor_socket_group", "interceptor_mode",
-                          "interceptor_gateway_keys", "interceptor_gateway_id", "interceptor_audience"}) {
+                          "interceptor_gateway_keys", "interceptor_gateway_id", "interceptor_audience",
+                          "interceptor_openshell_endpoint", "interceptor_openshell_token_file", "interceptor_openshell_ca",
+                          "interceptor_openshell_client_cert", "interceptor_openshell_client_key"}) {
     CHECK_THAT(doc, Catch::Contains(absl::StrCat("| `", key, "` |")));
   }
 }
 
-TEST_CASE("interceptor: a real gateway refuses admit mode at start and says when callers are not authenticated",
+TEST_CASE("interceptor: a real gateway refuses an unreadable push credential at start and says when callers are not "
+          "authenticated",
           "[interceptor][integration]") {
   TempDir dir, sock;
   std::string out, err;
   const int code = RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--interceptor-socket",
-                               sock / "i.sock", "--interceptor-mode", "admit"}, &out, &err);
+                               sock / "i.sock", "--interceptor-mode", "admit", "--interceptor-openshell-endpoint",
+                               "unix://" + std::string(sock / "os.sock"), "--interceptor-openshell-token-file",
+                               dir / "missing-token"},
+                              &out, &err);
   CHECK(code == 2);
-  CHECK_THAT(out + err, Catch::Contains("interceptor_mode: admit is not built yet"));
+  CHECK_THAT(out + err, Catch::Contains("interceptor_openshell_token_file: cannot read"));
   // Without keys: the socket serves, 0600, and the log says no token is asked.
   InterceptorGateway g(/*with_keys=*/false, /*with_ceiling=*/false);
   struct stat st {};
@@ -1527,6 +1559,324 @@ TEST_CASE("provider profiles: every provider path is checked on the composed can
   CheckDeny(g.Evaluate("DeleteProviderProfile", true, R"({"id": "github"})"), "PERMISSION_DENIED",
             "profile_catalogue_managed: ");
   CHECK(g.gateway().Stop() == 0);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Admit mode
+// ---------------------------------------------------------------------------------------------------
+
+// The example signing driver's policy for every subject: inside the ceiling. `extra_read_only` widens the
+// filesystem additively (as upstream accepts on a live sandbox).
+std::string AdmitDriverPolicy(const std::string& extra_read_only = "") {
+  return absl::StrCat(R"(version: 1
+filesystem_policy:
+  include_workdir: true
+  read_only: [/usr, /etc)", extra_read_only.empty() ? "" : ", " + extra_read_only, R"(]
+  read_write: [/sandbox]
+landlock:
+  compatibility: best_effort
+process:
+  run_as_user: sandbox
+  run_as_group: sandbox
+network_policies:
+  api:
+    name: api
+    endpoints:
+      - { host: api.github.com, port: 443, protocol: rest, enforcement: enforce, access: read-only }
+    binaries: [{ path: /usr/bin/curl }]
+)");
+}
+
+// An OpenShell gateway as its contract describes it, for admit mode's push: it serves
+// openshell.v1.OpenShell/UpdateConfig on a Unix socket and, for each call, runs this product's interceptor
+// (modify, then validate, over the interceptor socket with the extension token) before it "commits" the
+// policy, or answers with the interceptor's deny. With `refuse_live_change` it refuses every UpdateConfig as
+// upstream refuses a non-additive change on a live sandbox (INVALID_ARGUMENT). No Catch macro runs on its
+// threads: what it saw is read by the test through its accessors.
+class FakeOpenShellGateway final : public os_v1::OpenShell::CallbackService {
+ public:
+  FakeOpenShellGateway(std::string socket, std::string interceptor_socket, std::string token)
+      : socket_(std::move(socket)), token_(std::move(token)) {
+    interceptor_ = icv1::GatewayInterceptor::NewStub(
+        grpc::CreateChannel("unix:" + interceptor_socket, grpc::InsecureChannelCredentials()));
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + socket_, grpc::InsecureServerCredentials());
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeOpenShellGateway() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+    for (auto& worker : workers_) worker.join();
+  }
+  bool serving() const { return server_ != nullptr; }
+  void RefuseLiveChanges(bool refuse) {
+    absl::MutexLock lock(&mu_);
+    refuse_ = refuse;
+  }
+
+  struct Seen {
+    std::string authorization;
+    os_v1::UpdateConfigRequest request;
+    bool committed = false;
+    std::string outcome;  // "committed", or the status it answered
+  };
+  std::vector<Seen> seen() const {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+  // The policy committed last for `name` (nullopt: none).
+  std::optional<openshell::sandbox::v1::SandboxPolicy> committed(const std::string& name) const {
+    absl::MutexLock lock(&mu_);
+    auto it = policies_.find(name);
+    if (it == policies_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  grpc::ServerUnaryReactor* UpdateConfig(grpc::CallbackServerContext* context, const os_v1::UpdateConfigRequest* request,
+                                         os_v1::UpdateConfigResponse* /*response*/) override {
+    auto* reactor = context->DefaultReactor();
+    std::string authorization;
+    if (auto it = context->client_metadata().find("authorization"); it != context->client_metadata().end()) {
+      authorization.assign(it->second.data(), it->second.size());
+    }
+    absl::MutexLock lock(&mu_);
+    // The interceptor calls block: they run on a thread of their own, as the contract allows no thread to
+    // be held by a reactor.
+    workers_.emplace_back([this, reactor, request, authorization] {
+      Seen seen;
+      seen.authorization = authorization;
+      seen.request = *request;
+      const grpc::Status status = Handle(*request);
+      seen.committed = status.ok();
+      seen.outcome = status.ok() ? "committed" : absl::StrCat(status.error_code(), " ", status.error_message());
+      {
+        absl::MutexLock lock(&mu_);
+        if (status.ok()) policies_[request->name()] = request->policy();
+        seen_.push_back(std::move(seen));
+      }
+      reactor->Finish(status);
+    });
+    return reactor;
+  }
+
+ private:
+  grpc::Status Handle(const os_v1::UpdateConfigRequest& request) {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions print;
+    if (!google::protobuf::util::MessageToJsonString(request, &json, print).ok()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "cannot print the request");
+    }
+    Struct payload;
+    if (!google::protobuf::util::JsonStringToMessage(json, &payload).ok()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request as a Struct");
+    }
+    for (const bool validate : {false, true}) {
+      icv1::InterceptorEvaluation evaluation;
+      evaluation.set_interceptor_name("policy-gateway");
+      evaluation.set_binding_id(validate ? "pg-update-config" : "pg-update-config");
+      evaluation.set_service("openshell.v1.OpenShell");
+      evaluation.set_method("UpdateConfig");
+      (*evaluation.mutable_principal())["kind"] = "user";
+      (*evaluation.mutable_principal())["subject"] = "policy-gateway-push";
+      auto* phase = validate ? evaluation.mutable_validate()->mutable_proposed_operation()
+                             : evaluation.mutable_modify_operation()->mutable_proposed_operation();
+      *phase = payload;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      context.AddMetadata("authorization", token_);
+      icv1::InterceptorResult result;
+      const grpc::Status called = interceptor_->Evaluate(&context, evaluation, &result);
+      if (!called.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "interceptor: " + called.error_message());
+      if (!result.allowed()) return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, result.reason());
+      if (result.patches_size() > 0) return grpc::Status(grpc::StatusCode::INTERNAL, "unexpected patches");
+    }
+    absl::MutexLock lock(&mu_);
+    if (refuse_) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "landlock and process cannot change on a live sandbox; filesystem changes must be additive");
+    }
+    return grpc::Status::OK;
+  }
+
+  const std::string socket_;
+  const std::string token_;
+  std::unique_ptr<icv1::GatewayInterceptor::Stub> interceptor_;
+  std::unique_ptr<grpc::Server> server_;
+  mutable absl::Mutex mu_;
+  bool refuse_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<Seen> seen_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, openshell::sandbox::v1::SandboxPolicy> policies_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> workers_ ABSL_GUARDED_BY(mu_);
+};
+
+openshell::sandbox::v1::SandboxPolicy PolicyOfJson(const Value& value) {
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(value, &json).ok());
+  openshell::sandbox::v1::SandboxPolicy policy;
+  INFO(json);
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json, &policy).ok());
+  return policy;
+}
+
+TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsystem, holds validate to the admitted "
+          "body, refuses other writes, and pushes a changed projection",
+          "[interceptor][integration][admit]") {
+  TempDir driver_dir, os_dir;
+  const std::string os_socket = os_dir / "openshell.sock";
+  WriteFile(driver_dir / "default.yaml", AdmitDriverPolicy());
+  WriteFile(os_dir / "push-token", "push-token-123\n");
+  std::unique_ptr<DriverProcess> driver;
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {}, ProfileSigning::kNone, /*unix_socket=*/true,
+                       [&](const TempDir& keys) {
+                         driver = std::make_unique<DriverProcess>(
+                             driver_dir, "example",
+                             std::vector<std::string>{OSH_EXAMPLE_DRIVER_BINARY, "--policies", driver_dir.path().string(),
+                                                      "--key", keys / "authority.key", "--key-id", "authority"});
+                         driver->Start();
+                         return std::vector<std::string>{
+                             "--driver-socket", driver->socket(), "--interceptor-mode", "admit",
+                             "--interceptor-openshell-endpoint", "unix://" + os_socket,
+                             "--interceptor-openshell-token-file", os_dir / "push-token"};
+                       });
+  FakeOpenShellGateway openshell(os_socket, g.socket(),
+                                 "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr))));
+  REQUIRE(openshell.serving());
+  CHECK_THAT(g.gateway().log(), Catch::Contains("changed projections are pushed to the OpenShell gateway at unix://"));
+
+  // The request asks for a wide policy of its own: admit mode replaces it with what the driver gives.
+  const std::string wide = BasePolicyWith("anything", R"({"name": "anything", "endpoints": [{"host": "*.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/curl"}]})");
+  const Struct create = FromProtoJson(CreateSandboxJson("build-7", wide));
+  const auto modified = g.Evaluate("CreateSandbox", false, create);
+  REQUIRE(modified.allowed());
+  REQUIRE(modified.patches_size() == 2);
+  CHECK(modified.patches(0).op() == "replace");
+  CHECK(modified.patches(0).path() == "/spec/policy");
+  CHECK(modified.patches(1).op() == "add");
+  CHECK(modified.patches(1).path() == "/annotations");
+
+  // The admitted sandbox, as the admin API shows it: the annotations tie the OpenShell sandbox to it.
+  gw::GetSandboxRequest get;
+  get.set_sandbox_id("build-7");
+  get.set_include_policy(true);
+  gw::SandboxInfo info;
+  REQUIRE(g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.context().user_subject() == "alice@example.com");
+  CHECK(info.context().attributes().at("team") == "platform");
+  CHECK(info.signing_key_ids(0) == "authority");
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(PolicyOfJson(modified.patches(0).value()), info.policy()));
+  const auto& annotations = modified.patches(1).value().struct_value().fields();
+  CHECK(annotations.at("policy-gateway/policy-digest").string_value() == info.policy_digest());
+  CHECK(annotations.at("policy-gateway/policy-version").string_value() == absl::StrCat(info.policy_version()));
+  CHECK(annotations.at("policy-gateway/key-ids").string_value() == "authority");
+  CHECK(annotations.at("policy-gateway/decision-id").string_value() ==
+        modified.log_annotations().at("policy-gateway/decision-id"));
+  // The admission is audited as AdmitSandbox's is, naming the principal's subject.
+  bool admitted_event = false;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "admission" && event.sandbox_id() == "build-7" && event.outcome() == "ok") admitted_event = true;
+  }
+  CHECK(admitted_event);
+
+  // Validate: the patched request passes; a later change of the body or of an annotation does not.
+  const Struct patched = ApplyPatches(create, modified.patches());
+  CHECK(g.Evaluate("CreateSandbox", true, patched).allowed());
+  {
+    Struct changed = patched;
+    (*(*changed.mutable_fields())["spec"].mutable_struct_value()->mutable_fields())["policy"] =
+        FromProtoJson(CreateSandboxJson("x", wide)).fields().at("spec").struct_value().fields().at("policy");
+    CheckDeny(g.Evaluate("CreateSandbox", true, changed), "PERMISSION_DENIED", "policy_not_admitted: spec.policy");
+    Struct relabelled = patched;
+    (*(*relabelled.mutable_fields())["annotations"].mutable_struct_value()->mutable_fields())
+        ["policy-gateway/policy-digest"].set_string_value(std::string(64, '0'));
+    CheckDeny(g.Evaluate("CreateSandbox", true, relabelled), "PERMISSION_DENIED",
+              "policy_not_admitted: annotation policy-gateway/policy-digest");
+    CheckDeny(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("never-admitted", kBasePolicyJson))),
+              "FAILED_PRECONDITION", "unknown_sandbox: ");
+  }
+  // A retried create with the same context reuses the admission; another context is another sandbox.
+  const auto retried = g.Evaluate("CreateSandbox", false, create);
+  REQUIRE(retried.allowed());
+  CHECK(retried.patches(1).value().struct_value().fields().at("policy-gateway/policy-digest").string_value() ==
+        info.policy_digest());
+  CheckDeny(g.Evaluate("CreateSandbox", false, create, "mallory@example.com"), "FAILED_PRECONDITION",
+            "already_admitted: ");
+  CheckDeny(g.Evaluate("CreateSandbox", false, FromProtoJson(R"({"spec": {"policy": {"version": 1.0}}})")),
+            "PERMISSION_DENIED", "invalid_request: admit mode admits the sandbox under its name");
+
+  // The driver does not permit mutation: every policy write but the admitted body itself is refused.
+  const std::string admitted_json = [&] {
+    std::string json;
+    REQUIRE(google::protobuf::util::MessageToJsonString(info.policy(), &json).ok());
+    return json;
+  }();
+  for (const bool validate : {false, true}) {
+    // (inside the ceiling, but not what the driver gives)
+    const std::string other = BasePolicyWith("pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})");
+    CheckDeny(g.Evaluate("UpdateConfig", validate, absl::StrCat(R"({"name": "build-7", "policy": )", other, "}")),
+              "PERMISSION_DENIED", "mutation_not_permitted: the policy of sandbox 'build-7'");
+    CheckDeny(g.Evaluate("UpdateConfig", validate,
+                         absl::StrCat(R"({"global": true, "policy": )", admitted_json, "}")),
+              "PERMISSION_DENIED", "mutation_not_permitted: the global policy");
+    CHECK(g.Evaluate("UpdateConfig", validate, absl::StrCat(R"({"name": "build-7", "policy": )", admitted_json, "}"))
+              .allowed());
+  }
+  CheckDeny(g.Evaluate("UpdateConfig", false,
+                       R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "PERMISSION_DENIED", "mutation_not_permitted: ");
+  // Settings are not policy writes.
+  CHECK(g.Evaluate("UpdateConfig", true, R"({"name": "build-7", "settingKey": "log_level", "settingValue": {"stringValue": "debug"}})")
+            .allowed());
+
+  // The driver's policy changes (additively); a refresh moves the projection, and the push carries the new
+  // body to the OpenShell gateway, which runs our own interceptor on it before it commits.
+  WriteFile(driver_dir / "default.yaml", AdmitDriverPolicy("/lib"));
+  gw::RefreshSandboxRequest refresh;
+  refresh.set_sandbox_id("build-7");
+  gw::RefreshSandboxResponse refreshed;
+  REQUIRE(g.gateway().admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok());
+  gw::SandboxInfo after;
+  REQUIRE(g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &after).ok());
+  REQUIRE(after.policy_digest() != info.policy_digest());
+  REQUIRE(Eventually([&] { return openshell.committed("build-7").has_value(); }));
+  {
+    const auto seen = openshell.seen();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].authorization == "Bearer push-token-123");
+    CHECK(seen[0].request.name() == "build-7");
+    CHECK(seen[0].request.annotations().at("policy-gateway/policy-digest") == after.policy_digest());
+    CHECK(seen[0].request.annotations().at("policy-gateway/policy-version") == absl::StrCat(after.policy_version()));
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("build-7"), after.policy()));
+  }
+  // The push's validate recorded the new body: a merge would now start from it, and nothing is pushed again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(openshell.seen().size() == 1);
+
+  // Upstream refuses a live change: the refusal is the sandbox's refresh error (drift refresh_failed).
+  openshell.RefuseLiveChanges(true);
+  WriteFile(driver_dir / "default.yaml", AdmitDriverPolicy("/lib, /app"));
+  REQUIRE(g.gateway().admin().RefreshSandbox(GatewayFixture::Context().get(), refresh, &refreshed).ok());
+  gw::SandboxInfo refused;
+  REQUIRE(Eventually([&] {
+    refused.Clear();
+    return g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &refused).ok() &&
+           !refused.last_refresh_error().empty();
+  }));
+  CHECK_THAT(refused.last_refresh_error(),
+             Catch::StartsWith("openshell_push_refused: UpdateConfig: INVALID_ARGUMENT") &&
+                 Catch::Contains("additive"));
+  CHECK(refused.drift_state() == "refresh_failed");
+  CHECK(openshell.seen().size() == 2);
+
+  // A restart catches up: the sandbox whose last push was refused is pushed again, and goes through now.
+  openshell.RefuseLiveChanges(false);
+  g.Restart();
+  REQUIRE(Eventually([&] { return openshell.seen().size() == 3 && openshell.seen()[2].committed; }));
+  gw::SandboxInfo caught_up;
+  REQUIRE(g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &caught_up).ok());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("build-7"), caught_up.policy()));
+  CHECK(g.gateway().Stop() == 0);
+  CHECK(driver->Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

@@ -200,11 +200,12 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   get("interceptor_gateway_keys", &config->interceptor_gateway_keys);
   get("interceptor_gateway_id", &config->interceptor_gateway_id);
   get("interceptor_audience", &config->interceptor_audience);
-  if (config->interceptor_mode == "admit") {
-    return bad("interceptor_mode",
-               "admit is not built yet (this version serves ceiling mode only; see docs/openshell-interceptor.md)");
-  }
-  if (config->interceptor_mode != "ceiling") {
+  get("interceptor_openshell_endpoint", &config->interceptor_openshell_endpoint);
+  get("interceptor_openshell_token_file", &config->interceptor_openshell_token_file);
+  get("interceptor_openshell_ca", &config->interceptor_openshell_ca);
+  get("interceptor_openshell_client_cert", &config->interceptor_openshell_client_cert);
+  get("interceptor_openshell_client_key", &config->interceptor_openshell_client_key);
+  if (config->interceptor_mode != "ceiling" && config->interceptor_mode != "admit") {
     return bad("interceptor_mode", absl::StrCat("expected ceiling or admit, got '", config->interceptor_mode, "'"));
   }
   if (config->interceptor_socket.empty() && merged.count("interceptor_socket_group")) {
@@ -212,7 +213,9 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   }
   if (config->interceptor_socket.empty() && config->interceptor_listen.empty()) {
     for (const char* key : {"interceptor_mode", "interceptor_gateway_keys", "interceptor_gateway_id",
-                            "interceptor_audience"}) {
+                            "interceptor_audience", "interceptor_openshell_endpoint", "interceptor_openshell_token_file",
+                            "interceptor_openshell_ca", "interceptor_openshell_client_cert",
+                            "interceptor_openshell_client_key"}) {
       if (merged.count(key)) {
         return bad(key, "is set but neither interceptor_socket nor interceptor_listen is: nothing would use it");
       }
@@ -232,6 +235,40 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   }
   if (config->interceptor_gateway_id.empty()) return bad("interceptor_gateway_id", "must not be empty");
   if (config->interceptor_audience.empty()) return bad("interceptor_audience", "must not be empty");
+  // The push exists only in admit mode; its credential only with its endpoint.
+  const std::string& endpoint = config->interceptor_openshell_endpoint;
+  if (!endpoint.empty() && config->interceptor_mode != "admit") {
+    return bad("interceptor_openshell_endpoint", "is set but interceptor_mode is not admit: nothing is pushed in ceiling mode");
+  }
+  for (const char* key : {"interceptor_openshell_token_file", "interceptor_openshell_ca",
+                          "interceptor_openshell_client_cert", "interceptor_openshell_client_key"}) {
+    if (endpoint.empty() && merged.count(key)) {
+      return bad(key, "is set but interceptor_openshell_endpoint is not: nothing would use it");
+    }
+  }
+  if (!endpoint.empty()) {
+    const bool unix_socket = absl::StartsWith(endpoint, "unix:///");
+    if (!unix_socket && !absl::StartsWith(endpoint, "https://")) {
+      return bad("interceptor_openshell_endpoint",
+                 absl::StrCat("expected unix:///<path> or https://<host>:<port>, got '", endpoint, "'"));
+    }
+    if (!unix_socket) {
+      if (auto parsed = common::ParseHostPort(endpoint.substr(std::strlen("https://"))); !parsed.ok()) {
+        return bad("interceptor_openshell_endpoint", std::string(parsed.status().message()));
+      }
+    }
+    if (unix_socket && !config->interceptor_openshell_ca.empty()) {
+      return bad("interceptor_openshell_ca", "is set but interceptor_openshell_endpoint is a Unix socket (no TLS)");
+    }
+    if (config->interceptor_openshell_client_cert.empty() != config->interceptor_openshell_client_key.empty()) {
+      return bad(config->interceptor_openshell_client_cert.empty() ? "interceptor_openshell_client_cert"
+                                                                   : "interceptor_openshell_client_key",
+                 "the client certificate and its key are set together");
+    }
+    if (unix_socket && !config->interceptor_openshell_client_cert.empty()) {
+      return bad("interceptor_openshell_client_cert", "is set but interceptor_openshell_endpoint is a Unix socket (no TLS)");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -311,7 +348,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "becomes 0660, in a folder of its own made 0710 for that group; unset: 0600"},
       {"interceptor_mode", kGatewayTable,
        "ceiling (default): the request's own policy stays and every path that can widen a sandbox is checked "
-       "against the signed ceiling; admit is not built yet (refused)"},
+       "against the signed ceiling; admit: CreateSandbox is admitted through this gateway's Policy subsystem and "
+       "its policy replaced by the admitted body, other policy writes refused unless the driver permits mutation"},
       {"interceptor_gateway_keys", kGatewayTable,
        "the OpenShell gateway's extension-token key: a JWKS file or an Ed25519 public-key PEM; every call must then "
        "carry its EdDSA bearer JWT; unset: no token is asked (the socket's permissions are the only check; "
@@ -321,6 +359,15 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"interceptor_audience", kGatewayTable,
        "the aud tokens must carry, also returned by Describe (default: "
        "urn:openshell:extension:interceptor:policy-gateway)"},
+      {"interceptor_openshell_endpoint", kGatewayTable,
+       "admit mode: the OpenShell gateway's gRPC endpoint (unix:///<path> or https://<host>:<port>), to which a "
+       "changed projection is pushed as UpdateConfig; unset: nothing is pushed"},
+      {"interceptor_openshell_token_file", kGatewayTable,
+       "bearer token (OIDC) for the push, read at each push; its principal needs scope config:write and workspace "
+       "role admin; unset: none sent"},
+      {"interceptor_openshell_ca", kGatewayTable, "CA (PEM) of the OpenShell gateway's TLS certificate; unset: the system's roots"},
+      {"interceptor_openshell_client_cert", kGatewayTable, "client certificate (PEM) for the push over https (mTLS); with its key"},
+      {"interceptor_openshell_client_key", kGatewayTable, "key (PEM) of interceptor_openshell_client_cert"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
@@ -487,6 +534,11 @@ ConfigValues EffectiveValues(const Config& config) {
       {"interceptor_gateway_keys", config.interceptor_gateway_keys},
       {"interceptor_gateway_id", config.interceptor_gateway_id},
       {"interceptor_audience", config.interceptor_audience},
+      {"interceptor_openshell_endpoint", config.interceptor_openshell_endpoint},
+      {"interceptor_openshell_token_file", config.interceptor_openshell_token_file},
+      {"interceptor_openshell_ca", config.interceptor_openshell_ca},
+      {"interceptor_openshell_client_cert", config.interceptor_openshell_client_cert},
+      {"interceptor_openshell_client_key", config.interceptor_openshell_client_key},
   };
   for (const IntKey& key : IntKeys()) values[key.name] = absl::StrCat(key.access.get(config));
   return values;

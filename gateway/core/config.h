@@ -58,10 +58,19 @@ struct Config {
   // "host:port": the same service over TCP with TLS (tls_cert, tls_key); requires interceptor_gateway_keys
   std::string interceptor_listen;
   std::string interceptor_socket_group;  // "": 0600; else 0660 for this group (its own folder)
-  std::string interceptor_mode = "ceiling";  // "ceiling" (phase 1); "admit" is refused at load: not built yet
+  std::string interceptor_mode = "ceiling";  // "ceiling" or "admit" (docs/openshell-interceptor.md, "Modes")
   std::string interceptor_gateway_keys;  // JWKS file or Ed25519 SPKI PEM of the OpenShell gateway; "": no tokens
   std::string interceptor_gateway_id = "openshell";  // iss = openshell-gateway:<id>
   std::string interceptor_audience = "urn:openshell:extension:interceptor:policy-gateway";
+  // Admit mode's push (README §9): the OpenShell gateway's gRPC endpoint ("unix:///path", or
+  // "https://host:port" with TLS), and our credential for it: a bearer token file (read at each push, so a
+  // rotated token is used at once) and/or a client certificate and key; the CA of its TLS certificate
+  // ("": the system's roots). "" endpoint: changed projections are not pushed.
+  std::string interceptor_openshell_endpoint;
+  std::string interceptor_openshell_token_file;
+  std::string interceptor_openshell_ca;
+  std::string interceptor_openshell_client_cert;
+  std::string interceptor_openshell_client_key;
   bool audit_syslog = false;                  // every audit event to the local syslog too (docs/audit.md)
   std::string audit_syslog_socket = "/dev/log";  // ... over this Unix datagram socket
   Limits limits;  // [openshell.gateway.limits]

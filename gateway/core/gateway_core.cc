@@ -488,6 +488,28 @@ std::vector<std::pair<std::string, uint64_t>> GatewayCore::CountByDrift() const 
   return counts;
 }
 
+absl::Status GatewayCore::RecordRefreshError(const std::string& sandbox_id, const std::string& reason_code,
+                                             const std::string& detail) {
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  const std::string message = absl::StrCat(reason_code, ": ", BoundedText(detail, kMaxDriverTextBytes));
+  if (snapshot->record.last_refresh_error == message) return absl::OkStatus();
+  auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id);
+  event.outcome = audit::Outcome::kRefused;
+  event.reason = message;
+  return store_->sandboxes().SetRefreshError(sandbox_id, message, std::move(event));
+}
+
+absl::Status GatewayCore::ClearRefreshError(const std::string& sandbox_id, const std::string& reason_code) {
+  auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  if (!absl::StartsWith(snapshot->record.last_refresh_error, absl::StrCat(reason_code, ": "))) return absl::OkStatus();
+  auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id);
+  event.outcome = audit::Outcome::kOk;
+  event.reason = absl::StrCat("cleared ", reason_code);
+  return store_->sandboxes().SetRefreshError(sandbox_id, "", std::move(event));
+}
+
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const std::string& sandbox_id) {
   absl::MutexLock lock(&refresh_mu_);
   auto snapshot = registry_->Get(sandbox_id);

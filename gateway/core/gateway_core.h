@@ -73,6 +73,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   absl::StatusOr<gateway_v1::SandboxInfo> GetSandbox(const std::string& sandbox_id, bool include_policy = false) const;
   absl::StatusOr<gateway_v1::ListSandboxesResponse> ListSandboxes(const gateway_v1::ListSandboxesRequest& request) const;
   absl::StatusOr<gateway_v1::RefreshSandboxResponse> Refresh(const std::string& sandbox_id);
+  // Records "reason_code: detail" as the sandbox's last refresh error (drift refresh_failed, audited as a
+  // refused refresh, cleared by its next projection): a step after the refresh failed, e.g. the OpenShell
+  // gateway refused the push of the changed projection (admit mode). The same error again writes nothing.
+  // NOT_FOUND when the sandbox is not admitted.
+  absl::Status RecordRefreshError(const std::string& sandbox_id, const std::string& reason_code,
+                                  const std::string& detail);
+  // Clears the sandbox's refresh error when it is one RecordRefreshError wrote with `reason_code` (the
+  // step succeeded since; audited). Nothing otherwise; NOT_FOUND when the sandbox is not admitted.
+  absl::Status ClearRefreshError(const std::string& sandbox_id, const std::string& reason_code);
   // Admitted sandboxes by drift state (gateway/core/drift.h), every state named in kDriftStateNames' order
   // with its count (0 included), for the metrics. O(admitted sandboxes): one pass over the registry.
   std::vector<std::pair<std::string, uint64_t>> CountByDrift() const;

@@ -5,7 +5,10 @@
 #include <array>
 #include <utility>
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "common/errors.h"
@@ -25,6 +28,7 @@ namespace osh::gateway {
 
 using openshell::sandbox::v1::SandboxPolicy;
 namespace os_v1 = openshell::v1;
+namespace driver_v1 = openshell::policy::driver::v1;
 
 namespace {
 
@@ -77,6 +81,7 @@ struct InterceptorEvaluator::Outcome {
   std::string detail;
   std::string sandbox;            // the sandbox the request names ("" for global writes and others)
   std::string candidate_digest;   // when a candidate was checked
+  std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
   std::vector<interceptor_v1::JsonPatch> patches;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
@@ -214,10 +219,18 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
   return true;
 }
 
-void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
+void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                               const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::CreateSandboxRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
   out->sandbox = request.name();
+  if (options_.admission != nullptr) {
+    if (request.name().empty()) {
+      return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+                       "admit mode admits the sandbox under its name: send CreateSandbox with name");
+    }
+    return validate ? ValidateAdmittedSandbox(request, out) : AdmitCreateSandbox(evaluation, payload, request, out);
+  }
   if (!request.spec().has_policy()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
               "ceiling mode checks the sandbox's own policy: send spec.policy");
@@ -233,6 +246,186 @@ void InterceptorEvaluator::DecideCreateSandbox(const google::protobuf::Struct& p
   }
 }
 
+namespace {
+
+// A refusal of the Policy subsystem as a deny: its reason code and detail; FAILED_PRECONDITION where the
+// state is unknown (driver or database not answering), PERMISSION_DENIED where the projection was refused.
+template <typename Outcome>
+void InterceptorDenyAdmission(const absl::Status& status, Outcome* out) {
+  std::string reason = common::ReasonOf(status);
+  if (reason.empty()) reason = "admission_failed";
+  const bool unknown_state = status.code() == absl::StatusCode::kUnavailable ||
+                             status.code() == absl::StatusCode::kDeadlineExceeded ||
+                             status.code() == absl::StatusCode::kAborted ||
+                             status.code() == absl::StatusCode::kInternal || reason == "storage_error" ||
+                             reason == "driver_unavailable";
+  out->Deny(unknown_state ? absl::StatusCode::kFailedPrecondition : absl::StatusCode::kPermissionDenied, reason,
+            std::string(absl::StripPrefix(status.message(), absl::StrCat(reason, ": "))));
+}
+
+// RFC 6901: '~' is "~0" and '/' is "~1" in a JSON Pointer's reference token.
+std::string InterceptorPointerToken(absl::string_view key) {
+  std::string out;
+  for (const char c : key) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// The annotations that tie a stored sandbox to its admitted projection (README §9).
+std::vector<std::pair<std::string, std::string>> InterceptorAdmittedAnnotations(
+    const InterceptorAdmission::Admitted& admitted, const std::string& decision_id) {
+  std::vector<std::pair<std::string, std::string>> out = {
+      {kAnnotationPolicyDigest, admitted.digest},
+      {kAnnotationPolicyVersion, absl::StrCat(admitted.version)},
+      {kAnnotationKeyIds, absl::StrJoin(admitted.key_ids, ",")},
+  };
+  if (!decision_id.empty()) out.emplace_back(kAnnotationDecisionId, decision_id);
+  return out;
+}
+
+const google::protobuf::Value* InterceptorField(const google::protobuf::Struct& object, const char* name) {
+  auto it = object.fields().find(name);
+  return it == object.fields().end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                              const google::protobuf::Struct& payload,
+                                              const os_v1::CreateSandboxRequest& request, Outcome* out) {
+  const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
+  // An unknown provider is refused before anything is admitted.
+  std::vector<ProviderProfileCatalogue::Entry> ignored;
+  if (!ResolveProviders(providers, &ignored, out)) return;
+
+  driver_v1::RuntimeContext context;
+  context.set_sandbox_id(request.name());
+  context.set_user_subject(InterceptorPrincipal(evaluation, "subject"));
+  context.mutable_attributes()->insert(request.labels().begin(), request.labels().end());
+  bool fresh = true;
+  auto admitted = options_.admission->Admit(context);
+  if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
+    // A retried create (the OpenShell gateway failed after this phase) reuses the admission it made; the
+    // same name with another context is another sandbox.
+    fresh = false;
+    auto current = options_.admission->Current(request.name());
+    if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
+    if (!current->has_value() || !google::protobuf::util::MessageDifferencer::Equals((*current)->context, context)) {
+      return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
+                       absl::StrCat("sandbox '", request.name(),
+                                    "' is admitted here already with another context (user subject or labels); "
+                                    "delete it first (policyctl delete ", request.name(), ")"));
+    }
+    admitted = **std::move(current);
+  }
+  if (!admitted.ok()) return InterceptorDenyAdmission(admitted.status(), out);
+
+  // The ceiling in force on the whole composed candidate (the admission checked the body alone).
+  if (!CheckCandidate(admitted->policy, providers, out)) {
+    if (fresh) {
+      if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
+        LogError(absl::StrCat("interceptor: the admission of sandbox '", request.name(),
+                              "' refused by the composed check could not be withdrawn: ", withdrawn.message()));
+      }
+    }
+    return;
+  }
+  auto body = MessageToInterceptorValue(admitted->policy);
+  if (!body.ok()) {
+    return out->Deny(absl::StatusCode::kFailedPrecondition, "internal_error", std::string(body.status().message()));
+  }
+  // RFC 6902: "replace" needs the member to exist, "add" makes or replaces it.
+  const google::protobuf::Value* spec = InterceptorField(payload, "spec");
+  auto* policy_patch = &out->patches.emplace_back();
+  if (spec == nullptr || spec->kind_case() != google::protobuf::Value::kStructValue) {
+    policy_patch->set_op("add");
+    policy_patch->set_path("/spec");
+    (*policy_patch->mutable_value()->mutable_struct_value()->mutable_fields())["policy"] = *std::move(body);
+  } else {
+    policy_patch->set_op(InterceptorField(spec->struct_value(), "policy") != nullptr ? "replace" : "add");
+    policy_patch->set_path("/spec/policy");
+    *policy_patch->mutable_value() = *std::move(body);
+  }
+  const auto annotations = InterceptorAdmittedAnnotations(*admitted, out->decision_id);
+  const google::protobuf::Value* existing = InterceptorField(payload, "annotations");
+  if (existing == nullptr || existing->kind_case() != google::protobuf::Value::kStructValue) {
+    auto* patch = &out->patches.emplace_back();
+    patch->set_op("add");
+    patch->set_path("/annotations");
+    auto& fields = *patch->mutable_value()->mutable_struct_value()->mutable_fields();
+    for (const auto& [key, value] : annotations) fields[key].set_string_value(value);
+  } else {
+    for (const auto& [key, value] : annotations) {
+      auto* patch = &out->patches.emplace_back();
+      patch->set_op("add");
+      patch->set_path(absl::StrCat("/annotations/", InterceptorPointerToken(key)));
+      patch->mutable_value()->set_string_value(value);
+    }
+  }
+}
+
+void InterceptorEvaluator::ValidateAdmittedSandbox(const os_v1::CreateSandboxRequest& request, Outcome* out) {
+  auto current = options_.admission->Current(request.name());
+  if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
+  if (!current->has_value()) {
+    return out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
+                     absl::StrCat("sandbox '", request.name(),
+                                  "' is not admitted here: admit mode admits it at CreateSandbox's modify_operation "
+                                  "phase (bind that phase to this interceptor)"));
+  }
+  const InterceptorAdmission::Admitted& admitted = **current;
+  if (!request.spec().has_policy() ||
+      !google::protobuf::util::MessageDifferencer::Equals(request.spec().policy(), admitted.policy)) {
+    return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
+                     absl::StrCat("spec.policy of sandbox '", request.name(), "' is not the body admitted for it (digest ",
+                                  admitted.digest, ", version ", admitted.version,
+                                  "): it was changed after this interceptor's modify phase"));
+  }
+  for (const auto& [key, value] : InterceptorAdmittedAnnotations(admitted, "")) {
+    auto it = request.annotations().find(key);
+    if (it == request.annotations().end() || it->second != value) {
+      return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
+                       absl::StrCat("annotation ", key, " of sandbox '", request.name(), "' is ",
+                                    it == request.annotations().end() ? "missing" : absl::StrCat("'", it->second, "'"),
+                                    ", not '", value, "': it was changed after this interceptor's modify phase"));
+    }
+  }
+  const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
+  if (!CheckCandidate(admitted.policy, providers, out)) return;
+  // Stored before the allow is answered: later merges, attaches and pushes start from it.
+  if (absl::Status put = records_.Put(request.name(), {admitted.policy, providers}); !put.ok()) {
+    out->RecordFailed(request.name(), "stored", put);
+  }
+}
+
+bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out) const {
+  if (options_.admission == nullptr || options_.admission->permits_mutation()) return true;
+  if (!request.global() && request.has_policy() && request.merge_operations_size() == 0) {
+    // The push of a changed projection (or a write of the body already served) is what the driver said.
+    auto current = options_.admission->Current(request.name());
+    if (!current.ok()) {
+      InterceptorDenyAdmission(current.status(), out);
+      return false;
+    }
+    if (current->has_value() &&
+        google::protobuf::util::MessageDifferencer::Equals(request.policy(), (*current)->policy)) {
+      return true;
+    }
+  }
+  out->Deny(absl::StatusCode::kPermissionDenied, "mutation_not_permitted",
+            absl::StrCat(request.global() ? "the global policy" : absl::StrCat("the policy of sandbox '", request.name(), "'"),
+                         " comes from this gateway's Policy subsystem, whose driver does not permit mutation: change "
+                         "it where the driver takes its policies from; the change is then pushed here"));
+  return false;
+}
+
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
@@ -243,6 +436,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
                 "mergeOperations apply to one sandbox's policy, without policy and without global");
       return;
     }
+    if (!AdmitModeAllowsWrite(request, out)) return;
     if (validate) {
       // Our modify phase replaces them; reaching validate they would be merged by upstream's own rules,
       // unchecked.
@@ -283,6 +477,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     return;
   }
   if (request.has_policy()) {
+    if (!AdmitModeAllowsWrite(request, out)) return;
     std::vector<std::string> providers;
     if (!request.global()) {
       auto record = records_.Get(request.name());
@@ -308,7 +503,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   const google::protobuf::Struct& payload = validate ? evaluation.validate().proposed_operation()
                                                      : evaluation.modify_operation().proposed_operation();
   const std::string& method = evaluation.method();
-  if (method == "CreateSandbox") return DecideCreateSandbox(payload, validate, out);
+  if (method == "CreateSandbox") return DecideCreateSandbox(evaluation, payload, validate, out);
   if (method == "UpdateConfig") return DecideUpdateConfig(payload, validate, out);
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
@@ -410,6 +605,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
 
 interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation) {
   Outcome outcome;
+  outcome.decision_id = InterceptorNewDecisionId();
   std::string phase;
   switch (evaluation.phase_case()) {
     case interceptor_v1::InterceptorEvaluation::kModifyOperation: phase = "modify_operation"; break;
@@ -429,7 +625,7 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
   }
 
   interceptor_v1::InterceptorResult result;
-  const std::string decision_id = InterceptorNewDecisionId();
+  const std::string& decision_id = outcome.decision_id;
   const std::string decision = outcome.allowed ? "allow" : "deny";
   result.set_allowed(outcome.allowed);
   auto& annotations = *result.mutable_log_annotations();

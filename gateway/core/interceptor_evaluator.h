@@ -1,9 +1,25 @@
 // The OpenShell gateway interceptor's decisions (docs/openshell-interceptor.md; the contract is
 // ../shared/interceptor/README.md): Describe's manifest, every Evaluate, and the provider-profile snapshot,
 // knowing no gRPC server (the service in gateway/server authenticates the caller and hands the call over).
-// It serves `ceiling` mode: the request's own policy stays, and every path that can widen a sandbox's
+// In `ceiling` mode the request's own policy stays, and every path that can widen a sandbox's
 // authority is decided on an absolute candidate checked against the signed ceiling in force (exact
-// containment), or refused. The candidate is always the whole composed policy: the sandbox's own policy
+// containment), or refused. `admit` mode (Options::admission set) differs where the policy comes from:
+//   CreateSandbox modify   admits the sandbox through this gateway's Policy subsystem exactly as
+//                          AdmitSandbox does (sandbox_id = the request's name, user_subject = the
+//                          principal's subject, attributes = its labels), checks the composed candidate
+//                          (admitted body + provider layers; a refused one withdraws the admission), and
+//                          patches /spec/policy with the admitted body and /annotations with
+//                          policy-gateway/{policy-digest,policy-version,key-ids,decision-id}; a retried
+//                          create of a sandbox admitted with the same context reuses its admission, another
+//                          context is refused (already_admitted);
+//   CreateSandbox validate spec.policy must be exactly the body the sandbox is served now and the
+//                          annotations must name it (policy_not_admitted otherwise; unknown_sandbox when it
+//                          was not admitted here), then the composed candidate is checked and recorded;
+//   UpdateConfig           a full policy equal to the sandbox's admitted body (the push of a changed
+//                          projection, OpenShellPush) is checked as in ceiling mode; any other policy
+//                          write (full, merged, global) is refused with mutation_not_permitted unless the
+//                          driver permits mutation, and then checked as in ceiling mode.
+// The other RPCs are decided alike in both modes. The candidate is always the whole composed policy: the sandbox's own policy
 // plus one `_provider_<name>` layer per provider, from this gateway's profile catalogue
 // (ProviderProfileCatalogue; README §7 "Composition", policy::ComposeProviderLayers), where a provider
 // name is the id of a catalogue profile:
@@ -39,6 +55,7 @@
 #include <string>
 
 #include "gateway/core/ceiling_guard.h"
+#include "gateway/core/interceptor_admission.h"
 #include "gateway/core/interceptor_records.h"
 #include "gateway/core/provider_catalogue.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
@@ -53,6 +70,10 @@ inline constexpr char kAnnotationDecisionId[] = "policy-gateway/decision-id";
 inline constexpr char kAnnotationDecision[] = "policy-gateway/decision";
 inline constexpr char kAnnotationReasonCode[] = "policy-gateway/reason-code";
 inline constexpr char kAnnotationCandidateDigest[] = "policy-gateway/candidate-digest";
+// Annotations of an admitted sandbox (admit mode, README §9).
+inline constexpr char kAnnotationPolicyDigest[] = "policy-gateway/policy-digest";
+inline constexpr char kAnnotationPolicyVersion[] = "policy-gateway/policy-version";
+inline constexpr char kAnnotationKeyIds[] = "policy-gateway/key-ids";
 
 // True for the RPCs the manifest binds ("CreateSandbox", ...): a bounded set, for metric labels.
 bool IsInterceptorBoundMethod(absl::string_view method);
@@ -63,6 +84,8 @@ class InterceptorEvaluator {
     std::string audience;  // Describe's expected_audience
     // The provider-profile catalogue (not owned); null: an empty one (every provider is unknown).
     const ProviderProfileCatalogue* profiles = nullptr;
+    // Admit mode's Policy subsystem (not owned); null: ceiling mode.
+    InterceptorAdmission* admission = nullptr;
   };
 
   InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, store::InterceptorRecordStore* records,
@@ -87,7 +110,16 @@ class InterceptorEvaluator {
  private:
   struct Outcome;
   void Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out);
-  void DecideCreateSandbox(const google::protobuf::Struct& payload, bool validate, Outcome* out);
+  void DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                           const google::protobuf::Struct& payload, bool validate, Outcome* out);
+  // Admit mode's CreateSandbox phases.
+  void AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                          const google::protobuf::Struct& payload, const openshell::v1::CreateSandboxRequest& request,
+                          Outcome* out);
+  void ValidateAdmittedSandbox(const openshell::v1::CreateSandboxRequest& request, Outcome* out);
+  // Admit mode: whether a policy write through UpdateConfig may go on to the ceiling-mode checks (the
+  // driver permits mutation, or `policy` is the sandbox's admitted body); false with the deny set.
+  bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;
   void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
   // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
   // profile_unverified, storage_error) when one has none.

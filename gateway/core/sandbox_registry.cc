@@ -121,6 +121,7 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               e.updated_at_unix = c.now_unix;
               SetRefreshErrorLocked(e, "");
               e.verified = true;
+              if (projection_observer_) projection_observer_(id);
               if (e.watchers.empty()) continue;
               if (!shared) shared = c.envelope->Shared();
               for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
@@ -169,6 +170,11 @@ void SandboxRegistry::ApplyRemote(std::vector<store::SandboxRecord> present, con
     ProjectionPtr shared = e.envelope->Shared();
     for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
   }
+}
+
+void SandboxRegistry::SetProjectionObserver(std::function<void(const std::string& sandbox_id)> observer) {
+  absl::MutexLock lock(&mu_);
+  projection_observer_ = std::move(observer);
 }
 
 bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope) {

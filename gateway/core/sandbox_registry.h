@@ -13,6 +13,7 @@
 
 #include <array>
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -160,6 +161,11 @@ class SandboxRegistry final : public store::ChangeListener {
   void SetWatchLimits(size_t per_sandbox, size_t total);
   // Closes every watcher (gateway stopping); later Watch calls still work.
   void CloseAllWatchers();
+  // `observer` is told the id of each sandbox whose served projection a batch committed by this process
+  // replaced (a refresh or re-projection made here; another replica's changes are told by that replica's
+  // registry). Called with the registry lock held: it must only note the id, never call back into the
+  // registry. One observer; an empty function removes it.
+  void SetProjectionObserver(std::function<void(const std::string& sandbox_id)> observer);
 
  private:
   using HandleHash = std::array<char, 32>;  // SHA-256 of the sandbox handle, inline (no allocation)
@@ -215,6 +221,7 @@ class SandboxRegistry final : public store::ChangeListener {
   ServingChecks* checks_ = nullptr;  // set once at wiring, before serving
 
   mutable absl::Mutex mu_;
+  std::function<void(const std::string&)> projection_observer_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Entry> by_id_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<HandleHash, std::pair<const std::string, Entry>*> by_handle_hash_ ABSL_GUARDED_BY(mu_);
   size_t watchers_ ABSL_GUARDED_BY(mu_) = 0;

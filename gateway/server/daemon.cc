@@ -487,6 +487,10 @@ int Daemon::Serve() {
       interceptor_options.front = *std::move(front);
       interceptor_options.tls = interceptor_tls_.get();
     }
+    if (config_.interceptor_mode == "admit") {
+      interceptor_admission_ = std::make_unique<CoreInterceptorAdmission>(core_.get());
+      interceptor_options.admission = interceptor_admission_.get();
+    }
     auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
                                                  &store_->interceptor_records(), &core_->provider_profiles(), clock_,
                                                  &metrics_, std::move(interceptor_options));
@@ -496,6 +500,27 @@ int Daemon::Serve() {
     }
     interceptor_ = *std::move(interceptor);
     interceptor_status_.store(interceptor_.get());
+    if (config_.interceptor_mode == "admit" && config_.interceptor_openshell_endpoint.empty()) {
+      LogWarning("interceptor: admit mode without interceptor_openshell_endpoint: a sandbox whose projection changes "
+                 "keeps its old policy in the OpenShell gateway (nothing is pushed)");
+    } else if (config_.interceptor_mode == "admit") {
+      OpenShellPush::Options push_options;
+      push_options.endpoint = config_.interceptor_openshell_endpoint;
+      push_options.token_file = config_.interceptor_openshell_token_file;
+      push_options.ca = config_.interceptor_openshell_ca;
+      push_options.client_cert = config_.interceptor_openshell_client_cert;
+      push_options.client_key = config_.interceptor_openshell_client_key;
+      auto push = OpenShellPush::Start(std::move(push_options), interceptor_admission_.get(),
+                                       &store_->interceptor_records());
+      if (!push.ok()) {
+        LogError(absl::StrCat("interceptor: ", push.status().message()));
+        return push.status().code() == absl::StatusCode::kInvalidArgument ? kExitConfig : kExitStartup;
+      }
+      openshell_push_ = *std::move(push);
+      registry_.SetProjectionObserver([push = openshell_push_.get()](const std::string& id) { push->Notify(id); });
+      LogInfo(absl::StrCat("interceptor: changed projections are pushed to the OpenShell gateway at ",
+                           config_.interceptor_openshell_endpoint));
+    }
   }
   LogInfo(absl::StrCat("connections: at most ", sandbox_cap, " on the sandbox socket and ", admin_cap,
                        " on the admin socket (descriptor limit ", descriptors, "), of which one peer process may hold ",
@@ -691,6 +716,8 @@ void Daemon::Stop() {
   }
   // One deadline for every server: calls in progress get 5 s in all, not 5 s per server.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  registry_.SetProjectionObserver(nullptr);
+  openshell_push_.reset();  // cancels its calls in flight (they may wait on our own interceptor)
   if (interceptor_ != nullptr) interceptor_->Stop(deadline);  // drains its calls: they read the ceiling and append to the audit log
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   // The sequencer outlives the sandbox service: it tells it of checkpoints no more.

@@ -22,6 +22,7 @@
 #include "drivers/remote_driver.h"
 #include "gateway/server/admin_service.h"
 #include "gateway/server/interceptor_listener.h"
+#include "gateway/server/openshell_push.h"
 #include "gateway/server/audit_syslog.h"
 #include "gateway/core/config.h"
 #include "gateway/core/gateway_core.h"
@@ -139,6 +140,11 @@ class Daemon {
   // admin server (GetStatus reads it through interceptor_status_, set once it serves).
   std::unique_ptr<InterceptorListener> interceptor_;
   std::atomic<const InterceptorListener*> interceptor_status_{nullptr};
+  // Admit mode: the interceptor's way into the core, and the push of changed projections to the OpenShell
+  // gateway (interceptor_openshell_endpoint), told by the registry's projection observer; the observer is
+  // removed and the push stopped before the interceptor and the core go.
+  std::unique_ptr<CoreInterceptorAdmission> interceptor_admission_;
+  std::unique_ptr<OpenShellPush> openshell_push_;
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;

@@ -34,8 +34,13 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
     // Config validation refuses this; a TCP listener never serves without tokens.
     return absl::InvalidArgumentError("interceptor_listen: requires interceptor_gateway_keys");
   }
+  if (config.interceptor_mode == "admit" && options.admission == nullptr) {
+    return absl::InvalidArgumentError("interceptor_mode admit: no Policy subsystem to admit through");
+  }
   listener->evaluator_ = std::make_unique<InterceptorEvaluator>(
-      ceiling, audit, records, InterceptorEvaluator::Options{config.interceptor_audience, profiles});
+      ceiling, audit, records,
+      InterceptorEvaluator::Options{config.interceptor_audience, profiles,
+                                    config.interceptor_mode == "admit" ? options.admission : nullptr});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);

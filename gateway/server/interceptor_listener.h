@@ -49,6 +49,8 @@ class InterceptorListener {
     // The credentials of tls_cert and tls_key (no client CA) for `front`'s connections; must outlive the
     // listener. Required with `front`.
     const TlsListenerCredentials* tls = nullptr;
+    // Admit mode's Policy subsystem (must outlive the listener); required when interceptor_mode is admit.
+    InterceptorAdmission* admission = nullptr;
   };
   // Loads interceptor_gateway_keys (INVALID_ARGUMENT naming the file), binds interceptor_socket when set
   // (UNAVAILABLE or FAILED_PRECONDITION naming it), starts relaying `options.front` when given, and serves;

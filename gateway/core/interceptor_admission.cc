@@ -1,0 +1,70 @@
+#include "gateway/core/interceptor_admission.h"
+
+#include "gateway/core/gateway_core.h"
+
+namespace osh::gateway {
+
+absl::StatusOr<InterceptorAdmission::Admitted> CoreInterceptorAdmission::Admit(
+    const openshell::policy::driver::v1::RuntimeContext& context) {
+  auto admitted = core_->Admit(context);
+  if (!admitted.ok()) return admitted.status();
+  // The body as the registry holds it (a refresh may already have moved it: then that one is served).
+  auto current = Current(context.sandbox_id());
+  if (!current.ok()) return current.status();
+  if (!current->has_value()) {
+    return absl::AbortedError(absl::StrCat("sandbox '", context.sandbox_id(), "' was deleted while it was admitted"));
+  }
+  return **std::move(current);
+}
+
+absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdmission::Current(
+    const std::string& sandbox_id) const {
+  auto info = core_->GetSandbox(sandbox_id, /*include_policy=*/true);
+  if (info.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
+  if (!info.ok()) return info.status();
+  Admitted out;
+  out.context = std::move(*info->mutable_context());
+  out.policy = std::move(*info->mutable_policy());
+  out.digest = info->policy_digest();
+  out.version = info->policy_version();
+  out.key_ids.assign(info->signing_key_ids().begin(), info->signing_key_ids().end());
+  return out;
+}
+
+absl::Status CoreInterceptorAdmission::Withdraw(const std::string& sandbox_id) {
+  auto deleted = core_->Delete(sandbox_id);
+  return deleted.ok() ? absl::OkStatus() : deleted.status();
+}
+
+bool CoreInterceptorAdmission::permits_mutation() const { return core_->permits_mutation(); }
+
+}  // namespace osh::gateway
+
+namespace osh::gateway {
+
+namespace {
+constexpr char kPushRefused[] = "openshell_push_refused";
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> CoreInterceptorAdmission::AdmittedIds() const {
+  std::vector<std::string> ids;
+  openshell::policy::gateway::v1::ListSandboxesRequest request;
+  request.set_page_size(1000);
+  while (true) {
+    auto page = core_->ListSandboxes(request);
+    if (!page.ok()) return page.status();
+    for (const auto& info : page->sandboxes()) ids.push_back(info.context().sandbox_id());
+    if (page->next_page_token().empty()) return ids;
+    request.set_page_token(page->next_page_token());
+  }
+}
+
+absl::Status CoreInterceptorAdmission::RecordPushRefused(const std::string& sandbox_id, const std::string& detail) {
+  return core_->RecordRefreshError(sandbox_id, kPushRefused, detail);
+}
+
+absl::Status CoreInterceptorAdmission::RecordPushAccepted(const std::string& sandbox_id) {
+  return core_->ClearRefreshError(sandbox_id, kPushRefused);
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,71 @@
+// What the interceptor's admit mode (docs/openshell-interceptor.md, "Admit mode") asks of this gateway's
+// Policy subsystem: admit a sandbox exactly as AdmitSandbox does, read the projection a sandbox is served
+// now, withdraw an admission the composed check refused, and whether the driver permits mutation. The
+// evaluator declares it, so it knows nothing of GatewayCore; CoreInterceptorAdmission is the one
+// implementation.
+//
+// Thread-safe (every implementation must be).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "openshell/policy/driver/v1/driver.pb.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+
+namespace osh::gateway {
+
+class GatewayCore;
+
+class InterceptorAdmission {
+ public:
+  virtual ~InterceptorAdmission() = default;
+
+  // A sandbox's admitted projection, as it is served.
+  struct Admitted {
+    openshell::policy::driver::v1::RuntimeContext context;
+    openshell::sandbox::v1::SandboxPolicy policy;  // the admitted body, parsed
+    std::string digest;                            // lowercase hex SHA-256 of the body (policyctl get)
+    uint64_t version = 0;
+    std::vector<std::string> key_ids;              // trust-store key ids that verified it
+  };
+
+  // Admits `context` through the Policy subsystem (driver handle, projection check, ceiling, audit,
+  // persistence). The gateway's refusal ("reason_code: detail") otherwise; ALREADY_EXISTS when the
+  // sandbox id is admitted already.
+  virtual absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) = 0;
+  // The projection `sandbox_id` is served now; nullopt when it is not admitted.
+  virtual absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const = 0;
+  // Deletes the admission of `sandbox_id` (its handle released, audited). OK when there was none.
+  virtual absl::Status Withdraw(const std::string& sandbox_id) = 0;
+  // Whether the driver permits mutation (the mutation gate's answer).
+  virtual bool permits_mutation() const = 0;
+  // Every admitted sandbox id, ordered (the push's catch-up at start).
+  virtual absl::StatusOr<std::vector<std::string>> AdmittedIds() const = 0;
+  // The OpenShell gateway refused the push of the sandbox's changed projection: recorded as its refresh
+  // error ("openshell_push_refused: <detail>", drift refresh_failed, audited). NOT_FOUND when not admitted.
+  virtual absl::Status RecordPushRefused(const std::string& sandbox_id, const std::string& detail) = 0;
+  // The OpenShell gateway accepted a push: a refusal recorded before is cleared.
+  virtual absl::Status RecordPushAccepted(const std::string& sandbox_id) = 0;
+};
+
+// The Policy subsystem of `core` (not owned; must outlive it).
+class CoreInterceptorAdmission final : public InterceptorAdmission {
+ public:
+  explicit CoreInterceptorAdmission(GatewayCore* core) : core_(core) {}
+  absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) override;
+  absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const override;
+  absl::Status Withdraw(const std::string& sandbox_id) override;
+  bool permits_mutation() const override;
+  absl::StatusOr<std::vector<std::string>> AdmittedIds() const override;
+  absl::Status RecordPushRefused(const std::string& sandbox_id, const std::string& detail) override;
+  absl::Status RecordPushAccepted(const std::string& sandbox_id) override;
+
+ private:
+  GatewayCore* const core_;
+};
+
+}  // namespace osh::gateway

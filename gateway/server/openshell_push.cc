@@ -1,0 +1,286 @@
+#include "gateway/server/openshell_push.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/core/interceptor_evaluator.h"
+#include "gateway/core/log.h"
+
+namespace osh::gateway {
+
+namespace {
+
+absl::StatusOr<std::string> ReadPushFile(const char* key, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  if (!in || !(bytes << in.rdbuf())) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": cannot read '", path, "'"));
+  }
+  return bytes.str();
+}
+
+bool PassingFailure(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::CANCELLED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+struct OpenShellPush::Call {
+  std::string sandbox_id;
+  InterceptorRecords::Record before;  // the record before the push (put back when the call fails)
+  grpc::ClientContext context;
+  openshell::v1::UpdateConfigRequest request;
+  openshell::v1::UpdateConfigResponse response;
+  grpc::Status status;
+};
+
+absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options options, InterceptorAdmission* admission,
+                                                                   store::InterceptorRecordStore* records) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string target;
+  if (absl::StartsWith(options.endpoint, "unix:///")) {
+    target = options.endpoint;
+    credentials = grpc::InsecureChannelCredentials();
+  } else if (absl::StartsWith(options.endpoint, "https://")) {
+    target = options.endpoint.substr(std::string("https://").size());
+    grpc::SslCredentialsOptions tls;
+    if (!options.ca.empty()) {
+      auto ca = ReadPushFile("interceptor_openshell_ca", options.ca);
+      if (!ca.ok()) return ca.status();
+      tls.pem_root_certs = *std::move(ca);
+    }
+    if (!options.client_cert.empty()) {
+      auto cert = ReadPushFile("interceptor_openshell_client_cert", options.client_cert);
+      if (!cert.ok()) return cert.status();
+      auto key = ReadPushFile("interceptor_openshell_client_key", options.client_key);
+      if (!key.ok()) return key.status();
+      tls.pem_cert_chain = *std::move(cert);
+      tls.pem_private_key = *std::move(key);
+    }
+    credentials = grpc::SslCredentials(tls);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("interceptor_openshell_endpoint: expected unix:///<path> or "
+                                                   "https://<host>:<port>, got '", options.endpoint, "'"));
+  }
+  if (!options.token_file.empty()) {
+    // Read now so a missing file is a configuration error at start, not a refusal later.
+    if (auto token = ReadPushFile("interceptor_openshell_token_file", options.token_file); !token.ok()) {
+      return token.status();
+    }
+  }
+  std::unique_ptr<OpenShellPush> push(new OpenShellPush(std::move(options), admission, records));
+  push->channel_ = grpc::CreateChannel(target, credentials);
+  push->stub_ = openshell::v1::OpenShell::NewStub(push->channel_);
+  push->thread_ = std::thread([p = push.get()] { p->Run(); });
+  return push;
+}
+
+OpenShellPush::OpenShellPush(Options options, InterceptorAdmission* admission, store::InterceptorRecordStore* records)
+    : options_(std::move(options)), admission_(admission), records_(records) {}
+
+OpenShellPush::~OpenShellPush() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (auto& [id, call] : in_flight_) call->context.TryCancel();
+    wake_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void OpenShellPush::Notify(const std::string& sandbox_id) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  if (in_flight_.count(sandbox_id) > 0) {
+    dirty_.insert(sandbox_id);
+    return;
+  }
+  attempts_.erase(sandbox_id);
+  due_[sandbox_id] = std::chrono::steady_clock::now();
+  wake_.Signal();
+}
+
+OpenShellPush::Counts OpenShellPush::counts() const {
+  absl::MutexLock lock(&mu_);
+  Counts out = counts_;
+  out.in_flight = in_flight_.size();
+  return out;
+}
+
+void OpenShellPush::Run() {
+  // Catch-up: a change committed before a restart, or whose push was lost, is pushed now.
+  if (auto ids = admission_->AdmittedIds(); ids.ok()) {
+    const auto now = std::chrono::steady_clock::now();
+    absl::MutexLock lock(&mu_);
+    for (const std::string& id : *ids) due_.try_emplace(id, now);
+  } else {
+    LogError(absl::StrCat("interceptor push: cannot list the admitted sandboxes to catch up: ", ids.status().message()));
+  }
+  while (true) {
+    std::vector<std::unique_ptr<Call>> finished;
+    std::vector<std::string> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      while (true) {
+        if (stopping_ && in_flight_.empty()) return;
+        if (!done_.empty()) break;
+        const auto now = std::chrono::steady_clock::now();
+        auto next = std::chrono::steady_clock::time_point::max();
+        for (const auto& [id, when] : due_) {
+          if (stopping_) break;
+          if (when <= now) ready.push_back(id);
+          else next = std::min(next, when);
+        }
+        if (!ready.empty()) break;
+        if (next == std::chrono::steady_clock::time_point::max()) {
+          wake_.Wait(&mu_);
+        } else {
+          wake_.WaitWithTimeout(&mu_, absl::FromChrono(next - now));
+        }
+      }
+      finished.swap(done_);
+      for (const std::string& id : ready) due_.erase(id);
+    }
+    for (auto& call : finished) Finish(std::move(call));
+    for (const std::string& id : ready) Send(id);
+  }
+}
+
+bool OpenShellPush::Send(const std::string& sandbox_id) {
+  auto current = admission_->Current(sandbox_id);
+  if (!current.ok()) {
+    LogError(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": cannot read its projection: ",
+                          current.status().message()));
+    return false;
+  }
+  if (!current->has_value()) return false;  // deleted meanwhile
+  auto record = records_.Get(sandbox_id);
+  if (!record.ok()) {
+    LogError(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": cannot read its interceptor record: ",
+                          record.status().message()));
+    return false;
+  }
+  // Only sandboxes created through the interceptor, and only when what OpenShell was allowed to store
+  // is not what is served now.
+  if (!record->has_value()) return false;
+  const InterceptorAdmission::Admitted& admitted = **current;
+  if (google::protobuf::util::MessageDifferencer::Equals((*record)->policy, admitted.policy)) return false;
+
+  auto call = std::make_unique<Call>();
+  call->sandbox_id = sandbox_id;
+  call->before = **std::move(record);
+  call->request.set_name(sandbox_id);
+  *call->request.mutable_policy() = admitted.policy;
+  auto& annotations = *call->request.mutable_annotations();
+  annotations[kAnnotationPolicyDigest] = admitted.digest;
+  annotations[kAnnotationPolicyVersion] = absl::StrCat(admitted.version);
+  annotations[kAnnotationKeyIds] = absl::StrJoin(admitted.key_ids, ",");
+  call->context.set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  if (!options_.token_file.empty()) {
+    auto token = ReadPushFile("interceptor_openshell_token_file", options_.token_file);
+    if (!token.ok()) {
+      LogError(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": ", token.status().message()));
+    } else {
+      call->context.AddMetadata("authorization",
+                                absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+    }
+  }
+  Call* raw = call.get();
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    in_flight_[sandbox_id] = raw;
+  }
+  LogInfo(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": UpdateConfig with digest ", admitted.digest,
+                       " version ", admitted.version));
+  stub_->async()->UpdateConfig(&raw->context, &raw->request, &raw->response,
+                               [this, owned = call.release()](grpc::Status status) {
+                                 owned->status = std::move(status);
+                                 absl::MutexLock lock(&mu_);
+                                 done_.emplace_back(owned);
+                                 wake_.Signal();
+                               });
+  return true;
+}
+
+void OpenShellPush::Finish(std::unique_ptr<Call> call) {
+  const std::string& id = call->sandbox_id;
+  const grpc::Status& status = call->status;
+  bool refused = false;
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_.erase(id);
+    const bool again = dirty_.erase(id) > 0;
+    const auto now = std::chrono::steady_clock::now();
+    if (status.ok()) {
+      ++counts_.pushed;
+      attempts_.erase(id);
+      if (again && !stopping_) due_[id] = now;
+    } else if (again && !stopping_) {
+      attempts_.erase(id);
+      due_[id] = now;  // a newer projection: its own push decides
+    } else if (PassingFailure(status.error_code())) {
+      if (!stopping_) {
+        ++counts_.retried;
+        const int n = std::min(attempts_[id]++, 15);
+        const auto backoff = std::min<std::chrono::milliseconds>(options_.first_backoff * (int64_t{1} << n),
+                                                                 options_.max_backoff);
+        due_[id] = now + backoff;
+      }
+    } else {
+      ++counts_.refused;
+      attempts_.erase(id);
+      refused = true;
+    }
+  }
+  if (status.ok()) {
+    LogInfo(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway accepted the new policy"));
+    if (absl::Status cleared = admission_->RecordPushAccepted(id); !cleared.ok() &&
+        cleared.code() != absl::StatusCode::kNotFound) {
+      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot clear the earlier refusal: ", cleared.message()));
+    }
+    return;
+  }
+  // Our validate recorded the pushed body before upstream refused or failed to commit it: put back what
+  // upstream holds, unless the record moved on meanwhile.
+  if (auto now_recorded = records_.Get(id); now_recorded.ok() && now_recorded->has_value() &&
+      google::protobuf::util::MessageDifferencer::Equals((*now_recorded)->policy, call->request.policy())) {
+    if (absl::Status put = records_.Put(id, call->before); !put.ok()) {
+      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot put its record back: ", put.message()));
+    }
+  }
+  const std::string detail =
+      BoundedText(absl::StrCat("UpdateConfig: ",
+                               absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())), " ",
+                               status.error_message()),
+                  1024);
+  if (!refused) {
+    LogWarning(absl::StrCat("interceptor push: sandbox ", id, ": ", detail, " (tried again later)"));
+    return;
+  }
+  LogError(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway refused the new policy: ", detail));
+  if (absl::Status recorded = admission_->RecordPushRefused(id, detail); !recorded.ok() &&
+      recorded.code() != absl::StatusCode::kNotFound) {
+    LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the refusal: ", recorded.message()));
+  }
+}
+
+}  // namespace osh::gateway

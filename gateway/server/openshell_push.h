@@ -1,0 +1,107 @@
+// Admit mode's push (docs/openshell-interceptor.md, "Admit mode"; ../shared/interceptor/README.md §9): when
+// the projection this gateway serves a sandbox changes (a refresh or a re-projection committed here), the
+// new body is sent to the OpenShell gateway as openshell.v1.OpenShell/UpdateConfig {name, policy, the
+// policy-gateway/* annotations}, so what OpenShell stores and its supervisor enforces follows the Policy
+// subsystem. The OpenShell gateway calls this gateway's own interceptor (UpdateConfig modify and validate)
+// while the push is pending, so no lock and no thread is held across it: calls are asynchronous (gRPC's
+// callback API) and the push's one thread only prepares them and takes their results.
+//
+// Which sandboxes: those the interceptor has a record of (created through it) whose recorded policy is
+// not the body served now; a sandbox is pushed again only after its call ended, with the latest body.
+// The push's own validate records the new body before upstream commits it; when the call then fails,
+// the record is put back as it was (unless something else wrote it meanwhile), so a retry, the catch-up
+// at start and the next change still see the body as not pushed.
+// On start every admitted sandbox is looked at once (catch-up after a restart or a push lost to a crash).
+// A call that fails for a passing reason (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+// INTERNAL, UNKNOWN) is tried again after 1 s, 2 s, 4 s ... at most max_backoff; a refusal (upstream takes
+// only additive filesystem changes and unchanged landlock and process on a live sandbox: INVALID_ARGUMENT;
+// or a deny of this gateway's own validate) is recorded as the sandbox's refresh error
+// ("openshell_push_refused: ...", drift refresh_failed; cleared by a later accepted push) and not retried
+// until its projection changes again or the gateway restarts.
+//
+// Credentials: a bearer token read from `token_file` at each push (authorization metadata), and over
+// https a TLS channel (the CA in `ca`, or the system's roots) with an optional client certificate.
+//
+// Thread-safe. The admission interface and the record store must outlive the push; destroying it cancels
+// the calls in flight and waits for them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "gateway/core/interceptor_admission.h"
+#include "gateway/core/interceptor_records.h"
+#include "openshell/v1/openshell_v1_subset.grpc.pb.h"
+#include "store/store.h"
+
+namespace osh::gateway {
+
+class OpenShellPush {
+ public:
+  struct Options {
+    std::string endpoint;     // "unix:///path" or "https://host:port"
+    std::string token_file;   // "": no bearer token
+    std::string ca;           // PEM file; "": the system's roots (https only)
+    std::string client_cert;  // PEM files of a client certificate and its key (https only); "": none
+    std::string client_key;
+    std::chrono::milliseconds timeout{5000};        // one UpdateConfig call
+    std::chrono::milliseconds first_backoff{1000};  // the first retry of a passing failure, doubled each time
+    std::chrono::milliseconds max_backoff{30000};
+  };
+  // Reads the CA and client certificate files (INVALID_ARGUMENT naming the file), makes the channel
+  // (connected lazily) and starts the push's thread, which first looks at every admitted sandbox.
+  static absl::StatusOr<std::unique_ptr<OpenShellPush>> Start(Options options, InterceptorAdmission* admission,
+                                                             store::InterceptorRecordStore* records);
+  ~OpenShellPush();
+
+  // The projection served to `sandbox_id` changed: push it (soon, on the push's thread). Cheap and
+  // non-blocking: may be called with other locks held (the registry's observer).
+  void Notify(const std::string& sandbox_id);
+
+  struct Counts {
+    uint64_t pushed = 0;    // calls the OpenShell gateway accepted
+    uint64_t refused = 0;   // refusals recorded as refresh errors
+    uint64_t retried = 0;   // passing failures, tried again
+    uint64_t in_flight = 0;
+  };
+  Counts counts() const;
+
+ private:
+  struct Call;
+  OpenShellPush(Options options, InterceptorAdmission* admission, store::InterceptorRecordStore* records);
+  void Run();
+  // Prepares and sends the push of `sandbox_id` (no lock held); false when there is nothing to push.
+  bool Send(const std::string& sandbox_id);
+  // A call's result, on the push's thread.
+  void Finish(std::unique_ptr<Call> call);
+
+  const Options options_;
+  InterceptorAdmission* const admission_;
+  InterceptorRecords records_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<openshell::v1::OpenShell::Stub> stub_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::chrono::steady_clock::time_point> due_ ABSL_GUARDED_BY(mu_);  // sandbox -> when
+  std::map<std::string, int> attempts_ ABSL_GUARDED_BY(mu_);   // passing failures in a row, per sandbox
+  std::map<std::string, Call*> in_flight_ ABSL_GUARDED_BY(mu_);  // at most one call per sandbox
+  std::set<std::string> dirty_ ABSL_GUARDED_BY(mu_);            // notified while its call was in flight
+  std::vector<std::unique_ptr<Call>> done_ ABSL_GUARDED_BY(mu_);  // finished calls, for the thread
+  Counts counts_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace osh::gateway
