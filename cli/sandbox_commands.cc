@@ -317,6 +317,11 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                     << "interceptor calls:  Evaluate " << i.evaluate_allowed() << " allowed, " << i.evaluate_patched()
                     << " patched, " << i.evaluate_denied() << " denied; " << i.unauthenticated()
                     << " unauthenticated (since start)\n";
+          if (!i.push_endpoint().empty()) {
+            std::cout << "interceptor push:   " << i.push_endpoint() << ": " << i.pushes_accepted() << " accepted, "
+                      << i.pushes_refused() << " refused, " << i.pushes_retried() << " retried, "
+                      << i.pushes_in_flight() << " in flight (since start)\n";
+          }
         } else {
           std::cout << "interceptor:        off\n";
         }

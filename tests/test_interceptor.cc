@@ -1851,6 +1851,15 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
   // The push's validate recorded the new body: a merge would now start from it, and nothing is pushed again.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(openshell.seen().size() == 1);
+  {
+    std::string out, err;
+    REQUIRE(Ctl(g.gateway(), {"status"}, &out, &err) == 0);
+    CHECK_THAT(out, Catch::Contains("mode admit") &&
+                        Catch::Contains(absl::StrCat("interceptor push:   unix://", os_socket,
+                                                     ": 1 accepted, 0 refused, 0 retried, 0 in flight")));
+    REQUIRE(Ctl(g.gateway(), {"-o", "json", "status"}, &out, &err) == 0);
+    CHECK(JsonPath(out, {"interceptor", "pushes_accepted"}) == "1");
+  }
 
   // Upstream refuses a live change: the refusal is the sandbox's refresh error (drift refresh_failed).
   openshell.RefuseLiveChanges(true);
@@ -1877,6 +1886,75 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
   CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("build-7"), caught_up.policy()));
   CHECK(g.gateway().Stop() == 0);
   CHECK(driver->Stop() == 0);
+}
+
+TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one withdraws the admission), and a "
+          "re-projection of the builtin driver is pushed",
+          "[interceptor][integration][admit]") {
+  TempDir os_dir;
+  const std::string os_socket = os_dir / "openshell.sock";
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true,
+                       {"--interceptor-mode", "admit", "--interceptor-openshell-endpoint", "unix://" + os_socket},
+                       ProfileSigning::kSigned);
+  FakeOpenShellGateway openshell(os_socket, g.socket(),
+                                 "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr))));
+  REQUIRE(openshell.serving());
+  openshell::sandbox::v1::SandboxPolicy base;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  REQUIRE(g.gateway().SetPolicy("default", base).ok());
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  auto admitted = [&](const std::string& id) {
+    gw::GetSandboxRequest get;
+    get.set_sandbox_id(id);
+    gw::SandboxInfo info;
+    return g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok();
+  };
+
+  // github's layer is outside the ceiling: the admission it composes with is withdrawn.
+  CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("b1", kBasePolicyJson, R"(["github"])")),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_FALSE(admitted("b1"));
+  // An unknown provider is refused before anything is admitted.
+  CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("b2", kBasePolicyJson, R"(["nosuch"])")),
+            "FAILED_PRECONDITION", "unknown_provider: provider 'nosuch'");
+  CHECK_FALSE(admitted("b2"));
+  int deletions = 0;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "deletion" && event.sandbox_id() == "b1") ++deletions;
+    CHECK_FALSE((event.sandbox_id() == "b2" && event.type() == "admission"));
+  }
+  CHECK(deletions == 1);
+
+  // pypi's layer is inside: admitted, validated, recorded with its provider; attaching github is refused on
+  // the composed candidate of the admitted body.
+  const Struct create = FromProtoJson(CreateSandboxJson("b3", kBasePolicyJson, R"(["pypi"])"));
+  const auto modified = g.Evaluate("CreateSandbox", false, create);
+  REQUIRE(modified.allowed());
+  CHECK(admitted("b3"));
+  const Struct patched = ApplyPatches(create, modified.patches());
+  REQUIRE(g.Evaluate("CreateSandbox", true, patched).allowed());
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "b3", "providerName": "github"})"),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+
+  // The builtin policy changes: the re-projection is pushed, and upstream commits it after our validate
+  // checked it composed with the recorded pypi layer.
+  openshell::sandbox::v1::SandboxPolicy wider = base;
+  wider.mutable_filesystem()->add_read_only("/lib");
+  REQUIRE(g.gateway().SetPolicy("default", wider).ok());
+  REQUIRE(Eventually([&] { return openshell.committed("b3").has_value(); }));
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("b3"), wider));
+  CHECK(openshell.seen().size() == 1);
+
+  // The builtin driver permits mutation: a policy write is checked as in ceiling mode.
+  CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "b3", "policy": )", kBasePolicyJson, "}")).allowed());
+  const std::string wide = BasePolicyWith("anything", R"({"name": "anything", "endpoints": [{"host": "*.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/curl"}]})");
+  CheckDeny(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "b3", "policy": )", wide, "}")),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK(g.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

@@ -302,6 +302,15 @@ int Daemon::Serve() {
   admin_service_->SetStatusExtension([this](gateway_v1::GetStatusResponse* response) {
     if (const InterceptorListener* interceptor = interceptor_status_.load(); interceptor != nullptr) {
       interceptor->FillStatus(response->mutable_interceptor());
+      if (const OpenShellPush* push = openshell_push_status_.load(); push != nullptr) {
+        const OpenShellPush::Counts counts = push->counts();
+        auto* out = response->mutable_interceptor();
+        out->set_push_endpoint(config_.interceptor_openshell_endpoint);
+        out->set_pushes_accepted(counts.pushed);
+        out->set_pushes_refused(counts.refused);
+        out->set_pushes_retried(counts.retried);
+        out->set_pushes_in_flight(counts.in_flight);
+      }
     }
   });
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
@@ -517,6 +526,7 @@ int Daemon::Serve() {
         return push.status().code() == absl::StatusCode::kInvalidArgument ? kExitConfig : kExitStartup;
       }
       openshell_push_ = *std::move(push);
+      openshell_push_status_.store(openshell_push_.get());
       registry_.SetProjectionObserver([push = openshell_push_.get()](const std::string& id) { push->Notify(id); });
       LogInfo(absl::StrCat("interceptor: changed projections are pushed to the OpenShell gateway at ",
                            config_.interceptor_openshell_endpoint));
@@ -717,7 +727,7 @@ void Daemon::Stop() {
   // One deadline for every server: calls in progress get 5 s in all, not 5 s per server.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
   registry_.SetProjectionObserver(nullptr);
-  openshell_push_.reset();  // cancels its calls in flight (they may wait on our own interceptor)
+  if (openshell_push_ != nullptr) openshell_push_->Stop();  // cancels its calls (they may wait on our own interceptor)
   if (interceptor_ != nullptr) interceptor_->Stop(deadline);  // drains its calls: they read the ceiling and append to the audit log
   if (store_ != nullptr) store_->replication().SetReachabilityListener(nullptr);  // it updates the servers' health
   // The sequencer outlives the sandbox service: it tells it of checkpoints no more.
@@ -732,7 +742,9 @@ void Daemon::Stop() {
     if (server != nullptr) server->Wait();
   }
   interceptor_status_.store(nullptr);  // no GetStatus runs any more
+  openshell_push_status_.store(nullptr);
   interceptor_.reset();
+  openshell_push_.reset();
   // Quiesce every thread that may still touch the servers, the core or the driver, in order.
   if (core_ != nullptr) core_->StopVerifying();
   if (verifier_.joinable()) verifier_.join();

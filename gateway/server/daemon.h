@@ -145,6 +145,7 @@ class Daemon {
   // removed and the push stopped before the interceptor and the core go.
   std::unique_ptr<CoreInterceptorAdmission> interceptor_admission_;
   std::unique_ptr<OpenShellPush> openshell_push_;
+  std::atomic<const OpenShellPush*> openshell_push_status_{nullptr};  // GetStatus reads it; stopped early, destroyed late
   absl::Mutex health_mu_;  // admission health always reads the driver's current state: no reordering
   bool sandbox_unix_accepting_ ABSL_GUARDED_BY(health_mu_) = true;
   bool sandbox_tcp_accepting_ ABSL_GUARDED_BY(health_mu_) = true;

@@ -96,7 +96,9 @@ absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options opti
 OpenShellPush::OpenShellPush(Options options, InterceptorAdmission* admission, store::InterceptorRecordStore* records)
     : options_(std::move(options)), admission_(admission), records_(records) {}
 
-OpenShellPush::~OpenShellPush() {
+OpenShellPush::~OpenShellPush() { Stop(); }
+
+void OpenShellPush::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

@@ -63,6 +63,9 @@ class OpenShellPush {
   // (connected lazily) and starts the push's thread, which first looks at every admitted sandbox.
   static absl::StatusOr<std::unique_ptr<OpenShellPush>> Start(Options options, InterceptorAdmission* admission,
                                                              store::InterceptorRecordStore* records);
+  // Cancels the calls in flight, waits for them and stops the thread; later Notify calls do nothing.
+  // Idempotent (the destructor calls it); counts() stays valid.
+  void Stop();
   ~OpenShellPush();
 
   // The projection served to `sandbox_id` changed: push it (soon, on the push's thread). Cheap and
