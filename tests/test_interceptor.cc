@@ -1859,6 +1859,7 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
                                                      ": 1 accepted, 0 refused, 0 retried, 0 in flight")));
     REQUIRE(Ctl(g.gateway(), {"-o", "json", "status"}, &out, &err) == 0);
     CHECK(JsonPath(out, {"interceptor", "pushes_accepted"}) == "1");
+    CHECK_THAT(g.Metrics(), Catch::Contains("policy_gateway_interceptor_pushes_total{outcome=\"accepted\"} 1"));
   }
 
   // Upstream refuses a live change: the refusal is the sandbox's refresh error (drift refresh_failed).

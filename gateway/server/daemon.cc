@@ -519,6 +519,7 @@ int Daemon::Serve() {
       push_options.ca = config_.interceptor_openshell_ca;
       push_options.client_cert = config_.interceptor_openshell_client_cert;
       push_options.client_key = config_.interceptor_openshell_client_key;
+      push_options.metrics = &metrics_;
       auto push = OpenShellPush::Start(std::move(push_options), interceptor_admission_.get(),
                                        &store_->interceptor_records());
       if (!push.ok()) {

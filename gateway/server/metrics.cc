@@ -135,6 +135,11 @@ void Metrics::ObserveInterceptorCall(absl::string_view method, absl::string_view
   Observe(&interceptor_latency_, {{"method", std::string(method)}, {"phase", std::string(phase)}}, absl::ToDoubleSeconds(took));
 }
 
+void Metrics::ObserveInterceptorPush(absl::string_view outcome) {
+  absl::MutexLock lock(&mu_);
+  ++interceptor_pushes_[{{"outcome", std::string(outcome)}}];
+}
+
 void Metrics::ObserveStoreCommit(absl::Duration took) {
   absl::MutexLock lock(&mu_);
   Observe(&store_commit_latency_, {}, absl::ToDoubleSeconds(took));
@@ -175,6 +180,8 @@ std::string Metrics::Render(const Snapshot& s) const {
              "OpenShell gateway interceptor calls by intercepted method, phase and decision.", interceptor_calls_);
     histograms("policy_gateway_interceptor_call_duration_seconds",
                "OpenShell gateway interceptor call latency by intercepted method and phase.", interceptor_latency_);
+    counters("policy_gateway_interceptor_pushes_total",
+             "Admit mode's pushes of changed projections to the OpenShell gateway by outcome.", interceptor_pushes_);
   }
   Gauge(&out, "policy_gateway_admitted_sandboxes", "Sandboxes admitted and served.", s.admitted_sandboxes);
   Gauge(&out, "policy_gateway_watchers", "Open WatchProjection streams.", s.watchers);

@@ -62,6 +62,9 @@ class Metrics {
   void ObserveInterceptorCall(absl::string_view method, absl::string_view phase, absl::string_view decision,
                               absl::Duration took);
 
+  // A finished push of admit mode (OpenShellPush): `outcome` "accepted", "refused" or "retried".
+  void ObserveInterceptorPush(absl::string_view outcome);
+
   // A store transaction committed (made durable) in `took`.
   void ObserveStoreCommit(absl::Duration took);
 
@@ -88,6 +91,7 @@ class Metrics {
   std::map<Labels, Histogram> store_commit_latency_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, uint64_t> interceptor_calls_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> interceptor_latency_ ABSL_GUARDED_BY(mu_);
+  std::map<Labels, uint64_t> interceptor_pushes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace osh::gateway

@@ -227,6 +227,7 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   const std::string& id = call->sandbox_id;
   const grpc::Status& status = call->status;
   bool refused = false;
+  bool retried = false;
   {
     absl::MutexLock lock(&mu_);
     in_flight_.erase(id);
@@ -241,6 +242,7 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
       due_[id] = now;  // a newer projection: its own push decides
     } else if (PassingFailure(status.error_code())) {
       if (!stopping_) {
+        retried = true;
         ++counts_.retried;
         const int n = std::min(attempts_[id]++, 15);
         const auto backoff = std::min<std::chrono::milliseconds>(options_.first_backoff * (int64_t{1} << n),
@@ -252,6 +254,9 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
       attempts_.erase(id);
       refused = true;
     }
+  }
+  if (options_.metrics != nullptr && (status.ok() || refused || retried)) {
+    options_.metrics->ObserveInterceptorPush(status.ok() ? "accepted" : refused ? "refused" : "retried");
   }
   if (status.ok()) {
     LogInfo(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway accepted the new policy"));

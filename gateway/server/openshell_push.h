@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gateway/core/interceptor_admission.h"
 #include "gateway/core/interceptor_records.h"
+#include "gateway/server/metrics.h"
 #include "openshell/v1/openshell_v1_subset.grpc.pb.h"
 #include "store/store.h"
 
@@ -58,6 +59,7 @@ class OpenShellPush {
     std::chrono::milliseconds timeout{5000};        // one UpdateConfig call
     std::chrono::milliseconds first_backoff{1000};  // the first retry of a passing failure, doubled each time
     std::chrono::milliseconds max_backoff{30000};
+    Metrics* metrics = nullptr;  // counts each finished call by outcome (may be null; must outlive the push)
   };
   // Reads the CA and client certificate files (INVALID_ARGUMENT naming the file), makes the channel
   // (connected lazily) and starts the push's thread, which first looks at every admitted sandbox.
