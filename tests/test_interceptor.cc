@@ -5,7 +5,12 @@
 // applied the way RFC 6902 says to the request JSON, and the patched request is decoded strictly into
 // the upstream request type before its fields are checked. The gateway is the real binary on real sockets.
 #include <rhonabwy.h>
+#include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <ctime>
 #include <filesystem>
@@ -1559,6 +1564,61 @@ TEST_CASE("provider profiles: every provider path is checked on the composed can
   CheckDeny(g.Evaluate("DeleteProviderProfile", true, R"({"id": "github"})"), "PERMISSION_DENIED",
             "profile_catalogue_managed: ");
   CHECK(g.gateway().Stop() == 0);
+}
+
+// Whether a process running as `uid` with only the group `gid` can connect to the Unix socket `path`:
+// 0 connected, 1 refused (EACCES), 2 another error. Forks; the caller must be root.
+int ConnectAs(const std::string& path, uid_t uid, gid_t gid) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const gid_t groups[] = {gid};
+    if (::setgroups(1, groups) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) ::_exit(3);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (fd < 0 || path.size() >= sizeof(address.sun_path)) ::_exit(2);
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) ::_exit(0);
+    ::_exit(errno == EACCES ? 1 : 2);
+  }
+  int status = 0;
+  if (child < 0 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+TEST_CASE("interceptor: interceptor_socket_group lets that group's members in, and nobody else",
+          "[interceptor][integration]") {
+  if (::geteuid() != 0) {
+    WARN("not root: the group's effect on other users cannot be tried (needs setuid)");
+    return;
+  }
+  // getgrnam's result is overwritten by the next call: keep the ids.
+  const group* found = ::getgrnam("nogroup");
+  REQUIRE(found != nullptr);
+  const gid_t nogroup = found->gr_gid;
+  found = ::getgrnam("daemon");
+  REQUIRE(found != nullptr);
+  const gid_t daemon_gid = found->gr_gid;
+  TempDir dir;
+  // The temp folder is the test's: others may pass through it, as they would /run.
+  REQUIRE(::chmod(dir.path().c_str(), 0711) == 0);
+  const std::string folder = dir / "interceptor";
+  const std::string socket = folder + "/interceptor.sock";
+  GatewayFixture gateway({"--interceptor-socket", socket, "--interceptor-socket-group", "nogroup"});
+  REQUIRE(WaitForSocket(socket));
+  struct stat st {};
+  REQUIRE(::stat(socket.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0660);
+  CHECK(st.st_gid == nogroup);
+  REQUIRE(::stat(folder.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0710);
+  CHECK(st.st_gid == nogroup);
+  // A member of the group (the OpenShell gateway's user) connects; another unprivileged user does not.
+  constexpr uid_t kNobody = 65534;
+  CHECK(ConnectAs(socket, kNobody, nogroup) == 0);
+  CHECK(ConnectAs(socket, kNobody, daemon_gid) == 1);
+  CHECK_THAT(gateway.log(), Catch::Contains("0660 for group nogroup"));
+  CHECK(gateway.Stop() == 0);
 }
 
 // ---------------------------------------------------------------------------------------------------
