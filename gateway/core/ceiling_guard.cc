@@ -16,8 +16,6 @@ namespace audit = trust::audit;
 
 namespace {
 
-constexpr size_t kCacheCapacity = 4096;
-
 trust::CheckResult Refusal(const char* reason, std::string detail) {
   trust::CheckResult result;
   result.reason = reason;
@@ -135,10 +133,15 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
                                               const openshell::sandbox::v1::SandboxPolicy& candidate,
                                               const std::string& digest) const {
   if (active == nullptr) return {};
-  const std::string key = absl::StrCat(active->ceiling.version(), ":", digest);
+  std::string key;
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+    key = absl::StrCat(trust_epoch_, ":", active->ceiling.version(), ":", active->ceiling.policy_digest(), ":", digest);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      ++hits_;
+      return it->second;
+    }
+    ++misses_;
   }
   const policy::ContainmentResult contained = policy::CheckContainment(candidate, *active->policy);
   trust::CheckResult result;
@@ -156,6 +159,18 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
     }
   }
   return result;
+}
+
+void CeilingGuard::TrustChanged() {
+  absl::MutexLock lock(&mu_);
+  ++trust_epoch_;
+  cache_.clear();
+  order_.clear();
+}
+
+CeilingGuard::CacheStats CeilingGuard::cache_stats() const {
+  absl::MutexLock lock(&mu_);
+  return {cache_.size(), hits_, misses_};
 }
 
 trust::CheckResult CeilingGuard::CheckBody(const std::string& body) const {
