@@ -7,6 +7,7 @@
 #include "policy/body_codec.h"
 #include "policy/containment.h"
 #include "policy/digest.h"
+#include "policy/validation.h"
 #include "trust/audit_vocabulary.h"
 
 namespace osh::gateway {
@@ -159,6 +160,24 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
     }
   }
   return result;
+}
+
+absl::Status CeilingGuard::Validate(const openshell::sandbox::v1::SandboxPolicy& candidate,
+                                    const std::string& digest) const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = validated_.find(digest); it != validated_.end()) return it->second;
+  }
+  absl::Status valid = policy::ValidatePolicy(candidate);
+  absl::MutexLock lock(&mu_);
+  if (validated_.emplace(digest, valid).second) {
+    validated_order_.push_back(digest);
+    while (validated_order_.size() > kCacheCapacity) {
+      validated_.erase(validated_order_.front());
+      validated_order_.pop_front();
+    }
+  }
+  return valid;
 }
 
 void CeilingGuard::TrustChanged() {

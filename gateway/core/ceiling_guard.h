@@ -84,6 +84,10 @@ class CeilingGuard {
 
   static openshell::policy::gateway::v1::CeilingInfo InfoOf(const Active& active);
 
+  // policy::ValidatePolicy(candidate), kept per candidate digest like the verdicts (it is a pure function
+  // of the candidate, so a candidate seen before is not validated again): OK or "invalid_policy: ...".
+  absl::Status Validate(const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest) const;
+
   // The trust store in force changed (reloaded): no verdict taken before is reused.
   void TrustChanged();
   // How many check results are kept, and how many checks were answered from them.
@@ -104,6 +108,9 @@ class CeilingGuard {
   mutable absl::Mutex mu_;
   std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);
   mutable absl::flat_hash_map<std::string, trust::CheckResult> cache_ ABSL_GUARDED_BY(mu_);
+  // Validate's memo: candidate digest -> its status, at most kCacheCapacity (the oldest go first).
+  mutable absl::flat_hash_map<std::string, absl::Status> validated_ ABSL_GUARDED_BY(mu_);
+  mutable std::deque<std::string> validated_order_ ABSL_GUARDED_BY(mu_);
   mutable std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
   uint64_t trust_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   mutable uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
