@@ -17,6 +17,18 @@ namespace audit = trust::audit;
 
 namespace {
 
+// Keeps `value` under `key` in a memo bounded to CeilingGuard::kCacheCapacity entries (the oldest go first).
+template <typename Value>
+void CeilingKeepBounded(absl::flat_hash_map<std::string, Value>* kept, std::deque<std::string>* order,
+                        const std::string& key, Value value) {
+  if (!kept->emplace(key, std::move(value)).second) return;
+  order->push_back(key);
+  while (order->size() > CeilingGuard::kCacheCapacity) {
+    kept->erase(order->front());
+    order->pop_front();
+  }
+}
+
 trust::CheckResult Refusal(const char* reason, std::string detail) {
   trust::CheckResult result;
   result.reason = reason;
@@ -152,13 +164,7 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
     result = Refusal(trust::reason::kContainmentUnknown, contained.detail);
   }
   absl::MutexLock lock(&mu_);
-  if (cache_.emplace(key, result).second) {
-    order_.push_back(key);
-    while (order_.size() > kCacheCapacity) {
-      cache_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
+  CeilingKeepBounded(&cache_, &order_, key, result);
   return result;
 }
 
@@ -170,13 +176,7 @@ absl::Status CeilingGuard::Validate(const openshell::sandbox::v1::SandboxPolicy&
   }
   absl::Status valid = policy::ValidatePolicy(candidate);
   absl::MutexLock lock(&mu_);
-  if (validated_.emplace(digest, valid).second) {
-    validated_order_.push_back(digest);
-    while (validated_order_.size() > kCacheCapacity) {
-      validated_.erase(validated_order_.front());
-      validated_order_.pop_front();
-    }
-  }
+  CeilingKeepBounded(&validated_, &validated_order_, digest, valid);
   return valid;
 }
 
