@@ -667,14 +667,21 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   CHECK(osh::common::ReasonOf(evaluator.SnapshotProviderProfiles().status()) == "provider_profiles_empty");
 }
 
-TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
-          "window moves, never longer",
-          "[interceptor][provider_profiles][cache]") {
-  osh::test::TempDir dir;
+// A fresh SQLite store in `dir` and an Ed25519 key: the setup of the kept-cache tests below.
+std::pair<std::unique_ptr<osh::store::SqliteStore>, std::optional<osh::trust::PrivateKey>> KeptCacheStoreAndKey(
+    const osh::test::TempDir& dir) {
   auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
   REQUIRE(store.ok());
   auto key = osh::trust::PrivateKey::Generate("ed25519");
   REQUIRE(key.ok());
+  return {*std::move(store), *std::move(key)};
+}
+
+TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
+          "window moves, never longer",
+          "[interceptor][provider_profiles][cache]") {
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
   // The signing key is trusted until 2030-01-01T01:00:00Z; the clock starts an hour before.
   std::string trust_json = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
   trust_json.insert(trust_json.find(R"("key_id")"), R"("not_after": "2030-01-01T01:00:00Z", )");
@@ -683,7 +690,7 @@ TEST_CASE("provider catalogue: the verified catalogue is kept until the store's 
   REQUIRE(parsed.ok());
   std::shared_ptr<const osh::trust::TrustStore> trust = std::make_shared<osh::trust::TrustStore>(*parsed);
   osh::store::FakeClock clock(int64_t{1893456000} * 1000);
-  osh::gateway::ProviderProfileCatalogue catalogue(store->get(), [&trust] { return trust; }, &clock);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), [&trust] { return trust; }, &clock);
   catalogue.SetSigningKey(*key);
   openshell::v1::ProviderProfile pypi;
   pypi.set_id("pypi");
@@ -704,11 +711,11 @@ TEST_CASE("provider catalogue: the verified catalogue is kept until the store's 
   CHECK(catalogue.cache_stats().hits == 2);
 
   // A change committed to the store by another writer (as another replica's): the generation moved.
-  REQUIRE((*store)->PutProviderProfile("other", "not a profile", osh::test::StoredEvent("mutation")).ok());
+  REQUIRE(store->PutProviderProfile("other", "not a profile", osh::test::StoredEvent("mutation")).ok());
   CHECK(*catalogue.Count() == 2);
   CHECK(catalogue.Get("other").status().code() == absl::StatusCode::kDataLoss);
   CHECK(catalogue.Snapshot().status().code() == absl::StatusCode::kDataLoss);
-  REQUIRE((*store)->DeleteProviderProfile("other", osh::test::StoredEvent("mutation")).ok());
+  REQUIRE(store->DeleteProviderProfile("other", osh::test::StoredEvent("mutation")).ok());
   REQUIRE(catalogue.Snapshot().ok());
   const uint64_t rebuilds = catalogue.cache_stats().rebuilds;
 
@@ -733,10 +740,7 @@ TEST_CASE("ceiling guard: a candidate seen before is answered from the kept verd
           "stores",
           "[interceptor][ceiling][cache]") {
   osh::test::TempDir dir;
-  auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
-  REQUIRE(store.ok());
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
+  auto [store, key] = KeptCacheStoreAndKey(dir);
   auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
   REQUIRE(trust.ok());
   auto ceiling_of = [&](const std::vector<std::string>& hosts, uint64_t version) {
@@ -753,7 +757,7 @@ TEST_CASE("ceiling guard: a candidate seen before is answered from the kept verd
     REQUIRE(osh::trust::SignCeiling(&ceiling, *key, "authority").ok());
     return ceiling.SerializeAsString();
   };
-  osh::gateway::CeilingGuard guard(store->get(), store->get());
+  osh::gateway::CeilingGuard guard(store.get(), store.get());
   REQUIRE(guard.Adopt(ceiling_of({"pypi.org", "api.github.com"}, 1), &*trust, std::time(nullptr), 60).ok());
   openshell::sandbox::v1::SandboxPolicy candidate = osh::policy::RestrictiveDefaultPolicy();
   auto& rule = (*candidate.mutable_network_policies())["pypi"];
