@@ -578,6 +578,18 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   CHECK(evaluator.Evaluate(evaluation("CreateSandbox", false, create)).allowed());
 }
 
+// A profile inside the usual test ceilings: pip to pypi.org:443.
+openshell::v1::ProviderProfile PypiProfileForUnits() {
+  openshell::v1::ProviderProfile pypi;
+  pypi.set_id("pypi");
+  pypi.set_display_name("PyPI");
+  auto* endpoint = pypi.add_endpoints();
+  endpoint->set_host("pypi.org");
+  endpoint->set_port(443);
+  pypi.add_binaries()->set_path("/usr/bin/pip");
+  return pypi;
+}
+
 TEST_CASE("provider catalogue: profiles are signed and verified against the trust store, and a rewritten row or a revoked "
           "key is never served or composed",
           "[interceptor][provider_profiles]") {
@@ -592,13 +604,7 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   std::shared_ptr<const osh::trust::TrustStore> trust = std::make_shared<osh::trust::TrustStore>(*trusted);
   osh::gateway::ProviderProfileCatalogue catalogue(store->get(), [&trust] { return trust; },
                                                    osh::store::Clock::System());
-  openshell::v1::ProviderProfile pypi;
-  pypi.set_id("pypi");
-  pypi.set_display_name("PyPI");
-  auto* endpoint = pypi.add_endpoints();
-  endpoint->set_host("pypi.org");
-  endpoint->set_port(443);
-  pypi.add_binaries()->set_path("/usr/bin/pip");
+  openshell::v1::ProviderProfile pypi = PypiProfileForUnits();
 
   // A trust store and no signing key: nothing is stored that could not be served.
   auto unsigned_set = catalogue.Set(pypi);
@@ -692,13 +698,7 @@ TEST_CASE("provider catalogue: the verified catalogue is kept until the store's 
   osh::store::FakeClock clock(int64_t{1893456000} * 1000);
   osh::gateway::ProviderProfileCatalogue catalogue(store.get(), [&trust] { return trust; }, &clock);
   catalogue.SetSigningKey(*key);
-  openshell::v1::ProviderProfile pypi;
-  pypi.set_id("pypi");
-  pypi.set_display_name("PyPI");
-  auto* endpoint = pypi.add_endpoints();
-  endpoint->set_host("pypi.org");
-  endpoint->set_port(443);
-  pypi.add_binaries()->set_path("/usr/bin/pip");
+  openshell::v1::ProviderProfile pypi = PypiProfileForUnits();
   const auto set = catalogue.Set(pypi);
   INFO(set.status().ToString());
   REQUIRE(set.ok());
