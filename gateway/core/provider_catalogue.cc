@@ -162,7 +162,7 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
 }
 
 absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verified(
-    const store::ProviderProfileRow& row, const trust::TrustStore* trust, int64_t now_unix) const {
+    const store::ProviderProfileRow& row, const trust::TrustStore* trust, int64_t now) const {
   Entry entry;
   if (!entry.profile.ParseFromString(row.profile) || entry.profile.id() != row.id) {
     return absl::DataLossError(absl::StrCat("provider profile '", row.id, "': the stored profile does not decode"));
@@ -190,7 +190,6 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verifi
   if (!absl::WebSafeBase64Unescape(absl::string_view(token->second).substr(input.size() + 1), &signature)) {
     return ProfileUnverified(row.id, "its signature is not base64url");
   }
-  const int64_t now = now_unix;
   for (const trust::TrustedKey& key : trust->keys()) {
     if (key.revoked || key.public_key.algorithm() != trust::kEd25519 || GovernanceKid(key.public_key) != entry.kid) {
       continue;
