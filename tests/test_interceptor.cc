@@ -1481,54 +1481,6 @@ TEST_CASE("provider profiles: a bad file changes nothing, and without a signing 
   CHECK(g.gateway().Stop() == 0);
 }
 
-TEST_CASE("provider profiles: every provider path is checked on the composed candidate, and profile writes are refused",
-          "[interceptor][integration][provider_profiles]") {
-  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
-  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
-  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
-  std::string out, err;
-  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
-  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
-  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
-
-  // A provider whose layer stays inside the ceiling: allowed, and composed into what follows.
-  const auto inside = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi"})");
-  CHECK(inside.allowed());
-  // The ceiling bypass: github's layer (gh and git to github.com) is outside the ceiling, though the
-  // request names no host at all: refused on the composed candidate, naming the first widening.
-  const auto wide = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "github"})");
-  CheckDeny(wide, "PERMISSION_DENIED", "exceeds_ceiling: ");
-  CHECK_THAT(wide.reason(), Catch::Contains("github.com") && Catch::Contains("/usr/bin/g"));
-  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "nosuch"})"),
-            "FAILED_PRECONDITION", "unknown_provider: provider 'nosuch'");
-  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "never-seen", "providerName": "pypi"})"),
-            "FAILED_PRECONDITION", "unknown_sandbox: ");
-
-  // CreateSandbox with providers composes them too.
-  CHECK(g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-8", kBasePolicyJson, R"(["pypi"])")).allowed());
-  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-9", kBasePolicyJson, R"(["pypi", "github"])")),
-            "PERMISSION_DENIED", "exceeds_ceiling: ");
-  // The candidate digest is the composed candidate's, not the sandbox's own policy's.
-  const auto own = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson));
-  const auto composed = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson, R"(["pypi"])"));
-  CHECK(own.log_annotations().at("policy-gateway/candidate-digest") !=
-        composed.log_annotations().at("policy-gateway/candidate-digest"));
-
-  // A full policy for build-7 is composed with the pypi layer it recorded at the attach: still inside.
-  CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-7", "policy": )", kBasePolicyJson, "}")).allowed());
-
-  // Profile writes through upstream: this gateway's catalogue is authoritative.
-  const auto import = g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "github", "displayName": "GitHub",
-      "endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/gh"}]}, "source": "gh.yaml"}]})");
-  CheckDeny(import, "PERMISSION_DENIED", "profile_catalogue_managed: ");
-  CHECK_THAT(import.reason(), Catch::Contains("policyctl profile"));
-  CheckDeny(g.Evaluate("UpdateProviderProfiles", true, R"({"id": "github", "profile": {"profile": {"id": "github", "displayName": "GitHub"}}})"),
-            "PERMISSION_DENIED", "profile_catalogue_managed: ");
-  CheckDeny(g.Evaluate("DeleteProviderProfile", true, R"({"id": "github"})"), "PERMISSION_DENIED",
-            "profile_catalogue_managed: ");
-  CHECK(g.gateway().Stop() == 0);
-}
-
 // The catalogue is kept verified (ProviderProfileCatalogue), and a candidate's ceiling verdict is kept
 // (CeilingGuard): neither is ever served stale. Each read below follows a read that filled what is kept.
 TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trust-store reload that revokes the "
@@ -1636,6 +1588,54 @@ TEST_CASE("provider profiles: two replicas on one PostgreSQL database: a change 
   CheckDeny(b.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
   CHECK(a.gateway().Stop() == 0);
   CHECK(b.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: every provider path is checked on the composed candidate, and profile writes are refused",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", kBasePolicyJson)).allowed());
+
+  // A provider whose layer stays inside the ceiling: allowed, and composed into what follows.
+  const auto inside = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi"})");
+  CHECK(inside.allowed());
+  // The ceiling bypass: github's layer (gh and git to github.com) is outside the ceiling, though the
+  // request names no host at all: refused on the composed candidate, naming the first widening.
+  const auto wide = g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "github"})");
+  CheckDeny(wide, "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_THAT(wide.reason(), Catch::Contains("github.com") && Catch::Contains("/usr/bin/g"));
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "nosuch"})"),
+            "FAILED_PRECONDITION", "unknown_provider: provider 'nosuch'");
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "never-seen", "providerName": "pypi"})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+
+  // CreateSandbox with providers composes them too.
+  CHECK(g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-8", kBasePolicyJson, R"(["pypi"])")).allowed());
+  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-9", kBasePolicyJson, R"(["pypi", "github"])")),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  // The candidate digest is the composed candidate's, not the sandbox's own policy's.
+  const auto own = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson));
+  const auto composed = g.Evaluate("CreateSandbox", false, CreateSandboxJson("build-10", kBasePolicyJson, R"(["pypi"])"));
+  CHECK(own.log_annotations().at("policy-gateway/candidate-digest") !=
+        composed.log_annotations().at("policy-gateway/candidate-digest"));
+
+  // A full policy for build-7 is composed with the pypi layer it recorded at the attach: still inside.
+  CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-7", "policy": )", kBasePolicyJson, "}")).allowed());
+
+  // Profile writes through upstream: this gateway's catalogue is authoritative.
+  const auto import = g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "github", "displayName": "GitHub",
+      "endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/gh"}]}, "source": "gh.yaml"}]})");
+  CheckDeny(import, "PERMISSION_DENIED", "profile_catalogue_managed: ");
+  CHECK_THAT(import.reason(), Catch::Contains("policyctl profile"));
+  CheckDeny(g.Evaluate("UpdateProviderProfiles", true, R"({"id": "github", "profile": {"profile": {"id": "github", "displayName": "GitHub"}}})"),
+            "PERMISSION_DENIED", "profile_catalogue_managed: ");
+  CheckDeny(g.Evaluate("DeleteProviderProfile", true, R"({"id": "github"})"), "PERMISSION_DENIED",
+            "profile_catalogue_managed: ");
+  CHECK(g.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test
