@@ -154,6 +154,16 @@ CREATE TABLE provider_profiles (
   updated_at BIGINT NOT NULL
 );
 )sql",
+    // 5 -> 6: the catalogue's generation, stepped with every profile change by any replica
+    // (ProviderProfileGeneration): each replica keeps the verified catalogue and reads this one row to know
+    // whether it is still current.
+    R"sql(
+CREATE TABLE provider_profile_generation (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  generation BIGINT NOT NULL
+);
+INSERT INTO provider_profile_generation VALUES (1, 0);
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -912,8 +922,14 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptor
 }
 
 // --- Provider profiles ----------------------------------------------------------------------
-// Each change with its audit event (the chain's head lock, like a policy change); reads go to the database
-// every time, so a profile another replica wrote is served at once.
+// Each change with its audit event (the chain's head lock, like a policy change) and a step of the
+// catalogue's generation; reads go to the database every time, so a profile another replica wrote is
+// served at once, and a replica that keeps the catalogue sees the generation move.
+
+namespace {
+constexpr char kPgStepProfileGeneration[] =
+    "UPDATE provider_profile_generation SET generation = generation + 1 WHERE id = 1";
+}  // namespace
 
 absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
@@ -922,6 +938,7 @@ absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std:
                                    "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
                                    PgParams().Add(id).AddBytes(profile).Add(NowMs()))
                             .status());
+    OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
@@ -931,6 +948,7 @@ absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEv
     auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
     if (!deleted.ok()) return deleted.status();
     if (deleted->affected() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
@@ -950,6 +968,14 @@ absl::StatusOr<std::vector<ProviderProfileRow>> PostgresStore::ListProviderProfi
   std::vector<ProviderProfileRow> out;
   for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
   return out;
+}
+
+absl::StatusOr<uint64_t> PostgresStore::ProviderProfileGeneration() {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read("SELECT generation FROM provider_profile_generation WHERE id = 1");
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return absl::DataLossError("the provider-profile generation row is missing");
+  return static_cast<uint64_t>(found->Int(0, 0));
 }
 
 // --- Migration ----------------------------------------------------------------------------
@@ -1015,6 +1041,7 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
                                      PgParams().Add(row.id).AddBytes(row.profile).Add(NowMs()))
                               .status());
     }
+    OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));  // a replica's kept catalogue is not this one
     return absl::OkStatus();
   });
 }
@@ -1072,6 +1099,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, ceiling, changes, leases, "
           "interceptor_records, provider_profiles RESTART IDENTITY"));
+      OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
       return absl::OkStatus();  // the marker stays as it was
     } else {
       // An interrupted migration's partial copy: removed, with the marker kept (rewritten below), in this
@@ -1079,6 +1107,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, ceiling, changes, "
           "leases, interceptor_records, provider_profiles RESTART IDENTITY"));
+      OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
       OSH_RETURN_IF_ERROR(writer_.Exec(
           "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000'"));
       chain_.Reset({0, std::string(64, '0')});

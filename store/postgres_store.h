@@ -46,7 +46,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // rollback detection; notice is told of expired replicas and settled admission notes.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo, const StoreOptions& options);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
@@ -92,6 +92,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
+  absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
 
   absl::Status ImportImage(const StoreImage& image) override;
   absl::Status ImportAuditEvents(const std::vector<AuditEvent>& events) override;

@@ -135,6 +135,15 @@ CREATE TABLE provider_profiles (
   updated_at INTEGER NOT NULL                         -- unix ms
 ) WITHOUT ROWID;
 )sql",
+    // 11: the catalogue's generation, stepped with every profile change (ProviderProfileGeneration): the
+    // interceptor keeps the verified catalogue and reads this one row to know whether it is still current.
+    R"sql(
+CREATE TABLE provider_profile_generation (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  generation INTEGER NOT NULL
+);
+INSERT INTO provider_profile_generation VALUES (1, 0);
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion, "one migration per schema version");
 
@@ -926,6 +935,12 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRe
 }
 
 // --- Provider profiles ----------------------------------------------------------------------
+// Every change steps the catalogue's generation in its transaction (ProviderProfileGeneration).
+
+namespace {
+constexpr char kSqliteStepProfileGeneration[] =
+    "UPDATE provider_profile_generation SET generation = generation + 1 WHERE id = 1";
+}  // namespace
 
 absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
@@ -935,6 +950,7 @@ absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::s
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, id).BindBlob(2, profile).Bind(3, NowMs());
     OSH_RETURN_IF_ERROR(stmt->Run());
+    OSH_RETURN_IF_ERROR(db_.Exec(kSqliteStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
@@ -946,6 +962,7 @@ absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEven
     stmt->Bind(1, id);
     OSH_RETURN_IF_ERROR(stmt->Run());
     if (db_.Changes() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    OSH_RETURN_IF_ERROR(db_.Exec(kSqliteStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
@@ -960,6 +977,16 @@ absl::StatusOr<std::vector<ProviderProfileRow>> SqliteStore::ListProviderProfile
   std::vector<ProviderProfileRow> out;
   for (auto& [id, profile] : *rows) out.push_back({std::move(id), std::move(profile)});
   return out;
+}
+
+absl::StatusOr<uint64_t> SqliteStore::ProviderProfileGeneration() {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare("SELECT generation FROM provider_profile_generation WHERE id = 1");
+  if (!stmt.ok()) return stmt.status();
+  auto row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return SqliteStorageError(absl::StatusCode::kDataLoss, "the provider-profile generation row is missing");
+  return static_cast<uint64_t>(stmt->Int(0));
 }
 
 }  // namespace osh::store

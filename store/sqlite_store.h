@@ -36,7 +36,7 @@ class SqliteStore final : public SingleObjectDatabase {
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
                                                            const Clock* clock = Clock::System());
   ~SqliteStore() override;
-  static constexpr int kSchemaVersion = 10;
+  static constexpr int kSchemaVersion = 11;
   static constexpr int kEnvelopesVersion = 4;  // the migration that moves envelopes into their own table
   // Creates the schema as `version` left it (user_version set), in an empty database: for testing the
   // migrations from a database an older release wrote.
@@ -79,6 +79,7 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
+  absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
 
   // Transactions committed and the writes they carried (group commit at work), and the audit head.
   StoreStats Stats() override;

@@ -297,9 +297,11 @@ class InterceptorRecordStore {
 };
 
 // The provider-profile catalogue the OpenShell interceptor serves and composes (gateway/core/
-// provider_profiles.h), one row per profile id. Like a policy change, every change is committed in one
-// transaction with its audit event. Reads go to the database each time, so every replica on a shared
-// store serves the same catalogue as soon as it is committed.
+// provider_catalogue.h), one row per profile id. Like a policy change, every change is committed in one
+// transaction with its audit event and a step of the catalogue's generation. Reads go to the database
+// each time, so every replica on a shared store serves the same catalogue as soon as it is committed; a
+// reader that keeps a copy reads the generation (one small row) to know whether its copy is still the
+// catalogue as committed.
 class ProviderProfileStore {
  public:
   virtual ~ProviderProfileStore() = default;
@@ -311,6 +313,10 @@ class ProviderProfileStore {
   virtual absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) = 0;
   // Every profile, ordered by id (bytewise).
   virtual absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() = 0;
+  // The catalogue's generation: a counter that steps in the transaction of every change committed to the
+  // catalogue (a put, a delete, a migration's copy), by any process on the database, and never goes back.
+  // A List read after a Generation read holds at least that generation's changes.
+  virtual absl::StatusOr<uint64_t> ProviderProfileGeneration() = 0;
 };
 
 // This process's place among the gateways sharing the store. The defaults are a single-process store's:

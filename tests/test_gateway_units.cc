@@ -34,6 +34,12 @@
 #include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "tests/test_support.h"
+#include <ctime>
+#include "store/clock.h"
+#include "policy/policy_file.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "trust/ceiling.h"
 
 namespace v1 = openshell::policy::gateway::v1;
 
@@ -572,6 +578,18 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   CHECK(evaluator.Evaluate(evaluation("CreateSandbox", false, create)).allowed());
 }
 
+// A profile inside the usual test ceilings: pip to pypi.org:443.
+openshell::v1::ProviderProfile PypiProfileForUnits() {
+  openshell::v1::ProviderProfile pypi;
+  pypi.set_id("pypi");
+  pypi.set_display_name("PyPI");
+  auto* endpoint = pypi.add_endpoints();
+  endpoint->set_host("pypi.org");
+  endpoint->set_port(443);
+  pypi.add_binaries()->set_path("/usr/bin/pip");
+  return pypi;
+}
+
 TEST_CASE("provider catalogue: profiles are signed and verified against the trust store, and a rewritten row or a revoked "
           "key is never served or composed",
           "[interceptor][provider_profiles]") {
@@ -586,13 +604,7 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   std::shared_ptr<const osh::trust::TrustStore> trust = std::make_shared<osh::trust::TrustStore>(*trusted);
   osh::gateway::ProviderProfileCatalogue catalogue(store->get(), [&trust] { return trust; },
                                                    osh::store::Clock::System());
-  openshell::v1::ProviderProfile pypi;
-  pypi.set_id("pypi");
-  pypi.set_display_name("PyPI");
-  auto* endpoint = pypi.add_endpoints();
-  endpoint->set_host("pypi.org");
-  endpoint->set_port(443);
-  pypi.add_binaries()->set_path("/usr/bin/pip");
+  openshell::v1::ProviderProfile pypi = PypiProfileForUnits();
 
   // A trust store and no signing key: nothing is stored that could not be served.
   auto unsigned_set = catalogue.Set(pypi);
@@ -659,4 +671,115 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   CHECK(catalogue.Delete("pypi").code() == absl::StatusCode::kNotFound);
   CHECK_FALSE(evaluator.Describe().provider_profiles());
   CHECK(osh::common::ReasonOf(evaluator.SnapshotProviderProfiles().status()) == "provider_profiles_empty");
+}
+
+// A fresh SQLite store in `dir` and an Ed25519 key: the setup of the kept-cache tests below.
+std::pair<std::unique_ptr<osh::store::SqliteStore>, std::optional<osh::trust::PrivateKey>> KeptCacheStoreAndKey(
+    const osh::test::TempDir& dir) {
+  auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
+  REQUIRE(store.ok());
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  return {*std::move(store), *std::move(key)};
+}
+
+TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
+          "window moves, never longer",
+          "[interceptor][provider_profiles][cache]") {
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  // The signing key is trusted until 2030-01-01T01:00:00Z; the clock starts an hour before.
+  std::string trust_json = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
+  trust_json.insert(trust_json.find(R"("key_id")"), R"("not_after": "2030-01-01T01:00:00Z", )");
+  auto parsed = osh::trust::TrustStore::Parse(trust_json);
+  INFO(trust_json);
+  REQUIRE(parsed.ok());
+  std::shared_ptr<const osh::trust::TrustStore> trust = std::make_shared<osh::trust::TrustStore>(*parsed);
+  osh::store::FakeClock clock(int64_t{1893456000} * 1000);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), [&trust] { return trust; }, &clock);
+  catalogue.SetSigningKey(*key);
+  openshell::v1::ProviderProfile pypi = PypiProfileForUnits();
+  const auto set = catalogue.Set(pypi);
+  INFO(set.status().ToString());
+  REQUIRE(set.ok());
+
+  // Read and verified once, then kept across Snapshot, Get and Count.
+  REQUIRE(catalogue.Snapshot().ok());
+  REQUIRE(catalogue.Get("pypi").ok());
+  CHECK(*catalogue.Count() == 1);
+  CHECK(catalogue.cache_stats().rebuilds == 1);
+  CHECK(catalogue.cache_stats().hits == 2);
+
+  // A change committed to the store by another writer (as another replica's): the generation moved.
+  REQUIRE(store->PutProviderProfile("other", "not a profile", osh::test::StoredEvent("mutation")).ok());
+  CHECK(*catalogue.Count() == 2);
+  CHECK(catalogue.Get("other").status().code() == absl::StatusCode::kDataLoss);
+  CHECK(catalogue.Snapshot().status().code() == absl::StatusCode::kDataLoss);
+  REQUIRE(store->DeleteProviderProfile("other", osh::test::StoredEvent("mutation")).ok());
+  REQUIRE(catalogue.Snapshot().ok());
+  const uint64_t rebuilds = catalogue.cache_stats().rebuilds;
+
+  // The key's window ends: what was verified inside it is not served after it, nor before its start.
+  clock.SetUnixMillis(int64_t{1893459600} * 1000);  // its last second: still inside
+  REQUIRE(catalogue.Get("pypi").ok());
+  CHECK(catalogue.cache_stats().rebuilds == rebuilds);
+  clock.AdvanceSeconds(1);
+  CHECK(osh::common::ReasonOf(catalogue.Get("pypi").status()) == "profile_unverified");
+  CHECK(osh::common::ReasonOf(catalogue.Snapshot().status()) == "profile_unverified");
+  clock.SetUnixMillis(int64_t{1893456000} * 1000);
+  REQUIRE(catalogue.Snapshot().ok());
+
+  // Another trust store (a reload, even of the same keys): verified again under it.
+  trust = std::make_shared<osh::trust::TrustStore>(*parsed);
+  const uint64_t before_reload = catalogue.cache_stats().rebuilds;
+  REQUIRE(catalogue.Snapshot().ok());
+  CHECK(catalogue.cache_stats().rebuilds == before_reload + 1);
+}
+
+TEST_CASE("ceiling guard: a candidate seen before is answered from the kept verdict, never across ceilings or trust "
+          "stores",
+          "[interceptor][ceiling][cache]") {
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  REQUIRE(trust.ok());
+  auto ceiling_of = [&](const std::vector<std::string>& hosts, uint64_t version) {
+    openshell::sandbox::v1::SandboxPolicy policy = osh::policy::RestrictiveDefaultPolicy();
+    for (const auto& host : hosts) {
+      auto& rule = (*policy.mutable_network_policies())[host];
+      rule.set_name(host);
+      auto* endpoint = rule.add_endpoints();
+      endpoint->set_host(host);
+      endpoint->set_port(443);
+      rule.add_binaries()->set_path("/usr/bin/curl");
+    }
+    auto ceiling = osh::trust::MakeCeiling(policy, "corp-max", version, "", std::time(nullptr));
+    REQUIRE(osh::trust::SignCeiling(&ceiling, *key, "authority").ok());
+    return ceiling.SerializeAsString();
+  };
+  osh::gateway::CeilingGuard guard(store.get(), store.get());
+  REQUIRE(guard.Adopt(ceiling_of({"pypi.org", "api.github.com"}, 1), &*trust, std::time(nullptr), 60).ok());
+  openshell::sandbox::v1::SandboxPolicy candidate = osh::policy::RestrictiveDefaultPolicy();
+  auto& rule = (*candidate.mutable_network_policies())["pypi"];
+  rule.set_name("pypi");
+  auto* endpoint = rule.add_endpoints();
+  endpoint->set_host("pypi.org");
+  endpoint->set_port(443);
+  rule.add_binaries()->set_path("/usr/bin/curl");
+  const std::string digest = osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(candidate));
+
+  CHECK(guard.Check(candidate, digest).ok());
+  CHECK(guard.Check(candidate, digest).ok());
+  CHECK(guard.cache_stats().hits == 1);
+  CHECK(guard.cache_stats().misses == 1);
+  // A trust-store reload: nothing kept is reused.
+  guard.TrustChanged();
+  CHECK(guard.cache_stats().kept == 0);
+  CHECK(guard.Check(candidate, digest).ok());
+  CHECK(guard.cache_stats().misses == 2);
+  // A new ceiling without pypi.org: the same candidate (same digest) is decided against it.
+  REQUIRE(guard.Adopt(ceiling_of({"api.github.com"}, 2), &*trust, std::time(nullptr), 60).ok());
+  const auto refused = guard.Check(candidate, digest);
+  CHECK(refused.reason == "exceeds_ceiling");
+  CHECK(guard.cache_stats().misses == 3);
 }

@@ -1518,6 +1518,115 @@ TEST_CASE("provider profiles: a bad file changes nothing, and without a signing 
   CHECK(g.gateway().Stop() == 0);
 }
 
+// The catalogue is kept verified (ProviderProfileCatalogue), and a candidate's ceiling verdict is kept
+// (CeilingGuard): neither is ever served stale. Each read below follows a read that filled what is kept.
+TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trust-store reload that revokes the "
+          "signing key are seen by the very next Snapshot and Evaluate",
+          "[interceptor][integration][provider_profiles][cache]") {
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  INFO(out << err);
+  auto snapshot = [&](icv1::ProviderProfileSnapshot* into) {
+    return g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, into);
+  };
+  const std::string with_pypi = CreateSandboxJson("build-1", kBasePolicyJson, R"(["pypi"])");
+  const std::string with_github = CreateSandboxJson("build-2", kBasePolicyJson, R"(["github"])");
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  icv1::ProviderProfileSnapshot first, second;
+  REQUIRE(snapshot(&first).ok());
+  REQUIRE(first.profiles_size() == 1);
+  for (int i = 0; i < 2; ++i) CHECK(g.Evaluate("CreateSandbox", true, with_pypi).allowed());  // kept, then served kept
+  CheckDeny(g.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
+
+  // A profile set: in the next snapshot (a new revision) and composed by the next Evaluate.
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+  REQUIRE(snapshot(&second).ok());
+  CHECK(second.profiles_size() == 2);
+  CHECK(second.revision() != first.revision());
+  CheckDeny(g.Evaluate("CreateSandbox", true, with_github), "PERMISSION_DENIED", "exceeds_ceiling: ");
+
+  // A profile replaced (pypi now also reaches a host outside the ceiling): the same request, with a verdict
+  // kept for its old composed candidate, is decided on the new one.
+  WriteFile(g.keys() / "pypi-wide.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n",
+                                                                                 "  - host: pypi.org\n    port: 443\n"
+                                                                                 "  - host: upload.pypi.org\n    port: 443\n"}}));
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
+  const auto widened = g.Evaluate("CreateSandbox", true, with_pypi);
+  CheckDeny(widened, "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_THAT(widened.reason(), Catch::Contains("upload.pypi.org"));
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  CHECK(g.Evaluate("CreateSandbox", true, with_pypi).allowed());
+
+  // A profile deleted: gone from the next snapshot, unknown to the next Evaluate.
+  REQUIRE(Ctl(g.gateway(), {"profile", "delete", "github"}, &out, &err) == 0);
+  REQUIRE(snapshot(&second).ok());
+  CHECK(second.profiles_size() == 1);
+  CheckDeny(g.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
+
+  // A new ceiling without the pypi rule: the candidate allowed (and kept) under version 1 is refused.
+  const std::string ceiling_yaml = kCeilingYaml;
+  WriteFile(g.keys() / "ceiling-2.yaml", ceiling_yaml.substr(0, ceiling_yaml.find("  pypi:")));
+  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2",
+                      "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
+                     &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  const auto narrowed = g.Evaluate("CreateSandbox", true, with_pypi);
+  CheckDeny(narrowed, "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_THAT(narrowed.reason(), Catch::Contains("pypi.org"));
+
+  // The key that signed the profiles revoked by a trust-store reload: what was verified under the old trust
+  // store is not served, nor composed.
+  REQUIRE(snapshot(&second).ok());
+  std::string trust = ReadFile(g.keys() / "trust.json");
+  trust.insert(trust.rfind('}'), R"(, "revoked_key_ids": ["gateway-key"])");
+  WriteFile(g.keys() / "trust.json", trust);
+  REQUIRE(Ctl(g.gateway(), {"trust", "reload"}, &out, &err) == 0);
+  const grpc::Status revoked = snapshot(&second);
+  CHECK(revoked.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(revoked.error_message(), Catch::StartsWith("profile_unverified: provider profile 'pypi'"));
+  CheckDeny(g.Evaluate("CreateSandbox", true, with_pypi), "FAILED_PRECONDITION", "profile_unverified: ");
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: two replicas on one PostgreSQL database: a change on A is served by B's next snapshot",
+          "[interceptor][integration][provider_profiles][cache][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  // Unsigned profiles (no trust store): each replica would otherwise trust only its own signing key.
+  InterceptorGateway a(true, false, {"--database", url}, ProfileSigning::kNoTrustStore);
+  InterceptorGateway b(true, false, {"--database", url}, ProfileSigning::kNoTrustStore);
+  const std::string token = "Bearer " + Mint(b.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  auto ids_on_b = [&] {
+    icv1::ProviderProfileSnapshot snapshot;
+    const grpc::Status status = b.stub().SnapshotProviderProfiles(b.Context(token).get(), {}, &snapshot);
+    std::vector<std::string> ids;
+    if (!status.ok()) ids.push_back(status.error_message());
+    for (const auto& profile : snapshot.profiles()) ids.push_back(profile.id());
+    return ids;
+  };
+  WriteFile(a.keys() / "github.yaml", kGithubProfileYaml);
+  WriteFile(a.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  INFO(out << err);
+  REQUIRE(Ctl(a.gateway(), {"profile", "set", "-f", a.keys() / "pypi.yaml"}, &out, &err) == 0);
+  CHECK(ids_on_b() == std::vector<std::string>{"pypi"});
+  CHECK(ids_on_b() == std::vector<std::string>{"pypi"});  // now served from what B keeps
+  const std::string with_github = CreateSandboxJson("build-1", kBasePolicyJson, R"(["github"])");
+  CheckDeny(b.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
+
+  REQUIRE(Ctl(a.gateway(), {"profile", "set", "-f", a.keys() / "github.yaml"}, &out, &err) == 0);
+  CHECK(ids_on_b() == std::vector<std::string>{"github", "pypi"});
+  CHECK(b.Evaluate("CreateSandbox", true, with_github).allowed());  // no ceiling: known is enough
+
+  REQUIRE(Ctl(a.gateway(), {"profile", "delete", "github"}, &out, &err) == 0);
+  CHECK(ids_on_b() == std::vector<std::string>{"pypi"});
+  CheckDeny(b.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
+  CHECK(a.gateway().Stop() == 0);
+  CHECK(b.gateway().Stop() == 0);
+}
+
 TEST_CASE("provider profiles: every provider path is checked on the composed candidate, and profile writes are refused",
           "[interceptor][integration][provider_profiles]") {
   InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);

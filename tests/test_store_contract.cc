@@ -563,14 +563,16 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       REQUIRE(db.ok());
       REQUIRE(db->Exec("DROP TABLE interceptor_records").ok());
       REQUIRE(db->Exec("DROP TABLE provider_profiles").ok());
-      REQUIRE(db->Exec(absl::StrCat("PRAGMA user_version = ", osh::store::SqliteStore::kSchemaVersion - 2)).ok());
+      REQUIRE(db->Exec("DROP TABLE provider_profile_generation").ok());
+      REQUIRE(db->Exec(absl::StrCat("PRAGMA user_version = ", osh::store::SqliteStore::kSchemaVersion - 3)).ok());
     } else {
       PGconn* conn = PQconnectdb(url.c_str());
       REQUIRE(PQstatus(conn) == CONNECTION_OK);
       PQclear(PQexec(conn, "DROP TABLE interceptor_records"));
       PQclear(PQexec(conn, "DROP TABLE provider_profiles"));
+      PQclear(PQexec(conn, "DROP TABLE provider_profile_generation"));
       PQclear(PQexec(conn, absl::StrCat("UPDATE osh_schema SET version = ",
-                                        osh::store::PostgresStore::kSchemaVersion - 2).c_str()));
+                                        osh::store::PostgresStore::kSchemaVersion - 3).c_str()));
       PQfinish(conn);
     }
     auto upgraded = Open(url);
@@ -578,9 +580,11 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
     CHECK_FALSE(upgraded->interceptor_records().GetInterceptorRecord("build-7")->has_value());
     REQUIRE(upgraded->interceptor_records().PutInterceptorRecord("build-7", "r").ok());
     CHECK(**upgraded->interceptor_records().GetInterceptorRecord("build-7") == "r");
-    // The migration after it (the provider-profile catalogue) ran too.
+    // The migrations after it (the provider-profile catalogue, its generation) ran too.
+    CHECK(*upgraded->provider_profiles().ProviderProfileGeneration() == 0);
     REQUIRE(upgraded->provider_profiles().PutProviderProfile("github", "p", osh::test::StoredEvent("mutation")).ok());
     CHECK(**upgraded->provider_profiles().GetProviderProfile("github") == "p");
+    CHECK(*upgraded->provider_profiles().ProviderProfileGeneration() == 1);
   }
 }
 
@@ -599,7 +603,9 @@ TEST_CASE("store contract: provider profiles are put, replaced, read back, liste
       auto none = profiles.GetProviderProfile("github");
       REQUIRE(none.ok());
       CHECK_FALSE(none->has_value());
+      CHECK(*profiles.ProviderProfileGeneration() == 0);
       REQUIRE(profiles.PutProviderProfile("github", "first", osh::test::StoredEvent("mutation")).ok());
+      CHECK(*profiles.ProviderProfileGeneration() == 1);
       REQUIRE(profiles.PutProviderProfile("github", bytes, osh::test::StoredEvent("mutation")).ok());  // replaces
       REQUIRE(profiles.PutProviderProfile("Zeta", "z", osh::test::StoredEvent("mutation")).ok());
       REQUIRE(profiles.PutProviderProfile("gone", "g", osh::test::StoredEvent("mutation")).ok());
@@ -611,6 +617,8 @@ TEST_CASE("store contract: provider profiles are put, replaced, read back, liste
       CHECK(missing.code() == absl::StatusCode::kNotFound);
       CHECK(store->audit().AuditChainHead().seq == head + 5);
       CHECK_FALSE(profiles.GetProviderProfile("gone")->has_value());
+      // Every change stepped the generation once; the refused delete did not.
+      CHECK(*profiles.ProviderProfileGeneration() == 5);
     }
     auto reopened = Open(url);
     auto listed = reopened->provider_profiles().ListProviderProfiles();
@@ -627,10 +635,13 @@ TEST_CASE("store: PostgreSQL replicas read each other's provider profiles at onc
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);
   auto b = Open(url);
+  const uint64_t before = *b->provider_profiles().ProviderProfileGeneration();
   REQUIRE(a->provider_profiles().PutProviderProfile("github", "from-a", osh::test::StoredEvent("mutation")).ok());
   CHECK(**b->provider_profiles().GetProviderProfile("github") == "from-a");
+  CHECK(*b->provider_profiles().ProviderProfileGeneration() == before + 1);  // A's change moves B's generation
   REQUIRE(b->provider_profiles().DeleteProviderProfile("github", osh::test::StoredEvent("mutation")).ok());
   CHECK_FALSE(a->provider_profiles().GetProviderProfile("github")->has_value());
+  CHECK(*a->provider_profiles().ProviderProfileGeneration() == before + 2);
 }
 
 TEST_CASE("store: migrate copies the interceptor records and provider profiles from SQLite to PostgreSQL", "[store][postgres][interceptor_records][provider_profiles]") {

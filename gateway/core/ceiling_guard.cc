@@ -7,6 +7,7 @@
 #include "policy/body_codec.h"
 #include "policy/containment.h"
 #include "policy/digest.h"
+#include "policy/validation.h"
 #include "trust/audit_vocabulary.h"
 
 namespace osh::gateway {
@@ -16,7 +17,17 @@ namespace audit = trust::audit;
 
 namespace {
 
-constexpr size_t kCacheCapacity = 4096;
+// Keeps `value` under `key` in a memo bounded to CeilingGuard::kCacheCapacity entries (the oldest go first).
+template <typename Value>
+void CeilingKeepBounded(absl::flat_hash_map<std::string, Value>* kept, std::deque<std::string>* order,
+                        const std::string& key, Value value) {
+  if (!kept->emplace(key, std::move(value)).second) return;
+  order->push_back(key);
+  while (order->size() > CeilingGuard::kCacheCapacity) {
+    kept->erase(order->front());
+    order->pop_front();
+  }
+}
 
 trust::CheckResult Refusal(const char* reason, std::string detail) {
   trust::CheckResult result;
@@ -135,10 +146,15 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
                                               const openshell::sandbox::v1::SandboxPolicy& candidate,
                                               const std::string& digest) const {
   if (active == nullptr) return {};
-  const std::string key = absl::StrCat(active->ceiling.version(), ":", digest);
+  std::string key;
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+    key = absl::StrCat(trust_epoch_, ":", active->ceiling.version(), ":", active->ceiling.policy_digest(), ":", digest);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      ++hits_;
+      return it->second;
+    }
+    ++misses_;
   }
   const policy::ContainmentResult contained = policy::CheckContainment(candidate, *active->policy);
   trust::CheckResult result;
@@ -148,14 +164,32 @@ trust::CheckResult CeilingGuard::CheckAgainst(const std::shared_ptr<const Active
     result = Refusal(trust::reason::kContainmentUnknown, contained.detail);
   }
   absl::MutexLock lock(&mu_);
-  if (cache_.emplace(key, result).second) {
-    order_.push_back(key);
-    while (order_.size() > kCacheCapacity) {
-      cache_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
+  CeilingKeepBounded(&cache_, &order_, key, result);
   return result;
+}
+
+absl::Status CeilingGuard::Validate(const openshell::sandbox::v1::SandboxPolicy& candidate,
+                                    const std::string& digest) const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = validated_.find(digest); it != validated_.end()) return it->second;
+  }
+  absl::Status valid = policy::ValidatePolicy(candidate);
+  absl::MutexLock lock(&mu_);
+  CeilingKeepBounded(&validated_, &validated_order_, digest, valid);
+  return valid;
+}
+
+void CeilingGuard::TrustChanged() {
+  absl::MutexLock lock(&mu_);
+  ++trust_epoch_;
+  cache_.clear();
+  order_.clear();
+}
+
+CeilingGuard::CacheStats CeilingGuard::cache_stats() const {
+  absl::MutexLock lock(&mu_);
+  return {cache_.size(), hits_, misses_};
 }
 
 trust::CheckResult CeilingGuard::CheckBody(const std::string& body) const {

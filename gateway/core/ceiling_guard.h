@@ -5,8 +5,12 @@
 // At start-up the stored ceiling is loaded and re-verified; one that no longer verifies (a key revoked
 // since) stays in force — it only ever narrows — and the log says so loudly.
 //
-// Check results are cached per (candidate body digest, ceiling version), so 100k sandboxes sharing one
-// policy cost one containment check. Thread-safe.
+// Check results are kept per (candidate body digest, ceiling in force: its version and policy digest,
+// trust-store epoch), at most kCacheCapacity of them (the oldest go first), so 100k sandboxes sharing one
+// policy cost one containment check, and a candidate seen before (the interceptor's repeated validate of
+// one composed candidate) costs a lookup. A verdict is never reused across ceilings: another ceiling
+// has another key; and never across trust stores: TrustChanged (the gate calls it on every reload)
+// starts a new epoch and drops every kept verdict. Thread-safe.
 #pragma once
 
 #include <deque>
@@ -80,6 +84,21 @@ class CeilingGuard {
 
   static openshell::policy::gateway::v1::CeilingInfo InfoOf(const Active& active);
 
+  // policy::ValidatePolicy(candidate), kept per candidate digest like the verdicts (it is a pure function
+  // of the candidate, so a candidate seen before is not validated again): OK or "invalid_policy: ...".
+  absl::Status Validate(const openshell::sandbox::v1::SandboxPolicy& candidate, const std::string& digest) const;
+
+  // The trust store in force changed (reloaded): no verdict taken before is reused.
+  void TrustChanged();
+  // How many check results are kept, and how many checks were answered from them.
+  struct CacheStats {
+    size_t kept = 0;
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+  };
+  CacheStats cache_stats() const;
+  static constexpr size_t kCacheCapacity = 4096;
+
  private:
   // Puts `active` in force unless the one in force is as new or newer.
   void Install(std::shared_ptr<const Active> active);
@@ -89,7 +108,13 @@ class CeilingGuard {
   mutable absl::Mutex mu_;
   std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);
   mutable absl::flat_hash_map<std::string, trust::CheckResult> cache_ ABSL_GUARDED_BY(mu_);
+  // Validate's memo: candidate digest -> its status, at most kCacheCapacity (the oldest go first).
+  mutable absl::flat_hash_map<std::string, absl::Status> validated_ ABSL_GUARDED_BY(mu_);
+  mutable std::deque<std::string> validated_order_ ABSL_GUARDED_BY(mu_);
   mutable std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
+  uint64_t trust_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable uint64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace osh::gateway

@@ -203,7 +203,7 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
   for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &entries[i].profile);
   const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
   out->candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
-  if (absl::Status valid = policy::ValidatePolicy(candidate); !valid.ok()) {
+  if (absl::Status valid = ceiling_->Validate(candidate, out->candidate_digest); !valid.ok()) {
     // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
     std::string message(valid.message());
     constexpr absl::string_view kPrefix = "invalid_policy: ";

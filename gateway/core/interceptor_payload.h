@@ -17,7 +17,11 @@
 namespace osh::gateway {
 
 // Decodes `payload` into `request` (cleared first). INVALID_ARGUMENT "<Type>: <protobuf's reason>".
+// A payload decoded before into the same type is not converted again: its decoded bytes are kept (a
+// bounded memo keyed on the SHA-256 of the type and the payload's deterministic serialization).
 absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request);
+// The same without the memo: the JSON conversion every time.
+absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 
 // A message as a google.protobuf.Value holding its ProtoJSON (a patch's value).
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message);

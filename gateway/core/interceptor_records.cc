@@ -25,7 +25,13 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
 
 absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record) {
   absl::MutexLock lock(&write_mu_);
-  return store_->PutInterceptorRecord(sandbox, Encode(record));
+  std::string bytes = Encode(record);
+  // A validate repeated: the committed record is already this one (durable as it is), so nothing is written.
+  // A replica's write racing this read is ordered after it, as the last write of a record wins anyway.
+  if (auto stored = store_->GetInterceptorRecord(sandbox); stored.ok() && stored->has_value() && **stored == bytes) {
+    return absl::OkStatus();
+  }
+  return store_->PutInterceptorRecord(sandbox, std::move(bytes));
 }
 
 absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox) const {

@@ -37,7 +37,7 @@ class InterceptorRecords {
   // `store` (not owned) must outlive this.
   explicit InterceptorRecords(store::InterceptorRecordStore* store) : store_(store) {}
 
-  // Records `record` as the sandbox's, durably.
+  // Records `record` as the sandbox's, durably; nothing is written when the store already holds exactly it.
   absl::Status Put(const std::string& sandbox, const Record& record);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
   // record does not decode.

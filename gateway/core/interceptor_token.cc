@@ -111,6 +111,25 @@ absl::Status InterceptorTokenVerifier::Verify(absl::string_view authorization, i
     return InterceptorUnauthenticated("authorization", "not a Bearer token");
   }
   const std::string token(authorization.substr(kScheme.size()));
+  {
+    absl::MutexLock lock(&accepted_mu_);
+    if (auto it = accepted_.find(token); it != accepted_.end()) {
+      if (it->second + kExtensionTokenSkewSeconds <= now_unix) return InterceptorUnauthenticated("exp", "expired");
+      return absl::OkStatus();
+    }
+  }
+  int64_t exp = 0;
+  if (absl::Status verified = VerifyToken(token, now_unix, &exp); !verified.ok()) return verified;
+  absl::MutexLock lock(&accepted_mu_);
+  if (accepted_.size() >= kAcceptedTokens) {
+    absl::erase_if(accepted_, [&](const auto& kept) { return kept.second + kExtensionTokenSkewSeconds <= now_unix; });
+    if (accepted_.size() >= kAcceptedTokens) accepted_.clear();
+  }
+  accepted_.emplace(token, exp);
+  return absl::OkStatus();
+}
+
+absl::Status InterceptorTokenVerifier::VerifyToken(const std::string& token, int64_t now_unix, int64_t* exp_out) const {
   InterceptorJwt jwt;
   if (r_jwt_init(&jwt.jwt) != RHN_OK) return absl::InternalError("librhonabwy: cannot make a token");
   // No key from the token itself (jwk, jku, x5c, x5u) and no unsigned token.
@@ -153,6 +172,7 @@ absl::Status InterceptorTokenVerifier::Verify(absl::string_view authorization, i
   if (caller_kind == nullptr || std::string(caller_kind) != "gateway") {
     return InterceptorUnauthenticated("caller_kind", "must be gateway");
   }
+  *exp_out = exp;
   return absl::OkStatus();
 }
 

@@ -9,7 +9,11 @@
 //   equal to the audience (an array is refused); exp a positive integer not before now - skew;
 //   caller_kind = "gateway". A repeated jti is never refused (the OpenShell gateway reuses its token).
 //
-// Immutable after Load; Verify is thread-safe (each call parses its own token; the keys are only read).
+// Accepted tokens are kept (at most kAcceptedTokens, each with its exp): every step but exp is a pure
+// function of the token's bytes and of the keys and options, which are immutable after Load, so a token
+// that passed them once passes them again, and only its exp is checked again against now. The OpenShell
+// gateway reuses one token for every call (README §2 "Reuse"), so a call costs a lookup, not a JWS parse and
+// a signature verification. A refused token is never kept. Verify is thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -17,9 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace osh::gateway {
 
@@ -54,10 +60,16 @@ class InterceptorTokenVerifier {
   struct Keys;  // librhonabwy's key set (a jwks_t), owned
   InterceptorTokenVerifier(std::unique_ptr<Keys> keys, bool pem, Options options, std::string summary);
 
+  // Every step of the checklist on `token`; OK with its exp in `exp`.
+  absl::Status VerifyToken(const std::string& token, int64_t now_unix, int64_t* exp) const;
+
   std::unique_ptr<Keys> keys_;
   const bool pem_;  // one key, no kid
   const Options options_;
   const std::string summary_;
+  static constexpr size_t kAcceptedTokens = 64;
+  mutable absl::Mutex accepted_mu_;
+  mutable absl::flat_hash_map<std::string, int64_t> accepted_ ABSL_GUARDED_BY(accepted_mu_);  // token -> exp
 };
 
 }  // namespace osh::gateway

@@ -30,8 +30,11 @@ std::shared_ptr<const trust::TrustStore> ProjectionGate::trust() const {
 }
 
 void ProjectionGate::SetTrust(std::shared_ptr<const trust::TrustStore> trust) {
-  absl::MutexLock lock(&trust_mu_);
-  trust_ = std::move(trust);
+  {
+    absl::MutexLock lock(&trust_mu_);
+    trust_ = std::move(trust);
+  }
+  ceiling_.TrustChanged();  // no verdict taken under the old trust store is reused
 }
 
 store::Verification ProjectionGate::VerificationWith(const trust::TrustStore* trust) {

@@ -43,7 +43,8 @@ class ProjectionGate final : public ServingChecks, private store::CeilingListene
                  AuditRecorder* audit, std::shared_ptr<const trust::TrustStore> trust);
   ~ProjectionGate() override;
 
-  // The trust store in force (null: no verification), and its replacement after a reload.
+  // The trust store in force (null: no verification), and its replacement after a reload (which also
+  // starts a new epoch of the ceiling's kept verdicts: CeilingGuard::TrustChanged).
   std::shared_ptr<const trust::TrustStore> trust() const;
   void SetTrust(std::shared_ptr<const trust::TrustStore> trust);
   // kVerified with a trust store in force, kNone without.

@@ -1,5 +1,8 @@
 #include "gateway/core/provider_catalogue.h"
 
+#include <algorithm>
+#include <limits>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -33,6 +36,26 @@ std::string GovernanceSigningInput(const std::string& kid, const std::string& cl
 absl::Status ProfileUnverified(const std::string& id, absl::string_view why) {
   return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_unverified",
                          absl::StrCat("provider profile '", id, "': ", why));
+}
+
+// The span of time around `now` in which no key of `trust` enters or leaves its window: a key is in its
+// window at t when not_before <= t <= not_after, so its state changes at not_before and at not_after + 1.
+// [from, until): every signature verdict taken at `now` holds for any time inside it.
+std::pair<int64_t, int64_t> ProfileKeyWindowSpan(const trust::TrustStore* trust, int64_t now) {
+  int64_t from = std::numeric_limits<int64_t>::min(), until = std::numeric_limits<int64_t>::max();
+  if (trust == nullptr) return {from, until};
+  auto bound = [&](int64_t change) {
+    if (change <= now) {
+      from = std::max(from, change);
+    } else {
+      until = std::min(until, change);
+    }
+  };
+  for (const trust::TrustedKey& key : trust->keys()) {
+    if (key.not_before_unix) bound(*key.not_before_unix);
+    if (key.not_after_unix && *key.not_after_unix < std::numeric_limits<int64_t>::max()) bound(*key.not_after_unix + 1);
+  }
+  return {from, until};
 }
 
 }  // namespace
@@ -105,7 +128,7 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   const std::string bytes = profile.SerializeAsString();
   if (trust != nullptr) {
     // Never store what would not be served: the signature must verify against the trust store now.
-    auto verified = Verified({profile.id(), bytes}, trust.get());
+    auto verified = Verified({profile.id(), bytes}, trust.get(), clock_->NowUnix());
     if (!verified.ok()) {
       return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_signature_untrusted",
                              absl::StrCat("the signing key (kid ", entry.kid,
@@ -118,7 +141,9 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   event.reason = absl::StrCat("provider profile ", profile.id(), " set");
   event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
   if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
-  if (absl::Status put = store_->PutProviderProfile(profile.id(), bytes, std::move(event)); !put.ok()) return put;
+  absl::Status put = store_->PutProviderProfile(profile.id(), bytes, std::move(event));
+  Forget();  // committed or not (an error may follow a commit): read again
+  if (!put.ok()) return put;
   entry.profile = std::move(profile);
   return entry;
 }
@@ -129,6 +154,7 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
   event.reason = absl::StrCat("provider profile ", id, " deleted");
   event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
   absl::Status deleted = store_->DeleteProviderProfile(id, std::move(event));
+  Forget();
   if (deleted.code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
   }
@@ -136,7 +162,7 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
 }
 
 absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verified(
-    const store::ProviderProfileRow& row, const trust::TrustStore* trust) const {
+    const store::ProviderProfileRow& row, const trust::TrustStore* trust, int64_t now) const {
   Entry entry;
   if (!entry.profile.ParseFromString(row.profile) || entry.profile.id() != row.id) {
     return absl::DataLossError(absl::StrCat("provider profile '", row.id, "': the stored profile does not decode"));
@@ -164,7 +190,6 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verifi
   if (!absl::WebSafeBase64Unescape(absl::string_view(token->second).substr(input.size() + 1), &signature)) {
     return ProfileUnverified(row.id, "its signature is not base64url");
   }
-  const int64_t now = clock_->NowUnix();
   for (const trust::TrustedKey& key : trust->keys()) {
     if (key.revoked || key.public_key.algorithm() != trust::kEd25519 || GovernanceKid(key.public_key) != entry.kid) {
       continue;
@@ -178,48 +203,117 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verifi
                                                 " (not revoked, valid now) verifies its signature"));
 }
 
+void ProviderProfileCatalogue::Forget() {
+  absl::MutexLock lock(&cache_mu_);
+  kept_.reset();
+}
+
+ProviderProfileCatalogue::CacheStats ProviderProfileCatalogue::cache_stats() const {
+  absl::MutexLock lock(&cache_mu_);
+  return stats_;
+}
+
+bool ProviderProfileCatalogue::Fresh(const Kept& kept, uint64_t generation, const trust::TrustStore* trust,
+                                     int64_t now_unix) {
+  return kept.generation == generation && kept.trust.get() == trust && now_unix >= kept.valid_from &&
+         now_unix < kept.valid_until;
+}
+
+absl::StatusOr<std::shared_ptr<const ProviderProfileCatalogue::Kept>> ProviderProfileCatalogue::Current() const {
+  // The trust store and the generation are read before the rows (Build): what is read after them holds at
+  // least their changes, so what is kept under them is never older than they say.
+  std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
+  auto generation = store_->ProviderProfileGeneration();
+  if (!generation.ok()) return generation.status();
+  const int64_t now = clock_->NowUnix();
+  {
+    absl::MutexLock lock(&cache_mu_);
+    if (kept_ != nullptr && Fresh(*kept_, *generation, trust.get(), now)) {
+      ++stats_.hits;
+      return kept_;
+    }
+  }
+  absl::MutexLock rebuild(&rebuild_mu_);
+  {
+    absl::MutexLock lock(&cache_mu_);  // another caller may have rebuilt it meanwhile
+    if (kept_ != nullptr && Fresh(*kept_, *generation, trust.get(), now)) {
+      ++stats_.hits;
+      return kept_;
+    }
+  }
+  auto built = Build(*generation, std::move(trust), now);
+  if (!built.ok()) return built.status();
+  absl::MutexLock lock(&cache_mu_);
+  ++stats_.rebuilds;
+  kept_ = *built;
+  return *built;
+}
+
+absl::StatusOr<std::shared_ptr<const ProviderProfileCatalogue::Kept>> ProviderProfileCatalogue::Build(
+    uint64_t generation, std::shared_ptr<const trust::TrustStore> trust, int64_t now_unix) const {
+  auto rows = store_->ListProviderProfiles();
+  if (!rows.ok()) return rows.status();
+  auto kept = std::make_shared<Kept>();
+  kept->generation = generation;
+  std::tie(kept->valid_from, kept->valid_until) = ProfileKeyWindowSpan(trust.get(), now_unix);
+  kept->entries.reserve(rows->size());
+  std::vector<os_v1::ProviderProfile> profiles;
+  profiles.reserve(rows->size());
+  openshell::gateway_interceptor::v1::ProviderProfileSnapshot snapshot;
+  absl::Status first_failure;
+  for (const auto& row : *rows) {
+    absl::StatusOr<Entry> entry = Verified(row, trust.get(), now_unix);
+    if (entry.ok()) {
+      *snapshot.add_profiles() = entry->profile;
+      profiles.push_back(entry->profile);
+    } else if (first_failure.ok()) {
+      first_failure = entry.status();
+    }
+    kept->index.emplace(row.id, kept->entries.size());
+    kept->entries.emplace_back(row.id, std::move(entry));
+  }
+  if (!first_failure.ok()) {
+    kept->snapshot = first_failure;
+  } else if (auto revision = GovernanceSnapshotHash(std::move(profiles)); !revision.ok()) {
+    kept->snapshot = revision.status();
+  } else {
+    snapshot.set_revision(*revision);
+    kept->snapshot = std::move(snapshot);
+  }
+  kept->trust = std::move(trust);
+  return std::shared_ptr<const Kept>(std::move(kept));
+}
+
 absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Get(const std::string& id) const {
-  auto stored = store_->GetProviderProfile(id);
-  if (!stored.ok()) return stored.status();
-  if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
-  const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
-  return Verified({id, **stored}, trust.get());
+  auto kept = Current();
+  if (!kept.ok()) return kept.status();
+  const auto it = (*kept)->index.find(id);
+  if (it == (*kept)->index.end()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
+  return (*kept)->entries[it->second].second;
 }
 
 absl::StatusOr<std::vector<ProviderProfileCatalogue::Entry>> ProviderProfileCatalogue::List() const {
-  auto rows = store_->ListProviderProfiles();
-  if (!rows.ok()) return rows.status();
-  const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
+  auto kept = Current();
+  if (!kept.ok()) return kept.status();
   std::vector<Entry> out;
-  out.reserve(rows->size());
-  for (const auto& row : *rows) {
-    auto entry = Verified(row, trust.get());
+  out.reserve((*kept)->entries.size());
+  for (const auto& [id, entry] : (*kept)->entries) {
     if (!entry.ok()) return entry.status();
-    out.push_back(*std::move(entry));
+    out.push_back(*entry);
   }
   return out;
 }
 
 absl::StatusOr<openshell::gateway_interceptor::v1::ProviderProfileSnapshot> ProviderProfileCatalogue::Snapshot() const {
-  auto entries = List();
-  if (!entries.ok()) return entries.status();
-  openshell::gateway_interceptor::v1::ProviderProfileSnapshot snapshot;
-  std::vector<os_v1::ProviderProfile> profiles;
-  profiles.reserve(entries->size());
-  for (auto& entry : *entries) {
-    *snapshot.add_profiles() = entry.profile;
-    profiles.push_back(std::move(entry.profile));
-  }
-  auto revision = GovernanceSnapshotHash(std::move(profiles));
-  if (!revision.ok()) return revision.status();
-  snapshot.set_revision(*revision);
-  return snapshot;
+  auto kept = Current();
+  if (!kept.ok()) return kept.status();
+  return (*kept)->snapshot;
 }
 
 absl::StatusOr<size_t> ProviderProfileCatalogue::Count() const {
-  auto rows = store_->ListProviderProfiles();
-  if (!rows.ok()) return rows.status();
-  return rows->size();
+  auto kept = Current();
+  if (!kept.ok()) return kept.status();
+  return (*kept)->entries.size();
 }
 
 }  // namespace osh::gateway

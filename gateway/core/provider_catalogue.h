@@ -15,16 +15,26 @@
 // row, a key revoked since) is never served or composed (profile_unverified). Without a trust store,
 // profiles are served as stored.
 //
-// Nothing is cached: every read goes to the store, so every replica on a shared database serves the same
-// catalogue as soon as a change is committed. Thread-safe; the store must outlive the catalogue.
+// Kept, never stale: the catalogue is read from the store and verified once, then kept (its entries, their
+// verdicts and the snapshot with its revision) for as long as nothing a verdict depends on changes. Every
+// read first reads the store's catalogue generation (store::ProviderProfileStore::
+// ProviderProfileGeneration, one small row, stepped in the transaction of every change by any process on
+// the database) and the trust store in force, and uses what is kept only when both are the ones it was
+// verified under and the time is still inside every trust-store key's window boundary it was verified
+// between; otherwise it reads and verifies again. So a change committed here or by another replica on a
+// shared database is served by the next read after its commit, and a trust store reloaded (a key revoked,
+// a window changed) re-verifies every profile before one is served again. Set and Delete also drop what
+// is kept at once. Thread-safe; the store must outlive the catalogue.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
@@ -80,15 +90,49 @@ class ProviderProfileCatalogue {
   // How many profiles are stored.
   absl::StatusOr<size_t> Count() const;
 
+  // How often a read was served from the kept catalogue, and how often it was read and verified again.
+  struct CacheStats {
+    uint64_t hits = 0;
+    uint64_t rebuilds = 0;
+  };
+  CacheStats cache_stats() const;
+
  private:
-  // Decodes a stored profile and, with a trust store, checks its signature.
-  absl::StatusOr<Entry> Verified(const store::ProviderProfileRow& row, const trust::TrustStore* trust) const;
+  // The catalogue as read at one generation and verified under one trust store, over one span of time.
+  struct Kept {
+    uint64_t generation = 0;
+    // Held, so that no later trust store can be allocated at the same address while this is kept.
+    std::shared_ptr<const trust::TrustStore> trust;
+    // The verdicts hold for now_unix in [valid_from, valid_until): no trust-store key's window starts or
+    // ends inside it.
+    int64_t valid_from = 0;
+    int64_t valid_until = 0;
+    std::vector<std::pair<std::string, absl::StatusOr<Entry>>> entries;  // in the store's order (by id)
+    absl::flat_hash_map<std::string, size_t> index;                      // id -> position in entries
+    absl::StatusOr<openshell::gateway_interceptor::v1::ProviderProfileSnapshot> snapshot =
+        absl::UnknownError("unset");
+  };
+
+  // Decodes a stored profile and, with a trust store, checks its signature at `now_unix`.
+  absl::StatusOr<Entry> Verified(const store::ProviderProfileRow& row, const trust::TrustStore* trust,
+                                 int64_t now_unix) const;
+  // The kept catalogue if it is still current (generation, trust store, time), else read and verified again.
+  absl::StatusOr<std::shared_ptr<const Kept>> Current() const;
+  absl::StatusOr<std::shared_ptr<const Kept>> Build(uint64_t generation, std::shared_ptr<const trust::TrustStore> trust,
+                                                    int64_t now_unix) const;
+  static bool Fresh(const Kept& kept, uint64_t generation, const trust::TrustStore* trust, int64_t now_unix);
+  void Forget();
 
   store::ProviderProfileStore* const store_;
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
   const store::Clock* const clock_;
   mutable absl::Mutex key_mu_;
   std::optional<trust::PrivateKey> key_ ABSL_GUARDED_BY(key_mu_);
+  // One rebuild at a time (the others wait for it and use what it kept); taken before cache_mu_.
+  mutable absl::Mutex rebuild_mu_ ABSL_ACQUIRED_BEFORE(cache_mu_);
+  mutable absl::Mutex cache_mu_;
+  mutable std::shared_ptr<const Kept> kept_ ABSL_GUARDED_BY(cache_mu_);
+  mutable CacheStats stats_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace osh::gateway
