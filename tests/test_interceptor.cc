@@ -381,13 +381,13 @@ class InterceptorGateway {
     return Evaluate(method, validate, FromProtoJson(json));
   }
   icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload,
-                                   const std::string& subject = "alice@example.com") {
+                                   const std::string& subject = "alice@example.com", const std::string& kind = "user") {
     icv1::InterceptorEvaluation evaluation;
     evaluation.set_interceptor_name("policy-gateway");
     evaluation.set_binding_id("pg-test");
     evaluation.set_service("openshell.v1.OpenShell");
     evaluation.set_method(method);
-    (*evaluation.mutable_principal())["kind"] = "user";
+    (*evaluation.mutable_principal())["kind"] = kind;
     (*evaluation.mutable_principal())["subject"] = subject;
     (*evaluation.mutable_principal())["provider"] = "oidc";
     if (validate) {
@@ -1972,6 +1972,35 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
             "already_admitted: ");
   CheckDeny(g.Evaluate("CreateSandbox", false, FromProtoJson(R"({"spec": {"policy": {"version": 1.0}}})")),
             "PERMISSION_DENIED", "invalid_request: admit mode admits the sandbox under its name");
+  // Only a user with a subject creates an admitted sandbox, in the default workspace; validate holds the
+  // request to the admitted context.
+  CheckDeny(g.Evaluate("CreateSandbox", false, create, "build-7", "sandbox"), "PERMISSION_DENIED",
+            "invalid_request: admit mode admits a sandbox a user creates; the principal is of kind 'sandbox'");
+  CheckDeny(g.Evaluate("CreateSandbox", false, create, ""), "PERMISSION_DENIED",
+            "invalid_request: admit mode admits the sandbox for its user: the principal names no subject");
+  {
+    Struct elsewhere = create;
+    (*elsewhere.mutable_fields())["workspace"].set_string_value("team-b");
+    CheckDeny(g.Evaluate("CreateSandbox", false, elsewhere), "PERMISSION_DENIED",
+              "invalid_request: admit mode serves the default workspace only");
+    CheckDeny(g.Evaluate("CreateSandbox", true, patched, "mallory@example.com"), "PERMISSION_DENIED",
+              "policy_not_admitted: sandbox 'build-7' was admitted for another user subject or other labels");
+  }
+  // A request with annotations of its own gets one add per key (RFC 6901 escaping of the '/').
+  {
+    const Struct annotated = FromProtoJson(absl::StrCat(R"({"spec": {"policy": )", kBasePolicyJson,
+                                                        R"(}, "name": "build-8", "annotations": {"owner": "ci"}})"));
+    const auto added = g.Evaluate("CreateSandbox", false, annotated);
+    REQUIRE(added.allowed());
+    REQUIRE(added.patches_size() == 5);
+    CHECK(added.patches(1).op() == "add");
+    CHECK(added.patches(1).path() == "/annotations/policy-gateway~1policy-digest");
+    const Struct applied = ApplyPatches(annotated, added.patches());
+    const auto& kept = applied.fields().at("annotations").struct_value().fields();
+    CHECK(kept.at("owner").string_value() == "ci");
+    CHECK(kept.count("policy-gateway/decision-id") == 1);
+    CHECK(g.Evaluate("CreateSandbox", true, applied).allowed());
+  }
 
   // The driver does not permit mutation: every policy write but the admitted body itself is refused.
   const std::string admitted_json = [&] {
@@ -1993,6 +2022,13 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
   CheckDeny(g.Evaluate("UpdateConfig", false,
                        R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
             "PERMISSION_DENIED", "mutation_not_permitted: ");
+  CheckDeny(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c-1"})"), "PERMISSION_DENIED",
+            "mutation_not_permitted: ");
+  // Only this gateway writes the policy-gateway/* annotations: the admitted body with a forged digest is refused.
+  CheckDeny(g.Evaluate("UpdateConfig", true,
+                       absl::StrCat(R"({"name": "build-7", "policy": )", admitted_json,
+                                    R"(, "annotations": {"policy-gateway/policy-digest": "00"}})")),
+            "PERMISSION_DENIED", "policy_not_admitted: annotation policy-gateway/policy-digest = '00'");
   // Settings are not policy writes.
   CHECK(g.Evaluate("UpdateConfig", true, R"({"name": "build-7", "settingKey": "log_level", "settingValue": {"stringValue": "debug"}})")
             .allowed());

@@ -1,6 +1,7 @@
 #include "gateway/core/interceptor_admission.h"
 
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/sandbox_registry.h"
 
 namespace osh::gateway {
 
@@ -19,14 +20,21 @@ absl::StatusOr<InterceptorAdmission::Admitted> CoreInterceptorAdmission::Admit(
 
 absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdmission::Current(
     const std::string& sandbox_id) const {
-  auto info = core_->GetSandbox(sandbox_id, /*include_policy=*/true);
+  // The serving rule first: what is not served to the sandbox is not what admit mode patches or pushes.
+  auto served = registry_->Lookup(sandbox_id, core_->clock().NowUnix());
+  if (served.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
+  if (!served.ok()) return served.status();
+  auto info = core_->GetSandbox(sandbox_id);
   if (info.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
   if (!info.ok()) return info.status();
   Admitted out;
+  if (!out.policy.ParseFromString(served->envelope->body())) {
+    return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
+  }
   out.context = std::move(*info->mutable_context());
-  out.policy = std::move(*info->mutable_policy());
-  out.digest = info->policy_digest();
-  out.version = info->policy_version();
+  const auto header = served->envelope->Header();  // digest and version of the very body served
+  out.digest = header.policy_digest();
+  out.version = header.policy_version();
   out.key_ids.assign(info->signing_key_ids().begin(), info->signing_key_ids().end());
   return out;
 }

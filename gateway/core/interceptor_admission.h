@@ -19,6 +19,7 @@
 namespace osh::gateway {
 
 class GatewayCore;
+class SandboxRegistry;
 
 class InterceptorAdmission {
  public:
@@ -37,7 +38,9 @@ class InterceptorAdmission {
   // persistence). The gateway's refusal ("reason_code: detail") otherwise; ALREADY_EXISTS when the
   // sandbox id is admitted already.
   virtual absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) = 0;
-  // The projection `sandbox_id` is served now; nullopt when it is not admitted.
+  // The projection `sandbox_id` is served now, by the registry's serving rule: nullopt when it is not
+  // admitted or its stored envelope does not verify; FAILED_PRECONDITION ("key_revoked: ...",
+  // "expired: ...") when it may not be served now.
   virtual absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const = 0;
   // Deletes the admission of `sandbox_id` (its handle released, audited). OK when there was none.
   virtual absl::Status Withdraw(const std::string& sandbox_id) = 0;
@@ -55,7 +58,8 @@ class InterceptorAdmission {
 // The Policy subsystem of `core` (not owned; must outlive it).
 class CoreInterceptorAdmission final : public InterceptorAdmission {
  public:
-  explicit CoreInterceptorAdmission(GatewayCore* core) : core_(core) {}
+  // `core` and `registry` (the core's) are not owned and must outlive this.
+  CoreInterceptorAdmission(GatewayCore* core, SandboxRegistry* registry) : core_(core), registry_(registry) {}
   absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) override;
   absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const override;
   absl::Status Withdraw(const std::string& sandbox_id) override;
@@ -66,6 +70,7 @@ class CoreInterceptorAdmission final : public InterceptorAdmission {
 
  private:
   GatewayCore* const core_;
+  SandboxRegistry* const registry_;
 };
 
 }  // namespace osh::gateway

@@ -229,7 +229,8 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
       return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
                        "admit mode admits the sandbox under its name: send CreateSandbox with name");
     }
-    return validate ? ValidateAdmittedSandbox(request, out) : AdmitCreateSandbox(evaluation, payload, request, out);
+    return validate ? ValidateAdmittedSandbox(evaluation, request, out)
+                    : AdmitCreateSandbox(evaluation, payload, request, out);
   }
   if (!request.spec().has_policy()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
@@ -253,7 +254,13 @@ namespace {
 template <typename Outcome>
 void InterceptorDenyAdmission(const absl::Status& status, Outcome* out) {
   std::string reason = common::ReasonOf(status);
-  if (reason.empty()) reason = "admission_failed";
+  if (reason.empty()) {
+    // Not a refusal of the Policy subsystem (a storage or driver error): its text stays in the log.
+    LogError(absl::StrCat("interceptor: admission failed: ", absl::StatusCodeToString(status.code()), ": ",
+                          status.message()));
+    return out->Deny(absl::StatusCode::kFailedPrecondition, "admission_failed",
+                     "the admission could not be completed (the gateway's log says why); try again");
+  }
   const bool unknown_state = status.code() == absl::StatusCode::kUnavailable ||
                              status.code() == absl::StatusCode::kDeadlineExceeded ||
                              status.code() == absl::StatusCode::kAborted ||
@@ -297,18 +304,52 @@ const google::protobuf::Value* InterceptorField(const google::protobuf::Struct& 
 
 }  // namespace
 
+namespace {
+
+// Admit mode's context of a CreateSandbox (sandbox_id = name, user_subject = the principal's subject,
+// attributes = labels), or false with the deny set when the request cannot be admitted under one: only a
+// user creates a sandbox, with a subject, in the default workspace (the name alone is the sandbox id, and
+// the push addresses the default workspace).
+template <typename Outcome>
+bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evaluation,
+                             const os_v1::CreateSandboxRequest& request, driver_v1::RuntimeContext* context,
+                             Outcome* out) {
+  const std::string kind = InterceptorPrincipal(evaluation, "kind");
+  const std::string subject = InterceptorPrincipal(evaluation, "subject");
+  if (kind != "user") {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat("admit mode admits a sandbox a user creates; the principal is of kind '", kind, "'"));
+    return false;
+  }
+  if (subject.empty()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              "admit mode admits the sandbox for its user: the principal names no subject");
+    return false;
+  }
+  if (!request.workspace().empty() && request.workspace() != "default") {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat("admit mode serves the default workspace only (the sandbox name is this gateway's sandbox "
+                           "id); the request names workspace '", request.workspace(), "'"));
+    return false;
+  }
+  context->set_sandbox_id(request.name());
+  context->set_user_subject(subject);
+  context->mutable_attributes()->insert(request.labels().begin(), request.labels().end());
+  return true;
+}
+
+}  // namespace
+
 void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                               const google::protobuf::Struct& payload,
                                               const os_v1::CreateSandboxRequest& request, Outcome* out) {
+  driver_v1::RuntimeContext context;
+  if (!InterceptorAdmitContext(evaluation, request, &context, out)) return;
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   // An unknown provider is refused before anything is admitted.
   std::vector<ProviderProfileCatalogue::Entry> ignored;
   if (!ResolveProviders(providers, &ignored, out)) return;
 
-  driver_v1::RuntimeContext context;
-  context.set_sandbox_id(request.name());
-  context.set_user_subject(InterceptorPrincipal(evaluation, "subject"));
-  context.mutable_attributes()->insert(request.labels().begin(), request.labels().end());
   bool fresh = true;
   auto admitted = options_.admission->Admit(context);
   if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
@@ -371,7 +412,10 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   }
 }
 
-void InterceptorEvaluator::ValidateAdmittedSandbox(const os_v1::CreateSandboxRequest& request, Outcome* out) {
+void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                                   const os_v1::CreateSandboxRequest& request, Outcome* out) {
+  driver_v1::RuntimeContext context;
+  if (!InterceptorAdmitContext(evaluation, request, &context, out)) return;
   auto current = options_.admission->Current(request.name());
   if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
   if (!current->has_value()) {
@@ -381,6 +425,13 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const os_v1::CreateSandboxReq
                                   "phase (bind that phase to this interceptor)"));
   }
   const InterceptorAdmission::Admitted& admitted = **current;
+  // The request that reaches validate is the one admitted: the same user and labels (a later interceptor,
+  // or a binding without our modify phase, cannot borrow another sandbox's admission).
+  if (!google::protobuf::util::MessageDifferencer::Equals(admitted.context, context)) {
+    return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
+                     absl::StrCat("sandbox '", request.name(),
+                                  "' was admitted for another user subject or other labels than this request's"));
+  }
   if (!request.spec().has_policy() ||
       !google::protobuf::util::MessageDifferencer::Equals(request.spec().policy(), admitted.policy)) {
     return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
@@ -406,7 +457,9 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const os_v1::CreateSandboxReq
 }
 
 bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out) const {
-  if (options_.admission == nullptr || options_.admission->permits_mutation()) return true;
+  if (options_.admission == nullptr) return true;
+  if (!AdmitModeAnnotationsHold(request, out)) return false;
+  if (options_.admission->permits_mutation()) return true;
   if (!request.global() && request.has_policy() && request.merge_operations_size() == 0) {
     // The push of a changed projection (or a write of the body already served) is what the driver said.
     auto current = options_.admission->Current(request.name());
@@ -424,6 +477,41 @@ bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest
                          " comes from this gateway's Policy subsystem, whose driver does not permit mutation: change "
                          "it where the driver takes its policies from; the change is then pushed here"));
   return false;
+}
+
+bool InterceptorEvaluator::AdmitModeAnnotationsHold(const os_v1::UpdateConfigRequest& request, Outcome* out) const {
+  bool any = false;
+  for (const auto& [key, value] : request.annotations()) any = any || absl::StartsWith(key, "policy-gateway/");
+  if (!any) return true;
+  // The policy-gateway/* annotations tie a sandbox to its admitted projection: only that projection's
+  // own (the push) may be written.
+  std::optional<InterceptorAdmission::Admitted> admitted;
+  if (!request.global()) {
+    auto current = options_.admission->Current(request.name());
+    if (!current.ok()) {
+      InterceptorDenyAdmission(current.status(), out);
+      return false;
+    }
+    admitted = *std::move(current);
+  }
+  for (const auto& [key, value] : request.annotations()) {
+    if (!absl::StartsWith(key, "policy-gateway/") || key == kAnnotationDecisionId) continue;
+    bool holds = false;
+    if (admitted.has_value()) {
+      for (const auto& [own_key, own_value] : InterceptorAdmittedAnnotations(*admitted, "")) {
+        if (own_key == key) holds = own_value == value;
+      }
+    }
+    if (!holds) {
+      out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
+                absl::StrCat("annotation ", key, " = '", value, "' does not name the projection admitted for ",
+                             request.global() ? std::string("the global policy")
+                                              : absl::StrCat("sandbox '", request.name(), "'"),
+                             ": only this gateway writes policy-gateway/* annotations"));
+      return false;
+    }
+  }
+  return true;
 }
 
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
@@ -569,6 +657,13 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::UndoDraftChunkRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     out->sandbox = request.name();
+    if (options_.admission != nullptr && !options_.admission->permits_mutation()) {
+      // The policy is the Policy subsystem's; an undo would change it (and forget what was pushed).
+      return out->Deny(absl::StatusCode::kPermissionDenied, "mutation_not_permitted",
+                       absl::StrCat("the policy of sandbox '", request.name(),
+                                    "' comes from this gateway's Policy subsystem, whose driver does not permit "
+                                    "mutation: a draft chunk cannot be undone into it"));
+    }
     if (validate) {
       if (absl::Status forgotten = records_.Forget(request.name()); !forgotten.ok()) {
         out->RecordFailed(request.name(), "removed", forgotten);

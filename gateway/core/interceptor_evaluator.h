@@ -6,19 +6,23 @@
 // containment), or refused. `admit` mode (Options::admission set) differs where the policy comes from:
 //   CreateSandbox modify   admits the sandbox through this gateway's Policy subsystem exactly as
 //                          AdmitSandbox does (sandbox_id = the request's name, user_subject = the
-//                          principal's subject, attributes = its labels), checks the composed candidate
+//                          principal's subject, attributes = its labels; only a user principal with a
+//                          subject, in the default workspace), checks the composed candidate
 //                          (admitted body + provider layers; a refused one withdraws the admission), and
 //                          patches /spec/policy with the admitted body and /annotations with
 //                          policy-gateway/{policy-digest,policy-version,key-ids,decision-id}; a retried
 //                          create of a sandbox admitted with the same context reuses its admission, another
 //                          context is refused (already_admitted);
-//   CreateSandbox validate spec.policy must be exactly the body the sandbox is served now and the
-//                          annotations must name it (policy_not_admitted otherwise; unknown_sandbox when it
-//                          was not admitted here), then the composed candidate is checked and recorded;
+//   CreateSandbox validate the same context as admitted, spec.policy exactly the body the sandbox is served
+//                          now (by the registry's serving rule) and the annotations naming it
+//                          (policy_not_admitted otherwise; unknown_sandbox when it was not admitted here or
+//                          is not served), then the composed candidate is checked and recorded;
 //   UpdateConfig           a full policy equal to the sandbox's admitted body (the push of a changed
 //                          projection, OpenShellPush) is checked as in ceiling mode; any other policy
 //                          write (full, merged, global) is refused with mutation_not_permitted unless the
-//                          driver permits mutation, and then checked as in ceiling mode.
+//                          driver permits mutation, and then checked as in ceiling mode; policy-gateway/*
+//                          annotations must name the sandbox's admitted projection (policy_not_admitted);
+//   UndoDraftChunk         mutation_not_permitted unless the driver permits mutation.
 // The other RPCs are decided alike in both modes. The candidate is always the whole composed policy: the sandbox's own policy
 // plus one `_provider_<name>` layer per provider, from this gateway's profile catalogue
 // (ProviderProfileCatalogue; README §7 "Composition", policy::ComposeProviderLayers), where a provider
@@ -116,7 +120,11 @@ class InterceptorEvaluator {
   void AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                           const google::protobuf::Struct& payload, const openshell::v1::CreateSandboxRequest& request,
                           Outcome* out);
-  void ValidateAdmittedSandbox(const openshell::v1::CreateSandboxRequest& request, Outcome* out);
+  void ValidateAdmittedSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
+                               const openshell::v1::CreateSandboxRequest& request, Outcome* out);
+  // Admit mode: policy-gateway/* annotations on an UpdateConfig must name the sandbox's admitted projection
+  // (false with the deny set: policy_not_admitted).
+  bool AdmitModeAnnotationsHold(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;
   // Admit mode: whether a policy write through UpdateConfig may go on to the ceiling-mode checks (the
   // driver permits mutation, or `policy` is the sandbox's admitted body); false with the deny set.
   bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;

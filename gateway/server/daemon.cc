@@ -497,7 +497,7 @@ int Daemon::Serve() {
       interceptor_options.tls = interceptor_tls_.get();
     }
     if (config_.interceptor_mode == "admit") {
-      interceptor_admission_ = std::make_unique<CoreInterceptorAdmission>(core_.get());
+      interceptor_admission_ = std::make_unique<CoreInterceptorAdmission>(core_.get(), &registry_);
       interceptor_options.admission = interceptor_admission_.get();
     }
     auto interceptor = InterceptorListener::Start(config_, &core_->gate().ceiling(), &store_->audit(),
@@ -529,6 +529,7 @@ int Daemon::Serve() {
       openshell_push_ = *std::move(push);
       openshell_push_status_.store(openshell_push_.get());
       registry_.SetProjectionObserver([push = openshell_push_.get()](const std::string& id) { push->Notify(id); });
+      openshell_push_->CatchUp();  // after the observer: no change falls between the two
       LogInfo(absl::StrCat("interceptor: changed projections are pushed to the OpenShell gateway at ",
                            config_.interceptor_openshell_endpoint));
     }

@@ -102,7 +102,9 @@ void OpenShellPush::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    for (auto& [id, call] : in_flight_) call->context.TryCancel();
+    for (auto& [id, call] : in_flight_) {
+      if (call != nullptr) call->context.TryCancel();  // null: being prepared on the thread, which sees stopping_
+    }
     wake_.SignalAll();
   }
   if (thread_.joinable()) thread_.join();
@@ -127,18 +129,17 @@ OpenShellPush::Counts OpenShellPush::counts() const {
   return out;
 }
 
+void OpenShellPush::CatchUp() {
+  absl::MutexLock lock(&mu_);
+  catch_up_due_ = std::chrono::steady_clock::now();
+  wake_.Signal();
+}
+
 void OpenShellPush::Run() {
-  // Catch-up: a change committed before a restart, or whose push was lost, is pushed now.
-  if (auto ids = admission_->AdmittedIds(); ids.ok()) {
-    const auto now = std::chrono::steady_clock::now();
-    absl::MutexLock lock(&mu_);
-    for (const std::string& id : *ids) due_.try_emplace(id, now);
-  } else {
-    LogError(absl::StrCat("interceptor push: cannot list the admitted sandboxes to catch up: ", ids.status().message()));
-  }
   while (true) {
     std::vector<std::unique_ptr<Call>> finished;
     std::vector<std::string> ready;
+    bool catch_up = false;
     {
       absl::MutexLock lock(&mu_);
       while (true) {
@@ -146,10 +147,23 @@ void OpenShellPush::Run() {
         if (!done_.empty()) break;
         const auto now = std::chrono::steady_clock::now();
         auto next = std::chrono::steady_clock::time_point::max();
+        if (!stopping_ && catch_up_due_.has_value()) {
+          if (*catch_up_due_ <= now) {
+            catch_up = true;
+            catch_up_due_.reset();
+            break;
+          }
+          next = *catch_up_due_;
+        }
+        // At most max_in_flight calls at once (each re-enters this gateway's interceptor); one per sandbox.
         for (const auto& [id, when] : due_) {
-          if (stopping_) break;
-          if (when <= now) ready.push_back(id);
-          else next = std::min(next, when);
+          if (stopping_ || in_flight_.size() + ready.size() >= options_.max_in_flight) break;
+          if (in_flight_.count(id) > 0) continue;
+          if (when <= now) {
+            ready.push_back(id);
+          } else {
+            next = std::min(next, when);
+          }
         }
         if (!ready.empty()) break;
         if (next == std::chrono::steady_clock::time_point::max()) {
@@ -159,14 +173,44 @@ void OpenShellPush::Run() {
         }
       }
       finished.swap(done_);
-      for (const std::string& id : ready) due_.erase(id);
+      for (const std::string& id : ready) {
+        due_.erase(id);
+        in_flight_[id] = nullptr;  // taken: a Notify from now on marks it dirty, never sends it twice
+      }
     }
     for (auto& call : finished) Finish(std::move(call));
     for (const std::string& id : ready) Send(id);
+    if (catch_up) {
+      // A change committed before a restart, or whose push was lost or refused, is pushed now.
+      auto ids = admission_->AdmittedIds();
+      const auto now = std::chrono::steady_clock::now();
+      absl::MutexLock lock(&mu_);
+      if (ids.ok()) {
+        for (const std::string& id : *ids) due_.try_emplace(id, now);
+      } else {
+        LogError(absl::StrCat("interceptor push: cannot list the admitted sandboxes to catch up (tried again in 10 s): ",
+                              ids.status().message()));
+        catch_up_due_ = now + std::chrono::seconds(10);
+      }
+    }
   }
 }
 
+void OpenShellPush::Release(const std::string& sandbox_id) {
+  absl::MutexLock lock(&mu_);
+  in_flight_.erase(sandbox_id);
+  if (dirty_.erase(sandbox_id) > 0 && !stopping_) due_[sandbox_id] = std::chrono::steady_clock::now();
+}
+
 bool OpenShellPush::Send(const std::string& sandbox_id) {
+  if (!Prepare(sandbox_id)) {
+    Release(sandbox_id);
+    return false;
+  }
+  return true;
+}
+
+bool OpenShellPush::Prepare(const std::string& sandbox_id) {
   auto current = admission_->Current(sandbox_id);
   if (!current.ok()) {
     LogError(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": cannot read its projection: ",
@@ -209,7 +253,7 @@ bool OpenShellPush::Send(const std::string& sandbox_id) {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return false;
-    in_flight_[sandbox_id] = raw;
+    in_flight_[sandbox_id] = raw;  // Stop cancels it from now on
   }
   LogInfo(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": UpdateConfig with digest ", admitted.digest,
                        " version ", admitted.version));
@@ -253,6 +297,8 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
       ++counts_.refused;
       attempts_.erase(id);
       refused = true;
+      // A refusal may pass too (a token rotated, our own interceptor late): asked again, rarely.
+      if (!stopping_) due_[id] = now + options_.refusal_retry;
     }
   }
   if (options_.metrics != nullptr && (status.ok() || refused || retried)) {
@@ -268,9 +314,12 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   }
   // Our validate recorded the pushed body before upstream refused or failed to commit it: put back what
   // upstream holds, unless the record moved on meanwhile.
+  // Only the policy is put back: providers attached or detached meanwhile stay.
   if (auto now_recorded = records_.Get(id); now_recorded.ok() && now_recorded->has_value() &&
       google::protobuf::util::MessageDifferencer::Equals((*now_recorded)->policy, call->request.policy())) {
-    if (absl::Status put = records_.Put(id, call->before); !put.ok()) {
+    InterceptorRecords::Record restored = **std::move(now_recorded);
+    restored.policy = std::move(call->before.policy);
+    if (absl::Status put = records_.Put(id, restored); !put.ok()) {
       LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot put its record back: ", put.message()));
     }
   }

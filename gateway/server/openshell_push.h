@@ -11,13 +11,14 @@
 // The push's own validate records the new body before upstream commits it; when the call then fails,
 // the record is put back as it was (unless something else wrote it meanwhile), so a retry, the catch-up
 // at start and the next change still see the body as not pushed.
-// On start every admitted sandbox is looked at once (catch-up after a restart or a push lost to a crash).
+// At start every admitted sandbox is looked at once (CatchUp: after a restart, or a push lost to a crash).
 // A call that fails for a passing reason (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
 // INTERNAL, UNKNOWN) is tried again after 1 s, 2 s, 4 s ... at most max_backoff; a refusal (upstream takes
 // only additive filesystem changes and unchanged landlock and process on a live sandbox: INVALID_ARGUMENT;
 // or a deny of this gateway's own validate) is recorded as the sandbox's refresh error
-// ("openshell_push_refused: ...", drift refresh_failed; cleared by a later accepted push) and not retried
-// until its projection changes again or the gateway restarts.
+// ("openshell_push_refused: ...", drift refresh_failed; cleared by a later accepted push) and asked again
+// after refusal_retry (5 min), at once when its projection changes again. At most max_in_flight calls run
+// at once.
 //
 // Credentials: a bearer token read from `token_file` at each push (authorization metadata), and over
 // https a TLS channel (the CA in `ca`, or the system's roots) with an optional client certificate.
@@ -29,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <string>
@@ -59,10 +61,12 @@ class OpenShellPush {
     std::chrono::milliseconds timeout{5000};        // one UpdateConfig call
     std::chrono::milliseconds first_backoff{1000};  // the first retry of a passing failure, doubled each time
     std::chrono::milliseconds max_backoff{30000};
+    std::chrono::milliseconds refusal_retry{300000};  // a refused push is asked again after this
+    size_t max_in_flight = 8;  // calls at once: each re-enters this gateway's interceptor
     Metrics* metrics = nullptr;  // counts each finished call by outcome (may be null; must outlive the push)
   };
   // Reads the CA and client certificate files (INVALID_ARGUMENT naming the file), makes the channel
-  // (connected lazily) and starts the push's thread, which first looks at every admitted sandbox.
+  // (connected lazily) and starts the push's thread.
   static absl::StatusOr<std::unique_ptr<OpenShellPush>> Start(Options options, InterceptorAdmission* admission,
                                                              store::InterceptorRecordStore* records);
   // Cancels the calls in flight, waits for them and stops the thread; later Notify calls do nothing.
@@ -73,6 +77,9 @@ class OpenShellPush {
   // The projection served to `sandbox_id` changed: push it (soon, on the push's thread). Cheap and
   // non-blocking: may be called with other locks held (the registry's observer).
   void Notify(const std::string& sandbox_id);
+  // Looks at every admitted sandbox once (soon, on the push's thread; a listing that fails is tried again
+  // 10 s later): call it after the registry's observer is set, so no change falls between the two.
+  void CatchUp();
 
   struct Counts {
     uint64_t pushed = 0;    // calls the OpenShell gateway accepted
@@ -86,8 +93,12 @@ class OpenShellPush {
   struct Call;
   OpenShellPush(Options options, InterceptorAdmission* admission, store::InterceptorRecordStore* records);
   void Run();
-  // Prepares and sends the push of `sandbox_id` (no lock held); false when there is nothing to push.
+  // Prepares and sends the push of `sandbox_id` (taken by Run: in_flight_ holds its placeholder; no lock
+  // held); false when there is nothing to push (the placeholder is released).
   bool Send(const std::string& sandbox_id);
+  bool Prepare(const std::string& sandbox_id);
+  // Drops the placeholder of a sandbox Send did not push; a Notify meanwhile schedules it again.
+  void Release(const std::string& sandbox_id);
   // A call's result, on the push's thread.
   void Finish(std::unique_ptr<Call> call);
 
@@ -102,7 +113,9 @@ class OpenShellPush {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::chrono::steady_clock::time_point> due_ ABSL_GUARDED_BY(mu_);  // sandbox -> when
   std::map<std::string, int> attempts_ ABSL_GUARDED_BY(mu_);   // passing failures in a row, per sandbox
-  std::map<std::string, Call*> in_flight_ ABSL_GUARDED_BY(mu_);  // at most one call per sandbox
+  // At most one call per sandbox: null while Send prepares it (taken under the lock that took it from due_).
+  std::map<std::string, Call*> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::chrono::steady_clock::time_point> catch_up_due_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dirty_ ABSL_GUARDED_BY(mu_);            // notified while its call was in flight
   std::vector<std::unique_ptr<Call>> done_ ABSL_GUARDED_BY(mu_);  // finished calls, for the thread
   Counts counts_ ABSL_GUARDED_BY(mu_);
