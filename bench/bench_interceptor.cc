@@ -8,10 +8,17 @@
 //     layers composed from the catalogue) against the ceiling, one call at a time: --candidates distinct
 //     candidates each the first time, then each again (seen before); p50/p99 of each (targets: p99 <= 25
 //     ms first time, <= 2 ms seen before), beside the echo's Evaluate of the same payload.
+//  3. Admit mode (a second gateway, interceptor_mode admit, the builtin driver signing with its key):
+//     CreateSandbox's modify phase — an admission through the Policy subsystem, the composed check, the
+//     patch and the interception's own audit event — against AdmitSandbox through the same driver, one
+//     call at a time (p50) and from client threads (calls/s), alternating rounds: the time ratio (target
+//     <= 1.2).
 // Every candidate is inside the ceiling (an allow): a deny would be a cheaper path.
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -154,7 +161,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "The OpenShell interceptor at a real gateway: SnapshotProviderProfiles calls/s against a bare gRPC echo of "
       "the same snapshot, and Evaluate validate latency of CreateSandbox (first time and seen before)"};
-  int threads = 4, rounds = 3, profiles = 50, ceiling_entries = 200, policy_entries = 200, candidates = 200;
+  int threads = 4, rounds = 3, profiles = 50, ceiling_entries = 200, policy_entries = 200, candidates = 200,
+      admissions = 200;
   double seconds = 2.0;
   app.add_option("--threads", threads, "client threads for the call rates")->capture_default_str();
   app.add_option("--seconds", seconds, "measured seconds per round and server")->capture_default_str();
@@ -166,6 +174,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--policy-entries", policy_entries, "network rules in each CreateSandbox policy")->capture_default_str();
   app.add_option("--candidates", candidates, "distinct candidates validated (each then once more, seen before)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--admissions", admissions, "admit mode: sandboxes admitted one at a time per path and round")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
@@ -347,9 +358,111 @@ int main(int argc, char** argv) {
               Percentile(first_ms, 0.5), Percentile(first_ms, 0.99), Percentile(first_ms, 1.0));
   std::printf("  seen before (%d): p50 %6.2f ms   p99 %6.2f ms   max %6.2f ms   (target p99 <= 2 ms)\n", candidates,
               Percentile(again_ms, 0.5), Percentile(again_ms, 0.99), Percentile(again_ms, 1.0));
-  std::printf("errors: %llu\n", static_cast<unsigned long long>(errors));
   echo_server->Shutdown();
   stop_gateway();
+
+  // 3. Admit mode: a second gateway on its own state, the builtin driver's "default" policy inside the ceiling.
+  const std::string admit_state = dir + "/admit-state", admit_socket = dir + "/admit-interceptor.sock";
+  const pid_t admit_gateway = osh::bench::Spawn(
+      {OSH_GATEWAY_BINARY, "--state-dir", admit_state, "--trust-store", dir + "/trust.json", "--builtin-signing-key",
+       dir + "/gateway.key", "--builtin-signing-key-id", "gateway-key", "--interceptor-socket", admit_socket,
+       "--interceptor-gateway-keys", dir + "/caller.pem", "--interceptor-mode", "admit"},
+      dir + "/admit-gateway.log");
+  if (admit_gateway < 0 || !osh::bench::WaitForChannel(admit_state + "/admin.sock") ||
+      !osh::bench::WaitForChannel(admit_socket)) {
+    std::fprintf(stderr, "the admit-mode gateway did not start (see %s/admit-gateway.log)\n", dir.c_str());
+    return 1;
+  }
+  auto stop_admit = [&] {
+    ::kill(admit_gateway, SIGTERM);
+    int status = 0;
+    ::waitpid(admit_gateway, &status, 0);
+  };
+  auto admit_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(admit_state + "/admin.sock", 3000));
+  {
+    gw::SetCeilingRequest ceiling;
+    *ceiling.mutable_ceiling() = osh::trust::MakeCeiling(ceiling_policy, "bench-max", 1, "bench", std::time(nullptr));
+    gw::SetPolicyRequest policy;
+    policy.set_scope("default");
+    *policy.mutable_policy() = BasePolicy();
+    for (int i = 0; i < 20; ++i) AddRule(policy.mutable_policy(), absl::StrCat("d", i), i);
+    gw::SetCeilingResponse set_ceiling;
+    gw::PolicyRevision revision;
+    grpc::ClientContext ctx1, ctx2;
+    if (!osh::trust::SignCeiling(ceiling.mutable_ceiling(), *authority, "authority").ok() ||
+        !admit_admin->SetCeiling(&ctx1, ceiling, &set_ceiling).ok() ||
+        !admit_admin->SetPolicy(&ctx2, policy, &revision).ok()) {
+      std::fprintf(stderr, "the admit-mode gateway refused its ceiling or policy\n");
+      stop_admit();
+      return 1;
+    }
+  }
+  std::atomic<int> next_id{0};
+  auto admit_direct = [&](gw::PolicyGateway::Stub& stub) {
+    gw::AdmitSandboxRequest request;
+    request.mutable_context()->set_sandbox_id(absl::StrCat("direct-", next_id++));
+    request.mutable_context()->set_user_subject("bench@example.com");
+    (*request.mutable_context()->mutable_attributes())["team"] = "bench";
+    gw::AdmitSandboxResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return stub.AdmitSandbox(&ctx, request, &response).ok();
+  };
+  auto admit_create = [&](icv1::GatewayInterceptor::Stub& stub) {
+    os_v1::CreateSandboxRequest request;
+    request.set_name(absl::StrCat("created-", next_id++));
+    (*request.mutable_labels())["team"] = "bench";
+    request.mutable_spec()->mutable_template_()->set_image("ghcr.io/example/agent:1.4");
+    *request.mutable_spec()->mutable_policy() = BasePolicy();
+    std::string json;
+    icv1::InterceptorEvaluation evaluation;
+    (void)google::protobuf::util::MessageToJsonString(request, &json);
+    (void)google::protobuf::util::JsonStringToMessage(json, evaluation.mutable_modify_operation()->mutable_proposed_operation());
+    evaluation.set_interceptor_name("policy-gateway");
+    evaluation.set_binding_id("pg-create-sandbox");
+    evaluation.set_service("openshell.v1.OpenShell");
+    evaluation.set_method("CreateSandbox");
+    (*evaluation.mutable_principal())["kind"] = "user";
+    (*evaluation.mutable_principal())["subject"] = "bench@example.com";
+    icv1::InterceptorResult result;
+    const grpc::Status status = stub.Evaluate(context_for().get(), evaluation, &result);
+    if ((!status.ok() || !result.allowed() || result.patches_size() != 2) && errors++ == 0) {
+      std::fprintf(stderr, "admit-mode CreateSandbox: %s %s\n", status.error_message().c_str(), result.reason().c_str());
+    }
+    return status.ok() && result.allowed();
+  };
+  std::vector<std::unique_ptr<gw::PolicyGateway::Stub>> admin_stubs;
+  std::vector<std::unique_ptr<icv1::GatewayInterceptor::Stub>> admit_stubs;
+  for (int t = 0; t < threads; ++t) {
+    admin_stubs.push_back(gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(admit_state + "/admin.sock", 3100 + t)));
+    admit_stubs.push_back(icv1::GatewayInterceptor::NewStub(interceptor_channel(admit_socket, 3200 + t)));
+  }
+  std::vector<double> direct_ms, create_ms, direct_rates, create_rates;
+  auto time_one = [&](const std::function<bool()>& call, std::vector<double>* ms) {
+    const auto start = BenchClock::now();
+    if (!call()) ++errors;
+    ms->push_back(std::chrono::duration<double, std::milli>(BenchClock::now() - start).count());
+  };
+  for (int round = 0; round < rounds; ++round) {
+    for (int i = 0; i < admissions; ++i) time_one([&] { return admit_direct(*admin_stubs[0]); }, &direct_ms);
+    for (int i = 0; i < admissions; ++i) time_one([&] { return admit_create(*admit_stubs[0]); }, &create_ms);
+    const auto direct = osh::bench::RunLoad(threads, seconds, [&](int t) { return admit_direct(*admin_stubs[t]); });
+    const auto created = osh::bench::RunLoad(threads, seconds, [&](int t) { return admit_create(*admit_stubs[t]); });
+    direct_rates.push_back(direct.calls_per_second);
+    create_rates.push_back(created.calls_per_second);
+    errors += direct.errors + created.errors;
+  }
+  stop_admit();
+  const double direct_rate = osh::bench::Median(direct_rates), create_rate = osh::bench::Median(create_rates);
+  std::printf("admit mode (builtin driver, signed, SQLite; %d sandboxes one at a time per path and round, median of %d):\n",
+              admissions, rounds);
+  std::printf("  AdmitSandbox:               p50 %6.2f ms   %8.0f calls/s (%d threads)\n", Percentile(direct_ms, 0.5),
+              direct_rate, threads);
+  std::printf("  CreateSandbox modify:       p50 %6.2f ms   %8.0f calls/s (%d threads)\n", Percentile(create_ms, 0.5),
+              create_rate, threads);
+  std::printf("  time ratio: one at a time %.2f, under load %.2f (target <= 1.2)\n",
+              Percentile(create_ms, 0.5) / Percentile(direct_ms, 0.5), direct_rate / create_rate);
+  std::printf("errors: %llu\n", static_cast<unsigned long long>(errors));
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
   return errors == 0 ? 0 : 1;
