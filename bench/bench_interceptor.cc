@@ -151,6 +151,29 @@ icv1::InterceptorEvaluation ValidateOf(const google::protobuf::Struct& payload) 
   return evaluation;
 }
 
+// A policy-gateway on `state` with the interceptor on `socket`, the trust store, signing key and caller key
+// written in `dir`, and `extra` arguments; -1 (said on stderr) when it did not start.
+pid_t StartInterceptorGateway(const std::string& dir, const std::string& state, const std::string& socket,
+                              const std::string& log, const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {OSH_GATEWAY_BINARY, "--state-dir", state, "--trust-store", dir + "/trust.json",
+                                   "--builtin-signing-key", dir + "/gateway.key", "--builtin-signing-key-id",
+                                   "gateway-key", "--interceptor-socket", socket, "--interceptor-gateway-keys",
+                                   dir + "/caller.pem"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const pid_t pid = osh::bench::Spawn(args, dir + "/" + log);
+  if (pid < 0 || !osh::bench::WaitForChannel(state + "/admin.sock") || !osh::bench::WaitForChannel(socket)) {
+    std::fprintf(stderr, "the gateway did not start (see %s/%s)\n", dir.c_str(), log.c_str());
+    return -1;
+  }
+  return pid;
+}
+
+void StopProcess(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
 bool WriteFile(const std::string& path, const std::string& text) {
   return osh::policy::CreateFileAtomically(path, text, 0600).ok();
 }
@@ -210,20 +233,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string state = dir + "/state", socket = dir + "/interceptor.sock";
-  const pid_t gateway = osh::bench::Spawn(
-      {OSH_GATEWAY_BINARY, "--state-dir", state, "--trust-store", dir + "/trust.json", "--builtin-signing-key",
-       dir + "/gateway.key", "--builtin-signing-key-id", "gateway-key", "--interceptor-socket", socket,
-       "--interceptor-gateway-keys", dir + "/caller.pem"},
-      dir + "/gateway.log");
-  if (gateway < 0 || !osh::bench::WaitForChannel(state + "/admin.sock") || !osh::bench::WaitForChannel(socket)) {
-    std::fprintf(stderr, "the gateway did not start (see %s/gateway.log)\n", dir.c_str());
-    return 1;
-  }
-  auto stop_gateway = [&] {
-    ::kill(gateway, SIGTERM);
-    int status = 0;
-    ::waitpid(gateway, &status, 0);
-  };
+  const pid_t gateway = StartInterceptorGateway(dir, state, socket, "gateway.log", {});
+  if (gateway < 0) return 1;
+  auto stop_gateway = [&] { StopProcess(gateway); };
   auto admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(state + "/admin.sock", 1000));
 
   // The signed ceiling: the base policy and `ceiling_entries` network rules.
@@ -363,21 +375,10 @@ int main(int argc, char** argv) {
 
   // 3. Admit mode: a second gateway on its own state, the builtin driver's "default" policy inside the ceiling.
   const std::string admit_state = dir + "/admit-state", admit_socket = dir + "/admit-interceptor.sock";
-  const pid_t admit_gateway = osh::bench::Spawn(
-      {OSH_GATEWAY_BINARY, "--state-dir", admit_state, "--trust-store", dir + "/trust.json", "--builtin-signing-key",
-       dir + "/gateway.key", "--builtin-signing-key-id", "gateway-key", "--interceptor-socket", admit_socket,
-       "--interceptor-gateway-keys", dir + "/caller.pem", "--interceptor-mode", "admit"},
-      dir + "/admit-gateway.log");
-  if (admit_gateway < 0 || !osh::bench::WaitForChannel(admit_state + "/admin.sock") ||
-      !osh::bench::WaitForChannel(admit_socket)) {
-    std::fprintf(stderr, "the admit-mode gateway did not start (see %s/admit-gateway.log)\n", dir.c_str());
-    return 1;
-  }
-  auto stop_admit = [&] {
-    ::kill(admit_gateway, SIGTERM);
-    int status = 0;
-    ::waitpid(admit_gateway, &status, 0);
-  };
+  const pid_t admit_gateway =
+      StartInterceptorGateway(dir, admit_state, admit_socket, "admit-gateway.log", {"--interceptor-mode", "admit"});
+  if (admit_gateway < 0) return 1;
+  auto stop_admit = [&] { StopProcess(admit_gateway); };
   auto admit_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(admit_state + "/admin.sock", 3000));
   {
     gw::SetCeilingRequest ceiling;
