@@ -1946,6 +1946,17 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
     if (event.type() == "admission" && event.sandbox_id() == "build-7" && event.outcome() == "ok") admitted_event = true;
   }
   CHECK(admitted_event);
+  // The allowed modify phase is one interception event, committed with the admission (same decision id).
+  int modify_events = 0;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "interception" && event.sandbox_id() == "build-7" &&
+        event.audit_context().at("decision_id") == modified.log_annotations().at("policy-gateway/decision-id")) {
+      CHECK(event.outcome() == "ok");
+      CHECK(event.audit_context().at("phase") == "modify_operation");
+      ++modify_events;
+    }
+  }
+  CHECK(modify_events == 1);
 
   // Validate: the patched request passes; a later change of the body or of an annotation does not.
   const Struct patched = ApplyPatches(create, modified.patches());
@@ -2120,7 +2131,7 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
     return g.gateway().admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok();
   };
 
-  // github's layer is outside the ceiling: the admission it composes with is withdrawn.
+  // github's layer is outside the ceiling: the admission it composes with is refused before it commits.
   CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("b1", kBasePolicyJson, R"(["github"])")),
             "PERMISSION_DENIED", "exceeds_ceiling: ");
   CHECK_FALSE(admitted("b1"));
@@ -2128,12 +2139,19 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
   CheckDeny(g.Evaluate("CreateSandbox", false, CreateSandboxJson("b2", kBasePolicyJson, R"(["nosuch"])")),
             "FAILED_PRECONDITION", "unknown_provider: provider 'nosuch'");
   CHECK_FALSE(admitted("b2"));
-  int deletions = 0;
+  int refused_admissions = 0, interceptions = 0;
   for (const auto& event : g.gateway().AuditEvents()) {
-    if (event.type() == "deletion" && event.sandbox_id() == "b1") ++deletions;
+    if (event.type() == "refusal" && event.sandbox_id() == "b1") {
+      CHECK(event.outcome() == "refused");
+      CHECK_THAT(event.reason(), Catch::StartsWith("exceeds_ceiling: "));
+      ++refused_admissions;
+    }
+    if (event.type() == "interception" && event.sandbox_id() == "b1") ++interceptions;
+    CHECK_FALSE((event.sandbox_id() == "b1" && event.type() == "deletion"));
     CHECK_FALSE((event.sandbox_id() == "b2" && event.type() == "admission"));
   }
-  CHECK(deletions == 1);
+  CHECK(refused_admissions == 1);
+  CHECK(interceptions == 1);
 
   // pypi's layer is inside: admitted, validated, recorded with its provider; attaching github is refused on
   // the composed candidate of the admitted body.

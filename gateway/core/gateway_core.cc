@@ -302,7 +302,8 @@ void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
   audit_.Record(AuditRecorder::For(audit::Type::kAuthenticationFailures, ""), audit::Outcome::kRefused, summary);
 }
 
-absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context) {
+absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context,
+                                                                   const AdmitCheck& also_check) {
   if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return bounded;
   if (registry_->Contains(context.sandbox_id())) {
     return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
@@ -344,6 +345,11 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
   const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, context, now);
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
+  std::vector<store::AuditEvent> also_events;
+  if (also_check) {
+    const trust::CheckResult also = also_check(*result.policy, &also_events);
+    if (!also.ok()) return RefuseAdmission(context, acquired, &projection, also.reason, also.detail);
+  }
   const int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
 
   const std::string sandbox_handle = MintSandboxHandle();
@@ -373,6 +379,7 @@ absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver
         store::ChangeBatch batch;
         batch.changes.push_back(store::change::AdmitSandbox{record});
         batch.events.push_back(event);
+        batch.events.insert(batch.events.end(), also_events.begin(), also_events.end());
         return batch;
       },
       *result.policy, admitted.policy_digest(), ceiling_stamp);

@@ -65,7 +65,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // Makes a running VerifyLoaded return soon (shutdown).
   void StopVerifying() { stop_verifying_ = true; }
 
-  absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context);
+  // `also_check` (the interceptor's admit mode), when set, is asked about the admitted policy after the
+  // projection check and before anything is committed: a failure refuses the admission as the projection
+  // check's would (nothing persisted, the driver handle released, audited as a refused admission with its
+  // reason); the audit events it adds to `events` are committed in the admission's own transaction (one
+  // durable write). It runs on the calling thread and must not call the core.
+  using AdmitCheck = std::function<trust::CheckResult(const openshell::sandbox::v1::SandboxPolicy& admitted,
+                                                      std::vector<store::AuditEvent>* events)>;
+  absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context,
+                                                         const AdmitCheck& also_check = nullptr);
   // Audits (authentication_failures, refused) a summary of sandbox calls refused for a bad handle.
   void RecordAuthenticationFailures(const std::string& summary);
   absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);

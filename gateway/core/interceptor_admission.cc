@@ -6,8 +6,8 @@
 namespace osh::gateway {
 
 absl::StatusOr<InterceptorAdmission::Admitted> CoreInterceptorAdmission::Admit(
-    const openshell::policy::driver::v1::RuntimeContext& context) {
-  auto admitted = core_->Admit(context);
+    const openshell::policy::driver::v1::RuntimeContext& context, const AdmitCheck& also_check) {
+  auto admitted = core_->Admit(context, also_check);
   if (!admitted.ok()) return admitted.status();
   // The body as the registry holds it (a refresh may already have moved it: then that one is served).
   auto current = Current(context.sandbox_id());

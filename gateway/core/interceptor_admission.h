@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +16,8 @@
 #include "absl/status/statusor.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
+#include "store/store.h"
+#include "trust/projection_check.h"
 
 namespace osh::gateway {
 
@@ -36,8 +39,13 @@ class InterceptorAdmission {
 
   // Admits `context` through the Policy subsystem (driver handle, projection check, ceiling, audit,
   // persistence). The gateway's refusal ("reason_code: detail") otherwise; ALREADY_EXISTS when the
-  // sandbox id is admitted already.
-  virtual absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) = 0;
+  // sandbox id is admitted already. `also_check`, when set, is asked about the admitted policy before
+  // anything is committed (a failure refuses the admission with its reason), and the audit events it adds
+  // are committed with the admission (GatewayCore::AdmitCheck).
+  using AdmitCheck = std::function<trust::CheckResult(const openshell::sandbox::v1::SandboxPolicy& admitted,
+                                                      std::vector<store::AuditEvent>* events)>;
+  virtual absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context,
+                                         const AdmitCheck& also_check) = 0;
   // The projection `sandbox_id` is served now, by the registry's serving rule: nullopt when it is not
   // admitted or its stored envelope does not verify; FAILED_PRECONDITION ("key_revoked: ...",
   // "expired: ...") when it may not be served now.
@@ -60,7 +68,8 @@ class CoreInterceptorAdmission final : public InterceptorAdmission {
  public:
   // `core` and `registry` (the core's) are not owned and must outlive this.
   CoreInterceptorAdmission(GatewayCore* core, SandboxRegistry* registry) : core_(core), registry_(registry) {}
-  absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context) override;
+  absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context,
+                                 const AdmitCheck& also_check) override;
   absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const override;
   absl::Status Withdraw(const std::string& sandbox_id) override;
   bool permits_mutation() const override;

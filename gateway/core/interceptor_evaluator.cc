@@ -82,6 +82,7 @@ struct InterceptorEvaluator::Outcome {
   std::string sandbox;            // the sandbox the request names ("" for global writes and others)
   std::string candidate_digest;   // when a candidate was checked
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
+  bool audited = false;           // its audit event is committed already (with an admission, admit mode)
   std::vector<interceptor_v1::JsonPatch> patches;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
@@ -350,8 +351,28 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   std::vector<ProviderProfileCatalogue::Entry> ignored;
   if (!ResolveProviders(providers, &ignored, out)) return;
 
+  // A fresh admission checks the composed candidate before it commits (a refused one is never admitted),
+  // and commits this Evaluate's own audit event with it: one durable write.
   bool fresh = true;
-  auto admitted = options_.admission->Admit(context);
+  bool denied_by_check = false;
+  SandboxPolicy checked;
+  auto also_check = [&](const SandboxPolicy& policy, std::vector<store::AuditEvent>* events) {
+    trust::CheckResult verdict;
+    if (!CheckCandidate(policy, providers, out)) {
+      denied_by_check = true;
+      verdict.reason = out->reason_code;
+      verdict.detail = out->detail;
+      return verdict;
+    }
+    checked = policy;
+    events->push_back(InterceptionEvent(evaluation, "modify_operation", *out));
+    events->back().outcome = trust::audit::Outcome::kOk;
+    events->back().reason = absl::StrCat(RpcOf(evaluation), " modify_operation: allowed");
+    out->audited = true;
+    return verdict;
+  };
+  auto admitted = options_.admission->Admit(context, also_check);
+  if (!admitted.ok()) out->audited = false;  // not committed: Evaluate records the deny
   if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
     // A retried create (the OpenShell gateway failed after this phase) reuses the admission it made; the
     // same name with another context is another sandbox.
@@ -366,17 +387,23 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
     }
     admitted = **std::move(current);
   }
-  if (!admitted.ok()) return InterceptorDenyAdmission(admitted.status(), out);
+  if (!admitted.ok()) {
+    if (denied_by_check) return;  // the deny the composed check set stays as it is
+    return InterceptorDenyAdmission(admitted.status(), out);
+  }
 
-  // The ceiling in force on the whole composed candidate (the admission checked the body alone).
-  if (!CheckCandidate(admitted->policy, providers, out)) {
-    if (fresh) {
-      if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
-        LogError(absl::StrCat("interceptor: the admission of sandbox '", request.name(),
-                              "' refused by the composed check could not be withdrawn: ", withdrawn.message()));
+  // A reused admission, or one whose policy moved on while it was admitted (the core refreshes it): the
+  // ceiling in force on the whole composed candidate of what is served now.
+  if (!fresh || !google::protobuf::util::MessageDifferencer::Equals(checked, admitted->policy)) {
+    if (!CheckCandidate(admitted->policy, providers, out)) {
+      if (fresh) {
+        if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
+          LogError(absl::StrCat("interceptor: the admission of sandbox '", request.name(),
+                                "' refused by the composed check could not be withdrawn: ", withdrawn.message()));
+        }
       }
+      return;
     }
-    return;
   }
   auto body = MessageToInterceptorValue(admitted->policy);
   if (!body.ok()) {
@@ -698,6 +725,30 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
             absl::StrCat(kInterceptorService, "/", method, " is not bound to this interceptor"));
 }
 
+std::string InterceptorEvaluator::RpcOf(const interceptor_v1::InterceptorEvaluation& evaluation) {
+  return absl::StrCat(evaluation.service(), "/", evaluation.method());
+}
+
+store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                                          const std::string& phase, const Outcome& outcome) {
+  const std::string kind = InterceptorPrincipal(evaluation, "kind");
+  const std::string subject = kind == "sandbox" ? InterceptorPrincipal(evaluation, "sandbox_id")
+                                                : InterceptorPrincipal(evaluation, "subject");
+  store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kInterception, outcome.sandbox);
+  event.policy_digest = outcome.candidate_digest;
+  event.actor = BoundedText(absl::StrCat("openshell:", kind.empty() ? "unknown" : kind, ":", subject), kMaxAuditFieldBytes);
+  event.audit_context = {
+      {"decision_id", outcome.decision_id},
+      {"rpc", BoundedText(RpcOf(evaluation), kMaxAuditFieldBytes)},
+      {"phase", phase},
+      {"decision", outcome.allowed ? "allow" : "deny"},
+      {"principal_kind", BoundedText(kind, kMaxAuditFieldBytes)},
+      {"principal_subject", BoundedText(subject, kMaxAuditFieldBytes)},
+  };
+  event.sandbox_id = BoundedText(event.sandbox_id, kMaxAuditFieldBytes);
+  return event;
+}
+
 interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation) {
   Outcome outcome;
   outcome.decision_id = InterceptorNewDecisionId();
@@ -736,25 +787,14 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     for (auto& patch : outcome.patches) *result.add_patches() = std::move(patch);
   }
 
-  const std::string kind = InterceptorPrincipal(evaluation, "kind");
-  const std::string subject = kind == "sandbox" ? InterceptorPrincipal(evaluation, "sandbox_id")
-                                                : InterceptorPrincipal(evaluation, "subject");
-  const std::string rpc = absl::StrCat(evaluation.service(), "/", evaluation.method());
-  store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kInterception, outcome.sandbox);
-  event.policy_digest = outcome.candidate_digest;
-  event.actor = BoundedText(absl::StrCat("openshell:", kind.empty() ? "unknown" : kind, ":", subject), kMaxAuditFieldBytes);
-  event.audit_context = {
-      {"decision_id", decision_id},
-      {"rpc", BoundedText(rpc, kMaxAuditFieldBytes)},
-      {"phase", phase},
-      {"decision", decision},
-      {"principal_kind", BoundedText(kind, kMaxAuditFieldBytes)},
-      {"principal_subject", BoundedText(subject, kMaxAuditFieldBytes)},
-  };
-  event.sandbox_id = BoundedText(event.sandbox_id, kMaxAuditFieldBytes);
-  AuditRecorder(audit_).Record(std::move(event),
-                               outcome.allowed ? trust::audit::Outcome::kOk : trust::audit::Outcome::kRefused,
-                               outcome.allowed ? absl::StrCat(rpc, " ", phase, ": allowed") : outcome.Reason());
+  // An allow committed with its admission is audited already; a deny decided after it (the served policy
+  // moved on and was refused) is recorded as well.
+  if (!outcome.audited || !outcome.allowed) {
+    AuditRecorder(audit_).Record(InterceptionEvent(evaluation, phase, outcome),
+                                 outcome.allowed ? trust::audit::Outcome::kOk : trust::audit::Outcome::kRefused,
+                                 outcome.allowed ? absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed")
+                                                 : outcome.Reason());
+  }
   return result;
 }
 

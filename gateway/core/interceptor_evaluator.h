@@ -7,8 +7,9 @@
 //   CreateSandbox modify   admits the sandbox through this gateway's Policy subsystem exactly as
 //                          AdmitSandbox does (sandbox_id = the request's name, user_subject = the
 //                          principal's subject, attributes = its labels; only a user principal with a
-//                          subject, in the default workspace), checks the composed candidate
-//                          (admitted body + provider layers; a refused one withdraws the admission), and
+//                          subject, in the default workspace), with the composed candidate (admitted body
+//                          + provider layers) checked before the admission commits (a refused one is not
+//                          admitted) and this Evaluate's audit event committed with it, and
 //                          patches /spec/policy with the admitted body and /annotations with
 //                          policy-gateway/{policy-digest,policy-version,key-ids,decision-id}; a retried
 //                          create of a sandbox admitted with the same context reuses its admission, another
@@ -137,6 +138,11 @@ class InterceptorEvaluator {
   // candidate digest (of the composed candidate).
   bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
                       Outcome* out) const;
+
+  // Evaluate's audit event (type interception) for `outcome`, outcome and reason left to the caller.
+  static store::AuditEvent InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                             const std::string& phase, const Outcome& outcome);
+  static std::string RpcOf(const interceptor_v1::InterceptorEvaluation& evaluation);
 
   const CeilingGuard* const ceiling_;
   store::AuditLog* const audit_;
