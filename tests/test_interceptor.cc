@@ -1783,6 +1783,16 @@ class FakeOpenShellGateway final : public os_v1::OpenShell::CallbackService {
     absl::MutexLock lock(&mu_);
     refuse_ = refuse;
   }
+  // While held, an UpdateConfig runs the interceptor's phases and then waits (upstream has not committed
+  // yet): what a crash of policy-gateway in that window leaves behind. Released: it goes on.
+  void Hold(bool hold) {
+    absl::MutexLock lock(&mu_);
+    hold_ = hold;
+  }
+  int held() const {
+    absl::MutexLock lock(&mu_);
+    return held_;
+  }
 
   struct Seen {
     std::string authorization;
@@ -1861,6 +1871,12 @@ class FakeOpenShellGateway final : public os_v1::OpenShell::CallbackService {
       if (result.patches_size() > 0) return grpc::Status(grpc::StatusCode::INTERNAL, "unexpected patches");
     }
     absl::MutexLock lock(&mu_);
+    if (hold_) {
+      ++held_;
+      mu_.Await(absl::Condition(+[](bool* hold) { return !*hold; }, &hold_));
+      --held_;
+      return grpc::Status(grpc::StatusCode::ABORTED, "held, then dropped");
+    }
     if (refuse_) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "landlock and process cannot change on a live sandbox; filesystem changes must be additive");
@@ -1874,6 +1890,8 @@ class FakeOpenShellGateway final : public os_v1::OpenShell::CallbackService {
   std::unique_ptr<grpc::Server> server_;
   mutable absl::Mutex mu_;
   bool refuse_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  int held_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Seen> seen_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, openshell::sandbox::v1::SandboxPolicy> policies_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(mu_);
@@ -2172,6 +2190,24 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
   REQUIRE(Eventually([&] { return openshell.committed("b3").has_value(); }));
   CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("b3"), wider));
   CHECK(openshell.seen().size() == 1);
+
+  // kill -9 while a push is pending upstream (our validate allowed it, upstream has not committed): the
+  // push is not lost; the restarted gateway pushes it again.
+  openshell.Hold(true);
+  openshell::sandbox::v1::SandboxPolicy widest = wider;
+  widest.mutable_filesystem()->add_read_only("/app");
+  REQUIRE(g.gateway().SetPolicy("default", widest).ok());
+  REQUIRE(Eventually([&] { return openshell.held() == 1; }));
+  g.gateway().Kill9();
+  openshell.Hold(false);  // the held call is dropped: upstream never committed it
+  REQUIRE(Eventually([&] { return openshell.held() == 0; }));
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(*openshell.committed("b3"), wider));
+  g.gateway().Start();
+  REQUIRE(WaitForSocket(g.socket()));
+  REQUIRE(Eventually([&] {
+    auto committed = openshell.committed("b3");
+    return committed.has_value() && google::protobuf::util::MessageDifferencer::Equals(*committed, widest);
+  }));
 
   // The builtin driver permits mutation: a policy write is checked as in ceiling mode.
   CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "b3", "policy": )", kBasePolicyJson, "}")).allowed());

@@ -483,10 +483,11 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
   }
 }
 
-bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out) const {
+bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out,
+                                                bool* admitted_body) const {
+  if (admitted_body != nullptr) *admitted_body = false;
   if (options_.admission == nullptr) return true;
   if (!AdmitModeAnnotationsHold(request, out)) return false;
-  if (options_.admission->permits_mutation()) return true;
   if (!request.global() && request.has_policy() && request.merge_operations_size() == 0) {
     // The push of a changed projection (or a write of the body already served) is what the driver said.
     auto current = options_.admission->Current(request.name());
@@ -496,9 +497,11 @@ bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest
     }
     if (current->has_value() &&
         google::protobuf::util::MessageDifferencer::Equals(request.policy(), (*current)->policy)) {
+      if (admitted_body != nullptr) *admitted_body = true;
       return true;
     }
   }
+  if (options_.admission->permits_mutation()) return true;
   out->Deny(absl::StatusCode::kPermissionDenied, "mutation_not_permitted",
             absl::StrCat(request.global() ? "the global policy" : absl::StrCat("the policy of sandbox '", request.name(), "'"),
                          " comes from this gateway's Policy subsystem, whose driver does not permit mutation: change "
@@ -592,7 +595,8 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     return;
   }
   if (request.has_policy()) {
-    if (!AdmitModeAllowsWrite(request, out)) return;
+    bool admitted_body = false;
+    if (!AdmitModeAllowsWrite(request, out, &admitted_body)) return;
     std::vector<std::string> providers;
     if (!request.global()) {
       auto record = records_.Get(request.name());
@@ -600,7 +604,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
       if (record->has_value()) providers = (*record)->providers;
     }
     if (!CheckCandidate(request.policy(), providers, out)) return;
-    if (validate && !request.global() && !request.name().empty()) {
+    // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
+    // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
+    if (validate && !request.global() && !request.name().empty() && !admitted_body) {
       if (absl::Status put = records_.Put(request.name(), {request.policy(), providers}); !put.ok()) {
         out->RecordFailed(request.name(), "stored", put);
       }

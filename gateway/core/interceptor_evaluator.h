@@ -19,7 +19,8 @@
 //                          (policy_not_admitted otherwise; unknown_sandbox when it was not admitted here or
 //                          is not served), then the composed candidate is checked and recorded;
 //   UpdateConfig           a full policy equal to the sandbox's admitted body (the push of a changed
-//                          projection, OpenShellPush) is checked as in ceiling mode; any other policy
+//                          projection, OpenShellPush) is checked as in ceiling mode but not recorded (the
+//                          push records it once the OpenShell gateway accepted it); any other policy
 //                          write (full, merged, global) is refused with mutation_not_permitted unless the
 //                          driver permits mutation, and then checked as in ceiling mode; policy-gateway/*
 //                          annotations must name the sandbox's admitted projection (policy_not_admitted);
@@ -128,7 +129,9 @@ class InterceptorEvaluator {
   bool AdmitModeAnnotationsHold(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;
   // Admit mode: whether a policy write through UpdateConfig may go on to the ceiling-mode checks (the
   // driver permits mutation, or `policy` is the sandbox's admitted body); false with the deny set.
-  bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;
+  // `admitted_body` (may be null) is set when the policy is exactly the sandbox's admitted body.
+  bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out,
+                            bool* admitted_body = nullptr) const;
   void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
   // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
   // profile_unverified, storage_error) when one has none.

@@ -45,7 +45,6 @@ bool PassingFailure(grpc::StatusCode code) {
 
 struct OpenShellPush::Call {
   std::string sandbox_id;
-  InterceptorRecords::Record before;  // the record before the push (put back when the call fails)
   grpc::ClientContext context;
   openshell::v1::UpdateConfigRequest request;
   openshell::v1::UpdateConfigResponse response;
@@ -232,7 +231,6 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
 
   auto call = std::make_unique<Call>();
   call->sandbox_id = sandbox_id;
-  call->before = **std::move(record);
   call->request.set_name(sandbox_id);
   *call->request.mutable_policy() = admitted.policy;
   auto& annotations = *call->request.mutable_annotations();
@@ -306,22 +304,21 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   }
   if (status.ok()) {
     LogInfo(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway accepted the new policy"));
+    // What upstream holds now: recorded only after its answer, so a push lost before it is pushed again.
+    if (auto recorded = records_.Get(id); !recorded.ok()) {
+      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot read its record: ", recorded.status().message()));
+    } else if (recorded->has_value()) {
+      InterceptorRecords::Record pushed = **std::move(recorded);
+      pushed.policy = call->request.policy();
+      if (absl::Status put = records_.Put(id, pushed); !put.ok()) {
+        LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the pushed policy: ", put.message()));
+      }
+    }
     if (absl::Status cleared = admission_->RecordPushAccepted(id); !cleared.ok() &&
         cleared.code() != absl::StatusCode::kNotFound) {
       LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot clear the earlier refusal: ", cleared.message()));
     }
     return;
-  }
-  // Our validate recorded the pushed body before upstream refused or failed to commit it: put back what
-  // upstream holds, unless the record moved on meanwhile.
-  // Only the policy is put back: providers attached or detached meanwhile stay.
-  if (auto now_recorded = records_.Get(id); now_recorded.ok() && now_recorded->has_value() &&
-      google::protobuf::util::MessageDifferencer::Equals((*now_recorded)->policy, call->request.policy())) {
-    InterceptorRecords::Record restored = **std::move(now_recorded);
-    restored.policy = std::move(call->before.policy);
-    if (absl::Status put = records_.Put(id, restored); !put.ok()) {
-      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot put its record back: ", put.message()));
-    }
   }
   const std::string detail =
       BoundedText(absl::StrCat("UpdateConfig: ",

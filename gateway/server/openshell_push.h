@@ -8,9 +8,10 @@
 //
 // Which sandboxes: those the interceptor has a record of (created through it) whose recorded policy is
 // not the body served now; a sandbox is pushed again only after its call ended, with the latest body.
-// The push's own validate records the new body before upstream commits it; when the call then fails,
-// the record is put back as it was (unless something else wrote it meanwhile), so a retry, the catch-up
-// at start and the next change still see the body as not pushed.
+// The record names what the OpenShell gateway holds: our own validate does not record a pushed body (an
+// allow is not a commit); the push records it once upstream accepted it. So a call that fails, or is lost
+// to a crash before upstream's answer, still reads as not pushed to a retry, the catch-up at start and the
+// next change (a push repeated after a commit whose answer was lost is harmless: the same body again).
 // At start every admitted sandbox is looked at once (CatchUp: after a restart, or a push lost to a crash).
 // A call that fails for a passing reason (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
 // INTERNAL, UNKNOWN) is tried again after 1 s, 2 s, 4 s ... at most max_backoff; a refusal (upstream takes
