@@ -24,18 +24,18 @@ absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdm
   auto served = registry_->Lookup(sandbox_id, core_->clock().NowUnix());
   if (served.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
   if (!served.ok()) return served.status();
-  auto info = core_->GetSandbox(sandbox_id);
-  if (info.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
-  if (!info.ok()) return info.status();
+  // The registry's own record (context, key ids): GetSandbox would also work out drift, unused here.
+  const auto snapshot = registry_->Get(sandbox_id);
+  if (!snapshot) return std::nullopt;
   Admitted out;
   if (!out.policy.ParseFromString(served->envelope->body())) {
     return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
   }
-  out.context = std::move(*info->mutable_context());
+  out.context = snapshot->record.context;
   const auto header = served->envelope->Header();  // digest and version of the very body served
   out.digest = header.policy_digest();
   out.version = header.policy_version();
-  out.key_ids.assign(info->signing_key_ids().begin(), info->signing_key_ids().end());
+  out.key_ids = snapshot->record.signing_key_ids;
   return out;
 }
 
