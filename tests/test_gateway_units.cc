@@ -17,9 +17,11 @@
 #include "gateway/core/config.h"
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/interceptor_governance.h"
+#include "gateway/core/interceptor_payload.h"
 #include "gateway/core/provider_catalogue.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "store/sqlite_db.h"
 #include "gateway/core/log.h"
 #include "gateway/core/drift.h"
@@ -529,7 +531,7 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   auto store = osh::store::SqliteStore::Open(path);
   REQUIRE(store.ok());
   osh::gateway::CeilingGuard ceiling(store->get(), store->get());  // no ceiling in force: candidates are allowed
-  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", nullptr});
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", nullptr, nullptr, {}});
   auto evaluation = [](const std::string& method, bool validate, const std::string& json) {
     icv1::InterceptorEvaluation e;
     e.set_service("openshell.v1.OpenShell");
@@ -629,7 +631,7 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
 
   // The evaluator composes it, and refuses an unknown provider.
   osh::gateway::CeilingGuard ceiling(store->get(), store->get());
-  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", &catalogue});
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", &catalogue, nullptr, {}});
   CHECK(evaluator.Describe().provider_profiles());
   auto create = [](const std::string& providers) {
     icv1::InterceptorEvaluation e;
@@ -782,4 +784,82 @@ TEST_CASE("ceiling guard: a candidate seen before is answered from the kept verd
   const auto refused = guard.Check(candidate, digest);
   CHECK(refused.reason == "exceeds_ceiling");
   CHECK(guard.cache_stats().misses == 3);
+}
+
+TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, and a memoised conversion equals a "
+          "fresh one",
+          "[interceptor][payload][cache]") {
+  namespace sbv1 = openshell::sandbox::v1;
+  auto parse_struct = [](const std::string& json) {
+    google::protobuf::Struct object;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(json, &object).ok());
+    return object;
+  };
+  SECTION("the fingerprint: same members in any order meet; any other difference parts them") {
+    const auto a = parse_struct(R"({"name":"s1","spec":{"policy":{"version":1},"providers":["a","b"]}})");
+    const auto b = parse_struct(R"({"spec":{"providers":["a","b"],"policy":{"version":1}},"name":"s1"})");
+    CHECK(osh::gateway::InterceptorPayloadFingerprint(a) == osh::gateway::InterceptorPayloadFingerprint(b));
+    const std::vector<std::string> others = {
+        R"({"name":"s1","spec":{"policy":{"version":"1"},"providers":["a","b"]}})",   // string, not number
+        R"({"name":"s1","spec":{"policy":{"version":2},"providers":["a","b"]}})",     // another number
+        R"({"name":"s1","spec":{"policy":{"version":1},"providers":["b","a"]}})",     // list order counts
+        R"({"name":"s1","spec":{"policy":{"version":1},"providers":["ab"]}})",        // no run-together strings
+        R"({"name":"s1","spec":{"policy":{"version":1},"providers":["a","b",null]}})",
+        R"({"name":"s1","spec":{"policy":{"version":1,"x":true},"providers":["a","b"]}})",
+        R"({"name":"s1","spec":{"policy":{"version":1},"providers":{"a":"b"}}})",     // object, not list
+        R"({"nam":"es1","spec":{"policy":{"version":1},"providers":["a","b"]}})",     // key/value boundary
+        R"({"name":"s1","spec":{"policy":{"version":1},"providers":["a","b"]},"x":false})",
+    };
+    std::set<std::string> seen = {osh::gateway::InterceptorPayloadFingerprint(a)};
+    for (const std::string& other : others) {
+      INFO(other);
+      CHECK(seen.insert(osh::gateway::InterceptorPayloadFingerprint(parse_struct(other))).second);
+    }
+  }
+  SECTION("decoding: a payload seen before decodes to what a fresh decode gives; a near twin is not confused") {
+    const std::string json =
+        R"({"name":"memo-1","spec":{"policy":{"version":1,"networkPolicies":{"r":{"name":"r","endpoints":[{"host":"a.example","port":443}]}}}}})";
+    const auto payload = parse_struct(json);
+    openshell::v1::CreateSandboxRequest fresh, first, again;
+    REQUIRE(osh::gateway::DecodeInterceptorPayloadUncached(payload, &fresh).ok());
+    REQUIRE(osh::gateway::DecodeInterceptorPayload(payload, &first).ok());
+    REQUIRE(osh::gateway::DecodeInterceptorPayload(payload, &again).ok());
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(fresh, first));
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(fresh, again));
+    auto twin_json = json;
+    twin_json.replace(twin_json.find("443"), 3, "444");
+    openshell::v1::CreateSandboxRequest twin;
+    REQUIRE(osh::gateway::DecodeInterceptorPayload(parse_struct(twin_json), &twin).ok());
+    CHECK(twin.spec().policy().network_policies().at("r").endpoints(0).port() == 444);
+    // Into another type the same payload is decoded afresh (and refused by that type's strict rules).
+    openshell::v1::UpdateConfigRequest other;
+    CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(payload, &other).ok());
+    // A refused payload is refused every time (only successes are kept).
+    const auto bad = parse_struct(R"({"name":"memo-1","spec":{"policy":{"version":1.5}}})");
+    openshell::v1::CreateSandboxRequest refused;
+    CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(bad, &refused).ok());
+    CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(bad, &refused).ok());
+  }
+  SECTION("encoding: a message encoded before gives the fresh encoding; another message its own") {
+    sbv1::SandboxPolicy policy;
+    policy.set_version(1);
+    auto& rule = (*policy.mutable_network_policies())["r"];
+    rule.set_name("r");
+    rule.add_endpoints()->set_host("a.example");
+    auto fresh = osh::gateway::MessageToInterceptorValueUncached(policy);
+    auto first = osh::gateway::MessageToInterceptorValue(policy);
+    auto again = osh::gateway::MessageToInterceptorValue(policy);
+    REQUIRE(fresh.ok());
+    REQUIRE(first.ok());
+    REQUIRE(again.ok());
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, *first));
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, *again));
+    rule.mutable_endpoints(0)->set_host("b.example");
+    auto changed = osh::gateway::MessageToInterceptorValue(policy);
+    REQUIRE(changed.ok());
+    CHECK_FALSE(google::protobuf::util::MessageDifferencer::Equals(*fresh, *changed));
+    CHECK(changed->struct_value().fields().at("networkPolicies").struct_value().fields().at("r").struct_value()
+              .fields().at("endpoints").list_value().values(0).struct_value().fields().at("host").string_value() ==
+          "b.example");
+  }
 }

@@ -2217,4 +2217,107 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
   CHECK(g.gateway().Stop() == 0);
 }
 
+
+// Hostile sandbox names and contexts (issue 28's limits): a name a record would be kept under, or that admit
+// mode would admit, is refused as the request's error before anything is read, admitted or recorded; the
+// reason and the audit event are bounded and escaped, never the name verbatim.
+TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels are refused as invalid_request in "
+          "both modes, and change nothing",
+          "[interceptor][integration][admit][limits]") {
+  const std::string huge(1 << 20, 'n');
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {std::string("sb\0x", 4), "name: control characters are not allowed"},
+      {"sb\nINFO forged log line", "name: control characters are not allowed"},
+      {huge, "name: 1048576 bytes, at most 256"},
+      {std::string(257, 'a'), "name: 257 bytes, at most 256"},
+  };
+  auto create_payload = [](const std::string& name, const std::string& policy) {
+    Struct payload = FromProtoJson(CreateSandboxJson("placeholder", policy));
+    (*payload.mutable_fields())["name"].set_string_value(name);  // any bytes a JSON string can carry
+    return payload;
+  };
+  auto check_bounded = [](const icv1::InterceptorResult& result) {
+    CHECK(result.reason().size() < 1024);
+    CHECK(result.reason().find('\0') == std::string::npos);
+    CHECK(result.reason().find('\n') == std::string::npos);
+  };
+
+  SECTION("ceiling mode: CreateSandbox, UpdateConfig, providers and undo; no record is kept under such a name") {
+    InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true);
+    for (const auto& [name, reason] : names) {
+      INFO("name of " << name.size() << " bytes");
+      for (const bool validate : {false, true}) {
+        const auto created = g.Evaluate("CreateSandbox", validate, create_payload(name, kBasePolicyJson));
+        CheckDeny(created, "PERMISSION_DENIED", "invalid_request: " + reason);
+        check_bounded(created);
+      }
+      Struct update = FromProtoJson(absl::StrCat(R"({"name": "x", "policy": )", kBasePolicyJson, "}"));
+      (*update.mutable_fields())["name"].set_string_value(name);
+      CheckDeny(g.Evaluate("UpdateConfig", true, update), "PERMISSION_DENIED", "invalid_request: " + reason);
+      Struct attach = FromProtoJson(R"({"sandboxName": "x", "providerName": "github"})");
+      (*attach.mutable_fields())["sandboxName"].set_string_value(name);
+      const std::string attach_reason = "invalid_request: sandboxName" + reason.substr(4);
+      CheckDeny(g.Evaluate("AttachSandboxProvider", true, attach), "PERMISSION_DENIED", attach_reason);
+      CheckDeny(g.Evaluate("DetachSandboxProvider", true, attach), "PERMISSION_DENIED", attach_reason);
+      Struct undo = FromProtoJson(R"({"name": "x", "chunkId": "c1"})");
+      (*undo.mutable_fields())["name"].set_string_value(name);
+      CheckDeny(g.Evaluate("UndoDraftChunk", true, undo), "PERMISSION_DENIED", "invalid_request: " + reason);
+    }
+    // A good name next to them is still decided as before, and recorded.
+    REQUIRE(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson))).allowed());
+    // The audit log holds one bounded, escaped event per Evaluate: no NUL, no line break, no megabyte.
+    size_t interceptions = 0;
+    for (const auto& event : g.gateway().AuditEvents()) {
+      if (event.type() != "interception") continue;
+      ++interceptions;
+      CHECK(event.sandbox_id().size() <= 300);
+      CHECK(event.sandbox_id().find('\0') == std::string::npos);
+      CHECK(event.sandbox_id().find('\n') == std::string::npos);
+      CHECK(event.reason().size() < 9000);
+    }
+    CHECK(interceptions == names.size() * 6 + 1);
+    CHECK(g.gateway().Stop() == 0);
+  }
+
+  SECTION("admit mode: nothing is admitted under a bad name, subject or label") {
+    InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {"--interceptor-mode", "admit"}, ProfileSigning::kSigned);
+    openshell::sandbox::v1::SandboxPolicy base;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+    REQUIRE(g.gateway().SetPolicy("default", base).ok());
+    for (const auto& [name, reason] : names) {
+      INFO("name of " << name.size() << " bytes");
+      const auto refused = g.Evaluate("CreateSandbox", false, create_payload(name, kBasePolicyJson));
+      CheckDeny(refused, "PERMISSION_DENIED", "invalid_request: " + reason);
+      check_bounded(refused);
+    }
+    const Struct good = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
+    CheckDeny(g.Evaluate("CreateSandbox", false, good, std::string("alice\0@example.com", 18)), "PERMISSION_DENIED",
+              "invalid_request: the principal's subject: control characters are not allowed");
+    CheckDeny(g.Evaluate("CreateSandbox", false, good, std::string(2000, 's')), "PERMISSION_DENIED",
+              "invalid_request: the principal's subject: 2000 bytes, at most 1024");
+    {
+      Struct labelled = good;
+      (*(*labelled.mutable_fields())["labels"].mutable_struct_value()->mutable_fields())["team"].set_string_value(
+          "platform\n");
+      CheckDeny(g.Evaluate("CreateSandbox", false, labelled), "PERMISSION_DENIED",
+                "invalid_request: labels[\"team\"]: control characters are not allowed");
+      Struct many = good;
+      auto& labels = *(*many.mutable_fields())["labels"].mutable_struct_value()->mutable_fields();
+      for (int i = 0; i < 65; ++i) labels[absl::StrCat("k", i)].set_string_value("v");
+      CheckDeny(g.Evaluate("CreateSandbox", false, many), "PERMISSION_DENIED",
+                "invalid_request: labels: 66 entries, at most 64");
+    }
+    // Nothing was admitted, and none of it was logged as an error (the caller's input, not the gateway's fault).
+    gw::ListSandboxesResponse listed;
+    REQUIRE(g.gateway().admin().ListSandboxes(GatewayFixture::Context().get(), gw::ListSandboxesRequest(), &listed).ok());
+    CHECK(listed.sandboxes_size() == 0);
+    CHECK_THAT(g.gateway().log(), !Catch::Contains("admission failed"));
+    // The good request is admitted.
+    const auto admitted = g.Evaluate("CreateSandbox", false, good);
+    INFO(admitted.reason());
+    CHECK(admitted.allowed());
+    CHECK(g.gateway().Stop() == 0);
+  }
+}
+
 }  // namespace osh::test::interceptor_test

@@ -55,11 +55,19 @@ std::string BoundedText(const std::string& text, size_t max_bytes) {
   return out;
 }
 
+absl::Status CheckSandboxId(const std::string& sandbox_id, const ContextLimits& limits) {
+  if (sandbox_id.empty()) return absl::InvalidArgumentError("required");
+  if (auto problem = TextProblem(sandbox_id, limits.sandbox_id_bytes); !problem.empty()) {
+    return absl::InvalidArgumentError(problem);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckContext(const openshell::policy::driver::v1::RuntimeContext& context, const ContextLimits& limits) {
   if (context.sandbox_id().empty()) return absl::InvalidArgumentError("context.sandbox_id: required");
   if (context.user_subject().empty()) return absl::InvalidArgumentError("context.user_subject: required");
-  if (auto problem = TextProblem(context.sandbox_id(), limits.sandbox_id_bytes); !problem.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("context.sandbox_id: ", problem));
+  if (absl::Status id = CheckSandboxId(context.sandbox_id(), limits); !id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("context.sandbox_id: ", id.message()));
   }
   if (auto problem = TextProblem(context.user_subject(), limits.user_subject_bytes); !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("context.user_subject: ", problem));

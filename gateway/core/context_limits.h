@@ -17,6 +17,11 @@ namespace osh::gateway {
 // boundary with " …[truncated, N bytes]" appended saying how long it was.
 std::string BoundedText(const std::string& text, size_t max_bytes);
 
+// OK, or INVALID_ARGUMENT saying why `sandbox_id` cannot be a sandbox id ("21 bytes, at most 20", "not
+// valid UTF-8", "control characters are not allowed"; "required" when empty), without naming a field.
+// The one rule for a sandbox id, whoever names it (an admission's context, an OpenShell sandbox name).
+absl::Status CheckSandboxId(const std::string& sandbox_id, const ContextLimits& limits = ContextLimits());
+
 // OK, or INVALID_ARGUMENT naming the field ("context.attributes[\"team\"]: ...") and the limit.
 absl::Status CheckContext(const openshell::policy::driver::v1::RuntimeContext& context,
                           const ContextLimits& limits = ContextLimits());

@@ -224,7 +224,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
                                                const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::CreateSandboxRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-  out->sandbox = request.name();
+  if (!TakeSandboxName("name", request.name(), /*required=*/false, out)) return;
   if (options_.admission != nullptr) {
     if (request.name().empty()) {
       return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
@@ -313,8 +313,8 @@ namespace {
 // the push addresses the default workspace).
 template <typename Outcome>
 bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evaluation,
-                             const os_v1::CreateSandboxRequest& request, driver_v1::RuntimeContext* context,
-                             Outcome* out) {
+                             const os_v1::CreateSandboxRequest& request, const ContextLimits& limits,
+                             driver_v1::RuntimeContext* context, Outcome* out) {
   const std::string kind = InterceptorPrincipal(evaluation, "kind");
   const std::string subject = InterceptorPrincipal(evaluation, "subject");
   if (kind != "user") {
@@ -336,6 +336,21 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
   context->set_sandbox_id(request.name());
   context->set_user_subject(subject);
   context->mutable_attributes()->insert(request.labels().begin(), request.labels().end());
+  // The admission's own limits, said in the request's terms (the admission would refuse the same context).
+  if (absl::Status valid = CheckContext(*context, limits); !valid.ok()) {
+    std::string detail(valid.message());
+    for (const auto& [from, to] : {std::pair<absl::string_view, absl::string_view>{"context.sandbox_id", "name"},
+                                   {"context.user_subject", "the principal's subject"},
+                                   {"context.attributes", "labels"}}) {
+      if (absl::StartsWith(detail, from)) {
+        detail = absl::StrCat(to, detail.substr(from.size()));
+        break;
+      }
+    }
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat(detail, " (admit mode admits the sandbox with this context)"));
+    return false;
+  }
   return true;
 }
 
@@ -345,7 +360,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
                                               const google::protobuf::Struct& payload,
                                               const os_v1::CreateSandboxRequest& request, Outcome* out) {
   driver_v1::RuntimeContext context;
-  if (!InterceptorAdmitContext(evaluation, request, &context, out)) return;
+  if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &context, out)) return;
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   // An unknown provider is refused before anything is admitted.
   std::vector<ProviderProfileCatalogue::Entry> ignored;
@@ -442,7 +457,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
 void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                    const os_v1::CreateSandboxRequest& request, Outcome* out) {
   driver_v1::RuntimeContext context;
-  if (!InterceptorAdmitContext(evaluation, request, &context, out)) return;
+  if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &context, out)) return;
   auto current = options_.admission->Current(request.name());
   if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
   if (!current->has_value()) {
@@ -544,10 +559,22 @@ bool InterceptorEvaluator::AdmitModeAnnotationsHold(const os_v1::UpdateConfigReq
   return true;
 }
 
+bool InterceptorEvaluator::TakeSandboxName(const char* field, const std::string& name, bool required,
+                                           Outcome* out) const {
+  out->sandbox = name;  // the audit event bounds and escapes it (InterceptionEvent)
+  if (name.empty() && !required) return true;
+  if (absl::Status valid = CheckSandboxId(name, options_.context_limits); !valid.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat(field, ": ", valid.message(), " (a sandbox name is this gateway's sandbox id)"));
+    return false;
+  }
+  return true;
+}
+
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-  out->sandbox = request.global() ? "" : request.name();
+  if (!request.global() && !TakeSandboxName("name", request.name(), /*required=*/false, out)) return;
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
       out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
@@ -629,7 +656,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    out->sandbox = request.sandbox_name();
+    if (!TakeSandboxName("sandboxName", request.sandbox_name(), /*required=*/true, out)) return;
     std::vector<std::string> providers;
     SandboxPolicy own;
     auto record = records_.Get(request.sandbox_name());
@@ -660,7 +687,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "DetachSandboxProvider") {
     os_v1::DetachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    out->sandbox = request.sandbox_name();
+    if (!TakeSandboxName("sandboxName", request.sandbox_name(), /*required=*/true, out)) return;
     if (validate) {
       if (absl::Status removed = records_.RemoveProvider(request.sandbox_name(), request.provider_name()); !removed.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", removed);
@@ -689,7 +716,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "UndoDraftChunk") {
     os_v1::UndoDraftChunkRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    out->sandbox = request.name();
+    if (!TakeSandboxName("name", request.name(), /*required=*/true, out)) return;
     if (options_.admission != nullptr && !options_.admission->permits_mutation()) {
       // The policy is the Policy subsystem's; an undo would change it (and forget what was pushed).
       return out->Deny(absl::StatusCode::kPermissionDenied, "mutation_not_permitted",

@@ -45,6 +45,10 @@
 //                          profile_catalogue_managed while the catalogue holds at least one profile (the
 //                          catalogue is then this gateway's, authored with `policyctl profile`); allowed
 //                          and recorded while it is empty.
+// A sandbox name that a record is kept under, or that admit mode admits, must be a valid sandbox id (the
+// gateway's limits: length, UTF-8, no control characters such as NUL), and in admit mode the subject and
+// labels must fit the admission context's limits: otherwise invalid_request (PERMISSION_DENIED) naming the
+// request's field, before anything is read, admitted or recorded.
 // A provider with no catalogue profile is refused (unknown_provider, FAILED_PRECONDITION), as is one whose
 // stored profile does not verify against the trust store (profile_unverified).
 // A deny's reason is "reason_code: detail" and its status_code PERMISSION_DENIED, or FAILED_PRECONDITION
@@ -61,6 +65,7 @@
 #include <string>
 
 #include "gateway/core/ceiling_guard.h"
+#include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_admission.h"
 #include "gateway/core/interceptor_records.h"
 #include "gateway/core/provider_catalogue.h"
@@ -92,6 +97,9 @@ class InterceptorEvaluator {
     const ProviderProfileCatalogue* profiles = nullptr;
     // Admit mode's Policy subsystem (not owned); null: ceiling mode.
     InterceptorAdmission* admission = nullptr;
+    // What a sandbox name (a record's key, and admit mode's sandbox id) and admit mode's context may hold:
+    // the gateway's own context limits (CheckSandboxId, CheckContext).
+    ContextLimits context_limits;
   };
 
   InterceptorEvaluator(const CeilingGuard* ceiling, store::AuditLog* audit, store::InterceptorRecordStore* records,
@@ -133,6 +141,9 @@ class InterceptorEvaluator {
   bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out,
                             bool* admitted_body = nullptr) const;
   void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
+  // Sets out->sandbox to `name` and checks it as a sandbox id (CheckSandboxId): false with the deny set
+  // (invalid_request naming `field`). An empty name is accepted where `required` is false.
+  bool TakeSandboxName(const char* field, const std::string& name, bool required, Outcome* out) const;
   // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
   // profile_unverified, storage_error) when one has none.
   bool ResolveProviders(const std::vector<std::string>& providers, std::vector<ProviderProfileCatalogue::Entry>* entries,

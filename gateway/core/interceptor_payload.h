@@ -16,15 +16,28 @@
 
 namespace osh::gateway {
 
+// Both directions keep what they converted before in a bounded memo (1024 entries, 32 MiB; the oldest
+// dropped first; only successful conversions): the same request evaluated again (a retried or repeated
+// call) and the same policy patched into many requests are converted once.
+
 // Decodes `payload` into `request` (cleared first). INVALID_ARGUMENT "<Type>: <protobuf's reason>".
-// A payload decoded before into the same type is not converted again: its decoded bytes are kept (a
-// bounded memo keyed on the SHA-256 of the type and the payload's deterministic serialization).
+// A payload decoded before into the same type is not converted again: its decoded bytes are kept, keyed on
+// the SHA-256 of the type's name and the payload's fingerprint (InterceptorPayloadFingerprint).
 absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 // The same without the memo: the JSON conversion every time.
 absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 
-// A message as a google.protobuf.Value holding its ProtoJSON (a patch's value).
+// A message as a google.protobuf.Value holding its ProtoJSON (a patch's value). A message encoded before
+// (equal deterministic serialization, same type) is not converted again.
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message);
+// The same without the memo: the JSON conversion every time.
+absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const google::protobuf::Message& message);
+
+// A Struct's content as bytes that two Structs share exactly when they hold the same members (compared by
+// key, whatever the map's order) with the same kinds and values (numbers compared bit for bit): every
+// member, string and list length-prefixed, so no two contents meet. The decode memo's key; not a format
+// anyone else reads.
+std::string InterceptorPayloadFingerprint(const google::protobuf::Struct& payload);
 
 // A message's ProtoJSON as a Struct (what the OpenShell gateway sends; used by tests and the bench).
 absl::StatusOr<google::protobuf::Struct> MessageToInterceptorStruct(const google::protobuf::Message& message);

@@ -40,7 +40,8 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
   listener->evaluator_ = std::make_unique<InterceptorEvaluator>(
       ceiling, audit, records,
       InterceptorEvaluator::Options{config.interceptor_audience, profiles,
-                                    config.interceptor_mode == "admit" ? options.admission : nullptr});
+                                    config.interceptor_mode == "admit" ? options.admission : nullptr,
+                                    config.limits.context});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
                                                             listener->pool_.get(), clock);

@@ -2,11 +2,36 @@
 
 #include <string>
 
+#include <google/protobuf/arena.h>
+#include <grpcpp/support/message_allocator.h>
+
 #include "absl/strings/str_cat.h"
 #include "gateway/core/log.h"
 #include "gateway/server/status_conversion.h"
 
 namespace osh::gateway {
+
+namespace {
+
+class ArenaHolder final
+    : public grpc::MessageHolder<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult> {
+ public:
+  ArenaHolder() {
+    set_request(google::protobuf::Arena::CreateMessage<interceptor_v1::InterceptorEvaluation>(&arena_));
+    set_response(google::protobuf::Arena::CreateMessage<interceptor_v1::InterceptorResult>(&arena_));
+  }
+  void Release() override { delete this; }
+
+ private:
+  google::protobuf::Arena arena_;
+};
+
+}  // namespace
+
+grpc::MessageHolder<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult>*
+InterceptorService::ArenaMessages::AllocateMessages() {
+  return new ArenaHolder();
+}
 
 grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext& context, const char* method) {
   if (verifier_ == nullptr) return grpc::Status::OK;
