@@ -83,6 +83,7 @@ struct InterceptorEvaluator::Outcome {
   std::string candidate_digest;   // when a candidate was checked
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
   bool audited = false;           // its audit event is committed already (with an admission, admit mode)
+  std::string payload_digest;     // of the phase's proposed_operation when the caller had it; else ""
   std::vector<interceptor_v1::JsonPatch> patches;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
@@ -108,7 +109,7 @@ namespace {
 // Decodes the payload strictly into `request`; false (with the deny set) when it does not decode.
 template <typename Outcome>
 bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::protobuf::Message* request, Outcome* out) {
-  if (absl::Status decoded = DecodeInterceptorPayload(payload, request); !decoded.ok()) {
+  if (absl::Status decoded = DecodeInterceptorPayload(payload, request, out->payload_digest); !decoded.ok()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.message()));
     return false;
   }
@@ -782,8 +783,10 @@ store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::
   return event;
 }
 
-interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation) {
+interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                                                 std::string payload_digest) {
   Outcome outcome;
+  outcome.payload_digest = std::move(payload_digest);
   outcome.decision_id = InterceptorNewDecisionId();
   std::string phase;
   switch (evaluation.phase_case()) {

@@ -117,7 +117,10 @@ class InterceptorEvaluator {
 
   // Always a result (a malformed evaluation is a deny, never a gRPC error): allow, allow with patches
   // (modify phase only), or deny; audited.
-  interceptor_v1::InterceptorResult Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation);
+  // `payload_digest`: InterceptorPayloadDigest of the phase's proposed_operation when the caller computed it
+  // already (where the request was still in its core's cache); empty: computed when needed.
+  interceptor_v1::InterceptorResult Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                             std::string payload_digest = {});
 
   const InterceptorRecords& records() const { return records_; }
 

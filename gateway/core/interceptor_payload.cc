@@ -58,8 +58,8 @@ class BoundedMemo {
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Payloads decoded before (a retried or repeated evaluation of one request): the SHA-256 of the target
-// type's name and the payload's fingerprint -> the decoded message's bytes.
+// Payloads decoded before (a retried or repeated evaluation of one request): the target type's name and
+// the payload's digest -> the decoded message's bytes.
 BoundedMemo<std::string>& DecodedPayloads() {
   static auto* memo = new BoundedMemo<std::string>([](const std::string& bytes) { return bytes.size(); });
   return *memo;
@@ -121,18 +121,15 @@ void AppendFingerprint(const google::protobuf::Struct& object, std::string* out)
   }
 }
 
-std::string DecodedPayloadKey(const google::protobuf::Struct& payload, const google::protobuf::Message& request) {
-  std::string bytes = request.GetDescriptor()->full_name();
-  bytes.push_back('\n');
-  AppendFingerprint(payload, &bytes);
-  return policy::Sha256(bytes);
-}
 
 }  // namespace
 
-absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request) {
+absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request,
+                                      absl::string_view payload_digest) {
   request->Clear();
-  const std::string key = DecodedPayloadKey(payload, *request);
+  const std::string key =
+      absl::StrCat(request->GetDescriptor()->full_name(), "\n",
+                   payload_digest.empty() ? InterceptorPayloadDigest(payload) : std::string(payload_digest));
   std::string decoded;
   if (DecodedPayloads().Find(key, &decoded) && request->ParseFromString(decoded)) return absl::OkStatus();
   request->Clear();
@@ -158,6 +155,10 @@ std::string InterceptorPayloadFingerprint(const google::protobuf::Struct& payloa
   std::string bytes;
   AppendFingerprint(payload, &bytes);
   return bytes;
+}
+
+std::string InterceptorPayloadDigest(const google::protobuf::Struct& payload) {
+  return policy::Sha256(InterceptorPayloadFingerprint(payload));
 }
 
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message) {

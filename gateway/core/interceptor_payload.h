@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace osh::gateway {
 
@@ -22,8 +23,11 @@ namespace osh::gateway {
 
 // Decodes `payload` into `request` (cleared first). INVALID_ARGUMENT "<Type>: <protobuf's reason>".
 // A payload decoded before into the same type is not converted again: its decoded bytes are kept, keyed on
-// the SHA-256 of the type's name and the payload's fingerprint (InterceptorPayloadFingerprint).
-absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request);
+// the type's name and the payload's digest (InterceptorPayloadDigest). `payload_digest`, when not empty,
+// must be InterceptorPayloadDigest(payload) (computed earlier, where the payload was still in cache);
+// empty: computed here.
+absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request,
+                                      absl::string_view payload_digest = {});
 // The same without the memo: the JSON conversion every time.
 absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 
@@ -38,6 +42,8 @@ absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const 
 // member, string and list length-prefixed, so no two contents meet. The decode memo's key; not a format
 // anyone else reads.
 std::string InterceptorPayloadFingerprint(const google::protobuf::Struct& payload);
+// The SHA-256 (32 bytes) of the payload's fingerprint.
+std::string InterceptorPayloadDigest(const google::protobuf::Struct& payload);
 
 // A message's ProtoJSON as a Struct (what the OpenShell gateway sends; used by tests and the bench).
 absl::StatusOr<google::protobuf::Struct> MessageToInterceptorStruct(const google::protobuf::Message& message);

@@ -6,6 +6,7 @@
 #include <grpcpp/support/message_allocator.h>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/core/interceptor_payload.h"
 #include "gateway/core/log.h"
 #include "gateway/server/status_conversion.h"
 
@@ -76,9 +77,16 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     reactor->Finish(status);
     return reactor;
   }
+  // The payload's digest (the decode memo's key) here, on the thread that just parsed the request: its
+  // first walk costs a quarter of what it costs on the pool's thread, where the request is not in cache.
+  std::string payload_digest;
+  if (request->has_validate()) payload_digest = InterceptorPayloadDigest(request->validate().proposed_operation());
+  if (request->has_modify_operation()) {
+    payload_digest = InterceptorPayloadDigest(request->modify_operation().proposed_operation());
+  }
   // The decision appends to the audit log: off gRPC's callback thread.
-  pool_->Submit([this, reactor, request, response, started] {
-    *response = evaluator_->Evaluate(*request);
+  pool_->Submit([this, reactor, request, response, started, payload_digest = std::move(payload_digest)]() mutable {
+    *response = evaluator_->Evaluate(*request, std::move(payload_digest));
     if (!response->allowed()) {
       evaluate_denied_.fetch_add(1);
     } else if (response->patches().empty()) {
