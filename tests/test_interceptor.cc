@@ -2320,4 +2320,60 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
   }
 }
 
+
+// Admit mode beside a second replica (issue 28's limits): an admission made on A reaches B through the
+// replica feed, so a validate or a retried create that reaches B (the OpenShell gateway reconnected to
+// another replica between its phases) is decided on A's admission, never admitted twice.
+TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: admitted on A, validated and reused "
+          "on B",
+          "[interceptor][integration][admit][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  const std::vector<std::string> args = {"--database", url, "--interceptor-mode", "admit"};
+  InterceptorGateway a(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
+  InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
+  openshell::sandbox::v1::SandboxPolicy base;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  REQUIRE(a.gateway().SetPolicy("default", base).ok());
+
+  const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
+  const auto modified = a.Evaluate("CreateSandbox", false, create);
+  INFO(modified.reason());
+  REQUIRE(modified.allowed());
+  REQUIRE(modified.patches_size() == 2);
+  const std::string digest =
+      modified.patches(1).value().struct_value().fields().at("policy-gateway/policy-digest").string_value();
+  const Struct patched = ApplyPatches(create, modified.patches());
+
+  // B holds A's admission as soon as its feed has applied it; until then a validate there is refused
+  // (unknown_sandbox: fail closed, never allowed on a guess).
+  icv1::InterceptorResult on_b;
+  CHECK(Eventually([&] {
+    on_b = b.Evaluate("CreateSandbox", true, patched);
+    if (!on_b.allowed()) CHECK(absl::StartsWith(on_b.reason(), "unknown_sandbox: "));
+    return on_b.allowed();
+  }));
+  // A create retried through B reuses A's admission: same body, same digest, one admission in the log.
+  const auto retried = b.Evaluate("CreateSandbox", false, create);
+  INFO(retried.reason());
+  REQUIRE(retried.allowed());
+  CHECK(retried.patches(1).value().struct_value().fields().at("policy-gateway/policy-digest").string_value() == digest);
+  CHECK(PolicyOfJson(retried.patches(0).value()).SerializeAsString() ==
+        PolicyOfJson(modified.patches(0).value()).SerializeAsString());
+  CheckDeny(b.Evaluate("CreateSandbox", false, create, "mallory@example.com"), "FAILED_PRECONDITION",
+            "already_admitted: ");
+  int admissions = 0;
+  for (const auto& event : b.gateway().AuditEvents()) {
+    if (event.type() == "admission" && event.sandbox_id() == "build-7" && event.outcome() == "ok") ++admissions;
+  }
+  CHECK(admissions == 1);
+  // The admitted body written back through B (as the push does) is allowed there; another body is not.
+  const Value& body = ApplyPatches(create, modified.patches()).fields().at("spec").struct_value().fields().at("policy");
+  Struct update;
+  (*update.mutable_fields())["name"].set_string_value("build-7");
+  (*update.mutable_fields())["policy"] = body;
+  CHECK(b.Evaluate("UpdateConfig", true, update).allowed());
+  CHECK(a.gateway().Stop() == 0);
+  CHECK(b.gateway().Stop() == 0);
+}
+
 }  // namespace osh::test::interceptor_test

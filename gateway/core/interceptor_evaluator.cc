@@ -395,7 +395,15 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
     fresh = false;
     auto current = options_.admission->Current(request.name());
     if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
-    if (!current->has_value() || !google::protobuf::util::MessageDifferencer::Equals((*current)->context, context)) {
+    if (!current->has_value()) {
+      // Committed (the store refused a second admission) but not in this replica's view yet: another
+      // replica admitted it a moment ago, and the replica feed has not brought it here.
+      return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
+                       absl::StrCat("sandbox '", request.name(),
+                                    "' is admitted already, by another replica of this gateway, and not yet seen "
+                                    "here; try again"));
+    }
+    if (!google::protobuf::util::MessageDifferencer::Equals((*current)->context, context)) {
       return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
                        absl::StrCat("sandbox '", request.name(),
                                     "' is admitted here already with another context (user subject or labels); "
