@@ -1,11 +1,16 @@
 // policyctl profile set | get | list | delete (admin socket): the provider-profile catalogue the OpenShell
-// interceptor serves and composes (docs/openshell-interceptor.md, "Provider profiles"). Profile files are
-// upstream's YAML form (../shared/interceptor/README.md §7), read by policy::LoadProviderProfileFile.
+// interceptor serves and composes (docs/openshell-interceptor.md, "Provider profiles"); profile sign
+// (offline): an authority's governance signature on a profile file, kept as it is by `profile set`. Profile
+// files are upstream's YAML form (../shared/interceptor/README.md §7), read by
+// policy::LoadProviderProfileFile.
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "gateway/core/governance_signature.h"
+#include "trust/keys.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/policy_file.h"
 #include "policy/provider_profile.h"
 
 namespace osh::cli {
@@ -48,7 +53,8 @@ void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {
   {
     auto* cmd = profile->add_subcommand(
         "set", "Create or replace a provider profile from a profile file (upstream's YAML form); signed when the "
-               "gateway has a signing key (behind the mutation gate)");
+               "gateway has a signing key, or kept as signed when the file is (profile sign; behind the mutation "
+               "gate)");
     auto file = std::make_shared<std::string>();
     cmd->add_option("-f,--file", *file, "profile file (YAML or JSON)")->required();
     cmd->callback([&options, &exit_code, file] {
@@ -63,6 +69,44 @@ void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {
       } else {
         PrintProfileSummary(response);
       }
+      exit_code = kExitOk;
+    });
+  }
+  // sign (offline)
+  {
+    auto* cmd = profile->add_subcommand(
+        "sign", "Sign a profile file with an authority's Ed25519 key, offline (README §8's governance signature); "
+                "`profile set` keeps the signature, so a gateway without a signing key of its own serves it");
+    struct Flags {
+      std::string file, key, out;
+    };
+    auto f = std::make_shared<Flags>();
+    cmd->add_option("-f,--file", f->file, "profile file (YAML or JSON), unsigned")->required();
+    cmd->add_option("--key", f->key, "the authority's Ed25519 private key (PEM), a trust-store key of the gateways "
+                                     "that will serve the profile")->required();
+    cmd->add_option("--out", f->out, "where to write the signed profile (YAML; with -o json, ProtoJSON)")->required();
+    cmd->callback([&options, &exit_code, f] {
+      auto parsed = policy::LoadProviderProfileFile(f->file);
+      if (!parsed.ok()) { exit_code = ReportLocalError(parsed.status()); return; }
+      if (policy::ProviderProfileSigned(*parsed)) {
+        exit_code = ReportLocalError(absl::InvalidArgumentError(
+            absl::StrCat(f->file, ": signed already (its openshell.nvidia.com/profile-* annotations): sign the "
+                                  "unsigned file")));
+        return;
+      }
+      auto pem = policy::ReadFileToString(f->key);
+      if (!pem.ok()) { exit_code = ReportLocalError(pem.status()); return; }
+      auto key = trust::PrivateKey::FromPem(*pem);
+      if (!key.ok()) { exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(f->key, ": ", key.status().message()))); return; }
+      auto kid = gateway::SignProviderProfile(*key, &*parsed);
+      if (!kid.ok()) { exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(f->key, ": ", kid.status().message()))); return; }
+      const std::string text = options.json() ? ToJson(*parsed) + "\n" : policy::ProviderProfileToYaml(*parsed);
+      if (auto written = WriteFileAtomically(f->out, text, 0644); !written.ok()) {
+        exit_code = ReportLocalError(written);
+        return;
+      }
+      std::cout << "wrote " << f->out << ": profile " << parsed->id() << ", hash "
+                << parsed->annotations().at(policy::kProfileHashAnnotation) << ", signed with kid " << *kid << "\n";
       exit_code = kExitOk;
     });
   }

@@ -62,11 +62,20 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
   if (profile.resource_version() != 0) {
     return Violation{"resource_version", "set by the OpenShell gateway: leave it 0"};
   }
+  // A signature made elsewhere (policyctl profile sign) is its three annotations together; any other
+  // openshell.nvidia.com/profile-* key is this gateway's to set.
+  const bool is_signed = ProviderProfileSigned(profile);
   for (const auto& [key, value] : profile.annotations()) {
-    if (absl::StartsWith(key, kProfileAnnotationPrefix)) {
+    if (!absl::StartsWith(key, kProfileAnnotationPrefix)) continue;
+    if (key == kProfileSignatureAnnotation || key == kProfileHashAnnotation || key == kProfileSignatureKidAnnotation) {
+      if (is_signed) continue;
       return Violation{absl::StrCat("annotations.", key),
-                       "set by this gateway when it signs the profile: leave it out"};
+                       absl::StrCat("a signature is ", kProfileSignatureAnnotation, ", ", kProfileHashAnnotation,
+                                    " and ", kProfileSignatureKidAnnotation,
+                                    " together (policyctl profile sign writes them); leave all three out to have "
+                                    "this gateway sign the profile")};
     }
+    return Violation{absl::StrCat("annotations.", key), "not an annotation of a signed profile: leave it out"};
   }
   std::set<std::string> credentials;
   for (int i = 0; i < profile.credentials_size(); ++i) {
@@ -107,6 +116,12 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
 }
 
 }  // namespace
+
+bool ProviderProfileSigned(const os_v1::ProviderProfile& profile) {
+  const auto& annotations = profile.annotations();
+  return annotations.contains(kProfileSignatureAnnotation) && annotations.contains(kProfileHashAnnotation) &&
+         annotations.contains(kProfileSignatureKidAnnotation);
+}
 
 absl::Status ValidateProviderProfile(const os_v1::ProviderProfile& profile) {
   if (auto violation = FindProfileViolation(profile)) return InvalidProfile(violation->path, violation->message);

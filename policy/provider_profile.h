@@ -16,8 +16,8 @@
 
 namespace osh::policy {
 
-// The annotations this gateway sets on a signed profile (README §8); a profile handed in may not carry
-// them, and the profile hash is taken without them.
+// The annotations of a signed profile (README §8): this gateway sets them when it signs, `policyctl
+// profile sign` when an authority signs offline; the profile hash is taken without them.
 inline constexpr char kProfileAnnotationPrefix[] = "openshell.nvidia.com/profile-";
 inline constexpr char kProfileSignatureAnnotation[] = "openshell.nvidia.com/profile-signature";
 inline constexpr char kProfileHashAnnotation[] = "openshell.nvidia.com/profile-hash";
@@ -38,11 +38,15 @@ std::string ProviderProfileToYaml(const openshell::v1::ProviderProfile& profile)
 
 // The rules a profile of the catalogue meets: `id` of 1..128 characters from [A-Za-z0-9._-]; a
 // `display_name`; `source`, `scope` empty and `resource_version` 0 (upstream sets them); no
-// openshell.nvidia.com/profile-* annotation (this gateway's signature); credential names unique and
+// openshell.nvidia.com/profile-* annotation but a whole signature (all three of the keys above, as
+// `policyctl profile sign` writes them; checked by whoever verifies it); credential names unique and
 // non-empty, and discovery naming only them; endpoints and binaries valid as a policy's network entry
 // (SCHEMA.md), without credential_binding, advisor_proposed or provider_credentialed. OK, or
 // INVALID_ARGUMENT "invalid_profile: <field path>: <what>".
 absl::Status ValidateProviderProfile(const openshell::v1::ProviderProfile& profile);
+
+// Whether `profile` carries a whole signature: the three openshell.nvidia.com/profile-* annotations.
+bool ProviderProfileSigned(const openshell::v1::ProviderProfile& profile);
 
 // The key of a provider's layer in network_policies: "_provider_" + the name lower-cased, every
 // character outside [a-z0-9_] replaced by '_', leading and trailing '_' trimmed ("unnamed" if nothing is

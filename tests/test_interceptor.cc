@@ -26,6 +26,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "gateway/core/config.h"
 #include "gateway/core/interceptor_governance.h"
@@ -1329,7 +1330,7 @@ TEST_CASE("provider profiles: a bad profile file is refused naming the file, the
       {"display_name: X\n", " invalid_profile: id: required", "a missing id"},
       {"id: has space\ndisplay_name: X\n", "1: invalid_profile: id: 'has space'", "a bad id"},
       {"id: x\ndisplay_name: X\nannotations:\n  openshell.nvidia.com/profile-hash: forged\n",
-       "4: invalid_profile: annotations.openshell.nvidia.com/profile-hash: set by this gateway", "a signature annotation"},
+       "4: invalid_profile: annotations.openshell.nvidia.com/profile-hash: a signature is openshell.nvidia.com/profile-signature, openshell.nvidia.com/profile-hash and openshell.nvidia.com/profile-signature-kid together", "a signature annotation alone"},
       {"id: x\ndisplay_name: X\ndiscovery: { credentials: [nope] }\n",
        "3: invalid_profile: discovery.credentials[0]: 'nope' is not one of the profile's credentials", "discovery"},
       {"id: x\ndisplay_name: X\nendpoints:\n  - host: a.example.com\n    port: 99999\n",
@@ -2374,6 +2375,88 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
   CHECK(b.Evaluate("UpdateConfig", true, update).allowed());
   CHECK(a.gateway().Stop() == 0);
   CHECK(b.gateway().Stop() == 0);
+}
+
+
+// Profiles signed elsewhere (issue 28's limits): an authority signs a profile offline with `policyctl
+// profile sign`; a gateway with a trust store and no signing key of its own (a third-party driver) sets it
+// as it is, serves it and composes it; a changed, partly signed or foreign-signed file is refused.
+TEST_CASE("provider profiles: a profile an authority signed offline is set, kept as signed, served and composed, and a "
+          "changed or foreign-signed one is refused",
+          "[interceptor][integration][provider_profiles]") {
+  InterceptorGateway g;  // a trust store holding the authority's key, a ceiling, no signing key of its own
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  std::string out, err;
+  // Offline, with the authority's key.
+  REQUIRE(CtlOffline({"profile", "sign", "-f", g.keys() / "pypi.yaml", "--key", g.keys() / "authority.key", "--out",
+                      g.keys() / "pypi.signed.yaml"},
+                     &out, &err) == 0);
+  auto authority = osh::trust::PrivateKey::FromPem(ReadFile(g.keys() / "authority.key"));
+  REQUIRE(authority.ok());
+  auto authority_public = osh::trust::PublicKey::FromPem(authority->PublicKeyPem());
+  REQUIRE(authority_public.ok());
+  const std::string kid = osh::gateway::GovernanceKid(*authority_public);
+  CHECK_THAT(out, Catch::Contains("signed with kid " + kid));
+  CHECK(CtlOffline({"profile", "sign", "-f", g.keys() / "pypi.signed.yaml", "--key", g.keys() / "authority.key",
+                    "--out", g.keys() / "twice.yaml"},
+                   &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("signed already"));
+
+  // Set as it is: the authority's signature is kept, audited as imported, and served.
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.signed.yaml", "-o", "json"}, &out, &err) == 0);
+  gw::ProviderProfileInfo info;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
+  CHECK(info.signature_kid() == kid);
+  icv1::ProviderProfileSnapshot snapshot;
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot).ok());
+  REQUIRE(snapshot.profiles_size() == 1);
+  CHECK(snapshot.profiles(0).annotations().at("openshell.nvidia.com/profile-signature-kid") == kid);
+  CHECK(*osh::gateway::GovernanceProfileHash(snapshot.profiles(0)) ==
+        snapshot.profiles(0).annotations().at("openshell.nvidia.com/profile-hash"));
+  bool imported = false;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.audit_context().count("provider_profile") && event.audit_context().at("provider_profile") == "pypi") {
+      imported = event.audit_context().count("profile_signed") && event.audit_context().at("profile_signed") == "imported";
+    }
+  }
+  CHECK(imported);
+  // Composed into a candidate, inside the ceiling.
+  const auto composed = g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-9", kBasePolicyJson, R"(["pypi"])"));
+  INFO(composed.reason());
+  CHECK(composed.allowed());
+
+  // Changed after signing: the signed hash no longer matches.
+  std::string signed_text = ReadFile(g.keys() / "pypi.signed.yaml");
+  std::string changed = signed_text;
+  changed.replace(changed.find("host: pypi.org"), 14, "host: evil.example.com");
+  WriteFile(g.keys() / "changed.yaml", changed);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "changed.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("invalid_profile: annotations.openshell.nvidia.com/profile-hash: the signed hash is"));
+  // Part of a signature: refused locally, naming the line.
+  std::string partial;
+  for (const auto& line : absl::StrSplit(signed_text, '\n')) {
+    if (!absl::StrContains(line, "profile-signature-kid")) absl::StrAppend(&partial, line, "\n");
+  }
+  WriteFile(g.keys() / "partial.yaml", partial);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "partial.yaml"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("partial.yaml:") && Catch::Contains("invalid_profile: annotations.openshell.nvidia.com/profile-") &&
+                      Catch::Contains("together"));
+  // Signed by a key the trust store does not hold.
+  auto stranger = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(stranger.ok());
+  WriteFile(g.keys() / "stranger.key", stranger->ToPem());
+  REQUIRE(CtlOffline({"profile", "sign", "-f", g.keys() / "pypi.yaml", "--key", g.keys() / "stranger.key", "--out",
+                      g.keys() / "foreign.yaml"},
+                     &out, &err) == 0);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "foreign.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("profile_signature_untrusted: "));
+  // What is stored is still the authority's profile.
+  REQUIRE(Ctl(g.gateway(), {"profile", "get", "pypi", "-o", "json"}, &out, &err) == 0);
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
+  CHECK(info.signature_kid() == kid);
+  CHECK(info.profile().endpoints(0).host() == "pypi.org");
+  CHECK(g.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
 #include "gateway/core/context_limits.h"
+#include "gateway/core/governance_signature.h"
 #include "gateway/core/interceptor_governance.h"
 #include "policy/provider_profile.h"
 
@@ -20,18 +21,6 @@ namespace os_v1 = openshell::v1;
 namespace audit = trust::audit;
 
 namespace {
-
-std::string Base64Url(absl::string_view bytes) {
-  std::string out;
-  absl::WebSafeBase64Escape(bytes, &out);  // unpadded
-  return out;
-}
-
-// base64url(header) "." base64url(claims): what the signature covers.
-std::string GovernanceSigningInput(const std::string& kid, const std::string& claims_json) {
-  return absl::StrCat(Base64Url(absl::StrCat(R"({"typ":"JWT","alg":"EdDSA","kid":")", kid, R"("})")), ".",
-                      Base64Url(claims_json));
-}
 
 absl::Status ProfileUnverified(const std::string& id, absl::string_view why) {
   return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_unverified",
@@ -60,29 +49,6 @@ std::pair<int64_t, int64_t> ProfileKeyWindowSpan(const trust::TrustStore* trust,
 
 }  // namespace
 
-std::string GovernanceKid(const trust::PublicKey& key) { return key.fingerprint().substr(0, 32); }
-
-std::string GovernanceProfileClaims(const std::string& profile_id, const std::string& profile_hash) {
-  // The id is [A-Za-z0-9._-] (policy::ValidateProviderProfile) and the hash "sha256:v2:<hex>": nothing
-  // to escape.
-  return absl::StrCat(R"({"sub":"provider-profile:)", profile_id,
-                      R"(","iss":"openshell-governance-interceptor","aud":"openshell-governance-profile",)",
-                      R"("iat":0,"exp":0,"hash_algorithm":")", kGovernanceHashAlgorithm, R"(","profile_id":")",
-                      profile_id, R"(","profile_sha256":")", profile_hash, R"("})");
-}
-
-absl::StatusOr<std::string> GovernanceJwt(const trust::PrivateKey& key, const std::string& kid,
-                                          const std::string& claims_json) {
-  if (key.algorithm() != trust::kEd25519) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the governance format signs with Ed25519 only (the key is ", key.algorithm(), ")"));
-  }
-  const std::string input = GovernanceSigningInput(kid, claims_json);
-  auto signature = key.Sign(input);
-  if (!signature.ok()) return signature.status();
-  return absl::StrCat(input, ".", Base64Url(*signature));
-}
-
 ProviderProfileCatalogue::ProviderProfileCatalogue(store::ProviderProfileStore* store,
                                                    std::function<std::shared_ptr<const trust::TrustStore>()> trust,
                                                    const store::Clock* clock)
@@ -105,25 +71,32 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
   Entry entry;
   entry.hash = *hash;
-  if (key.has_value() && key->algorithm() == trust::kEd25519) {
-    auto public_key = trust::PublicKey::FromPem(key->PublicKeyPem());
-    if (!public_key.ok()) return public_key.status();
-    entry.kid = GovernanceKid(*public_key);
-    auto token = GovernanceJwt(*key, entry.kid, GovernanceProfileClaims(profile.id(), *hash));
-    if (!token.ok()) return token.status();
-    auto& annotations = *profile.mutable_annotations();
-    annotations[policy::kProfileSignatureAnnotation] = *token;
-    annotations[policy::kProfileHashAnnotation] = *hash;
-    annotations[policy::kProfileSignatureKidAnnotation] = entry.kid;
+  const bool signed_elsewhere = policy::ProviderProfileSigned(profile);
+  if (signed_elsewhere) {
+    // Kept as it came: an authority's signature made offline (policyctl profile sign).
+    const auto& annotations = profile.annotations();
+    if (annotations.at(policy::kProfileHashAnnotation) != *hash) {
+      return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_profile",
+                             absl::StrCat("annotations.", policy::kProfileHashAnnotation, ": the signed hash is ",
+                                          annotations.at(policy::kProfileHashAnnotation), ", the profile's is ", *hash,
+                                          " (the profile changed after it was signed)"));
+    }
+    entry.kid = annotations.at(policy::kProfileSignatureKidAnnotation);
+  } else if (key.has_value() && key->algorithm() == trust::kEd25519) {
+    auto kid = SignProviderProfile(*key, &profile);
+    if (!kid.ok()) return kid.status();
+    entry.kid = *kid;
   } else if (trust != nullptr) {
     return common::Refused(
         absl::StatusCode::kFailedPrecondition, "profile_unsigned",
         key.has_value()
             ? absl::StrCat("a trust store is configured, so every profile must be signed by one of its keys, and the "
                            "governance format signs with Ed25519 only (builtin_signing_key is ",
-                           key->algorithm(), ")")
+                           key->algorithm(), "): sign it with an authority's key (policyctl profile sign) and set "
+                           "the signed file")
             : "a trust store is configured, so every profile must be signed by one of its keys, and this gateway has "
-              "no signing key (builtin_signing_key)");
+              "no signing key (builtin_signing_key): sign it with an authority's key (policyctl profile sign) and set "
+              "the signed file");
   }
   const std::string bytes = profile.SerializeAsString();
   if (trust != nullptr) {
@@ -141,6 +114,7 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   event.reason = absl::StrCat("provider profile ", profile.id(), " set");
   event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
   if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
+  if (signed_elsewhere) event.audit_context["profile_signed"] = "imported";
   absl::Status put = store_->PutProviderProfile(profile.id(), bytes, std::move(event));
   Forget();  // committed or not (an error may follow a commit): read again
   if (!put.ok()) return put;

@@ -37,6 +37,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/core/governance_signature.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
 #include "openshell/v1/openshell_v1_subset.pb.h"
 #include "store/clock.h"
@@ -45,16 +46,6 @@
 #include "trust/trust_store.h"
 
 namespace osh::gateway {
-
-// The JWT the governance format carries (README §8): base64url(header) "." base64url(claims) "."
-// base64url(signature), the header {"typ":"JWT","alg":"EdDSA","kid":<kid>}, `claims_json` verbatim.
-// INVALID_ARGUMENT unless `key` is Ed25519.
-absl::StatusOr<std::string> GovernanceJwt(const trust::PrivateKey& key, const std::string& kid,
-                                          const std::string& claims_json);
-// The governance kid of a public key: hex of the first 16 bytes of SHA-256 of its SPKI DER.
-std::string GovernanceKid(const trust::PublicKey& key);
-// The claims of a profile's signature, in the README's order, without whitespace.
-std::string GovernanceProfileClaims(const std::string& profile_id, const std::string& profile_hash);
 
 class ProviderProfileCatalogue {
  public:
@@ -76,6 +67,10 @@ class ProviderProfileCatalogue {
 
   // Validates (policy::ValidateProviderProfile), signs when a key is set, and stores the profile,
   // creating or replacing the one of its id, with one audit event (type mutation). What is stored.
+  // A profile that arrives signed already (its three openshell.nvidia.com/profile-* annotations, written by
+  // `policyctl profile sign` with an authority's key) keeps that signature, signing key or not: its stated
+  // hash must be the profile's (invalid_profile), and with a trust store it must verify now
+  // (profile_signature_untrusted); without one it is stored as it is, as every profile is served then.
   absl::StatusOr<Entry> Set(openshell::v1::ProviderProfile profile);
   // Removes the profile `id` with one audit event; NOT_FOUND when there is none.
   absl::Status Delete(const std::string& id);
