@@ -2456,6 +2456,12 @@ TEST_CASE("provider profiles: a profile an authority signed offline is set, kept
   REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
   CHECK(info.signature_kid() == kid);
   CHECK(info.profile().endpoints(0).host() == "pypi.org");
+  // What `profile get` prints sets again as it is, signature and all.
+  REQUIRE(Ctl(g.gateway(), {"profile", "get", "pypi"}, &out, &err) == 0);
+  WriteFile(g.keys() / "got.yaml", out);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "got.yaml", "-o", "json"}, &out, &err) == 0);
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
+  CHECK(info.signature_kid() == kid);
   CHECK(g.gateway().Stop() == 0);
 }
 
