@@ -5,6 +5,8 @@
 // policy::LoadProviderProfileFile.
 #include <iostream>
 
+#include <google/protobuf/struct.pb.h>
+
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "gateway/core/governance_signature.h"
@@ -84,7 +86,7 @@ void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->add_option("-f,--file", f->file, "profile file (YAML or JSON), unsigned")->required();
     cmd->add_option("--key", f->key, "the authority's Ed25519 private key (PEM), a trust-store key of the gateways "
                                      "that will serve the profile")->required();
-    cmd->add_option("--out", f->out, "where to write the signed profile (YAML; with -o json, ProtoJSON)")->required();
+    cmd->add_option("--out", f->out, "where to write the signed profile (YAML, as `profile set -f` reads it)")->required();
     cmd->callback([&options, &exit_code, f] {
       auto parsed = policy::LoadProviderProfileFile(f->file);
       if (!parsed.ok()) { exit_code = ReportLocalError(parsed.status()); return; }
@@ -100,13 +102,22 @@ void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (!key.ok()) { exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(f->key, ": ", key.status().message()))); return; }
       auto kid = gateway::SignProviderProfile(*key, &*parsed);
       if (!kid.ok()) { exit_code = ReportLocalError(absl::InvalidArgumentError(absl::StrCat(f->key, ": ", kid.status().message()))); return; }
-      const std::string text = options.json() ? ToJson(*parsed) + "\n" : policy::ProviderProfileToYaml(*parsed);
-      if (auto written = WriteFileAtomically(f->out, text, 0644); !written.ok()) {
+      if (auto written = WriteFileAtomically(f->out, policy::ProviderProfileToYaml(*parsed), 0644); !written.ok()) {
         exit_code = ReportLocalError(written);
         return;
       }
-      std::cout << "wrote " << f->out << ": profile " << parsed->id() << ", hash "
-                << parsed->annotations().at(policy::kProfileHashAnnotation) << ", signed with kid " << *kid << "\n";
+      const std::string& hash = parsed->annotations().at(policy::kProfileHashAnnotation);
+      if (options.json()) {
+        google::protobuf::Struct out;
+        (*out.mutable_fields())["file"].set_string_value(f->out);
+        (*out.mutable_fields())["id"].set_string_value(parsed->id());
+        (*out.mutable_fields())["profile_hash"].set_string_value(hash);
+        (*out.mutable_fields())["signature_kid"].set_string_value(*kid);
+        std::cout << ToJson(out) << "\n";
+      } else {
+        std::cout << "wrote " << f->out << ": profile " << parsed->id() << ", hash " << hash << ", signed with kid "
+                  << *kid << "\n";
+      }
       exit_code = kExitOk;
     });
   }

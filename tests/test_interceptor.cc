@@ -2463,6 +2463,20 @@ TEST_CASE("provider profiles: a profile an authority signed offline is set, kept
   REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
   CHECK(info.signature_kid() == kid);
   CHECK(g.gateway().Stop() == 0);
+
+  // Without a trust store a handed-in signature cannot be verified: it is not kept (nor served).
+  InterceptorGateway bare(true, false, {}, ProfileSigning::kNoTrustStore);
+  REQUIRE(CtlOffline({"profile", "sign", "-f", g.keys() / "pypi.yaml", "--key", g.keys() / "stranger.key", "--out",
+                      g.keys() / "foreign-json.yaml", "-o", "json"},
+                     &out, &err) == 0);
+  google::protobuf::Struct summary;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &summary).ok());
+  CHECK(summary.fields().at("id").string_value() == "pypi");
+  REQUIRE(Ctl(bare.gateway(), {"profile", "set", "-f", g.keys() / "foreign-json.yaml", "-o", "json"}, &out, &err) == 0);
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &info).ok());
+  CHECK(info.signature_kid().empty());
+  CHECK(info.profile().annotations().count("openshell.nvidia.com/profile-signature") == 0);
+  CHECK(bare.gateway().Stop() == 0);
 }
 
 }  // namespace osh::test::interceptor_test

@@ -320,7 +320,8 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
   const std::string subject = InterceptorPrincipal(evaluation, "subject");
   if (kind != "user") {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
-              absl::StrCat("admit mode admits a sandbox a user creates; the principal is of kind '", kind, "'"));
+              absl::StrCat("admit mode admits a sandbox a user creates; the principal is of kind '",
+                           BoundedText(kind, kMaxAuditFieldBytes), "'"));
     return false;
   }
   if (subject.empty()) {
@@ -331,7 +332,8 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
   if (!request.workspace().empty() && request.workspace() != "default") {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
               absl::StrCat("admit mode serves the default workspace only (the sandbox name is this gateway's sandbox "
-                           "id); the request names workspace '", request.workspace(), "'"));
+                           "id); the request names workspace '", BoundedText(request.workspace(), kMaxAuditFieldBytes),
+                           "'"));
     return false;
   }
   context->set_sandbox_id(request.name());
@@ -495,7 +497,9 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
     if (it == request.annotations().end() || it->second != value) {
       return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
                        absl::StrCat("annotation ", key, " of sandbox '", request.name(), "' is ",
-                                    it == request.annotations().end() ? "missing" : absl::StrCat("'", it->second, "'"),
+                                    it == request.annotations().end()
+                                        ? "missing"
+                                        : absl::StrCat("'", BoundedText(it->second, kMaxAuditFieldBytes), "'"),
                                     ", not '", value, "': it was changed after this interceptor's modify phase"));
     }
   }
@@ -558,7 +562,8 @@ bool InterceptorEvaluator::AdmitModeAnnotationsHold(const os_v1::UpdateConfigReq
     }
     if (!holds) {
       out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
-                absl::StrCat("annotation ", key, " = '", value, "' does not name the projection admitted for ",
+                absl::StrCat("annotation ", BoundedText(key, kMaxAuditFieldBytes), " = '",
+                             BoundedText(value, kMaxAuditFieldBytes), "' does not name the projection admitted for ",
                              request.global() ? std::string("the global policy")
                                               : absl::StrCat("sandbox '", request.name(), "'"),
                              ": only this gateway writes policy-gateway/* annotations"));

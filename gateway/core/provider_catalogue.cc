@@ -60,6 +60,9 @@ void ProviderProfileCatalogue::SetSigningKey(trust::PrivateKey key) {
 }
 
 absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os_v1::ProviderProfile profile) {
+  // Only what the hash covers is stored and served: fields this gateway does not know (a newer upstream's)
+  // are outside the ProtoJSON the hash and a signature are taken over.
+  profile.DiscardUnknownFields();
   if (absl::Status valid = policy::ValidateProviderProfile(profile); !valid.ok()) return valid;
   auto hash = GovernanceProfileHash(profile);
   if (!hash.ok()) return hash.status();
@@ -71,6 +74,13 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   const std::shared_ptr<const trust::TrustStore> trust = trust_ ? trust_() : nullptr;
   Entry entry;
   entry.hash = *hash;
+  // A signature handed in is kept only where it can be verified (a trust store); without one it is dropped,
+  // and the profile signed here (with a signing key) or stored unsigned, as any other.
+  if (trust == nullptr && policy::ProviderProfileSigned(profile)) {
+    profile.mutable_annotations()->erase(policy::kProfileSignatureAnnotation);
+    profile.mutable_annotations()->erase(policy::kProfileHashAnnotation);
+    profile.mutable_annotations()->erase(policy::kProfileSignatureKidAnnotation);
+  }
   const bool signed_elsewhere = policy::ProviderProfileSigned(profile);
   if (signed_elsewhere) {
     // Kept as it came: an authority's signature made offline (policyctl profile sign).
@@ -104,7 +114,7 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
     auto verified = Verified({profile.id(), bytes}, trust.get(), clock_->NowUnix());
     if (!verified.ok()) {
       return common::Refused(absl::StatusCode::kFailedPrecondition, "profile_signature_untrusted",
-                             absl::StrCat("the signing key (kid ", entry.kid,
+                             absl::StrCat("the signing key (kid ", BoundedText(entry.kid, 64),
                                           ") is not an Ed25519 key of the trust store that is valid now: ",
                                           verified.status().message()));
     }

@@ -68,9 +68,11 @@ class ProviderProfileCatalogue {
   // Validates (policy::ValidateProviderProfile), signs when a key is set, and stores the profile,
   // creating or replacing the one of its id, with one audit event (type mutation). What is stored.
   // A profile that arrives signed already (its three openshell.nvidia.com/profile-* annotations, written by
-  // `policyctl profile sign` with an authority's key) keeps that signature, signing key or not: its stated
-  // hash must be the profile's (invalid_profile), and with a trust store it must verify now
-  // (profile_signature_untrusted); without one it is stored as it is, as every profile is served then.
+  // `policyctl profile sign` with an authority's key) keeps that signature when a trust store is set,
+  // signing key or not: its stated hash must be the profile's (invalid_profile) and it must verify now
+  // (profile_signature_untrusted). Without a trust store a signature handed in cannot be verified: it is
+  // dropped, and the profile signed here or stored unsigned. Unknown fields are discarded first (the hash
+  // does not cover them).
   absl::StatusOr<Entry> Set(openshell::v1::ProviderProfile profile);
   // Removes the profile `id` with one audit event; NOT_FOUND when there is none.
   absl::Status Delete(const std::string& id);
