@@ -822,8 +822,14 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
     const auto payload = parse_struct(json);
     openshell::v1::CreateSandboxRequest fresh, first, again;
     REQUIRE(osh::gateway::DecodeInterceptorPayloadUncached(payload, &fresh).ok());
+    const auto before = osh::gateway::InterceptorPayloadMemoStats().decoded;
     REQUIRE(osh::gateway::DecodeInterceptorPayload(payload, &first).ok());
     REQUIRE(osh::gateway::DecodeInterceptorPayload(payload, &again).ok());
+    // The first was converted, the second came from the memo (as it does with the digest handed in).
+    REQUIRE(osh::gateway::DecodeInterceptorPayload(payload, &again, osh::gateway::InterceptorPayloadDigest(payload)).ok());
+    const auto after = osh::gateway::InterceptorPayloadMemoStats().decoded;
+    CHECK(after.misses == before.misses + 1);
+    CHECK(after.hits == before.hits + 2);
     CHECK(google::protobuf::util::MessageDifferencer::Equals(fresh, first));
     CHECK(google::protobuf::util::MessageDifferencer::Equals(fresh, again));
     auto twin_json = json;
@@ -834,11 +840,13 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
     // Into another type the same payload is decoded afresh (and refused by that type's strict rules).
     openshell::v1::UpdateConfigRequest other;
     CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(payload, &other).ok());
-    // A refused payload is refused every time (only successes are kept).
+    // A refused payload is refused every time: only successes are kept, so each is converted again.
     const auto bad = parse_struct(R"({"name":"memo-1","spec":{"policy":{"version":1.5}}})");
     openshell::v1::CreateSandboxRequest refused;
+    const auto before_bad = osh::gateway::InterceptorPayloadMemoStats().decoded;
     CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(bad, &refused).ok());
     CHECK_FALSE(osh::gateway::DecodeInterceptorPayload(bad, &refused).ok());
+    CHECK(osh::gateway::InterceptorPayloadMemoStats().decoded.misses == before_bad.misses + 2);
   }
   SECTION("encoding: a message encoded before gives the fresh encoding; another message its own") {
     sbv1::SandboxPolicy policy;
@@ -847,8 +855,12 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
     rule.set_name("r");
     rule.add_endpoints()->set_host("a.example");
     auto fresh = osh::gateway::MessageToInterceptorValueUncached(policy);
+    const auto before = osh::gateway::InterceptorPayloadMemoStats().encoded;
     auto first = osh::gateway::MessageToInterceptorValue(policy);
     auto again = osh::gateway::MessageToInterceptorValue(policy);
+    const auto after = osh::gateway::InterceptorPayloadMemoStats().encoded;
+    CHECK(after.misses == before.misses + 1);
+    CHECK(after.hits == before.hits + 1);
     REQUIRE(fresh.ok());
     REQUIRE(first.ok());
     REQUIRE(again.ok());

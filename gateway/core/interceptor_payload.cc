@@ -28,9 +28,17 @@ class BoundedMemo {
   bool Find(const std::string& key, Value* value) {
     absl::MutexLock lock(&mu_);
     auto it = kept_.find(key);
-    if (it == kept_.end()) return false;
+    if (it == kept_.end()) {
+      ++misses_;
+      return false;
+    }
+    ++hits_;
     *value = it->second;
     return true;
+  }
+  InterceptorMemoStats::Counts counts() {
+    absl::MutexLock lock(&mu_);
+    return {hits_, misses_};
   }
   void Keep(const std::string& key, const Value& value) {
     const size_t bytes = bytes_of_(value) + key.size();
@@ -56,6 +64,8 @@ class BoundedMemo {
   absl::flat_hash_map<std::string, Value> kept_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<std::string, size_t>> order_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Payloads decoded before (a retried or repeated evaluation of one request): the target type's name and
@@ -156,6 +166,8 @@ std::string InterceptorPayloadFingerprint(const google::protobuf::Struct& payloa
   AppendFingerprint(payload, &bytes);
   return bytes;
 }
+
+InterceptorMemoStats InterceptorPayloadMemoStats() { return {DecodedPayloads().counts(), EncodedMessages().counts()}; }
 
 std::string InterceptorPayloadDigest(const google::protobuf::Struct& payload) {
   return policy::Sha256(InterceptorPayloadFingerprint(payload));

@@ -6,6 +6,7 @@
 // Pure functions, thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <google/protobuf/message.h>
@@ -36,6 +37,17 @@ absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& pa
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message);
 // The same without the memo: the JSON conversion every time.
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const google::protobuf::Message& message);
+
+// How often each memo was asked and held the answer (hits) or not (misses), since the process started.
+struct InterceptorMemoStats {
+  struct Counts {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+  };
+  Counts decoded;  // DecodeInterceptorPayload
+  Counts encoded;  // MessageToInterceptorValue
+};
+InterceptorMemoStats InterceptorPayloadMemoStats();
 
 // A Struct's content as bytes that two Structs share exactly when they hold the same members (compared by
 // key, whatever the map's order) with the same kinds and values (numbers compared bit for bit): every
