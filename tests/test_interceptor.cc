@@ -2264,8 +2264,15 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
       (*undo.mutable_fields())["name"].set_string_value(name);
       CheckDeny(g.Evaluate("UndoDraftChunk", true, undo), "PERMISSION_DENIED", "invalid_request: " + reason);
     }
-    // A good name next to them is still decided as before, and recorded.
+    // A good name next to them is still decided as before, and recorded; the same request again is decoded
+    // from the memo (the metric counts it).
     REQUIRE(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson))).allowed());
+    REQUIRE(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson))).allowed());
+    const std::string metrics = g.Metrics();
+    const std::string hit_line = "\npolicy_gateway_interceptor_memo_total{memo=\"decoded\",result=\"hit\"} ";
+    const size_t at = metrics.find(hit_line);
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoull(metrics.substr(at + hit_line.size())) >= 1);
     // The audit log holds one bounded, escaped event per Evaluate: no NUL, no line break, no megabyte.
     size_t interceptions = 0;
     for (const auto& event : g.gateway().AuditEvents()) {
@@ -2276,7 +2283,7 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
       CHECK(event.sandbox_id().find('\n') == std::string::npos);
       CHECK(event.reason().size() < 9000);
     }
-    CHECK(interceptions == names.size() * 6 + 1);
+    CHECK(interceptions == names.size() * 6 + 2);
     CHECK(g.gateway().Stop() == 0);
   }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/errors.h"
+#include "gateway/core/interceptor_payload.h"
 
 namespace osh::gateway {
 namespace {
@@ -182,6 +183,18 @@ std::string Metrics::Render(const Snapshot& s) const {
                "OpenShell gateway interceptor call latency by intercepted method and phase.", interceptor_latency_);
     counters("policy_gateway_interceptor_pushes_total",
              "Admit mode's pushes of changed projections to the OpenShell gateway by outcome.", interceptor_pushes_);
+  }
+  {
+    const InterceptorMemoStats memo = InterceptorPayloadMemoStats();
+    const std::map<Labels, uint64_t> memo_counts = {
+        {{{"memo", "decoded"}, {"result", "hit"}}, memo.decoded.hits},
+        {{{"memo", "decoded"}, {"result", "miss"}}, memo.decoded.misses},
+        {{{"memo", "encoded"}, {"result", "hit"}}, memo.encoded.hits},
+        {{{"memo", "encoded"}, {"result", "miss"}}, memo.encoded.misses},
+    };
+    counters("policy_gateway_interceptor_memo_total",
+             "Interceptor payload conversions by memo (decoded requests, encoded patch values) and result.",
+             memo_counts);
   }
   Gauge(&out, "policy_gateway_admitted_sandboxes", "Sandboxes admitted and served.", s.admitted_sandboxes);
   Gauge(&out, "policy_gateway_watchers", "Open WatchProjection streams.", s.watchers);
