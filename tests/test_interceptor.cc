@@ -2440,6 +2440,22 @@ TEST_CASE("provider profiles: a profile an authority signed offline is set, kept
   WriteFile(g.keys() / "changed.yaml", changed);
   CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "changed.yaml"}, &out, &err) != 0);
   CHECK_THAT(err, Catch::Contains("invalid_profile: annotations.openshell.nvidia.com/profile-hash: the signed hash is"));
+  // A stated hash of 200 KB: refused, and not echoed back whole.
+  {
+    std::string huge;
+    for (const auto& line : absl::StrSplit(signed_text, '\n')) {
+      if (absl::StrContains(line, "profile-hash:")) {
+        const absl::string_view l(line);
+        absl::StrAppend(&huge, l.substr(0, l.find("profile-hash:") + 13), " \"", std::string(200000, 'A'), "\"\n");
+      } else {
+        absl::StrAppend(&huge, line, "\n");
+      }
+    }
+    WriteFile(g.keys() / "huge-hash.yaml", huge);
+    CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "huge-hash.yaml"}, &out, &err) != 0);
+    CHECK_THAT(err, Catch::Contains("the signed hash is"));
+    CHECK(err.size() < 2048);
+  }
   // Part of a signature: refused locally, naming the line.
   std::string partial;
   for (const auto& line : absl::StrSplit(signed_text, '\n')) {

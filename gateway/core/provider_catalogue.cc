@@ -88,7 +88,8 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
     if (annotations.at(policy::kProfileHashAnnotation) != *hash) {
       return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_profile",
                              absl::StrCat("annotations.", policy::kProfileHashAnnotation, ": the signed hash is ",
-                                          annotations.at(policy::kProfileHashAnnotation), ", the profile's is ", *hash,
+                                          BoundedText(annotations.at(policy::kProfileHashAnnotation), 80),
+                                          ", the profile's is ", *hash,
                                           " (the profile changed after it was signed)"));
     }
     entry.kid = annotations.at(policy::kProfileSignatureKidAnnotation);
