@@ -79,6 +79,18 @@ class PolicyDriver {
   }
   virtual absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
                                                                         const std::string& surface_id) = 0;
+  // AcquireHandle and GetProjection without waiting: each returns at once and `done` runs once the driver
+  // answered (for a remote driver on one of gRPC's threads), with what the blocking call would return; it
+  // must not block on the disk or the network. The defaults call the blocking method, then `done`.
+  using HandleDone = std::function<void(absl::StatusOr<std::string>)>;
+  using ProjectionDone = std::function<void(absl::StatusOr<driver_v1::GetProjectionResponse>)>;
+  virtual void AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
+                                  HandleDone done) {
+    done(AcquireHandle(context, idempotency_key));
+  }
+  virtual void GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) {
+    done(GetProjection(handle, surface_id));
+  }
   // Idempotent; NOT_FOUND is reported as OK.
   virtual absl::Status ReleaseHandle(const std::string& handle) = 0;
   // False for a driver whose handles hold no state (releasing one does nothing): the gateway then keeps

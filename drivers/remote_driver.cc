@@ -267,6 +267,42 @@ absl::StatusOr<driver_v1::Capabilities> RemoteDriver::GetCapabilities() {
   return *capabilities_;
 }
 
+namespace {
+
+// What the gateway takes of an AcquireHandle answer.
+absl::StatusOr<std::string> CheckedHandle(driver_v1::AcquireHandleResponse& response) {
+  if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
+  // A handle is stored and sent back verbatim: one that a store could not keep whole (a NUL byte) or that
+  // would bloat every row is refused here, as a driver error (issue 25.8).
+  if (response.handle().size() > kMaxDriverHandleBytes) {
+    return absl::InternalError(absl::StrCat("AcquireHandle: the driver returned a handle of ", response.handle().size(),
+                                            " bytes, at most ", kMaxDriverHandleBytes));
+  }
+  if (response.handle().find('\0') != std::string::npos) {
+    return absl::InternalError("AcquireHandle: the driver returned a handle with a NUL byte");
+  }
+  return std::move(*response.mutable_handle());
+}
+
+absl::StatusOr<driver_v1::GetProjectionResponse> CheckedProjection(driver_v1::GetProjectionResponse& response) {
+  if (!response.has_projection() && !response.has_no_verified_policy()) {
+    return absl::InternalError("GetProjection: the driver returned neither a projection nor no_verified_policy");
+  }
+  return std::move(response);
+}
+
+// One asynchronous call's state, alive until its callback has run.
+template <class Request, class Response>
+struct AsyncCall {
+  std::shared_ptr<driver_v1::PolicyDriver::Stub> stub;
+  std::unique_ptr<grpc::ClientContext> ctx;
+  Request request;
+  Response response;
+  absl::Time started;
+};
+
+}  // namespace
+
 absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context,
                                                        const std::string& idempotency_key) {
   auto current = stub();
@@ -280,17 +316,24 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   grpc::Status status = current->AcquireHandle(ctx.get(), request, &response);
   Observe("AcquireHandle", status, started);
   if (!status.ok()) return CallFailed(status, "AcquireHandle");
-  if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
-  // A handle is stored and sent back verbatim: one that a store could not keep whole (a NUL byte) or that
-  // would bloat every row is refused here, as a driver error (issue 25.8).
-  if (response.handle().size() > kMaxDriverHandleBytes) {
-    return absl::InternalError(absl::StrCat("AcquireHandle: the driver returned a handle of ", response.handle().size(),
-                                            " bytes, at most ", kMaxDriverHandleBytes));
-  }
-  if (response.handle().find('\0') != std::string::npos) {
-    return absl::InternalError("AcquireHandle: the driver returned a handle with a NUL byte");
-  }
-  return response.handle();
+  return CheckedHandle(response);
+}
+
+void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
+                                      HandleDone done) {
+  auto call = std::make_shared<AsyncCall<driver_v1::AcquireHandleRequest, driver_v1::AcquireHandleResponse>>();
+  call->stub = stub();
+  if (call->stub == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
+  call->ctx = CallContext();
+  *call->request.mutable_context() = context;
+  call->request.set_idempotency_key(idempotency_key);
+  call->started = absl::Now();
+  call->stub->async()->AcquireHandle(call->ctx.get(), &call->request, &call->response,
+                                     [this, call, done = std::move(done)](grpc::Status status) {
+                                       Observe("AcquireHandle", status, call->started);
+                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle"));
+                                       done(CheckedHandle(call->response));
+                                     });
 }
 
 absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
@@ -306,10 +349,23 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
   grpc::Status status = current->GetProjection(ctx.get(), request, &response);
   Observe("GetProjection", status, started);
   if (!status.ok()) return CallFailed(status, "GetProjection");
-  if (!response.has_projection() && !response.has_no_verified_policy()) {
-    return absl::InternalError("GetProjection: the driver returned neither a projection nor no_verified_policy");
-  }
-  return response;
+  return CheckedProjection(response);
+}
+
+void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) {
+  auto call = std::make_shared<AsyncCall<driver_v1::GetProjectionRequest, driver_v1::GetProjectionResponse>>();
+  call->stub = stub();
+  if (call->stub == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
+  call->ctx = CallContext();
+  call->request.set_handle(handle);
+  call->request.set_surface_id(surface_id);
+  call->started = absl::Now();
+  call->stub->async()->GetProjection(call->ctx.get(), &call->request, &call->response,
+                                     [this, call, done = std::move(done)](grpc::Status status) {
+                                       Observe("GetProjection", status, call->started);
+                                       if (!status.ok()) return done(CallFailed(status, "GetProjection"));
+                                       done(CheckedProjection(call->response));
+                                     });
 }
 
 absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {

@@ -82,6 +82,9 @@ class RemoteDriver final : public PolicyDriver {
                                             const std::string& idempotency_key) override;
   absl::StatusOr<driver_v1::GetProjectionResponse> GetProjection(const std::string& handle,
                                                                 const std::string& surface_id) override;
+  void AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
+                          HandleDone done) override;
+  void GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) override;
   absl::Status ReleaseHandle(const std::string& handle) override;
   bool available() const override { return available_.load(); }
   bool TryReconnect() override;

@@ -17,9 +17,61 @@ void GroupCommitQueue::Submit(GroupWrite* write, absl::FunctionRef<void(const st
     queue_.clear();
   }
   lead(group);
+  Finish(group);
+}
+
+void GroupCommitQueue::Finish(const std::vector<GroupWrite*>& group) {
+  std::vector<GroupWrite*> async;
+  {
+    absl::MutexLock lock(&mu_);
+    for (GroupWrite* w : group) {
+      if (w->on_done) async.push_back(w);
+      w->done = true;  // a Submit caller may return (and free its write) from here: not touched again
+    }
+    leading_ = false;
+  }
+  for (GroupWrite* w : async) {
+    std::unique_ptr<GroupWrite> owned(w);
+    owned->on_done(owned->status);
+  }
+}
+
+void GroupCommitQueue::SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead) {
   absl::MutexLock lock(&mu_);
-  for (GroupWrite* w : group) w->done = true;
-  leading_ = false;
+  queue_.push_back(write.release());
+  if (committer_ == nullptr && !stopping_) {
+    lead_ = std::move(lead);
+    committer_ = std::make_unique<std::thread>([this] { CommitterLoop(); });
+  }
+}
+
+void GroupCommitQueue::CommitterLoop() {
+  for (;;) {
+    std::vector<GroupWrite*> group;
+    Lead lead;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !leading_ && (!queue_.empty() || stopping_); };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, and nothing is left
+      leading_ = true;
+      group.assign(queue_.begin(), queue_.end());
+      queue_.clear();
+      lead = lead_;
+    }
+    lead(group);
+    Finish(group);
+  }
+}
+
+GroupCommitQueue::~GroupCommitQueue() {
+  std::unique_ptr<std::thread> committer;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    committer = std::move(committer_);
+  }
+  if (committer != nullptr) committer->join();
 }
 
 size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,

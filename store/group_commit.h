@@ -1,10 +1,14 @@
 // Group commit, shared by the stores: a write that finds another group being committed queues behind
-// it, and the next leader commits every queued write in one transaction (one fsync for all). Each write
-// returns only once it is durable or refused. Thread-safe.
+// it, and the next leader commits every queued write in one transaction (one fsync for all). A write
+// submitted with Submit returns only once it is durable or refused; one submitted with SubmitAsync
+// returns at once and its `on_done` runs once it is (on the thread that led its group: the committer thread,
+// or a Submit caller's). Thread-safe.
 #pragma once
 
 #include <deque>
 #include <functional>
+#include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -24,18 +28,39 @@ struct GroupWrite {
   bool done = false;
   std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
   bool touches_chain = true;  // false: writes no audit event and no change a view must apply
+  // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
+  // again), and must not block on the disk or the network; the queue then deletes the write.
+  std::function<void(absl::Status)> on_done;
 };
 
 class GroupCommitQueue {
  public:
+  using Lead = std::function<void(const std::vector<GroupWrite*>&)>;
+  GroupCommitQueue() = default;
+  // Waits for the asynchronous writes queued so far, then stops the committer thread.
+  ~GroupCommitQueue();
+  GroupCommitQueue(const GroupCommitQueue&) = delete;
+  GroupCommitQueue& operator=(const GroupCommitQueue&) = delete;
+
   // Queues `write`; if no group is being led, this thread leads: `lead` gets every queued write (this
   // one included) and must set each one's status. Returns once `write` is done.
   void Submit(GroupWrite* write, absl::FunctionRef<void(const std::vector<GroupWrite*>&)> lead);
+  // Queues `write` (owned from here; its `on_done` must be set) and returns at once. Writes no Submit caller
+  // leads are led by the queue's committer thread (started on first use, with `lead`, which must be the
+  // same function every time), so a burst of asynchronous writes shares one transaction.
+  void SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead);
 
  private:
+  // Marks `group` done and ends this leadership; then runs the asynchronous writes' `on_done` and deletes them.
+  void Finish(const std::vector<GroupWrite*>& group);
+  void CommitterLoop();
+
   absl::Mutex mu_;
   std::deque<GroupWrite*> queue_ ABSL_GUARDED_BY(mu_);
   bool leading_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Lead lead_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<std::thread> committer_ ABSL_GUARDED_BY(mu_);
 };
 
 // Runs each write of a group inside the leader's open transaction, each in its own savepoint, so one

@@ -313,10 +313,24 @@ void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
 
 absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed,
                                   bool touches_chain) {
-  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current(),
-                  touches_chain};
+  GroupWrite self;
+  self.run = std::move(run);
+  self.committed = std::move(committed);
+  self.actor = AuditActorScope::Current();
+  self.touches_chain = touches_chain;
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
+}
+
+void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
+                               std::function<void(absl::Status)> done) {
+  auto write = std::make_unique<GroupWrite>();
+  write->run = std::move(run);
+  write->committed = std::move(committed);
+  write->actor = AuditActorScope::Current();
+  write->touches_chain = touches_chain;
+  write->on_done = std::move(done);
+  queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
 
 void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
@@ -378,9 +392,16 @@ absl::Status PostgresStore::Announce(const std::string& kind, const std::string&
 
 // --- Changes --------------------------------------------------------------------------------
 
-absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
+// One batch's statements and its after-commit step, shared by Commit and CommitAsync.
+struct PostgresStore::PendingCommit {
+  ChangeBatch batch;
   CommitResult result;
-  auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
+};
+
+std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::CommitSteps(PendingCommit* pending) {
+  auto run = [this, pending]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // by the leader, under mu_
+    ChangeBatch& batch = pending->batch;
+    CommitResult& result = pending->result;
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     std::vector<std::string> touched;
@@ -407,11 +428,30 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
     for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
     return absl::OkStatus();
   };
-  auto committed = [&] {
-    if (listener_ != nullptr) listener_->OnCommitted(batch, result);
+  auto committed = [this, pending] {
+    if (listener_ != nullptr) listener_->OnCommitted(pending->batch, pending->result);
   };
-  OSH_RETURN_IF_ERROR(Write(run, committed));
-  return result;
+  return {std::move(run), std::move(committed)};
+}
+
+absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
+  PendingCommit pending{std::move(batch), {}};
+  auto [run, committed] = CommitSteps(&pending);
+  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed)));
+  return std::move(pending.result);
+}
+
+void PostgresStore::CommitAsync(ChangeBatch batch, CommitDone done) {
+  auto pending = std::make_shared<PendingCommit>(PendingCommit{std::move(batch), {}});
+  auto [run, committed] = CommitSteps(pending.get());
+  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true,
+             [pending, done = std::move(done)](absl::Status status) {
+               if (!status.ok()) {
+                 done(std::move(status));
+               } else {
+                 done(std::move(pending->result));
+               }
+             });
 }
 
 absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
@@ -607,20 +647,38 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::LoadSandboxesById(cons
 
 // --- Releases -------------------------------------------------------------------------------
 
-absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContext& context,
-                                                           const std::string& idempotency_key) {
-  int64_t id = 0;
-  const std::string context_bytes = policy::SerializeDeterministic(context);
-  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+std::function<absl::Status()> PostgresStore::NoteStep(const RuntimeContext& context,
+                                                      const std::string& idempotency_key, int64_t* id) {
+  return [this, id, context_bytes = policy::SerializeDeterministic(context),
+          idempotency_key]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto inserted = writer_.Query(
         "INSERT INTO pending_releases (driver_handle, queued_at, in_flight_owner, context, idempotency_key) "
         "VALUES ('', $1, $2, $3, $4) RETURNING id",
         PgParams().Add(NowMs() / 1000).Add(replica_id_).AddBytes(context_bytes).Add(idempotency_key));
     if (!inserted.ok()) return inserted.status();
-    id = inserted->Int(0, 0);
+    *id = inserted->Int(0, 0);
     return absl::OkStatus();
-  }, nullptr, /*touches_chain=*/false));
+  };
+}
+
+absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContext& context,
+                                                           const std::string& idempotency_key) {
+  int64_t id = 0;
+  OSH_RETURN_IF_ERROR(Write(NoteStep(context, idempotency_key, &id), nullptr, /*touches_chain=*/false));
   return id;
+}
+
+void PostgresStore::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
+                                               std::function<void(absl::StatusOr<int64_t>)> done) {
+  auto id = std::make_shared<int64_t>(0);
+  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false,
+             [id, done = std::move(done)](absl::Status status) {
+               if (!status.ok()) {
+                 done(std::move(status));
+               } else {
+                 done(*id);
+               }
+             });
 }
 
 absl::Status PostgresStore::QueueAcquiredRelease(int64_t id, const std::string& driver_handle) {

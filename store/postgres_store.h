@@ -54,12 +54,15 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   static constexpr int64_t kFeedPollMs = 1000;       // the feed is read at least this often
 
   absl::StatusOr<CommitResult> Commit(ChangeBatch batch) override;
+  void CommitAsync(ChangeBatch batch, CommitDone done) override;
   void SetChangeListener(ChangeListener* listener) override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxes() override;
   absl::StatusOr<std::vector<SandboxRecord>> LoadSandboxesById(const std::vector<std::string>& ids) override;
 
   absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
                                                 const std::string& idempotency_key = "") override;
+  void RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
+                                  std::function<void(absl::StatusOr<int64_t>)> done) override;
   absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) override;
   absl::Status DropAdmissionIntent(int64_t id) override;
   absl::StatusOr<std::vector<PendingRelease>> PendingReleases() override;
@@ -117,6 +120,15 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // note): it neither waits for the fleet-wide head lock nor holds off the feed.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
                      bool touches_chain = true);
+  // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
+  void WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
+                  std::function<void(absl::Status)> done);
+  struct PendingCommit;
+  // The statements of a change batch and its after-commit step; `pending` must outlive both.
+  std::pair<std::function<absl::Status()>, std::function<void()>> CommitSteps(PendingCommit* pending);
+  // The admission note's statement; `id` gets its row id and must outlive it.
+  std::function<absl::Status()> NoteStep(const RuntimeContext& context, const std::string& idempotency_key,
+                                         int64_t* id);
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

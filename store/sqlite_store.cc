@@ -298,9 +298,22 @@ StoreStats SqliteStore::Stats() {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status SqliteStore::Write(std::function<absl::Status()> run, std::function<void()> committed) {
-  GroupWrite self{std::move(run), std::move(committed), absl::OkStatus(), false, AuditActorScope::Current()};
+  GroupWrite self;
+  self.run = std::move(run);
+  self.committed = std::move(committed);
+  self.actor = AuditActorScope::Current();
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
+}
+
+void SqliteStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed,
+                             std::function<void(absl::Status)> done) {
+  auto write = std::make_unique<GroupWrite>();
+  write->run = std::move(run);
+  write->committed = std::move(committed);
+  write->actor = AuditActorScope::Current();
+  write->on_done = std::move(done);
+  queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
 
 void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
@@ -337,9 +350,16 @@ void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
 
 // --- Changes --------------------------------------------------------------------------------
 
-absl::StatusOr<CommitResult> SqliteStore::Commit(ChangeBatch batch) {
+// One batch's statements and its after-commit step, shared by Commit and CommitAsync.
+struct SqliteStore::PendingCommit {
+  ChangeBatch batch;
   CommitResult result;
-  auto run = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // called by the leader, under mu_
+};
+
+std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::CommitSteps(PendingCommit* pending) {
+  auto run = [this, pending]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {  // by the leader, under mu_
+    ChangeBatch& batch = pending->batch;
+    CommitResult& result = pending->result;
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     for (size_t i = 0; i < batch.changes.size(); ++i) {
@@ -348,11 +368,29 @@ absl::StatusOr<CommitResult> SqliteStore::Commit(ChangeBatch batch) {
     for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
     return absl::OkStatus();
   };
-  auto committed = [&] {
-    if (listener_ != nullptr) listener_->OnCommitted(batch, result);
+  auto committed = [this, pending] {
+    if (listener_ != nullptr) listener_->OnCommitted(pending->batch, pending->result);
   };
-  OSH_RETURN_IF_ERROR(Write(run, committed));
-  return result;
+  return {std::move(run), std::move(committed)};
+}
+
+absl::StatusOr<CommitResult> SqliteStore::Commit(ChangeBatch batch) {
+  PendingCommit pending{std::move(batch), {}};
+  auto [run, committed] = CommitSteps(&pending);
+  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed)));
+  return std::move(pending.result);
+}
+
+void SqliteStore::CommitAsync(ChangeBatch batch, CommitDone done) {
+  auto pending = std::make_shared<PendingCommit>(PendingCommit{std::move(batch), {}});
+  auto [run, committed] = CommitSteps(pending.get());
+  WriteAsync(std::move(run), std::move(committed), [pending, done = std::move(done)](absl::Status status) {
+    if (!status.ok()) {
+      done(std::move(status));
+    } else {
+      done(std::move(pending->result));
+    }
+  });
 }
 
 absl::Status SqliteStore::ApplyChange(const Change& change, int64_t* rows) {
@@ -608,21 +646,39 @@ absl::StatusOr<std::vector<SandboxRecord>> SqliteStore::LoadSandboxes() {
   return out;
 }
 
-absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context,
-                                                         const std::string& idempotency_key) {
-  int64_t id = 0;
-  const std::string context_bytes = policy::SerializeDeterministic(context);
-  OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+std::function<absl::Status()> SqliteStore::NoteStep(const RuntimeContext& context, const std::string& idempotency_key,
+                                                    int64_t* id) {
+  return [this, id, context_bytes = policy::SerializeDeterministic(context),
+          idempotency_key]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto stmt = db_.Prepare(
         "INSERT INTO pending_releases (driver_handle, queued_at, in_flight, context, idempotency_key) "
         "VALUES ('', ?, 1, ?, ?)");
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, NowMs() / 1000).BindBlob(2, context_bytes).Bind(3, idempotency_key);
     OSH_RETURN_IF_ERROR(stmt->Run());
-    id = db_.LastInsertRowId();
+    *id = db_.LastInsertRowId();
     return absl::OkStatus();
-  }));
+  };
+}
+
+absl::StatusOr<int64_t> SqliteStore::RecordAdmissionIntent(const RuntimeContext& context,
+                                                         const std::string& idempotency_key) {
+  int64_t id = 0;
+  OSH_RETURN_IF_ERROR(Write(NoteStep(context, idempotency_key, &id)));
   return id;
+}
+
+void SqliteStore::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
+                                             std::function<void(absl::StatusOr<int64_t>)> done) {
+  auto id = std::make_shared<int64_t>(0);
+  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr,
+             [id, done = std::move(done)](absl::Status status) {
+               if (!status.ok()) {
+                 done(std::move(status));
+               } else {
+                 done(*id);
+               }
+             });
 }
 
 absl::Status SqliteStore::QueueAcquiredRelease(int64_t id, const std::string& driver_handle) {

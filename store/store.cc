@@ -45,6 +45,13 @@ absl::Status SandboxStore::RecordReport(const std::string& sandbox_id, const std
   return CommitOne(this, change::RecordReport{sandbox_id, digest, status, error, now_unix}, std::move(event));
 }
 
+void ReleaseQueue::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
+                                              std::function<void(absl::StatusOr<int64_t>)> done) {
+  done(RecordAdmissionIntent(context, idempotency_key));
+}
+
+void SandboxStore::CommitAsync(ChangeBatch batch, CommitDone done) { done(Commit(std::move(batch))); }
+
 absl::StatusOr<uint64_t> ReleaseQueue::CountPendingReleases() {
   auto pending = PendingReleases();
   if (!pending.ok()) return pending.status();

@@ -137,6 +137,12 @@ class SandboxStore {
   // Commits the batch in one transaction with its events; concurrent commits share one fsync (group
   // commit). On success the change listener has applied the batch before this returns.
   virtual absl::StatusOr<CommitResult> Commit(ChangeBatch batch) = 0;
+  using CommitDone = std::function<void(absl::StatusOr<CommitResult>)>;
+  // Commit without waiting: returns at once; `done` runs once the batch is durable (the listener has
+  // applied it) or refused, on the thread that led its group (the store's committer thread, or a Commit
+  // caller's), and must not block on the disk or the network. The audit actor is the calling thread's
+  // (AuditActorScope). The default commits on the calling thread and then calls `done`.
+  virtual void CommitAsync(ChangeBatch batch, CommitDone done);
   // The one listener (the in-memory view); nullptr removes it. Set before concurrent use.
   virtual void SetChangeListener(ChangeListener* listener) = 0;
   // Every admitted sandbox; records with equal envelopes share one Envelope (and one body).
@@ -174,6 +180,10 @@ class ReleaseQueue {
   virtual ~ReleaseQueue() = default;
   virtual absl::StatusOr<int64_t> RecordAdmissionIntent(const RuntimeContext& context,
                                                         const std::string& idempotency_key = "") = 0;
+  // RecordAdmissionIntent without waiting; `done` as SandboxStore::CommitAsync's. The default records on
+  // the calling thread and then calls `done`.
+  virtual void RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
+                                          std::function<void(absl::StatusOr<int64_t>)> done);
   virtual absl::Status QueueAcquiredRelease(int64_t id, const std::string& driver_handle) = 0;
   virtual absl::Status DropAdmissionIntent(int64_t id) = 0;
   // Releases that are due (not in flight), oldest first.

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <google/protobuf/util/json_util.h>
@@ -30,6 +31,8 @@ struct FakeOptions {
   std::string response_file;
   int stall_ms = 0;
   bool refuse_all = false;
+  int gather = 0;  // > 0: GetProjection answers once this many calls wait at once
+  int gather_timeout_ms = 15000;
 };
 
 class FakeDriver final : public drv::PolicyDriver::CallbackService {
@@ -69,6 +72,7 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
     if (auto s = google::protobuf::util::JsonStringToMessage(*text, out); !s.ok()) {
       return Finish(ctx, grpc::Status(grpc::StatusCode::INTERNAL, s.message().as_string()));
     }
+    if (options_.gather > 0) return Gather(ctx);
     return Finish(ctx, grpc::Status::OK);
   }
   grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
@@ -80,6 +84,38 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
   }
 
  private:
+  // Holds the call until `gather` calls wait together, then answers them all; after gather_timeout_ms
+  // without that many, answers those waiting UNAVAILABLE ("gathered K of N").
+  grpc::ServerUnaryReactor* Gather(grpc::CallbackServerContext* ctx) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    std::vector<grpc::ServerUnaryReactor*> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      gathered_.push_back(reactor);
+      std::cerr << "gather: " << gathered_.size() << " of " << options_.gather << " waiting" << std::endl;
+      if (static_cast<int>(gathered_.size()) >= options_.gather) {
+        ready.swap(gathered_);
+        ++generation_;
+      } else if (gathered_.size() == 1) {
+        std::thread([this, generation = generation_] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(options_.gather_timeout_ms));
+          std::vector<grpc::ServerUnaryReactor*> late;
+          std::string why;
+          {
+            absl::MutexLock lock(&mu_);
+            if (generation_ != generation) return;
+            why = absl::StrCat("gathered ", gathered_.size(), " of ", options_.gather);
+            late.swap(gathered_);
+            ++generation_;
+          }
+          for (auto* r : late) r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
+        }).detach();
+      }
+    }
+    for (auto* r : ready) r->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   void Stall() const {
     if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
   }
@@ -88,6 +124,8 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
   absl::Mutex mu_;
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> handles_ ABSL_GUARDED_BY(mu_);
+  std::vector<grpc::ServerUnaryReactor*> gathered_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace
@@ -104,6 +142,9 @@ int main(int argc, char** argv) {
   app.add_flag("--permits-mutation", options.permits_mutation, "claim permits_mutation");
   app.add_option("--stall-ms", options.stall_ms, "sleep this long in AcquireHandle and GetProjection");
   app.add_flag("--refuse-all", options.refuse_all, "PERMISSION_DENIED for every AcquireHandle");
+  app.add_option("--gather", options.gather, "answer GetProjection only once this many calls wait at once");
+  app.add_option("--gather-timeout-ms", options.gather_timeout_ms,
+                 "after this long without --gather calls, answer those waiting UNAVAILABLE");
   CLI11_PARSE(app, argc, argv);
   FakeDriver service(options);
   auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);

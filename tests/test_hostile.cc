@@ -254,6 +254,39 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
   CHECK(deleted.deleted());
 }
 
+TEST_CASE("admission: 24 admissions wait on the driver at once, with no thread held per admission (issue 26.5)",
+          "[integration][limits]") {
+  TempDir dir;
+  // A driver that answers GetProjection only once 24 calls wait at once (else, after 10 s, UNAVAILABLE).
+  // A gateway that gave each admission a worker while it waited (8 of them) could never get there.
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--gather", "24",
+                                     "--gather-timeout-ms", "10000"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  std::vector<std::future<grpc::Status>> admissions;
+  for (int i = 0; i < 24; ++i) {
+    admissions.push_back(std::async(std::launch::async, [&g, i] {
+      gw::AdmitSandboxResponse admitted;
+      return g.Admit(absl::StrCat("sb-", i), &admitted);
+    }));
+  }
+  int admitted = 0;
+  for (auto& admission : admissions) {
+    const grpc::Status status = admission.get();
+    INFO(status.error_message());
+    CHECK(status.ok());
+    admitted += status.ok() ? 1 : 0;
+  }
+  CHECK(admitted == 24);
+  // Each acknowledged admission is durable: all 24 are there after a restart.
+  REQUIRE(g.Stop() == 0);
+  g.Start();
+  gw::ListSandboxesResponse listed;
+  REQUIRE(g.admin().ListSandboxes(GatewayFixture::Context().get(), gw::ListSandboxesRequest(), &listed).ok());
+  CHECK(listed.sandboxes_size() == 24);
+}
+
 TEST_CASE("hostile: connections past the cap pause the sandbox listener, which serves again once they close",
           "[integration][limits]") {
   // The gateway under a 200-descriptor limit: its sandbox socket takes 64 connections at most.

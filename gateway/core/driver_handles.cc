@@ -69,6 +69,35 @@ absl::StatusOr<DriverHandles::Acquired> DriverHandles::Acquire(const drivers::dr
   return acquired;
 }
 
+void DriverHandles::AcquireAsync(const drivers::driver_v1::RuntimeContext& context, const Offload& offload,
+                                 std::function<void(absl::StatusOr<Acquired>)> done) {
+  auto acquired = std::make_shared<Acquired>();
+  acquired->sandbox_id = context.sandbox_id();
+  auto ask = [this, context, offload, acquired, done](std::string key) mutable {
+    driver_->AcquireHandleAsync(context, key, [this, offload, acquired, done](absl::StatusOr<std::string> handle) mutable {
+      if (handle.ok()) {
+        acquired->handle = *std::move(handle);
+        return done(std::move(*acquired));
+      }
+      if (acquired->intent == 0) return done(handle.status());
+      offload([this, acquired, done = std::move(done), status = handle.status()] {
+        absl::Status settled = DriverUnreachable(status) ? store_->QueueAcquiredRelease(acquired->intent, "")
+                                                         : store_->DropAdmissionIntent(acquired->intent);
+        if (!settled.ok()) LogError(absl::StrCat("cannot settle an admission intent: ", settled.ToString()));
+        done(status);
+      });
+    });
+  };
+  if (!driver_->handles_need_release()) return ask("");
+  std::string key = NewIdempotencyKey();
+  store_->RecordAdmissionIntentAsync(
+      context, key, [acquired, key, ask = std::move(ask), done](absl::StatusOr<int64_t> recorded) mutable {
+        if (!recorded.ok()) return done(recorded.status());
+        acquired->intent = *recorded;
+        ask(std::move(key));
+      });
+}
+
 void DriverHandles::Release(const Acquired& acquired) {
   if (acquired.intent == 0) return;  // nothing to release (see PolicyDriver::handles_need_release)
   const bool admitted_holds_it = registry_->HoldsDriverHandle(acquired.sandbox_id, acquired.handle);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -65,6 +66,12 @@ class DriverHandles {
   // returned as the driver gave it, with the note settled: dropped when the driver answered, made a due
   // release by context when it could not be reached (a handle may exist that we never heard of).
   absl::StatusOr<Acquired> Acquire(const drivers::driver_v1::RuntimeContext& context);
+  // Acquire without waiting on the disk or the driver: the note is group-committed and the driver asked
+  // asynchronously; `done` runs on the thread that completed the last step. Settling the note after a
+  // driver error writes the store, so it runs through `offload` (work that may block), then `done`.
+  using Offload = std::function<void(std::function<void()>)>;
+  void AcquireAsync(const drivers::driver_v1::RuntimeContext& context, const Offload& offload,
+                    std::function<void(absl::StatusOr<Acquired>)> done);
   // A handle that will not be admitted: released now (audited), or its release queued durably — unless
   // it is the live handle of the sandbox admitted under that id (a driver with one handle per context
   // gives a racing admission the winner's handle): then only the note is settled.

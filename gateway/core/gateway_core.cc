@@ -1,5 +1,7 @@
 #include "gateway/core/gateway_core.h"
 
+#include "store/audit_actor.h"
+
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 
@@ -14,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -304,116 +307,226 @@ void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
 
 absl::StatusOr<gateway_v1::AdmitSandboxResponse> GatewayCore::Admit(const driver_v1::RuntimeContext& context,
                                                                    const AdmitCheck& also_check) {
-  if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return bounded;
-  if (registry_->Contains(context.sandbox_id())) {
-    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
-  }
-  const AdmissionSlots::Slot slot = slots_.Take(context.sandbox_id());
+  absl::Notification finished;
+  absl::StatusOr<gateway_v1::AdmitSandboxResponse> out;
+  AdmitAsync(context, also_check, [&](absl::StatusOr<gateway_v1::AdmitSandboxResponse> answer) {
+    out = std::move(answer);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return out;
+}
+
+struct GatewayCore::Admission {
+  driver_v1::RuntimeContext context;
+  AdmitCheck also_check;
+  AdmitDone done;
+  std::string actor;  // AuditActorScope of the caller, for every event this admission writes
+  std::optional<AdmissionSlots::Slot> slot;
+  std::string key_before;  // the builtin driver's projection key when the admission began
+  DriverHandles::Acquired acquired;
+  // Set by the check, for the commit and its retries.
+  std::shared_ptr<const openshell::sandbox::v1::SandboxPolicy> policy;
+  std::vector<std::string> key_ids;
+  store::Verification verification = store::Verification::kNone;
+  store::ChangeBatch batch;  // the admission's commit (kept for a retry under a changed ceiling)
+  driver_v1::Projection admitted;  // the envelope's header
+  std::string sandbox_handle;
+};
+
+void GatewayCore::Offload(std::function<void()> work) const {
+  if (blocking_pool_ == nullptr) return work();
+  blocking_pool_->Submit(std::move(work));
+}
+
+void GatewayCore::AdmitFinish(const std::shared_ptr<Admission>& admission,
+                              absl::StatusOr<gateway_v1::AdmitSandboxResponse> out) {
+  admission->slot.reset();  // before the caller hears: a retry of the same id must find the slot free
+  AdmitDone done = std::move(admission->done);
+  done(std::move(out));
+}
+
+void GatewayCore::AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_check, AdmitDone done) {
+  if (absl::Status bounded = CheckContext(context, config_.limits.context); !bounded.ok()) return done(bounded);
+  const std::string& id = context.sandbox_id();
+  if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));
+  AdmissionSlots::Slot slot = slots_.Take(id);
   if (!slot.taken()) {
-    return absl::AbortedError(absl::StrCat("an admission of sandbox '", context.sandbox_id(), "' is in progress"));
+    return done(absl::AbortedError(absl::StrCat("an admission of sandbox '", id, "' is in progress")));
   }
   // Again with the slot held: a racing admission may have finished between the check above and Take.
-  if (registry_->Contains(context.sandbox_id())) {
-    return absl::AlreadyExistsError(absl::StrCat("sandbox '", context.sandbox_id(), "' is already admitted"));
-  }
+  if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));
+  auto admission = std::make_shared<Admission>();
+  admission->context = std::move(context);
+  admission->also_check = std::move(also_check);
+  admission->done = std::move(done);
+  admission->actor = store::AuditActorScope::Current();
+  admission->slot.emplace(std::move(slot));
+  if (driver_->available()) return AdmitAcquire(std::move(admission));
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
-  if (!driver_->available() && !driver_->TryReconnect()) {
-    return common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable");
-  }
+  Offload([this, admission] {
+    if (!driver_->TryReconnect()) {
+      return AdmitFinish(admission,
+                         common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable"));
+    }
+    AdmitAcquire(admission);
+  });
+}
 
+void GatewayCore::AdmitAcquire(std::shared_ptr<Admission> admission) {
   // What the driver would serve this context as of now: if a policy change (here, or committed by another
   // replica) lands between this fetch and the commit, the re-projection it triggers may not see this
   // sandbox yet — so the admission re-checks after its commit and moves itself (issue 25.2).
-  drivers::PolicyAuthoring* authoring = driver_->authoring();
-  const std::string key_before = authoring != nullptr ? authoring->ProjectionKey(context) : "";
-  auto handle = handles_.Acquire(context);
-  if (!handle.ok()) return DriverError(handle.status(), "AcquireHandle");
-  const DriverHandles::Acquired& acquired = *handle;
-  auto response = driver_->GetProjection(acquired.handle, SurfaceFor());
+  if (drivers::PolicyAuthoring* authoring = driver_->authoring(); authoring != nullptr) {
+    admission->key_before = authoring->ProjectionKey(admission->context);
+  }
+  store::AuditActorScope actor(admission->actor);
+  handles_.AcquireAsync(
+      admission->context, [this](std::function<void()> work) { Offload(std::move(work)); },
+      [this, admission](absl::StatusOr<DriverHandles::Acquired> handle) {
+        if (!handle.ok()) return AdmitFinish(admission, DriverError(handle.status(), "AcquireHandle"));
+        admission->acquired = *std::move(handle);
+        driver_->GetProjectionAsync(admission->acquired.handle, SurfaceFor(),
+                                    [this, admission](absl::StatusOr<driver_v1::GetProjectionResponse> response) {
+                                      AdmitChecked(admission, std::move(response));
+                                    });
+      });
+}
+
+void GatewayCore::AdmitChecked(std::shared_ptr<Admission> admission,
+                               absl::StatusOr<driver_v1::GetProjectionResponse> response) {
+  store::AuditActorScope actor(admission->actor);  // the caller's, in the events and log lines written from here
+  const driver_v1::RuntimeContext& context = admission->context;
+  // A refusal releases the driver handle and writes an audit event: not on this thread.
+  auto refuse = [this, admission](std::shared_ptr<driver_v1::Projection> projection, std::string reason,
+                                  std::string detail) {
+    Offload([this, admission, projection = std::move(projection), reason = std::move(reason),
+             detail = std::move(detail)] {
+      store::AuditActorScope actor(admission->actor);
+      AdmitFinish(admission,
+                  RefuseAdmission(admission->context, admission->acquired, projection.get(), reason, detail));
+    });
+  };
   if (!response.ok()) {
-    handles_.Release(acquired);
-    return DriverError(response.status(), "GetProjection");
+    return Offload([this, admission, status = response.status()] {
+      store::AuditActorScope actor(admission->actor);
+      handles_.Release(admission->acquired);
+      AdmitFinish(admission, DriverError(status, "GetProjection"));
+    });
   }
   if (response->has_no_verified_policy()) {
-    return RefuseAdmission(context, acquired, nullptr, trust::reason::kNoVerifiedPolicy,
-                           response->no_verified_policy().reason());
+    return refuse(nullptr, trust::reason::kNoVerifiedPolicy, response->no_verified_policy().reason());
   }
-  driver_v1::Projection projection = std::move(*response->mutable_projection());
-  projection.DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
+  auto projection = std::make_shared<driver_v1::Projection>(std::move(*response->mutable_projection()));
+  projection->DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
 
   const int64_t now = clock_->NowUnix();
-  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, context, now);
+  const ProjectionGate::Verdict verdict = gate_.CheckNew(*projection, context, now);
   const trust::CheckResult& result = verdict.result;
-  if (!result.ok()) return RefuseAdmission(context, acquired, &projection, result.reason, result.detail);
+  if (!result.ok()) return refuse(projection, result.reason, result.detail);
   std::vector<store::AuditEvent> also_events;
-  if (also_check) {
-    const trust::CheckResult also = also_check(*result.policy, &also_events);
-    if (!also.ok()) return RefuseAdmission(context, acquired, &projection, also.reason, also.detail);
+  if (admission->also_check) {
+    const trust::CheckResult also = admission->also_check(*result.policy, &also_events);
+    if (!also.ok()) return refuse(projection, also.reason, also.detail);
   }
-  const int64_t ceiling_stamp = verdict.ceiling_stamp;  // the ceiling it was checked against: the commit carries it
+  admission->policy = result.policy;
+  admission->key_ids = result.verified_key_ids;
+  admission->verification = verdict.verification;
 
-  const std::string sandbox_handle = MintSandboxHandle();
-  const Verification verification = verdict.verification;
-  const store::EnvelopePtr envelope = store_->sandboxes().envelopes().Intern(std::move(projection));
-  const driver_v1::Projection admitted = envelope->Header();
+  admission->sandbox_handle = MintSandboxHandle();
+  const store::EnvelopePtr envelope = store_->sandboxes().envelopes().Intern(std::move(*projection));
+  admission->admitted = envelope->Header();
   store::SandboxRecord record;
   record.context = context;
-  record.handle_sha256 = policy::Sha256(sandbox_handle);
-  record.driver_handle = acquired.handle;
-  record.acquisition_id = acquired.intent;
+  record.handle_sha256 = policy::Sha256(admission->sandbox_handle);
+  record.driver_handle = admission->acquired.handle;
+  record.acquisition_id = admission->acquired.intent;
   record.envelope = envelope;
-  record.verification = verification;
+  record.verification = verdict.verification;
   record.signing_key_ids = result.verified_key_ids;
   record.admitted_at_unix = record.updated_at_unix = now;
 
-  auto event = AuditRecorder::For(audit::Type::kAdmission, context.sandbox_id(), &admitted);
+  auto event = AuditRecorder::For(audit::Type::kAdmission, context.sandbox_id(), &admission->admitted);
   event.key_ids = result.verified_key_ids;
   event.outcome = audit::Outcome::kOk;
-  event.reason = absl::StrCat("verification=", NameOf(verification));
+  event.reason = absl::StrCat("verification=", NameOf(verdict.verification));
   if (const std::string note = MarkerNote(*result.policy); !note.empty()) absl::StrAppend(&event.reason, "; ", note);
-  // The store refuses the commit (ceiling_changed) if a ceiling other than the one checked was stored
-  // meanwhile — here or on another replica: check again against the new one, and commit or refuse
-  // (issue 25.10).
-  const CeilingCommit committed = CommitUnderCeiling(
-      [&] {
-        store::ChangeBatch batch;
-        batch.changes.push_back(store::change::AdmitSandbox{record});
-        batch.events.push_back(event);
-        batch.events.insert(batch.events.end(), also_events.begin(), also_events.end());
-        return batch;
-      },
-      *result.policy, admitted.policy_digest(), ceiling_stamp);
-  if (committed.outside) {
-    return RefuseAdmission(context, acquired, &admitted, committed.outside->reason, committed.outside->detail);
-  }
-  if (!committed.status.ok()) {
-    handles_.Release(acquired);
-    return committed.status;
+  store::ChangeBatch& batch = admission->batch;
+  batch.changes.push_back(store::change::AdmitSandbox{std::move(record)});
+  batch.events.push_back(std::move(event));
+  batch.events.insert(batch.events.end(), std::make_move_iterator(also_events.begin()),
+                      std::make_move_iterator(also_events.end()));
+  // The ceiling it was checked against: the store refuses the commit (ceiling_changed) if another was
+  // stored meanwhile — here or on another replica; then CommitUnderCeiling checks again (issue 25.10).
+  batch.checked_ceiling = verdict.ceiling_stamp;
+  store_->sandboxes().CommitAsync(batch, [this, admission](absl::StatusOr<store::CommitResult> committed) {
+    AdmitCommitted(admission, committed.status());
+  });
+}
+
+void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Status committed) {
+  store::AuditActorScope actor(admission->actor);  // the caller's, in the log lines written here
+  const driver_v1::RuntimeContext& context = admission->context;
+  const driver_v1::Projection& admitted = admission->admitted;
+  if (!committed.ok()) {
+    return Offload([this, admission, committed]() mutable {
+      store::AuditActorScope actor(admission->actor);
+      if (store::IsCeilingChanged(committed)) {
+        // Another ceiling was stored since the check: load it, check against it and commit again (the
+        // one rule, CommitUnderCeiling), or refuse.
+        const std::string& digest = admission->admitted.policy_digest();
+        int64_t stamp = store::kNoCeiling;
+        std::optional<trust::CheckResult> outside;
+        if (committed = ReloadCeiling(); committed.ok()) {
+          if (auto inside = gate_.CheckCeiling(*admission->policy, digest, &stamp); !inside.ok()) {
+            outside = std::move(inside);
+          } else {
+            CeilingCommit retried = CommitUnderCeiling([admission] { return admission->batch; }, *admission->policy,
+                                                       digest, stamp);
+            committed = retried.status;
+            outside = std::move(retried.outside);
+          }
+        }
+        if (outside) {
+          return AdmitFinish(admission, RefuseAdmission(admission->context, admission->acquired, &admission->admitted,
+                                                        outside->reason, outside->detail));
+        }
+        if (committed.ok()) return AdmitCommitted(admission, absl::OkStatus());
+      }
+      handles_.Release(admission->acquired);
+      AdmitFinish(admission, committed);
+    });
   }
 
   gateway_v1::AdmitSandboxResponse out;
   out.set_sandbox_id(context.sandbox_id());
-  out.set_sandbox_handle(sandbox_handle);
+  out.set_sandbox_handle(admission->sandbox_handle);
   out.set_surface_id(admitted.surface_id());
   out.set_policy_digest(admitted.policy_digest());
   out.set_policy_version(admitted.policy_version());
-  for (const auto& id : result.verified_key_ids) out.add_signing_key_ids(id);
-  out.set_verification(std::string(NameOf(verification)));
+  for (const auto& id : admission->key_ids) out.add_signing_key_ids(id);
+  out.set_verification(std::string(NameOf(admission->verification)));
   LogInfo(absl::StrCat("admitted sandbox ", context.sandbox_id(), " digest ", admitted.policy_digest(), " version ",
-                       admitted.policy_version(), " verification ", NameOf(verification)),
+                       admitted.policy_version(), " verification ", NameOf(admission->verification)),
           {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
-           {"version", absl::StrCat(admitted.policy_version())}, {"verification", std::string(NameOf(verification))}});
-  if (authoring != nullptr && authoring->ProjectionKey(context) != key_before) {
-    // The policy changed while this admission was in flight: move it now, as the change's re-projection
-    // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
-    if (auto moved = Refresh(context.sandbox_id()); moved.ok() && moved->changed()) {
+           {"version", absl::StrCat(admitted.policy_version())},
+           {"verification", std::string(NameOf(admission->verification))}});
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  if (authoring == nullptr || authoring->ProjectionKey(context) == admission->key_before) {
+    return AdmitFinish(admission, std::move(out));
+  }
+  // The policy changed while this admission was in flight: move it now, as the change's re-projection
+  // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
+  Offload([this, admission, out = std::move(out)]() mutable {
+    store::AuditActorScope actor(admission->actor);
+    const std::string& id = admission->context.sandbox_id();
+    if (auto moved = Refresh(id); moved.ok() && moved->changed()) {
       out.set_policy_digest(moved->policy_digest());
       out.set_policy_version(moved->policy_version());
-      LogInfo(absl::StrCat("sandbox ", context.sandbox_id(), ": its policy changed during admission; now at digest ",
-                           moved->policy_digest()));
+      LogInfo(absl::StrCat("sandbox ", id, ": its policy changed during admission; now at digest ", moved->policy_digest()));
     }
-  }
-  return out;
+    AdmitFinish(admission, std::move(out));
+  });
 }
 
 absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std::string& sandbox_id) {

@@ -29,6 +29,7 @@
 #include "gateway/core/provider_catalogue.h"
 #include "gateway/core/reprojection.h"
 #include "gateway/core/sandbox_registry.h"
+#include "gateway/core/worker_pool.h"
 #include "store/clock.h"
 #include "store/store.h"
 #include "trust/trust_store.h"
@@ -69,11 +70,22 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // projection check and before anything is committed: a failure refuses the admission as the projection
   // check's would (nothing persisted, the driver handle released, audited as a refused admission with its
   // reason); the audit events it adds to `events` are committed in the admission's own transaction (one
-  // durable write). It runs on the calling thread and must not call the core.
+  // durable write). It runs on whichever thread completed the driver's answer and must not call the core.
   using AdmitCheck = std::function<trust::CheckResult(const openshell::sandbox::v1::SandboxPolicy& admitted,
                                                       std::vector<store::AuditEvent>* events)>;
+  // AdmitAsync, waited for.
   absl::StatusOr<gateway_v1::AdmitSandboxResponse> Admit(const driver_v1::RuntimeContext& context,
                                                          const AdmitCheck& also_check = nullptr);
+  // An admission as a chain of callbacks, with no thread held while it waits: the in-flight note's
+  // group commit, AcquireHandle, GetProjection, the check (on the thread the driver's answer arrived on),
+  // the admission's group commit. Both durability promises hold as in Admit: the note is durable before
+  // AcquireHandle is sent, the admission before `done` is called. Refusals, ceiling retries, reconnects
+  // and the rare re-projection after a policy change run on the blocking pool (SetBlockingPool). `done`
+  // runs exactly once, on any thread; the audit actor is the calling thread's (AuditActorScope).
+  using AdmitDone = std::function<void(absl::StatusOr<gateway_v1::AdmitSandboxResponse>)>;
+  void AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_check, AdmitDone done);
+  // Where AdmitAsync's blocking steps run (null: on the thread that reached them). Set before serving.
+  void SetBlockingPool(WorkerPool* pool) { blocking_pool_ = pool; }
   // Audits (authentication_failures, refused) a summary of sandbox calls refused for a bad handle.
   void RecordAuthenticationFailures(const std::string& summary);
   absl::StatusOr<gateway_v1::DeleteSandboxResponse> Delete(const std::string& sandbox_id);
@@ -158,6 +170,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
                         const trust::TrustStore* trust);
   // The surface to ask the driver for: the first accepted surface the driver supports.
   std::string SurfaceFor() const;
+  // AdmitAsync's steps; one Admission travels through them.
+  struct Admission;
+  void Offload(std::function<void()> work) const;
+  void AdmitAcquire(std::shared_ptr<Admission> admission);
+  void AdmitChecked(std::shared_ptr<Admission> admission,
+                    absl::StatusOr<driver_v1::GetProjectionResponse> response);
+  void AdmitCommitted(std::shared_ptr<Admission> admission, absl::Status committed);
+  void AdmitFinish(const std::shared_ptr<Admission>& admission,
+                   absl::StatusOr<gateway_v1::AdmitSandboxResponse> out);
   absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const DriverHandles::Acquired& acquired,
                                const driver_v1::Projection* projection, const std::string& reason_code,
                                const std::string& detail);
@@ -202,6 +223,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   mutable absl::Mutex driver_detail_mu_;
   std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
   ReportLimiter reports_;
+  WorkerPool* blocking_pool_ = nullptr;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
   DriverHandles handles_;    // the crash-safe driver-handle protocol
   ProjectionGate gate_;      // trust store, ceiling, body cache, revocations: every check of a projection

@@ -47,9 +47,26 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
         started_(absl::Now()), max_queued_(max_queued), deadline_(deadline) {
     StartRead(&request_);
   }
+  // A call whose handler answers through a callback: started on gRPC's thread, no worker.
+  UnaryReactor(const AdminService::AsyncHandler* handler, Metrics* metrics, std::string method, std::string actor)
+      : handler_(nullptr), async_handler_(handler), pool_(nullptr), metrics_(metrics), method_(std::move(method)),
+        actor_(std::move(actor)), started_(absl::Now()), max_queued_(0), deadline_(absl::InfiniteFuture()) {
+    StartRead(&request_);
+  }
   void OnReadDone(bool ok) override {
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message"));
+      return;
+    }
+    if (async_handler_ != nullptr) {
+      store::AuditActorScope actor(actor_);
+      try {
+        (*async_handler_)(Flatten(request_), [this](absl::Status status, std::string response) {
+          Answer(std::move(status), std::move(response));
+        });
+      } catch (const std::exception& error) {  // thrown before the chain began: nothing will answer
+        Answer(absl::InternalError(absl::StrCat(method_, ": ", error.what())));
+      }
       return;
     }
     auto work = [this] {
@@ -94,6 +111,7 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
   }
 
   const AdminService::Handler* handler_;
+  const AdminService::AsyncHandler* async_handler_ = nullptr;
   WorkerPool* pool_;
   Metrics* metrics_;
   const std::string method_;
@@ -131,6 +149,15 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
     : core_(core), pool_(pool), driver_pool_(driver_pool) {
   namespace v1 = gateway_v1;
   Add<v1::AdmitSandboxRequest, v1::AdmitSandboxResponse>("AdmitSandbox", [core](const auto& r) { return core->Admit(r.context()); });
+  async_handlers_[absl::StrCat(kServicePrefix, "AdmitSandbox")] = [core](const std::string& bytes, Reply done) {
+    v1::AdmitSandboxRequest request;
+    if (!request.ParseFromString(bytes)) return done(absl::InvalidArgumentError("the request does not decode"), "");
+    core->AdmitAsync(std::move(*request.mutable_context()), nullptr,
+                     [done = std::move(done)](absl::StatusOr<v1::AdmitSandboxResponse> response) {
+                       if (!response.ok()) return done(response.status(), "");
+                       done(absl::OkStatus(), response->SerializeAsString());
+                     });
+  };
   Add<v1::DeleteSandboxRequest, v1::DeleteSandboxResponse>("DeleteSandbox", [core](const auto& r) { return core->Delete(r.sandbox_id()); });
   Add<v1::GetSandboxRequest, v1::SandboxInfo>("GetSandbox", [core](const auto& r) {
     return core->GetSandbox(r.sandbox_id(), r.include_policy());
@@ -246,12 +273,16 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   if (handler == handlers_.end()) {
     return new RefusedReactor(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, absl::StrCat("unknown method ", method)));
   }
-  // The calls that wait on the driver get their own threads (see the header).
-  static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "AdmitSandbox"),
-                                                     absl::StrCat(kServicePrefix, "RefreshSandbox"),
+  // The calls that wait on the driver get their own threads (see the header), but those served as callbacks.
+  const std::string actor_of_call = caller_identity_ ? caller_identity_(*context) : "";
+  if (auto async = async_handlers_.find(method); async != async_handlers_.end()) {
+    return new UnaryReactor(&async->second, metrics_, method.substr(std::string_view(kServicePrefix).size()),
+                            actor_of_call);
+  }
+  static const std::set<std::string> kDriverBound = {absl::StrCat(kServicePrefix, "RefreshSandbox"),
                                                      absl::StrCat(kServicePrefix, "ReloadTrustStore")};
   const std::string name = method.substr(std::string_view(kServicePrefix).size());
-  const std::string actor = caller_identity_ ? caller_identity_(*context) : "";
+  const std::string& actor = actor_of_call;
   if (decisions_pool_ != nullptr && (name == "EvaluateEgress" || name == "ExplainChange")) {
     const absl::Time deadline = std::min(absl::Now() + decisions_deadline_, absl::FromChrono(context->deadline()));
     return new UnaryReactor(&handler->second, decisions_pool_, metrics_, name, actor, decisions_max_queued_, deadline);

@@ -1,7 +1,9 @@
 // The PolicyGateway service on the admin socket, served through gRPC's generic callback API so that
 // the mutation gate runs on the method name before any handler is chosen: a method that is not
 // classified NON_MUTATING (including one added to the proto later) never reaches a handler while the
-// driver forbids mutation. Handlers run on the worker pool, never on gRPC's callback threads.
+// driver forbids mutation. Handlers run on the worker pool, never on gRPC's callback threads — except
+// AdmitSandbox, which is a chain of callbacks (GatewayCore::AdmitAsync) started on the callback thread
+// and waits on nothing there.
 #pragma once
 
 #include <functional>
@@ -24,8 +26,8 @@ class AdminService final : public grpc::CallbackGenericService {
  public:
   // `core` and `pool` must outlive the service. Aborts at start-up if a PolicyGateway method has no
   // handler here (a programming error caught by every test run).
-  // `decisions` answers EvaluateEgress, `explainer` ExplainChange. Calls that wait on the policy driver (AdmitSandbox,
-  // RefreshSandbox, ReloadTrustStore) run on `driver_pool`, everything else on `pool`, so deletes (the
+  // `decisions` answers EvaluateEgress, `explainer` ExplainChange. Calls that wait on the policy driver
+  // (RefreshSandbox, ReloadTrustStore, and AdmitSandbox's blocking steps: refusals, retries) run on `driver_pool`, everything else on `pool`, so deletes (the
   // revocation path), reads and status never queue behind a stalled driver. All must outlive the service.
   AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driver_pool, const EgressDecisions* decisions,
                const ChangeExplainer* explainer);
@@ -66,6 +68,9 @@ class AdminService final : public grpc::CallbackGenericService {
 
   // The serialized request -> serialized response, or an error.
   using Handler = std::function<absl::Status(const std::string& request, std::string* response)>;
+  // The same, answering through `done` (exactly once, on any thread) instead of returning.
+  using Reply = std::function<void(absl::Status status, std::string response)>;
+  using AsyncHandler = std::function<void(const std::string& request, Reply done)>;
 
   // One call as the admin socket serves it, synchronously on the calling thread: the mutation gate on
   // `method` ("/openshell.policy.gateway.v1.PolicyGateway/AdmitSandbox"), then the request's decoding
@@ -89,6 +94,7 @@ class AdminService final : public grpc::CallbackGenericService {
   CallerIdentity caller_identity_;
   StatusExtension status_extension_;
   std::map<std::string, Handler> handlers_;  // by "/package.Service/Method"
+  std::map<std::string, AsyncHandler> async_handlers_;  // those served without a worker (Dispatch uses handlers_)
 };
 
 }  // namespace osh::gateway

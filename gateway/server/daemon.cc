@@ -269,7 +269,8 @@ int Daemon::Serve() {
   core_->DeliverPendingReleases();
 
   pool_ = std::make_unique<WorkerPool>(8);
-  driver_pool_ = std::make_unique<WorkerPool>(8);  // admissions, refreshes, reloads: they wait on the driver
+  driver_pool_ = std::make_unique<WorkerPool>(8);  // refreshes, reloads, admissions' refusals: they wait on the driver
+  core_->SetBlockingPool(driver_pool_.get());  // admissions themselves are callbacks (GatewayCore::AdmitAsync)
   decisions_ = std::make_unique<EgressDecisions>(&registry_, &core_->clock());
   explainer_ = std::make_unique<ChangeExplainer>(&registry_, &core_->clock(), [core = core_.get()](const auto& r) {
     return core->GetPolicy(r);
