@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -123,4 +124,83 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
     prev = (*events)[i].hash;
   }
   CHECK((*store)->audit().AuditChainHead().hash == prev);
+}
+
+TEST_CASE("store: asynchronous writes return at once, share a commit, and each hears of it only once it is durable",
+          "[store][commit]") {
+  osh::test::TempDir dir;
+  auto store = SqliteStore::Open(dir / "g.db");
+  REQUIRE(store.ok());
+  constexpr int kOthers = 8;
+  HoldFirstCommit hold(kOthers);
+  (*store)->sandboxes().SetChangeListener(&hold);
+
+  std::thread first([&] { REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
+  hold.WaitEntered();  // sb-0 is committed; its leader is still busy, so nothing queued now can commit yet
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<absl::StatusOr<osh::store::CommitResult>>> results(kOthers + 1);
+  int answered = 0;
+  for (int i = 0; i < kOthers + 1; ++i) {
+    // Writer 3 re-admits sb-0: refused, alone. The last one is an admission note (ReleaseQueue).
+    osh::store::ChangeBatch batch;
+    const std::string id = i == 3 ? "sb-0" : "sb-" + std::to_string(i + 1);
+    if (i < kOthers) {
+      batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(**store, id)});
+      batch.events.push_back(AdmissionEvent(id));
+      (*store)->sandboxes().CommitAsync(std::move(batch), [&, i](absl::StatusOr<osh::store::CommitResult> r) {
+        std::lock_guard<std::mutex> lock(mu);
+        results[i] = std::move(r);
+        ++answered;
+        cv.notify_all();
+      });
+      hold.Queued();
+    } else {
+      osh::store::RuntimeContext context;
+      context.set_sandbox_id("sb-note");
+      (*store)->releases().RecordAdmissionIntentAsync(context, "key", [&, i](absl::StatusOr<int64_t> id) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (id.ok()) {
+          results[i] = osh::store::CommitResult{};
+        } else {
+          results[i] = id.status();
+        }
+        ++answered;
+        cv.notify_all();
+      });
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(answered == 0);  // every call returned before anything it asked for was committed
+  }
+  first.join();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return answered == kOthers + 1; }));
+  }
+  (*store)->sandboxes().SetChangeListener(nullptr);
+  for (int i = 0; i < kOthers + 1; ++i) {
+    INFO("writer " << i);
+    REQUIRE(results[i].has_value());
+    const bool expected = i == 3 ? absl::IsAlreadyExists(results[i]->status()) : results[i]->ok();
+    CHECK(expected);
+  }
+  const auto counters = (*store)->Stats();
+  CHECK(counters.writes == kOthers + 1);  // sb-0, seven admissions, the note; the refused one is not counted
+  CHECK(counters.transactions >= 2);     // sb-0 alone, then the queued writes (a third on a loaded machine)
+  CHECK(counters.transactions <= 3);
+  auto loaded = (*store)->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(loaded->size() == kOthers);
+  // Durable: a store opened again on the file (this one closed) holds them all, and the note.
+  store->reset();
+  auto again = SqliteStore::Open(dir / "g.db");
+  REQUIRE(again.ok());
+  auto reloaded = (*again)->sandboxes().LoadSandboxes();
+  REQUIRE(reloaded.ok());
+  CHECK(reloaded->size() == kOthers);
+  auto pending = (*again)->releases().PendingReleases();
+  REQUIRE(pending.ok());
+  CHECK(pending->size() == 1);  // the note left in flight became a due release on opening
 }
