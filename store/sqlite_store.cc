@@ -196,7 +196,30 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   return store;
 }
 
-SqliteStore::~SqliteStore() { anchor_.reset(); }  // its last record reads the chain head
+SqliteStore::~SqliteStore() {
+  anchor_.reset();  // its last record reads the chain head
+  {
+    absl::MutexLock lock(&checkpoint_mu_);
+    stop_checkpoints_ = true;
+  }
+  if (checkpointer_.joinable()) checkpointer_.join();
+}
+
+namespace {
+constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(200);
+}  // namespace
+
+void SqliteStore::CheckpointLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&checkpoint_mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_) { return stop_checkpoints_; };
+      if (checkpoint_mu_.AwaitWithTimeout(absl::Condition(&stop), kCheckpointInterval)) return;
+    }
+    // PASSIVE: copies what no reader still needs, waits for nobody; a busy database is tried next time.
+    if (absl::Status s = checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)"); !s.ok()) continue;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnguarded(const std::string& path,
                                                                         const StoreOptions& options) {
@@ -218,6 +241,11 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnguarded(const st
   absl::MutexLock read_lock(&store->read_mu_);
   store->read_db_.emplace(*std::move(reader));
   OSH_RETURN_IF_ERROR(store->read_db_->Exec("PRAGMA foreign_keys=ON"));
+  auto checkpointer = Db::Open(path);
+  if (!checkpointer.ok()) return checkpointer.status();
+  store->checkpoint_db_.emplace(*std::move(checkpointer));
+  OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA wal_autocheckpoint=0"));
+  store->checkpointer_ = std::thread([raw = store.get()] { raw->CheckpointLoop(); });
   return store;
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -142,6 +143,15 @@ class SqliteStore final : public SingleObjectDatabase {
   std::optional<Db> read_db_ ABSL_GUARDED_BY(read_mu_);
 
   GroupCommitQueue queue_;
+
+  // WAL checkpoints off the commit path: the write connection never checkpoints (wal_autocheckpoint=0);
+  // this thread runs a PASSIVE checkpoint on its own connection every kCheckpointInterval (it waits for
+  // no reader or writer), so no commit pays for copying the log into the database file.
+  void CheckpointLoop();
+  absl::Mutex checkpoint_mu_;
+  bool stop_checkpoints_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  std::optional<Db> checkpoint_db_;  // used by the checkpoint thread only
+  std::thread checkpointer_;
 
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 

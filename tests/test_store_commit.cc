@@ -204,3 +204,26 @@ TEST_CASE("store: asynchronous writes return at once, share a commit, and each h
   REQUIRE(pending.ok());
   CHECK(pending->size() == 1);  // the note left in flight became a due release on opening
 }
+
+TEST_CASE("store: SQLite's log is copied into the database file in the background, not by the writers",
+          "[store][commit]") {
+  osh::test::TempDir dir;
+  auto store = SqliteStore::Open(dir / "g.db");
+  REQUIRE(store.ok());
+  const auto size = [&] { return std::filesystem::file_size(dir / "g.db"); };
+  const auto before = size();
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = "sb-" + std::to_string(i);
+    REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, id), AdmissionEvent(id)).ok());
+  }
+  // 40 commits write far fewer log pages than SQLite's own checkpoint threshold (1000): only the store's
+  // checkpoint thread moves them into the database file, while the store stays open.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (size() <= before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(size() > before);
+  auto loaded = (*store)->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(loaded->size() == 40);
+}
