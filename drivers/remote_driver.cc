@@ -205,7 +205,7 @@ void RemoteDriver::MarkUp(const std::string& detail) {
   if (listener) listener(true, detail);
 }
 
-void RemoteDriver::MarkDown(const std::string& detail) {
+void RemoteDriver::MarkDown(const std::string& detail, bool in_callback) {
   StateListener listener;
   {
     absl::MutexLock lock(&mu_);
@@ -213,14 +213,18 @@ void RemoteDriver::MarkDown(const std::string& detail) {
     stub_.reset();
     if (!was_available && detail == last_problem_) return;
     last_problem_ = detail;
+    if (in_callback) {
+      deferred_down_ = detail;  // the monitor wakes and tells the listener
+      return;
+    }
     listener = listener_;
   }
   if (listener) listener(false, detail);
 }
 
-absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method) {
+absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method, bool in_callback) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    MarkDown(absl::StrCat(method, ": ", status.error_message()));
+    MarkDown(absl::StrCat(method, ": ", status.error_message()), in_callback);
   }
   return common::FromGrpc(status);
 }
@@ -228,10 +232,20 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
 void RemoteDriver::Monitor() {
   for (;;) {
     {
-      absl::MutexLock lock(&mu_);
-      auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(options_.probe_interval_ms));
-      if (stopping_) return;
+      StateListener listener;
+      std::optional<std::string> down;
+      {
+        absl::MutexLock lock(&mu_);
+        auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || deferred_down_.has_value(); };
+        mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.probe_interval_ms));
+        if (stopping_) return;
+        down.swap(deferred_down_);
+        if (down && !available_.load()) listener = listener_;  // not if a caller's TryReconnect came first
+      }
+      if (down) {
+        if (listener) listener(false, *down);
+        continue;  // reconnect from the next tick, as after any other failure
+      }
     }
     if (!available()) {
       const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
@@ -331,7 +345,7 @@ void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, 
   call->stub->async()->AcquireHandle(call->ctx.get(), &call->request, &call->response,
                                      [this, call, done = std::move(done)](grpc::Status status) {
                                        Observe("AcquireHandle", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle"));
+                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle", /*in_callback=*/true));
                                        done(CheckedHandle(call->response));
                                      });
 }
@@ -363,7 +377,7 @@ void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::stri
   call->stub->async()->GetProjection(call->ctx.get(), &call->request, &call->response,
                                      [this, call, done = std::move(done)](grpc::Status status) {
                                        Observe("GetProjection", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "GetProjection"));
+                                       if (!status.ok()) return done(CallFailed(status, "GetProjection", /*in_callback=*/true));
                                        done(CheckedProjection(call->response));
                                      });
 }

@@ -99,8 +99,10 @@ class RemoteDriver final : public PolicyDriver {
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call: UNAVAILABLE means the driver is gone.
-  absl::Status CallFailed(const grpc::Status& status, const char* method);
-  void MarkDown(const std::string& detail);
+  // `in_callback`: on one of gRPC's callback threads (an async call), which must not block: the state
+  // listener (it audits, writing the store) is then told by the monitor thread.
+  absl::Status CallFailed(const grpc::Status& status, const char* method, bool in_callback = false);
+  void MarkDown(const std::string& detail, bool in_callback = false);
   void Observe(const char* method, const grpc::Status& status, absl::Time started);
   void MarkUp(const std::string& detail);
   void Monitor();
@@ -117,6 +119,7 @@ class RemoteDriver final : public PolicyDriver {
   CallObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
+  std::optional<std::string> deferred_down_ ABSL_GUARDED_BY(mu_);  // MarkDown's news for the monitor to tell
   std::thread monitor_;
 };
 

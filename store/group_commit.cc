@@ -32,17 +32,26 @@ void GroupCommitQueue::Finish(const std::vector<GroupWrite*>& group) {
   }
   for (GroupWrite* w : async) {
     std::unique_ptr<GroupWrite> owned(w);
-    owned->on_done(owned->status);
+    try {
+      owned->on_done(owned->status);
+    } catch (...) {  // e.g. bad_alloc: the callback's own guard answers its caller; the others still run
+    }
   }
 }
 
 void GroupCommitQueue::SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(write.release());
-  if (committer_ == nullptr && !stopping_) {
-    lead_ = std::move(lead);
-    committer_ = std::make_unique<std::thread>([this] { CommitterLoop(); });
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      if (committer_ == nullptr) {  // first: if the thread cannot be made, nothing was queued
+        lead_ = std::move(lead);
+        committer_ = std::make_unique<std::thread>([this] { CommitterLoop(); });
+      }
+      queue_.push_back(write.release());
+      return;
+    }
   }
+  write->on_done(absl::UnavailableError("storage_error: the store is closing"));
 }
 
 void GroupCommitQueue::CommitterLoop() {
@@ -64,7 +73,9 @@ void GroupCommitQueue::CommitterLoop() {
   }
 }
 
-GroupCommitQueue::~GroupCommitQueue() {
+GroupCommitQueue::~GroupCommitQueue() { Stop(); }
+
+void GroupCommitQueue::Stop() {
   std::unique_ptr<std::thread> committer;
   {
     absl::MutexLock lock(&mu_);

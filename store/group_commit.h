@@ -37,8 +37,11 @@ class GroupCommitQueue {
  public:
   using Lead = std::function<void(const std::vector<GroupWrite*>&)>;
   GroupCommitQueue() = default;
-  // Waits for the asynchronous writes queued so far, then stops the committer thread.
+  // Stop().
   ~GroupCommitQueue();
+  // Commits the asynchronous writes queued so far, then stops the committer thread; a SubmitAsync from
+  // then on is answered UNAVAILABLE at once. Idempotent. A store calls it first when it closes.
+  void Stop();
   GroupCommitQueue(const GroupCommitQueue&) = delete;
   GroupCommitQueue& operator=(const GroupCommitQueue&) = delete;
 

@@ -262,6 +262,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
 }
 
 PostgresStore::~PostgresStore() {
+  queue_.Stop();    // writes still queued commit first (before the replica announces it is gone)
   anchor_.reset();  // its last record reads the chain head
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();

@@ -197,6 +197,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
 }
 
 SqliteStore::~SqliteStore() {
+  queue_.Stop();    // writes still queued commit first, under the state lock
   anchor_.reset();  // its last record reads the chain head
   {
     absl::MutexLock lock(&checkpoint_mu_);

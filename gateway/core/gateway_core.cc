@@ -332,17 +332,42 @@ struct GatewayCore::Admission {
   store::ChangeBatch batch;  // the admission's commit (kept for a retry under a changed ceiling)
   driver_v1::Projection admitted;  // the envelope's header
   std::string sandbox_handle;
+  bool committed = false;  // durable: from here the handle is the admitted sandbox's
 };
 
-void GatewayCore::Offload(std::function<void()> work) const {
-  if (blocking_pool_ == nullptr) return work();
-  blocking_pool_->Submit(std::move(work));
+void GatewayCore::Step(const std::shared_ptr<Admission>& admission, absl::FunctionRef<void()> step) {
+  store::AuditActorScope actor(admission->actor);  // the caller's, in the events and log lines of this step
+  try {
+    step();
+  } catch (const std::exception& error) {
+    LogError(absl::StrCat("admission of ", BoundedText(admission->context.sandbox_id(), 256), ": ", error.what()));
+    if (!admission->done) return;  // it was being answered
+    absl::Status failed = absl::InternalError(absl::StrCat("AdmitSandbox: ", error.what()));
+    if (admission->acquired.handle.empty() || admission->committed) return AdmitFinish(admission, std::move(failed));
+    auto release = [this, admission, failed] {
+      handles_.Release(admission->acquired);
+      AdmitFinish(admission, failed);
+    };
+    try {
+      if (blocking_pool_ != nullptr) return blocking_pool_->Submit(std::move(release));
+      release();
+    } catch (...) {
+      AdmitFinish(admission, failed);  // the note stays in flight: a due release at the next start
+    }
+  }
+}
+
+void GatewayCore::Offload(std::shared_ptr<Admission> admission, std::function<void()> work) {
+  auto step = [this, admission, work = std::move(work)] { Step(admission, work); };
+  if (blocking_pool_ == nullptr) return step();
+  blocking_pool_->Submit(std::move(step));
 }
 
 void GatewayCore::AdmitFinish(const std::shared_ptr<Admission>& admission,
                               absl::StatusOr<gateway_v1::AdmitSandboxResponse> out) {
   admission->slot.reset();  // before the caller hears: a retry of the same id must find the slot free
   AdmitDone done = std::move(admission->done);
+  admission->done = nullptr;
   done(std::move(out));
 }
 
@@ -362,9 +387,9 @@ void GatewayCore::AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_
   admission->done = std::move(done);
   admission->actor = store::AuditActorScope::Current();
   admission->slot.emplace(std::move(slot));
-  if (driver_->available()) return AdmitAcquire(std::move(admission));
+  if (driver_->available()) return Step(admission, [&] { AdmitAcquire(admission); });
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
-  Offload([this, admission] {
+  Offload(admission, [this, admission] {
     if (!driver_->TryReconnect()) {
       return AdmitFinish(admission,
                          common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable"));
@@ -380,36 +405,35 @@ void GatewayCore::AdmitAcquire(std::shared_ptr<Admission> admission) {
   if (drivers::PolicyAuthoring* authoring = driver_->authoring(); authoring != nullptr) {
     admission->key_before = authoring->ProjectionKey(admission->context);
   }
-  store::AuditActorScope actor(admission->actor);
   handles_.AcquireAsync(
-      admission->context, [this](std::function<void()> work) { Offload(std::move(work)); },
+      admission->context,
+      [this, admission](std::function<void()> work) { Offload(admission, std::move(work)); },
       [this, admission](absl::StatusOr<DriverHandles::Acquired> handle) {
-        if (!handle.ok()) return AdmitFinish(admission, DriverError(handle.status(), "AcquireHandle"));
-        admission->acquired = *std::move(handle);
-        driver_->GetProjectionAsync(admission->acquired.handle, SurfaceFor(),
-                                    [this, admission](absl::StatusOr<driver_v1::GetProjectionResponse> response) {
-                                      AdmitChecked(admission, std::move(response));
-                                    });
+        Step(admission, [&] {
+          if (!handle.ok()) return AdmitFinish(admission, DriverError(handle.status(), "AcquireHandle"));
+          admission->acquired = *std::move(handle);
+          driver_->GetProjectionAsync(admission->acquired.handle, SurfaceFor(),
+                                      [this, admission](absl::StatusOr<driver_v1::GetProjectionResponse> response) {
+                                        Step(admission, [&] { AdmitChecked(admission, std::move(response)); });
+                                      });
+        });
       });
 }
 
 void GatewayCore::AdmitChecked(std::shared_ptr<Admission> admission,
                                absl::StatusOr<driver_v1::GetProjectionResponse> response) {
-  store::AuditActorScope actor(admission->actor);  // the caller's, in the events and log lines written from here
   const driver_v1::RuntimeContext& context = admission->context;
   // A refusal releases the driver handle and writes an audit event: not on this thread.
   auto refuse = [this, admission](std::shared_ptr<driver_v1::Projection> projection, std::string reason,
                                   std::string detail) {
-    Offload([this, admission, projection = std::move(projection), reason = std::move(reason),
-             detail = std::move(detail)] {
-      store::AuditActorScope actor(admission->actor);
+    Offload(admission, [this, admission, projection = std::move(projection), reason = std::move(reason),
+                        detail = std::move(detail)] {
       AdmitFinish(admission,
                   RefuseAdmission(admission->context, admission->acquired, projection.get(), reason, detail));
     });
   };
   if (!response.ok()) {
-    return Offload([this, admission, status = response.status()] {
-      store::AuditActorScope actor(admission->actor);
+    return Offload(admission, [this, admission, status = response.status()] {
       handles_.Release(admission->acquired);
       AdmitFinish(admission, DriverError(status, "GetProjection"));
     });
@@ -460,17 +484,15 @@ void GatewayCore::AdmitChecked(std::shared_ptr<Admission> admission,
   // stored meanwhile — here or on another replica; then CommitUnderCeiling checks again (issue 25.10).
   batch.checked_ceiling = verdict.ceiling_stamp;
   store_->sandboxes().CommitAsync(batch, [this, admission](absl::StatusOr<store::CommitResult> committed) {
-    AdmitCommitted(admission, committed.status());
+    Step(admission, [&] { AdmitCommitted(admission, committed.status()); });
   });
 }
 
 void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Status committed) {
-  store::AuditActorScope actor(admission->actor);  // the caller's, in the log lines written here
   const driver_v1::RuntimeContext& context = admission->context;
   const driver_v1::Projection& admitted = admission->admitted;
   if (!committed.ok()) {
-    return Offload([this, admission, committed]() mutable {
-      store::AuditActorScope actor(admission->actor);
+    return Offload(admission, [this, admission, committed]() mutable {
       if (store::IsCeilingChanged(committed)) {
         // Another ceiling was stored since the check: load it, check against it and commit again (the
         // one rule, CommitUnderCeiling), or refuse.
@@ -497,6 +519,7 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
       AdmitFinish(admission, committed);
     });
   }
+  admission->committed = true;
 
   gateway_v1::AdmitSandboxResponse out;
   out.set_sandbox_id(context.sandbox_id());
@@ -517,8 +540,7 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
   }
   // The policy changed while this admission was in flight: move it now, as the change's re-projection
   // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
-  Offload([this, admission, out = std::move(out)]() mutable {
-    store::AuditActorScope actor(admission->actor);
+  Offload(admission, [this, admission, out = std::move(out)]() mutable {
     const std::string& id = admission->context.sandbox_id();
     if (auto moved = Refresh(id); moved.ok() && moved->changed()) {
       out.set_policy_digest(moved->policy_digest());

@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "drivers/policy_driver.h"
@@ -172,7 +173,12 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   std::string SurfaceFor() const;
   // AdmitAsync's steps; one Admission travels through them.
   struct Admission;
-  void Offload(std::function<void()> work) const;
+  // Runs one step of `admission` under its caller's audit actor; an exception (bad_alloc) ends the
+  // admission with INTERNAL — its driver handle released when one was acquired and not committed —
+  // rather than leaving its caller unanswered.
+  void Step(const std::shared_ptr<Admission>& admission, absl::FunctionRef<void()> step);
+  // Step, on the blocking pool (inline without one).
+  void Offload(std::shared_ptr<Admission> admission, std::function<void()> work);
   void AdmitAcquire(std::shared_ptr<Admission> admission);
   void AdmitChecked(std::shared_ptr<Admission> admission,
                     absl::StatusOr<driver_v1::GetProjectionResponse> response);

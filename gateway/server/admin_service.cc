@@ -64,7 +64,7 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
         (*async_handler_)(Flatten(request_), [this](absl::Status status, std::string response) {
           Answer(std::move(status), std::move(response));
         });
-      } catch (const std::exception& error) {  // thrown before the chain began: nothing will answer
+      } catch (const std::exception& error) {  // thrown before the chain began (each later step answers its own)
         Answer(absl::InternalError(absl::StrCat(method_, ": ", error.what())));
       }
       return;
