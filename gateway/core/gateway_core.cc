@@ -236,8 +236,9 @@ absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v
 
 GatewayCore::CeilingCommit GatewayCore::CommitUnderCeiling(const std::function<store::ChangeBatch()>& make_batch,
                                                            const openshell::sandbox::v1::SandboxPolicy& policy,
-                                                           const std::string& digest, int64_t ceiling_stamp) {
-  for (int attempt = 0;; ++attempt) {
+                                                           const std::string& digest, int64_t ceiling_stamp,
+                                                           int attempts_made) {
+  for (int attempt = attempts_made;; ++attempt) {
     store::ChangeBatch batch = make_batch();
     batch.checked_ceiling = ceiling_stamp;
     auto committed = store_->sandboxes().Commit(std::move(batch));
@@ -504,7 +505,7 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
             outside = std::move(inside);
           } else {
             CeilingCommit retried = CommitUnderCeiling([admission] { return admission->batch; }, *admission->policy,
-                                                       digest, stamp);
+                                                       digest, stamp, /*attempts_made=*/1);
             committed = retried.status;
             outside = std::move(retried.outside);
           }

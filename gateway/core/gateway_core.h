@@ -211,9 +211,11 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     absl::Status status;
     std::optional<trust::CheckResult> outside;
   };
+  // `attempts_made`: commits of this candidate already refused with ceiling_changed (they count toward
+  // the bound).
   CeilingCommit CommitUnderCeiling(const std::function<store::ChangeBatch()>& make_batch,
                                    const openshell::sandbox::v1::SandboxPolicy& policy, const std::string& digest,
-                                   int64_t ceiling_stamp);
+                                   int64_t ceiling_stamp, int attempts_made = 0);
   // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
   // its admission); those that no longer verify are refreshed from the driver at once, and those still
   // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.
