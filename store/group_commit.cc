@@ -1,5 +1,6 @@
 #include "store/group_commit.h"
 
+#include "common/errors.h"
 #include "store/audit_actor.h"
 
 namespace osh::store {
@@ -51,7 +52,8 @@ void GroupCommitQueue::SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead)
       return;
     }
   }
-  write->on_done(absl::UnavailableError("storage_error: the store is closing"));
+  // A storage error like any other (ToGrpc answers clients "storage_error: …").
+  write->on_done(common::StorageError(absl::StatusCode::kUnavailable, "store", "the store is closing"));
 }
 
 void GroupCommitQueue::CommitterLoop() {
