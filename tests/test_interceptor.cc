@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <initializer_list>
@@ -26,6 +27,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "gateway/core/config.h"
@@ -826,6 +828,17 @@ TEST_CASE("interceptor: ceiling mode decides CreateSandbox and every UpdateConfi
                                       BasePolicyWith("pip_api", R"({"endpoints": [{"host": "api.github.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})"),
                                       "}")),
               "PERMISSION_DENIED", "exceeds_ceiling: ");
+    // A sandbox-scoped write that names no sandbox (global unset) is refused, whatever it carries.
+    for (const std::string& unnamed :
+         {absl::StrCat(R"({"policy": )", base, "}"), absl::StrCat(R"({"name": "", "global": false, "policy": )", base, "}"),
+          std::string(R"({"mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+          std::string(R"({"settingKey": "proposal_approval_mode", "settingValue": {"stringValue": "manual"}})")}) {
+      for (bool validate : {false, true}) {
+        INFO(unnamed << (validate ? " (validate)" : " (modify)"));
+        const auto refused = g.Evaluate("UpdateConfig", validate, unnamed);
+        CheckDeny(refused, "PERMISSION_DENIED", "invalid_request: name: ");
+      }
+    }
 
     // Merge operations (modify): applied to the recorded policy (the full one just allowed) and replaced by
     // the absolute result, which is then validated and committed as is.
@@ -2384,6 +2397,82 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
   CHECK(b.gateway().Stop() == 0);
 }
 
+
+namespace {
+// The backends (pids) connected to the database of `url` now, psql's own excepted; `where` narrows them.
+std::set<std::string> Backends(const std::string& url, const std::string& where = "true") {
+  std::string out;
+  REQUIRE(PgCluster::Psql(url, absl::StrCat("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                            "AND pid <> pg_backend_pid() AND (", where, ")"),
+                          &out) == 0);
+  std::set<std::string> pids;
+  for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipWhitespace())) pids.emplace(line);
+  return pids;
+}
+// Stops a PostgreSQL backend process (SIGSTOP) until destroyed: its client waits on it as on a stalled server.
+class StoppedBackend {
+ public:
+  explicit StoppedBackend(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
+  ~StoppedBackend() { Resume(); }
+  void Resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+    pid_ = 0;
+  }
+
+ private:
+  pid_t pid_;
+};
+}  // namespace
+
+TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before B's feed brought A's admission is "
+          "refused with try again, then reused",
+          "[interceptor][integration][admit][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  const std::vector<std::string> args = {"--database", url, "--interceptor-mode", "admit"};
+  InterceptorGateway a(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
+  openshell::sandbox::v1::SandboxPolicy base;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  REQUIRE(a.gateway().SetPolicy("default", base).ok());  // before B starts: B loads it, no feed needed
+  const std::set<std::string> before = Backends(url);
+  InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
+  // B's change feed: of B's connections, the one that listens, heartbeats and reads the feed.
+  std::vector<std::string> feed;
+  for (const std::string& pid : Backends(url, "query LIKE 'LISTEN%' OR query LIKE '%FROM changes%' OR "
+                                              "query LIKE '%INTO replicas%'")) {
+    if (!before.contains(pid)) feed.push_back(pid);
+  }
+  INFO("B's feed backends: " << absl::StrJoin(feed, ", "));
+  REQUIRE(feed.size() == 1);
+  StoppedBackend stopped(std::stoi(feed[0]));
+
+  const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
+  const auto modified = a.Evaluate("CreateSandbox", false, create);
+  INFO(modified.reason());
+  REQUIRE(modified.allowed());
+  const std::string digest =
+      modified.patches(1).value().struct_value().fields().at("policy-gateway/policy-digest").string_value();
+  // B's store refuses a second admission, and B's view does not hold the first yet: fail closed, say why.
+  const auto early = b.Evaluate("CreateSandbox", false, create);
+  CheckDeny(early, "FAILED_PRECONDITION", "already_admitted: ");
+  CHECK_THAT(early.reason(), Catch::Contains("by another replica of this gateway, and not yet seen here; try again"));
+
+  stopped.Resume();
+  icv1::InterceptorResult retried;
+  CHECK(Eventually([&] {
+    retried = b.Evaluate("CreateSandbox", false, create);
+    return retried.allowed();
+  }));
+  INFO(retried.reason());
+  REQUIRE(retried.allowed());
+  CHECK(retried.patches(1).value().struct_value().fields().at("policy-gateway/policy-digest").string_value() == digest);
+  int admissions = 0;
+  for (const auto& event : b.gateway().AuditEvents()) {
+    if (event.type() == "admission" && event.sandbox_id() == "build-7" && event.outcome() == "ok") ++admissions;
+  }
+  CHECK(admissions == 1);
+  CHECK(a.gateway().Stop() == 0);
+  CHECK(b.gateway().Stop() == 0);
+}
 
 // Profiles signed elsewhere (issue 28's limits): an authority signs a profile offline with `policyctl
 // profile sign`; a gateway with a trust store and no signing key of its own (a third-party driver) sets it

@@ -588,7 +588,8 @@ bool InterceptorEvaluator::TakeSandboxName(const char* field, const std::string&
 void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-  if (!request.global() && !TakeSandboxName("name", request.name(), /*required=*/false, out)) return;
+  // A sandbox-scoped write names its sandbox: unnamed, it would be checked against nothing recorded.
+  if (!request.global() && !TakeSandboxName("name", request.name(), /*required=*/true, out)) return;
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
       out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
