@@ -256,6 +256,28 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   CHECK(committed->rows[0] == 2);
   CHECK(registry.Get("sb-1")->record.envelope->body() == "body-2");
   CHECK(registry.Get("sb-2")->record.envelope->body() == "body-2");
+  // What was handed out before stays what it was (a change publishes a new sandbox, never edits one).
+  CHECK(authenticated->envelope->body() == "body");
+  CHECK(authenticated->updated_at_unix != 5);
+  auto moved = registry.Authenticate("handle-sb-1");
+  REQUIRE(moved);
+  CHECK(moved->envelope->body() == "body-2");
+  CHECK(moved->updated_at_unix == 5);
+  REQUIRE(moved->previous_body);
+  CHECK(*moved->previous_body == "body");
+
+  // Reports and refresh errors are recorded beside the served sandbox: they publish nothing new.
+  osh::store::ChangeBatch reports;
+  reports.changes.push_back(osh::store::change::RecordReport{
+      "sb-1", "digest-1", openshell::policy::gateway::v1::FAILED, "bad", 6});
+  reports.changes.push_back(osh::store::change::SetRefreshError{"sb-2", "driver down"});
+  reports.events.push_back(osh::test::StoredEvent("report"));
+  REQUIRE(store->sandboxes().Commit(std::move(reports)).ok());
+  CHECK(registry.Authenticate("handle-sb-1") == moved);
+  CHECK(registry.Get("sb-1")->record.load_status == openshell::policy::gateway::v1::FAILED);
+  CHECK(registry.Get("sb-1")->record.reported_digest == "digest-1");
+  CHECK(registry.Get("sb-2")->record.last_refresh_error == "driver down");
+  CHECK(registry.refresh_error_count() == 1);
 
   // A reload gives the same content, unverified until re-verified.
   osh::gateway::SandboxRegistry reloaded;
@@ -264,9 +286,14 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   CHECK_FALSE(reloaded.Authenticate("handle-sb-2")->verified);
   CHECK(reloaded.Get("sb-2")->record.envelope->body() == "body-2");
 
+  CHECK(reloaded.Get("sb-1")->record.reported_digest == "digest-1");  // reports are stored, and reloaded
+  CHECK(reloaded.refresh_error_count() == 1);
+
   REQUIRE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
   CHECK_FALSE(registry.Contains("sb-1"));
   CHECK_FALSE(registry.Authenticate("handle-sb-1"));
+  REQUIRE(*store->sandboxes().DeleteSandbox("sb-2", osh::test::StoredEvent("deletion")));
+  CHECK(registry.refresh_error_count() == 0);  // a deleted sandbox's reports go with it
   store->sandboxes().SetChangeListener(nullptr);
 }
 

@@ -39,7 +39,7 @@ absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> ChangeExplainer::Resolve(c
       // What the sandbox is served, under the same rule as its fetches (as EvaluateEgress).
       auto served = registry_->Lookup(source.sandbox_id(), clock_->NowUnix());
       if (!served.ok()) return served.status();
-      return policy::ParseBodyStrict(served->envelope->body());
+      return policy::ParseBodyStrict((*served)->envelope->body());
     }
     default:
       return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_policy",

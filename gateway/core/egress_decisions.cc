@@ -38,7 +38,7 @@ absl::StatusOr<gateway_v1::EvaluateEgressResponse> EgressDecisions::Evaluate(
       // whose projection is unverified, revoked or expired.
       auto served = registry_->Lookup(request.sandbox_id(), clock_->NowUnix());
       if (!served.ok()) return served.status();
-      body = served->envelope->body();
+      body = (*served)->envelope->body();
       break;
     }
     case gateway_v1::EvaluateEgressRequest::kPolicy:

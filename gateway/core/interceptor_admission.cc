@@ -24,18 +24,19 @@ absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdm
   auto served = registry_->Lookup(sandbox_id, core_->clock().NowUnix());
   if (served.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
   if (!served.ok()) return served.status();
-  // The registry's own record (context, key ids): GetSandbox would also work out drift, unused here.
-  const auto snapshot = registry_->Get(sandbox_id);
-  if (!snapshot) return std::nullopt;
+  // One sandbox of one moment: body, context and key ids all of what is served.
+  const AdmittedSandbox& sandbox = **served;
   Admitted out;
-  if (!out.policy.ParseFromString(served->envelope->body())) {
+  if (!out.policy.ParseFromString(sandbox.envelope->body())) {
     return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
   }
-  out.context = snapshot->record.context;
-  const auto header = served->envelope->Header();  // digest and version of the very body served
+  if (!out.context.ParseFromString(sandbox.context_bytes)) {
+    return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted context does not parse"));
+  }
+  const auto header = sandbox.envelope->Header();  // digest and version of the very body served
   out.digest = header.policy_digest();
   out.version = header.policy_version();
-  out.key_ids = snapshot->record.signing_key_ids;
+  out.key_ids = sandbox.verified_by->key_ids;
   return out;
 }
 

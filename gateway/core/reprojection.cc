@@ -94,23 +94,23 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   // Sandboxes whose projection key is equal get byte-identical projections: fetch, check and store one
   // per group (PolicyAuthoring::ProjectionKey), not one per sandbox.
   struct Group {
-    std::vector<const SandboxRegistry::Member*> members;
+    std::vector<const AdmittedSandbox*> members;
     driver_v1::RuntimeContext context;  // of the first member
   };
   absl::flat_hash_map<std::string, Group> groups;
   size_t current = 0;  // already served what the driver serves now (another replica moved them, or nothing changed)
   for (const auto& m : members) {
     driver_v1::RuntimeContext context;
-    context.ParseFromString(m.context_bytes);
-    if (authoring != nullptr && authoring->IsCurrent(context, m.envelope->Header())) {
+    context.ParseFromString(m->context_bytes);
+    if (authoring != nullptr && authoring->IsCurrent(context, m->envelope->Header())) {
       ++current;
       continue;
     }
     std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
-    if (key.empty()) key = absl::StrCat("sandbox\n", m.sandbox_id);  // no promise: one group each
+    if (key.empty()) key = absl::StrCat("sandbox\n", m->sandbox_id);  // no promise: one group each
     auto& group = groups[key];
     if (group.members.empty()) group.context = std::move(context);
-    group.members.push_back(&m);
+    group.members.push_back(m.get());
   }
 
   const Verification verification = ProjectionGate::VerificationWith(trust);

@@ -2,11 +2,13 @@
 //
 // A cache of the store, never a second truth: it is filled from the store at start-up (Reset) and then
 // changes only by applying the batches the store reports as committed (store::ChangeListener), in
-// commit order. Entries are compact: the envelope (and its body) is shared with every sandbox served
-// the same projection; the runtime context is kept serialized.
+// commit order. Each sandbox is an immutable AdmittedSandbox (gateway/core/admitted_sandbox.h): a change
+// publishes a new one, so what Serve, Lookup and Watch hand out stays consistent without the lock. The
+// envelope (and its body) is shared with every sandbox served the same projection; the runtime context
+// is kept serialized. Reports and refresh errors are the report recorder's, beside it.
 //
 // Entries loaded at start-up are *unverified* until the gateway re-verifies them (lazily on first use,
-// and in the background); nothing unverified is handed out as servable (Authenticated::verified).
+// and in the background); nothing unverified is served (AdmittedSandbox::verified).
 //
 // Thread-safe. Watchers are called with the registry lock held and must not call back into it.
 #pragma once
@@ -23,7 +25,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/core/admitted_sandbox.h"
 #include "gateway/core/limits.h"
+#include "gateway/core/report_recorder.h"
 #include "store/change.h"
 
 namespace osh::gateway {
@@ -56,13 +60,12 @@ class ServingChecks {
 
 class SandboxRegistry final : public store::ChangeListener {
  public:
-  // A consistent copy of one sandbox's record (the envelope is shared, not copied).
+  // One sandbox's record as the store holds it, with what it reported (the envelope is shared, not
+  // copied): for operators' reads.
   struct Snapshot {
     store::SandboxRecord record;
     bool verified = false;
-    // The body admitted before the current one, since this process started (not stored: after a restart
-    // only the current one is known). A sandbox still reporting about it is behind, not wrong.
-    store::BodyPtr previous_body;
+    store::BodyPtr previous_body;  // see AdmittedSandbox::previous_body
   };
 
   // Replaces the whole content with what the store holds (start-up); every entry is unverified.
@@ -96,20 +99,14 @@ class SandboxRegistry final : public store::ChangeListener {
   // Sandboxes whose last refresh failed (last_refresh_error set).
   size_t refresh_error_count() const;
 
-  // The sandboxes, with their driver handle and current envelope, whose runtime context `matches`
-  // (called under the lock with the serialized context). For a re-projection.
-  struct Member {
-    std::string sandbox_id;
-    std::string context_bytes;
-    std::string driver_handle;
-    store::EnvelopePtr envelope;
-  };
+  // The sandboxes whose runtime context `matches` (called under the lock with the serialized context),
+  // as they are admitted now. For a re-projection.
   template <typename Pred>
-  std::vector<Member> Select(Pred matches) const {
+  std::vector<AdmittedPtr> Select(Pred matches) const {
     absl::ReaderMutexLock lock(&mu_);
-    std::vector<Member> out;
+    std::vector<AdmittedPtr> out;
     for (const auto& [id, e] : by_id_) {
-      if (matches(e.context_bytes)) out.push_back({id, e.context_bytes, e.driver_handle, e.envelope});
+      if (matches(e.admitted->context_bytes)) out.push_back(e.admitted);
     }
     return out;
   }
@@ -122,18 +119,10 @@ class SandboxRegistry final : public store::ChangeListener {
   // How many records TakeDueForRefresh has looked at, in all (what its scans cost).
   uint64_t refresh_scan_visits() const;
 
-  // Authenticates a sandbox handle: the sandbox id and its current envelope, or nothing. Not the serving
-  // rule (see Serve): for calls that need only the sandbox's identity (ReportPolicyStatus).
+  // Authenticates a sandbox handle: the sandbox as admitted now, or null. Not the serving rule (see
+  // Serve): for calls that need only the sandbox's identity (ReportPolicyStatus).
   // The lookup is by SHA-256 of the handle; the stored hash is then compared in constant time.
-  struct Authenticated {
-    std::string sandbox_id;
-    store::EnvelopePtr envelope;
-    bool verified = false;
-    std::string context_bytes;  // for re-verification when not verified
-    int64_t updated_at_unix = 0;
-    store::Verification verification = store::Verification::kNone;
-  };
-  std::optional<Authenticated> Authenticate(const std::string& handle) const;
+  AdmittedPtr Authenticate(const std::string& handle) const;
 
   // The serving rule, the one answer to "may this sandbox be served now?", asked by fetches, watches and
   // egress decisions alike: the sandbox is admitted (and, by Serve, the handle is its own), its stored
@@ -145,16 +134,17 @@ class SandboxRegistry final : public store::ChangeListener {
   // By sandbox handle (the sandbox API): UNAUTHENTICATED "a valid sandbox handle is required" for a handle
   // of no servable sandbox (unknown, or quarantined now); FAILED_PRECONDITION "key_revoked: ..." /
   // "expired: ..." from the checks.
-  absl::StatusOr<Authenticated> Serve(const std::string& handle, int64_t now_unix);
+  // What it returns is verified (and stays what it is: a later change publishes a new AdmittedSandbox).
+  absl::StatusOr<AdmittedPtr> Serve(const std::string& handle, int64_t now_unix);
   // By sandbox id (operators' questions about a sandbox, e.g. EvaluateEgress): NOT_FOUND for no servable
   // sandbox of that id; the same FAILED_PRECONDITION refusals as Serve.
-  absl::StatusOr<Authenticated> Lookup(const std::string& sandbox_id, int64_t now_unix);
+  absl::StatusOr<AdmittedPtr> Lookup(const std::string& sandbox_id, int64_t now_unix);
 
   // Registers a watcher for the sandbox the handle belongs to, once the serving rule (Serve) allows it,
   // and returns its current envelope. Serve's refusals; RESOURCE_EXHAUSTED ("watch_limit: ...") when the
   // sandbox already has its most watchers or the gateway its most in all (SetWatchLimits). Nothing
   // registered on error.
-  absl::StatusOr<Authenticated> Watch(const std::string& handle, ProjectionWatcher* watcher, int64_t now_unix);
+  absl::StatusOr<AdmittedPtr> Watch(const std::string& handle, ProjectionWatcher* watcher, int64_t now_unix);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
   // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
   // it). Defaults: Limits{}. Applies to later Watch calls.
@@ -168,55 +158,32 @@ class SandboxRegistry final : public store::ChangeListener {
   void SetProjectionObserver(std::function<void(const std::string& sandbox_id)> observer);
 
  private:
-  using HandleHash = std::array<char, 32>;  // SHA-256 of the sandbox handle, inline (no allocation)
+  using HandleHash = AdmittedSandbox::HandleHash;
   static HandleHash ToHandleHash(const std::string& sha256);
-  // How a sandbox's projection was verified; one object shared by every sandbox verified alike.
-  struct Verification {
-    store::Verification verification = store::Verification::kNone;
-    std::vector<std::string> key_ids;
-  };
-  // What a sandbox reported and its last refresh error: held only once one of them is set (most
-  // sandboxes of a large fleet carry none, and these strings would cost ~100 bytes each).
-  struct Reports {
-    openshell::policy::gateway::v1::LoadStatus load_status = openshell::policy::gateway::v1::LOAD_STATUS_UNSPECIFIED;
-    std::string load_error;
-    std::string reported_digest;
-    int64_t reported_at_unix = 0;
-    std::string last_refresh_error;
-  };
+  // The registry's own state of a sandbox beside the published AdmittedSandbox.
   struct Entry {
-    std::string context_bytes;  // serialized RuntimeContext
-    HandleHash handle_sha256;
-    std::string driver_handle;
-    store::EnvelopePtr envelope;
-    std::shared_ptr<const Verification> verified_by;
-    int64_t admitted_at_unix = 0;
-    int64_t updated_at_unix = 0;
+    AdmittedPtr admitted;  // never null
     int64_t last_refresh_attempt = 0;
-    std::unique_ptr<Reports> reports;  // null: no report and no refresh error
-    bool verified = false;
-    store::BodyPtr previous_body;  // see Snapshot::previous_body
     std::vector<ProjectionWatcher*> watchers;
   };
   // The shared Verification for these values (the last one made, when equal; else a new one).
-  std::shared_ptr<const Verification> SharedVerificationLocked(store::Verification verification,
-                                                               std::vector<std::string> key_ids)
+  std::shared_ptr<const AdmittedSandbox::Verification> SharedVerificationLocked(store::Verification verification,
+                                                                                std::vector<std::string> key_ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetReportLocked(Entry& entry, openshell::policy::gateway::v1::LoadStatus status, std::string error,
-                       std::string digest, int64_t at_unix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void InsertLocked(store::SandboxRecord record, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetEnvelopeLocked(Entry& entry, store::EnvelopePtr envelope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves the record's stored state (verification, keys, times, load status, refresh error) into `entry`.
-  void TakeRecordStateLocked(Entry& entry, store::SandboxRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetRefreshErrorLocked(Entry& entry, std::string error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Snapshot SnapshotOf(const std::string& id, const Entry& entry) const;
-  Authenticated AuthenticatedOf(const std::string& id, const Entry& entry) const;
+  // Publishes `next` as the entry's sandbox (keeping the count of expiring envelopes).
+  void PublishLocked(Entry& entry, std::shared_ptr<AdmittedSandbox> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the record's reports and refresh error to the report recorder.
+  void RecordReportsLocked(store::SandboxRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Snapshot SnapshotOf(const AdmittedSandbox& sandbox) const;
   std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The serving rule's verified/revoked/expired part for a sandbox found by Serve or Lookup.
   // `refused_unverified` is what a sandbox that fails re-verification answers.
-  absl::StatusOr<Authenticated> Servable(Authenticated found, int64_t now_unix, const absl::Status& refused_unverified);
+  absl::StatusOr<AdmittedPtr> Servable(AdmittedPtr found, int64_t now_unix, const absl::Status& refused_unverified);
+  // MarkVerified's work: the sandbox published verified, or null when it no longer holds `envelope`.
+  AdmittedPtr PublishVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope);
 
   ServingChecks* checks_ = nullptr;  // set once at wiring, before serving
 
@@ -229,8 +196,9 @@ class SandboxRegistry final : public store::ChangeListener {
   size_t max_watchers_per_sandbox_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers_per_sandbox;
   size_t max_watchers_ ABSL_GUARDED_BY(mu_) = Limits().max_watchers;
   uint64_t refresh_scan_visits_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<const Verification> last_verification_ ABSL_GUARDED_BY(mu_);  // see SharedVerificationLocked
-  size_t refresh_errors_ ABSL_GUARDED_BY(mu_) = 0;  // entries with a last_refresh_error
+  // See SharedVerificationLocked.
+  std::shared_ptr<const AdmittedSandbox::Verification> last_verification_ ABSL_GUARDED_BY(mu_);
+  ReportRecorder reports_;  // its own lock, taken inside mu_ when both are held
 };
 
 }  // namespace osh::gateway

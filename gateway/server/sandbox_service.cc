@@ -94,7 +94,7 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
 // streamed) and counts the stream's start; the refusal to finish it with, if any.
 std::optional<grpc::Status> StartWatch(SandboxService* service, SandboxRegistry* registry, const std::string& handle,
                                        ProjectionWatcher* watcher, int64_t now_unix, const char* call,
-                                       SandboxRegistry::Authenticated* watched) {
+                                       AdmittedPtr* watched) {
   auto started = registry->Watch(handle, watcher, now_unix);
   if (!started.ok()) {
     const grpc::Status refused = absl::IsUnauthenticated(started.status()) ? kUnauthenticated : ToGrpc(started.status());
@@ -114,17 +114,17 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
   WatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
                size_t backlog)
       : QueuedStream(backlog), registry_(registry) {
-    SandboxRegistry::Authenticated watched;
+    AdmittedPtr watched;
     const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchProjection", &watched);
     absl::MutexLock lock(&mu_);
     if (refused) {
       FinishLocked(*refused);
       return;
     }
-    sandbox_id_ = watched.sandbox_id;
+    sandbox_id_ = watched->sandbox_id;
     registered_ = true;
     // A newer projection may already have arrived through OnProjection; never send an older one after it.
-    if (!started_) EnqueueLocked(watched.envelope->Shared());
+    if (!started_) EnqueueLocked(watched->envelope->Shared());
   }
 
   void OnProjection(ProjectionPtr projection) override {
@@ -153,7 +153,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
   ServedWatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
                      size_t backlog, uint64_t known_size)
       : QueuedStream(backlog), service_(service), registry_(registry) {
-    SandboxRegistry::Authenticated watched;
+    AdmittedPtr watched;
     const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchServedProjection", &watched);
     if (!refused) service_->AddProofWaiter(this);  // before mu_: the service's lock is taken first
     absl::MutexLock lock(&mu_);
@@ -162,9 +162,9 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
       FinishLocked(*refused);
       return;
     }
-    sandbox_id_ = watched.sandbox_id;
+    sandbox_id_ = watched->sandbox_id;
     registered_ = true;
-    if (!started_) EnqueueServedLocked(watched.envelope->Shared());
+    if (!started_) EnqueueServedLocked(watched->envelope->Shared());
   }
 
   void OnProjection(ProjectionPtr projection) override {
@@ -260,13 +260,12 @@ SandboxService::AuthFailures SandboxService::TakeAuthFailures() {
   return out;
 }
 
-std::optional<SandboxRegistry::Authenticated> SandboxService::ServeOrFinish(const grpc::CallbackServerContext& context,
-                                                                          grpc::ServerUnaryReactor* reactor,
-                                                                          const char* call) {
+AdmittedPtr SandboxService::ServeOrFinish(const grpc::CallbackServerContext& context, grpc::ServerUnaryReactor* reactor,
+                                          const char* call) {
   auto served = registry_->Serve(BearerToken(context), clock_->NowUnix());
   if (served.ok()) return *std::move(served);
   Finish(reactor, call, absl::IsUnauthenticated(served.status()) ? kUnauthenticated : ToGrpc(served.status()));
-  return std::nullopt;
+  return nullptr;
 }
 
 grpc::ServerUnaryReactor* SandboxService::GetProjection(grpc::CallbackServerContext* context,

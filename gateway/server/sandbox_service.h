@@ -89,9 +89,9 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
   // The serving rule for the caller's handle; when it refuses, finishes the call (UNAUTHENTICATED for any
-  // handle problem) and returns nullopt.
-  std::optional<SandboxRegistry::Authenticated> ServeOrFinish(const grpc::CallbackServerContext& context,
-                                                              grpc::ServerUnaryReactor* reactor, const char* call);
+  // handle problem) and returns null.
+  AdmittedPtr ServeOrFinish(const grpc::CallbackServerContext& context, grpc::ServerUnaryReactor* reactor,
+                            const char* call);
 
   SandboxRegistry* registry_;
   GatewayCore* core_;
