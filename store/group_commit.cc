@@ -18,19 +18,21 @@ void GroupCommitQueue::Submit(GroupWrite* write, absl::FunctionRef<void(const st
     queue_.clear();
   }
   lead(group);
-  Finish(group);
+  Complete(EndLeading(group));
 }
 
-void GroupCommitQueue::Finish(const std::vector<GroupWrite*>& group) {
+std::vector<GroupWrite*> GroupCommitQueue::EndLeading(const std::vector<GroupWrite*>& group) {
   std::vector<GroupWrite*> async;
-  {
-    absl::MutexLock lock(&mu_);
-    for (GroupWrite* w : group) {
-      if (w->on_done) async.push_back(w);
-      w->done = true;  // a Submit caller may return (and free its write) from here: not touched again
-    }
-    leading_ = false;
+  absl::MutexLock lock(&mu_);
+  for (GroupWrite* w : group) {
+    if (w->on_done) async.push_back(w);
+    w->done = true;  // a Submit caller may return (and free its write) from here: not touched again
   }
+  leading_ = false;
+  return async;
+}
+
+void GroupCommitQueue::Complete(const std::vector<GroupWrite*>& async) {
   for (GroupWrite* w : async) {
     std::unique_ptr<GroupWrite> owned(w);
     try {
@@ -44,7 +46,9 @@ void GroupCommitQueue::SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead)
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      if (committer_ == nullptr) {  // first: if the thread cannot be made, nothing was queued
+      // First: if a thread cannot be made, nothing was queued (and the next write tries again).
+      if (completer_ == nullptr) completer_ = std::make_unique<std::thread>([this] { CompleterLoop(); });
+      if (committer_ == nullptr) {
         lead_ = std::move(lead);
         committer_ = std::make_unique<std::thread>([this] { CommitterLoop(); });
       }
@@ -64,27 +68,50 @@ void GroupCommitQueue::CommitterLoop() {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !leading_ && (!queue_.empty() || stopping_); };
       mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // stopping, and nothing is left
+      if (queue_.empty()) {  // stopping, and nothing is left
+        committer_done_ = true;
+        return;
+      }
       leading_ = true;
       group.assign(queue_.begin(), queue_.end());
       queue_.clear();
       lead = lead_;
     }
     lead(group);
-    Finish(group);
+    std::vector<GroupWrite*> async = EndLeading(group);
+    if (async.empty()) continue;
+    absl::MutexLock lock(&mu_);
+    completions_.push_back(std::move(async));
+  }
+}
+
+void GroupCommitQueue::CompleterLoop() {
+  for (;;) {
+    std::vector<GroupWrite*> async;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !completions_.empty() || committer_done_; };
+      mu_.Await(absl::Condition(&ready));
+      if (completions_.empty()) return;  // the committer is gone and every group's callbacks ran
+      async = std::move(completions_.front());
+      completions_.pop_front();
+    }
+    Complete(async);
   }
 }
 
 GroupCommitQueue::~GroupCommitQueue() { Stop(); }
 
 void GroupCommitQueue::Stop() {
-  std::unique_ptr<std::thread> committer;
+  std::unique_ptr<std::thread> committer, completer;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     committer = std::move(committer_);
+    completer = std::move(completer_);
   }
   if (committer != nullptr) committer->join();
+  if (completer != nullptr) completer->join();
 }
 
 size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,

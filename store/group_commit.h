@@ -1,8 +1,9 @@
 // Group commit, shared by the stores: a write that finds another group being committed queues behind
 // it, and the next leader commits every queued write in one transaction (one fsync for all). A write
 // submitted with Submit returns only once it is durable or refused; one submitted with SubmitAsync
-// returns at once and its `on_done` runs once it is (on the thread that led its group: the committer thread,
-// or a Submit caller's). Thread-safe.
+// returns at once and its `on_done` runs once it is (on the Submit caller's thread that led its group, or,
+// for a group the committer thread led, on the queue's completion thread, in commit order: the committer
+// then leads the next group while the last one's callbacks run). Thread-safe.
 #pragma once
 
 #include <deque>
@@ -54,9 +55,12 @@ class GroupCommitQueue {
   void SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead);
 
  private:
-  // Marks `group` done and ends this leadership; then runs the asynchronous writes' `on_done` and deletes them.
-  void Finish(const std::vector<GroupWrite*>& group);
+  // Marks `group` done and ends this leadership; returns its asynchronous writes.
+  std::vector<GroupWrite*> EndLeading(const std::vector<GroupWrite*>& group);
+  // Runs the asynchronous writes' `on_done` and deletes them.
+  static void Complete(const std::vector<GroupWrite*>& async);
   void CommitterLoop();
+  void CompleterLoop();
 
   absl::Mutex mu_;
   std::deque<GroupWrite*> queue_ ABSL_GUARDED_BY(mu_);
@@ -64,6 +68,10 @@ class GroupCommitQueue {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Lead lead_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<std::thread> committer_ ABSL_GUARDED_BY(mu_);
+  // Groups the committer led whose callbacks the completion thread has yet to run, oldest first.
+  std::deque<std::vector<GroupWrite*>> completions_ ABSL_GUARDED_BY(mu_);
+  bool committer_done_ ABSL_GUARDED_BY(mu_) = false;  // the committer returned: no more completions
+  std::unique_ptr<std::thread> completer_ ABSL_GUARDED_BY(mu_);
 };
 
 // Runs each write of a group inside the leader's open transaction, each in its own savepoint, so one

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include "gateway/core/egress_decisions.h"
+#include "gateway/core/sandbox_registry.h"
+#include "store/open_store.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"
@@ -162,4 +164,84 @@ TEST_CASE("serving rule: the gate judges expiry exactly at expires_at plus the c
   const absl::Status expired = t.core->gate().ServingError(*envelope, last_served + 1);
   CHECK(absl::IsFailedPrecondition(expired));
   CHECK_THAT(std::string(expired.message()), Catch::StartsWith("expired: "));
+}
+
+namespace {
+// Serving checks that, while a loaded sandbox is re-verified, let the store change under the fetch (the
+// race of a deletion and re-admission during a lazy re-verification), then verify.
+class ChangingWhileVerified final : public osh::gateway::ServingChecks {
+ public:
+  std::function<void()> meanwhile;
+  int verified = 0;
+  absl::Status VerifyLoaded(const std::string&, const std::string&, const osh::store::Envelope&,
+                            osh::store::Verification, int64_t) override {
+    ++verified;
+    if (meanwhile) std::exchange(meanwhile, nullptr)();
+    return absl::OkStatus();
+  }
+  absl::Status ServingError(const osh::store::Envelope&, int64_t) const override { return absl::OkStatus(); }
+};
+
+osh::store::SandboxRecord Loaded(osh::store::Database& store, const std::string& id, const std::string& handle) {
+  osh::store::SandboxRecord r;
+  r.context = osh::test::ContextFor(id);
+  r.handle_sha256 = osh::policy::Sha256(handle);
+  r.driver_handle = "driver-" + handle;
+  openshell::sandbox::v1::SandboxPolicy policy;
+  policy.set_version(1);
+  r.envelope = store.sandboxes().envelopes().Intern(ProjectionOf(policy));  // equal bodies: one interned envelope
+  r.admitted_at_unix = r.updated_at_unix = kServingStart;
+  return r;
+}
+}  // namespace
+
+TEST_CASE("serving rule: a sandbox re-admitted while its loaded copy is re-verified is not served to the old handle",
+          "[core][serving]") {
+  osh::test::TempDir dir;
+  auto opened = osh::store::OpenStore("sqlite:" + (dir / "gateway.db"));
+  REQUIRE(opened.ok());
+  osh::store::Database& store = **opened;
+  REQUIRE(store.sandboxes().InsertSandbox(Loaded(store, "sb-1", "old-handle"), osh::test::StoredEvent("admission")).ok());
+
+  osh::gateway::SandboxRegistry registry;  // as after a restart: loaded, unverified
+  registry.Reset(*store.sandboxes().LoadSandboxes());
+  store.sandboxes().SetChangeListener(&registry);
+  ChangingWhileVerified checks;
+  registry.SetServingChecks(&checks);
+
+  SECTION("by the old handle: refused, nothing of the new admission handed out") {
+    checks.meanwhile = [&] {
+      REQUIRE(*store.sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+      REQUIRE(store.sandboxes().InsertSandbox(Loaded(store, "sb-1", "new-handle"), osh::test::StoredEvent("admission")).ok());
+    };
+    auto served = registry.Serve("old-handle", kServingStart);
+    CHECK(checks.verified == 1);
+    CHECK(absl::IsUnauthenticated(served.status()));
+    auto now = registry.Serve("new-handle", kServingStart);
+    REQUIRE(now.ok());
+    CHECK((*now)->driver_handle == "driver-new-handle");
+  }
+  SECTION("by id: what is admitted now is served, not the copy that was verified") {
+    checks.meanwhile = [&] {
+      REQUIRE(*store.sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+      REQUIRE(store.sandboxes().InsertSandbox(Loaded(store, "sb-1", "new-handle"), osh::test::StoredEvent("admission")).ok());
+    };
+    auto served = registry.Lookup("sb-1", kServingStart);
+    REQUIRE(served.ok());
+    CHECK((*served)->driver_handle == "driver-new-handle");
+    CHECK((*served)->verified);
+  }
+  SECTION("deleted meanwhile: refused by handle and by id") {
+    checks.meanwhile = [&] { REQUIRE(*store.sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion"))); };
+    CHECK(absl::IsUnauthenticated(registry.Serve("old-handle", kServingStart).status()));
+    CHECK(absl::IsNotFound(registry.Lookup("sb-1", kServingStart).status()));
+  }
+  SECTION("nothing changed: verified once, then served as it is") {
+    auto served = registry.Serve("old-handle", kServingStart);
+    REQUIRE(served.ok());
+    CHECK((*served)->verified);
+    CHECK(registry.Serve("old-handle", kServingStart).value() == *served);  // published verified: not again
+    CHECK(checks.verified == 1);
+  }
+  store.sandboxes().SetChangeListener(nullptr);
 }

@@ -126,6 +126,75 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   CHECK((*store)->audit().AuditChainHead().hash == prev);
 }
 
+// Counts the batches committed (called by the group's leader, inside the commit).
+class CountCommits final : public osh::store::ChangeListener {
+ public:
+  void OnCommitted(const osh::store::ChangeBatch&, const osh::store::CommitResult&) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++commits_;
+    cv_.notify_all();
+  }
+  bool WaitFor(int commits, std::chrono::seconds limit) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, limit, [&] { return commits_ >= commits; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int commits_ = 0;
+};
+
+TEST_CASE("store: the committer leads the next group while the last group's callbacks still run", "[store][commit]") {
+  osh::test::TempDir dir;
+  auto store = SqliteStore::Open(dir / "g.db");
+  REQUIRE(store.ok());
+  CountCommits commits;
+  (*store)->sandboxes().SetChangeListener(&commits);
+  auto admit = [&](const std::string& id) {
+    osh::store::ChangeBatch batch;
+    batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(**store, id)});
+    batch.events.push_back(AdmissionEvent(id));
+    return batch;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  bool a_called = false, a_saw_b_durable = false;
+  int answered = 0;
+  // A's callback (slow, as one answering a client over a congested socket would be) waits for B, which is
+  // submitted only once A's callback runs: B must be committed meanwhile, not after it.
+  (*store)->sandboxes().CommitAsync(admit("sb-a"), [&](absl::StatusOr<osh::store::CommitResult> r) {
+    CHECK(r.ok());
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      a_called = true;
+      cv.notify_all();
+    }
+    const bool saw = commits.WaitFor(2, std::chrono::seconds(5));
+    std::lock_guard<std::mutex> lock(mu);
+    a_saw_b_durable = saw;
+    ++answered;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return a_called; }));
+  }
+  (*store)->sandboxes().CommitAsync(admit("sb-b"), [&](absl::StatusOr<osh::store::CommitResult> r) {
+    CHECK(r.ok());
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(answered == 1);  // callbacks still run in commit order
+    ++answered;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return answered == 2; }));
+  }
+  CHECK(a_saw_b_durable);
+  (*store)->sandboxes().SetChangeListener(nullptr);
+}
+
 TEST_CASE("store: asynchronous writes return at once, share a commit, and each hears of it only once it is durable",
           "[store][commit]") {
   osh::test::TempDir dir;

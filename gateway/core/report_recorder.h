@@ -3,7 +3,7 @@
 //
 // Kept apart from the admitted view (gateway/core/admitted_sandbox.h): serving never reads it, and a
 // report never publishes a new AdmittedSandbox. Entries exist only for sandboxes that reported or whose
-// refresh failed (most of a large fleet carry neither). The registry keeps it in step with the store:
+// refresh failed. The registry keeps it in step with the store:
 // it is told every committed report and refresh error, and forgets a sandbox that goes.
 //
 // Thread-safe (its own lock, taken after the registry's when both are held).

@@ -166,19 +166,31 @@ void SandboxRegistry::SetProjectionObserver(std::function<void(const std::string
 }
 
 bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope) {
-  return PublishVerified(sandbox_id, envelope) != nullptr;
-}
-
-AdmittedPtr SandboxRegistry::PublishVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope) {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
-  if (it == by_id_.end() || it->second.admitted->envelope != envelope) return nullptr;
+  if (it == by_id_.end() || it->second.admitted->envelope != envelope) return false;
   if (!it->second.admitted->verified) {
     auto next = std::make_shared<AdmittedSandbox>(*it->second.admitted);
     next->verified = true;
     PublishLocked(it->second, std::move(next));
   }
+  return true;
+}
+
+AdmittedPtr SandboxRegistry::PublishVerified(const AdmittedPtr& found) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(found->sandbox_id);
+  if (it == by_id_.end() || it->second.admitted != found) return nullptr;
+  auto next = std::make_shared<AdmittedSandbox>(*found);
+  next->verified = true;
+  PublishLocked(it->second, std::move(next));
   return it->second.admitted;
+}
+
+void SandboxRegistry::QuarantineIfCurrent(const AdmittedPtr& found) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(found->sandbox_id);
+  if (it != by_id_.end() && it->second.admitted == found) RemoveLocked(it, /*revoked=*/true);
 }
 
 bool SandboxRegistry::Quarantine(const std::string& sandbox_id) {
@@ -320,16 +332,14 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Servable(AdmittedPtr found, int64_t
     if (!verified.ok()) {
       LogError(absl::StrCat("sandbox ", found->sandbox_id, ": stored envelope fails re-verification (",
                             verified.message(), "); not served"));
-      Quarantine(found->sandbox_id);
+      QuarantineIfCurrent(found);  // a newer projection or re-admission meanwhile was committed checked
       return refused_unverified;
     }
-    if (AdmittedPtr published = PublishVerified(found->sandbox_id, found->envelope)) {
-      found = std::move(published);
-    } else {  // moved on meanwhile (to a projection committed checked): what was asked for did verify
-      auto copy = std::make_shared<AdmittedSandbox>(*found);
-      copy->verified = true;
-      found = std::move(copy);
-    }
+    AdmittedPtr published = PublishVerified(found);
+    // Gone meanwhile: replaced (a new projection, a re-admission, another replica's change) or removed
+    // (deleted, quarantined). Ask again, once: what is admitted now is served by the rule, or refused.
+    if (published == nullptr) return AdmittedPtr();  // the caller finds it again, once
+    found = std::move(published);
   }
   if (checks_ != nullptr) {
     if (absl::Status serving = checks_->ServingError(*found->envelope, now_unix); !serving.ok()) return serving;
@@ -339,21 +349,29 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Servable(AdmittedPtr found, int64_t
 
 absl::StatusOr<AdmittedPtr> SandboxRegistry::Serve(const std::string& handle, int64_t now_unix) {
   const absl::Status refused = absl::UnauthenticatedError("a valid sandbox handle is required");
-  AdmittedPtr found = Authenticate(handle);
-  if (!found) return refused;
-  return Servable(std::move(found), now_unix, refused);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    AdmittedPtr found = Authenticate(handle);
+    if (!found) return refused;
+    auto served = Servable(std::move(found), now_unix, refused);
+    if (!served.ok() || *served != nullptr) return served;
+  }
+  return refused;  // changed under each attempt: fail closed, the caller may ask again
 }
 
 absl::StatusOr<AdmittedPtr> SandboxRegistry::Lookup(const std::string& sandbox_id, int64_t now_unix) {
   const absl::Status refused = absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
-  AdmittedPtr found;
-  {
-    absl::ReaderMutexLock lock(&mu_);
-    auto it = by_id_.find(sandbox_id);
-    if (it != by_id_.end()) found = it->second.admitted;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    AdmittedPtr found;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = by_id_.find(sandbox_id);
+      if (it != by_id_.end()) found = it->second.admitted;
+    }
+    if (!found) return refused;
+    auto served = Servable(std::move(found), now_unix, refused);
+    if (!served.ok() || *served != nullptr) return served;
   }
-  if (!found) return refused;
-  return Servable(std::move(found), now_unix, refused);
+  return refused;
 }
 
 absl::StatusOr<AdmittedPtr> SandboxRegistry::Watch(const std::string& handle, ProjectionWatcher* watcher,

@@ -176,14 +176,18 @@ class SandboxRegistry final : public store::ChangeListener {
   void PublishLocked(Entry& entry, std::shared_ptr<AdmittedSandbox> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands the record's reports and refresh error to the report recorder.
   void RecordReportsLocked(store::SandboxRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Snapshot SnapshotOf(const AdmittedSandbox& sandbox) const;
+  Snapshot SnapshotOf(const AdmittedSandbox& sandbox) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The serving rule's verified/revoked/expired part for a sandbox found by Serve or Lookup.
-  // `refused_unverified` is what a sandbox that fails re-verification answers.
+  // `refused_unverified` is what a sandbox that fails re-verification answers; null (OK) when `found`,
+  // unverified, was replaced or removed while it was verified: the caller finds the sandbox again.
   absl::StatusOr<AdmittedPtr> Servable(AdmittedPtr found, int64_t now_unix, const absl::Status& refused_unverified);
-  // MarkVerified's work: the sandbox published verified, or null when it no longer holds `envelope`.
-  AdmittedPtr PublishVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope);
+  // Publishes `found` verified if it is still the sandbox admitted under its id (the very object: not a
+  // re-admission with an equal envelope); returns what is published, or null when `found` is gone.
+  AdmittedPtr PublishVerified(const AdmittedPtr& found);
+  // Quarantine, only if `found` is still the sandbox admitted under its id.
+  void QuarantineIfCurrent(const AdmittedPtr& found);
 
   ServingChecks* checks_ = nullptr;  // set once at wiring, before serving
 
