@@ -1,13 +1,15 @@
 // One admitted sandbox as the gateway serves it: an immutable value, shared.
 //
 // The registry (gateway/core/sandbox_registry.h) publishes a new AdmittedSandbox for every change it
-// applies (admission, new projection, verification) and never changes one it has handed out, so a reader
-// holds a consistent sandbox (its envelope, verification and times of one moment) without a lock, for as
-// long as it keeps the pointer. What sandboxes report about themselves is not part of it: that is the
+// applies (admission, new projection, a replica's change) and never changes one it has handed out but for
+// `verified`, which goes once from false to true when a loaded sandbox is re-verified (one that fails is
+// removed instead), so a reader holds a consistent sandbox (its envelope, verification and times of one
+// moment) without a lock, for as long as it keeps the pointer. What sandboxes report about themselves is not part of it: that is the
 // report recorder's (gateway/core/report_recorder.h).
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,6 +18,25 @@
 #include "store/change.h"
 
 namespace osh::gateway {
+
+// The one field of an AdmittedSandbox that changes after it is published: false → true, once. Copyable (a
+// copy takes the current value); reads and the one write need no lock.
+class VerifiedFlag {
+ public:
+  VerifiedFlag(bool verified = false) : verified_(verified) {}  // NOLINT: a bool where a flag is wanted
+  VerifiedFlag(const VerifiedFlag& other) : verified_(other.get()) {}
+  VerifiedFlag& operator=(const VerifiedFlag& other) {
+    verified_.store(other.get(), std::memory_order_release);
+    return *this;
+  }
+  bool get() const { return verified_.load(std::memory_order_acquire); }
+  operator bool() const { return get(); }  // NOLINT: reads as the bool it stands for
+  // Re-verified: set on a published sandbox (under the registry's lock, which decides it may be).
+  void Set() const { verified_.store(true, std::memory_order_release); }
+
+ private:
+  mutable std::atomic<bool> verified_;
+};
 
 struct AdmittedSandbox {
   // How a sandbox's projection was verified; one object shared by every sandbox verified alike.
@@ -33,9 +54,9 @@ struct AdmittedSandbox {
   std::shared_ptr<const Verification> verified_by;  // never null
   int64_t admitted_at_unix = 0;
   int64_t updated_at_unix = 0;
-  // False for a sandbox loaded from the store (start-up, another replica's feed is verified already)
-  // until it is re-verified: nothing unverified is served.
-  bool verified = false;
+  // False for a sandbox loaded from the store at start-up until it is re-verified (then set, not
+  // re-published: re-verifying a fleet after a restart copies nothing): nothing unverified is served.
+  VerifiedFlag verified;
   // The body admitted before the current one, since this process started (not stored: after a restart
   // only the current one is known). A sandbox still reporting about it is behind, not wrong.
   store::BodyPtr previous_body;

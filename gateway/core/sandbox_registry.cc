@@ -169,11 +169,7 @@ bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::E
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
   if (it == by_id_.end() || it->second.admitted->envelope != envelope) return false;
-  if (!it->second.admitted->verified) {
-    auto next = std::make_shared<AdmittedSandbox>(*it->second.admitted);
-    next->verified = true;
-    PublishLocked(it->second, std::move(next));
-  }
+  it->second.admitted->verified.Set();
   return true;
 }
 
@@ -181,10 +177,8 @@ AdmittedPtr SandboxRegistry::PublishVerified(const AdmittedPtr& found) {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(found->sandbox_id);
   if (it == by_id_.end() || it->second.admitted != found) return nullptr;
-  auto next = std::make_shared<AdmittedSandbox>(*found);
-  next->verified = true;
-  PublishLocked(it->second, std::move(next));
-  return it->second.admitted;
+  found->verified.Set();
+  return found;
 }
 
 void SandboxRegistry::QuarantineIfCurrent(const AdmittedPtr& found) {

@@ -183,8 +183,8 @@ class SandboxRegistry final : public store::ChangeListener {
   // `refused_unverified` is what a sandbox that fails re-verification answers; null (OK) when `found`,
   // unverified, was replaced or removed while it was verified: the caller finds the sandbox again.
   absl::StatusOr<AdmittedPtr> Servable(AdmittedPtr found, int64_t now_unix, const absl::Status& refused_unverified);
-  // Publishes `found` verified if it is still the sandbox admitted under its id (the very object: not a
-  // re-admission with an equal envelope); returns what is published, or null when `found` is gone.
+  // Marks `found` verified if it is still the sandbox admitted under its id (the very object: not a
+  // re-admission with an equal envelope); returns it, or null when `found` is gone.
   AdmittedPtr PublishVerified(const AdmittedPtr& found);
   // Quarantine, only if `found` is still the sandbox admitted under its id.
   void QuarantineIfCurrent(const AdmittedPtr& found);
