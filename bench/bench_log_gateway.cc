@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate, "admissions per second for the latency figure")->capture_default_str();
   app.add_option("--admit-seconds", admit_seconds, "how long to admit at --rate")->capture_default_str();
   app.add_option("--interval-ms", interval_ms, "the gateway's log_integrate_interval_ms")->capture_default_str();
+  std::string gateway_binary = OSH_GATEWAY_BINARY;
+  app.add_option("--gateway", gateway_binary, "policy-gateway binary (e.g. an older build, to compare)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   char pattern[] = "/tmp/bench-log-gw-XXXXXX";
@@ -61,7 +64,7 @@ int main(int argc, char** argv) {
   }
   const std::string state = dir + "/state";
   const pid_t gateway = osh::bench::Spawn(
-      {OSH_GATEWAY_BINARY, "--state-dir", state, "--log-signing-key", dir + "/log.key", "--log-origin",
+      {gateway_binary, "--state-dir", state, "--log-signing-key", dir + "/log.key", "--log-origin",
        "bench.example/policy-gateway", "--log-integrate-interval-ms", std::to_string(interval_ms)},
       dir + "/gateway.log");
   if (gateway < 0 || !osh::bench::WaitForChannel(state + "/sandbox.sock")) {

@@ -264,6 +264,17 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
                                                                                 const std::string& policy_digest,
                                                                                 uint64_t known_size,
                                                                                 int64_t* checkpoint_size) const {
+  openshell::policy::gateway::v1::LogProof proof;
+  if (absl::Status proved = ProofInto(sandbox_id, policy_digest, known_size, &proof, checkpoint_size); !proved.ok()) {
+    return proved;
+  }
+  return proof;
+}
+
+absl::Status LogSequencer::ProofInto(const std::string& sandbox_id, const std::string& policy_digest,
+                                     uint64_t known_size, openshell::policy::gateway::v1::LogProof* out,
+                                     int64_t* checkpoint_size) const {
+  out->Clear();
   Published published;
   std::shared_ptr<const openshell::policy::gateway::v1::LogProof> cached;
   SandboxEntry entry;
@@ -301,14 +312,16 @@ absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(
     }
     cached = std::move(built);
   }
-  openshell::policy::gateway::v1::LogProof proof = *cached;
   if (known_size > 0 && known_size < static_cast<uint64_t>(published.size)) {
     auto consistency = ProveConsistency(static_cast<int64_t>(known_size), published.size);
     if (!consistency.ok()) return consistency.status();
-    for (const auto& hash : *consistency) proof.add_consistency_proof(std::string(tlog::HashBytes(hash)));
+    out->CopyFrom(*cached);
+    for (const auto& hash : *consistency) out->add_consistency_proof(std::string(tlog::HashBytes(hash)));
+  } else {
+    out->CopyFrom(*cached);
   }
   if (checkpoint_size != nullptr) *checkpoint_size = published.size;
-  return proof;
+  return absl::OkStatus();
 }
 
 LogSequencer::Published LogSequencer::current() const {

@@ -93,6 +93,9 @@ class LogSequencer {
                                                                     const std::string& policy_digest,
                                                                     uint64_t known_size,
                                                                     int64_t* checkpoint_size = nullptr) const;
+  // ProofFor, written into `out` (replaced whole; in its arena, if it has one); `out` is left cleared on error.
+  absl::Status ProofInto(const std::string& sandbox_id, const std::string& policy_digest, uint64_t known_size,
+                         openshell::policy::gateway::v1::LogProof* out, int64_t* checkpoint_size = nullptr) const;
   // The log key's verifier key in note format (<origin>+<hash>+<base64>).
   std::string verifier_key() const { return verifier_key_; }
 

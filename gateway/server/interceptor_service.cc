@@ -12,28 +12,6 @@
 
 namespace osh::gateway {
 
-namespace {
-
-class ArenaHolder final
-    : public grpc::MessageHolder<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult> {
- public:
-  ArenaHolder() {
-    set_request(google::protobuf::Arena::CreateMessage<interceptor_v1::InterceptorEvaluation>(&arena_));
-    set_response(google::protobuf::Arena::CreateMessage<interceptor_v1::InterceptorResult>(&arena_));
-  }
-  void Release() override { delete this; }
-
- private:
-  google::protobuf::Arena arena_;
-};
-
-}  // namespace
-
-grpc::MessageHolder<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult>*
-InterceptorService::ArenaMessages::AllocateMessages() {
-  return new ArenaHolder();
-}
-
 grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext& context, const char* method) {
   if (verifier_ == nullptr) return grpc::Status::OK;
   std::string authorization;

@@ -22,6 +22,7 @@
 #include "gateway/core/interceptor_token.h"
 #include "gateway/core/worker_pool.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
+#include "gateway/server/arena_messages.h"
 #include "store/clock.h"
 
 namespace osh::gateway {
@@ -71,13 +72,7 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // Each Evaluate's request and response live in a protobuf arena of their own: the request's Struct (tens
   // of KiB of small nodes, parsed on gRPC's thread and read on the pool's) is laid out in a few blocks and
   // freed at once when the call ends.
-  class ArenaMessages final
-      : public grpc::MessageAllocator<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult> {
-   public:
-    grpc::MessageHolder<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult>* AllocateMessages()
-        override;
-  };
-  ArenaMessages evaluate_messages_;
+  ArenaMessages<interceptor_v1::InterceptorEvaluation, interceptor_v1::InterceptorResult> evaluate_messages_;
   InterceptorEvaluator* const evaluator_;
   const InterceptorTokenVerifier* const verifier_;
   WorkerPool* const pool_;

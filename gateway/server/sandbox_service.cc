@@ -237,7 +237,9 @@ SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, Wor
       core_(core),
       clock_(core != nullptr ? &core->clock() : store::Clock::System()),
       pool_(pool),
-      watch_backlog_(watch_backlog) {}
+      watch_backlog_(watch_backlog) {
+  SetMessageAllocatorFor_GetServedProjection(&served_messages_);
+}
 
 void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status) {
   if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
@@ -326,12 +328,13 @@ absl::StatusOr<uint64_t> SandboxService::ProveServed(const std::string& sandbox_
     return disabled;
   }
   int64_t checkpoint_size = 0;  // the start of the next consistency proof on a stream
-  auto proof = log_->ProofFor(sandbox_id, policy_digest, known_size, &checkpoint_size);
-  if (!proof.ok()) {
-    message->set_log_status(std::string(proof.status().message()));
-    return proof.status();
+  if (absl::Status proved = log_->ProofInto(sandbox_id, policy_digest, known_size, message->mutable_proof(),
+                                            &checkpoint_size);
+      !proved.ok()) {
+    message->clear_proof();
+    message->set_log_status(std::string(proved.message()));
+    return proved;
   }
-  *message->mutable_proof() = *std::move(proof);
   return static_cast<uint64_t>(checkpoint_size);
 }
 

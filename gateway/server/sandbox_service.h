@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
+#include "gateway/server/arena_messages.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/sandbox_registry.h"
 #include "gateway/core/worker_pool.h"
@@ -93,6 +94,9 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   AdmittedPtr ServeOrFinish(const grpc::CallbackServerContext& context, grpc::ServerUnaryReactor* reactor,
                             const char* call);
 
+  // A fetch with its proof builds a message of many small fields (the log entry, the proof's hashes, the
+  // checkpoint): in an arena per call, allocated in a few blocks and freed at once.
+  ArenaMessages<gateway_v1::GetServedProjectionRequest, gateway_v1::ServedProjection> served_messages_;
   SandboxRegistry* registry_;
   GatewayCore* core_;
   const store::Clock* clock_;
