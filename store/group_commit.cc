@@ -66,7 +66,9 @@ void GroupCommitQueue::CommitterLoop() {
     Lead lead;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !leading_ && (!queue_.empty() || stopping_); };
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !leading_ && completions_.size() < kMaxPendingCompletions && (!queue_.empty() || stopping_);
+      };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) {  // stopping, and nothing is left
         committer_done_ = true;
@@ -107,6 +109,8 @@ void GroupCommitQueue::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    // No committer (never started, or it could not be made): nothing will end the completion thread's wait.
+    if (committer_ == nullptr) committer_done_ = true;
     committer = std::move(committer_);
     completer = std::move(completer_);
   }

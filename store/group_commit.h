@@ -1,9 +1,11 @@
 // Group commit, shared by the stores: a write that finds another group being committed queues behind
 // it, and the next leader commits every queued write in one transaction (one fsync for all). A write
 // submitted with Submit returns only once it is durable or refused; one submitted with SubmitAsync
-// returns at once and its `on_done` runs once it is (on the Submit caller's thread that led its group, or,
-// for a group the committer thread led, on the queue's completion thread, in commit order: the committer
-// then leads the next group while the last one's callbacks run). Thread-safe.
+// returns at once and its `on_done` runs once it is: for a group the committer thread led, on the queue's
+// completion thread, group after group in commit order (the committer leads the next group meanwhile, at
+// most kMaxPendingCompletions groups ahead); for a group a Submit caller led, on that caller's thread at
+// once — so across the two, a later group's callbacks may run before an earlier one's, and a later group's
+// `committed` before an earlier group's `on_done`. Thread-safe.
 #pragma once
 
 #include <deque>
@@ -40,8 +42,10 @@ class GroupCommitQueue {
   GroupCommitQueue() = default;
   // Stop().
   ~GroupCommitQueue();
-  // Commits the asynchronous writes queued so far, then stops the committer thread; a SubmitAsync from
-  // then on is answered UNAVAILABLE at once. Idempotent. A store calls it first when it closes.
+  // Commits the asynchronous writes queued so far and waits for every callback of the groups the
+  // committer led, then stops both threads; a SubmitAsync from then on is answered UNAVAILABLE at once.
+  // Idempotent; never from an `on_done` (it would join its own thread). A store calls it first when it
+  // closes.
   void Stop();
   GroupCommitQueue(const GroupCommitQueue&) = delete;
   GroupCommitQueue& operator=(const GroupCommitQueue&) = delete;
@@ -68,6 +72,9 @@ class GroupCommitQueue {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Lead lead_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<std::thread> committer_ ABSL_GUARDED_BY(mu_);
+  // Groups the committer may lead before the completion thread catches up (a slow callback then slows
+  // the committer, as it did when the committer ran the callbacks, instead of queueing without bound).
+  static constexpr size_t kMaxPendingCompletions = 64;
   // Groups the committer led whose callbacks the completion thread has yet to run, oldest first.
   std::deque<std::vector<GroupWrite*>> completions_ ABSL_GUARDED_BY(mu_);
   bool committer_done_ ABSL_GUARDED_BY(mu_) = false;  // the committer returned: no more completions
