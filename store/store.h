@@ -140,8 +140,8 @@ class SandboxStore {
   using CommitDone = std::function<void(absl::StatusOr<CommitResult>)>;
   // Commit without waiting: returns at once; `done` runs once the batch is durable (the listener has
   // applied it) or refused — on the store's completion thread for a group its committer thread led, or on
-  // the Commit caller's thread that led it — and must not block on the disk or the network. The audit actor is the calling thread's
-  // (AuditActorScope). The default commits on the calling thread and then calls `done`.
+  // the Commit caller's thread that led it — and must not block on the disk or the network. The audit
+  // actor is the calling thread's (AuditActorScope). The default commits on the calling thread and then calls `done`.
   virtual void CommitAsync(ChangeBatch batch, CommitDone done);
   // The one listener (the in-memory view); nullptr removes it. Set before concurrent use.
   virtual void SetChangeListener(ChangeListener* listener) = 0;

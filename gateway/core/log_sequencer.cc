@@ -312,14 +312,14 @@ absl::Status LogSequencer::ProofInto(const std::string& sandbox_id, const std::s
     }
     cached = std::move(built);
   }
+  tlog::Proof consistency;  // from the size the caller knows, when it knows an older one
   if (known_size > 0 && known_size < static_cast<uint64_t>(published.size)) {
-    auto consistency = ProveConsistency(static_cast<int64_t>(known_size), published.size);
-    if (!consistency.ok()) return consistency.status();
-    out->CopyFrom(*cached);
-    for (const auto& hash : *consistency) out->add_consistency_proof(std::string(tlog::HashBytes(hash)));
-  } else {
-    out->CopyFrom(*cached);
+    auto proved = ProveConsistency(static_cast<int64_t>(known_size), published.size);
+    if (!proved.ok()) return proved.status();
+    consistency = *std::move(proved);
   }
+  out->CopyFrom(*cached);
+  for (const auto& hash : consistency) out->add_consistency_proof(std::string(tlog::HashBytes(hash)));
   if (checkpoint_size != nullptr) *checkpoint_size = published.size;
   return absl::OkStatus();
 }
