@@ -1,5 +1,6 @@
 #include "store/group_commit.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/errors.h"
 #include "store/audit_actor.h"
 
@@ -43,21 +44,29 @@ void GroupCommitQueue::Complete(const std::vector<GroupWrite*>& async) {
 }
 
 void GroupCommitQueue::SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead) {
+  std::string refused = "the store is closing";
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      // First: if a thread cannot be made, nothing was queued (and the next write tries again).
-      if (completer_ == nullptr) completer_ = std::make_unique<std::thread>([this] { CompleterLoop(); });
-      if (committer_ == nullptr) {
-        lead_ = std::move(lead);
-        committer_ = std::make_unique<std::thread>([this] { CommitterLoop(); });
+      auto make = [this](std::function<void()> body) {
+        return make_thread_ ? make_thread_(std::move(body)) : std::make_unique<std::thread>(std::move(body));
+      };
+      try {
+        // First: if a thread cannot be made, nothing was queued (and the next write tries again).
+        if (completer_ == nullptr) completer_ = make([this] { CompleterLoop(); });
+        if (committer_ == nullptr) {
+          committer_ = make([this] { CommitterLoop(); });
+          lead_ = std::move(lead);
+        }
+        queue_.push_back(write.release());
+        return;
+      } catch (const std::exception& error) {  // std::system_error: no thread could be made
+        refused = absl::StrCat("cannot start the store's commit thread: ", error.what());
       }
-      queue_.push_back(write.release());
-      return;
     }
   }
   // A storage error like any other (ToGrpc answers clients "storage_error: …").
-  write->on_done(common::StorageError(absl::StatusCode::kUnavailable, "store", "the store is closing"));
+  write->on_done(common::StorageError(absl::StatusCode::kUnavailable, "store", refused));
 }
 
 void GroupCommitQueue::CommitterLoop() {

@@ -39,7 +39,12 @@ struct GroupWrite {
 class GroupCommitQueue {
  public:
   using Lead = std::function<void(const std::vector<GroupWrite*>&)>;
+  // Makes the queue's two threads (the committer and the completion thread); may throw, as
+  // std::thread's constructor does (std::system_error). The default makes a std::thread; tests pass one
+  // that fails to see the queue through a thread that could not be made.
+  using ThreadMaker = std::function<std::unique_ptr<std::thread>(std::function<void()> body)>;
   GroupCommitQueue() = default;
+  explicit GroupCommitQueue(ThreadMaker make_thread) : make_thread_(std::move(make_thread)) {}
   // Stop().
   ~GroupCommitQueue();
   // Commits the asynchronous writes queued so far and waits for every callback of the groups the
@@ -55,8 +60,14 @@ class GroupCommitQueue {
   void Submit(GroupWrite* write, absl::FunctionRef<void(const std::vector<GroupWrite*>&)> lead);
   // Queues `write` (owned from here; its `on_done` must be set) and returns at once. Writes no Submit caller
   // leads are led by the queue's committer thread (started on first use, with `lead`, which must be the
-  // same function every time), so a burst of asynchronous writes shares one transaction.
+  // same function every time), so a burst of asynchronous writes shares one transaction. If a thread
+  // cannot be made, `write` is answered UNAVAILABLE at once (a storage error) and nothing is queued (the
+  // next call tries again).
   void SubmitAsync(std::unique_ptr<GroupWrite> write, Lead lead);
+
+  // Groups the committer may lead before the completion thread catches up (a slow callback then slows
+  // the committer, as it did when the committer ran the callbacks, instead of queueing without bound).
+  static constexpr size_t kMaxPendingCompletions = 64;
 
  private:
   // Marks `group` done and ends this leadership; returns its asynchronous writes.
@@ -72,9 +83,7 @@ class GroupCommitQueue {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Lead lead_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<std::thread> committer_ ABSL_GUARDED_BY(mu_);
-  // Groups the committer may lead before the completion thread catches up (a slow callback then slows
-  // the committer, as it did when the committer ran the callbacks, instead of queueing without bound).
-  static constexpr size_t kMaxPendingCompletions = 64;
+  const ThreadMaker make_thread_;  // null: std::thread
   // Groups the committer led whose callbacks the completion thread has yet to run, oldest first.
   std::deque<std::vector<GroupWrite*>> completions_ ABSL_GUARDED_BY(mu_);
   bool committer_done_ ABSL_GUARDED_BY(mu_) = false;  // the committer returned: no more completions
