@@ -138,14 +138,23 @@ void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
         if (stopping_remote_scopes_) return;
         scopes.swap(remote_scopes_);
       }
+      std::set<std::string> failed;
       for (const auto& scope : scopes) {
         // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
         const Reprojector::Outcome moved = Reproject(scope);
+        if (moved.failed) failed.insert(scope);
         if (moved.moved > 0 || moved.kept > 0) {
-          LogInfo(absl::StrCat("policy scope ", scope, " changed on another replica: ", moved.moved,
-                               " sandbox(es) re-projected here",
+          LogInfo(absl::StrCat("policy scope ", scope, " changed: ", moved.moved, " sandbox(es) re-projected here",
                                moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
         }
+      }
+      if (!failed.empty()) {
+        // Nothing moved (logged by the re-projection): again in a moment, until it commits — no sandbox
+        // may stay on a withdrawn policy because one commit failed (a deadlock's victim, a restart).
+        absl::MutexLock lock(&remote_scopes_mu_);
+        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) { return stopping_remote_scopes_; };
+        remote_scopes_mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(kReprojectionRetryMs));
+        remote_scopes_.insert(failed.begin(), failed.end());
       }
     }
   });
@@ -768,6 +777,8 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     return revision;
   }
   const Reprojector::Outcome moved = Reproject(revision->scope());
+  // The revision is committed; its re-projection is not: tried again in the background until it commits.
+  if (moved.failed) QueueRemoteReprojection(revision->scope());
   revision->set_sandboxes_updated(moved.moved);
   revision->set_sandboxes_kept_last_good(moved.kept);
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),

@@ -192,8 +192,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
   Reprojector::Outcome Reproject(const std::string& scope);
   // Re-projects `scope` on this replica's own thread (started on first use), after another replica
-  // changed it: queued scopes are coalesced.
+  // changed it or after a re-projection here failed to commit: queued scopes are coalesced, and a scope
+  // whose re-projection fails again is queued again kReprojectionRetryMs later, until it commits.
   void QueueRemoteReprojection(const std::string& scope);
+  static constexpr int64_t kReprojectionRetryMs = 1000;
   bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
     return stopping_remote_scopes_ || !remote_scopes_.empty();
   }

@@ -72,11 +72,11 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
     // Another ceiling was stored since the check: load it and re-project against it.
     if (absl::Status loaded = gate_->ceiling().Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
       LogError(absl::StrCat("re-projection of scope ", scope, ": ", loaded.message(), "; nothing moved"));
-      return {};
+      return Outcome{.failed = true};
     }
   }
   LogError(absl::StrCat("re-projection of scope ", scope, ": the ceiling kept changing; nothing moved"));
-  return {};
+  return Outcome{.failed = true};
 }
 
 std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
@@ -217,7 +217,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   if (store::IsCeilingChanged(committed.status())) return std::nullopt;
   if (!committed.ok()) {
     LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
-    return Outcome{};
+    return Outcome{.failed = true};
   }
   Outcome outcome;
   for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);

@@ -30,6 +30,9 @@ class Reprojector {
   struct Outcome {
     uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
     uint32_t kept = 0;   // kept the last good projection (refused, rollback, driver error), reason recorded
+    // Nothing moved because the commit failed (a storage error, the ceiling kept changing): worth running
+    // again; the caller decides when.
+    bool failed = false;
   };
   // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). The commit
   // carries the ceiling every new projection was checked against; if the store refuses it because another
