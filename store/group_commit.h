@@ -31,10 +31,6 @@ struct GroupWrite {
   bool done = false;
   std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
   bool touches_chain = true;  // false: writes no audit event and no change a view must apply
-  // PostgreSQL: the write reads the chain head while it runs (a migration's import), so its group takes
-  // the fleet-wide head lock before running anything; every other group takes it only to seal and insert
-  // its events and feed rows, just before it commits.
-  bool needs_head_first = false;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
   // again), and must not block on the disk or the network; the queue then deletes the write.
   std::function<void(absl::Status)> on_done;

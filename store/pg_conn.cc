@@ -94,10 +94,7 @@ absl::Status PgConn::ErrorOf(const PGresult* result) const {
     return PostgresStorageError(absl::StatusCode::kUnavailable, message);
   }
   if (code == "23505") return PostgresStorageError(absl::StatusCode::kAlreadyExists, message);
-  // Conflicts with a concurrent transaction, worth running again (PostgresStore leads the write again):
-  // a serialization failure, a deadlock's victim, and a foreign key found gone or still used because the
-  // other transaction dropped or took a shared envelope or body at the same moment (23503).
-  if (code == "40001" || code == "40P01" || code == "23503") return PostgresStorageError(absl::StatusCode::kAborted, message);
+  if (code == "40001" || code == "40P01") return PostgresStorageError(absl::StatusCode::kAborted, message);
   return PostgresStorageError(absl::StatusCode::kInternal, message);
 }
 

@@ -11,10 +11,8 @@
 #include <set>
 #include <type_traits>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -166,30 +164,10 @@ CREATE TABLE provider_profile_generation (
 );
 INSERT INTO provider_profile_generation VALUES (1, 0);
 )sql",
-    // 6 -> 7: no table changes; the version marks the write protocol. From 7 every write locks the chain
-    // head last (just before its commit) and the ceiling and revisions have advisory locks of their own,
-    // where releases before took the head lock first: the two must not write to one database at once, so
-    // Migrate refuses this step while a replica of an earlier release heartbeats (kLateHeadSchema).
-    R"sql(
-COMMENT ON TABLE audit_head IS 'locked last by every write (schema 7): numbers the events and feed rows in commit order';
-)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
 constexpr int64_t kMigrationLock = 0x6f73680001;  // pg_advisory_xact_lock key: "osh" + 1
-constexpr int64_t kLateHeadSchema = 7;  // the first schema whose writers lock the chain head last
-// Held shared by a write that checked a batch against the ceiling in force (CheckCeilingUnchanged), from
-// that check to its commit; exclusive by SaveCeiling: no ceiling is stored between a check and its commit.
-constexpr int64_t kCeilingLock = 0x6f73680002;
-// Held by AppendPolicyRevision until it commits: one revision of any scope at a time across the fleet
-// (the next revision number is read, then written).
-constexpr int64_t kRevisionLock = 0x6f73680003;
-// How many times LeadGroup leads a write PostgreSQL chose as a deadlock's victim.
-constexpr int kConflictAttempts = 3;
-// Rows per INSERT of the deferred events and feed rows (14 and 3 parameters a row; PostgreSQL takes at
-// most 65535 parameters a statement).
-constexpr size_t kEventsPerInsert = 1000;
-constexpr size_t kChangesPerInsert = 2000;
 // The database's clock in milliseconds: replicas compare heartbeats and leases on one clock.
 constexpr char kDbNowMs[] = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -210,10 +188,6 @@ PolicyRevisionRecord RevisionFrom(const PgResult& r, int row) {
   out.body = r.IsNull(row, 5) ? "" : r.Bytes(row, 5);
   return out;
 }
-
-constexpr char kInsertAuditColumns[] =
-    "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
-    "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES ";
 
 constexpr char kRevisionColumns[] =
     "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, b.body FROM policy_revisions r "
@@ -319,24 +293,6 @@ absl::Status PostgresStore::Migrate() {
       return absl::FailedPreconditionError(absl::StrCat("database schema version ", current,
                                                         " is newer than this gateway's ", kSchemaVersion));
     }
-    if (current >= 1 && current < kLateHeadSchema) {
-      // Replicas of an earlier release take the head lock first and check the ceiling under it: beside
-      // this release's writes the ceiling's promise would not hold. They must be stopped first (a clean
-      // stop removes a replica's row; a crashed one's stops counting after kReplicaLeaseMs).
-      auto live = writer_.Query(absl::StrCat("SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs,
-                                             " - $1 ORDER BY id"),
-                                PgParams().Add(kReplicaLeaseMs));
-      if (!live.ok()) return live.status();
-      if (live->rows() > 0) {
-        std::vector<std::string> ids;
-        for (int i = 0; i < live->rows() && i < 5; ++i) ids.push_back(live->Bytes(i, 0));
-        return absl::FailedPreconditionError(absl::StrCat(
-            "database schema version ", current, " is in use by ", live->rows(),
-            " running replica(s) of an earlier release (", absl::StrJoin(ids, ", "), live->rows() > 5 ? ", …" : "",
-            "): stop them before this release upgrades it to ", kSchemaVersion,
-            " (it orders writes differently; the two must not write at once — docs/replicas.md, Deployment)"));
-      }
-    }
     for (int64_t v = current; v < kSchemaVersion; ++v) OSH_RETURN_IF_ERROR(writer_.Exec(kMigrations[v]));
     return writer_.Query("UPDATE osh_schema SET version = $1", PgParams().Add(int64_t{kSchemaVersion})).status();
   };
@@ -367,15 +323,6 @@ absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::functi
   return self.status;
 }
 
-absl::Status PostgresStore::WriteHeadFirst(std::function<absl::Status()> run) {
-  GroupWrite self;
-  self.run = std::move(run);
-  self.actor = AuditActorScope::Current();
-  self.needs_head_first = true;
-  queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
-  return self.status;
-}
-
 void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
                                std::function<void(absl::Status)> done) {
   auto write = std::make_unique<GroupWrite>();
@@ -397,75 +344,31 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   // waiting for the feed.
   std::optional<absl::MutexLock> apply;
   if (touches_chain) apply.emplace(&feed_mu_);
-  std::vector<GroupWrite*> round = group;
-  for (int attempt = 1;; ++attempt) {
-    LeadOnce(round);
-    // A deadlock's victim (SQLSTATE 40P01, a storage error ABORTED): rolled back alone (its savepoint, or
-    // its transaction when alone); the others are committed. Led again, in a transaction of its own.
-    std::vector<GroupWrite*> victims;
-    for (GroupWrite* w : round) {
-      if (absl::IsAborted(w->status) && common::IsStorageError(w->status)) victims.push_back(w);
-    }
-    if (victims.empty() || attempt == kConflictAttempts) return;
-    for (GroupWrite* w : victims) w->status = absl::OkStatus();
-    round = std::move(victims);
-  }
-}
-
-void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
-  const bool touches_chain =
-      std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
-  const bool head_first =
-      touches_chain && std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->needs_head_first; });
-  auto fail_all = [&](const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  auto fail_all = [&](const absl::Status& status) {
     writer_.Exec("ROLLBACK").IgnoreError();
     for (GroupWrite* w : group) {
       if (w->status.ok()) w->status = status;
     }
   };
-  auto clear_deferred = absl::MakeCleanup([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    defer_ = false;
-    running_ = nullptr;
-    deferred_events_.clear();
-    deferred_changes_.clear();
-  });
   if (!writer_.healthy()) {
     if (absl::Status s = writer_.Reconnect(); !s.ok()) return fail_all(s);
   }
   if (absl::Status s = writer_.Exec("BEGIN"); !s.ok()) return fail_all(s);
-  if (head_first) {
-    // An import reads the head as it runs: the head row stays locked from here until this transaction ends.
+  if (touches_chain) {
+    // Every replica's chain writes queue here: the head row stays locked until this transaction ends,
+    // so events (and change-feed rows) are numbered in commit order across the fleet.
     auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
     if (!head.ok()) return fail_all(head.status());
     if (head->rows() != 1) return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
     chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
   }
-  // Every other group runs its statements first, holding only the rows (and advisory locks) they touch,
-  // and keeps its events and feed rows back: WriteDeferred numbers and inserts them under the head lock,
-  // taken just before the commit, so the fleet-wide lock is held for three round trips, not the group's.
-  defer_ = touches_chain && !head_first;
+  const uint64_t start_seq = chain_.head().seq;
   announced_ = false;
-  uint64_t start_seq = chain_.head().seq;  // late mode: WriteDeferred reads it under the head lock
-  std::vector<std::function<absl::Status()>> runs;
-  if (defer_) {  // each deferred event and feed row is kept with the write that asked for it
-    runs.reserve(group.size());
-    for (GroupWrite* w : group) runs.push_back(std::move(w->run));
-    for (size_t i = 0; i < group.size(); ++i) {
-      group[i]->run = [this, w = group[i], run = &runs[i]]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        running_ = w;
-        return (*run)();
-      };
-    }
-  }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
-  for (size_t i = 0; i < runs.size(); ++i) group[i]->run = std::move(runs[i]);  // as it was, for a retry
   if (succeeded == 0) {
     writer_.Exec("ROLLBACK").IgnoreError();
     return;
-  }
-  if (defer_) {
-    if (absl::Status s = WriteDeferred(&start_seq); !s.ok()) return fail_all(s);
   }
   // The head, the notification and the commit in one round trip (values are digits and hex only).
   std::string finish;
@@ -481,58 +384,8 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   }
 }
 
-absl::Status PostgresStore::WriteDeferred(uint64_t* start_seq) {
-  std::erase_if(deferred_events_, [](const DeferredEvent& d) { return !d.write->status.ok(); });
-  std::erase_if(deferred_changes_, [](const DeferredChange& d) { return !d.write->status.ok(); });
-  *start_seq = chain_.head().seq;
-  if (deferred_events_.empty() && deferred_changes_.empty()) return absl::OkStatus();
-  // Every replica's events and feed rows queue here: the head row stays locked until this transaction
-  // ends, so events (and change-feed rows) are numbered in commit order across the fleet.
-  auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
-  if (!head.ok()) return head.status();
-  if (head->rows() != 1) return PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing");
-  chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
-  *start_seq = chain_.head().seq;
-  for (const DeferredEvent& d : deferred_events_) chain_.Seal(d.event, NowMs());
-  // As few statements as the parameter limit allows: feed rows and events in one where both fit.
-  size_t next_change = 0, next_event = 0;
-  while (next_change < deferred_changes_.size() || next_event < deferred_events_.size()) {
-    PgParams params;
-    int n = 0;
-    auto placeholders = [&n](int count) {
-      std::string out = "(";
-      for (int i = 0; i < count; ++i) absl::StrAppend(&out, i == 0 ? "$" : ",$", ++n);
-      return out + ")";
-    };
-    std::string changes, events;
-    for (size_t end = std::min(deferred_changes_.size(), next_change + kChangesPerInsert); next_change < end; ++next_change) {
-      const DeferredChange& c = deferred_changes_[next_change];
-      absl::StrAppend(&changes, changes.empty() ? "" : ",", placeholders(3));
-      params.Add(replica_id_).Add(c.kind).Add(c.payload);
-    }
-    for (size_t end = std::min(deferred_events_.size(), next_event + kEventsPerInsert); next_event < end; ++next_event) {
-      absl::StrAppend(&events, events.empty() ? "" : ",", placeholders(14));
-      AddAuditParams(*deferred_events_[next_event].event, params);
-    }
-    const std::string insert_changes = absl::StrCat("INSERT INTO changes (origin, kind, payload) VALUES ", changes);
-    const std::string insert_events = absl::StrCat(kInsertAuditColumns, events);
-    std::string sql;
-    if (!changes.empty() && !events.empty()) {
-      sql = absl::StrCat("WITH c AS (", insert_changes, ") ", insert_events);
-    } else {
-      sql = changes.empty() ? insert_events : insert_changes;
-    }
-    OSH_RETURN_IF_ERROR(writer_.Query(sql, params).status());
-  }
-  return absl::OkStatus();
-}
-
 absl::Status PostgresStore::Announce(const std::string& kind, const std::string& payload) {
   announced_ = true;
-  if (defer_) {
-    deferred_changes_.push_back({running_, kind, payload});
-    return absl::OkStatus();
-  }
   return writer_.Query("INSERT INTO changes (origin, kind, payload) VALUES ($1, $2, $3)",
                        PgParams().Add(replica_id_).Add(kind).Add(payload))
       .status();
@@ -553,36 +406,20 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     std::vector<std::string> touched;
-    size_t admitted = 0;
-    for (const Change& change : batch.changes) {
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
       std::visit(
           [&](const auto& c) {
             using T = std::decay_t<decltype(c)>;
             if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
               touched.push_back(c.record.context.sandbox_id());
-              ++admitted;
             } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
               touched.insert(touched.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
             } else {
               touched.push_back(c.sandbox_id);
             }
           },
-          change);
-    }
-    if (touched.size() - admitted > 1) {
-      // A batch that changes several existing sandboxes (a scope's re-projection: one change per projection
-      // key, in no order of its own) locks their rows first, in one order: two replicas' batches over the
-      // same sandboxes then queue instead of deadlocking.
-      auto ids = JsonIdList(touched);
-      if (!ids.ok()) return ids.status();
-      OSH_RETURN_IF_ERROR(writer_
-                              .Query("SELECT 1 FROM sandboxes WHERE sandbox_id IN (SELECT json_array_elements_text($1::json)) "
-                                     "ORDER BY sandbox_id FOR UPDATE",
-                                     PgParams().Add(*ids))
-                              .status());
-    }
-    for (size_t i = 0; i < batch.changes.size(); ++i) {
-      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
+          batch.changes[i]);
     }
     if (!touched.empty()) {
       auto ids = JsonIdList(touched);
@@ -648,15 +485,9 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
           auto ids = JsonIdList(c.sandbox_ids);
           if (!ids.ok()) return ids.status();
           constexpr char kListed[] = "sandbox_id IN (SELECT json_array_elements_text($1::json))";
-          // The rows first, locked in one order (by id) before the envelope is inserted: two replicas moving
-          // overlapping sets to the same new envelope then queue on the first row they share instead of
-          // each holding what the other waits for (a deadlock PostgreSQL would break by failing one).
-          auto locked = writer_.Query(
-              absl::StrCat("SELECT envelope_id FROM sandboxes WHERE ", kListed, " ORDER BY sandbox_id FOR UPDATE"),
-              PgParams().Add(*ids));
-          if (!locked.ok()) return locked.status();
-          std::set<std::string> old;
-          for (int i = 0; i < locked->rows(); ++i) old.insert(locked->Bytes(i, 0));
+          auto old = writer_.Query(absl::StrCat("SELECT DISTINCT envelope_id FROM sandboxes WHERE ", kListed),
+                                   PgParams().Add(*ids));
+          if (!old.ok()) return old.status();
           std::string envelope_id, digest;
           OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
           auto moved = writer_.Query(
@@ -671,8 +502,8 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
             return absl::NotFoundError(c.sandbox_ids.size() == 1 ? absl::StrCat("no sandbox '", c.sandbox_ids[0], "'")
                                                                  : "some of the sandboxes are gone");
           }
-          for (const std::string& was : old) {
-            if (was != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(was));
+          for (int i = 0; i < old->rows(); ++i) {
+            if (old->Bytes(i, 0) != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(old->Bytes(i, 0)));
           }
           return absl::OkStatus();
         } else if constexpr (std::is_same_v<T, change::DeleteSandbox>) {
@@ -709,84 +540,49 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
 
 absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
   if (event->actor.empty()) event->actor = AuditActorScope::Current();
-  if (defer_) {  // sealed and inserted by WriteDeferred, under the head lock
-    deferred_events_.push_back({running_, event});
-    return absl::OkStatus();
-  }
   chain_.Seal(event, NowMs());
   return InsertSealedAudit(*event);
 }
 
-void PostgresStore::AddAuditParams(const AuditEvent& event, PgParams& params) {
-  params.Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type.name())
-      .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
-      .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome.name())
-      .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
-      .Add(event.hash).Add(event.actor);
-}
-
 absl::Status PostgresStore::InsertSealedAudit(const AuditEvent& event) {
-  PgParams params;
-  AddAuditParams(event, params);
-  return writer_.Query(absl::StrCat(kInsertAuditColumns, "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"), params)
+  return writer_
+      .Query("INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
+             "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) "
+             "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+             PgParams().Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type.name())
+                 .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
+                 .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome.name())
+                 .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
+                 .Add(event.hash).Add(event.actor))
       .status();
 }
 
-namespace {
-
-// Inserts a content-addressed row unless present and, either way, holds it (FOR KEY SHARE) until the
-// transaction ends, in one statement: `insert` is an INSERT … ON CONFLICT DO NOTHING RETURNING 1 and
-// `held` a SELECT 1 … FOR KEY SHARE of the same row. A replica dropping the row as unused at the same
-// moment either commits first (the row is gone: inserted again on the next try) or waits for this
-// transaction and then finds the row used.
-absl::Status PutHeld(PgConn& conn, const std::string& insert, const std::string& held, const PgParams& params,
-                     absl::string_view what) {
-  const std::string sql =
-      absl::StrCat("WITH ins AS (", insert, ") SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM (", held, ") h)");
-  for (int tries = 0; tries < 3; ++tries) {
-    auto put = conn.Query(sql, params);
-    if (!put.ok()) return put.status();
-    if (put->Int(0, 0) > 0) return absl::OkStatus();
-  }
-  return PostgresStorageError(absl::StatusCode::kAborted, absl::StrCat(": the ", what, " kept being dropped"));
-}
-
-}  // namespace
-
 absl::Status PostgresStore::PutBody(const std::string& digest, const std::string& body) {
-  return PutHeld(writer_, "INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-                 "SELECT 1 FROM bodies WHERE digest = $1 FOR KEY SHARE", PgParams().Add(digest).AddBytes(body),
-                 "policy body");
+  return writer_.Query("INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       PgParams().Add(digest).AddBytes(body))
+      .status();
 }
 
 absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
   *digest_out = envelope.policy_digest();
   OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
   *id = policy::Sha256(envelope.header_bytes());
-  return PutHeld(writer_,
-                 "INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
-                 "SELECT 1 FROM envelopes WHERE id = $1 FOR KEY SHARE",
-                 PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out), "envelope");
+  return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                       PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
+      .status();
 }
 
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
-  // The row first, by a statement of its own: a transaction that took the envelope (PutHeld) holds it
-  // until it commits, and only a statement begun after that commit sees the sandbox it added.
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE", PgParams().AddBytes(id)).status());
   auto dropped = writer_.Query(
       "DELETE FROM envelopes e WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE envelope_id = $1) "
       "RETURNING e.policy_digest",
       PgParams().AddBytes(id));
   if (!dropped.ok()) return dropped.status();
   if (dropped->rows() == 0) return absl::OkStatus();
-  // The body's row first, likewise: a revision or an envelope another replica is committing with this body
-  // holds it (PutHeld; policy_revisions has no foreign key to stop the delete).
-  const std::string digest = dropped->Bytes(0, 0);
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE", PgParams().Add(digest)).status());
   return writer_
       .Query("DELETE FROM bodies WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = $1) "
              "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = $1)",
-             PgParams().Add(digest))
+             PgParams().Add(dropped->Bytes(0, 0)))
       .status();
 }
 
@@ -955,7 +751,6 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
                                                                          int64_t now_unix, AuditEvent event) {
   PolicyRevisionRecord record;
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kRevisionLock)).status());
     auto latest = writer_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
                                 PgParams().Add(scope));
     if (!latest.ok()) return latest.status();
@@ -971,7 +766,7 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
     if (body) {
       record.body = *body;
       record.digest = policy::Sha256Hex(*body);
-      OSH_RETURN_IF_ERROR(PutBody(record.digest, record.body));  // held until the commit (PutHeld)
+      OSH_RETURN_IF_ERROR(PutBody(record.digest, record.body));
     }
     auto inserted = writer_.Query(
         "INSERT INTO policy_revisions (scope, revision, digest, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
@@ -1025,9 +820,8 @@ absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
 }
 
 absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
-  // The read is a statement of its own, after the lock: in READ COMMITTED it sees a SaveCeiling that
-  // committed while this transaction waited for the lock.
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kCeilingLock)).status());
+  // A statement of its own, after LeadGroup locked the head row: in READ COMMITTED it sees a SaveCeiling
+  // that committed while this transaction waited for the lock (SaveCeiling holds the same lock).
   auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
   if (!current.ok()) return current.status();
   const int64_t stored = current->rows() ? current->Int(0, 0) : kNoCeiling;
@@ -1061,8 +855,6 @@ absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust:
 absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
                                         const CeilingEventCompleter& complete) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    // Waits for every transaction that checked a batch against the ceiling in force to commit (or end).
-    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
     if (current->rows() && static_cast<uint64_t>(current->Int(0, 0)) >= version) {
@@ -1077,7 +869,7 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
                             .status());
     OSH_RETURN_IF_ERROR(Announce("ceiling", ""));
     if (complete) {
-      // Under the ceiling's lock: every batch checked against an older ceiling committed before this
+      // Under the head lock: every batch checked against an older ceiling committed before this
       // statement (and is counted) or will be refused (ceiling_changed).
       auto bodies = writer_.Query(
           "SELECT b.body, COUNT(*) FROM sandboxes s JOIN bodies b ON b.digest = s.policy_digest GROUP BY b.digest, b.body");
@@ -1248,7 +1040,7 @@ absl::StatusOr<uint64_t> PostgresStore::ProviderProfileGeneration() {
 // --- Migration ----------------------------------------------------------------------------
 
 absl::Status PostgresStore::ImportImage(const StoreImage& image) {
-  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
         "(SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records) + "
@@ -1314,7 +1106,7 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
 }
 
 absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& events) {
-  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     for (const auto& event : events) {
       if (event.seq != chain_.head().seq + 1 || event.prev_hash != chain_.head().hash ||
           event.hash != trust::ChainHash(event.prev_hash, event)) {
@@ -1329,7 +1121,7 @@ absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& eve
 }
 
 absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) {
-  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto marker = writer_.Query("SELECT source FROM migration_marker WHERE id = 1");
     if (!marker.ok()) return marker.status();
     const bool marked = marker->rows() != 0;
@@ -1388,7 +1180,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
 }
 
 absl::Status PostgresStore::FinishImport(const ChainHead& expected) {
-  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     if (chain_.head().seq != expected.seq || chain_.head().hash != expected.hash) {
       return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", chain_.head().seq, ", the source's at ",
                                               expected.seq, ": the target stays marked as unfinished"));

@@ -46,7 +46,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // rollback detection; notice is told of expired replicas and settled admission notes.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo, const StoreOptions& options);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 6;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
@@ -120,8 +120,6 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // note): it neither waits for the fleet-wide head lock nor holds off the feed.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
                      bool touches_chain = true);
-  // Write, with the head locked before `run` starts (GroupWrite::needs_head_first): imports only.
-  absl::Status WriteHeadFirst(std::function<absl::Status()> run);
   // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
   void WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
                   std::function<void(absl::Status)> done);
@@ -131,22 +129,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // The admission note's statement; `id` gets its row id and must outlive it.
   std::function<absl::Status()> NoteStep(const RuntimeContext& context, const std::string& idempotency_key,
                                          int64_t* id);
-  // Leads `group` (LeadOnce), then leads again, up to kConflictAttempts times, the writes PostgreSQL
-  // chose as a deadlock's victim (their rows locked in another order by a transaction of another replica:
-  // possible now that writers take row locks before the head lock).
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
-  void LeadOnce(const std::vector<GroupWrite*>& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Locks the head, seals the deferred events of the writes that succeeded and inserts them and the
-  // deferred feed rows, ahead of the commit (late mode); `start_seq` gets the head's seq before them.
-  absl::Status WriteDeferred(uint64_t* start_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
-  // Takes the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive),
-  // so no ceiling is stored between this check and the commit.
+  // Only inside a transaction that holds the chain's head row (as SaveCeiling's does).
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A sealed event's 14 values, in kInsertAuditColumns' order.
-  static void AddAuditParams(const AuditEvent& event, PgParams& params);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -171,20 +159,6 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   PgConn writer_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
   bool announced_ ABSL_GUARDED_BY(mu_) = false;  // the open transaction wrote to the feed
-  // Late mode (the group did not lock the head first): what InsertAudit and Announce were asked to write,
-  // kept until WriteDeferred, each with the write that asked (dropped when that write failed).
-  bool defer_ ABSL_GUARDED_BY(mu_) = false;
-  GroupWrite* running_ ABSL_GUARDED_BY(mu_) = nullptr;
-  struct DeferredEvent {
-    GroupWrite* write;
-    AuditEvent* event;  // the caller's: alive until its write is answered
-  };
-  struct DeferredChange {
-    GroupWrite* write;
-    std::string kind, payload;
-  };
-  std::vector<DeferredEvent> deferred_events_ ABSL_GUARDED_BY(mu_);
-  std::vector<DeferredChange> deferred_changes_ ABSL_GUARDED_BY(mu_);
   GroupCommitQueue queue_;
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 

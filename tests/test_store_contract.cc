@@ -600,20 +600,8 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       PQclear(PQexec(conn, "DROP TABLE interceptor_records"));
       PQclear(PQexec(conn, "DROP TABLE provider_profiles"));
       PQclear(PQexec(conn, "DROP TABLE provider_profile_generation"));
-      PQclear(PQexec(conn, "UPDATE osh_schema SET version = 3"));  // the release of schema 3
-      // A replica of that release still running (its heartbeat fresh): from schema 7 writers lock the chain
-      // head last, so the upgrade waits until it is stopped.
-      PQclear(PQexec(conn, "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ('old-release:1:beef', 0, "
-                           "(extract(epoch from clock_timestamp()) * 1000)::bigint)"));
-      auto refused = osh::store::OpenStore(url);
-      REQUIRE_FALSE(refused.ok());
-      CHECK(absl::IsFailedPrecondition(refused.status()));
-      CHECK_THAT(std::string(refused.status().message()),
-                 Catch::Contains("in use by 1 running replica(s) of an earlier release (old-release:1:beef)"));
-      PGresult* version = PQexec(conn, "SELECT version FROM osh_schema");
-      CHECK(std::string(PQgetvalue(version, 0, 0)) == "3");  // nothing migrated
-      PQclear(version);
-      PQclear(PQexec(conn, "DELETE FROM replicas WHERE id = 'old-release:1:beef'"));  // it was stopped
+      PQclear(PQexec(conn, absl::StrCat("UPDATE osh_schema SET version = ",
+                                        osh::store::PostgresStore::kSchemaVersion - 3).c_str()));
       PQfinish(conn);
     }
     auto upgraded = Open(url);
@@ -707,77 +695,11 @@ TEST_CASE("store: migrate copies the interceptor records and provider profiles f
   CHECK(**replica->provider_profiles().GetProviderProfile("github") == std::string("p\0", 2));
 }
 
-namespace {
-
-// A statement on a raw session of the test's own; its status.
-ExecStatusType RawExec(PGconn* conn, const std::string& sql) {
-  PGresult* r = PQexec(conn, sql.c_str());
-  const ExecStatusType status = PQresultStatus(r);
-  PQclear(r);
-  return status;
-}
-
-}  // namespace
-
-TEST_CASE("store: a PostgreSQL write chosen as a deadlock's victim is led again and commits", "[store][postgres]") {
-  // From schema 7 a write takes its rows' locks before the chain head, so another transaction can hold a
-  // row it needs while wanting one it holds. PostgreSQL then fails one of the two; the store's must not
-  // reach its caller as an error but run again once the rows are free.
-  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
-  auto store = Open(url);
-  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-a", "h-a", "body-1"), osh::test::StoredEvent("admission")).ok());
-  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-b", "h-b", "body-1"), osh::test::StoredEvent("admission")).ok());
-  PGconn* other = PQconnectdb(url.c_str());
-  PGconn* watch = PQconnectdb(url.c_str());
-  REQUIRE(PQstatus(other) == CONNECTION_OK);
-  REQUIRE(PQstatus(watch) == CONNECTION_OK);
-  // The other session never runs the deadlock check first (30 s): the store's transaction (1 s) does.
-  REQUIRE(RawExec(other, "SET deadlock_timeout = '30s'") == PGRES_COMMAND_OK);
-  REQUIRE(RawExec(other, "BEGIN") == PGRES_COMMAND_OK);
-  REQUIRE(RawExec(other, "SELECT 1 FROM sandboxes WHERE sandbox_id = 'sb-b' FOR UPDATE") == PGRES_TUPLES_OK);
-
-  openshell::policy::driver::v1::Projection p;
-  p.set_surface_id("openshell.sandbox.v1");
-  p.set_body("body-2");
-  p.set_policy_digest(osh::policy::Sha256Hex("body-2"));
-  p.set_policy_version(8);
-  osh::store::ChangeBatch batch;
-  osh::store::change::ReplaceProjection move;
-  move.sandbox_ids = {"sb-a", "sb-b"};
-  move.envelope = store->sandboxes().envelopes().Intern(p);
-  batch.changes.push_back(std::move(move));
-  batch.events.push_back(osh::test::StoredEvent("reprojection"));
-  absl::Status committed = absl::UnknownError("not run");
-  std::thread writer([&] { committed = store->sandboxes().Commit(std::move(batch)).status(); });
-  // The store's transaction holds sb-a and waits for sb-b.
-  bool waiting = false;
-  for (int i = 0; i < 2000 && !waiting; ++i) {
-    PGresult* r = PQexec(watch, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                "AND datname = current_database()");
-    waiting = PQresultStatus(r) == PGRES_TUPLES_OK && std::string(PQgetvalue(r, 0, 0)) == "1";
-    PQclear(r);
-    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  CHECK(waiting);
-  // Now the other session wants sb-a: a deadlock. It is granted, so the store's transaction was its victim.
-  CHECK(RawExec(other, "SELECT 1 FROM sandboxes WHERE sandbox_id = 'sb-a' FOR UPDATE") == PGRES_TUPLES_OK);
-  REQUIRE(RawExec(other, "ROLLBACK") == PGRES_COMMAND_OK);
-  writer.join();
-  PQfinish(other);
-  PQfinish(watch);
-  INFO(committed.ToString());
-  CHECK(committed.ok());  // led again once the rows were free
-  auto loaded = store->sandboxes().LoadSandboxes();
-  REQUIRE(loaded.ok());
-  REQUIRE(loaded->size() == 2);
-  for (const auto& r : *loaded) CHECK(r.envelope->body() == "body-2");
-  CheckChain(*store, 3);  // two admissions and the move: numbered once, no gap
-}
-
 TEST_CASE("store: PostgreSQL replicas dropping and taking one shared envelope at once both succeed", "[store][postgres]") {
   // The last sandbox on an envelope deleted on one replica while another admits a sandbox with the same
-  // envelope: with both transactions' statements overlapping, one finds the envelope gone or still used by
-  // its foreign key (23503) and is led again — neither reaches its caller as an error, no row dangles.
+  // envelope (a shared scope's envelope, sandboxes coming and going): neither reaches its caller as an
+  // error and no row dangles. (Holds while writers serialise on the chain head; a design that lets their
+  // statements overlap must keep it — see issue 27's notes.)
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);
   auto b = Open(url);

@@ -130,6 +130,7 @@ void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
   remote_scopes_.insert(scope);
   if (remote_scopes_thread_.joinable()) return;
   remote_scopes_thread_ = std::thread([this] {
+    int64_t retry_ms = kReprojectionRetryMs;
     for (;;) {
       std::set<std::string> scopes;
       {
@@ -148,12 +149,16 @@ void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
                                moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
         }
       }
-      if (!failed.empty()) {
-        // Nothing moved (logged by the re-projection): again in a moment, until it commits — no sandbox
-        // may stay on a withdrawn policy because one commit failed (a deadlock's victim, a restart).
+      if (failed.empty()) {
+        retry_ms = kReprojectionRetryMs;
+      } else {
+        // Nothing moved (logged by the re-projection): again after a pause, until it commits — no sandbox
+        // may stay on a withdrawn policy because one commit failed (a deadlock's victim, a restart). The
+        // pause doubles while it keeps failing (a database that stays broken is not hammered), up to 30 s.
         absl::MutexLock lock(&remote_scopes_mu_);
         auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) { return stopping_remote_scopes_; };
-        remote_scopes_mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(kReprojectionRetryMs));
+        remote_scopes_mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(retry_ms));
+        retry_ms = std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs);
         remote_scopes_.insert(failed.begin(), failed.end());
       }
     }

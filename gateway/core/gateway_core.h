@@ -193,9 +193,11 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   Reprojector::Outcome Reproject(const std::string& scope);
   // Re-projects `scope` on this replica's own thread (started on first use), after another replica
   // changed it or after a re-projection here failed to commit: queued scopes are coalesced, and a scope
-  // whose re-projection fails again is queued again kReprojectionRetryMs later, until it commits.
+  // whose re-projection fails again is queued again after a pause (kReprojectionRetryMs, doubling while
+  // failures go on, at most kReprojectionRetryMaxMs), until it commits.
   void QueueRemoteReprojection(const std::string& scope);
   static constexpr int64_t kReprojectionRetryMs = 1000;
+  static constexpr int64_t kReprojectionRetryMaxMs = 30000;
   bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
     return stopping_remote_scopes_ || !remote_scopes_.empty();
   }
