@@ -117,3 +117,33 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
   CHECK(Eventually([&] { return Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok(); },
                    std::chrono::seconds(30)));
 }
+
+// A policy change is acknowledged when its revision commits; the re-projection that follows is a second
+// transaction. When that one fails (here a constraint refuses its audit event), nothing moves — and the
+// gateway runs it again until it commits, so no sandbox stays on the withdrawn policy.
+TEST_CASE("storage errors: a re-projection that fails to commit is run again until the sandboxes move",
+          "[integration][postgres][errors]") {
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g({"--database", url});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection "
+                               "CHECK (type <> 'reprojection')") == 0);
+
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &revision).ok());
+  CHECK(revision.sandboxes_updated() == 0);  // the revision committed; its re-projection did not
+  drv::Projection served;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &served).ok());
+  CHECK(served.policy_digest() == admitted.policy_digest());
+  CHECK(Eventually([&] { return absl::StrContains(g.log(), "osh_test_no_reprojection"); }));
+
+  // Gone the constraint, the next attempt commits and the sandbox is served the new policy.
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection") == 0);
+  CHECK(Eventually([&] {
+    drv::Projection now;
+    return g.Fetch(admitted.sandbox_handle(), &now).ok() && now.policy_digest() != admitted.policy_digest();
+  }));
+}

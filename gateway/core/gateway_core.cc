@@ -118,51 +118,72 @@ GatewayCore::~GatewayCore() {
   store_->replication().SetRemoteChangeListener(nullptr);  // waits for a delivery in progress
   store_->revisions().revision_listeners().Remove(this);
   {
-    absl::MutexLock lock(&remote_scopes_mu_);
-    stopping_remote_scopes_ = true;
+    absl::MutexLock lock(&reproject_mu_);
+    stopping_reprojection_ = true;
   }
-  if (remote_scopes_thread_.joinable()) remote_scopes_thread_.join();
+  if (reproject_thread_.joinable()) reproject_thread_.join();
   store_->sandboxes().SetChangeListener(nullptr);
 }
 
-void GatewayCore::QueueRemoteReprojection(const std::string& scope) {
-  absl::MutexLock lock(&remote_scopes_mu_);
-  remote_scopes_.insert(scope);
-  if (remote_scopes_thread_.joinable()) return;
-  remote_scopes_thread_ = std::thread([this] {
-    int64_t retry_ms = kReprojectionRetryMs;
-    for (;;) {
-      std::set<std::string> scopes;
-      {
-        absl::MutexLock lock(&remote_scopes_mu_);
-        remote_scopes_mu_.Await(absl::Condition(this, &GatewayCore::RemoteScopesDue));
-        if (stopping_remote_scopes_) return;
-        scopes.swap(remote_scopes_);
-      }
-      std::set<std::string> failed;
-      for (const auto& scope : scopes) {
-        // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
-        const Reprojector::Outcome moved = Reproject(scope);
-        if (moved.failed) failed.insert(scope);
-        if (moved.moved > 0 || moved.kept > 0) {
-          LogInfo(absl::StrCat("policy scope ", scope, " changed: ", moved.moved, " sandbox(es) re-projected here",
-                               moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
-        }
-      }
-      if (failed.empty()) {
-        retry_ms = kReprojectionRetryMs;
+void GatewayCore::QueueReprojection(const std::string& scope) {
+  absl::MutexLock lock(&reproject_mu_);
+  // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
+  // reached is kept (a database that stays broken is not hammered because changes keep coming).
+  auto [it, inserted] = reproject_scopes_.try_emplace(scope);
+  it->second.not_before = absl::InfinitePast();
+  ++reproject_queued_;
+  if (reproject_thread_.joinable()) return;
+  reproject_thread_ = std::thread([this] { ReprojectionLoop(); });
+}
+
+void GatewayCore::ReprojectionLoop() {
+  absl::MutexLock lock(&reproject_mu_);
+  for (;;) {
+    if (stopping_reprojection_) return;
+    // The scopes due now; the next to fall due bounds the wait.
+    const absl::Time now = absl::Now();
+    absl::Time next = absl::InfiniteFuture();
+    std::vector<std::pair<std::string, int64_t>> due;  // scope, the pause it had reached
+    for (auto it = reproject_scopes_.begin(); it != reproject_scopes_.end();) {
+      if (it->second.not_before <= now) {
+        due.emplace_back(it->first, it->second.retry_ms);
+        it = reproject_scopes_.erase(it);
       } else {
-        // Nothing moved (logged by the re-projection): again after a pause, until it commits — no sandbox
-        // may stay on a withdrawn policy because one commit failed (a deadlock's victim, a restart). The
-        // pause doubles while it keeps failing (a database that stays broken is not hammered), up to 30 s.
-        absl::MutexLock lock(&remote_scopes_mu_);
-        auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) { return stopping_remote_scopes_; };
-        remote_scopes_mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(retry_ms));
-        retry_ms = std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs);
-        remote_scopes_.insert(failed.begin(), failed.end());
+        next = std::min(next, it->second.not_before);
+        ++it;
       }
     }
-  });
+    if (due.empty()) {
+      const uint64_t queued = reproject_queued_;
+      auto woken = [this, queued]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_) {
+        return stopping_reprojection_ || reproject_queued_ != queued;
+      };
+      reproject_mu_.AwaitWithDeadline(absl::Condition(&woken), next);
+      continue;
+    }
+    reproject_mu_.Unlock();
+    std::vector<std::pair<std::string, int64_t>> failed;
+    for (const auto& [scope, retry_ms] : due) {
+      // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
+      const Reprojector::Outcome moved = Reproject(scope);
+      if (moved.failed) failed.emplace_back(scope, retry_ms);
+      if (moved.moved > 0 || moved.kept > 0) {
+        LogInfo(absl::StrCat("policy scope ", scope, " changed: ", moved.moved, " sandbox(es) re-projected here",
+                             moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
+      }
+    }
+    reproject_mu_.Lock();
+    // A failed scope (nothing moved; logged by the re-projection) runs again after its pause, until it
+    // commits: no sandbox may stay on a withdrawn policy because one commit failed (a deadlock's victim, a
+    // restart, a constraint). Its pause doubles while it keeps failing, up to kReprojectionRetryMaxMs; other
+    // scopes do not wait for it. Queued again meanwhile (a newer change), it stays due at once.
+    const absl::Time failed_at = absl::Now();
+    for (const auto& [scope, retry_ms] : failed) {
+      auto [it, inserted] = reproject_scopes_.try_emplace(scope);
+      it->second.retry_ms = std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs);
+      if (inserted) it->second.not_before = failed_at + absl::Milliseconds(retry_ms);
+    }
+  }
 }
 
 bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {
@@ -198,7 +219,7 @@ void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, 
   // A local change re-projects its scope itself (Mutate). The replica that changed the scope re-projected
   // the sandboxes it knew of; ones this replica admitted meanwhile may not have been among them. Not here:
   // this runs inside the store's feed delivery, and a re-projection commits.
-  if (remote) QueueRemoteReprojection(revision.scope);
+  if (remote) QueueReprojection(revision.scope);
 }
 
 std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const { return gate_.trust(); }
@@ -783,7 +804,7 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
   }
   const Reprojector::Outcome moved = Reproject(revision->scope());
   // The revision is committed; its re-projection is not: tried again in the background until it commits.
-  if (moved.failed) QueueRemoteReprojection(revision->scope());
+  if (moved.failed) QueueReprojection(revision->scope());
   revision->set_sandboxes_updated(moved.moved);
   revision->set_sandboxes_kept_last_good(moved.kept);
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),

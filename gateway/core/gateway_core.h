@@ -10,7 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -191,16 +191,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
   Reprojector::Outcome Reproject(const std::string& scope);
-  // Re-projects `scope` on this replica's own thread (started on first use), after another replica
-  // changed it or after a re-projection here failed to commit: queued scopes are coalesced, and a scope
-  // whose re-projection fails again is queued again after a pause (kReprojectionRetryMs, doubling while
-  // failures go on, at most kReprojectionRetryMaxMs), until it commits.
-  void QueueRemoteReprojection(const std::string& scope);
+  // Re-projects `scope` on this gateway's re-projection thread (started on first use), after another
+  // replica changed it or after a re-projection here failed to commit. Queued scopes are coalesced and
+  // run at once; a scope whose re-projection fails is queued again with its own pause
+  // (kReprojectionRetryMs, doubling while it keeps failing, at most kReprojectionRetryMaxMs), until it
+  // commits, so one scope that cannot commit delays no other. Thread-safe; never blocks on a re-projection.
+  void QueueReprojection(const std::string& scope);
+  void ReprojectionLoop();  // the thread's body; returns when the core is destroyed
   static constexpr int64_t kReprojectionRetryMs = 1000;
   static constexpr int64_t kReprojectionRetryMaxMs = 30000;
-  bool RemoteScopesDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_scopes_mu_) {
-    return stopping_remote_scopes_ || !remote_scopes_.empty();
-  }
   // After a commit refused with ceiling_changed: loads the ceiling the database holds now (the caller
   // then checks its candidate again). An error (ceiling_missing: the database lost the one in force) is
   // what the caller returns.
@@ -242,10 +241,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   Reprojector reprojector_;  // a builtin scope's re-projection
   ProviderProfileCatalogue profiles_;
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
-  absl::Mutex remote_scopes_mu_;
-  std::set<std::string> remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_);  // changed by another replica, to re-project
-  bool stopping_remote_scopes_ ABSL_GUARDED_BY(remote_scopes_mu_) = false;
-  std::thread remote_scopes_thread_;  // started by the first QueueRemoteReprojection
+  struct QueuedScope {
+    absl::Time not_before = absl::InfinitePast();  // a failed scope waits out its pause
+    int64_t retry_ms = kReprojectionRetryMs;       // its next pause, should it fail (again)
+  };
+  absl::Mutex reproject_mu_;
+  std::map<std::string, QueuedScope> reproject_scopes_ ABSL_GUARDED_BY(reproject_mu_);  // to re-project
+  uint64_t reproject_queued_ ABSL_GUARDED_BY(reproject_mu_) = 0;  // wakes the thread from a pause
+  bool stopping_reprojection_ ABSL_GUARDED_BY(reproject_mu_) = false;
+  std::thread reproject_thread_;  // started by the first QueueReprojection
   std::atomic<bool> stop_verifying_{false};
 };
 
