@@ -125,12 +125,20 @@ GatewayCore::~GatewayCore() {
   store_->sandboxes().SetChangeListener(nullptr);
 }
 
-void GatewayCore::QueueReprojection(const std::string& scope) {
+void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) {
   absl::MutexLock lock(&reproject_mu_);
-  // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
-  // reached is kept (a database that stays broken is not hammered because changes keep coming).
   auto [it, inserted] = reproject_scopes_.try_emplace(scope);
-  it->second.not_before = absl::InfinitePast();
+  if (failed_here) {
+    // The re-projection just failed on the caller's thread: the first pause before it runs again.
+    if (inserted) {
+      it->second.not_before = absl::Now() + absl::Milliseconds(kReprojectionRetryMs);
+      it->second.retry_ms = std::min<int64_t>(2 * kReprojectionRetryMs, kReprojectionRetryMaxMs);
+    }
+  } else {
+    // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
+    // reached is kept (a database that stays broken is not hammered because changes keep coming).
+    it->second.not_before = absl::InfinitePast();
+  }
   ++reproject_queued_;
   if (reproject_thread_.joinable()) return;
   reproject_thread_ = std::thread([this] { ReprojectionLoop(); });
@@ -804,7 +812,7 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
   }
   const Reprojector::Outcome moved = Reproject(revision->scope());
   // The revision is committed; its re-projection is not: tried again in the background until it commits.
-  if (moved.failed) QueueReprojection(revision->scope());
+  if (moved.failed) QueueReprojection(revision->scope(), /*failed_here=*/true);
   revision->set_sandboxes_updated(moved.moved);
   revision->set_sandboxes_kept_last_good(moved.kept);
   LogInfo(absl::StrCat("policy ", revision->scope(), " now at revision ", revision->revision(),

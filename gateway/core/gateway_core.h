@@ -195,8 +195,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // replica changed it or after a re-projection here failed to commit. Queued scopes are coalesced and
   // run at once; a scope whose re-projection fails is queued again with its own pause
   // (kReprojectionRetryMs, doubling while it keeps failing, at most kReprojectionRetryMaxMs), until it
-  // commits, so one scope that cannot commit delays no other. Thread-safe; never blocks on a re-projection.
-  void QueueReprojection(const std::string& scope);
+  // commits, so one scope that cannot commit delays no other. `failed_here`: the caller's own
+  // re-projection of `scope` just failed, so the first run waits out the first pause. Thread-safe; never
+  // blocks on a re-projection.
+  void QueueReprojection(const std::string& scope, bool failed_here = false);
   void ReprojectionLoop();  // the thread's body; returns when the core is destroyed
   static constexpr int64_t kReprojectionRetryMs = 1000;
   static constexpr int64_t kReprojectionRetryMaxMs = 30000;
