@@ -575,4 +575,33 @@ TEST_CASE("sandbox_socket_group opens the sandbox socket to one group of local s
   CHECK(gateway.Wait() == 0);
 }
 
+// A stop drains calls over a TCP listener as it does over the Unix sockets: the TCP front stops accepting
+// at once but relays the open connections until the gRPC server is done with them, so a watch over TCP
+// ends with the gateway's own status (before, the front closed every relayed connection first and the
+// watch saw its connection reset).
+TEST_CASE("TLS listeners: a stop ends a watch over TCP with the gateway's status, not a reset connection",
+          "[integration][tls]") {
+  GatewayFixture g({"--sandbox-listen", "127.0.0.1:0"});
+  const std::string address = ListenAddress(g, "sandbox");
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  auto stub = gw::SandboxPolicy::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + admitted.sandbox_handle());
+  auto watch = stub->WatchProjection(&context, gw::WatchProjectionRequest());
+  drv::Projection first;
+  REQUIRE(watch->Read(&first));
+  CHECK(first.policy_digest() == admitted.policy_digest());
+
+  REQUIRE(g.Stop() == 0);
+  drv::Projection more;
+  while (watch->Read(&more)) {
+  }
+  const grpc::Status ended = watch->Finish();
+  INFO(ended.error_code() << " " << ended.error_message());
+  CHECK(ended.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(ended.error_message() == "the gateway is stopping");
+}
+
 }  // namespace osh::test

@@ -725,7 +725,8 @@ void Daemon::Stop() {
   log_server_.reset();
   for (Listener* listener : {&admin_, &sandbox_}) {  // no new connections
     listener->acceptor.reset();
-    listener->front.reset();
+    // The TCP front's open connections are relayed until the servers are done with them (below).
+    if (listener->front != nullptr) listener->front->StopAccepting();
   }
   // One deadline for every server: calls in progress get 5 s in all, not 5 s per server.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(5);
@@ -744,6 +745,7 @@ void Daemon::Stop() {
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->Wait();
   }
+  for (Listener* listener : {&admin_, &sandbox_}) listener->front.reset();
   interceptor_status_.store(nullptr);  // no GetStatus runs any more
   openshell_push_status_.store(nullptr);
   interceptor_.reset();

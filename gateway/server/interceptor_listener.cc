@@ -160,12 +160,13 @@ void InterceptorListener::FillStatus(openshell::policy::gateway::v1::Interceptor
 
 void InterceptorListener::Stop(std::chrono::system_clock::time_point deadline) {
   acceptor_.reset();  // no new connections
-  front_.reset();
+  if (front_ != nullptr) front_->StopAccepting();  // its open connections are relayed until the drain ends
   if (server_ != nullptr) {
     server_->Shutdown(deadline);
     server_->Wait();
     server_.reset();
   }
+  front_.reset();
   if (pool_ != nullptr) pool_->Shutdown();
 }
 

@@ -24,6 +24,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gateway/core/log.h"
 #include "gateway/server/peer_share.h"
 
@@ -70,13 +71,15 @@ std::string PeerAddress(const sockaddr_storage& address) {
 // The relay: one epoll loop over the listening socket and both ends of every connection.
 class TcpFront::Loop {
  public:
-  Loop(int listen_fd, std::string address, std::string backend, Options options, int epoll_fd, int wake_fd)
+  Loop(int listen_fd, std::string address, std::string backend, Options options, int epoll_fd, int wake_fd,
+       int nudge_fd)
       : listen_fd_(listen_fd),
         address_(std::move(address)),
         backend_(std::move(backend)),
         options_(std::move(options)),
         epoll_(epoll_fd),
-        wake_(wake_fd) {}
+        wake_(wake_fd),
+        nudge_(nudge_fd) {}
   ~Loop() {
     const uint64_t one = 1;
     [[maybe_unused]] auto written = ::write(wake_, &one, sizeof(one));
@@ -88,8 +91,16 @@ class TcpFront::Loop {
     }
     ::close(epoll_);
     ::close(wake_);
+    ::close(nudge_);
   }
   void Run() { thread_ = std::thread([this] { Serve(); }); }
+  // Has the loop take the listening socket out of its epoll and close it; returns once it has. The open
+  // connections go on being relayed.
+  void StopAccepting() {
+    const uint64_t one = 1;
+    [[maybe_unused]] auto written = ::write(nudge_, &one, sizeof(one));
+    accept_closed_.WaitForNotification();
+  }
   size_t open() const { return open_.load(); }
 
  private:
@@ -129,11 +140,15 @@ class TcpFront::Loop {
     wake_event.events = EPOLLIN;
     wake_event.data.ptr = const_cast<int*>(&wake_);
     ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &wake_event);
-    bool listening = true, warned_descriptors = false;
+    epoll_event nudge_event{};
+    nudge_event.events = EPOLLIN;
+    nudge_event.data.ptr = const_cast<int*>(&nudge_);
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, nudge_, &nudge_event);
+    bool listening = true, warned_descriptors = false, closed_listener = false;
     std::vector<epoll_event> events(256);
     for (;;) {
       const bool full = conns_.size() >= options_.max_connections;
-      if (full == listening) {
+      if (!closed_listener && full == listening) {
         listening = !full;
         epoll_event change{};
         change.events = listening ? static_cast<uint32_t>(EPOLLIN) : 0u;
@@ -157,7 +172,19 @@ class TcpFront::Loop {
       }
       for (int i = 0; i < ready; ++i) {
         if (events[i].data.ptr == &wake_) return;
+        if (events[i].data.ptr == &nudge_) {
+          uint64_t count = 0;
+          [[maybe_unused]] auto got = ::read(nudge_, &count, sizeof(count));
+          if (!closed_listener) {  // a stop: new connections are refused by the kernel from now on
+            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+            ::close(listen_fd_);
+            closed_listener = true;
+            accept_closed_.Notify();
+          }
+          continue;
+        }
         if (events[i].data.ptr == nullptr) {
+          if (closed_listener) continue;  // an event of this batch from before the close
           if (!Accept(&warned_descriptors)) break;  // out of descriptors: back off before epoll again
           continue;
         }
@@ -377,6 +404,8 @@ class TcpFront::Loop {
   const Options options_;
   const int epoll_;
   const int wake_;
+  const int nudge_;  // StopAccepting
+  absl::Notification accept_closed_;
   std::thread thread_;
   // The loop thread's own:
   absl::flat_hash_set<Conn*> conns_;
@@ -433,7 +462,17 @@ TcpFront::TcpFront(int listen_fd, std::string address) : listen_fd_(listen_fd), 
 
 TcpFront::~TcpFront() {
   loop_.reset();
-  ::close(listen_fd_);
+  if (!listen_closed_) ::close(listen_fd_);
+}
+
+void TcpFront::StopAccepting() {
+  if (listen_closed_) return;
+  if (loop_ != nullptr) {
+    loop_->StopAccepting();  // the loop closes it (it may be in accept4 on it)
+  } else {
+    ::close(listen_fd_);
+  }
+  listen_closed_ = true;
 }
 
 absl::Status TcpFront::Start(const std::string& backend, Options options) {
@@ -445,11 +484,14 @@ absl::Status TcpFront::Start(const std::string& backend, Options options) {
   const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return absl::UnavailableError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
   const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake < 0) {
+  const int nudge = wake < 0 ? -1 : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (nudge < 0) {
+    const std::string why = std::strerror(errno);
+    if (wake >= 0) ::close(wake);
     ::close(epoll_fd);
-    return absl::UnavailableError(absl::StrCat("eventfd: ", std::strerror(errno)));
+    return absl::UnavailableError(absl::StrCat("eventfd: ", why));
   }
-  loop_ = std::make_unique<Loop>(listen_fd_, address_, backend, std::move(options), epoll_fd, wake);
+  loop_ = std::make_unique<Loop>(listen_fd_, address_, backend, std::move(options), epoll_fd, wake, nudge);
   loop_->Run();
   return absl::OkStatus();
 }

@@ -40,6 +40,11 @@ class TcpFront {
   // a malformed address, FAILED_PRECONDITION naming it when it is in use or not this host's.
   static absl::StatusOr<std::unique_ptr<TcpFront>> Bind(const std::string& listen);
   ~TcpFront();  // stops accepting, closes every relayed connection and the listening socket
+  // Closes the listening socket (new connections are refused from now on) and goes on relaying the open
+  // connections until the destructor: a stopping gateway calls it first, drains its gRPC server, then
+  // destroys the front, so calls over TCP finish (and watches end) with the gateway's status. Not
+  // thread-safe with itself or the destructor.
+  void StopAccepting();
   TcpFront(const TcpFront&) = delete;
   TcpFront& operator=(const TcpFront&) = delete;
 
@@ -54,6 +59,7 @@ class TcpFront {
   class Loop;
   TcpFront(int listen_fd, std::string address);
   const int listen_fd_;
+  bool listen_closed_ = false;  // by StopAccepting
   const std::string address_;
   std::unique_ptr<Loop> loop_;
 };
