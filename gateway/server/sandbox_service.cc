@@ -64,7 +64,10 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
   // The registry closed the watch: the handle was revoked, or the gateway is stopping.
   void CloseWatch(bool revoked) {
     absl::MutexLock lock(&mu_);
-    CloseLocked(revoked ? kUnauthenticated : grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping"));
+    CloseLocked(revoked ? kUnauthenticated
+                        : ToGrpc(common::Refused(absl::StatusCode::kUnavailable, "gateway_stopping",
+                                                 "the gateway is stopping; watch again (another replica, or this one "
+                                                 "once it is back)")));
   }
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
