@@ -39,6 +39,8 @@ absl::Status FromGrpc(const grpc::Status& status, const Endpoint& endpoint) {
   if (status.error_code() != grpc::StatusCode::UNAVAILABLE || endpoint.server.empty() || endpoint.ca_file.empty()) {
     return FromGrpc(status);
   }
+  absl::Status converted = FromGrpc(status);
+  if (common::ReasonOf(converted) == "gateway_stopping") return converted;  // the gateway said so itself
   return absl::UnavailableError(absl::StrCat(
       status.error_message(), " (", endpoint.Describe(),
       ": is the gateway running? does the CA file match its certificate, and its name the host? does it ask for a "

@@ -147,3 +147,36 @@ TEST_CASE("storage errors: a re-projection that fails to commit is run again unt
     return g.Fetch(admitted.sandbox_handle(), &now).ok() && now.policy_digest() != admitted.policy_digest();
   }));
 }
+
+// The retry lives in the gateway's memory: a stop (or a crash between the revision's commit and the
+// re-projection's) leaves the sandboxes on the withdrawn policy in the database. The next start compares
+// every sandbox with its scope's current revision and moves those behind.
+TEST_CASE("storage errors: a re-projection that had not committed at a stop is caught up at the next start",
+          "[integration][postgres][errors]") {
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g({"--database", url});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection "
+                               "CHECK (type <> 'reprojection')") == 0);
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &revision).ok());
+  CHECK(revision.sandboxes_updated() == 0);
+  REQUIRE(g.Stop() == 0);  // the retry it had queued goes with it
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection") == 0);
+
+  g.Start();
+  CHECK(Eventually([&] {
+    drv::Projection now;
+    return g.Fetch(admitted.sandbox_handle(), &now).ok() && now.policy_digest() == revision.policy_digest();
+  }));
+  // A start with nothing behind writes nothing.
+  REQUIRE(g.Stop() == 0);
+  const std::string before = g.log();
+  g.Start();
+  gw::AdmitSandboxResponse second;
+  REQUIRE(g.Admit("sb-2", &second).ok());  // serving (and the catch-up had its chance)
+  CHECK_FALSE(absl::StrContains(g.log().substr(before.size()), "re-projected here"));
+}

@@ -125,19 +125,44 @@ GatewayCore::~GatewayCore() {
   store_->sandboxes().SetChangeListener(nullptr);
 }
 
+void GatewayCore::CatchUpReprojections() {
+  drivers::PolicyAuthoring* authoring = driver_->authoring();
+  if (authoring == nullptr) return;
+  // Behind: served another policy (digest or version) than its scope's current revision gives. Only that
+  // starts a catch-up; a projection signed with an older key, say, is not behind (a mutation re-signs it).
+  size_t behind = 0;
+  for (const auto& m : registry_->Select([](const std::string&) { return true; })) {
+    driver_v1::RuntimeContext context;
+    if (!context.ParseFromString(m->context_bytes)) continue;
+    const auto desired = authoring->DesiredFor(context);
+    if (desired && !desired->policy_digest.empty() &&
+        (desired->policy_digest != m->envelope->policy_digest() ||
+         desired->policy_version != m->envelope->policy_version())) {
+      ++behind;
+    }
+  }
+  if (behind == 0) return;
+  LogWarning(absl::StrCat(behind, " sandbox(es) are served another policy than their scope's current revision (a ",
+                          "re-projection that had not committed before the last stop): re-projecting"));
+  // The default scope's selection is every admitted sandbox; the re-projection moves those not current.
+  QueueReprojection(std::string(policy::kDefaultScope));
+}
+
 void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) {
   absl::MutexLock lock(&reproject_mu_);
+  if (stopping_reprojection_) return;  // the core is going: nothing would run it
   auto [it, inserted] = reproject_scopes_.try_emplace(scope);
-  if (failed_here) {
-    // The re-projection just failed on the caller's thread: the first pause before it runs again.
-    if (inserted) {
-      it->second.not_before = absl::Now() + absl::Milliseconds(kReprojectionRetryMs);
-      it->second.retry_ms = std::min<int64_t>(2 * kReprojectionRetryMs, kReprojectionRetryMaxMs);
-    }
-  } else {
+  QueuedScope& queued = it->second;
+  if (!failed_here) {
     // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
     // reached is kept (a database that stays broken is not hammered because changes keep coming).
-    it->second.not_before = absl::InfinitePast();
+    queued.not_before = std::chrono::steady_clock::time_point::min();
+  } else if (inserted || queued.not_before != std::chrono::steady_clock::time_point::min()) {
+    // The caller's own re-projection of `scope` just failed: it runs again after the pause reached (the
+    // first one, or a longer one the thread already waits out). A change queued meanwhile runs at once.
+    queued.not_before = std::max(queued.not_before,
+                                 std::chrono::steady_clock::now() + std::chrono::milliseconds(queued.retry_ms));
+    queued.retry_ms = std::min<int64_t>(2 * queued.retry_ms, kReprojectionRetryMaxMs);
   }
   ++reproject_queued_;
   if (reproject_thread_.joinable()) return;
@@ -145,33 +170,48 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
 }
 
 void GatewayCore::ReprojectionLoop() {
-  absl::MutexLock lock(&reproject_mu_);
+  using Clock = std::chrono::steady_clock;
   for (;;) {
-    if (stopping_reprojection_) return;
-    // The scopes due now; the next to fall due bounds the wait.
-    const absl::Time now = absl::Now();
-    absl::Time next = absl::InfiniteFuture();
     std::vector<std::pair<std::string, int64_t>> due;  // scope, the pause it had reached
-    for (auto it = reproject_scopes_.begin(); it != reproject_scopes_.end();) {
-      if (it->second.not_before <= now) {
-        due.emplace_back(it->first, it->second.retry_ms);
-        it = reproject_scopes_.erase(it);
-      } else {
-        next = std::min(next, it->second.not_before);
-        ++it;
+    {
+      absl::MutexLock lock(&reproject_mu_);
+      for (;;) {
+        if (stopping_reprojection_) return;
+        // The scopes due now; the next to fall due bounds the wait (a steady clock: a step of the wall
+        // clock neither delays nor hastens a retry).
+        const Clock::time_point now = Clock::now();
+        Clock::time_point next = Clock::time_point::max();
+        for (auto it = reproject_scopes_.begin(); it != reproject_scopes_.end();) {
+          if (it->second.not_before <= now) {
+            due.emplace_back(it->first, it->second.retry_ms);
+            it = reproject_scopes_.erase(it);
+          } else {
+            next = std::min(next, it->second.not_before);
+            ++it;
+          }
+        }
+        if (!due.empty()) break;
+        const uint64_t queued = reproject_queued_;
+        auto woken = [this, queued]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_) {
+          return stopping_reprojection_ || reproject_queued_ != queued;
+        };
+        if (next == Clock::time_point::max()) {
+          reproject_mu_.Await(absl::Condition(&woken));
+        } else {
+          reproject_mu_.AwaitWithTimeout(absl::Condition(&woken), absl::FromChrono(next - now));
+        }
       }
     }
-    if (due.empty()) {
-      const uint64_t queued = reproject_queued_;
-      auto woken = [this, queued]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_) {
-        return stopping_reprojection_ || reproject_queued_ != queued;
-      };
-      reproject_mu_.AwaitWithDeadline(absl::Condition(&woken), next);
-      continue;
-    }
-    reproject_mu_.Unlock();
-    std::vector<std::pair<std::string, int64_t>> failed;
-    for (const auto& [scope, retry_ms] : due) {
+    std::vector<std::pair<std::string, int64_t>> failed, not_run;
+    for (size_t i = 0; i < due.size(); ++i) {
+      const auto& [scope, retry_ms] = due[i];
+      {
+        absl::MutexLock lock(&reproject_mu_);
+        if (stopping_reprojection_) {  // a stop waits for the scope running, not for every due one
+          not_run.assign(due.begin() + static_cast<std::ptrdiff_t>(i), due.end());
+          break;
+        }
+      }
       // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
       const Reprojector::Outcome moved = Reproject(scope);
       if (moved.failed) failed.emplace_back(scope, retry_ms);
@@ -180,16 +220,21 @@ void GatewayCore::ReprojectionLoop() {
                              moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
       }
     }
-    reproject_mu_.Lock();
+    absl::MutexLock lock(&reproject_mu_);
+    if (!not_run.empty()) return;  // stopping
     // A failed scope (nothing moved; logged by the re-projection) runs again after its pause, until it
     // commits: no sandbox may stay on a withdrawn policy because one commit failed (a deadlock's victim, a
     // restart, a constraint). Its pause doubles while it keeps failing, up to kReprojectionRetryMaxMs; other
-    // scopes do not wait for it. Queued again meanwhile (a newer change), it stays due at once.
-    const absl::Time failed_at = absl::Now();
+    // scopes do not wait for it. Queued again meanwhile by a change, it stays due at once; by a failure
+    // of its own, it waits the longer of the two pauses.
+    const Clock::time_point failed_at = Clock::now();
     for (const auto& [scope, retry_ms] : failed) {
       auto [it, inserted] = reproject_scopes_.try_emplace(scope);
-      it->second.retry_ms = std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs);
-      if (inserted) it->second.not_before = failed_at + absl::Milliseconds(retry_ms);
+      QueuedScope& queued = it->second;
+      if (inserted || queued.not_before != Clock::time_point::min()) {
+        queued.not_before = std::max(queued.not_before, failed_at + std::chrono::milliseconds(retry_ms));
+      }
+      queued.retry_ms = std::max<int64_t>(queued.retry_ms, std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs));
     }
   }
 }

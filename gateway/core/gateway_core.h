@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -154,6 +155,13 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // also when the database cannot say. Always true with a single-process store.
   bool HoldsFleetLease(const std::string& name, int64_t duration_ms);
 
+  // Once serving: with the builtin driver, every admitted sandbox whose projection is not the one its
+  // scope's current revision gives (a policy change acknowledged before the last stop whose re-projection
+  // had not committed — a crash between the two transactions, or a retry still waiting) is re-projected on
+  // the re-projection thread (logged). Sandboxes already current cost a comparison each; nothing is
+  // written then. A projection of the current policy signed with another key is not behind.
+  void CatchUpReprojections();
+
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
   // SandboxInfo's desired_* and drift fields (gateway/core/drift.h), desired as the driver says it.
@@ -195,9 +203,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // replica changed it or after a re-projection here failed to commit. Queued scopes are coalesced and
   // run at once; a scope whose re-projection fails is queued again with its own pause
   // (kReprojectionRetryMs, doubling while it keeps failing, at most kReprojectionRetryMaxMs), until it
-  // commits, so one scope that cannot commit delays no other. `failed_here`: the caller's own
-  // re-projection of `scope` just failed, so the first run waits out the first pause. Thread-safe; never
-  // blocks on a re-projection.
+  // commits or the core is destroyed (a restart re-projects nothing by itself: see docs/design.md), so
+  // one scope that cannot commit delays no other. `failed_here`: the caller's own re-projection of
+  // `scope` just failed, so it waits out a pause first (unless a change is queued for it already).
+  // Thread-safe; never blocks on a re-projection; does nothing once the core is being destroyed.
   void QueueReprojection(const std::string& scope, bool failed_here = false);
   void ReprojectionLoop();  // the thread's body; returns when the core is destroyed
   static constexpr int64_t kReprojectionRetryMs = 1000;
@@ -244,8 +253,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   ProviderProfileCatalogue profiles_;
   absl::Mutex refresh_mu_;   // one refresh at a time: keeps the version high-water mark exact
   struct QueuedScope {
-    absl::Time not_before = absl::InfinitePast();  // a failed scope waits out its pause
-    int64_t retry_ms = kReprojectionRetryMs;       // its next pause, should it fail (again)
+    // When it may run; min(): at once (a change). A failed scope waits out its pause.
+    std::chrono::steady_clock::time_point not_before = std::chrono::steady_clock::time_point::min();
+    int64_t retry_ms = kReprojectionRetryMs;  // its next pause, should it fail (again)
   };
   absl::Mutex reproject_mu_;
   std::map<std::string, QueuedScope> reproject_scopes_ ABSL_GUARDED_BY(reproject_mu_);  // to re-project

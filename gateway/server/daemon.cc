@@ -607,6 +607,7 @@ int Daemon::Serve() {
                                            ", database ", store::DisplayName(config_.database));
   LogInfo(serving);
   NotifyReady(serving);  // a Type=notify unit is active from here
+  core_->CatchUpReprojections();
   return 0;
 }
 
@@ -745,7 +746,15 @@ void Daemon::Stop() {
   for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
     if (server != nullptr) server->Wait();
   }
-  for (Listener* listener : {&admin_, &sandbox_}) listener->front.reset();
+  // The servers closed their side of every connection; the fronts pass on what is still in flight to the
+  // TCP clients (a response, the final GOAWAY) before they close: until then, or a short grace past the
+  // drain's deadline.
+  const auto relay_deadline = std::max(std::chrono::steady_clock::now() + std::chrono::milliseconds(500),
+                                       std::chrono::steady_clock::now() + (deadline - std::chrono::system_clock::now()));
+  for (Listener* listener : {&admin_, &sandbox_}) {
+    if (listener->front != nullptr) listener->front->AwaitConnectionsClosed(relay_deadline);
+    listener->front.reset();
+  }
   interceptor_status_.store(nullptr);  // no GetStatus runs any more
   openshell_push_status_.store(nullptr);
   interceptor_.reset();

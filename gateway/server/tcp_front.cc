@@ -170,22 +170,28 @@ class TcpFront::Loop {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         continue;
       }
+      // The wake (the destructor) and the nudge (StopAccepting) first: an accept that fails below stops
+      // this batch's accepting, and must never keep either from being seen.
       for (int i = 0; i < ready; ++i) {
         if (events[i].data.ptr == &wake_) return;
-        if (events[i].data.ptr == &nudge_) {
-          uint64_t count = 0;
-          [[maybe_unused]] auto got = ::read(nudge_, &count, sizeof(count));
-          if (!closed_listener) {  // a stop: new connections are refused by the kernel from now on
-            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listen_fd_, nullptr);
-            ::close(listen_fd_);
-            closed_listener = true;
-            accept_closed_.Notify();
-          }
-          continue;
+      }
+      for (int i = 0; i < ready; ++i) {
+        if (events[i].data.ptr != &nudge_) continue;
+        uint64_t count = 0;
+        [[maybe_unused]] auto got = ::read(nudge_, &count, sizeof(count));
+        if (!closed_listener) {  // a stop: new connections are refused by the kernel from now on
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          ::close(listen_fd_);
+          closed_listener = true;
+          accept_closed_.Notify();
         }
+      }
+      bool accept_backoff = false;
+      for (int i = 0; i < ready; ++i) {
+        if (events[i].data.ptr == &nudge_) continue;
         if (events[i].data.ptr == nullptr) {
-          if (closed_listener) continue;  // an event of this batch from before the close
-          if (!Accept(&warned_descriptors)) break;  // out of descriptors: back off before epoll again
+          if (closed_listener || accept_backoff) continue;  // closed above, or out of descriptors
+          if (!Accept(&warned_descriptors)) accept_backoff = true;  // connections below may free some
           continue;
         }
         End& end = *static_cast<End*>(events[i].data.ptr);
@@ -497,5 +503,13 @@ absl::Status TcpFront::Start(const std::string& backend, Options options) {
 }
 
 size_t TcpFront::open_connections() const { return loop_ == nullptr ? 0 : loop_->open(); }
+
+bool TcpFront::AwaitConnectionsClosed(std::chrono::steady_clock::time_point deadline) const {
+  while (open_connections() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 }  // namespace osh::gateway

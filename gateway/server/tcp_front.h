@@ -15,6 +15,7 @@
 // Thread-safe; one thread of its own.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -54,6 +55,10 @@ class TcpFront {
   // Call once.
   absl::Status Start(const std::string& backend, Options options);
   size_t open_connections() const;
+  // After StopAccepting and the gRPC server's shutdown: waits until every relayed connection has been
+  // closed — each once its server side closed and what the server wrote reached the client — or until
+  // `deadline`. False when some are still open then (the destructor closes them). Thread-safe.
+  bool AwaitConnectionsClosed(std::chrono::steady_clock::time_point deadline) const;
 
  private:
   class Loop;
