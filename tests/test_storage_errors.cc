@@ -118,6 +118,35 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
                    std::chrono::seconds(30)));
 }
 
+namespace {
+
+constexpr char kBlockReprojections[] =
+    "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection CHECK (type <> 'reprojection')";
+constexpr char kUnblockReprojections[] = "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection";
+
+// sb-1 admitted under github.yaml; then a constraint refuses every re-projection's audit event and the
+// default scope changes to restrictive-default.yaml: the revision commits, its re-projection does not.
+struct BlockedChange {
+  gw::AdmitSandboxResponse admitted;
+  gw::PolicyRevision revision;
+};
+BlockedChange AdmitThenChangeUnderBlock(GatewayFixture& g, const std::string& url) {
+  BlockedChange out;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  REQUIRE(g.Admit("sb-1", &out.admitted).ok());
+  REQUIRE(PgCluster::Psql(url, kBlockReprojections) == 0);
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &out.revision).ok());
+  CHECK(out.revision.sandboxes_updated() == 0);  // the revision committed; its re-projection did not
+  return out;
+}
+
+bool Serves(GatewayFixture& g, const std::string& handle, const std::string& digest) {
+  drv::Projection now;
+  return g.Fetch(handle, &now).ok() && now.policy_digest() == digest;
+}
+
+}  // namespace
+
 // A policy change is acknowledged when its revision commits; the re-projection that follows is a second
 // transaction. When that one fails (here a constraint refuses its audit event), nothing moves — and the
 // gateway runs it again until it commits, so no sandbox stays on the withdrawn policy.
@@ -126,26 +155,13 @@ TEST_CASE("storage errors: a re-projection that fails to commit is run again unt
   REQUIRE_FALSE(PgCluster::BinDir().empty());
   const std::string url = PgCluster::Shared().CreateDatabase();
   GatewayFixture g({"--database", url});
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection "
-                               "CHECK (type <> 'reprojection')") == 0);
-
-  gw::PolicyRevision revision;
-  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &revision).ok());
-  CHECK(revision.sandboxes_updated() == 0);  // the revision committed; its re-projection did not
-  drv::Projection served;
-  REQUIRE(g.Fetch(admitted.sandbox_handle(), &served).ok());
-  CHECK(served.policy_digest() == admitted.policy_digest());
+  const BlockedChange change = AdmitThenChangeUnderBlock(g, url);
+  CHECK(Serves(g, change.admitted.sandbox_handle(), change.admitted.policy_digest()));
   CHECK(Eventually([&] { return absl::StrContains(g.log(), "osh_test_no_reprojection"); }));
 
   // Gone the constraint, the next attempt commits and the sandbox is served the new policy.
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection") == 0);
-  CHECK(Eventually([&] {
-    drv::Projection now;
-    return g.Fetch(admitted.sandbox_handle(), &now).ok() && now.policy_digest() != admitted.policy_digest();
-  }));
+  REQUIRE(PgCluster::Psql(url, kUnblockReprojections) == 0);
+  CHECK(Eventually([&] { return Serves(g, change.admitted.sandbox_handle(), change.revision.policy_digest()); }));
 }
 
 // The retry lives in the gateway's memory: a stop (or a crash between the revision's commit and the
@@ -156,27 +172,20 @@ TEST_CASE("storage errors: a re-projection that had not committed at a stop is c
   REQUIRE_FALSE(PgCluster::BinDir().empty());
   const std::string url = PgCluster::Shared().CreateDatabase();
   GatewayFixture g({"--database", url});
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection "
-                               "CHECK (type <> 'reprojection')") == 0);
-  gw::PolicyRevision revision;
-  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &revision).ok());
-  CHECK(revision.sandboxes_updated() == 0);
+  const BlockedChange change = AdmitThenChangeUnderBlock(g, url);
   REQUIRE(g.Stop() == 0);  // the retry it had queued goes with it
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection") == 0);
+  REQUIRE(PgCluster::Psql(url, kUnblockReprojections) == 0);
 
   g.Start();
-  CHECK(Eventually([&] {
-    drv::Projection now;
-    return g.Fetch(admitted.sandbox_handle(), &now).ok() && now.policy_digest() == revision.policy_digest();
-  }));
+  CHECK(Eventually([&] { return Serves(g, change.admitted.sandbox_handle(), change.revision.policy_digest()); }));
+  CHECK_THAT(g.log(), Catch::Contains("served another policy than their scope's current revision"));
   // A start with nothing behind writes nothing.
   REQUIRE(g.Stop() == 0);
   const std::string before = g.log();
   g.Start();
   gw::AdmitSandboxResponse second;
   REQUIRE(g.Admit("sb-2", &second).ok());  // serving (and the catch-up had its chance)
-  CHECK_FALSE(absl::StrContains(g.log().substr(before.size()), "re-projected here"));
+  const std::string since = g.log().substr(before.size());
+  CHECK_FALSE(absl::StrContains(since, "re-projected here"));
+  CHECK_FALSE(absl::StrContains(since, "served another policy"));
 }
