@@ -120,6 +120,18 @@ TEST_CASE("fan-out: a scope's change moves every sandbox at once, all or none ac
       CHECK((*seen.begin() == new_digest || known_digests.count(*seen.begin()) == 1));
     }
     known_digests.insert(new_digest);
+    // Killed after the revision committed but before its re-projection did: the sandboxes were left on
+    // the withdrawn policy; the start catches them up. Either way all end on the current revision.
+    gw::GetPolicyRequest current_request;
+    current_request.set_scope("default");
+    gw::GetPolicyResponse current;
+    REQUIRE(g.admin().GetPolicy(GatewayFixture::Context().get(), current_request, &current).ok());
+    CHECK(Eventually([&] {
+      for (const auto& [id, digest] : Digests(g)) {
+        if (digest != current.revision().policy_digest()) return false;
+      }
+      return true;
+    }));
   }
   CHECK(g.Stop() == 0);
 }
