@@ -143,7 +143,8 @@ void GatewayCore::CatchUpReprojections() {
   }
   if (behind == 0) return;
   LogWarning(absl::StrCat(behind, " sandbox(es) are served another policy than their scope's current revision (a ",
-                          "re-projection that had not committed before the last stop): re-projecting"));
+                          "re-projection that had not committed before the last stop, or one that kept the last ",
+                          "good): re-projecting"));
   // The default scope's selection is every admitted sandbox; the re-projection moves those not current.
   QueueReprojection(std::string(policy::kDefaultScope));
 }
