@@ -296,6 +296,10 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                   << "watchers:           " << s.watchers() << "\n"
                   << "pending releases:   " << s.pending_releases() << "\n"
                   << "refresh errors:     " << s.refresh_errors() << "\n";
+        if (s.reprojections_pending() > 0) {
+          std::cout << "re-projections:     " << s.reprojections_pending()
+                    << " scope(s) queued (a failed one retries; see the gateway's log)\n";
+        }
         if (s.possibly_leaked_handles() > 0) {
           std::cout << "possibly leaked:    " << s.possibly_leaked_handles()
                     << " driver handle(s) (the driver ignores idempotency keys)\n";

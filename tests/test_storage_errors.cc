@@ -158,10 +158,15 @@ TEST_CASE("storage errors: a re-projection that fails to commit is run again unt
   const BlockedChange change = AdmitThenChangeUnderBlock(g, url);
   CHECK(Serves(g, change.admitted.sandbox_handle(), change.admitted.policy_digest()));
   CHECK(Eventually([&] { return absl::StrContains(g.log(), "osh_test_no_reprojection"); }));
+  CHECK(Eventually([&] { return g.Status().reprojections_pending() == 1; }));  // operators see it waiting
+  std::string out, err;
+  REQUIRE(Ctl(g, {"status"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("re-projections:     1 scope(s) queued"));
 
   // Gone the constraint, the next attempt commits and the sandbox is served the new policy.
   REQUIRE(PgCluster::Psql(url, kUnblockReprojections) == 0);
   CHECK(Eventually([&] { return Serves(g, change.admitted.sandbox_handle(), change.revision.policy_digest()); }));
+  CHECK(Eventually([&] { return g.Status().reprojections_pending() == 0; }));
 }
 
 // The retry lives in the gateway's memory: a stop (or a crash between the revision's commit and the

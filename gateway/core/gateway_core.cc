@@ -930,6 +930,10 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
     if (auto n = driver_->authoring()->CountPolicyScopes(); n.ok()) out.set_policy_scopes(*n);
   }
   if (auto pending = store_->releases().CountPendingReleases(); pending.ok()) out.set_pending_releases(*pending);
+  {
+    absl::MutexLock lock(&reproject_mu_);
+    out.set_reprojections_pending(reproject_scopes_.size());
+  }
   if (auto active = gate_.ceiling().current()) *out.mutable_ceiling() = CeilingGuard::InfoOf(*active);
   return out;
 }

@@ -257,7 +257,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     std::chrono::steady_clock::time_point not_before = std::chrono::steady_clock::time_point::min();
     int64_t retry_ms = kReprojectionRetryMs;  // its next pause, should it fail (again)
   };
-  absl::Mutex reproject_mu_;
+  mutable absl::Mutex reproject_mu_;
   std::map<std::string, QueuedScope> reproject_scopes_ ABSL_GUARDED_BY(reproject_mu_);  // to re-project
   uint64_t reproject_queued_ ABSL_GUARDED_BY(reproject_mu_) = 0;  // wakes the thread from a pause
   bool stopping_reprojection_ ABSL_GUARDED_BY(reproject_mu_) = false;

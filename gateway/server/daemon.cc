@@ -618,6 +618,7 @@ std::string Daemon::RenderMetrics() {
     snapshot.watchers = status->watchers();
     snapshot.driver_up = driver_->available();
     snapshot.pending_releases = status->pending_releases();
+    snapshot.reprojections_pending = status->reprojections_pending();
     snapshot.refresh_errors = status->refresh_errors();
     snapshot.revoked_sandboxes = status->revoked_sandboxes();
     snapshot.possibly_leaked_handles = status->possibly_leaked_handles();

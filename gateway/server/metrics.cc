@@ -201,6 +201,9 @@ std::string Metrics::Render(const Snapshot& s) const {
   Gauge(&out, "policy_gateway_driver_up", "1 while the policy driver is reachable.", s.driver_up ? 1 : 0);
   Gauge(&out, "policy_gateway_pending_releases", "Driver-handle releases queued for delivery.", s.pending_releases);
   Gauge(&out, "policy_gateway_refresh_errors", "Admitted sandboxes whose last refresh failed.", s.refresh_errors);
+  Gauge(&out, "policy_gateway_reprojections_pending",
+        "Policy scopes whose re-projection is queued (one that failed waits out its retry pause).",
+        s.reprojections_pending);
   Gauge(&out, "policy_gateway_revoked_sandboxes", "Sandboxes refused to fetchers after a key revocation.",
         s.revoked_sandboxes);
   Gauge(&out, "policy_gateway_possibly_leaked_handles",

@@ -26,6 +26,7 @@ class Metrics {
     uint64_t watchers = 0;
     bool driver_up = false;
     uint64_t pending_releases = 0;
+    uint64_t reprojections_pending = 0;
     uint64_t refresh_errors = 0;
     uint64_t revoked_sandboxes = 0;
     uint64_t possibly_leaked_handles = 0;
