@@ -158,12 +158,9 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
     // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
     // reached is kept (a database that stays broken is not hammered because changes keep coming).
     queued.not_before = std::chrono::steady_clock::time_point::min();
-  } else if (inserted || queued.not_before != std::chrono::steady_clock::time_point::min()) {
-    // The caller's own re-projection of `scope` just failed: it runs again after the pause reached (the
-    // first one, or a longer one the thread already waits out). A change queued meanwhile runs at once.
-    queued.not_before = std::max(queued.not_before,
-                                 std::chrono::steady_clock::now() + std::chrono::milliseconds(queued.retry_ms));
-    queued.retry_ms = std::min<int64_t>(2 * queued.retry_ms, kReprojectionRetryMaxMs);
+  } else {
+    // The caller's own re-projection of `scope` just failed: it runs again after the pause reached.
+    RequeueFailedLocked(queued, inserted, queued.retry_ms, std::chrono::steady_clock::now());
   }
   ++reproject_queued_;
   if (reproject_thread_.joinable()) return;
@@ -231,13 +228,19 @@ void GatewayCore::ReprojectionLoop() {
     const Clock::time_point failed_at = Clock::now();
     for (const auto& [scope, retry_ms] : failed) {
       auto [it, inserted] = reproject_scopes_.try_emplace(scope);
-      QueuedScope& queued = it->second;
-      if (inserted || queued.not_before != Clock::time_point::min()) {
-        queued.not_before = std::max(queued.not_before, failed_at + std::chrono::milliseconds(retry_ms));
-      }
-      queued.retry_ms = std::max<int64_t>(queued.retry_ms, std::min<int64_t>(retry_ms * 2, kReprojectionRetryMaxMs));
+      RequeueFailedLocked(it->second, inserted, retry_ms, failed_at);
     }
   }
+}
+
+void GatewayCore::RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,
+                                      std::chrono::steady_clock::time_point failed_at) {
+  // Queued meanwhile by a change (due at once), it stays due at once; otherwise it waits the longer of the
+  // pause it had and this one. The next pause doubles, never shrinking below one already reached.
+  if (inserted || queued.not_before != std::chrono::steady_clock::time_point::min()) {
+    queued.not_before = std::max(queued.not_before, failed_at + std::chrono::milliseconds(pause_ms));
+  }
+  queued.retry_ms = std::max<int64_t>(queued.retry_ms, std::min<int64_t>(2 * pause_ms, kReprojectionRetryMaxMs));
 }
 
 bool GatewayCore::HoldsFleetLease(const std::string& name, int64_t duration_ms) {

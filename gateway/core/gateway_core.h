@@ -257,6 +257,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     std::chrono::steady_clock::time_point not_before = std::chrono::steady_clock::time_point::min();
     int64_t retry_ms = kReprojectionRetryMs;  // its next pause, should it fail (again)
   };
+  // After `queued`'s scope failed to re-project (`inserted`: it was not queued): its next run and pause.
+  void RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,
+                           std::chrono::steady_clock::time_point failed_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_);
   mutable absl::Mutex reproject_mu_;
   std::map<std::string, QueuedScope> reproject_scopes_ ABSL_GUARDED_BY(reproject_mu_);  // to re-project
   uint64_t reproject_queued_ ABSL_GUARDED_BY(reproject_mu_) = 0;  // wakes the thread from a pause

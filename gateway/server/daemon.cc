@@ -750,10 +750,8 @@ void Daemon::Stop() {
   // The servers closed their side of every connection; the fronts pass on what is still in flight to the
   // TCP clients (a response, the final GOAWAY) before they close: until then, or a short grace past the
   // drain's deadline.
-  const auto relay_deadline = std::max(std::chrono::steady_clock::now() + std::chrono::milliseconds(500),
-                                       std::chrono::steady_clock::now() + (deadline - std::chrono::system_clock::now()));
   for (Listener* listener : {&admin_, &sandbox_}) {
-    if (listener->front != nullptr) listener->front->AwaitConnectionsClosed(relay_deadline);
+    if (listener->front != nullptr) listener->front->AwaitConnectionsClosed(deadline);
     listener->front.reset();
   }
   interceptor_status_.store(nullptr);  // no GetStatus runs any more

@@ -167,9 +167,7 @@ void InterceptorListener::Stop(std::chrono::system_clock::time_point deadline) {
     server_.reset();
   }
   if (front_ != nullptr) {  // what the server wrote last reaches the TCP clients (a grace past the deadline)
-    front_->AwaitConnectionsClosed(
-        std::max(std::chrono::steady_clock::now() + std::chrono::milliseconds(500),
-                 std::chrono::steady_clock::now() + (deadline - std::chrono::system_clock::now())));
+    front_->AwaitConnectionsClosed(deadline);
   }
   front_.reset();
   if (pool_ != nullptr) pool_->Shutdown();

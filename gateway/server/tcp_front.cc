@@ -504,9 +504,13 @@ absl::Status TcpFront::Start(const std::string& backend, Options options) {
 
 size_t TcpFront::open_connections() const { return loop_ == nullptr ? 0 : loop_->open(); }
 
-bool TcpFront::AwaitConnectionsClosed(std::chrono::steady_clock::time_point deadline) const {
+bool TcpFront::AwaitConnectionsClosed(std::chrono::system_clock::time_point deadline) const {
+  // Timed on the steady clock from here: a step of the wall clock neither cuts nor stretches the wait.
+  const auto now = std::chrono::steady_clock::now();
+  const auto until = now + std::max<std::chrono::nanoseconds>(deadline - std::chrono::system_clock::now(),
+                                                               std::chrono::nanoseconds::zero()) + kRelayGrace;
   while (open_connections() > 0) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;

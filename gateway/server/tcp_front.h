@@ -57,8 +57,10 @@ class TcpFront {
   size_t open_connections() const;
   // After StopAccepting and the gRPC server's shutdown: waits until every relayed connection has been
   // closed — each once its server side closed and what the server wrote reached the client — or until
-  // `deadline`. False when some are still open then (the destructor closes them). Thread-safe.
-  bool AwaitConnectionsClosed(std::chrono::steady_clock::time_point deadline) const;
+  // the drain's `deadline` plus a grace of kRelayGrace (a drain that used its whole deadline still passes on
+  // what it wrote last). False when some are still open then (the destructor closes them). Thread-safe.
+  bool AwaitConnectionsClosed(std::chrono::system_clock::time_point deadline) const;
+  static constexpr std::chrono::milliseconds kRelayGrace{500};
 
  private:
   class Loop;
