@@ -225,7 +225,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   }
   store->replica_ = replica;
   {
-    absl::MutexLock lock(&store->feed_mu_);
+    absl::MutexLock lock(&store->feed_conn_mu_);
     store->notice_listener_ = options.notice;
   }
   if (!replica) return store;  // policy-gateway migrate: no heartbeat, no feed
@@ -242,6 +242,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   }
   {
     absl::MutexLock lock(&store->feed_mu_);
+    absl::MutexLock conn_lock(&store->feed_conn_mu_);
     PgConn& feed_conn = store->feed_;
     OSH_RETURN_IF_ERROR(feed_conn.Exec("LISTEN osh_changes"));
     auto registered = feed_conn.Query(absl::StrCat("INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, ",
@@ -267,7 +268,7 @@ PostgresStore::~PostgresStore() {
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
   if (!replica_) return;
-  absl::MutexLock lock(&feed_mu_);
+  absl::MutexLock lock(&feed_conn_mu_);
   // A clean stop: this replica's admissions in flight are due at once, and it no longer counts as live.
   feed_.Query("UPDATE pending_releases SET in_flight_owner = '' WHERE in_flight_owner = $1", PgParams().Add(replica_id_))
       .IgnoreError();
@@ -1260,7 +1261,7 @@ void PostgresStore::FeedLoop() {
   while (!stopping_) {
     int socket = -1;
     {
-      absl::MutexLock lock(&feed_mu_);
+      absl::MutexLock lock(&feed_conn_mu_);
       socket = Pq().PQsocket(feed_.raw());
     }
     if (socket >= 0) {
@@ -1269,31 +1270,37 @@ void PostgresStore::FeedLoop() {
     } else {
       ::usleep(200 * 1000);
     }
-    absl::MutexLock lock(&feed_mu_);
-    bool notified = false;
-    if (Pq().PQconsumeInput(feed_.raw()) == 1) {
-      while (PGnotify* n = Pq().PQnotifies(feed_.raw())) {
-        notified = true;
-        Pq().PQfreemem(n);
-      }
-    }
-    if (notified || NowMs() - last_heartbeat_ok_ms_ >= kFeedPollMs / 2) {
-      absl::Status polled = PollFeed();
-      if (!polled.ok() && !feed_.healthy()) {
-        if (feed_.Reconnect().ok()) {
-          feed_.Exec("LISTEN osh_changes").IgnoreError();
-          polled = PollFeed();  // catch up from the store on what was missed meanwhile
+    absl::Status polled;
+    {
+      absl::MutexLock lock(&feed_conn_mu_);
+      bool notified = false;
+      if (Pq().PQconsumeInput(feed_.raw()) == 1) {
+        while (PGnotify* n = Pq().PQnotifies(feed_.raw())) {
+          notified = true;
+          Pq().PQfreemem(n);
         }
       }
-      if (reachable_.exchange(polled.ok()) != polled.ok() && reachability_listener_) {
-        reachability_listener_(polled.ok());
+      if (!notified && NowMs() - last_heartbeat_ok_ms_ < kFeedPollMs / 2) continue;
+      polled = Heartbeat();  // holds the connection only: a write may commit meanwhile
+    }
+    absl::MutexLock lock(&feed_mu_);
+    absl::MutexLock conn_lock(&feed_conn_mu_);
+    if (polled.ok()) polled = ReadFeed();
+    if (!polled.ok() && !feed_.healthy()) {
+      if (feed_.Reconnect().ok()) {
+        feed_.Exec("LISTEN osh_changes").IgnoreError();
+        polled = Heartbeat();  // catch up from the store on what was missed meanwhile
+        if (polled.ok()) polled = ReadFeed();
       }
+    }
+    if (reachable_.exchange(polled.ok()) != polled.ok() && reachability_listener_) {
+      reachability_listener_(polled.ok());
     }
   }
 }
 
-absl::Status PostgresStore::PollFeed() {
-  // The heartbeat (re-registering after the row was lost, say to a database restored from backup).
+absl::Status PostgresStore::Heartbeat() {
+  // Re-registers after the row was lost, say to a database restored from backup.
   OSH_RETURN_IF_ERROR(feed_
                           .Query(absl::StrCat("INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, ",
                                               kDbNowMs, ", ", kDbNowMs, ") ON CONFLICT (id) DO UPDATE SET heartbeat_at = ",
@@ -1305,6 +1312,10 @@ absl::Status PostgresStore::PollFeed() {
     OSH_RETURN_IF_ERROR(ExpireDeadReplicas());
     last_expiry_pass_ms_ = last_heartbeat_ok_ms_;
   }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::ReadFeed() {
   auto rows = feed_.Query("SELECT seq, origin, kind, payload FROM changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
                           PgParams().Add(feed_seq_));
   if (!rows.ok()) return rows.status();

@@ -148,10 +148,15 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // A read on the read connection, reconnecting once if it had broken.
   absl::StatusOr<PgResult> Read(const std::string& sql, const PgParams& params = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   void FeedLoop();
-  absl::Status PollFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_);
+  // The replica's heartbeat (and, every kExpiryPassMs, the expiry pass) on the feed connection. Holds
+  // only the connection: a heartbeat that stalls (a stalled backend, a lost link) never holds up a write.
+  absl::Status Heartbeat() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
+  // Reads the change feed from feed_seq_ and applies it to this replica's view. Under feed_mu_: a write
+  // that changes what replicas serve holds it from before the head lock until its own view is updated.
+  absl::Status ReadFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_, feed_conn_mu_);
   // Deletes replica rows silent for kReplicaExpiryMs and makes admission notes left in flight by a
   // replica that is gone due (in_flight_owner cleared), telling the notice listener of each.
-  absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_);
+  absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
 
   const Clock* const clock_;
   const std::string replica_id_;
@@ -165,14 +170,16 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Mutex read_mu_;
   PgConn reader_ ABSL_GUARDED_BY(read_mu_);
 
-  absl::Mutex feed_mu_;  // the feed connection, its position and listener
-  PgConn feed_ ABSL_GUARDED_BY(feed_mu_);
+  absl::Mutex feed_mu_;  // the feed's position and listeners: applying remote changes, ordered with writes
   int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
-  int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
   std::function<void(bool)> reachability_listener_ ABSL_GUARDED_BY(feed_mu_);
-  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(feed_mu_);
-  int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  // The feed connection (taken after feed_mu_ when both are held), the heartbeat and the expiry pass.
+  absl::Mutex feed_conn_mu_ ABSL_ACQUIRED_AFTER(feed_mu_);
+  PgConn feed_ ABSL_GUARDED_BY(feed_conn_mu_);
+  int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
+  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(feed_conn_mu_);
+  int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
   bool replica_ = true;  // set before the feed thread starts
   std::atomic<bool> reachable_{true};
   std::atomic<bool> stopping_{false};

@@ -24,6 +24,7 @@
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,7 @@
 #include "policy/provider_profile.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.grpc.pb.h"
+#include "store/pg_conn.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_pki.h"
@@ -2399,28 +2401,27 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
 
 
 namespace {
-// The backends (pids) connected to the database of `url` now, psql's own excepted; `where` narrows them.
-std::set<std::string> Backends(const std::string& url, const std::string& where = "true") {
-  std::string out;
-  REQUIRE(PgCluster::Psql(url, absl::StrCat("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                            "AND pid <> pg_backend_pid() AND (", where, ")"),
-                          &out) == 0);
-  std::set<std::string> pids;
-  for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipWhitespace())) pids.emplace(line);
-  return pids;
-}
-// Stops a PostgreSQL backend process (SIGSTOP) until destroyed: its client waits on it as on a stalled server.
-class StoppedBackend {
+// Holds a replica's row in `replicas` locked (FOR UPDATE, in an open transaction) until released: that
+// replica's next heartbeat waits on it, and its feed, which heartbeats before it reads, stalls there.
+class HeldHeartbeat {
  public:
-  explicit StoppedBackend(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
-  ~StoppedBackend() { Resume(); }
-  void Resume() {
-    if (pid_ > 0) ::kill(pid_, SIGCONT);
-    pid_ = 0;
+  HeldHeartbeat(const std::string& url, const std::string& replica_id) {
+    auto conn = osh::store::PgConn::Connect(url);
+    REQUIRE(conn.ok());
+    conn_ = std::make_unique<osh::store::PgConn>(*std::move(conn));
+    REQUIRE(conn_->Exec("BEGIN").ok());
+    auto locked = conn_->Query("SELECT id FROM replicas WHERE id = $1 FOR UPDATE", osh::store::PgParams().Add(replica_id));
+    REQUIRE(locked.ok());
+    REQUIRE(locked->rows() == 1);
+  }
+  ~HeldHeartbeat() { Release(); }
+  void Release() {
+    if (conn_) conn_->Exec("ROLLBACK").IgnoreError();
+    conn_.reset();
   }
 
  private:
-  pid_t pid_;
+  std::unique_ptr<osh::store::PgConn> conn_;
 };
 }  // namespace
 
@@ -2433,17 +2434,23 @@ TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before
   openshell::sandbox::v1::SandboxPolicy base;
   REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
   REQUIRE(a.gateway().SetPolicy("default", base).ok());  // before B starts: B loads it, no feed needed
-  const std::set<std::string> before = Backends(url);
+  std::string replicas;
+  REQUIRE(PgCluster::Psql(url, "SELECT id FROM replicas", &replicas) == 0);
   InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
-  // B's change feed: of B's connections, the one that listens, heartbeats and reads the feed.
-  std::vector<std::string> feed;
-  for (const std::string& pid : Backends(url, "query LIKE 'LISTEN%' OR query LIKE '%FROM changes%' OR "
-                                              "query LIKE '%INTO replicas%'")) {
-    if (!before.contains(pid)) feed.push_back(pid);
-  }
-  INFO("B's feed backends: " << absl::StrJoin(feed, ", "));
-  REQUIRE(feed.size() == 1);
-  StoppedBackend stopped(std::stoi(feed[0]));
+  // B's feed stalls: its heartbeat waits on B's row, held here, and it reads the feed only after one.
+  std::string b_id;
+  REQUIRE(PgCluster::Psql(url, "SELECT id FROM replicas ORDER BY started_at DESC, id LIMIT 1", &b_id) == 0);
+  b_id = std::string(absl::StripAsciiWhitespace(b_id));
+  REQUIRE_FALSE(absl::StrContains(replicas, b_id));
+  HeldHeartbeat held(url, b_id);
+  // Until B's feed is seen waiting there: it reads nothing more while held. The stall holds B's feed
+  // connection only, never B's writes (a write holds off the feed while it commits, not the reverse).
+  CHECK(Eventually([&] {
+    std::string waiting;
+    REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                 "query LIKE 'INSERT INTO replicas%'", &waiting) == 0);
+    return absl::StripAsciiWhitespace(waiting) == "1";
+  }));
 
   const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
   const auto modified = a.Evaluate("CreateSandbox", false, create);
@@ -2456,7 +2463,7 @@ TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before
   CheckDeny(early, "FAILED_PRECONDITION", "already_admitted: ");
   CHECK_THAT(early.reason(), Catch::Contains("by another replica of this gateway, and not yet seen here; try again"));
 
-  stopped.Resume();
+  held.Release();
   icv1::InterceptorResult retried;
   CHECK(Eventually([&] {
     retried = b.Evaluate("CreateSandbox", false, create);
