@@ -98,6 +98,13 @@ std::pair<BuiltinDriver::Revision, uint64_t> BuiltinDriver::Resolve(const driver
   return {chosen, version};
 }
 
+std::optional<std::map<std::string, uint64_t>> BuiltinDriver::KnownRevisions() {
+  std::map<std::string, uint64_t> known;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [scope, latest] : latest_) known.emplace(scope, latest->revision);
+  return known;
+}
+
 std::string BuiltinDriver::ProjectionKey(const driver_v1::RuntimeContext& context) {
   std::vector<std::string> scopes;
   auto [chosen, version] = Resolve(context, &scopes);

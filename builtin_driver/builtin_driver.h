@@ -11,6 +11,7 @@
 // another replica (store::RevisionListener), so serving a projection reads no database. Thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,7 @@ class BuiltinDriver final : public drivers::PolicyDriver,
   absl::StatusOr<drivers::gateway_v1::ListPolicyRevisionsResponse> ListPolicyRevisions(
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
+  std::optional<std::map<std::string, uint64_t>> KnownRevisions() override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
   bool IsCurrent(const drivers::driver_v1::RuntimeContext& context, const drivers::driver_v1::Projection& served) override;
   std::optional<Desired> DesiredFor(const drivers::driver_v1::RuntimeContext& context) override;

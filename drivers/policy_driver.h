@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 
 #include <optional>
 #include <string>
@@ -50,6 +51,10 @@ class PolicyAuthoring {
     std::string source;
   };
   virtual std::optional<Desired> DesiredFor(const driver_v1::RuntimeContext&) { return std::nullopt; }
+  // The newest revision of each scope as this driver knows them now (deleted scopes included): what its
+  // projections are made from. A re-projection commits only if the store holds none newer
+  // (store::ChangeBatch::checked_revisions). nullopt: the driver keeps no revisions in the gateway's store.
+  virtual std::optional<std::map<std::string, uint64_t>> KnownRevisions() { return std::nullopt; }
   // A check every new policy must pass before it is stored (the gateway's ceiling); its refusal is
   // returned to the caller as is and nothing is stored. Set before concurrent use.
   using PolicyGuard = std::function<absl::Status(const openshell::sandbox::v1::SandboxPolicy&)>;

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -99,6 +101,8 @@ using Change = std::variant<change::AdmitSandbox, change::ReplaceProjection, cha
 inline constexpr int64_t kNoCeiling = -1;
 // The start of the message of a batch refused because the ceiling changed (issue 25.10).
 inline constexpr char kCeilingChanged[] = "ceiling_changed";
+// The start of the message of a batch refused because a policy revision it did not know was stored.
+inline constexpr char kPolicyChanged[] = "policy_changed";
 
 struct ChangeBatch {
   std::vector<Change> changes;
@@ -110,6 +114,13 @@ struct ChangeBatch {
   // checked against an older ceiling commits once a newer one is stored. Every batch that puts a
   // projection in force (admission, refresh, re-projection) sets it.
   std::optional<int64_t> checked_ceiling;
+  // The policy revisions the batch's projections were made from: scope -> its newest revision the
+  // driver knew (a scope absent: none known). When set, the store refuses the whole batch (ABORTED
+  // "policy_changed: ...", nothing written) inside its transaction when a scope has a newer revision in
+  // the database, serialised as checked_ceiling is: a replica whose view of the revisions is behind
+  // (its change feed has not brought another replica's revision yet) never writes an older policy over
+  // the newer one another replica already put in force. Set by re-projections (the builtin driver).
+  std::optional<std::map<std::string, uint64_t>> checked_revisions;
 };
 
 // Whether a commit was refused because the stored ceiling is not the one the batch was checked against.
@@ -120,6 +131,25 @@ inline absl::Status CeilingChangedError(int64_t checked, int64_t stored) {
   auto name = [](int64_t v) { return v == kNoCeiling ? std::string("none") : std::string("version ") + std::to_string(v); };
   return absl::AbortedError(std::string(kCeilingChanged) + ": checked against ceiling " + name(checked) +
                             " but the ceiling in the database is " + name(stored));
+}
+
+// Whether a commit was refused because a policy revision the batch did not know was stored.
+inline bool IsPolicyChanged(const absl::Status& status) {
+  return absl::IsAborted(status) && absl::StartsWith(status.message(), kPolicyChanged);
+}
+// `stored`: each scope's newest revision in the database. OK when none is newer than `checked` says.
+inline absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked,
+                                        const std::vector<std::pair<std::string, uint64_t>>& stored) {
+  for (const auto& [scope, revision] : stored) {
+    const auto known = checked.find(scope);
+    const uint64_t seen = known == checked.end() ? 0 : known->second;
+    if (revision > seen) {
+      return absl::AbortedError(std::string(kPolicyChanged) + ": scope " + scope + " is at revision " +
+                                std::to_string(revision) + " in the database; the projections were made from " +
+                                (seen == 0 ? std::string("none of its revisions") : "revision " + std::to_string(seen)));
+    }
+  }
+  return absl::OkStatus();
 }
 
 struct CommitResult {

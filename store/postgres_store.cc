@@ -406,6 +406,7 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     CommitResult& result = pending->result;
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
+    if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
     std::vector<std::string> touched;
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
@@ -828,6 +829,15 @@ absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
   const int64_t stored = current->rows() ? current->Int(0, 0) : kNoCeiling;
   if (stored != checked) return CeilingChangedError(checked, stored);
   return absl::OkStatus();
+}
+
+absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {
+  // As CheckCeilingUnchanged: after the head lock, which every revision's append takes too.
+  auto latest = writer_.Query("SELECT scope, MAX(revision) FROM policy_revisions GROUP BY scope");
+  if (!latest.ok()) return latest.status();
+  std::vector<std::pair<std::string, uint64_t>> stored;
+  for (int i = 0; i < latest->rows(); ++i) stored.emplace_back(latest->Bytes(i, 0), static_cast<uint64_t>(latest->Int(i, 1)));
+  return store::CheckRevisionsKnown(checked, stored);
 }
 
 absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust::audit::Type type_enum,
@@ -1281,18 +1291,28 @@ void PostgresStore::FeedLoop() {
         }
       }
       if (!notified && NowMs() - last_heartbeat_ok_ms_ < kFeedPollMs / 2) continue;
-      polled = Heartbeat();  // holds the connection only: a write may commit meanwhile
+      // Holding the connection only (a write may commit meanwhile), as the reconnect below does.
+      polled = Heartbeat();
+    }
+    auto read = [this] {
+      absl::MutexLock lock(&feed_mu_);
+      absl::MutexLock conn_lock(&feed_conn_mu_);
+      return ReadFeed();
+    };
+    if (polled.ok()) polled = read();
+    if (!polled.ok()) {
+      bool reconnected = false;
+      {
+        absl::MutexLock conn_lock(&feed_conn_mu_);
+        if (!feed_.healthy() && feed_.Reconnect().ok()) {
+          feed_.Exec("LISTEN osh_changes").IgnoreError();
+          polled = Heartbeat();
+          reconnected = true;
+        }
+      }
+      if (reconnected && polled.ok()) polled = read();  // catch up on what was missed meanwhile
     }
     absl::MutexLock lock(&feed_mu_);
-    absl::MutexLock conn_lock(&feed_conn_mu_);
-    if (polled.ok()) polled = ReadFeed();
-    if (!polled.ok() && !feed_.healthy()) {
-      if (feed_.Reconnect().ok()) {
-        feed_.Exec("LISTEN osh_changes").IgnoreError();
-        polled = Heartbeat();  // catch up from the store on what was missed meanwhile
-        if (polled.ok()) polled = ReadFeed();
-      }
-    }
     if (reachable_.exchange(polled.ok()) != polled.ok() && reachability_listener_) {
       reachability_listener_(polled.ok());
     }

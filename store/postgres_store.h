@@ -135,6 +135,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   // Only inside a transaction that holds the chain's head row (as SaveCeiling's does).
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ChangeBatch::checked_revisions, read on the write connection after the head lock.
+  absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -391,6 +391,7 @@ std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::Com
     CommitResult& result = pending->result;
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
+    if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
@@ -849,6 +850,19 @@ absl::Status SqliteStore::CheckCeilingUnchanged(int64_t checked) {
   const int64_t stored = *row ? current->Int(0) : kNoCeiling;
   if (stored != checked) return CeilingChangedError(checked, stored);
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {
+  auto latest = db_.Prepare("SELECT scope, MAX(revision) FROM policy_revisions GROUP BY scope");
+  if (!latest.ok()) return latest.status();
+  std::vector<std::pair<std::string, uint64_t>> stored;
+  for (;;) {
+    auto row = latest->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    stored.emplace_back(latest->Text(0), static_cast<uint64_t>(latest->Int(1)));
+  }
+  return store::CheckRevisionsKnown(checked, stored);
 }
 
 absl::StatusOr<std::optional<AuditEvent>> SqliteStore::LatestAuditEvent(trust::audit::Type type_enum,

@@ -124,6 +124,8 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ChangeBatch::checked_revisions (the one writer: nothing appends meanwhile).
+  absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores the envelope (and its body) if new; its id and policy digest.
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

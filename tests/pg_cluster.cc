@@ -141,6 +141,36 @@ std::string PgCluster::ConnectionString(const std::string& dbname) const {
   return "host=" + dir_ + " port=" + std::to_string(kPort) + " user=postgres dbname=" + dbname;
 }
 
+HeldRows::HeldRows(const std::string& url, const std::string& select_for_update) {
+  conn_ = PQconnectdb(url.c_str());
+  REQUIRE(PQstatus(conn_) == CONNECTION_OK);
+  PGresult* begun = PQexec(conn_, "BEGIN");
+  REQUIRE(PQresultStatus(begun) == PGRES_COMMAND_OK);
+  PQclear(begun);
+  PGresult* locked = PQexec(conn_, select_for_update.c_str());
+  INFO(select_for_update << ": " << PQerrorMessage(conn_));
+  REQUIRE(PQresultStatus(locked) == PGRES_TUPLES_OK);
+  const int rows = PQntuples(locked);
+  PQclear(locked);
+  REQUIRE(rows > 0);
+}
+
+void HeldRows::Release() {
+  if (conn_ == nullptr) return;
+  PQclear(PQexec(conn_, "ROLLBACK"));
+  PQfinish(conn_);
+  conn_ = nullptr;
+}
+
+int WaitingOnLock(const std::string& url, const std::string& query_start) {
+  std::string out;
+  std::string escaped;
+  for (char c : query_start) escaped += c == '\'' ? std::string("''") : std::string(1, c);
+  REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                               "wait_event_type = 'Lock' AND starts_with(query, '" + escaped + "')", &out) == 0);
+  return std::stoi(out);
+}
+
 std::string PgCluster::Url(const std::string& dbname) const {
   return "postgresql://postgres@" + PercentEncode(dir_) + ":" + std::to_string(kPort) + "/" + dbname;
 }

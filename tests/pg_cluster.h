@@ -8,6 +8,8 @@
 
 #include "tests/process.h"
 
+struct pg_conn;  // libpq's PGconn
+
 namespace osh::test {
 
 class PgCluster {
@@ -44,5 +46,22 @@ class PgCluster {
   std::unique_ptr<Process> server_;
   int databases_ = 0;
 };
+
+// Rows of a database held locked (`select_for_update`, run in a transaction of its own connection;
+// REQUIREs that it locks at least one row) until Release() or destruction: a statement that updates them
+// waits meanwhile, as behind a slow transaction. Not thread-safe.
+class HeldRows {
+ public:
+  HeldRows(const std::string& url, const std::string& select_for_update);
+  ~HeldRows() { Release(); }
+  HeldRows(const HeldRows&) = delete;
+  void Release();  // rolls back: the waiting statements go on
+
+ private:
+  pg_conn* conn_ = nullptr;
+};
+
+// How many backends of the database at `url` wait on a lock in a statement starting with `query_start`.
+int WaitingOnLock(const std::string& url, const std::string& query_start);
 
 }  // namespace osh::test

@@ -39,7 +39,6 @@
 #include "policy/provider_profile.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.grpc.pb.h"
-#include "store/pg_conn.h"
 #include "tests/gateway_fixture.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_pki.h"
@@ -2400,31 +2399,6 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
 }
 
 
-namespace {
-// Holds a replica's row in `replicas` locked (FOR UPDATE, in an open transaction) until released: that
-// replica's next heartbeat waits on it, and its feed, which heartbeats before it reads, stalls there.
-class HeldHeartbeat {
- public:
-  HeldHeartbeat(const std::string& url, const std::string& replica_id) {
-    auto conn = osh::store::PgConn::Connect(url);
-    REQUIRE(conn.ok());
-    conn_ = std::make_unique<osh::store::PgConn>(*std::move(conn));
-    REQUIRE(conn_->Exec("BEGIN").ok());
-    auto locked = conn_->Query("SELECT id FROM replicas WHERE id = $1 FOR UPDATE", osh::store::PgParams().Add(replica_id));
-    REQUIRE(locked.ok());
-    REQUIRE(locked->rows() == 1);
-  }
-  ~HeldHeartbeat() { Release(); }
-  void Release() {
-    if (conn_) conn_->Exec("ROLLBACK").IgnoreError();
-    conn_.reset();
-  }
-
- private:
-  std::unique_ptr<osh::store::PgConn> conn_;
-};
-}  // namespace
-
 TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before B's feed brought A's admission is "
           "refused with try again, then reused",
           "[interceptor][integration][admit][postgres][replicas]") {
@@ -2434,23 +2408,13 @@ TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before
   openshell::sandbox::v1::SandboxPolicy base;
   REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
   REQUIRE(a.gateway().SetPolicy("default", base).ok());  // before B starts: B loads it, no feed needed
-  std::string replicas;
-  REQUIRE(PgCluster::Psql(url, "SELECT id FROM replicas", &replicas) == 0);
   InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
   // B's feed stalls: its heartbeat waits on B's row, held here, and it reads the feed only after one.
-  std::string b_id;
-  REQUIRE(PgCluster::Psql(url, "SELECT id FROM replicas ORDER BY started_at DESC, id LIMIT 1", &b_id) == 0);
-  b_id = std::string(absl::StripAsciiWhitespace(b_id));
-  REQUIRE_FALSE(absl::StrContains(replicas, b_id));
-  HeldHeartbeat held(url, b_id);
+  const std::string b_id = b.gateway().Status().replica_id();
+  HeldRows held(url, absl::StrCat("SELECT id FROM replicas WHERE id = '", b_id, "' FOR UPDATE"));
   // Until B's feed is seen waiting there: it reads nothing more while held. The stall holds B's feed
   // connection only, never B's writes (a write holds off the feed while it commits, not the reverse).
-  CHECK(Eventually([&] {
-    std::string waiting;
-    REQUIRE(PgCluster::Psql(url, "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                                 "query LIKE 'INSERT INTO replicas%'", &waiting) == 0);
-    return absl::StripAsciiWhitespace(waiting) == "1";
-  }));
+  CHECK(Eventually([&] { return WaitingOnLock(url, "INSERT INTO replicas") == 1; }));
 
   const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
   const auto modified = a.Evaluate("CreateSandbox", false, create);

@@ -768,3 +768,63 @@ TEST_CASE("replicas: no admission on B commits outside a ceiling A's SetCeiling 
   REQUIRE(Eventually([&] { return a.Status().admitted_sandboxes() == static_cast<uint64_t>(admitted.load()); }));
   CHECK(b.Status().admitted_sandboxes() == static_cast<uint64_t>(admitted.load()));
 }
+
+TEST_CASE("replicas: a replica whose feed is behind never puts an older policy over the one another replica put in force",
+          "[integration][postgres][replicas]") {
+  // Regression (found in review, stop 45): B's change feed had not brought A's new revision of scope
+  // sandbox:sb-1 when B changed `default`; B's re-projection of every sandbox, made from the revisions
+  // B knew, committed sb-1's older revision over the one A had put in force, and every replica served it.
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture a(Database(url)), b(Database(url));
+  auto digest = [](const openshell::sandbox::v1::SandboxPolicy& p) {
+    return osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(p));
+  };
+  const auto base = Example("github.yaml"), own = Example("restrictive-default.yaml");
+  auto narrowed = own, widened = base;
+  narrowed.mutable_filesystem()->add_read_only("/opt/narrowed");
+  widened.mutable_filesystem()->add_read_only("/opt/widened");
+  REQUIRE(a.SetPolicy("default", base).ok());
+  REQUIRE(a.SetPolicy("sandbox:sb-1", own).ok());
+  gw::AdmitSandboxResponse one, two;
+  REQUIRE(a.Admit("sb-1", &one).ok());
+  REQUIRE(a.Admit("sb-2", &two).ok());
+  REQUIRE(one.policy_digest() == digest(own));
+  auto served = [](GatewayFixture& g, const std::string& handle) {
+    drv::Projection p;
+    return g.Fetch(handle, &p).ok() ? p.policy_digest() : std::string("(refused)");
+  };
+  auto stored = [&](const std::string& id) {
+    std::string out;
+    REQUIRE(PgCluster::Psql(url, "SELECT policy_digest FROM sandboxes WHERE sandbox_id = '" + id + "'", &out) == 0);
+    return std::string(absl::StripAsciiWhitespace(out));
+  };
+  REQUIRE(Eventually([&] { return served(b, one.sandbox_handle()) == digest(own); }));
+
+  // B's feed stalls (its heartbeat waits on B's row, held here; it reads the feed only after one).
+  HeldRows held(url, "SELECT id FROM replicas WHERE id = '" + b.Status().replica_id() + "' FOR UPDATE");
+  REQUIRE(Eventually([&] { return WaitingOnLock(url, "INSERT INTO replicas") == 1; }));
+  REQUIRE(a.SetPolicy("sandbox:sb-1", narrowed).ok());
+  CHECK(served(a, one.sandbox_handle()) == digest(narrowed));
+  // A stops: it would re-project on B's revision and repair what B wrote, but a replica may be gone.
+  REQUIRE(a.Stop() == 0);
+  // B knows only revision 1 of sb-1's scope. Its change of `default` moves nothing rather than put it back.
+  gw::PolicyRevision changed;
+  REQUIRE(b.SetPolicy("default", widened, &changed).ok());
+  CHECK(changed.sandboxes_updated() == 0);
+  CHECK(stored("sb-1") == digest(narrowed));
+  CHECK(stored("sb-2") == digest(base));
+  CHECK_THAT(b.log(), Catch::Contains("re-projection of scope default waits for another replica's policy revision "
+                                      "(policy_changed: scope sandbox:sb-1 is at revision 2 in the database"));
+
+  // Its feed back, B learns revision 2 and runs the change again: each sandbox on its own scope's newest.
+  held.Release();
+  CHECK(Eventually([&] { return served(b, one.sandbox_handle()) == digest(narrowed); }, std::chrono::seconds(20)));
+  CHECK(Eventually([&] { return served(b, two.sandbox_handle()) == digest(widened); }, std::chrono::seconds(20)));
+  CHECK(stored("sb-1") == digest(narrowed));
+  CHECK(stored("sb-2") == digest(widened));
+  a.Start();
+  CHECK(served(a, one.sandbox_handle()) == digest(narrowed));
+  CHECK(served(a, two.sandbox_handle()) == digest(widened));
+  CHECK(a.Stop() == 0);
+  CHECK(b.Stop() == 0);
+}

@@ -349,6 +349,45 @@ TEST_CASE("store contract: the ceiling is stored verbatim, only ever moves up in
   }
 }
 
+TEST_CASE("store contract: a batch made from older policy revisions than the stored ones is refused whole",
+          "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  auto append = [&](const std::string& scope, const std::string& body) {
+    REQUIRE(store->revisions().AppendPolicyRevision(scope, body, std::nullopt, 10, osh::test::StoredEvent("mutation")).ok());
+  };
+  auto admit = [&](const std::string& id, std::map<std::string, uint64_t> known) {
+    osh::store::ChangeBatch batch;
+    batch.changes.push_back(osh::store::change::AdmitSandbox{Sandbox(*store, id, "handle-" + id, "body-" + id)});
+    batch.events.push_back(osh::test::StoredEvent("admission"));
+    batch.checked_revisions = std::move(known);
+    return store->sandboxes().Commit(std::move(batch)).status();
+  };
+  // No revision stored: any batch commits.
+  REQUIRE(admit("sb-1", {}).ok());
+  append("default", "body-1");
+  append("default", "body-2");
+  append("sandbox:sb-9", "body-3");
+  const uint64_t head = store->audit().AuditChainHead().seq;
+  auto behind = admit("sb-2", {{"default", 1}, {"sandbox:sb-9", 1}});
+  CHECK(osh::store::IsPolicyChanged(behind));
+  CHECK(std::string(behind.message()) ==
+        "policy_changed: scope default is at revision 2 in the database; the projections were made from revision 1");
+  auto unknown = admit("sb-2", {{"default", 2}});
+  CHECK(osh::store::IsPolicyChanged(unknown));
+  CHECK_THAT(std::string(unknown.message()), Catch::EndsWith("made from none of its revisions"));
+  CHECK(store->audit().AuditChainHead().seq == head);  // nothing of a refused batch is written
+  // Made from every newest revision (a deletion is a revision too): commits.
+  REQUIRE(store->revisions().AppendPolicyRevision("sandbox:sb-9", std::nullopt, std::nullopt, 11, osh::test::StoredEvent("mutation")).ok());
+  CHECK(osh::store::IsPolicyChanged(admit("sb-2", {{"default", 2}, {"sandbox:sb-9", 1}})));
+  REQUIRE(admit("sb-2", {{"default", 2}, {"sandbox:sb-9", 2}, {"tenant:gone", 7}}).ok());
+  auto loaded = store->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(loaded->size() == 2);
+}
+
 TEST_CASE("store contract: a batch checked against another ceiling than the stored one is refused whole (issue 25.10)",
           "[store][contract][issue25]") {
   const Backend backend = GENERATE(from_range(Backends()));

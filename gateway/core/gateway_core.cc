@@ -129,7 +129,8 @@ void GatewayCore::CatchUpReprojections() {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   if (authoring == nullptr) return;
   // Behind: served another policy (digest or version) than its scope's current revision gives. Only that
-  // starts a catch-up; a projection signed with an older key, say, is not behind (a mutation re-signs it).
+  // starts a catch-up (a projection signed with an older key, say, is not behind); once started, the
+  // re-projection moves every sandbox not current, those signed with an older key included.
   size_t behind = 0;
   for (const auto& m : registry_->Select([](const std::string&) { return true; })) {
     driver_v1::RuntimeContext context;

@@ -82,6 +82,10 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
 std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   const auto ceiling = gate_->ceiling().current();  // every group is checked against this one, and the commit says so
+  // Taken before any projection is fetched: what they are made from is at least this new. The commit
+  // says so, and is refused if another replica stored a newer revision this one has not read yet.
+  std::optional<std::map<std::string, uint64_t>> known_revisions;
+  if (authoring != nullptr) known_revisions = authoring->KnownRevisions();
   // The admitted sandboxes whose effective policy may come from `scope`.
   const bool all = scope == policy::kDefaultScope;
   auto members = registry_->Select([&](const std::string& context_bytes) {
@@ -213,8 +217,16 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
+  batch.checked_revisions = std::move(known_revisions);
   auto committed = store_->Commit(std::move(batch));
   if (store::IsCeilingChanged(committed.status())) return std::nullopt;
+  if (store::IsPolicyChanged(committed.status())) {
+    // Another replica's revision, not yet brought by this replica's change feed: what was fetched may be
+    // older than what that replica put in force. Nothing moved; it runs again once the feed has it.
+    LogWarning(absl::StrCat("re-projection of scope ", scope, " waits for another replica's policy revision (",
+                            committed.status().message(), "); nothing moved, it runs again"));
+    return Outcome{.failed = true};
+  }
   if (!committed.ok()) {
     LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
     return Outcome{.failed = true};

@@ -30,13 +30,15 @@ class Reprojector {
   struct Outcome {
     uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
     uint32_t kept = 0;   // kept the last good projection (refused, rollback, driver error), reason recorded
-    // Nothing moved because the commit failed (a storage error, the ceiling kept changing): worth running
-    // again; the caller decides when.
+    // Nothing moved because the commit failed (a storage error, the ceiling kept changing, another
+    // replica's policy revision not yet read here): worth running again; the caller decides when.
     bool failed = false;
   };
   // Re-projects the sandboxes of `scope`, checking against `trust` (null: no verification). The commit
   // carries the ceiling every new projection was checked against; if the store refuses it because another
-  // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated.
+  // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated. It
+  // also carries the policy revisions the driver knew (PolicyAuthoring::KnownRevisions): refused because
+  // the store holds a newer one, nothing moves and the outcome is `failed`.
   Outcome Run(const std::string& scope, const trust::TrustStore* trust);
 
  private:
