@@ -152,6 +152,15 @@ inline absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& c
   return absl::OkStatus();
 }
 
+// An admission whose note another replica took over (it counted this replica as gone and releases the
+// driver handle): refused, nothing written; admitting again acquires a new handle.
+inline constexpr char kAdmissionTakenOver[] = "admission_taken_over";
+inline absl::Status AdmissionTakenOverError(const std::string& sandbox_id, const std::string& replica_id) {
+  return absl::AbortedError(std::string(kAdmissionTakenOver) + ": the admission of '" + sandbox_id +
+                            "' was taken over by another replica, which counted replica " + replica_id +
+                            " as gone (no heartbeat) and releases its driver handle; nothing was admitted, admit again");
+}
+
 struct CommitResult {
   std::vector<int64_t> rows;  // per change: how many sandboxes it touched
 };

@@ -478,8 +478,14 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
             return inserted.status();
           }
           if (r.acquisition_id != 0) {
-            OSH_RETURN_IF_ERROR(
-                writer_.Query("DELETE FROM pending_releases WHERE id = $1", PgParams().Add(r.acquisition_id)).status());
+            // The admission's note settles only while it is still this replica's and in flight. Another
+            // replica that counted this one as gone (no heartbeat for kReplicaLeaseMs) has made it due or
+            // claimed it, and releases the driver handle: the admission must not commit on that handle.
+            auto settled = writer_.Query(
+                "DELETE FROM pending_releases WHERE id = $1 AND in_flight_owner = $2 AND claimed_by = ''",
+                PgParams().Add(r.acquisition_id).Add(replica_id_));
+            if (!settled.ok()) return settled.status();
+            if (settled->affected() != 1) return AdmissionTakenOverError(r.context.sandbox_id(), replica_id_);
           }
           *rows = 1;
           return absl::OkStatus();

@@ -828,3 +828,59 @@ TEST_CASE("replicas: a replica whose feed is behind never puts an older policy o
   CHECK(a.Stop() == 0);
   CHECK(b.Stop() == 0);
 }
+
+TEST_CASE("replicas: an admission on a replica the others counted as gone is refused, never committed on a released "
+          "handle",
+          "[integration][postgres][replicas]") {
+  // Regression (found in review, stop 45): B's heartbeat stalled past the lease while an admission of
+  // B's waited to commit; A took over B's admission note and released its driver handle, then B's commit
+  // went through anyway, serving a sandbox on a handle the driver had let go.
+  ReplicasOfOneDriver fleet;
+  const std::string url = fleet.args[1];
+  GatewayFixture a(fleet.args), b(fleet.args);
+  auto query = [&](const std::string& sql) {
+    std::string out;
+    REQUIRE(PgCluster::Psql(url, sql, &out) == 0);
+    return std::string(absl::StripAsciiWhitespace(out));
+  };
+  gw::AdmitSandboxResponse first;
+  REQUIRE(b.Admit("sb-first", &first).ok());
+
+  // B's heartbeat stalls, and so does the chain's head: B's next admission waits at its commit, its note
+  // recorded and its driver handle acquired.
+  HeldRows heartbeat(url, "SELECT id FROM replicas WHERE id = '" + b.Status().replica_id() + "' FOR UPDATE");
+  REQUIRE(Eventually([&] { return WaitingOnLock(url, "INSERT INTO replicas") == 1; }));
+  HeldRows head(url, "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE");
+  grpc::Status admitted;
+  std::thread admitting([&] {
+    gw::AdmitSandboxRequest request;
+    request.mutable_context()->set_sandbox_id("sb-late");
+    request.mutable_context()->set_user_subject("alice@example.com");
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(90));
+    gw::AdmitSandboxResponse response;
+    admitted = b.admin().AdmitSandbox(&context, request, &response);
+  });
+  CHECK(Eventually([&] { return WaitingOnLock(url, "SELECT seq, hash FROM audit_head") == 1; }));
+  CHECK(fleet.Held().count("sb-late") == 1);
+  // After the lease (10 s without a heartbeat) A counts B as gone and claims B's note to release it.
+  CHECK(Eventually([&] { return query("SELECT COUNT(*) FROM pending_releases WHERE claimed_by <> ''") == "1"; },
+                   std::chrono::seconds(40)));
+  head.Release();
+  admitting.join();
+  CHECK(admitted.error_code() == grpc::StatusCode::ABORTED);
+  CHECK_THAT(admitted.error_message(), Catch::StartsWith("admission_taken_over: the admission of 'sb-late' was taken "
+                                                         "over by another replica"));
+  CHECK(query("SELECT COUNT(*) FROM sandboxes WHERE sandbox_id = 'sb-late'") == "0");
+  CHECK(Eventually([&] { return fleet.Held().count("sb-late") == 0; }, std::chrono::seconds(20)));
+
+  // B's heartbeat back, it admits the sandbox anew, on a new handle.
+  heartbeat.Release();
+  gw::AdmitSandboxResponse again;
+  CHECK(Eventually([&] { return b.Admit("sb-late", &again).ok(); }, std::chrono::seconds(20)));
+  CHECK(fleet.Held().count("sb-late") == 1);
+  drv::Projection p;
+  CHECK(a.Fetch(first.sandbox_handle(), &p).ok());
+  CHECK(a.Stop() == 0);
+  CHECK(b.Stop() == 0);
+}
