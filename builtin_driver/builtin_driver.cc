@@ -66,10 +66,15 @@ absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Poli
   std::unique_ptr<BuiltinDriver> driver(new BuiltinDriver(store, std::move(signing_key), bind_context, clock));
   // Listening before reading: a revision committed in between is delivered, and Install keeps the newer.
   store->revision_listeners().Add(driver.get());
-  auto revisions = store->ListPolicyRevisions("");
-  if (!revisions.ok()) return revisions.status();
-  for (const auto& r : *revisions) driver->Install(r);  // oldest first: the last one of each scope stays
+  if (absl::Status loaded = driver->ReloadRevisions(); !loaded.ok()) return loaded;
   return driver;
+}
+
+absl::Status BuiltinDriver::ReloadRevisions() {
+  auto revisions = store_->ListPolicyRevisions("");
+  if (!revisions.ok()) return revisions.status();
+  for (const auto& r : *revisions) Install(r);  // oldest first; Install keeps the newest of each scope
+  return absl::OkStatus();
 }
 
 void BuiltinDriver::OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool /*remote*/) { Install(revision); }

@@ -65,6 +65,7 @@ class BuiltinDriver final : public drivers::PolicyDriver,
       const drivers::gateway_v1::ListPolicyRevisionsRequest& request) override;
   absl::StatusOr<uint64_t> CountPolicyScopes() override;
   std::optional<std::map<std::string, uint64_t>> KnownRevisions() override;
+  absl::Status ReloadRevisions() override;
   std::string ProjectionKey(const drivers::driver_v1::RuntimeContext& context) override;
   bool IsCurrent(const drivers::driver_v1::RuntimeContext& context, const drivers::driver_v1::Projection& served) override;
   std::optional<Desired> DesiredFor(const drivers::driver_v1::RuntimeContext& context) override;

@@ -55,6 +55,10 @@ class PolicyAuthoring {
   // projections are made from. A re-projection commits only if the store holds none newer
   // (store::ChangeBatch::checked_revisions). nullopt: the driver keeps no revisions in the gateway's store.
   virtual std::optional<std::map<std::string, uint64_t>> KnownRevisions() { return std::nullopt; }
+  // Re-reads every scope's newest revision from the store: after a commit was refused because the store
+  // holds one this driver was not told of (another replica's, not yet brought by the feed; or its own,
+  // whose commit's answer was lost). A storage error leaves what it knew.
+  virtual absl::Status ReloadRevisions() { return absl::OkStatus(); }
   // A check every new policy must pass before it is stored (the gateway's ceiling); its refusal is
   // returned to the caller as is and nothing is stored. Set before concurrent use.
   using PolicyGuard = std::function<absl::Status(const openshell::sandbox::v1::SandboxPolicy&)>;

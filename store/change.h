@@ -114,10 +114,10 @@ struct ChangeBatch {
   // checked against an older ceiling commits once a newer one is stored. Every batch that puts a
   // projection in force (admission, refresh, re-projection) sets it.
   std::optional<int64_t> checked_ceiling;
-  // The policy revisions the batch's projections were made from: scope -> its newest revision the
-  // driver knew (a scope absent: none known). When set, the store refuses the whole batch (ABORTED
-  // "policy_changed: ...", nothing written) inside its transaction when a scope has a newer revision in
-  // the database, serialised as checked_ceiling is: a replica whose view of the revisions is behind
+  // The policy revisions the batch's projections were made from: for each scope its sandboxes resolve
+  // through, the newest revision the driver knew (0: none). When set, the store refuses the whole batch
+  // (ABORTED "policy_changed: ...", nothing written) inside its transaction when one of those scopes has
+  // a newer revision in the database (scopes not named are not compared), serialised as checked_ceiling is: a replica whose view of the revisions is behind
   // (its change feed has not brought another replica's revision yet) never writes an older policy over
   // the newer one another replica already put in force. Set by re-projections (the builtin driver).
   std::optional<std::map<std::string, uint64_t>> checked_revisions;
@@ -137,12 +137,14 @@ inline absl::Status CeilingChangedError(int64_t checked, int64_t stored) {
 inline bool IsPolicyChanged(const absl::Status& status) {
   return absl::IsAborted(status) && absl::StartsWith(status.message(), kPolicyChanged);
 }
-// `stored`: each scope's newest revision in the database. OK when none is newer than `checked` says.
+// `stored`: each scope's newest revision in the database. OK when none of the scopes `checked` names is
+// newer there than it says.
 inline absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked,
                                         const std::vector<std::pair<std::string, uint64_t>>& stored) {
   for (const auto& [scope, revision] : stored) {
     const auto known = checked.find(scope);
-    const uint64_t seen = known == checked.end() ? 0 : known->second;
+    if (known == checked.end()) continue;  // none of the batch's sandboxes resolves through it
+    const uint64_t seen = known->second;
     if (revision > seen) {
       return absl::AbortedError(std::string(kPolicyChanged) + ": scope " + scope + " is at revision " +
                                 std::to_string(revision) + " in the database; the projections were made from " +

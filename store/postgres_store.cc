@@ -708,14 +708,15 @@ absl::Status PostgresStore::DropAdmissionIntent(int64_t id) {
 
 absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
   // Claims what is due and not being delivered by another live replica: notes no admission is settling
-  // (none in flight, or in flight on a replica that is gone), not claimed, or claimed by this replica,
-  // by a replica that is gone, or so long ago that the claimer must be stuck.
+  // (none in flight, or in flight on another replica that is gone: never this one's own, which its
+  // admission settles), not claimed, or claimed by this replica, by a replica that is gone, or so long
+  // ago that the claimer must be stuck.
   absl::MutexLock lock(&read_mu_);
   auto claimed = Read(
       absl::StrCat("UPDATE pending_releases p SET claimed_by = $1, claimed_until = ", kDbNowMs, " + $2 "
                    "WHERE p.id IN (SELECT id FROM pending_releases WHERE "
-                   "(in_flight_owner = '' OR in_flight_owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ",
-                   kDbNowMs, " - $3)) AND (claimed_by IN ('', $1) OR claimed_until < ", kDbNowMs,
+                   "(in_flight_owner = '' OR (in_flight_owner <> $1 AND in_flight_owner NOT IN "
+                   "(SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $3))) AND (claimed_by IN ('', $1) OR claimed_until < ", kDbNowMs,
                    " OR claimed_by NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs,
                    " - $3)) ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) "
                    "RETURNING p.id, p.driver_handle, p.context, p.idempotency_key"),
@@ -735,9 +736,10 @@ absl::StatusOr<std::vector<PendingRelease>> PostgresStore::PendingReleases() {
 
 absl::StatusOr<uint64_t> PostgresStore::CountPendingReleases() {
   absl::MutexLock lock(&read_mu_);
-  auto count = Read(absl::StrCat("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner = '' OR in_flight_owner "
-                                 "NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1)"),
-                    PgParams().Add(kReplicaLeaseMs));
+  auto count = Read(absl::StrCat("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner = '' OR (in_flight_owner "
+                                 "<> $2 AND in_flight_owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > ",
+                                 kDbNowMs, " - $1))"),
+                    PgParams().Add(kReplicaLeaseMs).Add(replica_id_));
   if (!count.ok()) return count.status();
   return static_cast<uint64_t>(count->Int(0, 0));
 }

@@ -375,7 +375,7 @@ TEST_CASE("store contract: a batch made from older policy revisions than the sto
   CHECK(osh::store::IsPolicyChanged(behind));
   CHECK(std::string(behind.message()) ==
         "policy_changed: scope default is at revision 2 in the database; the projections were made from revision 1");
-  auto unknown = admit("sb-2", {{"default", 2}});
+  auto unknown = admit("sb-2", {{"default", 2}, {"sandbox:sb-9", 0}});
   CHECK(osh::store::IsPolicyChanged(unknown));
   CHECK_THAT(std::string(unknown.message()), Catch::EndsWith("made from none of its revisions"));
   CHECK(store->audit().AuditChainHead().seq == head);  // nothing of a refused batch is written
@@ -383,9 +383,12 @@ TEST_CASE("store contract: a batch made from older policy revisions than the sto
   REQUIRE(store->revisions().AppendPolicyRevision("sandbox:sb-9", std::nullopt, std::nullopt, 11, osh::test::StoredEvent("mutation")).ok());
   CHECK(osh::store::IsPolicyChanged(admit("sb-2", {{"default", 2}, {"sandbox:sb-9", 1}})));
   REQUIRE(admit("sb-2", {{"default", 2}, {"sandbox:sb-9", 2}, {"tenant:gone", 7}}).ok());
+  // Scopes the batch does not name are not compared (none of its sandboxes resolves through them).
+  append("tenant:other", "body-4");
+  REQUIRE(admit("sb-3", {{"default", 2}}).ok());
   auto loaded = store->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
-  CHECK(loaded->size() == 2);
+  CHECK(loaded->size() == 3);
 }
 
 TEST_CASE("store contract: a batch checked against another ceiling than the stored one is refused whole (issue 25.10)",

@@ -5,6 +5,7 @@
 #include <functional>
 #include <thread>
 #include <map>
+#include <set>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -75,7 +76,7 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
       return Outcome{.failed = true};
     }
   }
-  LogError(absl::StrCat("re-projection of scope ", scope, ": the ceiling kept changing; nothing moved"));
+  LogError(absl::StrCat("re-projection of scope ", scope, ": the ceiling or the policy revisions kept changing; nothing moved"));
   return Outcome{.failed = true};
 }
 
@@ -83,9 +84,11 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   const auto ceiling = gate_->ceiling().current();  // every group is checked against this one, and the commit says so
   // Taken before any projection is fetched: what they are made from is at least this new. The commit
-  // says so, and is refused if another replica stored a newer revision this one has not read yet.
+  // says so for the scopes its sandboxes resolve through, and is refused if one of them has a newer
+  // revision in the store than this driver knows (another replica's, not yet brought by the feed).
   std::optional<std::map<std::string, uint64_t>> known_revisions;
   if (authoring != nullptr) known_revisions = authoring->KnownRevisions();
+  std::set<std::string> resolved_through;  // the scopes of the sandboxes this attempt may write
   // The admitted sandboxes whose effective policy may come from `scope`.
   const bool all = scope == policy::kDefaultScope;
   auto members = registry_->Select([&](const std::string& context_bytes) {
@@ -109,6 +112,9 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     if (authoring != nullptr && authoring->IsCurrent(context, m->envelope->Header())) {
       ++current;
       continue;
+    }
+    if (known_revisions) {
+      for (auto& s : policy::ScopesFor(context)) resolved_through.insert(std::move(s));
     }
     std::string key = authoring != nullptr ? authoring->ProjectionKey(context) : "";
     if (key.empty()) key = absl::StrCat("sandbox\n", m->sandbox_id);  // no promise: one group each
@@ -217,15 +223,27 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
-  batch.checked_revisions = std::move(known_revisions);
+  if (known_revisions) {
+    std::map<std::string, uint64_t> checked;
+    for (const auto& s : resolved_through) {
+      const auto known = known_revisions->find(s);
+      checked.emplace(s, known == known_revisions->end() ? 0 : known->second);
+    }
+    batch.checked_revisions = std::move(checked);
+  }
   auto committed = store_->Commit(std::move(batch));
   if (store::IsCeilingChanged(committed.status())) return std::nullopt;
   if (store::IsPolicyChanged(committed.status())) {
-    // Another replica's revision, not yet brought by this replica's change feed: what was fetched may be
-    // older than what that replica put in force. Nothing moved; it runs again once the feed has it.
-    LogWarning(absl::StrCat("re-projection of scope ", scope, " waits for another replica's policy revision (",
-                            committed.status().message(), "); nothing moved, it runs again"));
-    return Outcome{.failed = true};
+    // A revision this driver was not told of (another replica's, not yet brought by the feed): what was
+    // fetched may be older than what that replica put in force. Nothing moved; the driver re-reads the
+    // revisions from the store and the whole attempt runs again.
+    LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", committed.status().message(),
+                            "; nothing moved, re-reading the policy revisions and running it again"));
+    if (absl::Status reloaded = authoring->ReloadRevisions(); !reloaded.ok()) {
+      LogError(absl::StrCat("re-projection of scope ", scope, ": re-reading the policy revisions: ", reloaded.ToString()));
+      return Outcome{.failed = true};
+    }
+    return std::nullopt;
   }
   if (!committed.ok()) {
     LogError(absl::StrCat("re-projection of scope ", scope, " failed; nothing moved: ", committed.status().ToString()));
