@@ -164,6 +164,12 @@ CREATE TABLE provider_profile_generation (
 );
 INSERT INTO provider_profile_generation VALUES (1, 0);
 )sql",
+    // 6 -> 7: how far each replica's change feed has read (the feed's lag, for operators; written by the
+    // feed after each read).
+    R"sql(
+ALTER TABLE replicas ADD COLUMN IF NOT EXISTS feed_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE replicas ADD COLUMN IF NOT EXISTS feed_read_at BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
@@ -195,9 +201,10 @@ constexpr char kRevisionColumns[] =
 
 }  // namespace
 
-PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id)
+PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock,
+                             std::string replica_id)
     : clock_(clock), replica_id_(std::move(replica_id)), writer_(std::move(writer)), reader_(std::move(reader)),
-      feed_(std::move(feed)) {}
+      feed_(std::move(feed)), beat_(std::move(beat)) {}
 
 absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock,
                                                                   bool replica) {
@@ -217,16 +224,22 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   if (!reader.ok()) return reader.status();
   auto feed = PgConn::Connect(conninfo);
   if (!feed.ok()) return feed.status();
-  std::unique_ptr<PostgresStore> store(
-      new PostgresStore(*std::move(writer), *std::move(reader), *std::move(feed), clock, NewReplicaId()));
+  auto beat = PgConn::Connect(conninfo);
+  if (!beat.ok()) return beat.status();
+  std::unique_ptr<PostgresStore> store(new PostgresStore(*std::move(writer), *std::move(reader), *std::move(feed),
+                                                         *std::move(beat), clock, NewReplicaId()));
   {
     absl::MutexLock lock(&store->mu_);
     OSH_RETURN_IF_ERROR(store->Migrate());
   }
   store->replica_ = replica;
   {
-    absl::MutexLock lock(&store->feed_conn_mu_);
+    absl::MutexLock lock(&store->beat_mu_);
     store->notice_listener_ = options.notice;
+  }
+  {
+    absl::MutexLock lock(&store->feed_conn_mu_);
+    store->feed_notice_ = options.notice;
   }
   if (!replica) return store;  // policy-gateway migrate: no heartbeat, no feed
   // Before this replica registers: the target of a migration that has not finished holds part of a state
@@ -253,9 +266,15 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     auto head = feed_conn.Query("SELECT COALESCE(MAX(seq), 0) FROM changes");
     if (!head.ok()) return head.status();
     store->feed_seq_ = head->Int(0, 0);
+    store->feed_seq_read_ = store->feed_seq_;
+    store->last_feed_round_ms_ = store->NowMs();
+  }
+  {
+    absl::MutexLock lock(&store->beat_mu_);
     store->last_heartbeat_ok_ms_ = store->NowMs();
   }
   store->feed_thread_ = std::thread([s = store.get()] { s->FeedLoop(); });
+  store->beat_thread_ = std::thread([s = store.get()] { s->HeartbeatLoop(); });
   auto anchor = AnchorOpenedStore(store.get(), options);
   if (!anchor.ok()) return anchor.status();
   store->anchor_ = *std::move(anchor);
@@ -267,6 +286,7 @@ PostgresStore::~PostgresStore() {
   anchor_.reset();  // its last record reads the chain head
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
+  if (beat_thread_.joinable()) beat_thread_.join();
   if (!replica_) return;
   absl::MutexLock lock(&feed_conn_mu_);
   // A clean stop: this replica's admissions in flight are due at once, and it no longer counts as live.
@@ -1240,13 +1260,13 @@ absl::Status PostgresStore::ExpireDeadReplicas() {
   // A replica's row outlives it only as long as a takeover may still need to tell it is dead (its claims
   // and in-flight notes name it); after kReplicaExpiryMs it is removed, so `replicas` holds the fleet that
   // is, not every process that ever ran. A replica that comes back re-registers with its next heartbeat.
-  auto expired = feed_.Query(absl::StrCat("DELETE FROM replicas WHERE heartbeat_at < ", kDbNowMs,
+  auto expired = beat_.Query(absl::StrCat("DELETE FROM replicas WHERE heartbeat_at < ", kDbNowMs,
                                           " - $1 RETURNING id, ", kDbNowMs, " - heartbeat_at"),
                              PgParams().Add(kReplicaExpiryMs));
   if (!expired.ok()) return expired.status();
   // Admission notes still marked in flight on a replica that is gone are settled: made due (no owner),
   // so every replica counts and delivers them as any other release, and none refers to a deleted row.
-  auto settled = feed_.Query(
+  auto settled = beat_.Query(
       absl::StrCat("UPDATE pending_releases p SET in_flight_owner = '' FROM pending_releases old "
                    "WHERE p.id = old.id AND p.in_flight_owner <> '' AND p.in_flight_owner NOT IN "
                    "(SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1) "
@@ -1288,7 +1308,6 @@ void PostgresStore::FeedLoop() {
     } else {
       ::usleep(200 * 1000);
     }
-    absl::Status polled;
     {
       absl::MutexLock lock(&feed_conn_mu_);
       bool notified = false;
@@ -1298,38 +1317,73 @@ void PostgresStore::FeedLoop() {
           Pq().PQfreemem(n);
         }
       }
-      if (!notified && NowMs() - last_heartbeat_ok_ms_ < kFeedPollMs / 2) continue;
-      // Holding the connection only (a write may commit meanwhile), as the reconnect below does.
-      polled = Heartbeat();
+      if (!notified && NowMs() - last_feed_round_ms_ < kFeedPollMs / 2) continue;
+      last_feed_round_ms_ = NowMs();
     }
     auto read = [this] {
       absl::MutexLock lock(&feed_mu_);
       absl::MutexLock conn_lock(&feed_conn_mu_);
       return ReadFeed();
     };
-    if (polled.ok()) polled = read();
+    absl::Status polled = read();
     if (!polled.ok()) {
       bool reconnected = false;
       {
         absl::MutexLock conn_lock(&feed_conn_mu_);
         if (!feed_.healthy() && feed_.Reconnect().ok()) {
           feed_.Exec("LISTEN osh_changes").IgnoreError();
-          polled = Heartbeat();
           reconnected = true;
         }
       }
-      if (reconnected && polled.ok()) polled = read();  // catch up on what was missed meanwhile
+      if (reconnected) polled = read();  // catch up on what was missed meanwhile
     }
+    if (polled.ok()) {
+      absl::MutexLock conn_lock(&feed_conn_mu_);  // the connection only: a write may commit meanwhile
+      RecordFeedPosition();
+    }
+    // Reachable: the feed reads, and the heartbeat is sent (the others count this replica as live).
+    const bool reachable = polled.ok() && heartbeat_ok_;
     absl::MutexLock lock(&feed_mu_);
-    if (reachable_.exchange(polled.ok()) != polled.ok() && reachability_listener_) {
-      reachability_listener_(polled.ok());
+    if (reachable_.exchange(reachable) != reachable && reachability_listener_) reachability_listener_(reachable);
+  }
+}
+
+void PostgresStore::RecordFeedPosition() {
+  absl::Status recorded =
+      feed_
+          .Query(absl::StrCat("UPDATE replicas SET feed_seq = $2, feed_read_at = ", kDbNowMs, " WHERE id = $1"),
+                 PgParams().Add(replica_id_).Add(int64_t{feed_seq_read_}))
+          .status();
+  // For operators only: a failure is logged once (until it succeeds again); the feed goes on.
+  if (!recorded.ok() && !position_failed_ && feed_notice_) {
+    feed_notice_(absl::StrCat("the change feed's position is not recorded in `replicas`: ", recorded.ToString()));
+  }
+  position_failed_ = !recorded.ok();
+}
+
+void PostgresStore::HeartbeatLoop() {
+  int64_t last_try_ms = NowMs();
+  while (!stopping_) {
+    ::usleep(100 * 1000);  // short, so a stop is prompt
+    absl::MutexLock lock(&beat_mu_);
+    if (NowMs() - last_try_ms < kFeedPollMs / 2) continue;
+    last_try_ms = NowMs();
+    absl::Status beat = Heartbeat();
+    if (!beat.ok() && !beat_.healthy()) {
+      if (absl::Status reconnected = beat_.Reconnect(); reconnected.ok()) beat = Heartbeat();
     }
+    // Not sent: this replica is unreachable (FeedLoop tells the listener), and said once until it is sent.
+    if (!beat.ok() && heartbeat_ok_ && notice_listener_) {
+      notice_listener_(absl::StrCat("the heartbeat is not sent (the other replicas count this one as gone after ",
+                                    kReplicaLeaseMs / 1000, " s): ", beat.ToString()));
+    }
+    heartbeat_ok_ = beat.ok();
   }
 }
 
 absl::Status PostgresStore::Heartbeat() {
   // Re-registers after the row was lost, say to a database restored from backup.
-  OSH_RETURN_IF_ERROR(feed_
+  OSH_RETURN_IF_ERROR(beat_
                           .Query(absl::StrCat("INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ($1, ",
                                               kDbNowMs, ", ", kDbNowMs, ") ON CONFLICT (id) DO UPDATE SET heartbeat_at = ",
                                               kDbNowMs),
@@ -1398,6 +1452,7 @@ absl::Status PostgresStore::ReadFeed() {
   for (const auto& revision : revisions) revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(revision, /*remote=*/true); });
   if (stored_ceiling) ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(stored_ceiling->first, stored_ceiling->second, /*remote=*/true); });
   feed_seq_ = last_seq;
+  feed_seq_read_ = last_seq;
   return absl::OkStatus();
 }
 

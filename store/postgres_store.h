@@ -46,7 +46,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // rollback detection; notice is told of expired replicas and settled admission notes.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo, const StoreOptions& options);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 6;
+  static constexpr int kSchemaVersion = 7;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
@@ -113,7 +113,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   StoreStats Stats() override;
 
  private:
-  PostgresStore(PgConn writer, PgConn reader, PgConn feed, const Clock* clock, std::string replica_id);
+  PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock, std::string replica_id);
   int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
@@ -150,15 +150,21 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // A read on the read connection, reconnecting once if it had broken.
   absl::StatusOr<PgResult> Read(const std::string& sql, const PgParams& params = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   void FeedLoop();
-  // The replica's heartbeat (and, every kExpiryPassMs, the expiry pass) on the feed connection. Holds
-  // only the connection: a heartbeat that stalls (a stalled backend, a lost link) never holds up a write.
-  absl::Status Heartbeat() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
+  // After each read, records in this replica's row of `replicas` how far the feed has read (feed_seq,
+  // feed_read_at: its lag, for operators). Holds the feed connection only; a failure is told once.
+  void RecordFeedPosition() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
+  // Every kFeedPollMs / 2, on a thread and a connection of its own: the heartbeat never waits for the
+  // feed (which waits for this replica's writes, which may wait for the fleet-wide head lock), and a
+  // heartbeat that stalls holds up nothing else.
+  void HeartbeatLoop();
+  // The replica's heartbeat (and, every kExpiryPassMs, the expiry pass).
+  absl::Status Heartbeat() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
   // Reads the change feed from feed_seq_ and applies it to this replica's view. Under feed_mu_: a write
   // that changes what replicas serve holds it from before the head lock until its own view is updated.
   absl::Status ReadFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_, feed_conn_mu_);
   // Deletes replica rows silent for kReplicaExpiryMs and makes admission notes left in flight by a
   // replica that is gone due (in_flight_owner cleared), telling the notice listener of each.
-  absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
+  absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
 
   const Clock* const clock_;
   const std::string replica_id_;
@@ -174,18 +180,27 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   absl::Mutex feed_mu_;  // the feed's position and listeners: applying remote changes, ordered with writes
   int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  std::atomic<int64_t> feed_seq_read_{0};  // feed_seq_, for RecordFeedPosition (which does not hold feed_mu_)
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
   std::function<void(bool)> reachability_listener_ ABSL_GUARDED_BY(feed_mu_);
-  // The feed connection (taken after feed_mu_ when both are held), the heartbeat and the expiry pass.
+  // The feed connection (taken after feed_mu_ when both are held).
   absl::Mutex feed_conn_mu_ ABSL_ACQUIRED_AFTER(feed_mu_);
   PgConn feed_ ABSL_GUARDED_BY(feed_conn_mu_);
-  int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
-  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(feed_conn_mu_);
-  int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
+  int64_t last_feed_round_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
+  bool position_failed_ ABSL_GUARDED_BY(feed_conn_mu_) = false;
+  std::function<void(const std::string&)> feed_notice_ ABSL_GUARDED_BY(feed_conn_mu_);  // StoreOptions::notice
+  // The heartbeat's connection, and the expiry pass that runs with it.
+  absl::Mutex beat_mu_;
+  PgConn beat_ ABSL_GUARDED_BY(beat_mu_);
+  int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
+  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(beat_mu_);
+  int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
   bool replica_ = true;  // set before the feed thread starts
   std::atomic<bool> reachable_{true};
+  std::atomic<bool> heartbeat_ok_{true};  // the last heartbeat was sent
   std::atomic<bool> stopping_{false};
   std::thread feed_thread_;
+  std::thread beat_thread_;
   std::unique_ptr<HeadAnchor> anchor_;  // StoreOptions::anchor_path; reset first in the destructor
 };
 

@@ -2409,12 +2409,12 @@ TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before
   REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
   REQUIRE(a.gateway().SetPolicy("default", base).ok());  // before B starts: B loads it, no feed needed
   InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
-  // B's feed stalls: its heartbeat waits on B's row, held here, and it reads the feed only after one.
+  // B's feed stalls: each of its rounds first records its position in B's row, held here, then reads.
   const std::string b_id = b.gateway().Status().replica_id();
   HeldRows held(url, absl::StrCat("SELECT id FROM replicas WHERE id = '", b_id, "' FOR UPDATE"));
   // Until B's feed is seen waiting there: it reads nothing more while held. The stall holds B's feed
   // connection only, never B's writes (a write holds off the feed while it commits, not the reverse).
-  CHECK(Eventually([&] { return WaitingOnLock(url, "INSERT INTO replicas") == 1; }));
+  CHECK(Eventually([&] { return WaitingOnLock(url, "UPDATE replicas SET feed_seq") == 1; }));
 
   const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
   const auto modified = a.Evaluate("CreateSandbox", false, create);

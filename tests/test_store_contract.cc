@@ -642,8 +642,8 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       PQclear(PQexec(conn, "DROP TABLE interceptor_records"));
       PQclear(PQexec(conn, "DROP TABLE provider_profiles"));
       PQclear(PQexec(conn, "DROP TABLE provider_profile_generation"));
-      PQclear(PQexec(conn, absl::StrCat("UPDATE osh_schema SET version = ",
-                                        osh::store::PostgresStore::kSchemaVersion - 3).c_str()));
+      PQclear(PQexec(conn, "ALTER TABLE replicas DROP COLUMN feed_seq, DROP COLUMN feed_read_at"));
+      PQclear(PQexec(conn, "UPDATE osh_schema SET version = 3"));  // before interceptor records (3 -> 4)
       PQfinish(conn);
     }
     auto upgraded = Open(url);
@@ -656,6 +656,13 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
     REQUIRE(upgraded->provider_profiles().PutProviderProfile("github", "p", osh::test::StoredEvent("mutation")).ok());
     CHECK(**upgraded->provider_profiles().GetProviderProfile("github") == "p");
     CHECK(*upgraded->provider_profiles().ProviderProfileGeneration() == 1);
+    if (backend.name != "sqlite") {  // and the feed's position in `replicas` (6 -> 7)
+      PGconn* conn = PQconnectdb(url.c_str());
+      PGresult* columns = PQexec(conn, "SELECT feed_seq, feed_read_at FROM replicas");
+      CHECK(PQresultStatus(columns) == PGRES_TUPLES_OK);
+      PQclear(columns);
+      PQfinish(conn);
+    }
   }
 }
 
