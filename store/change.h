@@ -117,9 +117,10 @@ struct ChangeBatch {
   // The policy revisions the batch's projections were made from: for each scope its sandboxes resolve
   // through, the newest revision the driver knew (0: none). When set, the store refuses the whole batch
   // (ABORTED "policy_changed: ...", nothing written) inside its transaction when one of those scopes has
-  // a newer revision in the database (scopes not named are not compared), serialised as checked_ceiling is: a replica whose view of the revisions is behind
-  // (its change feed has not brought another replica's revision yet) never writes an older policy over
-  // the newer one another replica already put in force. Set by re-projections (the builtin driver).
+  // a newer revision in the database (scopes not named are not compared), serialised as checked_ceiling
+  // is: a replica whose view of the revisions is behind (its change feed has not brought another
+  // replica's revision yet) never writes an older policy over the newer one another replica already put
+  // in force. Set by re-projections (the builtin driver).
   std::optional<std::map<std::string, uint64_t>> checked_revisions;
 };
 

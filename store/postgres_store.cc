@@ -202,8 +202,9 @@ constexpr char kRevisionColumns[] =
 }  // namespace
 
 PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock,
-                             std::string replica_id)
-    : clock_(clock), replica_id_(std::move(replica_id)), writer_(std::move(writer)), reader_(std::move(reader)),
+                             std::string replica_id, std::function<void(const std::string&)> notice)
+    : clock_(clock), replica_id_(std::move(replica_id)), notice_(std::move(notice)), writer_(std::move(writer)),
+      reader_(std::move(reader)),
       feed_(std::move(feed)), beat_(std::move(beat)) {}
 
 absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock,
@@ -227,20 +228,12 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   auto beat = PgConn::Connect(conninfo);
   if (!beat.ok()) return beat.status();
   std::unique_ptr<PostgresStore> store(new PostgresStore(*std::move(writer), *std::move(reader), *std::move(feed),
-                                                         *std::move(beat), clock, NewReplicaId()));
+                                                         *std::move(beat), clock, NewReplicaId(), options.notice));
   {
     absl::MutexLock lock(&store->mu_);
     OSH_RETURN_IF_ERROR(store->Migrate());
   }
   store->replica_ = replica;
-  {
-    absl::MutexLock lock(&store->beat_mu_);
-    store->notice_listener_ = options.notice;
-  }
-  {
-    absl::MutexLock lock(&store->feed_conn_mu_);
-    store->feed_notice_ = options.notice;
-  }
   if (!replica) return store;  // policy-gateway migrate: no heartbeat, no feed
   // Before this replica registers: the target of a migration that has not finished holds part of a state
   // (and part of its audit chain, which would fork from the source's if served).
@@ -1273,13 +1266,13 @@ absl::Status PostgresStore::ExpireDeadReplicas() {
                    "RETURNING p.id, old.in_flight_owner"),
       PgParams().Add(kReplicaLeaseMs));
   if (!settled.ok()) return settled.status();
-  if (!notice_listener_) return absl::OkStatus();
+  if (!notice_) return absl::OkStatus();
   for (int i = 0; i < expired->rows(); ++i) {
-    notice_listener_(absl::StrCat("replica ", expired->Bytes(i, 0), " expired: no heartbeat for ",
+    notice_(absl::StrCat("replica ", expired->Bytes(i, 0), " expired: no heartbeat for ",
                                   expired->Int(i, 1) / 1000, " s (its row in `replicas` is deleted)"));
   }
   for (int i = 0; i < settled->rows(); ++i) {
-    notice_listener_(absl::StrCat("admission note #", settled->Int(i, 0), " was left in flight by replica ",
+    notice_(absl::StrCat("admission note #", settled->Int(i, 0), " was left in flight by replica ",
                                   settled->Bytes(i, 1), ", which is gone: its driver handle is due for release"));
   }
   return absl::OkStatus();
@@ -1355,8 +1348,8 @@ void PostgresStore::RecordFeedPosition() {
                  PgParams().Add(replica_id_).Add(int64_t{feed_seq_read_}))
           .status();
   // For operators only: a failure is logged once (until it succeeds again); the feed goes on.
-  if (!recorded.ok() && !position_failed_ && feed_notice_) {
-    feed_notice_(absl::StrCat("the change feed's position is not recorded in `replicas`: ", recorded.ToString()));
+  if (!recorded.ok() && !position_failed_ && notice_) {
+    notice_(absl::StrCat("the change feed's position is not recorded in `replicas`: ", recorded.ToString()));
   }
   position_failed_ = !recorded.ok();
 }
@@ -1373,8 +1366,8 @@ void PostgresStore::HeartbeatLoop() {
       if (absl::Status reconnected = beat_.Reconnect(); reconnected.ok()) beat = Heartbeat();
     }
     // Not sent: this replica is unreachable (FeedLoop tells the listener), and said once until it is sent.
-    if (!beat.ok() && heartbeat_ok_ && notice_listener_) {
-      notice_listener_(absl::StrCat("the heartbeat is not sent (the other replicas count this one as gone after ",
+    if (!beat.ok() && heartbeat_ok_ && notice_) {
+      notice_(absl::StrCat("the heartbeat is not sent (the other replicas count this one as gone after ",
                                     kReplicaLeaseMs / 1000, " s): ", beat.ToString()));
     }
     heartbeat_ok_ = beat.ok();

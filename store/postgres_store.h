@@ -113,7 +113,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   StoreStats Stats() override;
 
  private:
-  PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock, std::string replica_id);
+  PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock, std::string replica_id,
+                std::function<void(const std::string&)> notice);
   int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
@@ -168,6 +169,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   const Clock* const clock_;
   const std::string replica_id_;
+  const std::function<void(const std::string&)> notice_;  // StoreOptions::notice (may be empty)
   mutable absl::Mutex mu_;  // the write connection and the chain head
   PgConn writer_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
@@ -188,12 +190,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   PgConn feed_ ABSL_GUARDED_BY(feed_conn_mu_);
   int64_t last_feed_round_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
   bool position_failed_ ABSL_GUARDED_BY(feed_conn_mu_) = false;
-  std::function<void(const std::string&)> feed_notice_ ABSL_GUARDED_BY(feed_conn_mu_);  // StoreOptions::notice
   // The heartbeat's connection, and the expiry pass that runs with it.
   absl::Mutex beat_mu_;
   PgConn beat_ ABSL_GUARDED_BY(beat_mu_);
   int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
-  std::function<void(const std::string&)> notice_listener_ ABSL_GUARDED_BY(beat_mu_);
   int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
   bool replica_ = true;  // set before the feed thread starts
   std::atomic<bool> reachable_{true};

@@ -38,7 +38,7 @@ class Reprojector {
   // carries the ceiling every new projection was checked against; if the store refuses it because another
   // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated. It
   // also carries the policy revisions the driver knew (PolicyAuthoring::KnownRevisions): refused because
-  // the store holds a newer one, nothing moves and the outcome is `failed`.
+  // the store holds a newer one, the driver re-reads them (ReloadRevisions) and the run is repeated too.
   Outcome Run(const std::string& scope, const trust::TrustStore* trust);
 
  private:
