@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <grpc/grpc.h>
 #include <jansson.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -295,5 +296,10 @@ int main(int argc, char** argv) {
   // acquisition in a graph: ~2% of the CPU of an admission storm. The sanitizer builds keep it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
+  // One reference to gRPC's library for the life of the process, never released: otherwise the last
+  // server's destructor runs grpc_shutdown, which joins gRPC's executor threads — and one of them may be
+  // sleeping in a TCP write's backup poller (a stream whose reader stopped reading) for up to 10 s before it
+  // looks again. Everything of ours has stopped and is durable by then; the process's exit ends those threads.
+  grpc_init();
   return osh::gateway::Run(argc, argv);
 }
