@@ -122,6 +122,10 @@ struct ChangeBatch {
   // replica's revision yet) never writes an older policy over the newer one another replica already put
   // in force. Set by re-projections (the builtin driver).
   std::optional<std::map<std::string, uint64_t>> checked_revisions;
+  // The batch is a re-projection of this scope: with replicas, the other replicas are told of it on the
+  // change feed (RemoteChangeListener::OnRemoteReprojections), so one that learned of the scope's new
+  // revision leaves the re-projection to the replica that made the revision instead of doing it twice.
+  std::optional<std::string> reprojected_scope;
 };
 
 // Whether a commit was refused because the stored ceiling is not the one the batch was checked against.

@@ -109,7 +109,7 @@ CREATE TABLE ceiling (
 CREATE TABLE changes (
   seq     BIGSERIAL PRIMARY KEY,
   origin  TEXT NOT NULL,
-  kind    TEXT NOT NULL,                -- sandboxes (payload: JSON id list), policy (scope), ceiling
+  kind    TEXT NOT NULL,                -- sandboxes (payload: JSON id list), policy (scope), ceiling, reprojection (scope)
   payload TEXT NOT NULL
 );
 CREATE TABLE replicas (
@@ -441,6 +441,7 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
       if (!ids.ok()) return ids.status();
       OSH_RETURN_IF_ERROR(Announce("sandboxes", *ids));
     }
+    if (batch.reprojected_scope) OSH_RETURN_IF_ERROR(Announce("reprojection", *batch.reprojected_scope));
     for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
     return absl::OkStatus();
   };
@@ -1397,6 +1398,7 @@ absl::Status PostgresStore::ReadFeed() {
   if (rows->rows() == 0) return absl::OkStatus();
   std::set<std::string> sandbox_ids, scopes;
   bool ceiling = false;
+  std::vector<std::string> reprojected;  // scopes another replica re-projected, in commit order
   for (int i = 0; i < rows->rows(); ++i) {
     if (rows->Bytes(i, 1) == replica_id_) continue;  // applied when committed
     const std::string kind = rows->Bytes(i, 2);
@@ -1408,6 +1410,8 @@ absl::Status PostgresStore::ReadFeed() {
       scopes.insert(rows->Bytes(i, 3));
     } else if (kind == "ceiling") {
       ceiling = true;
+    } else if (kind == "reprojection") {
+      reprojected.push_back(rows->Bytes(i, 3));
     }
   }
   const int64_t last_seq = rows->Int(rows->rows() - 1, 0);
@@ -1444,6 +1448,7 @@ absl::Status PostgresStore::ReadFeed() {
   }
   for (const auto& revision : revisions) revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(revision, /*remote=*/true); });
   if (stored_ceiling) ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(stored_ceiling->first, stored_ceiling->second, /*remote=*/true); });
+  if (remote_listener_ != nullptr && !reprojected.empty()) remote_listener_->OnRemoteReprojections(reprojected);
   feed_seq_ = last_seq;
   feed_seq_read_ = last_seq;
   return absl::OkStatus();

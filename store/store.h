@@ -61,6 +61,9 @@ class RemoteChangeListener {
  public:
   virtual ~RemoteChangeListener() = default;
   virtual void OnRemoteChanges(const RemoteChanges& changes) = 0;
+  // Another replica committed a re-projection of these scopes (ChangeBatch::reprojected_scope). Told
+  // after the same round's changes and policy revisions, on the same thread.
+  virtual void OnRemoteReprojections(const std::vector<std::string>& /*scopes*/) {}
 };
 
 // This process's place among the gateways sharing the store.

@@ -998,3 +998,85 @@ TEST_CASE("replicas: a replica whose heartbeat cannot be sent says the database 
   CHECK(Eventually([&] { return g.Admit("sb-1", &admitted).ok(); }));
   CHECK(g.Stop() == 0);
 }
+
+TEST_CASE("replicas: a policy change is re-projected by the replica that made it, and by another only once that one "
+          "committed or did not",
+          "[integration][postgres][replicas]") {
+  // Regression (bench_replicas, stop 45): the other replica's feed brought the revision before the
+  // origin's re-projection, found none of the scope's sandboxes current, and signed and committed every
+  // one of them a second time. It now waits for the origin's re-projection (announced on the feed), then
+  // moves only what that one did not; if the origin stops first, it moves them all after a short wait.
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture a(Database(url)), b(Database(url));
+  auto digest = [](const openshell::sandbox::v1::SandboxPolicy& p) {
+    return osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(p));
+  };
+  auto base = Example("github.yaml"), widened = base, narrowed = base;
+  widened.mutable_filesystem()->add_read_only("/opt/widened");
+  narrowed.mutable_filesystem()->add_read_only("/opt/narrowed");
+  REQUIRE(a.SetPolicy("default", base).ok());
+  std::vector<std::string> handles;
+  for (int i = 1; i <= 6; ++i) {
+    gw::AdmitSandboxResponse admitted;
+    REQUIRE(a.Admit("sb-" + std::to_string(i), &admitted).ok());
+    handles.push_back(admitted.sandbox_handle());
+  }
+  auto all_served = [&](GatewayFixture& g, const std::string& want) {
+    for (const auto& handle : handles) {
+      drv::Projection p;
+      if (!g.Fetch(handle, &p).ok() || p.policy_digest() != want) return false;
+    }
+    return true;
+  };
+  REQUIRE(Eventually([&] { return all_served(b, digest(base)); }));
+  auto summaries = [&] {
+    return PsqlValue(url, "SELECT COUNT(*) FROM audit_events WHERE type = 'reprojection' AND sandbox_id = ''");
+  };
+  const std::string before = summaries();
+  // A's re-projection waits on one sandbox's row, long enough for B's feed to bring the revision alone.
+  auto change_on_a = [&](const openshell::sandbox::v1::SandboxPolicy& policy, grpc::Status* status,
+                         gw::PolicyRevision* out) {
+    return std::thread([&a, policy, status, out] {
+      gw::SetPolicyRequest request;
+      request.set_scope("default");
+      *request.mutable_policy() = policy;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      *status = a.admin().SetPolicy(&context, request, out);
+    });
+  };
+  {
+    HeldRows held(url, "SELECT sandbox_id FROM sandboxes WHERE sandbox_id = 'sb-1' FOR UPDATE");
+    grpc::Status changed;
+    gw::PolicyRevision revision;
+    std::thread changing = change_on_a(widened, &changed, &revision);
+    REQUIRE(Eventually([&] { return WaitingOnLock(url, "UPDATE sandboxes SET envelope_id") == 1; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // B's feed reads at least once a second
+    held.Release();
+    changing.join();
+    INFO(changed.error_message());
+    REQUIRE(changed.ok());
+    CHECK(revision.sandboxes_updated() == 6);
+  }
+  CHECK(Eventually([&] { return all_served(b, digest(widened)); }));
+  // B ran its own re-projection once A's arrived (it found nothing left to move) — well within the
+  // wait, had it not been told: no second summary event, no sandbox moved on B.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  CHECK(summaries() == std::to_string(std::stoi(before) + 1));
+  CHECK_FALSE(absl::StrContains(b.log(), "re-projected here"));
+
+  // A is killed between its revision's commit and its re-projection's: B moves every sandbox itself.
+  {
+    HeldRows held(url, "SELECT sandbox_id FROM sandboxes WHERE sandbox_id = 'sb-1' FOR UPDATE");
+    grpc::Status changed;
+    gw::PolicyRevision revision;
+    std::thread changing = change_on_a(narrowed, &changed, &revision);
+    REQUIRE(Eventually([&] { return WaitingOnLock(url, "UPDATE sandboxes SET envelope_id") == 1; }));
+    a.Kill9();
+    changing.join();
+    CHECK_FALSE(changed.ok());
+  }
+  CHECK(Eventually([&] { return all_served(b, digest(narrowed)); }, std::chrono::seconds(30)));
+  CHECK_THAT(b.log(), Catch::Contains("policy scope default changed: 6 sandbox(es) re-projected here"));
+  CHECK(b.Stop() == 0);
+}

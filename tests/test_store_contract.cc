@@ -783,3 +783,55 @@ TEST_CASE("store: PostgreSQL replicas dropping and taking one shared envelope at
   CHECK(loaded->front().envelope->body() == "shared-body");
   CheckChain(*a, 601);
 }
+
+TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announced to the others after its sandboxes",
+          "[store][postgres]") {
+  // The other replicas leave a scope's re-projection to the replica that changed it, until this
+  // announcement (ChangeBatch::reprojected_scope, RemoteChangeListener::OnRemoteReprojections) arrives.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  struct Heard final : osh::store::RemoteChangeListener {
+    void OnRemoteChanges(const osh::store::RemoteChanges& changes) override {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& r : changes.sandboxes) told.push_back("sandbox " + r.context.sandbox_id() + " " + r.envelope->policy_digest());
+    }
+    void OnRemoteReprojections(const std::vector<std::string>& scopes) override {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& scope : scopes) told.push_back("reprojection " + scope);
+    }
+    std::vector<std::string> Told() {
+      std::lock_guard<std::mutex> lock(mu);
+      return told;
+    }
+    std::mutex mu;
+    std::vector<std::string> told;
+  } heard;
+  b->replication().SetRemoteChangeListener(&heard);
+  auto wait_for = [&](size_t n) {
+    for (int i = 0; i < 100 && heard.Told().size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return heard.Told();
+  };
+  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(wait_for(1).size() == 1);
+  auto move = [&](const std::string& body, std::optional<std::string> scope) {
+    const osh::store::EnvelopePtr envelope = Sandbox(*a, "sb-1", "handle-1", body).envelope;
+    osh::store::ChangeBatch batch;
+    batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000});
+    batch.events.push_back(osh::test::StoredEvent("reprojection"));
+    batch.reprojected_scope = std::move(scope);
+    REQUIRE(a->sandboxes().Commit(std::move(batch)).ok());
+  };
+  // One at a time (a round of the feed reads the sandboxes' rows as they are now, once per round).
+  move("body-2", "default");  // a re-projection of a scope
+  REQUIRE(wait_for(3).size() == 3);
+  move("body-3", std::nullopt);  // a refresh: not announced
+  REQUIRE(wait_for(4).size() == 4);
+  move("body-4", "tenant:acme");
+  const auto told = wait_for(6);
+  const auto digest = [](const std::string& body) { return osh::policy::Sha256Hex(body); };
+  CHECK(told == std::vector<std::string>{"sandbox sb-1 " + digest("body-1"), "sandbox sb-1 " + digest("body-2"),
+                                         "reprojection default", "sandbox sb-1 " + digest("body-3"),
+                                         "sandbox sb-1 " + digest("body-4"), "reprojection tenant:acme"});
+  b->replication().SetRemoteChangeListener(nullptr);
+}

@@ -159,6 +159,7 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
     // A change queued now runs at once, even for a scope waiting out a failure's pause; the pause it had
     // reached is kept (a database that stays broken is not hammered because changes keep coming).
     queued.not_before = std::chrono::steady_clock::time_point::min();
+    queued.awaiting_origin = false;
   } else {
     // The caller's own re-projection of `scope` just failed: it runs again after the pause reached.
     RequeueFailedLocked(queued, inserted, queued.retry_ms, std::chrono::steady_clock::now());
@@ -274,10 +275,36 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
 }
 
 void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) {
-  // A local change re-projects its scope itself (Mutate). The replica that changed the scope re-projected
-  // the sandboxes it knew of; ones this replica admitted meanwhile may not have been among them. Not here:
-  // this runs inside the store's feed delivery, and a re-projection commits.
-  if (remote) QueueReprojection(revision.scope);
+  // A local change re-projects its scope itself (Mutate). The replica that changed the scope re-projects
+  // the sandboxes it knows of; ones this replica admitted meanwhile may not be among them, and that replica
+  // may stop before it commits. So this one re-projects the scope too — after that replica's
+  // re-projection arrived, when it passes by every sandbox already moved (PolicyAuthoring::IsCurrent),
+  // rather than at once, when it would sign and commit every one of them a second time. Not here: this
+  // runs inside the store's feed delivery, and a re-projection commits.
+  if (!remote) return;
+  absl::MutexLock lock(&reproject_mu_);
+  if (stopping_reprojection_) return;
+  auto [it, inserted] = reproject_scopes_.try_emplace(revision.scope);
+  QueuedScope& queued = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  if (!inserted && (queued.awaiting_origin || queued.not_before <= now)) return;  // due at once, or waiting already
+  // Waiting out a failure's pause here: the sooner of its end and the wait's.
+  const auto until = now + std::chrono::milliseconds(kOriginReprojectionWaitMs);
+  queued.not_before = inserted ? until : std::min(queued.not_before, until);
+  queued.awaiting_origin = true;
+  ++reproject_queued_;
+  if (!reproject_thread_.joinable()) reproject_thread_ = std::thread([this] { ReprojectionLoop(); });
+}
+
+void GatewayCore::OnRemoteReprojections(const std::vector<std::string>& scopes) {
+  absl::MutexLock lock(&reproject_mu_);
+  for (const auto& scope : scopes) {
+    auto it = reproject_scopes_.find(scope);
+    if (it == reproject_scopes_.end() || !it->second.awaiting_origin) continue;
+    it->second.not_before = std::chrono::steady_clock::time_point::min();
+    it->second.awaiting_origin = false;
+    ++reproject_queued_;
+  }
 }
 
 std::shared_ptr<const trust::TrustStore> GatewayCore::trust_store() const { return gate_.trust(); }

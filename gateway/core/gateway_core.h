@@ -170,9 +170,15 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
   // a changed ceiling is loaded and re-verified.
   void OnRemoteChanges(const store::RemoteChanges& changes) override;
-  // A revision another replica appended: the sandboxes of its scope this replica admitted are re-projected
-  // (issue 25.2). The driver's cache already has it (it listens first).
+  // A revision another replica appended: the sandboxes of its scope that replica did not move (ones
+  // admitted here meanwhile; all of them if it stops first) are re-projected here (issue 25.2) — once that
+  // replica's own re-projection of the scope arrived (OnRemoteReprojections), or kOriginReprojectionWaitMs
+  // after the revision if none does, so the scope is not re-projected by two replicas at once. The
+  // driver's cache already has the revision (it listens first).
   void OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) override;
+  // Another replica's re-projection of these scopes committed: one waiting for it runs now.
+  void OnRemoteReprojections(const std::vector<std::string>& scopes) override;
+  static constexpr int64_t kOriginReprojectionWaitMs = 5000;
   // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                         const store::EnvelopePtr& envelope, store::Verification verification, int64_t updated_at_unix,
@@ -256,6 +262,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     // When it may run; min(): at once (a change). A failed scope waits out its pause.
     std::chrono::steady_clock::time_point not_before = std::chrono::steady_clock::time_point::min();
     int64_t retry_ms = kReprojectionRetryMs;  // its next pause, should it fail (again)
+    // Waiting for the re-projection of the replica that changed it (OnPolicyRevision): not_before is the
+    // wait's end, and that re-projection's arrival makes it due at once.
+    bool awaiting_origin = false;
   };
   // After `queued`'s scope failed to re-project (`inserted`: it was not queued): its next run and pause.
   void RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,

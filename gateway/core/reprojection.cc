@@ -223,6 +223,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
+  batch.reprojected_scope = scope;  // the other replicas need not re-project it for the revision too
   if (known_revisions) {
     std::map<std::string, uint64_t> checked;
     for (const auto& s : resolved_through) {
