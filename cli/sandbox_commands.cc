@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
@@ -298,7 +299,12 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                   << "refresh errors:     " << s.refresh_errors() << "\n";
         if (s.reprojections_pending() > 0) {
           std::cout << "re-projections:     " << s.reprojections_pending()
-                    << " scope(s) queued (a failed one retries; see the gateway's log)\n";
+                    << " scope(s) queued (a failed one retries; one another replica changed waits for its "
+                       "re-projection; see the gateway's log)\n";
+        }
+        if (s.database_kind() == "postgresql" && s.database_reachable()) {
+          std::cout << "change feed:        " << s.feed_changes_behind() << " change(s) not read yet; last read "
+                    << absl::StrFormat("%.1f", static_cast<double>(s.feed_read_age_ms()) / 1000.0) << " s ago\n";
         }
         if (s.possibly_leaked_handles() > 0) {
           std::cout << "possibly leaked:    " << s.possibly_leaked_handles()

@@ -126,6 +126,7 @@ struct ChangeBatch {
   // change feed (RemoteChangeListener::OnRemoteReprojections), so one that learned of the scope's new
   // revision leaves the re-projection to the replica that made the revision instead of doing it twice.
   std::optional<std::string> reprojected_scope;
+  uint64_t reprojected_revision = 0;  // the newest revision of that scope it was made from (0: none)
 };
 
 // Whether a commit was refused because the stored ceiling is not the one the batch was checked against.

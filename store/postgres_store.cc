@@ -260,6 +260,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     if (!head.ok()) return head.status();
     store->feed_seq_ = head->Int(0, 0);
     store->feed_seq_read_ = store->feed_seq_;
+    store->feed_read_ok_ms_ = store->NowMs();
     store->last_feed_round_ms_ = store->NowMs();
   }
   {
@@ -441,7 +442,9 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
       if (!ids.ok()) return ids.status();
       OSH_RETURN_IF_ERROR(Announce("sandboxes", *ids));
     }
-    if (batch.reprojected_scope) OSH_RETURN_IF_ERROR(Announce("reprojection", *batch.reprojected_scope));
+    if (batch.reprojected_scope) {  // "<revision> <scope>"
+      OSH_RETURN_IF_ERROR(Announce("reprojection", absl::StrCat(batch.reprojected_revision, " ", *batch.reprojected_scope)));
+    }
     for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
     return absl::OkStatus();
   };
@@ -1240,13 +1243,20 @@ void PostgresStore::SetReachabilityListener(std::function<void(bool reachable)> 
 ReplicaStatus PostgresStore::replica_status() {
   ReplicaStatus status{"postgresql", replica_id_, 0, true};
   absl::MutexLock lock(&read_mu_);
-  auto live = Read(absl::StrCat("SELECT COUNT(*) FROM replicas WHERE heartbeat_at > ", kDbNowMs, " - $1"),
+  // The feed's position is taken before the newest change is read: a round between the two can only make
+  // the figure larger than it is, never hide a change not read.
+  const int64_t read_up_to = feed_seq_read_;
+  const int64_t read_at_ms = feed_read_ok_ms_;
+  auto live = Read(absl::StrCat("SELECT (SELECT COUNT(*) FROM replicas WHERE heartbeat_at > ", kDbNowMs,
+                                " - $1), (SELECT COALESCE(MAX(seq), 0) FROM changes)"),
                    PgParams().Add(kReplicaLeaseMs));
   if (!live.ok()) {
     status.database_reachable = false;
     return status;
   }
   status.live_replicas = static_cast<uint32_t>(live->Int(0, 0));
+  status.feed_changes_behind = std::max<int64_t>(0, live->Int(0, 1) - read_up_to);
+  status.feed_read_age_ms = std::max<int64_t>(0, NowMs() - read_at_ms);
   return status;
 }
 
@@ -1332,6 +1342,7 @@ void PostgresStore::FeedLoop() {
       if (reconnected) polled = read();  // catch up on what was missed meanwhile
     }
     if (polled.ok()) {
+      feed_read_ok_ms_ = NowMs();
       absl::MutexLock conn_lock(&feed_conn_mu_);  // the connection only: a write may commit meanwhile
       RecordFeedPosition();
     }
@@ -1398,7 +1409,7 @@ absl::Status PostgresStore::ReadFeed() {
   if (rows->rows() == 0) return absl::OkStatus();
   std::set<std::string> sandbox_ids, scopes;
   bool ceiling = false;
-  std::vector<std::string> reprojected;  // scopes another replica re-projected, in commit order
+  std::vector<RemoteReprojection> reprojected;  // other replicas' re-projections, in commit order
   for (int i = 0; i < rows->rows(); ++i) {
     if (rows->Bytes(i, 1) == replica_id_) continue;  // applied when committed
     const std::string kind = rows->Bytes(i, 2);
@@ -1411,7 +1422,13 @@ absl::Status PostgresStore::ReadFeed() {
     } else if (kind == "ceiling") {
       ceiling = true;
     } else if (kind == "reprojection") {
-      reprojected.push_back(rows->Bytes(i, 3));
+      const std::string payload = rows->Bytes(i, 3);
+      const size_t space = payload.find(' ');
+      RemoteReprojection r;
+      if (space != std::string::npos && absl::SimpleAtoi(payload.substr(0, space), &r.revision)) {
+        r.scope = payload.substr(space + 1);
+        reprojected.push_back(std::move(r));
+      }
     }
   }
   const int64_t last_seq = rows->Int(rows->rows() - 1, 0);

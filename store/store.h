@@ -51,6 +51,12 @@ struct PendingRelease {
 // The sandboxes other replicas committed to a shared store (PostgresStore's change feed), as they stand
 // now: those they changed, read back after the change (present), and those they deleted (removed).
 // Policy revisions and the ceiling reach their own listeners (RevisionListener, CeilingListener).
+// Another replica's re-projection of a scope, and the newest revision of the scope it was made from.
+struct RemoteReprojection {
+  std::string scope;
+  uint64_t revision = 0;  // 0: none (a driver without revisions)
+  bool operator==(const RemoteReprojection&) const = default;
+};
 struct RemoteChanges {
   std::vector<SandboxRecord> sandboxes;
   std::vector<std::string> removed;
@@ -61,9 +67,9 @@ class RemoteChangeListener {
  public:
   virtual ~RemoteChangeListener() = default;
   virtual void OnRemoteChanges(const RemoteChanges& changes) = 0;
-  // Another replica committed a re-projection of these scopes (ChangeBatch::reprojected_scope). Told
-  // after the same round's changes and policy revisions, on the same thread.
-  virtual void OnRemoteReprojections(const std::vector<std::string>& /*scopes*/) {}
+  // Other replicas committed re-projections (ChangeBatch::reprojected_scope), in commit order. Told after
+  // the same round's changes and policy revisions, on the same thread.
+  virtual void OnRemoteReprojections(const std::vector<RemoteReprojection>& /*reprojections*/) {}
 };
 
 // This process's place among the gateways sharing the store.
@@ -72,6 +78,10 @@ struct ReplicaStatus {
   std::string replica_id;     // unique among live replicas
   uint32_t live_replicas = 1; // replicas whose heartbeat is fresh, this one included
   bool database_reachable = true;
+  // This replica's change feed (0 for an embedded store): changes committed in the database (by any
+  // replica) that it has not read yet, and how long ago it last read the feed (ms).
+  int64_t feed_changes_behind = 0;
+  int64_t feed_read_age_ms = 0;
 };
 
 // One OpenShell sandbox's interceptor record (InterceptorRecordStore): the sandbox's name and the record

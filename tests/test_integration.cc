@@ -610,6 +610,8 @@ TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, r
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_driver_up 1\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_database_reachable 1\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_live_replicas 1\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_feed_changes_behind 0\n"));
+  CHECK_THAT(text, Catch::Contains("\npolicy_gateway_feed_read_age_seconds 0\n"));
   CHECK_THAT(text, Catch::Contains("# TYPE policy_gateway_admin_call_duration_seconds histogram\n"));
   CHECK_THAT(text, Catch::Contains("\npolicy_gateway_admin_call_duration_seconds_bucket{method=\"AdmitSandbox\",le=\"+Inf\"} 2\n"));
   CHECK_THAT(text, Catch::Contains("\nprocess_open_fds "));

@@ -807,6 +807,17 @@ TEST_CASE("replicas: a replica whose feed is behind never puts an older policy o
   REQUIRE(Eventually([&] { return WaitingOnLock(url, "UPDATE replicas SET feed_seq") == 1; }));
   REQUIRE(a.SetPolicy("sandbox:sb-1", narrowed).ok());
   CHECK(served(a, one.sandbox_handle()) == digest(narrowed));
+  // Operators see B's lag: changes it has not read, and the time since it last read the feed.
+  CHECK(Eventually([&] {
+    const auto status = b.Status();
+    return status.feed_changes_behind() >= 1 && status.feed_read_age_ms() >= 1500;
+  }));
+  std::string status_out, status_err;
+  REQUIRE(Ctl(b, {"status"}, &status_out, &status_err) == 0);
+  const size_t feed_line = status_out.find("change feed:");
+  REQUIRE(feed_line != std::string::npos);
+  CHECK_THAT(status_out.substr(feed_line, status_out.find('\n', feed_line) - feed_line),
+             Catch::Matches(R"re(change feed:        [1-9][0-9]* change\(s\) not read yet; last read [0-9]+\.[0-9] s ago)re"));
   // A stops: it would re-project on B's revision and repair what B wrote, but a replica may be gone.
   REQUIRE(a.Stop() == 0);
   // B knows only revision 1 of sb-1's scope. Its change of `default` would put it back: the database
@@ -820,8 +831,9 @@ TEST_CASE("replicas: a replica whose feed is behind never puts an older policy o
                                       "revision 2 in the database; the projections were made from revision 1; "
                                       "nothing moved, re-reading the policy revisions and running it again"));
 
-  // Its feed back, B serves each sandbox on its own scope's newest.
+  // Its feed back, B serves each sandbox on its own scope's newest, and has read every change.
   held.Release();
+  CHECK(Eventually([&] { return b.Status().feed_changes_behind() == 0; }, std::chrono::seconds(20)));
   CHECK(Eventually([&] { return served(b, one.sandbox_handle()) == digest(narrowed); }, std::chrono::seconds(20)));
   CHECK(Eventually([&] { return served(b, two.sandbox_handle()) == digest(widened); }, std::chrono::seconds(20)));
   CHECK(stored("sb-1") == digest(narrowed));
@@ -1005,9 +1017,15 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
   // Regression (bench_replicas, stop 45): the other replica's feed brought the revision before the
   // origin's re-projection, found none of the scope's sandboxes current, and signed and committed every
   // one of them a second time. It now waits for the origin's re-projection (announced on the feed), then
-  // moves only what that one did not; if the origin stops first, it moves them all after a short wait.
+  // moves only what that one did not; if the origin stops first, it moves them all after a wait
+  // (replica_reprojection_wait_ms: 60 s for B here, so that only the announcement ends B's wait in time).
   const std::string url = PgCluster::Shared().CreateDatabase();
-  GatewayFixture a(Database(url)), b(Database(url));
+  auto waiting = [&](const std::string& ms) {
+    auto args = Database(url);
+    args.insert(args.end(), {"--replica-reprojection-wait-ms", ms});
+    return args;
+  };
+  GatewayFixture a(Database(url)), b(waiting("60000"));
   auto digest = [](const openshell::sandbox::v1::SandboxPolicy& p) {
     return osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(p));
   };
@@ -1051,7 +1069,8 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
     gw::PolicyRevision revision;
     std::thread changing = change_on_a(widened, &changed, &revision);
     REQUIRE(Eventually([&] { return WaitingOnLock(url, "UPDATE sandboxes SET envelope_id") == 1; }));
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // B's feed reads at least once a second
+    // B's feed brought the revision alone: B waits for A's re-projection (queued, not run).
+    CHECK(Eventually([&] { return b.Status().reprojections_pending() == 1; }));
     held.Release();
     changing.join();
     INFO(changed.error_message());
@@ -1059,11 +1078,17 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
     CHECK(revision.sandboxes_updated() == 6);
   }
   CHECK(Eventually([&] { return all_served(b, digest(widened)); }));
-  // B ran its own re-projection once A's arrived (it found nothing left to move) — well within the
-  // wait, had it not been told: no second summary event, no sandbox moved on B.
-  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  // A's re-projection arrived, announced: B ran its own at once (long before its 60 s wait), found nothing
+  // left to move, wrote nothing.
+  CHECK(Eventually([&] { return b.Status().reprojections_pending() == 0; }, std::chrono::seconds(20)));
   CHECK(summaries() == std::to_string(std::stoi(before) + 1));
   CHECK_FALSE(absl::StrContains(b.log(), "re-projected here"));
+
+  // B waits 2 s from here on (a restart with another wait).
+  REQUIRE(b.Stop() == 0);
+  b.SetExtraArgs(waiting("2000"));
+  b.Start();
+  REQUIRE(Eventually([&] { return all_served(b, digest(widened)); }));
 
   // A is killed between its revision's commit and its re-projection's: B moves every sandbox itself.
   {

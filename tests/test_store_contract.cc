@@ -796,9 +796,9 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
       std::lock_guard<std::mutex> lock(mu);
       for (const auto& r : changes.sandboxes) told.push_back("sandbox " + r.context.sandbox_id() + " " + r.envelope->policy_digest());
     }
-    void OnRemoteReprojections(const std::vector<std::string>& scopes) override {
+    void OnRemoteReprojections(const std::vector<osh::store::RemoteReprojection>& reprojections) override {
       std::lock_guard<std::mutex> lock(mu);
-      for (const auto& scope : scopes) told.push_back("reprojection " + scope);
+      for (const auto& r : reprojections) told.push_back(absl::StrCat("reprojection ", r.scope, " from revision ", r.revision));
     }
     std::vector<std::string> Told() {
       std::lock_guard<std::mutex> lock(mu);
@@ -814,24 +814,25 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
   };
   REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
   REQUIRE(wait_for(1).size() == 1);
-  auto move = [&](const std::string& body, std::optional<std::string> scope) {
+  auto move = [&](const std::string& body, std::optional<std::string> scope, uint64_t revision = 0) {
     const osh::store::EnvelopePtr envelope = Sandbox(*a, "sb-1", "handle-1", body).envelope;
     osh::store::ChangeBatch batch;
     batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000});
     batch.events.push_back(osh::test::StoredEvent("reprojection"));
     batch.reprojected_scope = std::move(scope);
+    batch.reprojected_revision = revision;
     REQUIRE(a->sandboxes().Commit(std::move(batch)).ok());
   };
   // One at a time (a round of the feed reads the sandboxes' rows as they are now, once per round).
-  move("body-2", "default");  // a re-projection of a scope
+  move("body-2", "default", 3);  // a re-projection of a scope, made from its revision 3
   REQUIRE(wait_for(3).size() == 3);
   move("body-3", std::nullopt);  // a refresh: not announced
   REQUIRE(wait_for(4).size() == 4);
-  move("body-4", "tenant:acme");
+  move("body-4", "tenant:acme one");  // a scope name with a space; no revision
   const auto told = wait_for(6);
   const auto digest = [](const std::string& body) { return osh::policy::Sha256Hex(body); };
   CHECK(told == std::vector<std::string>{"sandbox sb-1 " + digest("body-1"), "sandbox sb-1 " + digest("body-2"),
-                                         "reprojection default", "sandbox sb-1 " + digest("body-3"),
-                                         "sandbox sb-1 " + digest("body-4"), "reprojection tenant:acme"});
+                                         "reprojection default from revision 3", "sandbox sb-1 " + digest("body-3"),
+                                         "sandbox sb-1 " + digest("body-4"), "reprojection tenant:acme one from revision 0"});
   b->replication().SetRemoteChangeListener(nullptr);
 }

@@ -70,6 +70,7 @@ const std::vector<IntKey>& IntKeys() {
       {"driver_connect_timeout_ms", 0, kDayMs, Into(&Config::driver_connect_timeout_ms)},
       {"driver_call_timeout_ms", 1, 600'000, Into(&Config::driver_call_timeout_ms)},
       {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
+      {"replica_reprojection_wait_ms", 0, 3'600'000, Into(&Config::replica_reprojection_wait_ms)},
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
       {"log_integrate_interval_ms", 10, 60'000, Into(&Config::log_integrate_interval_ms)},
       {"log_witness_timeout_ms", 10, 60'000, Into(&Config::log_witness_timeout_ms)},
@@ -290,6 +291,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"state_dir", kGatewayTable, "folder for the database and sockets (created 0700)"},
       {"database", kGatewayTable,
        "sqlite:<path> (default: sqlite:<state_dir>/gateway.db), or postgresql://... for replicas (libpq URL; PG* variables apply)"},
+      {"replica_reprojection_wait_ms", kGatewayTable,
+       "replicas: how long to wait for the re-projection of the replica that changed a scope before re-projecting "
+       "it here (default 5000)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
       {"sandbox_socket_group", kGatewayTable,

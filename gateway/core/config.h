@@ -20,6 +20,9 @@ namespace osh::gateway {
 struct Config {
   std::string state_dir = "./var";
   std::string database;        // "sqlite:<path>" (default: sqlite:<state_dir>/gateway.db)
+  // Replicas: how long one waits for the re-projection of the replica that changed a scope before it
+  // re-projects the scope itself (docs/replicas.md).
+  int64_t replica_reprojection_wait_ms = 5000;
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
   std::string sandbox_socket_group;  // "": the sandbox socket is 0600; else 0660 for this group (its own folder)

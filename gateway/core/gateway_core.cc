@@ -287,20 +287,26 @@ void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, 
   auto [it, inserted] = reproject_scopes_.try_emplace(revision.scope);
   QueuedScope& queued = it->second;
   const auto now = std::chrono::steady_clock::now();
-  if (!inserted && (queued.awaiting_origin || queued.not_before <= now)) return;  // due at once, or waiting already
+  if (!inserted && queued.awaiting_origin) {  // waiting already: now for a re-projection of this revision
+    queued.awaited_revision = std::max(queued.awaited_revision, revision.revision);
+    return;
+  }
+  if (!inserted && queued.not_before <= now) return;  // due at once
   // Waiting out a failure's pause here: the sooner of its end and the wait's.
-  const auto until = now + std::chrono::milliseconds(kOriginReprojectionWaitMs);
+  const auto until = now + std::chrono::milliseconds(config_.replica_reprojection_wait_ms);
   queued.not_before = inserted ? until : std::min(queued.not_before, until);
   queued.awaiting_origin = true;
+  queued.awaited_revision = revision.revision;
   ++reproject_queued_;
   if (!reproject_thread_.joinable()) reproject_thread_ = std::thread([this] { ReprojectionLoop(); });
 }
 
-void GatewayCore::OnRemoteReprojections(const std::vector<std::string>& scopes) {
+void GatewayCore::OnRemoteReprojections(const std::vector<store::RemoteReprojection>& reprojections) {
   absl::MutexLock lock(&reproject_mu_);
-  for (const auto& scope : scopes) {
-    auto it = reproject_scopes_.find(scope);
-    if (it == reproject_scopes_.end() || !it->second.awaiting_origin) continue;
+  for (const auto& r : reprojections) {
+    auto it = reproject_scopes_.find(r.scope);
+  // One made from an older revision (the feed tells them after the round's revisions) is not the one awaited.
+    if (it == reproject_scopes_.end() || !it->second.awaiting_origin || r.revision < it->second.awaited_revision) continue;
     it->second.not_before = std::chrono::steady_clock::time_point::min();
     it->second.awaiting_origin = false;
     ++reproject_queued_;
@@ -952,6 +958,8 @@ absl::StatusOr<gateway_v1::GetStatusResponse> GatewayCore::GetStatus() const {
   out.set_database_kind(replica.database_kind);
   out.set_live_replicas(replica.live_replicas);
   out.set_database_reachable(replica.database_reachable);
+  out.set_feed_changes_behind(static_cast<uint64_t>(replica.feed_changes_behind));
+  out.set_feed_read_age_ms(static_cast<uint64_t>(replica.feed_read_age_ms));
   out.set_admitted_sandboxes(registry_->size());
   out.set_watchers(registry_->watcher_count());
   out.set_refresh_errors(registry_->refresh_error_count());

@@ -171,14 +171,13 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // a changed ceiling is loaded and re-verified.
   void OnRemoteChanges(const store::RemoteChanges& changes) override;
   // A revision another replica appended: the sandboxes of its scope that replica did not move (ones
-  // admitted here meanwhile; all of them if it stops first) are re-projected here (issue 25.2) — once that
-  // replica's own re-projection of the scope arrived (OnRemoteReprojections), or kOriginReprojectionWaitMs
-  // after the revision if none does, so the scope is not re-projected by two replicas at once. The
-  // driver's cache already has the revision (it listens first).
+  // admitted here meanwhile; all of them if it stops first) are re-projected here (issue 25.2) — once a
+  // re-projection of the scope made from that revision or a newer one arrived (OnRemoteReprojections), or
+  // replica_reprojection_wait_ms after the revision if none does, so the scope is not re-projected by two
+  // replicas at once. The driver's cache already has the revision (it listens first).
   void OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) override;
-  // Another replica's re-projection of these scopes committed: one waiting for it runs now.
-  void OnRemoteReprojections(const std::vector<std::string>& scopes) override;
-  static constexpr int64_t kOriginReprojectionWaitMs = 5000;
+  // Other replicas' re-projections committed: a scope waiting for one made from its revision runs now.
+  void OnRemoteReprojections(const std::vector<store::RemoteReprojection>& reprojections) override;
   // The gate's CheckStored, then marks the sandbox verified, or logs and takes it out of what is served.
   absl::Status Reverify(const std::string& sandbox_id, const driver_v1::RuntimeContext& context,
                         const store::EnvelopePtr& envelope, store::Verification verification, int64_t updated_at_unix,
@@ -263,8 +262,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     std::chrono::steady_clock::time_point not_before = std::chrono::steady_clock::time_point::min();
     int64_t retry_ms = kReprojectionRetryMs;  // its next pause, should it fail (again)
     // Waiting for the re-projection of the replica that changed it (OnPolicyRevision): not_before is the
-    // wait's end, and that re-projection's arrival makes it due at once.
+    // wait's end, and the arrival of a re-projection made from awaited_revision or later makes it due.
     bool awaiting_origin = false;
+    uint64_t awaited_revision = 0;
   };
   // After `queued`'s scope failed to re-project (`inserted`: it was not queued): its next run and pause.
   void RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,

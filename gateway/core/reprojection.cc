@@ -225,6 +225,10 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
   batch.reprojected_scope = scope;  // the other replicas need not re-project it for the revision too
   if (known_revisions) {
+    const auto known = known_revisions->find(scope);
+    if (known != known_revisions->end()) batch.reprojected_revision = known->second;
+  }
+  if (known_revisions) {
     std::map<std::string, uint64_t> checked;
     for (const auto& s : resolved_through) {
       const auto known = known_revisions->find(s);

@@ -624,6 +624,8 @@ std::string Daemon::RenderMetrics() {
     snapshot.possibly_leaked_handles = status->possibly_leaked_handles();
     snapshot.database_reachable = status->database_reachable();
     snapshot.live_replicas = status->live_replicas();
+    snapshot.feed_changes_behind = status->feed_changes_behind();
+    snapshot.feed_read_age_ms = status->feed_read_age_ms();
     snapshot.sandboxes_by_drift = core_->CountByDrift();
     snapshot.audit_streams = audit_feed_ != nullptr ? audit_feed_->subscriptions() : 0;
     for (const auto& key : status->trust_keys()) {

@@ -202,7 +202,8 @@ std::string Metrics::Render(const Snapshot& s) const {
   Gauge(&out, "policy_gateway_pending_releases", "Driver-handle releases queued for delivery.", s.pending_releases);
   Gauge(&out, "policy_gateway_refresh_errors", "Admitted sandboxes whose last refresh failed.", s.refresh_errors);
   Gauge(&out, "policy_gateway_reprojections_pending",
-        "Policy scopes whose re-projection is queued (one that failed waits out its retry pause).",
+        "Policy scopes whose re-projection is queued (one that failed waits out its retry pause; one another replica "
+        "changed waits for that replica's re-projection).",
         s.reprojections_pending);
   Gauge(&out, "policy_gateway_revoked_sandboxes", "Sandboxes refused to fetchers after a key revocation.",
         s.revoked_sandboxes);
@@ -212,6 +213,12 @@ std::string Metrics::Render(const Snapshot& s) const {
         s.database_reachable ? 1 : 0);
   Gauge(&out, "policy_gateway_live_replicas", "Gateways sharing the database whose heartbeat is fresh (1 for SQLite).",
         s.live_replicas);
+  Gauge(&out, "policy_gateway_feed_changes_behind",
+        "Changes committed in the database that this replica's change feed has not read yet (0 for SQLite).",
+        s.feed_changes_behind);
+  Gauge(&out, "policy_gateway_feed_read_age_seconds",
+        "Seconds since this replica's change feed last read the database (0 for SQLite).",
+        static_cast<double>(s.feed_read_age_ms) / 1000.0);
   Gauge(&out, "policy_gateway_audit_head_seq", "Sequence number of the newest audit event.", s.audit_head_seq);
   Header(&out, "policy_gateway_store_transactions_total", "counter", "Store commits (each one fsync).");
   absl::StrAppend(&out, "policy_gateway_store_transactions_total ", s.store_transactions, "\n");

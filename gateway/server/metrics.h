@@ -35,6 +35,8 @@ class Metrics {
     uint64_t store_writes = 0;
     bool database_reachable = true;
     uint32_t live_replicas = 1;  // gateways sharing the database whose heartbeat is fresh
+    uint64_t feed_changes_behind = 0;  // changes this replica's feed has not read (0 for SQLite)
+    uint64_t feed_read_age_ms = 0;     // since this replica's feed last read the database
     struct Key {
       std::string key_id;
       int64_t not_after_unix = 0;  // 0: none
