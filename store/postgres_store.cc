@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 #include <random>
 #include <set>
@@ -176,6 +177,11 @@ static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migr
 constexpr int64_t kMigrationLock = 0x6f73680001;  // pg_advisory_xact_lock key: "osh" + 1
 // The database's clock in milliseconds: replicas compare heartbeats and leases on one clock.
 constexpr char kDbNowMs[] = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+constexpr int64_t kFeedBehindCountCap = 100000;  // ReplicaStatus::feed_changes_behind counts no further
+// Milliseconds on the steady clock: for ages measured here (a step of the wall clock does not move them).
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 std::string NewReplicaId() {
   char host[256] = {};
@@ -260,7 +266,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     if (!head.ok()) return head.status();
     store->feed_seq_ = head->Int(0, 0);
     store->feed_seq_read_ = store->feed_seq_;
-    store->feed_read_ok_ms_ = store->NowMs();
+    store->feed_read_ok_ms_ = SteadyMs();
     store->last_feed_round_ms_ = store->NowMs();
   }
   {
@@ -1243,20 +1249,21 @@ void PostgresStore::SetReachabilityListener(std::function<void(bool reachable)> 
 ReplicaStatus PostgresStore::replica_status() {
   ReplicaStatus status{"postgresql", replica_id_, 0, true};
   absl::MutexLock lock(&read_mu_);
-  // The feed's position is taken before the newest change is read: a round between the two can only make
-  // the figure larger than it is, never hide a change not read.
+  // The feed's position is taken before the changes after it are counted: a round between the two can only
+  // make the figure larger than it is, never hide a change not read. This replica's own changes are not
+  // counted (it applied them when it committed them); the count stops at kFeedBehindCountCap.
   const int64_t read_up_to = feed_seq_read_;
-  const int64_t read_at_ms = feed_read_ok_ms_;
+  status.feed_read_age_ms = std::max<int64_t>(0, SteadyMs() - feed_read_ok_ms_);
   auto live = Read(absl::StrCat("SELECT (SELECT COUNT(*) FROM replicas WHERE heartbeat_at > ", kDbNowMs,
-                                " - $1), (SELECT COALESCE(MAX(seq), 0) FROM changes)"),
-                   PgParams().Add(kReplicaLeaseMs));
+                                " - $1), (SELECT COUNT(*) FROM (SELECT 1 FROM changes WHERE seq > $2 AND origin <> $3 "
+                                "LIMIT ", kFeedBehindCountCap, ") behind)"),
+                   PgParams().Add(kReplicaLeaseMs).Add(read_up_to).Add(replica_id_));
   if (!live.ok()) {
     status.database_reachable = false;
     return status;
   }
   status.live_replicas = static_cast<uint32_t>(live->Int(0, 0));
-  status.feed_changes_behind = std::max<int64_t>(0, live->Int(0, 1) - read_up_to);
-  status.feed_read_age_ms = std::max<int64_t>(0, NowMs() - read_at_ms);
+  status.feed_changes_behind = live->Int(0, 1);
   return status;
 }
 
@@ -1342,7 +1349,7 @@ void PostgresStore::FeedLoop() {
       if (reconnected) polled = read();  // catch up on what was missed meanwhile
     }
     if (polled.ok()) {
-      feed_read_ok_ms_ = NowMs();
+      feed_read_ok_ms_ = SteadyMs();
       absl::MutexLock conn_lock(&feed_conn_mu_);  // the connection only: a write may commit meanwhile
       RecordFeedPosition();
     }

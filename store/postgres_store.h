@@ -105,6 +105,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   void SetRemoteChangeListener(RemoteChangeListener* listener) override;
   ReplicaStatus replica_status() override;
+  bool shared() const override { return replica_; }
   bool reachable() const override { return reachable_; }
   void SetReachabilityListener(std::function<void(bool reachable)> listener) override;
   absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
@@ -183,7 +184,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Mutex feed_mu_;  // the feed's position and listeners: applying remote changes, ordered with writes
   int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
   std::atomic<int64_t> feed_seq_read_{0};  // feed_seq_, for RecordFeedPosition (which does not hold feed_mu_)
-  std::atomic<int64_t> feed_read_ok_ms_{0};  // NowMs() of the last round that read the feed (and at open)
+  std::atomic<int64_t> feed_read_ok_ms_{0};  // SteadyMs() of the last round that read the feed (and at open)
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
   std::function<void(bool)> reachability_listener_ ABSL_GUARDED_BY(feed_mu_);
   // The feed connection (taken after feed_mu_ when both are held).

@@ -78,8 +78,9 @@ struct ReplicaStatus {
   std::string replica_id;     // unique among live replicas
   uint32_t live_replicas = 1; // replicas whose heartbeat is fresh, this one included
   bool database_reachable = true;
-  // This replica's change feed (0 for an embedded store): changes committed in the database (by any
-  // replica) that it has not read yet, and how long ago it last read the feed (ms).
+  // This replica's change feed (0 for an embedded store): changes other replicas committed that it has not
+  // read yet (at most 100,000; 0 when the database cannot be read), and how long ago it last read the
+  // feed (ms, known also when the database cannot be read).
   int64_t feed_changes_behind = 0;
   int64_t feed_read_age_ms = 0;
 };
@@ -353,6 +354,8 @@ class Replication {
   // Whether the database answered the last heartbeat (always true for an embedded store), and a
   // listener told of every change of that, on the store's own thread (must not call back into the store).
   virtual bool reachable() const { return true; }
+  // Whether other processes share the database and follow its change feed (false for an embedded store).
+  virtual bool shared() const { return false; }
   virtual void SetReachabilityListener(std::function<void(bool reachable)> /*listener*/) {}
   // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
   // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.

@@ -160,6 +160,12 @@ TEST_CASE("config: a bad value names where it came from — file:line, flag or v
   CHECK(values_now.at("clock_skew_s") == "5");
   CHECK(values_now.at("max_watchers") == "10000");
   CHECK(values_now.size() == osh::gateway::ConfigKeys().size());
+  // The reference names every key (docs/policy-gateway.md, "Configuration").
+  const std::string doc = osh::test::ReadFile(std::string(OSH_SOURCE_DIR) + "/docs/policy-gateway.md");
+  for (const auto& key : osh::gateway::ConfigKeys()) {
+    INFO(key.name);
+    CHECK(doc.find(absl::StrCat("`", key.name, "`")) != std::string::npos);
+  }
 }
 
 TEST_CASE("config: unknown keys, wrong types and bad values are errors naming the key", "[config]") {

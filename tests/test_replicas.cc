@@ -1081,8 +1081,14 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
   // A's re-projection arrived, announced: B ran its own at once (long before its 60 s wait), found nothing
   // left to move, wrote nothing.
   CHECK(Eventually([&] { return b.Status().reprojections_pending() == 0; }, std::chrono::seconds(20)));
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // taken off the queue; its run (finding nothing) ends
   CHECK(summaries() == std::to_string(std::stoi(before) + 1));
   CHECK_FALSE(absl::StrContains(b.log(), "re-projected here"));
+  // A change with nothing to move on A is announced too: B may hold sandboxes of the scope A does not know.
+  REQUIRE(a.SetPolicy("sandbox:sb-none", base).ok());
+  CHECK(PsqlValue(url, "SELECT COUNT(*) FROM changes WHERE kind = 'reprojection' AND payload = '1 sandbox:sb-none'") ==
+        "1");
+  CHECK(Eventually([&] { return b.Status().reprojections_pending() == 0; }, std::chrono::seconds(20)));
 
   // B waits 2 s from here on (a restart with another wait).
   REQUIRE(b.Stop() == 0);

@@ -70,7 +70,7 @@ const std::vector<IntKey>& IntKeys() {
       {"driver_connect_timeout_ms", 0, kDayMs, Into(&Config::driver_connect_timeout_ms)},
       {"driver_call_timeout_ms", 1, 600'000, Into(&Config::driver_call_timeout_ms)},
       {"refresh_interval_s", 0, 365 * kDayS, Into(&Config::refresh_interval_s)},
-      {"replica_reprojection_wait_ms", 0, 3'600'000, Into(&Config::replica_reprojection_wait_ms)},
+      {"replica_reprojection_wait_ms", 0, 600'000, Into(&Config::replica_reprojection_wait_ms)},
       {"clock_skew_s", 0, kDayS, Into(&Config::clock_skew_s)},
       {"log_integrate_interval_ms", 10, 60'000, Into(&Config::log_integrate_interval_ms)},
       {"log_witness_timeout_ms", 10, 60'000, Into(&Config::log_witness_timeout_ms)},

@@ -100,7 +100,7 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
       reports_(config_.limits.reports_per_second, config_.limits.report_burst),
       handles_(&store->releases(), driver, registry, &slots_),
       gate_(config_, &store->ceiling(), &store->audit(), clock, &audit_, std::move(trust_store)),
-      reprojector_(config_, &store->sandboxes(), driver, registry, &gate_, clock),
+      reprojector_(config_, &store->sandboxes(), store->replication().shared(), driver, registry, &gate_, clock),
       profiles_(&store->provider_profiles(), [this] { return this->trust_store(); }, clock) {
   registry_->SetServingChecks(&gate_);  // fetches, watches and egress decisions ask the gate through the registry
   store_->sandboxes().SetChangeListener(registry_);  // the registry follows the store: every committed batch, in order
@@ -287,13 +287,14 @@ void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, 
   auto [it, inserted] = reproject_scopes_.try_emplace(revision.scope);
   QueuedScope& queued = it->second;
   const auto now = std::chrono::steady_clock::now();
+  const auto until = now + std::chrono::milliseconds(config_.replica_reprojection_wait_ms);
   if (!inserted && queued.awaiting_origin) {  // waiting already: now for a re-projection of this revision
     queued.awaited_revision = std::max(queued.awaited_revision, revision.revision);
+    queued.not_before = std::max(queued.not_before, until);
     return;
   }
   if (!inserted && queued.not_before <= now) return;  // due at once
   // Waiting out a failure's pause here: the sooner of its end and the wait's.
-  const auto until = now + std::chrono::milliseconds(config_.replica_reprojection_wait_ms);
   queued.not_before = inserted ? until : std::min(queued.not_before, until);
   queued.awaiting_origin = true;
   queued.awaited_revision = revision.revision;
@@ -305,7 +306,7 @@ void GatewayCore::OnRemoteReprojections(const std::vector<store::RemoteReproject
   absl::MutexLock lock(&reproject_mu_);
   for (const auto& r : reprojections) {
     auto it = reproject_scopes_.find(r.scope);
-  // One made from an older revision (the feed tells them after the round's revisions) is not the one awaited.
+    // One made from an older revision (the feed tells them after the round's revisions) is not the one awaited.
     if (it == reproject_scopes_.end() || !it->second.awaiting_origin || r.revision < it->second.awaited_revision) continue;
     it->second.not_before = std::chrono::steady_clock::time_point::min();
     it->second.awaiting_origin = false;

@@ -63,9 +63,9 @@ void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::str
 
 }  // namespace
 
-Reprojector::Reprojector(const Config& config, store::SandboxStore* store, drivers::PolicyDriver* driver,
+Reprojector::Reprojector(const Config& config, store::SandboxStore* store, bool shared, drivers::PolicyDriver* driver,
                          SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock)
-    : config_(config), store_(store), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
+    : config_(config), store_(store), shared_(shared), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
 
 Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
   for (int attempt = 0; attempt <= 3; ++attempt) {
@@ -210,7 +210,23 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
       batch.changes.push_back(std::move(move));
     }
   }
-  if (batch.changes.empty()) return Outcome{};
+  if (batch.changes.empty()) {
+    // Nothing to move. With replicas the others still wait for this re-projection of the revision (they
+    // may hold sandboxes this replica does not know yet): an announcement alone tells them it is done.
+    if (known_revisions && shared_) {
+      store::ChangeBatch announced;
+      announced.reprojected_scope = scope;
+      if (const auto known = known_revisions->find(scope); known != known_revisions->end()) {
+        announced.reprojected_revision = known->second;
+      }
+      if (auto committed = store_->Commit(std::move(announced)); !committed.ok()) {
+        LogWarning(absl::StrCat("re-projection of scope ", scope, ": nothing to move, but the other replicas could not ",
+                                "be told so (they re-project it after replica_reprojection_wait_ms): ",
+                                committed.status().ToString()));
+      }
+    }
+    return Outcome{};
+  }
   // One summary event for the whole change: every sandbox of the scope moves in this one transaction.
   store::AuditEvent event;
   event.type = audit::Type::kReprojection;

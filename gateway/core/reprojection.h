@@ -24,8 +24,10 @@ namespace osh::gateway {
 
 class Reprojector {
  public:
-  Reprojector(const Config& config, store::SandboxStore* store, drivers::PolicyDriver* driver, SandboxRegistry* registry,
-              ProjectionGate* gate, const store::Clock* clock);
+  // `shared`: other replicas follow the store's change feed (each re-projection is announced to them,
+  // even one with nothing to move).
+  Reprojector(const Config& config, store::SandboxStore* store, bool shared, drivers::PolicyDriver* driver,
+              SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock);
 
   struct Outcome {
     uint32_t moved = 0;  // to a new projection (0 when the commit failed: nothing moved, and it is logged)
@@ -47,6 +49,7 @@ class Reprojector {
 
   const Config& config_;
   store::SandboxStore* const store_;
+  const bool shared_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;
   ProjectionGate* const gate_;  // checks each new projection; one outside the ceiling keeps the last good
