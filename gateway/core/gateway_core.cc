@@ -162,6 +162,7 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
     queued.awaiting_origin = false;
   } else {
     // The caller's own re-projection of `scope` just failed: it runs again after the pause reached.
+    queued.own_change = true;
     RequeueFailedLocked(queued, inserted, queued.retry_ms, std::chrono::steady_clock::now());
   }
   ++reproject_queued_;
@@ -172,7 +173,12 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
 void GatewayCore::ReprojectionLoop() {
   using Clock = std::chrono::steady_clock;
   for (;;) {
-    std::vector<std::pair<std::string, int64_t>> due;  // scope, the pause it had reached
+    struct Due {
+      std::string scope;
+      int64_t retry_ms;  // the pause it had reached
+      bool own_change;   // a retry of this replica's own change: announced to the other replicas
+    };
+    std::vector<Due> due;
     {
       absl::MutexLock lock(&reproject_mu_);
       for (;;) {
@@ -183,7 +189,7 @@ void GatewayCore::ReprojectionLoop() {
         Clock::time_point next = Clock::time_point::max();
         for (auto it = reproject_scopes_.begin(); it != reproject_scopes_.end();) {
           if (it->second.not_before <= now) {
-            due.emplace_back(it->first, it->second.retry_ms);
+            due.push_back({it->first, it->second.retry_ms, it->second.own_change});
             it = reproject_scopes_.erase(it);
           } else {
             next = std::min(next, it->second.not_before);
@@ -202,9 +208,9 @@ void GatewayCore::ReprojectionLoop() {
         }
       }
     }
-    std::vector<std::pair<std::string, int64_t>> failed, not_run;
+    std::vector<Due> failed, not_run;
     for (size_t i = 0; i < due.size(); ++i) {
-      const auto& [scope, retry_ms] = due[i];
+      const auto& [scope, retry_ms, own_change] = due[i];
       {
         absl::MutexLock lock(&reproject_mu_);
         if (stopping_reprojection_) {  // a stop waits for the scope running, not for every due one
@@ -213,8 +219,8 @@ void GatewayCore::ReprojectionLoop() {
         }
       }
       // Sandboxes another replica already moved are passed by (PolicyAuthoring::IsCurrent).
-      const Reprojector::Outcome moved = Reproject(scope);
-      if (moved.failed) failed.emplace_back(scope, retry_ms);
+      const Reprojector::Outcome moved = Reproject(scope, own_change);
+      if (moved.failed) failed.push_back(due[i]);
       if (moved.moved > 0 || moved.kept > 0) {
         LogInfo(absl::StrCat("policy scope ", scope, " changed: ", moved.moved, " sandbox(es) re-projected here",
                              moved.kept > 0 ? absl::StrCat(", ", moved.kept, " kept the last good") : ""));
@@ -228,9 +234,10 @@ void GatewayCore::ReprojectionLoop() {
     // scopes do not wait for it. Queued again meanwhile by a change, it stays due at once; by a failure
     // of its own, it waits the longer of the two pauses.
     const Clock::time_point failed_at = Clock::now();
-    for (const auto& [scope, retry_ms] : failed) {
+    for (const auto& [scope, retry_ms, own_change] : failed) {
       auto [it, inserted] = reproject_scopes_.try_emplace(scope);
       RequeueFailedLocked(it->second, inserted, retry_ms, failed_at);
+      it->second.own_change = it->second.own_change || own_change;
     }
   }
 }
@@ -876,9 +883,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   return out;
 }
 
-Reprojector::Outcome GatewayCore::Reproject(const std::string& scope) {
+Reprojector::Outcome GatewayCore::Reproject(const std::string& scope, bool own_change) {
   absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
-  return reprojector_.Run(scope, trust_store().get());
+  return reprojector_.Run(scope, trust_store().get(), own_change);
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
@@ -894,7 +901,7 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     }
     return revision;
   }
-  const Reprojector::Outcome moved = Reproject(revision->scope());
+  const Reprojector::Outcome moved = Reproject(revision->scope(), /*own_change=*/true);
   // The revision is committed; its re-projection is not: tried again in the background until it commits.
   if (moved.failed) QueueReprojection(revision->scope(), /*failed_here=*/true);
   revision->set_sandboxes_updated(moved.moved);

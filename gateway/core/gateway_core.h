@@ -203,7 +203,8 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
                                const std::string& detail);
   // Re-projects every admitted sandbox whose effective policy may come from `scope`, in one store
   // transaction (all or none) with one statement per distinct new envelope and one summary audit event.
-  Reprojector::Outcome Reproject(const std::string& scope);
+  // `own_change`: re-projecting this replica's own policy change (announced to the other replicas).
+  Reprojector::Outcome Reproject(const std::string& scope, bool own_change = false);
   // Re-projects `scope` on this gateway's re-projection thread (started on first use), after another
   // replica changed it or after a re-projection here failed to commit. Queued scopes are coalesced and
   // run at once; a scope whose re-projection fails is queued again with its own pause
@@ -265,6 +266,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     // wait's end, and the arrival of a re-projection made from awaited_revision or later makes it due.
     bool awaiting_origin = false;
     uint64_t awaited_revision = 0;
+    bool own_change = false;  // a retry of this replica's own change (its re-projection is announced)
   };
   // After `queued`'s scope failed to re-project (`inserted`: it was not queued): its next run and pause.
   void RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,

@@ -67,9 +67,9 @@ Reprojector::Reprojector(const Config& config, store::SandboxStore* store, bool 
                          SandboxRegistry* registry, ProjectionGate* gate, const store::Clock* clock)
     : config_(config), store_(store), shared_(shared), driver_(driver), registry_(registry), gate_(gate), clock_(clock) {}
 
-Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust) {
+Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::TrustStore* trust, bool announce) {
   for (int attempt = 0; attempt <= 3; ++attempt) {
-    if (auto outcome = Attempt(scope, trust)) return *outcome;
+    if (auto outcome = Attempt(scope, trust, announce)) return *outcome;
     // Another ceiling was stored since the check: load it and re-project against it.
     if (absl::Status loaded = gate_->ceiling().Load(trust, clock_->NowUnix(), config_.clock_skew_s); !loaded.ok()) {
       LogError(absl::StrCat("re-projection of scope ", scope, ": ", loaded.message(), "; nothing moved"));
@@ -80,7 +80,8 @@ Reprojector::Outcome Reprojector::Run(const std::string& scope, const trust::Tru
   return Outcome{.failed = true};
 }
 
-std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust) {
+std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scope, const trust::TrustStore* trust,
+                                                         bool announce) {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   const auto ceiling = gate_->ceiling().current();  // every group is checked against this one, and the commit says so
   // Taken before any projection is fetched: what they are made from is at least this new. The commit
@@ -213,7 +214,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   if (batch.changes.empty()) {
     // Nothing to move. With replicas the others still wait for this re-projection of the revision (they
     // may hold sandboxes this replica does not know yet): an announcement alone tells them it is done.
-    if (known_revisions && shared_) {
+    if (announce && known_revisions && shared_) {
       store::ChangeBatch announced;
       announced.reprojected_scope = scope;
       if (const auto known = known_revisions->find(scope); known != known_revisions->end()) {
@@ -239,8 +240,8 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
-  batch.reprojected_scope = scope;  // the other replicas need not re-project it for the revision too
-  if (known_revisions) {
+  if (announce) batch.reprojected_scope = scope;  // the other replicas need not re-project it for the revision too
+  if (announce && known_revisions) {
     const auto known = known_revisions->find(scope);
     if (known != known_revisions->end()) batch.reprojected_revision = known->second;
   }

@@ -41,11 +41,14 @@ class Reprojector {
   // ceiling was stored meanwhile (issue 25.10), the ceiling is reloaded and the whole run repeated. It
   // also carries the policy revisions the driver knew (PolicyAuthoring::KnownRevisions): refused because
   // the store holds a newer one, the driver re-reads them (ReloadRevisions) and the run is repeated too.
-  Outcome Run(const std::string& scope, const trust::TrustStore* trust);
+  // `announce`: this is the re-projection of this replica's own change of `scope` — with replicas, its
+  // commit (or, with nothing to move, a commit of the announcement alone) tells the others, who wait for
+  // it (ChangeBatch::reprojected_scope). Re-projections of other replicas' changes are not announced.
+  Outcome Run(const std::string& scope, const trust::TrustStore* trust, bool announce);
 
  private:
   // One run against the ceiling in force now; nullopt when the store refused it for a changed ceiling.
-  std::optional<Outcome> Attempt(const std::string& scope, const trust::TrustStore* trust);
+  std::optional<Outcome> Attempt(const std::string& scope, const trust::TrustStore* trust, bool announce);
 
   const Config& config_;
   store::SandboxStore* const store_;
