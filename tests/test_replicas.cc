@@ -1026,6 +1026,7 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
     return args;
   };
   GatewayFixture a(Database(url)), b(waiting("60000"));
+  const std::string a_id = a.Status().replica_id();
   auto digest = [](const openshell::sandbox::v1::SandboxPolicy& p) {
     return osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(p));
   };
@@ -1088,7 +1089,13 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
   REQUIRE(a.SetPolicy("sandbox:sb-none", base).ok());
   CHECK(PsqlValue(url, "SELECT COUNT(*) FROM changes WHERE kind = 'reprojection' AND payload = '1 sandbox:sb-none'") ==
         "1");
-  CHECK(Eventually([&] { return b.Status().reprojections_pending() == 0; }, std::chrono::seconds(20)));
+  CHECK(Eventually([&] {  // B read A's revision (its feed is past it), and its wait ended long before its 60 s
+    const auto status = b.Status();
+    return status.feed_changes_behind() == 0 && status.reprojections_pending() == 0;
+  }, std::chrono::seconds(20)));
+  // Only A, whose changes they were, announced re-projections; B's own runs did not.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CHECK(PsqlValue(url, "SELECT COUNT(*) FROM changes WHERE kind = 'reprojection' AND origin <> '" + a_id + "'") == "0");
 
   // B waits 2 s from here on (a restart with another wait).
   REQUIRE(b.Stop() == 0);

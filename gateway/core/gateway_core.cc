@@ -162,8 +162,7 @@ void GatewayCore::QueueReprojection(const std::string& scope, bool failed_here) 
     queued.awaiting_origin = false;
   } else {
     // The caller's own re-projection of `scope` just failed: it runs again after the pause reached.
-    queued.own_change = true;
-    RequeueFailedLocked(queued, inserted, queued.retry_ms, std::chrono::steady_clock::now());
+    RequeueFailedLocked(queued, inserted, queued.retry_ms, std::chrono::steady_clock::now(), /*own_change=*/true);
   }
   ++reproject_queued_;
   if (reproject_thread_.joinable()) return;
@@ -236,14 +235,21 @@ void GatewayCore::ReprojectionLoop() {
     const Clock::time_point failed_at = Clock::now();
     for (const auto& [scope, retry_ms, own_change] : failed) {
       auto [it, inserted] = reproject_scopes_.try_emplace(scope);
-      RequeueFailedLocked(it->second, inserted, retry_ms, failed_at);
-      it->second.own_change = it->second.own_change || own_change;
+      RequeueFailedLocked(it->second, inserted, retry_ms, failed_at, own_change);
     }
   }
 }
 
 void GatewayCore::RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,
-                                      std::chrono::steady_clock::time_point failed_at) {
+                                      std::chrono::steady_clock::time_point failed_at, bool own_change) {
+  if (own_change) {
+    queued.own_change = true;
+    // This replica's own change retries after its pause, not after a wait for another replica's.
+    if (queued.awaiting_origin) {
+      queued.awaiting_origin = false;
+      queued.not_before = failed_at + std::chrono::milliseconds(pause_ms);
+    }
+  }
   // Queued meanwhile by a change (due at once), it stays due at once; otherwise it waits the longer of the
   // pause it had and this one. The next pause doubles, never shrinking below one already reached.
   if (inserted || queued.not_before != std::chrono::steady_clock::time_point::min()) {

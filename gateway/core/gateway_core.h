@@ -269,8 +269,11 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
     bool own_change = false;  // a retry of this replica's own change (its re-projection is announced)
   };
   // After `queued`'s scope failed to re-project (`inserted`: it was not queued): its next run and pause.
+  // `own_change`: the failed run was this replica's own change (it stays announced, and a wait for
+  // another replica's re-projection no longer delays it).
   void RequeueFailedLocked(QueuedScope& queued, bool inserted, int64_t pause_ms,
-                           std::chrono::steady_clock::time_point failed_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_);
+                           std::chrono::steady_clock::time_point failed_at, bool own_change)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(reproject_mu_);
   mutable absl::Mutex reproject_mu_;
   std::map<std::string, QueuedScope> reproject_scopes_ ABSL_GUARDED_BY(reproject_mu_);  // to re-project
   uint64_t reproject_queued_ ABSL_GUARDED_BY(reproject_mu_) = 0;  // wakes the thread from a pause

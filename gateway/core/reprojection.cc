@@ -222,8 +222,8 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
       }
       if (auto committed = store_->Commit(std::move(announced)); !committed.ok()) {
         LogWarning(absl::StrCat("re-projection of scope ", scope, ": nothing to move, but the other replicas could not ",
-                                "be told so (they re-project it after replica_reprojection_wait_ms): ",
-                                committed.status().ToString()));
+                                "be told so; trying again: ", committed.status().ToString()));
+        return Outcome{.failed = true};
       }
     }
     return Outcome{};
