@@ -110,7 +110,7 @@ CREATE TABLE ceiling (
 CREATE TABLE changes (
   seq     BIGSERIAL PRIMARY KEY,
   origin  TEXT NOT NULL,
-  kind    TEXT NOT NULL,                -- sandboxes (payload: JSON id list), policy (scope), ceiling, reprojection (scope)
+  kind    TEXT NOT NULL,                -- sandboxes (payload: JSON id list), policy (scope), ceiling, reprojection (<revision> <scope>)
   payload TEXT NOT NULL
 );
 CREATE TABLE replicas (

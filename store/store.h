@@ -48,15 +48,14 @@ struct PendingRelease {
   std::string idempotency_key;  // the key the acquisition was sent with ("": none)
 };
 
-// The sandboxes other replicas committed to a shared store (PostgresStore's change feed), as they stand
-// now: those they changed, read back after the change (present), and those they deleted (removed).
-// Policy revisions and the ceiling reach their own listeners (RevisionListener, CeilingListener).
 // Another replica's re-projection of a scope, and the newest revision of the scope it was made from.
 struct RemoteReprojection {
   std::string scope;
   uint64_t revision = 0;  // 0: none (a driver without revisions)
-  bool operator==(const RemoteReprojection&) const = default;
 };
+// The sandboxes other replicas committed to a shared store (PostgresStore's change feed), as they stand
+// now: those they changed, read back after the change (present), and those they deleted (removed).
+// Policy revisions and the ceiling reach their own listeners (RevisionListener, CeilingListener).
 struct RemoteChanges {
   std::vector<SandboxRecord> sandboxes;
   std::vector<std::string> removed;

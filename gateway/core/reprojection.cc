@@ -211,15 +211,22 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
       batch.changes.push_back(std::move(move));
     }
   }
+  // With replicas, the re-projection of this replica's own change tells the others, who wait for it, and
+  // from which revision of the scope it was made.
+  const bool announced_to_replicas = announce && shared_ && known_revisions;
+  auto announce_into = [&](store::ChangeBatch& b) {
+    if (!announced_to_replicas) return;
+    b.reprojected_scope = scope;
+    if (const auto known = known_revisions->find(scope); known != known_revisions->end()) {
+      b.reprojected_revision = known->second;
+    }
+  };
   if (batch.changes.empty()) {
-    // Nothing to move. With replicas the others still wait for this re-projection of the revision (they
-    // may hold sandboxes this replica does not know yet): an announcement alone tells them it is done.
-    if (announce && known_revisions && shared_) {
+    // Nothing to move. The others still wait for this re-projection of the revision (they may hold
+    // sandboxes this replica does not know yet): an announcement alone tells them it is done.
+    if (announced_to_replicas) {
       store::ChangeBatch announced;
-      announced.reprojected_scope = scope;
-      if (const auto known = known_revisions->find(scope); known != known_revisions->end()) {
-        announced.reprojected_revision = known->second;
-      }
+      announce_into(announced);
       if (auto committed = store_->Commit(std::move(announced)); !committed.ok()) {
         LogWarning(absl::StrCat("re-projection of scope ", scope, ": nothing to move, but the other replicas could not ",
                                 "be told so; trying again: ", committed.status().ToString()));
@@ -240,11 +247,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
-  if (announce) batch.reprojected_scope = scope;  // the other replicas need not re-project it for the revision too
-  if (announce && known_revisions) {
-    const auto known = known_revisions->find(scope);
-    if (known != known_revisions->end()) batch.reprojected_revision = known->second;
-  }
+  announce_into(batch);  // the other replicas need not re-project it for the revision too
   if (known_revisions) {
     std::map<std::string, uint64_t> checked;
     for (const auto& s : resolved_through) {
