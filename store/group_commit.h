@@ -31,6 +31,9 @@ struct GroupWrite {
   bool done = false;
   std::string actor;  // AuditActorScope::Current() of the writing thread, for its events
   bool touches_chain = true;  // false: writes no audit event and no change a view must apply
+  // PostgreSQL only: the group locks and reads the audit chain's head before anything else (an import,
+  // which writes sealed events itself). Every other write appends its events unsealed.
+  bool head_first = false;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
   // again), and must not block on the disk or the network; the queue then deletes the write.
   std::function<void(absl::Status)> on_done;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -171,10 +172,54 @@ INSERT INTO provider_profile_generation VALUES (1, 0);
 ALTER TABLE replicas ADD COLUMN IF NOT EXISTS feed_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE replicas ADD COLUMN IF NOT EXISTS feed_read_at BIGINT NOT NULL DEFAULT 0;
 )sql",
+    // 7 -> 8: replicas write without the fleet-wide head lock (issue 27). A write appends its audit events
+    // and feed rows unsealed (audit_pending, changes_pending); the sealer (SealPending: any replica, one at
+    // a time under the head lock, before its feed or a reader of the log reads) moves them into
+    // audit_events (numbered and chained) and changes (numbered), so both stay one gap-free sequence in
+    // commit order of the seals. Migrate refuses this step while a replica of an earlier release
+    // heartbeats (kPendingSchema).
+    R"sql(
+CREATE TABLE audit_pending (
+  id             BIGSERIAL PRIMARY KEY,
+  time_unix_ms   BIGINT NOT NULL,
+  type           TEXT NOT NULL,
+  sandbox_id     TEXT NOT NULL,
+  surface_id     TEXT NOT NULL,
+  policy_digest  TEXT NOT NULL,
+  policy_version BIGINT NOT NULL,
+  key_ids        TEXT NOT NULL,
+  outcome        TEXT NOT NULL,
+  reason         TEXT NOT NULL,
+  audit_context  BYTEA NOT NULL,
+  actor          TEXT NOT NULL
+);
+CREATE TABLE changes_pending (
+  id      BIGSERIAL PRIMARY KEY,
+  origin  TEXT NOT NULL,
+  kind    TEXT NOT NULL,
+  payload TEXT NOT NULL
+);
+COMMENT ON TABLE audit_head IS 'the sealed chain''s head: locked by the sealer (and imports) only, from schema 8';
+)sql",
 };
 static_assert(std::size(kMigrations) == PostgresStore::kSchemaVersion, "one migration per schema version");
 
 constexpr int64_t kMigrationLock = 0x6f73680001;  // pg_advisory_xact_lock key: "osh" + 1
+// Held shared by a write that checked a batch against the ceiling in force (CheckCeilingUnchanged), from
+// that check to its commit; exclusive by SaveCeiling: no ceiling is stored between a check and its commit,
+// and SaveCeiling counts every batch checked against the one before.
+constexpr int64_t kCeilingLock = 0x6f73680002;
+// Held shared by a write that checked a batch against the policy revisions it knew (CheckRevisionsKnown),
+// exclusive by AppendPolicyRevision (which also reads the next revision number, then writes it).
+constexpr int64_t kRevisionLock = 0x6f73680003;
+constexpr int64_t kPendingSchema = 8;  // the first schema whose writers append events unsealed
+// How many times LeadGroup leads a write PostgreSQL chose as a deadlock's victim (or a serialization
+// failure's): the others of its group committed; it is led again, in a group of its own.
+constexpr int kConflictAttempts = 3;
+constexpr int kSealBatch = 1000;  // pending events (14 parameters each) and feed rows sealed per transaction
+constexpr char kInsertAuditColumns[] =
+    "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
+    "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES ";
 // The database's clock in milliseconds: replicas compare heartbeats and leases on one clock.
 constexpr char kDbNowMs[] = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 constexpr int64_t kFeedBehindCountCap = 100000;  // ReplicaStatus::feed_changes_behind counts no further
@@ -207,11 +252,10 @@ constexpr char kRevisionColumns[] =
 
 }  // namespace
 
-PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock,
-                             std::string replica_id, std::function<void(const std::string&)> notice)
+PostgresStore::PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, PgConn sealer,
+                             const Clock* clock, std::string replica_id, std::function<void(const std::string&)> notice)
     : clock_(clock), replica_id_(std::move(replica_id)), notice_(std::move(notice)), writer_(std::move(writer)),
-      reader_(std::move(reader)),
-      feed_(std::move(feed)), beat_(std::move(beat)) {}
+      reader_(std::move(reader)), feed_(std::move(feed)), beat_(std::move(beat)), sealer_(std::move(sealer)) {}
 
 absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& conninfo, const Clock* clock,
                                                                   bool replica) {
@@ -233,8 +277,11 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
   if (!feed.ok()) return feed.status();
   auto beat = PgConn::Connect(conninfo);
   if (!beat.ok()) return beat.status();
+  auto sealer = PgConn::Connect(conninfo);
+  if (!sealer.ok()) return sealer.status();
   std::unique_ptr<PostgresStore> store(new PostgresStore(*std::move(writer), *std::move(reader), *std::move(feed),
-                                                         *std::move(beat), clock, NewReplicaId(), options.notice));
+                                                         *std::move(beat), *std::move(sealer), clock, NewReplicaId(),
+                                                         options.notice));
   {
     absl::MutexLock lock(&store->mu_);
     OSH_RETURN_IF_ERROR(store->Migrate());
@@ -283,6 +330,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
 
 PostgresStore::~PostgresStore() {
   queue_.Stop();    // writes still queued commit first (before the replica announces it is gone)
+  SealPending().IgnoreError();  // and what they appended is sealed (else the next replica to read does it)
   anchor_.reset();  // its last record reads the chain head
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
@@ -313,6 +361,26 @@ absl::Status PostgresStore::Migrate() {
     if (current > kSchemaVersion) {
       return absl::FailedPreconditionError(absl::StrCat("database schema version ", current,
                                                         " is newer than this gateway's ", kSchemaVersion));
+    }
+    if (current >= 1 && current < kPendingSchema) {
+      // Replicas of an earlier release number their events under the head lock and read the feed in seq
+      // order: beside this release's writes (unsealed events, feed rows committed out of seq order, the
+      // ceiling and revisions on locks of their own) they would miss changes and could commit outside a
+      // new ceiling. They must be stopped first (a clean stop removes a replica's row; a crashed one's
+      // stops counting after kReplicaLeaseMs).
+      auto live = writer_.Query(absl::StrCat("SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs,
+                                             " - $1 ORDER BY id"),
+                                PgParams().Add(kReplicaLeaseMs));
+      if (!live.ok()) return live.status();
+      if (live->rows() > 0) {
+        std::vector<std::string> ids;
+        for (int i = 0; i < live->rows() && i < 5; ++i) ids.push_back(live->Bytes(i, 0));
+        return absl::FailedPreconditionError(absl::StrCat(
+            "database schema version ", current, " is in use by ", live->rows(),
+            " running replica(s) of an earlier release (", absl::StrJoin(ids, ", "), live->rows() > 5 ? ", ..." : "",
+            "): stop them before this release upgrades it to ", kSchemaVersion,
+            " (the two write differently and must not share a database: docs/replicas.md, \"Upgrading\")"));
+      }
     }
     for (int64_t v = current; v < kSchemaVersion; ++v) OSH_RETURN_IF_ERROR(writer_.Exec(kMigrations[v]));
     return writer_.Query("UPDATE osh_schema SET version = $1", PgParams().Add(int64_t{kSchemaVersion})).status();
@@ -355,17 +423,42 @@ void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<
   queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
 
+absl::Status PostgresStore::WriteHeadFirst(std::function<absl::Status()> run) {
+  GroupWrite self;
+  self.run = std::move(run);
+  self.actor = AuditActorScope::Current();
+  self.head_first = true;
+  queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
+  return self.status;
+}
+
 void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   absl::MutexLock lock(&mu_);
   const bool touches_chain =
       std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
-  // A group that changes what replicas serve holds off this replica's feed from before it takes the
-  // head lock until its own view is updated: a remote change the feed reads afterwards is applied after
-  // ours (never an older state over a newer one), and the fleet-wide head lock is never held while
-  // waiting for the feed.
+  // A group that changes what replicas serve holds off this replica's feed from before it begins until
+  // its own view is updated: a remote change the feed reads afterwards is applied after ours (never an
+  // older state over a newer one).
   std::optional<absl::MutexLock> apply;
   if (touches_chain) apply.emplace(&feed_mu_);
-  auto fail_all = [&](const absl::Status& status) {
+  std::vector<GroupWrite*> round = group;
+  for (int attempt = 1;; ++attempt) {
+    LeadOnce(round);
+    // A deadlock's victim (SQLSTATE 40P01) or a serialization failure (40001), a storage error ABORTED:
+    // rolled back alone (its savepoint, or its transaction when alone), the others committed. Replicas'
+    // transactions overlap, so PostgreSQL may pick one; it is led again, without the others.
+    std::vector<GroupWrite*> victims;
+    for (GroupWrite* w : round) {
+      if (absl::IsAborted(w->status) && common::IsStorageError(w->status)) victims.push_back(w);
+    }
+    if (victims.empty() || attempt == kConflictAttempts) return;
+    for (GroupWrite* w : victims) w->status = absl::OkStatus();
+    round = std::move(victims);
+  }
+}
+
+void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
+  auto fail_all = [&](const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     writer_.Exec("ROLLBACK").IgnoreError();
     for (GroupWrite* w : group) {
       if (w->status.ok()) w->status = status;
@@ -375,9 +468,11 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     if (absl::Status s = writer_.Reconnect(); !s.ok()) return fail_all(s);
   }
   if (absl::Status s = writer_.Exec("BEGIN"); !s.ok()) return fail_all(s);
-  if (touches_chain) {
-    // Every replica's chain writes queue here: the head row stays locked until this transaction ends,
-    // so events (and change-feed rows) are numbered in commit order across the fleet.
+  const bool head_first = std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->head_first; });
+  if (head_first) {
+    // An import writes sealed events itself: the head row stays locked from here until this transaction
+    // ends (the sealer waits meanwhile). No other write takes it: events are appended unsealed
+    // (InsertAudit), so replicas' writes overlap and only rows they share make them queue.
     auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
     if (!head.ok()) return fail_all(head.status());
     if (head->rows() != 1) return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
@@ -391,9 +486,9 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     writer_.Exec("ROLLBACK").IgnoreError();
     return;
   }
-  // The head, the notification and the commit in one round trip (values are digits and hex only).
+  // The head (an import's), the notification and the commit in one round trip (values are digits and hex).
   std::string finish;
-  if (chain_.head().seq != start_seq) {
+  if (head_first && chain_.head().seq != start_seq) {
     finish = absl::StrCat("UPDATE audit_head SET seq = ", chain_.head().seq, ", hash = '", chain_.head().hash,
                           "' WHERE id = 1; ");
   }
@@ -407,7 +502,7 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
 
 absl::Status PostgresStore::Announce(const std::string& kind, const std::string& payload) {
   announced_ = true;
-  return writer_.Query("INSERT INTO changes (origin, kind, payload) VALUES ($1, $2, $3)",
+  return writer_.Query("INSERT INTO changes_pending (origin, kind, payload) VALUES ($1, $2, $3)",
                        PgParams().Add(replica_id_).Add(kind).Add(payload))
       .status();
 }
@@ -428,20 +523,36 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
     std::vector<std::string> touched;
-    for (size_t i = 0; i < batch.changes.size(); ++i) {
-      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
+    size_t admitted = 0;
+    for (const Change& change : batch.changes) {
       std::visit(
           [&](const auto& c) {
             using T = std::decay_t<decltype(c)>;
             if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
               touched.push_back(c.record.context.sandbox_id());
+              ++admitted;
             } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
               touched.insert(touched.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
             } else {
               touched.push_back(c.sandbox_id);
             }
           },
-          batch.changes[i]);
+          change);
+    }
+    if (touched.size() - admitted > 1) {
+      // A batch that changes several existing sandboxes (a scope's re-projection: one change per projection
+      // key, in no order of its own) locks their rows first, in one order: two replicas' batches over the
+      // same sandboxes then queue instead of deadlocking.
+      auto ids = JsonIdList(touched);
+      if (!ids.ok()) return ids.status();
+      OSH_RETURN_IF_ERROR(writer_
+                              .Query("SELECT 1 FROM sandboxes WHERE sandbox_id IN (SELECT json_array_elements_text($1::json)) "
+                                     "ORDER BY sandbox_id FOR UPDATE",
+                                     PgParams().Add(*ids))
+                              .status());
+    }
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
     if (!touched.empty()) {
       auto ids = JsonIdList(touched);
@@ -516,9 +627,14 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
           auto ids = JsonIdList(c.sandbox_ids);
           if (!ids.ok()) return ids.status();
           constexpr char kListed[] = "sandbox_id IN (SELECT json_array_elements_text($1::json))";
-          auto old = writer_.Query(absl::StrCat("SELECT DISTINCT envelope_id FROM sandboxes WHERE ", kListed),
-                                   PgParams().Add(*ids));
-          if (!old.ok()) return old.status();
+          // The rows first, locked in one order (by id) before the envelope is inserted: two replicas moving
+          // overlapping sets queue on the first row they share instead of each holding what the other waits for.
+          auto locked = writer_.Query(
+              absl::StrCat("SELECT envelope_id FROM sandboxes WHERE ", kListed, " ORDER BY sandbox_id FOR UPDATE"),
+              PgParams().Add(*ids));
+          if (!locked.ok()) return locked.status();
+          std::set<std::string> old;
+          for (int i = 0; i < locked->rows(); ++i) old.insert(locked->Bytes(i, 0));
           std::string envelope_id, digest;
           OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
           auto moved = writer_.Query(
@@ -533,8 +649,8 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
             return absl::NotFoundError(c.sandbox_ids.size() == 1 ? absl::StrCat("no sandbox '", c.sandbox_ids[0], "'")
                                                                  : "some of the sandboxes are gone");
           }
-          for (int i = 0; i < old->rows(); ++i) {
-            if (old->Bytes(i, 0) != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(old->Bytes(i, 0)));
+          for (const std::string& was : old) {
+            if (was != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(was));
           }
           return absl::OkStatus();
         } else if constexpr (std::is_same_v<T, change::DeleteSandbox>) {
@@ -571,49 +687,89 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
 
 absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
   if (event->actor.empty()) event->actor = AuditActorScope::Current();
-  chain_.Seal(event, NowMs());
-  return InsertSealedAudit(*event);
+  if (event->time_unix_ms == 0) event->time_unix_ms = NowMs();
+  trust::MakeTextUtf8(event);  // as sealing would: TEXT columns take valid UTF-8 only
+  // Unsealed: no fleet-wide lock is taken here. SealPending numbers and chains it after this commits.
+  return writer_
+      .Query("INSERT INTO audit_pending (time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
+             "key_ids, outcome, reason, audit_context, actor) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+             PgParams().Add(event->time_unix_ms).Add(event->type.name()).Add(event->sandbox_id).Add(event->surface_id)
+                 .Add(event->policy_digest).Add(static_cast<int64_t>(event->policy_version)).Add(JoinIds(event->key_ids))
+                 .Add(event->outcome.name()).Add(event->reason).AddBytes(EncodeContextMap(event->audit_context))
+                 .Add(event->actor))
+      .status();
+}
+
+void PostgresStore::AddAuditParams(const AuditEvent& event, PgParams& params) {
+  params.Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type.name())
+      .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
+      .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome.name())
+      .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
+      .Add(event.hash).Add(event.actor);
 }
 
 absl::Status PostgresStore::InsertSealedAudit(const AuditEvent& event) {
-  return writer_
-      .Query("INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
-             "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) "
-             "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-             PgParams().Add(static_cast<int64_t>(event.seq)).Add(event.time_unix_ms).Add(event.type.name())
-                 .Add(event.sandbox_id).Add(event.surface_id).Add(event.policy_digest)
-                 .Add(static_cast<int64_t>(event.policy_version)).Add(JoinIds(event.key_ids)).Add(event.outcome.name())
-                 .Add(event.reason).AddBytes(EncodeContextMap(event.audit_context)).Add(event.prev_hash)
-                 .Add(event.hash).Add(event.actor))
+  PgParams params;
+  AddAuditParams(event, params);
+  return writer_.Query(absl::StrCat(kInsertAuditColumns, "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"), params)
       .status();
 }
 
+namespace {
+
+// Inserts a content-addressed row unless present and, either way, holds it (FOR KEY SHARE) until the
+// transaction ends, in one statement: `insert` is an INSERT ... ON CONFLICT DO NOTHING RETURNING 1 and
+// `held` a SELECT 1 ... FOR KEY SHARE of the same row. A replica dropping the row as unused at the same
+// moment either commits first (the row is gone: inserted again on the next try) or waits for this
+// transaction and then finds the row used (DropEnvelopeIfUnused).
+absl::Status PutHeld(PgConn& conn, const std::string& insert, const std::string& held, const PgParams& params,
+                     absl::string_view what) {
+  const std::string sql =
+      absl::StrCat("WITH ins AS (", insert, ") SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM (", held, ") h)");
+  for (int tries = 0; tries < 3; ++tries) {
+    auto put = conn.Query(sql, params);
+    if (!put.ok()) return put.status();
+    if (put->Int(0, 0) > 0) return absl::OkStatus();
+  }
+  return PostgresStorageError(absl::StatusCode::kAborted, absl::StrCat(": the ", what, " kept being dropped"));
+}
+
+}  // namespace
+
 absl::Status PostgresStore::PutBody(const std::string& digest, const std::string& body) {
-  return writer_.Query("INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                       PgParams().Add(digest).AddBytes(body))
-      .status();
+  return PutHeld(writer_, "INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+                 "SELECT 1 FROM bodies WHERE digest = $1 FOR KEY SHARE", PgParams().Add(digest).AddBytes(body),
+                 "policy body");
 }
 
 absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
   *digest_out = envelope.policy_digest();
   OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
   *id = policy::Sha256(envelope.header_bytes());
-  return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                       PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
-      .status();
+  return PutHeld(writer_,
+                 "INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                 "SELECT 1 FROM envelopes WHERE id = $1 FOR KEY SHARE",
+                 PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out), "envelope");
 }
 
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
+  // The row first, by a statement of its own: a transaction that took the envelope (PutHeld) holds it
+  // until it commits, and only a statement begun after that commit sees the sandbox it added.
+  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE", PgParams().AddBytes(id)).status());
   auto dropped = writer_.Query(
       "DELETE FROM envelopes e WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE envelope_id = $1) "
       "RETURNING e.policy_digest",
       PgParams().AddBytes(id));
   if (!dropped.ok()) return dropped.status();
   if (dropped->rows() == 0) return absl::OkStatus();
+  // The body's row first, likewise: a revision or an envelope another replica is committing with this body
+  // holds it (PutHeld; policy_revisions has no foreign key to stop the delete).
+  const std::string digest = dropped->Bytes(0, 0);
+  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE", PgParams().Add(digest)).status());
   return writer_
       .Query("DELETE FROM bodies WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = $1) "
              "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = $1)",
-             PgParams().Add(dropped->Bytes(0, 0)))
+             PgParams().Add(digest))
       .status();
 }
 
@@ -784,6 +940,9 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
                                                                          int64_t now_unix, AuditEvent event) {
   PolicyRevisionRecord record;
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    // One revision of any scope at a time across the fleet, after every batch checked against the
+    // revisions before has committed (CheckRevisionsKnown holds this lock shared).
+    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kRevisionLock)).status());
     auto latest = writer_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
                                 PgParams().Add(scope));
     if (!latest.ok()) return latest.status();
@@ -853,8 +1012,9 @@ absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
 }
 
 absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
-  // A statement of its own, after LeadGroup locked the head row: in READ COMMITTED it sees a SaveCeiling
-  // that committed while this transaction waited for the lock (SaveCeiling holds the same lock).
+  // The read is a statement of its own, after the lock: in READ COMMITTED it sees a SaveCeiling that
+  // committed while this transaction waited for the lock (SaveCeiling holds it exclusive).
+  OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kCeilingLock)).status());
   auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
   if (!current.ok()) return current.status();
   const int64_t stored = current->rows() ? current->Int(0, 0) : kNoCeiling;
@@ -863,7 +1023,8 @@ absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
 }
 
 absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {
-  // As CheckCeilingUnchanged: after the head lock, which every revision's append takes too.
+  // As CheckCeilingUnchanged: after the revisions' lock, which every revision's append holds exclusive.
+  OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kRevisionLock)).status());
   auto latest = writer_.Query("SELECT scope, MAX(revision) FROM policy_revisions GROUP BY scope");
   if (!latest.ok()) return latest.status();
   std::vector<std::pair<std::string, uint64_t>> stored;
@@ -874,6 +1035,7 @@ absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint
 absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust::audit::Type type_enum,
                                                                           trust::audit::Outcome outcome_enum) {
   const std::string type(trust::audit::NameOf(type_enum)), outcome(trust::audit::NameOf(outcome_enum));
+  OSH_RETURN_IF_ERROR(SealPending());
   std::optional<uint64_t> seq;
   {
     absl::MutexLock lock(&read_mu_);
@@ -897,6 +1059,8 @@ absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust:
 absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
                                         const CeilingEventCompleter& complete) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    // Waits for every transaction that checked a batch against the ceiling in force to commit (or end).
+    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
     if (current->rows() && static_cast<uint64_t>(current->Int(0, 0)) >= version) {
@@ -911,7 +1075,7 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
                             .status());
     OSH_RETURN_IF_ERROR(Announce("ceiling", ""));
     if (complete) {
-      // Under the head lock: every batch checked against an older ceiling committed before this
+      // Under the ceiling's lock: every batch checked against an older ceiling committed before this
       // statement (and is counted) or will be refused (ceiling_changed).
       auto bodies = writer_.Query(
           "SELECT b.body, COUNT(*) FROM sandboxes s JOIN bodies b ON b.digest = s.policy_digest GROUP BY b.digest, b.body");
@@ -946,17 +1110,100 @@ StoreStats PostgresStore::Stats() {
   return stats;
 }
 
+absl::Status PostgresStore::SealPending() {
+  absl::MutexLock lock(&seal_mu_);
+  if (!sealer_.healthy()) OSH_RETURN_IF_ERROR(sealer_.Reconnect());
+  for (;;) {
+    // Nothing pending (the common case between writes): no transaction, no lock.
+    auto any = sealer_.Query(
+        "SELECT (EXISTS (SELECT 1 FROM audit_pending) OR EXISTS (SELECT 1 FROM changes_pending))::int::int8");
+    if (!any.ok()) return any.status();
+    if (any->Int(0, 0) == 0) return absl::OkStatus();
+    OSH_RETURN_IF_ERROR(sealer_.Exec("BEGIN"));
+    absl::StatusOr<bool> more = SealBatch();
+    if (!more.ok()) {
+      sealer_.Exec("ROLLBACK").IgnoreError();
+      return more.status();
+    }
+    if (!*more) return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<bool> PostgresStore::SealBatch() {
+  // The head row stays locked until this transaction ends: one sealer at a time across the fleet, and
+  // each sees (a statement begun after the lock) everything the one before moved.
+  auto head = sealer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+  if (!head.ok()) return head.status();
+  if (head->rows() != 1) return PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing");
+  trust::ChainSealer chain;
+  chain.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+  auto rows = sealer_.Query(absl::StrCat(
+      "SELECT id, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
+      "reason, audit_context, actor FROM audit_pending ORDER BY id LIMIT ", kSealBatch));
+  if (!rows.ok()) return rows.status();
+  std::vector<int64_t> ids;
+  PgParams params;
+  std::string values;
+  int n = 0;
+  for (int i = 0; i < rows->rows(); ++i) {
+    AuditEvent e;
+    ids.push_back(rows->Int(i, 0));
+    e.time_unix_ms = rows->Int(i, 1);
+    e.type = trust::audit::TypeWord::FromStored(rows->Bytes(i, 2));
+    e.sandbox_id = rows->Bytes(i, 3);
+    e.surface_id = rows->Bytes(i, 4);
+    e.policy_digest = rows->Bytes(i, 5);
+    e.policy_version = static_cast<uint64_t>(rows->Int(i, 6));
+    e.key_ids = SplitIds(rows->Bytes(i, 7));
+    e.outcome = trust::audit::OutcomeWord::FromStored(rows->Bytes(i, 8));
+    e.reason = rows->Bytes(i, 9);
+    e.audit_context = DecodeContextMap(rows->Bytes(i, 10));
+    e.actor = rows->Bytes(i, 11);
+    chain.Seal(&e, e.time_unix_ms);
+    absl::StrAppend(&values, i == 0 ? "(" : ",(");
+    for (int k = 0; k < 14; ++k) absl::StrAppend(&values, k == 0 ? "$" : ",$", ++n);
+    values += ")";
+    AddAuditParams(e, params);
+  }
+  if (!ids.empty()) {
+    OSH_RETURN_IF_ERROR(sealer_.Query(absl::StrCat(kInsertAuditColumns, values), params).status());
+    OSH_RETURN_IF_ERROR(sealer_
+                            .Query("DELETE FROM audit_pending WHERE id = ANY($1::bigint[])",
+                                   PgParams().Add(absl::StrCat("{", absl::StrJoin(ids, ","), "}")))
+                            .status());
+  }
+  // Feed rows keep the order they were appended in (a re-projection's announcement after its sandboxes).
+  auto moved = sealer_.Query(absl::StrCat(
+      "WITH moved AS (DELETE FROM changes_pending WHERE id IN (SELECT id FROM changes_pending ORDER BY id LIMIT ",
+      kSealBatch, ") RETURNING id, origin, kind, payload), ins AS (INSERT INTO changes (origin, kind, payload) "
+      "SELECT origin, kind, payload FROM moved ORDER BY id RETURNING 1) SELECT COUNT(*) FROM ins"));
+  if (!moved.ok()) return moved.status();
+  const int64_t changes = moved->Int(0, 0);
+  std::string finish;
+  if (!ids.empty()) {
+    finish = absl::StrCat("UPDATE audit_head SET seq = ", chain.head().seq, ", hash = '", chain.head().hash,
+                          "' WHERE id = 1; ");
+  }
+  if (changes > 0) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
+  absl::StrAppend(&finish, "COMMIT");
+  OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
+  if (!ids.empty()) sealed_head_ = chain.head();
+  return static_cast<int>(ids.size()) == kSealBatch || changes == kSealBatch;
+}
+
 AuditLog::ChainHead PostgresStore::AuditChainHead() {
+  SealPending().IgnoreError();  // what was appended so far is counted (a database that fails: the last head)
   {
     absl::MutexLock lock(&read_mu_);
     auto head = Read("SELECT seq, hash FROM audit_head WHERE id = 1");
     if (head.ok() && head->rows() == 1) return {static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)};
   }
-  absl::MutexLock write_lock(&mu_);  // unreachable database: the last head this replica wrote
-  return {chain_.head().seq, chain_.head().hash};
+  absl::MutexLock seal_lock(&seal_mu_);  // unreachable database: the last head this replica sealed
+  return {sealed_head_.seq, sealed_head_.hash};
 }
 
 absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {
+  OSH_RETURN_IF_ERROR(SealPending());  // every event appended before this call is listed
   absl::MutexLock lock(&read_mu_);
   auto rows = Read(
       "SELECT seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
@@ -1082,7 +1329,7 @@ absl::StatusOr<uint64_t> PostgresStore::ProviderProfileGeneration() {
 // --- Migration ----------------------------------------------------------------------------
 
 absl::Status PostgresStore::ImportImage(const StoreImage& image) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
         "(SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM interceptor_records) + "
@@ -1148,7 +1395,7 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
 }
 
 absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& events) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     for (const auto& event : events) {
       if (event.seq != chain_.head().seq + 1 || event.prev_hash != chain_.head().hash ||
           event.hash != trust::ChainHash(event.prev_hash, event)) {
@@ -1163,7 +1410,7 @@ absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& eve
 }
 
 absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto marker = writer_.Query("SELECT source FROM migration_marker WHERE id = 1");
     if (!marker.ok()) return marker.status();
     const bool marked = marker->rows() != 0;
@@ -1179,7 +1426,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       }
       auto used = writer_.Query(
           "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
-          "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases) + "
+          "(SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM audit_pending) + (SELECT COUNT(*) FROM ceiling) + (SELECT COUNT(*) FROM pending_releases) + "
           "(SELECT COUNT(*) FROM interceptor_records) + (SELECT COUNT(*) FROM provider_profiles)");
       if (!used.ok()) return used.status();
       if (used->Int(0, 0) != 0) {
@@ -1198,7 +1445,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       // The state is copied again whole (one transaction, cheap); the audit chain copied so far stays
       // and MigrateStore continues it once it has checked it is a prefix of the source's.
       OSH_RETURN_IF_ERROR(writer_.Exec(
-          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, ceiling, changes, leases, "
+          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, ceiling, changes, changes_pending, leases, "
           "interceptor_records, provider_profiles RESTART IDENTITY"));
       OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
       return absl::OkStatus();  // the marker stays as it was
@@ -1206,7 +1453,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
       // An interrupted migration's partial copy: removed, with the marker kept (rewritten below), in this
       // transaction — a crash here leaves either the old partial copy or an empty, marked target.
       OSH_RETURN_IF_ERROR(writer_.Exec(
-          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, ceiling, changes, "
+          "TRUNCATE sandboxes, envelopes, bodies, pending_releases, policy_revisions, audit_events, audit_pending, ceiling, changes, changes_pending, "
           "leases, interceptor_records, provider_profiles RESTART IDENTITY"));
       OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
       OSH_RETURN_IF_ERROR(writer_.Exec(
@@ -1222,7 +1469,7 @@ absl::Status PostgresStore::BeginImport(const std::string& source, Begin begin) 
 }
 
 absl::Status PostgresStore::FinishImport(const ChainHead& expected) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+  return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     if (chain_.head().seq != expected.seq || chain_.head().hash != expected.hash) {
       return absl::DataLossError(absl::StrCat("the copied chain ends at seq ", chain_.head().seq, ", the source's at ",
                                               expected.seq, ": the target stays marked as unfinished"));
@@ -1332,6 +1579,9 @@ void PostgresStore::FeedLoop() {
       last_feed_round_ms_ = NowMs();
     }
     auto read = [this] {
+      // Other replicas' feed rows reach `changes` when sealed: whoever seals first (this replica, or any
+      // other one's feed or log reader), and this waits for a seal in progress elsewhere.
+      if (absl::Status sealed = SealPending(); !sealed.ok()) return sealed;
       absl::MutexLock lock(&feed_mu_);
       absl::MutexLock conn_lock(&feed_conn_mu_);
       return ReadFeed();

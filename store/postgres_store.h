@@ -1,8 +1,14 @@
 // The multi-replica store on PostgreSQL (libpq). Several gateways ("replicas") may open one database at
 // once; each runs with its own sockets and in-memory view, and the database is the one truth:
-//  - every write transaction first locks the audit chain's head row, so writes from all replicas are
-//    serialised in the database and their events form one chain (no forks, no gaps);
-//  - every committed change is also written to a change feed (table `changes`, announced with NOTIFY
+//  - writes take no fleet-wide lock: a write appends its audit events and change-feed rows unsealed
+//    (audit_pending, changes_pending), and only rows it shares with another write (a sandbox, an
+//    envelope, the ceiling's and the revisions' advisory locks) make them queue; a transaction
+//    PostgreSQL picks as a deadlock's victim is led again;
+//  - the sealer (SealPending) moves what is pending into the audit chain (numbered, chained) and the
+//    change feed (numbered), under the audit chain's head row lock: one sealer at a time across the
+//    fleet, so events form one chain (no forks, no gaps) and feed rows one gap-free sequence. Any replica
+//    seals: its feed before each read, and every reader of the audit log before it reads;
+//  - every committed change is also written to the change feed (table `changes`, announced with NOTIFY
 //    osh_changes): the other replicas read it (on the notification, and at least every second in case
 //    one was missed) and apply what changed to their own view (SetRemoteChangeListener);
 //  - each replica keeps a heartbeat row; admission notes left in flight by a replica whose heartbeat is
@@ -11,8 +17,8 @@
 // Schema versioned in table osh_schema with forward-only migrations run under an advisory lock (replicas
 // starting together migrate once); a database written by a newer gateway is refused.
 //
-// Thread-safe. Writes are group-committed over one connection; reads use a second one; the feed and
-// heartbeat a third. A broken connection is re-established on the next use (UNAVAILABLE meanwhile:
+// Thread-safe. Writes are group-committed over one connection; reads use a second one; the feed, the
+// heartbeat and the sealer one each. A broken connection is re-established on the next use (UNAVAILABLE meanwhile:
 // nothing is acknowledged that did not commit).
 #pragma once
 
@@ -46,7 +52,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // rollback detection; notice is told of expired replicas and settled admission notes.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& conninfo, const StoreOptions& options);
   ~PostgresStore() override;
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 8;
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
@@ -114,12 +120,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   StoreStats Stats() override;
 
  private:
-  PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, const Clock* clock, std::string replica_id,
-                std::function<void(const std::string&)> notice);
+  PostgresStore(PgConn writer, PgConn reader, PgConn feed, PgConn beat, PgConn sealer, const Clock* clock,
+                std::string replica_id, std::function<void(const std::string&)> notice);
   int64_t NowMs() const { return clock_->NowUnixMillis(); }
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
-  // note): it neither waits for the fleet-wide head lock nor holds off the feed.
+  // note): it does not hold off the feed.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
                      bool touches_chain = true);
   // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
@@ -131,13 +137,27 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // The admission note's statement; `id` gets its row id and must outlive it.
   std::function<absl::Status()> NoteStep(const RuntimeContext& context, const std::string& idempotency_key,
                                          int64_t* id);
+  // Write for an import: the group locks and reads the chain's head first (GroupWrite::head_first).
+  absl::Status WriteHeadFirst(std::function<absl::Status()> run);
+  // Leads the group (LeadOnce), then leads again, alone, each write PostgreSQL rolled back as a deadlock's
+  // victim or a serialization failure, up to kConflictAttempts times.
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
+  void LeadOnce(const std::vector<GroupWrite*>& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves every pending event and feed row committed so far into audit_events and changes (a transaction
+  // per kSealBatch, under the head row lock; waits for another replica's seal in progress). On its own
+  // connection: it never waits for this replica's writes, nor they for it.
+  absl::Status SealPending() ABSL_LOCKS_EXCLUDED(seal_mu_);
+  // One sealing transaction, begun by the caller; true when more may be pending.
+  absl::StatusOr<bool> SealBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_);
+  static void AddAuditParams(const AuditEvent& event, PgParams& params);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends `event` unsealed (audit_pending), in the open transaction.
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
-  // Only inside a transaction that holds the chain's head row (as SaveCeiling's does).
+  // Holds the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive).
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // ChangeBatch::checked_revisions, read on the write connection after the head lock.
+  // ChangeBatch::checked_revisions, read on the write connection after the revisions' advisory lock (held
+  // shared until the transaction ends; AppendPolicyRevision takes it exclusive).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -156,13 +176,13 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // feed_read_at: its lag, for operators). Holds the feed connection only; a failure is told once.
   void RecordFeedPosition() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_conn_mu_);
   // Every kFeedPollMs / 2, on a thread and a connection of its own: the heartbeat never waits for the
-  // feed (which waits for this replica's writes, which may wait for the fleet-wide head lock), and a
+  // feed (which waits for this replica's writes, which may wait for rows another replica holds), and a
   // heartbeat that stalls holds up nothing else.
   void HeartbeatLoop();
   // The replica's heartbeat (and, every kExpiryPassMs, the expiry pass).
   absl::Status Heartbeat() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
   // Reads the change feed from feed_seq_ and applies it to this replica's view. Under feed_mu_: a write
-  // that changes what replicas serve holds it from before the head lock until its own view is updated.
+  // that changes what replicas serve holds it from before it begins until its own view is updated.
   absl::Status ReadFeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(feed_mu_, feed_conn_mu_);
   // Deletes replica rows silent for kReplicaExpiryMs and makes admission notes left in flight by a
   // replica that is gone due (in_flight_owner cleared), telling the notice listener of each.
@@ -201,6 +221,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   std::atomic<bool> reachable_{true};
   std::atomic<bool> heartbeat_ok_{true};  // the last heartbeat was sent
   std::atomic<bool> stopping_{false};
+  // The sealer's connection, and the head it last sealed (AuditChainHead's answer while unreachable).
+  absl::Mutex seal_mu_;
+  PgConn sealer_ ABSL_GUARDED_BY(seal_mu_);
+  trust::ChainSealer::Mark sealed_head_ ABSL_GUARDED_BY(seal_mu_);
   std::thread feed_thread_;
   std::thread beat_thread_;
   std::unique_ptr<HeadAnchor> anchor_;  // StoreOptions::anchor_path; reset first in the destructor

@@ -627,6 +627,7 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       auto store = Open(url);
       REQUIRE(store->revisions().AppendPolicyRevision("default", std::string("body"), std::nullopt, 1,
                                                       osh::test::StoredEvent("policy_set")).ok());
+      CHECK(store->audit().AuditChainHead().seq == 1);  // sealed (PostgreSQL: out of audit_pending)
     }
     // Back to the previous schema version, as the release before this one left it.
     if (backend.name == "sqlite") {
@@ -643,6 +644,8 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       PQclear(PQexec(conn, "DROP TABLE provider_profiles"));
       PQclear(PQexec(conn, "DROP TABLE provider_profile_generation"));
       PQclear(PQexec(conn, "ALTER TABLE replicas DROP COLUMN feed_seq, DROP COLUMN feed_read_at"));
+      PQclear(PQexec(conn, "DROP TABLE audit_pending"));    // 7 -> 8
+      PQclear(PQexec(conn, "DROP TABLE changes_pending"));
       PQclear(PQexec(conn, "UPDATE osh_schema SET version = 3"));  // before interceptor records (3 -> 4)
       PQfinish(conn);
     }
@@ -656,11 +659,14 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
     REQUIRE(upgraded->provider_profiles().PutProviderProfile("github", "p", osh::test::StoredEvent("mutation")).ok());
     CHECK(**upgraded->provider_profiles().GetProviderProfile("github") == "p");
     CHECK(*upgraded->provider_profiles().ProviderProfileGeneration() == 1);
-    if (backend.name != "sqlite") {  // and the feed's position in `replicas` (6 -> 7)
+    if (backend.name != "sqlite") {  // and the feed's position in `replicas` (6 -> 7) and the pending events and feed rows (7 -> 8)
       PGconn* conn = PQconnectdb(url.c_str());
       PGresult* columns = PQexec(conn, "SELECT feed_seq, feed_read_at FROM replicas");
       CHECK(PQresultStatus(columns) == PGRES_TUPLES_OK);
       PQclear(columns);
+      PGresult* pending = PQexec(conn, "SELECT (SELECT COUNT(*) FROM audit_pending) + (SELECT COUNT(*) FROM changes_pending)");
+      CHECK(PQresultStatus(pending) == PGRES_TUPLES_OK);
+      PQclear(pending);
       PQfinish(conn);
     }
   }
