@@ -647,6 +647,19 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       PQclear(PQexec(conn, "DROP TABLE audit_pending"));    // 7 -> 8
       PQclear(PQexec(conn, "DROP TABLE changes_pending"));
       PQclear(PQexec(conn, "UPDATE osh_schema SET version = 3"));  // before interceptor records (3 -> 4)
+      // A replica of that release still running (its heartbeat fresh): from schema 8 writers append their
+      // events unsealed and take locks of their own, so the upgrade waits until it is stopped.
+      PQclear(PQexec(conn, "INSERT INTO replicas (id, started_at, heartbeat_at) VALUES ('old-release:1:beef', 0, "
+                           "(extract(epoch from clock_timestamp()) * 1000)::bigint)"));
+      auto refused = osh::store::OpenStore(url);
+      REQUIRE_FALSE(refused.ok());
+      CHECK(absl::IsFailedPrecondition(refused.status()));
+      CHECK_THAT(std::string(refused.status().message()),
+                 Catch::Contains("in use by 1 running replica(s) of an earlier release (old-release:1:beef)"));
+      PGresult* version = PQexec(conn, "SELECT version FROM osh_schema");
+      CHECK(std::string(PQgetvalue(version, 0, 0)) == "3");  // nothing migrated
+      PQclear(version);
+      PQclear(PQexec(conn, "DELETE FROM replicas WHERE id = 'old-release:1:beef'"));  // it was stopped
       PQfinish(conn);
     }
     auto upgraded = Open(url);
@@ -841,4 +854,125 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
                                          "reprojection default from revision 3", "sandbox sb-1 " + digest("body-3"),
                                          "sandbox sb-1 " + digest("body-4"), "reprojection tenant:acme one from revision 0"});
   b->replication().SetRemoteChangeListener(nullptr);
+}
+
+namespace {
+
+// A statement on a raw session of the test's own; its status.
+ExecStatusType RawExec(PGconn* conn, const std::string& sql) {
+  PGresult* r = PQexec(conn, sql.c_str());
+  const ExecStatusType status = PQresultStatus(r);
+  PQclear(r);
+  return status;
+}
+
+// Backends of the current database waiting on a lock, as `watch` sees them.
+int LockWaiters(PGconn* watch) {
+  PGresult* r = PQexec(watch, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND datname = current_database()");
+  const int n = PQresultStatus(r) == PGRES_TUPLES_OK ? std::stoi(PQgetvalue(r, 0, 0)) : -1;
+  PQclear(r);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("store: PostgreSQL writes on two replicas commit while the chain's head is locked, and are sealed after",
+          "[store][postgres]") {
+  // Issue 27: replicas append without the fleet-wide head lock. Held by a session of the test's own (as a
+  // sealer holds it), the head stops no write on either replica: their events wait unsealed, and the first
+  // read after it is released numbers them into one chain.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  PGconn* sealer = PQconnectdb(url.c_str());
+  REQUIRE(PQstatus(sealer) == CONNECTION_OK);
+  REQUIRE(RawExec(sealer, "BEGIN") == PGRES_COMMAND_OK);
+  REQUIRE(RawExec(sealer, "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE") == PGRES_TUPLES_OK);
+  std::atomic<int> done{0};
+  std::thread ta([&] {
+    for (int i = 0; i < 5; ++i) {
+      CHECK(a->sandboxes().InsertSandbox(Sandbox(*a, absl::StrCat("a-", i), absl::StrCat("ha-", i), "body"),
+                                         osh::test::StoredEvent("admission")).ok());
+    }
+    done++;
+  });
+  std::thread tb([&] {
+    for (int i = 0; i < 5; ++i) {
+      CHECK(b->sandboxes().InsertSandbox(Sandbox(*b, absl::StrCat("b-", i), absl::StrCat("hb-", i), "body"),
+                                         osh::test::StoredEvent("admission")).ok());
+    }
+    CHECK(b->revisions().AppendPolicyRevision("default", std::string("body-1"), std::nullopt, 10,
+                                              osh::test::StoredEvent("mutation")).ok());
+    done++;
+  });
+  ta.join();  // would hang here (the test's timeout) if a write waited for the head
+  tb.join();
+  CHECK(done.load() == 2);
+  // Committed and visible on the other replica at once; the events are not in the chain yet.
+  auto on_a = a->sandboxes().LoadSandboxes();
+  REQUIRE(on_a.ok());
+  CHECK(on_a->size() == 10);
+  PGresult* pending = PQexec(sealer, "SELECT (SELECT COUNT(*) FROM audit_pending), (SELECT COUNT(*) FROM audit_events)");
+  REQUIRE(PQresultStatus(pending) == PGRES_TUPLES_OK);
+  CHECK(std::string(PQgetvalue(pending, 0, 0)) == "11");
+  CHECK(std::string(PQgetvalue(pending, 0, 1)) == "0");
+  PQclear(pending);
+  REQUIRE(RawExec(sealer, "ROLLBACK") == PGRES_COMMAND_OK);
+  PQfinish(sealer);
+  // Either replica's read seals them all, once: one chain, no gap, no event twice.
+  CheckChain(*a, 11);
+  CheckChain(*b, 11);
+}
+
+TEST_CASE("store: a PostgreSQL write chosen as a deadlock's victim is led again and commits", "[store][postgres]") {
+  // Writes take their rows' locks with no fleet-wide lock before them, so another transaction can hold a
+  // row one needs while wanting one it holds. PostgreSQL then fails one of the two; the store's must not
+  // reach its caller as an error but run again once the rows are free.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto store = Open(url);
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-a", "h-a", "body-1"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-b", "h-b", "body-1"), osh::test::StoredEvent("admission")).ok());
+  PGconn* other = PQconnectdb(url.c_str());
+  PGconn* watch = PQconnectdb(url.c_str());
+  REQUIRE(PQstatus(other) == CONNECTION_OK);
+  REQUIRE(PQstatus(watch) == CONNECTION_OK);
+  // The other session never runs the deadlock check first (30 s): the store's transaction (1 s) does.
+  REQUIRE(RawExec(other, "SET deadlock_timeout = '30s'") == PGRES_COMMAND_OK);
+  REQUIRE(RawExec(other, "BEGIN") == PGRES_COMMAND_OK);
+  REQUIRE(RawExec(other, "SELECT 1 FROM sandboxes WHERE sandbox_id = 'sb-b' FOR UPDATE") == PGRES_TUPLES_OK);
+
+  openshell::policy::driver::v1::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body("body-2");
+  p.set_policy_digest(osh::policy::Sha256Hex("body-2"));
+  p.set_policy_version(8);
+  osh::store::ChangeBatch batch;
+  osh::store::change::ReplaceProjection move;
+  move.sandbox_ids = {"sb-a", "sb-b"};
+  move.envelope = store->sandboxes().envelopes().Intern(p);
+  batch.changes.push_back(std::move(move));
+  batch.events.push_back(osh::test::StoredEvent("reprojection"));
+  absl::Status committed = absl::UnknownError("not run");
+  std::thread writer([&] { committed = store->sandboxes().Commit(std::move(batch)).status(); });
+  // The store's transaction holds sb-a and waits for sb-b.
+  bool waiting = false;
+  for (int i = 0; i < 2000 && !waiting; ++i) {
+    waiting = LockWaiters(watch) == 1;
+    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(waiting);
+  // Now the other session wants sb-a: a deadlock. It is granted, so the store's transaction was its victim.
+  CHECK(RawExec(other, "SELECT 1 FROM sandboxes WHERE sandbox_id = 'sb-a' FOR UPDATE") == PGRES_TUPLES_OK);
+  REQUIRE(RawExec(other, "ROLLBACK") == PGRES_COMMAND_OK);
+  writer.join();
+  PQfinish(other);
+  PQfinish(watch);
+  INFO(committed.ToString());
+  CHECK(committed.ok());  // led again once the rows were free
+  auto loaded = store->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 2);
+  for (const auto& r : *loaded) CHECK(r.envelope->body() == "body-2");
+  CheckChain(*store, 3);  // two admissions and the move: numbered once, no gap
 }
