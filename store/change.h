@@ -110,7 +110,8 @@ struct ChangeBatch {
   // The ceiling the batch's new projections were checked against: its version, or kNoCeiling. When set,
   // the store refuses the whole batch (ABORTED "ceiling_changed: ...", nothing written) inside its
   // transaction unless the stored ceiling is exactly that one. The check is serialised against
-  // SaveCeiling (SQLite: the one writer; PostgreSQL: both lock the chain's head row first), so nothing
+  // SaveCeiling (SQLite: the one writer; PostgreSQL: the ceiling's advisory lock, shared here, exclusive
+  // there), so nothing
   // checked against an older ceiling commits once a newer one is stored. Every batch that puts a
   // projection in force (admission, refresh, re-projection) sets it.
   std::optional<int64_t> checked_ceiling;

@@ -1128,3 +1128,37 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
   CHECK_THAT(b.log(), Catch::Contains("policy scope default changed: 6 sandbox(es) re-projected here"));
   CHECK(b.Stop() == 0);
 }
+
+TEST_CASE("replicas: events a replica appended are sealed into the chain by another after it is killed",
+          "[integration][postgres][replicas]") {
+  // Issue 27: replicas append their events unsealed, without the fleet-wide head lock; the sealer numbers
+  // and chains them. Held by a session of the test's own (as another replica's sealer would hold it), the
+  // head stops no admission; A is then killed with its events still pending, and B's next read of the
+  // log seals them: every acknowledged admission is in B's chain, which verifies link by link.
+  ReplicasOfOneDriver fleet;
+  const std::string url = fleet.args[1];
+  GatewayFixture a(fleet.args), b(fleet.args);
+  const size_t before = VerifiedChainLength(b);
+  {
+    HeldRows head(url, "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE");
+    for (int i = 0; i < 3; ++i) {
+      gw::AdmitSandboxResponse admitted;
+      REQUIRE(a.Admit("sb-" + std::to_string(i), &admitted).ok());  // commits: no write waits for the head
+    }
+    CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_pending WHERE type = 'admission'") == "3");
+    CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_events WHERE type = 'admission'") == "0");  // not sealed
+    a.Kill9();
+  }
+  std::set<std::string> admitted;
+  CHECK(Eventually([&] {
+    admitted.clear();
+    for (const auto& e : b.AuditEvents()) {
+      if (e.type() == "admission") admitted.insert(e.sandbox_id());
+    }
+    return admitted.size() == 3;
+  }));
+  CHECK(admitted == std::set<std::string>{"sb-0", "sb-1", "sb-2"});
+  CHECK(VerifiedChainLength(b) >= before + 3);
+  CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_pending") == "0");
+  CHECK(b.Stop() == 0);
+}
