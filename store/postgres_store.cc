@@ -753,19 +753,25 @@ absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* i
 }
 
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
-  // The row first, by a statement of its own: a transaction that took the envelope (PutHeld) holds it
-  // until it commits, and only a statement begun after that commit sees the sandbox it added.
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE", PgParams().AddBytes(id)).status());
+  // Dropped only if free: the row is locked first, skipped if another transaction holds it — one that is
+  // taking it (PutHeld: FOR KEY SHARE until it commits) uses it, or one dropping it does the work. Never
+  // waiting here keeps a drop out of any deadlock with admissions, which take the body before the
+  // envelope. The decision is a statement begun after the lock, so it sees every sandbox committed before.
+  auto locked = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE SKIP LOCKED", PgParams().AddBytes(id));
+  if (!locked.ok()) return locked.status();
+  if (locked->rows() == 0) return absl::OkStatus();
   auto dropped = writer_.Query(
       "DELETE FROM envelopes e WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE envelope_id = $1) "
       "RETURNING e.policy_digest",
       PgParams().AddBytes(id));
   if (!dropped.ok()) return dropped.status();
   if (dropped->rows() == 0) return absl::OkStatus();
-  // The body's row first, likewise: a revision or an envelope another replica is committing with this body
-  // holds it (PutHeld; policy_revisions has no foreign key to stop the delete).
+  // The body likewise: a revision or an envelope another replica is committing with this body holds it
+  // (PutHeld; policy_revisions has no foreign key to stop the delete), and it is then kept.
   const std::string digest = dropped->Bytes(0, 0);
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE", PgParams().Add(digest)).status());
+  auto body = writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE SKIP LOCKED", PgParams().Add(digest));
+  if (!body.ok()) return body.status();
+  if (body->rows() == 0) return absl::OkStatus();
   return writer_
       .Query("DELETE FROM bodies WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = $1) "
              "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = $1)",
