@@ -469,32 +469,58 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   }
   if (absl::Status s = writer_.Exec("BEGIN"); !s.ok()) return fail_all(s);
   const bool head_first = std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->head_first; });
-  if (head_first) {
-    // An import writes sealed events itself: the head row stays locked from here until this transaction
-    // ends (the sealer waits meanwhile). No other write takes it: events are appended unsealed
-    // (InsertAudit), so replicas' writes overlap and only rows they share make them queue.
-    auto head = writer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+  const bool touches_chain =
+      std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
+  sealed_ = false;
+  announced_ = false;
+  if (head_first || touches_chain) {
+    // An import waits for the head (it writes sealed events itself). Any other write takes the head only
+    // if it is free (SKIP LOCKED): then it seals what is pending and writes its own events and feed rows
+    // sealed, as one sealer (no replica's write waits for it: the next one finds it taken and appends
+    // unsealed, InsertAudit and Announce). Either way replicas' writes overlap, and only rows they share
+    // make them queue.
+    auto head = writer_.Query(head_first ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                                         : "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE SKIP LOCKED");
     if (!head.ok()) return fail_all(head.status());
-    if (head->rows() != 1) return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
-    chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+    if (head_first && head->rows() != 1) {
+      return fail_all(PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing"));
+    }
+    if (head->rows() == 1) {
+      chain_.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
+      sealed_ = true;
+    }
   }
   const uint64_t start_seq = chain_.head().seq;
-  announced_ = false;
+  if (sealed_ && !head_first) {
+    // What other writes appended while the head was taken goes first: the chain and the feed keep the
+    // order in which the head was held.
+    for (;;) {
+      int64_t changes = 0;
+      auto more = MovePending(writer_, chain_, &changes);
+      if (!more.ok()) return fail_all(more.status());
+      if (changes > 0) announced_ = true;
+      if (!*more) break;
+    }
+  }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
   if (succeeded == 0) {
     writer_.Exec("ROLLBACK").IgnoreError();
     return;
   }
-  // The head (an import's), the notification and the commit in one round trip (values are digits and hex).
+  // The head, the notification and the commit in one round trip (values are digits and hex only).
   std::string finish;
-  if (head_first && chain_.head().seq != start_seq) {
+  if (sealed_ && chain_.head().seq != start_seq) {
     finish = absl::StrCat("UPDATE audit_head SET seq = ", chain_.head().seq, ", hash = '", chain_.head().hash,
                           "' WHERE id = 1; ");
   }
   if (announced_) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
   absl::StrAppend(&finish, "COMMIT");
   if (absl::Status s = writer_.Exec(finish); !s.ok()) return fail_all(s);
+  if (sealed_ && chain_.head().seq != start_seq) {
+    absl::MutexLock seal_lock(&seal_mu_);  // AuditChainHead's answer while the database is unreachable
+    sealed_head_ = chain_.head();
+  }
   for (GroupWrite* w : group) {
     if (w->status.ok() && w->committed) w->committed();
   }
@@ -502,7 +528,8 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
 
 absl::Status PostgresStore::Announce(const std::string& kind, const std::string& payload) {
   announced_ = true;
-  return writer_.Query("INSERT INTO changes_pending (origin, kind, payload) VALUES ($1, $2, $3)",
+  return writer_.Query(sealed_ ? "INSERT INTO changes (origin, kind, payload) VALUES ($1, $2, $3)"
+                               : "INSERT INTO changes_pending (origin, kind, payload) VALUES ($1, $2, $3)",
                        PgParams().Add(replica_id_).Add(kind).Add(payload))
       .status();
 }
@@ -688,8 +715,12 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
 absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
   if (event->actor.empty()) event->actor = AuditActorScope::Current();
   if (event->time_unix_ms == 0) event->time_unix_ms = NowMs();
+  if (sealed_) {  // this transaction holds the head (LeadOnce)
+    chain_.Seal(event, NowMs());
+    return InsertSealedAudit(*event);
+  }
   trust::MakeTextUtf8(event);  // as sealing would: TEXT columns take valid UTF-8 only
-  // Unsealed: no fleet-wide lock is taken here. SealPending numbers and chains it after this commits.
+  // Unsealed: no fleet-wide lock is waited for. SealPending numbers and chains it after this commits.
   return writer_
       .Query("INSERT INTO audit_pending (time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
              "key_ids, outcome, reason, audit_context, actor) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
@@ -1143,7 +1174,24 @@ absl::StatusOr<bool> PostgresStore::SealBatch() {
   if (head->rows() != 1) return PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing");
   trust::ChainSealer chain;
   chain.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
-  auto rows = sealer_.Query(absl::StrCat(
+  const uint64_t start_seq = chain.head().seq;
+  int64_t changes = 0;
+  auto more = MovePending(sealer_, chain, &changes);
+  if (!more.ok()) return more.status();
+  std::string finish;
+  if (chain.head().seq != start_seq) {
+    finish = absl::StrCat("UPDATE audit_head SET seq = ", chain.head().seq, ", hash = '", chain.head().hash,
+                          "' WHERE id = 1; ");
+  }
+  if (changes > 0) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
+  absl::StrAppend(&finish, "COMMIT");
+  OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
+  if (chain.head().seq != start_seq) sealed_head_ = chain.head();
+  return *more;
+}
+
+absl::StatusOr<bool> PostgresStore::MovePending(PgConn& conn, trust::ChainSealer& chain, int64_t* changes) {
+  auto rows = conn.Query(absl::StrCat(
       "SELECT id, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
       "reason, audit_context, actor FROM audit_pending ORDER BY id LIMIT ", kSealBatch));
   if (!rows.ok()) return rows.status();
@@ -1172,29 +1220,19 @@ absl::StatusOr<bool> PostgresStore::SealBatch() {
     AddAuditParams(e, params);
   }
   if (!ids.empty()) {
-    OSH_RETURN_IF_ERROR(sealer_.Query(absl::StrCat(kInsertAuditColumns, values), params).status());
-    OSH_RETURN_IF_ERROR(sealer_
-                            .Query("DELETE FROM audit_pending WHERE id = ANY($1::bigint[])",
+    OSH_RETURN_IF_ERROR(conn.Query(absl::StrCat(kInsertAuditColumns, values), params).status());
+    OSH_RETURN_IF_ERROR(conn.Query("DELETE FROM audit_pending WHERE id = ANY($1::bigint[])",
                                    PgParams().Add(absl::StrCat("{", absl::StrJoin(ids, ","), "}")))
                             .status());
   }
   // Feed rows keep the order they were appended in (a re-projection's announcement after its sandboxes).
-  auto moved = sealer_.Query(absl::StrCat(
+  auto moved = conn.Query(absl::StrCat(
       "WITH moved AS (DELETE FROM changes_pending WHERE id IN (SELECT id FROM changes_pending ORDER BY id LIMIT ",
       kSealBatch, ") RETURNING id, origin, kind, payload), ins AS (INSERT INTO changes (origin, kind, payload) "
       "SELECT origin, kind, payload FROM moved ORDER BY id RETURNING 1) SELECT COUNT(*) FROM ins"));
   if (!moved.ok()) return moved.status();
-  const int64_t changes = moved->Int(0, 0);
-  std::string finish;
-  if (!ids.empty()) {
-    finish = absl::StrCat("UPDATE audit_head SET seq = ", chain.head().seq, ", hash = '", chain.head().hash,
-                          "' WHERE id = 1; ");
-  }
-  if (changes > 0) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
-  absl::StrAppend(&finish, "COMMIT");
-  OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
-  if (!ids.empty()) sealed_head_ = chain.head();
-  return static_cast<int>(ids.size()) == kSealBatch || changes == kSealBatch;
+  *changes = moved->Int(0, 0);
+  return static_cast<int>(ids.size()) == kSealBatch || *changes == kSealBatch;
 }
 
 AuditLog::ChainHead PostgresStore::AuditChainHead() {

@@ -149,6 +149,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status SealPending() ABSL_LOCKS_EXCLUDED(seal_mu_);
   // One sealing transaction, begun by the caller; true when more may be pending.
   absl::StatusOr<bool> SealBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_);
+  // Moves up to kSealBatch pending events (sealed with `chain`) and feed rows, in the open transaction on
+  // `conn`, which must hold the head row; `changes` gets how many feed rows moved. True when more may be
+  // pending.
+  static absl::StatusOr<bool> MovePending(PgConn& conn, trust::ChainSealer& chain, int64_t* changes);
   static void AddAuditParams(const AuditEvent& event, PgParams& params);
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends `event` unsealed (audit_pending), in the open transaction.
@@ -195,6 +199,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   PgConn writer_ ABSL_GUARDED_BY(mu_);
   trust::ChainSealer chain_ ABSL_GUARDED_BY(mu_);
   bool announced_ ABSL_GUARDED_BY(mu_) = false;  // the open transaction wrote to the feed
+  // The open transaction holds the chain's head (it was free): its events and feed rows are written sealed.
+  bool sealed_ ABSL_GUARDED_BY(mu_) = false;
   GroupCommitQueue queue_;
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 

@@ -55,7 +55,8 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   // Constraints the gateway knows nothing of (an operator's, say): the next admission of sb-2 and every
   // report violate them inside PostgreSQL.
   REQUIRE(PgCluster::Psql(url, "ALTER TABLE sandboxes ADD CONSTRAINT osh_test_no_sb_2 CHECK (sandbox_id <> 'sb-2')") == 0);
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_pending ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report')") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report'); "
+                               "ALTER TABLE audit_pending ADD CONSTRAINT osh_test_no_report CHECK (type <> 'report')") == 0);
 
   gw::AdmitSandboxResponse refused;
   CheckScrubbed(g.Admit("sb-2", &refused));  // admin gRPC API
@@ -74,7 +75,8 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   CHECK_THAT(g.log(), Catch::Contains("osh_test_no_sb_2") && Catch::Contains("osh_test_no_report"));
   // Gone the constraints, the same calls succeed.
   REQUIRE(PgCluster::Psql(url, "ALTER TABLE sandboxes DROP CONSTRAINT osh_test_no_sb_2") == 0);
-  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_report") == 0);
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_report; "
+                               "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_report") == 0);
   CHECK(g.Admit("sb-2", &refused).ok());
   CHECK(Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok());
 }
@@ -121,8 +123,11 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
 namespace {
 
 constexpr char kBlockReprojections[] =
+    "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_reprojection CHECK (type <> 'reprojection'); "
     "ALTER TABLE audit_pending ADD CONSTRAINT osh_test_no_reprojection CHECK (type <> 'reprojection')";
-constexpr char kUnblockReprojections[] = "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_reprojection";
+constexpr char kUnblockReprojections[] =
+    "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_reprojection; "
+    "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_reprojection";
 
 // sb-1 admitted under github.yaml; then a constraint refuses every re-projection's audit event and the
 // default scope changes to restrictive-default.yaml: the revision commits, its re-projection does not.
