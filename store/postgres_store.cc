@@ -193,6 +193,12 @@ CREATE TABLE audit_pending (
   audit_context  BYTEA NOT NULL,
   actor          TEXT NOT NULL
 );
+-- Rows written by this protocol carry writer_schema = 8 (no default): a replica of an earlier release,
+-- which writes sealed rows itself, fails its write instead of writing beside it.
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS writer_schema INTEGER NOT NULL DEFAULT 7;
+ALTER TABLE audit_events ALTER COLUMN writer_schema DROP DEFAULT;
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS writer_schema INTEGER NOT NULL DEFAULT 7;
+ALTER TABLE changes ALTER COLUMN writer_schema DROP DEFAULT;
 CREATE TABLE changes_pending (
   id      BIGSERIAL PRIMARY KEY,
   origin  TEXT NOT NULL,
@@ -215,11 +221,13 @@ constexpr int64_t kRevisionLock = 0x6f73680003;
 constexpr int64_t kPendingSchema = 8;  // the first schema whose writers append events unsealed
 // How many times LeadGroup leads a write PostgreSQL chose as a deadlock's victim (or a serialization
 // failure's): the others of its group committed; it is led again, in a group of its own.
-constexpr int kConflictAttempts = 3;
+constexpr int kConflictAttempts = 4;  // the first, and up to three more
 constexpr int kSealBatch = 1000;  // pending events (14 parameters each) and feed rows sealed per transaction
+constexpr int kSealRounds = 16;    // batches one SealPending call seals at most
+constexpr int64_t kSealWaitMs = 1000;  // how long a reader of the log waits for the head before reading on
 constexpr char kInsertAuditColumns[] =
     "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
-    "key_ids, outcome, reason, audit_context, prev_hash, hash, actor) VALUES ";
+    "key_ids, outcome, reason, audit_context, prev_hash, hash, actor, writer_schema) VALUES ";
 // The database's clock in milliseconds: replicas compare heartbeats and leases on one clock.
 constexpr char kDbNowMs[] = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 constexpr int64_t kFeedBehindCountCap = 100000;  // ReplicaStatus::feed_changes_behind counts no further
@@ -330,7 +338,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
 
 PostgresStore::~PostgresStore() {
   queue_.Stop();    // writes still queued commit first (before the replica announces it is gone)
-  SealPending().IgnoreError();  // and what they appended is sealed (else the next replica to read does it)
+  SealPending(SealWait::kBriefly).IgnoreError();  // and what they appended is sealed (else the next replica does it)
   anchor_.reset();  // its last record reads the chain head
   stopping_ = true;
   if (feed_thread_.joinable()) feed_thread_.join();
@@ -363,11 +371,12 @@ absl::Status PostgresStore::Migrate() {
                                                         " is newer than this gateway's ", kSchemaVersion));
     }
     if (current >= 1 && current < kPendingSchema) {
-      // Replicas of an earlier release number their events under the head lock and read the feed in seq
-      // order: beside this release's writes (unsealed events, feed rows committed out of seq order, the
-      // ceiling and revisions on locks of their own) they would miss changes and could commit outside a
-      // new ceiling. They must be stopped first (a clean stop removes a replica's row; a crashed one's
-      // stops counting after kReplicaLeaseMs).
+      // Replicas of an earlier release take the head lock for every write and check the ceiling under it:
+      // beside this release's writes (the ceiling and revisions on locks of their own) they could commit
+      // outside a new ceiling. They must be stopped first (a clean stop removes a replica's row; a crashed
+      // one's stops counting after kReplicaLeaseMs). One this check cannot see (starting in the same
+      // moment, or its heartbeat stalled) fails its writes instead: schema 8's writer_schema columns have
+      // no default, and only this release fills them.
       auto live = writer_.Query(absl::StrCat("SELECT id FROM replicas WHERE heartbeat_at > ", kDbNowMs,
                                              " - $1 ORDER BY id"),
                                 PgParams().Add(kReplicaLeaseMs));
@@ -528,7 +537,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
 
 absl::Status PostgresStore::Announce(const std::string& kind, const std::string& payload) {
   announced_ = true;
-  return writer_.Query(sealed_ ? "INSERT INTO changes (origin, kind, payload) VALUES ($1, $2, $3)"
+  return writer_.Query(sealed_ ? "INSERT INTO changes (origin, kind, payload, writer_schema) VALUES ($1, $2, $3, 8)"
                                : "INSERT INTO changes_pending (origin, kind, payload) VALUES ($1, $2, $3)",
                        PgParams().Add(replica_id_).Add(kind).Add(payload))
       .status();
@@ -742,7 +751,7 @@ void PostgresStore::AddAuditParams(const AuditEvent& event, PgParams& params) {
 absl::Status PostgresStore::InsertSealedAudit(const AuditEvent& event) {
   PgParams params;
   AddAuditParams(event, params);
-  return writer_.Query(absl::StrCat(kInsertAuditColumns, "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"), params)
+  return writer_.Query(absl::StrCat(kInsertAuditColumns, "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,8)"), params)
       .status();
 }
 
@@ -1072,7 +1081,7 @@ absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint
 absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust::audit::Type type_enum,
                                                                           trust::audit::Outcome outcome_enum) {
   const std::string type(trust::audit::NameOf(type_enum)), outcome(trust::audit::NameOf(outcome_enum));
-  OSH_RETURN_IF_ERROR(SealPending());
+  SealPending(SealWait::kBriefly).IgnoreError();
   std::optional<uint64_t> seq;
   {
     absl::MutexLock lock(&read_mu_);
@@ -1147,30 +1156,43 @@ StoreStats PostgresStore::Stats() {
   return stats;
 }
 
-absl::Status PostgresStore::SealPending() {
+absl::StatusOr<bool> PostgresStore::SealPending(SealWait wait) {
   absl::MutexLock lock(&seal_mu_);
   if (!sealer_.healthy()) OSH_RETURN_IF_ERROR(sealer_.Reconnect());
-  for (;;) {
+  // At most kSealRounds batches a call: writers that keep appending never keep a reader here.
+  for (int round = 0; round < kSealRounds; ++round) {
     // Nothing pending (the common case between writes): no transaction, no lock.
     auto any = sealer_.Query(
         "SELECT (EXISTS (SELECT 1 FROM audit_pending) OR EXISTS (SELECT 1 FROM changes_pending))::int::int8");
     if (!any.ok()) return any.status();
-    if (any->Int(0, 0) == 0) return absl::OkStatus();
+    if (any->Int(0, 0) == 0) return true;
     OSH_RETURN_IF_ERROR(sealer_.Exec("BEGIN"));
-    absl::StatusOr<bool> more = SealBatch();
-    if (!more.ok()) {
+    absl::StatusOr<SealOutcome> outcome = SealBatch(wait);
+    if (!outcome.ok()) {
       sealer_.Exec("ROLLBACK").IgnoreError();
-      return more.status();
+      return outcome.status();
     }
-    if (!*more) return absl::OkStatus();
+    if (*outcome == SealOutcome::kSkipped) return false;  // the head was taken: its holder seals, or the next try
+    if (*outcome == SealOutcome::kDone) return true;
   }
+  return true;
 }
 
-absl::StatusOr<bool> PostgresStore::SealBatch() {
+absl::StatusOr<PostgresStore::SealOutcome> PostgresStore::SealBatch(SealWait wait) {
   // The head row stays locked until this transaction ends: one sealer at a time across the fleet, and
-  // each sees (a statement begun after the lock) everything the one before moved.
-  auto head = sealer_.Query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+  // each sees (a statement begun after the lock) everything the one before moved. The feed never waits
+  // for it (a write holding it seals, and notifies); a reader of the log waits a little.
+  if (wait == SealWait::kBriefly) {
+    OSH_RETURN_IF_ERROR(sealer_.Exec(absl::StrCat("SET LOCAL lock_timeout = '", kSealWaitMs, "ms'")));
+  }
+  auto head = sealer_.Query(wait == SealWait::kNever
+                                ? "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE SKIP LOCKED"
+                                : "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
   if (!head.ok()) return head.status();
+  if (head->rows() == 0 && wait == SealWait::kNever) {
+    OSH_RETURN_IF_ERROR(sealer_.Exec("ROLLBACK"));
+    return SealOutcome::kSkipped;
+  }
   if (head->rows() != 1) return PostgresStorageError(absl::StatusCode::kDataLoss, ": the audit head row is missing");
   trust::ChainSealer chain;
   chain.Reset({static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)});
@@ -1187,7 +1209,7 @@ absl::StatusOr<bool> PostgresStore::SealBatch() {
   absl::StrAppend(&finish, "COMMIT");
   OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
   if (chain.head().seq != start_seq) sealed_head_ = chain.head();
-  return *more;
+  return *more ? SealOutcome::kMore : SealOutcome::kDone;
 }
 
 absl::StatusOr<bool> PostgresStore::MovePending(PgConn& conn, trust::ChainSealer& chain, int64_t* changes) {
@@ -1216,7 +1238,7 @@ absl::StatusOr<bool> PostgresStore::MovePending(PgConn& conn, trust::ChainSealer
     chain.Seal(&e, e.time_unix_ms);
     absl::StrAppend(&values, i == 0 ? "(" : ",(");
     for (int k = 0; k < 14; ++k) absl::StrAppend(&values, k == 0 ? "$" : ",$", ++n);
-    values += ")";
+    values += ",8)";
     AddAuditParams(e, params);
   }
   if (!ids.empty()) {
@@ -1228,15 +1250,17 @@ absl::StatusOr<bool> PostgresStore::MovePending(PgConn& conn, trust::ChainSealer
   // Feed rows keep the order they were appended in (a re-projection's announcement after its sandboxes).
   auto moved = conn.Query(absl::StrCat(
       "WITH moved AS (DELETE FROM changes_pending WHERE id IN (SELECT id FROM changes_pending ORDER BY id LIMIT ",
-      kSealBatch, ") RETURNING id, origin, kind, payload), ins AS (INSERT INTO changes (origin, kind, payload) "
-      "SELECT origin, kind, payload FROM moved ORDER BY id RETURNING 1) SELECT COUNT(*) FROM ins"));
+      kSealBatch, ") RETURNING id, origin, kind, payload), ins AS (INSERT INTO changes (origin, kind, payload, "
+      "writer_schema) SELECT origin, kind, payload, 8 FROM moved ORDER BY id RETURNING 1) SELECT COUNT(*) FROM ins"));
   if (!moved.ok()) return moved.status();
   *changes = moved->Int(0, 0);
   return static_cast<int>(ids.size()) == kSealBatch || *changes == kSealBatch;
 }
 
 AuditLog::ChainHead PostgresStore::AuditChainHead() {
-  SealPending().IgnoreError();  // what was appended so far is counted (a database that fails: the last head)
+  // What was appended so far is counted; a head held elsewhere past kSealWaitMs (or a database that fails):
+  // what is sealed.
+  SealPending(SealWait::kBriefly).IgnoreError();
   {
     absl::MutexLock lock(&read_mu_);
     auto head = Read("SELECT seq, hash FROM audit_head WHERE id = 1");
@@ -1247,7 +1271,9 @@ AuditLog::ChainHead PostgresStore::AuditChainHead() {
 }
 
 absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t after_seq, uint32_t limit) {
-  OSH_RETURN_IF_ERROR(SealPending());  // every event appended before this call is listed
+  // Every event appended before this call is listed, unless the head stays held elsewhere past
+  // kSealWaitMs: then what is sealed (the rest follows on a later call).
+  SealPending(SealWait::kBriefly).IgnoreError();
   absl::MutexLock lock(&read_mu_);
   auto rows = Read(
       "SELECT seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, "
@@ -1606,7 +1632,9 @@ void PostgresStore::FeedLoop() {
     }
     if (socket >= 0) {
       pollfd pfd{socket, POLLIN, 0};
-      ::poll(&pfd, 1, 200);  // short, so a stop is prompt; the feed is read at least every kFeedPollMs
+      // Short, so a stop is prompt; the feed is read at least every kFeedPollMs, and soon again after a
+      // seal it could not make (the head held elsewhere).
+      ::poll(&pfd, 1, seal_skipped_ ? 50 : 200);
     } else {
       ::usleep(200 * 1000);
     }
@@ -1619,13 +1647,16 @@ void PostgresStore::FeedLoop() {
           Pq().PQfreemem(n);
         }
       }
-      if (!notified && NowMs() - last_feed_round_ms_ < kFeedPollMs / 2) continue;
+      if (!notified && !seal_skipped_ && NowMs() - last_feed_round_ms_ < kFeedPollMs / 2) continue;
       last_feed_round_ms_ = NowMs();
     }
     auto read = [this] {
-      // Other replicas' feed rows reach `changes` when sealed: whoever seals first (this replica, or any
-      // other one's feed or log reader), and this waits for a seal in progress elsewhere.
-      if (absl::Status sealed = SealPending(); !sealed.ok()) return sealed;
+      // Other replicas' feed rows reach `changes` when sealed: by whoever takes the head first (this
+      // feed, another replica's, a reader of the log, a write that found it free). The feed never waits
+      // for it: held elsewhere, its holder seals and notifies, and the feed looks again soon. A seal that
+      // fails leaves the feed reading what is sealed.
+      auto sealed = SealPending(SealWait::kNever);
+      seal_skipped_ = sealed.ok() && !*sealed;
       absl::MutexLock lock(&feed_mu_);
       absl::MutexLock conn_lock(&feed_conn_mu_);
       return ReadFeed();

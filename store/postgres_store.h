@@ -1,9 +1,10 @@
 // The multi-replica store on PostgreSQL (libpq). Several gateways ("replicas") may open one database at
 // once; each runs with its own sockets and in-memory view, and the database is the one truth:
-//  - writes take no fleet-wide lock: a write appends its audit events and change-feed rows unsealed
-//    (audit_pending, changes_pending), and only rows it shares with another write (a sandbox, an
-//    envelope, the ceiling's and the revisions' advisory locks) make them queue; a transaction
-//    PostgreSQL picks as a deadlock's victim is led again;
+//  - writes wait for no fleet-wide lock: a write takes the audit chain's head row only if it is free
+//    (SKIP LOCKED) and then writes its events and feed rows sealed, after sealing what is pending;
+//    otherwise it appends them unsealed (audit_pending, changes_pending). Only rows it shares with
+//    another write (a sandbox, an envelope, the ceiling's and the revisions' advisory locks) make writes
+//    queue; a transaction PostgreSQL picks as a deadlock's victim is led again;
 //  - the sealer (SealPending) moves what is pending into the audit chain (numbered, chained) and the
 //    change feed (numbered), under the audit chain's head row lock: one sealer at a time across the
 //    fleet, so events form one chain (no forks, no gaps) and feed rows one gap-free sequence. Any replica
@@ -146,9 +147,15 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Moves every pending event and feed row committed so far into audit_events and changes (a transaction
   // per kSealBatch, under the head row lock; waits for another replica's seal in progress). On its own
   // connection: it never waits for this replica's writes, nor they for it.
-  absl::Status SealPending() ABSL_LOCKS_EXCLUDED(seal_mu_);
-  // One sealing transaction, begun by the caller; true when more may be pending.
-  absl::StatusOr<bool> SealBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_);
+  // `wait`: kNever (the feed) skips the seal when the head is held elsewhere; kBriefly (readers of the log,
+  // the destructor) waits up to kSealWaitMs for it (then an error: the caller reads what is sealed).
+  // Returns false when it skipped.
+  enum class SealWait { kNever, kBriefly };
+  absl::StatusOr<bool> SealPending(SealWait wait) ABSL_LOCKS_EXCLUDED(seal_mu_);
+  // One sealing transaction, begun by the caller (and ended, except on error). kSkipped: with kNever, the
+  // head was held elsewhere and nothing moved; kMore: more may be pending.
+  enum class SealOutcome { kSkipped, kDone, kMore };
+  absl::StatusOr<SealOutcome> SealBatch(SealWait wait) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_);
   // Moves up to kSealBatch pending events (sealed with `chain`) and feed rows, in the open transaction on
   // `conn`, which must hold the head row; `changes` gets how many feed rows moved. True when more may be
   // pending.
@@ -231,6 +238,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Mutex seal_mu_;
   PgConn sealer_ ABSL_GUARDED_BY(seal_mu_);
   trust::ChainSealer::Mark sealed_head_ ABSL_GUARDED_BY(seal_mu_);
+  std::atomic<bool> seal_skipped_{false};  // the feed's last seal found the head held elsewhere
   std::thread feed_thread_;
   std::thread beat_thread_;
   std::unique_ptr<HeadAnchor> anchor_;  // StoreOptions::anchor_path; reset first in the destructor

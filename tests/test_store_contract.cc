@@ -680,6 +680,12 @@ TEST_CASE("store: a database of the schema before interceptor records is upgrade
       PGresult* pending = PQexec(conn, "SELECT (SELECT COUNT(*) FROM audit_pending) + (SELECT COUNT(*) FROM changes_pending)");
       CHECK(PQresultStatus(pending) == PGRES_TUPLES_OK);
       PQclear(pending);
+      // A replica of an earlier release that slipped past the check (it writes sealed rows itself, without
+      // writer_schema) fails its writes rather than writing beside this release's.
+      PGresult* old_feed_row = PQexec(conn, "INSERT INTO changes (origin, kind, payload) VALUES ('old', 'ceiling', '')");
+      CHECK(PQresultStatus(old_feed_row) == PGRES_FATAL_ERROR);
+      CHECK_THAT(std::string(PQresultErrorMessage(old_feed_row)), Catch::Contains("writer_schema"));
+      PQclear(old_feed_row);
       PQfinish(conn);
     }
   }
