@@ -94,7 +94,11 @@ absl::Status PgConn::ErrorOf(const PGresult* result) const {
     return PostgresStorageError(absl::StatusCode::kUnavailable, message);
   }
   if (code == "23505") return PostgresStorageError(absl::StatusCode::kAlreadyExists, message);
-  if (code == "40001" || code == "40P01") return PostgresStorageError(absl::StatusCode::kAborted, message);
+  // A serialization failure, a deadlock's victim, and a foreign key whose row another replica's
+  // transaction dropped meanwhile (an envelope or body no longer used): the write may be led again.
+  if (code == "40001" || code == "40P01" || code == "23503") {
+    return PostgresStorageError(absl::StatusCode::kAborted, message);
+  }
   return PostgresStorageError(absl::StatusCode::kInternal, message);
 }
 

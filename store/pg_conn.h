@@ -2,8 +2,8 @@
 // results, and SQLSTATE-aware errors. Not thread-safe by itself; PostgresStore serialises access.
 //
 // Errors: UNAVAILABLE when the server cannot be reached or the connection broke (the caller may
-// Reconnect()), ALREADY_EXISTS for a unique violation, ABORTED for serialization failures and deadlocks,
-// INTERNAL otherwise; messages carry the server's text, never the connection's password.
+// Reconnect()), ALREADY_EXISTS for a unique violation, ABORTED for serialization failures, deadlocks
+// and foreign-key violations (a row another transaction dropped meanwhile), INTERNAL otherwise; messages carry the server's text, never the connection's password.
 #pragma once
 
 #include <cstdint>

@@ -527,7 +527,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   absl::StrAppend(&finish, "COMMIT");
   if (absl::Status s = writer_.Exec(finish); !s.ok()) return fail_all(s);
   if (sealed_ && chain_.head().seq != start_seq) {
-    absl::MutexLock seal_lock(&seal_mu_);  // AuditChainHead's answer while the database is unreachable
+    absl::MutexLock head_lock(&sealed_head_mu_);  // AuditChainHead's answer while the database is unreachable
     sealed_head_ = chain_.head();
   }
   for (GroupWrite* w : group) {
@@ -783,18 +783,24 @@ absl::Status PostgresStore::PutBody(const std::string& digest, const std::string
 }
 
 absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
+  // Not held (PutHeld): the foreign keys of what uses them hold them — a new envelope's holds its body, the
+  // sandbox row that names the envelope holds the envelope, each FOR KEY SHARE until the commit. A replica
+  // that dropped either in between makes that statement fail (23503, ABORTED): the write is led again and
+  // inserts it anew. Locking them here as well would cost every admission two more row locks, each a
+  // MultiXact when the admissions of one group commit (savepoints) share an envelope.
   *digest_out = envelope.policy_digest();
-  OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
+  OSH_RETURN_IF_ERROR(writer_.Query("INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                    PgParams().Add(*digest_out).AddBytes(envelope.body()))
+                          .status());
   *id = policy::Sha256(envelope.header_bytes());
-  return PutHeld(writer_,
-                 "INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
-                 "SELECT 1 FROM envelopes WHERE id = $1 FOR KEY SHARE",
-                 PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out), "envelope");
+  return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                       PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
+      .status();
 }
 
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
   // Dropped only if free: the row is locked first, skipped if another transaction holds it — one that is
-  // taking it (PutHeld: FOR KEY SHARE until it commits) uses it, or one dropping it does the work. Never
+  // using it (its sandbox row's foreign key: FOR KEY SHARE until it commits), or one dropping it. Never
   // waiting here keeps a drop out of any deadlock with admissions, which take the body before the
   // envelope. The decision is a statement begun after the lock, so it sees every sandbox committed before.
   auto locked = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE SKIP LOCKED", PgParams().AddBytes(id));
@@ -1208,7 +1214,10 @@ absl::StatusOr<PostgresStore::SealOutcome> PostgresStore::SealBatch(SealWait wai
   if (changes > 0) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
   absl::StrAppend(&finish, "COMMIT");
   OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
-  if (chain.head().seq != start_seq) sealed_head_ = chain.head();
+  if (chain.head().seq != start_seq) {
+    absl::MutexLock head_lock(&sealed_head_mu_);
+    sealed_head_ = chain.head();
+  }
   return *more ? SealOutcome::kMore : SealOutcome::kDone;
 }
 
@@ -1266,7 +1275,7 @@ AuditLog::ChainHead PostgresStore::AuditChainHead() {
     auto head = Read("SELECT seq, hash FROM audit_head WHERE id = 1");
     if (head.ok() && head->rows() == 1) return {static_cast<uint64_t>(head->Int(0, 0)), head->Bytes(0, 1)};
   }
-  absl::MutexLock seal_lock(&seal_mu_);  // unreachable database: the last head this replica sealed
+  absl::MutexLock head_lock(&sealed_head_mu_);  // unreachable database: the last head this replica sealed
   return {sealed_head_.seq, sealed_head_.hash};
 }
 

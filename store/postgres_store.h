@@ -141,7 +141,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Write for an import: the group locks and reads the chain's head first (GroupWrite::head_first).
   absl::Status WriteHeadFirst(std::function<absl::Status()> run);
   // Leads the group (LeadOnce), then leads again, alone, each write PostgreSQL rolled back as a deadlock's
-  // victim or a serialization failure, up to kConflictAttempts times.
+  // victim or a serialization failure, up to kConflictAttempts - 1 more times.
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
   void LeadOnce(const std::vector<GroupWrite*>& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves every pending event and feed row committed so far into audit_events and changes (a transaction
@@ -237,7 +237,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // The sealer's connection, and the head it last sealed (AuditChainHead's answer while unreachable).
   absl::Mutex seal_mu_;
   PgConn sealer_ ABSL_GUARDED_BY(seal_mu_);
-  trust::ChainSealer::Mark sealed_head_ ABSL_GUARDED_BY(seal_mu_);
+  // Its own mutex: a write updates it after its commit and must not wait for a seal in progress.
+  absl::Mutex sealed_head_mu_;
+  trust::ChainSealer::Mark sealed_head_ ABSL_GUARDED_BY(sealed_head_mu_);
   std::atomic<bool> seal_skipped_{false};  // the feed's last seal found the head held elsewhere
   std::thread feed_thread_;
   std::thread beat_thread_;

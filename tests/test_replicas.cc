@@ -1139,11 +1139,13 @@ TEST_CASE("replicas: events a replica appended are sealed into the chain by anot
   const std::string url = fleet.args[1];
   GatewayFixture a(fleet.args), b(fleet.args);
   const size_t before = VerifiedChainLength(b);
+  std::vector<std::string> handles;
   {
     HeldRows head(url, "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE");
     for (int i = 0; i < 3; ++i) {
       gw::AdmitSandboxResponse admitted;
       REQUIRE(a.Admit("sb-" + std::to_string(i), &admitted).ok());  // commits: no write waits for the head
+      handles.push_back(admitted.sandbox_handle());
     }
     CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_pending WHERE type = 'admission'") == "3");
     CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_events WHERE type = 'admission'") == "0");  // not sealed
@@ -1160,5 +1162,11 @@ TEST_CASE("replicas: events a replica appended are sealed into the chain by anot
   CHECK(admitted == std::set<std::string>{"sb-0", "sb-1", "sb-2"});
   CHECK(VerifiedChainLength(b) >= before + 3);
   CHECK(PsqlValue(url, "SELECT COUNT(*) FROM audit_pending") == "0");
+  // A's feed rows were sealed too, and B's view holds the three sandboxes A admitted.
+  CHECK(Eventually([&] { return PsqlValue(url, "SELECT COUNT(*) FROM changes_pending") == "0"; }));
+  for (const std::string& handle : handles) {
+    drv::Projection p;
+    CHECK(Eventually([&] { return b.Fetch(handle, &p).ok(); }));
+  }
   CHECK(b.Stop() == 0);
 }
