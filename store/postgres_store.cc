@@ -254,6 +254,25 @@ PolicyRevisionRecord RevisionFrom(const PgResult& r, int row) {
   return out;
 }
 
+// Columns 1-10 of a row of audit_events or audit_pending, in the order both tables list them (time_unix_ms,
+// type, sandbox_id, surface_id, policy_digest, policy_version, key_ids, outcome, reason, audit_context).
+void DecodeEventColumns(const PgResult& r, int row, AuditEvent* e) {
+  e->time_unix_ms = r.Int(row, 1);
+  e->type = trust::audit::TypeWord::FromStored(r.Bytes(row, 2));
+  e->sandbox_id = r.Bytes(row, 3);
+  e->surface_id = r.Bytes(row, 4);
+  e->policy_digest = r.Bytes(row, 5);
+  e->policy_version = static_cast<uint64_t>(r.Int(row, 6));
+  e->key_ids = SplitIds(r.Bytes(row, 7));
+  e->outcome = trust::audit::OutcomeWord::FromStored(r.Bytes(row, 8));
+  e->reason = r.Bytes(row, 9);
+  e->audit_context = DecodeContextMap(r.Bytes(row, 10));
+}
+
+// One row: 1 when anything waits to be sealed.
+constexpr char kAnyPending[] =
+    "SELECT (EXISTS (SELECT 1 FROM audit_pending) OR EXISTS (SELECT 1 FROM changes_pending))::int::int8";
+
 constexpr char kRevisionColumns[] =
     "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, b.body FROM policy_revisions r "
     "LEFT JOIN bodies b ON b.digest = r.digest ";
@@ -502,13 +521,16 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   const uint64_t start_seq = chain_.head().seq;
   if (sealed_ && !head_first) {
     // What other writes appended while the head was taken goes first: the chain and the feed keep the
-    // order in which the head was held.
-    for (;;) {
+    // order in which the head was held. One look when nothing is (a single replica, always).
+    auto any = writer_.Query(kAnyPending);
+    if (!any.ok()) return fail_all(any.status());
+    bool more = any->Int(0, 0) != 0;
+    for (int round = 0; more && round < kSealRounds; ++round) {
       int64_t changes = 0;
-      auto more = MovePending(writer_, chain_, &changes);
-      if (!more.ok()) return fail_all(more.status());
+      auto moved = MovePending(writer_, chain_, &changes);
+      if (!moved.ok()) return fail_all(moved.status());
       if (changes > 0) announced_ = true;
-      if (!*more) break;
+      more = *moved;
     }
   }
   const size_t succeeded = RunInSavepoints(
@@ -1168,8 +1190,7 @@ absl::StatusOr<bool> PostgresStore::SealPending(SealWait wait) {
   // At most kSealRounds batches a call: writers that keep appending never keep a reader here.
   for (int round = 0; round < kSealRounds; ++round) {
     // Nothing pending (the common case between writes): no transaction, no lock.
-    auto any = sealer_.Query(
-        "SELECT (EXISTS (SELECT 1 FROM audit_pending) OR EXISTS (SELECT 1 FROM changes_pending))::int::int8");
+    auto any = sealer_.Query(kAnyPending);
     if (!any.ok()) return any.status();
     if (any->Int(0, 0) == 0) return true;
     OSH_RETURN_IF_ERROR(sealer_.Exec("BEGIN"));
@@ -1233,16 +1254,7 @@ absl::StatusOr<bool> PostgresStore::MovePending(PgConn& conn, trust::ChainSealer
   for (int i = 0; i < rows->rows(); ++i) {
     AuditEvent e;
     ids.push_back(rows->Int(i, 0));
-    e.time_unix_ms = rows->Int(i, 1);
-    e.type = trust::audit::TypeWord::FromStored(rows->Bytes(i, 2));
-    e.sandbox_id = rows->Bytes(i, 3);
-    e.surface_id = rows->Bytes(i, 4);
-    e.policy_digest = rows->Bytes(i, 5);
-    e.policy_version = static_cast<uint64_t>(rows->Int(i, 6));
-    e.key_ids = SplitIds(rows->Bytes(i, 7));
-    e.outcome = trust::audit::OutcomeWord::FromStored(rows->Bytes(i, 8));
-    e.reason = rows->Bytes(i, 9);
-    e.audit_context = DecodeContextMap(rows->Bytes(i, 10));
+    DecodeEventColumns(*rows, i, &e);
     e.actor = rows->Bytes(i, 11);
     chain.Seal(&e, e.time_unix_ms);
     absl::StrAppend(&values, i == 0 ? "(" : ",(");
@@ -1293,16 +1305,7 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
   for (int i = 0; i < rows->rows(); ++i) {
     AuditEvent e;
     e.seq = static_cast<uint64_t>(rows->Int(i, 0));
-    e.time_unix_ms = rows->Int(i, 1);
-    e.type = trust::audit::TypeWord::FromStored(rows->Bytes(i, 2));
-    e.sandbox_id = rows->Bytes(i, 3);
-    e.surface_id = rows->Bytes(i, 4);
-    e.policy_digest = rows->Bytes(i, 5);
-    e.policy_version = static_cast<uint64_t>(rows->Int(i, 6));
-    e.key_ids = SplitIds(rows->Bytes(i, 7));
-    e.outcome = trust::audit::OutcomeWord::FromStored(rows->Bytes(i, 8));
-    e.reason = rows->Bytes(i, 9);
-    e.audit_context = DecodeContextMap(rows->Bytes(i, 10));
+    DecodeEventColumns(*rows, i, &e);
     e.prev_hash = rows->Bytes(i, 11);
     e.hash = rows->Bytes(i, 12);
     e.actor = rows->Bytes(i, 13);
