@@ -805,16 +805,18 @@ absl::Status PostgresStore::PutBody(const std::string& digest, const std::string
 }
 
 absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
-  // Not held (PutHeld): the foreign keys of what uses them hold them — a new envelope's holds its body, the
-  // sandbox row that names the envelope holds the envelope, each FOR KEY SHARE until the commit. A replica
-  // that dropped either in between makes that statement fail (23503, ABORTED): the write is led again and
-  // inserts it anew. Locking them here as well would cost every admission two more row locks, each a
-  // MultiXact when the admissions of one group commit (savepoints) share an envelope.
+  // The envelope first, held (FOR KEY SHARE, as the foreign key of the sandbox row that names it would hold
+  // it): a replica dropping it as unused then skips it (DropEnvelopeIfUnused), and its body stays because
+  // the envelope names it. One statement when it is present (nearly always). Only a new envelope inserts its
+  // body, held (PutHeld) — not merely found present, or a replica dropping the last envelope that used it
+  // could delete it between that look and the envelope's insert, whose foreign key then fails (23503: led
+  // again, but two replicas churning one envelope can lose that race on every try).
   *digest_out = envelope.policy_digest();
-  OSH_RETURN_IF_ERROR(writer_.Query("INSERT INTO bodies (digest, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                    PgParams().Add(*digest_out).AddBytes(envelope.body()))
-                          .status());
   *id = policy::Sha256(envelope.header_bytes());
+  auto held = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR KEY SHARE", PgParams().AddBytes(*id));
+  if (!held.ok()) return held.status();
+  if (held->rows() == 1) return absl::OkStatus();
+  OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
   return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                        PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
       .status();
@@ -823,8 +825,7 @@ absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* i
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
   // Dropped only if free: the row is locked first, skipped if another transaction holds it — one that is
   // using it (its sandbox row's foreign key: FOR KEY SHARE until it commits), or one dropping it. Never
-  // waiting here keeps a drop out of any deadlock with admissions, which take the body before the
-  // envelope. The decision is a statement begun after the lock, so it sees every sandbox committed before.
+  // waiting here keeps a drop out of any deadlock with admissions (PutEnvelope). The decision is a statement begun after the lock, so it sees every sandbox committed before.
   auto locked = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE SKIP LOCKED", PgParams().AddBytes(id));
   if (!locked.ok()) return locked.status();
   if (locked->rows() == 0) return absl::OkStatus();
