@@ -135,12 +135,17 @@ size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<
     group[0]->status = group[0]->run();
     return group[0]->status.ok() ? 1 : 0;
   }
+  // Each write's savepoint is released together with the next one's start, in one call of `exec` (one
+  // round trip to a server); the last one is released on its own.
+  bool open = false;
   for (GroupWrite* w : group) {
     const trust::ChainSealer::Mark before = chain.head();
-    if (absl::Status s = exec("SAVEPOINT w"); !s.ok()) {
+    if (absl::Status s = exec(open ? "RELEASE w; SAVEPOINT w" : "SAVEPOINT w"); !s.ok()) {
       w->status = s;
+      open = false;
       continue;
     }
+    open = true;
     {
       AuditActorScope actor(w->actor);  // the writer's, on the leader's thread
       w->status = w->run();
@@ -151,8 +156,8 @@ size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<
     } else {
       ++succeeded;
     }
-    exec("RELEASE w").IgnoreError();
   }
+  if (open) exec("RELEASE w").IgnoreError();
   return succeeded;
 }
 

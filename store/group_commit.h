@@ -34,6 +34,10 @@ struct GroupWrite {
   // PostgreSQL only: the group locks and reads the audit chain's head before anything else (an import,
   // which writes sealed events itself). Every other write appends its events unsealed.
   bool head_first = false;
+  // PostgreSQL only: `run` checks its batch against the ceiling in force (CheckCeilingUnchanged). The
+  // group then takes the ceiling's lock and reads the ceiling once, before any write of it runs, instead
+  // of each write in its savepoint.
+  bool checks_ceiling = false;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
   // again), and must not block on the disk or the network; the queue then deletes the write.
   std::function<void(absl::Status)> on_done;
@@ -95,7 +99,8 @@ class GroupCommitQueue {
 
 // Runs each write of a group inside the leader's open transaction, each in its own savepoint, so one
 // write's failure (rolled back to its savepoint, its audit events un-sealed from `chain`) leaves the
-// others intact. `exec` runs one SQL statement on the transaction's connection. Returns how many succeeded;
+// others intact. `exec` runs one SQL statement, or several separated by "; ", on the
+// transaction's connection (one round trip to a server). Returns how many succeeded;
 // when none did, the caller must roll the transaction back (a group of one runs without a savepoint).
 size_t RunInSavepoints(const std::vector<GroupWrite*>& group, absl::FunctionRef<absl::Status(const char*)> exec,
                        trust::ChainSealer& chain);

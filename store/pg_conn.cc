@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstring>
+#include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -77,6 +78,7 @@ absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
 }
 
 absl::Status PgConn::Reconnect() {
+  prepared_.clear();
   Pq().PQreset(conn_.get());
   if (Pq().PQstatus(conn_.get()) != CONNECTION_OK) {
     return PostgresStorageError(absl::StatusCode::kUnavailable, absl::StrCat(": ", Trimmed(Pq().PQerrorMessage(conn_.get()))));
@@ -123,8 +125,22 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
     values.push_back(v.data());
     lengths.push_back(static_cast<int>(v.size()));
   }
-  PGresult* result = Pq().PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
-                                  values.data(), lengths.data(), params.formats_.data(), /*resultFormat=*/1);
+  const int count = static_cast<int>(values.size());
+  PGresult* result = nullptr;
+  if (const std::string* name = PreparedName(sql, count)) {
+    result = Pq().PQexecPrepared(conn_.get(), name->c_str(), count, values.data(), lengths.data(),
+                                 params.formats_.data(), /*resultFormat=*/1);
+    const char* state = result == nullptr ? nullptr : Pq().PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    if (state != nullptr && std::string_view(state) == "26000") {  // the session lost it: run it unprepared
+      prepared_.erase(sql);
+      Pq().PQclear(result);
+      result = nullptr;
+    }
+  }
+  if (result == nullptr) {
+    result = Pq().PQexecParams(conn_.get(), sql.c_str(), count, nullptr, values.data(), lengths.data(),
+                               params.formats_.data(), /*resultFormat=*/1);
+  }
   const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : Pq().PQresultStatus(result);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     absl::Status error = ErrorOf(result);
@@ -132,6 +148,17 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
     return error;
   }
   return PgResult(result);
+}
+
+const std::string* PgConn::PreparedName(const std::string& sql, int params) {
+  if (auto it = prepared_.find(sql); it != prepared_.end()) return &it->second;
+  if (prepared_.size() >= kMaxPrepared || static_cast<size_t>(params) > kMaxPreparedParams) return nullptr;
+  std::string name = absl::StrCat("osh_", prepared_count_++);
+  PGresult* prepared = Pq().PQprepare(conn_.get(), name.c_str(), sql.c_str(), params, nullptr);
+  const bool ok = prepared != nullptr && Pq().PQresultStatus(prepared) == PGRES_COMMAND_OK;
+  Pq().PQclear(prepared);
+  if (!ok) return nullptr;  // run unprepared: its error, if it has one, is the statement's own
+  return &prepared_.emplace(sql, std::move(name)).first->second;
 }
 
 std::string RedactedConninfo(const std::string& conninfo) {

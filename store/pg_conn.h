@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "store/libpq.h"
@@ -60,9 +61,16 @@ class PgConn {
 
   // One or more statements without parameters or rows.
   absl::Status Exec(const std::string& sql);
-  // One statement with $1.. parameters.
+  // One statement with $1.. parameters. Prepared on the server the first time this connection runs its
+  // text (parsed and planned once; up to kMaxPrepared statements of at most kMaxPreparedParams
+  // parameters — a text built with a varying number of parameters is not kept), run unprepared otherwise.
+  // Needs a session of its own on the server (a pooler in transaction mode would lose the statements, as
+  // it would the store's LISTEN and advisory locks).
   absl::StatusOr<PgResult> Query(const std::string& sql, const PgParams& params = {});
-  // Re-establishes a broken connection (UNAVAILABLE while the server stays unreachable).
+  static constexpr size_t kMaxPrepared = 128;
+  static constexpr size_t kMaxPreparedParams = 32;
+  // Re-establishes a broken connection (UNAVAILABLE while the server stays unreachable) and forgets the
+  // statements the old session had prepared.
   absl::Status Reconnect();
   bool healthy() const { return Pq().PQstatus(conn_.get()) == CONNECTION_OK; }
   PGconn* raw() const { return conn_.get(); }
@@ -70,7 +78,11 @@ class PgConn {
  private:
   explicit PgConn(PGconn* conn) : conn_(conn, Pq().PQfinish) {}
   absl::Status ErrorOf(const PGresult* result) const;
+  // The name the session prepared `sql` under, preparing it if it is new and may be kept; null if not.
+  const std::string* PreparedName(const std::string& sql, int params);
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
+  absl::flat_hash_map<std::string, std::string> prepared_;  // statement text → its name in this session
+  uint64_t prepared_count_ = 0;                               // names are never reused: osh_<count>
 };
 
 // `conninfo` for messages and logs: host, port, database and user, never the password.

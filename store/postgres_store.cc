@@ -12,6 +12,7 @@
 #include <set>
 #include <type_traits>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -225,6 +226,11 @@ constexpr int kConflictAttempts = 4;  // the first, and up to three more
 constexpr int kSealBatch = 1000;  // pending events (14 parameters each) and feed rows sealed per transaction
 constexpr int kSealRounds = 16;    // batches one SealPending call seals at most
 constexpr int64_t kSealWaitMs = 1000;  // how long a reader of the log waits for the head before reading on
+// When an envelope or a body is no longer used (DropEnvelopeIfUnused, SweepUnusedEnvelopes): `e`, `b`.
+constexpr char kEnvelopeUnused[] = "NOT EXISTS (SELECT 1 FROM sandboxes s WHERE s.envelope_id = e.id)";
+constexpr char kBodyUnused[] =
+    "NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.policy_digest = b.digest) AND "
+    "NOT EXISTS (SELECT 1 FROM policy_revisions r WHERE r.digest = b.digest)";
 constexpr char kInsertAuditColumns[] =
     "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
     "key_ids, outcome, reason, audit_context, prev_hash, hash, actor, writer_schema) VALUES ";
@@ -430,23 +436,25 @@ void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed,
-                                  bool touches_chain) {
+                                  bool touches_chain, bool checks_ceiling) {
   GroupWrite self;
   self.run = std::move(run);
   self.committed = std::move(committed);
   self.actor = AuditActorScope::Current();
   self.touches_chain = touches_chain;
+  self.checks_ceiling = checks_ceiling;
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
 }
 
 void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                               std::function<void(absl::Status)> done) {
+                               bool checks_ceiling, std::function<void(absl::Status)> done) {
   auto write = std::make_unique<GroupWrite>();
   write->run = std::move(run);
   write->committed = std::move(committed);
   write->actor = AuditActorScope::Current();
   write->touches_chain = touches_chain;
+  write->checks_ceiling = checks_ceiling;
   write->on_done = std::move(done);
   queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
@@ -501,6 +509,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
       std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
   sealed_ = false;
   announced_ = false;
+  group_ceiling_.reset();
   if (head_first || touches_chain) {
     // An import waits for the head (it writes sealed events itself). Any other write takes the head only
     // if it is free (SKIP LOCKED): then it seals what is pending and writes its own events and feed rows
@@ -532,6 +541,13 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
       if (changes > 0) announced_ = true;
       more = *moved;
     }
+  }
+  if (std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->checks_ceiling; })) {
+    // After the head (an import's group waits for it, and SaveCeiling's group holds it while it waits for
+    // this lock exclusive), as each write's own check took it before.
+    auto ceiling = LockCeiling();
+    if (!ceiling.ok()) return fail_all(ceiling.status());
+    group_ceiling_ = *ceiling;
   }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
@@ -631,15 +647,16 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
 
 absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
   PendingCommit pending{std::move(batch), {}};
+  const bool checks_ceiling = pending.batch.checked_ceiling.has_value();
   auto [run, committed] = CommitSteps(&pending);
-  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed)));
+  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed), /*touches_chain=*/true, checks_ceiling));
   return std::move(pending.result);
 }
 
 void PostgresStore::CommitAsync(ChangeBatch batch, CommitDone done) {
   auto pending = std::make_shared<PendingCommit>(PendingCommit{std::move(batch), {}});
   auto [run, committed] = CommitSteps(pending.get());
-  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true,
+  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true, pending->batch.checked_ceiling.has_value(),
              [pending, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -830,8 +847,7 @@ absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
   if (!locked.ok()) return locked.status();
   if (locked->rows() == 0) return absl::OkStatus();
   auto dropped = writer_.Query(
-      "DELETE FROM envelopes e WHERE e.id = $1 AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE envelope_id = $1) "
-      "RETURNING e.policy_digest",
+      absl::StrCat("DELETE FROM envelopes e WHERE e.id = $1 AND ", kEnvelopeUnused, " RETURNING e.policy_digest"),
       PgParams().AddBytes(id));
   if (!dropped.ok()) return dropped.status();
   if (dropped->rows() == 0) return absl::OkStatus();
@@ -841,10 +857,7 @@ absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
   auto body = writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE SKIP LOCKED", PgParams().Add(digest));
   if (!body.ok()) return body.status();
   if (body->rows() == 0) return absl::OkStatus();
-  return writer_
-      .Query("DELETE FROM bodies WHERE digest = $1 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE policy_digest = $1) "
-             "AND NOT EXISTS (SELECT 1 FROM policy_revisions WHERE digest = $1)",
-             PgParams().Add(digest))
+  return writer_.Query(absl::StrCat("DELETE FROM bodies b WHERE b.digest = $1 AND ", kBodyUnused), PgParams().Add(digest))
       .status();
 }
 
@@ -934,7 +947,7 @@ absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContex
 void PostgresStore::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
                                                std::function<void(absl::StatusOr<int64_t>)> done) {
   auto id = std::make_shared<int64_t>(0);
-  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false,
+  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false, /*checks_ceiling=*/false,
              [id, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -1086,13 +1099,24 @@ absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
   return static_cast<uint64_t>(count->Int(0, 0));
 }
 
-absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
+absl::StatusOr<int64_t> PostgresStore::LockCeiling() {
   // The read is a statement of its own, after the lock: in READ COMMITTED it sees a SaveCeiling that
   // committed while this transaction waited for the lock (SaveCeiling holds it exclusive).
   OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kCeilingLock)).status());
   auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
   if (!current.ok()) return current.status();
-  const int64_t stored = current->rows() ? current->Int(0, 0) : kNoCeiling;
+  return current->rows() ? current->Int(0, 0) : kNoCeiling;
+}
+
+absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
+  int64_t stored = 0;
+  if (group_ceiling_) {
+    stored = *group_ceiling_;
+  } else {
+    auto locked = LockCeiling();
+    if (!locked.ok()) return locked.status();
+    stored = *locked;
+  }
   if (stored != checked) return CeilingChangedError(checked, stored);
   return absl::OkStatus();
 }
@@ -1134,6 +1158,9 @@ absl::StatusOr<std::optional<AuditEvent>> PostgresStore::LatestAuditEvent(trust:
 absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,
                                         const CeilingEventCompleter& complete) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    // A write after this one in its group checks against what this one stores (or, if it is rolled
+    // back, the ceiling in force): it reads the ceiling again, not the version its group read first.
+    group_ceiling_.reset();
     // Waits for every transaction that checked a batch against the ceiling in force to commit (or end).
     OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
@@ -1744,7 +1771,45 @@ absl::Status PostgresStore::Heartbeat() {
     OSH_RETURN_IF_ERROR(ExpireDeadReplicas());
     last_expiry_pass_ms_ = last_heartbeat_ok_ms_;
   }
+  if (last_sweep_pass_ms_ == 0 || last_heartbeat_ok_ms_ - last_sweep_pass_ms_ >= kSweepPassMs) {
+    last_sweep_pass_ms_ = last_heartbeat_ok_ms_;  // tried again next pass, not next beat, if it fails
+    if (absl::Status swept = SweepUnusedEnvelopes(); !swept.ok()) {
+      beat_.Exec("ROLLBACK").IgnoreError();
+      if (notice_) notice_(absl::StrCat("unused envelopes were not swept: ", swept.ToString()));
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status PostgresStore::SweepUnusedEnvelopes() {
+  // As DropEnvelopeIfUnused, for every row at once: the candidates are locked first (skipped if another
+  // transaction holds one: it is using it, or dropping it), then deleted by a statement begun after the
+  // locks, which sees every sandbox, envelope and revision committed before.
+  OSH_RETURN_IF_ERROR(beat_.Exec(absl::StrCat("BEGIN; SET LOCAL lock_timeout = ", kSealWaitMs)));
+  auto envelopes = beat_.Query(absl::StrCat("SELECT e.id FROM envelopes e WHERE ", kEnvelopeUnused,
+                                            " FOR UPDATE OF e SKIP LOCKED"));
+  if (!envelopes.ok()) return envelopes.status();
+  if (envelopes->rows() > 0) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < envelopes->rows(); ++i) ids.push_back(absl::BytesToHexString(envelopes->Bytes(i, 0)));
+    OSH_RETURN_IF_ERROR(beat_.Query(absl::StrCat("DELETE FROM envelopes e WHERE e.id IN (SELECT decode(h, 'hex') FROM "
+                                                 "unnest($1::text[]) h) AND ", kEnvelopeUnused),
+                                    PgParams().Add(absl::StrCat("{", absl::StrJoin(ids, ","), "}")))
+                            .status());
+  }
+  auto bodies = beat_.Query(absl::StrCat("SELECT b.digest FROM bodies b WHERE ", kBodyUnused, " FOR UPDATE OF b SKIP LOCKED"));
+  if (!bodies.ok()) return bodies.status();
+  if (bodies->rows() > 0) {
+    std::vector<std::string> digests;
+    for (int i = 0; i < bodies->rows(); ++i) digests.push_back(bodies->Bytes(i, 0));
+    auto list = JsonIdList(digests);
+    if (!list.ok()) return list.status();
+    OSH_RETURN_IF_ERROR(beat_.Query(absl::StrCat("DELETE FROM bodies b WHERE b.digest IN (SELECT json_array_elements_text($1::json)) AND ",
+                                                 kBodyUnused),
+                                    PgParams().Add(*list))
+                            .status());
+  }
+  return beat_.Exec("COMMIT");
 }
 
 absl::Status PostgresStore::ReadFeed() {

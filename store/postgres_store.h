@@ -57,6 +57,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   static constexpr int64_t kReplicaLeaseMs = 10000;  // a replica silent this long is dead
   static constexpr int64_t kReplicaExpiryMs = 60000;  // a replica row silent this long is deleted
   static constexpr int64_t kExpiryPassMs = 5000;      // how often each replica looks for such rows
+  static constexpr int64_t kSweepPassMs = 60000;      // how often each replica sweeps unused envelopes (first at start)
   static constexpr int64_t kReleaseClaimMs = 30000;  // a claimed release not completed by then is due again
   static constexpr int64_t kFeedPollMs = 1000;       // the feed is read at least this often
 
@@ -127,11 +128,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
   // note): it does not hold off the feed.
+  // `checks_ceiling`: GroupWrite::checks_ceiling.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
-                     bool touches_chain = true);
+                     bool touches_chain = true, bool checks_ceiling = false);
   // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
   void WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                  std::function<void(absl::Status)> done);
+                  bool checks_ceiling, std::function<void(absl::Status)> done);
   struct PendingCommit;
   // The statements of a change batch and its after-commit step; `pending` must outlive both.
   std::pair<std::function<absl::Status()>, std::function<void()>> CommitSteps(PendingCommit* pending);
@@ -165,8 +167,11 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Appends `event` unsealed (audit_pending), in the open transaction.
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
-  // Holds the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive).
+  // Holds the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive):
+  // taken and read once per transaction by LockCeiling when its group asked for it, else here.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the ceiling's advisory lock shared and reads the stored ceiling's version (kNoCeiling if none).
+  absl::StatusOr<int64_t> LockCeiling() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ChangeBatch::checked_revisions, read on the write connection after the revisions' advisory lock (held
   // shared until the transaction ends; AppendPolicyRevision takes it exclusive).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -198,6 +203,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Deletes replica rows silent for kReplicaExpiryMs and makes admission notes left in flight by a
   // replica that is gone due (in_flight_owner cleared), telling the notice listener of each.
   absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
+  // Deletes envelopes no sandbox names and bodies no envelope or revision names, that no transaction holds
+  // (SKIP LOCKED): what two replicas' drops left when each skipped the row the other held
+  // (DropEnvelopeIfUnused). Never waits for a lock longer than kSealWaitMs.
+  absl::Status SweepUnusedEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
 
   const Clock* const clock_;
   const std::string replica_id_;
@@ -208,6 +217,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   bool announced_ ABSL_GUARDED_BY(mu_) = false;  // the open transaction wrote to the feed
   // The open transaction holds the chain's head (it was free): its events and feed rows are written sealed.
   bool sealed_ ABSL_GUARDED_BY(mu_) = false;
+  // The open transaction holds the ceiling's lock, taken before any of its writes ran (outside their
+  // savepoints, so no write's rollback lets it go): the ceiling's version it read then, which holds until
+  // the commit.
+  std::optional<int64_t> group_ceiling_ ABSL_GUARDED_BY(mu_);
   GroupCommitQueue queue_;
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 
@@ -230,6 +243,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   PgConn beat_ ABSL_GUARDED_BY(beat_mu_);
   int64_t last_heartbeat_ok_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
   int64_t last_expiry_pass_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
+  int64_t last_sweep_pass_ms_ ABSL_GUARDED_BY(beat_mu_) = 0;
   bool replica_ = true;  // set before the feed thread starts
   std::atomic<bool> reachable_{true};
   std::atomic<bool> heartbeat_ok_{true};  // the last heartbeat was sent

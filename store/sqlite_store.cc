@@ -10,6 +10,7 @@
 
 #include "store/audit_actor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "store/row_codec.h"
@@ -354,7 +355,12 @@ void SqliteStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     return;
   }
   const size_t succeeded = RunInSavepoints(
-      group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return db_.Run(sql); }, chain_);
+      group,
+      [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        for (absl::string_view statement : absl::StrSplit(sql, "; ")) OSH_RETURN_IF_ERROR(db_.Run(std::string(statement)));
+        return absl::OkStatus();
+      },
+      chain_);
   if (succeeded == 0) {
     chain_.Rewind(start);
     return;  // the Transaction rolls back

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/errors.h"
 #include "common/grpc_status.h"
 #include "gateway/core/driver_handles.h"
@@ -163,6 +164,57 @@ TEST_CASE("errors: PostgreSQL's own failures are storage errors", "[errors][stor
   CHECK(IsStorageError(conn->Exec("SELECT nope FROM nothing")));
   const auto refused = osh::store::PgConn::Connect("postgresql:///nodb?host=/nonexistent&connect_timeout=1");
   CHECK(IsStorageError(refused.status()));
+}
+
+TEST_CASE("store: a PostgreSQL statement prepared once keeps answering, and errors, as an unprepared one",
+          "[store][postgres]") {
+  using osh::store::PgConn;
+  using osh::store::PgParams;
+  auto conn = PgConn::Connect(osh::test::PgCluster::Shared().CreateDatabase());
+  REQUIRE(conn.ok());
+  REQUIRE(conn->Exec("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT)").ok());
+  const std::string insert = "INSERT INTO t (id, n) VALUES ($1, $2)";
+  const std::string count = "SELECT COUNT(*), COALESCE(SUM(n), 0)::bigint FROM t WHERE id LIKE $1";
+  for (int i = 0; i < 12; ++i) REQUIRE(conn->Query(insert, PgParams().Add(absl::StrCat("a", i)).Add(int64_t{i})).ok());
+  // The server holds it prepared (a statement of this text, parsed once).
+  auto held = conn->Query("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement = $1", PgParams().Add(insert));
+  REQUIRE(held.ok());
+  CHECK(held->Int(0, 0) == 1);
+  // A unique violation of the prepared statement is still ALREADY_EXISTS, a storage error.
+  const absl::Status dup = conn->Query(insert, PgParams().Add("a3").Add(int64_t{0})).status();
+  CHECK(absl::IsAlreadyExists(dup));
+  CHECK(osh::common::IsStorageError(dup));
+  // Inside a transaction an error aborts it; a statement prepared there stays usable after the rollback.
+  REQUIRE(conn->Exec("BEGIN").ok());
+  REQUIRE(conn->Query(count, PgParams().Add("a%")).ok());
+  CHECK(!conn->Query("SELECT 1/0").ok());
+  CHECK(!conn->Query(count, PgParams().Add("a%")).ok());  // the transaction is aborted: refused, not hidden
+  REQUIRE(conn->Exec("ROLLBACK").ok());
+  auto sum = conn->Query(count, PgParams().Add("a%"));
+  REQUIRE(sum.ok());
+  CHECK(sum->Int(0, 0) == 12);
+  CHECK(sum->Int(0, 1) == 66);
+  // The session dropped every prepared statement behind the connection's back: each runs unprepared,
+  // then is prepared again.
+  REQUIRE(conn->Exec("DEALLOCATE ALL").ok());
+  REQUIRE(conn->Query(insert, PgParams().Add("b").Add(int64_t{100})).ok());
+  sum = conn->Query(count, PgParams().Add("%"));
+  REQUIRE(sum.ok());
+  CHECK(sum->Int(0, 0) == 13);
+  CHECK(sum->Int(0, 1) == 166);
+  // A text with more parameters than kMaxPreparedParams is never kept (a batch's VALUES list varies).
+  std::string wide = "SELECT 0";
+  PgParams many;
+  for (size_t i = 1; i <= PgConn::kMaxPreparedParams + 1; ++i) {
+    absl::StrAppend(&wide, " + $", i, "::int");
+    many.Add(int64_t{1});
+  }
+  auto added = conn->Query(wide, many);
+  REQUIRE(added.ok());
+  CHECK(added->Int(0, 0) == static_cast<int64_t>(PgConn::kMaxPreparedParams + 1));
+  held = conn->Query("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement = $1", PgParams().Add(wide));
+  REQUIRE(held.ok());
+  CHECK(held->Int(0, 0) == 0);
 }
 
 TEST_CASE("errors: a storage error wrapped by a caller stays one, and is still scrubbed", "[errors]") {

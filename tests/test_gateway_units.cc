@@ -203,7 +203,9 @@ TEST_CASE("config: unknown keys, wrong types and bad values are errors naming th
   CHECK_THAT(std::string(osh::gateway::ResolveConfig({{"clock_skew_s", "-1"}}, {}, {}).status().message()),
              Catch::StartsWith("clock_skew_s: expected a whole number from 0 to 86400"));
   // Huge values are refused rather than overflowing the time arithmetic they feed.
-  for (const char* key : {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s", "clock_skew_s"}) {
+  for (const char* key : {"driver_connect_timeout_ms", "driver_call_timeout_ms", "refresh_interval_s", "clock_skew_s",
+                          "replica_reprojection_wait_ms", "log_integrate_interval_ms", "log_witness_timeout_ms",
+                          "connection_idle_timeout_s", "handshake_timeout_s"}) {
     INFO(key);
     auto resolved = osh::gateway::ResolveConfig({{key, "9223372036854775807"}}, {}, {});
     REQUIRE_FALSE(resolved.ok());

@@ -809,6 +809,52 @@ TEST_CASE("store: PostgreSQL replicas dropping and taking one shared envelope at
   CheckChain(*a, 601);
 }
 
+TEST_CASE("store: a PostgreSQL replica sweeps envelopes and bodies nothing uses, and keeps what is used",
+          "[store][postgres]") {
+  // Two replicas dropping the last two sandboxes of one envelope at once each skip the row the other
+  // holds (DropEnvelopeIfUnused), and neither drops it: left for the sweep, which every replica runs
+  // first when it starts. Rows left so are made here by hand.
+  using osh::test::PgCluster;
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  {
+    auto a = Open(url);
+    REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "kept", "h-kept", "used-body"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(a->revisions()
+                .AppendPolicyRevision("default", std::string("revision-body"), std::optional<uint64_t>(0), 10,
+                                      osh::test::StoredEvent("mutation"))
+                .ok());
+  }
+  const std::string used = osh::policy::Sha256Hex("used-body");
+  REQUIRE(PgCluster::Psql(url, absl::StrCat(
+                                   "INSERT INTO bodies VALUES ('orphan-digest', 'x'); "
+                                   "INSERT INTO envelopes VALUES ('\\x01', '\\x02', 'orphan-digest'); "
+                                   "INSERT INTO envelopes VALUES ('\\x03', '\\x04', '", used, "'); "
+                                   "INSERT INTO bodies VALUES ('lone-digest', 'y');")) == 0);
+  auto count = [&](const std::string& sql) {
+    std::string out;
+    REQUIRE(PgCluster::Psql(url, sql, &out) == 0);
+    return std::stoi(out);
+  };
+  REQUIRE(count("SELECT count(*) FROM envelopes") == 3);
+  REQUIRE(count("SELECT count(*) FROM bodies") == 4);  // used-body, revision-body, orphan, lone
+  auto b = Open(url);  // its first heartbeat sweeps
+  for (int i = 0; i < 200 && count("SELECT count(*) FROM bodies") != 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(count("SELECT count(*) FROM envelopes") == 1);
+  CHECK(count("SELECT count(*) FROM envelopes WHERE id IN ('\\x01', '\\x03')") == 0);
+  CHECK(count("SELECT count(*) FROM bodies") == 2);
+  CHECK(count(absl::StrCat("SELECT count(*) FROM bodies WHERE digest IN ('", used, "', '",
+                           osh::policy::Sha256Hex("revision-body"), "')")) == 2);
+  auto loaded = b->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 1);
+  CHECK(loaded->front().envelope->body() == "used-body");
+  auto revision = b->revisions().GetPolicyRevision("default", 1);
+  REQUIRE(revision.ok());
+  CHECK(revision->body == "revision-body");
+}
+
 TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announced to the others after its sandboxes",
           "[store][postgres]") {
   // The other replicas leave a scope's re-projection to the replica that changed it, until this
