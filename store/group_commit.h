@@ -34,10 +34,13 @@ struct GroupWrite {
   // PostgreSQL only: the group locks and reads the audit chain's head before anything else (an import,
   // which writes sealed events itself). Every other write appends its events unsealed.
   bool head_first = false;
-  // PostgreSQL only: `run` checks its batch against the ceiling in force (CheckCeilingUnchanged). The
-  // group then takes the ceiling's lock and reads the ceiling once, before any write of it runs, instead
-  // of each write in its savepoint.
-  bool checks_ceiling = false;
+  // PostgreSQL only: how `run` uses the stored ceiling. kChecks: it checks its batch against the ceiling
+  // in force (CheckCeilingUnchanged); kSets: it stores a new one (SaveCeiling). A group with either takes
+  // the ceiling's lock (exclusive if one of its writes sets it, else shared) and reads the ceiling once,
+  // before any of its writes runs: in every transaction that lock comes before every row lock, so it is
+  // never part of a deadlock.
+  enum class CeilingUse { kNone, kChecks, kSets };
+  CeilingUse ceiling = CeilingUse::kNone;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
   // again), and must not block on the disk or the network; the queue then deletes the write.
   std::function<void(absl::Status)> on_done;

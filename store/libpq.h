@@ -12,7 +12,7 @@ namespace osh::store {
 // Every libpq function the store uses, by its own name and exact type.
 #define OSH_LIBPQ_FUNCTIONS(X)                                                                                  \
   X(PQconnectdb) X(PQfinish) X(PQreset) X(PQstatus) X(PQerrorMessage) X(PQsetNoticeProcessor) X(PQsocket)     \
-  X(PQexec) X(PQexecParams) X(PQprepare) X(PQexecPrepared) X(PQresultStatus) X(PQresultErrorMessage) X(PQresultErrorField) X(PQclear)        \
+  X(PQexec) X(PQexecParams) X(PQprepare) X(PQexecPrepared) X(PQtransactionStatus) X(PQcmdStatus) X(PQresultStatus) X(PQresultErrorMessage) X(PQresultErrorField) X(PQclear)        \
   X(PQntuples) X(PQgetvalue) X(PQgetlength) X(PQgetisnull) X(PQftype) X(PQcmdTuples) X(PQconsumeInput)        \
   X(PQnotifies) X(PQfreemem) X(PQconninfoParse) X(PQconninfoFree)
 

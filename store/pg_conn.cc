@@ -112,6 +112,19 @@ absl::Status PgConn::Exec(const std::string& sql) {
   return out;
 }
 
+absl::Status PgConn::ExecCommit(const std::string& sql) {
+  PGresult* result = Pq().PQexec(conn_.get(), sql.c_str());
+  const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : Pq().PQresultStatus(result);
+  absl::Status out = (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) ? absl::OkStatus() : ErrorOf(result);
+  if (out.ok() && std::string_view(Pq().PQcmdStatus(result)) != "COMMIT") {
+    out = PostgresStorageError(absl::StatusCode::kAborted,
+                               absl::StrCat(": the server rolled the transaction back at COMMIT (",
+                                            Pq().PQcmdStatus(result), ")"));
+  }
+  Pq().PQclear(result);
+  return out;
+}
+
 absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& params) {
   if (params.first_nul_text_) {
     // libpq sends text parameters NUL-terminated: the server would store the value cut at the NUL while
@@ -127,14 +140,20 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
   }
   const int count = static_cast<int>(values.size());
   PGresult* result = nullptr;
-  if (const std::string* name = PreparedName(sql, count)) {
-    result = Pq().PQexecPrepared(conn_.get(), name->c_str(), count, values.data(), lengths.data(),
+  auto name = PreparedName(sql, count);
+  if (!name.ok()) return name.status();
+  if (*name != nullptr) {
+    result = Pq().PQexecPrepared(conn_.get(), (*name)->c_str(), count, values.data(), lengths.data(),
                                  params.formats_.data(), /*resultFormat=*/1);
     const char* state = result == nullptr ? nullptr : Pq().PQresultErrorField(result, PG_DIAG_SQLSTATE);
-    if (state != nullptr && std::string_view(state) == "26000") {  // the session lost it: run it unprepared
+    if (state != nullptr && std::string_view(state) == "26000") {  // the session lost it (DEALLOCATE)
       prepared_.erase(sql);
       Pq().PQclear(result);
       result = nullptr;
+      if (Pq().PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {
+        // The failed execution aborted the open transaction: the write is led again (prepared anew).
+        return PostgresStorageError(absl::StatusCode::kAborted, ": a prepared statement was lost by the session");
+      }
     }
   }
   if (result == nullptr) {
@@ -150,14 +169,16 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
   return PgResult(result);
 }
 
-const std::string* PgConn::PreparedName(const std::string& sql, int params) {
+absl::StatusOr<const std::string*> PgConn::PreparedName(const std::string& sql, int params) {
   if (auto it = prepared_.find(sql); it != prepared_.end()) return &it->second;
   if (prepared_.size() >= kMaxPrepared || static_cast<size_t>(params) > kMaxPreparedParams) return nullptr;
   std::string name = absl::StrCat("osh_", prepared_count_++);
   PGresult* prepared = Pq().PQprepare(conn_.get(), name.c_str(), sql.c_str(), params, nullptr);
-  const bool ok = prepared != nullptr && Pq().PQresultStatus(prepared) == PGRES_COMMAND_OK;
+  if (prepared == nullptr) return ErrorOf(nullptr);  // out of memory, or the connection is gone
+  const bool ok = Pq().PQresultStatus(prepared) == PGRES_COMMAND_OK;
+  absl::Status error = ok ? absl::OkStatus() : ErrorOf(prepared);
   Pq().PQclear(prepared);
-  if (!ok) return nullptr;  // run unprepared: its error, if it has one, is the statement's own
+  if (!ok) return error;
   return &prepared_.emplace(sql, std::move(name)).first->second;
 }
 

@@ -61,6 +61,9 @@ class PgConn {
 
   // One or more statements without parameters or rows.
   absl::Status Exec(const std::string& sql);
+  // Exec of statements ending with COMMIT; ABORTED (a storage error) when the server answered ROLLBACK
+  // (the transaction had failed without this connection seeing the statement that failed it).
+  absl::Status ExecCommit(const std::string& sql);
   // One statement with $1.. parameters. Prepared on the server the first time this connection runs its
   // text (parsed and planned once; up to kMaxPrepared statements of at most kMaxPreparedParams
   // parameters — a text built with a varying number of parameters is not kept), run unprepared otherwise.
@@ -78,8 +81,10 @@ class PgConn {
  private:
   explicit PgConn(PGconn* conn) : conn_(conn, Pq().PQfinish) {}
   absl::Status ErrorOf(const PGresult* result) const;
-  // The name the session prepared `sql` under, preparing it if it is new and may be kept; null if not.
-  const std::string* PreparedName(const std::string& sql, int params);
+  // The name the session prepared `sql` under, preparing it if it is new and may be kept; null if it is
+  // not kept. A statement the server refuses to prepare is the statement's own error (inside a
+  // transaction, the transaction is then aborted: running it unprepared would only say so).
+  absl::StatusOr<const std::string*> PreparedName(const std::string& sql, int params);
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
   absl::flat_hash_map<std::string, std::string> prepared_;  // statement text → its name in this session
   uint64_t prepared_count_ = 0;                               // names are never reused: osh_<count>

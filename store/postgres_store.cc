@@ -423,7 +423,7 @@ absl::Status PostgresStore::Migrate() {
     writer_.Exec("ROLLBACK").IgnoreError();
     return s;
   }
-  return writer_.Exec("COMMIT");
+  return writer_.ExecCommit("COMMIT");
 }
 
 void PostgresStore::SetChangeListener(ChangeListener* listener) { listener_ = listener; }
@@ -436,25 +436,25 @@ void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed,
-                                  bool touches_chain, bool checks_ceiling) {
+                                  bool touches_chain, GroupWrite::CeilingUse ceiling) {
   GroupWrite self;
   self.run = std::move(run);
   self.committed = std::move(committed);
   self.actor = AuditActorScope::Current();
   self.touches_chain = touches_chain;
-  self.checks_ceiling = checks_ceiling;
+  self.ceiling = ceiling;
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
 }
 
 void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                               bool checks_ceiling, std::function<void(absl::Status)> done) {
+                               GroupWrite::CeilingUse ceiling, std::function<void(absl::Status)> done) {
   auto write = std::make_unique<GroupWrite>();
   write->run = std::move(run);
   write->committed = std::move(committed);
   write->actor = AuditActorScope::Current();
   write->touches_chain = touches_chain;
-  write->checks_ceiling = checks_ceiling;
+  write->ceiling = ceiling;
   write->on_done = std::move(done);
   queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
@@ -510,6 +510,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   sealed_ = false;
   announced_ = false;
   group_ceiling_.reset();
+  drops_.clear();
   if (head_first || touches_chain) {
     // An import waits for the head (it writes sealed events itself). Any other write takes the head only
     // if it is free (SKIP LOCKED): then it seals what is pending and writes its own events and feed rows
@@ -542,10 +543,13 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
       more = *moved;
     }
   }
-  if (std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->checks_ceiling; })) {
-    // After the head (an import's group waits for it, and SaveCeiling's group holds it while it waits for
-    // this lock exclusive), as each write's own check took it before.
-    auto ceiling = LockCeiling();
+  const bool sets_ceiling = std::any_of(group.begin(), group.end(),
+                                        [](const GroupWrite* w) { return w->ceiling == GroupWrite::CeilingUse::kSets; });
+  if (sets_ceiling || std::any_of(group.begin(), group.end(),
+                                  [](const GroupWrite* w) { return w->ceiling == GroupWrite::CeilingUse::kChecks; })) {
+    // Before any write runs, so before any row lock (GroupWrite::ceiling). After the head, which no write
+    // waits for except an import's (head_first), and an import neither checks nor sets the ceiling.
+    auto ceiling = LockCeiling(sets_ceiling);
     if (!ceiling.ok()) return fail_all(ceiling.status());
     group_ceiling_ = *ceiling;
   }
@@ -555,6 +559,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
     writer_.Exec("ROLLBACK").IgnoreError();
     return;
   }
+  if (!drops_.empty()) DropUnusedEnvelopes();
   // The head, the notification and the commit in one round trip (values are digits and hex only).
   std::string finish;
   if (sealed_ && chain_.head().seq != start_seq) {
@@ -563,7 +568,7 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   }
   if (announced_) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
   absl::StrAppend(&finish, "COMMIT");
-  if (absl::Status s = writer_.Exec(finish); !s.ok()) return fail_all(s);
+  if (absl::Status s = writer_.ExecCommit(finish); !s.ok()) return fail_all(s);
   if (sealed_ && chain_.head().seq != start_seq) {
     absl::MutexLock head_lock(&sealed_head_mu_);  // AuditChainHead's answer while the database is unreachable
     sealed_head_ = chain_.head();
@@ -647,16 +652,17 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
 
 absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
   PendingCommit pending{std::move(batch), {}};
-  const bool checks_ceiling = pending.batch.checked_ceiling.has_value();
+  const auto ceiling = pending.batch.checked_ceiling ? GroupWrite::CeilingUse::kChecks : GroupWrite::CeilingUse::kNone;
   auto [run, committed] = CommitSteps(&pending);
-  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed), /*touches_chain=*/true, checks_ceiling));
+  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed), /*touches_chain=*/true, ceiling));
   return std::move(pending.result);
 }
 
 void PostgresStore::CommitAsync(ChangeBatch batch, CommitDone done) {
   auto pending = std::make_shared<PendingCommit>(PendingCommit{std::move(batch), {}});
   auto [run, committed] = CommitSteps(pending.get());
-  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true, pending->batch.checked_ceiling.has_value(),
+  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true,
+             pending->batch.checked_ceiling ? GroupWrite::CeilingUse::kChecks : GroupWrite::CeilingUse::kNone,
              [pending, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -725,7 +731,7 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
                                                                  : "some of the sandboxes are gone");
           }
           for (const std::string& was : old) {
-            if (was != envelope_id) OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(was));
+            if (was != envelope_id) drops_.push_back(was);
           }
           return absl::OkStatus();
         } else if constexpr (std::is_same_v<T, change::DeleteSandbox>) {
@@ -733,7 +739,7 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
                                     PgParams().Add(c.sandbox_id));
           if (!gone.ok()) return gone.status();
           if (gone->rows() == 0) return absl::NotFoundError(absl::StrCat("no sandbox '", c.sandbox_id, "'"));
-          OSH_RETURN_IF_ERROR(DropEnvelopeIfUnused(gone->Bytes(0, 1)));
+          drops_.push_back(gone->Bytes(0, 1));
           OSH_RETURN_IF_ERROR(writer_.Query("INSERT INTO pending_releases (driver_handle, queued_at) VALUES ($1, $2)",
                                             PgParams().Add(gone->Bytes(0, 0)).Add(NowMs() / 1000))
                                   .status());
@@ -834,15 +840,35 @@ absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* i
   if (!held.ok()) return held.status();
   if (held->rows() == 1) return absl::OkStatus();
   OSH_RETURN_IF_ERROR(PutBody(*digest_out, envelope.body()));
-  return writer_.Query("INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                       PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out))
-      .status();
+  // Held too: another replica may have inserted it meanwhile (this insert then does nothing) and a third
+  // drop it again before this transaction's sandbox row names it.
+  return PutHeld(writer_,
+                 "INSERT INTO envelopes (id, header, policy_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                 "SELECT 1 FROM envelopes WHERE id = $1 FOR KEY SHARE",
+                 PgParams().AddBytes(*id).AddBytes(envelope.header_bytes()).Add(*digest_out), "envelope");
+}
+
+void PostgresStore::DropUnusedEnvelopes() {
+  // Last, when no write of the group will wait for anything: a drop's row locks are held to the commit,
+  // and a later write waiting for another replica that waits for one of them would be a deadlock.
+  std::sort(drops_.begin(), drops_.end());
+  drops_.erase(std::unique(drops_.begin(), drops_.end()), drops_.end());
+  if (!writer_.Exec("SAVEPOINT d").ok()) return;
+  for (const std::string& id : drops_) {
+    if (!DropEnvelopeIfUnused(id).ok()) {
+      writer_.Exec("ROLLBACK TO d").IgnoreError();  // left to SweepUnusedEnvelopes
+      break;
+    }
+  }
+  writer_.Exec("RELEASE d").IgnoreError();
 }
 
 absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
   // Dropped only if free: the row is locked first, skipped if another transaction holds it — one that is
-  // using it (its sandbox row's foreign key: FOR KEY SHARE until it commits), or one dropping it. Never
-  // waiting here keeps a drop out of any deadlock with admissions (PutEnvelope). The decision is a statement begun after the lock, so it sees every sandbox committed before.
+  // using it (its sandbox row's foreign key, or PutEnvelope: FOR KEY SHARE until it commits), or one
+  // dropping it. It never waits, and the locks it takes are held to the commit with no write of the group
+  // after it (DropUnusedEnvelopes): neither makes it part of a deadlock. The decision is a statement begun
+  // after the lock, so it sees every sandbox committed before.
   auto locked = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE SKIP LOCKED", PgParams().AddBytes(id));
   if (!locked.ok()) return locked.status();
   if (locked->rows() == 0) return absl::OkStatus();
@@ -947,7 +973,7 @@ absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContex
 void PostgresStore::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
                                                std::function<void(absl::StatusOr<int64_t>)> done) {
   auto id = std::make_shared<int64_t>(0);
-  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false, /*checks_ceiling=*/false,
+  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false, GroupWrite::CeilingUse::kNone,
              [id, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -1099,10 +1125,13 @@ absl::StatusOr<uint64_t> PostgresStore::CountLivePolicies() {
   return static_cast<uint64_t>(count->Int(0, 0));
 }
 
-absl::StatusOr<int64_t> PostgresStore::LockCeiling() {
+absl::StatusOr<int64_t> PostgresStore::LockCeiling(bool exclusive) {
   // The read is a statement of its own, after the lock: in READ COMMITTED it sees a SaveCeiling that
   // committed while this transaction waited for the lock (SaveCeiling holds it exclusive).
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kCeilingLock)).status());
+  OSH_RETURN_IF_ERROR(writer_
+                          .Query(exclusive ? "SELECT pg_advisory_xact_lock($1)" : "SELECT pg_advisory_xact_lock_shared($1)",
+                                 PgParams().Add(kCeilingLock))
+                          .status());
   auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
   if (!current.ok()) return current.status();
   return current->rows() ? current->Int(0, 0) : kNoCeiling;
@@ -1113,7 +1142,7 @@ absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
   if (group_ceiling_) {
     stored = *group_ceiling_;
   } else {
-    auto locked = LockCeiling();
+    auto locked = LockCeiling(/*exclusive=*/false);
     if (!locked.ok()) return locked.status();
     stored = *locked;
   }
@@ -1161,7 +1190,9 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
     // A write after this one in its group checks against what this one stores (or, if it is rolled
     // back, the ceiling in force): it reads the ceiling again, not the version its group read first.
     group_ceiling_.reset();
-    // Waits for every transaction that checked a batch against the ceiling in force to commit (or end).
+    // Every transaction that checked a batch against the ceiling in force has committed (or ended): the
+    // group took the ceiling's lock exclusive before any of its writes ran (GroupWrite::CeilingUse::kSets;
+    // taken again here, which a transaction holding it passes at once, should a caller not have said so).
     OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
     if (!current.ok()) return current.status();
@@ -1189,7 +1220,8 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
       complete(admitted, &event);
     }
     return InsertAudit(&event);
-  }, [&] { ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(ceiling_bytes, version, /*remote=*/false); }); });
+  }, [&] { ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(ceiling_bytes, version, /*remote=*/false); }); },
+  /*touches_chain=*/true, GroupWrite::CeilingUse::kSets);
 }
 
 absl::StatusOr<std::optional<std::string>> PostgresStore::LoadCeiling() {
@@ -1262,7 +1294,7 @@ absl::StatusOr<PostgresStore::SealOutcome> PostgresStore::SealBatch(SealWait wai
   }
   if (changes > 0) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
   absl::StrAppend(&finish, "COMMIT");
-  OSH_RETURN_IF_ERROR(sealer_.Exec(finish));
+  OSH_RETURN_IF_ERROR(sealer_.ExecCommit(finish));
   if (chain.head().seq != start_seq) {
     absl::MutexLock head_lock(&sealed_head_mu_);
     sealed_head_ = chain.head();
@@ -1809,7 +1841,7 @@ absl::Status PostgresStore::SweepUnusedEnvelopes() {
                                     PgParams().Add(*list))
                             .status());
   }
-  return beat_.Exec("COMMIT");
+  return beat_.ExecCommit("COMMIT");
 }
 
 absl::Status PostgresStore::ReadFeed() {

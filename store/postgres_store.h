@@ -128,12 +128,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
   // note): it does not hold off the feed.
-  // `checks_ceiling`: GroupWrite::checks_ceiling.
+  // `ceiling`: GroupWrite::ceiling.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
-                     bool touches_chain = true, bool checks_ceiling = false);
+                     bool touches_chain = true, GroupWrite::CeilingUse ceiling = GroupWrite::CeilingUse::kNone);
   // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
   void WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                  bool checks_ceiling, std::function<void(absl::Status)> done);
+                  GroupWrite::CeilingUse ceiling, std::function<void(absl::Status)> done);
   struct PendingCommit;
   // The statements of a change batch and its after-commit step; `pending` must outlive both.
   std::pair<std::function<absl::Status()>, std::function<void()>> CommitSteps(PendingCommit* pending);
@@ -170,8 +170,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Holds the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive):
   // taken and read once per transaction by LockCeiling when its group asked for it, else here.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the ceiling's advisory lock shared and reads the stored ceiling's version (kNoCeiling if none).
-  absl::StatusOr<int64_t> LockCeiling() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the ceiling's advisory lock (shared, or exclusive) and reads the stored ceiling's version
+  // (kNoCeiling if none).
+  absl::StatusOr<int64_t> LockCeiling(bool exclusive) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ChangeBatch::checked_revisions, read on the write connection after the revisions' advisory lock (held
   // shared until the transaction ends; AppendPolicyRevision takes it exclusive).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -180,6 +181,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DropEnvelopeIfUnused for each of drops_, after every write of the group ran, in a savepoint of its own:
+  // one that fails is left to the sweep and fails no write.
+  void DropUnusedEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends to the change feed in the current transaction (`kind`: sandboxes, policy, ceiling).
   absl::Status Announce(const std::string& kind, const std::string& payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sandboxes matching `where` (SQL over table s, with $1 = `arg` when not empty), on the read connection.
@@ -221,6 +225,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // savepoints, so no write's rollback lets it go): the ceiling's version it read then, which holds until
   // the commit.
   std::optional<int64_t> group_ceiling_ ABSL_GUARDED_BY(mu_);
+  // Envelopes the open transaction's writes stopped using (a deleted sandbox's, a re-projection's old
+  // ones): dropped if unused once every write of the group ran (DropUnusedEnvelopes).
+  std::vector<std::string> drops_ ABSL_GUARDED_BY(mu_);
   GroupCommitQueue queue_;
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 

@@ -202,6 +202,35 @@ TEST_CASE("store: a PostgreSQL statement prepared once keeps answering, and erro
   REQUIRE(sum.ok());
   CHECK(sum->Int(0, 0) == 13);
   CHECK(sum->Int(0, 1) == 166);
+  // Inside a transaction: a statement the server refuses to prepare fails with its own error (not "the
+  // transaction is aborted", which running it unprepared would say); a prepared statement the session lost
+  // there is ABORTED, a storage error a write is led again for; and a COMMIT the server answers with
+  // ROLLBACK is no success.
+  REQUIRE(conn->Exec("BEGIN").ok());
+  const absl::Status missing = conn->Query("SELECT n FROM no_such_table WHERE id = $1", PgParams().Add("x")).status();
+  CHECK_THAT(std::string(missing.message()), Catch::Contains("no_such_table"));
+  REQUIRE(conn->Exec("ROLLBACK").ok());
+  REQUIRE(conn->Exec("BEGIN").ok());
+  REQUIRE(conn->Query(count, PgParams().Add("%")).ok());
+  REQUIRE(conn->Exec("DEALLOCATE ALL").ok());
+  const absl::Status lost = conn->Query(count, PgParams().Add("%")).status();
+  CHECK(absl::IsAborted(lost));
+  CHECK(osh::common::IsStorageError(lost));
+  REQUIRE(conn->Exec("ROLLBACK").ok());
+  REQUIRE(conn->Query(count, PgParams().Add("%")).ok());
+  REQUIRE(conn->Exec("BEGIN").ok());
+  REQUIRE(conn->Query(insert, PgParams().Add("c").Add(int64_t{1})).ok());
+  CHECK(!conn->Exec("SELECT 1/0").ok());  // the transaction fails; its caller goes on regardless
+  CHECK(conn->Exec("COMMIT").ok());       // what a plain Exec reports: the server's tag is ROLLBACK
+  REQUIRE(conn->Exec("BEGIN").ok());
+  REQUIRE(conn->Query(insert, PgParams().Add("c").Add(int64_t{1})).ok());
+  CHECK(!conn->Exec("SELECT 1/0").ok());
+  const absl::Status committed = conn->ExecCommit("COMMIT");
+  CHECK(absl::IsAborted(committed));
+  CHECK_THAT(std::string(committed.message()), Catch::Contains("rolled the transaction back"));
+  sum = conn->Query(count, PgParams().Add("c"));
+  REQUIRE(sum.ok());
+  CHECK(sum->Int(0, 0) == 0);  // neither committed
   // A text with more parameters than kMaxPreparedParams is never kept (a batch's VALUES list varies).
   std::string wide = "SELECT 0";
   PgParams many;
