@@ -226,7 +226,7 @@ constexpr int kConflictAttempts = 4;  // the first, and up to three more
 constexpr int kSealBatch = 1000;  // pending events (14 parameters each) and feed rows sealed per transaction
 constexpr int kSealRounds = 16;    // batches one SealPending call seals at most
 constexpr int64_t kSealWaitMs = 1000;  // how long a reader of the log waits for the head before reading on
-// When an envelope or a body is no longer used (DropEnvelopeIfUnused, SweepUnusedEnvelopes): `e`, `b`.
+// When an envelope or a body is no longer used (DeleteUnused): `e`, `b`.
 constexpr char kEnvelopeUnused[] = "NOT EXISTS (SELECT 1 FROM sandboxes s WHERE s.envelope_id = e.id)";
 constexpr char kBodyUnused[] =
     "NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.policy_digest = b.digest) AND "
@@ -806,7 +806,7 @@ namespace {
 // transaction ends, in one statement: `insert` is an INSERT ... ON CONFLICT DO NOTHING RETURNING 1 and
 // `held` a SELECT 1 ... FOR KEY SHARE of the same row. A replica dropping the row as unused at the same
 // moment either commits first (the row is gone: inserted again on the next try) or waits for this
-// transaction and then finds the row used (DropEnvelopeIfUnused).
+// transaction and then finds the row used (DeleteUnused).
 absl::Status PutHeld(PgConn& conn, const std::string& insert, const std::string& held, const PgParams& params,
                      absl::string_view what) {
   const std::string sql =
@@ -829,7 +829,7 @@ absl::Status PostgresStore::PutBody(const std::string& digest, const std::string
 
 absl::Status PostgresStore::PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest_out) {
   // The envelope first, held (FOR KEY SHARE, as the foreign key of the sandbox row that names it would hold
-  // it): a replica dropping it as unused then skips it (DropEnvelopeIfUnused), and its body stays because
+  // it): a replica dropping it as unused then skips it (DeleteUnused), and its body stays because
   // the envelope names it. One statement when it is present (nearly always). Only a new envelope inserts its
   // body, held (PutHeld) — not merely found present, or a replica dropping the last envelope that used it
   // could delete it between that look and the envelope's insert, whose foreign key then fails (23503: led
@@ -854,36 +854,63 @@ void PostgresStore::DropUnusedEnvelopes() {
   std::sort(drops_.begin(), drops_.end());
   drops_.erase(std::unique(drops_.begin(), drops_.end()), drops_.end());
   if (!writer_.Exec("SAVEPOINT d").ok()) return;
-  for (const std::string& id : drops_) {
-    if (!DropEnvelopeIfUnused(id).ok()) {
-      writer_.Exec("ROLLBACK TO d").IgnoreError();  // left to SweepUnusedEnvelopes
-      break;
-    }
-  }
+  if (!DeleteUnused(writer_, &drops_).ok()) writer_.Exec("ROLLBACK TO d").IgnoreError();  // left to the sweep
   writer_.Exec("RELEASE d").IgnoreError();
 }
 
-absl::Status PostgresStore::DropEnvelopeIfUnused(const std::string& id) {
-  // Dropped only if free: the row is locked first, skipped if another transaction holds it — one that is
-  // using it (its sandbox row's foreign key, or PutEnvelope: FOR KEY SHARE until it commits), or one
-  // dropping it. It never waits, and the locks it takes are held to the commit with no write of the group
-  // after it (DropUnusedEnvelopes): neither makes it part of a deadlock. The decision is a statement begun
-  // after the lock, so it sees every sandbox committed before.
-  auto locked = writer_.Query("SELECT 1 FROM envelopes WHERE id = $1 FOR UPDATE SKIP LOCKED", PgParams().AddBytes(id));
+namespace {
+
+// `values` as a PostgreSQL text[] literal; each is hex (bytes) or a digest, so none needs quoting.
+std::string TextArray(const std::vector<std::string>& values) { return absl::StrCat("{", absl::StrJoin(values, ","), "}"); }
+
+}  // namespace
+
+absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::string>* envelope_ids) {
+  // A row is deleted only if it is free and unused: candidates no committed row uses are locked first
+  // (FOR UPDATE SKIP LOCKED: skipped if another transaction holds one — one using it, by its sandbox
+  // row's foreign key or PutEnvelope/PutHeld's FOR KEY SHARE until it commits, or one dropping it), then
+  // deleted by a statement begun after the locks, which sees every sandbox, envelope and revision
+  // committed before. Nothing here waits for a lock: never part of a deadlock.
+  constexpr char kListedEnvelopes[] = "e.id IN (SELECT decode(h, 'hex') FROM unnest($1::text[]) h)";
+  constexpr char kListedBodies[] = "b.digest IN (SELECT unnest($1::text[]))";
+  PgParams listed;
+  if (envelope_ids != nullptr) {
+    if (envelope_ids->empty()) return absl::OkStatus();
+    std::vector<std::string> hex;
+    for (const std::string& id : *envelope_ids) hex.push_back(absl::BytesToHexString(id));
+    listed.Add(TextArray(hex));
+  }
+  auto locked = conn.Query(absl::StrCat("SELECT e.id FROM envelopes e WHERE ", envelope_ids ? kListedEnvelopes : "TRUE",
+                                        " AND ", kEnvelopeUnused, " FOR UPDATE OF e SKIP LOCKED"),
+                           listed);
   if (!locked.ok()) return locked.status();
-  if (locked->rows() == 0) return absl::OkStatus();
-  auto dropped = writer_.Query(
-      absl::StrCat("DELETE FROM envelopes e WHERE e.id = $1 AND ", kEnvelopeUnused, " RETURNING e.policy_digest"),
-      PgParams().AddBytes(id));
-  if (!dropped.ok()) return dropped.status();
-  if (dropped->rows() == 0) return absl::OkStatus();
-  // The body likewise: a revision or an envelope another replica is committing with this body holds it
-  // (PutHeld; policy_revisions has no foreign key to stop the delete), and it is then kept.
-  const std::string digest = dropped->Bytes(0, 0);
-  auto body = writer_.Query("SELECT 1 FROM bodies WHERE digest = $1 FOR UPDATE SKIP LOCKED", PgParams().Add(digest));
-  if (!body.ok()) return body.status();
-  if (body->rows() == 0) return absl::OkStatus();
-  return writer_.Query(absl::StrCat("DELETE FROM bodies b WHERE b.digest = $1 AND ", kBodyUnused), PgParams().Add(digest))
+  std::vector<std::string> digests;
+  if (locked->rows() > 0) {
+    std::vector<std::string> hex;
+    for (int i = 0; i < locked->rows(); ++i) hex.push_back(absl::BytesToHexString(locked->Bytes(i, 0)));
+    auto dropped = conn.Query(absl::StrCat("DELETE FROM envelopes e WHERE ", kListedEnvelopes, " AND ", kEnvelopeUnused,
+                                           " RETURNING e.policy_digest"),
+                              PgParams().Add(TextArray(hex)));
+    if (!dropped.ok()) return dropped.status();
+    for (int i = 0; i < dropped->rows(); ++i) digests.push_back(dropped->Bytes(i, 0));
+  }
+  // The bodies likewise (of the envelopes deleted, or every one): a revision or an envelope another
+  // transaction is committing with a body holds it (PutHeld; policy_revisions has no foreign key to stop
+  // the delete), and it is then kept.
+  if (envelope_ids != nullptr && digests.empty()) return absl::OkStatus();
+  std::sort(digests.begin(), digests.end());
+  digests.erase(std::unique(digests.begin(), digests.end()), digests.end());
+  PgParams of_digests;
+  if (envelope_ids != nullptr) of_digests.Add(TextArray(digests));
+  auto bodies = conn.Query(absl::StrCat("SELECT b.digest FROM bodies b WHERE ", envelope_ids ? kListedBodies : "TRUE",
+                                        " AND ", kBodyUnused, " FOR UPDATE OF b SKIP LOCKED"),
+                           of_digests);
+  if (!bodies.ok()) return bodies.status();
+  if (bodies->rows() == 0) return absl::OkStatus();
+  std::vector<std::string> free;
+  for (int i = 0; i < bodies->rows(); ++i) free.push_back(bodies->Bytes(i, 0));
+  return conn.Query(absl::StrCat("DELETE FROM bodies b WHERE ", kListedBodies, " AND ", kBodyUnused),
+                    PgParams().Add(TextArray(free)))
       .status();
 }
 
@@ -1814,33 +1841,8 @@ absl::Status PostgresStore::Heartbeat() {
 }
 
 absl::Status PostgresStore::SweepUnusedEnvelopes() {
-  // As DropEnvelopeIfUnused, for every row at once: the candidates are locked first (skipped if another
-  // transaction holds one: it is using it, or dropping it), then deleted by a statement begun after the
-  // locks, which sees every sandbox, envelope and revision committed before.
   OSH_RETURN_IF_ERROR(beat_.Exec(absl::StrCat("BEGIN; SET LOCAL lock_timeout = ", kSealWaitMs)));
-  auto envelopes = beat_.Query(absl::StrCat("SELECT e.id FROM envelopes e WHERE ", kEnvelopeUnused,
-                                            " FOR UPDATE OF e SKIP LOCKED"));
-  if (!envelopes.ok()) return envelopes.status();
-  if (envelopes->rows() > 0) {
-    std::vector<std::string> ids;
-    for (int i = 0; i < envelopes->rows(); ++i) ids.push_back(absl::BytesToHexString(envelopes->Bytes(i, 0)));
-    OSH_RETURN_IF_ERROR(beat_.Query(absl::StrCat("DELETE FROM envelopes e WHERE e.id IN (SELECT decode(h, 'hex') FROM "
-                                                 "unnest($1::text[]) h) AND ", kEnvelopeUnused),
-                                    PgParams().Add(absl::StrCat("{", absl::StrJoin(ids, ","), "}")))
-                            .status());
-  }
-  auto bodies = beat_.Query(absl::StrCat("SELECT b.digest FROM bodies b WHERE ", kBodyUnused, " FOR UPDATE OF b SKIP LOCKED"));
-  if (!bodies.ok()) return bodies.status();
-  if (bodies->rows() > 0) {
-    std::vector<std::string> digests;
-    for (int i = 0; i < bodies->rows(); ++i) digests.push_back(bodies->Bytes(i, 0));
-    auto list = JsonIdList(digests);
-    if (!list.ok()) return list.status();
-    OSH_RETURN_IF_ERROR(beat_.Query(absl::StrCat("DELETE FROM bodies b WHERE b.digest IN (SELECT json_array_elements_text($1::json)) AND ",
-                                                 kBodyUnused),
-                                    PgParams().Add(*list))
-                            .status());
-  }
+  OSH_RETURN_IF_ERROR(DeleteUnused(beat_, nullptr));
   return beat_.ExecCommit("COMMIT");
 }
 

@@ -180,9 +180,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutBody(const std::string& digest, const std::string& body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status DropEnvelopeIfUnused(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // DropEnvelopeIfUnused for each of drops_, after every write of the group ran, in a savepoint of its own:
-  // one that fails is left to the sweep and fails no write.
+  // Deletes, in the transaction open on `conn`, the envelopes of `envelope_ids` (every one, when null)
+  // that no sandbox names and no other transaction holds, then the bodies of those (every one, when null)
+  // that no envelope or revision names and no other transaction holds. Waits for no row lock.
+  static absl::Status DeleteUnused(PgConn& conn, const std::vector<std::string>* envelope_ids);
+  // DeleteUnused for drops_, after every write of the group ran, in a savepoint of its own: a failure is
+  // left to the sweep and fails no write.
   void DropUnusedEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends to the change feed in the current transaction (`kind`: sandboxes, policy, ceiling).
   absl::Status Announce(const std::string& kind, const std::string& payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -209,7 +212,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status ExpireDeadReplicas() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
   // Deletes envelopes no sandbox names and bodies no envelope or revision names, that no transaction holds
   // (SKIP LOCKED): what two replicas' drops left when each skipped the row the other held
-  // (DropEnvelopeIfUnused). Never waits for a lock longer than kSealWaitMs.
+  // (DeleteUnused). Never waits for a lock longer than kSealWaitMs.
   absl::Status SweepUnusedEnvelopes() ABSL_EXCLUSIVE_LOCKS_REQUIRED(beat_mu_);
 
   const Clock* const clock_;

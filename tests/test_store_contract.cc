@@ -812,7 +812,7 @@ TEST_CASE("store: PostgreSQL replicas dropping and taking one shared envelope at
 TEST_CASE("store: a PostgreSQL replica sweeps envelopes and bodies nothing uses, and keeps what is used",
           "[store][postgres]") {
   // Two replicas dropping the last two sandboxes of one envelope at once each skip the row the other
-  // holds (DropEnvelopeIfUnused), and neither drops it: left for the sweep, which every replica runs
+  // holds (PostgresStore::DeleteUnused), and neither drops it: left for the sweep, which every replica runs
   // first when it starts. Rows left so are made here by hand.
   using osh::test::PgCluster;
   const std::string url = PgCluster::Shared().CreateDatabase();
@@ -853,6 +853,16 @@ TEST_CASE("store: a PostgreSQL replica sweeps envelopes and bodies nothing uses,
   auto revision = b->revisions().GetPolicyRevision("default", 1);
   REQUIRE(revision.ok());
   CHECK(revision->body == "revision-body");
+  // A deletion drops its sandbox's envelope and body in its own transaction (the sweep is a minute away),
+  // and keeps a body another envelope or a revision still names.
+  REQUIRE(b->sandboxes().InsertSandbox(Sandbox(*b, "brief", "h-brief", "brief-body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(b->sandboxes().InsertSandbox(Sandbox(*b, "twin", "h-twin", "revision-body"), osh::test::StoredEvent("admission")).ok());
+  CHECK(count("SELECT count(*) FROM envelopes") == 3);
+  CHECK(count("SELECT count(*) FROM bodies") == 3);
+  REQUIRE(b->sandboxes().DeleteSandbox("brief", osh::test::StoredEvent("deletion")).ok());
+  REQUIRE(b->sandboxes().DeleteSandbox("twin", osh::test::StoredEvent("deletion")).ok());
+  CHECK(count("SELECT count(*) FROM envelopes") == 1);
+  CHECK(count("SELECT count(*) FROM bodies") == 2);  // used-body (kept's) and revision-body (the revision's)
 }
 
 TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announced to the others after its sandboxes",
