@@ -34,13 +34,19 @@ struct GroupWrite {
   // PostgreSQL only: the group locks and reads the audit chain's head before anything else (an import,
   // which writes sealed events itself). Every other write appends its events unsealed.
   bool head_first = false;
-  // PostgreSQL only: how `run` uses the stored ceiling. kChecks: it checks its batch against the ceiling
-  // in force (CheckCeilingUnchanged); kSets: it stores a new one (SaveCeiling). A group with either takes
-  // the ceiling's lock (exclusive if one of its writes sets it, else shared) and reads the ceiling once,
-  // before any of its writes runs: in every transaction that lock comes before every row lock, so it is
-  // never part of a deadlock.
-  enum class CeilingUse { kNone, kChecks, kSets };
-  CeilingUse ceiling = CeilingUse::kNone;
+  // PostgreSQL only: how `run` uses a value every replica's writes are checked against — the stored
+  // ceiling, the policy revisions. kChecks: it checks its batch against the value in force
+  // (CheckCeilingUnchanged, CheckRevisionsKnown); kSets: it stores a new one (SaveCeiling,
+  // AppendPolicyRevision, an import). A group takes each value's advisory lock (exclusive if one of its
+  // writes sets it, else shared; the ceiling's first) before any of its writes runs, and reads the ceiling
+  // once: in every transaction these locks come before any row lock a write takes, so neither is part of
+  // a deadlock.
+  enum class LockUse { kNone, kChecks, kSets };  // ordered: a group takes the strongest of its writes'
+  struct Locks {
+    LockUse ceiling = LockUse::kNone;
+    LockUse revisions = LockUse::kNone;
+  };
+  Locks locks;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit
   // again), and must not block on the disk or the network; the queue then deletes the write.
   std::function<void(absl::Status)> on_done;

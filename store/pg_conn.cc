@@ -147,7 +147,7 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const PgParams& p
                                  params.formats_.data(), /*resultFormat=*/1);
     const char* state = result == nullptr ? nullptr : Pq().PQresultErrorField(result, PG_DIAG_SQLSTATE);
     if (state != nullptr && std::string_view(state) == "26000") {  // the session lost it (DEALLOCATE)
-      prepared_.erase(sql);
+      prepared_.clear();  // DEALLOCATE ALL and DISCARD lose every one: prepared again as each is next run
       Pq().PQclear(result);
       result = nullptr;
       if (Pq().PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {

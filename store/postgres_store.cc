@@ -440,32 +440,33 @@ void PostgresStore::SetRemoteChangeListener(RemoteChangeListener* listener) {
 // --- Group commit -------------------------------------------------------------------------------
 
 absl::Status PostgresStore::Write(std::function<absl::Status()> run, std::function<void()> committed,
-                                  bool touches_chain, GroupWrite::CeilingUse ceiling) {
+                                  bool touches_chain, GroupWrite::Locks locks) {
   GroupWrite self;
   self.run = std::move(run);
   self.committed = std::move(committed);
   self.actor = AuditActorScope::Current();
   self.touches_chain = touches_chain;
-  self.ceiling = ceiling;
+  self.locks = locks;
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
   return self.status;
 }
 
 void PostgresStore::WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                               GroupWrite::CeilingUse ceiling, std::function<void(absl::Status)> done) {
+                               GroupWrite::Locks locks, std::function<void(absl::Status)> done) {
   auto write = std::make_unique<GroupWrite>();
   write->run = std::move(run);
   write->committed = std::move(committed);
   write->actor = AuditActorScope::Current();
   write->touches_chain = touches_chain;
-  write->ceiling = ceiling;
+  write->locks = locks;
   write->on_done = std::move(done);
   queue_.SubmitAsync(std::move(write), [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
 }
 
-absl::Status PostgresStore::WriteHeadFirst(std::function<absl::Status()> run) {
+absl::Status PostgresStore::WriteHeadFirst(std::function<absl::Status()> run, GroupWrite::Locks locks) {
   GroupWrite self;
   self.run = std::move(run);
+  self.locks = locks;
   self.actor = AuditActorScope::Current();
   self.head_first = true;
   queue_.Submit(&self, [this](const std::vector<GroupWrite*>& group) { LeadGroup(group); });
@@ -547,15 +548,25 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
       more = *moved;
     }
   }
-  const bool sets_ceiling = std::any_of(group.begin(), group.end(),
-                                        [](const GroupWrite* w) { return w->ceiling == GroupWrite::CeilingUse::kSets; });
-  if (sets_ceiling || std::any_of(group.begin(), group.end(),
-                                  [](const GroupWrite* w) { return w->ceiling == GroupWrite::CeilingUse::kChecks; })) {
-    // Before any write runs, so before any row lock (GroupWrite::ceiling). After the head, which no write
-    // waits for except an import's (head_first), and an import neither checks nor sets the ceiling.
-    auto ceiling = LockCeiling(sets_ceiling);
+  // Before any write runs, so before any row lock a write takes (GroupWrite::locks). After the head and
+  // the pending rows moved, which no holder of these locks waits for: only an import's group (head_first)
+  // and a sealer wait for the head, and they hold neither lock while they wait.
+  using LockUse = GroupWrite::LockUse;
+  LockUse ceiling_use = LockUse::kNone, revisions_use = LockUse::kNone;
+  for (const GroupWrite* w : group) {
+    ceiling_use = std::max(ceiling_use, w->locks.ceiling);
+    revisions_use = std::max(revisions_use, w->locks.revisions);
+  }
+  if (ceiling_use != LockUse::kNone) {
+    auto ceiling = LockCeiling(ceiling_use == LockUse::kSets);
     if (!ceiling.ok()) return fail_all(ceiling.status());
     group_ceiling_ = *ceiling;
+  }
+  if (revisions_use != LockUse::kNone) {
+    auto locked = writer_.Query(revisions_use == LockUse::kSets ? "SELECT pg_advisory_xact_lock($1)"
+                                                                : "SELECT pg_advisory_xact_lock_shared($1)",
+                                PgParams().Add(kRevisionLock));
+    if (!locked.ok()) return fail_all(locked.status());
   }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
@@ -591,6 +602,12 @@ absl::Status PostgresStore::Announce(const std::string& kind, const std::string&
 }
 
 // --- Changes --------------------------------------------------------------------------------
+
+// The advisory locks a batch's group takes first (GroupWrite::locks).
+GroupWrite::Locks LocksOf(const ChangeBatch& batch) {
+  return {.ceiling = batch.checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
+          .revisions = batch.checked_revisions ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone};
+}
 
 // One batch's statements and its after-commit step, shared by Commit and CommitAsync.
 struct PostgresStore::PendingCommit {
@@ -656,17 +673,16 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
 
 absl::StatusOr<CommitResult> PostgresStore::Commit(ChangeBatch batch) {
   PendingCommit pending{std::move(batch), {}};
-  const auto ceiling = pending.batch.checked_ceiling ? GroupWrite::CeilingUse::kChecks : GroupWrite::CeilingUse::kNone;
+  const GroupWrite::Locks locks = LocksOf(pending.batch);
   auto [run, committed] = CommitSteps(&pending);
-  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed), /*touches_chain=*/true, ceiling));
+  OSH_RETURN_IF_ERROR(Write(std::move(run), std::move(committed), /*touches_chain=*/true, locks));
   return std::move(pending.result);
 }
 
 void PostgresStore::CommitAsync(ChangeBatch batch, CommitDone done) {
   auto pending = std::make_shared<PendingCommit>(PendingCommit{std::move(batch), {}});
   auto [run, committed] = CommitSteps(pending.get());
-  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true,
-             pending->batch.checked_ceiling ? GroupWrite::CeilingUse::kChecks : GroupWrite::CeilingUse::kNone,
+  WriteAsync(std::move(run), std::move(committed), /*touches_chain=*/true, LocksOf(pending->batch),
              [pending, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -864,7 +880,7 @@ void PostgresStore::DropUnusedEnvelopes() {
 
 namespace {
 
-// `values` as a PostgreSQL text[] literal; each is hex (bytes) or a digest, so none needs quoting.
+// `values` as a PostgreSQL text[] literal; each must be hex (none is quoted).
 std::string TextArray(const std::vector<std::string>& values) { return absl::StrCat("{", absl::StrJoin(values, ","), "}"); }
 
 }  // namespace
@@ -876,7 +892,8 @@ absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::st
   // deleted by a statement begun after the locks, which sees every sandbox, envelope and revision
   // committed before. Nothing here waits for a lock: never part of a deadlock.
   constexpr char kListedEnvelopes[] = "e.id = ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($1::text[]) h))";
-  constexpr char kListedBodies[] = "b.digest = ANY($1::text[])";
+  // Digests as JSON (a digest read from an imported file is not checked to be hex: quoted whatever it holds).
+  const std::string listed_bodies = absl::StrCat("b.digest", kInJsonList);
   PgParams listed;
   if (envelope_ids != nullptr) {
     if (envelope_ids->empty()) return absl::OkStatus();
@@ -905,16 +922,21 @@ absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::st
   std::sort(digests.begin(), digests.end());
   digests.erase(std::unique(digests.begin(), digests.end()), digests.end());
   PgParams of_digests;
-  if (envelope_ids != nullptr) of_digests.Add(TextArray(digests));
-  auto bodies = conn.Query(absl::StrCat("SELECT b.digest FROM bodies b WHERE ", envelope_ids ? kListedBodies : "TRUE",
+  if (envelope_ids != nullptr) {
+    auto json = JsonIdList(digests);
+    if (!json.ok()) return json.status();
+    of_digests.Add(*json);
+  }
+  auto bodies = conn.Query(absl::StrCat("SELECT b.digest FROM bodies b WHERE ", envelope_ids ? listed_bodies : "TRUE",
                                         " AND ", kBodyUnused, " FOR UPDATE OF b SKIP LOCKED"),
                            of_digests);
   if (!bodies.ok()) return bodies.status();
   if (bodies->rows() == 0) return absl::OkStatus();
   std::vector<std::string> free;
   for (int i = 0; i < bodies->rows(); ++i) free.push_back(bodies->Bytes(i, 0));
-  return conn.Query(absl::StrCat("DELETE FROM bodies b WHERE ", kListedBodies, " AND ", kBodyUnused),
-                    PgParams().Add(TextArray(free)))
+  auto json = JsonIdList(free);
+  if (!json.ok()) return json.status();
+  return conn.Query(absl::StrCat("DELETE FROM bodies b WHERE ", listed_bodies, " AND ", kBodyUnused), PgParams().Add(*json))
       .status();
 }
 
@@ -1004,7 +1026,7 @@ absl::StatusOr<int64_t> PostgresStore::RecordAdmissionIntent(const RuntimeContex
 void PostgresStore::RecordAdmissionIntentAsync(const RuntimeContext& context, const std::string& idempotency_key,
                                                std::function<void(absl::StatusOr<int64_t>)> done) {
   auto id = std::make_shared<int64_t>(0);
-  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false, GroupWrite::CeilingUse::kNone,
+  WriteAsync(NoteStep(context, idempotency_key, id.get()), nullptr, /*touches_chain=*/false, GroupWrite::Locks{},
              [id, done = std::move(done)](absl::Status status) {
                if (!status.ok()) {
                  done(std::move(status));
@@ -1086,7 +1108,8 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
   PolicyRevisionRecord record;
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     // One revision of any scope at a time across the fleet, after every batch checked against the
-    // revisions before has committed (CheckRevisionsKnown holds this lock shared).
+    // revisions before has committed (CheckRevisionsKnown holds this lock shared). The group took it
+    // exclusive before any of its writes ran (GroupWrite::locks); taken again here, which passes at once.
     OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kRevisionLock)).status());
     auto latest = writer_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
                                 PgParams().Add(scope));
@@ -1114,7 +1137,8 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
     event.policy_digest = record.digest;
     event.policy_version = record.seq;
     return InsertAudit(&event);
-  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); }));
+  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); },
+  /*touches_chain=*/true, GroupWrite::Locks{.revisions = GroupWrite::LockUse::kSets}));
   return record;
 }
 
@@ -1222,7 +1246,7 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
     // back, the ceiling in force): it reads the ceiling again, not the version its group read first.
     group_ceiling_.reset();
     // Every transaction that checked a batch against the ceiling in force has committed (or ended): the
-    // group took the ceiling's lock exclusive before any of its writes ran (GroupWrite::CeilingUse::kSets;
+    // group took the ceiling's lock exclusive before any of its writes ran (GroupWrite::LockUse::kSets;
     // taken again here, which a transaction holding it passes at once, should a caller not have said so).
     OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
     auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
@@ -1252,7 +1276,7 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
     }
     return InsertAudit(&event);
   }, [&] { ceiling_listeners().ForEach([&](CeilingListener& l) { l.OnCeiling(ceiling_bytes, version, /*remote=*/false); }); },
-  /*touches_chain=*/true, GroupWrite::CeilingUse::kSets);
+  /*touches_chain=*/true, GroupWrite::Locks{.ceiling = GroupWrite::LockUse::kSets});
 }
 
 absl::StatusOr<std::optional<std::string>> PostgresStore::LoadCeiling() {
@@ -1502,6 +1526,8 @@ absl::StatusOr<uint64_t> PostgresStore::ProviderProfileGeneration() {
 // --- Migration ----------------------------------------------------------------------------
 
 absl::Status PostgresStore::ImportImage(const StoreImage& image) {
+  // It stores a ceiling and revisions: their locks exclusive, as SaveCeiling and AppendPolicyRevision.
+  const GroupWrite::Locks locks{.ceiling = GroupWrite::LockUse::kSets, .revisions = GroupWrite::LockUse::kSets};
   return WriteHeadFirst([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto used = writer_.Query(
         "SELECT (SELECT COUNT(*) FROM sandboxes) + (SELECT COUNT(*) FROM policy_revisions) + "
@@ -1564,7 +1590,7 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
     }
     OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));  // a replica's kept catalogue is not this one
     return absl::OkStatus();
-  });
+  }, locks);
 }
 
 absl::Status PostgresStore::ImportAuditEvents(const std::vector<AuditEvent>& events) {

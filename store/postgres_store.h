@@ -128,12 +128,12 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `touches_chain`: false for a write with no audit event and no change a view applies (an admission
   // note): it does not hold off the feed.
-  // `ceiling`: GroupWrite::ceiling.
+  // `locks`: GroupWrite::locks.
   absl::Status Write(std::function<absl::Status()> run, std::function<void()> committed = nullptr,
-                     bool touches_chain = true, GroupWrite::CeilingUse ceiling = GroupWrite::CeilingUse::kNone);
+                     bool touches_chain = true, GroupWrite::Locks locks = {});
   // Write without waiting: `done` gets the status once final (GroupWrite::on_done).
   void WriteAsync(std::function<absl::Status()> run, std::function<void()> committed, bool touches_chain,
-                  GroupWrite::CeilingUse ceiling, std::function<void(absl::Status)> done);
+                  GroupWrite::Locks locks, std::function<void(absl::Status)> done);
   struct PendingCommit;
   // The statements of a change batch and its after-commit step; `pending` must outlive both.
   std::pair<std::function<absl::Status()>, std::function<void()>> CommitSteps(PendingCommit* pending);
@@ -141,7 +141,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   std::function<absl::Status()> NoteStep(const RuntimeContext& context, const std::string& idempotency_key,
                                          int64_t* id);
   // Write for an import: the group locks and reads the chain's head first (GroupWrite::head_first).
-  absl::Status WriteHeadFirst(std::function<absl::Status()> run);
+  absl::Status WriteHeadFirst(std::function<absl::Status()> run, GroupWrite::Locks locks = {});
   // Leads the group (LeadOnce), then leads again, alone, each write PostgreSQL rolled back as a deadlock's
   // victim or a serialization failure, up to kConflictAttempts - 1 more times.
   void LeadGroup(const std::vector<GroupWrite*>& group) ABSL_LOCKS_EXCLUDED(mu_);
