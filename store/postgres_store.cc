@@ -878,28 +878,26 @@ void PostgresStore::DropUnusedEnvelopes() {
   writer_.Exec("RELEASE d").IgnoreError();
 }
 
-namespace {
-
-// `values` as a PostgreSQL text[] literal; each must be hex (none is quoted).
-std::string TextArray(const std::vector<std::string>& values) { return absl::StrCat("{", absl::StrJoin(values, ","), "}"); }
-
-}  // namespace
-
 absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::string>* envelope_ids) {
   // A row is deleted only if it is free and unused: candidates no committed row uses are locked first
   // (FOR UPDATE SKIP LOCKED: skipped if another transaction holds one — one using it, by its sandbox
   // row's foreign key or PutEnvelope/PutHeld's FOR KEY SHARE until it commits, or one dropping it), then
   // deleted by a statement begun after the locks, which sees every sandbox, envelope and revision
-  // committed before. Nothing here waits for a lock: never part of a deadlock.
-  constexpr char kListedEnvelopes[] = "e.id = ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest($1::text[]) h))";
-  // Digests as JSON (a digest read from an imported file is not checked to be hex: quoted whatever it holds).
-  const std::string listed_bodies = absl::StrCat("b.digest", kInJsonList);
+  // committed before. Nothing here waits for a lock: never part of a deadlock. Lists go as JSON
+  // (kInJsonList); envelope ids, which are bytes, hex-encoded in it.
+  constexpr char kListedEnvelopes[] =
+      "e.id = ANY(ARRAY(SELECT decode(h, 'hex') FROM json_array_elements_text($1::json) h))";
+  auto hex_list = [](const std::vector<std::string>& ids) {
+    std::vector<std::string> hex;
+    for (const std::string& id : ids) hex.push_back(absl::BytesToHexString(id));
+    return JsonIdList(hex);
+  };
   PgParams listed;
   if (envelope_ids != nullptr) {
     if (envelope_ids->empty()) return absl::OkStatus();
-    std::vector<std::string> hex;
-    for (const std::string& id : *envelope_ids) hex.push_back(absl::BytesToHexString(id));
-    listed.Add(TextArray(hex));
+    auto json = hex_list(*envelope_ids);
+    if (!json.ok()) return json.status();
+    listed.Add(*json);
   }
   auto locked = conn.Query(absl::StrCat("SELECT e.id FROM envelopes e WHERE ", envelope_ids ? kListedEnvelopes : "TRUE",
                                         " AND ", kEnvelopeUnused, " FOR UPDATE OF e SKIP LOCKED"),
@@ -907,11 +905,13 @@ absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::st
   if (!locked.ok()) return locked.status();
   std::vector<std::string> digests;
   if (locked->rows() > 0) {
-    std::vector<std::string> hex;
-    for (int i = 0; i < locked->rows(); ++i) hex.push_back(absl::BytesToHexString(locked->Bytes(i, 0)));
+    std::vector<std::string> ids;
+    for (int i = 0; i < locked->rows(); ++i) ids.push_back(locked->Bytes(i, 0));
+    auto json = hex_list(ids);
+    if (!json.ok()) return json.status();
     auto dropped = conn.Query(absl::StrCat("DELETE FROM envelopes e WHERE ", kListedEnvelopes, " AND ", kEnvelopeUnused,
                                            " RETURNING e.policy_digest"),
-                              PgParams().Add(TextArray(hex)));
+                              PgParams().Add(*json));
     if (!dropped.ok()) return dropped.status();
     for (int i = 0; i < dropped->rows(); ++i) digests.push_back(dropped->Bytes(i, 0));
   }
@@ -919,6 +919,7 @@ absl::Status PostgresStore::DeleteUnused(PgConn& conn, const std::vector<std::st
   // transaction is committing with a body holds it (PutHeld; policy_revisions has no foreign key to stop
   // the delete), and it is then kept.
   if (envelope_ids != nullptr && digests.empty()) return absl::OkStatus();
+  const std::string listed_bodies = absl::StrCat("b.digest", kInJsonList);
   std::sort(digests.begin(), digests.end());
   digests.erase(std::unique(digests.begin(), digests.end()), digests.end());
   PgParams of_digests;
@@ -1108,9 +1109,8 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
   PolicyRevisionRecord record;
   OSH_RETURN_IF_ERROR(Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     // One revision of any scope at a time across the fleet, after every batch checked against the
-    // revisions before has committed (CheckRevisionsKnown holds this lock shared). The group took it
-    // exclusive before any of its writes ran (GroupWrite::locks); taken again here, which passes at once.
-    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kRevisionLock)).status());
+    // revisions before has committed: the group holds the revisions' lock exclusive, taken before any of
+    // its writes ran (GroupWrite::locks; a batch checked against the revisions holds it shared).
     auto latest = writer_.Query(absl::StrCat(kRevisionColumns, "WHERE r.scope = $1 ORDER BY r.revision DESC LIMIT 1"),
                                 PgParams().Add(scope));
     if (!latest.ok()) return latest.status();
@@ -1187,27 +1187,28 @@ absl::StatusOr<int64_t> PostgresStore::LockCeiling(bool exclusive) {
                           .Query(exclusive ? "SELECT pg_advisory_xact_lock($1)" : "SELECT pg_advisory_xact_lock_shared($1)",
                                  PgParams().Add(kCeilingLock))
                           .status());
+  return ReadCeilingVersion();
+}
+
+absl::StatusOr<int64_t> PostgresStore::ReadCeilingVersion() {
   auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
   if (!current.ok()) return current.status();
   return current->rows() ? current->Int(0, 0) : kNoCeiling;
 }
 
 absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
-  int64_t stored = 0;
-  if (group_ceiling_) {
-    stored = *group_ceiling_;
-  } else {
-    auto locked = LockCeiling(/*exclusive=*/false);
-    if (!locked.ok()) return locked.status();
-    stored = *locked;
+  if (!group_ceiling_) {  // a SetCeiling earlier in the group: read again (the group holds the lock)
+    auto stored = ReadCeilingVersion();
+    if (!stored.ok()) return stored.status();
+    group_ceiling_ = *stored;
   }
-  if (stored != checked) return CeilingChangedError(checked, stored);
+  if (*group_ceiling_ != checked) return CeilingChangedError(checked, *group_ceiling_);
   return absl::OkStatus();
 }
 
 absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {
-  // As CheckCeilingUnchanged: after the revisions' lock, which every revision's append holds exclusive.
-  OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock_shared($1)", PgParams().Add(kRevisionLock)).status());
+  // The group holds the revisions' lock (GroupWrite::locks: LocksOf the batch), taken before any of its
+  // writes ran; every revision's append holds it exclusive.
   auto latest = writer_.Query("SELECT scope, MAX(revision) FROM policy_revisions GROUP BY scope");
   if (!latest.ok()) return latest.status();
   std::vector<std::pair<std::string, uint64_t>> stored;
@@ -1246,15 +1247,12 @@ absl::Status PostgresStore::SaveCeiling(const std::string& ceiling_bytes, uint64
     // back, the ceiling in force): it reads the ceiling again, not the version its group read first.
     group_ceiling_.reset();
     // Every transaction that checked a batch against the ceiling in force has committed (or ended): the
-    // group took the ceiling's lock exclusive before any of its writes ran (GroupWrite::LockUse::kSets;
-    // taken again here, which a transaction holding it passes at once, should a caller not have said so).
-    OSH_RETURN_IF_ERROR(writer_.Query("SELECT pg_advisory_xact_lock($1)", PgParams().Add(kCeilingLock)).status());
-    auto current = writer_.Query("SELECT version FROM ceiling WHERE id = 1");
+    // group holds the ceiling's lock exclusive, taken before any of its writes ran (GroupWrite::locks).
+    auto current = ReadCeilingVersion();
     if (!current.ok()) return current.status();
-    if (current->rows() && static_cast<uint64_t>(current->Int(0, 0)) >= version) {
+    if (*current != kNoCeiling && static_cast<uint64_t>(*current) >= version) {
       return common::Refused(absl::StatusCode::kAborted, "rollback",
-                             absl::StrCat("ceiling version ", version, " is not above the stored version ",
-                                          current->Int(0, 0)));
+                             absl::StrCat("ceiling version ", version, " is not above the stored version ", *current));
     }
     OSH_RETURN_IF_ERROR(writer_
                             .Query("INSERT INTO ceiling (id, version, ceiling) VALUES (1, $1, $2) "
@@ -1871,7 +1869,7 @@ absl::Status PostgresStore::Heartbeat() {
 }
 
 absl::Status PostgresStore::SweepUnusedEnvelopes() {
-  OSH_RETURN_IF_ERROR(beat_.Exec(absl::StrCat("BEGIN; SET LOCAL lock_timeout = ", kSealWaitMs)));
+  OSH_RETURN_IF_ERROR(beat_.Exec(absl::StrCat("BEGIN; SET LOCAL lock_timeout = '", kSealWaitMs, "ms'")));
   OSH_RETURN_IF_ERROR(DeleteUnused(beat_, nullptr));
   return beat_.ExecCommit("COMMIT");
 }

@@ -167,14 +167,16 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Appends `event` unsealed (audit_pending), in the open transaction.
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
-  // Holds the ceiling's advisory lock shared until the transaction ends (SaveCeiling takes it exclusive):
-  // taken and read once per transaction by LockCeiling when its group asked for it, else here.
+  // Its group holds the ceiling's advisory lock (GroupWrite::locks) and read the ceiling once
+  // (group_ceiling_); read again after a SetCeiling earlier in the group.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the ceiling's advisory lock (shared, or exclusive) and reads the stored ceiling's version
-  // (kNoCeiling if none).
+  // Takes the ceiling's advisory lock (shared, or exclusive) and reads the stored ceiling's version.
   absl::StatusOr<int64_t> LockCeiling(bool exclusive) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // ChangeBatch::checked_revisions, read on the write connection after the revisions' advisory lock (held
-  // shared until the transaction ends; AppendPolicyRevision takes it exclusive).
+  // The stored ceiling's version, kNoCeiling if none; a statement of its own, so in READ COMMITTED it
+  // sees a SaveCeiling that committed while this transaction waited for the lock.
+  absl::StatusOr<int64_t> ReadCeilingVersion() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ChangeBatch::checked_revisions, read on the write connection; its group holds the revisions' advisory
+  // lock (GroupWrite::locks; AppendPolicyRevision's group holds it exclusive).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
