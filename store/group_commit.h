@@ -40,11 +40,15 @@ struct GroupWrite {
   // AppendPolicyRevision, an import). A group takes each value's advisory lock (exclusive if one of its
   // writes sets it, else shared; the ceiling's first) before any of its writes runs, and reads the ceiling
   // once: in every transaction these locks come before any row lock a write takes, so neither is part of
-  // a deadlock.
+  // a deadlock. Then the rows of existing sandboxes the group's writes change (`sandbox_rows`: every
+  // write's, together), locked in one order (by id) when there are two or more: two replicas' groups over
+  // the same sandboxes queue on the first row they share, whatever order their writes came in, instead of
+  // each holding a row the other waits for.
   enum class LockUse { kNone, kChecks, kSets };  // ordered: a group takes the strongest of its writes'
   struct Locks {
     LockUse ceiling = LockUse::kNone;
     LockUse revisions = LockUse::kNone;
+    std::vector<std::string> sandbox_rows = {};  // ids of sandboxes `run` updates or deletes (not the ones it admits)
   };
   Locks locks;
   // SubmitAsync only: runs once `status` is final, after the leader gave up leading (it may submit

@@ -568,6 +568,18 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
                                 PgParams().Add(kRevisionLock));
     if (!locked.ok()) return fail_all(locked.status());
   }
+  std::vector<std::string> rows;
+  for (const GroupWrite* w : group) rows.insert(rows.end(), w->locks.sandbox_rows.begin(), w->locks.sandbox_rows.end());
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  if (rows.size() > 1) {  // one row needs no order: its write locks it
+    auto ids = JsonIdList(rows);
+    if (!ids.ok()) return fail_all(ids.status());
+    auto locked = writer_.Query(
+        absl::StrCat("SELECT 1 FROM sandboxes WHERE sandbox_id", kInJsonList, " ORDER BY sandbox_id FOR UPDATE"),
+        PgParams().Add(*ids));
+    if (!locked.ok()) return fail_all(locked.status());
+  }
   const size_t succeeded = RunInSavepoints(
       group, [this](const char* sql) ABSL_NO_THREAD_SAFETY_ANALYSIS { return writer_.Exec(sql); }, chain_);
   if (succeeded == 0) {
@@ -603,10 +615,26 @@ absl::Status PostgresStore::Announce(const std::string& kind, const std::string&
 
 // --- Changes --------------------------------------------------------------------------------
 
-// The advisory locks a batch's group takes first (GroupWrite::locks).
+// The locks a batch's group takes first (GroupWrite::locks): the advisory locks of what it is checked
+// against, and the rows of the existing sandboxes it changes.
 GroupWrite::Locks LocksOf(const ChangeBatch& batch) {
-  return {.ceiling = batch.checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
-          .revisions = batch.checked_revisions ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone};
+  GroupWrite::Locks locks{.ceiling = batch.checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
+                          .revisions = batch.checked_revisions ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone};
+  for (const Change& change : batch.changes) {
+    std::visit(
+        [&](const auto& c) {
+          using T = std::decay_t<decltype(c)>;
+          if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
+            // a new row: nothing to lock (a second admission of one id waits on its unique key)
+          } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
+            locks.sandbox_rows.insert(locks.sandbox_rows.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
+          } else {
+            locks.sandbox_rows.push_back(c.sandbox_id);
+          }
+        },
+        change);
+  }
+  return locks;
 }
 
 // One batch's statements and its after-commit step, shared by Commit and CommitAsync.
@@ -622,15 +650,14 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
+    // The rows of the existing sandboxes it changes are locked already, with the whole group's (LeadOnce).
     std::vector<std::string> touched;
-    size_t admitted = 0;
     for (const Change& change : batch.changes) {
       std::visit(
           [&](const auto& c) {
             using T = std::decay_t<decltype(c)>;
             if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
               touched.push_back(c.record.context.sandbox_id());
-              ++admitted;
             } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
               touched.insert(touched.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
             } else {
@@ -638,18 +665,6 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
             }
           },
           change);
-    }
-    if (touched.size() - admitted > 1) {
-      // A batch that changes several existing sandboxes (a scope's re-projection: one change per projection
-      // key, in no order of its own) locks their rows first, in one order: two replicas' batches over the
-      // same sandboxes then queue instead of deadlocking.
-      auto ids = JsonIdList(touched);
-      if (!ids.ok()) return ids.status();
-      OSH_RETURN_IF_ERROR(writer_
-                              .Query(absl::StrCat("SELECT 1 FROM sandboxes WHERE sandbox_id", kInJsonList,
-                                                  " ORDER BY sandbox_id FOR UPDATE"),
-                                     PgParams().Add(*ids))
-                              .status());
     }
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));

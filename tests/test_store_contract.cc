@@ -1050,3 +1050,93 @@ TEST_CASE("store: a PostgreSQL write chosen as a deadlock's victim is led again 
   for (const auto& r : *loaded) CHECK(r.envelope->body() == "body-2");
   CheckChain(*store, 3);  // two admissions and the move: numbered once, no gap
 }
+
+TEST_CASE("store: two PostgreSQL replicas' groups changing the same sandboxes in opposite orders queue, never deadlock",
+          "[store][postgres]") {
+  // Each write of a group locks the rows it changes as it runs; two replicas' groups whose writes came in
+  // opposite orders (reports, deletions, refreshes of the same sandboxes) would each hold a row the other
+  // waits for. A group locks the rows of all its writes first, in one order, so the second waits instead.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  for (const char* id : {"sb-x", "sb-y", "sb-za", "sb-zb"}) {
+    REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, id, std::string("h-") + id, "body-1"),
+                                         osh::test::StoredEvent("admission")).ok());
+  }
+  PGconn* rows = PQconnectdb(url.c_str());    // holds sb-x and sb-y
+  PGconn* firsts = PQconnectdb(url.c_str());  // holds sb-za and sb-zb: each replica's first group waits there
+  PGconn* watch = PQconnectdb(url.c_str());
+  for (PGconn* c : {rows, firsts, watch}) REQUIRE(PQstatus(c) == CONNECTION_OK);
+  auto deadlocks = [&] {
+    PGresult* r = PQexec(watch, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    const int64_t n = PQresultStatus(r) == PGRES_TUPLES_OK ? std::stoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+  };
+  const int64_t deadlocks_before = deadlocks();
+  REQUIRE(deadlocks_before >= 0);
+  auto wait_for_waiters = [&](int n) {
+    bool reached = false;
+    for (int i = 0; i < 2000 && !reached; ++i) {
+      reached = LockWaiters(watch) == n;
+      if (!reached) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return reached;
+  };
+  REQUIRE(RawExec(rows, "BEGIN") == PGRES_COMMAND_OK);
+  REQUIRE(RawExec(rows, "SELECT 1 FROM sandboxes WHERE sandbox_id IN ('sb-x', 'sb-y') FOR UPDATE") == PGRES_TUPLES_OK);
+  REQUIRE(RawExec(firsts, "BEGIN") == PGRES_COMMAND_OK);
+  REQUIRE(RawExec(firsts, "SELECT 1 FROM sandboxes WHERE sandbox_id IN ('sb-za', 'sb-zb') FOR UPDATE") ==
+          PGRES_TUPLES_OK);
+
+  std::mutex mu;
+  std::vector<absl::Status> results;
+  auto report = [&](Database& store, const std::string& id) {
+    osh::store::ChangeBatch batch;
+    osh::store::change::RecordReport r;
+    r.sandbox_id = id;
+    r.digest = osh::policy::Sha256Hex("body-1");
+    r.status = openshell::policy::gateway::v1::LOADED;
+    r.now_unix = 2000;
+    batch.changes.push_back(std::move(r));
+    store.sandboxes().CommitAsync(std::move(batch), [&](absl::StatusOr<osh::store::CommitResult> done) {
+      std::lock_guard<std::mutex> lock(mu);
+      results.push_back(done.status());
+    });
+  };
+  auto done_count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return results.size();
+  };
+  // Each replica's committer leads a group of one write that waits on `firsts`...
+  report(*a, "sb-za");
+  report(*b, "sb-zb");
+  REQUIRE(wait_for_waiters(2));
+  // ...while the next two writes queue behind it, in opposite orders on the two replicas: one group each.
+  report(*a, "sb-y");
+  report(*a, "sb-x");
+  report(*b, "sb-x");
+  report(*b, "sb-y");
+  REQUIRE(RawExec(firsts, "COMMIT") == PGRES_COMMAND_OK);
+  for (int i = 0; i < 2000 && done_count() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(done_count() == 2);
+  // Both second groups now wait on `rows` (without the group's first lock: a on sb-y, b on sb-x).
+  REQUIRE(wait_for_waiters(2));
+  REQUIRE(RawExec(rows, "COMMIT") == PGRES_COMMAND_OK);
+  for (int i = 0; i < 3000 && done_count() < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    REQUIRE(results.size() == 6);
+    for (const auto& s : results) CHECK(s.ok());
+  }
+  // The replicas' sessions end with their stores, which makes PostgreSQL count what they met.
+  a.reset();
+  b.reset();
+  int64_t deadlocks_after = deadlocks();
+  for (int i = 0; i < 30 && deadlocks_after == deadlocks_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    deadlocks_after = deadlocks();
+  }
+  CHECK(deadlocks_after == deadlocks_before);
+  for (PGconn* c : {rows, firsts, watch}) PQfinish(c);
+}
