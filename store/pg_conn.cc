@@ -66,7 +66,25 @@ int64_t PgResult::Int(int row, int column) const {
 
 absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
   if (auto loaded = LoadLibPq(); !loaded.ok()) return loaded.status();
-  PgConn conn(Pq().PQconnectdb(conninfo.c_str()));
+  // `conninfo` first (expanded: a connection string or URL), then the TCP defaults it does not set.
+  std::vector<const char*> keywords{"dbname"}, values{conninfo.c_str()};
+  char* parse_error = nullptr;
+  PQconninfoOption* given = Pq().PQconninfoParse(conninfo.c_str(), &parse_error);
+  if (given == nullptr) Pq().PQfreemem(parse_error);  // PQconnectdbParams reports it below
+  for (const auto& [keyword, value] : kDefaultTcpOptions) {
+    bool set = false;
+    for (PQconninfoOption* o = given; o != nullptr && o->keyword != nullptr; ++o) {
+      if (std::string_view(o->keyword) == keyword) set = o->val != nullptr && *o->val != '\0';
+    }
+    if (!set && given != nullptr) {
+      keywords.push_back(keyword);
+      values.push_back(value);
+    }
+  }
+  if (given != nullptr) Pq().PQconninfoFree(given);
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  PgConn conn(Pq().PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1));
   if (conn.conn_ == nullptr) return PostgresStorageError(absl::StatusCode::kResourceExhausted, ": out of memory");
   if (Pq().PQstatus(conn.raw()) != CONNECTION_OK) {
     return PostgresStorageError(absl::StatusCode::kUnavailable, absl::StrCat(" (", RedactedConninfo(conninfo), "): ",

@@ -1140,3 +1140,40 @@ TEST_CASE("store: two PostgreSQL replicas' groups changing the same sandboxes in
   CHECK(deadlocks_after == deadlocks_before);
   for (PGconn* c : {rows, firsts, watch}) PQfinish(c);
 }
+
+TEST_CASE("store: a PostgreSQL connection bounds a link lost without a reset by keepalives, unless its URL sets them",
+          "[store][postgres]") {
+  // A host that vanishes (no reset) would leave a statement, and the replica's feed, waiting forever: the
+  // store's connections probe an idle link and give up on unacknowledged data unless the operator chose.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto option = [](const osh::store::PgConn& conn, const std::string& keyword) {
+    std::string value = "(absent)";
+    PQconninfoOption* options = PQconninfo(conn.raw());
+    for (PQconninfoOption* o = options; o != nullptr && o->keyword != nullptr; ++o) {
+      if (keyword == o->keyword) value = o->val == nullptr ? "(null)" : o->val;
+    }
+    PQconninfoFree(options);
+    return value;
+  };
+  auto defaults = osh::store::PgConn::Connect(url);
+  INFO(defaults.status().ToString());
+  REQUIRE(defaults.ok());
+  CHECK(option(*defaults, "keepalives_idle") == "10");
+  CHECK(option(*defaults, "keepalives_interval") == "5");
+  CHECK(option(*defaults, "keepalives_count") == "3");
+  CHECK(option(*defaults, "tcp_user_timeout") == "30000");
+  CHECK(option(*defaults, "dbname") == url.substr(url.rfind('/') + 1));  // the URL itself still applies
+  auto chosen = osh::store::PgConn::Connect(url + "?keepalives_idle=42&tcp_user_timeout=0");
+  INFO(chosen.status().ToString());
+  REQUIRE(chosen.ok());
+  CHECK(option(*chosen, "keepalives_idle") == "42");
+  CHECK(option(*chosen, "tcp_user_timeout") == "0");
+  CHECK(option(*chosen, "keepalives_count") == "3");
+  auto as_string = osh::store::PgConn::Connect(absl::StrCat("dbname=", url.substr(url.rfind('/') + 1),
+                                                            " keepalives_count=7 host=", PQhost(defaults->raw()),
+                                                            " port=", PQport(defaults->raw()), " user=postgres"));
+  INFO(as_string.status().ToString());
+  REQUIRE(as_string.ok());
+  CHECK(option(*as_string, "keepalives_count") == "7");
+  CHECK(option(*as_string, "keepalives_idle") == "10");
+}
