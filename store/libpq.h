@@ -14,7 +14,7 @@ namespace osh::store {
   X(PQconnectdb) X(PQfinish) X(PQreset) X(PQstatus) X(PQerrorMessage) X(PQsetNoticeProcessor) X(PQsocket)     \
   X(PQexec) X(PQexecParams) X(PQprepare) X(PQexecPrepared) X(PQtransactionStatus) X(PQcmdStatus) X(PQresultStatus) X(PQresultErrorMessage) X(PQresultErrorField) X(PQclear)        \
   X(PQntuples) X(PQgetvalue) X(PQgetlength) X(PQgetisnull) X(PQftype) X(PQcmdTuples) X(PQconsumeInput)        \
-  X(PQnotifies) X(PQfreemem) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdbParams) X(PQconninfo)
+  X(PQnotifies) X(PQfreemem) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdbParams)
 
 struct LibPq {
 #define OSH_LIBPQ_MEMBER(name) decltype(&::name) name = nullptr;

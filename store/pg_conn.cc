@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 
@@ -66,19 +67,32 @@ int64_t PgResult::Int(int row, int column) const {
 
 absl::StatusOr<PgConn> PgConn::Connect(const std::string& conninfo) {
   if (auto loaded = LoadLibPq(); !loaded.ok()) return loaded.status();
-  // `conninfo` first (expanded: a connection string or URL), then the TCP defaults it does not set.
+  // `conninfo` first (expanded: a connection string or URL), then the TCP defaults it does not set. None
+  // when it names a service (its file's values would be overridden: libpq fills in only what is not
+  // given) or says whether to use keepalives at all; none this libpq does not know (tcp_user_timeout
+  // came with libpq 12).
   std::vector<const char*> keywords{"dbname"}, values{conninfo.c_str()};
   char* parse_error = nullptr;
   PQconninfoOption* given = Pq().PQconninfoParse(conninfo.c_str(), &parse_error);
   if (given == nullptr) Pq().PQfreemem(parse_error);  // PQconnectdbParams reports it below
-  for (const auto& [keyword, value] : kDefaultTcpOptions) {
-    bool set = false;
-    for (PQconninfoOption* o = given; o != nullptr && o->keyword != nullptr; ++o) {
-      if (std::string_view(o->keyword) == keyword) set = o->val != nullptr && *o->val != '\0';
+  auto option = [&](std::string_view keyword) -> const PQconninfoOption* {
+    for (const PQconninfoOption* o = given; o != nullptr && o->keyword != nullptr; ++o) {
+      if (std::string_view(o->keyword) == keyword) return o;
     }
-    if (!set && given != nullptr) {
-      keywords.push_back(keyword);
-      values.push_back(value);
+    return nullptr;
+  };
+  auto is_set = [&](std::string_view keyword) {
+    const PQconninfoOption* o = option(keyword);
+    return o != nullptr && o->val != nullptr && *o->val != '\0';
+  };
+  const char* service_variable = std::getenv("PGSERVICE");
+  if (given != nullptr && !is_set("service") && !is_set("keepalives") &&
+      (service_variable == nullptr || *service_variable == '\0')) {
+    for (const auto& [keyword, value] : kDefaultTcpOptions) {
+      if (option(keyword) != nullptr && !is_set(keyword)) {
+        keywords.push_back(keyword);
+        values.push_back(value);
+      }
     }
   }
   if (given != nullptr) Pq().PQconninfoFree(given);

@@ -56,9 +56,11 @@ class PgConn {
   // Connects with a libpq connection string or postgresql:// URL (PG* environment variables fill in
   // what it leaves out).
   // A link lost without a reset (a host gone, a firewall dropping packets) fails a statement within about
-  // 30 s instead of leaving it waiting forever: unless `conninfo` sets them, TCP keepalives start after
-  // 10 s idle (kDefaultTcpOptions; libpq ignores them on a Unix socket). A server that is alive but slow (a
-  // statement waiting for a lock) is not cut off by them.
+  // 30 s instead of leaving it waiting forever: TCP keepalives start after 10 s idle and unacknowledged
+  // data is given up after 30 s (kDefaultTcpOptions; libpq ignores them on a Unix socket) — each unless
+  // `conninfo` sets it, and none when it sets `keepalives` or names a service (`service=`, PGSERVICE),
+  // whose file then decides. A server that is alive but slow (a statement waiting for a lock) is not cut
+  // off by them.
   static absl::StatusOr<PgConn> Connect(const std::string& conninfo);
   static constexpr const char* kDefaultTcpOptions[][2] = {
       {"keepalives_idle", "10"}, {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"}};

@@ -572,7 +572,9 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   for (const GroupWrite* w : group) rows.insert(rows.end(), w->locks.sandbox_rows.begin(), w->locks.sandbox_rows.end());
   std::sort(rows.begin(), rows.end());
   rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  if (rows.size() > 1) {  // one row needs no order: its write locks it
+  // One row of a group of one write needs no order: its write locks it. Alone in a larger group it is
+  // locked first too, before another write's admission takes a new row's key another replica may want.
+  if (rows.size() > 1 || (rows.size() == 1 && group.size() > 1)) {
     auto ids = JsonIdList(rows);
     if (!ids.ok()) return fail_all(ids.status());
     auto locked = writer_.Query(

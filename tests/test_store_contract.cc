@@ -1054,9 +1054,12 @@ TEST_CASE("store: a PostgreSQL write chosen as a deadlock's victim is led again 
 TEST_CASE("store: two PostgreSQL replicas' groups changing the same sandboxes in opposite orders queue, never deadlock",
           "[store][postgres]") {
   // Each write of a group locks the rows it changes as it runs; two replicas' groups whose writes came in
-  // opposite orders (reports, deletions, refreshes of the same sandboxes) would each hold a row the other
-  // waits for. A group locks the rows of all its writes first, in one order, so the second waits instead.
+  // opposite orders (here reports on the same two sandboxes) would each hold a row the other waits for.
+  // A group locks the rows of all its writes first, in one order, so the second waits instead.
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  // A deadlock would be found only after a minute: the writes below then could not all finish in time.
+  REQUIRE(osh::test::PgCluster::Psql(url, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET deadlock_timeout = ''60s''', "
+                               "current_database()); END $$") == 0);
   auto a = Open(url);
   auto b = Open(url);
   for (const char* id : {"sb-x", "sb-y", "sb-za", "sb-zb"}) {
@@ -1120,7 +1123,8 @@ TEST_CASE("store: two PostgreSQL replicas' groups changing the same sandboxes in
   REQUIRE(RawExec(firsts, "COMMIT") == PGRES_COMMAND_OK);
   for (int i = 0; i < 2000 && done_count() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   REQUIRE(done_count() == 2);
-  // Both second groups now wait on `rows` (without the group's first lock: a on sb-y, b on sb-x).
+  // Both second groups now wait on `rows`: each on sb-x, the first row in order (without the group's first
+  // lock, a would hold nothing yet and wait on sb-y, b on sb-x).
   REQUIRE(wait_for_waiters(2));
   REQUIRE(RawExec(rows, "COMMIT") == PGRES_COMMAND_OK);
   for (int i = 0; i < 3000 && done_count() < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -1176,4 +1180,20 @@ TEST_CASE("store: a PostgreSQL connection bounds a link lost without a reset by 
   REQUIRE(as_string.ok());
   CHECK(option(*as_string, "keepalives_count") == "7");
   CHECK(option(*as_string, "keepalives_idle") == "10");
+  // Keepalives turned off, or a service file deciding: nothing of the store's own.
+  auto off = osh::store::PgConn::Connect(url + "?keepalives=0");
+  REQUIRE(off.ok());
+  CHECK(option(*off, "keepalives_idle") != "10");
+  CHECK(option(*off, "tcp_user_timeout") != "30000");
+  osh::test::TempDir dir;
+  osh::test::WriteFile(dir / "pg_service.conf",
+            absl::StrCat("[gw]\nhost=", PQhost(defaults->raw()), "\nport=", PQport(defaults->raw()),
+                         "\nuser=postgres\ndbname=", url.substr(url.rfind('/') + 1), "\nkeepalives_idle=77\n"));
+  REQUIRE(setenv("PGSERVICEFILE", (dir / "pg_service.conf").c_str(), 1) == 0);
+  auto service = osh::store::PgConn::Connect("service=gw");
+  unsetenv("PGSERVICEFILE");
+  INFO(service.status().ToString());
+  REQUIRE(service.ok());
+  CHECK(option(*service, "keepalives_idle") == "77");
+  CHECK(option(*service, "tcp_user_timeout") != "30000");
 }
