@@ -1082,6 +1082,14 @@ TEST_CASE("replicas: a policy change is re-projected by the replica that made it
     REQUIRE(Eventually([&] { return WaitingOnLock(url, "SELECT 1 FROM sandboxes") + WaitingOnLock(url, "SELECT envelope_id FROM sandboxes") == 1; }));
     // B's feed brought the revision alone: B waits for A's re-projection (queued, not run).
     CHECK(Eventually([&] { return b.Status().reprojections_pending() == 1; }));
+    // An announcement made from an older revision of the scope (as A's re-projection of the previous
+    // change would be, had it reached the feed late) is not the one B waits for: B reads it and waits on.
+    REQUIRE(PgCluster::Psql(url, "INSERT INTO changes (origin, kind, payload, writer_schema) VALUES ('" + a_id +
+                                     "', 'reprojection', '1 default', 8); NOTIFY osh_changes") == 0);
+    CHECK(Eventually([&] { return b.Status().feed_changes_behind() == 0; }));
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // time for a wait it wrongly ended to show
+    CHECK(b.Status().reprojections_pending() == 1);
+    CHECK(WaitingOnLock(url, "SELECT 1 FROM sandboxes") + WaitingOnLock(url, "SELECT envelope_id FROM sandboxes") == 1);
     held.Release();
     changing.join();
     INFO(changed.error_message());
