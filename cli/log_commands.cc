@@ -120,6 +120,11 @@ struct LogTrust {
       if (!w.ok()) return w.status();
       trust.witnesses.push_back(*std::move(w));
     }
+    std::vector<const tlog::NoteVerifier*> cosigners;
+    for (const auto& w : trust.witnesses) cosigners.push_back(w.get());
+    if (absl::Status distinct = tlog::CheckCosigners(cosigners); !distinct.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--witness-key: ", distinct.message()));
+    }
     if (flags.quorum > static_cast<int>(trust.witnesses.size())) {
       return absl::InvalidArgumentError(absl::StrCat("--quorum ", flags.quorum, " exceeds the ", trust.witnesses.size(), " --witness-key given"));
     }
@@ -643,7 +648,8 @@ void AddLogProve(CLI::App& log, const Options& options, int& exit_code) {
       exit_code = ReportRpcError(s);
       return;
     }
-    const std::string entry = trust::CanonicalAuditBytes(trust::FromProto(proof.entry()));
+    const trust::AuditEvent entry_event = trust::FromProto(proof.entry());
+    const std::string entry = trust::CanonicalAuditBytes(entry_event);
     tlog::Proof inclusion;
     for (const std::string& h : proof.inclusion_proof()) {
       absl::StatusOr<tlog::Hash> hash = tlog::HashFromBytes(h);
@@ -670,9 +676,14 @@ void AddLogProve(CLI::App& log, const Options& options, int& exit_code) {
                                     LogDescribe(cp)));
     } else if (proof.entry().sandbox_id() != *sandbox) {
       failure = LogBad(absl::StrCat("entry ", index, " names sandbox '", proof.entry().sandbox_id(), "', not '", *sandbox, "'"));
-    } else if (proof.entry().policy_digest() != info.policy_digest()) {
-      failure = LogBad(absl::StrCat("entry ", index, " names policy digest ", proof.entry().policy_digest(),
-                                    " but the gateway serves the sandbox ", info.policy_digest()));
+    } else if (!trust::audit::PutInForce(entry_event.type, entry_event.outcome)) {
+      failure = LogBad(absl::StrCat("entry ", index, " is a '", entry_event.type.name(), "' event with outcome '",
+                                    entry_event.outcome.name(), "', not one that put a projection in force"));
+    } else if (proof.entry().policy_digest() != info.policy_digest() ||
+               proof.entry().policy_version() != info.policy_version()) {
+      failure = LogBad(absl::StrCat("entry ", index, " names policy digest ", proof.entry().policy_digest(), " version ",
+                                    proof.entry().policy_version(), " but the gateway serves the sandbox ",
+                                    info.policy_digest(), " version ", info.policy_version()));
     }
     if (failure) { exit_code = LogReport(options, *failure, out); return; }
     if (!out_path->empty()) {

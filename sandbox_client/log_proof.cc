@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "sandbox_client/private_file.h"
 #include "tlog/checkpoint.h"
+#include "tlog/cosignature.h"
 #include "trust/audit_chain.h"
 
 namespace osh::sandbox_client {
@@ -48,6 +49,12 @@ absl::StatusOr<std::unique_ptr<LogProofVerifier>> LogProofVerifier::Create(LogPr
     if (!witness.ok()) return absl::InvalidArgumentError(absl::StrCat("witness key: ", witness.status().message()));
     witnesses.push_back(*std::move(witness));
   }
+  if (dynamic_cast<const tlog::Ed25519NoteVerifier*>(log->get()) == nullptr) {
+    return absl::InvalidArgumentError("log key: not an Ed25519 note key (type 0x01); a log signs with one");
+  }
+  std::vector<const tlog::NoteVerifier*> cosigners;
+  for (const auto& w : witnesses) cosigners.push_back(w.get());
+  if (absl::Status distinct = tlog::CheckCosigners(cosigners); !distinct.ok()) return distinct;
   if (options.witness_quorum > witnesses.size()) {
     return absl::InvalidArgumentError(absl::StrCat("witness quorum ", options.witness_quorum, " is above the ",
                                                    witnesses.size(), " witness key(s) given"));
@@ -93,12 +100,18 @@ absl::Status LogProofVerifier::Check(const openshell::policy::gateway::v1::LogPr
                                 ", not the projection offered (", projection.policy_digest(), " version ",
                                 projection.policy_version(), ")"));
   }
+  const trust::AuditEvent event = trust::FromProto(entry);
+  if (!trust::audit::PutInForce(event.type, event.outcome)) {
+    return Invalid(absl::StrCat("the entry is a '", event.type.name(), "' event with outcome '", event.outcome.name(),
+                                "', not one that put a projection in force (an admission, a refresh or a "
+                                "re-projection that succeeded)"));
+  }
   if (entry.seq() == 0 || proof.index() != entry.seq() - 1) {
     return Invalid(absl::StrCat("the entry is event ", entry.seq(), " but claims index ", proof.index()));
   }
   auto inclusion = HashesOf(proof.inclusion_proof(), "inclusion proof");
   if (!inclusion.ok()) return inclusion.status();
-  const tlog::Hash leaf = tlog::RecordHash(trust::CanonicalAuditBytes(trust::FromProto(entry)));
+  const tlog::Hash leaf = tlog::RecordHash(trust::CanonicalAuditBytes(event));
   if (static_cast<int64_t>(proof.index()) >= checkpoint.size ||
       !tlog::CheckRecord(*inclusion, checkpoint.size, checkpoint.root, static_cast<int64_t>(proof.index()), leaf).ok()) {
     return Invalid(absl::StrCat("entry ", proof.index(), " is not in the checkpoint's tree of ", checkpoint.size,

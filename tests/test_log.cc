@@ -722,3 +722,61 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));  // published without w1
   CHECK_THAT(g.log(), Catch::Contains("witness witness.test/w1 (http://" + w1 + "): "));
 }
+
+TEST_CASE("log: a sandbox refuses a proof whose entry recorded a refusal of that projection, not its admission",
+          "[integration][log]") {
+  // The honest log records projections the gateway refused (outside the ceiling, a failed check), naming
+  // the sandbox, digest and version. A gateway that then serves that very projection with the refusal's
+  // proof must not be believed: only an admission, a refresh or a re-projection that succeeded put a
+  // projection in force.
+  auto key = osh::tlog::Ed25519PrivateKey::Generate();
+  REQUIRE(key.ok());
+  auto signer = osh::tlog::Ed25519NoteSigner::Create("log.test/policy-gateway", *key);
+  REQUIRE(signer.ok());
+  drv::Projection projection;
+  projection.set_policy_digest(std::string(64, 'a'));
+  projection.set_policy_version(7);
+  auto proof_for = [&](osh::trust::audit::Type type, osh::trust::audit::Outcome outcome) {
+    osh::trust::AuditEvent event;
+    event.seq = 1;
+    event.time_unix_ms = 1000;
+    event.type = type;
+    event.outcome = outcome;
+    event.sandbox_id = "sb-1";
+    event.policy_digest = projection.policy_digest();
+    event.policy_version = projection.policy_version();
+    gw::LogProof proof;
+    *proof.mutable_entry() = osh::trust::ToProto(event);
+    proof.set_index(0);
+    // A tree of that one entry: its root is the entry's leaf hash, the inclusion proof empty.
+    osh::tlog::Checkpoint checkpoint{"log.test/policy-gateway", 1,
+                                     osh::tlog::RecordHash(osh::trust::CanonicalAuditBytes(osh::trust::FromProto(proof.entry()))),
+                                     {}};
+    const osh::tlog::NoteSigner* signers[] = {signer->get()};
+    auto note = osh::tlog::SignCheckpoint(checkpoint, signers);
+    REQUIRE(note.ok());
+    proof.set_checkpoint(*note);
+    return proof;
+  };
+  auto check = [&](const gw::LogProof& proof) {
+    osh::sandbox_client::LogProofOptions options;
+    options.log_key = (*signer)->VerifierKey();
+    auto verifier = osh::sandbox_client::LogProofVerifier::Create(options);
+    REQUIRE(verifier.ok());
+    return (*verifier)->Check(proof, projection, "sb-1");
+  };
+  using osh::trust::audit::Outcome;
+  using osh::trust::audit::Type;
+  CHECK(check(proof_for(Type::kAdmission, Outcome::kOk)).ok());
+  CHECK(check(proof_for(Type::kRefresh, Outcome::kOk)).ok());
+  CHECK(check(proof_for(Type::kReprojection, Outcome::kOk)).ok());
+  for (const auto& [type, outcome] : {std::pair{Type::kRefusal, Outcome::kRefused},
+                                      std::pair{Type::kRefresh, Outcome::kKeptLastGood},
+                                      std::pair{Type::kInterception, Outcome::kOk},
+                                      std::pair{Type::kReprojection, Outcome::kPartial}}) {
+    const absl::Status refused = check(proof_for(type, outcome));
+    INFO(refused);
+    CHECK_THAT(std::string(refused.message()),
+               Catch::StartsWith("log_proof_invalid") && Catch::Contains("not one that put a projection in force"));
+  }
+}

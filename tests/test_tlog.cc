@@ -446,6 +446,12 @@ TEST_CASE("tlog: checkpoints format and parse strictly, and open only with the l
   cp.extensions = {"ext one"};
   CHECK(*ParseCheckpoint(*FormatCheckpoint(cp)) == cp);
   CHECK(ParseCheckpoint("o\n0\n" + HashToBase64(EmptyTreeHash()) + "\n")->size == 0);
+  CHECK(ParseCheckpoint("o\n4611686018427387904\n" + HashToBase64(EmptyTreeHash()) + "\n")->size == kMaxTreeSize);
+  {  // the largest size allowed: a proof against it is judged, not computed forever
+    std::vector<Hash> one_hash(1);
+    CHECK_FALSE(CheckRecord(one_hash, kMaxTreeSize, EmptyTreeHash(), 0, EmptyTreeHash()).ok());
+    CHECK_FALSE(CheckTree(one_hash, kMaxTreeSize, EmptyTreeHash(), kMaxTreeSize - 1, EmptyTreeHash()).ok());
+  }
   CHECK(ParseCheckpoint("a log+not a URL\n1\n" + HashToBase64(EmptyTreeHash()) + "\n")->origin == "a log+not a URL");
   for (const std::string& bad : {
            std::string("example.com/log\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I="),        // no newline
@@ -453,6 +459,9 @@ TEST_CASE("tlog: checkpoints format and parse strictly, and open only with the l
            std::string("example.com/log\n-5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),
            std::string("example.com/log\n+5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),
            std::string("example.com/log\n99999999999999999999\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),
+           // above 2^62: the proof arithmetic of such a tree would overflow (it looped forever before)
+           std::string("example.com/log\n4611686018427387905\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),
+           std::string("example.com/log\n9223372036854775807\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"),
            std::string("example.com/log\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I\n"),      // no padding
            std::string("example.com/log\n5\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2=\n"),      // 31 bytes
            std::string("example.com/log\n5\n"),                                                     // two lines
@@ -565,6 +574,28 @@ TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused", "
     }
   }
   CHECK(refused == static_cast<int>(note.size()) * 8);
+}
+
+}  // namespace osh::tlog
+
+namespace osh::tlog {
+
+TEST_CASE("tlog: witness keys are cosignature/v1 keys, none of them one public key twice", "[tlog]") {
+  const Ed25519PrivateKey one = *Ed25519PrivateKey::Generate(), two = *Ed25519PrivateKey::Generate();
+  auto cosigner = [](const std::string& name, const Ed25519PrivateKey& key) {
+    return *ParseVerifierKey((*CosignatureV1Signer::Create(name, key))->VerifierKey());
+  };
+  const auto w1 = cosigner("witness.test/w1", one), w2 = cosigner("witness.test/w2", two);
+  const auto w1_renamed = cosigner("witness.test/w1-again", one);
+  const auto note_key = *ParseVerifierKey((*Ed25519NoteSigner::Create("witness.test/w1", one))->VerifierKey());
+  CHECK(CheckCosigners(std::vector<const NoteVerifier*>{w1.get(), w2.get()}).ok());
+  CHECK(CheckCosigners(std::vector<const NoteVerifier*>{}).ok());
+  const absl::Status twice = CheckCosigners(std::vector<const NoteVerifier*>{w1.get(), w2.get(), w1_renamed.get()});
+  CHECK(absl::IsInvalidArgument(twice));
+  CHECK_THAT(std::string(twice.message()), Catch::Contains("one public key"));
+  const absl::Status typed = CheckCosigners(std::vector<const NoteVerifier*>{w2.get(), note_key.get()});
+  CHECK(absl::IsInvalidArgument(typed));
+  CHECK_THAT(std::string(typed.message()), Catch::Contains("not a cosignature/v1 key"));
 }
 
 }  // namespace osh::tlog

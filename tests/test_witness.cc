@@ -234,3 +234,58 @@ TEST_CASE("witness: configuration files", "[witness]") {
 }
 
 }  // namespace osh::test
+
+#include <httplib.h>
+
+#include <thread>
+
+#include "gateway/core/log_witnesses.h"
+#include "tlog/note.h"
+
+namespace osh::test {
+
+TEST_CASE("witness, gateway side: a 200 whose lines are not only cosignatures of the checkpoint is not one",
+          "[witness][log]") {
+  // A witness (or its key's holder) answering a line that cosigns other text — here the checkpoint with
+  // the log's signature line, which verifies as a note of its own after a blank line — would be kept and
+  // published, and every client that knows that witness would then refuse the whole checkpoint.
+  TestLog log{"", "log.test/policy-gateway"};
+  const std::string note = log.Grow(3);
+  auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, *tlog::Ed25519PrivateKey::Generate());
+  REQUIRE(cosigner.ok());
+  const tlog::NoteSigner* signers[] = {cosigner->get()};
+  std::string answer;
+  SECTION("a cosignature over the whole signed note, after a blank line") {
+    auto over_note = tlog::SignNote(note, signers);  // note + "\n" + "— witness.test/w1 …\n"
+    REQUIRE(over_note.ok());
+    answer = over_note->substr(note.size());
+    REQUIRE(answer.front() == '\n');
+  }
+  SECTION("a line that is not a signature line beside a valid cosignature") {
+    auto proper = tlog::SignNote(note.substr(0, note.find("\n\n") + 1), signers);
+    REQUIRE(proper.ok());
+    answer = "hello\n" + proper->substr(proper->find("\n\n") + 2);
+  }
+  httplib::Server server;
+  server.Post(witness::kAddCheckpointPath, [&](const httplib::Request&, httplib::Response& response) {
+    response.status = 200;
+    response.set_content(answer, "text/plain; charset=utf-8");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread serving([&] { server.listen_after_bind(); });
+  auto witnesses = gateway::LogWitnesses::Create(
+      {{absl::StrCat("http://127.0.0.1:", port), (*cosigner)->VerifierKey()}}, gateway::LogWitnesses::Options{});
+  REQUIRE(witnesses.ok());
+  const auto cosignatures = (*witnesses)->Collect(note, 3, [&](int64_t old_size, int64_t size) {
+    return absl::StatusOr<tlog::Proof>(log.Consistency(old_size, size));
+  });
+  server.stop();
+  serving.join();
+  CHECK(cosignatures.empty());
+  const auto status = (*witnesses)->Status();
+  REQUIRE(status.size() == 1);
+  CHECK_THAT(status[0].last_error, Catch::Contains("not note signature lines"));
+}
+
+}  // namespace osh::test

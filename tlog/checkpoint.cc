@@ -35,6 +35,7 @@ absl::StatusOr<Checkpoint> ParseCheckpoint(absl::string_view text) {
       (size.size() > 1 && size[0] == '0') || !absl::SimpleAtoi(size, &cp.size) || cp.size < 0) {
     return bad("tree size is not a decimal without leading zeroes");
   }
+  if (cp.size > kMaxTreeSize) return bad(absl::StrCat("tree size ", cp.size, " is above 2^62"));
   absl::StatusOr<Hash> root = HashFromBase64(lines[2]);
   if (!root.ok()) return bad("root hash is not the base64 of 32 bytes");
   cp.root = *root;

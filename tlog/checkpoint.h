@@ -30,6 +30,10 @@ struct Checkpoint {
 
 absl::StatusOr<std::string> FormatCheckpoint(const Checkpoint& checkpoint);
 absl::StatusOr<Checkpoint> ParseCheckpoint(absl::string_view text);
+// The largest tree size a checkpoint may claim (2^62): far beyond any log, and small enough that every
+// index and stored-hash number of such a tree fits in an int64 (a hostile size above it would overflow
+// the proof arithmetic). ParseCheckpoint refuses a larger one.
+inline constexpr int64_t kMaxTreeSize = int64_t{1} << 62;
 
 // The signed note of `checkpoint` by the log (and any other signers, e.g. cosigners), keeping `keep`.
 absl::StatusOr<std::string> SignCheckpoint(const Checkpoint& checkpoint, absl::Span<const NoteSigner* const> signers,

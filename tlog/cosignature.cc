@@ -2,6 +2,7 @@
 
 #include <ctime>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace osh::tlog {
@@ -56,6 +57,23 @@ absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) co
   absl::StatusOr<std::string> sig = key().Sign(CosignatureV1Message(text, timestamp));
   if (!sig.ok()) return sig.status();
   return BigEndian64(timestamp) + *sig;
+}
+
+absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses) {
+  absl::flat_hash_map<std::string, std::string> names_by_key;
+  for (const NoteVerifier* w : witnesses) {
+    const auto* cosigner = dynamic_cast<const CosignatureV1Verifier*>(w);
+    if (cosigner == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("witness key '", w->name(), "' is not a cosignature/v1 key (type 0x04): ",
+                                                     "a witness cosigns with one"));
+    }
+    auto [it, inserted] = names_by_key.try_emplace(cosigner->key().raw(), w->name());
+    if (!inserted) {
+      return absl::InvalidArgumentError(absl::StrCat("witness keys '", it->second, "' and '", w->name(),
+                                                     "' are one public key: one witness would count twice"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace osh::tlog

@@ -14,7 +14,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "tlog/ed25519.h"
 #include "tlog/note.h"
 
@@ -46,5 +48,11 @@ class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519Private
       : Ed25519Keyed(std::move(name), std::move(key)), clock_(std::move(clock)) {}
   Clock clock_;
 };
+
+// Witnesses' verifier keys as the gateway and a client take them: each a cosignature/v1 key (type 0x04),
+// and no public key twice, under one name or two (a cosignature's signed message does not name its
+// cosigner, so one key listed twice would count twice toward a quorum). INVALID_ARGUMENT naming the
+// offending key otherwise.
+absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses);
 
 }  // namespace osh::tlog

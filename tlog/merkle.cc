@@ -47,9 +47,9 @@ Sha256& ThreadSha256() {
 
 // The largest power of two strictly below n (n >= 2), and its log2.
 std::pair<int64_t, int> MaxPow2(int64_t n) {
-  int l = 0;
-  while ((int64_t{1} << (l + 1)) < n) ++l;
-  return {int64_t{1} << l, l};
+  if (n < 2) return {1, 0};
+  const uint64_t p = std::bit_floor(static_cast<uint64_t>(n - 1));  // no shift past the type's width
+  return {static_cast<int64_t>(p), std::countr_zero(p)};
 }
 
 absl::Status ProofFailed() { return absl::PermissionDeniedError("invalid transparency proof"); }

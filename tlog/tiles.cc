@@ -247,7 +247,7 @@ absl::StatusOr<std::vector<Hash>> TileHashReader::ReadHashes(absl::Span<const in
   std::vector<int64_t> stx;
   for (int64_t lo = 0, hi = size_; lo < hi;) {
     int l = 0;
-    while ((int64_t{1} << (l + 1)) <= hi - lo) ++l;
+    while (l < 62 && (int64_t{1} << (l + 1)) <= hi - lo) ++l;
     stx.push_back(StoredHashIndex(l, lo >> l));
     lo += int64_t{1} << l;
   }

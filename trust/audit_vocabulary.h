@@ -117,4 +117,12 @@ class Word {
 using TypeWord = Word<Type>;
 using OutcomeWord = Word<Outcome>;
 
+// Whether an event of this type and outcome put the projection it names in force for its sandbox — the
+// only events a log proof may show a sandbox for the projection it is served (docs/audit.md, "Proofs for
+// sandboxes"): an admission, a refresh or a re-projection that succeeded. A refusal, or a refresh that
+// kept the last good, names a projection that was offered and not put in force.
+inline bool PutInForce(const TypeWord& type, const OutcomeWord& outcome) {
+  return (type == Type::kAdmission || type == Type::kRefresh || type == Type::kReprojection) && outcome == Outcome::kOk;
+}
+
 }  // namespace osh::trust::audit

@@ -5,7 +5,6 @@
 #include <thread>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -76,21 +75,20 @@ absl::StatusOr<LogWitnessConfig> ParseLogWitness(const std::string& item) {
 absl::StatusOr<std::unique_ptr<LogWitnesses>> LogWitnesses::Create(const std::vector<LogWitnessConfig>& witnesses,
                                                                    Options options) {
   std::vector<std::unique_ptr<Witness>> built;
-  absl::flat_hash_set<std::string> keys;
+  std::vector<const tlog::NoteVerifier*> cosigners;
   for (const LogWitnessConfig& config : witnesses) {
     auto parsed = ParseLogWitness(absl::StrCat(config.url, " ", config.verifier_key));
     if (!parsed.ok()) return parsed.status();
-    if (!keys.insert(config.verifier_key).second) {
-      return absl::InvalidArgumentError(absl::StrCat("witness key ", config.verifier_key, " is listed twice"));
-    }
     auto witness = std::make_unique<Witness>();
     witness->config = config;
     const SplitUrl split = *SplitWitnessUrl(config.url);
     witness->origin = split.origin;
     witness->prefix = split.prefix;
     witness->verifier = *tlog::ParseVerifierKey(config.verifier_key);
+    cosigners.push_back(witness->verifier.get());
     built.push_back(std::move(witness));
   }
+  if (absl::Status distinct = tlog::CheckCosigners(cosigners); !distinct.ok()) return distinct;
   return std::unique_ptr<LogWitnesses>(new LogWitnesses(std::move(built), options));
 }
 
@@ -203,9 +201,25 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
         outcome.error = absl::StrCat("HTTP ", answer.status, ": ", absl::StripSuffix(answer.body.substr(0, 200), "\n"));
         return;
       }
-      // Its lines must be a cosignature by its own key over exactly this checkpoint.
+      // Its lines must be signature lines only (C2SP tlog-witness), and a cosignature by its own key over
+      // exactly this checkpoint's text among them: a line over other text (say, the text with the log's
+      // signature line) would verify as a note of its own and make every client that knows the witness
+      // refuse the checkpoint published with it.
+      bool signature_lines = !answer.body.empty() && answer.body.back() == '\n';
+      for (absl::string_view line : absl::StrSplit(absl::string_view(answer.body).substr(0, answer.body.size() - 1), '\n')) {
+        if (!absl::StartsWith(line, "\xE2\x80\x94 ")) signature_lines = false;  // "— "
+      }
+      if (!signature_lines) {
+        outcome.error = "answered 200 with lines that are not note signature lines";
+        return;
+      }
+      const std::string text = note.substr(0, note.find("\n\n") + 1);
       const tlog::NoteVerifier* known[] = {witness.verifier.get()};
       auto opened = tlog::OpenNote(note + answer.body, known);
+      if (opened.ok() && opened->text != text) {
+        outcome.error = "answered 200 with a cosignature over other text than the checkpoint";
+        return;
+      }
       if (!opened.ok() || opened->verified.empty()) {
         outcome.error = absl::StrCat("answered 200 without a cosignature that verifies with its key",
                                      opened.ok() ? "" : absl::StrCat(" (", opened.status().message(), ")"));
