@@ -123,8 +123,11 @@ openshell::sandbox::v1::SandboxPolicy RestrictiveDefaultPolicy() {
 namespace {
 
 absl::Status PutFileAtomically(const std::string& path, const std::string& text, unsigned mode, bool replace) {
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  // A name of its own each time (mkostemp: O_EXCL, 0600 until the fchmod below): a temporary file a crash
+  // left behind, or one of another thread, never blocks the write (a name from the pid alone was taken
+  // again by a restarted process with the same pid, PID 1 in a container).
+  std::string temp = absl::StrCat(path, ".tmp.XXXXXX");
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot create ", temp, ": ", std::strerror(errno)));
   int error = 0;
   for (size_t written = 0; written < text.size() && error == 0;) {

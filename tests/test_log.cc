@@ -647,6 +647,7 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   WriteFile(wdir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", wdir / "w1.pem",
                                            "\"\nlisten = \"127.0.0.1:0\"\nstate_file = \"", wdir / "state.toml",
                                            "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"", *log_vkey, "\"\n"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", wdir / "w1.toml"}, &out, &err) == 0);
   auto witness = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"},
                                            wdir / "w1.log");
   const std::string w1 = LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, "listening on ");

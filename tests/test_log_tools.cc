@@ -288,6 +288,14 @@ TEST_CASE("log tools: policy-log-witness cosigns over HTTP, keeps its state acro
             absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", dir / "witness.pem", "\"\nlisten = \"127.0.0.1:0\"\n",
                          "state_file = \"", dir / "state.toml", "\"\nrequest_timeout_s = 5\n[[log]]\norigin = \"", kLogToolsOrigin,
                          "\"\nkey = \"", log.VerifierKey(), "\"\n"));
+  // No state file yet: a witness never starts from nothing (it would cosign a fork); `init` makes a new one's.
+  CHECK(RunCommand({OSH_WITNESS_BINARY, "--config", dir / "witness.toml", "--check-config"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("no state file") && Catch::Contains("policy-log-witness init"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", dir / "witness.toml"}, &out, &err) == 0);
+  CHECK(RunCommand({OSH_WITNESS_BINARY, "init", "--config", dir / "witness.toml"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("never started again from nothing"));
+  REQUIRE(::stat((dir / "state.toml").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
   REQUIRE(RunCommand({OSH_WITNESS_BINARY, "--config", dir / "witness.toml", "--check-config"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains(witness_vkey));
 

@@ -26,7 +26,10 @@ struct WitnessFixture {
   tlog::Ed25519PrivateKey key = *tlog::Ed25519PrivateKey::Generate();
   std::unique_ptr<Witness> witness;
 
-  WitnessFixture() { Restart(); }
+  WitnessFixture() {
+    REQUIRE(witness::InitWitnessState(dir / "state.toml").ok());
+    Restart();
+  }
   void Restart() {
     witness.reset();
     auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, key);
@@ -185,6 +188,11 @@ TEST_CASE("witness: a restart keeps what was cosigned (0600 state), so a fork is
   CHECK(f.Add(100, {}, f.log.Sign(100, other)).status == 409);
   CHECK(f.Add(0, {}, f.log.CheckpointAt(100)).status == 409);
   CHECK(f.Extend(100, 120).status == 200);
+  // A temporary file a crash left behind under this process's id (a restarted container's PID 1 has the
+  // same one) does not stop the next state write.
+  WriteFile(absl::StrCat(f.dir / "state.toml", ".tmp.", ::getpid()), "left by a crash");
+  CHECK(f.Extend(120, 130).status == 200);
+  CHECK(f.witness->Held(f.log.origin())->size == 130);
 }
 
 TEST_CASE("witness: a state file that does not parse or disagrees with its note stops the witness", "[witness]") {

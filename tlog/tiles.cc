@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -323,14 +322,20 @@ absl::StatusOr<std::vector<Hash>> TileHashReader::ReadHashes(absl::Span<const in
 }
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data, bool sync) {
-  static std::atomic<uint64_t> counter{0};
   const std::filesystem::path target(path);
   std::error_code ec;
   std::filesystem::create_directories(target.parent_path(), ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", target.parent_path().string(), ": ", ec.message()));
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // A name of its own (mkostemp): a leftover of a crashed process that had the same pid never blocks it.
+  std::string temp = absl::StrCat(path, ".tmp.XXXXXX");
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return ErrnoError("cannot create", temp);
+  if (::fchmod(fd, 0644) != 0) {  // served read-only to anyone (mkostemp makes it 0600)
+    absl::Status s = ErrnoError("cannot set the mode of", temp);
+    ::close(fd);
+    ::unlink(temp.c_str());
+    return s;
+  }
   for (size_t done = 0; done < data.size();) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0 && errno == EINTR) continue;

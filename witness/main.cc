@@ -50,6 +50,22 @@ int Keygen(const std::string& name, const std::string& out) {
   return kExitOk;
 }
 
+int Init(const std::string& config_path) {
+  absl::StatusOr<WitnessConfig> config = ReadWitnessConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "error: " << config.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (absl::Status s = InitWitnessState(config->state_file); !s.ok()) {
+    std::cerr << "error: state file " << config->state_file << ": " << s.message()
+              << (absl::IsAlreadyExists(s) ? " (a witness's state is never started again from nothing)" : "") << "\n";
+    return kExitUsage;
+  }
+  std::cerr << "state file " << config->state_file << " created (0600, empty): the witness cosigns each log's first "
+            << "checkpoint it is shown from old 0, and from then on only what extends it\n";
+  return kExitOk;
+}
+
 int Serve(const std::string& config_path, bool check_only) {
   absl::StatusOr<WitnessConfig> config = ReadWitnessConfig(config_path);
   if (!config.ok()) {
@@ -116,6 +132,10 @@ int main(int argc, char** argv) {
   std::string name, out;
   keygen->add_option("--name", name, "the witness's name (its key name, e.g. witness.example/w1)")->required();
   keygen->add_option("--out", out, "the private key file to create")->required();
+  auto* init = app.add_subcommand("init", "Create the empty state file of a new witness (--config's state_file, 0600; "
+                                          "never over an existing one). Serving refuses to start without it");
+  std::string init_config;
+  init->add_option("--config", init_config, "TOML configuration file (docs/witness.md)")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -123,8 +143,9 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   }
   if (keygen->parsed()) return Keygen(name, out);
+  if (init->parsed()) return Init(init_config);
   if (config_path.empty()) {
-    std::cerr << "error: --config is required (or the keygen command)\n" << app.help();
+    std::cerr << "error: --config is required (or the keygen or init command)\n" << app.help();
     return kExitUsage;
   }
   return Serve(config_path, check_config);

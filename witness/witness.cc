@@ -93,7 +93,12 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
   std::map<std::string, HeldCheckpoint> state;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (errno == ENOENT) return state;
+    if (errno == ENOENT) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": no state file. A new witness creates it first (`policy-log-witness init --config FILE`); a "
+                "witness whose state was lost must be retired (a new key), never started from nothing: it would "
+                "cosign any fork it is shown first"));
+    }
     return absl::InternalError(absl::StrCat(path, ": cannot be read: ", std::strerror(errno)));
   }
   std::ostringstream text;
@@ -132,6 +137,11 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
     return absl::InvalidArgumentError(absl::StrCat(path, ":", error.source().begin.line, ": ", std::string(error.description())));
   }
   return state;
+}
+
+absl::Status InitWitnessState(const std::string& path) {
+  return policy::CreateFileAtomically(
+      path, "# policy-log-witness state: the last checkpoint cosigned per log. Never delete or edit it.\n", 0600);
 }
 
 absl::Status WriteWitnessState(const std::string& path, const std::map<std::string, HeldCheckpoint>& state) {

@@ -70,8 +70,12 @@ struct HeldCheckpoint {
 
 // The state file: TOML, one [[log]] table per origin with origin, size, root (base64) and note. Reading
 // checks that each note's checkpoint carries the origin, size and root recorded beside it. A missing file
-// is an empty state (a witness that never cosigned); anything else unreadable is an error.
+// is FAILED_PRECONDITION (below); anything else unreadable is an error.
 absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std::string& path);
+// Creates an empty state file (0600; ALREADY_EXISTS when one is there): a new witness's first step
+// (`policy-log-witness init`). A missing state file is never read as "nothing cosigned" — a witness whose
+// state was lost (an unmounted volume, a changed path) would cosign any fork it is shown first.
+absl::Status InitWitnessState(const std::string& path);
 // Atomically (temporary file, fsync, rename, fsync of the folder), 0600.
 absl::Status WriteWitnessState(const std::string& path, const std::map<std::string, HeldCheckpoint>& state);
 
@@ -84,8 +88,9 @@ struct WitnessResponse {
 
 class Witness {
  public:
-  // `cosigner` signs as the witness (its name and key). The state file is read now (missing: empty).
-  // INVALID_ARGUMENT for a bad log key, a duplicate origin or a state file that does not parse.
+  // `cosigner` signs as the witness (its name and key). The state file is read now: INVALID_ARGUMENT for a
+  // bad log key, a duplicate origin or a state file that does not parse; FAILED_PRECONDITION when it does
+  // not exist (InitWitnessState makes a new witness's).
   static absl::StatusOr<std::unique_ptr<Witness>> Create(std::unique_ptr<tlog::CosignatureV1Signer> cosigner,
                                                          const std::vector<WitnessedLog>& logs, std::string state_file);
 
