@@ -245,55 +245,102 @@ TEST_CASE("witness: configuration files", "[witness]") {
 
 #include <httplib.h>
 
+#include <atomic>
+#include <functional>
 #include <thread>
 
 #include "gateway/core/log_witnesses.h"
 #include "tlog/note.h"
 
 namespace osh::test {
+namespace {
+
+// The gateway's side of a round (gateway::LogWitnesses::Collect) against one witness whose add-checkpoint
+// answer is `answer`'s: a hostile or broken one, as an HTTP server of its own on a loopback port.
+struct HostileWitness {
+  TestLog log{"", "log.test/policy-gateway"};
+  std::string note = log.Grow(3);
+  std::unique_ptr<tlog::CosignatureV1Signer> cosigner =
+      *tlog::CosignatureV1Signer::Create(kTestWitnessName, *tlog::Ed25519PrivateKey::Generate());
+
+  // The cosignatures kept, and the witness's status after the round.
+  std::pair<std::vector<tlog::NoteSignature>, gateway::LogWitnesses::WitnessStatus> Round(
+      const std::function<void(httplib::Response&)>& answer, absl::Duration timeout = absl::Seconds(1)) {
+    httplib::Server server;
+    server.Post(witness::kAddCheckpointPath,
+                [&](const httplib::Request&, httplib::Response& response) { answer(response); });
+    const int port = server.bind_to_any_port("127.0.0.1");
+    REQUIRE(port > 0);
+    std::thread serving([&] { server.listen_after_bind(); });
+    gateway::LogWitnesses::Options options;
+    options.timeout = timeout;
+    auto witnesses = gateway::LogWitnesses::Create(
+        {{absl::StrCat("http://127.0.0.1:", port), cosigner->VerifierKey()}}, options);
+    REQUIRE(witnesses.ok());
+    auto cosignatures = (*witnesses)->Collect(note, 3, [&](int64_t old_size, int64_t size) {
+      return absl::StatusOr<tlog::Proof>(log.Consistency(old_size, size));
+    });
+    on_round_end();
+    server.stop();
+    serving.join();
+    return {std::move(cosignatures), (*witnesses)->Status().at(0)};
+  }
+  std::function<void()> on_round_end = [] {};
+};
+
+}  // namespace
 
 TEST_CASE("witness, gateway side: a 200 whose lines are not only cosignatures of the checkpoint is not one",
           "[witness][log]") {
   // A witness (or its key's holder) answering a line that cosigns other text — here the checkpoint with
   // the log's signature line, which verifies as a note of its own after a blank line — would be kept and
   // published, and every client that knows that witness would then refuse the whole checkpoint.
-  TestLog log{"", "log.test/policy-gateway"};
-  const std::string note = log.Grow(3);
-  auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, *tlog::Ed25519PrivateKey::Generate());
-  REQUIRE(cosigner.ok());
-  const tlog::NoteSigner* signers[] = {cosigner->get()};
+  HostileWitness w;
+  const tlog::NoteSigner* signers[] = {w.cosigner.get()};
   std::string answer;
   SECTION("a cosignature over the whole signed note, after a blank line") {
-    auto over_note = tlog::SignNote(note, signers);  // note + "\n" + "— witness.test/w1 …\n"
+    auto over_note = tlog::SignNote(w.note, signers);  // note + "\n" + "— witness.test/w1 …\n"
     REQUIRE(over_note.ok());
-    answer = over_note->substr(note.size());
+    answer = over_note->substr(w.note.size());
     REQUIRE(answer.front() == '\n');
   }
   SECTION("a line that is not a signature line beside a valid cosignature") {
-    auto proper = tlog::SignNote(note.substr(0, note.find("\n\n") + 1), signers);
+    auto proper = tlog::SignNote(w.note.substr(0, w.note.find("\n\n") + 1), signers);
     REQUIRE(proper.ok());
     answer = "hello\n" + proper->substr(proper->find("\n\n") + 2);
   }
-  httplib::Server server;
-  server.Post(witness::kAddCheckpointPath, [&](const httplib::Request&, httplib::Response& response) {
+  const auto [cosignatures, status] = w.Round([&](httplib::Response& response) {
     response.status = 200;
     response.set_content(answer, "text/plain; charset=utf-8");
   });
-  const int port = server.bind_to_any_port("127.0.0.1");
-  REQUIRE(port > 0);
-  std::thread serving([&] { server.listen_after_bind(); });
-  auto witnesses = gateway::LogWitnesses::Create(
-      {{absl::StrCat("http://127.0.0.1:", port), (*cosigner)->VerifierKey()}}, gateway::LogWitnesses::Options{});
-  REQUIRE(witnesses.ok());
-  const auto cosignatures = (*witnesses)->Collect(note, 3, [&](int64_t old_size, int64_t size) {
-    return absl::StatusOr<tlog::Proof>(log.Consistency(old_size, size));
-  });
-  server.stop();
-  serving.join();
   CHECK(cosignatures.empty());
-  const auto status = (*witnesses)->Status();
-  REQUIRE(status.size() == 1);
-  CHECK_THAT(status[0].last_error, Catch::Contains("not note signature lines"));
+  CHECK_THAT(status.last_error, Catch::Contains("not note signature lines"));
+}
+
+TEST_CASE("witness, gateway side: a witness answering a byte now and then is cut off, not waited for",
+          "[witness][log]") {
+  // Each read has the request's timeout; a witness (or anything on the path to it) sending one byte per
+  // read would otherwise hold the round, and the checkpoint's publication, for as long as it likes.
+  HostileWitness w;
+  std::atomic<bool> finished{false};
+  bool finished_at_round_end = true;
+  w.on_round_end = [&] { finished_at_round_end = finished; };
+  const auto [cosignatures, status] = w.Round(
+      [&](httplib::Response& response) {
+        response.set_chunked_content_provider("text/plain", [&](size_t, httplib::DataSink& sink) {
+          for (int i = 0; i < 300; ++i) {  // 30 s at one byte per 100 ms, well inside each read's timeout
+            if (!sink.write("x", 1)) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+          finished = true;
+          sink.done();
+          return true;
+        });
+      },
+      absl::Milliseconds(500));
+  CHECK_FALSE(finished_at_round_end);  // the round ended while the witness was still answering
+  CHECK(cosignatures.empty());
+  CHECK_FALSE(status.last_error.empty());
 }
 
 }  // namespace osh::test

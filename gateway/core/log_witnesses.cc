@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "tlog/checkpoint.h"
 #include "tlog/cosignature.h"
 #include "witness/witness.h"
@@ -126,7 +127,17 @@ Answer PostAddCheckpoint(const SplitUrl& url, const std::string& body, absl::Dur
     answer.body.append(data, length);
     return true;
   };
+  // The timeouts above bound each read and write, not the request: a witness (or anything on the path to
+  // it) sending a byte now and then would hold the round — and the checkpoint's publication — for hours.
+  // The whole request gets `timeout` (beside the connection's): then the socket is shut down under it.
+  absl::Notification answered;
+  std::thread watchdog([&] {
+    if (answered.WaitForNotificationWithTimeout(timeout)) return;
+    while (!answered.WaitForNotificationWithTimeout(absl::Milliseconds(50))) client.stop();
+  });
   httplib::Result result = client.send(request);
+  answered.Notify();
+  watchdog.join();
   if (too_long) {
     answer.error = absl::StrCat("answered more than ", kMaxWitnessAnswer, " bytes");
   } else if (!result) {

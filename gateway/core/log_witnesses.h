@@ -4,7 +4,7 @@
 // witness's key over exactly this checkpoint.
 //
 // A witness that is down or slow delays nothing but its cosignature: the requests go out in parallel, each
-// bounded by `timeout`, and a witness that failed is not asked again before `retry_after` has passed (the
+// bounded as a whole by `timeout` (however slowly the witness sends its answer), and a witness that failed is not asked again before `retry_after` has passed (the
 // next checkpoint after that is sent to it, with a proof from where it stands). A 409 answer tells the size
 // the witness holds; the request is sent once more from there. A witness holding a larger tree than this
 // log, or another root at its size, is a witness that saw a fork (or a rolled-back log): that is reported,
