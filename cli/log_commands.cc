@@ -399,6 +399,10 @@ absl::StatusOr<LogProofBundle> LogParseProofBundle(const std::string& json, cons
 
 // The entry as text when it is printable UTF-8-ish ASCII, else base64.
 std::string LogShowEntry(const std::string& entry) {
+  // The gateway's entries are audit events' canonical bytes: shown as the event (docs/audit.md's JSON).
+  if (absl::StatusOr<trust::AuditEvent> event = trust::ParseCanonicalAuditBytes(entry); event.ok()) {
+    return ToJson(trust::ToProto(*event), /*pretty=*/true);
+  }
   for (const char c : entry) {
     if ((static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') || c == 0x7f) return "base64:" + absl::Base64Escape(entry);
   }
@@ -514,6 +518,18 @@ std::optional<LogFailure> LogMonitorOnce(const LogTrust& trust, const tlog::Path
         *first_bad_entry = i;
         return LogBad(absl::StrCat("entry ", i, " does not match the tree: its bytes in the entry bundle do not hash to leaf ", i,
                                    " of the checkpoint (", LogDescribe(next), ") — rewritten, or an entry before it in its bundle dropped"));
+      }
+      // In the tree, and signed for: still, entry i must be audit event i + 1 (a log key's holder could
+      // sign a tree that leaves an event out, repeats one or holds other bytes).
+      absl::StatusOr<trust::AuditEvent> event = trust::ParseCanonicalAuditBytes((*entries)[in_bundle]);
+      if (!event.ok()) {
+        *first_bad_entry = i;
+        return LogBad(absl::StrCat("entry ", i, " is in the tree but is ", event.status().message()));
+      }
+      if (event->seq != static_cast<uint64_t>(i) + 1) {
+        *first_bad_entry = i;
+        return LogBad(absl::StrCat("entry ", i, " is audit event ", event->seq, ", not event ", i + 1,
+                                   " — an event left out, repeated or moved by whoever signed the checkpoint"));
       }
     }
     if (entries->size() != static_cast<size_t>(width)) {

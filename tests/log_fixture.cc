@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "trust/audit_chain.h"
 
 namespace osh::test {
 namespace {
@@ -23,8 +24,15 @@ TestLog::TestLog(std::string dir, std::string origin, std::string variant)
       signer_(TestLogValue(tlog::Ed25519NoteSigner::Create(origin_, key_), "signer")) {}
 
 std::string TestLog::EntryText(int64_t i) const {
-  return absl::StrCat("{\"seq\":", i + 1, ",\"event\":\"test entry ", i, variant_, "\",\"pad\":\"", std::string(static_cast<size_t>(i % 40), 'x'),
-                      "\"}");
+  // As the gateway's log holds them: audit event i + 1's canonical bytes (policyctl log monitor checks that).
+  trust::AuditEvent event;
+  event.seq = static_cast<uint64_t>(i) + (event_left_out_at >= 0 && i >= event_left_out_at ? 2 : 1);
+  event.time_unix_ms = 1'000'000 + i;
+  event.type = trust::audit::Type::kReport;
+  event.outcome = trust::audit::Outcome::kOk;
+  event.sandbox_id = absl::StrCat("sb-", i % 7);
+  event.reason = absl::StrCat("test entry ", i, variant_, " ", std::string(static_cast<size_t>(i % 40), 'x'));
+  return trust::CanonicalAuditBytes(event);
 }
 
 absl::StatusOr<std::vector<std::string>> TestLog::ReadEntries(int64_t begin, int64_t end) const {

@@ -23,6 +23,9 @@ class TestLog final : public tlog::EntryReader {
   TestLog(std::string dir, std::string origin, std::string variant = "");
 
   std::string EntryText(int64_t i) const;
+  // From this index on (set before Grow), entry i is audit event i + 2: a log whose signer left event
+  // i + 1 out of a tree that is otherwise whole (-1: none left out).
+  int64_t event_left_out_at = -1;
   // Appends entries up to `size` total, publishes the tiles and bundles, signs a checkpoint of that size
   // and writes it as DIR/checkpoint. Returns the signed note.
   std::string Grow(int64_t size);

@@ -265,3 +265,40 @@ TEST_CASE("audit: each vocabulary table names every enumerator once, in order, a
   CHECK_FALSE(newer.value().has_value());
   CHECK_FALSE(newer == audit::Type::kAdmission);
 }
+
+TEST_CASE("audit chain: canonical bytes decode to the event they encode, and nothing else decodes", "[audit]") {
+  osh::trust::AuditEvent e;
+  e.seq = 42;
+  e.time_unix_ms = -5;
+  e.type = osh::trust::audit::Type::kAdmission;
+  e.outcome = osh::trust::audit::Outcome::kOk;
+  e.sandbox_id = "sb-1";
+  e.surface_id = "openshell.sandbox.v1";
+  e.policy_digest = std::string(64, 'c');
+  e.policy_version = 9;
+  e.key_ids = {"k1", "k2"};
+  e.reason = std::string("with a NUL \0 inside", 19);
+  e.audit_context = {{"a", "1"}, {"b", ""}};
+  for (const std::string actor : {"", "admin:alice"}) {
+    e.actor = actor;
+    const std::string bytes = osh::trust::CanonicalAuditBytes(e);
+    auto parsed = osh::trust::ParseCanonicalAuditBytes(bytes);
+    REQUIRE(parsed.ok());
+    CHECK(osh::trust::CanonicalAuditBytes(*parsed) == bytes);
+    CHECK(parsed->seq == 42);
+    CHECK(parsed->reason == e.reason);
+    CHECK(parsed->actor == actor);
+    // Cut anywhere (but where the event without its actor ends: that one is whole), or with a byte
+    // more: not an event.
+    osh::trust::AuditEvent without_actor = e;
+    without_actor.actor.clear();
+    const size_t whole_without_actor = osh::trust::CanonicalAuditBytes(without_actor).size();
+    for (size_t cut = 0; cut < bytes.size(); ++cut) {
+      if (cut == whole_without_actor) continue;
+      CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes(bytes.substr(0, cut)).ok());
+    }
+    CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes(bytes + "x").ok());
+  }
+  CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes("{\"seq\": 1}").ok());
+  CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes(std::string(4, '\xff')).ok());  // a length past the end
+}

@@ -128,6 +128,19 @@ TEST_CASE("log tools: monitor names a dropped entry by its index", "[log_tools]"
   CHECK_THAT(err, Catch::Contains("entry 255 is missing"));
 }
 
+TEST_CASE("log tools: monitor names an audit event the signed tree left out, and bytes that are no event", "[log_tools]") {
+  // The tree is whole and signed: only the entries' own sequence numbers show what its signer left out.
+  LogTools t;
+  t.log.event_left_out_at = 200;
+  t.log.Grow(300);
+  std::string out, err;
+  CHECK(t.Monitor(&out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("entry 200 is audit event 202, not event 201"));
+  REQUIRE(t.Monitor(&out, &err, {"-o", "json"}) == 1);
+  CHECK_THAT(out, Catch::Contains("\"first_bad_entry\":\"200\""));
+  CHECK_FALSE(std::filesystem::exists(t.state));
+}
+
 TEST_CASE("log tools: monitor refuses a forked checkpoint and a shrinking one, naming the checkpoint", "[log_tools]") {
   LogTools t;
   t.log.Grow(400);
@@ -244,7 +257,7 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   const int64_t i = 321;
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint)) == 0);
   CHECK_THAT(out, Catch::Contains("OK: entry 321"));
-  CHECK_THAT(out, Catch::Contains(t.log.EntryText(i)));
+  CHECK_THAT(out, Catch::Contains("\"seq\": \"322\"") && Catch::Contains("test entry 321"));  // the event, as JSON
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint), {"-o", "json", "--origin", kLogToolsOrigin}) == 0);
   CHECK_THAT(out, Catch::Contains("\"ok\":true"));
   // The entry altered, another index, a proof of another entry, a checkpoint by another key, an index

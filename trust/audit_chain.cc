@@ -59,6 +59,53 @@ std::string CanonicalAuditBytes(const AuditEvent& e) {
   return out;
 }
 
+absl::StatusOr<AuditEvent> ParseCanonicalAuditBytes(absl::string_view bytes) {
+  absl::string_view rest = bytes;
+  bool ok = true;
+  auto u64 = [&](int width) -> uint64_t {
+    if (!ok || rest.size() < static_cast<size_t>(width)) return ok = false, 0;
+    uint64_t n = 0;
+    for (int i = 0; i < width; ++i) n = (n << 8) | static_cast<unsigned char>(rest[i]);
+    rest.remove_prefix(width);
+    return n;
+  };
+  auto field = [&]() -> std::string {
+    const uint64_t n = u64(4);
+    if (!ok || rest.size() < n) return ok = false, std::string();
+    std::string out(rest.substr(0, n));
+    rest.remove_prefix(n);
+    return out;
+  };
+  AuditEvent e;
+  const std::string domain = field();
+  e.seq = u64(8);
+  e.time_unix_ms = static_cast<int64_t>(u64(8));
+  e.type = audit::TypeWord::FromStored(field());
+  e.sandbox_id = field();
+  e.surface_id = field();
+  e.policy_digest = field();
+  e.policy_version = u64(8);
+  for (uint64_t n = u64(4); ok && n > 0; --n) e.key_ids.push_back(field());
+  e.outcome = audit::OutcomeWord::FromStored(field());
+  e.reason = field();
+  for (uint64_t n = u64(4); ok && n > 0; --n) {
+    std::string k = field();
+    e.audit_context[k] = field();
+  }
+  if (ok && !rest.empty()) {
+    if (field() != "actor") ok = false;
+    e.actor = field();
+  }
+  if (!ok) return absl::InvalidArgumentError("not an audit event's canonical bytes: cut short or malformed");
+  if (domain != "openshell.policy.audit.v1") {
+    return absl::InvalidArgumentError("not an audit event's canonical bytes: another domain");
+  }
+  if (CanonicalAuditBytes(e) != bytes) {
+    return absl::InvalidArgumentError("not an audit event's canonical bytes: they do not encode back the same");
+  }
+  return e;
+}
+
 std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event) {
   return policy::Sha256Hex(absl::HexStringToBytes(prev_hash_hex) + CanonicalAuditBytes(event));
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "trust/audit_vocabulary.h"
 
@@ -40,6 +42,9 @@ inline const std::string kGenesisHash(64, '0');
 // written before actors were recorded) hash as they always did; the encoding stays prefix-free.
 // F, U32, U64, I64 as in SPEC §3.4.
 std::string CanonicalAuditBytes(const AuditEvent& event);
+// The event whose canonical bytes `bytes` are (a log entry read back): INVALID_ARGUMENT naming what is
+// wrong unless they decode whole and encode again to exactly `bytes`.
+absl::StatusOr<AuditEvent> ParseCanonicalAuditBytes(absl::string_view bytes);
 
 // Lowercase hex SHA-256(raw prev_hash || canonical bytes).
 std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event);
