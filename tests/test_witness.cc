@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "tests/log_fixture.h"
 #include "tests/test_support.h"
@@ -193,6 +194,12 @@ TEST_CASE("witness: a restart keeps what was cosigned (0600 state), so a fork is
   WriteFile(absl::StrCat(f.dir / "state.toml", ".tmp.", ::getpid()), "left by a crash");
   CHECK(f.Extend(120, 130).status == 200);
   CHECK(f.witness->Held(f.log.origin())->size == 130);
+  // Lines by keys the witness does not know are not kept: anyone could add them to grow its state.
+  const std::string stranger = f.log.CheckpointAt(130) + "\xE2\x80\x94 stranger.example " +
+                               absl::Base64Escape(std::string(68, 'x')) + "\n";
+  CHECK(f.Add(130, {}, stranger).status == 200);
+  CHECK(f.witness->Held(f.log.origin())->note == f.log.CheckpointAt(130));
+  CHECK(ReadFile(f.dir / "state.toml").find("stranger") == std::string::npos);
 }
 
 TEST_CASE("witness: a state file that does not parse or disagrees with its note stops the witness", "[witness]") {

@@ -249,7 +249,13 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
     return WitnessAnswer(500, "cannot cosign", absl::StrCat("cannot cosign ", what, ": ", signed_note.status().message()));
   }
   std::map<std::string, HeldCheckpoint> next = state_;
-  next[origin] = HeldCheckpoint{cp.size, cp.root, request->checkpoint};
+  // Kept: the checkpoint and the log's signature only. The other lines of the note as received (anyone's,
+  // unverifiable) would let any client grow the state file, rewritten and synced on every cosignature.
+  std::string kept = opened->note.text + "\n";
+  for (const tlog::NoteSignature& by_log : opened->note.verified) {
+    absl::StrAppend(&kept, "\xE2\x80\x94 ", by_log.name, " ", by_log.base64, "\n");
+  }
+  next[origin] = HeldCheckpoint{cp.size, cp.root, std::move(kept)};
   if (absl::Status s = WriteWitnessState(state_file_, next); !s.ok()) {
     return WitnessAnswer(500, "cannot persist the witness state; nothing was cosigned",
                          absl::StrCat("cannot persist the state for ", what, ": ", s.message()));
