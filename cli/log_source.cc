@@ -20,7 +20,21 @@ class HttpLogSource final : public tlog::PathTileFetcher {
     client.set_read_timeout(timeout_s_, 0);
     client.set_follow_location(true);
     const std::string url = absl::StrCat(prefix_, "/", path);
-    httplib::Result result = client.Get(url);
+    // A tile is at most 8 KiB and an entry bundle 256 entries of at most 64 KiB: a server sending more is
+    // not a log, and is not read into memory without bound.
+    std::string body;
+    bool too_large = false;
+    httplib::Result result = client.Get(url, [&](const char* data, size_t length) {
+      if (body.size() + length > kMaxFetchBytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, length);
+      return true;
+    });
+    if (too_large) {
+      return absl::DataLossError(absl::StrCat("GET ", origin_, url, ": more than ", kMaxFetchBytes, " bytes: not a log's file"));
+    }
     if (!result) {
       return absl::UnavailableError(absl::StrCat("GET ", origin_, url, ": ", httplib::to_string(result.error())));
     }
@@ -28,8 +42,9 @@ class HttpLogSource final : public tlog::PathTileFetcher {
     if (result->status != 200) {
       return absl::UnavailableError(absl::StrCat("GET ", origin_, url, ": HTTP status ", result->status));
     }
-    return result->body;
+    return body;
   }
+  static constexpr size_t kMaxFetchBytes = size_t{256} * 65536 + 256 * 2 + 4096;
 
  private:
   std::string origin_;  // scheme://host[:port]
