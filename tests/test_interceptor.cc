@@ -1690,6 +1690,95 @@ TEST_CASE("provider profiles: every provider path is checked on the composed can
   CHECK(g.gateway().Stop() == 0);
 }
 
+// A ceiling (version 2 of the test's) that lets git fetch from and post to github.com but never push, and
+// two profiles on that host for git: one that pushes, one whose deny rule takes pushes away again, whichever
+// rule allowed them (the README's github profile does the same).
+const char kCeilingWithGitYaml[] = R"(
+  git:
+    name: git
+    endpoints:
+      - { host: github.com, port: 443, protocol: rest, enforcement: enforce,
+          rules: [{ allow: { method: GET, path: "/**" } }, { allow: { method: POST, path: "/**" } }],
+          deny_rules: [{ method: POST, path: "/**/git-receive-pack" }] }
+    binaries: [{ path: /usr/bin/git }]
+)";
+// A profile `id` for git on github.com with `rules` (flow YAML: "rules: [...], deny_rules: [...]").
+std::string GitProfileYaml(const std::string& id, const std::string& rules) {
+  return absl::StrCat("id: ", id, "\ndisplay_name: ", id,
+                      "\nendpoints:\n  - { host: github.com, port: 443, protocol: rest, enforcement: enforce, ", rules,
+                      " }\nbinaries: [/usr/bin/git]\n");
+}
+const std::string kGitPushProfileYaml =
+    GitProfileYaml("gitpush", R"(rules: [{ allow: { method: GET, path: "/**" } }, { allow: { method: POST, path: "/**" } }])");
+const std::string kGitNoPushProfileYaml = GitProfileYaml(
+    "gitnopush", R"(rules: [{ allow: { method: GET, path: "/**" } }], deny_rules: [{ method: POST, path: "/**/git-receive-pack" }])");
+// The README's base policy with a rule of its own that lets git push to github.com.
+std::string BasePolicyThatPushes() {
+  std::string policy = kBasePolicyJson;
+  const size_t api = policy.find(R"("api": {)");
+  policy.insert(api, R"("git": {"name": "git", "endpoints": [{"host": "github.com", "port": 443.0, "protocol": "rest",
+      "enforcement": "enforce", "rules": [{"allow": {"method": "GET", "path": "/**"}}, {"allow": {"method": "POST", "path": "/**"}}]}],
+      "binaries": [{"path": "/usr/bin/git"}]},
+    )");
+  return policy;
+}
+
+TEST_CASE("provider profiles: a layer's deny rules never hide what the sandbox's own policy or another layer allows "
+          "beyond the ceiling",
+          "[interceptor][integration][provider_profiles]") {
+  // Review finding: a deny rule of any layer blocks a request whichever rule allowed it, so a composed
+  // candidate could fit the ceiling while its policy alone (what an OpenShell gateway without providers v2
+  // enforces) or its policy with the layer detached did not.
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  std::string out, err;
+  WriteFile(g.keys() / "ceiling-2.yaml", std::string(kCeilingYaml) + kCeilingWithGitYaml);
+  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2", "--key",
+                      g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
+                     &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  WriteFile(g.keys() / "gitpush.yaml", kGitPushProfileYaml);
+  WriteFile(g.keys() / "gitnopush.yaml", kGitNoPushProfileYaml);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "gitpush.yaml"}, &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "gitnopush.yaml"}, &out, &err) == 0);
+  const std::string pushes = BasePolicyThatPushes();
+  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-h", pushes)), "PERMISSION_DENIED", "");
+  // The sandbox's own policy pushes; the layer's deny rule hides it in the composition (which fits).
+  const auto hidden = g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-h", pushes, R"(["gitnopush"])"));
+  CheckDeny(hidden, "PERMISSION_DENIED", "");
+  CHECK_THAT(hidden.reason(), Catch::Contains("the sandbox's own policy, without its providers' layers"));
+  // A layer that pushes, hidden by another's deny rule: allowed together; detaching the one that hides is
+  // checked on what remains, and refused.
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-d", kBasePolicyJson, R"(["gitpush", "gitnopush"])"))
+              .allowed());
+  const auto detach = g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-d", "providerName": "gitnopush"})");
+  CheckDeny(detach, "PERMISSION_DENIED", "");
+  CHECK_THAT(detach.reason(), Catch::Contains("github.com"));
+  // Detaching the one that pushes narrows: allowed.
+  CHECK(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-d", "providerName": "gitpush"})").allowed());
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: auto-approval is refused beside a policy too, and a request of too many mergeOperations",
+          "[interceptor][integration]") {
+  InterceptorGateway g;
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-a", kBasePolicyJson)).allowed());
+  // Review finding: the check sat after the policy branch, so a policy beside the setting skipped it.
+  CheckDeny(g.Evaluate("UpdateConfig", true,
+                       absl::StrCat(R"({"name": "build-a", "settingKey": "proposal_approval_mode", )",
+                                    R"("settingValue": {"stringValue": "auto"}, "policy": )", kBasePolicyJson, "}")),
+            "PERMISSION_DENIED", "approval_unverifiable: ");
+  // Each merge operation is applied to a copy of the policy the ones before made: their number is bounded.
+  std::string ops;
+  for (int i = 0; i < 257; ++i) {
+    absl::StrAppend(&ops, i == 0 ? "" : ", ",
+                    R"({"removeEndpoint": {"ruleName": "api", "host": "h)", i, R"(.example", "port": 443.0}})");
+  }
+  const auto many = g.Evaluate("UpdateConfig", false, absl::StrCat(R"({"name": "build-a", "mergeOperations": [)", ops, "]}"));
+  CheckDeny(many, "FAILED_PRECONDITION", "invalid_merge_operation: ");
+  CHECK_THAT(many.reason(), Catch::Contains("more than the 256"));
+  CHECK(g.gateway().Stop() == 0);
+}
+
 // Whether a process running as `uid` with only the group `gid` can connect to the Unix socket `path`:
 // 0 connected, 1 refused (EACCES), 2 another error. Forks; the caller must be root.
 int ConnectAs(const std::string& path, uid_t uid, gid_t gid) {

@@ -205,20 +205,28 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
   for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &entries[i].profile);
   const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
   out->candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
-  if (absl::Status valid = ceiling_->Validate(candidate, out->candidate_digest); !valid.ok()) {
-    // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
-    std::string message(valid.message());
-    constexpr absl::string_view kPrefix = "invalid_policy: ";
-    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_policy",
-              absl::StartsWith(message, kPrefix) ? message.substr(kPrefix.size()) : message);
-    return false;
-  }
-  const trust::CheckResult checked = ceiling_->Check(candidate, out->candidate_digest);
-  if (!checked.ok()) {
-    out->Deny(absl::StatusCode::kPermissionDenied, checked.reason, checked.detail);
-    return false;
-  }
-  return true;
+  auto inside = [&](const SandboxPolicy& policy, const std::string& digest, absl::string_view which) {
+    if (absl::Status valid = ceiling_->Validate(policy, digest); !valid.ok()) {
+      // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
+      std::string message(valid.message());
+      constexpr absl::string_view kPrefix = "invalid_policy: ";
+      out->Deny(absl::StatusCode::kPermissionDenied, "invalid_policy",
+                absl::StrCat(which, absl::StartsWith(message, kPrefix) ? message.substr(kPrefix.size()) : message));
+      return false;
+    }
+    const trust::CheckResult checked = ceiling_->Check(policy, digest);
+    if (!checked.ok()) {
+      out->Deny(absl::StatusCode::kPermissionDenied, checked.reason, absl::StrCat(which, checked.detail));
+      return false;
+    }
+    return true;
+  };
+  if (!inside(candidate, out->candidate_digest, "")) return false;
+  // And the sandbox's own policy alone: a layer's deny rules can hide what the policy allows beyond the
+  // ceiling (a deny blocks a request whichever rule matched), and what is enforced without that layer — an
+  // OpenShell gateway without providers v2, the provider detached or its profile changed — is the policy.
+  return layers.empty() || inside(own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
+                                  "the sandbox's own policy, without its providers' layers: ");
 }
 
 void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
@@ -590,6 +598,13 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
   // A sandbox-scoped write names its sandbox: unnamed, it would be checked against nothing recorded.
   if (!request.global() && !TakeSandboxName("name", request.name(), /*required=*/true, out)) return;
+  // First, whatever else the request carries: a policy beside it must not carry auto-approval past this check.
+  if (request.setting_key() == "proposal_approval_mode" && !request.delete_setting() &&
+      absl::AsciiStrToLower(request.setting_value().string_value()) == "auto") {
+    out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
+              "auto-approval applies proposals never checked here; send UpdateConfig with the policy");
+    return;
+  }
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
       out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
@@ -655,11 +670,6 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     }
     return;
   }
-  if (request.setting_key() == "proposal_approval_mode" && !request.delete_setting() &&
-      absl::AsciiStrToLower(request.setting_value().string_value()) == "auto") {
-    out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
-              "auto-approval applies proposals never checked here; send UpdateConfig with the policy");
-  }
 }
 
 void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out) {
@@ -703,6 +713,16 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     os_v1::DetachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     if (!TakeSandboxName("sandboxName", request.sandbox_name(), /*required=*/true, out)) return;
+    // A detach narrows only if no deny rule of the layer hid anything: what remains is checked whole.
+    auto record = records_.Get(request.sandbox_name());
+    if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
+    if (record->has_value()) {
+      std::vector<std::string> remaining;
+      for (const std::string& p : (*record)->providers) {
+        if (p != request.provider_name()) remaining.push_back(p);
+      }
+      if (!CheckCandidate((*record)->policy, remaining, out)) return;
+    }
     if (validate) {
       if (absl::Status removed = records_.RemoveProvider(request.sandbox_name(), request.provider_name()); !removed.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", removed);

@@ -110,6 +110,13 @@ absl::StatusOr<merge_ours::PolicyMergeOperation> MergeTranslate(const openshell:
 
 absl::Status ApplyUpstreamMergeOperations(
     const google::protobuf::RepeatedPtrField<openshell::v1::PolicyMergeOperation>& operations, SandboxPolicy* policy) {
+  if (operations.size() > kMaxUpstreamMergeOperations) {
+    // Each operation is applied to the policy the ones before it made (a copy each): bounded, so that one
+    // request of a megabyte of operations cannot hold a worker for seconds.
+    return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalidMergeOperation,
+                           absl::StrCat("mergeOperations: ", operations.size(), " operations, more than the ",
+                                        kMaxUpstreamMergeOperations, " one request may carry; send the full policy"));
+  }
   SandboxPolicy working = *policy;
   for (int i = 0; i < operations.size(); ++i) {
     const std::string where = absl::StrCat("mergeOperations[", i, "]");

@@ -20,6 +20,8 @@
 namespace osh::gateway {
 
 // OK, or FAILED_PRECONDITION "invalid_merge_operation: mergeOperations[i]: ..." (common::Refused).
+// At most this many operations in one request (more: invalid_merge_operation).
+inline constexpr int kMaxUpstreamMergeOperations = 256;
 absl::Status ApplyUpstreamMergeOperations(
     const google::protobuf::RepeatedPtrField<openshell::v1::PolicyMergeOperation>& operations,
     openshell::sandbox::v1::SandboxPolicy* policy);
