@@ -39,6 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     osh::fuzz::FuzzCheck(absl::IsInvalidArgument(request.status()));
   }
   ::unlink(WitnessFuzzState().c_str());
+  osh::fuzz::FuzzCheck(witness::InitWitnessState(WitnessFuzzState()).ok());  // a new witness's empty state
   auto cosigner = tlog::CosignatureV1Signer::Create(fuzz::kWitnessName, fuzz::FuzzLogKey(), [] { return uint64_t{1'900'000'000}; });
   static const std::string log_key = fuzz::FuzzLogVerifier()->VerifierKey();
   auto w = witness::Witness::Create(*std::move(cosigner), {{fuzz::kLogOrigin, log_key}}, WitnessFuzzState());
