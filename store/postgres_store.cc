@@ -617,26 +617,38 @@ absl::Status PostgresStore::Announce(const std::string& kind, const std::string&
 
 // --- Changes --------------------------------------------------------------------------------
 
-// The locks a batch's group takes first (GroupWrite::locks): the advisory locks of what it is checked
-// against, and the rows of the existing sandboxes it changes.
-GroupWrite::Locks LocksOf(const ChangeBatch& batch) {
-  GroupWrite::Locks locks{.ceiling = batch.checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
-                          .revisions = batch.checked_revisions ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone};
+namespace {
+// The sandboxes a batch changes: those it admits (new rows) and the existing ones it updates or deletes.
+struct ChangedSandboxes {
+  std::vector<std::string> admitted, existing;
+};
+ChangedSandboxes ChangedBy(const ChangeBatch& batch) {
+  ChangedSandboxes out;
   for (const Change& change : batch.changes) {
     std::visit(
         [&](const auto& c) {
           using T = std::decay_t<decltype(c)>;
           if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
-            // a new row: nothing to lock (a second admission of one id waits on its unique key)
+            out.admitted.push_back(c.record.context.sandbox_id());
           } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
-            locks.sandbox_rows.insert(locks.sandbox_rows.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
+            out.existing.insert(out.existing.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
           } else {
-            locks.sandbox_rows.push_back(c.sandbox_id);
+            out.existing.push_back(c.sandbox_id);
           }
         },
         change);
   }
-  return locks;
+  return out;
+}
+}  // namespace
+
+// The locks a batch's group takes first (GroupWrite::locks): the advisory locks of what it is checked
+// against, and the rows of the existing sandboxes it changes (a new row has nothing to lock: a second
+// admission of one id waits on its unique key).
+GroupWrite::Locks LocksOf(const ChangeBatch& batch) {
+  return {.ceiling = batch.checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
+          .revisions = batch.checked_revisions ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone,
+          .sandbox_rows = ChangedBy(batch).existing};
 }
 
 // One batch's statements and its after-commit step, shared by Commit and CommitAsync.
@@ -653,21 +665,9 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
     // The rows of the existing sandboxes it changes are locked already, with the whole group's (LeadOnce).
-    std::vector<std::string> touched;
-    for (const Change& change : batch.changes) {
-      std::visit(
-          [&](const auto& c) {
-            using T = std::decay_t<decltype(c)>;
-            if constexpr (std::is_same_v<T, change::AdmitSandbox>) {
-              touched.push_back(c.record.context.sandbox_id());
-            } else if constexpr (std::is_same_v<T, change::ReplaceProjection>) {
-              touched.insert(touched.end(), c.sandbox_ids.begin(), c.sandbox_ids.end());
-            } else {
-              touched.push_back(c.sandbox_id);
-            }
-          },
-          change);
-    }
+    ChangedSandboxes changed = ChangedBy(batch);
+    std::vector<std::string> touched = std::move(changed.admitted);
+    touched.insert(touched.end(), changed.existing.begin(), changed.existing.end());
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }

@@ -304,14 +304,16 @@ TEST_CASE("witness, gateway side: a 200 whose lines are not only cosignatures of
   // published, and every client that knows that witness would then refuse the whole checkpoint.
   HostileWitness w;
   const tlog::NoteSigner* signers[] = {w.cosigner.get()};
-  std::string answer;
+  std::string answer, refused_as;
   SECTION("a cosignature over the whole signed note, after a blank line") {
+    refused_as = "a cosignature over other text than the checkpoint";
     auto over_note = tlog::SignNote(w.note, signers);  // note + "\n" + "— witness.test/w1 …\n"
     REQUIRE(over_note.ok());
     answer = over_note->substr(w.note.size());
     REQUIRE(answer.front() == '\n');
   }
   SECTION("a line that is not a signature line beside a valid cosignature") {
+    refused_as = "without a cosignature that verifies";
     auto proper = tlog::SignNote(w.note.substr(0, w.note.find("\n\n") + 1), signers);
     REQUIRE(proper.ok());
     answer = "hello\n" + proper->substr(proper->find("\n\n") + 2);
@@ -321,7 +323,7 @@ TEST_CASE("witness, gateway side: a 200 whose lines are not only cosignatures of
     response.set_content(answer, "text/plain; charset=utf-8");
   });
   CHECK(cosignatures.empty());
-  CHECK_THAT(status.last_error, Catch::Contains("not note signature lines"));
+  CHECK_THAT(status.last_error, Catch::Contains(refused_as));
 }
 
 TEST_CASE("witness, gateway side: a witness answering a byte now and then is cut off, not waited for",

@@ -251,11 +251,9 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
   std::map<std::string, HeldCheckpoint> next = state_;
   // Kept: the checkpoint and the log's signature only. The other lines of the note as received (anyone's,
   // unverifiable) would let any client grow the state file, rewritten and synced on every cosignature.
-  std::string kept = opened->note.text + "\n";
-  for (const tlog::NoteSignature& by_log : opened->note.verified) {
-    absl::StrAppend(&kept, "\xE2\x80\x94 ", by_log.name, " ", by_log.base64, "\n");
-  }
-  next[origin] = HeldCheckpoint{cp.size, cp.root, std::move(kept)};
+  absl::StatusOr<std::string> kept = tlog::SignNote(opened->note.text, {}, opened->note.verified);
+  if (!kept.ok()) return WitnessAnswer(500, "cannot keep the checkpoint", absl::StrCat("cannot keep ", what, ": ", kept.status().message()));
+  next[origin] = HeldCheckpoint{cp.size, cp.root, *std::move(kept)};
   if (absl::Status s = WriteWitnessState(state_file_, next); !s.ok()) {
     return WitnessAnswer(500, "cannot persist the witness state; nothing was cosigned",
                          absl::StrCat("cannot persist the state for ", what, ": ", s.message()));
