@@ -5,6 +5,7 @@
 // applied the way RFC 6902 says to the request JSON, and the patched request is decoded strictly into
 // the upstream request type before its fields are checked. The gateway is the real binary on real sockets.
 #include <rhonabwy.h>
+#include <sqlite3.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <set>
+#include <thread>
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -1206,6 +1208,45 @@ TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations
   CHECK(g.gateway().Stop() == 0);
 }
 
+TEST_CASE("interceptor: a sandbox's record is its workspace's: the same name in another workspace is another sandbox",
+          "[interceptor][integration][interceptor_records]") {
+  // Review finding: records were kept by name alone, so a sandbox of the same name in another workspace
+  // replaced the record a merge or an attach is composed from — and a provider layer checked with the other
+  // sandbox's deny rules was allowed onto this one.
+  InterceptorGateway g;
+  const std::string with_pypi = BasePolicyWith(
+      "pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})");
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-7", with_pypi)).allowed());
+  std::string other = CreateSandboxJson("build-7", kBasePolicyJson);
+  other.insert(other.rfind('}'), R"(, "workspace": "team-b")");
+  REQUIRE(g.Evaluate("CreateSandbox", true, other).allowed());
+  // The default workspace's build-7 still has pypi to remove; team-b's never had it.
+  const std::string remove_pypi = R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "pypi"}}]})";
+  const auto merged = g.Evaluate("UpdateConfig", false, remove_pypi);
+  INFO(merged.reason());
+  CHECK(merged.allowed());
+  for (const std::string workspace : {"", "default"}) {
+    CHECK(g.Evaluate("UpdateConfig", false,
+                     absl::StrCat(R"({"name": "build-7", "workspace": ")", workspace,
+                                  R"(", "mergeOperations": [{"removeRule": {"ruleName": "pypi"}}]})"))
+              .allowed());
+  }
+  CheckDeny(g.Evaluate("UpdateConfig", false,
+                       R"({"name": "build-7", "workspace": "team-b", "mergeOperations": [{"removeRule": {"ruleName": "pypi"}}]})"),
+            "FAILED_PRECONDITION", "invalid_merge_operation: ");
+  // A workspace nobody recorded build-7 in: unknown there, named with its workspace.
+  CheckDeny(g.Evaluate("UpdateConfig", false,
+                       R"({"name": "build-7", "workspace": "team-c", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: no policy is recorded here for sandbox 'build-7' (workspace 'team-c')");
+  // A workspace holding a control character is refused before anything is read or recorded.
+  CheckDeny(g.Evaluate("CreateSandbox", true,
+                       absl::StrCat(CreateSandboxJson("build-9", kBasePolicyJson).substr(
+                                        0, CreateSandboxJson("build-9", kBasePolicyJson).rfind('}')),
+                                    R"(, "workspace": "teamb"})")),
+            "PERMISSION_DENIED", "invalid_request: workspace: ");
+  CHECK(g.gateway().Stop() == 0);
+}
+
 TEST_CASE("interceptor: two replicas on one PostgreSQL database share the records: recorded on A, merged on B",
           "[interceptor][integration][interceptor_records][postgres][replicas]") {
   const std::string url = PgCluster::Shared().CreateDatabase();
@@ -1553,7 +1594,9 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
   icv1::ProviderProfileSnapshot first, second;
   REQUIRE(snapshot(&first).ok());
   REQUIRE(first.profiles_size() == 1);
-  for (int i = 0; i < 2; ++i) CHECK(g.Evaluate("CreateSandbox", true, with_pypi).allowed());  // kept, then served kept
+  // with_pypi is decided at the modify phase throughout: a validate would record build-1 with pypi, and then
+  // the wide pypi below would be refused at its set (the next test).
+  for (int i = 0; i < 2; ++i) CHECK(g.Evaluate("CreateSandbox", false, with_pypi).allowed());  // kept, then served kept
   CheckDeny(g.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
 
   // A profile set: in the next snapshot (a new revision) and composed by the next Evaluate.
@@ -1569,11 +1612,11 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
                                                                                  "  - host: pypi.org\n    port: 443\n"
                                                                                  "  - host: upload.pypi.org\n    port: 443\n"}}));
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
-  const auto widened = g.Evaluate("CreateSandbox", true, with_pypi);
+  const auto widened = g.Evaluate("CreateSandbox", false, with_pypi);
   CheckDeny(widened, "PERMISSION_DENIED", "exceeds_ceiling: ");
   CHECK_THAT(widened.reason(), Catch::Contains("upload.pypi.org"));
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
-  CHECK(g.Evaluate("CreateSandbox", true, with_pypi).allowed());
+  CHECK(g.Evaluate("CreateSandbox", false, with_pypi).allowed());
 
   // A profile deleted: gone from the next snapshot, unknown to the next Evaluate.
   REQUIRE(Ctl(g.gateway(), {"profile", "delete", "github"}, &out, &err) == 0);
@@ -1588,7 +1631,7 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
                       "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
                      &out, &err) == 0);
   REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
-  const auto narrowed = g.Evaluate("CreateSandbox", true, with_pypi);
+  const auto narrowed = g.Evaluate("CreateSandbox", false, with_pypi);
   CheckDeny(narrowed, "PERMISSION_DENIED", "exceeds_ceiling: ");
   CHECK_THAT(narrowed.reason(), Catch::Contains("pypi.org"));
 
@@ -1602,7 +1645,82 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
   const grpc::Status revoked = snapshot(&second);
   CHECK(revoked.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK_THAT(revoked.error_message(), Catch::StartsWith("profile_unverified: provider profile 'pypi'"));
-  CheckDeny(g.Evaluate("CreateSandbox", true, with_pypi), "FAILED_PRECONDITION", "profile_unverified: ");
+  CheckDeny(g.Evaluate("CreateSandbox", false, with_pypi), "FAILED_PRECONDITION", "profile_unverified: ");
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox beyond the ceiling is refused, "
+          "audited, and changes nothing",
+          "[interceptor][integration][provider_profiles]") {
+  // Review finding: the OpenShell gateway composes a changed profile into every sandbox of that provider on
+  // its next snapshot refresh, through no request the interceptor sees; the set itself was not checked, so
+  // an operator's profile could widen sandboxes the signed ceiling bounds.
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  WriteFile(g.keys() / "pypi-wide.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n",
+                                                                                 "  - host: pypi.org\n    port: 443\n"
+                                                                                 "  - host: upload.pypi.org\n    port: 443\n"}}));
+  WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-1", kBasePolicyJson, R"(["pypi"])")).allowed());
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-2", kBasePolicyJson)).allowed());
+  icv1::ProviderProfileSnapshot before, after;
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &before).ok());
+
+  // pypi is build-1's provider: the wider pypi would reach upload.pypi.org from it, outside the ceiling.
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("FAILED_PRECONDITION") && Catch::Contains("exceeds_ceiling: profile 'pypi'") &&
+                      Catch::Contains("sandbox 'build-1'") && Catch::Contains("upload.pypi.org"));
+  // Nothing changed: the same catalogue is served, and the refusal is one audit event.
+  REQUIRE(g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &after).ok());
+  CHECK(after.revision() == before.revision());
+  int refused = 0;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() != "mutation" || event.outcome() != "refused") continue;
+    ++refused;
+    CHECK(event.audit_context().at("provider_profile") == "pypi");
+    CHECK_THAT(event.reason(), Catch::StartsWith("exceeds_ceiling: profile 'pypi'"));
+  }
+  CHECK(refused == 1);
+  // A profile no recorded sandbox uses is not held back (its layer is checked where it is attached).
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
+
+  // Once build-1 no longer has the provider, nothing recorded holds the wider pypi back; an attach of it is
+  // then decided on the wider layer.
+  REQUIRE(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-1", "providerName": "pypi"})").allowed());
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
+  CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-2", "providerName": "pypi"})"),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  // Across a restart too: the records are the store's. A sandbox of several providers composes them all.
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  for (const char* id : {"pypi2", "pypi3"}) {
+    WriteFile(g.keys() / absl::StrCat(id, ".yaml"), absl::StrReplaceAll(kPypiProfileYaml, {{"id: pypi\n", absl::StrCat("id: ", id, "\n")}}));
+    REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / absl::StrCat(id, ".yaml")}, &out, &err) == 0);
+  }
+  REQUIRE(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-2", "providerName": "pypi2"})").allowed());
+  REQUIRE(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-2", "providerName": "pypi3"})").allowed());
+  REQUIRE(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-2", "providerName": "pypi"})").allowed());
+  REQUIRE(g.gateway().Stop() == 0);
+  g.gateway().Start();
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("sandbox 'build-2'"));
+
+  // A ceiling narrowed since (no pypi rule): build-2 is outside already. A change that only narrows what it
+  // gets is not held back; one that widens it further is.
+  const std::string ceiling_yaml = kCeilingYaml;
+  WriteFile(g.keys() / "ceiling-2.yaml", ceiling_yaml.substr(0, ceiling_yaml.find("  pypi:")));
+  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2",
+                      "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
+                     &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);  // the same layer
+  WriteFile(g.keys() / "pypi-none.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n", ""},
+                                                                                 {"endpoints:\n", ""}}));
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-none.yaml"}, &out, &err) == 0);  // narrower
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("exceeds_ceiling: profile 'pypi' set would widen sandbox 'build-2'"));
   CHECK(g.gateway().Stop() == 0);
 }
 
@@ -1753,8 +1871,19 @@ TEST_CASE("provider profiles: a layer's deny rules never hide what the sandbox's
   const auto detach = g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-d", "providerName": "gitnopush"})");
   CheckDeny(detach, "PERMISSION_DENIED", "");
   CHECK_THAT(detach.reason(), Catch::Contains("github.com"));
+  // The same through the catalogue, with no request the interceptor sees: deleting the profile that hides
+  // the push, or setting it without its deny rule, takes the deny away from build-d. Refused.
+  CHECK(Ctl(g.gateway(), {"profile", "delete", "gitnopush"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("profile 'gitnopush' deleted would widen sandbox 'build-d'") &&
+                      Catch::Contains("github.com"));
+  WriteFile(g.keys() / "gitnopush-open.yaml",
+            GitProfileYaml("gitnopush", R"(rules: [{ allow: { method: GET, path: "/**" } }])"));
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "gitnopush-open.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("profile 'gitnopush' set would widen sandbox 'build-d'"));
   // Detaching the one that pushes narrows: allowed.
   CHECK(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-d", "providerName": "gitpush"})").allowed());
+  // And then nothing recorded holds the hiding profile back.
+  CHECK(Ctl(g.gateway(), {"profile", "delete", "gitnopush"}, &out, &err) == 0);
   CHECK(g.gateway().Stop() == 0);
 }
 
@@ -1776,6 +1905,85 @@ TEST_CASE("interceptor: auto-approval is refused beside a policy too, and a requ
   const auto many = g.Evaluate("UpdateConfig", false, absl::StrCat(R"({"name": "build-a", "mergeOperations": [)", ops, "]}"));
   CheckDeny(many, "FAILED_PRECONDITION", "invalid_merge_operation: ");
   CHECK_THAT(many.reason(), Catch::Contains("more than the 256"));
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: an Evaluate that reaches a worker after its deadline is not decided: nothing recorded or "
+          "audited",
+          "[interceptor][integration]") {
+  // Review finding: calls queued for the pool without bound, and each was decided whenever a worker took it,
+  // long after the OpenShell gateway had given up (500 ms) and applied its failure policy: records, admissions
+  // and audit events nobody heard.
+  InterceptorGateway g;
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("warm", kBasePolicyJson)).allowed());
+  const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  // The database's write lock, held from here: each Evaluate's record and audit event wait for it (the store
+  // waits up to 5 s), so the pool's 4 workers are taken by the first 4 calls and the rest queue.
+  sqlite3* db = nullptr;
+  const std::string db_path = g.gateway().state_dir() + "/gateway.db";
+  REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  constexpr int kCalls = 8;
+  std::vector<std::thread> callers;
+  std::vector<grpc::StatusCode> codes(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    callers.emplace_back([&, i] {
+      // Half set a deadline; half set none and cancel at the same moment, as the OpenShell gateway's own
+      // 500 ms timer does (it sends no deadline).
+      icv1::InterceptorEvaluation evaluation;
+      evaluation.set_service("openshell.v1.OpenShell");
+      evaluation.set_method("CreateSandbox");
+      (*evaluation.mutable_principal())["kind"] = "user";
+      (*evaluation.mutable_principal())["subject"] = "alice@example.com";
+      *evaluation.mutable_validate()->mutable_proposed_operation() =
+          FromProtoJson(CreateSandboxJson(absl::StrCat("late-", i), kBasePolicyJson));
+      grpc::ClientContext context;
+      std::thread canceller;
+      if (i % 2 == 0) {
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1500));
+      } else {
+        canceller = std::thread([&context] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+          context.TryCancel();
+        });
+      }
+      context.AddMetadata("authorization", token);
+      icv1::InterceptorResult result;
+      codes[i] = g.stub().Evaluate(&context, evaluation, &result).error_code();
+      if (canceller.joinable()) canceller.join();
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  REQUIRE(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  for (auto& caller : callers) caller.join();
+  for (int i = 0; i < kCalls; ++i) {  // all waited 3 s
+    CHECK(codes[i] == (i % 2 == 0 ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED));
+  }
+  // The 4 calls the workers held when the lock was taken are decided once it is released; none queued behind
+  // them is, once its deadline has passed.
+  const std::string not_decided = "(deadline or cancel) and was not decided";
+  for (int i = 0; i < 100 && absl::StrContains(g.gateway().log(), not_decided) == false; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::set<std::string> decided;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "interception" && absl::StartsWith(event.sandbox_id(), "late-")) decided.insert(event.sandbox_id());
+  }
+  CHECK(decided.size() == 4);
+  // Four lines, one per call not decided: a cancelled one as well as one past its deadline.
+  const std::string log = g.gateway().log();
+  size_t lines = 0;
+  for (size_t at = log.find(not_decided); at != std::string::npos; at = log.find(not_decided, at + 1)) ++lines;
+  CHECK(lines == 4);
+  // What was not decided was not recorded either: a merge for it finds no record.
+  for (int i = 0; i < kCalls; ++i) {
+    const std::string name = absl::StrCat("late-", i);
+    if (decided.count(name) != 0) continue;
+    CheckDeny(g.Evaluate("UpdateConfig", false,
+                         absl::StrCat(R"({"name": ")", name, R"(", "mergeOperations": [{"removeEndpoint": {"ruleName": "api", "host": "h.example", "port": 443.0}}]})")),
+              "FAILED_PRECONDITION", "unknown_sandbox: ");
+  }
   CHECK(g.gateway().Stop() == 0);
 }
 

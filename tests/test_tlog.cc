@@ -519,6 +519,13 @@ TEST_CASE("tlog: cosignature/v1 signs the timestamped message, uses key type 0x0
   std::string huge = sig;
   huge[0] = '\x80';  // timestamp >= 2^63
   CHECK(!(*witness_verifier)->Verify(text, huge));
+  // A clock stepped back does not step the timestamps back: a later cosignature never reads as an earlier view.
+  now = 1679315000;
+  const std::string after_step = *witness->Sign(text);
+  CHECK(after_step.substr(0, 8) == sig.substr(0, 8));
+  CHECK((*witness_verifier)->Verify(text, after_step));
+  now = 1679315200;
+  CHECK(witness->Sign(text)->substr(0, 8) == std::string("\x00\x00\x00\x00\x64\x18\x51\x00", 8));
   // A plain Ed25519 note signature by the same key is not a cosignature (and vice versa).
   auto plain = *Ed25519NoteSigner::Create("witness.example.com/w1", witness_key);
   CHECK(!(*witness_verifier)->Verify(text, *plain->Sign(text)));

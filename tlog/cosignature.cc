@@ -1,5 +1,7 @@
 #include "tlog/cosignature.h"
 
+#include <algorithm>
+
 #include <ctime>
 
 #include "absl/container/flat_hash_map.h"
@@ -52,7 +54,14 @@ absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> CosignatureV1Signer::Create
 }
 
 absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) const {
-  const uint64_t timestamp = clock_();
+  // Never earlier than a cosignature this signer made before (a clock stepped back): a verifier may read a
+  // later timestamp as a later view of the log.
+  const uint64_t now = clock_();
+  uint64_t seen = last_.load();
+  uint64_t timestamp = 0;
+  do {
+    timestamp = std::max(now, seen);
+  } while (!last_.compare_exchange_weak(seen, timestamp));
   if (timestamp > kMaxTimestamp) return absl::InvalidArgumentError("cosignature timestamp beyond 2^63 - 1");
   absl::StatusOr<std::string> sig = key().Sign(CosignatureV1Message(text, timestamp));
   if (!sig.ok()) return sig.status();

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,7 +40,9 @@ class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519Private
   // `clock` defaults to the system clock.
   static absl::StatusOr<std::unique_ptr<CosignatureV1Signer>> Create(absl::string_view name, Ed25519PrivateKey key,
                                                                      Clock clock = nullptr);
-  // timestamp || Ed25519 signature, at the clock's time (INVALID_ARGUMENT if it exceeds 2^63 - 1).
+  // timestamp || Ed25519 signature, at the clock's time, or at the latest timestamp this signer used before
+  // when the clock is behind it (timestamps never go backwards); INVALID_ARGUMENT if it exceeds 2^63 - 1.
+  // Thread-safe.
   absl::StatusOr<std::string> Sign(absl::string_view text) const override;
 
  private:
@@ -47,6 +50,7 @@ class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519Private
   CosignatureV1Signer(std::string name, Ed25519PrivateKey key, Clock clock)
       : Ed25519Keyed(std::move(name), std::move(key)), clock_(std::move(clock)) {}
   Clock clock_;
+  mutable std::atomic<uint64_t> last_{0};
 };
 
 // Witnesses' verifier keys as the gateway and a client take them: each a cosignature/v1 key (type 0x04),

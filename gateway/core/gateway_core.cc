@@ -1,5 +1,7 @@
 #include "gateway/core/gateway_core.h"
 
+#include "gateway/core/profile_change_check.h"
+
 #include "store/audit_actor.h"
 
 #include "absl/strings/match.h"
@@ -112,6 +114,18 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
       return gate_.ceiling().Check(candidate, policy::Sha256Hex(policy::SerializeDeterministic(candidate))).ToStatus();
     });
   }
+  // A provider profile set or deleted: no OpenShell sandbox the interceptor recorded with that provider may
+  // be widened beyond the ceiling by the change of its layer. A refusal is audited as a refused mutation.
+  profiles_.SetChangeGuard([this](const std::string& id, const openshell::v1::ProviderProfile* changed) {
+    absl::Status allowed = CheckProfileChange(gate_.ceiling(), &store_->interceptor_records(), profiles_, id, changed);
+    if (!allowed.ok()) {
+      store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+      event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)},
+                             {"change", changed != nullptr ? "set" : "delete"}};
+      audit_.Record(std::move(event), audit::Outcome::kRefused, std::string(allowed.message()));
+    }
+    return allowed;
+  });
 }
 
 GatewayCore::~GatewayCore() {

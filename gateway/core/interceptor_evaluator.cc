@@ -15,6 +15,7 @@
 #include "gateway/core/context_limits.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/core/audit_recorder.h"
+#include "gateway/core/composed_candidate.h"
 #include "gateway/core/interceptor_merge.h"
 #include "gateway/core/interceptor_payload.h"
 #include "gateway/core/log.h"
@@ -80,6 +81,8 @@ struct InterceptorEvaluator::Outcome {
   std::string reason_code;
   std::string detail;
   std::string sandbox;            // the sandbox the request names ("" for global writes and others)
+  std::string record_key;         // its record's key (InterceptorRecords::Key: workspace and name)
+  std::string workspace;          // the request's workspace when not the default one
   std::string candidate_digest;   // when a candidate was checked
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
   bool audited = false;           // its audit event is committed already (with an admission, admit mode)
@@ -200,40 +203,21 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
                                           Outcome* out) const {
   std::vector<ProviderProfileCatalogue::Entry> entries;
   if (!ResolveProviders(providers, &entries, out)) return false;
-  std::vector<std::pair<std::string, const openshell::v1::ProviderProfile*>> layers;
+  std::vector<ProviderLayer> layers;
   layers.reserve(providers.size());
   for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &entries[i].profile);
-  const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
-  out->candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
-  auto inside = [&](const SandboxPolicy& policy, const std::string& digest, absl::string_view which) {
-    if (absl::Status valid = ceiling_->Validate(policy, digest); !valid.ok()) {
-      // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
-      std::string message(valid.message());
-      constexpr absl::string_view kPrefix = "invalid_policy: ";
-      out->Deny(absl::StatusCode::kPermissionDenied, "invalid_policy",
-                absl::StrCat(which, absl::StartsWith(message, kPrefix) ? message.substr(kPrefix.size()) : message));
-      return false;
-    }
-    const trust::CheckResult checked = ceiling_->Check(policy, digest);
-    if (!checked.ok()) {
-      out->Deny(absl::StatusCode::kPermissionDenied, checked.reason, absl::StrCat(which, checked.detail));
-      return false;
-    }
-    return true;
-  };
-  if (!inside(candidate, out->candidate_digest, "")) return false;
-  // And the sandbox's own policy alone: a layer's deny rules can hide what the policy allows beyond the
-  // ceiling (a deny blocks a request whichever rule matched), and what is enforced without that layer — an
-  // OpenShell gateway without providers v2, the provider detached or its profile changed — is the policy.
-  return layers.empty() || inside(own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
-                                  "the sandbox's own policy, without its providers' layers: ");
+  ComposedVerdict verdict = CheckComposedCandidate(*ceiling_, own, layers);
+  out->candidate_digest = std::move(verdict.candidate_digest);
+  if (verdict.ok()) return true;
+  out->Deny(absl::StatusCode::kPermissionDenied, verdict.reason, std::move(verdict.detail));
+  return false;
 }
 
 void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::CreateSandboxRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-  if (!TakeSandboxName("name", request.name(), /*required=*/false, out)) return;
+  if (!TakeSandboxName("name", request.name(), request.workspace(), /*required=*/false, out)) return;
   if (options_.admission != nullptr) {
     if (request.name().empty()) {
       return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
@@ -251,7 +235,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
   if (!CheckCandidate(request.spec().policy(), providers, out)) return;
   if (validate && !request.name().empty()) {
     // Stored before the allow is answered: an allowed state is never lost to a restart.
-    if (absl::Status put = records_.Put(request.name(), {request.spec().policy(), providers}); !put.ok()) {
+    if (absl::Status put = records_.Put(out->record_key, {request.spec().policy(), providers}); !put.ok()) {
       out->RecordFailed(request.name(), "stored", put);
     }
   }
@@ -514,7 +498,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   if (!CheckCandidate(admitted.policy, providers, out)) return;
   // Stored before the allow is answered: later merges, attaches and pushes start from it.
-  if (absl::Status put = records_.Put(request.name(), {admitted.policy, providers}); !put.ok()) {
+  if (absl::Status put = records_.Put(out->record_key, {admitted.policy, providers}); !put.ok()) {
     out->RecordFailed(request.name(), "stored", put);
   }
 }
@@ -546,6 +530,14 @@ bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest
 }
 
 bool InterceptorEvaluator::AdmitModeAnnotationsHold(const os_v1::UpdateConfigRequest& request, Outcome* out) const {
+  if (!request.global() && !request.workspace().empty() && request.workspace() != "default") {
+    // Admitted sandboxes are the default workspace's (their name is the sandbox id): a sandbox of the same
+    // name elsewhere is another one, never admitted here, and nothing of it is written in admit mode.
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat("admit mode serves the default workspace only; the request names workspace '",
+                           BoundedText(request.workspace(), kMaxAuditFieldBytes), "'"));
+    return false;
+  }
   bool any = false;
   for (const auto& [key, value] : request.annotations()) any = any || absl::StartsWith(key, "policy-gateway/");
   if (!any) return true;
@@ -581,13 +573,21 @@ bool InterceptorEvaluator::AdmitModeAnnotationsHold(const os_v1::UpdateConfigReq
   return true;
 }
 
-bool InterceptorEvaluator::TakeSandboxName(const char* field, const std::string& name, bool required,
-                                           Outcome* out) const {
+bool InterceptorEvaluator::TakeSandboxName(const char* field, const std::string& name, const std::string& workspace,
+                                           bool required, Outcome* out) const {
   out->sandbox = name;  // the audit event bounds and escapes it (InterceptionEvent)
+  out->record_key = InterceptorRecords::Key(workspace, name);
+  if (workspace != "default") out->workspace = workspace;
   if (name.empty() && !required) return true;
   if (absl::Status valid = CheckSandboxId(name, options_.context_limits); !valid.ok()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
               absl::StrCat(field, ": ", valid.message(), " (a sandbox name is this gateway's sandbox id)"));
+    return false;
+  }
+  // A workspace is part of the record's key: held to the same rules (no control character can join it).
+  if (absl::Status valid = CheckSandboxId(workspace, options_.context_limits); !workspace.empty() && !valid.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat("workspace: ", valid.message(), " (held to a sandbox name's rules)"));
     return false;
   }
   return true;
@@ -597,7 +597,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
   // A sandbox-scoped write names its sandbox: unnamed, it would be checked against nothing recorded.
-  if (!request.global() && !TakeSandboxName("name", request.name(), /*required=*/true, out)) return;
+  if (!request.global() && !TakeSandboxName("name", request.name(), request.workspace(), /*required=*/true, out)) {
+    return;
+  }
   // First, whatever else the request carries: a policy beside it must not carry auto-approval past this check.
   if (request.setting_key() == "proposal_approval_mode" && !request.delete_setting() &&
       absl::AsciiStrToLower(request.setting_value().string_value()) == "auto") {
@@ -620,13 +622,13 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
                 "phase to this interceptor), or send UpdateConfig with the full policy");
       return;
     }
-    auto stored = records_.Get(request.name());
+    auto stored = records_.Get(out->record_key);
     if (!stored.ok()) return out->RecordFailed(request.name(), "read", stored.status());
     const std::optional<InterceptorRecords::Record>& record = *stored;
     if (!record.has_value()) {
       out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
-                absl::StrCat("no policy is recorded here for sandbox '", request.name(),
-                             "', so mergeOperations cannot be applied and checked; send UpdateConfig with the full "
+                absl::StrCat("no policy is recorded here for sandbox ", InterceptorRecords::Describe(out->record_key),
+                             ", so mergeOperations cannot be applied and checked; send UpdateConfig with the full "
                              "policy"));
       return;
     }
@@ -656,7 +658,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     if (!AdmitModeAllowsWrite(request, out, &admitted_body)) return;
     std::vector<std::string> providers;
     if (!request.global()) {
-      auto record = records_.Get(request.name());
+      auto record = records_.Get(out->record_key);
       if (!record.ok()) return out->RecordFailed(request.name(), "read", record.status());
       if (record->has_value()) providers = (*record)->providers;
     }
@@ -664,12 +666,18 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      if (absl::Status put = records_.Put(request.name(), {request.policy(), providers}); !put.ok()) {
+      if (absl::Status put = records_.Put(out->record_key, {request.policy(), providers}); !put.ok()) {
         out->RecordFailed(request.name(), "stored", put);
       }
     }
     return;
   }
+  // Neither a policy nor merges (a setting, annotations): in admit mode its policy-gateway/* annotations
+  // must still name the sandbox's admitted projection.
+  if (request.annotations().empty() || options_.admission == nullptr) return;
+  bool ours = false;
+  for (const auto& [key, value] : request.annotations()) ours = ours || absl::StartsWith(key, "policy-gateway/");
+  if (ours) AdmitModeAnnotationsHold(request, out);
 }
 
 void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out) {
@@ -681,18 +689,19 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    if (!TakeSandboxName("sandboxName", request.sandbox_name(), /*required=*/true, out)) return;
+    if (!TakeSandboxName("sandboxName", request.sandbox_name(), request.workspace(), /*required=*/true, out)) return;
     std::vector<std::string> providers;
     SandboxPolicy own;
-    auto record = records_.Get(request.sandbox_name());
+    auto record = records_.Get(out->record_key);
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
     if (!record->has_value()) {
       // An unknown provider is refused as such; a known one cannot be composed with a policy not seen here.
       std::vector<ProviderProfileCatalogue::Entry> ignored;
       if (!ResolveProviders({request.provider_name()}, &ignored, out)) return;
       return out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
-                       absl::StrCat("no policy is recorded here for sandbox '", request.sandbox_name(),
-                                    "', so the candidate composed with provider '", request.provider_name(),
+                       absl::StrCat("no policy is recorded here for sandbox ",
+                                    InterceptorRecords::Describe(out->record_key),
+                                    ", so the candidate composed with provider '", request.provider_name(),
                                     "' cannot be checked against the ceiling; send UpdateConfig with the full policy "
                                     "first"));
     }
@@ -703,7 +712,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
       // Later candidates of this sandbox compose the attached provider's layer too.
-      if (absl::Status put = records_.Put(request.sandbox_name(), {own, providers}); !put.ok()) {
+      if (absl::Status put = records_.Put(out->record_key, {own, providers}); !put.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", put);
       }
     }
@@ -712,9 +721,9 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "DetachSandboxProvider") {
     os_v1::DetachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    if (!TakeSandboxName("sandboxName", request.sandbox_name(), /*required=*/true, out)) return;
+    if (!TakeSandboxName("sandboxName", request.sandbox_name(), request.workspace(), /*required=*/true, out)) return;
     // A detach narrows only if no deny rule of the layer hid anything: what remains is checked whole.
-    auto record = records_.Get(request.sandbox_name());
+    auto record = records_.Get(out->record_key);
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
     if (record->has_value()) {
       std::vector<std::string> remaining;
@@ -724,7 +733,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
     }
     if (validate) {
-      if (absl::Status removed = records_.RemoveProvider(request.sandbox_name(), request.provider_name()); !removed.ok()) {
+      if (absl::Status removed = records_.RemoveProvider(out->record_key, request.provider_name()); !removed.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", removed);
       }
     }
@@ -751,7 +760,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
   if (method == "UndoDraftChunk") {
     os_v1::UndoDraftChunkRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-    if (!TakeSandboxName("name", request.name(), /*required=*/true, out)) return;
+    if (!TakeSandboxName("name", request.name(), request.workspace(), /*required=*/true, out)) return;
     if (options_.admission != nullptr && !options_.admission->permits_mutation()) {
       // The policy is the Policy subsystem's; an undo would change it (and forget what was pushed).
       return out->Deny(absl::StatusCode::kPermissionDenied, "mutation_not_permitted",
@@ -760,7 +769,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
                                     "mutation: a draft chunk cannot be undone into it"));
     }
     if (validate) {
-      if (absl::Status forgotten = records_.Forget(request.name()); !forgotten.ok()) {
+      if (absl::Status forgotten = records_.Forget(out->record_key); !forgotten.ok()) {
         out->RecordFailed(request.name(), "removed", forgotten);
       }
     }
@@ -813,6 +822,7 @@ store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::
       {"principal_kind", BoundedText(kind, kMaxAuditFieldBytes)},
       {"principal_subject", BoundedText(subject, kMaxAuditFieldBytes)},
   };
+  if (!outcome.workspace.empty()) event.audit_context["workspace"] = BoundedText(outcome.workspace, kMaxAuditFieldBytes);
   event.sandbox_id = BoundedText(event.sandbox_id, kMaxAuditFieldBytes);
   return event;
 }

@@ -135,8 +135,9 @@ class InterceptorEvaluator {
                           Outcome* out);
   void ValidateAdmittedSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                const openshell::v1::CreateSandboxRequest& request, Outcome* out);
-  // Admit mode: policy-gateway/* annotations on an UpdateConfig must name the sandbox's admitted projection
-  // (false with the deny set: policy_not_admitted).
+  // Admit mode: a sandbox-scoped write names the default workspace (invalid_request), and policy-gateway/*
+  // annotations on an UpdateConfig must name the sandbox's admitted projection (policy_not_admitted);
+  // false with the deny set.
   bool AdmitModeAnnotationsHold(const openshell::v1::UpdateConfigRequest& request, Outcome* out) const;
   // Admit mode: whether a policy write through UpdateConfig may go on to the ceiling-mode checks (the
   // driver permits mutation, or `policy` is the sandbox's admitted body); false with the deny set.
@@ -144,9 +145,11 @@ class InterceptorEvaluator {
   bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out,
                             bool* admitted_body = nullptr) const;
   void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
-  // Sets out->sandbox to `name` and checks it as a sandbox id (CheckSandboxId): false with the deny set
-  // (invalid_request naming `field`). An empty name is accepted where `required` is false.
-  bool TakeSandboxName(const char* field, const std::string& name, bool required, Outcome* out) const;
+  // Sets out->sandbox to `name` and out->record_key to its record's key in `workspace`
+  // (InterceptorRecords::Key), and checks the name and a workspace as sandbox ids (CheckSandboxId): false
+  // with the deny set (invalid_request naming the field). An empty name is accepted where `required` is false.
+  bool TakeSandboxName(const char* field, const std::string& name, const std::string& workspace, bool required,
+                       Outcome* out) const;
   // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
   // profile_unverified, storage_error) when one has none.
   bool ResolveProviders(const std::vector<std::string>& providers, std::vector<ProviderProfileCatalogue::Entry>* entries,

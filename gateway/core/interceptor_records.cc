@@ -8,6 +8,17 @@
 
 namespace osh::gateway {
 
+std::string InterceptorRecords::Key(absl::string_view workspace, absl::string_view name) {
+  if (workspace.empty() || workspace == "default") return std::string(name);
+  return absl::StrCat(workspace, "\x1f", name);
+}
+
+std::string InterceptorRecords::Describe(absl::string_view key) {
+  const size_t separator = key.find('\x1f');
+  if (separator == absl::string_view::npos) return absl::StrCat("'", key, "'");
+  return absl::StrCat("'", key.substr(separator + 1), "' (workspace '", key.substr(0, separator), "')");
+}
+
 std::string InterceptorRecords::Encode(const Record& record) {
   openshell::policy::interceptor::v1::InterceptorRecord stored;
   *stored.mutable_policy() = record.policy;

@@ -1,4 +1,4 @@
-// What the interceptor knows of each OpenShell sandbox: the policy and providers of the last request about
+// What the interceptor knows of each OpenShell sandbox (by workspace and name, Key): the policy and providers of the last request about
 // it that the interceptor allowed at validate (CreateSandbox, UpdateConfig with a full or merged policy,
 // DetachSandboxProvider). It is the base mergeOperations are applied to (README §9). An allow is not a
 // commit (the OpenShell handler can still refuse), so a record may be ahead of upstream; it is never wider
@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "store/store.h"
@@ -38,14 +39,22 @@ class InterceptorRecords {
   explicit InterceptorRecords(store::InterceptorRecordStore* store) : store_(store) {}
 
   // Records `record` as the sandbox's, durably; nothing is written when the store already holds exactly it.
-  absl::Status Put(const std::string& sandbox, const Record& record);
+  absl::Status Put(const std::string& key, const Record& record);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
   // record does not decode.
-  absl::StatusOr<std::optional<Record>> Get(const std::string& sandbox) const;
+  absl::StatusOr<std::optional<Record>> Get(const std::string& key) const;
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
-  absl::Status Forget(const std::string& sandbox);
+  absl::Status Forget(const std::string& key);
   // Drops `provider` from the sandbox's providers (a detach); nothing when the sandbox is unknown.
-  absl::Status RemoveProvider(const std::string& sandbox, const std::string& provider);
+  absl::Status RemoveProvider(const std::string& key, const std::string& provider);
+
+  // The key a sandbox's record is kept under: its name in the default workspace ("" or "default"), and
+  // workspace + U+001F + name in another. Sandbox names and workspaces are checked as sandbox ids first
+  // (no control characters), so no two sandboxes share a key: OpenShell names a sandbox within its
+  // workspace, and one of another workspace with the same name is another sandbox.
+  static std::string Key(absl::string_view workspace, absl::string_view name);
+  // A key as a person reads it: 'build-7', or 'build-7' (workspace 'team-a').
+  static std::string Describe(absl::string_view key);
 
   // The stored form of a record, and back (false when the bytes do not decode).
   static std::string Encode(const Record& record);

@@ -175,7 +175,9 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (old_size > size) {
         outcome.error = absl::StrCat("it holds a checkpoint of ", old_size, " entries, more than this log's ", size,
-                                     ": it saw another log under this origin (a fork, or this log rolled back)");
+                                     " here: another replica on this database is ahead (this one catches up by "
+                                     "itself), or the witness saw another log under this origin (a fork, or this "
+                                     "log rolled back)");
         return;
       }
       tlog::Proof proof;
@@ -194,17 +196,22 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
         outcome.error = answer.error;
         return;
       }
-      if (answer.status == 409 && attempt == 0) {
+      if (answer.status == 409) {
         // The witness holds another size: its body says which (C2SP: text/x.tlog.size). Once more from there.
         int64_t held = 0;
         if (!absl::SimpleAtoi(absl::StripSuffix(answer.body, "\n"), &held) || held < 0) {
-          outcome.error = "409 without the size it holds";
+          // C2SP tlog-witness: a 409 at the size it holds, with another root, carries no size.
+          outcome.error = old_size == size
+                              ? absl::StrCat("409 at size ", size, ": it holds another tree of that size (a fork): ",
+                                             absl::StripSuffix(answer.body.substr(0, 200), "\n"))
+                              : "409 without the size it holds";
           return;
         }
         if (held == old_size) {  // same size, another root: it cosigned a fork of this log
           outcome.error = absl::StrCat("409 at size ", held, ": it holds another tree of that size (a fork)");
           return;
         }
+        if (attempt > 0) break;  // it moved again between two answers
         old_size = held;
         continue;
       }

@@ -120,6 +120,10 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
                                           verified.status().message()));
     }
   }
+  absl::MutexLock change(&change_mu_);
+  if (guard_) {
+    if (absl::Status allowed = guard_(profile.id(), &profile); !allowed.ok()) return allowed;
+  }
   store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
   event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat("provider profile ", profile.id(), " set");
@@ -134,6 +138,10 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
 }
 
 absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
+  absl::MutexLock change(&change_mu_);
+  if (guard_) {
+    if (absl::Status allowed = guard_(id, nullptr); !allowed.ok()) return allowed;
+  }
   store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
   event.outcome = audit::Outcome::kOk;
   event.reason = absl::StrCat("provider profile ", id, " deleted");

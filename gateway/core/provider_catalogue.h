@@ -58,6 +58,15 @@ class ProviderProfileCatalogue {
   // with another, profiles are stored unsigned, or refused (profile_unsigned) when a trust store is set.
   void SetSigningKey(trust::PrivateKey key);
 
+  // Asked by Set (once the profile is valid and signed; `changed` = it) and Delete (`changed` = null)
+  // before anything is stored: a non-OK status is the refusal, and nothing is stored. Set and Delete hold
+  // one lock across the guard and the write, so changes in this process are checked one at a time. The
+  // core sets it to CheckProfileChange (a change must not widen a sandbox beyond the ceiling). Call before
+  // serving; not thread-safe against Set.
+  using ChangeGuard =
+      std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed)>;
+  void SetChangeGuard(ChangeGuard guard) { guard_ = std::move(guard); }
+
   // One profile as stored, with its governance hash and the kid of its signature ("" unsigned).
   struct Entry {
     openshell::v1::ProviderProfile profile;
@@ -65,7 +74,7 @@ class ProviderProfileCatalogue {
     std::string kid;
   };
 
-  // Validates (policy::ValidateProviderProfile), signs when a key is set, and stores the profile,
+  // Validates (policy::ValidateProviderProfile), signs when a key is set, asks the change guard, and stores the profile,
   // creating or replacing the one of its id, with one audit event (type mutation). What is stored.
   // A profile that arrives signed already (its three openshell.nvidia.com/profile-* annotations, written by
   // `policyctl profile sign` with an authority's key) keeps that signature when a trust store is set,
@@ -74,7 +83,7 @@ class ProviderProfileCatalogue {
   // dropped, and the profile signed here or stored unsigned. Unknown fields are discarded first (the hash
   // does not cover them).
   absl::StatusOr<Entry> Set(openshell::v1::ProviderProfile profile);
-  // Removes the profile `id` with one audit event; NOT_FOUND when there is none.
+  // Asks the change guard, then removes the profile `id` with one audit event; NOT_FOUND when there is none.
   absl::Status Delete(const std::string& id);
   // The profile `id` as stored (NOT_FOUND when none), verified as for serving.
   absl::StatusOr<Entry> Get(const std::string& id) const;
@@ -121,6 +130,8 @@ class ProviderProfileCatalogue {
   void Forget();
 
   store::ProviderProfileStore* const store_;
+  ChangeGuard guard_;
+  absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
   const store::Clock* const clock_;
   mutable absl::Mutex key_mu_;

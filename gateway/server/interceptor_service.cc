@@ -1,5 +1,6 @@
 #include "gateway/server/interceptor_service.h"
 
+#include <chrono>
 #include <string>
 
 #include <google/protobuf/arena.h>
@@ -62,8 +63,31 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   if (request->has_modify_operation()) {
     payload_digest = InterceptorPayloadDigest(request->modify_operation().proposed_operation());
   }
-  // The decision appends to the audit log: off gRPC's callback thread.
-  pool_->Submit([this, reactor, request, response, started, payload_digest = std::move(payload_digest)]() mutable {
+  const char* phase = request->has_modify_operation() ? "modify_operation"
+                       : request->has_validate()      ? "validate"
+                       : request->has_post_commit()   ? "post_commit"
+                                                      : "unspecified";
+  // Metric labels stay a bounded set whatever a caller names.
+  const absl::string_view method =
+      IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other";
+  const std::chrono::system_clock::time_point deadline = context->deadline();
+  // The decision appends to the audit log: off gRPC's callback thread, on a bounded queue.
+  const bool queued = pool_->TrySubmit([this, context, reactor, request, response, started, phase, method, deadline,
+                                        payload_digest = std::move(payload_digest)]() mutable {
+    // The OpenShell gateway sends no deadline: its own timer (500 ms by default) cancels the call, and then
+    // it applies its failure policy. Either way, deciding the call now would record, admit or audit what
+    // nobody hears. (IsCancelled may be asked from any thread until the call is finished.)
+    if (std::chrono::system_clock::now() >= deadline || context->IsCancelled()) {
+      const uint64_t count = evaluate_expired_.fetch_add(1) + 1;
+      LogWarning(absl::StrCat("interceptor: an Evaluate of ", method, " (", phase,
+                              ") reached a worker after its caller gave up on it (deadline or cancel) and was "
+                              "not decided"),
+                 {{"expired_calls", absl::StrCat(count)}});
+      Observe(method, phase, "expired", started);
+      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                   "interceptor_overloaded: the call's deadline passed before a worker was free"));
+      return;
+    }
     *response = evaluator_->Evaluate(*request, std::move(payload_digest));
     if (!response->allowed()) {
       evaluate_denied_.fetch_add(1);
@@ -72,16 +96,23 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     } else {
       evaluate_patched_.fetch_add(1);
     }
-    const char* phase = request->has_modify_operation() ? "modify_operation"
-                         : request->has_validate()      ? "validate"
-                         : request->has_post_commit()   ? "post_commit"
-                                                        : "unspecified";
-    // Metric labels stay a bounded set whatever a caller names.
-    Observe(IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other", phase,
-            response->allowed() ? "allow" : "deny", started);
+    Observe(method, phase, response->allowed() ? "allow" : "deny", started);
     reactor->Finish(grpc::Status::OK);
-  });
+  }, kMaxQueuedCalls);
+  if (!queued) Overloaded(reactor, method, phase, started);
   return reactor;
+}
+
+void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                                    absl::string_view phase, absl::Time started) {
+  const uint64_t count = overloaded_.fetch_add(1) + 1;
+  LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
+                          " refused: ", kMaxQueuedCalls, " calls wait for a worker already"),
+             {{"overloaded_calls", absl::StrCat(count)}});
+  Observe(method, phase, "overloaded", started);
+  reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                               absl::StrCat("interceptor_overloaded: ", kMaxQueuedCalls,
+                                            " calls wait for a worker already; try again")));
 }
 
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
@@ -95,8 +126,8 @@ grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
     reactor->Finish(status);
     return reactor;
   }
-  // The catalogue is read from the store: off gRPC's callback thread.
-  pool_->Submit([this, reactor, response, started] {
+  // The catalogue is read from the store: off gRPC's callback thread, on the bounded queue.
+  const bool queued = pool_->TrySubmit([this, reactor, response, started] {
     auto snapshot = evaluator_->SnapshotProviderProfiles();
     if (!snapshot.ok()) {
       LogWarning(absl::StrCat("interceptor: SnapshotProviderProfiles refused: ", snapshot.status().message()));
@@ -107,7 +138,8 @@ grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
     *response = *std::move(snapshot);
     Observe("SnapshotProviderProfiles", "", "ok", started);
     reactor->Finish(grpc::Status::OK);
-  });
+  }, kMaxQueuedCalls / 2);  // snapshots (every supervisor poll) never fill the queue Evaluate needs
+  if (!queued) Overloaded(reactor, "SnapshotProviderProfiles", "", started);
   return reactor;
 }
 

@@ -3,7 +3,12 @@
 // interceptor_gateway_keys is set: a missing or bad token is UNAUTHENTICATED, which the OpenShell gateway
 // treats as its failure policy, fail_closed) and hands Describe and Evaluate to the InterceptorEvaluator.
 // Evaluate and SnapshotProviderProfiles run on the worker pool (they append to the audit log, read the
-// store); Describe on gRPC's thread. SnapshotProviderProfiles answers the catalogue
+// store); Describe on gRPC's thread. The pool's queue is bounded: with kMaxQueuedCalls calls waiting, a
+// call is refused at once (RESOURCE_EXHAUSTED "interceptor_overloaded: ..."), and an Evaluate that reaches
+// a worker after its caller gave up on it — its deadline passed, or it was cancelled (the OpenShell
+// gateway sends no deadline; its 500 ms timer cancels the call) — is not decided (DEADLINE_EXCEEDED;
+// nothing recorded, admitted or audited: the caller applied its failure policy already). Both are logged and counted (metric decision
+// "overloaded" / "expired"). SnapshotProviderProfiles answers the catalogue
 // (InterceptorEvaluator::SnapshotProviderProfiles), or its refusal as a gRPC status (FAILED_PRECONDITION
 // provider_profiles_empty / profile_unverified): upstream then answers UNAVAILABLE and its supervisors
 // keep their last good policy.
@@ -44,6 +49,10 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
                                                      const interceptor_v1::ProviderProfileSnapshotRequest* request,
                                                      interceptor_v1::ProviderProfileSnapshot* response) override;
 
+  // How many calls may wait for a worker (beyond those running): about what 4 workers decide within the
+  // OpenShell gateway's default 500 ms deadline several times over.
+  static constexpr size_t kMaxQueuedCalls = 1024;
+
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
 
@@ -57,6 +66,9 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   EvaluateCounts evaluate_counts() const {
     return {evaluate_allowed_.load(), evaluate_patched_.load(), evaluate_denied_.load()};
   }
+  // Calls not decided since start: refused with the queue full, and Evaluates past their deadline.
+  uint64_t overloaded() const { return overloaded_.load(); }
+  uint64_t expired() const { return evaluate_expired_.load(); }
 
   // Each call's method, phase, decision and latency (Metrics::ObserveInterceptorCall); null: none. Call
   // before serving.
@@ -68,6 +80,9 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // OK, or UNAUTHENTICATED (logged as a warning, counted).
   grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method);
   void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
+  // Finishes a call the full queue refused (RESOURCE_EXHAUSTED), logged and counted.
+  void Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method, absl::string_view phase,
+                  absl::Time started);
 
   // Each Evaluate's request and response live in a protobuf arena of their own: the request's Struct (tens
   // of KiB of small nodes, parsed on gRPC's thread and read on the pool's) is laid out in a few blocks and
@@ -81,6 +96,8 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   std::atomic<uint64_t> evaluate_allowed_{0};
   std::atomic<uint64_t> evaluate_patched_{0};
   std::atomic<uint64_t> evaluate_denied_{0};
+  std::atomic<uint64_t> evaluate_expired_{0};
+  std::atomic<uint64_t> overloaded_{0};
   Observer observer_;
 };
 

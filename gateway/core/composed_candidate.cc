@@ -1,0 +1,50 @@
+#include "gateway/core/composed_candidate.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "policy/provider_profile.h"
+
+namespace osh::gateway {
+
+using openshell::sandbox::v1::SandboxPolicy;
+
+namespace {
+
+bool Inside(const CeilingGuard& ceiling, const SandboxPolicy& policy, const std::string& digest,
+            absl::string_view which, ComposedVerdict* out) {
+  if (absl::Status valid = ceiling.Validate(policy, digest); !valid.ok()) {
+    // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
+    absl::string_view message = valid.message();
+    absl::ConsumePrefix(&message, "invalid_policy: ");
+    out->reason = "invalid_policy";
+    out->detail = absl::StrCat(which, message);
+    return false;
+  }
+  const trust::CheckResult checked = ceiling.Check(policy, digest);
+  if (!checked.ok()) {
+    out->reason = checked.reason;
+    out->detail = absl::StrCat(which, checked.detail);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const SandboxPolicy& own,
+                                       const std::vector<ProviderLayer>& layers) {
+  ComposedVerdict out;
+  const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
+  out.candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
+  if (!Inside(ceiling, candidate, out.candidate_digest, "", &out)) return out;
+  if (!layers.empty()) {
+    Inside(ceiling, own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
+           "the sandbox's own policy, without its providers' layers: ", &out);
+  }
+  return out;
+}
+
+}  // namespace osh::gateway

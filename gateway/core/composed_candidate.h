@@ -1,0 +1,34 @@
+// The one rule for a sandbox's whole composed candidate against the ceiling in force (docs/
+// openshell-interceptor.md, "Provider profiles"; ../shared/interceptor/README.md §7 "Composition"): the
+// sandbox's own policy plus one `_provider_<name>` layer per provider (policy::ComposeProviderLayers) must be
+// a valid policy inside the ceiling, and so must the own policy alone — a layer's deny rules can hide what
+// the policy allows beyond the ceiling, and what is enforced without the layers (an OpenShell gateway
+// without providers v2, a provider detached, a profile deleted) is the policy. Every reader asks this: the
+// interceptor's Evaluate (InterceptorEvaluator) and a change of the profile catalogue (ProfileChangeCheck).
+// Pure apart from the ceiling guard's verdict cache; thread-safe.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway/core/ceiling_guard.h"
+#include "openshell/sandbox/v1/sandbox.pb.h"
+#include "openshell/v1/openshell_v1_subset.pb.h"
+
+namespace osh::gateway {
+
+struct ComposedVerdict {
+  std::string reason;            // empty: inside; else invalid_policy, exceeds_ceiling or containment_unknown
+  std::string detail;            // the first widening found (or the invalid field), as the ceiling check says it
+  std::string candidate_digest;  // SHA-256 hex of the composed candidate's deterministic serialization
+  bool ok() const { return reason.empty(); }
+};
+
+// A provider's layer: the provider's name (the layer's key is derived from it) and its profile (not owned).
+using ProviderLayer = std::pair<std::string, const openshell::v1::ProviderProfile*>;
+
+ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const openshell::sandbox::v1::SandboxPolicy& own,
+                                       const std::vector<ProviderLayer>& layers);
+
+}  // namespace osh::gateway

@@ -1,0 +1,97 @@
+#include "gateway/core/profile_change_check.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/composed_candidate.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/core/interceptor_records.h"
+#include "policy/containment.h"
+#include "policy/provider_profile.h"
+#include "policy/validation.h"
+
+namespace osh::gateway {
+
+namespace {
+
+// The layers of `record`'s providers, with `changed` (may be null: no layer) for `id`; the others from
+// `others` (nullopt: no profile, no layer).
+std::vector<ProviderLayer> LayersOf(const InterceptorRecords::Record& record, const std::string& id,
+                                    const openshell::v1::ProviderProfile* changed,
+                                    const std::map<std::string, std::optional<ProviderProfileCatalogue::Entry>>& others) {
+  std::vector<ProviderLayer> layers;
+  for (const std::string& provider : record.providers) {
+    if (provider == id) {
+      if (changed != nullptr) layers.emplace_back(provider, changed);
+      continue;
+    }
+    auto it = others.find(provider);
+    if (it != others.end() && it->second.has_value()) layers.emplace_back(provider, &it->second->profile);
+  }
+  return layers;
+}
+
+}  // namespace
+
+absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorRecordStore* records,
+                                const ProviderProfileCatalogue& catalogue, const std::string& id,
+                                const openshell::v1::ProviderProfile* changed) {
+  const std::string what = changed != nullptr ? "set" : "deleted";
+  if (records == nullptr || ceiling.current() == nullptr) return absl::OkStatus();
+  auto rows = records->ListInterceptorRecords();
+  if (!rows.ok()) {
+    return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
+                           absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
+                                        id, "' ", what, " widens a sandbox beyond the ceiling is unknown: ",
+                                        rows.status().message()));
+  }
+  // The profile this one replaces (none: a new one, or one that does not verify), and the other providers'
+  // profiles, read once each. A std::map: the layers point into its values, which must not move.
+  std::optional<ProviderProfileCatalogue::Entry> previous;
+  if (auto entry = catalogue.Get(id); entry.ok()) previous = *std::move(entry);
+  std::map<std::string, std::optional<ProviderProfileCatalogue::Entry>> others;
+  for (const store::InterceptorRecordRow& row : *rows) {
+    InterceptorRecords::Record record;
+    const std::string sandbox = BoundedText(InterceptorRecords::Describe(row.sandbox), 2 * kMaxAuditFieldBytes);
+    if (!InterceptorRecords::Decode(row.record, &record)) {
+      return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
+                             absl::StrCat("the interceptor's record of sandbox ", sandbox,
+                                          " does not decode, so whether profile '", id, "' ", what,
+                                          " widens it beyond the ceiling is unknown"));
+    }
+    if (std::find(record.providers.begin(), record.providers.end(), id) == record.providers.end()) continue;
+    for (const std::string& provider : record.providers) {
+      if (provider == id || others.count(provider) != 0) continue;
+      auto entry = catalogue.Get(provider);
+      others[provider] = entry.ok() ? std::optional(*std::move(entry)) : std::nullopt;
+    }
+    const std::vector<ProviderLayer> layers = LayersOf(record, id, changed, others);
+    const ComposedVerdict verdict = CheckComposedCandidate(ceiling, record.policy, layers);
+    if (verdict.ok()) continue;
+    // Outside, but perhaps no more than with the profile it replaces (a ceiling narrowed since, a policy
+    // recorded before it): a change that only narrows what the sandbox gets is never held back.
+    if (previous.has_value() && verdict.reason != "invalid_policy") {
+      const auto now = policy::ComposeProviderLayers(record.policy, layers);
+      const auto before =
+          policy::ComposeProviderLayers(record.policy, LayersOf(record, id, &previous->profile, others));
+      if (policy::ValidatePolicy(before).ok() &&
+          policy::CheckContainment(now, before).verdict == policy::Containment::kInside) {
+        continue;
+      }
+    }
+    return common::Refused(absl::StatusCode::kFailedPrecondition, verdict.reason,
+                           absl::StrCat("profile '", id, "' ", what, " would widen sandbox ", sandbox,
+                                        " (its provider, as the interceptor recorded it) beyond the ceiling in force",
+                                        changed != nullptr ? "" : " (the deleted layer's deny rules no longer apply)",
+                                        ": ", verdict.detail));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace osh::gateway

@@ -1,0 +1,43 @@
+// A change of the provider-profile catalogue can widen sandboxes that were allowed already: every
+// OpenShell sandbox whose interceptor record (InterceptorRecords) names a provider of that id gets the new
+// layer — or loses the deleted one, and with it the layer's deny rules, which may have hidden what the
+// sandbox's policy or another layer allows — on the OpenShell gateway's next snapshot refresh, through no
+// request the interceptor sees. So a profile set or delete is checked before it is stored
+// (ProviderProfileCatalogue's change guard): for every record naming the profile's id among its
+// providers, the record's policy composed with its providers' layers — the new profile for that id (no
+// layer for a delete), the catalogue's profiles for the others — must pass CheckComposedCandidate against
+// the ceiling in force, or be contained (policy::CheckContainment) in the composition with the profile it
+// replaces: a change that only narrows what a sandbox gets is never held back, even where the sandbox is
+// outside already (a ceiling narrowed since it was recorded). A provider whose profile is missing or does
+// not verify adds no layer here (upstream adds none for a type without a profile; this gateway refuses such
+// a provider at its next Evaluate anyway). Without a ceiling in force nothing is checked.
+//
+// Refusals (FAILED_PRECONDITION, "reason_code: detail"): the verdict's reason (exceeds_ceiling,
+// containment_unknown, invalid_policy) naming the profile, the first sandbox it would widen and the
+// widening; storage_error when the records cannot be read or one does not decode (fail closed).
+//
+// What it rests on: the records, which the interceptor writes at validate — ahead of the OpenShell
+// gateway's commit, so a detach, undo or create that upstream then refuses can leave a record without a
+// provider upstream still has (docs/threat-model.md). Changes are serialised within one process (the
+// catalogue holds a lock across the check and the write); between replicas on one database two changes
+// at the same moment are each checked against the other's old profile. Cost: every record is read and
+// decoded, and each naming the profile is composed and checked (verdicts are kept per candidate by the
+// ceiling guard).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "gateway/core/ceiling_guard.h"
+#include "gateway/core/provider_catalogue.h"
+#include "openshell/v1/openshell_v1_subset.pb.h"
+#include "store/store.h"
+
+namespace osh::gateway {
+
+// `changed`: the profile `id` as it would be stored; null: `id` deleted.
+absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorRecordStore* records,
+                                const ProviderProfileCatalogue& catalogue, const std::string& id,
+                                const openshell::v1::ProviderProfile* changed);
+
+}  // namespace osh::gateway
