@@ -1574,6 +1574,23 @@ TEST_CASE("provider profiles: a bad file changes nothing, and without a signing 
   CHECK(g.gateway().Stop() == 0);
 }
 
+// The pypi profile with one more host (upload.pypi.org), outside the test's ceiling.
+std::string PypiWideProfileYaml() {
+  return absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n",
+                                                 "  - host: pypi.org\n    port: 443\n  - host: upload.pypi.org\n    port: 443\n"}});
+}
+
+// Signs and sets version 2 of the test's ceiling, without its pypi rule.
+void SetCeilingWithoutPypi(InterceptorGateway& g) {
+  std::string out, err;
+  const std::string ceiling_yaml = kCeilingYaml;
+  WriteFile(g.keys() / "ceiling-2.yaml", ceiling_yaml.substr(0, ceiling_yaml.find("  pypi:")));
+  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2",
+                      "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
+                     &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+}
+
 // The catalogue is kept verified (ProviderProfileCatalogue), and a candidate's ceiling verdict is kept
 // (CeilingGuard): neither is ever served stale. Each read below follows a read that filled what is kept.
 TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trust-store reload that revokes the "
@@ -1608,9 +1625,7 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
 
   // A profile replaced (pypi now also reaches a host outside the ceiling): the same request, with a verdict
   // kept for its old composed candidate, is decided on the new one.
-  WriteFile(g.keys() / "pypi-wide.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n",
-                                                                                 "  - host: pypi.org\n    port: 443\n"
-                                                                                 "  - host: upload.pypi.org\n    port: 443\n"}}));
+  WriteFile(g.keys() / "pypi-wide.yaml", PypiWideProfileYaml());
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
   const auto widened = g.Evaluate("CreateSandbox", false, with_pypi);
   CheckDeny(widened, "PERMISSION_DENIED", "exceeds_ceiling: ");
@@ -1625,12 +1640,7 @@ TEST_CASE("provider profiles: a profile set or deleted, a new ceiling and a trus
   CheckDeny(g.Evaluate("CreateSandbox", true, with_github), "FAILED_PRECONDITION", "unknown_provider: ");
 
   // A new ceiling without the pypi rule: the candidate allowed (and kept) under version 1 is refused.
-  const std::string ceiling_yaml = kCeilingYaml;
-  WriteFile(g.keys() / "ceiling-2.yaml", ceiling_yaml.substr(0, ceiling_yaml.find("  pypi:")));
-  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2",
-                      "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
-                     &out, &err) == 0);
-  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  SetCeilingWithoutPypi(g);
   const auto narrowed = g.Evaluate("CreateSandbox", false, with_pypi);
   CheckDeny(narrowed, "PERMISSION_DENIED", "exceeds_ceiling: ");
   CHECK_THAT(narrowed.reason(), Catch::Contains("pypi.org"));
@@ -1658,9 +1668,7 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
   InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
   const std::string token = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
-  WriteFile(g.keys() / "pypi-wide.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n",
-                                                                                 "  - host: pypi.org\n    port: 443\n"
-                                                                                 "  - host: upload.pypi.org\n    port: 443\n"}}));
+  WriteFile(g.keys() / "pypi-wide.yaml", PypiWideProfileYaml());
   WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
   std::string out, err;
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
@@ -1709,12 +1717,7 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
 
   // A ceiling narrowed since (no pypi rule): build-2 is outside already. A change that only narrows what it
   // gets is not held back; one that widens it further is.
-  const std::string ceiling_yaml = kCeilingYaml;
-  WriteFile(g.keys() / "ceiling-2.yaml", ceiling_yaml.substr(0, ceiling_yaml.find("  pypi:")));
-  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2",
-                      "--key", g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
-                     &out, &err) == 0);
-  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  SetCeilingWithoutPypi(g);
   CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);  // the same layer
   WriteFile(g.keys() / "pypi-none.yaml", absl::StrReplaceAll(kPypiProfileYaml, {{"  - host: pypi.org\n    port: 443\n", ""},
                                                                                  {"endpoints:\n", ""}}));
