@@ -59,6 +59,25 @@ int ReportError(const absl::Status& status);
 // Prints a local failure (file, parse) and returns kExitUsage.
 int ReportLocalError(const absl::Status& status);
 
+// One unary call on the admin socket; false (with `exit_code` set and the error printed) when it failed.
+template <typename Request, typename Response>
+bool CallAdmin(const Options& options, int& exit_code,
+               grpc::Status (openshell::policy::gateway::v1::PolicyGateway::Stub::*method)(grpc::ClientContext*,
+                                                                                          const Request&, Response*),
+               const Request& request, Response* response) {
+  auto stub = AdminStub(options);
+  if (!stub) {
+    exit_code = kExitUsage;
+    return false;
+  }
+  auto ctx = MakeContext(options);
+  if (const grpc::Status status = ((*stub).*method)(ctx.get(), request, response); !status.ok()) {
+    exit_code = ReportRpcError(status);
+    return false;
+  }
+  return true;
+}
+
 // "key=value" arguments of `flag` into `out`; INVALID_ARGUMENT naming the flag and argument otherwise.
 absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
                         google::protobuf::Map<std::string, std::string>* out);

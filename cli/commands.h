@@ -27,6 +27,7 @@ void AddDiffCommand(CLI::App& app, const Options& options, int& exit_code);     
 void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code);  // ceiling sign|verify|check|set|get
 void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code);   // policy set|update|delete|get|list
 void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code);  // profile set|get|list|delete
+void AddInterceptorCommands(CLI::App& app, const Options& options, int& exit_code);  // interceptor records|forget
 // policy lint|fmt|test (offline, policy files as code), on the `policy` subcommand.
 void AddPolicyFileCommands(CLI::App* policy, const Options& options, int& exit_code);
 // trust init|add-key|revoke|show, on the `trust` subcommand.

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   AddDiffCommand(app, options, exit_code);
   AddCeilingCommands(app, options, exit_code);
   AddProfileCommands(app, options, exit_code);
+  AddInterceptorCommands(app, options, exit_code);
   AddTrustCommands(app, options, exit_code);
   AddAuditCommands(app, options, exit_code);
   AddHealthCommand(app, options, exit_code);

@@ -26,24 +26,6 @@ void PrintProfileSummary(const v1::ProviderProfileInfo& info) {
             << "signed:    " << (info.signature_kid().empty() ? "no" : "kid " + info.signature_kid()) << "\n";
 }
 
-// One call on the admin socket; false (with `exit_code` set, the error printed) when it failed.
-template <typename Request, typename Response>
-bool CallAdmin(const Options& options, int& exit_code,
-               grpc::Status (v1::PolicyGateway::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
-               const Request& request, Response* response) {
-  auto stub = AdminStub(options);
-  if (!stub) {
-    exit_code = kExitUsage;
-    return false;
-  }
-  auto ctx = MakeContext(options);
-  if (const grpc::Status status = ((*stub).*method)(ctx.get(), request, response); !status.ok()) {
-    exit_code = ReportRpcError(status);
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 void AddProfileCommands(CLI::App& app, const Options& options, int& exit_code) {

@@ -69,7 +69,7 @@ TEST_CASE("mutation gate: refuses exactly the mutating methods, and anything unk
     }
   }
   CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy", "SetProviderProfile",
-                                         "DeleteProviderProfile"});
+                                         "DeleteProviderProfile", "ForgetInterceptorRecord"});
   // SetCeiling changes policy only with an authority's signature, which it checks itself.
   CHECK(osh::gateway::ClassOf(*service->FindMethodByName("SetCeiling")) == v1::AUTHORITY_SIGNED);
   // Deny by default: a method the descriptor does not know is refused too.

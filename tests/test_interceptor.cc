@@ -1724,6 +1724,33 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
   CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-none.yaml"}, &out, &err) == 0);  // narrower
   CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
   CHECK_THAT(err, Catch::Contains("exceeds_ceiling: profile 'pypi' set would widen sandbox 'build-2'"));
+
+  // The operator's view of what is recorded, and forgetting the record of a sandbox deleted on the
+  // OpenShell gateway (its DeleteSandbox is not bound): then nothing holds the change back.
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "records", "-o", "json"}, &out, &err) == 0);
+  gw::ListInterceptorRecordsResponse records;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &records).ok());
+  REQUIRE(records.records_size() == 2);
+  CHECK(records.records(0).sandbox() == "build-1");
+  CHECK(records.records(1).sandbox() == "build-2");
+  CHECK(records.records(1).workspace().empty());
+  CHECK(std::vector<std::string>(records.records(1).providers().begin(), records.records(1).providers().end()) ==
+        std::vector<std::string>{"pypi2", "pypi3", "pypi"});
+  CHECK(records.records(1).policy_digest().size() == 64);
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "records"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("build-2") && Catch::Contains("pypi2,pypi3,pypi") && Catch::Contains("2 record(s)"));
+  CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 0);
+  CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("NOT_FOUND") && Catch::Contains("build-2"));
+  CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-1", "--workspace", "team-b"}, &out, &err) == 1);
+  bool audited = false;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    audited = audited || (event.type() == "mutation" && event.outcome() == "ok" &&
+                          event.reason() == "interceptor record of sandbox 'build-2' forgotten" &&
+                          event.audit_context().at("change") == "forget");
+  }
+  CHECK(audited);
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
   CHECK(g.gateway().Stop() == 0);
 }
 

@@ -14,9 +14,31 @@ std::string InterceptorRecords::Key(absl::string_view workspace, absl::string_vi
 }
 
 std::string InterceptorRecords::Describe(absl::string_view key) {
+  const auto [workspace, name] = Split(key);
+  if (workspace.empty()) return absl::StrCat("'", name, "'");
+  return absl::StrCat("'", name, "' (workspace '", workspace, "')");
+}
+
+std::pair<std::string, std::string> InterceptorRecords::Split(absl::string_view key) {
   const size_t separator = key.find('\x1f');
-  if (separator == absl::string_view::npos) return absl::StrCat("'", key, "'");
-  return absl::StrCat("'", key.substr(separator + 1), "' (workspace '", key.substr(0, separator), "')");
+  if (separator == absl::string_view::npos) return {"", std::string(key)};
+  return {std::string(key.substr(0, separator)), std::string(key.substr(separator + 1))};
+}
+
+absl::StatusOr<std::vector<InterceptorRecords::Entry>> InterceptorRecords::List() const {
+  auto rows = store_->ListInterceptorRecords();
+  if (!rows.ok()) return rows.status();
+  std::vector<Entry> out;
+  out.reserve(rows->size());
+  for (store::InterceptorRecordRow& row : *rows) {
+    Entry entry{std::move(row.sandbox), {}};
+    if (!Decode(row.record, &entry.record)) {
+      return absl::DataLossError(absl::StrCat("the interceptor's record of sandbox ", Describe(entry.key),
+                                              " does not decode"));
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 std::string InterceptorRecords::Encode(const Record& record) {

@@ -17,6 +17,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +49,13 @@ class InterceptorRecords {
   // Drops `provider` from the sandbox's providers (a detach); nothing when the sandbox is unknown.
   absl::Status RemoveProvider(const std::string& key, const std::string& provider);
 
+  // Every record as the store holds it now, with its key, ordered by key; DATA_LOSS when one does not decode.
+  struct Entry {
+    std::string key;
+    Record record;
+  };
+  absl::StatusOr<std::vector<Entry>> List() const;
+
   // The key a sandbox's record is kept under: its name in the default workspace ("" or "default"), and
   // workspace + U+001F + name in another. Sandbox names and workspaces are checked as sandbox ids first
   // (no control characters), so no two sandboxes share a key: OpenShell names a sandbox within its
@@ -55,6 +63,8 @@ class InterceptorRecords {
   static std::string Key(absl::string_view workspace, absl::string_view name);
   // A key as a person reads it: 'build-7', or 'build-7' (workspace 'team-a').
   static std::string Describe(absl::string_view key);
+  // A key's workspace ("" for the default one) and name.
+  static std::pair<std::string, std::string> Split(absl::string_view key);
 
   // The stored form of a record, and back (false when the bytes do not decode).
   static std::string Encode(const Record& record);

@@ -44,32 +44,27 @@ absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorR
                                 const openshell::v1::ProviderProfile* changed) {
   const std::string what = changed != nullptr ? "set" : "deleted";
   if (records == nullptr || ceiling.current() == nullptr) return absl::OkStatus();
-  auto rows = records->ListInterceptorRecords();
-  if (!rows.ok()) {
+  const InterceptorRecords view(records);
+  auto entries = view.List();
+  if (!entries.ok()) {
     return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
                            absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
                                         id, "' ", what, " widens a sandbox beyond the ceiling is unknown: ",
-                                        rows.status().message()));
+                                        entries.status().message()));
   }
   // The profile this one replaces (none: a new one, or one that does not verify), and the other providers'
   // profiles, read once each. A std::map: the layers point into its values, which must not move.
   std::optional<ProviderProfileCatalogue::Entry> previous;
-  if (auto entry = catalogue.Get(id); entry.ok()) previous = *std::move(entry);
+  if (auto replaced = catalogue.Get(id); replaced.ok()) previous = *std::move(replaced);
   std::map<std::string, std::optional<ProviderProfileCatalogue::Entry>> others;
-  for (const store::InterceptorRecordRow& row : *rows) {
-    InterceptorRecords::Record record;
-    const std::string sandbox = BoundedText(InterceptorRecords::Describe(row.sandbox), 2 * kMaxAuditFieldBytes);
-    if (!InterceptorRecords::Decode(row.record, &record)) {
-      return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
-                             absl::StrCat("the interceptor's record of sandbox ", sandbox,
-                                          " does not decode, so whether profile '", id, "' ", what,
-                                          " widens it beyond the ceiling is unknown"));
-    }
+  for (const InterceptorRecords::Entry& entry : *entries) {
+    const InterceptorRecords::Record& record = entry.record;
+    const std::string sandbox = BoundedText(InterceptorRecords::Describe(entry.key), 2 * kMaxAuditFieldBytes);
     if (std::find(record.providers.begin(), record.providers.end(), id) == record.providers.end()) continue;
     for (const std::string& provider : record.providers) {
       if (provider == id || others.count(provider) != 0) continue;
-      auto entry = catalogue.Get(provider);
-      others[provider] = entry.ok() ? std::optional(*std::move(entry)) : std::nullopt;
+      auto profile = catalogue.Get(provider);
+      others[provider] = profile.ok() ? std::optional(*std::move(profile)) : std::nullopt;
     }
     const std::vector<ProviderLayer> layers = LayersOf(record, id, changed, others);
     const ComposedVerdict verdict = CheckComposedCandidate(ceiling, record.policy, layers);

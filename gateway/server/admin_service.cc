@@ -8,14 +8,19 @@
 
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <tuple>
 
 #include <grpcpp/support/byte_buffer.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gateway/core/interceptor_governance.h"
+#include "gateway/core/context_limits.h"
 #include "gateway/core/log.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
 #include "gateway/core/mutation_gate.h"
 #include "gateway/server/audit_stream.h"
 #include "gateway/server/status_conversion.h"
@@ -216,6 +221,49 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
       "DeleteProviderProfile", [core](const auto& r) -> absl::StatusOr<v1::DeleteProviderProfileResponse> {
         if (absl::Status deleted = core->provider_profiles().Delete(r.id()); !deleted.ok()) return deleted;
         return v1::DeleteProviderProfileResponse();
+      });
+  Add<v1::ListInterceptorRecordsRequest, v1::ListInterceptorRecordsResponse>(
+      "ListInterceptorRecords", [this](const auto&) -> absl::StatusOr<v1::ListInterceptorRecordsResponse> {
+        if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
+        auto entries = records_->List();
+        if (!entries.ok()) return entries.status();
+        v1::ListInterceptorRecordsResponse out;
+        for (const InterceptorRecords::Entry& entry : *entries) {
+          auto [workspace, name] = InterceptorRecords::Split(entry.key);
+          v1::InterceptorRecordInfo* info = out.add_records();
+          info->set_sandbox(std::move(name));
+          info->set_workspace(std::move(workspace));
+          for (const std::string& provider : entry.record.providers) info->add_providers(provider);
+          info->set_policy_digest(policy::Sha256Hex(policy::SerializeDeterministic(entry.record.policy)));
+          info->set_network_rules(static_cast<uint32_t>(entry.record.policy.network_policies_size()));
+        }
+        std::sort(out.mutable_records()->begin(), out.mutable_records()->end(), [](const auto& a, const auto& b) {
+          return std::tie(a.workspace(), a.sandbox()) < std::tie(b.workspace(), b.sandbox());
+        });
+        return out;
+      });
+  Add<v1::ForgetInterceptorRecordRequest, v1::ForgetInterceptorRecordResponse>(
+      "ForgetInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::ForgetInterceptorRecordResponse> {
+        if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
+        if (r.sandbox().empty()) return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", "sandbox: required");
+        const std::string key = InterceptorRecords::Key(r.workspace(), r.sandbox());
+        auto record = records_->Get(key);
+        if (!record.ok()) return record.status();
+        if (!record->has_value()) {
+          return absl::NotFoundError(absl::StrCat("no interceptor record of sandbox ",
+                                                  BoundedText(InterceptorRecords::Describe(key), 2 * kMaxAuditFieldBytes)));
+        }
+        if (absl::Status forgotten = records_->Forget(key); !forgotten.ok()) return forgotten;
+        store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kMutation, "");
+        event.audit_context = {{"interceptor_record", BoundedText(r.sandbox(), kMaxAuditFieldBytes)}, {"change", "forget"}};
+        if (const auto [workspace, name] = InterceptorRecords::Split(key); !workspace.empty()) {
+          event.audit_context["workspace"] = BoundedText(workspace, kMaxAuditFieldBytes);
+        }
+        records_audit_->Record(std::move(event), trust::audit::Outcome::kOk,
+                               absl::StrCat("interceptor record of sandbox ",
+                                            BoundedText(InterceptorRecords::Describe(key), 2 * kMaxAuditFieldBytes),
+                                            " forgotten"));
+        return v1::ForgetInterceptorRecordResponse();
       });
   Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {
     auto info = core_->GetSandbox(r.sandbox_id(), /*include_policy=*/false);

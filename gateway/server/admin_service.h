@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <grpcpp/generic/async_generic_service.h>
@@ -16,6 +17,7 @@
 #include "gateway/core/change_explainer.h"
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/gateway_core.h"
+#include "gateway/core/interceptor_records.h"
 #include "gateway/core/log_sequencer.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/worker_pool.h"
@@ -56,6 +58,14 @@ class AdminService final : public grpc::CallbackGenericService {
   // ProveSandbox is FAILED_PRECONDITION "log_disabled". Call before serving.
   void SetLog(const LogSequencer* log) { log_ = log; }
 
+  // The interceptor's records ListInterceptorRecords and ForgetInterceptorRecord read and change, and the
+  // audit log a forget is recorded in (not owned; must outlive the service). Unset: both are
+  // FAILED_PRECONDITION. Call before serving.
+  void SetInterceptorRecords(store::InterceptorRecordStore* records, store::AuditLog* audit) {
+    records_ = std::make_unique<InterceptorRecords>(records);
+    records_audit_ = std::make_unique<AuditRecorder>(audit);
+  }
+
   // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
   // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
   using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
@@ -86,6 +96,8 @@ class AdminService final : public grpc::CallbackGenericService {
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
   const LogSequencer* log_ = nullptr;
+  std::unique_ptr<InterceptorRecords> records_;
+  std::unique_ptr<AuditRecorder> records_audit_;
   WorkerPool* decisions_pool_ = nullptr;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();

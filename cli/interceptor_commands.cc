@@ -1,0 +1,71 @@
+// policyctl interceptor records | forget (admin socket): what the OpenShell interceptor knows of each
+// OpenShell sandbox — the policy and providers merges and attaches are composed from, and provider-profile
+// changes are checked against (docs/openshell-interceptor.md, "Records") — and forgetting the record of a
+// sandbox deleted on the OpenShell gateway.
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/commands.h"
+#include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+
+namespace osh::cli {
+
+namespace v1 = openshell::policy::gateway::v1;
+
+void AddInterceptorCommands(CLI::App& app, const Options& options, int& exit_code) {
+  auto* interceptor = app.add_subcommand(
+      "interceptor", "What the OpenShell interceptor recorded of each OpenShell sandbox (docs/openshell-interceptor.md)");
+  interceptor->require_subcommand(1);
+
+  // records
+  {
+    auto* cmd = interceptor->add_subcommand(
+        "records", "List the interceptor's sandbox records: workspace, name, providers, and the recorded policy's "
+                   "digest and network rules (-o json: ListInterceptorRecordsResponse)");
+    cmd->callback([&options, &exit_code] {
+      v1::ListInterceptorRecordsResponse response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::ListInterceptorRecords,
+                     v1::ListInterceptorRecordsRequest(), &response)) {
+        return;
+      }
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& record : response.records()) {
+          rows.push_back({record.workspace().empty() ? "default" : record.workspace(), record.sandbox(),
+                          record.providers().empty() ? "-" : absl::StrJoin(record.providers(), ","),
+                          absl::StrCat(record.network_rules()), record.policy_digest().substr(0, 16)});
+        }
+        PrintTable({"WORKSPACE", "SANDBOX", "PROVIDERS", "NETWORK RULES", "POLICY DIGEST"}, rows);
+        std::cout << response.records_size() << " record(s)\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // forget
+  {
+    auto* cmd = interceptor->add_subcommand(
+        "forget", "Drop the record of a sandbox deleted on the OpenShell gateway (audited; behind the mutation "
+                  "gate): a record no sandbox has any more otherwise holds provider-profile changes back");
+    auto sandbox = std::make_shared<std::string>();
+    auto workspace = std::make_shared<std::string>();
+    cmd->add_option("sandbox", *sandbox, "the OpenShell sandbox's name")->required();
+    cmd->add_option("--workspace", *workspace, "its OpenShell workspace (default: the default workspace)");
+    cmd->callback([&options, &exit_code, sandbox, workspace] {
+      v1::ForgetInterceptorRecordRequest request;
+      request.set_sandbox(*sandbox);
+      request.set_workspace(*workspace);
+      v1::ForgetInterceptorRecordResponse response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::ForgetInterceptorRecord, request, &response)) return;
+      std::cout << (options.json() ? ToJson(response)
+                                   : absl::StrCat("forgot the record of sandbox ", *sandbox,
+                                                  workspace->empty() ? "" : absl::StrCat(" (workspace ", *workspace, ")")))
+                << "\n";
+      exit_code = kExitOk;
+    });
+  }
+}
+
+}  // namespace osh::cli
