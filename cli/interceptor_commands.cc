@@ -34,6 +34,11 @@ void AddInterceptorCommands(CLI::App& app, const Options& options, int& exit_cod
       } else {
         std::vector<std::vector<std::string>> rows;
         for (const auto& record : response.records()) {
+          if (record.undecodable()) {
+            rows.push_back({record.workspace().empty() ? "default" : record.workspace(), record.sandbox(),
+                            "(does not decode: forget it)", "-", "-"});
+            continue;
+          }
           rows.push_back({record.workspace().empty() ? "default" : record.workspace(), record.sandbox(),
                           record.providers().empty() ? "-" : absl::StrJoin(record.providers(), ","),
                           absl::StrCat(record.network_rules()), record.policy_digest().substr(0, 16)});

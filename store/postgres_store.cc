@@ -499,8 +499,11 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     round = std::move(victims);
     // Give the transaction that won a moment to take the rows it waited for: led again at once, this one
     // can take them back before the winner's backend wakes, and the two deadlock again (seen under load:
-    // four victims in a row). 10, 20, 40, ... ms.
+    // four victims in a row). 10, 20, 40, ... ms, with the feed free to deliver meanwhile.
+    const bool held_feed = apply.has_value();
+    apply.reset();
     absl::SleepFor(absl::Milliseconds(10 << (attempt - 1)));
+    if (held_feed) apply.emplace(&feed_mu_);
   }
 }
 
@@ -1476,6 +1479,15 @@ absl::Status PostgresStore::DeleteInterceptorRecord(const std::string& sandbox) 
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return writer_.Query("DELETE FROM interceptor_records WHERE sandbox = $1", PgParams().Add(sandbox)).status();
   }, nullptr, /*touches_chain=*/false);
+}
+
+absl::Status PostgresStore::ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto deleted = writer_.Query("DELETE FROM interceptor_records WHERE sandbox = $1", PgParams().Add(sandbox));
+    if (!deleted.ok()) return deleted.status();
+    if (deleted->affected() == 0) return absl::NotFoundError("no interceptor record of that sandbox is stored");
+    return InsertAudit(&event);
+  });
 }
 
 absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptorRecords() {

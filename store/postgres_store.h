@@ -97,6 +97,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
+  absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
   absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) override;

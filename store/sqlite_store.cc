@@ -989,6 +989,17 @@ absl::Status SqliteStore::DeleteInterceptorRecord(const std::string& sandbox) {
   return WriteInterceptorRecord(sandbox, nullptr);
 }
 
+absl::Status SqliteStore::ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    auto stmt = db_.Prepare("DELETE FROM interceptor_records WHERE sandbox = ?");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, sandbox);
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    if (db_.Changes() == 0) return absl::NotFoundError("no interceptor record of that sandbox is stored");
+    return InsertAudit(&event);
+  });
+}
+
 absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     auto stmt = db_.Prepare(record != nullptr

@@ -315,6 +315,9 @@ class InterceptorRecordStore {
   virtual absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) = 0;
   // Removes the sandbox's record (OK when there was none).
   virtual absl::Status DeleteInterceptorRecord(const std::string& sandbox) = 0;
+  // An operator's forget: removes the record with `event`, in one transaction; NOT_FOUND, and nothing
+  // written, when there is none. The record need not decode.
+  virtual absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) = 0;
   // Every record, ordered by sandbox name (policy-gateway migrate).
   virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() = 0;
 };

@@ -1750,7 +1750,29 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
                           event.audit_context().at("change") == "forget");
   }
   CHECK(audited);
+  // A name a record could not have been kept under is refused, not looked up.
+  CHECK(Ctl(g.gateway(), {"interceptor", "forget", "bad\x1f" "name"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("INVALID_ARGUMENT") && Catch::Contains("invalid_request: sandbox: "));
+  // A record that does not decode (a row rewritten in the database) fails the profile check closed, is
+  // listed as such, and can be forgotten.
+  {
+    sqlite3* db = nullptr;
+    const std::string db_path = g.gateway().state_dir() + "/gateway.db";
+    REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ('broken', x'ff00ff', 0)",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("interceptor_record_invalid: the interceptor's record of sandbox 'broken' does not "
+                                  "decode") && Catch::Contains("policyctl interceptor forget"));
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "records"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("broken") && Catch::Contains("does not decode"));
+  CHECK(Ctl(g.gateway(), {"interceptor", "forget", "broken"}, &out, &err) == 0);
   CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
+  // Deleting a profile that is not there is NOT_FOUND, whatever the records say.
+  CHECK(Ctl(g.gateway(), {"profile", "delete", "nosuch"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("NOT_FOUND"));
   CHECK(g.gateway().Stop() == 0);
 }
 

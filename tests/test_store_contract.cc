@@ -595,6 +595,18 @@ TEST_CASE("store contract: interceptor records are put, replaced, read back, lis
       CHECK(store->audit().AuditChainHead().seq == head);
     }
     auto reopened = Open(url);
+    {
+      // An operator's forget: the row and its event in one transaction; NOT_FOUND and nothing written for
+      // a record that is not there.
+      auto& records = reopened->interceptor_records();
+      REQUIRE(records.PutInterceptorRecord("forget-me", "f").ok());
+      const uint64_t head = reopened->audit().AuditChainHead().seq;
+      CHECK(absl::IsNotFound(records.ForgetInterceptorRecord("never-there", osh::test::StoredEvent("mutation"))));
+      CHECK(reopened->audit().AuditChainHead().seq == head);
+      REQUIRE(records.ForgetInterceptorRecord("forget-me", osh::test::StoredEvent("mutation")).ok());
+      CHECK(reopened->audit().AuditChainHead().seq == head + 1);
+      CHECK_FALSE(records.GetInterceptorRecord("forget-me")->has_value());
+    }
     auto listed = reopened->interceptor_records().ListInterceptorRecords();
     REQUIRE(listed.ok());
     REQUIRE(listed->size() == 2);

@@ -46,6 +46,12 @@ absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorR
   if (records == nullptr || ceiling.current() == nullptr) return absl::OkStatus();
   const InterceptorRecords view(records);
   auto entries = view.List();
+  if (absl::IsDataLoss(entries.status())) {
+    return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_record_invalid",
+                           absl::StrCat(entries.status().message(), ", so whether profile '", id, "' ", what,
+                                        " widens it beyond the ceiling is unknown; policyctl interceptor records "
+                                        "lists it, and policyctl interceptor forget drops it"));
+  }
   if (!entries.ok()) {
     return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
                            absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
@@ -64,6 +70,13 @@ absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorR
     for (const std::string& provider : record.providers) {
       if (provider == id || others.count(provider) != 0) continue;
       auto profile = catalogue.Get(provider);
+      if (!profile.ok() && !absl::IsNotFound(profile.status()) &&
+          common::ReasonOf(profile.status()) != "profile_unverified") {
+        return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
+                               absl::StrCat("the provider profile '", provider, "' could not be read, so whether profile '",
+                                            id, "' ", what, " widens sandbox ", sandbox, " is unknown: ",
+                                            profile.status().message()));
+      }
       others[provider] = profile.ok() ? std::optional(*std::move(profile)) : std::nullopt;
     }
     const std::vector<ProviderLayer> layers = LayersOf(record, id, changed, others);

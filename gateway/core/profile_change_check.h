@@ -14,7 +14,8 @@
 //
 // Refusals (FAILED_PRECONDITION, "reason_code: detail"): the verdict's reason (exceeds_ceiling,
 // containment_unknown, invalid_policy) naming the profile, the first sandbox it would widen and the
-// widening; storage_error when the records cannot be read or one does not decode (fail closed).
+// widening; interceptor_record_invalid when a record does not decode (it names the sandbox: forget it),
+// storage_error when the records or a profile cannot be read (fail closed).
 //
 // What it rests on: the records, which the interceptor writes at validate — ahead of the OpenShell
 // gateway's commit, so a detach, undo or create that upstream then refuses can leave a record without a

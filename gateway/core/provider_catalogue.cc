@@ -139,6 +139,9 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
 
 absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
   absl::MutexLock change(&change_mu_);
+  auto stored = store_->GetProviderProfile(id);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
   if (guard_) {
     if (absl::Status allowed = guard_(id, nullptr); !allowed.ok()) return allowed;
   }

@@ -225,17 +225,22 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ListInterceptorRecordsRequest, v1::ListInterceptorRecordsResponse>(
       "ListInterceptorRecords", [this](const auto&) -> absl::StatusOr<v1::ListInterceptorRecordsResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
-        auto entries = records_->List();
-        if (!entries.ok()) return entries.status();
+        auto rows = records_->ListInterceptorRecords();
+        if (!rows.ok()) return rows.status();
         v1::ListInterceptorRecordsResponse out;
-        for (const InterceptorRecords::Entry& entry : *entries) {
-          auto [workspace, name] = InterceptorRecords::Split(entry.key);
+        for (const store::InterceptorRecordRow& row : *rows) {
+          auto [workspace, name] = InterceptorRecords::Split(row.sandbox);
           v1::InterceptorRecordInfo* info = out.add_records();
           info->set_sandbox(std::move(name));
           info->set_workspace(std::move(workspace));
-          for (const std::string& provider : entry.record.providers) info->add_providers(provider);
-          info->set_policy_digest(policy::Sha256Hex(policy::SerializeDeterministic(entry.record.policy)));
-          info->set_network_rules(static_cast<uint32_t>(entry.record.policy.network_policies_size()));
+          InterceptorRecords::Record record;
+          if (!InterceptorRecords::Decode(row.record, &record)) {
+            info->set_undecodable(true);  // shown, so that it can be forgotten
+            continue;
+          }
+          for (const std::string& provider : record.providers) info->add_providers(provider);
+          info->set_policy_digest(policy::Sha256Hex(policy::SerializeDeterministic(record.policy)));
+          info->set_network_rules(static_cast<uint32_t>(record.policy.network_policies_size()));
         }
         std::sort(out.mutable_records()->begin(), out.mutable_records()->end(), [](const auto& a, const auto& b) {
           return std::tie(a.workspace(), a.sandbox()) < std::tie(b.workspace(), b.sandbox());
@@ -245,24 +250,26 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ForgetInterceptorRecordRequest, v1::ForgetInterceptorRecordResponse>(
       "ForgetInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::ForgetInterceptorRecordResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
-        if (r.sandbox().empty()) return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", "sandbox: required");
+        // Held to the rules a record's name and workspace were (no control character can join the key).
+        if (absl::Status valid = CheckSandboxId(r.sandbox()); !valid.ok()) {
+          return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("sandbox: ", valid.message()));
+        }
+        if (absl::Status valid = CheckSandboxId(r.workspace()); !r.workspace().empty() && !valid.ok()) {
+          return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("workspace: ", valid.message()));
+        }
         const std::string key = InterceptorRecords::Key(r.workspace(), r.sandbox());
-        auto record = records_->Get(key);
-        if (!record.ok()) return record.status();
-        if (!record->has_value()) {
-          return absl::NotFoundError(absl::StrCat("no interceptor record of sandbox ",
-                                                  BoundedText(InterceptorRecords::Describe(key), 2 * kMaxAuditFieldBytes)));
-        }
-        if (absl::Status forgotten = records_->Forget(key); !forgotten.ok()) return forgotten;
-        store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kMutation, "");
-        event.audit_context = {{"interceptor_record", BoundedText(r.sandbox(), kMaxAuditFieldBytes)}, {"change", "forget"}};
+        const std::string described = InterceptorRecords::Describe(key);
+        store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kMutation, r.sandbox());
+        event.outcome = trust::audit::Outcome::kOk;
+        event.reason = absl::StrCat("interceptor record of sandbox ", described, " forgotten");
+        event.audit_context = {{"interceptor_record", r.sandbox()}, {"change", "forget"}};
         if (const auto [workspace, name] = InterceptorRecords::Split(key); !workspace.empty()) {
-          event.audit_context["workspace"] = BoundedText(workspace, kMaxAuditFieldBytes);
+          event.audit_context["workspace"] = workspace;
         }
-        records_audit_->Record(std::move(event), trust::audit::Outcome::kOk,
-                               absl::StrCat("interceptor record of sandbox ",
-                                            BoundedText(InterceptorRecords::Describe(key), 2 * kMaxAuditFieldBytes),
-                                            " forgotten"));
+        // The record and its event in one transaction; the record need not decode.
+        absl::Status forgotten = records_->ForgetInterceptorRecord(key, std::move(event));
+        if (absl::IsNotFound(forgotten)) return absl::NotFoundError(absl::StrCat("no interceptor record of sandbox ", described));
+        if (!forgotten.ok()) return forgotten;
         return v1::ForgetInterceptorRecordResponse();
       });
   Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {

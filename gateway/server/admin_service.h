@@ -58,13 +58,10 @@ class AdminService final : public grpc::CallbackGenericService {
   // ProveSandbox is FAILED_PRECONDITION "log_disabled". Call before serving.
   void SetLog(const LogSequencer* log) { log_ = log; }
 
-  // The interceptor's records ListInterceptorRecords and ForgetInterceptorRecord read and change, and the
-  // audit log a forget is recorded in (not owned; must outlive the service). Unset: both are
+  // The interceptor's records ListInterceptorRecords and ForgetInterceptorRecord read and change (a forget
+  // and its audit event in one transaction; not owned; must outlive the service). Unset: both are
   // FAILED_PRECONDITION. Call before serving.
-  void SetInterceptorRecords(store::InterceptorRecordStore* records, store::AuditLog* audit) {
-    records_ = std::make_unique<InterceptorRecords>(records);
-    records_audit_ = std::make_unique<AuditRecorder>(audit);
-  }
+  void SetInterceptorRecords(store::InterceptorRecordStore* records) { records_ = records; }
 
   // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
   // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
@@ -96,8 +93,7 @@ class AdminService final : public grpc::CallbackGenericService {
   WorkerPool* pool_;
   WorkerPool* driver_pool_;
   const LogSequencer* log_ = nullptr;
-  std::unique_ptr<InterceptorRecords> records_;
-  std::unique_ptr<AuditRecorder> records_audit_;
+  store::InterceptorRecordStore* records_ = nullptr;
   WorkerPool* decisions_pool_ = nullptr;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();

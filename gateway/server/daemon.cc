@@ -300,7 +300,7 @@ int Daemon::Serve() {
     audit_syslog_ = *std::move(syslog);
   }
   admin_service_->SetLog(log_.get());
-  admin_service_->SetInterceptorRecords(&store_->interceptor_records(), &store_->audit());
+  admin_service_->SetInterceptorRecords(&store_->interceptor_records());
   admin_service_->SetStatusExtension([this](gateway_v1::GetStatusResponse* response) {
     if (const InterceptorListener* interceptor = interceptor_status_.load(); interceptor != nullptr) {
       interceptor->FillStatus(response->mutable_interceptor());
