@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <optional>
 #include <utility>
 
 #include <google/protobuf/util/message_differencer.h>
@@ -847,7 +848,12 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
   } else if (evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::PHASE_NOT_SET) {
     outcome.Deny(absl::StatusCode::kPermissionDenied, "invalid_request", "the evaluation names no phase");
   } else {
-    Decide(evaluation, evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::kValidate, &outcome);
+    const bool validate = evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::kValidate;
+    // A validate records what it composed: no profile change is checked and written meanwhile in this
+    // process (ProviderProfileCatalogue::change_lock).
+    std::optional<absl::ReaderMutexLock> steady_catalogue;
+    if (validate && options_.profiles != nullptr) steady_catalogue.emplace(&options_.profiles->change_lock());
+    Decide(evaluation, validate, &outcome);
   }
 
   interceptor_v1::InterceptorResult result;

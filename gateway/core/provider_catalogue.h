@@ -66,6 +66,11 @@ class ProviderProfileCatalogue {
   using ChangeGuard =
       std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed)>;
   void SetChangeGuard(ChangeGuard guard) { guard_ = std::move(guard); }
+  // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
+  // (the interceptor's validate phase), while Set and Delete hold it exclusively across the guard and the
+  // write: in one process, a profile change's check either sees such a record or the record was composed
+  // from the changed catalogue. Take it before anything the catalogue or the records lock.
+  absl::Mutex& change_lock() const { return change_mu_; }
 
   // One profile as stored, with its governance hash and the kid of its signature ("" unsigned).
   struct Entry {
@@ -131,7 +136,7 @@ class ProviderProfileCatalogue {
 
   store::ProviderProfileStore* const store_;
   ChangeGuard guard_;
-  absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
+  mutable absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
   const store::Clock* const clock_;
   mutable absl::Mutex key_mu_;
