@@ -85,7 +85,8 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
                  {{"expired_calls", absl::StrCat(count)}});
       Observe(method, phase, "expired", started);
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                   "interceptor_overloaded: the call's deadline passed before a worker was free"));
+                                   "interceptor_overloaded: the caller gave up on the call (deadline or cancel) "
+                                   "before a worker was free"));
       return;
     }
     *response = evaluator_->Evaluate(*request, std::move(payload_digest));
@@ -99,19 +100,19 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     Observe(method, phase, response->allowed() ? "allow" : "deny", started);
     reactor->Finish(grpc::Status::OK);
   }, kMaxQueuedCalls);
-  if (!queued) Overloaded(reactor, method, phase, started);
+  if (!queued) Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
   return reactor;
 }
 
 void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
-                                    absl::string_view phase, absl::Time started) {
+                                    absl::string_view phase, absl::Time started, size_t limit) {
   const uint64_t count = overloaded_.fetch_add(1) + 1;
   LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
-                          " refused: ", kMaxQueuedCalls, " calls wait for a worker already"),
+                          " refused: ", limit, " calls wait for a worker already"),
              {{"overloaded_calls", absl::StrCat(count)}});
   Observe(method, phase, "overloaded", started);
   reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                               absl::StrCat("interceptor_overloaded: ", kMaxQueuedCalls,
+                               absl::StrCat("interceptor_overloaded: ", limit,
                                             " calls wait for a worker already; try again")));
 }
 
@@ -138,8 +139,8 @@ grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(
     *response = *std::move(snapshot);
     Observe("SnapshotProviderProfiles", "", "ok", started);
     reactor->Finish(grpc::Status::OK);
-  }, kMaxQueuedCalls / 2);  // snapshots (every supervisor poll) never fill the queue Evaluate needs
-  if (!queued) Overloaded(reactor, "SnapshotProviderProfiles", "", started);
+  }, kMaxQueuedSnapshots);
+  if (!queued) Overloaded(reactor, "SnapshotProviderProfiles", "", started, kMaxQueuedSnapshots);
   return reactor;
 }
 

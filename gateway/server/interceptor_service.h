@@ -52,6 +52,8 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // How many calls may wait for a worker (beyond those running): about what 4 workers decide within the
   // OpenShell gateway's default 500 ms deadline several times over.
   static constexpr size_t kMaxQueuedCalls = 1024;
+  // SnapshotProviderProfiles (every supervisor poll) queue only while fewer wait: never all of what Evaluate needs.
+  static constexpr size_t kMaxQueuedSnapshots = kMaxQueuedCalls / 2;
 
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
@@ -82,7 +84,7 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
   // Finishes a call the full queue refused (RESOURCE_EXHAUSTED), logged and counted.
   void Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method, absl::string_view phase,
-                  absl::Time started);
+                  absl::Time started, size_t limit);
 
   // Each Evaluate's request and response live in a protobuf arena of their own: the request's Struct (tens
   // of KiB of small nodes, parsed on gRPC's thread and read on the pool's) is laid out in a few blocks and
