@@ -479,14 +479,16 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
   absl::MutexLock lock(&mu_);
   const bool touches_chain =
       std::any_of(group.begin(), group.end(), [](const GroupWrite* w) { return w->touches_chain; });
-  // A group that changes what replicas serve holds off this replica's feed from before it begins until
-  // its own view is updated: a remote change the feed reads afterwards is applied after ours (never an
-  // older state over a newer one).
-  std::optional<absl::MutexLock> apply;
-  if (touches_chain) apply.emplace(&feed_mu_);
   std::vector<GroupWrite*> round = group;
   for (int attempt = 1;; ++attempt) {
-    LeadOnce(round);
+    {
+      // A group that changes what replicas serve holds off this replica's feed from before it begins until
+      // its own view is updated (in LeadOnce, as each write commits): a remote change the feed reads
+      // afterwards is applied after ours (never an older state over a newer one).
+      std::optional<absl::MutexLock> apply;
+      if (touches_chain) apply.emplace(&feed_mu_);
+      LeadOnce(round);
+    }
     // A deadlock's victim (SQLSTATE 40P01) or a serialization failure (40001), a storage error ABORTED:
     // rolled back alone (its savepoint, or its transaction when alone), the others committed. Replicas'
     // transactions overlap, so PostgreSQL may pick one; it is led again, without the others.
@@ -500,10 +502,7 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
     // Give the transaction that won a moment to take the rows it waited for: led again at once, this one
     // can take them back before the winner's backend wakes, and the two deadlock again (seen under load:
     // four victims in a row). 10, 20, 40, ... ms, with the feed free to deliver meanwhile.
-    const bool held_feed = apply.has_value();
-    apply.reset();
     absl::SleepFor(absl::Milliseconds(10 << (attempt - 1)));
-    if (held_feed) apply.emplace(&feed_mu_);
   }
 }
 
@@ -1509,24 +1508,36 @@ constexpr char kPgStepProfileGeneration[] =
     "UPDATE provider_profile_generation SET generation = generation + 1 WHERE id = 1";
 }  // namespace
 
-absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
+absl::Status PostgresStore::StepProfileGeneration(std::optional<uint64_t> expected) {
+  if (!expected.has_value()) return writer_.Exec(kPgStepProfileGeneration);
+  // A second replica's change waits for this row, then finds the generation moved: nothing to update.
+  auto stepped = writer_.Query(absl::StrCat(kPgStepProfileGeneration, " AND generation = $1"),
+                               PgParams().Add(static_cast<int64_t>(*expected)));
+  if (!stepped.ok()) return stepped.status();
+  if (stepped->affected() == 0) return CatalogueChanged(*expected);
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
+                                               std::optional<uint64_t> expected_generation) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     OSH_RETURN_IF_ERROR(writer_
                             .Query("INSERT INTO provider_profiles (id, profile, updated_at) VALUES ($1, $2, $3) "
                                    "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
                                    PgParams().Add(id).AddBytes(profile).Add(NowMs()))
                             .status());
-    OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
 
-absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEvent event) {
+absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
+                                                  std::optional<uint64_t> expected_generation) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
     if (!deleted.ok()) return deleted.status();
     if (deleted->affected() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
-    OSH_RETURN_IF_ERROR(writer_.Exec(kPgStepProfileGeneration));
     return InsertAudit(&event);
   });
 }

@@ -100,8 +100,10 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
-  absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) override;
-  absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) override;
+  absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
+                                  std::optional<uint64_t> expected_generation = std::nullopt) override;
+  absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
+                                     std::optional<uint64_t> expected_generation = std::nullopt) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
   absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
@@ -167,6 +169,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status ApplyChange(const Change& change, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends `event` unsealed (audit_pending), in the open transaction.
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Steps the provider-profile catalogue's generation, only from `expected` when given (CatalogueChanged
+  // otherwise).
+  absl::Status StepProfileGeneration(std::optional<uint64_t> expected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   // Its group holds the ceiling's advisory lock (GroupWrite::locks) and read the ceiling once
   // (group_ceiling_); read again after a SetCeiling earlier in the group.

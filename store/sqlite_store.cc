@@ -1058,27 +1058,39 @@ constexpr char kSqliteStepProfileGeneration[] =
     "UPDATE provider_profile_generation SET generation = generation + 1 WHERE id = 1";
 }  // namespace
 
-absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) {
+absl::Status SqliteStore::StepProfileGeneration(std::optional<uint64_t> expected) {
+  if (!expected.has_value()) return db_.Exec(kSqliteStepProfileGeneration);
+  auto stmt = db_.Prepare(absl::StrCat(kSqliteStepProfileGeneration, " AND generation = ?"));
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, static_cast<int64_t>(*expected));
+  OSH_RETURN_IF_ERROR(stmt->Run());
+  if (db_.Changes() == 0) return CatalogueChanged(*expected);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
+                                             std::optional<uint64_t> expected_generation) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare(
         "INSERT INTO provider_profiles (id, profile, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
         "profile = excluded.profile, updated_at = excluded.updated_at");
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, id).BindBlob(2, profile).Bind(3, NowMs());
     OSH_RETURN_IF_ERROR(stmt->Run());
-    OSH_RETURN_IF_ERROR(db_.Exec(kSqliteStepProfileGeneration));
     return InsertAudit(&event);
   });
 }
 
-absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEvent event) {
+absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
+                                                std::optional<uint64_t> expected_generation) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare("DELETE FROM provider_profiles WHERE id = ?");
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, id);
     OSH_RETURN_IF_ERROR(stmt->Run());
     if (db_.Changes() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
-    OSH_RETURN_IF_ERROR(db_.Exec(kSqliteStepProfileGeneration));
     return InsertAudit(&event);
   });
 }

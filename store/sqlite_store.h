@@ -80,8 +80,10 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
-  absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) override;
-  absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) override;
+  absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
+                                  std::optional<uint64_t> expected_generation = std::nullopt) override;
+  absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
+                                     std::optional<uint64_t> expected_generation = std::nullopt) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
   absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
@@ -117,6 +119,9 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status Replace(const change::ReplaceProjection& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Delete(const change::DeleteSandbox& c, int64_t* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status InsertAudit(AuditEvent* event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Steps the provider-profile catalogue's generation, only from `expected` when given (CatalogueChanged
+  // otherwise).
+  absl::Status StepProfileGeneration(std::optional<uint64_t> expected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On the read connection: the blob (column 0) of the one row `sql` selects with `key` bound to its ?,
   // or nullopt; every (text, blob) row `sql` selects.
   absl::StatusOr<std::optional<std::string>> ReadBlobByKey(const char* sql, const std::string& key);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/errors.h"
 
 namespace osh::store {
 namespace {
@@ -72,6 +73,12 @@ absl::StatusOr<std::vector<SandboxRecord>> SandboxStore::LoadSandboxesById(const
 std::string Importer::Mark::Describe() const {
   return absl::StrCat("from ", source, ", started ",
                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(started_unix), absl::UTCTimeZone()));
+}
+
+absl::Status CatalogueChanged(uint64_t expected) {
+  return common::Refused(absl::StatusCode::kAborted, "catalogue_changed",
+                         absl::StrCat("the provider-profile catalogue changed (generation ", expected,
+                                      " moved on) while this change was checked; check it again"));
 }
 
 }  // namespace osh::store

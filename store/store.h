@@ -328,13 +328,23 @@ class InterceptorRecordStore {
 // each time, so every replica on a shared store serves the same catalogue as soon as it is committed; a
 // reader that keeps a copy reads the generation (one small row) to know whether its copy is still the
 // catalogue as committed.
+// The refusal of a catalogue change made against an older generation (ProviderProfileStore's
+// expected_generation): ABORTED "catalogue_changed: ...", not a storage error (never led again by a store).
+absl::Status CatalogueChanged(uint64_t expected);
+
 class ProviderProfileStore {
  public:
   virtual ~ProviderProfileStore() = default;
-  // Creates or replaces the profile `id` with `event`; durable when this returns OK.
-  virtual absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event) = 0;
-  // Removes the profile `id` with `event`; NOT_FOUND, and nothing written, when there is none.
-  virtual absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event) = 0;
+  // Creates or replaces the profile `id` with `event`; durable when this returns OK. With
+  // `expected_generation`, only if the catalogue is still at that generation when the change commits
+  // (a change checked against the catalogue as read then): ABORTED "catalogue_changed: ...", and nothing
+  // written, when another change committed since.
+  virtual absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
+                                          std::optional<uint64_t> expected_generation = std::nullopt) = 0;
+  // Removes the profile `id` with `event`; NOT_FOUND, and nothing written, when there is none;
+  // `expected_generation` as for Put.
+  virtual absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
+                                             std::optional<uint64_t> expected_generation = std::nullopt) = 0;
   // The profile `id` as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) = 0;
   // Every profile, ordered by id (bytewise).

@@ -693,6 +693,41 @@ std::pair<std::unique_ptr<osh::store::SqliteStore>, std::optional<osh::trust::Pr
   return {*std::move(store), *std::move(key)};
 }
 
+TEST_CASE("provider catalogue: a change another writer commits between a set's check and its write makes the set "
+          "check again",
+          "[interceptor][provider_profiles]") {
+  // Two replicas on one database: each checks its change against the catalogue as it read it, so the second
+  // to commit must not commit a change checked against a catalogue without the first's.
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::store::FakeClock clock(int64_t{1893456000} * 1000);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, &clock);
+  int checks = 0;
+  bool interfere = true;
+  std::vector<std::string> seen;  // what each check saw of "other"
+  catalogue.SetChangeGuard([&](const std::string&, const openshell::v1::ProviderProfile*) {
+    ++checks;
+    seen.push_back(catalogue.Get("other").ok() ? "other" : "-");
+    // The first time, another replica commits a change right after this check.
+    if (interfere) {
+      interfere = false;
+      openshell::v1::ProviderProfile other = PypiProfileForUnits();
+      other.set_id("other");
+      CHECK(store->PutProviderProfile("other", other.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+    }
+    return absl::OkStatus();
+  });
+  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
+  CHECK(checks == 2);  // checked again, against the catalogue with the other replica's change
+  CHECK(seen == std::vector<std::string>{"-", "other"});
+  CHECK(catalogue.Get("pypi").ok());
+  // Nothing in between: checked once.
+  checks = 0;
+  seen.clear();
+  REQUIRE(catalogue.Delete("pypi").ok());
+  CHECK(checks == 1);
+}
+
 TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
           "window moves, never longer",
           "[interceptor][provider_profiles][cache]") {

@@ -734,6 +734,19 @@ TEST_CASE("store contract: provider profiles are put, replaced, read back, liste
       CHECK_FALSE(profiles.GetProviderProfile("gone")->has_value());
       // Every change stepped the generation once; the refused delete did not.
       CHECK(*profiles.ProviderProfileGeneration() == 5);
+      // A change checked against an older catalogue (generation 4) is refused whole: nothing written, no
+      // event, the generation where it was; against the current one it commits.
+      const absl::Status stale = profiles.PutProviderProfile("github", "stale", osh::test::StoredEvent("mutation"), 4);
+      CHECK(absl::IsAborted(stale));
+      CHECK(osh::common::ReasonOf(stale) == "catalogue_changed");
+      CHECK_FALSE(osh::common::IsStorageError(stale));
+      CHECK(absl::IsAborted(profiles.DeleteProviderProfile("Zeta", osh::test::StoredEvent("mutation"), 4)));
+      CHECK(**profiles.GetProviderProfile("github") == bytes);
+      CHECK(profiles.GetProviderProfile("Zeta")->has_value());
+      CHECK(store->audit().AuditChainHead().seq == head + 5);
+      CHECK(*profiles.ProviderProfileGeneration() == 5);
+      REQUIRE(profiles.PutProviderProfile("github", bytes, osh::test::StoredEvent("mutation"), 5).ok());
+      CHECK(*profiles.ProviderProfileGeneration() == 6);
     }
     auto reopened = Open(url);
     auto listed = reopened->provider_profiles().ListProviderProfiles();

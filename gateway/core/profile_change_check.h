@@ -21,9 +21,9 @@
 // gateway's commit, so a detach, undo or create that upstream then refuses can leave a record without a
 // provider upstream still has (docs/threat-model.md). Within one process changes are serialised, and an
 // interceptor validate (which records what it composed) excludes them (ProviderProfileCatalogue::
-// change_lock, held across the check and the write); between replicas on one database two changes at the
-// same moment are each checked against the other's old profile, and a validate on another replica may
-// record a sandbox between a change's check and its commit. Cost: every record is read and
+// change_lock, held across the check and the write); between replicas on one database a change commits
+// only at the catalogue generation its check read (else it is checked again), but a validate on another
+// replica may record a sandbox between a change's check and its commit. Cost: every record is read and
 // decoded, and each naming the profile is composed and checked (verdicts are kept per candidate by the
 // ceiling guard).
 #pragma once

@@ -121,20 +121,34 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
     }
   }
   absl::MutexLock change(&change_mu_);
-  if (guard_) {
-    if (absl::Status allowed = guard_(profile.id(), &profile); !allowed.ok()) return allowed;
-  }
-  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
-  event.outcome = audit::Outcome::kOk;
-  event.reason = absl::StrCat("provider profile ", profile.id(), " set");
-  event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
-  if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
-  if (signed_elsewhere) event.audit_context["profile_signed"] = "imported";
-  absl::Status put = store_->PutProviderProfile(profile.id(), bytes, std::move(event));
-  Forget();  // committed or not (an error may follow a commit): read again
+  absl::Status put = Checked(profile.id(), &profile, [&](uint64_t generation) {
+    store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+    event.outcome = audit::Outcome::kOk;
+    event.reason = absl::StrCat("provider profile ", profile.id(), " set");
+    event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
+    if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
+    if (signed_elsewhere) event.audit_context["profile_signed"] = "imported";
+    return store_->PutProviderProfile(profile.id(), bytes, std::move(event), generation);
+  });
   if (!put.ok()) return put;
   entry.profile = std::move(profile);
   return entry;
+}
+
+absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const openshell::v1::ProviderProfile* changed,
+                                               const std::function<absl::Status(uint64_t generation)>& write) {
+  for (int attempt = 1;; ++attempt) {
+    // The generation first: the guard's check reads the catalogue at it or later, and the write commits
+    // only while the catalogue is still there (another replica's change in between: checked again).
+    auto generation = store_->ProviderProfileGeneration();
+    if (!generation.ok()) return generation.status();
+    if (guard_) {
+      if (absl::Status allowed = guard_(id, changed); !allowed.ok()) return allowed;
+    }
+    absl::Status written = write(*generation);
+    Forget();  // committed or not (an error may follow a commit): read again
+    if (common::ReasonOf(written) != "catalogue_changed" || attempt == kCheckAttempts) return written;
+  }
 }
 
 absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
@@ -142,15 +156,13 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
   auto stored = store_->GetProviderProfile(id);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
-  if (guard_) {
-    if (absl::Status allowed = guard_(id, nullptr); !allowed.ok()) return allowed;
-  }
-  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
-  event.outcome = audit::Outcome::kOk;
-  event.reason = absl::StrCat("provider profile ", id, " deleted");
-  event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
-  absl::Status deleted = store_->DeleteProviderProfile(id, std::move(event));
-  Forget();
+  absl::Status deleted = Checked(id, nullptr, [&](uint64_t generation) {
+    store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+    event.outcome = audit::Outcome::kOk;
+    event.reason = absl::StrCat("provider profile ", id, " deleted");
+    event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
+    return store_->DeleteProviderProfile(id, std::move(event), generation);
+  });
   if (deleted.code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
   }

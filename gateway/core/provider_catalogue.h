@@ -60,7 +60,10 @@ class ProviderProfileCatalogue {
 
   // Asked by Set (once the profile is valid and signed; `changed` = it) and Delete (`changed` = null)
   // before anything is stored: a non-OK status is the refusal, and nothing is stored. Set and Delete hold
-  // one lock across the guard and the write, so changes in this process are checked one at a time. The
+  // one lock across the guard and the write, so changes in this process are checked one at a time, and
+  // write only while the store's catalogue generation is the one read before the check (another
+  // replica's change in between: checked again, up to kCheckAttempts times, then ABORTED
+  // catalogue_changed). The
   // core sets it to CheckProfileChange (a change must not widen a sandbox beyond the ceiling). Call before
   // serving; not thread-safe against Set.
   using ChangeGuard =
@@ -133,6 +136,13 @@ class ProviderProfileCatalogue {
                                                     int64_t now_unix) const;
   static bool Fresh(const Kept& kept, uint64_t generation, const trust::TrustStore* trust, int64_t now_unix);
   void Forget();
+  // Asks the change guard and runs `write` with the generation the check read the catalogue at, again
+  // (up to kCheckAttempts in all) while the store answers catalogue_changed: another replica's change
+  // committed between this one's check and its write.
+  absl::Status Checked(const std::string& id, const openshell::v1::ProviderProfile* changed,
+                       const std::function<absl::Status(uint64_t generation)>& write)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
+  static constexpr int kCheckAttempts = 4;
 
   store::ProviderProfileStore* const store_;
   ChangeGuard guard_;
