@@ -24,10 +24,16 @@ void AddInterceptorCommands(CLI::App& app, const Options& options, int& exit_cod
         "records", "List the interceptor's sandbox records: workspace, name, providers, and the recorded policy's "
                    "digest and network rules (-o json: ListInterceptorRecordsResponse)");
     cmd->callback([&options, &exit_code] {
+      // Every page, one after the other, as one answer.
       v1::ListInterceptorRecordsResponse response;
-      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::ListInterceptorRecords,
-                     v1::ListInterceptorRecordsRequest(), &response)) {
-        return;
+      v1::ListInterceptorRecordsRequest request;
+      for (;;) {
+        v1::ListInterceptorRecordsResponse page;
+        if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::ListInterceptorRecords, request, &page)) return;
+        for (auto& record : *page.mutable_records()) *response.add_records() = std::move(record);
+        if (!page.more() || response.records().empty()) break;
+        request.set_after_workspace(response.records().rbegin()->workspace());
+        request.set_after_sandbox(response.records().rbegin()->sandbox());
       }
       if (options.json()) {
         std::cout << ToJson(response) << "\n";

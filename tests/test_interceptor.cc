@@ -1739,6 +1739,20 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
   CHECK(records.records(1).policy_digest().size() == 64);
   REQUIRE(Ctl(g.gateway(), {"interceptor", "records"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("build-2") && Catch::Contains("pypi2,pypi3,pypi") && Catch::Contains("2 record(s)"));
+  {  // In pages: one record each, the second after the first.
+    gw::ListInterceptorRecordsRequest page_request;
+    page_request.set_limit(1);
+    gw::ListInterceptorRecordsResponse page;
+    REQUIRE(g.gateway().admin().ListInterceptorRecords(GatewayFixture::Context().get(), page_request, &page).ok());
+    REQUIRE(page.records_size() == 1);
+    CHECK(page.records(0).sandbox() == "build-1");
+    CHECK(page.more());
+    page_request.set_after_sandbox(page.records(0).sandbox());
+    REQUIRE(g.gateway().admin().ListInterceptorRecords(GatewayFixture::Context().get(), page_request, &page).ok());
+    REQUIRE(page.records_size() == 1);
+    CHECK(page.records(0).sandbox() == "build-2");
+    CHECK_FALSE(page.more());
+  }
   CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 0);
   CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("NOT_FOUND") && Catch::Contains("build-2"));

@@ -223,7 +223,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         return v1::DeleteProviderProfileResponse();
       });
   Add<v1::ListInterceptorRecordsRequest, v1::ListInterceptorRecordsResponse>(
-      "ListInterceptorRecords", [this](const auto&) -> absl::StatusOr<v1::ListInterceptorRecordsResponse> {
+      "ListInterceptorRecords", [this](const auto& r) -> absl::StatusOr<v1::ListInterceptorRecordsResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
         auto rows = records_->ListInterceptorRecords();
         if (!rows.ok()) return rows.status();
@@ -245,6 +245,21 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         std::sort(out.mutable_records()->begin(), out.mutable_records()->end(), [](const auto& a, const auto& b) {
           return std::tie(a.workspace(), a.sandbox()) < std::tie(b.workspace(), b.sandbox());
         });
+        // One page: after the given record, at most `limit` of them.
+        const size_t limit = r.limit() == 0 ? 1000 : std::min<size_t>(r.limit(), 10000);
+        auto* records = out.mutable_records();
+        int first = 0;
+        if (!r.after_workspace().empty() || !r.after_sandbox().empty()) {
+          while (first < records->size() && std::tie(records->at(first).workspace(), records->at(first).sandbox()) <=
+                                                std::tie(r.after_workspace(), r.after_sandbox())) {
+            ++first;
+          }
+        }
+        records->DeleteSubrange(0, first);
+        if (static_cast<size_t>(records->size()) > limit) {
+          records->DeleteSubrange(static_cast<int>(limit), records->size() - static_cast<int>(limit));
+          out.set_more(true);
+        }
         return out;
       });
   Add<v1::ForgetInterceptorRecordRequest, v1::ForgetInterceptorRecordResponse>(
