@@ -1456,8 +1456,22 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
 // No audit event and nothing a view applies: these writes neither take the fleet-wide head lock nor hold
 // off the feed. Reads go to the database every time, so a record another replica wrote is seen at once.
 
-absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                                 std::optional<uint64_t> expected_generation) {
+  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (expected_generation.has_value()) {
+      // Shared with every other such record write, exclusive against a catalogue change (which updates
+      // the row, then checks the records): a change committing meanwhile is waited for, and then read.
+      auto generation =
+          writer_.Query("SELECT generation FROM provider_profile_generation WHERE id = 1 FOR SHARE");
+      if (!generation.ok()) return generation.status();
+      if (generation->rows() != 1) {
+        return PostgresStorageError(absl::StatusCode::kDataLoss, ": the provider-profile generation row is missing");
+      }
+      if (static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
+        return CatalogueChanged(*expected_generation);
+      }
+    }
     return writer_
         .Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3) "
                "ON CONFLICT (sandbox) DO UPDATE SET record = $2, updated_at = $3",
@@ -1518,8 +1532,22 @@ absl::Status PostgresStore::StepProfileGeneration(std::optional<uint64_t> expect
   return absl::OkStatus();
 }
 
+absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& check) {
+  if (!check) return absl::OkStatus();
+  // After StepProfileGeneration updated the generation's row: every record write that names a generation
+  // (PutInterceptorRecord) took that row FOR SHARE, so those before have committed (the update waited for
+  // them) and those after wait for this transaction. READ COMMITTED: this statement sees them all.
+  auto found = writer_.Query("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  if (!found.ok()) return found.status();
+  std::vector<InterceptorRecordRow> records;
+  records.reserve(found->rows());
+  for (int i = 0; i < found->rows(); ++i) records.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
+  return check(records);
+}
+
 absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
-                                               std::optional<uint64_t> expected_generation) {
+                                               std::optional<uint64_t> expected_generation,
+                                               const ProfileChangeCheck& check) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     OSH_RETURN_IF_ERROR(writer_
@@ -1527,17 +1555,20 @@ absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std:
                                    "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
                                    PgParams().Add(id).AddBytes(profile).Add(NowMs()))
                             .status());
+    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
     return InsertAudit(&event);
   });
 }
 
 absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
-                                                  std::optional<uint64_t> expected_generation) {
+                                                  std::optional<uint64_t> expected_generation,
+                                                  const ProfileChangeCheck& check) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
     if (!deleted.ok()) return deleted.status();
     if (deleted->affected() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
     return InsertAudit(&event);
   });
 }

@@ -94,16 +94,19 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
-  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) override;
+  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                    std::optional<uint64_t> expected_generation = std::nullopt) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
   absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
-                                  std::optional<uint64_t> expected_generation = std::nullopt) override;
+                                  std::optional<uint64_t> expected_generation = std::nullopt,
+                                  const ProfileChangeCheck& check = nullptr) override;
   absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
-                                     std::optional<uint64_t> expected_generation = std::nullopt) override;
+                                     std::optional<uint64_t> expected_generation = std::nullopt,
+                                     const ProfileChangeCheck& check = nullptr) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
   absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
@@ -172,6 +175,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Steps the provider-profile catalogue's generation, only from `expected` when given (CatalogueChanged
   // otherwise).
   absl::Status StepProfileGeneration(std::optional<uint64_t> expected) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inside a catalogue change's transaction (the generation's row taken): every interceptor record as
+  // committed, for its check.
+  absl::Status RunProfileChangeCheck(const ProfileChangeCheck& check) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   // Its group holds the ceiling's advisory lock (GroupWrite::locks) and read the ceiling once
   // (group_ceiling_); read again after a SetCeiling earlier in the group.

@@ -981,8 +981,9 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
 
 // --- Interceptor records ----------------------------------------------------------------------
 
-absl::Status SqliteStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record) {
-  return WriteInterceptorRecord(sandbox, &record);
+absl::Status SqliteStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                               std::optional<uint64_t> expected_generation) {
+  return WriteInterceptorRecord(sandbox, &record, expected_generation);
 }
 
 absl::Status SqliteStore::DeleteInterceptorRecord(const std::string& sandbox) {
@@ -1000,8 +1001,19 @@ absl::Status SqliteStore::ForgetInterceptorRecord(const std::string& sandbox, Au
   });
 }
 
-absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record) {
+absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
+                                                 std::optional<uint64_t> expected_generation) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (expected_generation.has_value()) {
+      // One writer: a catalogue change and its check are one transaction, so this reads the generation
+      // either before the change began or after it committed.
+      auto generation = db_.Prepare("SELECT generation FROM provider_profile_generation WHERE id = 1");
+      if (!generation.ok()) return generation.status();
+      auto row = generation->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return SqliteStorageError(absl::StatusCode::kDataLoss, "the provider-profile generation row is missing");
+      if (static_cast<uint64_t>(generation->Int(0)) != *expected_generation) return CatalogueChanged(*expected_generation);
+    }
     auto stmt = db_.Prepare(record != nullptr
                                 ? "INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES (?, ?, ?) ON "
                                   "CONFLICT (sandbox) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at"
@@ -1068,8 +1080,23 @@ absl::Status SqliteStore::StepProfileGeneration(std::optional<uint64_t> expected
   return absl::OkStatus();
 }
 
+absl::Status SqliteStore::RunProfileChangeCheck(const ProfileChangeCheck& check) {
+  if (!check) return absl::OkStatus();
+  auto stmt = db_.Prepare("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  if (!stmt.ok()) return stmt.status();
+  std::vector<InterceptorRecordRow> records;
+  for (;;) {
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    records.push_back({stmt->Text(0), stmt->Blob(1)});
+  }
+  return check(records);
+}
+
 absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
-                                             std::optional<uint64_t> expected_generation) {
+                                             std::optional<uint64_t> expected_generation,
+                                             const ProfileChangeCheck& check) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare(
@@ -1078,12 +1105,14 @@ absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::s
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, id).BindBlob(2, profile).Bind(3, NowMs());
     OSH_RETURN_IF_ERROR(stmt->Run());
+    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
     return InsertAudit(&event);
   });
 }
 
 absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
-                                                std::optional<uint64_t> expected_generation) {
+                                                std::optional<uint64_t> expected_generation,
+                                                const ProfileChangeCheck& check) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare("DELETE FROM provider_profiles WHERE id = ?");
@@ -1091,6 +1120,7 @@ absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEven
     stmt->Bind(1, id);
     OSH_RETURN_IF_ERROR(stmt->Run());
     if (db_.Changes() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
     return InsertAudit(&event);
   });
 }

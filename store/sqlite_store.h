@@ -74,16 +74,19 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::vector<AuditEvent>> ListAuditEvents(uint64_t after_seq, uint32_t limit) override;
   ChainHead AuditChainHead() override;
 
-  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) override;
+  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                    std::optional<uint64_t> expected_generation = std::nullopt) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
 
   absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
-                                  std::optional<uint64_t> expected_generation = std::nullopt) override;
+                                  std::optional<uint64_t> expected_generation = std::nullopt,
+                                  const ProfileChangeCheck& check = nullptr) override;
   absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
-                                     std::optional<uint64_t> expected_generation = std::nullopt) override;
+                                     std::optional<uint64_t> expected_generation = std::nullopt,
+                                     const ProfileChangeCheck& check = nullptr) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
   absl::StatusOr<uint64_t> ProviderProfileGeneration() override;
@@ -127,7 +130,10 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::optional<std::string>> ReadBlobByKey(const char* sql, const std::string& key);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadKeyedBlobs(const char* sql);
   // Stores `*record` as the sandbox's interceptor record, or removes it (nullptr).
-  absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record);
+  absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
+                                      std::optional<uint64_t> expected_generation = std::nullopt);
+  // Inside a catalogue change's transaction: every interceptor record as it stands, for its check.
+  absl::Status RunProfileChangeCheck(const ProfileChangeCheck& check) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ChangeBatch::checked_revisions (the one writer: nothing appends meanwhile).

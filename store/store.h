@@ -309,8 +309,15 @@ class AuditLog {
 class InterceptorRecordStore {
  public:
   virtual ~InterceptorRecordStore() = default;
-  // Creates or replaces the sandbox's record; durable when this returns OK.
-  virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record) = 0;
+  // Creates or replaces the sandbox's record; durable when this returns OK. With `expected_generation`
+  // (the provider-profile catalogue's generation the record was composed at, ProviderProfileStore::
+  // ProviderProfileGeneration), only if the catalogue is still there when the record commits: ABORTED
+  // "catalogue_changed: ...", and nothing written, otherwise. Such a write and a catalogue change are
+  // serialised across every process on the database (the change's check runs while no such write can
+  // commit: ProviderProfileStore's ProfileChangeCheck), so a change's check either sees the record or the
+  // record is refused.
+  virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                            std::optional<uint64_t> expected_generation = std::nullopt) = 0;
   // The sandbox's record as last committed (by any replica), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) = 0;
   // Removes the sandbox's record (OK when there was none).
@@ -332,19 +339,29 @@ class InterceptorRecordStore {
 // expected_generation): ABORTED "catalogue_changed: ...", not a storage error (never led again by a store).
 absl::Status CatalogueChanged(uint64_t expected);
 
+// A catalogue change's check of the interceptor records (gateway/core/profile_change_check.h), run inside
+// the change's transaction once the catalogue's generation is taken for it: `records` are every
+// interceptor record as committed then, and none that names this generation can commit until the change
+// has (InterceptorRecordStore::PutInterceptorRecord's expected_generation). A non-OK status refuses the
+// change: nothing written, and the status returned as it is. It runs on the store's writing thread and
+// must not write to the store; it may read from it.
+using ProfileChangeCheck = std::function<absl::Status(const std::vector<InterceptorRecordRow>& records)>;
+
 class ProviderProfileStore {
  public:
   virtual ~ProviderProfileStore() = default;
   // Creates or replaces the profile `id` with `event`; durable when this returns OK. With
   // `expected_generation`, only if the catalogue is still at that generation when the change commits
   // (a change checked against the catalogue as read then): ABORTED "catalogue_changed: ...", and nothing
-  // written, when another change committed since.
+  // written, when another change committed since. With `check`, only if it allows the change (above).
   virtual absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
-                                          std::optional<uint64_t> expected_generation = std::nullopt) = 0;
+                                          std::optional<uint64_t> expected_generation = std::nullopt,
+                                          const ProfileChangeCheck& check = nullptr) = 0;
   // Removes the profile `id` with `event`; NOT_FOUND, and nothing written, when there is none;
-  // `expected_generation` as for Put.
+  // `expected_generation` and `check` as for Put (the check runs only when the profile exists).
   virtual absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
-                                             std::optional<uint64_t> expected_generation = std::nullopt) = 0;
+                                             std::optional<uint64_t> expected_generation = std::nullopt,
+                                             const ProfileChangeCheck& check = nullptr) = 0;
   // The profile `id` as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) = 0;
   // Every profile, ordered by id (bytewise).

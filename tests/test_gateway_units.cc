@@ -10,6 +10,7 @@
 #include <cstring>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "common/host_port.h"
@@ -693,39 +694,142 @@ std::pair<std::unique_ptr<osh::store::SqliteStore>, std::optional<osh::trust::Pr
   return {*std::move(store), *std::move(key)};
 }
 
-TEST_CASE("provider catalogue: a change another writer commits between a set's check and its write makes the set "
-          "check again",
+TEST_CASE("provider catalogue: a change is checked inside its transaction, against every record committed, and a "
+          "record composed at the catalogue before it cannot commit after it",
           "[interceptor][provider_profiles]") {
-  // Two replicas on one database: each checks its change against the catalogue as it read it, so the second
-  // to commit must not commit a change checked against a catalogue without the first's.
+  // Two writers on one database (as two replicas): the change's check must see every record that can be
+  // composed with the profile it replaces. A record written before is handed to the check; one written
+  // while the check runs, naming the generation it was composed at, waits and is then refused.
   osh::test::TempDir dir;
   auto [store, key] = KeptCacheStoreAndKey(dir);
   osh::store::FakeClock clock(int64_t{1893456000} * 1000);
   osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, &clock);
-  int checks = 0;
-  bool interfere = true;
-  std::vector<std::string> seen;  // what each check saw of "other"
-  catalogue.SetChangeGuard([&](const std::string&, const openshell::v1::ProviderProfile*) {
-    ++checks;
-    seen.push_back(catalogue.Get("other").ok() ? "other" : "-");
-    // The first time, another replica commits a change right after this check.
-    if (interfere) {
-      interfere = false;
-      openshell::v1::ProviderProfile other = PypiProfileForUnits();
-      other.set_id("other");
-      CHECK(store->PutProviderProfile("other", other.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
-    }
-    return absl::OkStatus();
-  });
-  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
-  CHECK(checks == 2);  // checked again, against the catalogue with the other replica's change
-  CHECK(seen == std::vector<std::string>{"-", "other"});
-  CHECK(catalogue.Get("pypi").ok());
-  // Nothing in between: checked once.
-  checks = 0;
+  const uint64_t before = *store->ProviderProfileGeneration();
+  REQUIRE(store->PutInterceptorRecord("early", "e", before).ok());
+  int checks = 0, refusals = 0;
+  std::vector<std::string> seen;  // the records each check was handed
+  std::thread late;
+  absl::Status late_status;
+  catalogue.SetChangeGuard(
+      [&](const std::string&, const openshell::v1::ProviderProfile*,
+          const std::vector<osh::store::InterceptorRecordRow>& records) {
+        ++checks;
+        for (const auto& row : records) seen.push_back(row.sandbox);
+        if (checks == 1) {
+          // Another writer records a sandbox composed at the catalogue as it was, while this check runs.
+          late = std::thread([&] { late_status = store->PutInterceptorRecord("late", "l", before); });
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+        return absl::OkStatus();
+      },
+      [&](const std::string&, const openshell::v1::ProviderProfile*, const absl::Status&) { ++refusals; });
+  const auto set = catalogue.Set(PypiProfileForUnits());
+  if (late.joinable()) late.join();
+  INFO(set.status().ToString());
+  REQUIRE(set.ok());
+  CHECK(checks == 1);
+  CHECK(seen == std::vector<std::string>{"early"});
+  CHECK(absl::IsAborted(late_status));
+  CHECK(osh::common::ReasonOf(late_status) == "catalogue_changed");
+  CHECK_FALSE(store->GetInterceptorRecord("late")->has_value());
+  // At the new generation it commits, and the next change's check is handed it.
+  REQUIRE(store->PutInterceptorRecord("late", "l", *store->ProviderProfileGeneration()).ok());
   seen.clear();
   REQUIRE(catalogue.Delete("pypi").ok());
-  CHECK(checks == 1);
+  CHECK(checks == 2);
+  CHECK(seen == std::vector<std::string>{"early", "late"});
+  CHECK(refusals == 0);
+  // A refusal writes nothing and is told to the hook once, outside the transaction.
+  catalogue.SetChangeGuard(
+      [&](const std::string&, const openshell::v1::ProviderProfile*, const std::vector<osh::store::InterceptorRecordRow>&) {
+        return osh::common::Refused(absl::StatusCode::kFailedPrecondition, "exceeds_ceiling", "no");
+      },
+      [&](const std::string& id, const openshell::v1::ProviderProfile* changed, const absl::Status& refusal) {
+        ++refusals;
+        CHECK(id == "pypi");
+        CHECK(changed != nullptr);
+        CHECK(osh::common::ReasonOf(refusal) == "exceeds_ceiling");
+      });
+  const uint64_t generation = *store->ProviderProfileGeneration();
+  CHECK(osh::common::ReasonOf(catalogue.Set(PypiProfileForUnits()).status()) == "exceeds_ceiling");
+  CHECK(refusals == 1);
+  CHECK(*store->ProviderProfileGeneration() == generation);
+  CHECK_FALSE(store->GetProviderProfile("pypi")->has_value());
+}
+
+// The interceptor records of `inner`, where another writer (as another replica) commits a catalogue change
+// just before the next record write reaches the store: the race a validate on one replica runs with a
+// profile change on another.
+class RecordsRacedByAChange : public osh::store::InterceptorRecordStore {
+ public:
+  RecordsRacedByAChange(osh::store::SqliteStore* inner, std::function<void()> change)
+      : inner_(inner), change_(std::move(change)) {}
+  int puts = 0;
+  absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
+                                    std::optional<uint64_t> expected_generation) override {
+    if (puts++ == 0 && change_) change_();
+    return inner_->PutInterceptorRecord(sandbox, record, expected_generation);
+  }
+  absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override {
+    return inner_->GetInterceptorRecord(sandbox);
+  }
+  absl::Status DeleteInterceptorRecord(const std::string& sandbox) override { return inner_->DeleteInterceptorRecord(sandbox); }
+  absl::Status ForgetInterceptorRecord(const std::string& sandbox, osh::store::AuditEvent event) override {
+    return inner_->ForgetInterceptorRecord(sandbox, std::move(event));
+  }
+  absl::StatusOr<std::vector<osh::store::InterceptorRecordRow>> ListInterceptorRecords() override {
+    return inner_->ListInterceptorRecords();
+  }
+
+ private:
+  osh::store::SqliteStore* const inner_;
+  std::function<void()> change_;
+};
+
+TEST_CASE("interceptor: a validate whose providers' catalogue changes before its record commits is decided again on "
+          "the new catalogue, and what it composed before is never recorded",
+          "[interceptor][provider_profiles][interceptor_records]") {
+  namespace icv1 = openshell::gateway_interceptor::v1;
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  auto validate = [](const std::string& name) {
+    icv1::InterceptorEvaluation e;
+    e.set_service("openshell.v1.OpenShell");
+    e.set_method("CreateSandbox");
+    REQUIRE(google::protobuf::util::JsonStringToMessage(
+                absl::StrCat(R"({"name": ")", name,
+                             R"(", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": ["pypi"]}})"),
+                e.mutable_validate()->mutable_proposed_operation())
+                .ok());
+    return e;
+  };
+  // Another replica adds a profile meanwhile: pypi's layer is the same, but the record names the catalogue
+  // it was composed at, so it is refused and the validate decided again (allowed, recorded once).
+  openshell::v1::ProviderProfile other = PypiProfileForUnits();
+  other.set_id("other");
+  RecordsRacedByAChange added(store.get(), [&] {
+    REQUIRE(store->PutProviderProfile("other", other.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+  });
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), &added, {"aud", &catalogue, nullptr, {}});
+  const auto allowed = evaluator.Evaluate(validate("build-7"));
+  INFO(allowed.reason());
+  CHECK(allowed.allowed());
+  CHECK(added.puts == 2);
+  CHECK(store->GetInterceptorRecord("build-7")->has_value());
+
+  // Another replica deletes pypi meanwhile: decided again, the provider is unknown now, nothing recorded.
+  RecordsRacedByAChange deleted(store.get(), [&] {
+    REQUIRE(store->DeleteProviderProfile("pypi", osh::test::StoredEvent("mutation")).ok());
+  });
+  osh::gateway::InterceptorEvaluator second(&ceiling, store.get(), &deleted, {"aud", &catalogue, nullptr, {}});
+  const auto refused = second.Evaluate(validate("build-8"));
+  CHECK_FALSE(refused.allowed());
+  CHECK_THAT(refused.reason(), Catch::StartsWith("unknown_provider: "));
+  CHECK(deleted.puts == 1);
+  CHECK_FALSE(store->GetInterceptorRecord("build-8")->has_value());
 }
 
 TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "

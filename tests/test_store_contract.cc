@@ -759,6 +759,78 @@ TEST_CASE("store contract: provider profiles are put, replaced, read back, liste
   }
 }
 
+TEST_CASE("store contract: a record composed at a catalogue generation commits only at it, and a catalogue change's "
+          "check runs in its transaction, handed every record, while such a record waits",
+          "[store][contract][provider_profiles][interceptor_records]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    auto a = Open(url);
+    // SQLite has one process: the second writer is another thread of it. PostgreSQL: another replica.
+    std::unique_ptr<osh::store::Database> second = backend.name == "sqlite" ? nullptr : Open(url);
+    osh::store::Database& b = second != nullptr ? *second : *a;
+    const uint64_t g0 = *a->provider_profiles().ProviderProfileGeneration();
+    REQUIRE(b.interceptor_records().PutInterceptorRecord("early", "e", g0).ok());
+    // A stale generation: refused whole, not a storage error.
+    const absl::Status stale = b.interceptor_records().PutInterceptorRecord("stale", "s", g0 + 7);
+    CHECK(absl::IsAborted(stale));
+    CHECK(osh::common::ReasonOf(stale) == "catalogue_changed");
+    CHECK_FALSE(osh::common::IsStorageError(stale));
+    CHECK_FALSE(a->interceptor_records().GetInterceptorRecord("stale")->has_value());
+
+    std::vector<std::string> handed;
+    std::atomic<bool> late_done{false};
+    absl::Status late_status;
+    std::thread late;
+    const osh::store::ProfileChangeCheck check = [&](const std::vector<osh::store::InterceptorRecordRow>& records) {
+      for (const auto& row : records) handed.push_back(row.sandbox + "=" + row.record);
+      // Another writer records a sandbox composed at the catalogue as it was: it must wait for this change.
+      late = std::thread([&] {
+        late_status = b.interceptor_records().PutInterceptorRecord("late", "l", g0);
+        late_done = true;
+      });
+      absl::SleepFor(absl::Milliseconds(300));
+      CHECK_FALSE(late_done.load());
+      return absl::OkStatus();
+    };
+    const absl::Status put = a->provider_profiles().PutProviderProfile("github", "p", osh::test::StoredEvent("mutation"), g0, check);
+    if (late.joinable()) late.join();
+    REQUIRE(put.ok());
+    CHECK(handed == std::vector<std::string>{"early=e"});
+    CHECK(absl::IsAborted(late_status));
+    CHECK(osh::common::ReasonOf(late_status) == "catalogue_changed");
+    CHECK_FALSE(a->interceptor_records().GetInterceptorRecord("late")->has_value());
+    CHECK(*b.provider_profiles().ProviderProfileGeneration() == g0 + 1);
+
+    // A refusing check: nothing written (no profile, no event, the generation where it was), its status
+    // returned as it is; a record at the generation then commits.
+    const uint64_t head = a->audit().AuditChainHead().seq;
+    handed.clear();
+    const absl::Status refused = a->provider_profiles().DeleteProviderProfile(
+        "github", osh::test::StoredEvent("mutation"), g0 + 1, [&](const std::vector<osh::store::InterceptorRecordRow>& records) {
+          for (const auto& row : records) handed.push_back(row.sandbox);
+          return absl::FailedPreconditionError("exceeds_ceiling: no");
+        });
+    CHECK(refused.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(refused.message() == "exceeds_ceiling: no");
+    CHECK(handed == std::vector<std::string>{"early"});
+    CHECK(a->provider_profiles().GetProviderProfile("github")->has_value());
+    CHECK(a->audit().AuditChainHead().seq == head);
+    CHECK(*a->provider_profiles().ProviderProfileGeneration() == g0 + 1);
+    REQUIRE(b.interceptor_records().PutInterceptorRecord("late", "l", g0 + 1).ok());
+    // A delete of what is not there is NOT_FOUND before any check.
+    bool asked = false;
+    CHECK(absl::IsNotFound(a->provider_profiles().DeleteProviderProfile(
+        "never-there", osh::test::StoredEvent("mutation"), std::nullopt,
+        [&](const std::vector<osh::store::InterceptorRecordRow>&) {
+          asked = true;
+          return absl::OkStatus();
+        })));
+    CHECK_FALSE(asked);
+  }
+}
+
 TEST_CASE("store: PostgreSQL replicas read each other's provider profiles at once", "[store][postgres][provider_profiles]") {
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);

@@ -116,16 +116,17 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
   }
   // A provider profile set or deleted: no OpenShell sandbox the interceptor recorded with that provider may
   // be widened beyond the ceiling by the change of its layer. A refusal is audited as a refused mutation.
-  profiles_.SetChangeGuard([this](const std::string& id, const openshell::v1::ProviderProfile* changed) {
-    absl::Status allowed = CheckProfileChange(gate_.ceiling(), &store_->interceptor_records(), profiles_, id, changed);
-    if (!allowed.ok()) {
-      store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
-      event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)},
-                             {"change", changed != nullptr ? "set" : "delete"}};
-      audit_.Record(std::move(event), audit::Outcome::kRefused, std::string(allowed.message()));
-    }
-    return allowed;
-  });
+  profiles_.SetChangeGuard(
+      [this](const std::string& id, const openshell::v1::ProviderProfile* changed,
+             const std::vector<store::InterceptorRecordRow>& records) {
+        return CheckProfileChange(gate_.ceiling(), records, profiles_, id, changed);
+      },
+      [this](const std::string& id, const openshell::v1::ProviderProfile* changed, const absl::Status& refusal) {
+        store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
+        event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)},
+                               {"change", changed != nullptr ? "set" : "delete"}};
+        audit_.Record(std::move(event), audit::Outcome::kRefused, std::string(refusal.message()));
+      });
 }
 
 GatewayCore::~GatewayCore() {

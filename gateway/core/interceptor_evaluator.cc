@@ -88,6 +88,9 @@ struct InterceptorEvaluator::Outcome {
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
   bool audited = false;           // its audit event is committed already (with an admission, admit mode)
   std::string payload_digest;     // of the phase's proposed_operation when the caller had it; else ""
+  // The catalogue generation the last checked candidate's provider layers were read at (none: it had no
+  // provider): a record of that candidate commits only while the catalogue is still there.
+  std::optional<uint64_t> catalogue_generation;
   std::vector<interceptor_v1::JsonPatch> patches;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
@@ -100,6 +103,14 @@ struct InterceptorEvaluator::Outcome {
   // The sandbox's record could not be read or written (`doing`: "read", "stored", "removed"): fail closed.
   // The store's own text goes to the log only, never to the caller.
   void RecordFailed(const std::string& name, const char* doing, const absl::Status& status) {
+    if (common::ReasonOf(status) == "catalogue_changed") {
+      // A profile change committed (here or on another replica) after the layers were read: the record
+      // would name a composition that was never checked. Evaluate decides again, on the new catalogue.
+      Deny(absl::StatusCode::kFailedPrecondition, "catalogue_changed",
+           absl::StrCat("the provider-profile catalogue changed while sandbox '", name,
+                        "' was checked, so it was not recorded; try again"));
+      return;
+    }
     LogError(absl::StrCat("interceptor: the record of sandbox '", name, "' could not be ", doing, ": ",
                           absl::StatusCodeToString(status.code()), ": ", status.message()));
     Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
@@ -197,6 +208,17 @@ bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& prov
     }
     return false;
   }
+  // One composition, one catalogue: layers read across a change (each read is of the catalogue as
+  // committed then) are decided again.
+  out->catalogue_generation.reset();
+  for (const ProviderProfileCatalogue::Entry& entry : *entries) {
+    if (out->catalogue_generation.has_value() && *out->catalogue_generation != entry.generation) {
+      out->Deny(absl::StatusCode::kFailedPrecondition, "catalogue_changed",
+                "the provider-profile catalogue changed while this request's providers were read; try again");
+      return false;
+    }
+    out->catalogue_generation = entry.generation;
+  }
   return true;
 }
 
@@ -236,7 +258,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
   if (!CheckCandidate(request.spec().policy(), providers, out)) return;
   if (validate && !request.name().empty()) {
     // Stored before the allow is answered: an allowed state is never lost to a restart.
-    if (absl::Status put = records_.Put(out->record_key, {request.spec().policy(), providers}); !put.ok()) {
+    if (absl::Status put = records_.Put(out->record_key, {request.spec().policy(), providers}, out->catalogue_generation); !put.ok()) {
       out->RecordFailed(request.name(), "stored", put);
     }
   }
@@ -499,7 +521,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   if (!CheckCandidate(admitted.policy, providers, out)) return;
   // Stored before the allow is answered: later merges, attaches and pushes start from it.
-  if (absl::Status put = records_.Put(out->record_key, {admitted.policy, providers}); !put.ok()) {
+  if (absl::Status put = records_.Put(out->record_key, {admitted.policy, providers}, out->catalogue_generation); !put.ok()) {
     out->RecordFailed(request.name(), "stored", put);
   }
 }
@@ -667,7 +689,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      if (absl::Status put = records_.Put(out->record_key, {request.policy(), providers}); !put.ok()) {
+      if (absl::Status put = records_.Put(out->record_key, {request.policy(), providers}, out->catalogue_generation); !put.ok()) {
         out->RecordFailed(request.name(), "stored", put);
       }
     }
@@ -713,7 +735,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
       // Later candidates of this sandbox compose the attached provider's layer too.
-      if (absl::Status put = records_.Put(out->record_key, {own, providers}); !put.ok()) {
+      if (absl::Status put = records_.Put(out->record_key, {own, providers}, out->catalogue_generation); !put.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", put);
       }
     }
@@ -734,7 +756,9 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
     }
     if (validate) {
-      if (absl::Status removed = records_.RemoveProvider(out->record_key, request.provider_name()); !removed.ok()) {
+      if (absl::Status removed =
+              records_.RemoveProvider(out->record_key, request.provider_name(), out->catalogue_generation);
+          !removed.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", removed);
       }
     }
@@ -853,7 +877,16 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     // process (ProviderProfileCatalogue::change_lock).
     std::optional<absl::ReaderMutexLock> steady_catalogue;
     if (validate && options_.profiles != nullptr) steady_catalogue.emplace(&options_.profiles->change_lock());
-    Decide(evaluation, validate, &outcome);
+    // A validate whose record met a catalogue changed since its layers were read (another replica's
+    // change) is decided again on the new catalogue, a few times at most; nothing was written for it.
+    for (int attempt = 1;; ++attempt) {
+      Decide(evaluation, validate, &outcome);
+      if (!validate || outcome.reason_code != "catalogue_changed" || attempt == kDecideAttempts) break;
+      Outcome again;
+      again.payload_digest = std::move(outcome.payload_digest);
+      again.decision_id = std::move(outcome.decision_id);
+      outcome = std::move(again);
+    }
   }
 
   interceptor_v1::InterceptorResult result;

@@ -163,6 +163,8 @@ class InterceptorEvaluator {
   static store::AuditEvent InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
                                              const std::string& phase, const Outcome& outcome);
   static std::string RpcOf(const interceptor_v1::InterceptorEvaluation& evaluation);
+  // How often a validate is decided when its record meets a changed catalogue (catalogue_changed).
+  static constexpr int kDecideAttempts = 3;
 
   const CeilingGuard* const ceiling_;
   store::AuditLog* const audit_;

@@ -56,7 +56,8 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
   return true;
 }
 
-absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record) {
+absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record,
+                                     std::optional<uint64_t> catalogue_generation) {
   absl::MutexLock lock(&write_mu_);
   std::string bytes = Encode(record);
   // A validate repeated: the committed record is already this one (durable as it is), so nothing is written.
@@ -64,7 +65,7 @@ absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& r
   if (auto stored = store_->GetInterceptorRecord(sandbox); stored.ok() && stored->has_value() && **stored == bytes) {
     return absl::OkStatus();
   }
-  return store_->PutInterceptorRecord(sandbox, std::move(bytes));
+  return store_->PutInterceptorRecord(sandbox, std::move(bytes), catalogue_generation);
 }
 
 absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox) const {
@@ -83,7 +84,8 @@ absl::Status InterceptorRecords::Forget(const std::string& sandbox) {
   return store_->DeleteInterceptorRecord(sandbox);
 }
 
-absl::Status InterceptorRecords::RemoveProvider(const std::string& sandbox, const std::string& provider) {
+absl::Status InterceptorRecords::RemoveProvider(const std::string& sandbox, const std::string& provider,
+                                                std::optional<uint64_t> catalogue_generation) {
   absl::MutexLock lock(&write_mu_);
   auto record = Get(sandbox);
   if (!record.ok()) return record.status();
@@ -92,7 +94,7 @@ absl::Status InterceptorRecords::RemoveProvider(const std::string& sandbox, cons
   const auto kept = std::remove(providers.begin(), providers.end(), provider);
   if (kept == providers.end()) return absl::OkStatus();  // not attached: nothing to write
   providers.erase(kept, providers.end());
-  return store_->PutInterceptorRecord(sandbox, Encode(**record));
+  return store_->PutInterceptorRecord(sandbox, Encode(**record), catalogue_generation);
 }
 
 }  // namespace osh::gateway

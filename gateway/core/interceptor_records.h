@@ -40,14 +40,20 @@ class InterceptorRecords {
   explicit InterceptorRecords(store::InterceptorRecordStore* store) : store_(store) {}
 
   // Records `record` as the sandbox's, durably; nothing is written when the store already holds exactly it.
-  absl::Status Put(const std::string& key, const Record& record);
+  // `catalogue_generation`: the provider-profile catalogue generation its providers' layers were read at
+  // (ProviderProfileCatalogue::Entry::generation), and then it commits only while the catalogue is still
+  // there (ABORTED catalogue_changed otherwise; store::InterceptorRecordStore::PutInterceptorRecord).
+  absl::Status Put(const std::string& key, const Record& record,
+                   std::optional<uint64_t> catalogue_generation = std::nullopt);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
   // record does not decode.
   absl::StatusOr<std::optional<Record>> Get(const std::string& key) const;
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
   absl::Status Forget(const std::string& key);
   // Drops `provider` from the sandbox's providers (a detach); nothing when the sandbox is unknown.
-  absl::Status RemoveProvider(const std::string& key, const std::string& provider);
+  // `catalogue_generation` as for Put: the generation what remains was checked at.
+  absl::Status RemoveProvider(const std::string& key, const std::string& provider,
+                              std::optional<uint64_t> catalogue_generation = std::nullopt);
 
   // Every record as the store holds it now, with its key, ordered by key; DATA_LOSS when one does not decode.
   struct Entry {

@@ -39,31 +39,31 @@ std::vector<ProviderLayer> LayersOf(const InterceptorRecords::Record& record, co
 
 }  // namespace
 
-absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorRecordStore* records,
+absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<store::InterceptorRecordRow>& records,
                                 const ProviderProfileCatalogue& catalogue, const std::string& id,
                                 const openshell::v1::ProviderProfile* changed) {
   const std::string what = changed != nullptr ? "set" : "deleted";
-  if (records == nullptr || ceiling.current() == nullptr) return absl::OkStatus();
-  const InterceptorRecords view(records);
-  auto entries = view.List();
-  if (absl::IsDataLoss(entries.status())) {
-    return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_record_invalid",
-                           absl::StrCat(entries.status().message(), ", so whether profile '", id, "' ", what,
-                                        " widens it beyond the ceiling is unknown; policyctl interceptor records "
-                                        "lists it, and policyctl interceptor forget drops it"));
-  }
-  if (!entries.ok()) {
-    return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
-                           absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
-                                        id, "' ", what, " widens a sandbox beyond the ceiling is unknown: ",
-                                        entries.status().message()));
+  if (ceiling.current() == nullptr) return absl::OkStatus();
+  // Every record is decoded: one that does not is refused whatever it named.
+  std::vector<InterceptorRecords::Entry> entries;
+  for (const store::InterceptorRecordRow& row : records) {
+    InterceptorRecords::Entry entry{row.sandbox, {}};
+    if (!InterceptorRecords::Decode(row.record, &entry.record)) {
+      return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_record_invalid",
+                             absl::StrCat("the interceptor's record of sandbox ",
+                                          BoundedText(InterceptorRecords::Describe(row.sandbox), 2 * kMaxAuditFieldBytes),
+                                          " does not decode, so whether profile '", id, "' ", what,
+                                          " widens it beyond the ceiling is unknown; policyctl interceptor records "
+                                          "lists it, and policyctl interceptor forget drops it"));
+    }
+    entries.push_back(std::move(entry));
   }
   // The profile this one replaces (none: a new one, or one that does not verify), and the other providers'
   // profiles, read once each. A std::map: the layers point into its values, which must not move.
   std::optional<ProviderProfileCatalogue::Entry> previous;
   if (auto replaced = catalogue.Get(id); replaced.ok()) previous = *std::move(replaced);
   std::map<std::string, std::optional<ProviderProfileCatalogue::Entry>> others;
-  for (const InterceptorRecords::Entry& entry : *entries) {
+  for (const InterceptorRecords::Entry& entry : entries) {
     const InterceptorRecords::Record& record = entry.record;
     const std::string sandbox = BoundedText(InterceptorRecords::Describe(entry.key), 2 * kMaxAuditFieldBytes);
     if (std::find(record.providers.begin(), record.providers.end(), id) == record.providers.end()) continue;

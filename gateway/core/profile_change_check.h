@@ -21,14 +21,18 @@
 // gateway's commit, so a detach, undo or create that upstream then refuses can leave a record without a
 // provider upstream still has (docs/threat-model.md). Within one process changes are serialised, and an
 // interceptor validate (which records what it composed) excludes them (ProviderProfileCatalogue::
-// change_lock, held across the check and the write); between replicas on one database a change commits
-// only at the catalogue generation its check read (else it is checked again), but a validate on another
-// replica may record a sandbox between a change's check and its commit. Cost: every record is read and
-// decoded, and each naming the profile is composed and checked (verdicts are kept per candidate by the
-// ceiling guard).
+// change_lock, held across the check and the write); between replicas on one database the check runs in
+// the change's transaction once the catalogue's generation is taken for it, and a record composed at the
+// catalogue as it was cannot commit after it (store::InterceptorRecordStore::PutInterceptorRecord's
+// expected_generation): the check sees every record that can be composed with the old profile. Cost:
+// every record is read and decoded, and each naming the profile's id among its providers is composed and
+// checked (verdicts are kept per candidate by the ceiling guard). The
+// check holds the change's transaction: record writes that name a generation, and other catalogue
+// changes, wait for it.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gateway/core/ceiling_guard.h"
@@ -38,8 +42,9 @@
 
 namespace osh::gateway {
 
-// `changed`: the profile `id` as it would be stored; null: `id` deleted.
-absl::Status CheckProfileChange(const CeilingGuard& ceiling, store::InterceptorRecordStore* records,
+// `changed`: the profile `id` as it would be stored; null: `id` deleted. `records`: every interceptor record
+// as committed (the change's transaction hands them over: store::ProfileChangeCheck). Writes nothing.
+absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<store::InterceptorRecordRow>& records,
                                 const ProviderProfileCatalogue& catalogue, const std::string& id,
                                 const openshell::v1::ProviderProfile* changed);
 

@@ -121,32 +121,42 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
     }
   }
   absl::MutexLock change(&change_mu_);
-  absl::Status put = Checked(profile.id(), &profile, [&](uint64_t generation) {
+  absl::Status put = Checked(profile.id(), &profile, [&](uint64_t generation, const store::ProfileChangeCheck& check) {
     store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
     event.outcome = audit::Outcome::kOk;
     event.reason = absl::StrCat("provider profile ", profile.id(), " set");
     event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
     if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
     if (signed_elsewhere) event.audit_context["profile_signed"] = "imported";
-    return store_->PutProviderProfile(profile.id(), bytes, std::move(event), generation);
+    return store_->PutProviderProfile(profile.id(), bytes, std::move(event), generation, check);
   });
   if (!put.ok()) return put;
   entry.profile = std::move(profile);
   return entry;
 }
 
-absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const openshell::v1::ProviderProfile* changed,
-                                               const std::function<absl::Status(uint64_t generation)>& write) {
+absl::Status ProviderProfileCatalogue::Checked(
+    const std::string& id, const openshell::v1::ProviderProfile* changed,
+    const std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check)>& write) {
   for (int attempt = 1;; ++attempt) {
-    // The generation first: the guard's check reads the catalogue at it or later, and the write commits
-    // only while the catalogue is still there (another replica's change in between: checked again).
+    // The write commits only while the catalogue is still at the generation read here (another replica's
+    // change in between: tried again), and the guard checks inside its transaction, once the generation
+    // is taken for it: every record the interceptor committed by then, and none after (a record composed
+    // at this generation is refused once the change commits: PutInterceptorRecord's expected_generation).
     auto generation = store_->ProviderProfileGeneration();
     if (!generation.ok()) return generation.status();
+    std::optional<absl::Status> refused;
+    store::ProfileChangeCheck check;
     if (guard_) {
-      if (absl::Status allowed = guard_(id, changed); !allowed.ok()) return allowed;
+      check = [&](const std::vector<store::InterceptorRecordRow>& records) {
+        absl::Status allowed = guard_(id, changed, records);
+        if (!allowed.ok()) refused = allowed;
+        return allowed;
+      };
     }
-    absl::Status written = write(*generation);
+    absl::Status written = write(*generation, check);
     Forget();  // committed or not (an error may follow a commit): read again
+    if (refused.has_value() && on_refused_) on_refused_(id, changed, *refused);
     if (common::ReasonOf(written) != "catalogue_changed" || attempt == kCheckAttempts) return written;
   }
 }
@@ -156,12 +166,12 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
   auto stored = store_->GetProviderProfile(id);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
-  absl::Status deleted = Checked(id, nullptr, [&](uint64_t generation) {
+  absl::Status deleted = Checked(id, nullptr, [&](uint64_t generation, const store::ProfileChangeCheck& check) {
     store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
     event.outcome = audit::Outcome::kOk;
     event.reason = absl::StrCat("provider profile ", id, " deleted");
     event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
-    return store_->DeleteProviderProfile(id, std::move(event), generation);
+    return store_->DeleteProviderProfile(id, std::move(event), generation, check);
   });
   if (deleted.code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
@@ -272,6 +282,7 @@ absl::StatusOr<std::shared_ptr<const ProviderProfileCatalogue::Kept>> ProviderPr
   for (const auto& row : *rows) {
     absl::StatusOr<Entry> entry = Verified(row, trust.get(), now_unix);
     if (entry.ok()) {
+      entry->generation = generation;
       *snapshot.add_profiles() = entry->profile;
       profiles.push_back(entry->profile);
     } else if (first_failure.ok()) {

@@ -59,20 +59,27 @@ class ProviderProfileCatalogue {
   void SetSigningKey(trust::PrivateKey key);
 
   // Asked by Set (once the profile is valid and signed; `changed` = it) and Delete (`changed` = null)
-  // before anything is stored: a non-OK status is the refusal, and nothing is stored. Set and Delete hold
-  // one lock across the guard and the write, so changes in this process are checked one at a time, and
-  // write only while the store's catalogue generation is the one read before the check (another
-  // replica's change in between: checked again, up to kCheckAttempts times, then ABORTED
-  // catalogue_changed). The
-  // core sets it to CheckProfileChange (a change must not widen a sandbox beyond the ceiling). Call before
-  // serving; not thread-safe against Set.
-  using ChangeGuard =
-      std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed)>;
-  void SetChangeGuard(ChangeGuard guard) { guard_ = std::move(guard); }
+  // inside the change's transaction (store::ProfileChangeCheck: `records` are every interceptor record as
+  // committed, and no record composed at the catalogue as it was can commit until the change has): a
+  // non-OK status is the refusal, and nothing is stored. It must not write to the store (it runs on the
+  // store's writing thread); `on_refused` is told of a refusal afterwards, outside the transaction (the
+  // core audits it). Set and Delete hold one lock across the change, so changes in this process are
+  // checked one at a time, and write only while the store's catalogue generation is the one read first
+  // (another replica's change in between: tried again, up to kCheckAttempts times, then ABORTED
+  // catalogue_changed). The core sets it to CheckProfileChange (a change must not widen a sandbox beyond
+  // the ceiling). Call before serving; not thread-safe against Set.
+  using ChangeGuard = std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed,
+                                                 const std::vector<store::InterceptorRecordRow>& records)>;
+  using RefusalHook = std::function<void(const std::string& id, const openshell::v1::ProviderProfile* changed,
+                                         const absl::Status& refusal)>;
+  void SetChangeGuard(ChangeGuard guard, RefusalHook on_refused = nullptr) {
+    guard_ = std::move(guard);
+    on_refused_ = std::move(on_refused);
+  }
   // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
   // (the interceptor's validate phase), while Set and Delete hold it exclusively across the guard and the
-  // write: in one process, a profile change's check either sees such a record or the record was composed
-  // from the changed catalogue. Take it before anything the catalogue or the records lock.
+  // write: in one process a validate and a change do not overlap at all (between processes the store's
+  // generation fences them: ChangeGuard). Take it before anything the catalogue or the records lock.
   absl::Mutex& change_lock() const { return change_mu_; }
 
   // One profile as stored, with its governance hash and the kid of its signature ("" unsigned).
@@ -80,6 +87,9 @@ class ProviderProfileCatalogue {
     openshell::v1::ProviderProfile profile;
     std::string hash;
     std::string kid;
+    // The catalogue generation it was read at (store::ProviderProfileStore::ProviderProfileGeneration):
+    // what a record composed from it names (store::InterceptorRecordStore::PutInterceptorRecord).
+    uint64_t generation = 0;
   };
 
   // Validates (policy::ValidateProviderProfile), signs when a key is set, asks the change guard, and stores the profile,
@@ -136,16 +146,18 @@ class ProviderProfileCatalogue {
                                                     int64_t now_unix) const;
   static bool Fresh(const Kept& kept, uint64_t generation, const trust::TrustStore* trust, int64_t now_unix);
   void Forget();
-  // Asks the change guard and runs `write` with the generation the check read the catalogue at, again
-  // (up to kCheckAttempts in all) while the store answers catalogue_changed: another replica's change
-  // committed between this one's check and its write.
-  absl::Status Checked(const std::string& id, const openshell::v1::ProviderProfile* changed,
-                       const std::function<absl::Status(uint64_t generation)>& write)
+  // Runs `write` with the generation read first and the change guard as the store's check, again (up to
+  // kCheckAttempts in all) while the store answers catalogue_changed: another replica's change committed
+  // in between.
+  absl::Status Checked(
+      const std::string& id, const openshell::v1::ProviderProfile* changed,
+      const std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check)>& write)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   static constexpr int kCheckAttempts = 4;
 
   store::ProviderProfileStore* const store_;
   ChangeGuard guard_;
+  RefusalHook on_refused_;
   mutable absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
   const store::Clock* const clock_;
