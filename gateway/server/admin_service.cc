@@ -227,38 +227,42 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
         auto rows = records_->ListInterceptorRecords();
         if (!rows.ok()) return rows.status();
-        v1::ListInterceptorRecordsResponse out;
+        // Ordered by (workspace, name) and paged on the raw rows; only the page is decoded and hashed.
+        struct Keyed {
+          std::string workspace, name;
+          const store::InterceptorRecordRow* row;
+        };
+        std::vector<Keyed> keyed;
+        keyed.reserve(rows->size());
+        const bool after = !r.after_workspace().empty() || !r.after_sandbox().empty();
         for (const store::InterceptorRecordRow& row : *rows) {
           auto [workspace, name] = InterceptorRecords::Split(row.sandbox);
+          if (after && std::tie(workspace, name) <= std::tie(r.after_workspace(), r.after_sandbox())) continue;
+          keyed.push_back({std::move(workspace), std::move(name), &row});
+        }
+        const size_t limit = r.limit() == 0 ? 1000 : std::min<size_t>(r.limit(), 10000);
+        const auto by_key = [](const Keyed& a, const Keyed& b) {
+          return std::tie(a.workspace, a.name) < std::tie(b.workspace, b.name);
+        };
+        v1::ListInterceptorRecordsResponse out;
+        if (keyed.size() > limit) {
+          std::nth_element(keyed.begin(), keyed.begin() + static_cast<ptrdiff_t>(limit), keyed.end(), by_key);
+          keyed.resize(limit);
+          out.set_more(true);
+        }
+        std::sort(keyed.begin(), keyed.end(), by_key);
+        for (Keyed& entry : keyed) {
           v1::InterceptorRecordInfo* info = out.add_records();
-          info->set_sandbox(std::move(name));
-          info->set_workspace(std::move(workspace));
+          info->set_sandbox(std::move(entry.name));
+          info->set_workspace(std::move(entry.workspace));
           InterceptorRecords::Record record;
-          if (!InterceptorRecords::Decode(row.record, &record)) {
+          if (!InterceptorRecords::Decode(entry.row->record, &record)) {
             info->set_undecodable(true);  // shown, so that it can be forgotten
             continue;
           }
           for (const std::string& provider : record.providers) info->add_providers(provider);
           info->set_policy_digest(policy::Sha256Hex(policy::SerializeDeterministic(record.policy)));
           info->set_network_rules(static_cast<uint32_t>(record.policy.network_policies_size()));
-        }
-        std::sort(out.mutable_records()->begin(), out.mutable_records()->end(), [](const auto& a, const auto& b) {
-          return std::tie(a.workspace(), a.sandbox()) < std::tie(b.workspace(), b.sandbox());
-        });
-        // One page: after the given record, at most `limit` of them.
-        const size_t limit = r.limit() == 0 ? 1000 : std::min<size_t>(r.limit(), 10000);
-        auto* records = out.mutable_records();
-        int first = 0;
-        if (!r.after_workspace().empty() || !r.after_sandbox().empty()) {
-          while (first < records->size() && std::tie(records->at(first).workspace(), records->at(first).sandbox()) <=
-                                                std::tie(r.after_workspace(), r.after_sandbox())) {
-            ++first;
-          }
-        }
-        records->DeleteSubrange(0, first);
-        if (static_cast<size_t>(records->size()) > limit) {
-          records->DeleteSubrange(static_cast<int>(limit), records->size() - static_cast<int>(limit));
-          out.set_more(true);
         }
         return out;
       });
