@@ -13,6 +13,9 @@
 //     patch and the interception's own audit event — against AdmitSandbox through the same driver, one
 //     call at a time (p50) and from client threads (calls/s), alternating rounds: the time ratio (target
 //     <= 1.2).
+//  4. Provider-profile changes (--records > 0): a third gateway whose database holds --records interceptor
+//     records naming p-0 (--record-policies distinct policies), --changes sets of p-0 timed against the
+//     catalogue's setup sets with no record, and an admission thread's latency during them.
 // Every candidate is inside the ceiling (an allow): a deny would be a cheaper path.
 #include <sys/wait.h>
 
@@ -37,7 +40,11 @@
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.pb.h"
+#include "openshell/policy/interceptor/v1/interceptor_record.pb.h"
+#include "policy/body_codec.h"
 #include "policy/policy_file.h"
+#include "store/sqlite_store.h"
+#include "absl/time/clock.h"
 #include "trust/ceiling.h"
 #include "trust/keys.h"
 
@@ -202,6 +209,14 @@ int main(int argc, char** argv) {
   app.add_option("--admissions", admissions, "admit mode: sandboxes admitted one at a time per path and round")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  int records = 2000, record_policies = 20, changes = 5;
+  app.add_option("--records", records, "profile changes: interceptor records naming the changed profile (0: skip)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--record-policies", record_policies, "profile changes: distinct policies among the records")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--changes", changes, "profile changes: changes timed")->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   if (ceiling_entries < profiles) {
     std::fprintf(stderr, "--ceiling-entries must be at least --profiles (each profile's layer is a ceiling rule)\n");
@@ -255,24 +270,33 @@ int main(int argc, char** argv) {
     }
   }
   // The catalogue: profile p-<i> reaches rule i's host with rule i's binary (inside the ceiling).
-  for (int i = 0; i < profiles; ++i) {
+  // `description` varies what is signed and stored, not the layer.
+  auto set_profile = [&](gw::PolicyGateway::Stub& stub, int i, const std::string& description, double* ms) {
     gw::SetProviderProfileRequest request;
     auto* profile = request.mutable_profile();
     profile->set_id(absl::StrCat("p-", i));
     profile->set_display_name(absl::StrCat("Provider ", i));
-    profile->set_description("a bench provider: one API host for one tool");
+    profile->set_description(description);
     auto* endpoint = profile->add_endpoints();
     endpoint->set_host(RuleHost(i));
     endpoint->set_port(443);
     profile->add_binaries()->set_path(RuleBinary(i));
     gw::ProviderProfileInfo info;
     grpc::ClientContext ctx;
-    const grpc::Status set = admin->SetProviderProfile(&ctx, request, &info);
-    if (!set.ok()) {
-      std::fprintf(stderr, "SetProviderProfile failed: %s\n", set.error_message().c_str());
+    const auto start = BenchClock::now();
+    const grpc::Status set = stub.SetProviderProfile(&ctx, request, &info);
+    if (ms != nullptr) *ms = std::chrono::duration<double, std::milli>(BenchClock::now() - start).count();
+    if (!set.ok()) std::fprintf(stderr, "SetProviderProfile failed: %s\n", set.error_message().c_str());
+    return set.ok();
+  };
+  std::vector<double> empty_change_ms;  // profile sets with no interceptor record: the baseline of (4)
+  for (int i = 0; i < profiles; ++i) {
+    double ms = 0;
+    if (!set_profile(*admin, i, "a bench provider: one API host for one tool", &ms)) {
       stop_gateway();
       return 1;
     }
+    empty_change_ms.push_back(ms);
   }
 
   auto interceptor_channel = [&](const std::string& path, int id) { return osh::bench::ChannelWithId(path, id); };
@@ -399,9 +423,9 @@ int main(int argc, char** argv) {
     }
   }
   std::atomic<int> next_id{0};
-  auto admit_direct = [&](gw::PolicyGateway::Stub& stub) {
+  auto admit_direct = [&](gw::PolicyGateway::Stub& stub, std::string id = {}) {
     gw::AdmitSandboxRequest request;
-    request.mutable_context()->set_sandbox_id(absl::StrCat("direct-", next_id++));
+    request.mutable_context()->set_sandbox_id(id.empty() ? absl::StrCat("direct-", next_id++) : std::move(id));
     request.mutable_context()->set_user_subject("bench@example.com");
     (*request.mutable_context()->mutable_attributes())["team"] = "bench";
     gw::AdmitSandboxResponse response;
@@ -463,6 +487,100 @@ int main(int argc, char** argv) {
               create_rate, threads);
   std::printf("  time ratio: one at a time %.2f, under load %.2f (target <= 1.2)\n",
               Percentile(create_ms, 0.5) / Percentile(direct_ms, 0.5), direct_rate / create_rate);
+  if (records > 0) {
+    // 4. A provider-profile change with `records` interceptor records naming it (written to the database
+    // before the gateway starts), against the same change with none (the catalogue's setup above); and how
+    // long an admission (a write of the same database) waits while a change is checked and committed.
+    const std::string records_state = dir + "/records-state";
+    std::filesystem::create_directories(records_state);
+    std::filesystem::permissions(records_state, std::filesystem::perms::owner_all);  // the gateway's socket folder
+    {
+      auto store = osh::store::SqliteStore::Open(records_state + "/gateway.db");
+      if (!store.ok()) {
+        std::fprintf(stderr, "cannot open the records' database: %s\n", store.status().ToString().c_str());
+        return 1;
+      }
+      std::vector<SandboxPolicy> policies;
+      for (int d = 0; d < record_policies; ++d) {
+        SandboxPolicy policy = BasePolicy();
+        for (int i = 0; i < policy_entries; ++i) AddRule(&policy, absl::StrCat("d", d, "-r", i), (i + d) % ceiling_entries);
+        policies.push_back(std::move(policy));
+      }
+      for (int k = 0; k < records; ++k) {
+        // Every record names p-0; the other provider follows its policy, so there are record_policies
+        // distinct candidates.
+        openshell::policy::interceptor::v1::InterceptorRecord record;
+        *record.mutable_policy() = policies[k % record_policies];
+        record.add_providers("p-0");
+        record.add_providers(absl::StrCat("p-", 1 + (k % record_policies) % (profiles - 1)));
+        // Encoded as the gateway encodes a record (deterministically: one policy, one byte string).
+        if (!(*store)->PutInterceptorRecord(absl::StrCat("rec-", k), osh::policy::SerializeDeterministic(record)).ok()) {
+          return 1;
+        }
+      }
+    }
+    const pid_t records_gateway = StartInterceptorGateway(dir, records_state, dir + "/records-interceptor.sock",
+                                                          "records-gateway.log", {});
+    if (records_gateway < 0) return 1;
+    auto records_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(records_state + "/admin.sock", 4000));
+    auto writer_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(records_state + "/admin.sock", 4001));
+    bool ready = true;
+    {
+      gw::SetCeilingRequest ceiling;
+      *ceiling.mutable_ceiling() = osh::trust::MakeCeiling(ceiling_policy, "bench-max", 1, "bench", std::time(nullptr));
+      gw::SetPolicyRequest policy;
+      policy.set_scope("default");
+      *policy.mutable_policy() = BasePolicy();
+      gw::SetCeilingResponse set_ceiling;
+      gw::PolicyRevision revision;
+      grpc::ClientContext ctx1, ctx2;
+      ready = osh::trust::SignCeiling(ceiling.mutable_ceiling(), *authority, "authority").ok() &&
+              records_admin->SetCeiling(&ctx1, ceiling, &set_ceiling).ok() &&
+              records_admin->SetPolicy(&ctx2, policy, &revision).ok();
+      for (int i = 0; ready && i < profiles; ++i) ready = set_profile(*records_admin, i, "first", nullptr);
+    }
+    if (!ready) {
+      std::fprintf(stderr, "the records gateway refused its ceiling, policy or profiles\n");
+      StopProcess(records_gateway);
+      return 1;
+    }
+    // Admissions one at a time throughout; a change every so often (its description only: the layer, and
+    // so every candidate, is the one checked before, as for a change that renames or re-signs a profile).
+    std::atomic<bool> changing{false}, done{false};
+    std::vector<double> quiet_ms, during_ms, change_ms;
+    uint64_t writer_errors = 0;
+    std::thread writer([&] {
+      for (int n = 0; !done.load(); ++n) {
+        const bool during = changing.load();
+        const auto start = BenchClock::now();
+        if (!admit_direct(*writer_admin, absl::StrCat("stall-", n))) ++writer_errors;
+        const double ms = std::chrono::duration<double, std::milli>(BenchClock::now() - start).count();
+        (during || changing.load() ? during_ms : quiet_ms).push_back(ms);
+      }
+    });
+    absl::SleepFor(absl::Milliseconds(300));
+    for (int c = 0; c < changes; ++c) {
+      double ms = 0;
+      changing = true;
+      if (!set_profile(*records_admin, 0, absl::StrCat("change ", c), &ms)) ++errors;
+      changing = false;
+      change_ms.push_back(ms);
+      absl::SleepFor(absl::Milliseconds(300));
+    }
+    done = true;
+    writer.join();
+    errors += writer_errors;
+    StopProcess(records_gateway);
+    std::printf("profile change with %d interceptor records naming it (%d distinct policies of %d rules), %d changes:\n",
+                records, record_policies, policy_entries, changes);
+    std::printf("  with no record:        p50 %8.2f ms   (the catalogue's setup, %d sets)\n", Percentile(empty_change_ms, 0.5),
+                profiles);
+    std::printf("  with the records:      p50 %8.2f ms   max %8.2f ms   ratio %.1f\n", Percentile(change_ms, 0.5),
+                Percentile(change_ms, 1.0), Percentile(change_ms, 0.5) / Percentile(empty_change_ms, 0.5));
+    std::printf("  an admission meanwhile: p50 %6.2f ms max %8.2f ms (%zu) vs otherwise p50 %6.2f ms max %8.2f ms (%zu)\n",
+                during_ms.empty() ? 0.0 : Percentile(during_ms, 0.5), during_ms.empty() ? 0.0 : Percentile(during_ms, 1.0),
+                during_ms.size(), Percentile(quiet_ms, 0.5), Percentile(quiet_ms, 1.0), quiet_ms.size());
+  }
   std::printf("errors: %llu\n", static_cast<unsigned long long>(errors));
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);

@@ -694,12 +694,13 @@ std::pair<std::unique_ptr<osh::store::SqliteStore>, std::optional<osh::trust::Pr
   return {*std::move(store), *std::move(key)};
 }
 
-TEST_CASE("provider catalogue: a change is checked inside its transaction, against every record committed, and a "
-          "record composed at the catalogue before it cannot commit after it",
+TEST_CASE("provider catalogue: a change is checked over every record, then inside its transaction over those "
+          "committed since, and a record composed at the catalogue before it cannot commit after it",
           "[interceptor][provider_profiles]") {
   // Two writers on one database (as two replicas): the change's check must see every record that can be
-  // composed with the profile it replaces. A record written before is handed to the check; one written
-  // while the check runs, naming the generation it was composed at, waits and is then refused.
+  // composed with the profile it replaces. The long check runs outside any transaction over every record;
+  // one written after it is handed to the check inside the transaction; one written while that runs,
+  // naming the generation it was composed at, waits and is then refused.
   osh::test::TempDir dir;
   auto [store, key] = KeptCacheStoreAndKey(dir);
   osh::store::FakeClock clock(int64_t{1893456000} * 1000);
@@ -707,43 +708,51 @@ TEST_CASE("provider catalogue: a change is checked inside its transaction, again
   const uint64_t before = *store->ProviderProfileGeneration();
   REQUIRE(store->PutInterceptorRecord("early", "e", before).ok());
   int checks = 0, refusals = 0;
-  std::vector<std::string> seen;  // the records each check was handed
+  std::vector<std::vector<std::string>> seen;  // the records each check was handed
   std::thread late;
   absl::Status late_status;
   catalogue.SetChangeGuard(
       [&](const std::string&, const openshell::v1::ProviderProfile*,
           const std::vector<osh::store::InterceptorRecordRow>& records) {
         ++checks;
-        for (const auto& row : records) seen.push_back(row.sandbox);
+        seen.emplace_back();
+        for (const auto& row : records) seen.back().push_back(row.sandbox);
         if (checks == 1) {
-          // Another writer records a sandbox composed at the catalogue as it was, while this check runs.
+          // Outside any transaction: another writer records a sandbox after this check read the records.
+          CHECK(store->PutInterceptorRecord("between", "b", before).ok());
+        } else if (checks == 2) {
+          // Inside: another writer records a sandbox composed at the catalogue as it was.
           late = std::thread([&] { late_status = store->PutInterceptorRecord("late", "l", before); });
           absl::SleepFor(absl::Milliseconds(100));
         }
         return absl::OkStatus();
       },
-      [&](const std::string&, const openshell::v1::ProviderProfile*, const absl::Status&) { ++refusals; });
+      store.get(), [&](const std::string&, const openshell::v1::ProviderProfile*, const absl::Status&) { ++refusals; });
   const auto set = catalogue.Set(PypiProfileForUnits());
   if (late.joinable()) late.join();
   INFO(set.status().ToString());
   REQUIRE(set.ok());
-  CHECK(checks == 1);
-  CHECK(seen == std::vector<std::string>{"early"});
+  CHECK(checks == 2);
+  CHECK(seen == std::vector<std::vector<std::string>>{{"early"}, {"between"}});
   CHECK(absl::IsAborted(late_status));
   CHECK(osh::common::ReasonOf(late_status) == "catalogue_changed");
   CHECK_FALSE(store->GetInterceptorRecord("late")->has_value());
-  // At the new generation it commits, and the next change's check is handed it.
+  // At the new generation it commits, and the next change's first check is handed it; nothing changed
+  // between the two checks, so the second is handed nothing.
   REQUIRE(store->PutInterceptorRecord("late", "l", *store->ProviderProfileGeneration()).ok());
   seen.clear();
   REQUIRE(catalogue.Delete("pypi").ok());
-  CHECK(checks == 2);
-  CHECK(seen == std::vector<std::string>{"early", "late"});
+  CHECK(checks == 4);
+  CHECK(seen == std::vector<std::vector<std::string>>{{"between", "early", "late"}, {}});
   CHECK(refusals == 0);
-  // A refusal writes nothing and is told to the hook once, outside the transaction.
+  // A refusal (here inside the transaction) writes nothing and is told to the hook once, afterwards.
   catalogue.SetChangeGuard(
-      [&](const std::string&, const openshell::v1::ProviderProfile*, const std::vector<osh::store::InterceptorRecordRow>&) {
-        return osh::common::Refused(absl::StatusCode::kFailedPrecondition, "exceeds_ceiling", "no");
+      [&](const std::string&, const openshell::v1::ProviderProfile*,
+          const std::vector<osh::store::InterceptorRecordRow>& records) {
+        if (records.empty()) return osh::common::Refused(absl::StatusCode::kFailedPrecondition, "exceeds_ceiling", "no");
+        return absl::OkStatus();
       },
+      store.get(),
       [&](const std::string& id, const openshell::v1::ProviderProfile* changed, const absl::Status& refusal) {
         ++refusals;
         CHECK(id == "pypi");
@@ -751,9 +760,11 @@ TEST_CASE("provider catalogue: a change is checked inside its transaction, again
         CHECK(osh::common::ReasonOf(refusal) == "exceeds_ceiling");
       });
   const uint64_t generation = *store->ProviderProfileGeneration();
+  const uint64_t head = store->AuditChainHead().seq;
   CHECK(osh::common::ReasonOf(catalogue.Set(PypiProfileForUnits()).status()) == "exceeds_ceiling");
   CHECK(refusals == 1);
   CHECK(*store->ProviderProfileGeneration() == generation);
+  CHECK(store->AuditChainHead().seq == head);
   CHECK_FALSE(store->GetProviderProfile("pypi")->has_value());
 }
 

@@ -121,12 +121,15 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
              const std::vector<store::InterceptorRecordRow>& records) {
         return CheckProfileChange(gate_.ceiling(), records, profiles_, id, changed);
       },
+      &store_->interceptor_records(),
       [this](const std::string& id, const openshell::v1::ProviderProfile* changed, const absl::Status& refusal) {
         store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
         event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)},
                                {"change", changed != nullptr ? "set" : "delete"}};
         audit_.Record(std::move(event), audit::Outcome::kRefused, std::string(refusal.message()));
-      });
+      },
+      // Only replicas write records this process's change lock does not exclude.
+      store_->replication().shared());
 }
 
 GatewayCore::~GatewayCore() {

@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
 #include "gateway/core/composed_candidate.h"
@@ -44,9 +46,13 @@ absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<s
                                 const openshell::v1::ProviderProfile* changed) {
   const std::string what = changed != nullptr ? "set" : "deleted";
   if (ceiling.current() == nullptr) return absl::OkStatus();
-  // Every record is decoded: one that does not is refused whatever it named.
+  // Every distinct record is decoded (sandboxes of one policy and providers share the verdict: the first
+  // of them by name is the one a refusal names); one that does not decode is refused whatever it named.
   std::vector<InterceptorRecords::Entry> entries;
+  absl::flat_hash_set<absl::string_view> distinct;
+  distinct.reserve(records.size());
   for (const store::InterceptorRecordRow& row : records) {
+    if (!distinct.insert(row.record).second) continue;
     InterceptorRecords::Entry entry{row.sandbox, {}};
     if (!InterceptorRecords::Decode(row.record, &entry.record)) {
       return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_record_invalid",

@@ -25,8 +25,9 @@
 // the change's transaction once the catalogue's generation is taken for it, and a record composed at the
 // catalogue as it was cannot commit after it (store::InterceptorRecordStore::PutInterceptorRecord's
 // expected_generation): the check sees every record that can be composed with the old profile. Cost:
-// every record is read and decoded, and each naming the profile's id among its providers is composed and
-// checked (verdicts are kept per candidate by the ceiling guard). The
+// every record is read; each distinct one (policy and providers: sandboxes of one policy share a record's
+// bytes) is decoded, and each naming the profile's id among its providers is composed and checked
+// (verdicts are kept per candidate by the ceiling guard). The
 // check holds the change's transaction: record writes that name a generation, and other catalogue
 // changes, wait for it.
 #pragma once

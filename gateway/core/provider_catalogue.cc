@@ -147,9 +147,32 @@ absl::Status ProviderProfileCatalogue::Checked(
     if (!generation.ok()) return generation.status();
     std::optional<absl::Status> refused;
     store::ProfileChangeCheck check;
-    if (guard_) {
+    // The whole check first, outside any transaction (composing and checking every record naming the id
+    // can take long); inside it only what changed since: a record that is new or other than this check saw.
+    absl::flat_hash_map<std::string, std::string> checked;
+    if (guard_ && records_ != nullptr) {
+      auto rows = records_->ListInterceptorRecords();
+      if (!rows.ok()) {
+        return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
+                               absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
+                                            id, "' ", changed != nullptr ? "set" : "deleted",
+                                            " widens a sandbox beyond the ceiling is unknown: ", rows.status().message()));
+      }
+      if (absl::Status allowed = guard_(id, changed, *rows); !allowed.ok()) {
+        if (on_refused_) on_refused_(id, changed, allowed);
+        return allowed;
+      }
+      checked.reserve(rows->size());
+      for (store::InterceptorRecordRow& row : *rows) checked.emplace(std::move(row.sandbox), std::move(row.record));
+    }
+    if (guard_ && recheck_in_transaction_) {
       check = [&](const std::vector<store::InterceptorRecordRow>& records) {
-        absl::Status allowed = guard_(id, changed, records);
+        std::vector<store::InterceptorRecordRow> changed_since;
+        for (const store::InterceptorRecordRow& row : records) {
+          const auto it = checked.find(row.sandbox);
+          if (it == checked.end() || it->second != row.record) changed_since.push_back(row);
+        }
+        absl::Status allowed = guard_(id, changed, changed_since);
         if (!allowed.ok()) refused = allowed;
         return allowed;
       };

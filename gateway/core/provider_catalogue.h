@@ -59,11 +59,16 @@ class ProviderProfileCatalogue {
   void SetSigningKey(trust::PrivateKey key);
 
   // Asked by Set (once the profile is valid and signed; `changed` = it) and Delete (`changed` = null)
-  // inside the change's transaction (store::ProfileChangeCheck: `records` are every interceptor record as
-  // committed, and no record composed at the catalogue as it was can commit until the change has): a
-  // non-OK status is the refusal, and nothing is stored. It must not write to the store (it runs on the
-  // store's writing thread); `on_refused` is told of a refusal afterwards, outside the transaction (the
-  // core audits it). Set and Delete hold one lock across the change, so changes in this process are
+  // twice: first over every interceptor record of `records` (read outside any transaction), then inside
+  // the change's transaction (store::ProfileChangeCheck, once no record composed at the catalogue as it
+  // was can commit until the change has) over the records committed since that are new or other than
+  // the first check saw — so that the long part holds no transaction. A non-OK status is the refusal, and
+  // nothing is stored. It must not write to the store (the second runs on the store's writing thread);
+  // `on_refused` is told of a refusal afterwards, outside the transaction (the core audits it). Without
+  // `records` the first check is skipped and the second is handed every record. With
+  // `recheck_in_transaction` false (a database no other process writes: every record write of this
+  // process is a validate's, excluded by change_lock) there is no second check, and so no read of the
+  // records inside the transaction. Set and Delete hold one lock across the change, so changes in this process are
   // checked one at a time, and write only while the store's catalogue generation is the one read first
   // (another replica's change in between: tried again, up to kCheckAttempts times, then ABORTED
   // catalogue_changed). The core sets it to CheckProfileChange (a change must not widen a sandbox beyond
@@ -72,9 +77,12 @@ class ProviderProfileCatalogue {
                                                  const std::vector<store::InterceptorRecordRow>& records)>;
   using RefusalHook = std::function<void(const std::string& id, const openshell::v1::ProviderProfile* changed,
                                          const absl::Status& refusal)>;
-  void SetChangeGuard(ChangeGuard guard, RefusalHook on_refused = nullptr) {
+  void SetChangeGuard(ChangeGuard guard, store::InterceptorRecordStore* records, RefusalHook on_refused = nullptr,
+                      bool recheck_in_transaction = true) {
     guard_ = std::move(guard);
+    records_ = records;
     on_refused_ = std::move(on_refused);
+    recheck_in_transaction_ = recheck_in_transaction || records == nullptr;
   }
   // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
   // (the interceptor's validate phase), while Set and Delete hold it exclusively across the guard and the
@@ -157,6 +165,8 @@ class ProviderProfileCatalogue {
 
   store::ProviderProfileStore* const store_;
   ChangeGuard guard_;
+  store::InterceptorRecordStore* records_ = nullptr;  // not owned
+  bool recheck_in_transaction_ = true;
   RefusalHook on_refused_;
   mutable absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
