@@ -1826,6 +1826,42 @@ TEST_CASE("provider profiles: two replicas on one PostgreSQL database: a change 
   CHECK(b.gateway().Stop() == 0);
 }
 
+TEST_CASE("provider profiles: two replicas on one PostgreSQL database: a sandbox recorded through B holds back a "
+          "widening profile change on A, and on B",
+          "[interceptor][integration][provider_profiles][postgres][replicas]") {
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  // One authority and one profile-signing key for both (B takes A's keys before it starts); A sets the
+  // signed ceiling, which B loads from the database.
+  InterceptorGateway a(true, true, {"--database", url}, ProfileSigning::kSigned);
+  InterceptorGateway b(true, false, {"--database", url}, ProfileSigning::kSigned, true, [&](const TempDir& keys) {
+    for (const char* file : {"authority.key", "gateway.key", "trust.json"}) {
+      std::filesystem::copy_file(a.keys() / file, keys / file, std::filesystem::copy_options::overwrite_existing);
+    }
+    return std::vector<std::string>{};
+  });
+  WriteFile(a.keys() / "pypi.yaml", kPypiProfileYaml);
+  WriteFile(a.keys() / "pypi-wide.yaml", PypiWideProfileYaml());
+  std::string out, err;
+  INFO(out << err);
+  REQUIRE(Ctl(a.gateway(), {"profile", "set", "-f", a.keys() / "pypi.yaml"}, &out, &err) == 0);
+  // Recorded through B: its ceiling (A's, from the database) and A's profile compose and fit.
+  const auto recorded = b.Evaluate("CreateSandbox", true, CreateSandboxJson("build-1", kBasePolicyJson, R"(["pypi"])"));
+  INFO(recorded.reason());
+  REQUIRE(recorded.allowed());
+  // The wider pypi would reach upload.pypi.org from build-1: refused on A (B's record) and on B.
+  for (InterceptorGateway* g : {&a, &b}) {
+    CHECK(Ctl(g->gateway(), {"profile", "set", "-f", a.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
+    CHECK_THAT(err, Catch::Contains("exceeds_ceiling: profile 'pypi'") && Catch::Contains("sandbox 'build-1'"));
+  }
+  // Detached through A, nothing holds it back any more, and B's next validate composes the wider layer.
+  REQUIRE(a.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-1", "providerName": "pypi"})").allowed());
+  CHECK(Ctl(b.gateway(), {"profile", "set", "-f", a.keys() / "pypi-wide.yaml"}, &out, &err) == 0);
+  CheckDeny(b.Evaluate("CreateSandbox", true, CreateSandboxJson("build-2", kBasePolicyJson, R"(["pypi"])")),
+            "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK(a.gateway().Stop() == 0);
+  CHECK(b.gateway().Stop() == 0);
+}
+
 TEST_CASE("provider profiles: every provider path is checked on the composed candidate, and profile writes are refused",
           "[interceptor][integration][provider_profiles]") {
   InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
