@@ -1461,14 +1461,13 @@ absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, con
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     if (expected_generation.has_value()) {
       // Shared with every other such record write, exclusive against a catalogue change (which updates
-      // the row, then checks the records): a change committing meanwhile is waited for, and then read.
+      // the row, then checks the records inside its transaction): while one is being checked and committed
+      // the row is skipped, not waited for (this replica's other writes would wait with it), and the write
+      // is refused as the change's commit would refuse it.
       auto generation =
-          writer_.Query("SELECT generation FROM provider_profile_generation WHERE id = 1 FOR SHARE");
+          writer_.Query("SELECT generation FROM provider_profile_generation WHERE id = 1 FOR SHARE SKIP LOCKED");
       if (!generation.ok()) return generation.status();
-      if (generation->rows() != 1) {
-        return PostgresStorageError(absl::StatusCode::kDataLoss, ": the provider-profile generation row is missing");
-      }
-      if (static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
+      if (generation->rows() != 1 || static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
         return CatalogueChanged(*expected_generation);
       }
     }
@@ -1535,8 +1534,8 @@ absl::Status PostgresStore::StepProfileGeneration(std::optional<uint64_t> expect
 absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& check) {
   if (!check) return absl::OkStatus();
   // After StepProfileGeneration updated the generation's row: every record write that names a generation
-  // (PutInterceptorRecord) took that row FOR SHARE, so those before have committed (the update waited for
-  // them) and those after wait for this transaction. READ COMMITTED: this statement sees them all.
+  // (PutInterceptorRecord) takes that row FOR SHARE, so those before have committed (the update waited for
+  // them) and those after find it locked and are refused. READ COMMITTED: this statement sees them all.
   auto found = writer_.Query("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
   if (!found.ok()) return found.status();
   std::vector<InterceptorRecordRow> records;

@@ -312,7 +312,8 @@ class InterceptorRecordStore {
   // Creates or replaces the sandbox's record; durable when this returns OK. With `expected_generation`
   // (the provider-profile catalogue's generation the record was composed at, ProviderProfileStore::
   // ProviderProfileGeneration), only if the catalogue is still there when the record commits: ABORTED
-  // "catalogue_changed: ...", and nothing written, otherwise. Such a write and a catalogue change are
+  // "catalogue_changed: ...", and nothing written, otherwise — also while another process's catalogue
+  // change is being checked and committed (not waited for). Such a write and a catalogue change are
   // serialised across every process on the database (the change's check runs while no such write can
   // commit: ProviderProfileStore's ProfileChangeCheck), so a change's check either sees the record or the
   // record is refused.

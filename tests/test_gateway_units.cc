@@ -843,6 +843,36 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
   CHECK_FALSE(store->GetInterceptorRecord("build-8")->has_value());
 }
 
+TEST_CASE("interceptor: admit mode's accepted push records its policy fenced like a validate: a profile change "
+          "committed first makes it read the catalogue again",
+          "[interceptor][provider_profiles][interceptor_records]") {
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  openshell::sandbox::v1::SandboxPolicy before, pushed;
+  before.set_version(1);
+  pushed.set_version(1);
+  pushed.mutable_filesystem()->add_read_only("/usr");
+  REQUIRE(store->PutInterceptorRecord("build-7", osh::gateway::InterceptorRecords::Encode({before, {"pypi"}})).ok());
+  openshell::v1::ProviderProfile other = PypiProfileForUnits();
+  other.set_id("other");
+  RecordsRacedByAChange raced(store.get(), [&] {
+    REQUIRE(store->PutProviderProfile("other", other.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+  });
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), &raced, {"aud", &catalogue, nullptr, {}});
+  REQUIRE(evaluator.RecordPushed("build-7", pushed).ok());
+  CHECK(raced.puts == 2);  // refused at the generation it read, then recorded at the new one
+  osh::gateway::InterceptorRecords::Record recorded;
+  REQUIRE(osh::gateway::InterceptorRecords::Decode(**store->GetInterceptorRecord("build-7"), &recorded));
+  CHECK(recorded.policy.filesystem().read_only_size() == 1);
+  CHECK(recorded.providers == std::vector<std::string>{"pypi"});
+  // A sandbox with no record: nothing written.
+  REQUIRE(evaluator.RecordPushed("nobody", pushed).ok());
+  CHECK_FALSE(store->GetInterceptorRecord("nobody")->has_value());
+}
+
 TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
           "window moves, never longer",
           "[interceptor][provider_profiles][cache]") {

@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -75,6 +76,9 @@ std::string InterceptorPrincipal(const interceptor_v1::InterceptorEvaluation& ev
 constexpr char kInterceptorApprovalUnverifiable[] = "approval_unverifiable";
 
 }  // namespace
+
+// A generation no catalogue reaches: what layers read across a catalogue change name.
+constexpr uint64_t kNoCatalogueGeneration = std::numeric_limits<uint64_t>::max();
 
 struct InterceptorEvaluator::Outcome {
   bool allowed = true;
@@ -209,13 +213,13 @@ bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& prov
     return false;
   }
   // One composition, one catalogue: layers read across a change (each read is of the catalogue as
-  // committed then) are decided again.
+  // committed then) name no generation the store can hold, so a record of them is refused
+  // (catalogue_changed) and a validate decided again; a phase that records nothing is not held up.
   out->catalogue_generation.reset();
   for (const ProviderProfileCatalogue::Entry& entry : *entries) {
     if (out->catalogue_generation.has_value() && *out->catalogue_generation != entry.generation) {
-      out->Deny(absl::StatusCode::kFailedPrecondition, "catalogue_changed",
-                "the provider-profile catalogue changed while this request's providers were read; try again");
-      return false;
+      out->catalogue_generation = kNoCatalogueGeneration;
+      break;
     }
     out->catalogue_generation = entry.generation;
   }
@@ -754,12 +758,13 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
         if (p != request.provider_name()) remaining.push_back(p);
       }
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
-    }
-    if (validate) {
-      if (absl::Status removed =
-              records_.RemoveProvider(out->record_key, request.provider_name(), out->catalogue_generation);
-          !removed.ok()) {
-        out->RecordFailed(request.sandbox_name(), "stored", removed);
+      // What was checked is what is recorded (not the record read again: another replica's attach in
+      // between would put a composition never checked here); the last write wins, as upstream's does.
+      if (validate) {
+        if (absl::Status put = records_.Put(out->record_key, {(*record)->policy, remaining}, out->catalogue_generation);
+            !put.ok()) {
+          out->RecordFailed(request.sandbox_name(), "stored", put);
+        }
       }
     }
     return;
@@ -852,6 +857,26 @@ store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::
   return event;
 }
 
+absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const SandboxPolicy& pushed) {
+  std::optional<absl::ReaderMutexLock> steady_catalogue;
+  if (options_.profiles != nullptr) steady_catalogue.emplace(&options_.profiles->change_lock());
+  for (int attempt = 1;; ++attempt) {
+    auto recorded = records_.Get(key);
+    if (!recorded.ok()) return recorded.status();
+    if (!recorded->has_value()) return absl::OkStatus();
+    const std::vector<std::string>& providers = (*recorded)->providers;
+    Outcome out;
+    if (!CheckCandidate(pushed, providers, &out)) {
+      LogError(absl::StrCat("interceptor push: sandbox ", InterceptorRecords::Describe(key),
+                            ": the pushed policy, composed with its providers' layers now, is refused: ", out.Reason(),
+                            " (a profile change committed after the push was checked); recorded all the same, as "
+                            "the OpenShell gateway holds it"));
+    }
+    absl::Status put = records_.Put(key, {pushed, providers}, out.catalogue_generation);
+    if (common::ReasonOf(put) != "catalogue_changed" || attempt == kDecideAttempts) return put;
+  }
+}
+
 interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                                  std::string payload_digest) {
   Outcome outcome;
@@ -882,6 +907,8 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     for (int attempt = 1;; ++attempt) {
       Decide(evaluation, validate, &outcome);
       if (!validate || outcome.reason_code != "catalogue_changed" || attempt == kDecideAttempts) break;
+      // A change being committed on another replica: a moment for it (10, then 20 ms).
+      absl::SleepFor(absl::Milliseconds(10 << (attempt - 1)));
       Outcome again;
       again.payload_digest = std::move(outcome.payload_digest);
       again.decision_id = std::move(outcome.decision_id);

@@ -124,6 +124,16 @@ class InterceptorEvaluator {
 
   const InterceptorRecords& records() const { return records_; }
 
+  // Admit mode's push was accepted (the OpenShell gateway now holds `pushed` for the sandbox of record key
+  // `key`): records it with the sandbox's recorded providers, as a validate records what it composed — not
+  // while a profile change is checked here, and only at the catalogue generation its providers' layers are
+  // read at (another replica's change committed meanwhile: read and checked again), so a profile change's
+  // check sees it. The composition is checked against the ceiling first: the push's own validate checked it,
+  // but a profile change may have committed since; outside, it is recorded all the same (it is what upstream
+  // enforces, and later changes must be checked against it) and the error is logged. OK and nothing written
+  // when the sandbox has no record.
+  absl::Status RecordPushed(const std::string& key, const openshell::sandbox::v1::SandboxPolicy& pushed);
+
  private:
   struct Outcome;
   void Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out);

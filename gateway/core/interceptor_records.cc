@@ -84,17 +84,4 @@ absl::Status InterceptorRecords::Forget(const std::string& sandbox) {
   return store_->DeleteInterceptorRecord(sandbox);
 }
 
-absl::Status InterceptorRecords::RemoveProvider(const std::string& sandbox, const std::string& provider,
-                                                std::optional<uint64_t> catalogue_generation) {
-  absl::MutexLock lock(&write_mu_);
-  auto record = Get(sandbox);
-  if (!record.ok()) return record.status();
-  if (!record->has_value()) return absl::OkStatus();
-  auto& providers = (*record)->providers;
-  const auto kept = std::remove(providers.begin(), providers.end(), provider);
-  if (kept == providers.end()) return absl::OkStatus();  // not attached: nothing to write
-  providers.erase(kept, providers.end());
-  return store_->PutInterceptorRecord(sandbox, Encode(**record), catalogue_generation);
-}
-
 }  // namespace osh::gateway

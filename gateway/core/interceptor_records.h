@@ -11,7 +11,7 @@
 // merge is applied to. Put returns only once the record is durable; an error from any method means the
 // caller must not allow what depends on it (the evaluator denies: fail closed).
 //
-// Writes from this process are serialised (RemoveProvider reads, edits and writes back); between replicas
+// Writes from this process are serialised; between replicas
 // the last write of a sandbox's record wins, as the OpenShell gateway's own last write does. Thread-safe.
 #pragma once
 
@@ -50,10 +50,6 @@ class InterceptorRecords {
   absl::StatusOr<std::optional<Record>> Get(const std::string& key) const;
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
   absl::Status Forget(const std::string& key);
-  // Drops `provider` from the sandbox's providers (a detach); nothing when the sandbox is unknown.
-  // `catalogue_generation` as for Put: the generation what remains was checked at.
-  absl::Status RemoveProvider(const std::string& key, const std::string& provider,
-                              std::optional<uint64_t> catalogue_generation = std::nullopt);
 
   // Every record as the store holds it now, with its key, ordered by key; DATA_LOSS when one does not decode.
   struct Entry {

@@ -21,15 +21,13 @@
 // gateway's commit, so a detach, undo or create that upstream then refuses can leave a record without a
 // provider upstream still has (docs/threat-model.md). Within one process changes are serialised, and an
 // interceptor validate (which records what it composed) excludes them (ProviderProfileCatalogue::
-// change_lock, held across the check and the write); between replicas on one database the check runs in
-// the change's transaction once the catalogue's generation is taken for it, and a record composed at the
-// catalogue as it was cannot commit after it (store::InterceptorRecordStore::PutInterceptorRecord's
-// expected_generation): the check sees every record that can be composed with the old profile. Cost:
-// every record is read; each distinct one (policy and providers: sandboxes of one policy share a record's
-// bytes) is decoded, and each naming the profile's id among its providers is composed and checked
-// (verdicts are kept per candidate by the ceiling guard). The
-// check holds the change's transaction: record writes that name a generation, and other catalogue
-// changes, wait for it.
+// change_lock, held across the check and the write); between replicas on one database a record composed
+// at the catalogue as it was cannot commit after a change (store::InterceptorRecordStore::
+// PutInterceptorRecord's expected_generation), and the change is checked again inside its transaction over
+// the records committed since its first check (ProviderProfileCatalogue::SetChangeGuard). Cost: every
+// record is read; each distinct one (policy and providers: sandboxes of one policy share a record's bytes)
+// is decoded, and each naming the profile's id among its providers is composed and checked (verdicts are
+// kept per candidate by the ceiling guard).
 #pragma once
 
 #include <string>

@@ -153,10 +153,13 @@ absl::Status ProviderProfileCatalogue::Checked(
     if (guard_ && records_ != nullptr) {
       auto rows = records_->ListInterceptorRecords();
       if (!rows.ok()) {
-        return common::Refused(absl::StatusCode::kFailedPrecondition, "storage_error",
-                               absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '",
-                                            id, "' ", changed != nullptr ? "set" : "deleted",
-                                            " widens a sandbox beyond the ceiling is unknown: ", rows.status().message()));
+        const absl::Status unknown = common::Refused(
+            absl::StatusCode::kFailedPrecondition, "storage_error",
+            absl::StrCat("the interceptor's sandbox records could not be read, so whether profile '", id, "' ",
+                         changed != nullptr ? "set" : "deleted", " widens a sandbox beyond the ceiling is unknown: ",
+                         rows.status().message()));
+        if (on_refused_) on_refused_(id, changed, unknown);
+        return unknown;
       }
       if (absl::Status allowed = guard_(id, changed, *rows); !allowed.ok()) {
         if (on_refused_) on_refused_(id, changed, allowed);

@@ -67,7 +67,7 @@ class ProviderProfileCatalogue {
   // `on_refused` is told of a refusal afterwards, outside the transaction (the core audits it). Without
   // `records` the first check is skipped and the second is handed every record. With
   // `recheck_in_transaction` false (a database no other process writes: every record write of this
-  // process is a validate's, excluded by change_lock) there is no second check, and so no read of the
+  // process that follows a composition — a validate's, a push's — holds change_lock) there is no second check, and so no read of the
   // records inside the transaction. Set and Delete hold one lock across the change, so changes in this process are
   // checked one at a time, and write only while the store's catalogue generation is the one read first
   // (another replica's change in between: tried again, up to kCheckAttempts times, then ABORTED
@@ -85,7 +85,7 @@ class ProviderProfileCatalogue {
     recheck_in_transaction_ = recheck_in_transaction || records == nullptr;
   }
   // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
-  // (the interceptor's validate phase), while Set and Delete hold it exclusively across the guard and the
+  // (the interceptor's validate phase, admit mode's record of a push), while Set and Delete hold it exclusively across the guard and the
   // write: in one process a validate and a change do not overlap at all (between processes the store's
   // generation fences them: ChangeGuard). Take it before anything the catalogue or the records lock.
   absl::Mutex& change_lock() const { return change_mu_; }

@@ -522,6 +522,10 @@ int Daemon::Serve() {
       push_options.client_cert = config_.interceptor_openshell_client_cert;
       push_options.client_key = config_.interceptor_openshell_client_key;
       push_options.metrics = &metrics_;
+      push_options.record_pushed = [evaluator = interceptor_->evaluator()](
+                                       const std::string& key, const openshell::sandbox::v1::SandboxPolicy& pushed) {
+        return evaluator->RecordPushed(key, pushed);
+      };
       auto push = OpenShellPush::Start(std::move(push_options), interceptor_admission_.get(),
                                        &store_->interceptor_records());
       if (!push.ok()) {

@@ -40,6 +40,8 @@ namespace osh::gateway {
 
 class InterceptorListener {
  public:
+  // The evaluator (valid for the listener's life).
+  InterceptorEvaluator* evaluator() const { return evaluator_.get(); }
   struct Options {
     size_t max_connections = 256;  // open connections on the Unix socket, and in all over TCP
     size_t max_per_peer = 64;      // TCP connections one peer address may hold open

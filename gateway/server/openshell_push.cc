@@ -305,7 +305,11 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   if (status.ok()) {
     LogInfo(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway accepted the new policy"));
     // What upstream holds now: recorded only after its answer, so a push lost before it is pushed again.
-    if (auto recorded = records_.Get(id); !recorded.ok()) {
+    if (options_.record_pushed) {
+      if (absl::Status put = options_.record_pushed(id, call->request.policy()); !put.ok()) {
+        LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the pushed policy: ", put.message()));
+      }
+    } else if (auto recorded = records_.Get(id); !recorded.ok()) {
       LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot read its record: ", recorded.status().message()));
     } else if (recorded->has_value()) {
       InterceptorRecords::Record pushed = **std::move(recorded);

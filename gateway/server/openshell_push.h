@@ -30,6 +30,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <memory>
@@ -65,6 +66,10 @@ class OpenShellPush {
     std::chrono::milliseconds refusal_retry{300000};  // a refused push is asked again after this
     size_t max_in_flight = 8;  // calls at once: each re-enters this gateway's interceptor
     Metrics* metrics = nullptr;  // counts each finished call by outcome (may be null; must outlive the push)
+    // Records a policy upstream accepted as the sandbox's (the interceptor's InterceptorEvaluator::
+    // RecordPushed: fenced against profile changes); null: written to the records directly.
+    std::function<absl::Status(const std::string& key, const openshell::sandbox::v1::SandboxPolicy& pushed)>
+        record_pushed;
   };
   // Reads the CA and client certificate files (INVALID_ARGUMENT naming the file), makes the channel
   // (connected lazily) and starts the push's thread.
