@@ -1467,7 +1467,16 @@ absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, con
       auto generation =
           writer_.Query("SELECT generation FROM provider_profile_generation WHERE id = 1 FOR SHARE SKIP LOCKED");
       if (!generation.ok()) return generation.status();
-      if (generation->rows() != 1 || static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
+      if (generation->rows() == 0) {
+        // Taken by a change, or missing altogether (which no change would ever end).
+        auto exists = writer_.Query("SELECT 1 FROM provider_profile_generation WHERE id = 1");
+        if (!exists.ok()) return exists.status();
+        if (exists->rows() == 0) {
+          return PostgresStorageError(absl::StatusCode::kDataLoss, ": the provider-profile generation row is missing");
+        }
+        return CatalogueChanged(*expected_generation);
+      }
+      if (static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
         return CatalogueChanged(*expected_generation);
       }
     }

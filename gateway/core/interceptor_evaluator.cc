@@ -77,6 +77,27 @@ constexpr char kInterceptorApprovalUnverifiable[] = "approval_unverifiable";
 
 }  // namespace
 
+// A shared hold of `mu` (none when null) that can be let go for a while and taken again.
+class SharedHold {
+ public:
+  explicit SharedHold(absl::Mutex* mu) : mu_(mu) { Take(); }
+  ~SharedHold() { Release(); }
+  SharedHold(const SharedHold&) = delete;
+  SharedHold& operator=(const SharedHold&) = delete;
+  void Take() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (mu_ != nullptr && !held_) mu_->ReaderLock();
+    held_ = mu_ != nullptr;
+  }
+  void Release() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (held_) mu_->ReaderUnlock();
+    held_ = false;
+  }
+
+ private:
+  absl::Mutex* const mu_;
+  bool held_ = false;
+};
+
 // A generation no catalogue reaches: what layers read across a catalogue change name.
 constexpr uint64_t kNoCatalogueGeneration = std::numeric_limits<uint64_t>::max();
 
@@ -215,7 +236,7 @@ bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& prov
   // One composition, one catalogue: layers read across a change (each read is of the catalogue as
   // committed then) name no generation the store can hold, so a record of them is refused
   // (catalogue_changed) and a validate decided again; a phase that records nothing is not held up.
-  out->catalogue_generation.reset();
+  if (!entries->empty()) out->catalogue_generation.reset();
   for (const ProviderProfileCatalogue::Entry& entry : *entries) {
     if (out->catalogue_generation.has_value() && *out->catalogue_generation != entry.generation) {
       out->catalogue_generation = kNoCatalogueGeneration;
@@ -858,14 +879,28 @@ store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::
 }
 
 absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const SandboxPolicy& pushed) {
-  std::optional<absl::ReaderMutexLock> steady_catalogue;
-  if (options_.profiles != nullptr) steady_catalogue.emplace(&options_.profiles->change_lock());
+  SharedHold steady_catalogue(options_.profiles != nullptr ? &options_.profiles->change_lock() : nullptr);
   for (int attempt = 1;; ++attempt) {
+    if (attempt > 1) {
+      // Another replica's change holds the catalogue: a moment for it, without holding this one's.
+      steady_catalogue.Release();
+      absl::SleepFor(absl::Milliseconds(10 << (attempt - 2)));
+      steady_catalogue.Take();
+    }
+    // The generation before anything is read: what this record is fenced at when no layer was resolved
+    // (a provider deleted or not verifying: the check refused before reading one).
+    std::optional<uint64_t> generation;
+    if (options_.profiles != nullptr) {
+      auto read = options_.profiles->Generation();
+      if (!read.ok()) return read.status();
+      generation = *read;
+    }
     auto recorded = records_.Get(key);
     if (!recorded.ok()) return recorded.status();
     if (!recorded->has_value()) return absl::OkStatus();
     const std::vector<std::string>& providers = (*recorded)->providers;
     Outcome out;
+    out.catalogue_generation = generation;
     if (!CheckCandidate(pushed, providers, &out)) {
       LogError(absl::StrCat("interceptor push: sandbox ", InterceptorRecords::Describe(key),
                             ": the pushed policy, composed with its providers' layers now, is refused: ", out.Reason(),
@@ -873,7 +908,7 @@ absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const Sa
                             "the OpenShell gateway holds it"));
     }
     absl::Status put = records_.Put(key, {pushed, providers}, out.catalogue_generation);
-    if (common::ReasonOf(put) != "catalogue_changed" || attempt == kDecideAttempts) return put;
+    if (common::ReasonOf(put) != "catalogue_changed" || attempt == kPushRecordAttempts) return put;
   }
 }
 
@@ -900,15 +935,17 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     const bool validate = evaluation.phase_case() == interceptor_v1::InterceptorEvaluation::kValidate;
     // A validate records what it composed: no profile change is checked and written meanwhile in this
     // process (ProviderProfileCatalogue::change_lock).
-    std::optional<absl::ReaderMutexLock> steady_catalogue;
-    if (validate && options_.profiles != nullptr) steady_catalogue.emplace(&options_.profiles->change_lock());
+    SharedHold steady_catalogue(validate && options_.profiles != nullptr ? &options_.profiles->change_lock() : nullptr);
     // A validate whose record met a catalogue changed since its layers were read (another replica's
     // change) is decided again on the new catalogue, a few times at most; nothing was written for it.
     for (int attempt = 1;; ++attempt) {
       Decide(evaluation, validate, &outcome);
       if (!validate || outcome.reason_code != "catalogue_changed" || attempt == kDecideAttempts) break;
-      // A change being committed on another replica: a moment for it (10, then 20 ms).
+      // A change being committed on another replica: a moment for it (10, then 20 ms), without holding
+      // this gateway's catalogue (a change waiting here would hold every other validate back meanwhile).
+      steady_catalogue.Release();
       absl::SleepFor(absl::Milliseconds(10 << (attempt - 1)));
+      steady_catalogue.Take();
       Outcome again;
       again.payload_digest = std::move(outcome.payload_digest);
       again.decision_id = std::move(outcome.decision_id);

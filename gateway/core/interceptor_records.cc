@@ -1,6 +1,5 @@
 #include "gateway/core/interceptor_records.h"
 
-#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "openshell/policy/interceptor/v1/interceptor_record.pb.h"

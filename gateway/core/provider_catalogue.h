@@ -121,6 +121,8 @@ class ProviderProfileCatalogue {
   absl::StatusOr<openshell::gateway_interceptor::v1::ProviderProfileSnapshot> Snapshot() const;
   // How many profiles are stored.
   absl::StatusOr<size_t> Count() const;
+  // The store's catalogue generation now (store::ProviderProfileStore::ProviderProfileGeneration).
+  absl::StatusOr<uint64_t> Generation() const { return store_->ProviderProfileGeneration(); }
 
   // How often a read was served from the kept catalogue, and how often it was read and verified again.
   struct CacheStats {

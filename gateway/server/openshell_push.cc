@@ -53,6 +53,7 @@ struct OpenShellPush::Call {
 
 absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options options, InterceptorAdmission* admission,
                                                                    store::InterceptorRecordStore* records) {
+  if (!options.record_pushed) return absl::InvalidArgumentError("interceptor push: no record_pushed");
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string target;
   if (absl::StartsWith(options.endpoint, "unix:///")) {
@@ -305,18 +306,13 @@ void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   if (status.ok()) {
     LogInfo(absl::StrCat("interceptor push: sandbox ", id, ": the OpenShell gateway accepted the new policy"));
     // What upstream holds now: recorded only after its answer, so a push lost before it is pushed again.
-    if (options_.record_pushed) {
-      if (absl::Status put = options_.record_pushed(id, call->request.policy()); !put.ok()) {
-        LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the pushed policy: ", put.message()));
-      }
-    } else if (auto recorded = records_.Get(id); !recorded.ok()) {
-      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot read its record: ", recorded.status().message()));
-    } else if (recorded->has_value()) {
-      InterceptorRecords::Record pushed = **std::move(recorded);
-      pushed.policy = call->request.policy();
-      if (absl::Status put = records_.Put(id, pushed); !put.ok()) {
-        LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the pushed policy: ", put.message()));
-      }
+    if (absl::Status put = options_.record_pushed(id, call->request.policy()); !put.ok()) {
+      // The record still names the policy before: pushed again later (the same body, harmless), and
+      // recorded then.
+      LogError(absl::StrCat("interceptor push: sandbox ", id, ": cannot record the pushed policy (pushed again later): ",
+                            put.message()));
+      absl::MutexLock lock(&mu_);
+      if (!stopping_ && due_.count(id) == 0) due_[id] = std::chrono::steady_clock::now() + options_.first_backoff;
     }
     if (absl::Status cleared = admission_->RecordPushAccepted(id); !cleared.ok() &&
         cleared.code() != absl::StatusCode::kNotFound) {

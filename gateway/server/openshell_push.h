@@ -67,7 +67,7 @@ class OpenShellPush {
     size_t max_in_flight = 8;  // calls at once: each re-enters this gateway's interceptor
     Metrics* metrics = nullptr;  // counts each finished call by outcome (may be null; must outlive the push)
     // Records a policy upstream accepted as the sandbox's (the interceptor's InterceptorEvaluator::
-    // RecordPushed: fenced against profile changes); null: written to the records directly.
+    // RecordPushed: fenced against profile changes). Required; a failure pushes the sandbox again later.
     std::function<absl::Status(const std::string& key, const openshell::sandbox::v1::SandboxPolicy& pushed)>
         record_pushed;
   };
