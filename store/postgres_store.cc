@@ -1457,7 +1457,8 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
 // off the feed. Reads go to the database every time, so a record another replica wrote is seen at once.
 
 absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
-                                                 std::optional<uint64_t> expected_generation) {
+                                                 std::optional<uint64_t> expected_generation,
+                                                 const std::optional<std::string>* expected_previous) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     if (expected_generation.has_value()) {
       // Shared with every other such record write, exclusive against a catalogue change (which updates
@@ -1479,6 +1480,19 @@ absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, con
       if (static_cast<uint64_t>(generation->Int(0, 0)) != *expected_generation) {
         return CatalogueChanged(*expected_generation);
       }
+    }
+    if (expected_previous != nullptr) {
+      // One statement each: a concurrent writer's row is waited for and the condition read again on it.
+      auto written = expected_previous->has_value()
+                         ? writer_.Query("UPDATE interceptor_records SET record = $2, updated_at = $3 "
+                                         "WHERE sandbox = $1 AND record = $4",
+                                         PgParams().Add(sandbox).AddBytes(record).Add(NowMs()).AddBytes(**expected_previous))
+                         : writer_.Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3) "
+                                         "ON CONFLICT (sandbox) DO NOTHING",
+                                         PgParams().Add(sandbox).AddBytes(record).Add(NowMs()));
+      if (!written.ok()) return written.status();
+      if (written->affected() != 1) return RecordChanged(sandbox);
+      return absl::OkStatus();
     }
     return writer_
         .Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3) "

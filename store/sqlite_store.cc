@@ -982,8 +982,9 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
 // --- Interceptor records ----------------------------------------------------------------------
 
 absl::Status SqliteStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
-                                               std::optional<uint64_t> expected_generation) {
-  return WriteInterceptorRecord(sandbox, &record, expected_generation);
+                                               std::optional<uint64_t> expected_generation,
+                                               const std::optional<std::string>* expected_previous) {
+  return WriteInterceptorRecord(sandbox, &record, expected_generation, expected_previous);
 }
 
 absl::Status SqliteStore::DeleteInterceptorRecord(const std::string& sandbox) {
@@ -1002,8 +1003,19 @@ absl::Status SqliteStore::ForgetInterceptorRecord(const std::string& sandbox, Au
 }
 
 absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
-                                                 std::optional<uint64_t> expected_generation) {
+                                                 std::optional<uint64_t> expected_generation,
+                                                 const std::optional<std::string>* expected_previous) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (expected_previous != nullptr) {
+      auto stored = db_.Prepare("SELECT record FROM interceptor_records WHERE sandbox = ?");
+      if (!stored.ok()) return stored.status();
+      stored->Bind(1, sandbox);
+      auto row = stored->Step();
+      if (!row.ok()) return row.status();
+      if (*row != expected_previous->has_value() || (*row && stored->Blob(0) != **expected_previous)) {
+        return RecordChanged(sandbox);
+      }
+    }
     if (expected_generation.has_value()) {
       // One writer: a catalogue change and its check are one transaction, so this reads the generation
       // either before the change began or after it committed.

@@ -75,7 +75,8 @@ class SqliteStore final : public SingleObjectDatabase {
   ChainHead AuditChainHead() override;
 
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
-                                    std::optional<uint64_t> expected_generation = std::nullopt) override;
+                                    std::optional<uint64_t> expected_generation = std::nullopt,
+                                    const std::optional<std::string>* expected_previous = nullptr) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
@@ -131,7 +132,8 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadKeyedBlobs(const char* sql);
   // Stores `*record` as the sandbox's interceptor record, or removes it (nullptr).
   absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
-                                      std::optional<uint64_t> expected_generation = std::nullopt);
+                                      std::optional<uint64_t> expected_generation = std::nullopt,
+                                      const std::optional<std::string>* expected_previous = nullptr);
   // Inside a catalogue change's transaction: every interceptor record as it stands, for its check.
   absl::Status RunProfileChangeCheck(const ProfileChangeCheck& check) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK when the stored ceiling is `checked` (its version, or kNoCeiling); else ABORTED ceiling_changed.

@@ -81,4 +81,10 @@ absl::Status CatalogueChanged(uint64_t expected) {
                                       " moved on) while this change was checked; check it again"));
 }
 
+absl::Status RecordChanged(const std::string& sandbox) {
+  return common::Refused(absl::StatusCode::kAborted, "record_changed",
+                         absl::StrCat("the interceptor's record of sandbox '", sandbox,
+                                      "' changed since it was read; decide again on the record as it is"));
+}
+
 }  // namespace osh::store

@@ -317,8 +317,12 @@ class InterceptorRecordStore {
   // serialised across every process on the database (the change's check runs while no such write can
   // commit: ProviderProfileStore's ProfileChangeCheck), so a change's check either sees the record or the
   // record is refused.
+  // With `expected_previous` (not null), only if the record stored then is still `*expected_previous`
+  // (nullopt: none is stored): ABORTED "record_changed: ...", and nothing written, when another write
+  // replaced, removed or created it since it was read (a read-modify-write of the record, never lost).
   virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
-                                            std::optional<uint64_t> expected_generation = std::nullopt) = 0;
+                                            std::optional<uint64_t> expected_generation = std::nullopt,
+                                            const std::optional<std::string>* expected_previous = nullptr) = 0;
   // The sandbox's record as last committed (by any replica), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) = 0;
   // Removes the sandbox's record (OK when there was none).
@@ -339,6 +343,9 @@ class InterceptorRecordStore {
 // The refusal of a catalogue change made against an older generation (ProviderProfileStore's
 // expected_generation): ABORTED "catalogue_changed: ...", not a storage error (never led again by a store).
 absl::Status CatalogueChanged(uint64_t expected);
+// The refusal of a record write whose record changed since it was read (PutInterceptorRecord's
+// expected_previous): ABORTED "record_changed: ...", not a storage error.
+absl::Status RecordChanged(const std::string& sandbox);
 
 // A catalogue change's check of the interceptor records (gateway/core/profile_change_check.h), run inside
 // the change's transaction once the catalogue's generation is taken for it: `records` are every

@@ -777,9 +777,10 @@ class RecordsRacedByAChange : public osh::store::InterceptorRecordStore {
       : inner_(inner), change_(std::move(change)) {}
   int puts = 0;
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
-                                    std::optional<uint64_t> expected_generation) override {
+                                    std::optional<uint64_t> expected_generation,
+                                    const std::optional<std::string>* expected_previous) override {
     if (puts++ == 0 && change_) change_();
-    return inner_->PutInterceptorRecord(sandbox, record, expected_generation);
+    return inner_->PutInterceptorRecord(sandbox, record, expected_generation, expected_previous);
   }
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override {
     return inner_->GetInterceptorRecord(sandbox);
@@ -830,6 +831,31 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
   CHECK(allowed.allowed());
   CHECK(added.puts == 2);
   CHECK(store->GetInterceptorRecord("build-7")->has_value());
+
+  // Another replica attaches a provider to build-7 just before a detach's record write: the detach was
+  // decided on the record without it, so its write is refused and it is decided again on the new record
+  // (the other provider kept).
+  openshell::sandbox::v1::SandboxPolicy own;
+  own.set_version(1);
+  own.mutable_filesystem()->add_read_only("/usr");
+  REQUIRE(store->PutInterceptorRecord("build-9", osh::gateway::InterceptorRecords::Encode({own, {"pypi"}})).ok());
+  RecordsRacedByAChange attached(store.get(), [&] {
+    REQUIRE(store->PutInterceptorRecord("build-9", osh::gateway::InterceptorRecords::Encode({own, {"pypi", "other"}})).ok());
+  });
+  osh::gateway::InterceptorEvaluator detaching(&ceiling, store.get(), &attached, {"aud", &catalogue, nullptr, {}});
+  icv1::InterceptorEvaluation detach;
+  detach.set_service("openshell.v1.OpenShell");
+  detach.set_method("DetachSandboxProvider");
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"sandboxName": "build-9", "providerName": "pypi"})",
+                                                      detach.mutable_validate()->mutable_proposed_operation())
+              .ok());
+  const auto detached = detaching.Evaluate(detach);
+  INFO(detached.reason());
+  CHECK(detached.allowed());
+  CHECK(attached.puts == 2);
+  osh::gateway::InterceptorRecords::Record after;
+  REQUIRE(osh::gateway::InterceptorRecords::Decode(**store->GetInterceptorRecord("build-9"), &after));
+  CHECK(after.providers == std::vector<std::string>{"other"});
 
   // Another replica deletes pypi meanwhile: decided again, the provider is unknown now, nothing recorded.
   RecordsRacedByAChange deleted(store.get(), [&] {

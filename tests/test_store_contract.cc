@@ -821,6 +821,22 @@ TEST_CASE("store contract: a record composed at a catalogue generation commits o
     CHECK(a->audit().AuditChainHead().seq == head);
     CHECK(*a->provider_profiles().ProviderProfileGeneration() == g0 + 1);
     REQUIRE(b.interceptor_records().PutInterceptorRecord("late", "l", g0 + 1).ok());
+    // A read-modify-write: only over the record as read (nullopt: none), else record_changed and nothing
+    // written.
+    const std::optional<std::string> read_l = std::string("l"), none;
+    const absl::Status moved = b.interceptor_records().PutInterceptorRecord("late", "l2", std::nullopt, &none);
+    CHECK(absl::IsAborted(moved));
+    CHECK(osh::common::ReasonOf(moved) == "record_changed");
+    const std::optional<std::string> other_bytes = std::string("x");
+    CHECK(osh::common::ReasonOf(b.interceptor_records().PutInterceptorRecord("late", "l2", std::nullopt, &other_bytes)) ==
+          "record_changed");
+    CHECK(**a->interceptor_records().GetInterceptorRecord("late") == "l");
+    REQUIRE(b.interceptor_records().PutInterceptorRecord("late", "l2", std::nullopt, &read_l).ok());
+    CHECK(**a->interceptor_records().GetInterceptorRecord("late") == "l2");
+    CHECK(osh::common::ReasonOf(a->interceptor_records().PutInterceptorRecord("fresh", "f", std::nullopt, &read_l)) ==
+          "record_changed");
+    REQUIRE(a->interceptor_records().PutInterceptorRecord("fresh", "f", std::nullopt, &none).ok());
+    CHECK(**b.interceptor_records().GetInterceptorRecord("fresh") == "f");
     // A delete of what is not there is NOT_FOUND before any check.
     bool asked = false;
     CHECK(absl::IsNotFound(a->provider_profiles().DeleteProviderProfile(

@@ -128,6 +128,13 @@ struct InterceptorEvaluator::Outcome {
   // The sandbox's record could not be read or written (`doing`: "read", "stored", "removed"): fail closed.
   // The store's own text goes to the log only, never to the caller.
   void RecordFailed(const std::string& name, const char* doing, const absl::Status& status) {
+    if (common::ReasonOf(status) == "record_changed") {
+      // Another write replaced the record this decision was built on: Evaluate decides again on it.
+      Deny(absl::StatusCode::kFailedPrecondition, "record_changed",
+           absl::StrCat("the interceptor's record of sandbox '", name,
+                        "' changed while this request was checked; try again"));
+      return;
+    }
     if (common::ReasonOf(status) == "catalogue_changed") {
       // A profile change committed (here or on another replica) after the layers were read: the record
       // would name a composition that was never checked. Evaluate decides again, on the new catalogue.
@@ -705,8 +712,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     bool admitted_body = false;
     if (!AdmitModeAllowsWrite(request, out, &admitted_body)) return;
     std::vector<std::string> providers;
+    std::optional<std::string> previous;  // the record's bytes the providers came from
     if (!request.global()) {
-      auto record = records_.Get(out->record_key);
+      auto record = records_.Get(out->record_key, &previous);
       if (!record.ok()) return out->RecordFailed(request.name(), "read", record.status());
       if (record->has_value()) providers = (*record)->providers;
     }
@@ -714,7 +722,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      if (absl::Status put = records_.Put(out->record_key, {request.policy(), providers}, out->catalogue_generation); !put.ok()) {
+      if (absl::Status put =
+              records_.Put(out->record_key, {request.policy(), providers}, out->catalogue_generation, &previous);
+          !put.ok()) {
         out->RecordFailed(request.name(), "stored", put);
       }
     }
@@ -740,7 +750,8 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!TakeSandboxName("sandboxName", request.sandbox_name(), request.workspace(), /*required=*/true, out)) return;
     std::vector<std::string> providers;
     SandboxPolicy own;
-    auto record = records_.Get(out->record_key);
+    std::optional<std::string> previous;
+    auto record = records_.Get(out->record_key, &previous);
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
     if (!record->has_value()) {
       // An unknown provider is refused as such; a known one cannot be composed with a policy not seen here.
@@ -760,7 +771,8 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
       // Later candidates of this sandbox compose the attached provider's layer too.
-      if (absl::Status put = records_.Put(out->record_key, {own, providers}, out->catalogue_generation); !put.ok()) {
+      if (absl::Status put = records_.Put(out->record_key, {own, providers}, out->catalogue_generation, &previous);
+          !put.ok()) {
         out->RecordFailed(request.sandbox_name(), "stored", put);
       }
     }
@@ -771,7 +783,8 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
     if (!TakeSandboxName("sandboxName", request.sandbox_name(), request.workspace(), /*required=*/true, out)) return;
     // A detach narrows only if no deny rule of the layer hid anything: what remains is checked whole.
-    auto record = records_.Get(out->record_key);
+    std::optional<std::string> previous;
+    auto record = records_.Get(out->record_key, &previous);
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
     if (record->has_value()) {
       std::vector<std::string> remaining;
@@ -779,10 +792,11 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
         if (p != request.provider_name()) remaining.push_back(p);
       }
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
-      // What was checked is what is recorded (not the record read again: another replica's attach in
-      // between would put a composition never checked here); the last write wins, as upstream's does.
+      // What was checked is what is recorded, and only over the record it came from (another write since,
+      // an attach on another replica say: decided again on it).
       if (validate) {
-        if (absl::Status put = records_.Put(out->record_key, {(*record)->policy, remaining}, out->catalogue_generation);
+        if (absl::Status put =
+                records_.Put(out->record_key, {(*record)->policy, remaining}, out->catalogue_generation, &previous);
             !put.ok()) {
           out->RecordFailed(request.sandbox_name(), "stored", put);
         }
@@ -895,7 +909,8 @@ absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const Sa
       if (!read.ok()) return read.status();
       generation = *read;
     }
-    auto recorded = records_.Get(key);
+    std::optional<std::string> previous;
+    auto recorded = records_.Get(key, &previous);
     if (!recorded.ok()) return recorded.status();
     if (!recorded->has_value()) return absl::OkStatus();
     const std::vector<std::string>& providers = (*recorded)->providers;
@@ -907,8 +922,9 @@ absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const Sa
                             " (a profile change committed after the push was checked); recorded all the same, as "
                             "the OpenShell gateway holds it"));
     }
-    absl::Status put = records_.Put(key, {pushed, providers}, out.catalogue_generation);
-    if (common::ReasonOf(put) != "catalogue_changed" || attempt == kPushRecordAttempts) return put;
+    absl::Status put = records_.Put(key, {pushed, providers}, out.catalogue_generation, &previous);
+    const std::string reason = common::ReasonOf(put);
+    if ((reason != "catalogue_changed" && reason != "record_changed") || attempt == kPushRecordAttempts) return put;
   }
 }
 
@@ -940,7 +956,8 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     // change) is decided again on the new catalogue, a few times at most; nothing was written for it.
     for (int attempt = 1;; ++attempt) {
       Decide(evaluation, validate, &outcome);
-      if (!validate || outcome.reason_code != "catalogue_changed" || attempt == kDecideAttempts) break;
+      const bool moved = outcome.reason_code == "catalogue_changed" || outcome.reason_code == "record_changed";
+      if (!validate || !moved || attempt == kDecideAttempts) break;
       // A change being committed on another replica: a moment for it (10, then 20 ms), without holding
       // this gateway's catalogue (a change waiting here would hold every other validate back meanwhile).
       steady_catalogue.Release();

@@ -56,7 +56,8 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
 }
 
 absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record,
-                                     std::optional<uint64_t> catalogue_generation) {
+                                     std::optional<uint64_t> catalogue_generation,
+                                     const std::optional<std::string>* previous) {
   absl::MutexLock lock(&write_mu_);
   std::string bytes = Encode(record);
   // A validate repeated: the committed record is already this one (durable as it is), so nothing is written.
@@ -64,12 +65,14 @@ absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& r
   if (auto stored = store_->GetInterceptorRecord(sandbox); stored.ok() && stored->has_value() && **stored == bytes) {
     return absl::OkStatus();
   }
-  return store_->PutInterceptorRecord(sandbox, std::move(bytes), catalogue_generation);
+  return store_->PutInterceptorRecord(sandbox, std::move(bytes), catalogue_generation, previous);
 }
 
-absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox) const {
+absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox,
+                                                                                std::optional<std::string>* raw) const {
   auto stored = store_->GetInterceptorRecord(sandbox);
   if (!stored.ok()) return stored.status();
+  if (raw != nullptr) *raw = *stored;
   if (!stored->has_value()) return std::optional<Record>();
   Record record;
   if (!Decode(**stored, &record)) {

@@ -12,7 +12,8 @@
 // caller must not allow what depends on it (the evaluator denies: fail closed).
 //
 // Writes from this process are serialised; between replicas
-// the last write of a sandbox's record wins, as the OpenShell gateway's own last write does. Thread-safe.
+// a write built from a read names the bytes it read (Put's `previous`) and commits only over them; other
+// writes (a CreateSandbox validate) replace whatever is stored. Thread-safe.
 #pragma once
 
 #include <optional>
@@ -43,11 +44,15 @@ class InterceptorRecords {
   // `catalogue_generation`: the provider-profile catalogue generation its providers' layers were read at
   // (ProviderProfileCatalogue::Entry::generation), and then it commits only while the catalogue is still
   // there (ABORTED catalogue_changed otherwise; store::InterceptorRecordStore::PutInterceptorRecord).
+  // `previous` (not null): the record's bytes as Get read them (nullopt: none), and it commits only if the
+  // store still holds exactly that (ABORTED record_changed otherwise): a record built from one read is never
+  // written over a write made since.
   absl::Status Put(const std::string& key, const Record& record,
-                   std::optional<uint64_t> catalogue_generation = std::nullopt);
+                   std::optional<uint64_t> catalogue_generation = std::nullopt,
+                   const std::optional<std::string>* previous = nullptr);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
-  // record does not decode.
-  absl::StatusOr<std::optional<Record>> Get(const std::string& key) const;
+  // record does not decode. `raw` (may be null): set to the stored bytes (nullopt: none), for Put's `previous`.
+  absl::StatusOr<std::optional<Record>> Get(const std::string& key, std::optional<std::string>* raw = nullptr) const;
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
   absl::Status Forget(const std::string& key);
 
