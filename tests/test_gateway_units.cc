@@ -856,6 +856,23 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
   osh::gateway::InterceptorRecords::Record after;
   REQUIRE(osh::gateway::InterceptorRecords::Decode(**store->GetInterceptorRecord("build-9"), &after));
   CHECK(after.providers == std::vector<std::string>{"other"});
+  // Two replicas attach the same provider: the second, decided again, finds it attached and records it once.
+  REQUIRE(store->PutInterceptorRecord("build-10", osh::gateway::InterceptorRecords::Encode({own, {"pypi"}})).ok());
+  RecordsRacedByAChange attached_too(store.get(), [&] {
+    REQUIRE(store->PutInterceptorRecord("build-10", osh::gateway::InterceptorRecords::Encode({own, {"pypi", "other"}})).ok());
+  });
+  osh::gateway::InterceptorEvaluator attaching(&ceiling, store.get(), &attached_too, {"aud", &catalogue, nullptr, {}});
+  icv1::InterceptorEvaluation attach;
+  attach.set_service("openshell.v1.OpenShell");
+  attach.set_method("AttachSandboxProvider");
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"sandboxName": "build-10", "providerName": "other"})",
+                                                      attach.mutable_validate()->mutable_proposed_operation())
+              .ok());
+  const auto attached_once = attaching.Evaluate(attach);
+  INFO(attached_once.reason());
+  CHECK(attached_once.allowed());
+  REQUIRE(osh::gateway::InterceptorRecords::Decode(**store->GetInterceptorRecord("build-10"), &after));
+  CHECK(after.providers == std::vector<std::string>{"pypi", "other"});
 
   // Another replica deletes pypi meanwhile: decided again, the provider is unknown now, nothing recorded.
   RecordsRacedByAChange deleted(store.get(), [&] {

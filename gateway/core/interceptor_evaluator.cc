@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -766,7 +767,10 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     }
     providers = (*record)->providers;
     own = (*record)->policy;
-    providers.push_back(request.provider_name());
+    // Attached already (another replica's attach of it, say): the composition is the one recorded.
+    if (std::find(providers.begin(), providers.end(), request.provider_name()) == providers.end()) {
+      providers.push_back(request.provider_name());
+    }
     // The whole composed candidate, the new layer included.
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
@@ -958,7 +962,8 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
       Decide(evaluation, validate, &outcome);
       const bool moved = outcome.reason_code == "catalogue_changed" || outcome.reason_code == "record_changed";
       if (!validate || !moved || attempt == kDecideAttempts) break;
-      // A change being committed on another replica: a moment for it (10, then 20 ms), without holding
+      // A change being committed on another replica, or the record written meanwhile: a moment (10, then
+      // 20 ms), without holding
       // this gateway's catalogue (a change waiting here would hold every other validate back meanwhile).
       steady_catalogue.Release();
       absl::SleepFor(absl::Milliseconds(10 << (attempt - 1)));

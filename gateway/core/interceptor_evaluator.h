@@ -128,8 +128,8 @@ class InterceptorEvaluator {
   // `key`): records it with the sandbox's recorded providers, as a validate records what it composed — not
   // while a profile change is checked here, and only at the catalogue generation its providers' layers are
   // read at (another replica's change committed meanwhile: read and checked again, up to
-  // kPushRecordAttempts times with a growing pause; then ABORTED catalogue_changed and the push pushes
-  // again later), so a profile change's check sees it. The composition is checked against the ceiling first: the push's own validate checked it,
+  // kPushRecordAttempts times with a growing pause, as when the record was written meanwhile; then ABORTED
+  // catalogue_changed or record_changed and the push pushes again later), so a profile change's check sees it. The composition is checked against the ceiling first: the push's own validate checked it,
   // but a profile change may have committed since; outside, it is recorded all the same (it is what upstream
   // enforces, and later changes must be checked against it) and the error is logged. OK and nothing written
   // when the sandbox has no record.
@@ -174,7 +174,8 @@ class InterceptorEvaluator {
   static store::AuditEvent InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
                                              const std::string& phase, const Outcome& outcome);
   static std::string RpcOf(const interceptor_v1::InterceptorEvaluation& evaluation);
-  // How often a validate is decided when its record meets a changed catalogue (catalogue_changed).
+  // How often a validate is decided when its record meets a changed catalogue (catalogue_changed) or a
+  // record written since it was read (record_changed).
   static constexpr int kDecideAttempts = 3;
   // How often RecordPushed reads and writes (10, 20, 40 ... ms apart): it has no caller to try again.
   static constexpr int kPushRecordAttempts = 8;

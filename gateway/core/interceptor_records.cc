@@ -60,8 +60,9 @@ absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& r
                                      const std::optional<std::string>* previous) {
   absl::MutexLock lock(&write_mu_);
   std::string bytes = Encode(record);
-  // A validate repeated: the committed record is already this one (durable as it is), so nothing is written.
-  // A replica's write racing this read is ordered after it, as the last write of a record wins anyway.
+  // A validate repeated: the committed record is already this one (durable as it is, written by a fenced or
+  // checked write), so nothing is written, and neither `previous` nor the generation is asked: a write
+  // racing this read is ordered after it, and one built from a read can only commit over these bytes.
   if (auto stored = store_->GetInterceptorRecord(sandbox); stored.ok() && stored->has_value() && **stored == bytes) {
     return absl::OkStatus();
   }

@@ -46,7 +46,7 @@ class InterceptorRecords {
   // there (ABORTED catalogue_changed otherwise; store::InterceptorRecordStore::PutInterceptorRecord).
   // `previous` (not null): the record's bytes as Get read them (nullopt: none), and it commits only if the
   // store still holds exactly that (ABORTED record_changed otherwise): a record built from one read is never
-  // written over a write made since.
+  // written over a write made since. When the store holds `record` already, OK and nothing is asked.
   absl::Status Put(const std::string& key, const Record& record,
                    std::optional<uint64_t> catalogue_generation = std::nullopt,
                    const std::optional<std::string>* previous = nullptr);
