@@ -24,22 +24,6 @@ std::pair<std::string, std::string> InterceptorRecords::Split(absl::string_view 
   return {std::string(key.substr(0, separator)), std::string(key.substr(separator + 1))};
 }
 
-absl::StatusOr<std::vector<InterceptorRecords::Entry>> InterceptorRecords::List() const {
-  auto rows = store_->ListInterceptorRecords();
-  if (!rows.ok()) return rows.status();
-  std::vector<Entry> out;
-  out.reserve(rows->size());
-  for (store::InterceptorRecordRow& row : *rows) {
-    Entry entry{std::move(row.sandbox), {}};
-    if (!Decode(row.record, &entry.record)) {
-      return absl::DataLossError(absl::StrCat("the interceptor's record of sandbox ", Describe(entry.key),
-                                              " does not decode"));
-    }
-    out.push_back(std::move(entry));
-  }
-  return out;
-}
-
 std::string InterceptorRecords::Encode(const Record& record) {
   openshell::policy::interceptor::v1::InterceptorRecord stored;
   *stored.mutable_policy() = record.policy;

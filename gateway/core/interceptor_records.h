@@ -56,12 +56,11 @@ class InterceptorRecords {
   // The sandbox's policy changed in a way not seen here (an undone draft chunk): unknown from now on.
   absl::Status Forget(const std::string& key);
 
-  // Every record as the store holds it now, with its key, ordered by key; DATA_LOSS when one does not decode.
+  // A record with its key.
   struct Entry {
     std::string key;
     Record record;
   };
-  absl::StatusOr<std::vector<Entry>> List() const;
 
   // The key a sandbox's record is kept under: its name in the default workspace ("" or "default"), and
   // workspace + U+001F + name in another. Sandbox names and workspaces are checked as sandbox ids first

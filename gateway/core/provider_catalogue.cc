@@ -140,9 +140,8 @@ absl::Status ProviderProfileCatalogue::Checked(
     const std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check)>& write) {
   for (int attempt = 1;; ++attempt) {
     // The write commits only while the catalogue is still at the generation read here (another replica's
-    // change in between: tried again), and the guard checks inside its transaction, once the generation
-    // is taken for it: every record the interceptor committed by then, and none after (a record composed
-    // at this generation is refused once the change commits: PutInterceptorRecord's expected_generation).
+    // change in between: tried again). A record composed at this generation is refused once the change
+    // commits (PutInterceptorRecord's expected_generation), so the two checks below see every other.
     auto generation = store_->ProviderProfileGeneration();
     if (!generation.ok()) return generation.status();
     std::optional<absl::Status> refused;
