@@ -1567,32 +1567,49 @@ absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& chec
   return check(records);
 }
 
+namespace {
+// A catalogue change checked against a ceiling takes the ceiling's lock shared with its group, before any of
+// its writes (as a change batch's checked_ceiling): a SaveCeiling committed before it is what it compares
+// with, and one after it waits for the change to commit.
+GroupWrite::Locks ProfileChangeLocks(std::optional<int64_t> checked_ceiling) {
+  return {.ceiling = checked_ceiling ? GroupWrite::LockUse::kChecks : GroupWrite::LockUse::kNone};
+}
+}  // namespace
+
 absl::Status PostgresStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
                                                std::optional<uint64_t> expected_generation,
-                                               const ProfileChangeCheck& check) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
-    OSH_RETURN_IF_ERROR(writer_
-                            .Query("INSERT INTO provider_profiles (id, profile, updated_at) VALUES ($1, $2, $3) "
-                                   "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
-                                   PgParams().Add(id).AddBytes(profile).Add(NowMs()))
-                            .status());
-    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
-    return InsertAudit(&event);
-  });
+                                               const ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
+  return Write(
+      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        if (checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*checked_ceiling));
+        OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
+        OSH_RETURN_IF_ERROR(writer_
+                                .Query("INSERT INTO provider_profiles (id, profile, updated_at) VALUES ($1, $2, $3) "
+                                       "ON CONFLICT (id) DO UPDATE SET profile = $2, updated_at = $3",
+                                       PgParams().Add(id).AddBytes(profile).Add(NowMs()))
+                                .status());
+        OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
+        return InsertAudit(&event);
+      },
+      nullptr, /*touches_chain=*/true, ProfileChangeLocks(checked_ceiling));
 }
 
 absl::Status PostgresStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
                                                   std::optional<uint64_t> expected_generation,
-                                                  const ProfileChangeCheck& check) {
-  return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
-    OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
-    auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
-    if (!deleted.ok()) return deleted.status();
-    if (deleted->affected() == 0) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
-    OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
-    return InsertAudit(&event);
-  });
+                                                  const ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
+  return Write(
+      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        if (checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*checked_ceiling));
+        OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
+        auto deleted = writer_.Query("DELETE FROM provider_profiles WHERE id = $1", PgParams().Add(id));
+        if (!deleted.ok()) return deleted.status();
+        if (deleted->affected() == 0) {
+          return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' is stored"));
+        }
+        OSH_RETURN_IF_ERROR(RunProfileChangeCheck(check));
+        return InsertAudit(&event);
+      },
+      nullptr, /*touches_chain=*/true, ProfileChangeLocks(checked_ceiling));
 }
 
 absl::StatusOr<std::optional<std::string>> PostgresStore::GetProviderProfile(const std::string& id) {

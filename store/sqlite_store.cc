@@ -1108,8 +1108,9 @@ absl::Status SqliteStore::RunProfileChangeCheck(const ProfileChangeCheck& check)
 
 absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
                                              std::optional<uint64_t> expected_generation,
-                                             const ProfileChangeCheck& check) {
+                                             const ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*checked_ceiling));
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare(
         "INSERT INTO provider_profiles (id, profile, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -1124,8 +1125,9 @@ absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::s
 
 absl::Status SqliteStore::DeleteProviderProfile(const std::string& id, AuditEvent event,
                                                 std::optional<uint64_t> expected_generation,
-                                                const ProfileChangeCheck& check) {
+                                                const ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+    if (checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*checked_ceiling));
     OSH_RETURN_IF_ERROR(StepProfileGeneration(expected_generation));
     auto stmt = db_.Prepare("DELETE FROM provider_profiles WHERE id = ?");
     if (!stmt.ok()) return stmt.status();

@@ -84,10 +84,12 @@ class SqliteStore final : public SingleObjectDatabase {
 
   absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
                                   std::optional<uint64_t> expected_generation = std::nullopt,
-                                  const ProfileChangeCheck& check = nullptr) override;
+                                  const ProfileChangeCheck& check = nullptr,
+                                  std::optional<int64_t> checked_ceiling = std::nullopt) override;
   absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
                                      std::optional<uint64_t> expected_generation = std::nullopt,
-                                     const ProfileChangeCheck& check = nullptr) override;
+                                     const ProfileChangeCheck& check = nullptr,
+                                  std::optional<int64_t> checked_ceiling = std::nullopt) override;
   absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) override;
   absl::StatusOr<std::vector<ProviderProfileRow>> ListProviderProfiles() override;
   absl::StatusOr<uint64_t> ProviderProfileGeneration() override;

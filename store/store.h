@@ -362,14 +362,21 @@ class ProviderProfileStore {
   // `expected_generation`, only if the catalogue is still at that generation when the change commits
   // (a change checked against the catalogue as read then): ABORTED "catalogue_changed: ...", and nothing
   // written, when another change committed since. With `check`, only if it allows the change (above).
+  // With `checked_ceiling` (the ceiling the change was checked against: its version, or kNoCeiling;
+  // change.h), only if that is still the ceiling in the database when the change commits: ABORTED
+  // "ceiling_changed: ..." (CeilingChangedError), and nothing written, otherwise. Serialised with
+  // CeilingStore::SaveCeiling across every process on the database, as a change batch's checked_ceiling.
   virtual absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
                                           std::optional<uint64_t> expected_generation = std::nullopt,
-                                          const ProfileChangeCheck& check = nullptr) = 0;
+                                          const ProfileChangeCheck& check = nullptr,
+                                          std::optional<int64_t> checked_ceiling = std::nullopt) = 0;
   // Removes the profile `id` with `event`; NOT_FOUND, and nothing written, when there is none;
-  // `expected_generation` and `check` as for Put (the check runs only when the profile exists).
+  // `expected_generation`, `check` and `checked_ceiling` as for Put (the check runs only when the profile
+  // exists).
   virtual absl::Status DeleteProviderProfile(const std::string& id, AuditEvent event,
                                              std::optional<uint64_t> expected_generation = std::nullopt,
-                                             const ProfileChangeCheck& check = nullptr) = 0;
+                                             const ProfileChangeCheck& check = nullptr,
+                                             std::optional<int64_t> checked_ceiling = std::nullopt) = 0;
   // The profile `id` as stored, or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetProviderProfile(const std::string& id) = 0;
   // Every profile, ordered by id (bytewise).

@@ -20,6 +20,8 @@
 #include "gateway/core/interceptor_governance.h"
 #include "gateway/core/interceptor_payload.h"
 #include "gateway/core/provider_catalogue.h"
+#include "gateway/core/profile_change_check.h"
+#include "gateway/core/interceptor_records.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -590,6 +592,24 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
 }
 
 // A profile inside the usual test ceilings: pip to pypi.org:443.
+// A ceiling "corp-max" of `version`, signed by `key` as kid "authority", serialized: the restrictive default
+// policy plus one rule per host (port 443, `binary`).
+std::string SignedCeilingForUnits(const osh::trust::PrivateKey& key, const std::vector<std::string>& hosts,
+                                  const std::string& binary, uint64_t version) {
+  openshell::sandbox::v1::SandboxPolicy policy = osh::policy::RestrictiveDefaultPolicy();
+  for (const auto& host : hosts) {
+    auto& rule = (*policy.mutable_network_policies())[host];
+    rule.set_name(host);
+    auto* endpoint = rule.add_endpoints();
+    endpoint->set_host(host);
+    endpoint->set_port(443);
+    rule.add_binaries()->set_path(binary);
+  }
+  auto ceiling = osh::trust::MakeCeiling(policy, "corp-max", version, "", std::time(nullptr));
+  REQUIRE(osh::trust::SignCeiling(&ceiling, key, "authority").ok());
+  return ceiling.SerializeAsString();
+}
+
 openshell::v1::ProviderProfile PypiProfileForUnits() {
   openshell::v1::ProviderProfile pypi;
   pypi.set_id("pypi");
@@ -713,7 +733,7 @@ TEST_CASE("provider catalogue: a change is checked over every record, then insid
   absl::Status late_status;
   catalogue.SetChangeGuard(
       [&](const std::string&, const openshell::v1::ProviderProfile*,
-          const std::vector<osh::store::InterceptorRecordRow>& records) {
+          const std::vector<osh::store::InterceptorRecordRow>& records, int64_t*) {
         ++checks;
         seen.emplace_back();
         for (const auto& row : records) seen.back().push_back(row.sandbox);
@@ -748,7 +768,7 @@ TEST_CASE("provider catalogue: a change is checked over every record, then insid
   // A refusal (here inside the transaction) writes nothing and is told to the hook once, afterwards.
   catalogue.SetChangeGuard(
       [&](const std::string&, const openshell::v1::ProviderProfile*,
-          const std::vector<osh::store::InterceptorRecordRow>& records) {
+          const std::vector<osh::store::InterceptorRecordRow>& records, int64_t*) {
         if (records.empty()) return osh::common::Refused(absl::StatusCode::kFailedPrecondition, "exceeds_ceiling", "no");
         return absl::OkStatus();
       },
@@ -766,6 +786,71 @@ TEST_CASE("provider catalogue: a change is checked over every record, then insid
   CHECK(*store->ProviderProfileGeneration() == generation);
   CHECK(store->AuditChainHead().seq == head);
   CHECK_FALSE(store->GetProviderProfile("pypi")->has_value());
+}
+
+TEST_CASE("provider catalogue: a change is checked against one ceiling, and commits only while that ceiling is "
+          "still the one stored: a ceiling narrowed meanwhile is checked too",
+          "[interceptor][provider_profiles][ceiling]") {
+  // The profile change's long check runs outside any transaction; a narrower ceiling stored while it runs
+  // (by this process or another replica, whose view reaches this one later) must not leave the records it
+  // passed unchecked against the ceiling the change commits under.
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  REQUIRE(trust.ok());
+  auto ceiling_of = [&](const std::vector<std::string>& hosts, uint64_t version) {
+    return SignedCeilingForUnits(*key, hosts, "/usr/bin/pip", version);
+  };
+  const std::string broad = ceiling_of({"pypi.org", "files.pythonhosted.org"}, 1);
+  const std::string narrow = ceiling_of({"pypi.org"}, 2);
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  REQUIRE(store->SaveCeiling(broad, 1, osh::test::StoredEvent("ceiling_set")).ok());
+  REQUIRE(ceiling.Adopt(broad, &*trust, std::time(nullptr), 60).ok());
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
+  REQUIRE(store->PutInterceptorRecord(
+                   "build-1", osh::gateway::InterceptorRecords::Encode({osh::policy::RestrictiveDefaultPolicy(), {"pypi"}}))
+              .ok());
+  // pypi widened to files.pythonhosted.org: inside the broad ceiling, outside the narrow one.
+  openshell::v1::ProviderProfile wider = PypiProfileForUnits();
+  auto* mirror = wider.add_endpoints();
+  mirror->set_host("files.pythonhosted.org");
+  mirror->set_port(443);
+
+  for (const bool seen_late : {false, true}) {
+    DYNAMIC_SECTION((seen_late ? "the narrow ceiling reaches this process's view one attempt late"
+                               : "the narrow ceiling is in force here as soon as it is stored")) {
+      int checks = 0;
+      std::vector<int64_t> stamps;
+      catalogue.SetChangeGuard(
+          [&](const std::string& id, const openshell::v1::ProviderProfile* changed,
+              const std::vector<osh::store::InterceptorRecordRow>& records, int64_t* checked_ceiling) {
+            ++checks;
+            absl::Status verdict =
+                osh::gateway::CheckProfileChange(ceiling, records, catalogue, id, changed, checked_ceiling);
+            stamps.push_back(*checked_ceiling);
+            if (checks == 1) {
+              // Passed against the broad ceiling; the narrow one is stored before the change commits.
+              CHECK(verdict.ok());
+              REQUIRE(store->SaveCeiling(narrow, 2, osh::test::StoredEvent("ceiling_set")).ok());
+              if (!seen_late) REQUIRE(ceiling.Adopt(narrow, &*trust, std::time(nullptr), 60).ok());
+            } else if (checks == 2 && seen_late) {
+              REQUIRE(ceiling.Adopt(narrow, &*trust, std::time(nullptr), 60).ok());
+            }
+            return verdict;
+          },
+          store.get());
+      const auto set = catalogue.Set(wider);
+      INFO(set.status().ToString());
+      CHECK(osh::common::ReasonOf(set.status()) == "exceeds_ceiling");
+      CHECK_THAT(std::string(set.status().message()), Catch::Contains("build-1"));
+      // Checked first against the broad ceiling (1); the commit was refused, and the change checked again,
+      // against the narrow one (2) — after one more refused commit when this view saw it late.
+      CHECK(stamps == (seen_late ? std::vector<int64_t>{1, 1, 2} : std::vector<int64_t>{1, 2}));
+      osh::gateway::ProviderProfileCatalogue::Entry stored = *catalogue.Get("pypi");
+      CHECK(stored.profile.endpoints_size() == 1);
+    }
+  }
 }
 
 // The interceptor records of `inner`, where another writer (as another replica) commits a catalogue change
@@ -977,18 +1062,7 @@ TEST_CASE("ceiling guard: a candidate seen before is answered from the kept verd
   auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
   REQUIRE(trust.ok());
   auto ceiling_of = [&](const std::vector<std::string>& hosts, uint64_t version) {
-    openshell::sandbox::v1::SandboxPolicy policy = osh::policy::RestrictiveDefaultPolicy();
-    for (const auto& host : hosts) {
-      auto& rule = (*policy.mutable_network_policies())[host];
-      rule.set_name(host);
-      auto* endpoint = rule.add_endpoints();
-      endpoint->set_host(host);
-      endpoint->set_port(443);
-      rule.add_binaries()->set_path("/usr/bin/curl");
-    }
-    auto ceiling = osh::trust::MakeCeiling(policy, "corp-max", version, "", std::time(nullptr));
-    REQUIRE(osh::trust::SignCeiling(&ceiling, *key, "authority").ok());
-    return ceiling.SerializeAsString();
+    return SignedCeilingForUnits(*key, hosts, "/usr/bin/curl", version);
   };
   osh::gateway::CeilingGuard guard(store.get(), store.get());
   REQUIRE(guard.Adopt(ceiling_of({"pypi.org", "api.github.com"}, 1), &*trust, std::time(nullptr), 60).ok());

@@ -759,6 +759,16 @@ TEST_CASE("store contract: provider profiles are put, replaced, read back, liste
   }
 }
 
+// Two writers on one database. PostgreSQL: two replicas. SQLite has one process: the second writer is the
+// same store, used from another thread.
+struct TwoWriters {
+  TwoWriters(const Backend& backend, const std::string& url)
+      : a(Open(url)), second(backend.name == "sqlite" ? nullptr : Open(url)), b(second != nullptr ? *second : *a) {}
+  std::unique_ptr<osh::store::Database> a;
+  std::unique_ptr<osh::store::Database> second;  // null on SQLite
+  osh::store::Database& b;
+};
+
 TEST_CASE("store contract: a record composed at a catalogue generation commits only at it, and a catalogue change's "
           "check runs in its transaction, handed every record, while such a record is refused",
           "[store][contract][provider_profiles][interceptor_records]") {
@@ -766,10 +776,9 @@ TEST_CASE("store contract: a record composed at a catalogue generation commits o
   DYNAMIC_SECTION(backend.name) {
     osh::test::TempDir dir;
     const std::string url = backend.url(dir);
-    auto a = Open(url);
-    // SQLite has one process: the second writer is another thread of it. PostgreSQL: another replica.
-    std::unique_ptr<osh::store::Database> second = backend.name == "sqlite" ? nullptr : Open(url);
-    osh::store::Database& b = second != nullptr ? *second : *a;
+    TwoWriters writers(backend, url);
+    auto& a = writers.a;
+    osh::store::Database& b = writers.b;
     const uint64_t g0 = *a->provider_profiles().ProviderProfileGeneration();
     REQUIRE(b.interceptor_records().PutInterceptorRecord("early", "e", g0).ok());
     // A stale generation: refused whole, not a storage error.
@@ -787,7 +796,7 @@ TEST_CASE("store contract: a record composed at a catalogue generation commits o
       // Another writer records a sandbox composed at the catalogue as it was, while this change is checked.
       if (late.joinable()) return absl::OkStatus();  // a deadlock's victim led again: checked again
       late = std::thread([&] { late_status = b.interceptor_records().PutInterceptorRecord("late", "l", g0); });
-      if (second != nullptr) {
+      if (writers.second != nullptr) {
         // Another replica: refused at once, not waiting for this change (nor holding its own writes up).
         late.join();
         CHECK(absl::IsAborted(late_status));
@@ -846,6 +855,71 @@ TEST_CASE("store contract: a record composed at a catalogue generation commits o
           return absl::OkStatus();
         })));
     CHECK_FALSE(asked);
+  }
+}
+
+TEST_CASE("store contract: a catalogue change checked against a ceiling commits only while it is the ceiling stored, "
+          "and a ceiling stored meanwhile by another writer is ordered after it",
+          "[store][contract][provider_profiles][ceiling]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    TwoWriters writers(backend, url);
+    auto& a = writers.a;
+    osh::store::Database& b = writers.b;
+    auto& profiles = a->provider_profiles();
+    const uint64_t head = a->audit().AuditChainHead().seq;
+    // No ceiling stored: a change checked against one (version 1) is refused whole, not a storage error.
+    const absl::Status ahead = profiles.PutProviderProfile("github", "p", osh::test::StoredEvent("mutation"), std::nullopt,
+                                                           nullptr, 1);
+    CHECK(osh::store::IsCeilingChanged(ahead));
+    CHECK(osh::common::ReasonOf(ahead) == "ceiling_changed");
+    CHECK_FALSE(osh::common::IsStorageError(ahead));
+    CHECK_FALSE(profiles.GetProviderProfile("github")->has_value());
+    CHECK(*profiles.ProviderProfileGeneration() == 0);
+    CHECK(a->audit().AuditChainHead().seq == head);
+    REQUIRE(profiles.PutProviderProfile("github", "p", osh::test::StoredEvent("mutation"), std::nullopt, nullptr,
+                                        osh::store::kNoCeiling)
+                .ok());
+    REQUIRE(b.ceiling().SaveCeiling("c1", 1, osh::test::StoredEvent("ceiling_set")).ok());
+    // Checked against none, or an older one: refused, put and delete alike; against version 1 it commits.
+    CHECK(osh::store::IsCeilingChanged(profiles.PutProviderProfile("github", "q", osh::test::StoredEvent("mutation"),
+                                                                   std::nullopt, nullptr, osh::store::kNoCeiling)));
+    CHECK(osh::store::IsCeilingChanged(
+        profiles.DeleteProviderProfile("github", osh::test::StoredEvent("mutation"), std::nullopt, nullptr, 0)));
+    CHECK(**profiles.GetProviderProfile("github") == "p");
+    REQUIRE(profiles.PutProviderProfile("github", "q", osh::test::StoredEvent("mutation"), std::nullopt, nullptr, 1).ok());
+
+    // Another writer stores ceiling 2 while a change checked against 1 is in its transaction: the change
+    // commits (the ceiling it was checked against is still the one stored), and the ceiling after it.
+    absl::Status saved;
+    std::thread setter;
+    std::atomic<bool> save_done{false};
+    bool stored_meanwhile = true;
+    const absl::Status put = profiles.PutProviderProfile(
+        "github", "r", osh::test::StoredEvent("mutation"), std::nullopt,
+        [&](const std::vector<osh::store::InterceptorRecordRow>&) {
+          if (setter.joinable()) return absl::OkStatus();  // a deadlock's victim led again
+          setter = std::thread([&] {
+            saved = b.ceiling().SaveCeiling("c2", 2, osh::test::StoredEvent("ceiling_set"));
+            save_done = true;
+          });
+          absl::SleepFor(absl::Milliseconds(150));
+          stored_meanwhile = save_done.load();
+          return absl::OkStatus();
+        },
+        1);
+    setter.join();
+    REQUIRE(put.ok());
+    REQUIRE(saved.ok());
+    CHECK_FALSE(stored_meanwhile);
+    CHECK(**b.provider_profiles().GetProviderProfile("github") == "r");
+    CHECK(**b.ceiling().LoadCeiling() == "c2");
+    // Now checked against 1 is stale.
+    CHECK(osh::store::IsCeilingChanged(
+        profiles.DeleteProviderProfile("github", osh::test::StoredEvent("mutation"), std::nullopt, nullptr, 1)));
+    REQUIRE(profiles.DeleteProviderProfile("github", osh::test::StoredEvent("mutation"), std::nullopt, nullptr, 2).ok());
   }
 }
 

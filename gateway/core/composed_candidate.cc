@@ -13,8 +13,8 @@ using openshell::sandbox::v1::SandboxPolicy;
 
 namespace {
 
-bool Inside(const CeilingGuard& ceiling, const SandboxPolicy& policy, const std::string& digest,
-            absl::string_view which, ComposedVerdict* out) {
+bool Inside(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+            const SandboxPolicy& policy, const std::string& digest, absl::string_view which, ComposedVerdict* out) {
   if (absl::Status valid = ceiling.Validate(policy, digest); !valid.ok()) {
     // ValidatePolicy's message is already "invalid_policy: <path>: <message>".
     absl::string_view message = valid.message();
@@ -23,7 +23,7 @@ bool Inside(const CeilingGuard& ceiling, const SandboxPolicy& policy, const std:
     out->detail = absl::StrCat(which, message);
     return false;
   }
-  const trust::CheckResult checked = ceiling.Check(policy, digest);
+  const trust::CheckResult checked = ceiling.CheckAgainst(active, policy, digest);
   if (!checked.ok()) {
     out->reason = checked.reason;
     out->detail = absl::StrCat(which, checked.detail);
@@ -36,12 +36,17 @@ bool Inside(const CeilingGuard& ceiling, const SandboxPolicy& policy, const std:
 
 ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const SandboxPolicy& own,
                                        const std::vector<ProviderLayer>& layers) {
+  return CheckComposedCandidate(ceiling, ceiling.current(), own, layers);
+}
+
+ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+                                       const SandboxPolicy& own, const std::vector<ProviderLayer>& layers) {
   ComposedVerdict out;
   const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
   out.candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
-  if (!Inside(ceiling, candidate, out.candidate_digest, "", &out)) return out;
+  if (!Inside(ceiling, active, candidate, out.candidate_digest, "", &out)) return out;
   if (!layers.empty()) {
-    Inside(ceiling, own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
+    Inside(ceiling, active, own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
            "the sandbox's own policy, without its providers' layers: ", &out);
   }
   return out;

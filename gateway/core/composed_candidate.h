@@ -8,6 +8,7 @@
 // Pure apart from the ceiling guard's verdict cache; thread-safe.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,7 +29,13 @@ struct ComposedVerdict {
 // A provider's layer: the provider's name (the layer's key is derived from it) and its profile (not owned).
 using ProviderLayer = std::pair<std::string, const openshell::v1::ProviderProfile*>;
 
+// Against the ceiling in force when called.
 ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const openshell::sandbox::v1::SandboxPolicy& own,
+                                       const std::vector<ProviderLayer>& layers);
+// Against `active` (CeilingGuard::current() as read once by the caller; null: no ceiling, every valid
+// candidate is inside), so that a caller checking many candidates checks them all against one ceiling.
+ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+                                       const openshell::sandbox::v1::SandboxPolicy& own,
                                        const std::vector<ProviderLayer>& layers);
 
 }  // namespace osh::gateway

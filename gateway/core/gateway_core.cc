@@ -118,8 +118,8 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
   // be widened beyond the ceiling by the change of its layer. A refusal is audited as a refused mutation.
   profiles_.SetChangeGuard(
       [this](const std::string& id, const openshell::v1::ProviderProfile* changed,
-             const std::vector<store::InterceptorRecordRow>& records) {
-        return CheckProfileChange(gate_.ceiling(), records, profiles_, id, changed);
+             const std::vector<store::InterceptorRecordRow>& records, int64_t* checked_ceiling) {
+        return CheckProfileChange(gate_.ceiling(), records, profiles_, id, changed, checked_ceiling);
       },
       &store_->interceptor_records(),
       [this](const std::string& id, const openshell::v1::ProviderProfile* changed, const absl::Status& refusal) {

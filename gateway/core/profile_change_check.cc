@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,9 +44,11 @@ std::vector<ProviderLayer> LayersOf(const InterceptorRecords::Record& record, co
 
 absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<store::InterceptorRecordRow>& records,
                                 const ProviderProfileCatalogue& catalogue, const std::string& id,
-                                const openshell::v1::ProviderProfile* changed) {
+                                const openshell::v1::ProviderProfile* changed, int64_t* checked_ceiling) {
   const std::string what = changed != nullptr ? "set" : "deleted";
-  if (ceiling.current() == nullptr) return absl::OkStatus();
+  const std::shared_ptr<const CeilingGuard::Active> active = ceiling.current();
+  *checked_ceiling = CeilingGuard::StampOf(active);
+  if (active == nullptr) return absl::OkStatus();
   // Every distinct record is decoded (sandboxes of one policy and providers share the verdict: the first
   // of them by name is the one a refusal names); one that does not decode is refused whatever it named.
   std::vector<InterceptorRecords::Entry> entries;
@@ -86,7 +89,7 @@ absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<s
       others[provider] = profile.ok() ? std::optional(*std::move(profile)) : std::nullopt;
     }
     const std::vector<ProviderLayer> layers = LayersOf(record, id, changed, others);
-    const ComposedVerdict verdict = CheckComposedCandidate(ceiling, record.policy, layers);
+    const ComposedVerdict verdict = CheckComposedCandidate(ceiling, active, record.policy, layers);
     if (verdict.ok()) continue;
     // Outside, but perhaps no more than with the profile it replaces (a ceiling narrowed since, a policy
     // recorded before it): a change that only narrows what the sandbox gets is never held back.

@@ -24,12 +24,15 @@
 // change_lock, held across the check and the write); between replicas on one database a record composed
 // at the catalogue as it was cannot commit after a change (store::InterceptorRecordStore::
 // PutInterceptorRecord's expected_generation), and the change is checked again inside its transaction over
-// the records committed since its first check (ProviderProfileCatalogue::SetChangeGuard). Cost: every
+// the records committed since its first check (ProviderProfileCatalogue::SetChangeGuard); every record is
+// checked against one ceiling, and the change commits only while it is the ceiling stored (a ceiling set
+// meanwhile, on any process: checked again, whole). Cost: every
 // record is read; each distinct one (policy and providers: sandboxes of one policy share a record's bytes)
 // is decoded, and each naming the profile's id among its providers is composed and checked (verdicts are
 // kept per candidate by the ceiling guard).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -42,9 +45,13 @@
 namespace osh::gateway {
 
 // `changed`: the profile `id` as it would be stored; null: `id` deleted. `records`: every interceptor record
-// as committed (the change's transaction hands them over: store::ProfileChangeCheck). Writes nothing.
+// as committed (the change's transaction hands them over: store::ProfileChangeCheck). Every record is
+// checked against one ceiling, the one in force when this starts; `checked_ceiling` receives its stamp
+// (CeilingGuard::StampOf: the change must commit only while it is still the ceiling in the database,
+// store::ProviderProfileStore's checked_ceiling, or a ceiling narrowed meanwhile would go unchecked).
+// Writes nothing.
 absl::Status CheckProfileChange(const CeilingGuard& ceiling, const std::vector<store::InterceptorRecordRow>& records,
                                 const ProviderProfileCatalogue& catalogue, const std::string& id,
-                                const openshell::v1::ProviderProfile* changed);
+                                const openshell::v1::ProviderProfile* changed, int64_t* checked_ceiling);
 
 }  // namespace osh::gateway

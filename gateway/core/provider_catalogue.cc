@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
 #include "gateway/core/context_limits.h"
@@ -121,23 +122,22 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
     }
   }
   absl::MutexLock change(&change_mu_);
-  absl::Status put = Checked(profile.id(), &profile, [&](uint64_t generation, const store::ProfileChangeCheck& check) {
+  absl::Status put = Checked(profile.id(), &profile, [&](uint64_t generation, const store::ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
     store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
     event.outcome = audit::Outcome::kOk;
     event.reason = absl::StrCat("provider profile ", profile.id(), " set");
     event.audit_context = {{"provider_profile", profile.id()}, {"profile_hash", *hash}, {"change", "set"}};
     if (!entry.kid.empty()) event.audit_context["profile_signature_kid"] = entry.kid;
     if (signed_elsewhere) event.audit_context["profile_signed"] = "imported";
-    return store_->PutProviderProfile(profile.id(), bytes, std::move(event), generation, check);
+    return store_->PutProviderProfile(profile.id(), bytes, std::move(event), generation, check, checked_ceiling);
   });
   if (!put.ok()) return put;
   entry.profile = std::move(profile);
   return entry;
 }
 
-absl::Status ProviderProfileCatalogue::Checked(
-    const std::string& id, const openshell::v1::ProviderProfile* changed,
-    const std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check)>& write) {
+absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const openshell::v1::ProviderProfile* changed,
+                                               const CheckedWrite& write) {
   for (int attempt = 1;; ++attempt) {
     // The write commits only while the catalogue is still at the generation read here (another replica's
     // change in between: tried again). A record composed at this generation is refused once the change
@@ -146,10 +146,11 @@ absl::Status ProviderProfileCatalogue::Checked(
     if (!generation.ok()) return generation.status();
     std::optional<absl::Status> refused;
     store::ProfileChangeCheck check;
+    std::optional<int64_t> checked_ceiling;
     // The whole check first, outside any transaction (composing and checking every record naming the id
     // can take long); inside it only what changed since: a record that is new or other than this check saw.
     absl::flat_hash_map<std::string, std::string> checked;
-    if (guard_ && records_ != nullptr) {
+    if (guard_) {
       auto rows = records_->ListInterceptorRecords();
       if (!rows.ok()) {
         const absl::Status unknown = common::Refused(
@@ -160,10 +161,12 @@ absl::Status ProviderProfileCatalogue::Checked(
         if (on_refused_) on_refused_(id, changed, unknown);
         return unknown;
       }
-      if (absl::Status allowed = guard_(id, changed, *rows); !allowed.ok()) {
+      int64_t stamp = store::kNoCeiling;
+      if (absl::Status allowed = guard_(id, changed, *rows, &stamp); !allowed.ok()) {
         if (on_refused_) on_refused_(id, changed, allowed);
         return allowed;
       }
+      checked_ceiling = stamp;
       checked.reserve(rows->size());
       for (store::InterceptorRecordRow& row : *rows) checked.emplace(std::move(row.sandbox), std::move(row.record));
     }
@@ -174,15 +177,27 @@ absl::Status ProviderProfileCatalogue::Checked(
           const auto it = checked.find(row.sandbox);
           if (it == checked.end() || it->second != row.record) changed_since.push_back(row);
         }
-        absl::Status allowed = guard_(id, changed, changed_since);
-        if (!allowed.ok()) refused = allowed;
-        return allowed;
+        int64_t stamp = store::kNoCeiling;
+        absl::Status allowed = guard_(id, changed, changed_since, &stamp);
+        if (!allowed.ok()) {
+          refused = allowed;
+          return allowed;
+        }
+        // The records passed first were checked against that check's ceiling: these must be too (the
+        // store compares it with the database's before this runs; this replica's view may have moved).
+        if (stamp != *checked_ceiling) return store::CeilingChangedError(*checked_ceiling, stamp);
+        return absl::OkStatus();
       };
     }
-    absl::Status written = write(*generation, check);
+    absl::Status written = write(*generation, check, checked_ceiling);
     Forget();  // committed or not (an error may follow a commit): read again
     if (refused.has_value() && on_refused_) on_refused_(id, changed, *refused);
-    if (common::ReasonOf(written) != "catalogue_changed" || attempt == kCheckAttempts) return written;
+    const bool ceiling_changed = store::IsCeilingChanged(written);
+    if ((common::ReasonOf(written) != "catalogue_changed" && !ceiling_changed) || attempt == kCheckAttempts) {
+      return written;
+    }
+    // Another replica's ceiling reaches this one's view through its feed: give it a moment.
+    if (ceiling_changed) absl::SleepFor(absl::Milliseconds(10 * attempt));
   }
 }
 
@@ -191,12 +206,12 @@ absl::Status ProviderProfileCatalogue::Delete(const std::string& id) {
   auto stored = store_->GetProviderProfile(id);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));
-  absl::Status deleted = Checked(id, nullptr, [&](uint64_t generation, const store::ProfileChangeCheck& check) {
+  absl::Status deleted = Checked(id, nullptr, [&](uint64_t generation, const store::ProfileChangeCheck& check, std::optional<int64_t> checked_ceiling) {
     store::AuditEvent event = AuditRecorder::For(audit::Type::kMutation, "");
     event.outcome = audit::Outcome::kOk;
     event.reason = absl::StrCat("provider profile ", id, " deleted");
     event.audit_context = {{"provider_profile", BoundedText(id, kMaxAuditFieldBytes)}, {"change", "delete"}};
-    return store_->DeleteProviderProfile(id, std::move(event), generation, check);
+    return store_->DeleteProviderProfile(id, std::move(event), generation, check, checked_ceiling);
   });
   if (deleted.code() == absl::StatusCode::kNotFound) {
     return absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue"));

@@ -63,18 +63,24 @@ class ProviderProfileCatalogue {
   // the change's transaction (store::ProfileChangeCheck, once no record composed at the catalogue as it
   // was can commit until the change has) over the records committed since that are new or other than
   // the first check saw — so that the long part holds no transaction. A non-OK status is the refusal, and
-  // nothing is stored. It must not write to the store (the second runs on the store's writing thread);
-  // `on_refused` is told of a refusal afterwards, outside the transaction (the core audits it). Without
-  // `records` the first check is skipped and the second is handed every record. With
-  // `recheck_in_transaction` false (a database no other process writes: every record write of this
-  // process that follows a composition — a validate's, a push's — holds change_lock) there is no second check, and so no read of the
-  // records inside the transaction. Set and Delete hold one lock across the change, so changes in this process are
-  // checked one at a time, and write only while the store's catalogue generation is the one read first
-  // (another replica's change in between: tried again, up to kCheckAttempts times, then ABORTED
-  // catalogue_changed). The core sets it to CheckProfileChange (a change must not widen a sandbox beyond
-  // the ceiling). Call before serving; not thread-safe against Set.
+  // nothing is stored. `checked_ceiling` receives the stamp of the ceiling it checked against
+  // (CeilingGuard::StampOf; left at store::kNoCeiling when it checks against none): the change commits only
+  // while that is the ceiling in the database (store::ProviderProfileStore's checked_ceiling), and the
+  // second check must have checked against the first's, or the change is refused ceiling_changed and tried
+  // again — a ceiling narrowed while the first check ran is never left unchecked. It must not write to the
+  // store (the second runs on the store's writing thread); `on_refused` is told of a refusal afterwards,
+  // outside the transaction (the core audits it). With `recheck_in_transaction` false (a database no other
+  // process writes: every record write of this process that follows a composition — a validate's, a
+  // push's — holds change_lock) there is no second check, and so no read of the records inside the
+  // transaction. Set and Delete hold one lock across the change, so changes in this process are checked one
+  // at a time, and write only while the store's catalogue generation is the one read first (another
+  // replica's change in between, or another ceiling: tried again, up to kCheckAttempts times, then ABORTED
+  // catalogue_changed or ceiling_changed). The core sets it to CheckProfileChange (a change must not widen
+  // a sandbox beyond the ceiling). `records` must not be null. Call before serving; not thread-safe against
+  // Set.
   using ChangeGuard = std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed,
-                                                 const std::vector<store::InterceptorRecordRow>& records)>;
+                                                 const std::vector<store::InterceptorRecordRow>& records,
+                                                 int64_t* checked_ceiling)>;
   using RefusalHook = std::function<void(const std::string& id, const openshell::v1::ProviderProfile* changed,
                                          const absl::Status& refusal)>;
   void SetChangeGuard(ChangeGuard guard, store::InterceptorRecordStore* records, RefusalHook on_refused = nullptr,
@@ -82,7 +88,7 @@ class ProviderProfileCatalogue {
     guard_ = std::move(guard);
     records_ = records;
     on_refused_ = std::move(on_refused);
-    recheck_in_transaction_ = recheck_in_transaction || records == nullptr;
+    recheck_in_transaction_ = recheck_in_transaction;
   }
   // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
   // (the interceptor's validate phase, admit mode's record of a push), while Set and Delete hold it exclusively across the guard and the
@@ -156,12 +162,13 @@ class ProviderProfileCatalogue {
                                                     int64_t now_unix) const;
   static bool Fresh(const Kept& kept, uint64_t generation, const trust::TrustStore* trust, int64_t now_unix);
   void Forget();
-  // Runs `write` with the generation read first and the change guard as the store's check, again (up to
-  // kCheckAttempts in all) while the store answers catalogue_changed: another replica's change committed
-  // in between.
-  absl::Status Checked(
-      const std::string& id, const openshell::v1::ProviderProfile* changed,
-      const std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check)>& write)
+  // Runs `write` with the generation read first, the change guard as the store's check and the ceiling
+  // the guard checked against (nullopt: no guard), again (up to kCheckAttempts in all) while the store
+  // answers catalogue_changed (another replica's change committed in between) or ceiling_changed (another
+  // ceiling was stored meanwhile).
+  using CheckedWrite = std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check,
+                                                  std::optional<int64_t> checked_ceiling)>;
+  absl::Status Checked(const std::string& id, const openshell::v1::ProviderProfile* changed, const CheckedWrite& write)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(change_mu_);
   static constexpr int kCheckAttempts = 4;
 
