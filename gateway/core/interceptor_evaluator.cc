@@ -421,7 +421,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   // and commits this Evaluate's own audit event with it: one durable write.
   bool fresh = true;
   bool denied_by_check = false;
-  SandboxPolicy checked;
+  std::string checked;  // the policy the check passed, serialized deterministically
   auto also_check = [&](const SandboxPolicy& policy, std::vector<store::AuditEvent>* events) {
     trust::CheckResult verdict;
     if (!CheckCandidate(policy, providers, out)) {
@@ -430,7 +430,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
       verdict.detail = out->detail;
       return verdict;
     }
-    checked = policy;
+    checked = policy::SerializeDeterministic(policy);
     events->push_back(InterceptionEvent(evaluation, "modify_operation", *out));
     events->back().outcome = trust::audit::Outcome::kOk;
     events->back().reason = absl::StrCat(RpcOf(evaluation), " modify_operation: allowed");
@@ -468,7 +468,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
 
   // A reused admission, or one whose policy moved on while it was admitted (the core refreshes it): the
   // ceiling in force on the whole composed candidate of what is served now.
-  if (!fresh || !google::protobuf::util::MessageDifferencer::Equals(checked, admitted->policy)) {
+  if (!fresh || checked != policy::SerializeDeterministic(admitted->policy)) {
     if (!CheckCandidate(admitted->policy, providers, out)) {
       if (fresh) {
         if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
@@ -934,6 +934,13 @@ absl::Status InterceptorEvaluator::RecordPushed(const std::string& key, const Sa
 
 interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                                  std::string payload_digest) {
+  interceptor_v1::InterceptorResult result;
+  Evaluate(evaluation, std::move(payload_digest), &result);
+  return result;
+}
+
+void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
+                                    interceptor_v1::InterceptorResult* response) {
   Outcome outcome;
   outcome.payload_digest = std::move(payload_digest);
   outcome.decision_id = InterceptorNewDecisionId();
@@ -975,7 +982,8 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
     }
   }
 
-  interceptor_v1::InterceptorResult result;
+  interceptor_v1::InterceptorResult& result = *response;
+  result.Clear();
   const std::string& decision_id = outcome.decision_id;
   const std::string decision = outcome.allowed ? "allow" : "deny";
   result.set_allowed(outcome.allowed);
@@ -989,7 +997,11 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
                                                                                  : "PERMISSION_DENIED");
     annotations[kAnnotationReasonCode] = outcome.reason_code;
   } else {
-    for (auto& patch : outcome.patches) *result.add_patches() = std::move(patch);
+    // Each patch handed over, not copied: a result on an arena (the service's) takes ownership of a heap
+    // object as it is (a patch's value is the admitted policy, kilobytes of Struct).
+    for (auto& patch : outcome.patches) {
+      result.mutable_patches()->AddAllocated(new interceptor_v1::JsonPatch(std::move(patch)));
+    }
   }
 
   // An allow committed with its admission is audited already; a deny decided after it (the served policy
@@ -1000,7 +1012,6 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
                                  outcome.allowed ? absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed")
                                                  : outcome.Reason());
   }
-  return result;
 }
 
 }  // namespace osh::gateway

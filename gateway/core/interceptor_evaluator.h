@@ -121,6 +121,9 @@ class InterceptorEvaluator {
   // already (where the request was still in its core's cache); empty: computed when needed.
   interceptor_v1::InterceptorResult Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation,
                                              std::string payload_digest = {});
+  // The same into `result` (cleared first; may live on an arena: what it holds is handed over, not copied).
+  void Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
+                interceptor_v1::InterceptorResult* result);
 
   const InterceptorRecords& records() const { return records_; }
 

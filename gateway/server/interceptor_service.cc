@@ -89,7 +89,7 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
                                    "before a worker was free"));
       return;
     }
-    *response = evaluator_->Evaluate(*request, std::move(payload_digest));
+    evaluator_->Evaluate(*request, std::move(payload_digest), response);
     if (!response->allowed()) {
       evaluate_denied_.fetch_add(1);
     } else if (response->patches().empty()) {
