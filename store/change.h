@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
+#include "common/errors.h"
 #include "common/name_table.h"
 #include "store/envelope.h"
 #include "trust/audit_chain.h"
@@ -136,8 +137,8 @@ inline bool IsCeilingChanged(const absl::Status& status) {
 }
 inline absl::Status CeilingChangedError(int64_t checked, int64_t stored) {
   auto name = [](int64_t v) { return v == kNoCeiling ? std::string("none") : std::string("version ") + std::to_string(v); };
-  return absl::AbortedError(std::string(kCeilingChanged) + ": checked against ceiling " + name(checked) +
-                            " but the ceiling in the database is " + name(stored));
+  return common::Refused(absl::StatusCode::kAborted, kCeilingChanged,
+                         "checked against ceiling " + name(checked) + " but the ceiling in the database is " + name(stored));
 }
 
 // Whether a commit was refused because a policy revision the batch did not know was stored.

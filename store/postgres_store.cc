@@ -1527,10 +1527,11 @@ absl::Status PostgresStore::ForgetInterceptorRecord(const std::string& sandbox, 
 
 absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptorRecords() {
   absl::MutexLock lock(&read_mu_);
-  auto found = Read("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  auto found = Read("SELECT sandbox, record, xmin::text FROM interceptor_records ORDER BY sandbox");
   if (!found.ok()) return found.status();
   std::vector<InterceptorRecordRow> out;
-  for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
+  out.reserve(found->rows());
+  for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1), found->Bytes(i, 2)});
   return out;
 }
 
@@ -1558,13 +1559,36 @@ absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& chec
   if (!check) return absl::OkStatus();
   // After StepProfileGeneration updated the generation's row: every record write that names a generation
   // (PutInterceptorRecord) takes that row FOR SHARE, so those before have committed (the update waited for
-  // them) and those after find it locked and are refused. READ COMMITTED: this statement sees them all.
-  auto found = writer_.Query("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
+  // them) and those after find it locked and are refused. READ COMMITTED: these statements see them all.
+  // With the versions seen before, only the names and versions first (a row's xmin changes with every
+  // write of it), then the records not seen as they are: the rest of the replica's writes wait behind
+  // this transaction, and reading every record here held them for seconds with 10,000 records.
+  std::string changed;  // a JSON list of the names to read, when `check.seen` is given
+  if (check.seen != nullptr) {
+    auto versions = writer_.Query("SELECT sandbox, xmin::text FROM interceptor_records");
+    if (!versions.ok()) return versions.status();
+    std::vector<std::string> names;
+    for (int i = 0; i < versions->rows(); ++i) {
+      const auto it = check.seen->find(versions->Bytes(i, 0));
+      if (it == check.seen->end() || it->second != versions->Bytes(i, 1)) names.push_back(versions->Bytes(i, 0));
+    }
+    if (names.empty()) return check.run({});
+    auto ids = JsonIdList(names);
+    if (!ids.ok()) return ids.status();
+    changed = *std::move(ids);
+  }
+  auto found = check.seen == nullptr
+                   ? writer_.Query("SELECT sandbox, record, xmin::text FROM interceptor_records ORDER BY sandbox")
+                   : writer_.Query(absl::StrCat("SELECT sandbox, record, xmin::text FROM interceptor_records WHERE sandbox",
+                                                kInJsonList, " ORDER BY sandbox"),
+                                   PgParams().Add(changed));
   if (!found.ok()) return found.status();
   std::vector<InterceptorRecordRow> records;
   records.reserve(found->rows());
-  for (int i = 0; i < found->rows(); ++i) records.push_back({found->Bytes(i, 0), found->Bytes(i, 1)});
-  return check(records);
+  for (int i = 0; i < found->rows(); ++i) {
+    records.push_back({found->Bytes(i, 0), found->Bytes(i, 1), found->Bytes(i, 2)});
+  }
+  return check.run(records);
 }
 
 namespace {
@@ -1685,6 +1709,7 @@ absl::Status PostgresStore::ImportImage(const StoreImage& image) {
                               .status());
     }
     if (image.ceiling) {
+      group_ceiling_.reset();  // a write after this one in its group compares with what this stores
       OSH_RETURN_IF_ERROR(writer_
                               .Query("INSERT INTO ceiling (id, version, ceiling) VALUES (1, $1, $2)",
                                      PgParams().Add(static_cast<int64_t>(image.ceiling_version)).AddBytes(*image.ceiling))

@@ -1070,7 +1070,7 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRe
   auto rows = ReadKeyedBlobs("SELECT sandbox, record FROM interceptor_records ORDER BY sandbox");
   if (!rows.ok()) return rows.status();
   std::vector<InterceptorRecordRow> out;
-  for (auto& [sandbox, record] : *rows) out.push_back({std::move(sandbox), std::move(record)});
+  for (auto& [sandbox, record] : *rows) out.push_back({std::move(sandbox), std::move(record), {}});
   return out;
 }
 
@@ -1101,9 +1101,10 @@ absl::Status SqliteStore::RunProfileChangeCheck(const ProfileChangeCheck& check)
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    records.push_back({stmt->Text(0), stmt->Blob(1)});
+    records.push_back({stmt->Text(0), stmt->Blob(1), {}});
   }
-  return check(records);
+  // No versions kept: every record, whatever `check.seen` holds.
+  return check.run(records);
 }
 
 absl::Status SqliteStore::PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,

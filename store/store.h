@@ -12,8 +12,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -89,6 +91,9 @@ struct ReplicaStatus {
 struct InterceptorRecordRow {
   std::string sandbox;
   std::string record;
+  // A token that differs each time the row is written again (PostgreSQL: the row version's xmin), or
+  // empty where the store keeps none (SQLite). Equal tokens of one sandbox name one write of its record.
+  std::string version;
 };
 
 // One profile of the provider-profile catalogue (ProviderProfileStore): its id and the profile as stored
@@ -353,7 +358,22 @@ absl::Status RecordChanged(const std::string& sandbox);
 // has (InterceptorRecordStore::PutInterceptorRecord's expected_generation). A non-OK status refuses the
 // change: nothing written, and the status returned as it is. It runs on the store's writing thread and
 // must not write to the store; it may read from it.
-using ProfileChangeCheck = std::function<absl::Status(const std::vector<InterceptorRecordRow>& records)>;
+// With `seen` (sandbox → InterceptorRecordRow::version, as a ListInterceptorRecords before the change
+// read them; not owned, must outlive the call), a store that keeps versions hands over only the records
+// whose version is not the one seen — new or written since — and reads nothing else of the records inside
+// the transaction; one that keeps none hands every record, as without it.
+struct ProfileChangeCheck {
+  using Run = std::function<absl::Status(const std::vector<InterceptorRecordRow>& records)>;
+  ProfileChangeCheck() = default;
+  ProfileChangeCheck(std::nullptr_t) {}  // NOLINT: no check, as a null function
+  template <typename F, typename = std::enable_if_t<std::is_invocable_r_v<absl::Status, F&,
+                                                                          const std::vector<InterceptorRecordRow>&>>>
+  ProfileChangeCheck(F f, const absl::flat_hash_map<std::string, std::string>* seen_versions = nullptr)  // NOLINT
+      : run(std::move(f)), seen(seen_versions) {}
+  explicit operator bool() const { return static_cast<bool>(run); }
+  Run run;
+  const absl::flat_hash_map<std::string, std::string>* seen = nullptr;
+};
 
 class ProviderProfileStore {
  public:

@@ -621,6 +621,15 @@ openshell::v1::ProviderProfile PypiProfileForUnits() {
   return pypi;
 }
 
+// PypiProfileForUnits with a second endpoint, files.pythonhosted.org:443.
+openshell::v1::ProviderProfile WiderPypiProfileForUnits() {
+  openshell::v1::ProviderProfile wider = PypiProfileForUnits();
+  auto* mirror = wider.add_endpoints();
+  mirror->set_host("files.pythonhosted.org");
+  mirror->set_port(443);
+  return wider;
+}
+
 TEST_CASE("provider catalogue: profiles are signed and verified against the trust store, and a rewritten row or a revoked "
           "key is never served or composed",
           "[interceptor][provider_profiles]") {
@@ -812,15 +821,13 @@ TEST_CASE("provider catalogue: a change is checked against one ceiling, and comm
                    "build-1", osh::gateway::InterceptorRecords::Encode({osh::policy::RestrictiveDefaultPolicy(), {"pypi"}}))
               .ok());
   // pypi widened to files.pythonhosted.org: inside the broad ceiling, outside the narrow one.
-  openshell::v1::ProviderProfile wider = PypiProfileForUnits();
-  auto* mirror = wider.add_endpoints();
-  mirror->set_host("files.pythonhosted.org");
-  mirror->set_port(443);
+  const openshell::v1::ProviderProfile wider = WiderPypiProfileForUnits();
 
   for (const bool seen_late : {false, true}) {
-    DYNAMIC_SECTION((seen_late ? "the narrow ceiling reaches this process's view one attempt late"
+    DYNAMIC_SECTION((seen_late ? "the narrow ceiling is stored by another replica: this process loads it when the "
+                                 "commit is refused"
                                : "the narrow ceiling is in force here as soon as it is stored")) {
-      int checks = 0;
+      int checks = 0, reloads = 0;
       std::vector<int64_t> stamps;
       catalogue.SetChangeGuard(
           [&](const std::string& id, const openshell::v1::ProviderProfile* changed,
@@ -834,19 +841,21 @@ TEST_CASE("provider catalogue: a change is checked against one ceiling, and comm
               CHECK(verdict.ok());
               REQUIRE(store->SaveCeiling(narrow, 2, osh::test::StoredEvent("ceiling_set")).ok());
               if (!seen_late) REQUIRE(ceiling.Adopt(narrow, &*trust, std::time(nullptr), 60).ok());
-            } else if (checks == 2 && seen_late) {
-              REQUIRE(ceiling.Adopt(narrow, &*trust, std::time(nullptr), 60).ok());
             }
             return verdict;
           },
-          store.get());
+          store.get(), nullptr, true, [&] {
+            ++reloads;
+            return ceiling.Load(&*trust, std::time(nullptr), 60);
+          });
       const auto set = catalogue.Set(wider);
       INFO(set.status().ToString());
       CHECK(osh::common::ReasonOf(set.status()) == "exceeds_ceiling");
       CHECK_THAT(std::string(set.status().message()), Catch::Contains("build-1"));
-      // Checked first against the broad ceiling (1); the commit was refused, and the change checked again,
-      // against the narrow one (2) — after one more refused commit when this view saw it late.
-      CHECK(stamps == (seen_late ? std::vector<int64_t>{1, 1, 2} : std::vector<int64_t>{1, 2}));
+      // Checked first against the broad ceiling (1); the commit was refused, the ceiling the database holds
+      // loaded, and the change checked again against the narrow one (2).
+      CHECK(stamps == std::vector<int64_t>{1, 2});
+      CHECK(reloads == 1);
       osh::gateway::ProviderProfileCatalogue::Entry stored = *catalogue.Get("pypi");
       CHECK(stored.profile.endpoints_size() == 1);
     }
@@ -969,6 +978,80 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
   CHECK_THAT(refused.reason(), Catch::StartsWith("unknown_provider: "));
   CHECK(deleted.puts == 1);
   CHECK_FALSE(store->GetInterceptorRecord("build-8")->has_value());
+}
+
+// Admit mode's Policy subsystem, where a narrower ceiling is stored while an admission commits: the
+// admission's composed check passed against the ceiling before it; the core, refused ceiling_changed,
+// reloads the ceiling and checks the policy alone against it, then commits (as GatewayCore::AdmitCommitted
+// does). `narrow` is what it puts in force meanwhile.
+class AdmissionRacedByACeiling : public osh::gateway::InterceptorAdmission {
+ public:
+  explicit AdmissionRacedByACeiling(std::function<void()> narrow) : narrow_(std::move(narrow)) {}
+  int withdrawn = 0;
+  absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context,
+                                 const AdmitCheck& also_check) override {
+    Admitted admitted;
+    admitted.context = context;
+    admitted.policy = osh::policy::RestrictiveDefaultPolicy();
+    admitted.digest = osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(admitted.policy));
+    admitted.version = 1;
+    std::vector<osh::store::AuditEvent> events;
+    const osh::trust::CheckResult checked = also_check(admitted.policy, &events);
+    if (!checked.ok()) return osh::common::Refused(absl::StatusCode::kFailedPrecondition, checked.reason, checked.detail);
+    narrow_();
+    admitted_ = admitted;
+    return admitted;
+  }
+  absl::StatusOr<std::optional<Admitted>> Current(const std::string&) const override { return admitted_; }
+  absl::Status Withdraw(const std::string&) override {
+    ++withdrawn;
+    admitted_.reset();
+    return absl::OkStatus();
+  }
+  bool permits_mutation() const override { return true; }
+  absl::StatusOr<std::vector<std::string>> AdmittedIds() const override { return std::vector<std::string>{}; }
+  absl::Status RecordPushRefused(const std::string&, const std::string&) override { return absl::OkStatus(); }
+  absl::Status RecordPushAccepted(const std::string&) override { return absl::OkStatus(); }
+
+ private:
+  std::function<void()> narrow_;
+  std::optional<Admitted> admitted_;
+};
+
+TEST_CASE("interceptor: admit mode checks the composed candidate again when its admission committed under another "
+          "ceiling than the check read",
+          "[interceptor][ceiling]") {
+  namespace icv1 = openshell::gateway_interceptor::v1;
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  REQUIRE(trust.ok());
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  REQUIRE(ceiling.Adopt(SignedCeilingForUnits(*key, {"pypi.org", "files.pythonhosted.org"}, "/usr/bin/pip", 1), &*trust,
+                        std::time(nullptr), 60)
+              .ok());
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  REQUIRE(catalogue.Set(WiderPypiProfileForUnits()).ok());
+  AdmissionRacedByACeiling admission([&] {
+    REQUIRE(ceiling.Adopt(SignedCeilingForUnits(*key, {"pypi.org"}, "/usr/bin/pip", 2), &*trust, std::time(nullptr), 60)
+                .ok());
+  });
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), store.get(), {"aud", &catalogue, &admission, {}});
+  icv1::InterceptorEvaluation create;
+  create.set_service("openshell.v1.OpenShell");
+  create.set_method("CreateSandbox");
+  (*create.mutable_principal())["kind"] = "user";
+  (*create.mutable_principal())["subject"] = "dev@example.com";
+  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"name": "build-1", "spec": {"providers": ["pypi"]}})",
+                                                      create.mutable_modify_operation()->mutable_proposed_operation())
+              .ok());
+  const auto result = evaluator.Evaluate(create);
+  INFO(result.reason());
+  // The policy alone is inside the narrow ceiling; with pypi's layer it is not.
+  CHECK_FALSE(result.allowed());
+  CHECK_THAT(result.reason(), Catch::StartsWith("exceeds_ceiling: "));
+  CHECK(result.patches().empty());
+  CHECK(admission.withdrawn == 1);
 }
 
 TEST_CASE("interceptor: admit mode's accepted push records its policy fenced like a validate: a profile change "

@@ -923,6 +923,66 @@ TEST_CASE("store contract: a catalogue change checked against a ceiling commits 
   }
 }
 
+TEST_CASE("store contract: a catalogue change's check handed the record versions seen before gets the records "
+          "written since, new or rewritten (PostgreSQL), or every record (SQLite, which keeps no versions)",
+          "[store][contract][provider_profiles][interceptor_records]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  DYNAMIC_SECTION(backend.name) {
+    osh::test::TempDir dir;
+    const std::string url = backend.url(dir);
+    TwoWriters writers(backend, url);
+    auto& a = writers.a;
+    osh::store::Database& b = writers.b;
+    for (const char* name : {"r1", "r2", "r3"}) REQUIRE(b.interceptor_records().PutInterceptorRecord(name, name).ok());
+    auto rows = a->interceptor_records().ListInterceptorRecords();
+    REQUIRE(rows.ok());
+    absl::flat_hash_map<std::string, std::string> seen;
+    for (const auto& row : *rows) {
+      CHECK(row.version.empty() == (backend.name == "sqlite"));
+      seen[row.sandbox] = row.version;
+    }
+    // Since then: r2 written again with the same bytes (a new version all the same), r4 new, r3 gone.
+    REQUIRE(b.interceptor_records().PutInterceptorRecord("r2", "r2").ok());
+    REQUIRE(b.interceptor_records().PutInterceptorRecord("r4", "r4").ok());
+    REQUIRE(b.interceptor_records().DeleteInterceptorRecord("r3").ok());
+    if (backend.name != "sqlite") {
+      auto again = a->interceptor_records().ListInterceptorRecords();
+      REQUIRE(again.ok());
+      REQUIRE(again->size() == 3);
+      CHECK((*again)[0].version == seen["r1"]);
+      CHECK((*again)[1].version != seen["r2"]);
+    }
+    std::vector<std::string> handed;
+    const absl::Status put = a->provider_profiles().PutProviderProfile(
+        "github", "p", osh::test::StoredEvent("mutation"), std::nullopt,
+        osh::store::ProfileChangeCheck(
+            [&](const std::vector<osh::store::InterceptorRecordRow>& records) {
+              for (const auto& row : records) handed.push_back(row.sandbox + "=" + row.record);
+              return absl::OkStatus();
+            },
+            &seen));
+    REQUIRE(put.ok());
+    CHECK(handed == (backend.name == "sqlite" ? std::vector<std::string>{"r1=r1", "r2=r2", "r4=r4"}
+                                              : std::vector<std::string>{"r2=r2", "r4=r4"}));
+    // Nothing written since: handed nothing (PostgreSQL).
+    auto now = a->interceptor_records().ListInterceptorRecords();
+    REQUIRE(now.ok());
+    seen.clear();
+    for (const auto& row : *now) seen[row.sandbox] = row.version;
+    handed.clear();
+    REQUIRE(a->provider_profiles()
+                .DeleteProviderProfile("github", osh::test::StoredEvent("mutation"), std::nullopt,
+                                       osh::store::ProfileChangeCheck(
+                                           [&](const std::vector<osh::store::InterceptorRecordRow>& records) {
+                                             for (const auto& row : records) handed.push_back(row.sandbox);
+                                             return absl::OkStatus();
+                                           },
+                                           &seen))
+                .ok());
+    CHECK(handed.size() == (backend.name == "sqlite" ? 3u : 0u));
+  }
+}
+
 TEST_CASE("store: PostgreSQL replicas read each other's provider profiles at once", "[store][postgres][provider_profiles]") {
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);

@@ -129,7 +129,9 @@ GatewayCore::GatewayCore(const Config& config, store::Database* store, drivers::
         audit_.Record(std::move(event), audit::Outcome::kRefused, std::string(refusal.message()));
       },
       // Only replicas write records this process's change lock does not exclude.
-      store_->replication().shared());
+      store_->replication().shared(),
+      // A change refused ceiling_changed is checked again against the ceiling the database holds.
+      [this] { return ReloadCeiling(); });
 }
 
 GatewayCore::~GatewayCore() {

@@ -422,8 +422,10 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   bool fresh = true;
   bool denied_by_check = false;
   std::string checked;  // the policy the check passed, serialized deterministically
+  int64_t checked_under = store::kNoCeiling;  // the ceiling in force when it was checked (read first)
   auto also_check = [&](const SandboxPolicy& policy, std::vector<store::AuditEvent>* events) {
     trust::CheckResult verdict;
+    checked_under = CeilingGuard::StampOf(ceiling_->current());
     if (!CheckCandidate(policy, providers, out)) {
       denied_by_check = true;
       verdict.reason = out->reason_code;
@@ -466,9 +468,12 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
     return InterceptorDenyAdmission(admitted.status(), out);
   }
 
-  // A reused admission, or one whose policy moved on while it was admitted (the core refreshes it): the
-  // ceiling in force on the whole composed candidate of what is served now.
-  if (!fresh || checked != policy::SerializeDeterministic(admitted->policy)) {
+  // A reused admission, one whose policy moved on while it was admitted (the core refreshes it), or one
+  // committed under another ceiling than the check read (a ceiling stored meanwhile: the core checks the
+  // policy alone against it, not its composition): the ceiling in force on the whole composed candidate of
+  // what is served now.
+  if (!fresh || checked != policy::SerializeDeterministic(admitted->policy) ||
+      CeilingGuard::StampOf(ceiling_->current()) != checked_under) {
     if (!CheckCandidate(admitted->policy, providers, out)) {
       if (fresh) {
         if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {

@@ -27,9 +27,10 @@
 // the records committed since its first check (ProviderProfileCatalogue::SetChangeGuard); every record is
 // checked against one ceiling, and the change commits only while it is the ceiling stored (a ceiling set
 // meanwhile, on any process: checked again, whole). Cost: every
-// record is read; each distinct one (policy and providers: sandboxes of one policy share a record's bytes)
-// is decoded, and each naming the profile's id among its providers is composed and checked (verdicts are
-// kept per candidate by the ceiling guard).
+// record is read once, outside any transaction (inside it, on PostgreSQL, the names and row versions, and
+// then only the records written since); each distinct one (policy and providers: sandboxes of one policy
+// share a record's bytes) is decoded, and each naming the profile's id among its providers is composed and
+// checked (verdicts are kept per candidate by the ceiling guard).
 #pragma once
 
 #include <cstdint>

@@ -8,7 +8,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
 #include "gateway/core/context_limits.h"
@@ -150,7 +149,12 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
     // The whole check first, outside any transaction (composing and checking every record naming the id
     // can take long); inside it only what changed since: a record that is new or other than this check saw.
     absl::flat_hash_map<std::string, std::string> checked;
+    absl::flat_hash_map<std::string, std::string> seen_versions;  // what the store reads again is what moved
     if (guard_) {
+      if (records_ == nullptr) {
+        return common::Refused(absl::StatusCode::kInternal, "internal_error",
+                               "the provider-profile change guard has no interceptor records to check");
+      }
       auto rows = records_->ListInterceptorRecords();
       if (!rows.ok()) {
         const absl::Status unknown = common::Refused(
@@ -168,10 +172,14 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
       }
       checked_ceiling = stamp;
       checked.reserve(rows->size());
-      for (store::InterceptorRecordRow& row : *rows) checked.emplace(std::move(row.sandbox), std::move(row.record));
+      seen_versions.reserve(rows->size());
+      for (store::InterceptorRecordRow& row : *rows) {
+        seen_versions.emplace(row.sandbox, std::move(row.version));
+        checked.emplace(std::move(row.sandbox), std::move(row.record));
+      }
     }
     if (guard_ && recheck_in_transaction_) {
-      check = [&](const std::vector<store::InterceptorRecordRow>& records) {
+      check = store::ProfileChangeCheck([&](const std::vector<store::InterceptorRecordRow>& records) {
         std::vector<store::InterceptorRecordRow> changed_since;
         for (const store::InterceptorRecordRow& row : records) {
           const auto it = checked.find(row.sandbox);
@@ -187,7 +195,7 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
         // store compares it with the database's before this runs; this replica's view may have moved).
         if (stamp != *checked_ceiling) return store::CeilingChangedError(*checked_ceiling, stamp);
         return absl::OkStatus();
-      };
+      }, &seen_versions);
     }
     absl::Status written = write(*generation, check, checked_ceiling);
     Forget();  // committed or not (an error may follow a commit): read again
@@ -196,8 +204,11 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
     if ((common::ReasonOf(written) != "catalogue_changed" && !ceiling_changed) || attempt == kCheckAttempts) {
       return written;
     }
-    // Another replica's ceiling reaches this one's view through its feed: give it a moment.
-    if (ceiling_changed) absl::SleepFor(absl::Milliseconds(10 * attempt));
+    // Another ceiling was stored (here or by another replica, whose feed may not have brought it yet):
+    // the one the database holds is loaded, and the change checked against it.
+    if (ceiling_changed && reload_ceiling_) {
+      if (absl::Status reloaded = reload_ceiling_(); !reloaded.ok()) return reloaded;
+    }
   }
 }
 

@@ -76,19 +76,23 @@ class ProviderProfileCatalogue {
   // at a time, and write only while the store's catalogue generation is the one read first (another
   // replica's change in between, or another ceiling: tried again, up to kCheckAttempts times, then ABORTED
   // catalogue_changed or ceiling_changed). The core sets it to CheckProfileChange (a change must not widen
-  // a sandbox beyond the ceiling). `records` must not be null. Call before serving; not thread-safe against
-  // Set.
+  // a sandbox beyond the ceiling). `records` must not be null (a change is then refused, internal_error).
+  // `reload_ceiling` (may be null) is called after a commit refused ceiling_changed, before the change is
+  // checked again: it brings this process's ceiling to the one the database holds (another replica's, not
+  // yet delivered by the feed); its error is the change's answer. Call before serving; not thread-safe
+  // against Set.
   using ChangeGuard = std::function<absl::Status(const std::string& id, const openshell::v1::ProviderProfile* changed,
                                                  const std::vector<store::InterceptorRecordRow>& records,
                                                  int64_t* checked_ceiling)>;
   using RefusalHook = std::function<void(const std::string& id, const openshell::v1::ProviderProfile* changed,
                                          const absl::Status& refusal)>;
   void SetChangeGuard(ChangeGuard guard, store::InterceptorRecordStore* records, RefusalHook on_refused = nullptr,
-                      bool recheck_in_transaction = true) {
+                      bool recheck_in_transaction = true, std::function<absl::Status()> reload_ceiling = nullptr) {
     guard_ = std::move(guard);
     records_ = records;
     on_refused_ = std::move(on_refused);
     recheck_in_transaction_ = recheck_in_transaction;
+    reload_ceiling_ = std::move(reload_ceiling);
   }
   // Held shared by whoever composes profiles into a candidate and records the sandbox's providers from it
   // (the interceptor's validate phase, admit mode's record of a push), while Set and Delete hold it exclusively across the guard and the
@@ -165,7 +169,7 @@ class ProviderProfileCatalogue {
   // Runs `write` with the generation read first, the change guard as the store's check and the ceiling
   // the guard checked against (nullopt: no guard), again (up to kCheckAttempts in all) while the store
   // answers catalogue_changed (another replica's change committed in between) or ceiling_changed (another
-  // ceiling was stored meanwhile).
+  // ceiling was stored meanwhile: reload_ceiling first).
   using CheckedWrite = std::function<absl::Status(uint64_t generation, const store::ProfileChangeCheck& check,
                                                   std::optional<int64_t> checked_ceiling)>;
   absl::Status Checked(const std::string& id, const openshell::v1::ProviderProfile* changed, const CheckedWrite& write)
@@ -177,6 +181,7 @@ class ProviderProfileCatalogue {
   store::InterceptorRecordStore* records_ = nullptr;  // not owned
   bool recheck_in_transaction_ = true;
   RefusalHook on_refused_;
+  std::function<absl::Status()> reload_ceiling_;
   mutable absl::Mutex change_mu_;  // Set and Delete: the guard's check and the write, one change at a time
   const std::function<std::shared_ptr<const trust::TrustStore>()> trust_;
   const store::Clock* const clock_;
