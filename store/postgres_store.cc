@@ -1525,9 +1525,15 @@ absl::Status PostgresStore::ForgetInterceptorRecord(const std::string& sandbox, 
   });
 }
 
+namespace {
+// A record row's version (InterceptorRecordRow::version): its xmin, which every write of the row changes,
+// with the time of that write (xmin alone could recur after 2^32 transactions on a row never written since).
+constexpr char kRecordVersion[] = "xmin::text || '.' || updated_at::text";
+}  // namespace
+
 absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptorRecords() {
   absl::MutexLock lock(&read_mu_);
-  auto found = Read("SELECT sandbox, record, xmin::text FROM interceptor_records ORDER BY sandbox");
+  auto found = Read(absl::StrCat("SELECT sandbox, record, ", kRecordVersion, " FROM interceptor_records ORDER BY sandbox"));
   if (!found.ok()) return found.status();
   std::vector<InterceptorRecordRow> out;
   out.reserve(found->rows());
@@ -1563,9 +1569,9 @@ absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& chec
   // With the versions seen before, only the names and versions first (a row's xmin changes with every
   // write of it), then the records not seen as they are: the rest of the replica's writes wait behind
   // this transaction, and reading every record here held them for seconds with 10,000 records.
-  std::string changed;  // a JSON list of the names to read, when `check.seen` is given
+  std::string changed;  // a JSON list of the names to read ("": every record)
   if (check.seen != nullptr) {
-    auto versions = writer_.Query("SELECT sandbox, xmin::text FROM interceptor_records");
+    auto versions = writer_.Query(absl::StrCat("SELECT sandbox, ", kRecordVersion, " FROM interceptor_records"));
     if (!versions.ok()) return versions.status();
     std::vector<std::string> names;
     for (int i = 0; i < versions->rows(); ++i) {
@@ -1573,13 +1579,12 @@ absl::Status PostgresStore::RunProfileChangeCheck(const ProfileChangeCheck& chec
       if (it == check.seen->end() || it->second != versions->Bytes(i, 1)) names.push_back(versions->Bytes(i, 0));
     }
     if (names.empty()) return check.run({});
-    auto ids = JsonIdList(names);
-    if (!ids.ok()) return ids.status();
-    changed = *std::move(ids);
+    // A name that is not UTF-8 (a database of another encoding) cannot be listed: every record, then.
+    if (auto ids = JsonIdList(names); ids.ok()) changed = *std::move(ids);
   }
-  auto found = check.seen == nullptr
-                   ? writer_.Query("SELECT sandbox, record, xmin::text FROM interceptor_records ORDER BY sandbox")
-                   : writer_.Query(absl::StrCat("SELECT sandbox, record, xmin::text FROM interceptor_records WHERE sandbox",
+  auto found = changed.empty()
+                   ? writer_.Query(absl::StrCat("SELECT sandbox, record, ", kRecordVersion, " FROM interceptor_records ORDER BY sandbox"))
+                   : writer_.Query(absl::StrCat("SELECT sandbox, record, ", kRecordVersion, " FROM interceptor_records WHERE sandbox",
                                                 kInJsonList, " ORDER BY sandbox"),
                                    PgParams().Add(changed));
   if (!found.ok()) return found.status();

@@ -91,8 +91,9 @@ struct ReplicaStatus {
 struct InterceptorRecordRow {
   std::string sandbox;
   std::string record;
-  // A token that differs each time the row is written again (PostgreSQL: the row version's xmin), or
-  // empty where the store keeps none (SQLite). Equal tokens of one sandbox name one write of its record.
+  // A token that differs each time the row is written again (PostgreSQL: the row version's xmin with the
+  // write's time), or empty where the store keeps none (SQLite). Equal tokens of one sandbox name one write
+  // of its record.
   std::string version;
 };
 

@@ -862,6 +862,44 @@ TEST_CASE("provider catalogue: a change is checked against one ceiling, and comm
   }
 }
 
+TEST_CASE("provider catalogue: a change whose ceiling moves at every try is refused ceiling_changed after four, "
+          "audited, and nothing is stored",
+          "[interceptor][provider_profiles][ceiling]") {
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  int64_t version = 0;  // the ceiling stored last (opaque bytes: the store does not read them)
+  int checks = 0, reloads = 0;
+  std::vector<std::string> refusals;
+  catalogue.SetChangeGuard(
+      [&](const std::string&, const openshell::v1::ProviderProfile*, const std::vector<osh::store::InterceptorRecordRow>&,
+          int64_t* checked_ceiling) {
+        ++checks;
+        *checked_ceiling = version == 0 ? osh::store::kNoCeiling : version;
+        // Another writer stores a newer ceiling before this change commits, every time.
+        ++version;
+        REQUIRE(store->SaveCeiling(absl::StrCat("c", version), version, osh::test::StoredEvent("ceiling_set")).ok());
+        return absl::OkStatus();
+      },
+      store.get(),
+      [&](const std::string&, const openshell::v1::ProviderProfile*, const absl::Status& refusal) {
+        refusals.push_back(osh::common::ReasonOf(refusal));
+      },
+      true, [&] {
+        ++reloads;
+        return absl::OkStatus();
+      });
+  const uint64_t generation = *store->ProviderProfileGeneration();
+  const auto set = catalogue.Set(PypiProfileForUnits());
+  CHECK(absl::IsAborted(set.status()));
+  CHECK(osh::common::ReasonOf(set.status()) == "ceiling_changed");
+  CHECK(checks == 4);
+  CHECK(reloads == 3);
+  CHECK(refusals == std::vector<std::string>{"ceiling_changed"});
+  CHECK(*store->ProviderProfileGeneration() == generation);
+  CHECK_FALSE(store->GetProviderProfile("pypi")->has_value());
+}
+
 // The interceptor records of `inner`, where another writer (as another replica) commits a catalogue change
 // just before the next record write reaches the store: the race a validate on one replica runs with a
 // profile change on another.

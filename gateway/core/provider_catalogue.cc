@@ -201,13 +201,20 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
     Forget();  // committed or not (an error may follow a commit): read again
     if (refused.has_value() && on_refused_) on_refused_(id, changed, *refused);
     const bool ceiling_changed = store::IsCeilingChanged(written);
-    if ((common::ReasonOf(written) != "catalogue_changed" && !ceiling_changed) || attempt == kCheckAttempts) {
+    const bool moved = ceiling_changed || common::ReasonOf(written) == "catalogue_changed";
+    if (!moved) return written;
+    if (attempt == kCheckAttempts) {
+      // Refused for good: audited as the guard's refusals are.
+      if (on_refused_) on_refused_(id, changed, written);
       return written;
     }
     // Another ceiling was stored (here or by another replica, whose feed may not have brought it yet):
     // the one the database holds is loaded, and the change checked against it.
     if (ceiling_changed && reload_ceiling_) {
-      if (absl::Status reloaded = reload_ceiling_(); !reloaded.ok()) return reloaded;
+      if (absl::Status reloaded = reload_ceiling_(); !reloaded.ok()) {
+        if (on_refused_) on_refused_(id, changed, reloaded);  // ceiling_missing, or the database unreadable
+        return reloaded;
+      }
     }
   }
 }

@@ -69,7 +69,8 @@ class ProviderProfileCatalogue {
   // second check must have checked against the first's, or the change is refused ceiling_changed and tried
   // again — a ceiling narrowed while the first check ran is never left unchecked. It must not write to the
   // store (the second runs on the store's writing thread); `on_refused` is told of a refusal afterwards,
-  // outside the transaction (the core audits it). With `recheck_in_transaction` false (a database no other
+  // outside the transaction (the core audits it) — the guard's, a failed `reload_ceiling`, and a change
+  // still refused catalogue_changed or ceiling_changed at its last try. With `recheck_in_transaction` false (a database no other
   // process writes: every record write of this process that follows a composition — a validate's, a
   // push's — holds change_lock) there is no second check, and so no read of the records inside the
   // transaction. Set and Delete hold one lock across the change, so changes in this process are checked one
