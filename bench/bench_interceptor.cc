@@ -15,7 +15,9 @@
 //     <= 1.2).
 //  4. Provider-profile changes (--records > 0): a third gateway whose database holds --records interceptor
 //     records naming p-0 (--record-policies distinct policies), --changes sets of p-0 timed against the
-//     catalogue's setup sets with no record, and an admission thread's latency during them.
+//     catalogue's setup sets with no record, and an admission thread's latency during them; with
+//     --records-database postgresql the third gateway's database is a throw-away PostgreSQL cluster's
+//     (where a change also reads, inside its transaction, the records written since its first check).
 // Every candidate is inside the ceiling (an allow): a deny would be a cheaper path.
 #include <sys/wait.h>
 
@@ -35,6 +37,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_postgres.h"
 #include "bench/bench_process.h"
 #include "bench/bench_support.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
@@ -43,6 +46,7 @@
 #include "openshell/policy/interceptor/v1/interceptor_record.pb.h"
 #include "policy/body_codec.h"
 #include "policy/policy_file.h"
+#include "store/postgres_store.h"
 #include "store/sqlite_store.h"
 #include "absl/time/clock.h"
 #include "trust/ceiling.h"
@@ -217,6 +221,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--changes", changes, "profile changes: changes timed")->capture_default_str()->check(CLI::PositiveNumber);
+  std::string records_database = "sqlite";
+  app.add_option("--records-database", records_database,
+                 "profile changes: the third gateway's database (postgresql: a throw-away cluster, as bench_replicas)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sqlite", "postgresql"}));
   CLI11_PARSE(app, argc, argv);
   if (ceiling_entries < profiles) {
     std::fprintf(stderr, "--ceiling-entries must be at least --profiles (each profile's layer is a ceiling rule)\n");
@@ -504,8 +513,23 @@ int main(int argc, char** argv) {
     const std::string records_state = dir + "/records-state";
     std::filesystem::create_directories(records_state);
     std::filesystem::permissions(records_state, std::filesystem::perms::owner_all);  // the gateway's socket folder
+    std::unique_ptr<osh::bench::Cluster> cluster;
+    std::vector<std::string> database_args;  // the gateway's --database (none: SQLite in its state folder)
     {
-      auto store = osh::store::SqliteStore::Open(records_state + "/gateway.db");
+      absl::StatusOr<std::unique_ptr<osh::store::Database>> store;
+      if (records_database == "postgresql") {
+        char pg_pattern[] = "/tmp/bench-interceptor-pg-XXXXXX";
+        cluster = std::make_unique<osh::bench::Cluster>(::mkdtemp(pg_pattern));
+        if (!cluster->ok()) {
+          std::fprintf(stderr, "PostgreSQL did not start (Debian's postgresql is needed)\n");
+          return 1;
+        }
+        const std::string url = cluster->CreateDatabase("records");
+        database_args = {"--database", url};
+        store = osh::store::PostgresStore::Open(url, osh::store::Clock::System(), /*replica=*/false);
+      } else {
+        store = osh::store::SqliteStore::Open(records_state + "/gateway.db");
+      }
       if (!store.ok()) {
         std::fprintf(stderr, "cannot open the records' database: %s\n", store.status().ToString().c_str());
         return 1;
@@ -524,13 +548,14 @@ int main(int argc, char** argv) {
         record.add_providers("p-0");
         record.add_providers(absl::StrCat("p-", 1 + (k % record_policies) % (profiles - 1)));
         // Encoded as the gateway encodes a record (deterministically: one policy, one byte string).
-        if (!(*store)->PutInterceptorRecord(absl::StrCat("rec-", k), osh::policy::SerializeDeterministic(record)).ok()) {
+        if (!(*store)->interceptor_records().PutInterceptorRecord(absl::StrCat("rec-", k),
+                                                                  osh::policy::SerializeDeterministic(record)).ok()) {
           return 1;
         }
       }
     }
     const pid_t records_gateway = StartInterceptorGateway(dir, records_state, dir + "/records-interceptor.sock",
-                                                          "records-gateway.log", {});
+                                                          "records-gateway.log", database_args);
     if (records_gateway < 0) return 1;
     auto records_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(records_state + "/admin.sock", 4000));
     auto writer_admin = gw::PolicyGateway::NewStub(osh::bench::ChannelWithId(records_state + "/admin.sock", 4001));
@@ -581,8 +606,8 @@ int main(int argc, char** argv) {
     writer.join();
     errors += writer_errors;
     StopProcess(records_gateway);
-    std::printf("profile change with %d interceptor records naming it (%d distinct policies of %d rules), %d changes:\n",
-                records, record_policies, policy_entries, changes);
+    std::printf("profile change with %d interceptor records naming it (%d distinct policies of %d rules, %s), %d changes:\n",
+                records, record_policies, policy_entries, records_database.c_str(), changes);
     std::printf("  with no record:        p50 %8.2f ms   (the catalogue's setup, %d sets)\n", Percentile(empty_change_ms, 0.5),
                 profiles);
     std::printf("  with the records:      p50 %8.2f ms   max %8.2f ms   ratio %.1f\n", Percentile(change_ms, 0.5),
