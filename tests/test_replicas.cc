@@ -895,13 +895,14 @@ TEST_CASE("replicas: an admission on a replica the others counted as gone is ref
   std::thread admitting = AdmitWaiting(b, "sb-late", &admitted);
   CHECK(Eventually([&] { return WaitingOnLock(url, kCeilingCheck) == 1; }));
   CHECK(fleet.Held().count("sb-late") == 1);
-  // After the lease (10 s without a heartbeat) A counts B as gone and claims B's note to release it (B
-  // never claims a note of its own admission in flight).
-  // (Its release then completes at once: nothing holds A's writes, so the note may be gone by the time
-  // it is looked for; A's log names B's note as taken over.)
+  // After the lease (10 s without a heartbeat) A counts B as gone and takes B's note over to release its
+  // handle (B never claims a note of its own admission in flight): either A's expiry pass settles it first
+  // (A's log names it "left in flight by replica B, which is gone") or A's release loop claims it directly
+  // (nothing logged but the release) — whichever of the two runs first after the lease. Either way it is
+  // no longer B's unclaimed note, which is what B's commit needs to go through.
   CHECK(Eventually([&] {
-    return absl::StrContains(a.log(), "was left in flight by replica " + b_id + ", which is gone") &&
-           query("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner <> '' OR claimed_by = '" + b_id + "'") == "0";
+    return query("SELECT COUNT(*) FROM pending_releases WHERE in_flight_owner = '" + b_id + "' AND claimed_by = ''") ==
+           "0";
   }, std::chrono::seconds(40)));
   head.Release();
   admitting.join();
