@@ -118,22 +118,42 @@ void RemoteDriver::SetStateListener(StateListener listener) {
 
 bool RemoteDriver::TryReconnect() {
   if (available()) return true;
-  absl::MutexLock connecting(&connect_mu_);  // a concurrent attempt finishes first; then look again
-  if (available()) return true;
   const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  if (absl::Status status = ConnectLocked(deadline); !status.ok()) {
+  if (absl::Status status = Connect(deadline); !status.ok()) {
     MarkDown(std::string(status.message()));
     return false;
   }
   return true;
 }
 
-absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
-  absl::MutexLock connecting(&connect_mu_);
-  return ConnectLocked(deadline);
+int64_t RemoteDriver::connection_attempts() const {
+  absl::MutexLock lock(&attempt_mu_);
+  return attempts_started_;
 }
 
-absl::Status RemoteDriver::ConnectLocked(std::chrono::system_clock::time_point deadline) {
+absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
+  {
+    absl::MutexLock lock(&attempt_mu_);
+    if (attempt_running_) {
+      // Join the attempt under way: queueing a new one behind it would add a whole attempt per caller
+      // to every admission that arrives while the driver is down (a storm of them timed out).
+      const int64_t joined = attempts_started_;
+      auto finished = [this, joined]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(attempt_mu_) { return attempts_finished_ >= joined; };
+      attempt_mu_.Await(absl::Condition(&finished));
+      return last_attempt_;
+    }
+    attempt_running_ = true;
+    ++attempts_started_;
+  }
+  absl::Status status = Attempt(deadline);
+  absl::MutexLock lock(&attempt_mu_);
+  attempt_running_ = false;
+  attempts_finished_ = attempts_started_;
+  last_attempt_ = status;
+  return status;
+}
+
+absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadline) {
   if (auto status = CheckDriverSocket(options_.socket_path, options_.socket_owner); !status.ok()) return status;
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -143,9 +163,10 @@ absl::Status RemoteDriver::ConnectLocked(std::chrono::system_clock::time_point d
   args.SetInt("osh.driver_channel_generation", static_cast<int>(++channel_generation_));
   auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", options_.socket_path),
                                            grpc::InsecureChannelCredentials(), args);
-  const auto connect_deadline =
+  // The whole attempt, capabilities included, within one call timeout.
+  const auto attempt_deadline =
       std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms));
-  if (!channel->WaitForConnected(connect_deadline)) {
+  if (!channel->WaitForConnected(attempt_deadline)) {
     return absl::UnavailableError(absl::StrCat("driver socket ", options_.socket_path, ": no driver answers"));
   }
   auto stub = std::make_shared<Stub>(channel);
@@ -153,8 +174,9 @@ absl::Status RemoteDriver::ConnectLocked(std::chrono::system_clock::time_point d
   request.set_gateway_version(options_.gateway_version);
   for (const auto& s : options_.accepted_surfaces) request.add_accepted_surfaces(s);
   driver_v1::Capabilities capabilities;
-  auto ctx = CallContext();
-  if (grpc::Status status = stub->GetCapabilities(ctx.get(), request, &capabilities); !status.ok()) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(attempt_deadline);
+  if (grpc::Status status = stub->GetCapabilities(&ctx, request, &capabilities); !status.ok()) {
     return absl::UnavailableError(absl::StrCat("GetCapabilities: ", status.error_message()));
   }
   capabilities.DiscardUnknownFields();

@@ -87,15 +87,23 @@ class RemoteDriver final : public PolicyDriver {
   void GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) override;
   absl::Status ReleaseHandle(const std::string& handle) override;
   bool available() const override { return available_.load(); }
+  // One connection attempt (bounded by call_timeout_ms), unless one is running: a caller arriving during
+  // an attempt (the monitor's or another caller's) waits for it and takes its outcome, so N callers while
+  // the driver is down wait for at most one attempt each, never for a queue of them.
   bool TryReconnect() override;
+
+  // How many connection attempts have started (for tests and diagnostics). Thread-safe.
+  int64_t connection_attempts() const;
 
  private:
   explicit RemoteDriver(RemoteDriverOptions options);
   using Stub = driver_v1::PolicyDriver::Stub;
 
-  // One connection attempt: socket check, fresh channel, wait for it until `deadline`, capabilities.
+  // A connection attempt, or the outcome of the one running when called (see TryReconnect).
   absl::Status Connect(std::chrono::system_clock::time_point deadline);
-  absl::Status ConnectLocked(std::chrono::system_clock::time_point deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(connect_mu_);
+  // The attempt itself: socket check, fresh channel, wait for it and ask for capabilities, all before
+  // `deadline` and within call_timeout_ms.
+  absl::Status Attempt(std::chrono::system_clock::time_point deadline);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call: UNAVAILABLE means the driver is gone.
@@ -111,7 +119,12 @@ class RemoteDriver final : public PolicyDriver {
   std::atomic<bool> available_{false};
   std::atomic<int64_t> channel_generation_{0};
 
-  absl::Mutex connect_mu_;  // one connection attempt at a time (monitor or a caller's TryReconnect)
+  // One connection attempt at a time (the monitor's or a caller's); the others wait for its outcome.
+  mutable absl::Mutex attempt_mu_;
+  bool attempt_running_ ABSL_GUARDED_BY(attempt_mu_) = false;
+  int64_t attempts_started_ ABSL_GUARDED_BY(attempt_mu_) = 0;
+  int64_t attempts_finished_ ABSL_GUARDED_BY(attempt_mu_) = 0;
+  absl::Status last_attempt_ ABSL_GUARDED_BY(attempt_mu_);
   mutable absl::Mutex mu_;
   std::shared_ptr<Stub> stub_ ABSL_GUARDED_BY(mu_);
   std::optional<driver_v1::Capabilities> capabilities_ ABSL_GUARDED_BY(mu_);

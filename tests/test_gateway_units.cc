@@ -533,6 +533,24 @@ TEST_CASE("audit feed: from a cursor, in order and once, then live, a stalled re
   feed.Unsubscribe(*reader);
 }
 
+// Whether a test's call reaches the interceptor in its validate or its modify phase.
+enum class PhaseForUnits { kValidate, kModify };
+
+// OpenShell's call `method` as the interceptor is asked about it: `json` (ProtoJSON) is its proposed
+// operation, in `phase`.
+openshell::gateway_interceptor::v1::InterceptorEvaluation EvaluationForUnits(const std::string& method,
+                                                                             PhaseForUnits phase,
+                                                                             const std::string& json) {
+  openshell::gateway_interceptor::v1::InterceptorEvaluation e;
+  e.set_service("openshell.v1.OpenShell");
+  e.set_method(method);
+  google::protobuf::Struct* payload = phase == PhaseForUnits::kValidate
+                                          ? e.mutable_validate()->mutable_proposed_operation()
+                                          : e.mutable_modify_operation()->mutable_proposed_operation();
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json, payload).ok());
+  return e;
+}
+
 TEST_CASE("interceptor records: kept in the store before the allow and read through it, a store that fails is a deny "
           "(fail closed), its text only in the log",
           "[interceptor][interceptor_records]") {
@@ -544,13 +562,7 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   osh::gateway::CeilingGuard ceiling(store->get(), store->get());  // no ceiling in force: candidates are allowed
   osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", nullptr, nullptr, {}});
   auto evaluation = [](const std::string& method, bool validate, const std::string& json) {
-    icv1::InterceptorEvaluation e;
-    e.set_service("openshell.v1.OpenShell");
-    e.set_method(method);
-    google::protobuf::Struct* payload = validate ? e.mutable_validate()->mutable_proposed_operation()
-                                                 : e.mutable_modify_operation()->mutable_proposed_operation();
-    REQUIRE(google::protobuf::util::JsonStringToMessage(json, payload).ok());
-    return e;
+    return EvaluationForUnits(method, validate ? PhaseForUnits::kValidate : PhaseForUnits::kModify, json);
   };
   const std::string create = R"({"name": "build-7", "spec": {"policy": {"version": 1.0,
       "filesystem": {"includeWorkdir": true, "readOnly": ["/usr"], "readWrite": ["/sandbox"]},
@@ -591,7 +603,6 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   CHECK(evaluator.Evaluate(evaluation("CreateSandbox", false, create)).allowed());
 }
 
-// A profile inside the usual test ceilings: pip to pypi.org:443.
 // A ceiling "corp-max" of `version`, signed by `key` as kid "authority", serialized: the restrictive default
 // policy plus one rule per host (port 443, `binary`).
 std::string SignedCeilingForUnits(const osh::trust::PrivateKey& key, const std::vector<std::string>& hosts,
@@ -610,6 +621,7 @@ std::string SignedCeilingForUnits(const osh::trust::PrivateKey& key, const std::
   return ceiling.SerializeAsString();
 }
 
+// A profile inside the usual test ceilings: pip to pypi.org:443.
 openshell::v1::ProviderProfile PypiProfileForUnits() {
   openshell::v1::ProviderProfile pypi;
   pypi.set_id("pypi");
@@ -672,15 +684,10 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   osh::gateway::InterceptorEvaluator evaluator(&ceiling, store->get(), store->get(), {"aud", &catalogue, nullptr, {}});
   CHECK(evaluator.Describe().provider_profiles());
   auto create = [](const std::string& providers) {
-    icv1::InterceptorEvaluation e;
-    e.set_service("openshell.v1.OpenShell");
-    e.set_method("CreateSandbox");
-    REQUIRE(google::protobuf::util::JsonStringToMessage(
-                absl::StrCat(R"({"name": "build-7", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": )",
-                             providers, "}}"),
-                e.mutable_modify_operation()->mutable_proposed_operation())
-                .ok());
-    return e;
+    return EvaluationForUnits(
+        "CreateSandbox", PhaseForUnits::kModify,
+        absl::StrCat(R"({"name": "build-7", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": )",
+                     providers, "}}"));
   };
   CHECK(evaluator.Evaluate(create(R"(["pypi"])")).allowed());
   CHECK_THAT(evaluator.Evaluate(create(R"(["nosuch"])")).reason(), Catch::StartsWith("unknown_provider: "));
@@ -940,15 +947,10 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
   REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
   osh::gateway::CeilingGuard ceiling(store.get(), store.get());
   auto validate = [](const std::string& name) {
-    icv1::InterceptorEvaluation e;
-    e.set_service("openshell.v1.OpenShell");
-    e.set_method("CreateSandbox");
-    REQUIRE(google::protobuf::util::JsonStringToMessage(
-                absl::StrCat(R"({"name": ")", name,
-                             R"(", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": ["pypi"]}})"),
-                e.mutable_validate()->mutable_proposed_operation())
-                .ok());
-    return e;
+    return EvaluationForUnits(
+        "CreateSandbox", PhaseForUnits::kValidate,
+        absl::StrCat(R"({"name": ")", name,
+                     R"(", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": ["pypi"]}})"));
   };
   // Another replica adds a profile meanwhile: pypi's layer is the same, but the record names the catalogue
   // it was composed at, so it is refused and the validate decided again (allowed, recorded once).
@@ -975,13 +977,8 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
     REQUIRE(store->PutInterceptorRecord("build-9", osh::gateway::InterceptorRecords::Encode({own, {"pypi", "other"}})).ok());
   });
   osh::gateway::InterceptorEvaluator detaching(&ceiling, store.get(), &attached, {"aud", &catalogue, nullptr, {}});
-  icv1::InterceptorEvaluation detach;
-  detach.set_service("openshell.v1.OpenShell");
-  detach.set_method("DetachSandboxProvider");
-  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"sandboxName": "build-9", "providerName": "pypi"})",
-                                                      detach.mutable_validate()->mutable_proposed_operation())
-              .ok());
-  const auto detached = detaching.Evaluate(detach);
+  const auto detached = detaching.Evaluate(EvaluationForUnits("DetachSandboxProvider", PhaseForUnits::kValidate,
+                                                              R"({"sandboxName": "build-9", "providerName": "pypi"})"));
   INFO(detached.reason());
   CHECK(detached.allowed());
   CHECK(attached.puts == 2);
@@ -994,13 +991,8 @@ TEST_CASE("interceptor: a validate whose providers' catalogue changes before its
     REQUIRE(store->PutInterceptorRecord("build-10", osh::gateway::InterceptorRecords::Encode({own, {"pypi", "other"}})).ok());
   });
   osh::gateway::InterceptorEvaluator attaching(&ceiling, store.get(), &attached_too, {"aud", &catalogue, nullptr, {}});
-  icv1::InterceptorEvaluation attach;
-  attach.set_service("openshell.v1.OpenShell");
-  attach.set_method("AttachSandboxProvider");
-  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"sandboxName": "build-10", "providerName": "other"})",
-                                                      attach.mutable_validate()->mutable_proposed_operation())
-              .ok());
-  const auto attached_once = attaching.Evaluate(attach);
+  const auto attached_once = attaching.Evaluate(EvaluationForUnits(
+      "AttachSandboxProvider", PhaseForUnits::kValidate, R"({"sandboxName": "build-10", "providerName": "other"})"));
   INFO(attached_once.reason());
   CHECK(attached_once.allowed());
   REQUIRE(osh::gateway::InterceptorRecords::Decode(**store->GetInterceptorRecord("build-10"), &after));
@@ -1075,14 +1067,10 @@ TEST_CASE("interceptor: admit mode checks the composed candidate again when its 
                 .ok());
   });
   osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), store.get(), {"aud", &catalogue, &admission, {}});
-  icv1::InterceptorEvaluation create;
-  create.set_service("openshell.v1.OpenShell");
-  create.set_method("CreateSandbox");
+  icv1::InterceptorEvaluation create = EvaluationForUnits("CreateSandbox", PhaseForUnits::kModify,
+                                                          R"({"name": "build-1", "spec": {"providers": ["pypi"]}})");
   (*create.mutable_principal())["kind"] = "user";
   (*create.mutable_principal())["subject"] = "dev@example.com";
-  REQUIRE(google::protobuf::util::JsonStringToMessage(R"({"name": "build-1", "spec": {"providers": ["pypi"]}})",
-                                                      create.mutable_modify_operation()->mutable_proposed_operation())
-              .ok());
   const auto result = evaluator.Evaluate(create);
   INFO(result.reason());
   // The policy alone is inside the narrow ceiling; with pypi's layer it is not.

@@ -1,15 +1,20 @@
 // Third-party drivers over a Unix socket, with real processes: null-policy-driver, the deliberately
 // misbehaving fake-policy-driver, and the gateway daemon (SPEC §3, §5, §7).
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <atomic>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "drivers/remote_driver.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -649,4 +654,47 @@ TEST_CASE("remote: an admission right after the driver came back connects at onc
   INFO(status.error_message());
   CHECK(status.ok());
   CHECK(g.Status().driver_state() == "connected");
+}
+
+TEST_CASE("remote: callers arriving while the driver is down wait for the connection attempt under way, not a queue of them",
+          "[integration][remote]") {
+  // A socket file nobody listens on: every connection attempt runs to its deadline.
+  TempDir dir;
+  const std::string path = dir / "driver.sock";
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof(address.sun_path));
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+
+  osh::drivers::RemoteDriverOptions options;
+  options.socket_path = path;
+  options.connect_timeout_ms = 1;        // start degraded at once
+  options.call_timeout_ms = 2000;        // each attempt runs this long against the dead socket
+  options.probe_interval_ms = 600'000;   // no monitor attempt during the test
+  options.accepted_surfaces = {"openshell.sandbox.v1"};
+  auto driver = osh::drivers::RemoteDriver::Start(options);
+  REQUIRE(driver.ok());
+  REQUIRE_FALSE((*driver)->available());
+  const int64_t before = (*driver)->connection_attempts();
+
+  // One caller starts an attempt; seven more arrive while it runs. Before the fix each of them queued
+  // behind the previous one and made its own attempt: the last waited eight attempts (an admission storm
+  // during driver flaps ran into its clients' deadlines). Now they all take the running attempt's outcome.
+  std::atomic<int> refused{0};
+  std::vector<std::thread> callers;
+  callers.emplace_back([&] { refused += (*driver)->TryReconnect() ? 0 : 1; });
+  REQUIRE(Eventually([&] { return (*driver)->connection_attempts() == before + 1; }));
+  for (int i = 0; i < 7; ++i) callers.emplace_back([&] { refused += (*driver)->TryReconnect() ? 0 : 1; });
+  for (auto& caller : callers) caller.join();
+  CHECK(refused == 8);
+  CHECK((*driver)->connection_attempts() == before + 1);
+  // The next caller, with no attempt under way, makes its own.
+  CHECK_FALSE((*driver)->TryReconnect());
+  CHECK((*driver)->connection_attempts() == before + 2);
+  (*driver)->Stop();
+  ::close(fd);
 }

@@ -171,11 +171,13 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
         return allowed;
       }
       checked_ceiling = stamp;
-      checked.reserve(rows->size());
-      seen_versions.reserve(rows->size());
-      for (store::InterceptorRecordRow& row : *rows) {
-        seen_versions.emplace(row.sandbox, std::move(row.version));
-        checked.emplace(std::move(row.sandbox), std::move(row.record));
+      if (recheck_in_transaction_) {  // kept only for the in-transaction part below
+        checked.reserve(rows->size());
+        seen_versions.reserve(rows->size());
+        for (store::InterceptorRecordRow& row : *rows) {
+          seen_versions.emplace(row.sandbox, std::move(row.version));
+          checked.emplace(std::move(row.sandbox), std::move(row.record));
+        }
       }
     }
     if (guard_ && recheck_in_transaction_) {
