@@ -118,12 +118,7 @@ void RemoteDriver::SetStateListener(StateListener listener) {
 
 bool RemoteDriver::TryReconnect() {
   if (available()) return true;
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  if (absl::Status status = Connect(deadline); !status.ok()) {
-    MarkDown(std::string(status.message()));
-    return false;
-  }
-  return true;
+  return Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms)).ok();
 }
 
 int64_t RemoteDriver::connection_attempts() const {
@@ -132,25 +127,41 @@ int64_t RemoteDriver::connection_attempts() const {
 }
 
 absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
-  {
-    absl::MutexLock lock(&attempt_mu_);
-    if (attempt_running_) {
-      // Join the attempt under way: queueing a new one behind it would add a whole attempt per caller
-      // to every admission that arrives while the driver is down (a storm of them timed out).
-      const int64_t joined = attempts_started_;
-      auto finished = [this, joined]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(attempt_mu_) { return attempts_finished_ >= joined; };
-      attempt_mu_.Await(absl::Condition(&finished));
-      return last_attempt_;
+  for (bool joined_one = false;;) {
+    {
+      absl::MutexLock lock(&attempt_mu_);
+      if (attempt_running_) {
+        // Join the attempt under way: queueing a new one behind it would add a whole attempt per caller
+        // to every admission that arrives while the driver is down (a storm of them timed out).
+        const int64_t joined = attempts_started_;
+        auto finished = [this, joined]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(attempt_mu_) { return attempts_finished_ >= joined; };
+        attempt_mu_.Await(absl::Condition(&finished));
+        const absl::Status outcome = last_attempt_;
+        // An attempt that began long before this caller came may have run out just as the driver came
+        // back (its channel waiting out a back-off): with at least half of its own time left, the caller
+        // tries once more (its own attempt, or the one another such caller started).
+        const auto left = deadline - std::chrono::system_clock::now();
+        if (outcome.ok() || joined_one || absl::IsFailedPrecondition(outcome) ||
+            left < std::chrono::milliseconds(options_.call_timeout_ms) / 2) {
+          return outcome;
+        }
+        joined_one = true;
+        continue;
+      }
+      if (available()) return absl::OkStatus();  // another attempt succeeded since the caller looked
+      attempt_running_ = true;
+      ++attempts_started_;
     }
-    attempt_running_ = true;
-    ++attempts_started_;
+    absl::Status status = Attempt(deadline);
+    // Only the attempt's owner says the driver is down: a caller that took an attempt's outcome could say
+    // it after a later attempt succeeded.
+    if (!status.ok()) MarkDown(std::string(status.message()));
+    absl::MutexLock lock(&attempt_mu_);
+    attempt_running_ = false;
+    attempts_finished_ = attempts_started_;
+    last_attempt_ = status;
+    return status;
   }
-  absl::Status status = Attempt(deadline);
-  absl::MutexLock lock(&attempt_mu_);
-  attempt_running_ = false;
-  attempts_finished_ = attempts_started_;
-  last_attempt_ = status;
-  return status;
 }
 
 absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadline) {
@@ -181,13 +192,9 @@ absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadlin
   }
   capabilities.DiscardUnknownFields();
   if (auto status = CheckCapabilities(capabilities, options_.accepted_surfaces); !status.ok()) return status;
-  {
-    absl::MutexLock lock(&mu_);
-    stub_ = std::move(stub);
-    capabilities_ = capabilities;
-  }
-  MarkUp(absl::StrCat("driver '", capabilities.driver_name(), "' ", capabilities.driver_version(),
-                      " connected on ", options_.socket_path));
+  MarkUp(std::move(stub), capabilities,
+         absl::StrCat("driver '", capabilities.driver_name(), "' ", capabilities.driver_version(), " connected on ",
+                      options_.socket_path));
   return absl::OkStatus();
 }
 
@@ -216,10 +223,13 @@ void RemoteDriver::Observe(const char* method, const grpc::Status& status, absl:
   if (observer) observer(method, status.error_code(), absl::Now() - started);
 }
 
-void RemoteDriver::MarkUp(const std::string& detail) {
+void RemoteDriver::MarkUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities,
+                          const std::string& detail) {
   StateListener listener;
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&mu_);  // the stub and the state together: never available without a stub
+    stub_ = std::move(stub);
+    capabilities_ = capabilities;
     last_problem_.clear();
     if (available_.exchange(true)) return;
     listener = listener_;
@@ -227,10 +237,12 @@ void RemoteDriver::MarkUp(const std::string& detail) {
   if (listener) listener(true, detail);
 }
 
-void RemoteDriver::MarkDown(const std::string& detail, bool in_callback) {
+void RemoteDriver::MarkDown(const std::string& detail, bool in_callback, const Stub* failed) {
   StateListener listener;
   {
     absl::MutexLock lock(&mu_);
+    // A call on a connection that a newer one has replaced says nothing about the newer one.
+    if (failed != nullptr && stub_.get() != failed) return;
     const bool was_available = available_.exchange(false);
     stub_.reset();
     if (!was_available && detail == last_problem_) return;
@@ -244,9 +256,10 @@ void RemoteDriver::MarkDown(const std::string& detail, bool in_callback) {
   if (listener) listener(false, detail);
 }
 
-absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method, bool in_callback) {
+absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method, const Stub* used,
+                                      bool in_callback) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    MarkDown(absl::StrCat(method, ": ", status.error_message()), in_callback);
+    MarkDown(absl::StrCat(method, ": ", status.error_message()), in_callback, used);
   }
   return common::FromGrpc(status);
 }
@@ -271,7 +284,7 @@ void RemoteDriver::Monitor() {
     }
     if (!available()) {
       const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-      if (absl::Status status = Connect(deadline); !status.ok()) MarkDown(std::string(status.message()));
+      Connect(deadline).IgnoreError();  // a failed attempt marks the driver down itself
       continue;
     }
     // Connected: probe, so a driver that died between calls is noticed without traffic.
@@ -284,12 +297,12 @@ void RemoteDriver::Monitor() {
     auto ctx = CallContext();
     grpc::Status status = current->GetCapabilities(ctx.get(), request, &capabilities);
     if (!status.ok()) {
-      MarkDown(absl::StrCat("GetCapabilities: ", status.error_message()));
+      MarkDown(absl::StrCat("GetCapabilities: ", status.error_message()), false, current.get());
       continue;
     }
     capabilities.DiscardUnknownFields();
     if (absl::Status compatible = CheckCapabilities(capabilities, options_.accepted_surfaces); !compatible.ok()) {
-      MarkDown(std::string(compatible.message()));
+      MarkDown(std::string(compatible.message()), false, current.get());
       continue;
     }
     absl::MutexLock lock(&mu_);
@@ -351,7 +364,7 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   const absl::Time started = absl::Now();
   grpc::Status status = current->AcquireHandle(ctx.get(), request, &response);
   Observe("AcquireHandle", status, started);
-  if (!status.ok()) return CallFailed(status, "AcquireHandle");
+  if (!status.ok()) return CallFailed(status, "AcquireHandle", current.get());
   return CheckedHandle(response);
 }
 
@@ -367,7 +380,7 @@ void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, 
   call->stub->async()->AcquireHandle(call->ctx.get(), &call->request, &call->response,
                                      [this, call, done = std::move(done)](grpc::Status status) {
                                        Observe("AcquireHandle", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle", /*in_callback=*/true));
+                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle", call->stub.get(), /*in_callback=*/true));
                                        done(CheckedHandle(call->response));
                                      });
 }
@@ -384,7 +397,7 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
   const absl::Time started = absl::Now();
   grpc::Status status = current->GetProjection(ctx.get(), request, &response);
   Observe("GetProjection", status, started);
-  if (!status.ok()) return CallFailed(status, "GetProjection");
+  if (!status.ok()) return CallFailed(status, "GetProjection", current.get());
   return CheckedProjection(response);
 }
 
@@ -399,7 +412,7 @@ void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::stri
   call->stub->async()->GetProjection(call->ctx.get(), &call->request, &call->response,
                                      [this, call, done = std::move(done)](grpc::Status status) {
                                        Observe("GetProjection", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "GetProjection", /*in_callback=*/true));
+                                       if (!status.ok()) return done(CallFailed(status, "GetProjection", call->stub.get(), /*in_callback=*/true));
                                        done(CheckedProjection(call->response));
                                      });
 }
@@ -415,7 +428,7 @@ absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
   grpc::Status status = current->ReleaseHandle(ctx.get(), request, &response);
   Observe("ReleaseHandle", status, started);
   if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
-  return CallFailed(status, "ReleaseHandle");
+  return CallFailed(status, "ReleaseHandle", current.get());
 }
 
 }  // namespace osh::drivers

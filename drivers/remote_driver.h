@@ -106,13 +106,16 @@ class RemoteDriver final : public PolicyDriver {
   absl::Status Attempt(std::chrono::system_clock::time_point deadline);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
-  // Interprets a failed call: UNAVAILABLE means the driver is gone.
+  // Interprets a failed call made on `used`: UNAVAILABLE means the driver is gone (unless a newer
+  // connection has replaced `used` meanwhile).
   // `in_callback`: on one of gRPC's callback threads (an async call), which must not block: the state
   // listener (it audits, writing the store) is then told by the monitor thread.
-  absl::Status CallFailed(const grpc::Status& status, const char* method, bool in_callback = false);
-  void MarkDown(const std::string& detail, bool in_callback = false);
+  absl::Status CallFailed(const grpc::Status& status, const char* method, const Stub* used, bool in_callback = false);
+  // Unavailable, stub dropped; with `failed`, only while that is still the current connection.
+  void MarkDown(const std::string& detail, bool in_callback = false, const Stub* failed = nullptr);
   void Observe(const char* method, const grpc::Status& status, absl::Time started);
-  void MarkUp(const std::string& detail);
+  // Available on `stub` (set with the state, under one lock).
+  void MarkUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities, const std::string& detail);
   void Monitor();
 
   const RemoteDriverOptions options_;
