@@ -152,19 +152,25 @@ absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadlin
       attempt_running_ = true;
       ++attempts_started_;
     }
-    absl::Status status = Attempt(deadline);
+    News news;
+    absl::Status status = Attempt(deadline, &news);
     // Only the attempt's owner says the driver is down: a caller that took an attempt's outcome could say
     // it after a later attempt succeeded.
-    if (!status.ok()) MarkDown(std::string(status.message()));
-    absl::MutexLock lock(&attempt_mu_);
-    attempt_running_ = false;
-    attempts_finished_ = attempts_started_;
-    last_attempt_ = status;
+    if (!status.ok()) news = SetDown(std::string(status.message()), nullptr, /*in_callback=*/false);
+    {
+      absl::MutexLock lock(&attempt_mu_);
+      attempt_running_ = false;
+      attempts_finished_ = attempts_started_;
+      last_attempt_ = status;
+    }
+    // The listener (it audits, and delivers queued releases when the driver is back) is told after the
+    // callers waiting for the attempt are let go: they do not wait for it.
+    Tell(std::move(news));
     return status;
   }
 }
 
-absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadline) {
+absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadline, News* news) {
   if (auto status = CheckDriverSocket(options_.socket_path, options_.socket_owner); !status.ok()) return status;
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -192,9 +198,9 @@ absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadlin
   }
   capabilities.DiscardUnknownFields();
   if (auto status = CheckCapabilities(capabilities, options_.accepted_surfaces); !status.ok()) return status;
-  MarkUp(std::move(stub), capabilities,
-         absl::StrCat("driver '", capabilities.driver_name(), "' ", capabilities.driver_version(), " connected on ",
-                      options_.socket_path));
+  *news = SetUp(std::move(stub), capabilities,
+                absl::StrCat("driver '", capabilities.driver_name(), "' ", capabilities.driver_version(),
+                             " connected on ", options_.socket_path));
   return absl::OkStatus();
 }
 
@@ -223,37 +229,44 @@ void RemoteDriver::Observe(const char* method, const grpc::Status& status, absl:
   if (observer) observer(method, status.error_code(), absl::Now() - started);
 }
 
-void RemoteDriver::MarkUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities,
-                          const std::string& detail) {
-  StateListener listener;
-  {
-    absl::MutexLock lock(&mu_);  // the stub and the state together: never available without a stub
-    stub_ = std::move(stub);
-    capabilities_ = capabilities;
-    last_problem_.clear();
-    if (available_.exchange(true)) return;
-    listener = listener_;
+RemoteDriver::News RemoteDriver::SetUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities,
+                                       std::string detail) {
+  absl::MutexLock lock(&mu_);  // the stub and the state together: never available without a stub
+  stub_ = std::move(stub);
+  capabilities_ = capabilities;
+  last_problem_.clear();
+  if (available_.exchange(true)) return {};
+  return News{listener_, true, std::move(detail), ++state_seq_};
+}
+
+RemoteDriver::News RemoteDriver::SetDown(std::string detail, const Stub* failed, bool in_callback) {
+  absl::MutexLock lock(&mu_);
+  // A call on a connection that a newer one has replaced says nothing about the newer one.
+  if (failed != nullptr && stub_.get() != failed) return {};
+  const bool was_available = available_.exchange(false);
+  stub_.reset();
+  if (!was_available && detail == last_problem_) return {};
+  last_problem_ = detail;
+  News news{listener_, false, std::move(detail), ++state_seq_};
+  if (in_callback) {
+    deferred_down_ = std::move(news);  // the monitor wakes and tells the listener
+    return {};
   }
-  if (listener) listener(true, detail);
+  return news;
+}
+
+void RemoteDriver::Tell(News news) {
+  if (!news.listener) return;
+  {
+    absl::MutexLock lock(&tell_mu_);
+    if (news.seq <= told_seq_) return;  // a later change was told already: this one is history
+    told_seq_ = news.seq;
+  }
+  news.listener(news.up, news.detail);
 }
 
 void RemoteDriver::MarkDown(const std::string& detail, bool in_callback, const Stub* failed) {
-  StateListener listener;
-  {
-    absl::MutexLock lock(&mu_);
-    // A call on a connection that a newer one has replaced says nothing about the newer one.
-    if (failed != nullptr && stub_.get() != failed) return;
-    const bool was_available = available_.exchange(false);
-    stub_.reset();
-    if (!was_available && detail == last_problem_) return;
-    last_problem_ = detail;
-    if (in_callback) {
-      deferred_down_ = detail;  // the monitor wakes and tells the listener
-      return;
-    }
-    listener = listener_;
-  }
-  if (listener) listener(false, detail);
+  Tell(SetDown(detail, failed, in_callback));
 }
 
 absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* method, const Stub* used,
@@ -267,19 +280,17 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
 void RemoteDriver::Monitor() {
   for (;;) {
     {
-      StateListener listener;
-      std::optional<std::string> down;
+      std::optional<News> down;
       {
         absl::MutexLock lock(&mu_);
         auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || deferred_down_.has_value(); };
         mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.probe_interval_ms));
         if (stopping_) return;
         down.swap(deferred_down_);
-        if (down && !available_.load()) listener = listener_;  // not if a caller's TryReconnect came first
       }
       if (down) {
-        if (listener) listener(false, *down);
-        continue;  // reconnect from the next tick, as after any other failure
+        Tell(*std::move(down));  // not if a later reconnect was told first
+        continue;                // reconnect from the next tick, as after any other failure
       }
     }
     if (!available()) {
@@ -306,7 +317,7 @@ void RemoteDriver::Monitor() {
       continue;
     }
     absl::MutexLock lock(&mu_);
-    capabilities_ = capabilities;
+    if (stub_ == current) capabilities_ = capabilities;  // not the answer of a connection replaced meanwhile
   }
 }
 

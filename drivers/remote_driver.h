@@ -101,9 +101,17 @@ class RemoteDriver final : public PolicyDriver {
 
   // A connection attempt, or the outcome of the one running when called (see TryReconnect).
   absl::Status Connect(std::chrono::system_clock::time_point deadline);
+  // A change of state for the listener, told after the locks are let go. `seq` orders the changes: news
+  // older than news already told is dropped (a listener never hears "down" after the "up" that followed).
+  struct News {
+    StateListener listener;  // empty: nothing to tell
+    bool up = false;
+    std::string detail;
+    int64_t seq = 0;
+  };
   // The attempt itself: socket check, fresh channel, wait for it and ask for capabilities, all before
-  // `deadline` and within call_timeout_ms.
-  absl::Status Attempt(std::chrono::system_clock::time_point deadline);
+  // `deadline` and within call_timeout_ms. On success, `news` is what to tell.
+  absl::Status Attempt(std::chrono::system_clock::time_point deadline, News* news);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call made on `used`: UNAVAILABLE means the driver is gone (unless a newer
@@ -111,11 +119,16 @@ class RemoteDriver final : public PolicyDriver {
   // `in_callback`: on one of gRPC's callback threads (an async call), which must not block: the state
   // listener (it audits, writing the store) is then told by the monitor thread.
   absl::Status CallFailed(const grpc::Status& status, const char* method, const Stub* used, bool in_callback = false);
-  // Unavailable, stub dropped; with `failed`, only while that is still the current connection.
+  // Unavailable, stub dropped; with `failed`, only while that is still the current connection. What to
+  // tell, or nothing (no change, or left for the monitor to tell when `in_callback`).
+  News SetDown(std::string detail, const Stub* failed, bool in_callback);
+  // SetDown, then tells the listener.
   void MarkDown(const std::string& detail, bool in_callback = false, const Stub* failed = nullptr);
+  // Available on `stub` (set with the state, under one lock). What to tell, or nothing.
+  News SetUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities, std::string detail);
+  // Calls the listener with `news` unless later news was told already. No lock held while it runs.
+  void Tell(News news);
   void Observe(const char* method, const grpc::Status& status, absl::Time started);
-  // Available on `stub` (set with the state, under one lock).
-  void MarkUp(std::shared_ptr<Stub> stub, const driver_v1::Capabilities& capabilities, const std::string& detail);
   void Monitor();
 
   const RemoteDriverOptions options_;
@@ -135,7 +148,10 @@ class RemoteDriver final : public PolicyDriver {
   CallObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
-  std::optional<std::string> deferred_down_ ABSL_GUARDED_BY(mu_);  // MarkDown's news for the monitor to tell
+  std::optional<News> deferred_down_ ABSL_GUARDED_BY(mu_);  // MarkDown's news for the monitor to tell
+  int64_t state_seq_ ABSL_GUARDED_BY(mu_) = 0;              // changes of state recorded
+  absl::Mutex tell_mu_;
+  int64_t told_seq_ ABSL_GUARDED_BY(tell_mu_) = 0;  // the latest change the listener was told
   std::thread monitor_;
 };
 

@@ -696,6 +696,16 @@ TEST_CASE("remote: callers arriving while the driver is down wait for the connec
   // The next caller, with no attempt under way, makes its own.
   CHECK_FALSE((*driver)->TryReconnect());
   CHECK((*driver)->connection_attempts() == before + 2);
+
+  // A caller that joins late in an attempt (more than half of its own time left when the attempt fails:
+  // the driver may have come back while the attempt waited out a back-off) tries once more. Were it
+  // delayed past the first attempt's end, it would make its own: the count is the same either way.
+  std::thread first([&] { CHECK_FALSE((*driver)->TryReconnect()); });
+  REQUIRE(Eventually([&] { return (*driver)->connection_attempts() == before + 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(options.call_timeout_ms * 65 / 100));
+  CHECK_FALSE((*driver)->TryReconnect());
+  first.join();
+  CHECK((*driver)->connection_attempts() == before + 4);
   (*driver)->Stop();
   ::close(fd);
 }
