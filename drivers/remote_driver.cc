@@ -79,6 +79,18 @@ absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
                                                     ListOrNone(accepted_surfaces)));
 }
 
+namespace {
+
+// What the gateway says of itself when it asks for a driver's capabilities (on connecting, and each probe).
+driver_v1::GetCapabilitiesRequest CapabilitiesRequest(const RemoteDriverOptions& options) {
+  driver_v1::GetCapabilitiesRequest request;
+  request.set_gateway_version(options.gateway_version);
+  for (const auto& s : options.accepted_surfaces) request.add_accepted_surfaces(s);
+  return request;
+}
+
+}  // namespace
+
 RemoteDriver::RemoteDriver(RemoteDriverOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<RemoteDriver>> RemoteDriver::Start(RemoteDriverOptions options) {
@@ -187,9 +199,7 @@ absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadlin
     return absl::UnavailableError(absl::StrCat("driver socket ", options_.socket_path, ": no driver answers"));
   }
   auto stub = std::make_shared<Stub>(channel);
-  driver_v1::GetCapabilitiesRequest request;
-  request.set_gateway_version(options_.gateway_version);
-  for (const auto& s : options_.accepted_surfaces) request.add_accepted_surfaces(s);
+  const driver_v1::GetCapabilitiesRequest request = CapabilitiesRequest(options_);
   driver_v1::Capabilities capabilities;
   grpc::ClientContext ctx;
   ctx.set_deadline(attempt_deadline);
@@ -301,9 +311,7 @@ void RemoteDriver::Monitor() {
     // Connected: probe, so a driver that died between calls is noticed without traffic.
     auto current = stub();
     if (current == nullptr) continue;
-    driver_v1::GetCapabilitiesRequest request;
-    request.set_gateway_version(options_.gateway_version);
-    for (const auto& s : options_.accepted_surfaces) request.add_accepted_surfaces(s);
+    const driver_v1::GetCapabilitiesRequest request = CapabilitiesRequest(options_);
     driver_v1::Capabilities capabilities;
     auto ctx = CallContext();
     grpc::Status status = current->GetCapabilities(ctx.get(), request, &capabilities);
