@@ -18,8 +18,11 @@ phase "packages (scripts/bootstrap.sh)"
 # reports keep their line numbers (build-asan/ is -g1).
 # The unit tests are run once, under the sanitizers, from build-asan/ (OSH_UNIT_TESTS_FROM): build-test/
 # does not compile a copy of its own.
+# The suite's own code (test runners, fixtures, the benchmarks' smoke runs) is compiled at -O0 in both
+# trees (OSH_TEST_ONLY_OPT, OSH_BENCH_OPT): it halves that code's compile again; the product's code keeps
+# -O1.
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -DNDEBUG" \
-  -DOSH_UNIT_TESTS_FROM="$PWD/build-asan" >/dev/null
+  -DOSH_TEST_ONLY_OPT=-O0 -DOSH_BENCH_OPT=-O0 -DOSH_UNIT_TESTS_FROM="$PWD/build-asan" >/dev/null
 cmake --build build-test -- -j"$(nproc)"
 phase "build (build-test/, -O1)"
 # The unit tests and the fuzz targets' harnesses, built with AddressSanitizer and
@@ -29,7 +32,7 @@ phase "build (build-test/, -O1)"
 # not ours and are not instrumented there, are taken from build-test/ (OSH_PLAIN_TREE) instead of being
 # compiled a second time.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
-  -DOSH_SANITIZE=address,undefined -DOSH_PLAIN_TREE="$PWD/build-test" >/dev/null
+  -DOSH_SANITIZE=address,undefined -DOSH_TEST_ONLY_OPT=-O0 -DOSH_PLAIN_TREE="$PWD/build-test" >/dev/null
 cmake --build build-asan --target unit_tests fuzz_harnesses -- -j"$(nproc)"
 phase "build (build-asan/, ASan+UBSan)"
 
