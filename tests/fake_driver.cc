@@ -1,10 +1,12 @@
 // fake-policy-driver: a real PolicyDriver gRPC server that misbehaves on purpose, for tests only.
 // It serves whatever GetProjectionResponse (protobuf JSON) is in --response-file, re-read on every call,
 // so a test can swap in a tampered, rolled-back, expired or foreign projection between calls. Its
-// capabilities are set by flags (wrong api_version, foreign surfaces), and it can stall every call.
+// capabilities are set by flags (wrong api_version, foreign surfaces), and it can stall every call, or
+// answer one sandbox's projections UNAVAILABLE (at once, or once a file a test writes exists).
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -33,6 +35,8 @@ struct FakeOptions {
   bool refuse_all = false;
   int gather = 0;  // > 0: GetProjection answers once this many calls wait at once
   int gather_timeout_ms = 15000;
+  // --unavailable-sandbox ID[:PATH]: sandbox id -> release file ("": at once).
+  std::map<std::string, std::string> unavailable;
 };
 
 class FakeDriver final : public drv::PolicyDriver::CallbackService {
@@ -63,9 +67,15 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* ctx, const drv::GetProjectionRequest* request,
                                           drv::GetProjectionResponse* out) override {
     Stall();
+    std::string sandbox_id;
     {
       absl::MutexLock lock(&mu_);
-      if (handles_.count(request->handle()) == 0) return Finish(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+      auto it = handles_.find(request->handle());
+      if (it == handles_.end()) return Finish(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown handle"));
+      sandbox_id = it->second;
+    }
+    if (auto it = options_.unavailable.find(sandbox_id); it != options_.unavailable.end()) {
+      return Unavailable(ctx, request->handle(), it->second);
     }
     auto text = osh::policy::ReadFileToString(options_.response_file);
     if (!text.ok()) return Finish(ctx, grpc::Status(grpc::StatusCode::INTERNAL, std::string(text.status().message())));
@@ -116,6 +126,23 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
     return reactor;
   }
 
+  // UNAVAILABLE, at once or (release_file not empty) once that file exists, polled without holding one of
+  // gRPC's threads; gives up after a minute.
+  static grpc::ServerUnaryReactor* Unavailable(grpc::CallbackServerContext* ctx, const std::string& handle,
+                                               const std::string& release_file) {
+    const grpc::Status gone(grpc::StatusCode::UNAVAILABLE, "going away (fake-policy-driver)");
+    if (release_file.empty()) return Finish(ctx, gone);
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    std::cerr << "holding: handle=" << handle << " until " << release_file << " exists" << std::endl;
+    std::thread([reactor, gone, release_file] {
+      for (int i = 0; i < 6000 && !std::filesystem::exists(release_file); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      reactor->Finish(gone);
+    }).detach();
+    return reactor;
+  }
+
   void Stall() const {
     if (options_.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_ms));
   }
@@ -145,7 +172,15 @@ int main(int argc, char** argv) {
   app.add_option("--gather", options.gather, "answer GetProjection only once this many calls wait at once");
   app.add_option("--gather-timeout-ms", options.gather_timeout_ms,
                  "after this long without --gather calls, answer those waiting UNAVAILABLE");
+  std::vector<std::string> unavailable;
+  app.add_option("--unavailable-sandbox", unavailable,
+                 "ID[:PATH]: answer GetProjection for that sandbox's handles UNAVAILABLE; with PATH, only once that "
+                 "file exists (the call is held until then; repeatable)");
   CLI11_PARSE(app, argc, argv);
+  for (const auto& spec : unavailable) {
+    const auto colon = spec.find(':');
+    options.unavailable[spec.substr(0, colon)] = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  }
   FakeDriver service(options);
   auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);
   if (!server.ok()) {

@@ -709,3 +709,59 @@ TEST_CASE("remote: callers arriving while the driver is down wait for the connec
   (*driver)->Stop();
   ::close(fd);
 }
+
+TEST_CASE("remote: a call failing on a connection already replaced does not mark the new one down",
+          "[integration][remote]") {
+  // The fake answers sandbox "gone" UNAVAILABLE at once, and holds sandbox "held"'s projection until the
+  // test writes `release`, then answers it UNAVAILABLE too.
+  TempDir dir;
+  WriteFile(dir / "response.json", "{}");
+  const std::string release = dir / "release";
+  DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json",
+                                   "--unavailable-sandbox", "gone", "--unavailable-sandbox", "held:" + release});
+  fake.Start();
+  osh::drivers::RemoteDriverOptions options;
+  options.socket_path = fake.socket();
+  options.call_timeout_ms = 30000;      // the held call ends when the test says, not at a deadline
+  options.probe_interval_ms = 600'000;  // no monitor tick during the test
+  options.accepted_surfaces = {"openshell.sandbox.v1"};
+  auto driver = osh::drivers::RemoteDriver::Start(options);
+  REQUIRE(driver.ok());
+  REQUIRE((*driver)->available());
+  absl::Mutex mu;
+  std::vector<bool> told;
+  (*driver)->SetStateListener([&](bool up, const std::string&) {
+    absl::MutexLock lock(&mu);
+    told.push_back(up);
+  });
+  drv::RuntimeContext context;
+  context.set_sandbox_id("held");
+  auto held = (*driver)->AcquireHandle(context, "held-key");
+  context.set_sandbox_id("gone");
+  auto gone = (*driver)->AcquireHandle(context, "gone-key");
+  REQUIRE(held.ok());
+  REQUIRE(gone.ok());
+
+  // A call in flight on the first connection.
+  std::thread call([&] {
+    auto projection = (*driver)->GetProjection(*held, "openshell.sandbox.v1");
+    CHECK(projection.status().code() == absl::StatusCode::kUnavailable);
+  });
+  REQUIRE(Eventually([&] { return absl::StrContains(fake.log(), "holding: handle=" + *held); }));
+  // Another call finds the driver gone: down, and the first connection is dropped.
+  CHECK((*driver)->GetProjection(*gone, "openshell.sandbox.v1").status().code() == absl::StatusCode::kUnavailable);
+  CHECK_FALSE((*driver)->available());
+  // A new connection (the driver answers again).
+  REQUIRE((*driver)->TryReconnect());
+  // Now the call on the replaced connection fails. Before the fix it marked the driver down again, the
+  // new connection with it (and, raced with the reconnect's two steps, could leave the driver "available"
+  // with no connection at all, for good).
+  WriteFile(release, "");
+  call.join();
+  CHECK((*driver)->available());
+  {
+    absl::MutexLock lock(&mu);
+    CHECK(told == std::vector<bool>{false, true});
+  }
+  (*driver)->Stop();
+}

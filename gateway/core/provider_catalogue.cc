@@ -171,33 +171,31 @@ absl::Status ProviderProfileCatalogue::Checked(const std::string& id, const open
         return allowed;
       }
       checked_ceiling = stamp;
-      if (recheck_in_transaction_) {  // kept only for the in-transaction part below
+      if (recheck_in_transaction_) {
         checked.reserve(rows->size());
         seen_versions.reserve(rows->size());
         for (store::InterceptorRecordRow& row : *rows) {
           seen_versions.emplace(row.sandbox, std::move(row.version));
           checked.emplace(std::move(row.sandbox), std::move(row.record));
         }
+        check = store::ProfileChangeCheck([&](const std::vector<store::InterceptorRecordRow>& records) {
+          std::vector<store::InterceptorRecordRow> changed_since;
+          for (const store::InterceptorRecordRow& row : records) {
+            const auto it = checked.find(row.sandbox);
+            if (it == checked.end() || it->second != row.record) changed_since.push_back(row);
+          }
+          int64_t stamp = store::kNoCeiling;
+          absl::Status allowed = guard_(id, changed, changed_since, &stamp);
+          if (!allowed.ok()) {
+            refused = allowed;
+            return allowed;
+          }
+          // The records passed first were checked against that check's ceiling: these must be too (the
+          // store compares it with the database's before this runs; this replica's view may have moved).
+          if (stamp != *checked_ceiling) return store::CeilingChangedError(*checked_ceiling, stamp);
+          return absl::OkStatus();
+        }, &seen_versions);
       }
-    }
-    if (guard_ && recheck_in_transaction_) {
-      check = store::ProfileChangeCheck([&](const std::vector<store::InterceptorRecordRow>& records) {
-        std::vector<store::InterceptorRecordRow> changed_since;
-        for (const store::InterceptorRecordRow& row : records) {
-          const auto it = checked.find(row.sandbox);
-          if (it == checked.end() || it->second != row.record) changed_since.push_back(row);
-        }
-        int64_t stamp = store::kNoCeiling;
-        absl::Status allowed = guard_(id, changed, changed_since, &stamp);
-        if (!allowed.ok()) {
-          refused = allowed;
-          return allowed;
-        }
-        // The records passed first were checked against that check's ceiling: these must be too (the
-        // store compares it with the database's before this runs; this replica's view may have moved).
-        if (stamp != *checked_ceiling) return store::CeilingChangedError(*checked_ceiling, stamp);
-        return absl::OkStatus();
-      }, &seen_versions);
     }
     absl::Status written = write(*generation, check, checked_ceiling);
     Forget();  // committed or not (an error may follow a commit): read again
