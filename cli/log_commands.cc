@@ -122,7 +122,7 @@ struct LogTrust {
     }
     std::vector<const tlog::NoteVerifier*> cosigners;
     for (const auto& w : trust.witnesses) cosigners.push_back(w.get());
-    if (absl::Status distinct = tlog::CheckCosigners(cosigners); !distinct.ok()) {
+    if (absl::Status distinct = tlog::CheckCosigners(cosigners, trust.log.get()); !distinct.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--witness-key: ", distinct.message()));
     }
     if (flags.quorum > static_cast<int>(trust.witnesses.size())) {

@@ -1,5 +1,8 @@
 #include "sandbox_client/log_proof.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -16,6 +19,8 @@ namespace {
 
 constexpr char kLogStateHeader[] = "openshell.sandbox_client.log.v1";
 constexpr char kInvalid[] = "log_proof_invalid";
+constexpr char kForked[] = "log_forked";
+constexpr char kForkHeader[] = "openshell.sandbox_client.log-fork.v1";
 
 absl::Status Invalid(const std::string& what) {
   return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalid, what);
@@ -54,10 +59,15 @@ absl::StatusOr<std::unique_ptr<LogProofVerifier>> LogProofVerifier::Create(LogPr
   }
   std::vector<const tlog::NoteVerifier*> cosigners;
   for (const auto& w : witnesses) cosigners.push_back(w.get());
-  if (absl::Status distinct = tlog::CheckCosigners(cosigners); !distinct.ok()) return distinct;
+  if (absl::Status distinct = tlog::CheckCosigners(cosigners, log->get()); !distinct.ok()) return distinct;
   if (options.witness_quorum > witnesses.size()) {
     return absl::InvalidArgumentError(absl::StrCat("witness quorum ", options.witness_quorum, " is above the ",
                                                    witnesses.size(), " witness key(s) given"));
+  }
+  if (options.witness_quorum == 0 && !witnesses.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "witness quorum 0 with ", witnesses.size(), " witness key(s): no cosignature would be required, so the "
+        "witnesses would guard nothing; give a quorum of 1 to ", witnesses.size(), ", or no witness key"));
   }
   std::unique_ptr<LogProofVerifier> verifier(
       new LogProofVerifier(std::move(options), *std::move(log), std::move(witnesses)));
@@ -71,9 +81,13 @@ absl::StatusOr<std::unique_ptr<LogProofVerifier>> LogProofVerifier::Create(LogPr
   absl::string_view size_text = lines.size() == 4 ? lines[1] : "";
   absl::string_view root_text = lines.size() == 4 ? lines[2] : "";
   if (lines.size() != 4 || lines[0] != kLogStateHeader || !lines[3].empty() ||
-      !absl::ConsumePrefix(&size_text, "size ") || !absl::SimpleAtoi(size_text, &size) ||
-      !absl::ConsumePrefix(&root_text, "root ")) {
+      !absl::ConsumePrefix(&size_text, "size ") || !absl::ConsumePrefix(&root_text, "root ")) {
     return LogStateError(path, absl::StrCat("corrupt: expected the lines '", kLogStateHeader, "', 'size N', 'root B64'"));
+  }
+  // Written only for a checkpoint that proved an entry: 1 to 2^62 entries, in decimal digits.
+  if (size_text.empty() || size_text.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(size_text, &size) || size == 0 || size > static_cast<uint64_t>(tlog::kMaxTreeSize)) {
+    return LogStateError(path, "corrupt: bad size line (1 to 2^62 entries, in decimal digits)");
   }
   auto root = tlog::HashFromBase64(root_text);
   if (!root.ok()) return LogStateError(path, "corrupt: bad root line");
@@ -124,7 +138,26 @@ absl::Status LogProofVerifier::Check(const openshell::policy::gateway::v1::LogPr
                                 " of one verified before (a rolled-back or forked log)"));
   }
   if (size == known_size_ && checkpoint.root != known_root_) {
-    return Invalid(absl::StrCat("the checkpoint of ", size, " entries has another root than the one verified before (a forked log)"));
+    // Two trees of one size, each signed with the log key (and cosigned by the quorum): the log is forked.
+    // Never a stale message or a bad proof, so refused as such (the client does not ask again), and the
+    // first such checkpoint is kept beside the state file for whoever investigates.
+    std::string kept;
+    if (!options_.state_file.empty()) {
+      const std::string evidence = options_.state_file + ".fork";
+      struct stat st {};
+      if (::lstat(evidence.c_str(), &st) != 0 && errno == ENOENT) {  // the first fork seen is the one kept
+        const std::string text = absl::StrCat(kForkHeader, "\nknown size ", known_size_, "\nknown root ",
+                                              tlog::HashToBase64(known_root_), "\n", proof.checkpoint());
+        if (WritePrivateFileAtomically(evidence, text, "log fork evidence").ok()) {
+          kept = absl::StrCat("; the checkpoint is kept in ", evidence);
+        }
+      }
+    }
+    return common::Refused(
+        absl::StatusCode::kFailedPrecondition, kForked,
+        absl::StrCat("the checkpoint of ", size, " entries has root ", tlog::HashToBase64(checkpoint.root),
+                     ", the one verified before root ", tlog::HashToBase64(known_root_),
+                     ": the log key signed two trees of one size (a forked log)", kept));
   }
   if (size > known_size_ && known_size_ > 0) {
     auto consistency = HashesOf(proof.consistency_proof(), "consistency proof");
@@ -135,15 +168,16 @@ absl::Status LogProofVerifier::Check(const openshell::policy::gateway::v1::LogPr
                                   " verified before (a forked log)"));
     }
   }
-  if (size != known_size_ && !options_.state_file.empty()) {
-    const std::string text =
-        absl::StrCat(kLogStateHeader, "\nsize ", size, "\nroot ", tlog::HashToBase64(checkpoint.root), "\n");
-    if (absl::Status saved = WritePrivateFileAtomically(options_.state_file, text, "log state file"); !saved.ok()) {
-      return saved;
-    }
-  }
+  const bool moved = size != known_size_;
+  // Verified and extending what was known: held from now on whether or not it reaches the disk (a failed
+  // write may have replaced the file all the same; the file, if older, is extended by this one).
   known_size_ = size;
   known_root_ = checkpoint.root;
+  if (moved && !options_.state_file.empty()) {
+    const std::string text =
+        absl::StrCat(kLogStateHeader, "\nsize ", size, "\nroot ", tlog::HashToBase64(checkpoint.root), "\n");
+    return WritePrivateFileAtomically(options_.state_file, text, "log state file");
+  }
   return absl::OkStatus();
 }
 

@@ -24,14 +24,16 @@ namespace osh::sandbox_client {
 struct LogProofOptions {
   std::string log_key;                    // the log's verifier key, note format (<origin>+<hex>+<base64>)
   std::vector<std::string> witness_keys;  // cosigner verifier keys (cosignature/v1)
-  size_t witness_quorum = 0;              // how many of them must have cosigned
+  size_t witness_quorum = 0;              // how many of them must have cosigned (1..N when N keys are given)
   // The newest verified checkpoint (size and root), 0600, replaced atomically; "" keeps it in memory only.
+  // The first forked checkpoint met is kept beside it, in <state_file>.fork.
   std::string state_file;
 };
 
 class LogProofVerifier {
  public:
-  // INVALID_ARGUMENT for a malformed key or a quorum above the witnesses given; FAILED_PRECONDITION for a
+  // INVALID_ARGUMENT for a malformed key, a witness key that is the log's own, or a quorum of 0 or above
+  // the witnesses given (witness keys with a quorum of 0 would guard nothing); FAILED_PRECONDITION for a
   // state file that cannot be read or is corrupt (never read as "nothing seen").
   static absl::StatusOr<std::unique_ptr<LogProofVerifier>> Create(LogProofOptions options);
 
@@ -39,8 +41,12 @@ class LogProofVerifier {
   uint64_t known_size() const { return known_size_; }
 
   // OK when `proof` proves that `projection` was logged for `sandbox_id` as described above; then the
-  // proof's checkpoint becomes the newest seen (written to the state file first). Otherwise
-  // FAILED_PRECONDITION "log_proof_invalid: <what>" (a forked or shrinking log included) and nothing changes.
+  // proof's checkpoint becomes the newest seen (and is written to the state file: an error writing it is
+  // returned, the checkpoint held all the same). Otherwise FAILED_PRECONDITION and nothing changes:
+  // "log_forked: <both roots>" for a checkpoint of the size of the newest seen with another root (the log
+  // key signed two trees of one size: proof of a fork, never a stale message, so not worth asking again;
+  // the first one is kept in <state_file>.fork), "log_proof_invalid: <what>" for anything else (a
+  // checkpoint smaller than one seen, or one a consistency proof does not tie to it, included).
   absl::Status Check(const openshell::policy::gateway::v1::LogProof& proof,
                      const openshell::policy::driver::v1::Projection& projection, const std::string& sandbox_id);
 

@@ -165,9 +165,12 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
                                         const gateway_v1::ServedProjection* served) {
   absl::MutexLock lock(&log_mu_);
   if (log_ == nullptr) return absl::OkStatus();
-  if (served != nullptr && served->has_proof() &&
-      log_->Check(served->proof(), projection, options_.context->sandbox_id()).ok()) {
-    return absl::OkStatus();
+  if (served != nullptr && served->has_proof()) {
+    absl::Status checked = log_->Check(served->proof(), projection, options_.context->sandbox_id());
+    if (checked.ok()) return checked;
+    // A proof on the stream may be against a checkpoint older than the newest this client verified: asked
+    // again below. A fork is no such thing: it stands, whatever the gateway answers next.
+    if (common::ReasonOf(checked) == "log_forked") return checked;
   }
   if (served != nullptr && !served->has_proof() && !absl::StartsWith(served->log_status(), "log_pending")) {
     return common::Refused(absl::StatusCode::kFailedPrecondition, "log_proof_invalid",

@@ -96,8 +96,10 @@ struct ClientOptions {
   // (GetLogProof, checked by sandbox_client/log_proof.h): an entry naming `context`'s sandbox id and the
   // projection's digest and version, in a checkpoint signed with `log_key` and cosigned by `witness_quorum`
   // of `witness_keys`, extending the newest checkpoint seen before (kept in `log_state_file` across restarts
-  // when given). Otherwise FAILED_PRECONDITION "log_proof_invalid: ..." (reported FAILED by Watch, the last
-  // good stays). An entry not yet under a checkpoint is waited for up to `log_proof_wait`. Needs `context`.
+  // when given). Otherwise FAILED_PRECONDITION "log_proof_invalid: ..." or, for a checkpoint of the newest
+  // one's size with another root, "log_forked: ..." (kept in <log_state_file>.fork; sandbox_client/log_proof.h)
+  // — reported FAILED by Watch, the last good stays. An entry not yet under a checkpoint is waited for up to
+  // `log_proof_wait`. Needs `context`; with `witness_keys`, a `witness_quorum` of 1 to their number.
   bool require_log_proof = false;
   std::string log_key;                    // the log's verifier key: <origin>+<hex>+<base64>
   std::vector<std::string> witness_keys;  // cosignature/v1 verifier keys

@@ -23,6 +23,8 @@
 #include "tests/gateway_fixture.h"
 #include "tests/process.h"
 #include "tlog/checkpoint.h"
+#include "tlog/cosignature.h"
+#include "tlog/ed25519.h"
 #include "tlog/tiles.h"
 #include "trust/audit_chain.h"
 #include "trust/keys.h"
@@ -600,7 +602,18 @@ TEST_CASE("log: the client library applies a projection only with a valid proof 
     auto fork = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, g.dir() / "forked-state");
     REQUIRE(fork.ok());
     auto refused = fork->get()->Fetch();
-    CHECK_THAT(std::string(refused.status().message()), Catch::StartsWith("log_proof_invalid"));
+    // Nothing was logged since `kept`: the gateway's checkpoint is of its size, with the true root. Two
+    // trees of one size are a fork, refused as such at once, and the checkpoint kept as evidence.
+    CHECK_THAT(std::string(refused.status().message()),
+               Catch::StartsWith("log_forked") && Catch::Contains("two trees of one size") &&
+                   Catch::Contains("kept in " + (g.dir() / "forked-state.fork")));
+    const std::string evidence = ReadAll(g.dir() / "forked-state.fork");
+    CHECK_THAT(evidence, Catch::StartsWith("openshell.sandbox_client.log-fork.v1\nknown " + lines[1] + "\n") &&
+                             Catch::Contains(std::string("\n") + kOrigin + "\n"));
+    struct stat evidence_st {};
+    REQUIRE(::stat((g.dir() / "forked-state.fork").c_str(), &evidence_st) == 0);
+    CHECK((evidence_st.st_mode & 0777) == 0600);
+    CHECK(ReadAll(g.dir() / "forked-state") == forked);  // what was seen before stays
     WriteFile(g.dir() / "ahead-state", absl::StrCat(lines[0], "\nsize 1000000\n", lines[2], "\n"), 0600);
     auto ahead = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, g.dir() / "ahead-state");
     REQUIRE(ahead.ok());
@@ -693,6 +706,11 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   options.require_log_proof = true;
   options.log_key = *log_vkey;
   options.witness_keys = {w1_vkey};
+  options.witness_quorum = 0;  // witness keys that no quorum requires would guard nothing: refused
+  auto unguarded = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE_FALSE(unguarded.ok());
+  CHECK(absl::IsInvalidArgument(unguarded.status()));
+  CHECK_THAT(std::string(unguarded.status().message()), Catch::Contains("witness quorum 0 with 1 witness key(s)"));
   options.witness_quorum = 1;
   options.log_state_file = g.dir() / "log-state";
   options.log_proof_wait = std::chrono::milliseconds(5000);
@@ -780,4 +798,37 @@ TEST_CASE("log: a sandbox refuses a proof whose entry recorded a refusal of that
     CHECK_THAT(std::string(refused.message()),
                Catch::StartsWith("log_proof_invalid") && Catch::Contains("not one that put a projection in force"));
   }
+}
+
+TEST_CASE("log: a witness whose key is the log's own is refused at start, and so is one in a client or policyctl",
+          "[integration][log]") {
+  LogKey key;
+  auto log_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(log_vkey.ok());
+  // The log's own key as a cosignature/v1 key: whoever holds the log key would cosign alone.
+  auto private_key = osh::tlog::Ed25519PrivateKey::FromPem(key.pem);
+  REQUIRE(private_key.ok());
+  auto self = osh::tlog::CosignatureV1Signer::Create("witness.test/self", *private_key);
+  REQUIRE(self.ok());
+  const std::string self_vkey = (*self)->VerifierKey();
+  TempDir dir;
+  std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", dir / "var"};
+  for (const std::string& flag : key.Flags()) argv.push_back(flag);
+  argv.insert(argv.end(), {"--log-witnesses", "http://127.0.0.1:1/prefix " + self_vkey});
+  std::string out, err;
+  CHECK(RunCommand(argv, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("log_witnesses") &&
+                      Catch::Contains("witness key 'witness.test/self' is the public key of the log"));
+
+  osh::sandbox_client::LogProofOptions options;
+  options.log_key = *log_vkey;
+  options.witness_keys = {self_vkey};
+  options.witness_quorum = 1;
+  auto client = osh::sandbox_client::LogProofVerifier::Create(options);
+  REQUIRE_FALSE(client.ok());
+  CHECK_THAT(std::string(client.status().message()), Catch::Contains("is the public key of the log"));
+
+  CHECK(RunCommand({OSH_POLICYCTL_BINARY, "log", "checkpoint", "--log", dir / "var/log", "--key", *log_vkey,
+                    "--witness-key", self_vkey}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("is the public key of the log"));
 }

@@ -587,7 +587,7 @@ TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused", "
 
 namespace osh::tlog {
 
-TEST_CASE("tlog: witness keys are cosignature/v1 keys, none of them one public key twice", "[tlog]") {
+TEST_CASE("tlog: witness keys are cosignature/v1 keys, none of them one public key twice, none the log's own", "[tlog]") {
   const Ed25519PrivateKey one = *Ed25519PrivateKey::Generate(), two = *Ed25519PrivateKey::Generate();
   auto cosigner = [](const std::string& name, const Ed25519PrivateKey& key) {
     return *ParseVerifierKey((*CosignatureV1Signer::Create(name, key))->VerifierKey());
@@ -603,6 +603,13 @@ TEST_CASE("tlog: witness keys are cosignature/v1 keys, none of them one public k
   const absl::Status typed = CheckCosigners(std::vector<const NoteVerifier*>{w2.get(), note_key.get()});
   CHECK(absl::IsInvalidArgument(typed));
   CHECK_THAT(std::string(typed.message()), Catch::Contains("not a cosignature/v1 key"));
+  // A witness key that is the log's own public key (the log's note key w1, as a cosignature key): its
+  // holder would meet the quorum alone.
+  const auto log_key = *ParseVerifierKey((*Ed25519NoteSigner::Create("log.test/log", one))->VerifierKey());
+  CHECK(CheckCosigners(std::vector<const NoteVerifier*>{w2.get()}, log_key.get()).ok());
+  const absl::Status own = CheckCosigners(std::vector<const NoteVerifier*>{w2.get(), w1.get()}, log_key.get());
+  CHECK(absl::IsInvalidArgument(own));
+  CHECK_THAT(std::string(own.message()), Catch::Contains("witness key 'witness.test/w1' is the public key of the log"));
 }
 
 }  // namespace osh::tlog

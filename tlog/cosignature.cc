@@ -68,13 +68,19 @@ absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) co
   return BigEndian64(timestamp) + *sig;
 }
 
-absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses) {
+absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses, const NoteVerifier* log) {
+  const auto* log_key = dynamic_cast<const Ed25519NoteVerifier*>(log);
   absl::flat_hash_map<std::string, std::string> names_by_key;
   for (const NoteVerifier* w : witnesses) {
     const auto* cosigner = dynamic_cast<const CosignatureV1Verifier*>(w);
     if (cosigner == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("witness key '", w->name(), "' is not a cosignature/v1 key (type 0x04): ",
                                                      "a witness cosigns with one"));
+    }
+    if (log_key != nullptr && cosigner->key().raw() == log_key->key().raw()) {
+      return absl::InvalidArgumentError(absl::StrCat("witness key '", w->name(), "' is the public key of the log ('",
+                                                     log->name(), "') itself: whoever holds the log key would cosign ",
+                                                     "alone, and a fork would need no witness"));
     }
     auto [it, inserted] = names_by_key.try_emplace(cosigner->key().raw(), w->name());
     if (!inserted) {

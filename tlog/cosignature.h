@@ -55,8 +55,9 @@ class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519Private
 
 // Witnesses' verifier keys as the gateway and a client take them: each a cosignature/v1 key (type 0x04),
 // and no public key twice, under one name or two (a cosignature's signed message does not name its
-// cosigner, so one key listed twice would count twice toward a quorum). INVALID_ARGUMENT naming the
-// offending key otherwise.
-absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses);
+// cosigner, so one key listed twice would count twice toward a quorum); with `log` (the log's own
+// verifier key), none the log's public key (its holder would cosign alone: a fork would need no witness).
+// INVALID_ARGUMENT naming the offending key otherwise.
+absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses, const NoteVerifier* log = nullptr);
 
 }  // namespace osh::tlog

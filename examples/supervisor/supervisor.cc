@@ -118,8 +118,10 @@ int main(int argc, char** argv) {
                  "the gateway's verifiable-log verifier key (<origin>+<hex>+<base64>, in its start-up log): apply a "
                  "projection only with a proof that it was logged for this sandbox (needs --sandbox-id)");
   app.add_option("--witness-key", options.witness_keys, "a witness's cosignature verifier key (repeatable)");
-  app.add_option("--witness-quorum", options.witness_quorum, "how many witnesses must have cosigned the checkpoint")
-      ->capture_default_str();
+  int witness_quorum = -1;
+  app.add_option("--witness-quorum", witness_quorum,
+                 "how many of the --witness-key witnesses must have cosigned the checkpoint (default: all of them)")
+      ->check(CLI::Range(1, 1000));
   std::string log_state_file;
   app.add_option("--log-state-file", log_state_file,
                  "where the newest log checkpoint verified is kept (default: <policy-out>.log-state)");
@@ -131,6 +133,7 @@ int main(int argc, char** argv) {
       "or an expired policy could not be removed); 2 for a usage or start-up error (including an unreadable or "
       "corrupt state file).");
   CLI11_PARSE(app, argc, argv);
+  options.witness_quorum = witness_quorum < 0 ? options.witness_keys.size() : static_cast<size_t>(witness_quorum);
   if (state_file.empty()) state_file = policy_out + ".state";
   options.state_file = state_file;
   options.require_log_proof = !options.log_key.empty();

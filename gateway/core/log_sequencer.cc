@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "policy/policy_file.h"
 #include "tlog/checkpoint.h"
+#include "tlog/cosignature.h"
 #include "tlog/tiles.h"
 #include "trust/audit_chain.h"
 #include "trust/audit_vocabulary.h"
@@ -89,6 +90,14 @@ absl::StatusOr<std::unique_ptr<LogSequencer>> LogSequencer::Open(store::AuditLog
   auto signer = tlog::Ed25519NoteSigner::FromPem(options.origin, options.signing_key_pem);
   if (!signer.ok()) return common::Annotated(signer.status(), "log_signing_key");
   std::string verifier_key = (*signer)->VerifierKey();
+  if (options.witnesses != nullptr) {
+    // No witness may be the log itself: its cosignatures would be the log key's own.
+    auto self = tlog::ParseVerifierKey(verifier_key);
+    if (!self.ok()) return self.status();
+    if (absl::Status apart = tlog::CheckCosigners(options.witnesses->verifiers(), self->get()); !apart.ok()) {
+      return common::Annotated(apart, "log_witnesses");
+    }
+  }
   std::unique_ptr<LogSequencer> sequencer(
       new LogSequencer(log, std::move(options), *std::move(signer), std::move(verifier_key)));
   {

@@ -98,6 +98,12 @@ LogWitnesses::LogWitnesses(std::vector<std::unique_ptr<Witness>> witnesses, Opti
 
 LogWitnesses::~LogWitnesses() = default;
 
+std::vector<const tlog::NoteVerifier*> LogWitnesses::verifiers() const {
+  std::vector<const tlog::NoteVerifier*> verifiers;
+  for (const auto& witness : witnesses_) verifiers.push_back(witness->verifier.get());
+  return verifiers;
+}
+
 namespace {
 
 struct Answer {

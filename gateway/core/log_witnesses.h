@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "tlog/merkle.h"
 #include "tlog/note.h"
+#include "tlog/note.h"
 
 namespace osh::gateway {
 
@@ -47,6 +48,9 @@ class LogWitnesses {
   static absl::StatusOr<std::unique_ptr<LogWitnesses>> Create(const std::vector<LogWitnessConfig>& witnesses,
                                                               Options options);
   ~LogWitnesses();
+
+  // The witnesses' verifier keys, in configuration order (owned by this object).
+  std::vector<const tlog::NoteVerifier*> verifiers() const;
 
   // The consistency proof from `old_size` to `size` (1 <= old_size < size), from the log's tree.
   using Prover = std::function<absl::StatusOr<tlog::Proof>(int64_t old_size, int64_t size)>;
