@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/bounded_text.h"
 #include "common/errors.h"
 #include "sandbox_client/private_file.h"
 #include "tlog/checkpoint.h"
@@ -22,8 +23,9 @@ constexpr char kInvalid[] = "log_proof_invalid";
 constexpr char kForked[] = "log_forked";
 constexpr char kForkHeader[] = "openshell.sandbox_client.log-fork.v1";
 
+// `what` quotes what the gateway sent (a sandbox id, a digest, an event's type): bounded and escaped.
 absl::Status Invalid(const std::string& what) {
-  return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalid, what);
+  return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalid, common::BoundedText(what, 4096));
 }
 
 absl::Status LogStateError(const std::string& path, const std::string& why) {

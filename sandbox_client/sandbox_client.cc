@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/bounded_text.h"
 #include "common/errors.h"
 #include "common/grpc_status.h"
 #include "trust/projection_check.h"
@@ -34,15 +35,27 @@ namespace gateway_v1 = openshell::policy::gateway::v1;
 
 using common::FromGrpc;
 
+// The most of the gateway's own words an error or a watch event repeats.
+constexpr size_t kMaxShownBytes = 4096;
+
+// The gateway's own words, bounded and escaped (common/bounded_text.h) before a person's terminal or log
+// gets them; the code and the reason (its payload) as they were.
+absl::Status Shown(const absl::Status& status) {
+  if (status.ok()) return status;
+  absl::Status shown(status.code(), common::BoundedText(status.message(), kMaxShownBytes));
+  status.ForEachPayload([&](absl::string_view type_url, const absl::Cord& payload) { shown.SetPayload(type_url, payload); });
+  return shown;
+}
+
 // A call that found no gateway over TLS says where to look ("Socket closed" alone told nothing: issue 25.18).
 absl::Status FromGrpc(const grpc::Status& status, const Endpoint& endpoint) {
   if (status.error_code() != grpc::StatusCode::UNAVAILABLE || endpoint.server.empty() || endpoint.ca_file.empty()) {
-    return FromGrpc(status);
+    return Shown(FromGrpc(status));
   }
-  absl::Status converted = FromGrpc(status);
+  absl::Status converted = Shown(FromGrpc(status));
   if (common::ReasonOf(converted) == "gateway_stopping") return converted;  // the gateway said so itself
   return absl::UnavailableError(absl::StrCat(
-      status.error_message(), " (", endpoint.Describe(),
+      converted.message(), " (", endpoint.Describe(),
       ": is the gateway running? does the CA file match its certificate, and its name the host? does it ask for a "
       "client certificate from sandbox_client_ca?)"));
 }
@@ -174,7 +187,8 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
   }
   if (served != nullptr && !served->has_proof() && !absl::StartsWith(served->log_status(), "log_pending")) {
     return common::Refused(absl::StatusCode::kFailedPrecondition, "log_proof_invalid",
-                           absl::StrCat("no proof that the gateway logged this projection: ", served->log_status()));
+                           absl::StrCat("no proof that the gateway logged this projection: ",
+                                        common::BoundedText(served->log_status(), kMaxShownBytes)));
   }
   const auto deadline = std::chrono::steady_clock::now() + options_.log_proof_wait;
   for (;;) {
@@ -291,8 +305,11 @@ std::shared_ptr<const VerifiedPolicy> SandboxClient::current() const {
 
 void SandboxClient::Emit(const EventFn& on_event, const WatchEvent& event) {
   if (!on_event) return;
+  WatchEvent shown = event;  // the digest and the detail may hold what the gateway sent
+  shown.digest = common::BoundedText(event.digest, kMaxShownBytes);
+  shown.detail = common::BoundedText(event.detail, kMaxShownBytes);
   absl::MutexLock lock(&event_mu_);
-  on_event(event);
+  on_event(shown);
 }
 
 void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event,

@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
 #include "sandbox_client/log_proof.h"
 #include "sandbox_client/sandbox_client.h"
 
@@ -27,6 +29,7 @@
 #include "tlog/ed25519.h"
 #include "tlog/tiles.h"
 #include "trust/audit_chain.h"
+#include "trust/encoding.h"
 #include "trust/keys.h"
 
 using namespace osh::test;
@@ -831,4 +834,82 @@ TEST_CASE("log: a witness whose key is the log's own is refused at start, and so
   CHECK(RunCommand({OSH_POLICYCTL_BINARY, "log", "checkpoint", "--log", dir / "var/log", "--key", *log_vkey,
                     "--witness-key", self_vkey}, &out, &err) != 0);
   CHECK_THAT(err, Catch::Contains("is the public key of the log"));
+}
+
+namespace {
+
+// A hostile gateway: its first answer is an error, its second a projection without a proof, each with
+// words meant for the supervisor's terminal (an escape sequence, a forged line, invalid UTF-8).
+constexpr char kHostileWords[] = "\x1b]0;pwned\x07\nFORGED: policy applied \xff";
+// A string field must be valid UTF-8 (protobuf refuses to send or parse one that is not).
+constexpr char kHostileStatus[] = "\x1b]0;pwned\x07\nFORGED: policy applied \u00e9";
+
+class HostileGateway final : public gw::SandboxPolicy::CallbackService {
+ public:
+  explicit HostileGateway(const drv::RuntimeContext& context) : context_(context) {}
+  grpc::ServerUnaryReactor* GetServedProjection(grpc::CallbackServerContext* ctx, const gw::GetServedProjectionRequest*,
+                                                gw::ServedProjection* out) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (calls_++ == 0) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kHostileWords));
+      return reactor;
+    }
+    drv::Projection* p = out->mutable_projection();
+    p->set_surface_id("openshell.sandbox.v1");
+    p->set_body(osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy()));
+    p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+    p->set_policy_version(1);
+    p->set_context_digest(osh::trust::ContextDigest(context_));
+    p->set_issued_at_unix(std::time(nullptr));
+    out->set_log_status(kHostileStatus);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  const drv::RuntimeContext context_;
+  std::atomic<int> calls_{0};
+};
+
+}  // namespace
+
+TEST_CASE("log: a hostile gateway's words reach the supervisor bounded and escaped, never as lines of their own",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  drv::RuntimeContext context;
+  context.set_sandbox_id("sb-h");
+  context.set_user_subject("alice@example.com");
+  HostileGateway hostile(context);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + (dir / "hostile.sock"), grpc::InsecureServerCredentials());
+  builder.RegisterService(&hostile);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+
+  osh::sandbox_client::ClientOptions options;
+  options.endpoint.unix_socket = dir / "hostile.sock";
+  options.handle = "handle";
+  options.context = context;
+  options.require_log_proof = true;
+  options.log_key = *vkey;
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  for (int call = 0; call < 2; ++call) {
+    auto refused = (*client)->Fetch();
+    REQUIRE_FALSE(refused.ok());
+    const std::string message(refused.status().message());
+    INFO(message);
+    CHECK(message.find_first_of("\x1b\x07\n") == std::string::npos);
+    CHECK(message.find('\xff') == std::string::npos);
+    if (call == 0) {  // invalid UTF-8: every byte past ASCII escaped
+      CHECK_THAT(message, Catch::Contains("\\033]0;pwned\\007\\nFORGED: policy applied \\377"));
+    } else {  // valid UTF-8 is kept, control characters escaped
+      CHECK_THAT(message, Catch::StartsWith("log_proof_invalid: no proof that the gateway logged") &&
+                              Catch::EndsWith("\\033]0;pwned\\007\\nFORGED: policy applied \u00e9"));
+    }
+  }
+  server->Shutdown();
 }

@@ -31,30 +31,6 @@ std::string Quoted(const std::string& key) {
 
 }  // namespace
 
-std::string BoundedText(const std::string& text, size_t max_bytes) {
-  const bool utf8 = google::protobuf::internal::IsStructurallyValidUTF8(text.data(), static_cast<int>(text.size()));
-  std::string out;
-  out.reserve(std::min(text.size(), max_bytes));
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto u = static_cast<unsigned char>(text[i]);
-    std::string piece;
-    if (u < 0x20 || u == 0x7f || (!utf8 && u >= 0x80)) {
-      piece = absl::CEscape(text.substr(i, 1));
-      i += 1;
-    } else {
-      const size_t length = u < 0x80 ? 1 : u >= 0xf0 ? 4 : u >= 0xe0 ? 3 : 2;  // a whole character
-      piece = text.substr(i, length);
-      i += length;
-    }
-    if (out.size() + piece.size() > max_bytes) {
-      return absl::StrCat(out, " …[truncated, ", text.size(), " bytes]");
-    }
-    out += piece;
-  }
-  return out;
-}
-
 absl::Status CheckSandboxId(const std::string& sandbox_id, const ContextLimits& limits) {
   if (sandbox_id.empty()) return absl::InvalidArgumentError("required");
   if (auto problem = TextProblem(sandbox_id, limits.sandbox_id_bytes); !problem.empty()) {

@@ -7,15 +7,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/bounded_text.h"
 #include "gateway/core/limits.h"
 #include "openshell/policy/driver/v1/driver.pb.h"
 
 namespace osh::gateway {
 
-// Client- or driver-chosen free text made fit for the audit log and the logs: control characters
-// C-escaped (no forged lines), invalid UTF-8 escaped, and cut to at most `max_bytes` on a character
-// boundary with " …[truncated, N bytes]" appended saying how long it was.
-std::string BoundedText(const std::string& text, size_t max_bytes);
+// Client- or driver-chosen free text made fit for the audit log and the logs (common/bounded_text.h).
+using common::BoundedText;
 
 // OK, or INVALID_ARGUMENT saying why `sandbox_id` cannot be a sandbox id ("21 bytes, at most 20", "not
 // valid UTF-8", "control characters are not allowed"; "required" when empty), without naming a field.
