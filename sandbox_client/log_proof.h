@@ -4,7 +4,7 @@
 // which extends every checkpoint this supervisor saw before (kept on disk, so a restart does not forget).
 // A gateway that shows this sandbox a policy it never logged, or a log forked for it, is caught here.
 //
-// Thread-compatible: the SandboxClient calls it under its apply lock.
+// Thread-compatible: the SandboxClient calls it under its log lock.
 #pragma once
 
 #include <cstdint>

@@ -196,7 +196,17 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
     request.set_known_size(log_->known_size());
     gateway_v1::LogProof proof;
     auto context = CallContext();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_) return absl::CancelledError("stopped while waiting for the log's proof");
+      proving_ = context.get();  // Stop() cancels it
+    }
     const grpc::Status status = stub_->GetLogProof(context.get(), request, &proof);
+    {
+      absl::MutexLock lock(&mu_);
+      proving_ = nullptr;
+      if (stopped_) return absl::CancelledError("stopped while waiting for the log's proof");
+    }
     if (status.ok()) return log_->Check(proof, projection, options_.context->sandbox_id());
     // Pending: integrated within log_integrate_interval_ms. Anything else (no log at all included) is a
     // missing proof, and a projection without one is not applied.
@@ -205,7 +215,8 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
                              absl::StrCat("no proof that the gateway logged this projection: ",
                                           FromGrpc(status, options_.endpoint).message()));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    absl::MutexLock lock(&mu_);
+    if (!stopped_) stop_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(50));
   }
 }
 
@@ -317,7 +328,6 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   auto emit = [&](WatchEvent::Kind kind, const std::string& detail) {
     Emit(on_event, {kind, projection.policy_digest(), detail, std::chrono::milliseconds(0)});
   };
-  absl::MutexLock serialized(&apply_mu_);
   std::shared_ptr<const VerifiedPolicy> in_force;
   uint64_t floor = 0;
   {
@@ -327,31 +337,47 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   }
   // The stream opens with the projection in force; after a reconnect it is usually the one applied.
   if (in_force != nullptr && in_force->projection.SerializeAsString() == projection.SerializeAsString()) return;
+  // Checked before the apply lock is taken: the log proof may wait on the gateway (log_proof_wait, and a
+  // call timeout per GetLogProof), and the expiry timer must not wait behind that.
   // No rollback below the highest version applied, in this process or (state_file) before it.
   absl::StatusOr<VerifiedPolicy> verified = Verify(projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
   absl::Status outcome = verified.status();
   if (outcome.ok()) outcome = ProveLogged(projection, served);
-  if (outcome.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
-    // Recorded before it is applied: a crash in between must not let an older one in after a restart.
-    outcome = SaveState(options_.state_file, projection.policy_version(), projection.policy_digest());
-    if (outcome.ok()) {
+  if (absl::IsCancelled(outcome)) return;  // Stop() while the proof was awaited: nothing applied or reported
+  std::string failure;
+  {
+    absl::MutexLock serialized(&apply_mu_);
+    {
       absl::MutexLock lock(&mu_);
-      floor_ = projection.policy_version();
-    } else {
-      outcome = absl::InternalError(absl::StrCat("not applied: ", outcome.message()));
+      if (floor_ != floor && outcome.ok()) {  // another projection was applied meanwhile: verified against it
+        floor = floor_;
+        verified = Verify(projection, std::optional<uint64_t>(floor));
+        outcome = verified.status();
+      }
+    }
+    if (outcome.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
+      // Recorded before it is applied: a crash in between must not let an older one in after a restart.
+      outcome = SaveState(options_.state_file, projection.policy_version(), projection.policy_digest());
+      if (outcome.ok()) {
+        absl::MutexLock lock(&mu_);
+        floor_ = projection.policy_version();
+      } else {
+        outcome = absl::InternalError(absl::StrCat("not applied: ", outcome.message()));
+      }
+    }
+    if (outcome.ok()) outcome = apply(*verified);
+    if (!outcome.ok() && verified.ok() && outcome.message().empty()) outcome = absl::UnknownError("apply failed");
+    failure = outcome.ok() ? "" : std::string(outcome.message());
+    if (outcome.ok()) {
+      auto applied = std::make_shared<const VerifiedPolicy>(*std::move(verified));
+      absl::MutexLock lock(&mu_);
+      current_ = std::move(applied);
+      expiry_handled_ = nullptr;
+      floor_ = std::max(floor_, projection.policy_version());
+      expiry_cv_.SignalAll();  // a new expiry to wait for
     }
   }
-  if (outcome.ok()) outcome = apply(*verified);
-  if (!outcome.ok() && verified.ok() && outcome.message().empty()) outcome = absl::UnknownError("apply failed");
-  const std::string failure = outcome.ok() ? "" : std::string(outcome.message());
-  if (outcome.ok()) {
-    auto applied = std::make_shared<const VerifiedPolicy>(*std::move(verified));
-    absl::MutexLock lock(&mu_);
-    current_ = std::move(applied);
-    expiry_handled_ = nullptr;
-    floor_ = std::max(floor_, projection.policy_version());
-    expiry_cv_.SignalAll();  // a new expiry to wait for
-  }
+  // Reported without the apply lock held (a slow gateway must not hold the expiry timer up).
   emit(outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, failure);
   if (!options_.report) return;
   if (absl::Status reported = Report(projection.policy_digest(), failure); !reported.ok()) {
@@ -532,6 +558,7 @@ void SandboxClient::Stop() {
   absl::MutexLock lock(&mu_);
   stopped_ = true;
   if (watching_ != nullptr) watching_->TryCancel();
+  if (proving_ != nullptr) proving_->TryCancel();
   stop_cv_.SignalAll();
 }
 

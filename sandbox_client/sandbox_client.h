@@ -165,6 +165,8 @@ class SandboxClient {
   using EventFn = std::function<void(const WatchEvent&)>;
   using WithdrawFn = std::function<absl::Status(const VerifiedPolicy& expired)>;
   absl::Status Watch(const ApplyFn& apply, const EventFn& on_event = nullptr, const WithdrawFn& withdraw = nullptr);
+  // Ends Watch, and any wait for the log's proof (a call waiting for one returns CANCELLED; a projection
+  // waiting for one is neither applied nor reported). For good: a stopped client does not watch again.
   void Stop();
 
   // The policy in force: the last one verified and applied by Watch (null before the first, and after an
@@ -199,13 +201,14 @@ class SandboxClient {
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<openshell::policy::gateway::v1::SandboxPolicy::Stub> stub_;
-  absl::Mutex apply_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // serializes Handle and the expiry action
+  absl::Mutex apply_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // serializes applying (Handle) and the expiry action
   absl::Mutex event_mu_;                            // one on_event call at a time
   mutable absl::Mutex mu_;
   std::shared_ptr<const VerifiedPolicy> current_ ABSL_GUARDED_BY(mu_);
   uint64_t floor_ ABSL_GUARDED_BY(mu_) = 0;  // the highest version applied or recorded in state_file
   const VerifiedPolicy* expiry_handled_ ABSL_GUARDED_BY(mu_) = nullptr;  // kKeepLastGood: reported once
   grpc::ClientContext* watching_ ABSL_GUARDED_BY(mu_) = nullptr;  // the open stream's, for Stop()
+  grpc::ClientContext* proving_ ABSL_GUARDED_BY(mu_) = nullptr;   // a GetLogProof under way, for Stop()
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool watch_done_ ABSL_GUARDED_BY(mu_) = false;  // tells the expiry timer to end
   absl::Status ended_ ABSL_GUARDED_BY(mu_);       // set by the expiry timer when Watch must end

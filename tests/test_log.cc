@@ -838,6 +838,36 @@ TEST_CASE("log: a witness whose key is the log's own is refused at start, and so
 
 namespace {
 
+// The sandbox of the fake gateways below.
+drv::RuntimeContext FakeContext(const std::string& sandbox_id) {
+  drv::RuntimeContext context;
+  context.set_sandbox_id(sandbox_id);
+  context.set_user_subject("alice@example.com");
+  return context;
+}
+
+// A fake gateway's SandboxPolicy service, served by the test on a Unix socket.
+std::unique_ptr<grpc::Server> ServeFake(grpc::Service* service, const std::string& socket) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  return server;
+}
+
+// A client of the fake gateway on `socket` that requires log proofs under `log_key`.
+osh::sandbox_client::ClientOptions FakeGatewayClient(const std::string& socket, const drv::RuntimeContext& context,
+                                                     const std::string& log_key) {
+  osh::sandbox_client::ClientOptions options;
+  options.endpoint.unix_socket = socket;
+  options.handle = "handle";
+  options.context = context;
+  options.require_log_proof = true;
+  options.log_key = log_key;
+  return options;
+}
+
 // A hostile gateway: its first answer is an error, its second a projection without a proof, each with
 // words meant for the supervisor's terminal (an escape sequence, a forged line, invalid UTF-8).
 constexpr char kHostileWords[] = "\x1b]0;pwned\x07\nFORGED: policy applied \xff";
@@ -879,23 +909,10 @@ TEST_CASE("log: a hostile gateway's words reach the supervisor bounded and escap
   LogKey key;
   auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
   REQUIRE(vkey.ok());
-  drv::RuntimeContext context;
-  context.set_sandbox_id("sb-h");
-  context.set_user_subject("alice@example.com");
+  const drv::RuntimeContext context = FakeContext("sb-h");
   HostileGateway hostile(context);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + (dir / "hostile.sock"), grpc::InsecureServerCredentials());
-  builder.RegisterService(&hostile);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  REQUIRE(server != nullptr);
-
-  osh::sandbox_client::ClientOptions options;
-  options.endpoint.unix_socket = dir / "hostile.sock";
-  options.handle = "handle";
-  options.context = context;
-  options.require_log_proof = true;
-  options.log_key = *vkey;
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  std::unique_ptr<grpc::Server> server = ServeFake(&hostile, dir / "hostile.sock");
+  auto client = osh::sandbox_client::SandboxClient::Connect(FakeGatewayClient(dir / "hostile.sock", context, *vkey));
   REQUIRE(client.ok());
   for (int call = 0; call < 2; ++call) {
     auto refused = (*client)->Fetch();
@@ -911,5 +928,147 @@ TEST_CASE("log: a hostile gateway's words reach the supervisor bounded and escap
                               Catch::EndsWith("\\033]0;pwned\\007\\nFORGED: policy applied \u00e9"));
     }
   }
+  server->Shutdown();
+}
+
+namespace {
+
+// A gateway whose watch brings a projection that expires in `expires_in_s` with a valid proof (a log of
+// one entry, signed with the test's log key), then a newer projection with a proof that does not check;
+// the GetLogProof the client then asks is held until `release`.
+class StallingGateway final : public gw::SandboxPolicy::CallbackService {
+ public:
+  StallingGateway(const drv::RuntimeContext& context, const std::string& log_pem, int64_t expires_in_s) {
+    const std::string body = osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy());
+    auto projection = [&](uint64_t version, int64_t expires_at) {
+      drv::Projection p;
+      p.set_surface_id("openshell.sandbox.v1");
+      p.set_body(body);
+      p.set_policy_digest(osh::policy::Sha256Hex(body));
+      p.set_policy_version(version);
+      p.set_context_digest(osh::trust::ContextDigest(context));
+      p.set_issued_at_unix(std::time(nullptr));
+      p.set_expires_at_unix(expires_at);
+      return p;
+    };
+    osh::trust::AuditEvent entry;
+    entry.seq = 1;
+    entry.time_unix_ms = std::time(nullptr) * 1000;
+    entry.type = osh::trust::audit::Type::kAdmission;
+    entry.outcome = osh::trust::audit::Outcome::kOk;
+    entry.sandbox_id = context.sandbox_id();
+    entry.surface_id = "openshell.sandbox.v1";
+    entry.policy_digest = osh::policy::Sha256Hex(body);
+    entry.policy_version = 1;
+    osh::tlog::Checkpoint checkpoint{kOrigin, 1, osh::tlog::RecordHash(osh::trust::CanonicalAuditBytes(entry)), {}};
+    auto signer = osh::tlog::Ed25519NoteSigner::FromPem(kOrigin, log_pem);
+    REQUIRE(signer.ok());
+    const osh::tlog::NoteSigner* signers[] = {signer->get()};
+    auto note = osh::tlog::SignCheckpoint(checkpoint, signers);
+    REQUIRE(note.ok());
+    gw::LogProof proof;
+    *proof.mutable_entry() = osh::trust::ToProto(entry);
+    proof.set_index(0);
+    proof.set_checkpoint(*note);
+    messages_.resize(2);
+    *messages_[0].mutable_projection() = projection(1, std::time(nullptr) + expires_in_s);
+    *messages_[0].mutable_proof() = proof;
+    *messages_[1].mutable_projection() = projection(2, 0);
+    *messages_[1].mutable_proof() = proof;  // names version 1: does not prove version 2
+  }
+  std::shared_ptr<std::atomic<bool>> release = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<int> log_proofs_asked{0};
+
+  grpc::ServerWriteReactor<gw::ServedProjection>* WatchServedProjection(
+      grpc::CallbackServerContext*, const gw::GetServedProjectionRequest*) override {
+    class Writer final : public grpc::ServerWriteReactor<gw::ServedProjection> {
+     public:
+      explicit Writer(const std::vector<gw::ServedProjection>* messages) : messages_(messages) { Next(); }
+      void OnWriteDone(bool ok) override {
+        if (ok) Next();
+        else End();
+      }
+      void OnCancel() override { End(); }
+      void OnDone() override { delete this; }
+
+     private:
+      void Next() {
+        if (next_ < messages_->size()) StartWrite(&(*messages_)[next_++]);  // then held open
+      }
+      void End() {
+        absl::MutexLock lock(&mu_);
+        if (!finished_) Finish(grpc::Status::CANCELLED);
+        finished_ = true;
+      }
+      const std::vector<gw::ServedProjection>* messages_;
+      size_t next_ = 0;
+      absl::Mutex mu_;
+      bool finished_ = false;
+    };
+    return new Writer(&messages_);
+  }
+  grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* ctx, const gw::GetLogProofRequest*,
+                                        gw::LogProof*) override {
+    ++log_proofs_asked;
+    auto* reactor = ctx->DefaultReactor();
+    std::thread([reactor, release = release] {
+      for (int i = 0; i < 6000 && !release->load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "log_pending: held by the test"));
+    }).detach();
+    return reactor;
+  }
+
+ private:
+  std::vector<gw::ServedProjection> messages_;
+};
+
+}  // namespace
+
+TEST_CASE("log: a projection waiting for its proof does not hold up the expiry of the policy in force",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const drv::RuntimeContext context = FakeContext("sb-x");
+  StallingGateway stalling(context, key.pem, 3);
+  std::unique_ptr<grpc::Server> server = ServeFake(&stalling, dir / "stalling.sock");
+  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "stalling.sock", context, *vkey);
+  options.clock_skew_s = 0;
+  options.report = false;
+  options.log_proof_wait = std::chrono::milliseconds(60000);
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  absl::Mutex mu;
+  std::vector<osh::sandbox_client::WatchEvent::Kind> events;
+  std::atomic<int> withdrawn{0};
+  std::thread watching([&] {
+    (*client)
+        ->Watch([](const osh::sandbox_client::VerifiedPolicy&) { return absl::OkStatus(); },
+                [&](const osh::sandbox_client::WatchEvent& e) {
+                  absl::MutexLock lock(&mu);
+                  events.push_back(e.kind);
+                },
+                [&](const osh::sandbox_client::VerifiedPolicy&) {
+                  ++withdrawn;
+                  return absl::OkStatus();
+                })
+        .IgnoreError();
+  });
+  // Version 1 applied; version 2's proof does not check, so the client asks GetLogProof, which is held.
+  REQUIRE(Eventually([&] { return stalling.log_proofs_asked.load() > 0; }));
+  CHECK((*client)->current() != nullptr);
+  // Version 1 expires (3 s) while that call is held: withdrawn on time, not once the gateway answers
+  // (before the fix the expiry waited for the apply lock, held across GetLogProof, up to log_proof_wait).
+  CHECK(Eventually([&] { return withdrawn.load() == 1; }, std::chrono::seconds(10)));
+  CHECK((*client)->current() == nullptr);
+  CHECK_FALSE(stalling.release->load());
+  {
+    absl::MutexLock lock(&mu);
+    CHECK(std::count(events.begin(), events.end(), osh::sandbox_client::WatchEvent::kExpired) == 1);
+  }
+  stalling.release->store(true);
+  (*client)->Stop();
+  watching.join();
   server->Shutdown();
 }
