@@ -933,47 +933,57 @@ TEST_CASE("log: a hostile gateway's words reach the supervisor bounded and escap
 
 namespace {
 
+// A projection of the restrictive default policy for `context`, unsigned (verification "none").
+drv::Projection FakeProjection(const drv::RuntimeContext& context, uint64_t version, int64_t expires_at = 0) {
+  drv::Projection p;
+  p.set_surface_id("openshell.sandbox.v1");
+  p.set_body(osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy()));
+  p.set_policy_digest(osh::policy::Sha256Hex(p.body()));
+  p.set_policy_version(version);
+  p.set_context_digest(osh::trust::ContextDigest(context));
+  p.set_issued_at_unix(std::time(nullptr));
+  p.set_expires_at_unix(expires_at);
+  return p;
+}
+
+// The proof of `projection`'s admission for `context` in a log of that one entry, its checkpoint signed
+// with `log_pem`. Two proofs of one projection at two `time_unix_ms` are two trees of size 1: a fork.
+gw::LogProof OneEntryProof(const drv::RuntimeContext& context, const drv::Projection& projection,
+                           const std::string& log_pem, int64_t time_unix_ms) {
+  osh::trust::AuditEvent entry;
+  entry.seq = 1;
+  entry.time_unix_ms = time_unix_ms;
+  entry.type = osh::trust::audit::Type::kAdmission;
+  entry.outcome = osh::trust::audit::Outcome::kOk;
+  entry.sandbox_id = context.sandbox_id();
+  entry.surface_id = projection.surface_id();
+  entry.policy_digest = projection.policy_digest();
+  entry.policy_version = projection.policy_version();
+  osh::tlog::Checkpoint checkpoint{kOrigin, 1, osh::tlog::RecordHash(osh::trust::CanonicalAuditBytes(entry)), {}};
+  auto signer = osh::tlog::Ed25519NoteSigner::FromPem(kOrigin, log_pem);
+  REQUIRE(signer.ok());
+  const osh::tlog::NoteSigner* signers[] = {signer->get()};
+  auto note = osh::tlog::SignCheckpoint(checkpoint, signers);
+  REQUIRE(note.ok());
+  gw::LogProof proof;
+  *proof.mutable_entry() = osh::trust::ToProto(entry);
+  proof.set_index(0);
+  proof.set_checkpoint(*note);
+  return proof;
+}
+
 // A gateway whose watch brings a projection that expires in `expires_in_s` with a valid proof (a log of
 // one entry, signed with the test's log key), then a newer projection with a proof that does not check;
 // the GetLogProof the client then asks is held until `release`.
 class StallingGateway final : public gw::SandboxPolicy::CallbackService {
  public:
   StallingGateway(const drv::RuntimeContext& context, const std::string& log_pem, int64_t expires_in_s) {
-    const std::string body = osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy());
-    auto projection = [&](uint64_t version, int64_t expires_at) {
-      drv::Projection p;
-      p.set_surface_id("openshell.sandbox.v1");
-      p.set_body(body);
-      p.set_policy_digest(osh::policy::Sha256Hex(body));
-      p.set_policy_version(version);
-      p.set_context_digest(osh::trust::ContextDigest(context));
-      p.set_issued_at_unix(std::time(nullptr));
-      p.set_expires_at_unix(expires_at);
-      return p;
-    };
-    osh::trust::AuditEvent entry;
-    entry.seq = 1;
-    entry.time_unix_ms = std::time(nullptr) * 1000;
-    entry.type = osh::trust::audit::Type::kAdmission;
-    entry.outcome = osh::trust::audit::Outcome::kOk;
-    entry.sandbox_id = context.sandbox_id();
-    entry.surface_id = "openshell.sandbox.v1";
-    entry.policy_digest = osh::policy::Sha256Hex(body);
-    entry.policy_version = 1;
-    osh::tlog::Checkpoint checkpoint{kOrigin, 1, osh::tlog::RecordHash(osh::trust::CanonicalAuditBytes(entry)), {}};
-    auto signer = osh::tlog::Ed25519NoteSigner::FromPem(kOrigin, log_pem);
-    REQUIRE(signer.ok());
-    const osh::tlog::NoteSigner* signers[] = {signer->get()};
-    auto note = osh::tlog::SignCheckpoint(checkpoint, signers);
-    REQUIRE(note.ok());
-    gw::LogProof proof;
-    *proof.mutable_entry() = osh::trust::ToProto(entry);
-    proof.set_index(0);
-    proof.set_checkpoint(*note);
+    const drv::Projection first = FakeProjection(context, 1, std::time(nullptr) + expires_in_s);
+    const gw::LogProof proof = OneEntryProof(context, first, log_pem, std::time(nullptr) * 1000);
     messages_.resize(2);
-    *messages_[0].mutable_projection() = projection(1, std::time(nullptr) + expires_in_s);
+    *messages_[0].mutable_projection() = first;
     *messages_[0].mutable_proof() = proof;
-    *messages_[1].mutable_projection() = projection(2, 0);
+    *messages_[1].mutable_projection() = FakeProjection(context, 2);
     *messages_[1].mutable_proof() = proof;  // names version 1: does not prove version 2
   }
   std::shared_ptr<std::atomic<bool>> release = std::make_shared<std::atomic<bool>>(false);
@@ -1070,5 +1080,69 @@ TEST_CASE("log: a projection waiting for its proof does not hold up the expiry o
   stalling.release->store(true);
   (*client)->Stop();
   watching.join();
+  server->Shutdown();
+}
+
+namespace {
+
+// A gateway that serves one projection with an honest proof, then with the proof of another tree of the
+// same size (a fork), and answers GetLogProof honestly.
+class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
+ public:
+  ForkingGateway(const drv::RuntimeContext& context, const std::string& log_pem)
+      : projection_(FakeProjection(context, 1)),
+        honest_(OneEntryProof(context, projection_, log_pem, 1'700'000'000'000)),
+        forked_(OneEntryProof(context, projection_, log_pem, 1'700'000'000'001)) {}
+  std::atomic<int> log_proofs_asked{0};
+
+  grpc::ServerUnaryReactor* GetServedProjection(grpc::CallbackServerContext* ctx, const gw::GetServedProjectionRequest*,
+                                                gw::ServedProjection* out) override {
+    *out->mutable_projection() = projection_;
+    *out->mutable_proof() = served_++ == 0 ? honest_ : forked_;
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* ctx, const gw::GetLogProofRequest*,
+                                        gw::LogProof* out) override {
+    ++log_proofs_asked;
+    *out = honest_;
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  const drv::Projection projection_;
+  const gw::LogProof honest_, forked_;
+  std::atomic<int> served_{0};
+};
+
+}  // namespace
+
+TEST_CASE("log: a fork shown beside a projection is refused at once, whatever proof the gateway gives next",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const drv::RuntimeContext context = FakeContext("sb-f");
+  ForkingGateway forking(context, key.pem);
+  std::unique_ptr<grpc::Server> server = ServeFake(&forking, dir / "forking.sock");
+  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "forking.sock", context, *vkey);
+  options.log_state_file = dir / "log-state";
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  auto first = (*client)->Fetch();
+  INFO(first.status());
+  REQUIRE(first.ok());
+  // The same projection under another tree of size 1. Before the fix the client asked GetLogProof
+  // again, got the honest proof, and applied: the fork went unreported.
+  auto second = (*client)->Fetch();
+  REQUIRE_FALSE(second.ok());
+  CHECK_THAT(std::string(second.status().message()),
+             Catch::StartsWith("log_forked") && Catch::Contains("two trees of one size"));
+  CHECK(forking.log_proofs_asked.load() == 0);
+  CHECK_THAT(ReadAll(dir / "log-state.fork"), Catch::StartsWith("openshell.sandbox_client.log-fork.v1\nknown size 1\n"));
   server->Shutdown();
 }
