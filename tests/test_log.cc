@@ -1146,3 +1146,26 @@ TEST_CASE("log: a fork shown beside a projection is refused at once, whatever pr
   CHECK_THAT(ReadAll(dir / "log-state.fork"), Catch::StartsWith("openshell.sandbox_client.log-fork.v1\nknown size 1\n"));
   server->Shutdown();
 }
+
+TEST_CASE("log: a log state file is read strictly: a size of 0, a sign, spaces or past 2^62 is corrupt, never 'nothing seen'",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const std::string root = osh::tlog::HashToBase64(osh::tlog::RecordHash("a tree"));
+  osh::sandbox_client::LogProofOptions options;
+  options.log_key = *vkey;
+  options.state_file = dir / "log-state";
+  for (const std::string size : {"0", "+5", " 5", "5 ", "0x5", "4611686018427387905", ""}) {
+    WriteFile(options.state_file, absl::StrCat("openshell.sandbox_client.log.v1\nsize ", size, "\nroot ", root, "\n"), 0600);
+    auto verifier = osh::sandbox_client::LogProofVerifier::Create(options);
+    INFO("size '" << size << "'");
+    REQUIRE_FALSE(verifier.ok());
+    CHECK_THAT(std::string(verifier.status().message()), Catch::Contains("corrupt: bad size line"));
+  }
+  WriteFile(options.state_file, absl::StrCat("openshell.sandbox_client.log.v1\nsize 4611686018427387904\nroot ", root, "\n"), 0600);
+  auto largest = osh::sandbox_client::LogProofVerifier::Create(options);
+  REQUIRE(largest.ok());
+  CHECK((*largest)->known_size() == 4611686018427387904u);
+}
