@@ -175,10 +175,12 @@ absl::Status LogProofVerifier::Check(const openshell::policy::gateway::v1::LogPr
   // write may have replaced the file all the same; the file, if older, is extended by this one).
   known_size_ = size;
   known_root_ = checkpoint.root;
-  if (moved && !options_.state_file.empty()) {
+  if ((moved || unsaved_) && !options_.state_file.empty()) {
     const std::string text =
         absl::StrCat(kLogStateHeader, "\nsize ", size, "\nroot ", tlog::HashToBase64(checkpoint.root), "\n");
-    return WritePrivateFileAtomically(options_.state_file, text, "log state file");
+    absl::Status saved = WritePrivateFileAtomically(options_.state_file, text, "log state file");
+    unsaved_ = !saved.ok();
+    return saved;
   }
   return absl::OkStatus();
 }

@@ -42,7 +42,8 @@ class LogProofVerifier {
 
   // OK when `proof` proves that `projection` was logged for `sandbox_id` as described above; then the
   // proof's checkpoint becomes the newest seen (and is written to the state file: an error writing it is
-  // returned, the checkpoint held all the same). Otherwise FAILED_PRECONDITION and nothing changes:
+  // returned, the checkpoint held all the same, and every later Check writes it again, refusing until the
+  // write succeeds: nothing is proven while the file is behind). Otherwise FAILED_PRECONDITION and nothing changes:
   // "log_forked: <both roots>" for a checkpoint of the size of the newest seen with another root (the log
   // key signed two trees of one size: proof of a fork, never a stale message, so not worth asking again;
   // the first one is kept in <state_file>.fork), "log_proof_invalid: <what>" for anything else (a
@@ -60,6 +61,7 @@ class LogProofVerifier {
   const std::vector<std::unique_ptr<tlog::NoteVerifier>> witnesses_;
   uint64_t known_size_ = 0;
   tlog::Hash known_root_{};
+  bool unsaved_ = false;  // the state file is behind known_size_/known_root_ (its last write failed)
 };
 
 }  // namespace osh::sandbox_client

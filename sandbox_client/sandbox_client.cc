@@ -198,14 +198,14 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
     auto context = CallContext();
     {
       absl::MutexLock lock(&mu_);
-      if (stopped_) return absl::CancelledError("stopped while waiting for the log's proof");
-      proving_ = context.get();  // Stop() cancels it
+      if (stopped_ || !ended_.ok()) return absl::CancelledError("stopped while waiting for the log's proof");
+      proving_ = context.get();  // Stop() (or the expiry timer ending the watch) cancels it
     }
     const grpc::Status status = stub_->GetLogProof(context.get(), request, &proof);
     {
       absl::MutexLock lock(&mu_);
       proving_ = nullptr;
-      if (stopped_) return absl::CancelledError("stopped while waiting for the log's proof");
+      if (stopped_ || !ended_.ok()) return absl::CancelledError("stopped while waiting for the log's proof");
     }
     if (status.ok()) return log_->Check(proof, projection, options_.context->sandbox_id());
     // Pending: integrated within log_integrate_interval_ms. Anything else (no log at all included) is a
@@ -216,7 +216,7 @@ absl::Status SandboxClient::ProveLogged(const driver_v1::Projection& projection,
                                           FromGrpc(status, options_.endpoint).message()));
     }
     absl::MutexLock lock(&mu_);
-    if (!stopped_) stop_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(50));
+    if (!stopped_ && ended_.ok()) stop_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(50));
   }
 }
 
@@ -286,7 +286,7 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Fetch() {
     }
     const uint64_t floor = applied_version_floor();
     auto verified = Verify(served.projection(), floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
-    if (!verified.ok()) return verified;
+    if (!verified.ok()) return Shown(verified.status());  // it may quote the projection's fields
     if (absl::Status logged = ProveLogged(served.projection(), &served); !logged.ok()) return logged;
     return verified;
   }
@@ -294,7 +294,7 @@ absl::StatusOr<VerifiedPolicy> SandboxClient::Fetch() {
   if (!projection.ok()) return projection.status();
   const uint64_t floor = applied_version_floor();
   auto verified = Verify(*projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
-  if (!verified.ok()) return verified;
+  if (!verified.ok()) return Shown(verified.status());  // it may quote the projection's fields
   if (absl::Status logged = ProveLogged(*projection); !logged.ok()) return logged;
   return verified;
 }
@@ -347,13 +347,15 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   std::string failure;
   {
     absl::MutexLock serialized(&apply_mu_);
-    {
-      absl::MutexLock lock(&mu_);
-      if (floor_ != floor && outcome.ok()) {  // another projection was applied meanwhile: verified against it
+    if (outcome.ok()) {
+      // Verified again now: the wait for the proof may have outlasted the projection's expiry, or another
+      // projection may have been applied meanwhile (microseconds; no call to the gateway).
+      {
+        absl::MutexLock lock(&mu_);
         floor = floor_;
-        verified = Verify(projection, std::optional<uint64_t>(floor));
-        outcome = verified.status();
       }
+      verified = Verify(projection, floor != 0 ? std::optional<uint64_t>(floor) : std::nullopt);
+      outcome = verified.status();
     }
     if (outcome.ok() && !options_.state_file.empty() && projection.policy_version() > floor) {
       // Recorded before it is applied: a crash in between must not let an older one in after a restart.
@@ -376,9 +378,9 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
       floor_ = std::max(floor_, projection.policy_version());
       expiry_cv_.SignalAll();  // a new expiry to wait for
     }
+    emit(outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, failure);  // before any kExpired of it
   }
   // Reported without the apply lock held (a slow gateway must not hold the expiry timer up).
-  emit(outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, failure);
   if (!options_.report) return;
   if (absl::Status reported = Report(projection.policy_digest(), failure); !reported.ok()) {
     emit(WatchEvent::kReportFailed, std::string(reported.message()));
@@ -440,6 +442,7 @@ void SandboxClient::ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdr
       if (!withdrawn.ok()) {
         ended_ = absl::FailedPreconditionError(detail);
         if (watching_ != nullptr) watching_->TryCancel();
+        if (proving_ != nullptr) proving_->TryCancel();
         stop_cv_.SignalAll();
       }
     }
@@ -490,7 +493,7 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
     watching_ = nullptr;
     if (stopped_) return absl::OkStatus();
     if (!ended_.ok()) return ended_;
-    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) return FromGrpc(status);
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) return Shown(FromGrpc(status));
     // Full jitter over [backoff/2, backoff]: replicas of a restarted gateway are not all hit at once.
     const auto wait = std::chrono::milliseconds(
         backoff.count() / 2 + static_cast<int64_t>(random() % static_cast<uint64_t>(backoff.count() / 2 + 1)));

@@ -567,6 +567,9 @@ TEST_CASE("log: the client library applies a projection only with a valid proof 
   REQUIRE(g.Admit("sb-b", &b).ok());
   auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
   REQUIRE(vkey.ok());
+  // Every event under the checkpoint first: the client keeps it, and the fork section below needs the
+  // gateway's checkpoint to stay of that size (one made between the two admissions would grow meanwhile).
+  WaitForCheckpoint(g.state_dir() + "/log", key.pem, static_cast<int64_t>(g.AuditEvents().size()));
   const std::string state = g.dir() / "log-state";
 
   auto good = ProvingClient(g, a.sandbox_handle(), "sb-a", *vkey, state);
@@ -1072,7 +1075,6 @@ TEST_CASE("log: a projection waiting for its proof does not hold up the expiry o
   // (before the fix the expiry waited for the apply lock, held across GetLogProof, up to log_proof_wait).
   CHECK(Eventually([&] { return withdrawn.load() == 1; }, std::chrono::seconds(10)));
   CHECK((*client)->current() == nullptr);
-  CHECK_FALSE(stalling.release->load());
   {
     absl::MutexLock lock(&mu);
     CHECK(std::count(events.begin(), events.end(), osh::sandbox_client::WatchEvent::kExpired) == 1);
@@ -1085,12 +1087,13 @@ TEST_CASE("log: a projection waiting for its proof does not hold up the expiry o
 
 namespace {
 
-// A gateway that serves one projection with an honest proof, then with the proof of another tree of the
-// same size (a fork), and answers GetLogProof honestly.
+// A gateway that serves one projection with an honest proof, then (`fork`) with the proof of another tree
+// of the same size, and answers GetLogProof honestly.
 class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
  public:
-  ForkingGateway(const drv::RuntimeContext& context, const std::string& log_pem)
-      : projection_(FakeProjection(context, 1)),
+  ForkingGateway(const drv::RuntimeContext& context, const std::string& log_pem, bool fork = true)
+      : fork_(fork),
+        projection_(FakeProjection(context, 1)),
         honest_(OneEntryProof(context, projection_, log_pem, 1'700'000'000'000)),
         forked_(OneEntryProof(context, projection_, log_pem, 1'700'000'000'001)) {}
   std::atomic<int> log_proofs_asked{0};
@@ -1098,7 +1101,7 @@ class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
   grpc::ServerUnaryReactor* GetServedProjection(grpc::CallbackServerContext* ctx, const gw::GetServedProjectionRequest*,
                                                 gw::ServedProjection* out) override {
     *out->mutable_projection() = projection_;
-    *out->mutable_proof() = served_++ == 0 ? honest_ : forked_;
+    *out->mutable_proof() = served_++ == 0 || !fork_ ? honest_ : forked_;
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -1113,6 +1116,7 @@ class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
   }
 
  private:
+  const bool fork_;
   const drv::Projection projection_;
   const gw::LogProof honest_, forked_;
   std::atomic<int> served_{0};
@@ -1168,4 +1172,34 @@ TEST_CASE("log: a log state file is read strictly: a size of 0, a sign, spaces o
   auto largest = osh::sandbox_client::LogProofVerifier::Create(options);
   REQUIRE(largest.ok());
   CHECK((*largest)->known_size() == 4611686018427387904u);
+}
+
+TEST_CASE("log: a checkpoint the client could not write to its state file proves nothing until it is written",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const drv::RuntimeContext context = FakeContext("sb-u");
+  ForkingGateway honest(context, key.pem, /*fork=*/false);
+  std::unique_ptr<grpc::Server> server = ServeFake(&honest, dir / "honest.sock");
+  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "honest.sock", context, *vkey);
+  const std::string state = dir / "log-state";
+  options.log_state_file = state;
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  // The state file cannot be replaced (a folder stands in its place: a rename over it fails, even as root).
+  REQUIRE(std::filesystem::create_directory(state));
+  auto refused = (*client)->Fetch();
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(std::string(refused.status().message()), Catch::Contains("log state file"));
+  // Before the fix the proof asked next, of the same checkpoint, passed without writing it.
+  CHECK(honest.log_proofs_asked.load() > 0);
+  // Once the file can be written, the same checkpoint is written and proves the projection.
+  REQUIRE(std::filesystem::remove(state));
+  auto fetched = (*client)->Fetch();
+  INFO(fetched.status());
+  CHECK(fetched.ok());
+  CHECK_THAT(ReadAll(state), Catch::StartsWith("openshell.sandbox_client.log.v1\nsize 1\n"));
+  server->Shutdown();
 }

@@ -25,7 +25,6 @@
 #include "absl/time/time.h"
 #include "tlog/merkle.h"
 #include "tlog/note.h"
-#include "tlog/note.h"
 
 namespace osh::gateway {
 
