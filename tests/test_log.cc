@@ -975,6 +975,32 @@ gw::LogProof OneEntryProof(const drv::RuntimeContext& context, const drv::Projec
   return proof;
 }
 
+// A watch stream that writes `messages` in order and then stays open until the client goes.
+class ScriptedWatch final : public grpc::ServerWriteReactor<gw::ServedProjection> {
+ public:
+  explicit ScriptedWatch(const std::vector<gw::ServedProjection>* messages) : messages_(messages) { Next(); }
+  void OnWriteDone(bool ok) override {
+    if (ok) Next();
+    else End();
+  }
+  void OnCancel() override { End(); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (next_ < messages_->size()) StartWrite(&(*messages_)[next_++]);  // then held open
+  }
+  void End() {
+    absl::MutexLock lock(&mu_);
+    if (!finished_) Finish(grpc::Status::CANCELLED);
+    finished_ = true;
+  }
+  const std::vector<gw::ServedProjection>* messages_;
+  size_t next_ = 0;
+  absl::Mutex mu_;
+  bool finished_ = false;
+};
+
 // A gateway whose watch brings a projection that expires in `expires_in_s` with a valid proof (a log of
 // one entry, signed with the test's log key), then a newer projection with a proof that does not check;
 // the GetLogProof the client then asks is held until `release`.
@@ -994,31 +1020,7 @@ class StallingGateway final : public gw::SandboxPolicy::CallbackService {
 
   grpc::ServerWriteReactor<gw::ServedProjection>* WatchServedProjection(
       grpc::CallbackServerContext*, const gw::GetServedProjectionRequest*) override {
-    class Writer final : public grpc::ServerWriteReactor<gw::ServedProjection> {
-     public:
-      explicit Writer(const std::vector<gw::ServedProjection>* messages) : messages_(messages) { Next(); }
-      void OnWriteDone(bool ok) override {
-        if (ok) Next();
-        else End();
-      }
-      void OnCancel() override { End(); }
-      void OnDone() override { delete this; }
-
-     private:
-      void Next() {
-        if (next_ < messages_->size()) StartWrite(&(*messages_)[next_++]);  // then held open
-      }
-      void End() {
-        absl::MutexLock lock(&mu_);
-        if (!finished_) Finish(grpc::Status::CANCELLED);
-        finished_ = true;
-      }
-      const std::vector<gw::ServedProjection>* messages_;
-      size_t next_ = 0;
-      absl::Mutex mu_;
-      bool finished_ = false;
-    };
-    return new Writer(&messages_);
+    return new ScriptedWatch(&messages_);
   }
   grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* ctx, const gw::GetLogProofRequest*,
                                         gw::LogProof*) override {
@@ -1201,5 +1203,101 @@ TEST_CASE("log: a checkpoint the client could not write to its state file proves
   INFO(fetched.status());
   CHECK(fetched.ok());
   CHECK_THAT(ReadAll(state), Catch::StartsWith("openshell.sandbox_client.log.v1\nsize 1\n"));
+  server->Shutdown();
+}
+
+namespace {
+
+// A gateway whose watch brings one projection that expires in `expires_in_s`, with a proof that does not
+// check (it names another sandbox); the GetLogProof the client then asks is answered with the right proof
+// only `answer_after_s` later — after the projection expired.
+class LateProofGateway final : public gw::SandboxPolicy::CallbackService {
+ public:
+  LateProofGateway(const drv::RuntimeContext& context, const std::string& log_pem, int64_t expires_in_s,
+                   int64_t answer_after_s)
+      : answer_after_s_(answer_after_s) {
+    const drv::Projection projection = FakeProjection(context, 1, std::time(nullptr) + expires_in_s);
+    proof_ = OneEntryProof(context, projection, log_pem, std::time(nullptr) * 1000);
+    messages_.resize(1);
+    *messages_[0].mutable_projection() = projection;
+    *messages_[0].mutable_proof() = OneEntryProof(FakeContext("another"), projection, log_pem, 1);
+  }
+  std::atomic<int> log_proofs_answered{0};
+
+  grpc::ServerWriteReactor<gw::ServedProjection>* WatchServedProjection(
+      grpc::CallbackServerContext*, const gw::GetServedProjectionRequest*) override {
+    return new ScriptedWatch(&messages_);
+  }
+  grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* ctx, const gw::GetLogProofRequest*,
+                                        gw::LogProof* out) override {
+    auto* reactor = ctx->DefaultReactor();
+    *out = proof_;
+    std::thread([this, reactor] {
+      std::this_thread::sleep_for(std::chrono::seconds(answer_after_s_));
+      ++log_proofs_answered;
+      reactor->Finish(grpc::Status::OK);
+    }).detach();
+    return reactor;
+  }
+
+ private:
+  const int64_t answer_after_s_;
+  gw::LogProof proof_;
+  std::vector<gw::ServedProjection> messages_;
+};
+
+}  // namespace
+
+TEST_CASE("log: a projection whose proof came after it expired is refused, not applied",
+          "[integration][log]") {
+  TempDir dir;
+  LogKey key;
+  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(vkey.ok());
+  const drv::RuntimeContext context = FakeContext("sb-l");
+  LateProofGateway late(context, key.pem, /*expires_in_s=*/2, /*answer_after_s=*/4);
+  std::unique_ptr<grpc::Server> server = ServeFake(&late, dir / "late.sock");
+  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "late.sock", context, *vkey);
+  options.clock_skew_s = 0;
+  options.report = false;
+  options.log_proof_wait = std::chrono::milliseconds(20000);
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  absl::Mutex mu;
+  std::vector<osh::sandbox_client::WatchEvent> events;
+  std::atomic<int> applied{0};
+  std::thread watching([&] {
+    (*client)
+        ->Watch(
+            [&](const osh::sandbox_client::VerifiedPolicy&) {
+              ++applied;
+              return absl::OkStatus();
+            },
+            [&](const osh::sandbox_client::WatchEvent& e) {
+              absl::MutexLock lock(&mu);
+              events.push_back(e);
+            })
+        .IgnoreError();
+  });
+  auto rejected = [&] {
+    absl::MutexLock lock(&mu);
+    return std::any_of(events.begin(), events.end(), [](const osh::sandbox_client::WatchEvent& e) {
+      return e.kind == osh::sandbox_client::WatchEvent::kRejected;
+    });
+  };
+  REQUIRE(Eventually(rejected, std::chrono::seconds(20)));
+  CHECK(late.log_proofs_answered.load() == 1);  // the proof came, and checked: the expiry refused it
+  CHECK(applied.load() == 0);
+  CHECK((*client)->current() == nullptr);
+  {
+    absl::MutexLock lock(&mu);
+    for (const auto& e : events) {
+      INFO(e.detail);
+      CHECK(e.kind != osh::sandbox_client::WatchEvent::kApplied);
+      if (e.kind == osh::sandbox_client::WatchEvent::kRejected) CHECK_THAT(e.detail, Catch::StartsWith("expired"));
+    }
+  }
+  (*client)->Stop();
+  watching.join();
   server->Shutdown();
 }
