@@ -2026,6 +2026,10 @@ TEST_CASE("interceptor: an Evaluate that reaches a worker after its deadline is 
   REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
   REQUIRE(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
   constexpr int kCalls = 8;
+  // The requests are built here: FromProtoJson asserts, and Catch's assertions are not thread-safe (built
+  // in the callers' threads, they corrupted the runner now and then: a SIGSEGV or bad_array_new_length).
+  std::vector<Struct> operations;
+  for (int i = 0; i < kCalls; ++i) operations.push_back(FromProtoJson(CreateSandboxJson(absl::StrCat("late-", i), kBasePolicyJson)));
   std::vector<std::thread> callers;
   std::vector<grpc::StatusCode> codes(kCalls);
   for (int i = 0; i < kCalls; ++i) {
@@ -2037,8 +2041,7 @@ TEST_CASE("interceptor: an Evaluate that reaches a worker after its deadline is 
       evaluation.set_method("CreateSandbox");
       (*evaluation.mutable_principal())["kind"] = "user";
       (*evaluation.mutable_principal())["subject"] = "alice@example.com";
-      *evaluation.mutable_validate()->mutable_proposed_operation() =
-          FromProtoJson(CreateSandboxJson(absl::StrCat("late-", i), kBasePolicyJson));
+      *evaluation.mutable_validate()->mutable_proposed_operation() = operations[i];
       grpc::ClientContext context;
       std::thread canceller;
       if (i % 2 == 0) {

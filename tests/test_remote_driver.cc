@@ -700,11 +700,13 @@ TEST_CASE("remote: callers arriving while the driver is down wait for the connec
   // A caller that joins late in an attempt (more than half of its own time left when the attempt fails:
   // the driver may have come back while the attempt waited out a back-off) tries once more. Were it
   // delayed past the first attempt's end, it would make its own: the count is the same either way.
-  std::thread first([&] { CHECK_FALSE((*driver)->TryReconnect()); });
+  std::atomic<bool> first_connected{true};  // checked after the join: Catch's assertions are not thread-safe
+  std::thread first([&] { first_connected = (*driver)->TryReconnect(); });
   REQUIRE(Eventually([&] { return (*driver)->connection_attempts() == before + 3; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(options.call_timeout_ms * 65 / 100));
   CHECK_FALSE((*driver)->TryReconnect());
   first.join();
+  CHECK_FALSE(first_connected.load());
   CHECK((*driver)->connection_attempts() == before + 4);
   (*driver)->Stop();
   ::close(fd);
@@ -743,10 +745,8 @@ TEST_CASE("remote: a call failing on a connection already replaced does not mark
   REQUIRE(gone.ok());
 
   // A call in flight on the first connection.
-  std::thread call([&] {
-    auto projection = (*driver)->GetProjection(*held, "openshell.sandbox.v1");
-    CHECK(projection.status().code() == absl::StatusCode::kUnavailable);
-  });
+  absl::StatusCode held_code = absl::StatusCode::kOk;  // checked after the join (Catch is not thread-safe)
+  std::thread call([&] { held_code = (*driver)->GetProjection(*held, "openshell.sandbox.v1").status().code(); });
   REQUIRE(Eventually([&] { return absl::StrContains(fake.log(), "holding: handle=" + *held); }));
   // Another call finds the driver gone: down, and the first connection is dropped.
   CHECK((*driver)->GetProjection(*gone, "openshell.sandbox.v1").status().code() == absl::StatusCode::kUnavailable);
@@ -758,6 +758,7 @@ TEST_CASE("remote: a call failing on a connection already replaced does not mark
   // with no connection at all, for good).
   WriteFile(release, "");
   call.join();
+  CHECK(held_code == absl::StatusCode::kUnavailable);
   CHECK((*driver)->available());
   {
     absl::MutexLock lock(&mu);
