@@ -97,7 +97,9 @@ struct LogTrustFlags {
     cmd->add_option("--origin", origin, "the origin the checkpoint must carry (default: any)");
     if (!witnesses) return;
     cmd->add_option("--witness-key", witness_keys, "a witness's cosignature verifier key, or a file holding it (repeatable)");
-    cmd->add_option("--quorum", quorum, "how many of the --witness-key witnesses must have cosigned (default: all of them)");
+    // At least 1: witness keys with a quorum of 0 would guard nothing (the client library refuses them too).
+    cmd->add_option("--quorum", quorum, "how many of the --witness-key witnesses must have cosigned (default: all of them)")
+        ->check(CLI::Range(1, 1000));
   }
 };
 
@@ -124,6 +126,9 @@ struct LogTrust {
     for (const auto& w : trust.witnesses) cosigners.push_back(w.get());
     if (absl::Status distinct = tlog::CheckCosigners(cosigners, trust.log.get()); !distinct.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--witness-key: ", distinct.message()));
+    }
+    if (flags.quorum >= 0 && trust.witnesses.empty()) {
+      return absl::InvalidArgumentError("--quorum needs --witness-key: it counts the witnesses' cosignatures");
     }
     if (flags.quorum > static_cast<int>(trust.witnesses.size())) {
       return absl::InvalidArgumentError(absl::StrCat("--quorum ", flags.quorum, " exceeds the ", trust.witnesses.size(), " --witness-key given"));

@@ -1,9 +1,9 @@
 #include "cli/log_source.h"
 
-#include <httplib.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/http_client.h"
 
 namespace osh::cli {
 namespace {
@@ -14,35 +14,24 @@ class HttpLogSource final : public tlog::PathTileFetcher {
       : origin_(std::move(origin)), prefix_(std::move(prefix)), timeout_s_(timeout_s) {}
 
   absl::StatusOr<std::string> Fetch(const std::string& path) const override {
-    // One client per fetch: the fetcher is shared across threads by contract, a client is not.
-    httplib::Client client(origin_);
-    client.set_connection_timeout(timeout_s_, 0);
-    client.set_read_timeout(timeout_s_, 0);
-    client.set_follow_location(true);
-    const std::string url = absl::StrCat(prefix_, "/", path);
+    const std::string url = absl::StrCat(origin_, prefix_, "/", path);
     // A tile is at most 8 KiB and an entry bundle 256 entries of at most 64 KiB: a server sending more is
-    // not a log, and is not read into memory without bound.
-    std::string body;
-    bool too_large = false;
-    httplib::Result result = client.Get(url, [&](const char* data, size_t length) {
-      if (body.size() + length > kMaxFetchBytes) {
-        too_large = true;
-        return false;
-      }
-      body.append(data, length);
-      return true;
-    });
-    if (too_large) {
-      return absl::DataLossError(absl::StrCat("GET ", origin_, url, ": more than ", kMaxFetchBytes, " bytes: not a log's file"));
+    // not a log, and is not read into memory without bound; nor are endless headers, nor a trickle of
+    // bytes for longer than the timeout (common/http_client.h).
+    common::HttpLimits limits;
+    limits.timeout = absl::Seconds(timeout_s_);
+    limits.max_body_bytes = kMaxFetchBytes;
+    absl::StatusOr<common::HttpAnswer> answer = common::HttpGet(url, limits);
+    if (absl::IsResourceExhausted(answer.status())) {
+      return absl::DataLossError(absl::StrCat("GET ", url, ": ", answer.status().message(), ": not a log's file"));
     }
-    if (!result) {
-      return absl::UnavailableError(absl::StrCat("GET ", origin_, url, ": ", httplib::to_string(result.error())));
+    if (!answer.ok()) return absl::UnavailableError(absl::StrCat("GET ", url, ": ", answer.status().message()));
+    if (answer->status == 404) return absl::NotFoundError(absl::StrCat("GET ", url, ": 404 not found"));
+    if (answer->status != 200) {
+      return absl::UnavailableError(absl::StrCat("GET ", url, ": HTTP status ", answer->status,
+                                                 answer->status / 100 == 3 ? " (a redirect: not followed)" : ""));
     }
-    if (result->status == 404) return absl::NotFoundError(absl::StrCat("GET ", origin_, url, ": 404 not found"));
-    if (result->status != 200) {
-      return absl::UnavailableError(absl::StrCat("GET ", origin_, url, ": HTTP status ", result->status));
-    }
-    return body;
+    return std::move(answer->body);
   }
   static constexpr size_t kMaxFetchBytes = size_t{256} * 65536 + 256 * 2 + 4096;
 

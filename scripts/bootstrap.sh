@@ -13,6 +13,7 @@ PACKAGES=(
   libsimdjson-dev   # JSON lines read fast: policyctl decide --replay (recorded egress intents)
   librhonabwy-dev   # JOSE (EdDSA JWT, JWKS): the OpenShell gateway interceptor's caller authentication
   libjansson-dev    # JSON with keys in order and typed values: policy-gateway --check-config -o json
+  libcurl4-openssl-dev   # HTTP(S) requests to tile servers and witnesses, bounded (common/http_client.h)
   openssl    # docs/network-walkthrough.md (run by the suite) makes its CA and certificates with it
   help2man   # man pages generated from each program's --help
   lintian    # the suite checks the Debian packages with it (tests/check_deb.sh)

@@ -104,6 +104,14 @@ TEST_CASE("limits: a report's error text is cut at 4 KiB with a marker, control 
   CHECK(info->load_error() == "line one\\n2026-01-01T00:00:00Z INFO forged\\033[31m");
   // A multi-byte character is never cut in half.
   CHECK(osh::gateway::BoundedText(std::string(10, 'a') + "é", 11) == "aaaaaaaaaa …[truncated, 12 bytes]");
+  // Valid UTF-8 that rewrites what a person sees is escaped too: a C1 CSI (U+009B), a right-to-left override
+  // (U+202E) and an isolate (U+2066) that reorder the line, a line separator (U+2028), a BOM; other
+  // characters pass as they are.
+  REQUIRE(a.Report("ok \xc2\x9b" "31m \xe2\x80\xae" "evil\xe2\x81\xa6 x\xe2\x80\xa8y \xef\xbb\xbf é ü 名").ok());
+  info = a.t.core->GetSandbox("sb-1");
+  CHECK(info->load_error() == "ok \\u009b31m \\u202eevil\\u2066 x\\u2028y \\ufeff é ü 名");
+  CHECK(osh::gateway::BoundedText("\xc2\x80\xc2\x9f\xc2\xa0\xd8\x9c\xe2\x80\x8e\xe2\x80\x8f\xe2\x81\xa9", 100) ==
+        "\\u0080\\u009f\xc2\xa0\\u061c\\u200e\\u200f\\u2069");
 }
 
 TEST_CASE("limits: reports are rate-limited per sandbox, refilled over time", "[limits][core]") {

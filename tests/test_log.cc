@@ -859,16 +859,37 @@ std::unique_ptr<grpc::Server> ServeFake(grpc::Service* service, const std::strin
   return server;
 }
 
-// A client of the fake gateway on `socket` that requires log proofs under `log_key`.
-osh::sandbox_client::ClientOptions FakeGatewayClient(const std::string& socket, const drv::RuntimeContext& context,
-                                                     const std::string& log_key) {
+// What every fake-gateway test sets up: a folder, a log key and its verifier key, the sandbox; `Serve`
+// then serves a fake SandboxPolicy service there and `options` is a client of it that requires log proofs
+// under that key. The server `Serve` returns must be destroyed before the service it serves.
+struct FakeGatewaySetup {
+  explicit FakeGatewaySetup(const std::string& sandbox_id) : context(FakeContext(sandbox_id)) {
+    auto verifier = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+    REQUIRE(verifier.ok());
+    vkey = *verifier;
+  }
+  std::unique_ptr<grpc::Server> Serve(grpc::Service* service) {
+    const std::string socket = dir / "gateway.sock";
+    std::unique_ptr<grpc::Server> server = ServeFake(service, socket);
+    options.endpoint.unix_socket = socket;
+    options.handle = "handle";
+    options.context = context;
+    options.require_log_proof = true;
+    options.log_key = vkey;
+    return server;
+  }
+  TempDir dir;
+  LogKey key;
+  std::string vkey;
+  const drv::RuntimeContext context;
   osh::sandbox_client::ClientOptions options;
-  options.endpoint.unix_socket = socket;
-  options.handle = "handle";
-  options.context = context;
-  options.require_log_proof = true;
-  options.log_key = log_key;
-  return options;
+};
+
+// A fake service's answer to a unary call: `status`, the response as the handler filled it.
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const grpc::Status& status = grpc::Status::OK) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
 }
 
 // A hostile gateway: its first answer is an error, its second a projection without a proof, each with
@@ -882,11 +903,7 @@ class HostileGateway final : public gw::SandboxPolicy::CallbackService {
   explicit HostileGateway(const drv::RuntimeContext& context) : context_(context) {}
   grpc::ServerUnaryReactor* GetServedProjection(grpc::CallbackServerContext* ctx, const gw::GetServedProjectionRequest*,
                                                 gw::ServedProjection* out) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (calls_++ == 0) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kHostileWords));
-      return reactor;
-    }
+    if (calls_++ == 0) return Reply(ctx, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, kHostileWords));
     drv::Projection* p = out->mutable_projection();
     p->set_surface_id("openshell.sandbox.v1");
     p->set_body(osh::policy::SerializeDeterministic(osh::policy::RestrictiveDefaultPolicy()));
@@ -895,8 +912,7 @@ class HostileGateway final : public gw::SandboxPolicy::CallbackService {
     p->set_context_digest(osh::trust::ContextDigest(context_));
     p->set_issued_at_unix(std::time(nullptr));
     out->set_log_status(kHostileStatus);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return Reply(ctx);
   }
 
  private:
@@ -908,14 +924,10 @@ class HostileGateway final : public gw::SandboxPolicy::CallbackService {
 
 TEST_CASE("log: a hostile gateway's words reach the supervisor bounded and escaped, never as lines of their own",
           "[integration][log]") {
-  TempDir dir;
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  REQUIRE(vkey.ok());
-  const drv::RuntimeContext context = FakeContext("sb-h");
-  HostileGateway hostile(context);
-  std::unique_ptr<grpc::Server> server = ServeFake(&hostile, dir / "hostile.sock");
-  auto client = osh::sandbox_client::SandboxClient::Connect(FakeGatewayClient(dir / "hostile.sock", context, *vkey));
+  FakeGatewaySetup t("sb-h");
+  HostileGateway hostile(t.context);
+  std::unique_ptr<grpc::Server> server = t.Serve(&hostile);
+  auto client = osh::sandbox_client::SandboxClient::Connect(t.options);
   REQUIRE(client.ok());
   for (int call = 0; call < 2; ++call) {
     auto refused = (*client)->Fetch();
@@ -1041,18 +1053,13 @@ class StallingGateway final : public gw::SandboxPolicy::CallbackService {
 
 TEST_CASE("log: a projection waiting for its proof does not hold up the expiry of the policy in force",
           "[integration][log]") {
-  TempDir dir;
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  REQUIRE(vkey.ok());
-  const drv::RuntimeContext context = FakeContext("sb-x");
-  StallingGateway stalling(context, key.pem, 3);
-  std::unique_ptr<grpc::Server> server = ServeFake(&stalling, dir / "stalling.sock");
-  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "stalling.sock", context, *vkey);
-  options.clock_skew_s = 0;
-  options.report = false;
-  options.log_proof_wait = std::chrono::milliseconds(60000);
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  FakeGatewaySetup t("sb-x");
+  StallingGateway stalling(t.context, t.key.pem, 3);
+  std::unique_ptr<grpc::Server> server = t.Serve(&stalling);
+  t.options.clock_skew_s = 0;
+  t.options.report = false;
+  t.options.log_proof_wait = std::chrono::milliseconds(60000);
+  auto client = osh::sandbox_client::SandboxClient::Connect(t.options);
   REQUIRE(client.ok());
   absl::Mutex mu;
   std::vector<osh::sandbox_client::WatchEvent::Kind> events;
@@ -1104,17 +1111,13 @@ class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
                                                 gw::ServedProjection* out) override {
     *out->mutable_projection() = projection_;
     *out->mutable_proof() = served_++ == 0 || !fork_ ? honest_ : forked_;
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return Reply(ctx);
   }
   grpc::ServerUnaryReactor* GetLogProof(grpc::CallbackServerContext* ctx, const gw::GetLogProofRequest*,
                                         gw::LogProof* out) override {
     ++log_proofs_asked;
     *out = honest_;
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return Reply(ctx);
   }
 
  private:
@@ -1128,16 +1131,11 @@ class ForkingGateway final : public gw::SandboxPolicy::CallbackService {
 
 TEST_CASE("log: a fork shown beside a projection is refused at once, whatever proof the gateway gives next",
           "[integration][log]") {
-  TempDir dir;
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  REQUIRE(vkey.ok());
-  const drv::RuntimeContext context = FakeContext("sb-f");
-  ForkingGateway forking(context, key.pem);
-  std::unique_ptr<grpc::Server> server = ServeFake(&forking, dir / "forking.sock");
-  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "forking.sock", context, *vkey);
-  options.log_state_file = dir / "log-state";
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  FakeGatewaySetup t("sb-f");
+  ForkingGateway forking(t.context, t.key.pem);
+  std::unique_ptr<grpc::Server> server = t.Serve(&forking);
+  t.options.log_state_file = t.dir / "log-state";
+  auto client = osh::sandbox_client::SandboxClient::Connect(t.options);
   REQUIRE(client.ok());
   auto first = (*client)->Fetch();
   INFO(first.status());
@@ -1149,7 +1147,7 @@ TEST_CASE("log: a fork shown beside a projection is refused at once, whatever pr
   CHECK_THAT(std::string(second.status().message()),
              Catch::StartsWith("log_forked") && Catch::Contains("two trees of one size"));
   CHECK(forking.log_proofs_asked.load() == 0);
-  CHECK_THAT(ReadAll(dir / "log-state.fork"), Catch::StartsWith("openshell.sandbox_client.log-fork.v1\nknown size 1\n"));
+  CHECK_THAT(ReadAll(t.dir / "log-state.fork"), Catch::StartsWith("openshell.sandbox_client.log-fork.v1\nknown size 1\n"));
   server->Shutdown();
 }
 
@@ -1178,17 +1176,12 @@ TEST_CASE("log: a log state file is read strictly: a size of 0, a sign, spaces o
 
 TEST_CASE("log: a checkpoint the client could not write to its state file proves nothing until it is written",
           "[integration][log]") {
-  TempDir dir;
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  REQUIRE(vkey.ok());
-  const drv::RuntimeContext context = FakeContext("sb-u");
-  ForkingGateway honest(context, key.pem, /*fork=*/false);
-  std::unique_ptr<grpc::Server> server = ServeFake(&honest, dir / "honest.sock");
-  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "honest.sock", context, *vkey);
-  const std::string state = dir / "log-state";
-  options.log_state_file = state;
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  FakeGatewaySetup t("sb-u");
+  ForkingGateway honest(t.context, t.key.pem, /*fork=*/false);
+  std::unique_ptr<grpc::Server> server = t.Serve(&honest);
+  const std::string state = t.dir / "log-state";
+  t.options.log_state_file = state;
+  auto client = osh::sandbox_client::SandboxClient::Connect(t.options);
   REQUIRE(client.ok());
   // The state file cannot be replaced (a folder stands in its place: a rename over it fails, even as root).
   REQUIRE(std::filesystem::create_directory(state));
@@ -1250,18 +1243,13 @@ class LateProofGateway final : public gw::SandboxPolicy::CallbackService {
 
 TEST_CASE("log: a projection whose proof came after it expired is refused, not applied",
           "[integration][log]") {
-  TempDir dir;
-  LogKey key;
-  auto vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
-  REQUIRE(vkey.ok());
-  const drv::RuntimeContext context = FakeContext("sb-l");
-  LateProofGateway late(context, key.pem, /*expires_in_s=*/2, /*answer_after_s=*/4);
-  std::unique_ptr<grpc::Server> server = ServeFake(&late, dir / "late.sock");
-  osh::sandbox_client::ClientOptions options = FakeGatewayClient(dir / "late.sock", context, *vkey);
-  options.clock_skew_s = 0;
-  options.report = false;
-  options.log_proof_wait = std::chrono::milliseconds(20000);
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  FakeGatewaySetup t("sb-l");
+  LateProofGateway late(t.context, t.key.pem, /*expires_in_s=*/2, /*answer_after_s=*/4);
+  std::unique_ptr<grpc::Server> server = t.Serve(&late);
+  t.options.clock_skew_s = 0;
+  t.options.report = false;
+  t.options.log_proof_wait = std::chrono::milliseconds(20000);
+  auto client = osh::sandbox_client::SandboxClient::Connect(t.options);
   REQUIRE(client.ok());
   absl::Mutex mu;
   std::vector<osh::sandbox_client::WatchEvent> events;

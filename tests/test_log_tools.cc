@@ -1,8 +1,13 @@
 // The verifiable log's tools as real programs: `policyctl log ...` against a log written with the tlog
 // library (tests/test_log.h) in a folder or served over HTTP, and `policy-log-witness` answering
 // add-checkpoint over HTTP (cpp-httplib client), across a restart.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -279,6 +284,15 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   auto opened = tlog::OpenCheckpoint(checkpoint, "", **tlog::ParseVerifierKey(t.log.VerifierKey()));
   const std::string cosigned = *tlog::SignNote(opened->note.text, signers, opened->note.verified);
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), cosigned), {"--witness-key", (*witness)->VerifierKey()}) == 0);
+  // A quorum of 0 would check no witness (the uncosigned checkpoint would pass), and one with no witness key
+  // counts nothing: usage errors, exit 2.
+  CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint),
+               {"--witness-key", (*witness)->VerifierKey(), "--quorum", "0"}) == 2);
+  CHECK_THAT(err, Catch::Contains("--quorum"));
+  CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), checkpoint), {"--quorum", "1"}) == 2);
+  CHECK_THAT(err, Catch::Contains("--quorum needs --witness-key"));
+  CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), cosigned),
+               {"--witness-key", (*witness)->VerifierKey(), "--quorum", "1"}) == 0);
   // Malformed bundles are usage errors (exit 2).
   CHECK(verify("{\"index\": 1}") == 2);
   CHECK(verify("not json") == 2);
@@ -376,6 +390,92 @@ TEST_CASE("log tools: policy-log-witness cosigns over HTTP, keeps its state acro
   second->Signal(SIGTERM);
   CHECK(second->Wait() == 0);
   CHECK_THAT(ReadAll(dir / "witness2.log"), Catch::Contains("FORK"));
+}
+
+}  // namespace osh::test
+
+namespace osh::test {
+namespace {
+
+// Connects to "127.0.0.1:port"; -1 on failure.
+int ConnectLoopback(const std::string& host_port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(std::stoi(host_port.substr(host_port.rfind(':') + 1))));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("log tools: policy-log-witness holds no endless header and no slow client for long, and still cosigns",
+          "[log_tools][limits]") {
+  // Regression: its HTTP server (cpp-httplib 0.11) grew a request line or a header line without bound
+  // (300 MiB sent, 317 MB resident), and every one of its workers could be held by a client trickling
+  // its headers.
+  TempDir dir;
+  TestLog log("", kLogToolsOrigin);
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", dir / "witness.pem"}, &out, &err) == 0);
+  WriteFile(dir / "witness.toml",
+            absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", dir / "witness.pem", "\"\nlisten = \"127.0.0.1:0\"\n",
+                         "state_file = \"", dir / "state.toml", "\"\nrequest_timeout_s = 2\n[[log]]\norigin = \"", kLogToolsOrigin,
+                         "\"\nkey = \"", log.VerifierKey(), "\"\n"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", dir / "witness.toml"}, &out, &err) == 0);
+  Process witness({OSH_WITNESS_BINARY, "--config", dir / "witness.toml"}, dir / "witness.log");
+  const std::string host_port = LoggedAfter([&] { return ReadAll(dir / "witness.log"); }, "listening on ");
+
+  // One header line without end: the connection is closed long before 256 MiB.
+  for (const std::string head : {"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nX-Endless: ", "POST /"}) {
+    const int fd = ConnectLoopback(host_port);
+    REQUIRE(fd >= 0);
+    size_t sent = 0;
+    const std::string chunk(64 * 1024, 'a');
+    bool open = ::send(fd, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size());
+    while (open && sent < (size_t{256} << 20)) {
+      open = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(chunk.size());
+      if (open) sent += chunk.size();
+    }
+    ::close(fd);
+    INFO(head);
+    CHECK(sent < (size_t{16} << 20));
+  }
+
+  // More clients trickling their headers (a byte each 200 ms) than it has workers: a checkpoint is still
+  // cosigned while they go on.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 12; ++i) {
+    slow.emplace_back([&] {
+      while (!stop) {
+        const int fd = ConnectLoopback(host_port);
+        if (fd < 0) return;
+        const std::string head = "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n";
+        for (size_t k = 0; !stop; ++k) {
+          if (::send(fd, &head[k % head.size()], 1, MSG_NOSIGNAL) != 1) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        ::close(fd);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  httplib::Client client(host_port);
+  client.set_connection_timeout(30, 0);
+  client.set_read_timeout(30, 0);
+  const std::string note = log.Grow(5);
+  auto answer = client.Post("/add-checkpoint", witness::FormatAddCheckpointRequest(0, {}, note), "text/plain");
+  stop = true;
+  for (auto& t : slow) t.join();
+  REQUIRE(answer);
+  CHECK(answer->status == 200);
+  witness.Signal(SIGTERM);
+  CHECK(witness.Wait() == 0);
 }
 
 }  // namespace osh::test

@@ -1,19 +1,18 @@
-// policy-log-witness's HTTP side (cpp-httplib): POST <submission_prefix>/add-checkpoint answered by a
-// Witness (witness/witness.h); any other method on that path is 405 (Allow: POST), any other path 404.
-// Bodies over max_request_bytes are refused with 413 before they are read whole; reading a request and
-// writing its answer are bounded by request_timeout_s each. Every refusal worth an operator's attention and
-// every cosignature is logged (witness/log.h).
+// policy-log-witness's HTTP side (civetweb, Debian's libcivetweb): POST <submission_prefix>/add-checkpoint
+// answered by a Witness (witness/witness.h); any other method on that path is 405 (Allow: POST), any other
+// path 404. What an unauthenticated client can make it hold is bounded: a request's line and headers must
+// fit in 16 KiB and arrive whole within request_timeout_s, or the connection is closed; a body over
+// max_request_bytes is refused with 413 and never kept; a body must arrive whole within request_timeout_s
+// (of its first read); 8 workers, no keep-alive. Every refusal worth an operator's attention and every
+// cosignature is logged (witness/log.h).
 #pragma once
 
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "witness/config.h"
 #include "witness/witness.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace osh::witness {
 
@@ -24,13 +23,16 @@ class WitnessServer {
   ~WitnessServer();
 
   int port() const { return port_; }
-  // Serves until Stop() (from another thread or a signal handler's thread).
+  // Serving starts at Bind, on civetweb's workers; Run blocks until Stop() (from another thread, e.g. the
+  // one that waits for SIGTERM). The destructor stops the workers.
   void Run();
   void Stop();
 
  private:
   WitnessServer() = default;
-  std::unique_ptr<httplib::Server> server_;
+  struct State;
+  std::unique_ptr<State> state_;
+  absl::Notification stopped_;
   int port_ = 0;
 };
 

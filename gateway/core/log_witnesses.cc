@@ -1,7 +1,5 @@
 #include "gateway/core/log_witnesses.h"
 
-#include <httplib.h>
-
 #include <thread>
 #include <utility>
 
@@ -10,7 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
+#include "common/bounded_text.h"
+#include "common/http_client.h"
 #include "tlog/checkpoint.h"
 #include "tlog/cosignature.h"
 #include "witness/witness.h"
@@ -113,44 +112,21 @@ struct Answer {
 };
 
 Answer PostAddCheckpoint(const SplitUrl& url, const std::string& body, absl::Duration timeout) {
-  httplib::Client client(url.origin);
-  const auto micros = absl::ToInt64Microseconds(timeout);
-  client.set_connection_timeout(micros / 1'000'000, micros % 1'000'000);
-  client.set_read_timeout(micros / 1'000'000, micros % 1'000'000);
-  client.set_write_timeout(micros / 1'000'000, micros % 1'000'000);
+  // Bounded whole (common/http_client.h): a witness, or anything on the path to it, trickling bytes or
+  // sending endless headers holds the round, and the checkpoint's publication, for `timeout` at most.
+  common::HttpLimits limits;
+  limits.timeout = timeout;
+  limits.max_header_bytes = kMaxWitnessAnswer;
+  limits.max_body_bytes = kMaxWitnessAnswer;
+  auto answered = common::HttpPost(url.origin + url.prefix + witness::kAddCheckpointPath, body,
+                                   "text/plain; charset=utf-8", limits);
   Answer answer;
-  bool too_long = false;
-  httplib::Request request;
-  request.method = "POST";
-  request.path = url.prefix + witness::kAddCheckpointPath;
-  request.body = body;
-  request.set_header("Content-Type", "text/plain; charset=utf-8");
-  request.content_receiver = [&](const char* data, size_t length, uint64_t, uint64_t) {
-    if (answer.body.size() + length > kMaxWitnessAnswer) {
-      too_long = true;
-      return false;
-    }
-    answer.body.append(data, length);
-    return true;
-  };
-  // The timeouts above bound each read and write, not the request: a witness (or anything on the path to
-  // it) sending a byte now and then would hold the round — and the checkpoint's publication — for hours.
-  // The whole request gets `timeout` (beside the connection's): then the socket is shut down under it.
-  absl::Notification answered;
-  std::thread watchdog([&] {
-    if (answered.WaitForNotificationWithTimeout(timeout)) return;
-    while (!answered.WaitForNotificationWithTimeout(absl::Milliseconds(50))) client.stop();
-  });
-  httplib::Result result = client.send(request);
-  answered.Notify();
-  watchdog.join();
-  if (too_long) {
-    answer.error = absl::StrCat("answered more than ", kMaxWitnessAnswer, " bytes");
-  } else if (!result) {
-    answer.error = httplib::to_string(result.error());
-  } else {
-    answer.status = result->status;
+  if (!answered.ok()) {
+    answer.error = common::BoundedText(answered.status().message(), 512);
+    return answer;
   }
+  answer.status = answered->status;
+  answer.body = std::move(answered->body);
   return answer;
 }
 
@@ -209,7 +185,7 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
           // C2SP tlog-witness: a 409 at the size it holds, with another root, carries no size.
           outcome.error = old_size == size
                               ? absl::StrCat("409 at size ", size, ": it holds another tree of that size (a fork): ",
-                                             absl::StripSuffix(answer.body.substr(0, 200), "\n"))
+                                             common::BoundedText(absl::StripSuffix(answer.body, "\n"), 200))
                               : "409 without the size it holds";
           return;
         }
@@ -222,7 +198,7 @@ std::vector<tlog::NoteSignature> LogWitnesses::Collect(const std::string& note, 
         continue;
       }
       if (answer.status != 200) {
-        outcome.error = absl::StrCat("HTTP ", answer.status, ": ", absl::StripSuffix(answer.body.substr(0, 200), "\n"));
+        outcome.error = absl::StrCat("HTTP ", answer.status, ": ", common::BoundedText(absl::StripSuffix(answer.body, "\n"), 200));
         return;
       }
       // Its lines must be signature lines only (OpenNote refuses any other line after the note's), with a
