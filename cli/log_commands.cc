@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/log_source.h"
+#include "common/bounded_text.h"
 #include "policy/policy_file.h"
 #include "tlog/checkpoint.h"
 #include "tlog/cosignature.h"
@@ -82,6 +83,10 @@ absl::StatusOr<std::unique_ptr<tlog::NoteVerifier>> LogLoadVerifier(const std::s
   if (!verifier.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, " ", key_or_file, ": ", verifier.status().message()));
   return verifier;
 }
+
+// A checkpoint's origin as a person sees it: note text may hold C1 controls and bidirectional formatting
+// characters (valid UTF-8), which could rewrite the line on a terminal.
+std::string Shown(const std::string& origin) { return common::BoundedText(origin, 256); }
 
 // The flags that say which checkpoints to trust: the log's key, witnesses and their quorum, the origin.
 struct LogTrustFlags {
@@ -216,7 +221,7 @@ std::optional<LogFailure> LogCheckExtends(const tlog::Checkpoint& prev, const tl
                                           const tlog::TileFetcher& source, const std::string& prev_name,
                                           const std::string& next_name) {
   if (prev.origin != next.origin) {
-    return LogBad(absl::StrCat(next_name, " is of origin \"", next.origin, "\", ", prev_name, " of \"", prev.origin, "\""));
+    return LogBad(absl::StrCat(next_name, " is of origin \"", Shown(next.origin), "\", ", prev_name, " of \"", Shown(prev.origin), "\""));
   }
   if (next.size < prev.size) {
     return LogBad(absl::StrCat("SHRINK: ", next_name, " (", LogDescribe(next), ") is smaller than ", prev_name, " (",
@@ -296,7 +301,7 @@ void AddLogCheckpoint(CLI::App& log, const Options& options, int& exit_code) {
       (*json.mutable_fields())["ok"].set_bool_value(true);
       std::cout << ToJson(json) << "\n";
     } else {
-      std::cout << "origin:      " << opened->checkpoint.origin << "\nsize:        " << opened->checkpoint.size
+      std::cout << "origin:      " << Shown(opened->checkpoint.origin) << "\nsize:        " << opened->checkpoint.size
                 << "\nroot:        " << tlog::HashToBase64(opened->checkpoint.root) << "\nsigned by:   " << trust->log->name() << "\n";
       std::vector<std::string> names;
       for (const auto& [name, time] : LogCosigners(*opened, *trust->log)) names.push_back(time.empty() ? name : absl::StrCat(name, " at ", time));
@@ -402,14 +407,16 @@ absl::StatusOr<LogProofBundle> LogParseProofBundle(const std::string& json, cons
   return bundle;
 }
 
-// The entry as text when it is printable UTF-8-ish ASCII, else base64.
+// The entry as text when it is printable ASCII on one line, else base64: an entry is whatever the log
+// holds, and a newline, an escape sequence or a C1 control in it could write lines of its own ("OK: …").
 std::string LogShowEntry(const std::string& entry) {
   // The gateway's entries are audit events' canonical bytes: shown as the event (docs/audit.md's JSON).
   if (absl::StatusOr<trust::AuditEvent> event = trust::ParseCanonicalAuditBytes(entry); event.ok()) {
     return ToJson(trust::ToProto(*event), /*pretty=*/true);
   }
   for (const char c : entry) {
-    if ((static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') || c == 0x7f) return "base64:" + absl::Base64Escape(entry);
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u >= 0x7f) return "base64:" + absl::Base64Escape(entry);
   }
   return entry;
 }
@@ -454,7 +461,7 @@ void AddLogVerifyProof(CLI::App& log, const Options& options, int& exit_code) {
       f["entry"] = LogText(absl::Base64Escape(bundle->entry));
       std::cout << ToJson(out) << "\n";
     } else {
-      std::cout << "OK: entry " << bundle->index << " is in " << cp.origin << " at " << LogDescribe(cp) << "\n"
+      std::cout << "OK: entry " << bundle->index << " is in " << Shown(cp.origin) << " at " << LogDescribe(cp) << "\n"
                 << LogShowEntry(bundle->entry) << "\n";
     }
     exit_code = kExitOk;
@@ -492,9 +499,13 @@ std::optional<LogFailure> LogMonitorOnce(const LogTrust& trust, const tlog::Path
     const int64_t from = std::max(first, begin);
     absl::StatusOr<std::vector<std::string>> data = source.ReadTiles({tlog::Tile{tlog::kEntriesLevel, k, width}});
     if (!data.ok()) {
-      if (!absl::IsNotFound(data.status())) return LogIo(data.status());
+      // Missing, or not a log's file (larger than any bundle; a full bundle read for a missing partial that
+      // does not parse): the log's fault. Anything else (a server not reached, a file not readable here) is I/O.
+      const absl::Status& why = data.status();
+      if (!absl::IsNotFound(why) && !absl::IsDataLoss(why) && !absl::IsInvalidArgument(why)) return LogIo(why);
       *first_bad_entry = from;
-      return LogBad(absl::StrCat("entry ", from, ": its entry bundle is missing (", data.status().message(), ")"));
+      return LogBad(absl::StrCat("entry ", from, ": its entry bundle ", absl::IsNotFound(why) ? "is missing" : "is not one",
+                                 " (", why.message(), ")"));
     }
     absl::StatusOr<std::vector<std::string>> entries = tlog::DecodeEntryBundle((*data)[0]);
     if (!entries.ok()) {
@@ -537,9 +548,10 @@ std::optional<LogFailure> LogMonitorOnce(const LogTrust& trust, const tlog::Path
                                    " — an event left out, repeated or moved by whoever signed the checkpoint"));
       }
     }
-    if (entries->size() != static_cast<size_t>(width)) {
-      *first_bad_entry = first + width;
-      return LogBad(absl::StrCat("entry ", first + width, ": the entry bundle holds ", entries->size(), " entries, the tree ", width));
+    if (entries->size() != static_cast<size_t>(width)) {  // more than the tree has: no entry of it is wrong
+      return LogBad(absl::StrCat("the entry bundle ", tlog::TilePath(tlog::Tile{tlog::kEntriesLevel, k, width}), " holds ",
+                                 entries->size(), " entries, the tree ", width, " there (entries ", first, "..",
+                                 first + width - 1, " verified)"));
     }
     step->entries_verified += first + width - from;
     if (progress && first + width - last_progress >= 16384) {
@@ -566,15 +578,22 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
   flags->Add(cmd);
   cmd->callback([&options, &exit_code, state, follow, interval, flags] {
     absl::Duration every;
-    if (!absl::ParseDuration(*interval, &every) || every <= absl::ZeroDuration()) {
-      exit_code = LogReport(options, LogIo(absl::InvalidArgumentError(absl::StrCat("--interval ", *interval, ": not a duration"))));
+    if (!absl::ParseDuration(*interval, &every) || every < absl::Milliseconds(100)) {
+      exit_code = LogReport(options, LogIo(absl::InvalidArgumentError(
+                                         absl::StrCat("--interval ", *interval, ": not a duration of 100ms or more"))));
       return;
     }
     LogContext ctx;
     if (std::optional<LogFailure> f = ctx.Open(*flags, options)) { exit_code = LogReport(options, *f); return; }
     const LogTrust* trust = &ctx.trust;
     std::optional<tlog::Checkpoint> prev;
-    if (std::filesystem::exists(*state)) {
+    std::error_code state_error;
+    const bool state_exists = std::filesystem::exists(*state, state_error);
+    if (state_error) {
+      exit_code = LogReport(options, LogIo(absl::UnavailableError(absl::StrCat(*state, ": ", state_error.message()))));
+      return;
+    }
+    if (state_exists) {
       absl::StatusOr<std::string> note = LogReadFile(*state);
       if (!note.ok()) { exit_code = LogReport(options, LogIo(note.status())); return; }
       absl::StatusOr<tlog::OpenedCheckpoint> opened = trust->Open(*note);
@@ -586,7 +605,7 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
       prev = opened->checkpoint;
     }
     if (!options.json()) {
-      std::cerr << "monitoring " << flags->where << " from " << (prev ? absl::StrCat(prev->origin, " ", LogDescribe(*prev)) : "size 0 (no state yet)")
+      std::cerr << "monitoring " << flags->where << " from " << (prev ? absl::StrCat(Shown(prev->origin), " ", LogDescribe(*prev)) : "size 0 (no state yet)")
                 << "\n";
     }
     for (;;) {
@@ -621,11 +640,11 @@ void AddLogMonitor(CLI::App& log, const Options& options, int& exit_code) {
         f["entries_verified"] = LogNumber(step.entries_verified);
         std::cout << ToJson(json) << std::endl;
       } else if (grew && step.next.size > from) {
-        std::cout << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ ", absl::Now(), absl::UTCTimeZone()) << step.next.origin << " "
+        std::cout << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ ", absl::Now(), absl::UTCTimeZone()) << Shown(step.next.origin) << " "
                   << LogDescribe(step.next) << ": consistent with size " << from << "; entries " << from << ".."
                   << step.next.size - 1 << " verified (" << step.entries_verified << " new); recorded in " << *state << std::endl;
       } else {
-        std::cout << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ ", absl::Now(), absl::UTCTimeZone()) << step.next.origin << " "
+        std::cout << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ ", absl::Now(), absl::UTCTimeZone()) << Shown(step.next.origin) << " "
                   << LogDescribe(step.next) << ": no new entries" << std::endl;
       }
       prev = step.next;
@@ -733,7 +752,7 @@ void AddLogProve(CLI::App& log, const Options& options, int& exit_code) {
     } else {
       std::cout << "OK: sandbox " << *sandbox << " is served " << proof.entry().policy_digest() << " (version "
                 << proof.entry().policy_version() << "), logged as entry " << index << " (" << proof.entry().type()
-                << ") of " << cp.origin << " at " << LogDescribe(cp) << "\n";
+                << ") of " << Shown(cp.origin) << " at " << LogDescribe(cp) << "\n";
       for (const auto& [name, time] : LogCosigners(*opened, *ctx.trust.log)) {
         std::cout << "  cosigned by " << name << (time.empty() ? "" : " at ") << time << "\n";
       }

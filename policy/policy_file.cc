@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -140,6 +141,14 @@ absl::Status PutFileAtomically(const std::string& path, const std::string& text,
   if (error == 0 && replace && ::rename(temp.c_str(), path.c_str()) != 0) error = errno;
   if (error == 0 && !replace && ::link(temp.c_str(), path.c_str()) != 0) error = errno;
   if (error != 0 || !replace) ::unlink(temp.c_str());
+  if (error == 0) {
+    // The rename (or link) is durable once the folder is: without this a crash can bring the old file back.
+    const std::string folder = std::filesystem::path(path).has_parent_path() ? std::filesystem::path(path).parent_path().string() : ".";
+    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0 || ::fsync(dir) != 0) error = errno;
+    if (dir >= 0) ::close(dir);
+    if (error != 0) return absl::InternalError(absl::StrCat(path, ": written, but its folder cannot be flushed: ", std::strerror(error)));
+  }
   if (error == EEXIST && !replace) return absl::AlreadyExistsError(absl::StrCat(path, ": already exists (not replaced)"));
   if (error != 0) return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));
   return absl::OkStatus();

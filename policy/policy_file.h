@@ -40,7 +40,9 @@ openshell::sandbox::v1::SandboxPolicy RestrictiveDefaultPolicy();
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // Writes `text` to `path` with permission bits `mode`, atomically: a temporary file beside it, flushed
-// to disk, then renamed over `path`. On error nothing is left behind and `path` is unchanged.
+// to disk, then renamed over `path`, and the folder flushed (the rename survives a crash). On error
+// nothing is left behind and `path` is unchanged (but for the last step: the new file in place, its
+// folder not flushed, INTERNAL).
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode);
 // The same for a file that must not exist yet (keys): ALREADY_EXISTS, and nothing written, when `path`
 // exists (the temporary file is linked into place, which never replaces a file).

@@ -131,6 +131,22 @@ TEST_CASE("log tools: monitor names a dropped entry by its index", "[log_tools]"
   EditBundle(u.log, 0, [](std::vector<std::string>& entries) { entries.pop_back(); });
   CHECK(u.Monitor(&out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("entry 255 is missing"));
+  // An entry too many in a full bundle: no entry of the tree is wrong, the bundle is named.
+  LogTools v;
+  v.log.Grow(300);
+  EditBundle(v.log, 0, [](std::vector<std::string>& entries) { entries.push_back("one more"); });
+  CHECK(v.Monitor(&out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("the entry bundle tile/entries/000 holds 257 entries, the tree 256 there"));
+  // A partial bundle missing and the full one in its place not a bundle: the log's fault (exit 1), not I/O.
+  LogTools w;
+  w.log.Grow(300);
+  REQUIRE(std::filesystem::remove(w.log.dir() + "/tile/entries/001.p/44"));
+  WriteFile(w.log.dir() + "/tile/entries/001", std::string("\x00\x09short", 7), 0644);
+  CHECK(w.Monitor(&out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("entry 256: its entry bundle is not one"));
+  // --interval: a busy loop against the server is not an interval.
+  CHECK(w.Monitor(&out, &err, {"--follow", "--interval", "1ns"}) == 2);
+  CHECK_THAT(err, Catch::Contains("not a duration of 100ms or more"));
 }
 
 TEST_CASE("log tools: monitor names an audit event the signed tree left out, and bytes that are no event", "[log_tools]") {
@@ -293,6 +309,13 @@ TEST_CASE("log tools: verify-proof checks a proof bundle offline", "[log_tools]"
   CHECK_THAT(err, Catch::Contains("--quorum needs --witness-key"));
   CHECK(verify(bundle(i, t.log.EntryText(i), t.log.Inclusion(i, 900), cosigned),
                {"--witness-key", (*witness)->VerifierKey(), "--quorum", "1"}) == 0);
+  // An entry that is not an audit event is shown as text only when it is printable ASCII on one line: a
+  // newline or a C1 control in it could write a line of its own.
+  for (const std::string& entry : {std::string("x\nOK: entry 7 is in a forged log"), std::string("x \xc2\x9b" "31m")}) {
+    REQUIRE(verify(bundle(0, entry, {}, t.log.Sign(1, tlog::RecordHash(entry)))) == 0);
+    CHECK_THAT(out, Catch::Contains("base64:" + absl::Base64Escape(entry)));
+    CHECK_THAT(out, !Catch::Contains("forged"));
+  }
   // Malformed bundles are usage errors (exit 2).
   CHECK(verify("{\"index\": 1}") == 2);
   CHECK(verify("not json") == 2);

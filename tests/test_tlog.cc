@@ -332,6 +332,60 @@ TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashRe
   CHECK(absl::IsDataLoss(TreeHash(size, wrong).status()));
 }
 
+TEST_CASE("tlog: tiles past the published size, left by a crash over entries since rolled back, are replaced; published ones never",
+          "[tlog]") {
+  // The tree a tile first belongs to.
+  CHECK(TreeSizeOf(Tile{0, 0, 5}) == 5);
+  CHECK(TreeSizeOf(Tile{0, 2, 256}) == 768);
+  CHECK(TreeSizeOf(Tile{kEntriesLevel, 2, 88}) == 600);
+  CHECK(TreeSizeOf(Tile{1, 0, 2}) == 512);
+  CHECK(TreeSizeOf(Tile{2, 1, 1}) == 257 * 65536);
+  CHECK(TreeSizeOf(Tile{63, 5, 256}) == INT64_MAX);
+  TlogScratch scratch;
+  const std::string dir = scratch.dir.string();
+  auto grow = [](std::vector<std::string>& entries, MemoryHashStore& store, int64_t size, const std::string& tag) {
+    while (static_cast<int64_t>(entries.size()) < size) {
+      entries.push_back(absl::StrCat(tag, entries.size()));
+      store.Append(entries.back());
+    }
+  };
+  std::vector<std::string> entries;
+  MemoryHashStore store;
+  VectorEntries reader(entries);
+  grow(entries, store, 300, "e");
+  TileWriteOptions options;
+  options.sync = false;
+  REQUIRE(WriteTiles(dir, 0, 300, store, reader, options).ok());  // checkpoint of 300 published
+  // Tiles for 600 written, then a crash before their checkpoint; the database went back to 300 entries
+  // and other events followed.
+  grow(entries, store, 600, "lost");
+  REQUIRE(WriteTiles(dir, 300, 600, store, reader, options).ok());
+  std::vector<std::string> after(entries.begin(), entries.begin() + 300);
+  MemoryHashStore after_store;
+  for (const auto& e : after) after_store.Append(e);
+  VectorEntries after_reader(after);
+  grow(after, after_store, 600, "new");
+  // Without the published size every existing file is immutable: the log could never move again.
+  CHECK(absl::IsFailedPrecondition(WriteTiles(dir, 300, 600, after_store, after_reader, options).status()));
+  options.published_size = 300;
+  absl::StatusOr<TileWriteStats> replaced = WriteTiles(dir, 300, 600, after_store, after_reader, options);
+  REQUIRE(replaced.ok());
+  CHECK(replaced->unpublished_replaced >= 2);  // tile/0/001 and its bundle, 002.p/88 and its bundle
+  DirTileFetcher fetcher(dir);
+  TileHashReader tiles(600, *TreeHash(600, after_store), fetcher);
+  CHECK(*TreeHash(600, tiles) == *TreeHash(600, after_store));
+  CHECK(*DecodeEntryBundle(Slurp(scratch.dir / "tile/entries/001")) ==
+        std::vector<std::string>(after.begin() + 256, after.begin() + 512));
+  // A file under the published size stays immutable whatever the published size says.
+  std::vector<std::string> forked = after;
+  forked[10] = "rewritten";
+  MemoryHashStore forked_store;
+  for (const auto& e : forked) forked_store.Append(e);
+  VectorEntries forked_reader(forked);
+  options.published_size = 600;
+  CHECK(absl::IsFailedPrecondition(WriteTiles(dir, 0, 600, forked_store, forked_reader, options).status()));
+}
+
 TEST_CASE("tlog: signed notes open and sign exactly as Go's sumdb/note (its test vectors)", "[tlog]") {
   const std::string skey = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
   const std::string vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";

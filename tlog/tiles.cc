@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
@@ -50,7 +52,13 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("no file ", path));
+  if (!in) {
+    // Only a file that is not there is NOT_FOUND (a monitor reads that as the log's fault); a file it may
+    // not read is this side's.
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR) return absl::NotFoundError(absl::StrCat("no file ", path));
+    return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", std::strerror(error)));
+  }
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) return absl::InternalError(absl::StrCat("cannot read ", path));
@@ -66,16 +74,18 @@ absl::Status SyncDirectory(const std::string& dir) {
 }
 
 // Writes an immutable tile or bundle: absent -> written; present with the same bytes -> left alone;
-// present with other bytes -> FAILED_PRECONDITION.
-absl::Status PublishImmutable(const std::string& path, absl::string_view data, bool sync, TileWriteStats& stats) {
+// present with other bytes -> FAILED_PRECONDITION, unless `replaceable` (no published checkpoint covers it).
+absl::Status PublishImmutable(const std::string& path, absl::string_view data, bool sync, bool replaceable,
+                              TileWriteStats& stats) {
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) {
     absl::StatusOr<std::string> existing = ReadWholeFile(path);
     if (!existing.ok()) return existing.status();
-    if (*existing != data) {
+    if (*existing == data) return absl::OkStatus();
+    if (!replaceable) {
       return absl::FailedPreconditionError(absl::StrCat(path, " exists with other contents: the log would fork"));
     }
-    return absl::OkStatus();
+    ++stats.unpublished_replaced;
   }
   if (absl::Status s = WriteFileAtomically(path, data, sync); !s.ok()) return s;
   ++stats.files_written;
@@ -143,6 +153,18 @@ Tile TileForStoredHash(int64_t index, size_t* offset) {
 }
 
 std::vector<Tile> TilesForSize(int64_t size) { return NewTiles(0, size); }
+
+int64_t TreeSizeOf(const Tile& tile) {
+  const int level = tile.level == kEntriesLevel ? 0 : tile.level;
+  int64_t size = 0;
+  if (__builtin_mul_overflow(tile.n, int64_t{kTileWidth}, &size) || __builtin_add_overflow(size, int64_t{tile.width}, &size)) {
+    return INT64_MAX;
+  }
+  for (int i = 0; i < level; ++i) {
+    if (__builtin_mul_overflow(size, int64_t{kTileWidth}, &size)) return INT64_MAX;
+  }
+  return size;
+}
 
 std::vector<Tile> NewTiles(int64_t old_size, int64_t new_size) {
   std::vector<Tile> tiles;
@@ -324,6 +346,13 @@ absl::StatusOr<std::vector<Hash>> TileHashReader::ReadHashes(absl::Span<const in
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data, bool sync) {
   const std::filesystem::path target(path);
   std::error_code ec;
+  // The folders this call makes (tile/0/001.p/ every 256 entries, tile/0/x001/ …): each one's entry in its
+  // parent is fsynced too, or a crash could keep the checkpoint that names a tile and lose the tile's folder.
+  std::vector<std::filesystem::path> made;
+  for (std::filesystem::path p = target.parent_path(); !p.empty() && !std::filesystem::exists(p, ec) && !ec;
+       p = p.parent_path()) {
+    made.push_back(p);
+  }
   std::filesystem::create_directories(target.parent_path(), ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", target.parent_path().string(), ": ", ec.message()));
   // A name of its own (mkostemp): a leftover of a crashed process that had the same pid never blocks it.
@@ -357,7 +386,13 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
     ::unlink(temp.c_str());
     return s;
   }
-  return sync ? SyncDirectory(target.parent_path().string()) : absl::OkStatus();
+  if (!sync) return absl::OkStatus();
+  if (absl::Status s = SyncDirectory(target.parent_path().string()); !s.ok()) return s;
+  for (const std::filesystem::path& dir : made) {  // deepest first
+    const std::filesystem::path parent = dir.has_parent_path() ? dir.parent_path() : std::filesystem::path(".");
+    if (absl::Status s = SyncDirectory(parent.empty() ? "." : parent.string()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_size, int64_t new_size,
@@ -387,7 +422,8 @@ absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_si
     }
     for (const auto& [file_tile, bytes] : files) {
       const std::string path = absl::StrCat(dir, "/", TilePath(file_tile));
-      if (absl::Status s = PublishImmutable(path, bytes, options.sync, stats); !s.ok()) return s;
+      const bool replaceable = options.published_size >= 0 && TreeSizeOf(file_tile) > options.published_size;
+      if (absl::Status s = PublishImmutable(path, bytes, options.sync, replaceable, stats); !s.ok()) return s;
       if (file_tile.full() && options.delete_superseded_partials) {
         std::error_code ec;
         const auto removed = std::filesystem::remove_all(path + ".p", ec);

@@ -62,6 +62,9 @@ std::vector<Tile> TilesForSize(int64_t size);
 // already. Entry bundles follow level 0: BundleOf(tile) for each level-0 tile.
 std::vector<Tile> NewTiles(int64_t old_size, int64_t new_size);
 inline Tile BundleOf(const Tile& level0) { return Tile{kEntriesLevel, level0.n, level0.width}; }
+// The smallest tree `tile` is part of: (n * 256 + width) * 256^level entries (an entry bundle as level 0),
+// saturating at INT64_MAX. A checkpoint of size S is served only the tiles with TreeSizeOf(tile) <= S.
+int64_t TreeSizeOf(const Tile& tile);
 
 // The bytes of a hash tile, read from stored hashes (width * 32 bytes).
 absl::StatusOr<std::string> ReadTileData(const Tile& tile, const HashReader& reader);
@@ -135,25 +138,33 @@ struct TileWriteOptions {
   // once the corresponding full tile is available"). Partials of a tile that is still partial are kept:
   // each belongs to a tree size a checkpoint was produced for, and MUST stay served.
   bool delete_superseded_partials = true;
+  // The size of the checkpoint published last (-1: unknown). A file whose tile belongs only to larger trees
+  // (TreeSizeOf > published_size) was never under a published checkpoint — a run that crashed before its
+  // checkpoint, over entries since rolled back, left it — and is replaced when its bytes differ. Files under
+  // the published checkpoint are immutable whatever this says.
+  int64_t published_size = -1;
 };
 
 struct TileWriteStats {
   int64_t files_written = 0;
   int64_t bytes_written = 0;
   int64_t partials_deleted = 0;
+  int64_t unpublished_replaced = 0;  // files no checkpoint covered, found with other bytes and replaced
 };
 
 // Publishes what growing from `old_size` to `new_size` adds under `dir`: the hash tiles of NewTiles and
 // the matching entry bundles, each written to a temporary file and renamed into place. An immutable file
 // that already exists with the same bytes is left alone (a retry after a crash); with other bytes it is
-// FAILED_PRECONDITION and nothing else is written. Write the checkpoint for new_size only after this
-// succeeds. Not safe to run concurrently on one directory (one sequencer writes a log).
+// FAILED_PRECONDITION and nothing else is written (unless no checkpoint covered it: options.published_size).
+// Write the checkpoint for new_size only after this succeeds. Not safe to run concurrently on one directory
+// (one sequencer writes a log).
 absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_size, int64_t new_size,
                                           const HashReader& hashes, const EntryReader& entries,
                                           const TileWriteOptions& options = {});
 
 // Writes `data` to `path` through a temporary file in the same directory and a rename, creating the
-// directories on the way (files 0644: tiles are public). With `sync`, the file and directory are fsynced.
+// directories on the way (files 0644: tiles are public). With `sync`, the file, its directory and the parent
+// of every directory this call created are fsynced: after a crash the file is there with its folders.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data, bool sync);
 
 }  // namespace osh::tlog

@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<LogSequencer>> LogSequencer::Open(store::AuditLog
     if (absl::Status rebuilt = sequencer->AppendPending(); !rebuilt.ok()) return rebuilt;
     sequencer->rebuilt_ = true;  // from here on, the newest entries are kept for the next entry bundle
     if (absl::Status checked = sequencer->CheckAgainstPublished(); !checked.ok()) return checked;
+    if (absl::Status repaired = sequencer->RepairPublishedEdge(); !repaired.ok()) return repaired;
     if (auto published = sequencer->Publish(); !published.ok()) return published.status();
   }
   return sequencer;
@@ -220,6 +221,21 @@ absl::Status LogSequencer::CheckAgainstPublished() {
   return absl::OkStatus();
 }
 
+absl::Status LogSequencer::RepairPublishedEdge() {
+  const Published published = current();
+  if (published.checkpoint.empty() || published.size == 0) return absl::OkStatus();
+  // The tiles and the bundle the last write added (the right edge of the published tree, in the folders
+  // made last): rewritten when missing, checked when present — a tile lost under the published checkpoint
+  // would make every monitor fail for good. Files under it that differ are refused (FAILED_PRECONDITION).
+  CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
+  tlog::TileWriteOptions write;
+  write.sync = options_.sync;
+  write.published_size = published.size;
+  auto written = tlog::WriteTiles(options_.dir, published.size - 1, published.size, hashes_, entries, write);
+  if (!written.ok()) return common::Annotated(written.status(), "the published log's tiles");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
@@ -227,6 +243,9 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
   write.sync = options_.sync;
+  // Tiles past the published size that a crash left over entries since rolled back are replaced; with no
+  // checkpoint on disk nothing is known to be unpublished.
+  write.published_size = before.checkpoint.empty() ? -1 : before.size;
   if (auto written = tlog::WriteTiles(options_.dir, before.size, size, hashes_, entries, write); !written.ok()) {
     return written.status();
   }

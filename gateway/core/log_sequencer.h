@@ -105,6 +105,7 @@ class LogSequencer {
   // Appends the events after `hashes_`'s size, checking each links to the one before. Under mu_.
   absl::Status AppendPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status CheckAgainstPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
+  absl::Status RepairPublishedEdge() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::StatusOr<int64_t> Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   // Keeps sandbox_entries_ up to date with entry `index`.
   void IndexForSandbox(int64_t index, const trust::AuditEvent& event);

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/host_port.h"
 #include "gateway/core/log.h"
 #include "policy/policy_file.h"
@@ -38,8 +39,20 @@ int ServeMetrics(mg_connection* conn, void* cbdata) {
   return 200;
 }
 
+// The size of the checkpoint published in `dir` (its note's second line); -1 when there is none.
+int64_t PublishedSize(const std::string& dir) {
+  auto note = policy::ReadFileToString(dir + "/checkpoint");
+  if (!note.ok()) return -1;
+  const std::vector<absl::string_view> lines = absl::StrSplit(*note, absl::MaxSplits('\n', 2));
+  int64_t size = -1;
+  if (lines.size() < 2 || !absl::SimpleAtoi(lines[1], &size)) return -1;
+  return size;
+}
+
 // GET /checkpoint and /tile/...: only the canonical C2SP paths (tlog::ParseTilePath), read from the log's
-// folder. Nothing else of the folder (temporary files of a write in progress, say) is reachable.
+// folder, and only tiles of the published tree (tlog::TreeSizeOf): one written ahead of a checkpoint that
+// never came is not served (it may be replaced). Nothing else of the folder (temporary files of a write in
+// progress, say) is reachable.
 int ServeLog(mg_connection* conn, void* cbdata) {
   const mg_request_info* request = mg_get_request_info(conn);
   if (request == nullptr || std::string_view(request->request_method) != "GET") return RefuseMethod(conn);
@@ -51,7 +64,12 @@ int ServeLog(mg_connection* conn, void* cbdata) {
     mg_send_http_error(conn, 404, "%s", "not a log path\n");
     return 404;
   }
-  auto data = policy::ReadFileToString(*static_cast<const std::string*>(cbdata) + "/" + relative);
+  const std::string& dir = *static_cast<const std::string*>(cbdata);
+  if (!checkpoint && tlog::TreeSizeOf(*tile) > PublishedSize(dir)) {
+    mg_send_http_error(conn, 404, "%s", "not published\n");
+    return 404;
+  }
+  auto data = policy::ReadFileToString(dir + "/" + relative);
   if (!data.ok()) {
     mg_send_http_error(conn, 404, "%s", "not published\n");
     return 404;
