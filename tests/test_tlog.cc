@@ -332,7 +332,7 @@ TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashRe
   CHECK(absl::IsDataLoss(TreeHash(size, wrong).status()));
 }
 
-TEST_CASE("tlog: tiles past the published size, left by a crash over entries since rolled back, are replaced; published ones never",
+TEST_CASE("tlog: tiles past the published size, left by a crash over entries since rolled back, are replaced, published ones never",
           "[tlog]") {
   // The tree a tile first belongs to.
   CHECK(TreeSizeOf(Tile{0, 0, 5}) == 5);
