@@ -74,6 +74,7 @@ absl::StatusOr<HttpAnswer> Perform(const std::string& url, const absl::string_vi
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // threads: no SIGALRM for name lookups
+  curl_easy_setopt(c, CURLOPT_QUICK_EXIT, 1L);  // a timed-out name lookup is not waited for at cleanup
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);

@@ -147,7 +147,11 @@ absl::Status PutFileAtomically(const std::string& path, const std::string& text,
     const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0 || ::fsync(dir) != 0) error = errno;
     if (dir >= 0) ::close(dir);
-    if (error != 0) return absl::InternalError(absl::StrCat(path, ": written, but its folder cannot be flushed: ", std::strerror(error)));
+    if (error != 0) {
+      // A new file (a key) is taken back, so that "nothing written" holds and the command can be run again.
+      if (!replace) ::unlink(path.c_str());
+      return absl::InternalError(absl::StrCat(path, ": written, but its folder cannot be flushed: ", std::strerror(error)));
+    }
   }
   if (error == EEXIST && !replace) return absl::AlreadyExistsError(absl::StrCat(path, ": already exists (not replaced)"));
   if (error != 0) return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(error)));

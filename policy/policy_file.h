@@ -41,11 +41,12 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // Writes `text` to `path` with permission bits `mode`, atomically: a temporary file beside it, flushed
 // to disk, then renamed over `path`, and the folder flushed (the rename survives a crash). On error
-// nothing is left behind and `path` is unchanged (but for the last step: the new file in place, its
-// folder not flushed, INTERNAL).
+// nothing is left behind and `path` is unchanged — but when only the last step fails (INTERNAL: the new
+// file is in place, its folder not flushed).
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, unsigned mode);
 // The same for a file that must not exist yet (keys): ALREADY_EXISTS, and nothing written, when `path`
-// exists (the temporary file is linked into place, which never replaces a file).
+// exists (the temporary file is linked into place, which never replaces a file); when the folder cannot be
+// flushed the new file is removed again (INTERNAL).
 absl::Status CreateFileAtomically(const std::string& path, const std::string& text, unsigned mode);
 
 }  // namespace osh::policy

@@ -2645,6 +2645,8 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
   const std::vector<std::pair<std::string, std::string>> names = {
       {std::string("sb\0x", 4), "name: control characters are not allowed"},
       {"sb\nINFO forged log line", "name: control characters are not allowed"},
+      // A right-to-left override: shown escaped, it would look like the six-character name "sb\u202e".
+      {"sb\xe2\x80\xae", "name: C1 controls and bidirectional formatting characters are not allowed"},
       {huge, "name: 1048576 bytes, at most 256"},
       {std::string(257, 'a'), "name: 257 bytes, at most 256"},
   };

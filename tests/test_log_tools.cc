@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <thread>
 
@@ -440,7 +442,7 @@ TEST_CASE("log tools: policy-log-witness holds no endless header and no slow cli
           "[log_tools][limits]") {
   // Regression: its HTTP server (cpp-httplib 0.11) grew a request line or a header line without bound
   // (300 MiB sent, 317 MB resident), and every one of its workers could be held by a client trickling
-  // its headers.
+  // its headers; on civetweb (the first mend), by one trickling its body.
   TempDir dir;
   TestLog log("", kLogToolsOrigin);
   std::string out, err;
@@ -469,18 +471,24 @@ TEST_CASE("log tools: policy-log-witness holds no endless header and no slow cli
     CHECK(sent < (size_t{16} << 20));
   }
 
-  // More clients trickling their headers (a byte each 200 ms) than it has workers: a checkpoint is still
-  // cosigned while they go on.
+  // More clients trickling their headers, or their bodies, (a byte each 200 ms) than it has threads: a
+  // checkpoint is still cosigned while they go on, and each of them is cut off at the request's timeout.
   std::atomic<bool> stop{false};
+  std::array<std::atomic<bool>, 24> cut_off{};
   std::vector<std::thread> slow;
-  for (int i = 0; i < 12; ++i) {
-    slow.emplace_back([&] {
+  for (int i = 0; i < 24; ++i) {
+    slow.emplace_back([&, i, body = i % 2 == 1] {
       while (!stop) {
         const int fd = ConnectLoopback(host_port);
         if (fd < 0) return;
-        const std::string head = "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n";
+        const std::string head = "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 100000\r\n\r\n";
+        if (body && ::send(fd, head.data(), head.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(head.size())) break;
         for (size_t k = 0; !stop; ++k) {
-          if (::send(fd, &head[k % head.size()], 1, MSG_NOSIGNAL) != 1) break;
+          const char c = body ? 'a' : head[k % head.size()];
+          if (::send(fd, &c, 1, MSG_NOSIGNAL) != 1) {
+            cut_off[i] = true;
+            break;
+          }
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
         }
         ::close(fd);
@@ -493,10 +501,14 @@ TEST_CASE("log tools: policy-log-witness holds no endless header and no slow cli
   client.set_read_timeout(30, 0);
   const std::string note = log.Grow(5);
   auto answer = client.Post("/add-checkpoint", witness::FormatAddCheckpointRequest(0, {}, note), "text/plain");
+  // request_timeout_s is 2: the trickling clients are cut off, whether in their headers or their bodies.
+  const bool all_cut = Eventually([&] { return std::all_of(cut_off.begin(), cut_off.end(), [](auto& c) { return c.load(); }); },
+                                  std::chrono::seconds(30));
   stop = true;
   for (auto& t : slow) t.join();
   REQUIRE(answer);
   CHECK(answer->status == 200);
+  CHECK(all_cut);
   witness.Signal(SIGTERM);
   CHECK(witness.Wait() == 0);
 }

@@ -386,6 +386,49 @@ TEST_CASE("tlog: tiles past the published size, left by a crash over entries sin
   CHECK(absl::IsFailedPrecondition(WriteTiles(dir, 0, 600, forked_store, forked_reader, options).status()));
 }
 
+TEST_CASE("tlog: the right edge of a tree, and partials deleted only when asked (after the checkpoint)", "[tlog]") {
+  auto paths = [](int64_t size) {
+    std::vector<std::string> out;
+    for (const Tile& t : EdgeTiles(size)) out.push_back(TilePath(t));
+    return out;
+  };
+  CHECK(paths(300) == std::vector<std::string>{"tile/0/001.p/44", "tile/1/000.p/1"});
+  CHECK(paths(512) == std::vector<std::string>{"tile/0/001", "tile/1/000.p/2"});
+  CHECK(paths(65000) == std::vector<std::string>{"tile/0/253.p/232", "tile/1/000.p/253"});
+  CHECK(paths(65536) == std::vector<std::string>{"tile/0/255", "tile/1/000", "tile/2/000.p/1"});
+  CHECK(paths(1) == std::vector<std::string>{"tile/0/000.p/1"});
+  TlogScratch scratch;
+  const std::string dir = scratch.dir.string();
+  std::vector<std::string> entries;
+  MemoryHashStore store;
+  VectorEntries reader(entries);
+  for (int i = 0; i < 600; ++i) {
+    entries.push_back(TlogTestEntry(i));
+    store.Append(entries.back());
+  }
+  TileWriteOptions options;
+  options.sync = false;
+  options.delete_superseded_partials = false;
+  REQUIRE(WriteTiles(dir, 0, 300, store, reader, options).ok());
+  REQUIRE(WriteTiles(dir, 300, 600, store, reader, options).ok());
+  // The checkpoint of 300 is still the one served: its partials stay until that of 600 is out.
+  CHECK(std::filesystem::exists(scratch.dir / "tile/0/001.p/44"));
+  CHECK(std::filesystem::exists(scratch.dir / "tile/entries/001.p/44"));
+  CHECK(DeleteSupersededPartials(dir, 300, 600) == 2);  // 0/001.p/44 and entries/001.p/44 (level 1 is still partial)
+  CHECK_FALSE(std::filesystem::exists(scratch.dir / "tile/0/001.p"));
+  CHECK_FALSE(std::filesystem::exists(scratch.dir / "tile/entries/001.p"));
+  CHECK(std::filesystem::exists(scratch.dir / "tile/0/002.p/88"));  // still partial: kept
+  // Edge tiles removed are written again, byte for byte; present ones are compared.
+  const std::string edge0 = Slurp(scratch.dir / "tile/0/002.p/88");
+  std::filesystem::remove_all(scratch.dir / "tile/0/002.p");
+  std::filesystem::remove_all(scratch.dir / "tile/1");
+  auto repaired = WriteEdgeTiles(dir, 600, store, reader, options);
+  REQUIRE(repaired.ok());
+  CHECK(repaired->files_written == 2);
+  CHECK(Slurp(scratch.dir / "tile/0/002.p/88") == edge0);
+  CHECK(std::filesystem::exists(scratch.dir / "tile/1/000.p/2"));
+}
+
 TEST_CASE("tlog: signed notes open and sign exactly as Go's sumdb/note (its test vectors)", "[tlog]") {
   const std::string skey = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
   const std::string vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";

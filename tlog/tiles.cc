@@ -395,12 +395,14 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
   return absl::OkStatus();
 }
 
-absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_size, int64_t new_size,
-                                          const HashReader& hashes, const EntryReader& entries,
-                                          const TileWriteOptions& options) {
-  if (old_size < 0 || new_size < old_size) return absl::InvalidArgumentError("tlog: WriteTiles wants 0 <= old <= new");
+namespace {
+
+// Writes `tiles` (hash tiles) and, for level 0, their entry bundles, as WriteTiles describes.
+absl::StatusOr<TileWriteStats> WriteTileList(const std::string& dir, const std::vector<Tile>& tiles,
+                                             const HashReader& hashes, const EntryReader& entries,
+                                             const TileWriteOptions& options) {
   TileWriteStats stats;
-  for (const Tile& tile : NewTiles(old_size, new_size)) {
+  for (const Tile& tile : tiles) {
     absl::StatusOr<std::string> data = ReadTileData(tile, hashes);
     if (!data.ok()) return data.status();
     std::vector<std::pair<Tile, std::string>> files;
@@ -434,6 +436,44 @@ absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_si
     }
   }
   return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_size, int64_t new_size,
+                                          const HashReader& hashes, const EntryReader& entries,
+                                          const TileWriteOptions& options) {
+  if (old_size < 0 || new_size < old_size) return absl::InvalidArgumentError("tlog: WriteTiles wants 0 <= old <= new");
+  return WriteTileList(dir, NewTiles(old_size, new_size), hashes, entries, options);
+}
+
+std::vector<Tile> EdgeTiles(int64_t size) {
+  std::vector<Tile> edge;
+  for (const Tile& tile : TilesForSize(size)) {  // level by level, left to right: the last of each level wins
+    if (!edge.empty() && edge.back().level == tile.level) edge.back() = tile;
+    else edge.push_back(tile);
+  }
+  return edge;
+}
+
+absl::StatusOr<TileWriteStats> WriteEdgeTiles(const std::string& dir, int64_t size, const HashReader& hashes,
+                                              const EntryReader& entries, const TileWriteOptions& options) {
+  if (size < 0) return absl::InvalidArgumentError("tlog: WriteEdgeTiles wants size >= 0");
+  return WriteTileList(dir, EdgeTiles(size), hashes, entries, options);
+}
+
+int64_t DeleteSupersededPartials(const std::string& dir, int64_t old_size, int64_t new_size) {
+  int64_t deleted = 0;
+  for (const Tile& tile : NewTiles(old_size, new_size)) {
+    if (!tile.full()) continue;
+    for (const Tile& t : {tile, BundleOf(tile)}) {
+      if (t.level == kEntriesLevel && tile.level != 0) continue;
+      std::error_code ec;
+      const auto removed = std::filesystem::remove_all(absl::StrCat(dir, "/", TilePath(t), ".p"), ec);
+      if (!ec && removed != static_cast<std::uintmax_t>(-1) && removed > 0) deleted += static_cast<int64_t>(removed - 1);
+    }
+  }
+  return deleted;
 }
 
 }  // namespace osh::tlog

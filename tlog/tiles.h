@@ -162,6 +162,18 @@ absl::StatusOr<TileWriteStats> WriteTiles(const std::string& dir, int64_t old_si
                                           const HashReader& hashes, const EntryReader& entries,
                                           const TileWriteOptions& options = {});
 
+// The right edge of the tree of `size` entries: at each level its last tile (partial or full), left to
+// right by level. The files a log wrote last for that size, in the folders it made last.
+std::vector<Tile> EdgeTiles(int64_t size);
+// Writes EdgeTiles(size) and the level-0 tile's bundle as WriteTiles does: a missing file written, an
+// existing one compared (other bytes: FAILED_PRECONDITION unless options.published_size allows it).
+absl::StatusOr<TileWriteStats> WriteEdgeTiles(const std::string& dir, int64_t size, const HashReader& hashes,
+                                              const EntryReader& entries, const TileWriteOptions& options = {});
+// Deletes the partial versions (hash tiles and bundles) of the tiles that growing from `old_size` to
+// `new_size` made full. Call it only once the checkpoint of `new_size` is published: until then a reader
+// of the older checkpoint needs a partial the full tile would not be served for. Returns the files deleted.
+int64_t DeleteSupersededPartials(const std::string& dir, int64_t old_size, int64_t new_size);
+
 // Writes `data` to `path` through a temporary file in the same directory and a rename, creating the
 // directories on the way (files 0644: tiles are public). With `sync`, the file, its directory and the parent
 // of every directory this call created are fsynced: after a crash the file is there with its folders.

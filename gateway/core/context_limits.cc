@@ -7,6 +7,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/bounded_text.h"
 
 namespace osh::gateway {
 namespace {
@@ -21,7 +22,13 @@ std::string TextProblem(const std::string& text, size_t max_bytes) {
     const auto u = static_cast<unsigned char>(c);
     return u < 0x20 || u == 0x7f;
   });
-  return control ? "control characters are not allowed" : "";
+  if (control) return "control characters are not allowed";
+  // What BoundedText would escape is refused too, so that a checked value is shown (in audit events, logs,
+  // messages) as it is: two values never look alike there.
+  if (common::BoundedText(text, text.size() + 64) != text) {
+    return "C1 controls and bidirectional formatting characters are not allowed";
+  }
+  return "";
 }
 
 // A field name quoting a client-chosen key safely (bounded, escaped).

@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<LogSequencer>> LogSequencer::Open(store::AuditLog
     if (absl::Status rebuilt = sequencer->AppendPending(); !rebuilt.ok()) return rebuilt;
     sequencer->rebuilt_ = true;  // from here on, the newest entries are kept for the next entry bundle
     if (absl::Status checked = sequencer->CheckAgainstPublished(); !checked.ok()) return checked;
+    if (absl::Status checked = sequencer->CheckSignedAhead(); !checked.ok()) return checked;
     if (absl::Status repaired = sequencer->RepairPublishedEdge(); !repaired.ok()) return repaired;
     if (auto published = sequencer->Publish(); !published.ok()) return published.status();
   }
@@ -183,6 +184,36 @@ absl::Status LogSequencer::AppendPending() {
   }
 }
 
+absl::Status LogSequencer::CheckSignedAhead() {
+  // A checkpoint signed and shown to witnesses, whose publication a crash stopped: the witnesses hold it,
+  // so the tree must still extend it, and no tile under it may be replaced.
+  const std::string path = (std::filesystem::path(options_.dir) / kSignedAheadFile).string();
+  auto text = policy::ReadFileToString(path);
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (!text.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": cannot check ", path, ": ", text.status().message()));
+  }
+  auto verifier = tlog::ParseVerifierKey(verifier_key_);
+  if (!verifier.ok()) return verifier.status();
+  auto opened = tlog::OpenCheckpoint(*text, options_.origin, **verifier);
+  if (!opened.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": ", path, " does not open with this log key and origin (",
+                                                      opened.status().message(), ")"));
+  }
+  const tlog::Checkpoint& shown = opened->checkpoint;
+  if (shown.size <= current().size) return absl::OkStatus();  // published since: nothing more to hold
+  absl::StatusOr<tlog::Hash> root =
+      shown.size <= hashes_.size() ? tlog::TreeHash(shown.size, hashes_) : absl::StatusOr<tlog::Hash>(tlog::Hash{});
+  if (!root.ok()) return root.status();
+  if (shown.size > hashes_.size() || *root != shown.root) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kInconsistent, ": a checkpoint of ", shown.size, " entries was signed and sent to the witnesses before a crash (",
+        path, "), and the audit log no longer extends it: the database was rolled back or rewritten under the log"));
+  }
+  signed_ahead_ = shown.size;
+  return absl::OkStatus();
+}
+
 absl::Status LogSequencer::CheckAgainstPublished() {
   const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
   auto text = policy::ReadFileToString(path);
@@ -224,14 +255,16 @@ absl::Status LogSequencer::CheckAgainstPublished() {
 absl::Status LogSequencer::RepairPublishedEdge() {
   const Published published = current();
   if (published.checkpoint.empty() || published.size == 0) return absl::OkStatus();
-  // The tiles and the bundle the last write added (the right edge of the published tree, in the folders
-  // made last): rewritten when missing, checked when present — a tile lost under the published checkpoint
-  // would make every monitor fail for good. Files under it that differ are refused (FAILED_PRECONDITION).
+  // The right edge of the published tree — at each level its last tile, and the last bundle: the files
+  // written last, in the folders made last — rewritten when missing, checked when present: a tile lost
+  // under the published checkpoint would make every monitor fail for good. Files under it that differ are
+  // refused (FAILED_PRECONDITION).
   CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
   write.sync = options_.sync;
-  write.published_size = published.size;
-  auto written = tlog::WriteTiles(options_.dir, published.size - 1, published.size, hashes_, entries, write);
+  write.published_size = std::max(published.size, signed_ahead_);
+  write.delete_superseded_partials = false;
+  auto written = tlog::WriteEdgeTiles(options_.dir, published.size, hashes_, entries, write);
   if (!written.ok()) return common::Annotated(written.status(), "the published log's tiles");
   return absl::OkStatus();
 }
@@ -245,7 +278,10 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   write.sync = options_.sync;
   // Tiles past the published size that a crash left over entries since rolled back are replaced; with no
   // checkpoint on disk nothing is known to be unpublished.
-  write.published_size = before.checkpoint.empty() ? -1 : before.size;
+  write.published_size = before.checkpoint.empty() ? -1 : std::max(before.size, signed_ahead_);
+  // A partial a full tile supersedes stays until the checkpoint of this size is out: a reader of the one
+  // published now may still ask for it (the full tile is not served before its checkpoint).
+  write.delete_superseded_partials = false;
   if (auto written = tlog::WriteTiles(options_.dir, before.size, size, hashes_, entries, write); !written.ok()) {
     return written.status();
   }
@@ -255,6 +291,11 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   auto note = tlog::SignCheckpoint(checkpoint, {signer_.get()});
   if (!note.ok()) return note.status();
   if (options_.witnesses != nullptr) {
+    // Shown to the witnesses before it is published: recorded first, so that after a crash no tile under
+    // it is replaced and a database that no longer extends it is refused (CheckSignedAhead).
+    const std::string ahead = (std::filesystem::path(options_.dir) / kSignedAheadFile).string();
+    if (absl::Status recorded = tlog::WriteFileAtomically(ahead, *note, options_.sync); !recorded.ok()) return recorded;
+    signed_ahead_ = std::max(signed_ahead_, size);
     const std::vector<tlog::NoteSignature> cosignatures = options_.witnesses->Collect(
         *note, size, [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); });
     if (!cosignatures.empty()) {
@@ -264,6 +305,7 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
   }
   const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
   if (absl::Status written = tlog::WriteFileAtomically(path, *note, options_.sync); !written.ok()) return written;
+  tlog::DeleteSupersededPartials(options_.dir, before.size, size);  // C2SP: MAY, once the full tile is served
   // Keep only the entries of the bundle that is still open (full bundles are never written again).
   const int64_t keep_from = size - size % tlog::kTileWidth;
   while (open_bundle_begin_ < keep_from && !open_bundle_.empty()) {

@@ -105,6 +105,7 @@ class LogSequencer {
   // Appends the events after `hashes_`'s size, checking each links to the one before. Under mu_.
   absl::Status AppendPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status CheckAgainstPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
+  absl::Status CheckSignedAhead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status RepairPublishedEdge() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::StatusOr<int64_t> Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   // Keeps sandbox_entries_ up to date with entry `index`.
@@ -127,6 +128,10 @@ class LogSequencer {
 
   mutable absl::Mutex published_mu_;
   Published published_ ABSL_GUARDED_BY(published_mu_);
+  // The largest checkpoint signed and sent to witnesses (<dir>/checkpoint.signed), published or not: no
+  // tile under it is ever replaced.
+  static constexpr char kSignedAheadFile[] = "checkpoint.signed";
+  int64_t signed_ahead_ ABSL_GUARDED_BY(integrate_mu_) = 0;
   // Per sandbox, the newest integrated event that put a projection in force (erased on deletion).
   struct SandboxEntry {
     int64_t index = 0;
