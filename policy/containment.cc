@@ -532,6 +532,8 @@ std::optional<Witness> FindWitness(const Grant& grant, const EgressPolicy& candi
         for (const std::string& host : hosts) {
           for (const std::string& method : methods) {
             for (const std::string& path : paths) {
+              // A path the enforcer never sees (its proxy normalises paths first) witnesses nothing.
+              if (grant.request && !PathNotCanonical(path).empty()) continue;
               EgressIntent intent;
               intent.host = host;
               intent.port = grant.port;

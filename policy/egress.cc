@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "policy/glob.h"
 
 namespace osh::policy {
@@ -247,6 +248,18 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
   return std::shared_ptr<const EgressPolicy>(new EgressPolicy(std::move(c)));
 }
 
+std::string PathNotCanonical(absl::string_view path) {
+  if (path.empty() || path.front() != '/') return "it does not start with '/'";
+  if (path.find('%') != absl::string_view::npos) return "percent-encoded";
+  if (path.find(';') != absl::string_view::npos) return "';' parameters";
+  if (path.find_first_of("?#") != absl::string_view::npos) return "a query or fragment in the path";
+  for (absl::string_view segment : absl::StrSplit(path.substr(1), '/')) {
+    if (segment == "." || segment == "..") return "a '.' or '..' segment";
+  }
+  if (path.find("//") != absl::string_view::npos) return "an empty segment ('//')";
+  return "";
+}
+
 namespace {
 
 bool MethodMatches(absl::string_view actual, absl::string_view expected) {
@@ -255,11 +268,16 @@ bool MethodMatches(absl::string_view actual, absl::string_view expected) {
   return absl::EqualsIgnoreCase(actual, "HEAD") && absl::EqualsIgnoreCase(expected, "GET");
 }
 
-const std::vector<std::string>* QueryValues(const EgressRequest& request, absl::string_view key) {
+// Every value the request gives `key`, in order; nullopt when the key is absent. A key given twice is one
+// key with all its values (upstream's request holds its query as a map of key to the list of values).
+std::optional<std::vector<std::string>> QueryValues(const EgressRequest& request, absl::string_view key) {
+  std::optional<std::vector<std::string>> out;
   for (const auto& [k, values] : request.query) {
-    if (k == key) return &values;
+    if (k != key) continue;
+    if (!out) out.emplace();
+    out->insert(out->end(), values.begin(), values.end());
   }
-  return nullptr;
+  return out;
 }
 
 // One value against one matcher: matches if any of its patterns does.
@@ -285,8 +303,8 @@ Match And(Match a, Match b) {
 Match AllowQueryMatches(const Rule& rule, const EgressRequest& request, std::string* why) {
   Match result = Match::kYes;
   for (const QueryMatcher& matcher : rule.query) {
-    const auto* values = QueryValues(request, matcher.key);
-    if (values == nullptr || values->empty()) return Match::kNo;
+    const auto values = QueryValues(request, matcher.key);
+    if (!values || values->empty()) return Match::kNo;
     for (const std::string& value : *values) {
       result = And(result, ValueMatches(matcher, value, why));
       if (result == Match::kNo) return result;
@@ -300,8 +318,8 @@ Match AllowQueryMatches(const Rule& rule, const EgressRequest& request, std::str
 Match DenyQueryMatches(const Rule& rule, const EgressRequest& request, std::string* why) {
   Match result = Match::kYes;
   for (const QueryMatcher& matcher : rule.query) {
-    const auto* values = QueryValues(request, matcher.key);
-    if (values == nullptr) return Match::kNo;
+    const auto values = QueryValues(request, matcher.key);
+    if (!values) return Match::kNo;
     if (values->empty()) continue;
     Match any = Match::kNo;
     for (const std::string& value : *values) {
@@ -438,7 +456,7 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
     for (const auto& [e, binary] : entries) {
       if (!out->reason.empty()) out->reason.append("; ");
       absl::StrAppend(&out->reason, "binary '", intent.binary, "' not allowed in policy '", c.entries[e].key,
-                      "' (ancestors: [", ancestors, "], cmdline: [", cmdline, "])");
+                      "' (ancestors: [", ancestors, "], cmdline: [", cmdline, "])", kBinaryMissHint);
     }
     return;
   }
@@ -481,6 +499,12 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   const EgressRequest& request = *intent.request;
   if (HasControl(request.method) || HasControl(request.path)) {
     return SetDecision(out, EgressVerdict::kDeny, "policy evaluation error: the request contains a control character");
+  }
+  if (std::string why = PathNotCanonical(request.path); !why.empty()) {
+    return SetDecision(out, EgressVerdict::kUnsupported,
+                       absl::StrCat("the request path is not canonical (", why,
+                                    "): the sandbox's proxy decodes and normalises a path before its policy sees it; "
+                                    "give the path as it would"));
   }
   const Rule* allowing = nullptr;
   const Rule* denying = nullptr;

@@ -19,6 +19,19 @@
 namespace osh::policy {
 
 // An L7 REST request: method, canonical path, and the query (a key may repeat: all its values).
+// Upstream's runtime appends this to every binary miss's reason (sandbox-policy.rego, deny_reason), word
+// for word; so does Decide.
+inline constexpr char kBinaryMissHint[] =
+    ". SYMLINK HINT: the binary path is the kernel-resolved target from /proc/<pid>/exe, not the symlink. If your "
+    "policy specifies a symlink (e.g., /usr/bin/python3) but the actual binary is /usr/bin/python3.11, either: (1) "
+    "use the canonical path in your policy (run 'readlink -f /usr/bin/python3' inside the sandbox), or (2) ensure "
+    "symlink resolution is working (check sandbox logs for 'Cannot access container filesystem')";
+
+// Why `path` is not a request path as upstream's proxy hands it to its policy (l7/path.rs: percent-decoded,
+// `.` and `..` resolved, `//` collapsed, `;params` stripped; so from '/', and without '%', ';', '?', '#', a
+// '.' or '..' segment or '//'); "" when it is one. Decide answers a request on such a path unsupported.
+std::string PathNotCanonical(absl::string_view path);
+
 struct EgressRequest {
   std::string method;
   std::string path;

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "policy/body_codec.h"
 #include "policy/containment_model.h"
@@ -236,7 +237,8 @@ std::string AllowingRule(const EgressDecision& d) {
 std::string RefusingRule(const EgressDecision& d) {
   if (absl::StartsWith(d.rule, "network_policies.")) return absl::StrCat(d.rule, ": ", d.reason);
   if (!d.endpoint.empty()) return absl::StrCat(d.endpoint, ": ", d.reason);
-  return absl::StrCat("(no rule: ", d.reason, ")");
+  // Which binary missed is what a diff of authority needs; the hint upstream adds is advice for a sandbox's logs.
+  return absl::StrCat("(no rule: ", absl::StrReplaceAll(d.reason, {{kBinaryMissHint, ""}}), ")");
 }
 
 // Grants whose differences merge into one class: the same endpoint and path pattern, one verdict.

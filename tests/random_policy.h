@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "policy/egress.h"
 #include "policy/glob.h"
@@ -114,6 +116,13 @@ inline std::vector<EgressIntent> IntentsFrom(std::mt19937& rng, const SandboxPol
       }
       if (request.method == "*") request.method = "PATCH";
       if (Chance(rng, 0.1)) request.method = "HEAD";
+      // As the sandbox's proxy hands a path to its policy: from '/', no empty, '.' or '..' segment (a filled
+      // pattern can be "x/y" or "a//b"; the evaluator answers such a path unsupported).
+      std::vector<std::string> segments;
+      for (absl::string_view part : absl::StrSplit(request.path, '/')) {
+        if (!part.empty() && part != "." && part != "..") segments.emplace_back(part);
+      }
+      request.path = "/" + absl::StrJoin(segments, "/");
       intent.request = std::move(request);
     }
     out.push_back(std::move(intent));

@@ -94,3 +94,51 @@ TEST_CASE("egress vectors: every upstream case decides as upstream's runtime doe
   CHECK(decided + refused == static_cast<size_t>(cases.size()));
   CHECK(refused >= 20);
 }
+
+TEST_CASE("egress: a query key given twice is one key, a path the proxy would normalise is unsupported, a binary miss "
+          "carries upstream's symlink hint",
+          "[policy][egress]") {
+  // From a review against upstream's runtime (its request holds the query as a map of key to values, its
+  // proxy canonicalises a path before the policy sees it, its Rego appends the hint to every binary miss).
+  auto policy = osh::policy::ParsePolicyText(R"({"version": 1, "network_policies": {"api": {
+      "endpoints": [{"host": "api.x.com", "port": 443, "protocol": "rest", "enforcement": "enforce",
+                     "rules": [{"allow": {"method": "GET", "path": "/issues", "query": {"state": {"glob": "open"}}}},
+                               {"allow": {"method": "*", "path": "/repos/**"}}],
+                     "deny_rules": [{"method": "DELETE", "path": "/repos/*/secrets/**"}]}],
+      "binaries": [{"path": "/usr/bin/curl"}]}}})",
+                                             "inline");
+  REQUIRE(policy.ok());
+  const auto compiled = EgressPolicy::Compile(*policy);
+  auto decide = [&](const std::string& method, const std::string& path,
+                    std::vector<std::pair<std::string, std::vector<std::string>>> query = {},
+                    const std::string& binary = "/usr/bin/curl") {
+    EgressIntent intent;
+    intent.host = "api.x.com";
+    intent.port = 443;
+    intent.binary = binary;
+    intent.request = osh::policy::EgressRequest{method, path, std::move(query)};
+    return compiled->Decide(intent);
+  };
+  CHECK(VerdictName(decide("GET", "/issues", {{"state", {"open"}}}).verdict) == "allow");
+  // state=open&state=all given as two entries: every value must match, as when given as one.
+  CHECK(VerdictName(decide("GET", "/issues", {{"state", {"open"}}, {"state", {"all"}}}).verdict) == "deny");
+  CHECK(VerdictName(decide("GET", "/issues", {{"state", {"open", "all"}}}).verdict) == "deny");
+  // The deny rule would be dodged by a path its proxy resolves first: never a guess.
+  CHECK(VerdictName(decide("DELETE", "/repos/a/secrets/x").verdict) == "deny");
+  for (const std::string path : {"/repos/a/b/../secrets/x", "/repos/a/./secrets/x", "/repos//a/secrets/x",
+                                 "/repos/a/%73ecrets/x", "/repos/a;v=1/secrets/x", "repos/a"}) {
+    INFO(path);
+    const auto decision = decide("DELETE", path);
+    CHECK(VerdictName(decision.verdict) == "unsupported");
+    CHECK_THAT(decision.reason, Catch::Contains("not canonical"));
+  }
+  const auto missed = decide("GET", "/repos/a", {}, "/usr/bin/wget");
+  CHECK(VerdictName(missed.verdict) == "deny");
+  CHECK_THAT(missed.reason, Catch::EndsWith("(ancestors: [], cmdline: []). SYMLINK HINT: the binary path is the "
+                                            "kernel-resolved target from /proc/<pid>/exe, not the symlink. If your policy "
+                                            "specifies a symlink (e.g., /usr/bin/python3) but the actual binary is "
+                                            "/usr/bin/python3.11, either: (1) use the canonical path in your policy (run "
+                                            "'readlink -f /usr/bin/python3' inside the sandbox), or (2) ensure symlink "
+                                            "resolution is working (check sandbox logs for 'Cannot access container "
+                                            "filesystem')"));
+}
