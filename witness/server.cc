@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -13,14 +15,15 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
-#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/descriptor_limit.h"
 #include "witness/log.h"
 
 namespace osh::witness {
@@ -46,8 +49,14 @@ namespace {
 
 using Route = WitnessRoute;
 
-// Body bytes all requests together may hold at once: a flood of large bodies is refused, not buffered.
+// Body bytes all requests together may hold at once beyond the first kFreeBodyBytes of each (a real
+// add-checkpoint is a few KiB, so stalled large bodies never crowd one out): a flood of large bodies is
+// refused, not buffered.
 constexpr size_t kBufferedBodyBudget = size_t{64} << 20;
+constexpr size_t kFreeBodyBytes = 64 * 1024;
+
+// The part of a body of `size` bytes charged to the shared budget.
+size_t Charged(size_t size) { return size > kFreeBodyBytes ? size - kFreeBodyBytes : 0; }
 
 // One request, from its request line (the URI callback) to its end (the completed callback).
 struct Request {
@@ -116,7 +125,7 @@ void Watchdog(Route* route) {
 void OnCompleted(void* cls, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
   auto* request = static_cast<Request*>(*con_cls);
   if (request == nullptr) return;
-  static_cast<Route*>(cls)->buffered -= request->body.size();
+  static_cast<Route*>(cls)->buffered -= Charged(request->body.size());
   delete request;
   *con_cls = nullptr;
 }
@@ -150,7 +159,10 @@ MHD_Result Handle(void* cls, MHD_Connection* connection, const char* url, const 
     // timeout, as any body) so that the client reads the 413.
     const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const unsigned long long declared = length != nullptr ? std::strtoull(length, nullptr, 10) : 0;
-    if (declared > 2 * static_cast<unsigned long long>(route.max_request_bytes)) {
+    const char* expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    const bool waits_to_send = expect != nullptr && strcasecmp(expect, "100-continue") == 0;
+    if (declared > 2 * static_cast<unsigned long long>(route.max_request_bytes) ||
+        (waits_to_send && declared > route.max_request_bytes)) {  // answered before the body is sent
       request->answered = true;
       return Answer(connection, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain; charset=utf-8", "request body too large\n");
     }
@@ -163,8 +175,9 @@ MHD_Result Handle(void* cls, MHD_Connection* connection, const char* url, const 
     if (request->answered || request->too_large) return MHD_YES;  // dropped
     // Past the bound (a body without Content-Length), or past what all requests may hold: closed.
     if (request->body.size() + n > route.max_request_bytes) return MHD_NO;
-    if (route.buffered.fetch_add(n) + n > kBufferedBodyBudget) {
-      route.buffered -= n;
+    const size_t charge = Charged(request->body.size() + n) - Charged(request->body.size());
+    if (charge > 0 && route.buffered.fetch_add(charge) + charge > kBufferedBodyBudget) {
+      route.buffered -= charge;
       return MHD_NO;
     }
     request->body.append(upload_data, n);
@@ -229,14 +242,18 @@ absl::StatusOr<std::unique_ptr<WitnessServer>> WitnessServer::Bind(Witness& witn
   route.timeout = std::chrono::milliseconds(int64_t{config.request_timeout_s} * 1000);
   // libmicrohttpd, event-driven (epoll) on 4 threads: a connection waits in the loop, not in a worker.
   // Headers must fit in the connection's 32 KiB pool; idle connections close after request_timeout_s;
-  // at most 1024 connections, 32 from one address.
+  // at most 1024 connections (fewer when the descriptor limit, raised first, leaves less than that and a
+  // reserve for the state file), 32 from one address.
+  const size_t descriptors = common::RaiseDescriptorLimit();
+  const unsigned connection_limit =
+      static_cast<unsigned>(std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, 1024));
   unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
   out->state_->daemon = MHD_start_daemon(
       flags, static_cast<uint16_t>(port), nullptr, nullptr, &Handle, &route,
       MHD_OPTION_EXTERNAL_LOGGER, &OnPanicLog, nullptr,  // first: messages before it go to stderr raw
       MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&bind_address),
       MHD_OPTION_THREAD_POOL_SIZE, 4u,
-      MHD_OPTION_CONNECTION_LIMIT, 1024u,
+      MHD_OPTION_CONNECTION_LIMIT, connection_limit,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 32u,
       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(config.request_timeout_s),
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{32 * 1024},

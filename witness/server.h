@@ -1,12 +1,12 @@
 // policy-log-witness's HTTP side (libmicrohttpd, Debian's libmicrohttpd): POST
 // <submission_prefix>/add-checkpoint answered by a Witness (witness/witness.h); any other method on that
 // path is 405 (Allow: POST), any other path 404. What an unauthenticated client can make it hold is
-// bounded: the server is event-driven, so a slow client holds a connection slot (at most 1024, 32 per
-// address), never a worker; a connection carries one request, which — headers and body — must arrive
+// bounded: the server is event-driven, so a slow client holds a connection slot (at most 1024, fewer when
+// the descriptor limit — raised at start — is lower; 32 per address), never a worker; a connection carries one request, which — headers and body — must arrive
 // whole within request_timeout_s of the connection, or the connection is closed unanswered; headers fit in 32 KiB; a body declared larger
 // than max_request_bytes is read and dropped, then refused with 413 (more than twice that: refused before
 // it is read), one without Content-Length closed at that size; all
-// requests together hold at most 64 MiB of bodies. Every refusal worth an operator's attention and every
+// requests together hold at most 64 MiB of bodies beyond the first 64 KiB of each. Every refusal worth an operator's attention and every
 // cosignature is logged (witness/log.h).
 #pragma once
 

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "builtin_driver/builtin_driver.h"
+#include "common/descriptor_limit.h"
 #include "drivers/unix_server.h"
 #include "gateway/core/log.h"
 #include "gateway/server/status_conversion.h"
@@ -350,7 +351,7 @@ int Daemon::Serve() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
-  const size_t descriptors = RaiseDescriptorLimit();
+  const size_t descriptors = common::RaiseDescriptorLimit();
   const ConnectionCaps caps = ConnectionCapsFor(descriptors, config_.limits);
   if (!caps.lowered.empty()) LogWarning(caps.lowered);
   const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;

@@ -77,7 +77,4 @@ class UnixAcceptor {
   std::thread thread_;
 };
 
-// Raises the soft limit on open descriptors to the hard limit; returns the limit now in force.
-size_t RaiseDescriptorLimit();
-
 }  // namespace osh::gateway
