@@ -290,6 +290,27 @@ TEST_CASE("log: a database rewritten or rolled back under the log is refused at 
     CHECK_THAT(ReadAll(log_path), Catch::Contains("log_inconsistent: cannot check the published checkpoint") &&
                                       Catch::Contains(checkpoint));
   }
+  SECTION("a checkpoint sent to witnesses before a crash, which the database no longer extends") {
+    // The gateway records each checkpoint it sends to witnesses before sending it (checkpoint.signed);
+    // one of a larger tree than the database now holds, under this log's key, is a fork the witnesses hold.
+    REQUIRE(g.Stop() == 0);
+    const auto published = PublishedCheckpoint(log_dir, key.pem);
+    auto signer = osh::tlog::Ed25519NoteSigner::FromPem(kOrigin, key.pem);
+    REQUIRE(signer.ok());
+    const osh::tlog::NoteSigner* signers[] = {signer->get()};
+    const osh::tlog::Checkpoint ahead{kOrigin, published.size + 50, osh::tlog::RecordHash("another tree"), {}};
+    WriteFile(log_dir + "/checkpoint.signed", *osh::tlog::SignCheckpoint(ahead, signers), 0644);
+    const std::string log_path = g.dir() / "refused.log";
+    CHECK(StartRefused(g.state_dir(), key.Flags(), log_path) == 1);
+    CHECK_THAT(ReadAll(log_path), Catch::Contains("log_inconsistent") &&
+                                      Catch::Contains("a checkpoint signed and sent to the witnesses before a crash") &&
+                                      Catch::Contains("checkpoint.signed"));
+    // One the published checkpoint has caught up with holds nothing back.
+    const osh::tlog::Checkpoint behind{kOrigin, published.size, published.root, {}};
+    WriteFile(log_dir + "/checkpoint.signed", *osh::tlog::SignCheckpoint(behind, signers), 0644);
+    g.Start();
+    CHECK(g.Stop() == 0);
+  }
   SECTION("a log key others can read is refused, naming the fix") {
     REQUIRE(g.Stop() == 0);
     ::chmod(key.path.c_str(), 0644);

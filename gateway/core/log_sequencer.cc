@@ -184,44 +184,14 @@ absl::Status LogSequencer::AppendPending() {
   }
 }
 
-absl::Status LogSequencer::CheckSignedAhead() {
-  // A checkpoint signed and shown to witnesses, whose publication a crash stopped: the witnesses hold it,
-  // so the tree must still extend it, and no tile under it may be replaced.
-  const std::string path = (std::filesystem::path(options_.dir) / kSignedAheadFile).string();
+absl::StatusOr<std::optional<LogSequencer::OwnCheckpoint>> LogSequencer::ReadOwnCheckpoint(const std::string& name, absl::string_view what) const {
+  const std::string path = (std::filesystem::path(options_.dir) / name).string();
   auto text = policy::ReadFileToString(path);
-  if (absl::IsNotFound(text.status())) return absl::OkStatus();
-  if (!text.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": cannot check ", path, ": ", text.status().message()));
-  }
-  auto verifier = tlog::ParseVerifierKey(verifier_key_);
-  if (!verifier.ok()) return verifier.status();
-  auto opened = tlog::OpenCheckpoint(*text, options_.origin, **verifier);
-  if (!opened.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": ", path, " does not open with this log key and origin (",
-                                                      opened.status().message(), ")"));
-  }
-  const tlog::Checkpoint& shown = opened->checkpoint;
-  if (shown.size <= current().size) return absl::OkStatus();  // published since: nothing more to hold
-  absl::StatusOr<tlog::Hash> root =
-      shown.size <= hashes_.size() ? tlog::TreeHash(shown.size, hashes_) : absl::StatusOr<tlog::Hash>(tlog::Hash{});
-  if (!root.ok()) return root.status();
-  if (shown.size > hashes_.size() || *root != shown.root) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kInconsistent, ": a checkpoint of ", shown.size, " entries was signed and sent to the witnesses before a crash (",
-        path, "), and the audit log no longer extends it: the database was rolled back or rewritten under the log"));
-  }
-  signed_ahead_ = shown.size;
-  return absl::OkStatus();
-}
-
-absl::Status LogSequencer::CheckAgainstPublished() {
-  const std::string path = (std::filesystem::path(options_.dir) / "checkpoint").string();
-  auto text = policy::ReadFileToString(path);
-  if (absl::IsNotFound(text.status())) return absl::OkStatus();  // nothing published yet: a new log
+  if (absl::IsNotFound(text.status())) return std::nullopt;
   if (!text.ok()) {
     // Unreadable is not absent: taking it for a new log would publish a checkpoint without checking that
     // the tree still extends the one sandboxes and witnesses hold.
-    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": cannot check the published checkpoint: ",
+    return absl::FailedPreconditionError(absl::StrCat(kInconsistent, ": cannot check ", what, ": ",
                                                       text.status().message()));
   }
   auto verifier = tlog::ParseVerifierKey(verifier_key_);
@@ -232,23 +202,48 @@ absl::Status LogSequencer::CheckAgainstPublished() {
         kInconsistent, ": ", path, " does not open with this log key and origin (", opened.status().message(),
         "); a log's key and origin never change — move the folder away to start a new log"));
   }
-  const tlog::Checkpoint& published = opened->checkpoint;
-  if (published.size > hashes_.size()) {
+  return OwnCheckpoint{path, opened->checkpoint, *std::move(text)};
+}
+
+absl::Status LogSequencer::CheckExtends(const OwnCheckpoint& own, absl::string_view what) const {
+  const tlog::Checkpoint& cp = own.checkpoint;
+  if (cp.size > hashes_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        kInconsistent, ": the published checkpoint covers ", published.size, " entries but the audit log holds ",
+        kInconsistent, ": ", what, " (", own.path, ") covers ", cp.size, " entries but the audit log holds ",
         hashes_.size(), " events: the database was rolled back under the log; serving it would fork the log "
         "sandboxes and witnesses hold"));
   }
-  auto root = tlog::TreeHash(published.size, hashes_);
+  auto root = tlog::TreeHash(cp.size, hashes_);
   if (!root.ok()) return root.status();
-  if (*root != published.root) {
+  if (*root != cp.root) {
     return absl::FailedPreconditionError(absl::StrCat(
-        kInconsistent, ": the first ", published.size, " audit events no longer give the published root ",
-        tlog::HashToBase64(published.root), " (they give ", tlog::HashToBase64(*root),
+        kInconsistent, ": the first ", cp.size, " audit events no longer give the root ", tlog::HashToBase64(cp.root),
+        " of ", what, " (", own.path, "; they give ", tlog::HashToBase64(*root),
         "): the database was rewritten under the log"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status LogSequencer::CheckSignedAhead() {
+  // A checkpoint signed and shown to witnesses, whose publication a crash stopped: the witnesses hold it,
+  // so the tree must still extend it, and no tile under it may be replaced.
+  constexpr absl::string_view kWhat = "a checkpoint signed and sent to the witnesses before a crash";
+  auto shown = ReadOwnCheckpoint(kSignedAheadFile, kWhat);
+  if (!shown.ok()) return shown.status();
+  if (!shown->has_value() || (*shown)->checkpoint.size <= current().size) return absl::OkStatus();  // published since
+  if (absl::Status extends = CheckExtends(**shown, kWhat); !extends.ok()) return extends;
+  signed_ahead_ = (*shown)->checkpoint.size;
+  return absl::OkStatus();
+}
+
+absl::Status LogSequencer::CheckAgainstPublished() {
+  auto published = ReadOwnCheckpoint("checkpoint", "the published checkpoint");
+  if (!published.ok()) return published.status();
+  if (!published->has_value()) return absl::OkStatus();  // nothing published yet: a new log
+  if (absl::Status extends = CheckExtends(**published, "the published checkpoint"); !extends.ok()) return extends;
+  OwnCheckpoint& own = **published;
   absl::MutexLock lock(&published_mu_);
-  published_ = {published.size, published.root, *std::move(text)};
+  published_ = {own.checkpoint.size, own.checkpoint.root, std::move(own.text)};
   return absl::OkStatus();
 }
 

@@ -25,11 +25,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -37,6 +39,7 @@
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "store/store.h"
 #include "gateway/core/log_witnesses.h"
+#include "tlog/checkpoint.h"
 #include "tlog/merkle.h"
 #include "tlog/note.h"
 
@@ -106,6 +109,16 @@ class LogSequencer {
   absl::Status AppendPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status CheckAgainstPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::Status CheckSignedAhead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
+  // One of this log's own checkpoint files under its folder, read and opened with its key and origin
+  // (nullopt: no such file; FAILED_PRECONDITION log_inconsistent: unreadable, or not this log's).
+  struct OwnCheckpoint {
+    std::string path;
+    tlog::Checkpoint checkpoint;
+    std::string text;
+  };
+  absl::StatusOr<std::optional<OwnCheckpoint>> ReadOwnCheckpoint(const std::string& name, absl::string_view what) const;
+  // log_inconsistent unless the audit log still gives `own`'s root at its size (`what` names it).
+  absl::Status CheckExtends(const OwnCheckpoint& own, absl::string_view what) const;
   absl::Status RepairPublishedEdge() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   absl::StatusOr<int64_t> Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(integrate_mu_);
   // Keeps sandbox_entries_ up to date with entry `index`.
