@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "policy/glob.h"
+#include "policy/route_path.h"
 
 namespace osh::policy {
 
@@ -86,8 +87,11 @@ struct Endpoint {
   std::vector<uint32_t> ports;
   std::string protocol;
   bool enforce = false;
-  bool extended = false;  // protocol, allowed_ips or tls set: the endpoint whose L7 config applies
-  std::optional<MaybeGlob> path_scope;
+  // An L7 config upstream's proxy inspects requests with (l7/mod.rs `parse_l7_config`): an L7 protocol
+  // and, if credential_signing is set, a known mode with its signing_service.
+  bool l7_config = false;
+  std::string route;  // the endpoint's `path`: selects among L7 configs (policy/route_path.h)
+  std::optional<MaybeGlob> path_scope;  // the same `path` as Rego reads it: scopes the rules
   std::vector<Rule> allow;
   std::vector<Rule> deny;
   std::string label;
@@ -214,7 +218,11 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       }
       out.protocol = ep.protocol();
       out.enforce = ep.enforcement() == "enforce";
-      out.extended = !ep.protocol().empty() || ep.allowed_ips_size() > 0 || !ep.tls().empty();
+      const std::string& signing = ep.credential_signing();
+      out.l7_config = !ep.protocol().empty() && ep.protocol() != "tcp" &&
+                      (signing.empty() || ((signing == "sigv4" || signing == "sigv4:body" || signing == "sigv4:no_body") &&
+                                           !ep.signing_service().empty()));
+      out.route = ep.path();
       if (!ep.path().empty()) out.path_scope = RestPath(ep.path());
       const std::string prefix = absl::StrCat("network_policies.", keys[e], ".endpoints[", i, "]");
       out.label = absl::StrCat(prefix, " (", ep.host().empty() ? "*" : ep.host(), ":",
@@ -477,24 +485,28 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;
 
-  // The endpoint whose L7 configuration applies: the first with extended config among matched entries.
+  // The L7 config the request is inspected under (l7/relay.rs): upstream's proxy collects the L7 configs
+  // of the matched endpoints of every matched entry, in (entry key, endpoint) order. None: the connection
+  // is not inspected. One: it applies to every request. Several: each request takes the most specific
+  // whose `path` selects it (ties: the last; policy/route_path.h), and none selecting it is a denial
+  // whatever the enforcement.
   const Endpoint* selected = nullptr;
+  size_t configs = 0;
   for (size_t index : matches) {
     const Endpoint& ep = c.endpoints[index];
-    if (ep.extended && entry_matched(ep.entry)) {
-      selected = &ep;
-      break;
+    if (!ep.l7_config) continue;
+    for (const auto& [e, binary] : entries) {
+      if (e == ep.entry && binary == Match::kUnknown) {
+        return SetDecision(out, EgressVerdict::kUnsupported, absl::StrCat("binary match undecidable: ", unsupported));
+      }
     }
+    if (!entry_matched(ep.entry)) continue;
+    ++configs;
+    if (selected == nullptr) selected = &ep;
   }
-  if (selected == nullptr || selected->protocol.empty() || selected->protocol == "tcp") {
+  if (selected == nullptr) {
     out->rule.assign("(none: no matched endpoint has an L7 protocol, so requests are not inspected)");
     return;
-  }
-  out->endpoint.assign(selected->label);
-  if (selected->protocol != "rest") {
-    return SetDecision(out, EgressVerdict::kUnsupported,
-                       absl::StrCat("the endpoint's protocol is '", selected->protocol,
-                                    "': its requests are judged on their body or frames, which this evaluator does not model"));
   }
   const EgressRequest& request = *intent.request;
   if (HasControl(request.method) || HasControl(request.path)) {
@@ -505,6 +517,26 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
                        absl::StrCat("the request path is not canonical (", why,
                                     "): the sandbox's proxy decodes and normalises a path before its policy sees it; "
                                     "give the path as it would"));
+  }
+  if (configs > 1) {
+    selected = nullptr;
+    size_t best = 0;
+    for (size_t index : matches) {
+      const Endpoint& ep = c.endpoints[index];
+      if (!ep.l7_config || !entry_matched(ep.entry) || !RoutePathMatches(ep.route, request.path)) continue;
+      const size_t rank = RoutePathSpecificity(ep.route);
+      if (selected == nullptr || rank >= best) selected = &ep, best = rank;
+    }
+    if (selected == nullptr) {
+      out->rule.assign("(none: the L7 endpoints on this host:port select requests by path, and none selects this one)");
+      return SetDecision(out, EgressVerdict::kDeny, "no L7 endpoint path matched request");
+    }
+  }
+  out->endpoint.assign(selected->label);
+  if (selected->protocol != "rest") {
+    return SetDecision(out, EgressVerdict::kUnsupported,
+                       absl::StrCat("the endpoint's protocol is '", selected->protocol,
+                                    "': its requests are judged on their body or frames, which this evaluator does not model"));
   }
   const Rule* allowing = nullptr;
   const Rule* denying = nullptr;

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -16,7 +17,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "policy/glob.h"
+#include "policy/route_path.h"
 
 namespace osh::policy {
 namespace {
@@ -317,63 +320,131 @@ bool SharePort(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
   return false;
 }
 
-std::string TlsMode(absl::string_view tls) {
-  if (tls.empty() || tls == "terminate" || tls == "auto") return "auto";  // 'terminate' is deprecated: auto
-  return std::string(tls);
-}
+// The connection-level settings as upstream's loader compares them (crates/openshell-policy/src/
+// ambiguity.rs `normalized_tls`, `normalized_strings`): `skip` or not; the set of trimmed, lower-cased IPs.
+std::string TlsMode(absl::string_view tls) { return tls == "skip" ? "skip" : ""; }
 
 std::string AllowedIps(const NetworkEndpoint& ep) {
-  std::vector<std::string> ips(ep.allowed_ips().begin(), ep.allowed_ips().end());
-  std::sort(ips.begin(), ips.end());
+  std::set<std::string> ips;
+  for (const auto& ip : ep.allowed_ips()) ips.insert(absl::AsciiStrToLower(absl::StripAsciiWhitespace(ip)));
   return absl::StrJoin(ips, ",");
 }
 
-// Two endpoints that can serve the same host:port must agree on what the connection itself does
-// (TLS handling, the IPs it may resolve to, the credential injected): otherwise which one applies
-// would depend on evaluation order.
+// ambiguity.rs `endpoint_contributes_request_pipeline_metadata`: an endpoint that takes part in choosing
+// the config a request is handled with (Rego's `endpoint_has_extended_config`, plus a credential binding).
+bool ContributesRequestMetadata(const NetworkEndpoint& ep) {
+  return (!ep.protocol().empty() && ep.protocol() != "tcp") || ep.allowed_ips_size() > 0 || !ep.tls().empty() ||
+         ep.has_credential_binding();
+}
+
+// ambiguity.rs `websocket_graphql_policy`.
+bool WebsocketGraphqlPolicy(const NetworkEndpoint& ep) {
+  auto graphql_fields = [](const auto& rule) {
+    return !rule.operation_type().empty() || !rule.operation_name().empty() || rule.fields_size() > 0;
+  };
+  return !ep.graphql_persisted_queries().empty() || (!ep.persisted_queries().empty() && ep.persisted_queries() != "deny") ||
+         std::any_of(ep.rules().begin(), ep.rules().end(), [&](const auto& r) { return graphql_fields(r.allow()); }) ||
+         std::any_of(ep.deny_rules().begin(), ep.deny_rules().end(), graphql_fields);
+}
+
+std::string BodyLimit(uint32_t bytes) { return absl::StrCat(bytes == 0 ? 65536 : bytes); }
+
+// The settings two endpoints that can serve the same request must agree on, each as (field, left, right)
+// where they differ: upstream's `connection_conflicts` always, its `request_pipeline_conflicts` when both
+// take part in choosing the request's config and neither's `path` is the more specific route for it.
+std::vector<std::array<std::string, 3>> Conflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, bool request_level) {
+  std::vector<std::array<std::string, 3>> out;
+  auto differ = [&](absl::string_view field, const std::string& left, const std::string& right) {
+    if (left != right) out.push_back({std::string(field), left, right});
+  };
+  auto flag = [](bool value) { return std::string(value ? "true" : "false"); };
+  // `tcp` (native L4, eligible for the transparent path) beside anything else: which transport applies
+  // would depend on order.
+  if ((a.protocol() == "tcp") != (b.protocol() == "tcp")) differ("protocol", a.protocol(), b.protocol());
+  differ("tls", TlsMode(a.tls()), TlsMode(b.tls()));
+  differ("allowed_ips", AllowedIps(a), AllowedIps(b));
+  if (!request_level) return out;
+  auto protocol = [](const NetworkEndpoint& ep) { return ep.protocol() == "tcp" ? std::string() : ep.protocol(); };
+  if ((a.protocol() == "tcp") == (b.protocol() == "tcp")) differ("protocol", protocol(a), protocol(b));
+  differ("enforcement", a.enforcement() == "enforce" ? "enforce" : "audit", b.enforcement() == "enforce" ? "enforce" : "audit");
+  differ("allow_encoded_slash", flag(a.allow_encoded_slash()), flag(b.allow_encoded_slash()));
+  differ("websocket_credential_rewrite", flag(a.websocket_credential_rewrite()), flag(b.websocket_credential_rewrite()));
+  differ("request_body_credential_rewrite", flag(a.request_body_credential_rewrite()),
+         flag(b.request_body_credential_rewrite()));
+  if (a.protocol() == "websocket" && b.protocol() == "websocket") {
+    differ("websocket_graphql_policy", flag(WebsocketGraphqlPolicy(a)), flag(WebsocketGraphqlPolicy(b)));
+  }
+  differ("credential_signing", a.credential_signing(), b.credential_signing());
+  differ("signing_service", a.signing_service(), b.signing_service());
+  differ("signing_region", a.signing_region(), b.signing_region());
+  differ("credential_binding.provider", a.credential_binding().provider(), b.credential_binding().provider());
+  if (a.protocol() == "graphql" && b.protocol() == "graphql") {
+    differ("graphql_max_body_bytes", BodyLimit(a.graphql_max_body_bytes()), BodyLimit(b.graphql_max_body_bytes()));
+  }
+  if (a.protocol() == b.protocol() && (a.protocol() == "json-rpc" || a.protocol() == "mcp")) {
+    differ("json_rpc_max_body_bytes", BodyLimit(a.json_rpc_max_body_bytes()), BodyLimit(b.json_rpc_max_body_bytes()));
+  }
+  if (a.protocol() == "mcp" && b.protocol() == "mcp") {
+    auto strict = [&](const NetworkEndpoint& ep) { return flag(!ep.mcp().has_strict_tool_names() || ep.mcp().strict_tool_names()); };
+    differ("mcp.strict_tool_names", strict(a), strict(b));
+  }
+  return out;
+}
+
+// Work the path-overlap test of one policy may do (pattern characters × pattern characters, summed over
+// the pairs it compares): ours, so a policy of a thousand long path globs cannot stall validation.
+constexpr size_t kMaxPathOverlapWork = size_t{64} << 20;
+
+// Two endpoints that can serve the same request must agree on how it is handled: otherwise which one
+// applies would depend on evaluation order. Upstream's loader refuses such a policy
+// (crates/openshell-policy/src/ambiguity.rs `find_endpoint_ambiguities`); so do we, naming both.
 std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::vector<std::string>& rule_ids) {
   struct Located {
     std::string where;
     const NetworkEndpoint* ep;
     std::string host;
     std::vector<uint32_t> ports;
+    bool request_metadata;
+    size_t specificity;
   };
   std::vector<Located> all;
   for (const auto& id : rule_ids) {
     const auto& rule = policy.network_policies().at(id);
     for (int i = 0; i < rule.endpoints_size(); ++i) {
-      all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &rule.endpoints(i),
-                     absl::AsciiStrToLower(rule.endpoints(i).host()), EffectivePorts(rule.endpoints(i))});
+      const NetworkEndpoint& ep = rule.endpoints(i);
+      all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &ep, absl::AsciiStrToLower(ep.host()),
+                     EffectivePorts(ep), ContributesRequestMetadata(ep), RoutePathSpecificity(ep.path())});
     }
   }
+  size_t work = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     for (size_t j = i + 1; j < all.size(); ++j) {
       const Located& a = all[i];
       const Located& b = all[j];
-      if (a.host.empty() || b.host.empty() || !SharePort(a.ports, b.ports) || !HostPatternsIntersect(a.host, b.host)) {
+      // A hostless endpoint (allowed_ips) serves any host on its ports.
+      if (!SharePort(a.ports, b.ports) || (!a.host.empty() && !b.host.empty() && !HostPatternsIntersect(a.host, b.host))) {
         continue;
       }
-      std::string field, left, right;
-      // An explicit `tcp` endpoint (native L4) beside one with the protocol omitted (the explicit proxy)
-      // on the same host:port: which transport applies would depend on order (upstream's
-      // crates/openshell-policy/src/ambiguity.rs refuses it with the other connection-level conflicts).
-      const bool a_tcp = a.ep->protocol() == "tcp", b_tcp = b.ep->protocol() == "tcp";
-      if ((a_tcp && b.ep->protocol().empty()) || (b_tcp && a.ep->protocol().empty())) {
-        field = "protocol", left = a.ep->protocol(), right = b.ep->protocol();
-      } else if (TlsMode(a.ep->tls()) != TlsMode(b.ep->tls())) {
-        field = "tls", left = a.ep->tls(), right = b.ep->tls();
-      } else if (AllowedIps(*a.ep) != AllowedIps(*b.ep)) {
-        field = "allowed_ips", left = AllowedIps(*a.ep), right = AllowedIps(*b.ep);
-      } else if (a.ep->credential_binding().provider() != b.ep->credential_binding().provider()) {
-        field = "credential_binding.provider", left = a.ep->credential_binding().provider(),
-        right = b.ep->credential_binding().provider();
-      } else {
-        continue;
+      bool request_level = a.request_metadata && b.request_metadata && a.specificity == b.specificity;
+      if (request_level) {
+        work += (a.ep->path().size() + 1) * (b.ep->path().size() + 1);
+        if (work > kMaxPathOverlapWork) {
+          return Violation{"network_policies",
+                           absl::StrCat("too many endpoints with long overlapping `path` globs on one host:port to check "
+                                        "them for ambiguity (at ", a.where, " and ", b.where, ")")};
+        }
+        request_level = RoutePathsOverlap(a.ep->path(), b.ep->path());
       }
+      const auto conflicts = Conflicts(*a.ep, *b.ep, request_level);
+      if (conflicts.empty()) continue;
+      std::vector<std::string> parts;
+      for (const auto& [field, left, right] : conflicts) parts.push_back(absl::StrCat(field, ": ", Quote(left), " vs ", Quote(right)));
+      auto selector = [](const NetworkEndpoint& ep) {
+        return absl::StrCat(ep.host().empty() ? "any host" : ep.host(), ep.path().empty() ? "" : " ", ep.path());
+      };
       return Violation{"network_policies",
-                       absl::StrCat(a.where, " (", a.ep->host(), ") and ", b.where, " (", b.ep->host(),
-                                    ") serve the same host:port but disagree on ", field, ": ", Quote(left), " vs ",
-                                    Quote(right))};
+                       absl::StrCat(a.where, " (", selector(*a.ep), ") and ", b.where, " (", selector(*b.ep),
+                                    ") can serve the same request but disagree on ", absl::StrJoin(parts, "; "))};
     }
   }
   return std::nullopt;

@@ -209,7 +209,7 @@ TEST_CASE("validation: upstream loader rules", "[policy][validation][semantics]"
        "version: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: db.example.com, port: 5432, protocol: tcp}]\n"
        "    binaries: [{path: /usr/bin/psql}]\n  b:\n    endpoints: [{host: db.example.com, ports: [5432, 5433]}]\n"
        "    binaries: [{path: /usr/bin/psql}]\n",
-       "network_policies: network_policies.a.endpoints[0] (db.example.com) and network_policies.b.endpoints[0] (db.example.com) serve the same host:port but disagree on protocol"},
+       "network_policies: network_policies.a.endpoints[0] (db.example.com) and network_policies.b.endpoints[0] (db.example.com) can serve the same request but disagree on protocol: 'tcp' vs ''"},
       {"tcp beside omitted protocol on another port",
        "version: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: db.example.com, port: 5432, protocol: tcp}]\n"
        "    binaries: [{path: /usr/bin/psql}]\n  b:\n    endpoints: [{host: db.example.com, port: 5433}]\n"

@@ -1,0 +1,39 @@
+// How upstream's runtime picks, per request, which of the L7 endpoints sharing one host:port applies,
+// and which pairs of them its loader refuses as ambiguous. An endpoint's `path` has two meanings
+// upstream, and this file is the home of the second:
+//   - in Rego (sandbox-policy.rego `endpoint_path_matches_request`) it scopes the endpoint's rules with the
+//     glob language of SCHEMA.md (policy/glob.h);
+//   - in the proxy (crates/openshell-supervisor-network/src/l7/mod.rs `endpoint_path_matches`,
+//     `path_specificity`; l7/relay.rs `select_l7_config_for_path`) it *selects the endpoint* with the Rust
+//     `glob` crate's `Pattern::matches` (default options), after three shortcuts: an empty pattern, `**` and
+//     `/**` match every path; a pattern equal to the path matches; `<prefix>/**` matches `<prefix>` and
+//     everything under `<prefix>/` (the prefix taken literally). In the crate's language `*` is any run of
+//     characters *including* `/`, `?` any one character, `[...]`/`[!...]` a character class, and a `**`
+//     that is a whole path component (with the `/` after it) matches nothing or anything ending in `/`;
+//     `***`, a `**` inside a component and an unclosed `[` make the pattern invalid, which matches nothing.
+// Specificity is the number of characters that are not `*`; the most specific matching endpoint wins.
+//
+// The overlap test mirrors upstream's loader (crates/openshell-policy/src/ambiguity.rs
+// `path_patterns_overlap`), which is deliberately coarser than the matcher: there `*` and `**` both
+// stand for any run, and an invalid pattern overlaps everything.
+//
+// Pure functions of their arguments; thread-safe. Cost: matching is O(pattern × path) characters with
+// two rows of pattern-sized memory, overlap O(|a| × |b|) states; nothing recurses.
+#pragma once
+
+#include <cstddef>
+
+#include "absl/strings/string_view.h"
+
+namespace osh::policy {
+
+// Whether an endpoint whose `path` is `pattern` is a route for a request to `path` (canonical).
+bool RoutePathMatches(absl::string_view pattern, absl::string_view path);
+
+// The rank that decides between matching routes: characters of `pattern` other than `*` (0 for "").
+size_t RoutePathSpecificity(absl::string_view pattern);
+
+// Whether some request path could select both patterns, as upstream's loader judges it.
+bool RoutePathsOverlap(absl::string_view a, absl::string_view b);
+
+}  // namespace osh::policy

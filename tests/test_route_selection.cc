@@ -1,0 +1,234 @@
+// Which L7 endpoint applies to a request when several share a host:port, and which such policies
+// upstream's loader refuses as ambiguous (policy/route_path.h). Each case names the upstream rule
+// (crates/openshell-supervisor-network/src/l7/{mod.rs,relay.rs}, crates/openshell-policy/src/ambiguity.rs).
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "policy/egress.h"
+#include "policy/policy_file.h"
+#include "policy/route_path.h"
+
+namespace {
+
+using osh::policy::EgressDecision;
+using osh::policy::EgressIntent;
+using osh::policy::EgressPolicy;
+using osh::policy::EgressRequest;
+using osh::policy::RoutePathMatches;
+using osh::policy::RoutePathsOverlap;
+using osh::policy::RoutePathSpecificity;
+
+// A policy with `entries` (YAML mapping lines, indented by four) for api.example.com:443 and curl.
+absl::StatusOr<openshell::sandbox::v1::SandboxPolicy> Parse(const std::string& entries) {
+  return osh::policy::ParsePolicyText("version: 1\nnetwork_policies:\n" + entries, "p.yaml");
+}
+
+std::string Entry(const std::string& key, const std::string& endpoints, const std::string& binary = "/usr/bin/curl") {
+  return "  " + key + ":\n    endpoints: [" + endpoints + "]\n    binaries: [{path: '" + binary + "'}]\n";
+}
+
+EgressDecision Decide(const openshell::sandbox::v1::SandboxPolicy& policy, const std::string& method, const std::string& path) {
+  EgressIntent intent;
+  intent.host = "api.example.com";
+  intent.port = 443;
+  intent.binary = "/usr/bin/curl";
+  intent.request = EgressRequest{method, path, {}};
+  return EgressPolicy::Compile(policy)->Decide(intent);
+}
+
+}  // namespace
+
+TEST_CASE("route path: an endpoint path selects requests as the Rust glob crate matches, after upstream's shortcuts",
+          "[policy][egress][route]") {
+  // l7/mod.rs endpoint_path_matches: "", "**", "/**" and equality; "<prefix>/**" is the prefix or below it.
+  CHECK(RoutePathMatches("", "/anything"));
+  CHECK(RoutePathMatches("/**", "/"));
+  CHECK(RoutePathMatches("/repos/**", "/repos"));  // unlike Rego's glob.match, which needs a segment
+  CHECK(RoutePathMatches("/repos/**", "/repos/a/b"));
+  CHECK_FALSE(RoutePathMatches("/repos/**", "/reposx"));
+  CHECK(RoutePathMatches("/v*/**", "/v*/x"));  // the prefix is taken literally
+  CHECK_FALSE(RoutePathMatches("/v*/**", "/v1/x"));
+  // glob::Pattern::matches with default options: `*` crosses '/', `?` is any one character.
+  CHECK(RoutePathMatches("/api/*", "/api/a/b"));
+  CHECK(RoutePathMatches("/a?c", "/a/c"));
+  CHECK(RoutePathMatches("/é?", "/éé"));  // characters, not bytes
+  CHECK_FALSE(RoutePathMatches("/é", "/e"));
+  // A `**` component matches nothing or anything ending in '/'.
+  CHECK(RoutePathMatches("/a/**/b", "/a/b"));
+  CHECK(RoutePathMatches("/a/**/b", "/a/x/y/b"));
+  CHECK_FALSE(RoutePathMatches("/a/**/b", "/a/xb"));
+  CHECK(RoutePathMatches("**/graphql", "/v1/graphql"));
+  // Classes, negated classes and a ']' first in a class.
+  CHECK(RoutePathMatches("/v[12]", "/v2"));
+  CHECK_FALSE(RoutePathMatches("/v[12]", "/v3"));
+  CHECK(RoutePathMatches("/v[0-9]/x", "/v7/x"));
+  CHECK(RoutePathMatches("/v[!0]", "/v1"));
+  CHECK_FALSE(RoutePathMatches("/v[!0]", "/v0"));
+  CHECK(RoutePathMatches("/x[]]", "/x]"));
+  // Invalid patterns match nothing: `***`, `**` inside a component, an unclosed class.
+  CHECK_FALSE(RoutePathMatches("/a/***", "/a/b"));
+  CHECK_FALSE(RoutePathMatches("/a**", "/ab"));
+  CHECK_FALSE(RoutePathMatches("/a/**b", "/a/b"));
+  CHECK_FALSE(RoutePathMatches("/v[12", "/v1"));
+  // Specificity: characters other than '*'.
+  CHECK(RoutePathSpecificity("") == 0);
+  CHECK(RoutePathSpecificity("/repos/**") == 7);
+  CHECK(RoutePathSpecificity("/é") == 2);
+}
+
+TEST_CASE("route path: overlap is judged as upstream's loader judges it", "[policy][validation][route]") {
+  CHECK(RoutePathsOverlap("", "/graphql"));
+  CHECK(RoutePathsOverlap("/**", "/graphql"));
+  CHECK_FALSE(RoutePathsOverlap("/graphql", "/repos/**"));
+  CHECK(RoutePathsOverlap("/v?", "/v1"));
+  CHECK(RoutePathsOverlap("/v[12]", "/v[23]"));
+  CHECK_FALSE(RoutePathsOverlap("/v[12]", "/v[34]"));
+  CHECK(RoutePathsOverlap("/v[!0]", "/v1"));
+  CHECK_FALSE(RoutePathsOverlap("/v[!0]", "/v0"));
+  CHECK(RoutePathsOverlap("/a/*/c", "/a/b/x/c"));  // `*` stands for any run here
+  CHECK(RoutePathsOverlap("/a**", "/zzz"));        // a pattern the loader cannot read overlaps everything
+}
+
+TEST_CASE("egress: the L7 endpoint a request is inspected under is chosen as upstream's proxy chooses it",
+          "[policy][egress][route]") {
+  SECTION("an L4 endpoint listed first does not hide a REST endpoint on the same host:port") {
+    // Rego's endpoint configs hold a_l4 (it has allowed_ips) first; parse_l7_config drops it (no protocol).
+    auto policy = Parse(Entry("a_l4", "{host: api.example.com, port: 443, allowed_ips: [10.0.0.0/8], path: /x}") +
+                        Entry("b_rest", "{host: api.example.com, port: 443, allowed_ips: [10.0.0.0/8], protocol: rest, "
+                                        "enforcement: enforce, rules: [{allow: {method: GET, path: /repos/**}}]}"));
+    REQUIRE(policy.ok());
+    const auto denied = Decide(*policy, "DELETE", "/repos/a");
+    CHECK(VerdictName(denied.verdict) == "deny");
+    CHECK(denied.matched_policy == "a_l4");
+    CHECK_THAT(denied.endpoint, Catch::StartsWith("network_policies.b_rest.endpoints[0]"));
+    CHECK_THAT(denied.reason, Catch::Contains("not permitted by policy"));
+    CHECK(VerdictName(Decide(*policy, "GET", "/repos/a").verdict) == "allow");
+  }
+  SECTION("several: the most specific path wins, whatever the key order; none matching is a denial even in audit") {
+    auto policy = Parse(Entry("a_admin", "{host: api.example.com, port: 443, path: '/v1/admin/**', protocol: rest, "
+                                         "enforcement: audit, rules: [{allow: {method: GET, path: '/**'}}]}") +
+                        Entry("b_api", "{host: api.example.com, port: 443, path: '/v1/**', protocol: rest, "
+                                       "enforcement: enforce, rules: [{allow: {method: GET, path: '/**'}}]}"));
+    REQUIRE(policy.ok());
+    // /v1/admin/x: a_admin (specificity 10) over b_api (4): audit.
+    const auto admin = Decide(*policy, "POST", "/v1/admin/x");
+    CHECK(VerdictName(admin.verdict) == "audit");
+    CHECK_THAT(admin.endpoint, Catch::StartsWith("network_policies.a_admin.endpoints[0]"));
+    // /v1/x: only b_api: enforce.
+    const auto api = Decide(*policy, "POST", "/v1/x");
+    CHECK(VerdictName(api.verdict) == "deny");
+    CHECK_THAT(api.endpoint, Catch::StartsWith("network_policies.b_api.endpoints[0]"));
+    CHECK(VerdictName(Decide(*policy, "GET", "/v1/x").verdict) == "allow");
+    // The route shortcut lets /v1/** select /v1 itself (Rego's scope does not: not permitted).
+    CHECK(VerdictName(Decide(*policy, "GET", "/v1").verdict) == "deny");
+    const auto none = Decide(*policy, "GET", "/v2/x");
+    CHECK(VerdictName(none.verdict) == "deny");
+    CHECK(none.reason == "no L7 endpoint path matched request");
+  }
+  SECTION("one L7 endpoint applies to every request: its path scopes its rules, it does not route") {
+    auto policy = Parse(Entry("api", "{host: api.example.com, port: 443, path: '/v1/**', protocol: rest, "
+                                     "enforcement: audit, rules: [{allow: {method: GET, path: '/**'}}]}"));
+    REQUIRE(policy.ok());
+    CHECK(VerdictName(Decide(*policy, "GET", "/v1/x").verdict) == "allow");
+    const auto outside = Decide(*policy, "GET", "/v2/x");
+    CHECK(VerdictName(outside.verdict) == "audit");
+    CHECK_THAT(outside.reason, Catch::Contains("not permitted by policy"));
+  }
+  SECTION("a route by glob: `*` crosses '/' when selecting, so GraphQL takes a nested path REST would allow") {
+    auto policy = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                     "access: full}, {host: api.example.com, port: 443, path: '/graphql/*', "
+                                     "protocol: graphql, enforcement: enforce, rules: [{allow: {operation_type: query}}]}"));
+    REQUIRE(policy.ok());
+    CHECK(VerdictName(Decide(*policy, "POST", "/repos/x").verdict) == "allow");
+    const auto graphql = Decide(*policy, "POST", "/graphql/v1/batch");
+    CHECK(VerdictName(graphql.verdict) == "unsupported");
+    CHECK_THAT(graphql.endpoint, Catch::StartsWith("network_policies.api.endpoints[1]"));
+  }
+}
+
+TEST_CASE("validation: endpoints that can serve the same request must agree, as upstream's loader requires",
+          "[policy][validation][route]") {
+  struct Case {
+    const char* name;
+    std::string entries;
+    const char* conflict;  // "" = valid
+  };
+  const std::string rest = "protocol: rest, access: full";
+  const std::vector<Case> cases = {
+      // connection_conflicts: transparent_tcp_eligible
+      {"tcp beside rest", Entry("a", "{host: api.example.com, port: 443, protocol: tcp}") +
+                              Entry("b", "{host: api.example.com, port: 443, " + rest + "}"),
+       "protocol: 'tcp' vs 'rest'"},
+      // host_patterns_overlap: a hostless endpoint overlaps every host
+      {"hostless beside a named host with other IPs",
+       Entry("a", "{port: 443, allowed_ips: [10.0.0.0/8]}") + Entry("b", "{host: api.example.com, port: 443, allowed_ips: [192.168.0.0/16]}"),
+       "allowed_ips"},
+      {"allowed_ips equal as sets, case and order aside",
+       Entry("a", "{host: api.example.com, port: 443, allowed_ips: [10.0.1.0/24, 'FD00::/8']}") +
+           Entry("b", "{host: api.example.com, port: 443, allowed_ips: ['fd00::/8', 10.0.1.0/24]}"),
+       ""},
+      // request_pipeline_conflicts at equal specificity
+      {"two REST endpoints of different enforcement", Entry("a", "{host: api.example.com, port: 443, enforcement: enforce, " + rest + "}") +
+                                                          Entry("b", "{host: api.example.com, port: 443, " + rest + "}"),
+       "enforcement: 'enforce' vs 'audit'"},
+      {"same path, different protocol", Entry("a", "{host: api.example.com, port: 443, path: /v1, " + rest + "}") +
+                                            Entry("b", "{host: api.example.com, port: 443, path: /v1, protocol: graphql, "
+                                                       "rules: [{allow: {operation_type: query}}]}"),
+       "protocol: 'rest' vs 'graphql'"},
+      {"/v? and /v1 overlap at equal rank", Entry("a", "{host: api.example.com, port: 443, path: '/v?', " + rest + "}") +
+                                                Entry("b", "{host: api.example.com, port: 443, path: /v1, protocol: graphql, "
+                                                           "rules: [{allow: {operation_type: query}}]}"),
+       "protocol"},
+      {"disjoint classes do not overlap", Entry("a", "{host: api.example.com, port: 443, path: '/v[12]', " + rest + "}") +
+                                              Entry("b", "{host: api.example.com, port: 443, path: '/v[34]', protocol: graphql, "
+                                                         "rules: [{allow: {operation_type: query}}]}"),
+       ""},
+      {"a more specific path may differ", Entry("a", "{host: api.example.com, port: 443, enforcement: enforce, " + rest + "}") +
+                                              Entry("b", "{host: api.example.com, port: 443, path: /graphql, protocol: graphql, "
+                                                         "rules: [{allow: {operation_type: query}}]}"),
+       ""},
+      {"a plain L4 endpoint does not compete with an L7 one", Entry("a", "{host: api.example.com, port: 443}") +
+                                                                 Entry("b", "{host: api.example.com, port: 443, enforcement: enforce, " + rest + "}"),
+       ""},
+      {"signing settings", Entry("a", "{host: api.example.com, port: 443, " + rest + ", credential_signing: sigv4, signing_service: s3}") +
+                               Entry("b", "{host: api.example.com, port: 443, " + rest + ", credential_signing: sigv4, signing_service: bedrock}"),
+       "signing_service: 's3' vs 'bedrock'"},
+      {"mcp strict tool names default to true", Entry("a", "{host: api.example.com, port: 443, protocol: mcp, mcp: {allow_all_known_mcp_methods: true}}") +
+                                                    Entry("b", "{host: api.example.com, port: 443, protocol: mcp, mcp: {allow_all_known_mcp_methods: true, strict_tool_names: false}}"),
+       "mcp.strict_tool_names: 'true' vs 'false'"},
+      {"tls skip beside none", Entry("a", "{host: api.example.com, port: 443, tls: skip}") + Entry("b", "{host: api.example.com, port: 443}"),
+       "tls: 'skip' vs ''"},
+      {"tls passthrough is not skip", Entry("a", "{host: api.example.com, port: 443, tls: passthrough}") +
+                                          Entry("b", "{host: api.example.com, port: 443}"),
+       ""},
+      {"other ports never conflict", Entry("a", "{host: api.example.com, port: 443, protocol: tcp}") +
+                                         Entry("b", "{host: api.example.com, port: 8443, " + rest + "}"),
+       ""},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name << "\n" << c.entries);
+    const auto policy = Parse(c.entries);
+    if (std::string(c.conflict).empty()) {
+      CHECK(policy.ok());
+      if (!policy.ok()) WARN(policy.status().message());
+    } else {
+      REQUIRE_FALSE(policy.ok());
+      CHECK_THAT(std::string(policy.status().message()), Catch::Contains("can serve the same request but disagree on"));
+      CHECK_THAT(std::string(policy.status().message()), Catch::Contains(c.conflict));
+    }
+  }
+}
+
+TEST_CASE("validation: a thousand long overlapping endpoint paths are refused, not checked for hours",
+          "[policy][validation][route][bounds]") {
+  std::string endpoints;
+  const std::string path = "/" + std::string(2000, 'a') + "*";
+  for (int i = 0; i < 200; ++i) {
+    if (i > 0) endpoints += ", ";
+    endpoints += "{host: api.example.com, port: 443, path: '" + path + "', protocol: rest, access: full}";
+  }
+  const auto policy = Parse(Entry("a", endpoints));
+  REQUIRE_FALSE(policy.ok());
+  CHECK_THAT(std::string(policy.status().message()), Catch::Contains("to check them for ambiguity"));
+}
