@@ -9,7 +9,7 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev libprotoc-dev
   libgrpc++-dev protobuf-compiler-grpc
   libabsl-dev libssl-dev libsqlite3-dev
-  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libcivetweb-dev libspdlog-dev
+  libtomlplusplus-dev libyaml-cpp-dev libcli11-dev catch2 libsystemd-dev libcpp-httplib-dev libspdlog-dev
   libsimdjson-dev   # JSON lines read fast: policyctl decide --replay (recorded egress intents)
   librhonabwy-dev   # JOSE (EdDSA JWT, JWKS): the OpenShell gateway interceptor's caller authentication
   libjansson-dev    # JSON with keys in order and typed values: policy-gateway --check-config -o json

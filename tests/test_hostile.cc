@@ -466,17 +466,18 @@ TEST_CASE("hostile: a driver's surface with a NUL byte, or of 3 MiB, is audited 
   CHECK(Ctl(g, {"audit", "verify", dir / "audit2.jsonl"}, &out, &err) == 0);
 }
 
-TEST_CASE("hostile: slow-header clients do not blind the metrics listener, and metrics_allow refuses others",
+TEST_CASE("hostile: slow-header and slow-body clients do not blind the metrics listener, and metrics_allow refuses others",
           "[integration][limits][metrics]") {
   // Regression (issue 25.14): ten connections sending their headers a byte at a time held every worker of
-  // the metrics server, and scrapes hung.
+  // the metrics server, and scrapes hung. Regression (issue 27): the same with a POST whose body trickles
+  // (the server read a refused request's body before answering 405).
   GatewayFixture g({"--metrics-listen", "127.0.0.1:0"});
   const std::string host_port = LoggedAfter([&] { return g.log(); }, "metrics: serving http://");
   const int port = std::stoi(host_port.substr(host_port.rfind(':') + 1));
   std::atomic<bool> stop{false};
   std::vector<std::thread> slow;
-  for (int i = 0; i < 10; ++i) {
-    slow.emplace_back([&stop, port] {
+  for (int i = 0; i < 20; ++i) {  // ten of each: more than the server's workers
+    slow.emplace_back([&stop, port, i] {
       while (!stop) {
         const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in address{};
@@ -484,9 +485,11 @@ TEST_CASE("hostile: slow-header clients do not blind the metrics listener, and m
         address.sin_port = htons(static_cast<uint16_t>(port));
         address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-          const std::string start = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+          const std::string start = i % 2 == 0 ? "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                                                : "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n";
           if (::send(fd, start.data(), start.size(), MSG_NOSIGNAL) > 0) {
-            // A byte every 200 ms, never the end of the headers, for as long as the server keeps the connection.
+            // A byte every 200 ms, never the end of the headers (or of the body), for as long as the server
+            // keeps the connection.
             while (!stop && ::send(fd, "a", 1, MSG_NOSIGNAL) == 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
           }
         }

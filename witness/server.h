@@ -1,13 +1,8 @@
-// policy-log-witness's HTTP side (libmicrohttpd, Debian's libmicrohttpd): POST
-// <submission_prefix>/add-checkpoint answered by a Witness (witness/witness.h); any other method on that
-// path is 405 (Allow: POST), any other path 404. What an unauthenticated client can make it hold is
-// bounded: the server is event-driven, so a slow client holds a connection slot (at most 1024, fewer when
-// the descriptor limit — raised at start — is lower; 32 per address), never a worker; a connection carries one request, which — headers and body — must arrive
-// whole within request_timeout_s of the connection, or the connection is closed unanswered; headers fit in 32 KiB; a body declared larger
-// than max_request_bytes is read and dropped, then refused with 413 (more than twice that: refused before
-// it is read), one without Content-Length closed at that size; all
-// requests together hold at most 64 MiB of bodies beyond the first 64 KiB of each. Every refusal worth an operator's attention and every
-// cosignature is logged (witness/log.h).
+// policy-log-witness's HTTP side: POST <submission_prefix>/add-checkpoint answered by a Witness
+// (witness/witness.h); any other method on that path is 405 (Allow: POST), any other path 404. Served by
+// common::HttpServer (libmicrohttpd), whose header says what an unauthenticated client can make it hold:
+// here with request_timeout_s as its deadline, max_request_bytes as its body bound and 4 threads. Every
+// refusal worth an operator's attention and every cosignature is logged (witness/log.h).
 #pragma once
 
 #include <memory>
@@ -15,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/http_server.h"
 #include "witness/config.h"
 #include "witness/witness.h"
 
@@ -34,8 +30,7 @@ class WitnessServer {
 
  private:
   WitnessServer() = default;
-  struct State;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<common::HttpServer> server_;
   absl::Mutex stop_mu_;  // Stop() may be called twice at once (a signal and the destructor)
   absl::Notification stopped_;
   int port_ = 0;
