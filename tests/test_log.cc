@@ -15,6 +15,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
@@ -796,6 +797,81 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   AdmitSome(g, 3, 2);
   WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));  // published without w1
   CHECK_THAT(g.log(), Catch::Contains("witness witness.test/w1 (http://" + w1 + "): "));
+}
+
+TEST_CASE("log: kill -9 while the sequencer waits on a witness: the witness's checkpoint is extended, nothing is lost",
+          "[integration][log]") {
+  // The gateway signs a checkpoint, records it (checkpoint.signed) and sends it to a witness that has stopped
+  // (SIGSTOP: the kernel takes the connection and the request, nobody answers). Killed while it waits, the
+  // gateway never publishes that checkpoint; the witness, continued, cosigns it from the request already in
+  // its socket and holds it. The restarted gateway must extend it (a tree that forked from it would be
+  // refused by the witness for ever), publish every acknowledged event, and be cosigned again.
+  LogKey key;
+  auto log_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(log_vkey.ok());
+  TempDir wdir;
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", wdir / "w1.pem"}, &out, &err) == 0);
+  const std::string w1_vkey(absl::StripAsciiWhitespace(out));
+  WriteFile(wdir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", wdir / "w1.pem",
+                                           "\"\nlisten = \"127.0.0.1:0\"\nrequest_timeout_s = 60\nstate_file = \"",
+                                           wdir / "state.toml", "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"",
+                                           *log_vkey, "\"\n"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", wdir / "w1.toml"}, &out, &err) == 0);
+  Process witness({OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"}, wdir / "w1.log");
+  const std::string w1 = LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, "listening on ");
+  std::vector<std::string> flags = key.Flags();
+  flags.insert(flags.end(), {"--log-witnesses", absl::StrCat("http://", w1, " ", w1_vkey), "--log-witness-timeout-ms", "30000"});
+  GatewayFixture g(flags);
+  const std::string log_dir = g.state_dir() + "/log";
+  auto log_verifier = osh::tlog::ParseVerifierKey(*log_vkey);
+  auto w1_verifier = osh::tlog::ParseVerifierKey(w1_vkey);
+  REQUIRE((log_verifier.ok() && w1_verifier.ok()));
+  auto cosigned = [&](int64_t size) {
+    for (int i = 0; i < 1000; ++i) {
+      const osh::tlog::NoteVerifier* cosigners[] = {w1_verifier->get()};
+      auto opened = osh::tlog::OpenCheckpoint(ReadAll(log_dir + "/checkpoint"), kOrigin, **log_verifier, cosigners, 1);
+      if (opened.ok() && opened->checkpoint.size >= size) return opened->checkpoint;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL("no checkpoint of " << size << " entries cosigned by w1: " << ReadAll(log_dir + "/checkpoint"));
+    return osh::tlog::Checkpoint{};
+  };
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  AdmitSome(g, 0, 2);
+  const osh::tlog::Checkpoint before = cosigned(static_cast<int64_t>(g.AuditEvents().size()));
+
+  witness.Signal(SIGSTOP);
+  AdmitSome(g, 2, 3);
+  const int64_t acknowledged = static_cast<int64_t>(g.AuditEvents().size());
+  // Wait until the gateway has signed a checkpoint covering them and is waiting on the witness.
+  int64_t signed_size = 0;
+  for (int i = 0; i < 500 && signed_size < acknowledged; ++i) {
+    const std::vector<std::string> lines = absl::StrSplit(ReadAll(log_dir + "/checkpoint.signed"), '\n');
+    if (lines.size() > 1 && !absl::SimpleAtoi(lines[1], &signed_size)) signed_size = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(signed_size >= acknowledged);
+  CHECK(PublishedCheckpoint(log_dir, key.pem).size == before.size);  // not published: waiting on the witness
+  g.Kill9();
+  witness.Signal(SIGCONT);
+  // The witness cosigns the checkpoint the dead gateway sent (it was whole in its socket) and keeps it.
+  LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, absl::StrCat("cosigned ", kOrigin, " size ", signed_size, " root"));
+
+  g.Start();
+  AdmitSome(g, 5, 2);
+  const auto events = g.AuditEvents();
+  REQUIRE(static_cast<int64_t>(events.size()) >= acknowledged + 2);
+  const osh::tlog::Checkpoint after = cosigned(static_cast<int64_t>(events.size()));
+  CheckEveryEventProves(log_dir, after, events);
+  osh::tlog::DirTileFetcher fetcher(log_dir);
+  osh::tlog::TileHashReader tiles(after.size, after.root, fetcher);
+  auto consistency = osh::tlog::ProveTree(after.size, before.size, tiles);
+  REQUIRE(consistency.ok());
+  CHECK(osh::tlog::CheckTree(*consistency, after.size, after.root, before.size, before.root).ok());
+  CHECK_THAT(ReadAll(wdir / "w1.log"), !Catch::Contains("conflict") && !Catch::Contains("refused"));
+  witness.Signal(SIGTERM);
+  CHECK(witness.Wait() == 0);
 }
 
 TEST_CASE("log: a sandbox refuses a proof whose entry recorded a refusal of that projection, not its admission",
