@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
@@ -122,15 +123,50 @@ struct HttpServer::State {
   MHD_Daemon* daemon = nullptr;
   std::thread watchdog;
 
-  // Every open connection's socket and when it opened (see the header: the watchdog shuts down the
-  // socket of a connection open longer than the timeout, and libmicrohttpd then closes it as it would
-  // any dead peer's).
+  // Every open connection's socket, when it opened, and whether its request has been answered (see the
+  // header: the watchdog shuts down the socket of a connection past its deadline, and libmicrohttpd then
+  // closes it as it would any dead peer's).
+  struct Open {
+    int fd = -1;
+    std::chrono::steady_clock::time_point opened;
+    bool answered = false;
+  };
   absl::Mutex mu;
-  std::map<MHD_Connection*, std::pair<int, std::chrono::steady_clock::time_point>> open ABSL_GUARDED_BY(mu);
+  std::map<MHD_Connection*, Open> open ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
 
-  void Log(LogLevel level, const std::string& message) const {
-    if (options.log) options.log(level, message);
+  // The server's own messages, at most kLogBurst a minute: a client cannot flood the log (and through it
+  // the journal's rate limit, which would then drop the daemon's other warnings). What is dropped is
+  // counted and said with the next message let through.
+  static constexpr int kLogBurst = 20;
+  absl::Mutex log_mu;
+  std::chrono::steady_clock::time_point log_window ABSL_GUARDED_BY(log_mu);
+  int logged ABSL_GUARDED_BY(log_mu) = 0;
+  size_t dropped ABSL_GUARDED_BY(log_mu) = 0;
+
+  void Log(LogLevel level, const std::string& message) {
+    if (!options.log) return;
+    size_t dropped_before = 0;
+    {
+      absl::MutexLock lock(&log_mu);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - log_window >= std::chrono::minutes(1)) log_window = now, logged = 0;
+      if (logged >= kLogBurst) {
+        ++dropped;
+        return;
+      }
+      ++logged;
+      dropped_before = std::exchange(dropped, 0);
+    }
+    options.log(level, dropped_before == 0 ? message
+                                           : absl::StrCat(message, " (and ", dropped_before,
+                                                          " earlier message(s) of this server not logged: at most ",
+                                                          kLogBurst, " a minute)"));
+  }
+
+  void MarkAnswered(MHD_Connection* connection) {
+    absl::MutexLock lock(&mu);
+    if (auto it = open.find(connection); it != open.end()) it->second.answered = true;
   }
 };
 
@@ -179,20 +215,22 @@ void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionN
     return;
   }
   const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-  if (info != nullptr) state.open[connection] = {info->connect_fd, std::chrono::steady_clock::now()};
+  if (info != nullptr) state.open[connection] = State::Open{info->connect_fd, std::chrono::steady_clock::now(), false};
 }
 
-// Shuts down the sockets of connections open longer than the timeout, until the server stops.
+// Shuts down the sockets of connections past their deadline — the request not whole within
+// request_timeout, or the answer not taken within response_timeout more — until the server stops.
 void Watchdog(State* state) {
   absl::MutexLock lock(&state->mu);
   auto stopping = [state]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) { return state->stopping; };
+  const auto request_deadline = state->options.request_timeout;
+  const auto answer_deadline = state->options.request_timeout + state->options.response_timeout;
   while (!state->mu.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(100))) {
     const auto now = std::chrono::steady_clock::now();
-    for (auto& [connection, socket] : state->open) {
-      auto& [fd, opened] = socket;
-      if (fd >= 0 && now - opened > state->options.request_timeout) {
-        ::shutdown(fd, SHUT_RDWR);  // the descriptor stays libmicrohttpd's; it closes it on its next turn
-        fd = -1;
+    for (auto& [connection, open] : state->open) {
+      if (open.fd >= 0 && now - open.opened > (open.answered ? answer_deadline : request_deadline)) {
+        ::shutdown(open.fd, SHUT_RDWR);  // the descriptor stays libmicrohttpd's; it closes it on its next turn
+        open.fd = -1;
       }
     }
   }
@@ -201,7 +239,7 @@ void Watchdog(State* state) {
 void OnCompleted(void* cls, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
   auto* request = static_cast<Request*>(*con_cls);
   if (request == nullptr) return;
-  static_cast<State*>(cls)->buffered -= Charged(request->head.body.size());
+  static_cast<State*>(cls)->buffered -= Charged(request->head.body.capacity());
   delete request;
   *con_cls = nullptr;
 }
@@ -222,20 +260,24 @@ MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, con
     request->head.client = AddressText(info != nullptr ? info->client_addr : nullptr);
     request->head.method = method;
     request->head.path = url;
+    const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const unsigned long long declared = length != nullptr ? std::strtoull(length, nullptr, 10) : 0;
+    request->head.has_body =
+        declared > 0 || MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != nullptr;
     if (std::optional<HttpResponse> answer = state.route(request->head)) {
       request->answered = true;
+      state.MarkAnswered(connection);
       return Answer(connection, *answer);
     }
     // Declared too large: refused at once when far too large (the connection then closes under a client
     // still sending, which may miss the answer); a little too large, read and dropped (within the
     // timeout, as any body) so that the client reads the 413.
     const size_t max = state.options.max_body_bytes;
-    const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const unsigned long long declared = length != nullptr ? std::strtoull(length, nullptr, 10) : 0;
     const char* expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
     const bool waits_to_send = expect != nullptr && strcasecmp(expect, "100-continue") == 0;
     if (declared > 2 * static_cast<unsigned long long>(max) || (waits_to_send && declared > max)) {
       request->answered = true;  // answered before the body is sent
+      state.MarkAnswered(connection);
       return Answer(connection, TooLarge());
     }
     request->too_large = declared > max;
@@ -246,24 +288,30 @@ MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, con
     *upload_data_size = 0;
     if (request->answered || request->too_large) return MHD_YES;  // dropped
     std::string& body = request->head.body;
-    // Past the bound (a body without Content-Length), or past what all requests may hold: closed.
+    // Past the bound (a body without Content-Length), or past what all requests may hold: closed. What is
+    // charged is the memory held (the string's capacity, grown here, not by append's doubling).
     if (body.size() + n > state.options.max_body_bytes) return MHD_NO;
-    const size_t charge = Charged(body.size() + n) - Charged(body.size());
-    if (charge > 0 && state.buffered.fetch_add(charge) + charge > kBufferedBodyBudget) {
-      state.buffered -= charge;
-      return MHD_NO;
+    if (body.size() + n > body.capacity()) {
+      const size_t grown = std::min(std::max(body.size() + n, 2 * body.capacity()), state.options.max_body_bytes);
+      const size_t charge = Charged(grown) - Charged(body.capacity());
+      if (charge > 0 && state.buffered.fetch_add(charge) + charge > kBufferedBodyBudget) {
+        state.buffered -= charge;
+        return MHD_NO;
+      }
+      body.reserve(grown);
     }
     body.append(upload_data, n);
     return MHD_YES;
   }
   if (request->answered) return MHD_YES;
   request->answered = true;
+  state.MarkAnswered(connection);
   if (request->too_large) return Answer(connection, TooLarge());
   return Answer(connection, state.handle(request->head));
 }
 
 void OnPanicLog(void* cls, const char* format, va_list args) {
-  const State& state = *static_cast<const State*>(cls);
+  State& state = *static_cast<State*>(cls);
   char line[512];
   std::vsnprintf(line, sizeof line, format, args);
   std::string message(line);
@@ -293,9 +341,17 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found); rc != 0) {
     return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", listen, ": ", gai_strerror(rc)));
   }
+  // A name with addresses of both families ("localhost") is bound on its IPv4 address, as before.
+  const addrinfo* chosen = found;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      chosen = a;
+      break;
+    }
+  }
   sockaddr_storage bind_address{};
-  std::memcpy(&bind_address, found->ai_addr, found->ai_addrlen);
-  const bool ipv6 = found->ai_family == AF_INET6;
+  std::memcpy(&bind_address, chosen->ai_addr, chosen->ai_addrlen);
+  const bool ipv6 = chosen->ai_family == AF_INET6;
   ::freeaddrinfo(found);
 
   state.options = std::move(options);
@@ -305,10 +361,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   // 1024 connections (fewer when the descriptor limit, raised first, leaves less than that and a reserve
   // for the rest of the process), 32 from one address.
   const size_t descriptors = RaiseDescriptorLimit();
-  const unsigned connection_limit =
-      static_cast<unsigned>(std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, 1024));
-  const auto timeout_s = std::chrono::duration_cast<std::chrono::seconds>(state.options.request_timeout).count();
-  const unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+  const unsigned connection_limit = static_cast<unsigned>(
+      std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, std::max<size_t>(16, state.options.max_connections)));
+  const auto timeout_s = (state.options.request_timeout.count() + 999) / 1000;  // whole seconds, rounded up
+  // An IPv6 address takes IPv4 clients too (as IPv4-mapped addresses: `allow` matches them as IPv4).
+  const unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_DUAL_STACK : 0);
   state.daemon = MHD_start_daemon(
       flags, static_cast<uint16_t>(port), &OnAccept, &state, &OnRequest, &state,
       MHD_OPTION_EXTERNAL_LOGGER, &OnPanicLog, &state,  // first: messages before it go to stderr raw

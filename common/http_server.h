@@ -3,22 +3,32 @@
 // (epoll) on a few threads of its own.
 //
 // What an unauthenticated client can make it hold is bounded, and this is the one home of those bounds:
-//   - a slow client holds a connection slot, never a thread: at most 1024 connections (fewer when the
-//     descriptor limit — raised at start — is lower), 32 from one address;
+//   - a slow client holds a connection slot, never a thread: at most `max_connections` connections (fewer
+//     when the descriptor limit — raised at start — leaves less than that and 64 more), 32 from one address;
 //   - a connection carries one request (every answer says `Connection: close`), which — headers and body,
 //     however slowly they come — must arrive whole within `request_timeout` of the connection, or the
-//     connection is closed unanswered (libmicrohttpd times out idle connections only; a watchdog thread
-//     shuts down the socket of any connection open longer);
+//     connection is closed unanswered; and the answer must be taken within `response_timeout` more
+//     (libmicrohttpd times out idle connections only; a watchdog thread shuts down the socket of any
+//     connection past its deadline);
 //   - headers fit in 32 KiB;
-//   - a body is read only for a request the route lets through (`Route` returns nothing); one declared
+//   - a body is kept only for a request the route lets through (`Route` returns nothing); one declared
 //     larger than `max_body_bytes` is read and dropped, then refused with 413 (more than twice that, or
 //     with `Expect: 100-continue`: refused before it is read); one without Content-Length is closed at that
-//     size; all requests together hold at most 64 MiB of bodies beyond the first 64 KiB of each. A request
-//     answered on its head has whatever body follows read and dropped, within the same deadline;
-//   - `allow` (CIDRs): any other source address is refused as it connects (closed, no answer).
+//     size; all requests together hold at most 64 MiB of bodies beyond the first 64 KiB of each (counted
+//     as the memory held). A request answered on its head keeps no body: libmicrohttpd stops reading a
+//     POST or PUT there (the kernel may then reset the connection under a client still sending, which can
+//     lose the answer) and reads and drops the body of any other method before answering, within the
+//     same deadline;
+//   - `allow` (CIDRs): any other source address is refused as it connects (closed, no answer);
+//   - the server's own messages (refused connections, malformed requests, timeouts) reach `log` at most 20
+//     a minute; the rest are counted and the count said with the next one.
 //
-// Thread safety: `route` and `handle` run on the server's threads, several at once; they must be
-// thread-safe. None runs after the destructor returns.
+// Addresses: an IPv6 listen address takes IPv4 clients too (IPv4-mapped; `allow` matches them as IPv4);
+// a name with addresses of both families ("localhost") is bound on its IPv4 one.
+//
+// Thread safety: `route` and `handle` run on the server's event threads, several at once; they must be
+// thread-safe, and one that is slow holds its thread and the connections waiting on it. None runs after the
+// destructor returns.
 #pragma once
 
 #include <chrono>
@@ -37,6 +47,7 @@ struct HttpRequest {
   std::string method;
   std::string path;    // the URL's path as sent, without its query
   std::string client;  // the peer's address (for logs)
+  bool has_body = false;  // a Content-Length over 0 or a Transfer-Encoding was declared
   std::string body;    // empty in `Route`; the whole body in `Handle`
 };
 
@@ -52,6 +63,8 @@ class HttpServer {
   enum class LogLevel { kInfo, kWarning, kError };
   struct Options {
     std::chrono::milliseconds request_timeout{10000};
+    std::chrono::milliseconds response_timeout{30000};
+    size_t max_connections = 1024;
     size_t max_body_bytes = 0;        // 0: no request may carry a body to `handle`
     unsigned threads = 4;
     std::vector<std::string> allow;   // CIDRs ("10.0.0.0/8", "::1/128"); empty: any address

@@ -309,6 +309,10 @@ TEST_CASE("config: connection caps follow the descriptor limit, explicit ones lo
   caps = osh::gateway::ConnectionCapsFor(1024, limits);
   CHECK(caps.sandbox == 1024 - 512 - 20);
   CHECK_THAT(caps.lowered, Catch::StartsWith("max_sandbox_connections 5000 lowered to 492: the descriptor limit is 1024"));
+  // The HTTP listeners' connections come out of the same budget.
+  caps = osh::gateway::ConnectionCapsFor(1024, limits, 320);
+  CHECK(caps.sandbox == 1024 - 512 - 320 - 20);
+  CHECK_THAT(caps.lowered, Catch::Contains("512 stay for files and the driver, 320 for the HTTP listeners"));
 }
 
 TEST_CASE("sockets: folder made private, stale socket replaced, live one refused, for gateway and drivers alike", "[sockets]") {

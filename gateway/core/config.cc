@@ -318,7 +318,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"metrics_listen", kGatewayTable,
        "host:port for Prometheus metrics over HTTP (GET /metrics), e.g. 127.0.0.1:9464; unset: off"},
       {"metrics_allow", kGatewayTable,
-       "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others get 403; "
+       "comma-separated CIDRs allowed to scrape metrics_listen (e.g. 127.0.0.1/32,10.0.0.0/8); others' connections are "
+       "closed as they connect; "
        "unset: any address that reaches the port"},
       {"audit_syslog", kGatewayTable,
        "true: also send every audit event to the local syslog, one RFC 5424 line with structured data (default false)"},

@@ -33,11 +33,25 @@ namespace {
 
 constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
 
+// Connections the HTTP listeners may hold open at once, taken from the descriptor budget: a few
+// scrapers; the public log's readers.
+constexpr size_t kMetricsListenConnections = 64;
+constexpr size_t kLogListenConnections = 256;
+
+size_t HttpListenerConnections(const Config& config) {
+  const bool shared = !config.log_listen.empty() && config.log_listen == config.metrics_listen;
+  size_t connections = 0;
+  if (!config.metrics_listen.empty()) connections += shared ? kLogListenConnections : kMetricsListenConnections;
+  if (!config.log_listen.empty() && !shared) connections += kLogListenConnections;
+  return connections;
+}
+
 }  // namespace
 
-ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits) {
-  constexpr size_t kReserved = 512;  // the database, the driver, the trust store, logs
-  const size_t room = descriptors > kReserved ? descriptors - kReserved : 0;
+ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits, size_t http_connections) {
+  constexpr size_t kFiles = 512;  // the database, the driver, the trust store, logs
+  const size_t reserved = kFiles + http_connections;
+  const size_t room = descriptors > reserved ? descriptors - reserved : 0;
   ConnectionCaps caps;
   std::vector<std::string> lowered;
   const size_t admin_most = std::max<size_t>(16, room / 2);
@@ -53,8 +67,10 @@ ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits) {
     caps.sandbox = sandbox_most;
   }
   if (!lowered.empty()) {
-    caps.lowered = absl::StrCat(absl::StrJoin(lowered, ", "), ": the descriptor limit is ", descriptors,
-                                " and ", kReserved, " stay for files and the driver (raise LimitNOFILE)");
+    caps.lowered = absl::StrCat(absl::StrJoin(lowered, ", "), ": the descriptor limit is ", descriptors, " and ", kFiles,
+                                " stay for files and the driver",
+                                http_connections == 0 ? "" : absl::StrCat(", ", http_connections, " for the HTTP listeners"),
+                                " (raise LimitNOFILE)");
   }
   return caps;
 }
@@ -352,7 +368,7 @@ int Daemon::Serve() {
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
   const size_t descriptors = common::RaiseDescriptorLimit();
-  const ConnectionCaps caps = ConnectionCapsFor(descriptors, config_.limits);
+  const ConnectionCaps caps = ConnectionCapsFor(descriptors, config_.limits, HttpListenerConnections(config_));
   if (!caps.lowered.empty()) LogWarning(caps.lowered);
   const size_t admin_cap = caps.admin, sandbox_cap = caps.sandbox;
   const int idle_ms = static_cast<int>(config_.limits.connection_idle_timeout_s * 1000);
@@ -584,6 +600,7 @@ int Daemon::Serve() {
   if (!config_.metrics_listen.empty()) {
     MetricsServer::Options metrics_options;
     metrics_options.allow = absl::StrSplit(config_.metrics_allow, ',', absl::SkipWhitespace());
+    metrics_options.max_connections = log_shares_metrics ? kLogListenConnections : kMetricsListenConnections;
     if (log_shares_metrics) metrics_options.log_dir = log_dir;
     auto started = MetricsServer::Start(config_.metrics_listen, [this] { return RenderMetrics(); }, metrics_options);
     if (!started.ok()) {
@@ -596,6 +613,7 @@ int Daemon::Serve() {
   if (!config_.log_listen.empty() && !log_shares_metrics) {
     MetricsServer::Options log_options;  // public: anyone may audit the log
     log_options.log_dir = log_dir;
+    log_options.max_connections = kLogListenConnections;
     log_options.name = "log_listen";
     auto started = MetricsServer::Start(config_.log_listen, nullptr, log_options);
     if (!started.ok()) {

@@ -47,13 +47,14 @@ inline constexpr int kExitStartup = 1;
 
 // Open-connection caps per socket within the descriptor limit (Limits::max_*_connections; 0 derives
 // them). Explicit caps the limit cannot hold (512 descriptors stay for the database, the driver and
-// files) are lowered, and `lowered` says so for the log.
+// files, and `http_connections` more for the metrics and log listeners) are lowered, and `lowered` says
+// so for the log.
 struct ConnectionCaps {
   size_t sandbox = 0;
   size_t admin = 0;
   std::string lowered;
 };
-ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits);
+ConnectionCaps ConnectionCapsFor(size_t descriptors, const Limits& limits, size_t http_connections = 0);
 
 class Daemon {
  public:

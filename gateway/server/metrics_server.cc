@@ -57,11 +57,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   common::HttpServer::Options http;
   http.request_timeout = std::chrono::milliseconds(options.request_timeout_ms);
   http.threads = options.threads;
+  http.max_connections = options.max_connections;
   http.allow = options.allow;
   http.name = options.name;
   http.log = [](common::HttpServer::LogLevel, const std::string& message) { LogWarning(message); };
-  // Every request is answered on its head: nothing here takes a body (max_body_bytes 0), so a POST's body
-  // is never waited for — whatever of it arrives within the deadline is dropped.
+  // Every request is answered on its head: nothing here takes a body (max_body_bytes 0), so none is kept.
   const bool metrics = static_cast<bool>(render);
   auto route = [render = std::move(render), dir = options.log_dir](const HttpRequest& request) -> std::optional<HttpResponse> {
     const bool is_metrics = render && request.path == "/metrics";
@@ -72,6 +72,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
       refused.headers.emplace_back("Allow", "GET");
       return refused;
     }
+    // A GET with a body is answered only once the body is read: refused before rendering anything, so a
+    // client trickling one holds no rendered answer while it does.
+    if (request.has_body) return Text(400, "a GET has no body\n");
     if (is_log) return ServeLog(dir, request.path);
     return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", render(), {}};
   };

@@ -27,6 +27,7 @@ class MetricsServer {
   struct Options {
     int request_timeout_ms = 2000;
     unsigned threads = 4;
+    size_t max_connections = 256;    // open at once (see common/http_server.h)
     std::vector<std::string> allow;  // CIDRs ("10.0.0.0/8"); empty: any address
     std::string log_dir;             // serve the log published here ("": no log paths)
     std::string name = "metrics_listen";  // the config key, for messages

@@ -1,0 +1,125 @@
+// common/http_server.h as clients meet it: address families and the allow list, refused entries, a GET
+// with a body, and its own messages kept from flooding the log. (The slow-client bounds are exercised
+// through its users: tests/test_hostile.cc for the gateway's listeners, tests/test_log_tools.cc for the
+// witness.)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <httplib.h>
+
+#include "absl/status/status.h"
+#include "common/http_server.h"
+
+namespace {
+
+using osh::common::HttpRequest;
+using osh::common::HttpResponse;
+using osh::common::HttpServer;
+
+// A route that answers every request on its head with its method, path and whether it declared a body.
+std::unique_ptr<HttpServer> Echo(const std::string& host, HttpServer::Options options) {
+  auto route = [](const HttpRequest& request) -> std::optional<HttpResponse> {
+    return HttpResponse{200, "text/plain", request.method + " " + request.path + (request.has_body ? " body" : ""), {}};
+  };
+  auto handle = [](const HttpRequest&) { return HttpResponse{500, "text/plain", "unreachable", {}}; };
+  auto server = HttpServer::Start(host, 0, std::move(options), route, handle);
+  REQUIRE(server.ok());
+  return *std::move(server);
+}
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("http server: an IPv6 wildcard listener takes IPv4 clients, and allow matches them as IPv4", "[http_server]") {
+  HttpServer::Options options;
+  options.allow = {"127.0.0.1"};
+  auto open = Echo("::", options);
+  httplib::Client client("127.0.0.1", open->port());
+  auto answer = client.Get("/x");
+  REQUIRE(answer);
+  CHECK(answer->status == 200);
+  CHECK(answer->body == "GET /x");
+  CHECK(answer->get_header_value("Connection") == "close");
+  options.allow = {"10.0.0.0/8", "::1/128"};
+  auto closed = Echo("::", options);
+  httplib::Client refused("127.0.0.1", closed->port());
+  CHECK_FALSE(refused.Get("/x"));  // closed as it connects
+  // A name with both families is bound on its IPv4 address.
+  options.allow.clear();
+  auto local = Echo("localhost", options);
+  httplib::Client by_name("127.0.0.1", local->port());
+  CHECK(by_name.Get("/y"));
+}
+
+TEST_CASE("http server: a malformed allow entry is refused, naming it", "[http_server]") {
+  for (const std::string entry : {"10.0.0.0/33", "::/129", "10.0.0.0/", "example.com", "10.0.0.0/8x"}) {
+    INFO(entry);
+    HttpServer::Options options;
+    options.name = "metrics_listen";
+    options.allow = {entry};
+    auto server = HttpServer::Start("127.0.0.1", 0, options, [](const HttpRequest&) { return std::nullopt; },
+                                    [](const HttpRequest&) { return HttpResponse{}; });
+    REQUIRE_FALSE(server.ok());
+    CHECK(absl::IsInvalidArgument(server.status()));
+    CHECK_THAT(std::string(server.status().message()), Catch::StartsWith("metrics_listen: allow: '" + entry + "'"));
+  }
+}
+
+TEST_CASE("http server: a route sees whether a body was declared; a GET with one is answered once it is read",
+          "[http_server]") {
+  auto server = Echo("127.0.0.1", HttpServer::Options());
+  httplib::Client client("127.0.0.1", server->port());
+  auto with_body = client.Post("/p", std::string(100, 'x'), "text/plain");
+  REQUIRE(with_body);
+  CHECK(with_body->body == "POST /p body");
+  auto without = client.Get("/g");
+  REQUIRE(without);
+  CHECK(without->body == "GET /g");
+}
+
+TEST_CASE("http server: its own messages reach the log at most 20 a minute, whatever a client does", "[http_server]") {
+  std::atomic<int> logged{0};
+  HttpServer::Options options;
+  options.log = [&logged](HttpServer::LogLevel, const std::string&) { ++logged; };
+  auto server = Echo("127.0.0.1", options);
+  // 32 connections from one address fill its share; each further one is refused, and libmicrohttpd says so.
+  std::vector<int> held;
+  for (int i = 0; i < 32; ++i) {
+    const int fd = Connect(server->port());
+    REQUIRE(fd >= 0);
+    held.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (int i = 0; i < 200; ++i) {
+    const int fd = Connect(server->port());
+    if (fd >= 0) {
+      char byte;
+      (void)::recv(fd, &byte, 1, 0);  // closed by the server
+      ::close(fd);
+    }
+  }
+  for (int fd : held) ::close(fd);
+  CHECK(logged >= 1);
+  CHECK(logged <= 20);
+}
