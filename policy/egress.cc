@@ -112,6 +112,7 @@ constexpr size_t kMaxIntentHost = 1024;
 constexpr size_t kMaxIntentPath = 8192;  // the executable, each ancestor, the request path
 constexpr size_t kMaxIntentAncestors = 256;
 constexpr size_t kMaxIntentQueryValues = 1024;  // query values in all
+constexpr size_t kMaxRouteWork = size_t{1} << 25;  // route matching for one request (route_path.h)
 
 std::optional<std::string> IntentTooLarge(const EgressIntent& intent) {
   if (intent.host.size() > kMaxIntentHost) return absl::StrCat("the host is longer than ", kMaxIntentHost, " bytes");
@@ -519,6 +520,17 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
                                     "give the path as it would"));
   }
   if (configs > 1) {
+    // Bounded: a policy of many long route globs cannot make one request cost minutes.
+    size_t work = 0;
+    for (size_t index : matches) {
+      const Endpoint& ep = c.endpoints[index];
+      if (ep.l7_config && entry_matched(ep.entry)) work += RoutePathCost(ep.route, request.path);
+    }
+    if (work > kMaxRouteWork) {
+      return SetDecision(out, EgressVerdict::kUnsupported,
+                         absl::StrCat("the intent exceeds the evaluator's bounds: choosing among ", configs,
+                                      " L7 endpoints by their paths would take more than ", kMaxRouteWork, " steps"));
+    }
     selected = nullptr;
     size_t best = 0;
     for (size_t index : matches) {

@@ -273,8 +273,11 @@ std::string DescribeMerged(const MergedClass& m) {
 void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusing, Direction direction,
                       std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
   const absl::string_view verb = direction == Direction::kAdded ? "newly allowed" : "no longer allowed";
-  if (auto what = PathScopedOverL4(allowing, refusing, direction == Direction::kAdded ? "to" : "from",
-                                   direction == Direction::kAdded ? "from" : "to")) {
+  const absl::string_view allowing_name = direction == Direction::kAdded ? "to" : "from";
+  const absl::string_view refusing_name = direction == Direction::kAdded ? "from" : "to";
+  std::optional<std::string> what = PathScopedOverL4(allowing, refusing, allowing_name, refusing_name);
+  if (!what) what = RoutedRefusal(allowing, refusing, allowing_name, refusing_name);
+  if (what) {
     ChangeClass c;
     c.description = absl::StrCat("requests may be ", verb, ", not decided: ", *what);
     unknown->push_back(std::move(c));

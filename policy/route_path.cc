@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 
 namespace osh::policy {
@@ -171,6 +172,7 @@ struct LoaderToken {
   char32_t c = 0;
   Ranges ranges{};
   bool negated = false;
+  bool crosses = true;  // a star that may read the delimiter ('.' in hosts; in paths every star may)
 };
 
 std::optional<std::vector<LoaderToken>> ParseLoaderPattern(const std::vector<char32_t>& p) {
@@ -226,8 +228,10 @@ Ranges Scalars(Ranges in) {
 Ranges CharactersOf(const LoaderToken& token) {
   switch (token.kind) {
     case LoaderToken::kLiteral: return {{token.c, token.c}};
-    case LoaderToken::kAnyChar:
-    case LoaderToken::kStar: return Scalars({{0, kMaxScalar}});
+    case LoaderToken::kAnyChar: return Scalars({{0, kMaxScalar}});
+    case LoaderToken::kStar:
+      if (token.crosses) return Scalars({{0, kMaxScalar}});
+      return Scalars({{0, '.' - 1}, {'.' + 1, kMaxScalar}});
     case LoaderToken::kClass: {
       const Ranges own = Scalars(token.ranges);
       if (!token.negated) return own;
@@ -283,7 +287,31 @@ bool LanguagesOverlap(const std::vector<LoaderToken>& a, const std::vector<Loade
   return false;
 }
 
+// ambiguity.rs `tokenize_delimited_glob` (hosts): a run of one `*` reads no '.', a longer run reads any
+// character; everything else — `?` included — is itself.
+std::vector<LoaderToken> ParseLoaderHost(const std::vector<char32_t>& p) {
+  std::vector<LoaderToken> tokens;
+  for (size_t i = 0; i < p.size();) {
+    if (p[i] != '*') {
+      tokens.push_back({LoaderToken::kLiteral, p[i]});
+      ++i;
+      continue;
+    }
+    const size_t start = i;
+    while (i < p.size() && p[i] == '*') ++i;
+    LoaderToken star{LoaderToken::kStar};
+    star.crosses = i - start >= 2;
+    tokens.push_back(star);
+  }
+  return tokens;
+}
+
 }  // namespace
+
+bool LoaderHostsOverlap(absl::string_view a, absl::string_view b) {
+  if (a.empty() || b.empty()) return true;  // a hostless endpoint serves every host
+  return LanguagesOverlap(ParseLoaderHost(Chars(absl::AsciiStrToLower(a))), ParseLoaderHost(Chars(absl::AsciiStrToLower(b))));
+}
 
 bool RoutePathMatches(absl::string_view pattern, absl::string_view path) {
   if (pattern.empty() || pattern == "**" || pattern == "/**" || pattern == path) return true;

@@ -13,7 +13,7 @@
 //     `***`, a `**` inside a component and an unclosed `[` make the pattern invalid, which matches nothing.
 // Specificity is the number of characters that are not `*`; the most specific matching endpoint wins.
 //
-// The overlap test mirrors upstream's loader (crates/openshell-policy/src/ambiguity.rs
+// The overlap tests mirror upstream's loader (crates/openshell-policy/src/ambiguity.rs
 // `path_patterns_overlap`), which is deliberately coarser than the matcher: there `*` and `**` both
 // stand for any run, and an invalid pattern overlaps everything.
 //
@@ -30,10 +30,21 @@ namespace osh::policy {
 // Whether an endpoint whose `path` is `pattern` is a route for a request to `path` (canonical).
 bool RoutePathMatches(absl::string_view pattern, absl::string_view path);
 
+// An upper bound on the steps RoutePathMatches(pattern, path) takes (pattern × path characters), for a
+// caller that bounds the routing work one request may cost.
+inline size_t RoutePathCost(absl::string_view pattern, absl::string_view path) {
+  return (pattern.size() + 1) * (path.size() + 1);
+}
+
 // The rank that decides between matching routes: characters of `pattern` other than `*` (0 for "").
 size_t RoutePathSpecificity(absl::string_view pattern);
 
 // Whether some request path could select both patterns, as upstream's loader judges it.
 bool RoutePathsOverlap(absl::string_view a, absl::string_view b);
+
+// Whether two endpoint hosts can match one host name, as upstream's loader judges it (ambiguity.rs
+// `host_patterns_overlap`): case-insensitive; "" (hostless) overlaps every host; `*` is any run without a
+// '.', `**` any run; `?` is a plain character there, unlike at run time.
+bool LoaderHostsOverlap(absl::string_view a, absl::string_view b);
 
 }  // namespace osh::policy

@@ -349,21 +349,28 @@ bool WebsocketGraphqlPolicy(const NetworkEndpoint& ep) {
 
 std::string BodyLimit(uint32_t bytes) { return absl::StrCat(bytes == 0 ? 65536 : bytes); }
 
-// The settings two endpoints that can serve the same request must agree on, each as (field, left, right)
-// where they differ: upstream's `connection_conflicts` always, its `request_pipeline_conflicts` when both
-// take part in choosing the request's config and neither's `path` is the more specific route for it.
-std::vector<std::array<std::string, 3>> Conflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, bool request_level) {
-  std::vector<std::array<std::string, 3>> out;
+using Conflict = std::array<std::string, 3>;  // field, left, right
+
+// The settings two endpoints that can serve the same request must agree on where they differ: upstream's
+// `connection_conflicts` (always) and `request_pipeline_conflicts` (when both take part in choosing the
+// request's config and neither's `path` is the more specific route for it). `ips` are AllowedIps of each.
+void ConnectionConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, const std::string& a_ips,
+                         const std::string& b_ips, std::vector<Conflict>* out) {
   auto differ = [&](absl::string_view field, const std::string& left, const std::string& right) {
-    if (left != right) out.push_back({std::string(field), left, right});
+    if (left != right) out->push_back({std::string(field), left, right});
   };
-  auto flag = [](bool value) { return std::string(value ? "true" : "false"); };
   // `tcp` (native L4, eligible for the transparent path) beside anything else: which transport applies
   // would depend on order.
   if ((a.protocol() == "tcp") != (b.protocol() == "tcp")) differ("protocol", a.protocol(), b.protocol());
   differ("tls", TlsMode(a.tls()), TlsMode(b.tls()));
-  differ("allowed_ips", AllowedIps(a), AllowedIps(b));
-  if (!request_level) return out;
+  differ("allowed_ips", a_ips, b_ips);
+}
+
+void RequestConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, std::vector<Conflict>* out) {
+  auto differ = [&](absl::string_view field, const std::string& left, const std::string& right) {
+    if (left != right) out->push_back({std::string(field), left, right});
+  };
+  auto flag = [](bool value) { return std::string(value ? "true" : "false"); };
   auto protocol = [](const NetworkEndpoint& ep) { return ep.protocol() == "tcp" ? std::string() : ep.protocol(); };
   if ((a.protocol() == "tcp") == (b.protocol() == "tcp")) differ("protocol", protocol(a), protocol(b));
   differ("enforcement", a.enforcement() == "enforce" ? "enforce" : "audit", b.enforcement() == "enforce" ? "enforce" : "audit");
@@ -388,7 +395,6 @@ std::vector<std::array<std::string, 3>> Conflicts(const NetworkEndpoint& a, cons
     auto strict = [&](const NetworkEndpoint& ep) { return flag(!ep.mcp().has_strict_tool_names() || ep.mcp().strict_tool_names()); };
     differ("mcp.strict_tool_names", strict(a), strict(b));
   }
-  return out;
 }
 
 // Work the path-overlap test of one policy may do (pattern characters × pattern characters, summed over
@@ -402,8 +408,8 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
   struct Located {
     std::string where;
     const NetworkEndpoint* ep;
-    std::string host;
     std::vector<uint32_t> ports;
+    std::string ips;  // AllowedIps, once
     bool request_metadata;
     size_t specificity;
   };
@@ -412,8 +418,8 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
     const auto& rule = policy.network_policies().at(id);
     for (int i = 0; i < rule.endpoints_size(); ++i) {
       const NetworkEndpoint& ep = rule.endpoints(i);
-      all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &ep, absl::AsciiStrToLower(ep.host()),
-                     EffectivePorts(ep), ContributesRequestMetadata(ep), RoutePathSpecificity(ep.path())});
+      all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &ep, EffectivePorts(ep), AllowedIps(ep),
+                     ContributesRequestMetadata(ep), RoutePathSpecificity(ep.path())});
     }
   }
   size_t work = 0;
@@ -421,21 +427,24 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
     for (size_t j = i + 1; j < all.size(); ++j) {
       const Located& a = all[i];
       const Located& b = all[j];
-      // A hostless endpoint (allowed_ips) serves any host on its ports.
-      if (!SharePort(a.ports, b.ports) || (!a.host.empty() && !b.host.empty() && !HostPatternsIntersect(a.host, b.host))) {
-        continue;
-      }
-      bool request_level = a.request_metadata && b.request_metadata && a.specificity == b.specificity;
-      if (request_level) {
-        work += (a.ep->path().size() + 1) * (b.ep->path().size() + 1);
-        if (work > kMaxPathOverlapWork) {
-          return Violation{"network_policies",
-                           absl::StrCat("too many endpoints with long overlapping `path` globs on one host:port to check "
-                                        "them for ambiguity (at ", a.where, " and ", b.where, ")")};
+      // Hosts as upstream's loader reads them (a hostless endpoint serves any host; `?` is literal).
+      if (!SharePort(a.ports, b.ports) || !LoaderHostsOverlap(a.ep->host(), b.ep->host())) continue;
+      std::vector<Conflict> conflicts;
+      ConnectionConflicts(*a.ep, *b.ep, a.ips, b.ips, &conflicts);
+      if (a.request_metadata && b.request_metadata && a.specificity == b.specificity) {
+        std::vector<Conflict> request;
+        RequestConflicts(*a.ep, *b.ep, &request);
+        // Only endpoints that disagree need their paths compared (and cost the work).
+        if (!request.empty()) {
+          work += (a.ep->path().size() + 1) * (b.ep->path().size() + 1);
+          if (work > kMaxPathOverlapWork) {
+            return Violation{"network_policies",
+                             absl::StrCat("too many endpoints that disagree with long `path` globs on one host:port to check "
+                                          "them for ambiguity (at ", a.where, " and ", b.where, ")")};
+          }
+          if (RoutePathsOverlap(a.ep->path(), b.ep->path())) conflicts.insert(conflicts.end(), request.begin(), request.end());
         }
-        request_level = RoutePathsOverlap(a.ep->path(), b.ep->path());
       }
-      const auto conflicts = Conflicts(*a.ep, *b.ep, request_level);
       if (conflicts.empty()) continue;
       std::vector<std::string> parts;
       for (const auto& [field, left, right] : conflicts) parts.push_back(absl::StrCat(field, ": ", Quote(left), " vs ", Quote(right)));

@@ -3,9 +3,14 @@
 // (crates/openshell-supervisor-network/src/l7/{mod.rs,relay.rs}, crates/openshell-policy/src/ambiguity.rs).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 
+#include "absl/strings/match.h"
+
+#include "policy/containment.h"
 #include "policy/egress.h"
+#include "policy/explain.h"
 #include "policy/policy_file.h"
 #include "policy/route_path.h"
 
@@ -202,6 +207,15 @@ TEST_CASE("validation: endpoints that can serve the same request must agree, as 
       {"tls passthrough is not skip", Entry("a", "{host: api.example.com, port: 443, tls: passthrough}") +
                                           Entry("b", "{host: api.example.com, port: 443}"),
        ""},
+      // ambiguity.rs host_patterns_overlap: `?` is a plain character to the loader
+      {"a ? in a glob host is literal to the loader", Entry("a", "{host: 'a?*.example.com', port: 443, tls: skip}") +
+                                                          Entry("b", "{host: ab.example.com, port: 443}"),
+       ""},
+      {"a * in a glob host reads no dot", Entry("a", "{host: '*.example.com', port: 443, tls: skip}") +
+                                             Entry("b", "{host: a.b.example.com, port: 443}"),
+       ""},
+      {"a ** reads dots", Entry("a", "{host: '**.example.com', port: 443, tls: skip}") + Entry("b", "{host: a.b.example.com, port: 443}"),
+       "tls"},
       {"other ports never conflict", Entry("a", "{host: api.example.com, port: 443, protocol: tcp}") +
                                          Entry("b", "{host: api.example.com, port: 8443, " + rest + "}"),
        ""},
@@ -226,9 +240,61 @@ TEST_CASE("validation: a thousand long overlapping endpoint paths are refused, n
   const std::string path = "/" + std::string(2000, 'a') + "*";
   for (int i = 0; i < 200; ++i) {
     if (i > 0) endpoints += ", ";
-    endpoints += "{host: api.example.com, port: 443, path: '" + path + "', protocol: rest, access: full}";
+    endpoints += "{host: api.example.com, port: 443, path: '" + path + std::to_string(i % 10) +
+                 "', protocol: rest, access: full, enforcement: " + (i % 2 == 0 ? "enforce" : "audit") + "}";
   }
   const auto policy = Parse(Entry("a", endpoints));
   REQUIRE_FALSE(policy.ok());
   CHECK_THAT(std::string(policy.status().message()), Catch::Contains("to check them for ambiguity"));
+  // Endpoints that agree on everything need no path compared, however long: accepted (as upstream does).
+  std::string agreeing;
+  for (int i = 0; i < 8; ++i) {
+    if (i > 0) agreeing += ", ";
+    agreeing += "{host: api.example.com, port: 443, path: '/" + std::string(4000, static_cast<char>('a' + i)) +
+                "', protocol: rest, access: full}";
+  }
+  CHECK(Parse(Entry("a", agreeing)).ok());
+}
+
+TEST_CASE("containment and explain do not decide where a ceiling routes requests by path", "[policy][containment][route]") {
+  // From a review: the ceiling's two REST endpoints route by path; /repos/acme/issues is in E1's Rego scope
+  // (`/repos/*/**`) but no route selects it (the `<prefix>/**` shortcut takes `/repos/*` literally), so the
+  // ceiling denies it "no L7 endpoint path matched request" — the proof by scopes said "inside".
+  auto ceiling = Parse(Entry("c", "{host: api.example.com, port: 443, path: '/repos/*/**', protocol: rest, enforcement: enforce, "
+                                  "access: full}, {host: api.example.com, port: 443, path: /graphql, protocol: rest, "
+                                  "enforcement: enforce, access: full}"));
+  auto candidate = Parse(Entry("c", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                    "rules: [{allow: {method: GET, path: /repos/acme/issues}}]}"));
+  REQUIRE((ceiling.ok() && candidate.ok()));
+  const auto denied = Decide(*ceiling, "GET", "/repos/acme/issues");
+  CHECK(denied.reason == "no L7 endpoint path matched request");
+  const auto verdict = osh::policy::CheckContainment(*candidate, *ceiling);
+  CHECK(verdict.verdict == osh::policy::Containment::kUnknown);
+  CHECK_THAT(verdict.detail, Catch::Contains("selects requests by its `path`"));
+  // Explain: from E1 alone (one config: every request inspected under it, GET allowed) to E1 + E2.
+  auto from = Parse(Entry("c", "{host: api.example.com, port: 443, path: '/repos/*/**', protocol: rest, enforcement: enforce, "
+                               "access: full}"));
+  REQUIRE(from.ok());
+  CHECK(VerdictName(Decide(*from, "GET", "/repos/acme/issues").verdict) == "allow");
+  const auto change = osh::policy::ExplainChange(*from, *ceiling);
+  CHECK(std::any_of(change.unknown.begin(), change.unknown.end(), [](const osh::policy::ChangeClass& c) {
+    return absl::StrContains(c.description, "no longer allowed, not decided") && absl::StrContains(c.description, "routes are not decided");
+  }));
+}
+
+TEST_CASE("egress: choosing among L7 endpoints by long path globs is bounded per request", "[policy][egress][route][bounds]") {
+  // From a review: a few route globs of thousands of characters against an 8 KiB request path would cost
+  // each request about 10^8 steps per endpoint; beyond the bound the answer is unsupported, at once.
+  std::string endpoints;
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0) endpoints += ", ";
+    endpoints += "{host: api.example.com, port: 443, path: '/*" + std::string(3000 + i, 'z') + "', protocol: rest, access: full}";
+  }
+  auto policy = Parse(Entry("a", endpoints));
+  REQUIRE(policy.ok());
+  const auto decision = Decide(*policy, "GET", "/" + std::string(8191, 'z'));
+  CHECK(VerdictName(decision.verdict) == "unsupported");
+  CHECK_THAT(decision.reason, Catch::Contains("exceeds the evaluator's bounds") && Catch::Contains("by their paths"));
+  // A short request path on the same policy is decided.
+  CHECK(VerdictName(Decide(*policy, "GET", "/a").verdict) == "deny");
 }
