@@ -17,6 +17,7 @@
 #include "policy/containment_model.h"
 #include "policy/egress.h"
 #include "policy/glob.h"
+#include "policy/route_path.h"
 
 namespace osh::policy {
 
@@ -221,6 +222,7 @@ PolicyIndex::PolicyIndex(const SandboxPolicy& policy) {
       out.ports = Ports(ep);
       out.rest = ep.protocol() == "rest";
       if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
+      out.route_covers_scope = RouteCoversScope(ep.path());
       for (const auto& [method, path] : PresetRules(ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
       for (const auto& rule : ep.rules()) out.allow.push_back({rule.allow().method(), PathPattern::Of(rule.allow().path())});
       for (const auto& rule : ep.deny_rules()) out.deny.push_back({rule.method(), PathPattern::Of(rule.path())});
@@ -276,6 +278,10 @@ bool PolicyIndex::Covers(const Grant& grant, const PolicyIndex& self) const {
   if (!connection) return false;
   if (!grant.request) return true;
   bool inspected = false, allowed = false;
+  // With two REST endpoints that may serve the request, upstream's proxy routes it by their paths and
+  // denies one no path selects (policy/route_path.h): then an endpoint proves the grant allowed only if
+  // its route selects all its scope does.
+  const bool routed = std::count_if(may_apply.begin(), may_apply.end(), [](const IndexedEndpoint* ep) { return ep->rest; }) > 1;
   for (const IndexedEndpoint* ep : may_apply) {
     if (!ep->rest) continue;
     inspected = true;
@@ -287,6 +293,7 @@ bool PolicyIndex::Covers(const Grant& grant, const PolicyIndex& self) const {
     }
     if (allowed || !HostCovers(*ep, grant) || !BinaryCovers(entries_[ep->entry], grant)) continue;
     if (ep->scope && !ep->scope->Covers(grant.path)) continue;
+    if (routed && !ep->route_covers_scope) continue;
     for (const MethodRule& allow : ep->allow) {
       if (MethodCovers(allow.method, grant.method) && allow.path.Covers(grant.path)) allowed = true;
     }
@@ -589,55 +596,6 @@ std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, cons
   return std::nullopt;
 }
 
-// A REST endpoint of `refusing` whose `path` routes (selects only some requests) beside another REST
-// endpoint of it on an intersecting host:port: with several L7 configs, upstream's proxy denies a request
-// no config's `path` selects ("no L7 endpoint path matched request"; policy/route_path.h), which the
-// model's proof (PolicyIndex::Covers, by Rego's path scopes) does not see. Where `allowing` has an
-// endpoint on that host:port, neither proof nor "no change" is sound: not decided. (Witnesses are
-// checked with the evaluator itself, so they stay sound.)
-std::optional<std::string> RoutedRefusal(const SandboxPolicy& allowing, const SandboxPolicy& refusing,
-                                          absl::string_view allowing_name, absl::string_view refusing_name) {
-  struct Located {
-    std::string where;
-    std::string host;
-    std::vector<uint32_t> ports;
-    bool routes;
-  };
-  std::vector<Located> rest;
-  for (const auto& key : SortedKeys(refusing)) {
-    const auto& entry = refusing.network_policies().at(key);
-    for (int i = 0; i < entry.endpoints_size(); ++i) {
-      const NetworkEndpoint& ep = entry.endpoints(i);
-      if (ep.protocol() != "rest") continue;
-      const bool everything = ep.path().empty() || ep.path() == "**" || ep.path() == "/**";
-      rest.push_back({absl::StrCat(refusing_name, " network_policies.", key, ".endpoints[", i, "]"),
-                      absl::AsciiStrToLower(ep.host()), Ports(ep), !everything});
-    }
-  }
-  auto share = [](const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
-    return std::any_of(a.begin(), a.end(), [&](uint32_t p) { return std::find(b.begin(), b.end(), p) != b.end(); });
-  };
-  for (size_t i = 0; i < rest.size(); ++i) {
-    if (!rest[i].routes) continue;
-    for (size_t j = 0; j < rest.size(); ++j) {
-      if (j == i || !share(rest[i].ports, rest[j].ports) || !HostPatternsIntersect(rest[i].host, rest[j].host)) continue;
-      for (const auto& key : SortedKeys(allowing)) {
-        const auto& entry = allowing.network_policies().at(key);
-        for (int k = 0; k < entry.endpoints_size(); ++k) {
-          const NetworkEndpoint& ep = entry.endpoints(k);
-          if (!share(Ports(ep), rest[i].ports) || !HostPatternsIntersect(absl::AsciiStrToLower(ep.host()), rest[i].host)) {
-            continue;
-          }
-          return absl::StrCat(rest[i].where, " selects requests by its `path` beside ", rest[j].where,
-                              " on a shared host:port (a request no path selects is denied there), where ", allowing_name,
-                              " network_policies.", key, ".endpoints[", k, "] allows: routes are not decided");
-        }
-      }
-    }
-  }
-  return std::nullopt;
-}
-
 // The widening a witness shows, in words.
 static std::string DescribeWidening(const Grant& grant, const Witness& w) {
   std::string what = absl::StrCat(grant.where, ": ", w.intent.binary, " -> ", w.intent.host, ":", grant.port);
@@ -667,7 +625,6 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = PathScopedOverL4(candidate, ceiling, "candidate", "ceiling")) return {Containment::kUnknown, *what};
-  if (auto what = RoutedRefusal(candidate, ceiling, "candidate", "ceiling")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

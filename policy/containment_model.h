@@ -39,12 +39,6 @@ std::optional<std::string> PathScopedOverL4(const openshell::sandbox::v1::Sandbo
                                             const openshell::sandbox::v1::SandboxPolicy& other,
                                             absl::string_view candidate_name, absl::string_view other_name);
 
-// A REST endpoint of `refusing` that routes by its `path` beside another on a host:port where `allowing`
-// has an endpoint: not decided (see containment.cc), named with the two policies' names.
-std::optional<std::string> RoutedRefusal(const openshell::sandbox::v1::SandboxPolicy& allowing,
-                                          const openshell::sandbox::v1::SandboxPolicy& refusing,
-                                          absl::string_view allowing_name, absl::string_view refusing_name);
-
 // Filesystem paths by prefix: `path` is `base` or below it (trailing slashes ignored; "/" is above all).
 bool Under(absl::string_view path, absl::string_view base);
 bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases);
@@ -71,6 +65,7 @@ struct IndexedEndpoint {
   std::vector<uint32_t> ports;
   bool rest = false;
   std::optional<PathPattern> scope;
+  bool route_covers_scope = true;  // policy/route_path.h RouteCoversScope of its `path`
   std::vector<MethodRule> allow;
   std::vector<MethodRule> deny;
 };

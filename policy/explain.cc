@@ -275,9 +275,7 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
   const absl::string_view verb = direction == Direction::kAdded ? "newly allowed" : "no longer allowed";
   const absl::string_view allowing_name = direction == Direction::kAdded ? "to" : "from";
   const absl::string_view refusing_name = direction == Direction::kAdded ? "from" : "to";
-  std::optional<std::string> what = PathScopedOverL4(allowing, refusing, allowing_name, refusing_name);
-  if (!what) what = RoutedRefusal(allowing, refusing, allowing_name, refusing_name);
-  if (what) {
+  if (auto what = PathScopedOverL4(allowing, refusing, allowing_name, refusing_name)) {
     ChangeClass c;
     c.description = absl::StrCat("requests may be ", verb, ", not decided: ", *what);
     unknown->push_back(std::move(c));

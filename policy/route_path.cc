@@ -323,6 +323,13 @@ bool RoutePathMatches(absl::string_view pattern, absl::string_view path) {
   return tokens.has_value() && CrateMatches(*tokens, Chars(path));
 }
 
+bool RouteCoversScope(absl::string_view pattern) {
+  if (pattern.empty() || pattern == "**" || pattern == "/**") return true;
+  if (absl::EndsWith(pattern, "/**")) return pattern.substr(0, pattern.size() - 3).find_first_of("*?[") == absl::string_view::npos;
+  if (pattern.find('[') != absl::string_view::npos) return false;
+  return ParseCratePattern(Chars(pattern)).has_value();
+}
+
 size_t RoutePathSpecificity(absl::string_view pattern) {
   size_t count = 0;
   for (const char32_t c : Chars(pattern)) count += c != '*';

@@ -30,6 +30,12 @@ namespace osh::policy {
 // Whether an endpoint whose `path` is `pattern` is a route for a request to `path` (canonical).
 bool RoutePathMatches(absl::string_view pattern, absl::string_view path);
 
+// Whether an endpoint's route (its `path` as the proxy reads it) selects every request path its Rego scope
+// (the same `path` as policy/glob.h reads it) admits: "", `**`, `/**`, `<literal prefix>/**`, and any
+// other pattern the crate reads without a class (its `*` and `?` cross '/', so they take more than
+// Rego's). Not so `/repos/*/**` (the prefix is taken literally) or `/a**` (invalid: selects nothing).
+bool RouteCoversScope(absl::string_view pattern);
+
 // An upper bound on the steps RoutePathMatches(pattern, path) takes (pattern × path characters), for a
 // caller that bounds the routing work one request may cost.
 inline size_t RoutePathCost(absl::string_view pattern, absl::string_view path) {

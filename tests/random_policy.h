@@ -29,6 +29,7 @@ inline const std::vector<uint32_t> kPorts = {443, 8443};
 inline const std::vector<std::string> kMethods = {"GET", "POST", "DELETE", "*", "PUT"};
 inline const std::vector<std::string> kPaths = {"/repos/**", "/repos/*", "/repos/acme", "**", "/**", "/repos/*/issues", "/admin/**"};
 inline const std::vector<std::string> kAccess = {"read-only", "read-write", "full"};
+inline const std::vector<std::string> kRoutes = {"/repos/**", "/repos/*/**", "/admin/**", "/**", "/repos/acme"};
 
 template <typename T>
 inline const T& Pick(std::mt19937& rng, const std::vector<T>& from) {
@@ -57,6 +58,8 @@ inline SandboxPolicy RandomPolicy(std::mt19937& rng) {
       if (Chance(rng, 0.6)) {
         ep->set_protocol("rest");
         ep->set_enforcement("enforce");
+        // An endpoint path scopes the rules (Rego) and, beside another REST endpoint, routes requests.
+        if (Chance(rng, 0.04)) ep->set_path(Pick(rng, kRoutes));
         if (Chance(rng, 0.3)) {
           ep->set_access(Pick(rng, kAccess));
         } else {

@@ -79,5 +79,7 @@ TEST_CASE("decisions and containment agree: inside means every allowed intent st
   CHECK(inside >= 50);
   CHECK(outside >= 200);
   CHECK(intents_checked >= 1000);
-  CHECK(unknown * 10 < inside + outside + unknown);  // the undecided share stays under 10% (6.8% at this seed)
+  // The undecided share stays under 12.5% (10.9% at this seed; 6.8% before random endpoints had paths —
+  // most of the difference is a path-scoped candidate endpoint over an L4 ceiling one, not decided).
+  CHECK(unknown * 8 < inside + outside + unknown);
 }
