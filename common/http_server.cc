@@ -109,6 +109,7 @@ struct Request {
   bool headers_seen = false;
   bool answered = false;   // a response is queued: any further body is dropped
   bool too_large = false;  // declared over max_body_bytes: read, dropped, then 413
+  size_t charged = 0;      // what this request's body holds of the shared budget
   HttpRequest head;
 };
 
@@ -239,7 +240,7 @@ void Watchdog(State* state) {
 void OnCompleted(void* cls, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
   auto* request = static_cast<Request*>(*con_cls);
   if (request == nullptr) return;
-  static_cast<State*>(cls)->buffered -= Charged(request->head.body.capacity());
+  static_cast<State*>(cls)->buffered -= request->charged;
   delete request;
   *con_cls = nullptr;
 }
@@ -293,12 +294,18 @@ MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, con
     if (body.size() + n > state.options.max_body_bytes) return MHD_NO;
     if (body.size() + n > body.capacity()) {
       const size_t grown = std::min(std::max(body.size() + n, 2 * body.capacity()), state.options.max_body_bytes);
-      const size_t charge = Charged(grown) - Charged(body.capacity());
+      const size_t charge = Charged(grown) > request->charged ? Charged(grown) - request->charged : 0;
       if (charge > 0 && state.buffered.fetch_add(charge) + charge > kBufferedBodyBudget) {
         state.buffered -= charge;
         return MHD_NO;
       }
+      request->charged += charge;
       body.reserve(grown);
+      // The allocator may give more than asked (libstdc++ at least doubles): that is held too.
+      if (const size_t held = Charged(body.capacity()); held > request->charged) {
+        state.buffered += held - request->charged;
+        request->charged = held;
+      }
     }
     body.append(upload_data, n);
     return MHD_YES;
