@@ -348,10 +348,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found); rc != 0) {
     return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", listen, ": ", gai_strerror(rc)));
   }
-  // A name with addresses of both families ("localhost") is bound on its IPv4 address, as before.
+  // A name with addresses of both families ("localhost") is bound on its IPv4 address, as before; every
+  // address ("") on the IPv6 wildcard, which takes IPv4 clients too (dual stack).
+  const int preferred = host.empty() ? AF_INET6 : AF_INET;
   const addrinfo* chosen = found;
   for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    if (a->ai_family == AF_INET) {
+    if (a->ai_family == preferred) {
       chosen = a;
       break;
     }
@@ -403,6 +405,16 @@ HttpServer::~HttpServer() {
     state_->stopping = true;
   }
   if (state_->watchdog.joinable()) state_->watchdog.join();
+  size_t dropped = 0;
+  {
+    absl::MutexLock lock(&state_->log_mu);
+    dropped = std::exchange(state_->dropped, 0);
+  }
+  if (dropped > 0 && state_->options.log) {
+    state_->options.log(LogLevel::kWarning, absl::StrCat(state_->options.name, ": ", dropped,
+                                                         " message(s) of this server not logged (at most ",
+                                                         State::kLogBurst, " a minute)"));
+  }
 }
 
 }  // namespace osh::common

@@ -21,7 +21,8 @@
 //     same deadline;
 //   - `allow` (CIDRs): any other source address is refused as it connects (closed, no answer);
 //   - the server's own messages (refused connections, malformed requests, timeouts) reach `log` at most 20
-//     a minute; the rest are counted and the count said with the next one.
+//     in each one-minute window (so up to 40 around a window's edge); the rest are counted and the count
+//     said with the next one, or when the server stops.
 //
 // Addresses: an IPv6 listen address takes IPv4 clients too (IPv4-mapped; `allow` matches them as IPv4);
 // a name with addresses of both families ("localhost") is bound on its IPv4 one.
@@ -76,7 +77,7 @@ class HttpServer {
   using Route = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
   using Handle = std::function<HttpResponse(const HttpRequest&)>;
 
-  // Listens on `host` (a name or address; "" = every address) and `port` (0: a free one).
+  // Listens on `host` (a name or address; "" = every address, IPv4 and IPv6) and `port` (0: a free one).
   // INVALID_ARGUMENT for a malformed `allow` entry, UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& host, int port, Options options, Route route,
                                                            Handle handle);

@@ -550,7 +550,8 @@ std::optional<Witness> FindWitness(const Grant& grant, const EgressPolicy& candi
               EgressDecision allowed = candidate.Decide(intent);
               if (allowed.verdict != EgressVerdict::kAllow && allowed.verdict != EgressVerdict::kAudit) continue;
               EgressDecision refused = ceiling.Decide(intent);
-              if (refused.verdict == EgressVerdict::kAllow) continue;
+              // Only a refusal witnesses: a ceiling that cannot decide (unsupported) is not one.
+              if (refused.verdict == EgressVerdict::kAllow || refused.verdict == EgressVerdict::kUnsupported) continue;
               return Witness{std::move(intent), std::move(allowed), std::move(refused)};
             }
           }

@@ -112,7 +112,7 @@ constexpr size_t kMaxIntentHost = 1024;
 constexpr size_t kMaxIntentPath = 8192;  // the executable, each ancestor, the request path
 constexpr size_t kMaxIntentAncestors = 256;
 constexpr size_t kMaxIntentQueryValues = 1024;  // query values in all
-constexpr size_t kMaxRouteWork = size_t{1} << 25;  // route matching for one request (route_path.h)
+constexpr size_t kMaxRouteWork = size_t{1} << 23;  // route matching for one request (route_path.h)
 
 std::optional<std::string> IntentTooLarge(const EgressIntent& intent) {
   if (intent.host.size() > kMaxIntentHost) return absl::StrCat("the host is longer than ", kMaxIntentHost, " bytes");

@@ -120,9 +120,16 @@ std::optional<std::vector<CrateToken>> ParseCratePattern(const std::vector<char3
 
 // A set-of-states simulation of the crate's backtracking matcher: `at[t]` = the pattern before token t
 // has matched the text so far; `inside[t]` = a `**` at t has eaten characters since its last '/' (it may
-// hand over only right after a '/').
+// hand over only right after a '/'). One more rule of the crate's loop: a `**` that eats the text to its
+// end falls through to the tokens after it, so when only stars follow it (`/api/**/`: the '/' after `**`
+// is part of it) it takes any rest of the text, '/' or not.
 bool CrateMatches(const std::vector<CrateToken>& tokens, const std::vector<char32_t>& text) {
   const size_t m = tokens.size();
+  std::vector<uint8_t> stars_after(m + 1, 1);  // every token after t is a star
+  for (size_t t = m; t-- > 0;) {
+    const bool star = t + 1 < m && (tokens[t + 1].kind == CrateToken::kAnySequence || tokens[t + 1].kind == CrateToken::kAnyRecursive);
+    stars_after[t] = t + 1 == m || (star && stars_after[t + 1]);
+  }
   std::vector<uint8_t> at(m + 1, 0), inside(m, 0), next_at(m + 1, 0), next_inside(m, 0);
   auto close = [&](std::vector<uint8_t>& states) {
     for (size_t t = 0; t < m; ++t) {
@@ -161,7 +168,11 @@ bool CrateMatches(const std::vector<CrateToken>& tokens, const std::vector<char3
     at.swap(next_at);
     inside.swap(next_inside);
   }
-  return at[m] != 0;
+  if (at[m]) return true;
+  for (size_t t = 0; t < m; ++t) {
+    if (tokens[t].kind == CrateToken::kAnyRecursive && inside[t] && stars_after[t]) return true;
+  }
+  return false;
 }
 
 // --- Upstream's loader (crates/openshell-policy/src/ambiguity.rs `tokenize_runtime_path_glob`,

@@ -9,7 +9,8 @@
 //     `/**` match every path; a pattern equal to the path matches; `<prefix>/**` matches `<prefix>` and
 //     everything under `<prefix>/` (the prefix taken literally). In the crate's language `*` is any run of
 //     characters *including* `/`, `?` any one character, `[...]`/`[!...]` a character class, and a `**`
-//     that is a whole path component (with the `/` after it) matches nothing or anything ending in `/`;
+//     that is a whole path component (with the `/` after it) matches nothing or anything ending in `/`
+//     (or, when only stars follow it, anything at all: `/api/**/` selects `/api/x`);
 //     `***`, a `**` inside a component and an unclosed `[` make the pattern invalid, which matches nothing.
 // Specificity is the number of characters that are not `*`; the most specific matching endpoint wins.
 //

@@ -397,9 +397,10 @@ void RequestConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, std::v
   }
 }
 
-// Work the path-overlap test of one policy may do (pattern characters × pattern characters, summed over
-// the pairs it compares): ours, so a policy of a thousand long path globs cannot stall validation.
-constexpr size_t kMaxPathOverlapWork = size_t{64} << 20;
+// Work the overlap tests of one policy may do (pattern characters × pattern characters, summed over the
+// pairs of glob hosts and of paths they compare): ours, so a policy of a thousand long globs cannot stall
+// validation.
+constexpr size_t kMaxOverlapWork = size_t{64} << 20;
 
 // Two endpoints that can serve the same request must agree on how it is handled: otherwise which one
 // applies would depend on evaluation order. Upstream's loader refuses such a policy
@@ -427,23 +428,39 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
     for (size_t j = i + 1; j < all.size(); ++j) {
       const Located& a = all[i];
       const Located& b = all[j];
-      // Hosts as upstream's loader reads them (a hostless endpoint serves any host; `?` is literal).
-      if (!SharePort(a.ports, b.ports) || !LoaderHostsOverlap(a.ep->host(), b.ep->host())) continue;
+      if (!SharePort(a.ports, b.ports)) continue;
+      // What they disagree on first (cheap); only a disagreement needs the globs compared, and that work
+      // is bounded.
       std::vector<Conflict> conflicts;
       ConnectionConflicts(*a.ep, *b.ep, a.ips, b.ips, &conflicts);
-      if (a.request_metadata && b.request_metadata && a.specificity == b.specificity) {
-        std::vector<Conflict> request;
-        RequestConflicts(*a.ep, *b.ep, &request);
-        // Only endpoints that disagree need their paths compared (and cost the work).
-        if (!request.empty()) {
-          work += (a.ep->path().size() + 1) * (b.ep->path().size() + 1);
-          if (work > kMaxPathOverlapWork) {
-            return Violation{"network_policies",
-                             absl::StrCat("too many endpoints that disagree with long `path` globs on one host:port to check "
-                                          "them for ambiguity (at ", a.where, " and ", b.where, ")")};
-          }
-          if (RoutePathsOverlap(a.ep->path(), b.ep->path())) conflicts.insert(conflicts.end(), request.begin(), request.end());
-        }
+      std::vector<Conflict> request;
+      if (a.request_metadata && b.request_metadata && a.specificity == b.specificity) RequestConflicts(*a.ep, *b.ep, &request);
+      if (conflicts.empty() && request.empty()) continue;
+      auto charge = [&](absl::string_view x, absl::string_view y) {
+        work += (x.size() + 1) * (y.size() + 1);
+        return work <= kMaxOverlapWork;
+      };
+      auto too_much = [&] {
+        return Violation{"network_policies",
+                         absl::StrCat("too many endpoints that disagree with long host or `path` globs on one port to check "
+                                      "them for ambiguity (at ", a.where, " and ", b.where, ")")};
+      };
+      // Hosts as upstream's loader reads them (a hostless endpoint serves any host; `?` is literal).
+      const std::string& ha = a.ep->host();
+      const std::string& hb = b.ep->host();
+      bool hosts_overlap;
+      if (ha.empty() || hb.empty()) {
+        hosts_overlap = true;
+      } else if (ha.find('*') == std::string::npos && hb.find('*') == std::string::npos) {
+        hosts_overlap = absl::EqualsIgnoreCase(ha, hb);
+      } else {
+        if (!charge(ha, hb)) return too_much();
+        hosts_overlap = LoaderHostsOverlap(ha, hb);
+      }
+      if (!hosts_overlap) continue;
+      if (!request.empty()) {
+        if (!charge(a.ep->path(), b.ep->path())) return too_much();
+        if (RoutePathsOverlap(a.ep->path(), b.ep->path())) conflicts.insert(conflicts.end(), request.begin(), request.end());
       }
       if (conflicts.empty()) continue;
       std::vector<std::string> parts;

@@ -71,6 +71,13 @@ TEST_CASE("route path: an endpoint path selects requests as the Rust glob crate 
   CHECK(RoutePathMatches("/v[!0]", "/v1"));
   CHECK_FALSE(RoutePathMatches("/v[!0]", "/v0"));
   CHECK(RoutePathMatches("/x[]]", "/x]"));
+  // A `**` that only stars follow takes any rest of the text (the crate's loop falls through it).
+  CHECK(RoutePathMatches("/api/**/", "/api/x"));
+  CHECK(RoutePathMatches("/api/**/", "/api/x/y"));
+  CHECK_FALSE(RoutePathMatches("/api/**/", "/api"));
+  CHECK(RoutePathMatches("/**/", "/x"));
+  CHECK(RoutePathMatches("/a/**/*", "/a/bc"));
+  CHECK_FALSE(RoutePathMatches("/a/**/c", "/a/bc"));
   // Invalid patterns match nothing: `***`, `**` inside a component, an unclosed class.
   CHECK_FALSE(RoutePathMatches("/a/***", "/a/b"));
   CHECK_FALSE(RoutePathMatches("/a**", "/ab"));
@@ -311,4 +318,28 @@ TEST_CASE("egress: choosing among L7 endpoints by long path globs is bounded per
   CHECK_THAT(decision.reason, Catch::Contains("exceeds the evaluator's bounds") && Catch::Contains("by their paths"));
   // A short request path on the same policy is decided.
   CHECK(VerdictName(Decide(*policy, "GET", "/a").verdict) == "deny");
+}
+
+TEST_CASE("egress: a route ending in **/ selects the rest of the path, as the crate does", "[policy][egress][route]") {
+  // From a review: `/api/**/` tokenizes to `/api/` and a `**` with nothing after it, which the crate lets
+  // take `/api/x`; the request is then inspected (and allowed by E2's rule, whose scope admits it).
+  auto policy = Parse(Entry("a", "{host: api.example.com, port: 443, path: '/api/**/', protocol: rest, enforcement: enforce, "
+                                 "rules: [{allow: {method: POST, path: '/nothing'}}]}, {host: api.example.com, port: 443, "
+                                 "path: '/*/**', protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/**'}}]}"));
+  REQUIRE(policy.ok());
+  CHECK(VerdictName(Decide(*policy, "GET", "/api/x").verdict) == "allow");
+}
+
+TEST_CASE("validation: disagreeing endpoints with long glob hosts are refused, not compared for minutes",
+          "[policy][validation][route][bounds]") {
+  std::string endpoints;
+  for (int i = 0; i < 100; ++i) {
+    const std::string label(55, static_cast<char>('a' + i % 26));
+    const std::string host = "*." + label + std::to_string(i) + "." + label + "." + label + ".com";
+    if (i > 0) endpoints += ", ";
+    endpoints += "{host: '" + host + "', port: 443" + (i % 2 == 0 ? ", tls: skip" : "") + "}";
+  }
+  const auto policy = Parse(Entry("a", endpoints));
+  REQUIRE_FALSE(policy.ok());
+  CHECK_THAT(std::string(policy.status().message()), Catch::Contains("long host or `path` globs"));
 }
