@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdio>
 
 #include <catch2/catch.hpp>
 #include <httplib.h>
@@ -844,14 +845,35 @@ TEST_CASE("log: kill -9 while the sequencer waits on a witness: the witness's ch
   witness.Signal(SIGSTOP);
   AdmitSome(g, 2, 3);
   const int64_t acknowledged = static_cast<int64_t>(g.AuditEvents().size());
-  // Wait until the gateway has signed a checkpoint covering them and is waiting on the witness.
+  // Wait until the gateway has signed a checkpoint past the witness's (covering some of them: it may have
+  // signed after the first, and then waits on the witness before it signs again) and sent it.
   int64_t signed_size = 0;
-  for (int i = 0; i < 500 && signed_size < acknowledged; ++i) {
+  for (int i = 0; i < 500 && signed_size <= before.size; ++i) {
     const std::vector<std::string> lines = absl::StrSplit(ReadAll(log_dir + "/checkpoint.signed"), '\n');
     if (lines.size() > 1 && !absl::SimpleAtoi(lines[1], &signed_size)) signed_size = 0;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  REQUIRE(signed_size >= acknowledged);
+  REQUIRE(signed_size > before.size);
+  // checkpoint.signed is written before the request goes out: wait until the request sits in the stopped
+  // witness's socket (/proc/net/tcp: an established connection on its port with bytes to read).
+  const int witness_port = std::stoi(w1.substr(w1.rfind(':') + 1));
+  auto request_waiting = [&] {
+    const std::vector<std::string> lines = absl::StrSplit(ReadAll("/proc/net/tcp"), '\n', absl::SkipEmpty());
+    for (size_t i = 1; i < lines.size(); ++i) {
+      const std::vector<std::string> fields = absl::StrSplit(lines[i], ' ', absl::SkipEmpty());
+      if (fields.size() < 5 || fields[3] != "01") continue;  // ESTABLISHED
+      const std::string& local = fields[1];
+      const std::string& queues = fields[4];  // tx_queue:rx_queue, hex
+      unsigned port = 0, rx = 0;
+      if (std::sscanf(local.c_str() + local.find(':') + 1, "%x", &port) != 1) continue;
+      if (std::sscanf(queues.c_str() + queues.find(':') + 1, "%x", &rx) != 1) continue;
+      if (static_cast<int>(port) == witness_port && rx > 0) return true;
+    }
+    return false;
+  };
+  bool waiting = false;
+  for (int i = 0; i < 500 && !(waiting = request_waiting()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(waiting);
   CHECK(PublishedCheckpoint(log_dir, key.pem).size == before.size);  // not published: waiting on the witness
   g.Kill9();
   witness.Signal(SIGCONT);
