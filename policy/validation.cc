@@ -366,7 +366,9 @@ void ConnectionConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, con
   differ("allowed_ips", a_ips, b_ips);
 }
 
-void RequestConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, std::vector<Conflict>* out) {
+// `a_ws_graphql`, `b_ws_graphql`: WebsocketGraphqlPolicy of each (computed once per endpoint).
+void RequestConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, bool a_ws_graphql, bool b_ws_graphql,
+                      std::vector<Conflict>* out) {
   auto differ = [&](absl::string_view field, const std::string& left, const std::string& right) {
     if (left != right) out->push_back({std::string(field), left, right});
   };
@@ -379,7 +381,7 @@ void RequestConflicts(const NetworkEndpoint& a, const NetworkEndpoint& b, std::v
   differ("request_body_credential_rewrite", flag(a.request_body_credential_rewrite()),
          flag(b.request_body_credential_rewrite()));
   if (a.protocol() == "websocket" && b.protocol() == "websocket") {
-    differ("websocket_graphql_policy", flag(WebsocketGraphqlPolicy(a)), flag(WebsocketGraphqlPolicy(b)));
+    differ("websocket_graphql_policy", flag(a_ws_graphql), flag(b_ws_graphql));
   }
   differ("credential_signing", a.credential_signing(), b.credential_signing());
   differ("signing_service", a.signing_service(), b.signing_service());
@@ -413,14 +415,18 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
     std::string ips;  // AllowedIps, once
     bool request_metadata;
     size_t specificity;
+    bool ws_graphql;  // WebsocketGraphqlPolicy, once
+    std::string tail;  // the lower-cased host after its last '*' (all of it without one)
   };
   std::vector<Located> all;
   for (const auto& id : rule_ids) {
     const auto& rule = policy.network_policies().at(id);
     for (int i = 0; i < rule.endpoints_size(); ++i) {
       const NetworkEndpoint& ep = rule.endpoints(i);
+      const std::string host = absl::AsciiStrToLower(ep.host());
       all.push_back({absl::StrCat("network_policies.", id, ".endpoints[", i, "]"), &ep, EffectivePorts(ep), AllowedIps(ep),
-                     ContributesRequestMetadata(ep), RoutePathSpecificity(ep.path())});
+                     ContributesRequestMetadata(ep), RoutePathSpecificity(ep.path()),
+                     ep.protocol() == "websocket" && WebsocketGraphqlPolicy(ep), host.substr(host.find_last_of('*') + 1)});
     }
   }
   size_t work = 0;
@@ -429,12 +435,21 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
       const Located& a = all[i];
       const Located& b = all[j];
       if (!SharePort(a.ports, b.ports)) continue;
-      // What they disagree on first (cheap); only a disagreement needs the globs compared, and that work
-      // is bounded.
+      // Hosts that cannot meet, found cheaply: two literal hosts that differ, or literal tails (what
+      // follows the last '*') of which neither ends the other — every name a host matches ends with its
+      // tail. (Hostless endpoints meet every host.)
+      const std::string& ha = a.ep->host();
+      const std::string& hb = b.ep->host();
+      const bool glob_hosts = ha.find('*') != std::string::npos || hb.find('*') != std::string::npos;
+      if (!ha.empty() && !hb.empty() && !absl::EndsWith(a.tail, b.tail) && !absl::EndsWith(b.tail, a.tail)) continue;
+      if (!ha.empty() && !hb.empty() && !glob_hosts && a.tail != b.tail) continue;
+      // Then what they disagree on; only a disagreement needs the globs compared, and that work is bounded.
       std::vector<Conflict> conflicts;
       ConnectionConflicts(*a.ep, *b.ep, a.ips, b.ips, &conflicts);
       std::vector<Conflict> request;
-      if (a.request_metadata && b.request_metadata && a.specificity == b.specificity) RequestConflicts(*a.ep, *b.ep, &request);
+      if (a.request_metadata && b.request_metadata && a.specificity == b.specificity) {
+        RequestConflicts(*a.ep, *b.ep, a.ws_graphql, b.ws_graphql, &request);
+      }
       if (conflicts.empty() && request.empty()) continue;
       auto charge = [&](absl::string_view x, absl::string_view y) {
         work += (x.size() + 1) * (y.size() + 1);
@@ -446,18 +461,10 @@ std::optional<Violation> FindAmbiguity(const SandboxPolicy& policy, const std::v
                                       "them for ambiguity (at ", a.where, " and ", b.where, ")")};
       };
       // Hosts as upstream's loader reads them (a hostless endpoint serves any host; `?` is literal).
-      const std::string& ha = a.ep->host();
-      const std::string& hb = b.ep->host();
-      bool hosts_overlap;
-      if (ha.empty() || hb.empty()) {
-        hosts_overlap = true;
-      } else if (ha.find('*') == std::string::npos && hb.find('*') == std::string::npos) {
-        hosts_overlap = absl::EqualsIgnoreCase(ha, hb);
-      } else {
+      if (!ha.empty() && !hb.empty() && glob_hosts) {
         if (!charge(ha, hb)) return too_much();
-        hosts_overlap = LoaderHostsOverlap(ha, hb);
+        if (!LoaderHostsOverlap(ha, hb)) continue;
       }
-      if (!hosts_overlap) continue;
       if (!request.empty()) {
         if (!charge(a.ep->path(), b.ep->path())) return too_much();
         if (RoutePathsOverlap(a.ep->path(), b.ep->path())) conflicts.insert(conflicts.end(), request.begin(), request.end());
