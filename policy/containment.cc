@@ -562,41 +562,6 @@ std::optional<Witness> FindWitness(const Grant& grant, const EgressPolicy& candi
   return std::nullopt;
 }
 
-// A candidate endpoint that carries REST controls scoped by a `path` is not decided by a ceiling
-// endpoint that can serve the same host:port without inspecting requests (no protocol): which L7
-// configuration upstream's relay selects for a request outside that path is chosen by the Rust side
-// (crates/openshell-supervisor-network/src/l7/mod.rs `endpoint_path_matches`, whose `/x/**` also takes
-// `/x`, unlike Rego's `path_matches`), so neither proof nor witness is sound there: containment_unknown.
-std::optional<std::string> PathScopedOverL4(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
-                                            absl::string_view candidate_name, absl::string_view ceiling_name) {
-  for (const auto& key : SortedKeys(candidate)) {
-    const auto& entry = candidate.network_policies().at(key);
-    for (int i = 0; i < entry.endpoints_size(); ++i) {
-      const NetworkEndpoint& ep = entry.endpoints(i);
-      if (ep.path().empty()) continue;
-      const std::string host = absl::AsciiStrToLower(ep.host());
-      const std::vector<uint32_t> ports = Ports(ep);
-      for (const auto& ceiling_key : SortedKeys(ceiling)) {
-        const auto& ceiling_entry = ceiling.network_policies().at(ceiling_key);
-        for (int j = 0; j < ceiling_entry.endpoints_size(); ++j) {
-          const NetworkEndpoint& c = ceiling_entry.endpoints(j);
-          if (!c.protocol().empty()) continue;
-          const std::vector<uint32_t> cports = Ports(c);
-          const bool shared = std::any_of(ports.begin(), ports.end(), [&](uint32_t p) {
-            return std::find(cports.begin(), cports.end(), p) != cports.end();
-          });
-          if (!shared || !HostPatternsIntersect(absl::AsciiStrToLower(c.host()), host)) continue;
-          return absl::StrCat(candidate_name, " network_policies.", key, ".endpoints[", i, "] carries REST controls (path '",
-                              ep.path(), "') on a host:port that ", ceiling_name, " network_policies.", ceiling_key,
-                              ".endpoints[", j, "] allows without inspection (L4): an L4 ", ceiling_name,
-                              " endpoint does not decide it");
-        }
-      }
-    }
-  }
-  return std::nullopt;
-}
-
 // The widening a witness shows, in words.
 static std::string DescribeWidening(const Grant& grant, const Witness& w) {
   std::string what = absl::StrCat(grant.where, ": ", w.intent.binary, " -> ", w.intent.host, ":", grant.port);
@@ -625,7 +590,6 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   using namespace containment_model;  // NOLINT(google-build-using-namespace): this file is the model's home
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
-  if (auto what = PathScopedOverL4(candidate, ceiling, "candidate", "ceiling")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

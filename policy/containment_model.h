@@ -33,12 +33,6 @@ std::vector<uint32_t> Ports(const openshell::sandbox::v1::NetworkEndpoint& ep);
 // named with `which` ("ceiling", "candidate", "from", "to") and its field path.
 std::optional<std::string> FindUnmodelled(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
 
-// A path-scoped REST endpoint of `candidate` on a host:port that an L4 endpoint of `other` serves:
-// not decided (see containment.cc), named with the two policies' names ("candidate", "ceiling").
-std::optional<std::string> PathScopedOverL4(const openshell::sandbox::v1::SandboxPolicy& candidate,
-                                            const openshell::sandbox::v1::SandboxPolicy& other,
-                                            absl::string_view candidate_name, absl::string_view other_name);
-
 // Filesystem paths by prefix: `path` is `base` or below it (trailing slashes ignored; "/" is above all).
 bool Under(absl::string_view path, absl::string_view base);
 bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases);

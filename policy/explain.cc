@@ -273,14 +273,6 @@ std::string DescribeMerged(const MergedClass& m) {
 void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusing, Direction direction,
                       std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
   const absl::string_view verb = direction == Direction::kAdded ? "newly allowed" : "no longer allowed";
-  const absl::string_view allowing_name = direction == Direction::kAdded ? "to" : "from";
-  const absl::string_view refusing_name = direction == Direction::kAdded ? "from" : "to";
-  if (auto what = PathScopedOverL4(allowing, refusing, allowing_name, refusing_name)) {
-    ChangeClass c;
-    c.description = absl::StrCat("requests may be ", verb, ", not decided: ", *what);
-    unknown->push_back(std::move(c));
-    return;
-  }
   const SandboxPolicy nothing;
   const PolicyIndex allowing_index(allowing), refusing_index(refusing), empty_index(nothing);
   std::shared_ptr<const EgressPolicy> allowing_eval, refusing_eval;  // compiled on first need

@@ -59,7 +59,7 @@ inline SandboxPolicy RandomPolicy(std::mt19937& rng) {
         ep->set_protocol("rest");
         ep->set_enforcement("enforce");
         // An endpoint path scopes the rules (Rego) and, beside another REST endpoint, routes requests.
-        if (Chance(rng, 0.04)) ep->set_path(Pick(rng, kRoutes));
+        if (Chance(rng, 0.1)) ep->set_path(Pick(rng, kRoutes));
         if (Chance(rng, 0.3)) {
           ep->set_access(Pick(rng, kAccess));
         } else {

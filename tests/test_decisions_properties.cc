@@ -79,7 +79,7 @@ TEST_CASE("decisions and containment agree: inside means every allowed intent st
   CHECK(inside >= 50);
   CHECK(outside >= 200);
   CHECK(intents_checked >= 1000);
-  // The undecided share stays under 12.5% (10.9% at this seed; 6.8% before random endpoints had paths —
-  // most of the difference is a path-scoped candidate endpoint over an L4 ceiling one, not decided).
+  // The undecided share stays under 12.5% (10.7% at this seed, where one REST endpoint in ten has a path;
+  // 6.8% before random endpoints had paths: a path covers part of another, which is not decided).
   CHECK(unknown * 8 < inside + outside + unknown);
 }

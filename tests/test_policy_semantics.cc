@@ -162,17 +162,22 @@ TEST_CASE("containment: a ceiling allowing GET /repos/** does not cover GET /rep
   CHECK(CheckContainment(tail, tail_ceiling).verdict == Containment::kInside);
 }
 
-TEST_CASE("containment: an L4-only ceiling endpoint does not decide a path-scoped REST endpoint", "[policy][containment][semantics]") {
+TEST_CASE("containment: an L4-only ceiling endpoint allows every request of a path-scoped REST endpoint", "[policy][containment][semantics]") {
+  // The ceiling's endpoint has no L7 protocol: upstream's proxy inspects nothing there (the L7 configs are
+  // the matched endpoints with an L7 protocol: none), so whatever the candidate allows on the connection
+  // the ceiling allows. (This was "not decided" while the evaluator chose the applying endpoint by
+  // another rule; policy/route_path.h now has upstream's.)
   const auto ceiling = Load(Rest("enforcement: enforce"));
   const auto candidate =
       Load(Rest("protocol: rest, enforcement: enforce, path: '/api/**', rules: [{allow: {method: GET, path: '/api/**'}}]"));
-  const auto result = CheckContainment(candidate, ceiling);
-  CHECK(result.verdict == Containment::kUnknown);
-  CHECK_THAT(std::string(result.ToStatus().message()), Catch::StartsWith("containment_unknown:"));
-  CHECK_THAT(result.detail, Catch::Contains("path '/api/**'"));
-  // Without a path the L4 ceiling still decides it (inside).
+  CHECK(CheckContainment(candidate, ceiling).verdict == Containment::kInside);
   const auto unscoped = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/api/**'}}]"));
   CHECK(CheckContainment(unscoped, ceiling).verdict == Containment::kInside);
+  // And the other way round: the candidate's L4 endpoint lets every request through, which the ceiling's
+  // path-scoped REST endpoint does not.
+  const auto outside = CheckContainment(ceiling, candidate);
+  CHECK(outside.verdict == Containment::kOutside);
+  CHECK_THAT(outside.detail, Catch::Contains("but not by the ceiling"));
 }
 
 TEST_CASE("validation: upstream loader rules", "[policy][validation][semantics]") {
