@@ -520,18 +520,23 @@ TEST_CASE("route path: the state-set matcher agrees with a port of the glob crat
   CHECK(matched > 10000);  // the sample exercises matches, not only refusals
 }
 
-TEST_CASE("containment does not decide credential_signing, which can leave a REST endpoint uninspected",
-          "[policy][containment][route]") {
+TEST_CASE("validation: credential_signing is a mode upstream's proxy knows, with its signing_service",
+          "[policy][validation][route]") {
   // From a review: `credential_signing: sigv4` without a signing_service makes the endpoint no L7 config
-  // (upstream's parse_l7_config drops it), so its requests pass uninspected; the model took it for REST.
-  auto candidate = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
-                                      "credential_signing: sigv4, rules: [{allow: {method: GET, path: '/v1/**'}}]}"));
-  auto ceiling = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
-                                    "rules: [{allow: {method: GET, path: '/v1/**'}}]}"));
-  REQUIRE((candidate.ok() && ceiling.ok()));
-  CHECK(VerdictName(Decide(*candidate, "DELETE", "/admin").verdict) == "allow");  // uninspected
-  CHECK(VerdictName(Decide(*ceiling, "DELETE", "/admin").verdict) == "deny");
-  const auto verdict = osh::policy::CheckContainment(*candidate, *ceiling);
-  CHECK(verdict.verdict == osh::policy::Containment::kUnknown);
-  CHECK_THAT(verdict.detail, Catch::Contains("credential_signing 'sigv4'"));
+  // (upstream's parse_l7_config drops it, and its requests pass uninspected) — and upstream's loader refuses
+  // it (UnknownCredentialSigning, MissingSigningService); containment had taken it for an inspected one.
+  auto missing = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                    "credential_signing: sigv4, rules: [{allow: {method: GET, path: '/v1/**'}}]}"));
+  REQUIRE_FALSE(missing.ok());
+  CHECK_THAT(std::string(missing.status().message()),
+             Catch::Contains("network_policies.api.endpoints[0].signing_service: is required with credential_signing"));
+  auto unknown = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                    "credential_signing: hmac, signing_service: s3, access: full}"));
+  REQUIRE_FALSE(unknown.ok());
+  CHECK_THAT(std::string(unknown.status().message()),
+             Catch::Contains("network_policies.api.endpoints[0].credential_signing: must be empty, 'sigv4', 'sigv4:body' or "
+                             "'sigv4:no_body', got 'hmac'"));
+  auto usable = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                   "credential_signing: 'sigv4:body', signing_service: s3, access: full}"));
+  CHECK(usable.ok());
 }
