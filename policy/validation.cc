@@ -243,8 +243,9 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   if (!ep.access().empty() && ep.protocol() == "tcp") {
     return Violation{at("access"), "an access preset needs an L7 protocol, not 'tcp'"};
   }
-  // Upstream's loader (PolicyViolation::UnknownCredentialSigning, ::MissingSigningService): a signing mode
-  // its proxy knows, and the service it signs for.
+  // Upstream's loader (crates/openshell-policy/src/lib.rs validate_sandbox_policy:
+  // PolicyViolation::UnknownCredentialSigning, ::MissingSigningService): a signing mode its proxy knows, and
+  // the service it signs for.
   if (!ep.credential_signing().empty()) {
     const std::string& signing = ep.credential_signing();
     if (signing != "sigv4" && signing != "sigv4:body" && signing != "sigv4:no_body") {
@@ -252,6 +253,10 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
                        absl::StrCat("must be empty, 'sigv4', 'sigv4:body' or 'sigv4:no_body', got ", Quote(signing))};
     }
     if (ep.signing_service().empty()) return Violation{at("signing_service"), "is required with credential_signing"};
+    // ::CredentialSigningWithBodyRewrite
+    if (ep.request_body_credential_rewrite()) {
+      return Violation{at("request_body_credential_rewrite"), "may not be set with credential_signing: they are mutually exclusive"};
+    }
   }
   if (ep.protocol() == "sql" && ep.enforcement() == "enforce") {
     return Violation{at("enforcement"), "'sql' endpoints can only audit: enforcement 'enforce' is refused"};

@@ -539,4 +539,10 @@ TEST_CASE("validation: credential_signing is a mode upstream's proxy knows, with
   auto usable = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
                                    "credential_signing: 'sigv4:body', signing_service: s3, access: full}"));
   CHECK(usable.ok());
+  auto rewrite = Parse(Entry("api", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                    "credential_signing: sigv4, signing_service: s3, access: full, "
+                                    "request_body_credential_rewrite: true}"));
+  REQUIRE_FALSE(rewrite.ok());
+  CHECK_THAT(std::string(rewrite.status().message()),
+             Catch::Contains("endpoints[0].request_body_credential_rewrite: may not be set with credential_signing"));
 }
