@@ -546,3 +546,22 @@ TEST_CASE("validation: credential_signing is a mode upstream's proxy knows, with
   CHECK_THAT(std::string(rewrite.status().message()),
              Catch::Contains("endpoints[0].request_body_credential_rewrite: may not be set with credential_signing"));
 }
+
+TEST_CASE("containment: a ceiling that cannot decide a request is no witness against it", "[policy][containment][route][bounds]") {
+  // From a review: the ceiling's routes are too long for the evaluator's bound, so it answers
+  // `unsupported` for the candidate's request — which upstream may well allow. That is not a widening.
+  const std::string run(3000, 'z');
+  std::string routes;
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0) routes += ", ";
+    routes += "{host: api.example.com, port: 443, path: '/*" + run + std::to_string(i) + "/**', protocol: rest, "
+              "enforcement: enforce, access: full}";
+  }
+  auto ceiling = Parse(Entry("c", routes));
+  auto candidate = Parse(Entry("c", "{host: api.example.com, port: 443, protocol: rest, enforcement: enforce, "
+                                    "rules: [{allow: {method: GET, path: '/" + run + "0/x'}}]}"));
+  REQUIRE((ceiling.ok() && candidate.ok()));
+  CHECK(VerdictName(Decide(*ceiling, "GET", "/" + run + "0/x").verdict) == "unsupported");
+  CHECK(VerdictName(Decide(*candidate, "GET", "/" + run + "0/x").verdict) == "allow");
+  CHECK(osh::policy::CheckContainment(*candidate, *ceiling).verdict == osh::policy::Containment::kUnknown);
+}
