@@ -83,14 +83,6 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
         return absl::StrCat(where, ": protocol '", ep.protocol(), "' (only L4 and REST endpoints are decided)");
       }
       if (ep.allowed_ips_size() > 0) return absl::StrCat(where, ": allowed_ips (checked after DNS, not decidable on policy)");
-      // A REST endpoint with a credential_signing upstream's proxy cannot use (unknown mode, or no
-      // signing_service) is no L7 config: its requests pass uninspected (policy/egress.cc). Validation
-      // refuses such an endpoint; should one reach here, it is not modelled.
-      const std::string& signing = ep.credential_signing();
-      if (!signing.empty() && ((signing != "sigv4" && signing != "sigv4:body" && signing != "sigv4:no_body") ||
-                               ep.signing_service().empty())) {
-        return absl::StrCat(where, ": credential_signing '", signing, "' without a usable signing_service");
-      }
       if (!ep.tls().empty()) return absl::StrCat(where, ": tls '", ep.tls(), "'");
       if (ep.protocol().empty() && (ep.rules_size() > 0 || ep.deny_rules_size() > 0 || !ep.access().empty())) {
         return absl::StrCat(where, ": REST rules on an endpoint without protocol 'rest'");

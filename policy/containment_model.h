@@ -29,8 +29,7 @@ std::vector<std::string> SortedKeys(const openshell::sandbox::v1::SandboxPolicy&
 std::vector<uint32_t> Ports(const openshell::sandbox::v1::NetworkEndpoint& ep);
 
 // The first network construct of `policy` that is not decided (GraphQL, WebSocket, JSON-RPC, MCP, SQL,
-// explicit tcp, query matchers, allowed_ips, tls, an unusable credential_signing, non-enforced REST,
-// glob syntax beyond *, ** and ?),
+// explicit tcp, query matchers, allowed_ips, tls, non-enforced REST, glob syntax beyond *, ** and ?),
 // named with `which` ("ceiling", "candidate", "from", "to") and its field path.
 std::optional<std::string> FindUnmodelled(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
 

@@ -87,8 +87,8 @@ struct Endpoint {
   std::vector<uint32_t> ports;
   std::string protocol;
   bool enforce = false;
-  // An L7 config upstream's proxy inspects requests with (l7/mod.rs `parse_l7_config`): an L7 protocol
-  // and, if credential_signing is set, a known mode with its signing_service.
+  // An L7 config upstream's proxy inspects requests with (l7/mod.rs `parse_l7_config`): an L7 protocol.
+  // (It also drops an unusable credential_signing, which validation refuses.)
   bool l7_config = false;
   std::string route;  // the endpoint's `path`: selects among L7 configs (policy/route_path.h)
   std::optional<MaybeGlob> path_scope;  // the same `path` as Rego reads it: scopes the rules
@@ -219,10 +219,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       }
       out.protocol = ep.protocol();
       out.enforce = ep.enforcement() == "enforce";
-      const std::string& signing = ep.credential_signing();
-      out.l7_config = !ep.protocol().empty() && ep.protocol() != "tcp" &&
-                      (signing.empty() || ((signing == "sigv4" || signing == "sigv4:body" || signing == "sigv4:no_body") &&
-                                           !ep.signing_service().empty()));
+      out.l7_config = !ep.protocol().empty() && ep.protocol() != "tcp";
       out.route = ep.path();
       if (!ep.path().empty()) out.path_scope = RestPath(ep.path());
       const std::string prefix = absl::StrCat("network_policies.", keys[e], ".endpoints[", i, "]");

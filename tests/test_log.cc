@@ -116,6 +116,19 @@ void AdmitSome(GatewayFixture& g, int from, int count) {
   }
 }
 
+// Sets up a real policy-log-witness "witness.test/w1" that knows this log, in `dir` (w1.pem, w1.toml with
+// `extra` TOML lines, its state initialised): its verifier key. The caller starts it.
+std::string PrepareWitness(const TempDir& dir, const std::string& log_vkey, const std::string& extra = "") {
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", dir / "w1.pem"}, &out, &err) == 0);
+  const std::string vkey(absl::StripAsciiWhitespace(out));
+  WriteFile(dir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", dir / "w1.pem",
+                                          "\"\nlisten = \"127.0.0.1:0\"\n", extra, "state_file = \"", dir / "state.toml",
+                                          "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"", log_vkey, "\"\n"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", dir / "w1.toml"}, &out, &err) == 0);
+  return vkey;
+}
+
 // Starts the gateway over `state_dir` expecting it to refuse: its exit status and log.
 int StartRefused(const std::string& state_dir, const std::vector<std::string>& flags, const std::string& log_path) {
   std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", state_dir};
@@ -710,15 +723,10 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   REQUIRE(log_vkey.ok());
   // A real policy-log-witness that knows this log.
   TempDir wdir;
+  const std::string w1_vkey = PrepareWitness(wdir, *log_vkey);
   std::string out, err;
-  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", wdir / "w1.pem"}, &out, &err) == 0);
-  const std::string w1_vkey(absl::StripAsciiWhitespace(out));
   REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/down", "--out", wdir / "w2.pem"}, &out, &err) == 0);
   const std::string down_vkey(absl::StripAsciiWhitespace(out));
-  WriteFile(wdir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", wdir / "w1.pem",
-                                           "\"\nlisten = \"127.0.0.1:0\"\nstate_file = \"", wdir / "state.toml",
-                                           "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"", *log_vkey, "\"\n"));
-  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", wdir / "w1.toml"}, &out, &err) == 0);
   auto witness = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"},
                                            wdir / "w1.log");
   const std::string w1 = LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, "listening on ");
@@ -811,14 +819,7 @@ TEST_CASE("log: kill -9 while the sequencer waits on a witness: the witness's ch
   auto log_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
   REQUIRE(log_vkey.ok());
   TempDir wdir;
-  std::string out, err;
-  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w1", "--out", wdir / "w1.pem"}, &out, &err) == 0);
-  const std::string w1_vkey(absl::StripAsciiWhitespace(out));
-  WriteFile(wdir / "w1.toml", absl::StrCat("name = \"witness.test/w1\"\nkey_file = \"", wdir / "w1.pem",
-                                           "\"\nlisten = \"127.0.0.1:0\"\nrequest_timeout_s = 60\nstate_file = \"",
-                                           wdir / "state.toml", "\"\n[[log]]\norigin = \"", kOrigin, "\"\nkey = \"",
-                                           *log_vkey, "\"\n"));
-  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", wdir / "w1.toml"}, &out, &err) == 0);
+  const std::string w1_vkey = PrepareWitness(wdir, *log_vkey, "request_timeout_s = 60\n");
   Process witness({OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"}, wdir / "w1.log");
   const std::string w1 = LoggedAfter([&] { return ReadAll(wdir / "w1.log"); }, "listening on ");
   std::vector<std::string> flags = key.Flags();
