@@ -8,6 +8,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace osh::policy {
 namespace {
@@ -317,7 +319,34 @@ std::vector<LoaderToken> ParseLoaderHost(const std::vector<char32_t>& p) {
   return tokens;
 }
 
+// Rust's `char::is_whitespace`: the Unicode White_Space property.
+bool RustWhitespace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+         c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
 }  // namespace
+
+std::optional<std::string> SelectorHostPatternError(absl::string_view pattern) {
+  if (pattern.empty()) return "host pattern must not be empty";
+  const std::vector<char32_t> chars = Chars(pattern);
+  for (const char32_t c : chars) {
+    if (RustWhitespace(c)) return "host pattern must not contain whitespace";
+  }
+  for (const char32_t c : chars) {
+    if (c == '{' || c == '}') return "host pattern must not contain brace alternates; list each host pattern separately";
+  }
+  const std::string lower = absl::AsciiStrToLower(pattern);
+  for (const absl::string_view label : absl::StrSplit(lower, '.')) {
+    if (label.empty()) return "host pattern must not contain empty DNS labels";
+  }
+  for (const absl::string_view label : absl::StrSplit(lower, '.')) {
+    if (label != "**" && !ParseCratePattern(Chars(label)).has_value()) {
+      return absl::StrCat("invalid host pattern: the label '", label, "' is not a valid glob");
+    }
+  }
+  return std::nullopt;
+}
 
 bool LoaderHostsOverlap(absl::string_view a, absl::string_view b) {
   if (a.empty() || b.empty()) return true;  // a hostless endpoint serves every host

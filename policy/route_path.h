@@ -23,6 +23,8 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -53,5 +55,11 @@ bool RoutePathsOverlap(absl::string_view a, absl::string_view b);
 // `host_patterns_overlap`): case-insensitive; "" (hostless) overlaps every host; `*` is any run without a
 // '.', `**` any run; `?` is a plain character there, unlike at run time.
 bool LoaderHostsOverlap(absl::string_view a, absl::string_view b);
+
+// Why upstream refuses `pattern` as a middleware selector's host pattern, or nullopt when it accepts it
+// (crates/openshell-core/src/host_pattern.rs `HostPattern::new`): empty, Unicode whitespace, a brace, an
+// empty DNS label, or a label other than `**` that the glob crate's `Pattern::new` refuses (`***`, `**`
+// inside a label, an unclosed `[`). A bare `**` is valid there: it selects every host.
+std::optional<std::string> SelectorHostPatternError(absl::string_view pattern);
 
 }  // namespace osh::policy

@@ -30,6 +30,7 @@ using openshell::sandbox::v1::SandboxPolicy;
 constexpr size_t kMaxPathLength = 4096;
 constexpr size_t kMaxPaths = 256;
 constexpr size_t kMaxMiddlewares = 10;
+constexpr size_t kMaxSelectorPatterns = 32;  // include + exclude of one middleware selector (upstream's limit)
 
 // Bounds on what one policy may ask the evaluator to hold (issue 25, item 7). They are ours, not
 // upstream's: each keeps the work of matching, containment and the ambiguity check bounded, so a policy
@@ -595,12 +596,40 @@ std::vector<Violation> FindViolations(const SandboxPolicy& policy, size_t limit)
   for (const auto& id : middleware_ids) {
     const auto& mw = policy.network_middlewares().at(id);
     const std::string mw_path = absl::StrCat("network_middlewares.", id);
+    // Upstream's supervisor refuses, at load, what its validator refuses (crates/openshell-policy/src/
+    // middleware.rs `validate`), in its order; a policy it would not load is not admitted here either.
+    if (id.empty()) {
+      if (found(Violation{mw_path, "middleware config name must not be empty"})) return out;
+    }
+    if (auto [it, inserted] = orders.emplace(mw.order(), id); !inserted) {
+      if (found(Violation{mw_path + ".order", absl::StrCat("order ", mw.order(), " is also used by ", Quote(it->second))})) return out;
+    }
+    if (mw.middleware().empty()) {
+      if (found(Violation{mw_path + ".middleware", "must not be empty (the middleware implementation to run)"})) return out;
+    }
     if (!kOnError.contains(mw.on_error())) {
       if (found(Violation{mw_path + ".on_error",
                        absl::StrCat("must be empty, 'fail_closed' or 'fail_open', got ", Quote(mw.on_error()))})) return out;
     }
-    if (auto [it, inserted] = orders.emplace(mw.order(), id); !inserted) {
-      if (found(Violation{mw_path + ".order", absl::StrCat("order ", mw.order(), " is also used by ", Quote(it->second))})) return out;
+    if (!mw.has_endpoints()) {
+      if (found(Violation{mw_path + ".endpoints", "an endpoint selector is required (endpoints.include: the hosts it runs for)"})) return out;
+      continue;
+    }
+    const auto& selector = mw.endpoints();
+    if (selector.include().empty()) {
+      if (found(Violation{mw_path + ".endpoints.include", "must list at least one host pattern"})) return out;
+    }
+    if (static_cast<size_t>(selector.include_size()) + selector.exclude_size() > kMaxSelectorPatterns) {
+      if (found(Violation{mw_path + ".endpoints", absl::StrCat("at most ", kMaxSelectorPatterns, " include and exclude patterns together, got ",
+                                                             selector.include_size() + selector.exclude_size())})) return out;
+      continue;
+    }
+    for (const auto& [list, field] : {std::pair{&selector.include(), "include"}, std::pair{&selector.exclude(), "exclude"}}) {
+      for (int i = 0; i < list->size(); ++i) {
+        if (auto error = SelectorHostPatternError(list->Get(i))) {
+          if (found(Violation{absl::StrCat(mw_path, ".endpoints.", field, "[", i, "]"), absl::StrCat(Quote(list->Get(i)), ": ", *error)})) return out;
+        }
+      }
     }
   }
   return out;

@@ -82,6 +82,7 @@ TEST_CASE("policy file: YAML and JSON round trips keep every field", "[policy][f
   auto original = osh::policy::LoadPolicyFile(kExamples + "github.yaml");
   REQUIRE(original.ok());
   (*original->mutable_network_middlewares())["m"].set_middleware("x");
+  (*original->mutable_network_middlewares())["m"].mutable_endpoints()->add_include("*.example.com");
   auto* config = (*original->mutable_network_middlewares())["m"].mutable_config();
   (*config->mutable_fields())["limit"].set_number_value(5);
   (*config->mutable_fields())["name"].set_string_value("true");  // a string that looks like a bool stays a string

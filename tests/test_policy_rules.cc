@@ -78,9 +78,23 @@ TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the fie
       {"ips bad", Endpoint("{host: a.example.com, port: 443, allowed_ips: [300.1.1.1]}"), false, "endpoints[0].allowed_ips[0]: not an IPv4/IPv6 address"},
       {"ips bad prefix", Endpoint("{host: a.example.com, port: 443, allowed_ips: [10.0.0.0/33]}"), false, "endpoints[0].allowed_ips[0]: invalid prefix length"},
       {"binary empty", Base("network_policies:\n  r:\n    binaries: [{path: ''}]\n"), false, "network_policies.r.binaries[0].path"},
-      {"middleware ok", Base("network_middlewares:\n  m1: {middleware: x, order: 1, on_error: fail_open, config: {a: 1, b: [x, true]}}\n  m2: {middleware: y, order: 2}\n"), true, ""},
-      {"middleware order dup", Base("network_middlewares:\n  m1: {order: 1}\n  m2: {order: 1}\n"), false, "network_middlewares.m2.order: order 1 is also used by 'm1'"},
-      {"middleware on_error bad", Base("network_middlewares:\n  m1: {on_error: retry}\n"), false, "network_middlewares.m1.on_error"},
+      {"middleware ok", Base("network_middlewares:\n  m1: {middleware: x, order: 1, on_error: fail_open, config: {a: 1, b: [x, true]}, endpoints: {include: ['*.example.com'], exclude: [api.example.com]}}\n  m2: {middleware: y, order: 2, endpoints: {include: ['**']}}\n"), true, ""},
+      {"middleware order dup", Base("network_middlewares:\n  m1: {middleware: x, order: 1, endpoints: {include: [a.com]}}\n  m2: {middleware: x, order: 1, endpoints: {include: [a.com]}}\n"), false, "network_middlewares.m2.order: order 1 is also used by 'm1'"},
+      {"middleware on_error bad", Base("network_middlewares:\n  m1: {middleware: x, on_error: retry, endpoints: {include: [a.com]}}\n"), false, "network_middlewares.m1.on_error"},
+      // What upstream's supervisor refuses at load (crates/openshell-policy/src/middleware.rs `validate`).
+      {"middleware empty name", Base("network_middlewares:\n  '': {middleware: x, endpoints: {include: [a.com]}}\n"), false, "network_middlewares.: middleware config name must not be empty"},
+      {"middleware without implementation", Base("network_middlewares:\n  m1: {endpoints: {include: [a.com]}}\n"), false, "network_middlewares.m1.middleware: must not be empty"},
+      {"middleware without selector", Base("network_middlewares:\n  m1: {middleware: x}\n"), false, "network_middlewares.m1.endpoints: an endpoint selector is required"},
+      {"middleware selector without include", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {exclude: [a.com]}}\n"), false, "network_middlewares.m1.endpoints.include: must list at least one host pattern"},
+      {"middleware selector empty label", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: [a..com]}}\n"), false, "network_middlewares.m1.endpoints.include[0]: 'a..com': host pattern must not contain empty DNS labels"},
+      {"middleware selector trailing dot", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: [a.com.]}}\n"), false, "endpoints.include[0]: 'a.com.': host pattern must not contain empty DNS labels"},
+      {"middleware selector whitespace", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: [a.com], exclude: ['b .com']}}\n"), false, "endpoints.exclude[0]: 'b .com': host pattern must not contain whitespace"},
+      {"middleware selector unicode whitespace", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: [\"a\\u00a0b.com\"]}}\n"), false, "host pattern must not contain whitespace"},
+      {"middleware selector braces", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: ['*.{a,b}.com']}}\n"), false, "must not contain brace alternates"},
+      {"middleware selector star inside label", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: ['api**.example.com']}}\n"), false, "endpoints.include[0]: 'api**.example.com': invalid host pattern"},
+      {"middleware selector three stars", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: ['***.example.com']}}\n"), false, "invalid host pattern"},
+      {"middleware selector open class", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: ['api[.example.com']}}\n"), false, "invalid host pattern"},
+      {"middleware selector globs ok", Base("network_middlewares:\n  m1: {middleware: x, endpoints: {include: ['*-api.example.com', 'api.**.com', 'a?[0-9].example.com', '[!x]*.Example.COM']}}\n"), true, ""},
   };
   for (const auto& c : cases) {
     INFO(c.name);
@@ -107,9 +121,24 @@ TEST_CASE("policy rules: path and middleware counts are bounded", "[policy][vali
 
   openshell::sandbox::v1::SandboxPolicy middlewares;
   middlewares.set_version(1);
-  for (int i = 0; i < 10; ++i) (*middlewares.mutable_network_middlewares())["m" + std::to_string(i)].set_order(i);
+  const auto add = [&](const std::string& id, int order) {
+    auto& mw = (*middlewares.mutable_network_middlewares())[id];
+    mw.set_order(order);
+    mw.set_middleware("x");
+    mw.mutable_endpoints()->add_include("**");
+  };
+  for (int i = 0; i < 10; ++i) add("m" + std::to_string(i), i);
   CHECK(osh::policy::ValidatePolicy(middlewares).ok());
-  (*middlewares.mutable_network_middlewares())["m10"].set_order(10);
+  // A selector holds at most 32 patterns, include and exclude together (upstream's limit).
+  auto& selector = *(*middlewares.mutable_network_middlewares())["m0"].mutable_endpoints();
+  for (int i = 0; i < 15; ++i) selector.add_include("h" + std::to_string(i) + ".example.com");
+  for (int i = 0; i < 16; ++i) selector.add_exclude("x" + std::to_string(i) + ".example.com");
+  CHECK(osh::policy::ValidatePolicy(middlewares).ok());
+  selector.add_exclude("one-more.example.com");
+  CHECK_THAT(std::string(osh::policy::ValidatePolicy(middlewares).message()),
+             Catch::Contains("network_middlewares.m0.endpoints: at most 32 include and exclude patterns together, got 33"));
+  selector.mutable_exclude()->RemoveLast();
+  add("m10", 10);
   CHECK_THAT(std::string(osh::policy::ValidatePolicy(middlewares).message()), Catch::Contains("at most 10 middleware"));
 }
 
