@@ -1,5 +1,7 @@
 #include "common/http_server.h"
 
+#include "common/address_share.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -131,9 +133,15 @@ struct HttpServer::State {
     int fd = -1;
     std::chrono::steady_clock::time_point opened;
     bool answered = false;
+    std::optional<std::array<unsigned char, 16>> share;  // counted in `per_share` (AddressShareOf)
   };
   absl::Mutex mu;
   std::map<MHD_Connection*, Open> open ABSL_GUARDED_BY(mu);
+  // Open connections per share of addresses (AddressShareOf). A connection is counted from libmicrohttpd's
+  // "started" notice to its "closed" one and refused at accept when its share is full; two accepts of one
+  // share on different event threads may both pass, so a share can exceed the limit by the threads less one.
+  static constexpr int kPerShare = 32;
+  std::map<std::array<unsigned char, 16>, int> per_share ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
 
   // The server's own messages, at most kLogBurst a minute: a client cannot flood the log (and through it
@@ -192,8 +200,7 @@ HttpResponse TooLarge() { return HttpResponse{MHD_HTTP_CONTENT_TOO_LARGE, "text/
 void* OnRequestLine(void*, const char*, MHD_Connection*) { return new Request(); }
 
 MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
-  const State& state = *static_cast<const State*>(cls);
-  if (state.allow.empty()) return MHD_YES;
+  State& state = *static_cast<State*>(cls);
   std::array<unsigned char, 16> peer{};
   if (address->sa_family == AF_INET) {
     peer = Mapped(reinterpret_cast<const sockaddr_in*>(address)->sin_addr);
@@ -202,21 +209,48 @@ MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
   } else {
     return MHD_NO;
   }
-  for (const Network& network : state.allow) {
-    if (network.Contains(peer)) return MHD_YES;
+  if (!state.allow.empty() &&
+      std::none_of(state.allow.begin(), state.allow.end(), [&peer](const Network& network) { return network.Contains(peer); })) {
+    return MHD_NO;
   }
-  return MHD_NO;
+  if (const auto share = AddressShareOf(address)) {
+    bool full = false;
+    {
+      absl::MutexLock lock(&state.mu);
+      const auto it = state.per_share.find(*share);
+      full = it != state.per_share.end() && it->second >= State::kPerShare;
+    }
+    if (full) {
+      state.Log(HttpServer::LogLevel::kWarning,
+                absl::StrCat(state.options.name, ": a connection refused: ", State::kPerShare, " are open from ",
+                             AddressShareText(address), " [", AddressText(address), "]"));
+      return MHD_NO;
+    }
+  }
+  return MHD_YES;
 }
 
 void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionNotificationCode code) {
   State& state = *static_cast<State*>(cls);
   absl::MutexLock lock(&state.mu);
   if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-    state.open.erase(connection);  // from here on its descriptor may be another's: never touched again
+    // From here on its descriptor may be another's: never touched again.
+    if (auto it = state.open.find(connection); it != state.open.end()) {
+      if (it->second.share) {
+        if (auto counted = state.per_share.find(*it->second.share); counted != state.per_share.end() && --counted->second <= 0) {
+          state.per_share.erase(counted);
+        }
+      }
+      state.open.erase(it);
+    }
     return;
   }
   const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-  if (info != nullptr) state.open[connection] = State::Open{info->connect_fd, std::chrono::steady_clock::now(), false};
+  const MHD_ConnectionInfo* client = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  State::Open entry{info != nullptr ? info->connect_fd : -1, std::chrono::steady_clock::now(), false,
+                    client != nullptr ? AddressShareOf(client->client_addr) : std::nullopt};
+  if (entry.share) ++state.per_share[*entry.share];
+  state.open[connection] = std::move(entry);
 }
 
 // Shuts down the sockets of connections past their deadline — the request not whole within
@@ -368,7 +402,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   state.handle = std::move(handle);
   // Headers must fit in the connection's 32 KiB pool; idle connections close after the timeout; at most
   // 1024 connections (fewer when the descriptor limit, raised first, leaves less than that and a reserve
-  // for the rest of the process), 32 from one address.
+  // for the rest of the process), 32 from one share of addresses (OnAccept).
   const size_t descriptors = RaiseDescriptorLimit();
   const unsigned connection_limit = static_cast<unsigned>(
       std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, std::max<size_t>(16, state.options.max_connections)));
@@ -381,7 +415,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
       MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&bind_address),
       MHD_OPTION_THREAD_POOL_SIZE, std::max(1u, state.options.threads),
       MHD_OPTION_CONNECTION_LIMIT, connection_limit,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, 32u,
       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(std::max<int64_t>(1, timeout_s)),
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{32 * 1024},
       MHD_OPTION_URI_LOG_CALLBACK, &OnRequestLine, nullptr,

@@ -17,6 +17,7 @@
 #include <httplib.h>
 
 #include "absl/status/status.h"
+#include "common/address_share.h"
 #include "common/http_server.h"
 
 namespace {
@@ -144,4 +145,113 @@ TEST_CASE("http server: bodies return what they held of the shared budget, howev
     CHECK(answer->status == 200);
     CHECK(answer->body == "90000");
   }
+}
+
+namespace {
+
+sockaddr_in6 V6(const char* text) {
+  sockaddr_in6 address{};
+  address.sin6_family = AF_INET6;
+  REQUIRE(inet_pton(AF_INET6, text, &address.sin6_addr) == 1);
+  return address;
+}
+
+sockaddr_in V4(const char* text) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  REQUIRE(inet_pton(AF_INET, text, &address.sin_addr) == 1);
+  return address;
+}
+
+template <typename Address>
+std::array<unsigned char, 16> ShareOf(const Address& address) {
+  auto share = osh::common::AddressShareOf(reinterpret_cast<const sockaddr*>(&address));
+  REQUIRE(share.has_value());
+  return *share;
+}
+
+// A connection to 127.0.0.1:port from `source` (an address of 127/8).
+int ConnectFrom(const char* source, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in from = V4(source);
+  sockaddr_in to = V4("127.0.0.1");
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends a GET on `fd` and reads until the server closes: the answer, or "" when it closed unanswered.
+std::string Get(int fd) {
+  const std::string request = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+  (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string answer;
+  char buffer[512];
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) answer.append(buffer, static_cast<size_t>(n));
+  return answer;
+}
+
+}  // namespace
+
+TEST_CASE("http server: one share of addresses is an IPv4 address or an IPv6 /64", "[http_server]") {
+  CHECK(ShareOf(V6("2001:db8:1:2:aaaa::1")) == ShareOf(V6("2001:db8:1:2:bbbb:cccc:dddd:2")));
+  CHECK(ShareOf(V6("2001:db8:1:2::1")) != ShareOf(V6("2001:db8:1:3::1")));
+  CHECK(ShareOf(V6("::1")) == ShareOf(V6("::2")));  // both in ::/64
+  CHECK(ShareOf(V6("::ffff:10.0.0.1")) == ShareOf(V4("10.0.0.1")));  // IPv4-mapped on a dual-stack listener
+  CHECK(ShareOf(V6("::ffff:10.0.0.1")) != ShareOf(V6("::ffff:10.0.0.2")));  // not masked as a /64
+  CHECK(ShareOf(V4("10.0.0.1")) != ShareOf(V4("10.0.0.2")));
+  sockaddr unix_address{};
+  unix_address.sa_family = AF_UNIX;
+  CHECK_FALSE(osh::common::AddressShareOf(&unix_address).has_value());
+  CHECK_FALSE(osh::common::AddressShareOf(nullptr).has_value());
+  // As text (the gateway's TCP fronts key their per-peer shares on it, and logs name it).
+  const auto text = [](const auto& address) { return osh::common::AddressShareText(reinterpret_cast<const sockaddr*>(&address)); };
+  CHECK(text(V6("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2::/64");
+  CHECK(text(V6("::ffff:10.0.0.1")) == "10.0.0.1");
+  CHECK(text(V4("192.0.2.7")) == "192.0.2.7");
+  CHECK(osh::common::AddressShareText(&unix_address).empty());
+}
+
+TEST_CASE("http server: 32 connections from one address fill its share only, and a closed one frees its place",
+          "[http_server]") {
+  HttpServer::Options options;
+  options.allow = {"127.0.0.0/8"};
+  auto server = Echo("0.0.0.0", options);
+  std::vector<int> held;
+  for (int i = 0; i < 32; ++i) {
+    const int fd = ConnectFrom("127.0.0.1", server->port());
+    REQUIRE(fd >= 0);
+    held.push_back(fd);
+  }
+  // The 33rd from 127.0.0.1 is closed unanswered, once the server has counted the 32 (it counts as it
+  // takes each connection in); one from 127.0.0.2 is another share and is answered.
+  bool refused = false;
+  for (int attempt = 0; attempt < 50 && !refused; ++attempt) {
+    const int fd = ConnectFrom("127.0.0.1", server->port());
+    REQUIRE(fd >= 0);
+    refused = Get(fd).empty();
+    ::close(fd);
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(refused);
+  const int other = ConnectFrom("127.0.0.2", server->port());
+  REQUIRE(other >= 0);
+  CHECK_THAT(Get(other), Catch::StartsWith("HTTP/1.1 200"));
+  ::close(other);
+  // One of the 32 closes: its place is free again (the server notices the close on its next turn).
+  ::close(held.back());
+  held.pop_back();
+  bool answered = false;
+  for (int attempt = 0; attempt < 50 && !answered; ++attempt) {
+    const int fd = ConnectFrom("127.0.0.1", server->port());
+    REQUIRE(fd >= 0);
+    answered = Get(fd).rfind("HTTP/1.1 200", 0) == 0;
+    ::close(fd);
+    if (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(answered);
+  for (int fd : held) ::close(fd);
 }

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gateway/core/log.h"
+#include "common/address_share.h"
 #include "gateway/server/peer_share.h"
 
 namespace osh::gateway {
@@ -55,16 +56,6 @@ struct Buffer {
     }
   }
 };
-
-std::string PeerAddress(const sockaddr_storage& address) {
-  char text[INET6_ADDRSTRLEN] = {0};
-  if (address.ss_family == AF_INET) {
-    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(address).sin_addr, text, sizeof(text));
-  } else if (address.ss_family == AF_INET6) {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(address).sin6_addr, text, sizeof(text));
-  }
-  return text;
-}
 
 }  // namespace
 
@@ -220,7 +211,7 @@ class TcpFront::Loop {
         return true;  // EAGAIN (none left), ECONNABORTED, EINTR
       }
       *warned = false;
-      std::string peer = PeerAddress(address);
+      std::string peer = common::AddressShareText(reinterpret_cast<const sockaddr*>(&address));  // an IPv6 /64 is one peer
       if (options_.max_per_peer != 0 && per_peer_[peer].connections >= options_.max_per_peer) {
         ::close(fd);
         share_refusals_.Refused(address_, peer, per_peer_[peer].connections);
