@@ -363,6 +363,11 @@ bool RoutePathMatches(absl::string_view pattern, absl::string_view path) {
   return tokens.has_value() && CrateMatches(*tokens, Chars(path));
 }
 
+bool GlobCrateMatches(absl::string_view pattern, absl::string_view text) {
+  const auto tokens = ParseCratePattern(Chars(pattern));
+  return tokens.has_value() && CrateMatches(*tokens, Chars(text));
+}
+
 bool RouteCoversScope(absl::string_view pattern) {
   if (pattern.empty() || pattern == "**" || pattern == "/**") return true;
   if (absl::EndsWith(pattern, "/**")) return pattern.substr(0, pattern.size() - 3).find_first_of("*?[") == absl::string_view::npos;

@@ -56,6 +56,11 @@ bool RoutePathsOverlap(absl::string_view a, absl::string_view b);
 // '.', `**` any run; `?` is a plain character there, unlike at run time.
 bool LoaderHostsOverlap(absl::string_view a, absl::string_view b);
 
+// The glob crate's `Pattern::new(pattern)` then `.matches(text)`, default options, without the route
+// shortcuts RoutePathMatches adds; false for a pattern the crate refuses. (Upstream's loader asks it
+// whether an MCP rule's method glob selects `tools/call`.)
+bool GlobCrateMatches(absl::string_view pattern, absl::string_view text);
+
 // Why upstream refuses `pattern` as a middleware selector's host pattern, or nullopt when it accepts it
 // (crates/openshell-core/src/host_pattern.rs `HostPattern::new`): empty, Unicode whitespace, a brace, an
 // empty DNS label, or a label other than `**` that the glob crate's `Pattern::new` refuses (`***`, `**`

@@ -203,17 +203,199 @@ std::optional<Violation> CheckRule(const RuleT& rule, const std::string& path) {
   return std::nullopt;
 }
 
+// --- The rule shapes upstream's loader refuses per protocol (crates/openshell-supervisor-network/src/l7/
+// mod.rs `validate_l7_policies`, `validate_jsonrpc_rule_fields`, `validate_graphql_rule`; the checks every
+// version of it with this schema's fields makes). A policy it would not load is not admitted here either.
+
+// l7/mod.rs `glob_uses_wildcard`.
+bool UsesWildcard(absl::string_view glob) { return glob.find_first_of("*?[]{}") != absl::string_view::npos; }
+
+template <typename RuleT>
+bool HasGraphqlFields(const RuleT& rule) {
+  return !rule.operation_type().empty() || !rule.operation_name().empty() || rule.fields_size() > 0;
+}
+
+template <typename RuleT>
+bool HasTransportFields(const RuleT& rule) {
+  return !rule.method().empty() || !rule.path().empty() || rule.query_size() > 0;
+}
+
+// An MCP rule that names a tool (`params.name`).
+template <typename RuleT>
+bool HasToolSelector(const RuleT& rule) { return rule.params().count("name") > 0; }
+
+// `validate_graphql_rule(…, required = true)`: an operation type, one of four, and no empty field glob.
+template <typename RuleT>
+std::optional<Violation> CheckGraphqlRule(const RuleT& rule, const std::string& path) {
+  if (rule.operation_type().empty()) return Violation{path + ".operation_type", "required for GraphQL L7 rules"};
+  const std::string type = absl::AsciiStrToLower(rule.operation_type());
+  if (type != "query" && type != "mutation" && type != "subscription" && type != "*") {
+    return Violation{path + ".operation_type",
+                     absl::StrCat("expected query, mutation, subscription, or *, got ", Quote(rule.operation_type()))};
+  }
+  for (int i = 0; i < rule.fields_size(); ++i) {
+    if (rule.fields(i).empty()) return Violation{absl::StrCat(path, ".fields[", i, "]"), "field glob must not be empty"};
+  }
+  return std::nullopt;
+}
+
+// `validate_jsonrpc_rule_fields` and the per-protocol rule checks around it, for one allow or deny rule.
+template <typename RuleT>
+std::optional<Violation> CheckRuleShape(const NetworkEndpoint& ep, const RuleT& rule, const std::string& path, bool is_allow,
+                                        bool endpoint_has_tool_allows, bool websocket_graphql_policy) {
+  const std::string& protocol = ep.protocol();
+  const std::string& method = rule.method();
+  if (protocol == "json-rpc") {
+    if (method.empty()) return Violation{path + ".method", "required for json-rpc L7 rules"};
+    if (!rule.path().empty() || rule.query_size() > 0) {
+      return Violation{path, "json-rpc L7 rules must use method, not path/query"};
+    }
+    return std::nullopt;
+  }
+  if (protocol == "mcp") {
+    const bool allow_all_methods = ep.mcp().allow_all_known_mcp_methods();
+    const bool strict_names = !ep.mcp().has_strict_tool_names() || ep.mcp().strict_tool_names();
+    if (UsesWildcard(method) && !absl::StartsWith(method, "tools/")) {
+      return Violation{path + ".method",
+                       "MCP method globs are only valid for the tools/ method family; omit method to use the endpoint "
+                       "method profile"};
+    }
+    if (method.empty() && !allow_all_methods) {
+      return Violation{path + ".method", "required when mcp.allow_all_known_mcp_methods is false"};
+    }
+    if (HasToolSelector(rule) && !method.empty() && method != "tools/call") {
+      return Violation{path + ".method", absl::StrCat("must be tools/call when an MCP rule uses params.name, got ", Quote(method))};
+    }
+    std::vector<std::string> keys;
+    for (const auto& [key, matcher] : rule.params()) keys.push_back(key);
+    std::sort(keys.begin(), keys.end());
+    for (const auto& key : keys) {
+      if (key != "name") return Violation{absl::StrCat(path, ".params.", key), "MCP tool argument matching is not supported yet"};
+    }
+    if (HasToolSelector(rule) && !strict_names) {
+      const auto& name = rule.params().at("name");
+      const bool wildcard = UsesWildcard(name.glob()) ||
+                            std::any_of(name.any().begin(), name.any().end(), [](const std::string& g) { return UsesWildcard(g); });
+      if (wildcard) {
+        return Violation{path + ".params.name", "wildcard tool-name matchers require mcp.strict_tool_names to remain enabled"};
+      }
+    }
+    if (!rule.path().empty() || rule.query_size() > 0) {
+      return Violation{path, "mcp L7 rules must use method/tool, not path/query"};
+    }
+    // A rule without a tool that selects every tools/call, beside allow rules that name tools.
+    if (endpoint_has_tool_allows && !HasToolSelector(rule)) {
+      const bool every_tool_call = method == "tools/call" || method == "*" || GlobCrateMatches(method, "tools/call") ||
+                                   (is_allow && method.empty() && allow_all_methods);
+      if (every_tool_call) {
+        return Violation{path, is_allow ? "method matcher allows every tool call and conflicts with MCP tool allow rules; "
+                                          "add params.name to narrow tools/call, or remove the tool allow rules"
+                                        : "method matcher denies every tool call and conflicts with MCP tool allow rules; "
+                                          "add params.name to deny specific tools, or remove the tool allow rules"};
+      }
+    }
+    return std::nullopt;
+  }
+  if (rule.params_size() > 0) {
+    return Violation{path + ".params", "params matching is only valid for protocol mcp"};
+  }
+  if (protocol == "websocket") {
+    if (is_allow && websocket_graphql_policy && absl::EqualsIgnoreCase(method, "WEBSOCKET_TEXT")) {
+      return Violation{path + ".method",
+                       "WebSocket endpoints with GraphQL operation policy must use operation_type/operation_name/fields "
+                       "rules for client messages instead of WEBSOCKET_TEXT"};
+    }
+    if (HasGraphqlFields(rule)) {
+      if (HasTransportFields(rule)) {
+        return Violation{path, "WebSocket GraphQL rules must not combine method/path/query with operation_type/operation_name/fields"};
+      }
+      return CheckGraphqlRule(rule, path);
+    }
+    return std::nullopt;
+  }
+  if (protocol == "graphql") return CheckGraphqlRule(rule, path);
+  return std::nullopt;
+}
+
+std::optional<Violation> CheckProtocolShapes(const NetworkEndpoint& ep, const std::string& path) {
+  auto at = [&](absl::string_view field) { return absl::StrCat(path, ".", field); };
+  const std::string& protocol = ep.protocol();
+  if (!ep.persisted_queries().empty() && ep.persisted_queries() != "deny" && ep.persisted_queries() != "allow_registered") {
+    return Violation{at("persisted_queries"), absl::StrCat("must be 'deny' or 'allow_registered', got ", Quote(ep.persisted_queries()))};
+  }
+  // crates/openshell-policy/src/lib.rs `validate_sandbox_policy`: explicit tcp is L4 — no L7-only field
+  // (`validate_explicit_tcp_additional_fields`); `mcp` options only on an mcp endpoint.
+  if (protocol == "tcp") {
+    std::vector<std::string> l7_only;
+    if (!ep.enforcement().empty()) l7_only.push_back("enforcement");
+    if (!ep.path().empty()) l7_only.push_back("path");
+    if (ep.allow_encoded_slash()) l7_only.push_back("allow_encoded_slash");
+    if (ep.websocket_credential_rewrite()) l7_only.push_back("websocket_credential_rewrite");
+    if (ep.request_body_credential_rewrite()) l7_only.push_back("request_body_credential_rewrite");
+    if (!ep.persisted_queries().empty()) l7_only.push_back("persisted_queries");
+    if (!ep.graphql_persisted_queries().empty()) l7_only.push_back("graphql_persisted_queries");
+    if (ep.graphql_max_body_bytes() > 0) l7_only.push_back("graphql_max_body_bytes");
+    if (ep.json_rpc_max_body_bytes() > 0) l7_only.push_back("json_rpc_max_body_bytes");
+    if (ep.has_mcp()) l7_only.push_back("mcp");
+    if (!l7_only.empty()) {
+      return Violation{at(l7_only.front()), absl::StrCat("protocol tcp does not support L7-only fields: ", absl::StrJoin(l7_only, ", "),
+                                                         "; remove those fields")};
+    }
+  }
+  if (protocol != "mcp" && ep.has_mcp()) return Violation{at("mcp"), "mcp options are only valid for protocol mcp"};
+  std::vector<std::string> keys;
+  for (const auto& [key, op] : ep.graphql_persisted_queries()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  for (const auto& key : keys) {
+    if (auto v = CheckGraphqlRule(ep.graphql_persisted_queries().at(key), absl::StrCat(path, ".graphql_persisted_queries[", key, "]"))) {
+      return v;
+    }
+  }
+  bool tool_allows = false;
+  bool graphql_policy = !ep.graphql_persisted_queries().empty() ||
+                        (!ep.persisted_queries().empty() && ep.persisted_queries() != "deny");
+  for (const auto& rule : ep.rules()) {
+    tool_allows = tool_allows || HasToolSelector(rule.allow());
+    graphql_policy = graphql_policy || HasGraphqlFields(rule.allow());
+  }
+  for (const auto& rule : ep.deny_rules()) graphql_policy = graphql_policy || HasGraphqlFields(rule);
+  tool_allows = tool_allows && protocol == "mcp";
+  graphql_policy = graphql_policy && protocol == "websocket";
+  for (int r = 0; r < ep.deny_rules_size(); ++r) {
+    if (auto v = CheckRuleShape(ep, ep.deny_rules(r), absl::StrCat(path, ".deny_rules[", r, "]"), false, tool_allows, graphql_policy)) {
+      return v;
+    }
+  }
+  for (int r = 0; r < ep.rules_size(); ++r) {
+    if (auto v = CheckRuleShape(ep, ep.rules(r).allow(), absl::StrCat(path, ".rules[", r, "].allow"), true, tool_allows, graphql_policy)) {
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::string& path) {
   auto at = [&](absl::string_view field) { return absl::StrCat(path, ".", field); };
   if (ep.host().empty()) {
     if (ep.allowed_ips_size() == 0) return Violation{at("host"), "may be empty only when allowed_ips is set"};
     if (ep.protocol() == "tcp") return Violation{at("host"), "a 'tcp' endpoint needs a host"};
+    // l7/mod.rs `validate_l7_policies`.
+    if (ep.protocol() == "mcp") return Violation{at("host"), "protocol mcp requires host; protocol alone is not a wildcard endpoint"};
   } else if (auto error = CheckHost(ep.host())) {
     return Violation{at("host"), *error};
   } else if (ep.protocol() == "tcp" && IsIpLiteral(ep.host())) {
     // Explicit tcp takes a DNS selector (crates/openshell-policy/src/lib.rs, the explicit-tcp host rules);
     // an address belongs in allowed_ips.
     return Violation{at("host"), "a 'tcp' endpoint's host must be a DNS name, not an IP literal (use allowed_ips)"};
+  } else if (ep.protocol() == "tcp") {
+    // lib.rs `validate_tcp_dns_host_selector`: a DNS name (wildcards read as one letter) — a label of at
+    // most 63 characters.
+    for (const absl::string_view label : absl::StrSplit(ep.host(), '.')) {
+      if (label != "**" && label.size() > 63) {  // each '*' stands for one letter there: the length is the label's
+        return Violation{at("host"), absl::StrCat("a 'tcp' endpoint's host must be a DNS name: the label ", Quote(label),
+                                                  " is longer than 63 characters")};
+      }
+    }
   }
   if (ep.port() > 65535) return Violation{at("port"), "must be from 1 to 65535"};
   if (static_cast<size_t>(ep.ports_size()) > kMaxPortsPerEndpoint) {
@@ -243,6 +425,14 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   }
   if (!ep.access().empty() && ep.protocol() == "tcp") {
     return Violation{at("access"), "an access preset needs an L7 protocol, not 'tcp'"};
+  }
+  // l7_validate.rs rule 3: the JSON-RPC family takes no access preset.
+  if (!ep.access().empty() && (ep.protocol() == "json-rpc" || ep.protocol() == "mcp")) {
+    return Violation{at("access"), ep.protocol() == "mcp"
+                                       ? "protocol mcp does not support access presets; use rules/deny_rules or set "
+                                         "mcp.allow_all_known_mcp_methods: true for an allow-all MCP policy"
+                                       : "protocol json-rpc does not support access presets; use explicit rules with "
+                                         "allow.method such as \"*\""};
   }
   // Upstream's loader (crates/openshell-policy/src/lib.rs validate_sandbox_policy:
   // PolicyViolation::UnknownCredentialSigning, ::MissingSigningService): a signing mode its proxy knows, and
@@ -303,12 +493,24 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   for (int r = 0; r < ep.deny_rules_size(); ++r) {
     if (auto v = CheckRule(ep.deny_rules(r), absl::StrCat(path, ".deny_rules[", r, "]"))) return v;
   }
+  // l7_validate.rs rule 7 (as lib.rs `validate_sandbox_policy` computes it): rules of which none names a
+  // method, path, command, operation, field or params would deny all traffic — a query alone does not count
+  // (an mcp endpoint allowing every known method is exempt).
+  if (has_rules && !(ep.protocol() == "mcp" && ep.mcp().allow_all_known_mcp_methods()) &&
+      std::all_of(ep.rules().begin(), ep.rules().end(), [](const auto& rule) {
+        const auto& allow = rule.allow();
+        return allow.method().empty() && allow.path().empty() && allow.command().empty() && allow.operation_type().empty() &&
+               allow.operation_name().empty() && allow.fields().empty() && allow.params().empty();
+      })) {
+    return Violation{at("rules"), "rules would deny all traffic (no allow clause names a method, path, command, operation, "
+                                  "field or params; a query alone does not). Use `access: full` or add allow clauses to rules."};
+  }
   for (int i = 0; i < ep.allowed_ips_size(); ++i) {
     if (auto error = CheckIpOrCidr(ep.allowed_ips(i))) {
       return Violation{absl::StrCat(path, ".allowed_ips[", i, "]"), *error};
     }
   }
-  return std::nullopt;
+  return CheckProtocolShapes(ep, path);
 }
 
 // Sorted and without repeats, so two endpoints' ports are compared by one merge.
@@ -524,7 +726,7 @@ std::vector<Violation> FindViolations(const SandboxPolicy& policy, size_t limit)
     if (auto error = CheckFilesystemPath(fs.read_write(i))) {
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error})) return out;
     }
-    if (fs.read_write(i) == "/") {
+    if (fs.read_write(i).find_first_not_of('/') == std::string::npos) {  // "/", "//": upstream trims the slashes
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"})) return out;
     }
   }

@@ -1351,9 +1351,13 @@ credentials:
 endpoints:
   - host: mcp.example.com
     port: 443
+    protocol: mcp
+    rules:
+      - allow: { method: tools/call, tool: search_* }
+  - host: api.example.com
+    port: 443
     protocol: rest
     rules:
-      - allow: { method: POST, path: /mcp, tool: search_* }
       - allow: { method: GET, path: /q, query: { q: "a*" } }
 binaries: [{ path: /usr/bin/agent, harness: true }]
 )", "mcp.yaml");
@@ -1362,7 +1366,7 @@ binaries: [{ path: /usr/bin/agent, harness: true }]
   CHECK(mcp->category() == os_v1::PROVIDER_PROFILE_CATEGORY_OTHER);
   CHECK(mcp->credentials(0).refresh().strategy() == os_v1::PROVIDER_CREDENTIAL_REFRESH_STRATEGY_OAUTH2_CLIENT_CREDENTIALS);
   CHECK(mcp->endpoints(0).rules(0).allow().params().at("name").glob() == "search_*");
-  CHECK(mcp->endpoints(0).rules(1).allow().query().at("q").glob() == "a*");
+  CHECK(mcp->endpoints(1).rules(0).allow().query().at("q").glob() == "a*");
   CHECK(mcp->binaries(0).harness());
 }
 

@@ -86,14 +86,21 @@ TEST_CASE("policy file: YAML and JSON round trips keep every field", "[policy][f
   auto* config = (*original->mutable_network_middlewares())["m"].mutable_config();
   (*config->mutable_fields())["limit"].set_number_value(5);
   (*config->mutable_fields())["name"].set_string_value("true");  // a string that looks like a bool stays a string
-  original->mutable_network_policies()->at("github_api").mutable_endpoints(0)->mutable_mcp()->set_strict_tool_names(false);
+  auto* mcp = original->mutable_network_policies()->at("github_api").add_endpoints();
+  mcp->set_host("mcp.example.com");
+  mcp->set_port(8443);
+  mcp->set_protocol("mcp");
+  mcp->mutable_mcp()->set_allow_all_known_mcp_methods(true);
+  mcp->mutable_mcp()->set_strict_tool_names(false);
+  REQUIRE(osh::policy::ValidatePolicy(*original).ok());
 
   const std::string yaml = osh::policy::PolicyToYaml(*original);
   auto again = ParsePolicyText(yaml, "roundtrip.yaml");
   REQUIRE(again.ok());
   CHECK(osh::policy::SerializeDeterministic(*again) == osh::policy::SerializeDeterministic(*original));
   // proto3 optional presence survives (strict_tool_names: false is set, not absent)
-  CHECK(again->network_policies().at("github_api").endpoints(0).mcp().has_strict_tool_names());
+  const auto& entry = again->network_policies().at("github_api");
+  CHECK(entry.endpoints(entry.endpoints_size() - 1).mcp().has_strict_tool_names());
 }
 
 TEST_CASE("canonical bytes: the same policy always serializes to the same bytes", "[policy][codec]") {

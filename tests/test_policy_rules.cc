@@ -31,6 +31,7 @@ TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the fie
       {"long path", Base("filesystem_policy: {read_only: [/" + std::string(4096, 'a') + "]}\n"), false, "longer than 4096"},
       {"path 4096 ok", Base("filesystem_policy: {read_only: [/" + std::string(4095, 'a') + "]}\n"), true, ""},
       {"root rw", Base("filesystem_policy: {read_write: [/tmp, /]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
+      {"root rw as //", Base("filesystem_policy: {read_write: [/tmp, //]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
       {"root ro ok", Base("filesystem_policy: {read_only: [/]}\n"), true, ""},
       {"landlock hard", Base("landlock: {compatibility: hard_requirement}\n"), true, ""},
       {"landlock bad", Base("landlock: {compatibility: strict}\n"), false, "landlock.compatibility"},
