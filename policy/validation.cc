@@ -224,14 +224,28 @@ bool HasTransportFields(const RuleT& rule) {
 template <typename RuleT>
 bool HasToolSelector(const RuleT& rule) { return rule.params().count("name") > 0; }
 
-// `validate_graphql_rule(…, required = true)`: an operation type, one of four, and no empty field glob.
+// `validate_graphql_rule(…, required = true)`: an operation type and no empty field glob. On a `graphql`
+// endpoint (lib.rs `validate_sandbox_policy`) the type is exactly `query`, `mutation` or `subscription`;
+// in a `websocket` endpoint's GraphQL rules (l7/mod.rs) also `*`, in any case. A persisted query is given
+// to upstream's runtime with its `fields` always present, so it must list some (an empty list is refused
+// there).
 template <typename RuleT>
-std::optional<Violation> CheckGraphqlRule(const RuleT& rule, const std::string& path) {
+std::optional<Violation> CheckGraphqlRule(const RuleT& rule, const std::string& path, bool graphql_endpoint,
+                                          bool persisted = false) {
   if (rule.operation_type().empty()) return Violation{path + ".operation_type", "required for GraphQL L7 rules"};
-  const std::string type = absl::AsciiStrToLower(rule.operation_type());
-  if (type != "query" && type != "mutation" && type != "subscription" && type != "*") {
-    return Violation{path + ".operation_type",
-                     absl::StrCat("expected query, mutation, subscription, or *, got ", Quote(rule.operation_type()))};
+  const std::string& type = rule.operation_type();
+  if (graphql_endpoint) {
+    if (type != "query" && type != "mutation" && type != "subscription") {
+      return Violation{path + ".operation_type", absl::StrCat("must be query, mutation, or subscription, got ", Quote(type))};
+    }
+  } else {
+    const std::string lower = absl::AsciiStrToLower(type);
+    if (lower != "query" && lower != "mutation" && lower != "subscription" && lower != "*") {
+      return Violation{path + ".operation_type", absl::StrCat("expected query, mutation, subscription, or *, got ", Quote(type))};
+    }
+  }
+  if (persisted && rule.fields_size() == 0) {
+    return Violation{path + ".fields", "a persisted query must list its root fields (upstream refuses an empty list)"};
   }
   for (int i = 0; i < rule.fields_size(); ++i) {
     if (rule.fields(i).empty()) return Violation{absl::StrCat(path, ".fields[", i, "]"), "field glob must not be empty"};
@@ -247,6 +261,12 @@ std::optional<Violation> CheckRuleShape(const NetworkEndpoint& ep, const RuleT& 
   const std::string& method = rule.method();
   if (protocol == "json-rpc") {
     if (method.empty()) return Violation{path + ".method", "required for json-rpc L7 rules"};
+    if (method != "*" && UsesWildcard(method)) {
+      return Violation{path + ".method",
+                       "generic JSON-RPC method rules do not support glob or wildcard matchers; use \"*\" to allow all "
+                       "methods or an exact method name"};
+    }
+    if (rule.params_size() > 0) return Violation{path + ".params", "JSON-RPC rules do not support params matchers yet"};
     if (!rule.path().empty() || rule.query_size() > 0) {
       return Violation{path, "json-rpc L7 rules must use method, not path/query"};
     }
@@ -309,11 +329,11 @@ std::optional<Violation> CheckRuleShape(const NetworkEndpoint& ep, const RuleT& 
       if (HasTransportFields(rule)) {
         return Violation{path, "WebSocket GraphQL rules must not combine method/path/query with operation_type/operation_name/fields"};
       }
-      return CheckGraphqlRule(rule, path);
+      return CheckGraphqlRule(rule, path, false);
     }
     return std::nullopt;
   }
-  if (protocol == "graphql") return CheckGraphqlRule(rule, path);
+  if (protocol == "graphql") return CheckGraphqlRule(rule, path, true);
   return std::nullopt;
 }
 
@@ -347,7 +367,8 @@ std::optional<Violation> CheckProtocolShapes(const NetworkEndpoint& ep, const st
   for (const auto& [key, op] : ep.graphql_persisted_queries()) keys.push_back(key);
   std::sort(keys.begin(), keys.end());
   for (const auto& key : keys) {
-    if (auto v = CheckGraphqlRule(ep.graphql_persisted_queries().at(key), absl::StrCat(path, ".graphql_persisted_queries[", key, "]"))) {
+    if (auto v = CheckGraphqlRule(ep.graphql_persisted_queries().at(key), absl::StrCat(path, ".graphql_persisted_queries[", key, "]"),
+                                  protocol == "graphql", true)) {
       return v;
     }
   }
@@ -391,6 +412,17 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
     // lib.rs `validate_tcp_dns_host_selector`: a DNS name (wildcards read as one letter) — a label of at
     // most 63 characters.
     for (const absl::string_view label : absl::StrSplit(ep.host(), '.')) {
+      // Each '*' (or a whole-label "**") stands for one letter there; hickory's `Label::from_ascii` then takes
+      // letters, digits, '_' and a '-' that does not begin the label.
+      if (label != "**") {
+        for (size_t k = 0; k < label.size(); ++k) {
+          const char c = label[k];
+          if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '*' || (c == '-' && k > 0))) {
+            return Violation{at("host"), absl::StrCat("a 'tcp' endpoint's host must be a DNS name: ", Quote(label),
+                                                      " is not a DNS label (letters, digits, '_', and '-' not first)")};
+          }
+        }
+      }
       if (label != "**" && label.size() > 63) {  // each '*' stands for one letter there: the length is the label's
         return Violation{at("host"), absl::StrCat("a 'tcp' endpoint's host must be a DNS name: the label ", Quote(label),
                                                   " is longer than 63 characters")};
@@ -483,9 +515,10 @@ std::optional<Violation> CheckEndpoint(const NetworkEndpoint& ep, const std::str
   }
   for (int r = 0; r < ep.rules_size(); ++r) {
     const auto& allow = ep.rules(r).allow();
+    // (Upstream accepts it on an mcp endpoint that allows every known method: there it means that profile.)
     if (allow.method().empty() && allow.path().empty() && allow.command().empty() && allow.query().empty() &&
         allow.operation_type().empty() && allow.operation_name().empty() && allow.fields().empty() &&
-        allow.params().empty()) {
+        allow.params().empty() && !(ep.protocol() == "mcp" && ep.mcp().allow_all_known_mcp_methods())) {
       return Violation{absl::StrCat(path, ".rules[", r, "].allow"), "a rule that names nothing allows nothing"};
     }
     if (auto v = CheckRule(allow, absl::StrCat(path, ".rules[", r, "].allow"))) return v;
