@@ -594,8 +594,7 @@ TEST_CASE("interceptor records: kept in the store before the allow and read thro
   for (const auto& [method, validate, json] :
        std::vector<std::tuple<std::string, bool, std::string>>{{"CreateSandbox", true, create},
                                                               {"UpdateConfig", false, merge},
-                                                              {"DetachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "p"})"},
-                                                              {"UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c"})"}}) {
+                                                              {"DetachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "p"})"}}) {
     INFO(method);
     const auto denied = evaluator.Evaluate(evaluation(method, validate, json));
     CHECK_FALSE(denied.allowed());

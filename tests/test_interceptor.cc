@@ -766,7 +766,13 @@ TEST_CASE("interceptor: Describe's manifest binds each RPC once, fail closed, wi
   const auto empty = g.stub().SnapshotProviderProfiles(g.Context(token).get(), {}, &snapshot);
   CHECK(empty.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK(absl::StartsWith(empty.error_message(), "provider_profiles_empty: "));
-  CHECK_THAT(g.gateway().log(), Catch::Contains("interceptor: Describe refused (UNAUTHENTICATED): aud: "));
+  // The first refusal is logged, naming why; the next 998 are counted, not logged (a caller without a valid
+  // token cannot flood the log).
+  CHECK_THAT(g.gateway().log(), Catch::Contains("refused (UNAUTHENTICATED): "));
+  const std::string log = g.gateway().log();
+  size_t lines = 0;
+  for (size_t at = log.find("refused (UNAUTHENTICATED)"); at != std::string::npos; at = log.find("refused (UNAUTHENTICATED)", at + 1)) ++lines;
+  CHECK(lines == 1);
   CHECK(g.gateway().Stop() == 0);
 }
 
@@ -927,8 +933,12 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit ev
   // AttachSandboxProvider carries only names: with no profile of that id the provider's layer is unknown, refused.
   CheckDeny(g.Evaluate("AttachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi", "expectedResourceVersion": "3"})"),
             "FAILED_PRECONDITION", "unknown_provider: provider 'pypi'");
-  // Detaching narrows: allowed (and audited).
+  // Detaching what was never attached: what remains is the recorded composition, checked; allowed (and audited).
   CHECK(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-7", "providerName": "pypi"})").allowed());
+  // A sandbox with no record here: what remains is not known, refused (review finding: a sandbox created
+  // without a name had no record, and its detach was allowed unchecked).
+  CheckDeny(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-unknown", "providerName": "pypi"})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
   // Draft-chunk approvals carry chunk ids only: refused, naming the way that works.
   const auto approve = g.Evaluate("ApproveDraftChunk", true, R"({"name": "build-7", "chunkId": "chunk-5c1e", "reviewToken": "rvt-8d2a"})");
   CheckDeny(approve, "PERMISSION_DENIED", "approval_unverifiable: ");
@@ -939,10 +949,13 @@ TEST_CASE("interceptor: providers, draft chunks and profile writes, one audit ev
   CHECK(g.Evaluate("EditDraftChunk", true,
                    R"({"name": "build-7", "chunkId": "c1", "proposedRule": {"endpoints": [{"host": "evil.example.com", "port": 443.0}]}})")
             .allowed());
-  // Undoing a chunk changes the stored policy in a way not seen here: merges are refused until a full policy.
-  CHECK(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c1"})").allowed());
-  CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
-            "FAILED_PRECONDITION", "unknown_sandbox: ");
+  // Undoing a chunk removes a rule named by chunk id, not content: refused like approvals (review finding: it
+  // made this gateway forget the sandbox, and an unchecked detach or an uncomposed policy followed). The
+  // record stays: a merge still applies to it.
+  const auto undo = g.Evaluate("UndoDraftChunk", true, R"({"name": "build-7", "chunkId": "c1"})");
+  CheckDeny(undo, "PERMISSION_DENIED", "approval_unverifiable: ");
+  CHECK_THAT(undo.reason(), Catch::Contains("send UpdateConfig with the policy without that rule"));
+  CHECK(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})").allowed());
   // Profile writes decode strictly (enum names, doubles) and are allowed while this gateway's catalogue is empty.
   CHECK(g.Evaluate("ImportProviderProfiles", true, R"({"profiles": [{"profile": {"id": "slack", "displayName": "Slack",
       "category": "PROVIDER_PROFILE_CATEGORY_MESSAGING", "credentials": [{"name": "bot_token", "envVars": ["SLACK_BOT_TOKEN"], "required": true}],
@@ -1172,7 +1185,7 @@ TEST_CASE("interceptor: policyctl status says the interceptor is off, or the soc
 }
 
 TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations after it apply to them, "
-          "a forgotten sandbox stays unknown",
+          "an unrecorded sandbox stays unknown",
           "[interceptor][integration][interceptor_records]") {
   InterceptorGateway g;
   // build-7: created, then given a full policy with pypi (the record is that policy, not the created one).
@@ -1180,9 +1193,8 @@ TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations
   const std::string with_pypi = BasePolicyWith(
       "pypi", R"({"name": "pypi", "endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]})");
   REQUIRE(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-7", "policy": )", with_pypi, "}")).allowed());
-  // build-8: created, then a draft chunk undone: forgotten.
-  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-8", kBasePolicyJson)).allowed());
-  REQUIRE(g.Evaluate("UndoDraftChunk", true, R"({"name": "build-8", "chunkId": "c1"})").allowed());
+  // build-8: created without a name (upstream makes one up), so never recorded.
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("", kBasePolicyJson)).allowed());
 
   g.Restart();
 
@@ -1202,8 +1214,13 @@ TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations
   CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-7", "mergeOperations": [
       {"addRule": {"ruleName": "x", "rule": {"endpoints": [{"host": "evil.example.com", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}}]})"),
             "PERMISSION_DENIED", "exceeds_ceiling: ");
-  // Forgotten before the restart, forgotten after it.
+  // Unknown before the restart, unknown after it: merges, a full policy (whose providers are not known
+  // here) and a detach are refused.
   CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-8", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+  CheckDeny(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-8", "policy": )", kBasePolicyJson, "}")),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
+  CheckDeny(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-8", "providerName": "pypi"})"),
             "FAILED_PRECONDITION", "unknown_sandbox: ");
   CHECK(g.gateway().Stop() == 0);
 }

@@ -722,6 +722,15 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     if (!request.global()) {
       auto record = records_.Get(out->record_key, &previous);
       if (!record.ok()) return out->RecordFailed(request.name(), "read", record.status());
+      if (!record->has_value() && !admitted_body) {
+        // Upstream composes the policy with the sandbox's providers, which are not known here: checked
+        // alone, a policy that drops a deny rule could let a provider's layer allow beyond the ceiling.
+        out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
+                  absl::StrCat("no policy is recorded here for sandbox ", InterceptorRecords::Describe(out->record_key),
+                               ", so its providers are not known and the policy cannot be checked composed with their "
+                               "layers; a sandbox is recorded when it is created through this interceptor"));
+        return;
+      }
       if (record->has_value()) providers = (*record)->providers;
     }
     if (!CheckCandidate(request.policy(), providers, out)) return;
@@ -795,7 +804,15 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     std::optional<std::string> previous;
     auto record = records_.Get(out->record_key, &previous);
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
-    if (record->has_value()) {
+    if (!record->has_value()) {
+      // Upstream composes what remains, which is not known here: a detach narrows only when no deny rule of
+      // the layer hid anything, and that needs the rest of the composition.
+      return out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
+                       absl::StrCat("no policy is recorded here for sandbox ",
+                                    InterceptorRecords::Describe(out->record_key), ", so what remains after detaching "
+                                    "provider '", request.provider_name(), "' cannot be checked against the ceiling"));
+    }
+    {
       std::vector<std::string> remaining;
       for (const std::string& p : (*record)->providers) {
         if (p != request.provider_name()) remaining.push_back(p);
@@ -842,12 +859,11 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
                                     "' comes from this gateway's Policy subsystem, whose driver does not permit "
                                     "mutation: a draft chunk cannot be undone into it"));
     }
-    if (validate) {
-      if (absl::Status forgotten = records_.Forget(out->record_key); !forgotten.ok()) {
-        out->RecordFailed(request.name(), "removed", forgotten);
-      }
-    }
-    return;
+    // The undo removes a rule named by chunk id, not by content: what remains cannot be checked (removing a
+    // rule with deny rules widens), and the record here could no longer say what upstream holds.
+    return out->Deny(absl::StatusCode::kPermissionDenied, kInterceptorApprovalUnverifiable,
+                     "a draft-chunk undo carries a chunk id, not the rule it removes, so the policy it leaves cannot be "
+                     "checked against the ceiling; send UpdateConfig with the policy without that rule");
   }
   if (method == "ImportProviderProfiles" || method == "UpdateProviderProfiles" || method == "DeleteProviderProfile") {
     os_v1::ImportProviderProfilesRequest import_request;

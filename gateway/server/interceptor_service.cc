@@ -22,9 +22,13 @@ grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext&
   }
   const absl::Status verified = verifier_->Verify(authorization, clock_->NowUnix());
   if (verified.ok()) return grpc::Status::OK;
+  // The first refusal and every 1000th after it: a caller without a valid token cannot flood the log.
   const uint64_t count = unauthenticated_.fetch_add(1) + 1;
-  LogWarning(absl::StrCat("interceptor: ", method, " refused (UNAUTHENTICATED): ", verified.message()),
-             {{"refused_calls", absl::StrCat(count)}});
+  if (count == 1 || count % 1000 == 0) {
+    LogWarning(absl::StrCat("interceptor: ", method, " refused (UNAUTHENTICATED): ", verified.message(),
+                            count > 1 ? " (one line per 1000 refused calls)" : ""),
+               {{"refused_calls", absl::StrCat(count)}});
+  }
   return ToGrpc(verified);
 }
 
@@ -52,7 +56,9 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   auto* reactor = context->DefaultReactor();
   grpc::Status status = Authenticate(*context, "Evaluate");
   if (!status.ok()) {
-    Observe("Evaluate", "", "unauthenticated", started);  // the request is not read before the token is checked
+    // gRPC has parsed the request (bounded by the listener's message size); nothing is decided, decoded or
+    // audited before the token is checked.
+    Observe("Evaluate", "", "unauthenticated", started);
     reactor->Finish(status);
     return reactor;
   }
