@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -398,7 +399,9 @@ void SandboxClient::ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdr
     }
     // Expired as Verify sees it: expires_at_unix <= now - clock_skew_s. Re-read the clock at least every
     // second (the clock may be the caller's, or jump).
-    const int64_t due = expires + options_.clock_skew_s;
+    // Saturating: an expiry near the end of time is never due (a wrapped sum would withdraw it at once).
+    const int64_t skew = std::max<int64_t>(0, options_.clock_skew_s);
+    const int64_t due = expires > std::numeric_limits<int64_t>::max() - skew ? std::numeric_limits<int64_t>::max() : expires + skew;
     const int64_t now = NowUnix();
     if (now < due) {
       const int64_t seconds = std::min<int64_t>(due - now, 1);

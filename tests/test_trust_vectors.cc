@@ -1,10 +1,17 @@
 // Every case of the golden vectors (tests/data/projection-vectors.json, a copy of
 // ../shared/vectors/projection-vectors.json from an independent implementation).
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include <catch2/catch.hpp>
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "policy/digest.h"
 #include "tests/test_support.h"
 #include "tests/vectors.h"
@@ -109,4 +116,57 @@ TEST_CASE("docs/driver-contract.md: the worked examples of signed bytes and cont
         "6534363439623933346361343935393931623738353262383535000000000000000300000040616335653930316333636631"
         "3630653661326236366336333537393439653538386661663863396664373561663361616232633333363765383065323266"
         "6235000000006553f100000000006553ff1000000001000000067469636b6574000000064348472d3432");
+}
+
+namespace {
+
+// The public key of `key` as PEM, its point in `form` ("compressed"/"uncompressed") and its curve as
+// `encoding` ("named_curve"/"explicit"). OpenSSL keeps the form a key was read in when it writes it out.
+std::string P256PublicPem(EVP_PKEY* key, const char* form, const char* encoding) {
+  EVP_PKEY* copy = EVP_PKEY_dup(key);
+  REQUIRE(copy != nullptr);
+  REQUIRE(EVP_PKEY_set_utf8_string_param(copy, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form) == 1);
+  REQUIRE(EVP_PKEY_set_utf8_string_param(copy, OSSL_PKEY_PARAM_EC_ENCODING, encoding) == 1);
+  BIO* bio = BIO_new(BIO_s_mem());
+  REQUIRE(PEM_write_bio_PUBKEY(bio, copy) == 1);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<size_t>(len));
+  BIO_free(bio);
+  EVP_PKEY_free(copy);
+  return pem;
+}
+
+}  // namespace
+
+TEST_CASE("keys: one P-256 key has one fingerprint however its PEM encodes it, and explicit curve parameters are refused",
+          "[trust][keys]") {
+  // Review finding: the fingerprint was SHA-256 of the DER as read, so the same key listed uncompressed
+  // under one id and compressed under another passed the "same public key" check and met a threshold of
+  // two with one signature.
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  REQUIRE(key != nullptr);
+  const std::string uncompressed = P256PublicPem(key, "uncompressed", "named_curve");
+  const std::string compressed = P256PublicPem(key, "compressed", "named_curve");
+  const std::string explicit_curve = P256PublicPem(key, "uncompressed", "explicit");
+  EVP_PKEY_free(key);
+  REQUIRE(uncompressed != compressed);
+  auto a = osh::trust::PublicKey::FromPem(uncompressed);
+  auto b = osh::trust::PublicKey::FromPem(compressed);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->fingerprint() == b->fingerprint());
+  CHECK(a->ToPem() == b->ToPem());
+  auto c = osh::trust::PublicKey::FromPem(explicit_curve);
+  REQUIRE_FALSE(c.ok());
+  CHECK_THAT(std::string(c.status().message()), Catch::Contains("explicit curve parameters"));
+
+  // A trust store listing the key twice, once per encoding, is refused as listing one key twice.
+  const auto json_pem = [](const std::string& pem) { return absl::StrReplaceAll(pem, {{"\n", "\\n"}}); };
+  const std::string store = absl::StrCat(R"({"threshold": 2, "keys": [{"key_id": "authority-a", "public_key_pem": ")",
+                                         json_pem(uncompressed), R"("}, {"key_id": "authority-b", "public_key_pem": ")",
+                                         json_pem(compressed), R"("}]})");
+  auto parsed = osh::trust::TrustStore::Parse(store);
+  REQUIRE_FALSE(parsed.ok());
+  CHECK_THAT(std::string(parsed.status().message()), Catch::Contains("the same public key is already listed as 'authority-a'"));
 }

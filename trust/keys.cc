@@ -58,6 +58,22 @@ absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
   if (key.algorithm_.empty()) {
     return absl::InvalidArgumentError("unsupported key type (supported: Ed25519, ECDSA P-256)");
   }
+  if (key.algorithm_ == kEcdsaP256) {
+    // One key, one fingerprint: OpenSSL re-encodes a key in the form it was read in (a compressed point,
+    // explicit curve parameters), so the same P-256 key could be listed under two ids and count twice
+    // toward a threshold. Explicit parameters are refused; the point is encoded uncompressed.
+    char encoding[32] = {0};
+    size_t encoding_len = 0;
+    if (EVP_PKEY_get_utf8_string_param(raw, OSSL_PKEY_PARAM_EC_ENCODING, encoding, sizeof(encoding), &encoding_len) == 1 &&
+        std::strcmp(encoding, OSSL_PKEY_EC_ENCODING_GROUP) != 0) {
+      return absl::InvalidArgumentError("an ECDSA P-256 key with explicit curve parameters is refused: encode it with the named curve");
+    }
+    if (EVP_PKEY_set_utf8_string_param(raw, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                       OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_UNCOMPRESSED) != 1) {
+      return absl::InvalidArgumentError("cannot encode the public key");
+    }
+  }
+  // The fingerprint is SHA-256 of the SubjectPublicKeyInfo DER, in that one form.
   unsigned char* der = nullptr;
   const int der_len = i2d_PUBKEY(raw, &der);
   if (der_len <= 0) return absl::InvalidArgumentError("cannot encode the public key");

@@ -28,7 +28,8 @@ class PublicKey {
   static absl::StatusOr<PublicKey> FromPem(absl::string_view pem);
 
   const std::string& algorithm() const { return algorithm_; }
-  // Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo: keys are distinct by this, not by id.
+  // Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo in one form (a P-256 key: named curve, point
+  // uncompressed; explicit curve parameters are refused): keys are distinct by this, not by id.
   const std::string& fingerprint() const { return fingerprint_; }
   std::string ToPem() const;
 
