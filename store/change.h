@@ -67,6 +67,10 @@ struct AdmitSandbox {
 };
 // Moves every listed sandbox that still exists to `envelope` (refresh, re-projection of a whole scope).
 // With `require_all`, NOT_FOUND (nothing written) unless every listed sandbox exists.
+// With `replacing` (a refresh: checked against the projection it read), ABORTED "projection_changed: ..."
+// (nothing written) unless every listed sandbox's stored projection is still `replacing`: a replica whose
+// check started from an older projection never writes over a newer one another replica put in force since
+// (the rollback check compared versions with this replica's own copy only).
 struct ReplaceProjection {
   std::vector<std::string> sandbox_ids;
   EnvelopePtr envelope;
@@ -74,6 +78,7 @@ struct ReplaceProjection {
   std::vector<std::string> key_ids;
   int64_t now_unix = 0;
   bool require_all = true;
+  EnvelopePtr replacing;
 };
 // Records a refused refresh ("" clears it).
 struct SetRefreshError {
@@ -160,6 +165,18 @@ inline absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& c
     }
   }
   return absl::OkStatus();
+}
+
+// A refresh refused because the sandbox's stored projection is not the one it was checked against.
+inline constexpr char kProjectionChanged[] = "projection_changed";
+inline bool IsProjectionChanged(const absl::Status& status) {
+  return absl::IsAborted(status) && absl::StartsWith(status.message(), kProjectionChanged);
+}
+inline absl::Status ProjectionChangedError(const std::string& sandbox_id) {
+  return common::Refused(absl::StatusCode::kAborted, kProjectionChanged,
+                         "the projection in force for sandbox '" + sandbox_id +
+                             "' changed since this refresh read it (another replica's refresh or re-projection); "
+                             "nothing was written, refresh again");
 }
 
 // An admission whose note another replica took over (it counted this replica as gone and releases the

@@ -761,6 +761,12 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
           if (!locked.ok()) return locked.status();
           std::set<std::string> old;
           for (int i = 0; i < locked->rows(); ++i) old.insert(locked->Bytes(i, 0));
+          if (c.replacing) {
+            const std::string was = policy::Sha256(c.replacing->header_bytes());
+            for (const std::string& stored : old) {
+              if (stored != was) return ProjectionChangedError(c.sandbox_ids.size() == 1 ? c.sandbox_ids[0] : "(several)");
+            }
+          }
           std::string envelope_id, digest;
           OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
           auto moved = writer_.Query(

@@ -565,6 +565,12 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
     if (!*row) break;
     old_ids.push_back(old->Blob(0));
   }
+  if (c.replacing) {
+    const std::string was = policy::Sha256(c.replacing->header_bytes());
+    for (const auto& stored : old_ids) {
+      if (stored != was) return ProjectionChangedError(c.sandbox_ids.size() == 1 ? c.sandbox_ids[0] : "(several)");
+    }
+  }
   std::string envelope_id, digest;
   OSH_RETURN_IF_ERROR(PutEnvelope(*c.envelope, &envelope_id, &digest));
   auto stmt = db_.Prepare(

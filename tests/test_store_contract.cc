@@ -251,7 +251,7 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   // One change moves both sandboxes; one of the three named is gone, and that is fine here.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::ReplaceProjection{
-      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false});
+      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false, nullptr});
   batch.events.push_back(osh::test::StoredEvent("reprojection"));
   auto committed = store->sandboxes().Commit(std::move(batch));
   REQUIRE(committed.ok());
@@ -1147,7 +1147,7 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
   auto move = [&](const std::string& body, std::optional<std::string> scope, uint64_t revision = 0) {
     const osh::store::EnvelopePtr envelope = Sandbox(*a, "sb-1", "handle-1", body).envelope;
     osh::store::ChangeBatch batch;
-    batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000});
+    batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000, true, nullptr});
     batch.events.push_back(osh::test::StoredEvent("reprojection"));
     batch.reprojected_scope = std::move(scope);
     batch.reprojected_revision = revision;
@@ -1445,4 +1445,39 @@ TEST_CASE("store: a PostgreSQL connection bounds a link lost without a reset by 
   REQUIRE(service.ok());
   CHECK(option(*service, "keepalives_idle") == "77");
   CHECK(option(*service, "tcp_user_timeout") != "30000");
+}
+
+TEST_CASE("store contract: a refresh replaces only the projection it was checked against", "[store][contract]") {
+  // Review finding: with replicas, a refresh's rollback check compared versions with the replica's own copy
+  // of the projection in force; one whose driver answered late wrote an older signed projection over the
+  // newer one another replica had put in force since.
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  const std::string url = backend.url(dir);
+  auto a = Open(url);
+  auto b = backend.name == "postgresql" ? Open(url) : nullptr;  // a second replica on the same database
+  osh::store::Database& other = b ? *b : *a;
+  const osh::store::SandboxRecord admitted = Sandbox(*a, "sb-1", "handle-1", "body-v3");
+  REQUIRE(a->sandboxes().InsertSandbox(admitted, osh::test::StoredEvent("admission")).ok());
+  auto refresh = [](osh::store::Database& store, const osh::store::EnvelopePtr& from, const std::string& body) {
+    osh::store::ChangeBatch batch;
+    batch.changes.push_back(osh::store::change::ReplaceProjection{
+        {"sb-1"}, Sandbox(store, "sb-1", "handle-1", body).envelope, osh::store::Verification::kNone, {}, 2000, true, from});
+    batch.events.push_back(osh::test::StoredEvent("refresh"));
+    return store.sandboxes().Commit(std::move(batch)).status();
+  };
+  // The other replica refreshes v3 -> v5; then this one, checked from v3 too, would write v4: refused.
+  REQUIRE(refresh(other, admitted.envelope, "body-v5").ok());
+  const uint64_t head = a->audit().AuditChainHead().seq;
+  const absl::Status late = refresh(*a, admitted.envelope, "body-v4");
+  CHECK(osh::store::IsProjectionChanged(late));
+  CHECK_THAT(std::string(late.message()), Catch::StartsWith("projection_changed: the projection in force for sandbox 'sb-1' changed"));
+  CHECK(a->audit().AuditChainHead().seq == head);  // nothing of it written
+  auto loaded = a->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 1);
+  CHECK(loaded->front().envelope->body() == "body-v5");
+  // Checked from the projection in force, it commits.
+  REQUIRE(refresh(*a, loaded->front().envelope, "body-v6").ok());
 }

@@ -181,7 +181,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     }
     const store::EnvelopePtr& envelope = verdict.envelope;
     const uint64_t version = envelope->policy_version();
-    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false};
+    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false, nullptr};
     for (const auto* m : group.members) {
       if (m->envelope->SameAs(*envelope)) {
         ++unchanged;
