@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "policy/destination.h"
 #include "policy/glob.h"
 #include "policy/route_path.h"
 
@@ -84,6 +85,7 @@ struct Endpoint {
   std::optional<Glob> host_glob;
   std::string host_suffix;  // a glob host's literal text after its last '*': a cheap first test
   bool hostless = false;
+  std::vector<IpNetwork> allowed_ips;  // checked after the policy (policy/destination.h)
   std::vector<uint32_t> ports;
   std::string protocol;
   bool enforce = false;
@@ -207,6 +209,9 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       out.entry = e;
       out.host = absl::AsciiStrToLower(ep.host());
       out.hostless = ep.host().empty();
+      for (const std::string& entry : ep.allowed_ips()) {
+        if (auto network = ParseIpNetwork(entry)) out.allowed_ips.push_back(*network);
+      }
       if (!out.hostless && out.host.find('*') != std::string::npos) {
         auto glob = Glob::Parse(out.host, '.');
         if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
@@ -479,6 +484,19 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
       out->endpoint.assign(c.endpoints[index].label);
       break;
     }
+  }
+  // Upstream's proxy then checks the destination (proxy/destination.rs): what needs no DNS is decided here
+  // (an IP-literal host, a control-plane port behind allowed_ips). The connection is refused, whatever
+  // the request.
+  for (size_t index : matches) {
+    const Endpoint& ep = c.endpoints[index];
+    if (ep.entry != matched_entry) continue;
+    if (auto refused = DestinationRefusal(intent.host, intent.port, ep.allowed_ips)) {
+      out->matched_policy.clear();
+      out->endpoint.clear();
+      return SetDecision(out, EgressVerdict::kDeny, *refused);
+    }
+    break;
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;

@@ -565,3 +565,55 @@ TEST_CASE("containment: a ceiling that cannot decide a request is no witness aga
   CHECK(VerdictName(Decide(*candidate, "GET", "/" + run + "0/x").verdict) == "allow");
   CHECK(osh::policy::CheckContainment(*candidate, *ceiling).verdict == osh::policy::Containment::kUnknown);
 }
+
+TEST_CASE("egress: after the policy, upstream's proxy refuses what it refuses without DNS: always-blocked addresses, "
+          "control-plane ports and addresses outside allowed_ips",
+          "[policy][egress][destination]") {
+  // proxy/destination.rs: an IP-literal host is its own allowed address, never loopback, link-local or
+  // unspecified; an endpoint with allowed_ips never reaches a control-plane port and only its addresses.
+  auto policy = Parse(Entry("literals", "{host: 127.0.0.1, port: 8080}, {host: 169.254.169.254, port: 80}, "
+                                        "{host: 10.1.2.3, ports: [443, 6443]}, "
+                                        "{host: 0.0.0.0, port: 80}") +
+                      Entry("ips", "{host: db.example.com, ports: [5432, 2379], allowed_ips: [10.0.5.0/24]}, "
+                                   "{ports: [9000, 10250], allowed_ips: [10.9.0.0/16, '192.168.1.7']}"));
+  INFO(policy.status().ToString());
+  REQUIRE(policy.ok());
+  const auto compiled = EgressPolicy::Compile(*policy);
+  auto decide = [&](const std::string& host, uint32_t port) {
+    EgressIntent intent;
+    intent.host = host;
+    intent.port = port;
+    intent.binary = "/usr/bin/curl";
+    return compiled->Decide(intent);
+  };
+  struct Case {
+    std::string host;
+    uint32_t port;
+    std::string verdict;
+    std::string reason;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"127.0.0.1", 8080, "deny", "127.0.0.1 resolves to always-blocked address 127.0.0.1, connection rejected"},
+           {"169.254.169.254", 80, "deny", "169.254.169.254 resolves to always-blocked address 169.254.169.254"},
+           {"::1", 9000, "deny", "::1 resolves to always-blocked address ::1"},  // hosts cannot be IPv6 literals here
+           {"[::1]", 9000, "deny", "[::1] resolves to always-blocked address ::1"},
+           {"0.0.0.0", 80, "deny", "always-blocked address 0.0.0.0"},
+           {"10.1.2.3", 443, "allow", ""},     // a private literal: its own allowed address
+           {"10.1.2.3", 6443, "allow", ""},    // no allowed_ips: which mode holds is upstream-version dependent
+           {"db.example.com", 5432, "allow", ""},  // a name: what it resolves to is not known here
+           {"db.example.com", 2379, "deny", "port 2379 is a blocked control-plane port, connection rejected"},
+           {"10.9.3.4", 9000, "allow", ""},
+           {"192.168.1.7", 9000, "allow", ""},
+           {"192.168.1.8", 9000, "deny", "192.168.1.8 resolves to 192.168.1.8 which is not in allowed_ips, connection rejected"},
+           {"127.0.0.1", 9000, "deny", "always-blocked address 127.0.0.1"},
+           {"::ffff:127.0.0.1", 9000, "deny", "always-blocked address ::ffff:127.0.0.1"},
+           {"::ffff:10.9.3.4", 9000, "deny", "which is not in allowed_ips"},  // an IPv4 block holds no IPv6 address
+           {"10.9.3.4", 10250, "deny", "port 10250 is a blocked control-plane port"},
+       }) {
+    INFO(c.host << ":" << c.port);
+    const EgressDecision d = decide(c.host, c.port);
+    CHECK(std::string(osh::policy::VerdictName(d.verdict)) == c.verdict);
+    CHECK_THAT(d.reason, Catch::Contains(c.reason));
+    if (c.verdict == "deny") CHECK(d.matched_policy.empty());  // the connection itself is refused
+  }
+}

@@ -1,0 +1,93 @@
+#include "policy/destination.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace osh::policy {
+namespace {
+
+constexpr std::array<uint32_t, 5> kControlPlanePorts = {2379, 2380, 6443, 10250, 10255};
+
+std::optional<IpNetwork> ParseAddress(const std::string& text) {
+  IpNetwork out;
+  if (inet_pton(AF_INET, text.c_str(), out.address.data()) == 1) {
+    out.prefix = 32;
+    return out;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), out.address.data()) == 1) {
+    out.v6 = true;
+    out.prefix = 128;
+    return out;
+  }
+  return std::nullopt;
+}
+
+bool Contains(const IpNetwork& network, const IpNetwork& ip) {
+  if (network.v6 != ip.v6) return false;  // ipnet: an IPv4 block holds no IPv6 address, mapped or not
+  const int whole = network.prefix / 8, bits = network.prefix % 8;
+  if (std::memcmp(network.address.data(), ip.address.data(), whole) != 0) return false;
+  if (bits == 0) return true;
+  const auto mask = static_cast<unsigned char>(0xFF << (8 - bits));
+  return (network.address[whole] & mask) == (ip.address[whole] & mask);
+}
+
+bool AlwaysBlockedV4(const unsigned char* a) {
+  const bool unspecified = a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0;
+  return a[0] == 127 || (a[0] == 169 && a[1] == 254) || unspecified;
+}
+
+// openshell-core net.rs `is_always_blocked_ip`.
+bool AlwaysBlocked(const IpNetwork& ip) {
+  if (!ip.v6) return AlwaysBlockedV4(ip.address.data());
+  const auto& a = ip.address;
+  const bool zero_first_15 = std::all_of(a.begin(), a.begin() + 15, [](unsigned char b) { return b == 0; });
+  if (zero_first_15 && (a[15] == 0 || a[15] == 1)) return true;  // :: and ::1
+  if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80) return true;         // fe80::/10
+  const bool mapped = std::all_of(a.begin(), a.begin() + 10, [](unsigned char b) { return b == 0; }) && a[10] == 0xFF &&
+                      a[11] == 0xFF;
+  return mapped && AlwaysBlockedV4(a.data() + 12);
+}
+
+std::string AddressText(const IpNetwork& ip) {
+  char text[INET6_ADDRSTRLEN] = {0};
+  inet_ntop(ip.v6 ? AF_INET6 : AF_INET, ip.address.data(), text, sizeof(text));
+  return text;
+}
+
+}  // namespace
+
+std::optional<IpNetwork> ParseIpNetwork(absl::string_view text) {
+  const size_t slash = text.find('/');
+  auto network = ParseAddress(std::string(text.substr(0, slash)));
+  if (!network) return std::nullopt;
+  if (slash == absl::string_view::npos) return network;
+  int prefix = 0;
+  if (!absl::SimpleAtoi(text.substr(slash + 1), &prefix) || prefix < 0 || prefix > network->prefix) return std::nullopt;
+  network->prefix = prefix;
+  return network;
+}
+
+std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
+                                              const std::vector<IpNetwork>& allowed_ips) {
+  absl::string_view bare = host;
+  if (absl::ConsumePrefix(&bare, "[")) absl::ConsumeSuffix(&bare, "]");
+  const std::optional<IpNetwork> ip = ParseAddress(std::string(bare));
+  if (!allowed_ips.empty() && std::find(kControlPlanePorts.begin(), kControlPlanePorts.end(), port) != kControlPlanePorts.end()) {
+    return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
+  }
+  if (!ip) return std::nullopt;  // a name: what it resolves to is not known here
+  if (AlwaysBlocked(*ip)) return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*ip), ", connection rejected");
+  if (!allowed_ips.empty() &&
+      std::none_of(allowed_ips.begin(), allowed_ips.end(), [&](const IpNetwork& n) { return Contains(n, *ip); })) {
+    return absl::StrCat(host, " resolves to ", AddressText(*ip), " which is not in allowed_ips, connection rejected");
+  }
+  return std::nullopt;
+}
+
+}  // namespace osh::policy

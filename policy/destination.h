@@ -1,0 +1,39 @@
+// The checks upstream's proxy makes on a connection's destination after its policy allowed it
+// (crates/openshell-supervisor-network/src/proxy/destination.rs, openshell-core net.rs
+// `is_always_blocked_ip`), as far as they need no DNS: an IP-literal host, and an endpoint's
+// `allowed_ips`. What a name resolves to is not known here, so a name is judged by its policy alone.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace osh::policy {
+
+// An address block of `allowed_ips` ("10.0.5.0/24", or one address: "10.0.5.20" is a /32).
+struct IpNetwork {
+  bool v6 = false;
+  std::array<unsigned char, 16> address{};  // IPv4 in the first 4 bytes
+  int prefix = 0;
+};
+
+// nullopt for text that is not an address or CIDR (validation refuses those first).
+std::optional<IpNetwork> ParseIpNetwork(absl::string_view text);
+
+// Upstream's refusal of a connection to `host`:`port` through an endpoint whose `allowed_ips` are
+// `allowed_ips`, in its words, or nullopt when nothing decidable without DNS refuses it:
+//   - with `allowed_ips`: a control-plane port (2379, 2380, 6443, 10250, 10255) always; an IP-literal host
+//     that is always blocked, or not in the list;
+//   - without: an IP-literal host that is always blocked — loopback (127.0.0.0/8, ::1), link-local
+//     (169.254.0.0/16, fe80::/10), unspecified (0.0.0.0, ::), also IPv4-mapped (::ffff:127.0.0.1).
+// `host` may be an IPv6 literal in brackets.
+std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
+                                              const std::vector<IpNetwork>& allowed_ips);
+
+}  // namespace osh::policy
