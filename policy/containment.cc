@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "policy/containment_model.h"
+#include "policy/destination.h"
 #include "policy/egress.h"
 #include "policy/glob.h"
 #include "policy/route_path.h"
@@ -598,6 +599,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   std::shared_ptr<const EgressPolicy> candidate_eval, ceiling_eval;  // compiled on first need
   for (const Grant& grant : GrantsOf(candidate)) {
     if (grant.request && self.NeverAllows(grant)) continue;
+    if (!grant.host_glob && AlwaysRefusedHost(grant.host)) continue;  // the enforcer never connects there
     if (index.Covers(grant, self)) continue;
     if (!candidate_eval) {
       candidate_eval = EgressPolicy::Compile(candidate);

@@ -54,6 +54,25 @@ bool AlwaysBlocked(const IpNetwork& ip) {
   return mapped && AlwaysBlockedV4(a.data() + 12);
 }
 
+// RFC 1918, also IPv4-mapped: internal to every version of upstream's `is_internal_ip`.
+bool PrivateV4(const IpNetwork& ip) {
+  const unsigned char* a = ip.address.data();
+  if (ip.v6) {
+    const auto& b = ip.address;
+    const bool mapped = std::all_of(b.begin(), b.begin() + 10, [](unsigned char x) { return x == 0; }) && b[10] == 0xFF &&
+                        b[11] == 0xFF;
+    if (!mapped) return false;
+    a = b.data() + 12;
+  }
+  return a[0] == 10 || (a[0] == 172 && (a[1] & 0xF0) == 16) || (a[0] == 192 && a[1] == 168);
+}
+
+std::optional<IpNetwork> LiteralOf(absl::string_view host) {
+  absl::string_view bare = host;
+  if (absl::ConsumePrefix(&bare, "[")) absl::ConsumeSuffix(&bare, "]");
+  return ParseAddress(std::string(bare));
+}
+
 std::string AddressText(const IpNetwork& ip) {
   char text[INET6_ADDRSTRLEN] = {0};
   inet_ntop(ip.v6 ? AF_INET6 : AF_INET, ip.address.data(), text, sizeof(text));
@@ -73,16 +92,21 @@ std::optional<IpNetwork> ParseIpNetwork(absl::string_view text) {
   return network;
 }
 
+bool AlwaysRefusedHost(absl::string_view host) {
+  const std::optional<IpNetwork> ip = LiteralOf(host);
+  return ip.has_value() && AlwaysBlocked(*ip);
+}
+
 std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
                                               const std::vector<IpNetwork>& allowed_ips) {
-  absl::string_view bare = host;
-  if (absl::ConsumePrefix(&bare, "[")) absl::ConsumeSuffix(&bare, "]");
-  const std::optional<IpNetwork> ip = ParseAddress(std::string(bare));
-  if (!allowed_ips.empty() && std::find(kControlPlanePorts.begin(), kControlPlanePorts.end(), port) != kControlPlanePorts.end()) {
+  const std::optional<IpNetwork> ip = LiteralOf(host);
+  const bool control_plane = std::find(kControlPlanePorts.begin(), kControlPlanePorts.end(), port) != kControlPlanePorts.end();
+  if (!allowed_ips.empty() && control_plane) {
     return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   }
   if (!ip) return std::nullopt;  // a name: what it resolves to is not known here
   if (AlwaysBlocked(*ip)) return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*ip), ", connection rejected");
+  if (control_plane && PrivateV4(*ip)) return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   if (!allowed_ips.empty() &&
       std::none_of(allowed_ips.begin(), allowed_ips.end(), [&](const IpNetwork& n) { return Contains(n, *ip); })) {
     return absl::StrCat(host, " resolves to ", AddressText(*ip), " which is not in allowed_ips, connection rejected");

@@ -26,12 +26,20 @@ struct IpNetwork {
 // nullopt for text that is not an address or CIDR (validation refuses those first).
 std::optional<IpNetwork> ParseIpNetwork(absl::string_view text);
 
+// Whether upstream's proxy refuses every connection to `host` whatever the policy and port: an IP literal
+// that is loopback, link-local or unspecified (IPv4-mapped too; brackets allowed).
+bool AlwaysRefusedHost(absl::string_view host);
+
 // Upstream's refusal of a connection to `host`:`port` through an endpoint whose `allowed_ips` are
 // `allowed_ips`, in its words, or nullopt when nothing decidable without DNS refuses it:
 //   - with `allowed_ips`: a control-plane port (2379, 2380, 6443, 10250, 10255) always; an IP-literal host
 //     that is always blocked, or not in the list;
 //   - without: an IP-literal host that is always blocked — loopback (127.0.0.0/8, ::1), link-local
-//     (169.254.0.0/16, fe80::/10), unspecified (0.0.0.0, ::), also IPv4-mapped (::ffff:127.0.0.1).
+//     (169.254.0.0/16, fe80::/10), unspecified (0.0.0.0, ::), also IPv4-mapped (::ffff:127.0.0.1) — and
+//     a private (RFC 1918) literal on a control-plane port (refused by every version of upstream's proxy:
+//     older ones as an internal address, newer ones as a control-plane port).
+// The endpoint is the one upstream takes its destination settings from: the first matched endpoint with
+// a protocol, `allowed_ips` or `tls`, over every matched entry (policy/egress.cc).
 // `host` may be an IPv6 literal in brackets.
 std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
                                               const std::vector<IpNetwork>& allowed_ips);

@@ -86,6 +86,7 @@ struct Endpoint {
   std::string host_suffix;  // a glob host's literal text after its last '*': a cheap first test
   bool hostless = false;
   std::vector<IpNetwork> allowed_ips;  // checked after the policy (policy/destination.h)
+  bool extended = false;  // a protocol, allowed_ips or tls: where upstream's proxy takes its destination settings
   std::vector<uint32_t> ports;
   std::string protocol;
   bool enforce = false;
@@ -212,6 +213,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       for (const std::string& entry : ep.allowed_ips()) {
         if (auto network = ParseIpNetwork(entry)) out.allowed_ips.push_back(*network);
       }
+      out.extended = !ep.protocol().empty() || ep.allowed_ips_size() > 0 || !ep.tls().empty();
       if (!out.hostless && out.host.find('*') != std::string::npos) {
         auto glob = Glob::Parse(out.host, '.');
         if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
@@ -488,15 +490,21 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   // Upstream's proxy then checks the destination (proxy/destination.rs): what needs no DNS is decided here
   // (an IP-literal host, a control-plane port behind allowed_ips). The connection is refused, whatever
   // the request.
+  // The settings are the first matched endpoint's with a protocol, allowed_ips or tls, over every matched
+  // entry (the Rego's matched endpoint config).
+  static const std::vector<IpNetwork> kNone;
+  const std::vector<IpNetwork>* allowed_ips = &kNone;
   for (size_t index : matches) {
     const Endpoint& ep = c.endpoints[index];
-    if (ep.entry != matched_entry) continue;
-    if (auto refused = DestinationRefusal(intent.host, intent.port, ep.allowed_ips)) {
-      out->matched_policy.clear();
-      out->endpoint.clear();
-      return SetDecision(out, EgressVerdict::kDeny, *refused);
+    if (ep.extended && entry_matched(ep.entry)) {
+      allowed_ips = &ep.allowed_ips;
+      break;
     }
-    break;
+  }
+  if (auto refused = DestinationRefusal(intent.host, intent.port, *allowed_ips)) {
+    out->matched_policy.clear();
+    out->endpoint.clear();
+    return SetDecision(out, EgressVerdict::kDeny, *refused);
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "policy/body_codec.h"
 #include "policy/containment_model.h"
+#include "policy/destination.h"
 
 namespace osh::policy {
 
@@ -281,6 +282,7 @@ void NetworkDirection(const SandboxPolicy& allowing, const SandboxPolicy& refusi
   std::map<std::tuple<bool, bool, std::string, int, std::string, bool, bool>, size_t> by_key;
   for (const Grant& grant : grants) {
     if (grant.request && allowing_index.NeverAllows(grant)) continue;
+    if (!grant.host_glob && AlwaysRefusedHost(grant.host)) continue;  // the enforcer never connects there
     if (refusing_index.Covers(grant, allowing_index)) continue;
     if (!allowing_eval) {
       allowing_eval = EgressPolicy::Compile(allowing);

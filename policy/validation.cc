@@ -759,7 +759,7 @@ std::vector<Violation> FindViolations(const SandboxPolicy& policy, size_t limit)
     if (auto error = CheckFilesystemPath(fs.read_write(i))) {
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error})) return out;
     }
-    if (fs.read_write(i).find_first_not_of('/') == std::string::npos) {  // "/", "//": upstream trims the slashes
+    if (!fs.read_write(i).empty() && fs.read_write(i).find_first_not_of('/') == std::string::npos) {  // "/", "//": upstream trims the slashes
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"})) return out;
     }
   }

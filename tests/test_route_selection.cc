@@ -599,7 +599,7 @@ TEST_CASE("egress: after the policy, upstream's proxy refuses what it refuses wi
            {"[::1]", 9000, "deny", "[::1] resolves to always-blocked address ::1"},
            {"0.0.0.0", 80, "deny", "always-blocked address 0.0.0.0"},
            {"10.1.2.3", 443, "allow", ""},     // a private literal: its own allowed address
-           {"10.1.2.3", 6443, "allow", ""},    // no allowed_ips: which mode holds is upstream-version dependent
+           {"10.1.2.3", 6443, "deny", "port 6443 is a blocked control-plane port"},  // private: refused by every version
            {"db.example.com", 5432, "allow", ""},  // a name: what it resolves to is not known here
            {"db.example.com", 2379, "deny", "port 2379 is a blocked control-plane port, connection rejected"},
            {"10.9.3.4", 9000, "allow", ""},
@@ -616,4 +616,39 @@ TEST_CASE("egress: after the policy, upstream's proxy refuses what it refuses wi
     CHECK_THAT(d.reason, Catch::Contains(c.reason));
     if (c.verdict == "deny") CHECK(d.matched_policy.empty());  // the connection itself is refused
   }
+  // A public literal on a control-plane port without allowed_ips: refused by newer upstream proxies only.
+  auto public_literal = Parse(Entry("pub", "{host: 8.8.8.8, port: 6443}"));
+  REQUIRE(public_literal.ok());
+  EgressIntent intent;
+  intent.host = "8.8.8.8";
+  intent.port = 6443;
+  intent.binary = "/usr/bin/curl";
+  CHECK(EgressPolicy::Compile(*public_literal)->Decide(intent).verdict == osh::policy::EgressVerdict::kAllow);
+
+  // The settings come from the first matched endpoint with a protocol, allowed_ips or tls, over every
+  // matched entry: here entry b's, though entry a matches first (review finding).
+  auto two = Parse(Entry("a", "{host: x.db1.example.com, port: 6443}") +
+                   Entry("b", "{host: '*.db?.example.com', port: 6443, allowed_ips: [10.0.0.0/8]}"));
+  INFO(two.status().ToString());
+  REQUIRE(two.ok());
+  intent.host = "x.db1.example.com";
+  const EgressDecision refused = EgressPolicy::Compile(*two)->Decide(intent);
+  CHECK(refused.verdict == osh::policy::EgressVerdict::kDeny);
+  CHECK(refused.reason == "port 6443 is a blocked control-plane port, connection rejected");
+}
+
+TEST_CASE("containment: a grant to an address the enforcer always refuses widens nothing", "[policy][containment][destination]") {
+  // Review finding: a candidate granting 127.0.0.1 was "not decided" (no witness: the enforcer refuses
+  // every connection there), where it widens nothing.
+  auto ceiling = Parse(Entry("api", "{host: api.example.com, port: 443}"));
+  auto candidate = Parse(Entry("api", "{host: api.example.com, port: 443}") + Entry("local", "{host: 127.0.0.1, port: 8080}") +
+                         Entry("metadata", "{host: 169.254.169.254, port: 80}"));
+  REQUIRE(ceiling.ok());
+  REQUIRE(candidate.ok());
+  const auto result = osh::policy::CheckContainment(*candidate, *ceiling);
+  INFO(result.detail);
+  CHECK(result.verdict == osh::policy::Containment::kInside);
+  auto wider = Parse(Entry("api", "{host: api.example.com, port: 443}") + Entry("private", "{host: 10.1.2.3, port: 8080}"));
+  REQUIRE(wider.ok());
+  CHECK(osh::policy::CheckContainment(*wider, *ceiling).verdict == osh::policy::Containment::kOutside);
 }
