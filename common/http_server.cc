@@ -94,7 +94,7 @@ absl::StatusOr<Network> ParseNetwork(absl::string_view text) {
   return out;
 }
 
-std::string AddressText(const sockaddr* address) {
+std::string PeerText(const sockaddr* address) {
   char host[INET6_ADDRSTRLEN] = "?";
   if (address == nullptr) return host;
   if (address->sa_family == AF_INET) {
@@ -133,15 +133,18 @@ struct HttpServer::State {
     int fd = -1;
     std::chrono::steady_clock::time_point opened;
     bool answered = false;
-    std::optional<std::array<unsigned char, 16>> share;  // counted in `per_share` (AddressShareOf)
+    std::optional<AddressKey> address, block;  // counted in `per_address` and `per_block`
   };
   absl::Mutex mu;
   std::map<MHD_Connection*, Open> open ABSL_GUARDED_BY(mu);
-  // Open connections per share of addresses (AddressShareOf). A connection is counted from libmicrohttpd's
-  // "started" notice to its "closed" one and refused at accept when its share is full; two accepts of one
-  // share on different event threads may both pass, so a share can exceed the limit by the threads less one.
-  static constexpr int kPerShare = 32;
-  std::map<std::array<unsigned char, 16>, int> per_share ABSL_GUARDED_BY(mu);
+  // Open connections per client address and per block of addresses (common/address_share.h: an IPv6
+  // /64). A connection is counted from libmicrohttpd's "started" notice to its "closed" one and refused at
+  // accept when either is full; two accepts on different event threads may both pass, so a count can
+  // exceed its limit by the threads less one.
+  static constexpr int kPerAddress = 32;
+  static constexpr int kPerBlock = 8 * kPerAddress;
+  std::map<AddressKey, int> per_address ABSL_GUARDED_BY(mu);
+  std::map<AddressKey, int> per_block ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
 
   // The server's own messages, at most kLogBurst a minute: a client cannot flood the log (and through it
@@ -213,17 +216,24 @@ MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
       std::none_of(state.allow.begin(), state.allow.end(), [&peer](const Network& network) { return network.Contains(peer); })) {
     return MHD_NO;
   }
-  if (const auto share = AddressShareOf(address)) {
-    bool full = false;
+  const auto key = AddressOf(address);
+  const auto block = BlockOf(address);
+  if (key && block) {
+    int limit = 0;  // the count that is full, or 0
     {
       absl::MutexLock lock(&state.mu);
-      const auto it = state.per_share.find(*share);
-      full = it != state.per_share.end() && it->second >= State::kPerShare;
+      const auto at = state.per_address.find(*key);
+      const auto in = state.per_block.find(*block);
+      if (at != state.per_address.end() && at->second >= State::kPerAddress) {
+        limit = State::kPerAddress;
+      } else if (in != state.per_block.end() && in->second >= State::kPerBlock) {
+        limit = State::kPerBlock;
+      }
     }
-    if (full) {
+    if (limit != 0) {
       state.Log(HttpServer::LogLevel::kWarning,
-                absl::StrCat(state.options.name, ": a connection refused: ", State::kPerShare, " are open from ",
-                             AddressShareText(address), " [", AddressText(address), "]"));
+                absl::StrCat(state.options.name, ": a connection refused: ", limit, " are open from ",
+                             limit == State::kPerAddress ? AddressText(address) : BlockText(address)));
       return MHD_NO;
     }
   }
@@ -236,11 +246,12 @@ void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionN
   if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
     // From here on its descriptor may be another's: never touched again.
     if (auto it = state.open.find(connection); it != state.open.end()) {
-      if (it->second.share) {
-        if (auto counted = state.per_share.find(*it->second.share); counted != state.per_share.end() && --counted->second <= 0) {
-          state.per_share.erase(counted);
-        }
-      }
+      auto release = [](std::map<AddressKey, int>& counts, const std::optional<AddressKey>& key) {
+        if (!key) return;
+        if (auto counted = counts.find(*key); counted != counts.end() && --counted->second <= 0) counts.erase(counted);
+      };
+      release(state.per_address, it->second.address);
+      release(state.per_block, it->second.block);
       state.open.erase(it);
     }
     return;
@@ -248,8 +259,10 @@ void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionN
   const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
   const MHD_ConnectionInfo* client = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
   State::Open entry{info != nullptr ? info->connect_fd : -1, std::chrono::steady_clock::now(), false,
-                    client != nullptr ? AddressShareOf(client->client_addr) : std::nullopt};
-  if (entry.share) ++state.per_share[*entry.share];
+                    client != nullptr ? AddressOf(client->client_addr) : std::nullopt,
+                    client != nullptr ? BlockOf(client->client_addr) : std::nullopt};
+  if (entry.address) ++state.per_address[*entry.address];
+  if (entry.block) ++state.per_block[*entry.block];
   state.open[connection] = std::move(entry);
 }
 
@@ -292,7 +305,7 @@ MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, con
   if (!request->headers_seen) {  // the first call: headers only
     request->headers_seen = true;
     const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    request->head.client = AddressText(info != nullptr ? info->client_addr : nullptr);
+    request->head.client = PeerText(info != nullptr ? info->client_addr : nullptr);
     request->head.method = method;
     request->head.path = url;
     const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -402,7 +415,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   state.handle = std::move(handle);
   // Headers must fit in the connection's 32 KiB pool; idle connections close after the timeout; at most
   // 1024 connections (fewer when the descriptor limit, raised first, leaves less than that and a reserve
-  // for the rest of the process), 32 from one share of addresses (OnAccept).
+  // for the rest of the process), 32 from one address and 256 from one IPv6 /64 (OnAccept).
   const size_t descriptors = RaiseDescriptorLimit();
   const unsigned connection_limit = static_cast<unsigned>(
       std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, std::max<size_t>(16, state.options.max_connections)));

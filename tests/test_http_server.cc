@@ -164,10 +164,17 @@ sockaddr_in V4(const char* text) {
 }
 
 template <typename Address>
-std::array<unsigned char, 16> ShareOf(const Address& address) {
-  auto share = osh::common::AddressShareOf(reinterpret_cast<const sockaddr*>(&address));
-  REQUIRE(share.has_value());
-  return *share;
+osh::common::AddressKey BlockOf(const Address& address) {
+  auto block = osh::common::BlockOf(reinterpret_cast<const sockaddr*>(&address));
+  REQUIRE(block.has_value());
+  return *block;
+}
+
+template <typename Address>
+osh::common::AddressKey AddressOf(const Address& address) {
+  auto key = osh::common::AddressOf(reinterpret_cast<const sockaddr*>(&address));
+  REQUIRE(key.has_value());
+  return *key;
 }
 
 // A connection to 127.0.0.1:port from `source` (an address of 127/8).
@@ -196,26 +203,30 @@ std::string Get(int fd) {
 
 }  // namespace
 
-TEST_CASE("http server: one share of addresses is an IPv4 address or an IPv6 /64", "[http_server]") {
-  CHECK(ShareOf(V6("2001:db8:1:2:aaaa::1")) == ShareOf(V6("2001:db8:1:2:bbbb:cccc:dddd:2")));
-  CHECK(ShareOf(V6("2001:db8:1:2::1")) != ShareOf(V6("2001:db8:1:3::1")));
-  CHECK(ShareOf(V6("::1")) == ShareOf(V6("::2")));  // both in ::/64
-  CHECK(ShareOf(V6("::ffff:10.0.0.1")) == ShareOf(V4("10.0.0.1")));  // IPv4-mapped on a dual-stack listener
-  CHECK(ShareOf(V6("::ffff:10.0.0.1")) != ShareOf(V6("::ffff:10.0.0.2")));  // not masked as a /64
-  CHECK(ShareOf(V4("10.0.0.1")) != ShareOf(V4("10.0.0.2")));
+TEST_CASE("http server: a client is its address, and an IPv6 /64 is a block of them with a bound of its own", "[http_server]") {
+  CHECK(AddressOf(V6("2001:db8:1:2:aaaa::1")) != AddressOf(V6("2001:db8:1:2:bbbb:cccc:dddd:2")));
+  CHECK(BlockOf(V6("2001:db8:1:2:aaaa::1")) == BlockOf(V6("2001:db8:1:2:bbbb:cccc:dddd:2")));
+  CHECK(BlockOf(V6("2001:db8:1:2::1")) != BlockOf(V6("2001:db8:1:3::1")));
+  CHECK(BlockOf(V6("::1")) == BlockOf(V6("::2")));  // both in ::/64
+  CHECK(AddressOf(V6("::ffff:10.0.0.1")) == AddressOf(V4("10.0.0.1")));  // IPv4-mapped on a dual-stack listener
+  CHECK(BlockOf(V6("::ffff:10.0.0.1")) == BlockOf(V4("10.0.0.1")));
+  CHECK(BlockOf(V6("::ffff:10.0.0.1")) != BlockOf(V6("::ffff:10.0.0.2")));  // an IPv4 address is its own block
+  CHECK(BlockOf(V4("10.0.0.1")) != BlockOf(V4("10.0.0.2")));
   sockaddr unix_address{};
   unix_address.sa_family = AF_UNIX;
-  CHECK_FALSE(osh::common::AddressShareOf(&unix_address).has_value());
-  CHECK_FALSE(osh::common::AddressShareOf(nullptr).has_value());
-  // As text (the gateway's TCP fronts key their per-peer shares on it, and logs name it).
-  const auto text = [](const auto& address) { return osh::common::AddressShareText(reinterpret_cast<const sockaddr*>(&address)); };
-  CHECK(text(V6("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2::/64");
-  CHECK(text(V6("::ffff:10.0.0.1")) == "10.0.0.1");
-  CHECK(text(V4("192.0.2.7")) == "192.0.2.7");
-  CHECK(osh::common::AddressShareText(&unix_address).empty());
+  CHECK_FALSE(osh::common::AddressOf(&unix_address).has_value());
+  CHECK_FALSE(osh::common::BlockOf(nullptr).has_value());
+  // As text (the gateway's TCP fronts key their per-peer counts on the address, and logs name either).
+  const auto address = [](const auto& a) { return osh::common::AddressText(reinterpret_cast<const sockaddr*>(&a)); };
+  const auto block = [](const auto& a) { return osh::common::BlockText(reinterpret_cast<const sockaddr*>(&a)); };
+  CHECK(address(V6("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2:aaaa::1");
+  CHECK(block(V6("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2::/64");
+  CHECK(address(V6("::ffff:10.0.0.1")) == "10.0.0.1");
+  CHECK(block(V4("192.0.2.7")) == "192.0.2.7");
+  CHECK(osh::common::AddressText(&unix_address).empty());
 }
 
-TEST_CASE("http server: 32 connections from one address fill its share only, and a closed one frees its place",
+TEST_CASE("http server: 32 connections from one address fill its place only, and a closed one frees it",
           "[http_server]") {
   HttpServer::Options options;
   options.allow = {"127.0.0.0/8"};

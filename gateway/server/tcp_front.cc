@@ -211,7 +211,7 @@ class TcpFront::Loop {
         return true;  // EAGAIN (none left), ECONNABORTED, EINTR
       }
       *warned = false;
-      std::string peer = common::AddressShareText(reinterpret_cast<const sockaddr*>(&address));  // an IPv6 /64 is one peer
+      std::string peer = common::AddressText(reinterpret_cast<const sockaddr*>(&address));
       if (options_.max_per_peer != 0 && per_peer_[peer].connections >= options_.max_per_peer) {
         ::close(fd);
         share_refusals_.Refused(address_, peer, per_peer_[peer].connections);

@@ -5,9 +5,9 @@
 // restart. Here, as UnixAcceptor does for the Unix sockets:
 //   - open connections are capped (`max_connections`; each costs three descriptors: two here, one in
 //     gRPC); at the cap the front pauses — the kernel's backlog holds new ones — and resumes as they close;
-//   - one peer holds at most `max_per_peer` of them; a connection past its share is closed at once;
-//   - one peer sends at most `max_bytes_per_peer_per_s` (reading pauses, never drops);
-//   (a peer is an IPv4 address or an IPv6 /64: common/address_share.h);
+//   - one peer address holds at most `max_per_peer` of them; a connection past its share is closed at once;
+//   - one peer address sends at most `max_bytes_per_peer_per_s` (reading pauses, never drops) — an address,
+//     not a /64: a node's sandboxes may share one (common/address_share.h);
 //   - an accept that fails for lack of descriptors is retried, never fatal;
 //   - the port is bound with SO_REUSEADDR only: a port another process serves is an error at Bind, never
 //     shared (gRPC's own listener sets SO_REUSEPORT, and the kernel split connections between gateways).
