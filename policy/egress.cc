@@ -496,7 +496,14 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   const std::vector<IpNetwork>* allowed_ips = &kNone;
   for (size_t index : matches) {
     const Endpoint& ep = c.endpoints[index];
-    if (ep.extended && entry_matched(ep.entry)) {
+    if (!ep.extended) continue;
+    // An entry whose binary match cannot be decided may be the one whose settings apply: not a guess.
+    for (const auto& [e, binary] : entries) {
+      if (e == ep.entry && binary == Match::kUnknown) {
+        return SetDecision(out, EgressVerdict::kUnsupported, absl::StrCat("binary match undecidable: ", unsupported));
+      }
+    }
+    if (entry_matched(ep.entry)) {
       allowed_ips = &ep.allowed_ips;
       break;
     }

@@ -635,6 +635,13 @@ TEST_CASE("egress: after the policy, upstream's proxy refuses what it refuses wi
   const EgressDecision refused = EgressPolicy::Compile(*two)->Decide(intent);
   CHECK(refused.verdict == osh::policy::EgressVerdict::kDeny);
   CHECK(refused.reason == "port 6443 is a blocked control-plane port, connection rejected");
+  // Whether entry b applies cannot be decided (its binary glob has a class, outside the modelled
+  // language): unsupported, not a guess that its settings do not apply (review finding).
+  auto undecided = Parse(Entry("a", "{host: x.db1.example.com, port: 6443}") +
+                         Entry("b", "{host: '*.db?.example.com', port: 6443, allowed_ips: [10.0.0.0/8]}", "/usr/bin/[c]url*"));
+  INFO(undecided.status().ToString());
+  REQUIRE(undecided.ok());
+  CHECK(EgressPolicy::Compile(*undecided)->Decide(intent).verdict == osh::policy::EgressVerdict::kUnsupported);
 }
 
 TEST_CASE("containment: a grant to an address the enforcer always refuses widens nothing", "[policy][containment][destination]") {

@@ -212,9 +212,12 @@ class TcpFront::Loop {
       }
       *warned = false;
       std::string peer = common::AddressText(reinterpret_cast<const sockaddr*>(&address));
-      if (options_.max_per_peer != 0 && per_peer_[peer].connections >= options_.max_per_peer) {
+      // Looked up, not inserted: a peer whose connection fails below leaves no entry behind (a client rotating
+      // its source addresses while the backend is down would grow the map).
+      if (const auto held = per_peer_.find(peer);
+          options_.max_per_peer != 0 && held != per_peer_.end() && held->second.connections >= options_.max_per_peer) {
         ::close(fd);
-        share_refusals_.Refused(address_, peer, per_peer_[peer].connections);
+        share_refusals_.Refused(address_, peer, held->second.connections);
         continue;
       }
       const int backend = ConnectBackend();
