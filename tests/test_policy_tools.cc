@@ -50,6 +50,13 @@ TEST_CASE("policy tools: lint reports every error of a file with its line, and t
   REQUIRE_FALSE(loaded.ok());
   CHECK(std::string(loaded.status().message()) == errors.front());
 
+  // An empty read_write path is one violation (not absolute), not also "'/' may not be read-write"; a
+  // path of slashes only is '/' (review finding).
+  const auto empty = osh::policy::LintPolicyText("version: 1\nfilesystem_policy: {read_write: ['', '//']}\n", "t.yaml");
+  REQUIRE(empty.size() == 2);
+  CHECK_THAT(empty[0], Catch::Contains("filesystem_policy.read_write[0]: must be an absolute path"));
+  CHECK_THAT(empty[1], Catch::Contains("filesystem_policy.read_write[1]: '/' may not be read-write"));
+
   // A structural error stops the reading: it is the only one.
   CHECK(osh::policy::LintPolicyText("version: 1\nnetwork_policy: {}\n", "t.yaml") ==
         std::vector<std::string>{"t.yaml:2: network_policy: unknown key 'network_policy' (known: version, "
