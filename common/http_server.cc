@@ -1,6 +1,7 @@
 #include "common/http_server.h"
 
 #include "common/address_share.h"
+#include "common/ip_network.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -20,6 +21,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -30,35 +32,8 @@
 #include "common/descriptor_limit.h"
 
 namespace osh::common {
-namespace http_internal {
-
-// An address block of `allow`: 16 bytes (IPv4 as IPv4-mapped IPv6) and a prefix length over them.
-struct Network {
-  std::array<unsigned char, 16> address{};
-  int prefix = 0;
-
-  bool Contains(const std::array<unsigned char, 16>& other) const {
-    const int whole = prefix / 8, bits = prefix % 8;
-    if (std::memcmp(address.data(), other.data(), whole) != 0) return false;
-    if (bits == 0) return true;
-    const unsigned char mask = static_cast<unsigned char>(0xFF << (8 - bits));
-    return (address[whole] & mask) == (other[whole] & mask);
-  }
-};
-
-std::array<unsigned char, 16> Mapped(const in_addr& v4) {
-  std::array<unsigned char, 16> out{};
-  out[10] = out[11] = 0xFF;
-  std::memcpy(out.data() + 12, &v4, 4);
-  return out;
-}
-
-}  // namespace http_internal
 
 namespace {
-
-using http_internal::Mapped;
-using http_internal::Network;
 
 
 // Body bytes all requests together may hold at once beyond the first kFreeBodyBytes of each (a real
@@ -70,28 +45,17 @@ constexpr size_t kFreeBodyBytes = 64 * 1024;
 // The part of a body of `size` bytes charged to the shared budget.
 size_t Charged(size_t size) { return size > kFreeBodyBytes ? size - kFreeBodyBytes : 0; }
 
-absl::StatusOr<Network> ParseNetwork(absl::string_view text) {
+// An `allow` entry, IPv4 as its IPv4-mapped block: a dual-stack listener sees IPv4 clients mapped, and
+// AddressOf gives every client in that form.
+absl::StatusOr<IpNetwork> ParseAllowEntry(absl::string_view text) {
   const absl::string_view trimmed = absl::StripAsciiWhitespace(text);
-  const std::vector<std::string> parts = absl::StrSplit(trimmed, absl::MaxSplits('/', 1));
-  Network out;
-  in_addr v4{};
-  in6_addr v6{};
-  int max_prefix = 0;
-  if (inet_pton(AF_INET, parts[0].c_str(), &v4) == 1) {
-    out.address = Mapped(v4);
-    max_prefix = 32;
-  } else if (inet_pton(AF_INET6, parts[0].c_str(), &v6) == 1) {
-    std::memcpy(out.address.data(), &v6, 16);
-    max_prefix = 128;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("'", trimmed, "' is not an address or CIDR"));
+  auto network = ParseIpNetwork(trimmed);
+  if (!network.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", trimmed, "' ", absl::StartsWith(network.status().message(), "invalid")
+                                                                           ? "has a bad prefix length"
+                                                                           : "is not an address or CIDR"));
   }
-  int prefix = max_prefix;
-  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &prefix) || prefix < 0 || prefix > max_prefix)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", trimmed, "' has a bad prefix length"));
-  }
-  out.prefix = prefix + (max_prefix == 32 ? 96 : 0);
-  return out;
+  return MappedToV6(*network);
 }
 
 std::string PeerText(const sockaddr* address) {
@@ -121,7 +85,7 @@ struct HttpServer::State {
   Options options;
   Route route;
   Handle handle;
-  std::vector<http_internal::Network> allow;
+  std::vector<IpNetwork> allow;  // IPv4 as IPv4-mapped (ParseAllowEntry)
   std::atomic<size_t> buffered{0};  // body bytes held by all requests
   MHD_Daemon* daemon = nullptr;
   std::thread watchdog;
@@ -204,21 +168,18 @@ void* OnRequestLine(void*, const char*, MHD_Connection*) { return new Request();
 
 MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
   State& state = *static_cast<State*>(cls);
-  std::array<unsigned char, 16> peer{};
-  if (address->sa_family == AF_INET) {
-    peer = Mapped(reinterpret_cast<const sockaddr_in*>(address)->sin_addr);
-  } else if (address->sa_family == AF_INET6) {
-    std::memcpy(peer.data(), &reinterpret_cast<const sockaddr_in6*>(address)->sin6_addr, 16);
-  } else {
-    return MHD_NO;
-  }
-  if (!state.allow.empty() &&
-      std::none_of(state.allow.begin(), state.allow.end(), [&peer](const Network& network) { return network.Contains(peer); })) {
-    return MHD_NO;
-  }
   const auto key = AddressOf(address);
+  if (!key) return MHD_NO;
+  IpNetwork peer;
+  peer.v6 = true;
+  peer.address = *key;
+  peer.prefix = 128;
+  if (!state.allow.empty() &&
+      std::none_of(state.allow.begin(), state.allow.end(), [&peer](const IpNetwork& network) { return Contains(network, peer); })) {
+    return MHD_NO;
+  }
   const auto block = BlockOf(address);
-  if (key && block) {
+  if (block) {
     int limit = 0;  // the count that is full, or 0
     {
       absl::MutexLock lock(&state.mu);
@@ -381,7 +342,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   out->state_ = std::make_unique<State>();
   State& state = *out->state_;
   for (const std::string& entry : options.allow) {
-    auto network = ParseNetwork(entry);
+    auto network = ParseAllowEntry(entry);
     if (!network.ok()) return absl::InvalidArgumentError(absl::StrCat(options.name, ": allow: ", network.status().message()));
     state.allow.push_back(*network);
   }

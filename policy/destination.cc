@@ -1,11 +1,10 @@
 #include "policy/destination.h"
 
-#include <arpa/inet.h>
+#include <arpa/inet.h>  // inet_ntop
 
 #include <algorithm>
 #include <cstring>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -14,28 +13,7 @@ namespace {
 
 constexpr std::array<uint32_t, 5> kControlPlanePorts = {2379, 2380, 6443, 10250, 10255};
 
-std::optional<IpNetwork> ParseAddress(const std::string& text) {
-  IpNetwork out;
-  if (inet_pton(AF_INET, text.c_str(), out.address.data()) == 1) {
-    out.prefix = 32;
-    return out;
-  }
-  if (inet_pton(AF_INET6, text.c_str(), out.address.data()) == 1) {
-    out.v6 = true;
-    out.prefix = 128;
-    return out;
-  }
-  return std::nullopt;
-}
 
-bool Contains(const IpNetwork& network, const IpNetwork& ip) {
-  if (network.v6 != ip.v6) return false;  // ipnet: an IPv4 block holds no IPv6 address, mapped or not
-  const int whole = network.prefix / 8, bits = network.prefix % 8;
-  if (std::memcmp(network.address.data(), ip.address.data(), whole) != 0) return false;
-  if (bits == 0) return true;
-  const auto mask = static_cast<unsigned char>(0xFF << (8 - bits));
-  return (network.address[whole] & mask) == (ip.address[whole] & mask);
-}
 
 bool AlwaysBlockedV4(const unsigned char* a) {
   const bool unspecified = a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0;
@@ -70,7 +48,7 @@ bool PrivateV4(const IpNetwork& ip) {
 std::optional<IpNetwork> LiteralOf(absl::string_view host) {
   absl::string_view bare = host;
   if (absl::ConsumePrefix(&bare, "[")) absl::ConsumeSuffix(&bare, "]");
-  return ParseAddress(std::string(bare));
+  return common::ParseIpAddress(bare);
 }
 
 std::string AddressText(const IpNetwork& ip) {
@@ -81,16 +59,6 @@ std::string AddressText(const IpNetwork& ip) {
 
 }  // namespace
 
-std::optional<IpNetwork> ParseIpNetwork(absl::string_view text) {
-  const size_t slash = text.find('/');
-  auto network = ParseAddress(std::string(text.substr(0, slash)));
-  if (!network) return std::nullopt;
-  if (slash == absl::string_view::npos) return network;
-  int prefix = 0;
-  if (!absl::SimpleAtoi(text.substr(slash + 1), &prefix) || prefix < 0 || prefix > network->prefix) return std::nullopt;
-  network->prefix = prefix;
-  return network;
-}
 
 bool AlwaysRefusedHost(absl::string_view host) {
   const std::optional<IpNetwork> ip = LiteralOf(host);
@@ -108,7 +76,7 @@ std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t p
   if (AlwaysBlocked(*ip)) return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*ip), ", connection rejected");
   if (control_plane && PrivateV4(*ip)) return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   if (!allowed_ips.empty() &&
-      std::none_of(allowed_ips.begin(), allowed_ips.end(), [&](const IpNetwork& n) { return Contains(n, *ip); })) {
+      std::none_of(allowed_ips.begin(), allowed_ips.end(), [&](const IpNetwork& n) { return common::Contains(n, *ip); })) {
     return absl::StrCat(host, " resolves to ", AddressText(*ip), " which is not in allowed_ips, connection rejected");
   }
   return std::nullopt;

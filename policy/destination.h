@@ -6,25 +6,17 @@
 // Pure functions; thread-safe.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/ip_network.h"
 
 namespace osh::policy {
 
-// An address block of `allowed_ips` ("10.0.5.0/24", or one address: "10.0.5.20" is a /32).
-struct IpNetwork {
-  bool v6 = false;
-  std::array<unsigned char, 16> address{};  // IPv4 in the first 4 bytes
-  int prefix = 0;
-};
-
-// nullopt for text that is not an address or CIDR (validation refuses those first).
-std::optional<IpNetwork> ParseIpNetwork(absl::string_view text);
+using common::IpNetwork;  // an `allowed_ips` entry (common/ip_network.h)
 
 // Whether upstream's proxy refuses every connection to `host` whatever the policy and port: an IP literal
 // that is loopback, link-local or unspecified (IPv4-mapped too; brackets allowed).

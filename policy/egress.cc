@@ -211,7 +211,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       out.host = absl::AsciiStrToLower(ep.host());
       out.hostless = ep.host().empty();
       for (const std::string& entry : ep.allowed_ips()) {
-        if (auto network = ParseIpNetwork(entry)) out.allowed_ips.push_back(*network);
+        if (auto network = common::ParseIpNetwork(entry); network.ok()) out.allowed_ips.push_back(*network);  // validated
       }
       out.extended = !ep.protocol().empty() || ep.allowed_ips_size() > 0 || !ep.tls().empty();
       if (!out.hostless && out.host.find('*') != std::string::npos) {

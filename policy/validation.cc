@@ -1,8 +1,7 @@
 #include "policy/validation.h"
 
 #include "common/errors.h"
-
-#include <arpa/inet.h>
+#include "common/ip_network.h"
 
 #include <algorithm>
 #include <array>
@@ -117,30 +116,9 @@ std::optional<std::string> CheckHost(absl::string_view host) {
 }
 
 std::optional<std::string> CheckIpOrCidr(absl::string_view entry) {
-  std::string address(entry);
-  int max_prefix = -1;
-  absl::string_view prefix_text;
-  if (const auto slash = entry.find('/'); slash != absl::string_view::npos) {
-    address = std::string(entry.substr(0, slash));
-    prefix_text = entry.substr(slash + 1);
-  }
-  unsigned char buf[16];
-  if (inet_pton(AF_INET, address.c_str(), buf) == 1) {
-    max_prefix = 32;
-  } else if (inet_pton(AF_INET6, address.c_str(), buf) == 1) {
-    max_prefix = 128;
-  } else {
-    return absl::StrCat("not an IPv4/IPv6 address or CIDR: ", Quote(entry));
-  }
-  if (entry.find('/') != absl::string_view::npos) {
-    int prefix = -1;
-    if (prefix_text.empty() ||
-        !std::all_of(prefix_text.begin(), prefix_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        prefix_text.size() > 3 || !absl::SimpleAtoi(prefix_text, &prefix) || prefix > max_prefix) {
-      return absl::StrCat("invalid prefix length in ", Quote(entry));
-    }
-  }
-  return std::nullopt;
+  const auto network = common::ParseIpNetwork(entry);
+  if (network.ok()) return std::nullopt;
+  return absl::StrCat(network.status().message(), absl::StartsWith(network.status().message(), "invalid") ? " in " : ": ", Quote(entry));
 }
 
 // A glob's size: at most kMaxGlobLength characters and, split at `delimiter`, kMaxGlobSegments segments.
@@ -153,10 +131,8 @@ std::optional<std::string> CheckGlobSize(absl::string_view glob, char delimiter)
 }
 
 bool IsIpLiteral(absl::string_view host) {
-  std::string text(host);
-  if (text.size() > 2 && text.front() == '[' && text.back() == ']') text = text.substr(1, text.size() - 2);
-  unsigned char buf[16];
-  return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return common::ParseIpAddress(host).has_value();
 }
 
 // A query (or params) matcher: upstream's `validate_matcher_value` (crates/openshell-supervisor-network/

@@ -14,7 +14,7 @@ PACKAGES=(
   librhonabwy-dev   # JOSE (EdDSA JWT, JWKS): the OpenShell gateway interceptor's caller authentication
   libjansson-dev    # JSON with keys in order and typed values: policy-gateway --check-config -o json
   libcurl4-openssl-dev   # HTTP(S) requests to tile servers and witnesses, bounded (common/http_client.h)
-  libmicrohttpd-dev   # policy-log-witness's HTTP server: event-driven, so slow clients hold no worker
+  libmicrohttpd-dev   # the HTTP servers (metrics_listen, log_listen, policy-log-witness): event-driven, slow clients hold no worker
   openssl    # docs/network-walkthrough.md (run by the suite) makes its CA and certificates with it
   help2man   # man pages generated from each program's --help
   lintian    # the suite checks the Debian packages with it (tests/check_deb.sh)
