@@ -4,20 +4,23 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 
 #include "absl/strings/numbers.h"
 
 namespace osh::common {
 
 std::optional<IpNetwork> ParseIpAddress(absl::string_view text) {
-  const std::string address(text);
+  // No allocation: egress decisions ask it of every intent's host. No address text is this long.
+  char address[64];
+  if (text.size() >= sizeof(address)) return std::nullopt;
+  std::memcpy(address, text.data(), text.size());
+  address[text.size()] = '\0';
   IpNetwork out;
-  if (inet_pton(AF_INET, address.c_str(), out.address.data()) == 1) {
+  if (inet_pton(AF_INET, address, out.address.data()) == 1) {
     out.prefix = 32;
     return out;
   }
-  if (inet_pton(AF_INET6, address.c_str(), out.address.data()) == 1) {
+  if (inet_pton(AF_INET6, address, out.address.data()) == 1) {
     out.v6 = true;
     out.prefix = 128;
     return out;
@@ -47,6 +50,13 @@ bool Contains(const IpNetwork& network, const IpNetwork& ip) {
   if (bits == 0) return true;
   const auto mask = static_cast<unsigned char>(0xFF << (8 - bits));
   return (network.address[whole] & mask) == (ip.address[whole] & mask);
+}
+
+const unsigned char* V4BytesOf(const IpNetwork& ip) {
+  if (!ip.v6) return ip.address.data();
+  const auto& a = ip.address;
+  const bool mapped = std::all_of(a.begin(), a.begin() + 10, [](unsigned char b) { return b == 0; }) && a[10] == 0xFF && a[11] == 0xFF;
+  return mapped ? a.data() + 12 : nullptr;
 }
 
 IpNetwork MappedToV6(const IpNetwork& network) {

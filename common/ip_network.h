@@ -27,6 +27,10 @@ std::optional<IpNetwork> ParseIpAddress(absl::string_view text);
 // IPv4 block holds no IPv6 address, IPv4-mapped or not (MappedToV6 first where they should meet).
 bool Contains(const IpNetwork& network, const IpNetwork& ip);
 
+// The IPv4 address of `ip` — an IPv4 address, or an IPv4-mapped IPv6 one (::ffff:a.b.c.d) — as 4 bytes
+// into `ip`, or nullptr.
+const unsigned char* V4BytesOf(const IpNetwork& ip);
+
 // An IPv4 network as the IPv4-mapped IPv6 block (::ffff:a.b.c.d/96+prefix); IPv6 unchanged.
 IpNetwork MappedToV6(const IpNetwork& network);
 

@@ -15,34 +15,21 @@ constexpr std::array<uint32_t, 5> kControlPlanePorts = {2379, 2380, 6443, 10250,
 
 
 
-bool AlwaysBlockedV4(const unsigned char* a) {
-  const bool unspecified = a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0;
-  return a[0] == 127 || (a[0] == 169 && a[1] == 254) || unspecified;
-}
-
-// openshell-core net.rs `is_always_blocked_ip`.
+// openshell-core net.rs `is_always_blocked_ip`: loopback, link-local, unspecified (IPv4-mapped too).
 bool AlwaysBlocked(const IpNetwork& ip) {
-  if (!ip.v6) return AlwaysBlockedV4(ip.address.data());
+  if (const unsigned char* a = common::V4BytesOf(ip)) {
+    return a[0] == 127 || (a[0] == 169 && a[1] == 254) || (a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0);
+  }
   const auto& a = ip.address;
   const bool zero_first_15 = std::all_of(a.begin(), a.begin() + 15, [](unsigned char b) { return b == 0; });
   if (zero_first_15 && (a[15] == 0 || a[15] == 1)) return true;  // :: and ::1
-  if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80) return true;         // fe80::/10
-  const bool mapped = std::all_of(a.begin(), a.begin() + 10, [](unsigned char b) { return b == 0; }) && a[10] == 0xFF &&
-                      a[11] == 0xFF;
-  return mapped && AlwaysBlockedV4(a.data() + 12);
+  return a[0] == 0xFE && (a[1] & 0xC0) == 0x80;                   // fe80::/10
 }
 
 // RFC 1918, also IPv4-mapped: internal to every version of upstream's `is_internal_ip`.
 bool PrivateV4(const IpNetwork& ip) {
-  const unsigned char* a = ip.address.data();
-  if (ip.v6) {
-    const auto& b = ip.address;
-    const bool mapped = std::all_of(b.begin(), b.begin() + 10, [](unsigned char x) { return x == 0; }) && b[10] == 0xFF &&
-                        b[11] == 0xFF;
-    if (!mapped) return false;
-    a = b.data() + 12;
-  }
-  return a[0] == 10 || (a[0] == 172 && (a[1] & 0xF0) == 16) || (a[0] == 192 && a[1] == 168);
+  const unsigned char* a = common::V4BytesOf(ip);
+  return a != nullptr && (a[0] == 10 || (a[0] == 172 && (a[1] & 0xF0) == 16) || (a[0] == 192 && a[1] == 168));
 }
 
 std::optional<IpNetwork> LiteralOf(absl::string_view host) {
