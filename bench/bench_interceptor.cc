@@ -213,6 +213,10 @@ int main(int argc, char** argv) {
   app.add_option("--admissions", admissions, "admit mode: sandboxes admitted one at a time per path and round")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  int seen_rounds = 1;
+  app.add_option("--seen-rounds", seen_rounds, "passes over the candidates seen before (p50/p99 over all of them)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   int records = 2000, record_policies = 20, changes = 5;
   app.add_option("--records", records, "profile changes: interceptor records naming the changed profile (0: skip)")
       ->capture_default_str()
@@ -385,7 +389,11 @@ int main(int argc, char** argv) {
   };
   std::vector<double> first_ms, again_ms, echo_ms;
   for (const auto& evaluation : evaluations) timed(*gateway_stubs[0], evaluation, &first_ms);
-  for (const auto& evaluation : evaluations) timed(*gateway_stubs[0], evaluation, &again_ms);
+  std::fprintf(stderr, "Evaluate: %d candidates seen before, %d pass(es)\n", candidates, seen_rounds);
+  for (int pass = 0; pass < seen_rounds; ++pass) {
+    for (const auto& evaluation : evaluations) timed(*gateway_stubs[0], evaluation, &again_ms);
+  }
+  std::fprintf(stderr, "Evaluate: the echo\n");
   for (const auto& evaluation : evaluations) timed(*echo_stubs[0], evaluation, &echo_ms);
 
   using osh::bench::Percentile;
@@ -401,7 +409,8 @@ int main(int argc, char** argv) {
   std::printf("  bare gRPC echo:    p50 %6.2f ms   p99 %6.2f ms\n", Percentile(echo_ms, 0.5), Percentile(echo_ms, 0.99));
   std::printf("  first time (%d):  p50 %6.2f ms   p99 %6.2f ms   max %6.2f ms   (target p99 <= 25 ms)\n", candidates,
               Percentile(first_ms, 0.5), Percentile(first_ms, 0.99), Percentile(first_ms, 1.0));
-  std::printf("  seen before (%d): p50 %6.2f ms   p99 %6.2f ms   max %6.2f ms   (target p99 <= 2 ms)\n", candidates,
+  std::printf("  seen before (%d): p50 %6.2f ms   p99 %6.2f ms   max %6.2f ms   (target p99 <= 2 ms)\n",
+              candidates * seen_rounds,
               Percentile(again_ms, 0.5), Percentile(again_ms, 0.99), Percentile(again_ms, 1.0));
   echo_server->Shutdown();
   stop_gateway();

@@ -678,6 +678,19 @@ TEST_CASE("provider catalogue: profiles are signed and verified against the trus
   CHECK(stored->hash == *osh::gateway::GovernanceProfileHash(pypi));
   CHECK(stored->kid.size() == 32);
   REQUIRE(catalogue.Get("pypi").ok());
+  {
+    // Several at once, from one catalogue: each as Get says it, none copied.
+    auto all = catalogue.GetAll({"pypi", "nosuch", "pypi"});
+    REQUIRE(all.ok());
+    REQUIRE(all->entries.size() == 3);
+    REQUIRE(all->entries[0].ok());
+    CHECK((*all->entries[0])->hash == stored->hash);
+    CHECK((*all->entries[0])->generation == catalogue.Get("pypi")->generation);
+    CHECK(all->entries[1].status().code() == absl::StatusCode::kNotFound);
+    REQUIRE(all->entries[2].ok());
+    CHECK(*all->entries[0] == *all->entries[2]);
+    CHECK(all->held != nullptr);
+  }
   auto snapshot = catalogue.Snapshot();
   REQUIRE(snapshot.ok());
   CHECK(snapshot->profiles_size() == 1);
@@ -1232,6 +1245,20 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
       INFO(other);
       CHECK(seen.insert(osh::gateway::InterceptorPayloadFingerprint(parse_struct(other))).second);
     }
+  }
+  SECTION("the fingerprint of nested objects: each object's members sorted on their own, siblings kept apart") {
+    // Objects inside objects and lists, several members each, in every order the JSON gives them.
+    const auto a = parse_struct(R"({"b":{"y":{"k":1,"j":[{"t":1,"s":2},{"r":3}]},"x":2},"a":{"q":1,"p":{"o":2,"n":3}},"c":[{"z":1,"w":2}]})");
+    const auto b = parse_struct(R"({"c":[{"w":2,"z":1}],"a":{"p":{"n":3,"o":2},"q":1},"b":{"x":2,"y":{"j":[{"s":2,"t":1},{"r":3}],"k":1}}})");
+    CHECK(osh::gateway::InterceptorPayloadFingerprint(a) == osh::gateway::InterceptorPayloadFingerprint(b));
+    CHECK(osh::gateway::InterceptorPayloadDigest(a) == osh::policy::Sha256(osh::gateway::InterceptorPayloadFingerprint(a)));
+    CHECK(osh::gateway::InterceptorPayloadDigest(a) == osh::gateway::InterceptorPayloadDigest(b));
+    // Members moved between sibling objects are another content.
+    const auto moved = parse_struct(R"({"b":{"y":{"k":1,"j":[{"t":1,"s":2},{"r":3}]},"q":1},"a":{"x":2,"p":{"o":2,"n":3}},"c":[{"z":1,"w":2}]})");
+    const auto swapped = parse_struct(R"({"b":{"y":{"k":1,"j":[{"t":1,"s":2},{"r":3}]},"x":2},"a":{"q":1,"p":{"o":2,"n":3}},"c":[{"z":2,"w":1}]})");
+    CHECK(osh::gateway::InterceptorPayloadFingerprint(moved) != osh::gateway::InterceptorPayloadFingerprint(a));
+    CHECK(osh::gateway::InterceptorPayloadFingerprint(swapped) != osh::gateway::InterceptorPayloadFingerprint(a));
+    CHECK(osh::gateway::InterceptorPayloadDigest(moved) != osh::gateway::InterceptorPayloadDigest(a));
   }
   SECTION("decoding: a payload seen before decodes to what a fresh decode gives; a near twin is not confused") {
     const std::string json =

@@ -39,17 +39,28 @@ ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const Sandbo
   return CheckComposedCandidate(ceiling, ceiling.current(), own, layers);
 }
 
-ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
-                                       const SandboxPolicy& own, const std::vector<ProviderLayer>& layers) {
+ComposedCandidate ComposeCandidate(const SandboxPolicy& own, const std::vector<ProviderLayer>& layers) {
+  ComposedCandidate composed;
+  composed.candidate = policy::ComposeProviderLayers(own, layers);
+  composed.candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(composed.candidate));
+  if (!layers.empty()) composed.own_digest = policy::Sha256Hex(policy::SerializeDeterministic(own));
+  return composed;
+}
+
+ComposedVerdict CheckComposed(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+                              const SandboxPolicy& own, const ComposedCandidate& composed) {
   ComposedVerdict out;
-  const SandboxPolicy candidate = policy::ComposeProviderLayers(own, layers);
-  out.candidate_digest = policy::Sha256Hex(policy::SerializeDeterministic(candidate));
-  if (!Inside(ceiling, active, candidate, out.candidate_digest, "", &out)) return out;
-  if (!layers.empty()) {
-    Inside(ceiling, active, own, policy::Sha256Hex(policy::SerializeDeterministic(own)),
-           "the sandbox's own policy, without its providers' layers: ", &out);
+  out.candidate_digest = composed.candidate_digest;
+  if (!Inside(ceiling, active, composed.candidate, composed.candidate_digest, "", &out)) return out;
+  if (!composed.own_digest.empty()) {
+    Inside(ceiling, active, own, composed.own_digest, "the sandbox's own policy, without its providers' layers: ", &out);
   }
   return out;
+}
+
+ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+                                       const SandboxPolicy& own, const std::vector<ProviderLayer>& layers) {
+  return CheckComposed(ceiling, active, own, ComposeCandidate(own, layers));
 }
 
 }  // namespace osh::gateway

@@ -29,6 +29,20 @@ struct ComposedVerdict {
 // A provider's layer: the provider's name (the layer's key is derived from it) and its profile (not owned).
 using ProviderLayer = std::pair<std::string, const openshell::v1::ProviderProfile*>;
 
+// A composition made once and checked as often as asked (a validate repeated: the same own policy and the
+// same profiles compose the same candidate): the candidate, its digest and, when it has layers, the own
+// policy's digest. Immutable once made; share it as a shared_ptr<const ComposedCandidate>.
+struct ComposedCandidate {
+  openshell::sandbox::v1::SandboxPolicy candidate;
+  std::string candidate_digest;
+  std::string own_digest;  // empty when there is no layer (the own policy is the candidate)
+};
+ComposedCandidate ComposeCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<ProviderLayer>& layers);
+
+// `composed` (made by ComposeCandidate from `own`) against `active`, as CheckComposedCandidate says.
+ComposedVerdict CheckComposed(const CeilingGuard& ceiling, const std::shared_ptr<const CeilingGuard::Active>& active,
+                              const openshell::sandbox::v1::SandboxPolicy& own, const ComposedCandidate& composed);
+
 // Against the ceiling in force when called.
 ComposedVerdict CheckComposedCandidate(const CeilingGuard& ceiling, const openshell::sandbox::v1::SandboxPolicy& own,
                                        const std::vector<ProviderLayer>& layers);

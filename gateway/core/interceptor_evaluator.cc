@@ -99,8 +99,6 @@ class SharedHold {
   bool held_ = false;
 };
 
-// A generation no catalogue reaches: what layers read across a catalogue change name.
-constexpr uint64_t kNoCatalogueGeneration = std::numeric_limits<uint64_t>::max();
 
 struct InterceptorEvaluator::Outcome {
   bool allowed = true;
@@ -164,6 +162,19 @@ bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::pr
   return true;
 }
 
+// The same, shared: the memo's decoded message when the payload was decoded before (never copied or
+// parsed again); null (with the deny set) when it does not decode.
+template <typename Message, typename Outcome>
+std::shared_ptr<const Message> InterceptorDecodeSharedOrDeny(const google::protobuf::Struct& payload, Outcome* out) {
+  auto decoded = DecodeInterceptorPayloadShared(payload, Message::default_instance(), out->payload_digest);
+  if (!decoded.ok()) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(decoded.status().message()));
+    return nullptr;
+  }
+  // The memo's key names the type: what it holds for it is a Message.
+  return std::static_pointer_cast<const Message>(*std::move(decoded));
+}
+
 }  // namespace
 
 absl::StatusOr<interceptor_v1::ProviderProfileSnapshot> InterceptorEvaluator::SnapshotProviderProfiles() const {
@@ -213,17 +224,24 @@ interceptor_v1::InterceptorManifest InterceptorEvaluator::Describe() const {
 }
 
 bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& providers,
-                                            std::vector<ProviderProfileCatalogue::Entry>* entries, Outcome* out) const {
-  // Provider layers come from this gateway's profile catalogue: a provider without a (verified) profile
-  // is refused, since a layer that cannot be composed cannot be checked.
-  entries->reserve(providers.size());
-  for (const std::string& provider : providers) {
-    absl::StatusOr<ProviderProfileCatalogue::Entry> entry =
-        options_.profiles == nullptr ? absl::NotFoundError("no catalogue") : options_.profiles->Get(provider);
-    if (entry.ok()) {
-      entries->push_back(*std::move(entry));
-      continue;
+                                            ProviderProfileCatalogue::Selection* selection, Outcome* out) const {
+  // Provider layers come from this gateway's profile catalogue, all read from one catalogue (one
+  // generation): a provider without a (verified) profile is refused, since a layer that cannot be composed
+  // cannot be checked.
+  if (options_.profiles == nullptr) {
+    selection->entries.assign(providers.size(), absl::NotFoundError("no catalogue"));
+  } else if (!providers.empty()) {
+    absl::StatusOr<ProviderProfileCatalogue::Selection> read = options_.profiles->GetAll(providers);
+    if (!read.ok()) {
+      selection->entries.assign(providers.size(), read.status());
+    } else {
+      *selection = *std::move(read);
     }
+  }
+  for (size_t i = 0; i < providers.size(); ++i) {
+    const std::string& provider = providers[i];
+    const absl::StatusOr<const ProviderProfileCatalogue::Entry*>& entry = selection->entries[i];
+    if (entry.ok()) continue;
     if (entry.status().code() == absl::StatusCode::kNotFound) {
       out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider",
                 absl::StrCat("provider '", provider,
@@ -241,28 +259,34 @@ bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& prov
     }
     return false;
   }
-  // One composition, one catalogue: layers read across a change (each read is of the catalogue as
-  // committed then) name no generation the store can hold, so a record of them is refused
-  // (catalogue_changed) and a validate decided again; a phase that records nothing is not held up.
-  if (!entries->empty()) out->catalogue_generation.reset();
-  for (const ProviderProfileCatalogue::Entry& entry : *entries) {
-    if (out->catalogue_generation.has_value() && *out->catalogue_generation != entry.generation) {
-      out->catalogue_generation = kNoCatalogueGeneration;
-      break;
-    }
-    out->catalogue_generation = entry.generation;
-  }
+  // One composition, one catalogue: the layers were read at one generation, which a record of them names.
+  if (!providers.empty()) out->catalogue_generation = (*selection->entries.front())->generation;
   return true;
 }
 
 bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::vector<std::string>& providers,
-                                          Outcome* out) const {
-  std::vector<ProviderProfileCatalogue::Entry> entries;
-  if (!ResolveProviders(providers, &entries, out)) return false;
-  std::vector<ProviderLayer> layers;
-  layers.reserve(providers.size());
-  for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &entries[i].profile);
-  ComposedVerdict verdict = CheckComposedCandidate(*ceiling_, own, layers);
+                                          Outcome* out, absl::string_view own_key) const {
+  ProviderProfileCatalogue::Selection selection;
+  if (!ResolveProviders(providers, &selection, out)) return false;
+  // A composition made before from the same own policy (`own_key` names it) and the same profiles (their
+  // hashes cover everything a layer is made of) is the same candidate: made once, checked each time.
+  std::string memo_key;
+  std::shared_ptr<const ComposedCandidate> composed;
+  if (!own_key.empty()) {
+    memo_key.assign(own_key.data(), own_key.size());
+    for (size_t i = 0; i < providers.size(); ++i) {
+      absl::StrAppend(&memo_key, "\x1e", providers[i], "\x1f", (*selection.entries[i])->hash);
+    }
+    composed_.Find(memo_key, &composed);
+  }
+  if (composed == nullptr) {
+    std::vector<ProviderLayer> layers;
+    layers.reserve(providers.size());
+    for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &(*selection.entries[i])->profile);
+    composed = std::make_shared<const ComposedCandidate>(ComposeCandidate(own, layers));
+    if (!memo_key.empty()) composed_.Keep(memo_key, composed);
+  }
+  ComposedVerdict verdict = CheckComposed(*ceiling_, ceiling_->current(), own, *composed);
   out->candidate_digest = std::move(verdict.candidate_digest);
   if (verdict.ok()) return true;
   out->Deny(absl::StatusCode::kPermissionDenied, verdict.reason, std::move(verdict.detail));
@@ -271,8 +295,10 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
 
 void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                const google::protobuf::Struct& payload, bool validate, Outcome* out) {
-  os_v1::CreateSandboxRequest request;
-  if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+  const std::shared_ptr<const os_v1::CreateSandboxRequest> decoded =
+      InterceptorDecodeSharedOrDeny<os_v1::CreateSandboxRequest>(payload, out);
+  if (decoded == nullptr) return;
+  const os_v1::CreateSandboxRequest& request = *decoded;
   if (!TakeSandboxName("name", request.name(), request.workspace(), /*required=*/false, out)) return;
   if (options_.admission != nullptr) {
     if (request.name().empty()) {
@@ -288,10 +314,18 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
     return;
   }
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
-  if (!CheckCandidate(request.spec().policy(), providers, out)) return;
+  // The own policy is named by the payload it was decoded from (its digest, out->payload_digest).
+  const std::string own_key = absl::StrCat("CreateSandboxRequest.spec.policy\n", out->payload_digest);
+  if (!CheckCandidate(request.spec().policy(), providers, out, own_key)) return;
   if (validate && !request.name().empty()) {
+    // The record's encoding, made once per payload (the payload names its policy and providers).
+    std::shared_ptr<const std::string> encoded;
+    if (!encoded_records_.Find(own_key, &encoded)) {
+      encoded = std::make_shared<const std::string>(InterceptorRecords::Encode({request.spec().policy(), providers}));
+      encoded_records_.Keep(own_key, encoded);
+    }
     // Stored before the allow is answered: an allowed state is never lost to a restart.
-    if (absl::Status put = records_.Put(out->record_key, {request.spec().policy(), providers}, out->catalogue_generation); !put.ok()) {
+    if (absl::Status put = records_.PutEncoded(out->record_key, *encoded, out->catalogue_generation); !put.ok()) {
       out->RecordFailed(request.name(), "stored", put);
     }
   }
@@ -414,7 +448,7 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &context, out)) return;
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   // An unknown provider is refused before anything is admitted.
-  std::vector<ProviderProfileCatalogue::Entry> ignored;
+  ProviderProfileCatalogue::Selection ignored;
   if (!ResolveProviders(providers, &ignored, out)) return;
 
   // A fresh admission checks the composed candidate before it commits (a refused one is never admitted),
@@ -770,7 +804,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!record.ok()) return out->RecordFailed(request.sandbox_name(), "read", record.status());
     if (!record->has_value()) {
       // An unknown provider is refused as such; a known one cannot be composed with a policy not seen here.
-      std::vector<ProviderProfileCatalogue::Entry> ignored;
+      ProviderProfileCatalogue::Selection ignored;
       if (!ResolveProviders({request.provider_name()}, &ignored, out)) return;
       return out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
                        absl::StrCat("no policy is recorded here for sandbox ",
@@ -963,6 +997,12 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
 void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
                                     interceptor_v1::InterceptorResult* response) {
   Outcome outcome;
+  // What the memos are keyed on: computed here when the caller did not (InterceptorPayloadDigest).
+  if (payload_digest.empty() && evaluation.has_validate()) {
+    payload_digest = InterceptorPayloadDigest(evaluation.validate().proposed_operation());
+  } else if (payload_digest.empty() && evaluation.has_modify_operation()) {
+    payload_digest = InterceptorPayloadDigest(evaluation.modify_operation().proposed_operation());
+  }
   outcome.payload_digest = std::move(payload_digest);
   outcome.decision_id = InterceptorNewDecisionId();
   std::string phase;

@@ -64,7 +64,9 @@
 
 #include <string>
 
+#include "gateway/core/bounded_memo.h"
 #include "gateway/core/ceiling_guard.h"
+#include "gateway/core/composed_candidate.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_admission.h"
 #include "gateway/core/interceptor_records.h"
@@ -164,14 +166,17 @@ class InterceptorEvaluator {
   // with the deny set (invalid_request naming the field). An empty name is accepted where `required` is false.
   bool TakeSandboxName(const char* field, const std::string& name, const std::string& workspace, bool required,
                        Outcome* out) const;
-  // The catalogue profile of each provider, in order; false (with the deny set: unknown_provider,
-  // profile_unverified, storage_error) when one has none.
-  bool ResolveProviders(const std::vector<std::string>& providers, std::vector<ProviderProfileCatalogue::Entry>* entries,
+  // The catalogue profile of each provider, in order, all read from one catalogue, whose generation
+  // out->catalogue_generation is set to; false (with the deny set: unknown_provider, profile_unverified,
+  // storage_error) when one has none.
+  bool ResolveProviders(const std::vector<std::string>& providers, ProviderProfileCatalogue::Selection* selection,
                         Outcome* out) const;
   // Checks `own` composed with the catalogue layers of `providers` against the ceiling; fills the
-  // candidate digest (of the composed candidate).
+  // candidate digest (of the composed candidate). `own_key`, when not empty, names `own` exactly (two
+  // policies never share one): the composition is then kept (composed_) and made once per own policy and
+  // profiles' hashes.
   bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
-                      Outcome* out) const;
+                      Outcome* out, absl::string_view own_key = {}) const;
 
   // Evaluate's audit event (type interception) for `outcome`, outcome and reason left to the caller.
   static store::AuditEvent InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
@@ -187,6 +192,13 @@ class InterceptorEvaluator {
   store::AuditLog* const audit_;
   const Options options_;
   InterceptorRecords records_;
+  // Compositions made before (CheckCandidate's `own_key` and the profiles' hashes -> the candidate).
+  mutable BoundedMemo<std::shared_ptr<const ComposedCandidate>> composed_{
+      [](const std::shared_ptr<const ComposedCandidate>& composed) { return composed->candidate.SpaceUsedLong(); }};
+  // Records encoded before (a CreateSandbox payload's own-policy key -> InterceptorRecords::Encode of its
+  // policy and providers).
+  mutable BoundedMemo<std::shared_ptr<const std::string>> encoded_records_{
+      [](const std::shared_ptr<const std::string>& encoded) { return encoded->size(); }};
 };
 
 }  // namespace osh::gateway

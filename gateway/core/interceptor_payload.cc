@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gateway/core/bounded_memo.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 
@@ -18,60 +19,11 @@ namespace interceptor_json = google::protobuf::util;
 
 namespace {
 
-// A bounded memo of a pure function (nothing its result depends on can change): key -> value, the oldest
-// dropped first, bounded in entries and in bytes (`bytes_of` a value); a value too large to keep is not kept.
-// Only successful results are kept. Thread-safe.
-template <typename Value>
-class BoundedMemo {
- public:
-  explicit BoundedMemo(size_t (*bytes_of)(const Value&)) : bytes_of_(bytes_of) {}
-  bool Find(const std::string& key, Value* value) {
-    absl::MutexLock lock(&mu_);
-    auto it = kept_.find(key);
-    if (it == kept_.end()) {
-      ++misses_;
-      return false;
-    }
-    ++hits_;
-    *value = it->second;
-    return true;
-  }
-  InterceptorMemoStats::Counts counts() {
-    absl::MutexLock lock(&mu_);
-    return {hits_, misses_};
-  }
-  void Keep(const std::string& key, const Value& value) {
-    const size_t bytes = bytes_of_(value) + key.size();
-    if (bytes > kMaxEntryBytes) return;
-    absl::MutexLock lock(&mu_);
-    if (kept_.contains(key)) return;
-    bytes_ += bytes;
-    kept_.emplace(key, value);
-    order_.emplace_back(key, bytes);
-    while (kept_.size() > kMaxEntries || bytes_ > kMaxBytes) {
-      kept_.erase(order_.front().first);
-      bytes_ -= order_.front().second;
-      order_.pop_front();
-    }
-  }
-
- private:
-  static constexpr size_t kMaxEntries = 1024;
-  static constexpr size_t kMaxBytes = 32 << 20;
-  static constexpr size_t kMaxEntryBytes = 1 << 20;
-  size_t (*const bytes_of_)(const Value&);
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Value> kept_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::pair<std::string, size_t>> order_ ABSL_GUARDED_BY(mu_);
-  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 // Payloads decoded before (a retried or repeated evaluation of one request): the target type's name and
-// the payload's digest -> the decoded message's bytes.
-BoundedMemo<std::string>& DecodedPayloads() {
-  static auto* memo = new BoundedMemo<std::string>([](const std::string& bytes) { return bytes.size(); });
+// the payload's digest -> the decoded message, shared (never changed once kept).
+BoundedMemo<std::shared_ptr<const google::protobuf::Message>>& DecodedPayloads() {
+  static auto* memo = new BoundedMemo<std::shared_ptr<const google::protobuf::Message>>(
+      [](const std::shared_ptr<const google::protobuf::Message>& message) { return message->SpaceUsedLong(); });
   return *memo;
 }
 
@@ -88,9 +40,13 @@ void AppendLength(size_t length, std::string* out) {
   out->append(reinterpret_cast<const char*>(&n), sizeof(n));
 }
 
-void AppendFingerprint(const google::protobuf::Struct& object, std::string* out);
+using Member = google::protobuf::MapPair<std::string, google::protobuf::Value>;
 
-void AppendFingerprint(const google::protobuf::Value& value, std::string* out) {
+// The walk's members, sorted per object: one vector for the whole walk, each object's members a range at
+// its end (taken by index, since a nested object's members grow it), so an object costs no allocation.
+void AppendFingerprint(const google::protobuf::Struct& object, std::string* out, std::vector<const Member*>* stack);
+
+void AppendFingerprint(const google::protobuf::Value& value, std::string* out, std::vector<const Member*>* stack) {
   switch (value.kind_case()) {
     case google::protobuf::Value::kNullValue: out->push_back('n'); return;
     case google::protobuf::Value::kNumberValue: {
@@ -105,47 +61,62 @@ void AppendFingerprint(const google::protobuf::Value& value, std::string* out) {
       out->append(value.string_value());
       return;
     case google::protobuf::Value::kBoolValue: out->push_back(value.bool_value() ? 't' : 'f'); return;
-    case google::protobuf::Value::kStructValue: AppendFingerprint(value.struct_value(), out); return;
+    case google::protobuf::Value::kStructValue: AppendFingerprint(value.struct_value(), out, stack); return;
     case google::protobuf::Value::kListValue:
       out->push_back('[');
       AppendLength(value.list_value().values_size(), out);
-      for (const auto& item : value.list_value().values()) AppendFingerprint(item, out);
+      for (const auto& item : value.list_value().values()) AppendFingerprint(item, out, stack);
       return;
     case google::protobuf::Value::KIND_NOT_SET: out->push_back('0'); return;
   }
   out->push_back('?');
 }
 
-void AppendFingerprint(const google::protobuf::Struct& object, std::string* out) {
+void AppendFingerprint(const google::protobuf::Struct& object, std::string* out, std::vector<const Member*>* stack) {
   // Members in key order (a Struct's map has none of its own), each length-prefixed.
-  std::vector<const google::protobuf::MapPair<std::string, google::protobuf::Value>*> members;
-  members.reserve(object.fields_size());
-  for (const auto& member : object.fields()) members.push_back(&member);
-  std::sort(members.begin(), members.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  const size_t first = stack->size();
+  for (const auto& member : object.fields()) stack->push_back(&member);
+  const size_t count = stack->size() - first;
+  std::sort(stack->begin() + first, stack->end(), [](const Member* a, const Member* b) { return a->first < b->first; });
   out->push_back('{');
-  AppendLength(members.size(), out);
-  for (const auto* member : members) {
+  AppendLength(count, out);
+  for (size_t i = 0; i < count; ++i) {
+    const Member* member = (*stack)[first + i];
     AppendLength(member->first.size(), out);
     out->append(member->first);
-    AppendFingerprint(member->second, out);
+    AppendFingerprint(member->second, out, stack);
   }
+  stack->resize(first);
 }
 
+void AppendFingerprint(const google::protobuf::Struct& object, std::string* out) {
+  std::vector<const Member*> stack;
+  stack.reserve(256);
+  AppendFingerprint(object, out, &stack);
+}
 
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<const google::protobuf::Message>> DecodeInterceptorPayloadShared(
+    const google::protobuf::Struct& payload, const google::protobuf::Message& prototype, absl::string_view payload_digest) {
+  const std::string key =
+      absl::StrCat(prototype.GetDescriptor()->full_name(), "\n",
+                   payload_digest.empty() ? InterceptorPayloadDigest(payload) : std::string(payload_digest));
+  std::shared_ptr<const google::protobuf::Message> decoded;
+  if (DecodedPayloads().Find(key, &decoded)) return decoded;
+  std::shared_ptr<google::protobuf::Message> request(prototype.New());
+  if (absl::Status status = DecodeInterceptorPayloadUncached(payload, request.get()); !status.ok()) return status;
+  DecodedPayloads().Keep(key, request);
+  return std::shared_ptr<const google::protobuf::Message>(std::move(request));
+}
 
 absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request,
                                       absl::string_view payload_digest) {
   request->Clear();
-  const std::string key =
-      absl::StrCat(request->GetDescriptor()->full_name(), "\n",
-                   payload_digest.empty() ? InterceptorPayloadDigest(payload) : std::string(payload_digest));
-  std::string decoded;
-  if (DecodedPayloads().Find(key, &decoded) && request->ParseFromString(decoded)) return absl::OkStatus();
-  request->Clear();
-  absl::Status status = DecodeInterceptorPayloadUncached(payload, request);
-  if (status.ok()) DecodedPayloads().Keep(key, request->SerializeAsString());
-  return status;
+  auto decoded = DecodeInterceptorPayloadShared(payload, *request, payload_digest);
+  if (!decoded.ok()) return decoded.status();
+  request->CopyFrom(**decoded);
+  return absl::OkStatus();
 }
 
 absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request) {
@@ -167,10 +138,20 @@ std::string InterceptorPayloadFingerprint(const google::protobuf::Struct& payloa
   return bytes;
 }
 
-InterceptorMemoStats InterceptorPayloadMemoStats() { return {DecodedPayloads().counts(), EncodedMessages().counts()}; }
+InterceptorMemoStats InterceptorPayloadMemoStats() {
+  const auto decoded = DecodedPayloads().counts();
+  const auto encoded = EncodedMessages().counts();
+  return {{decoded.hits, decoded.misses}, {encoded.hits, encoded.misses}};
+}
 
 std::string InterceptorPayloadDigest(const google::protobuf::Struct& payload) {
-  return policy::Sha256(InterceptorPayloadFingerprint(payload));
+  // The fingerprint is only hashed: built in this thread's buffer, which keeps its capacity between calls.
+  thread_local std::string buffer;
+  buffer.clear();
+  AppendFingerprint(payload, &buffer);
+  std::string digest = policy::Sha256(buffer);
+  if (buffer.capacity() > (4 << 20)) std::string().swap(buffer);  // not a huge payload's for ever
+  return digest;
 }
 
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <google/protobuf/message.h>
@@ -29,6 +30,11 @@ namespace osh::gateway {
 // empty: computed here.
 absl::Status DecodeInterceptorPayload(const google::protobuf::Struct& payload, google::protobuf::Message* request,
                                       absl::string_view payload_digest = {});
+// The same, shared rather than copied: the decoded message (of `prototype`'s type, never changed once
+// returned), the memo's own when the payload was decoded before.
+absl::StatusOr<std::shared_ptr<const google::protobuf::Message>> DecodeInterceptorPayloadShared(
+    const google::protobuf::Struct& payload, const google::protobuf::Message& prototype,
+    absl::string_view payload_digest = {});
 // The same without the memo: the JSON conversion every time.
 absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 

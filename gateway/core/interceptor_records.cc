@@ -24,11 +24,15 @@ std::pair<std::string, std::string> InterceptorRecords::Split(absl::string_view 
   return {std::string(key.substr(0, separator)), std::string(key.substr(separator + 1))};
 }
 
-std::string InterceptorRecords::Encode(const Record& record) {
+std::string InterceptorRecords::Encode(RecordView record) {
   openshell::policy::interceptor::v1::InterceptorRecord stored;
-  *stored.mutable_policy() = record.policy;
+  // The policy is lent to the message for the serialization, not copied into it (kilobytes of rules), and
+  // taken back before the message is destroyed.
+  stored.unsafe_arena_set_allocated_policy(const_cast<openshell::sandbox::v1::SandboxPolicy*>(&record.policy));
   for (const std::string& provider : record.providers) stored.add_providers(provider);
-  return policy::SerializeDeterministic(stored);
+  std::string bytes = policy::SerializeDeterministic(stored);
+  stored.unsafe_arena_release_policy();
+  return bytes;
 }
 
 bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
@@ -39,11 +43,16 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
   return true;
 }
 
-absl::Status InterceptorRecords::Put(const std::string& sandbox, const Record& record,
+absl::Status InterceptorRecords::Put(const std::string& sandbox, RecordView record,
                                      std::optional<uint64_t> catalogue_generation,
                                      const std::optional<std::string>* previous) {
+  return PutEncoded(sandbox, Encode(record), catalogue_generation, previous);
+}
+
+absl::Status InterceptorRecords::PutEncoded(const std::string& sandbox, std::string bytes,
+                                            std::optional<uint64_t> catalogue_generation,
+                                            const std::optional<std::string>* previous) {
   absl::MutexLock lock(&write_mu_);
-  std::string bytes = Encode(record);
   // A validate repeated: the committed record is already this one (durable as it is, written by a fenced or
   // checked write), so nothing is written, and neither `previous` nor the generation is asked: a write
   // racing this read is ordered after it, and one built from a read can only commit over these bytes.

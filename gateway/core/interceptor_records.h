@@ -36,6 +36,14 @@ class InterceptorRecords {
     openshell::sandbox::v1::SandboxPolicy policy;
     std::vector<std::string> providers;
   };
+  // A record's parts where they are already held (nothing copied): what Put and Encode take.
+  struct RecordView {
+    RecordView(const openshell::sandbox::v1::SandboxPolicy& policy, const std::vector<std::string>& providers)
+        : policy(policy), providers(providers) {}
+    RecordView(const Record& record) : policy(record.policy), providers(record.providers) {}  // NOLINT: implicit
+    const openshell::sandbox::v1::SandboxPolicy& policy;
+    const std::vector<std::string>& providers;
+  };
 
   // `store` (not owned) must outlive this.
   explicit InterceptorRecords(store::InterceptorRecordStore* store) : store_(store) {}
@@ -47,9 +55,13 @@ class InterceptorRecords {
   // `previous` (not null): the record's bytes as Get read them (nullopt: none), and it commits only if the
   // store still holds exactly that (ABORTED record_changed otherwise): a record built from one read is never
   // written over a write made since. When the store holds `record` already, OK and nothing is asked.
-  absl::Status Put(const std::string& key, const Record& record,
+  absl::Status Put(const std::string& key, RecordView record,
                    std::optional<uint64_t> catalogue_generation = std::nullopt,
                    const std::optional<std::string>* previous = nullptr);
+  // The same for a record Encode made (`encoded`), for a caller that keeps encodings it made before.
+  absl::Status PutEncoded(const std::string& key, std::string encoded,
+                          std::optional<uint64_t> catalogue_generation = std::nullopt,
+                          const std::optional<std::string>* previous = nullptr);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
   // record does not decode. `raw` (may be null): set to the stored bytes (nullopt: none), for Put's `previous`.
   absl::StatusOr<std::optional<Record>> Get(const std::string& key, std::optional<std::string>* raw = nullptr) const;
@@ -73,7 +85,7 @@ class InterceptorRecords {
   static std::pair<std::string, std::string> Split(absl::string_view key);
 
   // The stored form of a record, and back (false when the bytes do not decode).
-  static std::string Encode(const Record& record);
+  static std::string Encode(RecordView record);
   static bool Decode(const std::string& bytes, Record* record);
 
  private:

@@ -369,6 +369,26 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Get(co
   return (*kept)->entries[it->second].second;
 }
 
+absl::StatusOr<ProviderProfileCatalogue::Selection> ProviderProfileCatalogue::GetAll(
+    const std::vector<std::string>& ids) const {
+  auto kept = Current();
+  if (!kept.ok()) return kept.status();
+  Selection selection;
+  selection.entries.reserve(ids.size());
+  for (const std::string& id : ids) {
+    const auto it = (*kept)->index.find(id);
+    if (it == (*kept)->index.end()) {
+      selection.entries.push_back(absl::NotFoundError(absl::StrCat("no provider profile '", id, "' in the catalogue")));
+    } else if (const absl::StatusOr<Entry>& entry = (*kept)->entries[it->second].second; entry.ok()) {
+      selection.entries.push_back(&*entry);
+    } else {
+      selection.entries.push_back(entry.status());
+    }
+  }
+  selection.held = *std::move(kept);
+  return selection;
+}
+
 absl::StatusOr<std::vector<ProviderProfileCatalogue::Entry>> ProviderProfileCatalogue::List() const {
   auto kept = Current();
   if (!kept.ok()) return kept.status();

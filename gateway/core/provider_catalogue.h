@@ -124,6 +124,14 @@ class ProviderProfileCatalogue {
   absl::Status Delete(const std::string& id);
   // The profile `id` as stored (NOT_FOUND when none), verified as for serving.
   absl::StatusOr<Entry> Get(const std::string& id) const;
+  // Several profiles read from one catalogue (one generation, one trust store), none copied: `entries[i]` is
+  // ids[i]'s entry as Get would say it (NOT_FOUND when none, the verification's error when it fails),
+  // pointing into the catalogue `held` keeps alive. An error when the catalogue itself cannot be read.
+  struct Selection {
+    std::shared_ptr<const void> held;
+    std::vector<absl::StatusOr<const Entry*>> entries;
+  };
+  absl::StatusOr<Selection> GetAll(const std::vector<std::string>& ids) const;
   // Every profile, ordered by id, verified as for serving.
   absl::StatusOr<std::vector<Entry>> List() const;
   // What SnapshotProviderProfiles serves: every profile as stored, verified, and revision = the
