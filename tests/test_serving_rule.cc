@@ -151,6 +151,63 @@ TEST_CASE("serving rule: a projection whose key was revoked by a trust-store rel
   CHECK(decided.status() == fetched.status());
 }
 
+TEST_CASE("serving rule: an admission checked before a trust-store reload and committed after it is checked again "
+          "under the reloaded store",
+          "[core][serving][trust]") {
+  osh::test::TempDir keys;
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  const std::string trust_path = keys / "trust.json";
+  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  InProcessCore t([&](osh::gateway::Config& config) { config.trust_store = trust_path; },
+                  osh::builtin_driver::SigningKey{*key, "gateway-key"});
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+
+  // The key is revoked, and the trust store reloaded, after the admission's projection was checked and
+  // before it commits (the admission's own extra check runs in between): the reload's recheck cannot see
+  // the sandbox yet, and the builtin driver still signs with the revoked key, so no refresh can save it.
+  std::string revoked = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
+  revoked.insert(revoked.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
+  uint64_t refused_by_reload = 99;
+  auto reload_meanwhile = [&](const openshell::sandbox::v1::SandboxPolicy&, std::vector<osh::store::AuditEvent>*) {
+    osh::test::WriteFile(trust_path, revoked);
+    auto reloaded = t.core->ReloadTrustStore();
+    REQUIRE(reloaded.ok());
+    refused_by_reload = reloaded->sandboxes_refused();
+    return osh::trust::CheckResult{};
+  };
+  auto admitted = t.core->Admit(osh::test::ContextFor("sb-race"), reload_meanwhile);
+  REQUIRE(admitted.ok());
+  CHECK(refused_by_reload == 0);  // the reload's recheck ran before the sandbox was there
+
+  // Not served: as any sandbox whose key a reload revoked.
+  const auto fetched = t.registry.Serve(admitted->sandbox_handle(), t.clock.NowUnix());
+  REQUIRE_FALSE(fetched.ok());
+  CHECK_THAT(std::string(fetched.status().message()), Catch::StartsWith("key_revoked: "));
+  osh::gateway::EgressDecisions decisions(&t.registry, &t.clock);
+  CHECK(decisions.Evaluate(AskAbout("sb-race")).status() == fetched.status());
+  CHECK(t.core->gate().revoked_sandboxes() == 1);
+  // And recorded: the refresh refused with key_revoked, in the audit chain.
+  auto events = t.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  bool audited = false;
+  for (const auto& e : *events) {
+    audited = audited || (e.type == osh::trust::audit::Type::kRefresh && e.sandbox_id == "sb-race" &&
+                          e.outcome == osh::trust::audit::Outcome::kRefused && absl::StartsWith(e.reason, "key_revoked: "));
+  }
+  CHECK(audited);
+
+  // A later reload that trusts the key again serves it (the set is the reload's again).
+  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  auto trusted_again = t.core->ReloadTrustStore();
+  REQUIRE(trusted_again.ok());
+  CHECK(trusted_again->sandboxes_refused() == 0);
+  CHECK(t.registry.Serve(admitted->sandbox_handle(), t.clock.NowUnix()).ok());
+}
+
 TEST_CASE("serving rule: the gate judges expiry exactly at expires_at plus the clock skew", "[core][serving][time]") {
   InProcessCore t;
   drv::Projection p;

@@ -305,6 +305,18 @@ void GatewayCore::OnRemoteChanges(const store::RemoteChanges& changes) {
     verdicts.push_back(checked.ok());
   }
   registry_->ApplyRemote(changes.sandboxes, verdicts, changes.removed);
+  if (trust_store() != trust && !changes.sandboxes.empty()) {
+    // A reload while these were checked: checked again under it, off the feed's thread (a recheck may
+    // refresh, and a refresh commits).
+    std::vector<std::string> ids;
+    for (const auto& r : changes.sandboxes) ids.push_back(r.context.sandbox_id());
+    auto recheck = [this, trust, ids = std::move(ids)] { RecheckIfTrustMoved(trust.get(), ids); };
+    if (blocking_pool_ != nullptr) {
+      blocking_pool_->Submit(std::move(recheck));
+    } else {
+      recheck();
+    }
+  }
 }
 
 void GatewayCore::OnPolicyRevision(const store::PolicyRevisionRecord& revision, bool remote) {
@@ -438,6 +450,8 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
       ++(ok ? verified : failed);
     }
   }
+  // A reload during the pass: what it verified under the store before is checked again.
+  if (verified > 0) RecheckIfTrustMoved(trust.get(), {});
   // Loading and this pass made and dropped a copy of every row and envelope (in several threads' malloc
   // arenas): give the memory back, or a large fleet keeps tens of MB it will never use again.
   ::malloc_trim(0);
@@ -491,6 +505,7 @@ struct GatewayCore::Admission {
   std::vector<std::string> key_ids;
   store::Verification verification = store::Verification::kNone;
   store::ChangeBatch batch;  // the admission's commit (kept for a retry under a changed ceiling)
+  std::shared_ptr<const trust::TrustStore> checked_with;  // the trust store the projection was checked under
   driver_v1::Projection admitted;  // the envelope's header
   std::string sandbox_handle;
   bool committed = false;  // durable: from here the handle is the admitted sandbox's
@@ -606,7 +621,9 @@ void GatewayCore::AdmitChecked(std::shared_ptr<Admission> admission,
   projection->DiscardUnknownFields();  // both sides ignore unknown envelope fields on the wire
 
   const int64_t now = clock_->NowUnix();
-  const ProjectionGate::Verdict verdict = gate_.CheckNew(*projection, context, now);
+  admission->checked_with = trust_store();
+  const ProjectionGate::Verdict verdict =
+      gate_.CheckNew(*projection, context, now, std::nullopt, admission->checked_with.get());
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return refuse(projection, result.reason, result.detail);
   std::vector<store::AuditEvent> also_events;
@@ -695,6 +712,15 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
           {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
            {"version", absl::StrCat(admitted.policy_version())},
            {"verification", std::string(NameOf(admission->verification))}});
+  if (trust_store() != admission->checked_with) {
+    // A trust-store reload since the check: its recheck may have passed this sandbox by (not in the
+    // registry yet). Checked again under the reloaded store before the answer (off this thread: a refresh
+    // may ask the driver); refused to fetchers if it no longer verifies.
+    return Offload(admission, [this, admission, out = std::move(out)]() mutable {
+      RecheckIfTrustMoved(admission->checked_with.get(), {admission->context.sandbox_id()});
+      AdmitFinish(admission, std::move(out));
+    });
+  }
   drivers::PolicyAuthoring* authoring = driver_->authoring();
   if (authoring == nullptr || authoring->ProjectionKey(context) == admission->key_before) {
     return AdmitFinish(admission, std::move(out));
@@ -814,6 +840,16 @@ absl::Status GatewayCore::ClearRefreshError(const std::string& sandbox_id, const
 }
 
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const std::string& sandbox_id) {
+  std::shared_ptr<const trust::TrustStore> checked_with;
+  auto out = RefreshChecked(sandbox_id, &checked_with);
+  // A reload between the check and the commit: checked again (after refresh_mu_ is released: the recheck
+  // may refresh).
+  if (out.ok() && out->changed()) RecheckIfTrustMoved(checked_with.get(), {sandbox_id});
+  return out;
+}
+
+absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
+    const std::string& sandbox_id, std::shared_ptr<const trust::TrustStore>* checked_with) {
   absl::MutexLock lock(&refresh_mu_);
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
@@ -874,7 +910,9 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
     return out;
   }
   const int64_t now = clock_->NowUnix();
-  const ProjectionGate::Verdict verdict = gate_.CheckNew(projection, snapshot->record.context, now, current.policy_version());
+  *checked_with = trust_store();
+  const ProjectionGate::Verdict verdict =
+      gate_.CheckNew(projection, snapshot->record.context, now, current.policy_version(), checked_with->get());
   const trust::CheckResult& result = verdict.result;
   if (!result.ok()) return keep_last_good(result.reason, result.detail, &projection);
   const Verification verification = verdict.verification;
@@ -912,8 +950,15 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 Reprojector::Outcome GatewayCore::Reproject(const std::string& scope, bool own_change) {
-  absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
-  return reprojector_.Run(scope, trust_store().get(), own_change);
+  const auto trust = trust_store();
+  Reprojector::Outcome outcome;
+  {
+    absl::MutexLock lock(&refresh_mu_);  // refreshes and re-projections one at a time (version high-water)
+    outcome = reprojector_.Run(scope, trust.get(), own_change);
+  }
+  // A reload during the re-projection (rare; its sandboxes are not listed here): every sandbox again.
+  RecheckIfTrustMoved(trust.get(), {});
+  return outcome;
 }
 
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
@@ -1124,18 +1169,38 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   return out;
 }
 
-uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
-  // One signature check per distinct envelope, as of the time it was admitted (key windows then).
-  absl::flat_hash_map<const store::Envelope*, std::string> verdicts;  // "" = verifies
-  auto verdict = [&](const store::SandboxRecord& r) -> const std::string& {
-    auto [it, fresh] = verdicts.try_emplace(r.envelope.get());
+namespace {
+
+// Whether admitted projections' signatures verify under one trust store, as of each one's admission
+// (key windows then): "" when they do, else why not. One check per distinct envelope and time.
+class EnvelopeVerdicts {
+ public:
+  EnvelopeVerdicts(const trust::TrustStore& trust, int64_t clock_skew_s) : trust_(trust), skew_(clock_skew_s) {}
+  const std::string& operator()(const store::SandboxRecord& r) {
+    auto [it, fresh] = verdicts_.try_emplace(std::make_pair(r.envelope.get(), r.updated_at_unix));
     if (fresh) {
-      const trust::CheckResult result = trust::CheckSignatures(r.envelope->Header(), trust, r.updated_at_unix,
-                                                               config_.clock_skew_s);
+      const trust::CheckResult result = trust::CheckSignatures(r.envelope->Header(), trust_, r.updated_at_unix, skew_);
       it->second = result.ok() ? "" : result.Message();
     }
     return it->second;
-  };
+  }
+
+ private:
+  const trust::TrustStore& trust_;
+  const int64_t skew_;
+  absl::flat_hash_map<std::pair<const store::Envelope*, int64_t>, std::string> verdicts_;
+};
+
+// Set on a thread running a recheck: a refresh it makes does not start another (recheck_mu_ is held, and
+// a reload made meanwhile runs its own recheck of every sandbox after this one).
+thread_local bool in_recheck = false;
+
+}  // namespace
+
+uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
+  absl::MutexLock lock(&recheck_mu_);
+  in_recheck = true;
+  EnvelopeVerdicts verdict(trust, config_.clock_skew_s);
   std::vector<std::string> failing;
   std::string after;
   for (;;) {
@@ -1148,6 +1213,43 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     }
     after = page.back().record.context.sandbox_id();
   }
+  auto [revoked, refused] = RevokeFailing(trust, failing);
+  gate_.SetRevoked(std::move(revoked), refused);
+  in_recheck = false;
+  return refused;
+}
+
+void GatewayCore::RecheckIfTrustMoved(const trust::TrustStore* checked_with, const std::vector<std::string>& ids) {
+  if (in_recheck) return;
+  const auto in_force = trust_store();
+  if (in_force.get() == checked_with || in_force == nullptr) return;
+  if (ids.empty()) {
+    RecheckAdmitted(*in_force);
+    return;
+  }
+  absl::MutexLock lock(&recheck_mu_);
+  in_recheck = true;
+  const auto trust = trust_store();  // the newest, read under the lock a reload's recheck also takes
+  EnvelopeVerdicts verdict(*trust, config_.clock_skew_s);
+  std::vector<std::string> failing;
+  for (const std::string& id : ids) {
+    auto snapshot = registry_->Get(id);
+    if (snapshot && snapshot->record.verification == Verification::kVerified && !verdict(snapshot->record).empty()) {
+      failing.push_back(id);
+    }
+  }
+  if (!failing.empty()) {
+    LogWarning(absl::StrCat(failing.size(), " sandbox(es) checked before a trust-store reload and committed after it "
+                            "fail under the reloaded trust store; refreshing them"));
+  }
+  auto [revoked, refused] = RevokeFailing(*trust, failing);
+  gate_.AddRevoked(std::move(revoked), refused);
+  in_recheck = false;
+}
+
+std::pair<ProjectionGate::RevokedEnvelopes, uint64_t> GatewayCore::RevokeFailing(
+    const trust::TrustStore& trust, const std::vector<std::string>& failing) {
+  EnvelopeVerdicts verdict(trust, config_.clock_skew_s);
   ProjectionGate::RevokedEnvelopes revoked;
   for (const std::string& id : failing) {
     const auto refreshed = Refresh(id);  // a projection signed by a key still trusted replaces it
@@ -1176,8 +1278,7 @@ uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
     auto snapshot = registry_->Get(id);
     if (snapshot && revoked.contains(snapshot->record.envelope.get())) ++refused;
   }
-  gate_.SetRevoked(std::move(revoked), refused);
-  return refused;
+  return {std::move(revoked), refused};
 }
 
 void GatewayCore::OnDriverState(bool available, const std::string& detail) {

@@ -240,6 +240,23 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // its admission); those that no longer verify are refreshed from the driver at once, and those still
   // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.
   uint64_t RecheckAdmitted(const trust::TrustStore& trust);
+  // Refresh's work; `checked_with` is set to the trust store its projection was checked under.
+  absl::StatusOr<gateway_v1::RefreshSandboxResponse> RefreshChecked(const std::string& sandbox_id,
+                                                                    std::shared_ptr<const trust::TrustStore>* checked_with);
+  // A check and its commit are not one step with a reload: sandboxes whose projections were checked under
+  // `checked_with` and are in the registry now are checked again, as RecheckAdmitted does, when the trust
+  // store in force is another by now (a reload came in between, and its own recheck may have passed them
+  // by). `ids` empty: every sandbox. Nothing when the trust store is the same. Blocking (a refresh may ask
+  // the driver): not on a gRPC callback thread.
+  void RecheckIfTrustMoved(const trust::TrustStore* checked_with, const std::vector<std::string>& ids);
+  // RecheckAdmitted's rule for `failing` (ids whose projections fail under `trust`): refreshed, and those
+  // still failing refused to fetchers. Returns the refused envelopes and how many sandboxes hold them.
+  std::pair<ProjectionGate::RevokedEnvelopes, uint64_t> RevokeFailing(const trust::TrustStore& trust,
+                                                                      const std::vector<std::string>& failing)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(recheck_mu_);
+  // One recheck at a time: a reload's (which replaces the refused set) and those of checks it raced (which
+  // add to it).
+  absl::Mutex recheck_mu_;
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
 
   const Config config_;

@@ -12,7 +12,7 @@ namespace driver_v1 = openshell::policy::driver::v1;
 ProjectionGate::ProjectionGate(const Config& config, store::CeilingStore* ceilings, store::AuditLog* log,
                                const store::Clock* clock, AuditRecorder* audit,
                                std::shared_ptr<const trust::TrustStore> trust)
-    : config_(config), clock_(clock), audit_(audit), ceilings_(ceilings), ceiling_(ceilings, log), trust_(std::move(trust)) {
+    : config_(config), clock_(clock), audit_(audit), ceilings_(ceilings), ceiling_(ceilings, log, config.ceiling_id), trust_(std::move(trust)) {
   ceilings_->ceiling_listeners().Add(this);
 }
 
@@ -123,6 +123,14 @@ void ProjectionGate::SetRevoked(RevokedEnvelopes revoked, uint64_t sandboxes) {
     revoked_ = std::move(revoked);
   }
   revoked_sandboxes_.store(sandboxes, std::memory_order_relaxed);
+}
+
+void ProjectionGate::AddRevoked(RevokedEnvelopes revoked, uint64_t sandboxes) {
+  {
+    absl::MutexLock lock(&revoked_mu_);
+    for (auto& [envelope, entry] : revoked) revoked_.insert_or_assign(envelope, std::move(entry));
+  }
+  revoked_sandboxes_.fetch_add(sandboxes, std::memory_order_relaxed);
 }
 
 absl::Status ProjectionGate::VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,
