@@ -97,6 +97,31 @@ TEST_CASE("ceiling: signed, co-signed for k-of-n, and each refusal in order", "[
   CHECK(CheckCeiling(no_id, input).reason == "invalid_ceiling");
 }
 
+TEST_CASE("ceiling: with an expected ceiling_id, a well-signed ceiling of another id is refused", "[trust][ceiling]") {
+  const PrivateKey a = Key();
+  const TrustStore one = TrustStoreOf(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}}));
+  auto fleet_a = osh::trust::MakeCeiling(osh::policy::RestrictiveDefaultPolicy(), "fleet-a", 1, "", 0);
+  auto fleet_b = osh::trust::MakeCeiling(osh::policy::RestrictiveDefaultPolicy(), "fleet-b", 2, "", 0);
+  REQUIRE(osh::trust::SignCeiling(&fleet_a, a, "a").ok());
+  REQUIRE(osh::trust::SignCeiling(&fleet_b, a, "a").ok());
+  CeilingCheckInput input;
+  input.trust_store = &one;
+  input.now_unix = 1'800'000'000;
+  CHECK(CheckCeiling(fleet_b, input).ok());  // no id expected: any
+  input.expected_ceiling_id = "fleet-a";
+  CHECK(CheckCeiling(fleet_a, input).ok());
+  const auto refused = CheckCeiling(fleet_b, input);
+  CHECK(refused.reason == "invalid_ceiling");
+  CHECK_THAT(refused.detail, Catch::Contains("ceiling_id 'fleet-b' is not the one this gateway enforces ('fleet-a'"));
+  // Compared exactly: no case folding, no prefix.
+  auto upper = osh::trust::MakeCeiling(osh::policy::RestrictiveDefaultPolicy(), "Fleet-a", 3, "", 0);
+  REQUIRE(osh::trust::SignCeiling(&upper, a, "a").ok());
+  CHECK(CheckCeiling(upper, input).reason == "invalid_ceiling");
+  auto longer = osh::trust::MakeCeiling(osh::policy::RestrictiveDefaultPolicy(), "fleet-a2", 3, "", 0);
+  REQUIRE(osh::trust::SignCeiling(&longer, a, "a").ok());
+  CHECK(CheckCeiling(longer, input).reason == "invalid_ceiling");
+}
+
 TEST_CASE("ceiling: a projection signature over the same digest does not verify as a ceiling", "[trust][ceiling]") {
   const PrivateKey a = Key();
   const TrustStore store = TrustStoreOf(osh::test::TrustStoreJson({{"a", a.PublicKeyPem()}}));

@@ -645,6 +645,70 @@ openshell::v1::ProviderProfile WiderPypiProfileForUnits() {
   return wider;
 }
 
+TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another fleet's ceiling, and a stored one of "
+          "another id stays in force unverified",
+          "[ceiling][config]") {
+  osh::test::TempDir dir;
+  auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
+  REQUIRE(store.ok());
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  auto trust = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  REQUIRE(trust.ok());
+  const int64_t now = osh::store::Clock::System()->NowUnix();
+  auto signed_ceiling = [&](const std::string& id, uint64_t version, bool wide) {
+    auto policy = osh::policy::RestrictiveDefaultPolicy();
+    if (wide) (*policy.mutable_network_policies())["all"].add_endpoints()->set_host("*.example.com");
+    if (wide) (*policy.mutable_network_policies())["all"].mutable_endpoints(0)->set_port(443);
+    if (wide) (*policy.mutable_network_policies())["all"].add_binaries()->set_path("/usr/bin/curl");
+    auto ceiling = osh::trust::MakeCeiling(policy, id, version, "", now);
+    REQUIRE(osh::trust::SignCeiling(&ceiling, *key, "authority").ok());
+    return ceiling;
+  };
+  {
+    osh::gateway::CeilingGuard guard(store->get(), store->get(), "fleet-a");
+    // Another fleet's ceiling, wider and of a higher version, signed by the same authority: refused, audited.
+    auto other = guard.Set(signed_ceiling("fleet-b", 5, true), &*trust, now, 60);
+    REQUIRE_FALSE(other.ok());
+    CHECK_THAT(std::string(other.status().message()),
+               Catch::StartsWith("invalid_ceiling: ceiling_id 'fleet-b' is not the one this gateway enforces ('fleet-a'"));
+    CHECK(guard.current() == nullptr);
+    auto events = (*store)->ListAuditEvents(0, 100);
+    REQUIRE(events.ok());
+    REQUIRE_FALSE(events->empty());
+    CHECK(events->back().type == osh::trust::audit::Type::kCeilingSet);
+    CHECK(events->back().outcome == osh::trust::audit::Outcome::kRefused);
+    // This fleet's: in force.
+    REQUIRE(guard.Set(signed_ceiling("fleet-a", 1, false), &*trust, now, 60).ok());
+    REQUIRE(guard.Load(&*trust, now, 60).ok());  // the store tells the gateway's gate; this guard alone, read it
+    REQUIRE(guard.current() != nullptr);
+    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
+    CHECK(guard.current()->verified);
+  }
+  {
+    // The same database under a gateway configured for another fleet: the stored ceiling only narrows, so it
+    // stays in force, shown unverified; that fleet's own is accepted over it.
+    osh::gateway::CeilingGuard guard(store->get(), store->get(), "fleet-z");
+    REQUIRE(guard.Load(&*trust, now, 60).ok());
+    REQUIRE(guard.current() != nullptr);
+    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
+    CHECK_FALSE(guard.current()->verified);
+    REQUIRE(guard.Set(signed_ceiling("fleet-z", 2, false), &*trust, now, 60).ok());
+    REQUIRE(guard.Load(&*trust, now, 60).ok());
+    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-z");
+    CHECK(guard.current()->verified);
+  }
+  // The setting itself: a ceiling's id or nothing.
+  CHECK(osh::gateway::ResolveConfig({{"ceiling_id", "fleet-a"}}, {}, {})->ceiling_id == "fleet-a");
+  CHECK(osh::gateway::ResolveConfig({}, {}, {})->ceiling_id.empty());
+  for (const char* bad : {"", "fleet a", "fleet/a"}) {
+    INFO(bad);
+    auto resolved = osh::gateway::ResolveConfig({{"ceiling_id", bad}}, {}, {});
+    REQUIRE_FALSE(resolved.ok());
+    CHECK_THAT(std::string(resolved.status().message()), Catch::StartsWith("ceiling_id: "));
+  }
+}
+
 TEST_CASE("provider catalogue: profiles are signed and verified against the trust store, and a rewritten row or a revoked "
           "key is never served or composed",
           "[interceptor][provider_profiles]") {

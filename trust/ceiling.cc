@@ -58,6 +58,12 @@ CheckResult CheckCeiling(const CeilingMessage& c, const CeilingCheckInput& input
   if (!IsValidKeyId(c.ceiling_id())) {
     return Refuse(reason::kInvalidCeiling, absl::StrCat("ceiling_id '", c.ceiling_id(), "' must be 1..128 of [A-Za-z0-9._:-]"));
   }
+  if (!input.expected_ceiling_id.empty() && c.ceiling_id() != input.expected_ceiling_id) {
+    // Authority keys that sign ceilings for several fleets: another fleet's ceiling, however well signed,
+    // is not this one's.
+    return Refuse(reason::kInvalidCeiling, absl::StrCat("ceiling_id '", c.ceiling_id(), "' is not the one this gateway enforces ('",
+                                                        input.expected_ceiling_id, "', its ceiling_id setting)"));
+  }
   if (c.version() == 0) return Refuse(reason::kInvalidCeiling, "version must be at least 1");
   if (input.trust_store == nullptr) {
     return Refuse(reason::kUnsigned, "no trust store is configured, so no ceiling can be verified");

@@ -43,9 +43,10 @@ struct CeilingCheckInput {
   int64_t now_unix = 0;
   int64_t clock_skew_s = 60;
   std::optional<uint64_t> in_force_version;  // the ceiling in force: a new one must have a higher version
+  std::string expected_ceiling_id;           // not empty: the only ceiling_id accepted (invalid_ceiling otherwise)
 };
 
-// In order: well-formed (invalid_ceiling), digest recomputed (digest_mismatch), body strict and valid
+// In order: well-formed and, when the input names one, of the expected ceiling_id (invalid_ceiling), digest recomputed (digest_mismatch), body strict and valid
 // (incomplete_projection / invalid_policy), signatures (unsigned, unknown_key, bad_signature,
 // key_revoked, key_not_valid_now, threshold_not_met), version above the one in force (rollback).
 // On success `policy` holds the parsed ceiling policy.

@@ -78,6 +78,7 @@ absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::
   input.trust_store = trust;
   input.now_unix = now_unix;
   input.clock_skew_s = skew_s;
+  input.expected_ceiling_id = expected_id_;
   const trust::CheckResult verified = trust::CheckCeiling(active->ceiling, input);
   if (verified.ok()) {
     active->policy = verified.policy;
@@ -212,6 +213,7 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
   input.now_unix = now_unix;
   input.clock_skew_s = skew_s;
   if (in_force != nullptr) input.in_force_version = in_force->ceiling.version();
+  input.expected_ceiling_id = expected_id_;
   const trust::CheckResult verified = trust::CheckCeiling(ceiling, input);
   if (!verified.ok()) {
     audit.Record(event, audit::Outcome::kRefused,

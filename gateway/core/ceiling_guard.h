@@ -41,7 +41,10 @@ class CeilingGuard {
   };
 
   // `store` and `log` must outlive the guard.
-  CeilingGuard(store::CeilingStore* store, store::AuditLog* log) : store_(store), log_(log) {}
+  // `expected_id` not empty: only ceilings of that ceiling_id verify (config ceiling_id); one of another id
+  // is refused by Set and, loaded from the store, stays in force unverified (as any that no longer verifies).
+  CeilingGuard(store::CeilingStore* store, store::AuditLog* log, std::string expected_id = {})
+      : store_(store), log_(log), expected_id_(std::move(expected_id)) {}
 
   // Loads the stored ceiling (if any) and re-verifies it with `trust` (may be null). A ceiling only
   // moves forward: a stored one not newer than the one in force changes nothing. DATA_LOSS when the
@@ -105,6 +108,7 @@ class CeilingGuard {
 
   store::CeilingStore* const store_;
   store::AuditLog* const log_;
+  const std::string expected_id_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Active> active_ ABSL_GUARDED_BY(mu_);
   mutable absl::flat_hash_map<std::string, trust::CheckResult> cache_ ABSL_GUARDED_BY(mu_);

@@ -19,6 +19,7 @@
 
 #include "absl/strings/ascii.h"
 #include "store/open_store.h"
+#include "trust/trust_store.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -375,6 +376,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"interceptor_openshell_client_key", kGatewayTable, "key (PEM) of interceptor_openshell_client_cert"},
       {"accepted_surfaces", kPolicyTable, "surfaces the gateway admits (default: openshell.sandbox.v1)"},
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
+      {"ceiling_id", kPolicyTable,
+       "the ceiling_id of this fleet's ceilings: SetCeiling refuses a ceiling of another id (invalid_ceiling), "
+       "however well signed, and one of another id in the database stays in force unverified; unset: any id"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
       {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
       {"driver_call_timeout_ms", kPolicyTable, "deadline of each call to the driver (default 5000)"},
@@ -523,6 +527,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"log_level", config.log_level},
       {"accepted_surfaces", absl::StrJoin(config.accepted_surfaces, ",")},
       {"trust_store", config.trust_store},
+      {"ceiling_id", config.ceiling_id},
       {"driver_socket", config.driver_socket},
       {"driver_socket_owner", config.driver_socket_owner},
       {"builtin_signing_key", config.builtin_signing_key},
@@ -589,6 +594,10 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (auto parsed = ParseLogFormat(config.log_format); !parsed.ok()) return bad("log_format", std::string(parsed.status().message()));
   if (auto parsed = ParseLogLevel(config.log_level); !parsed.ok()) return bad("log_level", std::string(parsed.status().message()));
   get("trust_store", &config.trust_store);
+  get("ceiling_id", &config.ceiling_id);
+  if (merged.count("ceiling_id") && !trust::IsValidKeyId(config.ceiling_id)) {
+    return bad("ceiling_id", absl::StrCat("'", config.ceiling_id, "' must be 1..128 of [A-Za-z0-9._:-], as a ceiling's id"));
+  }
   get("driver_socket", &config.driver_socket);
   get("driver_socket_owner", &config.driver_socket_owner);
   get("builtin_signing_key", &config.builtin_signing_key);

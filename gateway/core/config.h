@@ -63,6 +63,7 @@ struct Config {
   std::string interceptor_socket_group;  // "": 0600; else 0660 for this group (its own folder)
   std::string interceptor_mode = "ceiling";  // "ceiling" or "admit" (docs/openshell-interceptor.md, "Modes")
   std::string interceptor_gateway_keys;  // JWKS file or Ed25519 SPKI PEM of the OpenShell gateway; "": no tokens
+  std::string ceiling_id;  // not empty: the only ceiling_id SetCeiling accepts (invalid_ceiling otherwise)
   std::string interceptor_gateway_id = "openshell";  // iss = openshell-gateway:<id>
   std::string interceptor_audience = "urn:openshell:extension:interceptor:policy-gateway";
   // Admit mode's push (README §9): the OpenShell gateway's gRPC endpoint ("unix:///path", or
