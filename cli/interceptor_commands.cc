@@ -1,4 +1,4 @@
-// policyctl interceptor records | forget (admin socket): what the OpenShell interceptor knows of each
+// policyctl interceptor records | seed | forget (admin socket): what the OpenShell interceptor knows of each
 // OpenShell sandbox — the policy and providers merges and attaches are composed from, and provider-profile
 // changes are checked against (docs/openshell-interceptor.md, "Records") — and forgetting the record of a
 // sandbox deleted on the OpenShell gateway.
@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/commands.h"
+#include "policy/policy_file.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 
 namespace osh::cli {
@@ -51,6 +52,48 @@ void AddInterceptorCommands(CLI::App& app, const Options& options, int& exit_cod
         }
         PrintTable({"WORKSPACE", "SANDBOX", "PROVIDERS", "NETWORK RULES", "POLICY DIGEST"}, rows);
         std::cout << response.records_size() << " record(s)\n";
+      }
+      exit_code = kExitOk;
+    });
+  }
+  // seed
+  {
+    auto* cmd = interceptor->add_subcommand(
+        "seed", "Give the interceptor a record of a sandbox it has none of (created before the interceptor was "
+                "bound, or forgotten): the policy and providers the OpenShell gateway holds for it. Checked as a "
+                "validate checks a record (providers in the catalogue, the composed candidate inside the ceiling), "
+                "audited, behind the mutation gate; never over an existing record");
+    auto sandbox = std::make_shared<std::string>();
+    auto workspace = std::make_shared<std::string>();
+    auto file = std::make_shared<std::string>();
+    auto providers = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("sandbox", *sandbox, "the OpenShell sandbox's name")->required();
+    cmd->add_option("-f,--policy", *file, "the sandbox's own policy as the OpenShell gateway holds it (YAML, SCHEMA.md)")
+        ->required();
+    cmd->add_option("--provider", *providers, "an attached provider, in the order attached (repeat for each)");
+    cmd->add_option("--workspace", *workspace, "its OpenShell workspace (default: the default workspace)");
+    cmd->callback([&options, &exit_code, sandbox, workspace, file, providers] {
+      auto policy = policy::LoadPolicyFile(*file);
+      if (!policy.ok()) {
+        exit_code = ReportLocalError(policy.status());
+        return;
+      }
+      v1::SeedInterceptorRecordRequest request;
+      request.set_sandbox(*sandbox);
+      request.set_workspace(*workspace);
+      *request.mutable_policy() = *std::move(policy);
+      for (const std::string& provider : *providers) request.add_providers(provider);
+      v1::SeedInterceptorRecordResponse response;
+      if (!CallAdmin(options, exit_code, &v1::PolicyGateway::Stub::SeedInterceptorRecord, request, &response)) return;
+      if (options.json()) {
+        std::cout << ToJson(response) << "\n";
+      } else {
+        const auto& record = response.record();
+        std::cout << "seeded the record of sandbox " << record.sandbox()
+                  << (record.workspace().empty() ? "" : absl::StrCat(" (workspace ", record.workspace(), ")")) << ": "
+                  << record.network_rules() << " network rule(s), providers "
+                  << (record.providers().empty() ? "none" : absl::StrJoin(record.providers(), ","))
+                  << ", composed candidate " << response.candidate_digest().substr(0, 16) << " inside the ceiling\n";
       }
       exit_code = kExitOk;
     });

@@ -1464,7 +1464,7 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
 
 absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                                  std::optional<uint64_t> expected_generation,
-                                                 const std::optional<std::string>* expected_previous) {
+                                                 const std::optional<std::string>* expected_previous, AuditEvent* event) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
     if (expected_generation.has_value()) {
       // Shared with every other such record write, exclusive against a catalogue change (which updates
@@ -1498,14 +1498,15 @@ absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, con
                                          PgParams().Add(sandbox).AddBytes(record).Add(NowMs()));
       if (!written.ok()) return written.status();
       if (written->affected() != 1) return RecordChanged(sandbox);
-      return absl::OkStatus();
+      return event != nullptr ? InsertAudit(event) : absl::OkStatus();
     }
-    return writer_
+    OSH_RETURN_IF_ERROR(writer_
         .Query("INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES ($1, $2, $3) "
                "ON CONFLICT (sandbox) DO UPDATE SET record = $2, updated_at = $3",
                PgParams().Add(sandbox).AddBytes(record).Add(NowMs()))
-        .status();
-  }, nullptr, /*touches_chain=*/false);
+        .status());
+    return event != nullptr ? InsertAudit(event) : absl::OkStatus();
+  }, nullptr, /*touches_chain=*/event != nullptr);
 }
 
 absl::StatusOr<std::optional<std::string>> PostgresStore::GetInterceptorRecord(const std::string& sandbox) {

@@ -96,7 +96,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                     std::optional<uint64_t> expected_generation = std::nullopt,
-                                    const std::optional<std::string>* expected_previous = nullptr) override;
+                                    const std::optional<std::string>* expected_previous = nullptr,
+                                    AuditEvent* event = nullptr) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;

@@ -989,12 +989,12 @@ absl::StatusOr<std::vector<AuditEvent>> SqliteStore::ListAuditEvents(uint64_t af
 
 absl::Status SqliteStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                                std::optional<uint64_t> expected_generation,
-                                               const std::optional<std::string>* expected_previous) {
-  return WriteInterceptorRecord(sandbox, &record, expected_generation, expected_previous);
+                                               const std::optional<std::string>* expected_previous, AuditEvent* event) {
+  return WriteInterceptorRecord(sandbox, &record, event, expected_generation, expected_previous);
 }
 
 absl::Status SqliteStore::DeleteInterceptorRecord(const std::string& sandbox) {
-  return WriteInterceptorRecord(sandbox, nullptr);
+  return WriteInterceptorRecord(sandbox, nullptr, nullptr);
 }
 
 absl::Status SqliteStore::ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) {
@@ -1008,7 +1008,7 @@ absl::Status SqliteStore::ForgetInterceptorRecord(const std::string& sandbox, Au
   });
 }
 
-absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
+absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, const std::string* record, AuditEvent* event,
                                                  std::optional<uint64_t> expected_generation,
                                                  const std::optional<std::string>* expected_previous) {
   return Write([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
@@ -1039,7 +1039,8 @@ absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, con
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, sandbox);
     if (record != nullptr) stmt->BindBlob(2, *record).Bind(3, NowMs());
-    return stmt->Run();
+    OSH_RETURN_IF_ERROR(stmt->Run());
+    return event != nullptr ? InsertAudit(event) : absl::OkStatus();
   });
 }
 

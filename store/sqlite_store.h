@@ -76,7 +76,8 @@ class SqliteStore final : public SingleObjectDatabase {
 
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                     std::optional<uint64_t> expected_generation = std::nullopt,
-                                    const std::optional<std::string>* expected_previous = nullptr) override;
+                                    const std::optional<std::string>* expected_previous = nullptr,
+                                    AuditEvent* event = nullptr) override;
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override;
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
@@ -133,7 +134,7 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::optional<std::string>> ReadBlobByKey(const char* sql, const std::string& key);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadKeyedBlobs(const char* sql);
   // Stores `*record` as the sandbox's interceptor record, or removes it (nullptr).
-  absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record,
+  absl::Status WriteInterceptorRecord(const std::string& sandbox, const std::string* record, AuditEvent* event,
                                       std::optional<uint64_t> expected_generation = std::nullopt,
                                       const std::optional<std::string>* expected_previous = nullptr);
   // Inside a catalogue change's transaction: every interceptor record as it stands, for its check.

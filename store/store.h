@@ -326,9 +326,11 @@ class InterceptorRecordStore {
   // With `expected_previous` (not null), only if the record stored then is still `*expected_previous`
   // (nullopt: none is stored): ABORTED "record_changed: ...", and nothing written, when another write
   // replaced, removed or created it since it was read (a read-modify-write of the record, never lost).
+  // With `event` (not null; an operator's seed), the event is appended in the same transaction.
   virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                             std::optional<uint64_t> expected_generation = std::nullopt,
-                                            const std::optional<std::string>* expected_previous = nullptr) = 0;
+                                            const std::optional<std::string>* expected_previous = nullptr,
+                                            AuditEvent* event = nullptr) = 0;
   // The sandbox's record as last committed (by any replica), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) = 0;
   // Removes the sandbox's record (OK when there was none).

@@ -72,7 +72,7 @@ TEST_CASE("mutation gate: refuses exactly the mutating methods, and anything unk
     }
   }
   CHECK(refused == std::set<std::string>{"SetPolicy", "UpdatePolicy", "DeletePolicy", "SetProviderProfile",
-                                         "DeleteProviderProfile", "ForgetInterceptorRecord"});
+                                         "DeleteProviderProfile", "ForgetInterceptorRecord", "SeedInterceptorRecord"});
   // SetCeiling changes policy only with an authority's signature, which it checks itself.
   CHECK(osh::gateway::ClassOf(*service->FindMethodByName("SetCeiling")) == v1::AUTHORITY_SIGNED);
   // Deny by default: a method the descriptor does not know is refused too.
@@ -684,6 +684,17 @@ TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another
     REQUIRE(guard.current() != nullptr);
     CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
     CHECK(guard.current()->verified);
+    // A gateway without the setting (another replica, an old binary) stores fleet-b's, wider and newer: it
+    // never replaces fleet-a's here — the one in force stays, and the database's is reported.
+    osh::gateway::CeilingGuard unconfigured(store->get(), store->get());
+    REQUIRE(unconfigured.Set(signed_ceiling("fleet-b", 7, true), &*trust, now, 60).ok());
+    const absl::Status adopted = guard.Load(&*trust, now, 60);
+    CHECK(absl::IsDataLoss(adopted));
+    CHECK_THAT(std::string(adopted.message()),
+               Catch::StartsWith("ceiling_missing: the database holds ceiling 'fleet-b' version 7, not one of this "
+                                 "gateway's ceiling_id 'fleet-a'"));
+    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
+    CHECK(guard.current()->ceiling.version() == 1);
   }
   {
     // The same database under a gateway configured for another fleet: the stored ceiling only narrows, so it
@@ -691,9 +702,10 @@ TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another
     osh::gateway::CeilingGuard guard(store->get(), store->get(), "fleet-z");
     REQUIRE(guard.Load(&*trust, now, 60).ok());
     REQUIRE(guard.current() != nullptr);
-    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
+    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-b");
     CHECK_FALSE(guard.current()->verified);
-    REQUIRE(guard.Set(signed_ceiling("fleet-z", 2, false), &*trust, now, 60).ok());
+    CHECK_FALSE(guard.Set(signed_ceiling("fleet-z", 7, false), &*trust, now, 60).ok());  // not above the one in force
+    REQUIRE(guard.Set(signed_ceiling("fleet-z", 8, false), &*trust, now, 60).ok());
     REQUIRE(guard.Load(&*trust, now, 60).ok());
     CHECK(guard.current()->ceiling.ceiling_id() == "fleet-z");
     CHECK(guard.current()->verified);
@@ -997,9 +1009,10 @@ class RecordsRacedByAChange : public osh::store::InterceptorRecordStore {
   int puts = 0;
   absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                     std::optional<uint64_t> expected_generation,
-                                    const std::optional<std::string>* expected_previous) override {
+                                    const std::optional<std::string>* expected_previous,
+                                    osh::store::AuditEvent* event) override {
     if (puts++ == 0 && change_) change_();
-    return inner_->PutInterceptorRecord(sandbox, record, expected_generation, expected_previous);
+    return inner_->PutInterceptorRecord(sandbox, record, expected_generation, expected_previous, event);
   }
   absl::StatusOr<std::optional<std::string>> GetInterceptorRecord(const std::string& sandbox) override {
     return inner_->GetInterceptorRecord(sandbox);

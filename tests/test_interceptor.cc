@@ -1811,6 +1811,80 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
   CHECK(g.gateway().Stop() == 0);
 }
 
+std::string AdmitDriverPolicy(const std::string& extra_read_only);  // below, with admit mode's tests
+
+TEST_CASE("interceptor: an operator seeds the record of a sandbox from before the interceptor, checked like a validate, "
+          "never over an existing record",
+          "[interceptor][integration][interceptor_records]") {
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
+  WriteFile(g.keys() / "pypi-wide.yaml", PypiWideProfileYaml());
+  std::string out, err;
+  REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  // The policy the OpenShell gateway holds for "old-1" (created before the interceptor was bound).
+  WriteFile(g.keys() / "old.yaml", AdmitDriverPolicy(""));
+  WriteFile(g.keys() / "wide.yaml", ReadFile(g.keys() / "old.yaml") + R"(  evil:
+    name: evil
+    endpoints: [{ host: evil.example.com, port: 443 }]
+    binaries: [{ path: /usr/bin/curl }]
+)");
+  const std::string merge = R"({"name": "old-1", "mergeOperations": [
+      {"addRule": {"ruleName": "pypi2", "rule": {"endpoints": [{"host": "pypi.org", "port": 443.0}], "binaries": [{"path": "/usr/bin/pip"}]}}}]})";
+  // Before: no record, so a merge is refused.
+  CheckDeny(g.Evaluate("UpdateConfig", false, merge), "FAILED_PRECONDITION", "unknown_sandbox: ");
+
+  // Refused, nothing stored: a policy outside the ceiling; an unknown provider; a policy file that is no policy.
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "wide.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("FAILED_PRECONDITION") && Catch::Contains("exceeds_ceiling: ") &&
+                      Catch::Contains("evil.example.com"));
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--provider", "nosuch"}, &out,
+            &err) == 1);
+  CHECK_THAT(err, Catch::Contains("unknown_provider: provider 'nosuch'"));
+  WriteFile(g.keys() / "bad.yaml", "version: 1\nnetwork_policies: [1, 2]\n");
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "bad.yaml"}, &out, &err) == 2);
+  CHECK_THAT(err, Catch::Contains("bad.yaml"));
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "records"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("0 record(s)"));
+
+  // Seeded with its provider: listed, audited, and its merges are composed from it from now on.
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--provider", "pypi", "-o",
+                            "json"},
+              &out, &err) == 0);
+  gw::SeedInterceptorRecordResponse seeded;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &seeded).ok());
+  CHECK(seeded.record().sandbox() == "old-1");
+  CHECK(seeded.record().network_rules() == 1);
+  CHECK(seeded.candidate_digest().size() == 64);
+  bool audited = false;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    audited = audited || (event.type() == "mutation" && event.outcome() == "ok" &&
+                          event.audit_context().count("change") && event.audit_context().at("change") == "seed" &&
+                          event.audit_context().at("candidate_digest") == seeded.candidate_digest());
+  }
+  CHECK(audited);
+  const auto merged = g.Evaluate("UpdateConfig", false, merge);
+  REQUIRE(merged.allowed());
+  const auto request = Decode<os_v1::UpdateConfigRequest>(ApplyPatches(FromProtoJson(merge), merged.patches()));
+  CHECK(request.policy().network_policies().size() == 2);
+  CHECK(request.policy().network_policies().at("api").endpoints(0).host() == "api.github.com");
+  // Its provider is known too: the profile check sees it (a wider pypi would widen old-1).
+  CHECK(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi-wide.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("sandbox 'old-1'"));
+
+  // Never over an existing record (the merge's validate would have written one; the seed's is there).
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("ALREADY_EXISTS") && Catch::Contains("record_exists: ") &&
+                      Catch::Contains("policyctl interceptor forget"));
+  // Another workspace is another sandbox; a name no record could be kept under is refused.
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--workspace", "team-b"}, &out,
+            &err) == 0);
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "bad\x1f" "name", "-f", g.keys() / "old.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("INVALID_ARGUMENT") && Catch::Contains("invalid_request: sandbox: "));
+  REQUIRE(Ctl(g.gateway(), {"interceptor", "records"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("2 record(s)") && Catch::Contains("team-b"));
+  CHECK(g.gateway().Stop() == 0);
+}
+
 TEST_CASE("provider profiles: two replicas on one PostgreSQL database: a change on A is served by B's next snapshot",
           "[interceptor][integration][provider_profiles][cache][postgres][replicas]") {
   const std::string url = PgCluster::Shared().CreateDatabase();

@@ -74,6 +74,16 @@ absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::
                                             active->ceiling.version(), ", older than the one in force here (",
                                             in_force->ceiling.version(), "); the newer one stays in force"));
   }
+  if (!expected_id_.empty() && in_force != nullptr && active->ceiling.ceiling_id() != expected_id_) {
+    // Another fleet's ceiling (stored by a gateway without ceiling_id, or written into the database) never
+    // replaces this fleet's: the one in force stays, and nothing checked against it commits while the
+    // database holds another (their commits are refused ceiling_changed, checked again, refused again).
+    return absl::DataLossError(absl::StrCat(
+        trust::reason::kCeilingMissing, ": the database holds ceiling '", active->ceiling.ceiling_id(), "' version ",
+        active->ceiling.version(), ", not one of this gateway's ceiling_id '", expected_id_, "'; ceiling '",
+        in_force->ceiling.ceiling_id(), "' version ", in_force->ceiling.version(),
+        " stays in force: set this fleet's ceiling again, of a higher version"));
+  }
   trust::CeilingCheckInput input;
   input.trust_store = trust;
   input.now_unix = now_unix;

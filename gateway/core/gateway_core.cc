@@ -450,8 +450,6 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
       ++(ok ? verified : failed);
     }
   }
-  // A reload during the pass: what it verified under the store before is checked again.
-  if (verified > 0) RecheckIfTrustMoved(trust.get(), {});
   // Loading and this pass made and dropped a copy of every row and envelope (in several threads' malloc
   // arenas): give the memory back, or a large fleet keeps tens of MB it will never use again.
   ::malloc_trim(0);
@@ -712,27 +710,27 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
           {{"event", "admission"}, {"sandbox_id", context.sandbox_id()}, {"digest", admitted.policy_digest()},
            {"version", absl::StrCat(admitted.policy_version())},
            {"verification", std::string(NameOf(admission->verification))}});
-  if (trust_store() != admission->checked_with) {
-    // A trust-store reload since the check: its recheck may have passed this sandbox by (not in the
-    // registry yet). Checked again under the reloaded store before the answer (off this thread: a refresh
-    // may ask the driver); refused to fetchers if it no longer verifies.
-    return Offload(admission, [this, admission, out = std::move(out)]() mutable {
-      RecheckIfTrustMoved(admission->checked_with.get(), {admission->context.sandbox_id()});
-      AdmitFinish(admission, std::move(out));
-    });
-  }
+  // A trust-store reload since the check: its recheck may have passed this sandbox by (not in the registry
+  // yet), so it is checked again under the reloaded store before the answer (refused to fetchers if it no
+  // longer verifies). The policy changed while this admission was in flight: it is moved now, as the
+  // change's re-projection would have. Either may ask the driver: off this thread.
+  const bool trust_moved = trust_store() != admission->checked_with;
   drivers::PolicyAuthoring* authoring = driver_->authoring();
-  if (authoring == nullptr || authoring->ProjectionKey(context) == admission->key_before) {
-    return AdmitFinish(admission, std::move(out));
-  }
-  // The policy changed while this admission was in flight: move it now, as the change's re-projection
-  // would have. The sandbox's watchers (none yet) and fetches see the newer projection from here.
-  Offload(admission, [this, admission, out = std::move(out)]() mutable {
+  const bool policy_moved = authoring != nullptr && authoring->ProjectionKey(context) != admission->key_before;
+  if (!trust_moved && !policy_moved) return AdmitFinish(admission, std::move(out));
+  Offload(admission, [this, admission, policy_moved, out = std::move(out)]() mutable {
     const std::string& id = admission->context.sandbox_id();
-    if (auto moved = Refresh(id); moved.ok() && moved->changed()) {
-      out.set_policy_digest(moved->policy_digest());
-      out.set_policy_version(moved->policy_version());
-      LogInfo(absl::StrCat("sandbox ", id, ": its policy changed during admission; now at digest ", moved->policy_digest()));
+    if (policy_moved) {
+      if (auto moved = Refresh(id); moved.ok() && moved->changed()) {
+        LogInfo(absl::StrCat("sandbox ", id, ": its policy changed during admission; now at digest ", moved->policy_digest()));
+      }
+    }
+    RecheckIfTrustMoved(admission->checked_with.get(), {id});
+    // The answer names what is in force now (a refresh may have moved it).
+    if (auto snapshot = registry_->Get(id)) {
+      const auto header = snapshot->record.envelope->Header();
+      out.set_policy_digest(header.policy_digest());
+      out.set_policy_version(header.policy_version());
     }
     AdmitFinish(admission, std::move(out));
   });
@@ -1165,7 +1163,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kOk,
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
-  out.set_sandboxes_refused(RecheckAdmitted(*trust_store()));
+  out.set_sandboxes_refused(RecheckAdmitted());
   return out;
 }
 
@@ -1197,8 +1195,13 @@ thread_local bool in_recheck = false;
 
 }  // namespace
 
-uint64_t GatewayCore::RecheckAdmitted(const trust::TrustStore& trust) {
+uint64_t GatewayCore::RecheckAdmitted() {
   absl::MutexLock lock(&recheck_mu_);
+  // The newest store, read under the lock: a recheck under an older one (a reload or a raced check that
+  // waited here) never replaces the refused set a newer reload's recheck made.
+  const auto in_force = trust_store();
+  if (in_force == nullptr) return 0;
+  const trust::TrustStore& trust = *in_force;
   in_recheck = true;
   EnvelopeVerdicts verdict(trust, config_.clock_skew_s);
   std::vector<std::string> failing;
@@ -1224,7 +1227,7 @@ void GatewayCore::RecheckIfTrustMoved(const trust::TrustStore* checked_with, con
   const auto in_force = trust_store();
   if (in_force.get() == checked_with || in_force == nullptr) return;
   if (ids.empty()) {
-    RecheckAdmitted(*in_force);
+    RecheckAdmitted();
     return;
   }
   absl::MutexLock lock(&recheck_mu_);

@@ -236,10 +236,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   CeilingCommit CommitUnderCeiling(const std::function<store::ChangeBatch()>& make_batch,
                                    const openshell::sandbox::v1::SandboxPolicy& policy, const std::string& digest,
                                    int64_t ceiling_stamp, int attempts_made = 0);
-  // After a trust-store reload: every admitted projection is checked against `trust` (signatures as of
+  // After a trust-store reload: every admitted projection is checked against the store in force (signatures as of
   // its admission); those that no longer verify are refreshed from the driver at once, and those still
   // failing are refused to fetchers (key_revoked), audited and shown. Returns how many are refused.
-  uint64_t RecheckAdmitted(const trust::TrustStore& trust);
+  uint64_t RecheckAdmitted();
   // Refresh's work; `checked_with` is set to the trust store its projection was checked under.
   absl::StatusOr<gateway_v1::RefreshSandboxResponse> RefreshChecked(const std::string& sandbox_id,
                                                                     std::shared_ptr<const trust::TrustStore>* checked_with);

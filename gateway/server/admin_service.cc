@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gateway/core/interceptor_governance.h"
+#include "gateway/core/interceptor_seed.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/log.h"
 #include "policy/body_codec.h"
@@ -290,6 +291,25 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         if (absl::IsNotFound(forgotten)) return absl::NotFoundError(absl::StrCat("no interceptor record of sandbox ", described));
         if (!forgotten.ok()) return forgotten;
         return v1::ForgetInterceptorRecordResponse();
+      });
+  Add<v1::SeedInterceptorRecordRequest, v1::SeedInterceptorRecordResponse>(
+      "SeedInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::SeedInterceptorRecordResponse> {
+        if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
+        const std::vector<std::string> providers(r.providers().begin(), r.providers().end());
+        auto seeded = SeedInterceptorRecord(core_->gate().ceiling(), core_->provider_profiles(), records_,
+                                            r.workspace() == "default" ? std::string() : r.workspace(), r.sandbox(),
+                                            r.policy(), providers);
+        if (!seeded.ok()) return seeded.status();
+        v1::SeedInterceptorRecordResponse out;
+        v1::InterceptorRecordInfo* info = out.mutable_record();
+        const auto [workspace, name] = InterceptorRecords::Split(seeded->key);
+        info->set_sandbox(name);
+        info->set_workspace(workspace);
+        for (const std::string& provider : providers) info->add_providers(provider);
+        info->set_policy_digest(seeded->policy_digest);
+        info->set_network_rules(static_cast<uint32_t>(r.policy().network_policies_size()));
+        out.set_candidate_digest(seeded->candidate_digest);
+        return out;
       });
   Add<v1::ProveSandboxRequest, v1::LogProof>("ProveSandbox", [this](const v1::ProveSandboxRequest& r) -> absl::StatusOr<v1::LogProof> {
     auto info = core_->GetSandbox(r.sandbox_id(), /*include_policy=*/false);

@@ -1,0 +1,85 @@
+#include "gateway/core/interceptor_seed.h"
+
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/errors.h"
+#include "gateway/core/audit_recorder.h"
+#include "gateway/core/composed_candidate.h"
+#include "gateway/core/context_limits.h"
+#include "gateway/core/interceptor_records.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
+#include "trust/audit_vocabulary.h"
+
+namespace osh::gateway {
+
+absl::StatusOr<SeededRecord> SeedInterceptorRecord(const CeilingGuard& ceiling, const ProviderProfileCatalogue& catalogue,
+                                                   store::InterceptorRecordStore* records, const std::string& workspace,
+                                                   const std::string& sandbox,
+                                                   const openshell::sandbox::v1::SandboxPolicy& policy,
+                                                   const std::vector<std::string>& providers) {
+  // Held to the rules a record's name and workspace are held to at validate (no control character can
+  // join the key).
+  if (absl::Status valid = CheckSandboxId(sandbox); !valid.ok()) {
+    return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("sandbox: ", valid.message()));
+  }
+  if (absl::Status valid = CheckSandboxId(workspace); !workspace.empty() && !valid.ok()) {
+    return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("workspace: ", valid.message()));
+  }
+  SeededRecord out;
+  out.key = InterceptorRecords::Key(workspace, sandbox);
+  const std::string described = InterceptorRecords::Describe(out.key);
+
+  // The providers' layers, all from one catalogue: a record names the generation it was composed at.
+  std::optional<uint64_t> generation;
+  std::vector<ProviderLayer> layers;
+  absl::StatusOr<ProviderProfileCatalogue::Selection> selection = catalogue.GetAll(providers);
+  if (!selection.ok()) return selection.status();
+  for (size_t i = 0; i < providers.size(); ++i) {
+    const auto& entry = selection->entries[i];
+    if (!entry.ok()) {
+      if (absl::IsNotFound(entry.status())) {
+        return common::Refused(absl::StatusCode::kFailedPrecondition, "unknown_provider",
+                               absl::StrCat("provider '", providers[i],
+                                            "' has no profile in this gateway's catalogue (policyctl profile list)"));
+      }
+      return entry.status();  // profile_unverified, or the catalogue's read error
+    }
+    generation = (*entry)->generation;
+    layers.emplace_back(providers[i], &(*entry)->profile);
+  }
+  const ComposedVerdict verdict = CheckComposedCandidate(ceiling, policy, layers);
+  if (!verdict.ok()) {
+    return common::Refused(verdict.reason == "invalid_policy" ? absl::StatusCode::kInvalidArgument
+                                                              : absl::StatusCode::kFailedPrecondition,
+                           verdict.reason, verdict.detail);
+  }
+  out.candidate_digest = verdict.candidate_digest;
+  out.policy_digest = policy::Sha256Hex(policy::SerializeDeterministic(policy));
+
+  store::AuditEvent event = AuditRecorder::For(trust::audit::Type::kMutation, sandbox);
+  event.outcome = trust::audit::Outcome::kOk;
+  event.policy_digest = out.policy_digest;
+  event.reason = absl::StrCat("interceptor record of sandbox ", described, " seeded: ", policy.network_policies_size(),
+                              " network rule(s), providers ", providers.empty() ? "none" : absl::StrJoin(providers, ","),
+                              "; composed candidate ", out.candidate_digest);
+  event.audit_context = {{"interceptor_record", sandbox}, {"change", "seed"}, {"candidate_digest", out.candidate_digest}};
+  if (!workspace.empty()) event.audit_context["workspace"] = workspace;
+  // Only where none is stored (never over a record a validate wrote), and only while the catalogue is the
+  // one its layers came from.
+  const std::optional<std::string> none;
+  absl::Status put = records->PutInterceptorRecord(out.key, InterceptorRecords::Encode({policy, providers}), generation,
+                                                   &none, &event);
+  if (common::ReasonOf(put) == "record_changed") {
+    return common::Refused(absl::StatusCode::kAlreadyExists, "record_exists",
+                           absl::StrCat("sandbox ", described,
+                                        " has a record already (policyctl interceptor records); a seed never replaces "
+                                        "one: forget it first (policyctl interceptor forget)"));
+  }
+  if (!put.ok()) return put;
+  return out;
+}
+
+}  // namespace osh::gateway
