@@ -1245,8 +1245,14 @@ void GatewayCore::RecheckIfTrustMoved(const trust::TrustStore* checked_with, con
     LogWarning(absl::StrCat(failing.size(), " sandbox(es) checked before a trust-store reload and committed after it "
                             "fail under the reloaded trust store; refreshing them"));
   }
-  auto [revoked, refused] = RevokeFailing(*trust, failing);
-  gate_.AddRevoked(std::move(revoked), refused);
+  ProjectionGate::RevokedEnvelopes revoked = RevokeFailing(*trust, failing).first;
+  absl::flat_hash_map<const store::Envelope*, uint64_t> holders;
+  for (const std::string& id : failing) {
+    if (auto snapshot = registry_->Get(id); snapshot && revoked.contains(snapshot->record.envelope.get())) {
+      ++holders[snapshot->record.envelope.get()];
+    }
+  }
+  gate_.AddRevoked(std::move(revoked), holders);
   in_recheck = false;
 }
 

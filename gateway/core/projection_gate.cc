@@ -125,12 +125,17 @@ void ProjectionGate::SetRevoked(RevokedEnvelopes revoked, uint64_t sandboxes) {
   revoked_sandboxes_.store(sandboxes, std::memory_order_relaxed);
 }
 
-void ProjectionGate::AddRevoked(RevokedEnvelopes revoked, uint64_t sandboxes) {
+void ProjectionGate::AddRevoked(RevokedEnvelopes revoked,
+                                const absl::flat_hash_map<const store::Envelope*, uint64_t>& holders) {
+  uint64_t added = 0;
   {
     absl::MutexLock lock(&revoked_mu_);
-    for (auto& [envelope, entry] : revoked) revoked_.insert_or_assign(envelope, std::move(entry));
+    for (auto& [envelope, entry] : revoked) {
+      if (!revoked_.try_emplace(envelope, std::move(entry)).second) continue;
+      if (auto it = holders.find(envelope); it != holders.end()) added += it->second;
+    }
   }
-  revoked_sandboxes_.fetch_add(sandboxes, std::memory_order_relaxed);
+  revoked_sandboxes_.fetch_add(added, std::memory_order_relaxed);
 }
 
 absl::Status ProjectionGate::VerifyLoaded(const std::string& sandbox_id, const std::string& context_bytes,

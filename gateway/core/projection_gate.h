@@ -92,8 +92,10 @@ class ProjectionGate final : public ServingChecks, private store::CeilingListene
   // each with its key_revoked message, and how many sandboxes hold them. Replaces the previous set.
   using RevokedEnvelopes = absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>>;
   void SetRevoked(RevokedEnvelopes revoked, uint64_t sandboxes);
-  // Adds to the set (sandboxes checked again after a reload that their check raced): `sandboxes` more.
-  void AddRevoked(RevokedEnvelopes revoked, uint64_t sandboxes);
+  // Adds to the set (sandboxes checked again after a reload that their check raced); `holders`: how many
+  // sandboxes hold each envelope, counted only for an envelope not in the set already (whose sandboxes the
+  // reload counted).
+  void AddRevoked(RevokedEnvelopes revoked, const absl::flat_hash_map<const store::Envelope*, uint64_t>& holders);
   uint64_t revoked_sandboxes() const { return revoked_sandboxes_.load(std::memory_order_relaxed); }
 
   // ServingChecks (the registry's serving rule).
