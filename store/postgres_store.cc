@@ -1459,8 +1459,8 @@ absl::StatusOr<std::vector<AuditEvent>> PostgresStore::ListAuditEvents(uint64_t 
 }
 
 // --- Interceptor records ----------------------------------------------------------------------
-// No audit event and nothing a view applies: these writes neither take the fleet-wide head lock nor hold
-// off the feed. Reads go to the database every time, so a record another replica wrote is seen at once.
+// No audit event (but an operator's seed's) and nothing a view applies: these writes neither take the
+// fleet-wide head lock (a seed's does, for its event) nor hold off the feed. Reads go to the database every time, so a record another replica wrote is seen at once.
 
 absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                                  std::optional<uint64_t> expected_generation,

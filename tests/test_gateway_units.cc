@@ -697,14 +697,15 @@ TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another
     CHECK(guard.current()->ceiling.version() == 1);
   }
   {
-    // The same database under a gateway configured for another fleet: the stored ceiling only narrows, so it
-    // stays in force, shown unverified; that fleet's own is accepted over it.
+    // The same database under a gateway configured for another fleet (as at a restart): another fleet's
+    // ceiling is never adopted, not even with none in force (it may be wider than this fleet's): the load
+    // fails (so does the start); that fleet's own, of a higher version, is accepted over it.
     osh::gateway::CeilingGuard guard(store->get(), store->get(), "fleet-z");
-    REQUIRE(guard.Load(&*trust, now, 60).ok());
-    REQUIRE(guard.current() != nullptr);
-    CHECK(guard.current()->ceiling.ceiling_id() == "fleet-b");
-    CHECK_FALSE(guard.current()->verified);
-    CHECK_FALSE(guard.Set(signed_ceiling("fleet-z", 7, false), &*trust, now, 60).ok());  // not above the one in force
+    const absl::Status loaded = guard.Load(&*trust, now, 60);
+    CHECK(absl::IsDataLoss(loaded));
+    CHECK_THAT(std::string(loaded.message()), Catch::Contains("refusing to run under it"));
+    CHECK(guard.current() == nullptr);
+    CHECK_FALSE(guard.Set(signed_ceiling("fleet-z", 7, false), &*trust, now, 60).ok());  // not above the one stored
     REQUIRE(guard.Set(signed_ceiling("fleet-z", 8, false), &*trust, now, 60).ok());
     REQUIRE(guard.Load(&*trust, now, 60).ok());
     CHECK(guard.current()->ceiling.ceiling_id() == "fleet-z");

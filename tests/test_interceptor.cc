@@ -1840,6 +1840,18 @@ TEST_CASE("interceptor: an operator seeds the record of a sandbox from before th
   CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--provider", "nosuch"}, &out,
             &err) == 1);
   CHECK_THAT(err, Catch::Contains("unknown_provider: provider 'nosuch'"));
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--provider", "pypi", "--provider",
+                          "pypi"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("invalid_request: providers[1]: 'pypi' is providers[0] already"));
+  // The refusals of what was stated are audited as refused mutations.
+  int refused_seeds = 0;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "mutation" && event.outcome() == "refused" && event.audit_context().count("change") &&
+        event.audit_context().at("change") == "seed") {
+      ++refused_seeds;
+    }
+  }
+  CHECK(refused_seeds == 2);  // exceeds_ceiling, unknown_provider (a malformed request is not a statement)
   WriteFile(g.keys() / "bad.yaml", "version: 1\nnetwork_policies: [1, 2]\n");
   CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "bad.yaml"}, &out, &err) == 2);
   CHECK_THAT(err, Catch::Contains("bad.yaml"));

@@ -74,15 +74,20 @@ absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::
                                             active->ceiling.version(), ", older than the one in force here (",
                                             in_force->ceiling.version(), "); the newer one stays in force"));
   }
-  if (!expected_id_.empty() && in_force != nullptr && active->ceiling.ceiling_id() != expected_id_) {
-    // Another fleet's ceiling (stored by a gateway without ceiling_id, or written into the database) never
-    // replaces this fleet's: the one in force stays, and nothing checked against it commits while the
-    // database holds another (their commits are refused ceiling_changed, checked again, refused again).
+  if (!expected_id_.empty() && active->ceiling.ceiling_id() != expected_id_) {
+    // Another fleet's ceiling (stored by a gateway without ceiling_id, or written into the database) is never
+    // adopted, however well signed: not over this fleet's in force (which stays, and nothing checked against
+    // it commits while the database holds another: their commits are refused ceiling_changed, checked again,
+    // refused again), and not at start, where it could be wider than this fleet's (the start fails).
     return absl::DataLossError(absl::StrCat(
         trust::reason::kCeilingMissing, ": the database holds ceiling '", active->ceiling.ceiling_id(), "' version ",
-        active->ceiling.version(), ", not one of this gateway's ceiling_id '", expected_id_, "'; ceiling '",
-        in_force->ceiling.ceiling_id(), "' version ", in_force->ceiling.version(),
-        " stays in force: set this fleet's ceiling again, of a higher version"));
+        active->ceiling.version(), ", not one of this gateway's ceiling_id '", expected_id_, "'; ",
+        in_force != nullptr
+            ? absl::StrCat("ceiling '", in_force->ceiling.ceiling_id(), "' version ", in_force->ceiling.version(),
+                           " stays in force and nothing commits until this fleet's ceiling is set again, of a higher "
+                           "version")
+            : "refusing to run under it: set this fleet's ceiling (of a higher version) from a gateway without "
+              "ceiling_id, or restore the database from a backup that has it"));
   }
   trust::CeilingCheckInput input;
   input.trust_store = trust;

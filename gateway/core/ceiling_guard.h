@@ -42,10 +42,9 @@ class CeilingGuard {
 
   // `store` and `log` must outlive the guard.
   // `expected_id` not empty: only ceilings of that ceiling_id verify (config ceiling_id). One of another id
-  // is refused by Set; found in the store (another replica's, a rewritten row) it never replaces the one in
-  // force (Load and the replica feed: DATA_LOSS ceiling_missing, the one in force stays and commits checked
-  // against it are refused until this fleet's is set again); with none in force it is adopted as any stored
-  // ceiling that no longer verifies (it only narrows), and a warning is logged.
+  // is refused by Set; found in the store (another replica's, a rewritten row) it is never adopted (Load and
+  // the replica feed: DATA_LOSS ceiling_missing): the one in force stays and commits checked against it are
+  // refused until this fleet's is set again; with none in force (at start) Load fails, and so does the start.
   CeilingGuard(store::CeilingStore* store, store::AuditLog* log, std::string expected_id = {})
       : store_(store), log_(log), expected_id_(std::move(expected_id)) {}
 

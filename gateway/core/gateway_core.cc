@@ -726,8 +726,10 @@ void GatewayCore::AdmitCommitted(std::shared_ptr<Admission> admission, absl::Sta
       }
     }
     RecheckIfTrustMoved(admission->checked_with.get(), {id});
-    // The answer names what is in force now (a refresh may have moved it).
-    if (auto snapshot = registry_->Get(id)) {
+    // The answer names what is in force now for this admission (a refresh may have moved it; another
+    // replica may have deleted and admitted the id again meanwhile: then its projection is not named).
+    if (auto snapshot = registry_->Get(id);
+        snapshot && snapshot->record.handle_sha256 == policy::Sha256(admission->sandbox_handle)) {
       const auto header = snapshot->record.envelope->Header();
       out.set_policy_digest(header.policy_digest());
       out.set_policy_version(header.policy_version());

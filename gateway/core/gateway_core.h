@@ -146,6 +146,8 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   const ProjectionGate& gate() const { return gate_; }
 
   const Config& config() const { return config_; }
+  // The audit chain (the store's), for events a caller beside the core writes.
+  store::AuditLog* audit_log() { return &store_->audit(); }
 
   // The provider-profile catalogue (SetProviderProfile, ..., and the interceptor), verified against the
   // trust store in force.

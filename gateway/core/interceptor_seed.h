@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "gateway/core/ceiling_guard.h"
+#include "gateway/core/limits.h"
 #include "gateway/core/provider_catalogue.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "store/store.h"
@@ -31,10 +32,16 @@ struct SeededRecord {
 // sandbox id) or invalid_policy; FAILED_PRECONDITION unknown_provider, profile_unverified,
 // exceeds_ceiling, containment_unknown; ALREADY_EXISTS record_exists; ABORTED catalogue_changed (a profile
 // change committed meanwhile: try again); a storage error as the store says it.
+// A refusal of what was stated (invalid_policy, unknown_provider, profile_unverified, exceeds_ceiling,
+// containment_unknown, record_exists) is audited too (a refused mutation), on `audit`. `limits`: the
+// gateway's, to which a sandbox name and workspace are held as at validate. At most kMaxSeedProviders
+// providers, none twice (invalid_request).
+inline constexpr size_t kMaxSeedProviders = 64;
 absl::StatusOr<SeededRecord> SeedInterceptorRecord(const CeilingGuard& ceiling, const ProviderProfileCatalogue& catalogue,
-                                                   store::InterceptorRecordStore* records, const std::string& workspace,
+                                                   store::InterceptorRecordStore* records, store::AuditLog* audit,
+                                                   const ContextLimits& limits, const std::string& workspace,
                                                    const std::string& sandbox,
-                                                   const openshell::sandbox::v1::SandboxPolicy& policy,
+                                                   openshell::sandbox::v1::SandboxPolicy policy,
                                                    const std::vector<std::string>& providers);
 
 }  // namespace osh::gateway

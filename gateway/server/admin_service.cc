@@ -297,6 +297,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
         const std::vector<std::string> providers(r.providers().begin(), r.providers().end());
         auto seeded = SeedInterceptorRecord(core_->gate().ceiling(), core_->provider_profiles(), records_,
+                                            core_->audit_log(), core_->config().limits.context,
                                             r.workspace() == "default" ? std::string() : r.workspace(), r.sandbox(),
                                             r.policy(), providers);
         if (!seeded.ok()) return seeded.status();
