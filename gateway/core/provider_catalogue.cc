@@ -243,6 +243,9 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verifi
   if (!entry.profile.ParseFromString(row.profile) || entry.profile.id() != row.id) {
     return absl::DataLossError(absl::StrCat("provider profile '", row.id, "': the stored profile does not decode"));
   }
+  // Only what the hash covers is composed and served: a field this gateway does not know (a row another
+  // version wrote) would otherwise reach a layer while two such profiles share one hash.
+  entry.profile.DiscardUnknownFields();
   auto hash = GovernanceProfileHash(entry.profile);
   if (!hash.ok()) return hash.status();
   entry.hash = *hash;
