@@ -2794,10 +2794,14 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
     REQUIRE(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson))).allowed());
     REQUIRE(g.Evaluate("CreateSandbox", true, FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson))).allowed());
     const std::string metrics = g.Metrics();
-    const std::string hit_line = "\npolicy_gateway_interceptor_memo_total{memo=\"decoded\",result=\"hit\"} ";
-    const size_t at = metrics.find(hit_line);
-    REQUIRE(at != std::string::npos);
-    CHECK(std::stoull(metrics.substr(at + hit_line.size())) >= 1);
+    // The composition and the record's encoding too: made the first time, kept the second.
+    for (const char* memo : {"decoded", "composed", "record_encoded"}) {
+      INFO(memo);
+      const std::string hit_line = absl::StrCat("\npolicy_gateway_interceptor_memo_total{memo=\"", memo, "\",result=\"hit\"} ");
+      const size_t at = metrics.find(hit_line);
+      REQUIRE(at != std::string::npos);
+      CHECK(std::stoull(metrics.substr(at + hit_line.size())) >= 1);
+    }
     // The audit log holds one bounded, escaped event per Evaluate: no NUL, no line break, no megabyte.
     size_t interceptions = 0;
     for (const auto& event : g.gateway().AuditEvents()) {

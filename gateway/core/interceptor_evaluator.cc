@@ -162,6 +162,21 @@ bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::pr
   return true;
 }
 
+// Compositions made before (CheckCandidate's `own_key` and the profiles' hashes -> the candidate).
+BoundedMemo<std::shared_ptr<const ComposedCandidate>>& ComposedCandidates() {
+  static auto* memo = new BoundedMemo<std::shared_ptr<const ComposedCandidate>>(
+      [](const std::shared_ptr<const ComposedCandidate>& composed) { return composed->candidate.SpaceUsedLong(); });
+  return *memo;
+}
+
+// Records encoded before (a CreateSandbox payload's own-policy key -> InterceptorRecords::Encode of its
+// policy and providers).
+BoundedMemo<std::shared_ptr<const std::string>>& EncodedRecords() {
+  static auto* memo = new BoundedMemo<std::shared_ptr<const std::string>>(
+      [](const std::shared_ptr<const std::string>& encoded) { return encoded->size(); });
+  return *memo;
+}
+
 // The same, shared: the memo's decoded message when the payload was decoded before (never copied or
 // parsed again); null (with the deny set) when it does not decode.
 template <typename Message, typename Outcome>
@@ -277,14 +292,14 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
     for (size_t i = 0; i < providers.size(); ++i) {
       absl::StrAppend(&memo_key, "\x1e", providers[i], "\x1f", (*selection.entries[i])->hash);
     }
-    composed_.Find(memo_key, &composed);
+    ComposedCandidates().Find(memo_key, &composed);
   }
   if (composed == nullptr) {
     std::vector<ProviderLayer> layers;
     layers.reserve(providers.size());
     for (size_t i = 0; i < providers.size(); ++i) layers.emplace_back(providers[i], &(*selection.entries[i])->profile);
     composed = std::make_shared<const ComposedCandidate>(ComposeCandidate(own, layers));
-    if (!memo_key.empty()) composed_.Keep(memo_key, composed);
+    if (!memo_key.empty()) ComposedCandidates().Keep(memo_key, composed);
   }
   ComposedVerdict verdict = CheckComposed(*ceiling_, ceiling_->current(), own, *composed);
   out->candidate_digest = std::move(verdict.candidate_digest);
@@ -320,9 +335,9 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
   if (validate && !request.name().empty()) {
     // The record's encoding, made once per payload (the payload names its policy and providers).
     std::shared_ptr<const std::string> encoded;
-    if (!encoded_records_.Find(own_key, &encoded)) {
+    if (!EncodedRecords().Find(own_key, &encoded)) {
       encoded = std::make_shared<const std::string>(InterceptorRecords::Encode({request.spec().policy(), providers}));
-      encoded_records_.Keep(own_key, encoded);
+      EncodedRecords().Keep(own_key, encoded);
     }
     // Stored before the allow is answered: an allowed state is never lost to a restart.
     if (absl::Status put = records_.PutEncoded(out->record_key, *encoded, out->catalogue_generation); !put.ok()) {
@@ -1073,6 +1088,12 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
                                  outcome.allowed ? absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed")
                                                  : outcome.Reason());
   }
+}
+
+InterceptorEvaluatorMemoStats InterceptorEvaluatorMemoCounts() {
+  const auto composed = ComposedCandidates().counts();
+  const auto encoded = EncodedRecords().counts();
+  return {{composed.hits, composed.misses}, {encoded.hits, encoded.misses}};
 }
 
 }  // namespace osh::gateway

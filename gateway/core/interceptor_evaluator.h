@@ -69,6 +69,7 @@
 #include "gateway/core/composed_candidate.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_admission.h"
+#include "gateway/core/interceptor_payload.h"
 #include "gateway/core/interceptor_records.h"
 #include "gateway/core/provider_catalogue.h"
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.pb.h"
@@ -173,7 +174,7 @@ class InterceptorEvaluator {
                         Outcome* out) const;
   // Checks `own` composed with the catalogue layers of `providers` against the ceiling; fills the
   // candidate digest (of the composed candidate). `own_key`, when not empty, names `own` exactly (two
-  // policies never share one): the composition is then kept (composed_) and made once per own policy and
+  // policies never share one): the composition is then kept (a process-wide memo) and made once per own policy and
   // profiles' hashes.
   bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
                       Outcome* out, absl::string_view own_key = {}) const;
@@ -192,13 +193,15 @@ class InterceptorEvaluator {
   store::AuditLog* const audit_;
   const Options options_;
   InterceptorRecords records_;
-  // Compositions made before (CheckCandidate's `own_key` and the profiles' hashes -> the candidate).
-  mutable BoundedMemo<std::shared_ptr<const ComposedCandidate>> composed_{
-      [](const std::shared_ptr<const ComposedCandidate>& composed) { return composed->candidate.SpaceUsedLong(); }};
-  // Records encoded before (a CreateSandbox payload's own-policy key -> InterceptorRecords::Encode of its
-  // policy and providers).
-  mutable BoundedMemo<std::shared_ptr<const std::string>> encoded_records_{
-      [](const std::shared_ptr<const std::string>& encoded) { return encoded->size(); }};
 };
+
+// How often the evaluator's own memos (process-wide, content-addressed: any evaluator may use what another
+// kept) held the answer: compositions (a payload's own policy with its providers' profiles) and record
+// encodings (a payload's policy and providers), since the process started.
+struct InterceptorEvaluatorMemoStats {
+  InterceptorMemoStats::Counts composed;
+  InterceptorMemoStats::Counts record_encoded;
+};
+InterceptorEvaluatorMemoStats InterceptorEvaluatorMemoCounts();
 
 }  // namespace osh::gateway

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/errors.h"
+#include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/interceptor_payload.h"
 
 namespace osh::gateway {
@@ -186,14 +187,19 @@ std::string Metrics::Render(const Snapshot& s) const {
   }
   {
     const InterceptorMemoStats memo = InterceptorPayloadMemoStats();
+    const InterceptorEvaluatorMemoStats evaluator_memo = InterceptorEvaluatorMemoCounts();
     const std::map<Labels, uint64_t> memo_counts = {
         {{{"memo", "decoded"}, {"result", "hit"}}, memo.decoded.hits},
         {{{"memo", "decoded"}, {"result", "miss"}}, memo.decoded.misses},
         {{{"memo", "encoded"}, {"result", "hit"}}, memo.encoded.hits},
         {{{"memo", "encoded"}, {"result", "miss"}}, memo.encoded.misses},
+        {{{"memo", "composed"}, {"result", "hit"}}, evaluator_memo.composed.hits},
+        {{{"memo", "composed"}, {"result", "miss"}}, evaluator_memo.composed.misses},
+        {{{"memo", "record_encoded"}, {"result", "hit"}}, evaluator_memo.record_encoded.hits},
+        {{{"memo", "record_encoded"}, {"result", "miss"}}, evaluator_memo.record_encoded.misses},
     };
     counters("policy_gateway_interceptor_memo_total",
-             "Interceptor payload conversions by memo (decoded requests, encoded patch values) and result.",
+             "Interceptor memos (decoded requests, encoded patch values, compositions, record encodings) by result.",
              memo_counts);
   }
   Gauge(&out, "policy_gateway_admitted_sandboxes", "Sandboxes admitted and served.", s.admitted_sandboxes);
