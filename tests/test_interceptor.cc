@@ -2617,6 +2617,10 @@ TEST_CASE("interceptor: admit mode admits CreateSandbox through the Policy subsy
                                                      ": 1 accepted, 0 refused, 0 retried, 0 in flight")));
     REQUIRE(Ctl(g.gateway(), {"-o", "json", "status"}, &out, &err) == 0);
     CHECK(JsonPath(out, {"interceptor", "pushes_accepted"}) == "1");
+    // A seed changes what merges are composed from: behind the mutation gate (this driver permits none).
+    WriteFile(driver_dir / "seed.yaml", AdmitDriverPolicy());
+    CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", driver_dir / "seed.yaml"}, &out, &err) == 1);
+    CHECK_THAT(err, Catch::Contains("mutation_not_permitted: "));
     CHECK_THAT(g.Metrics(), Catch::Contains("policy_gateway_interceptor_pushes_total{outcome=\"accepted\"} 1"));
   }
 
@@ -2666,6 +2670,10 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
   std::string out, err;
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "github.yaml"}, &out, &err) == 0);
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "pypi.yaml"}, &out, &err) == 0);
+  // Admit mode seeds nothing (its records are what it admitted), even with a driver that permits mutation.
+  WriteFile(g.keys() / "seed.yaml", AdmitDriverPolicy());
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "seed.yaml"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("interceptor_mode_admit: "));
   auto admitted = [&](const std::string& id) {
     gw::GetSandboxRequest get;
     get.set_sandbox_id(id);

@@ -295,6 +295,12 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::SeedInterceptorRecordRequest, v1::SeedInterceptorRecordResponse>(
       "SeedInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::SeedInterceptorRecordResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
+        if (core_->config().interceptor_mode == "admit") {
+          // Admit mode records what it admitted and pushed; an operator's word is not an admission.
+          return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_mode_admit",
+                                 "admit mode records the policies it admits: a sandbox from before the interceptor "
+                                 "is admitted by creating it again through it, not seeded");
+        }
         const std::vector<std::string> providers(r.providers().begin(), r.providers().end());
         auto seeded = SeedInterceptorRecord(core_->gate().ceiling(), core_->provider_profiles(), records_,
                                             core_->audit_log(), core_->config().limits.context,
