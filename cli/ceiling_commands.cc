@@ -112,7 +112,11 @@ void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code) {
     cmd->add_option("ceiling", *file, "signed ceiling file")->required();
     cmd->add_option("--trust-store", *trust_path, "trust store JSON")->required();
     cmd->add_option("--in-force-version", *in_force, "also refuse as rollback unless above this version");
-    cmd->callback([&options, &exit_code, file, trust_path, in_force] {
+    auto expected_id = std::make_shared<std::string>();
+    cmd->add_option("--ceiling-id", *expected_id,
+                    "also refuse (invalid_ceiling) unless its ceiling_id is this one, as a gateway with ceiling_id set "
+                    "does");
+    cmd->callback([&options, &exit_code, file, trust_path, in_force, expected_id] {
       auto c = ReadCeiling(*file);
       if (!c.ok()) { exit_code = ReportLocalError(c.status()); return; }
       auto store = trust::TrustStore::Load(*trust_path);
@@ -121,6 +125,7 @@ void AddCeilingCommands(CLI::App& app, const Options& options, int& exit_code) {
       input.trust_store = &*store;
       input.now_unix = absl::ToUnixSeconds(absl::Now());
       if (*in_force > 0) input.in_force_version = *in_force;
+      input.expected_ceiling_id = *expected_id;
       const auto result = trust::CheckCeiling(*c, input);
       if (options.json()) {
         google::protobuf::Struct out;

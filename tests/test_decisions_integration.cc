@@ -129,6 +129,11 @@ TEST_CASE("ceiling: set signed, widening refused with the widening named, narrow
   const std::string v1 = SignCeiling(keys, kExamples + "github.yaml", 1, "c1.json");
   std::string out, err;
   CHECK(CtlOffline({"ceiling", "verify", v1, "--trust-store", keys / "trust.json"}, &out, &err) == 0);
+  CHECK(CtlOffline({"ceiling", "verify", v1, "--trust-store", keys / "trust.json", "--ceiling-id", "corp-max"}, &out,
+                   &err) == 0);
+  CHECK(CtlOffline({"ceiling", "verify", v1, "--trust-store", keys / "trust.json", "--ceiling-id", "fleet-b"}, &out,
+                   &err) == 1);
+  CHECK_THAT(out, Catch::StartsWith("invalid_ceiling: ceiling_id 'corp-max' is not the one this gateway enforces"));
   REQUIRE(Ctl(g, {"ceiling", "set", v1}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("ceiling corp-max version 1") && Catch::Contains("0 admitted sandbox(es) outside it"));
   gw::GetStatusResponse status;

@@ -271,10 +271,11 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
       "ForgetInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::ForgetInterceptorRecordResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
         // Held to the rules a record's name and workspace were (no control character can join the key).
-        if (absl::Status valid = CheckSandboxId(r.sandbox()); !valid.ok()) {
+        const ContextLimits& limits = core_->config().limits.context;
+        if (absl::Status valid = CheckSandboxId(r.sandbox(), limits); !valid.ok()) {
           return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("sandbox: ", valid.message()));
         }
-        if (absl::Status valid = CheckSandboxId(r.workspace()); !r.workspace().empty() && !valid.ok()) {
+        if (absl::Status valid = CheckSandboxId(r.workspace(), limits); !r.workspace().empty() && !valid.ok()) {
           return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("workspace: ", valid.message()));
         }
         const std::string key = InterceptorRecords::Key(r.workspace(), r.sandbox());
