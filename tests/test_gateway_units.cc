@@ -1337,6 +1337,18 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
     CHECK(osh::gateway::InterceptorPayloadFingerprint(moved) != osh::gateway::InterceptorPayloadFingerprint(a));
     CHECK(osh::gateway::InterceptorPayloadFingerprint(swapped) != osh::gateway::InterceptorPayloadFingerprint(a));
     CHECK(osh::gateway::InterceptorPayloadDigest(moved) != osh::gateway::InterceptorPayloadDigest(a));
+    // Lengths of two bytes and more (128 and up) part contents as one-byte ones do.
+    std::set<std::string> long_ones;
+    for (const std::string& json : {absl::StrCat(R"({"a":")", std::string(300, 'x'), R"("})"),
+                                    absl::StrCat(R"({"a":")", std::string(299, 'x'), R"("})"),
+                                    absl::StrCat(R"({"a":")", std::string(128, 'x'), R"("})"),
+                                    absl::StrCat(R"({"a":")", std::string(127, 'x'), R"("})"),
+                                    absl::StrCat(R"({"a":[")", std::string(150, 'x'), R"(",")", std::string(149, 'x'), R"("]})"),
+                                    absl::StrCat(R"({")", std::string(200, 'k'), R"(":"x"})"),
+                                    absl::StrCat(R"({")", std::string(199, 'k'), R"(":"kx"})")}) {
+      INFO(json.size());
+      CHECK(long_ones.insert(osh::gateway::InterceptorPayloadFingerprint(parse_struct(json))).second);
+    }
   }
   SECTION("decoding: a payload seen before decodes to what a fresh decode gives; a near twin is not confused") {
     const std::string json =

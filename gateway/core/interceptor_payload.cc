@@ -35,9 +35,24 @@ BoundedMemo<google::protobuf::Value>& EncodedMessages() {
   return *memo;
 }
 
+// A length as a base-128 varint (seven bits a byte, the high bit set on every byte but the last):
+// self-delimiting, so the fingerprint stays unambiguous, and one byte for the short strings a policy is
+// made of (the fingerprint is hashed whole: its size is the hash's cost).
 void AppendLength(size_t length, std::string* out) {
-  const uint64_t n = length;
-  out->append(reinterpret_cast<const char*>(&n), sizeof(n));
+  if (length < 0x80) {
+    out->push_back(static_cast<char>(length));
+    return;
+  }
+  char bytes[10];
+  size_t used = 0;
+  for (uint64_t n = length;; n >>= 7) {
+    if (n < 0x80) {
+      bytes[used++] = static_cast<char>(n);
+      break;
+    }
+    bytes[used++] = static_cast<char>(0x80 | (n & 0x7f));
+  }
+  out->append(bytes, used);
 }
 
 using Member = google::protobuf::MapPair<std::string, google::protobuf::Value>;
