@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -646,7 +647,7 @@ openshell::v1::ProviderProfile WiderPypiProfileForUnits() {
 }
 
 TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another fleet's ceiling, and a stored one of "
-          "another id stays in force unverified",
+          "another id is never adopted",
           "[ceiling][config]") {
   osh::test::TempDir dir;
   auto store = osh::store::SqliteStore::Open(dir / "gateway.db");
@@ -684,6 +685,29 @@ TEST_CASE("ceiling guard: with ceiling_id configured, SetCeiling refuses another
     REQUIRE(guard.current() != nullptr);
     CHECK(guard.current()->ceiling.ceiling_id() == "fleet-a");
     CHECK(guard.current()->verified);
+    {
+      // Another ceiling of the same version and id, written into the row: not "already in force".
+      const std::string in_force_digest = guard.current()->ceiling.policy_digest();
+      const std::string other = signed_ceiling("fleet-a", 1, true).SerializeAsString();
+      sqlite3* db = nullptr;
+      REQUIRE(sqlite3_open_v2((dir / "gateway.db").c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+      sqlite3_stmt* stmt = nullptr;
+      REQUIRE(sqlite3_prepare_v2(db, "UPDATE ceiling SET ceiling = ? WHERE id = 1", -1, &stmt, nullptr) == SQLITE_OK);
+      sqlite3_bind_blob(stmt, 1, other.data(), static_cast<int>(other.size()), SQLITE_TRANSIENT);
+      REQUIRE(sqlite3_step(stmt) == SQLITE_DONE);
+      sqlite3_finalize(stmt);
+      const absl::Status rewritten = guard.Load(&*trust, now, 60);
+      CHECK(absl::IsDataLoss(rewritten));
+      CHECK_THAT(std::string(rewritten.message()), Catch::StartsWith("ceiling_missing: the database holds another ceiling of version 1"));
+      CHECK(guard.current()->ceiling.policy_digest() == in_force_digest);  // the one in force stays
+      const std::string original = guard.current()->ceiling.SerializeAsString();
+      REQUIRE(sqlite3_prepare_v2(db, "UPDATE ceiling SET ceiling = ? WHERE id = 1", -1, &stmt, nullptr) == SQLITE_OK);
+      sqlite3_bind_blob(stmt, 1, original.data(), static_cast<int>(original.size()), SQLITE_TRANSIENT);
+      REQUIRE(sqlite3_step(stmt) == SQLITE_DONE);
+      sqlite3_finalize(stmt);
+      sqlite3_close(db);
+      CHECK(guard.Load(&*trust, now, 60).ok());  // the same one again: already in force
+    }
     // A gateway without the setting (another replica, an old binary) stores fleet-b's, wider and newer: it
     // never replaces fleet-a's here — the one in force stays, and the database's is reported.
     osh::gateway::CeilingGuard unconfigured(store->get(), store->get());

@@ -68,12 +68,6 @@ absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::
   const auto in_force = current();
   auto active = std::make_shared<Active>();
   if (!active->ceiling.ParseFromString(ceiling_bytes)) return absl::DataLossError("the stored ceiling does not decode");
-  if (in_force != nullptr && active->ceiling.version() <= in_force->ceiling.version()) {
-    if (active->ceiling.version() == in_force->ceiling.version()) return absl::OkStatus();  // already in force
-    return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the database holds ceiling version ",
-                                            active->ceiling.version(), ", older than the one in force here (",
-                                            in_force->ceiling.version(), "); the newer one stays in force"));
-  }
   if (!expected_id_.empty() && active->ceiling.ceiling_id() != expected_id_) {
     // Another fleet's ceiling (stored by a gateway without ceiling_id, or written into the database) is never
     // adopted, however well signed: not over this fleet's in force (which stays, and nothing checked against
@@ -88,6 +82,22 @@ absl::Status CeilingGuard::Adopt(const std::string& ceiling_bytes, const trust::
                            "version")
             : "refusing to run under it: set this fleet's ceiling (of a higher version) from a gateway without "
               "ceiling_id, or restore the database from a backup that has it"));
+  }
+  if (in_force != nullptr && active->ceiling.version() <= in_force->ceiling.version()) {
+    if (active->ceiling.version() == in_force->ceiling.version()) {
+      if (active->ceiling.ceiling_id() == in_force->ceiling.ceiling_id() &&
+          active->ceiling.policy_digest() == in_force->ceiling.policy_digest()) {
+        return absl::OkStatus();  // already in force
+      }
+      return absl::DataLossError(absl::StrCat(
+          trust::reason::kCeilingMissing, ": the database holds another ceiling of version ", active->ceiling.version(),
+          " ('", active->ceiling.ceiling_id(), "', policy digest ", active->ceiling.policy_digest(),
+          ") than the one in force here ('", in_force->ceiling.ceiling_id(), "', policy digest ",
+          in_force->ceiling.policy_digest(), "); the one in force stays"));
+    }
+    return absl::DataLossError(absl::StrCat(trust::reason::kCeilingMissing, ": the database holds ceiling version ",
+                                            active->ceiling.version(), ", older than the one in force here (",
+                                            in_force->ceiling.version(), "); the newer one stays in force"));
   }
   trust::CeilingCheckInput input;
   input.trust_store = trust;

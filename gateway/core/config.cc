@@ -378,7 +378,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"trust_store", kPolicyTable, "trust store JSON file; unset: no verification (dev)"},
       {"ceiling_id", kPolicyTable,
        "the ceiling_id of this fleet's ceilings: SetCeiling refuses a ceiling of another id (invalid_ceiling), "
-       "however well signed, and one of another id in the database stays in force unverified; unset: any id"},
+       "however well signed, and one of another id in the database is never adopted (a running gateway keeps its "
+       "own and refuses commits, a starting one refuses to start: ceiling_missing); unset: any id"},
       {"driver_socket", kPolicyTable, "third-party PolicyDriver socket; unset: the builtin driver"},
       {"driver_connect_timeout_ms", kPolicyTable, "how long to retry connecting to the driver (default 30000)"},
       {"driver_call_timeout_ms", kPolicyTable, "deadline of each call to the driver (default 5000)"},

@@ -738,8 +738,8 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     if (!record.has_value()) {
       out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_sandbox",
                 absl::StrCat("no policy is recorded here for sandbox ", InterceptorRecords::Describe(out->record_key),
-                             ", so mergeOperations cannot be applied and checked; send UpdateConfig with the full "
-                             "policy"));
+                             ", so mergeOperations cannot be applied and checked (a sandbox from before this "
+                             "interceptor: policyctl interceptor seed)"));
       return;
     }
     SandboxPolicy merged = record->policy;
@@ -825,8 +825,8 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
                        absl::StrCat("no policy is recorded here for sandbox ",
                                     InterceptorRecords::Describe(out->record_key),
                                     ", so the candidate composed with provider '", request.provider_name(),
-                                    "' cannot be checked against the ceiling; send UpdateConfig with the full policy "
-                                    "first"));
+                                    "' cannot be checked against the ceiling (a sandbox from before this interceptor: "
+                                    "policyctl interceptor seed)"));
     }
     providers = (*record)->providers;
     own = (*record)->policy;
