@@ -1843,6 +1843,12 @@ TEST_CASE("interceptor: an operator seeds the record of a sandbox from before th
   CHECK(Ctl(g.gateway(), {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml", "--provider", "pypi", "--provider",
                           "pypi"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("invalid_request: providers[1]: 'pypi' is providers[0] already"));
+  {  // More providers than a record may name: refused before anything is composed or written.
+    std::vector<std::string> many = {"interceptor", "seed", "old-1", "-f", g.keys() / "old.yaml"};
+    for (int i = 0; i < 65; ++i) many.insert(many.end(), {"--provider", absl::StrCat("p", i)});
+    CHECK(Ctl(g.gateway(), many, &out, &err) == 1);
+    CHECK_THAT(err, Catch::Contains("invalid_request: providers: 65, at most 64"));
+  }
   // The refusals of what was stated are audited as refused mutations.
   int refused_seeds = 0;
   for (const auto& event : g.gateway().AuditEvents()) {
@@ -1874,6 +1880,9 @@ TEST_CASE("interceptor: an operator seeds the record of a sandbox from before th
                           event.audit_context().at("candidate_digest") == seeded.candidate_digest());
   }
   CHECK(audited);
+  // The seed is the store's: after a restart the merge is composed from it.
+  REQUIRE(g.gateway().Stop() == 0);
+  g.gateway().Start();
   const auto merged = g.Evaluate("UpdateConfig", false, merge);
   REQUIRE(merged.allowed());
   const auto request = Decode<os_v1::UpdateConfigRequest>(ApplyPatches(FromProtoJson(merge), merged.patches()));

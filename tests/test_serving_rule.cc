@@ -4,6 +4,8 @@
 // quarantined is refused with the same reason a fetch of it gets — it was answered before.
 #include <catch2/catch.hpp>
 
+#include <memory>
+
 #include "gateway/core/egress_decisions.h"
 #include "gateway/core/sandbox_registry.h"
 #include "store/open_store.h"
@@ -57,6 +59,31 @@ drv::Projection ProjectionOf(const openshell::sandbox::v1::SandboxPolicy& policy
   p.set_issued_at_unix(kServingStart);
   return p;
 }
+
+// A core whose builtin driver signs with "gateway-key", which the trust store at `trust_path` trusts, and
+// the default scope's policy set (RestrictiveDefaultPolicy): admissions are verified.
+struct SigningCore {
+  osh::test::TempDir keys;
+  osh::trust::PrivateKey key = *osh::trust::PrivateKey::Generate("ed25519");
+  std::string trust_path = keys / "trust.json";
+  std::unique_ptr<InProcessCore> core;
+
+  SigningCore() {
+    osh::test::WriteFile(trust_path, TrustJson(/*revoked=*/false));
+    core = std::make_unique<InProcessCore>([this](osh::gateway::Config& config) { config.trust_store = trust_path; },
+                                           osh::builtin_driver::SigningKey{key, "gateway-key"});
+    gw::SetPolicyRequest set;
+    set.set_scope("default");
+    *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+    REQUIRE(core->core->SetPolicy(set).ok());
+  }
+  // The trust store's text: the key trusted, or listed as revoked.
+  std::string TrustJson(bool revoked) const {
+    std::string json = osh::test::TrustStoreJson({{"gateway-key", key.PublicKeyPem()}});
+    if (revoked) json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
+    return json;
+  }
+};
 
 }  // namespace
 
@@ -118,17 +145,8 @@ TEST_CASE("serving rule: an unverified sandbox whose stored envelope fails re-ve
 
 TEST_CASE("serving rule: a projection whose key was revoked by a trust-store reload is refused to egress decisions",
           "[core][serving]") {
-  osh::test::TempDir keys;
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
-  const std::string trust_path = keys / "trust.json";
-  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
-  InProcessCore t([&](osh::gateway::Config& config) { config.trust_store = trust_path; },
-                  osh::builtin_driver::SigningKey{*key, "gateway-key"});
-  gw::SetPolicyRequest set;
-  set.set_scope("default");
-  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
-  REQUIRE(t.core->SetPolicy(set).ok());
+  SigningCore signing;
+  InProcessCore& t = *signing.core;
   auto admitted = t.core->Admit(osh::test::ContextFor("sb-1"));
   REQUIRE(admitted.ok());
   CHECK(admitted->verification() == "verified");
@@ -136,9 +154,7 @@ TEST_CASE("serving rule: a projection whose key was revoked by a trust-store rel
   REQUIRE(decisions.Evaluate(AskAbout("sb-1")).ok());
 
   // The key is revoked: the builtin driver still signs with it, so the refresh cannot replace the projection.
-  std::string json = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
-  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
-  osh::test::WriteFile(trust_path, json);
+  osh::test::WriteFile(signing.trust_path, signing.TrustJson(/*revoked=*/true));
   auto reloaded = t.core->ReloadTrustStore();
   REQUIRE(reloaded.ok());
   CHECK(reloaded->sandboxes_refused() == 1);
@@ -154,26 +170,15 @@ TEST_CASE("serving rule: a projection whose key was revoked by a trust-store rel
 TEST_CASE("serving rule: an admission checked before a trust-store reload and committed after it is checked again "
           "under the reloaded store",
           "[core][serving][trust]") {
-  osh::test::TempDir keys;
-  auto key = osh::trust::PrivateKey::Generate("ed25519");
-  REQUIRE(key.ok());
-  const std::string trust_path = keys / "trust.json";
-  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
-  InProcessCore t([&](osh::gateway::Config& config) { config.trust_store = trust_path; },
-                  osh::builtin_driver::SigningKey{*key, "gateway-key"});
-  gw::SetPolicyRequest set;
-  set.set_scope("default");
-  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
-  REQUIRE(t.core->SetPolicy(set).ok());
+  SigningCore signing;
+  InProcessCore& t = *signing.core;
 
   // The key is revoked, and the trust store reloaded, after the admission's projection was checked and
   // before it commits (the admission's own extra check runs in between): the reload's recheck cannot see
   // the sandbox yet, and the builtin driver still signs with the revoked key, so no refresh can save it.
-  std::string revoked = osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}});
-  revoked.insert(revoked.rfind('}'), ", \"revoked_key_ids\": [\"gateway-key\"]");
   uint64_t refused_by_reload = 99;
   auto reload_meanwhile = [&](const openshell::sandbox::v1::SandboxPolicy&, std::vector<osh::store::AuditEvent>*) {
-    osh::test::WriteFile(trust_path, revoked);
+    osh::test::WriteFile(signing.trust_path, signing.TrustJson(/*revoked=*/true));
     auto reloaded = t.core->ReloadTrustStore();
     REQUIRE(reloaded.ok());
     refused_by_reload = reloaded->sandboxes_refused();
@@ -201,7 +206,7 @@ TEST_CASE("serving rule: an admission checked before a trust-store reload and co
   CHECK(audited);
 
   // A later reload that trusts the key again serves it (the set is the reload's again).
-  osh::test::WriteFile(trust_path, osh::test::TrustStoreJson({{"gateway-key", key->PublicKeyPem()}}));
+  osh::test::WriteFile(signing.trust_path, signing.TrustJson(/*revoked=*/false));
   auto trusted_again = t.core->ReloadTrustStore();
   REQUIRE(trusted_again.ok());
   CHECK(trusted_again->sandboxes_refused() == 0);
