@@ -1,5 +1,6 @@
 #include "policy/provider_profile.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -165,6 +166,15 @@ std::string ProviderLayerKey(absl::string_view provider_name) {
   if (first == std::string::npos) return "_provider_unnamed";
   const size_t last = key.find_last_not_of('_');
   return absl::StrCat("_provider_", key.substr(first, last - first + 1));
+}
+
+std::vector<std::string> ReservedProviderKeys(const SandboxPolicy& policy) {
+  std::vector<std::string> keys;
+  for (const auto& [key, rule] : policy.network_policies()) {
+    if (absl::StartsWith(key, "_provider_")) keys.push_back(key);
+  }
+  std::sort(keys.begin(), keys.end());
+  return keys;
 }
 
 SandboxPolicy ComposeProviderLayers(

@@ -53,6 +53,13 @@ bool ProviderProfileSigned(const openshell::v1::ProviderProfile& profile);
 // left).
 std::string ProviderLayerKey(absl::string_view provider_name);
 
+// Upstream's reserved namespace for provider layers: the network_policies keys of `policy` that begin with
+// "_provider_", in key order. Upstream refuses a user-authored sandbox policy holding one (INVALID_ARGUMENT)
+// and strips them from a supervisor's own sync before it keeps the policy, so an own policy is checked here
+// only without them (refused, or stripped as upstream strips them): entries upstream drops could otherwise
+// hide, with their deny rules, what the rest of the policy allows.
+std::vector<std::string> ReservedProviderKeys(const openshell::sandbox::v1::SandboxPolicy& policy);
+
 // Upstream's composition: `own` plus, for each provider in order, one network_policies entry (key
 // ProviderLayerKey, `_2`, `_3`, ... on a collision; value {name: key, endpoints, binaries}; endpoints
 // marked provider_credentialed when the profile has credentials or the endpoint credential_signing).

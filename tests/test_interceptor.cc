@@ -2059,6 +2059,16 @@ std::string BasePolicyThatPushes() {
   return policy;
 }
 
+// Signs version 2 of the test's ceiling with kCeilingWithGitYaml added and sets it on `g`.
+void SetCeilingWithGit(InterceptorGateway& g) {
+  std::string out, err;
+  WriteFile(g.keys() / "ceiling-2.yaml", std::string(kCeilingYaml) + kCeilingWithGitYaml);
+  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2", "--key",
+                      g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
+                     &out, &err) == 0);
+  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+}
+
 TEST_CASE("provider profiles: a layer's deny rules never hide what the sandbox's own policy or another layer allows "
           "beyond the ceiling",
           "[interceptor][integration][provider_profiles]") {
@@ -2067,11 +2077,7 @@ TEST_CASE("provider profiles: a layer's deny rules never hide what the sandbox's
   // enforces) or its policy with the layer detached did not.
   InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
   std::string out, err;
-  WriteFile(g.keys() / "ceiling-2.yaml", std::string(kCeilingYaml) + kCeilingWithGitYaml);
-  REQUIRE(CtlOffline({"ceiling", "sign", "-f", g.keys() / "ceiling-2.yaml", "--id", "corp-max", "--version", "2", "--key",
-                      g.keys() / "authority.key", "--key-id", "authority", "--out", g.keys() / "ceiling-2.json"},
-                     &out, &err) == 0);
-  REQUIRE(Ctl(g.gateway(), {"ceiling", "set", g.keys() / "ceiling-2.json"}, &out, &err) == 0);
+  SetCeilingWithGit(g);
   WriteFile(g.keys() / "gitpush.yaml", kGitPushProfileYaml);
   WriteFile(g.keys() / "gitnopush.yaml", kGitNoPushProfileYaml);
   REQUIRE(Ctl(g.gateway(), {"profile", "set", "-f", g.keys() / "gitpush.yaml"}, &out, &err) == 0);
@@ -2102,6 +2108,102 @@ TEST_CASE("provider profiles: a layer's deny rules never hide what the sandbox's
   CHECK(g.Evaluate("DetachSandboxProvider", true, R"({"sandboxName": "build-d", "providerName": "gitpush"})").allowed());
   // And then nothing recorded holds the hiding profile back.
   CHECK(Ctl(g.gateway(), {"profile", "delete", "gitnopush"}, &out, &err) == 0);
+  CHECK(g.gateway().Stop() == 0);
+}
+
+// The README's base policy with `entries` (JSON members, comma-led) added to its networkPolicies.
+std::string BasePolicyWith(const std::string& entries) {
+  std::string policy = kBasePolicyJson;
+  const size_t end = policy.rfind("}\n  }");
+  REQUIRE(end != std::string::npos);
+  policy.insert(end + 1, entries);
+  return policy;
+}
+
+TEST_CASE("interceptor: a policy is checked as upstream keeps it: `_provider_` entries are refused from users, "
+          "dropped from a sandbox's own sync, never recorded",
+          "[interceptor][integration][provider_profiles]") {
+  // Review finding (helper 71): upstream drops every `_provider_*` entry of a sandbox's own sync before it keeps
+  // the policy, and refuses such an entry from anyone else; the check here saw them, so a sync could hide its
+  // own widening behind an entry's deny rules that upstream then dropped, and the record kept the entries.
+  InterceptorGateway g(true, true, {}, ProfileSigning::kSigned);
+  std::string out, err;
+  SetCeilingWithGit(g);
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-s", kBasePolicyJson)).allowed());
+  // A rule of the sandbox's own that pushes, and a "provider" entry whose deny rule takes pushes away again.
+  const std::string hiding = R"(, "_provider_zz": {"name": "_provider_zz", "endpoints": [{"host": "github.com",
+      "port": 443.0, "protocol": "rest", "enforcement": "enforce", "rules": [{"allow": {"method": "GET", "path": "/**"}}],
+      "denyRules": [{"method": "POST", "path": "/**/git-receive-pack"}]}], "binaries": [{"path": "/usr/bin/git"}]})";
+  const std::string pushes = R"(, "git": {"name": "git", "endpoints": [{"host": "github.com", "port": 443.0,
+      "protocol": "rest", "enforcement": "enforce", "rules": [{"allow": {"method": "GET", "path": "/**"}},
+      {"allow": {"method": "POST", "path": "/**"}}]}], "binaries": [{"path": "/usr/bin/git"}]})";
+  const auto sync = [&](const std::string& policy, const std::string& kind) {
+    return g.Evaluate("UpdateConfig", true, FromProtoJson(absl::StrCat(R"({"name": "build-s", "policy": )", policy, "}")),
+                      kind == "sandbox" ? "sbx-build-s" : "alice@example.com", kind);
+  };
+  // From the sandbox: checked without the entry upstream drops, so the push is seen and refused.
+  const auto hidden = sync(BasePolicyWith(pushes + hiding), "sandbox");
+  CheckDeny(hidden, "PERMISSION_DENIED", "exceeds_ceiling: ");
+  CHECK_THAT(hidden.reason(), Catch::Contains("github.com"));
+  // From a user: refused as upstream refuses it, whatever else the policy holds.
+  CheckDeny(sync(BasePolicyWith(hiding), "user"), "PERMISSION_DENIED",
+            "invalid_request: policy.networkPolicies._provider_zz: the '_provider_' prefix is reserved");
+  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-t", BasePolicyWith(hiding))), "PERMISSION_DENIED",
+            "invalid_request: spec.policy.networkPolicies._provider_zz: the '_provider_' prefix is reserved");
+  CheckDeny(g.Evaluate("UpdateConfig", false,
+                       R"({"name": "build-s", "mergeOperations": [{"addRule": {"ruleName": "_provider_x", "rule": {
+                           "name": "_provider_x", "endpoints": [{"host": "pypi.org", "port": 443.0}],
+                           "binaries": [{"path": "/usr/bin/pip"}]}}}]})"),
+            "PERMISSION_DENIED", "invalid_request: mergeOperations.networkPolicies._provider_x: ");
+  // A sandbox's real sync (its providers' entries in it) is allowed, and recorded without them: a user's merge
+  // afterwards sends upstream a whole policy with no reserved entry (upstream would refuse one).
+  REQUIRE(sync(BasePolicyWith(hiding), "sandbox").allowed());
+  const auto merged = g.Evaluate("UpdateConfig", false, R"({"name": "build-s", "mergeOperations": [{"addRule": {
+      "ruleName": "pip", "rule": {"name": "pip", "endpoints": [{"host": "pypi.org", "port": 443.0}],
+      "binaries": [{"path": "/usr/bin/pip"}]}}}]})");
+  REQUIRE(merged.allowed());
+  REQUIRE(merged.patches_size() == 2);
+  const auto& policies = merged.patches(1).value().struct_value().fields().at("networkPolicies").struct_value().fields();
+  CHECK(policies.contains("pip"));
+  CHECK(policies.contains("api"));
+  CHECK_FALSE(policies.contains("_provider_zz"));
+  // Seeding states what upstream holds: never a reserved entry.
+  WriteFile(g.keys() / "seed.yaml", R"(version: 1
+filesystem_policy: { include_workdir: true, read_only: [/usr, /etc], read_write: [/sandbox] }
+landlock: { compatibility: best_effort }
+process: { run_as_user: sandbox, run_as_group: sandbox }
+network_policies:
+  _provider_pypi: { name: _provider_pypi, endpoints: [{ host: pypi.org, port: 443 }], binaries: [{ path: /usr/bin/pip }] }
+)");
+  CHECK(Ctl(g.gateway(), {"interceptor", "seed", "build-u", "-f", g.keys() / "seed.yaml"}, &out, &err) != 0);
+  CHECK_THAT(err, Catch::Contains("network_policies._provider_pypi: the '_provider_' prefix is reserved"));
+  CHECK(g.gateway().Stop() == 0);
+}
+
+TEST_CASE("interceptor: a setting key upstream would trim is refused, so auto-approval cannot pass as another "
+          "setting",
+          "[interceptor][integration]") {
+  // Review finding (helper 71): upstream trims settingKey (Rust's str::trim, Unicode white space) before it
+  // names a setting; the auto-approval deny compared the key untrimmed.
+  InterceptorGateway g;
+  REQUIRE(g.Evaluate("CreateSandbox", true, CreateSandboxJson("build-k", kBasePolicyJson)).allowed());
+  for (const std::string key : {" proposal_approval_mode", "proposal_approval_mode\\t", "\u00a0proposal_approval_mode",
+                                "proposal_approval_mode\u3000", "\\nproposal_approval_mode"}) {
+    for (const std::string scope : {R"("global": true)", R"("name": "build-k")"}) {
+      INFO(key << " " << scope);
+      CheckDeny(g.Evaluate("UpdateConfig", true,
+                           absl::StrCat(R"({"settingKey": ")", key, R"(", "settingValue": {"stringValue": "auto"}, )",
+                                        scope, "}")),
+                "PERMISSION_DENIED", "invalid_request: settingKey: white space or a non-ASCII character at either end");
+    }
+  }
+  // The key itself, and other settings, as before.
+  CheckDeny(g.Evaluate("UpdateConfig", true,
+                       R"({"settingKey": "proposal_approval_mode", "settingValue": {"stringValue": "auto"}, "global": true})"),
+            "PERMISSION_DENIED", "approval_unverifiable: ");
+  CHECK(g.Evaluate("UpdateConfig", true,
+                   R"({"settingKey": "proposal_approval_mode", "settingValue": {"stringValue": "manual"}, "name": "build-k"})")
+            .allowed());
   CHECK(g.gateway().Stop() == 0);
 }
 

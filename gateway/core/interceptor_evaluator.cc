@@ -162,6 +162,34 @@ bool InterceptorDecodeOrDeny(const google::protobuf::Struct& payload, google::pr
   return true;
 }
 
+// The own policy as upstream keeps it (policy::ReservedProviderKeys): `policy` itself when it holds no
+// `_provider_*` key; for a sandbox's own sync (`strip`), a copy in *stripped without them, as upstream strips
+// them before it keeps the policy; otherwise null with the deny set, as upstream refuses the request.
+template <typename Outcome>
+const SandboxPolicy* OwnPolicyAsKept(const SandboxPolicy& policy, bool strip, absl::string_view field,
+                                     SandboxPolicy* stripped, Outcome* out) {
+  const std::vector<std::string> reserved = policy::ReservedProviderKeys(policy);
+  if (reserved.empty()) return &policy;
+  if (!strip) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat(field, ".networkPolicies.", reserved.front(),
+                           ": the '_provider_' prefix is reserved for provider layers (upstream refuses a policy "
+                           "that uses it; only a sandbox's own sync has such entries, and they are dropped)"));
+    return nullptr;
+  }
+  *stripped = policy;
+  for (const std::string& key : reserved) stripped->mutable_network_policies()->erase(key);
+  return stripped;
+}
+
+// Upstream trims a setting key (Rust's str::trim: Unicode white space) before it looks the setting up, so a
+// key with white space, or any byte outside ASCII, at either end may name another setting upstream than here.
+bool SettingKeyUntrimmed(absl::string_view key) {
+  if (key.empty()) return false;
+  auto loose = [](unsigned char c) { return c >= 0x80 || absl::ascii_isspace(c); };
+  return loose(static_cast<unsigned char>(key.front())) || loose(static_cast<unsigned char>(key.back()));
+}
+
 // Compositions made before (CheckCandidate's `own_key` and the profiles' hashes -> the candidate).
 BoundedMemo<std::shared_ptr<const ComposedCandidate>>& ComposedCandidates() {
   static auto* memo = new BoundedMemo<std::shared_ptr<const ComposedCandidate>>(
@@ -328,6 +356,9 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
               "ceiling mode checks the sandbox's own policy: send spec.policy");
     return;
   }
+  // A create is user-authored: a reserved key is refused, never stripped (so the policy checked and recorded
+  // is the payload's own, which the memo keys below name).
+  if (OwnPolicyAsKept(request.spec().policy(), /*strip=*/false, "spec.policy", nullptr, out) == nullptr) return;
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
   // The own policy is named by the payload it was decoded from (its digest, out->payload_digest).
   const std::string own_key = absl::StrCat("CreateSandboxRequest.spec.policy\n", out->payload_digest);
@@ -614,7 +645,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
 }
 
 bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out,
-                                                bool* admitted_body) const {
+                                                bool* admitted_body, const SandboxPolicy* kept) const {
   if (admitted_body != nullptr) *admitted_body = false;
   if (options_.admission == nullptr) return true;
   if (!AdmitModeAnnotationsHold(request, out)) return false;
@@ -626,7 +657,8 @@ bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest
       return false;
     }
     if (current->has_value() &&
-        google::protobuf::util::MessageDifferencer::Equals(request.policy(), (*current)->policy)) {
+        google::protobuf::util::MessageDifferencer::Equals(kept != nullptr ? *kept : request.policy(),
+                                                           (*current)->policy)) {
       if (admitted_body != nullptr) *admitted_body = true;
       return true;
     }
@@ -703,9 +735,16 @@ bool InterceptorEvaluator::TakeSandboxName(const char* field, const std::string&
   return true;
 }
 
-void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out) {
+void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                              const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
+  if (SettingKeyUntrimmed(request.setting_key())) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              "settingKey: white space or a non-ASCII character at either end (upstream trims the key before it "
+              "names a setting: send the key itself)");
+    return;
+  }
   // A sandbox-scoped write names its sandbox: unnamed, it would be checked against nothing recorded.
   if (!request.global() && !TakeSandboxName("name", request.name(), request.workspace(), /*required=*/true, out)) {
     return;
@@ -748,6 +787,9 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
                 std::string(absl::StripPrefix(applied.message(), absl::StrCat(common::ReasonOf(applied), ": "))));
       return;
     }
+    // The merged policy is what this modify phase sends as the full `/policy`: user-authored, so a merge
+    // adding a reserved key is refused here as upstream would refuse that policy.
+    if (OwnPolicyAsKept(merged, /*strip=*/false, "mergeOperations", nullptr, out) == nullptr) return;
     if (!CheckCandidate(merged, record->providers, out)) return;
     auto value = MessageToInterceptorValue(merged);
     if (!value.ok()) {
@@ -764,8 +806,14 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
     return;
   }
   if (request.has_policy()) {
+    // A sandbox's own sync (principal kind "sandbox") has its `_provider_*` entries dropped by upstream before
+    // it keeps the policy; anyone else's policy with one is refused upstream. Checked and recorded: the rest.
+    SandboxPolicy stripped;
+    const SandboxPolicy* own = OwnPolicyAsKept(request.policy(), InterceptorPrincipal(evaluation, "kind") == "sandbox",
+                                               "policy", &stripped, out);
+    if (own == nullptr) return;
     bool admitted_body = false;
-    if (!AdmitModeAllowsWrite(request, out, &admitted_body)) return;
+    if (!AdmitModeAllowsWrite(request, out, &admitted_body, own)) return;
     std::vector<std::string> providers;
     std::optional<std::string> previous;  // the record's bytes the providers came from
     if (!request.global()) {
@@ -782,12 +830,11 @@ void InterceptorEvaluator::DecideUpdateConfig(const google::protobuf::Struct& pa
       }
       if (record->has_value()) providers = (*record)->providers;
     }
-    if (!CheckCandidate(request.policy(), providers, out)) return;
+    if (!CheckCandidate(*own, providers, out)) return;
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      if (absl::Status put =
-              records_.Put(out->record_key, {request.policy(), providers}, out->catalogue_generation, &previous);
+      if (absl::Status put = records_.Put(out->record_key, {*own, providers}, out->catalogue_generation, &previous);
           !put.ok()) {
         out->RecordFailed(request.name(), "stored", put);
       }
@@ -807,7 +854,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
                                                      : evaluation.modify_operation().proposed_operation();
   const std::string& method = evaluation.method();
   if (method == "CreateSandbox") return DecideCreateSandbox(evaluation, payload, validate, out);
-  if (method == "UpdateConfig") return DecideUpdateConfig(payload, validate, out);
+  if (method == "UpdateConfig") return DecideUpdateConfig(evaluation, payload, validate, out);
   if (method == "AttachSandboxProvider") {
     os_v1::AttachSandboxProviderRequest request;
     if (!InterceptorDecodeOrDeny(payload, &request, out)) return;

@@ -159,9 +159,13 @@ class InterceptorEvaluator {
   // Admit mode: whether a policy write through UpdateConfig may go on to the ceiling-mode checks (the
   // driver permits mutation, or `policy` is the sandbox's admitted body); false with the deny set.
   // `admitted_body` (may be null) is set when the policy is exactly the sandbox's admitted body.
+  // `kept`: the request's policy as upstream keeps it (a sandbox's sync without its `_provider_*` entries);
+  // null: request.policy().
   bool AdmitModeAllowsWrite(const openshell::v1::UpdateConfigRequest& request, Outcome* out,
-                            bool* admitted_body = nullptr) const;
-  void DecideUpdateConfig(const google::protobuf::Struct& payload, bool validate, Outcome* out);
+                            bool* admitted_body = nullptr,
+                            const openshell::sandbox::v1::SandboxPolicy* kept = nullptr) const;
+  void DecideUpdateConfig(const interceptor_v1::InterceptorEvaluation& evaluation,
+                          const google::protobuf::Struct& payload, bool validate, Outcome* out);
   // Sets out->sandbox to `name` and out->record_key to its record's key in `workspace`
   // (InterceptorRecords::Key), and checks the name and a workspace as sandbox ids (CheckSandboxId): false
   // with the deny set (invalid_request naming the field). An empty name is accepted where `required` is false.

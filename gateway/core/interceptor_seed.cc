@@ -13,6 +13,7 @@
 #include "gateway/core/interceptor_records.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
+#include "policy/provider_profile.h"
 #include "trust/audit_vocabulary.h"
 
 namespace osh::gateway {
@@ -61,6 +62,15 @@ absl::StatusOr<SeededRecord> SeedInterceptorRecord(const CeilingGuard& ceiling, 
                                 absl::StrCat("interceptor record of sandbox ", described, " not seeded: ", refusal.message()));
     return refusal;
   };
+
+  // A record holds the own policy as upstream keeps it, which never has a `_provider_*` entry
+  // (policy::ReservedProviderKeys): a seed with one states a policy upstream cannot hold.
+  if (const std::vector<std::string> reserved = policy::ReservedProviderKeys(policy); !reserved.empty()) {
+    return refuse(common::Refused(absl::StatusCode::kInvalidArgument, "invalid_policy",
+                                  absl::StrCat("network_policies.", reserved.front(),
+                                               ": the '_provider_' prefix is reserved for provider layers (upstream "
+                                               "never keeps such an entry in a sandbox's own policy)")));
+  }
 
   // No catalogue change is checked and written meanwhile in this process (as for a validate's record): a
   // change's check over the records either sees this one or this one is composed from the changed catalogue.
