@@ -169,6 +169,16 @@ absl::Status Db::Run(const std::string& sql) {
 }
 
 int64_t Db::Changes() const { return sqlite3_changes64(db_); }
+
+void Db::CountWalFrames(std::atomic<int>* frames) {
+  sqlite3_wal_hook(
+      db_,
+      [](void* arg, sqlite3*, const char*, int n) {
+        static_cast<std::atomic<int>*>(arg)->store(n, std::memory_order_relaxed);
+        return SQLITE_OK;
+      },
+      frames);
+}
 int64_t Db::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 
 Transaction::Transaction(Db& db) : db_(db) { begin_status_ = db_.Run("BEGIN IMMEDIATE"); }

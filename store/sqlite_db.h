@@ -3,6 +3,7 @@
 // for a connection opened with SQLITE_OPEN_FULLMUTEX that several readers share).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -64,6 +65,10 @@ class Db {
   absl::Status Run(const std::string& sql);
   int64_t Changes() const;
   int64_t LastInsertRowId() const;
+  // After each commit on this connection, stores the frames then in the write-ahead log into *frames
+  // (sqlite3_wal_hook: this replaces SQLite's own automatic checkpoint, as wal_autocheckpoint=0 does, and a
+  // later wal_autocheckpoint pragma replaces this). `frames` must outlive the connection.
+  void CountWalFrames(std::atomic<int>* frames);
 
  private:
   explicit Db(sqlite3* db);

@@ -209,17 +209,27 @@ SqliteStore::~SqliteStore() {
 
 namespace {
 constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(200);
+constexpr absl::Duration kIdleCheckpoint = absl::Seconds(2);
+constexpr int kCheckpointFrames = 1000;
 }  // namespace
 
 void SqliteStore::CheckpointLoop() {
+  int copied_at = 0;  // the log's frames when it was last copied: nothing new while it still reads so
+  absl::Time last = absl::Now();
   for (;;) {
     {
       absl::MutexLock lock(&checkpoint_mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_) { return stop_checkpoints_; };
       if (checkpoint_mu_.AwaitWithTimeout(absl::Condition(&stop), kCheckpointInterval)) return;
     }
+    const int frames = wal_frames_.load(std::memory_order_relaxed);
+    if (frames == copied_at) continue;
+    const absl::Time now = absl::Now();
+    if (frames < kCheckpointFrames && now - last < kIdleCheckpoint) continue;
     // PASSIVE: copies what no reader still needs, waits for nobody; a busy database is tried next time.
     checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)").IgnoreError();
+    copied_at = frames;
+    last = now;
   }
 }
 
@@ -247,6 +257,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenUnguarded(const st
   if (!checkpointer.ok()) return checkpointer.status();
   store->checkpoint_db_.emplace(*std::move(checkpointer));
   OSH_RETURN_IF_ERROR(store->db_.Exec("PRAGMA wal_autocheckpoint=0"));
+  store->db_.CountWalFrames(&store->wal_frames_);  // after the pragma, which would remove the hook
   store->checkpointer_ = std::thread([raw = store.get()] { raw->CheckpointLoop(); });
   return store;
 }

@@ -7,6 +7,7 @@
 // is durable (or refused).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -163,10 +164,14 @@ class SqliteStore final : public SingleObjectDatabase {
 
   GroupCommitQueue queue_;
 
-  // WAL checkpoints off the commit path: the write connection never checkpoints (wal_autocheckpoint=0);
-  // this thread runs a PASSIVE checkpoint on its own connection every kCheckpointInterval (it waits for
-  // no reader or writer), so no commit pays for copying the log into the database file.
+  // WAL checkpoints off the commit path: the write connection never checkpoints; this thread runs a
+  // PASSIVE checkpoint on its own connection (it waits for no reader or writer), so no commit pays for
+  // copying the log into the database file. It copies once the log holds kCheckpointFrames (SQLite's own
+  // threshold), at most every kCheckpointInterval, and a smaller log once kIdleCheckpoint has passed since
+  // the last copy: each copy ends in a flush of the database file, which a commit's own flush can queue
+  // behind, so copies are not made more often than the log's size asks for.
   void CheckpointLoop();
+  std::atomic<int> wal_frames_{0};  // frames in the log after the last commit (the writer's WAL hook)
   absl::Mutex checkpoint_mu_;
   bool stop_checkpoints_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   std::optional<Db> checkpoint_db_;  // used by the checkpoint thread only
