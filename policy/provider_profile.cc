@@ -1,11 +1,19 @@
 #include "policy/provider_profile.h"
 
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "policy/policy_file.h"
 #include "policy/validation.h"
 #include "policy/yaml_message.h"
@@ -46,16 +54,154 @@ absl::Status InvalidProfile(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("invalid_profile: ", path, ": ", what));
 }
 
+// Upstream's profile id: lowercase kebab-case ("a-z0-9" runs joined by single '-').
+bool UpstreamProfileId(absl::string_view id) {
+  if (id.empty() || id.front() == '-' || id.back() == '-' || absl::StrContains(id, "--")) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return (c >= 'a' && c <= 'z') || absl::ascii_isdigit(c) || c == '-'; });
+}
+
+// Upstream's reserved env-var namespace for placeholder revisions: "v<digits>_<[A-Za-z0-9_]+>".
+bool ReservedPlaceholderRevision(absl::string_view name) {
+  if (!absl::ConsumePrefix(&name, "v")) return false;
+  const size_t underscore = name.find('_');
+  if (underscore == absl::string_view::npos || underscore == 0) return false;
+  const absl::string_view revision = name.substr(0, underscore);
+  const absl::string_view key = name.substr(underscore + 1);
+  return std::all_of(revision.begin(), revision.end(), [](char c) { return absl::ascii_isdigit(c); }) && !key.empty() &&
+         std::all_of(key.begin(), key.end(), [](char c) { return absl::ascii_isalnum(c) || c == '_'; });
+}
+
+// An HTTP header name (RFC 9110 token) that does not override framing or the connection.
+std::optional<std::string> HeaderNameProblem(absl::string_view name) {
+  for (const char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && !absl::StrContains("!#$%&'*+-.^_`|~", c)) {
+      return "not a valid HTTP header name";
+    }
+  }
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "host" || lower == "content-length" || lower == "transfer-encoding" || lower == "connection") {
+    return "may not override HTTP framing or connection headers";
+  }
+  return std::nullopt;
+}
+
+// A loopback IP literal (127.0.0.0/8, ::1, or IPv4-mapped 127.0.0.0/8), as inet_pton reads it.
+bool IsLoopbackLiteral(const std::string& host) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
+
+// A token endpoint upstream calls: an absolute URL (parsed by libcurl's URL parser), https, or http to a
+// loopback host or an in-cluster service name (<svc>.<ns>.svc or <svc>.<ns>.svc.cluster.local).
+std::optional<std::string> TokenEndpointProblem(const std::string& endpoint) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> url(curl_url(), &curl_url_cleanup);
+  char* scheme_raw = nullptr;
+  char* host_raw = nullptr;
+  if (url == nullptr || curl_url_set(url.get(), CURLUPART_URL, endpoint.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+      curl_url_get(url.get(), CURLUPART_SCHEME, &scheme_raw, 0) != CURLUE_OK ||
+      curl_url_get(url.get(), CURLUPART_HOST, &host_raw, 0) != CURLUE_OK) {
+    curl_free(scheme_raw);
+    return "must be an absolute URL";
+  }
+  const std::string scheme = absl::AsciiStrToLower(scheme_raw);
+  std::string host = absl::AsciiStrToLower(host_raw);
+  curl_free(scheme_raw);
+  curl_free(host_raw);
+  if (scheme == "https") return std::nullopt;
+  if (scheme == "http") {
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    while (!host.empty() && host.back() == '.') host.pop_back();
+    const std::vector<absl::string_view> labels = absl::StrSplit(host, '.');
+    const bool all_labels = std::all_of(labels.begin(), labels.end(), [](absl::string_view l) { return !l.empty(); });
+    const bool service = all_labels && ((labels.size() == 3 && labels[2] == "svc") ||
+                                        (labels.size() == 5 && labels[2] == "svc" && labels[3] == "cluster" &&
+                                         labels[4] == "local"));
+    if (host == "localhost" || IsLoopbackLiteral(host) || service) return std::nullopt;
+  }
+  return "must use https, except http for loopback or in-cluster service hosts";
+}
+
+// A credential's own rules, as upstream's profile validation holds them; `env_vars` collects the names
+// across the profile's credentials (each once).
+std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCredential& credential,
+                                                 const std::string& path, std::set<std::string>* env_vars) {
+  for (int j = 0; j < credential.env_vars_size(); ++j) {
+    const std::string name(absl::StripAsciiWhitespace(credential.env_vars(j)));
+    const std::string where = absl::StrCat(path, ".env_vars[", j, "]");
+    if (name.empty()) return Violation{where, "must not be empty"};
+    if (ReservedPlaceholderRevision(name)) {
+      return Violation{where, absl::StrCat("'", name, "' uses the OpenShell placeholder revision namespace (v<n>_...)")};
+    }
+    if (!env_vars->insert(name).second) return Violation{where, absl::StrCat("'", name, "' appears twice in the profile")};
+  }
+  const std::string style = absl::AsciiStrToLower(absl::StripAsciiWhitespace(credential.auth_style()));
+  if (style == "bearer" || style == "header") {
+    if (absl::StripAsciiWhitespace(credential.header_name()).empty()) {
+      return Violation{path + ".header_name", absl::StrCat("required for ", style, " auth")};
+    }
+  } else if (style == "path") {
+    const absl::string_view tmpl = absl::StripAsciiWhitespace(credential.path_template());
+    if (tmpl.empty()) return Violation{path + ".path_template", "required for path auth"};
+    size_t count = 0;
+    for (size_t at = tmpl.find("{credential}"); at != absl::string_view::npos; at = tmpl.find("{credential}", at + 1)) {
+      ++count;
+    }
+    if (count != 1) {
+      return Violation{path + ".path_template", absl::StrCat("must contain {credential} exactly once (", count, " times)")};
+    }
+  } else if (style == "query") {
+    if (absl::StripAsciiWhitespace(credential.query_param()).empty()) {
+      return Violation{path + ".query_param", "required for query auth"};
+    }
+  } else if (!style.empty() && style != "basic") {
+    return Violation{path + ".auth_style",
+                     absl::StrCat("'", credential.auth_style(), "': one of basic, bearer, header, path, query (or none)")};
+  }
+  if (credential.has_refresh()) {
+    const os_v1::ProviderCredentialRefresh& refresh = credential.refresh();
+    if (refresh.strategy() == os_v1::PROVIDER_CREDENTIAL_REFRESH_STRATEGY_UNSPECIFIED) {
+      return Violation{path + ".refresh.strategy", "required"};
+    }
+    if (refresh.refresh_before_seconds() < 0) return Violation{path + ".refresh.refresh_before_seconds", "must be >= 0"};
+    if (refresh.max_lifetime_seconds() < 0) return Violation{path + ".refresh.max_lifetime_seconds", "must be >= 0"};
+    std::set<std::string> materials;
+    for (int j = 0; j < refresh.material_size(); ++j) {
+      const std::string name(absl::StripAsciiWhitespace(refresh.material(j).name()));
+      const std::string where = absl::StrCat(path, ".refresh.material[", j, "].name");
+      if (name.empty()) return Violation{where, "required"};
+      if (!materials.insert(name).second) return Violation{where, absl::StrCat("'", name, "' appears twice")};
+    }
+  }
+  if (credential.has_token_grant()) {
+    if (auto problem = TokenEndpointProblem(credential.token_grant().token_endpoint())) {
+      return Violation{path + ".token_grant.token_endpoint", *problem};
+    }
+    if (!style.empty() && style != "bearer" && style != "header") {
+      return Violation{path + ".auth_style", "a token_grant credential uses bearer or header auth"};
+    }
+    const absl::string_view header = absl::StripAsciiWhitespace(credential.header_name());
+    if (auto problem = HeaderNameProblem(header.empty() && style != "header" ? "Authorization" : header)) {
+      return Violation{path + ".header_name", *problem};
+    }
+  }
+  return std::nullopt;
+}
+
 // The first broken rule as (field path, what), or nothing.
 std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& profile) {
   if (profile.id().empty()) return Violation{"id", "required"};
   if (profile.id().size() > kMaxProfileIdBytes) {
     return Violation{"id", absl::StrCat("at most ", kMaxProfileIdBytes, " characters")};
   }
-  for (const char c : profile.id()) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return Violation{"id", absl::StrCat("'", profile.id(), "': only letters, digits, '.', '_' and '-'")};
-    }
+  // Upstream's rule (an id it would not take fails its whole catalogue, every sandbox's with it).
+  if (!UpstreamProfileId(profile.id())) {
+    return Violation{"id", absl::StrCat("'", profile.id(),
+                                        "': lowercase kebab-case, only a-z, 0-9 and '-' (as the OpenShell gateway "
+                                        "requires)")};
   }
   if (profile.display_name().empty()) return Violation{"display_name", "required"};
   if (!profile.source().empty()) return Violation{"source", "set by the OpenShell gateway: leave it empty"};
@@ -79,17 +225,23 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
     return Violation{absl::StrCat("annotations.", key), "not an annotation of a signed profile: leave it out"};
   }
   std::set<std::string> credentials;
+  std::set<std::string> env_vars;
   for (int i = 0; i < profile.credentials_size(); ++i) {
-    const std::string& name = profile.credentials(i).name();
-    const std::string path = absl::StrCat("credentials[", i, "].name");
-    if (name.empty()) return Violation{path, "required"};
-    if (!credentials.insert(name).second) return Violation{path, absl::StrCat("'", name, "' appears twice")};
+    const os_v1::ProviderProfileCredential& credential = profile.credentials(i);
+    const std::string name(absl::StripAsciiWhitespace(credential.name()));
+    const std::string path = absl::StrCat("credentials[", i, "]");
+    if (name.empty()) return Violation{path + ".name", "required"};
+    if (!credentials.insert(name).second) return Violation{path + ".name", absl::StrCat("'", name, "' appears twice")};
+    if (auto violation = FindCredentialViolation(credential, path, &env_vars)) return violation;
   }
+  std::set<std::string> discovered;
   for (int i = 0; i < profile.discovery().credentials_size(); ++i) {
-    const std::string& name = profile.discovery().credentials(i);
+    const std::string name(absl::StripAsciiWhitespace(profile.discovery().credentials(i)));
+    const std::string path = absl::StrCat("discovery.credentials[", i, "]");
+    if (name.empty()) return Violation{path, "required"};
+    if (!discovered.insert(name).second) return Violation{path, absl::StrCat("'", name, "' appears twice")};
     if (!credentials.contains(name)) {
-      return Violation{absl::StrCat("discovery.credentials[", i, "]"),
-                       absl::StrCat("'", name, "' is not one of the profile's credentials")};
+      return Violation{path, absl::StrCat("'", name, "' is not one of the profile's credentials")};
     }
   }
   for (int i = 0; i < profile.endpoints_size(); ++i) {

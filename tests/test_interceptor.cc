@@ -1425,6 +1425,74 @@ TEST_CASE("provider profiles: a bad profile file is refused naming the file, the
   }
 }
 
+TEST_CASE("provider profiles: a profile the OpenShell gateway would refuse is refused here, not served to fail its "
+          "whole catalogue",
+          "[interceptor][provider_profiles]") {
+  // Review finding (helper 71): upstream validates the catalogue it is served as a set, and one profile it
+  // refuses fails every request that needs the catalogue (creates, attaches, the supervisors' poll).
+  const std::string head = "id: x\ndisplay_name: X\n";
+  const auto credential = [&](const std::string& fields) {
+    return absl::StrCat(head, "credentials:\n  - name: token\n", fields);
+  };
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"id: My-Api\ndisplay_name: X\n", "id: 'My-Api': lowercase kebab-case"},
+      {"id: my_api\ndisplay_name: X\n", "id: 'my_api': lowercase kebab-case"},
+      {"id: x.y\ndisplay_name: X\n", "id: 'x.y': lowercase kebab-case"},
+      {"id: a--b\ndisplay_name: X\n", "id: 'a--b': lowercase kebab-case"},
+      {"id: -a\ndisplay_name: X\n", "id: '-a': lowercase kebab-case"},
+      {credential("    auth_style: bearer\n"), "credentials[0].header_name: required for bearer auth"},
+      {credential("    auth_style: Header\n    header_name: ' '\n"), "credentials[0].header_name: required for header auth"},
+      {credential("    auth_style: cookie\n"), "credentials[0].auth_style: 'cookie': one of basic, bearer"},
+      {credential("    auth_style: path\n"), "credentials[0].path_template: required for path auth"},
+      {credential("    auth_style: path\n    path_template: /v1/{credential}/{credential}\n"),
+       "credentials[0].path_template: must contain {credential} exactly once (2 times)"},
+      {credential("    auth_style: query\n"), "credentials[0].query_param: required for query auth"},
+      {credential("    refresh: { refresh_before_seconds: 5 }\n"), "credentials[0].refresh.strategy: required"},
+      {credential("    refresh: { strategy: static, max_lifetime_seconds: -1 }\n"),
+       "credentials[0].refresh.max_lifetime_seconds: must be >= 0"},
+      {credential("    refresh: { strategy: static, material: [{ name: a }, { name: a }] }\n"),
+       "credentials[0].refresh.material[1].name: 'a' appears twice"},
+      {credential("    env_vars: [TOKEN]\n  - name: other\n    env_vars: [TOKEN]\n"),
+       "credentials[1].env_vars[0]: 'TOKEN' appears twice in the profile"},
+      {credential("    env_vars: [v2_TOKEN]\n"), "credentials[0].env_vars[0]: 'v2_TOKEN' uses the OpenShell placeholder"},
+      {credential("    env_vars: [' ']\n"), "credentials[0].env_vars[0]: must not be empty"},
+      {credential("discovery: { credentials: [token, token] }\n"), "discovery.credentials[1]: 'token' appears twice"},
+      {credential("    token_grant: { token_endpoint: 'http://auth.example.com/token' }\n"),
+       "credentials[0].token_grant.token_endpoint: must use https, except http for loopback"},
+      {credential("    token_grant: { token_endpoint: 'not a url' }\n"),
+       "credentials[0].token_grant.token_endpoint: must be an absolute URL"},
+      {credential("    auth_style: query\n    query_param: key\n    token_grant: { token_endpoint: 'https://a.example.com/t' }\n"),
+       "credentials[0].auth_style: a token_grant credential uses bearer or header auth"},
+      {credential("    auth_style: header\n    header_name: Host\n    token_grant: { token_endpoint: 'https://a.example.com/t' }\n"),
+       "credentials[0].header_name: may not override HTTP framing"},
+      {credential("    auth_style: bearer\n    header_name: 'X Token'\n    token_grant: { token_endpoint: 'https://a.example.com/t' }\n"),
+       "credentials[0].header_name: not a valid HTTP header name"},
+  };
+  for (const auto& [text, expected] : refused) {
+    INFO(text);
+    auto parsed = osh::policy::ParseProviderProfileText(text, "bad.yaml");
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(parsed.status().message()), Catch::Contains("invalid_profile: " + expected));
+  }
+  // What upstream takes is taken.
+  for (const std::string& text : {
+           absl::StrCat("id: my-api-2\ndisplay_name: X\n"),
+           credential("    auth_style: bearer\n    header_name: Authorization\n    env_vars: [V2_TOKEN, TOKEN_v2]\n"),
+           credential("    auth_style: path\n    path_template: /bot{credential}/\n"),
+           credential("    auth_style: Basic\n    refresh: { strategy: oauth2_refresh_token, material: [{ name: a }] }\n"),
+           credential("    token_grant: { token_endpoint: 'http://127.0.0.1:8080/token' }\n"),
+           credential("    token_grant: { token_endpoint: 'http://[::1]/token' }\n"),
+           credential("    token_grant: { token_endpoint: 'http://sts.auth.svc.cluster.local/token' }\n"),
+           credential("    auth_style: header\n    header_name: X-Api-Key\n    token_grant: { token_endpoint: 'https://a.example.com/t' }\n"),
+       }) {
+    INFO(text);
+    auto parsed = osh::policy::ParseProviderProfileText(text, "good.yaml");
+    CHECK(parsed.ok());
+    if (!parsed.ok()) UNSCOPED_INFO(parsed.status().message());
+  }
+}
+
 TEST_CASE("provider profiles: the governance JWT reproduces the README's policy signature vector", "[interceptor][provider_profiles]") {
   auto key = osh::trust::PrivateKey::FromPem(RfcPrivatePem());
   REQUIRE(key.ok());
