@@ -25,7 +25,7 @@ std::string GovernanceSigningInput(const std::string& kid, const std::string& cl
 std::string GovernanceKid(const trust::PublicKey& key) { return key.fingerprint().substr(0, 32); }
 
 std::string GovernanceProfileClaims(const std::string& profile_id, const std::string& profile_hash) {
-  // The id is [A-Za-z0-9._-] (policy::ValidateProviderProfile) and the hash "sha256:v2:<hex>": nothing
+  // The id is [a-z0-9-] (policy::ValidateProviderProfile) and the hash "sha256:v2:<hex>": nothing
   // to escape.
   return absl::StrCat(R"({"sub":"provider-profile:)", profile_id,
                       R"(","iss":"openshell-governance-interceptor","aud":"openshell-governance-profile",)",
