@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "policy/body_codec.h"
 #include "policy/containment_model.h"
 #include "policy/destination.h"
 #include "policy/egress.h"
@@ -66,6 +67,12 @@ static std::optional<std::string> GlobProblem(absl::string_view pattern, char de
   return std::nullopt;
 }
 
+// A method upstream's Rego compares as upper(actual) == upper(expected) with Unicode case mapping, under
+// which some non-ASCII methods equal ASCII ones ("poſt" is POST): only ASCII methods are decided.
+static bool NonAsciiMethod(absl::string_view method) {
+  return std::any_of(method.begin(), method.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
 // The first construct of `policy` that containment does not decide, named.
 std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::string_view which) {
   for (const auto& key : SortedKeys(policy)) {
@@ -95,15 +102,26 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
       if (!ep.path().empty()) {
         if (auto problem = GlobProblem(ep.path(), '/')) return absl::StrCat(where, ".path: ", *problem);
       }
+      // With allow_encoded_slash a %2F stays inside a path segment, so the paths rules see are not the
+      // segments this model matches (a ceiling's `*` segment, its deny rules, are then dodged).
+      if (ep.allow_encoded_slash()) return absl::StrCat(where, ": allow_encoded_slash (paths with %2F are not decided)");
       for (int r = 0; r < ep.rules_size(); ++r) {
         const L7Allow& allow = ep.rules(r).allow();
         if (auto field = UnmodelledRuleField(allow)) return absl::StrCat(where, ".rules[", r, "]: ", *field);
         if (auto problem = GlobProblem(allow.path(), '/')) return absl::StrCat(where, ".rules[", r, "]: ", *problem);
+        if (NonAsciiMethod(allow.method())) {
+          return absl::StrCat(where, ".rules[", r, "].method: not ASCII (upstream compares methods by Unicode case "
+                                   "mapping, not decided)");
+        }
       }
       for (int r = 0; r < ep.deny_rules_size(); ++r) {
         const L7DenyRule& deny = ep.deny_rules(r);
         if (auto field = UnmodelledRuleField(deny)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *field);
         if (auto problem = GlobProblem(deny.path(), '/')) return absl::StrCat(where, ".deny_rules[", r, "]: ", *problem);
+        if (NonAsciiMethod(deny.method())) {
+          return absl::StrCat(where, ".deny_rules[", r, "].method: not ASCII (upstream compares methods by Unicode "
+                                   "case mapping, not decided)");
+        }
       }
     }
   }
@@ -124,22 +142,96 @@ bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<s
   return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
 }
 
-static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
-  const auto& cand = candidate.filesystem();
-  const auto& ceil = ceiling.filesystem();
-  for (int i = 0; i < cand.read_write_size(); ++i) {
-    if (!UnderAny(cand.read_write(i), ceil.read_write())) {
-      return absl::StrCat("filesystem.read_write[", i, "] '", cand.read_write(i),
+// The filesystem a supervisor applies for `policy`, not only what it lists. Upstream reads a policy without a
+// filesystem section as include_workdir: true, and once a policy has network entries (proxy mode) it adds
+// baseline paths the policy does not list. Which paths, and whether a baseline read-write path the policy
+// lists read-only is then made read-write, changed between upstream's versions: a candidate is inside only
+// if it is under each of them (both sides enriched the same way, as one supervisor would).
+struct Baseline {
+  std::vector<const char*> read_only, read_write;
+  bool promotes_read_only;  // a baseline read-write path listed read-only becomes read-write
+};
+
+static const std::vector<Baseline>& Baselines() {
+  static const auto* const baselines = [] {
+    const std::vector<const char*> ro_before = {"/usr", "/lib", "/etc", "/app", "/var/log"};
+    const std::vector<const char*> rw_before = {"/sandbox", "/tmp"};
+    const std::vector<const char*> ro_after = {"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"};
+    const std::vector<const char*> rw_after = {"/tmp", "/dev/null"};
+    return new std::vector<Baseline>{{ro_before, rw_before, false}, {ro_before, rw_before, true},
+                                     {ro_after, rw_after, false}, {ro_after, rw_after, true}};
+  }();
+  return *baselines;
+}
+
+struct EffectiveFilesystem {
+  std::vector<std::string> read_only, read_write;
+  bool include_workdir = false;
+};
+
+static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
+  EffectiveFilesystem fs;
+  fs.read_only.assign(policy.filesystem().read_only().begin(), policy.filesystem().read_only().end());
+  fs.read_write.assign(policy.filesystem().read_write().begin(), policy.filesystem().read_write().end());
+  fs.include_workdir = policy.has_filesystem() ? policy.filesystem().include_workdir() : true;
+  if (policy.network_policies().empty()) return fs;
+  auto in = [](const std::vector<std::string>& list, const char* path) {
+    return std::find(list.begin(), list.end(), path) != list.end();
+  };
+  for (const char* path : baseline.read_only) {
+    if (!in(fs.read_only, path) && !in(fs.read_write, path)) fs.read_only.push_back(path);
+  }
+  for (const char* path : baseline.read_write) {
+    if (in(fs.read_write, path) || (in(fs.read_only, path) && !baseline.promotes_read_only)) continue;
+    fs.read_write.push_back(path);
+  }
+  return fs;
+}
+
+static bool UnderAnyOf(absl::string_view path, const std::vector<std::string>& bases) {
+  return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
+}
+
+static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
+                                                     const Baseline& baseline) {
+  const EffectiveFilesystem cand = EffectiveFilesystemOf(candidate, baseline);
+  EffectiveFilesystem ceil = EffectiveFilesystemOf(ceiling, baseline);
+  // Upstream applies no Landlock ruleset at all to a policy with no path (whatever its compatibility): the
+  // whole filesystem, which only a ceiling without paths allows as well.
+  if (cand.read_only.empty() && cand.read_write.empty() && !(ceil.read_only.empty() && ceil.read_write.empty())) {
+    return std::string("filesystem: no read_only or read_write path, so no Landlock ruleset is applied (the whole "
+                       "filesystem); the ceiling restricts it");
+  }
+  if (ceil.include_workdir) ceil.read_write.push_back("/sandbox");  // the workdir, read-write
+  const int listed_rw = candidate.filesystem().read_write_size();
+  const int listed_ro = candidate.filesystem().read_only_size();
+  auto name = [](const char* list, size_t i, int listed) {
+    return static_cast<int>(i) < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
+                                        : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
+  };
+  for (size_t i = 0; i < cand.read_write.size(); ++i) {
+    if (!UnderAnyOf(cand.read_write[i], ceil.read_write)) {
+      return absl::StrCat(name("read_write", i, listed_rw), " '", cand.read_write[i],
                           "' is not under any read-write path of the ceiling");
     }
   }
-  for (int i = 0; i < cand.read_only_size(); ++i) {
-    if (!UnderAny(cand.read_only(i), ceil.read_only()) && !UnderAny(cand.read_only(i), ceil.read_write())) {
-      return absl::StrCat("filesystem.read_only[", i, "] '", cand.read_only(i), "' is not under any path of the ceiling");
+  for (size_t i = 0; i < cand.read_only.size(); ++i) {
+    if (!UnderAnyOf(cand.read_only[i], ceil.read_only) && !UnderAnyOf(cand.read_only[i], ceil.read_write)) {
+      return absl::StrCat(name("read_only", i, listed_ro), " '", cand.read_only[i], "' is not under any path of the ceiling");
     }
   }
-  if (cand.include_workdir() && !ceil.include_workdir() && !UnderAny("/sandbox", ceil.read_write())) {
-    return "filesystem.include_workdir adds the workdir (/sandbox) read-write; the ceiling does not";
+  if (cand.include_workdir && !ceil.include_workdir && !UnderAnyOf("/sandbox", ceil.read_write)) {
+    return std::string(candidate.has_filesystem()
+                           ? "filesystem.include_workdir adds the workdir (/sandbox) read-write; the ceiling does not"
+                           : "filesystem: none, which upstream reads as include_workdir (the workdir, /sandbox, "
+                             "read-write); the ceiling does not");
+  }
+  return std::nullopt;
+}
+
+static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  for (const Baseline& baseline : Baselines()) {
+    if (auto widening = FilesystemWidening(candidate, ceiling, baseline)) return widening;
   }
   return std::nullopt;
 }
@@ -577,6 +669,22 @@ static std::string DescribeWidening(const Grant& grant, const Witness& w) {
 
 static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate, const SandboxPolicy& ceiling);
 
+// Middlewares are not modelled: a ceiling's may deny what its rules allow (a fail-closed one denies whatever
+// it cannot inspect), a candidate's may change a request after its rules allowed it. Decided only when both
+// sides carry the same ones (or none).
+static std::optional<std::string> MiddlewaresUndecided(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  if (candidate.network_middlewares().empty() && ceiling.network_middlewares().empty()) return std::nullopt;
+  bool same = candidate.network_middlewares_size() == ceiling.network_middlewares_size();
+  for (const auto& [id, config] : ceiling.network_middlewares()) {
+    const auto other = candidate.network_middlewares().find(id);
+    same = same && other != candidate.network_middlewares().end() &&
+           SerializeDeterministic(other->second) == SerializeDeterministic(config);
+  }
+  if (same) return std::nullopt;
+  return std::string("network_middlewares differ between the candidate and the ceiling (middlewares are not "
+                     "modelled: only the same set on both sides is decided)");
+}
+
 // No exception leaves the library: the work is bounded by validation's bounds, so only the allocator
 // can still throw, and then the answer fails closed (unknown is a refusal).
 ContainmentResult CheckContainment(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
@@ -591,6 +699,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   using namespace containment_model;  // NOLINT(google-build-using-namespace): this file is the model's home
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
+  if (auto what = MiddlewaresUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

@@ -180,6 +180,76 @@ TEST_CASE("containment: an L4-only ceiling endpoint allows every request of a pa
   CHECK_THAT(outside.detail, Catch::Contains("but not by the ceiling"));
 }
 
+TEST_CASE("containment: the filesystem a supervisor applies, not only the paths a policy lists",
+          "[policy][containment][semantics]") {
+  // Review finding (helper 72). crates/openshell-sandbox landlock.rs applies no ruleset to a policy with no
+  // path; openshell-core reads a missing filesystem section as include_workdir: true; and with network
+  // entries the supervisor adds baseline paths a policy does not list (enrich_proto_baseline_paths).
+  const std::string process = "process: {run_as_user: sandbox, run_as_group: sandbox}\n";
+  const auto ceiling = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr, /lib, /etc], "
+                            "read_write: [/sandbox, /tmp]}\n" + process);
+  const auto bare = Load("version: 1\nfilesystem_policy: {include_workdir: false}\n" + process);
+  const auto no_landlock = CheckContainment(bare, ceiling);
+  CHECK(no_landlock.verdict == Containment::kOutside);
+  CHECK_THAT(no_landlock.detail, Catch::Contains("no Landlock ruleset is applied"));
+  CHECK(CheckContainment(bare, bare).verdict == Containment::kInside);
+
+  const std::string net = "network_policies:\n  api:\n    endpoints:\n      - {host: api.example.com, port: 443}\n"
+                          "    binaries: [{path: /usr/bin/curl}]\n";
+  // The ceiling lists /tmp and /sandbox read-only, so the supervisor leaves them read-only; the candidate
+  // lists neither, and gains them read-write.
+  const auto ceiling_ro = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: [/usr, /lib, /etc, "
+                               "/app, /var/log, /proc, /dev/urandom, /tmp, /sandbox], read_write: [/dev/null]}\n" + net);
+  const auto gains = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: [/usr], "
+                          "read_write: [/dev/null]}\n" + net);
+  const auto enriched = CheckContainment(gains, ceiling_ro);
+  CHECK(enriched.verdict == Containment::kOutside);
+  CHECK_THAT(enriched.detail, Catch::Contains("a baseline path the supervisor adds"));
+  CHECK(CheckContainment(ceiling_ro, ceiling_ro).verdict == Containment::kInside);
+  // Listed as the ceiling lists them, the same policy is inside.
+  const auto listed = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: [/usr, /tmp, /sandbox], "
+                           "read_write: [/dev/null]}\n" + net);
+  CHECK(CheckContainment(listed, ceiling_ro).verdict == Containment::kInside);
+
+  // No filesystem section at all: the workdir, read-write, which this ceiling does not give.
+  const auto no_workdir = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: [/usr, /lib, /etc, "
+                               "/app, /var/log, /proc, /dev/urandom], read_write: [/tmp, /dev/null]}\n" + net);
+  auto sectionless = Load("version: 1\n" + net);
+  sectionless.clear_filesystem();
+  const auto workdir = CheckContainment(sectionless, no_workdir);
+  CHECK(workdir.verdict == Containment::kOutside);
+  CHECK_THAT(workdir.detail, Catch::Contains("which upstream reads as include_workdir"));
+}
+
+TEST_CASE("containment: what the model does not decide is unknown — a ceiling's middlewares, non-ASCII methods, "
+          "encoded slashes",
+          "[policy][containment][semantics]") {
+  // Review findings (helper 72).
+  // A ceiling's middleware may deny what its rules allow (fail-closed, it denies what it cannot inspect).
+  const auto plain = Load(Rest("protocol: rest, enforcement: enforce, access: full"));
+  auto guarded = plain;
+  (*guarded.mutable_network_middlewares())["dlp"].set_middleware("corp/dlp");
+  const auto middlewares = CheckContainment(plain, guarded);
+  CHECK(middlewares.verdict == Containment::kUnknown);
+  CHECK_THAT(middlewares.detail, Catch::Contains("network_middlewares differ"));
+  CHECK(CheckContainment(guarded, guarded).verdict == Containment::kInside);
+  CHECK(CheckContainment(guarded, plain).verdict == Containment::kUnknown);
+  // Upstream's Rego compares methods as upper(actual) == upper(expected), Unicode: "poſt" is POST there.
+  const auto no_push = Load(Rest("protocol: rest, enforcement: enforce, access: full, "
+                                 "deny_rules: [{method: POST, path: '/repos/**'}]"));
+  const auto long_s = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: \"po\u017Ft\", path: '/repos/**'}}]"));
+  const auto methods = CheckContainment(long_s, no_push);
+  CHECK(methods.verdict == Containment::kUnknown);
+  CHECK_THAT(methods.detail, Catch::Contains("method: not ASCII"));
+  // With allow_encoded_slash a %2F stays inside a segment: /projects/grp%2Fsecret is one segment there.
+  const auto one_segment = Load(Rest("protocol: rest, enforcement: enforce, rules: [{allow: {method: GET, path: '/projects/*'}}]"));
+  const auto encoded = Load(Rest("protocol: rest, enforcement: enforce, allow_encoded_slash: true, "
+                                 "rules: [{allow: {method: GET, path: '/projects/*'}}]"));
+  const auto slashes = CheckContainment(encoded, one_segment);
+  CHECK(slashes.verdict == Containment::kUnknown);
+  CHECK_THAT(slashes.detail, Catch::Contains("allow_encoded_slash"));
+}
+
 TEST_CASE("validation: upstream loader rules", "[policy][validation][semantics]") {
   struct Case {
     const char* name;
