@@ -1228,6 +1228,27 @@ TEST_CASE("interceptor: admit mode's accepted push records its policy fenced lik
   CHECK_FALSE(store->GetInterceptorRecord("nobody")->has_value());
 }
 
+TEST_CASE("provider catalogue: a stored profile the OpenShell gateway would refuse is neither composed nor served",
+          "[interceptor][provider_profiles]") {
+  // Review (helper 71, follow-up): profiles stored before the catalogue held them to upstream's validation (or
+  // by an older replica) would fail upstream's whole catalogue.
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  REQUIRE(catalogue.Set(PypiProfileForUnits()).ok());
+  REQUIRE(catalogue.Snapshot().ok());
+  openshell::v1::ProviderProfile old = PypiProfileForUnits();
+  old.set_id("my_api");  // an id the catalogue took before: upstream takes lowercase kebab-case only
+  REQUIRE(store->PutProviderProfile("my_api", old.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+  const auto snapshot = catalogue.Snapshot();
+  REQUIRE_FALSE(snapshot.ok());
+  CHECK_THAT(std::string(snapshot.status().message()),
+             Catch::StartsWith("profile_unverified: provider profile 'my_api': as stored, the OpenShell gateway refuses "
+                               "it (invalid_profile: id: 'my_api': lowercase kebab-case"));
+  CHECK_FALSE(catalogue.Get("my_api").ok());
+  CHECK(catalogue.Get("pypi").ok());
+}
+
 TEST_CASE("provider catalogue: the verified catalogue is kept until the store's generation, the trust store or a key's "
           "window moves, never longer",
           "[interceptor][provider_profiles][cache]") {

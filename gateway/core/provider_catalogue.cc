@@ -246,6 +246,12 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Verifi
   // Only what the hash covers is composed and served: a field this gateway does not know (a row another
   // version wrote) would otherwise reach a layer while two such profiles share one hash.
   entry.profile.DiscardUnknownFields();
+  // A profile stored before this gateway held profiles to upstream's own validation (or by another replica's
+  // older binary) is one upstream refuses, failing its whole catalogue: not composed, not served.
+  if (absl::Status valid = policy::ValidateProviderProfile(entry.profile); !valid.ok()) {
+    return ProfileUnverified(row.id, absl::StrCat("as stored, the OpenShell gateway refuses it (", valid.message(),
+                                                  "): set it again as upstream takes it, or delete it"));
+  }
   auto hash = GovernanceProfileHash(entry.profile);
   if (!hash.ok()) return hash.status();
   entry.hash = *hash;
