@@ -167,6 +167,25 @@ static const std::vector<Baseline>& Baselines() {
 struct EffectiveFilesystem {
   std::vector<std::string> read_only, read_write;
   bool include_workdir = false;
+  bool enriched = false;  // baseline paths were added (they are added only where they exist)
+  // Whether a Landlock ruleset is applied at all. Upstream adds the workdir, then applies none to a policy
+  // with no path; and under best_effort a path that does not open is skipped, and a ruleset left with no
+  // rule is not applied either (the sandbox runs unconfined). `surely`: a rule that surely opens is there —
+  // the workdir, a baseline path, a listed path every container has — or hard_requirement, under which a
+  // path that does not open stops the sandbox instead.
+  bool Restricted() const { return include_workdir || !read_only.empty() || !read_write.empty(); }
+  bool SurelyRestricted(const SandboxPolicy& policy) const {
+    static const char* const kEveryContainer[] = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev", "/dev/null"};
+    if (include_workdir || enriched) return true;
+    if (!Restricted()) return false;
+    if (policy.landlock().compatibility() == "hard_requirement") return true;
+    auto present = [](const std::vector<std::string>& paths) {
+      return std::any_of(paths.begin(), paths.end(), [](const std::string& path) {
+        return std::find(std::begin(kEveryContainer), std::end(kEveryContainer), path) != std::end(kEveryContainer);
+      });
+    };
+    return present(read_only) || present(read_write);
+  }
 };
 
 static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
@@ -175,6 +194,7 @@ static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, co
   fs.read_write.assign(policy.filesystem().read_write().begin(), policy.filesystem().read_write().end());
   fs.include_workdir = policy.has_filesystem() ? policy.filesystem().include_workdir() : true;
   if (policy.network_policies().empty()) return fs;
+  fs.enriched = true;
   auto in = [](const std::vector<std::string>& list, const char* path) {
     return std::find(list.begin(), list.end(), path) != list.end();
   };
@@ -196,11 +216,15 @@ static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candid
                                                      const Baseline& baseline) {
   const EffectiveFilesystem cand = EffectiveFilesystemOf(candidate, baseline);
   EffectiveFilesystem ceil = EffectiveFilesystemOf(ceiling, baseline);
-  // Upstream applies no Landlock ruleset at all to a policy with no path (whatever its compatibility): the
-  // whole filesystem, which only a ceiling without paths allows as well.
-  if (cand.read_only.empty() && cand.read_write.empty() && !(ceil.read_only.empty() && ceil.read_write.empty())) {
-    return std::string("filesystem: no read_only or read_write path, so no Landlock ruleset is applied (the whole "
-                       "filesystem); the ceiling restricts it");
+  // No Landlock ruleset is the whole filesystem, which only a ceiling without one allows as well.
+  if (!cand.SurelyRestricted(candidate) && ceil.Restricted()) {
+    return std::string(cand.Restricted()
+                           ? "filesystem: under best_effort, none of its paths surely exists in the container (a "
+                             "path that does not open is skipped, and a ruleset with no rule is not applied: the "
+                             "whole filesystem); the ceiling restricts it (list the workdir or a path every container "
+                             "has, or require landlock hard_requirement)"
+                           : "filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
+                             "applied (the whole filesystem); the ceiling restricts it");
   }
   if (ceil.include_workdir) ceil.read_write.push_back("/sandbox");  // the workdir, read-write
   const int listed_rw = candidate.filesystem().read_write_size();
@@ -674,11 +698,18 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
 // sides carry the same ones (or none).
 static std::optional<std::string> MiddlewaresUndecided(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
   if (candidate.network_middlewares().empty() && ceiling.network_middlewares().empty()) return std::nullopt;
+  // Compared as upstream loads them (middleware.rs into_proto): an empty name is the key, and a missing
+  // config an empty one.
+  auto normalized = [](const std::string& id, openshell::sandbox::v1::NetworkMiddlewareConfig config) {
+    if (config.name().empty()) config.set_name(id);
+    config.mutable_config();
+    return SerializeDeterministic(config);
+  };
   bool same = candidate.network_middlewares_size() == ceiling.network_middlewares_size();
   for (const auto& [id, config] : ceiling.network_middlewares()) {
     const auto other = candidate.network_middlewares().find(id);
     same = same && other != candidate.network_middlewares().end() &&
-           SerializeDeterministic(other->second) == SerializeDeterministic(config);
+           normalized(id, other->second) == normalized(id, config);
   }
   if (same) return std::nullopt;
   return std::string("network_middlewares differ between the candidate and the ceiling (middlewares are not "

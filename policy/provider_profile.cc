@@ -54,6 +54,9 @@ absl::Status InvalidProfile(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("invalid_profile: ", path, ": ", what));
 }
 
+constexpr char kLooseEnds[] = "white space or a non-ASCII character at either end (upstream trims it before it "
+                               "compares names: write the name itself)";
+
 // Upstream's profile id: lowercase kebab-case ("a-z0-9" runs joined by single '-').
 bool UpstreamProfileId(absl::string_view id) {
   if (id.empty() || id.front() == '-' || id.back() == '-' || absl::StrContains(id, "--")) return false;
@@ -114,13 +117,14 @@ std::optional<std::string> TokenEndpointProblem(const std::string& endpoint) {
   if (scheme == "https") return std::nullopt;
   if (scheme == "http") {
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    while (!host.empty() && host.back() == '.') host.pop_back();
+    if (host == "localhost" || IsLoopbackLiteral(host)) return std::nullopt;
+    while (!host.empty() && host.back() == '.') host.pop_back();  // a service name may end in a dot
     const std::vector<absl::string_view> labels = absl::StrSplit(host, '.');
     const bool all_labels = std::all_of(labels.begin(), labels.end(), [](absl::string_view l) { return !l.empty(); });
     const bool service = all_labels && ((labels.size() == 3 && labels[2] == "svc") ||
                                         (labels.size() == 5 && labels[2] == "svc" && labels[3] == "cluster" &&
                                          labels[4] == "local"));
-    if (host == "localhost" || IsLoopbackLiteral(host) || service) return std::nullopt;
+    if (service) return std::nullopt;
   }
   return "must use https, except http for loopback or in-cluster service hosts";
 }
@@ -129,9 +133,16 @@ std::optional<std::string> TokenEndpointProblem(const std::string& endpoint) {
 // across the profile's credentials (each once).
 std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCredential& credential,
                                                  const std::string& path, std::set<std::string>* env_vars) {
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::string*>{"auth_style", &credential.auth_style()},
+        {"header_name", &credential.header_name()}, {"query_param", &credential.query_param()},
+        {"path_template", &credential.path_template()}}) {
+    if (UpstreamTrimMayChange(*value)) return Violation{absl::StrCat(path, ".", field), kLooseEnds};
+  }
   for (int j = 0; j < credential.env_vars_size(); ++j) {
     const std::string name(absl::StripAsciiWhitespace(credential.env_vars(j)));
     const std::string where = absl::StrCat(path, ".env_vars[", j, "]");
+    if (UpstreamTrimMayChange(credential.env_vars(j))) return Violation{where, kLooseEnds};
     if (name.empty()) return Violation{where, "must not be empty"};
     if (ReservedPlaceholderRevision(name)) {
       return Violation{where, absl::StrCat("'", name, "' uses the OpenShell placeholder revision namespace (v<n>_...)")};
@@ -172,6 +183,7 @@ std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCre
     for (int j = 0; j < refresh.material_size(); ++j) {
       const std::string name(absl::StripAsciiWhitespace(refresh.material(j).name()));
       const std::string where = absl::StrCat(path, ".refresh.material[", j, "].name");
+      if (UpstreamTrimMayChange(refresh.material(j).name())) return Violation{where, kLooseEnds};
       if (name.empty()) return Violation{where, "required"};
       if (!materials.insert(name).second) return Violation{where, absl::StrCat("'", name, "' appears twice")};
     }
@@ -230,6 +242,7 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
     const os_v1::ProviderProfileCredential& credential = profile.credentials(i);
     const std::string name(absl::StripAsciiWhitespace(credential.name()));
     const std::string path = absl::StrCat("credentials[", i, "]");
+    if (UpstreamTrimMayChange(credential.name())) return Violation{path + ".name", kLooseEnds};
     if (name.empty()) return Violation{path + ".name", "required"};
     if (!credentials.insert(name).second) return Violation{path + ".name", absl::StrCat("'", name, "' appears twice")};
     if (auto violation = FindCredentialViolation(credential, path, &env_vars)) return violation;
@@ -238,6 +251,7 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
   for (int i = 0; i < profile.discovery().credentials_size(); ++i) {
     const std::string name(absl::StripAsciiWhitespace(profile.discovery().credentials(i)));
     const std::string path = absl::StrCat("discovery.credentials[", i, "]");
+    if (UpstreamTrimMayChange(profile.discovery().credentials(i))) return Violation{path, kLooseEnds};
     if (name.empty()) return Violation{path, "required"};
     if (!discovered.insert(name).second) return Violation{path, absl::StrCat("'", name, "' appears twice")};
     if (!credentials.contains(name)) {
@@ -318,6 +332,12 @@ std::string ProviderLayerKey(absl::string_view provider_name) {
   if (first == std::string::npos) return "_provider_unnamed";
   const size_t last = key.find_last_not_of('_');
   return absl::StrCat("_provider_", key.substr(first, last - first + 1));
+}
+
+bool UpstreamTrimMayChange(absl::string_view text) {
+  if (text.empty()) return false;
+  auto loose = [](unsigned char c) { return c >= 0x80 || absl::ascii_isspace(c); };
+  return loose(static_cast<unsigned char>(text.front())) || loose(static_cast<unsigned char>(text.back()));
 }
 
 std::vector<std::string> ReservedProviderKeys(const SandboxPolicy& policy) {

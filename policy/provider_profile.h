@@ -53,6 +53,11 @@ bool ProviderProfileSigned(const openshell::v1::ProviderProfile& profile);
 // left).
 std::string ProviderLayerKey(absl::string_view provider_name);
 
+// Whether Rust's str::trim (Unicode white space), which upstream applies to names before it compares them,
+// could change `text`: white space, or any byte outside ASCII, at either end. Such a name is refused rather
+// than trimmed, so what is checked here is what upstream names.
+bool UpstreamTrimMayChange(absl::string_view text);
+
 // Upstream's reserved namespace for provider layers: the network_policies keys of `policy` that begin with
 // "_provider_", in key order. Upstream refuses a user-authored sandbox policy holding one (INVALID_ARGUMENT)
 // and strips them from a supervisor's own sync before it keeps the policy, so an own policy is checked here

@@ -226,9 +226,14 @@ void SqliteStore::CheckpointLoop() {
     if (frames == copied_at) continue;
     const absl::Time now = absl::Now();
     if (frames < kCheckpointFrames && now - last < kIdleCheckpoint) continue;
-    // PASSIVE: copies what no reader still needs, waits for nobody; a busy database is tried next time.
-    checkpoint_db_->Exec("PRAGMA wal_checkpoint(PASSIVE)").IgnoreError();
-    copied_at = frames;
+    // PASSIVE: copies what no reader still needs, waits for nobody; what it could not copy (a reader still
+    // on it) is tried again at the next tick, written to meanwhile or not.
+    bool whole = false;
+    if (auto stmt = checkpoint_db_->Prepare("PRAGMA wal_checkpoint(PASSIVE)"); stmt.ok()) {
+      auto row = stmt->Step();  // busy, frames in the log, frames copied
+      whole = row.ok() && *row && stmt->Int(0) == 0 && stmt->Int(1) == stmt->Int(2);
+    }
+    copied_at = whole ? frames : -1;
     last = now;
   }
 }

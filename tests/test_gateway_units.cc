@@ -556,6 +556,21 @@ openshell::gateway_interceptor::v1::InterceptorEvaluation EvaluationForUnits(con
   return e;
 }
 
+TEST_CASE("interceptor records: a record written before `_provider_` entries were stripped is read without them",
+          "[interceptor][interceptor_records]") {
+  // Review finding (helper 73): records of sandbox syncs written before a4a55e8 kept the entries upstream
+  // dropped; attach, detach and profile changes composed them (their deny rules could hide allows).
+  openshell::sandbox::v1::SandboxPolicy old;
+  old.set_version(1);
+  (*old.mutable_network_policies())["api"].set_name("api");
+  (*old.mutable_network_policies())["_provider_zz"].set_name("_provider_zz");
+  osh::gateway::InterceptorRecords::Record record;
+  REQUIRE(osh::gateway::InterceptorRecords::Decode(osh::gateway::InterceptorRecords::Encode({old, {"pypi"}}), &record));
+  CHECK(record.policy.network_policies().contains("api"));
+  CHECK_FALSE(record.policy.network_policies().contains("_provider_zz"));
+  CHECK(record.providers == std::vector<std::string>{"pypi"});
+}
+
 TEST_CASE("interceptor records: kept in the store before the allow and read through it, a store that fails is a deny "
           "(fail closed), its text only in the log",
           "[interceptor][interceptor_records]") {

@@ -193,6 +193,24 @@ TEST_CASE("containment: the filesystem a supervisor applies, not only the paths 
   CHECK(no_landlock.verdict == Containment::kOutside);
   CHECK_THAT(no_landlock.detail, Catch::Contains("no Landlock ruleset is applied"));
   CHECK(CheckContainment(bare, bare).verdict == Containment::kInside);
+  // Upstream adds the workdir before it looks for paths (helper 73): a ceiling with only the workdir is a
+  // ruleset, so a candidate without even that is outside it, and one with only the workdir is inside.
+  const auto workdir_only = Load("version: 1\nfilesystem_policy: {include_workdir: true}\n" + process);
+  CHECK(CheckContainment(bare, workdir_only).verdict == Containment::kOutside);
+  CHECK(CheckContainment(workdir_only, ceiling).verdict == Containment::kInside);
+  // Under best_effort a path that does not open is skipped, and a ruleset left without a rule is not applied:
+  // a candidate none of whose paths surely exists may run unconfined (helper 73).
+  const auto dangling = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
+                             "[/usr/share/does-not-exist]}\n" + process);
+  const auto unconfined = CheckContainment(dangling, ceiling);
+  CHECK(unconfined.verdict == Containment::kOutside);
+  CHECK_THAT(unconfined.detail, Catch::Contains("none of its paths surely exists"));
+  const auto required = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
+                             "[/usr/share/does-not-exist]}\nlandlock: {compatibility: hard_requirement}\n" + process);
+  CHECK(CheckContainment(required, ceiling).verdict == Containment::kInside);
+  const auto with_usr = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
+                             "[/usr, /usr/share/does-not-exist]}\n" + process);
+  CHECK(CheckContainment(with_usr, ceiling).verdict == Containment::kInside);
 
   const std::string net = "network_policies:\n  api:\n    endpoints:\n      - {host: api.example.com, port: 443}\n"
                           "    binaries: [{path: /usr/bin/curl}]\n";
@@ -234,6 +252,12 @@ TEST_CASE("containment: what the model does not decide is unknown — a ceiling'
   CHECK_THAT(middlewares.detail, Catch::Contains("network_middlewares differ"));
   CHECK(CheckContainment(guarded, guarded).verdict == Containment::kInside);
   CHECK(CheckContainment(guarded, plain).verdict == Containment::kUnknown);
+  // Compared as upstream loads a middleware (an empty name is its key, a missing config an empty one).
+  auto spelled_out = guarded;
+  (*spelled_out.mutable_network_middlewares())["dlp"].set_name("dlp");
+  (*spelled_out.mutable_network_middlewares())["dlp"].mutable_config();
+  CHECK(CheckContainment(spelled_out, guarded).verdict == Containment::kInside);
+  CHECK(CheckContainment(guarded, spelled_out).verdict == Containment::kInside);
   // Upstream's Rego compares methods as upper(actual) == upper(expected), Unicode: "poſt" is POST there.
   const auto no_push = Load(Rest("protocol: rest, enforcement: enforce, access: full, "
                                  "deny_rules: [{method: POST, path: '/repos/**'}]"));

@@ -182,14 +182,6 @@ const SandboxPolicy* OwnPolicyAsKept(const SandboxPolicy& policy, bool strip, ab
   return stripped;
 }
 
-// Upstream trims a setting key (Rust's str::trim: Unicode white space) before it looks the setting up, so a
-// key with white space, or any byte outside ASCII, at either end may name another setting upstream than here.
-bool SettingKeyUntrimmed(absl::string_view key) {
-  if (key.empty()) return false;
-  auto loose = [](unsigned char c) { return c >= 0x80 || absl::ascii_isspace(c); };
-  return loose(static_cast<unsigned char>(key.front())) || loose(static_cast<unsigned char>(key.back()));
-}
-
 // Compositions made before (CheckCandidate's `own_key` and the profiles' hashes -> the candidate).
 BoundedMemo<std::shared_ptr<const ComposedCandidate>>& ComposedCandidates() {
   static auto* memo = new BoundedMemo<std::shared_ptr<const ComposedCandidate>>(
@@ -739,7 +731,8 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
                                               const google::protobuf::Struct& payload, bool validate, Outcome* out) {
   os_v1::UpdateConfigRequest request;
   if (!InterceptorDecodeOrDeny(payload, &request, out)) return;
-  if (SettingKeyUntrimmed(request.setting_key())) {
+  // Upstream trims the key before it looks the setting up: trimmed, it may name another setting than here.
+  if (policy::UpstreamTrimMayChange(request.setting_key())) {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
               "settingKey: white space or a non-ASCII character at either end (upstream trims the key before it "
               "names a setting: send the key itself)");

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "openshell/policy/interceptor/v1/interceptor_record.pb.h"
 #include "policy/body_codec.h"
+#include "policy/provider_profile.h"
 
 namespace osh::gateway {
 
@@ -39,6 +40,11 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
   openshell::policy::interceptor::v1::InterceptorRecord stored;
   if (!stored.ParseFromString(bytes)) return false;
   record->policy = stored.policy();
+  // A record is the own policy as upstream keeps it, never with a `_provider_*` entry
+  // (policy::ReservedProviderKeys): one written before a sandbox's sync was stripped of them is read so too.
+  for (const std::string& key : policy::ReservedProviderKeys(record->policy)) {
+    record->policy.mutable_network_policies()->erase(key);
+  }
   record->providers.assign(stored.providers().begin(), stored.providers().end());
   return true;
 }
