@@ -145,11 +145,12 @@ bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<s
 // The filesystem a supervisor applies for `policy`, not only what it lists. Upstream reads a policy without a
 // filesystem section as include_workdir: true, and once a policy has network entries (proxy mode) it adds
 // baseline paths the policy does not list. Which paths, and whether a baseline read-write path the policy
-// lists read-only is then made read-write, changed between upstream's versions: a candidate is inside only
-// if it is under each of them (both sides enriched the same way, as one supervisor would).
+// lists read-only is then made read-write, changed between upstream's versions: a candidate is inside only if
+// it is under each of them (both sides enriched the same way, as one supervisor would). Not modelled: a GPU
+// host's paths (docs/decisions-and-ceilings.md).
 struct Baseline {
-  std::vector<const char*> read_only, read_write;
-  bool promotes_read_only;  // a baseline read-write path listed read-only becomes read-write
+  std::vector<const char*> read_only, read_write;  // proxy mode's
+  bool promotes_read_only;                         // a baseline read-write path listed read-only becomes read-write
 };
 
 static const std::vector<Baseline>& Baselines() {
@@ -167,25 +168,9 @@ static const std::vector<Baseline>& Baselines() {
 struct EffectiveFilesystem {
   std::vector<std::string> read_only, read_write;
   bool include_workdir = false;
-  bool enriched = false;  // baseline paths were added (they are added only where they exist)
-  // Whether a Landlock ruleset is applied at all. Upstream adds the workdir, then applies none to a policy
-  // with no path; and under best_effort a path that does not open is skipped, and a ruleset left with no
-  // rule is not applied either (the sandbox runs unconfined). `surely`: a rule that surely opens is there —
-  // the workdir, a baseline path, a listed path every container has — or hard_requirement, under which a
-  // path that does not open stops the sandbox instead.
+  // Whether a Landlock ruleset is applied at all: upstream adds the workdir, then applies none to a
+  // policy with no path (whatever its compatibility).
   bool Restricted() const { return include_workdir || !read_only.empty() || !read_write.empty(); }
-  bool SurelyRestricted(const SandboxPolicy& policy) const {
-    static const char* const kEveryContainer[] = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev", "/dev/null"};
-    if (include_workdir || enriched) return true;
-    if (!Restricted()) return false;
-    if (policy.landlock().compatibility() == "hard_requirement") return true;
-    auto present = [](const std::vector<std::string>& paths) {
-      return std::any_of(paths.begin(), paths.end(), [](const std::string& path) {
-        return std::find(std::begin(kEveryContainer), std::end(kEveryContainer), path) != std::end(kEveryContainer);
-      });
-    };
-    return present(read_only) || present(read_write);
-  }
 };
 
 static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
@@ -194,7 +179,6 @@ static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, co
   fs.read_write.assign(policy.filesystem().read_write().begin(), policy.filesystem().read_write().end());
   fs.include_workdir = policy.has_filesystem() ? policy.filesystem().include_workdir() : true;
   if (policy.network_policies().empty()) return fs;
-  fs.enriched = true;
   auto in = [](const std::vector<std::string>& list, const char* path) {
     return std::find(list.begin(), list.end(), path) != list.end();
   };
@@ -215,18 +199,12 @@ static bool UnderAnyOf(absl::string_view path, const std::vector<std::string>& b
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
                                                      const Baseline& baseline) {
   const EffectiveFilesystem cand = EffectiveFilesystemOf(candidate, baseline);
-  EffectiveFilesystem ceil = EffectiveFilesystemOf(ceiling, baseline);
+  const EffectiveFilesystem ceil = EffectiveFilesystemOf(ceiling, baseline);
   // No Landlock ruleset is the whole filesystem, which only a ceiling without one allows as well.
-  if (!cand.SurelyRestricted(candidate) && ceil.Restricted()) {
-    return std::string(cand.Restricted()
-                           ? "filesystem: under best_effort, none of its paths surely exists in the container (a "
-                             "path that does not open is skipped, and a ruleset with no rule is not applied: the "
-                             "whole filesystem); the ceiling restricts it (list the workdir or a path every container "
-                             "has, or require landlock hard_requirement)"
-                           : "filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
-                             "applied (the whole filesystem); the ceiling restricts it");
+  if (!cand.Restricted() && ceil.Restricted()) {
+    return std::string("filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
+                       "applied (the whole filesystem); the ceiling restricts it");
   }
-  if (ceil.include_workdir) ceil.read_write.push_back("/sandbox");  // the workdir, read-write
   const int listed_rw = candidate.filesystem().read_write_size();
   const int listed_ro = candidate.filesystem().read_only_size();
   auto name = [](const char* list, size_t i, int listed) {
@@ -244,13 +222,35 @@ static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candid
       return absl::StrCat(name("read_only", i, listed_ro), " '", cand.read_only[i], "' is not under any path of the ceiling");
     }
   }
-  if (cand.include_workdir && !ceil.include_workdir && !UnderAnyOf("/sandbox", ceil.read_write)) {
+  // The workdir is the supervisor's (--workdir, or the image's; /sandbox by default): only the ceiling's own
+  // include_workdir grants it, whatever paths the ceiling lists.
+  if (cand.include_workdir && !ceil.include_workdir) {
     return std::string(candidate.has_filesystem()
-                           ? "filesystem.include_workdir adds the workdir (/sandbox) read-write; the ceiling does not"
-                           : "filesystem: none, which upstream reads as include_workdir (the workdir, /sandbox, "
-                             "read-write); the ceiling does not");
+                           ? "filesystem.include_workdir adds the workdir (/sandbox by default) read-write; the "
+                             "ceiling does not"
+                           : "filesystem: none, which upstream reads as include_workdir (the workdir, /sandbox by "
+                             "default, read-write); the ceiling does not");
   }
   return std::nullopt;
+}
+
+// A path through which Landlock, which opens each path following symlinks, reaches another part of the
+// filesystem whatever the image holds: procfs's and /dev/fd's magic links (/proc/self/root is "/").
+static std::optional<std::string> MagicLinkPath(const SandboxPolicy& candidate) {
+  auto check = [](const auto& paths, const char* list) -> std::optional<std::string> {
+    for (int i = 0; i < paths.size(); ++i) {
+      const std::string path = Trimmed(paths.Get(i));
+      if ((path != "/proc" && Under(path, "/proc")) || Under(path, "/dev/fd") || path == "/dev/stdin" ||
+          path == "/dev/stdout" || path == "/dev/stderr") {
+        return absl::StrCat("candidate filesystem.", list, "[", i, "] '", paths.Get(i),
+                            "': below /proc or /dev/fd a path may be a link to anywhere (/proc/self/root is /), "
+                            "not decided");
+      }
+    }
+    return std::nullopt;
+  };
+  if (auto what = check(candidate.filesystem().read_only(), "read_only")) return what;
+  return check(candidate.filesystem().read_write(), "read_write");
 }
 
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
@@ -731,6 +731,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = MiddlewaresUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
+  if (auto what = MagicLinkPath(candidate)) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

@@ -198,19 +198,23 @@ TEST_CASE("containment: the filesystem a supervisor applies, not only the paths 
   const auto workdir_only = Load("version: 1\nfilesystem_policy: {include_workdir: true}\n" + process);
   CHECK(CheckContainment(bare, workdir_only).verdict == Containment::kOutside);
   CHECK(CheckContainment(workdir_only, ceiling).verdict == Containment::kInside);
-  // Under best_effort a path that does not open is skipped, and a ruleset left without a rule is not applied:
-  // a candidate none of whose paths surely exists may run unconfined (helper 73).
-  const auto dangling = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
-                             "[/usr/share/does-not-exist]}\n" + process);
-  const auto unconfined = CheckContainment(dangling, ceiling);
-  CHECK(unconfined.verdict == Containment::kOutside);
-  CHECK_THAT(unconfined.detail, Catch::Contains("none of its paths surely exists"));
-  const auto required = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
-                             "[/usr/share/does-not-exist]}\nlandlock: {compatibility: hard_requirement}\n" + process);
-  CHECK(CheckContainment(required, ceiling).verdict == Containment::kInside);
-  const auto with_usr = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: "
-                             "[/usr, /usr/share/does-not-exist]}\n" + process);
-  CHECK(CheckContainment(with_usr, ceiling).verdict == Containment::kInside);
+  // Landlock opens each path following symlinks: below /proc a path may lead anywhere (helper 74).
+  const auto ceiling_proc = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr, /proc], "
+                                 "read_write: [/sandbox, /tmp]}\n" + process);
+  const auto root_link = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr, /proc/self/root], "
+                              "read_write: [/sandbox, /tmp]}\n" + process);
+  const auto link = CheckContainment(root_link, ceiling_proc);
+  CHECK(link.verdict == Containment::kUnknown);
+  CHECK_THAT(link.detail, Catch::Contains("/proc/self/root is /"));
+  CHECK(CheckContainment(ceiling_proc, ceiling_proc).verdict == Containment::kInside);
+  // The workdir is the supervisor's, /sandbox only by default: a ceiling listing /sandbox does not grant it
+  // (helper 74), nor does a ceiling's workdir cover a listed /sandbox.
+  const auto lists_sandbox = Load("version: 1\nfilesystem_policy: {include_workdir: false, read_only: [/usr], "
+                                  "read_write: [/sandbox, /tmp]}\n" + process);
+  const auto with_workdir = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr], "
+                                 "read_write: [/sandbox, /tmp]}\n" + process);
+  CHECK(CheckContainment(with_workdir, lists_sandbox).verdict == Containment::kOutside);
+  CHECK(CheckContainment(lists_sandbox, workdir_only).verdict == Containment::kOutside);
 
   const std::string net = "network_policies:\n  api:\n    endpoints:\n      - {host: api.example.com, port: 443}\n"
                           "    binaries: [{path: /usr/bin/curl}]\n";
