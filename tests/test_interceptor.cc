@@ -1956,6 +1956,7 @@ TEST_CASE("interceptor: an operator seeds the record of a sandbox from before th
   // The seed is the store's: after a restart the merge is composed from it.
   REQUIRE(g.gateway().Stop() == 0);
   g.gateway().Start();
+  REQUIRE(WaitForSocket(g.socket()));  // the interceptor's socket, not only the admin one Start waits for
   const auto merged = g.Evaluate("UpdateConfig", false, merge);
   REQUIRE(merged.allowed());
   const auto request = Decode<os_v1::UpdateConfigRequest>(ApplyPatches(FromProtoJson(merge), merged.patches()));
