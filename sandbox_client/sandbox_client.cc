@@ -137,6 +137,11 @@ absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOpti
     return absl::InvalidArgumentError("back-off: need 0 < initial_backoff <= max_backoff");
   }
   if (options.backoff_reset_after.count() <= 0) return absl::InvalidArgumentError("back-off: need backoff_reset_after > 0");
+  // As the gateway's own clock_skew_s: a negative skew would let the expiry timer and Verify disagree, a huge
+  // one overflow `now ± skew`.
+  if (options.clock_skew_s < 0 || options.clock_skew_s > 86400) {
+    return absl::InvalidArgumentError(absl::StrCat("clock_skew_s ", options.clock_skew_s, ": need 0 to 86400 seconds"));
+  }
   if (options.context.has_value() && (options.context->sandbox_id().empty() || options.context->user_subject().empty())) {
     return absl::InvalidArgumentError("runtime context: sandbox_id and user_subject are both required");
   }

@@ -59,7 +59,7 @@ struct ClientOptions {
   // The sandbox's own runtime context; when set, a context-bound projection must be bound to exactly it.
   std::optional<openshell::policy::driver::v1::RuntimeContext> context;
   std::vector<std::string> accepted_surfaces = {"openshell.sandbox.v1"};
-  int64_t clock_skew_s = 60;
+  int64_t clock_skew_s = 60;  // 0 to 86400 (Connect refuses others), as the gateway's own
   std::function<int64_t()> now_unix;  // null: the system clock
   bool report = true;  // Watch reports LOADED / FAILED for each projection it handles (false: a viewer)
   std::chrono::milliseconds call_timeout{30000};

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -778,6 +779,13 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   CHECK(absl::IsInvalidArgument(unguarded.status()));
   CHECK_THAT(std::string(unguarded.status().message()), Catch::Contains("witness quorum 0 with 1 witness key(s)"));
   options.witness_quorum = 1;
+  for (const int64_t skew : {int64_t{-1}, int64_t{86401}, std::numeric_limits<int64_t>::max()}) {
+    options.clock_skew_s = skew;  // review (helper 75): unchecked, the timer and Verify disagreed or overflowed
+    auto skewed = osh::sandbox_client::SandboxClient::Connect(options);
+    REQUIRE_FALSE(skewed.ok());
+    CHECK_THAT(std::string(skewed.status().message()), Catch::Contains("need 0 to 86400 seconds"));
+  }
+  options.clock_skew_s = 60;
   options.log_state_file = g.dir() / "log-state";
   options.log_proof_wait = std::chrono::milliseconds(5000);
   auto client = osh::sandbox_client::SandboxClient::Connect(options);
