@@ -23,6 +23,7 @@
 
 namespace osh::policy {
 
+using openshell::sandbox::v1::FilesystemPolicy;
 using openshell::sandbox::v1::L7Allow;
 using openshell::sandbox::v1::L7DenyRule;
 using openshell::sandbox::v1::NetworkEndpoint;
@@ -72,6 +73,7 @@ static std::optional<std::string> GlobProblem(absl::string_view pattern, char de
 static bool NonAsciiMethod(absl::string_view method) {
   return std::any_of(method.begin(), method.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
+constexpr char kNonAsciiMethod[] = "not ASCII (upstream compares methods by Unicode case mapping, not decided)";
 
 // The first construct of `policy` that containment does not decide, named.
 std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::string_view which) {
@@ -109,19 +111,13 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
         const L7Allow& allow = ep.rules(r).allow();
         if (auto field = UnmodelledRuleField(allow)) return absl::StrCat(where, ".rules[", r, "]: ", *field);
         if (auto problem = GlobProblem(allow.path(), '/')) return absl::StrCat(where, ".rules[", r, "]: ", *problem);
-        if (NonAsciiMethod(allow.method())) {
-          return absl::StrCat(where, ".rules[", r, "].method: not ASCII (upstream compares methods by Unicode case "
-                                   "mapping, not decided)");
-        }
+        if (NonAsciiMethod(allow.method())) return absl::StrCat(where, ".rules[", r, "].method: ", kNonAsciiMethod);
       }
       for (int r = 0; r < ep.deny_rules_size(); ++r) {
         const L7DenyRule& deny = ep.deny_rules(r);
         if (auto field = UnmodelledRuleField(deny)) return absl::StrCat(where, ".deny_rules[", r, "]: ", *field);
         if (auto problem = GlobProblem(deny.path(), '/')) return absl::StrCat(where, ".deny_rules[", r, "]: ", *problem);
-        if (NonAsciiMethod(deny.method())) {
-          return absl::StrCat(where, ".deny_rules[", r, "].method: not ASCII (upstream compares methods by Unicode "
-                                   "case mapping, not decided)");
-        }
+        if (NonAsciiMethod(deny.method())) return absl::StrCat(where, ".deny_rules[", r, "].method: ", kNonAsciiMethod);
       }
     }
   }
@@ -144,87 +140,71 @@ bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<s
 
 // The filesystem a supervisor applies for `policy`, not only what it lists. Upstream reads a policy without a
 // filesystem section as include_workdir: true, and once a policy has network entries (proxy mode) it adds
-// baseline paths the policy does not list. Which paths, and whether a baseline read-write path the policy
-// lists read-only is then made read-write, changed between upstream's versions: a candidate is inside only if
-// it is under each of them (both sides enriched the same way, as one supervisor would). Not modelled: a GPU
-// host's paths (docs/decisions-and-ceilings.md).
+// the baseline paths the policy does not list — which ones changed between its versions, so a candidate is
+// inside only if it is under each version's (both sides enriched alike, as one supervisor would). A baseline
+// read-write path the policy lists read-only stays read-only in some versions and is made read-write in
+// others; only the first is checked, since making it read-write on both sides never shows a widening the
+// first does not. Not modelled: a GPU host's paths (docs/decisions-and-ceilings.md).
 struct Baseline {
-  std::vector<const char*> read_only, read_write;  // proxy mode's
-  bool promotes_read_only;                         // a baseline read-write path listed read-only becomes read-write
+  std::vector<const char*> read_only, read_write;
 };
 
-static const std::vector<Baseline>& Baselines() {
-  static const auto* const baselines = [] {
-    const std::vector<const char*> ro_before = {"/usr", "/lib", "/etc", "/app", "/var/log"};
-    const std::vector<const char*> rw_before = {"/sandbox", "/tmp"};
-    const std::vector<const char*> ro_after = {"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"};
-    const std::vector<const char*> rw_after = {"/tmp", "/dev/null"};
-    return new std::vector<Baseline>{{ro_before, rw_before, false}, {ro_before, rw_before, true},
-                                     {ro_after, rw_after, false}, {ro_after, rw_after, true}};
-  }();
-  return *baselines;
-}
-
-struct EffectiveFilesystem {
-  std::vector<std::string> read_only, read_write;
-  bool include_workdir = false;
-  // Whether a Landlock ruleset is applied at all: upstream adds the workdir, then applies none to a
-  // policy with no path (whatever its compatibility).
-  bool Restricted() const { return include_workdir || !read_only.empty() || !read_write.empty(); }
+static const Baseline kBaselines[] = {
+    {{"/usr", "/lib", "/etc", "/app", "/var/log"}, {"/sandbox", "/tmp"}},
+    {{"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"}, {"/tmp", "/dev/null"}},
 };
 
-static EffectiveFilesystem EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
-  EffectiveFilesystem fs;
-  fs.read_only.assign(policy.filesystem().read_only().begin(), policy.filesystem().read_only().end());
-  fs.read_write.assign(policy.filesystem().read_write().begin(), policy.filesystem().read_write().end());
-  fs.include_workdir = policy.has_filesystem() ? policy.filesystem().include_workdir() : true;
+static FilesystemPolicy EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
+  FilesystemPolicy fs = policy.filesystem();
+  if (!policy.has_filesystem()) fs.set_include_workdir(true);
   if (policy.network_policies().empty()) return fs;
-  auto in = [](const std::vector<std::string>& list, const char* path) {
-    return std::find(list.begin(), list.end(), path) != list.end();
+  auto listed = [&](const char* path) {
+    return std::find(fs.read_only().begin(), fs.read_only().end(), path) != fs.read_only().end() ||
+           std::find(fs.read_write().begin(), fs.read_write().end(), path) != fs.read_write().end();
   };
   for (const char* path : baseline.read_only) {
-    if (!in(fs.read_only, path) && !in(fs.read_write, path)) fs.read_only.push_back(path);
+    if (!listed(path)) fs.add_read_only(path);
   }
   for (const char* path : baseline.read_write) {
-    if (in(fs.read_write, path) || (in(fs.read_only, path) && !baseline.promotes_read_only)) continue;
-    fs.read_write.push_back(path);
+    if (!listed(path)) fs.add_read_write(path);
   }
   return fs;
 }
 
-static bool UnderAnyOf(absl::string_view path, const std::vector<std::string>& bases) {
-  return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
+// Whether a Landlock ruleset is applied at all: upstream adds the workdir, then applies none to a policy
+// with no path (whatever its compatibility).
+static bool Restricted(const FilesystemPolicy& fs) {
+  return fs.include_workdir() || fs.read_only_size() > 0 || fs.read_write_size() > 0;
 }
 
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
                                                      const Baseline& baseline) {
-  const EffectiveFilesystem cand = EffectiveFilesystemOf(candidate, baseline);
-  const EffectiveFilesystem ceil = EffectiveFilesystemOf(ceiling, baseline);
+  const FilesystemPolicy cand = EffectiveFilesystemOf(candidate, baseline);
+  const FilesystemPolicy ceil = EffectiveFilesystemOf(ceiling, baseline);
   // No Landlock ruleset is the whole filesystem, which only a ceiling without one allows as well.
-  if (!cand.Restricted() && ceil.Restricted()) {
+  if (!Restricted(cand) && Restricted(ceil)) {
     return std::string("filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
                        "applied (the whole filesystem); the ceiling restricts it");
   }
-  const int listed_rw = candidate.filesystem().read_write_size();
-  const int listed_ro = candidate.filesystem().read_only_size();
-  auto name = [](const char* list, size_t i, int listed) {
-    return static_cast<int>(i) < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
-                                        : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
+  auto name = [](const char* list, int i, int listed) {
+    return i < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
+                      : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
   };
-  for (size_t i = 0; i < cand.read_write.size(); ++i) {
-    if (!UnderAnyOf(cand.read_write[i], ceil.read_write)) {
-      return absl::StrCat(name("read_write", i, listed_rw), " '", cand.read_write[i],
+  for (int i = 0; i < cand.read_write_size(); ++i) {
+    if (!UnderAny(cand.read_write(i), ceil.read_write())) {
+      return absl::StrCat(name("read_write", i, candidate.filesystem().read_write_size()), " '", cand.read_write(i),
                           "' is not under any read-write path of the ceiling");
     }
   }
-  for (size_t i = 0; i < cand.read_only.size(); ++i) {
-    if (!UnderAnyOf(cand.read_only[i], ceil.read_only) && !UnderAnyOf(cand.read_only[i], ceil.read_write)) {
-      return absl::StrCat(name("read_only", i, listed_ro), " '", cand.read_only[i], "' is not under any path of the ceiling");
+  for (int i = 0; i < cand.read_only_size(); ++i) {
+    if (!UnderAny(cand.read_only(i), ceil.read_only()) && !UnderAny(cand.read_only(i), ceil.read_write())) {
+      return absl::StrCat(name("read_only", i, candidate.filesystem().read_only_size()), " '", cand.read_only(i),
+                          "' is not under any path of the ceiling");
     }
   }
   // The workdir is the supervisor's (--workdir, or the image's; /sandbox by default): only the ceiling's own
   // include_workdir grants it, whatever paths the ceiling lists.
-  if (cand.include_workdir && !ceil.include_workdir) {
+  if (cand.include_workdir() && !ceil.include_workdir()) {
     return std::string(candidate.has_filesystem()
                            ? "filesystem.include_workdir adds the workdir (/sandbox by default) read-write; the "
                              "ceiling does not"
@@ -254,7 +234,7 @@ static std::optional<std::string> MagicLinkPath(const SandboxPolicy& candidate) 
 }
 
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
-  for (const Baseline& baseline : Baselines()) {
+  for (const Baseline& baseline : kBaselines) {
     if (auto widening = FilesystemWidening(candidate, ceiling, baseline)) return widening;
   }
   return std::nullopt;

@@ -54,6 +54,8 @@ absl::Status InvalidProfile(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("invalid_profile: ", path, ": ", what));
 }
 
+constexpr char kProviderLayerPrefix[] = "_provider_";
+
 constexpr char kLooseEnds[] = "white space or a non-ASCII character at either end (upstream trims it before it "
                                "compares names: write the name itself)";
 
@@ -140,22 +142,23 @@ std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCre
     if (UpstreamTrimMayChange(*value)) return Violation{absl::StrCat(path, ".", field), kLooseEnds};
   }
   for (int j = 0; j < credential.env_vars_size(); ++j) {
-    const std::string name(absl::StripAsciiWhitespace(credential.env_vars(j)));
+    const std::string& name = credential.env_vars(j);
     const std::string where = absl::StrCat(path, ".env_vars[", j, "]");
-    if (UpstreamTrimMayChange(credential.env_vars(j))) return Violation{where, kLooseEnds};
+    if (UpstreamTrimMayChange(name)) return Violation{where, kLooseEnds};
     if (name.empty()) return Violation{where, "must not be empty"};
     if (ReservedPlaceholderRevision(name)) {
       return Violation{where, absl::StrCat("'", name, "' uses the OpenShell placeholder revision namespace (v<n>_...)")};
     }
     if (!env_vars->insert(name).second) return Violation{where, absl::StrCat("'", name, "' appears twice in the profile")};
   }
-  const std::string style = absl::AsciiStrToLower(absl::StripAsciiWhitespace(credential.auth_style()));
+  // Names with loose ends were refused above: what remains is compared as upstream compares it, trimmed.
+  const std::string style = absl::AsciiStrToLower(credential.auth_style());
   if (style == "bearer" || style == "header") {
-    if (absl::StripAsciiWhitespace(credential.header_name()).empty()) {
+    if (credential.header_name().empty()) {
       return Violation{path + ".header_name", absl::StrCat("required for ", style, " auth")};
     }
   } else if (style == "path") {
-    const absl::string_view tmpl = absl::StripAsciiWhitespace(credential.path_template());
+    const absl::string_view tmpl = credential.path_template();
     if (tmpl.empty()) return Violation{path + ".path_template", "required for path auth"};
     size_t count = 0;
     for (size_t at = tmpl.find("{credential}"); at != absl::string_view::npos; at = tmpl.find("{credential}", at + 1)) {
@@ -165,7 +168,7 @@ std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCre
       return Violation{path + ".path_template", absl::StrCat("must contain {credential} exactly once (", count, " times)")};
     }
   } else if (style == "query") {
-    if (absl::StripAsciiWhitespace(credential.query_param()).empty()) {
+    if (credential.query_param().empty()) {
       return Violation{path + ".query_param", "required for query auth"};
     }
   } else if (!style.empty() && style != "basic") {
@@ -181,9 +184,9 @@ std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCre
     if (refresh.max_lifetime_seconds() < 0) return Violation{path + ".refresh.max_lifetime_seconds", "must be >= 0"};
     std::set<std::string> materials;
     for (int j = 0; j < refresh.material_size(); ++j) {
-      const std::string name(absl::StripAsciiWhitespace(refresh.material(j).name()));
+      const std::string& name = refresh.material(j).name();
       const std::string where = absl::StrCat(path, ".refresh.material[", j, "].name");
-      if (UpstreamTrimMayChange(refresh.material(j).name())) return Violation{where, kLooseEnds};
+      if (UpstreamTrimMayChange(name)) return Violation{where, kLooseEnds};
       if (name.empty()) return Violation{where, "required"};
       if (!materials.insert(name).second) return Violation{where, absl::StrCat("'", name, "' appears twice")};
     }
@@ -195,7 +198,7 @@ std::optional<Violation> FindCredentialViolation(const os_v1::ProviderProfileCre
     if (!style.empty() && style != "bearer" && style != "header") {
       return Violation{path + ".auth_style", "a token_grant credential uses bearer or header auth"};
     }
-    const absl::string_view header = absl::StripAsciiWhitespace(credential.header_name());
+    const absl::string_view header = credential.header_name();
     if (auto problem = HeaderNameProblem(header.empty() && style != "header" ? "Authorization" : header)) {
       return Violation{path + ".header_name", *problem};
     }
@@ -240,18 +243,18 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
   std::set<std::string> env_vars;
   for (int i = 0; i < profile.credentials_size(); ++i) {
     const os_v1::ProviderProfileCredential& credential = profile.credentials(i);
-    const std::string name(absl::StripAsciiWhitespace(credential.name()));
+    const std::string& name = credential.name();
     const std::string path = absl::StrCat("credentials[", i, "]");
-    if (UpstreamTrimMayChange(credential.name())) return Violation{path + ".name", kLooseEnds};
+    if (UpstreamTrimMayChange(name)) return Violation{path + ".name", kLooseEnds};
     if (name.empty()) return Violation{path + ".name", "required"};
     if (!credentials.insert(name).second) return Violation{path + ".name", absl::StrCat("'", name, "' appears twice")};
     if (auto violation = FindCredentialViolation(credential, path, &env_vars)) return violation;
   }
   std::set<std::string> discovered;
   for (int i = 0; i < profile.discovery().credentials_size(); ++i) {
-    const std::string name(absl::StripAsciiWhitespace(profile.discovery().credentials(i)));
+    const std::string& name = profile.discovery().credentials(i);
     const std::string path = absl::StrCat("discovery.credentials[", i, "]");
-    if (UpstreamTrimMayChange(profile.discovery().credentials(i))) return Violation{path, kLooseEnds};
+    if (UpstreamTrimMayChange(name)) return Violation{path, kLooseEnds};
     if (name.empty()) return Violation{path, "required"};
     if (!discovered.insert(name).second) return Violation{path, absl::StrCat("'", name, "' appears twice")};
     if (!credentials.contains(name)) {
@@ -329,9 +332,9 @@ std::string ProviderLayerKey(absl::string_view provider_name) {
                       : '_');
   }
   const size_t first = key.find_first_not_of('_');
-  if (first == std::string::npos) return "_provider_unnamed";
+  if (first == std::string::npos) return absl::StrCat(kProviderLayerPrefix, "unnamed");
   const size_t last = key.find_last_not_of('_');
-  return absl::StrCat("_provider_", key.substr(first, last - first + 1));
+  return absl::StrCat(kProviderLayerPrefix, key.substr(first, last - first + 1));
 }
 
 bool UpstreamTrimMayChange(absl::string_view text) {
@@ -343,10 +346,14 @@ bool UpstreamTrimMayChange(absl::string_view text) {
 std::vector<std::string> ReservedProviderKeys(const SandboxPolicy& policy) {
   std::vector<std::string> keys;
   for (const auto& [key, rule] : policy.network_policies()) {
-    if (absl::StartsWith(key, "_provider_")) keys.push_back(key);
+    if (absl::StartsWith(key, kProviderLayerPrefix)) keys.push_back(key);
   }
   std::sort(keys.begin(), keys.end());
   return keys;
+}
+
+void DropReservedProviderKeys(SandboxPolicy* policy) {
+  for (const std::string& key : ReservedProviderKeys(*policy)) policy->mutable_network_policies()->erase(key);
 }
 
 SandboxPolicy ComposeProviderLayers(

@@ -64,6 +64,8 @@ bool UpstreamTrimMayChange(absl::string_view text);
 // only without them (refused, or stripped as upstream strips them): entries upstream drops could otherwise
 // hide, with their deny rules, what the rest of the policy allows.
 std::vector<std::string> ReservedProviderKeys(const openshell::sandbox::v1::SandboxPolicy& policy);
+// Removes those entries from `policy` (as upstream does to a supervisor's own sync).
+void DropReservedProviderKeys(openshell::sandbox::v1::SandboxPolicy* policy);
 
 // Upstream's composition: `own` plus, for each provider in order, one network_policies entry (key
 // ProviderLayerKey, `_2`, `_3`, ... on a collision; value {name: key, endpoints, binaries}; endpoints

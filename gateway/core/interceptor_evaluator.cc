@@ -178,7 +178,7 @@ const SandboxPolicy* OwnPolicyAsKept(const SandboxPolicy& policy, bool strip, ab
     return nullptr;
   }
   *stripped = policy;
-  for (const std::string& key : reserved) stripped->mutable_network_policies()->erase(key);
+  policy::DropReservedProviderKeys(stripped);
   return stripped;
 }
 

@@ -42,9 +42,7 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
   record->policy = stored.policy();
   // A record is the own policy as upstream keeps it, never with a `_provider_*` entry
   // (policy::ReservedProviderKeys): one written before a sandbox's sync was stripped of them is read so too.
-  for (const std::string& key : policy::ReservedProviderKeys(record->policy)) {
-    record->policy.mutable_network_policies()->erase(key);
-  }
+  policy::DropReservedProviderKeys(&record->policy);
   record->providers.assign(stored.providers().begin(), stored.providers().end());
   return true;
 }
