@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "policy/audience_overrides.h"
 #include "policy/policy_file.h"
 #include "policy/validation.h"
 #include "policy/yaml_message.h"
@@ -281,6 +282,20 @@ std::optional<Violation> FindProfileViolation(const os_v1::ProviderProfile& prof
     const std::string prefix = absl::StrCat("network_policies.", kValidationLayerKey, ".");
     if (absl::StartsWith(violation->path, prefix)) violation->path.erase(0, prefix.size());
     return violation;
+  }
+  // Token-grant audience overrides, over the endpoints just checked: upstream refuses two that bind one
+  // endpoint equally well.
+  for (int i = 0; i < profile.credentials_size(); ++i) {
+    const os_v1::ProviderProfileCredential& credential = profile.credentials(i);
+    const std::string path = absl::StrCat("credentials[", i, "].token_grant.audience_overrides");
+    for (int j = 0; j < credential.token_grant().audience_overrides_size(); ++j) {
+      const auto& override_config = credential.token_grant().audience_overrides(j);
+      if (UpstreamTrimMayChange(override_config.host())) return Violation{absl::StrCat(path, "[", j, "].host"), kLooseEnds};
+      if (UpstreamTrimMayChange(override_config.path())) return Violation{absl::StrCat(path, "[", j, "].path"), kLooseEnds};
+    }
+    if (auto ambiguity = FindAmbiguousAudienceOverrides(credential, profile.endpoints())) {
+      return Violation{path, *std::move(ambiguity)};
+    }
   }
   return std::nullopt;
 }
