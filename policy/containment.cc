@@ -138,23 +138,18 @@ bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<s
   return std::any_of(bases.begin(), bases.end(), [&](const std::string& base) { return Under(path, base); });
 }
 
-// The filesystem a supervisor applies for `policy`, not only what it lists. Upstream reads a policy without a
-// filesystem section as include_workdir: true, and once a policy has network entries (proxy mode) it adds
-// the baseline paths the policy does not list — which ones changed between its versions, so a candidate is
-// inside only if it is under each version's (both sides enriched alike, as one supervisor would). A baseline
-// read-write path the policy lists read-only stays read-only in some versions and is made read-write in
-// others; only the first is checked, since making it read-write on both sides never shows a widening the
-// first does not. Not modelled: a GPU host's paths (docs/decisions-and-ceilings.md).
-struct Baseline {
-  std::vector<const char*> read_only, read_write;
-};
+// A baseline read-write path a policy lists read-only stays read-only in some versions and is made
+// read-write in others; only the first is listed, since making it read-write on both sides of a comparison
+// never shows a widening the first does not.
+absl::Span<const FilesystemBaseline> FilesystemBaselines() {
+  static const FilesystemBaseline kBaselines[] = {
+      {{"/usr", "/lib", "/etc", "/app", "/var/log"}, {"/sandbox", "/tmp"}},
+      {{"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"}, {"/tmp", "/dev/null"}},
+  };
+  return kBaselines;
+}
 
-static const Baseline kBaselines[] = {
-    {{"/usr", "/lib", "/etc", "/app", "/var/log"}, {"/sandbox", "/tmp"}},
-    {{"/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"}, {"/tmp", "/dev/null"}},
-};
-
-static FilesystemPolicy EffectiveFilesystemOf(const SandboxPolicy& policy, const Baseline& baseline) {
+FilesystemPolicy EffectiveFilesystemOf(const SandboxPolicy& policy, const FilesystemBaseline& baseline) {
   FilesystemPolicy fs = policy.filesystem();
   if (!policy.has_filesystem()) fs.set_include_workdir(true);
   if (policy.network_policies().empty()) return fs;
@@ -171,18 +166,22 @@ static FilesystemPolicy EffectiveFilesystemOf(const SandboxPolicy& policy, const
   return fs;
 }
 
-// Whether a Landlock ruleset is applied at all: upstream adds the workdir, then applies none to a policy
-// with no path (whatever its compatibility).
-static bool Restricted(const FilesystemPolicy& fs) {
+bool LandlockApplied(const FilesystemPolicy& fs) {
   return fs.include_workdir() || fs.read_only_size() > 0 || fs.read_write_size() > 0;
 }
 
+bool MagicLink(absl::string_view listed) {
+  const std::string path = Trimmed(listed);
+  return (path != "/proc" && Under(path, "/proc")) || Under(path, "/dev/fd") || path == "/dev/stdin" ||
+         path == "/dev/stdout" || path == "/dev/stderr";
+}
+
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling,
-                                                     const Baseline& baseline) {
+                                                     const FilesystemBaseline& baseline) {
   const FilesystemPolicy cand = EffectiveFilesystemOf(candidate, baseline);
   const FilesystemPolicy ceil = EffectiveFilesystemOf(ceiling, baseline);
   // No Landlock ruleset is the whole filesystem, which only a ceiling without one allows as well.
-  if (!Restricted(cand) && Restricted(ceil)) {
+  if (!LandlockApplied(cand) && LandlockApplied(ceil)) {
     return std::string("filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
                        "applied (the whole filesystem); the ceiling restricts it");
   }
@@ -214,17 +213,11 @@ static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candid
   return std::nullopt;
 }
 
-// A path through which Landlock, which opens each path following symlinks, reaches another part of the
-// filesystem whatever the image holds: procfs's and /dev/fd's magic links (/proc/self/root is "/").
 static std::optional<std::string> MagicLinkPath(const SandboxPolicy& candidate) {
   auto check = [](const auto& paths, const char* list) -> std::optional<std::string> {
     for (int i = 0; i < paths.size(); ++i) {
-      const std::string path = Trimmed(paths.Get(i));
-      if ((path != "/proc" && Under(path, "/proc")) || Under(path, "/dev/fd") || path == "/dev/stdin" ||
-          path == "/dev/stdout" || path == "/dev/stderr") {
-        return absl::StrCat("candidate filesystem.", list, "[", i, "] '", paths.Get(i),
-                            "': below /proc or /dev/fd a path may be a link to anywhere (/proc/self/root is /), "
-                            "not decided");
+      if (MagicLink(paths.Get(i))) {
+        return absl::StrCat("candidate filesystem.", list, "[", i, "] '", paths.Get(i), "': ", kMagicLinkWhy);
       }
     }
     return std::nullopt;
@@ -234,7 +227,7 @@ static std::optional<std::string> MagicLinkPath(const SandboxPolicy& candidate) 
 }
 
 static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
-  for (const Baseline& baseline : kBaselines) {
+  for (const FilesystemBaseline& baseline : FilesystemBaselines()) {
     if (auto widening = FilesystemWidening(candidate, ceiling, baseline)) return widening;
   }
   return std::nullopt;
@@ -491,6 +484,25 @@ bool PolicyIndex::BinaryCovers(const IndexedEntry& entry, const Grant& grant) {
 
 // ---- network: the candidate's grants and concrete witnesses --------------------------------------
 
+uint64_t GrantBound(const SandboxPolicy& policy) {
+  uint64_t bound = 0;
+  for (const auto& [key, entry] : policy.network_policies()) {
+    for (const NetworkEndpoint& ep : entry.endpoints()) {
+      const uint64_t rules = ep.protocol() == "rest" ? PresetRules(ep.access()).size() + ep.rules_size() : 0;
+      bound += static_cast<uint64_t>(entry.binaries_size()) * Ports(ep).size() * (2 + 2 * rules);
+    }
+  }
+  return bound;
+}
+
+std::optional<std::string> TooManyGrants(const SandboxPolicy& policy, absl::string_view which) {
+  const uint64_t bound = GrantBound(policy);
+  if (bound <= kMaxGrants) return std::nullopt;
+  return absl::StrCat(which, " network_policies: up to ", bound,
+                      " (binary, port, rule) grants, too many to decide (at most ", kMaxGrants,
+                      "): fewer binaries, ports or rules per entry");
+}
+
 std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
   std::vector<Grant> grants;
   const PathPattern all_paths = PathPattern::Of("**");
@@ -712,6 +724,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = MiddlewaresUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
   if (auto what = MagicLinkPath(candidate)) return {Containment::kUnknown, *what};
+  if (auto what = TooManyGrants(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
   if (auto widening = ProcessWidening(candidate, ceiling)) return {Containment::kOutside, *widening};
 

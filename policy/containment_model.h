@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "openshell/sandbox/v1/sandbox.pb.h"
 #include "policy/egress.h"
 #include "policy/glob.h"
@@ -36,6 +37,30 @@ std::optional<std::string> FindUnmodelled(const openshell::sandbox::v1::SandboxP
 // Filesystem paths by prefix: `path` is `base` or below it (trailing slashes ignored; "/" is above all).
 bool Under(absl::string_view path, absl::string_view base);
 bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases);
+
+// ---- the filesystem a supervisor applies (upstream's Landlock set-up), for containment and explain alike ----
+// Upstream reads a policy without a filesystem section as include_workdir: true; once a policy has network
+// entries (proxy mode) it adds the baseline paths the policy does not list, and which ones changed between
+// its versions: each version's baseline is listed, oldest first. A policy with no path and no workdir gets
+// no Landlock ruleset at all (the whole filesystem). Not modelled: a GPU host's paths, whether a listed path
+// exists in the image (docs/decisions-and-ceilings.md, "What inside means").
+struct FilesystemBaseline {
+  std::vector<const char*> read_only, read_write;
+};
+absl::Span<const FilesystemBaseline> FilesystemBaselines();
+openshell::sandbox::v1::FilesystemPolicy EffectiveFilesystemOf(const openshell::sandbox::v1::SandboxPolicy& policy,
+                                                               const FilesystemBaseline& baseline);
+// Whether a Landlock ruleset is applied for an effective filesystem.
+bool LandlockApplied(const openshell::sandbox::v1::FilesystemPolicy& fs);
+// The supervisor's workdir (--workdir, or the image's; /sandbox by default), granted read-write by
+// include_workdir, as a path of this model: no policy path is it or below it (policy paths are absolute),
+// and it is below "/" only.
+inline constexpr char kWorkdir[] = "<workdir>";
+// A listed path through which Landlock, which opens each path following symlinks, may reach another part
+// of the filesystem whatever the image holds: procfs's and /dev/fd's magic links (/proc/self/root is "/").
+bool MagicLink(absl::string_view path);
+inline constexpr char kMagicLinkWhy[] =
+    "below /proc or /dev/fd a path may be a link to anywhere (/proc/self/root is /), not decided";
 
 // A REST path pattern: `**` (everything) or a '/'-glob.
 struct PathPattern {
@@ -130,6 +155,14 @@ class PolicyIndex {
 
 // Every grant of `policy`, in key, endpoint, binary, port, rule order.
 std::vector<Grant> GrantsOf(const openshell::sandbox::v1::SandboxPolicy& policy);
+// An upper bound on GrantsOf(policy).size(), counted without building them (per endpoint: the entry's
+// binaries × the ports × two per allow rule and two more). A valid policy can reach tens of millions
+// (1024 binaries × 256 ports × 256 rules): past kMaxGrants containment and explain answer "not decided"
+// rather than build them (each grant is a few hundred bytes and a search).
+uint64_t GrantBound(const openshell::sandbox::v1::SandboxPolicy& policy);
+inline constexpr uint64_t kMaxGrants = 100000;
+// The "not decided" text for a policy past kMaxGrants, naming `which` ("candidate", "from", "to").
+std::optional<std::string> TooManyGrants(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
 
 // A concrete intent inside `grant` that `allowing` allows (or audits) and `refusing` does not allow,
 // with both decisions; nullopt when the search finds none. `index` is `refusing`'s index.

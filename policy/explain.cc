@@ -1,6 +1,7 @@
 #include "policy/explain.h"
 
 #include <algorithm>
+#include <bitset>
 #include <map>
 #include <memory>
 #include <new>
@@ -31,6 +32,7 @@ absl::string_view ChangeAreaName(ChangeArea area) {
 namespace explain_detail {
 
 using namespace containment_model;  // NOLINT(google-build-using-namespace): the model explain is built on
+using openshell::sandbox::v1::FilesystemPolicy;
 using openshell::sandbox::v1::SandboxPolicy;
 
 // Which side allows what a class describes: `to` for added classes, `from` for removed ones.
@@ -50,28 +52,52 @@ void AssignRules(Direction direction, std::vector<std::string> allowing, std::ve
 // ---- filesystem -------------------------------------------------------------------------------------
 
 struct FsGrant {
-  std::string path;
+  std::string path;   // or kWorkdir
   std::string field;  // e.g. "filesystem.read_write[0]"
 };
 
-std::vector<FsGrant> WritablePaths(const SandboxPolicy& policy) {
-  std::vector<FsGrant> out;
-  const auto& fs = policy.filesystem();
-  for (int i = 0; i < fs.read_write_size(); ++i) out.push_back({fs.read_write(i), absl::StrCat("filesystem.read_write[", i, "]")});
-  if (fs.include_workdir()) out.push_back({"/sandbox", "filesystem.include_workdir"});
-  return out;
-}
+struct FsGrants {
+  std::vector<FsGrant> write, read;  // read includes write
+};
 
-std::vector<FsGrant> ReadablePaths(const SandboxPolicy& policy) {
-  std::vector<FsGrant> out;
-  const auto& fs = policy.filesystem();
-  for (int i = 0; i < fs.read_only_size(); ++i) out.push_back({fs.read_only(i), absl::StrCat("filesystem.read_only[", i, "]")});
-  for (auto& w : WritablePaths(policy)) out.push_back(std::move(w));
+// What the supervisor grants for `policy` under one upstream version's baseline (containment_model.h):
+// the listed paths, the baseline paths it adds, the workdir, or — with none of them — the whole
+// filesystem, since no Landlock ruleset is applied.
+FsGrants FsGrantsOf(const SandboxPolicy& policy, const FilesystemBaseline& baseline) {
+  const FilesystemPolicy fs = EffectiveFilesystemOf(policy, baseline);
+  FsGrants out;
+  if (!LandlockApplied(fs)) {
+    out.write.push_back({"/", "filesystem: no path and no workdir, so no Landlock ruleset is applied"});
+    out.read = out.write;
+    return out;
+  }
+  auto name = [](const char* list, int i, int listed) {
+    return i < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
+                      : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
+  };
+  for (int i = 0; i < fs.read_write_size(); ++i) {
+    out.write.push_back({fs.read_write(i), name("read_write", i, policy.filesystem().read_write_size())});
+  }
+  if (fs.include_workdir()) {
+    out.write.push_back({kWorkdir, policy.has_filesystem() ? "filesystem.include_workdir"
+                                                           : "filesystem: none, which upstream reads as include_workdir"});
+  }
+  for (int i = 0; i < fs.read_only_size(); ++i) {
+    out.read.push_back({fs.read_only(i), name("read_only", i, policy.filesystem().read_only_size())});
+  }
+  out.read.insert(out.read.end(), out.write.begin(), out.write.end());
   return out;
 }
 
 bool UnderSome(absl::string_view path, const std::vector<FsGrant>& bases) {
   return std::any_of(bases.begin(), bases.end(), [&](const FsGrant& b) { return Under(path, b.path); });
+}
+
+const FsGrant* FirstMagicLink(const std::vector<FsGrant>& grants) {
+  for (const FsGrant& g : grants) {
+    if (MagicLink(g.path)) return &g;
+  }
+  return nullptr;
 }
 
 // The paths not below another of the list (the first of equal ones): the coarsest description.
@@ -90,6 +116,11 @@ std::vector<FsGrant> TopMost(const std::vector<FsGrant>& paths) {
 
 std::string Named(const FsGrant& g) { return absl::StrCat(g.field, " '", g.path, "'"); }
 
+std::string Described(const FsGrant& g) {
+  if (g.path == kWorkdir) return "the workdir (the supervisor's: /sandbox by default)";
+  return absl::StrCat(g.path, g.path == "/" ? " (everything)" : " and below");
+}
+
 // The part of `base` that `refusing` already grants (paths below it), named.
 std::vector<std::string> GrantedBelow(const std::string& base, const std::vector<FsGrant>& refusing) {
   std::vector<std::string> out;
@@ -99,32 +130,78 @@ std::vector<std::string> GrantedBelow(const std::string& base, const std::vector
   return out;
 }
 
-void FilesystemDelta(const SandboxPolicy& allowing, const SandboxPolicy& refusing, Direction direction,
-                     std::vector<ChangeClass>* out) {
-  const std::vector<FsGrant> refusing_write = WritablePaths(refusing), refusing_read = ReadablePaths(refusing);
+// The classes one side grants and the other does not, under one baseline; undecided ones (a magic link on
+// either side) go to `unknown`.
+void FilesystemDeltaUnder(const FsGrants& allowing, const FsGrants& refusing, Direction direction,
+                          std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
+  const FsGrant* refusing_link = FirstMagicLink(refusing.read);
   std::set<std::string> reported;
   auto add = [&](const FsGrant& g, absl::string_view access, std::vector<std::string> already) {
     ChangeClass c;
     c.area = ChangeArea::kFilesystem;
+    reported.insert(g.path);
+    if (MagicLink(g.path) || refusing_link != nullptr) {
+      const FsGrant& link = MagicLink(g.path) ? g : *refusing_link;
+      c.description = absl::StrCat("may be ", direction == Direction::kAdded ? "added" : "removed", ": ", access, " ",
+                                   Described(g), " (", Named(link), ": ", kMagicLinkWhy, ")");
+      AssignRules(direction, {Named(g)}, {}, &c);
+      unknown->push_back(std::move(c));
+      return;
+    }
     c.partial = !already.empty();
-    c.description = absl::StrCat(access, " ", g.path, g.path == "/" ? " (everything)" : " and below", c.partial ? " (in part)" : "");
+    c.description = absl::StrCat(access, " ", Described(g), c.partial ? " (in part)" : "");
     c.fs_path = g.path;
     c.fs_access = std::string(access);
     if (already.empty()) already.push_back(absl::StrCat("(no ", access == "read" ? "readable" : "writable", " path covers it)"));
     AssignRules(direction, {Named(g)}, std::move(already), &c);
-    out->push_back(std::move(c));
-    reported.insert(g.path);
+    changed->push_back(std::move(c));
   };
-  for (const FsGrant& g : TopMost(WritablePaths(allowing))) {
-    if (UnderSome(g.path, refusing_write)) continue;
-    const bool read_too = !UnderSome(g.path, refusing_read);
-    std::vector<std::string> already = GrantedBelow(g.path, read_too ? refusing_read : refusing_write);
+  for (const FsGrant& g : TopMost(allowing.write)) {
+    if (UnderSome(g.path, refusing.write)) continue;
+    const bool read_too = !UnderSome(g.path, refusing.read);
+    std::vector<std::string> already = GrantedBelow(g.path, read_too ? refusing.read : refusing.write);
     add(g, read_too ? "read-write" : "write", std::move(already));
   }
-  for (const FsGrant& g : TopMost(ReadablePaths(allowing))) {
-    if (reported.contains(g.path) || UnderSome(g.path, refusing_read)) continue;
-    add(g, "read", GrantedBelow(g.path, refusing_read));
+  for (const FsGrant& g : TopMost(allowing.read)) {
+    if (reported.contains(g.path) || UnderSome(g.path, refusing.read)) continue;
+    add(g, "read", GrantedBelow(g.path, refusing.read));
   }
+}
+
+// Under each upstream version's baseline; a class seen under some versions only says so.
+void FilesystemDelta(const SandboxPolicy& allowing, const SandboxPolicy& refusing, Direction direction,
+                     std::vector<ChangeClass>* changed, std::vector<ChangeClass>* unknown) {
+  const auto baselines = FilesystemBaselines();
+  std::vector<std::pair<ChangeClass, size_t>> seen_changed, seen_unknown;  // class, versions it is seen under
+  auto merge = [](std::vector<ChangeClass>&& found, std::vector<std::pair<ChangeClass, size_t>>* into) {
+    for (ChangeClass& c : found) {
+      auto same = std::find_if(into->begin(), into->end(), [&](const auto& s) {
+        return s.first.description == c.description && s.first.fs_path == c.fs_path && s.first.fs_access == c.fs_access;
+      });
+      if (same != into->end()) {
+        ++same->second;
+      } else {
+        into->emplace_back(std::move(c), 1);
+      }
+    }
+  };
+  for (const FilesystemBaseline& baseline : baselines) {
+    std::vector<ChangeClass> found_changed, found_unknown;
+    FilesystemDeltaUnder(FsGrantsOf(allowing, baseline), FsGrantsOf(refusing, baseline), direction, &found_changed,
+                         &found_unknown);
+    merge(std::move(found_changed), &seen_changed);
+    merge(std::move(found_unknown), &seen_unknown);
+  }
+  auto emit = [&](std::vector<std::pair<ChangeClass, size_t>>& seen, std::vector<ChangeClass>* out) {
+    for (auto& [c, versions] : seen) {
+      if (versions < baselines.size()) {
+        absl::StrAppend(&c.description, " (with the baseline paths of some upstream supervisor versions)");
+      }
+      out->push_back(std::move(c));
+    }
+  };
+  emit(seen_changed, changed);
+  emit(seen_unknown, unknown);
 }
 
 // ---- process identity -------------------------------------------------------------------------------
@@ -194,7 +271,11 @@ class RelevantEntries {
       for (const auto& key : keys_) {
         auto it = p->network_policies().find(key);
         if (it == p->network_policies().end()) continue;
-        for (const auto& ep : it->second.endpoints()) endpoints_.push_back({absl::AsciiStrToLower(ep.host()), Ports(ep)});
+        for (const auto& ep : it->second.endpoints()) {
+          Changed changed{absl::AsciiStrToLower(ep.host()), std::make_shared<std::bitset<65536>>()};
+          for (uint32_t port : Ports(ep)) changed.ports->set(port & 0xFFFF);
+          endpoints_.push_back(std::move(changed));
+        }
       }
     }
   }
@@ -211,24 +292,30 @@ class RelevantEntries {
   }
 
  private:
+  struct Changed {
+    std::string host;
+    std::shared_ptr<std::bitset<65536>> ports;
+  };
+
+  // Endpoints × changed endpoints × ports at most (each ≤ 1024, 1024 and 256 by validation), hosts first.
   bool Relevant(const std::string& key, const openshell::sandbox::v1::NetworkPolicyRule& entry) const {
     if (keys_.contains(key)) return true;
     for (const auto& ep : entry.endpoints()) {
       const std::string host = absl::AsciiStrToLower(ep.host());
       const std::vector<uint32_t> ports = Ports(ep);
-      for (const auto& [changed_host, changed_ports] : endpoints_) {
-        const bool port = std::any_of(ports.begin(), ports.end(), [&](uint32_t p) {
-          return std::find(changed_ports.begin(), changed_ports.end(), p) != changed_ports.end();
-        });
+      for (const Changed& changed : endpoints_) {
         // A hostless endpoint (allowed_ips) serves any host on its ports.
-        if (port && (host.empty() || changed_host.empty() || HostPatternsIntersect(host, changed_host))) return true;
+        if (!host.empty() && !changed.host.empty() && !HostPatternsIntersect(host, changed.host)) continue;
+        if (std::any_of(ports.begin(), ports.end(), [&](uint32_t p) { return changed.ports->test(p & 0xFFFF); })) {
+          return true;
+        }
       }
     }
     return false;
   }
 
   std::set<std::string> keys_;
-  std::vector<std::pair<std::string, std::vector<uint32_t>>> endpoints_;
+  std::vector<Changed> endpoints_;
 };
 
 std::string AllowingRule(const EgressDecision& d) {
@@ -368,6 +455,8 @@ void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to
   auto unmodelled = FindUnmodelled(from, "from");
   if (!unmodelled) unmodelled = FindUnmodelled(to, "to");
   if (!unmodelled && !middlewares_equal) unmodelled = "network_middlewares differ (middlewares are not modelled)";
+  if (!unmodelled) unmodelled = TooManyGrants(from, "from");
+  if (!unmodelled) unmodelled = TooManyGrants(to, "to");
   if (unmodelled) {
     ChangeClass c;
     c.description = absl::StrCat("network requests may be newly allowed or no longer allowed, not decided: ", *unmodelled);
@@ -380,8 +469,8 @@ void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to
 
 ChangeExplanation ExplainBounded(const SandboxPolicy& from, const SandboxPolicy& to) {
   ChangeExplanation out;
-  FilesystemDelta(to, from, Direction::kAdded, &out.added);
-  FilesystemDelta(from, to, Direction::kRemoved, &out.removed);
+  FilesystemDelta(to, from, Direction::kAdded, &out.added, &out.unknown);
+  FilesystemDelta(from, to, Direction::kRemoved, &out.removed, &out.unknown);
   ProcessDelta(from, to, &out);
   NetworkDelta(from, to, &out);
   return out;
@@ -402,9 +491,21 @@ ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& fro
   }
 }
 
+FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path,
+                                    size_t baseline) {
+  const auto baselines = containment_model::FilesystemBaselines();
+  const explain_detail::FsGrants grants = explain_detail::FsGrantsOf(policy, baselines[baseline % baselines.size()]);
+  return {explain_detail::UnderSome(path, grants.read), explain_detail::UnderSome(path, grants.write)};
+}
+
 FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path) {
-  return {explain_detail::UnderSome(path, explain_detail::ReadablePaths(policy)),
-          explain_detail::UnderSome(path, explain_detail::WritablePaths(policy))};
+  FilesystemAccess any;
+  for (size_t b = 0; b < containment_model::FilesystemBaselines().size(); ++b) {
+    const FilesystemAccess one = FilesystemAccessOf(policy, path, b);
+    any.read = any.read || one.read;
+    any.write = any.write || one.write;
+  }
+  return any;
 }
 
 namespace {

@@ -19,6 +19,7 @@
 // Pure (no I/O, no clock); thread-safe (no shared state). Both policies must be valid (ValidatePolicy).
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,13 +80,20 @@ struct ChangeExplanation {
 ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& from,
                                 const openshell::sandbox::v1::SandboxPolicy& to);
 
-// What a policy lets the sandbox do at a filesystem path (by prefix, as the sandbox enforces it):
-// read under read_only or read_write paths, write under read_write; include_workdir adds /sandbox
-// read-write.
+// What a policy lets the sandbox do at a filesystem path (by prefix), as the supervisor applies it
+// (containment_model.h): read under read_only or read_write paths, write under read_write, with the
+// baseline paths proxy mode adds; include_workdir (or no filesystem section) grants the workdir, the path
+// containment_model::kWorkdir ("<workdir>": the supervisor's, /sandbox by default); with no path and no
+// workdir, no Landlock ruleset: everything. Under one upstream version's baseline (an index into
+// containment_model::FilesystemBaselines()), or — without one — under any of them (what some supervisor
+// version grants). Paths below /proc or /dev/fd the policy lists are taken as written (explain calls
+// them unknown).
 struct FilesystemAccess {
   bool read = false;
   bool write = false;
 };
+FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path,
+                                    size_t baseline);
 FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path);
 
 }  // namespace osh::policy
