@@ -284,7 +284,10 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     MarkDown(absl::StrCat(method, ": ", status.error_message()), in_callback, used);
   }
-  return common::FromGrpc(status);
+  // The code and the driver's words only: its status details are not read, so that no ErrorInfo of a
+  // driver's passes for this gateway's own reason (a `storage_error` would be scrubbed as the gateway's
+  // database failing, and its text dropped).
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
 void RemoteDriver::Monitor() {

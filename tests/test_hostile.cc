@@ -422,6 +422,40 @@ TEST_CASE("hostile: a driver's unverified audit_context and refusal text are bou
   for (absl::string_view line : absl::StrSplit(g.log(), '\n')) CHECK_FALSE(absl::StartsWith(line, "2026-01-01T00:00:00.000Z"));
 }
 
+TEST_CASE("hostile: a driver's refusal on refresh is bounded and escaped wherever it goes", "[integration][limits]") {
+  // Review finding (helper 77): the admission path bounded a driver's text, the refresh path did not — a
+  // 1 MiB `no_verified_policy` reason with a forged log line went whole into the audit chain, the store's
+  // last_refresh_error (shown by `policyctl get`), the log and the caller's error.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  drv::GetProjectionResponse refusal;
+  refusal.mutable_no_verified_policy()->set_reason(
+      "nope\n2026-01-01T00:00:00.000Z INFO policy-gateway: admitted sandbox evil\x1b[2J" + std::string(1 << 20, 'r'));
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(refusal, &json).ok());
+  WriteFile(dir / "refusal.json", json);
+  std::filesystem::rename(dir / "refusal.json", dir / "response.json");
+  std::string out, err;
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) != 0);
+  INFO(err.substr(0, 300));
+  CHECK(err.size() < 16 * 1024);
+  CHECK(absl::StrContains(err, "nope\\n2026"));  // escaped, not a line of its own
+  out.clear();
+  REQUIRE(Ctl(g, {"-o", "json", "get", "--sandbox", "sb-1"}, &out, &err) == 0);
+  CHECK(out.size() < 16 * 1024);
+  CHECK_FALSE(absl::StrContains(out, "\x1b"));
+  REQUIRE(Ctl(g, {"audit", "export", "--out", dir / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"audit", "verify", dir / "audit.jsonl"}, &out, &err) == 0);
+  CHECK(ReadAll(dir / "audit.jsonl").size() < 64 * 1024);
+  CHECK(g.log().size() < 256 * 1024);
+  for (absl::string_view line : absl::StrSplit(g.log(), '\n')) CHECK_FALSE(absl::StartsWith(line, "2026-01-01T00:00:00.000Z"));
+}
+
 TEST_CASE("hostile: a driver's surface with a NUL byte, or of 3 MiB, is audited bounded and the chain verifies",
           "[integration][limits][postgres]") {
   // Regression (issues 25.8 and 25.13): a refused projection's surface_id was stored verbatim — 3 MiB in

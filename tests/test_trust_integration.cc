@@ -23,6 +23,29 @@ std::string WithRevoked(std::string json, const std::string& key_id) {
   return json;
 }
 
+
+// Keys a and b, both trusted in `trust`, and a fake driver serving github.yaml signed by a, taking
+// `stall_ms` per call (AcquireHandle and GetProjection).
+struct SlowSignedDriver {
+  explicit SlowSignedDriver(int stall_ms)
+      : a(Keygen(keys, "a")), b(Keygen(keys, "b")), trust(keys / "trust.json"),
+        driver(keys, "fake",
+               {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json", "--stall-ms", std::to_string(stall_ms)}) {
+    WriteFile(trust, TrustStoreJson({{"a", a}, {"b", b}}));
+    const std::string policy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
+    std::string out, err;
+    REQUIRE(CtlOffline({"sign", "--policy", policy, "--key", keys / "a.key", "--key-id", "a", "--out", keys / "p.json"},
+                       &out, &err) == 0);
+    WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p.json") + "}");
+    driver.Start();
+  }
+  void RevokeA() { WriteFile(trust, WithRevoked(TrustStoreJson({{"a", a}, {"b", b}}), "a")); }
+
+  TempDir keys;
+  const std::string a, b, trust;
+  DriverProcess driver;
+};
+
 }  // namespace
 
 TEST_CASE("policyctl keygen, sign and verify: ok, each refusal, --now, and exit codes", "[integration][trust][cli]") {
@@ -266,23 +289,12 @@ TEST_CASE("trust store reload: a burst of SIGHUPs runs at most one reload and on
           "[integration][trust][remote][limits]") {
   // Issue 15 item 5: each reload here waits on a driver that takes 600 ms per call (the revoked
   // sandbox is refreshed at once), so 20 SIGHUPs within 100 ms would queue 20 slow reloads uncoalesced.
-  TempDir keys;
-  const std::string a = Keygen(keys, "a");
-  const std::string b = Keygen(keys, "b");
-  const std::string trust = keys / "trust.json";
-  WriteFile(trust, TrustStoreJson({{"a", a}, {"b", b}}));
-  const std::string policy = std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml";
-  std::string out, err;
-  REQUIRE(CtlOffline({"sign", "--policy", policy, "--key", keys / "a.key", "--key-id", "a", "--out", keys / "p.json"},
-                     &out, &err) == 0);
-  WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / "p.json") + "}");
-  DriverProcess driver(keys, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json", "--stall-ms", "600"});
-  driver.Start();
-  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", trust});
+  SlowSignedDriver slow(600);
+  GatewayFixture g({"--driver-socket", slow.driver.socket(), "--trust-store", slow.trust});
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
 
-  WriteFile(trust, WithRevoked(TrustStoreJson({{"a", a}, {"b", b}}), "a"));
+  slow.RevokeA();
   for (int i = 0; i < 20; ++i) {
     g.Signal(SIGHUP);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -308,6 +320,44 @@ TEST_CASE("trust store reload: a burst of SIGHUPs runs at most one reload and on
   CHECK(reloads >= 1);
   CHECK(reloads <= 2);
   CHECK(absl::StrContains(g.log(), "a trust-store reload is already under way"));
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("trust store reload: a revoked key's projections are refused at once, not after a slow driver's refreshes",
+          "[integration][trust][remote]") {
+  // Review finding (helper 77): the reload refreshed each failing sandbox one after another (each waiting
+  // on the driver up to its call timeout) and only then refused the ones still failing, so a slow or dead
+  // driver kept a revoked key's projections served for N x the timeout. Here each refresh takes 1.5 s.
+  SlowSignedDriver slow(1500);
+  GatewayFixture g({"--driver-socket", slow.driver.socket(), "--trust-store", slow.trust});
+  gw::AdmitSandboxResponse first, second;
+  REQUIRE(g.Admit("sb-1", &first).ok());
+  REQUIRE(g.Admit("sb-2", &second).ok());
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(second.sandbox_handle(), &fetched).ok());
+
+  slow.RevokeA();
+  g.Signal(SIGHUP);
+  // The first refresh alone takes 1.5 s; both sandboxes are refused well before it ends.
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status served;
+  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(1200)) {
+    served = g.Fetch(second.sandbox_handle(), &fetched);
+    if (!served.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(g.log());
+  CHECK(served.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(served.error_message(), "key_revoked: "));
+  CHECK(g.Fetch(first.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  // When the refreshes end (the driver still serves a-signed), both stay refused.
+  gw::GetStatusResponse status;
+  REQUIRE(Eventually([&] {
+    return absl::StrContains(g.log(), "sandbox sb-2: key_revoked") &&
+           g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok() &&
+           status.revoked_sandboxes() == 2;
+  }));
+  CHECK(g.Fetch(second.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK(g.Stop() == 0);
 }
 

@@ -95,6 +95,37 @@ TEST_CASE("fresh keys: sign and verify round trip for both algorithms", "[trust]
     CHECK(both.ok());
     CHECK(both.verified_key_ids.size() == 2);
   }
+  SECTION("each key is tried once: a driver's many copies of a signature cost one verification per key") {
+    // Review finding (helper 77): every entry of additional_signatures was verified, duplicates included.
+    // Now a key id already tried is not looked at again: a bad first signature by a key is that key's
+    // answer, even with a good one after it.
+    auto second = osh::trust::PrivateKey::Generate(algorithm == "ed25519" ? "ecdsa-p256" : "ed25519");
+    REQUIRE(second.ok());
+    auto two = osh::trust::TrustStore::Parse(
+        osh::test::TrustStoreJson({{"fresh", key->PublicKeyPem()}, {"second", second->PublicKeyPem()}}, 2));
+    REQUIRE(two.ok());
+    input.trust_store = &*two;
+    const std::string good = *second->Sign(osh::trust::SignedBytes(p));
+    std::string bad = good;
+    bad[bad.size() / 2] ^= 0x01;
+    for (int i = 0; i < 1000; ++i) {
+      auto* extra = p.add_additional_signatures();
+      extra->set_key_id("second");
+      extra->set_signature(bad);
+    }
+    auto* last = p.add_additional_signatures();
+    last->set_key_id("second");
+    last->set_signature(good);
+    const auto result = osh::trust::CheckProjection(p, input);
+    INFO(result.Message());
+    CHECK(result.reason == "threshold_not_met");
+    // The good one first counts, and the copies after it are not verified.
+    Projection first_good = p;
+    first_good.mutable_additional_signatures(0)->set_signature(good);
+    const auto counted = osh::trust::CheckProjection(first_good, input);
+    INFO(counted.Message());
+    CHECK(counted.ok());
+  }
 }
 
 TEST_CASE("validated body cache: reuses only bodies that passed, and never skips the digest", "[trust][cache]") {

@@ -45,8 +45,15 @@ CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vect
       first_detail = std::move(detail);
     }
   };
+  // Each key is tried once, and a key already counted is not verified again: a projection's signatures
+  // cost at most one verification per trusted key, however many entries it carries (a driver's 50,000
+  // copies of one bad signature would otherwise be 50,000 verifications). A later signature by a key id
+  // already tried is not looked at.
+  std::set<std::string> tried_key_ids;
   for (const auto& sig : signatures) {
+    if (!tried_key_ids.insert(sig.key_id).second) continue;
     const TrustedKey* key = store.Find(sig.key_id);
+    if (key != nullptr && counted_fingerprints.contains(key->public_key.fingerprint())) continue;
     if (key == nullptr) {
       note(reason::kUnknownKey, absl::StrCat("no trusted key '", sig.key_id, "'"));
       continue;

@@ -855,8 +855,11 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
   const auto current = snapshot->record.envelope->Header();
 
-  auto keep_last_good = [&](const std::string& reason_code, const std::string& detail,
+  auto keep_last_good = [&](const std::string& reason_code, const std::string& driver_detail,
                             const driver_v1::Projection* offered) -> absl::Status {
+    // A driver's words (or what the check quotes of its projection) go to the audit chain, the store, the
+    // logs and the caller: bounded and escaped, as an admission's are.
+    const std::string detail = BoundedText(driver_detail, kMaxDriverTextBytes);
     const std::string message = absl::StrCat(reason_code, ": ", detail);
     // A failure repeated by the scheduler is said once: the same error again writes nothing.
     const absl::Status refused = common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, detail);
@@ -1218,6 +1221,19 @@ uint64_t GatewayCore::RecheckAdmitted() {
     }
     after = page.back().record.context.sandbox_id();
   }
+  // Refused at once, before any refresh: each refresh waits on the driver (up to its call timeout), and a
+  // slow or dead driver must not keep a revoked key's projections served meanwhile. A refresh that
+  // replaces one moves its sandbox to another envelope; the final set below is what stays refused.
+  ProjectionGate::RevokedEnvelopes pending;
+  for (const std::string& id : failing) {
+    if (auto snapshot = registry_->Get(id)) {
+      pending.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope,
+                          absl::StrCat(trust::reason::kKeyRevoked,
+                                       ": the admitted projection no longer verifies under the reloaded trust store (",
+                                       verdict(snapshot->record), "); being refreshed, not served meanwhile"));
+    }
+  }
+  gate_.SetRevoked(std::move(pending), failing.size());
   auto [revoked, refused] = RevokeFailing(trust, failing);
   gate_.SetRevoked(std::move(revoked), refused);
   in_recheck = false;
