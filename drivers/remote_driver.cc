@@ -62,6 +62,23 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
 
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
                                const std::vector<std::string>& accepted_surfaces) {
+  // Bounded: the gateway copies them into status answers and logs, and asks them every second.
+  if (capabilities.ByteSizeLong() > kMaxCapabilitiesBytes || capabilities.features_size() > kMaxCapabilityEntries ||
+      capabilities.supported_surfaces_size() > kMaxCapabilityEntries ||
+      capabilities.driver_name().size() > kMaxCapabilityNameBytes ||
+      capabilities.driver_version().size() > kMaxCapabilityNameBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the driver's capabilities are too large (", capabilities.ByteSizeLong(), " bytes, ",
+        capabilities.features_size(), " features, ", capabilities.supported_surfaces_size(),
+        " surfaces; at most ", kMaxCapabilitiesBytes, " bytes, ", kMaxCapabilityEntries, " of each, names of ",
+        kMaxCapabilityNameBytes, " bytes)"));
+  }
+  for (const std::string* name : {&capabilities.driver_name(), &capabilities.driver_version()}) {
+    if (std::any_of(name->begin(), name->end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+      return absl::FailedPreconditionError(
+          "the driver's name or version holds a control character (they are shown in status answers and logs)");
+    }
+  }
   const std::vector<std::string> supported(capabilities.supported_surfaces().begin(),
                                            capabilities.supported_surfaces().end());
   if (capabilities.api_version() != 1) {

@@ -44,6 +44,11 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
 // A user name or a numeric uid, as a uid; INVALID_ARGUMENT naming it when there is no such user.
 absl::StatusOr<uid_t> ResolveUser(const std::string& user);
 
+// Bounds on a driver's GetCapabilities answer (CheckCapabilities refuses one past them).
+inline constexpr size_t kMaxCapabilitiesBytes = 64 * 1024;
+inline constexpr int kMaxCapabilityEntries = 256;        // features, and supported surfaces
+inline constexpr size_t kMaxCapabilityNameBytes = 256;   // driver_name, driver_version
+
 // api_version must be 1 and supported_surfaces must meet accepted_surfaces; otherwise
 // FAILED_PRECONDITION naming both lists.
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,

@@ -254,6 +254,19 @@ TEST_CASE("remote: misconfiguration stops the daemon with a message naming both 
     CHECK(absl::StrContains(err, "acme.policy.v9"));
     CHECK(absl::StrContains(err, "openshell.sandbox.v1"));
   }
+  SECTION("capabilities past their bounds") {
+    // Review finding (helper 77): a 4 MiB capabilities answer was copied on every admin call.
+    std::vector<std::string> args = {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"};
+    for (int i = 0; i < 300; ++i) {
+      args.push_back("--surface");
+      args.push_back(i == 0 ? "openshell.sandbox.v1" : "acme.surface." + std::to_string(i));
+    }
+    DriverProcess fake(dir, "fake", args);
+    fake.Start();
+    CHECK(run_gateway(fake.socket(), &err) != 0);
+    CHECK(absl::StrContains(err, "capabilities are too large"));
+    CHECK(absl::StrContains(err, "300 surfaces"));
+  }
   SECTION("unsafe socket files") {
     DriverProcess fake(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
     fake.Start();
