@@ -1,6 +1,7 @@
-// policyctl wait --sandbox ID [--loaded | --digest D] [--timeout 30s]: waits until the sandbox reports
-// LOADED for the digest it is served now (or for D). Exit 0 loaded; 1 reported FAILED (its load error
-// printed) or refused by the gateway (no such sandbox); 2 usage or connection; 3 the timeout passed.
+// policyctl wait --sandbox ID [--loaded | --digest D] [--timeout 30s]: waits until the sandbox runs what
+// it should: served the digest waited for (the one it should be served now, or D), reported LOADED for
+// it, drift in_sync. Exit 0 loaded; 1 reported FAILED (its load error printed), the change was refused by
+// the ceiling, or refused by the gateway (no such sandbox); 2 usage or connection; 3 the timeout passed.
 // Polls GetSandbox (docs/policyctl.md, "wait").
 #include <algorithm>
 #include <iostream>
@@ -66,7 +67,18 @@ void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code) {
       if (status.ok()) {
         last_error.clear();
         const std::string& want = digest->empty() ? info.policy_digest() : *digest;
-        if (info.reported_digest() == want && info.load_status() == v1::LOADED) {
+        // Loaded means what should run runs: the served digest is the one waited for, the sandbox reported
+        // it LOADED, and no change is pending or was refused (the drift state; a refused change leaves the
+        // last good served and loaded).
+        if (info.drift() == v1::DRIFT_REFUSED_BY_CEILING) {
+          if (options.json()) std::cout << ToJson(info) << "\n";
+          std::cerr << "error: sandbox " << *id << ": the change was refused by the ceiling, so it still runs "
+                    << Short(info.policy_digest()) << ": " << info.drift_reason() << "\n";
+          exit_code = kExitRefused;
+          return;
+        }
+        if (info.policy_digest() == want && info.reported_digest() == want && info.load_status() == v1::LOADED &&
+            info.drift() == v1::DRIFT_IN_SYNC) {
           if (options.json()) std::cout << ToJson(info) << "\n";
           else std::cout << "sandbox " << *id << " loaded " << Short(want) << " (version " << info.policy_version() << ")\n";
           exit_code = kExitOk;

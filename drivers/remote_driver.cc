@@ -73,11 +73,17 @@ absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
         " surfaces; at most ", kMaxCapabilitiesBytes, " bytes, ", kMaxCapabilityEntries, " of each, names of ",
         kMaxCapabilityNameBytes, " bytes)"));
   }
-  for (const std::string* name : {&capabilities.driver_name(), &capabilities.driver_version()}) {
-    if (std::any_of(name->begin(), name->end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
-      return absl::FailedPreconditionError(
-          "the driver's name or version holds a control character (they are shown in status answers and logs)");
-    }
+  auto control = [](const std::string& name) {
+    return std::any_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  };
+  const bool names_clean = !control(capabilities.driver_name()) && !control(capabilities.driver_version()) &&
+                           std::none_of(capabilities.features().begin(), capabilities.features().end(), control) &&
+                           std::none_of(capabilities.supported_surfaces().begin(),
+                                        capabilities.supported_surfaces().end(), control);
+  if (!names_clean) {
+    return absl::FailedPreconditionError(
+        "the driver's name, version, a feature or a surface holds a control character (they are shown in status "
+        "answers, audit events and logs)");
   }
   const std::vector<std::string> supported(capabilities.supported_surfaces().begin(),
                                            capabilities.supported_surfaces().end());

@@ -19,6 +19,24 @@ using Labels = std::vector<absl::string_view>;
 
 // Past this many (override, endpoint, port) bindings a profile is refused rather than compared pairwise.
 constexpr size_t kMaxBindings = 4096;
+// The comparisons' table cells (pattern length x text length, summed) one profile may cost; past it the
+// profile is refused rather than checked (an override path of 60,000 bytes was a 3.6 GB table).
+constexpr uint64_t kMaxWork = 50'000'000;
+
+// What the comparisons of one check may still spend. Once spent, every comparison answers "overlaps"
+// and the check says so.
+struct Work {
+  uint64_t left = kMaxWork;
+  bool spent = false;
+  bool Spend(uint64_t cells) {
+    if (spent || cells > left) {
+      spent = true;
+      return false;
+    }
+    left -= cells;
+    return true;
+  }
+};
 
 bool HasNonAscii(absl::string_view text) {
   return std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
@@ -35,8 +53,9 @@ uint64_t LiteralChars(absl::string_view text) {
 uint64_t SaturateU32(uint64_t value) { return std::min<uint64_t>(value, std::numeric_limits<uint32_t>::max()); }
 
 // Upstream's label match: "*" is one label, "**" any number, any other label (even "a*") is literal.
-bool LabelsMatch(const Labels& pattern, const Labels& host) {
+bool LabelsMatch(const Labels& pattern, const Labels& host, Work& work) {
   const size_t n = pattern.size(), k = host.size();
+  if (!work.Spend((n + 1) * (k + 1))) return true;
   std::vector<char> memo((n + 1) * (k + 1), 0);
   const auto at = [&](size_t i, size_t j) -> char& { return memo[i * (k + 1) + j]; };
   for (size_t i = n + 1; i-- > 0;) {
@@ -57,17 +76,18 @@ bool LabelsMatch(const Labels& pattern, const Labels& host) {
   return at(0, 0);
 }
 
-bool HostPatternMatches(absl::string_view pattern_text, absl::string_view host_text) {
+bool HostPatternMatches(absl::string_view pattern_text, absl::string_view host_text, Work& work) {
   const std::string pattern = absl::AsciiStrToLower(pattern_text);
   const std::string host = absl::AsciiStrToLower(host_text);
   if (pattern == host) return true;
   if (!absl::StrContains(pattern, '*')) return false;
-  return LabelsMatch(absl::StrSplit(pattern, '.'), absl::StrSplit(host, '.'));
+  return LabelsMatch(absl::StrSplit(pattern, '.'), absl::StrSplit(host, '.'), work);
 }
 
 // Whether some host matches both label patterns.
-bool LabelsCanOverlap(const Labels& first, const Labels& second) {
+bool LabelsCanOverlap(const Labels& first, const Labels& second, Work& work) {
   const size_t n = first.size(), k = second.size();
+  if (!work.Spend((n + 1) * (k + 1))) return true;
   std::vector<char> memo((n + 1) * (k + 1), 0);
   const auto at = [&](size_t i, size_t j) -> char& { return memo[i * (k + 1) + j]; };
   for (size_t i = n + 1; i-- > 0;) {
@@ -92,10 +112,10 @@ bool LabelsCanOverlap(const Labels& first, const Labels& second) {
   return at(0, 0);
 }
 
-bool HostPatternsCanOverlap(const std::string& first, const std::string& second) {
-  if (!absl::StrContains(first, '*')) return HostPatternMatches(second, first);
-  if (!absl::StrContains(second, '*')) return HostPatternMatches(first, second);
-  return LabelsCanOverlap(absl::StrSplit(first, '.'), absl::StrSplit(second, '.'));
+bool HostPatternsCanOverlap(const std::string& first, const std::string& second, Work& work) {
+  if (!absl::StrContains(first, '*')) return HostPatternMatches(second, first, work);
+  if (!absl::StrContains(second, '*')) return HostPatternMatches(first, second, work);
+  return LabelsCanOverlap(absl::StrSplit(first, '.'), absl::StrSplit(second, '.'), work);
 }
 
 uint64_t HostSpecificity(absl::string_view pattern) {
@@ -200,10 +220,11 @@ bool InSpecifiers(const std::vector<std::pair<char, char>>& specifiers, char c) 
                      [c](const auto& range) { return range.first <= c && c <= range.second; });
 }
 
-bool GlobMatches(absl::string_view pattern, absl::string_view path) {
+bool GlobMatches(absl::string_view pattern, absl::string_view path, Work& work) {
   const auto tokens = ParseGlob(pattern);
   if (!tokens.has_value()) return false;
   const size_t t = tokens->size(), l = path.size();
+  if (!work.Spend((t + 1) * (l + 1))) return true;
   // m[ti][pos]: tokens from ti match path from pos.
   std::vector<char> memo((t + 1) * (l + 1), 0);
   const auto at = [&](size_t ti, size_t pos) -> char& { return memo[ti * (l + 1) + pos]; };
@@ -246,11 +267,20 @@ std::optional<absl::string_view> PrefixPattern(absl::string_view path) {
   return std::nullopt;
 }
 
-bool PathPatternsCanOverlap(absl::string_view first, absl::string_view second) {
+bool PathMatches(absl::string_view pattern, absl::string_view path, Work& work) {
+  if (PathMatchesAll(pattern) || pattern == path) return true;
+  if (const auto prefix = PrefixPattern(pattern)) {
+    return path == *prefix || absl::StartsWith(path, absl::StrCat(*prefix, "/"));
+  }
+  if (HasNonAscii(pattern) || HasNonAscii(path)) return true;  // not decided by this port: taken to match
+  return GlobMatches(pattern, path, work);
+}
+
+bool PathPatternsCanOverlap(absl::string_view first, absl::string_view second, Work& work) {
   if (PathMatchesAll(first) || PathMatchesAll(second)) return true;
   if (HasNonAscii(first) || HasNonAscii(second)) return true;  // not decided by this port: ambiguous
-  if (!absl::StrContains(first, '*')) return AudienceOverridePathMatches(second, first);
-  if (!absl::StrContains(second, '*')) return AudienceOverridePathMatches(first, second);
+  if (!absl::StrContains(first, '*')) return PathMatches(second, first, work);
+  if (!absl::StrContains(second, '*')) return PathMatches(first, second, work);
   const auto a = PrefixPattern(first);
   const auto b = PrefixPattern(second);
   if (!a.has_value() || !b.has_value()) return true;
@@ -270,10 +300,10 @@ std::vector<uint32_t> EndpointPorts(const openshell::sandbox::v1::NetworkEndpoin
 }
 
 bool OverrideMatchesEndpoint(const openshell::v1::ProviderCredentialTokenGrantAudienceOverride& override_config,
-                             absl::string_view endpoint_host, uint32_t endpoint_port) {
+                             absl::string_view endpoint_host, uint32_t endpoint_port, Work& work) {
   const absl::string_view host = absl::StripAsciiWhitespace(override_config.host());
-  const bool host_matches =
-      host.empty() || HostPatternMatches(host, endpoint_host) || HostPatternMatches(endpoint_host, host);
+  const bool host_matches = host.empty() || HostPatternMatches(host, endpoint_host, work) ||
+                            HostPatternMatches(endpoint_host, host, work);
   return host_matches && (override_config.port() == 0 || override_config.port() == endpoint_port);
 }
 
@@ -288,12 +318,8 @@ struct Binding {
 }  // namespace
 
 bool AudienceOverridePathMatches(absl::string_view pattern, absl::string_view path) {
-  if (PathMatchesAll(pattern) || pattern == path) return true;
-  if (const auto prefix = PrefixPattern(pattern)) {
-    return path == *prefix || absl::StartsWith(path, absl::StrCat(*prefix, "/"));
-  }
-  if (HasNonAscii(pattern) || HasNonAscii(path)) return true;  // not decided by this port: taken to match
-  return GlobMatches(pattern, path);
+  Work work;
+  return PathMatches(pattern, path, work);
 }
 
 std::optional<std::string> FindAmbiguousAudienceOverrides(
@@ -302,11 +328,17 @@ std::optional<std::string> FindAmbiguousAudienceOverrides(
   if (!credential.has_token_grant()) return std::nullopt;
   const auto& overrides = credential.token_grant().audience_overrides();
   std::vector<Binding> bindings;
+  Work work;
+  const std::string too_costly = absl::StrCat(
+      "the overrides' host and path selectors take more than ", kMaxWork,
+      " steps to compare against the endpoints and each other: shorter selectors or fewer overrides");
   for (int index = 0; index < overrides.size(); ++index) {
     const auto& override_config = overrides[index];
     for (const auto& endpoint : endpoints) {
       for (uint32_t port : EndpointPorts(endpoint)) {
-        if (!OverrideMatchesEndpoint(override_config, endpoint.host(), port)) continue;
+        const bool matches = OverrideMatchesEndpoint(override_config, endpoint.host(), port, work);
+        if (work.spent) return too_costly;
+        if (!matches) continue;
         const absl::string_view own_host = absl::StripAsciiWhitespace(override_config.host());
         const absl::string_view own_path = absl::StripAsciiWhitespace(override_config.path());
         const absl::string_view host = own_host.empty() ? absl::StripAsciiWhitespace(endpoint.host()) : own_host;
@@ -315,9 +347,11 @@ std::optional<std::string> FindAmbiguousAudienceOverrides(
                           HostSpecificity(host) + PathSpecificity(path)};
         for (const Binding& existing : bindings) {
           if (existing.index == candidate.index) continue;
-          if (existing.port == candidate.port && existing.score == candidate.score &&
-              HostPatternsCanOverlap(existing.host, candidate.host) &&
-              PathPatternsCanOverlap(existing.path, candidate.path)) {
+          const bool ambiguous = existing.port == candidate.port && existing.score == candidate.score &&
+                                 HostPatternsCanOverlap(existing.host, candidate.host, work) &&
+                                 PathPatternsCanOverlap(existing.path, candidate.path, work);
+          if (work.spent) return too_costly;
+          if (ambiguous) {
             return absl::StrCat("ambiguous token_grant audience_overrides at indexes ", existing.index, " and ",
                                 candidate.index, " for ", candidate.host, ":", port, " path selectors '",
                                 existing.path, "' and '", candidate.path,

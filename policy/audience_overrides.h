@@ -22,7 +22,8 @@ namespace osh::policy {
 
 // The first ambiguity upstream reports for `credential`'s token grant over `endpoints`, in upstream's
 // words ("ambiguous token_grant audience_overrides at indexes I and J for host:port path selectors 'A'
-// and 'B'"); nothing when the credential has no token grant or no two overrides collide.
+// and 'B'"); nothing when the credential has no token grant or no two overrides collide. The comparisons
+// are bounded (50 million table cells per credential): past that the credential is refused, saying so.
 std::optional<std::string> FindAmbiguousAudienceOverrides(
     const openshell::v1::ProviderProfileCredential& credential,
     const google::protobuf::RepeatedPtrField<openshell::sandbox::v1::NetworkEndpoint>& endpoints);

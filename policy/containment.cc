@@ -484,12 +484,24 @@ bool PolicyIndex::BinaryCovers(const IndexedEntry& entry, const Grant& grant) {
 
 // ---- network: the candidate's grants and concrete witnesses --------------------------------------
 
+// The grants one allow rule's method makes (GrantsOf: none for an empty method, HEAD beside GET).
+static uint64_t MethodGrants(absl::string_view method) {
+  if (method.empty()) return 0;
+  return absl::EqualsIgnoreCase(method, "GET") ? 2 : 1;
+}
+
 uint64_t GrantBound(const SandboxPolicy& policy) {
   uint64_t bound = 0;
   for (const auto& [key, entry] : policy.network_policies()) {
     for (const NetworkEndpoint& ep : entry.endpoints()) {
-      const uint64_t rules = ep.protocol() == "rest" ? PresetRules(ep.access()).size() + ep.rules_size() : 0;
-      bound += static_cast<uint64_t>(entry.binaries_size()) * Ports(ep).size() * (2 + 2 * rules);
+      uint64_t per = 1;  // the connection
+      if (ep.protocol().empty()) {
+        per += 1;  // every request, not inspected
+      } else if (ep.protocol() == "rest") {
+        for (const auto& [method, path] : PresetRules(ep.access())) per += MethodGrants(method);
+        for (const auto& rule : ep.rules()) per += MethodGrants(rule.allow().method());
+      }
+      bound += static_cast<uint64_t>(entry.binaries_size()) * Ports(ep).size() * per;
     }
   }
   return bound;
@@ -498,7 +510,7 @@ uint64_t GrantBound(const SandboxPolicy& policy) {
 std::optional<std::string> TooManyGrants(const SandboxPolicy& policy, absl::string_view which) {
   const uint64_t bound = GrantBound(policy);
   if (bound <= kMaxGrants) return std::nullopt;
-  return absl::StrCat(which, " network_policies: up to ", bound,
+  return absl::StrCat(which, " network_policies: ", bound,
                       " (binary, port, rule) grants, too many to decide (at most ", kMaxGrants,
                       "): fewer binaries, ports or rules per entry");
 }

@@ -155,12 +155,13 @@ class PolicyIndex {
 
 // Every grant of `policy`, in key, endpoint, binary, port, rule order.
 std::vector<Grant> GrantsOf(const openshell::sandbox::v1::SandboxPolicy& policy);
-// An upper bound on GrantsOf(policy).size(), counted without building them (per endpoint: the entry's
-// binaries × the ports × two per allow rule and two more). A valid policy can reach tens of millions
-// (1024 binaries × 256 ports × 256 rules): past kMaxGrants containment and explain answer "not decided"
-// rather than build them (each grant is a few hundred bytes and a search).
+// GrantsOf(policy).size(), counted without building them (per endpoint: the entry's binaries × the
+// ports × the connection, plus every request when not inspected, plus one grant per REST allow rule's
+// method and HEAD beside GET). A valid policy can reach tens of millions (1024 binaries × 256 ports × 256
+// rules): past kMaxGrants containment and explain answer "not decided" rather than build them (each grant
+// is a few hundred bytes and a search).
 uint64_t GrantBound(const openshell::sandbox::v1::SandboxPolicy& policy);
-inline constexpr uint64_t kMaxGrants = 100000;
+inline constexpr uint64_t kMaxGrants = 200000;
 // The "not decided" text for a policy past kMaxGrants, naming `which` ("candidate", "from", "to").
 std::optional<std::string> TooManyGrants(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
 

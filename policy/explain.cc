@@ -156,8 +156,20 @@ void FilesystemDeltaUnder(const FsGrants& allowing, const FsGrants& refusing, Di
     AssignRules(direction, {Named(g)}, std::move(already), &c);
     changed->push_back(std::move(c));
   };
+  // A magic link on the allowing side decides nothing wherever it is listed (below another listed path
+  // too): unless the refusing side lists the same path with the same access, it is unknown.
+  auto has_path = [](const std::vector<FsGrant>& grants, absl::string_view path) {
+    return std::any_of(grants.begin(), grants.end(),
+                       [&](const FsGrant& g) { return Under(g.path, path) && Under(path, g.path); });
+  };
+  for (const FsGrant& g : allowing.read) {
+    if (!MagicLink(g.path) || reported.contains(g.path)) continue;
+    const bool writes = has_path(allowing.write, g.path);
+    if (has_path(refusing.read, g.path) && (!writes || has_path(refusing.write, g.path))) continue;
+    add(g, writes ? "read-write" : "read", {});
+  }
   for (const FsGrant& g : TopMost(allowing.write)) {
-    if (UnderSome(g.path, refusing.write)) continue;
+    if (reported.contains(g.path) || UnderSome(g.path, refusing.write)) continue;
     const bool read_too = !UnderSome(g.path, refusing.read);
     std::vector<std::string> already = GrantedBelow(g.path, read_too ? refusing.read : refusing.write);
     add(g, read_too ? "read-write" : "write", std::move(already));
@@ -494,16 +506,22 @@ ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& fro
 FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path,
                                     size_t baseline) {
   const auto baselines = containment_model::FilesystemBaselines();
-  const explain_detail::FsGrants grants = explain_detail::FsGrantsOf(policy, baselines[baseline % baselines.size()]);
+  if (baseline >= baselines.size()) return {};
+  const explain_detail::FsGrants grants = explain_detail::FsGrantsOf(policy, baselines[baseline]);
   return {explain_detail::UnderSome(path, grants.read), explain_detail::UnderSome(path, grants.write)};
 }
 
 FilesystemAccess FilesystemAccessOf(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view path) {
   FilesystemAccess any;
-  for (size_t b = 0; b < containment_model::FilesystemBaselines().size(); ++b) {
-    const FilesystemAccess one = FilesystemAccessOf(policy, path, b);
-    any.read = any.read || one.read;
-    any.write = any.write || one.write;
+  for (const auto& baseline : containment_model::FilesystemBaselines()) {
+    explain_detail::FsGrants grants = explain_detail::FsGrantsOf(policy, baseline);
+    for (auto* list : {&grants.read, &grants.write}) {
+      for (auto& g : *list) {
+        if (g.path == containment_model::kWorkdir) g.path = kDefaultWorkdir;
+      }
+    }
+    any.read = any.read || explain_detail::UnderSome(path, grants.read);
+    any.write = any.write || explain_detail::UnderSome(path, grants.write);
   }
   return any;
 }

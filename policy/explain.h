@@ -85,9 +85,11 @@ ChangeExplanation ExplainChange(const openshell::sandbox::v1::SandboxPolicy& fro
 // baseline paths proxy mode adds; include_workdir (or no filesystem section) grants the workdir, the path
 // containment_model::kWorkdir ("<workdir>": the supervisor's, /sandbox by default); with no path and no
 // workdir, no Landlock ruleset: everything. Under one upstream version's baseline (an index into
-// containment_model::FilesystemBaselines()), or — without one — under any of them (what some supervisor
-// version grants). Paths below /proc or /dev/fd the policy lists are taken as written (explain calls
-// them unknown).
+// containment_model::FilesystemBaselines(); none past its end), or — without one, as `policyctl decide
+// --fs-path` asks — under any of them (what some supervisor version grants) with the workdir taken as
+// upstream's default, kDefaultWorkdir. Paths below /proc or /dev/fd the policy lists are taken as written
+// (explain calls them unknown).
+inline constexpr char kDefaultWorkdir[] = "/sandbox";
 struct FilesystemAccess {
   bool read = false;
   bool write = false;

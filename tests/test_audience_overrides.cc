@@ -79,6 +79,16 @@ TEST_CASE("audience overrides: two that bind one endpoint equally well are refus
     CHECK(parsed.ok());
     if (!parsed.ok()) UNSCOPED_INFO(parsed.status().message());
   }
+  // Bounded work: two 60,000-byte literal paths of equal specificity were a 3.6 GB comparison table.
+  const std::string long_a = "/a" + std::string(60000, 'x') + "1", long_b = "/a" + std::string(60000, 'x') + "2";
+  auto costly = osh::policy::ParseProviderProfileText(
+      Profile(api, absl::StrCat("        - { path: '", long_a, "', audience: a }\n        - { path: '", long_b,
+                                "', audience: b }\n")),
+      "costly.yaml");
+  REQUIRE_FALSE(costly.ok());
+  CHECK_THAT(std::string(costly.status().message()),
+             Catch::Contains("credentials[0].token_grant.audience_overrides: the overrides' host and path selectors "
+                             "take more than"));
   // Loose ends upstream would trim are refused, as for every name it trims.
   auto loose = osh::policy::ParseProviderProfileText(Profile(api, "        - { host: ' api.example.com', audience: a }\n"),
                                                      "loose.yaml");

@@ -279,3 +279,35 @@ TEST_CASE("audit_syslog: each event committed while the gateway runs, one RFC 54
 }
 
 }  // namespace osh::test
+
+TEST_CASE("audit stream: a reader caught up on a quiet chain is not lagging, and a cursor past the head is refused",
+          "[integration][audit_stream]") {
+  // Review finding (helper 79): the stall was counted from the last event taken, so the first event after
+  // a quiet spell longer than audit_stream_stall_s ended every caught-up stream as lagging; a cursor past
+  // the head waited silently until the chain reached it.
+  GatewayFixture g({"--audit-stream-stall-s", "1"});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  AuditStreamReader reader(g, 0);  // does not resume: an end is final
+  const uint64_t head = HeadSeq(g);
+  REQUIRE(Eventually([&] { return reader.last_seq() == head; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // quiet, longer than the stall
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  const uint64_t after = HeadSeq(g);
+  REQUIRE(after > head);
+  CHECK(Eventually([&] { return reader.last_seq() == after; }));
+  INFO(reader.status().error_message());
+  CHECK_FALSE(reader.done());
+
+  auto stub = gw::PolicyGateway::NewStub(GatewayFixture::Channel(g.admin_socket()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));  // it used to wait for ever
+  gw::WatchAuditEventsRequest ahead;
+  ahead.set_after_seq(after + 1000);
+  auto stream = stub->WatchAuditEvents(&context, ahead);
+  gw::AuditEvent event;
+  CHECK_FALSE(stream->Read(&event));
+  const grpc::Status refused = stream->Finish();
+  CHECK(refused.error_code() == grpc::StatusCode::OUT_OF_RANGE);
+  CHECK(absl::StrContains(refused.error_message(), "audit_cursor_ahead"));
+}

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "policy/policy_file.h"
 #include "tests/gateway_fixture.h"
 
 namespace osh::test {
@@ -133,6 +134,56 @@ TEST_CASE("drift: wait, list --drift and the metrics with a supervisor that load
   failer->Signal(SIGTERM);
   loader->Wait();
   failer->Wait();
+}
+
+}  // namespace osh::test
+
+namespace osh::test {
+namespace {
+
+// A fake driver's response file: `policy` signed by the gateway key of SigningGatewayArgs.
+void WriteSignedResponse(const TempDir& keys, const openshell::sandbox::v1::SandboxPolicy& policy,
+                         const std::string& name) {
+  WriteFile(keys / (name + ".yaml"), osh::policy::PolicyToYaml(policy));
+  std::string out, err;
+  REQUIRE(CtlOffline({"sign", "--policy", keys / (name + ".yaml"), "--key", keys / "gateway.key", "--key-id",
+                      "gateway-key", "--out", keys / (name + ".json")},
+                     &out, &err) == 0);
+  WriteFile(keys / "response.json", "{\"projection\": " + ReadFile(keys / (name + ".json")) + "}");
+}
+
+}  // namespace
+
+TEST_CASE("drift: wait says a change the ceiling refused, rather than loaded", "[integration][drift]") {
+  // Review finding (helper 79): `wait` answered 0 "loaded" when the change it waited for was refused by
+  // the ceiling — the last good projection still served and loaded, drift refused_by_ceiling.
+  TempDir keys;
+  std::vector<std::string> args = SigningGatewayArgs(keys);
+  WriteSignedResponse(keys, Example("github.yaml"), "narrow");
+  DriverProcess driver(keys, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", keys / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket(), "--trust-store", keys / "trust.json"});
+  std::string out, err;
+  const std::string ceiling = SignCeiling(keys, std::string(OSH_SOURCE_DIR) + "/examples/policies/github.yaml", 1, "c1.json");
+  REQUIRE(Ctl(g, {"ceiling", "set", ceiling}, &out, &err) == 0);
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  auto supervisor = StartDriftSupervisor(g, keys, "sb-1", admitted.sandbox_handle(), keys / "applied.json");
+  REQUIRE(Ctl(g, {"wait", "--sandbox", "sb-1", "--timeout", "20s"}, &out, &err) == 0);
+
+  // The driver now serves a wider policy: the refresh is refused by the ceiling, the last good stays.
+  auto wider = Example("github.yaml");
+  auto& pypi = (*wider.mutable_network_policies())["pypi"];
+  pypi.add_binaries()->set_path("/usr/bin/python3");
+  auto* ep = pypi.add_endpoints();
+  ep->set_host("pypi.org");
+  ep->set_port(443);
+  WriteSignedResponse(keys, wider, "wide");
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) != 0);
+  CHECK(DriftInfo(g, "sb-1").drift() == gw::DRIFT_REFUSED_BY_CEILING);
+  err.clear();
+  CHECK(Ctl(g, {"wait", "--sandbox", "sb-1", "--timeout", "10s"}, &out, &err) == 1);
+  CHECK_THAT(err, Catch::Contains("the change was refused by the ceiling"));
 }
 
 }  // namespace osh::test

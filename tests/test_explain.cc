@@ -413,6 +413,13 @@ TEST_CASE("explain: the filesystem is the one the supervisor applies, as contain
     CHECK(e.added.empty());
     REQUIRE(e.unknown.size() == 1);
     CHECK_THAT(e.unknown[0].description, Catch::StartsWith("may be added: read-write /proc/self/root and below"));
+    // Below another listed path too.
+    const auto below = explain(R"({"version":1,"filesystem_policy":{"read_only":["/proc"]}})",
+                               R"({"version":1,"filesystem_policy":{"read_only":["/proc","/proc/self/root"]}})");
+    INFO(ShowAll(below));
+    CHECK(below.added.empty());
+    REQUIRE(below.unknown.size() == 1);
+    CHECK_THAT(below.unknown[0].description, Catch::StartsWith("may be added: read /proc/self/root and below"));
     const auto back = explain(R"({"version":1,"filesystem_policy":{"read_write":["/tmp","/proc/self/root"]}})",
                               R"({"version":1,"filesystem_policy":{"read_write":["/tmp","/etc"]}})");
     INFO(ShowAll(back));
@@ -448,7 +455,12 @@ TEST_CASE("explain and containment: a policy of too many grants is not decided, 
   // (its first network entry adds the baseline paths: filesystem classes)
   CHECK(std::none_of(e.added.begin(), e.added.end(), [](const ChangeClass& c) { return c.area == ChangeArea::kNetwork; }));
   REQUIRE(e.unknown.size() == 1);
-  CHECK_THAT(e.unknown[0].description, Catch::Contains("to network_policies: up to 256000 (binary, port, rule) grants, too many to decide"));
+  CHECK_THAT(e.unknown[0].description, Catch::Contains("to network_policies: 230400 (binary, port, rule) grants, too many to decide"));
+  // The count is exact: a smaller one of the same shape is built, and has as many.
+  SandboxPolicy medium = big;
+  (*medium.mutable_network_policies())["wide"].mutable_binaries()->DeleteSubrange(2, 98);
+  (*medium.mutable_network_policies())["wide"].mutable_endpoints(0)->add_rules()->mutable_allow()->set_method("POST");
+  CHECK(osh::policy::containment_model::GrantBound(medium) == osh::policy::containment_model::GrantsOf(medium).size());
   const auto contained = osh::policy::CheckContainment(big, big);
   CHECK(contained.verdict == osh::policy::Containment::kUnknown);
   CHECK_THAT(contained.detail, Catch::Contains("too many to decide"));

@@ -1,6 +1,7 @@
 #include "trust/projection_check.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -45,15 +46,22 @@ CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vect
       first_detail = std::move(detail);
     }
   };
-  // Each key is tried once, and a key already counted is not verified again: a projection's signatures
-  // cost at most one verification per trusted key, however many entries it carries (a driver's 50,000
-  // copies of one bad signature would otherwise be 50,000 verifications). A later signature by a key id
-  // already tried is not looked at.
-  std::set<std::string> tried_key_ids;
+  // Bounded work however many entries a projection carries (a driver's 50,000 copies of one bad signature
+  // were 50,000 verifications): a key already counted is not verified again, an exact repeat of a
+  // (key id, signature) pair is not looked at, and each key id gets at most kMaxAttemptsPerKey
+  // verifications.
+  constexpr int kMaxAttemptsPerKey = 4;
+  std::set<std::pair<std::string, std::string>> seen;
+  std::map<std::string, int> attempts;
   for (const auto& sig : signatures) {
-    if (!tried_key_ids.insert(sig.key_id).second) continue;
+    if (!seen.emplace(sig.key_id, sig.signature).second) continue;
     const TrustedKey* key = store.Find(sig.key_id);
     if (key != nullptr && counted_fingerprints.contains(key->public_key.fingerprint())) continue;
+    if (key != nullptr && ++attempts[sig.key_id] > kMaxAttemptsPerKey) {
+      note(reason::kBadSignature, absl::StrCat("more than ", kMaxAttemptsPerKey, " signatures by '", sig.key_id,
+                                               "' to try: the rest are not verified"));
+      continue;
+    }
     if (key == nullptr) {
       note(reason::kUnknownKey, absl::StrCat("no trusted key '", sig.key_id, "'"));
       continue;

@@ -47,6 +47,15 @@ AuditFeed::~AuditFeed() {
 }
 
 absl::StatusOr<std::shared_ptr<AuditSubscription>> AuditFeed::Subscribe(uint64_t after_seq, std::function<void()> wake) {
+  // A cursor past the head would wait, silently, until the chain reached it: it comes from another chain
+  // (a restored or rewound database) or is mistyped.
+  const uint64_t head = log_->AuditChainHead().seq;
+  if (after_seq > head) {
+    return common::Refused(absl::StatusCode::kOutOfRange, "audit_cursor_ahead",
+                           absl::StrCat("after_seq ", after_seq, " is past the audit chain's head (", head,
+                                        "): a cursor from another chain (a restored database?); resume from ", head,
+                                        " or below"));
+  }
   std::shared_ptr<AuditSubscription> s(new AuditSubscription(after_seq));
   {
     absl::MutexLock lock(&s->wake_mu_);
@@ -127,6 +136,9 @@ bool AuditFeed::Offer(AuditSubscription& s, const EventPtr& event) {
   if (s.queue_.size() >= options_.backlog || (!s.queue_.empty() && s.queued_bytes_ + bytes > options_.backlog_bytes)) {
     return false;  // no room: it falls behind, and catches up from the log as its reader takes
   }
+  // The stall is counted from the last take, or from when events began to wait in an empty queue: a
+  // reader caught up on a quiet chain is not lagging when the next event comes.
+  if (s.queue_.empty()) s.last_take_ = std::max(s.last_take_, absl::Now());
   s.queue_.push_back(event);
   s.queued_bytes_ += bytes;
   s.queued_through_ = event->seq();

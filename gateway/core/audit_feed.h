@@ -59,7 +59,8 @@ class AuditSubscription {
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t queued_through_ ABSL_GUARDED_BY(mu_);  // the seq of the last event queued (or the start cursor)
   uint64_t taken_through_ ABSL_GUARDED_BY(mu_);
-  absl::Time last_take_ ABSL_GUARDED_BY(mu_) = absl::Now();  // when the reader last took an event (or subscribed)
+  // When the reader last took an event (or subscribed), or events began to wait in its empty queue.
+  absl::Time last_take_ ABSL_GUARDED_BY(mu_) = absl::Now();
   absl::Status end_ ABSL_GUARDED_BY(mu_);          // set once: the subscription is over
   // Called (on the feed's thread) when something was queued or the subscription ended; cleared by
   // Unsubscribe, which waits for a call in progress.

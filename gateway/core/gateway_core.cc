@@ -1226,12 +1226,13 @@ uint64_t GatewayCore::RecheckAdmitted() {
   // replaces one moves its sandbox to another envelope; the final set below is what stays refused.
   ProjectionGate::RevokedEnvelopes pending;
   for (const std::string& id : failing) {
-    if (auto snapshot = registry_->Get(id)) {
-      pending.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope,
-                          absl::StrCat(trust::reason::kKeyRevoked,
-                                       ": the admitted projection no longer verifies under the reloaded trust store (",
-                                       verdict(snapshot->record), "); being refreshed, not served meanwhile"));
-    }
+    auto snapshot = registry_->Get(id);
+    // Its envelope as it is now: a refresh committed since the listing may have replaced it with a good one.
+    if (!snapshot || verdict(snapshot->record).empty()) continue;
+    pending.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope,
+                        absl::StrCat(trust::reason::kKeyRevoked,
+                                     ": the admitted projection no longer verifies under the reloaded trust store (",
+                                     verdict(snapshot->record), "); being refreshed, not served meanwhile"));
   }
   gate_.SetRevoked(std::move(pending), failing.size());
   auto [revoked, refused] = RevokeFailing(trust, failing);
