@@ -33,6 +33,7 @@ struct FakeOptions {
   std::string response_file;
   int stall_ms = 0;
   bool refuse_all = false;
+  std::string refuse_release;  // this handle's ReleaseHandle is PERMISSION_DENIED, every time
   int gather = 0;  // > 0: GetProjection answers once this many calls wait at once
   int gather_timeout_ms = 15000;
   // --unavailable-sandbox ID[:PATH]: sandbox id -> release file ("": at once).
@@ -88,6 +89,10 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
   grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
                                           drv::ReleaseHandleResponse*) override {
     absl::MutexLock lock(&mu_);
+    if (!options_.refuse_release.empty() && request->handle() == options_.refuse_release) {
+      std::cerr << "release: handle=" << request->handle() << " refused" << std::endl;
+      return Finish(ctx, grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "not yours to release"));
+    }
     const bool known = handles_.erase(request->handle()) > 0;
     std::cerr << "release: handle=" << request->handle() << (known ? "" : " (unknown)") << std::endl;
     return Finish(ctx, grpc::Status::OK);
@@ -169,6 +174,7 @@ int main(int argc, char** argv) {
   app.add_flag("--permits-mutation", options.permits_mutation, "claim permits_mutation");
   app.add_option("--stall-ms", options.stall_ms, "sleep this long in AcquireHandle and GetProjection");
   app.add_flag("--refuse-all", options.refuse_all, "PERMISSION_DENIED for every AcquireHandle");
+  app.add_option("--refuse-release", options.refuse_release, "PERMISSION_DENIED for ReleaseHandle of this handle");
   app.add_option("--gather", options.gather, "answer GetProjection only once this many calls wait at once");
   app.add_option("--gather-timeout-ms", options.gather_timeout_ms,
                  "after this long without --gather calls, answer those waiting UNAVAILABLE");

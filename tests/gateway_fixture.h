@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 #include <algorithm>
 #include <chrono>
@@ -17,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
+#include "policy/body_codec.h"
+#include "policy/digest.h"
 #include "policy/policy_file.h"
 #include "tests/process.h"
 #include "trust/keys.h"
@@ -212,6 +215,18 @@ inline openshell::sandbox::v1::SandboxPolicy Example(const std::string& name) {
   auto policy = osh::policy::LoadPolicyFile(kExamples + name);
   REQUIRE(policy.ok());
   return *policy;
+}
+
+// A fake-policy-driver response file serving a valid unsigned projection of the restrictive default.
+inline void WriteExampleResponse(const std::string& path) {
+  openshell::policy::driver::v1::GetProjectionResponse response;
+  auto* p = response.mutable_projection();
+  p->set_surface_id("openshell.sandbox.v1");
+  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
+  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+  WriteFile(path, json);
 }
 
 // policyctl without a gateway (keygen, sign, verify, ceiling sign|verify|check, decide -f).

@@ -73,18 +73,6 @@ openshell::sandbox::v1::SandboxPolicy BigPolicy(int kilobytes, int revision) {
   return policy;
 }
 
-// A fake-policy-driver response file serving a valid unsigned projection of the restrictive default.
-void WriteExampleResponse(const std::string& path) {
-  drv::GetProjectionResponse response;
-  auto* p = response.mutable_projection();
-  p->set_surface_id("openshell.sandbox.v1");
-  p->set_body(osh::policy::SerializeDeterministic(Example("restrictive-default.yaml")));
-  p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
-  std::string json;
-  REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
-  WriteFile(path, json);
-}
-
 // A gateway started by the shell under `ulimit -n descriptors` (with `args`), the restrictive default set
 // and sandbox sb-1 admitted.
 struct LimitedGateway {

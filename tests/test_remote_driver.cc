@@ -779,3 +779,34 @@ TEST_CASE("remote: a call failing on a connection already replaced does not mark
   }
   (*driver)->Stop();
 }
+
+TEST_CASE("remote: a release the driver refuses for good is dropped, audited, and holds no other release back",
+          "[integration][remote]") {
+  // Review finding (helper 77): a ReleaseHandle answered PERMISSION_DENIED stopped the delivery at that
+  // entry on every attempt, so every later release waited behind it for ever.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json",
+                                     "--refuse-release", "fake-1"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse one, two;
+  REQUIRE(g.Admit("sb-1", &one).ok());
+  REQUIRE(g.Admit("sb-2", &two).ok());
+  for (const char* id : {"sb-1", "sb-2"}) {
+    gw::DeleteSandboxRequest del;
+    del.set_sandbox_id(id);
+    gw::DeleteSandboxResponse deleted;
+    REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  }
+  CHECK(Eventually([&] { return g.Status().pending_releases() == 0; }));
+  CHECK(Eventually([&] { return absl::StrContains(driver.log(), "release: handle=fake-2\n"); }));
+  CHECK(absl::StrContains(driver.log(), "release: handle=fake-1 refused"));
+  CHECK(g.Status().possibly_leaked_handles() == 1);
+  bool audited = false;
+  for (const auto& event : g.AuditEvents()) {
+    audited = audited || (event.type() == "release" && event.outcome() == "refused" &&
+                          absl::StrContains(event.reason(), "the driver refuses it for good (PERMISSION_DENIED"));
+  }
+  CHECK(audited);
+}

@@ -120,9 +120,48 @@ void DriverHandles::Release(const Acquired& acquired) {
   }
 }
 
-void DriverHandles::DeliverQueued() {
+namespace {
+
+// A driver's answer that asking again will not change.
+bool RefusedForGood(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void DriverHandles::RefusedRelease(int64_t id, const std::string& sandbox_id, const absl::Status& status,
+                                   store::AuditEvent* event) {
+  event->outcome = audit::Outcome::kRefused;
+  event->reason = absl::StrCat("driver handle release #", id, " dropped: the driver refuses it for good (",
+                               absl::StatusCodeToString(status.code()), ": ",
+                               BoundedText(std::string(status.message()), 1024),
+                               "); the handle may stay live in the driver");
+  possible_leaks_.fetch_add(1, std::memory_order_relaxed);
+  LogWarning(absl::StrCat("sandbox ", sandbox_id, ": ", event->reason));
+}
+
+void DriverHandles::DeliverQueued(bool wait) {
   if (!driver_->available()) return;
-  absl::MutexLock lock(&deliver_mu_);
+  if (wait) {
+    absl::MutexLock lock(&deliver_mu_);
+    DeliverLocked();
+    return;
+  }
+  if (!deliver_mu_.TryLock()) return;  // the delivery under way takes the rest, in order
+  DeliverLocked();
+  deliver_mu_.Unlock();
+}
+
+void DriverHandles::DeliverLocked() {
   auto pending = store_->PendingReleases();
   if (!pending.ok()) return;
   for (const auto& release : *pending) {
@@ -144,14 +183,19 @@ void DriverHandles::DeliverQueued() {
         // which nothing can name now: counted and logged as a possible leak.
         const bool by_key = !release.idempotency_key.empty() && driver_->honours_idempotency_key();
         auto handle = driver_->AcquireHandle(release.context, release.idempotency_key);
-        if (!handle.ok() && DriverUnreachable(handle.status())) return;
+        if (!handle.ok() && !RefusedForGood(handle.status())) return;  // down, or may answer later: in order
+        absl::Status released = handle.status();
         if (handle.ok()) {
-          const absl::Status status = driver_->ReleaseHandle(*handle);
-          if (!status.ok() && !absl::IsNotFound(status)) return;
+          released = driver_->ReleaseHandle(*handle);
+          if (!released.ok() && !absl::IsNotFound(released) && !RefusedForGood(released)) return;
         }
-        event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id,
-                                    by_key ? ", by its idempotency key)" : ", by context)");
-        if (!by_key) {
+        if (!released.ok() && !absl::IsNotFound(released)) {
+          RefusedRelease(release.id, release.context.sandbox_id(), released, &event);
+        } else {
+          event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id,
+                                      by_key ? ", by its idempotency key)" : ", by context)");
+        }
+        if (released.ok() && !by_key) {
           possible_leaks_.fetch_add(1, std::memory_order_relaxed);
           absl::StrAppend(&event.reason, "; the driver does not honour idempotency keys, so a handle it gave the "
                                          "unfinished admission may stay live in the driver");
@@ -164,8 +208,12 @@ void DriverHandles::DeliverQueued() {
       event.reason = absl::StrCat("driver handle release #", release.id, " dropped: it is the admitted sandbox's");
     } else {
       const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
-      if (!status.ok() && !absl::IsNotFound(status)) return;  // driver down: keep the rest queued, in order
-      event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+      if (!status.ok() && !absl::IsNotFound(status) && !RefusedForGood(status)) return;  // keep the rest, in order
+      if (status.ok() || absl::IsNotFound(status)) {
+        event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+      } else {
+        RefusedRelease(release.id, release.context.sandbox_id(), status, &event);
+      }
     }
     if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {
       LogError(absl::StrCat("cannot complete release #", release.id, ": ", s.ToString()));

@@ -78,11 +78,19 @@ class DriverHandles {
   void Release(const Acquired& acquired);
   // Delivers queued releases in order, each removed (and audited) only once the driver acknowledged it;
   // stops at the first the driver cannot take. One delivery at a time.
-  void DeliverQueued();
+  // `wait` false (a delete on the shared admin pool): returns at once when another delivery is under way
+  // rather than queueing behind it. A release the driver refuses for good (INVALID_ARGUMENT,
+  // PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE, UNIMPLEMENTED) is dropped, audited `refused` and
+  // counted as a possible leak, so that it does not hold every later release back.
+  void DeliverQueued(bool wait = true);
   // Recoveries whose handle may have leaked: the driver does not honour idempotency keys (SPEC §3.2).
   uint64_t possible_leaks() const { return possible_leaks_.load(std::memory_order_relaxed); }
 
  private:
+  void DeliverLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(deliver_mu_);
+  // A release the driver refuses for good: `event` says so (outcome refused), counted and logged.
+  void RefusedRelease(int64_t id, const std::string& sandbox_id, const absl::Status& status, store::AuditEvent* event);
+
   store::ReleaseQueue* const store_;
   drivers::PolicyDriver* const driver_;
   SandboxRegistry* const registry_;

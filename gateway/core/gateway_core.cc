@@ -757,7 +757,9 @@ absl::StatusOr<gateway_v1::DeleteSandboxResponse> GatewayCore::Delete(const std:
   if (*deleted) {
     reports_.Forget(sandbox_id);
     LogInfo(absl::StrCat("deleted sandbox ", sandbox_id), {{"event", "deletion"}, {"sandbox_id", sandbox_id}});
-    DeliverPendingReleases();
+    // Not behind another delivery (a slow driver would hold this admin-pool thread): that one, or the next
+    // tick, takes this release in its turn.
+    handles_.DeliverQueued(/*wait=*/false);
   }
   return out;
 }
