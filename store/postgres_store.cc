@@ -825,6 +825,7 @@ absl::Status PostgresStore::InsertAudit(AuditEvent* event) {
     return InsertSealedAudit(*event);
   }
   trust::MakeTextUtf8(event);  // as sealing would: TEXT columns take valid UTF-8 only
+  trust::FitCanonicalSize(event);
   // Unsealed: no fleet-wide lock is waited for. SealPending numbers and chains it after this commits.
   return writer_
       .Query("INSERT INTO audit_pending (time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_replace.h"
@@ -301,4 +302,40 @@ TEST_CASE("audit chain: canonical bytes decode to the event they encode, and not
   }
   CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes("{\"seq\": 1}").ok());
   CHECK_FALSE(osh::trust::ParseCanonicalAuditBytes(std::string(4, '\xff')).ok());  // a length past the end
+}
+
+TEST_CASE("audit: every sealed event fits a verifiable-log entry, cut at a character with a marker", "[audit]") {
+  // Review finding (helper 80): one event over 65,535 bytes in canonical form (a 1 MiB report error, the
+  // summary of a re-projection moving thousands of digests) could not be framed in an entry bundle, so the
+  // log stopped for good and the gateway could not start again.
+  osh::trust::ChainSealer sealer;
+  AuditEvent big;
+  big.type = osh::trust::audit::Type::kReport;
+  big.outcome = osh::trust::audit::Outcome::kOk;
+  big.sandbox_id = "sb-1";
+  for (int i = 0; i < 100000; ++i) big.reason += "\xc3\xa9";  // "é": two bytes, cut only between characters
+  sealer.Seal(&big, 1);
+  const std::string bytes = osh::trust::CanonicalAuditBytes(big);
+  CHECK(bytes.size() <= osh::trust::kMaxCanonicalAuditBytes);
+  CHECK(bytes.size() > osh::trust::kMaxCanonicalAuditBytes - 8);
+  CHECK(absl::StrContains(big.reason, "an audit event is a verifiable-log entry of at most 65535 bytes"));
+  CHECK(absl::StartsWith(big.reason, "\xc3\xa9\xc3\xa9"));
+  CHECK(big.hash == osh::trust::ChainHash(big.prev_hash, big));  // hashed as cut
+  auto parsed = osh::trust::ParseCanonicalAuditBytes(bytes);
+  CHECK(parsed.ok());
+
+  AuditEvent wide;  // thousands of small context values
+  wide.type = osh::trust::audit::Type::kAdmission;
+  wide.outcome = osh::trust::audit::Outcome::kOk;
+  for (int i = 0; i < 3000; ++i) wide.audit_context["k" + std::to_string(i)] = std::string(100, 'v');
+  sealer.Seal(&wide, 2);
+  CHECK(osh::trust::CanonicalAuditBytes(wide).size() <= osh::trust::kMaxCanonicalAuditBytes);
+  CHECK(wide.audit_context.contains("openshell.truncated"));
+
+  AuditEvent small;  // untouched
+  small.type = osh::trust::audit::Type::kAdmission;
+  small.outcome = osh::trust::audit::Outcome::kOk;
+  small.reason = "fine";
+  sealer.Seal(&small, 3);
+  CHECK(small.reason == "fine");
 }

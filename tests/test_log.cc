@@ -52,8 +52,9 @@ struct LogKey {
     pem = key->ToPem();
     WriteFile(path, pem, 0600);
   }
-  std::vector<std::string> Flags() const {
-    return {"--log-signing-key", path, "--log-origin", kOrigin, "--log-integrate-interval-ms", "20"};
+  std::vector<std::string> Flags(int integrate_interval_ms = 20) const {
+    return {"--log-signing-key", path, "--log-origin", kOrigin, "--log-integrate-interval-ms",
+            std::to_string(integrate_interval_ms)};
   }
 };
 
@@ -1445,4 +1446,43 @@ TEST_CASE("log: a projection whose proof came after it expired is refused, not a
   (*client)->Stop();
   watching.join();
   server->Shutdown();
+}
+
+TEST_CASE("log: a projection moved to a higher version under the same digest is proven by its own entry",
+          "[integration][log]") {
+  // Review finding (helper 80): the proof was matched by digest only, so a sandbox moved from (D, v1) to
+  // (D, v2) — the same body set again, a change that moves the version only — was answered with the v1
+  // entry until v2's was integrated; the client (which checks the version) refused it as invalid and no
+  // proof followed on the stream.
+  LogKey key;
+  GatewayFixture g(key.Flags(1500));
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-v", &admitted).ok());
+  auto ask = [&](gw::LogProof* out) {
+    gw::GetLogProofRequest request;
+    return g.sandbox().GetLogProof(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, out);
+  };
+  gw::LogProof proof;
+  REQUIRE(Eventually([&] { return ask(&proof).ok(); }));
+  CHECK(proof.entry().policy_version() == admitted.policy_version());
+
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());  // the same body again
+  drv::Projection served;
+  REQUIRE(Eventually([&] {
+    return g.Fetch(admitted.sandbox_handle(), &served).ok() && served.policy_version() > admitted.policy_version();
+  }));
+  REQUIRE(served.policy_digest() == admitted.policy_digest());
+  // Within the integration interval: pending, or (integrated already) the new version's own entry.
+  const grpc::Status now = ask(&proof);
+  INFO(now.error_message());
+  if (now.ok()) {
+    CHECK(proof.entry().policy_version() == served.policy_version());
+  } else {
+    CHECK(now.error_code() == grpc::StatusCode::UNAVAILABLE);
+    CHECK(absl::StrContains(now.error_message(), "log_pending"));
+  }
+  REQUIRE(Eventually([&] { return ask(&proof).ok(); }));
+  CHECK(proof.entry().policy_version() == served.policy_version());
+  CHECK(proof.entry().policy_digest() == served.policy_digest());
 }

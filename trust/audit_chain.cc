@@ -129,6 +129,31 @@ void MakeTextUtf8(AuditEvent* e) {
   e->audit_context = std::move(context);
 }
 
+void FitCanonicalSize(AuditEvent* e) {
+  static constexpr char kMarker[] = "\u2026[cut: an audit event is a verifiable-log entry of at most 65535 bytes]";
+  const size_t marker = sizeof(kMarker) - 1;
+  for (int guard = 0; guard < 64; ++guard) {
+    const size_t size = CanonicalAuditBytes(*e).size();
+    if (size <= kMaxCanonicalAuditBytes) return;
+    std::string* longest = &e->reason;
+    for (std::string* text : {&e->sandbox_id, &e->surface_id, &e->policy_digest, &e->actor}) {
+      if (text->size() > longest->size()) longest = text;
+    }
+    for (auto& [key, value] : e->audit_context) {
+      if (value.size() > longest->size()) longest = &value;
+    }
+    const size_t over = size - kMaxCanonicalAuditBytes + marker;
+    size_t keep = longest->size() > over ? longest->size() - over : 0;
+    while (keep > 0 && (static_cast<unsigned char>((*longest)[keep]) & 0xC0) == 0x80) --keep;  // a whole character
+    longest->resize(keep);
+    longest->append(kMarker);
+  }
+  // Many small fields (a context of thousands of keys): the context goes, said in its place.
+  if (CanonicalAuditBytes(*e).size() > kMaxCanonicalAuditBytes) {
+    e->audit_context = {{"openshell.truncated", kMarker}};
+  }
+}
+
 gateway_v1::AuditEvent ToProto(const AuditEvent& e) {
   gateway_v1::AuditEvent out;
   out.set_seq(e.seq);
@@ -239,6 +264,7 @@ ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash) {
 
 void ChainSealer::Seal(AuditEvent* event, int64_t now_unix_ms) {
   MakeTextUtf8(event);
+  FitCanonicalSize(event);
   event->seq = head_.seq + 1;
   if (event->time_unix_ms == 0) event->time_unix_ms = now_unix_ms;
   event->prev_hash = head_.hash;

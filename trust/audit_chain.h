@@ -53,6 +53,14 @@ std::string ChainHash(const std::string& prev_hash_hex, const AuditEvent& event)
 // so every event has a JSON form. The store applies this before hashing.
 void MakeTextUtf8(AuditEvent* event);
 
+// The largest canonical form an event may have: a verifiable-log entry (C2SP tlog-tiles entry bundles
+// frame an entry with two length bytes).
+inline constexpr size_t kMaxCanonicalAuditBytes = 65535;
+// Cuts the longest text fields (the reason, audit_context values, …; at a UTF-8 character boundary, with
+// a marker saying so) until CanonicalAuditBytes(*event) fits kMaxCanonicalAuditBytes. The store applies
+// this with MakeTextUtf8, before hashing: one event never stops the log.
+void FitCanonicalSize(AuditEvent* event);
+
 // The chain's head as a store advances it inside its transaction: Seal gives an event its seq, its time
 // (when unset), prev_hash and hash, and moves the head on; Rewind takes it back to a Mark when the
 // transaction (or a savepoint inside it) rolls back. Any backend shares this logic. Not thread-safe: the

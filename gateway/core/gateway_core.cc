@@ -1311,10 +1311,12 @@ std::pair<ProjectionGate::RevokedEnvelopes, uint64_t> GatewayCore::RevokeFailing
   return {std::move(revoked), refused};
 }
 
-void GatewayCore::OnDriverState(bool available, const std::string& detail) {
+void GatewayCore::OnDriverState(bool available, const std::string& driver_detail) {
+  // It quotes the driver (its errors, its name): bounded and escaped wherever it goes.
+  const std::string detail = BoundedText(driver_detail, kMaxDriverTextBytes);
   {
     absl::MutexLock lock(&driver_detail_mu_);
-    driver_detail_ = available ? "" : BoundedText(detail, kMaxDriverTextBytes);
+    driver_detail_ = available ? "" : detail;
   }
   audit_.Record(AuditRecorder::For(available ? audit::Type::kDriverUp : audit::Type::kDriverDown, ""),
                 available ? audit::Outcome::kOk : audit::Outcome::kUnavailable, detail);

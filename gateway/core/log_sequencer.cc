@@ -168,6 +168,13 @@ absl::Status LogSequencer::AppendPending() {
       }
       last_hash_ = event.hash;
       std::string entry = trust::CanonicalAuditBytes(event);
+      if (entry.size() > trust::kMaxCanonicalAuditBytes) {  // written before events were fitted to the log
+        return absl::FailedPreconditionError(absl::StrCat(
+            "audit event ", event.seq, " is ", entry.size(), " bytes in canonical form, over the ",
+            trust::kMaxCanonicalAuditBytes, " a verifiable-log entry holds (a C2SP entry bundle's frame); it was "
+            "written by an older gateway, before events were cut to fit. The log cannot include this chain: run "
+            "without log_signing_key, or start a new database (policy-gateway migrate copies the chain as it is)"));
+      }
       hashes_.Append(entry);
       if (rebuilt_) {
         open_bundle_.push_back(std::move(entry));
@@ -327,18 +334,20 @@ void LogSequencer::IndexForSandbox(int64_t index, const trust::AuditEvent& event
 
 absl::StatusOr<openshell::policy::gateway::v1::LogProof> LogSequencer::ProofFor(const std::string& sandbox_id,
                                                                                 const std::string& policy_digest,
+                                                                                uint64_t policy_version,
                                                                                 uint64_t known_size,
                                                                                 int64_t* checkpoint_size) const {
   openshell::policy::gateway::v1::LogProof proof;
-  if (absl::Status proved = ProofInto(sandbox_id, policy_digest, known_size, &proof, checkpoint_size); !proved.ok()) {
+  if (absl::Status proved = ProofInto(sandbox_id, policy_digest, policy_version, known_size, &proof, checkpoint_size);
+      !proved.ok()) {
     return proved;
   }
   return proof;
 }
 
 absl::Status LogSequencer::ProofInto(const std::string& sandbox_id, const std::string& policy_digest,
-                                     uint64_t known_size, openshell::policy::gateway::v1::LogProof* out,
-                                     int64_t* checkpoint_size) const {
+                                     uint64_t policy_version, uint64_t known_size,
+                                     openshell::policy::gateway::v1::LogProof* out, int64_t* checkpoint_size) const {
   out->Clear();
   Published published;
   std::shared_ptr<const openshell::policy::gateway::v1::LogProof> cached;
@@ -347,8 +356,10 @@ absl::Status LogSequencer::ProofInto(const std::string& sandbox_id, const std::s
     absl::MutexLock lock(&published_mu_);
     published = published_;
     auto found = sandbox_entries_.find(sandbox_id);
+    // The same digest at another version (a policy moved to a higher version unchanged, or A→B→A) is
+    // another projection: its own entry is awaited.
     if (found == sandbox_entries_.end() || found->second.event.policy_digest != policy_digest ||
-        found->second.index >= published.size) {
+        found->second.event.policy_version != policy_version || found->second.index >= published.size) {
       return absl::UnavailableError(absl::StrCat(
           "log_pending: the entry for this sandbox's projection is not under a checkpoint yet; retry shortly"));
     }

@@ -87,18 +87,19 @@ class LogSequencer {
   // Consistency proof that the tree of `old_size` is a prefix of the tree of `size`.
   absl::StatusOr<tlog::Proof> ProveConsistency(int64_t old_size, int64_t size) const;
   // The proof for a sandbox (GetLogProof): the newest entry that put a projection in force for
-  // `sandbox_id` (admission, refresh, or its own re-projection event) — which must name `policy_digest`,
-  // the projection served now — with its inclusion proof under the current checkpoint, and a consistency
+  // `sandbox_id` (admission, refresh, or its own re-projection event) — which must name `policy_digest`
+  // and `policy_version`, the projection served now (the client checks both) — with its inclusion proof under the current checkpoint, and a consistency
   // proof from `known_size` (0: none). UNAVAILABLE "log_pending: ..." while that entry is not integrated
   // (or is not yet logged under this digest); OUT_OF_RANGE for a known_size beyond the checkpoint.
   // `checkpoint_size` (may be null) gets the size of the checkpoint the proof is against.
   absl::StatusOr<openshell::policy::gateway::v1::LogProof> ProofFor(const std::string& sandbox_id,
                                                                     const std::string& policy_digest,
-                                                                    uint64_t known_size,
+                                                                    uint64_t policy_version, uint64_t known_size,
                                                                     int64_t* checkpoint_size = nullptr) const;
   // ProofFor, written into `out` (replaced whole; in its arena, if it has one); `out` is left cleared on error.
-  absl::Status ProofInto(const std::string& sandbox_id, const std::string& policy_digest, uint64_t known_size,
-                         openshell::policy::gateway::v1::LogProof* out, int64_t* checkpoint_size = nullptr) const;
+  absl::Status ProofInto(const std::string& sandbox_id, const std::string& policy_digest, uint64_t policy_version,
+                         uint64_t known_size, openshell::policy::gateway::v1::LogProof* out,
+                         int64_t* checkpoint_size = nullptr) const;
   // The log key's verifier key in note format (<origin>+<hash>+<base64>).
   std::string verifier_key() const { return verifier_key_; }
 

@@ -326,7 +326,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
       return common::Refused(absl::StatusCode::kFailedPrecondition, "log_disabled",
                              "this gateway keeps no verifiable log (log_signing_key is not set)");
     }
-    return log_->ProofFor(r.sandbox_id(), info->policy_digest(), r.known_size());
+    return log_->ProofFor(r.sandbox_id(), info->policy_digest(), info->policy_version(), r.known_size());
   });
 
   const auto* service = v1::AdmitSandboxRequest::descriptor()->file()->FindServiceByName("PolicyGateway");

@@ -181,7 +181,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
     absl::MutexLock lock(&mu_);
     if (!awaiting_.load(std::memory_order_relaxed)) return;
     auto message = std::make_shared<gateway_v1::ServedProjection>();
-    if (ProveLocked(awaiting_digest_, message.get())) EnqueueLocked(std::move(message));
+    if (ProveLocked(awaiting_digest_, awaiting_version_, message.get())) EnqueueLocked(std::move(message));
   }
   void OnDone() override {
     if (registered_) {
@@ -195,16 +195,18 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
   void EnqueueServedLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto message = std::make_shared<gateway_v1::ServedProjection>();
     *message->mutable_projection() = *projection;
-    ProveLocked(projection->policy_digest(), message.get());
+    ProveLocked(projection->policy_digest(), projection->policy_version(), message.get());
     EnqueueLocked(std::move(message));
   }
   // Fills `message` with the proof for `digest` (true) or the reason there is none; awaiting_ says
   // whether a later checkpoint may bring it. Set before asking, so that a checkpoint published meanwhile
   // is not missed: its OnCheckpoint waits for mu_ and asks again.
-  bool ProveLocked(const std::string& digest, gateway_v1::ServedProjection* message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  bool ProveLocked(const std::string& digest, uint64_t version, gateway_v1::ServedProjection* message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     awaiting_digest_ = digest;
+    awaiting_version_ = version;
     awaiting_.store(true, std::memory_order_release);
-    auto proof = service_->ProveServed(sandbox_id_, digest, known_size_, message);
+    auto proof = service_->ProveServed(sandbox_id_, digest, version, known_size_, message);
     if (proof.ok()) {
       known_size_ = *proof;
       awaiting_.store(false, std::memory_order_release);
@@ -221,6 +223,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
   uint64_t known_size_ ABSL_GUARDED_BY(mu_) = 0;  // the checkpoint of the last proof sent (or the request's)
   std::atomic<bool> awaiting_{false};
   std::string awaiting_digest_ ABSL_GUARDED_BY(mu_);
+  uint64_t awaiting_version_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace
@@ -297,7 +300,8 @@ grpc::ServerUnaryReactor* SandboxService::GetLogProof(grpc::CallbackServerContex
                                                   "this gateway keeps no verifiable log (log_signing_key is not set)")));
     return reactor;
   }
-  auto proof = log_->ProofFor(served->sandbox_id, served->envelope->policy_digest(), request->known_size());
+  auto proof = log_->ProofFor(served->sandbox_id, served->envelope->policy_digest(), served->envelope->policy_version(),
+                              request->known_size());
   if (!proof.ok()) {
     Finish(reactor, kCall, ToGrpc(proof.status()));
     return reactor;
@@ -315,13 +319,16 @@ grpc::ServerUnaryReactor* SandboxService::GetServedProjection(grpc::CallbackServ
   auto served = ServeOrFinish(*context, reactor, kCall);
   if (!served) return reactor;
   served->envelope->CopyTo(response->mutable_projection());
-  ProveServed(served->sandbox_id, served->envelope->policy_digest(), request->known_size(), response).IgnoreError();
+  ProveServed(served->sandbox_id, served->envelope->policy_digest(), served->envelope->policy_version(),
+              request->known_size(), response)
+      .IgnoreError();
   Finish(reactor, kCall, grpc::Status::OK);
   return reactor;
 }
 
 absl::StatusOr<uint64_t> SandboxService::ProveServed(const std::string& sandbox_id, const std::string& policy_digest,
-                                                     uint64_t known_size, gateway_v1::ServedProjection* message) const {
+                                                     uint64_t policy_version, uint64_t known_size,
+                                                     gateway_v1::ServedProjection* message) const {
   message->clear_proof();
   message->clear_log_status();
   if (log_ == nullptr) {
@@ -331,7 +338,7 @@ absl::StatusOr<uint64_t> SandboxService::ProveServed(const std::string& sandbox_
     return disabled;
   }
   int64_t checkpoint_size = 0;  // the start of the next consistency proof on a stream
-  if (absl::Status proved = log_->ProofInto(sandbox_id, policy_digest, known_size, message->mutable_proof(),
+  if (absl::Status proved = log_->ProofInto(sandbox_id, policy_digest, policy_version, known_size, message->mutable_proof(),
                                             &checkpoint_size);
       !proved.ok()) {
     message->clear_proof();

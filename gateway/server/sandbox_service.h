@@ -70,7 +70,8 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   // why there is none: FAILED_PRECONDITION log_disabled, UNAVAILABLE log_pending (a later checkpoint
   // brings it), OUT_OF_RANGE (known_size beyond the log).
   absl::StatusOr<uint64_t> ProveServed(const std::string& sandbox_id, const std::string& policy_digest,
-                                       uint64_t known_size, gateway_v1::ServedProjection* message) const;
+                                       uint64_t policy_version, uint64_t known_size,
+                                       gateway_v1::ServedProjection* message) const;
 
   // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
   // service). Call before serving.
