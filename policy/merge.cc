@@ -1,5 +1,7 @@
 #include "policy/merge.h"
 
+#include "policy/validation.h"
+
 #include "absl/strings/match.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -51,6 +53,19 @@ absl::StatusOr<std::vector<NetworkEndpoint*>> FindEndpoints(SandboxPolicy* polic
   return found;
 }
 
+// Rules to be added to each of `endpoints`: refused before anything is copied when one would hold more
+// than validation takes (a selector matching every endpoint of a host times a list of rules).
+absl::Status RulesPastBound(const std::vector<NetworkEndpoint*>& endpoints, int adding, const std::string& where) {
+  for (const NetworkEndpoint* endpoint : endpoints) {
+    const size_t total = static_cast<size_t>(endpoint->rules_size()) + endpoint->deny_rules_size() + adding;
+    if (total > kMaxL7RulesPerEndpoint) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": endpoint ", endpoint->host(), " would hold ", total,
+                                                     " rules and deny_rules, at most ", kMaxL7RulesPerEndpoint));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, SandboxPolicy* policy) {
   switch (op.operation_case()) {
     case PolicyMergeOperation::kAddRule: {
@@ -67,6 +82,7 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
     case PolicyMergeOperation::kAddAllowRules: {
       auto endpoints = FindEndpoints(policy, op.add_allow_rules().endpoint(), where);
       if (!endpoints.ok()) return endpoints.status();
+      if (auto full = RulesPastBound(*endpoints, op.add_allow_rules().rules_size(), where); !full.ok()) return full;
       for (NetworkEndpoint* endpoint : *endpoints) {
         for (const auto& rule : op.add_allow_rules().rules()) *endpoint->add_rules() = rule;
       }
@@ -75,6 +91,7 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
     case PolicyMergeOperation::kAddDenyRules: {
       auto endpoints = FindEndpoints(policy, op.add_deny_rules().endpoint(), where);
       if (!endpoints.ok()) return endpoints.status();
+      if (auto full = RulesPastBound(*endpoints, op.add_deny_rules().deny_rules_size(), where); !full.ok()) return full;
       for (NetworkEndpoint* endpoint : *endpoints) {
         for (const auto& rule : op.add_deny_rules().deny_rules()) *endpoint->add_deny_rules() = rule;
       }
@@ -110,9 +127,18 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
 
 }  // namespace
 
+absl::Status ApplyMergeOperation(const PolicyMergeOperation& operation, absl::string_view where,
+                                 SandboxPolicy* policy) {
+  return ApplyOne(operation, std::string(where), policy);
+}
+
 absl::Status ApplyMergeOperations(const google::protobuf::RepeatedPtrField<PolicyMergeOperation>& operations,
                                   SandboxPolicy* policy) {
   if (operations.empty()) return absl::InvalidArgumentError("operations: at least one operation is required");
+  if (operations.size() > kMaxMergeOperations) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("operations: ", operations.size(), ", at most ", kMaxMergeOperations, " in one update"));
+  }
   SandboxPolicy working = *policy;
   for (int i = 0; i < operations.size(); ++i) {
     if (auto status = ApplyOne(operations.Get(i), absl::StrCat("operations[", i, "]"), &working); !status.ok()) {

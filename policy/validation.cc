@@ -40,7 +40,6 @@ constexpr size_t kMaxRules = 1024;              // network_policies entries
 constexpr size_t kMaxEndpoints = 1024;          // endpoints, in all entries together
 constexpr size_t kMaxBinaries = 1024;           // binaries, in all entries together
 constexpr size_t kMaxPortsPerEndpoint = 256;    // `ports` of one endpoint
-constexpr size_t kMaxL7RulesPerEndpoint = 256;  // `rules` plus `deny_rules` of one endpoint
 constexpr size_t kMaxMatchersPerRule = 64;      // `query` plus `params` keys of one rule, and `any` entries of one matcher
 constexpr size_t kMaxHostLength = 253;          // a DNS name's longest text form
 constexpr size_t kMaxGlobLength = 4096;         // a binary path, endpoint or rule path, method, or query glob

@@ -10,6 +10,10 @@
 
 namespace osh::policy {
 
+// `rules` plus `deny_rules` of one endpoint (one of the bounds in validation.cc; merge operations check it
+// before they copy rules).
+inline constexpr size_t kMaxL7RulesPerEndpoint = 256;
+
 // One broken rule: where (a field path such as "network_policies.gh.endpoints[0].host") and why.
 struct Violation {
   std::string path;

@@ -3036,6 +3036,12 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
       for (int i = 0; i < 65; ++i) labels[absl::StrCat("k", i)].set_string_value("v");
       CheckDeny(g.Evaluate("CreateSandbox", false, many), "PERMISSION_DENIED",
                 "invalid_request: labels: 66 entries, at most 64");
+      // Review finding (helper 81): a label tenant_id became the context's tenant, and chose the builtin
+      // driver's tenant:<id> scope — another tenant's policy, signed for this sandbox.
+      Struct tenant = good;
+      (*(*tenant.mutable_fields())["labels"].mutable_struct_value()->mutable_fields())["tenant_id"].set_string_value("b");
+      CheckDeny(g.Evaluate("CreateSandbox", false, tenant), "PERMISSION_DENIED",
+                "invalid_request: labels[\"tenant_id\"]: reserved");
     }
     // Nothing was admitted, and none of it was logged as an error (the caller's input, not the gateway's fault).
     gw::ListSandboxesResponse listed;

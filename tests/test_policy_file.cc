@@ -280,3 +280,50 @@ TEST_CASE("strict body: encodings that mean something only by merge rules are re
   // A wire type that does not match the field: the parser keeps it as an unknown field.
   refused(body + std::string("\x0d\x01\x00\x00\x00", 5), "unknown field number 1");
 }
+
+TEST_CASE("merge operations: rules added past an endpoint's bound are refused before they are copied",
+          "[policy][merge]") {
+  // Review finding (helper 81): one add_allow_rules whose selector (port 0) matched every endpoint of a
+  // host copied its list into each — 1024 endpoints × 2 million rules — before validation saw the result.
+  openshell::sandbox::v1::SandboxPolicy policy;
+  policy.set_version(1);
+  auto& rule = (*policy.mutable_network_policies())["r"];
+  rule.set_name("r");
+  rule.add_binaries()->set_path("/usr/bin/curl");
+  for (uint32_t port = 1; port <= 3; ++port) {
+    auto* ep = rule.add_endpoints();
+    ep->set_host("h.example.com");
+    ep->set_port(port);
+    ep->set_protocol("rest");
+    ep->set_enforcement("enforce");
+    ep->set_access("read-only");
+  }
+  openshell::policy::gateway::v1::UpdatePolicyRequest request;
+  auto* add = request.add_operations()->mutable_add_allow_rules();
+  add->mutable_endpoint()->set_rule_id("r");
+  add->mutable_endpoint()->set_host("h.example.com");  // port 0: every endpoint of the host
+  for (int i = 0; i < 200; ++i) {
+    auto* allow = add->add_rules()->mutable_allow();
+    allow->set_method("GET");
+    allow->set_path("/p" + std::to_string(i));
+  }
+  auto fits = policy;
+  REQUIRE(osh::policy::ApplyMergeOperations(request.operations(), &fits).ok());
+  CHECK(fits.network_policies().at("r").endpoints(2).rules_size() == 200);
+  *request.add_operations() = request.operations(0);  // 400 per endpoint
+  auto past = policy;
+  const auto refused = osh::policy::ApplyMergeOperations(request.operations(), &past);
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(refused.message()),
+             Catch::Contains("operations[1]: endpoint h.example.com would hold 400 rules and deny_rules, at most 256"));
+  CHECK(past.network_policies().at("r").endpoints(0).rules_size() == 0);  // nothing changed
+
+  openshell::policy::gateway::v1::UpdatePolicyRequest many;
+  for (int i = 0; i < 1025; ++i) {
+    auto* remove = many.add_operations()->mutable_remove_binary();
+    remove->set_rule_id("r");
+    remove->set_path("/usr/bin/none");
+  }
+  const auto too_many = osh::policy::ApplyMergeOperations(many.operations(), &past);
+  CHECK_THAT(std::string(too_many.message()), Catch::Contains("operations: 1025, at most 1024"));
+}

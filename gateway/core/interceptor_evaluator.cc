@@ -26,6 +26,7 @@
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/provider_profile.h"
+#include "policy/scope.h"
 #include "policy/validation.h"
 
 namespace osh::gateway {
@@ -454,6 +455,15 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
               absl::StrCat("admit mode serves the default workspace only (the sandbox name is this gateway's sandbox "
                            "id); the request names workspace '", BoundedText(request.workspace(), kMaxAuditFieldBytes),
                            "'"));
+    return false;
+  }
+  // The tenant chooses the builtin driver's tenant:<id> scope (policy/scope.h): it is the operator's to
+  // state (AdmitSandbox), never a label the sandbox's creator writes.
+  if (request.labels().contains(std::string(policy::kTenantAttribute))) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              absl::StrCat("labels[\"", policy::kTenantAttribute, "\"]: reserved — the attribute chooses a tenant's "
+                           "policy scope, which the sandbox's creator does not choose (admit mode admits the sandbox "
+                           "with its labels as the context's attributes)"));
     return false;
   }
   context->set_sandbox_id(request.name());

@@ -122,14 +122,11 @@ absl::Status ApplyUpstreamMergeOperations(
     const std::string where = absl::StrCat("mergeOperations[", i, "]");
     auto translated = MergeTranslate(operations[i], working);
     absl::Status status = translated.status();
-    if (status.ok()) {
-      google::protobuf::RepeatedPtrField<merge_ours::PolicyMergeOperation> one;
-      *one.Add() = *std::move(translated);
-      status = policy::ApplyMergeOperations(one, &working);
-    }
+    // Applied in place to the working copy (a copy per operation was a request's policy size × 256).
+    if (status.ok()) status = policy::ApplyMergeOperation(*translated, "", &working);
     if (!status.ok()) {
       std::string detail(status.message());
-      if (absl::StartsWith(detail, "operations[0]: ")) detail = detail.substr(15);
+      if (absl::StartsWith(detail, ": ")) detail = detail.substr(2);
       return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalidMergeOperation,
                              absl::StrCat(where, ": ", detail));
     }
