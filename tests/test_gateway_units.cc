@@ -152,6 +152,16 @@ TEST_CASE("config: a bad value names where it came from — file:line, flag or v
         "clock_skew_s: expected a whole number from 0 to 86400, got '-5' (environment POLICY_GATEWAY_CLOCK_SKEW_S)");
   auto from_flag = osh::gateway::ResolveConfig({{"clock_skew_s", "x"}}, {}, *values, file_origins);
   CHECK(from_flag.status().message() == "clock_skew_s: expected a whole number from 0 to 86400, got 'x' (flag --clock-skew-s)");
+  // Replicas sign one log under one name (helper 80): with PostgreSQL the origin is not the host's.
+  auto no_origin = osh::gateway::ResolveConfig(
+      {{"database", "postgresql://db.example/policy"}, {"log_signing_key", "/etc/policy-gateway/log.key"}}, {}, {}, {});
+  REQUIRE_FALSE(no_origin.ok());
+  CHECK_THAT(std::string(no_origin.status().message()), Catch::StartsWith("log_origin: required with a PostgreSQL database"));
+  CHECK(osh::gateway::ResolveConfig({{"database", "postgresql://db.example/policy"},
+                                     {"log_signing_key", "/etc/policy-gateway/log.key"},
+                                     {"log_origin", "policy.example.com/policy-gateway"}},
+                                    {}, {}, {})
+            .ok());
   // Origins and effective values, as --check-config prints them.
   auto ok = osh::gateway::ResolveConfig({{"state_dir", "/srv/x"}}, {{"clock_skew_s", "5"}}, {}, {});
   REQUIRE(ok.ok());

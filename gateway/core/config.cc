@@ -648,6 +648,11 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   if (config.database.empty()) config.database = absl::StrCat("sqlite:", config.state_dir, "/gateway.db");
   if (config.admin_socket.empty()) config.admin_socket = absl::StrCat(config.state_dir, "/admin.sock");
   if (config.sandbox_socket.empty()) config.sandbox_socket = absl::StrCat(config.state_dir, "/sandbox.sock");
+  if (!config.log_signing_key.empty() && config.log_origin.empty() && store::IsPostgresUrl(config.database)) {
+    // Replicas are one log: a name per host would make each its own (and a pod's name changes on restart).
+    return bad("log_origin", "required with a PostgreSQL database: every replica of a fleet signs one log under one "
+                             "name (for example log_origin = \"policy.example.com/policy-gateway\")");
+  }
   if (!config.log_signing_key.empty() && config.log_origin.empty()) {
     char host[256] = {};
     if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "localhost");
