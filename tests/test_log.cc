@@ -815,6 +815,25 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   AdmitSome(g, 3, 2);
   WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));  // published without w1
   CHECK_THAT(g.log(), Catch::Contains("witness witness.test/w1 (http://" + w1 + "): "));
+
+  // Back on its address with nothing new appended, w1 is shown the published checkpoint again and its
+  // cosignature joins it (review, helper 80: it stayed without until the next entry).
+  const int64_t quiet_size = static_cast<int64_t>(g.AuditEvents().size());
+  std::string config = ReadAll(wdir / "w1.toml");
+  config.replace(config.find("127.0.0.1:0"), std::string("127.0.0.1:0").size(), w1);
+  WriteFile(wdir / "w1.toml", config);
+  witness = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir / "w1.toml"},
+                                      wdir / "w1-again.log");
+  LoggedAfter([&] { return ReadAll(wdir / "w1-again.log"); }, "listening on ");
+  bool cosigned = false;
+  for (int i = 0; i < 300 && !cosigned; ++i) {  // the witness's back-off and the re-ask interval: 10 s each
+    const osh::tlog::NoteVerifier* cosigners[] = {w1_verifier->get()};
+    auto opened = osh::tlog::OpenCheckpoint(ReadAll(log_dir + "/checkpoint"), kOrigin, **log_verifier, cosigners, 1);
+    cosigned = opened.ok() && opened->checkpoint.size == quiet_size;
+    if (!cosigned) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(cosigned);
+  CHECK(static_cast<int64_t>(g.AuditEvents().size()) == quiet_size);
 }
 
 TEST_CASE("log: kill -9 while the sequencer waits on a witness: the witness's checkpoint is extended, nothing is lost",

@@ -274,7 +274,15 @@ absl::Status LogSequencer::RepairPublishedEdge() {
 absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
-  if (size == before.size && !before.checkpoint.empty()) return size;
+  if (size == before.size && !before.checkpoint.empty()) {
+    // Nothing new. A checkpoint some witness did not cosign is shown to them again (the same size: C2SP
+    // tlog-witness cosigns it afresh), at most once per retry interval, until every one has.
+    if (options_.witnesses == nullptr || published_cosignatures_ >= options_.witnesses->verifiers().size() ||
+        absl::Now() < next_recollect_) {
+      return size;
+    }
+    next_recollect_ = absl::Now() + options_.witness_recollect;
+  }
   CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
   write.sync = options_.sync;
@@ -300,6 +308,8 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
     signed_ahead_ = std::max(signed_ahead_, size);
     const std::vector<tlog::NoteSignature> cosignatures = options_.witnesses->Collect(
         *note, size, [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); });
+    if (size == before.size && cosignatures.size() <= published_cosignatures_) return size;  // none new
+    published_cosignatures_ = cosignatures.size();
     if (!cosignatures.empty()) {
       note = tlog::SignCheckpoint(checkpoint, {signer_.get()}, cosignatures);
       if (!note.ok()) return note.status();

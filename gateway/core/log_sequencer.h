@@ -55,6 +55,9 @@ struct LogSequencerOptions {
   // Witnesses asked to cosign each new checkpoint before it is published (null: none). The checkpoint
   // published carries the cosignatures collected; a witness that does not answer only misses from it.
   std::shared_ptr<LogWitnesses> witnesses;
+  // A published checkpoint some witness did not cosign is shown to them again this often while the tree
+  // does not grow (the witnesses' own retry_after still skips one that failed).
+  absl::Duration witness_recollect = absl::Seconds(10);
 };
 
 class LogSequencer {
@@ -146,6 +149,11 @@ class LogSequencer {
   // tile under it is ever replaced.
   static constexpr char kSignedAheadFile[] = "checkpoint.signed";
   int64_t signed_ahead_ ABSL_GUARDED_BY(integrate_mu_) = 0;
+  // Cosignatures on the published checkpoint, and when to ask the witnesses again for the same checkpoint
+  // when some are missing and the tree does not grow (a witness that blipped is not left out until the next
+  // entry).
+  size_t published_cosignatures_ ABSL_GUARDED_BY(integrate_mu_) = 0;
+  absl::Time next_recollect_ ABSL_GUARDED_BY(integrate_mu_) = absl::InfinitePast();
   // Per sandbox, the newest integrated event that put a projection in force (erased on deletion).
   struct SandboxEntry {
     int64_t index = 0;
