@@ -66,19 +66,26 @@ void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code) {
       const grpc::Status status = stub->GetSandbox(ctx.get(), request, &info);
       if (status.ok()) {
         last_error.clear();
-        const std::string& want = digest->empty() ? info.policy_digest() : *digest;
+        // What should run: D, or the desired digest (the builtin driver's current revision) when known.
+        const std::string& want =
+            !digest->empty() ? *digest : info.desired_known() ? info.desired_digest() : info.policy_digest();
         // Loaded means what should run runs: the served digest is the one waited for, the sandbox reported
         // it LOADED, and no change is pending or was refused (the drift state; a refused change leaves the
         // last good served and loaded).
-        if (info.drift() == v1::DRIFT_REFUSED_BY_CEILING) {
+        // Refused: the change waited for (the desired one, or for a third-party driver the one it offered)
+        // will not run. A refusal the driver's later answer disproved is cleared by the gateway.
+        const bool refused = digest->empty() && info.drift() == v1::DRIFT_REFUSED_BY_CEILING &&
+                             (!info.desired_known() || info.desired_digest() != info.policy_digest());
+        if (refused) {
           if (options.json()) std::cout << ToJson(info) << "\n";
           std::cerr << "error: sandbox " << *id << ": the change was refused by the ceiling, so it still runs "
                     << Short(info.policy_digest()) << ": " << info.drift_reason() << "\n";
           exit_code = kExitRefused;
           return;
         }
+        // `--digest D` asks about D alone (served, reported loaded); the default asks that nothing drifts.
         if (info.policy_digest() == want && info.reported_digest() == want && info.load_status() == v1::LOADED &&
-            info.drift() == v1::DRIFT_IN_SYNC) {
+            (!digest->empty() || info.drift() == v1::DRIFT_IN_SYNC)) {
           if (options.json()) std::cout << ToJson(info) << "\n";
           else std::cout << "sandbox " << *id << " loaded " << Short(want) << " (version " << info.policy_version() << ")\n";
           exit_code = kExitOk;

@@ -55,7 +55,18 @@ absl::StatusOr<std::vector<NetworkEndpoint*>> FindEndpoints(SandboxPolicy* polic
 
 // Rules to be added to each of `endpoints`: refused before anything is copied when one would hold more
 // than validation takes (a selector matching every endpoint of a host times a list of rules).
-absl::Status RulesPastBound(const std::vector<NetworkEndpoint*>& endpoints, int adding, const std::string& where) {
+template <typename Rules>
+absl::Status RulesPastBound(const std::vector<NetworkEndpoint*>& endpoints, const Rules& rules, const std::string& where,
+                            uint64_t* copied) {
+  uint64_t bytes = 0;
+  for (const auto& rule : rules) bytes += rule.ByteSizeLong();
+  *copied += bytes * endpoints.size();
+  if (*copied > kMaxMergeCopiedBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": the update copies ", *copied,
+                                                   " bytes of rules into the endpoints its selectors match, at most ",
+                                                   kMaxMergeCopiedBytes));
+  }
+  const int adding = rules.size();
   for (const NetworkEndpoint* endpoint : endpoints) {
     const size_t total = static_cast<size_t>(endpoint->rules_size()) + endpoint->deny_rules_size() + adding;
     if (total > kMaxL7RulesPerEndpoint) {
@@ -66,7 +77,8 @@ absl::Status RulesPastBound(const std::vector<NetworkEndpoint*>& endpoints, int 
   return absl::OkStatus();
 }
 
-absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, SandboxPolicy* policy) {
+absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, SandboxPolicy* policy,
+                      uint64_t* copied) {
   switch (op.operation_case()) {
     case PolicyMergeOperation::kAddRule: {
       if (op.add_rule().rule_id().empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": rule_id is required"));
@@ -82,7 +94,7 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
     case PolicyMergeOperation::kAddAllowRules: {
       auto endpoints = FindEndpoints(policy, op.add_allow_rules().endpoint(), where);
       if (!endpoints.ok()) return endpoints.status();
-      if (auto full = RulesPastBound(*endpoints, op.add_allow_rules().rules_size(), where); !full.ok()) return full;
+      if (auto full = RulesPastBound(*endpoints, op.add_allow_rules().rules(), where, copied); !full.ok()) return full;
       for (NetworkEndpoint* endpoint : *endpoints) {
         for (const auto& rule : op.add_allow_rules().rules()) *endpoint->add_rules() = rule;
       }
@@ -91,7 +103,7 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
     case PolicyMergeOperation::kAddDenyRules: {
       auto endpoints = FindEndpoints(policy, op.add_deny_rules().endpoint(), where);
       if (!endpoints.ok()) return endpoints.status();
-      if (auto full = RulesPastBound(*endpoints, op.add_deny_rules().deny_rules_size(), where); !full.ok()) return full;
+      if (auto full = RulesPastBound(*endpoints, op.add_deny_rules().deny_rules(), where, copied); !full.ok()) return full;
       for (NetworkEndpoint* endpoint : *endpoints) {
         for (const auto& rule : op.add_deny_rules().deny_rules()) *endpoint->add_deny_rules() = rule;
       }
@@ -128,8 +140,9 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
 }  // namespace
 
 absl::Status ApplyMergeOperation(const PolicyMergeOperation& operation, absl::string_view where,
-                                 SandboxPolicy* policy) {
-  return ApplyOne(operation, std::string(where), policy);
+                                 SandboxPolicy* policy, uint64_t* copied) {
+  uint64_t own = 0;
+  return ApplyOne(operation, std::string(where), policy, copied != nullptr ? copied : &own);
 }
 
 absl::Status ApplyMergeOperations(const google::protobuf::RepeatedPtrField<PolicyMergeOperation>& operations,
@@ -140,8 +153,10 @@ absl::Status ApplyMergeOperations(const google::protobuf::RepeatedPtrField<Polic
         absl::StrCat("operations: ", operations.size(), ", at most ", kMaxMergeOperations, " in one update"));
   }
   SandboxPolicy working = *policy;
+  uint64_t copied = 0;
   for (int i = 0; i < operations.size(); ++i) {
-    if (auto status = ApplyOne(operations.Get(i), absl::StrCat("operations[", i, "]"), &working); !status.ok()) {
+    if (auto status = ApplyOne(operations.Get(i), absl::StrCat("operations[", i, "]"), &working, &copied);
+        !status.ok()) {
       return status;
     }
   }

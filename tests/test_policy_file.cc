@@ -318,6 +318,31 @@ TEST_CASE("merge operations: rules added past an endpoint's bound are refused be
              Catch::Contains("operations[1]: endpoint h.example.com would hold 400 rules and deny_rules, at most 256"));
   CHECK(past.network_policies().at("r").endpoints(0).rules_size() == 0);  // nothing changed
 
+  // Rules copied into many endpoints are counted in bytes over the update (helper 82: 10,000 endpoints
+  // made by one add_rule, then 256 rules of 8 KB into each).
+  openshell::policy::gateway::v1::UpdatePolicyRequest wide;
+  auto* made = wide.add_operations()->mutable_add_rule();
+  made->set_rule_id("w");
+  made->mutable_rule()->add_binaries()->set_path("/usr/bin/curl");
+  for (uint32_t i = 0; i < 2000; ++i) {
+    auto* ep = made->mutable_rule()->add_endpoints();
+    ep->set_host("w.example.com");
+    ep->set_port(1 + i);
+  }
+  auto* big = wide.add_operations()->mutable_add_allow_rules();
+  big->mutable_endpoint()->set_rule_id("w");
+  big->mutable_endpoint()->set_host("w.example.com");
+  for (int i = 0; i < 4; ++i) {
+    auto* allow = big->add_rules()->mutable_allow();
+    allow->set_method("GET");
+    allow->set_path("/" + std::string(4000, 'p'));
+  }
+  auto grown = policy;
+  const auto costly = osh::policy::ApplyMergeOperations(wide.operations(), &grown);
+  CHECK(costly.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(costly.message()), Catch::Contains("operations[1]: the update copies") &&
+                                                Catch::Contains("bytes of rules into the endpoints its selectors match"));
+
   openshell::policy::gateway::v1::UpdatePolicyRequest many;
   for (int i = 0; i < 1025; ++i) {
     auto* remove = many.add_operations()->mutable_remove_binary();

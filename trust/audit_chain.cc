@@ -135,10 +135,9 @@ void FitCanonicalSize(AuditEvent* e) {
   for (int guard = 0; guard < 64; ++guard) {
     const size_t size = CanonicalAuditBytes(*e).size();
     if (size <= kMaxCanonicalAuditBytes) return;
+    // Only free text: the identifying fields (sandbox, surface, digest, actor) are bounded where events
+    // are made, and readers (the log's index, event streams) match on them.
     std::string* longest = &e->reason;
-    for (std::string* text : {&e->sandbox_id, &e->surface_id, &e->policy_digest, &e->actor}) {
-      if (text->size() > longest->size()) longest = text;
-    }
     for (auto& [key, value] : e->audit_context) {
       if (value.size() > longest->size()) longest = &value;
     }

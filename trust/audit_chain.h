@@ -56,8 +56,9 @@ void MakeTextUtf8(AuditEvent* event);
 // The largest canonical form an event may have: a verifiable-log entry (C2SP tlog-tiles entry bundles
 // frame an entry with two length bytes).
 inline constexpr size_t kMaxCanonicalAuditBytes = 65535;
-// Cuts the longest text fields (the reason, audit_context values, …; at a UTF-8 character boundary, with
-// a marker saying so) until CanonicalAuditBytes(*event) fits kMaxCanonicalAuditBytes. The store applies
+// Cuts the longest free-text fields (the reason, audit_context values; at a UTF-8 character boundary,
+// with a marker saying so; a context of thousands of small values is replaced by one entry saying so) until
+// CanonicalAuditBytes(*event) fits kMaxCanonicalAuditBytes. The store applies
 // this with MakeTextUtf8, before hashing: one event never stops the log.
 void FitCanonicalSize(AuditEvent* event);
 

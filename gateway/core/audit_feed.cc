@@ -48,13 +48,17 @@ AuditFeed::~AuditFeed() {
 
 absl::StatusOr<std::shared_ptr<AuditSubscription>> AuditFeed::Subscribe(uint64_t after_seq, std::function<void()> wake) {
   // A cursor past the head would wait, silently, until the chain reached it: it comes from another chain
-  // (a restored or rewound database) or is mistyped.
-  const uint64_t head = log_->AuditChainHead().seq;
-  if (after_seq > head) {
-    return common::Refused(absl::StatusCode::kOutOfRange, "audit_cursor_ahead",
-                           absl::StrCat("after_seq ", after_seq, " is past the audit chain's head (", head,
-                                        "): a cursor from another chain (a restored database?); resume from ", head,
-                                        " or below"));
+  // (a restored or rewound database) or is mistyped. Refused only when the log says so (event after_seq
+  // is not there); a log that cannot be read now (a database unreachable) takes the cursor as it is.
+  if (after_seq > 0) {
+    auto at = log_->ListAuditEvents(after_seq - 1, 1);
+    if (at.ok() && at->empty()) {
+      const uint64_t head = log_->AuditChainHead().seq;
+      return common::Refused(absl::StatusCode::kOutOfRange, "audit_cursor_ahead",
+                             absl::StrCat("after_seq ", after_seq, " is past the audit chain's head (", head,
+                                          "): a cursor from another chain (a restored database?); resume from ",
+                                          head, " or below"));
+    }
   }
   std::shared_ptr<AuditSubscription> s(new AuditSubscription(after_seq));
   {

@@ -183,19 +183,22 @@ void DriverHandles::DeliverLocked() {
         // which nothing can name now: counted and logged as a possible leak.
         const bool by_key = !release.idempotency_key.empty() && driver_->honours_idempotency_key();
         auto handle = driver_->AcquireHandle(release.context, release.idempotency_key);
-        if (!handle.ok() && !RefusedForGood(handle.status())) return;  // down, or may answer later: in order
-        absl::Status released = handle.status();
+        if (!handle.ok() && DriverUnreachable(handle.status())) return;  // down: keep the rest queued, in order
+        // A handle the driver will not give (NOT_FOUND: it keeps none for the context, …) is nothing to
+        // release; one it gives but refuses to release for good is dropped (refused).
+        absl::Status refused = handle.ok() || !RefusedForGood(handle.status()) ? absl::OkStatus() : handle.status();
         if (handle.ok()) {
-          released = driver_->ReleaseHandle(*handle);
+          const absl::Status released = driver_->ReleaseHandle(*handle);
           if (!released.ok() && !absl::IsNotFound(released) && !RefusedForGood(released)) return;
+          if (!released.ok() && !absl::IsNotFound(released)) refused = released;
         }
-        if (!released.ok() && !absl::IsNotFound(released)) {
-          RefusedRelease(release.id, release.context.sandbox_id(), released, &event);
+        if (!refused.ok()) {
+          RefusedRelease(release.id, release.context.sandbox_id(), refused, &event);
         } else {
           event.reason = absl::StrCat("handle of an unfinished admission released (#", release.id,
                                       by_key ? ", by its idempotency key)" : ", by context)");
         }
-        if (released.ok() && !by_key) {
+        if (refused.ok() && !by_key) {  // (a refused one is counted as a possible leak already)
           possible_leaks_.fetch_add(1, std::memory_order_relaxed);
           absl::StrAppend(&event.reason, "; the driver does not honour idempotency keys, so a handle it gave the "
                                          "unfinished admission may stay live in the driver");

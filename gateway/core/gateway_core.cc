@@ -850,6 +850,10 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
   return out;
 }
 
+// Refresh errors an unchanged answer inside the ceiling shows to be over.
+constexpr absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", "no_verified_policy",
+                                                     "exceeds_ceiling", "containment_unknown"};
+
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
     const std::string& sandbox_id, std::shared_ptr<const trust::TrustStore>* checked_with) {
   absl::MutexLock lock(&refresh_mu_);
@@ -908,6 +912,18 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
     if (const auto inside = gate_.ceiling().CheckBody(snapshot->record.envelope->body()); !inside.ok()) {
       if (snapshot->record.last_refresh_error == inside.Message()) return inside.ToStatus();  // said already
       return keep_last_good(inside.reason, inside.detail, &projection);
+    }
+    // The driver answers again, with the admitted projection, inside the ceiling: an error this answer
+    // disproves (the driver unreachable or failing, a wider projection refused, none offered) is over, so
+    // drift and `policyctl wait` stop reporting it. Others (a revoked key) stand until a new projection.
+    const std::string& last = snapshot->record.last_refresh_error;
+    if (!last.empty() &&
+        std::any_of(std::begin(kDisprovedByCurrent), std::end(kDisprovedByCurrent),
+                    [&](absl::string_view code) { return absl::StartsWith(last, absl::StrCat(code, ": ")); })) {
+      auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, &projection);
+      event.outcome = audit::Outcome::kOk;
+      event.reason = absl::StrCat("the driver serves the admitted projection again; cleared: ", last);
+      if (auto status = store_->sandboxes().SetRefreshError(sandbox_id, "", std::move(event)); !status.ok()) return status;
     }
     out.set_changed(false);
     out.set_policy_digest(current.policy_digest());

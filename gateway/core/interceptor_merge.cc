@@ -111,19 +111,20 @@ absl::StatusOr<merge_ours::PolicyMergeOperation> MergeTranslate(const openshell:
 absl::Status ApplyUpstreamMergeOperations(
     const google::protobuf::RepeatedPtrField<openshell::v1::PolicyMergeOperation>& operations, SandboxPolicy* policy) {
   if (operations.size() > kMaxUpstreamMergeOperations) {
-    // Each operation is applied to the policy the ones before it made (a copy each): bounded, so that one
+    // Each operation is translated against the policy the ones before it made: bounded, so that one
     // request of a megabyte of operations cannot hold a worker for seconds.
     return common::Refused(absl::StatusCode::kFailedPrecondition, kInvalidMergeOperation,
                            absl::StrCat("mergeOperations: ", operations.size(), " operations, more than the ",
                                         kMaxUpstreamMergeOperations, " one request may carry; send the full policy"));
   }
   SandboxPolicy working = *policy;
+  uint64_t copied = 0;  // across the request's operations (policy::kMaxMergeCopiedBytes)
   for (int i = 0; i < operations.size(); ++i) {
     const std::string where = absl::StrCat("mergeOperations[", i, "]");
     auto translated = MergeTranslate(operations[i], working);
     absl::Status status = translated.status();
     // Applied in place to the working copy (a copy per operation was a request's policy size × 256).
-    if (status.ok()) status = policy::ApplyMergeOperation(*translated, "", &working);
+    if (status.ok()) status = policy::ApplyMergeOperation(*translated, "", &working, &copied);
     if (!status.ok()) {
       std::string detail(status.message());
       if (absl::StartsWith(detail, ": ")) detail = detail.substr(2);

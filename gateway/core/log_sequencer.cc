@@ -271,13 +271,32 @@ absl::Status LogSequencer::RepairPublishedEdge() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The cosignatures a published note carries: its signature lines after the log's own.
+size_t CosignaturesOn(const std::string& note) {
+  const size_t blank = note.find("\n\n");
+  if (blank == std::string::npos) return 0;
+  size_t lines = 0;
+  for (size_t at = blank + 2; at < note.size();) {
+    const size_t end = note.find('\n', at);
+    if (end == std::string::npos) break;
+    if (note.compare(at, 4, "\xe2\x80\x94 ") == 0) ++lines;  // "— " (U+2014, space)
+    at = end + 1;
+  }
+  return lines > 0 ? lines - 1 : 0;
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
+  const size_t on_published = CosignaturesOn(before.checkpoint);  // read from the note: right after a restart too
   if (size == before.size && !before.checkpoint.empty()) {
     // Nothing new. A checkpoint some witness did not cosign is shown to them again (the same size: C2SP
     // tlog-witness cosigns it afresh), at most once per retry interval, until every one has.
-    if (options_.witnesses == nullptr || published_cosignatures_ >= options_.witnesses->verifiers().size() ||
+    if (options_.witnesses == nullptr || on_published >= options_.witnesses->verifiers().size() ||
         absl::Now() < next_recollect_) {
       return size;
     }
@@ -308,8 +327,9 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
     signed_ahead_ = std::max(signed_ahead_, size);
     const std::vector<tlog::NoteSignature> cosignatures = options_.witnesses->Collect(
         *note, size, [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); });
-    if (size == before.size && cosignatures.size() <= published_cosignatures_) return size;  // none new
-    published_cosignatures_ = cosignatures.size();
+    // The same checkpoint again: republished only with more cosignatures than it carries (a witness down
+    // now never takes away one it gave before).
+    if (size == before.size && cosignatures.size() <= on_published) return size;
     if (!cosignatures.empty()) {
       note = tlog::SignCheckpoint(checkpoint, {signer_.get()}, cosignatures);
       if (!note.ok()) return note.status();

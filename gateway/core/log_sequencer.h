@@ -149,10 +149,8 @@ class LogSequencer {
   // tile under it is ever replaced.
   static constexpr char kSignedAheadFile[] = "checkpoint.signed";
   int64_t signed_ahead_ ABSL_GUARDED_BY(integrate_mu_) = 0;
-  // Cosignatures on the published checkpoint, and when to ask the witnesses again for the same checkpoint
-  // when some are missing and the tree does not grow (a witness that blipped is not left out until the next
-  // entry).
-  size_t published_cosignatures_ ABSL_GUARDED_BY(integrate_mu_) = 0;
+  // When to ask the witnesses again for the same checkpoint when some cosignatures are missing and the
+  // tree does not grow (a witness that blipped is not left out until the next entry).
   absl::Time next_recollect_ ABSL_GUARDED_BY(integrate_mu_) = absl::InfinitePast();
   // Per sandbox, the newest integrated event that put a projection in force (erased on deletion).
   struct SandboxEntry {
