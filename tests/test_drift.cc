@@ -184,6 +184,17 @@ TEST_CASE("drift: wait says a change the ceiling refused, rather than loaded", "
   err.clear();
   CHECK(Ctl(g, {"wait", "--sandbox", "sb-1", "--timeout", "10s"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("the change was refused by the ceiling"));
+
+  // The driver serves the admitted projection again: the refusal is over (cleared, audited), and it is in sync.
+  WriteSignedResponse(keys, Example("github.yaml"), "narrow-again");
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) == 0);
+  CHECK(DriftInfo(g, "sb-1").drift() == gw::DRIFT_IN_SYNC);
+  CHECK(Ctl(g, {"wait", "--sandbox", "sb-1", "--timeout", "10s"}, &out, &err) == 0);
+  bool cleared = false;
+  for (const auto& event : g.AuditEvents()) {
+    cleared = cleared || absl::StrContains(event.reason(), "the driver serves the admitted projection again; cleared: exceeds_ceiling");
+  }
+  CHECK(cleared);
 }
 
 }  // namespace osh::test
