@@ -2,11 +2,13 @@
 // strict body parsing; merge operations.
 #include <catch2/catch.hpp>
 
+#include "absl/strings/escaping.h"
 #include "openshell/policy/gateway/v1/gateway.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/merge.h"
 #include "policy/policy_file.h"
+#include "policy/scope.h"
 #include "policy/yaml_message.h"
 #include "tests/test_support.h"
 
@@ -351,4 +353,22 @@ TEST_CASE("merge operations: rules added past an endpoint's bound are refused be
   }
   const auto too_many = osh::policy::ApplyMergeOperations(many.operations(), &past);
   CHECK_THAT(std::string(too_many.message()), Catch::Contains("operations: 1025, at most 1024"));
+}
+
+TEST_CASE("scopes: ids are checked as the sandbox ids and tenants they must match", "[policy]") {
+  // Review finding (helper 81): a scope id took C1 controls and bidirectional formatting characters (shown
+  // raw in policy list and audit events, never matching a sandbox, whose ids refuse them), and stopped at
+  // 256 bytes while sandbox ids may be configured up to 4096 (such a sandbox could never have its own scope).
+  CHECK(osh::policy::ValidateScope("default").ok());
+  CHECK(osh::policy::ValidateScope("sandbox:" + std::string(4096, 's')).ok());
+  CHECK(osh::policy::ValidateScope("tenant:acme").ok());
+  CHECK(osh::policy::ValidateScope("sandbox:caf\xc3\xa9").ok());
+  for (const std::string& bad : {std::string("sandbox:a\xe2\x80\xae" "b"), std::string("tenant:a\xc2\x85"),
+                                 std::string("sandbox:\xff\xfe"), std::string("sandbox:a\nb"), std::string("sandbox:"),
+                                 "sandbox:" + std::string(65537, 's'), std::string("other:x")}) {
+    INFO(absl::CEscape(bad.substr(0, 40)));
+    const absl::Status refused = osh::policy::ValidateScope(bad);
+    CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(refused.message().size() < 600);
+  }
 }
