@@ -66,14 +66,11 @@ void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code) {
       const grpc::Status status = stub->GetSandbox(ctx.get(), request, &info);
       if (status.ok()) {
         last_error.clear();
-        // What should run: D, or the desired digest (the builtin driver's current revision) when known.
-        const std::string& want =
-            !digest->empty() ? *digest : info.desired_known() ? info.desired_digest() : info.policy_digest();
-        // Loaded means what should run runs: the served digest is the one waited for, the sandbox reported
-        // it LOADED, and no change is pending or was refused (the drift state; a refused change leaves the
-        // last good served and loaded).
+        // What should run: D, or else what the sandbox is served (in sync, that is the desired digest too).
+        const std::string& want = digest->empty() ? info.policy_digest() : *digest;
         // Refused: the change waited for (the desired one, or for a third-party driver the one it offered)
-        // will not run. A refusal the driver's later answer disproved is cleared by the gateway.
+        // will not run; the last good is still served and loaded. A refusal the driver's later answer
+        // disproved is cleared by the gateway.
         const bool refused = digest->empty() && info.drift() == v1::DRIFT_REFUSED_BY_CEILING &&
                              (!info.desired_known() || info.desired_digest() != info.policy_digest());
         if (refused) {
@@ -83,9 +80,12 @@ void AddWaitCommand(CLI::App& app, const Options& options, int& exit_code) {
           exit_code = kExitRefused;
           return;
         }
-        // `--digest D` asks about D alone (served, reported loaded); the default asks that nothing drifts.
-        if (info.policy_digest() == want && info.reported_digest() == want && info.load_status() == v1::LOADED &&
-            (!digest->empty() || info.drift() == v1::DRIFT_IN_SYNC)) {
+        // The default asks that nothing drifts (served the desired digest, reported it LOADED, nothing
+        // pending, refused or failing); `--digest D` asks about D alone (served, reported LOADED).
+        const bool loaded = digest->empty() ? info.drift() == v1::DRIFT_IN_SYNC
+                                            : info.policy_digest() == want && info.reported_digest() == want &&
+                                                  info.load_status() == v1::LOADED;
+        if (loaded) {
           if (options.json()) std::cout << ToJson(info) << "\n";
           else std::cout << "sandbox " << *id << " loaded " << Short(want) << " (version " << info.policy_version() << ")\n";
           exit_code = kExitOk;

@@ -166,6 +166,13 @@ FilesystemPolicy EffectiveFilesystemOf(const SandboxPolicy& policy, const Filesy
   return fs;
 }
 
+std::string EffectivePathField(const char* list, int i, const SandboxPolicy& policy) {
+  const int listed = std::string_view(list) == "read_write" ? policy.filesystem().read_write_size()
+                                                            : policy.filesystem().read_only_size();
+  return i < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
+                    : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
+}
+
 bool LandlockApplied(const FilesystemPolicy& fs) {
   return fs.include_workdir() || fs.read_only_size() > 0 || fs.read_write_size() > 0;
 }
@@ -185,19 +192,15 @@ static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candid
     return std::string("filesystem: no read_only or read_write path and no workdir, so no Landlock ruleset is "
                        "applied (the whole filesystem); the ceiling restricts it");
   }
-  auto name = [](const char* list, int i, int listed) {
-    return i < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
-                      : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
-  };
   for (int i = 0; i < cand.read_write_size(); ++i) {
     if (!UnderAny(cand.read_write(i), ceil.read_write())) {
-      return absl::StrCat(name("read_write", i, candidate.filesystem().read_write_size()), " '", cand.read_write(i),
+      return absl::StrCat(EffectivePathField("read_write", i, candidate), " '", cand.read_write(i),
                           "' is not under any read-write path of the ceiling");
     }
   }
   for (int i = 0; i < cand.read_only_size(); ++i) {
     if (!UnderAny(cand.read_only(i), ceil.read_only()) && !UnderAny(cand.read_only(i), ceil.read_write())) {
-      return absl::StrCat(name("read_only", i, candidate.filesystem().read_only_size()), " '", cand.read_only(i),
+      return absl::StrCat(EffectivePathField("read_only", i, candidate), " '", cand.read_only(i),
                           "' is not under any path of the ceiling");
     }
   }

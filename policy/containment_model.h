@@ -50,6 +50,9 @@ struct FilesystemBaseline {
 absl::Span<const FilesystemBaseline> FilesystemBaselines();
 openshell::sandbox::v1::FilesystemPolicy EffectiveFilesystemOf(const openshell::sandbox::v1::SandboxPolicy& policy,
                                                                const FilesystemBaseline& baseline);
+// The field path of entry `i` of an effective filesystem's `list` ("read_only" or "read_write") of
+// `policy`: "filesystem.read_write[2]" for a listed path, or naming a baseline path the supervisor adds.
+std::string EffectivePathField(const char* list, int i, const openshell::sandbox::v1::SandboxPolicy& policy);
 // Whether a Landlock ruleset is applied for an effective filesystem.
 bool LandlockApplied(const openshell::sandbox::v1::FilesystemPolicy& fs);
 // The supervisor's workdir (--workdir, or the image's; /sandbox by default), granted read-write by

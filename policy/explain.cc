@@ -71,19 +71,15 @@ FsGrants FsGrantsOf(const SandboxPolicy& policy, const FilesystemBaseline& basel
     out.read = out.write;
     return out;
   }
-  auto name = [](const char* list, int i, int listed) {
-    return i < listed ? absl::StrCat("filesystem.", list, "[", i, "]")
-                      : absl::StrCat("filesystem.", list, " (a baseline path the supervisor adds)");
-  };
   for (int i = 0; i < fs.read_write_size(); ++i) {
-    out.write.push_back({fs.read_write(i), name("read_write", i, policy.filesystem().read_write_size())});
+    out.write.push_back({fs.read_write(i), EffectivePathField("read_write", i, policy)});
   }
   if (fs.include_workdir()) {
     out.write.push_back({kWorkdir, policy.has_filesystem() ? "filesystem.include_workdir"
                                                            : "filesystem: none, which upstream reads as include_workdir"});
   }
   for (int i = 0; i < fs.read_only_size(); ++i) {
-    out.read.push_back({fs.read_only(i), name("read_only", i, policy.filesystem().read_only_size())});
+    out.read.push_back({fs.read_only(i), EffectivePathField("read_only", i, policy)});
   }
   out.read.insert(out.read.end(), out.write.begin(), out.write.end());
   return out;

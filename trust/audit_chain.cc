@@ -129,7 +129,20 @@ void MakeTextUtf8(AuditEvent* e) {
   e->audit_context = std::move(context);
 }
 
+// An upper bound on CanonicalAuditBytes(e).size(), without building them (every field framed in at most
+// 8 bytes, the fixed ones in 128): the common event is not encoded twice under the store's write lock.
+static size_t CanonicalSizeBound(const AuditEvent& e) {
+  size_t n = 128 + e.type.name().size() + e.outcome.name().size();
+  for (const std::string* text : {&e.sandbox_id, &e.surface_id, &e.policy_digest, &e.reason, &e.actor}) {
+    n += text->size() + 8;
+  }
+  for (const auto& id : e.key_ids) n += id.size() + 8;
+  for (const auto& [k, v] : e.audit_context) n += k.size() + v.size() + 16;
+  return n;
+}
+
 void FitCanonicalSize(AuditEvent* e) {
+  if (CanonicalSizeBound(*e) <= kMaxCanonicalAuditBytes) return;
   static constexpr char kMarker[] = "\u2026[cut: an audit event is a verifiable-log entry of at most 65535 bytes]";
   const size_t marker = sizeof(kMarker) - 1;
   for (int guard = 0; guard < 64; ++guard) {

@@ -1,9 +1,10 @@
 #include "trust/projection_check.h"
 
 #include <algorithm>
-#include <map>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/errors.h"
@@ -51,13 +52,15 @@ CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vect
   // (key id, signature) pair is not looked at, and each key id gets at most kMaxAttemptsPerKey
   // verifications.
   constexpr int kMaxAttemptsPerKey = 4;
-  std::set<std::pair<std::string, std::string>> seen;
-  std::map<std::string, int> attempts;
+  // Views into `signatures` (which outlives the loop); nothing is allocated for the usual single signature.
+  absl::flat_hash_set<std::pair<absl::string_view, absl::string_view>> seen;
+  absl::flat_hash_map<absl::string_view, int> attempts;
+  const bool many = signatures.size() > 1;
   for (const auto& sig : signatures) {
-    if (!seen.emplace(sig.key_id, sig.signature).second) continue;
+    if (many && !seen.emplace(sig.key_id, sig.signature).second) continue;
     const TrustedKey* key = store.Find(sig.key_id);
     if (key != nullptr && counted_fingerprints.contains(key->public_key.fingerprint())) continue;
-    if (key != nullptr && ++attempts[sig.key_id] > kMaxAttemptsPerKey) {
+    if (key != nullptr && many && ++attempts[sig.key_id] > kMaxAttemptsPerKey) {
       note(reason::kBadSignature, absl::StrCat("more than ", kMaxAttemptsPerKey, " signatures by '", sig.key_id,
                                                "' to try: the rest are not verified"));
       continue;

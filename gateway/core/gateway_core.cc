@@ -851,8 +851,8 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 // Refresh errors an unchanged answer inside the ceiling shows to be over.
-constexpr absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", "no_verified_policy",
-                                                     "exceeds_ceiling", "containment_unknown"};
+constexpr absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", trust::reason::kNoVerifiedPolicy,
+                                                     trust::reason::kExceedsCeiling, trust::reason::kContainmentUnknown};
 
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
     const std::string& sandbox_id, std::shared_ptr<const trust::TrustStore>* checked_with) {
@@ -1243,16 +1243,18 @@ uint64_t GatewayCore::RecheckAdmitted() {
   // slow or dead driver must not keep a revoked key's projections served meanwhile. A refresh that
   // replaces one moves its sandbox to another envelope; the final set below is what stays refused.
   ProjectionGate::RevokedEnvelopes pending;
+  uint64_t pending_sandboxes = 0;
   for (const std::string& id : failing) {
     auto snapshot = registry_->Get(id);
     // Its envelope as it is now: a refresh committed since the listing may have replaced it with a good one.
     if (!snapshot || verdict(snapshot->record).empty()) continue;
+    ++pending_sandboxes;
     pending.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope,
                         absl::StrCat(trust::reason::kKeyRevoked,
                                      ": the admitted projection no longer verifies under the reloaded trust store (",
                                      verdict(snapshot->record), "); being refreshed, not served meanwhile"));
   }
-  gate_.SetRevoked(std::move(pending), failing.size());
+  gate_.SetRevoked(std::move(pending), pending_sandboxes);
   auto [revoked, refused] = RevokeFailing(trust, failing);
   gate_.SetRevoked(std::move(revoked), refused);
   in_recheck = false;

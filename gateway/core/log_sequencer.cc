@@ -273,18 +273,14 @@ absl::Status LogSequencer::RepairPublishedEdge() {
 
 namespace {
 
-// The cosignatures a published note carries: its signature lines after the log's own.
-size_t CosignaturesOn(const std::string& note) {
-  const size_t blank = note.find("\n\n");
-  if (blank == std::string::npos) return 0;
-  size_t lines = 0;
-  for (size_t at = blank + 2; at < note.size();) {
-    const size_t end = note.find('\n', at);
-    if (end == std::string::npos) break;
-    if (note.compare(at, 4, "\xe2\x80\x94 ") == 0) ++lines;  // "— " (U+2014, space)
-    at = end + 1;
-  }
-  return lines > 0 ? lines - 1 : 0;
+// The witnesses' cosignatures a published checkpoint carries: its note opened with their keys (0 when it
+// does not open).
+size_t CosignaturesOn(const std::string& note, const std::string& origin, const std::string& log_vkey,
+                      const LogWitnesses& witnesses) {
+  auto verifier = tlog::ParseVerifierKey(log_vkey);
+  if (!verifier.ok()) return 0;
+  auto opened = tlog::OpenCheckpoint(note, origin, **verifier, witnesses.verifiers(), 0);
+  return opened.ok() ? opened->cosignatures : 0;
 }
 
 }  // namespace
@@ -292,15 +288,15 @@ size_t CosignaturesOn(const std::string& note) {
 absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
-  const size_t on_published = CosignaturesOn(before.checkpoint);  // read from the note: right after a restart too
+  size_t on_published = 0;
   if (size == before.size && !before.checkpoint.empty()) {
     // Nothing new. A checkpoint some witness did not cosign is shown to them again (the same size: C2SP
-    // tlog-witness cosigns it afresh), at most once per retry interval, until every one has.
-    if (options_.witnesses == nullptr || on_published >= options_.witnesses->verifiers().size() ||
-        absl::Now() < next_recollect_) {
-      return size;
-    }
+    // tlog-witness cosigns it afresh), at most once per retry interval, until every one has; its
+    // cosignatures are read from the note itself (right after a restart too).
+    if (options_.witnesses == nullptr || absl::Now() < next_recollect_) return size;
     next_recollect_ = absl::Now() + options_.witness_recollect;
+    on_published = CosignaturesOn(before.checkpoint, options_.origin, verifier_key_, *options_.witnesses);
+    if (on_published >= options_.witnesses->verifiers().size()) return size;
   }
   CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
