@@ -851,7 +851,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 // Refresh errors an unchanged answer inside the ceiling shows to be over.
-constexpr absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", trust::reason::kNoVerifiedPolicy,
+const absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", trust::reason::kNoVerifiedPolicy,
                                                      trust::reason::kExceedsCeiling, trust::reason::kContainmentUnknown};
 
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
