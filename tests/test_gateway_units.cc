@@ -1165,11 +1165,11 @@ class AdmissionRacedByACeiling : public osh::gateway::InterceptorAdmission {
                                  const AdmitCheck& also_check) override {
     Admitted admitted;
     admitted.context = context;
-    admitted.policy = osh::policy::RestrictiveDefaultPolicy();
-    admitted.digest = osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(admitted.policy));
+    admitted.policy = std::make_shared<const openshell::sandbox::v1::SandboxPolicy>(osh::policy::RestrictiveDefaultPolicy());
+    admitted.digest = osh::policy::Sha256Hex(osh::policy::SerializeDeterministic(*admitted.policy));
     admitted.version = 1;
     std::vector<osh::store::AuditEvent> events;
-    const osh::trust::CheckResult checked = also_check(admitted.policy, &events);
+    const osh::trust::CheckResult checked = also_check(*admitted.policy, &events);
     if (!checked.ok()) return osh::common::Refused(absl::StatusCode::kFailedPrecondition, checked.reason, checked.detail);
     narrow_();
     admitted_ = admitted;
@@ -1468,13 +1468,27 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
     REQUIRE(fresh.ok());
     REQUIRE(first.ok());
     REQUIRE(again.ok());
-    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, *first));
-    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, *again));
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, **first));
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*fresh, **again));
     rule.mutable_endpoints(0)->set_host("b.example");
     auto changed = osh::gateway::MessageToInterceptorValue(policy);
     REQUIRE(changed.ok());
-    CHECK_FALSE(google::protobuf::util::MessageDifferencer::Equals(*fresh, *changed));
-    CHECK(changed->struct_value().fields().at("networkPolicies").struct_value().fields().at("r").struct_value()
+    CHECK_FALSE(google::protobuf::util::MessageDifferencer::Equals(*fresh, **changed));
+    // An identity names the message instead of its serialization: the same identity is the same entry,
+    // another identity of the same message its own.
+    auto named = osh::gateway::MessageToInterceptorValue(policy, "identity-1");
+    const auto before_named = osh::gateway::InterceptorPayloadMemoStats().encoded;
+    auto named_again = osh::gateway::MessageToInterceptorValue(policy, "identity-1");
+    auto other_name = osh::gateway::MessageToInterceptorValue(policy, "identity-2");
+    const auto after_named = osh::gateway::InterceptorPayloadMemoStats().encoded;
+    REQUIRE(named.ok());
+    REQUIRE(named_again.ok());
+    REQUIRE(other_name.ok());
+    CHECK(named->get() == named_again->get());
+    CHECK(named->get() != other_name->get());
+    CHECK(after_named.hits == before_named.hits + 1);
+    CHECK(after_named.misses == before_named.misses + 1);
+    CHECK((*changed)->struct_value().fields().at("networkPolicies").struct_value().fields().at("r").struct_value()
               .fields().at("endpoints").list_value().values(0).struct_value().fields().at("host").string_value() ==
           "b.example");
   }

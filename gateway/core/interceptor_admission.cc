@@ -27,15 +27,22 @@ absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdm
   // One sandbox of one moment: body, context and key ids all of what is served.
   const AdmittedSandbox& sandbox = **served;
   Admitted out;
-  if (!out.policy.ParseFromString(sandbox.envelope->body())) {
-    return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
+  const auto header = sandbox.envelope->Header();  // digest and version of the very body served
+  out.digest = header.policy_digest();
+  out.version = header.policy_version();
+  // The body as the projection check parsed it, when the gate still holds it (its key is the digest the
+  // check recomputed from the bytes; the served envelope passed that check): not parsed again.
+  out.policy = core_->gate().body_cache()->Find(out.digest);
+  if (out.policy == nullptr) {
+    auto parsed = std::make_shared<openshell::sandbox::v1::SandboxPolicy>();
+    if (!parsed->ParseFromString(sandbox.envelope->body())) {
+      return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
+    }
+    out.policy = std::move(parsed);
   }
   if (!out.context.ParseFromString(sandbox.context_bytes)) {
     return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted context does not parse"));
   }
-  const auto header = sandbox.envelope->Header();  // digest and version of the very body served
-  out.digest = header.policy_digest();
-  out.version = header.policy_version();
   out.key_ids = sandbox.verified_by->key_ids;
   return out;
 }

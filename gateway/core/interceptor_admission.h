@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ class InterceptorAdmission {
   // A sandbox's admitted projection, as it is served.
   struct Admitted {
     openshell::policy::driver::v1::RuntimeContext context;
-    openshell::sandbox::v1::SandboxPolicy policy;  // the admitted body, parsed
+    // The admitted body, parsed (never null; shared with the gateway's validated-body cache when it holds it).
+    std::shared_ptr<const openshell::sandbox::v1::SandboxPolicy> policy;
     std::string digest;                            // lowercase hex SHA-256 of the body (policyctl get)
     uint64_t version = 0;
     std::vector<std::string> key_ids;              // trust-store key ids that verified it

@@ -117,6 +117,9 @@ struct InterceptorEvaluator::Outcome {
   // provider): a record of that candidate commits only while the catalogue is still there.
   std::optional<uint64_t> catalogue_generation;
   std::vector<interceptor_v1::JsonPatch> patches;
+  // A patch's value kept shared (a memo's: the admitted body as ProtoJSON), copied into the response's own
+  // arena when the result is made rather than into a heap patch first: patches[index]'s value.
+  std::vector<std::pair<size_t, std::shared_ptr<const google::protobuf::Value>>> shared_values;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
     allowed = false;
@@ -329,10 +332,50 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
   return false;
 }
 
+namespace {
+
+const google::protobuf::Value* InterceptorField(const google::protobuf::Struct& object, const char* name) {
+  auto it = object.fields().find(name);
+  return it == object.fields().end() ? nullptr : &it->second;
+}
+
+// Admit mode's modify phase replaces the request's spec.policy with the admitted body and reads nothing of
+// it: the payload without that member (copied when it has one), so a request's own policy — most of what
+// there is to decode — is never decoded. Null when the payload has no spec.policy (decode it as it is).
+std::unique_ptr<google::protobuf::Struct> WithoutOwnPolicy(const google::protobuf::Struct& payload) {
+  const google::protobuf::Value* spec = InterceptorField(payload, "spec");
+  if (spec == nullptr || spec->kind_case() != google::protobuf::Value::kStructValue ||
+      InterceptorField(spec->struct_value(), "policy") == nullptr) {
+    return nullptr;
+  }
+  auto stripped = std::make_unique<google::protobuf::Struct>();
+  auto& fields = *stripped->mutable_fields();
+  for (const auto& [key, value] : payload.fields()) {
+    if (key != "spec") fields[key] = value;
+  }
+  auto& spec_fields = *fields["spec"].mutable_struct_value()->mutable_fields();
+  for (const auto& [key, value] : spec->struct_value().fields()) {
+    if (key != "policy") spec_fields[key] = value;
+  }
+  return stripped;
+}
+
+}  // namespace
+
 void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                                const google::protobuf::Struct& payload, bool validate, Outcome* out) {
-  const std::shared_ptr<const os_v1::CreateSandboxRequest> decoded =
-      InterceptorDecodeSharedOrDeny<os_v1::CreateSandboxRequest>(payload, out);
+  std::shared_ptr<const os_v1::CreateSandboxRequest> decoded;
+  if (options_.admission != nullptr && !validate) {
+    if (std::unique_ptr<google::protobuf::Struct> stripped = WithoutOwnPolicy(payload)) {
+      // Not the memo's (its key is the whole payload's digest): the rest of a request decodes in microseconds.
+      auto request = std::make_shared<os_v1::CreateSandboxRequest>();
+      if (absl::Status status = DecodeInterceptorPayloadUncached(*stripped, request.get()); !status.ok()) {
+        return out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request", std::string(status.message()));
+      }
+      decoded = std::move(request);
+    }
+  }
+  if (decoded == nullptr) decoded = InterceptorDecodeSharedOrDeny<os_v1::CreateSandboxRequest>(payload, out);
   if (decoded == nullptr) return;
   const os_v1::CreateSandboxRequest& request = *decoded;
   if (!TakeSandboxName("name", request.name(), request.workspace(), /*required=*/false, out)) return;
@@ -420,11 +463,6 @@ std::vector<std::pair<std::string, std::string>> InterceptorAdmittedAnnotations(
   return out;
 }
 
-const google::protobuf::Value* InterceptorField(const google::protobuf::Struct& object, const char* name) {
-  auto it = object.fields().find(name);
-  return it == object.fields().end() ? nullptr : &it->second;
-}
-
 }  // namespace
 
 namespace {
@@ -503,18 +541,23 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   // and commits this Evaluate's own audit event with it: one durable write.
   bool fresh = true;
   bool denied_by_check = false;
-  std::string checked;  // the policy the check passed, serialized deterministically
+  // The policy the check passed: the digest (lowercase hex SHA-256) of its deterministic serialization,
+  // which names it in the composition memo and is compared with the served body's digest below.
+  std::string checked;
   int64_t checked_under = store::kNoCeiling;  // the ceiling in force when it was checked (read first)
   auto also_check = [&](const SandboxPolicy& policy, std::vector<store::AuditEvent>* events) {
     trust::CheckResult verdict;
     checked_under = CeilingGuard::StampOf(ceiling_->current());
-    if (!CheckCandidate(policy, providers, out)) {
+    // The memo's key for a policy: the hex SHA-256 of bytes that parse to it (here its deterministic
+    // serialization, below the served body's own bytes): two keys are equal only for the same bytes.
+    checked = policy::Sha256Hex(policy::SerializeDeterministic(policy));
+    if (!CheckCandidate(policy, providers, out, absl::StrCat("admitted policy\n", checked))) {
+      checked.clear();
       denied_by_check = true;
       verdict.reason = out->reason_code;
       verdict.detail = out->detail;
       return verdict;
     }
-    checked = policy::SerializeDeterministic(policy);
     events->push_back(InterceptionEvent(evaluation, "modify_operation", *out));
     events->back().outcome = trust::audit::Outcome::kOk;
     events->back().reason = absl::StrCat(RpcOf(evaluation), " modify_operation: allowed");
@@ -554,9 +597,11 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   // committed under another ceiling than the check read (a ceiling stored meanwhile: the core checks the
   // policy alone against it, not its composition): the ceiling in force on the whole composed candidate of
   // what is served now.
-  if (!fresh || checked != policy::SerializeDeterministic(admitted->policy) ||
+  // (The served digest is of the body's bytes: equal to the checked serialization's, the body is exactly the
+  // policy checked; a driver whose bytes are not serialized that way is checked again, never skipped.)
+  if (!fresh || checked.empty() || checked != admitted->digest ||
       CeilingGuard::StampOf(ceiling_->current()) != checked_under) {
-    if (!CheckCandidate(admitted->policy, providers, out)) {
+    if (!CheckCandidate(*admitted->policy, providers, out, absl::StrCat("admitted policy\n", admitted->digest))) {
       if (fresh) {
         if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
           LogError(absl::StrCat("interceptor: the admission of sandbox '", request.name(),
@@ -566,7 +611,8 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
       return;
     }
   }
-  auto body = MessageToInterceptorValue(admitted->policy);
+  // The served body's digest names it (the registry's envelope was verified: its digest is of these bytes).
+  auto body = MessageToInterceptorValue(*admitted->policy, absl::StrCat("body sha256 ", admitted->digest));
   if (!body.ok()) {
     return out->Deny(absl::StatusCode::kFailedPrecondition, "internal_error", std::string(body.status().message()));
   }
@@ -576,11 +622,11 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
   if (spec == nullptr || spec->kind_case() != google::protobuf::Value::kStructValue) {
     policy_patch->set_op("add");
     policy_patch->set_path("/spec");
-    (*policy_patch->mutable_value()->mutable_struct_value()->mutable_fields())["policy"] = *std::move(body);
+    (*policy_patch->mutable_value()->mutable_struct_value()->mutable_fields())["policy"] = **body;
   } else {
     policy_patch->set_op(InterceptorField(spec->struct_value(), "policy") != nullptr ? "replace" : "add");
     policy_patch->set_path("/spec/policy");
-    *policy_patch->mutable_value() = *std::move(body);
+    out->shared_values.emplace_back(out->patches.size() - 1, *std::move(body));
   }
   const auto annotations = InterceptorAdmittedAnnotations(*admitted, out->decision_id);
   const google::protobuf::Value* existing = InterceptorField(payload, "annotations");
@@ -621,7 +667,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
                                   "' was admitted for another user subject or other labels than this request's"));
   }
   if (!request.spec().has_policy() ||
-      !google::protobuf::util::MessageDifferencer::Equals(request.spec().policy(), admitted.policy)) {
+      !google::protobuf::util::MessageDifferencer::Equals(request.spec().policy(), *admitted.policy)) {
     return out->Deny(absl::StatusCode::kPermissionDenied, "policy_not_admitted",
                      absl::StrCat("spec.policy of sandbox '", request.name(), "' is not the body admitted for it (digest ",
                                   admitted.digest, ", version ", admitted.version,
@@ -639,9 +685,10 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
     }
   }
   const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
-  if (!CheckCandidate(admitted.policy, providers, out)) return;
+  // The served body's digest names the policy in the composition memo (as the admission's check names it).
+  if (!CheckCandidate(*admitted.policy, providers, out, absl::StrCat("admitted policy\n", admitted.digest))) return;
   // Stored before the allow is answered: later merges, attaches and pushes start from it.
-  if (absl::Status put = records_.Put(out->record_key, {admitted.policy, providers}, out->catalogue_generation); !put.ok()) {
+  if (absl::Status put = records_.Put(out->record_key, {*admitted.policy, providers}, out->catalogue_generation); !put.ok()) {
     out->RecordFailed(request.name(), "stored", put);
   }
 }
@@ -660,7 +707,7 @@ bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest
     }
     if (current->has_value() &&
         google::protobuf::util::MessageDifferencer::Equals(kept != nullptr ? *kept : request.policy(),
-                                                           (*current)->policy)) {
+                                                           *(*current)->policy)) {
       if (admitted_body != nullptr) *admitted_body = true;
       return true;
     }
@@ -805,7 +852,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
     auto* add = &out->patches.emplace_back();
     add->set_op("add");
     add->set_path("/policy");
-    *add->mutable_value() = *std::move(value);
+    out->shared_values.emplace_back(out->patches.size() - 1, *std::move(value));
     return;
   }
   if (request.has_policy()) {
@@ -1124,9 +1171,21 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
     annotations[kAnnotationReasonCode] = outcome.reason_code;
   } else {
     // Each patch handed over, not copied: a result on an arena (the service's) takes ownership of a heap
-    // object as it is (a patch's value is the admitted policy, kilobytes of Struct).
-    for (auto& patch : outcome.patches) {
-      result.mutable_patches()->AddAllocated(new interceptor_v1::JsonPatch(std::move(patch)));
+    // object as it is. A shared value (kilobytes of Struct: the admitted or merged policy) is copied once,
+    // into the result's own arena, never onto the heap first.
+    std::vector<const google::protobuf::Value*> shared(outcome.patches.size(), nullptr);
+    for (const auto& [index, value] : outcome.shared_values) shared[index] = value.get();
+    for (size_t i = 0; i < outcome.patches.size(); ++i) {
+      if (shared[i] == nullptr) {
+        result.mutable_patches()->AddAllocated(new interceptor_v1::JsonPatch(std::move(outcome.patches[i])));
+        continue;
+      }
+      // Made on the result's arena (a heap patch would copy the value onto the heap) and filled there.
+      interceptor_v1::JsonPatch* patch = result.add_patches();
+      patch->set_op(std::move(*outcome.patches[i].mutable_op()));
+      patch->set_path(std::move(*outcome.patches[i].mutable_path()));
+      patch->set_from(std::move(*outcome.patches[i].mutable_from()));
+      *patch->mutable_value() = *shared[i];
     }
   }
 

@@ -107,7 +107,7 @@ absl::StatusOr<std::string> GovernanceCanonicalJson(const google::protobuf::Mess
   auto value = MessageToInterceptorValue(message);
   if (!value.ok()) return value.status();
   std::string out;
-  GovernanceEmit(*value, &out);
+  GovernanceEmit(**value, &out);
   return out;
 }
 

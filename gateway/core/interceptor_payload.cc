@@ -27,11 +27,12 @@ BoundedMemo<std::shared_ptr<const google::protobuf::Message>>& DecodedPayloads()
   return *memo;
 }
 
-// Messages encoded before (the same admitted or merged policy patched into many requests): the SHA-256 of
-// the message's type name and deterministic serialization -> its ProtoJSON as a Value.
-BoundedMemo<google::protobuf::Value>& EncodedMessages() {
-  static auto* memo = new BoundedMemo<google::protobuf::Value>(
-      [](const google::protobuf::Value& value) { return value.SpaceUsedLong(); });
+// Messages encoded before (the same admitted or merged policy patched into many requests): the message's
+// type name and identity (the caller's, or the SHA-256 of its deterministic serialization) -> its ProtoJSON
+// as a Value, shared (never changed once kept).
+BoundedMemo<std::shared_ptr<const google::protobuf::Value>>& EncodedMessages() {
+  static auto* memo = new BoundedMemo<std::shared_ptr<const google::protobuf::Value>>(
+      [](const std::shared_ptr<const google::protobuf::Value>& value) { return value->SpaceUsedLong(); });
   return *memo;
 }
 
@@ -169,14 +170,20 @@ std::string InterceptorPayloadDigest(const google::protobuf::Struct& payload) {
   return digest;
 }
 
-absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message) {
+absl::StatusOr<std::shared_ptr<const google::protobuf::Value>> MessageToInterceptorValue(
+    const google::protobuf::Message& message, absl::string_view identity) {
+  // The two kinds of key cannot meet: a caller's identity is marked as such.
   const std::string key =
-      policy::Sha256(absl::StrCat(message.GetDescriptor()->full_name(), "\n", policy::SerializeDeterministic(message)));
-  google::protobuf::Value value;
+      identity.empty()
+          ? policy::Sha256(absl::StrCat(message.GetDescriptor()->full_name(), "\n", policy::SerializeDeterministic(message)))
+          : absl::StrCat(message.GetDescriptor()->full_name(), "\nidentity\n", identity);
+  std::shared_ptr<const google::protobuf::Value> value;
   if (EncodedMessages().Find(key, &value)) return value;
   auto encoded = MessageToInterceptorValueUncached(message);
-  if (encoded.ok()) EncodedMessages().Keep(key, *encoded);
-  return encoded;
+  if (!encoded.ok()) return encoded.status();
+  value = std::make_shared<const google::protobuf::Value>(*std::move(encoded));
+  EncodedMessages().Keep(key, value);
+  return value;
 }
 
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const google::protobuf::Message& message) {
@@ -195,8 +202,8 @@ absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const 
 absl::StatusOr<google::protobuf::Struct> MessageToInterceptorStruct(const google::protobuf::Message& message) {
   auto value = MessageToInterceptorValue(message);
   if (!value.ok()) return value.status();
-  if (!value->has_struct_value()) return absl::InternalError("ProtoJSON of a message is not an object");
-  return value->struct_value();
+  if (!(*value)->has_struct_value()) return absl::InternalError("ProtoJSON of a message is not an object");
+  return (*value)->struct_value();
 }
 
 }  // namespace osh::gateway

@@ -38,9 +38,13 @@ absl::StatusOr<std::shared_ptr<const google::protobuf::Message>> DecodeIntercept
 // The same without the memo: the JSON conversion every time.
 absl::Status DecodeInterceptorPayloadUncached(const google::protobuf::Struct& payload, google::protobuf::Message* request);
 
-// A message as a google.protobuf.Value holding its ProtoJSON (a patch's value). A message encoded before
-// (equal deterministic serialization, same type) is not converted again.
-absl::StatusOr<google::protobuf::Value> MessageToInterceptorValue(const google::protobuf::Message& message);
+// A message as a google.protobuf.Value holding its ProtoJSON (a patch's value), shared (never changed once
+// returned: copy it into the response). A message encoded before is not converted again: the memo's key is
+// its type and `identity` when given — which must name the message's content exactly, e.g. the SHA-256 of
+// the bytes it was parsed from (a served body's digest) — or else the digest of its deterministic
+// serialization (the message is serialized to find it).
+absl::StatusOr<std::shared_ptr<const google::protobuf::Value>> MessageToInterceptorValue(
+    const google::protobuf::Message& message, absl::string_view identity = {});
 // The same without the memo: the JSON conversion every time.
 absl::StatusOr<google::protobuf::Value> MessageToInterceptorValueUncached(const google::protobuf::Message& message);
 

@@ -53,6 +53,7 @@ class ProjectionGate final : public ServingChecks, private store::CeilingListene
   CeilingGuard& ceiling() { return ceiling_; }
   const CeilingGuard& ceiling() const { return ceiling_; }
   trust::ValidatedBodyCache* body_cache() { return &body_cache_; }
+  const trust::ValidatedBodyCache* body_cache() const { return &body_cache_; }
 
   // A new projection's verdict: the check's result (reason empty when admitted; the parsed policy and
   // counted keys then), the ceiling it was checked against (store::ChangeBatch::checked_ceiling) and the

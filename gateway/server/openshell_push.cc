@@ -228,12 +228,12 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
   // is not what is served now.
   if (!record->has_value()) return false;
   const InterceptorAdmission::Admitted& admitted = **current;
-  if (google::protobuf::util::MessageDifferencer::Equals((*record)->policy, admitted.policy)) return false;
+  if (google::protobuf::util::MessageDifferencer::Equals((*record)->policy, *admitted.policy)) return false;
 
   auto call = std::make_unique<Call>();
   call->sandbox_id = sandbox_id;
   call->request.set_name(sandbox_id);
-  *call->request.mutable_policy() = admitted.policy;
+  *call->request.mutable_policy() = *admitted.policy;
   auto& annotations = *call->request.mutable_annotations();
   annotations[kAnnotationPolicyDigest] = admitted.digest;
   annotations[kAnnotationPolicyVersion] = absl::StrCat(admitted.version);
