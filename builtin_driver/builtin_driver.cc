@@ -1,6 +1,9 @@
 #include "builtin_driver/builtin_driver.h"
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "trust/audit_vocabulary.h"
 #include "absl/strings/str_join.h"
@@ -31,6 +34,7 @@ gateway_v1::PolicyRevision ToProto(const store::PolicyRevisionRecord& r) {
   out.set_policy_digest(r.digest);
   out.set_deleted(r.deleted());
   out.set_created_at_unix(r.created_at_unix);
+  out.set_unchanged(r.unchanged);
   return out;
 }
 
@@ -71,9 +75,9 @@ absl::StatusOr<std::unique_ptr<BuiltinDriver>> BuiltinDriver::Create(store::Poli
 }
 
 absl::Status BuiltinDriver::ReloadRevisions() {
-  auto revisions = store_->ListPolicyRevisions("");
+  auto revisions = store_->LatestPolicyRevisions();  // one a scope, not the history
   if (!revisions.ok()) return revisions.status();
-  for (const auto& r : *revisions) Install(r);  // oldest first; Install keeps the newest of each scope
+  for (const auto& r : *revisions) Install(r);  // Install keeps the newer of what it holds and what it is given
   return absl::OkStatus();
 }
 
@@ -301,10 +305,18 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
   if (!request.scope().empty()) {
     if (auto status = policy::ValidateScope(request.scope()); !status.ok()) return status;
   }
-  auto records = store_->ListPolicyRevisions(request.scope());
+  // Paged by seq (the global order revisions are appended in): the token is the last seq a page listed.
+  constexpr uint32_t kDefaultPageSize = 100, kMaxPageSize = 1000;
+  const uint32_t size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  uint64_t after_seq = 0;
+  if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &after_seq)) {
+    return absl::InvalidArgumentError("page_token: not a token ListPolicyRevisions gave (use next_page_token as it is)");
+  }
+  auto records = store_->ListPolicyRevisions(request.scope(), after_seq, size + 1);
   if (!records.ok()) return records.status();
   gateway_v1::ListPolicyRevisionsResponse response;
-  for (const auto& r : *records) *response.add_revisions() = ToProto(r);
+  for (size_t i = 0; i < records->size() && i < size; ++i) *response.add_revisions() = ToProto((*records)[i]);
+  if (records->size() > size) response.set_next_page_token(absl::StrCat((*records)[size - 1].seq));
   return response;
 }
 

@@ -72,8 +72,9 @@ void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
     std::cout << ToJson(r) << "\n";
     return;
   }
-  std::cout << r.scope() << " revision " << r.revision() << (r.deleted() ? " (deleted)" : " digest " + r.policy_digest())
-            << "; " << r.sandboxes_updated() << " sandbox(es) re-projected";
+  std::cout << r.scope() << (r.unchanged() ? " unchanged at revision " : " revision ") << r.revision()
+            << (r.deleted() ? " (deleted)" : " digest " + r.policy_digest()) << "; " << r.sandboxes_updated()
+            << " sandbox(es) re-projected";
   if (r.sandboxes_kept_last_good() > 0) {
     std::cout << ", " << r.sandboxes_kept_last_good()
               << " kept their last good projection (see `policyctl list` and each one's refresh error)";
@@ -372,12 +373,19 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
       if (!stub) { exit_code = kExitUsage; return; }
       v1::ListPolicyRevisionsRequest request;
       request.set_scope(*scope);
+      request.set_page_size(1000);
+      // Every page, gathered into one answer (the gateway pages a long history).
       v1::ListPolicyRevisionsResponse response;
-      auto ctx = MakeContext(options);
-      if (auto status = stub->ListPolicyRevisions(ctx.get(), request, &response); !status.ok()) {
-        exit_code = ReportRpcError(status);
-        return;
-      }
+      do {
+        v1::ListPolicyRevisionsResponse page;
+        auto ctx = MakeContext(options);
+        if (auto status = stub->ListPolicyRevisions(ctx.get(), request, &page); !status.ok()) {
+          exit_code = ReportRpcError(status);
+          return;
+        }
+        for (auto& revision : *page.mutable_revisions()) *response.add_revisions() = std::move(revision);
+        request.set_page_token(page.next_page_token());
+      } while (!request.page_token().empty());
       if (options.json()) {
         std::cout << ToJson(response) << "\n";
       } else {

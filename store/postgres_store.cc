@@ -1152,12 +1152,21 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
       return absl::AbortedError(absl::StrCat("scope '", scope, "' is at revision ", live, ", expected ", *expected_revision));
     }
     if (!body && live == 0) return absl::NotFoundError(absl::StrCat("scope '", scope, "' has no policy"));
+    const std::string digest = body ? policy::Sha256Hex(*body) : std::string();
+    std::optional<PolicyRevisionRecord> latest_record;
+    if (latest->rows()) latest_record = RevisionFrom(*latest, 0);
+    AuditEvent attempt = event;  // this run's (a group's write may run again; the caller's event stays as given)
+    if (auto unchanged = UnchangedRevision(latest_record, digest, &attempt)) {
+      record = *std::move(unchanged);
+      return InsertAudit(&attempt);
+    }
+    record = PolicyRevisionRecord();
     record.scope = scope;
     record.revision = current + 1;
     record.created_at_unix = now_unix;
     if (body) {
       record.body = *body;
-      record.digest = policy::Sha256Hex(*body);
+      record.digest = digest;
       OSH_RETURN_IF_ERROR(PutBody(record.digest, record.body));
     }
     auto inserted = writer_.Query(
@@ -1166,10 +1175,12 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::AppendPolicyRevision(const s
     if (!inserted.ok()) return inserted.status();
     record.seq = static_cast<uint64_t>(inserted->Int(0, 0));
     OSH_RETURN_IF_ERROR(Announce("policy", scope));
-    event.policy_digest = record.digest;
-    event.policy_version = record.seq;
-    return InsertAudit(&event);
-  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); },
+    attempt.policy_digest = record.digest;
+    attempt.policy_version = record.seq;
+    return InsertAudit(&attempt);
+  }, [&] {
+    if (!record.unchanged) revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); });
+  },
   /*touches_chain=*/true, GroupWrite::Locks{.revisions = GroupWrite::LockUse::kSets}));
   return record;
 }
@@ -1192,11 +1203,28 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::GetPolicyRevision(const std:
   return RevisionFrom(*found, 0);
 }
 
-absl::StatusOr<std::vector<PolicyRevisionRecord>> PostgresStore::ListPolicyRevisions(const std::string& scope) {
+absl::StatusOr<std::vector<PolicyRevisionRecord>> PostgresStore::ListPolicyRevisions(const std::string& scope,
+                                                                                  uint64_t after_seq, uint32_t limit) {
   absl::MutexLock lock(&read_mu_);
   PgParams params;
+  params.Add(static_cast<int64_t>(after_seq));
   if (!scope.empty()) params.Add(scope);
-  auto found = Read(absl::StrCat(kRevisionColumns, scope.empty() ? "" : "WHERE r.scope = $1 ", "ORDER BY r.seq"), params);
+  if (limit != 0) params.Add(static_cast<int64_t>(limit));
+  const std::string limit_param = absl::StrCat(" LIMIT $", scope.empty() ? 2 : 3);
+  auto found = Read(absl::StrCat(kRevisionColumns, "WHERE r.seq > $1 ", scope.empty() ? "" : "AND r.scope = $2 ",
+                                 "ORDER BY r.seq", limit == 0 ? "" : limit_param),
+                    params);
+  if (!found.ok()) return found.status();
+  std::vector<PolicyRevisionRecord> out;
+  for (int i = 0; i < found->rows(); ++i) out.push_back(RevisionFrom(*found, i));
+  return out;
+}
+
+absl::StatusOr<std::vector<PolicyRevisionRecord>> PostgresStore::LatestPolicyRevisions() {
+  absl::MutexLock lock(&read_mu_);
+  auto found = Read(absl::StrCat(kRevisionColumns,
+                                 "WHERE r.revision = (SELECT MAX(revision) FROM policy_revisions WHERE scope = r.scope) "
+                                 "ORDER BY r.seq"));
   if (!found.ok()) return found.status();
   std::vector<PolicyRevisionRecord> out;
   for (int i = 0; i < found->rows(); ++i) out.push_back(RevisionFrom(*found, i));

@@ -808,12 +808,19 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
     return absl::AbortedError(absl::StrCat("scope '", scope, "' is at revision ", live, ", expected ", *expected_revision));
   }
   if (!body && live == 0) return absl::NotFoundError(absl::StrCat("scope '", scope, "' has no policy"));
+  const std::string digest = body ? policy::Sha256Hex(*body) : std::string();
+  AuditEvent attempt = event;  // this run's (a group's write may run again; the caller's event stays as given)
+  if (auto unchanged = UnchangedRevision(*latest, digest, &attempt)) {
+    record = *std::move(unchanged);
+    return InsertAudit(&attempt);
+  }
+  record = PolicyRevisionRecord();
   record.scope = scope;
   record.revision = current + 1;
   record.created_at_unix = now_unix;
   if (body) {
     record.body = *body;
-    record.digest = policy::Sha256Hex(*body);
+    record.digest = digest;
     OSH_RETURN_IF_ERROR(PutBody(record.digest, record.body));
   }
   auto stmt = db_.Prepare("INSERT INTO policy_revisions (scope, revision, digest, created_at) VALUES (?, ?, ?, ?)");
@@ -821,10 +828,12 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::AppendPolicyRevision(const std
   stmt->Bind(1, scope).Bind(2, static_cast<int64_t>(record.revision)).Bind(3, record.digest).Bind(4, now_unix);
   OSH_RETURN_IF_ERROR(stmt->Run());
   record.seq = static_cast<uint64_t>(db_.LastInsertRowId());
-  event.policy_digest = record.digest;
-  event.policy_version = record.seq;
-  return InsertAudit(&event);
-  }, [&] { revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); }); }));
+  attempt.policy_digest = record.digest;
+  attempt.policy_version = record.seq;
+  return InsertAudit(&attempt);
+  }, [&] {
+    if (!record.unchanged) revision_listeners().ForEach([&](RevisionListener& l) { l.OnPolicyRevision(record, /*remote=*/false); });
+  }));
   return record;
 }
 
@@ -844,11 +853,10 @@ absl::StatusOr<PolicyRevisionRecord> SqliteStore::GetPolicyRevision(const std::s
   return RevisionFrom(*stmt);
 }
 
-absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisions(const std::string& scope) {
-  absl::MutexLock lock(&read_mu_);
-  auto stmt = read_db_->Prepare(absl::StrCat(kRevisionColumns, scope.empty() ? "" : "WHERE r.scope = ? ", "ORDER BY r.seq"));
-  if (!stmt.ok()) return stmt.status();
-  if (!scope.empty()) stmt->Bind(1, scope);
+namespace {
+
+// Every row a revisions query steps to, in its order.
+absl::StatusOr<std::vector<PolicyRevisionRecord>> RevisionsOf(Stmt* stmt) {
   std::vector<PolicyRevisionRecord> out;
   for (;;) {
     auto row = stmt->Step();
@@ -858,6 +866,30 @@ absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisio
   }
   return out;
 }
+
+}  // namespace
+
+absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisions(const std::string& scope,
+                                                                                uint64_t after_seq, uint32_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(absl::StrCat(kRevisionColumns, "WHERE r.seq > ? ", scope.empty() ? "" : "AND r.scope = ? ",
+                                             "ORDER BY r.seq", limit == 0 ? "" : " LIMIT ?"));
+  if (!stmt.ok()) return stmt.status();
+  int next = 1;
+  stmt->Bind(next++, static_cast<int64_t>(after_seq));
+  if (!scope.empty()) stmt->Bind(next++, scope);
+  if (limit != 0) stmt->Bind(next++, static_cast<int64_t>(limit));
+  return RevisionsOf(&*stmt);
+}
+
+absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::LatestPolicyRevisions() {
+  absl::MutexLock lock(&read_mu_);
+  auto stmt = read_db_->Prepare(absl::StrCat(
+      kRevisionColumns, "WHERE r.revision = (SELECT MAX(revision) FROM policy_revisions WHERE scope = r.scope) ORDER BY r.seq"));
+  if (!stmt.ok()) return stmt.status();
+  return RevisionsOf(&*stmt);
+}
+
 
 absl::StatusOr<uint64_t> SqliteStore::CountLivePolicies() {
   absl::MutexLock lock(&read_mu_);

@@ -18,6 +18,18 @@ absl::Status CommitOne(SandboxStore* store, Change change, AuditEvent event) {
 
 }  // namespace
 
+std::optional<PolicyRevisionRecord> PolicyRevisions::UnchangedRevision(
+    const std::optional<PolicyRevisionRecord>& latest, const std::string& body_digest, AuditEvent* event) {
+  if (!latest || latest->deleted() || body_digest.empty() || latest->digest != body_digest) return std::nullopt;
+  PolicyRevisionRecord live = *latest;
+  live.unchanged = true;
+  absl::StrAppend(&event->reason, " (unchanged: revision ", live.revision, " kept)");
+  event->audit_context["change.unchanged"] = "true";
+  event->policy_digest = live.digest;
+  event->policy_version = live.seq;
+  return live;
+}
+
 absl::Status SandboxStore::InsertSandbox(SandboxRecord record, AuditEvent event) {
   return CommitOne(this, change::AdmitSandbox{std::move(record)}, std::move(event));
 }

@@ -40,6 +40,9 @@ struct PolicyRevisionRecord {
   std::string digest;     // "" for a deletion
   std::string body;       // deterministic serialization of the policy; "" for a deletion
   int64_t created_at_unix = 0;
+  // AppendPolicyRevision's answer only (never stored): the body set was the scope's live policy already, so
+  // nothing was appended — the record is that live revision, and only the audit event was written.
+  bool unchanged = false;
   bool deleted() const { return digest.empty(); }
 };
 
@@ -228,7 +231,9 @@ class PolicyRevisions {
   // Appends a revision to `scope`: `body` set = a new policy, nullopt = a deletion. With
   // `expected_revision`, ABORTED unless the scope's latest revision equals it (0: no live policy).
   // Deleting a scope without a live policy is NOT_FOUND. The revision listeners have been told of it
-  // before this returns.
+  // before this returns. A body equal to the scope's live one appends nothing and tells no listener: the
+  // answer is the live revision marked `unchanged`, and `event` is written all the same, its reason ending
+  // in "(unchanged: revision N kept)" and audit_context["change.unchanged"] = "true".
   virtual absl::StatusOr<PolicyRevisionRecord> AppendPolicyRevision(const std::string& scope,
                                                                     const std::optional<std::string>& body,
                                                                     std::optional<uint64_t> expected_revision,
@@ -236,10 +241,23 @@ class PolicyRevisions {
   // The latest revision of a scope (possibly a deletion), or nullopt if it never had one.
   virtual absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestPolicyRevision(const std::string& scope) = 0;
   virtual absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) = 0;
-  // Every revision of `scope` ("" = all scopes), oldest first.
-  virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope) = 0;
+  // The revisions of `scope` ("" = all scopes) with seq > `after_seq`, oldest first, at most `limit`
+  // (0: every one — an import's copy; a listing pages).
+  virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope,
+                                                                                uint64_t after_seq, uint32_t limit) = 0;
+  // The latest revision of every scope (a deletion included), by seq: what a driver starts from, one row a
+  // scope however long the history.
+  virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> LatestPolicyRevisions() = 0;
   // Number of scopes whose latest revision is a live policy.
   virtual absl::StatusOr<uint64_t> CountLivePolicies() = 0;
+
+ protected:
+  // AppendPolicyRevision's answer when `body_digest` is the live revision `latest`'s (both stores ask it):
+  // that revision marked unchanged, with `event` said so. Nullopt when there is something to append.
+  static std::optional<PolicyRevisionRecord> UnchangedRevision(const std::optional<PolicyRevisionRecord>& latest,
+                                                               const std::string& body_digest, AuditEvent* event);
+
+ public:
 
   // Who is told of each revision (implementations deliver every committed one: see RevisionListener).
   ListenerSet<RevisionListener>& revision_listeners() { return revision_listeners_; }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <catch2/catch.hpp>
+#include <google/protobuf/util/message_differencer.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
@@ -209,6 +210,120 @@ TEST_CASE("integration: the most specific scope wins and mutations re-project on
   REQUIRE(g.Fetch(acme.sandbox_handle(), &p).ok());
   CHECK(p.policy_digest() == acme.policy_digest());
   CHECK(p.policy_version() > acme.policy_version());
+}
+
+TEST_CASE("integration: setting a scope's live policy again re-signs nothing and says unchanged", "[integration][cli]") {
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-same", &admitted).ok());
+  drv::Projection before;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &before).ok());
+  // The same file applied again (GitOps): the live revision, no re-projection, the sandbox where it was.
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &revision).ok());
+  CHECK(revision.unchanged());
+  CHECK(revision.revision() == 1);
+  CHECK(revision.sandboxes_updated() == 0);
+  drv::Projection p;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &p).ok());
+  CHECK(p.policy_version() == admitted.policy_version());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(p, before));  // not re-signed
+  std::string out, err;
+  REQUIRE(Ctl(g, {"policy", "set", "default", "-f", kExamples + "restrictive-default.yaml"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::StartsWith("default unchanged at revision 1 digest "));
+  CHECK_THAT(out, Catch::Contains("; 0 sandbox(es) re-projected"));
+  REQUIRE(Ctl(g, {"-o", "json", "policy", "set", "default", "-f", kExamples + "restrictive-default.yaml"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("\"unchanged\":true"));
+  // A stale expected revision is refused all the same; a real change is a new revision and moves the sandbox.
+  CHECK(Ctl(g, {"policy", "set", "default", "-f", kExamples + "restrictive-default.yaml", "--expected-revision", "7"},
+            &out, &err) != 0);
+  REQUIRE(g.SetPolicy("default", Example("github.yaml"), &revision).ok());
+  CHECK_FALSE(revision.unchanged());
+  CHECK(revision.revision() == 2);
+  CHECK(revision.sandboxes_updated() == 1);
+  // Each attempt is in the audit log, the unchanged ones said so.
+  REQUIRE(Ctl(g, {"audit", "export"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("set default (unchanged: revision 1 kept)"));
+}
+
+TEST_CASE("integration: setting the live policy again moves the sandboxes that kept their last good onto it",
+          "[integration][trust]") {
+  // Review 83: the unchanged set re-projected nothing, so a narrowing a sandbox could not take (its
+  // projection refused) stayed unapplied after the cause was mended, until a restart.
+  TempDir keys;
+  GatewayFixture g(SigningGatewayArgs(keys));
+  auto wide = Example("github.yaml");
+  auto narrow = Example("restrictive-default.yaml");
+  REQUIRE(g.SetPolicy("default", wide).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-kept", &admitted).ok());
+  // The builtin driver now signs with a key the trust store does not hold: the narrowing is refused.
+  REQUIRE(g.Stop() == 0);
+  WriteKey(keys, "next");
+  g.SetExtraArgs({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "next.key",
+                  "--builtin-signing-key-id", "next-key"});
+  g.Start();
+  gw::PolicyRevision revision;
+  REQUIRE(g.SetPolicy("default", narrow, &revision).ok());
+  CHECK(revision.sandboxes_updated() == 0);
+  CHECK(revision.sandboxes_kept_last_good() == 1);
+  // The key is trusted now; the reload moves nothing (the kept envelope still verifies).
+  WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
+                                                 {"gateway-key", ReadFile(keys / "gateway.pub")},
+                                                 {"next-key", ReadFile(keys / "next.pub")}}));
+  gw::ReloadTrustStoreResponse reloaded;
+  REQUIRE(g.admin().ReloadTrustStore(GatewayFixture::Context().get(), gw::ReloadTrustStoreRequest(), &reloaded).ok());
+  drv::Projection p;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &p).ok());
+  CHECK(p.policy_digest() == admitted.policy_digest());
+  // The same narrowing applied again: unchanged, and the sandbox behind it moves onto it.
+  REQUIRE(g.SetPolicy("default", narrow, &revision).ok());
+  CHECK(revision.unchanged());
+  CHECK(revision.sandboxes_updated() == 1);
+  CHECK(revision.sandboxes_kept_last_good() == 0);
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &p).ok());
+  CHECK(p.policy_digest() == revision.policy_digest());
+  CHECK(p.signing_key_id() == "next-key");
+}
+
+TEST_CASE("integration: policy revisions are listed in pages, and policyctl gathers every page", "[integration][cli]") {
+  GatewayFixture g;
+  auto policy = Example("restrictive-default.yaml");
+  for (int i = 0; i < 5; ++i) {
+    policy.mutable_filesystem()->add_read_only(absl::StrCat("/opt/r", i));
+    REQUIRE(g.SetPolicy(i % 2 == 0 ? "default" : "tenant:acme", policy).ok());
+  }
+  std::vector<uint64_t> revisions;
+  gw::ListPolicyRevisionsRequest request;
+  request.set_page_size(2);
+  int pages = 0;
+  do {
+    gw::ListPolicyRevisionsResponse page;
+    REQUIRE(g.admin().ListPolicyRevisions(GatewayFixture::Context().get(), request, &page).ok());
+    CHECK(page.revisions_size() <= 2);
+    for (const auto& r : page.revisions()) revisions.push_back(r.revision());
+    request.set_page_token(page.next_page_token());
+    ++pages;
+  } while (!request.page_token().empty());
+  CHECK(pages == 3);
+  CHECK(revisions == std::vector<uint64_t>{1, 1, 2, 2, 3});  // the order they were appended in
+  // One scope's pages; a token the gateway did not give is refused.
+  request.set_scope("tenant:acme");
+  request.set_page_token("");
+  gw::ListPolicyRevisionsResponse page;
+  REQUIRE(g.admin().ListPolicyRevisions(GatewayFixture::Context().get(), request, &page).ok());
+  CHECK(page.revisions_size() == 2);
+  CHECK(page.next_page_token().empty());
+  request.set_page_token("not-a-token");
+  CHECK(g.admin().ListPolicyRevisions(GatewayFixture::Context().get(), request, &page).error_code() ==
+        grpc::StatusCode::INVALID_ARGUMENT);
+  std::string out, err;
+  REQUIRE(Ctl(g, {"-o", "json", "policy", "list"}, &out, &err) == 0);
+  gw::ListPolicyRevisionsResponse listed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(out, &listed).ok());
+  CHECK(listed.revisions_size() == 5);
+  CHECK(listed.next_page_token().empty());
 }
 
 TEST_CASE("integration: after a restart the builtin driver serves every scope's own policy", "[integration][durability]") {

@@ -1470,7 +1470,8 @@ TEST_CASE("log: a projection whose proof came after it expired is refused, not a
 TEST_CASE("log: a projection moved to a higher version under the same digest is proven by its own entry",
           "[integration][log]") {
   // Review finding (helper 80): the proof was matched by digest only, so a sandbox moved from (D, v1) to
-  // (D, v2) — the same body set again, a change that moves the version only — was answered with the v1
+  // (D, v2) — the same body set for the sandbox's own scope, a change that moves the version only (setting
+  // the same body again on its scope appends nothing) — was answered with the v1
   // entry until v2's was integrated; the client (which checks the version) refused it as invalid and no
   // proof followed on the stream.
   LogKey key;
@@ -1486,7 +1487,7 @@ TEST_CASE("log: a projection moved to a higher version under the same digest is 
   REQUIRE(Eventually([&] { return ask(&proof).ok(); }));
   CHECK(proof.entry().policy_version() == admitted.policy_version());
 
-  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());  // the same body again
+  REQUIRE(g.SetPolicy("sandbox:sb-v", osh::policy::RestrictiveDefaultPolicy()).ok());  // the same body, a newer scope
   drv::Projection served;
   REQUIRE(Eventually([&] {
     return g.Fetch(admitted.sandbox_handle(), &served).ok() && served.policy_version() > admitted.policy_version();

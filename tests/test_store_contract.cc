@@ -122,10 +122,86 @@ TEST_CASE("store contract: policy revisions per scope with expected-revision che
   CHECK((*latest)->body == "body-2");
   CHECK(s.revisions().GetPolicyRevision("default", 1)->body == "body-1");
   CHECK(absl::IsNotFound(s.revisions().GetPolicyRevision("default", 9).status()));
-  CHECK(s.revisions().ListPolicyRevisions("")->size() == 4);
-  CHECK(s.revisions().ListPolicyRevisions("tenant:acme")->size() == 2);
+  CHECK(s.revisions().ListPolicyRevisions("", 0, 0)->size() == 4);
+  CHECK(s.revisions().ListPolicyRevisions("tenant:acme", 0, 0)->size() == 2);
+  // Pages by seq: after a seq, at most a limit, oldest first; of one scope or of all.
+  auto all = s.revisions().ListPolicyRevisions("", 0, 0);
+  REQUIRE(all.ok());
+  auto first_two = s.revisions().ListPolicyRevisions("", 0, 2);
+  REQUIRE(first_two.ok());
+  REQUIRE(first_two->size() == 2);
+  CHECK((*first_two)[1].seq == (*all)[1].seq);
+  auto rest = s.revisions().ListPolicyRevisions("", (*first_two)[1].seq, 2);
+  REQUIRE(rest.ok());
+  REQUIRE(rest->size() == 2);
+  CHECK((*rest)[0].seq == (*all)[2].seq);
+  CHECK(s.revisions().ListPolicyRevisions("", (*all)[3].seq, 2)->empty());
+  auto tenant_after = s.revisions().ListPolicyRevisions("tenant:acme", t1->seq, 5);
+  REQUIRE(tenant_after.ok());
+  REQUIRE(tenant_after->size() == 1);
+  CHECK(tenant_after->front().deleted());
+  // The latest of each scope (a deletion included), by seq, bodies and all.
+  auto latest_each = s.revisions().LatestPolicyRevisions();
+  REQUIRE(latest_each.ok());
+  REQUIRE(latest_each->size() == 2);
+  CHECK((*latest_each)[0].scope == "default");
+  CHECK((*latest_each)[0].revision == 2);
+  CHECK((*latest_each)[0].body == "body-2");
+  CHECK((*latest_each)[1].scope == "tenant:acme");
+  CHECK((*latest_each)[1].deleted());
   CHECK(*s.revisions().CountLivePolicies() == 1);
   CheckChain(s, 4);  // one event per appended revision; the refused appends wrote none
+}
+
+TEST_CASE("store contract: a policy equal to the scope's live one appends no revision, tells no listener, and is audited",
+          "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  auto& revisions = store->revisions();
+  struct Counting : osh::store::RevisionListener {
+    int told = 0;
+    void OnPolicyRevision(const osh::store::PolicyRevisionRecord&, bool) override { ++told; }
+  } listener;
+  revisions.revision_listeners().Add(&listener);
+  auto r1 = revisions.AppendPolicyRevision("default", std::string("body-1"), std::nullopt, 10, osh::test::StoredEvent("mutation"));
+  REQUIRE(r1.ok());
+  CHECK_FALSE(r1->unchanged);
+  CHECK(listener.told == 1);
+  // The same body again, with and without the expected revision: the live revision, nothing appended.
+  for (std::optional<uint64_t> expected : {std::optional<uint64_t>(), std::optional<uint64_t>(1)}) {
+    auto again = revisions.AppendPolicyRevision("default", std::string("body-1"), expected, 11, osh::test::StoredEvent("mutation"));
+    REQUIRE(again.ok());
+    CHECK(again->unchanged);
+    CHECK(again->revision == 1);
+    CHECK(again->seq == r1->seq);
+    CHECK(again->digest == r1->digest);
+  }
+  CHECK(listener.told == 1);
+  // The expected revision is checked first: a stale one is refused even for the same body.
+  CHECK(absl::IsAborted(revisions.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 12,
+                                                        osh::test::StoredEvent("mutation")).status()));
+  CHECK(revisions.ListPolicyRevisions("default", 0, 0)->size() == 1);
+  // The unchanged attempts were audited, said so, and named the live revision.
+  auto events = store->audit().ListAuditEvents(0, 0);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 3);
+  for (size_t i = 1; i < 3; ++i) {
+    CHECK_THAT((*events)[i].reason, Catch::EndsWith("(unchanged: revision 1 kept)"));
+    CHECK((*events)[i].audit_context.at("change.unchanged") == "true");
+    CHECK((*events)[i].policy_digest == r1->digest);
+    CHECK((*events)[i].policy_version == r1->seq);
+  }
+  // After a deletion the same body is a new revision again.
+  REQUIRE(revisions.AppendPolicyRevision("default", std::nullopt, std::nullopt, 13, osh::test::StoredEvent("mutation")).ok());
+  auto back = revisions.AppendPolicyRevision("default", std::string("body-1"), std::nullopt, 14, osh::test::StoredEvent("mutation"));
+  REQUIRE(back.ok());
+  CHECK_FALSE(back->unchanged);
+  CHECK(back->revision == 3);
+  CHECK(listener.told == 3);
+  revisions.revision_listeners().Remove(&listener);
+  CheckChain(*store, 5);
 }
 
 TEST_CASE("store contract: a refused change writes nothing, and the chain stays whole", "[store][contract]") {
