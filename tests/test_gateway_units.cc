@@ -29,6 +29,7 @@
 #include "store/sqlite_db.h"
 #include "gateway/core/log.h"
 #include "gateway/core/drift.h"
+#include "gateway/core/driver_state_audit.h"
 #include "gateway/core/audit_feed.h"
 #include "common/errors.h"
 #include "store/sqlite_store.h"
@@ -1492,4 +1493,47 @@ TEST_CASE("interceptor payloads: the memo's fingerprint tells contents apart, an
               .fields().at("endpoints").list_value().values(0).struct_value().fields().at("host").string_value() ==
           "b.example");
   }
+}
+
+TEST_CASE("driver state audit: transitions within a burst a minute, a new text of the same state every ten minutes, "
+          "the state held back audited once the budget allows",
+          "[gateway][driver]") {
+  using osh::gateway::DriverStateAudit;
+  DriverStateAudit audit;
+  const absl::Time t0 = absl::FromUnixSeconds(1'800'000'000);
+  // The first report, whatever it says; the same again is not audited.
+  auto first = audit.OnReport(false, "connect refused", t0);
+  REQUIRE(first.has_value());
+  CHECK_FALSE(first->available);
+  CHECK(first->not_audited == 0);
+  CHECK_FALSE(audit.OnReport(false, "connect refused", t0 + absl::Seconds(1)).has_value());
+  // Another text of the same state: not within ten minutes, then audited naming what it held back.
+  for (int i = 2; i < 30; ++i) CHECK_FALSE(audit.OnReport(false, absl::StrCat("attempt ", i), t0 + absl::Seconds(i)).has_value());
+  auto later = audit.OnReport(false, "attempt 601", t0 + absl::Seconds(601));
+  REQUIRE(later.has_value());
+  CHECK(later->detail == "attempt 601");
+  CHECK(later->not_audited == 29);
+  CHECK_FALSE(audit.Pending(t0 + absl::Seconds(602)).has_value());  // the log says what the driver is
+
+  // Flapping: 21 reports in one minute, each a transition; the minute's burst is audited, the rest counted.
+  const absl::Time t1 = t0 + absl::Hours(1);
+  int audited = 0;
+  bool available = true;
+  for (int i = 0; i < 21; ++i, available = !available) {
+    if (audit.OnReport(available, available ? "" : "gone", t1 + absl::Seconds(i)).has_value()) ++audited;
+  }
+  CHECK(audited == DriverStateAudit::kBurst);
+  // The driver ended up (the last report, i = 20); the burst's last audited one (i = 5) said down.
+  CHECK_FALSE(audit.Pending(t1 + absl::Seconds(30)).has_value());  // no budget left this minute
+  auto caught_up = audit.Pending(t1 + absl::Seconds(61));
+  REQUIRE(caught_up.has_value());
+  CHECK(caught_up->available);
+  CHECK(caught_up->detail.empty());
+  CHECK(caught_up->not_audited == 21 - DriverStateAudit::kBurst);
+  CHECK_FALSE(audit.Pending(t1 + absl::Seconds(62)).has_value());
+  // A transition within the new window's budget is audited at once.
+  auto down = audit.OnReport(false, "gone again", t1 + absl::Seconds(63));
+  REQUIRE(down.has_value());
+  CHECK_FALSE(down->available);
+  CHECK(down->not_audited == 0);
 }

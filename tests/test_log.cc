@@ -3,7 +3,11 @@
 // <state_dir>/log); every entry proves against the checkpoint with the log's verifier key alone; kill -9
 // loses no committed event (the next checkpoint covers it); and a database rewritten (even with the hash
 // chain recomputed) or rolled back under the log is refused at start.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -833,6 +837,75 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
     if (!cosigned) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(cosigned);
+  CHECK(static_cast<int64_t>(g.AuditEvents().size()) == quiet_size);
+}
+
+TEST_CASE("log: a checkpoint shown again keeps the cosignatures it carries and adds the new ones", "[integration][log]") {
+  // Review (helper 82): a re-ask republished the checkpoint with that round's cosignatures only, and only
+  // when they outnumbered the published ones: w1's cosignature, then w2's after w1 went down, never made
+  // a checkpoint carrying both (a client requiring both refused it until the next entry).
+  LogKey key;
+  auto log_vkey = osh::tlog::VerifierKeyFromPem(kOrigin, key.pem);
+  REQUIRE(log_vkey.ok());
+  TempDir wdir1, wdir2;
+  const std::string w1_vkey = PrepareWitness(wdir1, *log_vkey);
+  auto w1 = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir1 / "w1.toml"},
+                                      wdir1 / "w1.log");
+  const std::string w1_address = LoggedAfter([&] { return ReadAll(wdir1 / "w1.log"); }, "listening on ");
+  // w2: configured on a port of its own, started only after w1 has gone.
+  std::string out, err;
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "keygen", "--name", "witness.test/w2", "--out", wdir2 / "w2.pem"}, &out, &err) == 0);
+  const std::string w2_vkey(absl::StripAsciiWhitespace(out));
+  int port = 0;
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port = ntohs(address.sin_port);
+    ::close(fd);
+  }
+  const std::string w2_address = absl::StrCat("127.0.0.1:", port);
+  WriteFile(wdir2 / "w2.toml", absl::StrCat("name = \"witness.test/w2\"\nkey_file = \"", wdir2 / "w2.pem", "\"\nlisten = \"",
+                                           w2_address, "\"\nstate_file = \"", wdir2 / "state.toml", "\"\n[[log]]\norigin = \"",
+                                           kOrigin, "\"\nkey = \"", *log_vkey, "\"\n"));
+  REQUIRE(RunCommand({OSH_WITNESS_BINARY, "init", "--config", wdir2 / "w2.toml"}, &out, &err) == 0);
+  std::vector<std::string> flags = key.Flags();
+  flags.insert(flags.end(), {"--log-witnesses", absl::StrCat("http://", w1_address, " ", w1_vkey, ",http://", w2_address,
+                                                             " ", w2_vkey),
+                             "--log-witness-timeout-ms", "500"});
+  GatewayFixture g(flags);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  AdmitSome(g, 0, 2);
+  const std::string log_dir = g.state_dir() + "/log";
+  auto log_verifier = osh::tlog::ParseVerifierKey(*log_vkey);
+  auto w1_verifier = osh::tlog::ParseVerifierKey(w1_vkey);
+  auto w2_verifier = osh::tlog::ParseVerifierKey(w2_vkey);
+  REQUIRE((log_verifier.ok() && w1_verifier.ok() && w2_verifier.ok()));
+  // Cosigned by `cosigners` (all of them) at the size of the log now, within `seconds`.
+  auto cosigned = [&](std::vector<const osh::tlog::NoteVerifier*> cosigners, int64_t size, int seconds) {
+    for (int i = 0; i < seconds * 10; ++i) {
+      auto opened = osh::tlog::OpenCheckpoint(ReadAll(log_dir + "/checkpoint"), kOrigin, **log_verifier, cosigners,
+                                              cosigners.size());
+      if (opened.ok() && opened->checkpoint.size == size) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  const int64_t quiet_size = static_cast<int64_t>(g.AuditEvents().size());
+  REQUIRE(cosigned({w1_verifier->get()}, quiet_size, 20));
+  // w1 goes; w2 comes; nothing is appended. The re-ask (every 10 s) gets w2's cosignature, and the
+  // checkpoint keeps w1's.
+  w1->Signal(SIGTERM);
+  CHECK(w1->Wait() == 0);
+  auto w2 = std::make_unique<Process>(std::vector<std::string>{OSH_WITNESS_BINARY, "--config", wdir2 / "w2.toml"},
+                                      wdir2 / "w2.log");
+  LoggedAfter([&] { return ReadAll(wdir2 / "w2.log"); }, "listening on ");
+  CHECK(cosigned({w1_verifier->get(), w2_verifier->get()}, quiet_size, 45));
   CHECK(static_cast<int64_t>(g.AuditEvents().size()) == quiet_size);
 }
 

@@ -1339,13 +1339,29 @@ void GatewayCore::OnDriverState(bool available, const std::string& driver_detail
     absl::MutexLock lock(&driver_detail_mu_);
     driver_detail_ = available ? "" : detail;
   }
-  audit_.Record(AuditRecorder::For(available ? audit::Type::kDriverUp : audit::Type::kDriverDown, ""),
-                available ? audit::Outcome::kOk : audit::Outcome::kUnavailable, detail);
-  if (available) {
-    LogInfo(absl::StrCat("policy driver available: ", detail, "; admissions are served"));
+  if (auto event = driver_audit_.OnReport(available, detail, absl::FromUnixSeconds(clock_->NowUnix()))) {
+    RecordDriverState(*event);
+  }
+}
+
+void GatewayCore::AuditPendingDriverState() {
+  if (auto event = driver_audit_.Pending(absl::FromUnixSeconds(clock_->NowUnix()))) RecordDriverState(*event);
+}
+
+void GatewayCore::RecordDriverState(const DriverStateAudit::Event& state) {
+  auto event = AuditRecorder::For(state.available ? audit::Type::kDriverUp : audit::Type::kDriverDown, "");
+  std::string held_back;
+  if (state.not_audited > 0) {
+    event.audit_context["driver_reports_not_audited"] = absl::StrCat(state.not_audited);
+    held_back = absl::StrCat(" (", state.not_audited, " driver report(s) since the last one not audited: the driver "
+                             "is flapping or its error text keeps changing)");
+  }
+  audit_.Record(std::move(event), state.available ? audit::Outcome::kOk : audit::Outcome::kUnavailable, state.detail);
+  if (state.available) {
+    LogInfo(absl::StrCat("policy driver available: ", state.detail, "; admissions are served", held_back));
   } else {
-    LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE: ", detail,
-                          "; admissions fail closed (admitted sandboxes are still served); retrying"));
+    LogError(absl::StrCat("POLICY DRIVER UNAVAILABLE: ", state.detail,
+                          "; admissions fail closed (admitted sandboxes are still served); retrying", held_back));
   }
 }
 

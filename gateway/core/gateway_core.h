@@ -27,6 +27,7 @@
 #include "gateway/core/ceiling_guard.h"
 #include "gateway/core/config.h"
 #include "gateway/core/driver_handles.h"
+#include "gateway/core/driver_state_audit.h"
 #include "gateway/core/projection_gate.h"
 #include "gateway/core/provider_catalogue.h"
 #include "gateway/core/reprojection.h"
@@ -138,8 +139,12 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
 
   bool permits_mutation() const;
 
-  // Records a change of the driver's reachability (audited as driver_up / driver_down, logged loudly).
+  // Records a change of the driver's reachability (audited as driver_up / driver_down, logged loudly),
+  // bounded as DriverStateAudit says (a flapping driver cannot flood the audit log).
   void OnDriverState(bool available, const std::string& detail);
+  // Audits the driver's present state when the last driver event audited does not say it (reports were
+  // held back by the bound) and the bound allows now. Called once a second by the daemon.
+  void AuditPendingDriverState();
 
   // The gate every admission, refresh and re-projection passes and the registry's serving rule asks
   // (trust store, ceiling, revocations).
@@ -260,6 +265,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // add to it).
   absl::Mutex recheck_mu_;
   absl::StatusOr<gateway_v1::PolicyRevision> AfterMutation(absl::StatusOr<gateway_v1::PolicyRevision> revision);
+  void RecordDriverState(const DriverStateAudit::Event& state);
 
   const Config config_;
   store::Database* const store_;
@@ -269,6 +275,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   AuditRecorder audit_;      // events that record no state change
   mutable absl::Mutex driver_detail_mu_;
   std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
+  DriverStateAudit driver_audit_;  // which driver reports are audited
   ReportLimiter reports_;
   WorkerPool* blocking_pool_ = nullptr;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time

@@ -273,14 +273,42 @@ absl::Status LogSequencer::RepairPublishedEdge() {
 
 namespace {
 
-// The witnesses' cosignatures a published checkpoint carries: its note opened with their keys (0 when it
-// does not open).
-size_t CosignaturesOn(const std::string& note, const std::string& origin, const std::string& log_vkey,
-                      const LogWitnesses& witnesses) {
+// The witnesses' cosignatures a published checkpoint carries, verified with their keys (none when it does
+// not open).
+std::vector<tlog::NoteSignature> CosignaturesOn(const std::string& note, const std::string& origin,
+                                                const std::string& log_vkey, const LogWitnesses& witnesses) {
   auto verifier = tlog::ParseVerifierKey(log_vkey);
-  if (!verifier.ok()) return 0;
+  if (!verifier.ok()) return {};
   auto opened = tlog::OpenCheckpoint(note, origin, **verifier, witnesses.verifiers(), 0);
-  return opened.ok() ? opened->cosignatures : 0;
+  if (!opened.ok()) return {};
+  std::vector<tlog::NoteSignature> cosignatures;
+  for (const auto& signature : opened->note.verified) {
+    if (signature.name != (*verifier)->name() || signature.key_id != (*verifier)->key_id()) {
+      cosignatures.push_back(signature);
+    }
+  }
+  return cosignatures;
+}
+
+// One cosignature per witness, in configuration order: this round's, or else the one the published
+// checkpoint of the same tree already carries (a cosignature covers the checkpoint's text, which a round
+// on the same tree does not change).
+std::vector<tlog::NoteSignature> MergeCosignatures(const std::vector<tlog::NoteSignature>& fresh,
+                                                   const std::vector<tlog::NoteSignature>& earlier,
+                                                   const LogWitnesses& witnesses) {
+  std::vector<tlog::NoteSignature> merged;
+  for (const tlog::NoteVerifier* witness : witnesses.verifiers()) {
+    for (const auto* from : {&fresh, &earlier}) {
+      auto it = std::find_if(from->begin(), from->end(), [&](const tlog::NoteSignature& s) {
+        return s.name == witness->name() && s.key_id == witness->key_id();
+      });
+      if (it != from->end()) {
+        merged.push_back(*it);
+        break;
+      }
+    }
+  }
+  return merged;
 }
 
 }  // namespace
@@ -288,7 +316,7 @@ size_t CosignaturesOn(const std::string& note, const std::string& origin, const 
 absl::StatusOr<int64_t> LogSequencer::Publish() {
   const Published before = current();
   const int64_t size = hashes_.size();
-  size_t on_published = 0;
+  std::vector<tlog::NoteSignature> on_published;  // of the same tree, when nothing new was appended
   if (size == before.size && !before.checkpoint.empty()) {
     // Nothing new. A checkpoint some witness did not cosign is shown to them again (the same size: C2SP
     // tlog-witness cosigns it afresh), at most once per retry interval, until every one has; its
@@ -296,7 +324,7 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
     if (options_.witnesses == nullptr || absl::Now() < next_recollect_) return size;
     next_recollect_ = absl::Now() + options_.witness_recollect;
     on_published = CosignaturesOn(before.checkpoint, options_.origin, verifier_key_, *options_.witnesses);
-    if (on_published >= options_.witnesses->verifiers().size()) return size;
+    if (on_published.size() >= options_.witnesses->verifiers().size()) return size;
   }
   CachedEntryReader entries(log_, open_bundle_begin_, open_bundle_);
   tlog::TileWriteOptions write;
@@ -321,11 +349,13 @@ absl::StatusOr<int64_t> LogSequencer::Publish() {
     const std::string ahead = (std::filesystem::path(options_.dir) / kSignedAheadFile).string();
     if (absl::Status recorded = tlog::WriteFileAtomically(ahead, *note, options_.sync); !recorded.ok()) return recorded;
     signed_ahead_ = std::max(signed_ahead_, size);
-    const std::vector<tlog::NoteSignature> cosignatures = options_.witnesses->Collect(
-        *note, size, [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); });
+    const std::vector<tlog::NoteSignature> cosignatures = MergeCosignatures(
+        options_.witnesses->Collect(*note, size,
+                                    [this](int64_t old_size, int64_t new_size) { return ProveConsistency(old_size, new_size); }),
+        on_published, *options_.witnesses);
     // The same checkpoint again: republished only with more cosignatures than it carries (a witness down
-    // now never takes away one it gave before).
-    if (size == before.size && cosignatures.size() <= on_published) return size;
+    // now never takes away one it gave before: its earlier cosignature is kept).
+    if (size == before.size && cosignatures.size() <= on_published.size()) return size;
     if (!cosignatures.empty()) {
       note = tlog::SignCheckpoint(checkpoint, {signer_.get()}, cosignatures);
       if (!note.ok()) return note.status();

@@ -588,6 +588,7 @@ int Daemon::Serve() {
   housekeeping_thread_ = std::thread([this] {
     absl::Time last_report = absl::Now();
     while (!stop_housekeeping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      core_->AuditPendingDriverState();
       if (absl::Now() - last_report >= kAuthFailureWindow) {
         ReportAuthFailures(absl::Now() - last_report);
         last_report = absl::Now();

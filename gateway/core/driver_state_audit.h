@@ -1,0 +1,57 @@
+// Which of a third-party driver's up/down reports are audited (docs/audit.md, `driver_up` / `driver_down`),
+// so a flapping driver, or one whose error text changes on every probe, cannot flood the audit log:
+// - a transition (up ↔ down, or the first report) is audited while fewer than kBurst driver events were
+//   audited in the current minute;
+// - the same state with another text is audited at most once every kSameStateInterval (and within the
+//   minute's burst);
+// - anything else is counted, not audited; the next audited event names how many were not
+//   (`audit_context["driver_reports_not_audited"]`), and Pending (asked once a second) audits the state the
+//   driver is in when the last audited one is not it any more, as soon as the budget allows — so the
+//   log's last driver event always ends up saying what the driver is.
+// Pure bookkeeping over the times it is given. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace osh::gateway {
+
+class DriverStateAudit {
+ public:
+  static constexpr int kBurst = 6;
+  static constexpr absl::Duration kWindow = absl::Minutes(1);
+  static constexpr absl::Duration kSameStateInterval = absl::Minutes(10);
+
+  // A report to audit now: its state and text, and how many reports before it were not audited.
+  struct Event {
+    bool available = false;
+    std::string detail;
+    uint64_t not_audited = 0;
+  };
+
+  // The driver reported `available` with `detail` at `now`: the event to audit, or nullopt (counted).
+  std::optional<Event> OnReport(bool available, const std::string& detail, absl::Time now);
+  // The state the driver is in, when the last audited event does not say it and the budget allows now.
+  std::optional<Event> Pending(absl::Time now);
+
+ private:
+  bool HasBudget(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Event Take(bool available, const std::string& detail, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  bool any_audited_ ABSL_GUARDED_BY(mu_) = false;
+  bool audited_available_ ABSL_GUARDED_BY(mu_) = false;
+  std::string audited_detail_ ABSL_GUARDED_BY(mu_);
+  absl::Time audited_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool current_available_ ABSL_GUARDED_BY(mu_) = false;
+  std::string current_detail_ ABSL_GUARDED_BY(mu_);
+  absl::Time window_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t not_audited_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace osh::gateway
