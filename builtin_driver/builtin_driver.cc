@@ -1,6 +1,7 @@
 #include "builtin_driver/builtin_driver.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -309,7 +310,9 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
   constexpr uint32_t kDefaultPageSize = 100, kMaxPageSize = 1000;
   const uint32_t size = request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
   uint64_t after_seq = 0;
-  if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &after_seq)) {
+  if (!request.page_token().empty() &&
+      (!absl::SimpleAtoi(request.page_token(), &after_seq) ||
+       after_seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
     return absl::InvalidArgumentError("page_token: not a token ListPolicyRevisions gave (use next_page_token as it is)");
   }
   auto records = store_->ListPolicyRevisions(request.scope(), after_seq, size + 1);

@@ -384,6 +384,11 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
           return;
         }
         for (auto& revision : *page.mutable_revisions()) *response.add_revisions() = std::move(revision);
+        if (!page.next_page_token().empty() && page.revisions().empty()) {
+          std::cerr << "error: the gateway answered an empty page with a next_page_token; stopping\n";
+          exit_code = kExitUsage;
+          return;
+        }
         request.set_page_token(page.next_page_token());
       } while (!request.page_token().empty());
       if (options.json()) {

@@ -1513,7 +1513,7 @@ TEST_CASE("driver state audit: transitions within a burst a minute, a new text o
   REQUIRE(later.has_value());
   CHECK(later->detail == "attempt 601");
   CHECK(later->not_audited == 29);
-  CHECK_FALSE(audit.Pending(t0 + absl::Seconds(602)).has_value());  // the log says what the driver is
+  CHECK_FALSE(audit.Pending(false, "attempt 601", t0 + absl::Seconds(602)).has_value());  // the log says what the driver is
 
   // Flapping: 21 reports in one minute, each a transition; the minute's burst is audited, the rest counted.
   const absl::Time t1 = t0 + absl::Hours(1);
@@ -1524,16 +1524,42 @@ TEST_CASE("driver state audit: transitions within a burst a minute, a new text o
   }
   CHECK(audited == DriverStateAudit::kBurst);
   // The driver ended up (the last report, i = 20); the burst's last audited one (i = 5) said down.
-  CHECK_FALSE(audit.Pending(t1 + absl::Seconds(30)).has_value());  // no budget left this minute
-  auto caught_up = audit.Pending(t1 + absl::Seconds(61));
+  CHECK_FALSE(audit.Pending(true, "", t1 + absl::Seconds(30)).has_value());  // no budget left this minute
+  auto caught_up = audit.Pending(true, "", t1 + absl::Seconds(61));
   REQUIRE(caught_up.has_value());
   CHECK(caught_up->available);
   CHECK(caught_up->detail.empty());
   CHECK(caught_up->not_audited == 21 - DriverStateAudit::kBurst);
-  CHECK_FALSE(audit.Pending(t1 + absl::Seconds(62)).has_value());
+  CHECK_FALSE(audit.Pending(true, "", t1 + absl::Seconds(62)).has_value());
   // A transition within the new window's budget is audited at once.
   auto down = audit.OnReport(false, "gone again", t1 + absl::Seconds(63));
   REQUIRE(down.has_value());
   CHECK_FALSE(down->available);
   CHECK(down->not_audited == 0);
+
+  // Review 84: a short flap back to the audited state while the budget is spent leaves a trace once it
+  // allows; the driver's own state wins over the last report heard; a clock stepping back restarts the window.
+  const absl::Time t2 = t1 + absl::Hours(1);
+  for (int i = 0; i < DriverStateAudit::kBurst; ++i) {
+    REQUIRE(audit.OnReport(i % 2 == 0, "", t2 + absl::Seconds(i)).has_value());  // up, down, …, down
+  }
+  CHECK_FALSE(audit.OnReport(true, "", t2 + absl::Seconds(10)).has_value());
+  CHECK_FALSE(audit.OnReport(false, "gone", t2 + absl::Seconds(11)).has_value());
+  CHECK_FALSE(audit.Pending(false, "gone", t2 + absl::Seconds(12)).has_value());  // no budget yet
+  auto flap = audit.Pending(false, "gone", t2 + absl::Seconds(70));
+  REQUIRE(flap.has_value());
+  CHECK_FALSE(flap->available);
+  CHECK(flap->not_audited == 2);
+  CHECK_FALSE(audit.Pending(false, "gone", t2 + absl::Seconds(71)).has_value());
+  // Reports crossed on the way: the last heard says down, the driver is up.
+  auto actual = audit.Pending(true, "", t2 + absl::Seconds(72));
+  REQUIRE(actual.has_value());
+  CHECK(actual->available);
+  // The clock steps back an hour: the window restarts rather than stalling until the clock catches up.
+  const absl::Time back = t2 - absl::Hours(1);
+  int after_step = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (audit.OnReport(i % 2 == 1, "", back + absl::Seconds(i)).has_value()) ++after_step;
+  }
+  CHECK(after_step == 4);
 }

@@ -5,10 +5,13 @@
 // - the same state with another text is audited at most once every kSameStateInterval (and within the
 //   minute's burst);
 // - anything else is counted, not audited; the next audited event names how many were not
-//   (`audit_context["driver_reports_not_audited"]`), and Pending (asked once a second) audits the state the
-//   driver is in when the last audited one is not it any more, as soon as the budget allows — so the
-//   log's last driver event always ends up saying what the driver is.
-// Pure bookkeeping over the times it is given. Thread-safe.
+//   (`audit_context["driver_reports_not_audited"]`), and Pending (asked once a second, told the state the
+//   driver is in) audits that state when the last audited one is not it any more, or when a transition was
+//   held back (a short flap), as soon as the budget allows — so the log's last driver event always ends up
+//   saying what the driver is, and a flap leaves a trace.
+// A clock that steps back restarts the window (and counts as the interval having passed).
+// Pure bookkeeping over the times it is given. Thread-safe; the caller that records the events it hands
+// out keeps them in order (one lock over deciding and recording: GatewayCore).
 #pragma once
 
 #include <cstdint>
@@ -35,8 +38,9 @@ class DriverStateAudit {
 
   // The driver reported `available` with `detail` at `now`: the event to audit, or nullopt (counted).
   std::optional<Event> OnReport(bool available, const std::string& detail, absl::Time now);
-  // The state the driver is in, when the last audited event does not say it and the budget allows now.
-  std::optional<Event> Pending(absl::Time now);
+  // `available` / `detail`: the state the driver is in now. An event when the last audited one does not say
+  // that state, or a transition was held back since, and the budget allows now.
+  std::optional<Event> Pending(bool available, const std::string& detail, absl::Time now);
 
  private:
   bool HasBudget(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -49,6 +53,7 @@ class DriverStateAudit {
   absl::Time audited_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool current_available_ ABSL_GUARDED_BY(mu_) = false;
   std::string current_detail_ ABSL_GUARDED_BY(mu_);
+  bool transition_held_ ABSL_GUARDED_BY(mu_) = false;  // a held-back report was a transition
   absl::Time window_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int in_window_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t not_audited_ ABSL_GUARDED_BY(mu_) = 0;

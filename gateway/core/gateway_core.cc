@@ -1339,13 +1339,24 @@ void GatewayCore::OnDriverState(bool available, const std::string& driver_detail
     absl::MutexLock lock(&driver_detail_mu_);
     driver_detail_ = available ? "" : detail;
   }
+  // Deciding and recording under one lock: the events reach the log in the order they were decided.
+  absl::MutexLock order(&driver_audit_mu_);
   if (auto event = driver_audit_.OnReport(available, detail, absl::FromUnixSeconds(clock_->NowUnix()))) {
     RecordDriverState(*event);
   }
 }
 
 void GatewayCore::AuditPendingDriverState() {
-  if (auto event = driver_audit_.Pending(absl::FromUnixSeconds(clock_->NowUnix()))) RecordDriverState(*event);
+  const bool available = driver_->available();
+  std::string detail;
+  if (!available) {
+    absl::MutexLock lock(&driver_detail_mu_);
+    detail = driver_detail_;
+  }
+  absl::MutexLock order(&driver_audit_mu_);
+  if (auto event = driver_audit_.Pending(available, detail, absl::FromUnixSeconds(clock_->NowUnix()))) {
+    RecordDriverState(*event);
+  }
 }
 
 void GatewayCore::RecordDriverState(const DriverStateAudit::Event& state) {

@@ -276,6 +276,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   mutable absl::Mutex driver_detail_mu_;
   std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
   DriverStateAudit driver_audit_;  // which driver reports are audited
+  absl::Mutex driver_audit_mu_;    // held from deciding a driver event to recording it
   ReportLimiter reports_;
   WorkerPool* blocking_pool_ = nullptr;
   AdmissionSlots slots_;     // one admission (or release by context) per sandbox id at a time
