@@ -384,8 +384,9 @@ void AddPolicyCommands(CLI::App& app, const Options& options, int& exit_code) {
           return;
         }
         for (auto& revision : *page.mutable_revisions()) *response.add_revisions() = std::move(revision);
-        if (!page.next_page_token().empty() && page.revisions().empty()) {
-          std::cerr << "error: the gateway answered an empty page with a next_page_token; stopping\n";
+        if (!page.next_page_token().empty() &&
+            (page.revisions().empty() || page.next_page_token() == request.page_token())) {
+          std::cerr << "error: the gateway answered a page_token that does not advance; stopping\n";
           exit_code = kExitUsage;
           return;
         }

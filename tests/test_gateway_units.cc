@@ -1551,15 +1551,23 @@ TEST_CASE("driver state audit: transitions within a burst a minute, a new text o
   CHECK_FALSE(flap->available);
   CHECK(flap->not_audited == 2);
   CHECK_FALSE(audit.Pending(false, "gone", t2 + absl::Seconds(71)).has_value());
-  // Reports crossed on the way: the last heard says down, the driver is up.
-  auto actual = audit.Pending(true, "", t2 + absl::Seconds(72));
+  // Reports crossed on the way: the last heard says down, the driver is up — taken once it says so twice.
+  CHECK_FALSE(audit.Pending(true, "connected", t2 + absl::Seconds(72)).has_value());
+  auto actual = audit.Pending(true, "connected", t2 + absl::Seconds(73));
   REQUIRE(actual.has_value());
   CHECK(actual->available);
-  // The clock steps back an hour: the window restarts rather than stalling until the clock catches up.
-  const absl::Time back = t2 - absl::Hours(1);
-  int after_step = 0;
-  for (int i = 0; i < 4; ++i) {
-    if (audit.OnReport(i % 2 == 1, "", back + absl::Seconds(i)).has_value()) ++after_step;
+  CHECK(actual->detail == "connected");
+  // The minute's budget spent, then the clock steps back an hour: the window restarts rather than
+  // stalling until the clock catches up, and a new text is not held for the hour either.
+  bool up = true;
+  for (int i = 0; i < DriverStateAudit::kBurst; ++i, up = !up) {
+    audit.OnReport(!up, "", t2 + absl::Seconds(80 + i));
   }
-  CHECK(after_step == 4);
+  REQUIRE_FALSE(audit.OnReport(true, "", t2 + absl::Seconds(90)).has_value());  // spent
+  const absl::Time back = t2 - absl::Hours(1);
+  auto after_step = audit.OnReport(false, "back in time", back);
+  REQUIRE(after_step.has_value());
+  CHECK_FALSE(after_step->available);
+  auto text_after_step = audit.OnReport(false, "another text", back - absl::Seconds(5));
+  CHECK(text_after_step.has_value());
 }

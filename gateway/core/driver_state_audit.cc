@@ -27,6 +27,7 @@ std::optional<DriverStateAudit::Event> DriverStateAudit::OnReport(bool available
   absl::MutexLock lock(&mu_);
   current_available_ = available;
   current_detail_ = detail;
+  disagreements_ = 0;
   const bool transition = !any_audited_ || available != audited_available_;
   const bool new_text = !transition && detail != audited_detail_ &&
                         (now - audited_at_ >= kSameStateInterval || now < audited_at_);
@@ -40,10 +41,17 @@ std::optional<DriverStateAudit::Event> DriverStateAudit::Pending(bool available,
                                                                  absl::Time now) {
   absl::MutexLock lock(&mu_);
   if (!any_audited_) return std::nullopt;
-  // The driver's own word wins over the last report heard (reports from two threads may arrive crossed).
+  // The driver's own word wins over the last report heard (reports from two threads may arrive crossed),
+  // once it has said so twice in a row: a report on its way (a change the connection shows a moment before
+  // the report with its reason arrives) is not overtaken.
   if (available != current_available_) {
-    current_available_ = available;
-    current_detail_ = detail;
+    if (++disagreements_ >= 2) {
+      current_available_ = available;
+      current_detail_ = detail;
+      disagreements_ = 0;
+    }
+  } else {
+    disagreements_ = 0;
   }
   const bool differs = current_available_ != audited_available_;
   if ((!differs && !transition_held_) || !HasBudget(now)) return std::nullopt;

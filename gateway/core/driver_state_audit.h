@@ -38,8 +38,9 @@ class DriverStateAudit {
 
   // The driver reported `available` with `detail` at `now`: the event to audit, or nullopt (counted).
   std::optional<Event> OnReport(bool available, const std::string& detail, absl::Time now);
-  // `available` / `detail`: the state the driver is in now. An event when the last audited one does not say
-  // that state, or a transition was held back since, and the budget allows now.
+  // `available` / `detail`: the state the driver is in now (taken over the last report once two calls in a
+  // row say so). An event when the last audited one does not say that state, or a transition was held back
+  // since, and the budget allows now.
   std::optional<Event> Pending(bool available, const std::string& detail, absl::Time now);
 
  private:
@@ -54,6 +55,7 @@ class DriverStateAudit {
   bool current_available_ ABSL_GUARDED_BY(mu_) = false;
   std::string current_detail_ ABSL_GUARDED_BY(mu_);
   bool transition_held_ ABSL_GUARDED_BY(mu_) = false;  // a held-back report was a transition
+  int disagreements_ ABSL_GUARDED_BY(mu_) = 0;          // Pending calls in a row the connection disagreed
   absl::Time window_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int in_window_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t not_audited_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1347,13 +1347,14 @@ void GatewayCore::OnDriverState(bool available, const std::string& driver_detail
 }
 
 void GatewayCore::AuditPendingDriverState() {
+  // The lock first: a report decided and recorded meanwhile is not overtaken by a state read before it.
+  absl::MutexLock order(&driver_audit_mu_);
   const bool available = driver_->available();
-  std::string detail;
+  std::string detail = available ? "connected (seen on the driver connection)" : "";
   if (!available) {
     absl::MutexLock lock(&driver_detail_mu_);
-    detail = driver_detail_;
+    detail = driver_detail_.empty() ? "unavailable (no reason reported yet)" : driver_detail_;
   }
-  absl::MutexLock order(&driver_audit_mu_);
   if (auto event = driver_audit_.Pending(available, detail, absl::FromUnixSeconds(clock_->NowUnix()))) {
     RecordDriverState(*event);
   }
