@@ -315,7 +315,7 @@ absl::StatusOr<gateway_v1::ListPolicyRevisionsResponse> BuiltinDriver::ListPolic
        after_seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
     return absl::InvalidArgumentError("page_token: not a token ListPolicyRevisions gave (use next_page_token as it is)");
   }
-  auto records = store_->ListPolicyRevisions(request.scope(), after_seq, size + 1);
+  auto records = store_->ListPolicyRevisions(request.scope(), after_seq, size + 1, /*bodies=*/false);
   if (!records.ok()) return records.status();
   gateway_v1::ListPolicyRevisionsResponse response;
   for (size_t i = 0; i < records->size() && i < size; ++i) *response.add_revisions() = ToProto((*records)[i]);

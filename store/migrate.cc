@@ -67,7 +67,7 @@ absl::StatusOr<MigrationReport> MigrateStore(Database& source, Database& target,
   auto releases = source.releases().PendingReleases();
   if (!releases.ok()) return Step(releases.status(), "reading pending releases");
   image.releases = *std::move(releases);
-  auto revisions = source.revisions().ListPolicyRevisions("", 0, 0);
+  auto revisions = source.revisions().ListPolicyRevisions("", 0, 0, /*bodies=*/true);
   if (!revisions.ok()) return Step(revisions.status(), "reading policy revisions");
   image.revisions = *std::move(revisions);
   auto ceiling = source.ceiling().LoadCeiling();

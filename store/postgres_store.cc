@@ -285,6 +285,8 @@ void DecodeEventColumns(const PgResult& r, int row, AuditEvent* e) {
 constexpr char kAnyPending[] =
     "SELECT (EXISTS (SELECT 1 FROM audit_pending) OR EXISTS (SELECT 1 FROM changes_pending))::int::int8";
 
+constexpr char kRevisionColumnsWithoutBody[] =
+    "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, NULL::bytea FROM policy_revisions r ";
 constexpr char kRevisionColumns[] =
     "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, b.body FROM policy_revisions r "
     "LEFT JOIN bodies b ON b.digest = r.digest ";
@@ -1204,14 +1206,16 @@ absl::StatusOr<PolicyRevisionRecord> PostgresStore::GetPolicyRevision(const std:
 }
 
 absl::StatusOr<std::vector<PolicyRevisionRecord>> PostgresStore::ListPolicyRevisions(const std::string& scope,
-                                                                                  uint64_t after_seq, uint32_t limit) {
+                                                                                  uint64_t after_seq, uint32_t limit,
+                                                                                  bool bodies) {
   absl::MutexLock lock(&read_mu_);
   PgParams params;
   params.Add(static_cast<int64_t>(after_seq));
   if (!scope.empty()) params.Add(scope);
   if (limit != 0) params.Add(static_cast<int64_t>(limit));
   const std::string limit_param = absl::StrCat(" LIMIT $", scope.empty() ? 2 : 3);
-  auto found = Read(absl::StrCat(kRevisionColumns, "WHERE r.seq > $1 ", scope.empty() ? "" : "AND r.scope = $2 ",
+  auto found = Read(absl::StrCat(bodies ? kRevisionColumns : kRevisionColumnsWithoutBody, "WHERE r.seq > $1 ",
+                                 scope.empty() ? "" : "AND r.scope = $2 ",
                                  "ORDER BY r.seq", limit == 0 ? "" : limit_param),
                     params);
   if (!found.ok()) return found.status();

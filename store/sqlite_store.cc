@@ -160,6 +160,8 @@ PolicyRevisionRecord RevisionFrom(const Stmt& row) {
   return r;
 }
 
+constexpr char kRevisionColumnsWithoutBody[] =
+    "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, NULL FROM policy_revisions r ";
 constexpr char kRevisionColumns[] =
     "SELECT r.seq, r.scope, r.revision, r.digest, r.created_at, b.body FROM policy_revisions r "
     "LEFT JOIN bodies b ON b.digest = r.digest ";
@@ -870,9 +872,10 @@ absl::StatusOr<std::vector<PolicyRevisionRecord>> RevisionsOf(Stmt* stmt) {
 }  // namespace
 
 absl::StatusOr<std::vector<PolicyRevisionRecord>> SqliteStore::ListPolicyRevisions(const std::string& scope,
-                                                                                uint64_t after_seq, uint32_t limit) {
+                                                                                uint64_t after_seq, uint32_t limit,
+                                                                                bool bodies) {
   absl::MutexLock lock(&read_mu_);
-  auto stmt = read_db_->Prepare(absl::StrCat(kRevisionColumns, "WHERE r.seq > ? ", scope.empty() ? "" : "AND r.scope = ? ",
+  auto stmt = read_db_->Prepare(absl::StrCat(bodies ? kRevisionColumns : kRevisionColumnsWithoutBody, "WHERE r.seq > ? ", scope.empty() ? "" : "AND r.scope = ? ",
                                              "ORDER BY r.seq", limit == 0 ? "" : " LIMIT ?"));
   if (!stmt.ok()) return stmt.status();
   int next = 1;

@@ -65,7 +65,7 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestPolicyRevision(const std::string& scope) override;
   absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) override;
   absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope, uint64_t after_seq,
-                                                                        uint32_t limit) override;
+                                                                        uint32_t limit, bool bodies) override;
   absl::StatusOr<std::vector<PolicyRevisionRecord>> LatestPolicyRevisions() override;
   absl::StatusOr<uint64_t> CountLivePolicies() override;
   absl::Status SaveCeiling(const std::string& ceiling_bytes, uint64_t version, AuditEvent event,

@@ -242,9 +242,11 @@ class PolicyRevisions {
   virtual absl::StatusOr<std::optional<PolicyRevisionRecord>> LatestPolicyRevision(const std::string& scope) = 0;
   virtual absl::StatusOr<PolicyRevisionRecord> GetPolicyRevision(const std::string& scope, uint64_t revision) = 0;
   // The revisions of `scope` ("" = all scopes) with seq > `after_seq`, oldest first, at most `limit`
-  // (0: every one — an import's copy; a listing pages).
+  // (0: every one — an import's copy; a listing pages). Without `bodies`, each record's body is left empty
+  // (a listing shows digests: it does not read the policies).
   virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> ListPolicyRevisions(const std::string& scope,
-                                                                                uint64_t after_seq, uint32_t limit) = 0;
+                                                                                uint64_t after_seq, uint32_t limit,
+                                                                                bool bodies) = 0;
   // The latest revision of every scope (a deletion included), by seq: what a driver starts from, one row a
   // scope however long the history.
   virtual absl::StatusOr<std::vector<PolicyRevisionRecord>> LatestPolicyRevisions() = 0;

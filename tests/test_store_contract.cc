@@ -124,21 +124,24 @@ TEST_CASE("store contract: policy revisions per scope with expected-revision che
   CHECK((*latest)->body == "body-2");
   CHECK(s.revisions().GetPolicyRevision("default", 1)->body == "body-1");
   CHECK(absl::IsNotFound(s.revisions().GetPolicyRevision("default", 9).status()));
-  CHECK(s.revisions().ListPolicyRevisions("", 0, 0)->size() == 4);
-  CHECK(s.revisions().ListPolicyRevisions("tenant:acme", 0, 0)->size() == 2);
+  CHECK(s.revisions().ListPolicyRevisions("", 0, 0, true)->size() == 4);
+  CHECK(s.revisions().ListPolicyRevisions("tenant:acme", 0, 0, true)->size() == 2);
   // Pages by seq: after a seq, at most a limit, oldest first; of one scope or of all.
-  auto all = s.revisions().ListPolicyRevisions("", 0, 0);
+  auto all = s.revisions().ListPolicyRevisions("", 0, 0, true);
   REQUIRE(all.ok());
-  auto first_two = s.revisions().ListPolicyRevisions("", 0, 2);
+  auto first_two = s.revisions().ListPolicyRevisions("", 0, 2, false);
   REQUIRE(first_two.ok());
   REQUIRE(first_two->size() == 2);
   CHECK((*first_two)[1].seq == (*all)[1].seq);
-  auto rest = s.revisions().ListPolicyRevisions("", (*first_two)[1].seq, 2);
+  CHECK((*first_two)[0].body.empty());  // without bodies: the digest only
+  CHECK((*first_two)[0].digest == (*all)[0].digest);
+  CHECK((*all)[0].body == "body-1");
+  auto rest = s.revisions().ListPolicyRevisions("", (*first_two)[1].seq, 2, true);
   REQUIRE(rest.ok());
   REQUIRE(rest->size() == 2);
   CHECK((*rest)[0].seq == (*all)[2].seq);
-  CHECK(s.revisions().ListPolicyRevisions("", (*all)[3].seq, 2)->empty());
-  auto tenant_after = s.revisions().ListPolicyRevisions("tenant:acme", t1->seq, 5);
+  CHECK(s.revisions().ListPolicyRevisions("", (*all)[3].seq, 2, false)->empty());
+  auto tenant_after = s.revisions().ListPolicyRevisions("tenant:acme", t1->seq, 5, false);
   REQUIRE(tenant_after.ok());
   REQUIRE(tenant_after->size() == 1);
   CHECK(tenant_after->front().deleted());
@@ -184,7 +187,7 @@ TEST_CASE("store contract: a policy equal to the scope's live one appends no rev
   // The expected revision is checked first: a stale one is refused even for the same body.
   CHECK(absl::IsAborted(revisions.AppendPolicyRevision("default", std::string("body-1"), std::optional<uint64_t>(0), 12,
                                                         osh::test::StoredEvent("mutation")).status()));
-  CHECK(revisions.ListPolicyRevisions("default", 0, 0)->size() == 1);
+  CHECK(revisions.ListPolicyRevisions("default", 0, 0, false)->size() == 1);
   // The unchanged attempts were audited, said so, and named the live revision.
   auto events = store->audit().ListAuditEvents(0, 0);
   REQUIRE(events.ok());
