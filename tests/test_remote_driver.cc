@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "drivers/remote_driver.h"
+#include "gateway/core/driver_state_audit.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -809,4 +810,34 @@ TEST_CASE("remote: a release the driver refuses for good is dropped, audited, an
                           absl::StrContains(event.reason(), "the driver refuses it for good (PERMISSION_DENIED"));
   }
   CHECK(audited);
+}
+
+TEST_CASE("remote: a driver going down and up again and again is audited within the minute's budget, and the "
+          "gateway serves when it is back",
+          "[integration][remote][audit]") {
+  // Row 20 at a real gateway: each report of a flapping driver was audited (one a probe second at most).
+  TempDir dir;
+  WriteFile(dir / "response.json", "{}");
+  DriverProcess driver(dir, "flapping", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  auto driver_events = [&] {
+    int n = 0;
+    for (const auto& e : g.AuditEvents()) n += (e.type() == "driver_up" || e.type() == "driver_down") ? 1 : 0;
+    return n;
+  };
+  const int before = driver_events();
+  for (int cycle = 0; cycle < 5; ++cycle) {  // ten transitions, each seen by the gateway's probe (every second)
+    driver.Kill9();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    driver.Start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  }
+  const int audited = driver_events() - before;
+  INFO("driver events audited: " << audited);
+  CHECK(audited >= 2);
+  CHECK(audited <= osh::gateway::DriverStateAudit::kBurst);
+  std::string out, err;
+  REQUIRE(Eventually([&] { return Ctl(g, {"status"}, &out, &err) == 0 && absl::StrContains(out, "connected"); }));
+  CHECK(g.running());
 }
