@@ -16,6 +16,7 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <initializer_list>
 #include <set>
 #include <thread>
@@ -45,6 +46,7 @@
 #include "tests/pg_cluster.h"
 #include "tests/test_pki.h"
 #include <httplib.h>
+#include "trust/encoding.h"
 #include "trust/keys.h"
 
 namespace osh::test::interceptor_test {
@@ -3060,6 +3062,86 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
 // Admit mode beside a second replica (issue 28's limits): an admission made on A reaches B through the
 // replica feed, so a validate or a retried create that reaches B (the OpenShell gateway reconnected to
 // another replica between its phases) is decided on A's admission, never admitted twice.
+TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait on the driver: 12 creates wait at "
+          "once",
+          "[interceptor][integration][admit][limits]") {
+  // A driver that answers GetProjection only once 12 calls wait at once (else, after 4 s, UNAVAILABLE). The
+  // interceptor has 4 workers: a gateway that held one per create while its admission waited could never
+  // get there. Its projection: the base policy, signed by the trust store's authority.
+  TempDir driver_dir;
+  std::unique_ptr<DriverProcess> driver;
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {}, ProfileSigning::kNone, /*unix_socket=*/true,
+                       [&](const TempDir& keys) {
+                         openshell::policy::driver::v1::GetProjectionResponse response;
+                         auto* p = response.mutable_projection();
+                         openshell::sandbox::v1::SandboxPolicy base;
+                         REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+                         p->set_surface_id("openshell.sandbox.v1");
+                         p->set_body(osh::policy::SerializeDeterministic(base));
+                         p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
+                         p->set_policy_version(1);
+                         auto authority = osh::trust::PrivateKey::FromPem(ReadFile(keys / "authority.key"));
+                         REQUIRE(authority.ok());
+                         auto signature = authority->Sign(osh::trust::SignedBytes(*p));
+                         REQUIRE(signature.ok());
+                         p->set_signature(*signature);
+                         p->set_signing_key_id("authority");
+                         std::string json;
+                         REQUIRE(google::protobuf::util::MessageToJsonString(response, &json).ok());
+                         WriteFile(driver_dir / "response.json", json);
+                         driver = std::make_unique<DriverProcess>(
+                             driver_dir, "fake",
+                             std::vector<std::string>{OSH_FAKE_DRIVER_BINARY, "--response-file",
+                                                      driver_dir / "response.json", "--gather", "12",
+                                                      "--gather-timeout-ms", "4000"});
+                         driver->Start();
+                         return std::vector<std::string>{"--driver-socket", driver->socket(), "--interceptor-mode",
+                                                         "admit"};
+                       });
+  const std::string authorization = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
+  for (int i = 0; i < 12; ++i) {
+    creates.push_back(std::async(std::launch::async, [&g, &authorization, i] {
+      icv1::InterceptorEvaluation evaluation;
+      evaluation.set_interceptor_name("policy-gateway");
+      evaluation.set_binding_id("pg-test");
+      evaluation.set_service("openshell.v1.OpenShell");
+      evaluation.set_method("CreateSandbox");
+      (*evaluation.mutable_principal())["kind"] = "user";
+      (*evaluation.mutable_principal())["subject"] = "alice@example.com";
+      *evaluation.mutable_modify_operation()->mutable_proposed_operation() = FromProtoJson(
+          CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson));
+      icv1::InterceptorResult result;
+      auto context = g.Context(authorization);
+      context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+      const grpc::Status status = g.stub().Evaluate(context.get(), evaluation, &result);
+      return std::make_pair(status, result);
+    }));
+  }
+  int allowed = 0;
+  for (auto& create : creates) {
+    const auto [status, result] = create.get();
+    INFO(status.error_message() << " " << result.reason());
+    CHECK(status.ok());
+    CHECK(result.allowed());
+    CHECK(result.patches_size() == 2);
+    allowed += status.ok() && result.allowed() ? 1 : 0;
+  }
+  CHECK(allowed == 12);
+  // Each one admitted, and its modify phase audited once, with its admission.
+  gw::ListSandboxesResponse listed;
+  REQUIRE(g.gateway().admin().ListSandboxes(GatewayFixture::Context().get(), gw::ListSandboxesRequest(), &listed).ok());
+  CHECK(listed.sandboxes_size() == 12);
+  int interceptions = 0;
+  for (const auto& event : g.gateway().AuditEvents()) {
+    if (event.type() == "interception" && absl::StartsWith(event.sandbox_id(), "w-")) {
+      CHECK(event.outcome() == "ok");
+      ++interceptions;
+    }
+  }
+  CHECK(interceptions == 12);
+}
+
 TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: admitted on A, validated and reused "
           "on B",
           "[interceptor][integration][admit][postgres][replicas]") {

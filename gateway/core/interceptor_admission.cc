@@ -18,6 +18,24 @@ absl::StatusOr<InterceptorAdmission::Admitted> CoreInterceptorAdmission::Admit(
   return **std::move(current);
 }
 
+void CoreInterceptorAdmission::AdmitAsync(openshell::policy::driver::v1::RuntimeContext context,
+                                          AdmitCheck also_check, AdmitDone done) {
+  std::string id = context.sandbox_id();
+  core_->AdmitAsync(std::move(context), std::move(also_check),
+                    [this, id = std::move(id), done = std::move(done)](
+                        absl::StatusOr<openshell::policy::gateway::v1::AdmitSandboxResponse> admitted) {
+                      if (!admitted.ok()) return done(admitted.status());
+                      // As Admit: the body as the registry holds it (a lookup in memory: nothing here blocks).
+                      auto current = Current(id);
+                      if (!current.ok()) return done(current.status());
+                      if (!current->has_value()) {
+                        return done(absl::AbortedError(
+                            absl::StrCat("sandbox '", id, "' was deleted while it was admitted")));
+                      }
+                      done(**std::move(current));
+                    });
+}
+
 absl::StatusOr<std::optional<InterceptorAdmission::Admitted>> CoreInterceptorAdmission::Current(
     const std::string& sandbox_id) const {
   // The serving rule first: what is not served to the sandbox is not what admit mode patches or pushes.

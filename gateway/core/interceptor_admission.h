@@ -48,6 +48,15 @@ class InterceptorAdmission {
                                                       std::vector<store::AuditEvent>* events)>;
   virtual absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context,
                                          const AdmitCheck& also_check) = 0;
+  // Admit without a thread waiting: `done` runs exactly once, on any thread (the calling one, or the one
+  // the admission completed on), and must not block there (no audit write, no driver or store call: hand
+  // such work to a pool). `also_check` runs before `done`, on any thread. The default calls Admit and then
+  // `done` on the calling thread.
+  using AdmitDone = std::function<void(absl::StatusOr<Admitted>)>;
+  virtual void AdmitAsync(openshell::policy::driver::v1::RuntimeContext context, AdmitCheck also_check,
+                          AdmitDone done) {
+    done(Admit(context, also_check));
+  }
   // The projection `sandbox_id` is served now, by the registry's serving rule: nullopt when it is not
   // admitted or its stored envelope does not verify; FAILED_PRECONDITION ("key_revoked: ...",
   // "expired: ...") when it may not be served now.
@@ -72,6 +81,9 @@ class CoreInterceptorAdmission final : public InterceptorAdmission {
   CoreInterceptorAdmission(GatewayCore* core, SandboxRegistry* registry) : core_(core), registry_(registry) {}
   absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext& context,
                                  const AdmitCheck& also_check) override;
+  // GatewayCore::AdmitAsync; the served projection read (Current) on the thread it completed on.
+  void AdmitAsync(openshell::policy::driver::v1::RuntimeContext context, AdmitCheck also_check,
+                  AdmitDone done) override;
   absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const override;
   absl::Status Withdraw(const std::string& sandbox_id) override;
   bool permits_mutation() const override;

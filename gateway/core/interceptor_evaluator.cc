@@ -120,6 +120,8 @@ struct InterceptorEvaluator::Outcome {
   // A patch's value kept shared (a memo's: the admitted body as ProtoJSON), copied into the response's own
   // arena when the result is made rather than into a heap patch first: patches[index]'s value.
   std::vector<std::pair<size_t, std::shared_ptr<const google::protobuf::Value>>> shared_values;
+  // Admit mode's CreateSandbox modify: the admission still to make (AdmitCreateSandbox), then answered.
+  std::shared_ptr<PendingAdmission> pending;
 
   void Deny(absl::StatusCode status, std::string code_name, std::string why) {
     allowed = false;
@@ -152,6 +154,24 @@ struct InterceptorEvaluator::Outcome {
          absl::StrCat("the interceptor's record of sandbox '", name, "' could not be ", doing,
                       ", so nothing that depends on it is allowed (fail closed); try again"));
   }
+};
+
+// Admit mode's CreateSandbox modify between its decision and its admission's answer.
+struct InterceptorEvaluator::PendingAdmission {
+  driver_v1::RuntimeContext context;   // what is admitted (sandbox_id = the request's name)
+  std::vector<std::string> providers;  // the request's, composed with the admitted policy
+  std::string name;                    // the request's name
+  bool denied_by_check = false;        // the composed check refused it (the deny it set stays)
+  // The policy the check passed: the digest (lowercase hex SHA-256) of its deterministic serialization,
+  // which names it in the composition memo and is compared with the served body's digest.
+  std::string checked;
+  int64_t checked_under = store::kNoCeiling;  // the ceiling in force when it was checked (read first)
+};
+
+// One EvaluateAsync in flight.
+struct InterceptorEvaluator::Call {
+  Outcome outcome;
+  std::string phase;
 };
 
 namespace {
@@ -528,32 +548,33 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
 }  // namespace
 
 void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
-                                              const google::protobuf::Struct& payload,
+                                              const google::protobuf::Struct& /*payload*/,
                                               const os_v1::CreateSandboxRequest& request, Outcome* out) {
-  driver_v1::RuntimeContext context;
-  if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &context, out)) return;
-  const std::vector<std::string> providers(request.spec().providers().begin(), request.spec().providers().end());
+  auto pending = std::make_shared<PendingAdmission>();
+  if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &pending->context, out)) return;
+  pending->providers.assign(request.spec().providers().begin(), request.spec().providers().end());
+  pending->name = request.name();
   // An unknown provider is refused before anything is admitted.
   ProviderProfileCatalogue::Selection ignored;
-  if (!ResolveProviders(providers, &ignored, out)) return;
+  if (!ResolveProviders(pending->providers, &ignored, out)) return;
+  out->pending = std::move(pending);  // the admission is made by Evaluate (or EvaluateAsync), then answered
+}
 
+InterceptorAdmission::AdmitCheck InterceptorEvaluator::AdmitCheckFor(
+    const interceptor_v1::InterceptorEvaluation& evaluation, Outcome* out, std::shared_ptr<const void> keep) {
   // A fresh admission checks the composed candidate before it commits (a refused one is never admitted),
   // and commits this Evaluate's own audit event with it: one durable write.
-  bool fresh = true;
-  bool denied_by_check = false;
-  // The policy the check passed: the digest (lowercase hex SHA-256) of its deterministic serialization,
-  // which names it in the composition memo and is compared with the served body's digest below.
-  std::string checked;
-  int64_t checked_under = store::kNoCeiling;  // the ceiling in force when it was checked (read first)
-  auto also_check = [&](const SandboxPolicy& policy, std::vector<store::AuditEvent>* events) {
+  return [this, &evaluation, out, keep = std::move(keep)](const SandboxPolicy& policy,
+                                                          std::vector<store::AuditEvent>* events) {
+    PendingAdmission& pending = *out->pending;
     trust::CheckResult verdict;
-    checked_under = CeilingGuard::StampOf(ceiling_->current());
+    pending.checked_under = CeilingGuard::StampOf(ceiling_->current());
     // The memo's key for a policy: the hex SHA-256 of bytes that parse to it (here its deterministic
     // serialization, below the served body's own bytes): two keys are equal only for the same bytes.
-    checked = policy::Sha256Hex(policy::SerializeDeterministic(policy));
-    if (!CheckCandidate(policy, providers, out, absl::StrCat("admitted policy\n", checked))) {
-      checked.clear();
-      denied_by_check = true;
+    pending.checked = policy::Sha256Hex(policy::SerializeDeterministic(policy));
+    if (!CheckCandidate(policy, pending.providers, out, absl::StrCat("admitted policy\n", pending.checked))) {
+      pending.checked.clear();
+      pending.denied_by_check = true;
       verdict.reason = out->reason_code;
       verdict.detail = out->detail;
       return verdict;
@@ -564,47 +585,61 @@ void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorE
     out->audited = true;
     return verdict;
   };
-  auto admitted = options_.admission->Admit(context, also_check);
+}
+
+bool InterceptorEvaluator::AdmissionNeedsCheck(const Outcome& out,
+                                               const absl::StatusOr<InterceptorAdmission::Admitted>& admitted) const {
+  // A reused admission (ALREADY_EXISTS), one whose policy moved on while it was admitted (the core refreshes
+  // it), or one committed under another ceiling than the check read (a ceiling stored meanwhile: the core
+  // checks the policy alone against it, not its composition): the ceiling in force on the whole composed
+  // candidate of what is served now.
+  // (The served digest is of the body's bytes: equal to the checked serialization's, the body is exactly the
+  // policy checked; a driver whose bytes are not serialized that way is checked again, never skipped.)
+  const PendingAdmission& pending = *out.pending;
+  return !admitted.ok() || pending.checked.empty() || pending.checked != admitted->digest ||
+         CeilingGuard::StampOf(ceiling_->current()) != pending.checked_under;
+}
+
+void InterceptorEvaluator::AdmitAnswered(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                         absl::StatusOr<InterceptorAdmission::Admitted> admitted, bool check_again,
+                                         Outcome* out) {
+  const PendingAdmission& pending = *out->pending;
+  const google::protobuf::Struct& payload = evaluation.modify_operation().proposed_operation();
+  bool fresh = true;
   if (!admitted.ok()) out->audited = false;  // not committed: Evaluate records the deny
   if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
     // A retried create (the OpenShell gateway failed after this phase) reuses the admission it made; the
     // same name with another context is another sandbox.
     fresh = false;
-    auto current = options_.admission->Current(request.name());
+    check_again = true;
+    auto current = options_.admission->Current(pending.name);
     if (!current.ok()) return InterceptorDenyAdmission(current.status(), out);
     if (!current->has_value()) {
       // Committed (the store refused a second admission) but not in this replica's view yet: another
       // replica admitted it a moment ago, and the replica feed has not brought it here.
       return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
-                       absl::StrCat("sandbox '", request.name(),
+                       absl::StrCat("sandbox '", pending.name,
                                     "' is admitted already, by another replica of this gateway, and not yet seen "
                                     "here; try again"));
     }
-    if (!google::protobuf::util::MessageDifferencer::Equals((*current)->context, context)) {
+    if (!google::protobuf::util::MessageDifferencer::Equals((*current)->context, pending.context)) {
       return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
-                       absl::StrCat("sandbox '", request.name(),
+                       absl::StrCat("sandbox '", pending.name,
                                     "' is admitted here already with another context (user subject or labels); "
-                                    "delete it first (policyctl delete ", request.name(), ")"));
+                                    "delete it first (policyctl delete ", pending.name, ")"));
     }
     admitted = **std::move(current);
   }
   if (!admitted.ok()) {
-    if (denied_by_check) return;  // the deny the composed check set stays as it is
+    if (pending.denied_by_check) return;  // the deny the composed check set stays as it is
     return InterceptorDenyAdmission(admitted.status(), out);
   }
-
-  // A reused admission, one whose policy moved on while it was admitted (the core refreshes it), or one
-  // committed under another ceiling than the check read (a ceiling stored meanwhile: the core checks the
-  // policy alone against it, not its composition): the ceiling in force on the whole composed candidate of
-  // what is served now.
-  // (The served digest is of the body's bytes: equal to the checked serialization's, the body is exactly the
-  // policy checked; a driver whose bytes are not serialized that way is checked again, never skipped.)
-  if (!fresh || checked.empty() || checked != admitted->digest ||
-      CeilingGuard::StampOf(ceiling_->current()) != checked_under) {
-    if (!CheckCandidate(*admitted->policy, providers, out, absl::StrCat("admitted policy\n", admitted->digest))) {
+  if (check_again) {
+    if (!CheckCandidate(*admitted->policy, pending.providers, out,
+                        absl::StrCat("admitted policy\n", admitted->digest))) {
       if (fresh) {
-        if (absl::Status withdrawn = options_.admission->Withdraw(request.name()); !withdrawn.ok()) {
-          LogError(absl::StrCat("interceptor: the admission of sandbox '", request.name(),
+        if (absl::Status withdrawn = options_.admission->Withdraw(pending.name); !withdrawn.ok()) {
+          LogError(absl::StrCat("interceptor: the admission of sandbox '", pending.name,
                                 "' refused by the composed check could not be withdrawn: ", withdrawn.message()));
         }
       }
@@ -1106,9 +1141,9 @@ interceptor_v1::InterceptorResult InterceptorEvaluator::Evaluate(const intercept
   return result;
 }
 
-void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
-                                    interceptor_v1::InterceptorResult* response) {
-  Outcome outcome;
+void InterceptorEvaluator::Begin(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
+                                 Outcome* out, std::string* phase_out) {
+  Outcome& outcome = *out;
   // What the memos are keyed on: computed here when the caller did not (InterceptorPayloadDigest).
   if (payload_digest.empty() && evaluation.has_validate()) {
     payload_digest = InterceptorPayloadDigest(evaluation.validate().proposed_operation());
@@ -1117,7 +1152,7 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
   }
   outcome.payload_digest = std::move(payload_digest);
   outcome.decision_id = InterceptorNewDecisionId();
-  std::string phase;
+  std::string& phase = *phase_out;
   switch (evaluation.phase_case()) {
     case interceptor_v1::InterceptorEvaluation::kModifyOperation: phase = "modify_operation"; break;
     case interceptor_v1::InterceptorEvaluation::kValidate: phase = "validate"; break;
@@ -1154,7 +1189,28 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
       outcome = std::move(again);
     }
   }
+}
 
+bool InterceptorEvaluator::DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const {
+  // Admit mode's CreateSandbox modify: decoded, its context made and its providers resolved — from the
+  // catalogue, which reads the store's generation, unless it names none — then admitted (callbacks).
+  if (options_.admission == nullptr || evaluation.service() != kInterceptorService ||
+      evaluation.method() != "CreateSandbox" || !evaluation.has_modify_operation()) {
+    return false;
+  }
+  const google::protobuf::Value* spec = InterceptorField(evaluation.modify_operation().proposed_operation(), "spec");
+  if (spec == nullptr) return true;
+  if (spec->kind_case() != google::protobuf::Value::kStructValue) return true;  // refused as it decodes
+  const google::protobuf::Value* providers = InterceptorField(spec->struct_value(), "providers");
+  // Absent, null or an empty list names none; anything else may name one (or is refused as it decodes).
+  return providers == nullptr || providers->kind_case() == google::protobuf::Value::kNullValue ||
+         (providers->kind_case() == google::protobuf::Value::kListValue && providers->list_value().values().empty());
+}
+
+bool InterceptorEvaluator::AnswerAudits(const Outcome& out) { return !out.audited || !out.allowed; }
+
+void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& phase,
+                                  Outcome& outcome, interceptor_v1::InterceptorResult* response) {
   interceptor_v1::InterceptorResult& result = *response;
   result.Clear();
   const std::string& decision_id = outcome.decision_id;
@@ -1191,12 +1247,65 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
 
   // An allow committed with its admission is audited already; a deny decided after it (the served policy
   // moved on and was refused) is recorded as well.
-  if (!outcome.audited || !outcome.allowed) {
+  if (AnswerAudits(outcome)) {
     AuditRecorder(audit_).Record(InterceptionEvent(evaluation, phase, outcome),
                                  outcome.allowed ? trust::audit::Outcome::kOk : trust::audit::Outcome::kRefused,
                                  outcome.allowed ? absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed")
                                                  : outcome.Reason());
   }
+}
+
+void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
+                                    interceptor_v1::InterceptorResult* response) {
+  Outcome outcome;
+  std::string phase;
+  Begin(evaluation, std::move(payload_digest), &outcome, &phase);
+  if (outcome.pending != nullptr) {
+    auto admitted = options_.admission->Admit(outcome.pending->context, AdmitCheckFor(evaluation, &outcome, nullptr));
+    const bool check_again = AdmissionNeedsCheck(outcome, admitted);
+    AdmitAnswered(evaluation, std::move(admitted), check_again, &outcome);
+  }
+  Answer(evaluation, phase, outcome, response);
+}
+
+void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                         std::string payload_digest, interceptor_v1::InterceptorResult* response,
+                                         WorkerPool* pool, std::function<void()> done, bool here_may_block) {
+  auto call = std::make_shared<Call>();
+  Begin(evaluation, std::move(payload_digest), &call->outcome, &call->phase);
+  if (call->outcome.pending == nullptr) {
+    if (!here_may_block && pool != nullptr && AnswerAudits(call->outcome)) {
+      return pool->Submit([this, &evaluation, response, call, done = std::move(done)] {
+        Answer(evaluation, call->phase, call->outcome, response);
+        done();
+      });
+    }
+    Answer(evaluation, call->phase, call->outcome, response);
+    return done();
+  }
+  // The admission is a chain of callbacks (GatewayCore::AdmitAsync): no thread waits for it. Its answer
+  // arrives on the thread it completed on (the store's completion thread, say), where nothing may block:
+  // what would (a check again, a withdrawal, a deny's audit event) goes to `pool`.
+  driver_v1::RuntimeContext context = call->outcome.pending->context;
+  options_.admission->AdmitAsync(
+      std::move(context), AdmitCheckFor(evaluation, &call->outcome, call),
+      [this, &evaluation, response, pool, call, done = std::move(done)](
+          absl::StatusOr<InterceptorAdmission::Admitted> admitted) mutable {
+        const bool check_again = AdmissionNeedsCheck(call->outcome, admitted);
+        auto answer = [this, &evaluation, response, call, done]() {
+          Answer(evaluation, call->phase, call->outcome, response);
+          done();
+        };
+        if (check_again && pool != nullptr) {
+          return pool->Submit([this, &evaluation, call, answer, admitted = std::move(admitted)]() mutable {
+            AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/true, &call->outcome);
+            answer();
+          });
+        }
+        AdmitAnswered(evaluation, std::move(admitted), check_again, &call->outcome);
+        if (AnswerAudits(call->outcome) && pool != nullptr) return pool->Submit(std::move(answer));
+        answer();
+      });
 }
 
 InterceptorEvaluatorMemoStats InterceptorEvaluatorMemoCounts() {

@@ -62,6 +62,8 @@
 // evaluator.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "gateway/core/bounded_memo.h"
@@ -69,6 +71,7 @@
 #include "gateway/core/composed_candidate.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_admission.h"
+#include "gateway/core/worker_pool.h"
 #include "gateway/core/interceptor_payload.h"
 #include "gateway/core/interceptor_records.h"
 #include "gateway/core/provider_catalogue.h"
@@ -127,6 +130,19 @@ class InterceptorEvaluator {
   // The same into `result` (cleared first; may live on an arena: what it holds is handed over, not copied).
   void Evaluate(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
                 interceptor_v1::InterceptorResult* result);
+  // The same, with admit mode's admission (a CreateSandbox modify) waited for on no thread: `done` runs
+  // exactly once, when `result` is filled, on the calling thread or on the one the admission completed on
+  // (InterceptorAdmission::AdmitAsync). What may block after the admission (a check again, a withdrawal, a
+  // deny's audit event) is handed to `pool` (null: done where it is reached, as Evaluate does). `evaluation`
+  // and `result` must stay alive until `done` runs. The decision before the admission may block (it reads
+  // the store) unless DecidesWithoutBlocking(evaluation); `here_may_block` false: the calling thread must not
+  // block (gRPC's callback thread), so a deny's audit event is handed to `pool` too.
+  void EvaluateAsync(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
+                     interceptor_v1::InterceptorResult* result, WorkerPool* pool, std::function<void()> done,
+                     bool here_may_block = true);
+  // Whether EvaluateAsync's decision reads no store and waits on nothing before it answers or admits: admit
+  // mode's CreateSandbox modify naming no provider (its admission is a chain of callbacks).
+  bool DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const;
 
   const InterceptorRecords& records() const { return records_; }
 
@@ -143,6 +159,27 @@ class InterceptorEvaluator {
 
  private:
   struct Outcome;
+  struct PendingAdmission;
+  struct Call;
+  // Evaluate's decision: `out` final, or with out->pending set (admit mode's admission to make); `phase` named.
+  void Begin(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest, Outcome* out,
+             std::string* phase);
+  // The admission's check of the composed candidate before it commits (GatewayCore::AdmitCheck), on
+  // out->pending; `keep` is held as long as the check is (what `out` lives in).
+  InterceptorAdmission::AdmitCheck AdmitCheckFor(const interceptor_v1::InterceptorEvaluation& evaluation, Outcome* out,
+                                                 std::shared_ptr<const void> keep);
+  // Whether the admission's answer needs more than its patches made: the composed candidate checked again
+  // (a reused admission, a policy moved on, another ceiling), which may block.
+  bool AdmissionNeedsCheck(const Outcome& out, const absl::StatusOr<InterceptorAdmission::Admitted>& admitted) const;
+  // The admission's answer into `out`: the patches, or the deny (checked again when `check_again`,
+  // withdrawn when that check refuses it).
+  void AdmitAnswered(const interceptor_v1::InterceptorEvaluation& evaluation,
+                     absl::StatusOr<InterceptorAdmission::Admitted> admitted, bool check_again, Outcome* out);
+  // Whether Answer writes an audit event (blocking) for `out`.
+  static bool AnswerAudits(const Outcome& out);
+  // `out` into `result`, audited unless its admission committed its audit event already.
+  void Answer(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& phase, Outcome& out,
+              interceptor_v1::InterceptorResult* result);
   void Decide(const interceptor_v1::InterceptorEvaluation& evaluation, bool validate, Outcome* out);
   void DecideCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                            const google::protobuf::Struct& payload, bool validate, Outcome* out);

@@ -77,6 +77,19 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   const absl::string_view method =
       IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other";
   const std::chrono::system_clock::time_point deadline = context->deadline();
+  if (in_flight_.load() >= kMaxInFlightCalls) {
+    // Admissions waiting on the driver or the database hold no worker: they are bounded here instead.
+    Overloaded(reactor, method, phase, started, kMaxInFlightCalls);
+    return reactor;
+  }
+  if (evaluator_->DecidesWithoutBlocking(*request)) {
+    // Admit mode's create naming no provider: decided here and admitted as a chain of callbacks, as
+    // AdmitSandbox is (one thread hand-off fewer); a deny's audit event still goes to the pool.
+    in_flight_.fetch_add(1);
+    evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
+                              Answered(reactor, response, started, phase, method), /*here_may_block=*/false);
+    return reactor;
+  }
   // The decision appends to the audit log: off gRPC's callback thread, on a bounded queue.
   const bool queued = pool_->TrySubmit([this, context, reactor, request, response, started, phase, method, deadline,
                                         payload_digest = std::move(payload_digest)]() mutable {
@@ -95,7 +108,19 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
                                    "before a worker was free"));
       return;
     }
-    evaluator_->Evaluate(*request, std::move(payload_digest), response);
+    // Admit mode's admission holds no worker while it waits (EvaluateAsync).
+    in_flight_.fetch_add(1);
+    evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
+                              Answered(reactor, response, started, phase, method));
+  }, kMaxQueuedCalls);
+  if (!queued) Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
+  return reactor;
+}
+
+std::function<void()> InterceptorService::Answered(grpc::ServerUnaryReactor* reactor,
+                                                  const interceptor_v1::InterceptorResult* response, absl::Time started,
+                                                  const char* phase, absl::string_view method) {
+  return [this, reactor, response, started, phase, method] {
     if (!response->allowed()) {
       evaluate_denied_.fetch_add(1);
     } else if (response->patches().empty()) {
@@ -104,22 +129,21 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
       evaluate_patched_.fetch_add(1);
     }
     Observe(method, phase, response->allowed() ? "allow" : "deny", started);
+    in_flight_.fetch_sub(1);
     reactor->Finish(grpc::Status::OK);
-  }, kMaxQueuedCalls);
-  if (!queued) Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
-  return reactor;
+  };
 }
 
 void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
                                     absl::string_view phase, absl::Time started, size_t limit) {
   const uint64_t count = overloaded_.fetch_add(1) + 1;
   LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
-                          " refused: ", limit, " calls wait for a worker already"),
+                          " refused: ", limit, " calls wait for a worker or an admission already"),
              {{"overloaded_calls", absl::StrCat(count)}});
   Observe(method, phase, "overloaded", started);
   reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                absl::StrCat("interceptor_overloaded: ", limit,
-                                            " calls wait for a worker already; try again")));
+                                            " calls wait for a worker or an admission already; try again")));
 }
 
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(

@@ -3,7 +3,10 @@
 // interceptor_gateway_keys is set: a missing or bad token is UNAUTHENTICATED, which the OpenShell gateway
 // treats as its failure policy, fail_closed) and hands Describe and Evaluate to the InterceptorEvaluator.
 // Evaluate and SnapshotProviderProfiles run on the worker pool (they append to the audit log, read the
-// store); Describe on gRPC's thread. The pool's queue is bounded: with kMaxQueuedCalls calls waiting, a
+// store); Describe on gRPC's thread. Admit mode's CreateSandbox modify holds no worker while its admission
+// waits (InterceptorEvaluator::EvaluateAsync), and one that reads nothing before it admits
+// (InterceptorEvaluator::DecidesWithoutBlocking) is decided on gRPC's thread, as AdmitSandbox is;
+// kMaxInFlightCalls bounds the calls under way. The pool's queue is bounded: with kMaxQueuedCalls calls waiting, a
 // call is refused at once (RESOURCE_EXHAUSTED "interceptor_overloaded: ..."), and an Evaluate that reaches
 // a worker after its caller gave up on it — its deadline passed, or it was cancelled (the OpenShell
 // gateway sends no deadline; its 500 ms timer cancels the call) — is not decided (DEADLINE_EXCEEDED;
@@ -54,6 +57,9 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   static constexpr size_t kMaxQueuedCalls = 1024;
   // SnapshotProviderProfiles (every supervisor poll) queue only while fewer wait: never all of what Evaluate needs.
   static constexpr size_t kMaxQueuedSnapshots = kMaxQueuedCalls / 2;
+  // How many Evaluates may be under way past the queue (admit mode's admissions, waiting on the driver
+  // and the database with no worker held): beyond it a call is refused as when the queue is full.
+  static constexpr size_t kMaxInFlightCalls = kMaxQueuedCalls;
 
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
@@ -82,6 +88,9 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // OK, or UNAUTHENTICATED (logged as a warning, counted).
   grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method);
   void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
+  // What finishes an Evaluate once `response` is filled: counted, observed, answered OK.
+  std::function<void()> Answered(grpc::ServerUnaryReactor* reactor, const interceptor_v1::InterceptorResult* response,
+                                 absl::Time started, const char* phase, absl::string_view method);
   // Finishes a call the full queue refused (RESOURCE_EXHAUSTED), logged and counted.
   void Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method, absl::string_view phase,
                   absl::Time started, size_t limit);
@@ -100,6 +109,7 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   std::atomic<uint64_t> evaluate_denied_{0};
   std::atomic<uint64_t> evaluate_expired_{0};
   std::atomic<uint64_t> overloaded_{0};
+  std::atomic<size_t> in_flight_{0};  // Evaluates handed to the evaluator and not yet answered
   Observer observer_;
 };
 
