@@ -1,7 +1,10 @@
 #include "drivers/remote_driver.h"
 
 #include <pwd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include <grpcpp/create_channel_posix.h>
+
 #include "common/grpc_status.h"
 
 namespace osh::drivers {
@@ -58,6 +63,47 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
         absl::StrCat("driver socket ", path, " is writable by others (mode ", absl::StrFormat("%04o", st.st_mode & 07777), "); refusing it"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
+                                        std::chrono::system_clock::time_point deadline) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) {
+    return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, ": the path is too long for a socket"));
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("driver socket ", path, ": socket: ", std::strerror(errno)));
+  // A connect waits while the listener's backlog is full: no longer than the deadline (SO_SNDTIMEO bounds it).
+  const auto left = std::max<int64_t>(
+      1000, std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::system_clock::now()).count());
+  timeval timeout{};
+  timeout.tv_sec = static_cast<time_t>(left / 1'000'000);
+  timeout.tv_usec = static_cast<suseconds_t>(left % 1'000'000);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("driver socket ", path, ": no driver answers (", std::strerror(error), ")"));
+  }
+  timeout = {};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  ucred peer{};
+  socklen_t size = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("driver socket ", path, ": SO_PEERCRED: ", std::strerror(error)));
+  }
+  if (peer.uid != ::geteuid() && peer.uid != 0 && peer.uid != allowed_owner) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "driver socket ", path, " is served by process ", peer.pid, " as uid ", peer.uid, ", neither root, this process's user (",
+        ::geteuid(), ")", allowed_owner ? absl::StrCat(", nor driver_socket_owner (", *allowed_owner, ")") : "",
+        "; refusing it (set driver_socket_owner if the driver runs as that user)"));
+  }
+  return fd;
 }
 
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
@@ -207,20 +253,17 @@ absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadlin
 
 absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadline, News* news) {
   if (auto status = CheckDriverSocket(options_.socket_path, options_.socket_owner); !status.ok()) return status;
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // A distinct argument per attempt: a new subchannel, never one shared with a previous connection.
-  args.SetInt("osh.driver_channel_generation", static_cast<int>(++channel_generation_));
-  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", options_.socket_path),
-                                           grpc::InsecureChannelCredentials(), args);
   // The whole attempt, capabilities included, within one call timeout.
   const auto attempt_deadline =
       std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms));
-  if (!channel->WaitForConnected(attempt_deadline)) {
-    return absl::UnavailableError(absl::StrCat("driver socket ", options_.socket_path, ": no driver answers"));
-  }
+  // Connected here, its peer checked: the channel over this one connection never reconnects by itself (a
+  // channel to the path would, to whatever listens there then, unchecked); a call that finds it dead
+  // reconnects through here (ReconnectedAfter), and so does the monitor.
+  auto fd = ConnectDriverSocket(options_.socket_path, options_.socket_owner, attempt_deadline);
+  if (!fd.ok()) return fd.status();
+  grpc::ChannelArguments args;
+  args.SetInt("osh.driver_channel_generation", static_cast<int>(++channel_generation_));
+  auto channel = grpc::CreateCustomInsecureChannelFromFd(options_.socket_path, *fd, args);  // owns the descriptor
   auto stub = std::make_shared<Stub>(channel);
   const driver_v1::GetCapabilitiesRequest request = CapabilitiesRequest(options_);
   driver_v1::Capabilities capabilities;
@@ -314,20 +357,35 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
 }
 
 void RemoteDriver::Monitor() {
+  std::vector<Reconnect> reconnects;
+  auto stopped = [this] {
+    absl::MutexLock lock(&mu_);
+    return stopping_;
+  };
   for (;;) {
     {
       std::optional<News> down;
       {
         absl::MutexLock lock(&mu_);
-        auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || deferred_down_.has_value(); };
+        auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return stopping_ || deferred_down_.has_value() || !reconnects_.empty();
+        };
         mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.probe_interval_ms));
-        if (stopping_) return;
-        down.swap(deferred_down_);
+        reconnects.swap(reconnects_);
+        if (!stopping_) down.swap(deferred_down_);
       }
-      if (down) {
-        Tell(*std::move(down));  // not if a later reconnect was told first
-        continue;                // reconnect from the next tick, as after any other failure
+      if (reconnects.empty() && stopped()) return;
+      if (down) Tell(*std::move(down));  // not if a later reconnect was told first
+      if (!reconnects.empty()) {
+        // Calls whose connection was found dead: each is made again on a new (checked) connection, or
+        // answered with its failure. None waits for the next tick; none is left unanswered at a stop.
+        for (Reconnect& reconnect : reconnects) {
+          reconnect.retry(stopped() ? nullptr : ReconnectedAfter(reconnect.used, reconnect.status, reconnect.method));
+        }
+        reconnects.clear();
+        continue;
       }
+      if (down) continue;  // reconnect from the next tick, as after any other failure
     }
     if (!available()) {
       const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
@@ -353,6 +411,55 @@ void RemoteDriver::Monitor() {
     absl::MutexLock lock(&mu_);
     if (stub_ == current) capabilities_ = capabilities;  // not the answer of a connection replaced meanwhile
   }
+}
+
+std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::shared_ptr<Stub>& used,
+                                                                   const grpc::Status& status, const char* method) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE || used == nullptr) return nullptr;
+  {
+    // Is the connection itself dead, or did the driver answer UNAVAILABLE? Asked on that connection.
+    driver_v1::Capabilities ignored;
+    auto ctx = CallContext();
+    if (used->GetCapabilities(ctx.get(), CapabilitiesRequest(options_), &ignored).ok()) return nullptr;
+  }
+  MarkDown(absl::StrCat(method, ": ", status.error_message()), /*in_callback=*/false, used.get());
+  if (!Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms)).ok()) {
+    return nullptr;
+  }
+  auto fresh = stub();
+  return fresh != used ? fresh : nullptr;
+}
+
+void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status, const char* method,
+                                  std::function<void(std::shared_ptr<Stub>)> retry) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      reconnects_.push_back(Reconnect{std::move(used), std::move(status), method, std::move(retry)});
+      return;
+    }
+  }
+  retry(nullptr);
+}
+
+void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Issue issue, Answered answered,
+                             bool retried) {
+  if (stub == nullptr) {
+    return answered(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable"), nullptr);
+  }
+  const absl::Time started = absl::Now();
+  issue(stub, [this, method, stub, issue, answered = std::move(answered), retried, started](grpc::Status status) mutable {
+    Observe(method, status, started);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !retried) {
+      // Perhaps the connection died (a driver restarted): once more on a new one, made off this thread.
+      return ReconnectLater(stub, status, method,
+                            [this, method, issue, answered, status, stub](std::shared_ptr<Stub> fresh) {
+                              if (fresh == nullptr) return answered(status, stub.get());
+                              SendAsync(method, std::move(fresh), issue, answered, /*retried=*/true);
+                            });
+    }
+    answered(status, stub.get());
+  });
 }
 
 absl::StatusOr<driver_v1::Capabilities> RemoteDriver::GetCapabilities() {
@@ -388,92 +495,117 @@ absl::StatusOr<driver_v1::GetProjectionResponse> CheckedProjection(driver_v1::Ge
 // One asynchronous call's state, alive until its callback has run.
 template <class Request, class Response>
 struct AsyncCall {
-  std::shared_ptr<driver_v1::PolicyDriver::Stub> stub;
-  std::unique_ptr<grpc::ClientContext> ctx;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;  // one per attempt, kept until the call is over
   Request request;
   Response response;
-  absl::Time started;
 };
 
 }  // namespace
 
+// A call on the current connection, and once more on a new one when that connection was found dead
+// (ReconnectedAfter): the channel never reconnects by itself. The status of the last call; `*used` the stub
+// it was made on (null: none, the driver is not reachable).
+template <class Request, class Response, class Rpc>
+grpc::Status RemoteDriver::CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
+                                             std::shared_ptr<Stub>* used) {
+  *used = stub();
+  if (*used == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable");
+  for (bool retried = false;; retried = true) {
+    response->Clear();
+    auto ctx = CallContext();
+    const absl::Time started = absl::Now();
+    grpc::Status status = rpc(**used, ctx.get(), request, response);
+    Observe(method, status, started);
+    if (status.ok() || retried) return status;
+    auto fresh = ReconnectedAfter(*used, status, method);
+    if (fresh == nullptr) return status;
+    *used = std::move(fresh);
+  }
+}
+
 absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context,
                                                        const std::string& idempotency_key) {
-  auto current = stub();
-  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   driver_v1::AcquireHandleRequest request;
   *request.mutable_context() = context;
   request.set_idempotency_key(idempotency_key);
   driver_v1::AcquireHandleResponse response;
-  auto ctx = CallContext();
-  const absl::Time started = absl::Now();
-  grpc::Status status = current->AcquireHandle(ctx.get(), request, &response);
-  Observe("AcquireHandle", status, started);
-  if (!status.ok()) return CallFailed(status, "AcquireHandle", current.get());
+  std::shared_ptr<Stub> used;
+  const grpc::Status status = CallWithReconnect(
+      "AcquireHandle", request, &response,
+      [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.AcquireHandle(ctx, r, out); },
+      &used);
+  if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
+  if (!status.ok()) return CallFailed(status, "AcquireHandle", used.get());
   return CheckedHandle(response);
 }
 
 void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
                                       HandleDone done) {
   auto call = std::make_shared<AsyncCall<driver_v1::AcquireHandleRequest, driver_v1::AcquireHandleResponse>>();
-  call->stub = stub();
-  if (call->stub == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
-  call->ctx = CallContext();
   *call->request.mutable_context() = context;
   call->request.set_idempotency_key(idempotency_key);
-  call->started = absl::Now();
-  call->stub->async()->AcquireHandle(call->ctx.get(), &call->request, &call->response,
-                                     [this, call, done = std::move(done)](grpc::Status status) {
-                                       Observe("AcquireHandle", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "AcquireHandle", call->stub.get(), /*in_callback=*/true));
-                                       done(CheckedHandle(call->response));
-                                     });
+  SendAsync(
+      "AcquireHandle", stub(),
+      [this, call](const std::shared_ptr<Stub>& stub, std::function<void(grpc::Status)> sent) {
+        call->contexts.push_back(CallContext());
+        call->response.Clear();
+        stub->async()->AcquireHandle(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
+      },
+      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used) {
+        if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
+        if (!status.ok()) return done(CallFailed(status, "AcquireHandle", used, /*in_callback=*/true));
+        done(CheckedHandle(call->response));
+      },
+      /*retried=*/false);
 }
 
 absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
                                                                             const std::string& surface_id) {
-  auto current = stub();
-  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   driver_v1::GetProjectionRequest request;
   request.set_handle(handle);
   request.set_surface_id(surface_id);
   driver_v1::GetProjectionResponse response;
-  auto ctx = CallContext();
-  const absl::Time started = absl::Now();
-  grpc::Status status = current->GetProjection(ctx.get(), request, &response);
-  Observe("GetProjection", status, started);
-  if (!status.ok()) return CallFailed(status, "GetProjection", current.get());
+  std::shared_ptr<Stub> used;
+  const grpc::Status status = CallWithReconnect(
+      "GetProjection", request, &response,
+      [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.GetProjection(ctx, r, out); },
+      &used);
+  if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
+  if (!status.ok()) return CallFailed(status, "GetProjection", used.get());
   return CheckedProjection(response);
 }
 
 void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) {
   auto call = std::make_shared<AsyncCall<driver_v1::GetProjectionRequest, driver_v1::GetProjectionResponse>>();
-  call->stub = stub();
-  if (call->stub == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
-  call->ctx = CallContext();
   call->request.set_handle(handle);
   call->request.set_surface_id(surface_id);
-  call->started = absl::Now();
-  call->stub->async()->GetProjection(call->ctx.get(), &call->request, &call->response,
-                                     [this, call, done = std::move(done)](grpc::Status status) {
-                                       Observe("GetProjection", status, call->started);
-                                       if (!status.ok()) return done(CallFailed(status, "GetProjection", call->stub.get(), /*in_callback=*/true));
-                                       done(CheckedProjection(call->response));
-                                     });
+  SendAsync(
+      "GetProjection", stub(),
+      [this, call](const std::shared_ptr<Stub>& stub, std::function<void(grpc::Status)> sent) {
+        call->contexts.push_back(CallContext());
+        call->response.Clear();
+        stub->async()->GetProjection(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
+      },
+      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used) {
+        if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
+        if (!status.ok()) return done(CallFailed(status, "GetProjection", used, /*in_callback=*/true));
+        done(CheckedProjection(call->response));
+      },
+      /*retried=*/false);
 }
 
 absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
-  auto current = stub();
-  if (current == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   driver_v1::ReleaseHandleRequest request;
   request.set_handle(handle);
   driver_v1::ReleaseHandleResponse response;
-  auto ctx = CallContext();
-  const absl::Time started = absl::Now();
-  grpc::Status status = current->ReleaseHandle(ctx.get(), request, &response);
-  Observe("ReleaseHandle", status, started);
+  std::shared_ptr<Stub> used;
+  const grpc::Status status = CallWithReconnect(
+      "ReleaseHandle", request, &response,
+      [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.ReleaseHandle(ctx, r, out); },
+      &used);
+  if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
-  return CallFailed(status, "ReleaseHandle", current.get());
+  return CallFailed(status, "ReleaseHandle", used.get());
 }
 
 }  // namespace osh::drivers

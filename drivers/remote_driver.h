@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,6 +41,14 @@ struct RemoteDriverOptions {
 // FAILED_PRECONDITION when it is a symlink, not a socket, owned by a user other than this process's or
 // root, or writable by others.
 absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner = std::nullopt);
+
+// A connection to the driver socket at `path`, made here and checked: the process that accepted it (its
+// SO_PEERCRED uid, fixed when it listened) is root, this process's user or `allowed_owner`, so a process that
+// bound the path after the check of the file (or between two checks) is refused. The descriptor (owned by
+// the caller, close-on-exec), UNAVAILABLE when nothing accepts before `deadline`, FAILED_PRECONDITION
+// naming the peer's uid otherwise.
+absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
+                                        std::chrono::system_clock::time_point deadline);
 
 // A user name or a numeric uid, as a uid; INVALID_ARGUMENT naming it when there is no such user.
 absl::StatusOr<uid_t> ResolveUser(const std::string& user);
@@ -114,9 +123,34 @@ class RemoteDriver final : public PolicyDriver {
     std::string detail;
     int64_t seq = 0;
   };
-  // The attempt itself: socket check, fresh channel, wait for it and ask for capabilities, all before
-  // `deadline` and within call_timeout_ms. On success, `news` is what to tell.
+  // The attempt itself: socket check, a connection made and checked here (ConnectDriverSocket), a channel
+  // over that one connection (it never reconnects by itself: every connection is made and checked here),
+  // and capabilities asked, all before `deadline` and within call_timeout_ms. On success, `news` is what to
+  // tell.
   absl::Status Attempt(std::chrono::system_clock::time_point deadline, News* news);
+  // After a call on `used` failed with `status`: when it is UNAVAILABLE and `used`'s connection is dead (a
+  // probe on it fails too; the driver restarted, say), the driver is marked down and a new connection made
+  // (Connect, checked): the stub to call once more on. Null otherwise (the connection answers — the driver
+  // itself said UNAVAILABLE — or no new connection could be made). Blocks up to two call timeouts.
+  std::shared_ptr<driver_v1::PolicyDriver::Stub> ReconnectedAfter(
+      const std::shared_ptr<driver_v1::PolicyDriver::Stub>& used, const grpc::Status& status, const char* method);
+  // A call made on `stub` by `issue` (which starts it and has `sent` called with its status), answered by
+  // `answered` (on any thread) with its status and the stub it was made on; a call that fails UNAVAILABLE
+  // is made once more when ReconnectedAfter finds another connection (on the monitor thread: a gRPC
+  // callback must not block).
+  using Issue = std::function<void(const std::shared_ptr<driver_v1::PolicyDriver::Stub>& stub,
+                                   std::function<void(grpc::Status)> sent)>;
+  using Answered = std::function<void(const grpc::Status& status, const driver_v1::PolicyDriver::Stub* used)>;
+  void SendAsync(const char* method, std::shared_ptr<driver_v1::PolicyDriver::Stub> stub, Issue issue,
+                 Answered answered, bool retried);
+  // A blocking call with one retry on a new connection (ReconnectedAfter); see remote_driver.cc.
+  template <class Request, class Response, class Rpc>
+  grpc::Status CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
+                                 std::shared_ptr<driver_v1::PolicyDriver::Stub>* used);
+  // Has the monitor thread call `retry` with ReconnectedAfter(used, status, method); with nullptr at once
+  // when the driver is stopping.
+  void ReconnectLater(std::shared_ptr<driver_v1::PolicyDriver::Stub> used, grpc::Status status, const char* method,
+                      std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>)> retry);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call made on `used`: UNAVAILABLE means the driver is gone (unless a newer
@@ -154,6 +188,13 @@ class RemoteDriver final : public PolicyDriver {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
   std::optional<News> deferred_down_ ABSL_GUARDED_BY(mu_);  // MarkDown's news for the monitor to tell
+  struct Reconnect {
+    std::shared_ptr<driver_v1::PolicyDriver::Stub> used;
+    grpc::Status status;
+    const char* method;
+    std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>)> retry;
+  };
+  std::vector<Reconnect> reconnects_ ABSL_GUARDED_BY(mu_);  // ReconnectLater's, for the monitor
   int64_t state_seq_ ABSL_GUARDED_BY(mu_) = 0;              // changes of state recorded
   absl::Mutex tell_mu_;
   int64_t told_seq_ ABSL_GUARDED_BY(tell_mu_) = 0;  // the latest change the listener was told

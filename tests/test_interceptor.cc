@@ -3059,13 +3059,10 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
 }
 
 
-// Admit mode beside a second replica (issue 28's limits): an admission made on A reaches B through the
-// replica feed, so a validate or a retried create that reaches B (the OpenShell gateway reconnected to
-// another replica between its phases) is decided on A's admission, never admitted twice.
 TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait on the driver: 12 creates wait at "
           "once",
           "[interceptor][integration][admit][limits]") {
-  // A driver that answers GetProjection only once 12 calls wait at once (else, after 4 s, UNAVAILABLE). The
+  // A driver that answers GetProjection only once 12 calls wait at once (else, after 8 s, UNAVAILABLE). The
   // interceptor has 4 workers: a gateway that held one per create while its admission waited could never
   // get there. Its projection: the base policy, signed by the trust store's authority.
   TempDir driver_dir;
@@ -3093,14 +3090,14 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
                              driver_dir, "fake",
                              std::vector<std::string>{OSH_FAKE_DRIVER_BINARY, "--response-file",
                                                       driver_dir / "response.json", "--gather", "12",
-                                                      "--gather-timeout-ms", "4000"});
+                                                      "--gather-timeout-ms", "8000"});
                          driver->Start();
                          return std::vector<std::string>{"--driver-socket", driver->socket(), "--interceptor-mode",
                                                          "admit"};
                        });
   const std::string authorization = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
-  for (int i = 0; i < 12; ++i) {
+  auto create = [&](int i) {
     creates.push_back(std::async(std::launch::async, [&g, &authorization, i] {
       icv1::InterceptorEvaluation evaluation;
       evaluation.set_interceptor_name("policy-gateway");
@@ -3117,7 +3114,15 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
       const grpc::Status status = g.stub().Evaluate(context.get(), evaluation, &result);
       return std::make_pair(status, result);
     }));
+  };
+  for (int i = 0; i < 11; ++i) create(i);
+  REQUIRE(Eventually([&] { return absl::StrContains(driver->log(), "gather: 11 of 12 waiting"); }));
+  // While 11 admissions wait, the workers are free: more validates than there are workers are answered.
+  for (int i = 0; i < 6; ++i) {
+    CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson(absl::StrCat("other-", i), kBasePolicyJson)),
+              "FAILED_PRECONDITION", "unknown_sandbox: sandbox 'other-");
   }
+  create(11);
   int allowed = 0;
   for (auto& create : creates) {
     const auto [status, result] = create.get();
@@ -3142,6 +3147,9 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
   CHECK(interceptions == 12);
 }
 
+// Admit mode beside a second replica (issue 28's limits): an admission made on A reaches B through the
+// replica feed, so a validate or a retried create that reaches B (the OpenShell gateway reconnected to
+// another replica between its phases) is decided on A's admission, never admitted twice.
 TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: admitted on A, validated and reused "
           "on B",
           "[interceptor][integration][admit][postgres][replicas]") {

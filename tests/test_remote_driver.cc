@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "drivers/remote_driver.h"
 #include "gateway/core/driver_state_audit.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -672,7 +673,8 @@ TEST_CASE("remote: an admission right after the driver came back connects at onc
 
 TEST_CASE("remote: callers arriving while the driver is down wait for the connection attempt under way, not a queue of them",
           "[integration][remote]") {
-  // A socket file nobody listens on: every connection attempt runs to its deadline.
+  // A socket that takes connections into its backlog and never accepts them, so never answers: every
+  // connection attempt runs to its deadline (a socket nobody listens on refuses at once).
   TempDir dir;
   const std::string path = dir / "driver.sock";
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -682,6 +684,7 @@ TEST_CASE("remote: callers arriving while the driver is down wait for the connec
   REQUIRE(path.size() < sizeof(address.sun_path));
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(::listen(fd, 64) == 0);
   REQUIRE(::chmod(path.c_str(), 0600) == 0);
 
   osh::drivers::RemoteDriverOptions options;
@@ -840,4 +843,96 @@ TEST_CASE("remote: a driver going down and up again and again is audited within 
   std::string out, err;
   REQUIRE(Eventually([&] { return Ctl(g, {"status"}, &out, &err) == 0 && absl::StrContains(out, "connected"); }));
   CHECK(g.running());
+}
+
+TEST_CASE("remote: a process of another user that binds the driver socket after the driver exits is never called, "
+          "even with the socket file made root's; the driver is served again once it is back",
+          "[integration][remote][hostile]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: running an impostor as another user needs root");
+    return;
+  }
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  // The driver exits; its folder lets another user (nobody) bind the path, and a process of that user does.
+  REQUIRE(driver.Stop() == 0);
+  REQUIRE(::chmod(dir.path().c_str(), 0777) == 0);
+  REQUIRE(::chmod((dir / "response.json").c_str(), 0644) == 0);
+  const std::string impostor_log = dir / "impostor.log";
+  Process impostor({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", OSH_FAKE_DRIVER_BINARY,
+                    "--socket", driver.socket(), "--response-file", dir / "response.json"},
+                   impostor_log);
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadAll(impostor_log), "serving on"); }));
+  // Before the fix the driver's channel reconnected by itself to whatever listened at the path: the impostor
+  // was asked for sb-2's handle and projection (its context: user, labels) and its answer was admitted.
+  const grpc::Status refused = g.Admit("sb-2", &admitted);
+  CHECK_FALSE(refused.ok());
+  CHECK_THAT(refused.error_message(), Catch::Contains("driver_unavailable"));
+  CHECK(Eventually([&] { return absl::StrContains(g.Status().driver_state_detail(), "is owned by uid 65534"); }));
+  // The socket file made root's (as by a race between the file's check and the connection): the process
+  // that accepts is still nobody's, and refused as such.
+  REQUIRE(::chown(driver.socket().c_str(), 0, 0) == 0);
+  const grpc::Status still_refused = g.Admit("sb-3", &admitted);
+  CHECK_FALSE(still_refused.ok());
+  CHECK_THAT(still_refused.error_message(), Catch::Contains("driver_unavailable"));
+  CHECK(Eventually([&] { return absl::StrContains(g.Status().driver_state_detail(), "as uid 65534, neither root"); }));
+  CHECK_FALSE(absl::StrContains(ReadAll(impostor_log), "acquire:"));
+  CHECK(g.Status().driver_state() == "unavailable");
+
+  // The impostor gone and the driver back: served again.
+  impostor.Signal(SIGTERM);
+  impostor.Wait();
+  REQUIRE(::chmod(dir.path().c_str(), 0700) == 0);
+  driver.Start();
+  REQUIRE(Eventually([&] { return g.Status().driver_state() == "connected"; }));
+  const grpc::Status back = g.Admit("sb-4", &admitted);
+  INFO(back.error_message());
+  CHECK(back.ok());
+}
+
+TEST_CASE("remote: a driver restarted between two calls answers the next call (a new connection, checked)",
+          "[integration][remote]") {
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json"});
+  driver.Start();
+  osh::drivers::RemoteDriverOptions options;
+  options.socket_path = driver.socket();
+  options.probe_interval_ms = 600'000;  // no monitor tick: the call itself finds the connection dead
+  options.accepted_surfaces = {"openshell.sandbox.v1"};
+  auto remote = osh::drivers::RemoteDriver::Start(options);
+  REQUIRE(remote.ok());
+  drv::RuntimeContext context;
+  context.set_sandbox_id("sb-1");
+  REQUIRE((*remote)->AcquireHandle(context, "key-1").ok());
+  const int64_t attempts = (*remote)->connection_attempts();
+  // Restarted: the connection the gateway holds is dead; the channel over it never reconnects by itself.
+  REQUIRE(driver.Stop() == 0);
+  driver.Start();
+  context.set_sandbox_id("sb-2");
+  auto handle = (*remote)->AcquireHandle(context, "key-2");
+  INFO(handle.status().ToString());
+  REQUIRE(handle.ok());
+  CHECK((*remote)->connection_attempts() == attempts + 1);
+  // The asynchronous calls too (made again from the monitor thread).
+  REQUIRE(driver.Stop() == 0);
+  driver.Start();
+  absl::Notification answered;
+  absl::StatusOr<std::string> again = absl::UnknownError("not answered");
+  context.set_sandbox_id("sb-3");
+  (*remote)->AcquireHandleAsync(context, "key-3", [&](absl::StatusOr<std::string> r) {
+    again = std::move(r);
+    answered.Notify();
+  });
+  REQUIRE(answered.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  INFO(again.status().ToString());
+  CHECK(again.ok());
+  CHECK((*remote)->connection_attempts() == attempts + 2);
+  (*remote)->Stop();
 }

@@ -53,6 +53,8 @@ class InterceptorAdmission {
   // such work to a pool). `also_check` runs before `done`, on any thread. The default calls Admit and then
   // `done` on the calling thread.
   using AdmitDone = std::function<void(absl::StatusOr<Admitted>)>;
+  // Whether AdmitAsync returns before the admission is made (it waits on nothing on the calling thread).
+  virtual bool admits_without_blocking() const { return false; }
   virtual void AdmitAsync(openshell::policy::driver::v1::RuntimeContext context, AdmitCheck also_check,
                           AdmitDone done) {
     done(Admit(context, also_check));
@@ -84,6 +86,7 @@ class CoreInterceptorAdmission final : public InterceptorAdmission {
   // GatewayCore::AdmitAsync; the served projection read (Current) on the thread it completed on.
   void AdmitAsync(openshell::policy::driver::v1::RuntimeContext context, AdmitCheck also_check,
                   AdmitDone done) override;
+  bool admits_without_blocking() const override { return true; }
   absl::StatusOr<std::optional<Admitted>> Current(const std::string& sandbox_id) const override;
   absl::Status Withdraw(const std::string& sandbox_id) override;
   bool permits_mutation() const override;

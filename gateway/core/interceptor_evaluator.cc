@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <atomic>
 #include <algorithm>
 #include <limits>
 #include <optional>
@@ -160,6 +161,9 @@ struct InterceptorEvaluator::Outcome {
 struct InterceptorEvaluator::PendingAdmission {
   driver_v1::RuntimeContext context;   // what is admitted (sandbox_id = the request's name)
   std::vector<std::string> providers;  // the request's, composed with the admitted policy
+  // Their catalogue profiles, read once before the admission: its check composes them without reading the
+  // store (it runs on the thread the driver's answer arrived on).
+  ProviderProfileCatalogue::Selection selection;
   std::string name;                    // the request's name
   bool denied_by_check = false;        // the composed check refused it (the deny it set stays)
   // The policy the check passed: the digest (lowercase hex SHA-256) of its deterministic serialization,
@@ -172,6 +176,7 @@ struct InterceptorEvaluator::PendingAdmission {
 struct InterceptorEvaluator::Call {
   Outcome outcome;
   std::string phase;
+  std::atomic<bool> answered{false};  // `done` called (once, whatever throws)
 };
 
 namespace {
@@ -327,6 +332,12 @@ bool InterceptorEvaluator::CheckCandidate(const SandboxPolicy& own, const std::v
                                           Outcome* out, absl::string_view own_key) const {
   ProviderProfileCatalogue::Selection selection;
   if (!ResolveProviders(providers, &selection, out)) return false;
+  return CheckCandidateWith(own, providers, selection, out, own_key);
+}
+
+bool InterceptorEvaluator::CheckCandidateWith(const SandboxPolicy& own, const std::vector<std::string>& providers,
+                                              const ProviderProfileCatalogue::Selection& selection, Outcome* out,
+                                              absl::string_view own_key) const {
   // A composition made before from the same own policy (`own_key` names it) and the same profiles (their
   // hashes cover everything a layer is made of) is the same candidate: made once, checked each time.
   std::string memo_key;
@@ -405,7 +416,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
                        "admit mode admits the sandbox under its name: send CreateSandbox with name");
     }
     return validate ? ValidateAdmittedSandbox(evaluation, request, out)
-                    : AdmitCreateSandbox(evaluation, payload, request, out);
+                    : AdmitCreateSandbox(evaluation, request, out);
   }
   if (!request.spec().has_policy()) {
     out->Deny(absl::StatusCode::kPermissionDenied, "policy_required",
@@ -548,15 +559,13 @@ bool InterceptorAdmitContext(const interceptor_v1::InterceptorEvaluation& evalua
 }  // namespace
 
 void InterceptorEvaluator::AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
-                                              const google::protobuf::Struct& /*payload*/,
                                               const os_v1::CreateSandboxRequest& request, Outcome* out) {
   auto pending = std::make_shared<PendingAdmission>();
   if (!InterceptorAdmitContext(evaluation, request, options_.context_limits, &pending->context, out)) return;
   pending->providers.assign(request.spec().providers().begin(), request.spec().providers().end());
   pending->name = request.name();
   // An unknown provider is refused before anything is admitted.
-  ProviderProfileCatalogue::Selection ignored;
-  if (!ResolveProviders(pending->providers, &ignored, out)) return;
+  if (!ResolveProviders(pending->providers, &pending->selection, out)) return;
   out->pending = std::move(pending);  // the admission is made by Evaluate (or EvaluateAsync), then answered
 }
 
@@ -572,7 +581,8 @@ InterceptorAdmission::AdmitCheck InterceptorEvaluator::AdmitCheckFor(
     // The memo's key for a policy: the hex SHA-256 of bytes that parse to it (here its deterministic
     // serialization, below the served body's own bytes): two keys are equal only for the same bytes.
     pending.checked = policy::Sha256Hex(policy::SerializeDeterministic(policy));
-    if (!CheckCandidate(policy, pending.providers, out, absl::StrCat("admitted policy\n", pending.checked))) {
+    if (!CheckCandidateWith(policy, pending.providers, pending.selection, out,
+                            absl::StrCat("admitted policy\n", pending.checked))) {
       pending.checked.clear();
       pending.denied_by_check = true;
       verdict.reason = out->reason_code;
@@ -1194,7 +1204,8 @@ void InterceptorEvaluator::Begin(const interceptor_v1::InterceptorEvaluation& ev
 bool InterceptorEvaluator::DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const {
   // Admit mode's CreateSandbox modify: decoded, its context made and its providers resolved — from the
   // catalogue, which reads the store's generation, unless it names none — then admitted (callbacks).
-  if (options_.admission == nullptr || evaluation.service() != kInterceptorService ||
+  if (options_.admission == nullptr || !options_.admission->admits_without_blocking() ||
+      evaluation.service() != kInterceptorService ||
       evaluation.method() != "CreateSandbox" || !evaluation.has_modify_operation()) {
     return false;
   }
@@ -1271,6 +1282,11 @@ void InterceptorEvaluator::Evaluate(const interceptor_v1::InterceptorEvaluation&
 void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvaluation& evaluation,
                                          std::string payload_digest, interceptor_v1::InterceptorResult* response,
                                          WorkerPool* pool, std::function<void()> done, bool here_may_block) {
+  if (pool == nullptr) {
+    // Nowhere to hand what may block: the admission waited for here.
+    Evaluate(evaluation, std::move(payload_digest), response);
+    return done();
+  }
   auto call = std::make_shared<Call>();
   Begin(evaluation, std::move(payload_digest), &call->outcome, &call->phase);
   if (call->outcome.pending == nullptr) {
@@ -1285,26 +1301,56 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
   }
   // The admission is a chain of callbacks (GatewayCore::AdmitAsync): no thread waits for it. Its answer
   // arrives on the thread it completed on (the store's completion thread, say), where nothing may block:
-  // what would (a check again, a withdrawal, a deny's audit event) goes to `pool`.
+  // what would (a check again, a withdrawal, a deny's audit event) goes to `pool`. Whatever throws on the
+  // way (memory), the call is answered once, with a deny.
+  auto answer_once = [this, &evaluation, response, call, done](bool failed) {
+    if (call->answered.exchange(true)) return;
+    if (failed) {
+      LogError("interceptor: an admit-mode CreateSandbox could not be answered (an exception); answered with a deny");
+      response->Clear();
+      response->set_allowed(false);
+      response->set_status_code("FAILED_PRECONDITION");
+      response->set_reason("internal_error: the admission could not be answered; try again");
+      (*response->mutable_log_annotations())[kAnnotationDecision] = "deny";
+      (*response->mutable_log_annotations())[kAnnotationDecisionId] = call->outcome.decision_id;
+      (*response->mutable_log_annotations())[kAnnotationReasonCode] = "internal_error";
+    } else {
+      Answer(evaluation, call->phase, call->outcome, response);
+    }
+    done();
+  };
+  auto guarded = [answer_once](const std::function<void()>& step) {
+    try {
+      step();
+    } catch (...) {
+      try {
+        answer_once(/*failed=*/true);
+      } catch (...) {
+      }
+    }
+  };
   driver_v1::RuntimeContext context = call->outcome.pending->context;
   options_.admission->AdmitAsync(
       std::move(context), AdmitCheckFor(evaluation, &call->outcome, call),
-      [this, &evaluation, response, pool, call, done = std::move(done)](
+      [this, &evaluation, pool, call, answer_once, guarded](
           absl::StatusOr<InterceptorAdmission::Admitted> admitted) mutable {
-        const bool check_again = AdmissionNeedsCheck(call->outcome, admitted);
-        auto answer = [this, &evaluation, response, call, done]() {
-          Answer(evaluation, call->phase, call->outcome, response);
-          done();
-        };
-        if (check_again && pool != nullptr) {
-          return pool->Submit([this, &evaluation, call, answer, admitted = std::move(admitted)]() mutable {
-            AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/true, &call->outcome);
-            answer();
-          });
-        }
-        AdmitAnswered(evaluation, std::move(admitted), check_again, &call->outcome);
-        if (AnswerAudits(call->outcome) && pool != nullptr) return pool->Submit(std::move(answer));
-        answer();
+        guarded([&] {
+          const bool check_again = AdmissionNeedsCheck(call->outcome, admitted);
+          if (check_again) {
+            return pool->Submit([this, &evaluation, call, answer_once, guarded,
+                                 admitted = std::move(admitted)]() mutable {
+              guarded([&] {
+                AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/true, &call->outcome);
+                answer_once(false);
+              });
+            });
+          }
+          AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/false, &call->outcome);
+          if (AnswerAudits(call->outcome)) {
+            return pool->Submit([answer_once, guarded] { guarded([&] { answer_once(false); }); });
+          }
+          answer_once(false);
+        });
       });
 }
 

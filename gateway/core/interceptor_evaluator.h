@@ -133,7 +133,7 @@ class InterceptorEvaluator {
   // The same, with admit mode's admission (a CreateSandbox modify) waited for on no thread: `done` runs
   // exactly once, when `result` is filled, on the calling thread or on the one the admission completed on
   // (InterceptorAdmission::AdmitAsync). What may block after the admission (a check again, a withdrawal, a
-  // deny's audit event) is handed to `pool` (null: done where it is reached, as Evaluate does). `evaluation`
+  // deny's audit event) is handed to `pool` (null: the admission is waited for, as Evaluate does). `evaluation`
   // and `result` must stay alive until `done` runs. The decision before the admission may block (it reads
   // the store) unless DecidesWithoutBlocking(evaluation); `here_may_block` false: the calling thread must not
   // block (gRPC's callback thread), so a deny's audit event is handed to `pool` too.
@@ -185,8 +185,7 @@ class InterceptorEvaluator {
                            const google::protobuf::Struct& payload, bool validate, Outcome* out);
   // Admit mode's CreateSandbox phases.
   void AdmitCreateSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
-                          const google::protobuf::Struct& payload, const openshell::v1::CreateSandboxRequest& request,
-                          Outcome* out);
+                          const openshell::v1::CreateSandboxRequest& request, Outcome* out);
   void ValidateAdmittedSandbox(const interceptor_v1::InterceptorEvaluation& evaluation,
                                const openshell::v1::CreateSandboxRequest& request, Outcome* out);
   // Admit mode: a sandbox-scoped write names the default workspace (invalid_request), and policy-gateway/*
@@ -219,6 +218,10 @@ class InterceptorEvaluator {
   // profiles' hashes.
   bool CheckCandidate(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
                       Outcome* out, absl::string_view own_key = {}) const;
+  // The same with the providers' profiles read already (ResolveProviders): reads no store.
+  bool CheckCandidateWith(const openshell::sandbox::v1::SandboxPolicy& own, const std::vector<std::string>& providers,
+                          const ProviderProfileCatalogue::Selection& selection, Outcome* out,
+                          absl::string_view own_key = {}) const;
 
   // Evaluate's audit event (type interception) for `outcome`, outcome and reason left to the caller.
   static store::AuditEvent InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,

@@ -77,15 +77,16 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   const absl::string_view method =
       IsInterceptorBoundMethod(request->method()) ? absl::string_view(request->method()) : "other";
   const std::chrono::system_clock::time_point deadline = context->deadline();
-  if (in_flight_.load() >= kMaxInFlightCalls) {
-    // Admissions waiting on the driver or the database hold no worker: they are bounded here instead.
+  // Admissions waiting on the driver or the database hold no worker: every call under way (waiting for a
+  // worker, being decided or admitting) holds a place here, taken now and given back when it is answered.
+  if (in_flight_.fetch_add(1) >= kMaxInFlightCalls) {
+    in_flight_.fetch_sub(1);
     Overloaded(reactor, method, phase, started, kMaxInFlightCalls);
     return reactor;
   }
   if (evaluator_->DecidesWithoutBlocking(*request)) {
     // Admit mode's create naming no provider: decided here and admitted as a chain of callbacks, as
     // AdmitSandbox is (one thread hand-off fewer); a deny's audit event still goes to the pool.
-    in_flight_.fetch_add(1);
     evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
                               Answered(reactor, response, started, phase, method), /*here_may_block=*/false);
     return reactor;
@@ -103,17 +104,20 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
                               "not decided"),
                  {{"expired_calls", absl::StrCat(count)}});
       Observe(method, phase, "expired", started);
+      in_flight_.fetch_sub(1);
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                                    "interceptor_overloaded: the caller gave up on the call (deadline or cancel) "
                                    "before a worker was free"));
       return;
     }
     // Admit mode's admission holds no worker while it waits (EvaluateAsync).
-    in_flight_.fetch_add(1);
     evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
                               Answered(reactor, response, started, phase, method));
   }, kMaxQueuedCalls);
-  if (!queued) Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
+  if (!queued) {
+    in_flight_.fetch_sub(1);
+    Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
+  }
   return reactor;
 }
 

@@ -57,9 +57,10 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   static constexpr size_t kMaxQueuedCalls = 1024;
   // SnapshotProviderProfiles (every supervisor poll) queue only while fewer wait: never all of what Evaluate needs.
   static constexpr size_t kMaxQueuedSnapshots = kMaxQueuedCalls / 2;
-  // How many Evaluates may be under way past the queue (admit mode's admissions, waiting on the driver
-  // and the database with no worker held): beyond it a call is refused as when the queue is full.
-  static constexpr size_t kMaxInFlightCalls = kMaxQueuedCalls;
+  // How many Evaluates may be under way at once — waiting for a worker, being decided, or admitting (admit
+  // mode's admissions wait on the driver and the database with no worker held): past it a call is refused
+  // at once, as when the queue is full.
+  static constexpr size_t kMaxInFlightCalls = 2 * kMaxQueuedCalls;
 
   // Calls refused for their token since start.
   uint64_t unauthenticated() const { return unauthenticated_.load(); }
@@ -109,7 +110,7 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   std::atomic<uint64_t> evaluate_denied_{0};
   std::atomic<uint64_t> evaluate_expired_{0};
   std::atomic<uint64_t> overloaded_{0};
-  std::atomic<size_t> in_flight_{0};  // Evaluates handed to the evaluator and not yet answered
+  std::atomic<size_t> in_flight_{0};  // Evaluates accepted and not yet answered (kMaxInFlightCalls)
   Observer observer_;
 };
 
