@@ -845,8 +845,8 @@ TEST_CASE("remote: a driver going down and up again and again is audited within 
   CHECK(g.running());
 }
 
-TEST_CASE("remote: a process of another user that binds the driver socket after the driver exits is never called, "
-          "even with the socket file made root's; the driver is served again once it is back",
+TEST_CASE("remote: a process of another user that binds the driver socket after the driver exits is never called "
+          "(even with the socket file made root's) and the driver is served again once it is back",
           "[integration][remote][hostile]") {
   if (::geteuid() != 0) {
     WARN("skipped: running an impostor as another user needs root");
