@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cerrno>
 #include <cstring>
 
@@ -202,12 +203,19 @@ bool RemoteDriver::TryReconnect() {
   return Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms)).ok();
 }
 
+void RemoteDriver::Defer(News news) {
+  if (!news.listener) return;
+  absl::MutexLock lock(&mu_);
+  deferred_.push_back(std::move(news));
+}
+
 int64_t RemoteDriver::connection_attempts() const {
   absl::MutexLock lock(&attempt_mu_);
   return attempts_started_;
 }
 
-absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline) {
+absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline, const Stub* replacing,
+                                   bool tell_here) {
   for (bool joined_one = false;;) {
     {
       absl::MutexLock lock(&attempt_mu_);
@@ -229,7 +237,11 @@ absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadlin
         joined_one = true;
         continue;
       }
-      if (available()) return absl::OkStatus();  // another attempt succeeded since the caller looked
+      if (replacing == nullptr) {
+        if (available()) return absl::OkStatus();  // another attempt succeeded since the caller looked
+      } else if (auto current = stub(); current != nullptr && current.get() != replacing) {
+        return absl::OkStatus();  // the dead connection was replaced since the caller found it dead
+      }
       attempt_running_ = true;
       ++attempts_started_;
     }
@@ -245,8 +257,13 @@ absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadlin
       last_attempt_ = status;
     }
     // The listener (it audits, and delivers queued releases when the driver is back) is told after the
-    // callers waiting for the attempt are let go: they do not wait for it.
-    Tell(std::move(news));
+    // callers waiting for the attempt are let go: they do not wait for it. From within a call (which may
+    // hold what the listener takes: the release queue's delivery), by the monitor thread.
+    if (tell_here) {
+      Tell(std::move(news));
+    } else {
+      Defer(std::move(news));
+    }
     return status;
   }
 }
@@ -262,8 +279,15 @@ absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadlin
   auto fd = ConnectDriverSocket(options_.socket_path, options_.socket_owner, attempt_deadline);
   if (!fd.ok()) return fd.status();
   grpc::ChannelArguments args;
-  args.SetInt("osh.driver_channel_generation", static_cast<int>(++channel_generation_));
+  args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "localhost");  // what a channel to "unix:<path>" sent
   auto channel = grpc::CreateCustomInsecureChannelFromFd(options_.socket_path, *fd, args);  // owns the descriptor
+  {
+    // Kept here until nothing else holds it, then let go on the monitor thread (SweepChannels): a channel
+    // whose last reference drops on one of gRPC's callback threads shuts gRPC's callback queue down from
+    // that very thread, which then frees what it still uses (gRPC 1.51, grpc/grpc#32584).
+    absl::MutexLock lock(&mu_);
+    channels_.push_back(channel);
+  }
   auto stub = std::make_shared<Stub>(channel);
   const driver_v1::GetCapabilitiesRequest request = CapabilitiesRequest(options_);
   driver_v1::Capabilities capabilities;
@@ -325,7 +349,7 @@ RemoteDriver::News RemoteDriver::SetDown(std::string detail, const Stub* failed,
   last_problem_ = detail;
   News news{listener_, false, std::move(detail), ++state_seq_};
   if (in_callback) {
-    deferred_down_ = std::move(news);  // the monitor wakes and tells the listener
+    deferred_.push_back(std::move(news));  // the monitor wakes and tells the listener
     return {};
   }
   return news;
@@ -358,34 +382,44 @@ absl::Status RemoteDriver::CallFailed(const grpc::Status& status, const char* me
 
 void RemoteDriver::Monitor() {
   std::vector<Reconnect> reconnects;
-  auto stopped = [this] {
-    absl::MutexLock lock(&mu_);
-    return stopping_;
-  };
   for (;;) {
     {
-      std::optional<News> down;
+      std::vector<News> deferred;
+      bool stop = false;
       {
         absl::MutexLock lock(&mu_);
         auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-          return stopping_ || deferred_down_.has_value() || !reconnects_.empty();
+          return stopping_ || !deferred_.empty() || !reconnects_.empty();
         };
         mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(options_.probe_interval_ms));
+        // Taken with the flag, in one critical section: an entry queued after this is answered by
+        // ReconnectLater itself (it sees the flag), none is left behind.
         reconnects.swap(reconnects_);
-        if (!stopping_) down.swap(deferred_down_);
+        stop = stopping_;
+        if (!stop) deferred.swap(deferred_);
       }
-      if (reconnects.empty() && stopped()) return;
-      if (down) Tell(*std::move(down));  // not if a later reconnect was told first
+      SweepChannels();
+      for (News& news : deferred) Tell(std::move(news));  // each dropped if a later change was told first
       if (!reconnects.empty()) {
         // Calls whose connection was found dead: each is made again on a new (checked) connection, or
-        // answered with its failure. None waits for the next tick; none is left unanswered at a stop.
+        // answered with its failure; one probe and one reconnect per dead connection. None waits for the
+        // next tick; none is left unanswered at a stop.
+        std::map<const Stub*, std::shared_ptr<Stub>> fresh;
         for (Reconnect& reconnect : reconnects) {
-          reconnect.retry(stopped() ? nullptr : ReconnectedAfter(reconnect.used, reconnect.status, reconnect.method));
+          std::shared_ptr<Stub> retry_on;
+          if (!stop) {
+            auto [it, first] = fresh.try_emplace(reconnect.used.get());
+            if (first) it->second = ReconnectedAfter(reconnect.used, reconnect.status, reconnect.method);
+            retry_on = it->second;
+          }
+          reconnect.retry(std::move(retry_on));
         }
         reconnects.clear();
+        if (stop) return;
         continue;
       }
-      if (down) continue;  // reconnect from the next tick, as after any other failure
+      if (stop) return;
+      if (!deferred.empty()) continue;  // reconnect from the next tick, as after any other failure
     }
     if (!available()) {
       const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
@@ -400,7 +434,10 @@ void RemoteDriver::Monitor() {
     auto ctx = CallContext();
     grpc::Status status = current->GetCapabilities(ctx.get(), request, &capabilities);
     if (!status.ok()) {
-      MarkDown(absl::StrCat("GetCapabilities: ", status.error_message()), false, current.get());
+      // The connection is dead or the driver does not answer: a new connection, checked, replaces it
+      // quietly when one can be made (a driver that closes connections by age, say); down otherwise.
+      const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
+      Connect(deadline, current.get()).IgnoreError();  // a failed attempt marks the driver down itself
       continue;
     }
     capabilities.DiscardUnknownFields();
@@ -413,6 +450,23 @@ void RemoteDriver::Monitor() {
   }
 }
 
+void RemoteDriver::SweepChannels() {
+  std::vector<std::shared_ptr<grpc::Channel>> unused;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = channels_.begin(); it != channels_.end();) {
+      // Held only here: nobody can take it again (no weak references), so this is its last reference.
+      if (it->use_count() == 1) {
+        unused.push_back(std::move(*it));
+        it = channels_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Let go here, on the monitor thread, with no lock held.
+}
+
 std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::shared_ptr<Stub>& used,
                                                                    const grpc::Status& status, const char* method) {
   if (status.error_code() != grpc::StatusCode::UNAVAILABLE || used == nullptr) return nullptr;
@@ -422,19 +476,23 @@ std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::sh
     auto ctx = CallContext();
     if (used->GetCapabilities(ctx.get(), CapabilitiesRequest(options_), &ignored).ok()) return nullptr;
   }
-  MarkDown(absl::StrCat(method, ": ", status.error_message()), /*in_callback=*/false, used.get());
-  if (!Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms)).ok()) {
+  // Replaced by a new connection, checked, when one can be made (quietly: the driver never looked down);
+  // down otherwise. What the listener is to hear is told by the monitor thread (see Connect).
+  (void)method;
+  if (!Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms), used.get(),
+               /*tell_here=*/false)
+           .ok()) {
     return nullptr;
   }
   auto fresh = stub();
-  return fresh != used ? fresh : nullptr;
+  return fresh != nullptr && fresh != used ? fresh : nullptr;
 }
 
 void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status, const char* method,
                                   std::function<void(std::shared_ptr<Stub>)> retry) {
   {
     absl::MutexLock lock(&mu_);
-    if (!stopping_) {
+    if (!stopping_ && reconnects_.size() < kMaxQueuedReconnects) {
       reconnects_.push_back(Reconnect{std::move(used), std::move(status), method, std::move(retry)});
       return;
     }
@@ -445,7 +503,7 @@ void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status statu
 void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Issue issue, Answered answered,
                              bool retried) {
   if (stub == nullptr) {
-    return answered(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable"), nullptr);
+    return answered(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable"), nullptr, retried);
   }
   const absl::Time started = absl::Now();
   issue(stub, [this, method, stub, issue, answered = std::move(answered), retried, started](grpc::Status status) mutable {
@@ -454,11 +512,11 @@ void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Iss
       // Perhaps the connection died (a driver restarted): once more on a new one, made off this thread.
       return ReconnectLater(stub, status, method,
                             [this, method, issue, answered, status, stub](std::shared_ptr<Stub> fresh) {
-                              if (fresh == nullptr) return answered(status, stub.get());
+                              if (fresh == nullptr) return answered(status, stub.get(), /*retried=*/false);
                               SendAsync(method, std::move(fresh), issue, answered, /*retried=*/true);
                             });
     }
-    answered(status, stub.get());
+    answered(status, stub.get(), retried);
   });
 }
 
@@ -507,21 +565,35 @@ struct AsyncCall {
 // it was made on (null: none, the driver is not reachable).
 template <class Request, class Response, class Rpc>
 grpc::Status RemoteDriver::CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
-                                             std::shared_ptr<Stub>* used) {
+                                             std::shared_ptr<Stub>* used, bool may_retry, bool* retried) {
+  *retried = false;
   *used = stub();
   if (*used == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable");
-  for (bool retried = false;; retried = true) {
+  for (;;) {
     response->Clear();
     auto ctx = CallContext();
     const absl::Time started = absl::Now();
     grpc::Status status = rpc(**used, ctx.get(), request, response);
     Observe(method, status, started);
-    if (status.ok() || retried) return status;
+    if (status.ok() || *retried || !may_retry) return status;
     auto fresh = ReconnectedAfter(*used, status, method);
     if (fresh == nullptr) return status;
     *used = std::move(fresh);
+    *retried = true;
   }
 }
+
+namespace {
+
+// GetProjection made again on a new connection (the driver restarted) and answered NOT_FOUND: the restarted
+// driver does not know the handle, which says the driver went away, not that the handle is wrong.
+grpc::Status AfterRestart(const grpc::Status& status, bool retried) {
+  if (!retried || status.error_code() != grpc::StatusCode::NOT_FOUND) return status;
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      absl::StrCat("the driver restarted and no longer knows the handle (", status.error_message(), ")"));
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::RuntimeContext& context,
                                                        const std::string& idempotency_key) {
@@ -530,10 +602,13 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   request.set_idempotency_key(idempotency_key);
   driver_v1::AcquireHandleResponse response;
   std::shared_ptr<Stub> used;
+  bool retried = false;
+  // Made again only where that cannot make a second handle: the driver honours the idempotency key (an
+  // UNAVAILABLE may come after the driver kept a handle; the caller's re-acquire then releases it).
   const grpc::Status status = CallWithReconnect(
       "AcquireHandle", request, &response,
       [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.AcquireHandle(ctx, r, out); },
-      &used);
+      &used, !idempotency_key.empty() && honours_idempotency_key(), &retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (!status.ok()) return CallFailed(status, "AcquireHandle", used.get());
   return CheckedHandle(response);
@@ -551,12 +626,12 @@ void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, 
         call->response.Clear();
         stub->async()->AcquireHandle(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
       },
-      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used) {
+      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used, bool /*retried*/) {
         if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
         if (!status.ok()) return done(CallFailed(status, "AcquireHandle", used, /*in_callback=*/true));
         done(CheckedHandle(call->response));
       },
-      /*retried=*/false);
+      /*retried=*/idempotency_key.empty() || !honours_idempotency_key());  // as AcquireHandle: no second handle
 }
 
 absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
@@ -566,10 +641,13 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
   request.set_surface_id(surface_id);
   driver_v1::GetProjectionResponse response;
   std::shared_ptr<Stub> used;
-  const grpc::Status status = CallWithReconnect(
-      "GetProjection", request, &response,
-      [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.GetProjection(ctx, r, out); },
-      &used);
+  bool retried = false;
+  const grpc::Status status = AfterRestart(
+      CallWithReconnect(
+          "GetProjection", request, &response,
+          [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.GetProjection(ctx, r, out); },
+          &used, /*may_retry=*/true, &retried),
+      retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (!status.ok()) return CallFailed(status, "GetProjection", used.get());
   return CheckedProjection(response);
@@ -586,9 +664,11 @@ void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::stri
         call->response.Clear();
         stub->async()->GetProjection(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
       },
-      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used) {
+      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used, bool retried) {
         if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
-        if (!status.ok()) return done(CallFailed(status, "GetProjection", used, /*in_callback=*/true));
+        if (!status.ok()) {
+          return done(CallFailed(AfterRestart(status, retried), "GetProjection", used, /*in_callback=*/true));
+        }
         done(CheckedProjection(call->response));
       },
       /*retried=*/false);
@@ -599,10 +679,11 @@ absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
   request.set_handle(handle);
   driver_v1::ReleaseHandleResponse response;
   std::shared_ptr<Stub> used;
+  bool retried = false;
   const grpc::Status status = CallWithReconnect(
       "ReleaseHandle", request, &response,
       [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.ReleaseHandle(ctx, r, out); },
-      &used);
+      &used, /*may_retry=*/true, &retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return CallFailed(status, "ReleaseHandle", used.get());

@@ -113,8 +113,12 @@ class RemoteDriver final : public PolicyDriver {
   explicit RemoteDriver(RemoteDriverOptions options);
   using Stub = driver_v1::PolicyDriver::Stub;
 
-  // A connection attempt, or the outcome of the one running when called (see TryReconnect).
-  absl::Status Connect(std::chrono::system_clock::time_point deadline);
+  // A connection attempt, or the outcome of the one running when called (see TryReconnect). `replacing`:
+  // the connection a caller found dead — a new one replaces it (quietly while the driver is available)
+  // unless it was replaced already; null: connect only when not available. `tell_here` false: the
+  // listener hears of it from the monitor thread (Defer), not from the caller's.
+  absl::Status Connect(std::chrono::system_clock::time_point deadline, const driver_v1::PolicyDriver::Stub* replacing = nullptr,
+                       bool tell_here = true);
   // A change of state for the listener, told after the locks are let go. `seq` orders the changes: news
   // older than news already told is dropped (a listener never hears "down" after the "up" that followed).
   struct News {
@@ -129,9 +133,10 @@ class RemoteDriver final : public PolicyDriver {
   // tell.
   absl::Status Attempt(std::chrono::system_clock::time_point deadline, News* news);
   // After a call on `used` failed with `status`: when it is UNAVAILABLE and `used`'s connection is dead (a
-  // probe on it fails too; the driver restarted, say), the driver is marked down and a new connection made
-  // (Connect, checked): the stub to call once more on. Null otherwise (the connection answers — the driver
-  // itself said UNAVAILABLE — or no new connection could be made). Blocks up to two call timeouts.
+  // probe on it fails too; the driver restarted, say), a new connection (Connect, checked) replaces it: the
+  // stub to call once more on. Null otherwise (the connection answers — the driver itself said UNAVAILABLE
+  // — or no new connection could be made: the driver is then down). Blocks up to two call timeouts; the
+  // listener is told by the monitor thread.
   std::shared_ptr<driver_v1::PolicyDriver::Stub> ReconnectedAfter(
       const std::shared_ptr<driver_v1::PolicyDriver::Stub>& used, const grpc::Status& status, const char* method);
   // A call made on `stub` by `issue` (which starts it and has `sent` called with its status), answered by
@@ -140,13 +145,22 @@ class RemoteDriver final : public PolicyDriver {
   // callback must not block).
   using Issue = std::function<void(const std::shared_ptr<driver_v1::PolicyDriver::Stub>& stub,
                                    std::function<void(grpc::Status)> sent)>;
-  using Answered = std::function<void(const grpc::Status& status, const driver_v1::PolicyDriver::Stub* used)>;
+  // `retried`: the status is the second call's (on a new connection). SendAsync's `retried` true at the
+  // start: made once only.
+  using Answered = std::function<void(const grpc::Status& status, const driver_v1::PolicyDriver::Stub* used,
+                                      bool retried)>;
   void SendAsync(const char* method, std::shared_ptr<driver_v1::PolicyDriver::Stub> stub, Issue issue,
                  Answered answered, bool retried);
   // A blocking call with one retry on a new connection (ReconnectedAfter); see remote_driver.cc.
   template <class Request, class Response, class Rpc>
   grpc::Status CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
-                                 std::shared_ptr<driver_v1::PolicyDriver::Stub>* used);
+                                 std::shared_ptr<driver_v1::PolicyDriver::Stub>* used, bool may_retry, bool* retried);
+  // `news` told by the monitor thread.
+  void Defer(News news);
+  // Lets go of the channels nothing else holds (on the monitor thread).
+  void SweepChannels();
+  // Calls waiting for the monitor to reconnect: past this many, a call is answered with its failure at once.
+  static constexpr size_t kMaxQueuedReconnects = 1024;
   // Has the monitor thread call `retry` with ReconnectedAfter(used, status, method); with nullptr at once
   // when the driver is stopping.
   void ReconnectLater(std::shared_ptr<driver_v1::PolicyDriver::Stub> used, grpc::Status status, const char* method,
@@ -172,7 +186,6 @@ class RemoteDriver final : public PolicyDriver {
 
   const RemoteDriverOptions options_;
   std::atomic<bool> available_{false};
-  std::atomic<int64_t> channel_generation_{0};
 
   // One connection attempt at a time (the monitor's or a caller's); the others wait for its outcome.
   mutable absl::Mutex attempt_mu_;
@@ -187,7 +200,10 @@ class RemoteDriver final : public PolicyDriver {
   CallObserver observer_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_problem_ ABSL_GUARDED_BY(mu_);  // logged once per distinct problem while down
-  std::optional<News> deferred_down_ ABSL_GUARDED_BY(mu_);  // MarkDown's news for the monitor to tell
+  std::vector<News> deferred_ ABSL_GUARDED_BY(mu_);  // news for the monitor to tell, in order
+  // Every channel made, until only this holds it (SweepChannels lets it go on the monitor thread; the rest
+  // go with this object, on the thread that destroys it, never on one of gRPC's callback threads).
+  std::vector<std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
   struct Reconnect {
     std::shared_ptr<driver_v1::PolicyDriver::Stub> used;
     grpc::Status status;

@@ -1305,6 +1305,13 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
   // way (memory), the call is answered once, with a deny.
   auto answer_once = [this, &evaluation, response, call, done](bool failed) {
     if (call->answered.exchange(true)) return;
+    if (!failed) {
+      try {
+        Answer(evaluation, call->phase, call->outcome, response);
+      } catch (...) {
+        failed = true;  // answered below with the deny: `done` runs whatever threw
+      }
+    }
     if (failed) {
       LogError("interceptor: an admit-mode CreateSandbox could not be answered (an exception); answered with a deny");
       response->Clear();
@@ -1314,8 +1321,6 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       (*response->mutable_log_annotations())[kAnnotationDecision] = "deny";
       (*response->mutable_log_annotations())[kAnnotationDecisionId] = call->outcome.decision_id;
       (*response->mutable_log_annotations())[kAnnotationReasonCode] = "internal_error";
-    } else {
-      Answer(evaluation, call->phase, call->outcome, response);
     }
     done();
   };
