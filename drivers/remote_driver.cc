@@ -183,7 +183,16 @@ absl::StatusOr<std::unique_ptr<RemoteDriver>> RemoteDriver::Start(RemoteDriverOp
   return driver;
 }
 
-RemoteDriver::~RemoteDriver() { Stop(); }
+RemoteDriver::~RemoteDriver() {
+  Stop();
+  // A channel still held elsewhere (by a call's callback finishing on one of gRPC's threads) would lose its
+  // last reference there, which gRPC 1.51 cannot take (see SweepChannels): it is left alive instead, at the
+  // end of the process's use of the driver.
+  absl::MutexLock lock(&mu_);
+  for (auto& channel : channels_) {
+    if (channel.use_count() > 1) new std::shared_ptr<grpc::Channel>(std::move(channel));  // deliberately kept
+  }
+}
 
 void RemoteDriver::Stop() {
   {
@@ -412,7 +421,7 @@ void RemoteDriver::Monitor() {
             if (first) it->second = ReconnectedAfter(reconnect.used, reconnect.status, reconnect.method);
             retry_on = it->second;
           }
-          reconnect.retry(std::move(retry_on));
+          reconnect.retry(std::move(retry_on), /*reconnect_tried=*/true);
         }
         reconnects.clear();
         if (stop) return;
@@ -455,7 +464,8 @@ void RemoteDriver::SweepChannels() {
   {
     absl::MutexLock lock(&mu_);
     for (auto it = channels_.begin(); it != channels_.end();) {
-      // Held only here: nobody can take it again (no weak references), so this is its last reference.
+      // Held only here: a new reference is made only from one held elsewhere (a Stub, a ClientContext:
+      // shared_from_this), so none can appear now and this is its last reference.
       if (it->use_count() == 1) {
         unused.push_back(std::move(*it));
         it = channels_.erase(it);
@@ -489,32 +499,40 @@ std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::sh
 }
 
 void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status, const char* method,
-                                  std::function<void(std::shared_ptr<Stub>)> retry) {
+                                  std::function<void(std::shared_ptr<Stub>, bool)> retry) {
+  bool queued = false;
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_ && reconnects_.size() < kMaxQueuedReconnects) {
       reconnects_.push_back(Reconnect{std::move(used), std::move(status), method, std::move(retry)});
       return;
     }
+    queued = stopping_;
   }
-  retry(nullptr);
+  // Stopping: answered with its failure. Too many waiting: answered "not reachable" without marking the
+  // connection down (the reconnect the others wait for decides that).
+  retry(nullptr, /*reconnect_tried=*/queued);
 }
 
 void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Issue issue, Answered answered,
-                             bool retried) {
+                             std::function<bool()> may_retry, bool retried) {
   if (stub == nullptr) {
     return answered(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable"), nullptr, retried);
   }
   const absl::Time started = absl::Now();
-  issue(stub, [this, method, stub, issue, answered = std::move(answered), retried, started](grpc::Status status) mutable {
+  issue(stub, [this, method, stub, issue, answered = std::move(answered), may_retry = std::move(may_retry), retried,
+               started](grpc::Status status) mutable {
     Observe(method, status, started);
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !retried) {
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !retried && may_retry()) {
       // Perhaps the connection died (a driver restarted): once more on a new one, made off this thread.
-      return ReconnectLater(stub, status, method,
-                            [this, method, issue, answered, status, stub](std::shared_ptr<Stub> fresh) {
-                              if (fresh == nullptr) return answered(status, stub.get(), /*retried=*/false);
-                              SendAsync(method, std::move(fresh), issue, answered, /*retried=*/true);
-                            });
+      return ReconnectLater(
+          stub, status, method,
+          [this, method, issue, answered, may_retry, status, stub](std::shared_ptr<Stub> fresh, bool reconnect_tried) {
+            if (!reconnect_tried) return answered(status, nullptr, /*retried=*/false);
+            // Asked again of the driver now connected (its capabilities may have changed).
+            if (fresh == nullptr || !may_retry()) return answered(status, stub.get(), /*retried=*/false);
+            SendAsync(method, std::move(fresh), issue, answered, may_retry, /*retried=*/true);
+          });
     }
     answered(status, stub.get(), retried);
   });
@@ -565,7 +583,8 @@ struct AsyncCall {
 // it was made on (null: none, the driver is not reachable).
 template <class Request, class Response, class Rpc>
 grpc::Status RemoteDriver::CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
-                                             std::shared_ptr<Stub>* used, bool may_retry, bool* retried) {
+                                             std::shared_ptr<Stub>* used, const std::function<bool()>& may_retry,
+                                             bool* retried) {
   *retried = false;
   *used = stub();
   if (*used == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the policy driver is not reachable");
@@ -575,9 +594,9 @@ grpc::Status RemoteDriver::CallWithReconnect(const char* method, const Request& 
     const absl::Time started = absl::Now();
     grpc::Status status = rpc(**used, ctx.get(), request, response);
     Observe(method, status, started);
-    if (status.ok() || *retried || !may_retry) return status;
+    if (status.ok() || *retried || !may_retry()) return status;
     auto fresh = ReconnectedAfter(*used, status, method);
-    if (fresh == nullptr) return status;
+    if (fresh == nullptr || !may_retry()) return status;  // asked again of the driver now connected
     *used = std::move(fresh);
     *retried = true;
   }
@@ -587,10 +606,11 @@ namespace {
 
 // GetProjection made again on a new connection (the driver restarted) and answered NOT_FOUND: the restarted
 // driver does not know the handle, which says the driver went away, not that the handle is wrong.
-grpc::Status AfterRestart(const grpc::Status& status, bool retried) {
-  if (!retried || status.error_code() != grpc::StatusCode::NOT_FOUND) return status;
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      absl::StrCat("the driver restarted and no longer knows the handle (", status.error_message(), ")"));
+// (Applied to what CallFailed made of the driver's own answer: NOT_FOUND marks no connection down.)
+absl::Status AfterRestart(absl::Status failed, bool retried) {
+  if (!retried || failed.code() != absl::StatusCode::kNotFound) return failed;
+  return absl::UnavailableError(
+      absl::StrCat("the driver restarted and no longer knows the handle (", failed.message(), ")"));
 }
 
 }  // namespace
@@ -608,7 +628,7 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   const grpc::Status status = CallWithReconnect(
       "AcquireHandle", request, &response,
       [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.AcquireHandle(ctx, r, out); },
-      &used, !idempotency_key.empty() && honours_idempotency_key(), &retried);
+      &used, [&] { return !idempotency_key.empty() && honours_idempotency_key(); }, &retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (!status.ok()) return CallFailed(status, "AcquireHandle", used.get());
   return CheckedHandle(response);
@@ -631,7 +651,8 @@ void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, 
         if (!status.ok()) return done(CallFailed(status, "AcquireHandle", used, /*in_callback=*/true));
         done(CheckedHandle(call->response));
       },
-      /*retried=*/idempotency_key.empty() || !honours_idempotency_key());  // as AcquireHandle: no second handle
+      // As AcquireHandle: made again only where no second handle can result.
+      [this, keyed = !idempotency_key.empty()] { return keyed && honours_idempotency_key(); }, /*retried=*/false);
 }
 
 absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
@@ -642,14 +663,12 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
   driver_v1::GetProjectionResponse response;
   std::shared_ptr<Stub> used;
   bool retried = false;
-  const grpc::Status status = AfterRestart(
-      CallWithReconnect(
-          "GetProjection", request, &response,
-          [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.GetProjection(ctx, r, out); },
-          &used, /*may_retry=*/true, &retried),
-      retried);
+  const grpc::Status status = CallWithReconnect(
+      "GetProjection", request, &response,
+      [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.GetProjection(ctx, r, out); },
+      &used, [] { return true; }, &retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
-  if (!status.ok()) return CallFailed(status, "GetProjection", used.get());
+  if (!status.ok()) return AfterRestart(CallFailed(status, "GetProjection", used.get()), retried);
   return CheckedProjection(response);
 }
 
@@ -667,11 +686,11 @@ void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::stri
       [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used, bool retried) {
         if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
         if (!status.ok()) {
-          return done(CallFailed(AfterRestart(status, retried), "GetProjection", used, /*in_callback=*/true));
+          return done(AfterRestart(CallFailed(status, "GetProjection", used, /*in_callback=*/true), retried));
         }
         done(CheckedProjection(call->response));
       },
-      /*retried=*/false);
+      [] { return true; }, /*retried=*/false);
 }
 
 absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
@@ -683,7 +702,7 @@ absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {
   const grpc::Status status = CallWithReconnect(
       "ReleaseHandle", request, &response,
       [](Stub& stub, grpc::ClientContext* ctx, const auto& r, auto* out) { return stub.ReleaseHandle(ctx, r, out); },
-      &used, /*may_retry=*/true, &retried);
+      &used, [] { return true; }, &retried);
   if (used == nullptr) return absl::UnavailableError("the policy driver is not reachable");
   if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return CallFailed(status, "ReleaseHandle", used.get());

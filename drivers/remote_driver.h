@@ -149,12 +149,15 @@ class RemoteDriver final : public PolicyDriver {
   // start: made once only.
   using Answered = std::function<void(const grpc::Status& status, const driver_v1::PolicyDriver::Stub* used,
                                       bool retried)>;
+  // `may_retry`: whether a call failed UNAVAILABLE may be made again (asked before the reconnect and again
+  // of the driver connected after it).
   void SendAsync(const char* method, std::shared_ptr<driver_v1::PolicyDriver::Stub> stub, Issue issue,
-                 Answered answered, bool retried);
+                 Answered answered, std::function<bool()> may_retry, bool retried);
   // A blocking call with one retry on a new connection (ReconnectedAfter); see remote_driver.cc.
   template <class Request, class Response, class Rpc>
   grpc::Status CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,
-                                 std::shared_ptr<driver_v1::PolicyDriver::Stub>* used, bool may_retry, bool* retried);
+                                 std::shared_ptr<driver_v1::PolicyDriver::Stub>* used,
+                                 const std::function<bool()>& may_retry, bool* retried);
   // `news` told by the monitor thread.
   void Defer(News news);
   // Lets go of the channels nothing else holds (on the monitor thread).
@@ -163,8 +166,9 @@ class RemoteDriver final : public PolicyDriver {
   static constexpr size_t kMaxQueuedReconnects = 1024;
   // Has the monitor thread call `retry` with ReconnectedAfter(used, status, method); with nullptr at once
   // when the driver is stopping.
+  // `reconnect_tried` false: answered without a reconnect (too many waiting), "not reachable".
   void ReconnectLater(std::shared_ptr<driver_v1::PolicyDriver::Stub> used, grpc::Status status, const char* method,
-                      std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>)> retry);
+                      std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>, bool reconnect_tried)> retry);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
   // Interprets a failed call made on `used`: UNAVAILABLE means the driver is gone (unless a newer
@@ -208,7 +212,7 @@ class RemoteDriver final : public PolicyDriver {
     std::shared_ptr<driver_v1::PolicyDriver::Stub> used;
     grpc::Status status;
     const char* method;
-    std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>)> retry;
+    std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>, bool)> retry;
   };
   std::vector<Reconnect> reconnects_ ABSL_GUARDED_BY(mu_);  // ReconnectLater's, for the monitor
   int64_t state_seq_ ABSL_GUARDED_BY(mu_) = 0;              // changes of state recorded

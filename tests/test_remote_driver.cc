@@ -940,6 +940,7 @@ TEST_CASE("remote: a driver restarted between two calls answers the next call (a
   CHECK(projection.status().code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(projection.status().message()), Catch::Contains("no longer knows the handle"));
   CHECK(remote->connection_attempts() == attempts + 2);
+  CHECK(remote->available());  // the new connection answered: not marked down for the handle it did not know
   // An acquire is not made again where a second handle could result: this driver does not say it honours
   // idempotency keys (an UNAVAILABLE may follow a handle it kept; the gateway's re-acquire releases it).
   REQUIRE(driver.Stop() == 0);
@@ -976,13 +977,18 @@ TEST_CASE("remote: a call that finds its connection dead reconnects quietly and 
   // The release made holding what the listener takes, on a thread of its own (if it hung, the test says
   // so rather than hanging with it).
   auto finished = std::make_shared<std::atomic<int>>(-1);
-  std::thread([remote, held, finished, handle = *handle] {
+  std::thread releasing([remote, held, finished, handle = *handle] {
     absl::MutexLock lock(held.get());
     *finished = static_cast<int>(remote->ReleaseHandle(handle).code());
-  }).detach();
-  REQUIRE(Eventually([&] { return finished->load() >= 0; }, std::chrono::seconds(20)));
+  });
+  if (!Eventually([&] { return finished->load() >= 0; }, std::chrono::seconds(20))) {
+    releasing.detach();  // hung on itself: said here rather than hanging the suite with it
+    FAIL("the release that reconnected did not return");
+  }
+  releasing.join();
   CHECK(finished->load() == static_cast<int>(absl::StatusCode::kOk));
   CHECK(remote->available());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // news the monitor would tell, if any
   CHECK(told->load() == 0);  // replaced quietly: the driver never looked down
   remote->Stop();
 }

@@ -1313,14 +1313,18 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       }
     }
     if (failed) {
-      LogError("interceptor: an admit-mode CreateSandbox could not be answered (an exception); answered with a deny");
-      response->Clear();
+      try {
+        LogError("interceptor: an admit-mode CreateSandbox could not be answered (an exception); answered with a deny");
+        response->Clear();
       response->set_allowed(false);
       response->set_status_code("FAILED_PRECONDITION");
       response->set_reason("internal_error: the admission could not be answered; try again");
       (*response->mutable_log_annotations())[kAnnotationDecision] = "deny";
       (*response->mutable_log_annotations())[kAnnotationDecisionId] = call->outcome.decision_id;
       (*response->mutable_log_annotations())[kAnnotationReasonCode] = "internal_error";
+      } catch (...) {
+        response->set_allowed(false);  // what could be written: the call is still answered, and denied
+      }
     }
     done();
   };
