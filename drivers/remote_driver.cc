@@ -68,14 +68,20 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
 
 absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
                                         std::chrono::system_clock::time_point deadline) {
+  return ConnectCheckedSocket(path, allowed_owner, deadline, "driver socket", "driver_socket_owner");
+}
+
+absl::StatusOr<int> ConnectCheckedSocket(const std::string& path, std::optional<uid_t> allowed_owner,
+                                         std::chrono::system_clock::time_point deadline, absl::string_view what,
+                                         absl::string_view owner_setting) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.size() >= sizeof(address.sun_path)) {
-    return absl::FailedPreconditionError(absl::StrCat("driver socket ", path, ": the path is too long for a socket"));
+    return absl::FailedPreconditionError(absl::StrCat(what, " ", path, ": the path is too long for a socket"));
   }
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("driver socket ", path, ": socket: ", std::strerror(errno)));
+  if (fd < 0) return absl::UnavailableError(absl::StrCat(what, " ", path, ": socket: ", std::strerror(errno)));
   // A connect waits while the listener's backlog is full: no longer than the deadline (SO_SNDTIMEO bounds it).
   const auto left = std::max<int64_t>(
       1000, std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::system_clock::now()).count());
@@ -86,7 +92,7 @@ absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<u
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
     const int error = errno;
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("driver socket ", path, ": no driver answers (", std::strerror(error), ")"));
+    return absl::UnavailableError(absl::StrCat(what, " ", path, ": nothing answers (", std::strerror(error), ")"));
   }
   timeout = {};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
@@ -95,14 +101,14 @@ absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<u
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) {
     const int error = errno;
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("driver socket ", path, ": SO_PEERCRED: ", std::strerror(error)));
+    return absl::UnavailableError(absl::StrCat(what, " ", path, ": SO_PEERCRED: ", std::strerror(error)));
   }
   if (peer.uid != ::geteuid() && peer.uid != 0 && peer.uid != allowed_owner) {
     ::close(fd);
     return absl::FailedPreconditionError(absl::StrCat(
-        "driver socket ", path, " is served by process ", peer.pid, " as uid ", peer.uid, ", neither root, this process's user (",
-        ::geteuid(), ")", allowed_owner ? absl::StrCat(", nor driver_socket_owner (", *allowed_owner, ")") : "",
-        "; refusing it (set driver_socket_owner if the driver runs as that user)"));
+        what, " ", path, " is served by process ", peer.pid, " as uid ", peer.uid, ", neither root, this process's user (",
+        ::geteuid(), ")", allowed_owner ? absl::StrCat(", nor ", owner_setting, " (", *allowed_owner, ")") : "",
+        "; refusing it (set ", owner_setting, " if it runs as that user)"));
   }
   return fd;
 }

@@ -19,6 +19,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -49,6 +50,11 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
 // naming the peer's uid otherwise.
 absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
                                         std::chrono::system_clock::time_point deadline);
+// The same for any Unix socket this gateway calls: `what` names it in messages ("driver socket") and
+// `owner_setting` the setting that names the other user allowed ("driver_socket_owner").
+absl::StatusOr<int> ConnectCheckedSocket(const std::string& path, std::optional<uid_t> allowed_owner,
+                                         std::chrono::system_clock::time_point deadline, absl::string_view what,
+                                         absl::string_view owner_setting);
 
 // A user name or a numeric uid, as a uid; INVALID_ARGUMENT naming it when there is no such user.
 absl::StatusOr<uid_t> ResolveUser(const std::string& user);

@@ -3147,6 +3147,50 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
   CHECK(interceptions == 12);
 }
 
+TEST_CASE("interceptor: admit mode's push over a Unix socket reaches no process of another user, nor its token",
+          "[interceptor][integration][admit][hostile]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: running an impostor as another user needs root");
+    return;
+  }
+  // The OpenShell gateway's socket folder lets another user (nobody) bind the path, and a process of that
+  // user does. Before the fix the push's channel connected to it and sent the bearer token (the impostor, a
+  // gRPC server of another service, answered UNIMPLEMENTED, logged as a refusal).
+  TempDir os_dir;
+  REQUIRE(::chmod(os_dir.path().c_str(), 0777) == 0);
+  const std::string os_socket = os_dir / "openshell.sock";
+  WriteFile(os_dir / "push-token", "push-token-123\n");
+  WriteFile(os_dir / "response.json", "{}");
+  REQUIRE(::chmod((os_dir / "response.json").c_str(), 0644) == 0);
+  Process impostor({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", OSH_FAKE_DRIVER_BINARY,
+                    "--socket", os_socket, "--response-file", os_dir / "response.json"},
+                   os_dir / "impostor.log");
+  REQUIRE(Eventually([&] { return absl::StrContains(ReadFile(os_dir / "impostor.log"), "serving on"); }));
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true,
+                       {"--interceptor-mode", "admit", "--interceptor-openshell-endpoint", "unix://" + os_socket,
+                        "--interceptor-openshell-token-file", os_dir / "push-token"},
+                       ProfileSigning::kSigned);
+  openshell::sandbox::v1::SandboxPolicy base;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  REQUIRE(g.gateway().SetPolicy("default", base).ok());
+  // A sandbox created through the interceptor (its record written at validate), then its policy changed:
+  // a push is due.
+  const Struct create = FromProtoJson(CreateSandboxJson("p1", kBasePolicyJson));
+  const auto modified = g.Evaluate("CreateSandbox", false, create);
+  REQUIRE(modified.allowed());
+  REQUIRE(g.Evaluate("CreateSandbox", true, ApplyPatches(create, modified.patches())).allowed());
+  openshell::sandbox::v1::SandboxPolicy changed = base;
+  changed.mutable_filesystem()->add_read_only("/lib");
+  REQUIRE(g.gateway().SetPolicy("default", changed).ok());
+  CHECK(Eventually([&] {
+    const std::string log = g.gateway().log();
+    return absl::StrContains(log, "interceptor push: sandbox p1: UpdateConfig: UNAVAILABLE the OpenShell gateway's "
+                                  "socket") &&
+           absl::StrContains(log, "as uid 65534, neither root");
+  }));
+  CHECK_FALSE(absl::StrContains(g.gateway().log(), "UNIMPLEMENTED"));  // nothing was ever called on it
+}
+
 // Admit mode beside a second replica (issue 28's limits): an admission made on A reaches B through the
 // replica feed, so a validate or a retried create that reaches B (the OpenShell gateway reconnected to
 // another replica between its phases) is decided on A's admission, never admitted twice.

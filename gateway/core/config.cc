@@ -204,6 +204,7 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   get("interceptor_audience", &config->interceptor_audience);
   get("interceptor_openshell_endpoint", &config->interceptor_openshell_endpoint);
   get("interceptor_openshell_token_file", &config->interceptor_openshell_token_file);
+  get("interceptor_openshell_socket_owner", &config->interceptor_openshell_socket_owner);
   get("interceptor_openshell_ca", &config->interceptor_openshell_ca);
   get("interceptor_openshell_client_cert", &config->interceptor_openshell_client_cert);
   get("interceptor_openshell_client_key", &config->interceptor_openshell_client_key);
@@ -216,6 +217,7 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
   if (config->interceptor_socket.empty() && config->interceptor_listen.empty()) {
     for (const char* key : {"interceptor_mode", "interceptor_gateway_keys", "interceptor_gateway_id",
                             "interceptor_audience", "interceptor_openshell_endpoint", "interceptor_openshell_token_file",
+                            "interceptor_openshell_socket_owner",
                             "interceptor_openshell_ca", "interceptor_openshell_client_cert",
                             "interceptor_openshell_client_key"}) {
       if (merged.count(key)) {
@@ -243,7 +245,8 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
     return bad("interceptor_openshell_endpoint", "is set but interceptor_mode is not admit: nothing is pushed in ceiling mode");
   }
   for (const char* key : {"interceptor_openshell_token_file", "interceptor_openshell_ca",
-                          "interceptor_openshell_client_cert", "interceptor_openshell_client_key"}) {
+                          "interceptor_openshell_client_cert", "interceptor_openshell_client_key",
+                          "interceptor_openshell_socket_owner"}) {
     if (endpoint.empty() && merged.count(key)) {
       return bad(key, "is set but interceptor_openshell_endpoint is not: nothing would use it");
     }
@@ -253,6 +256,9 @@ absl::Status ResolveInterceptorKeys(const ConfigValues& merged, const Bad& bad, 
     if (!unix_socket && !absl::StartsWith(endpoint, "https://")) {
       return bad("interceptor_openshell_endpoint",
                  absl::StrCat("expected unix:///<path> or https://<host>:<port>, got '", endpoint, "'"));
+    }
+    if (!unix_socket && merged.count("interceptor_openshell_socket_owner")) {
+      return bad("interceptor_openshell_socket_owner", "applies to a unix:/// endpoint only");
     }
     if (!unix_socket) {
       if (auto parsed = common::ParseHostPort(endpoint.substr(std::strlen("https://"))); !parsed.ok()) {
@@ -371,6 +377,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"interceptor_openshell_token_file", kGatewayTable,
        "bearer token (OIDC) for the push, read at each push; its principal needs scope config:write and workspace "
        "role admin; unset: none sent"},
+      {"interceptor_openshell_socket_owner", kGatewayTable,
+       "unix:/// push: a user (name or uid) the process serving the OpenShell gateway's socket may run as, besides "
+       "root and this gateway's user (checked on every connection, SO_PEERCRED)"},
       {"interceptor_openshell_ca", kGatewayTable, "CA (PEM) of the OpenShell gateway's TLS certificate; unset: the system's roots"},
       {"interceptor_openshell_client_cert", kGatewayTable, "client certificate (PEM) for the push over https (mTLS); with its key"},
       {"interceptor_openshell_client_key", kGatewayTable, "key (PEM) of interceptor_openshell_client_cert"},
@@ -547,6 +556,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"interceptor_audience", config.interceptor_audience},
       {"interceptor_openshell_endpoint", config.interceptor_openshell_endpoint},
       {"interceptor_openshell_token_file", config.interceptor_openshell_token_file},
+      {"interceptor_openshell_socket_owner", config.interceptor_openshell_socket_owner},
       {"interceptor_openshell_ca", config.interceptor_openshell_ca},
       {"interceptor_openshell_client_cert", config.interceptor_openshell_client_cert},
       {"interceptor_openshell_client_key", config.interceptor_openshell_client_key},

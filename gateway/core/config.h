@@ -72,6 +72,7 @@ struct Config {
   // ("": the system's roots). "" endpoint: changed projections are not pushed.
   std::string interceptor_openshell_endpoint;
   std::string interceptor_openshell_token_file;
+  std::string interceptor_openshell_socket_owner;  // unix:/// push: a user the socket's server may run as
   std::string interceptor_openshell_ca;
   std::string interceptor_openshell_client_cert;
   std::string interceptor_openshell_client_key;

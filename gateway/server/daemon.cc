@@ -31,6 +31,19 @@
 namespace osh::gateway {
 namespace {
 
+// A user setting (a name or a uid), as a uid in *out (left unset when the setting is); false, logged naming
+// the setting, when there is no such user.
+bool ResolveUserSetting(const char* key, const std::string& value, std::optional<uid_t>* out) {
+  if (value.empty()) return true;
+  auto uid = drivers::ResolveUser(value);
+  if (!uid.ok()) {
+    LogError(absl::StrCat(key, ": ", uid.status().message()));
+    return false;
+  }
+  *out = *uid;
+  return true;
+}
+
 constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
 
 // Connections the HTTP listeners may hold open at once, taken from the descriptor budget: a few
@@ -213,13 +226,8 @@ int Daemon::StartDriver() {
     options.socket_path = config_.driver_socket;
     options.connect_timeout_ms = config_.driver_connect_timeout_ms;
     options.call_timeout_ms = config_.driver_call_timeout_ms;
-    if (!config_.driver_socket_owner.empty()) {
-      auto uid = drivers::ResolveUser(config_.driver_socket_owner);
-      if (!uid.ok()) {
-        LogError(absl::StrCat("driver_socket_owner: ", uid.status().message()));
-        return kExitConfig;
-      }
-      options.socket_owner = *uid;
+    if (!ResolveUserSetting("driver_socket_owner", config_.driver_socket_owner, &options.socket_owner)) {
+      return kExitConfig;
     }
     options.accepted_surfaces = config_.accepted_surfaces;
     options.gateway_version = OSH_VERSION;
@@ -535,6 +543,10 @@ int Daemon::Serve() {
       OpenShellPush::Options push_options;
       push_options.endpoint = config_.interceptor_openshell_endpoint;
       push_options.token_file = config_.interceptor_openshell_token_file;
+      if (!ResolveUserSetting("interceptor_openshell_socket_owner", config_.interceptor_openshell_socket_owner,
+                              &push_options.socket_owner)) {
+        return kExitConfig;
+      }
       push_options.ca = config_.interceptor_openshell_ca;
       push_options.client_cert = config_.interceptor_openshell_client_cert;
       push_options.client_key = config_.interceptor_openshell_client_key;

@@ -1,5 +1,9 @@
 #include "gateway/server/openshell_push.h"
 
+#include <grpcpp/create_channel_posix.h>
+
+#include <cstring>
+
 #include <fstream>
 #include <sstream>
 
@@ -8,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "drivers/remote_driver.h"
 #include "absl/strings/str_join.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_evaluator.h"
@@ -45,6 +50,7 @@ bool PassingFailure(grpc::StatusCode code) {
 
 struct OpenShellPush::Call {
   std::string sandbox_id;
+  const grpc::Channel* channel = nullptr;  // the one it was made on (null: none could be made)
   grpc::ClientContext context;
   openshell::v1::UpdateConfigRequest request;
   openshell::v1::UpdateConfigResponse response;
@@ -56,9 +62,9 @@ absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options opti
   if (!options.record_pushed) return absl::InvalidArgumentError("interceptor push: no record_pushed");
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string target;
+  std::string socket_path;
   if (absl::StartsWith(options.endpoint, "unix:///")) {
-    target = options.endpoint;
-    credentials = grpc::InsecureChannelCredentials();
+    socket_path = options.endpoint.substr(std::strlen("unix://"));  // connected and checked at each push
   } else if (absl::StartsWith(options.endpoint, "https://")) {
     target = options.endpoint.substr(std::string("https://").size());
     grpc::SslCredentialsOptions tls;
@@ -87,8 +93,11 @@ absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options opti
     }
   }
   std::unique_ptr<OpenShellPush> push(new OpenShellPush(std::move(options), admission, records));
-  push->channel_ = grpc::CreateChannel(target, credentials);
-  push->stub_ = openshell::v1::OpenShell::NewStub(push->channel_);
+  push->socket_path_ = std::move(socket_path);
+  if (push->socket_path_.empty()) {
+    push->channel_ = grpc::CreateChannel(target, credentials);
+    push->stub_ = openshell::v1::OpenShell::NewStub(push->channel_);
+  }
   push->thread_ = std::thread([p = push.get()] { p->Run(); });
   return push;
 }
@@ -202,6 +211,25 @@ void OpenShellPush::Release(const std::string& sandbox_id) {
   if (dirty_.erase(sandbox_id) > 0 && !stopping_) due_[sandbox_id] = std::chrono::steady_clock::now();
 }
 
+bool OpenShellPush::Connected() {
+  if (stub_ != nullptr) return true;
+  // Over a Unix socket a channel to the path would reconnect by itself to whatever listens there then,
+  // token and all: each connection is made here, and checked as the driver's is.
+  auto fd = drivers::ConnectCheckedSocket(socket_path_, options_.socket_owner,
+                                          std::chrono::system_clock::now() + options_.timeout,
+                                          "the OpenShell gateway's socket", "interceptor_openshell_socket_owner");
+  if (!fd.ok()) {
+    connect_error_ = std::string(fd.status().message());
+    return false;
+  }
+  grpc::ChannelArguments args;
+  args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "localhost");  // what a channel to "unix:///<path>" sent
+  channel_ = grpc::CreateCustomInsecureChannelFromFd(socket_path_, *fd, args);  // owns the descriptor
+  stub_ = openshell::v1::OpenShell::NewStub(channel_);
+  connect_error_.clear();
+  return true;
+}
+
 bool OpenShellPush::Send(const std::string& sandbox_id) {
   if (!Prepare(sandbox_id)) {
     Release(sandbox_id);
@@ -254,6 +282,15 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
     if (stopping_) return false;
     in_flight_[sandbox_id] = raw;  // Stop cancels it from now on
   }
+  if (!Connected()) {
+    // Answered as a call that could not reach the OpenShell gateway: tried again with the back-off.
+    raw->status = grpc::Status(grpc::StatusCode::UNAVAILABLE, connect_error_);
+    absl::MutexLock lock(&mu_);
+    done_.emplace_back(call.release());
+    wake_.Signal();
+    return true;
+  }
+  raw->channel = channel_.get();
   LogInfo(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": UpdateConfig with digest ", admitted.digest,
                        " version ", admitted.version));
   stub_->async()->UpdateConfig(&raw->context, &raw->request, &raw->response,
@@ -269,6 +306,13 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
 void OpenShellPush::Finish(std::unique_ptr<Call> call) {
   const std::string& id = call->sandbox_id;
   const grpc::Status& status = call->status;
+  if (!socket_path_.empty() && status.error_code() == grpc::StatusCode::UNAVAILABLE && call->channel != nullptr &&
+      call->channel == channel_.get()) {
+    // Its connection may be gone: the next push connects again, checked (this channel goes with the last
+    // call that holds it).
+    stub_.reset();
+    channel_.reset();
+  }
   bool refused = false;
   bool retried = false;
   {

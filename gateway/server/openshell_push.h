@@ -28,6 +28,8 @@
 // the calls in flight and waits for them.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -60,6 +62,9 @@ class OpenShellPush {
     std::string ca;           // PEM file; "": the system's roots (https only)
     std::string client_cert;  // PEM files of a client certificate and its key (https only); "": none
     std::string client_key;
+    // unix:///: a user the process serving the socket may run as besides root and this gateway's user (each
+    // connection is made here and checked, SO_PEERCRED: the token goes to no other process).
+    std::optional<uid_t> socket_owner;
     std::chrono::milliseconds timeout{5000};        // one UpdateConfig call
     std::chrono::milliseconds first_backoff{1000};  // the first retry of a passing failure, doubled each time
     std::chrono::milliseconds max_backoff{30000};
@@ -111,8 +116,14 @@ class OpenShellPush {
   const Options options_;
   InterceptorAdmission* const admission_;
   InterceptorRecords records_;
+  // The push's thread's own (Prepare, Finish): over unix:/// a channel over one connection this gateway
+  // made and checked, made again (checked) after a call on it failed UNAVAILABLE; null until connected.
+  // An old channel goes with the last call that holds it (its context), on this thread.
+  bool Connected();
+  std::string socket_path_;  // unix:///: the socket's path; "": https
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<openshell::v1::OpenShell::Stub> stub_;
+  std::string connect_error_;  // why the last connection was not made
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
