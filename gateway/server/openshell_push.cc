@@ -213,13 +213,24 @@ void OpenShellPush::Release(const std::string& sandbox_id) {
 
 bool OpenShellPush::Connected() {
   if (stub_ != nullptr) return true;
+  // After a failed attempt the next is made a second later at the earliest: the pushes due meanwhile are
+  // answered with its error (tried again with their back-off), not each with a connection attempt of its own.
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_connect_) return false;
+  next_connect_ = now + std::chrono::seconds(1);
   // Over a Unix socket a channel to the path would reconnect by itself to whatever listens there then,
-  // token and all: each connection is made here, and checked as the driver's is.
+  // token and all: each connection is made here, and the process serving it checked (SO_PEERCRED).
   auto fd = drivers::ConnectCheckedSocket(socket_path_, options_.socket_owner,
                                           std::chrono::system_clock::now() + options_.timeout,
                                           "the OpenShell gateway's socket", "interceptor_openshell_socket_owner");
   if (!fd.ok()) {
-    connect_error_ = std::string(fd.status().message());
+    const std::string error(fd.status().message());
+    // A process of a user not allowed is a configuration to fix, not a passing failure: an error in the
+    // log once per distinct text (the pushes themselves are retried, each a warning).
+    if (absl::IsFailedPrecondition(fd.status()) && error != connect_error_) {
+      LogError(absl::StrCat("interceptor push: ", error));
+    }
+    connect_error_ = error;
     return false;
   }
   grpc::ChannelArguments args;
@@ -227,6 +238,7 @@ bool OpenShellPush::Connected() {
   channel_ = grpc::CreateCustomInsecureChannelFromFd(socket_path_, *fd, args);  // owns the descriptor
   stub_ = openshell::v1::OpenShell::NewStub(channel_);
   connect_error_.clear();
+  next_connect_ = {};
   return true;
 }
 
@@ -266,7 +278,6 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
   annotations[kAnnotationPolicyDigest] = admitted.digest;
   annotations[kAnnotationPolicyVersion] = absl::StrCat(admitted.version);
   annotations[kAnnotationKeyIds] = absl::StrJoin(admitted.key_ids, ",");
-  call->context.set_deadline(std::chrono::system_clock::now() + options_.timeout);
   if (!options_.token_file.empty()) {
     auto token = ReadPushFile("interceptor_openshell_token_file", options_.token_file);
     if (!token.ok()) {
@@ -291,6 +302,7 @@ bool OpenShellPush::Prepare(const std::string& sandbox_id) {
     return true;
   }
   raw->channel = channel_.get();
+  raw->context.set_deadline(std::chrono::system_clock::now() + options_.timeout);  // the call's own, after connecting
   LogInfo(absl::StrCat("interceptor push: sandbox ", sandbox_id, ": UpdateConfig with digest ", admitted.digest,
                        " version ", admitted.version));
   stub_->async()->UpdateConfig(&raw->context, &raw->request, &raw->response,

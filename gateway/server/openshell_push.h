@@ -22,7 +22,10 @@
 // at once.
 //
 // Credentials: a bearer token read from `token_file` at each push (authorization metadata), and over
-// https a TLS channel (the CA in `ca`, or the system's roots) with an optional client certificate.
+// https a TLS channel (the CA in `ca`, or the system's roots) with an optional client certificate. Over
+// unix:/// each connection is made here and the process serving the socket checked (SO_PEERCRED: root, this
+// process's user or `socket_owner`), so the token reaches no process of another user; a refused connection
+// is a passing failure (one attempt a second at most).
 //
 // Thread-safe. The admission interface and the record store must outlive the push; destroying it cancels
 // the calls in flight and waits for them.
@@ -124,6 +127,7 @@ class OpenShellPush {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<openshell::v1::OpenShell::Stub> stub_;
   std::string connect_error_;  // why the last connection was not made
+  std::chrono::steady_clock::time_point next_connect_{};  // no connection attempt before (after a failed one)
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
