@@ -424,7 +424,7 @@ void RemoteDriver::Monitor() {
           std::shared_ptr<Stub> retry_on;
           if (!stop) {
             auto [it, first] = fresh.try_emplace(reconnect.used.get());
-            if (first) it->second = ReconnectedAfter(reconnect.used, reconnect.status, reconnect.method);
+            if (first) it->second = ReconnectedAfter(reconnect.used, reconnect.status);
             retry_on = it->second;
           }
           reconnect.retry(std::move(retry_on), /*reconnect_tried=*/true);
@@ -484,7 +484,7 @@ void RemoteDriver::SweepChannels() {
 }
 
 std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::shared_ptr<Stub>& used,
-                                                                   const grpc::Status& status, const char* method) {
+                                                                   const grpc::Status& status) {
   if (status.error_code() != grpc::StatusCode::UNAVAILABLE || used == nullptr) return nullptr;
   {
     // Is the connection itself dead, or did the driver answer UNAVAILABLE? Asked on that connection.
@@ -494,7 +494,6 @@ std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::sh
   }
   // Replaced by a new connection, checked, when one can be made (quietly: the driver never looked down);
   // down otherwise. What the listener is to hear is told by the monitor thread (see Connect).
-  (void)method;
   if (!Connect(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms), used.get(),
                /*tell_here=*/false)
            .ok()) {
@@ -504,13 +503,13 @@ std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::sh
   return fresh != nullptr && fresh != used ? fresh : nullptr;
 }
 
-void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status, const char* method,
+void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status,
                                   std::function<void(std::shared_ptr<Stub>, bool)> retry) {
   bool queued = false;
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_ && reconnects_.size() < kMaxQueuedReconnects) {
-      reconnects_.push_back(Reconnect{std::move(used), std::move(status), method, std::move(retry)});
+      reconnects_.push_back(Reconnect{std::move(used), std::move(status), std::move(retry)});
       return;
     }
     queued = stopping_;
@@ -532,7 +531,7 @@ void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Iss
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !retried && may_retry()) {
       // Perhaps the connection died (a driver restarted): once more on a new one, made off this thread.
       return ReconnectLater(
-          stub, status, method,
+          stub, status,
           [this, method, issue, answered, may_retry, status, stub](std::shared_ptr<Stub> fresh, bool reconnect_tried) {
             if (!reconnect_tried) return answered(status, nullptr, /*retried=*/false);
             // Asked again of the driver now connected (its capabilities may have changed).
@@ -601,7 +600,7 @@ grpc::Status RemoteDriver::CallWithReconnect(const char* method, const Request& 
     grpc::Status status = rpc(**used, ctx.get(), request, response);
     Observe(method, status, started);
     if (status.ok() || *retried || !may_retry()) return status;
-    auto fresh = ReconnectedAfter(*used, status, method);
+    auto fresh = ReconnectedAfter(*used, status);
     if (fresh == nullptr || !may_retry()) return status;  // asked again of the driver now connected
     *used = std::move(fresh);
     *retried = true;

@@ -144,7 +144,7 @@ class RemoteDriver final : public PolicyDriver {
   // — or no new connection could be made: the driver is then down). Blocks up to two call timeouts; the
   // listener is told by the monitor thread.
   std::shared_ptr<driver_v1::PolicyDriver::Stub> ReconnectedAfter(
-      const std::shared_ptr<driver_v1::PolicyDriver::Stub>& used, const grpc::Status& status, const char* method);
+      const std::shared_ptr<driver_v1::PolicyDriver::Stub>& used, const grpc::Status& status);
   // A call made on `stub` by `issue` (which starts it and has `sent` called with its status), answered by
   // `answered` (on any thread) with its status and the stub it was made on; a call that fails UNAVAILABLE
   // is made once more when ReconnectedAfter finds another connection (on the monitor thread: a gRPC
@@ -170,10 +170,10 @@ class RemoteDriver final : public PolicyDriver {
   void SweepChannels();
   // Calls waiting for the monitor to reconnect: past this many, a call is answered with its failure at once.
   static constexpr size_t kMaxQueuedReconnects = 1024;
-  // Has the monitor thread call `retry` with ReconnectedAfter(used, status, method); with nullptr at once
+  // Has the monitor thread call `retry` with ReconnectedAfter(used, status); with nullptr at once
   // when the driver is stopping.
   // `reconnect_tried` false: answered without a reconnect (too many waiting), "not reachable".
-  void ReconnectLater(std::shared_ptr<driver_v1::PolicyDriver::Stub> used, grpc::Status status, const char* method,
+  void ReconnectLater(std::shared_ptr<driver_v1::PolicyDriver::Stub> used, grpc::Status status,
                       std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>, bool reconnect_tried)> retry);
   std::shared_ptr<Stub> stub() const;
   std::unique_ptr<grpc::ClientContext> CallContext() const;
@@ -217,7 +217,6 @@ class RemoteDriver final : public PolicyDriver {
   struct Reconnect {
     std::shared_ptr<driver_v1::PolicyDriver::Stub> used;
     grpc::Status status;
-    const char* method;
     std::function<void(std::shared_ptr<driver_v1::PolicyDriver::Stub>, bool)> retry;
   };
   std::vector<Reconnect> reconnects_ ABSL_GUARDED_BY(mu_);  // ReconnectLater's, for the monitor

@@ -240,6 +240,13 @@ const char kBasePolicyJson[] = R"({
   }
 })";
 
+// kBasePolicyJson as the message.
+openshell::sandbox::v1::SandboxPolicy BaseSandboxPolicy() {
+  openshell::sandbox::v1::SandboxPolicy base;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  return base;
+}
+
 // The ceiling: the README's API rule, pypi for pip, and a read-only corporate mirror host for nobody.
 const char kCeilingYaml[] = R"(version: 1
 filesystem_policy:
@@ -388,8 +395,10 @@ class InterceptorGateway {
   icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const std::string& json) {
     return Evaluate(method, validate, FromProtoJson(json));
   }
-  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload,
-                                   const std::string& subject = "alice@example.com", const std::string& kind = "user") {
+  // openshell.v1.OpenShell/<method> in `phase` with `payload`, as the OpenShell gateway sends it.
+  static icv1::InterceptorEvaluation EvaluationOf(const std::string& method, bool validate, const Struct& payload,
+                                                  const std::string& subject = "alice@example.com",
+                                                  const std::string& kind = "user") {
     icv1::InterceptorEvaluation evaluation;
     evaluation.set_interceptor_name("policy-gateway");
     evaluation.set_binding_id("pg-test");
@@ -403,6 +412,11 @@ class InterceptorGateway {
     } else {
       *evaluation.mutable_modify_operation()->mutable_proposed_operation() = payload;
     }
+    return evaluation;
+  }
+  icv1::InterceptorResult Evaluate(const std::string& method, bool validate, const Struct& payload,
+                                   const std::string& subject = "alice@example.com", const std::string& kind = "user") {
+    const icv1::InterceptorEvaluation evaluation = EvaluationOf(method, validate, payload, subject, kind);
     icv1::InterceptorResult result;
     const grpc::Status status = stub_->Evaluate(Context(token_).get(), evaluation, &result);
     INFO(status.error_message());
@@ -2849,8 +2863,7 @@ TEST_CASE("interceptor: admit mode checks the composed candidate (a refused one 
   FakeOpenShellGateway openshell(os_socket, g.socket(),
                                  "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr))));
   REQUIRE(openshell.serving());
-  openshell::sandbox::v1::SandboxPolicy base;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
   REQUIRE(g.gateway().SetPolicy("default", base).ok());
   WriteFile(g.keys() / "github.yaml", kGithubProfileYaml);
   WriteFile(g.keys() / "pypi.yaml", kPypiProfileYaml);
@@ -3013,8 +3026,7 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
 
   SECTION("admit mode: nothing is admitted under a bad name, subject or label") {
     InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {"--interceptor-mode", "admit"}, ProfileSigning::kSigned);
-    openshell::sandbox::v1::SandboxPolicy base;
-    REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+    const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
     REQUIRE(g.gateway().SetPolicy("default", base).ok());
     for (const auto& [name, reason] : names) {
       INFO("name of " << name.size() << " bytes");
@@ -3071,8 +3083,7 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
                        [&](const TempDir& keys) {
                          openshell::policy::driver::v1::GetProjectionResponse response;
                          auto* p = response.mutable_projection();
-                         openshell::sandbox::v1::SandboxPolicy base;
-                         REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+                         const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
                          p->set_surface_id("openshell.sandbox.v1");
                          p->set_body(osh::policy::SerializeDeterministic(base));
                          p->set_policy_digest(osh::policy::Sha256Hex(p->body()));
@@ -3099,15 +3110,8 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
   std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
   auto create = [&](int i) {
     creates.push_back(std::async(std::launch::async, [&g, &authorization, i] {
-      icv1::InterceptorEvaluation evaluation;
-      evaluation.set_interceptor_name("policy-gateway");
-      evaluation.set_binding_id("pg-test");
-      evaluation.set_service("openshell.v1.OpenShell");
-      evaluation.set_method("CreateSandbox");
-      (*evaluation.mutable_principal())["kind"] = "user";
-      (*evaluation.mutable_principal())["subject"] = "alice@example.com";
-      *evaluation.mutable_modify_operation()->mutable_proposed_operation() = FromProtoJson(
-          CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson));
+      const icv1::InterceptorEvaluation evaluation = InterceptorGateway::EvaluationOf(
+          "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson)));
       icv1::InterceptorResult result;
       auto context = g.Context(authorization);
       context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
@@ -3170,8 +3174,7 @@ TEST_CASE("interceptor: admit mode's push over a Unix socket reaches no process 
                        {"--interceptor-mode", "admit", "--interceptor-openshell-endpoint", "unix://" + os_socket,
                         "--interceptor-openshell-token-file", os_dir / "push-token"},
                        ProfileSigning::kSigned);
-  openshell::sandbox::v1::SandboxPolicy base;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
   REQUIRE(g.gateway().SetPolicy("default", base).ok());
   // A sandbox created through the interceptor (its record written at validate), then its policy changed:
   // a push is due.
@@ -3201,8 +3204,7 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
   const std::vector<std::string> args = {"--database", url, "--interceptor-mode", "admit"};
   InterceptorGateway a(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
   InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
-  openshell::sandbox::v1::SandboxPolicy base;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
   REQUIRE(a.gateway().SetPolicy("default", base).ok());
 
   const Struct create = FromProtoJson(CreateSandboxJson("build-7", kBasePolicyJson));
@@ -3253,8 +3255,7 @@ TEST_CASE("interceptor: admit mode on two replicas: a create retried on B before
   const std::string url = PgCluster::Shared().CreateDatabase();
   const std::vector<std::string> args = {"--database", url, "--interceptor-mode", "admit"};
   InterceptorGateway a(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
-  openshell::sandbox::v1::SandboxPolicy base;
-  REQUIRE(google::protobuf::util::JsonStringToMessage(kBasePolicyJson, &base).ok());
+  const openshell::sandbox::v1::SandboxPolicy base = BaseSandboxPolicy();
   REQUIRE(a.gateway().SetPolicy("default", base).ok());  // before B starts: B loads it, no feed needed
   InterceptorGateway b(/*with_keys=*/true, /*with_ceiling=*/false, args, ProfileSigning::kNoTrustStore);
   // B's feed stalls: each of its rounds first records its position in B's row, held here, then reads.
