@@ -3109,9 +3109,11 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
   const std::string authorization = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
   auto create = [&](int i) {
-    creates.push_back(std::async(std::launch::async, [&g, &authorization, i] {
-      const icv1::InterceptorEvaluation evaluation = InterceptorGateway::EvaluationOf(
-          "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson)));
+    // Built here: FromProtoJson asserts, and Catch's assertions are not thread-safe (made on the async
+    // thread, they corrupted the heap now and then).
+    icv1::InterceptorEvaluation evaluation = InterceptorGateway::EvaluationOf(
+        "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson)));
+    creates.push_back(std::async(std::launch::async, [&g, &authorization, evaluation = std::move(evaluation)] {
       icv1::InterceptorResult result;
       auto context = g.Context(authorization);
       context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
