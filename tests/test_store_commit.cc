@@ -82,7 +82,9 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   HoldFirstCommit hold(kOthers);
   (*store)->sandboxes().SetChangeListener(&hold);
 
-  std::thread first([&] { REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
+  // Catch's assertions are not thread-safe: each thread keeps its outcome, checked once it is joined.
+  absl::Status first_status;
+  std::thread first([&] { first_status = (*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")); });
   hold.WaitEntered();  // sb-0 is committed; its leader is still busy
   std::vector<std::thread> others;
   std::vector<absl::Status> results(kOthers);
@@ -96,6 +98,7 @@ TEST_CASE("store: concurrent writes share one commit, and a failing one leaves t
   }
   first.join();
   for (auto& t : others) t.join();
+  REQUIRE(first_status.ok());
   (*store)->sandboxes().SetChangeListener(nullptr);
 
   for (int i = 0; i < kOthers; ++i) {
@@ -160,13 +163,15 @@ TEST_CASE("store: the committer leads the next group while the last group's call
   std::mutex mu;
   std::condition_variable cv;
   bool a_called = false, a_saw_b_durable = false;
+  // Recorded on the store's completion thread, checked here (Catch's assertions are not thread-safe).
+  bool a_ok = false, b_ok = false, b_in_order = false;
   int answered = 0;
   // A's callback (slow, as one answering a client over a congested socket would be) waits for B, which is
   // submitted only once A's callback runs: B must be committed meanwhile, not after it.
   (*store)->sandboxes().CommitAsync(admit("sb-a"), [&](absl::StatusOr<osh::store::CommitResult> r) {
-    CHECK(r.ok());
     {
       std::lock_guard<std::mutex> lock(mu);
+      a_ok = r.ok();
       a_called = true;
       cv.notify_all();
     }
@@ -181,15 +186,18 @@ TEST_CASE("store: the committer leads the next group while the last group's call
     REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return a_called; }));
   }
   (*store)->sandboxes().CommitAsync(admit("sb-b"), [&](absl::StatusOr<osh::store::CommitResult> r) {
-    CHECK(r.ok());
     std::lock_guard<std::mutex> lock(mu);
-    CHECK(answered == 1);  // callbacks still run in commit order
+    b_ok = r.ok();
+    b_in_order = answered == 1;  // callbacks still run in commit order
     ++answered;
     cv.notify_all();
   });
   {
     std::unique_lock<std::mutex> lock(mu);
     REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return answered == 2; }));
+    CHECK(a_ok);
+    CHECK(b_ok);
+    CHECK(b_in_order);
   }
   CHECK(a_saw_b_durable);
   (*store)->sandboxes().SetChangeListener(nullptr);
@@ -204,7 +212,9 @@ TEST_CASE("store: asynchronous writes return at once, share a commit, and each h
   HoldFirstCommit hold(kOthers);
   (*store)->sandboxes().SetChangeListener(&hold);
 
-  std::thread first([&] { REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok()); });
+  // Catch's assertions are not thread-safe: each thread keeps its outcome, checked once it is joined.
+  absl::Status first_status;
+  std::thread first([&] { first_status = (*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")); });
   hold.WaitEntered();  // sb-0 is committed; its leader is still busy, so nothing queued now can commit yet
   std::mutex mu;
   std::condition_variable cv;
@@ -244,6 +254,7 @@ TEST_CASE("store: asynchronous writes return at once, share a commit, and each h
     CHECK(answered == 0);  // every call returned before anything it asked for was committed
   }
   first.join();
+  REQUIRE(first_status.ok());
   {
     std::unique_lock<std::mutex> lock(mu);
     REQUIRE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return answered == kOthers + 1; }));

@@ -1315,20 +1315,22 @@ TEST_CASE("store: PostgreSQL writes on two replicas commit while the chain's hea
   REQUIRE(RawExec(sealer, "BEGIN") == PGRES_COMMAND_OK);
   REQUIRE(RawExec(sealer, "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE") == PGRES_TUPLES_OK);
   std::atomic<int> done{0};
+  // Each thread keeps its outcomes, checked once it is joined (Catch's assertions are not thread-safe).
+  std::vector<absl::Status> on_ta, on_tb;
   std::thread ta([&] {
     for (int i = 0; i < 5; ++i) {
-      CHECK(a->sandboxes().InsertSandbox(Sandbox(*a, absl::StrCat("a-", i), absl::StrCat("ha-", i), "body"),
-                                         osh::test::StoredEvent("admission")).ok());
+      on_ta.push_back(a->sandboxes().InsertSandbox(Sandbox(*a, absl::StrCat("a-", i), absl::StrCat("ha-", i), "body"),
+                                                   osh::test::StoredEvent("admission")));
     }
     done++;
   });
   std::thread tb([&] {
     for (int i = 0; i < 5; ++i) {
-      CHECK(b->sandboxes().InsertSandbox(Sandbox(*b, absl::StrCat("b-", i), absl::StrCat("hb-", i), "body"),
-                                         osh::test::StoredEvent("admission")).ok());
+      on_tb.push_back(b->sandboxes().InsertSandbox(Sandbox(*b, absl::StrCat("b-", i), absl::StrCat("hb-", i), "body"),
+                                                   osh::test::StoredEvent("admission")));
     }
-    CHECK(b->revisions().AppendPolicyRevision("default", std::string("body-1"), std::nullopt, 10,
-                                              osh::test::StoredEvent("mutation")).ok());
+    on_tb.push_back(b->revisions().AppendPolicyRevision("default", std::string("body-1"), std::nullopt, 10,
+                                                        osh::test::StoredEvent("mutation")).status());
     done++;
   });
   // Both finish while the head stays held (a write that waited for it would not: the test then releases
@@ -1356,6 +1358,8 @@ TEST_CASE("store: PostgreSQL writes on two replicas commit while the chain's hea
   CHECK(RawExec(sealer, "ROLLBACK") == PGRES_COMMAND_OK);
   ta.join();
   tb.join();
+  for (const absl::Status& status : on_ta) CHECK(status.ok());
+  for (const absl::Status& status : on_tb) CHECK(status.ok());
   PQfinish(sealer);
   // Either replica's read seals them all, once: one chain, no gap, no event twice.
   CheckChain(*a, 11);
