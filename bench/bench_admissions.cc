@@ -243,6 +243,9 @@ int main(int argc, char** argv) {
   app.add_option("--floor-key", floor_key, "(internal) the floor's key file (private for the driver, public for the gateway)")
       ->group("");
   app.add_option("--policy", policy, "policy file the drivers serve")->capture_default_str();
+  bool no_context_binding = false;
+  app.add_flag("--no-context-binding", no_context_binding,
+               "null-policy-driver leaves context_digest empty: sandboxes share signed bytes within a second");
   CLI11_PARSE(app, argc, argv);
 
   if (!floor_driver_socket.empty() && floor_gateway_socket.empty()) {
@@ -278,8 +281,10 @@ int main(int argc, char** argv) {
   }
   ::chmod((dir + "/trust.json").c_str(), 0600);
 
-  const pid_t driver = Spawn({driver_binary, "--socket", dir + "/driver.sock", "--policy", policy, "--key",
-                              dir + "/authority.key", "--key-id", "authority"}, dir + "/driver.log");
+  std::vector<std::string> driver_argv = {driver_binary, "--socket", dir + "/driver.sock", "--policy", policy, "--key",
+                                          dir + "/authority.key", "--key-id", "authority"};
+  if (no_context_binding) driver_argv.push_back("--no-context-binding");
+  const pid_t driver = Spawn(driver_argv, dir + "/driver.log");
   if (driver < 0 || !WaitForChannel(dir + "/driver.sock")) return 1;
   const pid_t gateway = Spawn({gateway_binary, "--state-dir", dir + "/var", "--driver-socket", dir + "/driver.sock",
                                "--trust-store", dir + "/trust.json"}, dir + "/gateway.log");

@@ -1,6 +1,11 @@
 // Fresh keys of both algorithms, signed and checked through the same path the gateway uses.
 #include <catch2/catch.hpp>
 
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "policy/policy_file.h"
@@ -10,6 +15,7 @@
 #include "trust/projection_check.h"
 #include "trust/trust_store.h"
 #include "trust/validated_body_cache.h"
+#include "trust/verified_signatures.h"
 
 namespace {
 
@@ -25,6 +31,15 @@ Projection Unsigned(const RuntimeContext& context) {
   p.set_context_digest(osh::trust::ContextDigest(context));
   p.set_issued_at_unix(1'800'000'000);
   return p;
+}
+
+// `text` as a JSON string, quoted and escaped by protobuf's JSON printer.
+std::string JsonString(const std::string& text) {
+  google::protobuf::Value value;
+  value.set_string_value(text);
+  std::string json;
+  REQUIRE(google::protobuf::util::MessageToJsonString(value, &json).ok());
+  return json;
 }
 
 }  // namespace
@@ -174,4 +189,95 @@ TEST_CASE("validated body cache: reuses only bodies that passed, and never skips
   }
   CHECK(cache.size() == 2);
   CHECK(cache.Find(good.policy_digest()) == nullptr);
+}
+
+TEST_CASE("verified signatures: a signature that verified is not verified again, and the key's trust is asked every "
+          "time",
+          "[trust][cache]") {
+  const std::string algorithm = GENERATE(std::string("ed25519"), std::string("ecdsa-p256"));
+  INFO(algorithm);
+  auto key = osh::trust::PrivateKey::Generate(algorithm);
+  REQUIRE(key.ok());
+  const RuntimeContext context = osh::test::ContextFor("sb-remembered");
+  Projection p = Unsigned(context);
+  p.set_policy_version(70 + (algorithm == "ed25519" ? 0 : 1));  // bytes no other test case verifies
+  p.set_signature(*key->Sign(osh::trust::SignedBytes(p)));
+  p.set_signing_key_id("authority");
+  auto store = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
+  REQUIRE(store.ok());
+  const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
+  osh::trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &surfaces;
+  input.trust_store = &*store;
+  input.now_unix = 1'800'000'100;
+  auto& shared = osh::trust::VerifiedSignatures::Shared();
+  const auto before = shared.counts();
+  REQUIRE(osh::trust::CheckProjection(p, input).ok());
+  const auto once = shared.counts();
+  CHECK(once.verified == before.verified + 1);
+  REQUIRE(osh::trust::CheckProjection(p, input).ok());  // the same bytes again: remembered
+  const auto twice = shared.counts();
+  CHECK(twice.verified == once.verified);
+  CHECK(twice.remembered == once.remembered + 1);
+
+  SECTION("a revoked key, or one outside its window, is refused though its signature is remembered") {
+    const std::string pem = key->PublicKeyPem();
+    auto revoked = osh::trust::TrustStore::Parse(absl::StrCat(
+        R"({"keys": [{"key_id": "authority", "public_key_pem": )", JsonString(pem),
+        R"(}], "revoked_key_ids": ["authority"]})"));
+    REQUIRE(revoked.ok());
+    input.trust_store = &*revoked;
+    CHECK(osh::trust::CheckProjection(p, input).reason == "key_revoked");
+    auto expired = osh::trust::TrustStore::Parse(absl::StrCat(
+        R"({"keys": [{"key_id": "authority", "public_key_pem": )", JsonString(pem),
+        R"(, "not_after": "2020-01-01T00:00:00Z"}]})"));
+    REQUIRE(expired.ok());
+    input.trust_store = &*expired;
+    CHECK(osh::trust::CheckProjection(p, input).reason == "key_not_valid_now");
+  }
+  SECTION("another key under the same id, a changed byte or another signature is verified, and fails") {
+    auto other = osh::trust::PrivateKey::Generate(algorithm);
+    REQUIRE(other.ok());
+    auto swapped = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", other->PublicKeyPem()}}));
+    REQUIRE(swapped.ok());
+    input.trust_store = &*swapped;
+    CHECK(osh::trust::CheckProjection(p, input).reason == "bad_signature");
+    input.trust_store = &*store;
+    Projection tampered = p;
+    tampered.set_issued_at_unix(p.issued_at_unix() + 1);
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+    tampered = p;
+    std::string signature = p.signature();
+    signature[signature.size() / 2] ^= 0x01;
+    tampered.set_signature(signature);
+    const auto failing = shared.counts();
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+    CHECK(osh::trust::CheckProjection(tampered, input).reason == "bad_signature");
+    CHECK(shared.counts().verified == failing.verified + 2);  // a failure is never remembered
+  }
+}
+
+TEST_CASE("verified signatures: the memory is bounded, and a remembered triple in use stays", "[trust][cache]") {
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  auto public_key = osh::trust::PublicKey::FromPem(key->PublicKeyPem());
+  REQUIRE(public_key.ok());
+  osh::trust::VerifiedSignatures memory(/*generation=*/4);
+  std::vector<std::pair<std::string, std::string>> signed_messages;
+  for (int i = 0; i < 20; ++i) {
+    const std::string message = absl::StrCat("message ", i);
+    signed_messages.emplace_back(message, *key->Sign(message));
+  }
+  const auto& [kept, kept_signature] = signed_messages[0];
+  for (const auto& [message, signature] : signed_messages) {
+    CHECK(memory.Verify(*public_key, message, signature));
+    CHECK(memory.Verify(*public_key, kept, kept_signature));  // used all along: never dropped
+    CHECK(memory.size() <= 8);
+  }
+  CHECK(memory.counts().verified == 20);
+  CHECK(memory.counts().remembered == 20);
+  CHECK(memory.Verify(*public_key, signed_messages[1].first, signed_messages[1].second));  // long dropped
+  CHECK(memory.counts().verified == 21);
+  CHECK_FALSE(memory.Verify(*public_key, "message 0 ", kept_signature));
 }

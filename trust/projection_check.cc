@@ -12,6 +12,7 @@
 #include "policy/digest.h"
 #include "policy/validation.h"
 #include "trust/encoding.h"
+#include "trust/verified_signatures.h"
 
 namespace osh::trust {
 namespace {
@@ -73,7 +74,7 @@ CheckResult CheckSignaturesOver(const std::string& signed_bytes, const std::vect
       note(reason::kKeyRevoked, absl::StrCat("key '", sig.key_id, "' is revoked"));
       continue;
     }
-    if (!key->public_key.Verify(signed_bytes, sig.signature)) {
+    if (!VerifiedSignatures::Shared().Verify(key->public_key, signed_bytes, sig.signature)) {
       note(reason::kBadSignature, absl::StrCat("signature by '", sig.key_id, "' (", key->public_key.algorithm(),
                                                ") does not verify"));
       continue;
