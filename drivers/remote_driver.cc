@@ -167,7 +167,14 @@ driver_v1::GetCapabilitiesRequest CapabilitiesRequest(const RemoteDriverOptions&
 
 }  // namespace
 
-RemoteDriver::RemoteDriver(RemoteDriverOptions options) : options_(std::move(options)) {}
+struct RemoteDriver::AsyncCalls {
+  absl::Mutex mu;
+  int64_t under_way ABSL_GUARDED_BY(mu) = 0;
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+};
+
+RemoteDriver::RemoteDriver(RemoteDriverOptions options)
+    : options_(std::move(options)), async_calls_(std::make_shared<AsyncCalls>()) {}
 
 absl::StatusOr<std::unique_ptr<RemoteDriver>> RemoteDriver::Start(RemoteDriverOptions options) {
   std::unique_ptr<RemoteDriver> driver(new RemoteDriver(std::move(options)));
@@ -200,12 +207,44 @@ RemoteDriver::~RemoteDriver() {
   }
 }
 
+std::shared_ptr<void> RemoteDriver::HoldForAsyncCall() {
+  std::shared_ptr<AsyncCalls> calls = async_calls_;
+  {
+    absl::MutexLock lock(&calls->mu);
+    if (calls->stopping) return nullptr;
+    ++calls->under_way;
+  }
+  // Let go when the last copy of the call's callbacks is destroyed (on whichever thread): only the shared
+  // count is touched then, never this object.
+  class Hold {
+   public:
+    explicit Hold(std::shared_ptr<AsyncCalls> calls) : calls_(std::move(calls)) {}
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+    ~Hold() {
+      absl::MutexLock lock(&calls_->mu);
+      --calls_->under_way;
+    }
+
+   private:
+    const std::shared_ptr<AsyncCalls> calls_;
+  };
+  return std::make_shared<Hold>(std::move(calls));
+}
+
 void RemoteDriver::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  if (monitor_.joinable()) monitor_.join();
+  if (monitor_.joinable()) monitor_.join();  // answers the calls waiting for a reconnect
+  // An asynchronous call still under way would use this object after it is gone (its callback runs on one
+  // of gRPC's threads): each is bounded by its deadlines (a call, a reconnect, the call once more).
+  AsyncCalls& calls = *async_calls_;
+  absl::MutexLock lock(&calls.mu);
+  calls.stopping = true;
+  auto answered = [&calls]() ABSL_SHARED_LOCKS_REQUIRED(calls.mu) { return calls.under_way == 0; };
+  calls.mu.AwaitWithTimeout(absl::Condition(&answered), absl::Milliseconds(3 * options_.call_timeout_ms + 1000));
 }
 
 void RemoteDriver::SetStateListener(StateListener listener) {
@@ -641,6 +680,8 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
 
 void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
                                       HandleDone done) {
+  std::shared_ptr<void> hold = HoldForAsyncCall();
+  if (hold == nullptr) return done(absl::UnavailableError("the policy driver is not reachable: the gateway is stopping"));
   auto call = std::make_shared<AsyncCall<driver_v1::AcquireHandleRequest, driver_v1::AcquireHandleResponse>>();
   *call->request.mutable_context() = context;
   call->request.set_idempotency_key(idempotency_key);
@@ -651,7 +692,7 @@ void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, 
         call->response.Clear();
         stub->async()->AcquireHandle(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
       },
-      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used, bool /*retried*/) {
+      [this, call, done = std::move(done), hold](const grpc::Status& status, const Stub* used, bool /*retried*/) {
         if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
         if (!status.ok()) return done(CallFailed(status, "AcquireHandle", used, /*in_callback=*/true));
         done(CheckedHandle(call->response));
@@ -678,6 +719,8 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
 }
 
 void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) {
+  std::shared_ptr<void> hold = HoldForAsyncCall();
+  if (hold == nullptr) return done(absl::UnavailableError("the policy driver is not reachable: the gateway is stopping"));
   auto call = std::make_shared<AsyncCall<driver_v1::GetProjectionRequest, driver_v1::GetProjectionResponse>>();
   call->request.set_handle(handle);
   call->request.set_surface_id(surface_id);
@@ -688,7 +731,7 @@ void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::stri
         call->response.Clear();
         stub->async()->GetProjection(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
       },
-      [this, call, done = std::move(done)](const grpc::Status& status, const Stub* used, bool retried) {
+      [this, call, done = std::move(done), hold](const grpc::Status& status, const Stub* used, bool retried) {
         if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
         if (!status.ok()) {
           return done(AfterRestart(CallFailed(status, "GetProjection", used, /*in_callback=*/true), retried));

@@ -85,7 +85,10 @@ class RemoteDriver final : public PolicyDriver {
   static absl::StatusOr<std::unique_ptr<RemoteDriver>> Start(RemoteDriverOptions options);
   ~RemoteDriver() override;  // Stop()s
 
-  // Stops and joins the monitor: no listener call starts from it afterwards. Idempotent.
+  // Stops and joins the monitor: no listener call starts from it afterwards. Then waits for the
+  // asynchronous calls under way to be answered and let go (each is bounded by its deadlines: at most
+  // 3 × call_timeout_ms + 1 s is waited); one started afterwards is answered UNAVAILABLE at once, on the
+  // calling thread. Idempotent.
   void Stop();
 
   // Replaces the listener (it is not called for the state at the time of the call).
@@ -224,6 +227,12 @@ class RemoteDriver final : public PolicyDriver {
   absl::Mutex tell_mu_;
   int64_t told_seq_ ABSL_GUARDED_BY(tell_mu_) = 0;  // the latest change the listener was told
   std::thread monitor_;
+  // Asynchronous calls under way: shared with each call's callbacks, so it outlives whichever goes last.
+  struct AsyncCalls;
+  std::shared_ptr<AsyncCalls> async_calls_;
+  // A hold on this object for one asynchronous call (released when its callbacks are all gone), or null
+  // when stopping.
+  std::shared_ptr<void> HoldForAsyncCall();
 };
 
 }  // namespace osh::drivers

@@ -992,3 +992,36 @@ TEST_CASE("remote: a call that finds its connection dead reconnects quietly and 
   CHECK(told->load() == 0);  // replaced quietly: the driver never looked down
   remote->Stop();
 }
+
+TEST_CASE("remote: a driver object stopped while asynchronous calls are under way waits for their answers, and "
+          "refuses new ones",
+          "[integration][remote]") {
+  // Review finding (helper 88): an asynchronous call still under way when the driver object was destroyed
+  // at shutdown ran its callback on gRPC's thread against the object already gone.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake",
+                       {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "700"});
+  driver.Start();
+  std::shared_ptr<osh::drivers::RemoteDriver> remote = RemoteWithoutProbes(driver.socket());
+  drv::RuntimeContext context;
+  context.set_sandbox_id("sb-1");
+  auto handle = remote->AcquireHandle(context, "key-1");
+  REQUIRE(handle.ok());
+  auto answered = std::make_shared<std::atomic<int>>(0);
+  for (int i = 0; i < 3; ++i) {
+    remote->GetProjectionAsync(*handle, "openshell.sandbox.v1",
+                               [answered](absl::StatusOr<drv::GetProjectionResponse>) { ++*answered; });
+  }
+  remote->AcquireHandleAsync(context, "key-1", [answered](absl::StatusOr<std::string>) { ++*answered; });
+  CHECK(answered->load() == 0);  // the driver stalls each answer 700 ms: all four are under way
+  remote->Stop();
+  CHECK(answered->load() == 4);
+  // Started after the stop: answered at once, on this thread, and nothing is sent.
+  absl::Status late;
+  remote->GetProjectionAsync(*handle, "openshell.sandbox.v1",
+                             [&late](absl::StatusOr<drv::GetProjectionResponse> r) { late = r.status(); });
+  CHECK(absl::IsUnavailable(late));
+  CHECK_THAT(std::string(late.message()), Catch::Contains("the gateway is stopping"));
+  remote.reset();
+}

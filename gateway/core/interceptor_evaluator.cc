@@ -1288,22 +1288,10 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
     return done();
   }
   auto call = std::make_shared<Call>();
-  Begin(evaluation, std::move(payload_digest), &call->outcome, &call->phase);
-  if (call->outcome.pending == nullptr) {
-    if (!here_may_block && pool != nullptr && AnswerAudits(call->outcome)) {
-      return pool->Submit([this, &evaluation, response, call, done = std::move(done)] {
-        Answer(evaluation, call->phase, call->outcome, response);
-        done();
-      });
-    }
-    Answer(evaluation, call->phase, call->outcome, response);
-    return done();
-  }
-  // The admission is a chain of callbacks (GatewayCore::AdmitAsync): no thread waits for it. Its answer
-  // arrives on the thread it completed on (the store's completion thread, say), where nothing may block:
-  // what would (a check again, a withdrawal, a deny's audit event) goes to `pool`. Whatever throws on the
-  // way (memory), the call is answered once, with a deny.
-  auto answer_once = [this, &evaluation, response, call, done](bool failed) {
+  // Whatever throws on the way (memory), from the decision to the answer, the call is answered once, with
+  // a deny; nothing escapes into the thread that started it (gRPC's, for a create decided on arrival) or
+  // into the thread a step runs on.
+  auto answer_once = [this, &evaluation, response, call, done = std::move(done)](bool failed) {
     if (call->answered.exchange(true)) return;
     if (!failed) {
       try {
@@ -1314,14 +1302,14 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
     }
     if (failed) {
       try {
-        LogError("interceptor: an admit-mode CreateSandbox could not be answered (an exception); answered with a deny");
+        LogError("interceptor: an Evaluate could not be answered (an exception); answered with a deny");
         response->Clear();
-      response->set_allowed(false);
-      response->set_status_code("FAILED_PRECONDITION");
-      response->set_reason("internal_error: the admission could not be answered; try again");
-      (*response->mutable_log_annotations())[kAnnotationDecision] = "deny";
-      (*response->mutable_log_annotations())[kAnnotationDecisionId] = call->outcome.decision_id;
-      (*response->mutable_log_annotations())[kAnnotationReasonCode] = "internal_error";
+        response->set_allowed(false);
+        response->set_status_code("FAILED_PRECONDITION");
+        response->set_reason("internal_error: the call could not be answered; try again");
+        (*response->mutable_log_annotations())[kAnnotationDecision] = "deny";
+        (*response->mutable_log_annotations())[kAnnotationDecisionId] = call->outcome.decision_id;
+        (*response->mutable_log_annotations())[kAnnotationReasonCode] = "internal_error";
       } catch (...) {
         response->set_allowed(false);  // what could be written: the call is still answered, and denied
       }
@@ -1338,29 +1326,41 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       }
     }
   };
-  driver_v1::RuntimeContext context = call->outcome.pending->context;
-  options_.admission->AdmitAsync(
-      std::move(context), AdmitCheckFor(evaluation, &call->outcome, call),
-      [this, &evaluation, pool, call, answer_once, guarded](
-          absl::StatusOr<InterceptorAdmission::Admitted> admitted) mutable {
-        guarded([&] {
-          const bool check_again = AdmissionNeedsCheck(call->outcome, admitted);
-          if (check_again) {
-            return pool->Submit([this, &evaluation, call, answer_once, guarded,
-                                 admitted = std::move(admitted)]() mutable {
-              guarded([&] {
-                AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/true, &call->outcome);
-                answer_once(false);
+  guarded([&] {
+    Begin(evaluation, std::move(payload_digest), &call->outcome, &call->phase);
+    if (call->outcome.pending == nullptr) {
+      if (!here_may_block && AnswerAudits(call->outcome)) {
+        return pool->Submit([answer_once, guarded] { guarded([&] { answer_once(false); }); });
+      }
+      return answer_once(false);
+    }
+    // The admission is a chain of callbacks (GatewayCore::AdmitAsync): no thread waits for it. Its answer
+    // arrives on the thread it completed on (the store's completion thread, say), where nothing may block:
+    // what would (a check again, a withdrawal, a deny's audit event) goes to `pool`.
+    driver_v1::RuntimeContext context = call->outcome.pending->context;
+    options_.admission->AdmitAsync(
+        std::move(context), AdmitCheckFor(evaluation, &call->outcome, call),
+        [this, &evaluation, pool, call, answer_once, guarded](
+            absl::StatusOr<InterceptorAdmission::Admitted> admitted) mutable {
+          guarded([&] {
+            const bool check_again = AdmissionNeedsCheck(call->outcome, admitted);
+            if (check_again) {
+              return pool->Submit([this, &evaluation, call, answer_once, guarded,
+                                   admitted = std::move(admitted)]() mutable {
+                guarded([&] {
+                  AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/true, &call->outcome);
+                  answer_once(false);
+                });
               });
-            });
-          }
-          AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/false, &call->outcome);
-          if (AnswerAudits(call->outcome)) {
-            return pool->Submit([answer_once, guarded] { guarded([&] { answer_once(false); }); });
-          }
-          answer_once(false);
+            }
+            AdmitAnswered(evaluation, std::move(admitted), /*check_again=*/false, &call->outcome);
+            if (AnswerAudits(call->outcome)) {
+              return pool->Submit([answer_once, guarded] { guarded([&] { answer_once(false); }); });
+            }
+            answer_once(false);
+          });
         });
-      });
+  });
 }
 
 InterceptorEvaluatorMemoStats InterceptorEvaluatorMemoCounts() {
