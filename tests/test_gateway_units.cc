@@ -1571,3 +1571,17 @@ TEST_CASE("driver state audit: transitions within a burst a minute, a new text o
   auto text_after_step = audit.OnReport(false, "another text", back - absl::Seconds(5));
   CHECK(text_after_step.has_value());
 }
+
+TEST_CASE("log sampling: the first occurrence of what a caller can repeat at will, then one in kLogOneIn",
+          "[gateway][log]") {
+  using osh::gateway::SampledForLog;
+  CHECK(SampledForLog(1));
+  CHECK_FALSE(SampledForLog(2));
+  CHECK_FALSE(SampledForLog(osh::gateway::kLogOneIn - 1));
+  CHECK(SampledForLog(osh::gateway::kLogOneIn));
+  CHECK_FALSE(SampledForLog(osh::gateway::kLogOneIn + 1));
+  CHECK(SampledForLog(7 * osh::gateway::kLogOneIn));
+  int logged = 0;
+  for (uint64_t count = 1; count <= 10'000; ++count) logged += SampledForLog(count) ? 1 : 0;
+  CHECK(logged == 11);
+}

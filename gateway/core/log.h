@@ -6,6 +6,8 @@
 // Callers bound and escape text they did not write (BoundedText).
 #pragma once
 
+#include <cstdint>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,5 +40,11 @@ inline void LogWarning(const std::string& message, const LogFields& fields = {})
   Log(LogLevel::kWarning, message, fields);
 }
 inline void LogError(const std::string& message) { Log(LogLevel::kError, message); }
+
+// The one sampling rule for what a caller can repeat at will (refused calls, failed sends): the
+// `count`th occurrence (from 1) is logged when it is the first or a multiple of kLogOneIn, so the log
+// names the flood and its size without being flooded.
+inline constexpr uint64_t kLogOneIn = 1000;
+inline constexpr bool SampledForLog(uint64_t count) { return count == 1 || count % kLogOneIn == 0; }
 
 }  // namespace osh::gateway

@@ -91,7 +91,7 @@ void AuditSyslog::Send(const std::string& line) {
                sizeof address) >= 0) {
     return;
   }
-  if (failures_++ % 1000 == 0) {
+  if (SampledForLog(++failures_)) {
     LogWarning(absl::StrCat("audit_syslog: cannot send to ", socket_path_, ": ", std::strerror(errno), " (", failures_,
                             " event(s) not sent so far)"));
   }

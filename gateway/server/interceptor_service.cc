@@ -22,11 +22,11 @@ grpc::Status InterceptorService::Authenticate(const grpc::CallbackServerContext&
   }
   const absl::Status verified = verifier_->Verify(authorization, clock_->NowUnix());
   if (verified.ok()) return grpc::Status::OK;
-  // The first refusal and every 1000th after it: a caller without a valid token cannot flood the log.
+  // Sampled: a caller without a valid token cannot flood the log.
   const uint64_t count = unauthenticated_.fetch_add(1) + 1;
-  if (count == 1 || count % 1000 == 0) {
+  if (SampledForLog(count)) {
     LogWarning(absl::StrCat("interceptor: ", method, " refused (UNAUTHENTICATED): ", verified.message(),
-                            count > 1 ? " (one line per 1000 refused calls)" : ""),
+                            count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " refused calls)") : ""),
                {{"refused_calls", absl::StrCat(count)}});
   }
   return ToGrpc(verified);
@@ -99,10 +99,13 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     // nobody hears. (IsCancelled may be asked from any thread until the call is finished.)
     if (std::chrono::system_clock::now() >= deadline || context->IsCancelled()) {
       const uint64_t count = evaluate_expired_.fetch_add(1) + 1;
-      LogWarning(absl::StrCat("interceptor: an Evaluate of ", method, " (", phase,
-                              ") reached a worker after its caller gave up on it (deadline or cancel) and was "
-                              "not decided"),
-                 {{"expired_calls", absl::StrCat(count)}});
+      if (SampledForLog(count)) {
+        LogWarning(absl::StrCat("interceptor: an Evaluate of ", method, " (", phase,
+                                ") reached a worker after its caller gave up on it (deadline or cancel) and was "
+                                "not decided",
+                                count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " such calls)") : ""),
+                   {{"expired_calls", absl::StrCat(count)}});
+      }
       Observe(method, phase, "expired", started);
       in_flight_.fetch_sub(1);
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
@@ -140,10 +143,14 @@ std::function<void()> InterceptorService::Answered(grpc::ServerUnaryReactor* rea
 
 void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
                                     absl::string_view phase, absl::Time started, size_t limit) {
+  // Sampled: an overload is when each line would cost most, and a flood of calls would flood the log.
   const uint64_t count = overloaded_.fetch_add(1) + 1;
-  LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
-                          " refused: ", limit, " calls wait for a worker or an admission already"),
-             {{"overloaded_calls", absl::StrCat(count)}});
+  if (SampledForLog(count)) {
+    LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
+                            " refused: ", limit, " calls wait for a worker or an admission already",
+                            count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " refused calls)") : ""),
+               {{"overloaded_calls", absl::StrCat(count)}});
+  }
   Observe(method, phase, "overloaded", started);
   reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                absl::StrCat("interceptor_overloaded: ", limit,

@@ -12,14 +12,14 @@
 
 namespace osh::gateway {
 
-// Counts connections refused because their peer already holds its share, and logs the first refusal and
-// every 1000th after it: a peer hammering its cap is seen without flooding the log. Not thread-safe: owned
+// Counts connections refused because their peer already holds its share, and logs them sampled
+// (SampledForLog): a peer hammering its cap is seen without flooding the log. Not thread-safe: owned
 // by one accepting thread.
 class ShareRefusals {
  public:
   // `listener` names the socket or address; `peer` the peer as the log should name it; `held` its count.
   void Refused(absl::string_view listener, absl::string_view peer, size_t held) {
-    if (refused_++ % 1000 == 0) {
+    if (SampledForLog(++refused_)) {
       LogWarning(absl::StrCat(listener, ": ", peer, " holds ", held,
                               " connections, its share (max_connections_per_peer): refusing more (", refused_,
                               " refused so far)"));
