@@ -233,6 +233,11 @@ std::shared_ptr<void> RemoteDriver::HoldForAsyncCall() {
 }
 
 void RemoteDriver::Stop() {
+  AsyncCalls& calls = *async_calls_;
+  {
+    absl::MutexLock lock(&calls.mu);
+    calls.stopping = true;  // from now on a new asynchronous call is refused (review 91: not after the join)
+  }
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -240,11 +245,14 @@ void RemoteDriver::Stop() {
   if (monitor_.joinable()) monitor_.join();  // answers the calls waiting for a reconnect
   // An asynchronous call still under way would use this object after it is gone (its callback runs on one
   // of gRPC's threads): each is bounded by its deadlines (a call, a reconnect, the call once more).
-  AsyncCalls& calls = *async_calls_;
   absl::MutexLock lock(&calls.mu);
-  calls.stopping = true;
   auto answered = [&calls]() ABSL_SHARED_LOCKS_REQUIRED(calls.mu) { return calls.under_way == 0; };
   calls.mu.AwaitWithTimeout(absl::Condition(&answered), absl::Milliseconds(3 * options_.call_timeout_ms + 1000));
+}
+
+int64_t RemoteDriver::async_calls_under_way() const {
+  absl::MutexLock lock(&async_calls_->mu);
+  return async_calls_->under_way;
 }
 
 void RemoteDriver::SetStateListener(StateListener listener) {
@@ -270,6 +278,13 @@ int64_t RemoteDriver::connection_attempts() const {
 
 absl::Status RemoteDriver::Connect(std::chrono::system_clock::time_point deadline, const Stub* replacing,
                                    bool tell_here) {
+  {
+    absl::MutexLock lock(&mu_);
+    // Stopped: no new connection (nor news for a listener about to be let go) from work still draining.
+    if (stopping_) {
+      return absl::UnavailableError("the policy driver is not reachable: the gateway is stopping");
+    }
+  }
   for (bool joined_one = false;;) {
     {
       absl::MutexLock lock(&attempt_mu_);

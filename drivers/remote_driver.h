@@ -85,11 +85,15 @@ class RemoteDriver final : public PolicyDriver {
   static absl::StatusOr<std::unique_ptr<RemoteDriver>> Start(RemoteDriverOptions options);
   ~RemoteDriver() override;  // Stop()s
 
-  // Stops and joins the monitor: no listener call starts from it afterwards. Then waits for the
-  // asynchronous calls under way to be answered and let go (each is bounded by its deadlines: at most
-  // 3 × call_timeout_ms + 1 s is waited); one started afterwards is answered UNAVAILABLE at once, on the
-  // calling thread. Idempotent.
+  // Refuses new asynchronous calls (answered UNAVAILABLE at once, on the calling thread) and new
+  // connections, stops and joins the monitor (no listener call starts from it afterwards), then waits for
+  // the asynchronous calls under way to be answered and let go (each is bounded by its deadlines: at most
+  // 3 × call_timeout_ms + 1 s is waited; async_calls_under_way() says whether any outlived that).
+  // Idempotent. Never from a driver call's callback (it would wait out the bound for its own call) or the
+  // state listener (the monitor cannot join itself).
   void Stop();
+  // Asynchronous calls whose callbacks have not all been let go yet. Thread-safe.
+  int64_t async_calls_under_way() const;
 
   // Replaces the listener (it is not called for the state at the time of the call).
   void SetStateListener(StateListener listener);

@@ -280,4 +280,13 @@ TEST_CASE("verified signatures: the memory is bounded, and a remembered triple i
   CHECK(memory.Verify(*public_key, signed_messages[1].first, signed_messages[1].second));  // long dropped
   CHECK(memory.counts().verified == 21);
   CHECK_FALSE(memory.Verify(*public_key, "message 0 ", kept_signature));
+  // Signed bytes past any projection's are verified every time, neither copied nor hashed for a lookup.
+  const std::string big(osh::trust::VerifiedSignatures::kMaxMessageBytes + 1, 'x');
+  const std::string big_signature = *key->Sign(big);
+  const size_t held = memory.size();
+  const auto counted = memory.counts();
+  CHECK(memory.Verify(*public_key, big, big_signature));
+  CHECK(memory.Verify(*public_key, big, big_signature));
+  CHECK(memory.size() == held);
+  CHECK(memory.counts().remembered == counted.remembered);
 }

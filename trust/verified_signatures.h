@@ -27,6 +27,9 @@ namespace osh::trust {
 class VerifiedSignatures {
  public:
   static constexpr size_t kGeneration = 8192;
+  // Larger signatures or signed bytes are verified every time, never remembered.
+  static constexpr size_t kMaxSignatureBytes = 128;
+  static constexpr size_t kMaxMessageBytes = 16 * 1024;
 
   explicit VerifiedSignatures(size_t generation = kGeneration) : generation_(generation) {}
 

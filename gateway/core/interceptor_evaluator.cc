@@ -177,6 +177,7 @@ struct InterceptorEvaluator::Call {
   Outcome outcome;
   std::string phase;
   std::atomic<bool> answered{false};  // `done` called (once, whatever throws)
+  std::function<void()> done;          // held here: copies of the callbacks that call it allocate nothing
 };
 
 namespace {
@@ -1287,11 +1288,18 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
     Evaluate(evaluation, std::move(payload_digest), response);
     return done();
   }
-  auto call = std::make_shared<Call>();
+  std::shared_ptr<Call> call;
+  try {
+    call = std::make_shared<Call>();
+  } catch (...) {
+    response->set_allowed(false);  // no memory for the call: answered, denied
+    return done();
+  }
+  call->done = std::move(done);
   // Whatever throws on the way (memory), from the decision to the answer, the call is answered once, with
   // a deny; nothing escapes into the thread that started it (gRPC's, for a create decided on arrival) or
-  // into the thread a step runs on.
-  auto answer_once = [this, &evaluation, response, call, done = std::move(done)](bool failed) {
+  // into the thread a step runs on. The callbacks below capture pointers only: copying them allocates nothing.
+  auto answer_once = [this, &evaluation, response, call](bool failed) {
     if (call->answered.exchange(true)) return;
     if (!failed) {
       try {
@@ -1314,7 +1322,7 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
         response->set_allowed(false);  // what could be written: the call is still answered, and denied
       }
     }
-    done();
+    call->done();
   };
   auto guarded = [answer_once](const std::function<void()>& step) {
     try {

@@ -804,6 +804,10 @@ void Daemon::Stop() {
   if (remote_ != nullptr) {
     remote_->Stop();
     remote_->SetStateListener(nullptr);
+    if (const int64_t left = remote_->async_calls_under_way(); left > 0) {
+      LogError(absl::StrCat("policy driver: ", left,
+                            " call(s) still unanswered past their deadlines at shutdown; exiting without them"));
+    }
   }
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();

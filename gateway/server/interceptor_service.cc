@@ -135,7 +135,11 @@ std::function<void()> InterceptorService::Answered(grpc::ServerUnaryReactor* rea
     } else {
       evaluate_patched_.fetch_add(1);
     }
-    Observe(method, phase, response->allowed() ? "allow" : "deny", started);
+    try {
+      Observe(method, phase, response->allowed() ? "allow" : "deny", started);
+    } catch (...) {
+      // A metric not counted (memory): the call is still answered.
+    }
     in_flight_.fetch_sub(1);
     reactor->Finish(grpc::Status::OK);
   };
