@@ -112,7 +112,7 @@ TEST_CASE("hostile: every settable limit is a flag in --help, and a bad one exit
                            "--max-watchers-per-sandbox", "--max-watchers", "--watch-backlog", "--reports-per-second",
                            "--report-burst", "--max-report-error-bytes", "--max-sandbox-id-bytes",
                            "--max-user-subject-bytes", "--max-attributes", "--max-attribute-key-bytes",
-                           "--max-attribute-value-bytes"}) {
+                           "--max-attribute-value-bytes", "--max-interceptor-admissions"}) {
     CHECK_THAT(out, Catch::Contains(flag));
   }
   std::string err;

@@ -3076,6 +3076,27 @@ TEST_CASE("interceptor: NUL, control characters, huge names, subjects and labels
 }
 
 
+namespace {
+
+// A CreateSandbox modify phase of `name` (the base policy) by alice, sent on a thread of its own with a 20 s
+// deadline. The request is built here: FromProtoJson asserts, and Catch's assertions are not thread-safe
+// (made on the other thread, they corrupted the heap now and then).
+std::future<std::pair<grpc::Status, icv1::InterceptorResult>> CreateInBackground(InterceptorGateway& g,
+                                                                                const std::string& authorization,
+                                                                                const std::string& name) {
+  icv1::InterceptorEvaluation evaluation = InterceptorGateway::EvaluationOf(
+      "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson(name, kBasePolicyJson)));
+  return std::async(std::launch::async, [&g, authorization, evaluation = std::move(evaluation)] {
+    icv1::InterceptorResult result;
+    auto context = g.Context(authorization);
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    const grpc::Status status = g.stub().Evaluate(context.get(), evaluation, &result);
+    return std::make_pair(status, result);
+  });
+}
+
+}  // namespace
+
 TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait on the driver: 12 creates wait at "
           "once",
           "[interceptor][integration][admit][limits]") {
@@ -3113,19 +3134,7 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
                        });
   const std::string authorization = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
   std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
-  auto create = [&](int i) {
-    // Built here: FromProtoJson asserts, and Catch's assertions are not thread-safe (made on the async
-    // thread, they corrupted the heap now and then).
-    icv1::InterceptorEvaluation evaluation = InterceptorGateway::EvaluationOf(
-        "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson(absl::StrCat("w-", i), kBasePolicyJson)));
-    creates.push_back(std::async(std::launch::async, [&g, &authorization, evaluation = std::move(evaluation)] {
-      icv1::InterceptorResult result;
-      auto context = g.Context(authorization);
-      context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-      const grpc::Status status = g.stub().Evaluate(context.get(), evaluation, &result);
-      return std::make_pair(status, result);
-    }));
-  };
+  auto create = [&](int i) { creates.push_back(CreateInBackground(g, authorization, absl::StrCat("w-", i))); };
   for (int i = 0; i < 11; ++i) create(i);
   REQUIRE(Eventually([&] { return absl::StrContains(driver->log(), "gather: 11 of 12 waiting"); }));
   // While 11 admissions wait, the workers are free: more validates than there are workers are answered.
@@ -3156,6 +3165,69 @@ TEST_CASE("interceptor: admit mode's admissions hold no worker while they wait o
     }
   }
   CHECK(interceptions == 12);
+}
+
+TEST_CASE("interceptor: admit mode's admissions waiting on a slow driver take at most max_interceptor_admissions "
+          "places: one more create is refused at once, other calls are still decided",
+          "[interceptor][integration][admit][limits]") {
+  // Review finding (helper 86): one bound (2048) counted every Evaluate under way, so creates waiting on a
+  // slow driver could take every place and validates were refused. A driver that answers GetProjection only
+  // once 10 calls wait (else, after 3 s, UNAVAILABLE); at most 3 admissions at once.
+  TempDir driver_dir;
+  std::unique_ptr<DriverProcess> driver;
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {}, ProfileSigning::kNone, /*unix_socket=*/true,
+                       [&](const TempDir&) {
+                         WriteFile(driver_dir / "response.json", "{}");
+                         driver = std::make_unique<DriverProcess>(
+                             driver_dir, "fake",
+                             std::vector<std::string>{OSH_FAKE_DRIVER_BINARY, "--response-file",
+                                                      driver_dir / "response.json", "--gather", "10",
+                                                      "--gather-timeout-ms", "3000"});
+                         driver->Start();
+                         return std::vector<std::string>{"--driver-socket", driver->socket(), "--interceptor-mode",
+                                                         "admit", "--max-interceptor-admissions", "3"};
+                       });
+  const std::string authorization = "Bearer " + Mint(g.key(), Claims(ClaimsSpec(), std::time(nullptr)));
+  std::vector<std::future<std::pair<grpc::Status, icv1::InterceptorResult>>> creates;
+  for (int i = 0; i < 3; ++i) creates.push_back(CreateInBackground(g, authorization, absl::StrCat("slow-", i)));
+  REQUIRE(Eventually([&] { return absl::StrContains(driver->log(), "gather: 3 of 10 waiting"); }));
+  // A fourth create: refused at once, nothing sent to the driver.
+  const icv1::InterceptorEvaluation fourth = InterceptorGateway::EvaluationOf(
+      "CreateSandbox", /*validate=*/false, FromProtoJson(CreateSandboxJson("slow-3", kBasePolicyJson)));
+  icv1::InterceptorResult refused;
+  const grpc::Status overloaded = g.stub().Evaluate(g.Context(authorization).get(), fourth, &refused);
+  CHECK(overloaded.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(overloaded.error_message(),
+             Catch::Contains("interceptor_overloaded: 3 admissions wait on the driver or the database already"));
+  // Other calls are still decided meanwhile.
+  CheckDeny(g.Evaluate("CreateSandbox", true, CreateSandboxJson("other", kBasePolicyJson)), "FAILED_PRECONDITION",
+            "unknown_sandbox: sandbox 'other");
+  CHECK_FALSE(absl::StrContains(driver->log(), "gather: 4 of 10"));
+  // The three are answered when the driver gives up on them (denied: it is unavailable), and their places
+  // come back: a create afterwards reaches the driver again.
+  for (auto& create : creates) {
+    const auto [status, result] = create.get();
+    INFO(status.error_message() << " " << result.reason());
+    CHECK(status.ok());
+    CHECK_FALSE(result.allowed());
+  }
+  icv1::InterceptorResult later;
+  auto context = g.Context(authorization);
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  const grpc::Status again = g.stub().Evaluate(context.get(), fourth, &later);
+  INFO(again.error_message() << " " << later.reason());
+  CHECK(again.ok());
+  const std::string driver_log = driver->log();
+  size_t first_waits = 0;
+  for (size_t at = driver_log.find("gather: 1 of 10 waiting"); at != std::string::npos;
+       at = driver_log.find("gather: 1 of 10 waiting", at + 1)) {
+    ++first_waits;
+  }
+  CHECK(first_waits == 2);  // the first of the three, then this one
+  const std::string metrics = g.Metrics();
+  INFO(metrics);
+  CHECK_THAT(metrics, Catch::Contains("\npolicy_gateway_interceptor_calls_total{method=\"CreateSandbox\",phase=\"modify_operation\","
+                                      "decision=\"overloaded\"} 1\n"));
 }
 
 TEST_CASE("interceptor: admit mode's push over a Unix socket reaches no process of another user, nor its token",

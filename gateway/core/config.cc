@@ -92,6 +92,7 @@ const std::vector<IntKey>& IntKeys() {
       {"reports_per_second", 1, 1000, IntoLimit(&Limits::reports_per_second)},
       {"report_burst", 1, 100'000, IntoLimit(&Limits::report_burst)},
       {"max_report_error_bytes", 256, kMiB, IntoLimit(&Limits::max_report_error_bytes)},
+      {"max_interceptor_admissions", 1, 2047, IntoLimit(&Limits::max_interceptor_admissions)},
       {"max_sandbox_id_bytes", 16, 4096, IntoContextLimit(&ContextLimits::sandbox_id_bytes)},
       {"max_user_subject_bytes", 16, 65'536, IntoContextLimit(&ContextLimits::user_subject_bytes)},
       {"max_attributes", 0, 4096, IntoContextLimit(&ContextLimits::attributes)},
@@ -430,6 +431,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"reports_per_second", kLimitsTable, "ReportPolicyStatus calls a second per sandbox, refilled steadily (default 2)"},
       {"report_burst", kLimitsTable, "ReportPolicyStatus calls per sandbox in a burst (default 20)"},
       {"max_report_error_bytes", kLimitsTable, "a report's error text is cut to this, with a marker (default 4096)"},
+      {"max_interceptor_admissions", kLimitsTable,
+       "admit mode: CreateSandbox modify phases admitting at once; one more is refused RESOURCE_EXHAUSTED, so "
+       "admissions waiting on a slow driver leave room for the other Evaluate calls (default 1024, of 2048)"},
       {"max_sandbox_id_bytes", kLimitsTable, "longest context.sandbox_id admitted (default 256)"},
       {"max_user_subject_bytes", kLimitsTable, "longest context.user_subject admitted (default 1024)"},
       {"max_attributes", kLimitsTable, "most context.attributes entries admitted (default 64)"},

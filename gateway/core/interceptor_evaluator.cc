@@ -1202,6 +1202,11 @@ void InterceptorEvaluator::Begin(const interceptor_v1::InterceptorEvaluation& ev
   }
 }
 
+bool InterceptorEvaluator::MayAdmit(const interceptor_v1::InterceptorEvaluation& evaluation) const {
+  return options_.admission != nullptr && evaluation.service() == kInterceptorService &&
+         evaluation.method() == "CreateSandbox" && evaluation.has_modify_operation();
+}
+
 bool InterceptorEvaluator::DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const {
   // Admit mode's CreateSandbox modify: decoded, its context made and its providers resolved — from the
   // catalogue, which reads the store's generation, unless it names none — then admitted (callbacks).

@@ -143,6 +143,8 @@ class InterceptorEvaluator {
   // Whether EvaluateAsync's decision reads no store and waits on nothing before it answers or admits: admit
   // mode's CreateSandbox modify naming no provider (its admission is a chain of callbacks).
   bool DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const;
+  // Whether the call may admit: admit mode's CreateSandbox modify phase.
+  bool MayAdmit(const interceptor_v1::InterceptorEvaluation& evaluation) const;
 
   const InterceptorRecords& records() const { return records_; }
 

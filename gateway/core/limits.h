@@ -42,6 +42,9 @@ struct Limits {
   int reports_per_second = 2;               // ReportPolicyStatus per sandbox, refilled steadily
   int report_burst = 20;                    // ... after a burst of this many
   size_t max_report_error_bytes = 4096;     // a report's error text; longer is cut, with a marker
+  // Admit mode: CreateSandbox modify phases under way at once (each admits, waiting on the driver and the
+  // database); past it one is refused, so waiting admissions leave room for every other Evaluate.
+  size_t max_interceptor_admissions = 1024;
   ContextLimits context;
 
   // The largest request the sandbox API takes (its requests are empty but for a report's error text, which

@@ -44,7 +44,8 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
                                     config.limits.context});
   listener->pool_ = std::make_unique<WorkerPool>(4);
   listener->service_ = std::make_unique<InterceptorService>(listener->evaluator_.get(), listener->verifier_.get(),
-                                                            listener->pool_.get(), clock);
+                                                            listener->pool_.get(), clock,
+                                                            config.limits.max_interceptor_admissions);
   if (metrics != nullptr) {
     listener->service_->SetObserver([metrics](absl::string_view method, absl::string_view phase,
                                               absl::string_view decision, absl::Duration took) {

@@ -84,16 +84,25 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     Overloaded(reactor, method, phase, started, kMaxInFlightCalls);
     return reactor;
   }
+  // Admit mode's creates take a place of their own too, of fewer: admissions waiting on a slow driver
+  // never take every place (validates, updates and attaches are still decided).
+  const bool admits = evaluator_->MayAdmit(*request);
+  if (admits && admissions_in_flight_.fetch_add(1) >= max_admissions_) {
+    admissions_in_flight_.fetch_sub(1);
+    in_flight_.fetch_sub(1);
+    Overloaded(reactor, method, phase, started, max_admissions_, "admissions wait on the driver or the database");
+    return reactor;
+  }
   if (evaluator_->DecidesWithoutBlocking(*request)) {
     // Admit mode's create naming no provider: decided here and admitted as a chain of callbacks, as
     // AdmitSandbox is (one thread hand-off fewer); a deny's audit event still goes to the pool.
     evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
-                              Answered(reactor, response, started, phase, method), /*here_may_block=*/false);
+                              Answered(reactor, response, started, phase, method, admits), /*here_may_block=*/false);
     return reactor;
   }
   // The decision appends to the audit log: off gRPC's callback thread, on a bounded queue.
   const bool queued = pool_->TrySubmit([this, context, reactor, request, response, started, phase, method, deadline,
-                                        payload_digest = std::move(payload_digest)]() mutable {
+                                        admits, payload_digest = std::move(payload_digest)]() mutable {
     // The OpenShell gateway sends no deadline: its own timer (500 ms by default) cancels the call, and then
     // it applies its failure policy. Either way, deciding the call now would record, admit or audit what
     // nobody hears. (IsCancelled may be asked from any thread until the call is finished.)
@@ -107,7 +116,7 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
                    {{"expired_calls", absl::StrCat(count)}});
       }
       Observe(method, phase, "expired", started);
-      in_flight_.fetch_sub(1);
+      GiveBack(admits);
       reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                                    "interceptor_overloaded: the caller gave up on the call (deadline or cancel) "
                                    "before a worker was free"));
@@ -115,10 +124,10 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
     }
     // Admit mode's admission holds no worker while it waits (EvaluateAsync).
     evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
-                              Answered(reactor, response, started, phase, method));
+                              Answered(reactor, response, started, phase, method, admits));
   }, kMaxQueuedCalls);
   if (!queued) {
-    in_flight_.fetch_sub(1);
+    GiveBack(admits);
     Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
   }
   return reactor;
@@ -126,8 +135,8 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
 
 std::function<void()> InterceptorService::Answered(grpc::ServerUnaryReactor* reactor,
                                                   const interceptor_v1::InterceptorResult* response, absl::Time started,
-                                                  const char* phase, absl::string_view method) {
-  return [this, reactor, response, started, phase, method] {
+                                                  const char* phase, absl::string_view method, bool admits) {
+  return [this, reactor, response, started, phase, method, admits] {
     if (!response->allowed()) {
       evaluate_denied_.fetch_add(1);
     } else if (response->patches().empty()) {
@@ -140,25 +149,30 @@ std::function<void()> InterceptorService::Answered(grpc::ServerUnaryReactor* rea
     } catch (...) {
       // A metric not counted (memory): the call is still answered.
     }
-    in_flight_.fetch_sub(1);
+    GiveBack(admits);
     reactor->Finish(grpc::Status::OK);
   };
 }
 
+void InterceptorService::GiveBack(bool admits) {
+  if (admits) admissions_in_flight_.fetch_sub(1);
+  in_flight_.fetch_sub(1);
+}
+
 void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
-                                    absl::string_view phase, absl::Time started, size_t limit) {
+                                    absl::string_view phase, absl::Time started, size_t limit, absl::string_view what) {
   // Sampled: an overload is when each line would cost most, and a flood of calls would flood the log.
   const uint64_t count = overloaded_.fetch_add(1) + 1;
   if (SampledForLog(count)) {
     LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
-                            " refused: ", limit, " calls wait for a worker or an admission already",
+                            " refused: ", limit, " ", what, " already",
                             count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " refused calls)") : ""),
                {{"overloaded_calls", absl::StrCat(count)}});
   }
   Observe(method, phase, "overloaded", started);
   reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                absl::StrCat("interceptor_overloaded: ", limit,
-                                            " calls wait for a worker or an admission already; try again")));
+                                            " ", what, " already; try again")));
 }
 
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(

@@ -37,9 +37,11 @@ namespace osh::gateway {
 
 class InterceptorService final : public interceptor_v1::GatewayInterceptor::CallbackService {
  public:
+  // `max_admissions`: admit mode's CreateSandbox modify phases under way at once (max_interceptor_admissions),
+  // fewer than kMaxInFlightCalls.
   InterceptorService(InterceptorEvaluator* evaluator, const InterceptorTokenVerifier* verifier, WorkerPool* pool,
-                     const store::Clock* clock)
-      : evaluator_(evaluator), verifier_(verifier), pool_(pool), clock_(clock) {
+                     const store::Clock* clock, size_t max_admissions = kMaxInFlightCalls / 2)
+      : evaluator_(evaluator), verifier_(verifier), pool_(pool), clock_(clock), max_admissions_(max_admissions) {
     SetMessageAllocatorFor_Evaluate(&evaluate_messages_);
   }
 
@@ -90,11 +92,15 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   grpc::Status Authenticate(const grpc::CallbackServerContext& context, const char* method);
   void Observe(absl::string_view method, absl::string_view phase, absl::string_view decision, absl::Time started) const;
   // What finishes an Evaluate once `response` is filled: counted, observed, answered OK.
+  // `admits`: the call holds an admission's place as well (MayAdmit).
   std::function<void()> Answered(grpc::ServerUnaryReactor* reactor, const interceptor_v1::InterceptorResult* response,
-                                 absl::Time started, const char* phase, absl::string_view method);
-  // Finishes a call the full queue refused (RESOURCE_EXHAUSTED), logged and counted.
+                                 absl::Time started, const char* phase, absl::string_view method, bool admits);
+  // Gives back the places an Evaluate under way holds.
+  void GiveBack(bool admits);
+  // Finishes a call refused because `limit` `what` already (RESOURCE_EXHAUSTED), logged (sampled) and counted.
   void Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method, absl::string_view phase,
-                  absl::Time started, size_t limit);
+                  absl::Time started, size_t limit,
+                  absl::string_view what = "calls wait for a worker or an admission");
 
   // Each Evaluate's request and response live in a protobuf arena of their own: the request's Struct (tens
   // of KiB of small nodes, parsed on gRPC's thread and read on the pool's) is laid out in a few blocks and
@@ -111,6 +117,8 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   std::atomic<uint64_t> evaluate_expired_{0};
   std::atomic<uint64_t> overloaded_{0};
   std::atomic<size_t> in_flight_{0};  // Evaluates accepted and not yet answered (kMaxInFlightCalls)
+  const size_t max_admissions_;
+  std::atomic<size_t> admissions_in_flight_{0};  // of which admit mode's creates (max_admissions_)
   Observer observer_;
 };
 
