@@ -326,7 +326,12 @@ void AddSandboxCommands(CLI::App& app, const Options& options, int& exit_code) {
                     << (i.callers_authenticated() ? "callers authenticated by token" : "no caller token asked") << "\n"
                     << "interceptor calls:  Evaluate " << i.evaluate_allowed() << " allowed, " << i.evaluate_patched()
                     << " patched, " << i.evaluate_denied() << " denied; " << i.unauthenticated()
-                    << " unauthenticated (since start)\n";
+                    << " unauthenticated";
+          if (i.evaluate_overloaded() + i.evaluate_admissions_full() + i.evaluate_expired() > 0) {
+            std::cout << "; not decided: " << i.evaluate_overloaded() << " overloaded, " << i.evaluate_admissions_full()
+                      << " with max_interceptor_admissions reached, " << i.evaluate_expired() << " expired";
+          }
+          std::cout << " (since start)\n";
           if (!i.push_endpoint().empty()) {
             std::cout << "interceptor push:   " << i.push_endpoint() << ": " << i.pushes_accepted() << " accepted, "
                       << i.pushes_refused() << " refused, " << i.pushes_retried() << " retried, "

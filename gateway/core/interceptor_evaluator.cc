@@ -1329,7 +1329,7 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
     }
     call->done();
   };
-  auto guarded = [answer_once](const std::function<void()>& step) {
+  auto guarded = [answer_once](auto&& step) {  // a template: wrapping `step` allocates nothing
     try {
       step();
     } catch (...) {

@@ -157,6 +157,9 @@ void InterceptorListener::FillStatus(openshell::policy::gateway::v1::Interceptor
   out->set_evaluate_patched(counts.patched);
   out->set_evaluate_denied(counts.denied);
   out->set_unauthenticated(service_->unauthenticated());
+  out->set_evaluate_overloaded(service_->overloaded());
+  out->set_evaluate_admissions_full(service_->admissions_full());
+  out->set_evaluate_expired(service_->expired());
 }
 
 void InterceptorListener::Stop(std::chrono::system_clock::time_point deadline) {

@@ -90,45 +90,65 @@ grpc::ServerUnaryReactor* InterceptorService::Evaluate(grpc::CallbackServerConte
   if (admits && admissions_in_flight_.fetch_add(1) >= max_admissions_) {
     admissions_in_flight_.fetch_sub(1);
     in_flight_.fetch_sub(1);
-    Overloaded(reactor, method, phase, started, max_admissions_, "admissions wait on the driver or the database");
+    Overloaded(reactor, method, phase, started, max_admissions_, /*admissions=*/true);
     return reactor;
   }
-  if (evaluator_->DecidesWithoutBlocking(*request)) {
-    // Admit mode's create naming no provider: decided here and admitted as a chain of callbacks, as
-    // AdmitSandbox is (one thread hand-off fewer); a deny's audit event still goes to the pool.
-    evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
-                              Answered(reactor, response, started, phase, method, admits), /*here_may_block=*/false);
-    return reactor;
-  }
-  // The decision appends to the audit log: off gRPC's callback thread, on a bounded queue.
-  const bool queued = pool_->TrySubmit([this, context, reactor, request, response, started, phase, method, deadline,
-                                        admits, payload_digest = std::move(payload_digest)]() mutable {
-    // The OpenShell gateway sends no deadline: its own timer (500 ms by default) cancels the call, and then
-    // it applies its failure policy. Either way, deciding the call now would record, admit or audit what
-    // nobody hears. (IsCancelled may be asked from any thread until the call is finished.)
-    if (std::chrono::system_clock::now() >= deadline || context->IsCancelled()) {
-      const uint64_t count = evaluate_expired_.fetch_add(1) + 1;
-      if (SampledForLog(count)) {
-        LogWarning(absl::StrCat("interceptor: an Evaluate of ", method, " (", phase,
-                                ") reached a worker after its caller gave up on it (deadline or cancel) and was "
-                                "not decided",
-                                count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " such calls)") : ""),
-                   {{"expired_calls", absl::StrCat(count)}});
-      }
-      Observe(method, phase, "expired", started);
-      GiveBack(admits);
-      reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                   "interceptor_overloaded: the caller gave up on the call (deadline or cancel) "
-                                   "before a worker was free"));
-      return;
+  // From here the places are held: whatever throws (memory) gives them back and answers.
+  try {
+    if (evaluator_->DecidesWithoutBlocking(*request)) {
+      // Admit mode's create naming no provider: decided here and admitted as a chain of callbacks, as
+      // AdmitSandbox is (one thread hand-off fewer); a deny's audit event still goes to the pool.
+      std::function<void()> answered = Answered(reactor, response, started, phase, method, admits);
+      evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_, std::move(answered),
+                                /*here_may_block=*/false);
+      return reactor;
     }
-    // Admit mode's admission holds no worker while it waits (EvaluateAsync).
-    evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_,
-                              Answered(reactor, response, started, phase, method, admits));
-  }, kMaxQueuedCalls);
-  if (!queued) {
+    // The decision appends to the audit log: off gRPC's callback thread, on a bounded queue.
+    const bool queued = pool_->TrySubmit([this, context, reactor, request, response, started, phase, method, deadline,
+                                          admits, payload_digest = std::move(payload_digest)]() mutable {
+      // The OpenShell gateway sends no deadline: its own timer (500 ms by default) cancels the call, and then
+      // it applies its failure policy. Either way, deciding the call now would record, admit or audit what
+      // nobody hears. (IsCancelled may be asked from any thread until the call is finished.)
+      if (std::chrono::system_clock::now() >= deadline || context->IsCancelled()) {
+        GiveBack(admits);
+        const uint64_t count = evaluate_expired_.fetch_add(1) + 1;
+        try {
+          if (SampledForLog(count)) {
+            LogWarning(absl::StrCat("interceptor: an Evaluate of ", method, " (", phase,
+                                    ") reached a worker after its caller gave up on it (deadline or cancel) and was "
+                                    "not decided",
+                                    count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " such calls)") : ""),
+                       {{"expired_calls", absl::StrCat(count)}});
+          }
+          Observe(method, phase, "expired", started);
+        } catch (...) {
+          // Not logged or observed (memory): still counted, and answered.
+        }
+        reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                     "interceptor_overloaded: the caller gave up on the call (deadline or cancel) "
+                                     "before a worker was free"));
+        return;
+      }
+      // Admit mode's admission holds no worker while it waits (EvaluateAsync, which answers whatever throws
+      // once it has the call).
+      std::function<void()> answered;
+      try {
+        answered = Answered(reactor, response, started, phase, method, admits);
+      } catch (...) {
+        GiveBack(admits);  // nothing started (memory): answered as a call that could not be taken
+        return Overloaded(reactor, method, phase, started, kMaxInFlightCalls);
+      }
+      evaluator_->EvaluateAsync(*request, std::move(payload_digest), response, pool_, std::move(answered));
+    }, kMaxQueuedCalls);
+    if (!queued) {
+      GiveBack(admits);
+      Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
+    }
+  } catch (...) {
+    // Nothing was started (EvaluateAsync answers whatever throws once it has the call; this is a throw
+    // before): the places go back, and the call is answered as one that could not be taken.
     GiveBack(admits);
-    Overloaded(reactor, method, phase, started, kMaxQueuedCalls);
+    Overloaded(reactor, method, phase, started, kMaxInFlightCalls);
   }
   return reactor;
 }
@@ -160,19 +180,27 @@ void InterceptorService::GiveBack(bool admits) {
 }
 
 void InterceptorService::Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method,
-                                    absl::string_view phase, absl::Time started, size_t limit, absl::string_view what) {
-  // Sampled: an overload is when each line would cost most, and a flood of calls would flood the log.
-  const uint64_t count = overloaded_.fetch_add(1) + 1;
-  if (SampledForLog(count)) {
-    LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
-                            " refused: ", limit, " ", what, " already",
-                            count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " refused calls)") : ""),
-               {{"overloaded_calls", absl::StrCat(count)}});
+                                    absl::string_view phase, absl::Time started, size_t limit, bool admissions) {
+  // Creates being decided or admitting (held from arrival: waiting for a worker, deciding, admitting), or
+  // every call under way / waiting for a worker.
+  const absl::string_view what =
+      admissions ? "creates are being decided or admitted" : "calls wait for a worker or an admission";
+  const uint64_t count = (admissions ? admissions_full_ : overloaded_).fetch_add(1) + 1;
+  try {
+    // Sampled, per cause: an overload is when each line would cost most, and a flood of calls would
+    // flood the log.
+    if (SampledForLog(count)) {
+      LogWarning(absl::StrCat("interceptor: ", method, phase.empty() ? "" : " (", phase, phase.empty() ? "" : ")",
+                              " refused: ", limit, " ", what, " already",
+                              count > 1 ? absl::StrCat(" (one line per ", kLogOneIn, " refused calls)") : ""),
+                 {{admissions ? "admissions_full_calls" : "overloaded_calls", absl::StrCat(count)}});
+    }
+    Observe(method, phase, admissions ? "admissions_full" : "overloaded", started);
+  } catch (...) {
+    // Not logged or observed (memory): still counted, and answered.
   }
-  Observe(method, phase, "overloaded", started);
   reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                               absl::StrCat("interceptor_overloaded: ", limit,
-                                            " ", what, " already; try again")));
+                               absl::StrCat("interceptor_overloaded: ", limit, " ", what, " already; try again")));
 }
 
 grpc::ServerUnaryReactor* InterceptorService::SnapshotProviderProfiles(

@@ -10,8 +10,9 @@
 // call is refused at once (RESOURCE_EXHAUSTED "interceptor_overloaded: ..."), and an Evaluate that reaches
 // a worker after its caller gave up on it — its deadline passed, or it was cancelled (the OpenShell
 // gateway sends no deadline; its 500 ms timer cancels the call) — is not decided (DEADLINE_EXCEEDED;
-// nothing recorded, admitted or audited: the caller applied its failure policy already). Both are logged and counted (metric decision
-// "overloaded" / "expired"). SnapshotProviderProfiles answers the catalogue
+// nothing recorded, admitted or audited: the caller applied its failure policy already). Admit mode's
+// creates take at most `max_admissions` of the places under way besides. Each is counted (metric decision
+// "overloaded" / "admissions_full" / "expired", and in the status) and logged sampled (SampledForLog). SnapshotProviderProfiles answers the catalogue
 // (InterceptorEvaluator::SnapshotProviderProfiles), or its refusal as a gRPC status (FAILED_PRECONDITION
 // provider_profiles_empty / profile_unverified): upstream then answers UNAVAILABLE and its supervisors
 // keep their last good policy.
@@ -77,8 +78,10 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   EvaluateCounts evaluate_counts() const {
     return {evaluate_allowed_.load(), evaluate_patched_.load(), evaluate_denied_.load()};
   }
-  // Calls not decided since start: refused with the queue full, and Evaluates past their deadline.
+  // Calls not decided since start: refused with the queue full or kMaxInFlightCalls under way, admit mode's
+  // creates refused with max_admissions under way, and Evaluates past their deadline.
   uint64_t overloaded() const { return overloaded_.load(); }
+  uint64_t admissions_full() const { return admissions_full_.load(); }
   uint64_t expired() const { return evaluate_expired_.load(); }
 
   // Each call's method, phase, decision and latency (Metrics::ObserveInterceptorCall); null: none. Call
@@ -98,9 +101,10 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   // Gives back the places an Evaluate under way holds.
   void GiveBack(bool admits);
   // Finishes a call refused because `limit` `what` already (RESOURCE_EXHAUSTED), logged (sampled) and counted.
+  // `admissions`: refused for the admissions' own bound (counted apart, decision "admissions_full").
+  // Never throws: a line or a metric that cannot be written (memory) is left out, the call still answered.
   void Overloaded(grpc::ServerUnaryReactor* reactor, absl::string_view method, absl::string_view phase,
-                  absl::Time started, size_t limit,
-                  absl::string_view what = "calls wait for a worker or an admission");
+                  absl::Time started, size_t limit, bool admissions = false);
 
   // Each Evaluate's request and response live in a protobuf arena of their own: the request's Struct (tens
   // of KiB of small nodes, parsed on gRPC's thread and read on the pool's) is laid out in a few blocks and
@@ -116,6 +120,7 @@ class InterceptorService final : public interceptor_v1::GatewayInterceptor::Call
   std::atomic<uint64_t> evaluate_denied_{0};
   std::atomic<uint64_t> evaluate_expired_{0};
   std::atomic<uint64_t> overloaded_{0};
+  std::atomic<uint64_t> admissions_full_{0};
   std::atomic<size_t> in_flight_{0};  // Evaluates accepted and not yet answered (kMaxInFlightCalls)
   const size_t max_admissions_;
   std::atomic<size_t> admissions_in_flight_{0};  // of which admit mode's creates (max_admissions_)
