@@ -7,17 +7,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <grpcpp/create_channel_posix.h>
+
 #include <algorithm>
-#include <map>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include <grpcpp/create_channel_posix.h>
-
 #include "common/grpc_status.h"
 
 namespace osh::drivers {
@@ -66,14 +66,11 @@ absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> all
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
-                                        std::chrono::system_clock::time_point deadline) {
-  return ConnectCheckedSocket(path, allowed_owner, deadline, "driver socket", "driver_socket_owner");
-}
-
-absl::StatusOr<int> ConnectCheckedSocket(const std::string& path, std::optional<uid_t> allowed_owner,
-                                         std::chrono::system_clock::time_point deadline, absl::string_view what,
-                                         absl::string_view owner_setting) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectCheckedChannel(const std::string& path,
+                                                                     std::optional<uid_t> allowed_owner,
+                                                                     std::chrono::system_clock::time_point deadline,
+                                                                     absl::string_view what,
+                                                                     absl::string_view owner_setting) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.size() >= sizeof(address.sun_path)) {
@@ -110,7 +107,9 @@ absl::StatusOr<int> ConnectCheckedSocket(const std::string& path, std::optional<
         ::geteuid(), ")", allowed_owner ? absl::StrCat(", nor ", owner_setting, " (", *allowed_owner, ")") : "",
         "; refusing it (set ", owner_setting, " if it runs as that user)"));
   }
-  return fd;
+  grpc::ChannelArguments args;
+  args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "localhost");  // what a channel to "unix:<path>" sent
+  return grpc::CreateCustomInsecureChannelFromFd(path, fd, args);  // owns the descriptor
 }
 
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
@@ -345,11 +344,10 @@ absl::Status RemoteDriver::Attempt(std::chrono::system_clock::time_point deadlin
   // Connected here, its peer checked: the channel over this one connection never reconnects by itself (a
   // channel to the path would, to whatever listens there then, unchecked); a call that finds it dead
   // reconnects through here (ReconnectedAfter), and so does the monitor.
-  auto fd = ConnectDriverSocket(options_.socket_path, options_.socket_owner, attempt_deadline);
-  if (!fd.ok()) return fd.status();
-  grpc::ChannelArguments args;
-  args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "localhost");  // what a channel to "unix:<path>" sent
-  auto channel = grpc::CreateCustomInsecureChannelFromFd(options_.socket_path, *fd, args);  // owns the descriptor
+  auto connected = ConnectCheckedChannel(options_.socket_path, options_.socket_owner, attempt_deadline,
+                                         "driver socket", "driver_socket_owner");
+  if (!connected.ok()) return connected.status();
+  std::shared_ptr<grpc::Channel> channel = *std::move(connected);
   {
     // Kept here until nothing else holds it, then let go on the monitor thread (SweepChannels): a channel
     // whose last reference drops on one of gRPC's callback threads shuts gRPC's callback queue down from
@@ -559,18 +557,18 @@ std::shared_ptr<RemoteDriver::Stub> RemoteDriver::ReconnectedAfter(const std::sh
 
 void RemoteDriver::ReconnectLater(std::shared_ptr<Stub> used, grpc::Status status,
                                   std::function<void(std::shared_ptr<Stub>, bool)> retry) {
-  bool queued = false;
+  bool stopping = false;
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_ && reconnects_.size() < kMaxQueuedReconnects) {
       reconnects_.push_back(Reconnect{std::move(used), std::move(status), std::move(retry)});
       return;
     }
-    queued = stopping_;
+    stopping = stopping_;
   }
   // Stopping: answered with its failure. Too many waiting: answered "not reachable" without marking the
   // connection down (the reconnect the others wait for decides that).
-  retry(nullptr, /*reconnect_tried=*/queued);
+  retry(nullptr, /*reconnect_tried=*/stopping);
 }
 
 void RemoteDriver::SendAsync(const char* method, std::shared_ptr<Stub> stub, Issue issue, Answered answered,
@@ -693,27 +691,50 @@ absl::StatusOr<std::string> RemoteDriver::AcquireHandle(const driver_v1::Runtime
   return CheckedHandle(response);
 }
 
-void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
-                                      HandleDone done) {
+template <class Request, class Response, class Rpc>
+void RemoteDriver::CallAsync(const char* method, Request request, Rpc rpc, std::function<bool()> may_retry,
+                             std::function<void(absl::Status, Response&, bool retried)> finish) {
   std::shared_ptr<void> hold = HoldForAsyncCall();
-  if (hold == nullptr) return done(absl::UnavailableError("the policy driver is not reachable: the gateway is stopping"));
-  auto call = std::make_shared<AsyncCall<driver_v1::AcquireHandleRequest, driver_v1::AcquireHandleResponse>>();
-  *call->request.mutable_context() = context;
-  call->request.set_idempotency_key(idempotency_key);
+  if (hold == nullptr) {
+    Response none;
+    return finish(absl::UnavailableError("the policy driver is not reachable: the gateway is stopping"), none, false);
+  }
+  auto call = std::make_shared<AsyncCall<Request, Response>>();
+  call->request = std::move(request);
   SendAsync(
-      "AcquireHandle", stub(),
-      [this, call](const std::shared_ptr<Stub>& stub, std::function<void(grpc::Status)> sent) {
+      method, stub(),
+      [this, call, rpc](const std::shared_ptr<Stub>& stub, std::function<void(grpc::Status)> sent) {
         call->contexts.push_back(CallContext());
         call->response.Clear();
-        stub->async()->AcquireHandle(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
+        rpc(*stub->async(), call->contexts.back().get(), &call->request, &call->response, std::move(sent));
       },
-      [this, call, done = std::move(done), hold](const grpc::Status& status, const Stub* used, bool /*retried*/) {
-        if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
-        if (!status.ok()) return done(CallFailed(status, "AcquireHandle", used, /*in_callback=*/true));
-        done(CheckedHandle(call->response));
+      [this, method, call, finish = std::move(finish), hold](const grpc::Status& status, const Stub* used,
+                                                             bool retried) {
+        if (used == nullptr) {
+          return finish(absl::UnavailableError("the policy driver is not reachable"), call->response, retried);
+        }
+        finish(status.ok() ? absl::OkStatus() : CallFailed(status, method, used, /*in_callback=*/true), call->response,
+               retried);
+      },
+      std::move(may_retry), /*retried=*/false);
+}
+
+void RemoteDriver::AcquireHandleAsync(const driver_v1::RuntimeContext& context, const std::string& idempotency_key,
+                                      HandleDone done) {
+  driver_v1::AcquireHandleRequest request;
+  *request.mutable_context() = context;
+  request.set_idempotency_key(idempotency_key);
+  CallAsync<driver_v1::AcquireHandleRequest, driver_v1::AcquireHandleResponse>(
+      "AcquireHandle", std::move(request),
+      [](auto& async, grpc::ClientContext* ctx, const auto* r, auto* out, std::function<void(grpc::Status)> sent) {
+        async.AcquireHandle(ctx, r, out, std::move(sent));
       },
       // As AcquireHandle: made again only where no second handle can result.
-      [this, keyed = !idempotency_key.empty()] { return keyed && honours_idempotency_key(); }, /*retried=*/false);
+      [this, keyed = !idempotency_key.empty()] { return keyed && honours_idempotency_key(); },
+      [done = std::move(done)](absl::Status status, driver_v1::AcquireHandleResponse& response, bool /*retried*/) {
+        if (!status.ok()) return done(std::move(status));
+        done(CheckedHandle(response));
+      });
 }
 
 absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(const std::string& handle,
@@ -734,26 +755,19 @@ absl::StatusOr<driver_v1::GetProjectionResponse> RemoteDriver::GetProjection(con
 }
 
 void RemoteDriver::GetProjectionAsync(const std::string& handle, const std::string& surface_id, ProjectionDone done) {
-  std::shared_ptr<void> hold = HoldForAsyncCall();
-  if (hold == nullptr) return done(absl::UnavailableError("the policy driver is not reachable: the gateway is stopping"));
-  auto call = std::make_shared<AsyncCall<driver_v1::GetProjectionRequest, driver_v1::GetProjectionResponse>>();
-  call->request.set_handle(handle);
-  call->request.set_surface_id(surface_id);
-  SendAsync(
-      "GetProjection", stub(),
-      [this, call](const std::shared_ptr<Stub>& stub, std::function<void(grpc::Status)> sent) {
-        call->contexts.push_back(CallContext());
-        call->response.Clear();
-        stub->async()->GetProjection(call->contexts.back().get(), &call->request, &call->response, std::move(sent));
+  driver_v1::GetProjectionRequest request;
+  request.set_handle(handle);
+  request.set_surface_id(surface_id);
+  CallAsync<driver_v1::GetProjectionRequest, driver_v1::GetProjectionResponse>(
+      "GetProjection", std::move(request),
+      [](auto& async, grpc::ClientContext* ctx, const auto* r, auto* out, std::function<void(grpc::Status)> sent) {
+        async.GetProjection(ctx, r, out, std::move(sent));
       },
-      [this, call, done = std::move(done), hold](const grpc::Status& status, const Stub* used, bool retried) {
-        if (used == nullptr) return done(absl::UnavailableError("the policy driver is not reachable"));
-        if (!status.ok()) {
-          return done(AfterRestart(CallFailed(status, "GetProjection", used, /*in_callback=*/true), retried));
-        }
-        done(CheckedProjection(call->response));
-      },
-      [] { return true; }, /*retried=*/false);
+      [] { return true; },
+      [done = std::move(done)](absl::Status status, driver_v1::GetProjectionResponse& response, bool retried) {
+        if (!status.ok()) return done(AfterRestart(std::move(status), retried));
+        done(CheckedProjection(response));
+      });
 }
 
 absl::Status RemoteDriver::ReleaseHandle(const std::string& handle) {

@@ -43,18 +43,18 @@ struct RemoteDriverOptions {
 // root, or writable by others.
 absl::Status CheckDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner = std::nullopt);
 
-// A connection to the driver socket at `path`, made here and checked: the process that accepted it (its
-// SO_PEERCRED uid, fixed when it listened) is root, this process's user or `allowed_owner`, so a process that
-// bound the path after the check of the file (or between two checks) is refused. The descriptor (owned by
-// the caller, close-on-exec), UNAVAILABLE when nothing accepts before `deadline`, FAILED_PRECONDITION
-// naming the peer's uid otherwise.
-absl::StatusOr<int> ConnectDriverSocket(const std::string& path, std::optional<uid_t> allowed_owner,
-                                        std::chrono::system_clock::time_point deadline);
-// The same for any Unix socket this gateway calls: `what` names it in messages ("driver socket") and
-// `owner_setting` the setting that names the other user allowed ("driver_socket_owner").
-absl::StatusOr<int> ConnectCheckedSocket(const std::string& path, std::optional<uid_t> allowed_owner,
-                                         std::chrono::system_clock::time_point deadline, absl::string_view what,
-                                         absl::string_view owner_setting);
+// A channel over one connection to the Unix socket at `path`, made here and checked: the process that
+// accepted it (its SO_PEERCRED uid, fixed when it listened) is root, this process's user or
+// `allowed_owner`, so a process that bound the path after a check of the file (or between two checks) is
+// refused. The channel never reconnects by itself: a new connection is made (and checked) through here.
+// UNAVAILABLE when nothing accepts before `deadline`, FAILED_PRECONDITION naming the peer's uid otherwise.
+// `what` names the socket in messages ("driver socket"), `owner_setting` the setting that names the other
+// user allowed ("driver_socket_owner"). Used for every Unix socket this gateway calls.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectCheckedChannel(const std::string& path,
+                                                                     std::optional<uid_t> allowed_owner,
+                                                                     std::chrono::system_clock::time_point deadline,
+                                                                     absl::string_view what,
+                                                                     absl::string_view owner_setting);
 
 // A user name or a numeric uid, as a uid; INVALID_ARGUMENT naming it when there is no such user.
 absl::StatusOr<uid_t> ResolveUser(const std::string& user);
@@ -140,9 +140,8 @@ class RemoteDriver final : public PolicyDriver {
     std::string detail;
     int64_t seq = 0;
   };
-  // The attempt itself: socket check, a connection made and checked here (ConnectDriverSocket), a channel
-  // over that one connection (it never reconnects by itself: every connection is made and checked here),
-  // and capabilities asked, all before `deadline` and within call_timeout_ms. On success, `news` is what to
+  // The attempt itself: socket check, a channel over one connection made and checked here
+  // (ConnectCheckedChannel: it never reconnects by itself), and capabilities asked, all before `deadline` and within call_timeout_ms. On success, `news` is what to
   // tell.
   absl::Status Attempt(std::chrono::system_clock::time_point deadline, News* news);
   // After a call on `used` failed with `status`: when it is UNAVAILABLE and `used`'s connection is dead (a
@@ -166,6 +165,14 @@ class RemoteDriver final : public PolicyDriver {
   // of the driver connected after it).
   void SendAsync(const char* method, std::shared_ptr<driver_v1::PolicyDriver::Stub> stub, Issue issue,
                  Answered answered, std::function<bool()> may_retry, bool retried);
+  // An asynchronous call (SendAsync) that holds this object until its callbacks are gone (Stop waits for
+  // it): `rpc(async stub, context, request, response, sent)` starts it; `finish` is called once, on any
+  // thread, with its status as a blocking call's (CallFailed; UNAVAILABLE "not reachable" when no
+  // connection was there, "… the gateway is stopping" after Stop), the response, and whether it was made
+  // again on a new connection.
+  template <class Request, class Response, class Rpc>
+  void CallAsync(const char* method, Request request, Rpc rpc, std::function<bool()> may_retry,
+                 std::function<void(absl::Status, Response&, bool retried)> finish);
   // A blocking call with one retry on a new connection (ReconnectedAfter); see remote_driver.cc.
   template <class Request, class Response, class Rpc>
   grpc::Status CallWithReconnect(const char* method, const Request& request, Response* response, Rpc rpc,

@@ -33,6 +33,18 @@ Projection Unsigned(const RuntimeContext& context) {
   return p;
 }
 
+const std::vector<std::string> kSurfaces = {"openshell.sandbox.v1"};
+
+// A check of `context`'s projection under `store` at the tests' "now" (1,800,000,100); both must outlive it.
+osh::trust::CheckInput InputFor(const RuntimeContext& context, const osh::trust::TrustStore& store) {
+  osh::trust::CheckInput input;
+  input.context = &context;
+  input.accepted_surfaces = &kSurfaces;
+  input.trust_store = &store;
+  input.now_unix = 1'800'000'100;
+  return input;
+}
+
 // `text` as a JSON string, quoted and escaped by protobuf's JSON printer.
 std::string JsonString(const std::string& text) {
   google::protobuf::Value value;
@@ -66,12 +78,7 @@ TEST_CASE("fresh keys: sign and verify round trip for both algorithms", "[trust]
 
   auto store = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"fresh", key->PublicKeyPem()}}));
   REQUIRE(store.ok());
-  const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
-  osh::trust::CheckInput input;
-  input.context = &context;
-  input.accepted_surfaces = &surfaces;
-  input.trust_store = &*store;
-  input.now_unix = 1'800'000'100;
+  osh::trust::CheckInput input = InputFor(context, *store);
   auto result = osh::trust::CheckProjection(p, input);
   INFO(result.Message());
   REQUIRE(result.ok());
@@ -205,12 +212,7 @@ TEST_CASE("verified signatures: a signature that verified is not verified again,
   p.set_signing_key_id("authority");
   auto store = osh::trust::TrustStore::Parse(osh::test::TrustStoreJson({{"authority", key->PublicKeyPem()}}));
   REQUIRE(store.ok());
-  const std::vector<std::string> surfaces = {"openshell.sandbox.v1"};
-  osh::trust::CheckInput input;
-  input.context = &context;
-  input.accepted_surfaces = &surfaces;
-  input.trust_store = &*store;
-  input.now_unix = 1'800'000'100;
+  osh::trust::CheckInput input = InputFor(context, *store);
   auto& shared = osh::trust::VerifiedSignatures::Shared();
   const auto before = shared.counts();
   REQUIRE(osh::trust::CheckProjection(p, input).ok());

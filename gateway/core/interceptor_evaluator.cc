@@ -2,9 +2,9 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
-#include <algorithm>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -1210,11 +1210,7 @@ bool InterceptorEvaluator::MayAdmit(const interceptor_v1::InterceptorEvaluation&
 bool InterceptorEvaluator::DecidesWithoutBlocking(const interceptor_v1::InterceptorEvaluation& evaluation) const {
   // Admit mode's CreateSandbox modify: decoded, its context made and its providers resolved — from the
   // catalogue, which reads the store's generation, unless it names none — then admitted (callbacks).
-  if (options_.admission == nullptr || !options_.admission->admits_without_blocking() ||
-      evaluation.service() != kInterceptorService ||
-      evaluation.method() != "CreateSandbox" || !evaluation.has_modify_operation()) {
-    return false;
-  }
+  if (!MayAdmit(evaluation) || !options_.admission->admits_without_blocking()) return false;
   const google::protobuf::Value* spec = InterceptorField(evaluation.modify_operation().proposed_operation(), "spec");
   if (spec == nullptr) return true;
   if (spec->kind_case() != google::protobuf::Value::kStructValue) return true;  // refused as it decodes

@@ -1,9 +1,6 @@
 #include "gateway/server/openshell_push.h"
 
-#include <grpcpp/create_channel_posix.h>
-
 #include <cstring>
-
 #include <fstream>
 #include <sstream>
 
@@ -12,8 +9,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "drivers/remote_driver.h"
 #include "absl/strings/str_join.h"
+#include "drivers/remote_driver.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/log.h"
@@ -220,22 +217,20 @@ bool OpenShellPush::Connected() {
   next_connect_ = now + std::chrono::seconds(1);
   // Over a Unix socket a channel to the path would reconnect by itself to whatever listens there then,
   // token and all: each connection is made here, and the process serving it checked (SO_PEERCRED).
-  auto fd = drivers::ConnectCheckedSocket(socket_path_, options_.socket_owner,
-                                          std::chrono::system_clock::now() + options_.timeout,
-                                          "the OpenShell gateway's socket", "interceptor_openshell_socket_owner");
-  if (!fd.ok()) {
-    const std::string error(fd.status().message());
+  auto channel = drivers::ConnectCheckedChannel(socket_path_, options_.socket_owner,
+                                                std::chrono::system_clock::now() + options_.timeout,
+                                                "the OpenShell gateway's socket", "interceptor_openshell_socket_owner");
+  if (!channel.ok()) {
+    const std::string error(channel.status().message());
     // A process of a user not allowed is a configuration to fix, not a passing failure: an error in the
     // log once per distinct text (the pushes themselves are retried, each a warning).
-    if (absl::IsFailedPrecondition(fd.status()) && error != connect_error_) {
+    if (absl::IsFailedPrecondition(channel.status()) && error != connect_error_) {
       LogError(absl::StrCat("interceptor push: ", error));
     }
     connect_error_ = error;
     return false;
   }
-  grpc::ChannelArguments args;
-  args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, "localhost");  // what a channel to "unix:///<path>" sent
-  channel_ = grpc::CreateCustomInsecureChannelFromFd(socket_path_, *fd, args);  // owns the descriptor
+  channel_ = *std::move(channel);
   stub_ = openshell::v1::OpenShell::NewStub(channel_);
   connect_error_.clear();
   next_connect_ = {};
