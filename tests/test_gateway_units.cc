@@ -38,6 +38,7 @@
 #include "gateway/server/daemon.h"
 #include "gateway/server/metrics.h"
 #include "gateway/core/mutation_gate.h"
+#include "gateway/core/worker_pool.h"
 #include "drivers/unix_server.h"
 #include "openshell/policy/gateway/v1/gateway.grpc.pb.h"
 #include "tests/test_support.h"
@@ -1222,6 +1223,73 @@ TEST_CASE("interceptor: admit mode checks the composed candidate again when its 
   CHECK_THAT(result.reason(), Catch::StartsWith("exceeds_ceiling: "));
   CHECK(result.patches().empty());
   CHECK(admission.withdrawn == 1);
+}
+
+// Admit mode's Policy subsystem that hands its admission on (keeps the check and the answer, as a driver
+// call under way does) and then throws (memory) before AdmitAsync returns.
+class AdmissionThatThrowsAfterHandingOn : public osh::gateway::InterceptorAdmission {
+ public:
+  AdmitCheck kept_check;
+  AdmitDone kept_done;
+  absl::StatusOr<Admitted> Admit(const openshell::policy::driver::v1::RuntimeContext&, const AdmitCheck&) override {
+    return absl::InternalError("not used");
+  }
+  bool admits_without_blocking() const override { return true; }
+  void AdmitAsync(openshell::policy::driver::v1::RuntimeContext, AdmitCheck also_check, AdmitDone done) override {
+    kept_check = std::move(also_check);
+    kept_done = std::move(done);
+    throw std::bad_alloc();
+  }
+  absl::StatusOr<std::optional<Admitted>> Current(const std::string&) const override { return std::nullopt; }
+  absl::Status Withdraw(const std::string&) override { return absl::OkStatus(); }
+  bool permits_mutation() const override { return true; }
+  absl::StatusOr<std::vector<std::string>> AdmittedIds() const override { return std::vector<std::string>{}; }
+  absl::Status RecordPushRefused(const std::string&, const std::string&) override { return absl::OkStatus(); }
+  absl::Status RecordPushAccepted(const std::string&) override { return absl::OkStatus(); }
+};
+
+TEST_CASE("interceptor: admit mode's create answered with a deny because something threw after its admission was "
+          "handed on is answered only once the admission's steps let go of the request",
+          "[interceptor][admit]") {
+  // Threat model row 25's leftover (review 91): `done` lets the caller (gRPC) free the request, which the
+  // step handed on before the throw still reads (its composed check, its answer).
+  namespace icv1 = openshell::gateway_interceptor::v1;
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  AdmissionThatThrowsAfterHandingOn admission;
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), store.get(), {"aud", &catalogue, &admission, {}});
+  osh::gateway::WorkerPool pool(2);
+  auto create = std::make_unique<icv1::InterceptorEvaluation>(
+      EvaluationForUnits("CreateSandbox", PhaseForUnits::kModify, R"({"name": "build-1", "spec": {}})"));
+  (*create->mutable_principal())["kind"] = "user";
+  (*create->mutable_principal())["subject"] = "dev@example.com";
+  REQUIRE(evaluator.MayAdmit(*create));
+  icv1::InterceptorResult response;
+  std::atomic<int> answers{0};
+  // `done` frees the request, as gRPC does once the call is finished (runs on whichever thread lets go last:
+  // no Catch assertion in it).
+  evaluator.EvaluateAsync(*create, "", &response, &pool, [&] {
+    create.reset();
+    answers.fetch_add(1);
+  }, /*here_may_block=*/false);
+  REQUIRE(admission.kept_check);
+  REQUIRE(admission.kept_done);
+  // Not answered while the admission's steps hold the call: the request is still there for them.
+  REQUIRE(answers.load() == 0);
+  REQUIRE(create != nullptr);
+  std::vector<osh::store::AuditEvent> events;
+  const auto policy = osh::policy::RestrictiveDefaultPolicy();
+  (void)admission.kept_check(policy, &events);  // reads the request (the audit event names its principal)
+  admission.kept_done(osh::common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "gone"));
+  admission.kept_check = nullptr;
+  admission.kept_done = nullptr;
+  pool.Shutdown();  // the answer's step handed to the pool has run and let go
+  CHECK(answers.load() == 1);
+  CHECK(create == nullptr);
+  CHECK_FALSE(response.allowed());
+  CHECK_THAT(response.reason(), Catch::StartsWith("internal_error: "));
 }
 
 TEST_CASE("interceptor: admit mode's accepted push records its policy fenced like a validate: a profile change "

@@ -172,12 +172,25 @@ struct InterceptorEvaluator::PendingAdmission {
   int64_t checked_under = store::kNoCeiling;  // the ceiling in force when it was checked (read first)
 };
 
-// One EvaluateAsync in flight.
+// One EvaluateAsync in flight, shared by every step that reads the evaluation (the admission's check and
+// its answer hold it too).
 struct InterceptorEvaluator::Call {
   Outcome outcome;
   std::string phase;
-  std::atomic<bool> answered{false};  // `done` called (once, whatever throws)
-  std::function<void()> done;          // held here: copies of the callbacks that call it allocate nothing
+  std::atomic<bool> answered{false};  // the answer is written (once, whatever throws)
+  // Set (by the one thread that wrote the answer) when the answer was a deny written because something threw:
+  // a step handed on before the throw may still read the evaluation, which the caller lets go once `done`
+  // runs, so `done` runs when the last step lets go of the call, here.
+  bool done_when_released = false;
+  std::function<void()> done;  // held here: copies of the callbacks that call it allocate nothing
+  ~Call() {
+    if (!done_when_released) return;
+    try {
+      done();
+    } catch (...) {
+      // `done` answers the caller and gives its places back; it throws nothing it could tell.
+    }
+  }
 };
 
 namespace {
@@ -1299,7 +1312,9 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
   call->done = std::move(done);
   // Whatever throws on the way (memory), from the decision to the answer, the call is answered once, with
   // a deny; nothing escapes into the thread that started it (gRPC's, for a create decided on arrival) or
-  // into the thread a step runs on. The callbacks below capture pointers only: copying them allocates nothing.
+  // into the thread a step runs on. That deny's `done` runs when every step has let go of the call (Call's
+  // destructor), not at the throw: a step handed on before it still reads `evaluation`. The callbacks below
+  // capture pointers only: copying them allocates nothing.
   auto answer_once = [this, &evaluation, response, call](bool failed) {
     if (call->answered.exchange(true)) return;
     if (!failed) {
@@ -1322,6 +1337,9 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       } catch (...) {
         response->set_allowed(false);  // what could be written: the call is still answered, and denied
       }
+      // Not answered yet: a step under way (the admission's check, its answer) may still read `evaluation`.
+      call->done_when_released = true;
+      return;
     }
     call->done();
   };

@@ -134,7 +134,9 @@ class InterceptorEvaluator {
   // exactly once, when `result` is filled, on the calling thread or on the one the admission completed on
   // (InterceptorAdmission::AdmitAsync). What may block after the admission (a check again, a withdrawal, a
   // deny's audit event) is handed to `pool` (null: the admission is waited for, as Evaluate does). `evaluation`
-  // and `result` must stay alive until `done` runs. The decision before the admission may block (it reads
+  // and `result` must stay alive until `done` runs; once it has run, nothing here reads them (a deny answered
+  // because something threw runs `done` only when every step handed on before the throw has let go of the
+  // call, on the thread that let go last). The decision before the admission may block (it reads
   // the store) unless DecidesWithoutBlocking(evaluation); `here_may_block` false: the calling thread must not
   // block (gRPC's callback thread), so a deny's audit event is handed to `pool` too.
   void EvaluateAsync(const interceptor_v1::InterceptorEvaluation& evaluation, std::string payload_digest,
