@@ -16,6 +16,7 @@
 
 #include "common/host_port.h"
 #include "gateway/core/ceiling_guard.h"
+#include "gateway/core/cost_bounded_memo.h"
 #include "gateway/core/config.h"
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/interceptor_governance.h"
@@ -1638,6 +1639,40 @@ TEST_CASE("driver state audit: transitions within a burst a minute, a new text o
   CHECK_FALSE(after_step->available);
   auto text_after_step = audit.OnReport(false, "another text", back - absl::Seconds(5));
   CHECK(text_after_step.has_value());
+}
+
+TEST_CASE("cost-bounded memo: a value is computed again only once 100 times its last computation's cost has "
+          "passed, at most 30 s, and a caller finding it being computed gets the kept value",
+          "[metrics][drift]") {
+  // The drift gauge's pass over every admitted sandbox, for scrapes that need no credential (review 79).
+  absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  osh::gateway::CostBoundedMemo<int> memo(100, absl::Seconds(30), [&now] { return now; });
+  int next = 1;
+  auto compute = [&](absl::Duration cost) {
+    return [&, cost] {
+      now += cost;
+      return next++;
+    };
+  };
+  CHECK(memo.Get(compute(absl::Milliseconds(50))) == 1);  // cost 50 ms: fresh for 5 s after it ended
+  now += absl::Seconds(4);
+  CHECK(memo.Get(compute(absl::Milliseconds(50))) == 1);
+  CHECK(memo.computations() == 1);
+  now += absl::Seconds(1);
+  CHECK(memo.Get(compute(absl::Microseconds(10))) == 2);  // stale: computed again, cost 10 us: fresh 1 ms
+  now += absl::Milliseconds(2);
+  CHECK(memo.Get(compute(absl::Seconds(1))) == 3);  // cost 1 s: 100 s capped at 30 s
+  now += absl::Seconds(29);
+  CHECK(memo.Get(compute(absl::Seconds(1))) == 3);
+  now += absl::Seconds(2);
+  // Another caller asks while this one computes: the kept value, not a second pass.
+  int asked_meanwhile = 0;
+  CHECK(memo.Get([&] {
+    asked_meanwhile = memo.Get(compute(absl::Seconds(1)));
+    return next++;
+  }) == 4);
+  CHECK(asked_meanwhile == 3);
+  CHECK(memo.computations() == 4);
 }
 
 TEST_CASE("log sampling: the first occurrence of what a caller can repeat at will, then one in kLogOneIn",

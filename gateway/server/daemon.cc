@@ -663,7 +663,7 @@ std::string Daemon::RenderMetrics() {
     snapshot.live_replicas = status->live_replicas();
     snapshot.feed_changes_behind = status->feed_changes_behind();
     snapshot.feed_read_age_ms = status->feed_read_age_ms();
-    snapshot.sandboxes_by_drift = core_->CountByDrift();
+    snapshot.sandboxes_by_drift = drift_counts_.Get([this] { return core_->CountByDrift(); });
     snapshot.audit_streams = audit_feed_ != nullptr ? audit_feed_->subscriptions() : 0;
     for (const auto& key : status->trust_keys()) {
       snapshot.trust_keys.push_back({key.key_id(), key.not_after_unix(), key.revoked()});

@@ -25,6 +25,7 @@
 #include "gateway/server/openshell_push.h"
 #include "gateway/server/audit_syslog.h"
 #include "gateway/core/config.h"
+#include "gateway/core/cost_bounded_memo.h"
 #include "gateway/core/gateway_core.h"
 #include "gateway/core/log_sequencer.h"
 #include "gateway/server/tcp_front.h"
@@ -128,6 +129,9 @@ class Daemon {
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<SandboxService> sandbox_service_;
   Metrics metrics_;
+  // The drift gauge's counts: a pass over every admitted sandbox, for a scrape that needs no credential, so
+  // counted again only once 100 times the last pass's time has passed (at most 30 s).
+  CostBoundedMemo<std::vector<std::pair<std::string, uint64_t>>> drift_counts_;
   // TLS of the TCP listeners: one certificate, and a client CA each (tls_client_ca gates admin_listen only,
   // sandbox_client_ca sandbox_listen), so no supervisor's certificate is ever an operator's.
   int listen_error_ = kExitStartup;  // Serve's exit code when a listener cannot start (a taken TCP port: kExitConfig)

@@ -1,0 +1,66 @@
+// A value whose computation costs time in proportion to something callers do not control (a pass over
+// every admitted sandbox), asked for at a rate they do (a metrics scrape, which needs no credential): it is
+// computed again only once `factor` times what its last computation took (wall time) has passed since that
+// computation ended, at most `most`, so computing it takes at most about 1/`factor` of a thread's time
+// whatever the rate of asks. A caller that finds the kept value fresh, or another caller computing it, gets
+// the kept value; the first caller (nothing kept yet) computes. A small value (a cheap computation) is
+// therefore fresh only briefly: a few admitted sandboxes are counted again at nearly every ask.
+//
+// Thread-safe. `compute` runs on the asking thread, without the memo's lock, and must not throw.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <utility>
+
+#include "absl/functional/function_ref.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace osh::gateway {
+
+template <typename Value>
+class CostBoundedMemo {
+ public:
+  using Now = std::function<absl::Time()>;
+  explicit CostBoundedMemo(double factor = 100, absl::Duration most = absl::Seconds(30), Now now = {})
+      : factor_(factor), most_(most), now_(now ? std::move(now) : Now([] { return absl::Now(); })) {}
+
+  Value Get(absl::FunctionRef<Value()> compute) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (kept_.has_value() && (computing_ || now_() < fresh_until_)) return *kept_;
+      computing_ = true;
+    }
+    const absl::Time started = now_();
+    Value value = compute();
+    const absl::Time ended = now_();
+    const absl::Duration cost = ended - started;
+    absl::MutexLock lock(&mu_);
+    computing_ = false;
+    ++computations_;
+    fresh_until_ = ended + std::min(most_, cost * factor_);
+    kept_ = value;
+    return value;
+  }
+
+  // How many times `compute` ran (for tests and metrics).
+  uint64_t computations() const {
+    absl::MutexLock lock(&mu_);
+    return computations_;
+  }
+
+ private:
+  const double factor_;
+  const absl::Duration most_;
+  const Now now_;
+  mutable absl::Mutex mu_;
+  std::optional<Value> kept_ ABSL_GUARDED_BY(mu_);
+  absl::Time fresh_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool computing_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t computations_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace osh::gateway
