@@ -41,13 +41,6 @@ std::vector<AuditEvent> MakeChain(int n) {
   return events;
 }
 
-template <typename F>
-double Seconds(F f) {
-  const auto start = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,14 +58,14 @@ int main(int argc, char** argv) {
   bool all_ok = true;
   for (int r = 0; r < rounds; ++r) {
     std::string prev = osh::trust::kGenesisHash;
-    hash_rates.push_back(events / Seconds([&] {
+    hash_rates.push_back(events / osh::bench::SecondsOf([&] {
       for (const auto& e : chain) {
         prev = osh::trust::ChainHash(prev, e);
         all_ok &= prev == e.hash;
       }
     }));
     osh::trust::ChainVerdict verdict;
-    verify_rates.push_back(events / Seconds([&] {
+    verify_rates.push_back(events / osh::bench::SecondsOf([&] {
       std::istringstream in(exported);
       verdict = osh::trust::VerifyExport(in);
     }));

@@ -30,13 +30,6 @@ namespace {
 
 using namespace osh::tlog;
 
-template <typename F>
-double TimeIt(F f) {
-  const auto start = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // Calls f() for `seconds`, returns calls per second.
 template <typename F>
 double RatePerSecond(double seconds, F f) {
@@ -152,16 +145,16 @@ int main(int argc, char** argv) {
     EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    sha_rates.push_back(entries_count / TimeIt([&] {
+    sha_rates.push_back(entries_count / osh::bench::SecondsOf([&] {
       for (const std::string& e : entries) ok &= EVP_Digest(e.data(), e.size(), digest, &len, sha256, nullptr) == 1;
     }));
     EVP_MD_free(sha256);
     Integration in_memory;
-    integrate_rates.push_back(entries_count / TimeIt([&] { in_memory = Integrate(entries, batch, *log_signer, "", hashes); }));
+    integrate_rates.push_back(entries_count / osh::bench::SecondsOf([&] { in_memory = Integrate(entries, batch, *log_signer, "", hashes); }));
     ok &= in_memory.ok;
     std::filesystem::remove_all(files);
     Integration on_disk;
-    file_rates.push_back(entries_count / TimeIt([&] { on_disk = Integrate(entries, batch, *log_signer, files.string(), hashes); }));
+    file_rates.push_back(entries_count / osh::bench::SecondsOf([&] { on_disk = Integrate(entries, batch, *log_signer, files.string(), hashes); }));
     ok &= on_disk.ok;
     stored_bytes = BytesUnder(files);
     std::filesystem::remove_all(files);

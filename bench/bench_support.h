@@ -30,6 +30,14 @@ inline double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Wall-clock seconds `f()` takes.
+template <typename F>
+double SecondsOf(F f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 // The p-quantile (0..1) of `v` (the nearest rank at or above it; 1 gives the max); 0 for an empty list.
 inline double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
