@@ -316,7 +316,7 @@ PolicyIndex::PolicyIndex(const SandboxPolicy& policy) {
       out.rest = ep.protocol() == "rest";
       if (!ep.path().empty()) out.scope = PathPattern::Of(ep.path());
       out.route_covers_scope = RouteCoversScope(ep.path());
-      for (const auto& [method, path] : PresetRules(ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
+      for (const auto& [method, path] : PresetRules(ep.protocol(), ep.access())) out.allow.push_back({method, PathPattern::Of(path)});
       for (const auto& rule : ep.rules()) out.allow.push_back({rule.allow().method(), PathPattern::Of(rule.allow().path())});
       for (const auto& rule : ep.deny_rules()) out.deny.push_back({rule.method(), PathPattern::Of(rule.path())});
       for (const auto* rules : {&out.allow, &out.deny}) {
@@ -501,7 +501,7 @@ uint64_t GrantBound(const SandboxPolicy& policy) {
       if (ep.protocol().empty()) {
         per += 1;  // every request, not inspected
       } else if (ep.protocol() == "rest") {
-        for (const auto& [method, path] : PresetRules(ep.access())) per += MethodGrants(method);
+        for (const auto& [method, path] : PresetRules(ep.protocol(), ep.access())) per += MethodGrants(method);
         for (const auto& rule : ep.rules()) per += MethodGrants(rule.allow().method());
       }
       bound += static_cast<uint64_t>(entry.binaries_size()) * Ports(ep).size() * per;
@@ -539,7 +539,7 @@ std::vector<Grant> GrantsOf(const SandboxPolicy& candidate) {
       const std::string prefix = absl::StrCat("network_policies.", key, ".endpoints[", i, "]");
       std::vector<AllowRule> rules;  // what the endpoint allows
       if (ep.protocol() == "rest") {
-        for (const auto& [method, path] : PresetRules(ep.access())) {
+        for (const auto& [method, path] : PresetRules(ep.protocol(), ep.access())) {
           rules.push_back({method, PathPattern::Of(path), absl::StrCat(prefix, ".access ", ep.access(), " (", method, " ", path, ")")});
         }
         for (int r = 0; r < ep.rules_size(); ++r) {

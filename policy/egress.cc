@@ -31,7 +31,17 @@ absl::string_view VerdictName(EgressVerdict verdict) {
   return "deny";
 }
 
-std::vector<std::pair<std::string, std::string>> PresetRules(absl::string_view access) {
+std::vector<std::pair<std::string, std::string>> PresetRules(absl::string_view protocol, absl::string_view access) {
+  // Upstream's access_preset_rules (l7/mod.rs): graphql's presets are operation-type rules (query,
+  // mutation, any), which allow no request by method and path; websocket's allow the upgrade (GET) and,
+  // read-write, text frames; every other protocol takes REST's.
+  if (protocol == "graphql") return {};
+  if (protocol == "websocket") {
+    if (access == "read-only") return {{"GET", "**"}};
+    if (access == "read-write") return {{"GET", "**"}, {"WEBSOCKET_TEXT", "**"}};
+    if (access == "full") return {{"*", "**"}};
+    return {};
+  }
   if (access == "read-only") return {{"GET", "**"}, {"HEAD", "**"}, {"OPTIONS", "**"}};
   if (access == "read-write") {
     return {{"GET", "**"}, {"HEAD", "**"}, {"OPTIONS", "**"}, {"POST", "**"}, {"PUT", "**"}, {"PATCH", "**"}};
@@ -233,7 +243,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       out.label = absl::StrCat(prefix, " (", ep.host().empty() ? "*" : ep.host(), ":",
                                absl::StrJoin(out.ports, ","), ")");
       const google::protobuf::Map<std::string, openshell::sandbox::v1::L7QueryMatcher> no_query;
-      for (const auto& [method, path] : PresetRules(ep.access())) {
+      for (const auto& [method, path] : PresetRules(ep.protocol(), ep.access())) {
         out.allow.push_back(CompileRule(method, path, no_query,
                                         absl::StrCat(prefix, ".access ", ep.access(), " (", method, " ", path, ")")));
       }
@@ -263,6 +273,9 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
 
 std::string PathNotCanonical(absl::string_view path) {
   if (path.empty() || path.front() != '/') return "it does not start with '/'";
+  if (path.size() > kMaxRequestTargetPath) {
+    return absl::StrCat("longer than ", kMaxRequestTargetPath, " bytes: the proxy refuses it");
+  }
   if (path.find('%') != absl::string_view::npos) return "percent-encoded";
   if (path.find(';') != absl::string_view::npos) return "';' parameters";
   if (path.find_first_of("?#") != absl::string_view::npos) return "a query or fragment in the path";
@@ -270,6 +283,15 @@ std::string PathNotCanonical(absl::string_view path) {
     if (segment == "." || segment == "..") return "a '.' or '..' segment";
   }
   if (path.find("//") != absl::string_view::npos) return "an empty segment ('//')";
+  // What upstream's canonical form writes literally: RFC 3986's pchar without the percent-encoded slot, and
+  // '/'. Any other byte it refuses (raw non-ASCII) or percent-encodes (' ', '|', '[', '"', '^', ...).
+  for (const char c : path) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x80) return "raw non-ASCII bytes (the proxy refuses them; percent-encoded, they stay encoded)";
+    if (absl::ascii_isalnum(c) || absl::string_view("-._~!$&'()*+,;=:@/").find(c) != absl::string_view::npos) continue;
+    if (byte < 0x20 || byte == 0x7f) return "a control character";
+    return absl::StrCat("'", absl::string_view(&c, 1), "', which the proxy percent-encodes");
+  }
   return "";
 }
 
@@ -542,6 +564,12 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   const EgressRequest& request = *intent.request;
   if (HasControl(request.method) || HasControl(request.path)) {
     return SetDecision(out, EgressVerdict::kDeny, "policy evaluation error: the request contains a control character");
+  }
+  if (request.path.size() > kMaxRequestTargetPath) {
+    // Upstream's proxy refuses the request before its policy sees it (l7/path.rs, MAX_PATH_LEN), whatever the
+    // enforcement; a path longer in canonical form is longer as sent.
+    return SetDecision(out, EgressVerdict::kDeny,
+                       "HTTP request-target rejected: request-target exceeds the configured maximum length");
   }
   if (std::string why = PathNotCanonical(request.path); !why.empty()) {
     return SetDecision(out, EgressVerdict::kUnsupported,

@@ -27,9 +27,16 @@ inline constexpr char kBinaryMissHint[] =
     "use the canonical path in your policy (run 'readlink -f /usr/bin/python3' inside the sandbox), or (2) ensure "
     "symlink resolution is working (check sandbox logs for 'Cannot access container filesystem')";
 
+// The longest request path upstream's proxy takes (l7/path.rs, MAX_PATH_LEN): a longer one is refused before
+// its policy sees it, so Decide denies a request on it (when its connection is inspected).
+inline constexpr size_t kMaxRequestTargetPath = 4096;
+
 // Why `path` is not a request path as upstream's proxy hands it to its policy (l7/path.rs: percent-decoded,
-// `.` and `..` resolved, `//` collapsed, `;params` stripped; so from '/', and without '%', ';', '?', '#', a
-// '.' or '..' segment or '//'); "" when it is one. Decide answers a request on such a path unsupported.
+// `.` and `..` resolved, `//` collapsed, `;params` stripped, every byte outside RFC 3986's pchar
+// percent-encoded; so from '/', at most kMaxRequestTargetPath bytes, only letters, digits,
+// `-._~!$&'()*+,=:@` and '/', and no '.' or '..' segment or '//' — this evaluator does not take the
+// percent-encoded form); "" when it is one. Decide answers a request on such a path unsupported (denied
+// when longer than kMaxRequestTargetPath).
 std::string PathNotCanonical(absl::string_view path);
 
 struct EgressRequest {
@@ -83,8 +90,11 @@ class EgressPolicy {
   std::unique_ptr<Compiled> compiled_;
 };
 
-// The REST allow rules an endpoint's `access` preset stands for (read-only, read-write, full), as
-// (method, path) pairs; empty for no preset.
-std::vector<std::pair<std::string, std::string>> PresetRules(absl::string_view access);
+// The method-and-path allow rules an endpoint's `access` preset (read-only, read-write, full) stands for
+// under its `protocol`, as upstream expands it: REST's (and every protocol's but these two) read-only GET,
+// HEAD, OPTIONS, read-write adds POST, PUT, PATCH, full every method; websocket's read-only GET,
+// read-write GET and WEBSOCKET_TEXT, full every method; graphql's none (its presets are operation-type
+// rules, which allow no request by method and path). (method, path) pairs; empty for no preset.
+std::vector<std::pair<std::string, std::string>> PresetRules(absl::string_view protocol, absl::string_view access);
 
 }  // namespace osh::policy

@@ -142,3 +142,74 @@ TEST_CASE("egress: a query key given twice is one key, a path the proxy would no
                                             "resolution is working (check sandbox logs for 'Cannot access container "
                                             "filesystem')"));
 }
+
+TEST_CASE("egress: access presets expand by the endpoint's protocol, a path past the proxy's length is refused, and "
+          "bytes the proxy percent-encodes are not a canonical path",
+          "[policy][egress]") {
+  // Review 93 against upstream's runtime: access_preset_rules (l7/mod.rs) expands graphql's presets to
+  // operation types and websocket's to GET (and text frames), never REST methods; l7/path.rs refuses a path
+  // longer than 4096 bytes and re-encodes every byte outside RFC 3986's pchar before the policy sees it.
+  auto decide = [](const std::string& endpoints_json, const std::string& method, const std::string& path) {
+    auto policy = osh::policy::ParsePolicyText(
+        R"({"version": 1, "network_policies": {"api": {"endpoints": )" + endpoints_json +
+            R"(, "binaries": [{"path": "/usr/bin/curl"}]}}})",
+        "inline");
+    INFO(endpoints_json);
+    REQUIRE(policy.ok());
+    EgressIntent intent;
+    intent.host = "api.x.com";
+    intent.port = 443;
+    intent.binary = "/usr/bin/curl";
+    intent.request = osh::policy::EgressRequest{method, path, {}};
+    return EgressPolicy::Compile(*policy)->Decide(intent);
+  };
+  const std::string rest_repos =
+      R"({"host": "api.x.com", "port": 443, "path": "/repos/**", "protocol": "rest", "enforcement": "enforce",
+          "rules": [{"allow": {"method": "GET", "path": "/**"}}]})";
+  // A graphql endpoint with `access: full` beside a REST one on the same host:port (upstream's own shape,
+  // l7_endpoint_path_scopes_rest_and_graphql_on_same_host): its preset allows no REST request.
+  const auto graphql_full = decide(
+      "[" + rest_repos + R"(, {"host": "api.x.com", "port": 443, "protocol": "graphql", "enforcement": "enforce",
+                             "access": "full"}])",
+      "DELETE", "/repos/org/repo");
+  INFO(graphql_full.reason);
+  CHECK(VerdictName(graphql_full.verdict) == "deny");
+  CHECK_THAT(graphql_full.reason, Catch::Contains("DELETE /repos/org/repo not permitted by policy"));
+  CHECK(VerdictName(decide("[" + rest_repos + R"(, {"host": "api.x.com", "port": 443, "protocol": "graphql",
+                                                  "enforcement": "enforce", "access": "full"}])",
+                           "GET", "/repos/org/repo")
+                        .verdict) == "allow");
+  // A websocket endpoint's read-only preset is GET (the upgrade) only; read-write adds text frames, not POST.
+  const std::string websocket_read_only =
+      R"({"host": "api.x.com", "port": 443, "protocol": "websocket", "enforcement": "enforce", "access": "read-only"})";
+  CHECK(VerdictName(decide("[" + rest_repos + ", " + websocket_read_only + "]", "OPTIONS", "/repos/x").verdict) == "deny");
+  CHECK(VerdictName(decide("[" + rest_repos + ", " + websocket_read_only + "]", "GET", "/repos/x").verdict) == "allow");
+  const std::string websocket_read_write =
+      R"({"host": "api.x.com", "port": 443, "protocol": "websocket", "enforcement": "enforce", "access": "read-write"})";
+  CHECK(VerdictName(decide("[" + rest_repos + ", " + websocket_read_write + "]", "POST", "/repos/x").verdict) == "deny");
+  // A REST endpoint's presets are as before.
+  const std::string rest_read_write =
+      R"([{"host": "api.x.com", "port": 443, "protocol": "rest", "enforcement": "enforce", "access": "read-write"}])";
+  CHECK(VerdictName(decide(rest_read_write, "POST", "/repos/x").verdict) == "allow");
+  CHECK(VerdictName(decide(rest_read_write, "DELETE", "/repos/x").verdict) == "deny");
+
+  // Longer than 4096 bytes: the proxy refuses the request before its policy, whatever the enforcement.
+  const std::string rest_full_audit =
+      R"([{"host": "api.x.com", "port": 443, "protocol": "rest", "enforcement": "audit", "access": "full"}])";
+  CHECK(VerdictName(decide(rest_full_audit, "GET", "/" + std::string(4095, 'a')).verdict) == "allow");
+  const auto too_long = decide(rest_full_audit, "GET", "/" + std::string(4200, 'a'));
+  CHECK(VerdictName(too_long.verdict) == "deny");
+  CHECK_THAT(too_long.reason, Catch::Contains("request-target exceeds the configured maximum length"));
+  // Bytes the proxy refuses (raw non-ASCII) or percent-encodes never reach the policy as given: not a guess.
+  const std::string rest_files =
+      R"([{"host": "api.x.com", "port": 443, "protocol": "rest", "enforcement": "enforce",
+           "rules": [{"allow": {"method": "GET", "path": "/files/?"}}, {"allow": {"method": "GET", "path": "/files/*"}}]}])";
+  for (const std::string path : {"/files/\xc3\xa9", "/files/|", "/files/a b", "/files/[x]", "/files/\"", "/files/^",
+                                 "/files/{x}", "/files/`", "/files/<", "/files/\\"}) {
+    INFO(path);
+    const auto decision = decide(rest_files, "GET", path);
+    CHECK(VerdictName(decision.verdict) == "unsupported");
+    CHECK_THAT(decision.reason, Catch::Contains("not canonical"));
+  }
+  CHECK(VerdictName(decide(rest_files, "GET", "/files/a-b_c.d~e!$&'()*+,=:@").verdict) == "allow");
+}
