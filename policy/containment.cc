@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "policy/body_codec.h"
 #include "policy/containment_model.h"
 #include "policy/destination.h"
@@ -178,7 +179,13 @@ bool LandlockApplied(const FilesystemPolicy& fs) {
 }
 
 bool MagicLink(absl::string_view listed) {
-  const std::string path = Trimmed(listed);
+  // As the kernel resolves it (upstream normalises the path, then Landlock opens it): `//` and `.` segments
+  // do not hide /dev/fd/3 (validation refuses `..`).
+  std::vector<absl::string_view> segments;
+  for (absl::string_view segment : absl::StrSplit(listed, '/', absl::SkipEmpty())) {
+    if (segment != ".") segments.push_back(segment);
+  }
+  const std::string path = absl::StrCat("/", absl::StrJoin(segments, "/"));
   return (path != "/proc" && Under(path, "/proc")) || Under(path, "/dev/fd") || path == "/dev/stdin" ||
          path == "/dev/stdout" || path == "/dev/stderr";
 }
@@ -237,6 +244,16 @@ static std::optional<std::string> FilesystemWidening(const SandboxPolicy& candid
 }
 
 static std::optional<std::string> ProcessWidening(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  // A group without a user: upstream's supervisors before their identity fix change only the group and keep
+  // their own user (root) for such a policy, where a policy naming neither runs as sandbox:sandbox (or as the
+  // supervisor's user, on the oldest): never inside unless the ceiling has the same shape and group.
+  const auto& cand_process = candidate.process();
+  if (cand_process.run_as_user().empty() && !cand_process.run_as_group().empty() &&
+      !(ceiling.process().run_as_user().empty() && ceiling.process().run_as_group() == cand_process.run_as_group())) {
+    return absl::StrCat("process.run_as_group '", cand_process.run_as_group(),
+                        "' without run_as_user: supervisors before upstream's identity fix keep their own user "
+                        "(root) for it; the ceiling's identity is not that");
+  }
   auto check = [](absl::string_view field, const std::string& cand, const std::string& ceil) -> std::optional<std::string> {
     if (ceil.empty() || cand == ceil) return std::nullopt;
     return absl::StrCat("process.", field, " '", cand, "' where the ceiling requires '", ceil, "'");
@@ -723,6 +740,54 @@ static std::optional<std::string> MiddlewaresUndecided(const SandboxPolicy& cand
                      "modelled: only the same set on both sides is decided)");
 }
 
+// Credential use is not part of the traffic model: an endpoint that makes the proxy sign its requests with a
+// provider's keys (credential_signing), put secrets into bodies or frames (the credential rewrites), bind a
+// credential, or relax the guard on uninspected credentials uses authority the same traffic without them
+// does not. Decided only where the ceiling has an endpoint of the same host, protocol and credential
+// settings on all the candidate's ports (the traffic itself is then checked as any other).
+static std::string CredentialSettings(const NetworkEndpoint& ep) {
+  if (ep.credential_signing().empty() && !ep.request_body_credential_rewrite() && !ep.websocket_credential_rewrite() &&
+      !ep.has_credential_binding() && !ep.allow_uninspected_credentials()) {
+    return "";
+  }
+  return absl::StrCat(ep.credential_signing(), "\n", ep.signing_service(), "\n", ep.signing_region(), "\n",
+                      ep.request_body_credential_rewrite(), ep.websocket_credential_rewrite(),
+                      ep.allow_uninspected_credentials(), "\n",
+                      ep.has_credential_binding() ? SerializeDeterministic(ep.credential_binding()) : "");
+}
+
+static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+  using containment_model::Ports;
+  for (const auto& key : containment_model::SortedKeys(candidate)) {
+    const auto& entry = candidate.network_policies().at(key);
+    for (int i = 0; i < entry.endpoints_size(); ++i) {
+      const NetworkEndpoint& ep = entry.endpoints(i);
+      const std::string settings = CredentialSettings(ep);
+      if (settings.empty()) continue;
+      const std::vector<uint32_t> ports = Ports(ep);
+      bool matched = false;
+      for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
+        for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
+          if (matched || !absl::EqualsIgnoreCase(other.host(), ep.host()) || other.protocol() != ep.protocol() ||
+              CredentialSettings(other) != settings) {
+            continue;
+          }
+          const std::vector<uint32_t> theirs = Ports(other);
+          matched = std::all_of(ports.begin(), ports.end(), [&](uint32_t port) {
+            return std::find(theirs.begin(), theirs.end(), port) != theirs.end();
+          });
+        }
+      }
+      if (matched) continue;
+      return absl::StrCat("candidate network_policies.", key, ".endpoints[", i, "] (", ep.host(),
+                          "): credential use (credential_signing, a credential rewrite or binding, or "
+                          "allow_uninspected_credentials) is decided only where the ceiling has an endpoint of the same "
+                          "host, protocol and credential settings on its ports");
+    }
+  }
+  return std::nullopt;
+}
+
 // No exception leaves the library: the work is bounded by validation's bounds, so only the allocator
 // can still throw, and then the answer fails closed (unknown is a refusal).
 ContainmentResult CheckContainment(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
@@ -738,6 +803,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = MiddlewaresUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
+  if (auto what = CredentialUseUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
   if (auto what = MagicLinkPath(candidate)) return {Containment::kUnknown, *what};
   if (auto what = TooManyGrants(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};

@@ -278,6 +278,56 @@ TEST_CASE("containment: what the model does not decide is unknown — a ceiling'
   CHECK_THAT(slashes.detail, Catch::Contains("allow_encoded_slash"));
 }
 
+TEST_CASE("containment: a group without a user, credential use, and a magic link spelled with // or . are never "
+          "inside by accident",
+          "[policy][containment][semantics]") {
+  // Review findings (helper 94) against upstream's supervisor.
+  // (1) process.rs before upstream's identity fix: run_as_group without run_as_user changes the group and keeps
+  // the supervisor's own user (root); a policy naming neither runs as sandbox:sandbox (or the supervisor's user).
+  const auto no_process = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr]}\n");
+  const auto group_only = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr]}\n"
+                               "process: {run_as_group: sandbox}\n");
+  const auto root_kept = CheckContainment(group_only, no_process);
+  CHECK(root_kept.verdict == Containment::kOutside);
+  CHECK_THAT(root_kept.detail, Catch::Contains("process.run_as_group 'sandbox' without run_as_user"));
+  CHECK(CheckContainment(group_only, group_only).verdict == Containment::kInside);  // the same shape and group
+  const auto both = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr]}\n"
+                         "process: {run_as_user: sandbox, run_as_group: sandbox}\n");
+  CHECK(CheckContainment(both, no_process).verdict == Containment::kInside);  // as before: the ceiling pins nothing
+  CHECK(CheckContainment(group_only, both).verdict == Containment::kOutside);
+
+  // (2) An endpoint that makes the proxy sign its requests with a provider's keys (or put secrets into bodies)
+  // uses authority the same traffic unsigned does not.
+  const auto unsigned_full = Load(Rest("protocol: rest, enforcement: enforce, access: full"));
+  const auto signing = Load(Rest("protocol: rest, enforcement: enforce, access: full, credential_signing: sigv4, "
+                                 "signing_service: bedrock"));
+  const auto signed_widening = CheckContainment(signing, unsigned_full);
+  CHECK(signed_widening.verdict == Containment::kUnknown);
+  CHECK_THAT(signed_widening.detail, Catch::Contains("credential use"));
+  CHECK(CheckContainment(signing, signing).verdict == Containment::kInside);
+  CHECK(CheckContainment(unsigned_full, signing).verdict == Containment::kInside);  // unsigned is narrower
+  const auto rewriting = Load(Rest("protocol: rest, enforcement: enforce, access: full, request_body_credential_rewrite: true"));
+  CHECK(CheckContainment(rewriting, unsigned_full).verdict == Containment::kUnknown);
+  CHECK(CheckContainment(rewriting, signing).verdict == Containment::kUnknown);  // other settings
+  CHECK(CheckContainment(rewriting, rewriting).verdict == Containment::kInside);
+
+  // (3) /dev//fd/3 and /dev/./fd/3 are /dev/fd/3, which Landlock opens as whatever fd 3 of the supervisor is.
+  const auto ceiling_dev = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr], "
+                                "read_write: [/dev]}\n");
+  for (const std::string path : {"/dev//fd/3", "/dev/./fd/3", "/dev/./stdin", "//dev/fd/0", "/proc//self/root"}) {
+    INFO(path);
+    const auto linked = CheckContainment(
+        Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr], read_write: ['" + path + "']}\n"),
+        ceiling_dev);
+    CHECK(linked.verdict == Containment::kUnknown);
+    CHECK_THAT(linked.detail, Catch::Contains(path));
+  }
+  CHECK(CheckContainment(Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr], "
+                              "read_write: ['/dev//shm']}\n"),
+                         ceiling_dev)
+            .verdict == Containment::kInside);
+}
+
 TEST_CASE("validation: upstream loader rules", "[policy][validation][semantics]") {
   struct Case {
     const char* name;
