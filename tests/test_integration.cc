@@ -735,11 +735,16 @@ TEST_CASE("integration: Prometheus metrics at metrics_listen count admissions, r
   std::string out, err;
   CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "second", "--metrics-listen", host_port}, &out, &err) == 2);
   CHECK_THAT(out + err, Catch::Contains("metrics_listen: cannot listen on " + host_port));
-  // A malformed metrics_allow entry: the same, naming it.
+  // A malformed metrics_allow entry: the same, naming it — and --check-config says so too (review 95: it
+  // passed, and only the start refused it).
   CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "third", "--metrics-listen", "127.0.0.1:0", "--metrics-allow",
                     "127.0.0.1/8,10.0.0.0/33"},
                    &out, &err) == 2);
-  CHECK_THAT(out + err, Catch::Contains("metrics_listen: allow: '10.0.0.0/33' has a bad prefix length"));
+  CHECK_THAT(out + err, Catch::Contains("metrics_allow: '10.0.0.0/33' has a bad prefix length"));
+  CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "third", "--metrics-listen", "127.0.0.1:0", "--metrics-allow",
+                    "127.0.0.1/8, not-a-cidr", "--check-config"},
+                   &out, &err) == 2);
+  CHECK_THAT(out + err, Catch::Contains("metrics_allow: 'not-a-cidr' is not an address or CIDR"));
   // A POST is refused (405, Allow: GET) without its body being waited for.
   const auto posted = client.Post("/metrics", std::string(1000, 'x'), "text/plain");
   REQUIRE(posted);

@@ -1,6 +1,7 @@
 #include "gateway/core/config.h"
 
 #include "common/host_port.h"
+#include "common/ip_network.h"
 #include "gateway/core/log_witnesses.h"
 
 #include <unistd.h>
@@ -596,6 +597,16 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
   get("metrics_allow", &config.metrics_allow);
   if (!config.metrics_allow.empty() && config.metrics_listen.empty()) {
     return bad("metrics_allow", "is set but metrics_listen is not: nothing would use it");
+  }
+  for (absl::string_view entry : absl::StrSplit(config.metrics_allow, ',', absl::SkipWhitespace())) {
+    entry = absl::StripAsciiWhitespace(entry);
+    // What the metrics listener refuses at start (common/http_server.cc, ParseAllowEntry), refused here so
+    // that --check-config refuses it too.
+    if (auto network = common::ParseIpNetwork(entry); !network.ok()) {
+      return bad("metrics_allow", absl::StrCat("'", entry, "' ", absl::StartsWith(network.status().message(), "invalid")
+                                                                     ? "has a bad prefix length"
+                                                                     : "is not an address or CIDR"));
+    }
   }
   get("sandbox_socket_group", &config.sandbox_socket_group);
   get("sandbox_listen", &config.sandbox_listen);

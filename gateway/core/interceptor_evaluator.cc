@@ -650,7 +650,7 @@ void InterceptorEvaluator::AdmitAnswered(const interceptor_v1::InterceptorEvalua
       return out->Deny(absl::StatusCode::kFailedPrecondition, "already_admitted",
                        absl::StrCat("sandbox '", pending.name,
                                     "' is admitted here already with another context (user subject or labels); "
-                                    "delete it first (policyctl delete ", pending.name, ")"));
+                                    "delete it first (policyctl delete --sandbox ", pending.name, ")"));
     }
     admitted = **std::move(current);
   }
