@@ -308,6 +308,25 @@ bool ProviderProfileSigned(const os_v1::ProviderProfile& profile) {
          annotations.contains(kProfileSignatureKidAnnotation);
 }
 
+std::optional<absl::string_view> UpstreamProviderTypeAlias(absl::string_view name) {
+  // openshell-providers normalize_provider_type (after trimming and lower-casing, which our ids need not).
+  if (name == "gh") return absl::string_view("github");
+  if (name == "glab") return absl::string_view("gitlab");
+  return std::nullopt;
+}
+
+std::string AliasRefusal(absl::string_view alias, absl::string_view canonical) {
+  return absl::StrCat("'", alias, "': the OpenShell gateway reads a provider of type '", alias, "' as '", canonical,
+                      "' and composes that profile, never one named '", alias, "': name it '", canonical, "'");
+}
+
+absl::Status ValidateNewProviderProfile(const os_v1::ProviderProfile& profile) {
+  if (auto canonical = UpstreamProviderTypeAlias(profile.id())) {
+    return InvalidProfile("id", AliasRefusal(profile.id(), *canonical));
+  }
+  return ValidateProviderProfile(profile);
+}
+
 absl::Status ValidateProviderProfile(const os_v1::ProviderProfile& profile) {
   if (auto violation = FindProfileViolation(profile)) return InvalidProfile(violation->path, violation->message);
   return absl::OkStatus();
@@ -322,7 +341,11 @@ absl::StatusOr<os_v1::ProviderProfile> ParseProviderProfileText(absl::string_vie
   if (profile.category() == os_v1::PROVIDER_PROFILE_CATEGORY_UNSPECIFIED) {
     profile.set_category(os_v1::PROVIDER_PROFILE_CATEGORY_OTHER);
   }
-  if (auto violation = FindProfileViolation(profile)) {
+  std::optional<Violation> violation = FindProfileViolation(profile);
+  if (auto canonical = UpstreamProviderTypeAlias(profile.id()); canonical && !violation) {
+    violation = Violation{"id", AliasRefusal(profile.id(), *canonical)};
+  }
+  if (violation) {
     const int line = LineOf(lines, violation->path);
     return absl::InvalidArgumentError(absl::StrCat(source, line > 0 ? absl::StrCat(":", line) : "",
                                                    ": invalid_profile: ", violation->path, ": ", violation->message));

@@ -4,6 +4,7 @@
 // functions, thread-safe.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,13 @@ std::string ProviderProfileToYaml(const openshell::v1::ProviderProfile& profile)
 // (SCHEMA.md), without credential_binding, advisor_proposed or provider_credentialed. OK, or
 // INVALID_ARGUMENT "invalid_profile: <field path>: <what>".
 absl::Status ValidateProviderProfile(const openshell::v1::ProviderProfile& profile);
+// The same for a profile being set (not one stored before): its id must also not be one of upstream's
+// provider-type aliases (UpstreamProviderTypeAlias), which upstream never composes. ParseProviderProfileText
+// holds a file to it as well.
+absl::Status ValidateNewProviderProfile(const openshell::v1::ProviderProfile& profile);
+// The profile id upstream composes for a provider of type `name` when `name` is one of its aliases
+// (openshell-providers normalize_provider_type: "gh" is "github", "glab" is "gitlab"); nullopt otherwise.
+std::optional<absl::string_view> UpstreamProviderTypeAlias(absl::string_view name);
 
 // Whether `profile` carries a whole signature: the three openshell.nvidia.com/profile-* annotations.
 bool ProviderProfileSigned(const openshell::v1::ProviderProfile& profile);

@@ -1083,6 +1083,33 @@ class RecordsRacedByAChange : public osh::store::InterceptorRecordStore {
   std::function<void()> change_;
 };
 
+TEST_CASE("interceptor: a provider named after one of upstream's type aliases (gh, glab) is refused, even with a stored "
+          "profile of that id, and such a profile is not set",
+          "[interceptor][provider_profiles]") {
+  // Review 96: upstream reads a provider of type gh as github (openshell-providers normalize_provider_type) and
+  // composes github's profile; checking gh's layer here would check another policy than the one enforced.
+  osh::test::TempDir dir;
+  auto [store, key] = KeptCacheStoreAndKey(dir);
+  osh::gateway::ProviderProfileCatalogue catalogue(store.get(), nullptr, osh::store::Clock::System());
+  openshell::v1::ProviderProfile gh = PypiProfileForUnits();
+  gh.set_id("gh");
+  const auto set = catalogue.Set(gh);
+  REQUIRE_FALSE(set.ok());
+  CHECK_THAT(std::string(set.status().message()),
+             Catch::Contains("'gh': the OpenShell gateway reads a provider of type 'gh' as 'github'"));
+  // One stored before (another version): still served, never composed.
+  REQUIRE(store->PutProviderProfile("gh", gh.SerializeAsString(), osh::test::StoredEvent("mutation")).ok());
+  REQUIRE(catalogue.Snapshot().ok());
+  osh::gateway::CeilingGuard ceiling(store.get(), store.get());
+  osh::gateway::InterceptorEvaluator evaluator(&ceiling, store.get(), store.get(), {"aud", &catalogue, nullptr, {}});
+  const auto refused = evaluator.Evaluate(EvaluationForUnits(
+      "CreateSandbox", PhaseForUnits::kValidate,
+      R"({"name": "build-1", "spec": {"policy": {"version": 1.0, "filesystem": {"readOnly": ["/usr"]}}, "providers": ["gh"]}})"));
+  CHECK_FALSE(refused.allowed());
+  CHECK_THAT(refused.reason(), Catch::StartsWith("unknown_provider: provider 'gh': the OpenShell gateway reads the "
+                                                 "provider type 'gh' as 'github'"));
+}
+
 TEST_CASE("interceptor: a validate whose providers' catalogue changes before its record commits is decided again on "
           "the new catalogue, and what it composed before is never recorded",
           "[interceptor][provider_profiles][interceptor_records]") {

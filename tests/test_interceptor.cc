@@ -1456,6 +1456,9 @@ TEST_CASE("provider profiles: a profile the OpenShell gateway would refuse is re
       {"id: x.y\ndisplay_name: X\n", "id: 'x.y': lowercase kebab-case"},
       {"id: a--b\ndisplay_name: X\n", "id: 'a--b': lowercase kebab-case"},
       {"id: -a\ndisplay_name: X\n", "id: '-a': lowercase kebab-case"},
+      // Review 96: upstream composes github's profile for a provider of type gh (its alias), never gh's.
+      {"id: gh\ndisplay_name: X\n", "id: 'gh': the OpenShell gateway reads a provider of type 'gh' as 'github'"},
+      {"id: glab\ndisplay_name: X\n", "id: 'glab': the OpenShell gateway reads a provider of type 'glab' as 'gitlab'"},
       {credential("    auth_style: bearer\n"), "credentials[0].header_name: required for bearer auth"},
       {credential("    auth_style: Header\n    header_name: ''\n"), "credentials[0].header_name: required for header auth"},
       {credential("    auth_style: cookie\n"), "credentials[0].auth_style: 'cookie': one of basic, bearer"},

@@ -63,7 +63,7 @@ absl::StatusOr<ProviderProfileCatalogue::Entry> ProviderProfileCatalogue::Set(os
   // Only what the hash covers is stored and served: fields this gateway does not know (a newer upstream's)
   // are outside the ProtoJSON the hash and a signature are taken over.
   profile.DiscardUnknownFields();
-  if (absl::Status valid = policy::ValidateProviderProfile(profile); !valid.ok()) return valid;
+  if (absl::Status valid = policy::ValidateNewProviderProfile(profile); !valid.ok()) return valid;
   auto hash = GovernanceProfileHash(profile);
   if (!hash.ok()) return hash.status();
   std::optional<trust::PrivateKey> key;
