@@ -80,6 +80,15 @@ constexpr char kNonAsciiMethod[] = "not ASCII (upstream compares methods by Unic
 std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::string_view which) {
   for (const auto& key : SortedKeys(policy)) {
     const auto& entry = policy.network_policies().at(key);
+    // Upstream's runtime Rego grants an entry without binaries to no process (the evaluator follows it), but
+    // its merge code and docs say an empty list authorizes every binary: a candidate's such entry is inside
+    // under the one and may be far outside under a runtime that follows the other. (A ceiling's grants
+    // nothing here, the narrower reading.)
+    if (which == "candidate" && entry.binaries_size() == 0 && entry.endpoints_size() > 0) {
+      return absl::StrCat(which, " network_policies.", key,
+                          ": no binaries (upstream's runtime grants such an entry to no process, its merge rules and "
+                          "docs to every binary: not decided)");
+    }
     for (int b = 0; b < entry.binaries_size(); ++b) {
       const std::string& path = entry.binaries(b).path();
       if (path.find('*') == std::string::npos) continue;

@@ -311,6 +311,15 @@ TEST_CASE("containment: a group without a user, credential use, and a magic link
   CHECK(CheckContainment(rewriting, signing).verdict == Containment::kUnknown);  // other settings
   CHECK(CheckContainment(rewriting, rewriting).verdict == Containment::kInside);
 
+  // (2b) An entry without binaries: nothing under upstream's runtime Rego, every binary under its merge rules
+  // and docs (the shared vector empty_binaries_ceiling_grants_nothing notes both): never inside by accident.
+  auto no_binaries = unsigned_full;
+  no_binaries.mutable_network_policies()->at("api").clear_binaries();
+  const auto anyone = CheckContainment(no_binaries, unsigned_full);
+  CHECK(anyone.verdict == Containment::kUnknown);
+  CHECK_THAT(anyone.detail, Catch::Contains("no binaries"));
+  CHECK(CheckContainment(unsigned_full, no_binaries).verdict == Containment::kOutside);  // a ceiling's grants nothing
+
   // (3) /dev//fd/3 and /dev/./fd/3 are /dev/fd/3, which Landlock opens as whatever fd 3 of the supervisor is.
   const auto ceiling_dev = Load("version: 1\nfilesystem_policy: {include_workdir: true, read_only: [/usr], "
                                 "read_write: [/dev]}\n");
