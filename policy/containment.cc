@@ -774,11 +774,23 @@ static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& ca
       const std::string settings = CredentialSettings(ep);
       if (settings.empty()) continue;
       const std::vector<uint32_t> ports = Ports(ep);
+      // The ceiling's endpoint must give the credential use to every binary the candidate's entry names (by the
+      // same path or glob text) and on every path the candidate's endpoint serves.
+      const auto same_binaries = [&](const openshell::sandbox::v1::NetworkPolicyRule& theirs) {
+        return std::all_of(entry.binaries().begin(), entry.binaries().end(), [&](const auto& binary) {
+          return std::any_of(theirs.binaries().begin(), theirs.binaries().end(),
+                             [&](const auto& other) { return other.path() == binary.path(); });
+        });
+      };
+      const auto covers_path = [&](const NetworkEndpoint& other) {
+        return other.path().empty() || other.path() == "**" || other.path() == ep.path();
+      };
       bool matched = false;
       for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
+        if (!same_binaries(ceiling_entry)) continue;
         for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
           if (matched || !absl::EqualsIgnoreCase(other.host(), ep.host()) || other.protocol() != ep.protocol() ||
-              CredentialSettings(other) != settings) {
+              CredentialSettings(other) != settings || !covers_path(other)) {
             continue;
           }
           const std::vector<uint32_t> theirs = Ports(other);
@@ -790,8 +802,9 @@ static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& ca
       if (matched) continue;
       return absl::StrCat("candidate network_policies.", key, ".endpoints[", i, "] (", ep.host(),
                           "): credential use (credential_signing, a credential rewrite or binding, or "
-                          "allow_uninspected_credentials) is decided only where the ceiling has an endpoint of the same "
-                          "host, protocol and credential settings on its ports");
+                          "allow_uninspected_credentials) is decided only where an entry of the ceiling for the same "
+                          "binaries has an endpoint of the same host, protocol and credential settings on its ports and "
+                          "paths");
     }
   }
   return std::nullopt;

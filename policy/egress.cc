@@ -565,9 +565,10 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   if (HasControl(request.method) || HasControl(request.path)) {
     return SetDecision(out, EgressVerdict::kDeny, "policy evaluation error: the request contains a control character");
   }
-  if (request.path.size() > kMaxRequestTargetPath) {
+  if (request.path.size() > kMaxRequestTargetPath && request.path.find('%') == std::string::npos) {
     // Upstream's proxy refuses the request before its policy sees it (l7/path.rs, MAX_PATH_LEN), whatever the
-    // enforcement; a path longer in canonical form is longer as sent.
+    // enforcement; a canonical path without '%' is no shorter as sent (with '%', a raw byte may have become
+    // three: not canonical here, unsupported below).
     return SetDecision(out, EgressVerdict::kDeny,
                        "HTTP request-target rejected: request-target exceeds the configured maximum length");
   }

@@ -130,6 +130,9 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
         return absl::NotFoundError(absl::StrCat(where, ": rule '", op.remove_binary().rule_id(), "' has no binary '",
                                                 op.remove_binary().path(), "'"));
       }
+      // An entry left without binaries goes, as upstream's merge removes it: an empty list grants nothing to
+      // upstream's runtime but every binary to its merge rules and docs, so none is ever written.
+      if (binaries->empty()) policy->mutable_network_policies()->erase(op.remove_binary().rule_id());
       return absl::OkStatus();
     }
     case PolicyMergeOperation::OPERATION_NOT_SET: break;

@@ -1700,6 +1700,13 @@ TEST_CASE("cost-bounded memo: a value is computed again only once 100 times its 
   }) == 4);
   CHECK(asked_meanwhile == 3);
   CHECK(memo.computations() == 4);
+  // A computation that throws (memory) leaves no caller waiting on it: the next ask computes again.
+  now += absl::Seconds(200);
+  CHECK_THROWS_AS(memo.Get([]() -> int { throw std::bad_alloc(); }), std::bad_alloc);
+  CHECK(memo.Get(compute(absl::Milliseconds(1))) == 5);
+  // The default clock is monotonic.
+  osh::gateway::CostBoundedMemo<int> steady;
+  CHECK(steady.Get([] { return 7; }) == 7);
 }
 
 TEST_CASE("log sampling: the first occurrence of what a caller can repeat at will, then one in kLogOneIn",

@@ -306,6 +306,20 @@ TEST_CASE("containment: a group without a user, credential use, and a magic link
   CHECK_THAT(signed_widening.detail, Catch::Contains("credential use"));
   CHECK(CheckContainment(signing, signing).verdict == Containment::kInside);
   CHECK(CheckContainment(unsigned_full, signing).verdict == Containment::kInside);  // unsigned is narrower
+  // The credential use must be the same binaries' (review 97): a ceiling signing for aws does not decide curl's
+  // signed requests (the loader refuses the same endpoint unsigned beside it for curl: ambiguous).
+  const auto aws_signs = Load(Rest("protocol: rest, enforcement: enforce, access: full, credential_signing: sigv4, "
+                                   "signing_service: bedrock",
+                                   "/usr/bin/aws"));
+  const auto other_binary = CheckContainment(signing, aws_signs);
+  CHECK(other_binary.verdict == Containment::kUnknown);
+  CHECK_THAT(other_binary.detail, Catch::Contains("credential use"));
+  // ... nor on paths its signing endpoint does not serve.
+  const auto signs_uploads = Load(Rest("protocol: rest, enforcement: enforce, access: full, path: '/upload/**', "
+                                       "credential_signing: sigv4, signing_service: bedrock"));
+  const auto other_path = CheckContainment(signing, signs_uploads);
+  CHECK(other_path.verdict == Containment::kUnknown);
+  CHECK_THAT(other_path.detail, Catch::Contains("credential use"));
   const auto rewriting = Load(Rest("protocol: rest, enforcement: enforce, access: full, request_body_credential_rewrite: true"));
   CHECK(CheckContainment(rewriting, unsigned_full).verdict == Containment::kUnknown);
   CHECK(CheckContainment(rewriting, signing).verdict == Containment::kUnknown);  // other settings

@@ -6,9 +6,12 @@
 // the kept value; the first caller (nothing kept yet) computes. A small value (a cheap computation) is
 // therefore fresh only briefly: a few admitted sandboxes are counted again at nearly every ask.
 //
-// Thread-safe. `compute` runs on the asking thread, without the memo's lock, and must not throw.
+// Thread-safe. `compute` runs on the asking thread, without the memo's lock; if it throws, the exception
+// reaches that caller and the next ask computes again. Time is a monotonic clock's (a wall clock stepped back
+// would keep a value fresh for the step).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -26,7 +29,7 @@ class CostBoundedMemo {
  public:
   using Now = std::function<absl::Time()>;
   explicit CostBoundedMemo(double factor = 100, absl::Duration most = absl::Seconds(30), Now now = {})
-      : factor_(factor), most_(most), now_(now ? std::move(now) : Now([] { return absl::Now(); })) {}
+      : factor_(factor), most_(most), now_(now ? std::move(now) : Now(&SteadyNow)) {}
 
   Value Get(absl::FunctionRef<Value()> compute) {
     {
@@ -35,7 +38,15 @@ class CostBoundedMemo {
       computing_ = true;
     }
     const absl::Time started = now_();
-    Value value = compute();
+    std::optional<Value> computed;
+    try {
+      computed.emplace(compute());
+    } catch (...) {
+      absl::MutexLock lock(&mu_);
+      computing_ = false;
+      throw;
+    }
+    Value value = *std::move(computed);
     const absl::Time ended = now_();
     const absl::Duration cost = ended - started;
     absl::MutexLock lock(&mu_);
@@ -53,6 +64,9 @@ class CostBoundedMemo {
   }
 
  private:
+  static absl::Time SteadyNow() {
+    return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+  }
   const double factor_;
   const absl::Duration most_;
   const Now now_;
