@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -38,6 +39,20 @@ std::optional<IpNetwork> LiteralOf(absl::string_view host) {
   return common::ParseIpAddress(bare);
 }
 
+// What the C library's resolver gives for `host` without DNS: its numeric IPv4 forms (inet_aton: `127.1`,
+// `2130706433`, `0x7f.0.0.1`), and `localhost` as every /etc/hosts names it.
+std::optional<IpNetwork> ResolverNumericAddress(absl::string_view host) {
+  if (absl::EqualsIgnoreCase(host, "localhost") || absl::EqualsIgnoreCase(host, "localhost.")) {
+    return common::ParseIpAddress("127.0.0.1");
+  }
+  const std::string text(host);
+  in_addr address{};
+  if (text.empty() || text.size() > 64 || inet_aton(text.c_str(), &address) == 0) return std::nullopt;
+  char dotted[INET_ADDRSTRLEN] = {0};
+  if (inet_ntop(AF_INET, &address, dotted, sizeof(dotted)) == nullptr) return std::nullopt;
+  return common::ParseIpAddress(dotted);
+}
+
 std::string AddressText(const IpNetwork& ip) {
   char text[INET6_ADDRSTRLEN] = {0};
   inet_ntop(ip.v6 ? AF_INET6 : AF_INET, ip.address.data(), text, sizeof(text));
@@ -59,7 +74,15 @@ std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t p
   if (!allowed_ips.empty() && control_plane) {
     return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   }
-  if (!ip) return std::nullopt;  // a name: what it resolves to is not known here
+  if (!ip) {
+    // A name: what DNS gives is not known here. But the sandbox's resolver reads some names without DNS — the
+    // C library's numeric forms (`127.1`, `2130706433`, `0x7f.1`, `0`) and `localhost` (its /etc/hosts) —
+    // and an always-blocked address is refused by every version of upstream's proxy, whatever the mode.
+    if (auto resolved = ResolverNumericAddress(host); resolved && AlwaysBlocked(*resolved)) {
+      return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*resolved), ", connection rejected");
+    }
+    return std::nullopt;
+  }
   if (AlwaysBlocked(*ip)) return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*ip), ", connection rejected");
   if (control_plane && PrivateV4(*ip)) return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   if (!allowed_ips.empty() &&

@@ -96,6 +96,7 @@ struct Endpoint {
   std::string host_suffix;  // a glob host's literal text after its last '*': a cheap first test
   bool hostless = false;
   std::vector<IpNetwork> allowed_ips;  // checked after the policy (policy/destination.h)
+  std::string tls;                     // "skip": the proxy does not terminate TLS there
   bool extended = false;  // a protocol, allowed_ips or tls: where upstream's proxy takes its destination settings
   std::vector<uint32_t> ports;
   std::string protocol;
@@ -224,6 +225,7 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
         if (auto network = common::ParseIpNetwork(entry); network.ok()) out.allowed_ips.push_back(*network);  // validated
       }
       out.extended = !ep.protocol().empty() || ep.allowed_ips_size() > 0 || !ep.tls().empty();
+      out.tls = ep.tls();
       if (!out.hostless && out.host.find('*') != std::string::npos) {
         auto glob = Glob::Parse(out.host, '.');
         if (glob.ok()) out.host_glob = std::move(*glob);  // validation admits only parseable host globs
@@ -310,6 +312,8 @@ std::optional<std::vector<std::string>> QueryValues(const EgressRequest& request
   for (const auto& [k, values] : request.query) {
     if (k != key) continue;
     if (!out) out.emplace();
+    // A key without a value (`?force`) reaches upstream's policy as one empty value, never as none.
+    if (values.empty()) out->emplace_back();
     out->insert(out->end(), values.begin(), values.end());
   }
   return out;
@@ -516,6 +520,7 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   // entry (the Rego's matched endpoint config).
   static const std::vector<IpNetwork> kNone;
   const std::vector<IpNetwork>* allowed_ips = &kNone;
+  const Endpoint* settings = nullptr;
   for (size_t index : matches) {
     const Endpoint& ep = c.endpoints[index];
     if (!ep.extended) continue;
@@ -527,6 +532,7 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
     }
     if (entry_matched(ep.entry)) {
       allowed_ips = &ep.allowed_ips;
+      settings = &ep;
       break;
     }
   }
@@ -534,6 +540,16 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
     out->matched_policy.clear();
     out->endpoint.clear();
     return SetDecision(out, EgressVerdict::kDeny, *refused);
+  }
+  // `tls: skip` where requests would be inspected (an L7 config among the matched endpoints): older proxies
+  // relay such a connection raw, uninspected (every request passes), newer ones refuse it before connecting
+  // (review 98). The versions disagree on the connection and on each request: not a guess.
+  if (settings != nullptr && settings->tls == "skip" &&
+      std::any_of(matches.begin(), matches.end(),
+                  [&](size_t index) { return c.endpoints[index].l7_config && entry_matched(c.endpoints[index].entry); })) {
+    return SetDecision(out, EgressVerdict::kUnsupported,
+                       absl::StrCat(settings->label, " has tls 'skip' where its requests would be inspected: older "
+                                                     "proxies relay the connection uninspected, newer ones refuse it"));
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;

@@ -55,6 +55,17 @@ EgressIntent IntentFrom(const Struct& s) {
   return intent;
 }
 
+// A policy of one entry "api" for /usr/bin/curl with `endpoints_json` (a JSON list), compiled.
+std::shared_ptr<const EgressPolicy> CurlEntryWith(const std::string& endpoints_json) {
+  auto policy = osh::policy::ParsePolicyText(
+      R"({"version": 1, "network_policies": {"api": {"endpoints": )" + endpoints_json +
+          R"(, "binaries": [{"path": "/usr/bin/curl"}]}}})",
+      "inline");
+  INFO(endpoints_json);
+  REQUIRE(policy.ok());
+  return EgressPolicy::Compile(*policy);
+}
+
 }  // namespace
 
 TEST_CASE("egress vectors: every upstream case decides as upstream's runtime does", "[policy][egress][vectors]") {
@@ -150,18 +161,13 @@ TEST_CASE("egress: access presets expand by the endpoint's protocol, a path past
   // operation types and websocket's to GET (and text frames), never REST methods; l7/path.rs refuses a path
   // longer than 4096 bytes and re-encodes every byte outside RFC 3986's pchar before the policy sees it.
   auto decide = [](const std::string& endpoints_json, const std::string& method, const std::string& path) {
-    auto policy = osh::policy::ParsePolicyText(
-        R"({"version": 1, "network_policies": {"api": {"endpoints": )" + endpoints_json +
-            R"(, "binaries": [{"path": "/usr/bin/curl"}]}}})",
-        "inline");
-    INFO(endpoints_json);
-    REQUIRE(policy.ok());
+    const auto compiled = CurlEntryWith(endpoints_json);
     EgressIntent intent;
     intent.host = "api.x.com";
     intent.port = 443;
     intent.binary = "/usr/bin/curl";
     intent.request = osh::policy::EgressRequest{method, path, {}};
-    return EgressPolicy::Compile(*policy)->Decide(intent);
+    return compiled->Decide(intent);
   };
   const std::string rest_repos =
       R"({"host": "api.x.com", "port": 443, "path": "/repos/**", "protocol": "rest", "enforcement": "enforce",
@@ -212,4 +218,48 @@ TEST_CASE("egress: access presets expand by the endpoint's protocol, a path past
     CHECK_THAT(decision.reason, Catch::Contains("not canonical"));
   }
   CHECK(VerdictName(decide(rest_files, "GET", "/files/a-b_c.d~e!$&'()*+,=:@").verdict) == "allow");
+}
+
+TEST_CASE("egress: tls skip where requests would be inspected is not decided, names the resolver reads as loopback "
+          "are refused, and a query key without values is one empty value",
+          "[policy][egress]") {
+  // Review 98 against upstream's proxy and REST parser.
+  const auto load = CurlEntryWith;
+  auto intent = [](const std::string& host, uint32_t port, std::optional<osh::policy::EgressRequest> request) {
+    EgressIntent out;
+    out.host = host;
+    out.port = port;
+    out.binary = "/usr/bin/curl";
+    out.request = std::move(request);
+    return out;
+  };
+  // tls: skip beside an L7 protocol: older proxies relay the connection raw (every request passes), newer
+  // ones refuse it; the deny rule it seems to carry protects nothing on the first.
+  const auto skipped = load(R"([{"host": "api.x.com", "port": 443, "protocol": "rest", "tls": "skip",
+                                 "enforcement": "enforce", "access": "read-only"}])");
+  const auto connection = skipped->Decide(intent("api.x.com", 443, std::nullopt));
+  CHECK(VerdictName(connection.verdict) == "unsupported");
+  CHECK_THAT(connection.reason, Catch::Contains("tls 'skip'"));
+  CHECK(VerdictName(skipped->Decide(intent("api.x.com", 443, osh::policy::EgressRequest{"DELETE", "/repos/a", {}})).verdict) ==
+        "unsupported");
+  // An L4 endpoint with tls: skip is relayed raw by every version: allowed.
+  CHECK(VerdictName(load(R"([{"host": "api.x.com", "port": 443, "tls": "skip"}])")
+                        ->Decide(intent("api.x.com", 443, std::nullopt))
+                        .verdict) == "allow");
+
+  // Names the sandbox's resolver reads without DNS as an always-blocked address.
+  const auto any_host = load(R"([{"port": 8080, "allowed_ips": ["0.0.0.0/0"]}])");
+  for (const std::string host : {"127.1", "2130706433", "0x7f.0.0.1", "0", "localhost", "LocalHost"}) {
+    INFO(host);
+    const auto refused = any_host->Decide(intent(host, 8080, std::nullopt));
+    CHECK(VerdictName(refused.verdict) == "deny");
+    CHECK_THAT(refused.reason, Catch::Contains("always-blocked address"));
+  }
+  CHECK(VerdictName(any_host->Decide(intent("api.x.com", 8080, std::nullopt)).verdict) == "allow");
+
+  // `?force` reaches upstream's policy as {"force": [""]}: a key given with no values is that.
+  const auto forced = load(R"([{"host": "api.x.com", "port": 443, "protocol": "rest", "enforcement": "enforce",
+                                "rules": [{"allow": {"method": "GET", "path": "/x", "query": {"force": {"glob": "*"}}}}]}])");
+  CHECK(VerdictName(forced->Decide(intent("api.x.com", 443, osh::policy::EgressRequest{"GET", "/x", {{"force", {}}}})).verdict) ==
+        "allow");
 }

@@ -2308,6 +2308,20 @@ TEST_CASE("interceptor: auto-approval is refused beside a policy too, and a requ
                        absl::StrCat(R"({"name": "build-a", "settingKey": "proposal_approval_mode", )",
                                     R"("settingValue": {"stringValue": "auto"}, "policy": )", kBasePolicyJson, "}")),
             "PERMISSION_DENIED", "approval_unverifiable: ");
+  // Review 99: upstream refuses a policy beside another setting (or merge operations beside either, or none of
+  // them) as mutually exclusive: allowed here, the policy would be recorded while upstream keeps the old one.
+  for (const std::string& refused :
+       {absl::StrCat(R"({"name": "build-a", "settingKey": "log_level", "settingValue": {"stringValue": "debug"}, "policy": )",
+                     kBasePolicyJson, "}"),
+        absl::StrCat(R"({"name": "build-a", "deleteSetting": true, "policy": )", kBasePolicyJson, "}"),
+        std::string(R"({"name": "build-a", "settingKey": "log_level", "settingValue": {"stringValue": "debug"},
+                        "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+        std::string(R"({"name": "build-a"})")}) {
+    for (bool validate : {false, true}) {
+      INFO(refused << (validate ? " (validate)" : " (modify)"));
+      CheckDeny(g.Evaluate("UpdateConfig", validate, refused), "PERMISSION_DENIED", "invalid_request: ");
+    }
+  }
   // Each merge operation is applied to a copy of the policy the ones before made: their number is bounded.
   std::string ops;
   for (int i = 0; i < 257; ++i) {
@@ -3325,11 +3339,18 @@ TEST_CASE("interceptor: admit mode on two replicas of one PostgreSQL database: a
   }
   CHECK(admissions == 1);
   // The admitted body written back through B (as the push does) is allowed there; another body is not.
-  const Value& body = ApplyPatches(create, modified.patches()).fields().at("spec").struct_value().fields().at("policy");
+  // (The patched request is kept: a reference into a temporary dangled here, so the write-back carried no
+  // policy at all and was allowed as a request without one — review 99's mend, which refuses such a request,
+  // showed it.)
+  const Struct written = ApplyPatches(create, modified.patches());
+  const Value& body = written.fields().at("spec").struct_value().fields().at("policy");
+  REQUIRE(body.has_struct_value());
   Struct update;
   (*update.mutable_fields())["name"].set_string_value("build-7");
   (*update.mutable_fields())["policy"] = body;
-  CHECK(b.Evaluate("UpdateConfig", true, update).allowed());
+  const auto written_back = b.Evaluate("UpdateConfig", true, update);
+  INFO(written_back.reason());
+  CHECK(written_back.allowed());
   CHECK(a.gateway().Stop() == 0);
   CHECK(b.gateway().Stop() == 0);
 }

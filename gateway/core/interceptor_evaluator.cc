@@ -873,6 +873,19 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
               "auto-approval applies proposals never checked here; send UpdateConfig with the policy");
     return;
   }
+  // Upstream refuses a request carrying more than one of policy, setting and mergeOperations, or none
+  // (handle_update_config: "mutually exclusive"), and a policy with delete_setting: allowed here, its policy
+  // would be recorded as the sandbox's while the OpenShell gateway keeps the one before, and later attaches
+  // would be checked against a policy nobody enforces (review 99).
+  const int mutations = int{request.has_policy()} + int{!request.setting_key().empty()} +
+                        int{request.merge_operations_size() > 0};
+  if (mutations != 1 || (request.has_policy() && request.delete_setting())) {
+    out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
+              mutations == 0 ? "one of policy, settingKey or mergeOperations is required (upstream refuses the request)"
+                             : "policy, settingKey and mergeOperations are mutually exclusive, and a policy takes no "
+                               "deleteSetting (upstream refuses the request; send each as a request of its own)");
+    return;
+  }
   if (request.merge_operations_size() > 0) {
     if (request.global() || request.has_policy()) {
       out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
