@@ -785,9 +785,20 @@ static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& ca
       const auto covers_path = [&](const NetworkEndpoint& other) {
         return other.path().empty() || other.path() == "**" || other.path() == ep.path();
       };
+      // With two L7 endpoints of the ceiling on the host, a request takes the one whose path selects it best
+      // (policy/route_path.h): the endpoint matched below may not be the one its requests are sent under
+      // (review 100). Decided only with one.
+      int ceiling_l7_on_host = 0;
+      for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
+        for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
+          if (absl::EqualsIgnoreCase(other.host(), ep.host()) && !other.protocol().empty() && other.protocol() != "tcp") {
+            ++ceiling_l7_on_host;
+          }
+        }
+      }
       bool matched = false;
       for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
-        if (!same_binaries(ceiling_entry)) continue;
+        if (ceiling_l7_on_host > 1 || !same_binaries(ceiling_entry)) continue;
         for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
           if (matched || !absl::EqualsIgnoreCase(other.host(), ep.host()) || other.protocol() != ep.protocol() ||
               CredentialSettings(other) != settings || !covers_path(other)) {

@@ -42,8 +42,12 @@ std::optional<IpNetwork> LiteralOf(absl::string_view host) {
 // What the C library's resolver gives for `host` without DNS: its numeric IPv4 forms (inet_aton: `127.1`,
 // `2130706433`, `0x7f.0.0.1`), and `localhost` as every /etc/hosts names it.
 std::optional<IpNetwork> ResolverNumericAddress(absl::string_view host) {
-  if (absl::EqualsIgnoreCase(host, "localhost") || absl::EqualsIgnoreCase(host, "localhost.")) {
-    return common::ParseIpAddress("127.0.0.1");
+  // The loopback names of the /etc/hosts a container gets (Docker's, Kubernetes', RHEL's).
+  for (const char* name : {"localhost", "localhost.", "localhost.localdomain", "localhost4", "localhost4.localdomain4"}) {
+    if (absl::EqualsIgnoreCase(host, name)) return common::ParseIpAddress("127.0.0.1");
+  }
+  for (const char* name : {"ip6-localhost", "ip6-loopback", "localhost6", "localhost6.localdomain6"}) {
+    if (absl::EqualsIgnoreCase(host, name)) return common::ParseIpAddress("::1");
   }
   const std::string text(host);
   in_addr address{};
@@ -63,7 +67,8 @@ std::string AddressText(const IpNetwork& ip) {
 
 
 bool AlwaysRefusedHost(absl::string_view host) {
-  const std::optional<IpNetwork> ip = LiteralOf(host);
+  std::optional<IpNetwork> ip = LiteralOf(host);
+  if (!ip) ip = ResolverNumericAddress(host);
   return ip.has_value() && AlwaysBlocked(*ip);
 }
 
@@ -78,8 +83,15 @@ std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t p
     // A name: what DNS gives is not known here. But the sandbox's resolver reads some names without DNS — the
     // C library's numeric forms (`127.1`, `2130706433`, `0x7f.1`, `0`) and `localhost` (its /etc/hosts) —
     // and an always-blocked address is refused by every version of upstream's proxy, whatever the mode.
-    if (auto resolved = ResolverNumericAddress(host); resolved && AlwaysBlocked(*resolved)) {
+    const std::optional<IpNetwork> resolved = ResolverNumericAddress(host);
+    if (!resolved) return std::nullopt;
+    if (AlwaysBlocked(*resolved)) {
       return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*resolved), ", connection rejected");
+    }
+    // Through allowed_ips every version checks what the name resolved to against the list.
+    if (!allowed_ips.empty() && std::none_of(allowed_ips.begin(), allowed_ips.end(),
+                                             [&](const IpNetwork& n) { return common::Contains(n, *resolved); })) {
+      return absl::StrCat(host, " resolves to ", AddressText(*resolved), " which is not in allowed_ips, connection rejected");
     }
     return std::nullopt;
   }

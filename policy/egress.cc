@@ -544,15 +544,22 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   // `tls: skip` where requests would be inspected (an L7 config among the matched endpoints): older proxies
   // relay such a connection raw, uninspected (every request passes), newer ones refuse it before connecting
   // (review 98). The versions disagree on the connection and on each request: not a guess.
-  if (settings != nullptr && settings->tls == "skip" &&
-      std::any_of(matches.begin(), matches.end(),
-                  [&](size_t index) { return c.endpoints[index].l7_config && entry_matched(c.endpoints[index].entry); })) {
+  if (settings != nullptr && settings->tls == "skip" && settings->l7_config) {
     return SetDecision(out, EgressVerdict::kUnsupported,
                        absl::StrCat(settings->label, " has tls 'skip' where its requests would be inspected: older "
                                                      "proxies relay the connection uninspected, newer ones refuse it"));
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;
+  if (settings != nullptr && settings->tls == "skip") {
+    // The endpoint whose settings apply skips TLS and inspects nothing: every version relays the connection
+    // raw, whatever L7 configs other matched endpoints have (review 100). The loader refuses such a policy
+    // (an L4 endpoint beside an L7 one on one host: upstream's ambiguity rules); a body not validated here
+    // is still answered as upstream's proxy would.
+    out->endpoint.assign(settings->label);
+    out->rule.assign("(none: the endpoint's tls is 'skip', so the connection is relayed uninspected)");
+    return;
+  }
 
   // The L7 config the request is inspected under (l7/relay.rs): upstream's proxy collects the L7 configs
   // of the matched endpoints of every matched entry, in (entry key, endpoint) order. None: the connection

@@ -131,7 +131,8 @@ absl::Status ApplyOne(const PolicyMergeOperation& op, const std::string& where, 
                                                 op.remove_binary().path(), "'"));
       }
       // An entry left without binaries goes, as upstream's merge removes it: an empty list grants nothing to
-      // upstream's runtime but every binary to its merge rules and docs, so none is ever written.
+      // upstream's runtime but every binary to its merge rules and docs, so a removal never leaves one. (A later
+      // operation of the batch naming the entry then fails NOT_FOUND, where newest upstream does nothing.)
       if (binaries->empty()) policy->mutable_network_policies()->erase(op.remove_binary().rule_id());
       return absl::OkStatus();
     }

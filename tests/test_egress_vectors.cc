@@ -263,3 +263,19 @@ TEST_CASE("egress: tls skip where requests would be inspected is not decided, na
   CHECK(VerdictName(forced->Decide(intent("api.x.com", 443, osh::policy::EgressRequest{"GET", "/x", {{"force", {}}}})).verdict) ==
         "allow");
 }
+
+TEST_CASE("egress: names the resolver reads as an address are checked against allowed_ips, and the loopback names "
+          "of a container's /etc/hosts are refused",
+          "[policy][egress]") {
+  // Review 100. (An L4 endpoint with tls skip beside an L7 one on the same host is refused by the loader, as
+  // upstream's ambiguity rules refuse it, so Decide's branch for it is not reached from a valid policy.)
+  EgressIntent intent;
+  intent.binary = "/usr/bin/curl";
+  // 167772161 is 10.0.0.1 to the C resolver: outside allowed_ips, refused as every version refuses it.
+  const auto listed = CurlEntryWith(R"([{"port": 8080, "allowed_ips": ["192.168.0.0/16"]}])");
+  intent.host = "167772161";
+  intent.port = 8080;
+  CHECK_THAT(listed->Decide(intent).reason, Catch::Contains("which is not in allowed_ips"));
+  intent.host = "ip6-localhost";
+  CHECK_THAT(listed->Decide(intent).reason, Catch::Contains("always-blocked address ::1"));
+}

@@ -1703,6 +1703,8 @@ TEST_CASE("cost-bounded memo: a value is computed again only once 100 times its 
   // A computation that throws (memory) leaves no caller waiting on it: the next ask computes again.
   now += absl::Seconds(200);
   CHECK_THROWS_AS(memo.Get([]() -> int { throw std::bad_alloc(); }), std::bad_alloc);
+  CHECK(memo.Get(compute(absl::Milliseconds(1))) == 4);  // the kept value, for a second after a throw
+  now += absl::Seconds(2);
   CHECK(memo.Get(compute(absl::Milliseconds(1))) == 5);
   // The default clock is monotonic.
   osh::gateway::CostBoundedMemo<int> steady;

@@ -2313,7 +2313,7 @@ TEST_CASE("interceptor: auto-approval is refused beside a policy too, and a requ
   for (const std::string& refused :
        {absl::StrCat(R"({"name": "build-a", "settingKey": "log_level", "settingValue": {"stringValue": "debug"}, "policy": )",
                      kBasePolicyJson, "}"),
-        absl::StrCat(R"({"name": "build-a", "deleteSetting": true, "policy": )", kBasePolicyJson, "}"),
+        absl::StrCat(R"({"global": true, "deleteSetting": true, "policy": )", kBasePolicyJson, "}"),
         std::string(R"({"name": "build-a", "settingKey": "log_level", "settingValue": {"stringValue": "debug"},
                         "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
         std::string(R"({"name": "build-a"})")}) {
@@ -2322,6 +2322,10 @@ TEST_CASE("interceptor: auto-approval is refused beside a policy too, and a requ
       CheckDeny(g.Evaluate("UpdateConfig", validate, refused), "PERMISSION_DENIED", "invalid_request: ");
     }
   }
+  // A sandbox's policy with deleteSetting: upstream keeps the policy (the flag is read in its global branch only).
+  CHECK(g.Evaluate("UpdateConfig", true, absl::StrCat(R"({"name": "build-a", "deleteSetting": true, "policy": )",
+                                                      kBasePolicyJson, "}"))
+            .allowed());
   // Each merge operation is applied to a copy of the policy the ones before made: their number is bounded.
   std::string ops;
   for (int i = 0; i < 257; ++i) {

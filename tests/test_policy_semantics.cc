@@ -321,6 +321,17 @@ TEST_CASE("containment: a group without a user, credential use, and a magic link
   CHECK(other_path.verdict == Containment::kUnknown);
   CHECK_THAT(other_path.detail, Catch::Contains("credential use"));
   const auto rewriting = Load(Rest("protocol: rest, enforcement: enforce, access: full, request_body_credential_rewrite: true"));
+  // With a second L7 endpoint of the ceiling on the host, /admin's requests take that one, without the rewrite
+  // (review 100): the candidate's rewrite on every path is not decided.
+  const auto two_routes = Load("version: 1\nnetwork_policies:\n  api:\n    endpoints:\n"
+                               "      - {host: api.example.com, port: 443, protocol: rest, enforcement: enforce, access: full, "
+                               "request_body_credential_rewrite: true}\n"
+                               "      - {host: api.example.com, port: 443, path: '/admin/**', protocol: rest, "
+                               "enforcement: enforce, access: read-only}\n"
+                               "    binaries: [{path: '/usr/bin/curl'}]\n");
+  const auto routed = CheckContainment(rewriting, two_routes);
+  CHECK(routed.verdict == Containment::kUnknown);
+  CHECK_THAT(routed.detail, Catch::Contains("credential use"));
   CHECK(CheckContainment(rewriting, unsigned_full).verdict == Containment::kUnknown);
   CHECK(CheckContainment(rewriting, signing).verdict == Containment::kUnknown);  // other settings
   CHECK(CheckContainment(rewriting, rewriting).verdict == Containment::kInside);

@@ -7,7 +7,7 @@
 // therefore fresh only briefly: a few admitted sandboxes are counted again at nearly every ask.
 //
 // Thread-safe. `compute` runs on the asking thread, without the memo's lock; if it throws, the exception
-// reaches that caller and the next ask computes again. Time is a monotonic clock's (a wall clock stepped back
+// reaches that caller, and the kept value (if any) is given for a second before the next ask computes again. Time is a monotonic clock's (a wall clock stepped back
 // would keep a value fresh for the step).
 #pragma once
 
@@ -44,6 +44,8 @@ class CostBoundedMemo {
     } catch (...) {
       absl::MutexLock lock(&mu_);
       computing_ = false;
+      // A computation that keeps throwing is asked again only after a pause (the kept value, if any, meanwhile).
+      fresh_until_ = now_() + absl::Seconds(1);
       throw;
     }
     Value value = *std::move(computed);

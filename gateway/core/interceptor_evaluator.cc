@@ -874,16 +874,16 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
     return;
   }
   // Upstream refuses a request carrying more than one of policy, setting and mergeOperations, or none
-  // (handle_update_config: "mutually exclusive"), and a policy with delete_setting: allowed here, its policy
+  // (handle_update_config: "mutually exclusive"), and a global policy with delete_setting: allowed here, its policy
   // would be recorded as the sandbox's while the OpenShell gateway keeps the one before, and later attaches
   // would be checked against a policy nobody enforces (review 99).
   const int mutations = int{request.has_policy()} + int{!request.setting_key().empty()} +
                         int{request.merge_operations_size() > 0};
-  if (mutations != 1 || (request.has_policy() && request.delete_setting())) {
+  if (mutations != 1 || (request.global() && request.has_policy() && request.delete_setting())) {
     out->Deny(absl::StatusCode::kPermissionDenied, "invalid_request",
               mutations == 0 ? "one of policy, settingKey or mergeOperations is required (upstream refuses the request)"
-                             : "policy, settingKey and mergeOperations are mutually exclusive, and a policy takes no "
-                               "deleteSetting (upstream refuses the request; send each as a request of its own)");
+                             : "policy, settingKey and mergeOperations are mutually exclusive, and a global policy "
+                               "takes no deleteSetting (upstream refuses the request; send each as a request of its own)");
     return;
   }
   if (request.merge_operations_size() > 0) {
