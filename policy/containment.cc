@@ -765,7 +765,8 @@ static std::string CredentialSettings(const NetworkEndpoint& ep) {
                       ep.has_credential_binding() ? SerializeDeterministic(ep.credential_binding()) : "");
 }
 
-static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& candidate, const SandboxPolicy& ceiling) {
+std::optional<std::string> containment_model::CredentialUseUndecided(const SandboxPolicy& candidate,
+                                                                      const SandboxPolicy& ceiling, absl::string_view which) {
   using containment_model::Ports;
   for (const auto& key : containment_model::SortedKeys(candidate)) {
     const auto& entry = candidate.network_policies().at(key);
@@ -811,7 +812,7 @@ static std::optional<std::string> CredentialUseUndecided(const SandboxPolicy& ca
         }
       }
       if (matched) continue;
-      return absl::StrCat("candidate network_policies.", key, ".endpoints[", i, "] (", ep.host(),
+      return absl::StrCat(which, " network_policies.", key, ".endpoints[", i, "] (", ep.host(),
                           "): credential use (credential_signing, a credential rewrite or binding, or "
                           "allow_uninspected_credentials) is decided only where an entry of the ceiling for the same "
                           "binaries has an endpoint of the same host, protocol and credential settings on its ports and "
@@ -836,7 +837,7 @@ static ContainmentResult CheckContainmentBounded(const SandboxPolicy& candidate,
   if (auto what = FindUnmodelled(ceiling, "ceiling")) return {Containment::kUnknown, *what};
   if (auto what = FindUnmodelled(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = MiddlewaresUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
-  if (auto what = CredentialUseUndecided(candidate, ceiling)) return {Containment::kUnknown, *what};
+  if (auto what = CredentialUseUndecided(candidate, ceiling, "candidate")) return {Containment::kUnknown, *what};
   if (auto what = MagicLinkPath(candidate)) return {Containment::kUnknown, *what};
   if (auto what = TooManyGrants(candidate, "candidate")) return {Containment::kUnknown, *what};
   if (auto widening = FilesystemWidening(candidate, ceiling)) return {Containment::kOutside, *widening};

@@ -34,6 +34,13 @@ std::vector<uint32_t> Ports(const openshell::sandbox::v1::NetworkEndpoint& ep);
 // named with `which` ("ceiling", "candidate", "from", "to") and its field path.
 std::optional<std::string> FindUnmodelled(const openshell::sandbox::v1::SandboxPolicy& policy, absl::string_view which);
 
+// The first endpoint of `candidate` whose credential use (credential_signing, a credential rewrite or
+// binding, allow_uninspected_credentials) `ceiling` does not give the same binaries on the same host,
+// protocol, ports and paths (docs/decisions-and-ceilings.md), named with `which`; nothing when every one's is.
+std::optional<std::string> CredentialUseUndecided(const openshell::sandbox::v1::SandboxPolicy& candidate,
+                                                  const openshell::sandbox::v1::SandboxPolicy& ceiling,
+                                                  absl::string_view which);
+
 // Filesystem paths by prefix: `path` is `base` or below it (trailing slashes ignored; "/" is above all).
 bool Under(absl::string_view path, absl::string_view base);
 bool UnderAny(absl::string_view path, const google::protobuf::RepeatedPtrField<std::string>& bases);

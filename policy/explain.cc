@@ -233,6 +233,18 @@ void ProcessDelta(const SandboxPolicy& from, const SandboxPolicy& to, ChangeExpl
   };
   identity("process.run_as_user", "user", from.process().run_as_user(), to.process().run_as_user());
   identity("process.run_as_group", "group", from.process().run_as_group(), to.process().run_as_group());
+  // A group without a user: supervisors before upstream's identity fix keep their own user (root) for it
+  // (containment: ProcessWidening) — not told by the user's class above (review 101).
+  const auto group_only = [](const SandboxPolicy& p) {
+    return p.process().run_as_user().empty() && !p.process().run_as_group().empty();
+  };
+  if (group_only(to) && !(group_only(from) && from.process().run_as_group() == to.process().run_as_group())) {
+    ChangeClass c;
+    c.area = ChangeArea::kProcess;
+    c.description = absl::StrCat("run as the supervisor's own user (root) on supervisors before upstream's identity fix: "
+                                 "process.run_as_group '", to.process().run_as_group(), "' without run_as_user");
+    out->unknown.push_back(std::move(c));
+  }
   const bool from_hard = from.landlock().compatibility() == "hard_requirement";
   const bool to_hard = to.landlock().compatibility() == "hard_requirement";
   if (from_hard != to_hard) {
@@ -463,6 +475,9 @@ void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to
   auto unmodelled = FindUnmodelled(from, "from");
   if (!unmodelled) unmodelled = FindUnmodelled(to, "to");
   if (!unmodelled && !middlewares_equal) unmodelled = "network_middlewares differ (middlewares are not modelled)";
+  // Credential use the policy before did not give (signing with a provider's keys, secrets put into bodies):
+  // authority the same traffic without it does not have (review 101).
+  if (!unmodelled) unmodelled = CredentialUseUndecided(to, from, "to");
   if (!unmodelled) unmodelled = TooManyGrants(from, "from");
   if (!unmodelled) unmodelled = TooManyGrants(to, "to");
   if (unmodelled) {
@@ -473,6 +488,19 @@ void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to
   }
   NetworkDirection(to, from, Direction::kAdded, &out->added, &out->unknown);
   NetworkDirection(from, to, Direction::kRemoved, &out->removed, &out->unknown);
+  // An entry left with endpoints and no binaries: decided above as upstream's runtime grants it (to no
+  // process), but upstream's merge rules and docs read an empty list as every binary (review 101).
+  for (const auto& key : SortedKeys(to)) {
+    const auto& entry = to.network_policies().at(key);
+    const auto before = from.network_policies().find(key);
+    const bool was_empty = before != from.network_policies().end() && before->second.binaries_size() == 0;
+    if (entry.binaries_size() > 0 || entry.endpoints_size() == 0 || was_empty) continue;
+    ChangeClass c;
+    c.description = absl::StrCat("network requests may be newly allowed to every binary, not decided: network_policies.",
+                                 key, " has no binaries (upstream's runtime grants such an entry to no process, its "
+                                      "merge rules and docs to every binary)");
+    out->unknown.push_back(std::move(c));
+  }
 }
 
 ChangeExplanation ExplainBounded(const SandboxPolicy& from, const SandboxPolicy& to) {

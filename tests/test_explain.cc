@@ -324,6 +324,39 @@ TEST_CASE("explain: undecided constructs are unknown, never a guess", "[explain]
   CHECK(ExplainChange(*from, *from).empty());  // identical: nothing, even where not modelled
 }
 
+TEST_CASE("explain: credential use added, an entry without binaries, and a group without a user are never "
+          "explained as adding nothing",
+          "[explain]") {
+  // Review 101: containment calls each of these undecided or outside; explain said "no difference".
+  auto from = osh::policy::ParsePolicyText(R"({"version":1,"network_policies":{"e":{"binaries":[{"path":"/usr/bin/curl"}],
+    "endpoints":[{"host":"api.x.com","port":443,"protocol":"rest","enforcement":"enforce","access":"read-write"}]}}})", "from");
+  REQUIRE(from.ok());
+  SandboxPolicy signing = *from;
+  auto* endpoint = (*signing.mutable_network_policies())["e"].mutable_endpoints(0);
+  endpoint->set_credential_signing("sigv4");
+  endpoint->set_signing_service("s3");
+  const ChangeExplanation signed_change = ExplainChange(*from, signing);
+  INFO(ShowAll(signed_change));
+  REQUIRE(signed_change.unknown.size() == 1);
+  CHECK_THAT(signed_change.unknown[0].description, Catch::Contains("credential use"));
+  CHECK(ExplainChange(signing, *from).unknown.empty());  // signing taken away adds no credential use
+
+  SandboxPolicy anyone = *from;
+  (*anyone.mutable_network_policies())["e"].clear_binaries();
+  const ChangeExplanation emptied = ExplainChange(*from, anyone);
+  INFO(ShowAll(emptied));
+  REQUIRE_FALSE(emptied.unknown.empty());
+  CHECK_THAT(emptied.unknown[0].description, Catch::Contains("no binaries"));
+
+  SandboxPolicy group_only = *from;
+  group_only.mutable_process()->set_run_as_group("sandbox");
+  const ChangeExplanation rooted = ExplainChange(*from, group_only);
+  INFO(ShowAll(rooted));
+  REQUIRE(rooted.unknown.size() == 1);
+  CHECK_THAT(rooted.unknown[0].description, Catch::Contains("supervisor's own user (root)"));
+  CHECK(ExplainChange(group_only, group_only).empty());
+}
+
 TEST_CASE("explain: a construct that is not modelled matters only where a changed entry's host:port is served", "[explain]") {
   auto from = osh::policy::ParsePolicyText(R"({"version":1,"network_policies":{
     "g":{"binaries":[{"path":"/usr/bin/gh"}],"endpoints":[{"host":"graphql.example.com","port":443,"protocol":"graphql",
