@@ -85,9 +85,7 @@ std::optional<std::string> FindUnmodelled(const SandboxPolicy& policy, absl::str
     // under the one and may be far outside under a runtime that follows the other. (A ceiling's grants
     // nothing here, the narrower reading.)
     if (which == "candidate" && entry.binaries_size() == 0 && entry.endpoints_size() > 0) {
-      return absl::StrCat(which, " network_policies.", key,
-                          ": no binaries (upstream's runtime grants such an entry to no process, its merge rules and "
-                          "docs to every binary: not decided)");
+      return absl::StrCat(which, " network_policies.", key, ": ", kNoBinariesWhy);
     }
     for (int b = 0; b < entry.binaries_size(); ++b) {
       const std::string& path = entry.binaries(b).path();
@@ -752,8 +750,7 @@ static std::optional<std::string> MiddlewaresUndecided(const SandboxPolicy& cand
 // Credential use is not part of the traffic model: an endpoint that makes the proxy sign its requests with a
 // provider's keys (credential_signing), put secrets into bodies or frames (the credential rewrites), bind a
 // credential, or relax the guard on uninspected credentials uses authority the same traffic without them
-// does not. Decided only where the ceiling has an endpoint of the same host, protocol and credential
-// settings on all the candidate's ports (the traffic itself is then checked as any other).
+// does not. Its settings as one string ("" for none).
 static std::string CredentialSettings(const NetworkEndpoint& ep) {
   if (ep.credential_signing().empty() && !ep.request_body_credential_rewrite() && !ep.websocket_credential_rewrite() &&
       !ep.has_credential_binding() && !ep.allow_uninspected_credentials()) {
@@ -765,53 +762,52 @@ static std::string CredentialSettings(const NetworkEndpoint& ep) {
                       ep.has_credential_binding() ? SerializeDeterministic(ep.credential_binding()) : "");
 }
 
+// Whether `ceiling` gives endpoint `ep` of the candidate's `entry` its credential use (`settings`): an entry of
+// the ceiling naming every binary `entry` names (by the same text) has an endpoint of the same host, protocol
+// and settings, on all `ep`'s ports, whose path serves every request of `ep`'s — and no other L7 endpoint of
+// the ceiling on the host could take those requests instead (the best path selects: policy/route_path.h).
+static bool CeilingGivesCredentialUse(const SandboxPolicy& ceiling, const openshell::sandbox::v1::NetworkPolicyRule& entry,
+                                      const NetworkEndpoint& ep, const std::string& settings) {
+  using containment_model::Ports;
+  int l7_on_host = 0;
+  for (const auto& [key, theirs] : ceiling.network_policies()) {
+    for (const NetworkEndpoint& other : theirs.endpoints()) {
+      l7_on_host += absl::EqualsIgnoreCase(other.host(), ep.host()) && !other.protocol().empty() && other.protocol() != "tcp";
+    }
+  }
+  if (l7_on_host > 1) return false;
+  const std::vector<uint32_t> ports = Ports(ep);
+  for (const auto& [key, theirs] : ceiling.network_policies()) {
+    const bool same_binaries = std::all_of(entry.binaries().begin(), entry.binaries().end(), [&](const auto& binary) {
+      return std::any_of(theirs.binaries().begin(), theirs.binaries().end(),
+                         [&](const auto& other) { return other.path() == binary.path(); });
+    });
+    if (!same_binaries) continue;
+    for (const NetworkEndpoint& other : theirs.endpoints()) {
+      if (!absl::EqualsIgnoreCase(other.host(), ep.host()) || other.protocol() != ep.protocol() ||
+          CredentialSettings(other) != settings ||
+          !(other.path().empty() || other.path() == "**" || other.path() == ep.path())) {
+        continue;
+      }
+      const std::vector<uint32_t> theirs_ports = Ports(other);
+      if (std::all_of(ports.begin(), ports.end(), [&](uint32_t port) {
+            return std::find(theirs_ports.begin(), theirs_ports.end(), port) != theirs_ports.end();
+          })) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> containment_model::CredentialUseUndecided(const SandboxPolicy& candidate,
                                                                       const SandboxPolicy& ceiling, absl::string_view which) {
-  using containment_model::Ports;
-  for (const auto& key : containment_model::SortedKeys(candidate)) {
+  for (const auto& key : SortedKeys(candidate)) {
     const auto& entry = candidate.network_policies().at(key);
     for (int i = 0; i < entry.endpoints_size(); ++i) {
       const NetworkEndpoint& ep = entry.endpoints(i);
       const std::string settings = CredentialSettings(ep);
-      if (settings.empty()) continue;
-      const std::vector<uint32_t> ports = Ports(ep);
-      // The ceiling's endpoint must give the credential use to every binary the candidate's entry names (by the
-      // same path or glob text) and on every path the candidate's endpoint serves.
-      const auto same_binaries = [&](const openshell::sandbox::v1::NetworkPolicyRule& theirs) {
-        return std::all_of(entry.binaries().begin(), entry.binaries().end(), [&](const auto& binary) {
-          return std::any_of(theirs.binaries().begin(), theirs.binaries().end(),
-                             [&](const auto& other) { return other.path() == binary.path(); });
-        });
-      };
-      const auto covers_path = [&](const NetworkEndpoint& other) {
-        return other.path().empty() || other.path() == "**" || other.path() == ep.path();
-      };
-      // With two L7 endpoints of the ceiling on the host, a request takes the one whose path selects it best
-      // (policy/route_path.h): the endpoint matched below may not be the one its requests are sent under
-      // (review 100). Decided only with one.
-      int ceiling_l7_on_host = 0;
-      for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
-        for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
-          if (absl::EqualsIgnoreCase(other.host(), ep.host()) && !other.protocol().empty() && other.protocol() != "tcp") {
-            ++ceiling_l7_on_host;
-          }
-        }
-      }
-      bool matched = false;
-      for (const auto& [ceiling_key, ceiling_entry] : ceiling.network_policies()) {
-        if (ceiling_l7_on_host > 1 || !same_binaries(ceiling_entry)) continue;
-        for (const NetworkEndpoint& other : ceiling_entry.endpoints()) {
-          if (matched || !absl::EqualsIgnoreCase(other.host(), ep.host()) || other.protocol() != ep.protocol() ||
-              CredentialSettings(other) != settings || !covers_path(other)) {
-            continue;
-          }
-          const std::vector<uint32_t> theirs = Ports(other);
-          matched = std::all_of(ports.begin(), ports.end(), [&](uint32_t port) {
-            return std::find(theirs.begin(), theirs.end(), port) != theirs.end();
-          });
-        }
-      }
-      if (matched) continue;
+      if (settings.empty() || CeilingGivesCredentialUse(ceiling, entry, ep, settings)) continue;
       return absl::StrCat(which, " network_policies.", key, ".endpoints[", i, "] (", ep.host(),
                           "): credential use (credential_signing, a credential rewrite or binding, or "
                           "allow_uninspected_credentials) is decided only where an entry of the ceiling for the same "

@@ -69,6 +69,11 @@ inline constexpr char kWorkdir[] = "<workdir>";
 // A listed path through which Landlock, which opens each path following symlinks, may reach another part
 // of the filesystem whatever the image holds: procfs's and /dev/fd's magic links (/proc/self/root is "/").
 bool MagicLink(absl::string_view path);
+// Why an entry with endpoints and no binaries is not decided (containment, explain).
+inline constexpr char kNoBinariesWhy[] =
+    "no binaries (upstream's runtime grants such an entry to no process, its merge rules and docs to every binary: "
+    "not decided)";
+
 inline constexpr char kMagicLinkWhy[] =
     "below /proc or /dev/fd a path may be a link to anywhere (/proc/self/root is /), not decided";
 

@@ -57,6 +57,14 @@ std::optional<IpNetwork> ResolverNumericAddress(absl::string_view host) {
   return common::ParseIpAddress(dotted);
 }
 
+// The address every version of upstream's proxy connects to for `host` without DNS: an IP literal, or a
+// name the sandbox's resolver reads itself (ResolverNumericAddress). A private one of the latter on a
+// control-plane port is refused by every version too (as internal, or as a control-plane port).
+std::optional<IpNetwork> AddressOf(absl::string_view host) {
+  if (std::optional<IpNetwork> literal = LiteralOf(host)) return literal;
+  return ResolverNumericAddress(host);
+}
+
 std::string AddressText(const IpNetwork& ip) {
   char text[INET6_ADDRSTRLEN] = {0};
   inet_ntop(ip.v6 ? AF_INET6 : AF_INET, ip.address.data(), text, sizeof(text));
@@ -67,34 +75,19 @@ std::string AddressText(const IpNetwork& ip) {
 
 
 bool AlwaysRefusedHost(absl::string_view host) {
-  std::optional<IpNetwork> ip = LiteralOf(host);
-  if (!ip) ip = ResolverNumericAddress(host);
+  const std::optional<IpNetwork> ip = AddressOf(host);
   return ip.has_value() && AlwaysBlocked(*ip);
 }
 
 std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
                                               const std::vector<IpNetwork>& allowed_ips) {
-  const std::optional<IpNetwork> ip = LiteralOf(host);
   const bool control_plane = std::find(kControlPlanePorts.begin(), kControlPlanePorts.end(), port) != kControlPlanePorts.end();
   if (!allowed_ips.empty() && control_plane) {
     return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   }
-  if (!ip) {
-    // A name: what DNS gives is not known here. But the sandbox's resolver reads some names without DNS — the
-    // C library's numeric forms (`127.1`, `2130706433`, `0x7f.1`, `0`) and `localhost` (its /etc/hosts) —
-    // and an always-blocked address is refused by every version of upstream's proxy, whatever the mode.
-    const std::optional<IpNetwork> resolved = ResolverNumericAddress(host);
-    if (!resolved) return std::nullopt;
-    if (AlwaysBlocked(*resolved)) {
-      return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*resolved), ", connection rejected");
-    }
-    // Through allowed_ips every version checks what the name resolved to against the list.
-    if (!allowed_ips.empty() && std::none_of(allowed_ips.begin(), allowed_ips.end(),
-                                             [&](const IpNetwork& n) { return common::Contains(n, *resolved); })) {
-      return absl::StrCat(host, " resolves to ", AddressText(*resolved), " which is not in allowed_ips, connection rejected");
-    }
-    return std::nullopt;
-  }
+  // A name: what DNS gives is not known here (unless the resolver reads it without DNS: AddressOf).
+  const std::optional<IpNetwork> ip = AddressOf(host);
+  if (!ip) return std::nullopt;
   if (AlwaysBlocked(*ip)) return absl::StrCat(host, " resolves to always-blocked address ", AddressText(*ip), ", connection rejected");
   if (control_plane && PrivateV4(*ip)) return absl::StrCat("port ", port, " is a blocked control-plane port, connection rejected");
   if (!allowed_ips.empty() &&

@@ -32,7 +32,8 @@ bool AlwaysRefusedHost(absl::string_view host);
 //     older ones as an internal address, newer ones as a control-plane port).
 // The endpoint is the one upstream takes its destination settings from: the first matched endpoint with
 // a protocol, `allowed_ips` or `tls`, over every matched entry (policy/egress.cc).
-// `host` may be an IPv6 literal in brackets.
+// A name the sandbox's C resolver reads without DNS (its numeric IPv4 forms, /etc/hosts' loopback names) is
+// taken as the address it names. `host` may be an IPv6 literal in brackets.
 std::optional<std::string> DestinationRefusal(absl::string_view host, uint32_t port,
                                               const std::vector<IpNetwork>& allowed_ips);
 

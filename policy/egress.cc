@@ -541,9 +541,10 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
     out->endpoint.clear();
     return SetDecision(out, EgressVerdict::kDeny, *refused);
   }
-  // `tls: skip` where requests would be inspected (an L7 config among the matched endpoints): older proxies
+  // `tls: skip` on the endpoint whose settings apply, where its requests would be inspected: older proxies
   // relay such a connection raw, uninspected (every request passes), newer ones refuse it before connecting
-  // (review 98). The versions disagree on the connection and on each request: not a guess.
+  // (review 98). The versions disagree on the connection and on each request: not a guess. (An L4 endpoint
+  // with `tls: skip` beside an L7 one on its host is refused by the loader, as upstream's ambiguity rules do.)
   if (settings != nullptr && settings->tls == "skip" && settings->l7_config) {
     return SetDecision(out, EgressVerdict::kUnsupported,
                        absl::StrCat(settings->label, " has tls 'skip' where its requests would be inspected: older "
@@ -551,15 +552,6 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;
-  if (settings != nullptr && settings->tls == "skip") {
-    // The endpoint whose settings apply skips TLS and inspects nothing: every version relays the connection
-    // raw, whatever L7 configs other matched endpoints have (review 100). The loader refuses such a policy
-    // (an L4 endpoint beside an L7 one on one host: upstream's ambiguity rules); a body not validated here
-    // is still answered as upstream's proxy would.
-    out->endpoint.assign(settings->label);
-    out->rule.assign("(none: the endpoint's tls is 'skip', so the connection is relayed uninspected)");
-    return;
-  }
 
   // The L7 config the request is inspected under (l7/relay.rs): upstream's proxy collects the L7 configs
   // of the matched endpoints of every matched entry, in (entry key, endpoint) order. None: the connection

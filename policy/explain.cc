@@ -496,9 +496,8 @@ void NetworkDelta(const SandboxPolicy& whole_from, const SandboxPolicy& whole_to
     const bool was_empty = before != from.network_policies().end() && before->second.binaries_size() == 0;
     if (entry.binaries_size() > 0 || entry.endpoints_size() == 0 || was_empty) continue;
     ChangeClass c;
-    c.description = absl::StrCat("network requests may be newly allowed to every binary, not decided: network_policies.",
-                                 key, " has no binaries (upstream's runtime grants such an entry to no process, its "
-                                      "merge rules and docs to every binary)");
+    c.description = absl::StrCat("network requests may be newly allowed to every binary: network_policies.", key, ": ",
+                                 kNoBinariesWhy);
     out->unknown.push_back(std::move(c));
   }
 }

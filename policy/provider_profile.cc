@@ -320,6 +320,13 @@ std::string AliasRefusal(absl::string_view alias, absl::string_view canonical) {
                       "' and composes that profile, never one named '", alias, "': name it '", canonical, "'");
 }
 
+std::optional<std::string> ProviderAliasRefusal(absl::string_view provider) {
+  const std::optional<absl::string_view> canonical = UpstreamProviderTypeAlias(provider);
+  if (!canonical) return std::nullopt;
+  return absl::StrCat("provider '", provider, "': the OpenShell gateway reads the provider type '", provider, "' as '",
+                      *canonical, "' and composes that profile: name the provider '", *canonical, "'");
+}
+
 absl::Status ValidateNewProviderProfile(const os_v1::ProviderProfile& profile) {
   if (auto canonical = UpstreamProviderTypeAlias(profile.id())) {
     return InvalidProfile("id", AliasRefusal(profile.id(), *canonical));

@@ -52,6 +52,9 @@ absl::Status ValidateNewProviderProfile(const openshell::v1::ProviderProfile& pr
 // The profile id upstream composes for a provider of type `name` when `name` is one of its aliases
 // (openshell-providers normalize_provider_type: "gh" is "github", "glab" is "gitlab"); nullopt otherwise.
 std::optional<absl::string_view> UpstreamProviderTypeAlias(absl::string_view name);
+// Why a provider named `provider` is refused in a composition ("provider 'gh': …", the detail of
+// `unknown_provider`), when it is such an alias; nullopt otherwise.
+std::optional<std::string> ProviderAliasRefusal(absl::string_view provider);
 
 // Whether `profile` carries a whole signature: the three openshell.nvidia.com/profile-* annotations.
 bool ProviderProfileSigned(const openshell::v1::ProviderProfile& profile);

@@ -267,8 +267,7 @@ TEST_CASE("egress: tls skip where requests would be inspected is not decided, na
 TEST_CASE("egress: names the resolver reads as an address are checked against allowed_ips, and the loopback names "
           "of a container's /etc/hosts are refused",
           "[policy][egress]") {
-  // Review 100. (An L4 endpoint with tls skip beside an L7 one on the same host is refused by the loader, as
-  // upstream's ambiguity rules refuse it, so Decide's branch for it is not reached from a valid policy.)
+  // Review 100.
   EgressIntent intent;
   intent.binary = "/usr/bin/curl";
   // 167772161 is 10.0.0.1 to the C resolver: outside allowed_ips, refused as every version refuses it.

@@ -319,12 +319,10 @@ bool InterceptorEvaluator::ResolveProviders(const std::vector<std::string>& prov
   for (size_t i = 0; i < providers.size(); ++i) {
     const std::string& provider = providers[i];
     const absl::StatusOr<const ProviderProfileCatalogue::Entry*>& entry = selection->entries[i];
-    if (auto canonical = policy::UpstreamProviderTypeAlias(provider)) {
+    if (std::optional<std::string> alias = policy::ProviderAliasRefusal(provider)) {
       // Upstream composes the profile of the alias's canonical id for it, never this one (a stored profile of
       // the alias's id, set before it was refused, is not used).
-      out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider",
-                absl::StrCat("provider '", provider, "': the OpenShell gateway reads the provider type '", provider,
-                             "' as '", *canonical, "' and composes that profile: name the provider '", *canonical, "'"));
+      out->Deny(absl::StatusCode::kFailedPrecondition, "unknown_provider", *alias);
       return false;
     }
     if (entry.ok()) continue;

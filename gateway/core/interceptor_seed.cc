@@ -81,13 +81,9 @@ absl::StatusOr<SeededRecord> SeedInterceptorRecord(const CeilingGuard& ceiling, 
   absl::StatusOr<ProviderProfileCatalogue::Selection> selection = catalogue.GetAll(providers);
   if (!selection.ok()) return selection.status();
   for (size_t i = 0; i < providers.size(); ++i) {
-    if (auto canonical = policy::UpstreamProviderTypeAlias(providers[i])) {
-      // As a validate refuses it (InterceptorEvaluator::ResolveProviders): upstream composes the canonical
-      // profile for such a provider, never one of this id.
-      return refuse(common::Refused(absl::StatusCode::kFailedPrecondition, "unknown_provider",
-                                    absl::StrCat("provider '", providers[i], "': the OpenShell gateway reads the provider "
-                                                 "type '", providers[i], "' as '", *canonical,
-                                                 "' and composes that profile: name the provider '", *canonical, "'")));
+    if (std::optional<std::string> alias = policy::ProviderAliasRefusal(providers[i])) {
+      // As a validate refuses it (InterceptorEvaluator::ResolveProviders).
+      return refuse(common::Refused(absl::StatusCode::kFailedPrecondition, "unknown_provider", *alias));
     }
     const auto& entry = selection->entries[i];
     if (!entry.ok()) {
