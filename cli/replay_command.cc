@@ -58,6 +58,7 @@ absl::StatusOr<policy::ReplayReport> ReplayThroughGateway(const Options& options
   policy::ReplayTally tally(to != nullptr);
   policy::EgressIntent intent;
   policy::EgressDecision from, against;
+  std::string digest;  // the policy every decision is asked of
   for (;;) {
     auto more = (*reader)->Next(&intent);
     if (!more.ok()) return more.status();
@@ -70,6 +71,16 @@ absl::StatusOr<policy::ReplayReport> ReplayThroughGateway(const Options& options
       *exit_code = ReportRpcError(status);
       if (*exit_code == kExitRefused) *exit_code = kExitUsage;  // 1 means "decisions change" here
       return absl::CancelledError("reported");
+    }
+    // One policy for the whole replay: a re-projection part-way would split the decisions between two
+    // policies without saying so (review 104).
+    if (digest.empty()) {
+      digest = response.policy_digest();
+    } else if (response.policy_digest() != digest) {
+      return absl::AbortedError(absl::StrCat("sandbox ", sandbox, "'s policy changed during the replay (",
+                                             digest.substr(0, 12), " -> ", response.policy_digest().substr(0, 12),
+                                             " at line ", (*reader)->line_number(),
+                                             "): its decisions would mix two policies; replay again"));
     }
     from.verdict = VerdictFrom(response.decision());
     from.matched_policy = response.matched_policy();

@@ -19,7 +19,7 @@ namespace driver_v1 = openshell::policy::driver::v1;
 
 // The flags every sandbox-side command shares: the handle, and what to verify against.
 struct SandboxArgs {
-  std::string handle, handle_file;
+  std::string handle_file;
   std::string trust_store;
   std::string sandbox_id, user_subject;
   std::vector<std::string> attributes;
@@ -28,8 +28,6 @@ struct SandboxArgs {
 void AddHandleFlags(CLI::App* cmd, SandboxArgs& args) {
   cmd->add_option("--handle-file", args.handle_file,
                   absl::StrCat("file whose first line is the sandbox handle (default: $", sandbox_client::kHandleVariable, ")"));
-  cmd->add_option("--handle", args.handle,
-                  "the sandbox handle itself (visible to other local users in the process list: prefer --handle-file)");
 }
 
 void AddVerifyFlags(CLI::App* cmd, SandboxArgs& args) {
@@ -47,16 +45,13 @@ std::unique_ptr<sandbox_client::SandboxClient> MakeClient(const Options& options
   client.report = report;
   client.endpoint = EndpointFor(options, Api::kSandbox);
   client.call_timeout = std::chrono::seconds(options.timeout_s);
-  if (!args.handle.empty()) {
-    client.handle = args.handle;
-  } else {
-    auto handle = sandbox_client::ReadSandboxHandle(args.handle_file);
-    if (!handle.ok()) {
-      ReportLocalError(handle.status());
-      return nullptr;
-    }
-    client.handle = *std::move(handle);
+  // From a file or the environment, never the command line (issue 12: other local users read argv).
+  auto handle = sandbox_client::ReadSandboxHandle(args.handle_file);
+  if (!handle.ok()) {
+    ReportLocalError(handle.status());
+    return nullptr;
   }
+  client.handle = *std::move(handle);
   if (!args.trust_store.empty()) {
     auto store = trust::TrustStore::Load(args.trust_store);
     if (!store.ok()) {

@@ -186,8 +186,38 @@ Rule CompileRule(absl::string_view method, absl::string_view path,
 
 }  // namespace
 
+// A middleware whose effective on_uninspectable is deny (on_error other than fail_open; this schema has no
+// on_uninspectable field): upstream's supervisor denies uninspectable traffic it selects
+// (l7/uninspectable.rs; the newest refuses to load such a policy when a `tls: skip` endpoint is selected).
+struct DenyingMiddleware {
+  std::string key;
+  std::vector<MaybeGlob> include;  // lower-cased host patterns, '.'-delimited
+  std::vector<MaybeGlob> exclude;
+  // kYes when the middleware selects `host` (an include matches, no exclude does); kUnknown when a
+  // pattern it would take is outside the glob language.
+  Match Selects(absl::string_view host) const {
+    Match included = Match::kNo;
+    for (const MaybeGlob& g : include) {
+      const Match m = g.Test(host);
+      if (m == Match::kYes) {
+        included = Match::kYes;
+        break;
+      }
+      if (m == Match::kUnknown) included = Match::kUnknown;
+    }
+    if (included == Match::kNo) return Match::kNo;
+    for (const MaybeGlob& g : exclude) {
+      const Match m = g.Test(host);
+      if (m == Match::kYes) return Match::kNo;
+      if (m == Match::kUnknown) included = Match::kUnknown;
+    }
+    return included;
+  }
+};
+
 struct EgressPolicy::Compiled {
   std::vector<Entry> entries;      // sorted by key
+  std::vector<DenyingMiddleware> denying_middlewares;  // sorted by key
   std::vector<Endpoint> endpoints;  // in (entry, endpoint) order
   absl::flat_hash_map<std::string, std::vector<size_t>> exact_hosts;  // lower-cased host -> endpoints
   std::vector<size_t> wildcard_hosts;
@@ -269,6 +299,23 @@ std::shared_ptr<const EgressPolicy> EgressPolicy::Compile(const SandboxPolicy& p
       }
       c->endpoints.push_back(std::move(out));
     }
+  }
+  std::vector<std::string> middleware_keys;
+  for (const auto& [key, config] : policy.network_middlewares()) {
+    if (config.on_error() != "fail_open") middleware_keys.push_back(key);
+  }
+  std::sort(middleware_keys.begin(), middleware_keys.end());
+  for (const std::string& key : middleware_keys) {
+    const auto& config = policy.network_middlewares().at(key);
+    DenyingMiddleware m;
+    m.key = key;
+    for (const std::string& pattern : config.endpoints().include()) {
+      m.include.push_back(MaybeGlob::Of(absl::AsciiStrToLower(pattern), '.'));
+    }
+    for (const std::string& pattern : config.endpoints().exclude()) {
+      m.exclude.push_back(MaybeGlob::Of(absl::AsciiStrToLower(pattern), '.'));
+    }
+    c->denying_middlewares.push_back(std::move(m));
   }
   return std::shared_ptr<const EgressPolicy>(new EgressPolicy(std::move(c)));
 }
@@ -549,6 +596,34 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
     return SetDecision(out, EgressVerdict::kUnsupported,
                        absl::StrCat(settings->label, " has tls 'skip' where its requests would be inspected: older "
                                                      "proxies relay the connection uninspected, newer ones refuse it"));
+  }
+  // Traffic no middleware can inspect, to a host a middleware selects that does not fail open: upstream's
+  // supervisor denies it (l7/uninspectable.rs; review 103) — a `tls: skip` tunnel or SQL passthrough
+  // always; through an L4 endpoint, what the connection carries decides (TLS and HTTP/1 are inspected, h2c
+  // and any other protocol denied: review 105), which a connection-level intent does not say.
+  const bool uninspected = settings != nullptr && (settings->tls == "skip" || settings->protocol == "sql");
+  bool l7 = false;
+  for (size_t index : matches) l7 = l7 || (c.endpoints[index].l7_config && entry_matched(c.endpoints[index].entry));
+  if (uninspected || (!l7 && !intent.request)) {
+    for (const DenyingMiddleware& m : c.denying_middlewares) {
+      const Match selects = m.Selects(host);
+      if (selects == Match::kNo) continue;
+      if (selects == Match::kUnknown) {
+        return SetDecision(out, EgressVerdict::kUnsupported,
+                           absl::StrCat("whether network_middlewares.", m.key, " selects this host is undecidable (a "
+                                        "pattern outside the glob language)"));
+      }
+      if (!uninspected) {
+        return SetDecision(out, EgressVerdict::kUnsupported,
+                           absl::StrCat("network_middlewares.", m.key, " selects ", intent.host,
+                                        " and does not fail open: the sandbox's proxy inspects TLS and HTTP/1 on this "
+                                        "connection and denies any other protocol; give the request to decide it"));
+      }
+      const std::string what = settings->tls == "skip" ? "a tls 'skip' tunnel" : "SQL passthrough";
+      return SetDecision(out, EgressVerdict::kDeny,
+                         absl::StrCat("network_middlewares.", m.key, " selects ", intent.host, " and does not fail open: ",
+                                      what, " (", settings->label, ") cannot be inspected by required middleware"));
+    }
   }
   out->verdict = EgressVerdict::kAllow;
   if (!intent.request) return;

@@ -66,6 +66,16 @@ std::optional<std::string> CheckFilesystemPath(absl::string_view path) {
   return std::nullopt;
 }
 
+// Whether an absolute path names "/" once upstream's supervisor normalises it (openshell-core paths.rs
+// `normalize_path`: empty and "." segments dropped) — "/", "//", "/.", "/././/".
+bool NamesRoot(absl::string_view path) {
+  if (path.empty() || path.front() != '/') return false;
+  for (absl::string_view segment : absl::StrSplit(path, '/')) {
+    if (!segment.empty() && segment != ".") return false;
+  }
+  return true;
+}
+
 std::optional<std::string> CheckRunAs(absl::string_view value) {
   if (value.empty() || value == "sandbox") return std::nullopt;
   if (value == "root") return "root is refused";
@@ -734,7 +744,7 @@ std::vector<Violation> FindViolations(const SandboxPolicy& policy, size_t limit)
     if (auto error = CheckFilesystemPath(fs.read_write(i))) {
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), *error})) return out;
     }
-    if (!fs.read_write(i).empty() && fs.read_write(i).find_first_not_of('/') == std::string::npos) {  // "/", "//": upstream trims the slashes
+    if (NamesRoot(fs.read_write(i))) {  // "/", "//", "/.", "/./": upstream's supervisor normalises them to "/"
       if (found(Violation{absl::StrCat("filesystem.read_write[", i, "]"), "'/' may not be read-write"})) return out;
     }
   }
@@ -867,6 +877,11 @@ std::vector<std::string> InternalMarkers(const SandboxPolicy& policy) {
       const std::string path = absl::StrCat("network_policies.", id, ".endpoints[", i, "].");
       if (ep.advisor_proposed()) markers.push_back(path + "advisor_proposed");
       if (ep.provider_credentialed()) markers.push_back(path + "provider_credentialed");
+    }
+    // Deprecated and ignored by SCHEMA.md and upstream's file loader, but upstream's runtime reads it as the
+    // advisor's provenance (no exact-host private-address trust for that binary): noted (review 103).
+    for (int i = 0; i < rule.binaries_size(); ++i) {
+      if (rule.binaries(i).harness()) markers.push_back(absl::StrCat("network_policies.", id, ".binaries[", i, "].harness"));
     }
   }
   std::sort(markers.begin(), markers.end());

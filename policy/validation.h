@@ -31,8 +31,9 @@ std::vector<Violation> FindViolations(const openshell::sandbox::v1::SandboxPolic
 // OK, or INVALID_ARGUMENT "invalid_policy: <path>: <message>".
 absl::Status ValidatePolicy(const openshell::sandbox::v1::SandboxPolicy& policy);
 
-// Notes on gateway-internal markers (advisor_proposed, provider_credentialed) set in a body, as
-// field paths; such a body is still relayed as issued, and the audit event notes them.
+// Notes on gateway-internal markers (advisor_proposed, provider_credentialed, a binary's deprecated
+// harness, which upstream's runtime still reads as provenance) set in a body, as field paths; such a body
+// is still relayed as issued, and the audit event notes them.
 std::vector<std::string> InternalMarkers(const openshell::sandbox::v1::SandboxPolicy& policy);
 
 }  // namespace osh::policy

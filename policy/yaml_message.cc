@@ -507,6 +507,24 @@ std::optional<std::string> ControlCharacterAt(const Message& message, const std:
 // Counts the nodes a YAML document expands to, aliases included, without building it: an alias bomb (a
 // few hundred bytes whose aliases expand to billions of nodes) is refused before YAML::Load builds or
 // anything walks it. Counts saturate at the limit.
+// Stops at the start of a document (the one after the policy's): its line, 1-based.
+class DocumentProbe final : public YAML::EventHandler {
+ public:
+  struct Found {
+    int line;
+  };
+  void OnDocumentStart(const YAML::Mark& mark) override { throw Found{mark.line + 1}; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  int line() const { return 1; }  // a document with no start event (never seen): the file's first line
+};
+
 class ExpansionCounter final : public YAML::EventHandler {
  public:
   struct TooLarge {
@@ -580,16 +598,34 @@ absl::Status ReadYamlMessage(absl::string_view text, absl::string_view source, c
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", text.size(), " bytes, more than the ", kMaxYamlBytes,
                                                    " a policy file may have"));
   }
+  std::istringstream stream{std::string(text)};
+  YAML::Parser parser(stream);
+  bool first = false;
   try {
-    std::istringstream stream{std::string(text)};
-    YAML::Parser parser(stream);
     ExpansionCounter counter(kMaxYamlNodes);
-    parser.HandleNextDocument(counter);
+    first = parser.HandleNextDocument(counter);
   } catch (const ExpansionCounter::TooLarge& error) {
     return absl::InvalidArgumentError(absl::StrCat(source, ":", error.mark.line + 1, ": the document expands to more than ",
                                                    kMaxYamlNodes, " nodes (aliases included): refused"));
   } catch (const YAML::Exception&) {
     // A syntax error: YAML::Load below reports it with its line.
+  }
+  if (first) {
+    // One document only, as upstream's loader (serde) has it: YAML::Load would read the first and drop
+    // the rest — settings the author wrote, silently not applied.
+    DocumentProbe probe;
+    int line = 0;
+    try {
+      if (parser.HandleNextDocument(probe)) line = probe.line();
+    } catch (const DocumentProbe::Found& found) {
+      line = found.line;
+    } catch (const YAML::Exception& error) {
+      line = error.mark.line + 1;
+    }
+    if (line > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ":", line, ": a second YAML document: the file must hold exactly one (nothing after it is read)"));
+    }
   }
   try {
     const YAML::Node root = YAML::Load(std::string(text));

@@ -341,8 +341,17 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
     in_force = current_;
     floor = floor_;
   }
-  // The stream opens with the projection in force; after a reconnect it is usually the one applied.
-  if (in_force != nullptr && in_force->projection.SerializeAsString() == projection.SerializeAsString()) return;
+  // The stream opens with the projection in force; after a reconnect it is usually the one applied. A
+  // report about it that could not be sent before is sent now.
+  if (in_force != nullptr && in_force->projection.SerializeAsString() == projection.SerializeAsString()) {
+    std::optional<OwedReport> owed;
+    {
+      absl::MutexLock lock(&mu_);
+      if (owed_report_.has_value() && owed_report_->digest == projection.policy_digest()) owed = owed_report_;
+    }
+    if (owed.has_value() && options_.report) SendReport(owed->digest, owed->error, emit);
+    return;
+  }
   // Checked before the apply lock is taken: the log proof may wait on the gateway (log_proof_wait, and a
   // call timeout per GetLogProof), and the expiry timer must not wait behind that.
   // No rollback below the highest version applied, in this process or (state_file) before it.
@@ -388,9 +397,28 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
   }
   // Reported without the apply lock held (a slow gateway must not hold the expiry timer up).
   if (!options_.report) return;
-  if (absl::Status reported = Report(projection.policy_digest(), failure); !reported.ok()) {
-    emit(WatchEvent::kReportFailed, std::string(reported.message()));
+  if (!outcome.ok()) {
+    // Not applied: the one in force stays, and a report about it still owed is no longer the latest word.
+    absl::MutexLock lock(&mu_);
+    owed_report_.reset();
   }
+  SendReport(projection.policy_digest(), failure, emit);
+}
+
+void SandboxClient::SendReport(const std::string& digest, const std::string& error,
+                               const std::function<void(WatchEvent::Kind, const std::string&)>& emit) {
+  const absl::Status reported = Report(digest, error);
+  {
+    absl::MutexLock lock(&mu_);
+    // Owed only when it is about the policy in force (a report about a rejected one is not retried).
+    const bool about_in_force = current_ != nullptr && current_->projection.policy_digest() == digest && error.empty();
+    if (reported.ok() || !about_in_force) {
+      if (owed_report_.has_value() && owed_report_->digest == digest) owed_report_.reset();
+    } else {
+      owed_report_ = OwedReport{digest, error};
+    }
+  }
+  if (!reported.ok()) emit(WatchEvent::kReportFailed, std::string(reported.message()));
 }
 
 void SandboxClient::ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw) {
@@ -480,6 +508,7 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
 
   std::mt19937_64 random(std::random_device{}());
   std::chrono::milliseconds backoff = options_.initial_backoff;
+  auto accepted = std::chrono::steady_clock::now();  // Watch's start, then the last stream accepted
   for (;;) {
     grpc::ClientContext context;  // no deadline: a watch lasts
     context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.handle));
@@ -501,7 +530,11 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
     watching_ = nullptr;
     if (stopped_) return absl::OkStatus();
     if (!ended_.ok()) return ended_;
-    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) return Shown(FromGrpc(status));
+    if (connected) accepted = std::chrono::steady_clock::now();
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED &&
+        (connected || std::chrono::steady_clock::now() - accepted >= options_.unknown_handle_grace)) {
+      return Shown(FromGrpc(status));  // revoked while watched, or refused past the grace
+    }
     // Full jitter over [backoff/2, backoff]: replicas of a restarted gateway are not all hit at once.
     const auto wait = std::chrono::milliseconds(
         backoff.count() / 2 + static_cast<int64_t>(random() % static_cast<uint64_t>(backoff.count() / 2 + 1)));

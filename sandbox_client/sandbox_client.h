@@ -68,6 +68,12 @@ struct ClientOptions {
   // The back-off starts again from initial_backoff only after a stream stayed open this long (a gateway
   // that accepts a stream and drops it at once is not reconnected to every initial_backoff).
   std::chrono::milliseconds backoff_reset_after{30000};
+  // A stream refused UNAUTHENTICATED as it opens is tried again (with the back-off) until this long has
+  // passed since Watch started or a stream was last accepted: a replica whose change feed has not yet
+  // brought the sandbox's admission (about a second behind, docs/replicas.md) does not know the handle
+  // yet. A stream the gateway ends UNAUTHENTICATED while it is open (the handle revoked: the sandbox
+  // deleted or re-admitted) ends Watch at once, as does a refusal past this. 0: end at the first refusal.
+  std::chrono::milliseconds unknown_handle_grace{10000};
 
   // Rollback protection across restarts. Non-empty: the highest policy_version handed to `apply` is kept
   // in this file (mode 0600, written to a temporary file in the same folder, fsync'd, renamed over it,
@@ -159,7 +165,7 @@ class SandboxClient {
   // and, for kExpired, from the expiry timer's thread, one call at a time. `withdraw` removes an expired
   // policy from enforcement (deny everything until a newer one is applied) and returns OK, or why it could
   // not. `apply` and `withdraw` never run concurrently. Returns the status that ended it: OK after Stop(),
-  // UNAUTHENTICATED when the gateway no longer accepts the handle, FAILED_PRECONDITION "expired: ..." when
+  // UNAUTHENTICATED when the gateway no longer accepts the handle (see unknown_handle_grace), FAILED_PRECONDITION "expired: ..." when
   // the policy in force expired and could not be withdrawn (see ClientOptions::on_expiry).
   using ApplyFn = std::function<absl::Status(const VerifiedPolicy&)>;
   using EventFn = std::function<void(const WatchEvent&)>;
@@ -182,6 +188,9 @@ class SandboxClient {
   // WatchServedProjection it came with (its proof), when the stream was that one.
   void Handle(const openshell::policy::driver::v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event,
               const openshell::policy::gateway::v1::ServedProjection* served = nullptr);
+  // ReportPolicyStatus from Watch; a LOADED report about the policy in force that fails is owed (above).
+  void SendReport(const std::string& digest, const std::string& error,
+                  const std::function<void(WatchEvent::Kind, const std::string&)>& emit);
   // One stream until it ends (its status in `ended`): WatchServedProjection with require_log_proof — a
   // projection whose proof is pending is held, and handled when its proof follows on the stream (a newer
   // projection supersedes it) — else WatchProjection. True once a message arrived.
@@ -212,6 +221,13 @@ class SandboxClient {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool watch_done_ ABSL_GUARDED_BY(mu_) = false;  // tells the expiry timer to end
   absl::Status ended_ ABSL_GUARDED_BY(mu_);       // set by the expiry timer when Watch must end
+  // A report Watch could not send (the gateway restarting, rate-limited): sent again when the stream hands
+  // the same projection again (a reconnect), so drift and `wait` learn what the sandbox loaded (review 104).
+  struct OwedReport {
+    std::string digest;
+    std::string error;
+  };
+  std::optional<OwedReport> owed_report_ ABSL_GUARDED_BY(mu_);
   absl::Mutex log_mu_;
   std::unique_ptr<LogProofVerifier> log_ ABSL_GUARDED_BY(log_mu_);  // with require_log_proof
   absl::CondVar stop_cv_;

@@ -175,7 +175,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
 }
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreOptions& options) {
-  std::optional<StateLock> state_lock;
+  std::optional<common::StateLock> state_lock;
   if (options.exclusive) {
     // Whoever can write the database's folder can replace the database (and with it, bring back deleted
     // sandboxes): only root and this user may. Then, before anything touches the database, the lock: a
@@ -185,7 +185,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       OSH_RETURN_IF_ERROR(trust::EnsurePrivateDir(folder));
       OSH_RETURN_IF_ERROR(trust::CheckNoOneElseCanWrite(folder, "database folder"));
     }
-    auto lock = StateLock::Acquire(path);
+    auto lock = common::StateLock::Acquire(path);
     if (!lock.ok()) return lock.status();
     state_lock.emplace(*std::move(lock));
   }

@@ -22,7 +22,7 @@
 #include "store/group_commit.h"
 #include "store/head_anchor.h"
 #include "store/sqlite_db.h"
-#include "store/state_lock.h"
+#include "common/state_lock.h"
 #include "store/store.h"
 
 namespace osh::store {
@@ -181,7 +181,7 @@ class SqliteStore final : public SingleObjectDatabase {
 
   ChangeListener* listener_ = nullptr;  // set before concurrent use
 
-  std::optional<StateLock> state_lock_;  // StoreOptions::exclusive: held as long as the store is open
+  std::optional<common::StateLock> state_lock_;  // StoreOptions::exclusive: held as long as the store is open
   std::unique_ptr<HeadAnchor> anchor_;   // destroyed first (its thread reads the chain head)
 };
 

@@ -45,7 +45,7 @@ TEST_CASE("audit: every operation is chained, export matches the RPC, verify nam
   REQUIRE(Ctl(g, {"-o", "json", "admit", "--sandbox", "sb-1", "--subject", "alice"}, &out, &err) == 0);
   const std::string handle = Field(out, "sandbox_handle");
   const std::string digest = Field(out, "policy_digest");
-  REQUIRE(Ctl(g, {"report", "--handle", handle, "--digest", digest, "--loaded"}, &out, &err) == 0);
+  REQUIRE(Ctl(g, {"report", "--handle-file", HandleFile(handle), "--digest", digest, "--loaded"}, &out, &err) == 0);
   REQUIRE(Ctl(g, {"policy", "update", "default", "--remove-rule", "github_api"}, &out, &err) == 0);
   REQUIRE(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) == 0);
   REQUIRE(Ctl(g, {"delete", "--sandbox", "sb-1"}, &out, &err) == 0);

@@ -116,3 +116,35 @@ TEST_CASE("core in process: a scope's change moves exactly the sandboxes it appl
   CHECK((*events)[events_before + 3].type == osh::trust::audit::Type::kReprojection);
   CHECK_THAT((*events)[events_before + 3].reason, Catch::Contains("scope default: "));
 }
+
+TEST_CASE("core: a report sent under an admission's handle never lands on a later admission of the same id",
+          "[core][report]") {
+  // Review 104: a report was authenticated, queued with the sandbox id alone, and recorded on whatever
+  // admission held the id when it ran — after a delete and re-admission, the new one, in sync before its
+  // own supervisor said anything.
+  InProcessCore t;
+  gw::SetPolicyRequest set;
+  set.set_scope("default");
+  *set.mutable_policy() = osh::policy::RestrictiveDefaultPolicy();
+  REQUIRE(t.core->SetPolicy(set).ok());
+  auto first = t.core->Admit(osh::test::ContextFor("sb-1"));
+  REQUIRE(first.ok());
+  const auto old_admission = t.registry.Authenticate(first->sandbox_handle());
+  REQUIRE(old_admission != nullptr);
+
+  REQUIRE(t.core->Delete("sb-1").ok());
+  auto second = t.core->Admit(osh::test::ContextFor("sb-1"));
+  REQUIRE(second.ok());
+  REQUIRE(second->policy_digest() == first->policy_digest());
+
+  gw::ReportPolicyStatusRequest report;
+  report.set_policy_digest(first->policy_digest());
+  report.set_status(gw::LOADED);
+  CHECK(absl::IsUnauthenticated(t.core->Report("sb-1", report, &old_admission->handle_sha256)));
+  CHECK(t.core->GetSandbox("sb-1")->load_status() != gw::LOADED);
+  // The new admission's own report is recorded.
+  const auto new_admission = t.registry.Authenticate(second->sandbox_handle());
+  REQUIRE(new_admission != nullptr);
+  CHECK(t.core->Report("sb-1", report, &new_admission->handle_sha256).ok());
+  CHECK(t.core->GetSandbox("sb-1")->load_status() == gw::LOADED);
+}

@@ -195,6 +195,22 @@ TEST_CASE("drift: wait says a change the ceiling refused, rather than loaded", "
     cleared = cleared || absl::StrContains(event.reason(), "the driver serves the admitted projection again; cleared: exceeds_ceiling");
   }
   CHECK(cleared);
+
+  // An offered projection refused for itself (its digest is not its body's), then the admitted one again:
+  // that refusal is over too (review 104: only the driver's and the ceiling's errors were cleared, so an
+  // offered mistake, reverted, left the sandbox refresh_failed and `wait` timing out for good).
+  std::string tampered = ReadFile(keys / "narrow-again.json");
+  const auto at = tampered.find("\"policy_digest\": \"");
+  REQUIRE(at != std::string::npos);
+  const auto value = at + std::string("\"policy_digest\": \"").size();
+  tampered.replace(value, 64, std::string(64, '0'));
+  WriteFile(keys / "response.json", "{\"projection\": " + tampered + "}");
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) != 0);
+  CHECK(DriftInfo(g, "sb-1").drift() == gw::DRIFT_REFRESH_FAILED);
+  WriteSignedResponse(keys, Example("github.yaml"), "narrow-third");
+  CHECK(Ctl(g, {"refresh", "--sandbox", "sb-1"}, &out, &err) == 0);
+  CHECK(DriftInfo(g, "sb-1").drift() == gw::DRIFT_IN_SYNC);
+  CHECK(Ctl(g, {"wait", "--sandbox", "sb-1", "--timeout", "10s"}, &out, &err) == 0);
 }
 
 }  // namespace osh::test

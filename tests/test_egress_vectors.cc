@@ -278,3 +278,69 @@ TEST_CASE("egress: names the resolver reads as an address are checked against al
   intent.host = "ip6-localhost";
   CHECK_THAT(listed->Decide(intent).reason, Catch::Contains("always-blocked address ::1"));
 }
+
+TEST_CASE("egress: traffic no middleware can inspect, to a host a middleware selects that does not fail open, is denied",
+          "[policy][egress]") {
+  // Review 103 against upstream's l7/uninspectable.rs: a `tls: skip` tunnel or SQL passthrough selected by a
+  // middleware whose on_error is not fail_open is denied by the supervisor (the newest refuses the policy).
+  auto decide = [](const std::string& middlewares, const std::string& endpoint, const std::string& host) {
+    auto policy = osh::policy::ParsePolicyText(
+        R"({"version": 1, "network_policies": {"db": {"endpoints": [)" + endpoint +
+            R"(], "binaries": [{"path": "/usr/bin/psql"}]}}, "network_middlewares": )" + middlewares + "}",
+        "inline");
+    INFO(middlewares << " " << endpoint << ": " << policy.status().ToString());
+    REQUIRE(policy.ok());
+    EgressIntent intent;
+    intent.host = host;
+    intent.port = 5432;
+    intent.binary = "/usr/bin/psql";
+    return EgressPolicy::Compile(*policy)->Decide(intent);
+  };
+  const std::string skip = R"({"host": "db.example.com", "port": 5432, "tls": "skip"})";
+  const std::string sql = R"({"host": "db.example.com", "port": 5432, "protocol": "sql", "enforcement": "audit", "access": "full"})";
+  const std::string plain = R"({"host": "db.example.com", "port": 5432})";
+  const std::string closed = R"({"guard": {"middleware": "example/guard", "endpoints": {"include": ["db.example.com"]}}})";
+  for (const auto& endpoint : {skip, sql}) {
+    const auto denied = decide(closed, endpoint, "db.example.com");
+    CHECK(VerdictName(denied.verdict) == "deny");
+    CHECK_THAT(denied.reason, Catch::Contains("network_middlewares.guard selects db.example.com"));
+    CHECK(VerdictName(decide(R"({"guard": {"middleware": "example/guard", "on_error": "fail_closed",
+                                 "endpoints": {"include": ["*.EXAMPLE.com"]}}})",
+                             endpoint, "DB.example.com")
+                          .verdict) == "deny");
+    CHECK(VerdictName(decide(R"({"guard": {"middleware": "example/guard", "endpoints": {"include": ["**"]}}})", endpoint,
+                             "db.example.com")
+                          .verdict) == "deny");
+    // Failing open relays it (with a finding); excluded or not selected: untouched.
+    CHECK(VerdictName(decide(R"({"guard": {"middleware": "example/guard", "on_error": "fail_open",
+                                 "endpoints": {"include": ["db.example.com"]}}})",
+                             endpoint, "db.example.com")
+                          .verdict) == "allow");
+    CHECK(VerdictName(decide(R"({"guard": {"middleware": "example/guard",
+                                 "endpoints": {"include": ["*.example.com"], "exclude": ["db.example.com"]}}})",
+                             endpoint, "db.example.com")
+                          .verdict) == "allow");
+    CHECK(VerdictName(decide(R"({"guard": {"middleware": "example/guard", "endpoints": {"include": ["api.example.com"]}}})",
+                             endpoint, "db.example.com")
+                          .verdict) == "allow");
+  }
+  // Through an L4 endpoint the proxy inspects TLS and HTTP/1 and denies anything else (review 105): a
+  // connection alone is not decided; an HTTP request on it is the rules'.
+  const auto connection = decide(closed, plain, "db.example.com");
+  CHECK(VerdictName(connection.verdict) == "unsupported");
+  CHECK_THAT(connection.reason, Catch::Contains("denies any other protocol"));
+  auto request_policy = osh::policy::ParsePolicyText(
+      R"({"version": 1, "network_policies": {"db": {"endpoints": [)" + plain +
+          R"(], "binaries": [{"path": "/usr/bin/psql"}]}}, "network_middlewares": )" + closed + "}",
+      "inline");
+  REQUIRE(request_policy.ok());
+  EgressIntent http;
+  http.host = "db.example.com";
+  http.port = 5432;
+  http.binary = "/usr/bin/psql";
+  http.request = osh::policy::EgressRequest{"GET", "/", {}};
+  CHECK(VerdictName(EgressPolicy::Compile(*request_policy)->Decide(http).verdict) == "allow");
+  // An L7 endpoint's connection is inspected as its protocol: the rules decide.
+  const std::string rest = R"({"host": "db.example.com", "port": 5432, "protocol": "rest", "enforcement": "enforce", "access": "full"})";
+  CHECK(VerdictName(decide(closed, rest, "db.example.com").verdict) == "allow");
+}

@@ -162,7 +162,10 @@ TEST_CASE("restart: sandboxes admitted without a trust store are not served by t
   g.SetExtraArgs({"--trust-store", keys / "trust.json", "--builtin-signing-key", keys / "gateway.key",
                   "--builtin-signing-key-id", "gateway-key"});
   g.Start();
-  CHECK(g.Fetch(unsigned_sb.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  // Refused with the check's reason, not as an unknown handle (review 104: that ended supervisors for good).
+  const grpc::Status refused = g.Fetch(unsigned_sb.sandbox_handle(), &fetched);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(refused.error_message(), Catch::StartsWith("unsigned: "));
   REQUIRE(g.Fetch(signed_sb.sandbox_handle(), &fetched).ok());
   CHECK(fetched.policy_digest() == signed_sb.policy_digest());
   CHECK(ReverificationFailureAudited(g, "sb-unsigned", "unsigned: "));
@@ -171,7 +174,7 @@ TEST_CASE("restart: sandboxes admitted without a trust store are not served by t
   WriteFile(keys / "trust.json", TrustStoreJson({{"other-key", other->PublicKeyPem()}}));
   g.SetExtraArgs({"--trust-store", keys / "trust.json"});
   g.Start();
-  CHECK(g.Fetch(signed_sb.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(g.Fetch(signed_sb.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   CHECK(g.Stop() == 0);
 }
 
@@ -207,13 +210,18 @@ TEST_CASE("restart: a rewritten envelope is never served, and the others are re-
   }
   g.Start();
   drv::Projection fetched;
-  CHECK(g.Fetch(a.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  const grpc::Status refused = g.Fetch(a.sandbox_handle(), &fetched);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK_THAT(refused.error_message(), Catch::StartsWith("bad_signature: "));
   REQUIRE(g.Fetch(b.sandbox_handle(), &fetched).ok());
   CHECK(fetched.policy_digest() == b.policy_digest());
+  // Still listed, and drift says why it is not served (review 104: it vanished from get, list and wait).
   gw::GetSandboxRequest get;
   get.set_sandbox_id("sb-a");
   gw::SandboxInfo info;
-  CHECK(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).error_code() == grpc::StatusCode::NOT_FOUND);
+  REQUIRE(g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok());
+  CHECK(info.drift() == gw::DRIFT_REFRESH_FAILED);
+  CHECK_THAT(info.drift_reason(), Catch::StartsWith("not served: bad_signature: "));
   // The refusal is audited with its reason code.
   CHECK(ReverificationFailureAudited(g, "sb-a", "bad_signature: "));
   CHECK(g.Stop() == 0);

@@ -445,8 +445,8 @@ TEST_CASE("drift: each state from served, loaded, desired and the last refresh e
   };
   using Desired = osh::drivers::PolicyAuthoring::Desired;
   const Desired same{served, 7, "scope default revision 3"};
-  auto drift = [](v1::SandboxInfo s, const std::optional<Desired>& desired) {
-    osh::gateway::FillDrift(desired, &s);
+  auto drift = [](v1::SandboxInfo s, const std::optional<Desired>& desired, const absl::Status& not_served = absl::OkStatus()) {
+    osh::gateway::FillDrift(desired, not_served, &s);
     return s;
   };
   CHECK(drift(info(v1::LOADED, served), same).drift() == v1::DRIFT_IN_SYNC);
@@ -476,6 +476,14 @@ TEST_CASE("drift: each state from served, loaded, desired and the last refresh e
   CHECK(drift(info(v1::LOADED, served, "containment_unknown: regex"), same).drift_state() == "refused_by_ceiling");
   CHECK(drift(info(v1::LOADED, served, "driver_unavailable: down"), same).drift_state() == "refresh_failed");
   CHECK(drift(info(v1::FAILED, served, "driver_unavailable: down"), same).drift_state() == "load_failed");
+  // Refused by the serving rule (an expired projection the driver did not renew): never in sync, whatever
+  // the sandbox reported loading (review 104: wait returned 0 while every fetch was refused).
+  const absl::Status expired = absl::FailedPreconditionError("expired: the admitted projection expired at 100");
+  const v1::SandboxInfo refused = drift(info(v1::LOADED, served), same, expired);
+  CHECK(refused.drift_state() == "refresh_failed");
+  CHECK_THAT(refused.drift_reason(), Catch::StartsWith("not served: expired:"));
+  CHECK(drift(info(v1::LOADED, served, "exceeds_ceiling: adds x"), same, expired).drift_state() == "refused_by_ceiling");
+  CHECK(drift(info(v1::FAILED, served), same, expired).drift_state() == "load_failed");
   // Every state has its name.
   for (int state = v1::DriftState_MIN; state <= v1::DriftState_MAX; ++state) {
     if (state == v1::DRIFT_STATE_UNSPECIFIED) continue;

@@ -510,15 +510,17 @@ TEST_CASE("integration: policyctl exit codes and JSON output", "[integration][cl
   REQUIRE(digest_at != std::string::npos);
   const std::string digest = out.substr(digest_at + 17, 64);
   const std::string fetched = (g.dir().path() / "p.json").string();
-  CHECK(Ctl(g, {"fetch", "--handle", handle, "--out", fetched}, &out, &err) == 0);
+  CHECK(Ctl(g, {"fetch", "--handle-file", HandleFile(handle), "--out", fetched}, &out, &err) == 0);
   CHECK_THAT(ReadAll(fetched), Catch::Contains("\"policy_digest\"") && Catch::Contains("\"body\""));
-  CHECK(Ctl(g, {"fetch", "--handle", "wrong"}, &out, &err) == 1);
+  CHECK(Ctl(g, {"fetch", "--handle-file", HandleFile("wrong")}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
-  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", digest, "--loaded"}, &out, &err) == 0);
-  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a'), "--loaded"}, &out, &err) == 1);  // never given
+  // Never on the command line, where other local users read it (issue 12; review 104).
+  CHECK(Ctl(g, {"fetch", "--handle", handle}, &out, &err) == 2);
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(handle), "--digest", digest, "--loaded"}, &out, &err) == 0);
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(handle), "--digest", std::string(64, 'a'), "--loaded"}, &out, &err) == 1);  // never given
   CHECK_THAT(err, Catch::Contains("INVALID_ARGUMENT") && Catch::Contains("never given"));
-  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", "short", "--loaded"}, &out, &err) == 1);
-  CHECK(Ctl(g, {"report", "--handle", handle, "--digest", std::string(64, 'a')}, &out, &err) == 2);
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(handle), "--digest", "short", "--loaded"}, &out, &err) == 1);
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(handle), "--digest", std::string(64, 'a')}, &out, &err) == 2);
   CHECK(Ctl(g, {"-o", "json", "list"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("sb-1"));
   CHECK(Ctl(g, {"get", "--sandbox", "nope"}, &out, &err) == 1);

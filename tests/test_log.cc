@@ -817,8 +817,20 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   witness->Signal(SIGTERM);
   CHECK(witness->Wait() == 0);
   AdmitSome(g, 3, 2);
+  gw::AdmitSandboxResponse quiet;
+  REQUIRE(g.Admit("sb-quiet", &quiet).ok());
   WaitForCheckpoint(log_dir, key.pem, static_cast<int64_t>(g.AuditEvents().size()));  // published without w1
   CHECK_THAT(g.log(), Catch::Contains("witness witness.test/w1 (http://" + w1 + "): "));
+  // sb-quiet's proof is asked for (and kept by the gateway) while its checkpoint has no cosignature.
+  options.handle = quiet.sandbox_handle();
+  options.context->set_sandbox_id("sb-quiet");
+  options.witness_keys.clear();
+  options.witness_quorum = 0;
+  options.log_state_file = g.dir() / "log-state-quiet-0";
+  options.log_proof_wait = std::chrono::milliseconds(5000);
+  auto unwitnessed = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(unwitnessed.ok());
+  REQUIRE((*unwitnessed)->Fetch().ok());
 
   // Back on its address with nothing new appended, w1 is shown the published checkpoint again and its
   // cosignature joins it (review, helper 80: it stayed without until the next entry).
@@ -838,6 +850,17 @@ TEST_CASE("log: witnesses cosign each checkpoint, one that is down delays nothin
   }
   CHECK(cosigned);
   CHECK(static_cast<int64_t>(g.AuditEvents().size()) == quiet_size);
+  // The same size, now cosigned: sb-quiet's proof comes with that note, so a supervisor requiring w1 applies
+  // it (review 102: the proof kept for the size carried the note it was made with, and was refused until
+  // the log grew).
+  options.witness_keys = {w1_vkey};
+  options.witness_quorum = 1;
+  options.log_state_file = g.dir() / "log-state-quiet-1";
+  auto witnessed = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(witnessed.ok());
+  auto quiet_fetched = (*witnessed)->Fetch();
+  INFO(quiet_fetched.status());
+  CHECK(quiet_fetched.ok());
 }
 
 TEST_CASE("log: a checkpoint shown again keeps the cosignatures it carries and adds the new ones", "[integration][log]") {

@@ -56,6 +56,12 @@ TEST_CASE("policy file: wrong types, duplicates and syntax errors name line and 
       {"version: 1\nprocess: {run_as_user: [\n", "p.yaml:"},
       {"", "p.yaml: the document is empty"},
       {"version: -1\n", "p.yaml:1: version: expected a whole number from 0 to 4294967295"},
+      // One document only (review 103): YAML::Load read the first and dropped the rest, here a stricter
+      // landlock and identity the author wrote; upstream's loader refuses the file.
+      {"version: 1\n---\nlandlock: {compatibility: hard_requirement}\nprocess: {run_as_user: \"1000\"}\n",
+       "p.yaml:2: a second YAML document: the file must hold exactly one"},
+      {"---\nversion: 1\n...\n---\nversion: 1\n", "p.yaml:4: a second YAML document"},
+      {"version: 1\n---\n[unclosed\n", "p.yaml:"},
   };
   for (const auto& [text, expect] : cases) {
     INFO(text);
@@ -63,6 +69,14 @@ TEST_CASE("policy file: wrong types, duplicates and syntax errors name line and 
     REQUIRE_FALSE(policy.ok());
     CHECK_THAT(std::string(policy.status().message()), Catch::StartsWith(expect));
   }
+}
+
+TEST_CASE("policy file: one document with explicit markers still loads", "[policy][file]") {
+  auto marked = ParsePolicyText("---\nversion: 1\n...\n", "p.yaml");
+  REQUIRE(marked.ok());
+  CHECK(marked->version() == 1);
+  auto comment_after = ParsePolicyText("version: 1\n# the end\n", "p.yaml");
+  CHECK(comment_after.ok());
 }
 
 TEST_CASE("policy file: JSON files load with line numbers too", "[policy][file]") {

@@ -32,6 +32,10 @@ TEST_CASE("policy rules: each SCHEMA.md rule accepts and refuses, naming the fie
       {"path 4096 ok", Base("filesystem_policy: {read_only: [/" + std::string(4095, 'a') + "]}\n"), true, ""},
       {"root rw", Base("filesystem_policy: {read_write: [/tmp, /]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
       {"root rw as //", Base("filesystem_policy: {read_write: [/tmp, //]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
+      // Upstream's supervisor drops "." segments (paths.rs normalize_path): "/." is "/" read-write (review 103).
+      {"root rw as /.", Base("filesystem_policy: {read_write: [/tmp, /.]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
+      {"root rw as /./", Base("filesystem_policy: {read_write: [/tmp, //././/]}\n"), false, "filesystem_policy.read_write[1]: '/' may not be read-write"},
+      {"dot under root rw", Base("filesystem_policy: {read_write: [/tmp/.]}\n"), true, ""},
       {"root ro ok", Base("filesystem_policy: {read_only: [/]}\n"), true, ""},
       {"landlock hard", Base("landlock: {compatibility: hard_requirement}\n"), true, ""},
       {"landlock bad", Base("landlock: {compatibility: strict}\n"), false, "landlock.compatibility"},
@@ -150,6 +154,13 @@ TEST_CASE("policy rules: internal markers are accepted and reported", "[policy][
   const auto markers = osh::policy::InternalMarkers(*policy);
   REQUIRE(markers.size() == 2);
   CHECK(markers[0] == "network_policies.r.endpoints[0].advisor_proposed");
+  // A binary's deprecated harness: upstream's runtime still reads it (as the advisor's provenance).
+  auto harness = osh::policy::ParsePolicyText(
+      Base("network_policies:\n  r:\n    endpoints: [{host: a.example.com, port: 443}]\n"
+           "    binaries: [{path: /usr/bin/curl}, {path: /usr/bin/git, harness: true}]\n"),
+      "p.yaml");
+  REQUIRE(harness.ok());
+  CHECK(osh::policy::InternalMarkers(*harness) == std::vector<std::string>{"network_policies.r.binaries[1].harness"});
 }
 
 TEST_CASE("policy rules: endpoints that serve the same host:port must agree on the connection", "[policy][validation]") {

@@ -141,8 +141,8 @@ TEST_CASE("remote: a signing null driver verifies end to end, with a trust store
     CHECK(admitted.verification() == "verified");
     CHECK(admitted.signing_key_ids(0) == "authority");
     std::string out;
-    REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "--sandbox-socket", g.sandbox_socket(), "fetch", "--handle",
-                        admitted.sandbox_handle(), "--out", dir / "fetched.json"}, &out) == 0);
+    REQUIRE(RunCommand({OSH_POLICYCTL_BINARY, "--sandbox-socket", g.sandbox_socket(), "fetch", "--handle-file",
+                        HandleFile(admitted.sandbox_handle()), "--out", dir / "fetched.json"}, &out) == 0);
     CHECK(RunCommand({OSH_POLICYCTL_BINARY, "verify", "--projection", dir / "fetched.json", "--trust-store",
                       dir / "trust.json", "--sandbox", "sb-1", "--subject", "alice@example.com"}, &out) == 0);
     CHECK(absl::StartsWith(out, "ok\n"));

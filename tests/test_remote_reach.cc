@@ -139,7 +139,7 @@ TEST_CASE("TLS listeners: sandboxes with their handle over TLS, admin only with 
                                                 "--key", supervisor.key};
   REQUIRE(remote(sandbox_tls, {"-o", "json", "fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 0);
   CHECK(JsonField(out, "policy_digest") == digest);
-  CHECK(remote(sandbox_tls, {"fetch", "--handle", "sbh_not_a_handle"}, &out, &err) == 1);
+  CHECK(remote(sandbox_tls, {"fetch", "--handle-file", HandleFile("sbh_not_a_handle")}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("UNAUTHENTICATED"));
   CHECK(remote({"--server", sandbox_address, "--ca", ca.cert}, {"fetch", "--handle-file", pki.path() / "handle"}, &out, &err) == 2);
   drv::Projection fetched;
@@ -313,17 +313,30 @@ class MisbehavingSandboxServer final : public gw::SandboxPolicy::Service {
   }
   grpc::Status WatchProjection(grpc::ServerContext*, const gw::WatchProjectionRequest*,
                                grpc::ServerWriter<drv::Projection>* writer) override {
-    if (watches++ == 0) {
+    const int watch = watches++;
+    if (watch < refuse_opens) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid sandbox handle is required");
+    if (watch == refuse_opens || every_watch) {
       for (const auto& projection : stream_) writer->Write(projection);
     }
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "test server drops the stream");
+    return grpc::Status(end_code, "test server ends the stream");
   }
   grpc::Status ReportPolicyStatus(grpc::ServerContext*, const gw::ReportPolicyStatusRequest* request,
                                   gw::ReportPolicyStatusResponse*) override {
     absl::MutexLock lock(&mu_);
+    if (fail_reports > 0) {
+      --fail_reports;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "test server refuses the report");
+    }
     reports_.push_back(*request);
     return grpc::Status::OK;
   }
+  // Misbehaviours, set before the client connects: the first `refuse_opens` watches are refused
+  // UNAUTHENTICATED as they open; the first `fail_reports` reports fail UNAVAILABLE; every watch (not only
+  // the first accepted) sends the stream; a stream ends with `end_code`.
+  int refuse_opens = 0;
+  int fail_reports = 0;
+  bool every_watch = false;
+  grpc::StatusCode end_code = grpc::StatusCode::UNAVAILABLE;
   std::vector<gw::ReportPolicyStatusRequest> reports() {
     absl::MutexLock lock(&mu_);
     return reports_;
@@ -440,6 +453,99 @@ TEST_CASE("sandbox client: a tampered projection is rejected, the last good kept
   auto elsewhere = sc::SandboxClient::Connect(options);
   REQUIRE(elsewhere.ok());
   CHECK_THAT(std::string((*elsewhere)->Fetch().status().message()), Catch::StartsWith("context_mismatch"));
+}
+
+TEST_CASE("sandbox client: a handle refused as a stream opens is tried again for a grace, one revoked while watched "
+          "ends the watch, and a LOADED report that failed is sent again",
+          "[integration][sandbox_client]") {
+  // Review 104: a replica whose feed has not brought the admission yet refuses the handle; Watch ended for
+  // good on the first refusal. And a LOADED report lost to a restart was never sent again (drift stayed
+  // not_reported, `wait` timed out on a sandbox that had loaded).
+  TempDir dir;
+  const std::string a = Keygen(dir, "a");
+  WriteFile(dir / "trust.json", TrustStoreJson({{"a", a}}));
+  std::string out, err;
+  REQUIRE(CtlOffline({"sign", "--policy", kExamples + "github.yaml", "--key", dir / "a.key", "--key-id", "a", "--sandbox",
+                      "sb-1", "--subject", "alice@example.com", "--out", dir / "good.json"}, &out, &err) == 0);
+  const drv::Projection good = ProjectionFromJson(ReadFile(dir / "good.json"));
+  auto options_for = [&](const MisbehavingSandboxServer& server, std::chrono::milliseconds grace) {
+    sc::ClientOptions options;
+    options.endpoint.server = server.address();
+    options.handle = "sbh_test";
+    options.context = ContextFor("sb-1");
+    options.initial_backoff = std::chrono::milliseconds(20);
+    options.max_backoff = std::chrono::milliseconds(40);
+    options.unknown_handle_grace = grace;
+    return options;
+  };
+  struct Seen {
+    std::vector<std::string> applied;
+    int disconnects = 0;
+    int report_failures = 0;
+  };
+  auto watch = [](sc::SandboxClient& client, Seen* seen, const std::function<bool(const Seen&)>& done) {
+    return client.Watch(
+        [&](const sc::VerifiedPolicy& verified) {
+          seen->applied.push_back(verified.digest());
+          return absl::OkStatus();
+        },
+        [&](const sc::WatchEvent& event) {
+          if (event.kind == sc::WatchEvent::kDisconnected) ++seen->disconnects;
+          if (event.kind == sc::WatchEvent::kReportFailed) ++seen->report_failures;
+          if (done(*seen)) client.Stop();
+        });
+  };
+
+  SECTION("refused as it opens, within the grace: tried again until the handle is known") {
+    MisbehavingSandboxServer server({good});
+    server.refuse_opens = 3;
+    auto client = sc::SandboxClient::Connect(options_for(server, std::chrono::milliseconds(60000)));
+    REQUIRE(client.ok());
+    Seen seen;
+    const absl::Status ended = watch(**client, &seen, [](const Seen& s) { return !s.applied.empty(); });
+    CHECK(ended.ok());
+    CHECK(seen.applied == std::vector<std::string>{good.policy_digest()});
+    CHECK(server.watches >= 4);
+    CHECK(seen.disconnects >= 3);
+  }
+  SECTION("no grace: the first refusal ends the watch") {
+    MisbehavingSandboxServer server({good});
+    server.refuse_opens = 1000;
+    auto client = sc::SandboxClient::Connect(options_for(server, std::chrono::milliseconds(0)));
+    REQUIRE(client.ok());
+    Seen seen;
+    const absl::Status ended = watch(**client, &seen, [](const Seen&) { return false; });
+    CHECK(absl::IsUnauthenticated(ended));
+    CHECK(server.watches == 1);
+  }
+  SECTION("revoked while watched: ends at once, whatever the grace") {
+    MisbehavingSandboxServer server({good});
+    server.end_code = grpc::StatusCode::UNAUTHENTICATED;
+    auto client = sc::SandboxClient::Connect(options_for(server, std::chrono::milliseconds(60000)));
+    REQUIRE(client.ok());
+    Seen seen;
+    const absl::Status ended = watch(**client, &seen, [](const Seen&) { return false; });
+    CHECK(absl::IsUnauthenticated(ended));
+    CHECK(server.watches == 1);
+    CHECK(seen.applied.size() == 1);
+  }
+  SECTION("a LOADED report that failed is sent again when the stream hands the same projection again") {
+    MisbehavingSandboxServer server({good});
+    server.fail_reports = 1;
+    server.every_watch = true;
+    auto client = sc::SandboxClient::Connect(options_for(server, std::chrono::milliseconds(0)));
+    REQUIRE(client.ok());
+    Seen seen;
+    const absl::Status ended = watch(**client, &seen, [&](const Seen& s) {
+      return (s.report_failures >= 1 && !server.reports().empty()) || s.disconnects >= 50;  // bounded: fails, not hangs
+    });
+    CHECK(ended.ok());
+    CHECK(seen.applied.size() == 1);  // applied once; the same projection again is not applied again
+    const auto reports = server.reports();
+    REQUIRE(reports.size() >= 1);
+    CHECK(reports[0].status() == gw::LOADED);
+    CHECK(reports[0].policy_digest() == good.policy_digest());
+  }
 }
 
 TEST_CASE("sandbox client: a remote supervisor over TLS keeps the last good when its own trust store refuses a projection",

@@ -66,6 +66,12 @@ TEST_CASE("sandbox events: each audit type is a sandbox change or deliberately n
   refresh.set_sandbox_id("sb-1");
   refresh.set_outcome("kept_last_good");
   CHECK(osh::gateway::SandboxEventOf(refresh)->change() == "refresh_failed");
+  // An error cleared with nothing admitted is not "refreshed" (a newer projection admitted; review 104).
+  refresh.set_outcome("ok");
+  refresh.set_reason("the driver serves the admitted projection again; cleared: driver_unavailable: down");
+  CHECK(osh::gateway::SandboxEventOf(refresh)->change() == "refresh_recovered");
+  refresh.set_reason("cleared openshell_push_refused");
+  CHECK(osh::gateway::SandboxEventOf(refresh)->change() == "refresh_recovered");
   // A scope's summary names no sandbox: a scope change, which a per-sandbox filter keeps.
   gw::AuditEvent summary;
   summary.set_type("reprojection");

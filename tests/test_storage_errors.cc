@@ -66,7 +66,7 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   CheckScrubbedText(out + err);
 
   CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest()));  // sandbox gRPC API
-  CHECK(Ctl(g, {"report", "--handle", admitted.sandbox_handle(), "--digest", admitted.policy_digest(), "--loaded"},
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(admitted.sandbox_handle()), "--digest", admitted.policy_digest(), "--loaded"},
             &out, &err) == 1);  // the sandbox client library, through policyctl
   CHECK_THAT(err, Catch::Contains("storage_error: "));
   CheckScrubbedText(out + err);
@@ -104,7 +104,7 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
   cluster->StopServer();
   CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest()));
   std::string out, err;
-  CHECK(Ctl(g, {"report", "--handle", admitted.sandbox_handle(), "--digest", admitted.policy_digest(), "--loaded"},
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(admitted.sandbox_handle()), "--digest", admitted.policy_digest(), "--loaded"},
             &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("storage_error: "));
   CheckScrubbedText(out + err);

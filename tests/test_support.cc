@@ -1,5 +1,7 @@
 #include "tests/test_support.h"
 
+#include <atomic>
+
 #include <sqlite3.h>
 
 #include <sys/socket.h>
@@ -72,6 +74,14 @@ void WriteFile(const std::string& path, const std::string& text, int mode) {
     out << text;
   }
   REQUIRE(chmod(path.c_str(), static_cast<mode_t>(mode)) == 0);
+}
+
+std::string HandleFile(const std::string& handle) {
+  static TempDir* const dir = new TempDir();  // for the process's life (never destroyed: no exit-order issue)
+  static std::atomic<int> next{0};
+  const std::string path = *dir / ("handle-" + std::to_string(next++));
+  WriteFile(path, handle + "\n");
+  return path;
 }
 
 }  // namespace osh::test

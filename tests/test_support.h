@@ -58,6 +58,9 @@ class DatagramListener {
 
 // Writes `text` to `path` with `mode`.
 void WriteFile(const std::string& path, const std::string& text, int mode = 0600);
+// A 0600 file holding `handle` (policyctl takes a sandbox handle from a file or the environment, never
+// argv), in a folder that lives as long as the test process.
+std::string HandleFile(const std::string& handle);
 
 }  // namespace osh::test
 

@@ -266,8 +266,11 @@ TEST_CASE("tlog: tiles written to a directory in steps verify through TileHashRe
   std::vector<std::string> entries;
   MemoryHashStore store;
   VectorEntries reader(entries);
+  // Off unless asked: a full tile is available only once a checkpoint covering it is published (review 102).
+  CHECK_FALSE(TileWriteOptions{}.delete_superseded_partials);
   TileWriteOptions options;
   options.sync = false;
+  options.delete_superseded_partials = true;  // here each step is published as it is written
   int64_t published = 0;
   for (int64_t size : {1, 255, 256, 300, 600, 601, 65536 + 700}) {
     while (static_cast<int64_t>(entries.size()) < size) {
@@ -512,6 +515,28 @@ TEST_CASE("tlog: notes are parsed strictly, unknown signatures are ignored, a ba
   std::string sixteen = msg;
   for (int i = 0; i < 16; ++i) absl::StrAppend(&sixteen, "\xE2\x80\x94 w", i, ".example ", absl::Base64Escape("12345"), "\n");
   CHECK(OpenNote(sixteen, known).ok());
+  // Base64 as Go reads it (review 102): the unused low bits of the last character before the padding are
+  // ignored — in a known key's signature (68 bytes: "xxx=", 2 bits) and in an unknown key's line.
+  {
+    std::string loose = msg;
+    const size_t line = loose.find("\xE2\x80\x94 log.example/a ");
+    REQUIRE(line != std::string::npos);
+    const size_t pad = loose.find("=\n", line);
+    REQUIRE(pad != std::string::npos);
+    static constexpr absl::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char& last = loose[pad - 1];
+    last = kAlphabet[kAlphabet.find(last) | 0x03];
+    if (loose != msg) {
+      absl::StatusOr<Note> opened = OpenNote(loose, known);
+      INFO(opened.status());
+      CHECK(opened.ok());
+    }
+    absl::StatusOr<Note> stranger = OpenNote(msg + "\xE2\x80\x94 other.example/w AAAAAAB=\n", known);
+    INFO(stranger.status());
+    REQUIRE(stranger.ok());
+    CHECK(stranger->unverified.size() == 2);
+    CHECK(!OpenNote(msg + "\xE2\x80\x94 other.example/w AAAAAAB\n", known).ok());  // padding still required
+  }
   // Signing needs a text ending in a newline.
   const NoteSigner* one[] = {signer.get()};
   CHECK(absl::IsInvalidArgument(SignNote("no newline", one).status()));
@@ -658,7 +683,7 @@ TEST_CASE("tlog: cosignature/v1 signs the timestamped message, uses key type 0x0
   CHECK(absl::IsPermissionDenied(OpenCheckpoint(spliced, "", *log_verifier, cosigners, 1).status()));
 }
 
-TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused", "[tlog]") {
+TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused, but for bits Go's base64 ignores", "[tlog]") {
   auto log = *Ed25519NoteSigner::Create("example.com/log", *Ed25519PrivateKey::Generate());
   auto witness = *CosignatureV1Signer::Create("witness.example/w", *Ed25519PrivateKey::Generate(), [] { return uint64_t{1700000000}; });
   auto log_verifier = *ParseVerifierKey(log->VerifierKey());
@@ -673,11 +698,18 @@ TEST_CASE("tlog: every single-bit change to a cosigned checkpoint is refused", "
       std::string changed = note;
       changed[i] = static_cast<char>(changed[i] ^ (1 << bit));
       INFO("byte " << i << " bit " << bit);
-      CHECK(!OpenCheckpoint(changed, "example.com/log", *log_verifier, cosigners, 1).ok());
+      if (OpenCheckpoint(changed, "example.com/log", *log_verifier, cosigners, 1).ok()) {
+        // Only a change to the unused low bits of a signature's last base64 character, which Go's decoder
+        // ignores too (review 102): the same signature bytes, the same signed text.
+        CHECK(i + 1 < note.size());
+        CHECK(note[i + 1] == '=');
+        continue;
+      }
       ++refused;
     }
   }
-  CHECK(refused == static_cast<int>(note.size()) * 8);
+  // Two signature lines, each with at most 4 unused bits (6 bit flips of an ASCII letter can land on one).
+  CHECK(refused >= static_cast<int>(note.size()) * 8 - 2 * 8);
 }
 
 }  // namespace osh::tlog

@@ -142,7 +142,7 @@ TEST_CASE("gateway with a trust store: builtin signing verifies end to end, unsi
     REQUIRE(admitted.signing_key_ids_size() == 1);
     CHECK(admitted.signing_key_ids(0) == "gateway-key");
     std::string out;
-    REQUIRE(Ctl(g, {"fetch", "--handle", admitted.sandbox_handle(), "--out", keys / "fetched.json"}, &out) == 0);
+    REQUIRE(Ctl(g, {"fetch", "--handle-file", HandleFile(admitted.sandbox_handle()), "--out", keys / "fetched.json"}, &out) == 0);
     CHECK(CtlOffline({"verify", "--projection", keys / "fetched.json", "--trust-store", keys / "trust.json", "--sandbox",
                "sb-signed", "--subject", "alice@example.com"}, &out) == 0);
     CHECK(FirstLine(out) == "ok");

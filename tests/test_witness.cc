@@ -202,6 +202,22 @@ TEST_CASE("witness: a restart keeps what was cosigned (0600 state), so a fork is
   CHECK(ReadFile(f.dir / "state.toml").find("stranger") == std::string::npos);
 }
 
+TEST_CASE("witness: a second witness on the same state file is refused while the first holds it", "[witness]") {
+  // Review 102: each process holds the state in memory; two on one file could each cosign another fork of
+  // the same size (C2SP tlog-witness: the check against the latest checkpoint and its persisting are atomic).
+  WitnessFixture f;
+  REQUIRE(f.Extend(0, 100).status == 200);
+  auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
+  REQUIRE(cosigner.ok());
+  auto second = Witness::Create(*std::move(cosigner), {{f.log.origin(), f.log.VerifierKey()}}, f.dir / "state.toml");
+  REQUIRE_FALSE(second.ok());
+  CHECK(absl::IsFailedPrecondition(second.status()));
+  CHECK_THAT(std::string(second.status().message()), Catch::Contains("in use by another witness (pid "));
+  // Once the first is gone, the next one takes the file, and what it holds.
+  f.Restart();
+  CHECK(f.witness->Held(f.log.origin())->size == 100);
+}
+
 TEST_CASE("witness: a state file that does not parse or disagrees with its note stops the witness", "[witness]") {
   WitnessFixture f;
   REQUIRE(f.Extend(0, 10).status == 200);
@@ -210,6 +226,7 @@ TEST_CASE("witness: a state file that does not parse or disagrees with its note 
   REQUIRE(at != std::string::npos);
   state.replace(at, 9, "size = 11");
   WriteFile(f.dir / "state.toml", state);
+  f.witness.reset();  // the running witness lets go of the state file
   auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
   auto created = Witness::Create(*std::move(cosigner), {{f.log.origin(), f.log.VerifierKey()}}, f.dir / "state.toml");
   REQUIRE_FALSE(created.ok());

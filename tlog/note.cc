@@ -63,6 +63,24 @@ bool CanonicalBase64(absl::string_view text, std::string* out) {
   return absl::Base64Unescape(text, out) && absl::Base64Escape(*out) == text;
 }
 
+// A signature line's base64 as Go's sumdb/note reads it (base64.StdEncoding: padding required, nothing
+// but the alphabet, and the unused low bits of the last character before the padding ignored — RFC 4648
+// §3.5 lets a decoder refuse them, Go does not). A note Go opens must open here (review 102: a line by an
+// unknown key with such bits sank the whole note, and a witness answered 400 to a checkpoint Go accepts).
+bool SignatureBase64(absl::string_view text, std::string* out) {
+  static constexpr absl::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string cleared(text);
+  size_t pad = 0;
+  while (pad < 2 && pad < cleared.size() && cleared[cleared.size() - 1 - pad] == '=') ++pad;
+  if (pad > 0 && cleared.size() > pad) {
+    char& last = cleared[cleared.size() - 1 - pad];
+    const size_t value = kAlphabet.find(last);
+    if (value == absl::string_view::npos) return false;
+    last = kAlphabet[value & (pad == 2 ? 0x30 : 0x3c)];  // "xx==": 4 bits unused; "xxx=": 2
+  }
+  return CanonicalBase64(cleared, out);
+}
+
 std::string KeyIdBytes(uint32_t id) {
   return std::string{static_cast<char>(id >> 24), static_cast<char>(id >> 16), static_cast<char>(id >> 8),
                      static_cast<char>(id)};
@@ -207,7 +225,7 @@ absl::StatusOr<std::unique_ptr<NoteVerifier>> ParseVerifierKey(absl::string_view
 
 absl::StatusOr<std::string> SignatureBytes(const NoteSignature& signature) {
   std::string raw;
-  if (!CanonicalBase64(signature.base64, &raw) || raw.size() < 5) return Malformed("bad signature encoding");
+  if (!SignatureBase64(signature.base64, &raw) || raw.size() < 5) return Malformed("bad signature encoding");
   return raw.substr(4);
 }
 
@@ -237,7 +255,7 @@ absl::StatusOr<Note> OpenNote(absl::string_view message, absl::Span<const NoteVe
     if (space == absl::string_view::npos) return Malformed("a signature line has no signature");
     NoteSignature sig{std::string(line.substr(0, space)), 0, std::string(line.substr(space + 1))};
     std::string raw;
-    if (!IsValidKeyName(sig.name) || !CanonicalBase64(sig.base64, &raw) || raw.size() < 5) {
+    if (!IsValidKeyName(sig.name) || !SignatureBase64(sig.base64, &raw) || raw.size() < 5) {
       return Malformed("bad key name or signature encoding");
     }
     sig.key_id = KeyIdOf(raw);
@@ -274,7 +292,7 @@ absl::StatusOr<std::string> SignNote(absl::string_view text, absl::Span<const No
   std::string out = absl::StrCat(text, "\n");
   for (const NoteSignature& sig : keep) {
     std::string raw;
-    if (!IsValidKeyName(sig.name) || !CanonicalBase64(sig.base64, &raw) || raw.size() < 5 || KeyIdOf(raw) != sig.key_id) {
+    if (!IsValidKeyName(sig.name) || !SignatureBase64(sig.base64, &raw) || raw.size() < 5 || KeyIdOf(raw) != sig.key_id) {
       return Malformed("a kept signature is malformed");
     }
     if (signing.contains(std::make_pair(sig.name, sig.key_id))) continue;

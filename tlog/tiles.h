@@ -136,8 +136,10 @@ struct TileWriteOptions {
   bool sync = true;
   // Once a full tile or bundle is written, delete its partial versions (C2SP: "MAY delete any partial tile
   // once the corresponding full tile is available"). Partials of a tile that is still partial are kept:
-  // each belongs to a tree size a checkpoint was produced for, and MUST stay served.
-  bool delete_superseded_partials = true;
+  // each belongs to a tree size a checkpoint was produced for, and MUST stay served. Off by default: the
+  // full tile is "available" only once a checkpoint covering it is published, and until then readers of
+  // the current checkpoint need the partial (review 102) — publish, then DeleteSupersededPartials.
+  bool delete_superseded_partials = false;
   // The size of the checkpoint published last (-1: unknown). A file whose tile belongs only to larger trees
   // (TreeSizeOf > published_size) was never under a published checkpoint — a run that crashed before its
   // checkpoint, over entries since rolled back, left it — and is replaced when its bytes differ. Files under

@@ -177,9 +177,18 @@ absl::StatusOr<std::unique_ptr<Witness>> Witness::Create(std::unique_ptr<tlog::C
       return absl::InvalidArgumentError(absl::StrCat("log ", log.origin, " is listed twice"));
     }
   }
+  if (::access(state_file.c_str(), F_OK) != 0) {
+    // Said as before (InitWitnessState makes it), and no lock file is left beside a state file that is not there.
+    absl::StatusOr<std::map<std::string, HeldCheckpoint>> missing = ReadWitnessState(state_file);
+    if (!missing.ok()) return missing.status();
+  }
+  absl::StatusOr<common::StateLock> lock = common::StateLock::Acquire(
+      state_file, "witness", "one witness process per state file (two could cosign two forks of one size); stop it first");
+  if (!lock.ok()) return lock.status();
   absl::StatusOr<std::map<std::string, HeldCheckpoint>> state = ReadWitnessState(state_file);
   if (!state.ok()) return state.status();
-  return std::unique_ptr<Witness>(new Witness(std::move(cosigner), std::move(known), std::move(state_file), *std::move(state)));
+  return std::unique_ptr<Witness>(
+      new Witness(std::move(cosigner), std::move(known), std::move(state_file), *std::move(lock), *std::move(state)));
 }
 
 std::optional<HeldCheckpoint> Witness::Held(const std::string& origin) const {

@@ -16,6 +16,8 @@
 // (the spec requires them atomic).
 #pragma once
 
+#include "common/state_lock.h"
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -88,9 +90,11 @@ struct WitnessResponse {
 
 class Witness {
  public:
-  // `cosigner` signs as the witness (its name and key). The state file is read now: INVALID_ARGUMENT for a
+  // `cosigner` signs as the witness (its name and key). The state file is locked (an exclusive flock on
+  // "<state file>.lock", held as long as the Witness lives: one process per state file, since each keeps
+  // the state in memory and two could cosign two forks of one size) and read now: INVALID_ARGUMENT for a
   // bad log key, a duplicate origin or a state file that does not parse; FAILED_PRECONDITION when it does
-  // not exist (InitWitnessState makes a new witness's).
+  // not exist (InitWitnessState makes a new witness's) or another process holds its lock.
   static absl::StatusOr<std::unique_ptr<Witness>> Create(std::unique_ptr<tlog::CosignatureV1Signer> cosigner,
                                                          const std::vector<WitnessedLog>& logs, std::string state_file);
 
@@ -107,13 +111,14 @@ class Witness {
     std::unique_ptr<tlog::NoteVerifier> verifier;
   };
   Witness(std::unique_ptr<tlog::CosignatureV1Signer> cosigner, std::map<std::string, KnownLog> logs,
-          std::string state_file, std::map<std::string, HeldCheckpoint> state)
+          std::string state_file, common::StateLock lock, std::map<std::string, HeldCheckpoint> state)
       : cosigner_(std::move(cosigner)), logs_(std::move(logs)), state_file_(std::move(state_file)),
-        state_(std::move(state)) {}
+        lock_(std::move(lock)), state_(std::move(state)) {}
 
   const std::unique_ptr<tlog::CosignatureV1Signer> cosigner_;
   const std::map<std::string, KnownLog> logs_;  // by origin
   const std::string state_file_;
+  const common::StateLock lock_;
   mutable absl::Mutex mu_;
   std::map<std::string, HeldCheckpoint> state_ ABSL_GUARDED_BY(mu_);
 };

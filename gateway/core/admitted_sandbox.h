@@ -2,8 +2,8 @@
 //
 // The registry (gateway/core/sandbox_registry.h) publishes a new AdmittedSandbox for every change it
 // applies (admission, new projection, a replica's change) and never changes one it has handed out but for
-// `verified`, which goes once from false to true when a loaded sandbox is re-verified (one that fails is
-// removed instead), so a reader holds a consistent sandbox (its envelope, verification and times of one
+// `verified`, which goes once from false to true when a loaded sandbox is re-verified, and `unservable`,
+// set when that fails (and cleared by a trust-store reload), so a reader holds a consistent sandbox (its envelope, verification and times of one
 // moment) without a lock, for as long as it keeps the pointer. What sandboxes report about themselves is not part of it: that is the
 // report recorder's (gateway/core/report_recorder.h).
 #pragma once
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "store/change.h"
 
 namespace osh::gateway {
@@ -38,6 +39,30 @@ class VerifiedFlag {
   mutable std::atomic<bool> verified_;
 };
 
+// Why a published sandbox is not served: its stored envelope failed re-verification (as of its record:
+// verification, admission time) under the trust store in force. Empty: not marked. Set and cleared on a
+// published sandbox (each call takes its own small lock); a copy — a new publication — starts unmarked,
+// so what it holds is checked again.
+class UnservableMark {
+ public:
+  UnservableMark() = default;
+  UnservableMark(const UnservableMark&) {}
+  UnservableMark& operator=(const UnservableMark&) { return *this; }
+  void Set(std::string why) const {
+    absl::MutexLock lock(&mu_);
+    why_ = std::move(why);
+  }
+  void Clear() const { Set(""); }
+  std::string Get() const {
+    absl::MutexLock lock(&mu_);
+    return why_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  mutable std::string why_ ABSL_GUARDED_BY(mu_);
+};
+
 struct AdmittedSandbox {
   // How a sandbox's projection was verified; one object shared by every sandbox verified alike.
   struct Verification {
@@ -57,6 +82,13 @@ struct AdmittedSandbox {
   // False for a sandbox loaded from the store at start-up until it is re-verified (then set, not
   // re-published: re-verifying a fleet after a restart copies nothing): nothing unverified is served.
   VerifiedFlag verified;
+  // Set when re-verification failed (then never verified again at each fetch; a trust-store reload clears
+  // it): the serving rule answers FAILED_PRECONDITION with it. Per sandbox, not per envelope: envelopes
+  // are shared, and the verdict depends on each record's verification and admission time.
+  UnservableMark unservable;
+  // Published from another replica's record this replica could not verify, over an envelope its watchers
+  // were not sent: they are sent it once it is verified (a trust-store reload, a fetch).
+  bool watchers_untold = false;
   // The body admitted before the current one, since this process started (not stored: after a restart
   // only the current one is known). A sandbox still reporting about it is behind, not wrong.
   store::BodyPtr previous_body;

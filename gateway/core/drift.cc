@@ -19,7 +19,8 @@ bool RefusedByCeiling(const std::string& refresh_error) {
 
 }  // namespace
 
-void FillDrift(const std::optional<drivers::PolicyAuthoring::Desired>& desired, v1::SandboxInfo* info) {
+void FillDrift(const std::optional<drivers::PolicyAuthoring::Desired>& desired, const absl::Status& not_served,
+               v1::SandboxInfo* info) {
   if (desired) {
     info->set_desired_digest(desired->policy_digest);
     info->set_desired_version(desired->policy_version);
@@ -37,6 +38,10 @@ void FillDrift(const std::optional<drivers::PolicyAuthoring::Desired>& desired, 
   if (reported_served && info->load_status() == v1::FAILED) {
     state = v1::DRIFT_LOAD_FAILED;
     reason = absl::StrCat("the sandbox failed to load ", ShortDigest(info->policy_digest()), ": ", info->load_error());
+  } else if (!not_served.ok()) {
+    state = RefusedByCeiling(info->last_refresh_error()) ? v1::DRIFT_REFUSED_BY_CEILING : v1::DRIFT_REFRESH_FAILED;
+    reason = absl::StrCat("not served: ", not_served.message(),
+                          info->last_refresh_error().empty() ? "" : absl::StrCat("; last refresh: ", info->last_refresh_error()));
   } else if (!info->last_refresh_error().empty()) {
     state = RefusedByCeiling(info->last_refresh_error()) ? v1::DRIFT_REFUSED_BY_CEILING : v1::DRIFT_REFRESH_FAILED;
     reason = absl::StrCat("last good kept: ", info->last_refresh_error());

@@ -4,6 +4,8 @@
 // error. Pure functions of a SandboxInfo: no locks, no I/O; thread-safe.
 #pragma once
 
+#include "absl/status/status.h"
+
 #include <array>
 #include <optional>
 #include <string>
@@ -30,7 +32,10 @@ inline constexpr common::NameTable<openshell::policy::gateway::v1::DriftState, 6
 // served, loaded and desired fields and last_refresh_error. The first state that applies wins, in
 // DriftState's order: load_failed, refused_by_ceiling, refresh_failed, refresh_pending, not_reported,
 // in_sync.
-void FillDrift(const std::optional<drivers::PolicyAuthoring::Desired>& desired,
+// `not_served` is the serving rule's answer for the admitted projection (expired, revoked; OK when it is
+// served): a sandbox refused its projection is refresh_failed (refused_by_ceiling when the last refresh
+// error is the ceiling's), never in_sync, whatever it reported loading before.
+void FillDrift(const std::optional<drivers::PolicyAuthoring::Desired>& desired, const absl::Status& not_served,
                openshell::policy::gateway::v1::SandboxInfo* info);
 
 }  // namespace osh::gateway

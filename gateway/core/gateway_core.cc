@@ -1,5 +1,7 @@
 #include "gateway/core/gateway_core.h"
 
+#include <openssl/crypto.h>
+
 #include "gateway/core/profile_change_check.h"
 
 #include "store/audit_actor.h"
@@ -399,7 +401,10 @@ absl::Status GatewayCore::Reverify(const std::string& sandbox_id, const driver_v
   if (!status.ok()) {
     LogError(absl::StrCat("sandbox ", sandbox_id, ": stored envelope fails re-verification (", status.message(),
                           "); not served"));
-    registry_->Quarantine(sandbox_id);
+    // Listed still (operators see it, drift says why), refused with the reason (review 104: it was dropped
+    // from the registry and vanished from list, drift and wait while its row stayed). Only under the trust
+    // store still in force: a reload meanwhile cleared the marks and decides again (review 105).
+    if (trust_store().get() == trust) registry_->MarkUnservable(sandbox_id, envelope, UnservableReason(status));
     return status;
   }
   registry_->MarkVerified(sandbox_id, envelope);
@@ -438,6 +443,11 @@ size_t GatewayCore::VerifyLoaded(size_t batch) {
       auto snapshot = registry_->Get(id);
       if (!snapshot || snapshot->verified) continue;
       const auto& r = snapshot->record;
+      // Failed already, on a fetch (marked; its failure audited then): not again.
+      if (!snapshot->unservable.empty()) {
+        ++failed;
+        continue;
+      }
       const bool shareable = !r.envelope->context_bound();
       const auto key = std::make_pair(r.envelope.get(), r.updated_at_unix);
       if (auto known = shared_verdicts.find(key); shareable && known != shared_verdicts.end() && known->second) {
@@ -770,7 +780,7 @@ absl::StatusOr<gateway_v1::SandboxInfo> GatewayCore::GetSandbox(const std::strin
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
   gateway_v1::SandboxInfo info = InfoFrom(*snapshot);
-  FillDriftOf(&info);
+  FillDriftOf(*snapshot, &info);
   if (include_policy && !info.mutable_policy()->ParseFromString(snapshot->record.envelope->body())) {
     return absl::DataLossError(absl::StrCat("sandbox '", sandbox_id, "': its admitted body does not parse"));
   }
@@ -789,7 +799,7 @@ absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(
   for (size_t i = 0; i < page.size() && i < size; ++i) {
     gateway_v1::SandboxInfo* info = out.add_sandboxes();
     *info = InfoFrom(page[i]);
-    FillDriftOf(info);
+    FillDriftOf(page[i], info);
   }
   if (page.size() > size) {
     out.set_next_page_token(absl::WebSafeBase64Escape(page[size - 1].record.context.sandbox_id()));
@@ -797,9 +807,13 @@ absl::StatusOr<gateway_v1::ListSandboxesResponse> GatewayCore::ListSandboxes(
   return out;
 }
 
-void GatewayCore::FillDriftOf(gateway_v1::SandboxInfo* info) const {
+void GatewayCore::FillDriftOf(const SandboxRegistry::Snapshot& snapshot, gateway_v1::SandboxInfo* info) const {
   drivers::PolicyAuthoring* authoring = driver_->authoring();
-  FillDrift(authoring != nullptr ? authoring->DesiredFor(info->context()) : std::nullopt, info);
+  // The serving rule's own answer (failing re-verification, expired, revoked): a sandbox refused its
+  // projection is not in sync, whatever it reported about it earlier (review 104).
+  const absl::Status served = !snapshot.unservable.empty() ? absl::FailedPreconditionError(snapshot.unservable)
+                                                           : gate_.ServingError(*snapshot.record.envelope, clock_->NowUnix());
+  FillDrift(authoring != nullptr ? authoring->DesiredFor(info->context()) : std::nullopt, served, info);
 }
 
 std::vector<std::pair<std::string, uint64_t>> GatewayCore::CountByDrift() const {
@@ -810,7 +824,7 @@ std::vector<std::pair<std::string, uint64_t>> GatewayCore::CountByDrift() const 
     const auto page = registry_->List(after, kMaxPageSize);
     for (const auto& snapshot : page) {
       gateway_v1::SandboxInfo info = InfoFrom(snapshot);
-      FillDriftOf(&info);
+      FillDriftOf(snapshot, &info);
       for (auto& [name, count] : counts) count += name == info.drift_state() ? 1 : 0;
     }
     if (page.size() < kMaxPageSize) break;
@@ -851,8 +865,13 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::Refresh(const st
 }
 
 // Refresh errors an unchanged answer inside the ceiling shows to be over.
-const absl::string_view kDisprovedByCurrent[] = {"driver_unavailable", "driver_error", trust::reason::kNoVerifiedPolicy,
-                                                     trust::reason::kExceedsCeiling, trust::reason::kContainmentUnknown};
+// Refresh errors the driver's answer with the admitted projection does not disprove: they are about the
+// admitted envelope itself (its key revoked) or about something else than the driver (admit mode's push to
+// the OpenShell gateway, cleared when a push is accepted). Every other refresh error — the driver
+// unreachable or failing, none offered, an offered projection refused for any reason (a bad signature, an
+// invalid policy, a rollback, outside the ceiling) — is over once the driver serves the admitted one
+// again (review 104: an offered typo, reverted, left the sandbox refresh_failed for good).
+const absl::string_view kStandsAgainstCurrent[] = {trust::reason::kKeyRevoked, "openshell_push_refused"};
 
 absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
     const std::string& sandbox_id, std::shared_ptr<const trust::TrustStore>* checked_with) {
@@ -914,12 +933,12 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
       return keep_last_good(inside.reason, inside.detail, &projection);
     }
     // The driver answers again, with the admitted projection, inside the ceiling: an error this answer
-    // disproves (the driver unreachable or failing, a wider projection refused, none offered) is over, so
-    // drift and `policyctl wait` stop reporting it. Others (a revoked key) stand until a new projection.
+    // disproves (the driver unreachable or failing, an offered projection refused, none offered) is over,
+    // so drift and `policyctl wait` stop reporting it. A revoked key stands until a new projection.
     const std::string& last = snapshot->record.last_refresh_error;
     if (!last.empty() &&
-        std::any_of(std::begin(kDisprovedByCurrent), std::end(kDisprovedByCurrent),
-                    [&](absl::string_view code) { return absl::StartsWith(last, absl::StrCat(code, ": ")); })) {
+        std::none_of(std::begin(kStandsAgainstCurrent), std::end(kStandsAgainstCurrent),
+                     [&](absl::string_view code) { return absl::StartsWith(last, absl::StrCat(code, ": ")); })) {
       auto event = AuditRecorder::For(audit::Type::kRefresh, sandbox_id, &projection);
       event.outcome = audit::Outcome::kOk;
       event.reason = absl::StrCat("the driver serves the admitted projection again; cleared: ", last);
@@ -1102,7 +1121,8 @@ absl::Status GatewayCore::ReloadCeiling() {
   return loaded;
 }
 
-absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request) {
+absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request,
+                                 const AdmittedSandbox::HandleHash* from) {
   if (request.status() != gateway_v1::LOADED && request.status() != gateway_v1::FAILED) {
     return absl::InvalidArgumentError("status: must be LOADED or FAILED");
   }
@@ -1125,6 +1145,10 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
   // Only a digest the sandbox was given: the admitted one, or (during a change) the one before it.
   auto snapshot = registry_->Get(sandbox_id);
   if (!snapshot) return absl::NotFoundError(absl::StrCat("no sandbox '", sandbox_id, "' is admitted"));
+  if (from != nullptr && (snapshot->record.handle_sha256.size() != from->size() ||
+                          CRYPTO_memcmp(snapshot->record.handle_sha256.data(), from->data(), from->size()) != 0)) {
+    return absl::UnauthenticatedError("a valid sandbox handle is required");  // deleted or re-admitted meanwhile
+  }
   const std::string admitted = snapshot->record.envelope->policy_digest();
   if (request.policy_digest() != admitted) {
     const bool previous = snapshot->previous_body != nullptr &&
@@ -1186,6 +1210,7 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
   out.set_keys(static_cast<uint32_t>(fresh->keys().size()));
   out.set_threshold(fresh->threshold());
   gate_.SetTrust(std::move(fresh));
+  registry_->ClearUnservableMarks();  // each checked again, under this store, when next asked for
   audit_.Record(AuditRecorder::For(audit::Type::kTrustStoreReload, ""), audit::Outcome::kOk,
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));

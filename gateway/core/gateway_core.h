@@ -121,8 +121,12 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   absl::StatusOr<gateway_v1::SetCeilingResponse> SetCeiling(const gateway_v1::SetCeilingRequest& request);
   absl::StatusOr<gateway_v1::GetCeilingResponse> GetCeiling() const;
 
-  // A sandbox's report about the projection it loaded (the sandbox is already authenticated).
-  absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request);
+  // A sandbox's report about the projection it loaded (the sandbox is already authenticated). `from`: the
+  // hash of the handle it was authenticated with — the report is refused (UNAUTHENTICATED, nothing
+  // recorded) when the sandbox was deleted or re-admitted since, so an old supervisor's report never lands
+  // on a new admission (review 104); null for in-process callers speaking for the current admission.
+  absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request,
+                      const AdmittedSandbox::HandleHash* from = nullptr);
 
   // Reloads the trust store from its file. On any error the last good store stays in force, and the
   // failure is logged and audited (FAILED_PRECONDITION "trust_store_invalid: ...").
@@ -172,7 +176,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
  private:
   std::shared_ptr<const trust::TrustStore> trust_store() const;
   // SandboxInfo's desired_* and drift fields (gateway/core/drift.h), desired as the driver says it.
-  void FillDriftOf(gateway_v1::SandboxInfo* info) const;
+  void FillDriftOf(const SandboxRegistry::Snapshot& snapshot, gateway_v1::SandboxInfo* info) const;
   // Another replica's committed changes (PostgreSQL feed): each changed sandbox is checked as a stored
   // envelope is at start-up, then applied to the registry; the builtin driver re-reads changed scopes;
   // a changed ceiling is loaded and re-verified.

@@ -451,6 +451,10 @@ absl::Status LogSequencer::ProofInto(const std::string& sandbox_id, const std::s
     consistency = *std::move(proved);
   }
   out->CopyFrom(*cached);
+  // The proof depends on the size alone; the note does not: the same size may be published again with
+  // more cosignatures (a witness back), and the sandbox must get that note (review 102: the cached proof
+  // kept the note it was built with, so a quorum the witnesses had since met was refused until the log grew).
+  out->set_checkpoint(published.checkpoint);
   for (const auto& hash : consistency) out->add_consistency_proof(std::string(tlog::HashBytes(hash)));
   if (checkpoint_size != nullptr) *checkpoint_size = published.size;
   return absl::OkStatus();

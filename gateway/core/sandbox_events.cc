@@ -1,5 +1,6 @@
 #include "gateway/core/sandbox_events.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
 #include "trust/audit_vocabulary.h"
@@ -26,7 +27,13 @@ std::string SandboxChangeOf(const v1::AuditEvent& e) {
   const std::string& type = e.type();
   if (TypeIs(type, audit::Type::kAdmission)) return "admitted";
   if (TypeIs(type, audit::Type::kRefusal)) return "refused";
-  if (TypeIs(type, audit::Type::kRefresh)) return OutcomeIs(e.outcome(), audit::Outcome::kOk) ? "refreshed" : "refresh_failed";
+  if (TypeIs(type, audit::Type::kRefresh)) {
+    if (!OutcomeIs(e.outcome(), audit::Outcome::kOk)) return "refresh_failed";
+    // An error cleared with nothing new admitted (the driver serves the admitted projection again, admit
+    // mode's push accepted) is no refresh (review 104).
+    if (absl::StartsWith(e.reason(), "cleared ") || absl::StrContains(e.reason(), "; cleared: ")) return "refresh_recovered";
+    return "refreshed";
+  }
   if (TypeIs(type, audit::Type::kReprojection)) return "reprojected";
   if (TypeIs(type, audit::Type::kReport)) return "reported";
   if (TypeIs(type, audit::Type::kDeletion)) return "deleted";

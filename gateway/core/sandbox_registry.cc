@@ -105,6 +105,7 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               next->verified_by = verified_by;
               next->updated_at_unix = c.now_unix;
               next->verified = true;
+              next->watchers_untold = false;  // told below
               PublishLocked(e, std::move(next));
               reports_.SetRefreshError(id, "");
               if (projection_observer_) projection_observer_(id);
@@ -134,12 +135,13 @@ void SandboxRegistry::ApplyRemote(std::vector<store::SandboxRecord> present, con
   for (size_t i = 0; i < present.size(); ++i) {
     store::SandboxRecord& r = present[i];
     auto it = by_id_.find(r.context.sandbox_id());
-    if (!verified[i]) {
-      if (it != by_id_.end()) RemoveLocked(it, /*revoked=*/true);
-      continue;
-    }
+    // A record this replica cannot verify (its trust store behind another replica's during a rotation, a
+    // row rewritten) stays listed, unverified: a fetch checks it again and, failing, is refused with the
+    // reason (Servable); its watchers keep the projection they have. It is not a revocation (review 104:
+    // it was dropped, and its handle refused UNAUTHENTICATED, which ends a supervisor's watch for good).
+    const bool checked = verified[i];
     if (it == by_id_.end() || it->second.admitted->handle_sha256 != ToHandleHash(r.handle_sha256)) {
-      InsertLocked(std::move(r), /*verified=*/true);  // new here, or re-admitted under the same id
+      InsertLocked(std::move(r), checked);  // new here, or re-admitted under the same id
       continue;
     }
     Entry& e = it->second;
@@ -151,10 +153,13 @@ void SandboxRegistry::ApplyRemote(std::vector<store::SandboxRecord> present, con
     }
     next->verified_by = SharedVerificationLocked(r.verification, std::move(r.signing_key_ids));
     next->updated_at_unix = r.updated_at_unix;
-    next->verified = true;
+    next->verified = checked;
+    // Watchers are sent what they were not: this envelope when it moved, or one held back unverified before.
+    const bool tell = moved || e.admitted->watchers_untold;
+    next->watchers_untold = tell && !checked;
     PublishLocked(e, std::move(next));
     RecordReportsLocked(r);
-    if (!moved || e.watchers.empty()) continue;
+    if (!tell || !checked || e.watchers.empty()) continue;
     ProjectionPtr shared = e.admitted->envelope->Shared();
     for (ProjectionWatcher* watcher : e.watchers) watcher->OnProjection(shared);
   }
@@ -169,7 +174,7 @@ bool SandboxRegistry::MarkVerified(const std::string& sandbox_id, const store::E
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
   if (it == by_id_.end() || it->second.admitted->envelope != envelope) return false;
-  it->second.admitted->verified.Set();
+  SetVerifiedLocked(it->second);
   return true;
 }
 
@@ -177,22 +182,38 @@ AdmittedPtr SandboxRegistry::PublishVerified(const AdmittedPtr& found) {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(found->sandbox_id);
   if (it == by_id_.end() || it->second.admitted != found) return nullptr;
-  found->verified.Set();
+  SetVerifiedLocked(it->second);
   return found;
 }
 
-void SandboxRegistry::QuarantineIfCurrent(const AdmittedPtr& found) {
-  absl::MutexLock lock(&mu_);
-  auto it = by_id_.find(found->sandbox_id);
-  if (it != by_id_.end() && it->second.admitted == found) RemoveLocked(it, /*revoked=*/true);
+void SandboxRegistry::SetVerifiedLocked(Entry& entry) {
+  const AdmittedPtr& admitted = entry.admitted;
+  if (admitted->verified) return;
+  admitted->verified.Set();
+  admitted->unservable.Clear();
+  // Another replica's record this one could not verify when it came, now verified: its watchers, still on
+  // the projection before it, are sent it now (review 105).
+  if (!admitted->watchers_untold || entry.watchers.empty()) return;
+  ProjectionPtr shared = admitted->envelope->Shared();
+  for (ProjectionWatcher* watcher : entry.watchers) watcher->OnProjection(shared);
 }
 
-bool SandboxRegistry::Quarantine(const std::string& sandbox_id) {
+bool SandboxRegistry::MarkUnservable(const std::string& sandbox_id, const store::EnvelopePtr& envelope,
+                                     std::string why) {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
-  if (it == by_id_.end()) return false;
-  RemoveLocked(it, /*revoked=*/true);
+  if (it == by_id_.end() || it->second.admitted->envelope != envelope || it->second.admitted->verified) return false;
+  it->second.admitted->unservable.Set(std::move(why));
   return true;
+}
+
+void SandboxRegistry::ClearUnservableMarks() {
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [id, entry] : by_id_) entry.admitted->unservable.Clear();
+}
+
+std::string UnservableReason(const absl::Status& failed) {
+  return absl::StrCat(failed.message(), " (the stored envelope fails re-verification; not served)");
 }
 
 std::vector<std::string> SandboxRegistry::Unverified(const std::string& after, size_t limit) const {
@@ -215,6 +236,7 @@ SandboxRegistry::Snapshot SandboxRegistry::SnapshotOf(const AdmittedSandbox& a) 
   r.signing_key_ids = a.verified_by->key_ids;
   r.admitted_at_unix = a.admitted_at_unix;
   r.updated_at_unix = a.updated_at_unix;
+  s.unservable = a.unservable.Get();
   if (auto reports = reports_.Get(a.sandbox_id)) {
     r.load_status = reports->load_status;
     r.load_error = std::move(reports->load_error);
@@ -315,19 +337,21 @@ AdmittedPtr SandboxRegistry::Authenticate(const std::string& handle) const {
 
 void SandboxRegistry::SetServingChecks(ServingChecks* checks) { checks_ = checks; }
 
-absl::StatusOr<AdmittedPtr> SandboxRegistry::Servable(AdmittedPtr found, int64_t now_unix,
-                                                      const absl::Status& refused_unverified) {
+absl::StatusOr<AdmittedPtr> SandboxRegistry::Servable(AdmittedPtr found, int64_t now_unix) {
   if (!found->verified) {
+    if (checks_ == nullptr) return absl::FailedPreconditionError("no serving checks are set");
+    // Failed already (marked): refused with its reason, not verified again at each fetch.
+    if (std::string marked = found->unservable.Get(); !marked.empty()) return absl::FailedPreconditionError(marked);
     // Loaded at start-up (or from another replica) and not re-verified yet: verify now, outside the lock.
-    absl::Status verified =
-        checks_ == nullptr ? absl::FailedPreconditionError("no serving checks are set")
-                           : checks_->VerifyLoaded(found->sandbox_id, found->context_bytes, *found->envelope,
-                                                   found->verified_by->verification, found->updated_at_unix);
+    absl::Status verified = checks_->VerifyLoaded(found->sandbox_id, found->context_bytes, *found->envelope,
+                                                  found->verified_by->verification, found->updated_at_unix);
     if (!verified.ok()) {
       LogError(absl::StrCat("sandbox ", found->sandbox_id, ": stored envelope fails re-verification (",
                             verified.message(), "); not served"));
-      QuarantineIfCurrent(found);  // a newer projection or re-admission meanwhile was committed checked
-      return refused_unverified;
+      // This sandbox as published is marked; a newer projection or re-admission meanwhile is another one.
+      std::string why = UnservableReason(verified);
+      found->unservable.Set(why);
+      return absl::FailedPreconditionError(std::move(why));
     }
     AdmittedPtr published = PublishVerified(found);
     // Gone meanwhile: replaced (a new projection, a re-admission, another replica's change) or removed
@@ -346,7 +370,7 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Serve(const std::string& handle, in
   for (int attempt = 0; attempt < 2; ++attempt) {
     AdmittedPtr found = Authenticate(handle);
     if (!found) return refused;
-    auto served = Servable(std::move(found), now_unix, refused);
+    auto served = Servable(std::move(found), now_unix);
     if (!served.ok() || *served != nullptr) return served;
   }
   return refused;  // changed under each attempt: fail closed, the caller may ask again
@@ -362,7 +386,7 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Lookup(const std::string& sandbox_i
       if (it != by_id_.end()) found = it->second.admitted;
     }
     if (!found) return refused;
-    auto served = Servable(std::move(found), now_unix, refused);
+    auto served = Servable(std::move(found), now_unix);
     if (!served.ok() || *served != nullptr) return served;
   }
   return refused;
@@ -372,9 +396,13 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Watch(const std::string& handle, Pr
                                                    int64_t now_unix) {
   if (auto served = Serve(handle, now_unix); !served.ok()) return served.status();
   absl::MutexLock lock(&mu_);
-  // Found again under the lock: a projection admitted since is one the commit's checks passed.
+  // Found again under the lock: a projection committed here since passed the commit's checks, but another
+  // replica's record may have been published unverified meanwhile (review 105): not streamed unchecked.
   auto* found = FindByHandleLocked(handle);
   if (found == nullptr) return absl::UnauthenticatedError("a valid sandbox handle is required");
+  if (!found->second.admitted->verified) {
+    return absl::UnavailableError("the sandbox's projection changed while the watch opened; open it again");
+  }
   if (found->second.watchers.size() >= max_watchers_per_sandbox_) {
     return common::Refused(absl::StatusCode::kResourceExhausted, "watch_limit",
                            absl::StrCat("the sandbox already has ", max_watchers_per_sandbox_,

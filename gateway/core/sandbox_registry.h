@@ -43,6 +43,10 @@ class ProjectionWatcher {
   virtual void OnClosed(bool revoked) = 0;
 };
 
+// The reason a sandbox whose stored envelope failed re-verification is refused with: the check's own
+// (it starts with its reason code), then what it means.
+std::string UnservableReason(const absl::Status& failed);
+
 // What the serving rule asks of the gate that owns the trust store (gateway/projection_gate.h). The
 // registry declares it, so the rule has one home without the registry knowing of trust or ceilings.
 class ServingChecks {
@@ -65,6 +69,7 @@ class SandboxRegistry final : public store::ChangeListener {
   struct Snapshot {
     store::SandboxRecord record;
     bool verified = false;
+    std::string unservable;  // see AdmittedSandbox::unservable ("" when not marked)
     store::BodyPtr previous_body;  // see AdmittedSandbox::previous_body
   };
 
@@ -80,10 +85,13 @@ class SandboxRegistry final : public store::ChangeListener {
   void ApplyRemote(std::vector<store::SandboxRecord> present, const std::vector<bool>& verified,
                    const std::vector<std::string>& removed);
   // Marks the sandbox verified, if it still holds `envelope`. Returns whether it did.
+  // (Its watchers are sent the envelope if it came from another replica unverified: watchers_untold.)
   bool MarkVerified(const std::string& sandbox_id, const store::EnvelopePtr& envelope);
-  // Drops a sandbox whose stored envelope failed re-verification from what is served (the store keeps
-  // the row for the operator); closes its watchers. False if absent.
-  bool Quarantine(const std::string& sandbox_id);
+  // Marks the sandbox, if it still holds `envelope` unverified, as failing re-verification (`why`,
+  // UnservableReason): refused with it, not checked again, until ClearUnservableMarks. Returns whether it did.
+  bool MarkUnservable(const std::string& sandbox_id, const store::EnvelopePtr& envelope, std::string why);
+  // A trust-store reload: every mark goes, and each marked sandbox is checked again when next asked for.
+  void ClearUnservableMarks();
   // Up to `limit` sandboxes still unverified, after `after` (exclusive), in id order.
   std::vector<std::string> Unverified(const std::string& after, size_t limit) const;
 
@@ -174,20 +182,23 @@ class SandboxRegistry final : public store::ChangeListener {
   void RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Publishes `next` as the entry's sandbox (keeping the count of expiring envelopes).
   void PublishLocked(Entry& entry, std::shared_ptr<AdmittedSandbox> next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the entry's sandbox verified (once), clears its mark, and sends watchers an envelope they were not.
+  void SetVerifiedLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands the record's reports and refresh error to the report recorder.
   void RecordReportsLocked(store::SandboxRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Snapshot SnapshotOf(const AdmittedSandbox& sandbox) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   std::pair<const std::string, Entry>* FindByHandleLocked(const std::string& handle) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The serving rule's verified/revoked/expired part for a sandbox found by Serve or Lookup.
-  // `refused_unverified` is what a sandbox that fails re-verification answers; null (OK) when `found`,
-  // unverified, was replaced or removed while it was verified: the caller finds the sandbox again.
-  absl::StatusOr<AdmittedPtr> Servable(AdmittedPtr found, int64_t now_unix, const absl::Status& refused_unverified);
+  // A sandbox whose stored envelope fails re-verification stays listed (operators see it, drift says
+  // why) and is answered FAILED_PRECONDITION with the check's reason, never verified again at each fetch
+  // (the sandbox is marked: AdmittedSandbox::unservable; a trust-store reload clears the marks and the
+  // next fetch checks it again); null (OK) when `found`, unverified, was replaced or removed while it was verified: the
+  // caller finds the sandbox again.
+  absl::StatusOr<AdmittedPtr> Servable(AdmittedPtr found, int64_t now_unix);
   // Marks `found` verified if it is still the sandbox admitted under its id (the very object: not a
   // re-admission with an equal envelope); returns it, or null when `found` is gone.
   AdmittedPtr PublishVerified(const AdmittedPtr& found);
-  // Quarantine, only if `found` is still the sandbox admitted under its id.
-  void QuarantineIfCurrent(const AdmittedPtr& found);
 
   ServingChecks* checks_ = nullptr;  // set once at wiring, before serving
 

@@ -384,8 +384,11 @@ grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServe
     Finish(reactor, kCall, kUnauthenticated);
     return reactor;
   }
-  pool_->Submit([this, reactor, id = authenticated->sandbox_id, request] {
-    Finish(reactor, "ReportPolicyStatus", ToGrpc(core_->Report(id, *request)));
+  // The admission it was authenticated against goes with it: a report queued across a delete and
+  // re-admission under the same id is refused, not recorded on the new admission.
+  pool_->Submit([this, reactor, authenticated = std::move(authenticated), request] {
+    Finish(reactor, "ReportPolicyStatus",
+           ToGrpc(core_->Report(authenticated->sandbox_id, *request, &authenticated->handle_sha256)));
   });
   return reactor;
 }
