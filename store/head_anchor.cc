@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "policy/policy_file.h"
 #include "store/store.h"
+#include "trust/audit_chain.h"
 
 namespace osh::store {
 
@@ -28,7 +29,9 @@ void HeadAnchor::StartRecording() {
 
 absl::Status HeadAnchor::Check() {
   auto text = policy::ReadFileToString(path_);
-  if (!text.ok()) return absl::OkStatus();  // no record yet (a new database, or a first start)
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();  // no record yet (a new database, or a first start)
+  // Unreadable is not absent (review 106): a record that cannot be read proves nothing either way.
+  if (!text.ok()) return absl::FailedPreconditionError(absl::StrCat("state_rollback check: ", text.status().message()));
   const std::vector<std::string> fields = absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ');
   uint64_t seq = 0;
   if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &seq) || fields[1].size() != 64) {
@@ -49,6 +52,19 @@ absl::Status HeadAnchor::Check() {
   auto events = log_->ListAuditEvents(seq - 1, 1);
   if (!events.ok() || events->empty() || (*events)[0].hash != fields[1]) {
     return explain(absl::StrCat("has another event ", seq));
+  }
+  // Its stored hash is not enough: an older copy with a row written to say that hash would pass. The
+  // event's own contents must hash to it (review 106).
+  if (trust::ChainHash((*events)[0].prev_hash, (*events)[0]) != fields[1]) {
+    return explain(absl::StrCat("has an event ", seq, " whose contents do not hash to the hash it states"));
+  }
+  // And it continues the chain before it: the genuine row copied alone into an older copy does not
+  // (review 107; copying the whole chain is beyond this check: docs/threat-model.md).
+  if (seq > 1) {
+    auto before = log_->ListAuditEvents(seq - 2, 1);
+    if (!before.ok() || before->empty() || (*before)[0].seq != seq - 1 || (*before)[0].hash != (*events)[0].prev_hash) {
+      return explain(absl::StrCat("does not link event ", seq, " to an event ", seq - 1, " before it"));
+    }
   }
   return absl::OkStatus();
 }

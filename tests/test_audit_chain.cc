@@ -139,6 +139,27 @@ TEST_CASE("audit: a JSON line round-trips every field, and invalid UTF-8 is esca
   forged.replace(forged.find("CN=operator"), 11, "CN=someone!");
   std::istringstream four(line + "\n" + forged + "\n");
   CHECK_FALSE(osh::trust::VerifyExport(four).whole);
+
+  // A line other JSON readers read differently from the protobuf parser (review 106): a field given twice,
+  // under its name and its JSON name, keeps the last for protobuf — the hashed one — and the named one for
+  // jq and Python. Only the export's own form verifies.
+  std::string doubled = line;
+  doubled.replace(doubled.find("\"sandbox_id\":\"sb-1\""), std::string("\"sandbox_id\":\"sb-1\"").size(),
+                  "\"sandbox_id\":\"forged\"");
+  doubled.insert(doubled.size() - 1, ",\"sandboxId\":\"sb-1\"");
+  std::istringstream five(doubled + "\n");
+  const auto refused = osh::trust::VerifyExport(five);
+  CHECK_FALSE(refused.whole);
+  CHECK_THAT(refused.detail, Catch::Contains("not written as `audit export` writes an event"));
+  std::istringstream spaced(absl::StrReplaceAll(line, {{"\":\"", "\": \""}}) + "\n");
+  CHECK_FALSE(osh::trust::VerifyExport(spaced).whole);
+  // What genuine exports differ by still verifies (review 107): CRLF line ends, and no "actor" in exports
+  // made before the field existed, for an event without one.
+  std::istringstream crlf(line + "\r\n" + actor_line + "\r\n");
+  CHECK(osh::trust::VerifyExport(crlf).whole);
+  REQUIRE(line.find(",\"actor\":\"\"") != std::string::npos);
+  std::istringstream older(absl::StrReplaceAll(line, {{",\"actor\":\"\"", ""}}) + "\n");
+  CHECK(osh::trust::VerifyExport(older).whole);
 }
 
 TEST_CASE("audit verify: a whole chain passes, and each kind of break names the first broken seq", "[audit]") {

@@ -165,6 +165,20 @@ TEST_CASE("config: a bad value names where it came from — file:line, flag or v
                                      {"log_origin", "policy.example.com/policy-gateway"}},
                                     {}, {}, {})
             .ok());
+  // An empty variable or flag over a value given at lower precedence (an unset ${VAR} in a unit file) would
+  // switch it off unseen — here the trust store (review 106): refused, naming it; alone it is the default.
+  const osh::gateway::ConfigValues with_trust = {{"trust_store", "/etc/openshell/policy.trust"}};
+  auto emptied = osh::gateway::ResolveConfig({}, {{"trust_store", ""}}, with_trust, {});
+  REQUIRE_FALSE(emptied.ok());
+  CHECK_THAT(std::string(emptied.status().message()),
+             Catch::StartsWith("trust_store: is set to the empty string over a value given at lower precedence") &&
+                 Catch::Contains("(environment POLICY_GATEWAY_TRUST_STORE)"));
+  CHECK_FALSE(osh::gateway::ResolveConfig({{"trust_store", ""}}, {}, with_trust, {}).ok());
+  CHECK_FALSE(osh::gateway::ResolveConfig({{"metrics_allow", ""}}, {{"metrics_allow", "10.0.0.0/8"}},
+                                          {{"metrics_listen", "127.0.0.1:9464"}}, {})
+                  .ok());
+  CHECK(osh::gateway::ResolveConfig({}, {{"trust_store", ""}}, {}, {}).ok());
+  CHECK(osh::gateway::ResolveConfig({{"trust_store", "/x/trust.json"}}, {{"trust_store", ""}}, with_trust, {}).ok());
   // Origins and effective values, as --check-config prints them.
   auto ok = osh::gateway::ResolveConfig({{"state_dir", "/srv/x"}}, {{"clock_skew_s", "5"}}, {}, {});
   REQUIRE(ok.ok());

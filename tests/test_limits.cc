@@ -13,6 +13,7 @@
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
 #include "trust/secure_path.h"
+#include "trust/keys.h"
 #include "trust/trust_store.h"
 
 namespace gw = openshell::policy::gateway::v1;
@@ -263,6 +264,27 @@ TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictMod
   const std::string link = dir / "link.json";
   REQUIRE(::symlink(file.c_str(), link.c_str()) == 0);
   CHECK(osh::trust::CheckNoOneElseCanWrite(link, "trust store").ok());
+  // And a trust store behind one loads (review 106: lstat refused it — the Kubernetes manifest mounts the
+  // trust store from a Secret, whose files are links).
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  const std::string real = folder + "/real-trust.json";
+  osh::test::WriteFile(real, osh::test::TrustStoreJson({{"k1", key->PublicKeyPem()}}), 0644);
+  const std::string store_link = dir / "store-link.json";
+  REQUIRE(::symlink(real.c_str(), store_link.c_str()) == 0);
+  auto linked = osh::trust::TrustStore::Load(store_link);
+  INFO(linked.status());
+  CHECK(linked.ok());
+  // But a link in a folder others may write is refused, wherever it points (review 107: they could point
+  // it at any root-owned file — an older trust store, the system's CA bundle).
+  const std::string loose_links = dir / "loose-links";
+  REQUIRE(::mkdir(loose_links.c_str(), 0755) == 0);
+  REQUIRE(::symlink(real.c_str(), (loose_links + "/trust.json").c_str()) == 0);
+  REQUIRE(::chmod(loose_links.c_str(), 0777) == 0);
+  auto through_loose = osh::trust::TrustStore::Load(loose_links + "/trust.json");
+  REQUIRE_FALSE(through_loose.ok());
+  CHECK_THAT(std::string(through_loose.status().message()), Catch::Contains(loose_links + " is writable by group or others"));
+  ::chmod(loose_links.c_str(), 0755);
 
   if (::geteuid() == 0) {  // ownership by another user can only be set up as root
     REQUIRE(::chown(file.c_str(), 65534, 65534) == 0);

@@ -195,8 +195,13 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
         server.key, "--tls-client-ca", ca.cert, "--sandbox-client-ca", dir.path() / "ca-copy.pem"},
        "give supervisors a CA of their own"},
       {{"--sandbox-listen", "127.0.0.1:0", "--sandbox-client-ca", ca.cert}, "client certificates need TLS"},
+      // A client CA others may replace would let them mint admin certificates (review 106).
+      {{"--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca",
+        dir.path() / "loose-ca.pem"},
+       "is writable by group or others"},
   };
   WriteFile(dir.path() / "ca-copy.pem", ReadFile(ca.cert));
+  WriteFile(dir.path() / "loose-ca.pem", ReadFile(ca.cert), 0666);
   for (const auto& c : cases) {
     INFO(absl::StrJoin(c.args, " "));
     std::vector<std::string> argv = {OSH_GATEWAY_BINARY, "--state-dir", dir.path() / "var"};

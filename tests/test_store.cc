@@ -227,6 +227,8 @@ TEST_CASE("sqlite: a store opened with an anchor refuses a rolled-back copy unle
     REQUIRE((*store)->AppendAudit(event).ok());
   }  // closing records the head: event 2
   REQUIRE(osh::test::ReadFile(path + ".head").rfind("2 ", 0) == 0);
+  REQUIRE_FALSE(std::filesystem::exists(path + "-wal"));  // closed: everything is in the file
+  std::filesystem::copy_file(path, dir / "genuine.db");
   // Roll the database back to a one-event chain: a fresh store with one event stands for an old copy.
   std::filesystem::remove(path);
   std::filesystem::remove(path + "-wal");
@@ -241,6 +243,55 @@ TEST_CASE("sqlite: a store opened with an anchor refuses a rolled-back copy unle
   auto refused = SqliteStore::Open(path, options);
   REQUIRE(absl::IsFailedPrecondition(refused.status()));
   CHECK(refused.status().message().find("state_rollback") == 0);
+  {
+    // The older copy given a row 2 that states the recorded hash (review 106: only the stored hash was
+    // compared): its contents do not hash to it.
+    const std::string recorded = osh::test::ReadFile(path + ".head").substr(2, 64);
+    auto db = osh::store::Db::Open(path);
+    REQUIRE(db.ok());
+    auto forge = db->Prepare(
+        "INSERT INTO audit_events (seq, time_unix_ms, type, sandbox_id, surface_id, policy_digest, policy_version, "
+        "key_ids, outcome, reason, audit_context, prev_hash, hash) SELECT 2, time_unix_ms, type, sandbox_id, "
+        "surface_id, policy_digest, policy_version, key_ids, outcome, reason, audit_context, hash, ? FROM audit_events "
+        "WHERE seq = 1");
+    REQUIRE(forge.ok());
+    forge->Bind(1, recorded);
+    REQUIRE(forge->Run().ok());
+  }
+  auto forged = SqliteStore::Open(path, options);
+  REQUIRE(absl::IsFailedPrecondition(forged.status()));
+  INFO(forged.status().message());
+  CHECK(forged.status().message().find("state_rollback") == 0);
+  CHECK(forged.status().message().find("whose contents do not hash to the hash it states") != std::string::npos);
+  {
+    // The genuine row 2 copied alone into the older copy (review 107): it does not link to its event 1.
+    auto db = osh::store::Db::Open(path);
+    REQUIRE(db.ok());
+    const std::vector<std::string> statements = {
+        "DELETE FROM audit_events WHERE seq = 2", "ATTACH DATABASE '" + (dir / "genuine.db") + "' AS genuine",
+        "INSERT INTO audit_events SELECT * FROM genuine.audit_events WHERE seq = 2"};
+    for (const std::string& sql : statements) {
+      auto stmt = db->Prepare(sql);
+      REQUIRE(stmt.ok());
+      REQUIRE(stmt->Run().ok());
+    }
+  }
+  auto copied = SqliteStore::Open(path, options);
+  REQUIRE(absl::IsFailedPrecondition(copied.status()));
+  CHECK(copied.status().message().find("does not link event 2 to an event 1 before it") != std::string::npos);
+  // And an anchor that cannot be read is not taken for none.
+  std::filesystem::rename(path + ".head", path + ".head.kept");
+  std::filesystem::create_directory(path + ".head");
+  CHECK(absl::IsFailedPrecondition(SqliteStore::Open(path, options).status()));
+  std::filesystem::remove(path + ".head");
+  std::filesystem::rename(path + ".head.kept", path + ".head");
+  {
+    auto db = osh::store::Db::Open(path);
+    REQUIRE(db.ok());
+    auto unforge = db->Prepare("DELETE FROM audit_events WHERE seq = 2");
+    REQUIRE(unforge.ok());
+    REQUIRE(unforge->Run().ok());
+  }
   options.accept_state_rollback = true;
   auto accepted = SqliteStore::Open(path, options);
   INFO(accepted.status());

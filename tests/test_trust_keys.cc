@@ -4,6 +4,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 #include "policy/body_codec.h"
@@ -291,4 +292,45 @@ TEST_CASE("verified signatures: the memory is bounded, and a remembered triple i
   CHECK(memory.Verify(*public_key, big, big_signature));
   CHECK(memory.size() == held);
   CHECK(memory.counts().remembered == counted.remembered);
+}
+
+TEST_CASE("public keys: points anyone can forge signatures under, and second encodings of a key, are refused",
+          "[trust][keys]") {
+  // Review 106: the identity, the other small-order points and non-canonical encodings of Ed25519, and
+  // P-256's point at infinity loaded as trust-store keys (a signature R = identity, S = 0 verified under the
+  // identity for every message; a non-canonical encoding listed beside the canonical one counted twice).
+  auto ed25519_pem = [](std::string raw) {
+    const std::string der = std::string("\x30\x2a\x30\x05\x06\x03\x2b\x65\x70\x03\x21\x00", 12) + raw;
+    return "-----BEGIN PUBLIC KEY-----\n" + absl::Base64Escape(der) + "\n-----END PUBLIC KEY-----\n";
+  };
+  auto bytes = [](const char* hex) { return absl::HexStringToBytes(hex); };
+  const std::string p_minus_1 = bytes("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f");
+  std::vector<std::string> weak = {
+      std::string(32, '\0'), std::string("\x01") + std::string(31, '\0'),
+      bytes("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+      bytes("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), p_minus_1,
+      bytes("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),   // p: 0 again
+      bytes("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),   // p + 1: the identity again
+      bytes("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")};  // 2^255 - 1: y = 18 again
+  for (size_t i = 0, n = weak.size(); i < n; ++i) {  // the sign bit set too
+    std::string signed_x = weak[i];
+    signed_x[31] = static_cast<char>(signed_x[31] | 0x80);
+    weak.push_back(signed_x);
+  }
+  for (const std::string& raw : weak) {
+    INFO(absl::BytesToHexString(raw));
+    auto key = osh::trust::PublicKey::FromPem(ed25519_pem(raw));
+    REQUIRE_FALSE(key.ok());
+    CHECK_THAT(std::string(key.status().message()), Catch::StartsWith("an Ed25519 public key that is "));
+  }
+  // A real key loads, with either sign bit as its own.
+  auto fresh = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(fresh.ok());
+  CHECK(osh::trust::PublicKey::FromPem(fresh->PublicKeyPem()).ok());
+  // P-256's point at infinity.
+  auto infinity = osh::trust::PublicKey::FromPem("-----BEGIN PUBLIC KEY-----\nMBkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDAgAA\n-----END PUBLIC KEY-----\n");
+  REQUIRE_FALSE(infinity.ok());
+  auto p256 = osh::trust::PrivateKey::Generate("ecdsa-p256");
+  REQUIRE(p256.ok());
+  CHECK(osh::trust::PublicKey::FromPem(p256->PublicKeyPem()).ok());
 }

@@ -170,3 +170,14 @@ TEST_CASE("keys: one P-256 key has one fingerprint however its PEM encodes it, a
   REQUIRE_FALSE(parsed.ok());
   CHECK_THAT(std::string(parsed.status().message()), Catch::Contains("the same public key is already listed as 'authority-a'"));
 }
+
+TEST_CASE("trust store: a malformed revoked key id is refused, not silently matching no key", "[trust]") {
+  // Review 106: "k1 " named no key, so k1 stayed trusted.
+  auto key = osh::trust::PrivateKey::Generate("ed25519");
+  REQUIRE(key.ok());
+  std::string json = osh::test::TrustStoreJson({{"k1", key->PublicKeyPem()}});
+  json.insert(json.rfind('}'), ", \"revoked_key_ids\": [\"k1 \"]");
+  auto store = osh::trust::TrustStore::Parse(json);
+  REQUIRE_FALSE(store.ok());
+  CHECK_THAT(std::string(store.status().message()), Catch::Contains("revoked_key_ids: invalid key id 'k1 '"));
+}

@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "policy/digest.h"
 #include "trust/encoding.h"
 
@@ -227,6 +228,25 @@ std::string ToJsonLine(const AuditEvent& event) {
   return out;
 }
 
+namespace {
+
+// Whether `text` is the line `audit export` writes for `event`, allowing what genuine exports differ by: a
+// CR before the newline (a file through a Windows tool), and no "actor" in exports made before the field
+// existed (2026-11-28) for an event without one (review 107).
+bool WrittenAsExported(const AuditEvent& event, absl::string_view text) {
+  absl::ConsumeSuffix(&text, "\r");
+  std::string expected = ToJsonLine(event);
+  if (expected == text) return true;
+  if (!event.actor.empty()) return false;
+  const std::string kEmptyActor = ",\"actor\":\"\"";
+  const size_t at = expected.find(kEmptyActor);
+  if (at == std::string::npos) return false;
+  expected.erase(at, kEmptyActor.size());
+  return expected == text;
+}
+
+}  // namespace
+
 ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash) {
   ChainVerdict verdict;
   bool anchor_seen = anchor_hash.empty();
@@ -242,6 +262,15 @@ ChainVerdict VerifyExport(std::istream& lines, const std::string& anchor_hash) {
                     absl::StrCat("line ", line, " is not an audit event: ", s.message().as_string()));
     }
     const AuditEvent event = FromProto(wire);
+    // Byte for byte as `audit export` writes it: JSON readers disagree on a line the protobuf parser takes
+    // (a field given twice, once as `sandbox_id` and once as `sandboxId`: it keeps the last, jq and Python
+    // the named one), so what a verified line says to them could differ from what was hashed (review 106).
+    if (!WrittenAsExported(event, text)) {
+      return Broken(verdict, expected_seq, line,
+                    absl::StrCat("line ", line, " is not written as `audit export` writes an event (a field given twice "
+                                 "or under another spelling, other spacing or order): what it says may not be what "
+                                 "was hashed"));
+    }
     if (event.seq != expected_seq) {
       return Broken(verdict, expected_seq, line,
                     event.seq > expected_seq

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "policy/digest.h"
@@ -46,6 +47,35 @@ std::string WithBio(const std::function<int(BIO*)>& write) {
   return std::string(data, static_cast<size_t>(len));
 }
 
+// Why an Ed25519 public key (its 32-byte encoding) is one anyone can forge signatures for, or another
+// encoding of a key that could be listed twice (review 106): "" when it is neither. A point of small order
+// (the 8 torsion points: their y is 0, 1, p-1 or one of the two order-8 values, whatever the sign bit; a
+// signature R = identity, S = 0 verifies under them for 1 in 8 messages or more), or a y not below
+// p = 2^255 - 19 (a non-canonical encoding of another point). The list is libsodium's
+// (ge25519_has_small_order); this compares bytes and does no curve arithmetic.
+std::string WeakEd25519Key(const unsigned char key[32]) {
+  static constexpr unsigned char kSmallOrderY[][32] = {
+      {0},                                                                              // 0 (order 4)
+      {1},                                                                              // 1 (order 1)
+      {0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+       0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},  // order 8
+      {0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+       0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},  // order 8
+      {0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},  // p-1 (order 2)
+  };
+  for (const auto& y : kSmallOrderY) {
+    bool same = (key[31] & 0x7f) == y[31];
+    for (int i = 0; same && i < 31; ++i) same = key[i] == y[i];
+    if (same) return "a point of small order (signatures anyone can forge verify under it)";
+  }
+  // y >= p: the top byte (sign bit aside) 0x7f, bytes 30..1 all 0xff and byte 0 at least 0xed.
+  bool high = (key[31] & 0x7f) == 0x7f && key[0] >= 0xed;
+  for (int i = 1; high && i < 31; ++i) high = key[i] == 0xff;
+  if (high) return "a non-canonical encoding (y is not below 2^255 - 19)";
+  return "";
+}
+
 }  // namespace
 
 absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
@@ -58,7 +88,24 @@ absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
   if (key.algorithm_.empty()) {
     return absl::InvalidArgumentError("unsupported key type (supported: Ed25519, ECDSA P-256)");
   }
+  if (key.algorithm_ == kEd25519) {
+    unsigned char point[32];
+    size_t point_len = sizeof(point);
+    if (EVP_PKEY_get_raw_public_key(raw, point, &point_len) != 1 || point_len != sizeof(point)) {
+      return absl::InvalidArgumentError("cannot read the Ed25519 public key");
+    }
+    if (std::string weak = WeakEd25519Key(point); !weak.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("an Ed25519 public key that is ", weak, " is refused"));
+    }
+  }
   if (key.algorithm_ == kEcdsaP256) {
+    // A point on the curve, not the point at infinity, of the group's order (OpenSSL's public-key check):
+    // under the point at infinity anyone can make a signature verify (review 106).
+    std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> check(EVP_PKEY_CTX_new_from_pkey(nullptr, raw, nullptr),
+                                                                     &EVP_PKEY_CTX_free);
+    if (!check || EVP_PKEY_public_check(check.get()) != 1) {
+      return absl::InvalidArgumentError("an ECDSA P-256 public key that is not a valid point of the curve is refused");
+    }
     // One key, one fingerprint: OpenSSL re-encodes a key in the form it was read in (a compressed point,
     // explicit curve parameters), so the same P-256 key could be listed under two ids and count twice
     // toward a threshold. Explicit parameters are refused; the point is encoded uncompressed.

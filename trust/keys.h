@@ -23,8 +23,9 @@ using PkeyPtr = std::shared_ptr<EVP_PKEY>;
 
 class PublicKey {
  public:
-  // Parses a PEM "PUBLIC KEY" and infers its algorithm. INVALID_ARGUMENT for bad PEM or a key type
-  // other than Ed25519 / EC P-256.
+  // Parses a PEM "PUBLIC KEY" and infers its algorithm. INVALID_ARGUMENT for bad PEM, a key type other
+  // than Ed25519 / EC P-256, or a key anyone can forge signatures under or listed in a second encoding (an
+  // Ed25519 point of small order or y not below 2^255 - 19; a P-256 point off the curve or at infinity).
   static absl::StatusOr<PublicKey> FromPem(absl::string_view pem);
 
   const std::string& algorithm() const { return algorithm_; }

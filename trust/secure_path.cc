@@ -17,11 +17,26 @@
 namespace osh::trust {
 
 absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& what) {
-  std::error_code error;
-  const std::filesystem::path resolved = std::filesystem::canonical(path, error);
-  if (error) return absl::NotFoundError(absl::StrCat(what, " ", path, ": ", error.message()));
+  return ResolveNoOneElseCanWrite(path, what).status();
+}
+
+absl::StatusOr<std::string> ReadFileNoOneElseCanWrite(const std::string& path, const std::string& what) {
+  absl::StatusOr<std::string> resolved = ResolveNoOneElseCanWrite(path, what);
+  if (!resolved.ok()) return resolved.status();
+  struct stat st;
+  if (::stat(resolved->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": not a regular file"));
+  }
+  return policy::ReadFileToString(*resolved);
+}
+
+namespace {
+
+// `start` and every folder above it: owned by root or this user, writable by no one else (a root-owned
+// sticky folder aside).
+absl::Status CheckChain(const std::filesystem::path& start, const std::string& path, const std::string& what) {
   const uid_t me = ::geteuid();
-  for (std::filesystem::path at = resolved;; at = at.parent_path()) {
+  for (std::filesystem::path at = start;; at = at.parent_path()) {
     struct stat st;
     if (::stat(at.c_str(), &st) != 0) {
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": cannot stat ", at.string()));
@@ -37,6 +52,55 @@ absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& 
     }
     if (at == at.parent_path()) return absl::OkStatus();  // reached /
   }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ResolveNoOneElseCanWrite(const std::string& path, const std::string& what) {
+  // Resolved one component at a time: the folder each symlink sits in is checked as well as the file's own
+  // folders, since whoever may write that folder may point the link anywhere (review 107).
+  std::error_code error;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, error);
+  if (error) return absl::NotFoundError(absl::StrCat(what, " ", path, ": ", error.message()));
+  std::vector<std::string> pending;  // components still to resolve, the next one last
+  for (const auto& part : absolute.relative_path()) pending.push_back(part.string());
+  std::reverse(pending.begin(), pending.end());
+  std::filesystem::path resolved = "/";
+  std::vector<std::filesystem::path> link_folders;
+  int links = 0;
+  while (!pending.empty()) {
+    const std::string part = std::move(pending.back());
+    pending.pop_back();
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      resolved = resolved.parent_path();
+      continue;
+    }
+    const std::filesystem::path candidate = resolved / part;
+    struct stat st;
+    if (::lstat(candidate.c_str(), &st) != 0) {
+      const int err = errno;
+      const std::string message = absl::StrCat(what, " ", path, ": ", candidate.string(), ": ", std::strerror(err));
+      return err == ENOENT || err == ENOTDIR ? absl::NotFoundError(message) : absl::PermissionDeniedError(message);
+    }
+    if (!S_ISLNK(st.st_mode)) {
+      resolved = candidate;
+      continue;
+    }
+    if (++links > 40) return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": too many symbolic links"));
+    link_folders.push_back(resolved);
+    const std::filesystem::path target = std::filesystem::read_symlink(candidate, error);
+    if (error) return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", candidate.string(), ": ", error.message()));
+    if (target.is_absolute()) resolved = "/";
+    std::vector<std::string> parts;
+    for (const auto& p : target.relative_path()) parts.push_back(p.string());
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.push_back(*it);
+  }
+  for (const auto& folder : link_folders) {
+    if (absl::Status safe = CheckChain(folder, path, what); !safe.ok()) return safe;
+  }
+  if (absl::Status safe = CheckChain(resolved, path, what); !safe.ok()) return safe;
+  return resolved.string();
 }
 
 absl::StatusOr<std::string> ReadPrivateKeyFile(const std::string& path, const std::string& what) {
@@ -60,8 +124,9 @@ absl::StatusOr<std::string> ReadPrivateKeyFile(const std::string& path, const st
       return refuse(absl::StrCat("readable by group ", st.st_gid, ", which this process is not in"), "chmod g-r");
     }
   }
-  if (absl::Status safe = CheckNoOneElseCanWrite(path, what); !safe.ok()) return safe;
-  return policy::ReadFileToString(path);
+  absl::StatusOr<std::string> checked = ResolveNoOneElseCanWrite(path, what);
+  if (!checked.ok()) return checked.status();
+  return policy::ReadFileToString(*checked);  // the file checked, not the path resolved again
 }
 
 absl::Status EnsurePrivateDir(const std::string& dir) {

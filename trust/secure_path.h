@@ -14,6 +14,14 @@ namespace osh::trust {
 // OK, or PERMISSION_DENIED "<what> <path>: <component> is …" naming the first component at fault and
 // the fix. NOT_FOUND when the path does not exist.
 absl::Status CheckNoOneElseCanWrite(const std::string& path, const std::string& what);
+// The same check, answering the path it checked (symlinks resolved): read that one, not `path` again, so a
+// link swapped after the check is not followed (review 106).
+absl::StatusOr<std::string> ResolveNoOneElseCanWrite(const std::string& path, const std::string& what);
+
+// Reads a file that decides trust (the trust store): a regular file once symlinks are resolved (a
+// Kubernetes Secret or ConfigMap volume holds links) for which CheckNoOneElseCanWrite holds, read through
+// the path checked. NOT_FOUND when missing; PERMISSION_DENIED naming what is wrong.
+absl::StatusOr<std::string> ReadFileNoOneElseCanWrite(const std::string& path, const std::string& what);
 
 // Reads a private key file the way OpenSSH reads one: it must be a regular file (symlinks resolved) that
 // no one else can read or replace — no permission bits for others, none for the group but read, and group

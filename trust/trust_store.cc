@@ -121,6 +121,10 @@ absl::StatusOr<TrustStore> TrustStore::Parse(absl::string_view json_text) {
     if (it->second.kind_case() != Value::kListValue) return Bad("revoked_key_ids: must be a list of key ids");
     for (const auto& id : it->second.list_value().values()) {
       if (id.kind_case() != Value::kStringValue) return Bad("revoked_key_ids: must be a list of key ids");
+      // A malformed id (" k1", "k1 ") names no key: the key meant stayed trusted (review 106).
+      if (!IsValidKeyId(id.string_value())) {
+        return Bad(absl::StrCat("revoked_key_ids: invalid key id '", id.string_value(), "' (1..128 of [A-Za-z0-9._:-])"));
+      }
       revoked.insert(id.string_value());
       store.revoked_key_ids_.push_back(id.string_value());
     }
@@ -186,14 +190,14 @@ absl::StatusOr<TrustStore> TrustStore::Parse(absl::string_view json_text) {
 }
 
 absl::StatusOr<TrustStore> TrustStore::Load(const std::string& path) {
-  struct stat st;
-  if (lstat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("trust store ", path, ": no such file"));
+  // Symlinks resolved (a Kubernetes Secret volume holds links: docs/policy-gateway.md), checked, and read
+  // through the path checked (review 106: lstat refused the manifest's own mount, and a link swapped
+  // between the check and the read was followed).
+  auto text = ReadFileNoOneElseCanWrite(path, "trust store");
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status()) || absl::IsPermissionDenied(text.status())) return text.status();
+    return absl::PermissionDeniedError(absl::StrCat("trust store ", text.status().message()));
   }
-  if (!S_ISREG(st.st_mode)) return absl::PermissionDeniedError(absl::StrCat("trust store ", path, ": not a regular file"));
-  if (absl::Status safe = CheckNoOneElseCanWrite(path, "trust store"); !safe.ok()) return safe;
-  auto text = policy::ReadFileToString(path);
-  if (!text.ok()) return absl::PermissionDeniedError(absl::StrCat("trust store ", text.status().message()));
   auto store = Parse(*text);
   if (!store.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", store.status().message()));
   return store;

@@ -585,6 +585,24 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
     }
     return absl::InvalidArgumentError(absl::StrCat(key, ": ", message, origin == "default" ? "" : absl::StrCat(" (", origin, ")")));
   };
+  // An empty environment variable or flag over a value the file (or, for a flag, the environment) gives —
+  // an unset ${VAR} in a unit file, `--trust-store ""` — would switch that setting off unseen: the trust
+  // store, a client CA, metrics_allow (review 106). Refused; unset it to keep the lower one.
+  // (An empty variable a flag overrides switches nothing off: not refused — review 107.)
+  auto overrides_with_empty = [&](const ConfigValues& higher, const ConfigValues& lower) -> std::string {
+    for (const auto& [k, v] : higher) {
+      if (&higher == &env && flags.count(k)) continue;
+      if (auto it = lower.find(k); v.empty() && it != lower.end() && !it->second.empty()) return k;
+    }
+    return "";
+  };
+  for (const std::string& key : {overrides_with_empty(env, file), overrides_with_empty(flags, env),
+                                 overrides_with_empty(flags, file)}) {
+    if (!key.empty()) {
+      return bad(key, "is set to the empty string over a value given at lower precedence, which it would switch "
+                      "off: unset it to keep that value, or give another");
+    }
+  }
   Config config;
   auto get = [&](const std::string& key, std::string* out) {
     if (auto it = merged.find(key); it != merged.end()) *out = it->second;

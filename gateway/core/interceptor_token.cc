@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "trust/secure_path.h"
 
 namespace osh::gateway {
 
@@ -56,11 +57,10 @@ InterceptorTokenVerifier::~InterceptorTokenVerifier() = default;
 
 absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifier::Load(const std::string& keys_path,
                                                                                          Options options) {
-  std::ifstream in(keys_path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(keys_path, ": cannot be read"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return FromText(text.str(), keys_path, std::move(options));
+  // The keys decide whose tokens are accepted: no one else may replace the file (review 106).
+  auto text = trust::ReadFileNoOneElseCanWrite(keys_path, "interceptor_gateway_keys");
+  if (!text.ok()) return absl::InvalidArgumentError(std::string(text.status().message()));
+  return FromText(*text, keys_path, std::move(options));
 }
 
 absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifier::FromText(const std::string& text,

@@ -98,8 +98,10 @@ absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
   checked.cert = *std::move(cert);
   checked.key = *std::move(key);
   if (!files.client_ca.empty()) {
-    auto ca = policy::ReadFileToString(files.client_ca);
-    if (!ca.ok()) return absl::InvalidArgumentError(absl::StrCat("tls_client_ca: ", ca.status().message()));
+    // It decides who may call: no one else may replace it (a group-writable CA mints admin certificates;
+    // review 106).
+    auto ca = trust::ReadFileNoOneElseCanWrite(files.client_ca, "tls_client_ca");
+    if (!ca.ok()) return absl::InvalidArgumentError(std::string(ca.status().message()));
     if (auto parsed = ParseCertificates(*ca, "tls_client_ca", files.client_ca); !parsed.ok()) return parsed.status();
     checked.client_ca = *std::move(ca);
     checked.summary.client_certificates_required = true;
