@@ -742,3 +742,21 @@ TEST_CASE("tlog: witness keys are cosignature/v1 keys, none of them one public k
 }
 
 }  // namespace osh::tlog
+
+namespace osh::tlog {
+
+TEST_CASE("tlog: a log or witness verifier key anyone can forge under is refused", "[tlog]") {
+  // Review 107: the note keys took any 32 bytes; a small-order witness key in a client's witness_keys made
+  // its quorum something anyone could meet.
+  const std::string identity = std::string("\x01") + std::string(31, '\0');
+  for (const uint8_t type : {kSignatureTypeEd25519, kSignatureTypeCosignatureV1}) {
+    auto weak = ParseVerifierKey(FormatVerifierKey("witness.example/w", type, identity));
+    REQUIRE_FALSE(weak.ok());
+    CHECK_THAT(std::string(weak.status().message()), Catch::Contains("point of small order"));
+  }
+  auto key = Ed25519PrivateKey::Generate();
+  REQUIRE(key.ok());
+  CHECK(ParseVerifierKey(FormatVerifierKey("witness.example/w", kSignatureTypeCosignatureV1, key->public_key().raw())).ok());
+}
+
+}  // namespace osh::tlog

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "tlog/cosignature.h"
+#include "trust/keys.h"
 
 namespace osh::tlog {
 
@@ -207,6 +208,12 @@ absl::StatusOr<std::unique_ptr<NoteVerifier>> ParseVerifierKey(absl::string_view
   auto& [name, id, typed] = *parsed;
   absl::StatusOr<Ed25519PublicKey> key = Ed25519PublicKey::FromRaw(absl::string_view(typed).substr(1));
   if (!key.ok()) return key.status();
+  // A witness's or the log's key anyone can forge under would make its signatures (a quorum) mean nothing
+  // (review 107).
+  if (const std::string weak = trust::WeakEd25519Key(reinterpret_cast<const unsigned char*>(key->raw().data()));
+      !weak.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("verifier key ", name, ": an Ed25519 key that is ", weak, " is refused"));
+  }
   switch (static_cast<uint8_t>(typed[0])) {
     case kSignatureTypeEd25519: {
       auto v = Ed25519NoteVerifier::Create(name, *std::move(key));

@@ -53,6 +53,8 @@ std::string WithBio(const std::function<int(BIO*)>& write) {
 // signature R = identity, S = 0 verifies under them for 1 in 8 messages or more), or a y not below
 // p = 2^255 - 19 (a non-canonical encoding of another point). The list is libsodium's
 // (ge25519_has_small_order); this compares bytes and does no curve arithmetic.
+}  // namespace
+
 std::string WeakEd25519Key(const unsigned char key[32]) {
   static constexpr unsigned char kSmallOrderY[][32] = {
       {0},                                                                              // 0 (order 4)
@@ -75,8 +77,6 @@ std::string WeakEd25519Key(const unsigned char key[32]) {
   if (high) return "a non-canonical encoding (y is not below 2^255 - 19)";
   return "";
 }
-
-}  // namespace
 
 absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));

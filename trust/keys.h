@@ -21,6 +21,11 @@ struct PkeyDeleter {
 };
 using PkeyPtr = std::shared_ptr<EVP_PKEY>;
 
+// Why a raw 32-byte Ed25519 public key is one anyone can forge signatures under (a point of small order)
+// or a second encoding of another key (y not below 2^255 - 19): "" when it is neither. Every reader of an
+// Ed25519 key asks this: PEM keys (PublicKey::FromPem), the log's and witnesses' note keys (tlog).
+std::string WeakEd25519Key(const unsigned char key[32]);
+
 class PublicKey {
  public:
   // Parses a PEM "PUBLIC KEY" and infers its algorithm. INVALID_ARGUMENT for bad PEM, a key type other
