@@ -602,9 +602,11 @@ void EgressPolicy::DecideBounded(const EgressIntent& intent, EgressDecision* out
   // always; through an L4 endpoint, what the connection carries decides (TLS and HTTP/1 are inspected, h2c
   // and any other protocol denied: review 105), which a connection-level intent does not say.
   const bool uninspected = settings != nullptr && (settings->tls == "skip" || settings->protocol == "sql");
-  bool l7 = false;
-  for (size_t index : matches) l7 = l7 || (c.endpoints[index].l7_config && entry_matched(c.endpoints[index].entry));
-  if (uninspected || (!l7 && !intent.request)) {
+  bool l7 = false;  // asked only of policies with a middleware that does not fail open (most have none)
+  for (size_t i = 0; !c.denying_middlewares.empty() && !l7 && i < matches.size(); ++i) {
+    l7 = c.endpoints[matches[i]].l7_config && entry_matched(c.endpoints[matches[i]].entry);
+  }
+  if (!c.denying_middlewares.empty() && (uninspected || (!l7 && !intent.request))) {
     for (const DenyingMiddleware& m : c.denying_middlewares) {
       const Match selects = m.Selects(host);
       if (selects == Match::kNo) continue;
