@@ -507,6 +507,37 @@ TEST_CASE("interceptor: the README's token vector verifies with a fixed clock, f
   }
 }
 
+TEST_CASE("interceptor: a gateway key anyone can forge under is refused at load", "[interceptor]") {
+  // The small-order points and a non-canonical y: under them a token signed by no one verifies. The trust
+  // store and the log's note keys refuse them (trust::WeakEd25519Key); so do the interceptor's gateway keys.
+  const osh::gateway::InterceptorTokenVerifier::Options options{"openshell", kAudience};
+  const std::vector<std::pair<std::string, std::string>> weak = {
+      {"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "small order"},  // the identity
+      {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "small order"},  // y = 0
+      {"7P_______________________________________38", "small order"},  // y = p - 1
+      {"7f_______________________________________38", "non-canonical"},  // y = p
+  };
+  for (const auto& [x, why] : weak) {
+    INFO(x);
+    const std::string jwks =
+        absl::StrCat(R"({"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":")", x, R"("}]})");
+    auto refused = osh::gateway::InterceptorTokenVerifier::FromText(jwks, "k.json", options);
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(refused.status().message(), "k.json: key 0 is refused: its x is"));
+    CHECK(absl::StrContains(refused.status().message(), why));
+    // The same key as a PEM (SubjectPublicKeyInfo).
+    std::string raw;
+    REQUIRE(absl::WebSafeBase64Unescape(x, &raw));
+    std::string der = absl::StrCat(std::string("\x30\x2a\x30\x05\x06\x03\x2b\x65\x70\x03\x21\x00", 12), raw);
+    const std::string pem = absl::StrCat("-----BEGIN PUBLIC KEY-----\n", absl::Base64Escape(der), "\n-----END PUBLIC KEY-----\n");
+    auto refused_pem = osh::gateway::InterceptorTokenVerifier::FromText(pem, "k.pem", options);
+    CHECK(refused_pem.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(refused_pem.status().message(), "k.pem: the Ed25519 public key is refused: its x is"));
+  }
+  // The vector's key, the same way, loads.
+  CHECK(osh::gateway::InterceptorTokenVerifier::FromText(kVectorJwks, "jwks.json", options).ok());
+}
+
 TEST_CASE("interceptor: every broken token of the README's checklist is refused at its step", "[interceptor]") {
   const osh::gateway::InterceptorTokenVerifier::Options options{"openshell", kAudience};
   auto verifier = osh::gateway::InterceptorTokenVerifier::FromText(kVectorJwks, "jwks.json", options);

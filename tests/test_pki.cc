@@ -1,5 +1,7 @@
 #include "tests/test_pki.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -38,6 +40,8 @@ void WritePem(const std::string& path, EVP_PKEY* key) {
   FILE* file = std::fopen(path.c_str(), "w");
   Require(file != nullptr && PEM_write_PrivateKey(file, key, nullptr, nullptr, 0, nullptr, nullptr) == 1, "write key");
   std::fclose(file);
+  // Private keys are read only when no one else can read them (trust::ReadPrivateKeyFile).
+  Require(::chmod(path.c_str(), 0600) == 0, "chmod key");
 }
 
 KeyPtr ReadKey(const std::string& path) {

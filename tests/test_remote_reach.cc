@@ -199,8 +199,12 @@ TEST_CASE("TLS listeners: refused configurations, and plaintext on loopback only
       {{"--admin-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", server.key, "--tls-client-ca",
         dir.path() / "loose-ca.pem"},
        "is writable by group or others"},
+      // The listeners' private key others can read: refused, naming it and the fix.
+      {{"--sandbox-listen", "127.0.0.1:0", "--tls-cert", server.cert, "--tls-key", dir.path() / "loose-key.pem"},
+       "tls_key " + (dir.path() / "loose-key.pem").string() + ": a private key must not be accessible to others"},
   };
   WriteFile(dir.path() / "ca-copy.pem", ReadFile(ca.cert));
+  WriteFile(dir.path() / "loose-key.pem", ReadFile(server.key), 0644);
   WriteFile(dir.path() / "loose-ca.pem", ReadFile(ca.cert), 0666);
   for (const auto& c : cases) {
     INFO(absl::StrJoin(c.args, " "));

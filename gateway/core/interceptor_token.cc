@@ -6,9 +6,11 @@
 #include <mutex>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "trust/keys.h"
 #include "trust/secure_path.h"
 
 namespace osh::gateway {
@@ -41,6 +43,19 @@ bool InterceptorIsEd25519PublicKey(jwk_t* jwk) {
   const int type = r_jwk_key_type(jwk, &bits, 0);
   const char* crv = r_jwk_get_property_str(jwk, "crv");
   return (type & R_KEY_TYPE_EDDSA) && (type & R_KEY_TYPE_PUBLIC) && crv != nullptr && std::string(crv) == "Ed25519";
+}
+
+// Why the key's raw 32 bytes ("x", base64url without padding, in its one encoding) cannot be trusted, or ""
+// when they can: a small-order point or a non-canonical y lets anyone forge a token (trust::WeakEd25519Key,
+// the check the trust store and the log's note keys make).
+std::string InterceptorWeakKey(jwk_t* jwk) {
+  const char* x = r_jwk_get_property_str(jwk, "x");
+  std::string raw;
+  if (x == nullptr || !absl::WebSafeBase64Unescape(x, &raw) || raw.size() != 32 || absl::WebSafeBase64Escape(raw) != x) {
+    return "its x is not 32 bytes in base64url without padding";
+  }
+  const std::string weak = trust::WeakEd25519Key(reinterpret_cast<const unsigned char*>(raw.data()));
+  return weak.empty() ? "" : absl::StrCat("its x is ", weak);
 }
 
 absl::Status InterceptorUnauthenticated(absl::string_view step, absl::string_view detail) {
@@ -79,6 +94,9 @@ absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifi
       return absl::InvalidArgumentError(absl::StrCat(name, ": not a PEM public key (SPKI)"));
     }
     if (!InterceptorIsEd25519PublicKey(key.jwk)) return absl::InvalidArgumentError(absl::StrCat(name, ": not an Ed25519 public key"));
+    if (std::string weak = InterceptorWeakKey(key.jwk); !weak.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": the Ed25519 public key is refused: ", weak));
+    }
     if (r_jwks_append_jwk(keys->jwks, key.jwk) != RHN_OK) return absl::InternalError("librhonabwy: cannot keep the key");
     summary = "an Ed25519 public key (PEM: any kid)";
   } else {
@@ -94,6 +112,9 @@ absl::StatusOr<std::unique_ptr<InterceptorTokenVerifier>> InterceptorTokenVerifi
       const char* kid = r_jwk_get_property_str(key.jwk, "kid");
       if (!InterceptorIsEd25519PublicKey(key.jwk)) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": key ", i, " is not an Ed25519 public key (OKP, crv Ed25519)"));
+      }
+      if (std::string weak = InterceptorWeakKey(key.jwk); !weak.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": key ", i, " is refused: ", weak));
       }
       if (kid == nullptr || *kid == '\0') return absl::InvalidArgumentError(absl::StrCat(name, ": key ", i, " has no kid"));
       kids.emplace_back(kid);

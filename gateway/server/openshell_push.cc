@@ -14,6 +14,7 @@
 #include "gateway/core/context_limits.h"
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/log.h"
+#include "trust/secure_path.h"
 
 namespace osh::gateway {
 
@@ -73,8 +74,9 @@ absl::StatusOr<std::unique_ptr<OpenShellPush>> OpenShellPush::Start(Options opti
     if (!options.client_cert.empty()) {
       auto cert = ReadPushFile("interceptor_openshell_client_cert", options.client_cert);
       if (!cert.ok()) return cert.status();
-      auto key = ReadPushFile("interceptor_openshell_client_key", options.client_key);
-      if (!key.ok()) return key.status();
+      // A private key: no one else may read or replace it (OpenSSH's rule, as for tls_key).
+      auto key = trust::ReadPrivateKeyFile(options.client_key, "interceptor_openshell_client_key");
+      if (!key.ok()) return absl::InvalidArgumentError(std::string(key.status().message()));
       tls.pem_cert_chain = *std::move(cert);
       tls.pem_private_key = *std::move(key);
     }

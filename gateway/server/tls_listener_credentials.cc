@@ -77,8 +77,9 @@ absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
   CheckedFiles checked;
   auto cert = policy::ReadFileToString(files.cert);
   if (!cert.ok()) return absl::InvalidArgumentError(absl::StrCat("tls_cert: ", cert.status().message()));
-  auto key = policy::ReadFileToString(files.key);
-  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("tls_key: ", key.status().message()));
+  // The listeners' private key: no one else may read or replace it (OpenSSH's rule, as for the signing keys).
+  auto key = trust::ReadPrivateKeyFile(files.key, "tls_key");
+  if (!key.ok()) return absl::InvalidArgumentError(std::string(key.status().message()));
   auto chain = ParseCertificates(*cert, "tls_cert", files.cert);
   if (!chain.ok()) return chain.status();
   std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())), &BIO_free);
