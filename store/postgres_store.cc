@@ -355,11 +355,11 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::st
     store->feed_seq_ = head->Int(0, 0);
     store->feed_seq_read_ = store->feed_seq_;
     store->feed_read_ok_ms_ = SteadyMs();
-    store->last_feed_round_ms_ = store->NowMs();
+    store->last_feed_round_ms_ = SteadyMs();
   }
   {
     absl::MutexLock lock(&store->beat_mu_);
-    store->last_heartbeat_ok_ms_ = store->NowMs();
+    store->last_heartbeat_ok_ms_ = SteadyMs();
   }
   store->feed_thread_ = std::thread([s = store.get()] { s->FeedLoop(); });
   store->beat_thread_ = std::thread([s = store.get()] { s->HeartbeatLoop(); });
@@ -489,7 +489,13 @@ void PostgresStore::LeadGroup(const std::vector<GroupWrite*>& group) {
       // afterwards is applied after ours (never an older state over a newer one).
       std::optional<absl::MutexLock> apply;
       if (touches_chain) apply.emplace(&feed_mu_);
+      commit_uncertain_ = false;
       LeadOnce(round);
+      if (commit_uncertain_ && touches_chain) {
+        feed_mu_.AssertHeld();
+        own_rows_uncertain_ = true;
+        own_rows_until_ms_ = 0;
+      }
     }
     // A deadlock's victim (SQLSTATE 40P01) or a serialization failure (40001), a storage error ABORTED:
     // rolled back alone (its savepoint, or its transaction when alone), the others committed. Replicas'
@@ -607,7 +613,13 @@ void PostgresStore::LeadOnce(const std::vector<GroupWrite*>& group) {
   }
   if (announced_) absl::StrAppend(&finish, "NOTIFY osh_changes; ");
   absl::StrAppend(&finish, "COMMIT");
-  if (absl::Status s = writer_.ExecCommit(finish); !s.ok()) return fail_all(s);
+  if (absl::Status s = writer_.ExecCommit(finish); !s.ok()) {
+    // The COMMIT was sent: it may have landed with its answer lost. This replica's view was not updated
+    // (no `committed`), and the feed skips its own rows: it reads them for a while (under feed_mu_, held
+    // by LeadGroup for a group that changes what replicas serve, so the feed cannot have passed them).
+    commit_uncertain_ = true;
+    return fail_all(s);
+  }
   if (sealed_ && chain_.head().seq != start_seq) {
     absl::MutexLock head_lock(&sealed_head_mu_);  // AuditChainHead's answer while the database is unreachable
     sealed_head_ = chain_.head();
@@ -1926,6 +1938,12 @@ absl::Status PostgresStore::ExpireDeadReplicas() {
   return absl::OkStatus();
 }
 
+absl::Status PostgresStore::WithFeedHeld(absl::FunctionRef<absl::Status()> load) {
+  // The feed applies under feed_mu_ (ReadFeed); a read under it takes read_mu_ after, as the feed does.
+  absl::MutexLock lock(&feed_mu_);
+  return load();
+}
+
 absl::StatusOr<bool> PostgresStore::TryLease(const std::string& name, int64_t duration_ms) {
   absl::MutexLock lock(&read_mu_);
   auto taken = Read(absl::StrCat("INSERT INTO leases (name, holder, expires) VALUES ($1, $2, ", kDbNowMs, " + $3) "
@@ -1960,8 +1978,8 @@ void PostgresStore::FeedLoop() {
           Pq().PQfreemem(n);
         }
       }
-      if (!notified && !seal_skipped_ && NowMs() - last_feed_round_ms_ < kFeedPollMs / 2) continue;
-      last_feed_round_ms_ = NowMs();
+      if (!notified && !seal_skipped_ && SteadyMs() - last_feed_round_ms_ < kFeedPollMs / 2) continue;
+      last_feed_round_ms_ = SteadyMs();
     }
     auto read = [this] {
       // Other replicas' feed rows reach `changes` when sealed: by whoever takes the head first (this
@@ -2012,12 +2030,12 @@ void PostgresStore::RecordFeedPosition() {
 }
 
 void PostgresStore::HeartbeatLoop() {
-  int64_t last_try_ms = NowMs();
+  int64_t last_try_ms = SteadyMs();
   while (!stopping_) {
     ::usleep(100 * 1000);  // short, so a stop is prompt
     absl::MutexLock lock(&beat_mu_);
-    if (NowMs() - last_try_ms < kFeedPollMs / 2) continue;
-    last_try_ms = NowMs();
+    if (SteadyMs() - last_try_ms < kFeedPollMs / 2) continue;
+    last_try_ms = SteadyMs();
     absl::Status beat = Heartbeat();
     if (!beat.ok() && !beat_.healthy()) {
       if (absl::Status reconnected = beat_.Reconnect(); reconnected.ok()) beat = Heartbeat();
@@ -2039,7 +2057,7 @@ absl::Status PostgresStore::Heartbeat() {
                                               kDbNowMs),
                                  PgParams().Add(replica_id_))
                           .status());
-  last_heartbeat_ok_ms_ = NowMs();
+  last_heartbeat_ok_ms_ = SteadyMs();
   if (last_heartbeat_ok_ms_ - last_expiry_pass_ms_ >= kExpiryPassMs) {
     OSH_RETURN_IF_ERROR(ExpireDeadReplicas());
     last_expiry_pass_ms_ = last_heartbeat_ok_ms_;
@@ -2064,12 +2082,22 @@ absl::Status PostgresStore::ReadFeed() {
   auto rows = feed_.Query("SELECT seq, origin, kind, payload FROM changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
                           PgParams().Add(feed_seq_));
   if (!rows.ok()) return rows.status();
+  const bool own_rows_too = own_rows_uncertain_;
+  if (own_rows_uncertain_) {
+    // The window of reading this replica's own rows begins at the first read that succeeds after the
+    // uncertain commit (the database may have been unreachable until now).
+    if (own_rows_until_ms_ == 0) {
+      own_rows_until_ms_ = SteadyMs() + kOwnRowsWindowMs;
+    } else if (SteadyMs() >= own_rows_until_ms_) {
+      own_rows_uncertain_ = false;
+    }
+  }
   if (rows->rows() == 0) return absl::OkStatus();
   std::set<std::string> sandbox_ids, scopes;
   bool ceiling = false;
   std::vector<RemoteReprojection> reprojected;  // other replicas' re-projections, in commit order
   for (int i = 0; i < rows->rows(); ++i) {
-    if (rows->Bytes(i, 1) == replica_id_) continue;  // applied when committed
+    if (!own_rows_too && rows->Bytes(i, 1) == replica_id_) continue;  // applied when committed
     const std::string kind = rows->Bytes(i, 2);
     if (kind == "sandboxes") {
       auto ids = ParseJsonIdList(rows->Bytes(i, 3));

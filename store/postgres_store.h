@@ -129,6 +129,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   bool reachable() const override { return reachable_; }
   void SetReachabilityListener(std::function<void(bool reachable)> listener) override;
   absl::StatusOr<bool> TryLease(const std::string& name, int64_t duration_ms) override;
+  absl::Status WithFeedHeld(absl::FunctionRef<absl::Status()> load) override;
 
   Importer* importer() override { return this; }
   StoreStats Stats() override;
@@ -259,6 +260,14 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
 
   absl::Mutex feed_mu_;  // the feed's position and listeners: applying remote changes, ordered with writes
   int64_t feed_seq_ ABSL_GUARDED_BY(feed_mu_) = 0;
+  // A COMMIT whose outcome this replica does not know (the connection lost before its answer): the
+  // commit may have landed while this replica's view was not updated. Until then the feed applies this
+  // replica's own rows as it applies others' (re-reading is harmless), for kOwnRowsWindowMs of feed
+  // reads after the first that succeeds (own rows sealed late by another writer arrive in it) — review 108.
+  bool own_rows_uncertain_ ABSL_GUARDED_BY(feed_mu_) = false;
+  bool commit_uncertain_ ABSL_GUARDED_BY(mu_) = false;  // LeadOnce's COMMIT failed after it was sent
+  static constexpr int64_t kOwnRowsWindowMs = 30000;
+  int64_t own_rows_until_ms_ ABSL_GUARDED_BY(feed_mu_) = 0;  // steady clock; 0: the window has not begun
   std::atomic<int64_t> feed_seq_read_{0};  // feed_seq_, for RecordFeedPosition (which does not hold feed_mu_)
   std::atomic<int64_t> feed_read_ok_ms_{0};  // SteadyMs() of the last round that read the feed (and at open)
   RemoteChangeListener* remote_listener_ ABSL_GUARDED_BY(feed_mu_) = nullptr;
@@ -266,6 +275,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // The feed connection (taken after feed_mu_ when both are held).
   absl::Mutex feed_conn_mu_ ABSL_ACQUIRED_AFTER(feed_mu_);
   PgConn feed_ ABSL_GUARDED_BY(feed_conn_mu_);
+  // Pacing (the feed's poll, the heartbeat and its passes) is on the steady clock: a step of the wall
+  // clock back never stops the heartbeat (review 108).
   int64_t last_feed_round_ms_ ABSL_GUARDED_BY(feed_conn_mu_) = 0;
   bool position_failed_ ABSL_GUARDED_BY(feed_conn_mu_) = false;
   // The heartbeat's connection, and the expiry pass that runs with it.

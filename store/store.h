@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -447,6 +448,12 @@ class Replication {
   // Takes or renews the fleet-wide lease `name` for `duration_ms` (true: this replica holds it; false:
   // another live replica does). Work that must run once per fleet (refresh scheduling) runs under it.
   virtual absl::StatusOr<bool> TryLease(const std::string& /*name*/, int64_t /*duration_ms*/) { return true; }
+  // Runs `load` with the change feed held: nothing other processes commit reaches the remote listener
+  // while it runs, and what they committed meanwhile reaches it after (the feed reads the rows as they
+  // are then, from where it stood). A read of the whole view and its installation run under it, so a
+  // change applied during the read is never overwritten by the read's older snapshot (review 108).
+  // `load` must not commit. An embedded store has no feed: `load` just runs.
+  virtual absl::Status WithFeedHeld(absl::FunctionRef<absl::Status()> load) { return load(); }
 };
 
 // Migration into this store (policy-gateway migrate).

@@ -3,8 +3,13 @@
 // so when the suite runs as root the cluster runs as user nobody (setpriv). Not thread-safe; one per test.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "tests/process.h"
 
@@ -59,6 +64,32 @@ class HeldRows {
 
  private:
   pg_conn* conn_ = nullptr;
+};
+
+// A proxy in front of a cluster's Unix socket, on a socket of its own folder: every connection made
+// through it can be cut at once (both directions shut down), as a link lost in the middle of a call; new
+// connections are still accepted after. Thread-safe; stops its threads at destruction.
+class PgProxy {
+ public:
+  explicit PgProxy(const PgCluster& cluster);
+  ~PgProxy();
+  PgProxy(const PgProxy&) = delete;
+  // The postgresql:// URL of database `dbname` through the proxy.
+  std::string Url(const std::string& dbname) const;
+  // Cuts every connection open through the proxy now.
+  void CutAll();
+
+ private:
+  void Accept();
+  void Pump(int a, int b);
+  std::string dir_;
+  int listener_ = -1;
+  std::string upstream_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::vector<std::pair<int, int>> links_;  // open pairs (client side, server side)
+  std::vector<std::thread> pumps_;
+  std::thread acceptor_;
 };
 
 // How many backends of the database at `url` wait on a lock in a statement starting with `query_start`.

@@ -246,11 +246,17 @@ TEST_CASE("conformance: --restart-cmd checks that handles survive a kill -9 and 
   SECTION("a driver that keeps its handles in a file passes") {
     start_driver(true);
     const std::string first_pid = started_driver_pid();
-    const Run run = Conformance(socket, {"--restart-cmd", restart});
+    // A sandbox id with spaces (review 109: the kit's file was read word by word, so such a line put every
+    // later one out of step and their handles were lost at the restart).
+    const Run run = Conformance(socket, {"--restart-cmd", restart, "--sandbox-id", "team a b"});
     CHECK(started_driver_pid() != first_pid);  // it really was restarted
     CHECK(run.exit_code == 0);
     CHECK(run.With(conformance_v1::PASS).count("restart.handles") == 1);
     CHECK(run.Detail("restart.handles") == "the handle serves after the restart");
+    // The file holds handles and contexts: no one else may read it (review 109).
+    CHECK((std::filesystem::status(dir / "handles.txt").permissions() & std::filesystem::perms::all) ==
+          (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+    CHECK_THAT(ReadFile(dir / "driver.log"), !Catch::Contains("skipping an unreadable line"));
     stop_driver();
   }
   SECTION("a driver that forgets its handles fails restart.handles, and only that") {

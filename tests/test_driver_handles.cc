@@ -152,6 +152,37 @@ TEST_CASE("driver handles: a release by context never touches a sandbox admitted
   f.store->SetChangeListener(nullptr);
 }
 
+TEST_CASE("driver handles: a queued release of a named handle waits while the sandbox is being admitted again",
+          "[handles]") {
+  // Review 109: a sandbox deleted while the driver was down, admitted again as it came back. A driver with
+  // one handle per context gave the new admission the same handle, and the queued release — checked only
+  // against the admitted sandboxes — released it under the admission, which committed a dead handle.
+  Fixture f;
+  f.driver.per_context = true;
+  f.store->SetChangeListener(&f.registry);
+  auto old = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+  REQUIRE(old.ok());
+  f.driver.reachable = false;
+  f.handles.Release(*old);  // the deletion's release, queued with its handle
+  REQUIRE(f.store->PendingReleases()->size() == 1);
+  f.driver.reachable = true;
+  {
+    const auto admitting = f.slots.Take("sb-1");  // the new admission, under way
+    REQUIRE(admitting.taken());
+    auto again = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+    REQUIRE(again.ok());
+    REQUIRE(again->handle == old->handle);  // the same handle, live again
+    f.handles.DeliverQueued();
+    CHECK(f.driver.live.count(again->handle) == 1);  // not released under the admission
+    CHECK(f.store->PendingReleases()->size() == 1);  // waits for it to end
+    f.Admit("sb-1", *again);
+  }
+  f.handles.DeliverQueued();  // the admission ended: the handle is the admitted sandbox's, the release dropped
+  CHECK(f.driver.live.count(old->handle) == 1);
+  CHECK(f.store->PendingReleases()->empty());
+  f.store->SetChangeListener(nullptr);
+}
+
 TEST_CASE("driver handles: after a crash mid-admission, recovery releases exactly the handle the admission got",
           "[handles]") {
   // A driver that hands out a new handle on every AcquireHandle (as SPEC allows). The gateway "crashes"

@@ -2,7 +2,9 @@
 // in a throw-away cluster shared by the test process, a fresh database per test). Only the Store
 // interface is used — nothing here counts rows with SQL — so a backend passes by behaving, not by its
 // schema.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 
@@ -1279,6 +1281,107 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
                                          "reprojection default from revision 3", "sandbox sb-1 " + digest("body-3"),
                                          "sandbox sb-1 " + digest("body-4"), "reprojection tenant:acme one from revision 0"});
   b->replication().SetRemoteChangeListener(nullptr);
+}
+
+namespace {
+
+// What a replica's feed tells its remote listener: "sandbox <id>" for a row it applies, "removed <id>".
+struct FeedHeard final : osh::store::RemoteChangeListener {
+  void OnRemoteChanges(const osh::store::RemoteChanges& changes) override {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& r : changes.sandboxes) told.push_back("sandbox " + r.context.sandbox_id());
+    for (const auto& id : changes.removed) told.push_back("removed " + id);
+  }
+  std::vector<std::string> Told() {
+    std::lock_guard<std::mutex> lock(mu);
+    return told;
+  }
+  // Waits (up to 15 s) until `entry` was told.
+  bool WaitFor(const std::string& entry) {
+    for (int i = 0; i < 300; ++i) {
+      const auto now = Told();
+      if (std::find(now.begin(), now.end(), entry) != now.end()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  std::mutex mu;
+  std::vector<std::string> told;
+};
+
+absl::Status DeleteSandbox(osh::store::Database& store, const std::string& id) {
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::DeleteSandbox{id});
+  batch.events.push_back(osh::test::StoredEvent("sandbox_deleted"));
+  return store.sandboxes().Commit(std::move(batch)).status();
+}
+
+}  // namespace
+
+TEST_CASE("store: what other PostgreSQL replicas commit while a load runs with the feed held is applied after it",
+          "[store][postgres]") {
+  // Review 108: a replica starting read its whole view while its feed applied another replica's deletion;
+  // the registry's reset then put the read's older row back, served until the next restart.
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  auto a = Open(url);
+  auto b = Open(url);
+  FeedHeard heard;
+  b->replication().SetRemoteChangeListener(&heard);
+  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(heard.WaitFor("sandbox sb-1"));
+  size_t told_during = 0;
+  REQUIRE(b->replication()
+              .WithFeedHeld([&]() -> absl::Status {
+                REQUIRE(DeleteSandbox(*a, "sb-1").ok());
+                std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the feed is notified, and polls each second
+                told_during = heard.Told().size();
+                return absl::OkStatus();
+              })
+              .ok());
+  CHECK(told_during == 1);  // nothing applied while held
+  CHECK(heard.WaitFor("removed sb-1"));  // and the deletion after
+  b->replication().SetRemoteChangeListener(nullptr);
+}
+
+TEST_CASE("store: a PostgreSQL commit whose answer is lost reaches the view of the replica that made it, from the feed",
+          "[store][postgres]") {
+  // Review 108: the link lost after COMMIT was sent, the commit landed; the replica's view was not updated
+  // (no answer) and its feed skipped its own rows: it served the deleted sandbox until restarted.
+  osh::test::PgCluster& cluster = osh::test::PgCluster::Shared();
+  const std::string url = cluster.CreateDatabase();
+  osh::test::PgProxy proxy(cluster);
+  auto a = Open(proxy.Url(url.substr(url.rfind('/') + 1)));
+  FeedHeard heard;
+  a->replication().SetRemoteChangeListener(&heard);
+  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
+  // A deletion's COMMIT waits in a deferred trigger; the link is cut meanwhile. The server commits.
+  REQUIRE(osh::test::PgCluster::Psql(
+              url,
+              "CREATE FUNCTION osh_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); "
+              "RETURN NULL; END $$; CREATE CONSTRAINT TRIGGER osh_slow AFTER DELETE ON sandboxes DEFERRABLE INITIALLY "
+              "DEFERRED FOR EACH ROW EXECUTE FUNCTION osh_slow_commit();") == 0);
+  absl::Status deleted;
+  std::thread deleter([&] { deleted = DeleteSandbox(*a, "sb-1"); });
+  bool sleeping = false;
+  for (int i = 0; i < 200 && !sleeping; ++i) {
+    std::string out;
+    osh::test::PgCluster::Psql(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'", &out);
+    sleeping = absl::StartsWith(out, "1");
+    if (!sleeping) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  proxy.CutAll();
+  deleter.join();
+  REQUIRE(sleeping);
+  CHECK_FALSE(deleted.ok());  // no answer
+  std::string rows;
+  for (int i = 0; i < 100; ++i) {  // the server finishes the commit after its trigger's sleep
+    osh::test::PgCluster::Psql(url, "SELECT count(*) FROM sandboxes", &rows);
+    if (absl::StartsWith(rows, "0")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(absl::StartsWith(rows, "0"));  // it landed
+  CHECK(heard.WaitFor("removed sb-1"));  // and this replica's view is told, from its own feed row
+  a->replication().SetRemoteChangeListener(nullptr);
 }
 
 namespace {

@@ -2,9 +2,11 @@
 
 #include <openssl/rand.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +15,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "drivers/unix_server.h"
 #include "policy/body_codec.h"
@@ -60,17 +63,21 @@ void DriverService::AddHandleLocked(const std::string& handle, const driver_v1::
 void DriverService::ReadHandlesFile() {
   if (options_.handles_file.empty()) return;
   std::ifstream in(options_.handles_file);
-  std::string handle, sandbox_id, encoded, key;
   absl::MutexLock lock(&mu_);
   size_t restored = 0;
-  while (in >> handle >> sandbox_id >> encoded >> key) {
+  // One handle per line: "<handle> <sandbox id, for people> <context, base64url> <idempotency key or ->",
+  // read line by line: a line that is not four fields is skipped alone, never read out of step.
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const std::vector<std::string> fields = absl::StrSplit(line, ' ');
     std::string bytes;
     driver_v1::RuntimeContext context;
-    if (!absl::WebSafeBase64Unescape(encoded, &bytes) || !context.ParseFromString(bytes)) {
-      Log(absl::StrCat("handles file ", options_.handles_file, ": skipping an unreadable line for handle ", handle));
+    if (fields.size() != 4 || fields[0].empty() || !absl::WebSafeBase64Unescape(fields[2], &bytes) ||
+        !context.ParseFromString(bytes)) {
+      Log(absl::StrCat("handles file ", options_.handles_file, ":", number, ": skipping an unreadable line"));
       continue;
     }
-    AddHandleLocked(handle, context, key == "-" ? "" : key);
+    AddHandleLocked(fields[0], context, fields[3] == "-" ? "" : fields[3]);
     ++restored;
   }
   if (restored > 0) Log(absl::StrCat("restored ", restored, " live handle(s) from ", options_.handles_file));
@@ -203,15 +210,38 @@ grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerConte
 void DriverService::WriteHandlesFileLocked() {
   if (options_.handles_file.empty()) return;
   const std::string tmp = options_.handles_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& [handle, context] : handles_) {
-      const auto key = key_of_.find(handle);
-      out << handle << " " << context.sandbox_id() << " " << absl::WebSafeBase64Escape(context.SerializeAsString()) << " "
-          << (key == key_of_.end() ? "-" : key->second) << "\n";
-    }
+  std::string text;
+  for (const auto& [handle, context] : handles_) {
+    const auto key = key_of_.find(handle);
+    // Fields never hold a space or a line break: the sandbox id (any bytes but controls) is written
+    // base64url; a key that is not one plain word is not kept (the handle is, without idempotency).
+    const bool plain_key = key != key_of_.end() && !key->second.empty() &&
+                           key->second.find_first_of(" \t\r\n") == std::string::npos;
+    absl::StrAppend(&text, handle, " ", absl::WebSafeBase64Escape(context.sandbox_id()), " ",
+                    absl::WebSafeBase64Escape(context.SerializeAsString()), " ", plain_key ? key->second : "-", "\n");
   }
-  std::rename(tmp.c_str(), options_.handles_file.c_str());
+  // 0600 (handles and contexts are no one else's to read), flushed, renamed over, the folder flushed: a
+  // crash leaves the old table or the new one, and an acknowledged handle survives it.
+  const auto failed = [&](const char* step) {
+    Log(absl::StrCat("handles file ", options_.handles_file, ": cannot ", step, ": ", std::strerror(errno),
+                     " (live handles may be lost at a restart)"));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return failed("create its temporary file");
+  bool ok = ::fchmod(fd, 0600) == 0;
+  for (size_t done = 0; ok && done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return failed("write it");
+  if (std::rename(tmp.c_str(), options_.handles_file.c_str()) != 0) return failed("rename it into place");
+  const std::string folder = std::filesystem::path(options_.handles_file).parent_path().string();
+  const int dir = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0 || ::fsync(dir) != 0) failed("flush its folder");
+  if (dir >= 0) ::close(dir);
 }
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service) {

@@ -46,8 +46,10 @@ struct DriverOptions {
   bool versioned = true;          // the source states versions (> 0): advertise the policy_version feature
   int64_t expires_in_s = 0;       // 0: projections never expire
   // "": none; else the live handle table is rewritten here on each change and read back at start, so
-  // handles survive a restart of the driver. One line a handle: handle, sandbox id, base64url of the
-  // serialized context, idempotency key ("-" for none).
+  // handles survive a restart of the driver. One line a handle, four fields separated by one space:
+  // handle, base64url of the sandbox id (for people: the context holds it), base64url of the serialized
+  // context, idempotency key ("-" for none). Written 0600, flushed and renamed into place; a line that is
+  // not four fields is skipped alone (logged with its line number).
   std::string handles_file;
   // false: one handle per context (acquiring again returns it). true: a new handle on every call
   // (SPEC allows that), except for a repeated idempotency key.

@@ -86,6 +86,16 @@ if [ -z "$state" ] || [ "${state:0:1}" = Z ] ||
    ! "$PYTHON" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$WORK/run/driver.sock" 2>/dev/null; then
   echo "FAIL: the driver died during the run (process state '${state}')"; status=1
 fi
+# The handles file holds handles and contexts: no one else may read it.
+mode=$(stat -c %a "$WORK/run/handles.json" 2>/dev/null || echo missing)
+[ "$mode" = 600 ] || { echo "FAIL: the handles file is mode $mode, not 600"; status=1; }
+# A second driver on the live driver's socket leaves it alone.
+if PYTHONPATH="$WORK/stubs" "$PYTHON" "$HERE/driver.py" --socket "$WORK/run/driver.sock" --policy "$HERE/policy.txtpb" \
+     >"$WORK/second.log" 2>&1 </dev/null; then
+  echo "FAIL: a second driver started on a live driver's socket"; status=1
+elif ! grep -q "already listens" "$WORK/second.log"; then
+  echo "FAIL: the second driver said:"; cat "$WORK/second.log"; status=1
+fi
 echo "--- driver log"; cat "$WORK/driver.log"
 [ "$status" -eq 0 ] && echo "python driver: conformant" || echo "python driver: NOT conformant"
 exit "$status"

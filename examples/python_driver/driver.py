@@ -15,7 +15,7 @@ examples/policies/restrictive-default.yaml, converted once). Projections are bou
 versioned and unsigned: to sign, add an Ed25519 signature of the SPEC §3.4 signed bytes (e.g. with
 python3-cryptography) in `signature` and name the trust-store key in `signing_key_id`.
 """
-import argparse, base64, hashlib, json, os, signal, socket, stat, struct, sys, threading, time
+import argparse, base64, errno, hashlib, json, os, signal, socket, stat, struct, sys, threading, time
 from concurrent import futures
 
 import grpc
@@ -55,10 +55,18 @@ class Driver(driver_pb2_grpc.PolicyDriverServicer):
             self.handles = json.load(open(handles_file))  # handles MUST outlive us (§2.2)
 
     def _save(self):
-        if self.handles_file:  # write aside, then rename: a crash never leaves half a table
-            with open(self.handles_file + ".tmp", "w") as out:
+        if self.handles_file:  # write aside, flush, rename, flush the folder: a crash leaves the old or the new
+            tmp = self.handles_file + ".tmp"  # 0600: handles and contexts are no one else's to read
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
                 json.dump(self.handles, out)
-            os.replace(self.handles_file + ".tmp", self.handles_file)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.handles_file)
+            folder = os.open(os.path.dirname(os.path.abspath(self.handles_file)), os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     def GetCapabilities(self, request, context):
         features = ["policy_version", "context_binding", "idempotent_acquire"] + (["expiry"] if self.expires_in else [])
@@ -115,8 +123,13 @@ def clear_stale_socket(path):
     if not stat.S_ISSOCK(os.lstat(path).st_mode):
         sys.exit(f"driver.py: {path} exists and is not a socket")
     with socket.socket(socket.AF_UNIX) as probe:
-        if probe.connect_ex(path) == 0:
-            sys.exit(f"driver.py: a driver already listens on {path}")
+        error = probe.connect_ex(path)
+    if error == 0:
+        sys.exit(f"driver.py: a driver already listens on {path}")
+    # Only a refused connection means no one listens: EACCES (another user's driver) or EAGAIN (a busy
+    # one, its queue full) leave the socket alone.
+    if error != errno.ECONNREFUSED:
+        sys.exit(f"driver.py: cannot tell whether a driver listens on {path}: {os.strerror(error)}")
     os.unlink(path)
 
 

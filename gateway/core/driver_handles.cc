@@ -207,15 +207,22 @@ void DriverHandles::DeliverLocked() {
                                   "handle may have leaked in the driver"));
         }
       }
-    } else if (registry_->HoldsDriverHandle(release.context.sandbox_id(), release.driver_handle)) {
-      event.reason = absl::StrCat("driver handle release #", release.id, " dropped: it is the admitted sandbox's");
     } else {
-      const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
-      if (!status.ok() && !absl::IsNotFound(status) && !RefusedForGood(status)) return;  // keep the rest, in order
-      if (status.ok() || absl::IsNotFound(status)) {
-        event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+      // Not while the sandbox is being admitted again: a driver with one handle per context may have
+      // given that admission this very handle, which the registry holds only once it commits (review 109).
+      // Left queued; delivered (or dropped as the admitted sandbox's) after the admission ends.
+      const AdmissionSlots::Slot slot = slots_->Take(release.context.sandbox_id());
+      if (!slot.taken()) continue;
+      if (registry_->HoldsDriverHandle(release.context.sandbox_id(), release.driver_handle)) {
+        event.reason = absl::StrCat("driver handle release #", release.id, " dropped: it is the admitted sandbox's");
       } else {
-        RefusedRelease(release.id, release.context.sandbox_id(), status, &event);
+        const absl::Status status = driver_->ReleaseHandle(release.driver_handle);
+        if (!status.ok() && !absl::IsNotFound(status) && !RefusedForGood(status)) return;  // keep the rest, in order
+        if (status.ok() || absl::IsNotFound(status)) {
+          event.reason = absl::StrCat("driver handle release #", release.id, " delivered");
+        } else {
+          RefusedRelease(release.id, release.context.sandbox_id(), status, &event);
+        }
       }
     }
     if (auto s = store_->CompleteRelease(release.id, std::move(event)); !s.ok()) {

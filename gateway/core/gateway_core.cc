@@ -384,11 +384,21 @@ absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
   // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
   if (absl::Status recorded = gate_.ceiling().CheckAgainstAudit(); !recorded.ok()) return recorded;
-  auto records = store_->sandboxes().LoadSandboxes();
-  if (!records.ok()) return records.status();
-  const absl::Time read = absl::Now();
-  const size_t loaded = records->size();
-  registry_->Reset(*std::move(records));  // unverified until re-verified: lazily on use, and in the background
+  // Read and installed with the replicas' feed held: what another replica commits meanwhile is applied
+  // after the reset, never overwritten by this older read (review 108).
+  absl::Time read;
+  size_t loaded = 0;
+  if (absl::Status installed = store_->replication().WithFeedHeld([&]() -> absl::Status {
+        auto records = store_->sandboxes().LoadSandboxes();
+        if (!records.ok()) return records.status();
+        read = absl::Now();
+        loaded = records->size();
+        registry_->Reset(*std::move(records));  // unverified until re-verified: lazily on use, and in the background
+        return absl::OkStatus();
+      });
+      !installed.ok()) {
+    return installed;
+  }
   LogInfo(absl::StrCat("loaded ", loaded, " admitted sandbox(es) in ", absl::FormatDuration(absl::Now() - start),
                        " (store ", absl::FormatDuration(read - start), ")"));
   return loaded;
