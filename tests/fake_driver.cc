@@ -34,6 +34,7 @@ struct FakeOptions {
   int stall_ms = 0;
   bool refuse_all = false;
   std::string refuse_release;  // this handle's ReleaseHandle is PERMISSION_DENIED, every time
+  int stall_release_ms = 0;    // sleep this long in every ReleaseHandle (before it is logged)
   int gather = 0;  // > 0: GetProjection answers once this many calls wait at once
   int gather_timeout_ms = 15000;
   // --unavailable-sandbox ID[:PATH]: sandbox id -> release file ("": at once).
@@ -88,6 +89,7 @@ class FakeDriver final : public drv::PolicyDriver::CallbackService {
   }
   grpc::ServerUnaryReactor* ReleaseHandle(grpc::CallbackServerContext* ctx, const drv::ReleaseHandleRequest* request,
                                           drv::ReleaseHandleResponse*) override {
+    if (options_.stall_release_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.stall_release_ms));
     absl::MutexLock lock(&mu_);
     if (!options_.refuse_release.empty() && request->handle() == options_.refuse_release) {
       std::cerr << "release: handle=" << request->handle() << " refused" << std::endl;
@@ -175,6 +177,7 @@ int main(int argc, char** argv) {
   app.add_option("--stall-ms", options.stall_ms, "sleep this long in AcquireHandle and GetProjection");
   app.add_flag("--refuse-all", options.refuse_all, "PERMISSION_DENIED for every AcquireHandle");
   app.add_option("--refuse-release", options.refuse_release, "PERMISSION_DENIED for ReleaseHandle of this handle");
+  app.add_option("--stall-release-ms", options.stall_release_ms, "sleep this long in every ReleaseHandle");
   app.add_option("--gather", options.gather, "answer GetProjection only once this many calls wait at once");
   app.add_option("--gather-timeout-ms", options.gather_timeout_ms,
                  "after this long without --gather calls, answer those waiting UNAVAILABLE");

@@ -242,6 +242,38 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
   CHECK(deleted.deleted());
 }
 
+TEST_CASE("hostile: a driver back but slow to release the handles queued while it was down holds up no admission",
+          "[integration][limits]") {
+  // Review 109: the listener told that the driver is back delivered the queued releases on the thread that
+  // told it — the admission whose call reconnected the driver waited for the whole queue (each release up
+  // to a call timeout), and the monitor, probing and retrying, for as long. They go to a worker now.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake",
+                       {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-release-ms", "1500"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  for (const char* id : {"sb-1", "sb-2", "sb-3"}) REQUIRE(g.Admit(id, &admitted).ok());
+  driver.Kill9();
+  for (const char* id : {"sb-1", "sb-2", "sb-3"}) {  // their releases are queued: the driver is gone
+    gw::DeleteSandboxRequest del;
+    del.set_sandbox_id(id);
+    gw::DeleteSandboxResponse deleted;
+    REQUIRE(g.admin().DeleteSandbox(GatewayFixture::Context().get(), del, &deleted).ok());
+  }
+  // Back, and an admission at once (before the monitor's next probe): its call reconnects the driver.
+  driver.Start();
+  REQUIRE(g.Admit("sb-4", &admitted).ok());
+  REQUIRE(Eventually([&] { return CountLines(driver.log(), "release: handle=") == 3; }, std::chrono::seconds(30)));
+  // The admission's handle was acquired before the queue was through (the third release answered 4.5 s on).
+  const std::string log = driver.log();
+  size_t third_release = 0;
+  for (int i = 0; i < 3; ++i) third_release = log.find("release: handle=", i == 0 ? 0 : third_release + 1);
+  INFO(log);
+  CHECK(log.find("sandbox=sb-4") < third_release);
+}
+
 TEST_CASE("admission: 24 admissions wait on the driver at once, with no thread held per admission (issue 26.5)",
           "[integration][limits]") {
   TempDir dir;

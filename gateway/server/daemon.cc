@@ -574,11 +574,13 @@ int Daemon::Serve() {
                        PerPeer(sandbox_cap), " and ", PerPeer(admin_cap), "; idle ones close after ",
                        config_.limits.connection_idle_timeout_s, " s"));
   if (remote_ != nullptr) {
-    // Runs on the monitor thread, or on the thread whose driver call found it gone.
+    // Runs on the monitor thread, or on the thread whose driver call found it gone. The queued releases
+    // go to a worker: delivered here, the admission that reconnected the driver (or the monitor, its probe
+    // and its retries) waited for the whole queue, each release up to a call timeout (review 109).
     remote_->SetStateListener([this](bool available, const std::string& detail) {
       UpdateHealth();
       core_->OnDriverState(available, detail);
-      if (available) core_->DeliverPendingReleases();
+      if (available) driver_pool_->Submit([this] { core_->DeliverPendingReleases(); });
     });
   }
   store_->replication().SetReachabilityListener([this](bool reachable) {
