@@ -450,6 +450,26 @@ TEST_CASE("remote: projections with an expiry are refreshed in time, and one tha
   }
 }
 
+TEST_CASE("remote: a kit driver with an expiry answers the same projection until half its lifetime is gone",
+          "[integration][remote][refresh]") {
+  // Review 109: the kit issued a new expiry on every call, so every refresh of every sandbox was a new
+  // projection (a commit, an audit event, a push to its watchers), as often as the gateway polled.
+  TempDir dir;
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--expires-in", "3600"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // a later second: a new issued_at would show
+  for (int i = 0; i < 2; ++i) {
+    gw::RefreshSandboxRequest request;
+    request.set_sandbox_id("sb-1");
+    gw::RefreshSandboxResponse refreshed;
+    REQUIRE(g.admin().RefreshSandbox(GatewayFixture::Context().get(), request, &refreshed).ok());
+    CHECK_FALSE(refreshed.changed());
+  }
+}
+
 TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admission whole, handles match",
           "[integration][remote][durability]") {
   TempDir dir;

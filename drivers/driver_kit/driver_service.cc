@@ -148,8 +148,21 @@ absl::StatusOr<driver_v1::Projection> DriverService::Envelope(const SourcedPolic
   p.set_policy_version(sourced.version);
   if (options_.bind_context) p.set_context_digest(trust::ContextDigest(context));
   const int64_t now = absl::ToUnixSeconds(absl::Now());
-  p.set_issued_at_unix(now);
-  if (options_.expires_in_s > 0) p.set_expires_at_unix(now + options_.expires_in_s);
+  int64_t issued = now;
+  if (options_.expires_in_s > 0) {
+    // Re-issued at start and once half the lifetime is gone, not on every call (see issued_).
+    const std::string key = absl::StrCat(trust::ContextDigest(context), " ", p.policy_digest(), " ", sourced.version);
+    absl::MutexLock lock(&issued_mu_);
+    auto it = issued_.find(key);
+    if (it != issued_.end() && it->second <= now && now < it->second + options_.expires_in_s / 2) {
+      issued = it->second;
+    } else {
+      if (issued_.size() >= 100000) issued_.clear();  // bounded: a cleared entry is only issued afresh
+      issued_[key] = now;
+    }
+  }
+  p.set_issued_at_unix(issued);
+  if (options_.expires_in_s > 0) p.set_expires_at_unix(issued + options_.expires_in_s);
   for (const auto& [k, v] : sourced.audit_context) (*p.mutable_audit_context())[k] = v;
   if (options_.signing_key) {
     auto signature = options_.signing_key->Sign(trust::SignedBytes(p));

@@ -88,6 +88,11 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
   std::map<std::string, std::string> by_context_ ABSL_GUARDED_BY(mu_);            // context digest -> handle
   std::map<std::string, std::string> by_key_ ABSL_GUARDED_BY(mu_);                // idempotency key -> handle
   std::map<std::string, std::string> key_of_ ABSL_GUARDED_BY(mu_);                // handle -> idempotency key
+  // With expires_in_s: when each (context, policy digest, version) was last issued. The same projection is
+  // answered (issued_at and expires_at kept) until half its lifetime is gone: a new expiry on every call
+  // made every refresh a new projection — a commit, an audit event and a push to watchers per poll.
+  mutable absl::Mutex issued_mu_;
+  mutable std::map<std::string, int64_t> issued_ ABSL_GUARDED_BY(issued_mu_);
 };
 
 // Finishes a unary callback call with `status` (its default reactor); returns the reactor to hand back.
