@@ -315,11 +315,13 @@ TEST_CASE("hostile: connections past the cap pause the sandbox listener, which s
   const std::string& state = limited.state;
   const gw::AdmitSandboxResponse& sandbox = limited.sandbox;
   Process& gateway = *limited.process;
-  auto health = [&] {
+  auto health = [&](const std::string& service = "") {
     auto stub = grpc::health::v1::Health::NewStub(GatewayFixture::Channel(state + "/admin.sock"));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
     grpc::health::v1::HealthCheckResponse response;
     auto ctx = GatewayFixture::Context();
-    if (!stub->Check(ctx.get(), grpc::health::v1::HealthCheckRequest(), &response).ok()) return std::string("error");
+    if (!stub->Check(ctx.get(), request, &response).ok()) return std::string("error");
     return std::string(response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? "SERVING" : "NOT_SERVING");
   };
   auto fetch = [&] {
@@ -352,6 +354,9 @@ TEST_CASE("hostile: connections past the cap pause the sandbox listener, which s
   CHECK(idle.size() > 64);
   CHECK(Eventually([&] { return health() == "NOT_SERVING"; }, std::chrono::seconds(10)));
   CHECK(gateway.running());
+  // Not ready, but alive: the liveness probe's service stays SERVING (a full listener, which any client can
+  // cause, must not get the gateway restarted — review 110).
+  CHECK(health("openshell.policy.gateway.v1.Liveness") == "SERVING");
 
   // The peer leaves: the listener accepts again, without a restart, and health says so.
   for (int fd : idle) ::close(fd);

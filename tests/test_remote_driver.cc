@@ -548,7 +548,7 @@ TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admissi
   CHECK(g.Status().possibly_leaked_handles() == 0);
 }
 
-TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by revision, rollback refused",
+TEST_CASE("example signing driver: per-subject files, signed, bound, versioned by change, never backwards",
           "[integration][remote][example]") {
   TempDir dir;
   std::string out;
@@ -584,19 +584,30 @@ TEST_CASE("example signing driver: per-subject files, signed, bound, versioned b
     r.set_sandbox_id("sb-alice");
     return g.admin().RefreshSandbox(GatewayFixture::Context().get(), r, response);
   };
-  // A newer revision of alice's file: admitted with a higher version.
+  // A new revision of alice's file: admitted with a higher version.
   const auto alice_file = dir / "policies/alice@example.com.yaml";
-  std::filesystem::last_write_time(alice_file, std::filesystem::last_write_time(alice_file) + std::chrono::hours(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  WriteFile(alice_file, ReadFile(examples + "restrictive-default.yaml") + "\n# revised\n");
   gw::RefreshSandboxResponse refreshed;
   REQUIRE(refresh(&refreshed).ok());
   CHECK(refreshed.changed());
   CHECK(refreshed.policy_version() > alice.policy_version());
-  // An older revision put back: refused as a rollback, the newer one stays.
-  std::filesystem::last_write_time(alice_file, std::filesystem::last_write_time(alice_file) - std::chrono::hours(2));
-  auto status = refresh(&refreshed);
-  CHECK(absl::StartsWith(status.error_message(), "rollback: "));
+  uint64_t last = refreshed.policy_version();
+  // Review 109: the version was the file's modification time, which goes back — an older file put back
+  // with its time kept (cp -p, rsync -a), or alice's file deleted so that the older default.yaml serves her.
+  // The gateway refused each as a rollback and kept serving alice's wider policy. Both go forward now.
+  std::filesystem::copy_file(examples + "github.yaml", alice_file, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::last_write_time(alice_file, std::filesystem::last_write_time(alice_file) - std::chrono::hours(24));
+  REQUIRE(refresh(&refreshed).ok());
+  CHECK(refreshed.changed());
+  CHECK(refreshed.policy_version() > last);
+  last = refreshed.policy_version();
+  std::filesystem::remove(alice_file);
+  REQUIRE(refresh(&refreshed).ok());
+  CHECK(refreshed.changed());
+  CHECK(refreshed.policy_version() > last);
   REQUIRE(g.Fetch(alice.sandbox_handle(), &fetched).ok());
-  CHECK(fetched.policy_version() > alice.policy_version());
+  CHECK(fetched.audit_context().at("policy_file") == "default.yaml");
 
   // A subject that cannot name a file is refused by the driver; the gateway admits nothing.
   request.mutable_context()->set_sandbox_id("sb-evil");

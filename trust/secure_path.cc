@@ -33,9 +33,12 @@ absl::StatusOr<std::string> ReadFileNoOneElseCanWrite(const std::string& path, c
 namespace {
 
 // `start` and every folder above it: owned by root or this user, writable by no one else (a root-owned
-// sticky folder aside).
+// sticky folder aside). Group write is no one else's when the group is this process's effective group: a
+// Kubernetes pod's volumes are its fsGroup's, group-writable (review 110: the shipped StatefulSet's state
+// folder was refused, and the pod could never start).
 absl::Status CheckChain(const std::filesystem::path& start, const std::string& path, const std::string& what) {
   const uid_t me = ::geteuid();
+  const gid_t my_group = ::getegid();
   for (std::filesystem::path at = start;; at = at.parent_path()) {
     struct stat st;
     if (::stat(at.c_str(), &st) != 0) {
@@ -46,7 +49,8 @@ absl::Status CheckChain(const std::filesystem::path& start, const std::string& p
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", at.string(), " is owned by uid ",
                                                       st.st_uid, ", neither root nor this user (uid ", me, ")"));
     }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && !root_sticky_folder) {
+    const bool others_write = (st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != my_group);
+    if (others_write && !root_sticky_folder) {
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", at.string(),
                                                       " is writable by group or others (chmod go-w ", at.string(), ")"));
     }

@@ -1,6 +1,7 @@
 // Who can change a file the gateway trusts, checked like OpenSSH's StrictModes: the file and every
-// folder above it must be owned by root or by this process's user and not writable by group or others —
-// except a root-owned folder with the sticky bit (such as /tmp), where others cannot replace our entries.
+// folder above it must be owned by root or by this process's user and not writable by others, nor by a
+// group other than this process's effective group (a Kubernetes pod's fsGroup volumes are group-writable)
+// — except a root-owned folder with the sticky bit (such as /tmp), where others cannot replace our entries.
 // Symlinks are resolved first. Pure function of the filesystem; thread-safe.
 #pragma once
 

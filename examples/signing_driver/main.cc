@@ -1,10 +1,11 @@
 // example-signing-driver: a third-party PolicyDriver an operator might run. It serves per-subject policy
 // files from a folder (<subject>.yaml, falling back to default.yaml), binds each projection to the
-// sandbox's runtime context, stamps policy_version from the file's revision (its modification time, in
-// nanoseconds, so a newer file always has a higher version), and signs with an Ed25519 key made by
-// `policyctl keygen`. Walkthrough: docs/driver-walkthrough.md.
+// sandbox's runtime context, stamps policy_version from the folder's last change (see Version: any change
+// an operator makes has a higher version), and signs with an Ed25519 key made by `policyctl keygen`.
+// Walkthrough: docs/driver-walkthrough.md.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -36,17 +37,35 @@ absl::StatusOr<std::filesystem::path> PolicyFileFor(const std::filesystem::path&
   return absl::PermissionDeniedError(absl::StrCat("no policy for subject '", subject, "' and no default.yaml"));
 }
 
+// policy_version: the latest inode change time (ctime) of the file served and of the folder, in
+// nanoseconds. The change time, not the modification time: no one sets it back (`cp -p`, `rsync -a`, tar
+// and `touch -d` keep or set an old mtime, and each moves the ctime to now). The folder's too: deleting a
+// subject's file (back to an older default.yaml) or swapping a link changes the folder, not the file now
+// served. The version only goes up, as SPEC §2 requires (review 109: an mtime version went back, and the
+// gateway refused the operator's change as a rollback). Any change in the folder raises every subject's
+// version: their sandboxes get their policy again, re-signed.
+absl::StatusOr<uint64_t> Version(const std::filesystem::path& folder, const std::filesystem::path& file) {
+  uint64_t version = 0;
+  for (const auto& path : {file, folder}) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path.string(), ": gone"));
+    version = std::max<uint64_t>(version, static_cast<uint64_t>(st.st_ctim.tv_sec) * 1'000'000'000ULL +
+                                    static_cast<uint64_t>(st.st_ctim.tv_nsec));
+  }
+  return version;
+}
+
 absl::StatusOr<osh::driver_kit::SourcedPolicy> Source(const std::filesystem::path& folder,
                                                       const openshell::policy::driver::v1::RuntimeContext& context) {
   auto file = PolicyFileFor(folder, context.user_subject());
   if (!file.ok()) return file.status();
-  struct stat st {};
-  if (::stat(file->c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(file->string(), ": gone"));
+  auto version = Version(folder, *file);  // before the read: a change meanwhile is served at a higher one
+  if (!version.ok()) return version.status();
   auto policy = osh::policy::LoadPolicyFile(file->string());
   if (!policy.ok()) return absl::FailedPreconditionError(std::string(policy.status().message()));
   osh::driver_kit::SourcedPolicy sourced;
   sourced.policy = *std::move(policy);
-  sourced.version = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(st.st_mtim.tv_nsec);
+  sourced.version = *version;
   sourced.audit_context = {{"driver", "example-signing-driver"}, {"policy_file", file->filename().string()}};
   return sourced;
 }

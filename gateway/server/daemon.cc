@@ -45,6 +45,9 @@ bool ResolveUserSetting(const char* key, const std::string& value, std::optional
 }
 
 constexpr char kAdmissionHealthService[] = "openshell.policy.gateway.v1.Admission";
+// SERVING while the process runs, whatever the connection caps or the driver: a liveness probe asks this
+// one (`""` goes NOT_SERVING at a connection cap, which any client can fill: review 110).
+constexpr char kLivenessHealthService[] = "openshell.policy.gateway.v1.Liveness";
 
 // Connections the HTTP listeners may hold open at once, taken from the descriptor budget: a few
 // scrapers; the public log's readers.
@@ -459,6 +462,7 @@ int Daemon::Serve() {
     // UpdateHealth below runs): a client that waits for the socket and then asks gets SERVING or NOT_SERVING.
     out->server->GetHealthCheckService()->SetServingStatus(
         kAdmissionHealthService, driver_->available() && store_->replication().reachable());
+    out->server->GetHealthCheckService()->SetServingStatus(kLivenessHealthService, true);
     if (!tcp_listen.empty()) {
       ::chmod(relay_socket.c_str(), 0600);
       TcpFront::Options front_options;
