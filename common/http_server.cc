@@ -105,8 +105,10 @@ struct HttpServer::State {
   // /64). A connection is counted from libmicrohttpd's "started" notice to its "closed" one and refused at
   // accept when either is full; two accepts on different event threads may both pass, so a count can
   // exceed its limit by the threads less one.
-  static constexpr int kPerAddress = 32;
-  static constexpr int kPerBlock = 8 * kPerAddress;
+  // 32 and 256 at most, and never more than a quarter and a half of the connections: a small server (the
+  // metrics listener's 64) is not filled by two addresses, nor by one /64 (review 110).
+  int per_address_limit = 32;
+  int per_block_limit = 256;
   std::map<AddressKey, int> per_address ABSL_GUARDED_BY(mu);
   std::map<AddressKey, int> per_block ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
@@ -185,16 +187,16 @@ MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
       absl::MutexLock lock(&state.mu);
       const auto at = state.per_address.find(*key);
       const auto in = state.per_block.find(*block);
-      if (at != state.per_address.end() && at->second >= State::kPerAddress) {
-        limit = State::kPerAddress;
-      } else if (in != state.per_block.end() && in->second >= State::kPerBlock) {
-        limit = State::kPerBlock;
+      if (at != state.per_address.end() && at->second >= state.per_address_limit) {
+        limit = state.per_address_limit;
+      } else if (in != state.per_block.end() && in->second >= state.per_block_limit) {
+        limit = state.per_block_limit;
       }
     }
     if (limit != 0) {
       state.Log(HttpServer::LogLevel::kWarning,
                 absl::StrCat(state.options.name, ": a connection refused: ", limit, " are open from ",
-                             limit == State::kPerAddress ? AddressText(address) : BlockText(address)));
+                             limit == state.per_address_limit ? AddressText(address) : BlockText(address)));
       return MHD_NO;
     }
   }
@@ -380,6 +382,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   const size_t descriptors = RaiseDescriptorLimit();
   const unsigned connection_limit = static_cast<unsigned>(
       std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, std::max<size_t>(16, state.options.max_connections)));
+  state.per_address_limit = static_cast<int>(std::clamp<size_t>(connection_limit / 4, 1, 32));
+  state.per_block_limit = static_cast<int>(std::clamp<size_t>(connection_limit / 2, 1, 256));
   const auto timeout_s = (state.options.request_timeout.count() + 999) / 1000;  // whole seconds, rounded up
   // An IPv6 address takes IPv4 clients too (as IPv4-mapped addresses: `allow` matches them as IPv4).
   const unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_DUAL_STACK : 0);

@@ -4,8 +4,8 @@
 //
 // What an unauthenticated client can make it hold is bounded, and this is the one home of those bounds:
 //   - a slow client holds a connection slot, never a thread: at most `max_connections` connections (fewer
-//     when the descriptor limit — raised at start — leaves less than that and 64 more), 32 from one address
-//     and 256 from one IPv6 /64 (common/address_share.h);
+//     when the descriptor limit — raised at start — leaves less than that and 64 more), from one address
+//     32 or a quarter of those connections if fewer, from one IPv6 /64 (common/address_share.h) 256 or half;
 //   - a connection carries one request (every answer says `Connection: close`), which — headers and body,
 //     however slowly they come — must arrive whole within `request_timeout` of the connection, or the
 //     connection is closed unanswered; and the answer must be taken within `response_timeout` more

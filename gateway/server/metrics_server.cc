@@ -56,6 +56,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(options.name, ": ", parsed.status().message()));
   common::HttpServer::Options http;
   http.request_timeout = std::chrono::milliseconds(options.request_timeout_ms);
+  http.response_timeout = std::chrono::milliseconds(options.response_timeout_ms);
   http.threads = options.threads;
   http.max_connections = options.max_connections;
   http.allow = options.allow;

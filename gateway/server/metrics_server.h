@@ -26,6 +26,7 @@ class MetricsServer {
   using Render = std::function<std::string()>;
   struct Options {
     int request_timeout_ms = 2000;
+    int response_timeout_ms = 5000;  // the answer must be taken within this (a client that never reads frees its slot)
     unsigned threads = 4;
     size_t max_connections = 256;    // open at once (see common/http_server.h)
     std::vector<std::string> allow;  // CIDRs ("10.0.0.0/8"); empty: any address
