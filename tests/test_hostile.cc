@@ -242,6 +242,35 @@ TEST_CASE("hostile: a delete during the same id's admission says so instead of \
   CHECK(deleted.deleted());
 }
 
+TEST_CASE("hostile: a trust-store reload is not queued behind refreshes a stalling driver holds",
+          "[integration][limits]") {
+  // Review 110: ReloadTrustStore (and SIGHUP's reload) ran on the pool of calls that wait on the driver: a
+  // revocation waited behind every refresh queued there, each up to a call timeout. A thread of its own now.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--stall-ms", "3000"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  std::atomic<int> refreshed{0};
+  std::vector<std::thread> refreshes;
+  for (int i = 0; i < 16; ++i) {  // twice the driver pool's threads, each held 3 s by the driver
+    refreshes.emplace_back([&] {
+      gw::RefreshSandboxRequest request;
+      request.set_sandbox_id("sb-1");
+      gw::RefreshSandboxResponse response;
+      g.admin().RefreshSandbox(GatewayFixture::Context().get(), request, &response);
+      ++refreshed;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // all sent: 8 at the driver, 8 queued
+  gw::ReloadTrustStoreResponse reloaded;
+  g.admin().ReloadTrustStore(GatewayFixture::Context().get(), gw::ReloadTrustStoreRequest(), &reloaded);
+  CHECK(refreshed == 0);  // answered while every refresh still waits on the driver
+  for (auto& t : refreshes) t.join();
+}
+
 TEST_CASE("hostile: a driver back but slow to release the handles queued while it was down holds up no admission",
           "[integration][limits]") {
   // Review 109: the listener told that the driver is back delivered the queued releases on the thread that

@@ -389,6 +389,9 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
     const absl::Time deadline = std::min(absl::Now() + decisions_deadline_, absl::FromChrono(context->deadline()));
     return new UnaryReactor(&handler->second, decisions_pool_, metrics_, name, actor, decisions_max_queued_, deadline);
   }
+  if (reload_pool_ != nullptr && name == "ReloadTrustStore") {
+    return new UnaryReactor(&handler->second, reload_pool_, metrics_, name, actor);
+  }
   return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_, name, actor);
 }
 

@@ -49,6 +49,9 @@ class AdminService final : public grpc::CallbackGenericService {
     decisions_max_queued_ = max_queued;
     decisions_deadline_ = deadline;
   }
+  // ReloadTrustStore runs on `pool` (not owned; must outlive the service) instead of `driver_pool`: a
+  // revocation must not wait behind driver calls queued there (review 110). Call before serving.
+  void SetReloadPool(WorkerPool* pool) { reload_pool_ = pool; }
 
   // The feed WatchAuditEvents and WatchSandboxes stream from (not owned; must outlive the service). Unset: they are
   // UNAVAILABLE. Call before serving.
@@ -95,6 +98,7 @@ class AdminService final : public grpc::CallbackGenericService {
   const LogSequencer* log_ = nullptr;
   store::InterceptorRecordStore* records_ = nullptr;
   WorkerPool* decisions_pool_ = nullptr;
+  WorkerPool* reload_pool_ = nullptr;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();
   Metrics* metrics_ = nullptr;

@@ -309,6 +309,8 @@ int Daemon::Serve() {
   // at most, and a decision not started within 10 s is DEADLINE_EXCEEDED.
   decisions_pool_ = std::make_unique<WorkerPool>(2);
   admin_service_->SetDecisionsPool(decisions_pool_.get(), 256, absl::Seconds(10));
+  reload_pool_ = std::make_unique<WorkerPool>(1);
+  admin_service_->SetReloadPool(reload_pool_.get());
   registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
@@ -736,19 +738,33 @@ void Daemon::RequestTrustStoreReload() {
   } else {
     LogInfo(tls ? "SIGHUP: reloading the trust store and the TLS certificates" : "SIGHUP: reloading the trust store");
   }
-  driver_pool_->Submit([this] {
+  reload_pool_->Submit([this] {
     NotifyReloading();
     uint64_t seen = 0;
+    std::string outcome;
     do {
       seen = reloads_requested_.load();
-      if (!config_.trust_store.empty()) core_->ReloadTrustStore().IgnoreError();  // logs and audits either way
-      ReloadTls();
+      std::vector<std::string> parts;
+      if (!config_.trust_store.empty()) {
+        const auto reloaded = core_->ReloadTrustStore();  // logs and audits either way
+        parts.push_back(reloaded.ok() ? "trust store reloaded"
+                                      : absl::StrCat("trust store NOT reloaded, the last good stays: ",
+                                                     reloaded.status().message()));
+      }
+      if (const int failed = ReloadTls(); failed > 0) {
+        parts.push_back(absl::StrCat("TLS reload failed for ", failed, " listener(s), the last good certificate stays"));
+      } else if (admin_tls_ != nullptr || sandbox_tls_ != nullptr || interceptor_tls_ != nullptr) {
+        parts.push_back("TLS reloaded");
+      }
+      outcome = parts.empty() ? "nothing to reload" : absl::StrJoin(parts, "; ");
     } while (reloads_requested_.fetch_sub(seen) != seen);
-    NotifyReloaded("serving (trust store reloaded)");
+    // systemd shows this (`systemctl status`): a refused reload is said, not reported as done (review 110).
+    NotifyReloaded(absl::StrCat("serving (", outcome, ")"));
   });
 }
 
-void Daemon::ReloadTls() {
+int Daemon::ReloadTls() {
+  int failed = 0;
   for (auto [tls, name] : {std::pair{admin_tls_.get(), "admin"}, std::pair{sandbox_tls_.get(), "sandbox"},
                            std::pair{interceptor_tls_.get(), "interceptor"}}) {
     if (tls == nullptr) continue;
@@ -756,6 +772,7 @@ void Daemon::ReloadTls() {
     if (!reloaded.ok()) {
       LogError(absl::StrCat("TLS reload failed, the last good certificate stays in use (", name, " listener): ",
                             reloaded.status().message()));
+      ++failed;
       continue;
     }
     LogInfo(absl::StrCat("TLS reloaded: certificate ", reloaded->subject, " (", name, " listener), valid until ",
@@ -763,6 +780,7 @@ void Daemon::ReloadTls() {
                                           absl::UTCTimeZone()),
                          " (new connections use it within a second; open ones keep theirs)"));
   }
+  return failed;
 }
 
 void Daemon::Stop() {
@@ -817,6 +835,7 @@ void Daemon::Stop() {
   }
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();
+  if (reload_pool_ != nullptr) reload_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
   if (housekeeping_thread_.joinable()) {
     stop_housekeeping_.Notify();

@@ -94,7 +94,7 @@ class Daemon {
   void UpdateHealth();
   std::string RenderMetrics();
   void RequestTrustStoreReload();
-  void ReloadTls();  // part of each reload; logs either way
+  int ReloadTls();  // part of each reload; logs either way; how many listeners kept their last good certificate
   std::atomic<uint64_t> reloads_requested_{0};  // SIGHUPs not yet covered by a finished reload
   std::function<void()> on_serving_;
   std::string startup_driver_error_;  // why the driver did not answer at start-up ("" if it did)
@@ -121,7 +121,10 @@ class Daemon {
   size_t loaded_ = 0;
   std::unique_ptr<WorkerPool> pool_;         // admin and sandbox calls that do not wait on the driver
   std::unique_ptr<WorkerPool> driver_pool_;
-  std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
+  std::unique_ptr<WorkerPool> decisions_pool_;
+  // Trust-store and TLS reloads (SIGHUP, ReloadTrustStore): one thread of their own, so a revocation never
+  // waits behind the driver calls queued on driver_pool_ while a driver stalls (review 110).
+  std::unique_ptr<WorkerPool> reload_pool_;  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<ChangeExplainer> explainer_;  // ExplainChange
   std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
