@@ -1,9 +1,5 @@
 #include "store/postgres_store.h"
 
-#include "absl/time/clock.h"
-
-#include "common/errors.h"
-
 #include <poll.h>
 #include <unistd.h>
 
@@ -18,7 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/bounded_text.h"
+#include "common/errors.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
 #include "store/audit_actor.h"
@@ -1005,7 +1004,7 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const st
   auto rows = Read(absl::StrCat(
                        "SELECT s.context, s.handle_sha256, s.driver_handle, e.header, e.policy_digest, s.verification, "
                        "s.signing_key_ids, s.admitted_at, s.updated_at, s.load_status, s.load_error, s.reported_digest, "
-                       "s.reported_at, s.last_refresh_error, b.body FROM sandboxes s "
+                       "s.reported_at, s.last_refresh_error, b.body, s.sandbox_id FROM sandboxes s "
                        "JOIN envelopes e ON e.id = s.envelope_id JOIN bodies b ON b.digest = e.policy_digest ",
                        where),
                    params);
@@ -1015,11 +1014,26 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const st
   for (int i = 0; i < rows->rows(); ++i) {
     SandboxRecord r;
     r.context_bytes = rows->Bytes(i, 0);
-    if (!r.context.ParseFromString(r.context_bytes)) return PostgresStorageError(absl::StatusCode::kDataLoss, ": a sandbox row does not decode");
+    // A row that does not decode is left out, said once per read, rather than failing the whole read: one
+    // bad row stopped every replica's feed for good (and every start). Left out, its sandbox is not
+    // served here (its handle is unknown): fail closed, the others go on (review 108).
+    const auto skip = [&](absl::string_view why) {
+      if (notice_) {
+        notice_(absl::StrCat("sandbox row '", common::BoundedText(rows->Bytes(i, 15), 256), "' is not served: ", why,
+                             " (restore it from a backup, or delete the sandbox)"));
+      }
+    };
+    if (!r.context.ParseFromString(r.context_bytes) || r.context.sandbox_id() != rows->Bytes(i, 15)) {
+      skip("its context does not decode, or names another sandbox");
+      continue;
+    }
     r.handle_sha256 = rows->Bytes(i, 1);
     r.driver_handle = rows->Bytes(i, 2);
     auto envelope = envelopes().Intern(rows->Bytes(i, 3), envelopes().InternBody(rows->Bytes(i, 4), rows->Bytes(i, 14)));
-    if (!envelope.ok()) return PostgresStorageError(absl::StatusCode::kDataLoss, absl::StrCat(": ", envelope.status().message()));
+    if (!envelope.ok()) {
+      skip(envelope.status().message());
+      continue;
+    }
     r.envelope = *std::move(envelope);
     r.verification = VerificationFromStored(rows->Bytes(i, 5));
     r.signing_key_ids = SplitIds(rows->Bytes(i, 6));

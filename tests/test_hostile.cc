@@ -712,6 +712,16 @@ TEST_CASE("hostile: a database folder others can write is refused at start", "[i
   CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--database", "sqlite:" + open_folder + "/gateway.db"},
                    &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("database folder") && Catch::Contains(open_folder + " is writable by group or others"));
+  // fs_group (a Kubernetes pod's fsGroup, whose volume folders are group-writable) names a group of the
+  // gateway's own, never root's nor one it does not run with (review 111: any group was accepted).
+  for (const auto& [group, says] : {std::pair<std::string, std::string>{"0", "root's group is never accepted"},
+                                    {"65534", "not a group this process runs with"},
+                                    {"no-such-group-x", "fs_group: "}}) {
+    if (group == "65534" && ::getegid() == 65534) continue;
+    INFO(group);
+    CHECK(RunCommand({OSH_GATEWAY_BINARY, "--state-dir", dir / "var", "--fs-group", group}, &out, &err) == 2);
+    CHECK_THAT(out + err, Catch::Contains(says));
+  }
   CHECK_FALSE(std::filesystem::exists(open_folder + "/gateway.db"));  // nothing was created
 }
 

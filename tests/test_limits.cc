@@ -244,29 +244,28 @@ TEST_CASE("limits: files the gateway trusts are checked like OpenSSH's StrictMod
   ::chmod(file.c_str(), 0644);
   CHECK(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
 
-  // Group write: this process's own effective group is no one else (a Kubernetes fsGroup volume, review
-  // 110); another group is.
   ::chmod(file.c_str(), 0664);
-  REQUIRE(::chown(file.c_str(), static_cast<uid_t>(-1), ::getegid()) == 0);
-  CHECK(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
-  ::chmod(folder.c_str(), 02775);  // as Kubernetes leaves a volume's root under fsGroup
-  CHECK(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
-  ::chmod(folder.c_str(), 0755);
-  if (::geteuid() == 0) {
-    REQUIRE(::chown(file.c_str(), static_cast<uid_t>(-1), 65534) == 0);  // nogroup
-    auto loose_file = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
-    CHECK(absl::IsPermissionDenied(loose_file));
-    CHECK_THAT(std::string(loose_file.message()), Catch::Contains(file + " is writable by group or others"));
-    REQUIRE(::chown(folder.c_str(), static_cast<uid_t>(-1), 65534) == 0);
-    ::chmod(folder.c_str(), 02775);
-    ::chmod(file.c_str(), 0644);
-    auto loose_group_folder = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
-    CHECK(absl::IsPermissionDenied(loose_group_folder));
-    CHECK_THAT(std::string(loose_group_folder.message()), Catch::Contains(folder + " is writable by group or others"));
-    REQUIRE(::chown(folder.c_str(), static_cast<uid_t>(-1), ::getegid()) == 0);
-    ::chmod(folder.c_str(), 0755);
-  }
+  auto loose_file = osh::trust::CheckNoOneElseCanWrite(file, "trust store");
+  CHECK(absl::IsPermissionDenied(loose_file));
+  CHECK_THAT(std::string(loose_file.message()), Catch::Contains(file + " is writable by group or others"));
   ::chmod(file.c_str(), 0644);
+  // A folder its group may write, as Kubernetes leaves a volume's root under fsGroup (review 110): refused,
+  // unless that group is the one the gateway's fs_group names; a file its group may write, always refused.
+  ::chmod(folder.c_str(), 02775);
+  CHECK(absl::IsPermissionDenied(osh::trust::CheckNoOneElseCanWrite(file, "trust store")));
+  osh::trust::AcceptGroupWritableFolders(::getegid());
+  CHECK(osh::trust::CheckNoOneElseCanWrite(file, "trust store").ok());
+  ::chmod(file.c_str(), 0664);
+  CHECK(absl::IsPermissionDenied(osh::trust::CheckNoOneElseCanWrite(file, "trust store")));
+  ::chmod(file.c_str(), 0644);
+  if (::geteuid() == 0) {  // another group's folder stays refused
+    REQUIRE(::chown(folder.c_str(), static_cast<uid_t>(-1), 65534) == 0);
+    CHECK(absl::IsPermissionDenied(osh::trust::CheckNoOneElseCanWrite(file, "trust store")));
+    REQUIRE(::chown(folder.c_str(), static_cast<uid_t>(-1), ::getegid()) == 0);
+  }
+  osh::trust::AcceptGroupWritableFolders(std::nullopt);
+  CHECK(absl::IsPermissionDenied(osh::trust::CheckNoOneElseCanWrite(file, "trust store")));
+  ::chmod(folder.c_str(), 0755);
 
   ::chmod(folder.c_str(), 0777);  // a world-writable parent: anyone could swap the file
   auto loose_folder = osh::trust::CheckNoOneElseCanWrite(file, "trust store");

@@ -1309,6 +1309,20 @@ struct FeedHeard final : osh::store::RemoteChangeListener {
   std::vector<std::string> told;
 };
 
+// Two replicas on a fresh database; b's feed told to `heard`; sb-1 admitted on a and heard on b.
+struct TwoReplicas {
+  std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  std::unique_ptr<Database> a = Open(url);
+  std::unique_ptr<Database> b = Open(url);
+  FeedHeard heard;
+  TwoReplicas() {
+    b->replication().SetRemoteChangeListener(&heard);
+    REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
+    REQUIRE(heard.WaitFor("sandbox sb-1"));
+  }
+  ~TwoReplicas() { b->replication().SetRemoteChangeListener(nullptr); }
+};
+
 absl::Status DeleteSandbox(osh::store::Database& store, const std::string& id) {
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::DeleteSandbox{id});
@@ -1322,13 +1336,8 @@ TEST_CASE("store: what other PostgreSQL replicas commit while a load runs with t
           "[store][postgres]") {
   // Review 108: a replica starting read its whole view while its feed applied another replica's deletion;
   // the registry's reset then put the read's older row back, served until the next restart.
-  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
-  auto a = Open(url);
-  auto b = Open(url);
-  FeedHeard heard;
-  b->replication().SetRemoteChangeListener(&heard);
-  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-1", "handle-1", "body-1"), osh::test::StoredEvent("admission")).ok());
-  REQUIRE(heard.WaitFor("sandbox sb-1"));
+  TwoReplicas r;
+  auto& [url, a, b, heard] = r;
   size_t told_during = 0;
   REQUIRE(b->replication()
               .WithFeedHeld([&]() -> absl::Status {
@@ -1340,7 +1349,6 @@ TEST_CASE("store: what other PostgreSQL replicas commit while a load runs with t
               .ok());
   CHECK(told_during == 1);  // nothing applied while held
   CHECK(heard.WaitFor("removed sb-1"));  // and the deletion after
-  b->replication().SetRemoteChangeListener(nullptr);
 }
 
 TEST_CASE("store: a PostgreSQL commit whose answer is lost reaches the view of the replica that made it, from the feed",
@@ -1382,6 +1390,26 @@ TEST_CASE("store: a PostgreSQL commit whose answer is lost reaches the view of t
   REQUIRE(absl::StartsWith(rows, "0"));  // it landed
   CHECK(heard.WaitFor("removed sb-1"));  // and this replica's view is told, from its own feed row
   a->replication().SetRemoteChangeListener(nullptr);
+}
+
+TEST_CASE("store: a PostgreSQL sandbox row that does not decode is left out, and the feed goes on",
+          "[store][postgres]") {
+  // Review 108: one row that did not decode failed every read it was in: every replica's feed stopped for
+  // good, and no replica could start.
+  TwoReplicas r;
+  auto& [url, a, b, heard] = r;
+  // The row broken behind the gateways' backs, and announced on the feed.
+  REQUIRE(osh::test::PgCluster::Psql(url, "UPDATE sandboxes SET context = '\\x0a'::bytea WHERE sandbox_id = 'sb-1'; "
+                                          "INSERT INTO changes (origin, kind, payload, writer_schema) "
+                                          "VALUES ('someone', 'sandboxes', '[\"sb-1\"]', 8); NOTIFY osh_changes;") == 0);
+  CHECK(heard.WaitFor("removed sb-1"));  // not served there: fail closed
+  REQUIRE(a->sandboxes().InsertSandbox(Sandbox(*a, "sb-2", "handle-2", "body-2"), osh::test::StoredEvent("admission")).ok());
+  CHECK(heard.WaitFor("sandbox sb-2"));  // and the feed goes on
+  // A replica starting reads the rest.
+  auto loaded = Open(url)->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 1);
+  CHECK((*loaded)[0].context.sandbox_id() == "sb-2");
 }
 
 namespace {

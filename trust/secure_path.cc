@@ -1,9 +1,11 @@
 #include "trust/secure_path.h"
 
+#include <atomic>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <vector>
 #include <cstring>
@@ -32,13 +34,14 @@ absl::StatusOr<std::string> ReadFileNoOneElseCanWrite(const std::string& path, c
 
 namespace {
 
+std::atomic<int64_t> accepted_folder_group{-1};  // AcceptGroupWritableFolders; -1: none
+
 // `start` and every folder above it: owned by root or this user, writable by no one else (a root-owned
-// sticky folder aside). Group write is no one else's when the group is this process's effective group: a
-// Kubernetes pod's volumes are its fsGroup's, group-writable (review 110: the shipped StatefulSet's state
-// folder was refused, and the pod could never start).
+// sticky folder aside, and a folder of the accepted group: a Kubernetes pod's volumes are its fsGroup's,
+// group-writable — review 110: the shipped StatefulSet's state folder was refused, the pod never started).
 absl::Status CheckChain(const std::filesystem::path& start, const std::string& path, const std::string& what) {
   const uid_t me = ::geteuid();
-  const gid_t my_group = ::getegid();
+  const int64_t accepted_group = accepted_folder_group.load();
   for (std::filesystem::path at = start;; at = at.parent_path()) {
     struct stat st;
     if (::stat(at.c_str(), &st) != 0) {
@@ -49,7 +52,9 @@ absl::Status CheckChain(const std::filesystem::path& start, const std::string& p
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", at.string(), " is owned by uid ",
                                                       st.st_uid, ", neither root nor this user (uid ", me, ")"));
     }
-    const bool others_write = (st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != my_group);
+    const bool accepted_group_folder = S_ISDIR(st.st_mode) && accepted_group >= 0 &&
+                                       static_cast<int64_t>(st.st_gid) == accepted_group;
+    const bool others_write = (st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && !accepted_group_folder);
     if (others_write && !root_sticky_folder) {
       return absl::PermissionDeniedError(absl::StrCat(what, " ", path, ": ", at.string(),
                                                       " is writable by group or others (chmod go-w ", at.string(), ")"));
@@ -59,6 +64,10 @@ absl::Status CheckChain(const std::filesystem::path& start, const std::string& p
 }
 
 }  // namespace
+
+void AcceptGroupWritableFolders(std::optional<gid_t> group) {
+  accepted_folder_group = group ? static_cast<int64_t>(*group) : -1;
+}
 
 absl::StatusOr<std::string> ResolveNoOneElseCanWrite(const std::string& path, const std::string& what) {
   // Resolved one component at a time: the folder each symlink sits in is checked as well as the file's own

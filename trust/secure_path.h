@@ -1,16 +1,25 @@
 // Who can change a file the gateway trusts, checked like OpenSSH's StrictModes: the file and every
-// folder above it must be owned by root or by this process's user and not writable by others, nor by a
-// group other than this process's effective group (a Kubernetes pod's fsGroup volumes are group-writable)
-// — except a root-owned folder with the sticky bit (such as /tmp), where others cannot replace our entries.
+// folder above it must be owned by root or by this process's user and not writable by group or others —
+// except a root-owned folder with the sticky bit (such as /tmp), where others cannot replace our entries,
+// and a folder writable by the group AcceptGroupWritableFolders names (a Kubernetes pod's fsGroup).
 // Symlinks are resolved first. Pure function of the filesystem; thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace osh::trust {
+
+// A group whose write permission on a folder counts as this process's own: a Kubernetes pod's fsGroup
+// (Kubernetes makes its volumes' folders group-writable). Folders only, never files. The caller checks
+// that the process runs with the group and that it is not root's (the gateway's `fs_group`). Set once at
+// start-up, before any check; none by default.
+void AcceptGroupWritableFolders(std::optional<gid_t> group);
 
 // OK, or PERMISSION_DENIED "<what> <path>: <component> is …" naming the first component at fault and
 // the fix. NOT_FOUND when the path does not exist.

@@ -15,6 +15,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "drivers/unix_server.h"
@@ -226,11 +227,20 @@ void DriverService::WriteHandlesFileLocked() {
   std::string text;
   for (const auto& [handle, context] : handles_) {
     const auto key = key_of_.find(handle);
-    // Fields never hold a space or a line break: the sandbox id (any bytes but controls) is written
-    // base64url; a key that is not one plain word is not kept (the handle is, without idempotency).
+    // Fields never hold a space or a line break: the sandbox id (for people; any bytes but controls) has
+    // its spaces, controls and '%' percent-encoded; a key that is not one plain word is not kept (the
+    // handle is, without idempotency).
     const bool plain_key = key != key_of_.end() && !key->second.empty() &&
                            key->second.find_first_of(" \t\r\n") == std::string::npos;
-    absl::StrAppend(&text, handle, " ", absl::WebSafeBase64Escape(context.sandbox_id()), " ",
+    std::string id;
+    for (const unsigned char c : context.sandbox_id()) {
+      if (c <= 0x20 || c == '%' || c == 0x7f) {
+        absl::StrAppend(&id, absl::StrFormat("%%%02X", c));
+      } else {
+        id += static_cast<char>(c);
+      }
+    }
+    absl::StrAppend(&text, handle, " ", id, " ",
                     absl::WebSafeBase64Escape(context.SerializeAsString()), " ", plain_key ? key->second : "-", "\n");
   }
   // 0600 (handles and contexts are no one else's to read), flushed, renamed over, the folder flushed: a

@@ -47,7 +47,8 @@ struct DriverOptions {
   int64_t expires_in_s = 0;       // 0: projections never expire
   // "": none; else the live handle table is rewritten here on each change and read back at start, so
   // handles survive a restart of the driver. One line a handle, four fields separated by one space:
-  // handle, base64url of the sandbox id (for people: the context holds it), base64url of the serialized
+  // handle, the sandbox id with spaces, controls and '%' percent-encoded (for people: the context holds
+  // it), base64url of the serialized
   // context, idempotency key ("-" for none). Written 0600, flushed and renamed into place; a line that is
   // not four fields is skipped alone (logged with its line number).
   std::string handles_file;

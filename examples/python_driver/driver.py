@@ -57,7 +57,9 @@ class Driver(driver_pb2_grpc.PolicyDriverServicer):
     def _save(self):
         if self.handles_file:  # write aside, flush, rename, flush the folder: a crash leaves the old or the new
             tmp = self.handles_file + ".tmp"  # 0600: handles and contexts are no one else's to read
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a .tmp left by an earlier run keeps its mode through O_CREAT
+            with os.fdopen(fd, "w") as out:
                 json.dump(self.handles, out)
                 out.flush()
                 os.fsync(out.fileno())

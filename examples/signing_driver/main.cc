@@ -41,14 +41,18 @@ absl::StatusOr<std::filesystem::path> PolicyFileFor(const std::filesystem::path&
 // nanoseconds. The change time, not the modification time: no one sets it back (`cp -p`, `rsync -a`, tar
 // and `touch -d` keep or set an old mtime, and each moves the ctime to now). The folder's too: deleting a
 // subject's file (back to an older default.yaml) or swapping a link changes the folder, not the file now
-// served. The version only goes up, as SPEC §2 requires (review 109: an mtime version went back, and the
-// gateway refused the operator's change as a rollback). Any change in the folder raises every subject's
-// version: their sandboxes get their policy again, re-signed.
+// served; and `--policies` itself when it is a link (swapped back to an older release's folder, its
+// target's times are old, the link's are new). The version goes up with every change, as SPEC §2 requires
+// (review 109: an mtime version went back, and the gateway refused the operator's change as a rollback) —
+// unless the clock is set back. Any change in the folder raises every subject's version: their sandboxes
+// get their policy again, re-signed.
 absl::StatusOr<uint64_t> Version(const std::filesystem::path& folder, const std::filesystem::path& file) {
   uint64_t version = 0;
-  for (const auto& path : {file, folder}) {
+  for (const auto& [path, follow] : {std::pair{file, true}, std::pair{folder, true}, std::pair{folder, false}}) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path.string(), ": gone"));
+    if ((follow ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) != 0) {
+      return absl::NotFoundError(absl::StrCat(path.string(), ": gone"));
+    }
     version = std::max<uint64_t>(version, static_cast<uint64_t>(st.st_ctim.tv_sec) * 1'000'000'000ULL +
                                     static_cast<uint64_t>(st.st_ctim.tv_nsec));
   }

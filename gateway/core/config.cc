@@ -305,6 +305,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "it here (default 5000)"},
       {"admin_socket", kGatewayTable, "PolicyGateway Unix socket (default: <state_dir>/admin.sock)"},
       {"sandbox_socket", kGatewayTable, "SandboxPolicy Unix socket (default: <state_dir>/sandbox.sock)"},
+      {"fs_group", kGatewayTable,
+       "group (name or gid) whose write permission on folders the ownership checks accept as the gateway's own: "
+       "a Kubernetes pod's fsGroup, whose volumes' folders are group-writable; it must be a group the gateway runs "
+       "with, not root's; files are never accepted group-writable; unset: no group"},
       {"sandbox_socket_group", kGatewayTable,
        "group (name or gid) whose members may connect to the sandbox socket: it becomes 0660, in a folder of its "
        "own made 0710 for that group (sandbox_socket must not share state_dir's folder); unset: 0600"},
@@ -531,6 +535,7 @@ ConfigValues EffectiveValues(const Config& config) {
       {"metrics_allow", config.metrics_allow},
       {"audit_syslog", config.audit_syslog ? "true" : "false"},
       {"audit_syslog_socket", config.audit_syslog_socket},
+      {"fs_group", config.fs_group},
       {"sandbox_socket_group", config.sandbox_socket_group},
       {"sandbox_listen", config.sandbox_listen},
       {"admin_listen", config.admin_listen},
@@ -626,6 +631,7 @@ absl::StatusOr<Config> ResolveConfig(const ConfigValues& flags, const ConfigValu
                                                                      : "is not an address or CIDR"));
     }
   }
+  get("fs_group", &config.fs_group);
   get("sandbox_socket_group", &config.sandbox_socket_group);
   get("sandbox_listen", &config.sandbox_listen);
   get("admin_listen", &config.admin_listen);

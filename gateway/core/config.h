@@ -26,6 +26,9 @@ struct Config {
   std::string admin_socket;    // default: <state_dir>/admin.sock
   std::string sandbox_socket;  // default: <state_dir>/sandbox.sock
   std::string sandbox_socket_group;  // "": the sandbox socket is 0600; else 0660 for this group (its own folder)
+  // "": none; else a group (name or gid) whose write permission on folders counts as the gateway's own in
+  // the ownership checks (trust::AcceptGroupWritableFolders): a Kubernetes pod's fsGroup.
+  std::string fs_group;
   std::string sandbox_listen;  // "host:port": SandboxPolicy over TCP with TLS too; "": Unix socket only
   std::string admin_listen;    // "host:port": PolicyGateway over TCP with mutual TLS too; "": Unix socket only
   std::string tls_cert;        // PEM certificate chain of the TCP listeners (and interceptor_listen's)

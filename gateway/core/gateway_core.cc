@@ -381,9 +381,17 @@ std::string GatewayCore::SurfaceFor() const {
 
 absl::StatusOr<size_t> GatewayCore::LoadAdmitted() {
   const absl::Time start = absl::Now();
-  if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
   // The audit chain says which ceiling must be in force: a deleted or replaced row is not run without.
-  if (absl::Status recorded = gate_.ceiling().CheckAgainstAudit(); !recorded.ok()) return recorded;
+  // Replicas: another one's ceiling_set may not be sealed into the chain yet (pending while the head is
+  // held), or may commit between the two reads — both are read again for a few seconds before the start
+  // is refused (review 108: a false "replaced behind the gateway's back").
+  for (int attempt = 0;; ++attempt) {
+    if (absl::Status loaded = gate_.ReloadCeiling(); !loaded.ok()) return loaded;
+    absl::Status recorded = gate_.ceiling().CheckAgainstAudit();
+    if (recorded.ok()) break;
+    if (!store_->replication().shared() || attempt >= 10) return recorded;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
   // Read and installed with the replicas' feed held: what another replica commits meanwhile is applied
   // after the reset, never overwritten by this older read (review 108).
   absl::Time read;
@@ -571,7 +579,8 @@ void GatewayCore::AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_
   if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));
   AdmissionSlots::Slot slot = slots_.Take(id);
   if (!slot.taken()) {
-    return done(absl::AbortedError(absl::StrCat("an admission of sandbox '", id, "' is in progress")));
+    return done(absl::AbortedError(
+        absl::StrCat("an admission of sandbox '", id, "' is in progress (or its old handle is being released); retry")));
   }
   // Again with the slot held: a racing admission may have finished between the check above and Take.
   if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));

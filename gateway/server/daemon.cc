@@ -101,6 +101,27 @@ Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, s
 }
 
 int Daemon::Build() {
+  if (!config_.fs_group.empty()) {
+    // Before any ownership check (the state folder's, the database's): a group the gateway runs with, never
+    // root's, whose write permission on folders counts as the gateway's own.
+    auto gid = drivers::ResolveGroup(config_.fs_group);
+    if (!gid.ok()) {
+      LogError(absl::StrCat("fs_group: ", gid.status().message()));
+      return kExitConfig;
+    }
+    std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))) + 1);
+    const int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
+    groups.resize(static_cast<size_t>(std::max(0, n)));
+    const bool mine = *gid == ::getegid() || std::find(groups.begin(), groups.end(), *gid) != groups.end();
+    if (*gid == 0 || !mine) {
+      LogError(absl::StrCat("fs_group ", config_.fs_group, " (gid ", *gid, "): ",
+                            *gid == 0 ? "root's group is never accepted" : "not a group this process runs with"));
+      return kExitConfig;
+    }
+    trust::AcceptGroupWritableFolders(*gid);
+    LogInfo(absl::StrCat("fs_group: folders group ", config_.fs_group, " (gid ", *gid,
+                         ") may write count as the gateway's own"));
+  }
   if (auto status = trust::EnsurePrivateDir(config_.state_dir); !status.ok()) {
     LogError(std::string(status.message()));
     return kExitStartup;
@@ -586,7 +607,15 @@ int Daemon::Serve() {
     remote_->SetStateListener([this](bool available, const std::string& detail) {
       UpdateHealth();
       core_->OnDriverState(available, detail);
-      if (available) driver_pool_->Submit([this] { core_->DeliverPendingReleases(); });
+      // At most one delivery queued: each "back" while one waits would hold another of the admissions'
+      // workers on the delivery's lock (review 111). One that starts takes everything queued by then; the
+      // refresh scheduler's tick catches what comes later.
+      if (available && !release_delivery_queued_.exchange(true)) {
+        driver_pool_->Submit([this] {
+          release_delivery_queued_ = false;
+          core_->DeliverPendingReleases();
+        });
+      }
     });
   }
   store_->replication().SetReachabilityListener([this](bool reachable) {

@@ -124,7 +124,8 @@ class Daemon {
   std::unique_ptr<WorkerPool> decisions_pool_;
   // Trust-store and TLS reloads (SIGHUP, ReloadTrustStore): one thread of their own, so a revocation never
   // waits behind the driver calls queued on driver_pool_ while a driver stalls (review 110).
-  std::unique_ptr<WorkerPool> reload_pool_;  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
+  std::unique_ptr<WorkerPool> reload_pool_;
+  std::atomic<bool> release_delivery_queued_{false};  // a delivery of queued handle releases waits on driver_pool_  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
   std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<ChangeExplainer> explainer_;  // ExplainChange
   std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
