@@ -112,6 +112,20 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectCheckedChannel(const std::
   return grpc::CreateCustomInsecureChannelFromFd(path, fd, args);  // owns the descriptor
 }
 
+absl::Status CheckDriverHandle(absl::string_view handle) {
+  if (handle.empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
+  // A handle is stored and sent back verbatim: one that a store could not keep whole (a NUL byte) or that
+  // would bloat every row is refused here, as a driver error (issue 25.8).
+  if (handle.size() > kMaxDriverHandleBytes) {
+    return absl::InternalError(absl::StrCat("AcquireHandle: the driver returned a handle of ", handle.size(),
+                                            " bytes, at most ", kMaxDriverHandleBytes));
+  }
+  if (handle.find('\0') != absl::string_view::npos) {
+    return absl::InternalError("AcquireHandle: the driver returned a handle with a NUL byte");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
                                const std::vector<std::string>& accepted_surfaces) {
   // Bounded: the gateway copies them into status answers and logs, and asks them every second.
@@ -605,16 +619,7 @@ namespace {
 
 // What the gateway takes of an AcquireHandle answer.
 absl::StatusOr<std::string> CheckedHandle(driver_v1::AcquireHandleResponse& response) {
-  if (response.handle().empty()) return absl::InternalError("AcquireHandle: the driver returned an empty handle");
-  // A handle is stored and sent back verbatim: one that a store could not keep whole (a NUL byte) or that
-  // would bloat every row is refused here, as a driver error (issue 25.8).
-  if (response.handle().size() > kMaxDriverHandleBytes) {
-    return absl::InternalError(absl::StrCat("AcquireHandle: the driver returned a handle of ", response.handle().size(),
-                                            " bytes, at most ", kMaxDriverHandleBytes));
-  }
-  if (response.handle().find('\0') != std::string::npos) {
-    return absl::InternalError("AcquireHandle: the driver returned a handle with a NUL byte");
-  }
+  if (absl::Status checked = CheckDriverHandle(response.handle()); !checked.ok()) return checked;
   return std::move(*response.mutable_handle());
 }
 

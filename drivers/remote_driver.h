@@ -71,6 +71,9 @@ absl::Status CheckCapabilities(const driver_v1::Capabilities& capabilities,
 
 // The longest driver handle the gateway keeps; a longer one, or one with a NUL byte, is a driver error.
 inline constexpr size_t kMaxDriverHandleBytes = 4096;
+// OK for a handle the gateway keeps; else INTERNAL "AcquireHandle: …" saying why (empty, too long, a NUL
+// byte). The one rule: the gateway's client and the conformance harness ask it.
+absl::Status CheckDriverHandle(absl::string_view handle);
 
 class RemoteDriver final : public PolicyDriver {
  public:

@@ -24,7 +24,6 @@ namespace kit = osh::driver_kit;
 
 const std::set<std::string> kViolations = {
     "api_version",       // claims api_version 2
-    "no_name",           // empty driver_name
     "surface",           // supports only another surface
     "accept_empty",      // hands out a handle for an empty context
     "no_policy",         // answers no_verified_policy for every handle
@@ -40,9 +39,12 @@ const std::set<std::string> kViolations = {
     "shared_handle",     // one handle for every context, bound to the first
     "release_twice",     // a second release of a handle is FAILED_PRECONDITION
     "release_unknown",   // releasing an unknown handle is INTERNAL
+    "many_features",     // lists 300 features: more than the gateway accepts at start
+    "long_handle",       // hands out handles of 5,000 bytes: longer than the gateway keeps
     // Allowed by the contract, reported as warnings (exit 0):
     "ignore_key",        // ignores idempotency keys (a new handle per call) and does not claim idempotent_acquire
     "unexpiring",        // claims the expiry feature but serves expires_at_unix = 0
+    "no_name",           // empty driver_name
 };
 
 bool HasUnknownFields(const google::protobuf::Message& message) {
@@ -67,6 +69,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
     out->add_features("context_binding");
     out->add_features("expiry");
     if (!Breaks("ignore_key")) out->add_features("idempotent_acquire");
+    for (int i = 0; Breaks("many_features") && i < 300; ++i) out->add_features(absl::StrCat("feature-", i));
     return Finish(ctx, grpc::Status::OK);
   }
 
@@ -88,6 +91,7 @@ class BrokenDriver final : public drv::PolicyDriver::CallbackService {
       }
     }
     std::string handle = Breaks("shared_handle") ? "h-shared" : absl::StrCat("h-", ++next_);
+    if (Breaks("long_handle")) handle += std::string(5000, 'x');
     handles_.emplace(handle, context);  // shared: stays bound to the first context
     if (!key.empty() && !Breaks("ignore_key")) by_key_[key] = handle;
     out->set_handle(handle);

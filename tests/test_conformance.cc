@@ -153,7 +153,8 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
   // (concurrency, connection.drop): they verify every answer they get.
   const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
       {"api_version", {"capabilities.api_version"}},
-      {"no_name", {"capabilities.identity"}},
+      {"many_features", {"capabilities.call"}},
+      {"long_handle", {"acquire.valid"}},
       {"surface", {"capabilities.surface"}},
       {"accept_empty", {"acquire.malformed"}},
       {"no_policy", {"projection.result", "concurrency", "connection.drop"}},
@@ -172,7 +173,8 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
   };
   // Allowed by the contract but worth fixing: warnings, and the driver is still conformant (exit 0).
   for (const auto& [violation, expected] : std::vector<std::pair<std::string, std::string>>{
-           {"ignore_key", "acquire.idempotency"}, {"unexpiring", "projection.expiry"}}) {
+           {"ignore_key", "acquire.idempotency"}, {"unexpiring", "projection.expiry"},
+           {"no_name", "capabilities.identity"}}) {
     DriverProcess driver(dir, violation, broken({violation}));
     driver.Start();
     const Run run = Conformance(driver.socket(), trust);
@@ -201,7 +203,9 @@ TEST_CASE("conformance: each rule a broken driver violates is reported, and only
     INFO("violation " << violation << ": failed [" << Keys(run.With(conformance_v1::FAIL)) << "]\n" << run.out);
     CHECK(run.exit_code == 1);
     CHECK(run.With(conformance_v1::FAIL) == expected);
-    if (violation != "no_policy") {  // no_policy hides every projection check behind it
+    // no_policy and long_handle hide every projection check behind them; many_features is checked only once
+    // api_version and the surface are right (their own violations, in the run of everything at once).
+    if (violation != "no_policy" && violation != "long_handle" && violation != "many_features") {
       every_violation.push_back(violation);
       every_failure.insert(expected.begin(), expected.end());
     }
@@ -259,11 +263,12 @@ TEST_CASE("conformance: --restart-cmd checks that handles survive a kill -9 and 
     CHECK_THAT(ReadFile(dir / "driver.log"), !Catch::Contains("skipping an unreadable line"));
     stop_driver();
   }
-  SECTION("a driver that forgets its handles fails restart.handles, and only that") {
+  SECTION("a driver that forgets its handles is warned on restart.handles, and only that (a SHOULD)") {
     start_driver(false);
     const Run run = Conformance(socket, {"--restart-cmd", restart});
-    CHECK(run.exit_code == 1);
-    CHECK(run.With(conformance_v1::FAIL) == std::set<std::string>{"restart.handles"});
+    CHECK(run.exit_code == 0);
+    CHECK(run.With(conformance_v1::FAIL).empty());
+    CHECK(run.With(conformance_v1::WARN).count("restart.handles") == 1);
     CHECK_THAT(run.Detail("restart.handles"), Catch::Contains("NOT_FOUND") && Catch::Contains("stop refreshing"));
     stop_driver();
   }

@@ -227,13 +227,26 @@ class Harness {
     request.set_gateway_version("policy-driver-conformance " OSH_VERSION);
     request.add_accepted_surfaces(options_.surface);
     grpc::Status status = stub_->GetCapabilities(Call().get(), request, &caps_);
-    Verdict("capabilities.call", status.ok() ? "" : Describe(status), "answered");
+    std::string call_failure = status.ok() ? "" : Describe(status);
+    if (status.ok()) {
+      // What the gateway itself refuses at start (sizes, counts, names, control characters): checked by the
+      // gateway's own rule, once api_version and the surface (their own checks) are right (review 109).
+      const auto& offered = caps_.supported_surfaces();
+      if (caps_.api_version() == 1 && std::find(offered.begin(), offered.end(), options_.surface) != offered.end()) {
+        if (absl::Status bounded = drivers::CheckCapabilities(caps_, {options_.surface}); !bounded.ok()) {
+          call_failure = absl::StrCat("the gateway refuses these capabilities: ", bounded.message());
+        }
+      }
+    }
+    Verdict("capabilities.call", call_failure, "answered");
     report_.set_driver_name(caps_.driver_name());
     report_.set_driver_version(caps_.driver_version());
     if (!status.ok()) caps_.Clear();
     Verdict("capabilities.api_version",
             caps_.api_version() == 1 ? "" : absl::StrCat("api_version ", caps_.api_version()), "api_version 1");
-    Verdict("capabilities.identity", caps_.driver_name().empty() ? "driver_name is empty" : "",
+    // The contract does not require a name: operators see it in status and audit, so WARN (review 109).
+    Verdict("capabilities.identity", "",
+            caps_.driver_name().empty() ? "driver_name is empty: status and audit events name no driver" : "",
             absl::StrCat(caps_.driver_name(), " ", caps_.driver_version()));
     const auto& surfaces = caps_.supported_surfaces();
     Verdict("capabilities.surface",
@@ -254,7 +267,12 @@ class Harness {
 
   void CheckAcquire() {
     grpc::Status status = Acquire(*stub_, context_, &handle_);
-    if (status.ok() && handle_.empty()) status = grpc::Status(grpc::StatusCode::INTERNAL, "OK with an empty handle");
+    if (status.ok()) {
+      // The gateway's own rule for a handle it keeps (empty, longer than it stores, a NUL byte): review 109.
+      if (absl::Status kept = drivers::CheckDriverHandle(handle_); !kept.ok()) {
+        status = grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("a handle the gateway refuses: ", kept.message()));
+      }
+    }
     Verdict("acquire.valid",
             status.ok() ? ""
                         : absl::StrCat(Describe(status), " (for sandbox '", context_.sandbox_id(), "', subject '",
@@ -369,11 +387,14 @@ class Harness {
       if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     } while (std::chrono::system_clock::now() < until);
-    Verdict("restart.handles",
-            status.ok() && response.has_projection()
-                ? ""
-                : absl::StrCat("after the restart the handle gets ", status.ok() ? "no projection" : Describe(status),
-                               ": a gateway's admitted sandboxes would stop refreshing"),
+    // A handle forgotten (NOT_FOUND) is allowed — persisting handles is a SHOULD (docs/driver-contract.md
+    // §2.2) — and WARNs; anything else after the restart fails (review 109).
+    const std::string after =
+        absl::StrCat("after the restart the handle gets ", status.ok() ? "no projection" : Describe(status),
+                     ": a gateway's admitted sandboxes would stop refreshing");
+    const bool served = status.ok() && response.has_projection();
+    const bool forgotten = status.error_code() == grpc::StatusCode::NOT_FOUND;
+    Verdict("restart.handles", served || forgotten ? "" : after, forgotten ? after : "",
             "the handle serves after the restart");
   }
 
@@ -467,7 +488,9 @@ class Harness {
       expiry_failure =
           absl::StrCat("expired: expires_at_unix ", p.expires_at_unix(), " is in the past (now ", now, ")");
     } else if (p.issued_at_unix() > now + skew) {
-      expiry_failure = absl::StrCat("issued_at_unix ", p.issued_at_unix(), " is in the future (now ", now, ")");
+      // The gateway does not check it (SPEC §3.3): a clock to fix, not a projection refused (review 109).
+      expiry_claim = absl::StrCat("issued_at_unix ", p.issued_at_unix(), " is in the future (now ", now,
+                                  "): the driver's clock is ahead");
     } else if (p.expires_at_unix() != 0 && p.issued_at_unix() != 0 && p.expires_at_unix() < p.issued_at_unix()) {
       expiry_failure = "expires_at_unix is before issued_at_unix";
     } else if (p.expires_at_unix() == 0 && HasFeature(caps_, "expiry")) {
@@ -576,7 +599,9 @@ class Harness {
       }
       // A call abandoned mid-flight: the client gives up at once and the connection goes with it.
       grpc::ClientContext abandoned;
-      abandoned.set_deadline(std::chrono::system_clock::now() + std::chrono::microseconds(1));
+      // 5 ms, not less: the request must leave (a deadline already past fails before anything is sent), and
+      // the call is then abandoned, the driver perhaps still answering it (review 109).
+      abandoned.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(5));
       driver_v1::GetProjectionRequest request;
       request.set_handle(handle);
       request.set_surface_id(options_.surface);
