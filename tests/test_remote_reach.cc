@@ -295,6 +295,15 @@ TEST_CASE("TLS listeners: SIGHUP loads a new certificate, keeps the last good on
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
   REQUIRE(reader->Read(&pushed));  // the stream opened before the rotation is still served
   CHECK(pushed.policy_digest() != admitted.policy_digest());
+
+  // `policyctl trust reload` (ReloadTrustStore) reloads them too: an orchestrator without signals renews
+  // certificates that way (review 110). The first one back.
+  WriteFile(cert, ReadFile(first.cert));
+  WriteFile(key, ReadFile(first.key));
+  gw::ReloadTrustStoreResponse ignored;
+  g.admin().ReloadTrustStore(GatewayFixture::Context().get(), gw::ReloadTrustStoreRequest(), &ignored);
+  REQUIRE(Eventually([&] { return absl::StrContains(g.log(), "TLS reloaded: certificate CN=server1"); }));
+  REQUIRE(Eventually([&] { return FetchOver(TlsChannel(address, ca1), admitted.sandbox_handle(), &fetched).ok(); }));
   watch_context.TryCancel();
   reader->Finish();
   CHECK(g.Stop() == 0);

@@ -180,7 +180,11 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
     if (status.ok() && status_extension_) status_extension_(&*status);
     return status;
   });
-  Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [core](const auto&) { return core->ReloadTrustStore(); });
+  Add<v1::ReloadTrustStoreRequest, v1::ReloadTrustStoreResponse>("ReloadTrustStore", [this, core](const auto&) {
+    auto reloaded = core->ReloadTrustStore();
+    if (after_trust_reload_) after_trust_reload_();  // the TLS certificates too, as SIGHUP
+    return reloaded;
+  });
   Add<v1::ListAuditEventsRequest, v1::ListAuditEventsResponse>("ListAuditEvents", [core](const auto& r) { return core->ListAuditEvents(r); });
   Add<v1::EvaluateEgressRequest, v1::EvaluateEgressResponse>("EvaluateEgress", [decisions](const auto& r) { return decisions->Evaluate(r); });
   Add<v1::ExplainChangeRequest, v1::ExplainChangeResponse>("ExplainChange", [explainer](const auto& r) { return explainer->Explain(r); });

@@ -50,8 +50,13 @@ class AdminService final : public grpc::CallbackGenericService {
     decisions_deadline_ = deadline;
   }
   // ReloadTrustStore runs on `pool` (not owned; must outlive the service) instead of `driver_pool`: a
-  // revocation must not wait behind driver calls queued there (review 110). Call before serving.
-  void SetReloadPool(WorkerPool* pool) { reload_pool_ = pool; }
+  // revocation must not wait behind driver calls queued there (review 110). `also` (may be empty) runs
+  // after each trust-store reload, whatever its outcome: the TLS certificates, as SIGHUP reloads them
+  // (an orchestrator without signals renews them through `policyctl trust reload`). Call before serving.
+  void SetReloadPool(WorkerPool* pool, std::function<void()> also) {
+    reload_pool_ = pool;
+    after_trust_reload_ = std::move(also);
+  }
 
   // The feed WatchAuditEvents and WatchSandboxes stream from (not owned; must outlive the service). Unset: they are
   // UNAVAILABLE. Call before serving.
@@ -99,6 +104,7 @@ class AdminService final : public grpc::CallbackGenericService {
   store::InterceptorRecordStore* records_ = nullptr;
   WorkerPool* decisions_pool_ = nullptr;
   WorkerPool* reload_pool_ = nullptr;
+  std::function<void()> after_trust_reload_;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();
   Metrics* metrics_ = nullptr;

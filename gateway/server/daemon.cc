@@ -331,7 +331,7 @@ int Daemon::Serve() {
   decisions_pool_ = std::make_unique<WorkerPool>(2);
   admin_service_->SetDecisionsPool(decisions_pool_.get(), 256, absl::Seconds(10));
   reload_pool_ = std::make_unique<WorkerPool>(1);
-  admin_service_->SetReloadPool(reload_pool_.get());
+  admin_service_->SetReloadPool(reload_pool_.get(), [this] { ReloadTls(); });
   registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
   sandbox_service_ =
       std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
