@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -28,8 +29,12 @@ absl::Status PrepareServerSocketPath(const std::string& path, SocketFolder folde
 
 // Prepares `path`, then builds and starts `builder`'s server listening on it (services already
 // registered), the socket created 0600. UNAVAILABLE when gRPC cannot listen.
+// The socket is 0600, or with `group` 0660 for that group (given to the group while still 0600, then
+// opened to it: never open to another group). UNAVAILABLE when it cannot listen, FAILED_PRECONDITION when
+// the socket's mode or group cannot be set (the server is stopped then).
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string& path, grpc::ServerBuilder& builder,
-                                                             SocketFolder folder = SocketFolder::kPrivate);
+                                                             SocketFolder folder = SocketFolder::kPrivate,
+                                                             std::optional<gid_t> group = std::nullopt);
 
 // Makes `dir` a folder `gid` may enter but not list or write: created if missing, owned by this user,
 // group `gid`, mode 0710 (missing parents are created 0711; existing ones must let the group through).

@@ -470,6 +470,27 @@ TEST_CASE("remote: a kit driver with an expiry answers the same projection until
   }
 }
 
+TEST_CASE("driver kit: --socket-group makes the socket 0660 for that group, and a group that does not exist is refused",
+          "[integration][remote]") {
+  // Review 109: the kit's drivers could only make 0600 sockets, so a gateway running as another user could
+  // never connect without a chmod by hand after every restart.
+  TempDir dir;
+  const std::string group = std::to_string(::getegid());
+  DriverProcess driver(dir, "null", {OSH_NULL_DRIVER_BINARY, "--policy", kPolicy, "--socket-group", group});
+  driver.Start();
+  struct stat st {};
+  REQUIRE(::lstat(driver.socket().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0660);
+  CHECK(st.st_gid == ::getegid());
+  GatewayFixture g({"--driver-socket", driver.socket()});  // and the gateway takes it
+  gw::AdmitSandboxResponse admitted;
+  CHECK(g.Admit("sb-1", &admitted).ok());
+  std::string out, err;
+  CHECK(RunCommand({OSH_NULL_DRIVER_BINARY, "--socket", dir / "other.sock", "--policy", kPolicy, "--socket-group",
+                    "no-such-group-x"}, &out, &err) != 0);
+  CHECK_THAT(out + err, Catch::Contains("no-such-group-x"));
+}
+
 TEST_CASE("remote: kill -9 during an admission storm: every acknowledged admission whole, handles match",
           "[integration][remote][durability]") {
   TempDir dir;

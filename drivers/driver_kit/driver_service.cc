@@ -267,11 +267,18 @@ void DriverService::WriteHandlesFileLocked() {
   if (dir >= 0) ::close(dir);
 }
 
-absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service) {
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service,
+                                                                const std::string& socket_group) {
+  std::optional<gid_t> group;
+  if (!socket_group.empty()) {
+    auto gid = drivers::ResolveGroup(socket_group);
+    if (!gid.ok()) return gid.status();
+    group = *gid;
+  }
   grpc::ServerBuilder builder;
   builder.RegisterService(service);
   // The folder is the operator's: the gateway (perhaps another user) must reach the socket.
-  return drivers::StartUnixServer(path, builder, drivers::SocketFolder::kAsIs);
+  return drivers::StartUnixServer(path, builder, drivers::SocketFolder::kAsIs, group);
 }
 
 void BlockStopSignals() {

@@ -100,7 +100,10 @@ class DriverService final : public driver_v1::PolicyDriver::CallbackService {
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, grpc::Status status);
 
 // Serves `service` on a Unix socket created 0600 (a stale socket is replaced only if nothing listens).
-absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service);
+// `socket_group` (a name or gid, "" none): the socket is 0660 for that group instead of 0600, so a gateway
+// running as another user in that group can connect (docs/driver-contract.md §1).
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service,
+                                                                const std::string& socket_group = "");
 
 // Blocks until SIGTERM or SIGINT (which must be blocked in every thread, see BlockStopSignals), then
 // shuts the server down.

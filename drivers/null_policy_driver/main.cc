@@ -11,11 +11,14 @@ int main(int argc, char** argv) {
   osh::driver_kit::BlockStopSignals();
   CLI::App app{"null-policy-driver: serves one policy file to every sandbox context over the PolicyDriver contract"};
   app.set_version_flag("--version", OSH_VERSION);
-  std::string socket, policy_path, key_path, key_id, handles_file;
+  std::string socket, socket_group, policy_path, key_path, key_id, handles_file;
   uint64_t version = 1;
   int64_t expires_in = 0;
   bool no_context_binding = false;
   app.add_option("--socket", socket, "Unix socket to serve on (created 0600)")->required();
+  app.add_option("--socket-group", socket_group,
+                 "group (name or gid) whose members may connect: the socket is 0660 for it instead of 0600 (a gateway "
+                 "running as another user in that group)");
   app.add_option("--policy", policy_path, "policy file (YAML or JSON) served to every context")->required();
   app.add_option("--key", key_path, "PEM private key to sign projections with (from policyctl keygen)");
   app.add_option("--key-id", key_id, "trust-store key id of --key");
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
   osh::driver_kit::SourcedPolicy sourced{*policy, version, {{"driver", "null-policy-driver"}, {"policy_file", policy_path}}};
   osh::driver_kit::DriverService service(std::move(options),
                                          [sourced](const auto&) -> absl::StatusOr<osh::driver_kit::SourcedPolicy> { return sourced; });
-  auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);
+  auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service, socket_group);
   if (!server.ok()) {
     std::cerr << "null-policy-driver: " << server.status().message() << "\n";
     return 1;

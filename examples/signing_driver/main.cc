@@ -80,9 +80,12 @@ int main(int argc, char** argv) {
   osh::driver_kit::BlockStopSignals();
   CLI::App app{"example-signing-driver: per-subject policy files, context-bound, versioned, signed (Ed25519)"};
   app.set_version_flag("--version", OSH_VERSION);
-  std::string socket, folder, key_path, key_id;
+  std::string socket, socket_group, folder, key_path, key_id;
   int64_t expires_in = 0;
   app.add_option("--socket", socket, "Unix socket to serve on (created 0600)")->required();
+  app.add_option("--socket-group", socket_group,
+                 "group (name or gid) whose members may connect: the socket is 0660 for it instead of 0600 (a gateway "
+                 "running as another user in that group)");
   app.add_option("--policies", folder, "folder of <subject>.yaml files and default.yaml")->required()->check(CLI::ExistingDirectory);
   app.add_option("--key", key_path, "PEM private key from `policyctl keygen`")->required();
   app.add_option("--key-id", key_id, "the key's id in the gateway's trust store")->required();
@@ -104,7 +107,7 @@ int main(int argc, char** argv) {
   osh::driver_kit::DriverService service(
       std::move(options), [policies](const auto& context) { return Source(policies, context); },
       [policies](const auto& context) { return PolicyFileFor(policies, context.user_subject()).status(); });
-  auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service);
+  auto server = osh::driver_kit::ServeOnUnixSocket(socket, &service, socket_group);
   if (!server.ok()) {
     std::cerr << "example-signing-driver: " << server.status().message() << "\n";
     return 1;
