@@ -687,7 +687,13 @@ int Daemon::Serve() {
 
 std::string Daemon::RenderMetrics() {
   Metrics::Snapshot snapshot;
-  if (auto status = core_->GetStatus(); status.ok()) {
+  const std::optional<gateway_v1::GetStatusResponse> status =
+      metrics_status_.Get([this]() -> std::optional<gateway_v1::GetStatusResponse> {
+        auto fresh = core_->GetStatus();
+        if (!fresh.ok()) return std::nullopt;
+        return *std::move(fresh);
+      });
+  if (status.has_value()) {
     snapshot.admitted_sandboxes = status->admitted_sandboxes();
     snapshot.watchers = status->watchers();
     snapshot.driver_up = driver_->available();

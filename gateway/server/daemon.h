@@ -136,6 +136,10 @@ class Daemon {
   // The drift gauge's counts: a pass over every admitted sandbox, for a scrape that needs no credential, so
   // counted again only once 100 times the last pass's time has passed (at most 30 s).
   CostBoundedMemo<std::vector<std::pair<std::string, uint64_t>>> drift_counts_;
+  // The status a scrape reads (it counts pending releases and scopes in the database, under the lock the
+  // replicas' feed takes): asked again only once 100 times its last cost has passed, at most 5 s (review
+  // 110: a scrape needs no credential, and every one queried the database).
+  CostBoundedMemo<std::optional<gateway_v1::GetStatusResponse>> metrics_status_{100, absl::Seconds(5)};
   // TLS of the TCP listeners: one certificate, and a client CA each (tls_client_ca gates admin_listen only,
   // sandbox_client_ca sandbox_listen), so no supervisor's certificate is ever an operator's.
   int listen_error_ = kExitStartup;  // Serve's exit code when a listener cannot start (a taken TCP port: kExitConfig)
