@@ -98,15 +98,25 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartUnixServer(const std::string&
   if (server == nullptr) return absl::UnavailableError(absl::StrCat("cannot listen on ", absolute));
   // The socket just made (lchown: a link put in its place is not followed). Given to the group while 0600,
   // then opened to it; each step checked (review 109: the result was ignored).
-  const auto refuse = [&](const char* step) {
-    const std::string why = std::strerror(errno);
+  const auto refuse = [&](const std::string& step, int error) {
     server->Shutdown();
-    return absl::FailedPreconditionError(absl::StrCat("cannot ", step, " ", absolute, ": ", why));
+    return absl::FailedPreconditionError(absl::StrCat("cannot ", step, " ", absolute, ": ", std::strerror(error)));
   };
   if (group.has_value() && ::lchown(absolute.c_str(), static_cast<uid_t>(-1), *group) != 0) {
-    return refuse(absl::StrCat("give group ", *group, " the socket").c_str());
+    const int error = errno;
+    return refuse(absl::StrCat("give group ", *group, " the socket"), error);
   }
-  if (::chmod(absolute.c_str(), group.has_value() ? 0660 : 0600) != 0) return refuse("set the mode of");
+  // chmod follows links: the entry must still be a socket (not a link put in its place since).
+  struct stat st {};
+  if (::lstat(absolute.c_str(), &st) != 0) {
+    const int error = errno;
+    return refuse("find the socket at", error);
+  }
+  if (!S_ISSOCK(st.st_mode)) return refuse("find the socket at", EEXIST);
+  if (::chmod(absolute.c_str(), group.has_value() ? 0660 : 0600) != 0) {
+    const int error = errno;
+    return refuse("set the mode of", error);
+  }
   return server;
 }
 

@@ -998,7 +998,8 @@ absl::StatusOr<PgResult> PostgresStore::Read(const std::string& sql, const PgPar
 }
 
 absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const std::string& where,
-                                                                       const std::string& arg) {
+                                                                       const std::string& arg,
+                                                                       std::vector<std::string>* skipped) {
   PgParams params;
   if (!arg.empty()) params.Add(arg);
   auto rows = Read(absl::StrCat(
@@ -1015,9 +1016,12 @@ absl::StatusOr<std::vector<SandboxRecord>> PostgresStore::ReadSandboxes(const st
     SandboxRecord r;
     r.context_bytes = rows->Bytes(i, 0);
     // A row that does not decode is left out, said once per read, rather than failing the whole read: one
-    // bad row stopped every replica's feed for good (and every start). Left out, its sandbox is not
-    // served here (its handle is unknown): fail closed, the others go on (review 108).
+    // bad row stopped every replica's feed for good (and every start). A replica starting does not serve
+    // it (its handle is unknown: fail closed); one that has it keeps what it verified before (the feed
+    // neither applies nor removes it: removing would end its watchers as revoked and release its handle by
+    // context — review 112). The others go on (review 108).
     const auto skip = [&](absl::string_view why) {
+      if (skipped != nullptr) skipped->push_back(rows->Bytes(i, 15));
       if (notice_) {
         notice_(absl::StrCat("sandbox row '", common::BoundedText(rows->Bytes(i, 15), 256), "' is not served: ", why,
                              " (restore it from a backup, or delete the sandbox)"));
@@ -2152,13 +2156,15 @@ absl::Status PostgresStore::ReadFeed() {
     auto json = JsonIdList({sandbox_ids.begin(), sandbox_ids.end()});
     if (!json.ok()) return json.status();
     // Lock order: feed_mu_, then read_mu_ (a commit waiting for feed_mu_ holds only mu_).
+    std::vector<std::string> unreadable;  // rows present that do not decode: neither applied nor removed
     auto present = [&]() -> absl::StatusOr<std::vector<SandboxRecord>> {
       absl::MutexLock read_lock(&read_mu_);
-      return ReadSandboxes(absl::StrCat("WHERE s.sandbox_id", kInJsonList), *json);
+      return ReadSandboxes(absl::StrCat("WHERE s.sandbox_id", kInJsonList), *json, &unreadable);
     }();
     if (!present.ok()) return present.status();
     std::set<std::string> gone = sandbox_ids;
     for (const auto& r : *present) gone.erase(r.context.sandbox_id());
+    for (const auto& id : unreadable) gone.erase(id);
     changes.sandboxes = *std::move(present);
     changes.removed.assign(gone.begin(), gone.end());
     remote_listener_->OnRemoteChanges(changes);

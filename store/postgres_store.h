@@ -211,7 +211,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Appends to the change feed in the current transaction (`kind`: sandboxes, policy, ceiling).
   absl::Status Announce(const std::string& kind, const std::string& payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sandboxes matching `where` (SQL over table s, with $1 = `arg` when not empty), on the read connection.
-  absl::StatusOr<std::vector<SandboxRecord>> ReadSandboxes(const std::string& where, const std::string& arg)
+  // A row that does not decode is left out, said through notice_, and its id added to `skipped` (if given).
+  absl::StatusOr<std::vector<SandboxRecord>> ReadSandboxes(const std::string& where, const std::string& arg,
+                                                           std::vector<std::string>* skipped = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // A read on the read connection, reconnecting once if it had broken.
   absl::StatusOr<PgResult> Read(const std::string& sql, const PgParams& params = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);

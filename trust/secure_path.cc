@@ -1,6 +1,5 @@
 #include "trust/secure_path.h"
 
-#include <atomic>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -2,7 +2,8 @@
 // folder above it must be owned by root or by this process's user and not writable by group or others —
 // except a root-owned folder with the sticky bit (such as /tmp), where others cannot replace our entries,
 // and a folder writable by the group AcceptGroupWritableFolders names (a Kubernetes pod's fsGroup).
-// Symlinks are resolved first. Pure function of the filesystem; thread-safe.
+// Symlinks are resolved first. A function of the filesystem and of AcceptGroupWritableFolders (set once at
+// start); thread-safe.
 #pragma once
 
 #include <sys/types.h>

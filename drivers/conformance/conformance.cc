@@ -487,12 +487,12 @@ class Harness {
     if (p.expires_at_unix() != 0 && p.expires_at_unix() <= now - skew) {
       expiry_failure =
           absl::StrCat("expired: expires_at_unix ", p.expires_at_unix(), " is in the past (now ", now, ")");
+    } else if (p.expires_at_unix() != 0 && p.issued_at_unix() != 0 && p.expires_at_unix() < p.issued_at_unix()) {
+      expiry_failure = "expires_at_unix is before issued_at_unix";
     } else if (p.issued_at_unix() > now + skew) {
       // The gateway does not check it (SPEC §3.3): a clock to fix, not a projection refused (review 109).
       expiry_claim = absl::StrCat("issued_at_unix ", p.issued_at_unix(), " is in the future (now ", now,
                                   "): the driver's clock is ahead");
-    } else if (p.expires_at_unix() != 0 && p.issued_at_unix() != 0 && p.expires_at_unix() < p.issued_at_unix()) {
-      expiry_failure = "expires_at_unix is before issued_at_unix";
     } else if (p.expires_at_unix() == 0 && HasFeature(caps_, "expiry")) {
       expiry_claim = "features lists expiry, but expires_at_unix is 0 (never expires)";
     }

@@ -101,6 +101,7 @@ Daemon::Started Daemon::Start(const Config& config, const store::Clock* clock, s
 }
 
 int Daemon::Build() {
+  trust::AcceptGroupWritableFolders(std::nullopt);  // this daemon's fs_group alone (tests run several)
   if (!config_.fs_group.empty()) {
     // Before any ownership check (the state folder's, the database's): a group the gateway runs with, never
     // root's, whose write permission on folders counts as the gateway's own.
@@ -612,8 +613,8 @@ int Daemon::Serve() {
       // refresh scheduler's tick catches what comes later.
       if (available && !release_delivery_queued_.exchange(true)) {
         driver_pool_->Submit([this] {
-          release_delivery_queued_ = false;
           core_->DeliverPendingReleases();
+          release_delivery_queued_ = false;  // after: one queued or running at a time (review 112)
         });
       }
     });

@@ -120,12 +120,16 @@ class Daemon {
   std::unique_ptr<GatewayCore> core_;
   size_t loaded_ = 0;
   std::unique_ptr<WorkerPool> pool_;         // admin and sandbox calls that do not wait on the driver
-  std::unique_ptr<WorkerPool> driver_pool_;
-  std::unique_ptr<WorkerPool> decisions_pool_;
-  // Trust-store and TLS reloads (SIGHUP, ReloadTrustStore): one thread of their own, so a revocation never
-  // waits behind the driver calls queued on driver_pool_ while a driver stalls (review 110).
+  std::unique_ptr<WorkerPool> driver_pool_;    // calls that wait on the driver (see AdminService)
+  std::unique_ptr<WorkerPool> decisions_pool_;  // EvaluateEgress and ExplainChange only
+  // Trust-store and TLS reloads (SIGHUP, ReloadTrustStore): one thread of their own, so a reload never
+  // waits behind the driver calls queued on driver_pool_ while a driver stalls (review 110). A reload's own
+  // re-check refreshes the sandboxes a revocation refused on it, one at a time, after refusing them all:
+  // a reload behind that one waits for those refreshes (review 112; not mended).
   std::unique_ptr<WorkerPool> reload_pool_;
-  std::atomic<bool> release_delivery_queued_{false};  // a delivery of queued handle releases waits on driver_pool_  // EvaluateEgress and ExplainChange only  // those that do (see AdminService)
+  // A delivery of queued handle releases is queued on or running in driver_pool_: at most one at a time,
+  // so a driver that flaps cannot fill the admissions' pool with deliveries waiting for each other.
+  std::atomic<bool> release_delivery_queued_{false};
   std::unique_ptr<EgressDecisions> decisions_;
   std::unique_ptr<ChangeExplainer> explainer_;  // ExplainChange
   std::unique_ptr<AuditFeed> audit_feed_;  // WatchAuditEvents; outlives the servers (closed in Stop)
