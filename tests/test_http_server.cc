@@ -226,34 +226,44 @@ TEST_CASE("http server: a client is its address, and an IPv6 /64 is a block of t
   CHECK(osh::common::AddressText(&unix_address).empty());
 }
 
-TEST_CASE("http server: 32 connections from one address fill its place only, and a closed one frees it",
-          "[http_server]") {
-  HttpServer::Options options;
-  options.allow = {"127.0.0.0/8"};
-  auto server = Echo("0.0.0.0", options);
+namespace {
+
+// Holds `share` connections from 127.0.0.1 and checks that one more from it is closed unanswered (once
+// the server has counted them: it counts as it takes each in) while one from 127.0.0.2, another share, is
+// answered. Returns the connections held.
+std::vector<int> FillShareOf127001(HttpServer& server, int share) {
   std::vector<int> held;
-  for (int i = 0; i < 32; ++i) {
-    const int fd = ConnectFrom("127.0.0.1", server->port());
+  for (int i = 0; i < share; ++i) {
+    const int fd = ConnectFrom("127.0.0.1", server.port());
     REQUIRE(fd >= 0);
     held.push_back(fd);
   }
-  // The 33rd from 127.0.0.1 is closed unanswered, once the server has counted the 32 (it counts as it
-  // takes each connection in); one from 127.0.0.2 is another share and is answered.
   bool refused = false;
-  // Up to 30 s: under a loaded suite (ctest -j) the server may take a while to take the 32 in (a dev run
+  // Up to 30 s: under a loaded suite (ctest -j) the server may take a while to take them in (a dev run
   // once ran out at 5 s); a server that never refuses still fails.
   for (int attempt = 0; attempt < 300 && !refused; ++attempt) {
-    const int fd = ConnectFrom("127.0.0.1", server->port());
+    const int fd = ConnectFrom("127.0.0.1", server.port());
     REQUIRE(fd >= 0);
     refused = Get(fd).empty();
     ::close(fd);
     if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   CHECK(refused);
-  const int other = ConnectFrom("127.0.0.2", server->port());
+  const int other = ConnectFrom("127.0.0.2", server.port());
   REQUIRE(other >= 0);
   CHECK_THAT(Get(other), Catch::StartsWith("HTTP/1.1 200"));
   ::close(other);
+  return held;
+}
+
+}  // namespace
+
+TEST_CASE("http server: 32 connections from one address fill its place only, and a closed one frees it",
+          "[http_server]") {
+  HttpServer::Options options;
+  options.allow = {"127.0.0.0/8"};
+  auto server = Echo("0.0.0.0", options);
+  std::vector<int> held = FillShareOf127001(*server, 32);
   // One of the 32 closes: its place is free again (the server notices the close on its next turn).
   ::close(held.back());
   held.pop_back();
@@ -277,24 +287,5 @@ TEST_CASE("http server: on a small server one address holds a quarter of the con
   options.allow = {"127.0.0.0/8"};
   options.max_connections = 64;
   auto server = Echo("0.0.0.0", options);
-  std::vector<int> held;
-  for (int i = 0; i < 16; ++i) {
-    const int fd = ConnectFrom("127.0.0.1", server->port());
-    REQUIRE(fd >= 0);
-    held.push_back(fd);
-  }
-  bool refused = false;
-  for (int attempt = 0; attempt < 300 && !refused; ++attempt) {
-    const int fd = ConnectFrom("127.0.0.1", server->port());
-    REQUIRE(fd >= 0);
-    refused = Get(fd).empty();
-    ::close(fd);
-    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  CHECK(refused);
-  const int other = ConnectFrom("127.0.0.2", server->port());
-  REQUIRE(other >= 0);
-  CHECK_THAT(Get(other), Catch::StartsWith("HTTP/1.1 200"));
-  ::close(other);
-  for (int fd : held) ::close(fd);
+  for (int fd : FillShareOf127001(*server, 16)) ::close(fd);
 }

@@ -64,6 +64,14 @@ absl::Status CheckChain(const std::filesystem::path& start, const std::string& p
 
 }  // namespace
 
+bool ProcessHasGroup(gid_t group) {
+  if (group == ::getegid()) return true;
+  std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))));
+  const int n = groups.empty() ? 0 : ::getgroups(static_cast<int>(groups.size()), groups.data());
+  groups.resize(static_cast<size_t>(std::max(0, n)));
+  return std::find(groups.begin(), groups.end(), group) != groups.end();
+}
+
 void AcceptGroupWritableFolders(std::optional<gid_t> group) {
   accepted_folder_group = group ? static_cast<int64_t>(*group) : -1;
 }
@@ -129,12 +137,8 @@ absl::StatusOr<std::string> ReadPrivateKeyFile(const std::string& path, const st
   };
   if ((st.st_mode & S_IRWXO) != 0) return refuse("a private key must not be accessible to others", "chmod o-rwx");
   if ((st.st_mode & (S_IWGRP | S_IXGRP)) != 0) return refuse("a private key must not be writable by its group", "chmod g-wx");
-  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != ::getegid()) {
-    std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))));
-    const int n = groups.empty() ? 0 : ::getgroups(static_cast<int>(groups.size()), groups.data());
-    if (std::find(groups.begin(), groups.begin() + std::max(0, n), st.st_gid) == groups.begin() + std::max(0, n)) {
-      return refuse(absl::StrCat("readable by group ", st.st_gid, ", which this process is not in"), "chmod g-r");
-    }
+  if ((st.st_mode & S_IRGRP) != 0 && !ProcessHasGroup(st.st_gid)) {
+    return refuse(absl::StrCat("readable by group ", st.st_gid, ", which this process is not in"), "chmod g-r");
   }
   absl::StatusOr<std::string> checked = ResolveNoOneElseCanWrite(path, what);
   if (!checked.ok()) return checked.status();

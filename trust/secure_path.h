@@ -16,10 +16,13 @@
 
 namespace osh::trust {
 
+// Whether this process runs with `group` (its effective group or a supplementary one).
+bool ProcessHasGroup(gid_t group);
+
 // A group whose write permission on a folder counts as this process's own: a Kubernetes pod's fsGroup
 // (Kubernetes makes its volumes' folders group-writable). Folders only, never files. The caller checks
-// that the process runs with the group and that it is not root's (the gateway's `fs_group`). Set once at
-// start-up, before any check; none by default.
+// that the process runs with the group (ProcessHasGroup) and that it is not root's (the gateway's
+// `fs_group`). Set once at start-up, before any check; none by default (nullopt).
 void AcceptGroupWritableFolders(std::optional<gid_t> group);
 
 // OK, or PERMISSION_DENIED "<what> <path>: <component> is …" naming the first component at fault and

@@ -579,8 +579,9 @@ void GatewayCore::AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_
   if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));
   AdmissionSlots::Slot slot = slots_.Take(id);
   if (!slot.taken()) {
-    return done(absl::AbortedError(
-        absl::StrCat("an admission of sandbox '", id, "' is in progress (or its old handle is being released); retry")));
+    return done(common::Refused(absl::StatusCode::kAborted, "admission_in_progress",
+                                absl::StrCat("an admission of sandbox '", id,
+                                             "' is in progress (or its old handle is being released); retry")));
   }
   // Again with the slot held: a racing admission may have finished between the check above and Take.
   if (registry_->Contains(id)) return done(absl::AlreadyExistsError(absl::StrCat("sandbox '", id, "' is already admitted")));

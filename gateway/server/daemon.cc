@@ -110,11 +110,7 @@ int Daemon::Build() {
       LogError(absl::StrCat("fs_group: ", gid.status().message()));
       return kExitConfig;
     }
-    std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))) + 1);
-    const int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
-    groups.resize(static_cast<size_t>(std::max(0, n)));
-    const bool mine = *gid == ::getegid() || std::find(groups.begin(), groups.end(), *gid) != groups.end();
-    if (*gid == 0 || !mine) {
+    if (*gid == 0 || !trust::ProcessHasGroup(*gid)) {
       LogError(absl::StrCat("fs_group ", config_.fs_group, " (gid ", *gid, "): ",
                             *gid == 0 ? "root's group is never accepted" : "not a group this process runs with"));
       return kExitConfig;
