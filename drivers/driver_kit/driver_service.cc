@@ -2,11 +2,9 @@
 
 #include <openssl/rand.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -223,7 +221,6 @@ grpc::ServerUnaryReactor* DriverService::ReleaseHandle(grpc::CallbackServerConte
 
 void DriverService::WriteHandlesFileLocked() {
   if (options_.handles_file.empty()) return;
-  const std::string tmp = options_.handles_file + ".tmp";
   std::string text;
   for (const auto& [handle, context] : handles_) {
     const auto key = key_of_.find(handle);
@@ -245,26 +242,9 @@ void DriverService::WriteHandlesFileLocked() {
   }
   // 0600 (handles and contexts are no one else's to read), flushed, renamed over, the folder flushed: a
   // crash leaves the old table or the new one, and an acknowledged handle survives it.
-  const auto failed = [&](const char* step) {
-    Log(absl::StrCat("handles file ", options_.handles_file, ": cannot ", step, ": ", std::strerror(errno),
-                     " (live handles may be lost at a restart)"));
-  };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return failed("create its temporary file");
-  bool ok = ::fchmod(fd, 0600) == 0;
-  for (size_t done = 0; ok && done < text.size();) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
+  if (absl::Status written = policy::WriteFileAtomically(options_.handles_file, text, 0600); !written.ok()) {
+    Log(absl::StrCat("handles file: ", written.message(), " (live handles may be lost at a restart)"));
   }
-  ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return failed("write it");
-  if (std::rename(tmp.c_str(), options_.handles_file.c_str()) != 0) return failed("rename it into place");
-  const std::string folder = std::filesystem::path(options_.handles_file).parent_path().string();
-  const int dir = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0 || ::fsync(dir) != 0) failed("flush its folder");
-  if (dir >= 0) ::close(dir);
 }
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(const std::string& path, grpc::Service* service,
