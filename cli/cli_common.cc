@@ -1,5 +1,7 @@
 #include "cli/cli_common.h"
 
+#include "common/bounded_text.h"
+
 #include <jansson.h>
 
 #include <algorithm>
@@ -76,7 +78,24 @@ std::unique_ptr<openshell::policy::gateway::v1::PolicyGateway::Stub> AdminStub(c
   return channel ? openshell::policy::gateway::v1::PolicyGateway::NewStub(channel) : nullptr;
 }
 
-void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows) {
+std::string TerminalText(const std::string& text, bool quoted, size_t max_bytes) {
+  if (!quoted) return common::BoundedText(text, max_bytes);
+  std::string escaped;  // `\` and `"` first, so the escapes BoundedText writes read as escapes
+  escaped.reserve(text.size());
+  for (char c : text) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    escaped += c;
+  }
+  return common::BoundedText(escaped, max_bytes);
+}
+
+void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& raw_rows) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw_rows.size());
+  for (const auto& raw : raw_rows) {
+    std::vector<std::string>& row = rows.emplace_back();
+    for (const auto& cell : raw) row.push_back(TerminalText(cell));
+  }
   std::vector<size_t> widths(headers.size(), 0);
   auto widen = [&widths](const std::vector<std::string>& row) {
     for (size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());

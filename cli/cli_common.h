@@ -82,8 +82,14 @@ bool CallAdmin(const Options& options, int& exit_code,
 absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string& flag,
                         google::protobuf::Map<std::string, std::string>* out);
 
+// Text another party chose (a driver's reason, a stored audit field, a sandbox id read back from a
+// database someone may have edited), fit for an operator's terminal: control characters and terminal
+// escapes escaped, invalid UTF-8 escaped, at most `max_bytes` (common::BoundedText). `quoted`: `"` and `\`
+// escaped too, for a value printed between quotes (no forged `actor=` after a closing quote).
+std::string TerminalText(const std::string& text, bool quoted = false, size_t max_bytes = 4096);
+
 // A table: each column as wide as its widest cell (header included), two spaces apart, the last column
-// unpadded.
+// unpadded. Every cell is printed as TerminalText.
 void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows);
 
 // Protobuf JSON mapping with proto field names and default values printed.

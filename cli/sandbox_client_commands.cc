@@ -170,6 +170,9 @@ void AddSandboxClientCommands(CLI::App& app, const Options& options, int& exit_c
                         << std::endl;
             } else if (event.kind == sandbox_client::WatchEvent::kReportFailed && *report) {
               std::cerr << "report for " << event.digest << " failed: " << event.detail << std::endl;
+            } else if (event.kind == sandbox_client::WatchEvent::kExpired ||
+                       event.kind == sandbox_client::WatchEvent::kRevoked) {
+              std::cerr << "no longer in force " << event.digest << ": " << event.detail << std::endl;
             }
           });
       exit_code = ended.ok() ? kExitOk : ReportStatus(ended);

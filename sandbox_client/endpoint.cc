@@ -77,12 +77,34 @@ absl::Status CheckSocketPath(const std::string& socket_path) {
 
 void QuietGrpcLogs() { ::setenv("GRPC_VERBOSITY", "NONE", /*overwrite=*/0); }
 
+absl::Status CheckKeepalive(const Keepalive& keepalive) {
+  if (keepalive.time < kMinKeepalive) {
+    return absl::InvalidArgumentError(absl::StrCat("keepalive of ", keepalive.time.count(),
+                                                   " ms: the gateway accepts a ping every ", kMinKeepalive.count(),
+                                                   " ms at most and drops a connection that pings more often"));
+  }
+  if (keepalive.timeout.count() <= 0) {
+    return absl::InvalidArgumentError("keepalive timeout: must be above 0 ms");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpoint,
-                                                           std::chrono::milliseconds connect_timeout) {
+                                                           std::chrono::milliseconds connect_timeout,
+                                                           const Keepalive& keepalive) {
+  if (absl::Status checked = CheckKeepalive(keepalive); !checked.ok()) return checked;
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(keepalive.time.count()));
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(keepalive.timeout.count()));
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+  arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // a quiet watch sends no data: ping anyway
+  auto create = [&](const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    return grpc::CreateCustomChannel(target, credentials, arguments);
+  };
   std::shared_ptr<grpc::Channel> channel;
   if (endpoint.server.empty()) {
     if (absl::Status usable = CheckSocketPath(endpoint.unix_socket); !usable.ok()) return usable;
-    channel = grpc::CreateChannel(endpoint.Describe(), grpc::InsecureChannelCredentials());
+    channel = create(endpoint.Describe(), grpc::InsecureChannelCredentials());
   } else if (endpoint.ca_file.empty()) {
     if (!endpoint.cert_file.empty()) {
       return absl::InvalidArgumentError("a client certificate needs TLS: give the CA file of the gateway's certificate");
@@ -91,7 +113,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpo
       return absl::InvalidArgumentError(absl::StrCat(
           endpoint.server, ": a gateway off loopback is reached with TLS only: give the CA file of its certificate"));
     }
-    channel = grpc::CreateChannel(endpoint.server, grpc::InsecureChannelCredentials());
+    channel = create(endpoint.server, grpc::InsecureChannelCredentials());
   } else {
     grpc::SslCredentialsOptions tls;
     auto ca = ReadPem(endpoint.ca_file, "CA file");
@@ -108,7 +130,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpo
       tls.pem_cert_chain = *std::move(cert);
       tls.pem_private_key = *std::move(key);
     }
-    channel = grpc::CreateChannel(endpoint.server, grpc::SslCredentials(tls));
+    channel = create(endpoint.server, grpc::SslCredentials(tls));
   }
   if (connect_timeout.count() > 0 &&
       !channel->WaitForConnected(std::chrono::system_clock::now() + connect_timeout)) {

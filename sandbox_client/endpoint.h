@@ -32,9 +32,23 @@ struct Endpoint {
 // otherwise; QuietGrpcLogs() sets GRPC_VERBOSITY=NONE unless the environment already sets it. Programs call
 // it first thing in main (policyctl and the example supervisor do), before gRPC starts; errors still reach
 // the caller as statuses, with hints.
+//
+// Every channel pings its gateway (HTTP/2 keepalive) every `keepalive.time` while a call is open, never
+// while idle, however long the call sends nothing; a ping not answered within `keepalive.timeout` closes
+// the connection and fails its calls UNAVAILABLE. So a stream whose connection was dropped without a reset
+// (a NAT or firewall forgetting an idle flow, a host gone) ends within time + timeout and is reopened,
+// instead of waiting for ever. The gateway's listeners accept a ping every kMinKeepalive (5 s) and close
+// a connection that pings more often: times below that are refused (INVALID_ARGUMENT).
+struct Keepalive {
+  std::chrono::milliseconds time{20000};
+  std::chrono::milliseconds timeout{10000};
+};
+inline constexpr std::chrono::milliseconds kMinKeepalive{5000};
+absl::Status CheckKeepalive(const Keepalive& keepalive);
 void QuietGrpcLogs();
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const Endpoint& endpoint,
-                                                           std::chrono::milliseconds connect_timeout);
+                                                           std::chrono::milliseconds connect_timeout,
+                                                           const Keepalive& keepalive = {});
 
 // OK when `socket_path` is a Unix socket something listens on; UNAVAILABLE at once, naming the path,
 // when it is missing, not a socket, or refuses (nobody listening); PERMISSION_DENIED when we may not.

@@ -13,7 +13,8 @@
 namespace osh::sandbox_client {
 
 absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO (or a device) put at the path is refused below, not waited on for ever (review 113).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return std::optional<std::string>();
     return absl::FailedPreconditionError(absl::StrCat("cannot be read: ", std::strerror(errno)));
@@ -40,6 +41,12 @@ absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& pa
   if (error != 0) return absl::FailedPreconditionError(absl::StrCat("cannot be read: ", std::strerror(error)));
   if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError("not a regular file");
   if ((st.st_mode & 022) != 0) return absl::FailedPreconditionError("writable by group or others (expected mode 0600)");
+  // Another user's file put in its place (by whoever can write the folder) would set the floor it likes
+  // (review 115): the process's own files only.
+  if (st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat("owned by uid ", st.st_uid, ", not by this process's user (uid ",
+                                                      ::geteuid(), ")"));
+  }
   if (text.size() > max_bytes || st.st_size > static_cast<off_t>(max_bytes)) return absl::FailedPreconditionError("corrupt: too large");
   return std::optional<std::string>(std::move(text));
 }

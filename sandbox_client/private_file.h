@@ -12,7 +12,8 @@
 namespace osh::sandbox_client {
 
 // The file's content; nullopt when it does not exist (a first start). An error (message without the path)
-// when it cannot be read, is not a regular file, is writable by group or others, or exceeds `max_bytes`.
+// when it cannot be read, is not a regular file, is writable by group or others, is not owned by the
+// process's effective user, or exceeds `max_bytes`.
 absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& path, size_t max_bytes);
 
 // Replaces `path` with `text`: a 0600 temporary file in the same folder, fsync'd, renamed over it, and the

@@ -117,6 +117,7 @@ absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file) {
     return handle;
   }
   if (const char* value = std::getenv(kHandleVariable)) handle = std::string(absl::StripAsciiWhitespace(value));
+  ::unsetenv(kHandleVariable);
   if (handle.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("no sandbox handle: give a handle file or set ", kHandleVariable));
@@ -167,7 +168,7 @@ absl::StatusOr<std::unique_ptr<SandboxClient>> SandboxClient::Connect(ClientOpti
     if (!created.ok()) return created.status();
     log = *std::move(created);
   }
-  auto channel = OpenChannel(options.endpoint, std::chrono::milliseconds(0));
+  auto channel = OpenChannel(options.endpoint, std::chrono::milliseconds(0), options.keepalive);
   if (!channel.ok()) return channel.status();
   std::unique_ptr<SandboxClient> client(new SandboxClient(std::move(options), *std::move(channel), floor));
   absl::MutexLock lock(&client->log_mu_);
@@ -447,43 +448,48 @@ void SandboxClient::ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdr
     mu_.Lock();
     if (watch_done_ || current_.get() != policy) continue;
     const std::shared_ptr<const VerifiedPolicy> expired = current_;
-    const bool fail_closed = options_.on_expiry == ClientOptions::OnExpiry::kFailClosed;
     expiry_handled_ = policy;
     mu_.Unlock();
-    const std::string why = absl::StrCat(trust::reason::kExpired, ": the policy in force (version ",
-                                         expired->projection.policy_version(), ") expired at ", expires,
-                                         " and no newer projection arrived");
-    absl::Status withdrawn = absl::OkStatus();
-    if (fail_closed) {
-      withdrawn = withdraw ? withdraw(*expired) : absl::FailedPreconditionError("no withdraw function");
-    }
-    std::string detail = why;
-    if (!fail_closed) {
-      detail += " (kept in force)";
-    } else if (withdrawn.ok()) {
-      detail += " (withdrawn: fail closed)";
-    } else {
-      detail += absl::StrCat(" (could not be withdrawn: ", withdrawn.message(), "; the watch ends)");
-    }
-    Emit(on_event, {WatchEvent::kExpired, expired->digest(), detail, std::chrono::milliseconds(0)});
-    if (options_.report) {
-      if (absl::Status reported = Report(expired->digest(), why); !reported.ok()) {
-        Emit(on_event, {WatchEvent::kReportFailed, expired->digest(), std::string(reported.message()),
-                        std::chrono::milliseconds(0)});
-      }
-    }
+    EndInForce(expired, WatchEvent::kExpired,
+               absl::StrCat(trust::reason::kExpired, ": the policy in force (version ", expired->projection.policy_version(),
+                            ") expired at ", expires, " and no newer projection arrived"),
+               on_event, withdraw);
     mu_.Lock();
-    if (fail_closed) {
-      current_ = nullptr;
-      if (!withdrawn.ok()) {
-        ended_ = absl::FailedPreconditionError(detail);
-        if (watching_ != nullptr) watching_->TryCancel();
-        if (proving_ != nullptr) proving_->TryCancel();
-        stop_cv_.SignalAll();
-      }
-    }
   }
   mu_.Unlock();
+}
+
+void SandboxClient::EndInForce(const std::shared_ptr<const VerifiedPolicy>& policy, WatchEvent::Kind kind,
+                               const std::string& why, const EventFn& on_event, const WithdrawFn& withdraw) {
+  const bool fail_closed = options_.on_expiry == ClientOptions::OnExpiry::kFailClosed;
+  absl::Status withdrawn = absl::OkStatus();
+  if (fail_closed) {
+    withdrawn = withdraw ? withdraw(*policy) : absl::FailedPreconditionError("no withdraw function");
+  }
+  std::string detail = why;
+  if (!fail_closed) {
+    detail += " (kept in force)";
+  } else if (withdrawn.ok()) {
+    detail += " (withdrawn: fail closed)";
+  } else {
+    detail += absl::StrCat(" (could not be withdrawn: ", withdrawn.message(), "; the watch ends)");
+  }
+  Emit(on_event, {kind, policy->digest(), detail, std::chrono::milliseconds(0)});
+  if (options_.report) {
+    if (absl::Status reported = Report(policy->digest(), why); !reported.ok()) {
+      Emit(on_event, {WatchEvent::kReportFailed, policy->digest(), std::string(reported.message()),
+                      std::chrono::milliseconds(0)});
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (!fail_closed) return;
+  if (current_ == policy) current_ = nullptr;
+  if (!withdrawn.ok()) {
+    ended_ = absl::FailedPreconditionError(detail);
+    if (watching_ != nullptr) watching_->TryCancel();
+    if (proving_ != nullptr) proving_->TryCancel();
+    stop_cv_.SignalAll();
+  }
 }
 
 absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event, const WithdrawFn& withdraw) {
@@ -510,7 +516,7 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
   std::chrono::milliseconds backoff = options_.initial_backoff;
   auto accepted = std::chrono::steady_clock::now();  // Watch's start, then the last stream accepted
   for (;;) {
-    grpc::ClientContext context;  // no deadline: a watch lasts
+    grpc::ClientContext context;  // no deadline: a watch lasts (keepalive notices a dead connection)
     context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.handle));
     {
       absl::MutexLock lock(&mu_);
@@ -525,6 +531,21 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
     // force and is dropped at once (a gateway crashing in a loop) keeps backing off.
     if (connected && std::chrono::steady_clock::now() - opened >= options_.backoff_reset_after) {
       backoff = options_.initial_backoff;
+    }
+    if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+        common::ReasonOf(FromGrpc(status)) == trust::reason::kKeyRevoked) {
+      // The gateway no longer serves the policy in force: a trust-store reload revoked its key and no
+      // re-signed projection replaced it (review 115: supervisors kept enforcing it). Ended as an expired
+      // one is; a re-signed projection later is applied as any other.
+      absl::MutexLock serialized(&apply_mu_);
+      std::shared_ptr<const VerifiedPolicy> in_force;
+      {
+        absl::MutexLock lock(&mu_);
+        in_force = current_;
+      }
+      if (in_force != nullptr) {
+        EndInForce(in_force, WatchEvent::kRevoked, std::string(status.error_message()), on_event, withdraw);
+      }
     }
     absl::MutexLock lock(&mu_);
     watching_ = nullptr;

@@ -47,8 +47,11 @@ namespace osh::sandbox_client {
 // The environment variable a supervisor may take its handle from (never argv: it would show in ps).
 inline constexpr char kHandleVariable[] = "POLICY_GATEWAY_SANDBOX_HANDLE";
 
-// The sandbox handle from `handle_file` (its first line) when given, else from kHandleVariable.
-// INVALID_ARGUMENT naming the file or the variable when there is none or it is empty.
+// The sandbox handle from `handle_file` (its first line) when given, else from kHandleVariable, which is
+// then removed from this process's environment (whatever it held): programs the supervisor starts — the
+// sandboxed workload among them — must not inherit the secret (review 113). Call it at start, before
+// other threads read the environment (unsetenv is not thread-safe). INVALID_ARGUMENT naming the file or
+// the variable when there is none or it is empty.
 absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file);
 
 struct ClientOptions {
@@ -63,6 +66,9 @@ struct ClientOptions {
   std::function<int64_t()> now_unix;  // null: the system clock
   bool report = true;  // Watch reports LOADED / FAILED for each projection it handles (false: a viewer)
   std::chrono::milliseconds call_timeout{30000};
+  // HTTP/2 keepalive of the connection (endpoint.h): a watch whose connection was dropped without a reset
+  // ends UNAVAILABLE within time + timeout (30 s by default) and is reopened. time below 5 s: Connect refuses.
+  Keepalive keepalive;
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{30000};
   // The back-off starts again from initial_backoff only after a stream stayed open this long (a gateway
@@ -93,7 +99,9 @@ struct ClientOptions {
   // Watch reports it FAILED ("expired: ...") and emits kExpired. kFailClosed (the default) then withdraws
   // it: the `withdraw` function given to Watch is called and current() becomes null; with no `withdraw`
   // function (or when it fails), Watch ends with FAILED_PRECONDITION "expired: ..." so that the supervisor
-  // stops. kKeepLastGood leaves it in force (still reported FAILED).
+  // stops. kKeepLastGood leaves it in force (still reported FAILED). The same holds when a watch ends
+  // with `key_revoked` (kRevoked): the gateway no longer serves the policy in force, since a trust-store
+  // reload revoked its key and the driver gave no re-signed one.
   enum class OnExpiry { kFailClosed, kKeepLastGood };
   OnExpiry on_expiry = OnExpiry::kFailClosed;
 
@@ -131,6 +139,8 @@ struct WatchEvent {
     kDisconnected,  // the stream ended; it is re-opened after `retry_in`
     kReportFailed,  // a report could not be delivered (the projection stays applied)
     kExpired,       // the policy in force expired with no newer one (reported FAILED; withdrawn unless kKeepLastGood)
+    kRevoked,       // the gateway refuses the policy in force: its key was revoked (key_revoked) and no
+                    // re-signed one replaced it (reported FAILED; withdrawn unless kKeepLastGood, as kExpired)
   };
   Kind kind;
   std::string digest;   // the projection concerned, if any
@@ -163,7 +173,7 @@ class SandboxClient {
   // The watch loop (see above). `apply` installs a verified policy in the sandbox and returns OK, or
   // why it could not (reported FAILED). `on_event` may be null; it is called from the watching thread
   // and, for kExpired, from the expiry timer's thread, one call at a time. `withdraw` removes an expired
-  // policy from enforcement (deny everything until a newer one is applied) and returns OK, or why it could
+  // (or revoked: kRevoked) policy from enforcement (deny everything until a newer one is applied) and returns OK, or why it could
   // not. `apply` and `withdraw` never run concurrently. Returns the status that ended it: OK after Stop(),
   // UNAUTHENTICATED when the gateway no longer accepts the handle (see unknown_handle_grace), FAILED_PRECONDITION "expired: ..." when
   // the policy in force expired and could not be withdrawn (see ClientOptions::on_expiry).
@@ -197,6 +207,10 @@ class SandboxClient {
   bool ReadStream(grpc::ClientContext* context, const ApplyFn& apply, const EventFn& on_event, grpc::Status* ended);
   // The expiry timer of one Watch: waits for the policy in force to expire, then reports and withdraws it.
   void ExpiryLoop(const EventFn& on_event, const WithdrawFn& withdraw);
+  // Ends `policy` (the one in force) for `why`: withdrawn (ClientOptions::on_expiry), `kind` emitted,
+  // reported FAILED; when it cannot be withdrawn, Watch ends. Holds apply_mu_, not mu_.
+  void EndInForce(const std::shared_ptr<const VerifiedPolicy>& policy, WatchEvent::Kind kind, const std::string& why,
+                  const EventFn& on_event, const WithdrawFn& withdraw) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   int64_t NowUnix() const;
   // With require_log_proof: the log's proof for `projection`, checked: `served`'s proof when it carries
   // one that checks; otherwise asked with GetLogProof (waiting while pending) — also when the stream's

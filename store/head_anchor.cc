@@ -72,10 +72,31 @@ absl::Status HeadAnchor::Check() {
 void HeadAnchor::Record() {
   const AuditLog::ChainHead head = log_->AuditChainHead();
   absl::MutexLock lock(&mu_);
-  if (head.seq == recorded_seq_) return;
+  if (forked_) return;
+  if (head.seq == recorded_seq_ && head.hash == recorded_hash_) return;
   // Never backwards: a replica that cannot read a shared database reports the last head it wrote itself,
   // which other replicas may have passed.
   if (recorded_seq_ != UINT64_MAX && head.seq < recorded_seq_) return;
+  // Still the chain recorded (review 114): a shared database that fails over to a copy missing the newest
+  // events grows another chain from there, and once it passes the recorded seq the record would follow it
+  // — a restart would then accept the fork (deletions lost, revoked handles served again). The event
+  // recorded last must still be there, as recorded; if it is not, the record stays where it is, and a
+  // restart refuses this state (state_rollback) until an operator accepts it.
+  if (recorded_seq_ != UINT64_MAX && recorded_seq_ > 0) {
+    auto recorded = log_->ListAuditEvents(recorded_seq_ - 1, 1);
+    if (!recorded.ok()) return;  // asked again at the next record
+    if (recorded->empty() || (*recorded)[0].seq != recorded_seq_ || (*recorded)[0].hash != recorded_hash_) {
+      forked_ = true;
+      if (notice_) {
+        notice_(absl::StrCat("state_rollback: the database's audit chain no longer holds event ", recorded_seq_,
+                             " with hash ", recorded_hash_, " as recorded in ", path_,
+                             ": it was rolled back or forked under this gateway (a failover to a copy missing the "
+                             "newest events?). The record stays at event ", recorded_seq_,
+                             "; a restart refuses this state until it is accepted (--accept-state-rollback)"));
+      }
+      return;
+    }
+  }
   // 0600 like everything else the gateway keeps in its state folder; flushed, then renamed into place.
   if (absl::Status written = policy::WriteFileAtomically(path_, absl::StrCat(head.seq, " ", head.hash, "\n"), 0600);
       !written.ok()) {
@@ -83,6 +104,7 @@ void HeadAnchor::Record() {
     return;
   }
   recorded_seq_ = head.seq;
+  recorded_hash_ = head.hash;
 }
 
 absl::StatusOr<std::unique_ptr<HeadAnchor>> AnchorOpenedStore(AuditLog* log, const StoreOptions& options) {

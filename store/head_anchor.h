@@ -36,7 +36,9 @@ class HeadAnchor {
   // OK when there is no record yet or the database still holds the recorded head; FAILED_PRECONDITION
   // "state_rollback: ..." explaining the rollback (recorded seq and hash, what the database has) otherwise.
   absl::Status Check();
-  // Writes the current head if it moved since the last record (atomically: temp file, rename; 0600).
+  // Writes the current head if it moved since the last record (atomically: temp file, rename; 0600) —
+  // unless the event recorded last is no longer in the chain as recorded (the database was rolled back or
+  // forked under the gateway): then the record stays for good, and `notice` says so once.
   void Record();
   // Records now and then every second until destruction. Call once, after Check passed (or was accepted).
   void StartRecording();
@@ -48,7 +50,9 @@ class HeadAnchor {
   const std::string path_;
   const std::function<void(const std::string&)> notice_;
   absl::Mutex mu_;
-  uint64_t recorded_seq_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
+  uint64_t recorded_seq_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;  // UINT64_MAX: nothing recorded by this process yet
+  std::string recorded_hash_ ABSL_GUARDED_BY(mu_);
+  bool forked_ ABSL_GUARDED_BY(mu_) = false;
   absl::Notification stop_;
   std::thread thread_;
 };

@@ -180,106 +180,23 @@ std::string PgCluster::Url(const std::string& dbname) const {
   return "postgresql://postgres@" + PercentEncode(dir_) + ":" + std::to_string(kPort) + "/" + dbname;
 }
 
-namespace {
-int UnixSocket(const std::string& path, bool listen) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
-  const auto* a = reinterpret_cast<const sockaddr*>(&address);
-  const bool ok = fd >= 0 && (listen ? ::bind(fd, a, sizeof(address)) == 0 && ::listen(fd, 64) == 0
-                                     : ::connect(fd, a, sizeof(address)) == 0);
-  if (!ok && fd >= 0) ::close(fd);
-  return ok ? fd : -1;
-}
-}  // namespace
-
 PgProxy::PgProxy(const PgCluster& cluster) {
   char tmpl[] = "/tmp/osh-pgproxy-XXXXXX";
   REQUIRE(::mkdtemp(tmpl) != nullptr);
   dir_ = tmpl;
   ::chmod(dir_.c_str(), 0755);
-  upstream_ = cluster.dir() + "/.s.PGSQL." + std::to_string(kPort);
-  listener_ = UnixSocket(dir_ + "/.s.PGSQL." + std::to_string(kPort), /*listen=*/true);
-  REQUIRE(listener_ >= 0);
-  acceptor_ = std::thread([this] { Accept(); });
+  link_ = std::make_unique<LinkProxy>(cluster.dir() + "/.s.PGSQL." + std::to_string(kPort),
+                                      dir_ + "/.s.PGSQL." + std::to_string(kPort));
 }
 
 PgProxy::~PgProxy() {
-  stopping_ = true;
-  acceptor_.join();
-  CutAll();
-  for (auto& pump : pumps_) pump.join();
-  ::close(listener_);
+  link_.reset();
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
 }
 
 std::string PgProxy::Url(const std::string& dbname) const {
   return "postgresql://postgres@" + PercentEncode(dir_) + ":" + std::to_string(kPort) + "/" + dbname;
-}
-
-void PgProxy::CutAll() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [client, server] : links_) {
-    ::shutdown(client, SHUT_RDWR);
-    ::shutdown(server, SHUT_RDWR);
-  }
-  links_.clear();  // each pump closes its pair when it sees the shutdown
-}
-
-void PgProxy::Accept() {
-  while (!stopping_) {
-    pollfd pfd{listener_, POLLIN, 0};
-    if (::poll(&pfd, 1, 100) != 1) continue;
-    const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
-    const int server = UnixSocket(upstream_, /*listen=*/false);
-    if (server < 0) {
-      ::close(client);
-      continue;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    links_.emplace_back(client, server);
-    pumps_.emplace_back([this, client, server] { Pump(client, server); });
-  }
-}
-
-void PgProxy::Pump(int a, int b) {
-  char buffer[16384];
-  for (;;) {
-    pollfd fds[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
-    if (::poll(fds, 2, 100) < 0) break;
-    bool closed = false;
-    for (int i = 0; i < 2 && !closed; ++i) {
-      if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      const ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
-      if (n <= 0) {
-        closed = true;
-        break;
-      }
-      const int to = i == 0 ? b : a;
-      for (ssize_t sent = 0; sent < n;) {
-        // MSG_NOSIGNAL: a peer CutAll shut down is an error here, never a SIGPIPE that ends the test binary.
-        const ssize_t w = ::send(to, buffer + sent, static_cast<size_t>(n - sent), MSG_NOSIGNAL);
-        if (w <= 0) {
-          closed = true;
-          break;
-        }
-        sent += w;
-      }
-    }
-    if (closed) break;
-  }
-  {
-    // Out of the list before the descriptors are closed: CutAll never shuts down a number reused since.
-    std::lock_guard<std::mutex> lock(mu_);
-    links_.erase(std::remove(links_.begin(), links_.end(), std::make_pair(a, b)), links_.end());
-  }
-  ::shutdown(a, SHUT_RDWR);
-  ::shutdown(b, SHUT_RDWR);
-  ::close(a);
-  ::close(b);
 }
 
 }  // namespace osh::test

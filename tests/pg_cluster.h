@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/link_proxy.h"
 #include "tests/process.h"
 
 struct pg_conn;  // libpq's PGconn
@@ -77,19 +78,11 @@ class PgProxy {
   // The postgresql:// URL of database `dbname` through the proxy.
   std::string Url(const std::string& dbname) const;
   // Cuts every connection open through the proxy now.
-  void CutAll();
+  void CutAll() { link_->CutAll(); }
 
  private:
-  void Accept();
-  void Pump(int a, int b);
   std::string dir_;
-  int listener_ = -1;
-  std::string upstream_;
-  std::atomic<bool> stopping_{false};
-  std::mutex mu_;
-  std::vector<std::pair<int, int>> links_;  // open pairs (client side, server side)
-  std::vector<std::thread> pumps_;
-  std::thread acceptor_;
+  std::unique_ptr<LinkProxy> link_;
 };
 
 // How many backends of the database at `url` wait on a lock in a statement starting with `query_start`.

@@ -353,6 +353,18 @@ TEST_CASE("audit: every sealed event fits a verifiable-log entry, cut at a chara
   CHECK(osh::trust::CanonicalAuditBytes(wide).size() <= osh::trust::kMaxCanonicalAuditBytes);
   CHECK(wide.audit_context.contains("openshell.truncated"));
 
+  // An identifying field no caller bounded (review 114: a refused SetCeiling recorded the caller's 70 KB
+  // digest): cut too, a backstop, so the log always takes the event.
+  AuditEvent unbounded;
+  unbounded.type = osh::trust::audit::Type::kCeilingSet;
+  unbounded.outcome = osh::trust::audit::Outcome::kRefused;
+  unbounded.policy_digest = std::string(70000, 'a');
+  unbounded.sandbox_id = std::string(70000, 'b');
+  sealer.Seal(&unbounded, 3);
+  CHECK(osh::trust::CanonicalAuditBytes(unbounded).size() <= osh::trust::kMaxCanonicalAuditBytes);
+  CHECK(absl::StartsWith(unbounded.policy_digest, "aaaa"));
+  CHECK(osh::trust::ParseCanonicalAuditBytes(osh::trust::CanonicalAuditBytes(unbounded)).ok());
+
   AuditEvent small;  // untouched
   small.type = osh::trust::audit::Type::kAdmission;
   small.outcome = osh::trust::audit::Outcome::kOk;

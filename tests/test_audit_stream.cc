@@ -1,6 +1,8 @@
 // WatchAuditEvents and `policyctl audit tail` (issue 29, item 4) against the real gateway: the stream
 // across a gateway restart with its cursor (no event lost or repeated), the printed formats (text, JSON,
 // OCSF), and a reader that stops reading does not hold the gateway.
+#include <sqlite3.h>
+
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -121,6 +123,35 @@ TEST_CASE("audit stream: existing events, then new ones, resumed after a restart
   AdmitOk(g, "sb-5");
   REQUIRE(Eventually([&] { return at_head->last_seq() == head3 + 1; }));
   CHECK(at_head->events().size() == 1);
+}
+
+TEST_CASE("audit tail and events: stored fields reach the terminal escaped, a quote cannot forge a field",
+          "[integration][audit_stream]") {
+  // Review 114: the text lines printed every field raw. Whoever can edit the database (the threat model's
+  // database-file attacker) could make `audit tail -f` write OSC 52 (the clipboard) or move the cursor on
+  // the operator's terminal, and a reason `x" actor=uid:0` read as another actor.
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  {
+    sqlite3* db = nullptr;
+    const std::string path = g.state_dir() + "/gateway.db";
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    REQUIRE(sqlite3_exec(db,
+                         "UPDATE audit_events SET reason = 'x' || char(27) || ']52;c;QUJD' || char(7) || '\" actor=uid:0', "
+                         "actor = 'uid:1' || char(27) || '[2J' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string out, err;
+  REQUIRE(Ctl(g, {"audit", "tail"}, &out, &err) == 0);
+  CHECK(out.find('\x1b') == std::string::npos);
+  CHECK(out.find('\x07') == std::string::npos);
+  CHECK_THAT(out, Catch::Contains("reason=\"x\\033]52;c;QUJD\\007\\\" actor=uid:0\""));
+  CHECK_THAT(out, Catch::Contains("actor=uid:1\\033[2J"));
+  CHECK(g.Stop() == 0);
 }
 
 TEST_CASE("audit tail: text, JSON and OCSF lines, --after", "[integration][audit_stream]") {

@@ -233,6 +233,32 @@ TEST_CASE("ceiling: set signed, widening refused with the widening named, narrow
   CHECK(g.Stop() == 0);
 }
 
+TEST_CASE("ceiling: a refused SetCeiling records the caller's digest bounded and escaped", "[integration][ceiling]") {
+  // Review 114: the refusal recorded the caller's policy_digest as sent: 70 KB made an event the
+  // verifiable log cannot take (its integration stopped for good), and escape codes reached `audit tail`.
+  GatewayFixture g;
+  gw::SetCeilingRequest request;
+  request.mutable_ceiling()->set_ceiling_id("c");
+  request.mutable_ceiling()->set_version(1);
+  request.mutable_ceiling()->set_policy_digest("\x1b[2J\x1b[3J" + std::string(70000, 'a'));
+  gw::SetCeilingResponse response;
+  CHECK_FALSE(g.admin().SetCeiling(GatewayFixture::Context().get(), request, &response).ok());
+  gw::ListAuditEventsRequest list;
+  list.set_limit(1000);
+  gw::ListAuditEventsResponse events;
+  REQUIRE(g.admin().ListAuditEvents(GatewayFixture::Context().get(), list, &events).ok());
+  bool seen = false;
+  for (const auto& event : events.events()) {
+    if (event.type() != "ceiling_set") continue;
+    seen = true;
+    CHECK(event.outcome() == "refused");
+    CHECK(event.policy_digest().size() < 400);
+    CHECK(event.policy_digest().find('\x1b') == std::string::npos);
+  }
+  CHECK(seen);
+  CHECK(g.Stop() == 0);
+}
+
 TEST_CASE("ceiling: a third-party driver's projection outside the ceiling is refused at admission",
           "[integration][ceiling][remote]") {
   TempDir keys;

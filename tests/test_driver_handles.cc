@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "gateway/core/driver_handles.h"
+#include "store/audit_actor.h"
 #include "store/sqlite_store.h"
 #include "tests/test_support.h"
 
@@ -102,6 +103,36 @@ TEST_CASE("driver handles: a refused admission's handle is released at once, or 
   CHECK(f.driver.released == 2);
   CHECK(f.driver.live.empty());
   CHECK(f.store->PendingReleases()->empty());
+}
+
+TEST_CASE("driver handles: a queued release delivered on an admin's call is the gateway's, not that caller's",
+          "[handles]") {
+  // Review 114: a Delete delivered the whole queue on the caller's thread, and every release event — others'
+  // queued earlier, crash recovery's — carried that caller's uid.
+  Fixture f;
+  auto acquired = f.handles.Acquire(osh::test::ContextFor("sb-1"));
+  REQUIRE(acquired.ok());
+  f.driver.reachable = false;
+  {
+    osh::store::AuditActorScope first("uid:1");
+    f.handles.Release(*acquired);  // queued
+  }
+  REQUIRE(f.store->PendingReleases()->size() == 1);
+  f.driver.reachable = true;
+  {
+    osh::store::AuditActorScope second("uid:2");
+    f.handles.DeliverQueued(/*wait=*/true);
+  }
+  CHECK(f.store->PendingReleases()->empty());
+  auto events = f.store->ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  int releases = 0;
+  for (const auto& event : *events) {
+    if (event.type != osh::trust::audit::Type::kRelease) continue;
+    ++releases;
+    CHECK(event.actor.empty());
+  }
+  CHECK(releases == 1);
 }
 
 TEST_CASE("driver handles: a driver unreachable at acquisition leaves a release by context, a refusal leaves none",

@@ -215,6 +215,31 @@ TEST_CASE("hostile: a watcher whose pending write fails is let go, whether cance
   stalled.context->TryCancel();
 }
 
+TEST_CASE("hostile: an admission the driver refuses (PERMISSION_DENIED) or cannot answer is audited as a refusal",
+          "[integration][audit]") {
+  // Review 114: these admissions answered the caller and left no trace in the audit chain (SPEC §3.3:
+  // each refusal is recorded), unlike the gateway's own refusals.
+  TempDir dir;
+  WriteExampleResponse(dir / "response.json");
+  DriverProcess driver(dir, "fake", {OSH_FAKE_DRIVER_BINARY, "--response-file", dir / "response.json", "--refuse-all"});
+  driver.Start();
+  GatewayFixture g({"--driver-socket", driver.socket()});
+  gw::AdmitSandboxResponse admitted;
+  const grpc::Status refused = g.Admit("sb-denied", &admitted);
+  CHECK(refused.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  driver.Stop();
+  const grpc::Status unreachable = g.Admit("sb-down", &admitted);
+  CHECK(unreachable.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(absl::StartsWith(unreachable.error_message(), "driver_unavailable: "));
+  std::map<std::string, std::string> refusals;
+  for (const auto& event : g.AuditEvents()) {
+    if (event.type() == "refusal") refusals[event.sandbox_id()] = event.reason();
+  }
+  CHECK_THAT(refusals["sb-denied"], Catch::StartsWith("driver_error: PERMISSION_DENIED: "));
+  CHECK_THAT(refusals["sb-down"], Catch::StartsWith("driver_unavailable: "));
+  CHECK(g.Stop() == 0);
+}
+
 TEST_CASE("hostile: a delete during the same id's admission says so instead of \"nothing deleted\"",
           "[integration][limits]") {
   TempDir dir;

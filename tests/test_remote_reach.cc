@@ -23,6 +23,7 @@
 #include "common/grpc_status.h"
 #include "sandbox_client/sandbox_client.h"
 #include "tests/gateway_fixture.h"
+#include "tests/link_proxy.h"
 #include "tests/test_pki.h"
 #include "trust/trust_store.h"
 
@@ -728,6 +729,127 @@ TEST_CASE("TLS listeners: a stop ends a watch over TCP with the gateway's status
   INFO(ended.error_code() << " " << ended.error_message());
   CHECK(ended.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(common::ReasonOf(common::FromGrpc(ended)) == "gateway_stopping");  // from the gateway, not the transport
+}
+
+TEST_CASE("sandbox client: a connection dropped without a reset is noticed by keepalive and the watch reopened; "
+          "the gateway takes a quiet watch's pings",
+          "[integration][sandbox_client]") {
+  // Review 113: the client's channels had no keepalive and a watch no deadline: a connection a NAT forgot
+  // (no reset to either end) left Watch blocked for ever, never told of a new policy. And the gateway's
+  // listeners took pings on a quiet watch for abuse (gRPC's default: one per 5 minutes without data, the
+  // connection closed at the third strike), so a client could not have pinged anyway.
+  GatewayFixture g;
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  TempDir dir;
+  const std::string proxy_socket = (dir.path() / "proxy.sock").string();
+  LinkProxy proxy(g.sandbox_socket(), proxy_socket);
+
+  sc::ClientOptions options;
+  options.endpoint.unix_socket = proxy_socket;
+  options.handle = admitted.sandbox_handle();
+  options.context = ContextFor("sb-1");
+  options.report = false;
+  options.initial_backoff = std::chrono::milliseconds(50);
+  options.max_backoff = std::chrono::milliseconds(200);
+  options.keepalive = {std::chrono::milliseconds(5000), std::chrono::milliseconds(2000)};
+  {
+    sc::ClientOptions too_often = options;
+    too_often.keepalive.time = std::chrono::milliseconds(1000);
+    CHECK(absl::IsInvalidArgument(sc::SandboxClient::Connect(too_often).status()));
+  }
+  auto client = sc::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  absl::Mutex mu;
+  std::vector<std::string> applied;
+  std::vector<std::string> disconnects;
+  absl::Status ended;
+  std::thread watcher([&] {
+    ended = (*client)->Watch(
+        [&](const sc::VerifiedPolicy& verified) {
+          absl::MutexLock lock(&mu);
+          applied.push_back(verified.digest());
+          return absl::OkStatus();
+        },
+        [&](const sc::WatchEvent& event) {
+          absl::MutexLock lock(&mu);
+          if (event.kind == sc::WatchEvent::kDisconnected) disconnects.push_back(event.detail);
+        });
+  });
+  StopAndJoin stop_and_join([&] { (*client)->Stop(); }, &watcher);
+  auto applied_count = [&] {
+    absl::MutexLock lock(&mu);
+    return applied.size();
+  };
+  REQUIRE(Eventually([&] { return applied_count() == 1; }));
+  const int connections = proxy.accepted();  // Connect's probe of the socket, then the channel's
+
+  // A quiet watch, pinged every 5 s for 25 s (past a third strike under gRPC's default), stays open.
+  std::this_thread::sleep_for(std::chrono::seconds(25));
+  {
+    absl::MutexLock lock(&mu);
+    CHECK(disconnects.empty());
+  }
+  CHECK(proxy.accepted() == connections);
+
+  // The link goes silent; a new policy is pushed into it. It reaches the client only through a new
+  // connection: the client's unanswered ping ends the old one (about 7 s) and the watch is reopened.
+  proxy.SilenceAll();
+  REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
+  // (Within 30 s: the gateway's own keepalive, 60 s + 20 s, cannot be what ends it; nor does the
+  // gateway closing its side reach the client through a silenced link.)
+  CHECK(Eventually([&] { return applied_count() == 2; }, std::chrono::seconds(30)));
+  CHECK(proxy.accepted() > connections);
+  {
+    absl::MutexLock lock(&mu);
+    REQUIRE(!disconnects.empty());
+    CHECK(absl::StrContains(disconnects.front(), "UNAVAILABLE"));
+    CHECK(applied.back() != admitted.policy_digest());
+  }
+  (*client)->Stop();
+  watcher.join();
+  CHECK(ended.ok());
+}
+
+TEST_CASE("sandbox client: a FIFO at the state path is refused at Connect, not waited on", "[integration][sandbox_client]") {
+  // Review 113: the state file was opened blocking; a FIFO put there (by mistake, or by whoever can write
+  // the folder) hung Connect for ever, before any connection.
+  TempDir dir;
+  const std::string fifo = (dir.path() / "state").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  sc::ClientOptions options;
+  options.endpoint.unix_socket = (dir.path() / "nobody.sock").string();
+  options.handle = "sbh_test";
+  options.state_file = fifo;
+  auto client = sc::SandboxClient::Connect(options);
+  REQUIRE_FALSE(client.ok());
+  CHECK(absl::IsFailedPrecondition(client.status()));
+  CHECK_THAT(std::string(client.status().message()), Catch::Contains("not a regular file"));
+
+  // Review 115: another user's file in its place (0600, theirs) set the rollback floor they liked.
+  if (::geteuid() == 0) {
+    const std::string theirs = (dir.path() / "theirs").string();
+    WriteFile(theirs, "openshell-sandbox-state v1\npolicy_version 0\npolicy_digest x\n");
+    REQUIRE(::chmod(theirs.c_str(), 0600) == 0);
+    REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+    options.state_file = theirs;
+    auto refused = sc::SandboxClient::Connect(options);
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(std::string(refused.status().message()), Catch::Contains("owned by uid 65534"));
+  }
+}
+
+TEST_CASE("sandbox client: the handle taken from the environment leaves it, so children do not inherit it",
+          "[integration][sandbox_client]") {
+  // Review 113: POLICY_GATEWAY_SANDBOX_HANDLE stayed in the supervisor's environment after it was read, and
+  // every program it started (the sandboxed workload) inherited the secret.
+  REQUIRE(::setenv(sc::kHandleVariable, " sbh_from_env \n", 1) == 0);
+  auto handle = sc::ReadSandboxHandle("");
+  REQUIRE(handle.ok());
+  CHECK(*handle == "sbh_from_env");
+  CHECK(std::getenv(sc::kHandleVariable) == nullptr);
+  CHECK(absl::IsInvalidArgument(sc::ReadSandboxHandle("").status()));  // read once: nothing left to read
 }
 
 }  // namespace osh::test

@@ -14,6 +14,7 @@
 #include "policy/policy_file.h"
 #include "tests/in_process_core.h"
 #include "tests/test_support.h"
+#include "trust/encoding.h"
 #include "trust/keys.h"
 
 namespace gw = openshell::policy::gateway::v1;
@@ -335,8 +336,10 @@ class RecordingWatcher final : public osh::gateway::ProjectionWatcher {
  public:
   void OnProjection(osh::gateway::ProjectionPtr projection) override { received.push_back(std::move(projection)); }
   void OnClosed(bool) override { closed = true; }
+  void OnRefused(const absl::Status& why) override { refused = why; }
   std::vector<osh::gateway::ProjectionPtr> received;
   bool closed = false;
+  absl::Status refused;
 };
 
 }  // namespace
@@ -375,4 +378,42 @@ TEST_CASE("serving rule: another replica's record this one verifies only later r
   CHECK(registry.MarkVerified("sb-1", next));  // once: verified already, nothing sent again
   CHECK(watcher.received.size() == 1);
   registry.Unwatch("sb-1", &watcher);
+}
+
+TEST_CASE("serving rule: a trust-store reload verifies another replica's record this one could not, and its watchers "
+          "get it",
+          "[core][serving][trust]") {
+  // Review 115: a record another replica published under a key this replica learns only with a reload
+  // waited for a fetch or a restart to be verified: its watchers stayed on the older policy.
+  SigningCore signing;
+  InProcessCore& t = *signing.core;
+  auto admitted = t.core->Admit(osh::test::ContextFor("sb-1"));
+  REQUIRE(admitted.ok());
+  RecordingWatcher watcher;
+  REQUIRE(t.registry.Watch(admitted->sandbox_handle(), &watcher, t.clock.NowUnix()).ok());
+
+  osh::trust::PrivateKey other = *osh::trust::PrivateKey::Generate("ed25519");
+  openshell::sandbox::v1::SandboxPolicy tighter = osh::policy::RestrictiveDefaultPolicy();
+  tighter.mutable_filesystem()->add_read_only("/opt/tighter");
+  drv::Projection p = ProjectionOf(tighter);
+  p.set_policy_version(2);
+  p.set_signing_key_id("other-key");
+  auto signature = other.Sign(osh::trust::SignedBytes(p));
+  REQUIRE(signature.ok());
+  p.set_signature(*signature);
+  auto snapshot = t.registry.Get("sb-1");
+  REQUIRE(snapshot.has_value());
+  osh::store::SandboxRecord moved = snapshot->record;
+  moved.envelope = t.store->envelopes().Intern(p);
+  moved.verification = osh::store::Verification::kVerified;
+  moved.updated_at_unix = t.clock.NowUnix();
+  t.registry.ApplyRemote({moved}, {false}, {});
+  CHECK(watcher.received.empty());  // not streamed unchecked
+
+  std::string json = osh::test::TrustStoreJson({{"gateway-key", signing.key.PublicKeyPem()}, {"other-key", other.PublicKeyPem()}});
+  osh::test::WriteFile(signing.trust_path, json);
+  REQUIRE(t.core->ReloadTrustStore().ok());
+  REQUIRE(watcher.received.size() == 1);
+  CHECK(watcher.received[0]->policy_digest() == p.policy_digest());
+  t.registry.Unwatch("sb-1", &watcher);
 }

@@ -20,6 +20,7 @@
 #include "policy/digest.h"
 #include "policy/policy_file.h"
 #include "absl/strings/str_cat.h"
+#include "store/head_anchor.h"
 #include "store/migrate.h"
 #include "store/open_store.h"
 #include "store/postgres_store.h"
@@ -1734,3 +1735,42 @@ TEST_CASE("store contract: a refresh replaces only the projection it was checked
   // Checked from the projection in force, it commits.
   REQUIRE(refresh(*a, loaded->front().envelope, "body-v6").ok());
 }
+
+TEST_CASE("store: the head anchor does not follow a PostgreSQL chain forked under it, and a restart refuses the fork",
+          "[store][postgres]") {
+  // Review 114: the record advanced whenever the head's seq was larger than the one recorded. A failover
+  // to a standby missing the newest events, then new events past the recorded seq, moved the record onto
+  // the fork, and the next start accepted it (deletions lost, revoked handles served again).
+  const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
+  osh::test::TempDir dir;
+  const std::string path = dir / "postgresql.head";
+  auto store = Open(url);
+  std::vector<std::string> notices;
+  osh::store::HeadAnchor anchor(&store->audit(), path, [&](const std::string& n) { notices.push_back(n); });
+  for (int i = 0; i < 5; ++i) REQUIRE(store->audit().AppendAudit(osh::test::StoredEvent("release")).ok());
+  anchor.Record();
+  const std::string recorded = osh::test::ReadFile(path);
+  REQUIRE(recorded.rfind("5 ", 0) == 0);
+
+  // The failover: events 4 and 5 are gone, the head is event 3 again; this replica goes on appending.
+  auto third = store->audit().ListAuditEvents(2, 1);
+  REQUIRE((third.ok() && third->size() == 1));
+  REQUIRE(osh::test::PgCluster::Psql(url, absl::StrCat("DELETE FROM audit_events WHERE seq > 3; UPDATE audit_head SET seq = 3, "
+                                                       "hash = '", (*third)[0].hash, "'")) == 0);
+  auto forked = Open(url);  // the replica's view of the head is the database's again
+  for (int i = 0; i < 3; ++i) REQUIRE(forked->audit().AppendAudit(osh::test::StoredEvent("release")).ok());
+  REQUIRE(forked->audit().AuditChainHead().seq == 6);
+
+  osh::store::HeadAnchor running(&forked->audit(), path, [&](const std::string& n) { notices.push_back(n); });
+  REQUIRE(running.Check().ok() == false);  // a start would refuse it already
+  anchor.Record();  // the running gateway's anchor, over a store that sees the fork
+  // (The first store's cached head is its own; what it reads of event 5 is the fork's.)
+  CHECK(osh::test::ReadFile(path) == recorded);
+  REQUIRE(store->audit().AppendAudit(osh::test::StoredEvent("release")).ok());  // its head moves on the fork
+  anchor.Record();
+  CHECK(osh::test::ReadFile(path) == recorded);  // never onto the fork
+  REQUIRE_FALSE(notices.empty());
+  CHECK_THAT(notices.front(), Catch::StartsWith("state_rollback: the database's audit chain no longer holds event 5"));
+  CHECK(absl::IsFailedPrecondition(running.Check()));
+}
+

@@ -4,7 +4,9 @@
 #include "trust/audit_chain.h"
 
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -76,5 +78,22 @@ std::string TrustStoreJson(const std::vector<std::pair<std::string, std::string>
 // A runtime context with the given sandbox id and the tests' usual subject.
 openshell::policy::driver::v1::RuntimeContext ContextFor(const std::string& sandbox_id,
                                                          const std::string& subject = "alice@example.com");
+
+// Calls `stop` and joins `thread` when it goes out of scope, however the test ends: a failed REQUIRE throws
+// past the test's own stop, and a joinable std::thread destroyed ends the test binary.
+class StopAndJoin {
+ public:
+  StopAndJoin(std::function<void()> stop, std::thread* thread) : stop_(std::move(stop)), thread_(thread) {}
+  ~StopAndJoin() {
+    stop_();
+    if (thread_->joinable()) thread_->join();
+  }
+  StopAndJoin(const StopAndJoin&) = delete;
+  StopAndJoin& operator=(const StopAndJoin&) = delete;
+
+ private:
+  std::function<void()> stop_;
+  std::thread* thread_;
+};
 
 }  // namespace osh::test

@@ -8,6 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "policy/policy_file.h"
+#include "absl/synchronization/mutex.h"
+#include "sandbox_client/sandbox_client.h"
 #include "tests/gateway_fixture.h"
 
 using namespace osh::test;
@@ -253,6 +255,87 @@ TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once,
   CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
   REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
   CHECK(status.revoked_sandboxes() == 0);
+}
+
+TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked, and the supervisor withdraws the policy",
+          "[integration][trust][sandbox_client]") {
+  // Review 115: fetches were refused key_revoked while open watches stayed silent: every watching
+  // supervisor kept enforcing the revoked key's policy, and after a reconnect kept it too (retrying).
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
+  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
+                    "gateway-key"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  osh::sandbox_client::ClientOptions options;
+  options.endpoint.unix_socket = g.sandbox_socket();
+  options.handle = admitted.sandbox_handle();
+  options.context = ContextFor("sb-1");
+  options.initial_backoff = std::chrono::milliseconds(50);
+  options.max_backoff = std::chrono::milliseconds(200);
+  auto client = osh::sandbox_client::SandboxClient::Connect(options);
+  REQUIRE(client.ok());
+  absl::Mutex mu;
+  int applied = 0, withdrawn = 0;
+  std::vector<std::string> revoked;
+  absl::Status ended;
+  std::thread watcher([&] {
+    ended = (*client)->Watch(
+        [&](const osh::sandbox_client::VerifiedPolicy&) {
+          absl::MutexLock lock(&mu);
+          ++applied;
+          return absl::OkStatus();
+        },
+        [&](const osh::sandbox_client::WatchEvent& event) {
+          absl::MutexLock lock(&mu);
+          if (event.kind == osh::sandbox_client::WatchEvent::kRevoked) revoked.push_back(event.detail);
+        },
+        [&](const osh::sandbox_client::VerifiedPolicy&) {
+          absl::MutexLock lock(&mu);
+          ++withdrawn;
+          return absl::OkStatus();
+        });
+  });
+  StopAndJoin stop_and_join([&] { (*client)->Stop(); }, &watcher);
+  auto read = [&](int* field) {
+    absl::MutexLock lock(&mu);
+    return *field;
+  };
+  REQUIRE(Eventually([&] { return read(&applied) == 1; }));
+
+  // Revoked; the builtin driver still signs with the key, so no refresh replaces the projection.
+  WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}}), "gateway-key"));
+  std::string out, err;
+  REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
+  CHECK(Eventually([&] { return read(&withdrawn) == 1; }));
+  CHECK((*client)->current() == nullptr);
+  {
+    absl::MutexLock lock(&mu);
+    REQUIRE(revoked.size() == 1);
+    CHECK(absl::StartsWith(revoked[0], "key_revoked: "));
+  }
+  // The gateway heard the supervisor's FAILED report.
+  CHECK(Eventually([&] {
+    gw::GetSandboxRequest get;
+    get.set_sandbox_id("sb-1");
+    gw::SandboxInfo info;
+    return g.admin().GetSandbox(GatewayFixture::Context().get(), get, &info).ok() &&
+           absl::StartsWith(info.load_error(), "key_revoked: ");
+  }));
+
+  // Trusted again: served again, and the watch, retrying meanwhile, applies it again.
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
+  REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
+  CHECK(Eventually([&] { return read(&applied) == 2; }));
+  CHECK(read(&withdrawn) == 1);
+  (*client)->Stop();
+  watcher.join();
+  CHECK(ended.ok());
+  CHECK(g.Stop() == 0);
 }
 
 TEST_CASE("trust store reload: a sandbox whose key is revoked is re-signed from the driver at once and kept",

@@ -1,6 +1,10 @@
 // policy-log-witness's protocol in process (witness/witness.h): the C2SP tlog-witness add-checkpoint
 // answers, the state it keeps across restarts, its configuration.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +14,7 @@
 #include "tests/test_support.h"
 #include "tlog/cosignature.h"
 #include "witness/config.h"
+#include "witness/log.h"
 #include "witness/witness.h"
 
 namespace osh::test {
@@ -104,16 +109,25 @@ TEST_CASE("witness: a fork is refused, at the same size (409) and beyond it (422
   REQUIRE(f.Extend(0, 20).status == 200);
   tlog::Hash other = f.log.Root(20);
   other[0] ^= 1;
-  WitnessResponse r = f.Add(20, {}, f.log.Sign(20, other));
+  // The fork's note arrives with 90 signature lines of strangers: the evidence logged is the
+  // checkpoint and the log's signature only (review 113: up to 1 MiB of what a client sent was logged).
+  std::string padded = f.log.Sign(20, other);
+  for (int i = 0; i < 90; ++i) padded += absl::StrCat("\xE2\x80\x94 stranger", i, ".example ", absl::Base64Escape(std::string(68, 'x')), "\n");
+  WitnessResponse r = f.Add(20, {}, padded);
   CHECK(r.status == 409);
   CHECK_THAT(r.body, Catch::Contains("fork"));
   CHECK_THAT(r.log_message, Catch::Contains("FORK"));
+  CHECK(r.evidence);
+  CHECK_THAT(r.log_message, Catch::EndsWith(f.log.Sign(20, other)));
+  CHECK(r.log_message.find("stranger") == std::string::npos);
   // A tree of 30 entries that does not extend the 20 cosigned: another log signed with the same key.
   TestLog forked("", f.log.origin(), "forked");
   forked.Grow(30);
   tlog::Hash root30 = forked.Root(30);
   r = f.Add(20, forked.Consistency(20, 30), f.log.Sign(30, root30));
   CHECK(r.status == 422);
+  CHECK_FALSE(r.evidence);  // anyone can send a bad proof with a genuine checkpoint
+  CHECK(r.log_message.find(f.log.origin() + "\n") == std::string::npos);  // no note copied into the log
   // A valid-looking proof that is not for these trees, and a proof when old is 0 or the sizes are equal.
   r = f.Add(20, f.log.Consistency(10, 30), f.log.Grow(30));
   CHECK(r.status == 422);
@@ -241,6 +255,72 @@ TEST_CASE("witness: a state file that does not parse or disagrees with its note 
   WriteFile(f.dir / "state.toml", "not toml [");
   cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
   CHECK_FALSE(Witness::Create(*std::move(cosigner), {}, f.dir / "state.toml").ok());
+}
+
+TEST_CASE("witness: an empty or truncated state file is lost state, never \"nothing cosigned\"", "[witness]") {
+  // Review 113: `init` wrote a comment only, so an emptied state file (a crash, a full disk, `> state.toml`)
+  // read as a new witness's: it would cosign any fork shown first.
+  WitnessFixture f;
+  CHECK_THAT(ReadFile(f.dir / "state.toml"), Catch::Contains("policy-log-witness-state/1"));
+  REQUIRE(f.Extend(0, 10).status == 200);
+  const std::string written = ReadFile(f.dir / "state.toml");
+  CHECK_THAT(written, Catch::Contains("format = 'policy-log-witness-state/1'"));
+  f.witness.reset();
+  auto create = [&] {
+    auto cosigner = tlog::CosignatureV1Signer::Create(kTestWitnessName, f.key);
+    REQUIRE(cosigner.ok());
+    return Witness::Create(*std::move(cosigner), {{f.log.origin(), f.log.VerifierKey()}}, f.dir / "state.toml");
+  };
+  for (const std::string& lost : {std::string(), std::string("# policy-log-witness state: the last checkpoint cosigned\n"),
+                                   std::string("\n\n")}) {
+    WriteFile(f.dir / "state.toml", lost);
+    auto created = create();
+    REQUIRE_FALSE(created.ok());
+    CHECK(absl::IsFailedPrecondition(created.status()));
+    CHECK_THAT(std::string(created.status().message()), Catch::Contains("lost state"));
+  }
+  // Another format (a newer witness's) is refused; an earlier version's file with logs and no format line is read.
+  WriteFile(f.dir / "state.toml", "format = \"policy-log-witness-state/2\"\n");
+  CHECK(absl::IsInvalidArgument(create().status()));
+  std::string unmarked = written;
+  const size_t format_line = unmarked.find("format = ");
+  REQUIRE(format_line != std::string::npos);
+  unmarked.erase(format_line, unmarked.find('\n', format_line) - format_line + 1);
+  CHECK(unmarked.find("policy-log-witness-state") == std::string::npos);
+  WriteFile(f.dir / "state.toml", unmarked);
+  auto created = create();
+  REQUIRE(created.ok());
+  CHECK((*created)->Held(f.log.origin())->size == 10);
+}
+
+TEST_CASE("witness: request log lines are rate-limited, a fork's evidence counted apart", "[witness]") {
+  // Review 113: every refused request wrote a line; anyone could fill the witness's disk. Captured from
+  // stderr (the witness's log) for the length of the test.
+  TempDir dir;
+  const std::string captured = dir / "stderr.txt";
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int file = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE((saved >= 0 && file >= 0));
+  ::dup2(file, 2);
+  ::close(file);
+  for (int i = 0; i < 200; ++i) witness::WitnessLogRequest(witness::WitnessLogLevel::kWarning, "refused flood");
+  witness::WitnessLogRequest(witness::WitnessLogLevel::kWarning, "refused FORK evidence", /*evidence=*/true);
+  witness::WitnessLogRequest(witness::WitnessLogLevel::kError, "cannot persist");
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  const std::string text = ReadFile(captured);
+  const auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count("refused flood") >= 15);  // the burst (a little less when an earlier test took from it)
+  CHECK(count("refused flood") <= 25);
+  CHECK(count("refused FORK evidence") == 1);
+  CHECK(count("cannot persist") == 1);
+  CHECK_THAT(text, Catch::Contains("cannot persist (") && Catch::Contains(" request lines left out before this one"));
 }
 
 TEST_CASE("witness: configuration files", "[witness]") {

@@ -165,6 +165,21 @@ void FitCanonicalSize(AuditEvent* e) {
   if (CanonicalAuditBytes(*e).size() > kMaxCanonicalAuditBytes) {
     e->audit_context = {{"openshell.truncated", kMarker}};
   }
+  // A backstop (review 114): an identifying field some caller forgot to bound is cut too, rather than an
+  // event the log cannot take (which stopped its integration for good).
+  if (CanonicalAuditBytes(*e).size() > kMaxCanonicalAuditBytes) {
+    constexpr size_t kKeep = 1024;
+    auto cut = [&](std::string* field) {
+      if (field->size() <= kKeep) return;
+      size_t keep = kKeep;
+      while (keep > 0 && (static_cast<unsigned char>((*field)[keep]) & 0xC0) == 0x80) --keep;
+      field->resize(keep);
+      field->append(kMarker);
+    };
+    for (std::string* field : {&e->sandbox_id, &e->surface_id, &e->policy_digest, &e->actor}) cut(field);
+    if (e->key_ids.size() > 16) e->key_ids.resize(16);
+    for (std::string& id : e->key_ids) cut(&id);
+  }
 }
 
 gateway_v1::AuditEvent ToProto(const AuditEvent& e) {

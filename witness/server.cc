@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<WitnessServer>> WitnessServer::Bind(Witness& witn
       const WitnessLogLevel level = answer.status == 200 ? WitnessLogLevel::kInfo
                                     : answer.status >= 500 ? WitnessLogLevel::kError
                                                            : WitnessLogLevel::kWarning;
-      WitnessLog(level, absl::StrCat(answer.log_message, " [", request.client, "]"));
+      WitnessLogRequest(level, absl::StrCat(answer.log_message, " [", request.client, "]"), answer.evidence);
     }
     return common::HttpResponse{static_cast<unsigned>(answer.status), answer.content_type, answer.body, {}};
   };

@@ -108,8 +108,16 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
   };
   try {
     const toml::table table = toml::parse(text.str(), path);
+    bool marked = false;
     for (const auto& [key, node] : table) {
-      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only [[log]] tables)"));
+      if (key.str() == "format") {
+        if (node.value<std::string>() != std::string(kWitnessStateFormat)) {
+          return bad(node, absl::StrCat("format is not \"", kWitnessStateFormat, "\" (a newer witness's state?)"));
+        }
+        marked = true;
+        continue;
+      }
+      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only format and [[log]] tables)"));
       for (const toml::node& item : *node.as_array()) {
         const toml::table& log = *item.as_table();
         const std::optional<std::string> origin = log["origin"].value<std::string>();
@@ -133,6 +141,15 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
         if (!state.emplace(*origin, std::move(held)).second) return bad(item, absl::StrCat("origin ", *origin, " twice"));
       }
     }
+    // An empty file is not "nothing cosigned": a state truncated by a crash, a full disk or a mistaken
+    // redirect would otherwise let the witness cosign any fork it is shown first (review 113). `init` and
+    // every write put the format line in; a file of an earlier version with logs in it is still read.
+    if (!marked && state.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": no format line and no [[log]]: read as lost state, not as \"nothing cosigned\". If this witness "
+                "has truly never cosigned (a state `init` made before format lines), remove the file and run "
+                "`policy-log-witness init` again; otherwise retire the witness (a new key)"));
+    }
   } catch (const toml::parse_error& error) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", error.source().begin.line, ": ", std::string(error.description())));
   }
@@ -141,7 +158,10 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
 
 absl::Status InitWitnessState(const std::string& path) {
   return policy::CreateFileAtomically(
-      path, "# policy-log-witness state: the last checkpoint cosigned per log. Never delete or edit it.\n", 0600);
+      path,
+      absl::StrCat("# policy-log-witness state: the last checkpoint cosigned per log. Never delete or edit it.\n",
+                   "format = \"", kWitnessStateFormat, "\"\n"),
+      0600);
 }
 
 absl::Status WriteWitnessState(const std::string& path, const std::map<std::string, HeldCheckpoint>& state) {
@@ -155,7 +175,7 @@ absl::Status WriteWitnessState(const std::string& path, const std::map<std::stri
   std::ostringstream out;
   out << "# policy-log-witness state: the last checkpoint cosigned per origin. Do not edit; never delete\n"
          "# (a witness that forgets what it cosigned can be made to cosign a fork).\n";
-  out << toml::table{{"log", std::move(logs)}} << "\n";
+  out << toml::table{{"format", kWitnessStateFormat}, {"log", std::move(logs)}} << "\n";
   if (absl::Status s = policy::WriteFileAtomically(path, out.str(), 0600); !s.ok()) return s;
   return WitnessSyncFolder(path);
 }
@@ -216,6 +236,11 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
   }
   const tlog::Checkpoint& cp = opened->checkpoint;
   const std::string what = absl::StrCat(origin, " size ", cp.size);
+  // What is kept (and logged as evidence): the checkpoint and the log's signature only. The other lines of
+  // the note as received (anyone's, unverifiable) would let any client grow the state file, rewritten and
+  // synced on every cosignature, and the log by up to a MiB a request.
+  absl::StatusOr<std::string> kept = tlog::SignNote(opened->note.text, {}, opened->note.verified);
+  if (!kept.ok()) return WitnessAnswer(500, "cannot keep the checkpoint", absl::StrCat("cannot keep ", what, ": ", kept.status().message()));
   if (request->old_size > cp.size) {
     return WitnessAnswer(400, absl::StrCat("old size ", request->old_size, " is larger than the checkpoint's size ", cp.size), "");
   }
@@ -234,12 +259,15 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
   }
   if (cp.size == held_size) {
     if (cp.root != held_root) {
-      return WitnessAnswer(409,
-                           absl::StrCat("fork: a checkpoint of size ", cp.size, " with root ", tlog::HashToBase64(held_root),
-                                        " was cosigned; this one has root ", tlog::HashToBase64(cp.root)),
-                           absl::StrCat("refused ", what, ": FORK: root ", tlog::HashToBase64(cp.root), ", cosigned root ",
-                                        tlog::HashToBase64(held_root), " (the request is evidence of log misbehaviour: ",
-                                        request->checkpoint.size(), " bytes)\n", request->checkpoint));
+      WitnessResponse fork = WitnessAnswer(
+          409,
+          absl::StrCat("fork: a checkpoint of size ", cp.size, " with root ", tlog::HashToBase64(held_root),
+                       " was cosigned; this one has root ", tlog::HashToBase64(cp.root)),
+          absl::StrCat("refused ", what, ": FORK: root ", tlog::HashToBase64(cp.root), ", cosigned root ",
+                       tlog::HashToBase64(held_root), " (evidence of log misbehaviour, the checkpoint and the log's signature):\n",
+                       *kept));
+      fork.evidence = true;  // two roots of one size, both signed by the log
+      return fork;
     }
     if (!request->proof.empty()) return WitnessAnswer(422, "the consistency proof must be empty when the sizes are equal", "");
   } else if (held_size == 0) {
@@ -248,7 +276,7 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
     return WitnessAnswer(422,
                          absl::StrCat("the consistency proof from size ", held_size, " to ", cp.size, " does not verify"),
                          absl::StrCat("refused ", what, ": the consistency proof from the cosigned size ", held_size,
-                                      " does not verify (a fork, or a bad proof); request:\n", request->checkpoint));
+                                      " does not verify (a fork, or a bad proof; anyone can send a bad one)"));
   }
 
   // Cosign: the note's text signed by the witness alone; its signature line is what follows the text.
@@ -265,10 +293,6 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
     return again;
   }
   std::map<std::string, HeldCheckpoint> next = state_;
-  // Kept: the checkpoint and the log's signature only. The other lines of the note as received (anyone's,
-  // unverifiable) would let any client grow the state file, rewritten and synced on every cosignature.
-  absl::StatusOr<std::string> kept = tlog::SignNote(opened->note.text, {}, opened->note.verified);
-  if (!kept.ok()) return WitnessAnswer(500, "cannot keep the checkpoint", absl::StrCat("cannot keep ", what, ": ", kept.status().message()));
   next[origin] = HeldCheckpoint{cp.size, cp.root, *std::move(kept)};
   if (absl::Status s = WriteWitnessState(state_file_, next); !s.ok()) {
     return WitnessAnswer(500, "cannot persist the witness state; nothing was cosigned",

@@ -70,9 +70,12 @@ struct HeldCheckpoint {
   bool operator==(const HeldCheckpoint&) const = default;
 };
 
-// The state file: TOML, one [[log]] table per origin with origin, size, root (base64) and note. Reading
-// checks that each note's checkpoint carries the origin, size and root recorded beside it. A missing file
-// is FAILED_PRECONDITION (below); anything else unreadable is an error.
+// The state file: TOML, `format = "policy-log-witness-state/1"`, then one [[log]] table per origin with
+// origin, size, root (base64) and note. Reading checks that each note's checkpoint carries the origin, size
+// and root recorded beside it. A missing file, or one with neither the format line nor a [[log]] (empty,
+// truncated), is FAILED_PRECONDITION (below): lost state, never "nothing cosigned"; anything else
+// unreadable is an error. A file with logs and no format line (an earlier version's) is read.
+inline constexpr char kWitnessStateFormat[] = "policy-log-witness-state/1";
 absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std::string& path);
 // Creates an empty state file (0600; ALREADY_EXISTS when one is there): a new witness's first step
 // (`policy-log-witness init`). A missing state file is never read as "nothing cosigned" — a witness whose
@@ -86,6 +89,7 @@ struct WitnessResponse {
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::string log_message;  // what the server logs about this request (empty: nothing worth a line)
+  bool evidence = false;    // log_message is evidence of the log's misbehaviour (a fork)
 };
 
 class Witness {

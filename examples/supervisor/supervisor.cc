@@ -26,6 +26,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -61,14 +62,25 @@ absl::Status Apply(const sc::VerifiedPolicy& verified, const std::string& path) 
   if (!google::protobuf::util::MessageToJsonString(*verified.policy, &json, options).ok()) {
     return absl::InternalError("cannot print the policy");
   }
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << json << "\n";
-    out.flush();
-    if (!out) return absl::InternalError("cannot write " + temp);
+  // A temporary file of its own (mkostemp: O_EXCL, never a file or link someone put at a fixed name), 0644
+  // for the enforcement side, synced, then renamed over `path` and the folder synced (review 115: a fixed
+  // ".tmp" name was followed if a link, and the data was not synced before the rename a power loss keeps).
+  json += "\n";
+  std::string temp = path + ".tmp.XXXXXX";
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) return absl::InternalError("cannot create a temporary file beside " + path + ": " + std::strerror(errno));
+  bool written = true;
+  for (size_t done = 0; written && done < json.size();) {
+    const ssize_t n = ::write(fd, json.data() + done, json.size() - done);
+    if (n > 0) done += static_cast<size_t>(n);
+    else written = n < 0 && errno == EINTR;
   }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) return absl::InternalError("cannot write " + path);
+  written = written && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
+    ::unlink(temp.c_str());
+    return absl::InternalError("cannot write " + path + ": " + std::strerror(errno));
+  }
   return SyncFolderOf(path);
 }
 
@@ -213,6 +225,7 @@ int main(int argc, char** argv) {
             break;
           case sc::WatchEvent::kReportFailed: Say(absl::StrCat("report failed: ", event.detail)); break;
           case sc::WatchEvent::kExpired: Say(absl::StrCat("expired ", event.digest, ": ", event.detail)); break;
+          case sc::WatchEvent::kRevoked: Say(absl::StrCat("revoked ", event.digest, ": ", event.detail)); break;
         }
       },
       [&](const sc::VerifiedPolicy&) { return Withdraw(policy_out); });

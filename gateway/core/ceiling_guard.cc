@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/errors.h"
 #include "gateway/core/audit_recorder.h"
+#include "gateway/core/context_limits.h"
 #include "gateway/core/log.h"
 #include "policy/body_codec.h"
 #include "policy/containment.h"
@@ -230,7 +231,9 @@ absl::StatusOr<gateway_v1::SetCeilingResponse> CeilingGuard::Set(const trust::Ce
                                                                  int64_t skew_s) {
   AuditRecorder audit(log_);
   store::AuditEvent event = AuditRecorder::For(audit::Type::kCeilingSet, "");
-  event.policy_digest = ceiling.policy_digest();
+  // The caller's words until checked (review 114: a 70 KB digest made the event too large for the log and
+  // stopped its integration for good; control characters reached `audit tail`'s terminal).
+  event.policy_digest = BoundedText(ceiling.policy_digest(), kMaxAuditFieldBytes);
   event.policy_version = ceiling.version();
   auto in_force = current();
   trust::CeilingCheckInput input;

@@ -1,5 +1,7 @@
 #include "gateway/core/driver_handles.h"
 
+#include "store/audit_actor.h"
+
 #include <openssl/rand.h>
 
 #include "absl/strings/escaping.h"
@@ -162,6 +164,10 @@ void DriverHandles::DeliverQueued(bool wait) {
 }
 
 void DriverHandles::DeliverLocked() {
+  // The gateway's own work, whoever's call runs it (review 114: a Delete delivered the whole queue on the
+  // admin's thread, and every release — other sandboxes', crash recovery's — carried that caller's uid).
+  // The deletion that queued a release carries its actor.
+  store::AuditActorScope gateway_itself("");
   auto pending = store_->PendingReleases();
   if (!pending.ok()) return;
   for (const auto& release : *pending) {

@@ -502,6 +502,21 @@ absl::Status GatewayCore::RefuseAdmission(const driver_v1::RuntimeContext& conte
   return common::Refused(absl::StatusCode::kFailedPrecondition, reason_code, BoundedText(detail, kMaxDriverTextBytes));
 }
 
+absl::Status GatewayCore::AuditedDriverError(const driver_v1::RuntimeContext& context, const absl::Status& error) {
+  if (common::IsStorageError(error)) return error;  // the builtin driver's own store: not a refusal to record
+  // As a refresh records the driver's failures (review 114: an admission the driver refused — PERMISSION_DENIED,
+  // "will not serve that subject" — or failed left no trace in the audit chain).
+  const std::string code = common::ReasonOf(error);
+  const std::string reason =
+      !code.empty() ? std::string(error.message())
+                    : absl::StrCat("driver_error: ", absl::StatusCodeToString(error.code()), ": ", error.message());
+  audit_.Record(AuditRecorder::For(audit::Type::kRefusal, context.sandbox_id()), audit::Outcome::kRefused, reason);
+  LogInfo(absl::StrCat("admission of ", context.sandbox_id(), " refused: ", reason),
+          {{"event", "refusal"}, {"sandbox_id", context.sandbox_id()},
+           {"reason", code.empty() ? std::string("driver_error") : code}, {"detail", reason}});
+  return error;
+}
+
 void GatewayCore::RecordAuthenticationFailures(const std::string& summary) {
   audit_.Record(AuditRecorder::For(audit::Type::kAuthenticationFailures, ""), audit::Outcome::kRefused, summary);
 }
@@ -595,8 +610,9 @@ void GatewayCore::AdmitAsync(driver_v1::RuntimeContext context, AdmitCheck also_
   // Down: try it at once (a driver restarted a moment ago answers now) rather than at the next monitor tick.
   Offload(admission, [this, admission] {
     if (!driver_->TryReconnect()) {
-      return AdmitFinish(admission,
-                         common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable", "the policy driver is not reachable"));
+      return AdmitFinish(admission, AuditedDriverError(admission->context,
+                                                       common::Refused(absl::StatusCode::kUnavailable, "driver_unavailable",
+                                                                       "the policy driver is not reachable")));
     }
     AdmitAcquire(admission);
   });
@@ -614,7 +630,12 @@ void GatewayCore::AdmitAcquire(std::shared_ptr<Admission> admission) {
       [this, admission](std::function<void()> work) { Offload(admission, std::move(work)); },
       [this, admission](absl::StatusOr<DriverHandles::Acquired> handle) {
         Step(admission, [&] {
-          if (!handle.ok()) return AdmitFinish(admission, DriverError(handle.status(), "AcquireHandle"));
+          if (!handle.ok()) {
+            // Not on this (the driver's completion) thread: the refusal writes an audit event.
+            return Offload(admission, [this, admission, status = handle.status()] {
+              AdmitFinish(admission, AuditedDriverError(admission->context, DriverError(status, "AcquireHandle")));
+            });
+          }
           admission->acquired = *std::move(handle);
           driver_->GetProjectionAsync(admission->acquired.handle, SurfaceFor(),
                                       [this, admission](absl::StatusOr<driver_v1::GetProjectionResponse> response) {
@@ -639,7 +660,7 @@ void GatewayCore::AdmitChecked(std::shared_ptr<Admission> admission,
   if (!response.ok()) {
     return Offload(admission, [this, admission, status = response.status()] {
       handles_.Release(admission->acquired);
-      AdmitFinish(admission, DriverError(status, "GetProjection"));
+      AdmitFinish(admission, AuditedDriverError(admission->context, DriverError(status, "GetProjection")));
     });
   }
   if (response->has_no_verified_policy()) {
@@ -1182,6 +1203,13 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
                                 error.empty() ? "" : "; ", error);
   }
+  // The same report again (a supervisor re-sending after a reconnect, or one looping): recorded once a
+  // minute at most (review 114: at two a second one sandbox wrote 170,000 events a day, each a log entry).
+  const store::SandboxRecord& last = snapshot->record;
+  if (last.reported_digest == request.policy_digest() && last.load_status == request.status() &&
+      last.load_error == error && now - last.reported_at_unix < kSameReportEveryS) {
+    return absl::OkStatus();
+  }
   if (auto status = store_->sandboxes().RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
                                          std::move(event));
       !status.ok()) {
@@ -1235,6 +1263,10 @@ absl::StatusOr<gateway_v1::ReloadTrustStoreResponse> GatewayCore::ReloadTrustSto
                 absl::StrCat(out.keys(), " key(s), threshold ", out.threshold()));
   LogInfo(absl::StrCat("trust store reloaded: ", config_.trust_store, ", ", out.keys(), " key(s), threshold ", out.threshold()));
   out.set_sandboxes_refused(RecheckAdmitted());
+  // What this replica could not verify before (another replica's record under a key this one learns only
+  // now) is verified under the new store, and its watchers are sent it (review 115: they waited for a
+  // reconnect, on the older policy).
+  VerifyLoaded();
   return out;
 }
 
@@ -1305,6 +1337,10 @@ uint64_t GatewayCore::RecheckAdmitted() {
   gate_.SetRevoked(std::move(pending), pending_sandboxes);
   auto [revoked, refused] = RevokeFailing(trust, failing);
   gate_.SetRevoked(std::move(revoked), refused);
+  // What stays refused is refused to open watches too: their streams end with the reason (review 115).
+  if (const size_t ended = registry_->CloseRefusedWatchers(clock_->NowUnix()); ended > 0) {
+    LogWarning(absl::StrCat(ended, " watch stream(s) of sandboxes no longer served ended (key_revoked)"));
+  }
   in_recheck = false;
   return refused;
 }
@@ -1340,6 +1376,7 @@ void GatewayCore::RecheckIfTrustMoved(const trust::TrustStore* checked_with, con
     }
   }
   gate_.AddRevoked(std::move(revoked), holders);
+  if (!holders.empty()) registry_->CloseRefusedWatchers(clock_->NowUnix());
   in_recheck = false;
 }
 

@@ -125,6 +125,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // hash of the handle it was authenticated with — the report is refused (UNAUTHENTICATED, nothing
   // recorded) when the sandbox was deleted or re-admitted since, so an old supervisor's report never lands
   // on a new admission (review 104); null for in-process callers speaking for the current admission.
+  // The same report as the last one recorded (digest, status, error) within kSameReportEveryS is answered
+  // OK and not recorded again (no audit event, reported_at unchanged).
+  static constexpr int64_t kSameReportEveryS = 60;
   absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request,
                       const AdmittedSandbox::HandleHash* from = nullptr);
 
@@ -209,6 +212,10 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   void AdmitCommitted(std::shared_ptr<Admission> admission, absl::Status committed);
   void AdmitFinish(const std::shared_ptr<Admission>& admission,
                    absl::StatusOr<gateway_v1::AdmitSandboxResponse> out);
+  // `error` (a driver's failure for an admission), returned as is and recorded as a refusal: its own
+  // `reason_code: detail`, or `driver_error: <code>: …`; not when it is the builtin driver's storage
+  // failing. Writes: not on a completion thread.
+  absl::Status AuditedDriverError(const driver_v1::RuntimeContext& context, const absl::Status& error);
   absl::Status RefuseAdmission(const driver_v1::RuntimeContext& context, const DriverHandles::Acquired& acquired,
                                const driver_v1::Projection* projection, const std::string& reason_code,
                                const std::string& detail);

@@ -403,6 +403,13 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Watch(const std::string& handle, Pr
   if (!found->second.admitted->verified) {
     return absl::UnavailableError("the sandbox's projection changed while the watch opened; open it again");
   }
+  // Asked again under the lock CloseRefusedWatchers takes: a reload's revocation between Serve and here
+  // would otherwise register a watcher its pass never saw (review 115).
+  if (checks_ != nullptr) {
+    if (absl::Status serving = checks_->ServingError(*found->second.admitted->envelope, now_unix); !serving.ok()) {
+      return serving;
+    }
+  }
   if (found->second.watchers.size() >= max_watchers_per_sandbox_) {
     return common::Refused(absl::StatusCode::kResourceExhausted, "watch_limit",
                            absl::StrCat("the sandbox already has ", max_watchers_per_sandbox_,
@@ -426,6 +433,22 @@ void SandboxRegistry::Unwatch(const std::string& sandbox_id, ProjectionWatcher* 
     list.erase(w);
     --watchers_;
   }
+}
+
+size_t SandboxRegistry::CloseRefusedWatchers(int64_t now_unix) {
+  absl::MutexLock lock(&mu_);
+  size_t closed = 0;
+  for (auto& [id, entry] : by_id_) {
+    if (entry.watchers.empty()) continue;
+    if (checks_ == nullptr) break;
+    const absl::Status refused = checks_->ServingError(*entry.admitted->envelope, now_unix);
+    if (refused.ok()) continue;
+    for (ProjectionWatcher* watcher : entry.watchers) watcher->OnRefused(refused);
+    closed += entry.watchers.size();
+    watchers_ -= entry.watchers.size();
+    entry.watchers.clear();
+  }
+  return closed;
 }
 
 void SandboxRegistry::CloseAllWatchers() {

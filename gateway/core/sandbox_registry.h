@@ -41,6 +41,10 @@ class ProjectionWatcher {
   virtual void OnProjection(ProjectionPtr projection) = 0;
   // The sandbox was deleted (its handle revoked) or the gateway is stopping: no more calls follow.
   virtual void OnClosed(bool revoked) = 0;
+  // The projection the watcher was sent is no longer served (`why`: FAILED_PRECONDITION with its reason
+  // code, e.g. key_revoked): the stream ends with it, so the sandbox stops enforcing a policy the gateway
+  // refuses. No more calls follow.
+  virtual void OnRefused(const absl::Status& why) = 0;
 };
 
 // The reason a sandbox whose stored envelope failed re-verification is refused with: the check's own
@@ -157,6 +161,11 @@ class SandboxRegistry final : public store::ChangeListener {
   // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
   // it). Defaults: Limits{}. Applies to later Watch calls.
   void SetWatchLimits(size_t per_sandbox, size_t total);
+  // Ends the watch streams of every sandbox the serving rule (ServingChecks::ServingError) now refuses —
+  // a projection whose key a trust-store reload revoked and no refresh replaced (review 115: fetches were
+  // refused while open watches stayed silent, their supervisors enforcing the revoked policy) — each with
+  // OnRefused(the refusal). Returns how many streams it ended.
+  size_t CloseRefusedWatchers(int64_t now_unix);
   // Closes every watcher (gateway stopping); later Watch calls still work.
   void CloseAllWatchers();
   // `observer` is told the id of each sandbox whose served projection a batch committed by this process

@@ -69,6 +69,11 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
                                                  "the gateway is stopping; watch again (another replica, or this one "
                                                  "once it is back)")));
   }
+  // The registry ended the watch: the projection is no longer served (key_revoked).
+  void RefuseWatch(const absl::Status& why) {
+    absl::MutexLock lock(&mu_);
+    CloseLocked(ToGrpc(why));
+  }
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
@@ -135,6 +140,7 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
     EnqueueLocked(std::move(projection));
   }
   void OnClosed(bool revoked) override { CloseWatch(revoked); }
+  void OnRefused(const absl::Status& why) override { RefuseWatch(why); }
   void OnDone() override {
     if (registered_) registry_->Unwatch(sandbox_id_, this);
     delete this;
@@ -175,6 +181,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
     EnqueueServedLocked(std::move(projection));
   }
   void OnClosed(bool revoked) override { CloseWatch(revoked); }
+  void OnRefused(const absl::Status& why) override { RefuseWatch(why); }
   // A new checkpoint: the proof of the projection sent last, if it waits for one and it exists now.
   void OnCheckpoint() override {
     if (!awaiting_.load(std::memory_order_acquire)) return;
