@@ -89,6 +89,11 @@ std::string TerminalText(const std::string& text, bool quoted, size_t max_bytes)
   return common::BoundedText(escaped, max_bytes);
 }
 
+std::string TerminalWord(const std::string& text) {
+  if (text.find_first_of(" \"\\=") == std::string::npos) return TerminalText(text);
+  return absl::StrCat("\"", TerminalText(text, /*quoted=*/true), "\"");
+}
+
 void PrintTable(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& raw_rows) {
   std::vector<std::vector<std::string>> rows;
   rows.reserve(raw_rows.size());

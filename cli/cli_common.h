@@ -87,6 +87,9 @@ absl::Status ParsePairs(const std::vector<std::string>& pairs, const std::string
 // escapes escaped, invalid UTF-8 escaped, at most `max_bytes` (common::BoundedText). `quoted`: `"` and `\`
 // escaped too, for a value printed between quotes (no forged `actor=` after a closing quote).
 std::string TerminalText(const std::string& text, bool quoted = false, size_t max_bytes = 4096);
+// A `key=value` field's value: TerminalText, between quotes (escaped) when it holds a space, a quote, a
+// backslash or `=`, so a value such as `s actor=uid:0` never reads as another field.
+std::string TerminalWord(const std::string& text);
 
 // A table: each column as wide as its widest cell (header included), two spaces apart, the last column
 // unpadded. Every cell is printed as TerminalText.

@@ -38,6 +38,7 @@ constexpr OcsfClass kOcsfClasses[] = {
     {"driver_down", 6002, "Application Lifecycle", 6, "Application Activity", 4, "Stop", ""},
     {"reverification_failed", 2004, "Detection Finding", 2, "Findings", 1, "Create", ""},
     {"state_rollback_accepted", 2004, "Detection Finding", 2, "Findings", 1, "Create", ""},
+    {"interception", 6003, "API Activity", 6, "Application Activity", 99, "Other", ""},
 };
 // An event type this table does not know yet (a newer gateway): an API Activity, activity Other.
 constexpr OcsfClass kOther = {"", 6003, "API Activity", 6, "Application Activity", 99, "Other", ""};
@@ -131,6 +132,7 @@ pb::Struct ToOcsf(const openshell::policy::gateway::v1::AuditEvent& e) {
   pb::Struct gateway;  // the event itself, every field (64-bit numbers as strings, as in audit export)
   auto& g = *gateway.mutable_fields();
   g["seq"] = Str(absl::StrCat(e.seq()));
+  g["time_unix_ms"] = Str(absl::StrCat(e.time_unix_ms()));
   g["type"] = Str(e.type());
   g["outcome"] = Str(e.outcome());
   g["sandbox_id"] = Str(e.sandbox_id());
@@ -144,6 +146,8 @@ pb::Struct ToOcsf(const openshell::policy::gateway::v1::AuditEvent& e) {
   pb::Struct context;
   for (const auto& [k, v] : e.audit_context()) (*context.mutable_fields())[k] = Str(v);
   g["audit_context"] = Obj(std::move(context));
+  g["reason"] = Str(e.reason());
+  g["actor"] = Str(e.actor());
   g["prev_hash"] = Str(e.prev_hash());
   g["hash"] = Str(e.hash());
   pb::Struct unmapped;

@@ -20,12 +20,12 @@ std::string SandboxEventLine(const v1::SandboxEvent& e, bool json) {
   const std::string when = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(e.time_unix_ms()),
                                             absl::UTCTimeZone());
   std::string line = absl::StrCat(e.seq(), " ", when, " ", TerminalText(e.change()));
-  if (!e.sandbox_id().empty()) absl::StrAppend(&line, " sandbox=", TerminalText(e.sandbox_id()));
-  if (!e.scope().empty()) absl::StrAppend(&line, " scope=", TerminalText(e.scope()));
+  if (!e.sandbox_id().empty()) absl::StrAppend(&line, " sandbox=", TerminalWord(e.sandbox_id()));
+  if (!e.scope().empty()) absl::StrAppend(&line, " scope=", TerminalWord(e.scope()));
   if (!e.policy_digest().empty()) absl::StrAppend(&line, " digest=", TerminalText(e.policy_digest().substr(0, 12)));
   if (e.policy_version() != 0) absl::StrAppend(&line, " version=", e.policy_version());
   absl::StrAppend(&line, " outcome=", TerminalText(e.outcome()));
-  if (!e.actor().empty()) absl::StrAppend(&line, " actor=", TerminalText(e.actor()));
+  if (!e.actor().empty()) absl::StrAppend(&line, " actor=", TerminalWord(e.actor()));
   if (!e.reason().empty()) absl::StrAppend(&line, " reason=\"", TerminalText(e.reason(), /*quoted=*/true, 65536), "\"");
   return line;
 }

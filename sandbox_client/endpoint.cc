@@ -80,8 +80,8 @@ void QuietGrpcLogs() { ::setenv("GRPC_VERBOSITY", "NONE", /*overwrite=*/0); }
 absl::Status CheckKeepalive(const Keepalive& keepalive) {
   if (keepalive.time < kMinKeepalive) {
     return absl::InvalidArgumentError(absl::StrCat("keepalive of ", keepalive.time.count(),
-                                                   " ms: the gateway accepts a ping every ", kMinKeepalive.count(),
-                                                   " ms at most and drops a connection that pings more often"));
+                                                   " ms: at least ", kMinKeepalive.count(),
+                                                   " ms (the gateway drops a connection that pings too often)"));
   }
   if (keepalive.timeout.count() <= 0) {
     return absl::InvalidArgumentError("keepalive timeout: must be above 0 ms");

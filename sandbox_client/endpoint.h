@@ -37,8 +37,10 @@ struct Endpoint {
 // while idle, however long the call sends nothing; a ping not answered within `keepalive.timeout` closes
 // the connection and fails its calls UNAVAILABLE. So a stream whose connection was dropped without a reset
 // (a NAT or firewall forgetting an idle flow, a host gone) ends within time + timeout and is reopened,
-// instead of waiting for ever. The gateway's listeners accept a ping every kMinKeepalive (5 s) and close
-// a connection that pings more often: times below that are refused (INVALID_ARGUMENT).
+// instead of waiting for ever. The gateway's listeners accept a ping every 2.5 s and close a connection
+// that pings more often; times below kMinKeepalive (5 s, twice that) are refused (INVALID_ARGUMENT). A
+// gateway older than this library takes a ping every 5 minutes at most on a quiet call: upgrade gateways
+// before supervisors, or a quiet watch is closed and reopened every minute or so.
 struct Keepalive {
   std::chrono::milliseconds time{20000};
   std::chrono::milliseconds timeout{10000};

@@ -104,9 +104,38 @@ absl::Status SaveState(const std::string& path, uint64_t version, const std::str
       path, absl::StrCat(kStateHeader, "\npolicy_version ", version, "\npolicy_digest ", digest, "\n"), "state file");
 }
 
+// Whether the gateway's refusal to serve a sandbox says its projection no longer passes the checks of
+// SPEC §3.3 — a key revoked, unknown or out of its window, a signature or digest that does not verify —
+// so the policy in force must end. Not `expired` (the client's own timer ends an expired policy), not a
+// refusal that may pass in a moment (`revocation_pending`, while a reload's refreshes run).
+bool NoLongerVerifies(const std::string& reason) {
+  namespace r = trust::reason;
+  for (const char* code : {r::kKeyRevoked, r::kUnknownKey, r::kKeyNotValidNow, r::kBadSignature, r::kThresholdNotMet,
+                           r::kUnsigned, r::kDigestMismatch, r::kContextMismatch, r::kSurfaceNotAccepted,
+                           r::kIncompleteProjection, r::kInvalidPolicy}) {
+    if (reason == code) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
+bool EndsPolicyInForce(const absl::Status& refusal) {
+  if (!absl::IsFailedPrecondition(refusal)) return false;
+  const std::string reason = common::ReasonOf(refusal);
+  return reason == trust::reason::kExpired || NoLongerVerifies(reason);
+}
+
 absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file) {
+  // The variable leaves the environment whichever way the handle is taken: the programs the supervisor
+  // starts must not inherit it. Overwritten where it is, then unset: /proc/<pid>/environ shows the
+  // process's initial environment block, which unsetenv leaves as it was (review 116).
+  std::string from_environment;
+  if (char* value = std::getenv(kHandleVariable)) {
+    from_environment = std::string(absl::StripAsciiWhitespace(value));
+    std::memset(value, 0, std::strlen(value));
+  }
+  ::unsetenv(kHandleVariable);
   std::string handle;
   if (!handle_file.empty()) {
     std::ifstream in(handle_file);
@@ -116,13 +145,11 @@ absl::StatusOr<std::string> ReadSandboxHandle(const std::string& handle_file) {
     if (handle.empty()) return absl::InvalidArgumentError(absl::StrCat("handle file ", handle_file, ": empty"));
     return handle;
   }
-  if (const char* value = std::getenv(kHandleVariable)) handle = std::string(absl::StripAsciiWhitespace(value));
-  ::unsetenv(kHandleVariable);
-  if (handle.empty()) {
+  if (from_environment.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("no sandbox handle: give a handle file or set ", kHandleVariable));
   }
-  return handle;
+  return from_environment;
 }
 
 SandboxClient::SandboxClient(ClientOptions options, std::shared_ptr<grpc::Channel> channel, uint64_t floor)
@@ -333,7 +360,7 @@ void SandboxClient::Emit(const EventFn& on_event, const WatchEvent& event) {
 void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyFn& apply, const EventFn& on_event,
                           const gateway_v1::ServedProjection* served) {
   auto emit = [&](WatchEvent::Kind kind, const std::string& detail) {
-    Emit(on_event, {kind, projection.policy_digest(), detail, std::chrono::milliseconds(0)});
+    Emit(on_event, {kind, projection.policy_digest(), detail, std::chrono::milliseconds(0), absl::OkStatus()});
   };
   std::shared_ptr<const VerifiedPolicy> in_force;
   uint64_t floor = 0;
@@ -394,7 +421,9 @@ void SandboxClient::Handle(const driver_v1::Projection& projection, const ApplyF
       floor_ = std::max(floor_, projection.policy_version());
       expiry_cv_.SignalAll();  // a new expiry to wait for
     }
-    emit(outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, failure);  // before any kExpired of it
+    // Before any kExpired of it. A rejection carries its status (EndsPolicyInForce reads it).
+    Emit(on_event, {outcome.ok() ? WatchEvent::kApplied : WatchEvent::kRejected, projection.policy_digest(), failure,
+                    std::chrono::milliseconds(0), outcome});
   }
   // Reported without the apply lock held (a slow gateway must not hold the expiry timer up).
   if (!options_.report) return;
@@ -474,11 +503,11 @@ void SandboxClient::EndInForce(const std::shared_ptr<const VerifiedPolicy>& poli
   } else {
     detail += absl::StrCat(" (could not be withdrawn: ", withdrawn.message(), "; the watch ends)");
   }
-  Emit(on_event, {kind, policy->digest(), detail, std::chrono::milliseconds(0)});
+  Emit(on_event, {kind, policy->digest(), detail, std::chrono::milliseconds(0), absl::OkStatus()});
   if (options_.report) {
     if (absl::Status reported = Report(policy->digest(), why); !reported.ok()) {
       Emit(on_event, {WatchEvent::kReportFailed, policy->digest(), std::string(reported.message()),
-                      std::chrono::milliseconds(0)});
+                      std::chrono::milliseconds(0), absl::OkStatus()});
     }
   }
   absl::MutexLock lock(&mu_);
@@ -533,9 +562,10 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
       backoff = options_.initial_backoff;
     }
     if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
-        common::ReasonOf(FromGrpc(status)) == trust::reason::kKeyRevoked) {
+        NoLongerVerifies(common::ReasonOf(FromGrpc(status)))) {
       // The gateway no longer serves the policy in force: a trust-store reload revoked its key and no
-      // re-signed projection replaced it (review 115: supervisors kept enforcing it). Ended as an expired
+      // re-signed projection replaced it, or (after a restart, or on another replica) its stored envelope
+      // fails the gateway's checks (review 115, 116: supervisors kept enforcing it). Ended as an expired
       // one is; a re-signed projection later is applied as any other.
       absl::MutexLock serialized(&apply_mu_);
       std::shared_ptr<const VerifiedPolicy> in_force;
@@ -561,7 +591,8 @@ absl::Status SandboxClient::Watch(const ApplyFn& apply, const EventFn& on_event,
         backoff.count() / 2 + static_cast<int64_t>(random() % static_cast<uint64_t>(backoff.count() / 2 + 1)));
     if (on_event) {
       mu_.Unlock();
-      Emit(on_event, {WatchEvent::kDisconnected, "", FromGrpc(status, options_.endpoint).ToString(), wait});
+      const absl::Status ended = FromGrpc(status, options_.endpoint);
+      Emit(on_event, {WatchEvent::kDisconnected, "", ended.ToString(), wait, ended});
       mu_.Lock();
     }
     const absl::Time until = absl::Now() + absl::FromChrono(wait);
@@ -579,7 +610,7 @@ bool SandboxClient::ReadStream(grpc::ClientContext* context, const ApplyFn& appl
   auto connect = [&] {
     if (connected) return;
     connected = true;
-    Emit(on_event, {WatchEvent::kConnected, "", "", std::chrono::milliseconds(0)});
+    Emit(on_event, {WatchEvent::kConnected, "", "", std::chrono::milliseconds(0), absl::OkStatus()});
   };
   if (!log_required()) {
     auto reader = stub_->WatchProjection(context, gateway_v1::WatchProjectionRequest());

@@ -100,8 +100,10 @@ struct ClientOptions {
   // it: the `withdraw` function given to Watch is called and current() becomes null; with no `withdraw`
   // function (or when it fails), Watch ends with FAILED_PRECONDITION "expired: ..." so that the supervisor
   // stops. kKeepLastGood leaves it in force (still reported FAILED). The same holds when a watch ends
-  // with `key_revoked` (kRevoked): the gateway no longer serves the policy in force, since a trust-store
-  // reload revoked its key and the driver gave no re-signed one.
+  // FAILED_PRECONDITION with a code saying the served projection no longer passes the gateway's checks
+  // (kRevoked: `key_revoked` after a trust-store reload revoked its key and the driver gave no re-signed
+  // one; `unknown_key`, `bad_signature`, … after a restart under another trust store). Not on `expired`
+  // (the timer above) nor `revocation_pending` (a reload's refreshes still running).
   enum class OnExpiry { kFailClosed, kKeepLastGood };
   OnExpiry on_expiry = OnExpiry::kFailClosed;
 
@@ -139,14 +141,25 @@ struct WatchEvent {
     kDisconnected,  // the stream ended; it is re-opened after `retry_in`
     kReportFailed,  // a report could not be delivered (the projection stays applied)
     kExpired,       // the policy in force expired with no newer one (reported FAILED; withdrawn unless kKeepLastGood)
-    kRevoked,       // the gateway refuses the policy in force: its key was revoked (key_revoked) and no
-                    // re-signed one replaced it (reported FAILED; withdrawn unless kKeepLastGood, as kExpired)
+    kRevoked,       // the gateway refuses the policy in force as no longer passing its checks (key_revoked,
+                    // unknown_key, bad_signature, …: its key revoked or gone and no re-signed one replaced it)
+                    // (reported FAILED; withdrawn unless kKeepLastGood, as kExpired)
   };
   Kind kind;
   std::string digest;   // the projection concerned, if any
   std::string detail;   // reason code and detail, or the stream's status
   std::chrono::milliseconds retry_in{0};
+  absl::Status status;  // kDisconnected: the status the stream ended with; kRejected: why it was rejected
 };
+
+// Whether the gateway's refusal to serve the sandbox says the policy it served must no longer be enforced:
+// FAILED_PRECONDITION `expired`, or a code saying the projection no longer passes the checks of SPEC §3.3
+// (`key_revoked`, `unknown_key`, `bad_signature`, …). Watch ends the policy in force on the latter itself
+// (kRevoked; `expired` by its own timer). A supervisor that left a policy in force in a previous run —
+// which this run never applied, so Watch cannot end it — withdraws it on a kDisconnected or kRejected
+// whose status says so while nothing is in force (examples/supervisor does): after a restart past its
+// expiry or its key's revocation, whether the gateway refuses the watch or streams what no longer verifies.
+bool EndsPolicyInForce(const absl::Status& refusal);
 
 class SandboxClient {
  public:

@@ -18,6 +18,7 @@
 #include "common/grpc_status.h"
 #include "tests/gateway_fixture.h"
 #include "tests/stream_reader.h"
+#include "trust/audit_chain.h"
 
 namespace osh::test {
 namespace {
@@ -141,7 +142,8 @@ TEST_CASE("audit tail and events: stored fields reach the terminal escaped, a qu
     sqlite3_busy_timeout(db, 5000);
     REQUIRE(sqlite3_exec(db,
                          "UPDATE audit_events SET reason = 'x' || char(27) || ']52;c;QUJD' || char(7) || '\" actor=uid:0', "
-                         "actor = 'uid:1' || char(27) || '[2J' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+                         "actor = 'uid:1' || char(27) || '[2J', sandbox_id = 'sb-1 actor=uid:0' "
+                         "WHERE seq = (SELECT MAX(seq) FROM audit_events)",
                          nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
   }
@@ -151,6 +153,7 @@ TEST_CASE("audit tail and events: stored fields reach the terminal escaped, a qu
   CHECK(out.find('\x07') == std::string::npos);
   CHECK_THAT(out, Catch::Contains("reason=\"x\\033]52;c;QUJD\\007\\\" actor=uid:0\""));
   CHECK_THAT(out, Catch::Contains("actor=uid:1\\033[2J"));
+  CHECK_THAT(out, Catch::Contains("sandbox=\"sb-1 actor=uid:0\""));  // quoted: it holds a space and an `=`
   CHECK(g.Stop() == 0);
 }
 
@@ -190,6 +193,23 @@ TEST_CASE("audit tail: text, JSON and OCSF lines, --after", "[integration][audit
     CHECK(f.at("metadata").struct_value().fields().at("sequence").number_value() == static_cast<double>(events[i].seq()));
     CHECK(f.at("unmapped").struct_value().fields().at("openshell").struct_value().fields().at("hash").string_value() ==
           events[i].hash());
+    // The chain can be checked from unmapped.openshell alone (review 114: time, reason and actor were missing).
+    const auto& o = f.at("unmapped").struct_value().fields().at("openshell").struct_value().fields();
+    gw::AuditEvent back;
+    back.set_seq(std::stoull(o.at("seq").string_value()));
+    back.set_time_unix_ms(std::stoll(o.at("time_unix_ms").string_value()));
+    back.set_type(o.at("type").string_value());
+    back.set_outcome(o.at("outcome").string_value());
+    back.set_sandbox_id(o.at("sandbox_id").string_value());
+    back.set_surface_id(o.at("surface_id").string_value());
+    back.set_policy_digest(o.at("policy_digest").string_value());
+    back.set_policy_version(std::stoull(o.at("policy_version").string_value()));
+    for (const auto& key : o.at("key_ids").list_value().values()) back.add_key_ids(key.string_value());
+    for (const auto& [k, v] : o.at("audit_context").struct_value().fields()) (*back.mutable_audit_context())[k] = v.string_value();
+    back.set_reason(o.at("reason").string_value());
+    back.set_actor(o.at("actor").string_value());
+    back.set_prev_hash(o.at("prev_hash").string_value());
+    CHECK(osh::trust::ChainHash(back.prev_hash(), osh::trust::FromProto(back)) == events[i].hash());
     const double class_uid = f.at("class_uid").number_value();
     CHECK(f.at("type_uid").number_value() == class_uid * 100 + f.at("activity_id").number_value());
     if (events[i].type() == "admission") {

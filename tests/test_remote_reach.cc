@@ -731,7 +731,7 @@ TEST_CASE("TLS listeners: a stop ends a watch over TCP with the gateway's status
   CHECK(common::ReasonOf(common::FromGrpc(ended)) == "gateway_stopping");  // from the gateway, not the transport
 }
 
-TEST_CASE("sandbox client: a connection dropped without a reset is noticed by keepalive and the watch reopened; "
+TEST_CASE("sandbox client: a connection dropped without a reset is noticed by keepalive and the watch reopened, "
           "the gateway takes a quiet watch's pings",
           "[integration][sandbox_client]") {
   // Review 113: the client's channels had no keepalive and a watch no deadline: a connection a NAT forgot

@@ -34,10 +34,14 @@ void CheckScrubbed(const grpc::Status& status) {
   CheckScrubbedText(status.error_details());
 }
 
-grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::string& digest) {
+// LOADED, or FAILED with `error` when one is given (the same report as the last one recorded is answered
+// without the database within a minute: a test that needs the database reports something new).
+grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::string& digest,
+                    const std::string& error = "") {
   gw::ReportPolicyStatusRequest request;
   request.set_policy_digest(digest);
-  request.set_status(gw::LOADED);
+  request.set_status(error.empty() ? gw::LOADED : gw::FAILED);
+  request.set_error(error);
   gw::ReportPolicyStatusResponse response;
   return g.sandbox().ReportPolicyStatus(GatewayFixture::Context(handle).get(), request, &response);
 }
@@ -102,9 +106,10 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
 
   // Stopped: every request that needs the database fails, scrubbed, for the sandbox and the admin.
   cluster->StopServer();
-  CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest()));
+  CheckScrubbed(Report(g, admitted.sandbox_handle(), admitted.policy_digest(), "while stopped"));
   std::string out, err;
-  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(admitted.sandbox_handle()), "--digest", admitted.policy_digest(), "--loaded"},
+  CHECK(Ctl(g, {"report", "--handle-file", HandleFile(admitted.sandbox_handle()), "--digest", admitted.policy_digest(),
+                "--failed", "while stopped, through policyctl"},
             &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("storage_error: "));
   CheckScrubbedText(out + err);
@@ -116,7 +121,7 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
   CheckScrubbedText(out + err);
 
   cluster->StartServer();
-  CHECK(Eventually([&] { return Report(g, admitted.sandbox_handle(), admitted.policy_digest()).ok(); },
+  CHECK(Eventually([&] { return Report(g, admitted.sandbox_handle(), admitted.policy_digest(), "after the restart").ok(); },
                    std::chrono::seconds(30)));
 }
 

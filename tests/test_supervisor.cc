@@ -217,6 +217,22 @@ TEST_CASE("example supervisor: a policy that expires with no newer one is report
   CHECK(std::filesystem::exists(kept));
   CHECK(supervisor->running());
 
+  // A supervisor restarted past the expiry finds the policy a previous run left (here: the keeper's, with
+  // its state) and nothing it could apply (the gateway still streams the expired projection within its own
+  // skew, or refuses the watch `expired` past it): it withdraws the file rather than keep it enforced
+  // (review 115: it kept it, the state holding no policy to end).
+  const std::string left = s.dir / "left.json";
+  std::filesystem::copy_file(kept, left);
+  std::filesystem::copy_file(kept + ".state", left + ".state");
+  ::chmod((left + ".state").c_str(), 0600);
+  auto restarted = StartSupervisor(g, handle_file, s.dir / "restarted.log",
+                                   {"--trust-store", s.dir / "sandbox-trust.json", "--clock-skew-s", "0",
+                                    "--policy-out", left});
+  CHECK(Eventually([&] { return !std::filesystem::exists(left); }));
+  CHECK_THAT(ReadFile(s.dir / "restarted.log"), Catch::Contains("nothing verifiable replaces the policy a previous run left"));
+  restarted->Signal(SIGTERM);
+  CHECK(restarted->Wait() == 0);
+
   // A newer projection: applied again.
   s.Serve(s.Sign("fresh", "github.yaml", {"--version", "2", "--expires-in", "3600"}));
   gw::RefreshSandboxRequest refresh;

@@ -431,7 +431,9 @@ TEST_CASE("trust store reload: a revoked key's projections are refused at once, 
   }
   INFO(g.log());
   CHECK(served.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
-  CHECK(absl::StartsWith(served.error_message(), "key_revoked: "));
+  // While the refreshes run: revocation_pending, which no supervisor withdraws on (a re-signed projection
+  // may replace it in a moment: review 116); key_revoked once no refresh did.
+  CHECK(absl::StartsWith(served.error_message(), "revocation_pending: "));
   CHECK(g.Fetch(first.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   // When the refreshes end (the driver still serves a-signed), both stay refused.
   gw::GetStatusResponse status;
@@ -440,7 +442,9 @@ TEST_CASE("trust store reload: a revoked key's projections are refused at once, 
            g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok() &&
            status.revoked_sandboxes() == 2;
   }));
-  CHECK(g.Fetch(second.sandbox_handle(), &fetched).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  const grpc::Status after = g.Fetch(second.sandbox_handle(), &fetched);
+  CHECK(after.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(after.error_message(), "key_revoked: "));
   CHECK(g.Stop() == 0);
 }
 

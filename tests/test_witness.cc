@@ -279,6 +279,15 @@ TEST_CASE("witness: an empty or truncated state file is lost state, never \"noth
     CHECK(absl::IsFailedPrecondition(created.status()));
     CHECK_THAT(std::string(created.status().message()), Catch::Contains("lost state"));
   }
+  // Cut at a table's end, after the format line (review 116): the count says logs are missing.
+  REQUIRE(written.find("[[log]]") != std::string::npos);
+  WriteFile(f.dir / "state.toml", written.substr(0, written.find("[[log]]")));
+  {
+    auto cut = create();
+    REQUIRE_FALSE(cut.ok());
+    CHECK(absl::IsFailedPrecondition(cut.status()));
+    CHECK_THAT(std::string(cut.status().message()), Catch::Contains("truncated"));
+  }
   // Another format (a newer witness's) is refused; an earlier version's file with logs and no format line is read.
   WriteFile(f.dir / "state.toml", "format = \"policy-log-witness-state/2\"\n");
   CHECK(absl::IsInvalidArgument(create().status()));

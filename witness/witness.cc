@@ -109,7 +109,13 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
   try {
     const toml::table table = toml::parse(text.str(), path);
     bool marked = false;
+    std::optional<int64_t> count;
     for (const auto& [key, node] : table) {
+      if (key.str() == "logs") {
+        count = node.value<int64_t>();
+        if (!count) return bad(node, "logs is not a count");
+        continue;
+      }
       if (key.str() == "format") {
         if (node.value<std::string>() != std::string(kWitnessStateFormat)) {
           return bad(node, absl::StrCat("format is not \"", kWitnessStateFormat, "\" (a newer witness's state?)"));
@@ -117,7 +123,7 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
         marked = true;
         continue;
       }
-      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only format and [[log]] tables)"));
+      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only format, logs and [[log]] tables)"));
       for (const toml::node& item : *node.as_array()) {
         const toml::table& log = *item.as_table();
         const std::optional<std::string> origin = log["origin"].value<std::string>();
@@ -144,6 +150,13 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
     // An empty file is not "nothing cosigned": a state truncated by a crash, a full disk or a mistaken
     // redirect would otherwise let the witness cosign any fork it is shown first (review 113). `init` and
     // every write put the format line in; a file of an earlier version with logs in it is still read.
+    // And the count written beside it: a file cut at a table's end (some logs, or all of them, lost) reads
+    // as valid TOML (review 116).
+    if (marked && (!count || *count != static_cast<int64_t>(state.size()))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": holds ", state.size(), " [[log]] but says logs = ", count ? absl::StrCat(*count) : "(none)",
+          ": truncated, read as lost state. Restore it, or retire the witness (a new key)"));
+    }
     if (!marked && state.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           path, ": no format line and no [[log]]: read as lost state, not as \"nothing cosigned\". If this witness "
@@ -160,7 +173,7 @@ absl::Status InitWitnessState(const std::string& path) {
   return policy::CreateFileAtomically(
       path,
       absl::StrCat("# policy-log-witness state: the last checkpoint cosigned per log. Never delete or edit it.\n",
-                   "format = \"", kWitnessStateFormat, "\"\n"),
+                   "format = \"", kWitnessStateFormat, "\"\nlogs = 0\n"),
       0600);
 }
 
@@ -175,7 +188,8 @@ absl::Status WriteWitnessState(const std::string& path, const std::map<std::stri
   std::ostringstream out;
   out << "# policy-log-witness state: the last checkpoint cosigned per origin. Do not edit; never delete\n"
          "# (a witness that forgets what it cosigned can be made to cosign a fork).\n";
-  out << toml::table{{"format", kWitnessStateFormat}, {"log", std::move(logs)}} << "\n";
+  const int64_t count = static_cast<int64_t>(logs.size());
+  out << toml::table{{"format", kWitnessStateFormat}, {"logs", count}, {"log", std::move(logs)}} << "\n";
   if (absl::Status s = policy::WriteFileAtomically(path, out.str(), 0600); !s.ok()) return s;
   return WitnessSyncFolder(path);
 }

@@ -70,8 +70,8 @@ struct HeldCheckpoint {
   bool operator==(const HeldCheckpoint&) const = default;
 };
 
-// The state file: TOML, `format = "policy-log-witness-state/1"`, then one [[log]] table per origin with
-// origin, size, root (base64) and note. Reading checks that each note's checkpoint carries the origin, size
+// The state file: TOML, `format = "policy-log-witness-state/1"` and `logs = <how many>`, then one [[log]]
+// table per origin with origin, size, root (base64) and note; a count that disagrees is lost state. Reading checks that each note's checkpoint carries the origin, size
 // and root recorded beside it. A missing file, or one with neither the format line nor a [[log]] (empty,
 // truncated), is FAILED_PRECONDITION (below): lost state, never "nothing cosigned"; anything else
 // unreadable is an error. A file with logs and no format line (an earlier version's) is read.

@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <vector>
@@ -211,9 +212,22 @@ int main(int argc, char** argv) {
   });
   stopper.detach();
 
+  sc::SandboxClient* watching = client->get();
   const absl::Status ended = (*client)->Watch(
       [&](const sc::VerifiedPolicy& verified) { return Apply(verified, policy_out); },
-      [](const sc::WatchEvent& event) {
+      [&](const sc::WatchEvent& event) {
+        // A policy a previous run left in --policy-out, which this run never applied (so Watch cannot end
+        // it), while the gateway refuses the watch, or streams a projection, that is expired or no longer
+        // verifies: withdrawn (fail closed). Without
+        // this a restart past its expiry or its key's revocation kept it enforced (review 115).
+        if (!keep_expired &&
+            (event.kind == sc::WatchEvent::kDisconnected || event.kind == sc::WatchEvent::kRejected) &&
+            watching->current() == nullptr &&
+            sc::EndsPolicyInForce(event.status) && std::filesystem::exists(policy_out)) {
+          const absl::Status withdrawn = Withdraw(policy_out);
+          Say(absl::StrCat("nothing verifiable replaces the policy a previous run left in force (", event.status.message(),
+                           "): ", withdrawn.ok() ? "withdrawn: fail closed" : std::string(withdrawn.message())));
+        }
         switch (event.kind) {
           case sc::WatchEvent::kConnected: std::cerr << "connected\n"; break;
           case sc::WatchEvent::kApplied: Say(absl::StrCat("applied ", event.digest)); break;

@@ -1203,13 +1203,6 @@ absl::Status GatewayCore::Report(const std::string& sandbox_id, const gateway_v1
     event.reason = absl::StrCat("behind: reported the previous digest while ", admitted, " is admitted",
                                 error.empty() ? "" : "; ", error);
   }
-  // The same report again (a supervisor re-sending after a reconnect, or one looping): recorded once a
-  // minute at most (review 114: at two a second one sandbox wrote 170,000 events a day, each a log entry).
-  const store::SandboxRecord& last = snapshot->record;
-  if (last.reported_digest == request.policy_digest() && last.load_status == request.status() &&
-      last.load_error == error && now - last.reported_at_unix < kSameReportEveryS) {
-    return absl::OkStatus();
-  }
   if (auto status = store_->sandboxes().RecordReport(sandbox_id, request.policy_digest(), request.status(), error, now,
                                          std::move(event));
       !status.ok()) {
@@ -1329,8 +1322,10 @@ uint64_t GatewayCore::RecheckAdmitted() {
     // Its envelope as it is now: a refresh committed since the listing may have replaced it with a good one.
     if (!snapshot || verdict(snapshot->record).empty()) continue;
     ++pending_sandboxes;
+    // Its own reason code (review 116): a supervisor told key_revoked withdraws its policy, and this one may
+    // be replaced by a re-signed projection in a moment; a watch opened meanwhile is refused, not ended.
     pending.try_emplace(snapshot->record.envelope.get(), snapshot->record.envelope,
-                        absl::StrCat(trust::reason::kKeyRevoked,
+                        absl::StrCat(kRevocationPending,
                                      ": the admitted projection no longer verifies under the reloaded trust store (",
                                      verdict(snapshot->record), "); being refreshed, not served meanwhile"));
   }

@@ -125,9 +125,6 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // hash of the handle it was authenticated with — the report is refused (UNAUTHENTICATED, nothing
   // recorded) when the sandbox was deleted or re-admitted since, so an old supervisor's report never lands
   // on a new admission (review 104); null for in-process callers speaking for the current admission.
-  // The same report as the last one recorded (digest, status, error) within kSameReportEveryS is answered
-  // OK and not recorded again (no audit event, reported_at unchanged).
-  static constexpr int64_t kSameReportEveryS = 60;
   absl::Status Report(const std::string& sandbox_id, const gateway_v1::ReportPolicyStatusRequest& request,
                       const AdmittedSandbox::HandleHash* from = nullptr);
 

@@ -34,6 +34,10 @@
 
 namespace osh::gateway {
 
+// The reason a projection is refused while a trust-store reload's refreshes may still replace it (its key
+// no longer verifies): not key_revoked, which tells a supervisor to withdraw the policy in force.
+inline constexpr char kRevocationPending[] = "revocation_pending";
+
 class ProjectionGate final : public ServingChecks, private store::CeilingListener {
  public:
   // `ceilings` and `log` must outlive the gate; the gate listens to `ceilings` for as long as it lives,
@@ -90,7 +94,8 @@ class ProjectionGate final : public ServingChecks, private store::CeilingListene
                            const trust::TrustStore* trust);
 
   // The envelopes refused to fetchers after a trust-store reload (their signatures no longer verify),
-  // each with its key_revoked message, and how many sandboxes hold them. Replaces the previous set.
+  // each with its message — `key_revoked: …` once no refresh replaced it, `revocation_pending: …` while
+  // the reload's refreshes run — and how many sandboxes hold them. Replaces the previous set.
   using RevokedEnvelopes = absl::flat_hash_map<const store::Envelope*, std::pair<store::EnvelopePtr, std::string>>;
   void SetRevoked(RevokedEnvelopes revoked, uint64_t sandboxes);
   // Adds to the set (sandboxes checked again after a reload that their check raced); `holders`: how many

@@ -13,6 +13,7 @@
 
 #include "policy/body_codec.h"
 #include "policy/digest.h"
+#include "trust/projection_check.h"
 
 namespace osh::gateway {
 
@@ -442,7 +443,9 @@ size_t SandboxRegistry::CloseRefusedWatchers(int64_t now_unix) {
     if (entry.watchers.empty()) continue;
     if (checks_ == nullptr) break;
     const absl::Status refused = checks_->ServingError(*entry.admitted->envelope, now_unix);
-    if (refused.ok()) continue;
+    // Revoked only (review 116): an expired projection's watchers know it already (their own timer), and a
+    // watch ended now would back off past the fresh projection the driver may bring.
+    if (refused.ok() || common::ReasonOf(refused) != trust::reason::kKeyRevoked) continue;
     for (ProjectionWatcher* watcher : entry.watchers) watcher->OnRefused(refused);
     closed += entry.watchers.size();
     watchers_ -= entry.watchers.size();

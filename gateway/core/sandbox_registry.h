@@ -161,8 +161,8 @@ class SandboxRegistry final : public store::ChangeListener {
   // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
   // it). Defaults: Limits{}. Applies to later Watch calls.
   void SetWatchLimits(size_t per_sandbox, size_t total);
-  // Ends the watch streams of every sandbox the serving rule (ServingChecks::ServingError) now refuses —
-  // a projection whose key a trust-store reload revoked and no refresh replaced (review 115: fetches were
+  // Ends the watch streams of every sandbox the serving rule (ServingChecks::ServingError) now refuses as
+  // `key_revoked` — a projection whose key a trust-store reload revoked and no refresh replaced (review 115: fetches were
   // refused while open watches stayed silent, their supervisors enforcing the revoked policy) — each with
   // OnRefused(the refusal). Returns how many streams it ended.
   size_t CloseRefusedWatchers(int64_t now_unix);
