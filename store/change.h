@@ -71,6 +71,10 @@ struct AdmitSandbox {
 // (nothing written) unless every listed sandbox's stored projection is still `replacing`: a replica whose
 // check started from an older projection never writes over a newer one another replica put in force since
 // (the rollback check compared versions with this replica's own copy only).
+// With `handle_sha256s` (parallel to sandbox_ids: a re-projection's members as it listed them), a listed id
+// moves only while it is still admitted under that handle: one deleted and admitted again meanwhile —
+// another context, perhaps another tenant, whose projection was not asked for — is left alone (review 117),
+// and counts as gone for require_all.
 struct ReplaceProjection {
   std::vector<std::string> sandbox_ids;
   EnvelopePtr envelope;
@@ -79,7 +83,21 @@ struct ReplaceProjection {
   int64_t now_unix = 0;
   bool require_all = true;
   EnvelopePtr replacing;
+  std::vector<std::string> handle_sha256s;  // raw 32 bytes each; empty: not checked
 };
+
+// The listed ids of `c` still admitted under the handle it names, given each stored row's handle hash
+// (`stored`: id → raw hash; an id absent is gone). All of `c.sandbox_ids` found when c.handle_sha256s is empty.
+inline std::vector<std::string> StillAdmitted(const ReplaceProjection& c, const std::map<std::string, std::string>& stored) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < c.sandbox_ids.size(); ++i) {
+    auto it = stored.find(c.sandbox_ids[i]);
+    if (it == stored.end()) continue;
+    if (!c.handle_sha256s.empty() && (i >= c.handle_sha256s.size() || it->second != c.handle_sha256s[i])) continue;
+    out.push_back(c.sandbox_ids[i]);
+  }
+  return out;
+}
 // Records a refused refresh ("" clears it).
 struct SetRefreshError {
   std::string sandbox_id;

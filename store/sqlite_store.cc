@@ -571,6 +571,22 @@ absl::Status SqliteStore::Admit(const change::AdmitSandbox& c, int64_t* rows) {
 absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* rows) {
   auto ids = JsonIdList(c.sandbox_ids);
   if (!ids.ok()) return ids.status();
+  if (!c.handle_sha256s.empty()) {
+    // Only those still admitted under the handle the caller listed (change.h).
+    auto handles = db_.Prepare(
+        "SELECT sandbox_id, handle_sha256 FROM sandboxes WHERE sandbox_id IN (SELECT value FROM json_each(?))");
+    if (!handles.ok()) return handles.status();
+    handles->Bind(1, *ids);
+    std::map<std::string, std::string> stored;
+    for (;;) {
+      auto row = handles->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      stored[handles->Text(0)] = handles->Blob(1);
+    }
+    ids = JsonIdList(change::StillAdmitted(c, stored));
+    if (!ids.ok()) return ids.status();
+  }
   // The envelopes being left, to collect once nobody uses them.
   auto old = db_.Prepare(
       "SELECT DISTINCT envelope_id FROM sandboxes WHERE sandbox_id IN (SELECT value FROM json_each(?))");

@@ -37,7 +37,7 @@ absl::Status SandboxStore::InsertSandbox(SandboxRecord record, AuditEvent event)
 absl::Status SandboxStore::ReplaceProjection(const std::string& sandbox_id, EnvelopePtr envelope,
                                       Verification verification, const std::vector<std::string>& key_ids,
                                       int64_t now_unix, AuditEvent event) {
-  return CommitOne(this, change::ReplaceProjection{{sandbox_id}, std::move(envelope), verification, key_ids, now_unix, true, nullptr},
+  return CommitOne(this, change::ReplaceProjection{{sandbox_id}, std::move(envelope), verification, key_ids, now_unix, true, nullptr, {}},
                    std::move(event));
 }
 

@@ -347,6 +347,42 @@ TEST_CASE("store contract: an admission intent is settled by its admission, or i
   CHECK((*due)[1].context.sandbox_id() == "sb-c");
 }
 
+TEST_CASE("store contract: a re-projection moves a listed sandbox only while it is admitted under the handle listed",
+          "[store][contract][registry]") {
+  // Review 117: a re-projection listed its members once, asked the driver for each (minutes, for a fleet),
+  // then moved them by id: a sandbox deleted and admitted again meanwhile (another context, another
+  // tenant) was given the old admission's policy — in the store and in what the registry serves.
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  osh::gateway::SandboxRegistry registry;
+  store->sandboxes().SetChangeListener(&registry);
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "handle-old", "body"), osh::test::StoredEvent("admission")).ok());
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-2", "handle-sb-2", "body"), osh::test::StoredEvent("admission")).ok());
+  // sb-1 is deleted and admitted again, under another handle, while the re-projection runs.
+  REQUIRE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("deletion")));
+  REQUIRE(store->sandboxes().InsertSandbox(Sandbox(*store, "sb-1", "handle-new", "body-new"), osh::test::StoredEvent("admission")).ok());
+
+  osh::store::ChangeBatch batch;
+  osh::store::change::ReplaceProjection move{
+      {"sb-1", "sb-2"}, Sandbox(*store, "x", "y", "body-moved").envelope, osh::store::Verification::kNone, {}, 5,
+      /*require_all=*/false, nullptr, {osh::policy::Sha256("handle-old"), osh::policy::Sha256("handle-sb-2")}};
+  batch.changes.push_back(std::move(move));
+  batch.events.push_back(osh::test::StoredEvent("reprojection"));
+  auto committed = store->sandboxes().Commit(std::move(batch));
+  REQUIRE(committed.ok());
+  CHECK(committed->rows[0] == 1);
+  CHECK(registry.Get("sb-1")->record.envelope->body() == "body-new");  // the new admission's own
+  CHECK(registry.Get("sb-2")->record.envelope->body() == "body-moved");
+  auto loaded = store->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  for (const auto& r : *loaded) {
+    CHECK(r.envelope->body() == (r.context.sandbox_id() == "sb-1" ? "body-new" : "body-moved"));
+  }
+  store->sandboxes().SetChangeListener(nullptr);
+}
+
 TEST_CASE("store contract: the change listener sees every committed batch, in order, and nothing else",
           "[store][contract][registry]") {
   const Backend backend = GENERATE(from_range(Backends()));
@@ -368,7 +404,7 @@ TEST_CASE("store contract: the change listener sees every committed batch, in or
   // One change moves both sandboxes; one of the three named is gone, and that is fine here.
   osh::store::ChangeBatch batch;
   batch.changes.push_back(osh::store::change::ReplaceProjection{
-      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false, nullptr});
+      {"sb-1", "sb-2", "sb-gone"}, Sandbox(*store, "x", "y", "body-2").envelope, osh::store::Verification::kNone, {}, 5, /*require_all=*/false, nullptr, {}});
   batch.events.push_back(osh::test::StoredEvent("reprojection"));
   auto committed = store->sandboxes().Commit(std::move(batch));
   REQUIRE(committed.ok());
@@ -1264,7 +1300,7 @@ TEST_CASE("store: a re-projection committed on one PostgreSQL replica is announc
   auto move = [&](const std::string& body, std::optional<std::string> scope, uint64_t revision = 0) {
     const osh::store::EnvelopePtr envelope = Sandbox(*a, "sb-1", "handle-1", body).envelope;
     osh::store::ChangeBatch batch;
-    batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000, true, nullptr});
+    batch.changes.push_back(osh::store::change::ReplaceProjection{{"sb-1"}, envelope, osh::store::Verification::kNone, {}, 2000, true, nullptr, {}});
     batch.events.push_back(osh::test::StoredEvent("reprojection"));
     batch.reprojected_scope = std::move(scope);
     batch.reprojected_revision = revision;
@@ -1717,7 +1753,7 @@ TEST_CASE("store contract: a refresh replaces only the projection it was checked
   auto refresh = [](osh::store::Database& store, const osh::store::EnvelopePtr& from, const std::string& body) {
     osh::store::ChangeBatch batch;
     batch.changes.push_back(osh::store::change::ReplaceProjection{
-        {"sb-1"}, Sandbox(store, "sb-1", "handle-1", body).envelope, osh::store::Verification::kNone, {}, 2000, true, from});
+        {"sb-1"}, Sandbox(store, "sb-1", "handle-1", body).envelope, osh::store::Verification::kNone, {}, 2000, true, from, {}});
     batch.events.push_back(osh::test::StoredEvent("refresh"));
     return store.sandboxes().Commit(std::move(batch)).status();
   };

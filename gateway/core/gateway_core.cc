@@ -1013,7 +1013,7 @@ absl::StatusOr<gateway_v1::RefreshSandboxResponse> GatewayCore::RefreshChecked(
         // Only over the projection this refresh was checked against (its rollback baseline): another
         // replica's newer one is never replaced by it.
         batch.changes.push_back(store::change::ReplaceProjection{
-            {sandbox_id}, envelope, verification, result.verified_key_ids, now, true, snapshot->record.envelope});
+            {sandbox_id}, envelope, verification, result.verified_key_ids, now, true, snapshot->record.envelope, {}});
         batch.events.push_back(event);
         return batch;
       },

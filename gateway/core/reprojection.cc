@@ -181,7 +181,9 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
     }
     const store::EnvelopePtr& envelope = verdict.envelope;
     const uint64_t version = envelope->policy_version();
-    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false, nullptr};
+    // Each member named with the handle it was listed under: one deleted and admitted again while this
+    // re-projection ran (another context, whose projection was not asked for) is not moved (review 117).
+    store::change::ReplaceProjection move{{}, envelope, verification, std::move(verdict.key_ids), now, false, nullptr, {}};
     for (const auto* m : group.members) {
       if (m->envelope->SameAs(*envelope)) {
         ++unchanged;
@@ -192,6 +194,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
         ++kept;
       } else {
         move.sandbox_ids.push_back(m->sandbox_id);
+        move.handle_sha256s.emplace_back(reinterpret_cast<const char*>(m->handle_sha256.data()), m->handle_sha256.size());
       }
     }
     if (!move.sandbox_ids.empty()) {

@@ -96,10 +96,18 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
           } else if constexpr (std::is_same_v<T, store::change::ReplaceProjection>) {
             ProjectionPtr shared;  // one message for every watcher of every sandbox moved here
             const auto verified_by = SharedVerificationLocked(c.verification, c.key_ids);
-            for (const auto& id : c.sandbox_ids) {
+            for (size_t i = 0; i < c.sandbox_ids.size(); ++i) {
+              const std::string& id = c.sandbox_ids[i];
               auto it = by_id_.find(id);
               if (it == by_id_.end()) continue;
               Entry& e = it->second;
+              // As the store decided (change.h): not a sandbox admitted again under another handle since.
+              if (!c.handle_sha256s.empty() &&
+                  (i >= c.handle_sha256s.size() ||
+                   absl::string_view(reinterpret_cast<const char*>(e.admitted->handle_sha256.data()),
+                                     e.admitted->handle_sha256.size()) != c.handle_sha256s[i])) {
+                continue;
+              }
               auto next = std::make_shared<AdmittedSandbox>(*e.admitted);
               if (next->envelope->shared_body() != c.envelope->shared_body()) next->previous_body = next->envelope->shared_body();
               next->envelope = c.envelope;
