@@ -173,6 +173,14 @@ TEST_CASE("integration: refusals carry reason codes and persist nothing", "[inte
   REQUIRE(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &rev).ok());
   set.set_scope("team:x");
   CHECK(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &rev).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  // Each refused mutation is audited with its reason (review 117: only a ceiling's refusal was).
+  std::vector<std::string> refused;
+  for (const auto& e : g.AuditEvents()) {
+    if (e.type() == "mutation" && e.outcome() == "refused") refused.push_back(e.reason());
+  }
+  REQUIRE(refused.size() == 3);  // the invalid policy, the stale expected revision, the bad scope
+  CHECK_THAT(refused[0], Catch::StartsWith("invalid_policy: network_policies.github_api.endpoints[0].host"));
+  CHECK_THAT(refused[2], Catch::Contains("team:x"));
 
   REQUIRE(g.Admit("sb-1", &admitted).ok());
   CHECK(g.Admit("sb-1", &admitted).error_code() == grpc::StatusCode::ALREADY_EXISTS);

@@ -1045,14 +1045,16 @@ Reprojector::Outcome GatewayCore::Reproject(const std::string& scope, bool own_c
 absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
     absl::StatusOr<gateway_v1::PolicyRevision> revision) {
   if (!revision.ok()) {
+    // Every refusal, not the ceiling's alone (review 117: a stale expected revision, an invalid policy or
+    // scope left no trace; SPEC §8 lists refused mutations). Not the store failing: nothing was refused.
+    if (common::IsStorageError(revision.status())) return revision;
     const absl::string_view message = revision.status().message();
     const std::string reason = common::ReasonOf(revision.status());
-    if (reason == trust::reason::kExceedsCeiling || reason == trust::reason::kContainmentUnknown) {
-      audit_.Record(AuditRecorder::For(audit::Type::kMutation, ""), audit::Outcome::kRefused, std::string(message));
-      LogWarning(absl::StrCat("policy mutation refused: ", message),
-                 {{"event", "mutation"}, {"outcome", "refused"},
-                  {"reason", reason}});
-    }
+    audit_.Record(AuditRecorder::For(audit::Type::kMutation, ""), audit::Outcome::kRefused,
+                  reason.empty() ? absl::StrCat(absl::StatusCodeToString(revision.status().code()), ": ", message)
+                                 : std::string(message));
+    LogWarning(absl::StrCat("policy mutation refused: ", BoundedText(std::string(message), kMaxAuditReasonBytes)),
+               {{"event", "mutation"}, {"outcome", "refused"}, {"reason", reason}});
     return revision;
   }
   // Nothing appended when unchanged: the sandboxes already at the live revision are current and not
