@@ -229,7 +229,10 @@ TEST_CASE("example supervisor: a policy that expires with no newer one is report
                                    {"--trust-store", s.dir / "sandbox-trust.json", "--clock-skew-s", "0",
                                     "--policy-out", left});
   CHECK(Eventually([&] { return !std::filesystem::exists(left); }));
-  CHECK_THAT(ReadFile(s.dir / "restarted.log"), Catch::Contains("nothing verifiable replaces the policy a previous run left"));
+  // (Said once the file is gone: waited for, not read at once.)
+  CHECK(Eventually([&] {
+    return absl::StrContains(ReadFile(s.dir / "restarted.log"), "nothing verifiable replaces the policy a previous run left");
+  }));
   restarted->Signal(SIGTERM);
   CHECK(restarted->Wait() == 0);
 
