@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -86,15 +87,19 @@ struct ReplaceProjection {
   std::vector<std::string> handle_sha256s;  // raw 32 bytes each; empty: not checked
 };
 
-// The listed ids of `c` still admitted under the handle it names, given each stored row's handle hash
-// (`stored`: id → raw hash; an id absent is gone). All of `c.sandbox_ids` found when c.handle_sha256s is empty.
+// Whether c.sandbox_ids[i], found admitted under `handle_sha256` (raw), is one `c` moves: always when
+// c.handle_sha256s is empty, else only under the handle listed for it. The store and the registry ask it.
+inline bool ListedUnder(const ReplaceProjection& c, size_t i, std::string_view handle_sha256) {
+  return c.handle_sha256s.empty() || (i < c.handle_sha256s.size() && c.handle_sha256s[i] == handle_sha256);
+}
+
+// The listed ids of `c` a store moves, given each stored row's handle hash (`stored`: id → raw hash; an id
+// absent is gone).
 inline std::vector<std::string> StillAdmitted(const ReplaceProjection& c, const std::map<std::string, std::string>& stored) {
   std::vector<std::string> out;
   for (size_t i = 0; i < c.sandbox_ids.size(); ++i) {
     auto it = stored.find(c.sandbox_ids[i]);
-    if (it == stored.end()) continue;
-    if (!c.handle_sha256s.empty() && (i >= c.handle_sha256s.size() || it->second != c.handle_sha256s[i])) continue;
-    out.push_back(c.sandbox_ids[i]);
+    if (it != stored.end() && ListedUnder(c, i, it->second)) out.push_back(c.sandbox_ids[i]);
   }
   return out;
 }

@@ -773,23 +773,21 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
                            " ORDER BY sandbox_id FOR UPDATE"),
               PgParams().Add(*ids));
           if (!locked.ok()) return locked.status();
-          std::set<std::string> old;
           std::map<std::string, std::string> stored;  // id -> handle hash, of the rows locked
           std::map<std::string, std::string> envelope_of;
           for (int i = 0; i < locked->rows(); ++i) {
             stored[locked->Bytes(i, 1)] = locked->Bytes(i, 2);
             envelope_of[locked->Bytes(i, 1)] = locked->Bytes(i, 0);
           }
+          // Only those still admitted under the handle the caller listed (change.h); the rows are locked, so
+          // no re-admission lands between this check and the update.
+          const std::vector<std::string> moving = change::StillAdmitted(c, stored);
           if (!c.handle_sha256s.empty()) {
-            // Only those still admitted under the handle the caller listed (change.h); the rows are locked,
-            // so no re-admission lands between this check and the update.
-            ids = JsonIdList(change::StillAdmitted(c, stored));
+            ids = JsonIdList(moving);
             if (!ids.ok()) return ids.status();
-            std::map<std::string, std::string> kept;
-            for (const std::string& id : change::StillAdmitted(c, stored)) kept[id] = envelope_of[id];
-            envelope_of = std::move(kept);
           }
-          for (const auto& [id, envelope] : envelope_of) old.insert(envelope);
+          std::set<std::string> old;
+          for (const std::string& id : moving) old.insert(envelope_of[id]);
           if (c.replacing) {
             const std::string was = policy::Sha256(c.replacing->header_bytes());
             for (const std::string& stored : old) {

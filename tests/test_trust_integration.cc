@@ -257,6 +257,75 @@ TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once,
   CHECK(status.revoked_sandboxes() == 0);
 }
 
+namespace {
+
+// A supervisor on the client library watching `g`'s sandbox socket with `handle` (sandbox sb-1): counts
+// what it applied and withdrew, and keeps each kRevoked event's detail. Stopped and joined at destruction.
+class WatchingSupervisor {
+ public:
+  WatchingSupervisor(GatewayFixture& g, const std::string& handle) {
+    osh::sandbox_client::ClientOptions options;
+    options.endpoint.unix_socket = g.sandbox_socket();
+    options.handle = handle;
+    options.context = ContextFor("sb-1");
+    options.initial_backoff = std::chrono::milliseconds(50);
+    options.max_backoff = std::chrono::milliseconds(200);
+    auto client = osh::sandbox_client::SandboxClient::Connect(options);
+    REQUIRE(client.ok());
+    client_ = *std::move(client);
+    thread_ = std::thread([this] {
+      absl::Status ended = client_->Watch(
+          [this](const osh::sandbox_client::VerifiedPolicy&) {
+            absl::MutexLock lock(&mu_);
+            ++applied_;
+            return absl::OkStatus();
+          },
+          [this](const osh::sandbox_client::WatchEvent& event) {
+            absl::MutexLock lock(&mu_);
+            if (event.kind == osh::sandbox_client::WatchEvent::kRevoked) revoked_.push_back(event.detail);
+          },
+          [this](const osh::sandbox_client::VerifiedPolicy&) {
+            absl::MutexLock lock(&mu_);
+            ++withdrawn_;
+            return absl::OkStatus();
+          });
+      absl::MutexLock lock(&mu_);
+      ended_ = std::move(ended);
+    });
+  }
+  ~WatchingSupervisor() { Stop().IgnoreError(); }
+  // Stops the watch; what it ended with.
+  absl::Status Stop() {
+    client_->Stop();
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock lock(&mu_);
+    return ended_;
+  }
+  int applied() {
+    absl::MutexLock lock(&mu_);
+    return applied_;
+  }
+  int withdrawn() {
+    absl::MutexLock lock(&mu_);
+    return withdrawn_;
+  }
+  std::vector<std::string> revoked() {
+    absl::MutexLock lock(&mu_);
+    return revoked_;
+  }
+  osh::sandbox_client::SandboxClient& client() { return *client_; }
+
+ private:
+  std::unique_ptr<osh::sandbox_client::SandboxClient> client_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  int applied_ = 0, withdrawn_ = 0;
+  std::vector<std::string> revoked_;
+  absl::Status ended_;
+};
+
+}  // namespace
+
 TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked, and the supervisor withdraws the policy",
           "[integration][trust][sandbox_client]") {
   // Review 115: fetches were refused key_revoked while open watches stayed silent: every watching
@@ -271,53 +340,17 @@ TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked,
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
 
-  osh::sandbox_client::ClientOptions options;
-  options.endpoint.unix_socket = g.sandbox_socket();
-  options.handle = admitted.sandbox_handle();
-  options.context = ContextFor("sb-1");
-  options.initial_backoff = std::chrono::milliseconds(50);
-  options.max_backoff = std::chrono::milliseconds(200);
-  auto client = osh::sandbox_client::SandboxClient::Connect(options);
-  REQUIRE(client.ok());
-  absl::Mutex mu;
-  int applied = 0, withdrawn = 0;
-  std::vector<std::string> revoked;
-  absl::Status ended;
-  std::thread watcher([&] {
-    ended = (*client)->Watch(
-        [&](const osh::sandbox_client::VerifiedPolicy&) {
-          absl::MutexLock lock(&mu);
-          ++applied;
-          return absl::OkStatus();
-        },
-        [&](const osh::sandbox_client::WatchEvent& event) {
-          absl::MutexLock lock(&mu);
-          if (event.kind == osh::sandbox_client::WatchEvent::kRevoked) revoked.push_back(event.detail);
-        },
-        [&](const osh::sandbox_client::VerifiedPolicy&) {
-          absl::MutexLock lock(&mu);
-          ++withdrawn;
-          return absl::OkStatus();
-        });
-  });
-  StopAndJoin stop_and_join([&] { (*client)->Stop(); }, &watcher);
-  auto read = [&](int* field) {
-    absl::MutexLock lock(&mu);
-    return *field;
-  };
-  REQUIRE(Eventually([&] { return read(&applied) == 1; }));
+  WatchingSupervisor supervisor(g, admitted.sandbox_handle());
+  REQUIRE(Eventually([&] { return supervisor.applied() == 1; }));
 
   // Revoked; the builtin driver still signs with the key, so no refresh replaces the projection.
   WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}}), "gateway-key"));
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
-  CHECK(Eventually([&] { return read(&withdrawn) == 1; }));
-  CHECK((*client)->current() == nullptr);
-  {
-    absl::MutexLock lock(&mu);
-    REQUIRE(revoked.size() == 1);
-    CHECK(absl::StartsWith(revoked[0], "key_revoked: "));
-  }
+  CHECK(Eventually([&] { return supervisor.withdrawn() == 1; }));
+  CHECK(supervisor.client().current() == nullptr);
+  REQUIRE(supervisor.revoked().size() == 1);
+  CHECK(absl::StartsWith(supervisor.revoked()[0], "key_revoked: "));
   // The gateway heard the supervisor's FAILED report.
   CHECK(Eventually([&] {
     gw::GetSandboxRequest get;
@@ -330,11 +363,43 @@ TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked,
   // Trusted again: served again, and the watch, retrying meanwhile, applies it again.
   WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
   REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
-  CHECK(Eventually([&] { return read(&applied) == 2; }));
-  CHECK(read(&withdrawn) == 1);
-  (*client)->Stop();
-  watcher.join();
-  CHECK(ended.ok());
+  CHECK(Eventually([&] { return supervisor.applied() == 2; }));
+  CHECK(supervisor.withdrawn() == 1);
+  CHECK(supervisor.Stop().ok());
+  CHECK(g.Stop() == 0);
+}
+
+TEST_CASE("trust store: a gateway restarted without the key of a watched sandbox's policy makes its supervisor withdraw it",
+          "[integration][trust][sandbox_client]") {
+  // Review 116: after a restart the stored envelope fails re-verification with the check's own code
+  // (unknown_key here), not key_revoked; the client withdrew on key_revoked only, and a reconnecting
+  // supervisor kept enforcing the policy of a key the gateway no longer trusts.
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  const std::string other = Keygen(keys, "other");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
+  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
+                    "gateway-key"});
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+
+  WatchingSupervisor supervisor(g, admitted.sandbox_handle());
+  REQUIRE(Eventually([&] { return supervisor.applied() == 1; }));
+  CHECK(supervisor.withdrawn() == 0);
+
+  // Restarted with another signing key, and a trust store that knows only it: what it stored for sb-1 no
+  // longer verifies (unknown_key); the supervisor, reconnecting, withdraws what it enforced.
+  REQUIRE(g.Stop() == 0);
+  WriteFile(trust, TrustStoreJson({{"other-key", other}}));
+  g.SetExtraArgs({"--trust-store", trust, "--builtin-signing-key", keys / "other.key", "--builtin-signing-key-id",
+                  "other-key"});
+  g.Start();
+  CHECK(Eventually([&] { return supervisor.withdrawn() == 1; }));
+  CHECK(supervisor.client().current() == nullptr);
+  REQUIRE(supervisor.revoked().size() == 1);
+  CHECK(absl::StartsWith(supervisor.revoked()[0], "unknown_key: "));
   CHECK(g.Stop() == 0);
 }
 

@@ -102,10 +102,9 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               if (it == by_id_.end()) continue;
               Entry& e = it->second;
               // As the store decided (change.h): not a sandbox admitted again under another handle since.
-              if (!c.handle_sha256s.empty() &&
-                  (i >= c.handle_sha256s.size() ||
-                   absl::string_view(reinterpret_cast<const char*>(e.admitted->handle_sha256.data()),
-                                     e.admitted->handle_sha256.size()) != c.handle_sha256s[i])) {
+              if (!store::change::ListedUnder(
+                      c, i, std::string_view(reinterpret_cast<const char*>(e.admitted->handle_sha256.data()),
+                                             e.admitted->handle_sha256.size()))) {
                 continue;
               }
               auto next = std::make_shared<AdmittedSandbox>(*e.admitted);
