@@ -79,6 +79,10 @@ void PrintRevision(const Options& options, const v1::PolicyRevision& r) {
     std::cout << ", " << r.sandboxes_kept_last_good()
               << " kept their last good projection (see `policyctl list` and each one's refresh error)";
   }
+  if (r.reprojection_pending()) {
+    std::cout << "; the re-projection did not commit: its sandboxes keep the previous policy until the gateway's "
+                 "retry commits (`policyctl status`: re-projections queued; the gateway's log says why)";
+  }
   std::cout << "\n";
 }
 

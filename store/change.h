@@ -112,7 +112,9 @@ struct SetRefreshError {
 struct DeleteSandbox {
   std::string sandbox_id;
 };
-// NOT_FOUND (nothing written) if the sandbox is absent.
+// NOT_FOUND (nothing written) if the sandbox is absent. A report the same as the one recorded (digest,
+// status and error all equal), of the admitted digest, only moves reported_at: a batch whose every change
+// is such a repeat writes none of its events (CommitResult::events_written false), so a supervisor repeating itself fills no log.
 struct RecordReport {
   std::string sandbox_id;
   std::string digest;
@@ -190,6 +192,22 @@ inline absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& c
   return absl::OkStatus();
 }
 
+// Whether a batch writes its events (change::RecordReport): not when every change is a report the same as
+// the one recorded. `same_report(report)` -> absl::StatusOr<bool> asks the store inside its transaction,
+// before the changes are applied.
+template <class SameReport>
+absl::StatusOr<bool> WritesEvents(const ChangeBatch& batch, SameReport same_report) {
+  if (batch.changes.empty()) return true;
+  for (const Change& c : batch.changes) {
+    const auto* report = std::get_if<change::RecordReport>(&c);
+    if (report == nullptr) return true;
+    absl::StatusOr<bool> same = same_report(*report);
+    if (!same.ok()) return same.status();
+    if (!*same) return true;
+  }
+  return false;
+}
+
 // A refresh refused because the sandbox's stored projection is not the one it was checked against.
 inline constexpr char kProjectionChanged[] = "projection_changed";
 inline bool IsProjectionChanged(const absl::Status& status) {
@@ -213,6 +231,7 @@ inline absl::Status AdmissionTakenOverError(const std::string& sandbox_id, const
 
 struct CommitResult {
   std::vector<int64_t> rows;  // per change: how many sandboxes it touched
+  bool events_written = true;  // false: every change was a repeated RecordReport, and no event was written
 };
 
 // Told of every committed batch, in commit order, on the committing thread, before the committer

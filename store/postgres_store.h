@@ -197,6 +197,9 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // ChangeBatch::checked_revisions, read on the write connection; its group holds the revisions' advisory
   // lock (GroupWrite::locks; AppendPolicyRevision's group holds it exclusive).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the sandbox's recorded report is this one (digest, status and error), of its admitted digest;
+  // false when absent.
+  absl::StatusOr<bool> SameReportRecorded(const change::RecordReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -416,10 +416,17 @@ std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::Com
     result.rows.assign(batch.changes.size(), 0);
     if (batch.checked_ceiling) OSH_RETURN_IF_ERROR(CheckCeilingUnchanged(*batch.checked_ceiling));
     if (batch.checked_revisions) OSH_RETURN_IF_ERROR(CheckRevisionsKnown(*batch.checked_revisions));
+    auto writes_events = WritesEvents(batch, [this](const change::RecordReport& r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return SameReportRecorded(r);
+    });
+    if (!writes_events.ok()) return writes_events.status();
+    result.events_written = *writes_events;
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
-    for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+    if (result.events_written) {
+      for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+    }
     return absl::OkStatus();
   };
   auto committed = [this, pending] {
@@ -929,6 +936,16 @@ absl::Status SqliteStore::CheckCeilingUnchanged(int64_t checked) {
   const int64_t stored = *row ? current->Int(0) : kNoCeiling;
   if (stored != checked) return CeilingChangedError(checked, stored);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SqliteStore::SameReportRecorded(const change::RecordReport& r) {
+  // A report of another digest than the admitted one (a supervisor behind) is recorded every time: its
+  // event says so (review 118), and being behind is what an operator must see.
+  auto stmt = db_.Prepare("SELECT 1 FROM sandboxes WHERE sandbox_id = ? AND load_status = ? AND load_error = ? "
+                          "AND reported_digest = ?4 AND policy_digest = ?4");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, r.sandbox_id).Bind(2, static_cast<int64_t>(r.status)).Bind(3, r.error).Bind(4, r.digest);
+  return stmt->Step();
 }
 
 absl::Status SqliteStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {

@@ -146,6 +146,9 @@ class SqliteStore final : public SingleObjectDatabase {
   absl::Status CheckCeilingUnchanged(int64_t checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ChangeBatch::checked_revisions (the one writer: nothing appends meanwhile).
   absl::Status CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the sandbox's recorded report is this one (digest, status and error), of its admitted digest;
+  // false when absent.
+  absl::StatusOr<bool> SameReportRecorded(const change::RecordReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores the envelope (and its body) if new; its id and policy digest.
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -180,6 +180,8 @@ class SandboxStore {
   absl::Status SetRefreshError(const std::string& sandbox_id, const std::string& error, AuditEvent event);
   // false (nothing written) when there was no such sandbox.
   absl::StatusOr<bool> DeleteSandbox(const std::string& sandbox_id, AuditEvent event);
+  // A repeat of the report recorded, of the admitted digest, moves reported_at and writes no event
+  // (change::RecordReport).
   absl::Status RecordReport(const std::string& sandbox_id, const std::string& digest,
                             openshell::policy::gateway::v1::LoadStatus status, const std::string& error,
                             int64_t now_unix, AuditEvent event);

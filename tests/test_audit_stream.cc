@@ -287,7 +287,7 @@ TEST_CASE("audit stream: a reader that stops reading is ended, and holds neither
     gw::ReportPolicyStatusRequest report;
     report.set_policy_digest(admitted.policy_digest());
     report.set_status(gw::LOADED);
-    report.set_error(big);
+    report.set_error(big + std::to_string(i));  // each one new: a repeated report writes no event
     gw::ReportPolicyStatusResponse ignored;
     REQUIRE(g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), report, &ignored).ok());
   }

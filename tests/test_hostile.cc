@@ -122,9 +122,12 @@ TEST_CASE("hostile: every settable limit is a flag in --help, and a bad one exit
   CHECK_FALSE(std::filesystem::exists(dir / "var"));  // nothing created
 }
 
-TEST_CASE("hostile: watch streams per sandbox are capped, a closed one frees its place", "[integration][limits]") {
+TEST_CASE("hostile: watch streams per sandbox are capped, the newest taking the oldest's place", "[integration][limits]") {
+  // Regression (review 115): at the cap a new watch was refused, so whoever held the handle kept the real
+  // supervisor out with streams that never read (and a restarted supervisor waited for its old connections
+  // to die). Now the oldest stream ends, RESOURCE_EXHAUSTED watch_limit, and the new one is served.
   constexpr size_t kPerSandbox = 3;  // an operator's setting (default 8)
-  GatewayFixture g({"--max-watchers-per-sandbox", std::to_string(kPerSandbox)});
+  GatewayFixture g({"--max-watchers-per-sandbox", std::to_string(kPerSandbox), "--metrics-listen", "127.0.0.1:0"});
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml")).ok());
   gw::AdmitSandboxResponse sandbox, other;
   REQUIRE(g.Admit("sb-1", &sandbox).ok());
@@ -135,29 +138,62 @@ TEST_CASE("hostile: watch streams per sandbox are capped, a closed one frees its
     drv::Projection first;
     REQUIRE(open.back()->reader->Read(&first));  // registered and served
   }
-  Watch refused(g, sandbox.sandbox_handle());
-  drv::Projection ignored;
-  CHECK_FALSE(refused.reader->Read(&ignored));
-  const grpc::Status status = refused.reader->Finish();
+  Watch newest(g, sandbox.sandbox_handle());
+  drv::Projection p;
+  CHECK(newest.reader->Read(&p));  // served
+  // The oldest ended, the others still open.
+  CHECK_FALSE(open.front()->reader->Read(&p));
+  const grpc::Status status = open.front()->reader->Finish();
   CHECK(status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-  CHECK(status.error_message() == "watch_limit: the sandbox already has 3 watch streams open; close one first");
-  // Another sandbox is not affected.
+  CHECK(status.error_message() == "watch_limit: a newer watch of this sandbox took this one's place (at most 3 are open at once)");
+  // Another sandbox is not affected; the gateway holds kPerSandbox of sb-1's and sb-2's one.
   Watch elsewhere(g, other.sandbox_handle());
-  CHECK(elsewhere.reader->Read(&ignored));
-  // Closing one stream makes room for one more.
-  open.front()->context->TryCancel();
-  open.front()->reader->Finish();
-  open.erase(open.begin());
+  CHECK(elsewhere.reader->Read(&p));
+  const std::string host_port = LoggedAfter([&] { return g.log(); }, "metrics: serving http://");
+  httplib::Client client(host_port);
   CHECK(Eventually([&] {
-    Watch again(g, sandbox.sandbox_handle());
-    drv::Projection p;
-    const bool served = again.reader->Read(&p);
-    again.context->TryCancel();
-    again.reader->Finish();
-    return served;
+    auto scraped = client.Get("/metrics");
+    return scraped && absl::StrContains(scraped->body, "\npolicy_gateway_watchers 4\n");
   }));
-  for (auto& w : open) w->context->TryCancel();
+  for (size_t i = 1; i < open.size(); ++i) open[i]->context->TryCancel();
+  newest.context->TryCancel();
   elsewhere.context->TryCancel();
+}
+
+TEST_CASE("hostile: a watch ended while its write waits on a reader that never reads gives up its place", "[integration][limits]") {
+  // Regression (review 115): a stream ended (here: a newer watch took its place) while a write waited on
+  // its reader kept its place, and the projection it pinned, until its connection died; one that answers
+  // pings never does. After watch_stall_s it is cancelled.
+  // A stall long enough for the checks below to run before it is cancelled, even on a loaded machine.
+  GatewayFixture g({"--max-watchers-per-sandbox", "1", "--watch-stall-s", "5"});
+  REQUIRE(g.SetPolicy("default", BigPolicy(512, 0)).ok());
+  gw::AdmitSandboxResponse sandbox;
+  REQUIRE(g.Admit("sb-1", &sandbox).ok());
+  Watch stalled(g.sandbox_socket(), sandbox.sandbox_handle());  // never read: its first write stays pending
+  auto watchers = [&] { return g.Status().watchers(); };  // GetStatus: the registry's count, now
+  REQUIRE(Eventually([&] { return watchers() == 1; }));
+  Watch newest(g, sandbox.sandbox_handle());  // takes the stalled one's place
+  drv::Projection p;
+  REQUIRE(newest.reader->Read(&p));
+  // The stalled stream still counts (its write pins the projection) until it is gone: with one place and
+  // one ended stream still going, a third watch is refused (review 118: evictions held streams uncounted).
+  CHECK(watchers() == 2);
+  {
+    Watch third(g, sandbox.sandbox_handle());
+    CHECK_FALSE(third.reader->Read(&p));
+    const grpc::Status refused = third.reader->Finish();
+    CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(refused.error_message(), Catch::StartsWith("watch_limit: the sandbox has 1 watch streams open and 1 more ended"));
+  }
+  // Its call is cancelled once its write waited watch_stall_s (the daemon says so); read before that,
+  // the stream would bring the projection and then the reason it ended.
+  CHECK(Eventually([&] { return absl::StrContains(g.log(), "cancelled 1 watch stream(s)"); }));
+  CHECK(Eventually([&] { return watchers() == 1; }));
+  while (stalled.reader->Read(&p)) {}
+  const grpc::Status status = stalled.reader->Finish();
+  INFO(status.error_message());
+  CHECK(status.error_code() == grpc::StatusCode::CANCELLED);
+  newest.context->TryCancel();
 }
 
 TEST_CASE("hostile: a watcher that never reads is dropped once it falls behind", "[integration][limits]") {

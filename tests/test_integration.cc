@@ -276,6 +276,12 @@ TEST_CASE("integration: setting the live policy again moves the sandboxes that k
   REQUIRE(g.SetPolicy("default", narrow, &revision).ok());
   CHECK(revision.sandboxes_updated() == 0);
   CHECK(revision.sandboxes_kept_last_good() == 1);
+  {
+    // The summary event names who kept the last good and why (review 117: a count alone).
+    std::string out, err;
+    REQUIRE(Ctl(g, {"audit", "export"}, &out, &err) == 0);
+    CHECK_THAT(out, Catch::Contains("1 kept the last good: unknown_key") && Catch::Contains("(1: sb-kept)"));
+  }
   // The key is trusted now; the reload moves nothing (the kept envelope still verifies).
   WriteFile(keys / "trust.json", TrustStoreJson({{"authority", ReadFile(keys / "authority.pub")},
                                                  {"gateway-key", ReadFile(keys / "gateway.pub")},

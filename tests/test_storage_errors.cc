@@ -34,8 +34,8 @@ void CheckScrubbed(const grpc::Status& status) {
   CheckScrubbedText(status.error_details());
 }
 
-// LOADED, or FAILED with `error` when one is given (the same report as the last one recorded is answered
-// without the database within a minute: a test that needs the database reports something new).
+// LOADED, or FAILED with `error` when one is given (the same report as the last one recorded writes
+// nothing but its time: a test that needs an event reports something new).
 grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::string& digest,
                     const std::string& error = "") {
   gw::ReportPolicyStatusRequest request;
@@ -147,6 +147,7 @@ BlockedChange AdmitThenChangeUnderBlock(GatewayFixture& g, const std::string& ur
   REQUIRE(PgCluster::Psql(url, kBlockReprojections) == 0);
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &out.revision).ok());
   CHECK(out.revision.sandboxes_updated() == 0);  // the revision committed; its re-projection did not
+  CHECK(out.revision.reprojection_pending());  // and the answer says so (review 117: it answered as if all was done)
   return out;
 }
 
@@ -172,6 +173,10 @@ TEST_CASE("storage errors: a re-projection that fails to commit is run again unt
   std::string out, err;
   REQUIRE(Ctl(g, {"status"}, &out, &err) == 0);
   CHECK_THAT(out, Catch::Contains("re-projections:     1 scope(s) queued"));
+  // policyctl says it too (exit 0: the revision is in force). Setting the same policy again moves the
+  // sandboxes behind it, which fails as well.
+  REQUIRE(Ctl(g, {"policy", "set", "default", "-f", kExamples + "restrictive-default.yaml"}, &out, &err) == 0);
+  CHECK_THAT(out, Catch::Contains("0 sandbox(es) re-projected; the re-projection did not commit"));
 
   // Gone the constraint, the next attempt commits and the sandbox is served the new policy.
   REQUIRE(PgCluster::Psql(url, kUnblockReprojections) == 0);
@@ -203,4 +208,43 @@ TEST_CASE("storage errors: a re-projection that had not committed at a stop is c
   const std::string since = g.log().substr(before.size());
   CHECK_FALSE(absl::StrContains(since, "re-projected here"));
   CHECK_FALSE(absl::StrContains(since, "served another policy"));
+}
+
+// Regression (review 117): SetPolicy, UpdatePolicy and DeletePolicy each wait for the re-projection before
+// theirs (one at a time; a fleet's can take minutes). They ran on the pool that serves deletes, reads and
+// reports: a burst of them behind a slow re-projection (here one held on a locked row) took its every
+// thread, and a GetStatus waited as long. They have a pool of their own now.
+TEST_CASE("storage errors: policy changes queued behind a slow re-projection leave reads their threads",
+          "[integration][postgres][errors]") {
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g({"--database", url});
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  std::vector<std::thread> changes;
+  std::vector<grpc::Status> results(12);
+  gw::PolicyRevision first;
+  {
+    HeldRows held(url, "SELECT sandbox_id FROM sandboxes WHERE sandbox_id = 'sb-1' FOR UPDATE");
+    changes.emplace_back([&] { results[0] = g.SetPolicy("default", Example("restrictive-default.yaml"), &first); });
+    CHECK(Eventually([&] { return WaitingOnLock(url, "SELECT envelope_id, sandbox_id, handle_sha256 FROM sandboxes") == 1; }));
+    for (size_t i = 1; i < results.size(); ++i) {  // more than the 8 threads of the general pool
+      changes.emplace_back([&, i] { results[i] = g.SetPolicy("tenant:t" + std::to_string(i), Example("github.yaml")); });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the calls reach the gateway
+    gw::GetStatusResponse status;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    const grpc::Status read = g.admin().GetStatus(&context, gw::GetStatusRequest(), &status);
+    INFO(read.error_message());
+    CHECK(read.ok());
+  }
+  for (std::thread& t : changes) t.join();
+  for (const grpc::Status& result : results) {
+    INFO(result.error_code() << " " << result.error_message());
+    CHECK(result.ok());
+  }
+  CHECK(first.sandboxes_updated() == 1);  // its re-projection went on once the row was free
+  CHECK(Serves(g, admitted.sandbox_handle(), first.policy_digest()));
 }

@@ -1810,3 +1810,53 @@ TEST_CASE("store: the head anchor does not follow a PostgreSQL chain forked unde
   CHECK(absl::IsFailedPrecondition(running.Check()));
 }
 
+
+TEST_CASE("store contract: a report the same as the one recorded moves reported_at and writes no event", "[store][contract]") {
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  using openshell::policy::gateway::v1::FAILED;
+  using openshell::policy::gateway::v1::LOADED;
+  osh::store::SandboxRecord sandbox = Sandbox(*store, "sb-1", "handle-1", "body-a");
+  const std::string d1 = sandbox.envelope->policy_digest();  // the admitted digest
+  REQUIRE(store->sandboxes().InsertSandbox(std::move(sandbox), osh::test::StoredEvent("admission")).ok());
+  auto report = [&](const std::string& digest, auto status, const std::string& error, int64_t at) {
+    REQUIRE(store->sandboxes().RecordReport("sb-1", digest, status, error, at, osh::test::StoredEvent("report")).ok());
+  };
+  auto recorded = [&] {
+    auto loaded = store->sandboxes().LoadSandboxes();
+    REQUIRE(loaded.ok());
+    REQUIRE(loaded->size() == 1);
+    return (*loaded)[0];
+  };
+  report(d1, FAILED, "no landlock", 10);
+  CheckChain(*store, 2);
+  report(d1, FAILED, "no landlock", 11);  // the same: only the time moves
+  CheckChain(*store, 2);
+  CHECK(recorded().reported_at_unix == 11);
+  report(d1, FAILED, "no landlock either", 12);  // another error text
+  report(d1, LOADED, "no landlock either", 13);  // another status
+  CheckChain(*store, 4);
+  // A digest other than the admitted one (a supervisor behind) is recorded and audited every time
+  // (review 118: a repeat hid that the sandbox stayed behind).
+  report("d0", LOADED, "", 14);
+  report("d0", LOADED, "", 15);
+  CheckChain(*store, 6);
+  report(d1, FAILED, "no landlock", 16);  // what was recorded before, again: a change
+  CheckChain(*store, 7);
+  CHECK(recorded().load_error == "no landlock");
+  // A batch holding a repeated report and another change writes its events.
+  osh::store::ChangeBatch batch;
+  batch.changes.push_back(osh::store::change::RecordReport{"sb-1", d1, FAILED, "no landlock", 17});
+  batch.changes.push_back(osh::store::change::SetRefreshError{"sb-1", "driver down"});
+  batch.events.push_back(osh::test::StoredEvent("batch"));
+  auto committed = store->sandboxes().Commit(std::move(batch));
+  REQUIRE(committed.ok());
+  CHECK(committed->events_written);
+  CheckChain(*store, 8);
+  // A repeat for a sandbox that is gone is still NOT_FOUND.
+  REQUIRE(*store->sandboxes().DeleteSandbox("sb-1", osh::test::StoredEvent("delete")));
+  CHECK(absl::IsNotFound(store->sandboxes().RecordReport("sb-1", d1, FAILED, "no landlock", 18, osh::test::StoredEvent("report"))));
+  CheckChain(*store, 9);
+}

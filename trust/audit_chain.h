@@ -28,7 +28,8 @@ struct AuditEvent {
   audit::OutcomeWord outcome;  // audit::Outcome::kOk, ... (hashed and stored as its name)
   std::string reason;        // reason code and detail, or a note
   std::map<std::string, std::string> audit_context;  // the projection's audit_context, verbatim
-  std::string actor;         // who caused it: "uid:<n>" (admin socket), "x509:<subject>" (admin TLS), "" (the gateway)
+  std::string actor;         // who caused it: "uid:<n>" (admin socket), "x509:<subject>; issuer <issuer>; serial <hex>"
+                             // (admin TLS), "" (the gateway)
   std::string prev_hash;     // lowercase hex, 64 zeros for the first event
   std::string hash;          // lowercase hex
 };

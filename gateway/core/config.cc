@@ -80,6 +80,7 @@ const std::vector<IntKey>& IntKeys() {
       {"max_admin_connections", 0, 100'000, IntoLimit(&Limits::max_admin_connections)},
       {"max_connections_per_peer", 0, 1'000'000, IntoLimit(&Limits::max_connections_per_peer)},
       {"connection_idle_timeout_s", 1, kDayS, IntoLimit(&Limits::connection_idle_timeout_s)},
+      {"max_connection_age_s", 1, kDayS, IntoLimit(&Limits::max_connection_age_s)},
       {"handshake_timeout_s", 1, 300, IntoLimit(&Limits::handshake_timeout_s)},
       {"max_streams_per_connection", 1, 10'000, IntoLimit(&Limits::max_streams_per_connection)},
       {"max_transport_memory_mb", 32, 1 << 20, IntoLimit(&Limits::max_transport_memory_mb)},
@@ -87,6 +88,7 @@ const std::vector<IntKey>& IntKeys() {
       {"max_watchers_per_sandbox", 1, 1000, IntoLimit(&Limits::max_watchers_per_sandbox)},
       {"max_watchers", 1, 1'000'000, IntoLimit(&Limits::max_watchers)},
       {"watch_backlog", 1, 64, IntoLimit(&Limits::watch_backlog)},
+      {"watch_stall_s", 1, kDayS, IntoLimit(&Limits::watch_stall_s)},
       {"max_audit_streams", 1, 100'000, IntoLimit(&Limits::max_audit_streams)},
       {"audit_stream_backlog", 1, 1'000'000, IntoLimit(&Limits::audit_stream_backlog)},
       {"audit_stream_stall_s", 1, kDayS, IntoLimit(&Limits::audit_stream_stall_s)},
@@ -415,6 +417,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "open connections one peer process may hold on a socket; past it a connection is closed at once; 0 "
        "(default): a quarter of that socket's cap"},
       {"connection_idle_timeout_s", kLimitsTable, "close a connection with no call in flight after this (default 120)"},
+      {"max_connection_age_s", kLimitsTable,
+       "admin_listen with TLS: ask a connection to go after this; its open calls go on, new calls reconnect and are "
+       "checked against tls_client_ca as it is then (default 600)"},
       {"handshake_timeout_s", kLimitsTable,
        "close a connection whose HTTP/2 (and TLS) handshake has not finished after this (default 10)"},
       {"max_streams_per_connection", kLimitsTable, "calls open at once on one connection (HTTP/2 streams; default 100)"},
@@ -427,6 +432,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"max_watchers", kLimitsTable, "open WatchProjection streams in all (default 10000)"},
       {"watch_backlog", kLimitsTable,
        "projections not yet written to a watcher before it is dropped as a slow reader (default 4)"},
+      {"watch_stall_s", kLimitsTable,
+       "a watch stream ended (slow reader, a newer watch took its place, revoked) while a write waits on a reader "
+       "that takes nothing this long is cancelled, giving up its place (default 30)"},
       {"max_audit_streams", kLimitsTable, "open WatchAuditEvents and WatchSandboxes streams on the admin API (default 256)"},
       {"audit_stream_backlog", kLimitsTable,
        "audit events queued for one WatchAuditEvents stream; a slower reader catches up from the database (default 1024)"},

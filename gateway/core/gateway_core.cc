@@ -1062,12 +1062,16 @@ absl::StatusOr<gateway_v1::PolicyRevision> GatewayCore::AfterMutation(
   // re-applied file is meant to. Not announced to other replicas: nothing changed for them.
   const Reprojector::Outcome moved = Reproject(revision->scope(), /*own_change=*/!revision->unchanged());
   // The revision is committed; its re-projection is not: tried again in the background until it commits.
-  if (moved.failed) QueueReprojection(revision->scope(), /*failed_here=*/true);
+  if (moved.failed) {
+    QueueReprojection(revision->scope(), /*failed_here=*/true);
+    revision->set_reprojection_pending(true);  // said, not answered as if nothing were owed (review 117)
+  }
   revision->set_sandboxes_updated(moved.moved);
   revision->set_sandboxes_kept_last_good(moved.kept);
   LogInfo(absl::StrCat("policy ", revision->scope(), revision->unchanged() ? " unchanged at revision " : " now at revision ",
                        revision->revision(), revision->deleted() ? " (deleted)" : "", "; ", revision->sandboxes_updated(),
-                       " sandbox(es) re-projected", moved.kept == 0 ? "" : absl::StrCat(", ", moved.kept, " kept the last good")),
+                       " sandbox(es) re-projected", moved.kept == 0 ? "" : absl::StrCat(", ", moved.kept, " kept the last good"),
+                       moved.failed ? "; the re-projection did not commit and is retried in the background" : ""),
           {{"event", "mutation"}, {"scope", revision->scope()}, {"revision", absl::StrCat(revision->revision())},
            {"digest", revision->policy_digest()}, {"sandboxes_updated", absl::StrCat(revision->sandboxes_updated())}});
   return revision;

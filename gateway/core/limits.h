@@ -29,6 +29,9 @@ struct Limits {
   // 0: a quarter of that socket's cap. A connection past the share is closed at once.
   size_t max_connections_per_peer = 0;
   int64_t connection_idle_timeout_s = 120;  // a connection with no call in flight is closed after this
+  // An admin_listen connection (TLS) is asked to go (HTTP/2 GOAWAY) after this: calls on it go on, new
+  // ones open a new connection, handshaken against the client CA in force then (review 117).
+  int64_t max_connection_age_s = 600;
   int64_t handshake_timeout_s = 10;         // a TCP connection that has not finished its handshake by then is closed
   size_t max_streams_per_connection = 100;  // HTTP/2 streams (calls) open at once on one connection
   size_t max_transport_memory_mb = 1024;    // memory gRPC may hold for one listener's connections and calls
@@ -36,6 +39,7 @@ struct Limits {
   size_t max_watchers_per_sandbox = 8;      // open WatchProjection streams per sandbox
   size_t max_watchers = 10'000;             // ... and in all
   size_t watch_backlog = 4;                 // projections not yet written to a watcher before it is dropped
+  int64_t watch_stall_s = 30;               // a watch ended while its write waits on a reader this long is cancelled
   size_t max_audit_streams = 256;           // open WatchAuditEvents streams (admin API)
   size_t audit_stream_backlog = 1024;       // events queued for one (more: it catches up from the database)
   int64_t audit_stream_stall_s = 10;        // one whose reader takes nothing this long while events wait ends

@@ -26,6 +26,28 @@ namespace driver_v1 = drivers::driver_v1;
 
 namespace {
 
+// "" when none kept the last good; else ": <reason> (<ids>), …" for the first reasons (most sandboxes
+// first), each naming its first sandboxes: what an operator asks of a partial re-projection (the event
+// is cut to a verifiable-log entry's size by the store if it must be).
+std::string KeptSummary(const std::map<std::string, std::vector<std::string>>& kept_by_reason) {
+  constexpr size_t kReasons = 4, kIdsPerReason = 10;
+  if (kept_by_reason.empty()) return "";
+  std::vector<const std::pair<const std::string, std::vector<std::string>>*> order;
+  for (const auto& entry : kept_by_reason) order.push_back(&entry);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->second.size() > b->second.size(); });
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < order.size() && i < kReasons; ++i) {
+    const auto& [reason, ids] = *order[i];
+    std::vector<std::string> named(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), kIdsPerReason)));
+    parts.push_back(absl::StrCat(reason, " (", ids.size(), ": ", absl::StrJoin(named, ", "),
+                                 ids.size() > kIdsPerReason ? absl::StrCat(" and ", ids.size() - kIdsPerReason, " more") : "",
+                                 ")"));
+  }
+  if (order.size() > kReasons) parts.push_back(absl::StrCat("and ", order.size() - kReasons, " other reason(s)"));
+  return absl::StrCat(": ", absl::StrJoin(parts, "; "));
+}
+
+
 // Runs fn(0..n-1) on up to hardware_concurrency threads (this one included), logging progress every 5 s
 // for a large scope so an operator sees a long change advance.
 void ParallelFor(size_t n, const std::function<void(size_t)>& fn, const std::string& scope) {
@@ -130,9 +152,15 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   std::map<std::string, size_t> moved_by_digest;
   std::vector<store::AuditEvent> per_sandbox;  // with the verifiable log: one event per sandbox moved
   size_t unchanged = current, kept = 0;
+  // Who kept the last good, by reason: named in the summary event (review 117: it gave a count alone).
+  std::map<std::string, std::vector<std::string>> kept_by_reason;
+  auto keep_one = [&](const std::string& sandbox_id, const std::string& message) {
+    batch.changes.push_back(store::change::SetRefreshError{sandbox_id, message});
+    kept_by_reason[message].push_back(sandbox_id);
+    ++kept;
+  };
   auto keep_last_good = [&](const Group& group, const std::string& message) {
-    for (const auto* m : group.members) batch.changes.push_back(store::change::SetRefreshError{m->sandbox_id, message});
-    kept += group.members.size();
+    for (const auto* m : group.members) keep_one(m->sandbox_id, message);
   };
   // Fetch, sign (the driver) and check one projection per group — in parallel: with context binding a
   // scope of 100k sandboxes is 100k groups, each a signature and a verify (issue 25.16). Then the batch is
@@ -188,10 +216,8 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
       if (m->envelope->SameAs(*envelope)) {
         ++unchanged;
       } else if (version < m->envelope->policy_version()) {
-        batch.changes.push_back(store::change::SetRefreshError{
-            m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
-                                        " is older than the admitted ", m->envelope->policy_version())});
-        ++kept;
+        keep_one(m->sandbox_id, absl::StrCat(trust::reason::kRollback, ": policy_version ", version,
+                                             " is older than the admitted ", m->envelope->policy_version()));
       } else {
         move.sandbox_ids.push_back(m->sandbox_id);
         move.handle_sha256s.emplace_back(reinterpret_cast<const char*>(m->handle_sha256.data()), m->handle_sha256.size());
@@ -245,7 +271,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   std::vector<std::string> parts;
   for (const auto& [digest, n] : moved_by_digest) parts.push_back(absl::StrCat(n, " to ", digest));
   event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",
-                              "; ", unchanged, " unchanged; ", kept, " kept the last good");
+                              "; ", unchanged, " unchanged; ", kept, " kept the last good", KeptSummary(kept_by_reason));
   if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
@@ -280,7 +306,10 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   Outcome outcome;
   for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);
   outcome.kept = static_cast<uint32_t>(kept);
-  if (kept > 0) LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good"));
+  if (kept > 0) {
+    LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good",
+                            KeptSummary(kept_by_reason)));
+  }
   return outcome;
 }
 

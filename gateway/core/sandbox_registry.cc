@@ -78,7 +78,7 @@ void SandboxRegistry::PublishLocked(Entry& entry, std::shared_ptr<AdmittedSandbo
 
 void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bool revoked) {
   for (ProjectionWatcher* watcher : it->second.watchers) watcher->OnClosed(revoked);
-  watchers_ -= it->second.watchers.size();
+  watchers_ -= it->second.watchers.size() + it->second.ending.size();  // an ending one's Unwatch finds no entry
   reports_.Forget(it->first);
   by_handle_hash_.erase(it->second.admitted->handle_sha256);
   PublishLocked(it->second, nullptr);
@@ -418,16 +418,33 @@ absl::StatusOr<AdmittedPtr> SandboxRegistry::Watch(const std::string& handle, Pr
       return serving;
     }
   }
-  if (found->second.watchers.size() >= max_watchers_per_sandbox_) {
-    return common::Refused(absl::StatusCode::kResourceExhausted, "watch_limit",
-                           absl::StrCat("the sandbox already has ", max_watchers_per_sandbox_,
-                                        " watch streams open; close one first"));
-  }
-  if (watchers_ >= max_watchers_) {
+  if (watchers_ >= max_watchers_) {  // ended streams not yet gone count: an eviction frees nothing here
     return absl::ResourceExhaustedError(
         absl::StrCat("watch_limit: the gateway already serves ", max_watchers_, " watch streams"));
   }
-  found->second.watchers.push_back(watcher);
+  auto& watchers = found->second.watchers;
+  auto& ending = found->second.ending;
+  if (watchers.size() >= max_watchers_per_sandbox_) {
+    // The newest wins (review 115): the oldest is most likely a stream its supervisor gave up on (a
+    // restart, a connection gone without a reset); refusing the new one let whoever holds the handle keep
+    // the real supervisor out with streams that never read. An evicted stream is counted until it is gone
+    // (a reader that takes nothing is cancelled after watch_stall_s): at most as many as the cap, or the
+    // evictions would let one handle hold streams without bound (review 118).
+    if (ending.size() >= max_watchers_per_sandbox_) {
+      return common::Refused(absl::StatusCode::kResourceExhausted, "watch_limit",
+                             absl::StrCat("the sandbox has ", watchers.size(), " watch streams open and ", ending.size(),
+                                          " more ended whose readers have not taken their last message; try again "
+                                          "once they are gone"));
+    }
+    ProjectionWatcher* oldest = watchers.front();
+    watchers.erase(watchers.begin());
+    ending.push_back(oldest);
+    oldest->OnRefused(common::Refused(
+        absl::StatusCode::kResourceExhausted, "watch_limit",
+        absl::StrCat("a newer watch of this sandbox took this one's place (at most ", max_watchers_per_sandbox_,
+                     " are open at once)")));
+  }
+  watchers.push_back(watcher);
   ++watchers_;
   return found->second.admitted;
 }
@@ -436,10 +453,12 @@ void SandboxRegistry::Unwatch(const std::string& sandbox_id, ProjectionWatcher* 
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(sandbox_id);
   if (it == by_id_.end()) return;
-  auto& list = it->second.watchers;
-  if (auto w = std::find(list.begin(), list.end(), watcher); w != list.end()) {
-    list.erase(w);
-    --watchers_;
+  for (auto* list : {&it->second.watchers, &it->second.ending}) {
+    if (auto w = std::find(list->begin(), list->end(), watcher); w != list->end()) {
+      list->erase(w);
+      --watchers_;
+      return;
+    }
   }
 }
 

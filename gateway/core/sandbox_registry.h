@@ -43,7 +43,8 @@ class ProjectionWatcher {
   virtual void OnClosed(bool revoked) = 0;
   // The projection the watcher was sent is no longer served (`why`: FAILED_PRECONDITION with its reason
   // code, e.g. key_revoked): the stream ends with it, so the sandbox stops enforcing a policy the gateway
-  // refuses. No more calls follow.
+  // refuses; or RESOURCE_EXHAUSTED watch_limit: a newer watch of the sandbox took its place. No more calls
+  // follow.
   virtual void OnRefused(const absl::Status& why) = 0;
 };
 
@@ -154,8 +155,10 @@ class SandboxRegistry final : public store::ChangeListener {
 
   // Registers a watcher for the sandbox the handle belongs to, once the serving rule (Serve) allows it,
   // and returns its current envelope. Serve's refusals; RESOURCE_EXHAUSTED ("watch_limit: ...") when the
-  // sandbox already has its most watchers or the gateway its most in all (SetWatchLimits). Nothing
-  // registered on error.
+  // gateway has its most watchers in all (SetWatchLimits; ended ones not yet gone count). A sandbox that has
+  // its most already loses its oldest — OnRefused(RESOURCE_EXHAUSTED "watch_limit: a newer watch ..."),
+  // counted until it Unwatches — unless as many it lost are still going: then the new one is refused.
+  // Nothing registered on error.
   absl::StatusOr<AdmittedPtr> Watch(const std::string& handle, ProjectionWatcher* watcher, int64_t now_unix);
   void Unwatch(const std::string& sandbox_id, ProjectionWatcher* watcher);
   // Bounds on watch streams (Limits; each pins a serialized copy of the projection while gRPC writes
@@ -182,6 +185,9 @@ class SandboxRegistry final : public store::ChangeListener {
     AdmittedPtr admitted;  // never null
     int64_t last_refresh_attempt = 0;
     std::vector<ProjectionWatcher*> watchers;
+    // Watchers a newer watch took the place of (OnRefused watch_limit), until they Unwatch: still counted
+    // (a stream whose reader takes nothing holds its write, and the projection, until it is cancelled).
+    std::vector<ProjectionWatcher*> ending;
   };
   // The shared Verification for these values (the last one made, when equal; else a new one).
   std::shared_ptr<const AdmittedSandbox::Verification> SharedVerificationLocked(store::Verification verification,

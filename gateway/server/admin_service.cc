@@ -396,6 +396,9 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   if (reload_pool_ != nullptr && name == "ReloadTrustStore") {
     return new UnaryReactor(&handler->second, reload_pool_, metrics_, name, actor);
   }
+  if (mutation_pool_ != nullptr && (name == "SetPolicy" || name == "UpdatePolicy" || name == "DeletePolicy")) {
+    return new UnaryReactor(&handler->second, mutation_pool_, metrics_, name, actor);
+  }
   return new UnaryReactor(&handler->second, kDriverBound.contains(method) ? driver_pool_ : pool_, metrics_, name, actor);
 }
 

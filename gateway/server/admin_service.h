@@ -57,6 +57,11 @@ class AdminService final : public grpc::CallbackGenericService {
     reload_pool_ = pool;
     after_trust_reload_ = std::move(also);
   }
+  // SetPolicy, UpdatePolicy and DeletePolicy run on `pool` (not owned; must outlive the service): each
+  // re-projects its scope's sandboxes, one re-projection at a time across the gateway, and one can take
+  // minutes for a fleet; queued on `pool` they took every thread deletes, reads and reports need
+  // (review 117). Unset: they run on `pool`. Call before serving.
+  void SetMutationPool(WorkerPool* pool) { mutation_pool_ = pool; }
 
   // The feed WatchAuditEvents and WatchSandboxes stream from (not owned; must outlive the service). Unset: they are
   // UNAVAILABLE. Call before serving.
@@ -71,7 +76,8 @@ class AdminService final : public grpc::CallbackGenericService {
   // FAILED_PRECONDITION. Call before serving.
   void SetInterceptorRecords(store::InterceptorRecordStore* records) { records_ = records; }
 
-  // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops"); set before
+  // Who makes a call, as recorded in the audit events it causes ("uid:1000", "x509:CN=ops; issuer CN=ca;
+  // serial 1F"); set before
   // serving. Called on gRPC's thread as each call starts; unset: "" (not recorded).
   using CallerIdentity = std::function<std::string(const grpc::GenericCallbackServerContext&)>;
   void SetCallerIdentity(CallerIdentity identity) { caller_identity_ = std::move(identity); }
@@ -104,6 +110,7 @@ class AdminService final : public grpc::CallbackGenericService {
   store::InterceptorRecordStore* records_ = nullptr;
   WorkerPool* decisions_pool_ = nullptr;
   WorkerPool* reload_pool_ = nullptr;
+  WorkerPool* mutation_pool_ = nullptr;
   std::function<void()> after_trust_reload_;
   size_t decisions_max_queued_ = 0;
   absl::Duration decisions_deadline_ = absl::InfiniteDuration();

@@ -329,9 +329,12 @@ int Daemon::Serve() {
   admin_service_->SetDecisionsPool(decisions_pool_.get(), 256, absl::Seconds(10));
   reload_pool_ = std::make_unique<WorkerPool>(1);
   admin_service_->SetReloadPool(reload_pool_.get(), [this] { ReloadTls(); });
+  mutation_pool_ = std::make_unique<WorkerPool>(2);  // policy changes: each waits for the re-projection before it
+  admin_service_->SetMutationPool(mutation_pool_.get());
   registry_.SetWatchLimits(config_.limits.max_watchers_per_sandbox, config_.limits.max_watchers);
   sandbox_service_ =
-      std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog);
+      std::make_unique<SandboxService>(&registry_, core_.get(), pool_.get(), config_.limits.watch_backlog,
+                                       absl::Seconds(config_.limits.watch_stall_s));
   admin_service_->SetMetrics(&metrics_);
   AuditFeed::Options feed_options;  // WatchAuditEvents (docs/audit.md, "The event stream")
   feed_options.backlog = config_.limits.audit_stream_backlog;
@@ -364,7 +367,7 @@ int Daemon::Serve() {
     }
   });
   // Who calls: the peer's uid on the admin socket (SO_PEERCRED, kept by the acceptor per descriptor),
-  // the client certificate's subject on admin_listen.
+  // the client certificate's subject, issuer and serial on admin_listen.
   admin_service_->SetCallerIdentity([this](const grpc::GenericCallbackServerContext& context) -> std::string {
     const std::string peer = context.peer();
     if (absl::StartsWith(peer, "fd:") && admin_.acceptor != nullptr) {
@@ -374,6 +377,10 @@ int Daemon::Serve() {
       }
     }
     if (auto auth = context.auth_context(); auth != nullptr) {
+      if (const auto pem = auth->FindPropertyValues("x509_pem_cert"); !pem.empty()) {
+        std::string actor = CertificateActor(std::string_view(pem.front().data(), pem.front().size()));
+        if (!actor.empty()) return actor;
+      }
       for (const char* property : {"x509_subject", "x509_common_name"}) {
         const auto values = auth->FindPropertyValues(property);
         if (!values.empty()) return absl::StrCat("x509:", std::string(values.front().data(), values.front().size()));
@@ -460,6 +467,16 @@ int Daemon::Serve() {
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     int relay_port = 0;
     TlsListenerCredentials* tls = sandbox ? sandbox_tls_.get() : admin_tls_.get();
+    if (tls != nullptr && !sandbox) {
+      // A client certificate is checked at the handshake only: an admin_listen connection made before the
+      // client CA was rotated (or a certificate expired) stayed authorized for as long as it lived (review
+      // 117). Asked to go after max_connection_age_s (GOAWAY): calls open on it go on (no grace limit: an
+      // audit stream is not cut), new calls open a new connection and meet the CA in force then. Not on
+      // sandbox_listen: a supervisor is its handle's holder, and each GOAWAY would leave it a second
+      // connection beside its watch's (against max_connections_per_peer).
+      builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                                 static_cast<int>(std::min<int64_t>(config_.limits.max_connection_age_s * 1000, INT32_MAX)));
+    }
     std::string relay_socket;
     if (!tcp_listen.empty()) {
       // TCP is accepted by our TcpFront (see its header: caps, per-peer share, EMFILE-safe, no SO_REUSEPORT),
@@ -645,6 +662,10 @@ int Daemon::Serve() {
     absl::Time last_report = absl::Now();
     while (!stop_housekeeping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       core_->AuditPendingDriverState();
+      if (const size_t cancelled = sandbox_service_->CancelStalledWatches(absl::Now()); cancelled > 0) {
+        LogInfo(absl::StrCat("watch streams: cancelled ", cancelled, " watch stream(s) ended while a write waited ",
+                             config_.limits.watch_stall_s, " s or more on a reader that took nothing"));
+      }
       if (absl::Now() - last_report >= kAuthFailureWindow) {
         ReportAuthFailures(absl::Now() - last_report);
         last_report = absl::Now();
@@ -878,6 +899,7 @@ void Daemon::Stop() {
   if (driver_pool_ != nullptr) driver_pool_->Shutdown();
   if (decisions_pool_ != nullptr) decisions_pool_->Shutdown();
   if (reload_pool_ != nullptr) reload_pool_->Shutdown();
+  if (mutation_pool_ != nullptr) mutation_pool_->Shutdown();
   if (pool_ != nullptr) pool_->Shutdown();
   if (housekeeping_thread_.joinable()) {
     stop_housekeeping_.Notify();

@@ -127,6 +127,7 @@ class Daemon {
   // re-check refreshes the sandboxes a revocation refused on it, one at a time, after refusing them all:
   // a reload behind that one waits for those refreshes (review 112; not mended).
   std::unique_ptr<WorkerPool> reload_pool_;
+  std::unique_ptr<WorkerPool> mutation_pool_;  // SetPolicy, UpdatePolicy, DeletePolicy (AdminService::SetMutationPool)
   // A delivery of queued handle releases is queued on or running in driver_pool_: at most one at a time,
   // so a driver that flaps cannot fill the admissions' pool with deliveries waiting for each other.
   std::atomic<bool> release_delivery_queued_{false};

@@ -39,7 +39,18 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
 
  protected:
   using Ptr = std::shared_ptr<const Message>;
-  explicit QueuedStream(size_t backlog) : backlog_(backlog) {}
+  // `service` and `context` (either may be null: no stalled write is then ever cancelled) outlive the stream.
+  QueuedStream(size_t backlog, SandboxService* service, grpc::CallbackServerContext* context)
+      : backlog_(backlog), service_(service), context_(context) {}
+  // From the subclass's OnDone: a stalled write's registration ends.
+  void ForgetStall() {
+    bool registered = false;
+    {
+      absl::MutexLock lock(&mu_);
+      registered = stall_registered_;
+    }
+    if (registered) service_->RemoveStalledWrite(context_);
+  }
 
   void EnqueueLocked(Ptr message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || closing_) return;
@@ -59,7 +70,13 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
     if (finished_ || closing_) return;
     closing_ = std::move(status);
     queue_.clear();
-    if (!writing_) FinishLocked(*closing_);
+    if (!writing_) {
+      FinishLocked(*closing_);
+    } else if (service_ != nullptr && context_ != nullptr && !stall_registered_) {
+      // The reader is told why once the pending write reaches it; one that never reads is cancelled.
+      stall_registered_ = true;
+      service_->AddStalledWrite(context_);
+    }
   }
   // The registry closed the watch: the handle was revoked, or the gateway is stopping.
   void CloseWatch(bool revoked) {
@@ -92,6 +109,9 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
   }
 
   const size_t backlog_;
+  SandboxService* const service_;
+  grpc::CallbackServerContext* const context_;
+  bool stall_registered_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Ptr> queue_ ABSL_GUARDED_BY(mu_);
   Ptr writing_ ABSL_GUARDED_BY(mu_);  // keeps the message alive while gRPC writes it
   std::optional<grpc::Status> closing_ ABSL_GUARDED_BY(mu_);
@@ -119,9 +139,9 @@ std::optional<grpc::Status> StartWatch(SandboxService* service, SandboxRegistry*
 class WatchReactor final : public QueuedStream<driver_v1::Projection>, public ProjectionWatcher {
  public:
   // `backlog`: projections not yet written to this watcher; one more and it is dropped as a slow reader.
-  WatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
-               size_t backlog)
-      : QueuedStream(backlog), registry_(registry) {
+  WatchReactor(SandboxService* service, grpc::CallbackServerContext* context, SandboxRegistry* registry,
+               const std::string& handle, int64_t now_unix, size_t backlog)
+      : QueuedStream(backlog, service, context), registry_(registry) {
     AdmittedPtr watched;
     const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchProjection", &watched);
     absl::MutexLock lock(&mu_);
@@ -143,6 +163,7 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
   void OnRefused(const absl::Status& why) override { RefuseWatch(why); }
   void OnDone() override {
     if (registered_) registry_->Unwatch(sandbox_id_, this);
+    ForgetStall();
     delete this;
   }
 
@@ -159,9 +180,9 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
                                  public ProjectionWatcher,
                                  public SandboxService::ProofWaiter {
  public:
-  ServedWatchReactor(SandboxService* service, SandboxRegistry* registry, const std::string& handle, int64_t now_unix,
-                     size_t backlog, uint64_t known_size)
-      : QueuedStream(backlog), service_(service), registry_(registry) {
+  ServedWatchReactor(SandboxService* service, grpc::CallbackServerContext* context, SandboxRegistry* registry,
+                     const std::string& handle, int64_t now_unix, size_t backlog, uint64_t known_size)
+      : QueuedStream(backlog, service, context), service_(service), registry_(registry) {
     AdmittedPtr watched;
     const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchServedProjection", &watched);
     if (!refused) service_->AddProofWaiter(this);  // before mu_: the service's lock is taken first
@@ -195,6 +216,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
       service_->RemoveProofWaiter(this);
       registry_->Unwatch(sandbox_id_, this);
     }
+    ForgetStall();
     delete this;
   }
 
@@ -245,12 +267,14 @@ std::string BearerToken(const grpc::ServerContextBase& context) {
   return std::string(value.substr(kPrefix.size()));
 }
 
-SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog)
+SandboxService::SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool, size_t watch_backlog,
+                               absl::Duration watch_stall)
     : registry_(registry),
       core_(core),
       clock_(core != nullptr ? &core->clock() : store::Clock::System()),
       pool_(pool),
-      watch_backlog_(watch_backlog) {
+      watch_backlog_(watch_backlog),
+      watch_stall_(watch_stall) {
   SetMessageAllocatorFor_GetServedProjection(&served_messages_);
 }
 
@@ -372,13 +396,52 @@ void SandboxService::OnCheckpoint() {
 
 grpc::ServerWriteReactor<gateway_v1::ServedProjection>* SandboxService::WatchServedProjection(
     grpc::CallbackServerContext* context, const gateway_v1::GetServedProjectionRequest* request) {
-  return new ServedWatchReactor(this, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_,
+  return new ServedWatchReactor(this, context, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_,
                                 request->known_size());
 }
 
 grpc::ServerWriteReactor<driver_v1::Projection>* SandboxService::WatchProjection(
     grpc::CallbackServerContext* context, const gateway_v1::WatchProjectionRequest*) {
-  return new WatchReactor(this, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_);
+  return new WatchReactor(this, context, registry_, BearerToken(*context), clock_->NowUnix(), watch_backlog_);
+}
+
+void SandboxService::AddStalledWrite(grpc::CallbackServerContext* context) {
+  absl::MutexLock lock(&stalled_mu_);
+  stalled_.try_emplace(context, StalledWrite{absl::Now()});
+}
+
+void SandboxService::RemoveStalledWrite(grpc::CallbackServerContext* context) {
+  absl::MutexLock lock(&stalled_mu_);
+  // gRPC runs a reactor's OnDone on its executor, never inside TryCancel on the canceller's thread.
+  auto not_being_cancelled = [this, context]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(stalled_mu_) {
+    auto it = stalled_.find(context);
+    return it == stalled_.end() || !it->second.cancelling;
+  };
+  stalled_mu_.Await(absl::Condition(&not_being_cancelled));
+  stalled_.erase(context);
+}
+
+size_t SandboxService::CancelStalledWatches(absl::Time now) {
+  size_t cancelled = 0;
+  for (;;) {
+    grpc::CallbackServerContext* due = nullptr;
+    {
+      absl::MutexLock lock(&stalled_mu_);
+      for (auto& [context, stalled] : stalled_) {
+        if (stalled.cancelling || now - stalled.since < watch_stall_) continue;
+        stalled.cancelling = true;  // its OnDone waits until the mark is gone: the context lives meanwhile
+        due = context;
+        break;
+      }
+    }
+    if (due == nullptr) return cancelled;
+    // No lock held: TryCancel may run the stream's reactions on this thread. Its pending write ends
+    // (OnWriteDone(false)) and the call finishes; the client sees it cancelled.
+    due->TryCancel();
+    ++cancelled;
+    absl::MutexLock lock(&stalled_mu_);
+    stalled_.erase(due);
+  }
 }
 
 grpc::ServerUnaryReactor* SandboxService::ReportPolicyStatus(grpc::CallbackServerContext* context,

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <optional>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/core/gateway_core.h"
@@ -24,9 +25,11 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   // All pointers must outlive the service.
   // `core` may be null only where no reports are needed (the transport benchmark): what may be served is
   // the registry's serving rule either way (SandboxRegistry::Serve), on the core's clock or the system's.
-  // `watch_backlog`: projections a watcher may be behind before it is dropped (Limits::watch_backlog).
+  // `watch_backlog`: projections a watcher may be behind before it is dropped (Limits::watch_backlog);
+  // `watch_stall`: how long a closed watch stream's write may wait on its reader (Limits::watch_stall_s).
   SandboxService(SandboxRegistry* registry, GatewayCore* core, WorkerPool* pool,
-                 size_t watch_backlog = Limits().watch_backlog);
+                 size_t watch_backlog = Limits().watch_backlog,
+                 absl::Duration watch_stall = absl::Seconds(Limits().watch_stall_s));
 
   grpc::ServerUnaryReactor* GetProjection(grpc::CallbackServerContext* context,
                                           const gateway_v1::GetProjectionRequest* request,
@@ -73,6 +76,16 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
                                        uint64_t policy_version, uint64_t known_size,
                                        gateway_v1::ServedProjection* message) const;
 
+  // A watch stream ended (slow reader, a newer watch took its place, revoked) while a write still waits
+  // on a reader that does not read keeps its place, and the projection it pins, until its connection dies
+  // — a connection that answers pings never does (review 115). Such a stream registers itself here
+  // (AddStalledWrite, under its own lock) and is cancelled once it waited `watch_stall`; its OnDone
+  // unregisters it (RemoveStalledWrite, which waits out a cancel of it in progress). Called once a second
+  // by the daemon's housekeeping thread (one caller at a time); returns how many it cancelled.
+  size_t CancelStalledWatches(absl::Time now);
+  void AddStalledWrite(grpc::CallbackServerContext* context);
+  void RemoveStalledWrite(grpc::CallbackServerContext* context);
+
   // Counts GetProjection and ReportPolicyStatus by status code in `metrics` (not owned; must outlive the
   // service). Call before serving.
   void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
@@ -103,11 +116,21 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   const store::Clock* clock_;
   WorkerPool* pool_;
   const size_t watch_backlog_;
+  const absl::Duration watch_stall_;
   Metrics* metrics_ = nullptr;
   const LogSequencer* log_ = nullptr;
   std::atomic<uint64_t> failed_get_{0}, failed_watch_{0}, failed_report_{0};
   absl::Mutex waiters_mu_;
   absl::flat_hash_set<ProofWaiter*> waiters_ ABSL_GUARDED_BY(waiters_mu_);
+  // Closed watch streams whose write waits (CancelStalledWatches). The canceller marks the one it
+  // cancels and calls TryCancel holding no lock (it may run the stream's reactions on its thread); that
+  // stream's OnDone waits for the mark to go before its context does.
+  struct StalledWrite {
+    absl::Time since;
+    bool cancelling = false;
+  };
+  absl::Mutex stalled_mu_;
+  absl::flat_hash_map<grpc::CallbackServerContext*, StalledWrite> stalled_ ABSL_GUARDED_BY(stalled_mu_);
 };
 
 // The bearer token of a call, or "" when the metadata carries none.

@@ -8,6 +8,7 @@
 
 #include <grpcpp/security/tls_credentials_options.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -60,18 +61,43 @@ int64_t NotAfter(const X509* certificate) {
   return static_cast<int64_t>(timegm(&tm));
 }
 
-std::string Subject(const X509* certificate) {
+std::string NameOf(const X509_NAME* name) {
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
-  X509_NAME_print_ex(bio.get(), X509_get_subject_name(certificate), 0, XN_FLAG_RFC2253);
+  X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
   char* data = nullptr;
   const long size = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<size_t>(size));
 }
 
+std::string Subject(const X509* certificate) { return NameOf(X509_get_subject_name(certificate)); }
+
 struct CheckedFiles {
   TlsSummary summary;
   std::string cert, key, client_ca;  // the PEM texts, as read
 };
+
+}  // namespace
+
+std::string CertificateActor(std::string_view pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+  X509Ptr certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
+  ERR_clear_error();
+  if (certificate == nullptr) return "";
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(certificate.get()), nullptr),
+                                                     &BN_free);
+  std::string hex = "?";
+  if (serial != nullptr) {
+    char* text = BN_bn2hex(serial.get());
+    if (text != nullptr) {
+      hex = text;
+      OPENSSL_free(text);
+    }
+  }
+  return absl::StrCat("x509:", Subject(certificate.get()), "; issuer ", NameOf(X509_get_issuer_name(certificate.get())),
+                      "; serial ", hex);
+}
+
+namespace {
 
 absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
   CheckedFiles checked;

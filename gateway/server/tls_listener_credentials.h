@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -38,6 +39,12 @@ struct TlsSummary {
 
 // Reads and checks `files` (see above). INVALID_ARGUMENT naming the file and what is wrong.
 absl::StatusOr<TlsSummary> CheckTlsFiles(const TlsFiles& files);
+
+// The audit actor of an admin_listen caller, from its client certificate (the PEM gRPC's auth context
+// gives as x509_pem_cert): "x509:<subject>; issuer <issuer>; serial <hex>", names in RFC 2253. Two CAs,
+// or one reissuing, can give two certificates one subject: the subject alone named no one (review 117).
+// "" when the text holds no certificate.
+std::string CertificateActor(std::string_view pem);
 
 class TlsListenerCredentials {
  public:
