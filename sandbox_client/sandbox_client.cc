@@ -494,6 +494,10 @@ void SandboxClient::EndInForce(const std::shared_ptr<const VerifiedPolicy>& poli
   absl::Status withdrawn = absl::OkStatus();
   if (fail_closed) {
     withdrawn = withdraw ? withdraw(*policy) : absl::FailedPreconditionError("no withdraw function");
+    // Out of current() at once, not after the event and the report (a round trip): a caller told of the
+    // withdrawal must not still read it as in force (the revocation tests saw it there, now and then).
+    absl::MutexLock lock(&mu_);
+    if (current_ == policy) current_ = nullptr;
   }
   std::string detail = why;
   if (!fail_closed) {
@@ -512,7 +516,6 @@ void SandboxClient::EndInForce(const std::shared_ptr<const VerifiedPolicy>& poli
   }
   absl::MutexLock lock(&mu_);
   if (!fail_closed) return;
-  if (current_ == policy) current_ = nullptr;
   if (!withdrawn.ok()) {
     ended_ = absl::FailedPreconditionError(detail);
     if (watching_ != nullptr) watching_->TryCancel();

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +102,14 @@ inline std::vector<std::string> StillAdmitted(const ReplaceProjection& c, const 
   for (size_t i = 0; i < c.sandbox_ids.size(); ++i) {
     auto it = stored.find(c.sandbox_ids[i]);
     if (it != stored.end() && ListedUnder(c, i, it->second)) out.push_back(c.sandbox_ids[i]);
+  }
+  return out;
+}
+// The listed ids of `c` a store passes by, given those it moves (StillAdmitted's answer).
+inline std::vector<std::string> PassedBy(const ReplaceProjection& c, const std::vector<std::string>& moving) {
+  std::vector<std::string> out;
+  for (const std::string& id : c.sandbox_ids) {
+    if (std::find(moving.begin(), moving.end(), id) == moving.end()) out.push_back(id);
   }
   return out;
 }
@@ -206,6 +216,13 @@ absl::StatusOr<bool> WritesEvents(const ChangeBatch& batch, SameReport same_repo
     if (!*same) return true;
   }
   return false;
+}
+
+// Whether a store writes `event` of a batch: not when it names (AuditEvent::sandbox_id) a member a
+// ReplaceProjection of the batch passed by (`passed_by`, change::PassedBy): it would say that member moved —
+// with the verifiable log, an entry of a move that never happened (review 117).
+inline bool WritesEvent(const AuditEvent& event, const std::set<std::string>& passed_by) {
+  return event.sandbox_id.empty() || !passed_by.contains(event.sandbox_id);
 }
 
 // A refresh refused because the sandbox's stored projection is not the one it was checked against.

@@ -694,6 +694,7 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
     });
     if (!writes_events.ok()) return writes_events.status();
     result.events_written = *writes_events;
+    passed_by_.clear();
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
@@ -706,7 +707,9 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
       OSH_RETURN_IF_ERROR(Announce("reprojection", absl::StrCat(batch.reprojected_revision, " ", *batch.reprojected_scope)));
     }
     if (result.events_written) {
-      for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+      for (auto& event : batch.events) {
+        if (WritesEvent(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+      }
     }
     return absl::OkStatus();
   };
@@ -790,6 +793,7 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
           // no re-admission lands between this check and the update.
           const std::vector<std::string> moving = change::StillAdmitted(c, stored);
           if (!c.handle_sha256s.empty()) {
+            for (std::string& id : change::PassedBy(c, moving)) passed_by_.insert(std::move(id));
             ids = JsonIdList(moving);
             if (!ids.ok()) return ids.status();
           }

@@ -421,11 +421,14 @@ std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::Com
     });
     if (!writes_events.ok()) return writes_events.status();
     result.events_written = *writes_events;
+    passed_by_.clear();
     for (size_t i = 0; i < batch.changes.size(); ++i) {
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
     if (result.events_written) {
-      for (auto& event : batch.events) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+      for (auto& event : batch.events) {
+        if (WritesEvent(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+      }
     }
     return absl::OkStatus();
   };
@@ -591,7 +594,9 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
       if (!*row) break;
       stored[handles->Text(0)] = handles->Blob(1);
     }
-    ids = JsonIdList(change::StillAdmitted(c, stored));
+    const std::vector<std::string> moving = change::StillAdmitted(c, stored);
+    for (std::string& id : change::PassedBy(c, moving)) passed_by_.insert(std::move(id));
+    ids = JsonIdList(moving);
     if (!ids.ok()) return ids.status();
   }
   // The envelopes being left, to collect once nobody uses them.

@@ -30,6 +30,7 @@
 #include "store/sqlite_db.h"
 #include "gateway/core/log.h"
 #include "gateway/core/drift.h"
+#include "gateway/core/audit_budget.h"
 #include "gateway/core/driver_state_audit.h"
 #include "gateway/core/audit_feed.h"
 #include "common/errors.h"
@@ -1745,4 +1746,28 @@ TEST_CASE("log sampling: the first occurrence of what a caller can repeat at wil
   int logged = 0;
   for (uint64_t count = 1; count <= 10'000; ++count) logged += SampledForLog(count) ? 1 : 0;
   CHECK(logged == 11);
+}
+
+TEST_CASE("audit budget: a burst, then one a refill, and what it holds back is counted and said once", "[unit][audit]") {
+  osh::gateway::AuditBudget budget(3, absl::Seconds(1));
+  const absl::Time t0 = absl::FromUnixSeconds(1'000'000);
+  uint64_t held = 99;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(budget.Take(t0, &held));
+    CHECK(held == 0);
+  }
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(budget.Take(t0, &held));  // counted
+  CHECK(budget.TakeHeldBack(t0) == 0);                               // no budget for a summary yet
+  REQUIRE(budget.Take(t0 + absl::Milliseconds(1500), &held));        // one refilled: says the five
+  CHECK(held == 5);
+  CHECK_FALSE(budget.Take(t0 + absl::Milliseconds(1600), &held));
+  CHECK(budget.TakeHeldBack(t0 + absl::Milliseconds(2600)) == 1);    // a summary of its own
+  CHECK(budget.TakeHeldBack(t0 + absl::Seconds(10)) == 0);           // nothing held
+  // Refilled up to the burst, not beyond; a clock stepping back refills nothing.
+  for (int i = 0; i < 3; ++i) CHECK(budget.Take(t0 + absl::Seconds(100), &held));
+  CHECK_FALSE(budget.Take(t0 + absl::Seconds(100), &held));
+  CHECK_FALSE(budget.Take(t0 + absl::Seconds(50), &held));
+  CHECK_FALSE(budget.Take(t0 + absl::Seconds(100), &held));
+  REQUIRE(budget.Take(t0 + absl::Seconds(101), &held));
+  CHECK(held == 3);
 }

@@ -1356,7 +1356,7 @@ TEST_CASE("log: a projection waiting for its proof does not hold up the expiry o
   // Version 1 expires (3 s) while that call is held: withdrawn on time, not once the gateway answers
   // (before the fix the expiry waited for the apply lock, held across GetLogProof, up to log_proof_wait).
   CHECK(Eventually([&] { return withdrawn.load() == 1; }, std::chrono::seconds(10)));
-  CHECK((*client)->current() == nullptr);
+  CHECK(Eventually([&] { return (*client)->current() == nullptr; }));
   {
     absl::MutexLock lock(&mu);
     CHECK(std::count(events.begin(), events.end(), osh::sandbox_client::WatchEvent::kExpired) == 1);

@@ -113,6 +113,32 @@ TEST_CASE("remote: admit through the null driver, the mutation gate refuses ever
                          "mutation_not_permitted: "));
   gw::ListProviderProfilesResponse listed;
   CHECK(g.admin().ListProviderProfiles(GatewayFixture::Context().get(), {}, &listed).ok());  // reads still work
+  // A caller looping on a refused change: at most a burst is audited one by one, the rest counted and
+  // said (review 114: an event — a verifiable-log entry — each). Every refused call is accounted for.
+  constexpr int kLoop = 60;
+  for (int i = 0; i < kLoop; ++i) {
+    CHECK(g.admin().SetPolicy(GatewayFixture::Context().get(), set, &revision).error_code() ==
+          grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  // Each refused call is an event of its own (its reason names the method) or counted and said by a later
+  // event (refused.not_audited: in the next event of its own, or in a summary that names no method).
+  auto refusals = [&] {
+    uint64_t one_by_one = 0, said = 0;
+    for (const auto& event : g.AuditEvents()) {
+      if (event.type() != "mutation_refused") continue;
+      if (absl::StartsWith(event.reason(), "mutation_not_permitted: /")) ++one_by_one;
+      if (auto n = event.audit_context().find("refused.not_audited"); n != event.audit_context().end()) {
+        said += std::stoull(n->second);
+      }
+    }
+    return std::pair<uint64_t, uint64_t>(one_by_one, said);
+  };
+  CHECK(Eventually([&] { return refusals().first + refusals().second == 5 + kLoop; }));  // within a second or so
+  const auto [one_by_one, said] = refusals();
+  INFO(one_by_one << " audited one by one, " << said << " counted");
+  CHECK(one_by_one + said == 5 + kLoop);
+  CHECK(one_by_one < 5 + kLoop);
+  CHECK(said > 0);
   // Non-mutating methods still work.
   gw::RefreshSandboxRequest refresh;
   refresh.set_sandbox_id("sb-1");

@@ -369,10 +369,24 @@ TEST_CASE("store contract: a re-projection moves a listed sandbox only while it 
       {"sb-1", "sb-2"}, Sandbox(*store, "x", "y", "body-moved").envelope, osh::store::Verification::kNone, {}, 5,
       /*require_all=*/false, nullptr, {osh::policy::Sha256("handle-old"), osh::policy::Sha256("handle-sb-2")}};
   batch.changes.push_back(std::move(move));
-  batch.events.push_back(osh::test::StoredEvent("reprojection"));
+  batch.events.push_back(osh::test::StoredEvent("reprojection"));  // the summary
+  // With the verifiable log, an event per member moved: the one of a member passed by is not written (it
+  // would be a log entry of a move that never happened).
+  for (const char* id : {"sb-1", "sb-2"}) {
+    AuditEvent moved = osh::test::StoredEvent("reprojection");
+    moved.sandbox_id = id;
+    batch.events.push_back(std::move(moved));
+  }
   auto committed = store->sandboxes().Commit(std::move(batch));
   REQUIRE(committed.ok());
   CHECK(committed->rows[0] == 1);
+  auto events = store->audit().ListAuditEvents(0, 100);
+  REQUIRE(events.ok());
+  std::vector<std::string> reprojected;  // the sandbox ids of the reprojection events
+  for (const auto& e : *events) {
+    if (e.type.name() == "reprojection") reprojected.push_back(e.sandbox_id);
+  }
+  CHECK(reprojected == std::vector<std::string>{"", "sb-2"});
   CHECK(registry.Get("sb-1")->record.envelope->body() == "body-new");  // the new admission's own
   CHECK(registry.Get("sb-2")->record.envelope->body() == "body-moved");
   auto loaded = store->sandboxes().LoadSandboxes();

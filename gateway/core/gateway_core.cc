@@ -1460,9 +1460,32 @@ void GatewayCore::RecordDriverState(const DriverStateAudit::Event& state) {
   }
 }
 
-void GatewayCore::RecordMutationRefused(const std::string& method) {
-  audit_.Record(AuditRecorder::For(audit::Type::kMutationRefused, ""), audit::Outcome::kRefused,
-                absl::StrCat("mutation_not_permitted: ", method));
+bool GatewayCore::TakeMutationRefusalAudit(uint64_t* held_back) { return mutation_refusals_.Take(absl::Now(), held_back); }
+
+namespace {
+constexpr char kNotAuditedKey[] = "refused.not_audited";  // refused calls counted before this event
+}  // namespace
+
+void GatewayCore::RecordMutationRefused(const std::string& method, uint64_t held_back) {
+  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutationRefused, "");
+  std::string reason = absl::StrCat("mutation_not_permitted: ", method);
+  if (held_back > 0) {
+    event.audit_context[kNotAuditedKey] = absl::StrCat(held_back);
+    absl::StrAppend(&reason, " (and ", held_back, " refused call(s) before it, counted, not audited one by one)");
+  }
+  audit_.Record(std::move(event), audit::Outcome::kRefused, reason);
+}
+
+void GatewayCore::AuditHeldMutationRefusals() {
+  const uint64_t held_back = mutation_refusals_.TakeHeldBack(absl::Now());
+  if (held_back == 0) return;
+  store::AuditEvent event = AuditRecorder::For(audit::Type::kMutationRefused, "");
+  event.audit_context[kNotAuditedKey] = absl::StrCat(held_back);
+  audit_.Record(std::move(event), audit::Outcome::kRefused,
+                absl::StrCat("mutation_not_permitted: ", held_back,
+                             " refused call(s) at the mutation gate, counted, not audited one by one (more than ",
+                             kMutationRefusalBurst, " at once, or one a second)"));
+  LogWarning(absl::StrCat("mutation gate: ", held_back, " refused call(s) not audited one by one"));
 }
 
 }  // namespace osh::gateway

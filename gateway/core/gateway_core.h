@@ -27,6 +27,7 @@
 #include "gateway/core/ceiling_guard.h"
 #include "gateway/core/config.h"
 #include "gateway/core/driver_handles.h"
+#include "gateway/core/audit_budget.h"
 #include "gateway/core/driver_state_audit.h"
 #include "gateway/core/projection_gate.h"
 #include "gateway/core/provider_catalogue.h"
@@ -135,8 +136,16 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // The audit chain from after_seq on: at most `limit` events (0: 100, capped at 1000), and the head.
   absl::StatusOr<gateway_v1::ListAuditEventsResponse> ListAuditEvents(const gateway_v1::ListAuditEventsRequest& request);
 
-  // Records that the mutation gate refused `method`.
-  void RecordMutationRefused(const std::string& method);
+  // A call the mutation gate refused: whether to audit it (AuditBudget, kMutationRefusalBurst at once, then
+  // one a second; the rest are counted). When true, RecordMutationRefused it with *held_back. Cheap: asked
+  // on gRPC's thread before any work is queued for the refusal. Thread-safe.
+  bool TakeMutationRefusalAudit(uint64_t* held_back);
+  // Records that the mutation gate refused `method`; `held_back` refused calls before it were counted and
+  // not audited one by one (said in the event).
+  void RecordMutationRefused(const std::string& method, uint64_t held_back);
+  // Audits how many refused calls were held back, once the budget allows. Called once a second by the daemon.
+  void AuditHeldMutationRefusals();
+  static constexpr int kMutationRefusalBurst = 20;
 
   // Delivers queued driver-handle releases; each is removed only once the driver acknowledged it.
   void DeliverPendingReleases();
@@ -284,6 +293,7 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   mutable absl::Mutex driver_detail_mu_;
   std::string driver_detail_ ABSL_GUARDED_BY(driver_detail_mu_);  // why the driver is down (OnDriverState)
   DriverStateAudit driver_audit_;  // which driver reports are audited
+  AuditBudget mutation_refusals_{kMutationRefusalBurst, absl::Seconds(1)};  // which gate refusals are audited
   absl::Mutex driver_audit_mu_;    // held from deciding a driver event to recording it
   ReportLimiter reports_;
   WorkerPool* blocking_pool_ = nullptr;

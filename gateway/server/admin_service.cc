@@ -346,7 +346,7 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
 
 absl::Status AdminService::Dispatch(const std::string& method, const std::string& request, std::string* response) const {
   if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
-    core_->RecordMutationRefused(method);
+    if (uint64_t held_back = 0; core_->TakeMutationRefusalAudit(&held_back)) core_->RecordMutationRefused(method, held_back);
     return gate;
   }
   if (method == kWatchAuditEvents || method == kWatchSandboxes) {
@@ -361,10 +361,14 @@ grpc::ServerGenericBidiReactor* AdminService::CreateReactor(grpc::GenericCallbac
   const std::string& method = context->method();
   // The gate first: deny by default, whatever the method is.
   if (absl::Status gate = CheckMutationGate(method, core_->permits_mutation()); !gate.ok()) {
-    pool_->Submit([core = core_, method, actor = caller_identity_ ? caller_identity_(*context) : ""] {
-      store::AuditActorScope scope(actor);
-      core->RecordMutationRefused(method);
-    });
+    // Audited within a budget (a caller looping on a refused change wrote an event each, and queued a task
+    // each here); the rest are counted and said by the next event.
+    if (uint64_t held_back = 0; core_->TakeMutationRefusalAudit(&held_back)) {
+      pool_->Submit([core = core_, method, held_back, actor = caller_identity_ ? caller_identity_(*context) : ""] {
+        store::AuditActorScope scope(actor);
+        core->RecordMutationRefused(method, held_back);
+      });
+    }
     return new RefusedReactor(ToGrpc(gate));
   }
   if (method == kWatchAuditEvents || method == kWatchSandboxes) {

@@ -662,6 +662,7 @@ int Daemon::Serve() {
     absl::Time last_report = absl::Now();
     while (!stop_housekeeping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       core_->AuditPendingDriverState();
+      core_->AuditHeldMutationRefusals();
       if (const size_t cancelled = sandbox_service_->CancelStalledWatches(absl::Now()); cancelled > 0) {
         LogInfo(absl::StrCat("watch streams: cancelled ", cancelled, " watch stream(s) ended while a write waited ",
                              config_.limits.watch_stall_s, " s or more on a reader that took nothing"));
