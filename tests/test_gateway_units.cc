@@ -1770,4 +1770,9 @@ TEST_CASE("audit budget: a burst, then one a refill, and what it holds back is c
   CHECK_FALSE(budget.Take(t0 + absl::Seconds(100), &held));
   REQUIRE(budget.Take(t0 + absl::Seconds(101), &held));
   CHECK(held == 3);
+  // At a stop the last count is said whatever the budget.
+  CHECK_FALSE(budget.Take(t0 + absl::Seconds(101), &held));
+  CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101)) == 0);
+  CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101), /*whatever_the_budget=*/true) == 1);
+  CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101), true) == 0);
 }

@@ -281,8 +281,14 @@ class WatchingSupervisor {
             return absl::OkStatus();
           },
           [this](const osh::sandbox_client::WatchEvent& event) {
+            // What the client says is in force as it tells of the revocation: nothing (it was in force
+            // until the event and the report had gone out; the tests read it, now and then, too soon).
+            const bool none_in_force = client_->current() == nullptr;
             absl::MutexLock lock(&mu_);
-            if (event.kind == osh::sandbox_client::WatchEvent::kRevoked) revoked_.push_back(event.detail);
+            if (event.kind == osh::sandbox_client::WatchEvent::kRevoked) {
+              revoked_.push_back(event.detail);
+              if (!none_in_force) ++in_force_when_revoked_;
+            }
           },
           [this](const osh::sandbox_client::VerifiedPolicy&) {
             absl::MutexLock lock(&mu_);
@@ -309,6 +315,11 @@ class WatchingSupervisor {
     absl::MutexLock lock(&mu_);
     return withdrawn_;
   }
+  // kRevoked events told while current() still returned the withdrawn policy.
+  int in_force_when_revoked() {
+    absl::MutexLock lock(&mu_);
+    return in_force_when_revoked_;
+  }
   std::vector<std::string> revoked() {
     absl::MutexLock lock(&mu_);
     return revoked_;
@@ -319,7 +330,7 @@ class WatchingSupervisor {
   std::unique_ptr<osh::sandbox_client::SandboxClient> client_;
   std::thread thread_;
   absl::Mutex mu_;
-  int applied_ = 0, withdrawn_ = 0;
+  int applied_ = 0, withdrawn_ = 0, in_force_when_revoked_ = 0;
   std::vector<std::string> revoked_;
   absl::Status ended_;
 };
@@ -348,7 +359,8 @@ TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked,
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
   CHECK(Eventually([&] { return supervisor.withdrawn() == 1; }));
-  CHECK(Eventually([&] { return supervisor.client().current() == nullptr; }));  // out of current() as it is withdrawn
+  CHECK(Eventually([&] { return supervisor.client().current() == nullptr; }));
+  CHECK(supervisor.in_force_when_revoked() == 0);  // out of current() as it is withdrawn, before it is told
   REQUIRE(supervisor.revoked().size() == 1);
   CHECK(absl::StartsWith(supervisor.revoked()[0], "key_revoked: "));
   // The gateway heard the supervisor's FAILED report.
@@ -397,7 +409,8 @@ TEST_CASE("trust store: a gateway restarted without the key of a watched sandbox
                   "other-key"});
   g.Start();
   CHECK(Eventually([&] { return supervisor.withdrawn() == 1; }));
-  CHECK(Eventually([&] { return supervisor.client().current() == nullptr; }));  // out of current() as it is withdrawn
+  CHECK(Eventually([&] { return supervisor.client().current() == nullptr; }));
+  CHECK(supervisor.in_force_when_revoked() == 0);  // out of current() as it is withdrawn, before it is told
   REQUIRE(supervisor.revoked().size() == 1);
   CHECK(absl::StartsWith(supervisor.revoked()[0], "unknown_key: "));
   CHECK(g.Stop() == 0);

@@ -29,12 +29,12 @@ bool AuditBudget::Take(absl::Time now, uint64_t* held_back) {
   return true;
 }
 
-uint64_t AuditBudget::TakeHeldBack(absl::Time now) {
+uint64_t AuditBudget::TakeHeldBack(absl::Time now, bool whatever_the_budget) {
   absl::MutexLock lock(&mu_);
   if (held_back_ == 0) return 0;
   RefillLocked(now);
-  if (tokens_ <= 0) return 0;
-  --tokens_;
+  if (tokens_ <= 0 && !whatever_the_budget) return 0;
+  tokens_ = std::max(0, tokens_ - 1);
   const uint64_t held = held_back_;
   held_back_ = 0;
   return held;

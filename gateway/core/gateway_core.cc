@@ -1,5 +1,7 @@
 #include "gateway/core/gateway_core.h"
 
+#include <chrono>
+
 #include <openssl/crypto.h>
 
 #include "gateway/core/profile_change_check.h"
@@ -1460,7 +1462,12 @@ void GatewayCore::RecordDriverState(const DriverStateAudit::Event& state) {
   }
 }
 
-bool GatewayCore::TakeMutationRefusalAudit(uint64_t* held_back) { return mutation_refusals_.Take(absl::Now(), held_back); }
+namespace {
+// A steady clock's time for the audit budgets: a step of the wall clock neither stops nor floods them.
+absl::Time SteadyNow() { return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch()); }
+}  // namespace
+
+bool GatewayCore::TakeMutationRefusalAudit(uint64_t* held_back) { return mutation_refusals_.Take(SteadyNow(), held_back); }
 
 namespace {
 constexpr char kNotAuditedKey[] = "refused.not_audited";  // refused calls counted before this event
@@ -1476,8 +1483,8 @@ void GatewayCore::RecordMutationRefused(const std::string& method, uint64_t held
   audit_.Record(std::move(event), audit::Outcome::kRefused, reason);
 }
 
-void GatewayCore::AuditHeldMutationRefusals() {
-  const uint64_t held_back = mutation_refusals_.TakeHeldBack(absl::Now());
+void GatewayCore::AuditHeldMutationRefusals(bool at_stop) {
+  const uint64_t held_back = mutation_refusals_.TakeHeldBack(SteadyNow(), at_stop);
   if (held_back == 0) return;
   store::AuditEvent event = AuditRecorder::For(audit::Type::kMutationRefused, "");
   event.audit_context[kNotAuditedKey] = absl::StrCat(held_back);

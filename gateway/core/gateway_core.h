@@ -143,8 +143,9 @@ class GatewayCore final : private store::RemoteChangeListener, private store::Re
   // Records that the mutation gate refused `method`; `held_back` refused calls before it were counted and
   // not audited one by one (said in the event).
   void RecordMutationRefused(const std::string& method, uint64_t held_back);
-  // Audits how many refused calls were held back, once the budget allows. Called once a second by the daemon.
-  void AuditHeldMutationRefusals();
+  // Audits how many refused calls were held back, once the budget allows. Called once a second by the
+  // daemon, and a last time at its stop with `at_stop` (whatever the budget: no count is left unsaid).
+  void AuditHeldMutationRefusals(bool at_stop = false);
   static constexpr int kMutationRefusalBurst = 20;
 
   // Delivers queued driver-handle releases; each is removed only once the driver acknowledged it.

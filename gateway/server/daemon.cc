@@ -673,6 +673,7 @@ int Daemon::Serve() {
       }
     }
     ReportAuthFailures(absl::Now() - last_report);
+    core_->AuditHeldMutationRefusals(/*at_stop=*/true);  // the servers are down: the last count is final
   });
   const std::string log_dir = (std::filesystem::path(config_.state_dir) / "log").string();
   const bool log_shares_metrics = !config_.log_listen.empty() && config_.log_listen == config_.metrics_listen;
