@@ -218,11 +218,11 @@ absl::StatusOr<bool> WritesEvents(const ChangeBatch& batch, SameReport same_repo
   return false;
 }
 
-// Whether a store writes `event` of a batch: not when it names (AuditEvent::sandbox_id) a member a
-// ReplaceProjection of the batch passed by (`passed_by`, change::PassedBy): it would say that member moved —
-// with the verifiable log, an entry of a move that never happened (review 117).
-inline bool WritesEvent(const AuditEvent& event, const std::set<std::string>& passed_by) {
-  return event.sandbox_id.empty() || !passed_by.contains(event.sandbox_id);
+// Whether `event` of a batch names (AuditEvent::sandbox_id) a member a ReplaceProjection of the batch passed
+// by (`passed_by`, change::PassedBy): a store does not write it — it would say that member moved; with the
+// verifiable log, an entry of a move that never happened (review 117).
+inline bool NamesMemberPassedBy(const AuditEvent& event, const std::set<std::string>& passed_by) {
+  return !event.sandbox_id.empty() && passed_by.contains(event.sandbox_id);
 }
 
 // A refresh refused because the sandbox's stored projection is not the one it was checked against.

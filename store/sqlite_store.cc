@@ -427,7 +427,7 @@ std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::Com
     }
     if (result.events_written) {
       for (auto& event : batch.events) {
-        if (WritesEvent(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
+        if (!NamesMemberPassedBy(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
       }
     }
     return absl::OkStatus();

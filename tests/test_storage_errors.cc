@@ -46,6 +46,14 @@ grpc::Status Report(GatewayFixture& g, const std::string& handle, const std::str
   return g.sandbox().ReportPolicyStatus(GatewayFixture::Context(handle).get(), request, &response);
 }
 
+// github.yaml as the default policy and sb-1 admitted under it.
+gw::AdmitSandboxResponse AdmitUnderGithub(GatewayFixture& g) {
+  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  return admitted;
+}
+
 }  // namespace
 
 TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and sandbox clients as a scrubbed storage_error",
@@ -53,9 +61,7 @@ TEST_CASE("storage errors: a PostgreSQL constraint violation reaches admin and s
   REQUIRE_FALSE(PgCluster::BinDir().empty());
   const std::string url = PgCluster::Shared().CreateDatabase();
   GatewayFixture g({"--database", url});
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  const gw::AdmitSandboxResponse admitted = AdmitUnderGithub(g);
   // Constraints the gateway knows nothing of (an operator's, say): the next admission of sb-2 and every
   // report violate them inside PostgreSQL.
   REQUIRE(PgCluster::Psql(url, "ALTER TABLE sandboxes ADD CONSTRAINT osh_test_no_sb_2 CHECK (sandbox_id <> 'sb-2')") == 0);
@@ -90,9 +96,7 @@ TEST_CASE("storage errors: PostgreSQL stopped or restarted under the gateway rea
   auto cluster = std::make_unique<PgCluster>();
   const std::string url = cluster->CreateDatabase();
   GatewayFixture g({"--database", url});
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  const gw::AdmitSandboxResponse admitted = AdmitUnderGithub(g);
 
   // Restarted between two requests: the gateway's connections are cut; whatever fails on them is scrubbed.
   cluster->Restart();
@@ -142,8 +146,7 @@ struct BlockedChange {
 };
 BlockedChange AdmitThenChangeUnderBlock(GatewayFixture& g, const std::string& url) {
   BlockedChange out;
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  REQUIRE(g.Admit("sb-1", &out.admitted).ok());
+  out.admitted = AdmitUnderGithub(g);
   REQUIRE(PgCluster::Psql(url, kBlockReprojections) == 0);
   REQUIRE(g.SetPolicy("default", Example("restrictive-default.yaml"), &out.revision).ok());
   CHECK(out.revision.sandboxes_updated() == 0);  // the revision committed; its re-projection did not
@@ -219,9 +222,7 @@ TEST_CASE("storage errors: policy changes queued behind a slow re-projection lea
   REQUIRE_FALSE(PgCluster::BinDir().empty());
   const std::string url = PgCluster::Shared().CreateDatabase();
   GatewayFixture g({"--database", url});
-  REQUIRE(g.SetPolicy("default", Example("github.yaml")).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  const gw::AdmitSandboxResponse admitted = AdmitUnderGithub(g);
   std::vector<std::thread> changes;
   std::vector<grpc::Status> results(12);
   gw::PolicyRevision first;

@@ -261,6 +261,17 @@ namespace {
 
 // A supervisor on the client library watching `g`'s sandbox socket with `handle` (sandbox sb-1): counts
 // what it applied and withdrew, and keeps each kRevoked event's detail. Stopped and joined at destruction.
+// A gateway signing with "gateway-key" (SigningGatewayArgs: keys/trust.json trusts it) under which sb-1 is
+// admitted, on the restrictive default policy.
+struct SignedSandbox {
+  explicit SignedSandbox(const TempDir& keys) : g(SigningGatewayArgs(keys)) {
+    REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+    REQUIRE(g.Admit("sb-1", &admitted).ok());
+  }
+  GatewayFixture g;
+  gw::AdmitSandboxResponse admitted;
+};
+
 class WatchingSupervisor {
  public:
   WatchingSupervisor(GatewayFixture& g, const std::string& handle) {
@@ -342,16 +353,10 @@ TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked,
   // Review 115: fetches were refused key_revoked while open watches stayed silent: every watching
   // supervisor kept enforcing the revoked key's policy, and after a reconnect kept it too (retrying).
   TempDir keys;
-  const std::string pub = Keygen(keys, "gateway");
-  const std::string trust = keys / "trust.json";
-  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
-  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
-                    "gateway-key"});
-  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
-
-  WatchingSupervisor supervisor(g, admitted.sandbox_handle());
+  SignedSandbox signed_sandbox(keys);
+  GatewayFixture& g = signed_sandbox.g;
+  const std::string pub = ReadFile(keys / "gateway.pub"), trust = keys / "trust.json";
+  WatchingSupervisor supervisor(g, signed_sandbox.admitted.sandbox_handle());
   REQUIRE(Eventually([&] { return supervisor.applied() == 1; }));
 
   // Revoked; the builtin driver still signs with the key, so no refresh replaces the projection.
@@ -387,17 +392,10 @@ TEST_CASE("trust store: a gateway restarted without the key of a watched sandbox
   // (unknown_key here), not key_revoked; the client withdrew on key_revoked only, and a reconnecting
   // supervisor kept enforcing the policy of a key the gateway no longer trusts.
   TempDir keys;
-  const std::string pub = Keygen(keys, "gateway");
-  const std::string other = Keygen(keys, "other");
-  const std::string trust = keys / "trust.json";
-  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}}));
-  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
-                    "gateway-key"});
-  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
-  gw::AdmitSandboxResponse admitted;
-  REQUIRE(g.Admit("sb-1", &admitted).ok());
-
-  WatchingSupervisor supervisor(g, admitted.sandbox_handle());
+  SignedSandbox signed_sandbox(keys);
+  GatewayFixture& g = signed_sandbox.g;
+  const std::string other = Keygen(keys, "other"), trust = keys / "trust.json";
+  WatchingSupervisor supervisor(g, signed_sandbox.admitted.sandbox_handle());
   REQUIRE(Eventually([&] { return supervisor.applied() == 1; }));
   CHECK(supervisor.withdrawn() == 0);
 
