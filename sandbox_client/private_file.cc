@@ -9,10 +9,27 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "trust/secure_path.h"
 
 namespace osh::sandbox_client {
 
+namespace {
+
+std::string FolderOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& path, size_t max_bytes) {
+  // Whoever can write the folder can remove the file, and a missing file reads as a first start — no
+  // rollback floor, no checkpoint seen (review 116): the folder, and each above it, writable by this user or
+  // root only (a root-owned sticky folder such as /tmp aside: others cannot remove our entries there).
+  if (absl::Status safe = trust::CheckNoOneElseCanWrite(FolderOf(path), "its folder"); !safe.ok() && !absl::IsNotFound(safe)) {
+    return absl::FailedPreconditionError(absl::StrCat(safe.message(), ": whoever can write it can remove this file, "
+                                                                      "which then reads as a first start"));
+  }
   // O_NONBLOCK: a FIFO (or a device) put at the path is refused below, not waited on for ever (review 113).
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
@@ -69,8 +86,7 @@ absl::Status WritePrivateFileAtomically(const std::string& path, const std::stri
     ::unlink(temp.c_str());
     return absl::InternalError(absl::StrCat(what, " ", path, ": cannot write: ", std::strerror(error)));
   }
-  const size_t slash = path.rfind('/');
-  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string folder = FolderOf(path);
   const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0 || ::fsync(dir) != 0) error = errno;
   if (dir >= 0) ::close(dir);

@@ -881,6 +881,30 @@ TEST_CASE("sandbox client: a FIFO at the state path is refused at Connect, not w
     REQUIRE_FALSE(refused.ok());
     CHECK_THAT(std::string(refused.status().message()), Catch::Contains("owned by uid 65534"));
   }
+
+  // Review 116: whoever can write the state file's folder can remove it, and a missing file reads as a
+  // first start (no rollback floor): such a folder is refused, the file there or not, and one of the
+  // process's own (0700) is not.
+  const std::filesystem::path shared = dir.path() / "shared";
+  std::filesystem::create_directory(shared);
+  for (const bool exists : {false, true}) {
+    const std::string state = (shared / "state").string();
+    if (exists) {
+      WriteFile(state, "openshell.sandbox_client.state.v1\npolicy_version 3\npolicy_digest " + std::string(64, 'a') + "\n");
+      REQUIRE(::chmod(state.c_str(), 0600) == 0);
+    }
+    options.state_file = state;
+    REQUIRE(::chmod(shared.c_str(), 0777) == 0);
+    auto refused = sc::SandboxClient::Connect(options);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(absl::IsFailedPrecondition(refused.status()));
+    CHECK_THAT(std::string(refused.status().message()),
+               Catch::Contains("state file " + state + ": its folder") && Catch::Contains("is writable by") &&
+                   Catch::Contains("reads as a first start"));
+    REQUIRE(::chmod(shared.c_str(), 0700) == 0);
+    auto accepted = sc::SandboxClient::Connect(options);  // past the state file: only the missing gateway stops it
+    CHECK_THAT(std::string(accepted.status().message()), Catch::Contains("no socket at"));
+  }
 }
 
 TEST_CASE("sandbox client: the handle taken from the environment leaves it, so children do not inherit it",
