@@ -1271,6 +1271,24 @@ TEST_CASE("interceptor: the recorded policies survive a restart: mergeOperations
   CHECK(g.gateway().Stop() == 0);
 }
 
+TEST_CASE("interceptor: an allow whose audit event cannot be written is answered as a deny (fail closed)",
+          "[interceptor][integration][postgres][errors]") {
+  // Review 114: the record committed, the interception event was written apart and a failure only logged:
+  // upstream was told `allowed` of a decision the audit log (the verifiable log) never held.
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  InterceptorGateway g(/*with_keys=*/true, /*with_ceiling=*/true, {"--database", url});
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_interception CHECK (type <> 'interception'); "
+                               "ALTER TABLE audit_pending ADD CONSTRAINT osh_test_no_interception CHECK (type <> 'interception')") == 0);
+  const std::string create = CreateSandboxJson("build-9", kBasePolicyJson);
+  CheckDeny(g.Evaluate("CreateSandbox", true, create), "FAILED_PRECONDITION", "storage_error: ");
+  CHECK_THAT(g.gateway().log(), Catch::Contains("osh_test_no_interception"));
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_interception; "
+                               "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_interception") == 0);
+  const auto allowed = g.Evaluate("CreateSandbox", true, create);
+  INFO(allowed.reason());
+  CHECK(allowed.allowed());
+}
+
 TEST_CASE("interceptor: a sandbox's record is its workspace's: the same name in another workspace is another sandbox",
           "[interceptor][integration][interceptor_records]") {
   // Review finding: records were kept by name alone, so a sandbox of the same name in another workspace

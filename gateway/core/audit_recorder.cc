@@ -44,13 +44,17 @@ store::AuditEvent AuditRecorder::For(trust::audit::Type type, const std::string&
 }
 
 void AuditRecorder::Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
+  Commit(std::move(event), outcome, std::move(reason)).IgnoreError();  // logged by Commit
+}
+
+absl::Status AuditRecorder::Commit(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
   event.outcome = outcome;
   // A reason may quote what a driver or a client sent (a surface, a driver's no_verified_policy text).
   event.reason = BoundedText(reason, kMaxAuditReasonBytes);
   const std::string type = event.type.name();
-  if (absl::Status status = store_->AppendAudit(std::move(event)); !status.ok()) {
-    LogError(absl::StrCat("cannot audit a ", type, " event: ", status.ToString()));
-  }
+  absl::Status status = store_->AppendAudit(std::move(event));
+  if (!status.ok()) LogError(absl::StrCat("cannot audit a ", type, " event: ", status.ToString()));
+  return status;
 }
 
 }  // namespace osh::gateway

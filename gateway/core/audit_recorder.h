@@ -36,8 +36,11 @@ class AuditRecorder {
   static store::AuditEvent For(trust::audit::Type type, const std::string& sandbox_id,
                                const openshell::policy::driver::v1::Projection* projection = nullptr);
 
-  // Appends `event` with its outcome and reason to the chain.
+  // Appends `event` with its outcome and reason to the chain; a failure is logged (the caller goes on).
   void Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
+  // Record, for a caller whose answer waits on the event being durable: the store's error is returned
+  // (and logged) instead.
+  absl::Status Commit(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
 
  private:
   store::AuditLog* const store_;

@@ -1256,6 +1256,22 @@ bool InterceptorEvaluator::AnswerAudits(const Outcome& out) { return !out.audite
 
 void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& phase,
                                   Outcome& outcome, interceptor_v1::InterceptorResult* response) {
+  // An allow is answered only once its event is durable (everything is audited): one whose event cannot
+  // be written is a deny (fail closed), recorded below if the store takes that. An allow committed with
+  // its admission is audited already.
+  bool audited = !AnswerAudits(outcome);
+  if (outcome.allowed && !audited) {
+    const absl::Status committed = AuditRecorder(audit_).Commit(InterceptionEvent(evaluation, phase, outcome),
+                                                                trust::audit::Outcome::kOk,
+                                                                absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed"));
+    audited = committed.ok();
+    if (!audited) {
+      outcome.Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
+                   "the decision could not be audited, so nothing is allowed (fail closed); try again");
+      outcome.patches.clear();
+      outcome.shared_values.clear();
+    }
+  }
   interceptor_v1::InterceptorResult& result = *response;
   result.Clear();
   const std::string& decision_id = outcome.decision_id;
@@ -1290,13 +1306,11 @@ void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& e
     }
   }
 
-  // An allow committed with its admission is audited already; a deny decided after it (the served policy
-  // moved on and was refused) is recorded as well.
-  if (AnswerAudits(outcome)) {
-    AuditRecorder(audit_).Record(InterceptionEvent(evaluation, phase, outcome),
-                                 outcome.allowed ? trust::audit::Outcome::kOk : trust::audit::Outcome::kRefused,
-                                 outcome.allowed ? absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed")
-                                                 : outcome.Reason());
+  // A deny is recorded here — also one decided after an admission committed (the served policy moved on
+  // and was refused), or an allow whose event could not be written (above).
+  if (!audited) {
+    AuditRecorder(audit_).Record(InterceptionEvent(evaluation, phase, outcome), trust::audit::Outcome::kRefused,
+                                 outcome.Reason());
   }
 }
 
