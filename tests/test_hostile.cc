@@ -155,6 +155,11 @@ TEST_CASE("hostile: watch streams per sandbox are capped, the newest taking the 
     auto scraped = client.Get("/metrics");
     return scraped && absl::StrContains(scraped->body, "\npolicy_gateway_watchers 4\n");
   }));
+  // Operators see why watches end (review 118: evictions were in no metric).
+  CHECK(Eventually([&] {
+    auto scraped = client.Get("/metrics");
+    return scraped && absl::StrContains(scraped->body, "\npolicy_gateway_watch_ends_total{reason=\"watch_limit\"} 1\n");
+  }));
   for (size_t i = 1; i < open.size(); ++i) open[i]->context->TryCancel();
   newest.context->TryCancel();
   elsewhere.context->TryCancel();
@@ -165,7 +170,7 @@ TEST_CASE("hostile: a watch ended while its write waits on a reader that never r
   // its reader kept its place, and the projection it pinned, until its connection died; one that answers
   // pings never does. After watch_stall_s it is cancelled.
   // A stall long enough for the checks below to run before it is cancelled, even on a loaded machine.
-  GatewayFixture g({"--max-watchers-per-sandbox", "1", "--watch-stall-s", "5"});
+  GatewayFixture g({"--max-watchers-per-sandbox", "1", "--watch-stall-s", "5", "--metrics-listen", "127.0.0.1:0"});
   REQUIRE(g.SetPolicy("default", BigPolicy(512, 0)).ok());
   gw::AdmitSandboxResponse sandbox;
   REQUIRE(g.Admit("sb-1", &sandbox).ok());
@@ -193,6 +198,11 @@ TEST_CASE("hostile: a watch ended while its write waits on a reader that never r
   const grpc::Status status = stalled.reader->Finish();
   INFO(status.error_message());
   CHECK(status.error_code() == grpc::StatusCode::CANCELLED);
+  httplib::Client client(LoggedAfter([&] { return g.log(); }, "metrics: serving http://"));
+  auto scraped = client.Get("/metrics");
+  REQUIRE(scraped);
+  CHECK_THAT(scraped->body, Catch::Contains("\npolicy_gateway_watch_stall_cancels_total 1\n") &&
+                                Catch::Contains("\npolicy_gateway_watch_ends_total{reason=\"watch_limit\"} 1\n"));
   newest.context->TryCancel();
 }
 

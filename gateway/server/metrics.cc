@@ -124,6 +124,16 @@ void Metrics::ObserveSandboxCall(absl::string_view call, absl::string_view code)
   ++sandbox_calls_[{{"call", std::string(call)}, {"code", std::string(code)}}];
 }
 
+void Metrics::ObserveWatchEnd(absl::string_view reason) {
+  absl::MutexLock lock(&mu_);
+  ++watch_ends_[{{"reason", std::string(reason)}}];
+}
+
+void Metrics::ObserveWatchStallCancel() {
+  absl::MutexLock lock(&mu_);
+  ++watch_stall_cancels_;
+}
+
 void Metrics::ObserveDriverCall(absl::string_view method, absl::string_view code, absl::Duration took) {
   absl::MutexLock lock(&mu_);
   ++driver_calls_[{{"method", std::string(method)}, {"code", std::string(code)}}];
@@ -174,6 +184,10 @@ std::string Metrics::Render(const Snapshot& s) const {
     histograms("policy_gateway_admin_call_duration_seconds", "Admin call latency by method.", admin_latency_);
     counters("policy_gateway_sandbox_calls_total",
              "Sandbox calls (GetProjection, WatchProjection, ReportPolicyStatus) by status code.", sandbox_calls_);
+    counters("policy_gateway_watch_ends_total", "Watch streams that ran, by why they ended.", watch_ends_);
+    counters("policy_gateway_watch_stall_cancels_total",
+             "Ended watch streams cancelled because their reader took nothing for watch_stall_s.",
+             {{Labels{}, watch_stall_cancels_}});
     counters("policy_gateway_driver_calls_total", "Calls to the policy driver by method and status code.", driver_calls_);
     histograms("policy_gateway_driver_call_duration_seconds", "Policy driver call latency by method.", driver_latency_);
     histograms("policy_gateway_store_commit_duration_seconds", "Store transaction commit (fsync) latency.",

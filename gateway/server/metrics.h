@@ -56,6 +56,12 @@ class Metrics {
   // A sandbox's GetProjection, WatchProjection start or ReportPolicyStatus: `call` names it, `code` is
   // the gRPC code name ("OK", "UNAUTHENTICATED", ...).
   void ObserveSandboxCall(absl::string_view call, absl::string_view code);
+  // A watch stream (WatchProjection, WatchServedProjection) that ran ended: `reason` the refusal's reason
+  // code (watch_limit: a newer watch took its place; slow_reader; gateway_stopping; key_revoked, …) or the
+  // status code in lower case (cancelled: the client went away; unauthenticated: the handle was revoked).
+  void ObserveWatchEnd(absl::string_view reason);
+  // An ended watch stream whose reader took nothing for watch_stall_s was cancelled.
+  void ObserveWatchStallCancel();
   // A call to the policy driver (AcquireHandle, GetProjection, ReleaseHandle).
   void ObserveDriverCall(absl::string_view method, absl::string_view code, absl::Duration took);
 
@@ -89,6 +95,8 @@ class Metrics {
   std::map<Labels, Histogram> admin_latency_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, uint64_t> admissions_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, uint64_t> sandbox_calls_ ABSL_GUARDED_BY(mu_);
+  std::map<Labels, uint64_t> watch_ends_ ABSL_GUARDED_BY(mu_);
+  uint64_t watch_stall_cancels_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<Labels, uint64_t> driver_calls_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> driver_latency_ ABSL_GUARDED_BY(mu_);
   std::map<Labels, Histogram> store_commit_latency_ ABSL_GUARDED_BY(mu_);

@@ -2,6 +2,7 @@
 
 #include <deque>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/errors.h"
@@ -94,6 +95,8 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
+    // A stream refused at its start is counted by ObserveWatchStart; one that ran, by why it ended.
+    if (started_ && service_ != nullptr) service_->ObserveWatchEnd(status);
     this->Finish(std::move(status));
   }
 
@@ -286,6 +289,19 @@ void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call,
   reactor->Finish(std::move(status));
 }
 
+void SandboxService::ObserveWatchEnd(const grpc::Status& status) {
+  if (metrics_ == nullptr) return;
+  // The refusal's reason code when the message starts with one ("watch_limit: …"), else the status code:
+  // a bounded set of labels, whatever the message says.
+  const std::string& message = status.error_message();
+  const size_t colon = message.find(": ");
+  if (colon != std::string::npos && colon > 0 && colon <= 40 &&
+      message.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") >= colon) {
+    return metrics_->ObserveWatchEnd(message.substr(0, colon));
+  }
+  metrics_->ObserveWatchEnd(absl::AsciiStrToLower(StatusCodeName(status.error_code())));
+}
+
 void SandboxService::ObserveWatchStart(const char* call, const grpc::Status& status) {
   if (metrics_ != nullptr) metrics_->ObserveSandboxCall(call, StatusCodeName(status.error_code()));
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) failed_watch_.fetch_add(1, std::memory_order_relaxed);
@@ -439,6 +455,7 @@ size_t SandboxService::CancelStalledWatches(absl::Time now) {
     // (OnWriteDone(false)) and the call finishes; the client sees it cancelled.
     due->TryCancel();
     ++cancelled;
+    if (metrics_ != nullptr) metrics_->ObserveWatchStallCancel();
     absl::MutexLock lock(&stalled_mu_);
     stalled_.erase(due);
   }

@@ -100,6 +100,8 @@ class SandboxService final : public gateway_v1::SandboxPolicy::CallbackService {
   // A WatchProjection or WatchServedProjection (`call`) stream refused at its start (UNAUTHENTICATED)
   // or opened (OK): counted like the unary calls. Called by the stream's reactor.
   void ObserveWatchStart(const char* call, const grpc::Status& status);
+  // A watch stream that ran has ended with `status` (metrics: why watches end).
+  void ObserveWatchEnd(const grpc::Status& status);
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* call, grpc::Status status);
