@@ -76,7 +76,12 @@ absl::StatusOr<std::unique_ptr<LogProofVerifier>> LogProofVerifier::Create(LogPr
   const std::string& path = verifier->options_.state_file;
   if (path.empty()) return verifier;
   auto read = ReadPrivateFile(path, 4096);
-  if (!read.ok()) return LogStateError(path, std::string(read.status().message()));
+  if (!read.ok()) {
+    if (absl::IsPermissionDenied(read.status())) {  // its folder: nothing to restore or remove
+      return absl::FailedPreconditionError(absl::StrCat("log state file ", path, ": ", read.status().message()));
+    }
+    return LogStateError(path, std::string(read.status().message()));
+  }
   if (!read->has_value()) return verifier;  // a first start: nothing seen yet
   const std::vector<absl::string_view> lines = absl::StrSplit(**read, '\n');
   uint64_t size = 0;

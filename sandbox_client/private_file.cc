@@ -26,8 +26,11 @@ absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& pa
   // Whoever can write the folder can remove the file, and a missing file reads as a first start — no
   // rollback floor, no checkpoint seen (review 116): the folder, and each above it, writable by this user or
   // root only (a root-owned sticky folder such as /tmp aside: others cannot remove our entries there).
-  if (absl::Status safe = trust::CheckNoOneElseCanWrite(FolderOf(path), "its folder"); !safe.ok() && !absl::IsNotFound(safe)) {
-    return absl::FailedPreconditionError(absl::StrCat(safe.message(), ": whoever can write it can remove this file, "
+  // A folder that is not there is refused too: nothing could be written in it, and a folder another user
+  // renamed away for a moment (any user may rename what a writable folder above holds) would otherwise pass
+  // unchecked and read as a first start (review 120).
+  if (absl::Status safe = trust::CheckNoOneElseCanWrite(FolderOf(path), "its folder"); !safe.ok()) {
+    return absl::PermissionDeniedError(absl::StrCat(safe.message(), absl::IsNotFound(safe) ? "" : ": whoever can write it can remove this file, "
                                                                       "which then reads as a first start"));
   }
   // O_NONBLOCK: a FIFO (or a device) put at the path is refused below, not waited on for ever (review 113).

@@ -15,7 +15,8 @@ namespace osh::sandbox_client {
 // when it cannot be read, is not a regular file, is writable by group or others, is not owned by the
 // process's effective user, or exceeds `max_bytes` — or when another user could remove it: its folder, or
 // one above, is writable by group or others (not a root-owned sticky folder) or owned by neither root nor
-// this user (trust::CheckNoOneElseCanWrite).
+// this user (trust::CheckNoOneElseCanWrite), or it does not exist: then PERMISSION_DENIED, the folder
+// named (FAILED_PRECONDITION for the others).
 absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& path, size_t max_bytes);
 
 // Replaces `path` with `text`: a 0600 temporary file in the same folder, fsync'd, renamed over it, and the

@@ -74,7 +74,12 @@ absl::Status StateError(const std::string& path, const std::string& why) {
 // The version recorded in `path`; 0 when the file does not exist (a first start).
 absl::StatusOr<uint64_t> LoadState(const std::string& path) {
   auto read = ReadPrivateFile(path, 4096);
-  if (!read.ok()) return StateError(path, std::string(read.status().message()));
+  if (!read.ok()) {
+    if (absl::IsPermissionDenied(read.status())) {  // its folder: nothing to restore or remove
+      return absl::FailedPreconditionError(absl::StrCat("state file ", path, ": ", read.status().message()));
+    }
+    return StateError(path, std::string(read.status().message()));
+  }
   if (!read->has_value()) return uint64_t{0};
   const std::string& text = **read;
   const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');

@@ -214,13 +214,17 @@ constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(200);
 constexpr absl::Duration kIdleCheckpoint = absl::Seconds(2);
 constexpr int kCheckpointFrames = 1000;
 constexpr int64_t kWalSizeLimitBytes = int64_t{64} << 20;
+constexpr int kCopiesBeside = 4;      // copies beside the commits, at most, before one holding the writer off
+constexpr int kHeldCopyFrames = 256;  // frames the commits may have added since the last of them
 }  // namespace
 
-bool SqliteStore::CheckpointOnce() {
+SqliteStore::Copied SqliteStore::CheckpointOnce() {
   auto stmt = checkpoint_db_->Prepare("PRAGMA wal_checkpoint(PASSIVE)");
-  if (!stmt.ok()) return false;
+  if (!stmt.ok()) return {};
   auto row = stmt->Step();  // busy, frames in the log, frames copied
-  return row.ok() && *row && stmt->Int(0) == 0 && stmt->Int(1) == stmt->Int(2);
+  if (!row.ok() || !*row) return {};
+  const int frames = static_cast<int>(stmt->Int(1));
+  return {stmt->Int(0) == 0 && frames == stmt->Int(2), frames};
 }
 
 void SqliteStore::CheckpointLoop() {
@@ -246,12 +250,24 @@ void SqliteStore::CheckpointLoop() {
     // (36 MB/s under 4 admitting clients), and each commit's flush also wrote the grown file's size and new
     // blocks' map. The copies beside the commits keep the last one short: the writer waits for a few
     // frames and one flush of the database file, not for the bulk (p99 of commits under load).
-    CheckpointOnce();
-    CheckpointOnce();
+    // The writer is held off only once a copy beside the commits was whole and they added at most
+    // kHeldCopyFrames meanwhile (review 120: a huge log, or a reader that held the copies back and just
+    // ended, would have it wait for the bulk); else the next tick tries again.
     bool whole = false;
-    {
-      absl::MutexLock writer(&mu_);
-      whole = CheckpointOnce();
+    Copied before = CheckpointOnce();
+    for (int pass = 0; pass < kCopiesBeside && before.frames >= 0; ++pass) {
+      const Copied after = CheckpointOnce();
+      if (after.frames < 0) break;
+      if (after.frames < before.frames) {  // the log started over meanwhile: copied whole before a group began
+        whole = true;
+        break;
+      }
+      if (after.whole && after.frames - before.frames <= kHeldCopyFrames) {
+        absl::MutexLock writer(&mu_);
+        whole = CheckpointOnce().whole;
+        break;
+      }
+      before = after;
     }
     copied_at = whole ? frames : -1;
     last = now;

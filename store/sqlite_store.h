@@ -177,12 +177,18 @@ class SqliteStore final : public SingleObjectDatabase {
   // copying the log into the database file. It copies once the log holds kCheckpointFrames (SQLite's own
   // threshold), at most every kCheckpointInterval, and a smaller log once kIdleCheckpoint has passed since
   // the last copy: each copy ends in a flush of the database file, which a commit's own flush can queue
-  // behind, so copies are not made more often than the log's size asks for. Each copy ends with a short
-  // second one holding the writer off between two groups (mu_), so the log is copied whole and starts
+  // behind, so copies are not made more often than the log's size asks for. Copies beside the commits
+  // are repeated (at most kCopiesBeside) until one is whole and the commits added few frames during it;
+  // then a last one holds the writer off between two groups (mu_), so the log is copied whole and starts
   // over at the next commit however steady the writes (the log's size stays bounded).
   void CheckpointLoop();
-  // One PASSIVE checkpoint on the checkpoint connection; true when it copied the whole log.
-  bool CheckpointOnce();
+  // One PASSIVE checkpoint on the checkpoint connection: whether it copied the whole log, and the log's
+  // frames then (-1: it failed).
+  struct Copied {
+    bool whole = false;
+    int frames = -1;
+  };
+  Copied CheckpointOnce();
   std::atomic<int> wal_frames_{0};  // frames in the log after the last commit (the writer's WAL hook)
   absl::Mutex checkpoint_mu_;
   bool stop_checkpoints_ ABSL_GUARDED_BY(checkpoint_mu_) = false;

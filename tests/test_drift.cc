@@ -15,7 +15,8 @@ namespace osh::test {
 namespace {
 
 // The example supervisor for `sandbox_id` (no trust store: the builtin driver signs nothing), applying
-// to `policy_out`; one whose folder does not exist cannot apply and reports FAILED.
+// to `policy_out`; one whose folder does not exist cannot apply and reports FAILED (its state files are
+// in `dir`: a state file's folder that does not exist stops it at start).
 std::unique_ptr<Process> StartDriftSupervisor(const GatewayFixture& g, const TempDir& dir, const std::string& sandbox_id,
                                               const std::string& handle, const std::string& policy_out) {
   const std::string handle_file = dir / (sandbox_id + ".handle");
@@ -23,7 +24,8 @@ std::unique_ptr<Process> StartDriftSupervisor(const GatewayFixture& g, const Tem
   return std::make_unique<Process>(
       std::vector<std::string>{OSH_EXAMPLE_SUPERVISOR_BINARY, "--socket", g.sandbox_socket(), "--handle-file",
                                handle_file, "--sandbox-id", sandbox_id, "--user-subject", "alice@example.com",
-                               "--policy-out", policy_out},
+                               "--policy-out", policy_out, "--state-file", dir / (sandbox_id + ".state"),
+                               "--log-state-file", dir / (sandbox_id + ".log-state")},
       dir / (sandbox_id + ".supervisor.log"));
 }
 

@@ -357,8 +357,10 @@ TEST_CASE("store: under writes that never pause, SQLite's log still starts over 
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const int written_then = written.load();
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  const bool still_writing = written.load() > written_then;
+  bool still_writing = false;  // a commit more within 5 s (one flush, or the held copy's, on a loaded machine)
+  for (int i = 0; i < 500 && !(still_writing = written.load() > written_then); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   stop = true;
   for (auto& t : writers) t.join();
   INFO("commits " << written.load() << ", log restarts " << restarts << ", log bytes "

@@ -95,13 +95,15 @@ class QueuedStream : public grpc::ServerWriteReactor<Message> {
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    // A stream refused at its start is counted by ObserveWatchStart; one that ran, by why it ended.
-    if (started_ && service_ != nullptr) service_->ObserveWatchEnd(status);
+    // A stream refused at its start is counted by ObserveWatchStart; one that ran, by why it ended (also
+    // one ended — a newer watch, a revocation — before its constructor enqueued anything: review 120).
+    if (!refused_at_start_ && service_ != nullptr) service_->ObserveWatchEnd(status);
     this->Finish(std::move(status));
   }
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;  // something was enqueued (or the stream closed)
+  bool refused_at_start_ ABSL_GUARDED_BY(mu_) = false;  // its constructor refused the watch
 
  private:
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -149,6 +151,7 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
     const auto refused = StartWatch(service, registry, handle, this, now_unix, "WatchProjection", &watched);
     absl::MutexLock lock(&mu_);
     if (refused) {
+      refused_at_start_ = true;
       FinishLocked(*refused);
       return;
     }
@@ -192,6 +195,7 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
     absl::MutexLock lock(&mu_);
     known_size_ = known_size;
     if (refused) {
+      refused_at_start_ = true;
       FinishLocked(*refused);
       return;
     }
