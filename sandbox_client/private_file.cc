@@ -30,8 +30,8 @@ absl::StatusOr<std::optional<std::string>> ReadPrivateFile(const std::string& pa
   // renamed away for a moment (any user may rename what a writable folder above holds) would otherwise pass
   // unchecked and read as a first start (review 120).
   if (absl::Status safe = trust::CheckNoOneElseCanWrite(FolderOf(path), "its folder"); !safe.ok()) {
-    return absl::PermissionDeniedError(absl::StrCat(safe.message(), absl::IsNotFound(safe) ? "" : ": whoever can write it can remove this file, "
-                                                                      "which then reads as a first start"));
+    const char* why = absl::IsNotFound(safe) ? "" : ": whoever can write it can remove this file, which then reads as a first start";
+    return absl::PermissionDeniedError(absl::StrCat(safe.message(), why));
   }
   // O_NONBLOCK: a FIFO (or a device) put at the path is refused below, not waited on for ever (review 113).
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);

@@ -248,11 +248,10 @@ void SqliteStore::CheckpointLoop() {
     // when the next group begins — and only then does SQLite start the log over (its next frames written
     // from the top, over the old ones). Without it the log never restarted under load: it grew without end
     // (36 MB/s under 4 admitting clients), and each commit's flush also wrote the grown file's size and new
-    // blocks' map. The copies beside the commits keep the last one short: the writer waits for a few
-    // frames and one flush of the database file, not for the bulk (p99 of commits under load).
-    // The writer is held off only once a copy beside the commits was whole and they added at most
-    // kHeldCopyFrames meanwhile (review 120: a huge log, or a reader that held the copies back and just
-    // ended, would have it wait for the bulk); else the next tick tries again.
+    // blocks' map. The writer is held off only once a copy beside the commits was whole and they added at
+    // most kHeldCopyFrames during it, so it waits for a few frames and one flush of the database file, not
+    // for the bulk (review 120: a huge log, or a reader that held the copies back and just ended); else the
+    // next tick tries again.
     bool whole = false;
     Copied before = CheckpointOnce();
     for (int pass = 0; pass < kCopiesBeside && before.frames >= 0; ++pass) {

@@ -1179,3 +1179,45 @@ TEST_CASE("replicas: events a replica appended are sealed into the chain by anot
   }
   CHECK(b.Stop() == 0);
 }
+
+TEST_CASE("replicas: the same report sent to two replicas at once is audited once", "[integration][postgres][replicas]") {
+  // Stop 68's report dedupe compares inside the transaction that records a report (PostgreSQL: the row read
+  // FOR UPDATE). Here two replicas take the same report for one sandbox at once, over and over: the
+  // comparison must see the other replica's commit, or each would audit its own copy.
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  const std::vector<std::string> args = {"--database", url, "--reports-per-second", "1000", "--report-burst", "100000"};
+  GatewayFixture a(args), b(args);
+  REQUIRE(a.SetPolicy("default", Example("github.yaml")).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(a.Admit("sb-1", &admitted).ok());
+  auto report = [&](GatewayFixture& g, gw::LoadStatus status, const std::string& error) {
+    gw::ReportPolicyStatusRequest request;
+    request.set_policy_digest(admitted.policy_digest());
+    request.set_status(status);
+    request.set_error(error);
+    gw::ReportPolicyStatusResponse response;
+    return g.sandbox().ReportPolicyStatus(GatewayFixture::Context(admitted.sandbox_handle()).get(), request, &response);
+  };
+  REQUIRE(Eventually([&] { return report(b, gw::LOADED, "").ok(); }));  // B's view holds the sandbox
+  const std::string count = "SELECT (SELECT COUNT(*) FROM audit_events WHERE type = 'report') + "
+                            "(SELECT COUNT(*) FROM audit_pending WHERE type = 'report')";
+  REQUIRE(PsqlValue(url, count) == "1");
+  // 25 reports from each replica at once; Catch's assertions stay on this thread (each sender counts its
+  // failures).
+  auto both_at_once = [&](gw::LoadStatus status, const std::string& error) {
+    std::atomic<int> failed{0};
+    std::vector<std::thread> senders;
+    for (GatewayFixture* g : {&a, &b}) {
+      senders.emplace_back([&, g] {
+        for (int i = 0; i < 25; ++i) failed += report(*g, status, error).ok() ? 0 : 1;
+      });
+    }
+    for (auto& t : senders) t.join();
+    return failed.load();
+  };
+  CHECK(both_at_once(gw::LOADED, "") == 0);
+  CHECK(PsqlValue(url, count) == "1");  // each the same as the one recorded
+  // Another status is a change: audited once, whichever replica took it first.
+  CHECK(both_at_once(gw::FAILED, "no landlock") == 0);
+  CHECK(PsqlValue(url, count) == "2");
+}
