@@ -9,7 +9,8 @@
 // Fail-closed rules it adds to the library's checks:
 // - rollback across restarts: the highest policy_version applied is kept in --state-file (default
 //   <policy-out>.state, 0600, replaced atomically); a projection below it is refused after a restart too.
-//   A corrupt or unreadable state file, or a --policy-out without its state file, stops it at start (2).
+//   A corrupt or unreadable state file, one in a folder another user can write (or that does not exist),
+//   or a --policy-out without its state file, stops it at start (2).
 // - context: without --sandbox-id/--user-subject a projection bound to a context (context_digest) is refused;
 //   a trust store with require_context_binding needs them to start.
 // - expiry: when the policy in force reaches expires_at_unix (+ --clock-skew-s) with no newer one, it is
@@ -123,7 +124,8 @@ int main(int argc, char** argv) {
   std::string state_file;
   app.add_option("--state-file", state_file,
                  "where the highest policy version applied is kept, so that no older projection is applied after a "
-                 "restart (default: <policy-out>.state)");
+                 "restart (default: <policy-out>.state); its folder, and each above it, must be writable by this "
+                 "user or root alone, or it stops at start");
   app.add_option("--clock-skew-s", options.clock_skew_s, "tolerance for expires_at_unix and key windows, seconds")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
