@@ -1327,13 +1327,17 @@ absl::Status PostgresStore::CheckCeilingUnchanged(int64_t checked) {
 
 absl::StatusOr<bool> PostgresStore::SameReportRecorded(const change::RecordReport& r) {
   // The row locked here (a group of one locks it only with its write, review 118): another replica's report
-  // committed meanwhile is waited for and read, not compared with the row as it was. A report of another
-  // digest than the admitted one (a supervisor behind) is recorded every time, as in SQLite.
-  auto same = writer_.Query("SELECT 1 FROM sandboxes WHERE sandbox_id = $1 AND load_status = $2 AND load_error = $3 "
-                            "AND reported_digest = $4 AND policy_digest = $4 FOR UPDATE",
-                            PgParams().Add(r.sandbox_id).Add(static_cast<int64_t>(r.status)).Add(r.error).Add(r.digest));
-  if (!same.ok()) return same.status();
-  return same->rows() > 0;
+  // committed meanwhile is waited for and read, not compared with the row as it was. Locked by its id alone
+  // and compared here: with the comparison in the WHERE, a row this transaction's snapshot shows with the
+  // old report does not match, so it was neither locked nor waited for, and two replicas taking the same new
+  // report at once each audited it (stop 69's two-replica test). A report of another digest than the
+  // admitted one (a supervisor behind) is recorded every time, as in SQLite.
+  auto row = writer_.Query("SELECT load_status, load_error, reported_digest, policy_digest FROM sandboxes "
+                           "WHERE sandbox_id = $1 FOR UPDATE",
+                           PgParams().Add(r.sandbox_id));
+  if (!row.ok()) return row.status();
+  return row->rows() > 0 && row->Int(0, 0) == static_cast<int64_t>(r.status) && row->Bytes(0, 1) == r.error &&
+         row->Bytes(0, 2) == r.digest && row->Bytes(0, 3) == r.digest;
 }
 
 absl::Status PostgresStore::CheckRevisionsKnown(const std::map<std::string, uint64_t>& checked) {

@@ -1217,7 +1217,9 @@ TEST_CASE("replicas: the same report sent to two replicas at once is audited onc
   };
   CHECK(both_at_once(gw::LOADED, "") == 0);
   CHECK(PsqlValue(url, count) == "1");  // each the same as the one recorded
-  // Another status is a change: audited once, whichever replica took it first.
+  // Another status is a change: audited once, whichever replica took it first (before the mend, each
+  // replica's first FAILED report was audited: its snapshot's row, still LOADED, did not match the locking
+  // query's comparison, so the other's commit was not waited for).
   CHECK(both_at_once(gw::FAILED, "no landlock") == 0);
   CHECK(PsqlValue(url, count) == "2");
 }
