@@ -6,10 +6,9 @@
 #pragma once
 
 #include <cstdint>
-#include <algorithm>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -96,20 +95,17 @@ inline bool ListedUnder(const ReplaceProjection& c, size_t i, std::string_view h
 }
 
 // The listed ids of `c` a store moves, given each stored row's handle hash (`stored`: id → raw hash; an id
-// absent is gone).
-inline std::vector<std::string> StillAdmitted(const ReplaceProjection& c, const std::map<std::string, std::string>& stored) {
+// absent is gone); the others — those it passes by — are added to `passed_by` (when given). One pass.
+inline std::vector<std::string> StillAdmitted(const ReplaceProjection& c, const std::map<std::string, std::string>& stored,
+                                              std::set<std::string>* passed_by) {
   std::vector<std::string> out;
   for (size_t i = 0; i < c.sandbox_ids.size(); ++i) {
     auto it = stored.find(c.sandbox_ids[i]);
-    if (it != stored.end() && ListedUnder(c, i, it->second)) out.push_back(c.sandbox_ids[i]);
-  }
-  return out;
-}
-// The listed ids of `c` a store passes by, given those it moves (StillAdmitted's answer).
-inline std::vector<std::string> PassedBy(const ReplaceProjection& c, const std::vector<std::string>& moving) {
-  std::vector<std::string> out;
-  for (const std::string& id : c.sandbox_ids) {
-    if (std::find(moving.begin(), moving.end(), id) == moving.end()) out.push_back(id);
+    if (it != stored.end() && ListedUnder(c, i, it->second)) {
+      out.push_back(c.sandbox_ids[i]);
+    } else if (passed_by != nullptr) {
+      passed_by->insert(c.sandbox_ids[i]);
+    }
   }
   return out;
 }
@@ -219,7 +215,7 @@ absl::StatusOr<bool> WritesEvents(const ChangeBatch& batch, SameReport same_repo
 }
 
 // Whether `event` of a batch names (AuditEvent::sandbox_id) a member a ReplaceProjection of the batch passed
-// by (`passed_by`, change::PassedBy): a store does not write it — it would say that member moved; with the
+// by (`passed_by`, StillAdmitted's): a store does not write it — it would say that member moved; with the
 // verifiable log, an entry of a move that never happened (review 117).
 inline bool NamesMemberPassedBy(const AuditEvent& event, const std::set<std::string>& passed_by) {
   return !event.sandbox_id.empty() && passed_by.contains(event.sandbox_id);

@@ -791,9 +791,8 @@ absl::Status PostgresStore::ApplyChange(const Change& change, int64_t* rows) {
           }
           // Only those still admitted under the handle the caller listed (change.h); the rows are locked, so
           // no re-admission lands between this check and the update.
-          const std::vector<std::string> moving = change::StillAdmitted(c, stored);
+          const std::vector<std::string> moving = change::StillAdmitted(c, stored, c.handle_sha256s.empty() ? nullptr : &passed_by_);
           if (!c.handle_sha256s.empty()) {
-            for (std::string& id : change::PassedBy(c, moving)) passed_by_.insert(std::move(id));
             ids = JsonIdList(moving);
             if (!ids.ok()) return ids.status();
           }

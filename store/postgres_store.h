@@ -201,7 +201,7 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   // Whether the sandbox's recorded report is this one (digest, status and error), of its admitted digest;
   // false when absent.
   absl::StatusOr<bool> SameReportRecorded(const change::RecordReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The members the batch being run passed by (change::PassedBy): its events naming them are not written.
+  // The members the batch being run passed by (change::StillAdmitted): its events naming them are not written.
   std::set<std::string> passed_by_ ABSL_GUARDED_BY(mu_);
   // INSERTs an already sealed event as it is.
   absl::Status InsertSealedAudit(const AuditEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -630,8 +630,7 @@ absl::Status SqliteStore::Replace(const change::ReplaceProjection& c, int64_t* r
       if (!*row) break;
       stored[handles->Text(0)] = handles->Blob(1);
     }
-    const std::vector<std::string> moving = change::StillAdmitted(c, stored);
-    for (std::string& id : change::PassedBy(c, moving)) passed_by_.insert(std::move(id));
+    const std::vector<std::string> moving = change::StillAdmitted(c, stored, &passed_by_);
     ids = JsonIdList(moving);
     if (!ids.ok()) return ids.status();
   }

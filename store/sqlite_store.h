@@ -150,7 +150,7 @@ class SqliteStore final : public SingleObjectDatabase {
   // Whether the sandbox's recorded report is this one (digest, status and error), of its admitted digest;
   // false when absent.
   absl::StatusOr<bool> SameReportRecorded(const change::RecordReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The members the batch being run passed by (change::PassedBy): its events naming them are not written.
+  // The members the batch being run passed by (change::StillAdmitted): its events naming them are not written.
   std::set<std::string> passed_by_ ABSL_GUARDED_BY(mu_);
   // Stores the envelope (and its body) if new; its id and policy digest.
   absl::Status PutEnvelope(const Envelope& envelope, std::string* id, std::string* digest)

@@ -1465,13 +1465,10 @@ void GatewayCore::RecordDriverState(const DriverStateAudit::Event& state) {
 namespace {
 // A steady clock's time for the audit budgets: a step of the wall clock neither stops nor floods them.
 absl::Time SteadyNow() { return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch()); }
+constexpr char kNotAuditedKey[] = "refused.not_audited";  // refused calls counted before this event
 }  // namespace
 
 bool GatewayCore::TakeMutationRefusalAudit(uint64_t* held_back) { return mutation_refusals_.Take(SteadyNow(), held_back); }
-
-namespace {
-constexpr char kNotAuditedKey[] = "refused.not_audited";  // refused calls counted before this event
-}  // namespace
 
 void GatewayCore::RecordMutationRefused(const std::string& method, uint64_t held_back) {
   store::AuditEvent event = AuditRecorder::For(audit::Type::kMutationRefused, "");

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/errors.h"
+#include "common/grpc_status.h"
 #include "gateway/server/status_conversion.h"
 
 namespace osh::gateway {
@@ -295,15 +296,10 @@ void SandboxService::Finish(grpc::ServerUnaryReactor* reactor, const char* call,
 
 void SandboxService::ObserveWatchEnd(const grpc::Status& status) {
   if (metrics_ == nullptr) return;
-  // The refusal's reason code when the message starts with one ("watch_limit: …"), else the status code:
-  // a bounded set of labels, whatever the message says.
-  const std::string& message = status.error_message();
-  const size_t colon = message.find(": ");
-  if (colon != std::string::npos && colon > 0 && colon <= 40 &&
-      message.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") >= colon) {
-    return metrics_->ObserveWatchEnd(message.substr(0, colon));
-  }
-  metrics_->ObserveWatchEnd(absl::AsciiStrToLower(StatusCodeName(status.error_code())));
+  // The refusal's reason code ("watch_limit: …"; common::ReasonOf), else the
+  // status code: a bounded set of labels, whatever the message says.
+  const std::string reason = common::ReasonOf(common::FromGrpc(status));
+  metrics_->ObserveWatchEnd(reason.empty() ? absl::AsciiStrToLower(StatusCodeName(status.error_code())) : reason);
 }
 
 void SandboxService::ObserveWatchStart(const char* call, const grpc::Status& status) {
