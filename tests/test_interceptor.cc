@@ -1284,9 +1284,17 @@ TEST_CASE("interceptor: an allow whose audit event cannot be written is answered
   CHECK_THAT(g.gateway().log(), Catch::Contains("osh_test_no_interception"));
   REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events DROP CONSTRAINT osh_test_no_interception; "
                                "ALTER TABLE audit_pending DROP CONSTRAINT osh_test_no_interception") == 0);
+  // Nor was the sandbox recorded (stop 70: the record committed in a transaction of its own, so a later
+  // merge was composed from a create the audit log never held): it is unknown here.
+  CheckDeny(g.Evaluate("UpdateConfig", false, R"({"name": "build-9", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})"),
+            "FAILED_PRECONDITION", "unknown_sandbox: ");
   const auto allowed = g.Evaluate("CreateSandbox", true, create);
   INFO(allowed.reason());
   CHECK(allowed.allowed());
+  // Recorded with its allow: the merge is composed from it now.
+  const auto merged = g.Evaluate("UpdateConfig", false, R"({"name": "build-9", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})");
+  INFO(merged.reason());
+  CHECK(merged.allowed());
 }
 
 TEST_CASE("interceptor: a sandbox's record is its workspace's: the same name in another workspace is another sandbox",

@@ -47,10 +47,18 @@ void AuditRecorder::Record(store::AuditEvent event, trust::audit::Outcome outcom
   Commit(std::move(event), outcome, std::move(reason)).IgnoreError();  // logged by Commit
 }
 
-absl::Status AuditRecorder::Commit(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
+store::AuditEvent AuditRecorder::Prepare(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
   event.outcome = outcome;
   // A reason may quote what a driver or a client sent (a surface, a driver's no_verified_policy text).
   event.reason = BoundedText(reason, kMaxAuditReasonBytes);
+  return event;
+}
+
+absl::Status AuditRecorder::Commit(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason) {
+  return Commit(Prepare(std::move(event), outcome, std::move(reason)));
+}
+
+absl::Status AuditRecorder::Commit(store::AuditEvent event) {
   const std::string type = event.type.name();
   absl::Status status = store_->AppendAudit(std::move(event));
   if (!status.ok()) LogError(absl::StrCat("cannot audit a ", type, " event: ", status.ToString()));

@@ -36,11 +36,17 @@ class AuditRecorder {
   static store::AuditEvent For(trust::audit::Type type, const std::string& sandbox_id,
                                const openshell::policy::driver::v1::Projection* projection = nullptr);
 
+  // `event` with its outcome and its reason bounded (BoundedText, kMaxAuditReasonBytes): as Commit appends
+  // it, for a caller that commits it in a batch of its own.
+  static store::AuditEvent Prepare(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
+
   // Appends `event` with its outcome and reason to the chain; a failure is logged (the caller goes on).
   void Record(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
   // Record, for a caller whose answer waits on the event being durable: the store's error is returned
   // (and logged) instead.
   absl::Status Commit(store::AuditEvent event, trust::audit::Outcome outcome, std::string reason);
+  // Commit of an event Prepare made.
+  absl::Status Commit(store::AuditEvent prepared);
 
  private:
   store::AuditLog* const store_;

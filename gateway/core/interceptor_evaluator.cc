@@ -112,7 +112,7 @@ struct InterceptorEvaluator::Outcome {
   std::string workspace;          // the request's workspace when not the default one
   std::string candidate_digest;   // when a candidate was checked
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
-  bool audited = false;           // its audit event is committed already (with an admission, admit mode)
+  bool audited = false;           // its audit event is committed already (with an admission or its record)
   std::string payload_digest;     // of the phase's proposed_operation when the caller had it; else ""
   // The catalogue generation the last checked candidate's provider layers were read at (none: it had no
   // provider): a record of that candidate commits only while the catalogue is still there.
@@ -458,9 +458,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
       EncodedRecords().Keep(own_key, encoded);
     }
     // Stored before the allow is answered: an allowed state is never lost to a restart.
-    if (absl::Status put = records_.PutEncoded(out->record_key, *encoded, out->catalogue_generation); !put.ok()) {
-      out->RecordFailed(request.name(), "stored", put);
-    }
+    StoreRecord(evaluation, request.name(), {request.spec().policy(), providers}, encoded.get(), nullptr, out);
   }
 }
 
@@ -753,9 +751,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
   // The served body's digest names the policy in the composition memo (as the admission's check names it).
   if (!CheckCandidate(*admitted.policy, providers, out, absl::StrCat("admitted policy\n", admitted.digest))) return;
   // Stored before the allow is answered: later merges, attaches and pushes start from it.
-  if (absl::Status put = records_.Put(out->record_key, {*admitted.policy, providers}, out->catalogue_generation); !put.ok()) {
-    out->RecordFailed(request.name(), "stored", put);
-  }
+  StoreRecord(evaluation, request.name(), {*admitted.policy, providers}, nullptr, nullptr, out);
 }
 
 bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out,
@@ -962,10 +958,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      if (absl::Status put = records_.Put(out->record_key, {*own, providers}, out->catalogue_generation, &previous);
-          !put.ok()) {
-        out->RecordFailed(request.name(), "stored", put);
-      }
+      StoreRecord(evaluation, request.name(), {*own, providers}, nullptr, &previous, out);
     }
     return;
   }
@@ -1013,10 +1006,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
       // Later candidates of this sandbox compose the attached provider's layer too.
-      if (absl::Status put = records_.Put(out->record_key, {own, providers}, out->catalogue_generation, &previous);
-          !put.ok()) {
-        out->RecordFailed(request.sandbox_name(), "stored", put);
-      }
+      StoreRecord(evaluation, request.sandbox_name(), {own, providers}, nullptr, &previous, out);
     }
     return;
   }
@@ -1044,13 +1034,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
       // What was checked is what is recorded, and only over the record it came from (another write since,
       // an attach on another replica say: decided again on it).
-      if (validate) {
-        if (absl::Status put =
-                records_.Put(out->record_key, {(*record)->policy, remaining}, out->catalogue_generation, &previous);
-            !put.ok()) {
-          out->RecordFailed(request.sandbox_name(), "stored", put);
-        }
-      }
+      if (validate) StoreRecord(evaluation, request.sandbox_name(), {(*record)->policy, remaining}, nullptr, &previous, out);
     }
     return;
   }
@@ -1118,6 +1102,29 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
 
 std::string InterceptorEvaluator::RpcOf(const interceptor_v1::InterceptorEvaluation& evaluation) {
   return absl::StrCat(evaluation.service(), "/", evaluation.method());
+}
+
+bool InterceptorEvaluator::StoreRecord(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& name,
+                                       InterceptorRecords::RecordView record, const std::string* encoded,
+                                       const std::optional<std::string>* previous, Outcome* out) {
+  // Review (stop 70): the record and the allow's event were two transactions, so a record could commit
+  // whose allow the audit log never held (the event's write failing, or the process ending between them).
+  store::AuditEvent event = AllowEvent(evaluation, "validate", *out);
+  const absl::Status put =
+      encoded != nullptr ? records_.PutEncoded(out->record_key, *encoded, out->catalogue_generation, previous, &event)
+                         : records_.Put(out->record_key, record, out->catalogue_generation, previous, &event);
+  if (!put.ok()) {
+    out->RecordFailed(name, "stored", put);
+    return false;
+  }
+  out->audited = true;
+  return true;
+}
+
+store::AuditEvent InterceptorEvaluator::AllowEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
+                                                   const std::string& phase, const Outcome& outcome) {
+  return AuditRecorder::Prepare(InterceptionEvent(evaluation, phase, outcome), trust::audit::Outcome::kOk,
+                                absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed"));
 }
 
 store::AuditEvent InterceptorEvaluator::InterceptionEvent(const interceptor_v1::InterceptorEvaluation& evaluation,
@@ -1261,9 +1268,7 @@ void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& e
   // its admission is audited already.
   bool audited = !AnswerAudits(outcome);
   if (outcome.allowed && !audited) {
-    const absl::Status committed = AuditRecorder(audit_).Commit(InterceptionEvent(evaluation, phase, outcome),
-                                                                trust::audit::Outcome::kOk,
-                                                                absl::StrCat(RpcOf(evaluation), " ", phase, ": allowed"));
+    const absl::Status committed = AuditRecorder(audit_).Commit(AllowEvent(evaluation, phase, outcome));
     audited = committed.ok();
     if (!audited) {
       outcome.Deny(absl::StatusCode::kFailedPrecondition, "storage_error",

@@ -49,21 +49,25 @@ bool InterceptorRecords::Decode(const std::string& bytes, Record* record) {
 
 absl::Status InterceptorRecords::Put(const std::string& sandbox, RecordView record,
                                      std::optional<uint64_t> catalogue_generation,
-                                     const std::optional<std::string>* previous) {
-  return PutEncoded(sandbox, Encode(record), catalogue_generation, previous);
+                                     const std::optional<std::string>* previous, store::AuditEvent* event) {
+  return PutEncoded(sandbox, Encode(record), catalogue_generation, previous, event);
 }
 
 absl::Status InterceptorRecords::PutEncoded(const std::string& sandbox, std::string bytes,
                                             std::optional<uint64_t> catalogue_generation,
-                                            const std::optional<std::string>* previous) {
+                                            const std::optional<std::string>* previous, store::AuditEvent* event) {
   absl::MutexLock lock(&write_mu_);
   // A validate repeated: the committed record is already this one (durable as it is, written by a fenced or
   // checked write), so nothing is written, and neither `previous` nor the generation is asked: a write
   // racing this read is ordered after it, and one built from a read can only commit over these bytes.
   if (auto stored = store_->GetInterceptorRecord(sandbox); stored.ok() && stored->has_value() && **stored == bytes) {
-    return absl::OkStatus();
+    if (event == nullptr) return absl::OkStatus();
+    // The event still commits, with the record as it is: only over these bytes, so a write made since the
+    // read is never undone by writing them again.
+    const std::optional<std::string> read = std::move(*stored);
+    return store_->PutInterceptorRecord(sandbox, std::move(bytes), std::nullopt, &read, event);
   }
-  return store_->PutInterceptorRecord(sandbox, std::move(bytes), catalogue_generation, previous);
+  return store_->PutInterceptorRecord(sandbox, std::move(bytes), catalogue_generation, previous, event);
 }
 
 absl::StatusOr<std::optional<InterceptorRecords::Record>> InterceptorRecords::Get(const std::string& sandbox,

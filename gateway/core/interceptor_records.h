@@ -55,13 +55,16 @@ class InterceptorRecords {
   // `previous` (not null): the record's bytes as Get read them (nullopt: none), and it commits only if the
   // store still holds exactly that (ABORTED record_changed otherwise): a record built from one read is never
   // written over a write made since. When the store holds `record` already, OK and nothing is asked.
+  // `event` (not null): an audit event committed in the record's transaction — neither commits without the
+  // other; when the store holds `record` already, the event is committed over exactly those bytes
+  // (record_changed when they were replaced meanwhile), the generation not asked. OK means it is durable.
   absl::Status Put(const std::string& key, RecordView record,
                    std::optional<uint64_t> catalogue_generation = std::nullopt,
-                   const std::optional<std::string>* previous = nullptr);
+                   const std::optional<std::string>* previous = nullptr, store::AuditEvent* event = nullptr);
   // The same for a record Encode made (`encoded`), for a caller that keeps encodings it made before.
   absl::Status PutEncoded(const std::string& key, std::string encoded,
                           std::optional<uint64_t> catalogue_generation = std::nullopt,
-                          const std::optional<std::string>* previous = nullptr);
+                          const std::optional<std::string>* previous = nullptr, store::AuditEvent* event = nullptr);
   // The sandbox's record as the store holds it now, or nullopt when none is. DATA_LOSS when the stored
   // record does not decode. `raw` (may be null): set to the stored bytes (nullopt: none), for Put's `previous`.
   absl::StatusOr<std::optional<Record>> Get(const std::string& key, std::optional<std::string>* raw = nullptr) const;
