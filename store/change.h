@@ -165,6 +165,9 @@ struct ChangeBatch {
   // revision leaves the re-projection to the replica that made the revision instead of doing it twice.
   std::optional<std::string> reprojected_scope;
   uint64_t reprojected_revision = 0;  // the newest revision of that scope it was made from (0: none)
+  // The index in `events` of the summary of the batch's moves (a re-projection's): written with the members
+  // its ReplaceProjections passed by named in its reason, when there are any (InsertEvents).
+  std::optional<size_t> moves_summary;
 };
 
 // Whether a commit was refused because the stored ceiling is not the one the batch was checked against.
@@ -221,6 +224,39 @@ inline bool NamesMemberPassedBy(const AuditEvent& event, const std::set<std::str
   return !event.sandbox_id.empty() && passed_by.contains(event.sandbox_id);
 }
 
+// The reason of a batch's summary of its moves (ChangeBatch::moves_summary) as a store writes it, `passed_by`
+// not empty: its counts are of the members listed, so it names those passed by (at most ten, and how many more).
+inline std::string SummaryNamingPassedBy(const std::string& reason, const std::set<std::string>& passed_by) {
+  std::string out = reason + "; " + std::to_string(passed_by.size()) +
+                    " of them passed by (deleted and admitted again under another handle while it ran; not moved):";
+  size_t named = 0;
+  for (const std::string& id : passed_by) {
+    if (named == 10) break;
+    out += (named++ == 0 ? " " : ", ") + id;
+  }
+  if (passed_by.size() > named) out += " and " + std::to_string(passed_by.size() - named) + " more";
+  return out;
+}
+
+// Writes a batch's events with `insert` (absl::Status(AuditEvent*)), in order, once its changes are applied:
+// none naming a member passed by (NamesMemberPassedBy), the summary of the moves naming those
+// (SummaryNamingPassedBy). `batch` is left as it was, so a transaction run again writes the same.
+template <class Insert>
+absl::Status InsertEvents(ChangeBatch& batch, const std::set<std::string>& passed_by, Insert insert) {
+  for (size_t i = 0; i < batch.events.size(); ++i) {
+    AuditEvent& event = batch.events[i];
+    if (NamesMemberPassedBy(event, passed_by)) continue;
+    if (batch.moves_summary == i && !passed_by.empty()) {
+      AuditEvent noted = event;
+      noted.reason = SummaryNamingPassedBy(event.reason, passed_by);
+      if (absl::Status status = insert(&noted); !status.ok()) return status;
+      continue;
+    }
+    if (absl::Status status = insert(&event); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
 // A refresh refused because the sandbox's stored projection is not the one it was checked against.
 inline constexpr char kProjectionChanged[] = "projection_changed";
 inline bool IsProjectionChanged(const absl::Status& status) {
@@ -245,6 +281,7 @@ inline absl::Status AdmissionTakenOverError(const std::string& sandbox_id, const
 struct CommitResult {
   std::vector<int64_t> rows;  // per change: how many sandboxes it touched
   bool events_written = true;  // false: every change was a repeated RecordReport, and no event was written
+  std::vector<std::string> passed_by;  // the members its ReplaceProjections passed by (StillAdmitted), sorted
 };
 
 // Told of every committed batch, in commit order, on the committing thread, before the committer

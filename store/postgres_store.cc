@@ -707,10 +707,11 @@ std::pair<std::function<absl::Status()>, std::function<void()>> PostgresStore::C
       OSH_RETURN_IF_ERROR(Announce("reprojection", absl::StrCat(batch.reprojected_revision, " ", *batch.reprojected_scope)));
     }
     if (result.events_written) {
-      for (auto& event : batch.events) {
-        if (!NamesMemberPassedBy(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
-      }
+      OSH_RETURN_IF_ERROR(InsertEvents(batch, passed_by_, [this](AuditEvent* event) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return InsertAudit(event);
+      }));
     }
+    result.passed_by.assign(passed_by_.begin(), passed_by_.end());
     return absl::OkStatus();
   };
   auto committed = [this, pending] {

@@ -462,10 +462,11 @@ std::pair<std::function<absl::Status()>, std::function<void()>> SqliteStore::Com
       OSH_RETURN_IF_ERROR(ApplyChange(batch.changes[i], &result.rows[i]));
     }
     if (result.events_written) {
-      for (auto& event : batch.events) {
-        if (!NamesMemberPassedBy(event, passed_by_)) OSH_RETURN_IF_ERROR(InsertAudit(&event));
-      }
+      OSH_RETURN_IF_ERROR(InsertEvents(batch, passed_by_, [this](AuditEvent* event) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return InsertAudit(event);
+      }));
     }
+    result.passed_by.assign(passed_by_.begin(), passed_by_.end());
     return absl::OkStatus();
   };
   auto committed = [this, pending] {

@@ -369,7 +369,9 @@ TEST_CASE("store contract: a re-projection moves a listed sandbox only while it 
       {"sb-1", "sb-2"}, Sandbox(*store, "x", "y", "body-moved").envelope, osh::store::Verification::kNone, {}, 5,
       /*require_all=*/false, nullptr, {osh::policy::Sha256("handle-old"), osh::policy::Sha256("handle-sb-2")}};
   batch.changes.push_back(std::move(move));
+  batch.moves_summary = batch.events.size();
   batch.events.push_back(osh::test::StoredEvent("reprojection"));  // the summary
+  batch.events.back().reason = "scope s: 2 to d; 0 unchanged; 0 kept the last good";
   // With the verifiable log, an event per member moved: the one of a member passed by is not written (it
   // would be a log entry of a move that never happened).
   for (const char* id : {"sb-1", "sb-2"}) {
@@ -380,13 +382,20 @@ TEST_CASE("store contract: a re-projection moves a listed sandbox only while it 
   auto committed = store->sandboxes().Commit(std::move(batch));
   REQUIRE(committed.ok());
   CHECK(committed->rows[0] == 1);
+  CHECK(committed->passed_by == std::vector<std::string>{"sb-1"});  // the mutation's count leaves it out
   auto events = store->audit().ListAuditEvents(0, 100);
   REQUIRE(events.ok());
   std::vector<std::string> reprojected;  // the sandbox ids of the reprojection events
+  std::string summary;
   for (const auto& e : *events) {
-    if (e.type.name() == "reprojection") reprojected.push_back(e.sandbox_id);
+    if (e.type.name() != "reprojection") continue;
+    reprojected.push_back(e.sandbox_id);
+    if (e.sandbox_id.empty()) summary = e.reason;
   }
   CHECK(reprojected == std::vector<std::string>{"", "sb-2"});
+  // Stop 70: the summary's counts are of the members listed; it names the one passed by.
+  CHECK(summary == "scope s: 2 to d; 0 unchanged; 0 kept the last good; 1 of them passed by (deleted and admitted "
+                   "again under another handle while it ran; not moved): sb-1");
   CHECK(registry.Get("sb-1")->record.envelope->body() == "body-new");  // the new admission's own
   CHECK(registry.Get("sb-2")->record.envelope->body() == "body-moved");
   auto loaded = store->sandboxes().LoadSandboxes();

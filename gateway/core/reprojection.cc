@@ -273,6 +273,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   event.reason = absl::StrCat("scope ", scope, ": ", absl::StrJoin(parts, ", "), parts.empty() ? "none moved" : "",
                               "; ", unchanged, " unchanged; ", kept, " kept the last good", KeptSummary(kept_by_reason));
   if (moved_by_digest.size() == 1) event.policy_digest = moved_by_digest.begin()->first;
+  batch.moves_summary = batch.events.size();  // the store names the members it passed by in it
   batch.events.push_back(std::move(event));
   for (auto& moved : per_sandbox) batch.events.push_back(std::move(moved));
   batch.checked_ceiling = CeilingGuard::StampOf(ceiling);
@@ -305,6 +306,15 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   }
   Outcome outcome;
   for (const auto& [digest, n] : moved_by_digest) outcome.moved += static_cast<uint32_t>(n);
+  // Listed, then passed by in the transaction (deleted and admitted again meanwhile): not moved.
+  outcome.moved -= static_cast<uint32_t>(std::min<size_t>(committed->passed_by.size(), outcome.moved));
+  if (!committed->passed_by.empty()) {
+    LogInfo(absl::StrCat("re-projection of scope ", scope, ": ", committed->passed_by.size(),
+                         " sandbox(es) deleted and admitted again while it ran were left to their new admission: ",
+                         absl::StrJoin(committed->passed_by.begin(),
+                                       committed->passed_by.begin() + std::min<size_t>(committed->passed_by.size(), 10), ", "),
+                         committed->passed_by.size() > 10 ? ", …" : ""));
+  }
   outcome.kept = static_cast<uint32_t>(kept);
   if (kept > 0) {
     LogWarning(absl::StrCat("re-projection of scope ", scope, ": ", kept, " sandbox(es) kept the last good",
