@@ -348,6 +348,38 @@ class WatchingSupervisor {
 
 }  // namespace
 
+TEST_CASE("trust store reload: a sandbox admitted with no trust store is refused when the key verifying it is revoked",
+          "[integration][trust]") {
+  // Review 116, mended at stop 70: a sandbox admitted while no trust store was in force (verification
+  // none) is served after a restart with one only if it verifies under it — but a reload revoking the key
+  // that verifies it re-checked only the sandboxes admitted verified, so it went on being served.
+  TempDir keys;
+  const std::string pub = Keygen(keys, "gateway");
+  const std::string other = Keygen(keys, "other");
+  const std::string trust = keys / "trust.json";
+  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
+  std::vector<std::string> args = {"--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"};
+  GatewayFixture g(args);
+  REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
+  gw::AdmitSandboxResponse admitted;
+  REQUIRE(g.Admit("sb-1", &admitted).ok());
+  CHECK(admitted.verification() == "none");
+  REQUIRE(g.Stop() == 0);
+  args.insert(args.end(), {"--trust-store", trust});
+  g.SetExtraArgs(args);
+  g.Start();
+  drv::Projection fetched;
+  REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());  // it verifies under the trust store now in force
+
+  WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}, {"other", other}}), "gateway-key"));
+  std::string out, err;
+  REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
+  CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"1\""));
+  const auto refused = g.Fetch(admitted.sandbox_handle(), &fetched);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(absl::StartsWith(refused.error_message(), "key_revoked: "));
+}
+
 TEST_CASE("trust store reload: a revoked key ends open watches with key_revoked, and the supervisor withdraws the policy",
           "[integration][trust][sandbox_client]") {
   // Review 115: fetches were refused key_revoked while open watches stayed silent: every watching

@@ -1313,8 +1313,10 @@ uint64_t GatewayCore::RecheckAdmitted() {
   for (;;) {
     auto page = registry_->List(after, 4096);
     if (page.empty()) break;
+    // Every sandbox, those admitted while no trust store was in force (verification none) too: served by a
+    // gateway with one only while they verify under it (CheckStored), so a revoked key reaches them as well.
     for (const auto& snapshot : page) {
-      if (snapshot.record.verification == Verification::kVerified && !verdict(snapshot.record).empty()) {
+      if (!verdict(snapshot.record).empty()) {
         failing.push_back(snapshot.record.context.sandbox_id());
       }
     }
@@ -1363,7 +1365,7 @@ void GatewayCore::RecheckIfTrustMoved(const trust::TrustStore* checked_with, con
   std::vector<std::string> failing;
   for (const std::string& id : ids) {
     auto snapshot = registry_->Get(id);
-    if (snapshot && snapshot->record.verification == Verification::kVerified && !verdict(snapshot->record).empty()) {
+    if (snapshot && !verdict(snapshot->record).empty()) {  // verification none too, as RecheckAdmitted
       failing.push_back(id);
     }
   }
