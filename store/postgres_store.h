@@ -105,6 +105,8 @@ class PostgresStore final : public SingleObjectDatabase, public Importer {
   absl::Status DeleteInterceptorRecord(const std::string& sandbox) override;
   absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) override;
   absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() override;
+  absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecordsPage(const std::optional<std::string>& after,
+                                                                               size_t limit) override;
 
   absl::Status PutProviderProfile(const std::string& id, const std::string& profile, AuditEvent event,
                                   std::optional<uint64_t> expected_generation = std::nullopt,

@@ -363,7 +363,20 @@ class InterceptorRecordStore {
   virtual absl::Status ForgetInterceptorRecord(const std::string& sandbox, AuditEvent event) = 0;
   // Every record, ordered by sandbox name (policy-gateway migrate).
   virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecords() = 0;
+  // One page of the records, for an operator's listing: at most `limit` rows (`version` left empty), the
+  // keys without U+001F (gateway::InterceptorRecords::Key's default workspace) before those with it, each
+  // part in key byte order — so (workspace, name) order — from the first key after `after` in that order
+  // (nullopt: from the first). Reads the rows of the page, not every record.
+  virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecordsPage(const std::optional<std::string>& after,
+                                                                                       size_t limit) = 0;
 };
+
+// The one rule of ListInterceptorRecordsPage's order, for the stores: whether `key` is listed in the second
+// part (it holds U+001F), and the queries' bounds.
+inline constexpr char kInterceptorKeySeparator = '\x1f';
+inline bool InterceptorKeyInSecondPart(const std::string& key) {
+  return key.find(kInterceptorKeySeparator) != std::string::npos;
+}
 
 // The provider-profile catalogue the OpenShell interceptor serves and composes (gateway/core/
 // provider_catalogue.h), one row per profile id. Like a policy change, every change is committed in one

@@ -1100,6 +1100,10 @@ class RecordsRacedByAChange : public osh::store::InterceptorRecordStore {
   absl::StatusOr<std::vector<osh::store::InterceptorRecordRow>> ListInterceptorRecords() override {
     return inner_->ListInterceptorRecords();
   }
+  absl::StatusOr<std::vector<osh::store::InterceptorRecordRow>> ListInterceptorRecordsPage(
+      const std::optional<std::string>& after, size_t limit) override {
+    return inner_->ListInterceptorRecordsPage(after, limit);
+  }
 
  private:
   osh::store::SqliteStore* const inner_;

@@ -793,6 +793,51 @@ TEST_CASE("store contract: interceptor records are put, replaced, read back, lis
   }
 }
 
+TEST_CASE("store contract: interceptor records are listed a page at a time, in (workspace, name) order",
+          "[store][contract][interceptor_records]") {
+  // Stop 70: a listing page read, sent and sorted every record (review 117); a page reads its rows alone.
+  const Backend backend = GENERATE(from_range(Backends()));
+  INFO("backend " << backend.name);
+  osh::test::TempDir dir;
+  auto store = Open(backend.url(dir));
+  auto& records = store->interceptor_records();
+  // Keys as InterceptorRecords::Key makes them: a default-workspace name alone, else workspace U+001F name.
+  // In byte order they interleave ("team\037a" sorts before "zz"); listed, the default workspace comes first.
+  for (const std::string key : {"zz", "team\037b", "b", "te\037z", "a\037x", "team\037a", "B"}) {
+    REQUIRE(records.PutInterceptorRecord(key, "r-" + key).ok());
+  }
+  const std::vector<std::string> order = {"B", "b", "zz", "a\037x", "te\037z", "team\037a", "team\037b"};
+  auto keys_of = [](const std::vector<osh::store::InterceptorRecordRow>& rows) {
+    std::vector<std::string> keys;
+    for (const auto& row : rows) {
+      CHECK(row.record == "r-" + row.sandbox);
+      keys.push_back(row.sandbox);
+    }
+    return keys;
+  };
+  auto all = records.ListInterceptorRecordsPage(std::nullopt, 100);
+  REQUIRE(all.ok());
+  CHECK(keys_of(*all) == order);
+  for (const size_t limit : {1, 2, 3}) {
+    std::vector<std::string> paged;
+    std::optional<std::string> after;
+    for (int pages = 0; pages < 10; ++pages) {
+      auto page = records.ListInterceptorRecordsPage(after, limit);
+      REQUIRE(page.ok());
+      CHECK(page->size() <= limit);
+      if (page->empty()) break;
+      for (const auto& key : keys_of(*page)) paged.push_back(key);
+      after = page->back().sandbox;
+    }
+    CHECK(paged == order);
+  }
+  // From inside either part, and from a key that is not stored.
+  CHECK(keys_of(*records.ListInterceptorRecordsPage(std::string("c"), 2)) == std::vector<std::string>{"zz", "a\037x"});
+  CHECK(keys_of(*records.ListInterceptorRecordsPage(std::string("te\037z"), 5)) ==
+        std::vector<std::string>{"team\037a", "team\037b"});
+  CHECK(records.ListInterceptorRecordsPage(std::string("team\037b"), 5)->empty());
+}
+
 TEST_CASE("store: PostgreSQL replicas read each other's interceptor records at once", "[store][postgres][interceptor_records]") {
   const std::string url = osh::test::PgCluster::Shared().CreateDatabase();
   auto a = Open(url);

@@ -10,7 +10,7 @@ namespace osh::gateway {
 
 std::string InterceptorRecords::Key(absl::string_view workspace, absl::string_view name) {
   if (workspace.empty() || workspace == "default") return std::string(name);
-  return absl::StrCat(workspace, "\x1f", name);
+  return absl::StrCat(workspace, std::string(1, store::kInterceptorKeySeparator), name);
 }
 
 std::string InterceptorRecords::Describe(absl::string_view key) {
@@ -20,7 +20,7 @@ std::string InterceptorRecords::Describe(absl::string_view key) {
 }
 
 std::pair<std::string, std::string> InterceptorRecords::Split(absl::string_view key) {
-  const size_t separator = key.find('\x1f');
+  const size_t separator = key.find(store::kInterceptorKeySeparator);
   if (separator == absl::string_view::npos) return {"", std::string(key)};
   return {std::string(key.substr(0, separator)), std::string(key.substr(separator + 1))};
 }

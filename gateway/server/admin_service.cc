@@ -230,38 +230,27 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ListInterceptorRecordsRequest, v1::ListInterceptorRecordsResponse>(
       "ListInterceptorRecords", [this](const auto& r) -> absl::StatusOr<v1::ListInterceptorRecordsResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
-        auto rows = records_->ListInterceptorRecords();
-        if (!rows.ok()) return rows.status();
-        // Ordered by (workspace, name) and paged on the raw rows; only the page is decoded and hashed.
-        struct Keyed {
-          std::string workspace, name;
-          const store::InterceptorRecordRow* row;
-        };
-        std::vector<Keyed> keyed;
-        keyed.reserve(rows->size());
-        const bool after = !r.after_workspace().empty() || !r.after_sandbox().empty();
-        for (const store::InterceptorRecordRow& row : *rows) {
-          auto [workspace, name] = InterceptorRecords::Split(row.sandbox);
-          if (after && std::tie(workspace, name) <= std::tie(r.after_workspace(), r.after_sandbox())) continue;
-          keyed.push_back({std::move(workspace), std::move(name), &row});
-        }
+        // Ordered by (workspace, name): the store reads the page's rows (one more, to know whether more
+        // follow), and only they are decoded and hashed.
         const size_t limit = r.limit() == 0 ? 1000 : std::min<size_t>(r.limit(), 10000);
-        const auto by_key = [](const Keyed& a, const Keyed& b) {
-          return std::tie(a.workspace, a.name) < std::tie(b.workspace, b.name);
-        };
+        std::optional<std::string> after;
+        if (!r.after_workspace().empty() || !r.after_sandbox().empty()) {
+          after = InterceptorRecords::Key(r.after_workspace(), r.after_sandbox());
+        }
+        auto rows = records_->ListInterceptorRecordsPage(after, limit + 1);
+        if (!rows.ok()) return rows.status();
         v1::ListInterceptorRecordsResponse out;
-        if (keyed.size() > limit) {
-          std::nth_element(keyed.begin(), keyed.begin() + static_cast<ptrdiff_t>(limit), keyed.end(), by_key);
-          keyed.resize(limit);
+        if (rows->size() > limit) {
+          rows->resize(limit);
           out.set_more(true);
         }
-        std::sort(keyed.begin(), keyed.end(), by_key);
-        for (Keyed& entry : keyed) {
+        for (const store::InterceptorRecordRow& row : *rows) {
+          auto [workspace, name] = InterceptorRecords::Split(row.sandbox);
           v1::InterceptorRecordInfo* info = out.add_records();
-          info->set_sandbox(std::move(entry.name));
-          info->set_workspace(std::move(entry.workspace));
+          info->set_sandbox(std::move(name));
+          info->set_workspace(std::move(workspace));
           InterceptorRecords::Record record;
-          if (!InterceptorRecords::Decode(entry.row->record, &record)) {
+          if (!InterceptorRecords::Decode(row.record, &record)) {
             info->set_undecodable(true);  // shown, so that it can be forgotten
             continue;
           }
