@@ -228,7 +228,7 @@ inline bool NamesMemberPassedBy(const AuditEvent& event, const std::set<std::str
 // not empty: its counts are of the members listed, so it names those passed by (at most ten, and how many more).
 inline std::string SummaryNamingPassedBy(const std::string& reason, const std::set<std::string>& passed_by) {
   std::string out = reason + "; " + std::to_string(passed_by.size()) +
-                    " of them passed by (deleted and admitted again under another handle while it ran; not moved):";
+                    " of them passed by (deleted, or deleted and admitted again under another handle, while it ran; not moved):";
   size_t named = 0;
   for (const std::string& id : passed_by) {
     if (named == 10) break;
@@ -240,7 +240,8 @@ inline std::string SummaryNamingPassedBy(const std::string& reason, const std::s
 
 // Writes a batch's events with `insert` (absl::Status(AuditEvent*)), in order, once its changes are applied:
 // none naming a member passed by (NamesMemberPassedBy), the summary of the moves naming those
-// (SummaryNamingPassedBy). `batch` is left as it was, so a transaction run again writes the same.
+// (SummaryNamingPassedBy: on a copy, so a transaction run again does not name them twice; `insert` may
+// fill in the others' store-assigned fields, which a run again assigns afresh).
 template <class Insert>
 absl::Status InsertEvents(ChangeBatch& batch, const std::set<std::string>& passed_by, Insert insert) {
   for (size_t i = 0; i < batch.events.size(); ++i) {

@@ -366,7 +366,8 @@ class InterceptorRecordStore {
   // One page of the records, for an operator's listing: at most `limit` rows (`version` left empty), the
   // keys without U+001F (gateway::InterceptorRecords::Key's default workspace) before those with it, each
   // part in key byte order — so (workspace, name) order — from the first key after `after` in that order
-  // (nullopt: from the first). Reads the rows of the page, not every record.
+  // (nullopt: from the first). Returns the rows of the page, not every record (SQLite reads ranges of its
+  // key; PostgreSQL sorts the keys on the server, its key index being in the database's collation).
   virtual absl::StatusOr<std::vector<InterceptorRecordRow>> ListInterceptorRecordsPage(const std::optional<std::string>& after,
                                                                                        size_t limit) = 0;
 };

@@ -1295,6 +1295,11 @@ TEST_CASE("interceptor: an allow whose audit event cannot be written is answered
   const auto merged = g.Evaluate("UpdateConfig", false, R"({"name": "build-9", "mergeOperations": [{"removeRule": {"ruleName": "api"}}]})");
   INFO(merged.reason());
   CHECK(merged.allowed());
+  // The same create again (its record stored already, so nothing of the record is written): its event still
+  // must be, or the allow is a deny. (NOT VALID: the interception events written since stay.)
+  REQUIRE(PgCluster::Psql(url, "ALTER TABLE audit_events ADD CONSTRAINT osh_test_no_interception CHECK (type <> 'interception') NOT VALID; "
+                               "ALTER TABLE audit_pending ADD CONSTRAINT osh_test_no_interception CHECK (type <> 'interception') NOT VALID") == 0);
+  CheckDeny(g.Evaluate("CreateSandbox", true, create), "FAILED_PRECONDITION", "storage_error: ");
 }
 
 TEST_CASE("interceptor: a sandbox's record is its workspace's: the same name in another workspace is another sandbox",

@@ -1375,6 +1375,17 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       } catch (...) {
         response->set_allowed(false);  // what could be written: the call is still answered, and denied
       }
+      // An allow audited already (with its record or its admission) and answered as this deny: the log says
+      // so too (review 121), under the same decision id.
+      if (call->outcome.allowed && call->outcome.audited) {
+        try {
+          call->outcome.Deny(absl::StatusCode::kFailedPrecondition, "internal_error", "the call could not be answered");
+          AuditRecorder(audit_).Record(InterceptionEvent(evaluation, call->phase, call->outcome),
+                                       trust::audit::Outcome::kRefused,
+                                       "internal_error: the allow audited before could not be answered; answered with a deny");
+        } catch (...) {
+        }
+      }
       // Not answered yet: a step under way (the admission's check, its answer) may still read `evaluation`.
       call->done_when_released = true;
       return;

@@ -310,7 +310,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   outcome.moved -= static_cast<uint32_t>(std::min<size_t>(committed->passed_by.size(), outcome.moved));
   if (!committed->passed_by.empty()) {
     LogInfo(absl::StrCat("re-projection of scope ", scope, ": ", committed->passed_by.size(),
-                         " sandbox(es) deleted and admitted again while it ran were left to their new admission: ",
+                         " sandbox(es) deleted, or deleted and admitted again, while it ran were passed by: ",
                          absl::StrJoin(committed->passed_by.begin(),
                                        committed->passed_by.begin() + std::min<size_t>(committed->passed_by.size(), 10), ", "),
                          committed->passed_by.size() > 10 ? ", …" : ""));

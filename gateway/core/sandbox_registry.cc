@@ -85,7 +85,7 @@ void SandboxRegistry::RemoveLocked(std::map<std::string, Entry>::iterator it, bo
   by_id_.erase(it);
 }
 
-void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::CommitResult&) {
+void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::CommitResult& result) {
   absl::MutexLock lock(&mu_);
   for (const store::Change& change : batch.changes) {
     std::visit(
@@ -101,10 +101,13 @@ void SandboxRegistry::OnCommitted(const store::ChangeBatch& batch, const store::
               auto it = by_id_.find(id);
               if (it == by_id_.end()) continue;
               Entry& e = it->second;
-              // As the store decided (change.h): not a sandbox admitted again under another handle since.
+              // As the store decided (change.h): not a sandbox admitted again under another handle since —
+              // here, or on another replica whose change this registry has not been brought yet (stop 70,
+              // review 121: the store passed it by, and this registry still held the listed handle).
               if (!store::change::ListedUnder(
                       c, i, std::string_view(reinterpret_cast<const char*>(e.admitted->handle_sha256.data()),
-                                             e.admitted->handle_sha256.size()))) {
+                                             e.admitted->handle_sha256.size())) ||
+                  std::binary_search(result.passed_by.begin(), result.passed_by.end(), id)) {
                 continue;
               }
               auto next = std::make_shared<AdmittedSandbox>(*e.admitted);
