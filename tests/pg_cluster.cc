@@ -167,6 +167,19 @@ void HeldRows::Release() {
   conn_ = nullptr;
 }
 
+void HeldRows::CommitWith(const std::string& sql) {
+  REQUIRE(conn_ != nullptr);
+  PGresult* done = PQexec(conn_, sql.c_str());
+  INFO(sql << ": " << PQerrorMessage(conn_));
+  REQUIRE(PQresultStatus(done) == PGRES_COMMAND_OK);
+  PQclear(done);
+  PGresult* committed = PQexec(conn_, "COMMIT");
+  REQUIRE(PQresultStatus(committed) == PGRES_COMMAND_OK);
+  PQclear(committed);
+  PQfinish(conn_);
+  conn_ = nullptr;
+}
+
 int WaitingOnLock(const std::string& url, const std::string& query_start) {
   std::string out;
   std::string escaped;

@@ -62,6 +62,8 @@ class HeldRows {
   ~HeldRows() { Release(); }
   HeldRows(const HeldRows&) = delete;
   void Release();  // rolls back: the waiting statements go on
+  // Runs `sql` in the transaction and commits it: the waiting statements go on and meet what it wrote.
+  void CommitWith(const std::string& sql);
 
  private:
   pg_conn* conn_ = nullptr;

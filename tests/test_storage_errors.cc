@@ -164,6 +164,38 @@ bool Serves(GatewayFixture& g, const std::string& handle, const std::string& dig
 // A policy change is acknowledged when its revision commits; the re-projection that follows is a second
 // transaction. When that one fails (here a constraint refuses its audit event), nothing moves — and the
 // gateway runs it again until it commits, so no sandbox stays on the withdrawn policy.
+// Stop 70 (review 121): a member the store passes by — here admitted again under another handle, as another
+// replica would, while the re-projection waited on its row, and this replica's feed has not brought it — was
+// counted in sandboxes_updated, named nowhere, and moved in this replica's memory (served, pushed).
+TEST_CASE("storage errors: a sandbox admitted again elsewhere while a re-projection waited on it is passed by: not counted, not moved",
+          "[integration][postgres][errors]") {
+  REQUIRE_FALSE(PgCluster::BinDir().empty());
+  const std::string url = PgCluster::Shared().CreateDatabase();
+  GatewayFixture g({"--database", url});
+  const gw::AdmitSandboxResponse admitted = AdmitUnderGithub(g);
+  gw::PolicyRevision changed;
+  grpc::Status result;
+  {
+    HeldRows held(url, "SELECT sandbox_id FROM sandboxes WHERE sandbox_id = 'sb-1' FOR UPDATE");
+    std::thread change([&] { result = g.SetPolicy("default", Example("restrictive-default.yaml"), &changed); });
+    CHECK(Eventually([&] { return WaitingOnLock(url, "SELECT envelope_id, sandbox_id, handle_sha256 FROM sandboxes") == 1; }));
+    // The row as another replica's deletion and admission under another handle leave it (written straight to
+    // the table: no change feed brings it to this gateway).
+    held.CommitWith("UPDATE sandboxes SET handle_sha256 = sha256('another admission'::bytea) WHERE sandbox_id = 'sb-1'");
+    change.join();
+  }
+  INFO(result.error_message());
+  REQUIRE(result.ok());
+  CHECK(changed.sandboxes_updated() == 0);
+  CHECK(Serves(g, admitted.sandbox_handle(), admitted.policy_digest()));  // not moved in memory either
+  bool named = false;
+  for (const auto& event : g.AuditEvents()) {
+    named = named || (event.type() == "reprojection" && event.sandbox_id().empty() &&
+                      absl::StrContains(event.reason(), "1 of them passed by") && absl::StrContains(event.reason(), "sb-1"));
+  }
+  CHECK(named);
+}
+
 TEST_CASE("storage errors: a re-projection that fails to commit is run again until the sandboxes move",
           "[integration][postgres][errors]") {
   REQUIRE_FALSE(PgCluster::BinDir().empty());
