@@ -162,11 +162,14 @@ icv1::InterceptorEvaluation ValidateOf(const google::protobuf::Struct& payload) 
   return evaluation;
 }
 
+// The policy-gateway binary the benchmark starts (--gateway: another build's, for an A/B in one run).
+std::string gateway_binary = OSH_GATEWAY_BINARY;
+
 // A policy-gateway on `state` with the interceptor on `socket`, the trust store, signing key and caller key
 // written in `dir`, and `extra` arguments; -1 (said on stderr) when it did not start.
 pid_t StartInterceptorGateway(const std::string& dir, const std::string& state, const std::string& socket,
                               const std::string& log, const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {OSH_GATEWAY_BINARY, "--state-dir", state, "--trust-store", dir + "/trust.json",
+  std::vector<std::string> args = {gateway_binary, "--state-dir", state, "--trust-store", dir + "/trust.json",
                                    "--builtin-signing-key", dir + "/gateway.key", "--builtin-signing-key-id",
                                    "gateway-key", "--interceptor-socket", socket, "--interceptor-gateway-keys",
                                    dir + "/caller.pem"};
@@ -199,6 +202,7 @@ int main(int argc, char** argv) {
       admissions = 200;
   double seconds = 2.0;
   app.add_option("--threads", threads, "client threads for the call rates")->capture_default_str();
+  app.add_option("--gateway", gateway_binary, "policy-gateway binary")->capture_default_str();
   app.add_option("--seconds", seconds, "measured seconds per round and server")->capture_default_str();
   app.add_option("--rounds", rounds, "alternating rounds (medians reported)")->capture_default_str();
   app.add_option("--profiles", profiles, "signed provider profiles in the catalogue (at least 2)")

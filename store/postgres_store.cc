@@ -1590,6 +1590,15 @@ absl::Status PostgresStore::PutInterceptorRecord(const std::string& sandbox, con
         return CatalogueChanged(*expected_generation);
       }
     }
+    if (expected_previous != nullptr && expected_previous->has_value() && **expected_previous == record) {
+      // Stored as it is already: the row is held (a concurrent writer's is waited for, and the condition
+      // read again on it) and only the event is written; the row and its version stay as they are.
+      auto held = writer_.Query("SELECT 1 FROM interceptor_records WHERE sandbox = $1 AND record = $2 FOR SHARE",
+                                PgParams().Add(sandbox).AddBytes(record));
+      if (!held.ok()) return held.status();
+      if (held->rows() != 1) return RecordChanged(sandbox);
+      return event != nullptr ? InsertAudit(event) : absl::OkStatus();
+    }
     if (expected_previous != nullptr) {
       // One statement each: a concurrent writer's row is waited for and the condition read again on it.
       auto written = expected_previous->has_value()

@@ -1157,6 +1157,11 @@ absl::Status SqliteStore::WriteInterceptorRecord(const std::string& sandbox, con
       if (!*row) return SqliteStorageError(absl::StatusCode::kDataLoss, "the provider-profile generation row is missing");
       if (static_cast<uint64_t>(generation->Int(0)) != *expected_generation) return CatalogueChanged(*expected_generation);
     }
+    if (record != nullptr && expected_previous != nullptr && expected_previous->has_value() &&
+        **expected_previous == *record) {
+      // Stored as it is already (checked above): only the event is written.
+      return event != nullptr ? InsertAudit(event) : absl::OkStatus();
+    }
     auto stmt = db_.Prepare(record != nullptr
                                 ? "INSERT INTO interceptor_records (sandbox, record, updated_at) VALUES (?, ?, ?) ON "
                                   "CONFLICT (sandbox) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at"

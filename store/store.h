@@ -349,6 +349,8 @@ class InterceptorRecordStore {
   // With `expected_previous` (not null), only if the record stored then is still `*expected_previous`
   // (nullopt: none is stored): ABORTED "record_changed: ...", and nothing written, when another write
   // replaced, removed or created it since it was read (a read-modify-write of the record, never lost).
+  // When `*expected_previous` is `record` itself, the row is left as it is (its version too) and only
+  // `event` is written.
   // With `event` (not null; an operator's seed), the event is appended in the same transaction.
   virtual absl::Status PutInterceptorRecord(const std::string& sandbox, const std::string& record,
                                             std::optional<uint64_t> expected_generation = std::nullopt,

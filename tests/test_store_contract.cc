@@ -1072,6 +1072,31 @@ TEST_CASE("store contract: a record composed at a catalogue generation commits o
     CHECK(**a->interceptor_records().GetInterceptorRecord("late") == "l");
     REQUIRE(b.interceptor_records().PutInterceptorRecord("late", "l2", std::nullopt, &read_l).ok());
     CHECK(**a->interceptor_records().GetInterceptorRecord("late") == "l2");
+    {
+      // Over exactly the bytes it writes (a validate repeating the record, stop 70): only its event is
+      // written, the row and its version left as they are; over bytes replaced since, neither.
+      auto version_of_late = [&]() -> std::string {
+        auto rows = a->interceptor_records().ListInterceptorRecords();
+        REQUIRE(rows.ok());
+        for (const auto& row : *rows) {
+          if (row.sandbox == "late") return row.version;
+        }
+        return "none";
+      };
+      const std::string version = version_of_late();
+      const uint64_t before = a->audit().AuditChainHead().seq;
+      const std::optional<std::string> read_l2 = std::string("l2");
+      AuditEvent repeat = osh::test::StoredEvent("interception");
+      REQUIRE(b.interceptor_records().PutInterceptorRecord("late", "l2", std::nullopt, &read_l2, &repeat).ok());
+      CHECK(a->audit().AuditChainHead().seq == before + 1);
+      CHECK(version_of_late() == version);
+      CHECK(**a->interceptor_records().GetInterceptorRecord("late") == "l2");
+      const std::optional<std::string> read_l = std::string("l");
+      AuditEvent stale = osh::test::StoredEvent("interception");
+      CHECK(osh::common::ReasonOf(b.interceptor_records().PutInterceptorRecord("late", "l", std::nullopt, &read_l, &stale)) ==
+            "record_changed");
+      CHECK(a->audit().AuditChainHead().seq == before + 1);
+    }
     CHECK(osh::common::ReasonOf(a->interceptor_records().PutInterceptorRecord("fresh", "f", std::nullopt, &read_l)) ==
           "record_changed");
     REQUIRE(a->interceptor_records().PutInterceptorRecord("fresh", "f", std::nullopt, &none).ok());
