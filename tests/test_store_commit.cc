@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include "policy/digest.h"
 #include "store/sqlite_store.h"
@@ -371,4 +372,49 @@ TEST_CASE("store: under writes that never pause, SQLite's log still starts over 
   auto loaded = (*store)->sandboxes().LoadSandboxes();
   REQUIRE(loaded.ok());
   CHECK(static_cast<int>(loaded->size()) == written.load());
+}
+
+TEST_CASE("store: a log left over 64 MiB (a release before the checkpoint mend) is cut back once the store has copied it",
+          "[store][commit]") {
+  // Stop 69's mend bounds the log from its start; a database whose log grew to gigabytes before it must
+  // come back to journal_size_limit (64 MiB) once the store copies it and the log starts over.
+  osh::test::TempDir dir;
+  const std::filesystem::path db_path = dir / "g.db", wal = dir / "g.db-wal";
+  {
+    auto store = SqliteStore::Open(db_path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, "sb-0"), AdmissionEvent("sb-0")).ok());
+  }
+  {
+    // 80 MiB through the log with no checkpoint, the log kept as it is at close: as a process that ended
+    // with its log grown.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(db_path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=-1; "
+                             "CREATE TABLE operator_bulk (b BLOB); BEGIN",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    for (int i = 0; i < 80; ++i) {
+      REQUIRE(sqlite3_exec(db, "INSERT INTO operator_bulk VALUES (randomblob(1048576))", nullptr, nullptr, nullptr) == SQLITE_OK);
+    }
+    REQUIRE(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_close(db) == SQLITE_OK);
+  }
+  const auto grown = std::filesystem::file_size(wal);
+  REQUIRE(grown > (std::uintmax_t{80} << 20));
+  auto store = SqliteStore::Open(db_path);
+  REQUIRE(store.ok());
+  // Writes go on: the store copies the log, the next commit starts it over and it is cut to the limit.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  int i = 1;
+  while (std::filesystem::file_size(wal) > (std::uintmax_t{64} << 20) && std::chrono::steady_clock::now() < deadline) {
+    const std::string id = "sb-" + std::to_string(i++);
+    REQUIRE((*store)->sandboxes().InsertSandbox(Sandbox(**store, id), AdmissionEvent(id)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO("log bytes " << grown << " -> " << std::filesystem::file_size(wal) << " after " << i << " commits");
+  CHECK(std::filesystem::file_size(wal) <= (std::uintmax_t{64} << 20));
+  auto loaded = (*store)->sandboxes().LoadSandboxes();
+  REQUIRE(loaded.ok());
+  CHECK(static_cast<int>(loaded->size()) == i);  // sb-0 and every one written since
 }
