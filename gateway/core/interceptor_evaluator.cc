@@ -112,7 +112,8 @@ struct InterceptorEvaluator::Outcome {
   std::string workspace;          // the request's workspace when not the default one
   std::string candidate_digest;   // when a candidate was checked
   std::string decision_id;        // the Evaluate's, also in its audit event and log annotations
-  bool audited = false;           // its audit event is committed already (with an admission or its record)
+  bool audited = false;           // its allow's audit event is committed (with an admission, its record, or by Answer)
+  bool deny_audited = false;      // Answer recorded its deny
   std::string payload_digest;     // of the phase's proposed_operation when the caller had it; else ""
   // The catalogue generation the last checked candidate's provider layers were read at (none: it had no
   // provider): a record of that candidate commits only while the catalogue is still there.
@@ -1270,6 +1271,7 @@ void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& e
   if (outcome.allowed && !audited) {
     const absl::Status committed = AuditRecorder(audit_).Commit(AllowEvent(evaluation, phase, outcome));
     audited = committed.ok();
+    outcome.audited = audited;  // an exception building the answer below is then followed by a refusal
     if (!audited) {
       outcome.Deny(absl::StatusCode::kFailedPrecondition, "storage_error",
                    "the decision could not be audited, so nothing is allowed (fail closed); try again");
@@ -1316,6 +1318,7 @@ void InterceptorEvaluator::Answer(const interceptor_v1::InterceptorEvaluation& e
   if (!audited) {
     AuditRecorder(audit_).Record(InterceptionEvent(evaluation, phase, outcome), trust::audit::Outcome::kRefused,
                                  outcome.Reason());
+    outcome.deny_audited = true;
   }
 }
 
@@ -1375,9 +1378,10 @@ void InterceptorEvaluator::EvaluateAsync(const interceptor_v1::InterceptorEvalua
       } catch (...) {
         response->set_allowed(false);  // what could be written: the call is still answered, and denied
       }
-      // An allow audited already (with its record or its admission) and answered as this deny: the log says
-      // so too (review 121), under the same decision id.
-      if (call->outcome.allowed && call->outcome.audited) {
+      // An allow audited already (with its record, its admission, or by Answer) and answered as this deny,
+      // with no refusal recorded since: the log says so too (reviews 121, 122), under the same decision id.
+      // (Rare: an exception. Written here, on whichever thread the step threw on.)
+      if (call->outcome.audited && !call->outcome.deny_audited) {
         try {
           call->outcome.Deny(absl::StatusCode::kFailedPrecondition, "internal_error", "the call could not be answered");
           AuditRecorder(audit_).Record(InterceptionEvent(evaluation, call->phase, call->outcome),
