@@ -225,8 +225,10 @@ inline bool NamesMemberPassedBy(const AuditEvent& event, const std::set<std::str
 }
 
 // The reason of a batch's summary of its moves (ChangeBatch::moves_summary) as a store writes it, `passed_by`
-// not empty: its counts are of the members listed, so it names those passed by (at most ten, and how many more).
-inline std::string SummaryNamingPassedBy(const std::string& reason, const std::set<std::string>& passed_by) {
+// (sorted ids: StillAdmitted's set, CommitResult::passed_by) not empty: its counts are of the members listed,
+// so it names those passed by (at most ten, and how many more). The gateway's log line says the same.
+template <class Ids>
+std::string SummaryNamingPassedBy(const std::string& reason, const Ids& passed_by) {
   std::string out = reason + "; " + std::to_string(passed_by.size()) +
                     " of them passed by (deleted, or deleted and admitted again under another handle, while it ran; not moved):";
   size_t named = 0;

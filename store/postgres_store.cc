@@ -1662,21 +1662,19 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptor
 
 absl::StatusOr<std::vector<InterceptorRecordRow>> PostgresStore::ListInterceptorRecordsPage(
     const std::optional<std::string>& after, size_t limit) {
-  std::vector<InterceptorRecordRow> out;
-  // Byte order whatever the database's collation ("C"); the keys without the separator first.
-  const bool second_part = after.has_value() && InterceptorKeyInSecondPart(*after);
-  for (const bool with_separator : {false, true}) {
-    if (out.size() >= limit || (second_part && !with_separator)) continue;
-    const bool after_here = after.has_value() && second_part == with_separator;
+  // Byte order whatever the column's or the database's collation ("C").
+  return ListRecordPartsAfter(after, limit, [this](bool with_separator, const std::string& from, size_t n)
+                                                -> absl::StatusOr<std::vector<InterceptorRecordRow>> {
     absl::MutexLock lock(&read_mu_);
     auto found = Read(absl::StrCat("SELECT sandbox, record FROM interceptor_records WHERE sandbox COLLATE \"C\" > $1 AND "
                                    "strpos(sandbox, chr(31)) ", with_separator ? "> 0" : "= 0",
                                    " ORDER BY sandbox COLLATE \"C\" LIMIT $2"),
-                      PgParams().Add(after_here ? *after : std::string()).Add(static_cast<int64_t>(limit - out.size())));
+                      PgParams().Add(from).Add(static_cast<int64_t>(n)));
     if (!found.ok()) return found.status();
-    for (int i = 0; i < found->rows(); ++i) out.push_back({found->Bytes(i, 0), found->Bytes(i, 1), {}});
-  }
-  return out;
+    std::vector<InterceptorRecordRow> rows;
+    for (int i = 0; i < found->rows(); ++i) rows.push_back({found->Bytes(i, 0), found->Bytes(i, 1), {}});
+    return rows;
+  });
 }
 
 // --- Provider profiles ----------------------------------------------------------------------

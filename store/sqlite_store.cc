@@ -1213,29 +1213,23 @@ absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRe
 
 absl::StatusOr<std::vector<InterceptorRecordRow>> SqliteStore::ListInterceptorRecordsPage(
     const std::optional<std::string>& after, size_t limit) {
-  std::vector<InterceptorRecordRow> out;
-  // Two ranges of the primary key (byte order, SQLite's BINARY), the keys without the separator first.
-  const bool second_part = after.has_value() && InterceptorKeyInSecondPart(*after);
-  for (const bool with_separator : {false, true}) {
-    if (out.size() >= limit || (second_part && !with_separator)) continue;
+  // Ranges of the primary key, in byte order (SQLite's BINARY).
+  return ListRecordPartsAfter(after, limit, [this](bool with_separator, const std::string& from, size_t n)
+                                                -> absl::StatusOr<std::vector<InterceptorRecordRow>> {
     absl::MutexLock lock(&read_mu_);
-    auto stmt = read_db_->Prepare(with_separator
-                                      ? "SELECT sandbox, record FROM interceptor_records WHERE sandbox > ? AND "
-                                        "instr(sandbox, char(31)) > 0 ORDER BY sandbox LIMIT ?"
-                                      : "SELECT sandbox, record FROM interceptor_records WHERE sandbox > ? AND "
-                                        "instr(sandbox, char(31)) = 0 ORDER BY sandbox LIMIT ?");
+    auto stmt = read_db_->Prepare(absl::StrCat("SELECT sandbox, record FROM interceptor_records WHERE sandbox > ? AND "
+                                               "instr(sandbox, char(31)) ", with_separator ? "> 0" : "= 0",
+                                               " ORDER BY sandbox LIMIT ?"));
     if (!stmt.ok()) return stmt.status();
-    // Where this part starts: after `after` when it is of this part, else from its first key ("" is none).
-    const bool after_here = after.has_value() && second_part == with_separator;
-    stmt->Bind(1, after_here ? *after : std::string()).Bind(2, static_cast<int64_t>(limit - out.size()));
+    stmt->Bind(1, from).Bind(2, static_cast<int64_t>(n));
+    std::vector<InterceptorRecordRow> rows;
     for (;;) {
       auto row = stmt->Step();
       if (!row.ok()) return row.status();
-      if (!*row) break;
-      out.push_back({stmt->Text(0), stmt->Blob(1), {}});
+      if (!*row) return rows;
+      rows.push_back({stmt->Text(0), stmt->Blob(1), {}});
     }
-  }
-  return out;
+  });
 }
 
 // --- Provider profiles ----------------------------------------------------------------------

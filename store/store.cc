@@ -99,4 +99,19 @@ absl::Status RecordChanged(const std::string& sandbox) {
                                       "' changed since it was read; decide again on the record as it is"));
 }
 
+absl::StatusOr<std::vector<InterceptorRecordRow>> ListRecordPartsAfter(const std::optional<std::string>& after,
+                                                                       size_t limit, const ReadRecordPart& read) {
+  std::vector<InterceptorRecordRow> out;
+  const bool second_part = after.has_value() && InterceptorKeyInSecondPart(*after);
+  for (const bool with_separator : {false, true}) {
+    if (out.size() >= limit || (second_part && !with_separator)) continue;
+    // After `after` in its own part; a later part from its first key.
+    const bool after_here = after.has_value() && second_part == with_separator;
+    auto rows = read(with_separator, after_here ? *after : std::string(), limit - out.size());
+    if (!rows.ok()) return rows.status();
+    for (InterceptorRecordRow& row : *rows) out.push_back(std::move(row));
+  }
+  return out;
+}
+
 }  // namespace osh::store

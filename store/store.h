@@ -380,6 +380,13 @@ inline constexpr char kInterceptorKeySeparator = '\x1f';
 inline bool InterceptorKeyInSecondPart(const std::string& key) {
   return key.find(kInterceptorKeySeparator) != std::string::npos;
 }
+// ListInterceptorRecordsPage's walk over its two parts, for the stores: `read(with_separator, after, n)` reads
+// at most n rows of one part (keys with the separator or without), in key byte order, with keys greater
+// than `after` ("": from the part's first).
+using ReadRecordPart = std::function<absl::StatusOr<std::vector<InterceptorRecordRow>>(
+    bool with_separator, const std::string& after, size_t n)>;
+absl::StatusOr<std::vector<InterceptorRecordRow>> ListRecordPartsAfter(const std::optional<std::string>& after,
+                                                                       size_t limit, const ReadRecordPart& read);
 
 // The provider-profile catalogue the OpenShell interceptor serves and composes (gateway/core/
 // provider_catalogue.h), one row per profile id. Like a policy change, every change is committed in one

@@ -1926,6 +1926,17 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
     REQUIRE(page.records_size() == 1);
     CHECK(page.records(0).sandbox() == "build-2");
     CHECK_FALSE(page.more());
+    // A cursor no record's key could be (a NUL, a megabyte) is refused naming its field: it never reaches
+    // the database (PostgreSQL refuses a NUL in text, as a storage error).
+    page_request.set_after_sandbox(std::string("build\0-1", 8));
+    grpc::Status refused = g.gateway().admin().ListInterceptorRecords(GatewayFixture::Context().get(), page_request, &page);
+    CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(refused.error_message(), Catch::StartsWith("invalid_request: after_sandbox: "));
+    page_request.set_after_sandbox("build-1");
+    page_request.set_after_workspace(std::string(1 << 20, 'w'));
+    refused = g.gateway().admin().ListInterceptorRecords(GatewayFixture::Context().get(), page_request, &page);
+    CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(refused.error_message(), Catch::StartsWith("invalid_request: after_workspace: "));
   }
   CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 0);
   CHECK(Ctl(g.gateway(), {"interceptor", "forget", "build-2"}, &out, &err) == 1);

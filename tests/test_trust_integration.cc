@@ -25,6 +25,20 @@ std::string WithRevoked(std::string json, const std::string& key_id) {
   return json;
 }
 
+// The builtin driver's signing key (id gateway-key) and another, both trusted in `trust`.
+struct BuiltinSigningKeys {
+  BuiltinSigningKeys() : pub(Keygen(keys, "gateway")), other(Keygen(keys, "other")), trust(keys / "trust.json") { TrustBoth(); }
+  std::string Json() const { return TrustStoreJson({{"gateway-key", pub}, {"other", other}}); }
+  void TrustBoth() const { WriteFile(trust, Json()); }
+  void RevokeGatewayKey() const { WriteFile(trust, WithRevoked(Json(), "gateway-key")); }
+  // The gateway's flags that make the builtin driver sign with it.
+  std::vector<std::string> SigningArgs() const {
+    return {"--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"};
+  }
+
+  TempDir keys;
+  const std::string pub, other, trust;
+};
 
 // Keys a and b, both trusted in `trust`, and a fake driver serving github.yaml signed by a, taking
 // `stall_ms` per call (AcquireHandle and GetProjection).
@@ -217,13 +231,10 @@ TEST_CASE("trust store reload: good, then bad keeps good, then a new good store 
 
 TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once, re-signed ones keep being served",
           "[integration][trust]") {
-  TempDir keys;
-  const std::string pub = Keygen(keys, "gateway");
-  const std::string other = Keygen(keys, "other");
-  const std::string trust = keys / "trust.json";
-  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
-  GatewayFixture g({"--trust-store", trust, "--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id",
-                    "gateway-key"});
+  const BuiltinSigningKeys k;
+  std::vector<std::string> args = k.SigningArgs();
+  args.insert(args.end(), {"--trust-store", k.trust});
+  GatewayFixture g(args);
   REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
@@ -232,7 +243,7 @@ TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once,
 
   // Revoke the key that signed it. The builtin driver still signs with it, so the refresh tried at once
   // cannot replace it: the sandbox is refused to fetchers, with the reason, audited and shown.
-  WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}, {"other", other}}), "gateway-key"));
+  k.RevokeGatewayKey();
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
   CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"1\""));
@@ -250,7 +261,7 @@ TEST_CASE("trust store reload: a revoked key reaches admitted sandboxes at once,
   CHECK(absl::StrContains(g.log(), "sandbox sb-1: key_revoked"));
 
   // Trusted again: the next reload serves it again.
-  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
+  k.TrustBoth();
   REQUIRE(Ctl(g, {"trust", "reload"}, &out, &err) == 0);
   CHECK(g.Fetch(admitted.sandbox_handle(), &fetched).ok());
   REQUIRE(g.admin().GetStatus(GatewayFixture::Context().get(), gw::GetStatusRequest(), &status).ok());
@@ -353,25 +364,21 @@ TEST_CASE("trust store reload: a sandbox admitted with no trust store is refused
   // Review 116, mended at stop 70: a sandbox admitted while no trust store was in force (verification
   // none) is served after a restart with one only if it verifies under it — but a reload revoking the key
   // that verifies it re-checked only the sandboxes admitted verified, so it went on being served.
-  TempDir keys;
-  const std::string pub = Keygen(keys, "gateway");
-  const std::string other = Keygen(keys, "other");
-  const std::string trust = keys / "trust.json";
-  WriteFile(trust, TrustStoreJson({{"gateway-key", pub}, {"other", other}}));
-  std::vector<std::string> args = {"--builtin-signing-key", keys / "gateway.key", "--builtin-signing-key-id", "gateway-key"};
+  const BuiltinSigningKeys k;
+  std::vector<std::string> args = k.SigningArgs();
   GatewayFixture g(args);
   REQUIRE(g.SetPolicy("default", osh::policy::RestrictiveDefaultPolicy()).ok());
   gw::AdmitSandboxResponse admitted;
   REQUIRE(g.Admit("sb-1", &admitted).ok());
   CHECK(admitted.verification() == "none");
   REQUIRE(g.Stop() == 0);
-  args.insert(args.end(), {"--trust-store", trust});
+  args.insert(args.end(), {"--trust-store", k.trust});
   g.SetExtraArgs(args);
   g.Start();
   drv::Projection fetched;
   REQUIRE(g.Fetch(admitted.sandbox_handle(), &fetched).ok());  // it verifies under the trust store now in force
 
-  WriteFile(trust, WithRevoked(TrustStoreJson({{"gateway-key", pub}, {"other", other}}), "gateway-key"));
+  k.RevokeGatewayKey();
   std::string out, err;
   REQUIRE(Ctl(g, {"trust", "reload", "-o", "json"}, &out, &err) == 0);
   CHECK(absl::StrContains(out, "\"sandboxes_refused\":\"1\""));

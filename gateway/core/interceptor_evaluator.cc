@@ -459,7 +459,7 @@ void InterceptorEvaluator::DecideCreateSandbox(const interceptor_v1::Interceptor
       EncodedRecords().Keep(own_key, encoded);
     }
     // Stored before the allow is answered: an allowed state is never lost to a restart.
-    StoreRecord(evaluation, request.name(), {request.spec().policy(), providers}, encoded.get(), nullptr, out);
+    StoreRecord(evaluation, request.name(), *encoded, nullptr, out);
   }
 }
 
@@ -752,7 +752,7 @@ void InterceptorEvaluator::ValidateAdmittedSandbox(const interceptor_v1::Interce
   // The served body's digest names the policy in the composition memo (as the admission's check names it).
   if (!CheckCandidate(*admitted.policy, providers, out, absl::StrCat("admitted policy\n", admitted.digest))) return;
   // Stored before the allow is answered: later merges, attaches and pushes start from it.
-  StoreRecord(evaluation, request.name(), {*admitted.policy, providers}, nullptr, nullptr, out);
+  StoreRecord(evaluation, request.name(), InterceptorRecords::Encode({*admitted.policy, providers}), nullptr, out);
 }
 
 bool InterceptorEvaluator::AdmitModeAllowsWrite(const os_v1::UpdateConfigRequest& request, Outcome* out,
@@ -959,7 +959,7 @@ void InterceptorEvaluator::DecideUpdateConfig(const interceptor_v1::InterceptorE
     // Admit mode: the admitted body is recorded by the push once the OpenShell gateway accepted it (an allow
     // is not a commit): a push lost between here and upstream's answer is then still seen as not pushed.
     if (validate && !request.global() && !request.name().empty() && !admitted_body) {
-      StoreRecord(evaluation, request.name(), {*own, providers}, nullptr, &previous, out);
+      StoreRecord(evaluation, request.name(), InterceptorRecords::Encode({*own, providers}), &previous, out);
     }
     return;
   }
@@ -1007,7 +1007,7 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
     if (!CheckCandidate(own, providers, out)) return;
     if (validate) {
       // Later candidates of this sandbox compose the attached provider's layer too.
-      StoreRecord(evaluation, request.sandbox_name(), {own, providers}, nullptr, &previous, out);
+      StoreRecord(evaluation, request.sandbox_name(), InterceptorRecords::Encode({own, providers}), &previous, out);
     }
     return;
   }
@@ -1035,7 +1035,10 @@ void InterceptorEvaluator::Decide(const interceptor_v1::InterceptorEvaluation& e
       if (!CheckCandidate((*record)->policy, remaining, out)) return;
       // What was checked is what is recorded, and only over the record it came from (another write since,
       // an attach on another replica say: decided again on it).
-      if (validate) StoreRecord(evaluation, request.sandbox_name(), {(*record)->policy, remaining}, nullptr, &previous, out);
+      if (validate) {
+        StoreRecord(evaluation, request.sandbox_name(), InterceptorRecords::Encode({(*record)->policy, remaining}), &previous,
+                    out);
+      }
     }
     return;
   }
@@ -1106,14 +1109,12 @@ std::string InterceptorEvaluator::RpcOf(const interceptor_v1::InterceptorEvaluat
 }
 
 bool InterceptorEvaluator::StoreRecord(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& name,
-                                       InterceptorRecords::RecordView record, const std::string* encoded,
-                                       const std::optional<std::string>* previous, Outcome* out) {
+                                       std::string encoded, const std::optional<std::string>* previous, Outcome* out) {
   // Review (stop 70): the record and the allow's event were two transactions, so a record could commit
   // whose allow the audit log never held (the event's write failing, or the process ending between them).
   store::AuditEvent event = AllowEvent(evaluation, "validate", *out);
   const absl::Status put =
-      encoded != nullptr ? records_.PutEncoded(out->record_key, *encoded, out->catalogue_generation, previous, &event)
-                         : records_.Put(out->record_key, record, out->catalogue_generation, previous, &event);
+      records_.PutEncoded(out->record_key, std::move(encoded), out->catalogue_generation, previous, &event);
   if (!put.ok()) {
     out->RecordFailed(name, "stored", put);
     return false;

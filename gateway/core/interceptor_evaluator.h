@@ -227,12 +227,11 @@ class InterceptorEvaluator {
                           const ProviderProfileCatalogue::Selection& selection, Outcome* out,
                           absl::string_view own_key = {}) const;
 
-  // Records `record` (or `encoded`, InterceptorRecords::Encode's, when not null) as the sandbox's, the last
-  // step of a validate's allow (InterceptorRecords::Put with `catalogue_generation` and `previous`), in one
-  // transaction with the allow's audit event (AllowEvent): the record never commits without it, and the
-  // allow is audited when it does (out->audited). False with the deny set (RecordFailed) when it did not.
-  bool StoreRecord(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& name,
-                   InterceptorRecords::RecordView record, const std::string* encoded,
+  // Records `encoded` (InterceptorRecords::Encode's) as the sandbox's, the last step of a validate's allow
+  // (InterceptorRecords::PutEncoded with `catalogue_generation` and `previous`), in one transaction with the
+  // allow's audit event (AllowEvent): the record never commits without it, and the allow is audited when it
+  // does (out->audited). False with the deny set (RecordFailed) when it did not.
+  bool StoreRecord(const interceptor_v1::InterceptorEvaluation& evaluation, const std::string& name, std::string encoded,
                    const std::optional<std::string>* previous, Outcome* out);
   // The audit event of an allow answered for `outcome` at `phase`, as Answer commits it.
   static store::AuditEvent AllowEvent(const interceptor_v1::InterceptorEvaluation& evaluation,

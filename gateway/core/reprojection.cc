@@ -309,11 +309,7 @@ std::optional<Reprojector::Outcome> Reprojector::Attempt(const std::string& scop
   // Listed, then passed by in the transaction (deleted and admitted again meanwhile): not moved.
   outcome.moved -= static_cast<uint32_t>(std::min<size_t>(committed->passed_by.size(), outcome.moved));
   if (!committed->passed_by.empty()) {
-    LogInfo(absl::StrCat("re-projection of scope ", scope, ": ", committed->passed_by.size(),
-                         " sandbox(es) deleted, or deleted and admitted again, while it ran were passed by: ",
-                         absl::StrJoin(committed->passed_by.begin(),
-                                       committed->passed_by.begin() + std::min<size_t>(committed->passed_by.size(), 10), ", "),
-                         committed->passed_by.size() > 10 ? ", …" : ""));
+    LogInfo(store::SummaryNamingPassedBy(absl::StrCat("re-projection of scope ", scope, " committed"), committed->passed_by));
   }
   outcome.kept = static_cast<uint32_t>(kept);
   if (kept > 0) {

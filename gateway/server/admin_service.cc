@@ -129,6 +129,26 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
   grpc::ByteBuffer response_;
 };
 
+// An interceptor record's name and workspace as a request names them, held to the rules they were recorded
+// under (CheckSandboxId: no control character, NUL included, can join the key, nothing past the limits):
+// each checked when not empty, the name also when empty if `name_required`. INVALID_ARGUMENT
+// invalid_request naming the field otherwise.
+absl::Status CheckRecordKeyParts(const std::string& name, const char* name_field, const std::string& workspace,
+                                 const char* workspace_field, bool name_required, const ContextLimits& limits) {
+  if (!name.empty() || name_required) {
+    if (absl::Status valid = CheckSandboxId(name, limits); !valid.ok()) {
+      return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat(name_field, ": ", valid.message()));
+    }
+  }
+  if (!workspace.empty()) {
+    if (absl::Status valid = CheckSandboxId(workspace, limits); !valid.ok()) {
+      return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request",
+                             absl::StrCat(workspace_field, ": ", valid.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // A call that is answered without reading its request.
 class RefusedReactor final : public grpc::ServerGenericBidiReactor {
  public:
@@ -233,6 +253,13 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
         // Ordered by (workspace, name): the store reads the page's rows (one more, to know whether more
         // follow), and only they are decoded and hashed.
         const size_t limit = r.limit() == 0 ? 1000 : std::min<size_t>(r.limit(), 10000);
+        // The cursor goes to the database: held to the rules of what it names (a NUL or a megabyte is refused
+        // here, not met as a storage error).
+        if (absl::Status valid = CheckRecordKeyParts(r.after_sandbox(), "after_sandbox", r.after_workspace(), "after_workspace",
+                                                     /*name_required=*/false, core_->config().limits.context);
+            !valid.ok()) {
+          return valid;
+        }
         std::optional<std::string> after;
         if (!r.after_workspace().empty() || !r.after_sandbox().empty()) {
           after = InterceptorRecords::Key(r.after_workspace(), r.after_sandbox());
@@ -263,13 +290,10 @@ AdminService::AdminService(GatewayCore* core, WorkerPool* pool, WorkerPool* driv
   Add<v1::ForgetInterceptorRecordRequest, v1::ForgetInterceptorRecordResponse>(
       "ForgetInterceptorRecord", [this](const auto& r) -> absl::StatusOr<v1::ForgetInterceptorRecordResponse> {
         if (records_ == nullptr) return common::Refused(absl::StatusCode::kFailedPrecondition, "interceptor_off", "no records here");
-        // Held to the rules a record's name and workspace were (no control character can join the key).
-        const ContextLimits& limits = core_->config().limits.context;
-        if (absl::Status valid = CheckSandboxId(r.sandbox(), limits); !valid.ok()) {
-          return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("sandbox: ", valid.message()));
-        }
-        if (absl::Status valid = CheckSandboxId(r.workspace(), limits); !r.workspace().empty() && !valid.ok()) {
-          return common::Refused(absl::StatusCode::kInvalidArgument, "invalid_request", absl::StrCat("workspace: ", valid.message()));
+        if (absl::Status valid = CheckRecordKeyParts(r.sandbox(), "sandbox", r.workspace(), "workspace", /*name_required=*/true,
+                                                     core_->config().limits.context);
+            !valid.ok()) {
+          return valid;
         }
         const std::string key = InterceptorRecords::Key(r.workspace(), r.sandbox());
         const std::string described = InterceptorRecords::Describe(key);
