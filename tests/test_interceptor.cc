@@ -1926,8 +1926,9 @@ TEST_CASE("provider profiles: a profile set that would widen a recorded sandbox 
     REQUIRE(page.records_size() == 1);
     CHECK(page.records(0).sandbox() == "build-2");
     CHECK_FALSE(page.more());
-    // A cursor no record's key could be (a NUL, a megabyte) is refused naming its field: it never reaches
-    // the database (PostgreSQL refuses a NUL in text, as a storage error).
+    // A cursor no record's key could be (a NUL, a megabyte) is refused naming its field before it reaches
+    // the database (stop 70's read-through: SQLite paged after it, PostgreSQL's client refused the NUL
+    // without a reason code).
     page_request.set_after_sandbox(std::string("build\0-1", 8));
     grpc::Status refused = g.gateway().admin().ListInterceptorRecords(GatewayFixture::Context().get(), page_request, &page);
     CHECK(refused.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
