@@ -17,6 +17,7 @@
 #include <google/protobuf/descriptor.pb.h>
 
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "tests/long_call_probe.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "policy/body_codec.h"
 #include "policy/digest.h"
@@ -864,6 +865,37 @@ TEST_CASE("integration: policyctl show --sandbox prints the enforced policy as Y
   CHECK_THAT(out, Catch::Contains("\"policy\":{"));
   CHECK(Ctl(g, {"show", "--sandbox", "sb-404"}, &out, &err) == 1);
   CHECK_THAT(err, Catch::Contains("NOT_FOUND"));
+}
+
+TEST_CASE("integration: on the sandbox socket health answers Check only and reflection is not served: a peer without "
+          "a handle holds no call open",
+          "[integration][reflection][limits]") {
+  // Regression (review 115, mended at stop 71): gRPC's default health Watch and server reflection answered any
+  // peer of the sandbox listener with a stream held open for as long as it liked, so its connections never
+  // went idle (connection_idle_timeout_s) and held their share of the listener's cap.
+  GatewayFixture g({"--connection-idle-timeout-s", "1"});
+  auto sandbox = GatewayFixture::Channel(g.sandbox_socket());
+  CHECK(HealthWatchOutcome(sandbox) == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(ReflectionOutcome(sandbox) == grpc::StatusCode::UNIMPLEMENTED);
+  auto health = grpc::health::v1::Health::NewStub(sandbox);
+  for (const char* service : {"", "openshell.policy.gateway.v1.Admission", "openshell.policy.gateway.v1.Liveness"}) {
+    INFO(service);
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    REQUIRE(health->Check(GatewayFixture::Context().get(), request, &response).ok());
+    CHECK(response.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  grpc::health::v1::HealthCheckRequest unknown;
+  unknown.set_service("no.such.Service");
+  grpc::health::v1::HealthCheckResponse response;
+  CHECK(health->Check(GatewayFixture::Context().get(), unknown, &response).error_code() == grpc::StatusCode::NOT_FOUND);
+  // Nothing is left open on the connection: the server lets it go once idle (the channel falls back to IDLE).
+  CHECK(Eventually([&] { return sandbox->GetState(false) == GRPC_CHANNEL_IDLE; }, std::chrono::seconds(20)));
+  // The admin socket (private to the gateway's user) keeps reflection; its health is the same Check-only service.
+  auto admin = GatewayFixture::Channel(g.admin_socket());
+  CHECK(ReflectionOutcome(admin) == grpc::StatusCode::OK);
+  CHECK(HealthWatchOutcome(admin) == grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_CASE("integration: server reflection on the admin socket describes PolicyGateway", "[integration][reflection]") {

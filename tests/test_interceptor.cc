@@ -43,6 +43,7 @@
 #include "openshell/gateway_interceptor/v1/gateway_interceptor.grpc.pb.h"
 #include "openshell/v1/openshell_v1_subset.grpc.pb.h"
 #include "tests/gateway_fixture.h"
+#include "tests/long_call_probe.h"
 #include "tests/pg_cluster.h"
 #include "tests/test_pki.h"
 #include <httplib.h>
@@ -378,6 +379,7 @@ class InterceptorGateway {
   GatewayFixture& gateway() { return *gateway_; }
   icv1::GatewayInterceptor::Stub& stub() { return *stub_; }
   grpc::Channel& channel() { return *channel_; }
+  const std::shared_ptr<grpc::Channel>& shared_channel() const { return channel_; }
   const MintKey& key() const { return *key_; }
   std::string KeysFile() const { return keys_ / "jwks.json"; }  // interceptor_gateway_keys (the README's JWKS)
   // The public key (PEM) profiles are signed with (ProfileSigning::kSigned).
@@ -1148,6 +1150,18 @@ TEST_CASE("interceptor: interceptor_listen serves over TLS with the token only, 
   const std::string forged = "Bearer " + Mint(MintKey(other_key->ToPem()), Claims(ClaimsSpec(), std::time(nullptr)));
   CHECK(g.stub().Evaluate(g.Context(forged).get(), unsigned_call, &refused).error_code() ==
         grpc::StatusCode::UNAUTHENTICATED);
+  // Health and reflection ask no token (review 115, mended at stop 71): health's Check answers, but neither
+  // health's Watch nor reflection's stream, which a peer without the token could hold open for as long as it
+  // liked (gRPC's defaults served both here).
+  CHECK(HealthWatchOutcome(g.shared_channel()) == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(ReflectionOutcome(g.shared_channel()) == grpc::StatusCode::UNIMPLEMENTED);
+  {
+    grpc::health::v1::HealthCheckResponse health;
+    REQUIRE(grpc::health::v1::Health::NewStub(g.shared_channel())
+                ->Check(g.Context("").get(), grpc::health::v1::HealthCheckRequest(), &health)
+                .ok());
+    CHECK(health.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+  }
 
   // Evaluate over TLS: allowed, patched (mergeOperations replaced by the absolute policy), denied.
   const std::string base = kBasePolicyJson;

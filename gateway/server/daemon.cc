@@ -398,10 +398,10 @@ int Daemon::Serve() {
       metrics_.ObserveDriverCall(method, StatusCodeName(code), took);
     });
   }
-  grpc::EnableDefaultHealthCheckService(true);
-  // Server reflection (grpc.reflection.v1alpha) on the servers built from here: both sockets. It lists the
-  // typed services (health, reflection); PolicyGateway is served generically, so it is not listed but is
-  // resolved by name (`grpcurl … describe openshell.policy.gateway.v1.PolicyGateway`).
+  // Server reflection (grpc.reflection.v1alpha) on the admin socket only (ServeHealth leaves it out of the
+  // listeners that answer peers without credentials). It lists the typed services (health, reflection);
+  // PolicyGateway is served generically, so it is not listed but is resolved by name (`grpcurl … describe
+  // openshell.policy.gateway.v1.PolicyGateway`), as is every other service of the gateway's, SandboxService's too.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Connections are accepted by our own UnixAcceptor (see its header: gRPC 1.51's listener dies on
   // EMFILE), capped within the descriptor limit, raised to its hard limit first.
@@ -439,6 +439,13 @@ int Daemon::Serve() {
     }
     grpc::ServerBuilder builder;
     if (typed != nullptr) builder.RegisterService(typed);
+    out->health = std::make_unique<HealthService>();
+    // The Admission health service answers from the first connection on (not "unknown service" until
+    // UpdateHealth below runs): a client that waits for the socket and then asks gets SERVING or NOT_SERVING.
+    out->health->Set("", true);
+    out->health->Set(kAdmissionHealthService, driver_->available() && store_->replication().reachable());
+    out->health->Set(kLivenessHealthService, true);
+    ServeHealth(builder, out->health.get(), /*reflection=*/!sandbox);
     if (generic != nullptr) builder.RegisterCallbackGenericService(generic);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, idle_ms);  // idle peers are let go
     // What one unauthenticated peer can make gRPC hold (issue 25.6): a handshake deadline, a bound on
@@ -505,11 +512,6 @@ int Daemon::Serve() {
                             tcp_listen.empty() ? "" : absl::StrCat(" and ", relay_socket)));
       return false;
     }
-    // The Admission health service answers from the first connection on (not "unknown service" until
-    // UpdateHealth below runs): a client that waits for the socket and then asks gets SERVING or NOT_SERVING.
-    out->server->GetHealthCheckService()->SetServingStatus(
-        kAdmissionHealthService, driver_->available() && store_->replication().reachable());
-    out->server->GetHealthCheckService()->SetServingStatus(kLivenessHealthService, true);
     if (!tcp_listen.empty()) {
       ::chmod(relay_socket.c_str(), 0600);
       TcpFront::Options front_options;
@@ -753,16 +755,15 @@ void Daemon::SetSandboxListenerHealth(bool accepting, bool tcp) {
   absl::MutexLock lock(&health_mu_);
   (tcp ? sandbox_tcp_accepting_ : sandbox_unix_accepting_) = accepting;
   accepting = sandbox_tcp_accepting_ && sandbox_unix_accepting_;
-  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
-    if (server != nullptr) server->GetHealthCheckService()->SetServingStatus("", accepting);
+  for (auto* health : {admin_.health.get(), sandbox_.health.get()}) {
+    if (health != nullptr) health->Set("", accepting);
   }
 }
 
 void Daemon::UpdateHealth() {
   absl::MutexLock lock(&health_mu_);
-  for (auto* server : {admin_.server.get(), sandbox_.server.get()}) {
-    server->GetHealthCheckService()->SetServingStatus(kAdmissionHealthService,
-                                                      driver_->available() && store_->replication().reachable());
+  for (auto* health : {admin_.health.get(), sandbox_.health.get()}) {
+    if (health != nullptr) health->Set(kAdmissionHealthService, driver_->available() && store_->replication().reachable());
   }
 }
 

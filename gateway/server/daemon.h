@@ -21,6 +21,7 @@
 #include "absl/synchronization/notification.h"
 #include "drivers/remote_driver.h"
 #include "gateway/server/admin_service.h"
+#include "gateway/server/health_service.h"
 #include "gateway/server/interceptor_listener.h"
 #include "gateway/server/openshell_push.h"
 #include "gateway/server/audit_syslog.h"
@@ -78,6 +79,7 @@ class Daemon {
 
  private:
   struct Listener {
+    std::unique_ptr<HealthService> health;  // registered with `server`: outlives it
     std::unique_ptr<grpc::Server> server;
     std::unique_ptr<UnixAcceptor> acceptor;  // stopped before the server
     std::unique_ptr<TcpFront> front;         // TCP (sandbox_listen, admin_listen): stopped before the server

@@ -71,6 +71,8 @@ absl::StatusOr<std::unique_ptr<InterceptorListener>> InterceptorListener::Start(
   }
   grpc::ServerBuilder builder;
   builder.RegisterService(listener->service_.get());
+  listener->health_.Set("", true);
+  ServeHealth(builder, &listener->health_, /*reflection=*/false);  // health and reflection need no token
   // README §1: pings every 10 s, also while idle, on one connection held for the OpenShell gateway's life.
   // The same over TCP: the settings are the server's, whichever listener a connection came in on.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

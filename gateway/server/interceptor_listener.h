@@ -27,6 +27,7 @@
 #include "gateway/core/interceptor_evaluator.h"
 #include "gateway/core/interceptor_token.h"
 #include "gateway/core/worker_pool.h"
+#include "gateway/server/health_service.h"
 #include "gateway/server/interceptor_service.h"
 #include "gateway/server/metrics.h"
 #include "gateway/server/tcp_front.h"
@@ -86,6 +87,7 @@ class InterceptorListener {
   std::unique_ptr<InterceptorEvaluator> evaluator_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<InterceptorService> service_;
+  HealthService health_;  // "" SERVING; registered with server_, which it outlives
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<UnixAcceptor> acceptor_;
   std::unique_ptr<TcpFront> front_;  // stopped before the server
