@@ -55,4 +55,34 @@ std::string BlockText(const sockaddr* address) {
   return key ? Text(*key, true) : "";
 }
 
+std::optional<AddressShares::Full> AddressShares::Refusal(const sockaddr* address) const {
+  const auto key = AddressOf(address);
+  if (!key) return std::nullopt;
+  if (const auto at = by_address_.find(*key); per_address_ != 0 && at != by_address_.end() && at->second >= per_address_) {
+    return Full{at->second, Text(*key, false), false};
+  }
+  const auto block = BlockOf(address);
+  if (*block == *key) return std::nullopt;  // an IPv4 address: its own block, its address's share
+  if (const auto in = by_block_.find(*block); per_block_ != 0 && in != by_block_.end() && in->second >= per_block_) {
+    return Full{in->second, Text(*block, true), true};
+  }
+  return std::nullopt;
+}
+
+AddressShares::Counted AddressShares::Take(const sockaddr* address) {
+  Counted counted{AddressOf(address), BlockOf(address)};
+  if (counted.address) ++by_address_[*counted.address];
+  if (counted.block) ++by_block_[*counted.block];
+  return counted;
+}
+
+void AddressShares::Release(const Counted& counted) {
+  auto release = [](std::map<AddressKey, size_t>& counts, const std::optional<AddressKey>& key) {
+    if (!key) return;
+    if (auto it = counts.find(*key); it != counts.end() && --it->second == 0) counts.erase(it);
+  };
+  release(by_address_, counted.address);
+  release(by_block_, counted.block);
+}
+
 }  // namespace osh::common

@@ -97,7 +97,7 @@ struct HttpServer::State {
     int fd = -1;
     std::chrono::steady_clock::time_point opened;
     bool answered = false;
-    std::optional<AddressKey> address, block;  // counted in `per_address` and `per_block`
+    osh::common::AddressShares::Counted counted;  // in `shares`
   };
   absl::Mutex mu;
   std::map<MHD_Connection*, Open> open ABSL_GUARDED_BY(mu);
@@ -107,10 +107,7 @@ struct HttpServer::State {
   // exceed its limit by the threads less one.
   // 32 and 256 at most, and never more than a quarter and a half of the connections: a small server (the
   // metrics listener's 64) is not filled by two addresses, nor by one /64 (review 110).
-  int per_address_limit = 32;
-  int per_block_limit = 256;
-  std::map<AddressKey, int> per_address ABSL_GUARDED_BY(mu);
-  std::map<AddressKey, int> per_block ABSL_GUARDED_BY(mu);
+  osh::common::AddressShares shares ABSL_GUARDED_BY(mu){32, 256};
   bool stopping ABSL_GUARDED_BY(mu) = false;
 
   // The server's own messages, at most kLogBurst a minute: a client cannot flood the log (and through it
@@ -180,25 +177,15 @@ MHD_Result OnAccept(void* cls, const sockaddr* address, socklen_t) {
       std::none_of(state.allow.begin(), state.allow.end(), [&peer](const IpNetwork& network) { return Contains(network, peer); })) {
     return MHD_NO;
   }
-  const auto block = BlockOf(address);
-  if (block) {
-    int limit = 0;  // the count that is full, or 0
-    {
-      absl::MutexLock lock(&state.mu);
-      const auto at = state.per_address.find(*key);
-      const auto in = state.per_block.find(*block);
-      if (at != state.per_address.end() && at->second >= state.per_address_limit) {
-        limit = state.per_address_limit;
-      } else if (in != state.per_block.end() && in->second >= state.per_block_limit) {
-        limit = state.per_block_limit;
-      }
-    }
-    if (limit != 0) {
-      state.Log(HttpServer::LogLevel::kWarning,
-                absl::StrCat(state.options.name, ": a connection refused: ", limit, " are open from ",
-                             limit == state.per_address_limit ? AddressText(address) : BlockText(address)));
-      return MHD_NO;
-    }
+  std::optional<osh::common::AddressShares::Full> full;
+  {
+    absl::MutexLock lock(&state.mu);
+    full = state.shares.Refusal(address);
+  }
+  if (full) {
+    state.Log(HttpServer::LogLevel::kWarning,
+              absl::StrCat(state.options.name, ": a connection refused: ", full->held, " are open from ", full->whom));
+    return MHD_NO;
   }
   return MHD_YES;
 }
@@ -209,12 +196,7 @@ void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionN
   if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
     // From here on its descriptor may be another's: never touched again.
     if (auto it = state.open.find(connection); it != state.open.end()) {
-      auto release = [](std::map<AddressKey, int>& counts, const std::optional<AddressKey>& key) {
-        if (!key) return;
-        if (auto counted = counts.find(*key); counted != counts.end() && --counted->second <= 0) counts.erase(counted);
-      };
-      release(state.per_address, it->second.address);
-      release(state.per_block, it->second.block);
+      state.shares.Release(it->second.counted);
       state.open.erase(it);
     }
     return;
@@ -222,10 +204,7 @@ void OnConnection(void* cls, MHD_Connection* connection, void**, MHD_ConnectionN
   const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
   const MHD_ConnectionInfo* client = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
   State::Open entry{info != nullptr ? info->connect_fd : -1, std::chrono::steady_clock::now(), false,
-                    client != nullptr ? AddressOf(client->client_addr) : std::nullopt,
-                    client != nullptr ? BlockOf(client->client_addr) : std::nullopt};
-  if (entry.address) ++state.per_address[*entry.address];
-  if (entry.block) ++state.per_block[*entry.block];
+                    client != nullptr ? state.shares.Take(client->client_addr) : osh::common::AddressShares::Counted{}};
   state.open[connection] = std::move(entry);
 }
 
@@ -382,8 +361,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   const size_t descriptors = RaiseDescriptorLimit();
   const unsigned connection_limit = static_cast<unsigned>(
       std::clamp<size_t>(descriptors > 64 ? descriptors - 64 : 16, 16, std::max<size_t>(16, state.options.max_connections)));
-  state.per_address_limit = static_cast<int>(std::clamp<size_t>(connection_limit / 4, 1, 32));
-  state.per_block_limit = static_cast<int>(std::clamp<size_t>(connection_limit / 2, 1, 256));
+  {
+    absl::MutexLock lock(&state.mu);
+    state.shares = osh::common::AddressShares(std::clamp<size_t>(connection_limit / 4, 1, 32),
+                                              std::clamp<size_t>(connection_limit / 2, 1, 256));
+  }
   const auto timeout_s = (state.options.request_timeout.count() + 999) / 1000;  // whole seconds, rounded up
   // An IPv6 address takes IPv4 clients too (as IPv4-mapped addresses: `allow` matches them as IPv4).
   const unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_DUAL_STACK : 0);

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +20,8 @@
 #include "absl/status/status.h"
 #include "common/address_share.h"
 #include "common/http_server.h"
+#include "gateway/server/tcp_front.h"
+#include "tests/test_support.h"
 
 namespace {
 
@@ -226,6 +229,62 @@ TEST_CASE("http server: a client is its address, and an IPv6 /64 is a block of t
   CHECK(osh::common::AddressText(&unix_address).empty());
 }
 
+TEST_CASE("address shares: an address holds its share, an IPv6 /64 its own larger one, an IPv4 address is its own "
+          "block, and a release gives the room back",
+          "[http_server][limits]") {
+  // The one counting rule of the HTTP server and the gateway's TCP fronts (review 115: the fronts counted an
+  // address only, so a host spreading its connections over its /64 held the whole listener).
+  using osh::common::AddressShares;
+  const auto at = [](const auto& address) { return reinterpret_cast<const sockaddr*>(&address); };
+  AddressShares shares(/*per_address=*/2, /*per_block=*/3);
+  const auto a1 = V6("2001:db8:1:2::1"), a2 = V6("2001:db8:1:2::2"), a3 = V6("2001:db8:1:2::3");
+  const auto other_block = V6("2001:db8:1:3::1");
+  std::vector<AddressShares::Counted> held;
+  CHECK_FALSE(shares.Refusal(at(a1)).has_value());
+  held.push_back(shares.Take(at(a1)));
+  held.push_back(shares.Take(at(a1)));
+  const auto full = shares.Refusal(at(a1));
+  REQUIRE(full.has_value());
+  CHECK(full->held == 2);
+  CHECK(full->whom == "2001:db8:1:2::1");
+  CHECK_FALSE(full->block);
+  CHECK_FALSE(shares.Refusal(at(a2)).has_value());  // another address of the block: room in the block
+  held.push_back(shares.Take(at(a2)));
+  const auto block_full = shares.Refusal(at(a3));  // its address holds none, its /64 holds 3
+  REQUIRE(block_full.has_value());
+  CHECK(block_full->block);
+  CHECK(block_full->held == 3);
+  CHECK(block_full->whom == "2001:db8:1:2::/64");
+  CHECK_FALSE(shares.Refusal(at(other_block)).has_value());
+  // IPv4 (also IPv4-mapped): each address its own block, held to the address's share only.
+  const auto v4 = V4("192.0.2.7");
+  const auto mapped = V6("::ffff:192.0.2.8");
+  AddressShares tight(/*per_address=*/2, /*per_block=*/1);
+  tight.Take(at(v4));
+  CHECK_FALSE(tight.Refusal(at(v4)).has_value());
+  tight.Take(at(v4));
+  REQUIRE(tight.Refusal(at(v4)).has_value());
+  CHECK(tight.Refusal(at(v4))->whom == "192.0.2.7");
+  CHECK_FALSE(tight.Refusal(at(mapped)).has_value());
+  // A release gives the room back and forgets an address and a block with none open.
+  shares.Release(held[0]);
+  CHECK_FALSE(shares.Refusal(at(a1)).has_value());
+  CHECK_FALSE(shares.Refusal(at(a3)).has_value());
+  for (size_t i = 1; i < held.size(); ++i) shares.Release(held[i]);
+  CHECK(shares.addresses() == 0);
+  CHECK(shares.blocks() == 0);
+  // 0: that share is off.
+  AddressShares off(0, 0);
+  for (int i = 0; i < 5; ++i) off.Take(at(a1));
+  CHECK_FALSE(off.Refusal(at(a1)).has_value());
+  sockaddr unix_address{};
+  unix_address.sa_family = AF_UNIX;
+  CHECK_FALSE(shares.Refusal(&unix_address).has_value());
+  const auto none = shares.Take(&unix_address);
+  CHECK_FALSE(none.address.has_value());
+  shares.Release(none);
+}
+
 namespace {
 
 // Holds `share` connections from 127.0.0.1 and checks that one more from it is closed unanswered (once
@@ -281,4 +340,81 @@ TEST_CASE("http server: 32 connections from one address fill its place only, and
   }
   CHECK(answered);
   for (int fd : held) ::close(fd);
+}
+
+TEST_CASE("tcp front: one address holds its share of the relayed connections, another address is relayed beside it",
+          "[limits]") {
+  // The gateway's TCP fronts count with AddressShares (above): an address past its share is closed at once.
+  osh::test::TempDir dir;
+  const std::string backend = dir / "backend.sock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, backend.c_str(), sizeof(address.sun_path) - 1);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(listener, 64) == 0);
+  // The backend (gRPC's server in the gateway): greets each connection and closes it once the client has.
+  std::vector<std::thread> served;
+  std::thread backend_thread([&] {
+    for (int fd; (fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+      served.emplace_back([fd] {
+        (void)::send(fd, "ok", 2, MSG_NOSIGNAL);
+        char ignored[64];
+        while (::recv(fd, ignored, sizeof ignored, 0) > 0) {
+        }
+        ::close(fd);
+      });
+    }
+  });
+  auto front = osh::gateway::TcpFront::Bind("127.0.0.1:0");
+  REQUIRE(front.ok());
+  osh::gateway::TcpFront::Options options;
+  options.max_connections = 16;
+  options.max_per_peer = 3;
+  REQUIRE((*front)->Start(backend, options).ok());
+  const int port = std::stoi((*front)->address().substr((*front)->address().rfind(':') + 1));
+  // "ok" when the connection was relayed, "" when the front closed it unrelayed.
+  const auto greeting = [](int fd) {
+    timeval wait{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    char buffer[2];
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, MSG_WAITALL);
+    return n == 2 ? std::string(buffer, 2) : std::string();
+  };
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(ConnectFrom("127.0.0.1", port));
+    REQUIRE(held.back() >= 0);
+    CHECK(greeting(held.back()) == "ok");
+  }
+  const int past = ConnectFrom("127.0.0.1", port);
+  REQUIRE(past >= 0);
+  CHECK(greeting(past).empty());  // past its share: closed at once
+  ::close(past);
+  const int other = ConnectFrom("127.0.0.2", port);
+  REQUIRE(other >= 0);
+  CHECK(greeting(other) == "ok");
+  // One closed gives its room back.
+  ::close(held.back());
+  held.pop_back();
+  bool relayed = false;
+  for (int attempt = 0; attempt < 100 && !relayed; ++attempt) {
+    const int again = ConnectFrom("127.0.0.1", port);
+    REQUIRE(again >= 0);
+    relayed = greeting(again) == "ok";
+    if (relayed) {
+      held.push_back(again);
+    } else {
+      ::close(again);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  CHECK(relayed);
+  for (int fd : held) ::close(fd);
+  ::close(other);
+  front->reset();  // closes what it still relays: each backend end hears its end
+  ::shutdown(listener, SHUT_RDWR);
+  backend_thread.join();
+  for (auto& thread : served) thread.join();
+  ::close(listener);
 }

@@ -17,12 +17,13 @@ namespace osh::gateway {
 // by one accepting thread.
 class ShareRefusals {
  public:
-  // `listener` names the socket or address; `peer` the peer as the log should name it; `held` its count.
-  void Refused(absl::string_view listener, absl::string_view peer, size_t held) {
+  // `listener` names the socket or address; `peer` the peer (or its block) as the log should name it;
+  // `held` its count; `share` the share it holds.
+  void Refused(absl::string_view listener, absl::string_view peer, size_t held,
+               absl::string_view share = "its share (max_connections_per_peer)") {
     if (SampledForLog(++refused_)) {
-      LogWarning(absl::StrCat(listener, ": ", peer, " holds ", held,
-                              " connections, its share (max_connections_per_peer): refusing more (", refused_,
-                              " refused so far)"));
+      LogWarning(absl::StrCat(listener, ": ", peer, " holds ", held, " connections, ", share, ": refusing more (",
+                              refused_, " refused so far)"));
     }
   }
 

@@ -68,6 +68,8 @@ class TcpFront::Loop {
         address_(std::move(address)),
         backend_(std::move(backend)),
         options_(std::move(options)),
+        shares_(options_.max_per_peer,
+                options_.max_per_peer == 0 ? 0 : std::max(options_.max_per_peer, options_.max_connections / 2)),
         epoll_(epoll_fd),
         wake_(wake_fd),
         nudge_(nudge_fd) {}
@@ -114,6 +116,7 @@ class TcpFront::Loop {
     End client, backend;
     Buffer up, down;  // client -> backend, backend -> client
     std::string peer;
+    common::AddressShares::Counted counted;  // in shares_
     bool throttled = false;  // its peer's bucket is empty: not reading from the client for now
   };
 
@@ -211,13 +214,15 @@ class TcpFront::Loop {
         return true;  // EAGAIN (none left), ECONNABORTED, EINTR
       }
       *warned = false;
-      std::string peer = common::AddressText(reinterpret_cast<const sockaddr*>(&address));
-      // Looked up, not inserted: a peer whose connection fails below leaves no entry behind (a client rotating
-      // its source addresses while the backend is down would grow the map).
-      if (const auto held = per_peer_.find(peer);
-          options_.max_per_peer != 0 && held != per_peer_.end() && held->second.connections >= options_.max_per_peer) {
+      const auto* from = reinterpret_cast<const sockaddr*>(&address);
+      std::string peer = common::AddressText(from);
+      // Looked up, not counted: a peer whose connection fails below leaves no entry behind (a client rotating
+      // its source addresses while the backend is down would grow the maps).
+      if (const auto full = shares_.Refusal(from)) {
         ::close(fd);
-        share_refusals_.Refused(address_, peer, held->second.connections);
+        share_refusals_.Refused(address_, full->whom, full->held,
+                                full->block ? "an IPv6 /64's share, half the listener's connections"
+                                            : "its share (max_connections_per_peer)");
         continue;
       }
       const int backend = ConnectBackend();
@@ -227,7 +232,7 @@ class TcpFront::Loop {
       }
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      auto* conn = new Conn{{nullptr, fd}, {nullptr, backend}, {}, {}, std::move(peer)};
+      auto* conn = new Conn{{nullptr, fd}, {nullptr, backend}, {}, {}, std::move(peer), shares_.Take(from)};
       conn->client.conn = conn->backend.conn = conn;
       conns_.insert(conn);
       Peer& held = per_peer_[conn->peer];
@@ -393,6 +398,7 @@ class TcpFront::Loop {
     ::close(conn.client.fd);
     ::close(conn.backend.fd);
     if (auto it = per_peer_.find(conn.peer); it != per_peer_.end() && --it->second.connections == 0) per_peer_.erase(it);
+    shares_.Release(conn.counted);
     throttled_.erase(&conn);
     open_ = conns_.size();
     closed_.insert(&conn);  // deleted after this batch of events: a later event may still name it
@@ -402,6 +408,7 @@ class TcpFront::Loop {
   const std::string address_;
   const std::string backend_;
   const Options options_;
+  common::AddressShares shares_;  // the loop thread's own: connections per address and per IPv6 /64
   const int epoll_;
   const int wake_;
   const int nudge_;  // StopAccepting

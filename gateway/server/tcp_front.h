@@ -5,7 +5,8 @@
 // restart. Here, as UnixAcceptor does for the Unix sockets:
 //   - open connections are capped (`max_connections`; each costs three descriptors: two here, one in
 //     gRPC); at the cap the front pauses — the kernel's backlog holds new ones — and resumes as they close;
-//   - one peer address holds at most `max_per_peer` of them; a connection past its share is closed at once;
+//   - one peer address holds at most `max_per_peer` of them, and one IPv6 /64 at most half the cap (never less
+//     than `max_per_peer`; common/address_share.h); a connection past either share is closed at once;
 //   - one peer address sends at most `max_bytes_per_peer_per_s` (reading pauses, never drops) — an address,
 //     not a /64: a node's sandboxes may share one (common/address_share.h);
 //   - an accept that fails for lack of descriptors is retried, never fatal;
@@ -29,7 +30,9 @@ class TcpFront {
  public:
   struct Options {
     size_t max_connections = 1024;
-    size_t max_per_peer = 256;  // connections one peer address may hold open; 0: no share beyond the cap
+    // Connections one peer address may hold open (an IPv6 /64: half of max_connections, at least this);
+    // 0: no share beyond the cap.
+    size_t max_per_peer = 256;
     // Bytes a second one peer address may send, over all its connections (a token bucket holding one
     // second's worth, 64 KiB at least); 0: unlimited. Past it the front stops reading from that peer until
     // the bucket refills: TCP's own flow control then slows the sender. gRPC 1.51 holds on to every stream a
