@@ -9,6 +9,11 @@
 //     signed checkpoint); p50 and p99. One poller asks in answer order, so an admission made provable
 //     while the poller waits on an earlier one is measured when the poller reaches it: an upper bound.
 //     The baseline is the log's own integration interval.
+//  3. (`--served-watchers N`, off by default) a policy change moving N sandboxes that each have a
+//     WatchServedProjection stream open, on a `--watch-body-kib` policy: the time until every stream has
+//     the new projection, and the slowest GetProjection of another sandbox asked meanwhile, against the
+//     slowest one asked while nothing moved (the registry tells its watchers under its lock: what a served
+//     watch does there holds fetches off).
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -57,6 +62,13 @@ int main(int argc, char** argv) {
   app.add_option("--admitters", admitters, "threads admitting at --rate together")
       ->capture_default_str()->check(CLI::Range(1, 64));
   app.add_option("--interval-ms", interval_ms, "the gateway's log_integrate_interval_ms")->capture_default_str();
+  int served_watchers = 0, watch_body_kib = 1024;
+  app.add_option("--served-watchers", served_watchers, "phase 3: sandboxes with a WatchServedProjection open (0: skip)")
+      ->capture_default_str()->check(CLI::Range(0, 4000));
+  app.add_option("--watch-body-kib", watch_body_kib, "phase 3: the policy's size")->capture_default_str()
+      ->check(CLI::Range(1, 3072));
+  bool plain_watch = false;
+  app.add_flag("--plain-watch", plain_watch, "phase 3 with WatchProjection streams instead (the baseline)");
   std::string gateway_binary = OSH_GATEWAY_BINARY;
   app.add_option("--gateway", gateway_binary, "policy-gateway binary (e.g. an older build, to compare)")
       ->capture_default_str();
@@ -64,6 +76,10 @@ int main(int argc, char** argv) {
 
   char pattern[] = "/tmp/bench-log-gw-XXXXXX";
   const std::string dir = ::mkdtemp(pattern);
+  const std::unique_ptr<const std::string, void (*)(const std::string*)> remove_dir(&dir, [](const std::string* d) {
+    std::error_code ignored;
+    std::filesystem::remove_all(*d, ignored);  // after the gateway stopped (declared before it)
+  });
   auto key = osh::trust::PrivateKey::Generate("ed25519");
   if (!key.ok() || !osh::policy::CreateFileAtomically(dir + "/log.key", key->ToPem(), 0600).ok()) {
     std::fprintf(stderr, "cannot write the log key\n");
@@ -74,6 +90,7 @@ int main(int argc, char** argv) {
       {gateway_binary, "--state-dir", state, "--log-signing-key", dir + "/log.key", "--log-origin",
        "bench.example/policy-gateway", "--log-integrate-interval-ms", std::to_string(interval_ms)},
       dir + "/gateway.log");
+  const osh::bench::StopOnExit stop_gateway(gateway);  // also on an early return
   if (gateway < 0 || !osh::bench::WaitForChannel(state + "/sandbox.sock")) {
     std::fprintf(stderr, "the gateway did not start (see %s/gateway.log)\n", dir.c_str());
     return 1;
@@ -209,6 +226,91 @@ int main(int argc, char** argv) {
   }
   poller.join();
 
+  // 3. A policy change under served watches.
+  double moved_ms = 0, quiet_fetch_max_ms = 0, moving_fetch_max_ms = 0;
+  if (served_watchers > 0) {
+    const size_t body = static_cast<size_t>(watch_body_kib) * 1024;
+    if (!osh::bench::SetDefaultPolicy(*admin, body)) return 1;
+    std::vector<std::string> watched;
+    for (int i = 0; i < served_watchers; ++i) {
+      gw::AdmitSandboxResponse response;
+      if (!admit("watch-" + std::to_string(i), &response)) return 1;
+      watched.push_back(response.sandbox_handle());
+    }
+    gw::AdmitSandboxResponse prober_sandbox;
+    if (!admit("prober", &prober_sandbox)) return 1;
+    std::atomic<int> ready{0}, moved{0};
+    std::atomic<bool> done{false};
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    for (int i = 0; i < served_watchers; ++i) contexts.push_back(std::make_unique<grpc::ClientContext>());
+    std::vector<std::thread> watchers;
+    for (int i = 0; i < served_watchers; ++i) {
+      watchers.emplace_back([&, i] {
+        auto stub = gw::SandboxPolicy::NewStub(LogBenchChannel(state + "/sandbox.sock", 2000 + i % 16));
+        contexts[i]->AddMetadata("authorization", "Bearer " + watched[i]);
+        std::string first;
+        // Whether the stream goes on: counts the first projection as ready, a later other one as moved.
+        const auto saw = [&](const drv::Projection& projection) {
+          if (first.empty()) {
+            first = projection.policy_digest();
+            ++ready;
+            return true;
+          }
+          if (projection.policy_digest() == first) return true;
+          ++moved;
+          return false;
+        };
+        if (plain_watch) {
+          auto reader = stub->WatchProjection(contexts[i].get(), gw::WatchProjectionRequest());
+          drv::Projection projection;
+          while (reader->Read(&projection) && saw(projection)) {
+          }
+          reader->Finish().IgnoreError();
+          return;
+        }
+        auto reader = stub->WatchServedProjection(contexts[i].get(), gw::GetServedProjectionRequest());
+        gw::ServedProjection message;
+        while (reader->Read(&message)) {
+          if (message.has_projection() && !saw(message.projection())) break;  // else a proof alone
+        }
+        reader->Finish().IgnoreError();
+      });
+    }
+    while (ready.load() < served_watchers) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // The prober: one GetProjection after another from its own connection, the slowest kept.
+    std::atomic<bool> moving{false};
+    std::atomic<int64_t> quiet_max_us{0}, moving_max_us{0};
+    std::thread prober([&] {
+      auto stub = gw::SandboxPolicy::NewStub(LogBenchChannel(state + "/sandbox.sock", 3000));
+      while (!done.load()) {
+        grpc::ClientContext ctx;
+        ctx.AddMetadata("authorization", "Bearer " + prober_sandbox.sandbox_handle());
+        drv::Projection out;
+        const auto begun = BenchClock::now();
+        if (!stub->GetProjection(&ctx, gw::GetProjectionRequest(), &out).ok()) ++errors;
+        const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(BenchClock::now() - begun).count();
+        auto& slowest = moving.load() ? moving_max_us : quiet_max_us;
+        for (int64_t seen = slowest.load(); us > seen && !slowest.compare_exchange_weak(seen, us);) {
+        }
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // the quiet baseline
+    moving = true;
+    const auto changed = BenchClock::now();
+    if (!osh::bench::SetDefaultPolicy(*admin, body + body / 16)) return 1;  // a few paths more
+    while (moved.load() < served_watchers && BenchClock::now() - changed < std::chrono::seconds(120)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    moved_ms = std::chrono::duration<double, std::milli>(BenchClock::now() - changed).count();
+    if (moved.load() < served_watchers) ++errors;
+    done = true;
+    prober.join();
+    for (auto& context : contexts) context->TryCancel();
+    for (auto& t : watchers) t.join();
+    quiet_fetch_max_ms = static_cast<double>(quiet_max_us.load()) / 1000;
+    moving_fetch_max_ms = static_cast<double>(moving_max_us.load()) / 1000;
+  }
+
   std::printf("gateway with a log (SQLite, builtin driver, 4 KiB body, %d client threads, median of %d)\n", threads, rounds);
   std::printf("  GetProjection:                   %8.0f calls/s\n", fetch);
   std::printf("  GetLogProof:                     %8.0f calls/s   ratio to GetProjection %.3f\n", proof, proof / fetch);
@@ -220,11 +322,13 @@ int main(int argc, char** argv) {
               interval_ms, achieved, admitters, admit_seconds, latencies_ms.size());
   std::printf("  p50 %.1f ms   p99 %.1f ms   max %.1f ms   (targets: p50 <= 250 ms, p99 <= 1000 ms)\n",
               Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99), Percentile(latencies_ms, 1.0));
+  if (served_watchers > 0) {
+    std::printf("a policy change under %d %s watches (%d KiB policy): every stream has it after %.0f ms\n",
+                served_watchers, plain_watch ? "plain" : "served", watch_body_kib, moved_ms);
+    std::printf("  slowest GetProjection of another sandbox: %.2f ms meanwhile, %.2f ms in the quiet second before "
+                "(ratio %.1f)\n",
+                moving_fetch_max_ms, quiet_fetch_max_ms, moving_fetch_max_ms / std::max(quiet_fetch_max_ms, 0.001));
+  }
   std::printf("errors: %llu\n", static_cast<unsigned long long>(errors.load()));
-  ::kill(gateway, SIGTERM);
-  int status = 0;
-  ::waitpid(gateway, &status, 0);
-  std::error_code ignored;
-  std::filesystem::remove_all(dir, ignored);
   return errors == 0 && !latencies_ms.empty() ? 0 : 1;
 }

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -36,6 +38,24 @@ inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& log)
   return pid;
 }
 
+// Stops a spawned process (SIGTERM, then waits for it) when it goes out of scope, so that a benchmark's early
+// return leaves none running.
+class StopOnExit {
+ public:
+  explicit StopOnExit(pid_t pid) : pid_(pid) {}
+  ~StopOnExit() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  StopOnExit(const StopOnExit&) = delete;
+  StopOnExit& operator=(const StopOnExit&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
 inline bool WaitForChannel(const std::string& socket, std::chrono::seconds timeout = std::chrono::seconds(20)) {
   auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   return channel->WaitForConnected(std::chrono::system_clock::now() + timeout);
@@ -55,8 +75,9 @@ inline bool SetDefaultPolicy(openshell::policy::gateway::v1::PolicyGateway::Stub
   *request.mutable_policy() = PolicyOfSize(bytes);
   grpc::ClientContext ctx;
   openshell::policy::gateway::v1::PolicyRevision revision;
-  if (admin.SetPolicy(&ctx, request, &revision).ok()) return true;
-  std::fprintf(stderr, "SetPolicy failed\n");
+  const grpc::Status status = admin.SetPolicy(&ctx, request, &revision);
+  if (status.ok()) return true;
+  std::fprintf(stderr, "SetPolicy failed: %s\n", status.error_message().c_str());
   return false;
 }
 

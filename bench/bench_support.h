@@ -72,8 +72,10 @@ inline LoadResult RunLoad(int threads, double seconds, const std::function<bool(
 // A valid policy whose canonical body is at least `bytes` long.
 inline openshell::sandbox::v1::SandboxPolicy PolicyOfSize(size_t bytes) {
   auto policy = policy::RestrictiveDefaultPolicy();
+  // At most 256 paths of at most 4096 characters (SCHEMA.md): past 16 KiB each path is longer.
+  const std::string padding(bytes > 16384 ? std::min<size_t>(4000, bytes / 200) : 0, 'd');
   for (int i = 0; policy::SerializeDeterministic(policy).size() < bytes; ++i) {
-    policy.mutable_filesystem()->add_read_only("/opt/bench/tool-" + std::to_string(i) + "/share/data");
+    policy.mutable_filesystem()->add_read_only("/opt/bench/tool-" + std::to_string(i) + "/share/data" + padding);
   }
   return policy;
 }

@@ -180,6 +180,26 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
   bool registered_ = false;
 };
 
+// A ServedProjection whose `projection` is the shared message every watcher of that envelope is sent, not a
+// copy of it: the registry tells its watchers under its lock, and a copy per served watcher (a body of up to
+// megabytes each) held every admission and fetch of the gateway off meanwhile (review 115). gRPC only reads
+// it (serializes it, as it does the plain watch's shared Projection from many streams at once); the field is
+// let go before the message is destroyed, so the message never frees what it does not own.
+class SharedServed {
+ public:
+  explicit SharedServed(ProjectionPtr projection) : projection_(std::move(projection)) {
+    message_.unsafe_arena_set_allocated_projection(const_cast<driver_v1::Projection*>(projection_.get()));
+  }
+  ~SharedServed() { message_.unsafe_arena_release_projection(); }
+  SharedServed(const SharedServed&) = delete;
+  SharedServed& operator=(const SharedServed&) = delete;
+  gateway_v1::ServedProjection* message() { return &message_; }
+
+ private:
+  ProjectionPtr projection_;
+  gateway_v1::ServedProjection message_;
+};
+
 // WatchServedProjection's stream: as WatchReactor, each projection wrapped with its proof when there is
 // one; while the newest projection sent waits for its proof, each checkpoint (OnCheckpoint) tries again
 // and sends the proof alone once it exists. Registered with the registry and the service for its life.
@@ -230,10 +250,12 @@ class ServedWatchReactor final : public QueuedStream<gateway_v1::ServedProjectio
 
  private:
   void EnqueueServedLocked(ProjectionPtr projection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    auto message = std::make_shared<gateway_v1::ServedProjection>();
-    *message->mutable_projection() = *projection;
-    ProveLocked(projection->policy_digest(), projection->policy_version(), message.get());
-    EnqueueLocked(std::move(message));
+    const std::string& digest = projection->policy_digest();
+    const uint64_t version = projection->policy_version();
+    auto served = std::make_shared<SharedServed>(std::move(projection));
+    ProveLocked(digest, version, served->message());
+    gateway_v1::ServedProjection* message = served->message();
+    EnqueueLocked(std::shared_ptr<const gateway_v1::ServedProjection>(std::move(served), message));
   }
   // Fills `message` with the proof for `digest` (true) or the reason there is none; awaiting_ says
   // whether a later checkpoint may bring it. Set before asking, so that a checkpoint published meanwhile
