@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   poller.join();
 
   // 3. A policy change under served watches.
-  double moved_ms = 0, quiet_fetch_max_ms = 0, moving_fetch_max_ms = 0;
+  double moved_ms = 0, moved_cpu_ms = 0, peak_rss_mib = 0, quiet_fetch_max_ms = 0, moving_fetch_max_ms = 0;
   if (served_watchers > 0) {
     const size_t body = static_cast<size_t>(watch_body_kib) * 1024;
     if (!osh::bench::SetDefaultPolicy(*admin, body)) return 1;
@@ -296,12 +296,15 @@ int main(int argc, char** argv) {
     });
     std::this_thread::sleep_for(std::chrono::seconds(1));  // the quiet baseline
     moving = true;
+    const double cpu_before = osh::bench::ProcCpuSeconds(gateway);
     const auto changed = BenchClock::now();
     if (!osh::bench::SetDefaultPolicy(*admin, body + body / 16)) return 1;  // a few paths more
     while (moved.load() < served_watchers && BenchClock::now() - changed < std::chrono::seconds(120)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     moved_ms = std::chrono::duration<double, std::milli>(BenchClock::now() - changed).count();
+    moved_cpu_ms = (osh::bench::ProcCpuSeconds(gateway) - cpu_before) * 1000;
+    peak_rss_mib = static_cast<double>(osh::bench::ProcStatusKiB(gateway, "VmHWM")) / 1024;
     if (moved.load() < served_watchers) ++errors;
     done = true;
     prober.join();
@@ -323,8 +326,10 @@ int main(int argc, char** argv) {
   std::printf("  p50 %.1f ms   p99 %.1f ms   max %.1f ms   (targets: p50 <= 250 ms, p99 <= 1000 ms)\n",
               Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99), Percentile(latencies_ms, 1.0));
   if (served_watchers > 0) {
-    std::printf("a policy change under %d %s watches (%d KiB policy): every stream has it after %.0f ms\n",
-                served_watchers, plain_watch ? "plain" : "served", watch_body_kib, moved_ms);
+    std::printf("a policy change under %d %s watches (%d KiB policy): every stream has it after %.0f ms; "
+                "the gateway used %.0f ms of CPU meanwhile\n",
+                served_watchers, plain_watch ? "plain" : "served", watch_body_kib, moved_ms, moved_cpu_ms);
+    std::printf("  the gateway's peak resident memory: %.0f MiB\n", peak_rss_mib);
     std::printf("  slowest GetProjection of another sandbox: %.2f ms meanwhile, %.2f ms in the quiet second before "
                 "(ratio %.1f)\n",
                 moving_fetch_max_ms, quiet_fetch_max_ms, moving_fetch_max_ms / std::max(quiet_fetch_max_ms, 0.001));
