@@ -24,6 +24,7 @@
 #include "gateway/core/provider_catalogue.h"
 #include "gateway/core/profile_change_check.h"
 #include "gateway/core/interceptor_records.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -31,6 +32,7 @@
 #include "gateway/core/log.h"
 #include "gateway/core/drift.h"
 #include "gateway/core/audit_budget.h"
+#include "gateway/core/audit_recorder.h"
 #include "gateway/core/driver_state_audit.h"
 #include "gateway/core/audit_feed.h"
 #include "common/errors.h"
@@ -1779,4 +1781,29 @@ TEST_CASE("audit budget: a burst, then one a refill, and what it holds back is c
   CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101)) == 0);
   CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101), /*whatever_the_budget=*/true) == 1);
   CHECK(budget.TakeHeldBack(t0 + absl::Seconds(101), true) == 0);
+}
+
+TEST_CASE("audit context: a driver's key under openshell. is moved aside, so the gateway's own entries cannot be forged",
+          "[audit]") {
+  // Regression (review 114, mended at stop 71): a driver's "openshell.truncated" read as the gateway's note.
+  google::protobuf::Map<std::string, std::string> context;
+  context["openshell.truncated"] = "0 of 1 entries left out";
+  context["openshell.sandbox.v1"] = "x";
+  context["policy_file"] = "default.yaml";
+  context["openshellish"] = "y";  // not the prefix
+  const auto recorded = osh::gateway::BoundedAuditContext(context);
+  CHECK(recorded.size() == 4);
+  CHECK_FALSE(recorded.contains("openshell.truncated"));
+  CHECK(recorded.at("driver.openshell.truncated") == "0 of 1 entries left out");
+  CHECK(recorded.at("driver.openshell.sandbox.v1") == "x");
+  CHECK(recorded.at("policy_file") == "default.yaml");
+  CHECK(recorded.at("openshellish") == "y");
+  // Past the bounds the gateway's own entry says so, and it is the only key under the prefix.
+  for (int i = 0; i < 100; ++i) context["k" + std::to_string(i)] = "v";
+  const auto bounded = osh::gateway::BoundedAuditContext(context);
+  REQUIRE(bounded.contains("openshell.truncated"));
+  CHECK_THAT(bounded.at("openshell.truncated"), Catch::Contains("entries left out"));
+  for (const auto& [key, value] : bounded) {
+    if (key != "openshell.truncated") CHECK_FALSE(absl::StartsWith(key, "openshell."));
+  }
 }

@@ -68,6 +68,12 @@ absl::StatusOr<std::string> CosignatureV1Signer::Sign(absl::string_view text) co
   return BigEndian64(timestamp) + *sig;
 }
 
+void CosignatureV1Signer::NotBefore(uint64_t timestamp) const {
+  uint64_t seen = last_.load();
+  while (seen < timestamp && !last_.compare_exchange_weak(seen, timestamp)) {
+  }
+}
+
 absl::Status CheckCosigners(absl::Span<const NoteVerifier* const> witnesses, const NoteVerifier* log) {
   const auto* log_key = dynamic_cast<const Ed25519NoteVerifier*>(log);
   absl::flat_hash_map<std::string, std::string> names_by_key;

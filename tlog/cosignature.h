@@ -44,6 +44,11 @@ class CosignatureV1Signer final : public Ed25519Keyed<NoteSigner, Ed25519Private
   // when the clock is behind it (timestamps never go backwards); INVALID_ARGUMENT if it exceeds 2^63 - 1.
   // Thread-safe.
   absl::StatusOr<std::string> Sign(absl::string_view text) const override;
+  // No timestamp earlier than `timestamp` from now on (a witness restarted gives the latest it may have
+  // used before: its clock may be behind it). Thread-safe.
+  void NotBefore(uint64_t timestamp) const;
+  // The latest timestamp this signer used (or was told of); 0 before any. Thread-safe.
+  uint64_t last_timestamp() const { return last_.load(); }
 
  private:
   friend Ed25519Keyed;

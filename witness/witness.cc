@@ -89,8 +89,9 @@ std::string FormatAddCheckpointRequest(int64_t old_size, const tlog::Proof& proo
   return out;
 }
 
-absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std::string& path) {
+absl::StatusOr<WitnessState> ReadWitnessState(const std::string& path) {
   std::map<std::string, HeldCheckpoint> state;
+  uint64_t cosigned_until = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (errno == ENOENT) {
@@ -111,6 +112,12 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
     bool marked = false;
     std::optional<int64_t> count;
     for (const auto& [key, node] : table) {
+      if (key.str() == "cosigned_until") {
+        const std::optional<int64_t> until = node.value<int64_t>();
+        if (!until || *until < 0) return bad(node, "cosigned_until is not a POSIX time");
+        cosigned_until = static_cast<uint64_t>(*until);
+        continue;
+      }
       if (key.str() == "logs") {
         count = node.value<int64_t>();
         if (!count) return bad(node, "logs is not a count");
@@ -123,7 +130,7 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
         marked = true;
         continue;
       }
-      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only format, logs and [[log]] tables)"));
+      if (key.str() != "log" || !node.is_array_of_tables()) return bad(node, absl::StrCat("unexpected '", std::string(key.str()), "' (only format, logs, cosigned_until and [[log]] tables)"));
       for (const toml::node& item : *node.as_array()) {
         const toml::table& log = *item.as_table();
         const std::optional<std::string> origin = log["origin"].value<std::string>();
@@ -166,7 +173,7 @@ absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std
   } catch (const toml::parse_error& error) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", error.source().begin.line, ": ", std::string(error.description())));
   }
-  return state;
+  return WitnessState{std::move(state), cosigned_until};
 }
 
 absl::Status InitWitnessState(const std::string& path) {
@@ -177,9 +184,9 @@ absl::Status InitWitnessState(const std::string& path) {
       0600);
 }
 
-absl::Status WriteWitnessState(const std::string& path, const std::map<std::string, HeldCheckpoint>& state) {
+absl::Status WriteWitnessState(const std::string& path, const WitnessState& state) {
   toml::array logs;
-  for (const auto& [origin, held] : state) {
+  for (const auto& [origin, held] : state.logs) {
     logs.push_back(toml::table{{"origin", origin},
                                {"size", held.size},
                                {"root", tlog::HashToBase64(held.root)},
@@ -189,7 +196,11 @@ absl::Status WriteWitnessState(const std::string& path, const std::map<std::stri
   out << "# policy-log-witness state: the last checkpoint cosigned per origin. Do not edit; never delete\n"
          "# (a witness that forgets what it cosigned can be made to cosign a fork).\n";
   const int64_t count = static_cast<int64_t>(logs.size());
-  out << toml::table{{"format", kWitnessStateFormat}, {"logs", count}, {"log", std::move(logs)}} << "\n";
+  out << toml::table{{"format", kWitnessStateFormat},
+                     {"logs", count},
+                     {"cosigned_until", static_cast<int64_t>(std::min<uint64_t>(state.cosigned_until, INT64_MAX))},
+                     {"log", std::move(logs)}}
+      << "\n";
   if (absl::Status s = policy::WriteFileAtomically(path, out.str(), 0600); !s.ok()) return s;
   return WitnessSyncFolder(path);
 }
@@ -213,13 +224,13 @@ absl::StatusOr<std::unique_ptr<Witness>> Witness::Create(std::unique_ptr<tlog::C
   }
   if (::access(state_file.c_str(), F_OK) != 0) {
     // Said as before (InitWitnessState makes it), and no lock file is left beside a state file that is not there.
-    absl::StatusOr<std::map<std::string, HeldCheckpoint>> missing = ReadWitnessState(state_file);
+    absl::StatusOr<WitnessState> missing = ReadWitnessState(state_file);
     if (!missing.ok()) return missing.status();
   }
   absl::StatusOr<common::StateLock> lock = common::StateLock::Acquire(
       state_file, "witness", "one witness process per state file (two could cosign two forks of one size); stop it first");
   if (!lock.ok()) return lock.status();
-  absl::StatusOr<std::map<std::string, HeldCheckpoint>> state = ReadWitnessState(state_file);
+  absl::StatusOr<WitnessState> state = ReadWitnessState(state_file);
   if (!state.ok()) return state.status();
   return std::unique_ptr<Witness>(
       new Witness(std::move(cosigner), std::move(known), std::move(state_file), *std::move(lock), *std::move(state)));
@@ -227,8 +238,8 @@ absl::StatusOr<std::unique_ptr<Witness>> Witness::Create(std::unique_ptr<tlog::C
 
 std::optional<HeldCheckpoint> Witness::Held(const std::string& origin) const {
   absl::MutexLock lock(&mu_);
-  auto it = state_.find(origin);
-  if (it == state_.end()) return std::nullopt;
+  auto it = state_.logs.find(origin);
+  if (it == state_.logs.end()) return std::nullopt;
   return it->second;
 }
 
@@ -260,9 +271,9 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
   }
 
   absl::MutexLock lock(&mu_);  // the check against the held state and its update are one step
-  auto held_it = state_.find(origin);
-  const int64_t held_size = held_it == state_.end() ? 0 : held_it->second.size;
-  const tlog::Hash held_root = held_it == state_.end() ? tlog::EmptyTreeHash() : held_it->second.root;
+  auto held_it = state_.logs.find(origin);
+  const int64_t held_size = held_it == state_.logs.end() ? 0 : held_it->second.size;
+  const tlog::Hash held_root = held_it == state_.logs.end() ? tlog::EmptyTreeHash() : held_it->second.root;
   if (request->old_size != held_size) {
     WitnessResponse r = WitnessAnswer(409, absl::StrCat(held_size), "");
     r.content_type = kSizeContentType;
@@ -299,15 +310,22 @@ WitnessResponse Witness::AddCheckpoint(absl::string_view body) {
   if (!signed_note.ok()) {
     return WitnessAnswer(500, "cannot cosign", absl::StrCat("cannot cosign ", what, ": ", signed_note.status().message()));
   }
-  // The same size and root as held: already on disk, nothing to write. Rewritten and synced, every replay
-  // of the log's public checkpoint by anyone cost three fsyncs under the one lock (review 113).
-  if (held_it != state_.end() && cp.size == held_size && cp.root == held_root) {
-    WitnessResponse again = WitnessAnswer(200, signed_note->substr(text->size() + 1), "");
-    again.log_message = absl::StrCat("cosigned ", what, " root ", tlog::HashToBase64(cp.root), " (again)");
-    return again;
+  // The timestamp just used is covered by cosigned_until on disk before it is answered: a restarted
+  // witness whose clock is behind never signs with an earlier one (stop 71). Written ahead by a reserve,
+  // so replays of one checkpoint write the state once a reserve at most.
+  const uint64_t used = cosigner_->last_timestamp();
+  const bool reserve = used > state_.cosigned_until;
+  // The same size and root as held: already on disk, nothing else to write. Rewritten and synced, every
+  // replay of the log's public checkpoint by anyone cost three fsyncs under the one lock (review 113).
+  const bool again = held_it != state_.logs.end() && cp.size == held_size && cp.root == held_root;
+  if (again && !reserve) {
+    WitnessResponse answer = WitnessAnswer(200, signed_note->substr(text->size() + 1), "");
+    answer.log_message = absl::StrCat("cosigned ", what, " root ", tlog::HashToBase64(cp.root), " (again)");
+    return answer;
   }
-  std::map<std::string, HeldCheckpoint> next = state_;
-  next[origin] = HeldCheckpoint{cp.size, cp.root, *std::move(kept)};
+  WitnessState next = state_;
+  if (reserve) next.cosigned_until = used + kCosignedUntilReserveSeconds;
+  if (!again) next.logs[origin] = HeldCheckpoint{cp.size, cp.root, *std::move(kept)};
   if (absl::Status s = WriteWitnessState(state_file_, next); !s.ok()) {
     return WitnessAnswer(500, "cannot persist the witness state; nothing was cosigned",
                          absl::StrCat("cannot persist the state for ", what, ": ", s.message()));

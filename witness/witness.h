@@ -70,19 +70,31 @@ struct HeldCheckpoint {
   bool operator==(const HeldCheckpoint&) const = default;
 };
 
-// The state file: TOML, `format = "policy-log-witness-state/1"` and `logs = <how many>`, then one [[log]]
+// The whole state: what was cosigned per origin, and the latest cosignature timestamp the witness may have
+// used (`cosigned_until`; 0 in a file of an earlier version): a restarted witness never signs with an
+// earlier one, whatever its clock says.
+struct WitnessState {
+  std::map<std::string, HeldCheckpoint> logs;
+  uint64_t cosigned_until = 0;
+};
+// How far ahead of a cosignature's timestamp `cosigned_until` is written: a replay of the held checkpoint
+// (cosigned again, nothing else to write) costs a write of the state only once this many seconds.
+inline constexpr uint64_t kCosignedUntilReserveSeconds = 10;
+
+// The state file: TOML, `format = "policy-log-witness-state/1"`, `logs = <how many>` and `cosigned_until =
+// <POSIX seconds>` (optional), then one [[log]]
 // table per origin with origin, size, root (base64) and note; a count that disagrees is lost state. Reading checks that each note's checkpoint carries the origin, size
 // and root recorded beside it. A missing file, or one with neither the format line nor a [[log]] (empty,
 // truncated), is FAILED_PRECONDITION (below): lost state, never "nothing cosigned"; anything else
 // unreadable is an error. A file with logs and no format line (an earlier version's) is read.
 inline constexpr char kWitnessStateFormat[] = "policy-log-witness-state/1";
-absl::StatusOr<std::map<std::string, HeldCheckpoint>> ReadWitnessState(const std::string& path);
+absl::StatusOr<WitnessState> ReadWitnessState(const std::string& path);
 // Creates an empty state file (0600; ALREADY_EXISTS when one is there): a new witness's first step
 // (`policy-log-witness init`). A missing state file is never read as "nothing cosigned" — a witness whose
 // state was lost (an unmounted volume, a changed path) would cosign any fork it is shown first.
 absl::Status InitWitnessState(const std::string& path);
 // Atomically (temporary file, fsync, rename, fsync of the folder), 0600.
-absl::Status WriteWitnessState(const std::string& path, const std::map<std::string, HeldCheckpoint>& state);
+absl::Status WriteWitnessState(const std::string& path, const WitnessState& state);
 
 struct WitnessResponse {
   int status = 200;
@@ -115,16 +127,18 @@ class Witness {
     std::unique_ptr<tlog::NoteVerifier> verifier;
   };
   Witness(std::unique_ptr<tlog::CosignatureV1Signer> cosigner, std::map<std::string, KnownLog> logs,
-          std::string state_file, common::StateLock lock, std::map<std::string, HeldCheckpoint> state)
+          std::string state_file, common::StateLock lock, WitnessState state)
       : cosigner_(std::move(cosigner)), logs_(std::move(logs)), state_file_(std::move(state_file)),
-        lock_(std::move(lock)), state_(std::move(state)) {}
+        lock_(std::move(lock)), state_(std::move(state)) {
+    cosigner_->NotBefore(state_.cosigned_until);
+  }
 
   const std::unique_ptr<tlog::CosignatureV1Signer> cosigner_;
   const std::map<std::string, KnownLog> logs_;  // by origin
   const std::string state_file_;
   const common::StateLock lock_;
   mutable absl::Mutex mu_;
-  std::map<std::string, HeldCheckpoint> state_ ABSL_GUARDED_BY(mu_);
+  WitnessState state_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace osh::witness

@@ -1,5 +1,6 @@
 #include "gateway/core/audit_recorder.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/core/context_limits.h"
 #include "gateway/core/log.h"
@@ -14,6 +15,9 @@ std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::M
   for (const auto& [key, value] : sorted) {
     bytes += key.size() + value.size();
     std::string k = BoundedText(key, kMaxKeyBytes), v = BoundedText(value, kMaxValueBytes);
+    // Keys under "openshell." are the gateway's own (openshell.truncated): a driver's is moved aside, so
+    // that it cannot pass for one of them.
+    if (absl::StartsWith(k, kGatewayAuditKeyPrefix)) k.insert(0, kDriverAuditKeyPrefix);
     if (out.size() >= kMaxEntries || total + k.size() + v.size() > kMaxTotalBytes) {
       ++dropped;
       continue;

@@ -19,7 +19,10 @@ namespace osh::gateway {
 // 128 bytes, values of 1 KiB, 16 KiB in all, text without control characters); otherwise each text is
 // bounded and escaped (BoundedText), entries past the bounds are left out and an "openshell.truncated"
 // entry says how many. A refused projection's context is unverified: it must not be able to bloat or
-// forge the log.
+// forge the log. Keys beginning "openshell." are the gateway's: a driver's such key is recorded with
+// "driver." before it ("driver.openshell.truncated"), whether or not the projection verified.
+inline constexpr char kGatewayAuditKeyPrefix[] = "openshell.";
+inline constexpr char kDriverAuditKeyPrefix[] = "driver.";
 std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::Map<std::string, std::string>& context);
 
 // An event's surface and digest (a refused projection's are a driver's unverified words) and its reason
