@@ -39,9 +39,15 @@ std::optional<AddressKey> AddressOf(const sockaddr* address) {
   return key;
 }
 
+// NAT64's well-known prefix (RFC 6052): IPv4 clients translated into IPv6 are each an address of it.
+bool IsNat64(const AddressKey& address) {
+  static constexpr std::array<unsigned char, 12> kPrefix{0, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0};
+  return std::equal(kPrefix.begin(), kPrefix.end(), address.begin());
+}
+
 std::optional<AddressKey> BlockOf(const sockaddr* address) {
   auto key = AddressOf(address);
-  if (key && !IsMapped(*key)) std::fill(key->begin() + 8, key->end(), 0);  // the /64
+  if (key && !IsMapped(*key) && !IsNat64(*key)) std::fill(key->begin() + 8, key->end(), 0);  // the /64
   return key;
 }
 

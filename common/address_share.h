@@ -2,7 +2,9 @@
 // /64 — what a host usually holds, so a client can spread its connections over many addresses of it —
 // is a block with a larger bound of its own (but a Kubernetes node's pods, or a cloud subnet's, may share
 // one /64 too, so a block is never bound as tightly as one address). IPv4 addresses, also when they arrive
-// IPv4-mapped (::ffff:a.b.c.d) on a dual-stack listener, are their own block. One home for that rule: the
+// IPv4-mapped (::ffff:a.b.c.d) on a dual-stack listener or translated by NAT64 (64:ff9b::a.b.c.d), are
+// their own block. The block bound stops one host spreading over its /64, not a holder of a /56 or a /48
+// (each of its /64s is a block of its own). One home for that rule: the
 // HTTP server (common/http_server.h) and the gateway's TCP fronts ask it, and count with AddressShares.
 //
 // The functions are pure and thread-safe; AddressShares is not thread-safe (its owner serializes it).

@@ -553,7 +553,7 @@ absl::Status SqliteStore::PutBody(const std::string& digest, const std::string& 
   auto found = stored->Step();
   if (!found.ok()) return found.status();
   if (*found) return absl::OkStatus();
-  auto stmt = db_.Prepare("INSERT INTO bodies (digest, body) VALUES (?, ?)");
+  auto stmt = db_.Prepare("INSERT OR IGNORE INTO bodies (digest, body) VALUES (?, ?)");
   if (!stmt.ok()) return stmt.status();
   stmt->Bind(1, digest).BindBlob(2, body);
   return stmt->Run();

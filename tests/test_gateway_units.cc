@@ -1791,8 +1791,10 @@ TEST_CASE("audit context: a driver's key under openshell. is moved aside, so the
   context["openshell.sandbox.v1"] = "x";
   context["policy_file"] = "default.yaml";
   context["openshellish"] = "y";  // not the prefix
+  context["driver.openshell.truncated"] = "the driver's own";  // must not collide with the one moved aside
   const auto recorded = osh::gateway::BoundedAuditContext(context);
-  CHECK(recorded.size() == 4);
+  CHECK(recorded.size() == 5);
+  CHECK(recorded.at("driver.driver.openshell.truncated") == "the driver's own");
   CHECK_FALSE(recorded.contains("openshell.truncated"));
   CHECK(recorded.at("driver.openshell.truncated") == "0 of 1 entries left out");
   CHECK(recorded.at("driver.openshell.sandbox.v1") == "x");

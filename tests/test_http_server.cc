@@ -215,6 +215,9 @@ TEST_CASE("http server: a client is its address, and an IPv6 /64 is a block of t
   CHECK(BlockOf(V6("::ffff:10.0.0.1")) == BlockOf(V4("10.0.0.1")));
   CHECK(BlockOf(V6("::ffff:10.0.0.1")) != BlockOf(V6("::ffff:10.0.0.2")));  // an IPv4 address is its own block
   CHECK(BlockOf(V4("10.0.0.1")) != BlockOf(V4("10.0.0.2")));
+  // NAT64 (64:ff9b::/96): each translated IPv4 client is its own block, not one /64 for all of them.
+  CHECK(BlockOf(V6("64:ff9b::a00:1")) != BlockOf(V6("64:ff9b::a00:2")));
+  CHECK(BlockOf(V6("64:ff9b::a00:1")) == AddressOf(V6("64:ff9b::a00:1")));
   sockaddr unix_address{};
   unix_address.sa_family = AF_UNIX;
   CHECK_FALSE(osh::common::AddressOf(&unix_address).has_value());
@@ -371,6 +374,14 @@ TEST_CASE("tcp front: one address holds its share of the relayed connections, an
   osh::gateway::TcpFront::Options options;
   options.max_connections = 16;
   options.max_per_peer = 3;
+  // Its IPv6 /64 share (this machine has one IPv6 loopback address: the rule is shown above, on the
+  // counting class the front uses with these shares).
+  CHECK(osh::gateway::TcpFront::BlockShare(options) == 8);
+  osh::gateway::TcpFront::Options wide = options;
+  wide.max_per_peer = 12;
+  CHECK(osh::gateway::TcpFront::BlockShare(wide) == 12);  // never less than an address's
+  wide.max_per_peer = 0;
+  CHECK(osh::gateway::TcpFront::BlockShare(wide) == 0);  // no share at all
   REQUIRE((*front)->Start(backend, options).ok());
   const int port = std::stoi((*front)->address().substr((*front)->address().rfind(':') + 1));
   // "ok" when the connection was relayed, "" when the front closed it unrelayed.

@@ -14,11 +14,14 @@ std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::M
   size_t total = 0, dropped = 0, bytes = 0;
   for (const auto& [key, value] : sorted) {
     bytes += key.size() + value.size();
-    std::string k = BoundedText(key, kMaxKeyBytes), v = BoundedText(value, kMaxValueBytes);
     // Keys under "openshell." are the gateway's own (openshell.truncated): a driver's is moved aside, so
-    // that it cannot pass for one of them.
-    if (absl::StartsWith(k, kGatewayAuditKeyPrefix)) k.insert(0, kDriverAuditKeyPrefix);
-    if (out.size() >= kMaxEntries || total + k.size() + v.size() > kMaxTotalBytes) {
+    // that it cannot pass for one of them; and one under "driver." too, so that no two keys of a driver
+    // become one ("openshell.x" and "driver.openshell.x").
+    const bool aside = absl::StartsWith(key, kGatewayAuditKeyPrefix) || absl::StartsWith(key, kDriverAuditKeyPrefix);
+    std::string k = BoundedText(aside ? absl::StrCat(kDriverAuditKeyPrefix, key) : key, kMaxKeyBytes);
+    std::string v = BoundedText(value, kMaxValueBytes);
+    // Two keys a bound made one (cut at the same place) keep the first; the other is counted as left out.
+    if (out.size() >= kMaxEntries || total + k.size() + v.size() > kMaxTotalBytes || out.contains(k)) {
       ++dropped;
       continue;
     }

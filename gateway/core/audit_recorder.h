@@ -19,8 +19,9 @@ namespace osh::gateway {
 // 128 bytes, values of 1 KiB, 16 KiB in all, text without control characters); otherwise each text is
 // bounded and escaped (BoundedText), entries past the bounds are left out and an "openshell.truncated"
 // entry says how many. A refused projection's context is unverified: it must not be able to bloat or
-// forge the log. Keys beginning "openshell." are the gateway's: a driver's such key is recorded with
-// "driver." before it ("driver.openshell.truncated"), whether or not the projection verified.
+// forge the log. Keys beginning "openshell." are the gateway's: a driver's such key, and one beginning
+// "driver.", is recorded with "driver." before it ("driver.openshell.truncated", "driver.driver.x"), whether
+// or not the projection verified, so that no two keys of a driver's are recorded as one.
 inline constexpr char kGatewayAuditKeyPrefix[] = "openshell.";
 inline constexpr char kDriverAuditKeyPrefix[] = "driver.";
 std::map<std::string, std::string> BoundedAuditContext(const google::protobuf::Map<std::string, std::string>& context);

@@ -4,8 +4,9 @@
 // Why not gRPC's default service: its Watch is a stream that stays open for as long as the client likes,
 // and health needs no credentials — so on sandbox_listen (no client certificate) and interceptor_listen
 // (authenticated by a token in each call, which health never asks for) any peer could hold calls open
-// forever, keeping its connections out of connection_idle_timeout_s and its share of the listener's
-// connection cap taken (docs/threat-model.md, stop 71). Check is one request and one answer. A client doing
+// forever without sending a byte, its connections never idle (docs/threat-model.md, stop 71). Check is one
+// request and one answer. (A peer that keeps calling keeps its connection either way: the listener's
+// per-address and per-/64 shares bound what it holds.) A client doing
 // gRPC's client-side health checking (gRFC A17) treats UNIMPLEMENTED as "health checking off" and carries on.
 #pragma once
 

@@ -68,8 +68,7 @@ class TcpFront::Loop {
         address_(std::move(address)),
         backend_(std::move(backend)),
         options_(std::move(options)),
-        shares_(options_.max_per_peer,
-                options_.max_per_peer == 0 ? 0 : std::max(options_.max_per_peer, options_.max_connections / 2)),
+        shares_(options_.max_per_peer, TcpFront::BlockShare(options_)),
         epoll_(epoll_fd),
         wake_(wake_fd),
         nudge_(nudge_fd) {}

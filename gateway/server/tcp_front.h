@@ -17,6 +17,7 @@
 // Thread-safe; one thread of its own.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -41,6 +42,11 @@ class TcpFront {
     size_t max_bytes_per_peer_per_s = 0;
     std::function<void(bool accepting)> on_state;  // called from the front's thread; may be empty
   };
+  // The connections one IPv6 /64 may hold open under `options` (half the cap, at least max_per_peer; 0: no
+  // share, as max_per_peer 0).
+  static size_t BlockShare(const Options& options) {
+    return options.max_per_peer == 0 ? 0 : std::max(options.max_per_peer, options.max_connections / 2);
+  }
   // Binds and listens on `listen` ("host:port", "[v6]:port"; port 0 picks a free one). INVALID_ARGUMENT for
   // a malformed address, FAILED_PRECONDITION naming it when it is in use or not this host's.
   static absl::StatusOr<std::unique_ptr<TcpFront>> Bind(const std::string& listen);
