@@ -82,6 +82,12 @@ AddressShares::Counted AddressShares::Take(const sockaddr* address) {
   return counted;
 }
 
+size_t AddressShares::Held(const Counted& counted) const {
+  if (!counted.address) return 0;
+  const auto it = by_address_.find(*counted.address);
+  return it == by_address_.end() ? 0 : it->second;
+}
+
 void AddressShares::Release(const Counted& counted) {
   auto release = [](std::map<AddressKey, size_t>& counts, const std::optional<AddressKey>& key) {
     if (!key) return;

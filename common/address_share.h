@@ -54,6 +54,8 @@ class AddressShares {
   };
   Counted Take(const sockaddr* address);
   void Release(const Counted& counted);
+  // Connections open from `counted`'s address (0 for none, or no address).
+  size_t Held(const Counted& counted) const;
 
   size_t addresses() const { return by_address_.size(); }  // distinct addresses with a connection open
   size_t blocks() const { return by_block_.size(); }

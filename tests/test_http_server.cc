@@ -270,7 +270,9 @@ TEST_CASE("address shares: an address holds its share, an IPv6 /64 its own large
   CHECK(tight.Refusal(at(v4))->whom == "192.0.2.7");
   CHECK_FALSE(tight.Refusal(at(mapped)).has_value());
   // A release gives the room back and forgets an address and a block with none open.
+  CHECK(shares.Held(held[0]) == 2);
   shares.Release(held[0]);
+  CHECK(shares.Held(held[0]) == 1);
   CHECK_FALSE(shares.Refusal(at(a1)).has_value());
   CHECK_FALSE(shares.Refusal(at(a3)).has_value());
   for (size_t i = 1; i < held.size(); ++i) shares.Release(held[i]);

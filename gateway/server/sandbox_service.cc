@@ -181,10 +181,10 @@ class WatchReactor final : public QueuedStream<driver_v1::Projection>, public Pr
 };
 
 // A ServedProjection whose `projection` is the shared message every watcher of that envelope is sent, not a
-// copy of it: the registry tells its watchers under its lock, and a copy per served watcher (a body of up to
-// megabytes each) held every admission and fetch of the gateway off meanwhile (review 115). gRPC only reads
-// it (serializes it, as it does the plain watch's shared Projection from many streams at once); the field is
-// let go before the message is destroyed, so the message never frees what it does not own.
+// copy of it (a body of up to megabytes per served watcher, made under the registry's lock; review 115 —
+// measured, bench/README "Stop 71": gRPC's serialization in StartWrite costs more than the copy did). gRPC
+// only reads it (serializes it, as it does the plain watch's shared Projection from many streams at once);
+// the field is let go before the message is destroyed, so the message never frees what it does not own.
 class SharedServed {
  public:
   explicit SharedServed(ProjectionPtr projection) : projection_(std::move(projection)) {

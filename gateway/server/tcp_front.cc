@@ -106,8 +106,7 @@ class TcpFront::Loop {
     uint32_t events = 0;     // what epoll watches now
     bool removed = false;    // taken out of epoll (a backend that closed: see Rearm)
   };
-  struct Peer {
-    size_t connections = 0;
+  struct Peer {  // a peer address's byte budget, kept while it holds a connection (shares_ counts them)
     double tokens = 0;  // bytes it may still send now
     std::chrono::steady_clock::time_point refilled{};
   };
@@ -234,10 +233,9 @@ class TcpFront::Loop {
       auto* conn = new Conn{{nullptr, fd}, {nullptr, backend}, {}, {}, std::move(peer), shares_.Take(from)};
       conn->client.conn = conn->backend.conn = conn;
       conns_.insert(conn);
-      Peer& held = per_peer_[conn->peer];
-      if (held.connections++ == 0) {
-        held.tokens = Burst();
-        held.refilled = std::chrono::steady_clock::now();
+      if (auto [held, first] = per_peer_.try_emplace(conn->peer); first) {
+        held->second.tokens = Burst();
+        held->second.refilled = std::chrono::steady_clock::now();
       }
       open_ = conns_.size();
       Watch(conn->client, EPOLLIN, EPOLL_CTL_ADD);
@@ -396,8 +394,8 @@ class TcpFront::Loop {
     if (!conn.backend.removed) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, conn.backend.fd, nullptr);
     ::close(conn.client.fd);
     ::close(conn.backend.fd);
-    if (auto it = per_peer_.find(conn.peer); it != per_peer_.end() && --it->second.connections == 0) per_peer_.erase(it);
     shares_.Release(conn.counted);
+    if (shares_.Held(conn.counted) == 0) per_peer_.erase(conn.peer);
     throttled_.erase(&conn);
     open_ = conns_.size();
     closed_.insert(&conn);  // deleted after this batch of events: a later event may still name it
